@@ -1,0 +1,54 @@
+"""The ``cardcube`` command: argparse subcommands, each a thin shell over the Python API.
+
+Each package contributes its subcommands through a ``register(subparsers)`` function in its own
+``cli`` module, so this file only assembles them and turns cardcube errors into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from cardcube.errors import CardcubeError
+
+# Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
+_SUBCOMMAND_MODULES = (
+    "cardcube.demo",
+    "cardcube.synth.cli",
+    "ingest.cli",
+    "catalog.cli",
+    "cube.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cardcube",
+        description="Sentinel-1/2 CARD scenes as time-first Zarr v3 cubes for CAP checks by monitoring.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CardcubeError as exc:
+        print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cardcube {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

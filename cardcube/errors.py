@@ -1,0 +1,90 @@
+"""One exception hierarchy for cardcube.
+
+Every error is a :class:`CardcubeError` and also the builtin a caller would naturally catch
+(``ValueError`` for bad input, ``FileNotFoundError`` for missing things, ...), as zarr-python does.
+Messages name the thing (scene, parcel id, URL) and the reason. The library never speaks HTTP: the
+REST service maps these classes to status codes in one table at its edge.
+"""
+
+from __future__ import annotations
+
+
+class CardcubeError(Exception):
+    """Base class of every cardcube error."""
+
+
+# --- source scenes -------------------------------------------------------------------------------
+class SceneError(CardcubeError, ValueError):
+    """A source scene cannot be ingested; ``scene_id`` names it and ``reason`` says why."""
+
+    def __init__(self, scene_id: str, reason: str) -> None:
+        self.scene_id = scene_id
+        self.reason = reason
+        super().__init__(f"scene {scene_id}: {reason}")
+
+
+class SceneReadError(SceneError):
+    """A band file is missing, truncated or corrupt (found by reading every block)."""
+
+
+class SceneGridError(SceneError):
+    """A scene is in another CRS, at another resolution, or not aligned with the cube tile's grid."""
+
+
+class SceneContentError(SceneError):
+    """A scene lacks a band, holds only nodata, or its metadata contradicts the cube."""
+
+
+class DuplicateSceneError(SceneError):
+    """The same acquisition is already in the cube under another scene id or checksum."""
+
+
+# --- the cube and its storage ---------------------------------------------------------------------
+class CubeNotFoundError(CardcubeError, FileNotFoundError):
+    """No cube (or no such collection / tile in it) at the given location."""
+
+
+class VersionNotFoundError(CardcubeError, LookupError):
+    """The requested cube version does not exist (never committed, or expired)."""
+
+
+class CommitConflictError(CardcubeError, RuntimeError):
+    """Another writer committed or holds the cube; nothing of this run became visible."""
+
+
+class CubeLockedError(CommitConflictError):
+    """Another ingest holds the cube's write lock."""
+
+
+class StoreError(CardcubeError, OSError):
+    """The store failed (after retries) or cannot be reached."""
+
+
+# --- requests on the read side --------------------------------------------------------------------
+class ParcelError(CardcubeError, ValueError):
+    """A parcel cannot be processed; ``parcel_id`` names it and ``reason`` says why."""
+
+    def __init__(self, parcel_id: object, reason: str) -> None:
+        self.parcel_id = parcel_id
+        self.reason = reason
+        super().__init__(f"parcel {parcel_id}: {reason}")
+
+
+class ParcelNotFoundError(CardcubeError, LookupError):
+    """An unknown parcel id, or no registered parcel contains the given point."""
+
+
+class ParcelOutsideCubeError(ParcelError):
+    """The parcel does not intersect any cube tile (or no data of the requested time range)."""
+
+
+class ParcelTooSmallError(ParcelError):
+    """No pixel of the parcel remains after the inward buffer and the pixel membership rule."""
+
+
+class RequestTooLargeError(CardcubeError, ValueError):
+    """A request would read more than the configured limit (pixels, dates or bytes)."""
+
+
+class InvalidRequestError(CardcubeError, ValueError):
+    """A request is malformed: unknown band, statistic, collection, or an empty time range."""

@@ -1,0 +1,103 @@
+"""MGRS tile grids: the spatial frame of every scene and every cube tile.
+
+A :class:`TileGrid` names one Sentinel-2 MGRS tile (109.8 km square, UTM) and hands out
+``odc.geo.GeoBox`` objects at any resolution; all pixel arithmetic is GeoBox arithmetic. Neighbouring
+tiles of one UTM zone share the same 10 m and 20 m pixel lattice (their origins differ by multiples of
+20 m), so pixels of a parcel that straddles two tiles line up exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+from odc.geo.geobox import GeoBox
+
+from cardcube.errors import SceneGridError
+
+TILE_SIZE_M = 109_800.0
+
+# Upper-left corners of real Sentinel-2 tiles (from ESA's tiling grid), for the Dutch area the
+# synthetic generator uses. Add rows to support more tiles; everything else is derived.
+_MGRS_ORIGINS: dict[str, tuple[int, float, float]] = {
+    "31UET": (32631, 499_980.0, 5_800_020.0),
+    "31UEU": (32631, 499_980.0, 5_900_040.0),
+    "31UFT": (32631, 600_000.0, 5_800_020.0),
+    "31UFU": (32631, 600_000.0, 5_900_040.0),
+    "31UFV": (32631, 600_000.0, 6_000_000.0),
+    "31UGT": (32631, 699_960.0, 5_800_020.0),
+    "31UGU": (32631, 699_960.0, 5_900_040.0),
+    "31UGV": (32631, 699_960.0, 6_000_000.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TileGrid:
+    """One MGRS tile: its id, UTM CRS and upper-left corner. Immutable and hashable."""
+
+    tile_id: str
+    epsg: int
+    ulx: float
+    uly: float
+    size_m: float = TILE_SIZE_M
+
+    @classmethod
+    def from_id(cls, tile_id: str) -> TileGrid:
+        key = tile_id.upper().removeprefix("T").removeprefix("MGRS-")
+        try:
+            epsg, ulx, uly = _MGRS_ORIGINS[key]
+        except KeyError:
+            raise ValueError(f"unknown MGRS tile {tile_id!r}; known: {', '.join(sorted(_MGRS_ORIGINS))}") from None
+        return cls(key, epsg, ulx, uly)
+
+    @staticmethod
+    def known_ids() -> tuple[str, ...]:
+        return tuple(sorted(_MGRS_ORIGINS))
+
+    @property
+    def crs(self) -> str:
+        return f"EPSG:{self.epsg}"
+
+    def geobox(self, resolution: float) -> GeoBox:
+        """The whole tile at ``resolution`` metres (10980 x 10980 at 10 m)."""
+        n = round(self.size_m / resolution)
+        return GeoBox((n, n), Affine(resolution, 0.0, self.ulx, 0.0, -resolution, self.uly), self.crs)
+
+    def window(self, geobox: GeoBox, *, scene_id: str = "?") -> tuple[int, int]:
+        """Pixel offset ``(row, col)`` of ``geobox`` inside this tile at the same resolution.
+
+        Raises :class:`SceneGridError` if ``geobox`` is in another CRS, is rotated, has another pixel
+        size, is not aligned with the tile's pixel lattice, or reaches outside the tile.
+        """
+        if geobox.crs is None or geobox.crs.epsg != self.epsg:
+            raise SceneGridError(scene_id, f"CRS {geobox.crs} is not the tile {self.tile_id} CRS {self.crs}")
+        a = geobox.affine
+        res = a.a
+        if a.b != 0 or a.d != 0 or not math.isclose(a.e, -res) or res <= 0:
+            raise SceneGridError(scene_id, f"transform {tuple(a)[:6]} is not a north-up square-pixel grid")
+        col_f = (a.c - self.ulx) / res
+        row_f = (self.uly - a.f) / res
+        col, row = round(col_f), round(row_f)
+        if abs(col - col_f) > 1e-6 or abs(row - row_f) > 1e-6:
+            raise SceneGridError(
+                scene_id, f"origin ({a.c}, {a.f}) is off the {res:g} m pixel grid of tile {self.tile_id}"
+            )
+        full = self.geobox(res)
+        h, w = geobox.shape
+        if row < 0 or col < 0 or row + h > full.shape[0] or col + w > full.shape[1]:
+            raise SceneGridError(scene_id, f"extent {geobox.boundingbox} reaches outside tile {self.tile_id}")
+        return row, col
+
+
+def tiles_for_bbox(bbox: tuple[float, float, float, float], epsg: int) -> tuple[TileGrid, ...]:
+    """Known tiles of UTM zone ``epsg`` that intersect ``bbox`` (minx, miny, maxx, maxy in that CRS)."""
+    minx, miny, maxx, maxy = bbox
+    out = []
+    for tile_id in TileGrid.known_ids():
+        t = TileGrid.from_id(tile_id)
+        if t.epsg != epsg:
+            continue
+        if minx < t.ulx + t.size_m and maxx > t.ulx and miny < t.uly and maxy > t.uly - t.size_m:
+            out.append(t)
+    return tuple(out)

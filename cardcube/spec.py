@@ -1,0 +1,238 @@
+"""What a cube holds: bands, chunk layout and the cube collections cardcube knows.
+
+Specs are frozen dataclasses with ``to_dict``/``from_dict`` that round-trip through the Zarr group
+attributes, so a cube describes itself and a reader never needs the writer's code defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+# Sentinel-2 L2A scene classification (SCL) codes, as in the ESA product specification.
+SCL_CLASSES: dict[int, str] = {
+    0: "no_data",
+    1: "saturated_or_defective",
+    2: "dark_area_pixels",
+    3: "cloud_shadows",
+    4: "vegetation",
+    5: "not_vegetated",
+    6: "water",
+    7: "unclassified",
+    8: "cloud_medium_probability",
+    9: "cloud_high_probability",
+    10: "thin_cirrus",
+    11: "snow",
+}
+# What a check by monitoring treats as unusable: saturated, shadows, medium/high cloud, cirrus, snow.
+DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
+
+
+@dataclass(frozen=True, slots=True)
+class BandSpec:
+    """One variable of a cube: stored dtype, native resolution and CF packing (scale/offset/nodata)."""
+
+    name: str
+    dtype: str
+    resolution: int
+    nodata: float | int | None
+    scale: float = 1.0
+    offset: float = 0.0
+    units: str = "1"
+    long_name: str = ""
+    common_name: str | None = None
+    center_wavelength: float | None = None  # micrometres
+    flag_values: tuple[int, ...] | None = None
+    flag_meanings: tuple[str, ...] | None = None
+
+    @property
+    def is_flag(self) -> bool:
+        """True for a classification layer (SCL): never scaled, never averaged."""
+        return self.flag_values is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("flag_values", "flag_meanings"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        if isinstance(self.nodata, float) and math.isnan(self.nodata):
+            d["nodata"] = "NaN"  # JSON has no NaN; Zarr v3 spells it this way too
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BandSpec:
+        d = dict(d)
+        if d.get("nodata") == "NaN":
+            d["nodata"] = float("nan")
+        for key in ("flag_values", "flag_meanings"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLayout:
+    """Time-first chunk and shard shapes, given at the finest (10 m) resolution.
+
+    ``time`` dates per chunk, ``space`` pixels per chunk side, ``shard_space`` pixels per shard side.
+    Coarser resolutions keep the same ground footprint (a 20 m chunk holds ``space / 2`` pixels), so a
+    parcel touches the same number of chunks in every band. Cold (compacted) shards hold one time block;
+    the hot buffer of recent dates uses one date per chunk and per shard.
+    """
+
+    time: int = 16
+    space: int = 128
+    shard_space: int = 1024
+    base_resolution: int = 10
+
+    def __post_init__(self) -> None:
+        if min(self.time, self.space, self.shard_space) < 1:
+            raise ValueError(f"chunk sizes must be positive, got {self}")
+        if self.shard_space % self.space:
+            raise ValueError(f"shard_space {self.shard_space} is not a multiple of space {self.space}")
+
+    def _side(self, pixels: int, resolution: int) -> int:
+        return max(1, pixels * self.base_resolution // resolution)
+
+    def chunks(self, resolution: int, *, hot: bool = False) -> tuple[int, int, int]:
+        """Inner chunk shape ``(time, y, x)`` at ``resolution`` metres."""
+        side = self._side(self.space, resolution)
+        return (1 if hot else self.time, side, side)
+
+    def shards(self, resolution: int, *, hot: bool = False) -> tuple[int, int, int]:
+        """Shard (stored object) shape ``(time, y, x)`` at ``resolution`` metres."""
+        side = self._side(self.shard_space, resolution)
+        return (1 if hot else self.time, side, side)
+
+    def with_(self, **changes: int) -> ChunkLayout:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChunkLayout:
+        return cls(**d)
+
+    @classmethod
+    def parse(cls, text: str) -> ChunkLayout:
+        """Parse the CLI form ``time=16,space=128,shard_space=1024`` (any subset)."""
+        items = dict(part.split("=", 1) for part in text.split(",") if part.strip())
+        unknown = set(items) - {"time", "space", "shard_space"}
+        if unknown:
+            raise ValueError(f"unknown chunk keys {sorted(unknown)}; use time, space, shard_space")
+        return cls(**{k.strip(): int(v) for k, v in items.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class CubeSpec:
+    """A cube collection: its key in the store, the source scenes it takes, its bands and layout."""
+
+    name: str
+    title: str
+    source_collection: str
+    bands: tuple[BandSpec, ...]
+    chunks: ChunkLayout = field(default_factory=ChunkLayout)
+    compressor_level: int = 3
+    description: str = ""
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return tuple(sorted({b.resolution for b in self.bands}))
+
+    def band(self, name: str) -> BandSpec:
+        for b in self.bands:
+            if b.name == name:
+                return b
+        raise KeyError(f"{self.name} cube has no band {name!r}; bands are {', '.join(self.band_names)}")
+
+    def bands_at(self, resolution: int) -> tuple[BandSpec, ...]:
+        return tuple(b for b in self.bands if b.resolution == resolution)
+
+    def with_chunks(self, chunks: ChunkLayout) -> CubeSpec:
+        return replace(self, chunks=chunks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "source_collection": self.source_collection,
+            "bands": [b.to_dict() for b in self.bands],
+            "chunks": self.chunks.to_dict(),
+            "compressor_level": self.compressor_level,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CubeSpec:
+        return cls(
+            name=d["name"],
+            title=d["title"],
+            source_collection=d["source_collection"],
+            bands=tuple(BandSpec.from_dict(b) for b in d["bands"]),
+            chunks=ChunkLayout.from_dict(d["chunks"]),
+            compressor_level=d.get("compressor_level", 3),
+            description=d.get("description", ""),
+        )
+
+
+def _s2_band(name: str, res: int, common: str | None, wl: float, long_name: str) -> BandSpec:
+    # L2A processing baseline >= 04.00: reflectance = (DN + BOA_ADD_OFFSET) / 10000, offset -1000.
+    return BandSpec(
+        name=name, dtype="uint16", resolution=res, nodata=0, scale=1e-4, offset=-0.1, units="1",
+        long_name=f"surface reflectance, {long_name}", common_name=common, center_wavelength=wl,
+    )
+
+
+S2_L2A = CubeSpec(
+    name="s2",
+    title="Sentinel-2 L2A surface reflectance cube",
+    source_collection="sentinel-2-l2a",
+    description="Sentinel-2 MSI Level-2A bottom-of-atmosphere reflectance with the scene classification "
+    "(SCL), reorganised into time-first Zarr v3 chunks on the native MGRS tile grids (10 m and 20 m).",
+    bands=(
+        _s2_band("B02", 10, "blue", 0.490, "blue"),
+        _s2_band("B03", 10, "green", 0.560, "green"),
+        _s2_band("B04", 10, "red", 0.665, "red"),
+        _s2_band("B08", 10, "nir", 0.842, "near infrared"),
+        _s2_band("B05", 20, "rededge", 0.705, "red edge 1"),
+        _s2_band("B06", 20, "rededge", 0.740, "red edge 2"),
+        _s2_band("B07", 20, "rededge", 0.783, "red edge 3"),
+        _s2_band("B8A", 20, "nir08", 0.865, "narrow near infrared"),
+        _s2_band("B11", 20, "swir16", 1.610, "short-wave infrared 1.6"),
+        _s2_band("B12", 20, "swir22", 2.190, "short-wave infrared 2.2"),
+        BandSpec(
+            name="SCL", dtype="uint8", resolution=20, nodata=0, units="1", long_name="scene classification",
+            flag_values=tuple(SCL_CLASSES), flag_meanings=tuple(SCL_CLASSES.values()),
+        ),
+    ),
+)
+
+S1_BACKSCATTER = CubeSpec(
+    name="s1",
+    title="Sentinel-1 CARD backscatter cube",
+    source_collection="sentinel-1-card-bs",
+    description="Sentinel-1 IW gamma0 backscatter (VV, VH, dB), analysis-ready, on the MGRS tile grids "
+    "at 10 m, reorganised into time-first Zarr v3 chunks; ascending and descending orbits together.",
+    bands=(
+        BandSpec(name="VV", dtype="float32", resolution=10, nodata=float("nan"), units="dB",
+                 long_name="gamma0 backscatter, VV polarisation"),
+        BandSpec(name="VH", dtype="float32", resolution=10, nodata=float("nan"), units="dB",
+                 long_name="gamma0 backscatter, VH polarisation"),
+    ),
+)
+
+CUBE_SPECS: dict[str, CubeSpec] = {spec.name: spec for spec in (S2_L2A, S1_BACKSCATTER)}
+
+
+def cube_spec(name: str) -> CubeSpec:
+    """The built-in spec for collection key ``name`` (``"s2"`` or ``"s1"``)."""
+    try:
+        return CUBE_SPECS[name]
+    except KeyError:
+        raise ValueError(f"unknown cube collection {name!r}; known: {', '.join(CUBE_SPECS)}") from None

@@ -1,0 +1,123 @@
+"""Where a cube lives: a URL (local folder or ``s3://``) or a zarr store, resolved in one place.
+
+cardcube has no storage class of its own: everything goes through a zarr ``Store`` (``LocalStore``
+for folders, ``FsspecStore`` over s3fs for object storage). The few extra verbs the commit protocol
+needs (read/write/list small objects, create-only writes) are thin functions over that interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from cardcube.errors import CommitConflictError, StoreError
+
+StoreLike = str | os.PathLike | Store
+
+# botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
+_S3_DEFAULTS: dict[str, Any] = {"config_kwargs": {"retries": {"max_attempts": 8, "mode": "adaptive"}}}
+
+
+def s3_options_from_env() -> dict[str, Any]:
+    """s3fs options from the usual environment (``AWS_ENDPOINT_URL`` for Ceph/MinIO/moto)."""
+    opts: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    return opts
+
+
+def open_store(
+    location: StoreLike, *, storage_options: Mapping[str, Any] | None = None, read_only: bool = False
+) -> Store:
+    """Resolve a path, ``file://`` or ``s3://`` URL, or an existing zarr Store, to a zarr Store."""
+    if isinstance(location, Store):
+        return location
+    text = os.fspath(location)
+    if "://" not in text or text.startswith("file://"):
+        path = Path(text.removeprefix("file://")).expanduser().absolute()
+        if read_only and not path.exists():
+            from cardcube.errors import CubeNotFoundError
+
+            raise CubeNotFoundError(f"no cube at {path}: the folder does not exist")
+        return LocalStore(path, read_only=read_only)
+    if text.startswith("s3://"):
+        opts = {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
+        return FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
+    return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def store_url(store: Store) -> str:
+    """A human-readable location of ``store`` for messages and STAC hrefs."""
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, FsspecStore):
+        protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
+        return f"{protocol}://{store.path}"
+    inner = getattr(store, "_store", None)
+    return store_url(inner) if isinstance(inner, Store) else repr(store)
+
+
+def read_bytes(store: Store, key: str) -> bytes | None:
+    """The object at ``key``, or ``None`` if absent."""
+    try:
+        buf = sync(store.get(key, prototype=default_buffer_prototype()))
+    except (OSError, RuntimeError) as exc:  # s3fs surfaces exhausted retries as OSError
+        raise StoreError(f"cannot read {key} from {store_url(store)}: {exc}") from exc
+    return None if buf is None else buf.to_bytes()
+
+
+def write_bytes(store: Store, key: str, data: bytes) -> None:
+    """Write (or replace) one object; atomic on S3 and, via rename, on a local folder."""
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+def create_bytes(store: Store, key: str, data: bytes) -> None:
+    """Create ``key`` only if it does not exist yet, atomically; else :class:`CommitConflictError`.
+
+    A local folder uses zarr's exclusive ``os.link``; S3 uses a conditional PUT (``If-None-Match: *``).
+    """
+    buf = default_buffer_prototype().buffer.from_bytes(data)
+    try:
+        if isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ()):
+            path = f"{store.path.rstrip('/')}/{key}"
+            sync(store.fs._pipe_file(path, data, mode="create"))
+        elif isinstance(store, LocalStore):
+            sync(store._set(key, buf, exclusive=True))
+        else:  # not atomic: a check then a write; documented limitation for other stores
+            if sync(store.exists(key)):
+                raise FileExistsError(key)
+            sync(store.set(key, buf))
+    except FileExistsError as exc:
+        raise CommitConflictError(f"{key} already exists in {store_url(store)}: another writer got there first") from exc
+
+
+def read_json(store: Store, key: str) -> Any | None:
+    data = read_bytes(store, key)
+    return None if data is None else json.loads(data)
+
+
+def write_json(store: Store, key: str, obj: Any, *, create_only: bool = False) -> None:
+    data = json.dumps(obj, indent=1, sort_keys=False, default=str).encode()
+    (create_bytes if create_only else write_bytes)(store, key, data)
+
+
+def list_keys(store: Store, prefix: str) -> list[str]:
+    """Keys under ``prefix`` (recursive), sorted."""
+
+    async def _collect() -> list[str]:
+        return [k async for k in store.list_prefix(prefix)]
+
+    return sorted(sync(_collect()))
+
+
+def delete_key(store: Store, key: str) -> None:
+    sync(store.delete(key))
