@@ -1,0 +1,148 @@
+"""Pixel membership against an independent rule: shapely predicates on pixel centres and pixel boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from shapely.geometry import Polygon, box
+
+from cardcube.errors import InvalidRequestError
+from cube.membership import label_pixels, parcel_pixels, window_for
+
+RES = 10.0
+X0, Y0 = 500_020.0, 5_799_980.0  # on the 31UET 20 m lattice
+
+
+@pytest.fixture
+def geobox() -> GeoBox:
+    return GeoBox((48, 56), Affine(RES, 0.0, X0, 0.0, -RES, Y0), "EPSG:32631")
+
+
+def random_polygon(rng: np.random.Generator, cx: float, cy: float, r: float, n: int = 11) -> Polygon:
+    """A star-shaped irregular polygon with float vertices around (cx, cy)."""
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(0.35 * r, r, n)
+    return Polygon(np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)]))
+
+
+def centres(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    h, w = geobox.shape
+    a = geobox.affine
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    return a.c + cols * a.a, a.f + rows * a.e
+
+
+def pixel_boxes(geobox: GeoBox) -> np.ndarray:
+    h, w = geobox.shape
+    a = geobox.affine
+    cols, rows = np.meshgrid(np.arange(w), np.arange(h))
+    x0, y1 = a.c + cols * a.a, a.f + rows * a.e
+    return shapely.box(x0, y1 + a.e, x0 + a.a, y1)
+
+
+def polygons(geobox: GeoBox, n: int = 12, seed: int = 1) -> list[Polygon]:
+    rng = np.random.default_rng(seed)
+    minx, miny, maxx, maxy = geobox.boundingbox
+    out = []
+    for _ in range(n):
+        r = rng.uniform(25, 140)
+        # Some reach over the grid edge on purpose.
+        out.append(random_polygon(rng, rng.uniform(minx, maxx), rng.uniform(miny, maxy), r))
+    return out
+
+
+@pytest.mark.parametrize("buffer", [0.0, -5.0, -12.5])
+def test_centre_rule_matches_shapely(geobox: GeoBox, buffer: float) -> None:
+    xs, ys = centres(geobox)
+    for poly in polygons(geobox):
+        mask = parcel_pixels(poly, geobox, buffer=buffer)
+        ref = shapely.contains_xy(poly.buffer(buffer), xs, ys)
+        assert mask.shape == geobox.shape and mask.dtype == bool
+        np.testing.assert_array_equal(mask, ref)
+
+
+def test_inward_buffer_keeps_pixel_centres_away_from_the_border(geobox: GeoBox) -> None:
+    xs, ys = centres(geobox)
+    for poly in polygons(geobox, seed=2):
+        plain = parcel_pixels(poly, geobox, buffer=0)
+        shrunk = parcel_pixels(poly, geobox, buffer=-7.0)
+        assert not (shrunk & ~plain).any()
+        if plain.sum() > 10:
+            assert shrunk.sum() < plain.sum()
+        d = shapely.distance(poly.exterior, shapely.points(xs[shrunk], ys[shrunk]))
+        assert (d >= 7.0 - 1e-6).all()
+
+
+def test_all_touched_is_every_pixel_the_polygon_intersects(geobox: GeoBox) -> None:
+    boxes = pixel_boxes(geobox)
+    for poly in polygons(geobox, seed=3):
+        touched = parcel_pixels(poly, geobox, buffer=-5.0, all_touched=True)
+        centre = parcel_pixels(poly, geobox, buffer=-5.0)
+        assert not (centre & ~touched).any()
+        ref = shapely.intersects(boxes, poly.buffer(-5.0))
+        np.testing.assert_array_equal(touched, ref)
+
+
+def test_window_covers_the_mask_exactly(geobox: GeoBox) -> None:
+    for poly in polygons(geobox, seed=4):
+        win = window_for(poly, geobox, buffer=-5.0)
+        touched = parcel_pixels(poly, geobox, buffer=-5.0, all_touched=True)
+        if not touched.any():
+            continue
+        rows, cols = np.nonzero(touched)
+        # The window is the bounding box of the touched pixels: it holds all of them and no more.
+        assert win == (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        centre = parcel_pixels(poly, geobox, buffer=-5.0)
+        assert centre[win].sum() == centre.sum()
+        # The sub-grid gives the same mask as cutting the full one.
+        np.testing.assert_array_equal(parcel_pixels(poly, geobox[win], buffer=-5.0), centre[win])
+
+
+def test_window_pad_clipping_and_outside(geobox: GeoBox) -> None:
+    cx, cy = X0 + 200.0, Y0 - 200.0
+    square = box(cx - 31, cy - 31, cx + 31, cy + 31)
+    win = window_for(square, geobox, buffer=-5.0, pad=2)
+    assert win == (slice(15, 25), slice(15, 25))  # 52 m square spans pixels 17..22, padded by 2
+    corner = box(X0 - 100, Y0 - 35, X0 + 35, Y0 + 100)
+    assert window_for(corner, geobox, buffer=0.0, pad=5) == (slice(0, 9), slice(0, 9))
+    far = box(X0 - 1000, Y0 + 1000, X0 - 900, Y0 + 1100)
+    assert window_for(far, geobox, buffer=0.0) is None
+    tiny = box(cx, cy, cx + 8, cy + 8)
+    assert window_for(tiny, geobox, buffer=-5.0) is None
+    assert not parcel_pixels(tiny, geobox, buffer=-5.0).any()
+
+
+def test_label_pixels_equals_per_parcel_masks_for_a_register(geobox: GeoBox) -> None:
+    rng = np.random.default_rng(5)
+    minx, miny, maxx, maxy = geobox.boundingbox
+    pts = shapely.multipoints(np.column_stack([rng.uniform(minx, maxx, 25), rng.uniform(miny, maxy, 25)]))
+    cells = [c.intersection(box(minx, miny, maxx, maxy)) for c in shapely.voronoi_polygons(pts).geoms]
+    cells.insert(3, None)  # a missing geometry gets no pixel and keeps the indices aligned
+    labels = label_pixels(cells, geobox, buffer=-5.0)
+    assert labels.dtype == np.int32
+    assert (labels != 3).all()
+    for i, cell in enumerate(cells):
+        if cell is not None:
+            np.testing.assert_array_equal(labels == i, parcel_pixels(cell, geobox, buffer=-5.0))
+    # Without a buffer a Voronoi partition gives every pixel to exactly one cell.
+    assert (label_pixels(cells, geobox, buffer=0.0) >= 0).all()
+
+
+def test_label_pixels_later_parcel_wins_an_overlap(geobox: GeoBox) -> None:
+    a = box(X0 + 100, Y0 - 300, X0 + 300, Y0 - 100)
+    b = box(X0 + 200, Y0 - 300, X0 + 400, Y0 - 100)
+    labels = label_pixels([a, b], geobox, buffer=0.0, all_touched=True)
+    np.testing.assert_array_equal(labels == 1, parcel_pixels(b, geobox, buffer=0.0, all_touched=True))
+    assert (labels == 0).sum() < parcel_pixels(a, geobox, buffer=0.0).sum()
+    assert (label_pixels([], geobox) == -1).all()
+
+
+def test_buffer_needs_a_projected_grid() -> None:
+    geographic = GeoBox((10, 10), Affine(0.001, 0, 5.0, 0, -0.001, 52.0), "EPSG:4326")
+    poly = box(5.002, 51.995, 5.008, 51.999)
+    with pytest.raises(InvalidRequestError, match="geographic"):
+        parcel_pixels(poly, geographic, buffer=-5.0)
+    assert parcel_pixels(poly, geographic, buffer=0.0).any()
