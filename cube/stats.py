@@ -1,0 +1,321 @@
+"""Zonal statistics per parcel and date: one vectorised implementation for one parcel or a million.
+
+Input is always the same flat form: ``values`` of shape ``(time, npix)`` (NaN where a pixel is masked
+or nodata) and ``labels`` of shape ``(npix,)`` naming each pixel's parcel (0 .. n_labels-1; negative
+labels are ignored, so a raw :func:`cube.membership.label_pixels` image can be passed flattened).
+Pixels are sorted by label once; sums are segment reductions (``np.add.reduceat``) and percentiles are
+read from each segment after one ``lexsort`` per date row, so there is no Python loop over parcels.
+
+Conventions
+-----------
+* ``count`` is the number of valid (non-NaN) pixels, ``masked`` the parcel's other pixels; both are
+  always returned. Every other statistic is NaN where ``count`` is 0.
+* ``std`` is the population standard deviation (``ddof=0``, as ``np.nanstd``): a parcel's pixels are
+  the whole population of interest, not a sample of it.
+* Percentiles (``p25``, ``median``, ``p75``, any ``pNN``) are exact, with numpy's default linear
+  interpolation between order statistics (``np.nanpercentile(..., method="linear")``).
+* Sentinel-1 backscatter (:func:`backscatter_stats`) is averaged in linear power and reported in dB:
+  the mean of dB values would be a geometric mean, biased low by speckle. ``std`` is the standard
+  deviation of the dB values (dB), the usual speckle/heterogeneity measure on log-scaled SAR: a std
+  of linear power converted to dB is meaningless. min/max/percentiles are order statistics of the dB
+  values as stored (conversion is monotonic, so min/max/odd medians are identical either way;
+  interpolated percentiles interpolate in dB).
+* SCL classes are counted, never averaged: :func:`class_histogram` gives counts per parcel, date and
+  class; :class:`ClassHistogram` holds them with the dates and turns them into fractions or a frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import DEFAULT_SCL_MASK
+
+STATS: tuple[str, ...] = ("count", "mean", "std", "min", "max", "p25", "median", "p75")
+FRAME_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "band", "count", "masked", *STATS[1:])
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "STATS",
+    "ClassHistogram",
+    "ParcelStats",
+    "backscatter_stats",
+    "class_histogram",
+    "db_to_linear",
+    "linear_to_db",
+    "stats_frame",
+    "zonal_stats",
+]
+
+_PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+
+
+def _percentile_of(stat: str) -> float | None:
+    if stat == "median":
+        return 50.0
+    m = _PERCENTILE.fullmatch(stat)
+    return float(m.group(1)) if m else None
+
+
+def _check_stats(stats: Sequence[str]) -> None:
+    bad = [s for s in stats if s not in STATS and s != "masked" and _percentile_of(s) is None]
+    if bad:
+        raise InvalidRequestError(f"unknown statistic(s) {bad}; use {', '.join(STATS)} or pNN")
+
+
+@dataclass(frozen=True, slots=True)
+class _Segments:
+    """Pixels grouped by label: the sort order and where each label's run starts."""
+
+    order: np.ndarray  # indices of the kept pixels, sorted by label
+    seg: np.ndarray  # label of each sorted pixel
+    sizes: np.ndarray  # pixels per label (n_labels,)
+    starts: np.ndarray  # first sorted position per label (n_labels,)
+
+    @classmethod
+    def build(cls, labels: np.ndarray, n_labels: int) -> _Segments:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise InvalidRequestError(f"labels must be 1-d integers, got {labels.dtype} {labels.shape}")
+        if labels.size and labels.max(initial=-1) >= n_labels:
+            raise InvalidRequestError(f"label {labels.max()} out of range for {n_labels} parcels")
+        keep = np.flatnonzero(labels >= 0)
+        order = keep[np.argsort(labels[keep], kind="stable")]
+        seg = labels[order].astype(np.intp)
+        sizes = np.bincount(seg, minlength=n_labels)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        return cls(order, seg, sizes, starts)
+
+    def reduce(self, ufunc: np.ufunc, x: np.ndarray, empty: float) -> np.ndarray:
+        """``ufunc`` over each label's pixels of ``x`` (time, npix_sorted) -> (time, n_labels)."""
+        out = np.full((x.shape[0], self.sizes.size), empty, dtype=np.result_type(x, type(empty)))
+        nonempty = self.sizes > 0
+        if nonempty.any():
+            out[:, nonempty] = ufunc.reduceat(x, self.starts[nonempty], axis=1)
+        return out
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Linear interpolation exactly as numpy's percentile does it (stable near both ends)."""
+    diff = b - a
+    out = a + diff * t
+    return np.where(t >= 0.5, b - diff * (1 - t), out)
+
+
+def zonal_stats(
+    values: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    *,
+    stats: Sequence[str] = STATS,
+) -> dict[str, np.ndarray]:
+    """Statistics of ``values`` (time, npix; NaN = masked) per label and date, each (n_labels, time).
+
+    ``stats`` is any subset of :data:`STATS` plus percentiles spelled ``pNN`` (``p10``, ``p90``).
+    ``count`` and ``masked`` are always included. See the module docstring for the conventions.
+    """
+    _check_stats(stats)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
+        raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
+    segs = _Segments.build(labels, n_labels)
+    v = values[:, segs.order]
+    ntime = v.shape[0]
+    valid = ~np.isnan(v)
+    count = segs.reduce(np.add, valid.astype(np.int64), 0)
+    out: dict[str, np.ndarray] = {"count": count.T, "masked": (segs.sizes[None, :] - count).T}
+    has = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(has, segs.reduce(np.add, np.where(valid, v, 0.0), 0.0) / count, np.nan)
+        if "mean" in stats:
+            out["mean"] = mean.T
+        if "std" in stats:
+            dev = np.where(valid, v - mean[:, segs.seg], 0.0)  # two-pass: no cancellation
+            var = segs.reduce(np.add, dev * dev, 0.0) / count
+            out["std"] = np.where(has, np.sqrt(var), np.nan).T
+    if "min" in stats:
+        out["min"] = segs.reduce(np.fmin, v, np.nan).T
+    if "max" in stats:
+        out["max"] = segs.reduce(np.fmax, v, np.nan).T
+    wanted = [(s, q) for s in stats if (q := _percentile_of(s)) is not None]
+    if wanted:
+        # Sort every date row by (label, value): NaNs go last within each label's run.
+        idx = np.lexsort(np.stack([v, np.broadcast_to(segs.seg, v.shape)]), axis=-1)
+        ordered = np.take_along_axis(v, idx, axis=1)
+        last = max(v.shape[1] - 1, 0)
+        for name, q in wanted:
+            pos = (count - 1) * (q / 100.0)
+            lo = np.floor(pos)
+            hi = np.minimum(lo + 1, count - 1)
+            if v.shape[1] == 0:
+                out[name] = np.full((n_labels, ntime), np.nan)
+                continue
+            at_lo = np.clip(segs.starts + lo.astype(np.intp), 0, last)
+            at_hi = np.clip(segs.starts + hi.astype(np.intp), 0, last)
+            a = np.take_along_axis(ordered, at_lo, axis=1)
+            b = np.take_along_axis(ordered, at_hi, axis=1)
+            out[name] = np.where(has, _lerp(a, b, pos - lo), np.nan).T
+    return out
+
+
+def db_to_linear(db: np.ndarray) -> np.ndarray:
+    """Backscatter in dB to linear power: ``10 ** (dB / 10)``; NaN stays NaN."""
+    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
+
+
+def linear_to_db(power: np.ndarray) -> np.ndarray:
+    """Linear power to dB: ``10 log10(power)``; 0 gives -inf, negative values NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(np.asarray(power, dtype=np.float64))
+
+
+def backscatter_stats(
+    values_db: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    *,
+    stats: Sequence[str] = STATS,
+) -> dict[str, np.ndarray]:
+    """:func:`zonal_stats` of Sentinel-1 backscatter given in dB, with the mean taken in linear power.
+
+    Every result is in dB; ``std`` is the standard deviation of the dB values (see module docstring).
+    """
+    out = zonal_stats(values_db, labels, n_labels, stats=[s for s in stats if s != "mean"])
+    if "mean" in stats:
+        linear = zonal_stats(db_to_linear(values_db), labels, n_labels, stats=("mean",))
+        out["mean"] = linear_to_db(linear["mean"])
+    return out
+
+
+def class_histogram(
+    classes: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    *,
+    class_codes: Sequence[int],
+) -> np.ndarray:
+    """Pixel counts per label, date and class: int32 array (n_labels, time, len(class_codes)).
+
+    ``classes`` is an integer class image flattened to (time, npix) (e.g. SCL); pixels whose code is
+    not in ``class_codes`` and pixels with a negative label are not counted.
+    """
+    classes = np.asarray(classes)
+    labels = np.asarray(labels)
+    if classes.ndim != 2 or classes.shape[1] != labels.shape[0]:
+        raise InvalidRequestError(f"classes {classes.shape} must be (time, npix) with npix = {labels.shape}")
+    codes = np.asarray(class_codes, dtype=np.int64)
+    ntime, k = classes.shape[0], codes.size
+    if classes.size == 0 or k == 0:
+        return np.zeros((n_labels, ntime, k), dtype=np.int32)
+    lo = min(int(codes.min()), int(classes.min()))
+    lut = np.full(max(int(codes.max()), int(classes.max())) - lo + 1, -1, dtype=np.int64)
+    lut[codes - lo] = np.arange(k)
+    slot = lut[classes.astype(np.int64) - lo]
+    lab = labels.astype(np.int64)[None, :]
+    if lab.max(initial=-1) >= n_labels:
+        raise InvalidRequestError(f"label {lab.max()} out of range for {n_labels} parcels")
+    keep = (slot >= 0) & (lab >= 0)
+    flat = ((lab * ntime + np.arange(ntime)[:, None]) * k + slot)[keep]
+    counts = np.bincount(flat, minlength=n_labels * ntime * k)
+    return counts.reshape(n_labels, ntime, k).astype(np.int32)
+
+
+@dataclass(frozen=True, eq=False)
+class ParcelStats:
+    """Statistics of one band for a set of parcels and dates; arrays are (n_parcels, time)."""
+
+    band: str
+    parcel_ids: np.ndarray
+    times: np.ndarray
+    values: Mapping[str, np.ndarray]
+    units: str = ""
+
+    def __post_init__(self) -> None:
+        shape = (len(self.parcel_ids), len(self.times))
+        for name, arr in self.values.items():
+            if np.shape(arr) != shape:
+                raise InvalidRequestError(f"{self.band} {name} has shape {np.shape(arr)}, expected {shape}")
+
+    def __getitem__(self, stat: str) -> np.ndarray:
+        return self.values[stat]
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    def to_frame(self, *, valid_only: bool = False) -> pd.DataFrame:
+        """Tidy frame, one row per parcel and date: ``parcel_id, time, band, count, masked, <stats>``.
+
+        Columns follow :data:`FRAME_COLUMNS` order (extra percentiles at the end). ``valid_only``
+        drops rows without a valid pixel.
+        """
+        n, t = len(self.parcel_ids), len(self.times)
+        data: dict[str, object] = {
+            "parcel_id": np.repeat(np.asarray(self.parcel_ids), t),
+            "time": np.tile(np.asarray(self.times), n),
+            "band": pd.Categorical([self.band] * (n * t)),
+        }
+        names = [c for c in FRAME_COLUMNS[3:] if c in self.values]
+        names += [c for c in self.values if c not in names]
+        for name in names:
+            data[name] = np.asarray(self.values[name]).reshape(-1)
+        frame = pd.DataFrame(data)
+        if valid_only and "count" in frame:
+            frame = frame[frame["count"] > 0].reset_index(drop=True)
+        return frame
+
+
+def stats_frame(results: Iterable[ParcelStats], *, valid_only: bool = False) -> pd.DataFrame:
+    """The frame users get: several bands' :class:`ParcelStats` stacked, sorted by parcel, time, band."""
+    frames = [r.to_frame(valid_only=valid_only) for r in results]
+    if not frames:
+        return pd.DataFrame(columns=list(FRAME_COLUMNS))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["band"] = frame["band"].astype(str)
+    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+
+
+@dataclass(frozen=True, eq=False)
+class ClassHistogram:
+    """Class counts (e.g. SCL) per parcel and date: ``counts`` is (n_parcels, time, n_classes).
+
+    Kept apart from the band statistics because it is per date, not per band: its frame joins the
+    band frame on ``(parcel_id, time)``.
+    """
+
+    parcel_ids: np.ndarray
+    times: np.ndarray
+    class_codes: tuple[int, ...]
+    counts: np.ndarray
+    prefix: str = "scl"
+
+    def __post_init__(self) -> None:
+        shape = (len(self.parcel_ids), len(self.times), len(self.class_codes))
+        if np.shape(self.counts) != shape:
+            raise InvalidRequestError(f"class counts have shape {np.shape(self.counts)}, expected {shape}")
+
+    def fraction(self, codes: Iterable[int] = DEFAULT_SCL_MASK) -> np.ndarray:
+        """Share of counted pixels in ``codes`` per parcel and date (n_parcels, time); NaN if none.
+
+        With the default SCL mask this is the cloud/unusable fraction that marks cloudy dates.
+        """
+        sel = np.isin(np.asarray(self.class_codes), list(codes))
+        total = self.counts.sum(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, self.counts[:, :, sel].sum(axis=2) / total, np.nan)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per parcel and date: ``parcel_id, time, <prefix>_<code>...`` pixel counts."""
+        n, t, _ = self.counts.shape
+        data: dict[str, object] = {
+            "parcel_id": np.repeat(np.asarray(self.parcel_ids), t),
+            "time": np.tile(np.asarray(self.times), n),
+        }
+        for i, code in enumerate(self.class_codes):
+            data[f"{self.prefix}_{code}"] = self.counts[:, :, i].reshape(-1)
+        return pd.DataFrame(data)

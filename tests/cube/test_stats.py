@@ -1,0 +1,193 @@
+"""Zonal statistics against plain per-parcel numpy, np.bincount and exactextract."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from exactextract import exact_extract
+from exactextract.raster import NumPyRasterSource
+
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import SCL_CLASSES
+from cube.stats import (
+    FRAME_COLUMNS,
+    STATS,
+    ClassHistogram,
+    ParcelStats,
+    backscatter_stats,
+    class_histogram,
+    db_to_linear,
+    linear_to_db,
+    stats_frame,
+    zonal_stats,
+)
+
+NUMPY = {
+    "mean": np.nanmean,
+    "std": np.nanstd,  # ddof=0
+    "min": np.nanmin,
+    "max": np.nanmax,
+    "p25": lambda a: np.nanpercentile(a, 25, method="linear"),
+    "median": np.nanmedian,
+    "p75": lambda a: np.nanpercentile(a, 75, method="linear"),
+    "p10": lambda a: np.nanpercentile(a, 10, method="linear"),
+}
+
+
+@pytest.fixture
+def sample() -> tuple[np.ndarray, np.ndarray, int]:
+    """40 parcels of 0..60 pixels over 7 dates, 30 % NaN, some all-NaN dates, some unlabelled pixels."""
+    rng = np.random.default_rng(7)
+    n_labels, ntime = 40, 7
+    sizes = rng.integers(0, 61, n_labels)
+    sizes[[3, 11]] = 0
+    sizes[5], sizes[6] = 1, 2
+    labels = np.concatenate([np.repeat(np.arange(n_labels), sizes), np.full(9, -1)])
+    rng.shuffle(labels)
+    values = rng.gamma(2.0, 0.1, (ntime, labels.size)) - 0.05
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[2][np.isin(labels, [0, 1, 2])] = np.nan  # whole parcels masked on one date
+    values[:, labels == 7] = np.nan  # one parcel never seen
+    values[4][labels == 9] = 0.25  # ties
+    return values, labels, n_labels
+
+
+def reference(values: np.ndarray, labels: np.ndarray, n_labels: int, stat: str) -> np.ndarray:
+    out = np.full((n_labels, values.shape[0]), np.nan)
+    for i in range(n_labels):
+        for t in range(values.shape[0]):
+            a = values[t, labels == i]
+            if stat == "count":
+                out[i, t] = np.count_nonzero(~np.isnan(a))
+            elif stat == "masked":
+                out[i, t] = np.count_nonzero(np.isnan(a))
+            elif np.isfinite(a).any():
+                out[i, t] = NUMPY[stat](a)
+    return out
+
+
+@pytest.mark.parametrize("stat", ["count", "masked", *NUMPY])
+def test_matches_numpy_per_parcel(sample, stat: str) -> None:
+    values, labels, n = sample
+    got = zonal_stats(values, labels, n, stats=(*STATS, "p10"))[stat]
+    assert got.shape == (n, values.shape[0])
+    np.testing.assert_allclose(got, reference(values, labels, n, stat), rtol=1e-12, atol=1e-15)
+
+
+def test_empty_dates_and_parcels(sample) -> None:
+    values, labels, n = sample
+    out = zonal_stats(values, labels, n)
+    assert set(out) == {*STATS, "masked"}
+    assert (out["count"][[0, 1, 2], 2] == 0).all()
+    assert (out["masked"][0, 2] == (labels == 0).sum())
+    for stat in ("mean", "std", "min", "max", "p25", "median", "p75"):
+        assert np.isnan(out[stat][[0, 1, 2], 2]).all()
+        assert np.isnan(out[stat][[3, 7, 11]]).all()
+    assert (out["count"][3] == 0).all() and (out["masked"][3] == 0).all()
+
+
+def test_float32_input_and_subset_and_bad_stat(sample) -> None:
+    values, labels, n = sample
+    out = zonal_stats(values.astype(np.float32), labels, n, stats=("median",))
+    assert set(out) == {"count", "masked", "median"}
+    ref = reference(values.astype(np.float32).astype(np.float64), labels, n, "median")
+    np.testing.assert_allclose(out["median"], ref, rtol=1e-12)
+    with pytest.raises(InvalidRequestError, match="unknown statistic"):
+        zonal_stats(values, labels, n, stats=("mode",))
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        zonal_stats(values, labels, 5)
+    empty = zonal_stats(np.zeros((3, 0)), np.zeros(0, dtype=int), 2)
+    assert empty["p75"].shape == (2, 3) and np.isnan(empty["p75"]).all()
+
+
+def test_class_histogram_matches_bincount() -> None:
+    rng = np.random.default_rng(3)
+    ntime, npix, n = 5, 400, 9
+    labels = rng.integers(-1, n, npix)
+    classes = rng.integers(0, 13, (ntime, npix)).astype(np.uint8)  # 12 is no SCL code: not counted
+    codes = tuple(SCL_CLASSES)
+    hist = class_histogram(classes, labels, n, class_codes=codes)
+    assert hist.shape == (n, ntime, len(codes))
+    for i in range(n):
+        for t in range(ntime):
+            ref = np.bincount(classes[t, labels == i], minlength=13)[: len(codes)]
+            np.testing.assert_array_equal(hist[i, t], ref)
+    # A subset of codes, in another order.
+    sub = class_histogram(classes, labels, n, class_codes=(9, 4))
+    np.testing.assert_array_equal(sub, hist[:, :, [9, 4]])
+
+
+def test_backscatter_mean_in_linear_power() -> None:
+    rng = np.random.default_rng(11)
+    labels = np.repeat(np.arange(3), [5, 8, 1])
+    db = rng.normal(-14, 3, (4, labels.size))
+    db[1, :3] = np.nan
+    out = backscatter_stats(db, labels, 3)
+    for i in range(3):
+        for t in range(4):
+            a = db[t, labels == i]
+            a = a[~np.isnan(a)]
+            assert out["mean"][i, t] == pytest.approx(10 * np.log10(np.mean(10 ** (a / 10))), rel=1e-12)
+            assert out["std"][i, t] == pytest.approx(np.std(a), abs=1e-12)  # std of the dB values
+            assert out["median"][i, t] == pytest.approx(np.median(a), rel=1e-12)
+    # The linear-power mean is above the mean of dB values (Jensen) unless the pixels are equal.
+    assert (out["mean"][:2] > zonal_stats(db, labels, 3)["mean"][:2]).all()
+    np.testing.assert_allclose(linear_to_db(db_to_linear(db)), db, rtol=1e-12)
+    assert linear_to_db(np.array([0.0]))[0] == -np.inf and np.isnan(linear_to_db(np.array([-1.0]))[0])
+
+
+def test_mean_count_std_match_exactextract_on_whole_pixel_parcels() -> None:
+    """exactextract weighs pixels by coverage; parcels made of whole pixels make both rules agree."""
+    rng = np.random.default_rng(5)
+    h, w, res, x0, y0 = 20, 24, 10.0, 600_000.0, 5_800_020.0
+    img = rng.uniform(0, 0.5, (h, w))
+    img[rng.random((h, w)) < 0.2] = np.nan
+    polys = []
+    for _ in range(6):  # unions of random pixel blocks, as in a cadastre drawn on the grid
+        r, c = rng.integers(0, h - 6), rng.integers(0, w - 6)
+        blocks = [shapely.box(x0 + (c + dc) * res, y0 - (r + dr + 1) * res, x0 + (c + dc + 1) * res,
+                              y0 - (r + dr) * res) for dr in range(rng.integers(2, 6)) for dc in range(3)]
+        polys.append(shapely.union_all(blocks))
+    gdf = gpd.GeoDataFrame({"parcel_id": range(6)}, geometry=polys, crs="EPSG:32631")
+    src = NumPyRasterSource(np.ma.masked_invalid(img), x0, y0 - h * res, x0 + w * res, y0)
+    ee = exact_extract(src, gdf, ["count", "mean", "stdev", "min", "max"], output="pandas")
+    # Pixel-centre membership of each polygon, independent of cube.membership.
+    xs = x0 + (np.arange(w) + 0.5) * res
+    ys = y0 - (np.arange(h) + 0.5) * res
+    cx, cy = np.meshgrid(xs, ys)
+    for i, poly in enumerate(polys):
+        inside = shapely.contains_xy(poly, cx, cy).ravel()
+        out = zonal_stats(img.reshape(1, -1)[:, inside], np.zeros(inside.sum(), dtype=int), 1)
+        assert out["count"][0, 0] == pytest.approx(ee["count"][i])
+        assert out["mean"][0, 0] == pytest.approx(ee["mean"][i], rel=1e-9)
+        assert out["std"][0, 0] == pytest.approx(ee["stdev"][i], rel=1e-6)
+        assert out["min"][0, 0] == pytest.approx(ee["min"][i], rel=1e-6)
+        assert out["max"][0, 0] == pytest.approx(ee["max"][i], rel=1e-6)
+
+
+def test_tidy_frames(sample) -> None:
+    values, labels, n = sample
+    ids = np.array([f"NL-{i:03d}" for i in range(n)])
+    times = pd.date_range("2024-04-01", periods=values.shape[0], freq="5D").to_numpy()
+    b04 = ParcelStats("B04", ids, times, zonal_stats(values, labels, n))
+    b08 = ParcelStats("B08", ids, times, zonal_stats(values * 2, labels, n))
+    frame = stats_frame([b08, b04])
+    assert tuple(frame.columns) == FRAME_COLUMNS
+    assert len(frame) == 2 * n * values.shape[0]
+    row = frame[(frame.parcel_id == "NL-012") & (frame.band == "B08")].iloc[3]
+    assert row["time"] == times[3]
+    assert row["mean"] == pytest.approx(b08["mean"][12, 3], nan_ok=True)
+    valid = b04.to_frame(valid_only=True)
+    assert (valid["count"] > 0).all() and len(valid) == (b04["count"] > 0).sum()
+    with pytest.raises(InvalidRequestError, match="shape"):
+        ParcelStats("B04", ids[:3], times, zonal_stats(values, labels, n))
+
+    hist = ClassHistogram(ids[:2], times[:1], (4, 8, 9), np.array([[[6, 3, 1]], [[0, 0, 0]]]))
+    np.testing.assert_allclose(hist.fraction(), [[0.4], [np.nan]])
+    np.testing.assert_allclose(hist.fraction((4,)), [[0.6], [np.nan]])
+    hf = hist.to_frame()
+    assert list(hf.columns) == ["parcel_id", "time", "scl_4", "scl_8", "scl_9"]
+    assert hf.loc[0, "scl_8"] == 3
