@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from cardcube.errors import CommitConflictError, StoreError
 
@@ -86,6 +88,7 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
     A local folder uses zarr's exclusive ``os.link``; S3 uses a conditional PUT (``If-None-Match: *``).
     """
     buf = default_buffer_prototype().buffer.from_bytes(data)
+    outer, store = store, _innermost(store)
     try:
         if isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ()):
             path = f"{store.path.rstrip('/')}/{key}"
@@ -97,7 +100,19 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
                 raise FileExistsError(key)
             sync(store.set(key, buf))
     except FileExistsError as exc:
-        raise CommitConflictError(f"{key} already exists in {store_url(store)}: another writer got there first") from exc
+        raise CommitConflictError(
+            f"{key} already exists in {store_url(store)}: another writer got there first"
+        ) from exc
+    if isinstance(outer, CountingStore):
+        with outer._lock:
+            outer.requests["set"] += 1
+            outer.bytes_written += len(data)
+
+
+def _innermost(store: Store) -> Store:
+    while isinstance(store, WrapperStore):
+        store = store._store
+    return store
 
 
 def read_json(store: Store, key: str) -> Any | None:
@@ -121,3 +136,79 @@ def list_keys(store: Store, prefix: str) -> list[str]:
 
 def delete_key(store: Store, key: str) -> None:
     sync(store.delete(key))
+
+
+class CountingStore(WrapperStore[Store]):
+    """A zarr store wrapper that counts requests and bytes, by verb.
+
+    Used to measure write amplification during ingest, and by tests and benchmarks to count the
+    chunk reads a query makes (a count, not a timing).
+    """
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.keys_read: list[str] = []
+
+    def __getstate__(self) -> dict:
+        return {"_store": self._store}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["_store"])
+
+    def _with_store(self, store: Store) -> CountingStore:
+        return type(self)(store)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.bytes_read = self.bytes_written = 0
+            self.keys_read.clear()
+
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        buf = await self._store.get(key, prototype, byte_range)
+        with self._lock:
+            self.requests["get"] += 1
+            self.keys_read.append(key)
+            self.bytes_read += 0 if buf is None else len(buf)
+        return buf
+
+    async def get_partial_values(self, prototype: BufferPrototype,
+                                 key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Buffer | None]:
+        key_ranges = list(key_ranges)
+        out = await self._store.get_partial_values(prototype, key_ranges)
+        with self._lock:
+            self.requests["get"] += len(key_ranges)
+            self.keys_read.extend(k for k, _ in key_ranges)
+            self.bytes_read += sum(len(b) for b in out if b is not None)
+        return out
+
+    async def set(self, key: str, value: Buffer) -> None:
+        await self._store.set(key, value)
+        with self._lock:
+            self.requests["set"] += 1
+            self.bytes_written += len(value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        await self._store.set_if_not_exists(key, value)
+        with self._lock:
+            self.requests["set"] += 1
+            self.bytes_written += len(value)
+
+    async def exists(self, key: str) -> bool:
+        with self._lock:
+            self.requests["exists"] += 1
+        return await self._store.exists(key)
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        with self._lock:
+            self.requests["list"] += 1
+        return self._store.list_prefix(prefix)
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        with self._lock:
+            self.requests["list"] += 1
+        return self._store.list_dir(prefix)

@@ -1,0 +1,54 @@
+"""Where things live inside a cube root: one place for every key and group path.
+
+::
+
+    <root>/catalog.json                         STAC root catalog
+    <root>/<collection>/collection.json         STAC collection of the cube collection
+    <root>/<collection>/_ledger/v00000007.json  commit record of version 7 (created once, never changed)
+    <root>/<collection>/_lock.json              the writer lock while an ingest runs
+    <root>/<collection>/<tile>/<item>.json      STAC item of one cube tile
+    <root>/<collection>/<tile>/cube.zarr/       Zarr v3 group of one cube tile
+        r10m/  r20m/                            time-first ("cold") arrays per native resolution
+        hot/r10m/  hot/r20m/                    the hot buffer: one date per chunk, recent dates
+
+A cube collection is ``s2`` or ``s1`` (see :mod:`cardcube.spec`); tiles are MGRS tile ids.
+"""
+
+from __future__ import annotations
+
+LEDGER_DIR = "_ledger"
+ZARR_NAME = "cube.zarr"
+
+
+def ledger_prefix(collection: str) -> str:
+    return f"{collection}/{LEDGER_DIR}/"
+
+
+def ledger_key(collection: str, version: int) -> str:
+    return f"{collection}/{LEDGER_DIR}/v{version:08d}.json"
+
+
+def version_of_key(key: str) -> int | None:
+    """The version number of a ledger key, or None for anything else under the ledger prefix."""
+    name = key.rsplit("/", 1)[-1]
+    if name.startswith("v") and name.endswith(".json") and name[1:-5].isdigit():
+        return int(name[1:-5])
+    return None
+
+
+def lock_key(collection: str) -> str:
+    return f"{collection}/_lock.json"
+
+
+def tile_zarr_path(collection: str, tile: str) -> str:
+    """Path of a tile's Zarr group, relative to the cube root."""
+    return f"{collection}/{tile}/{ZARR_NAME}"
+
+
+def resolution_group(resolution: int, *, hot: bool = False) -> str:
+    """Group of one native resolution inside a tile's Zarr group."""
+    return f"hot/r{resolution}m" if hot else f"r{resolution}m"
+
+
+def array_path(collection: str, tile: str, resolution: int, name: str, *, hot: bool = False) -> str:
+    return f"{tile_zarr_path(collection, tile)}/{resolution_group(resolution, hot=hot)}/{name}"

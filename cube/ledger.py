@@ -1,0 +1,230 @@
+"""The ledger: what a cube collection holds at each committed version.
+
+Each successful ingest creates one record ``_ledger/vNNNNNNNN.json`` (see :mod:`cube.layout`), written
+once and never changed. A record holds the *whole* state, so reading a version is one GET:
+per tile, which dates sit in the time-first ("cold") arrays and which in hot-buffer slots, the
+acquisition metadata of every date, and every ingested scene with the checksums of its sources.
+Data chunks are never overwritten once a version refers to them, so any unexpired version can be
+read exactly as it was ("as of").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from zarr.abc.store import Store
+
+from cardcube.errors import CubeNotFoundError, VersionNotFoundError
+from cardcube.spec import CubeSpec
+from cardcube.storage import list_keys, read_json, store_url
+from cube import layout
+
+FORMAT = "cardcube-ledger/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Acquisition:
+    """One date of a tile: when, from which scene, and its acquisition metadata."""
+
+    time: str  # ISO 8601, UTC, e.g. "2024-03-15T10:50:31Z"
+    scene_id: str
+    platform: str
+    relative_orbit: int
+    orbit_state: str
+    cloud_cover: float | None = None
+
+    @property
+    def datetime64(self) -> np.datetime64:
+        return np.datetime64(self.time.rstrip("Z"), "ns")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time, "scene_id": self.scene_id, "platform": self.platform,
+            "relative_orbit": self.relative_orbit, "orbit_state": self.orbit_state,
+            "cloud_cover": self.cloud_cover,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Acquisition:
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class HotSlot:
+    """A date held in the hot buffer at index ``slot`` of the hot arrays."""
+
+    slot: int
+    acquisition: Acquisition
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, **self.acquisition.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HotSlot:
+        d = dict(d)
+        return cls(slot=d.pop("slot"), acquisition=Acquisition.from_dict(d))
+
+
+@dataclass(frozen=True, slots=True)
+class TileState:
+    """One cube tile at one version.
+
+    ``cold`` lists the dates of the time-first arrays in index order (always whole time blocks);
+    ``hot`` the live hot-buffer slots; ``hot_slots_used`` how many slots the hot arrays have ever had
+    (slots are never reused, so an older version's slots stay intact).
+    """
+
+    tile: str
+    cold: tuple[Acquisition, ...] = ()
+    hot: tuple[HotSlot, ...] = ()
+    hot_slots_used: int = 0
+
+    @property
+    def acquisitions(self) -> tuple[Acquisition, ...]:
+        """Every date of the tile, sorted by time."""
+        return tuple(sorted((*self.cold, *(h.acquisition for h in self.hot)), key=lambda a: a.time))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tile": self.tile,
+            "cold": [a.to_dict() for a in self.cold],
+            "hot": [h.to_dict() for h in self.hot],
+            "hot_slots_used": self.hot_slots_used,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TileState:
+        return cls(
+            tile=d["tile"],
+            cold=tuple(Acquisition.from_dict(a) for a in d["cold"]),
+            hot=tuple(HotSlot.from_dict(h) for h in d["hot"]),
+            hot_slots_used=d["hot_slots_used"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SceneRecord:
+    """A scene the cube holds (or rejected), with the checksums of its source files."""
+
+    scene_id: str
+    tile: str
+    time: str
+    version: int
+    checksums: dict[str, str] = field(default_factory=dict)
+    windows: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)  # res -> row, col, h, w
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
+                "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SceneRecord:
+        d = dict(d)
+        d["windows"] = {int(k): tuple(v) for k, v in d.get("windows", {}).items()}
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A scene an ingest refused, and why."""
+
+    scene_id: str
+    kind: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"scene_id": self.scene_id, "kind": self.kind, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Rejection:
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class CubeVersion:
+    """The full state of one cube collection after one commit."""
+
+    collection: str
+    version: int
+    spec: CubeSpec
+    tiles: dict[str, TileState]
+    scenes: dict[str, SceneRecord]
+    added: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    created: str = ""
+
+    @classmethod
+    def empty(cls, spec: CubeSpec) -> CubeVersion:
+        return cls(collection=spec.name, version=0, spec=spec, tiles={}, scenes={})
+
+    def next(self, *, tiles: dict[str, TileState], scenes: dict[str, SceneRecord], added: tuple[str, ...],
+             rejected: tuple[Rejection, ...]) -> CubeVersion:
+        """The state that follows this one (version + 1), stamped with the current time."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return replace(self, version=self.version + 1, tiles=tiles, scenes=scenes, added=added,
+                       rejected=rejected, created=now)
+
+    @property
+    def time_range(self) -> tuple[str, str] | None:
+        times = [a.time for t in self.tiles.values() for a in t.acquisitions]
+        return (min(times), max(times)) if times else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "collection": self.collection,
+            "version": self.version,
+            "created": self.created,
+            "spec": self.spec.to_dict(),
+            "added": list(self.added),
+            "rejected": [r.to_dict() for r in self.rejected],
+            "tiles": {k: v.to_dict() for k, v in sorted(self.tiles.items())},
+            "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CubeVersion:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"unsupported ledger format {d.get('format')!r}, expected {FORMAT}")
+        return cls(
+            collection=d["collection"],
+            version=d["version"],
+            spec=CubeSpec.from_dict(d["spec"]),
+            tiles={k: TileState.from_dict(v) for k, v in d["tiles"].items()},
+            scenes={k: SceneRecord.from_dict(v) for k, v in d["scenes"].items()},
+            added=tuple(d["added"]),
+            rejected=tuple(Rejection.from_dict(r) for r in d["rejected"]),
+            created=d.get("created", ""),
+        )
+
+
+def committed_versions(store: Store, collection: str) -> list[int]:
+    """Every committed version number of ``collection``, ascending (one LIST request)."""
+    keys = list_keys(store, layout.ledger_prefix(collection))
+    return sorted(v for v in map(layout.version_of_key, keys) if v is not None)
+
+
+def read_version(store: Store, collection: str, version: int | None = None) -> CubeVersion:
+    """The state at ``version`` (default: the latest). Raises if there is no such version or cube."""
+    if version is None:
+        versions = committed_versions(store, collection)
+        if not versions:
+            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version")
+        version = versions[-1]
+    record = read_json(store, layout.ledger_key(collection, version))
+    if record is None:
+        if not committed_versions(store, collection):
+            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}")
+        raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}")
+    return CubeVersion.from_dict(record)
+
+
+def head_or_empty(store: Store, spec: CubeSpec) -> CubeVersion:
+    """The latest committed state, or an empty version 0 for a new cube."""
+    try:
+        return read_version(store, spec.name)
+    except CubeNotFoundError:
+        return CubeVersion.empty(spec)

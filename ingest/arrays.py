@@ -1,0 +1,156 @@
+"""The Zarr arrays of one cube tile: creation with CF/GDAL metadata, and sized views for writing.
+
+Each native resolution gets a group holding one ``(time, y, x)`` array per band, plus the coordinate
+arrays ``time``, ``y``, ``x``, the per-date acquisition coordinates and a scalar ``spatial_ref`` with the
+CRS (``crs_wkt``) and ``GeoTransform``, the convention rioxarray, GDAL and odc-geo read. The hot buffer
+has the same arrays with one date per chunk.
+
+Writers never grow an array's persisted shape before the ledger commit: they write chunks through a
+*sized view* (an in-memory array object whose metadata claims the larger shape) and
+:func:`publish_shapes` persists the shapes afterwards, so a plain Zarr reader sees only committed dates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import BloscCodec
+from zarr.core.array import AsyncArray
+from zarr.errors import GroupNotFoundError
+
+from cardcube.grid import TileGrid
+from cardcube.spec import BandSpec, CubeSpec
+from cube import layout
+from cube.ledger import TileState
+
+# Per-date coordinates: name -> (dtype, fill value, CF long_name)
+ACQUISITION_COORDS: dict[str, tuple[str, object, str]] = {
+    "scene_id": ("str", "", "source scene identifier"),
+    "platform": ("str", "", "satellite platform"),
+    "relative_orbit": ("int16", -1, "relative orbit number"),
+    "orbit_state": ("str", "", "orbit direction"),
+    "cloud_cover": ("float32", float("nan"), "scene cloud cover (percent)"),
+}
+_COORD_CHUNK = 1024
+TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+
+
+def _compressor(spec: CubeSpec, band: BandSpec) -> BloscCodec:
+    # zstd with bit-shuffle: reflectance varies in its low bits, bit planes compress well.
+    typesize = np.dtype(band.dtype).itemsize
+    return BloscCodec(cname="zstd", clevel=spec.compressor_level, shuffle="bitshuffle", typesize=typesize)
+
+
+def _band_attrs(band: BandSpec) -> dict:
+    attrs: dict = {"long_name": band.long_name, "units": band.units, "grid_mapping": "spatial_ref"}
+    if band.nodata is not None:
+        attrs["_FillValue"] = "NaN" if isinstance(band.nodata, float) and np.isnan(band.nodata) else band.nodata
+    if band.scale != 1.0 or band.offset != 0.0:
+        attrs.update(scale_factor=band.scale, add_offset=band.offset)
+    if band.common_name:
+        attrs["common_name"] = band.common_name
+    if band.center_wavelength:
+        attrs["center_wavelength"] = band.center_wavelength
+    if band.is_flag:
+        attrs.update(flag_values=list(band.flag_values), flag_meanings=" ".join(band.flag_meanings))
+    return attrs
+
+
+def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, resolution: int, *, hot: bool) -> None:
+    group = root.require_group(layout.resolution_group(resolution, hot=hot))
+    geobox = tile.geobox(resolution)
+    ny, nx = geobox.shape
+    chunks = spec.chunks.chunks(resolution, hot=hot)
+    shards = spec.chunks.shards(resolution, hot=hot)
+    for band in spec.bands_at(resolution):
+        fill = band.nodata if band.nodata is not None else 0
+        group.create_array(
+            band.name, shape=(0, ny, nx), dtype=band.dtype, chunks=chunks, shards=shards,
+            compressors=_compressor(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),
+            attributes=_band_attrs(band),
+        )
+    a = geobox.affine
+    xs = a.c + a.a * (np.arange(nx) + 0.5)
+    ys = a.f + a.e * (np.arange(ny) + 0.5)
+    for name, values, std in (("x", xs, "projection_x_coordinate"), ("y", ys, "projection_y_coordinate")):
+        arr = group.create_array(name, shape=values.shape, dtype="float64", chunks=values.shape,
+                                 dimension_names=(name,), fill_value=np.nan,
+                                 attributes={"standard_name": std, "units": "metre", "axis": name.upper()})
+        arr[:] = values
+    crs_wkt = geobox.crs.to_wkt()
+    ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=(),
+                             attributes={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt,
+                                         "GeoTransform": " ".join(str(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))})
+    ref[()] = 0
+    group.create_array("time", shape=(0,), dtype="int64", chunks=(_COORD_CHUNK,), fill_value=0,
+                       dimension_names=("time",),
+                       attributes={"standard_name": "time", "units": TIME_UNITS, "calendar": "proleptic_gregorian"})
+    for name, (dtype, fill, long_name) in ACQUISITION_COORDS.items():
+        group.create_array(name, shape=(0,), dtype=dtype, chunks=(_COORD_CHUNK,), fill_value=fill,
+                           dimension_names=("time",), attributes={"long_name": long_name})
+    group.attrs.update({"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
+                        "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]})
+
+
+def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid) -> zarr.Group:
+    """Open a tile's Zarr group, creating it (with zero dates) if it does not exist yet."""
+    path = layout.tile_zarr_path(spec.name, tile.tile_id)
+    try:
+        return zarr.open_group(store, path=path, mode="r+")
+    except (GroupNotFoundError, FileNotFoundError):
+        pass
+    root = zarr.create_group(store, path=path, zarr_format=3, attributes={
+        "cardcube": {"format": 1, "collection": spec.name, "tile": tile.tile_id, "spec": spec.to_dict()},
+    })
+    for resolution in spec.resolutions:
+        for hot in (False, True):
+            _create_resolution_group(root, spec, tile, resolution, hot=hot)
+    return root
+
+
+def open_array(store: Store, spec: CubeSpec, tile: str, resolution: int, name: str, *, hot: bool,
+               mode: str = "r") -> zarr.Array:
+    return zarr.open_array(store, path=layout.array_path(spec.name, tile, resolution, name, hot=hot), mode=mode)
+
+
+def sized_view(array: zarr.Array, length: int) -> zarr.Array:
+    """``array`` as if its time axis had ``length`` entries, without persisting anything."""
+    meta = array.metadata
+    if meta.shape[0] >= length:
+        return array
+    bigger = meta.update_shape((length, *meta.shape[1:]))
+    return zarr.Array(AsyncArray(bigger, array.store_path, config=array._async_array.config))
+
+
+def time_lengths(state: TileState) -> dict[bool, int]:
+    """Committed time length of the cold (False) and hot (True) arrays of a tile."""
+    return {False: len(state.cold), True: state.hot_slots_used}
+
+
+def array_names(spec: CubeSpec, resolution: int) -> Iterable[str]:
+    yield from (b.name for b in spec.bands_at(resolution))
+    yield "time"
+    yield from ACQUISITION_COORDS
+
+
+def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
+    """Persist each array's time length to match ``state`` (idempotent; only ever grows shapes)."""
+    for hot, length in time_lengths(state).items():
+        for resolution in spec.resolutions:
+            for name in array_names(spec, resolution):
+                arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
+                if arr.shape[0] < length:
+                    arr.resize((length, *arr.shape[1:]))
+
+
+def shapes_published(store: Store, spec: CubeSpec, state: TileState) -> bool:
+    """True if every array of the tile already has the committed time length."""
+    for hot, length in time_lengths(state).items():
+        for resolution in spec.resolutions:
+            for name in array_names(spec, resolution):
+                if open_array(store, spec, state.tile, resolution, name, hot=hot).shape[0] < length:
+                    return False
+    return True

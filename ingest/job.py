@@ -1,0 +1,212 @@
+"""``ingest()``: the one public function that adds source scenes to a cube (see :mod:`ingest.commit`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from zarr.abc.store import Store
+
+from cardcube.errors import DuplicateSceneError, InvalidRequestError, SceneError
+from cardcube.grid import TileGrid
+from cardcube.parallel import run_tasks
+from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
+from cardcube.storage import CountingStore, StoreLike, open_store, store_url
+from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
+from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array, sized_view
+from ingest.commit import checkpoint, commit, needs_recovery, publish, writer_lock
+from ingest.plan import IngestPlan, plan_ingest
+from ingest.sources import SourceScene, load_scenes
+from ingest.validate import CheckedScene, check_scene
+from ingest.write import write_shard
+
+log = logging.getLogger(__name__)
+
+CatalogHook = Callable[[Store, CubeVersion], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one ingest did, with its write figures."""
+
+    collection: str
+    cube: str
+    version: int | None  # the committed version, None if nothing changed
+    added: tuple[str, ...]
+    skipped: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    compacted: int
+    bytes_written: int
+    bytes_new_data: int
+    seconds: float
+    source_bytes: int = 0
+    tiles: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True if every offered scene is in the cube (added now or before)."""
+        return not self.rejected
+
+    @property
+    def write_amplification(self) -> float:
+        """Bytes written to the store per compressed byte of new data (nan when nothing was new)."""
+        return self.bytes_written / self.bytes_new_data if self.bytes_new_data else float("nan")
+
+    def summary(self) -> str:
+        lines = [f"{self.collection} cube at {self.cube}: "
+                 + (f"committed version {self.version}" if self.version else "nothing to commit"),
+                 f"  added {len(self.added)} scene(s), skipped {len(self.skipped)} already present, "
+                 f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
+        if self.added:
+            mb = self.source_bytes / 1e6
+            lines.append(f"  {len(self.added) / self.seconds * 60:.1f} scenes/min, {mb / self.seconds:.1f} MB/s of "
+                         f"source, wrote {self.bytes_written / 1e6:.1f} MB, write amplification "
+                         f"{self.write_amplification:.2f}x")
+        lines += [f"  rejected {r.scene_id}: {r.reason}" for r in self.rejected]
+        return "\n".join(lines)
+
+
+def _resolve_spec(head: CubeVersion, collection: str, chunks: ChunkLayout | None) -> CubeSpec:
+    if head.version == 0:
+        spec = cube_spec(collection)
+        return spec.with_chunks(chunks) if chunks else spec
+    if chunks and chunks != head.spec.chunks:
+        raise InvalidRequestError(
+            f"the {collection} cube already uses chunks {head.spec.chunks.to_dict()}; "
+            f"{chunks.to_dict()} would need a new cube")
+    return head.spec
+
+
+def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceScene], list[str], list[Rejection]]:
+    """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
+    todo, skipped, rejected = [], [], []
+    seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    for s in scenes:
+        if s.scene_id in head.scenes:
+            skipped.append(s.scene_id)
+            continue
+        other = seen.get((s.tile, s.time))
+        if other is not None:
+            err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {s.time} "
+                                                  f"(scene {other})")
+            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            continue
+        seen[(s.tile, s.time)] = s.scene_id
+        todo.append(s)
+    return todo, skipped, rejected
+
+
+def _check(scene: SourceScene, spec: CubeSpec) -> CheckedScene | Rejection:
+    try:
+        return check_scene(scene, spec)
+    except SceneError as err:
+        return Rejection(scene.scene_id, type(err).__name__, str(err))
+    except Exception as err:  # one broken scene must not stop the others
+        return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
+
+
+def _write_counted(store: Store, spec: CubeSpec, task) -> int:
+    """Run one shard write and return the bytes it stored."""
+    counter = CountingStore(store)
+    write_shard(counter, spec, task)
+    return counter.bytes_written
+
+
+def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState) -> None:
+    """Write the time and acquisition coordinates of the new cold dates and hot slots."""
+    new_slots = sorted((h for h in new.hot if h.slot >= old.hot_slots_used), key=lambda h: h.slot)
+    parts = [(False, len(old.cold), list(new.cold[len(old.cold):])),
+             (True, old.hot_slots_used, [h.acquisition for h in new_slots])]
+    for hot, start, acqs in parts:
+        if not acqs:
+            continue
+        stop = start + len(acqs)
+        values = {
+            "time": np.array([a.datetime64.astype("datetime64[s]").astype("int64") for a in acqs]),
+            "scene_id": np.array([a.scene_id for a in acqs], dtype=object),
+            "platform": np.array([a.platform for a in acqs], dtype=object),
+            "relative_orbit": np.array([a.relative_orbit for a in acqs], dtype="int16"),
+            "orbit_state": np.array([a.orbit_state for a in acqs], dtype=object),
+            "cloud_cover": np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs],
+                                    dtype="float32"),
+        }
+        assert set(values) == {"time", *ACQUISITION_COORDS}
+        for res in spec.resolutions:
+            for name, vals in values.items():
+                arr = open_array(store, spec, new.tile, res, name, hot=hot, mode="r+")
+                sized_view(arr, stop)[start:stop] = vals
+
+
+def ingest(
+    source: str | os.PathLike,
+    cube: StoreLike,
+    *,
+    collection: str = "s2",
+    chunks: ChunkLayout | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    wait: float = 0.0,
+    on_catalog: CatalogHook | None = None,
+) -> IngestResult:
+    """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
+
+    Idempotent (scenes already in are skipped), crash-safe (see :mod:`ingest.commit`), and parallel on
+    dask (``scheduler``: threads by default, or a dask-distributed address/Client). Bad scenes are
+    rejected with a reason and recorded in the ledger; the others go in. ``on_catalog`` refreshes the
+    STAC catalog after each commit (the CLI passes the catalog package's writer).
+    """
+    started = time.perf_counter()
+    counting = CountingStore(open_store(cube, storage_options=storage_options))
+    store: Store = counting
+    spec0 = cube_spec(collection)
+    scenes = load_scenes(source, spec0)
+    with writer_lock(store, collection, wait=wait):
+        checkpoint("locked")
+        head = head_or_empty(store, spec0)
+        spec = _resolve_spec(head, collection, chunks)
+        if head.version and needs_recovery(store, head):
+            publish(store, head, on_catalog=on_catalog)
+        checkpoint("recovered")
+
+        todo, skipped, rejected = _triage(scenes, head)
+        results = run_tasks(_check, [(s, spec) for s in todo], scheduler=scheduler, desc="checking scenes",
+                            progress=progress, unit="scene")
+        checked = [r for r in results if isinstance(r, CheckedScene)]
+        rejected += [r for r in results if isinstance(r, Rejection)]
+        checkpoint("validated")
+
+        head = head if head.version else CubeVersion.empty(spec)
+        plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
+        new_bytes = 0
+        if plan.new is not None:
+            for tile in {c.scene.tile for c in checked}:
+                ensure_tile(store, spec, TileGrid.from_id(tile))
+            written = run_tasks(_write_counted, [(store, spec, w) for w in plan.writes], scheduler=scheduler,
+                                desc="writing shards", progress=progress, unit="shard")
+            # a compacted block holds old (hot) dates too: only the new dates' share is new data
+            new_bytes = int(sum(n * w.new_fraction for n, w in zip(written, plan.writes, strict=True)))
+            for tile, state in plan.new.tiles.items():
+                if state != head.tiles.get(tile):
+                    _write_coords(store, spec, head.tiles.get(tile, TileState(tile)), state)
+            checkpoint("written")
+            commit(store, plan.new)
+            checkpoint("committed")
+            publish(store, plan.new, on_catalog=on_catalog)
+            checkpoint("published")
+    checkpoint("unlocked")
+    added = tuple(c.scene_id for c in checked)
+    source_bytes = sum(os.path.getsize(h) for c in checked for h in c.scene.assets.values()
+                       if "://" not in h and os.path.exists(h))
+    return IngestResult(
+        collection=collection, cube=store_url(store), version=plan.new.version if plan.new else None,
+        added=added, skipped=tuple(skipped), rejected=tuple(rejected), compacted=plan.compacted,
+        bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
+        seconds=time.perf_counter() - started, source_bytes=source_bytes,
+        tiles=tuple(sorted({c.scene.tile for c in checked})),
+    )

@@ -1,0 +1,146 @@
+"""Source scenes: what an ingest is asked to take in, read from STAC or from a folder of COGs.
+
+A :class:`SourceScene` is one acquisition on one MGRS tile with one file per band. Sources are a STAC
+ItemCollection (what ``cardcube synth`` writes and a provider's STAC API returns), a static STAC
+catalog, or a folder of product directories named like real products.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin
+
+import fsspec
+import pystac
+
+from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.spec import CubeSpec
+
+_PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
+              "S1A": "sentinel-1a", "S1B": "sentinel-1b", "S1C": "sentinel-1c"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceScene:
+    """One acquisition on one tile: identity, acquisition metadata and the href of each band file."""
+
+    scene_id: str
+    collection: str
+    tile: str
+    time: str  # ISO 8601 UTC with "Z"
+    platform: str
+    relative_orbit: int
+    orbit_state: str
+    cloud_cover: float | None
+    assets: dict[str, str] = field(default_factory=dict)
+
+
+def _iso(dt) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tile_of(props: dict) -> str | None:
+    for key in ("grid:code", "mgrs:tile", "s2:mgrs_tile", "mgrs_tile", "tile"):
+        value = props.get(key)
+        if isinstance(value, str) and value:
+            return value.upper().removeprefix("MGRS-").removeprefix("T")
+    zone, band, square = props.get("mgrs:utm_zone"), props.get("mgrs:latitude_band"), props.get("mgrs:grid_square")
+    return f"{zone}{band}{square}" if zone and band and square else None
+
+
+def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
+    """A SourceScene from a STAC item; relative asset hrefs are resolved against ``base``."""
+    props = item.properties
+    assets = {}
+    for key, asset in item.assets.items():
+        href = asset.href
+        if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
+            href = urljoin(base, href) if "://" in base else os.path.normpath(os.path.join(base, href))
+        assets[key] = href
+    return SourceScene(
+        scene_id=item.id,
+        collection=item.collection_id or "",
+        tile=_tile_of(props) or "",
+        time=_iso(item.datetime),
+        platform=str(props.get("platform", "")),
+        relative_orbit=int(props.get("sat:relative_orbit", -1)),
+        orbit_state=str(props.get("sat:orbit_state", "")),
+        cloud_cover=props.get("eo:cloud_cover"),
+        assets=assets,
+    )
+
+
+def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
+    with fsspec.open(path, "rb") as f:
+        doc = json.load(f)
+    base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
+    if doc.get("type") == "FeatureCollection":
+        return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
+    if doc.get("type") in ("Catalog", "Collection"):
+        cat = pystac.read_file(path)
+        return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself
+    if doc.get("type") == "Feature":
+        return [pystac.Item.from_dict(doc)], base
+    raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item")
+
+
+_S2_FILE = re.compile(r"^T(?P<tile>\d{2}[A-Z]{3})_(?P<t>\d{8}T\d{6})_(?P<band>B\d[\dA]|SCL)_\d{2}m\.tif$")
+_S2_DIR = re.compile(r"^(?P<plat>S2[ABC])_MSIL2A_\d{8}T\d{6}_N\d{4}_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})_")
+_S1_DIR = re.compile(r"^(?P<plat>S1[ABC])_IW_CARD_BS_(?P<t>\d{8}T\d{6})_R(?P<orbit>\d{3})_(?P<dir>ASC|DSC)_"
+                     r"T(?P<tile>\d{2}[A-Z]{3})$")
+
+
+def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
+    scenes = []
+    for product in sorted(p for p in folder.rglob("*") if p.is_dir()):
+        files = sorted(product.glob("*.tif"))
+        if not files:
+            continue
+        if m := _S2_DIR.match(product.name):
+            assets, when = {}, None
+            for f in files:
+                if fm := _S2_FILE.match(f.name):
+                    assets[fm["band"]] = str(f)
+                    when = fm["t"]
+            if when is None:
+                continue
+            scenes.append(SourceScene(product.name, "sentinel-2-l2a", m["tile"],
+                                      f"{when[:4]}-{when[4:6]}-{when[6:11]}:{when[11:13]}:{when[13:15]}Z",
+                                      _PLATFORMS[m["plat"]], int(m["orbit"]), "descending", None, assets))
+        elif m := _S1_DIR.match(product.name):
+            assets = {f.stem.rsplit("_", 1)[-1]: str(f) for f in files}
+            t = m["t"]
+            scenes.append(SourceScene(product.name, "sentinel-1-card-bs", m["tile"],
+                                      f"{t[:4]}-{t[4:6]}-{t[6:11]}:{t[11:13]}:{t[13:15]}Z", _PLATFORMS[m["plat"]],
+                                      int(m["orbit"]), "ascending" if m["dir"] == "ASC" else "descending", None,
+                                      assets))
+    return scenes
+
+
+def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
+    """The scenes of ``spec``'s source collection found at ``source``, sorted by time then id.
+
+    ``source`` is a STAC ItemCollection/Catalog/Collection JSON (path or URL), a folder holding
+    ``items.json`` or ``catalog.json``, or a folder of product directories of COGs.
+    """
+    text = os.fspath(source)
+    if "://" not in text:
+        path = Path(text)
+        if not path.exists():
+            raise CubeNotFoundError(f"source {text} does not exist")
+        if path.is_dir():
+            for name in ("items.json", "catalog.json", "collection.json"):
+                if (path / name).exists():
+                    text = str(path / name)
+                    break
+            else:
+                return sorted((s for s in _scenes_from_folder(path, spec) if s.collection == spec.source_collection),
+                              key=lambda s: (s.time, s.scene_id))
+    items, base = _items_from_collection_file(text)
+    scenes = [scene_from_item(i, base or None) for i in items]
+    wanted = [s for s in scenes if s.collection == spec.source_collection]
+    return sorted(wanted, key=lambda s: (s.time, s.scene_id))
