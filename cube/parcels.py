@@ -1,0 +1,281 @@
+"""What users pass as parcels, normalised to one object: ids and valid polygons in a target CRS.
+
+:func:`as_parcels` accepts a GeoDataFrame/GeoSeries (ids from a ``parcel_id`` column or the index),
+a GeoJSON geometry, Feature or FeatureCollection dict (EPSG:4326 per RFC 7946), a shapely polygon,
+parcel ids looked up in a registered parcel set, or a point (lon/lat) looked up there. It returns a
+:class:`ParcelSet`: immutable, every operation returns a new one. Reprojection is geopandas/pyproj's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+from shapely.geometry import Point, shape
+from shapely.geometry.base import BaseGeometry
+
+from cardcube.errors import InvalidRequestError, ParcelError, ParcelNotFoundError, ParcelTooSmallError
+
+WGS84 = CRS.from_epsg(4326)
+
+__all__ = ["ParcelSet", "as_parcels", "parcel_at", "too_small"]
+
+
+@dataclass(frozen=True, eq=False)
+class ParcelSet:
+    """Parcels: ``ids`` and polygonal, valid ``geometries`` in ``crs``; ``repaired`` lists the ids
+    whose geometry was invalid and made valid on the way in."""
+
+    ids: tuple[Hashable, ...]
+    geometries: tuple[BaseGeometry, ...]
+    crs: CRS
+    repaired: tuple[Hashable, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.geometries):
+            raise InvalidRequestError(f"{len(self.ids)} parcel ids for {len(self.geometries)} geometries")
+        if len(set(self.ids)) != len(self.ids):
+            dup = sorted(str(i) for i, n in Counter(self.ids).items() if n > 1)
+            raise InvalidRequestError(f"duplicate parcel ids: {', '.join(dup[:10])}")
+        object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[Hashable, BaseGeometry]]:
+        return iter(zip(self.ids, self.geometries, strict=True))
+
+    def __contains__(self, parcel_id: object) -> bool:
+        return parcel_id in self._index
+
+    def __repr__(self) -> str:
+        head = ", ".join(map(str, self.ids[:3])) + (", ..." if len(self) > 3 else "")
+        return f"ParcelSet({len(self)} parcels [{head}], crs={self.crs.to_string()})"
+
+    @cached_property
+    def _index(self) -> dict[Hashable, int]:
+        return {pid: i for i, pid in enumerate(self.ids)}
+
+    @cached_property
+    def _tree(self) -> shapely.STRtree:
+        return shapely.STRtree(self.geometries)
+
+    def geometry(self, parcel_id: Hashable) -> BaseGeometry:
+        """The polygon of ``parcel_id``; :class:`ParcelNotFoundError` if there is none."""
+        try:
+            return self.geometries[self._index[parcel_id]]
+        except KeyError:
+            raise ParcelNotFoundError(f"parcel {parcel_id!r} is not in the parcel set ({len(self)} parcels)") from None
+
+    def select(self, parcel_ids: Iterable[Hashable]) -> ParcelSet:
+        """The named parcels, in the given order; :class:`ParcelNotFoundError` names the unknown ones."""
+        parcel_ids = list(parcel_ids)
+        missing = [p for p in parcel_ids if p not in self._index]
+        if missing:
+            shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ParcelNotFoundError(f"unknown parcel id(s) {shown} ({len(self)} parcels registered)")
+        keep = set(parcel_ids)
+        return ParcelSet(
+            tuple(parcel_ids), tuple(self.geometry(p) for p in parcel_ids), self.crs,
+            tuple(p for p in self.repaired if p in keep),
+        )
+
+    def at(self, x: float, y: float) -> Hashable:
+        """Id of the parcel covering point ``(x, y)`` given in this set's CRS (the first one, in set
+        order, if the point lies on a shared border)."""
+        hits = self._tree.query(Point(x, y), predicate="intersects")
+        if hits.size == 0:
+            raise ParcelNotFoundError(f"no parcel contains the point ({x:.2f}, {y:.2f}) in {self.crs.to_string()}")
+        return self.ids[int(hits.min())]
+
+    def to_crs(self, crs: Any) -> ParcelSet:
+        """The same parcels reprojected to ``crs`` (pyproj, always x/y axis order)."""
+        crs = CRS.from_user_input(crs)
+        if crs == self.crs:
+            return self
+        geoms = gpd.GeoSeries(list(self.geometries), crs=self.crs).to_crs(crs)
+        return ParcelSet(self.ids, tuple(geoms), crs, self.repaired)
+
+    def buffered(self, distance: float) -> ParcelSet:
+        """Every parcel buffered by ``distance`` (CRS units, negative = inward).
+
+        :class:`ParcelTooSmallError` for the first parcel of which nothing remains.
+        """
+        if distance and self.crs.is_geographic:
+            raise InvalidRequestError(f"buffer {distance} needs a projected CRS, not {self.crs.to_string()}")
+        out = shapely.buffer(np.asarray(self.geometries, dtype=object), distance)
+        for pid, geom, b in zip(self.ids, self.geometries, out, strict=True):
+            if b.is_empty:
+                raise too_small(pid, geom, buffer=distance)
+        return ParcelSet(self.ids, tuple(out), self.crs, self.repaired)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(minx, miny, maxx, maxy)`` of all parcels."""
+        return tuple(shapely.total_bounds(np.asarray(self.geometries, dtype=object)).tolist())
+
+    @property
+    def areas(self) -> np.ndarray:
+        """Area of each parcel in CRS units (m² on a projected grid)."""
+        return shapely.area(np.asarray(self.geometries, dtype=object))
+
+    def to_geodataframe(self) -> gpd.GeoDataFrame:
+        """A GeoDataFrame with a ``parcel_id`` column."""
+        return gpd.GeoDataFrame({"parcel_id": list(self.ids)}, geometry=list(self.geometries), crs=self.crs)
+
+
+def too_small(parcel_id: Hashable, geometry: BaseGeometry, *, buffer: float) -> ParcelTooSmallError:
+    """The error for a parcel that keeps no pixel after ``buffer`` (one message everywhere)."""
+    return ParcelTooSmallError(
+        parcel_id, f"area {geometry.area:.0f} m² leaves no pixel after an inward buffer of {abs(buffer):g} m"
+    )
+
+
+def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tuple[BaseGeometry, bool]:
+    """``geom`` as a valid (Multi)Polygon, and whether it had to be repaired."""
+    if geom is None or geom.is_empty:
+        raise ParcelError(pid, "has an empty geometry")
+    if isinstance(geom, shapely.GeometryCollection):
+        geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
+    if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+        raise ParcelError(pid, f"is a {geom.geom_type}, not a polygon")
+    if geom.is_valid:
+        return geom, False
+    reason = shapely.is_valid_reason(geom)
+    if not repair:
+        raise ParcelError(pid, f"invalid geometry ({reason})")
+    fixed = shapely.make_valid(geom, method="structure", keep_collapsed=False)
+    if fixed.is_empty or fixed.geom_type not in ("Polygon", "MultiPolygon"):
+        raise ParcelError(pid, f"invalid geometry ({reason}) with no area left after repair")
+    return fixed, True
+
+
+def _build(
+    ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool
+) -> ParcelSet:
+    if not ids:
+        raise InvalidRequestError("no parcels given")
+    src = CRS.from_user_input(src)
+    fixed, repaired = [], []
+    for pid, g in zip(ids, geoms, strict=True):
+        geom, was_repaired = _polygonal(pid, g, repair=repair)
+        fixed.append(geom)
+        if was_repaired:
+            repaired.append(pid)
+    if src.is_geographic:
+        minx, miny, maxx, maxy = shapely.total_bounds(np.asarray(fixed, dtype=object))
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise InvalidRequestError(
+                f"parcel coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
+                f"{src.to_string()}; pass src_crs= with the CRS they are in"
+            )
+    parcels = ParcelSet(tuple(ids), tuple(fixed), src, tuple(repaired))
+    return parcels if crs is None else parcels.to_crs(crs)
+
+
+def _clean_id(value: Any) -> Hashable:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[list, list, CRS]:
+    if gdf.crs is None:
+        raise InvalidRequestError("the parcels have no CRS; set one with GeoDataFrame.set_crs")
+    if isinstance(gdf, gpd.GeoDataFrame) and id_column in gdf.columns:
+        ids = gdf[id_column].tolist()
+    else:
+        ids = gdf.index.tolist()
+    geoms = gdf.geometry.tolist() if isinstance(gdf, gpd.GeoDataFrame) else gdf.tolist()
+    return [_clean_id(i) for i in ids], geoms, gdf.crs
+
+
+def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        features = list(obj.get("features") or [])
+    elif kind == "Feature":
+        features = [obj]
+    elif kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "LineString", "MultiLineString"):
+        return [0], [shape(obj)]
+    else:
+        raise InvalidRequestError(f"not a GeoJSON geometry, Feature or FeatureCollection: type {kind!r}")
+    ids, geoms = [], []
+    for i, feat in enumerate(features):
+        props = feat.get("properties") or {}
+        ids.append(props.get(id_column, feat.get("id", i)))
+        geom = feat.get("geometry")
+        geoms.append(shape(geom) if geom else None)
+    return ids, geoms
+
+
+def as_parcels(
+    parcels: Any,
+    *,
+    crs: Any = None,
+    registry: ParcelSet | gpd.GeoDataFrame | None = None,
+    src_crs: Any = None,
+    id_column: str = "parcel_id",
+    repair: bool = True,
+) -> ParcelSet:
+    """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
+
+    ``parcels`` may be a ParcelSet, a GeoDataFrame or GeoSeries (ids from ``id_column`` or the index),
+    a GeoJSON dict (ids from ``properties[id_column]``, the Feature ``id`` or the position), a shapely
+    polygon (id 0), a shapely Point (the registered parcel containing it), or one id / a list of ids
+    looked up in ``registry``. ``src_crs`` overrides the CRS of GeoJSON and shapely input (default
+    EPSG:4326). Invalid polygons are made valid (``repair=True``, listed in ``.repaired``) or raise
+    :class:`ParcelError`.
+    """
+    if isinstance(parcels, ParcelSet):
+        return parcels if crs is None else parcels.to_crs(crs)
+    if isinstance(parcels, gpd.GeoDataFrame | gpd.GeoSeries):
+        ids, geoms, src = _from_frame(parcels, id_column)
+        return _build(ids, geoms, src, crs, repair=repair)
+    if isinstance(parcels, Point):
+        reg = _registry(registry, "a point")
+        pid = parcel_at(parcels.x, parcels.y, reg, crs=src_crs or WGS84)
+        return as_parcels(reg.select([pid]), crs=crs)
+    if isinstance(parcels, BaseGeometry):
+        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair)
+    if isinstance(parcels, Mapping):
+        ids, geoms = _from_geojson(parcels, id_column)
+        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair)
+    if isinstance(parcels, str | int | np.integer):
+        parcels = [parcels]
+    if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):
+        reg = _registry(registry, "parcel ids")
+        return as_parcels(reg.select(_clean_id(p) for p in parcels), crs=crs)
+    raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}")
+
+
+def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str) -> ParcelSet:
+    if registry is None:
+        raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set; none is given")
+    return registry if isinstance(registry, ParcelSet) else as_parcels(registry)
+
+
+def parcel_at(
+    x: float, y: float, registry: ParcelSet | gpd.GeoDataFrame, *, crs: Any = WGS84
+) -> Hashable:
+    """Id of the registered parcel containing point ``(x, y)`` (lon/lat unless ``crs`` says otherwise).
+
+    :class:`ParcelNotFoundError` names the point when no parcel contains it. Pass the registry as a
+    ParcelSet to look up many points: its spatial index is built once and kept.
+    """
+    reg = registry if isinstance(registry, ParcelSet) else as_parcels(registry)
+    src = CRS.from_user_input(crs)
+    px, py = gpd.GeoSeries([Point(x, y)], crs=src).to_crs(reg.crs).iloc[0].coords[0]
+    if not (math.isfinite(px) and math.isfinite(py)):
+        raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs}")
+    try:
+        return reg.at(px, py)
+    except ParcelNotFoundError:
+        where = f"lon {x:.6f}, lat {y:.6f}" if src.is_geographic else f"({x}, {y}) in {src.to_string()}"
+        raise ParcelNotFoundError(f"no registered parcel contains {where}") from None

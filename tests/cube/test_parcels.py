@@ -1,0 +1,144 @@
+"""Normalising parcel input: every input kind, reprojection checked with pyproj, clear errors."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from pyproj import Transformer
+from shapely.geometry import LineString, Point, Polygon, box, mapping
+
+from cardcube.errors import (
+    InvalidRequestError,
+    ParcelError,
+    ParcelNotFoundError,
+    ParcelTooSmallError,
+)
+from cube.parcels import ParcelSet, as_parcels, parcel_at
+
+UTM = "EPSG:32631"
+# Three fields near Lelystad (NL), lon/lat, about 200 m x 150 m each, the last one an L shape.
+FIELDS = {
+    "NL-001": box(5.4000, 52.5000, 5.4030, 52.5014),
+    "NL-002": box(5.4030, 52.5000, 5.4060, 52.5014),
+    "NL-003": Polygon([(5.4000, 52.5014), (5.4060, 52.5014), (5.4060, 52.5030), (5.4045, 52.5030),
+                       (5.4045, 52.5020), (5.4000, 52.5020)]),
+}
+
+
+@pytest.fixture
+def register() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"parcel_id": list(FIELDS), "crop": ["wheat", "maize", "grass"]},
+                            geometry=list(FIELDS.values()), crs="EPSG:4326")
+
+
+def test_geodataframe_reprojected_to_the_tile_crs(register: gpd.GeoDataFrame) -> None:
+    ps = as_parcels(register, crs=UTM)
+    assert ps.ids == ("NL-001", "NL-002", "NL-003") and ps.crs.to_epsg() == 32631
+    to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
+    for pid, geom in ps:
+        lon, lat = np.asarray(FIELDS[pid].exterior.coords).T
+        np.testing.assert_allclose(np.asarray(geom.exterior.coords), np.column_stack(to_utm.transform(lon, lat)),
+                                   atol=1e-6)
+    assert 25_000 < ps.areas[0] < 35_000  # ~205 m x 156 m
+    back = ps.to_crs("EPSG:4326")
+    for pid, geom in back:
+        np.testing.assert_allclose(np.asarray(geom.exterior.coords), np.asarray(FIELDS[pid].exterior.coords),
+                                   atol=1e-9)
+    assert ps.to_crs(UTM) is ps
+
+
+def test_ids_from_the_index_and_a_geoseries(register: gpd.GeoDataFrame) -> None:
+    by_index = register.drop(columns="parcel_id").set_index(np.array([10, 20, 30]))
+    ps = as_parcels(by_index)
+    assert ps.ids == (10, 20, 30) and type(ps.ids[0]) is int
+    assert as_parcels(register.geometry, crs=UTM).ids == (0, 1, 2)
+
+
+def test_geojson_kinds() -> None:
+    geom = mapping(FIELDS["NL-001"])
+    assert as_parcels(geom, crs=UTM).ids == (0,)
+    feature = {"type": "Feature", "id": "A7", "properties": {}, "geometry": geom}
+    assert as_parcels(feature).ids == ("A7",)
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"parcel_id": pid}, "geometry": mapping(g)} for pid, g in FIELDS.items()]}
+    ps = as_parcels(fc, crs=UTM)
+    assert ps.ids == tuple(FIELDS)
+    assert ps.geometry("NL-002").equals_exact(as_parcels(mapping(FIELDS["NL-002"]), crs=UTM).geometries[0], 1e-6)
+    with pytest.raises(InvalidRequestError, match="Topology"):
+        as_parcels({"type": "Topology"})
+    with pytest.raises(InvalidRequestError, match="no parcels"):
+        as_parcels({"type": "FeatureCollection", "features": []})
+
+
+def test_shapely_polygon_and_its_crs() -> None:
+    ps = as_parcels(FIELDS["NL-003"], crs=UTM)
+    utm_poly = ps.geometries[0]
+    with pytest.raises(InvalidRequestError, match="src_crs"):
+        as_parcels(utm_poly, crs=UTM)  # UTM metres are no lon/lat
+    again = as_parcels(utm_poly, src_crs=UTM, crs=UTM)
+    assert again.geometries[0].equals(utm_poly)
+
+
+def test_lookup_by_id_and_point(register: gpd.GeoDataFrame) -> None:
+    reg = as_parcels(register, crs=UTM)
+    assert as_parcels(["NL-003", "NL-001"], registry=reg).ids == ("NL-003", "NL-001")
+    assert as_parcels("NL-002", registry=register, crs=UTM).ids == ("NL-002",)
+    with pytest.raises(ParcelNotFoundError, match="'NL-999'"):
+        as_parcels(["NL-001", "NL-999"], registry=reg)
+    with pytest.raises(InvalidRequestError, match="registered"):
+        as_parcels(["NL-001"])
+    # Points: lon/lat inside the L shape, in its notch (outside every parcel) and far away.
+    assert parcel_at(5.4052, 52.5025, reg) == "NL-003"
+    assert as_parcels(Point(5.4010, 52.5007), registry=register, crs=UTM).ids == ("NL-001",)
+    with pytest.raises(ParcelNotFoundError, match=r"lon 5\.402000, lat 52\.502500"):
+        parcel_at(5.4020, 52.5025, reg)
+    with pytest.raises(ParcelNotFoundError, match="no registered parcel"):
+        as_parcels(Point(4.0, 51.0), registry=reg)
+    x, y = reg.geometry("NL-002").centroid.coords[0]
+    assert parcel_at(x, y, reg, crs=UTM) == "NL-002"
+    assert isinstance(ParcelNotFoundError("x"), LookupError)
+
+
+def test_invalid_geometries_are_repaired_or_reported() -> None:
+    bowtie = Polygon([(5.40, 52.50), (5.41, 52.51), (5.41, 52.50), (5.40, 52.51)])
+    assert not bowtie.is_valid
+    ps = as_parcels({"type": "Feature", "id": "bow", "geometry": mapping(bowtie)}, crs=UTM)
+    assert ps.repaired == ("bow",) and ps.geometries[0].is_valid
+    assert ps.geometries[0].geom_type == "MultiPolygon"
+    assert ps.geometries[0].area == pytest.approx(as_parcels(box(5.40, 52.50, 5.41, 52.51), crs=UTM).areas[0] / 2,
+                                                  rel=0.01)
+    with pytest.raises(ParcelError, match=r"parcel bow: invalid geometry .*Self-intersection"):
+        as_parcels({"type": "Feature", "id": "bow", "geometry": mapping(bowtie)}, repair=False)
+    with pytest.raises(ParcelError, match="parcel 0: is a LineString"):
+        as_parcels(LineString([(5.4, 52.5), (5.5, 52.6)]))
+    fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": "e", "geometry": None}]}
+    with pytest.raises(ParcelError, match="parcel e: has an empty geometry"):
+        as_parcels(fc)
+
+
+def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFrame) -> None:
+    strip = box(5.4000, 52.5000, 5.4030, 52.50006)  # ~205 m x 6.7 m
+    gdf = gpd.GeoDataFrame({"parcel_id": ["big", "strip"]}, geometry=[FIELDS["NL-001"], strip], crs=4326)
+    ps = as_parcels(gdf, crs=UTM)
+    with pytest.raises(ParcelTooSmallError, match=r"parcel strip: area 1\d\d\d m² leaves no pixel after an "
+                                                   r"inward buffer of 5 m"):
+        ps.buffered(-5.0)
+    shrunk = ps.select(["big"]).buffered(-5.0)
+    assert shrunk.areas[0] < ps.areas[0]
+    assert shapely.contains(ps.geometry("big"), shrunk.geometry("big"))
+    with pytest.raises(InvalidRequestError, match="projected"):
+        as_parcels(gdf).buffered(-5.0)
+
+
+def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
+    with pytest.raises(InvalidRequestError, match="duplicate parcel ids: a"):
+        ParcelSet(("a", "b", "a"), tuple(FIELDS.values()), "EPSG:4326")
+    with pytest.raises(InvalidRequestError, match="no CRS"):
+        as_parcels(gpd.GeoDataFrame(geometry=list(FIELDS.values())))
+    with pytest.raises(InvalidRequestError, match="cannot read parcels from a float"):
+        as_parcels(1.5)
+    gdf = as_parcels(register, crs=UTM).to_geodataframe()
+    assert list(gdf.parcel_id) == list(FIELDS) and gdf.crs.to_epsg() == 32631
+    assert "NL-001" in as_parcels(register) and "NL-9" not in as_parcels(register)
