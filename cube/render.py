@@ -1,0 +1,267 @@
+"""Pictures an inspector wants, from plain arrays: true colour, a coloured index, the parcel outline,
+a season's contact sheet, PNG and GeoTIFF files. No cube access here; the read side cuts the chips.
+
+Images are RGBA ``uint8`` arrays ``(rows, cols, 4)``; NaN input pixels become fully transparent.
+Outlines are drawn with Pillow in the pixel frame of the chip's ``odc.geo.GeoBox``, so they line up
+with the pixels whatever the display enlargement (:func:`enlarge` by an integer factor first).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import rasterio
+from odc.geo.geobox import GeoBox
+from PIL import Image, ImageDraw, ImageFont
+from shapely.geometry.base import BaseGeometry
+
+from cardcube.errors import InvalidRequestError
+
+__all__ = [
+    "ContactSheet",
+    "colour_index",
+    "contact_sheet",
+    "draw_outline",
+    "enlarge",
+    "png_bytes",
+    "robust_limits",
+    "stretch",
+    "true_colour",
+    "write_geotiff",
+    "write_png",
+]
+
+TRUE_COLOUR_LIMITS = (0.0, 0.3)  # surface reflectance shown black .. white: fields, not clouds
+NDVI_LIMITS = (0.0, 1.0)
+OUTLINE = (255, 230, 0, 255)  # yellow: visible on green, brown and grey
+CLOUDY = (220, 30, 30)
+
+
+def robust_limits(*arrays: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> tuple[float, float]:
+    """``(lo, hi)`` percentiles of all finite values of ``arrays`` together (one stretch for all of them,
+    so colours stay comparable); the default true-colour limits when nothing is finite."""
+    finite = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return TRUE_COLOUR_LIMITS
+    lo, hi = np.percentile(finite, percentiles)
+    return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1e-6)
+
+
+def stretch(values: np.ndarray, *, limits: tuple[float, float], gamma: float = 1.0) -> np.ndarray:
+    """Linear map of ``limits`` to 0..1, clipped, then ``x ** (1 / gamma)`` (gamma > 1 brightens the
+    darks). Monotonic non-decreasing; NaN stays NaN."""
+    lo, hi = limits
+    if not hi > lo:
+        raise InvalidRequestError(f"stretch limits {limits} must increase")
+    with np.errstate(invalid="ignore"):
+        x = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return x if gamma == 1.0 else x ** (1.0 / gamma)
+
+
+def _to_rgba(rgb01: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    rgba = np.zeros((*valid.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = np.round(np.nan_to_num(rgb01, nan=0.0) * 255).astype(np.uint8)
+    rgba[..., 3] = np.where(valid, 255, 0)
+    rgba[~valid, :3] = 0
+    return rgba
+
+
+def true_colour(
+    red: np.ndarray,
+    green: np.ndarray,
+    blue: np.ndarray,
+    *,
+    limits: tuple[float, float] = TRUE_COLOUR_LIMITS,
+    gamma: float = 1.0,
+) -> np.ndarray:
+    """RGBA true-colour image from reflectance (B04, B03, B02 as 0..1 floats).
+
+    Default: reflectance 0..0.3 stretched linearly, the usual view of vegetation and bare soil (clouds
+    saturate white). Pass ``limits=robust_limits(red, green, blue)`` for a 2-98 % stretch. A pixel NaN
+    in any band is transparent black.
+    """
+    bands = np.stack([np.asarray(b, dtype=np.float64) for b in (red, green, blue)], axis=-1)
+    valid = np.isfinite(bands).all(axis=-1)
+    return _to_rgba(stretch(bands, limits=limits, gamma=gamma), valid)
+
+
+def colour_index(
+    index: np.ndarray,
+    *,
+    cmap: str = "RdYlGn",
+    limits: tuple[float, float] = NDVI_LIMITS,
+) -> np.ndarray:
+    """RGBA image of an index (e.g. NDVI) through a matplotlib colormap; NaN is transparent.
+
+    Default: ``RdYlGn`` over 0..1, bare soil red, full canopy green (water and snow clip to red).
+    """
+    x = stretch(index, limits=limits)
+    colours = matplotlib.colormaps[cmap](np.nan_to_num(x, nan=0.0))[..., :3]
+    return _to_rgba(colours, np.isfinite(x))
+
+
+def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by an integer ``factor``: pixels stay sharp squares."""
+    if factor < 1 or int(factor) != factor:
+        raise InvalidRequestError(f"enlargement factor must be a positive integer, got {factor}")
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def _rings(geometry: BaseGeometry) -> list[np.ndarray]:
+    parts = getattr(geometry, "geoms", [geometry])
+    rings = []
+    for part in parts:
+        if part.geom_type == "Polygon":
+            rings.append(np.asarray(part.exterior.coords))
+            rings.extend(np.asarray(r.coords) for r in part.interiors)
+        elif part.geom_type in ("LineString", "LinearRing"):
+            rings.append(np.asarray(part.coords))
+    return rings
+
+
+def draw_outline(
+    image: np.ndarray,
+    geometry: BaseGeometry,
+    geobox: GeoBox,
+    *,
+    colour: tuple[int, int, int, int] = OUTLINE,
+    width: int = 1,
+) -> np.ndarray:
+    """A copy of RGBA ``image`` with ``geometry`` (in the CRS of ``geobox``) drawn as an outline.
+
+    ``geobox`` is the chip's grid; ``image`` may be the chip enlarged by any factor, the outline is
+    scaled to it. Exterior and hole rings are drawn, ``width`` pixels wide.
+    """
+    h, w = image.shape[:2]
+    sy, sx = h / geobox.shape[0], w / geobox.shape[1]
+    inv = ~geobox.affine
+    canvas = Image.fromarray(np.ascontiguousarray(image), mode="RGBA")
+    draw = ImageDraw.Draw(canvas)
+    for ring in _rings(geometry):
+        cols, rows = inv @ (ring[:, 0], ring[:, 1])
+        # Pixel i spans [i, i+1) in the GeoBox frame; Pillow truncates coordinates, so hand it the
+        # pixel that holds each vertex (floored, which also treats negative coordinates right).
+        xs = np.floor(np.asarray(cols) * sx).astype(int).tolist()
+        ys = np.floor(np.asarray(rows) * sy).astype(int).tolist()
+        pts = list(zip(xs, ys, strict=True))
+        draw.line(pts, fill=tuple(colour), width=width, joint="curve")
+    return np.asarray(canvas)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 image: grey (h, w), RGB (h, w, 3) or RGBA (h, w, 4)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise InvalidRequestError(f"a PNG needs a uint8 (h, w[, 3|4]) image, got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write ``image`` (see :func:`png_bytes`) to ``path``."""
+    with open(path, "wb") as f:
+        f.write(png_bytes(image))
+
+
+@dataclass(frozen=True, eq=False)
+class ContactSheet:
+    """A season on one picture: ``image`` (RGB uint8), each panel's ``(x0, y0, x1, y1)`` pixel box
+    (x1, y1 exclusive) and whether it was marked cloudy."""
+
+    image: np.ndarray
+    boxes: tuple[tuple[int, int, int, int], ...]
+    cloudy: tuple[bool, ...]
+
+    def to_png(self) -> bytes:
+        return png_bytes(self.image)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        write_png(self.image, path)
+
+
+def contact_sheet(
+    panels: Sequence[np.ndarray],
+    *,
+    labels: Sequence[str],
+    cloud_fraction: Sequence[float] | None = None,
+    cloud_threshold: float = 0.3,
+    columns: int = 6,
+    scale: int = 4,
+    background: tuple[int, int, int] = (40, 40, 40),
+) -> ContactSheet:
+    """Small multiples of RGBA ``panels`` (same shape, one per date) with a label under each.
+
+    Panels are enlarged ``scale`` times and laid out ``columns`` wide. A date whose
+    ``cloud_fraction`` exceeds ``cloud_threshold`` gets a red frame and its cloud percentage in red
+    next to the label; NaN fractions (no SCL) are not marked. Transparent pixels show the background.
+    """
+    n = len(panels)
+    if n == 0 or len(labels) != n or (cloud_fraction is not None and len(cloud_fraction) != n):
+        raise InvalidRequestError(f"{n} panels need as many labels ({len(labels)}) and cloud fractions")
+    shapes = {p.shape for p in panels}
+    if len(shapes) != 1 or next(iter(shapes))[2:] != (4,):
+        raise InvalidRequestError(f"contact sheet panels must be RGBA images of one shape, got {sorted(shapes)}")
+    ph, pw = panels[0].shape[0] * scale, panels[0].shape[1] * scale
+    frame, gap, text_h = 3, 6, 14
+    cols = max(1, min(columns, n))
+    rows = -(-n // cols)
+    cell_w, cell_h = pw + 2 * frame + gap, ph + 2 * frame + text_h + gap
+    sheet = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + gap), background)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=11)
+    fractions = [np.nan] * n if cloud_fraction is None else [float(f) for f in cloud_fraction]
+    boxes, cloudy = [], []
+    for i, (panel, label, frac) in enumerate(zip(panels, labels, fractions, strict=True)):
+        x0 = gap + (i % cols) * cell_w + frame
+        y0 = gap + (i // cols) * cell_h + frame
+        is_cloudy = bool(np.isfinite(frac) and frac > cloud_threshold)
+        if is_cloudy:
+            draw.rectangle((x0 - frame, y0 - frame, x0 + pw + frame - 1, y0 + ph + frame - 1), fill=CLOUDY)
+        tile = Image.new("RGB", (pw, ph), background)
+        tile.paste(Image.fromarray(enlarge(panel, scale), mode="RGBA"), (0, 0),
+                   Image.fromarray(enlarge(panel[..., 3], scale), mode="L"))
+        sheet.paste(tile, (x0, y0))
+        text_y = y0 + ph + frame + 1
+        draw.text((x0, text_y), str(label), fill=(235, 235, 235), font=font)
+        if is_cloudy:
+            tx = x0 + draw.textlength(str(label) + "  ", font=font)
+            draw.text((tx, text_y), f"{frac:.0%} cloud", fill=CLOUDY, font=font)
+        boxes.append((x0, y0, x0 + pw, y0 + ph))
+        cloudy.append(is_cloudy)
+    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy))
+
+
+def write_geotiff(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    geobox: GeoBox,
+    *,
+    nodata: float | None = None,
+    band_names: Sequence[str] | None = None,
+    compress: str = "deflate",
+) -> None:
+    """Write a chip ``(bands, rows, cols)`` or ``(rows, cols)`` as a GeoTIFF on ``geobox``'s grid
+    (its CRS and transform), one band per layer, named by ``band_names``."""
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != geobox.shape:
+        raise InvalidRequestError(f"chip {np.shape(data)} does not match the grid {geobox.shape}")
+    if band_names is not None and len(band_names) != arr.shape[0]:
+        raise InvalidRequestError(f"{len(band_names)} band names for {arr.shape[0]} bands")
+    profile = {
+        "driver": "GTiff", "height": arr.shape[1], "width": arr.shape[2], "count": arr.shape[0],
+        "dtype": arr.dtype.name, "crs": geobox.crs.to_wkt(), "transform": geobox.affine,
+        "nodata": nodata, "compress": compress,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        for i, name in enumerate(band_names or (), start=1):
+            dst.set_band_description(i, name)
