@@ -18,12 +18,11 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
-from zarr.core.array import AsyncArray
 from zarr.errors import GroupNotFoundError
 
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cube import layout
+from cube import layout, tile_arrays
 from cube.ledger import TileState
 
 # Per-date coordinates: name -> (dtype, fill value, CF long_name)
@@ -45,7 +44,10 @@ def _compressor(spec: CubeSpec, band: BandSpec) -> BloscCodec:
 
 
 def _band_attrs(band: BandSpec) -> dict:
-    attrs: dict = {"long_name": band.long_name, "units": band.units, "grid_mapping": "spatial_ref"}
+    # CF: `coordinates` makes xarray treat spatial_ref and the per-date metadata as coordinates, and
+    # `grid_mapping` points rioxarray/odc-geo at the CRS.
+    attrs: dict = {"long_name": band.long_name, "units": band.units, "grid_mapping": "spatial_ref",
+                   "coordinates": " ".join(["spatial_ref", *ACQUISITION_COORDS])}
     if band.nodata is not None:
         attrs["_FillValue"] = "NaN" if isinstance(band.nodata, float) and np.isnan(band.nodata) else band.nodata
     if band.scale != 1.0 or band.offset != 0.0:
@@ -113,16 +115,7 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid) -> zarr.Group:
 
 def open_array(store: Store, spec: CubeSpec, tile: str, resolution: int, name: str, *, hot: bool,
                mode: str = "r") -> zarr.Array:
-    return zarr.open_array(store, path=layout.array_path(spec.name, tile, resolution, name, hot=hot), mode=mode)
-
-
-def sized_view(array: zarr.Array, length: int) -> zarr.Array:
-    """``array`` as if its time axis had ``length`` entries, without persisting anything."""
-    meta = array.metadata
-    if meta.shape[0] >= length:
-        return array
-    bigger = meta.update_shape((length, *meta.shape[1:]))
-    return zarr.Array(AsyncArray(bigger, array.store_path, config=array._async_array.config))
+    return tile_arrays.open_array(store, spec.name, tile, resolution, name, hot=hot, mode=mode)
 
 
 def time_lengths(state: TileState) -> dict[bool, int]:

@@ -18,7 +18,8 @@ from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
 from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
-from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array, sized_view
+from cube.tile_arrays import sized_view
+from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import checkpoint, commit, needs_recovery, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes

@@ -13,7 +13,8 @@ from rasterio.windows import Window
 from zarr.abc.store import Store
 
 from cardcube.spec import CubeSpec
-from ingest.arrays import open_array, sized_view
+from cube.tile_arrays import sized_view
+from ingest.arrays import open_array
 from ingest.plan import ShardWrite
 
 
