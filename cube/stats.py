@@ -12,8 +12,9 @@ Conventions
   always returned. Every other statistic is NaN where ``count`` is 0.
 * ``std`` is the population standard deviation (``ddof=0``, as ``np.nanstd``): a parcel's pixels are
   the whole population of interest, not a sample of it.
-* Percentiles (``p25``, ``median``, ``p75``, any ``pNN``) are exact, with numpy's default linear
-  interpolation between order statistics (``np.nanpercentile(..., method="linear")``).
+* Percentiles (``p25``, ``p75``, any ``pNN``) are exact, with numpy's default linear interpolation
+  between order statistics (``np.nanpercentile(..., method="linear")``); ``median`` is the mean of
+  the middle pair as in ``np.nanmedian`` (the same number, also for infinities).
 * Sentinel-1 backscatter (:func:`backscatter_stats`) is averaged in linear power and reported in dB:
   the mean of dB values would be a geometric mean, biased low by speckle. ``std`` is the standard
   deviation of the dB values (dB), the usual speckle/heterogeneity measure on log-scaled SAR: a std
@@ -101,10 +102,36 @@ class _Segments:
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Linear interpolation exactly as numpy's percentile does it (stable near both ends)."""
+    """Linear interpolation as numpy's percentile does it (stable near both ends), except that equal
+    neighbours give their value (numpy gives NaN for two equal infinities)."""
     diff = b - a
-    out = a + diff * t
-    return np.where(t >= 0.5, b - diff * (1 - t), out)
+    out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return np.where(a == b, a, out)
+
+
+_FLOAT32_EXACT = {np.dtype(t) for t in ("float16", "float32", "int8", "uint8", "int16", "uint16", "bool")}
+
+
+def _sorted_by_label(v: np.ndarray, seg: np.ndarray, *, fits_float32: bool) -> np.ndarray:
+    """``v`` (time, npix, columns grouped by ``seg``) sorted within each label's run, NaNs last.
+
+    Values exact in float32 (the cube's dtypes) are sorted as one uint64 key per pixel, the label in
+    the high and the order-preserving float32 bits in the low 32 bits: one plain ``np.sort``, about
+    ten times faster than the general ``lexsort`` of (label, value) used otherwise.
+    """
+    if not fits_float32 or (seg.size and seg[-1] >= 2**31):
+        idx = np.lexsort(np.stack([v, np.broadcast_to(seg, v.shape)]), axis=-1)
+        return np.take_along_axis(v, idx, axis=1)
+    f = np.where(np.isnan(v), np.float32(np.nan), v).astype(np.float32)  # one positive NaN
+    bits = f.view(np.uint32).astype(np.uint64)
+    top = np.uint64(0x80000000)
+    low = np.uint64(0xFFFFFFFF)
+    bits = np.where(bits & top, ~bits & low, bits | top)  # negatives reversed below positives
+    key = (seg.astype(np.uint64) << np.uint64(32)) | bits
+    key.sort(axis=1)
+    bits = key & low
+    bits = np.where(bits & top, bits & ~top & low, ~bits & low)
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
 def zonal_stats(
@@ -120,7 +147,9 @@ def zonal_stats(
     ``count`` and ``masked`` are always included. See the module docstring for the conventions.
     """
     _check_stats(stats)
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    fits_float32 = values.dtype in _FLOAT32_EXACT
+    values = values.astype(np.float64, copy=False)
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
     segs = _Segments.build(labels, n_labels)
@@ -144,14 +173,13 @@ def zonal_stats(
         out["max"] = segs.reduce(np.fmax, v, np.nan).T
     wanted = [(s, q) for s in stats if (q := _percentile_of(s)) is not None]
     if wanted:
-        # Sort every date row by (label, value): NaNs go last within each label's run.
-        idx = np.lexsort(np.stack([v, np.broadcast_to(segs.seg, v.shape)]), axis=-1)
-        ordered = np.take_along_axis(v, idx, axis=1)
+        ordered = _sorted_by_label(v, segs.seg, fits_float32=fits_float32)
         last = max(v.shape[1] - 1, 0)
         for name, q in wanted:
             pos = (count - 1) * (q / 100.0)
             lo = np.floor(pos)
-            hi = np.minimum(lo + 1, count - 1)
+            # The median averages the middle pair, which is one value (ceil = floor) for odd counts.
+            hi = np.ceil(pos) if name == "median" else np.minimum(lo + 1, count - 1)
             if v.shape[1] == 0:
                 out[name] = np.full((n_labels, ntime), np.nan)
                 continue
@@ -159,7 +187,11 @@ def zonal_stats(
             at_hi = np.clip(segs.starts + hi.astype(np.intp), 0, last)
             a = np.take_along_axis(ordered, at_lo, axis=1)
             b = np.take_along_axis(ordered, at_hi, axis=1)
-            out[name] = np.where(has, _lerp(a, b, pos - lo), np.nan).T
+            # The median is the mean of the middle pair, as np.median: the same number as the linear
+            # interpolation, but bit for bit what np.nanmedian gives, infinities included.
+            with np.errstate(invalid="ignore"):  # -inf .. inf neighbours interpolate to NaN
+                mid = (a + b) / 2 if name == "median" else _lerp(a, b, pos - lo)
+            out[name] = np.where(has, mid, np.nan).T
     return out
 
 
