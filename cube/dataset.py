@@ -1,0 +1,265 @@
+"""``open_cube()``: a lazy, dask-backed xarray Dataset over the committed cube tiles.
+
+The Dataset is assembled from the ledger version being read (latest, or ``as_of``): each band's
+time-first ("cold") array sliced to the committed length, joined with the live hot-buffer slots, sorted
+by time. Dask chunks are the Zarr inner chunks, so computing a small region reads exactly the chunks
+that intersect it. Bands stored at 20 m are repeated 2x2 onto the 10 m grid when the Dataset is at
+10 m (nearest neighbour, exact: no values are invented); at 20 m, 10 m bands are 2x2 means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from pyproj import CRS
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+from zarr.abc.store import Store
+
+from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError
+from cardcube.grid import TileGrid
+from cardcube.spec import BandSpec, CubeSpec
+from cardcube.storage import StoreLike, open_store, store_url
+from cube.ledger import Acquisition, CubeVersion, TileState, read_version
+from cube.tile_arrays import open_array, sized_view
+
+TimeRange = tuple[Any, Any] | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TileWindow:
+    """The part of one tile a query needs: pixel rows/cols at the Dataset's resolution."""
+
+    tile: str
+    geobox: GeoBox  # the window's grid
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.geobox.shape
+
+
+def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None]:
+    if time is None:
+        return None, None
+    if isinstance(time, str):
+        lo, _, hi = time.partition("/")
+        time = (lo or None, hi or None)
+    lo, hi = time
+    to64 = lambda t: None if t in (None, "..") else np.datetime64(pd.Timestamp(t).tz_localize(None), "ns")  # noqa: E731
+    start, end = to64(lo), to64(hi)
+    if end is not None and isinstance(hi, str) and len(hi) <= 10:  # a date: include the whole day
+        end = end + np.timedelta64(1, "D") - np.timedelta64(1, "ns")
+    if start is not None and end is not None and start > end:
+        raise InvalidRequestError(f"empty time range: {lo} is after {hi}")
+    return start, end
+
+
+def _query_geometry(bbox, geometry, crs, tile_crs: str) -> BaseGeometry | None:
+    """The query area in the tile CRS (``bbox``/``geometry`` given in ``crs``, default the tile CRS)."""
+    if bbox is None and geometry is None:
+        return None
+    geom = box(*bbox) if bbox is not None else geometry
+    if hasattr(geom, "__geo_interface__") and not isinstance(geom, BaseGeometry):
+        from shapely.geometry import shape
+
+        geom = shape(geom.__geo_interface__)
+    if crs is not None and CRS.from_user_input(crs) != CRS.from_user_input(tile_crs):
+        import geopandas as gpd
+
+        geom = gpd.GeoSeries([geom], crs=crs).to_crs(tile_crs).iloc[0]
+    return geom
+
+
+def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
+    """Tile windows covering the query; a tile that holds the whole area alone is preferred."""
+    names = sorted(version.tiles) if tiles is None else list(tiles)
+    unknown = [t for t in names if t not in version.tiles]
+    if unknown:
+        raise InvalidRequestError(f"the {version.collection} cube has no tile {', '.join(unknown)}; "
+                                  f"tiles: {', '.join(sorted(version.tiles))}")
+    out = []
+    for name in names:
+        grid = TileGrid.from_id(name)
+        full = grid.geobox(resolution)
+        geom = _query_geometry(area[0], area[1], crs, grid.crs)
+        if geom is None:
+            out.append((TileWindow(name, full), True))
+            continue
+        tile_poly = box(*full.boundingbox)
+        if not geom.intersects(tile_poly):
+            continue
+        inside = tile_poly.contains(geom)
+        minx, miny, maxx, maxy = geom.intersection(tile_poly).bounds
+        a = full.affine
+        c0, c1 = math.floor((minx - a.c) / a.a), math.ceil((maxx - a.c) / a.a)
+        r0, r1 = math.floor((a.f - maxy) / -a.e), math.ceil((a.f - miny) / -a.e)
+        r0, c0 = max(r0, 0), max(c0, 0)
+        r1, c1 = min(max(r1, r0 + 1), full.shape[0]), min(max(c1, c0 + 1), full.shape[1])
+        out.append((TileWindow(name, full[r0:r1, c0:c1]), inside))
+    whole = [w for w, inside in out if inside]
+    return whole[:1] if whole else [w for w, _ in out]
+
+
+def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, *, hot: bool,
+          token: str) -> da.Array:
+    length = state.hot_slots_used if hot else len(state.cold)
+    arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
+    name = f"cardcube-{token}-{tile}-{band.name}-{'hot' if hot else 'cold'}-{length}"
+    return da.from_array(arr, chunks=arr.chunks, lock=False, fancy=False, name=name)[:length]
+
+
+def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[slice, slice, int, int, int]:
+    """Rows/cols of ``window`` on the ``native`` grid, and how to map them back (factor, offsets)."""
+    a = window.geobox.affine
+    grid = TileGrid.from_id(window.tile)
+    r0 = round((grid.uly - a.f) / resolution)
+    c0 = round((a.c - grid.ulx) / resolution)
+    h, w = window.shape
+    if native >= resolution:  # coarser storage: repeat
+        k = native // resolution
+        return slice(r0 // k, -(-(r0 + h) // k)), slice(c0 // k, -(-(c0 + w) // k)), k, r0 % k, c0 % k
+    k = resolution // native  # finer storage: average k x k
+    return slice(r0 * k, (r0 + h) * k), slice(c0 * k, (c0 + w) * k), -k, 0, 0
+
+
+def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: BandSpec, order: np.ndarray,
+                resolution: int, *, decode: bool, token: str) -> da.Array:
+    state = version.tiles[window.tile]
+    rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
+    parts = [_lazy(store, version.collection, window.tile, band, state, hot=False, token=token)[:, rows, cols]]
+    if state.hot:
+        hot = _lazy(store, version.collection, window.tile, band, state, hot=True, token=token)
+        parts.append(hot[[h.slot for h in state.hot]][:, rows, cols])
+    data = da.concatenate(parts, axis=0)[order]
+    if decode and not band.is_flag:
+        nodata = band.nodata
+        valid = ~da.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data != nodata
+        data = da.where(valid, data.astype("float32") * np.float32(band.scale) + np.float32(band.offset), np.nan)
+    if k > 1:
+        h, w = window.shape
+        data = da.repeat(da.repeat(data, k, axis=1), k, axis=2)[:, dr:dr + h, dc:dc + w]
+    elif k < 0:
+        if band.is_flag:
+            raise InvalidRequestError(f"{band.name} is a classification layer; it cannot be averaged to {resolution} m")
+        data = da.coarsen(np.nanmean, data.astype("float32"), {1: -k, 2: -k}, trim_excess=True)
+    return data
+
+
+def _acquisition_coords(acqs: Sequence[Acquisition]) -> dict[str, Any]:
+    return {
+        "time": ("time", np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")),
+        "scene_id": ("time", np.array([a.scene_id for a in acqs], dtype=object)),
+        "platform": ("time", np.array([a.platform for a in acqs], dtype=object)),
+        "relative_orbit": ("time", np.array([a.relative_orbit for a in acqs], dtype="int16")),
+        "orbit_state": ("time", np.array([a.orbit_state for a in acqs], dtype=object)),
+        "cloud_cover": ("time", np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs],
+                                         dtype="float32")),
+    }
+
+
+def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"long_name": band.long_name, "units": band.units, "native_resolution": band.resolution}
+    if band.is_flag:
+        attrs.update(flag_values=list(band.flag_values), flag_meanings=" ".join(band.flag_meanings), nodata=band.nodata)
+    elif not decode:
+        attrs.update(scale_factor=band.scale, add_offset=band.offset, nodata=band.nodata)
+    return attrs
+
+
+def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
+                  resolution: int, time: tuple, *, decode: bool, token: str) -> xr.Dataset:
+    state = version.tiles[window.tile]
+    acqs = [*state.cold, *(h.acquisition for h in state.hot)]
+    times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
+    order = np.argsort(times, kind="stable")
+    lo, hi = time
+    keep = np.ones(len(order), bool)
+    if lo is not None:
+        keep &= times[order] >= lo
+    if hi is not None:
+        keep &= times[order] <= hi
+    order = order[keep]
+    sorted_acqs = [acqs[i] for i in order]
+    coords = _acquisition_coords(sorted_acqs)
+    coords.update(window.geobox.coordinates)  # y, x pixel centres
+    data_vars = {
+        b.name: (("time", "y", "x"), _band_array(store, version, window, b, order, resolution, decode=decode,
+                                                 token=token), _band_attrs(b, decode=decode))
+        for b in bands
+    }
+    ds = xr.Dataset(data_vars, coords={k: v for k, v in coords.items() if k not in ("x", "y")})
+    ds = ds.assign_coords(y=window.geobox.coordinates["y"].values, x=window.geobox.coordinates["x"].values)
+    ds["y"].attrs.update(units="metre", standard_name="projection_y_coordinate")
+    ds["x"].attrs.update(units="metre", standard_name="projection_x_coordinate")
+    ds = ds.rio.write_crs(window.geobox.crs.to_wkt()).rio.write_transform(window.geobox.affine)
+    return ds.assign_coords(tile=("time", np.full(len(order), window.tile, dtype=object)))
+
+
+def open_cube(
+    cube: StoreLike,
+    collection: str = "s2",
+    *,
+    bbox: tuple[float, float, float, float] | None = None,
+    geometry: BaseGeometry | Mapping | None = None,
+    crs: Any = None,
+    time: TimeRange = None,
+    bands: Sequence[str] | None = None,
+    as_of: int | None = None,
+    resolution: int | None = None,
+    decode: bool = True,
+    tiles: Sequence[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL or zarr Store).
+
+    ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
+    ``time`` (``(start, end)`` or ``"start/end"``) restrict what is read; ``bands`` default to all.
+    ``as_of`` reads the cube as committed by that version. ``decode`` turns stored integers into
+    physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
+    record the collection, the version read and the cube location.
+    """
+    store = open_store(cube, storage_options=storage_options, read_only=True)
+    version = read_version(store, collection, as_of)
+    spec: CubeSpec = version.spec
+    names = list(bands) if bands is not None else list(spec.band_names)
+    try:
+        band_specs = [spec.band(n) for n in names]
+    except KeyError as exc:
+        raise InvalidRequestError(str(exc.args[0])) from None
+    res = resolution or min(b.resolution for b in band_specs)
+    if res not in spec.resolutions:
+        raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
+    windows = _windows(version, (bbox, geometry), crs, res, tiles)
+    if not windows:
+        raise ParcelOutsideCubeError("query", f"the area does not intersect any tile of the {collection} cube "
+                                              f"(tiles: {', '.join(sorted(version.tiles))})")
+    token = f"{abs(hash(store_url(store))):x}-v{version.version}"
+    parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token)
+             for w in windows]
+    ds = parts[0] if len(parts) == 1 else _mosaic(parts, decode=decode)
+    ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,
+                     "cardcube:cube": store_url(store), "cardcube:tiles": [w.tile for w in windows],
+                     "title": spec.title})
+    return ds
+
+
+def _mosaic(parts: list[xr.Dataset], *, decode: bool) -> xr.Dataset:
+    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins."""
+    if not decode:
+        raise InvalidRequestError("a query over several tiles needs decode=True (tiles are merged on NaN)")
+    crs = parts[0].rio.crs
+    if any(p.rio.crs != crs for p in parts[1:]):
+        raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merged.drop_vars("tile").combine_first(p.drop_vars("tile"))
+    return merged.rio.write_crs(crs)
