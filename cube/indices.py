@@ -1,0 +1,100 @@
+"""Derived indices and cloud masking, as lazy variables on a cube Dataset.
+
+Indices are computed from physical values (``open_cube(..., decode=True)``), stay lazy (dask), and
+carry their formula in ``attrs``. Cloud masking uses the Sentinel-2 scene classification (SCL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import xarray as xr
+
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import DEFAULT_SCL_MASK
+
+
+def _normalised_difference(a: str, b: str) -> Callable[[xr.Dataset], xr.DataArray]:
+    return lambda ds: (ds[a] - ds[b]) / (ds[a] + ds[b])
+
+
+def _db_to_linear(x: xr.DataArray) -> xr.DataArray:
+    return 10.0 ** (x / 10.0)
+
+
+# name -> (bands needed, formula, description)
+INDICES: dict[str, tuple[tuple[str, ...], Callable[[xr.Dataset], xr.DataArray], str]] = {
+    "NDVI": (("B08", "B04"), _normalised_difference("B08", "B04"), "(B08 - B04) / (B08 + B04)"),
+    "NDWI": (("B03", "B08"), _normalised_difference("B03", "B08"), "(B03 - B08) / (B03 + B08), McFeeters"),
+    "NDMI": (("B8A", "B11"), _normalised_difference("B8A", "B11"), "(B8A - B11) / (B8A + B11)"),
+    "NBR": (("B08", "B12"), _normalised_difference("B08", "B12"), "(B08 - B12) / (B08 + B12)"),
+    "NDRE": (("B8A", "B05"), _normalised_difference("B8A", "B05"), "(B8A - B05) / (B8A + B05)"),
+    "VH_VV": (("VH", "VV"), lambda ds: ds["VH"] - ds["VV"], "VH - VV in dB, the cross-ratio"),
+    "RVI": (("VH", "VV"), lambda ds: 4 * _db_to_linear(ds["VH"]) / (_db_to_linear(ds["VV"]) + _db_to_linear(ds["VH"])),
+            "4 VH / (VV + VH) in linear power, radar vegetation index"),
+}
+
+
+def bands_for(names: Sequence[str]) -> tuple[str, ...]:
+    """The stored bands needed to compute the given bands and index names."""
+    out: list[str] = []
+    for name in names:
+        for band in INDICES[name][0] if name in INDICES else (name,):
+            if band not in out:
+                out.append(band)
+    return tuple(out)
+
+
+def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
+    """``ds`` with the named indices added as lazy float32 variables."""
+    out = {}
+    for name in names:
+        if name not in INDICES:
+            raise InvalidRequestError(f"unknown index {name!r}; known: {', '.join(INDICES)}")
+        needed, formula, text = INDICES[name]
+        missing = [b for b in needed if b not in ds]
+        if missing:
+            raise InvalidRequestError(f"index {name} needs band(s) {', '.join(missing)}, not in the Dataset")
+        if any(np.issubdtype(ds[b].dtype, np.integer) for b in needed):
+            raise InvalidRequestError(f"index {name} needs physical values: open the cube with decode=True")
+        out[name] = formula(ds).astype("float32").assign_attrs(long_name=name, formula=text, units="1")
+    return ds.assign(out)
+
+
+def cloud_mask(ds: xr.Dataset, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.DataArray:
+    """True where the SCL class is one of ``classes`` (default: no data, saturated, shadows, cloud, cirrus, snow)."""
+    if "SCL" not in ds:
+        raise InvalidRequestError("cloud masking needs the SCL band: include it in bands=")
+    return ds["SCL"].isin(list(classes))
+
+
+def mask_clouds(ds: xr.Dataset, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.Dataset:
+    """``ds`` with every non-SCL variable set to NaN where the SCL class is in ``classes``."""
+    masked = cloud_mask(ds, classes)
+    return ds.assign({name: ds[name].where(~masked) for name in ds.data_vars
+                      if name != "SCL" and not np.issubdtype(ds[name].dtype, np.integer)})
+
+
+@xr.register_dataset_accessor("cardcube")
+class CardcubeAccessor:
+    """``ds.cardcube.mask_clouds()``, ``ds.cardcube.indices("NDVI")``, ``ds.cardcube.timeseries(parcels)``."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def mask_clouds(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.Dataset:
+        return mask_clouds(self._ds, classes)
+
+    def indices(self, *names: str) -> xr.Dataset:
+        return add_indices(self._ds, names or ("NDVI",))
+
+    def timeseries(self, parcels, **kwargs):
+        from cube.timeseries import parcel_timeseries
+
+        return parcel_timeseries(self._ds, parcels, **kwargs)
+
+    def chip(self, where, **kwargs):
+        from cube.chips import chip
+
+        return chip(self._ds, where, **kwargs)

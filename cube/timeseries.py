@@ -1,0 +1,209 @@
+"""``parcel_timeseries()``: statistics per parcel, per acquisition, per band, read by chunk.
+
+Parcels are grouped by the cube tile that holds them whole (MGRS tiles overlap by ~10 km, so almost
+every parcel has one); each parcel's window is read from the lazy cube in one dask computation, which
+touches only the Zarr chunks intersecting the windows. The numbers come from :mod:`cube.stats` (the
+same functions full-territory extraction uses) on the pixels chosen by :mod:`cube.membership`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from shapely.geometry import box
+
+from cardcube.errors import InvalidRequestError, ParcelError, ParcelOutsideCubeError
+from cardcube.grid import TileGrid
+from cardcube.spec import DEFAULT_SCL_MASK, SCL_CLASSES
+from cardcube.storage import StoreLike, open_store
+from cube.dataset import open_cube
+from cube.indices import INDICES, add_indices, bands_for
+from cube.ledger import CubeVersion, read_version
+from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
+from cube.parcels import ParcelSet, as_parcels, too_small
+from cube.stats import STATS, ParcelStats, backscatter_stats, class_histogram, stats_frame, zonal_stats
+
+TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelStatus:
+    """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small``."""
+
+    parcel_id: Any
+    status: str
+    pixels: int
+    reason: str = ""
+
+
+def dataset_geobox(ds: xr.Dataset) -> GeoBox:
+    """The GeoBox of a cube Dataset (its CRS, transform and y/x shape)."""
+    return GeoBox((ds.sizes["y"], ds.sizes["x"]), ds.rio.transform(), ds.rio.crs)
+
+
+def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
+             ) -> tuple[list[tuple[Any, tuple[slice, slice], np.ndarray]], list[ParcelStatus]]:
+    """Each parcel's window and pixel mask on ``geobox``, and the status of every parcel."""
+    extent = box(*geobox.boundingbox)
+    found, status = [], []
+    for pid, geom in ps:
+        win = window_for(geom, geobox, buffer=buffer)
+        mask = parcel_pixels(geom, geobox[win], buffer=buffer, all_touched=all_touched) if win else None
+        if mask is not None and mask.any():
+            found.append((pid, win, mask))
+            status.append(ParcelStatus(pid, "ok", int(mask.sum())))
+        elif not geom.intersects(extent):
+            status.append(ParcelStatus(pid, "outside", 0, f"parcel {pid}: outside the cube tile(s) read"))
+        else:
+            status.append(ParcelStatus(pid, "too_small", 0, str(too_small(pid, geom, buffer=buffer))))
+    return found, status
+
+
+def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
+                  mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool
+                  ) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
+    geobox = dataset_geobox(ds)
+    found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched)
+    if not found:
+        return [], status
+    stored = [b for b in bands_for(bands) if b in ds]
+    need_scl = "SCL" in ds and (mask is not None or histogram)
+    names = stored + (["SCL"] if need_scl and "SCL" not in stored else [])
+    windows = dask.compute(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
+    labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
+    pixels = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
+                                   axis=1) for name in names}
+    ids = np.array([pid for pid, _, _ in found], dtype=object)
+    times = ds["time"].values
+    cloudy = np.isin(pixels["SCL"], list(mask)) if mask is not None and need_scl else None
+    derived = [b for b in bands if b in INDICES]
+    if derived:  # indices per pixel, from the same pixels
+        pix_ds = xr.Dataset({n: (("time", "p"), pixels[n].astype("float32")) for n in stored})
+        for name, arr in add_indices(pix_ds, derived)[derived].items():
+            pixels[name] = arr.values
+    results = []
+    for band in bands:
+        values = pixels[band].astype("float64")
+        if cloudy is not None:
+            values[cloudy] = np.nan
+        units = ds[band].attrs.get("units", "1") if band in ds else "1"
+        func = backscatter_stats if units == "dB" else zonal_stats
+        results.append(ParcelStats(band, ids, times, func(values, labels, len(found), stats=stats), units))
+    frame = stats_frame(results)
+    if histogram and need_scl:
+        hist = class_histogram(pixels["SCL"], labels, len(found), class_codes=list(SCL_CLASSES))
+        cols = {f"scl_{code}": hist[:, :, k].reshape(-1) for k, code in enumerate(SCL_CLASSES)}
+        scl = pd.DataFrame({"parcel_id": np.repeat(ids, len(times)), "time": np.tile(times, len(ids)), **cols})
+        frame = frame.merge(scl, on=["parcel_id", "time"], how="left")
+    meta = pd.DataFrame({"time": times, **{c: ds[c].values for c in TIME_COLUMNS if c in ds.coords}})
+    return [frame.merge(meta, on="time", how="left")], status
+
+
+def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
+    """Parcel ids by the tiles to read: the first tile holding the parcel whole, else all it touches."""
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    grids = [TileGrid.from_id(t) for t in sorted(version.tiles)]
+    projected = {g.tile_id: ps.to_crs(g.crs) for g in grids}
+    for i, pid in enumerate(ps.ids):
+        whole = [g.tile_id for g in grids
+                 if box(*g.geobox(10).boundingbox).contains(projected[g.tile_id].geometries[i])]
+        touch = [g.tile_id for g in grids
+                 if box(*g.geobox(10).boundingbox).intersects(projected[g.tile_id].geometries[i])]
+        groups.setdefault(tuple(whole[:1] or touch), []).append(pid)
+    return groups
+
+
+def parcel_timeseries(
+    cube: xr.Dataset | StoreLike,
+    parcels: Any,
+    *,
+    collection: str = "s2",
+    bands: Sequence[str] | None = None,
+    stats: Sequence[str] = STATS,
+    mask: Sequence[int] | str | None = "default",
+    buffer: float = DEFAULT_BUFFER,
+    all_touched: bool = False,
+    time: Any = None,
+    as_of: int | None = None,
+    registry: Any = None,
+    histogram: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
+
+    ``cube`` is a Dataset from :func:`open_cube` or a cube location; ``parcels`` a GeoDataFrame, a GeoJSON
+    geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``). ``bands`` may include
+    indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
+    cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
+    Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
+    ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one row per parcel: ok / outside /
+    too_small with the reason). A single parcel that cannot be measured raises instead.
+    """
+    ps = as_parcels(parcels, registry=registry)
+    if isinstance(cube, xr.Dataset):
+        groups = [(cube, ps)]
+        version_no = cube.attrs.get("cardcube:version")
+        spec_bands = [str(v) for v in cube.data_vars]
+        collection = cube.attrs.get("cardcube:collection", collection)
+    else:
+        store = open_store(cube, storage_options=storage_options, read_only=True)
+        version = read_version(store, collection, as_of)
+        version_no = version.version
+        spec_bands = list(version.spec.band_names)
+        opened = []
+        for tiles, ids in _tile_groups(version, ps).items():
+            if not tiles:
+                opened.append((None, ps.select(ids)))
+                continue
+            sub = ps.select(ids)
+            wanted = bands_for(bands) if bands else tuple(b for b in spec_bands if b != "SCL")
+            extra = ("SCL",) if "SCL" in spec_bands else ()
+            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version_no,
+                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles))
+            opened.append((ds, sub))
+        groups = opened
+    if bands is None:
+        bands = [b for b in spec_bands if b != "SCL" and b in spec_bands]
+    unknown = [b for b in bands if b not in spec_bands and b not in INDICES]
+    if unknown:
+        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(spec_bands)}, "
+                                  f"indices: {', '.join(INDICES)}")
+    if mask == "default":
+        mask = DEFAULT_SCL_MASK if "SCL" in spec_bands else None
+    elif mask is not None and "SCL" not in spec_bands:
+        raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
+
+    frames, status = [], []
+    for ds, sub in groups:
+        if ds is None:
+            status += [ParcelStatus(p, "outside", 0, f"parcel {p}: outside every tile of the {collection} cube")
+                       for p in sub.ids]
+            continue
+        f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
+                             histogram=histogram)
+        frames += f
+        status += s
+    status_frame = pd.DataFrame([asdict(s) for s in status], columns=list(ParcelStatus.__slots__))
+    failed = status_frame[status_frame.status != "ok"]
+    if len(failed) == len(status_frame):
+        first = failed.iloc[0]
+        err = ParcelOutsideCubeError if first.status == "outside" else ParcelError
+        raise err(first.parcel_id, first.reason.split(": ", 1)[-1]) if len(failed) == 1 else err(
+            ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
+            f"first: {first.reason}")
+    if len(failed):
+        warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
+                      + "; ".join(failed.reason[:3]), stacklevel=2)
+    frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    frame["cube_version"] = version_no
+    frame.attrs.update(cube_version=version_no, collection=collection, parcel_status=status_frame)
+    return frame
