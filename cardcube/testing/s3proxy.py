@@ -1,0 +1,396 @@
+"""A loopback HTTP reverse proxy in front of an S3 server: latency, bandwidth cap, faults, counters.
+
+Tests and benchmarks point s3fs/boto3 at :attr:`S3Proxy.endpoint_url` instead of the server's. The
+proxy forwards every request unchanged — method, raw path and query, headers including ``Host`` (so
+SigV4 signatures made for the proxy's address still verify upstream), and body bytes (no
+decompression either way) — and on the way:
+
+* waits ``latency_s`` before forwarding each request (a round trip to a remote object store);
+* streams response bodies at most at ``bandwidth_bps`` per response (and request bodies at most at
+  ``upload_bps``): a per-connection cap, as S3 has, so parallel requests add up;
+* injects S3 errors instead of forwarding: :meth:`S3Proxy.fail_next` (the next ``n`` matching
+  requests) or :meth:`S3Proxy.fail_randomly` (a seeded probability). The body is a proper S3
+  ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
+  retryable exactly as they would treat AWS;
+* counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket) and body bytes each
+  way, as seen on the wire (server side), in :class:`ProxyStats`.
+
+It runs an aiohttp server on ``127.0.0.1`` in a daemon thread with its own event loop; configuration
+changes take effect on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from xml.sax.saxutils import escape
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from cardcube.testing.s3server import s3fs_options
+
+__all__ = ["KINDS", "Fault", "ProxyConfig", "ProxyStats", "S3Proxy", "start_s3_proxy"]
+
+KINDS = ("GET", "HEAD", "PUT", "POST", "DELETE", "LIST", "OTHER")
+_HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+              "Transfer-Encoding", "Upgrade", "Expect", "Content-Length")
+)
+# Bucket-level GETs that read a setting rather than list objects (``?versions``/``?uploads`` are lists).
+_BUCKET_SETTINGS = frozenset(
+    ("acl", "location", "policy", "policyStatus", "versioning", "tagging", "cors", "lifecycle", "website",
+     "logging", "notification", "encryption", "replication", "requestPayment", "ownershipControls",
+     "publicAccessBlock", "object-lock", "accelerate", "analytics", "inventory", "metrics", "intelligent-tiering")
+)
+_MESSAGES = {
+    "SlowDown": "Please reduce your request rate.",
+    "InternalError": "We encountered an internal error. Please try again.",
+    "ServiceUnavailable": "Service is unable to handle request.",
+}
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What the proxy adds to each request; ``None`` bandwidths mean unlimited."""
+
+    latency_s: float = 0.0
+    bandwidth_bps: float | None = None
+    upload_bps: float | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected S3 error: HTTP ``status`` with S3 error ``code``, for requests of ``methods`` (all if None)."""
+
+    status: int = 503
+    code: str = "SlowDown"
+    methods: frozenset[str] | None = None
+
+    def matches(self, kind: str) -> bool:
+        return self.methods is None or kind in self.methods
+
+    def body(self, request_id: str) -> bytes:
+        message = _MESSAGES.get(self.code, "Injected by cardcube.testing.s3proxy.")
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{escape(self.code)}</Code><Message>{escape(message)}</Message>"
+            f"<RequestId>{request_id}</RequestId><HostId>cardcube-s3proxy</HostId></Error>"
+        ).encode()
+
+
+@dataclass(frozen=True)
+class ProxyStats:
+    """Request counts by kind (injected faults included), faults, statuses and body bytes each way."""
+
+    requests: Mapping[str, int] = field(default_factory=dict)
+    statuses: Mapping[int, int] = field(default_factory=dict)
+    faults: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+
+    def count(self, kind: str) -> int:
+        return self.requests.get(kind.upper(), 0)
+
+    get = property(lambda self: self.count("GET"))
+    head = property(lambda self: self.count("HEAD"))
+    put = property(lambda self: self.count("PUT"))
+    post = property(lambda self: self.count("POST"))
+    delete = property(lambda self: self.count("DELETE"))
+    list = property(lambda self: self.count("LIST"))
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def __sub__(self, other: ProxyStats) -> ProxyStats:
+        """The traffic between two snapshots (``after - before``)."""
+        return ProxyStats(
+            requests=_diff(self.requests, other.requests),
+            statuses=_diff(self.statuses, other.statuses),
+            faults=self.faults - other.faults,
+            request_bytes=self.request_bytes - other.request_bytes,
+            response_bytes=self.response_bytes - other.response_bytes,
+        )
+
+
+def _diff(a: Mapping, b: Mapping) -> dict:
+    return {k: a.get(k, 0) - b.get(k, 0) for k in a.keys() | b.keys() if a.get(k, 0) != b.get(k, 0)}
+
+
+def classify(method: str, path: str, query: Iterable[str]) -> str:
+    """The counter a request goes to: its method, or LIST for a GET on a bucket (or on the service)."""
+    method = method.upper()
+    if method == "GET":
+        _, _, key = path.lstrip("/").partition("/")
+        if not key and not (set(query) & _BUCKET_SETTINGS):
+            return "LIST"
+    return method if method in KINDS else "OTHER"
+
+
+class S3Proxy:
+    """A running (or startable) proxy to ``upstream_url``; see the module docstring.
+
+    Use :func:`start_s3_proxy`, or ``with S3Proxy(url) as proxy:``.
+    """
+
+    def __init__(self, upstream_url: str, *, config: ProxyConfig | None = None) -> None:
+        self.upstream_url = upstream_url.rstrip("/")
+        self._config = config or ProxyConfig()
+        self._lock = threading.Lock()
+        self._pending: deque[Fault] = deque()
+        self._random: tuple[float, Fault, random.Random] | None = None
+        self._requests: Counter[str] = Counter()
+        self._statuses: Counter[int] = Counter()
+        self._faults = self._request_bytes = self._response_bytes = 0
+        self._seq = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the proxy is not running: call start() first")
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> S3Proxy:
+        """Listen on a free loopback port, serving from a daemon thread; returns ``self``."""
+        if self._thread is not None:
+            raise RuntimeError("the proxy is already started")
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, errors), daemon=True, name="s3proxy")
+        self._thread.start()
+        if not ready.wait(timeout_s):
+            raise TimeoutError(f"the S3 proxy did not start within {timeout_s} s")
+        if errors:
+            raise RuntimeError("the S3 proxy failed to start") from errors[0]
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving, close connections and join the thread (idempotent)."""
+        if self._thread is None or self._loop is None:
+            return
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+        self._thread = None
+        self.port = 0
+
+    def __enter__(self) -> S3Proxy:
+        return self if self._thread is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, errors: list[BaseException]) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # reported to start()
+            errors.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=False),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
+        )
+        app = web.Application(client_max_size=6 * 2**30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # --- configuration ---------------------------------------------------------------------------
+    @property
+    def config(self) -> ProxyConfig:
+        return self._config
+
+    def configure(self, **changes: Any) -> ProxyConfig:
+        """Change ``latency_s``, ``bandwidth_bps`` or ``upload_bps`` for the next requests."""
+        with self._lock:
+            self._config = replace(self._config, **changes)
+            return self._config
+
+    def storage_options(self, **kwargs: Any) -> dict[str, Any]:
+        """s3fs options that send traffic through this proxy; see :func:`~.s3server.s3fs_options`."""
+        return s3fs_options(self.endpoint_url, **kwargs)
+
+    # --- faults ----------------------------------------------------------------------------------
+    def fail_next(
+        self, n: int = 1, *, status: int = 503, code: str = "SlowDown", methods: Iterable[str] | None = None
+    ) -> None:
+        """Answer the next ``n`` requests of ``methods`` (kinds as in :data:`KINDS`; all if None) with an error."""
+        fault = Fault(status, code, _kinds(methods))
+        with self._lock:
+            self._pending.extend([fault] * n)
+
+    def fail_randomly(
+        self,
+        probability: float,
+        *,
+        status: int = 503,
+        code: str = "SlowDown",
+        methods: Iterable[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Answer each request of ``methods`` with an error with ``probability`` (seeded, reproducible)."""
+        with self._lock:
+            self._random = (probability, Fault(status, code, _kinds(methods)), random.Random(seed))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._random = None
+
+    def _take_fault(self, kind: str) -> Fault | None:
+        for i, fault in enumerate(self._pending):
+            if fault.matches(kind):
+                del self._pending[i]
+                return fault
+        if self._random is not None:
+            probability, fault, rng = self._random
+            if fault.matches(kind) and rng.random() < probability:
+                return fault
+        return None
+
+    # --- counters --------------------------------------------------------------------------------
+    def snapshot(self) -> ProxyStats:
+        with self._lock:
+            return ProxyStats(
+                requests=dict(self._requests),
+                statuses=dict(self._statuses),
+                faults=self._faults,
+                request_bytes=self._request_bytes,
+                response_bytes=self._response_bytes,
+            )
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._statuses.clear()
+            self._faults = self._request_bytes = self._response_bytes = 0
+
+    def _count_response(self, status: int, nbytes: int) -> None:
+        with self._lock:
+            self._statuses[status] += 1
+            self._response_bytes += nbytes
+
+    # --- the request path ------------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        body = await request.read()
+        kind = classify(request.method, request.path, request.query.keys())
+        with self._lock:
+            config = self._config
+            self._requests[kind] += 1
+            self._request_bytes += len(body)
+            self._seq += 1
+            seq = self._seq
+            fault = self._take_fault(kind)
+            if fault is not None:
+                self._faults += 1
+        await _throttle(len(body), config.upload_bps, started)
+        if config.latency_s > 0:
+            await asyncio.sleep(config.latency_s)
+        if fault is not None:
+            return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")
+        return await self._forward(request, body, config)
+
+    async def _reply_fault(self, request: web.Request, fault: Fault, request_id: str) -> web.StreamResponse:
+        payload = b"" if request.method == "HEAD" else fault.body(request_id)
+        headers = {"Content-Type": "application/xml", "x-amz-request-id": request_id}
+        self._count_response(fault.status, len(payload))
+        if request.method == "HEAD":
+            return web.Response(status=fault.status, headers=headers)
+        return web.Response(status=fault.status, body=payload, headers=headers)
+
+    async def _forward(self, request: web.Request, body: bytes, config: ProxyConfig) -> web.StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
+        url = URL(self.upstream_url + request.raw_path, encoded=True)
+        async with self._session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body if body or request.method in ("PUT", "POST") else None,
+            allow_redirects=False,
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in upstream.headers.items():
+                if k.lower() not in _HOP_BY_HOP:
+                    response.headers.add(k, v)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            sent = 0
+            started = time.monotonic()
+            if request.method != "HEAD":
+                async for chunk in upstream.content.iter_chunked(_chunk_size(config.bandwidth_bps)):
+                    await response.write(chunk)
+                    sent += len(chunk)
+                    await _throttle(sent, config.bandwidth_bps, started)
+            await response.write_eof()
+        self._count_response(upstream.status, sent)
+        return response
+
+
+async def _throttle(nbytes: int, bps: float | None, started: float) -> None:
+    """Sleep until ``nbytes`` since ``started`` is no faster than ``bps``."""
+    if bps and nbytes:
+        delay = started + nbytes / bps - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _chunk_size(bps: float | None) -> int:
+    return _CHUNK if not bps else max(1024, min(_CHUNK, int(bps / 50)))  # ~20 ms slices when capped
+
+
+def _kinds(methods: Iterable[str] | None) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    kinds = frozenset(m.upper() for m in ([methods] if isinstance(methods, str) else methods))
+    if unknown := kinds - set(KINDS):
+        raise ValueError(f"unknown request kinds {sorted(unknown)}; expected some of {KINDS}")
+    return kinds
+
+
+def start_s3_proxy(upstream_url: str, **config: Any) -> S3Proxy:
+    """Start a proxy to ``upstream_url`` with ``ProxyConfig`` fields as keyword arguments."""
+    return S3Proxy(upstream_url, config=ProxyConfig(**config)).start()

@@ -1,0 +1,233 @@
+"""A real S3 endpoint on loopback for tests and benchmarks: moto's server in a child process.
+
+:func:`start_s3_server` launches ``python -m cardcube.testing.s3server``, which runs moto's threaded
+WSGI server on ``127.0.0.1`` with an OS-chosen port and reports that port on stdout (no port race).
+The child stops on its own when its parent goes away (its stdin reaches EOF) or after
+``max_lifetime_s``, so a killed test run never leaves a server behind.
+
+Clients talk plain HTTP with SigV4 signatures and dummy credentials, exactly as they would to Ceph or
+MinIO; nothing is mocked in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "s3fs_options", "start_s3_server"]
+
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+REGION = "us-east-1"
+_PORT_PREFIX = "CARDCUBE_S3SERVER_PORT "
+
+
+def s3fs_options(
+    endpoint_url: str,
+    *,
+    max_attempts: int | None = None,
+    retry_mode: str = "standard",
+    s3fs_retries: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``storage_options`` for s3fs (and so for ``cardcube.storage.open_store``) against ``endpoint_url``.
+
+    Without ``max_attempts`` the botocore retry config is left to ``open_store``'s defaults; with it,
+    ``config_kwargs`` is set (which replaces those defaults, as ``open_store`` merges shallowly).
+    ``s3fs_retries`` bounds s3fs's own retry loop (default 5 attempts), which wraps botocore's and also
+    retries ``SlowDown``. ``extra`` goes to ``S3FileSystem`` unchanged (e.g. ``skip_instance_cache``).
+
+    s3fs's listings cache is off (``use_listings_cache=False``): with it on, a key another client
+    created after a listing reads as missing, without any request, from every store sharing the cached
+    ``S3FileSystem`` instance (fsspec reuses one instance per identical options and thread).
+    """
+    opts: dict[str, Any] = {
+        "key": ACCESS_KEY,
+        "secret": SECRET_KEY,
+        "client_kwargs": {"endpoint_url": endpoint_url, "region_name": REGION},
+        "use_listings_cache": False,
+    }
+    if max_attempts is not None:
+        opts["config_kwargs"] = {"retries": {"max_attempts": max_attempts, "mode": retry_mode}}
+    if s3fs_retries is not None:
+        opts["retries"] = s3fs_retries
+    opts.update(extra)
+    return opts
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running moto S3 server; ``stop()`` (or leaving the ``with`` block) ends it."""
+
+    endpoint_url: str
+    port: int
+    process: subprocess.Popen = field(repr=False, compare=False)
+
+    def storage_options(self, **kwargs: Any) -> dict[str, Any]:
+        """s3fs options pointing at this server; see :func:`s3fs_options` for ``kwargs``."""
+        return s3fs_options(self.endpoint_url, **kwargs)
+
+    @staticmethod
+    def url(bucket: str, prefix: str = "") -> str:
+        """``s3://bucket/prefix`` (no trailing slash)."""
+        prefix = prefix.strip("/")
+        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+    def client(self, endpoint_url: str | None = None) -> Any:
+        """A boto3 S3 client for this server (or for a proxy in front of it)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def create_bucket(self, name: str) -> str:
+        """Create bucket ``name``; returns its ``s3://`` URL."""
+        self.client().create_bucket(Bucket=name)
+        return self.url(name)
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete bucket ``name`` and every object in it."""
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=name)
+
+    def reset(self) -> None:
+        """Forget every bucket and object (moto's reset API)."""
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server and wait for its process (and so its port) to be released."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # the child exits on EOF
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        for stream in (self.process.stdout, self.process.stdin):
+            with contextlib.suppress(OSError, AttributeError):
+                stream.close()
+
+    def __enter__(self) -> S3Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_s3_server(
+    *,
+    buckets: Iterable[str] = (),
+    timeout_s: float = 30.0,
+    max_lifetime_s: float = 3600.0,
+    env: Mapping[str, str] | None = None,
+) -> S3Server:
+    """Start moto's S3 server on a free loopback port, wait until it answers, create ``buckets``.
+
+    ``env`` adds environment variables for the child (e.g. moto's ``INITIAL_NO_AUTH_ACTION_COUNT``).
+    """
+    child_env = {**os.environ, **dict(env or {})}
+    child_env.setdefault("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    child_env.setdefault("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    cmd = [sys.executable, "-m", "cardcube.testing.s3server", "--max-lifetime", str(max_lifetime_s)]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env, text=True
+    )
+    try:
+        port = _read_port(proc, timeout_s)
+        server = S3Server(endpoint_url=f"http://127.0.0.1:{port}", port=port, process=proc)
+        _wait_until_answers(server.endpoint_url, proc, timeout_s)
+        for name in buckets:
+            server.create_bucket(name)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return server
+
+
+def _read_port(proc: subprocess.Popen, timeout_s: float) -> int:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:  # stdout is read on a thread so the wait can time out
+        for line in proc.stdout:
+            lines.put(line)
+            if line.startswith(_PORT_PREFIX):
+                return
+
+    threading.Thread(target=pump, daemon=True, name="s3server-port").start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto S3 server exited with code {proc.returncode} before listening") from None
+            continue
+        if line.startswith(_PORT_PREFIX):
+            return int(line.removeprefix(_PORT_PREFIX))
+    raise TimeoutError(f"moto S3 server did not report its port within {timeout_s} s")
+
+
+def _wait_until_answers(endpoint_url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is serving
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto S3 server at {endpoint_url} does not answer") from None
+            time.sleep(0.05)
+
+
+def _serve(max_lifetime_s: float) -> None:
+    """Child process: serve until stdin closes (parent gone or ``stop()``) or the lifetime ends."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    print(f"{_PORT_PREFIX}{server.get_host_and_port()[1]}", flush=True)
+    eof = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        eof.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    eof.wait(max_lifetime_s)
+    os._exit(0)  # state is in memory only; exiting frees the port at once (a clean shutdown polls for 0.5 s)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="moto S3 server on 127.0.0.1 for cardcube tests")
+    parser.add_argument("--max-lifetime", type=float, default=3600.0)
+    _serve(parser.parse_args().max_lifetime)
