@@ -1,0 +1,186 @@
+"""Image chips: a small window of the cube around a parcel or point, at selected dates.
+
+:func:`chip` returns a :class:`Chip` (the xarray subset plus the parcel outline) whose methods render
+what an inspector looks at: a true-colour or index PNG with the parcel outline, a GeoTIFF, and a
+contact sheet of the season with cloudy dates marked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from shapely.geometry import Point, box
+from shapely.geometry.base import BaseGeometry
+
+from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
+from cardcube.grid import TileGrid
+from cardcube.spec import DEFAULT_SCL_MASK
+from cardcube.storage import StoreLike, open_store
+from cube import render
+from cube.dataset import open_cube
+from cube.indices import INDICES, add_indices, bands_for
+from cube.ledger import read_version
+from cube.membership import parcel_pixels
+from cube.parcels import as_parcels
+from cube.timeseries import dataset_geobox
+
+MAX_SIZE = 2048  # pixels per side
+MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
+TRUE_COLOUR = ("B04", "B03", "B02")
+
+
+@dataclass(frozen=True, eq=False)
+class Chip:
+    """A chip: ``data`` (time, y, x) in physical values, the parcel ``outline`` (chip CRS) and its id."""
+
+    data: xr.Dataset
+    bands: tuple[str, ...]
+    outline: BaseGeometry | None = None
+    parcel_id: Any = None
+
+    @property
+    def geobox(self) -> GeoBox:
+        return dataset_geobox(self.data)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.data["time"].values
+
+    def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
+        """Per date, the share of the parcel's pixels (or the chip's, without a parcel) that SCL masks."""
+        if "SCL" not in self.data:
+            return np.full(self.data.sizes["time"], np.nan)
+        scl = self.data["SCL"].values
+        inside = (parcel_pixels(self.outline, self.geobox, buffer=0.0) if self.outline is not None
+                  else np.ones(scl.shape[1:], bool))
+        if not inside.any():
+            inside = np.ones(scl.shape[1:], bool)
+        return np.isin(scl[:, inside], list(classes)).mean(axis=1)
+
+    def image(self, t: int = 0, *, scale: int = 1, outline: bool = True) -> np.ndarray:
+        """RGBA image of date index ``t``: true colour for three bands, a colour map for one."""
+        layers = [self.data[b].isel(time=t).values for b in self.bands]
+        if len(layers) == 3:
+            img = render.true_colour(*layers)
+        elif self.bands[0] in INDICES:
+            img = render.colour_index(layers[0], limits=render.NDVI_LIMITS if self.bands[0] != "VH_VV"
+                                      else (-25.0, 0.0))
+        else:
+            img = render.colour_index(layers[0], cmap="gray", limits=render.robust_limits(layers[0]))
+        img = render.enlarge(img, scale) if scale > 1 else img
+        if outline and self.outline is not None:
+            img = render.draw_outline(img, self.outline, self.geobox, width=max(1, scale // 2))
+        return img
+
+    def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
+        render.write_png(self.image(t, scale=scale), path)
+
+    def to_geotiff(self, path: str, t: int = 0) -> None:
+        data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
+        render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
+
+    def contact_sheet(self, *, columns: int = 6, scale: int = 3,
+                      classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
+        """The season at a glance: one panel per date, cloudy dates framed in red."""
+        labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
+        panels = [self.image(t, outline=False) for t in range(len(labels))]
+        sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
+                                     columns=columns, scale=scale)
+        if self.outline is None:
+            return sheet
+        image = sheet.image.copy()
+        for x0, y0, x1, y1 in sheet.boxes:  # the outline on every panel
+            image[y0:y1, x0:x1, :3] = render.draw_outline(
+                np.dstack([image[y0:y1, x0:x1, :3], np.full((y1 - y0, x1 - x0), 255, np.uint8)]),
+                self.outline, self.geobox, width=1)[..., :3]
+        return render.ContactSheet(image, sheet.boxes, sheet.cloudy)
+
+
+def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
+    """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
+    if isinstance(where, Point) and registry is None:
+        return where, None, "EPSG:4326"
+    ps = as_parcels(where, registry=registry)
+    if len(ps) != 1:
+        raise InvalidRequestError(f"a chip shows one parcel or point, got {len(ps)} parcels")
+    return ps.geometries[0], (ps.ids[0] if isinstance(where, Point) or registry is not None else None), ps.crs
+
+
+def _chip_box(centre: Point, grid: TileGrid, resolution: int, size: int) -> tuple[float, float, float, float]:
+    """A ``size`` x ``size`` pixel box on the tile lattice centred on ``centre`` (tile CRS)."""
+    col = math.floor((centre.x - grid.ulx) / resolution) - size // 2
+    row = math.floor((grid.uly - centre.y) / resolution) - size // 2
+    x0, y1 = grid.ulx + col * resolution, grid.uly - row * resolution
+    return x0, y1 - size * resolution, x0 + size * resolution, y1
+
+
+def chip(
+    cube: xr.Dataset | StoreLike,
+    where: Any,
+    *,
+    collection: str = "s2",
+    size: int = 128,
+    time: Any = None,
+    bands: Sequence[str] = TRUE_COLOUR,
+    registry: Any = None,
+    as_of: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Chip:
+    """A ``size`` x ``size`` pixel chip centred on a parcel (id, geometry) or a lon/lat point.
+
+    ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``). Requests larger than
+    :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
+    """
+    if not 1 <= size <= MAX_SIZE:
+        raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
+    if len(bands) not in (1, 3):
+        raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
+    geom, pid, crs = _locate(where, registry)
+    if isinstance(cube, xr.Dataset):
+        ds = cube
+        geobox = dataset_geobox(ds)
+        geom_local = as_parcels(geom, src_crs=crs).to_crs(geobox.crs).geometries[0]
+        centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
+        grid_res = abs(geobox.affine.a)
+        col = math.floor((centre.x - geobox.affine.c) / grid_res) - size // 2
+        row = math.floor((geobox.affine.f - centre.y) / grid_res) - size // 2
+        ds = ds.isel(y=slice(max(row, 0), max(row, 0) + size), x=slice(max(col, 0), max(col, 0) + size))
+    else:
+        store = open_store(cube, storage_options=storage_options, read_only=True)
+        version = read_version(store, collection, as_of)
+        res = min(version.spec.band(b).resolution for b in bands_for(bands) if b in version.spec.band_names)
+        ds = None
+        for tile in sorted(version.tiles):
+            grid = TileGrid.from_id(tile)
+            geom_local = as_parcels(geom, src_crs=crs).to_crs(grid.crs).geometries[0]
+            centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
+            chip_box = _chip_box(centre, grid, res, size)
+            if box(*grid.geobox(res).boundingbox).contains(box(*chip_box)):
+                needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
+                                                                   else [])]))
+                ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version.version,
+                               tiles=[tile], resolution=res)
+                break
+        if ds is None:
+            raise ParcelOutsideCubeError(pid if pid is not None else "point",
+                                         f"no tile of the {collection} cube holds a {size} px chip around it")
+    n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
+    if n_bytes > MAX_BYTES:
+        raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "
+                                   f"narrow the time range (limit {MAX_BYTES / 1e9:.1f} GB)")
+    derived = [b for b in bands if b in INDICES]
+    if derived:
+        ds = add_indices(ds, derived)
+    keep = [*bands, *(["SCL"] if "SCL" in ds else [])]
+    data = ds[list(dict.fromkeys(keep))].compute()
+    outline = None
+    if geom is not None and geom.geom_type != "Point":
+        outline = as_parcels(geom, src_crs=crs).to_crs(data.rio.crs).geometries[0]
+    return Chip(data, tuple(bands), outline, pid)
