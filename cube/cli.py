@@ -1,9 +1,108 @@
-"""Subcommands of this package (filled in as the package grows)."""
+"""``cardcube timeseries`` and ``cardcube chip``: thin shells over :mod:`cube.timeseries` and :mod:`cube.chips`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from cardcube.spec import CUBE_SPECS
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel_id column")
+    p.add_argument("--time", help="time range start/end, e.g. 2024-04-01/2024-09-30")
+    p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the ``cardcube`` parser."""
+    """Add ``cardcube timeseries`` and ``cardcube chip`` to the ``cardcube`` parser."""
+    p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
+                       description="Statistics (count, mean, std, min, max, p25, median, p75, SCL class counts) "
+                       "per parcel, acquisition and band, read directly from the cube's chunks.")
+    _common(p)
+    p.add_argument("ids", nargs="*", help="parcel ids from --parcels (default: all of them)")
+    p.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="the parcel containing this point")
+    p.add_argument("--bands", default=None, help="comma-separated bands and indices, e.g. B04,B08,NDVI")
+    p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
+    p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
+    p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+    p.add_argument("--out", required=True, help="output .csv or .parquet")
+    p.set_defaults(func=_timeseries)
+
+    c = sub.add_parser("chip", help="PNG/GeoTIFF chips and a season contact sheet of a parcel or point",
+                       description="Write an image chip around a parcel (id from --parcels) or a lon/lat point: "
+                       "one PNG per date (or a contact sheet of the season) with the parcel outline.")
+    _common(c)
+    c.add_argument("id", nargs="?", help="parcel id from --parcels")
+    c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="centre of the chip (lon lat)")
+    c.add_argument("--size", type=int, default=128, help="chip size in pixels (default 128)")
+    c.add_argument("--bands", default="B04,B03,B02", help="three bands (RGB) or one band/index, e.g. NDVI")
+    c.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates")
+    c.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=_chip)
+
+
+def _registry(path: str | None):
+    if path is None:
+        return None
+    import geopandas as gpd
+
+    return gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
+
+
+def _target(args: argparse.Namespace, ids: list[str]):
+    from shapely.geometry import Point
+
+    from cardcube.errors import InvalidRequestError
+
+    registry = _registry(args.parcels)
+    if args.point:
+        return Point(*args.point), registry
+    if registry is None:
+        raise InvalidRequestError("give --parcels (with ids) or --point")
+    return (ids if ids else registry), registry
+
+
+def _timeseries(args: argparse.Namespace) -> int:
+    from cube.timeseries import parcel_timeseries
+
+    where, registry = _target(args, args.ids)
+    frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
+                              bands=args.bands.split(",") if args.bands else None, buffer=args.buffer,
+                              all_touched=args.all_touched, mask=None if args.no_mask else "default",
+                              time=args.time, as_of=args.as_of)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    status = frame.attrs["parcel_status"]
+    frame.to_parquet(out) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
+    print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
+          f"{frame.attrs['cube_version']} -> {out}")
+    for row in status[status.status != "ok"].itertuples():
+        print(f"  no statistics: {row.reason}")
+    return 0
+
+
+def _chip(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cube.chips import chip
+
+    where, registry = _target(args, [args.id] if args.id else [])
+    result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
+                  bands=tuple(args.bands.split(",")), registry=registry, as_of=args.as_of)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = str(result.parcel_id if result.parcel_id is not None else "point")
+    if args.sheet:
+        path = out / f"{name}_season.png"
+        result.contact_sheet().write(path)
+        print(f"contact sheet of {len(result.times)} dates -> {path}")
+        return 0
+    for t, when in enumerate(result.times):
+        stem = out / f"{name}_{pd.Timestamp(when):%Y%m%dT%H%M%S}"
+        result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t)
+    print(f"{len(result.times)} chip(s) -> {out}")
+    return 0
