@@ -1,0 +1,103 @@
+"""What to generate: :class:`SynthConfig`, a frozen description of one synthetic region and season.
+
+The config holds only choices (seed, tile, size, dates, rates); everything derived from it, such as the
+region's pixel grid and tile windows, lives in :mod:`cardcube.synth.region`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+DEMO_START = dt.date(2024, 3, 1)
+DEMO_END = dt.date(2024, 10, 31)
+
+# Default upper-left corners (EPSG:32631), on the 20 m lattice of every 31U* tile: the single-tile
+# region sits in the Noordoostpolder area of 31UFU; the straddling one crosses 31UFU's east edge
+# (x = 709800) into 31UGU, whose overlap with 31UFU starts at x = 699960.
+DEFAULT_ORIGIN = (680_000.0, 5_845_000.0)
+STRADDLE_ORIGIN_X = {10_000.0: 702_000.0}  # width -> left edge; other widths centre on the edge
+
+
+@dataclass(frozen=True, slots=True)
+class SynthConfig:
+    """One synthetic region and season; the same config and seed always give the same bytes.
+
+    ``size_m`` is ``(width, height)`` in metres (rounded to the 20 m lattice); ``origin`` the upper-left
+    corner in the tile CRS (``None``: a default placement, across the 31UFU/31UGU edge if ``straddle``).
+    ``cloudiness`` is the mean cloud fraction of a Sentinel-2 date; ``anomaly_fraction`` the share of
+    parcels whose ground truth contradicts the declaration.
+    """
+
+    seed: int = 42
+    tile: str = "31UFU"
+    size_m: tuple[float, float] = (10_000.0, 10_000.0)
+    origin: tuple[float, float] | None = None
+    straddle: bool = False
+    start: dt.date = DEMO_START
+    end: dt.date = DEMO_END
+    anomaly_fraction: float = 0.04
+    cloudiness: float = 0.35
+    mean_parcel_ha: float = 3.0
+    s2: bool = True
+    s1: bool = True
+    s2_revisit_days: int = 5
+    s1_revisit_days: int = 6
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        size = self.size_m
+        if isinstance(size, int | float):
+            size = (float(size), float(size))
+        size = tuple(float(round(float(s) / 20.0) * 20) for s in size)
+        object.__setattr__(self, "size_m", size)
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, dt.date.fromisoformat(value))
+        if self.origin is not None:
+            object.__setattr__(self, "origin", (float(self.origin[0]), float(self.origin[1])))
+        if min(self.size_m) < 400:
+            raise ValueError(f"size_m {self.size_m} is too small; use at least 400 m per side")
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        if not 0.0 <= self.anomaly_fraction <= 0.5:
+            raise ValueError(f"anomaly_fraction {self.anomaly_fraction} must be within [0, 0.5]")
+        if not 0.0 <= self.cloudiness <= 1.0:
+            raise ValueError(f"cloudiness {self.cloudiness} must be within [0, 1]")
+        if not 0.2 <= self.mean_parcel_ha <= 20:
+            raise ValueError(f"mean_parcel_ha {self.mean_parcel_ha} must be within [0.2, 20]")
+
+    @classmethod
+    def demo(cls, **changes: Any) -> SynthConfig:
+        """The demo region: 10 x 10 km of Dutch polder in 31UFU, March to October 2024."""
+        return cls(**changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> SynthConfig:
+        """A 2 x 2 km region over three months, for tests: generates in a couple of seconds."""
+        base = dict(size_m=(2_000.0, 2_000.0), start=dt.date(2024, 5, 1), end=dt.date(2024, 7, 31),
+                    mean_parcel_ha=2.0, workers=2)
+        base.update(changes)
+        return cls(**base)
+
+    def with_(self, **changes: Any) -> SynthConfig:
+        return replace(self, **changes)
+
+    def resolved_origin(self) -> tuple[float, float]:
+        """The upper-left corner actually used (the default placement when ``origin`` is None)."""
+        if self.origin is not None:
+            return self.origin
+        width = self.size_m[0]
+        if self.straddle:
+            x = STRADDLE_ORIGIN_X.get(width, 709_800.0 - round(width / 2 / 20) * 20)
+            return (x, DEFAULT_ORIGIN[1])
+        return DEFAULT_ORIGIN
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
+        d["size_m"] = list(self.size_m)
+        d["origin"] = list(self.resolved_origin())
+        return d

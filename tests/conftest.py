@@ -1,0 +1,22 @@
+"""Shared fixtures: tiny synthetic regions generated once per test session.
+
+``tiny_region`` is a 2 x 2 km region inside 31UFU over May-July 2024; ``tiny_straddle_region`` the same
+size across the 31UFU/31UGU edge (x = 709800), so each pass gives one scene per tile. Both return the
+:class:`cardcube.synth.SynthResult` (paths to parcels, ground truth, weather, items.json).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cardcube.synth import SynthConfig, SynthResult, generate
+
+
+@pytest.fixture(scope="session")
+def tiny_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
+    return generate(tmp_path_factory.mktemp("tiny-region"), SynthConfig.tiny())
+
+
+@pytest.fixture(scope="session")
+def tiny_straddle_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
+    return generate(tmp_path_factory.mktemp("tiny-straddle"), SynthConfig.tiny(straddle=True))
