@@ -306,9 +306,10 @@ class S3Proxy:
             self._statuses.clear()
             self._faults = self._request_bytes = self._response_bytes = 0
 
-    def _count_response(self, status: int, nbytes: int) -> None:
+    def _count_response(self, status: int | None, nbytes: int) -> None:
         with self._lock:
-            self._statuses[status] += 1
+            if status is not None:
+                self._statuses[status] += 1
             self._response_bytes += nbytes
 
     # --- the request path ------------------------------------------------------------------------
@@ -357,16 +358,18 @@ class S3Proxy:
                     response.headers.add(k, v)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
+            # Counters move before the bytes do, so a client that has its answer sees them counted.
+            self._count_response(upstream.status, 0)
             await response.prepare(request)
             sent = 0
             started = time.monotonic()
             if request.method != "HEAD":
                 async for chunk in upstream.content.iter_chunked(_chunk_size(config.bandwidth_bps)):
+                    self._count_response(None, len(chunk))
                     await response.write(chunk)
                     sent += len(chunk)
                     await _throttle(sent, config.bandwidth_bps, started)
             await response.write_eof()
-        self._count_response(upstream.status, sent)
         return response
 
 

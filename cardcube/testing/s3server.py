@@ -35,17 +35,18 @@ _PORT_PREFIX = "CARDCUBE_S3SERVER_PORT "
 def s3fs_options(
     endpoint_url: str,
     *,
-    max_attempts: int | None = None,
+    attempts: int | None = None,
     retry_mode: str = "standard",
-    s3fs_retries: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """``storage_options`` for s3fs (and so for ``cardcube.storage.open_store``) against ``endpoint_url``.
 
-    Without ``max_attempts`` the botocore retry config is left to ``open_store``'s defaults; with it,
-    ``config_kwargs`` is set (which replaces those defaults, as ``open_store`` merges shallowly).
-    ``s3fs_retries`` bounds s3fs's own retry loop (default 5 attempts), which wraps botocore's and also
-    retries ``SlowDown``. ``extra`` goes to ``S3FileSystem`` unchanged (e.g. ``skip_instance_cache``).
+    Without ``attempts`` the botocore retry config is left to ``open_store``'s defaults; with it,
+    ``config_kwargs`` sets botocore's ``total_max_attempts`` (tries per request, the first included;
+    botocore's own ``max_attempts`` key counts retries only) and replaces those defaults, as
+    ``open_store`` merges shallowly. s3fs wraps botocore in a retry loop of its own (``fs.retries``, 5
+    tries, for ``SlowDown`` and connection errors) which is an attribute, not an option: set it on
+    ``store.fs`` to bound it. ``extra`` goes to ``S3FileSystem`` unchanged (e.g. ``skip_instance_cache``).
 
     s3fs's listings cache is off (``use_listings_cache=False``): with it on, a key another client
     created after a listing reads as missing, without any request, from every store sharing the cached
@@ -57,10 +58,8 @@ def s3fs_options(
         "client_kwargs": {"endpoint_url": endpoint_url, "region_name": REGION},
         "use_listings_cache": False,
     }
-    if max_attempts is not None:
-        opts["config_kwargs"] = {"retries": {"max_attempts": max_attempts, "mode": retry_mode}}
-    if s3fs_retries is not None:
-        opts["retries"] = s3fs_retries
+    if attempts is not None:
+        opts["config_kwargs"] = {"retries": {"total_max_attempts": attempts, "mode": retry_mode}}
     opts.update(extra)
     return opts
 

@@ -63,9 +63,9 @@ def test_url_and_storage_options_shape(s3_server: S3Server) -> None:
     assert opts["client_kwargs"] == {"endpoint_url": s3_server.endpoint_url, "region_name": "us-east-1"}
     assert opts["key"] and opts["secret"]
     assert "config_kwargs" not in opts  # open_store's retry defaults apply
-    tight = s3fs_options("http://127.0.0.1:1", max_attempts=2, s3fs_retries=1, skip_instance_cache=True)
-    assert tight["config_kwargs"] == {"retries": {"max_attempts": 2, "mode": "standard"}}
-    assert tight["retries"] == 1 and tight["skip_instance_cache"] is True
+    tight = s3fs_options("http://127.0.0.1:1", attempts=2, skip_instance_cache=True)
+    assert tight["config_kwargs"] == {"retries": {"total_max_attempts": 2, "mode": "standard"}}
+    assert tight["skip_instance_cache"] is True and tight["use_listings_cache"] is False
 
 
 _seen_buckets: list[str] = []
