@@ -1,0 +1,244 @@
+"""Pure builders: pystac objects from one committed :class:`~cube.ledger.CubeVersion` (no I/O here).
+
+One item per cube tile (never per scene, so the catalog stays small however long the archive grows). Its
+``data`` asset is the tile's Zarr group; one more asset per native resolution group (``r10m``, ``r20m``)
+carries the projection shape and transform of that resolution. The datacube extension describes the tile
+as the read side sees it: a ``time`` dimension over every date (compacted and hot), ``x``/``y`` at the
+finest resolution and ``x_20m``/``y_20m`` (and so on) for coarser bands, since they sit on another grid.
+Everything is derived from the ledger, so building twice from one version gives identical objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from datetime import datetime
+
+import pystac
+from odc.geo.geobox import GeoBox
+from pystac.extensions.datacube import (
+    DatacubeExtension,
+    DimensionType,
+    HorizontalSpatialDimension,
+    HorizontalSpatialDimensionAxis,
+    TemporalDimension,
+    Variable,
+    VariableType,
+)
+from pystac.extensions.projection import ProjectionExtension
+
+from cardcube.grid import TileGrid
+from cardcube.spec import BandSpec, CubeSpec
+from catalog import keys
+from catalog.sources import CARDCUBE, ESA, LICENSE, source_info
+from cube.layout import ZARR_NAME, resolution_group
+from cube.ledger import CubeVersion
+
+VERSION_FIELD = "cardcube:version"
+COORD_DIGITS = 7  # about 1 cm in WGS84 degrees
+FOOTPRINT_SEGMENT_M = 10_000.0  # densify the UTM square before reprojecting, so WGS84 edges follow the curve
+# per-date coordinates stored along time in every resolution group (see ingest.arrays)
+_AUX_VARIABLES = {
+    "scene_id": ("1", "id of the source scene of each date"),
+    "platform": ("1", "satellite of each date"),
+    "relative_orbit": ("1", "relative orbit number of each date"),
+    "orbit_state": ("1", "orbit direction of each date (ascending/descending)"),
+    "cloud_cover": ("%", "scene cloud cover of each date, when the source gives it"),
+}
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 UTC time of the ledger as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def dimension_names(spec: CubeSpec, resolution: int) -> tuple[str, str]:
+    """Names of the ``(y, x)`` dimensions of bands at ``resolution`` (bare at the finest resolution)."""
+    if resolution == min(spec.resolutions):
+        return "y", "x"
+    return f"y_{resolution}m", f"x_{resolution}m"
+
+
+def _iso_step(times: list[datetime]) -> str | None:
+    """ISO 8601 duration between dates when they are regular, else None (the datacube 'irregular')."""
+    steps = {(b - a).total_seconds() for a, b in itertools.pairwise(times)}
+    if len(steps) != 1:
+        return None
+    seconds = int(steps.pop())
+    days, rest = divmod(seconds, 86400)
+    return f"P{days}D" if not rest else f"PT{seconds}S"
+
+
+def _nodata(band: BandSpec) -> float | int | str | None:
+    if isinstance(band.nodata, float) and band.nodata != band.nodata:
+        return "nan"  # as the raster extension spells NaN
+    return band.nodata
+
+
+def _new_variable(dimensions: list[str], var_type: VariableType, description: str, unit: str) -> Variable:
+    variable = Variable({})
+    variable.dimensions, variable.var_type, variable.description, variable.unit = (
+        dimensions, var_type, description, unit)
+    return variable
+
+
+def _variable(band: BandSpec, spec: CubeSpec) -> Variable:
+    y, x = dimension_names(spec, band.resolution)
+    text = f"{band.long_name or band.name} at {band.resolution} m (group {resolution_group(band.resolution)})"
+    if band.scale != 1.0 or band.offset != 0.0:
+        sign = "-" if band.offset < 0 else "+"
+        text += f"; physical value = stored × {band.scale:g} {sign} {abs(band.offset):g}"
+    if band.flag_values is not None and band.flag_meanings is not None:
+        text += "; classes " + ", ".join(f"{v} {m}" for v, m in zip(band.flag_values, band.flag_meanings, strict=True))
+    variable = _new_variable(["time", y, x], VariableType.DATA, text, band.units)
+    variable.properties.update({"data_type": band.dtype, "nodata": _nodata(band)})  # datacube v2.3 fields
+    if band.flag_values is not None:
+        variable.values = list(band.flag_values)
+    return variable
+
+
+def _spatial_dimensions(spec: CubeSpec, geoboxes: dict[int, GeoBox]) -> dict[str, HorizontalSpatialDimension]:
+    dims = {}
+    for res, gbox in geoboxes.items():
+        bounds = gbox.extent.boundingbox
+        y, x = dimension_names(spec, res)
+        for name, axis, extent in ((x, HorizontalSpatialDimensionAxis.X, [bounds.left, bounds.right]),
+                                   (y, HorizontalSpatialDimensionAxis.Y, [bounds.bottom, bounds.top])):
+            dim = HorizontalSpatialDimension({})
+            dim.dim_type, dim.axis, dim.extent, dim.step = DimensionType.SPATIAL, axis, extent, float(res)
+            dim.reference_system = gbox.crs.epsg
+            dim.description = f"{'easting' if axis == 'x' else 'northing'} of pixel edges, {res} m pixels"
+            dims[name] = dim
+    return dims
+
+
+def _time_dimension(times: list[datetime]) -> TemporalDimension:
+    dim = TemporalDimension({})
+    dim.dim_type = DimensionType.TEMPORAL
+    dim.extent = [_iso(times[0]), _iso(times[-1])] if times else [None, None]
+    dim.step = _iso_step(times)
+    dim.description = "acquisition times (UTC) of the tile's dates, compacted and hot buffer together"
+    return dim
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tile_footprint(tile: str) -> tuple[dict, list[float]]:
+    """GeoJSON geometry and bbox of a tile in WGS84, from the tile's UTM square."""
+    extent = TileGrid.from_id(tile).geobox(10).extent.segmented(FOOTPRINT_SEGMENT_M).to_crs("EPSG:4326")
+    ring = [[round(x, COORD_DIGITS), round(y, COORD_DIGITS)] for x, y in extent.exterior.coords]
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    return {"type": "Polygon", "coordinates": [ring]}, [min(xs), min(ys), max(xs), max(ys)]
+
+
+def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
+    """The STAC item of one cube tile at ``version``; asset hrefs are relative to the item."""
+    spec, state = version.spec, version.tiles[tile]
+    grid = TileGrid.from_id(tile)
+    geoboxes = {res: grid.geobox(res) for res in spec.resolutions}
+    finest = geoboxes[min(geoboxes)]
+    times = sorted({parse_time(a.time) for a in state.acquisitions})
+    geometry, bbox = tile_footprint(tile)
+    info = source_info(spec.source_collection)
+    created = parse_time(version.created) if version.created else None
+    properties = {
+        "title": f"{spec.title}, tile {tile}",
+        "description": f"All dates of MGRS tile {tile} in one time-first Zarr v3 group.",
+        "constellation": info.constellation or None,
+        "instruments": list(info.instruments) or None,
+        "platforms": sorted({a.platform for a in state.acquisitions if a.platform}),
+        "cardcube:collection": version.collection,
+        "cardcube:tile": tile,
+        "cardcube:dates": len(times),
+        "cardcube:hot_dates": len(state.hot),
+        VERSION_FIELD: version.version,
+    }
+    item = pystac.Item(
+        id=keys.item_id(version.collection, tile), geometry=geometry, bbox=bbox, datetime=None,
+        start_datetime=times[0] if times else created, end_datetime=times[-1] if times else created,
+        properties={k: v for k, v in properties.items() if v not in (None, [])},
+        collection=None,
+    )
+    if created is not None:
+        item.common_metadata.updated = created
+
+    item.add_asset("data", pystac.Asset(
+        href=f"./{ZARR_NAME}", media_type=keys.ZARR_MEDIA_TYPE, roles=["data"],
+        title=f"Zarr v3 cube of tile {tile}",
+        description="Time-first Zarr v3 group: compacted dates under r<res>m/, recent dates under hot/r<res>m/; "
+        "the ledger version in the properties lists which time indices are valid.",
+    ))
+    for res in geoboxes:
+        names = ", ".join(b.name for b in spec.bands_at(res))
+        item.add_asset(resolution_group(res), pystac.Asset(
+            href=f"./{ZARR_NAME}/{resolution_group(res)}", media_type=keys.ZARR_MEDIA_TYPE, roles=["data"],
+            title=f"{res} m bands ({names}), compacted dates",
+        ))
+
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.apply(code=str(finest.crs), bbox=list(finest.extent.boundingbox.bbox), shape=list(finest.shape.yx),
+               transform=list(finest.affine)[:6])
+    for res, gbox in geoboxes.items():
+        asset_proj = ProjectionExtension.ext(item.assets[resolution_group(res)])
+        asset_proj.shape, asset_proj.transform = list(gbox.shape.yx), list(gbox.affine)[:6]
+
+    cube = DatacubeExtension.ext(item, add_if_missing=True)
+    aux = {
+        name: _new_variable(["time"], VariableType.AUXILIARY, text, unit)
+        for name, (unit, text) in _AUX_VARIABLES.items()
+    }
+    cube.apply(dimensions={"time": _time_dimension(times), **_spatial_dimensions(spec, geoboxes)},
+               variables={**{b.name: _variable(b, spec) for b in spec.bands}, **aux})
+    return item
+
+
+def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) -> pystac.Collection:
+    """The STAC collection of one cube collection, holding its tile ``items``."""
+    spec = version.spec
+    items = list(items)
+    info = source_info(spec.source_collection)
+    bboxes = [i.bbox for i in items if i.bbox]
+    union = ([min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes),
+              max(b[3] for b in bboxes)] if bboxes else [-180.0, -90.0, 180.0, 90.0])
+    span = version.time_range
+    start, end = (parse_time(span[0]), parse_time(span[1])) if span else (None, None)
+    summaries = {"cardcube:tile": sorted(version.tiles), "platforms": sorted(
+        {a.platform for t in version.tiles.values() for a in t.acquisitions if a.platform})}
+    if info.constellation:
+        summaries.update(constellation=[info.constellation], instruments=list(info.instruments))
+    collection = pystac.Collection(
+        id=cube_collection_id(spec),
+        title=spec.title,
+        description=spec.description or spec.title,
+        extent=pystac.Extent(pystac.SpatialExtent([union, *bboxes] if len(bboxes) > 1 else [union]),
+                             pystac.TemporalExtent([[start, end]])),
+        license=LICENSE,
+        keywords=[*info.keywords, "datacube", "Zarr", "time series", "CAP", "checks by monitoring"],
+        providers=[ESA, CARDCUBE],
+        summaries=pystac.Summaries(summaries),
+        extra_fields={"cardcube:collection": version.collection, VERSION_FIELD: version.version,
+                      "cardcube:scenes": len(version.scenes)},
+    )
+    collection.add_links(info.links()[:1])  # the licence link
+    collection.item_assets = {"data": pystac.ItemAssetDefinition.create(
+        title="Zarr v3 cube of the tile", description=None, media_type=keys.ZARR_MEDIA_TYPE, roles=["data"])}
+    for item in items:
+        collection.add_item(item)
+    return collection
+
+
+def cube_collection_id(spec: CubeSpec) -> str:
+    """STAC id of a cube collection: its source collection's id with ``-cube`` (``sentinel-2-l2a-cube``)."""
+    return f"{spec.source_collection}-cube"
+
+
+def build_root(*, title: str = "cardcube", description: str | None = None) -> pystac.Catalog:
+    """The root catalog of a cube root (children are added by the writer)."""
+    return pystac.Catalog(
+        id="cardcube", title=title,
+        description=description or "Sentinel-1/2 CARD scenes reorganised into time-first Zarr v3 cubes per MGRS "
+        "tile, for EU Common Agricultural Policy checks by monitoring.",
+        catalog_type=pystac.CatalogType.SELF_CONTAINED,
+    )

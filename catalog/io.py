@@ -1,0 +1,76 @@
+"""pystac I/O through the cube's zarr Store, so the catalog is read and written the same way locally and on S3.
+
+pystac objects carry absolute hrefs under :attr:`StoreStacIO.base` (the store's own URL or folder); this
+class maps each href back to a key of the store and calls :mod:`cardcube.storage`. Documents are
+serialised deterministically, and a write whose bytes equal what is stored is skipped, so regenerating an
+unchanged catalog changes nothing (not even a modification time).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+import pystac
+from zarr.abc.store import Store
+from zarr.storage import FsspecStore, LocalStore
+
+from cardcube.errors import CubeNotFoundError
+from cardcube.storage import read_bytes, store_url, write_bytes
+
+_MEMORY_BASE = "memory://cube"
+
+
+def store_base(store: Store) -> str:
+    """The absolute href of the store's root, used as the base of every catalog href."""
+    inner = store
+    while not isinstance(inner, LocalStore | FsspecStore) and isinstance(getattr(inner, "_store", None), Store):
+        inner = inner._store
+    if isinstance(inner, LocalStore | FsspecStore):
+        return store_url(inner).rstrip("/")
+    return _MEMORY_BASE
+
+
+class StoreStacIO(pystac.StacIO):
+    """A :class:`pystac.StacIO` that reads and writes the keys of one zarr Store."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.base = store_base(store)
+
+    def href(self, key: str) -> str:
+        """The absolute href of ``key``."""
+        return f"{self.base}/{key}"
+
+    def key(self, href: str | pystac.Link) -> str:
+        """The store key of ``href`` (absolute under :attr:`base`, or already relative to the root)."""
+        text = href.get_absolute_href() if isinstance(href, pystac.Link) else href
+        if text is None:
+            raise ValueError(f"link {href} has no href")
+        text = text.removeprefix("file://")
+        if text.startswith(self.base + "/"):
+            text = text[len(self.base) + 1:]
+        elif "://" in text or text.startswith("/"):
+            raise ValueError(f"{text} is outside the cube at {self.base}")
+        key = posixpath.normpath(text)
+        if key.startswith("../") or key == "..":
+            raise ValueError(f"{text} is outside the cube at {self.base}")
+        return key
+
+    def read_text(self, source: str | pystac.Link, *args: Any, **kwargs: Any) -> str:
+        key = self.key(source)
+        data = read_bytes(self.store, key)
+        if data is None:
+            raise CubeNotFoundError(f"no catalog document {key} in {self.base}")
+        return data.decode()
+
+    def write_text(self, dest: str | pystac.Link, txt: str, *args: Any, **kwargs: Any) -> None:
+        key = self.key(dest)
+        data = txt.encode()
+        if read_bytes(self.store, key) != data:
+            write_bytes(self.store, key, data)
+
+    def json_dumps(self, json_dict: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+        return json.dumps(json_dict, indent=2, ensure_ascii=False) + "\n"

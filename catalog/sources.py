@@ -1,0 +1,102 @@
+"""Who made the scenes a cube is built from: providers, licence, keywords and the source collections.
+
+The source collection (``sentinel-2-l2a``, ``sentinel-1-card-bs``) is published without items: the cube's
+tile items are derived from its scenes, and its links say where the scenes can be found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pystac
+
+from catalog.keys import JSON_MEDIA_TYPE
+
+LICENSE = "other"  # STAC 1.1 spelling of a non-SPDX licence, described by the "license" link
+LICENSE_URL = "https://sentinel.esa.int/documents/247904/690755/Sentinel_Data_Legal_Notice"
+ESA = pystac.Provider("European Space Agency (ESA)", roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR],
+                      url="https://www.esa.int", description="Copernicus Sentinel data, on behalf of the EU")
+CDSE = pystac.Provider("Copernicus Data Space Ecosystem", roles=[pystac.ProviderRole.HOST],
+                       url="https://dataspace.copernicus.eu")
+CARDCUBE = pystac.Provider("cardcube", roles=[pystac.ProviderRole.PROCESSOR, pystac.ProviderRole.HOST],
+                           description="time-first Zarr v3 cubes of the scenes for CAP checks by monitoring")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the catalog says about one source collection of scenes."""
+
+    id: str
+    title: str
+    description: str
+    constellation: str
+    instruments: tuple[str, ...]
+    keywords: tuple[str, ...]
+    about_url: str
+    stac_url: str | None = None
+
+    def links(self) -> list[pystac.Link]:
+        """The licence, the documentation and (when public) the provider's STAC collection of the scenes."""
+        links = [
+            pystac.Link("license", LICENSE_URL, media_type="application/pdf", title="Legal notice on the use of "
+                        "Copernicus Sentinel Data and Service Information"),
+            pystac.Link("about", self.about_url, media_type="text/html", title=f"{self.title}: documentation"),
+        ]
+        if self.stac_url:
+            links.append(pystac.Link("via", self.stac_url, media_type=JSON_MEDIA_TYPE,
+                                     title=f"{self.title} at the Copernicus Data Space Ecosystem STAC"))
+        return links
+
+
+SOURCES: dict[str, SourceInfo] = {
+    s.id: s
+    for s in (
+        SourceInfo(
+            id="sentinel-2-l2a",
+            title="Sentinel-2 Level-2A",
+            description="Sentinel-2 MSI Level-2A bottom-of-atmosphere reflectance scenes with the scene "
+            "classification, on the MGRS tiling grid, as distributed by the Copernicus programme.",
+            constellation="sentinel-2",
+            instruments=("msi",),
+            keywords=("Copernicus", "Sentinel-2", "MSI", "Level-2A", "surface reflectance", "optical"),
+            about_url="https://sentiwiki.copernicus.eu/web/s2-products",
+            stac_url="https://stac.dataspace.copernicus.eu/v1/collections/sentinel-2-l2a",
+        ),
+        SourceInfo(
+            id="sentinel-1-card-bs",
+            title="Sentinel-1 CARD backscatter",
+            description="Sentinel-1 IW Copernicus analysis-ready (CEOS ARD) normalised radar backscatter "
+            "(gamma0, VV and VH) on the MGRS tiling grid.",
+            constellation="sentinel-1",
+            instruments=("c-sar",),
+            keywords=("Copernicus", "Sentinel-1", "SAR", "C-band", "backscatter", "gamma0", "CEOS-ARD"),
+            about_url="https://sentiwiki.copernicus.eu/web/s1-products",
+        ),
+    )
+}
+
+
+def source_info(source_id: str) -> SourceInfo:
+    """The description of source collection ``source_id``; unknown ids get a plain, truthful default."""
+    known = SOURCES.get(source_id)
+    if known is not None:
+        return known
+    return SourceInfo(id=source_id, title=source_id, description=f"Source scenes of collection {source_id}.",
+                      constellation="", instruments=(), keywords=("Copernicus",),
+                      about_url="https://dataspace.copernicus.eu")
+
+
+def build_source_collection(info: SourceInfo, *, start: datetime | None, end: datetime | None,
+                            bbox: list[float] | None) -> pystac.Collection:
+    """The STAC collection of the source scenes, with the extent the cube holds of them (no items)."""
+    extent = pystac.Extent(pystac.SpatialExtent([bbox or [-180.0, -90.0, 180.0, 90.0]]),
+                           pystac.TemporalExtent([[start, end]]))
+    summaries = pystac.Summaries({"constellation": [info.constellation], "instruments": list(info.instruments)}
+                                 if info.constellation else {})
+    collection = pystac.Collection(
+        id=info.id, title=info.title, description=info.description, extent=extent, license=LICENSE,
+        keywords=list(info.keywords), providers=[ESA, CDSE], summaries=summaries,
+    )
+    collection.add_links(info.links())
+    return collection

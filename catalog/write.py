@@ -1,0 +1,151 @@
+"""Publishing the catalog of a committed cube version (step 6 of :mod:`ingest.commit`).
+
+:func:`write_catalog` is the ``on_catalog`` hook of :func:`ingest.job.ingest`: called after the ledger
+record of a version exists, it writes the tile items, then the source collection, then the cube
+collection, and the root catalog last, so a reader following links from the root never meets a document
+that is not written yet, and no document names data that is not committed. It is idempotent and
+deterministic (derived from the ledger only; unchanged documents are not rewritten), so recovery can
+simply call it again: :func:`catalog_is_current` tells whether it has to. Collections of the other cube
+collections already linked from the root are kept, so ``s2`` and ``s1`` cubes share one root.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pystac
+from pystac.utils import make_relative_href
+from zarr.abc.store import Store
+
+from cardcube.errors import CubeNotFoundError, VersionNotFoundError
+from cardcube.spec import CUBE_SPECS
+from cardcube.storage import StoreLike, open_store, read_json
+from catalog import keys
+from catalog.build import VERSION_FIELD, build_cube_collection, build_root, build_tile_item, parse_time
+from catalog.io import StoreStacIO
+from catalog.sources import build_source_collection, source_info
+from cube.ledger import CubeVersion, committed_versions, read_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTree:
+    """The documents one cube version publishes, linked and with their self hrefs set."""
+
+    root: pystac.Catalog
+    collection: pystac.Collection
+    source: pystac.Collection
+    items: tuple[pystac.Item, ...]
+
+    def save(self, io: StoreStacIO) -> None:
+        """Write leaves first and the root last, so every link a reader can follow already resolves."""
+        for obj in (*self.items, self.source, self.collection, self.root):
+            obj.save_object(include_self_link=False, stac_io=io)
+
+
+def build_catalog(version: CubeVersion, *, io: StoreStacIO,
+                  others: list[pystac.Link] | tuple[pystac.Link, ...] = ()) -> CatalogTree:
+    """The in-memory tree for ``version`` with every self href set under ``io``'s base (no I/O).
+
+    ``others`` are the child links of the existing root to keep (other cube collections).
+    """
+    items = [build_tile_item(version, tile) for tile in sorted(version.tiles)]
+    collection = build_cube_collection(version, items)
+    span = version.time_range
+    source = build_source_collection(
+        source_info(version.spec.source_collection),
+        start=parse_time(span[0]) if span else None, end=parse_time(span[1]) if span else None,
+        bbox=collection.extent.spatial.bboxes[0],
+    )
+    root = build_root()
+    root.add_child(collection)
+    root.add_child(source)
+    root.set_self_href(io.href(keys.ROOT_KEY))
+    collection.set_self_href(io.href(keys.collection_key(version.collection)))
+    source.set_self_href(io.href(keys.source_collection_key(source.id)))
+    for item in items:
+        item.set_self_href(io.href(keys.item_key(version.collection, item.properties["cardcube:tile"])))
+    # non-hierarchical links are not relativised by pystac: give the relative href ourselves
+    collection.add_link(pystac.Link(
+        pystac.RelType.DERIVED_FROM, make_relative_href(source.self_href, collection.self_href),
+        media_type=keys.JSON_MEDIA_TYPE, title=f"source scenes: {source.title}"))
+    mine = {collection.self_href, source.self_href}
+    for link in others:
+        if link.get_absolute_href() not in mine:
+            root.add_link(pystac.Link(pystac.RelType.CHILD, link.get_absolute_href(), media_type=link.media_type,
+                                      title=link.title))
+    children = sorted(root.get_child_links(), key=lambda link: link.get_absolute_href() or "")
+    root.links = [link for link in root.links if link.rel != pystac.RelType.CHILD] + children
+    return CatalogTree(root, collection, source, tuple(items))
+
+
+def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
+    if read_json(io.store, keys.ROOT_KEY) is None:
+        return []
+    old = pystac.Catalog.from_file(io.href(keys.ROOT_KEY), stac_io=io)
+    return list(old.get_child_links())
+
+
+def published_version(store: StoreLike, collection: str) -> int | None:
+    """The ledger version the published catalog of ``collection`` reflects, or None if there is none."""
+    doc = read_json(open_store(store), keys.collection_key(collection))
+    return None if doc is None else doc.get(VERSION_FIELD)
+
+
+def write_catalog(store: StoreLike, version: CubeVersion) -> None:
+    """Publish the catalog of committed ``version`` under the cube root (the ingest ``on_catalog`` hook).
+
+    The catalog describes data, so a version that changed no tile (an ingest whose every scene was
+    rejected or already present) leaves it byte for byte as it is, still naming the version that
+    brought the data. A catalog that already reflects a newer version is never rolled back.
+    """
+    store = open_store(store)
+    if catalog_is_current(store, version):
+        return
+    io = StoreStacIO(store)
+    build_catalog(version, io=io, others=_existing_children(io)).save(io)
+
+
+def _same_data(store: Store, published: int, version: CubeVersion) -> bool:
+    """True if ``published`` and ``version`` hold the same tiles, dates and scenes (one ledger GET)."""
+    try:
+        old = read_version(store, version.collection, published)
+    except (VersionNotFoundError, CubeNotFoundError):
+        return False
+    return old.spec == version.spec and old.tiles == version.tiles and old.scenes == version.scenes
+
+
+def _has_root_link(store: Store, collection: str) -> bool:
+    io = StoreStacIO(store)
+    wanted = io.href(keys.collection_key(collection))
+    return any(link.get_absolute_href() == wanted for link in _existing_children(io))
+
+
+def catalog_is_current(store: StoreLike, version: CubeVersion) -> bool:
+    """True if the published catalog needs nothing for ``version``: recovery calls :func:`write_catalog` if False.
+
+    That is when the root links to the collection and its catalog was written for ``version``, for an
+    earlier version holding the same data (see :func:`write_catalog`), or for a newer version.
+    """
+    store = open_store(store)
+    published = published_version(store, version.collection)
+    if published is None:
+        return False
+    if published < version.version and not _same_data(store, published, version):
+        return False
+    return _has_root_link(store, version.collection)
+
+
+def rebuild_catalog(store: StoreLike, *, collections: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Regenerate the catalog from the ledger of every cube collection found; returns collection -> version."""
+    store = open_store(store)
+    done = {}
+    for name in collections or tuple(CUBE_SPECS):
+        if not committed_versions(store, name):
+            continue
+        version = read_version(store, name)
+        write_catalog(store, version)
+        done[name] = version.version
+    return done

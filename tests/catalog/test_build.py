@@ -1,0 +1,140 @@
+"""Builders: pystac objects from hand-made ledger versions, valid against the offline STAC schemas."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pystac
+import pytest
+from shapely.geometry import box, shape
+from zarr.storage import MemoryStore
+
+from cardcube.spec import S1_BACKSCATTER, S2_L2A
+from catalog import keys
+from catalog.build import build_cube_collection, build_tile_item, dimension_names
+from catalog.io import StoreStacIO
+from catalog.validate import SchemaUnavailableError, validate_document, walk_documents
+from catalog.write import build_catalog
+from tests.catalog.conftest import SCHEMA_DIR, T0, hand_version, iso
+
+PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+DATACUBE = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
+
+
+def test_tile_item_describes_the_tile_zarr():
+    version = hand_version()
+    item = build_tile_item(version, "31UFU")
+    assert item.id == keys.item_id("s2", "31UFU") == "s2-31UFU"
+    data = item.assets["data"]
+    assert data.href == "./cube.zarr" and data.media_type == "application/vnd+zarr" and data.roles == ["data"]
+    props = item.properties
+    assert props["cardcube:dates"] == 4 and props["cardcube:hot_dates"] == 1 and props["cardcube:version"] == 3
+    assert props["start_datetime"] == iso(T0) and props["end_datetime"] == "2024-04-16T10:50:31Z"
+    assert item.datetime is None
+
+
+def test_projection_per_resolution():
+    item = build_tile_item(hand_version(), "31UFU")
+    props = item.properties
+    assert props["proj:code"] == "EPSG:32631"
+    assert props["proj:bbox"] == [600000.0, 5790240.0, 709800.0, 5900040.0]
+    assert props["proj:shape"] == [10980, 10980]
+    assert props["proj:transform"] == [10.0, 0.0, 600000.0, 0.0, -10.0, 5900040.0]
+    r20 = item.assets["r20m"].extra_fields
+    assert r20["proj:shape"] == [5490, 5490] and r20["proj:transform"][0] == 20.0
+    assert "proj:code" not in r20  # inherited from the item
+
+
+def test_datacube_dimensions_and_variables():
+    props = build_tile_item(hand_version(), "31UFU").properties
+    dims, variables = props["cube:dimensions"], props["cube:variables"]
+    assert dims["time"]["extent"] == [iso(T0), "2024-04-16T10:50:31Z"] and dims["time"]["step"] == "P5D"
+    assert dims["x"]["step"] == 10.0 and dims["x_20m"]["step"] == 20.0 and dims["y"]["reference_system"] == 32631
+    assert dims["x"]["extent"] == [600000.0, 709800.0]
+    assert variables["B04"]["dimensions"] == ["time", "y", "x"]
+    assert variables["SCL"]["dimensions"] == ["time", "y_20m", "x_20m"]
+    assert variables["B04"] | {"description": ""} == {
+        "dimensions": ["time", "y", "x"], "type": "data", "unit": "1", "data_type": "uint16", "nodata": 0,
+        "description": ""}
+    assert variables["scene_id"]["type"] == "auxiliary"
+    assert dimension_names(S1_BACKSCATTER, 10) == ("y", "x")
+
+
+def test_irregular_time_step_is_null():
+    version = hand_version(tiles={"31UFU": [iso(T0), "2024-04-03T10:50:31Z", "2024-04-10T10:50:31Z"]})
+    assert build_tile_item(version, "31UFU").properties["cube:dimensions"]["time"]["step"] is None
+
+
+def test_footprint_is_the_tile_in_wgs84():
+    item = build_tile_item(hand_version(), "31UFU")
+    footprint = shape(item.geometry)
+    assert footprint.is_valid and footprint.exterior.is_ccw
+    assert box(*item.bbox).contains(footprint)
+    assert 4.4 < item.bbox[0] < 4.5 and 53.2 < item.bbox[3] < 53.3
+    assert len(item.geometry["coordinates"][0]) > 20  # densified: the edges follow the UTM square
+
+
+def test_collection_extent_and_metadata():
+    version = hand_version(tiles={"31UFU": [iso(T0), "2024-05-01T10:50:31Z"], "31UGU": ["2024-03-01T10:50:31Z"]})
+    items = [build_tile_item(version, t) for t in sorted(version.tiles)]
+    coll = build_cube_collection(version, items)
+    assert coll.id == "sentinel-2-l2a-cube" and coll.extra_fields["cardcube:version"] == 3
+    start, end = coll.extent.temporal.intervals[0]
+    assert (iso(start), iso(end)) == ("2024-03-01T10:50:31Z", "2024-05-01T10:50:31Z")
+    bboxes = coll.extent.spatial.bboxes
+    assert len(bboxes) == 3 and bboxes[0][0] == items[0].bbox[0] and bboxes[0][2] == items[1].bbox[2]
+    assert coll.license == "other"
+    assert any(link.rel == "license" and "Sentinel_Data_Legal_Notice" in link.href for link in coll.links)
+    roles = {p.name: p.roles for p in coll.providers}
+    assert "producer" in roles["European Space Agency (ESA)"] and "licensor" in roles["European Space Agency (ESA)"]
+    assert roles["cardcube"] == ["processor", "host"]
+    assert "Sentinel-2" in coll.keywords and [i.id for i in coll.get_items()] == ["s2-31UFU", "s2-31UGU"]
+
+
+def test_builders_are_deterministic():
+    a, b = build_tile_item(hand_version(), "31UFU"), build_tile_item(hand_version(), "31UFU")
+    assert a.to_dict(include_self_link=False) == b.to_dict(include_self_link=False)
+
+
+@pytest.mark.parametrize("spec", [S2_L2A, S1_BACKSCATTER])
+def test_documents_validate_offline(spec, validator):
+    version = hand_version(tiles={"31UFU": [iso(T0)], "31UGU": [iso(T0), "2024-05-01T10:50:31Z"]})
+    version = replace(version, collection=spec.name, spec=spec)
+    io = StoreStacIO(MemoryStore())
+    build_catalog(version, io=io).save(io)
+    docs = dict(walk_documents(io.store))
+    assert sorted(docs) == sorted([keys.ROOT_KEY, keys.collection_key(spec.name),
+                                   keys.source_collection_key(spec.source_collection),
+                                   keys.item_key(spec.name, "31UFU"), keys.item_key(spec.name, "31UGU")])
+    for key, doc in docs.items():
+        core_only = validate_document(doc, validator=validator, href=key, extensions=False)
+        assert core_only and core_only[0].startswith("https://schemas.stacspec.org/v1.1.0/")
+        if SCHEMA_DIR.is_dir():
+            checked = validate_document(doc, validator=validator, href=key)
+            if doc["type"] == "Feature":
+                assert {PROJ, DATACUBE} <= set(checked)
+
+
+def test_validation_never_downloads(validator, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("validation tried to fetch a schema")
+
+    monkeypatch.setattr(pystac.StacIO, "read_text", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    doc = build_tile_item(hand_version(), "31UFU").to_dict(include_self_link=False, transform_hrefs=False)
+    doc["stac_extensions"].append("https://stac-extensions.github.io/unknown/v9.9.9/schema.json")
+    with pytest.raises(SchemaUnavailableError):
+        validate_document(doc, validator=validator)
+
+
+def test_validation_catches_a_bad_extension_field(validator):
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"no offline extension schemas in {SCHEMA_DIR}")
+    doc = build_tile_item(hand_version(), "31UFU").to_dict(include_self_link=False, transform_hrefs=False)
+    doc["properties"]["proj:shape"] = "10980x10980"
+    with pytest.raises(pystac.STACValidationError):
+        validate_document(doc, validator=validator)
+    doc = build_tile_item(hand_version(), "31UFU").to_dict(include_self_link=False, transform_hrefs=False)
+    doc["properties"]["cube:dimensions"]["time"]["type"] = "clock"
+    with pytest.raises(pystac.STACValidationError):
+        validate_document(doc, validator=validator)

@@ -1,0 +1,110 @@
+"""The catalog of a real cube: written by ingest's hook, read back by pystac, kept in step with the ledger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pystac
+
+from cardcube.storage import open_store
+from catalog import catalog_is_current, published_version, rebuild_catalog, write_catalog
+from catalog.validate import validate_catalog
+from cube.ledger import read_version
+from ingest.job import ingest
+from tests.catalog.conftest import SCHEMA_DIR, make_scenes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def snapshot(cube: Path) -> dict[str, bytes]:
+    """Every catalog document of ``cube`` (not the Zarr data nor the ledger), by path."""
+    return {str(p.relative_to(cube)): p.read_bytes() for p in sorted(cube.rglob("*.json"))
+            if "cube.zarr" not in p.parts and "_ledger" not in p.parts and p.name not in ("zarr.json", "_lock.json")}
+
+
+def test_layout_and_validation(base_cube):
+    docs = snapshot(base_cube)
+    assert sorted(docs) == ["catalog.json", "s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json",
+                            "s2/collection.json", "sources/sentinel-2-l2a/collection.json"]
+    checked = validate_catalog(base_cube, extension_dir=SCHEMA_DIR if SCHEMA_DIR.is_dir() else None,
+                               extensions=SCHEMA_DIR.is_dir())
+    assert len(checked) == 5
+
+
+def test_pystac_reads_the_whole_tree_with_relative_links(base_cube):
+    root = pystac.Catalog.from_file(str(base_cube / "catalog.json"))
+    assert root.catalog_type == pystac.CatalogType.SELF_CONTAINED
+    collections = {c.id: c for c in root.get_children()}
+    assert set(collections) == {"sentinel-2-l2a-cube", "sentinel-2-l2a"}
+    items = list(root.get_items(recursive=True))
+    assert sorted(i.id for i in items) == ["s2-31UFU", "s2-31UGU"]
+    for item in items:
+        zarr = Path(item.assets["data"].get_absolute_href())
+        assert zarr == base_cube / "s2" / item.properties["cardcube:tile"] / "cube.zarr"
+        assert (zarr / "zarr.json").exists() and (zarr / "r20m" / "zarr.json").exists()
+        assert item.get_collection().id == "sentinel-2-l2a-cube"
+    for path, doc in snapshot(base_cube).items():
+        assert str(base_cube) not in doc.decode(), f"{path} holds an absolute href"
+    source = collections["sentinel-2-l2a-cube"].get_single_link("derived_from")
+    assert source is not None and source.href == "../sources/sentinel-2-l2a/collection.json"
+
+
+def test_catalog_is_current_and_idempotent(cube):
+    store = open_store(cube)
+    version = read_version(store, "s2")
+    assert catalog_is_current(store, version) and published_version(store, "s2") == 1
+    before = snapshot(cube)
+    mtimes = {p: os.stat(cube / p).st_mtime_ns for p in before}
+    write_catalog(store, version)
+    assert snapshot(cube) == before
+    (cube / "s2" / "collection.json").unlink()  # as if a crash came between the items and the collection
+    assert not catalog_is_current(store, version)
+    assert rebuild_catalog(cube) == {"s2": 1}
+    assert snapshot(cube) == before  # deterministic: the same bytes again
+    after = {p: os.stat(cube / p).st_mtime_ns for p in before}
+    assert {p for p in before if after[p] != mtimes[p]} == {"s2/collection.json"}  # equal documents not rewritten
+
+
+def test_append_grows_extent_and_properties(cube, tmp_path):
+    more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20, 25))
+    result = ingest(more, cube, collection="s2", progress=False, on_catalog=write_catalog)
+    assert result.ok and result.version == 2
+    coll = pystac.Collection.from_file(str(cube / "s2" / "collection.json"))
+    start, end = coll.extent.temporal.intervals[0]
+    assert start.isoformat().startswith("2024-04-01T10:50:31") and end.isoformat().startswith("2024-04-26T10:50:31")
+    assert coll.extra_fields["cardcube:version"] == 2
+    fu = pystac.Item.from_file(str(cube / "s2" / "31UFU" / "s2-31UFU.json"))
+    assert fu.properties["cardcube:dates"] == 5 and fu.properties["cardcube:version"] == 2
+    assert fu.properties["end_datetime"] == "2024-04-26T10:50:31Z"
+    assert fu.properties["cube:dimensions"]["time"]["extent"][1] == "2024-04-26T10:50:31Z"
+    gu = pystac.Item.from_file(str(cube / "s2" / "31UGU" / "s2-31UGU.json"))
+    assert gu.properties["cardcube:dates"] == 3 and gu.properties["end_datetime"] == "2024-04-11T10:50:31Z"
+    source = pystac.Collection.from_file(str(cube / "sources" / "sentinel-2-l2a" / "collection.json"))
+    assert source.extent.temporal.intervals[0][1] == end
+
+
+def test_rejected_ingest_leaves_catalog_unchanged(cube, tmp_path):
+    before = snapshot(cube)
+    bad = make_scenes(tmp_path / "bad", tiles=("31UFU",), days=(30,), broken=True)
+    result = ingest(bad, cube, collection="s2", progress=False, on_catalog=write_catalog)
+    assert not result.added and len(result.rejected) == 1
+    assert snapshot(cube) == before
+    if result.version is not None:  # the ledger records the rejection; the data, and so the catalog, are as before
+        head = read_version(open_store(cube), "s2")
+        assert head.version == result.version and catalog_is_current(cube, head)
+        assert published_version(cube, "s2") == 1
+
+
+def test_killed_ingest_leaves_catalog_unchanged(cube, tmp_path):
+    before = snapshot(cube)
+    more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20,))
+    code = ("import sys; from ingest.job import ingest; from catalog import write_catalog; "
+            "ingest(sys.argv[1], sys.argv[2], collection='s2', progress=False, on_catalog=write_catalog)")
+    env = {**os.environ, "CARDCUBE_KILL_AT": "written", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code, str(more), str(cube)], env=env, cwd=REPO, timeout=300,
+                          capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert snapshot(cube) == before
