@@ -87,20 +87,22 @@ class SynthResult:
         return {"parcels": self.n_parcels, "anomalies": self.n_anomalies, "s2_scenes": self.n_s2_scenes,
                 "s1_scenes": self.n_s1_scenes, "files": self.n_files}
 
-    def summary(self) -> str:
+    def summary(self, *, paths: bool = True) -> str:
+        """A few lines for people; ``paths=False`` leaves out where it was written (and the timing)."""
         c = self.config
         w, h = c.size_m
         lines = [
-            f"synthetic region in {self.out_dir}",
+            f"synthetic region in {self.out_dir}" if paths else "synthetic region",
             f"  seed {c.seed}, tiles {', '.join(self.tiles)}, {w / 1000:g} x {h / 1000:g} km, "
             f"bbox {tuple(round(v) for v in self.bbox)} (EPSG:32631)",
             f"  season {c.start} .. {c.end}",
             f"  {self.n_parcels} parcels, {self.n_anomalies} planted anomalies",
             f"  {self.n_s2_scenes} Sentinel-2 L2A scenes, {self.n_s1_scenes} Sentinel-1 CARD-BS scenes, "
             f"{self.n_files} files",
-            f"  STAC items: {self.items}",
         ]
-        if self.elapsed_s:
+        if paths:
+            lines.append(f"  STAC items: {self.items}")
+        if paths and self.elapsed_s:
             lines.append(f"  generated in {self.elapsed_s:.1f} s")
         return "\n".join(lines)
 
@@ -188,7 +190,7 @@ def _truth_table(truth: pd.DataFrame) -> pa.Table:
 def _write_region_json(world: World, result: SynthResult, path: Path) -> None:
     region = world.region
     doc = {
-        "config": world.config.to_dict(),
+        "config": {k: v for k, v in world.config.to_dict().items() if k != "workers"},  # not content
         "crs": region.crs,
         "bbox": list(region.bbox),
         "size_m": [region.width_m, region.height_m],
@@ -196,6 +198,6 @@ def _write_region_json(world: World, result: SynthResult, path: Path) -> None:
         "tiles": {t.tile.tile_id: {"row": t.row, "col": t.col, "height": t.height, "width": t.width}
                   for t in region.tiles},
         "counts": result.counts(),
-        "summary": result.summary(),
+        "summary": result.summary(paths=False),
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -29,6 +29,8 @@ from cardcube.spec import S1_BACKSCATTER, S2_L2A, BandSpec
 from cardcube.synth.cog import COG_MEDIA_TYPE
 from cardcube.synth.scenes import SceneRecord
 
+# Where the provider's STAC API would serve the collections (a reserved .example domain: synthetic data).
+PROVIDER_API = "https://stac.synthetic.example/v1"
 _COMMON_NAMES = {"blue", "green", "red", "nir", "nir08", "rededge", "swir16", "swir22"}
 
 
@@ -49,6 +51,8 @@ def scene_item(scene: SceneRecord) -> pystac.Item:
         },
         collection=acq.collection,
     )
+    item.add_link(pystac.Link(pystac.RelType.COLLECTION, f"{PROVIDER_API}/collections/{acq.collection}",
+                              media_type=pystac.MediaType.JSON))
     spec = S2_L2A if s2 else S1_BACKSCATTER
     for rec in scene.assets:
         band = spec.band(rec.band)
