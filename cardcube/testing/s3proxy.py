@@ -58,6 +58,7 @@ _MESSAGES = {
     "ServiceUnavailable": "Service is unable to handle request.",
 }
 _CHUNK = 64 * 1024
+_SHUTDOWN_S = 1.0  # stop() cuts requests still in flight after this long
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,12 @@ class S3Proxy:
         )
         app = web.Application(client_max_size=6 * 2**30)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, auto_decompress=False, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_S
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
 
     async def _shutdown(self) -> None:
         if self._runner is not None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import threading
 import time
 
 import boto3
@@ -229,3 +231,38 @@ def test_proxy_stops_and_refuses_connections(s3_server: S3Server) -> None:
         _ = proxy.endpoint_url
     with pytest.raises(Exception, match="Could not connect"):
         _client(url).list_buckets()
+
+
+def test_multipart_upload_counts_posts_and_parts(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    body = bytes(range(256)) * (6 * 2**20 // 256)
+    config = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, use_threads=False)
+    _client(s3_proxy.endpoint_url).upload_fileobj(io.BytesIO(body), s3_bucket.name, "mpu", Config=config)
+    stats = s3_proxy.snapshot()
+    assert (stats.post, stats.put) == (2, 2)  # create and complete; two parts
+    assert stats.request_bytes >= len(body)
+    got = s3_bucket.server.client().get_object(Bucket=s3_bucket.name, Key="mpu")["Body"].read()
+    assert got == body
+
+
+def test_stop_is_bounded_with_a_request_in_flight(s3_bucket: S3Bucket, s3_server: S3Server) -> None:
+    s3_server.client().put_object(Bucket=s3_bucket.name, Key="big", Body=bytes(1_000_000))
+    proxy = start_s3_proxy(s3_server.endpoint_url, bandwidth_bps=10_000)  # 100 s for the object
+    errors: list[BaseException] = []
+
+    def slow_read() -> None:
+        try:
+            _client(proxy.endpoint_url).get_object(Bucket=s3_bucket.name, Key="big")["Body"].read()
+        except Exception as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=slow_read, daemon=True)
+    reader.start()
+    while proxy.snapshot().response_bytes == 0:
+        time.sleep(0.01)
+    started = time.monotonic()
+    proxy.stop()
+    assert time.monotonic() - started < 5
+    reader.join(10)
+    assert not reader.is_alive() and errors  # the client saw the cut, it did not hang
