@@ -1,0 +1,239 @@
+"""Query routing: which cube tiles (Zarr groups) a geometry and time range need, from the static catalog only.
+
+:func:`find_tiles` reads the collection document (one GET, which also says which ledger version the
+catalog reflects) and the tile items it links to, parsed once per store, key and version in a small LRU
+cache, so a warm call costs one small GET and no database. Footprints are tested in each tile's own UTM
+CRS against the tile's exact square (``proj:bbox``), not against the looser WGS84 bbox, so a parcel is
+routed to every tile it overlaps (two for a parcel across the overlap of neighbouring tiles) and to no
+other.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from odc.geo.geom import Geometry
+from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
+from zarr.abc.store import Store
+
+from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.storage import StoreLike, open_store, read_json
+from catalog import keys
+from catalog.build import VERSION_FIELD
+from catalog.io import StoreStacIO, store_base
+
+TimeBound = str | datetime | np.datetime64 | None
+TimeLike = str | tuple[TimeBound, TimeBound] | None
+CACHE_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class TileRef:
+    """One cube tile a query needs: where its Zarr group is, what it covers, and the catalog version."""
+
+    collection: str
+    tile: str
+    item_id: str
+    zarr_path: str  # relative to the cube root
+    bbox: tuple[float, float, float, float]  # WGS84
+    crs: str  # the tile's own CRS (proj:code)
+    proj_bbox: tuple[float, float, float, float]  # the tile's square in ``crs``
+    start: str  # first date, ISO 8601 UTC
+    end: str  # last date
+    dates: int
+    version: int  # ledger version the catalog reflects
+
+    @property
+    def footprint(self) -> Geometry:
+        """The tile's exact square in its own CRS."""
+        return Geometry(box(*self.proj_bbox), self.crs)
+
+    def url(self, root: str) -> str:
+        """The Zarr group's URL under cube root ``root`` (a folder, ``s3://`` or ``https://`` URL)."""
+        return f"{root.rstrip('/')}/{self.zarr_path}"
+
+    def overlaps(self, lo: np.datetime64 | None, hi: np.datetime64 | None) -> bool:
+        """True if the tile has dates in ``[lo, hi)`` by its first and last date (None: open)."""
+        start, end = _as_datetime64(self.start), _as_datetime64(self.end)
+        return (lo is None or end >= lo) and (hi is None or start < hi)
+
+
+class _LRU:
+    """A small thread-safe LRU mapping for parsed catalog documents."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_CACHE = _LRU(CACHE_SIZE)
+
+
+def clear_cache() -> None:
+    """Forget every parsed catalog document (tests; the version key makes it unnecessary otherwise)."""
+    _CACHE.clear()
+
+
+def _store_token(store: Store) -> Hashable:
+    base = store_base(store)
+    return ("id", id(store)) if base.startswith("memory://") else base
+
+
+def _as_datetime64(value: TimeBound) -> np.datetime64:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return np.datetime64(value, "ns")
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[ns]")
+    return np.datetime64(str(value).strip().removesuffix("Z"), "ns")
+
+
+def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
+    """A start bound, or an exclusive end bound that includes the whole period written (``2024-05`` = May)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = np.datetime64(value.strip().removesuffix("Z"))
+        except ValueError:
+            raise InvalidRequestError(f"time {value!r} is not an ISO 8601 date or time") from None
+        return ((parsed + 1) if end else parsed).astype("datetime64[ns]")
+    parsed = _as_datetime64(value)
+    return parsed + np.timedelta64(1, "ns") if end else parsed
+
+
+def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
+    """``[lo, hi)`` from a time range: ``"2024-05"``, ``"2024-04-01/2024-05-31"``, ``"2024-04-01/.."`` or a
+    ``(start, end)`` pair of strings, datetimes or datetime64 (None: open). End dates are inclusive."""
+    if time is None:
+        return None, None
+    if isinstance(time, str):
+        start, sep, end = time.partition("/")
+        lo, hi = (_bound(start, end=False), _bound(end, end=True)) if sep else (
+            _bound(start, end=False), _bound(start, end=True))
+    else:
+        start, end = time
+        lo, hi = _bound(start, end=False), _bound(end, end=True)
+    if lo is not None and hi is not None and lo >= hi:
+        raise InvalidRequestError(f"time range {time!r} is empty")
+    return lo, hi
+
+
+def _query_geometry(bbox: Any, geometry: Any, crs: Any) -> Geometry | None:
+    if bbox is not None and geometry is not None:
+        raise InvalidRequestError("give either a bbox or a geometry, not both")
+    if bbox is not None:
+        if len(bbox) != 4 or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+            raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
+        return Geometry(box(*bbox), crs or "EPSG:4326")
+    if geometry is None:
+        return None
+    if isinstance(geometry, Geometry):
+        return geometry if crs is None else Geometry(geometry.geom, crs)
+    if not isinstance(geometry, BaseGeometry):
+        geometry = shape(geometry)  # a GeoJSON mapping or anything with __geo_interface__
+    return Geometry(geometry, crs or "EPSG:4326")
+
+
+def _in_crs(query: Geometry, crs: str, done: dict[str, BaseGeometry]) -> BaseGeometry:
+    if crs not in done:
+        geom = query
+        if geom.geom.geom_type not in ("Point", "MultiPoint"):
+            minx, miny, maxx, maxy = geom.boundingbox
+            step = max(maxx - minx, maxy - miny) / 32
+            geom = geom.segmented(step) if step > 0 else geom  # straight edges curve when reprojected
+        done[crs] = geom.to_crs(crs).geom
+    return done[crs]
+
+
+def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
+    props = doc["properties"]
+    tile = props["cardcube:tile"]
+    data_href = doc["assets"]["data"]["href"]
+    zarr_path = "/".join([*item_key.split("/")[:-1], data_href.removeprefix("./")])
+    return TileRef(
+        collection=collection, tile=tile, item_id=doc["id"], zarr_path=zarr_path,
+        bbox=tuple(doc["bbox"]), crs=props["proj:code"], proj_bbox=tuple(props["proj:bbox"]),
+        start=props["start_datetime"], end=props["end_datetime"], dates=props["cardcube:dates"],
+        version=props[VERSION_FIELD],
+    )
+
+
+def tile_refs(store: StoreLike, collection: str) -> list[TileRef]:
+    """Every tile of ``collection`` as the catalog lists it (items cached per store, key and version)."""
+    store = open_store(store)
+    io = StoreStacIO(store)
+    coll_key = keys.collection_key(collection)
+    doc = read_json(store, coll_key)
+    if doc is None:
+        raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
+                                f"'cardcube catalog build' writes it from the ledger)")
+    version = doc.get(VERSION_FIELD)
+    token = _store_token(store)
+    refs = []
+    for link in doc.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        item_key = io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
+        cache_key = (token, item_key, version)
+        ref = _CACHE.get(cache_key)
+        if ref is None:
+            item = read_json(store, item_key)
+            if item is None:
+                raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
+            ref = _tile_ref(item, collection, item_key)
+            _CACHE.put(cache_key, ref)
+        refs.append(ref)
+    return sorted(refs, key=lambda r: r.tile)
+
+
+def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, float, float, float] | None = None,
+               geometry: Any = None, crs: Any = None, time: TimeLike = None) -> list[TileRef]:
+    """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and have dates in ``time``.
+
+    ``geometry`` is a shapely geometry, a GeoJSON mapping or an ``odc.geo`` Geometry; ``bbox`` is
+    ``(minx, miny, maxx, maxy)``; both are in ``crs`` (default WGS84, or the Geometry's own CRS). Without
+    either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
+    or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
+    """
+    query = _query_geometry(bbox, geometry, crs)
+    lo, hi = parse_time_range(time)
+    projected: dict[str, BaseGeometry] = {}
+    found = []
+    for ref in tile_refs(store_or_url, collection):
+        if not ref.overlaps(lo, hi):
+            continue
+        if query is not None:
+            square = box(*ref.proj_bbox)
+            geom = _in_crs(query, ref.crs, projected)
+            if not square.intersects(geom) or square.touches(geom):
+                continue
+        found.append(ref)
+    return found

@@ -1,0 +1,132 @@
+"""Routing: parcels and boxes to the tiles that hold them, by reading the static catalog only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from odc.geo.geom import Geometry
+from shapely.geometry import Point, box, mapping
+from zarr.storage import MemoryStore
+
+from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.storage import CountingStore, open_store
+from catalog.io import StoreStacIO
+from catalog.route import clear_cache, find_tiles, parse_time_range, tile_refs
+from catalog.write import build_catalog, write_catalog
+from tests.catalog.conftest import hand_version
+
+UTM = "EPSG:32631"
+IN_FU = box(650_000, 5_850_000, 650_100, 5_850_080)  # 31UFU only
+STRADDLE = box(705_000, 5_850_000, 705_120, 5_850_100)  # in the 9.84 km overlap of 31UFU and 31UGU
+IN_GU = box(750_000, 5_850_000, 750_100, 5_850_100)  # 31UGU only
+OUTSIDE = box(900_000, 5_850_000, 900_100, 5_850_100)  # east of both
+
+
+def wgs84(geom):
+    return Geometry(geom, UTM).to_crs("EPSG:4326").geom
+
+
+@pytest.fixture
+def memory_cube():
+    """A catalog of two tiles with different dates, in memory: 31UFU April, 31UGU May-June."""
+    version = hand_version(tiles={
+        "31UFU": ["2024-04-01T10:50:31Z", "2024-04-11T10:50:31Z", "2024-04-21T10:50:31Z"],
+        "31UGU": ["2024-05-05T10:50:31Z", "2024-06-30T10:50:31Z"],
+    })
+    store = MemoryStore()
+    io = StoreStacIO(store)
+    build_catalog(version, io=io).save(io)
+    return store
+
+
+def ids(refs):
+    return [r.tile for r in refs]
+
+
+def test_parcels_route_to_their_tiles(base_cube):
+    assert ids(find_tiles(base_cube, "s2", geometry=IN_FU, crs=UTM)) == ["31UFU"]
+    assert ids(find_tiles(base_cube, "s2", geometry=IN_GU, crs=UTM)) == ["31UGU"]
+    assert ids(find_tiles(base_cube, "s2", geometry=STRADDLE, crs=UTM)) == ["31UFU", "31UGU"]
+    assert find_tiles(base_cube, "s2", geometry=OUTSIDE, crs=UTM) == []
+
+
+def test_geometry_in_any_crs_and_forms(base_cube):
+    assert ids(find_tiles(base_cube, "s2", geometry=wgs84(STRADDLE))) == ["31UFU", "31UGU"]  # default WGS84
+    assert ids(find_tiles(base_cube, "s2", geometry=mapping(wgs84(IN_GU)), crs="EPSG:4326")) == ["31UGU"]
+    assert ids(find_tiles(base_cube, "s2", geometry=Geometry(IN_FU, UTM).to_crs("EPSG:3035"))) == ["31UFU"]
+    assert ids(find_tiles(base_cube, "s2", bbox=STRADDLE.bounds, crs=UTM)) == ["31UFU", "31UGU"]
+    assert ids(find_tiles(base_cube, "s2", geometry=Point(650_000, 5_850_000), crs=UTM)) == ["31UFU"]
+    assert ids(find_tiles(base_cube, "s2")) == ["31UFU", "31UGU"]
+
+
+def test_exact_footprint_not_the_wgs84_bbox(base_cube):
+    """A point in 31UGU's WGS84 bbox but west of its UTM square (north, where the edge leans east) is not routed."""
+    ref = {r.tile: r for r in find_tiles(base_cube, "s2")}["31UGU"]
+    west = Geometry(Point(699_000, 5_899_000), UTM).to_crs("EPSG:4326").geom
+    assert ref.bbox[0] < west.x < ref.bbox[2] and ref.bbox[1] < west.y < ref.bbox[3]
+    assert ids(find_tiles(base_cube, "s2", geometry=west)) == ["31UFU"]
+
+
+def test_result_objects(base_cube):
+    ref = find_tiles(base_cube, "s2", geometry=IN_FU, crs=UTM)[0]
+    assert ref.item_id == "s2-31UFU" and ref.zarr_path == "s2/31UFU/cube.zarr" and ref.version == 1
+    assert (base_cube / ref.zarr_path / "zarr.json").exists()
+    assert ref.url(str(base_cube)) == f"{base_cube}/s2/31UFU/cube.zarr"
+    assert ref.crs == UTM and ref.proj_bbox == (600000.0, 5790240.0, 709800.0, 5900040.0)
+    assert (ref.start, ref.end, ref.dates) == ("2024-04-01T10:50:31Z", "2024-04-11T10:50:31Z", 3)
+    with pytest.raises(AttributeError):
+        ref.tile = "x"  # frozen
+
+
+def test_time_filtering(memory_cube):
+    both = dict(geometry=STRADDLE, crs=UTM)
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04")) == ["31UFU"]
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-06")) == ["31UGU"]
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04-15/2024-05-05")) == ["31UFU", "31UGU"]
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04-22/2024-05-04")) == []
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04-21")) == ["31UFU"]  # a whole day
+    assert ids(find_tiles(memory_cube, "s2", **both, time=("2024-05-01", None))) == ["31UGU"]
+    assert ids(find_tiles(memory_cube, "s2", **both, time="../2024-03-31")) == []
+    end = datetime(2024, 4, 21, 10, 50, 31, tzinfo=UTC)
+    assert ids(find_tiles(memory_cube, "s2", **both, time=(end, end))) == ["31UFU"]
+    assert ids(find_tiles(memory_cube, "s2", time=(np.datetime64("2024-06-30T10:50:31"), None))) == ["31UGU"]
+
+
+def test_time_range_parsing():
+    lo, hi = parse_time_range("2024-05")
+    assert lo == np.datetime64("2024-05-01", "ns") and hi == np.datetime64("2024-06-01", "ns")
+    with pytest.raises(InvalidRequestError):
+        parse_time_range("2024-05-02/2024-05-01")
+    with pytest.raises(InvalidRequestError):
+        parse_time_range("spring")
+    with pytest.raises(InvalidRequestError):
+        find_tiles(MemoryStore(), "s2", bbox=(0, 0, 1, 1), geometry=IN_FU)
+
+
+def test_reads_only_the_collection_when_warm(memory_cube):
+    clear_cache()
+    counting = CountingStore(memory_cube)
+    find_tiles(counting, "s2", geometry=STRADDLE, crs=UTM)
+    assert sorted(counting.keys_read) == ["s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json", "s2/collection.json"]
+    counting.reset()
+    find_tiles(counting, "s2", geometry=IN_FU, crs=UTM)
+    assert counting.keys_read == ["s2/collection.json"]
+
+
+def test_new_version_is_seen(cube, tmp_path):
+    assert {r.version for r in tile_refs(cube, "s2")} == {1}
+    store = open_store(cube)
+    from cube.ledger import read_version
+
+    v1 = read_version(store, "s2")
+    later = {t: type(s)(t, s.cold, s.hot, s.hot_slots_used) for t, s in v1.tiles.items()}
+    v2 = type(v1)("s2", 2, v1.spec, {"31UFU": later["31UFU"]}, v1.scenes, created=v1.created)
+    write_catalog(store, v2)  # a version that changed the data: the catalog follows, cache or not
+    assert {r.version for r in tile_refs(cube, "s2")} == {2}
+
+
+def test_missing_catalog(tmp_path):
+    with pytest.raises(CubeNotFoundError, match="catalog build"):
+        find_tiles(MemoryStore(), "s2")
