@@ -367,10 +367,10 @@ class S3Proxy:
             started = time.monotonic()
             if request.method != "HEAD":
                 async for chunk in upstream.content.iter_chunked(_chunk_size(config.bandwidth_bps)):
+                    sent += len(chunk)
+                    await _throttle(sent, config.bandwidth_bps, started)  # the last byte leaves on time
                     self._count_response(None, len(chunk))
                     await response.write(chunk)
-                    sent += len(chunk)
-                    await _throttle(sent, config.bandwidth_bps, started)
             await response.write_eof()
         return response
 
