@@ -1,9 +1,79 @@
-"""Subcommands of this package (filled in as the package grows)."""
+"""``cardcube catalog build|serve|find``: thin shells over :mod:`catalog`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from cardcube.spec import CUBE_SPECS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``cardcube`` parser."""
+    parser = sub.add_parser("catalog", help="the cube's static STAC catalog: build, serve, route",
+                            description="The static STAC catalog written next to the cube.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    build = verbs.add_parser("build", help="regenerate the catalog from the ledger",
+                             description="Regenerate the STAC catalog of every cube collection (or the given "
+                             "ones) from its latest ledger version. Idempotent; unchanged documents are not "
+                             "rewritten.")
+    build.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    build.add_argument("--collection", action="append", choices=sorted(CUBE_SPECS),
+                       help="cube collection to rebuild (repeatable; default: all found)")
+    build.set_defaults(func=_build)
+
+    serve = verbs.add_parser("serve", help="serve the catalog and the Zarr data over HTTP, with CORS",
+                             description="Serve the cube root read-only over HTTP for STAC browsers and Zarr "
+                             "readers (CORS: any origin; byte ranges). Root: /catalog.json.")
+    serve.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=_serve)
+
+    find = verbs.add_parser("find", help="the tiles a bbox and time range need, from the catalog",
+                            description="Print, as JSON lines, the cube tiles that intersect a bbox and time "
+                            "range, read from the static catalog.")
+    find.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    find.add_argument("--collection", default="s2", choices=sorted(CUBE_SPECS), help="cube collection (s2)")
+    find.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy (in --crs)")
+    find.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
+    find.add_argument("--time", help="date or start/end interval, ISO 8601 (ends inclusive, '..' open)")
+    find.set_defaults(func=_find)
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [float(v) for v in text.split(",")]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"bbox {text!r} needs four numbers: minx,miny,maxx,maxy")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _build(args: argparse.Namespace) -> int:
+    from catalog.write import rebuild_catalog
+
+    done = rebuild_catalog(args.cube, collections=tuple(args.collection) if args.collection else None)
+    if not done:
+        print(f"no cube collection with a committed version at {args.cube}")
+        return 1
+    for name, version in done.items():
+        print(f"{name}: catalog of version {version}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from catalog.serve import serve
+
+    print(f"serving {args.cube} at http://{args.host}:{args.port}/catalog.json (Ctrl-C to stop)", flush=True)
+    serve(args.cube, host=args.host, port=args.port)
+    return 0
+
+
+def _find(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from catalog.route import find_tiles
+
+    for ref in find_tiles(args.cube, args.collection, bbox=args.bbox, crs=args.crs, time=args.time):
+        print(json.dumps(asdict(ref)))
+    return 0

@@ -1,0 +1,114 @@
+"""``cardcube catalog serve``: the cube root over HTTP for STAC browsers and Zarr readers, with CORS.
+
+A tiny Starlette app that maps each URL path to a key of the cube's zarr Store (a folder or ``s3://``),
+so the catalog's relative links and the items' Zarr assets resolve under any base URL. GET and HEAD with
+byte ranges (Zarr shard indexes are read by range), ``Access-Control-Allow-Origin: *`` on every answer, and
+preflight OPTIONS. Read-only; nothing outside the cube root is reachable.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from cardcube.storage import StoreLike, open_store
+from catalog import keys
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
+
+
+def _media_type(key: str) -> str:
+    return next((t for ext, t in _MEDIA_TYPES.items() if key.endswith(ext)), "application/octet-stream")
+
+
+def _byte_request(header: str | None, size: int) -> tuple[ByteRequest | None, int, int] | None:
+    """``(request, first, last)`` for a single-range header; None for a malformed or unsatisfiable one."""
+    if header is None:
+        return None, 0, size - 1
+    m = _RANGE.match(header.strip())
+    if not m or (not m[1] and not m[2]):
+        return None
+    if not m[1]:  # the last n bytes
+        n = min(int(m[2]), size)
+        return (SuffixByteRequest(n), size - n, size - 1) if n else None
+    first = int(m[1])
+    last = min(int(m[2]), size - 1) if m[2] else size - 1
+    if first > last:
+        return None
+    return (OffsetByteRequest(first) if last == size - 1 else RangeByteRequest(first, last + 1)), first, last
+
+
+def _size(store: Store, key: str) -> int | None:
+    if not sync(store.exists(key)):
+        return None
+    return int(sync(store.getsize(key)))
+
+
+def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
+    buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
+    return None if buf is None else buf.to_bytes()
+
+
+def _safe_key(path: str) -> str | None:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
+        return None
+    return path
+
+
+def make_app(cube: StoreLike) -> Starlette:
+    """The ASGI app serving the cube root ``cube`` (read-only)."""
+    store = open_store(cube, read_only=True)
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse(f"/{keys.ROOT_KEY}", headers=CORS_HEADERS)
+
+    async def document(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=CORS_HEADERS)
+        key = _safe_key(request.path_params["key"])
+        size = None if key is None else await run_in_threadpool(_size, store, key)
+        if key is None or size is None:
+            return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
+        wanted = _byte_request(request.headers.get("range"), size)
+        if wanted is None:
+            return Response(status_code=416, headers={**CORS_HEADERS, "Content-Range": f"bytes */{size}"})
+        byte_request, first, last = wanted
+        headers = {**CORS_HEADERS, "Accept-Ranges": "bytes", "Content-Length": str(last - first + 1)}
+        status = 200
+        if byte_request is not None:
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=_media_type(key))
+        body = await run_in_threadpool(_read, store, key, byte_request)
+        if body is None:
+            return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
+        return Response(body, status_code=status, headers=headers, media_type=_media_type(key))
+
+    return Starlette(routes=[
+        Route("/", root, methods=["GET", "HEAD"]),
+        Route("/{key:path}", document, methods=["GET", "HEAD", "OPTIONS"]),
+    ])
+
+
+def serve(cube: StoreLike, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``cube`` until interrupted."""
+    import uvicorn
+
+    uvicorn.run(make_app(cube), host=host, port=port, log_level="warning")

@@ -1,0 +1,37 @@
+"""``cardcube catalog build|find`` through the real argument parser."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cardcube.cli import main
+
+
+def test_build_regenerates_from_the_ledger(cube, capsys):
+    before = (cube / "s2" / "31UFU" / "s2-31UFU.json").read_bytes()
+    for path in ("catalog.json", "s2/collection.json", "s2/31UFU/s2-31UFU.json"):
+        (cube / path).unlink()
+    assert main(["catalog", "build", "--cube", str(cube)]) == 0
+    assert "s2: catalog of version 1" in capsys.readouterr().out
+    assert (cube / "s2" / "31UFU" / "s2-31UFU.json").read_bytes() == before
+    assert (cube / "catalog.json").exists()
+
+
+def test_build_without_cube(tmp_path, capsys):
+    assert main(["catalog", "build", "--cube", str(tmp_path)]) == 1
+
+
+def test_find_prints_tiles(base_cube, capsys):
+    assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705100,5850100",
+                 "--crs", "EPSG:32631", "--time", "2024-04-01/2024-04-30"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["tile"] for r in lines] == ["31UFU", "31UGU"] and lines[0]["zarr_path"] == "s2/31UFU/cube.zarr"
+
+
+@pytest.mark.parametrize("verb", ["build", "serve", "find"])
+def test_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["catalog", verb, "--help"])
+    assert exc.value.code == 0 and "--cube" in capsys.readouterr().out

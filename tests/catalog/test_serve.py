@@ -1,0 +1,112 @@
+"""``cardcube catalog serve``: the catalog and the Zarr data over HTTP, browsable, with CORS."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+import numpy as np
+import pytest
+import zarr
+from starlette.testclient import TestClient
+from zarr.storage import FsspecStore
+
+from catalog.serve import make_app
+from tests.catalog.conftest import WINDOWS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client(base_cube):
+    with TestClient(make_app(base_cube)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def link(doc: dict, rel: str) -> str:
+    return next(li["href"] for li in doc["links"] if li["rel"] == rel)
+
+
+def test_ranges_head_and_cors(client, base_cube):
+    key = "s2/31UFU/cube.zarr/zarr.json"
+    whole = (base_cube / key).read_bytes()
+    r = client.get(f"/{key}")
+    assert r.status_code == 200 and r.content == whole and r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["content-type"].startswith("application/json")
+    r = client.get(f"/{key}", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == whole[10:20]
+    assert r.headers["content-range"] == f"bytes 10-19/{len(whole)}"
+    assert client.get(f"/{key}", headers={"Range": "bytes=-5"}).content == whole[-5:]
+    assert client.get(f"/{key}", headers={"Range": "bytes=7-"}).content == whole[7:]
+    assert client.get(f"/{key}", headers={"Range": f"bytes={len(whole)}-"}).status_code == 416
+    head = client.head(f"/{key}")
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole) and not head.content
+    pre = client.options(f"/{key}", headers={"Origin": "https://radiantearth.github.io",
+                                             "Access-Control-Request-Method": "GET"})
+    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
+
+
+def test_not_found_and_no_escape(client):
+    assert client.get("/nothing.json").status_code == 404
+    assert client.get("/s2/../../etc/passwd").status_code == 404
+    assert client.get("/%2e%2e/etc/passwd").status_code == 404
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/catalog.json"
+
+
+def test_serve_subprocess_is_browsable(base_cube):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "catalog", "serve", "--cube", str(base_cube),
+                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                root_resp = httpx.get(base + "catalog.json", headers={"Origin": "http://example.org"})
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    why = proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+                    raise AssertionError(why) from None
+                time.sleep(0.2)
+        assert root_resp.status_code == 200 and root_resp.headers["access-control-allow-origin"] == "*"
+        root = root_resp.json()
+        coll_url = urljoin(base + "catalog.json", next(
+            li["href"] for li in root["links"] if li["rel"] == "child" and li["href"].startswith("./s2/")))
+        coll = httpx.get(coll_url).json()
+        assert coll["type"] == "Collection" and coll["id"] == "sentinel-2-l2a-cube"
+        item_url = urljoin(coll_url, link(coll, "item"))
+        item = httpx.get(item_url).json()
+        assert item["type"] == "Feature" and urljoin(item_url, link(item, "root")) == base + "catalog.json"
+        zarr_url = urljoin(item_url, item["assets"]["data"]["href"])
+        meta = httpx.get(zarr_url + "/zarr.json")
+        assert meta.status_code == 200 and meta.json()["node_type"] == "group"
+        assert meta.headers["access-control-allow-origin"] == "*"
+        # a Zarr reader gets the same pixels over HTTP as from the folder (three dates: all in the hot buffer)
+        tile = item["properties"]["cardcube:tile"]
+        remote = zarr.open_array(FsspecStore.from_url(zarr_url + "/hot/r10m/B04", read_only=True), mode="r")
+        local = zarr.open_array(str(base_cube / "s2" / tile / "cube.zarr" / "hot" / "r10m" / "B04"), mode="r")
+        assert remote.shape[0] == 3
+        a = item["properties"]["proj:transform"]
+        row, col = round((a[5] - WINDOWS[tile][1]) / a[0]), round((WINDOWS[tile][0] - a[2]) / a[0])
+        window = (slice(0, 3), slice(row, row + 40), slice(col, col + 40))
+        assert remote.shape == local.shape and np.array_equal(remote[window], local[window])
+        assert (remote[window] > 0).all()  # the scenes' pixels, not fill values
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
