@@ -1,0 +1,57 @@
+"""StoreStacIO: the catalog through a zarr Store, the same on a folder, in memory and on S3."""
+
+from __future__ import annotations
+
+import pystac
+import pytest
+from zarr.storage import LocalStore, MemoryStore
+
+from cardcube.storage import CountingStore, open_store, read_bytes
+from cardcube.testing import fixtures
+from catalog import keys
+from catalog.io import StoreStacIO, store_base
+from catalog.route import find_tiles
+from catalog.validate import walk_documents
+from catalog.write import catalog_is_current, write_catalog
+from tests.catalog.conftest import hand_version
+
+s3_server, s3_bucket = fixtures.s3_server, fixtures.s3_bucket
+
+
+def test_hrefs_and_keys(tmp_path):
+    io = StoreStacIO(CountingStore(LocalStore(tmp_path)))
+    assert io.base == str(tmp_path) == store_base(io.store)
+    assert io.key(io.href("s2/collection.json")) == "s2/collection.json"
+    assert io.key(f"file://{tmp_path}/catalog.json") == "catalog.json"
+    assert io.key("s2/31UFU/../collection.json") == "s2/collection.json"
+    for outside in ("/etc/passwd", "https://example.org/catalog.json", "../x.json", f"{tmp_path}/../x.json"):
+        with pytest.raises(ValueError, match="outside"):
+            io.key(outside)
+
+
+def test_unchanged_write_is_skipped():
+    store = CountingStore(MemoryStore())
+    io = StoreStacIO(store)
+    io.write_text(io.href("a.json"), "{}\n")
+    io.write_text(io.href("a.json"), "{}\n")
+    assert store.requests["set"] == 1 and read_bytes(store, "a.json") == b"{}\n"
+    with pytest.raises(FileNotFoundError):
+        io.read_text(io.href("missing.json"))
+
+
+@pytest.mark.s3
+def test_catalog_on_s3(s3_bucket):
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options())
+    version = hand_version(tiles={"31UFU": ["2024-04-01T10:50:31Z"], "31UGU": ["2024-04-02T10:50:31Z"]})
+    write_catalog(store, version)
+    assert catalog_is_current(store, version)
+    io = StoreStacIO(store)
+    assert io.base.startswith("s3://")
+    assert sorted(k for k, _ in walk_documents(store)) == sorted([
+        keys.ROOT_KEY, "s2/collection.json", "sources/sentinel-2-l2a/collection.json",
+        "s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json"])
+    root = pystac.Catalog.from_file(io.href(keys.ROOT_KEY), stac_io=io)
+    item = next(iter(root.get_items(recursive=True)))
+    assert item.assets["data"].get_absolute_href() == f"{io.base}/s2/31UFU/cube.zarr"
+    assert [r.tile for r in find_tiles(store, "s2", bbox=(705_000, 5_850_000, 705_100, 5_850_100),
+                                       crs="EPSG:32631")] == ["31UFU", "31UGU"]
