@@ -74,9 +74,9 @@ def cloud_layers(rng: np.random.Generator, shape: tuple[int, int], *, cover: flo
     dr, dc = round(-length * np.cos(azimuth)), round(length * np.sin(azimuth))  # shadow -> its cloud
     shadow = cloud_full[pad + dr:pad + dr + h, pad + dc:pad + dc + w] * np.float32(0.9)
     shadow = np.where(cloud > 0.3, 0, shadow).astype(np.float32)
-    if rng.random() < 0.3:
+    if rng.random() < 0.25:
         streaks = smooth_field(rng, shape, sigma=(3.0, 18.0), octaves=(1.0, 0.3))
-        cirrus = (np.clip((streaks - rng.uniform(-0.3, 1.0)) / 1.5, 0, 1) * 0.3).astype(np.float32)
+        cirrus = (np.clip((streaks - rng.uniform(0.2, 1.6)) / 1.5, 0, 1) * 0.25).astype(np.float32)
     else:
         cirrus = np.zeros(shape, np.float32)
     return CloudLayers(cloud.astype(np.float32), shadow, cirrus)

@@ -30,7 +30,7 @@ def write_cog(
     profile = {
         "driver": "COG", "width": data.shape[1], "height": data.shape[0], "count": 1, "dtype": data.dtype.name,
         "crs": str(geobox.crs), "transform": Affine(*geobox.affine[:6]), "nodata": nodata,
-        "compress": "DEFLATE", "level": 6, "predictor": "3" if floating else "2", "blocksize": 512,
+        "compress": "DEFLATE", "level": 1, "predictor": "3" if floating else "2", "blocksize": 512,
         "overviews": "AUTO", "resampling": "nearest" if categorical else "average",
     }
     with rasterio.open(path, "w", **profile) as dst:

@@ -66,64 +66,73 @@ def swath_mask(world: World, acq: Acquisition) -> np.ndarray:
 
 def render(world: World, acq: Acquisition, spectra: np.ndarray) -> S2Render:
     """Simulate pass ``acq`` over the region of ``world``."""
+    f32 = np.float32
     rng = rng_for(world.config.seed, S2_STREAM, acq.index)
     cover = draw_cloud_cover(rng, world.config.cloudiness)
     layers = cloud_layers(rng, world.labels.shape, cover=cover)
     t = world.canopy.day(acq.date)
     labels = world.labels
-    green = world.canopy.green[t][labels] * (1 + 0.06 * world.vigour_field)
     is_parcel = labels >= N_BACKGROUND
-    green = np.where(is_parcel, green, world.canopy.green[t][labels])
-    dry = world.canopy.dry[t][labels]
-    green = np.clip(green, 0, 1)
-    dry = np.minimum(dry, 1 - green)
+    green = world.canopy.green[t][labels]
+    green = np.clip(np.where(is_parcel, green * (1 + f32(0.06) * world.vigour_field), green), 0, 1)
+    dry = np.minimum(world.canopy.dry[t][labels], 1 - green)
     bare = 1 - green - dry
-    wet = float(world.canopy.soil_wetness[t])
-    soil_scale = (1 + 0.08 * world.soil_field) * np.where(labels == WATER, 1.0, 1 - 0.25 * wet)
-    grain = 1 + 0.012 * rng.standard_normal(labels.shape, dtype=np.float32)
-    shade = 1 - 0.75 * layers.shadow
-    a = layers.cloud
+    wet = f32(world.canopy.soil_wetness[t])
+    # observed = (surface * shade) * (1 - cloud) + cloud * CLOUD + cirrus * CIRRUS, where the surface mixes
+    # leaf, dry matter and background spectra; factor the per-pixel weights once, then combine per band
+    weight = (1 + f32(0.012) * rng.standard_normal(labels.shape, dtype=f32))  # sensor and canopy grain
+    weight *= (1 - f32(0.75) * layers.shadow) * (1 - layers.cloud)
+    w_leaf, w_dry = green * weight, dry * weight
+    soil_scale = (1 + f32(0.08) * world.soil_field) * (1 - f32(0.25) * wet)
+    brightness = (spectra[:, 2] / SOIL[2]).astype(f32)  # soil brightness per label (other labels: see below)
+    w_soil = bare * weight * soil_scale * brightness[labels]
+    special = np.flatnonzero(np.isin(labels, (ROAD, WATER, BUILT)))  # non-soil backgrounds, few pixels
+    w_special = (bare * weight).ravel()[special]
+    w_soil.ravel()[special] = 0
+    special_labels = labels.ravel()[special]
 
     valid20 = swath_mask(world, acq)
     valid10 = np.repeat(np.repeat(valid20, 2, axis=0), 2, axis=1)
-    h2, w2 = valid20.shape
-    refl10: dict[str, np.ndarray] = {}
+    refl: dict[str, np.ndarray] = {}
     dns: dict[str, np.ndarray] = {}
     for b, name in enumerate(BANDS):
-        surface = (green * LEAF[b] + dry * DRY[b] + bare * spectra[labels, b] * soil_scale) * grain
-        surface += 0.003 * rng.standard_normal(labels.shape, dtype=np.float32)
-        r = (surface * shade) * (1 - a) + a * CLOUD[b] + layers.cirrus * CIRRUS[b]
-        res = S2_L2A.band(name).resolution
-        if res == 20:
-            r = r.reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+        r = w_leaf * LEAF[b] + w_dry * DRY[b] + w_soil * SOIL[b] + layers.cloud * CLOUD[b] + layers.cirrus * CIRRUS[b]
+        r.ravel()[special] += w_special * spectra[special_labels, b]
+        if S2_L2A.band(name).resolution == 20:
+            r = block_mean(r)
+            r += f32(0.0015) * rng.standard_normal(r.shape, dtype=f32)
+            dns[name] = to_dn(r, valid20)
+        else:
+            r += f32(0.003) * rng.standard_normal(r.shape, dtype=f32)
+            dns[name] = to_dn(r, valid10)
         if name in ("B03", "B04", "B08", "B11"):
-            refl10[name] = r
-        dns[name] = to_dn(r, valid20 if res == 20 else valid10)
-    scl = classify(refl10, layers, valid20, rng)
+            refl[name] = r
+    scl = classify(refl, layers, valid20, rng)
     return S2Render(dns, scl, layers)
 
 
 def to_dn(reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Pack reflectance as L2A DNs (uint16), 0 where not ``valid``."""
-    dn = np.clip(np.rint(reflectance * SCALE) + ADD_OFFSET, 1, 65535).astype(np.uint16)
-    return np.where(valid, dn, np.uint16(0))
+    dn = np.clip(reflectance * np.float32(SCALE) + np.float32(ADD_OFFSET + 0.5), 1, 65535).astype(np.uint16)
+    dn[~valid] = 0
+    return dn
 
 
-def _block_mean(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape
-    if h % 2 or w % 2:
+def block_mean(a: np.ndarray) -> np.ndarray:
+    """Mean of 2 x 2 pixel blocks: 10 m to 20 m."""
+    if a.shape[0] % 2 or a.shape[1] % 2:
         raise ValueError(f"array of shape {a.shape} does not split into 2 x 2 blocks")
-    return a.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) * np.float32(0.25)
 
 
 def classify(refl: dict[str, np.ndarray], layers: CloudLayers, valid: np.ndarray,
              rng: np.random.Generator) -> np.ndarray:
     """Scene classification (SCL codes) at 20 m, from 20 m reflectance and the cloud layers."""
-    green, red = _block_mean(refl["B03"]), _block_mean(refl["B04"])
+    green, red = block_mean(refl["B03"]), block_mean(refl["B04"])
     nir, swir = refl["B08"], refl["B11"]
-    nir = _block_mean(nir) if nir.shape != red.shape else nir
+    nir = block_mean(nir) if nir.shape != red.shape else nir
     ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
-    cloud, shadow, cirrus = (_block_mean(x) for x in (layers.cloud, layers.shadow, layers.cirrus))
+    cloud, shadow, cirrus = (block_mean(x) for x in (layers.cloud, layers.shadow, layers.cirrus))
     scl = np.where(ndvi > 0.40, 4, 5).astype(np.uint8)
     scl[(nir < 0.05) & (ndvi < 0.05) & (swir < 0.03)] = 6
     scl[((green + red + nir) / 3 < 0.035) & (scl != 6)] = 2

@@ -122,12 +122,15 @@ def _parcel_truth(rng: np.random.Generator, cal: _Calendar, declared: int, kind:
 
 def _arable_dates(rng: np.random.Generator, cal: _Calendar, c, sow: dt.date, year: int) -> dict:
     s = max(cal.index(sow), 0)
+    if s >= len(cal.dates):  # sown after the simulated season
+        return {"sowing_date": sow, "harvest_date": None}
     if c.harvest_gdd is not None:
         h = cal.after_gdd(s, c.harvest_gdd * rng.normal(1.0, 0.03), c.gdd_base) + int(rng.integers(0, 6))
     else:
         lo, hi = (_md(year, t) for t in c.harvest_window)
         h = cal.index(_uniform_date(rng, lo, hi))
-    return {"sowing_date": sow, "harvest_date": cal.date(cal.dry_day(h))}
+    harvest = cal.date(cal.dry_day(h)) if h < len(cal.dates) else None
+    return {"sowing_date": sow, "harvest_date": harvest}
 
 
 def _mowing_dates(rng: np.random.Generator, cal: _Calendar, year: int) -> list[dt.date]:

@@ -99,3 +99,15 @@ def test_partial_swath_has_slanted_nodata_edge(tiny_region):
             assert first_valid[0] != first_valid[-1], "swath edge should be slanted"
             assert nod.mean() < 0.6
     assert 0 < partial < len(items)
+
+
+def test_20m_bands_consistent_with_10m(tiny_region):
+    items = [i for i in load_items(tiny_region) if i["collection"] == "sentinel-2-l2a"]
+    for item in items[:: max(1, len(items) // 4)]:
+        with rasterio.open(tiny_region.out_dir / item["assets"]["B08"]["href"]) as a, \
+             rasterio.open(tiny_region.out_dir / item["assets"]["B8A"]["href"]) as b:
+            nir10, nir20 = a.read(1).astype(float), b.read(1).astype(float)
+        coarse = nir10.reshape(nir20.shape[0], 2, nir20.shape[1], 2).mean(axis=(1, 3))
+        ok = (nir20 > 0) & (coarse > 0)
+        assert np.corrcoef(coarse[ok], nir20[ok])[0, 1] > 0.95
+        assert np.array_equal(nir20 == 0, nir10[::2, ::2] == 0)  # same nodata footprint
