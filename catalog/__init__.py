@@ -8,16 +8,20 @@ reading only these static JSON documents.
 
 from catalog.build import build_cube_collection, build_root, build_tile_item
 from catalog.io import StoreStacIO
+from catalog.route import TileRef, find_tiles, tile_refs
 from catalog.write import build_catalog, catalog_is_current, published_version, rebuild_catalog, write_catalog
 
 __all__ = [
     "StoreStacIO",
+    "TileRef",
     "build_catalog",
     "build_cube_collection",
     "build_root",
     "build_tile_item",
     "catalog_is_current",
+    "find_tiles",
     "published_version",
     "rebuild_catalog",
+    "tile_refs",
     "write_catalog",
 ]

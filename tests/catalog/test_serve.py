@@ -14,25 +14,55 @@ import httpx
 import numpy as np
 import pytest
 import zarr
-from starlette.testclient import TestClient
 from zarr.storage import FsspecStore
 
-from catalog.serve import make_app
+from catalog.serve import _safe_key
 from tests.catalog.conftest import WINDOWS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+class Served:
+    """``cardcube catalog serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, cube: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}/"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "catalog", "serve", "--cube", str(cube),
+                                      "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.http.head("/catalog.json")
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None else "timeout"
+                    self.close()
+                    raise AssertionError(f"catalog serve did not start: {why}") from None
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
-def client(base_cube):
-    with TestClient(make_app(base_cube)) as c:
-        yield c
+def served(base_cube):
+    server = Served(base_cube)
+    yield server
+    server.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def client(served):
+    return served.http
 
 
 def link(doc: dict, rel: str) -> str:
@@ -62,51 +92,36 @@ def test_not_found_and_no_escape(client):
     assert client.get("/nothing.json").status_code == 404
     assert client.get("/s2/../../etc/passwd").status_code == 404
     assert client.get("/%2e%2e/etc/passwd").status_code == 404
+    # clients normalise "..", so check the guard itself too
+    assert [_safe_key(k) for k in ("../etc/passwd", "s2/../../x", "/etc/passwd", "a//b", "s2/./x")] == [None] * 5
+    assert _safe_key("s2/31UFU/cube.zarr/zarr.json") == "s2/31UFU/cube.zarr/zarr.json"
     r = client.get("/", follow_redirects=False)
     assert r.status_code in (302, 307) and r.headers["location"] == "/catalog.json"
 
 
-def test_serve_subprocess_is_browsable(base_cube):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "catalog", "serve", "--cube", str(base_cube),
-                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                root_resp = httpx.get(base + "catalog.json", headers={"Origin": "http://example.org"})
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    why = proc.stderr.read().decode() if proc.poll() is not None else "timeout"
-                    raise AssertionError(why) from None
-                time.sleep(0.2)
-        assert root_resp.status_code == 200 and root_resp.headers["access-control-allow-origin"] == "*"
-        root = root_resp.json()
-        coll_url = urljoin(base + "catalog.json", next(
-            li["href"] for li in root["links"] if li["rel"] == "child" and li["href"].startswith("./s2/")))
-        coll = httpx.get(coll_url).json()
-        assert coll["type"] == "Collection" and coll["id"] == "sentinel-2-l2a-cube"
-        item_url = urljoin(coll_url, link(coll, "item"))
-        item = httpx.get(item_url).json()
-        assert item["type"] == "Feature" and urljoin(item_url, link(item, "root")) == base + "catalog.json"
-        zarr_url = urljoin(item_url, item["assets"]["data"]["href"])
-        meta = httpx.get(zarr_url + "/zarr.json")
-        assert meta.status_code == 200 and meta.json()["node_type"] == "group"
-        assert meta.headers["access-control-allow-origin"] == "*"
-        # a Zarr reader gets the same pixels over HTTP as from the folder (three dates: all in the hot buffer)
-        tile = item["properties"]["cardcube:tile"]
-        remote = zarr.open_array(FsspecStore.from_url(zarr_url + "/hot/r10m/B04", read_only=True), mode="r")
-        local = zarr.open_array(str(base_cube / "s2" / tile / "cube.zarr" / "hot" / "r10m" / "B04"), mode="r")
-        assert remote.shape[0] == 3
-        a = item["properties"]["proj:transform"]
-        row, col = round((a[5] - WINDOWS[tile][1]) / a[0]), round((WINDOWS[tile][0] - a[2]) / a[0])
-        window = (slice(0, 3), slice(row, row + 40), slice(col, col + 40))
-        assert remote.shape == local.shape and np.array_equal(remote[window], local[window])
-        assert (remote[window] > 0).all()  # the scenes' pixels, not fill values
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def test_serve_subprocess_is_browsable(served, base_cube):
+    base = served.base
+    root_resp = httpx.get(base + "catalog.json", headers={"Origin": "http://example.org"})
+    assert root_resp.status_code == 200 and root_resp.headers["access-control-allow-origin"] == "*"
+    root = root_resp.json()
+    coll_url = urljoin(base + "catalog.json", next(
+        li["href"] for li in root["links"] if li["rel"] == "child" and li["href"].startswith("./s2/")))
+    coll = httpx.get(coll_url).json()
+    assert coll["type"] == "Collection" and coll["id"] == "sentinel-2-l2a-cube"
+    item_url = urljoin(coll_url, link(coll, "item"))
+    item = httpx.get(item_url).json()
+    assert item["type"] == "Feature" and urljoin(item_url, link(item, "root")) == base + "catalog.json"
+    zarr_url = urljoin(item_url, item["assets"]["data"]["href"])
+    meta = httpx.get(zarr_url + "/zarr.json")
+    assert meta.status_code == 200 and meta.json()["node_type"] == "group"
+    assert meta.headers["access-control-allow-origin"] == "*"
+    # a Zarr reader gets the same pixels over HTTP as from the folder (three dates: all in the hot buffer)
+    tile = item["properties"]["cardcube:tile"]
+    remote = zarr.open_array(FsspecStore.from_url(zarr_url + "/hot/r10m/B04", read_only=True), mode="r")
+    local = zarr.open_array(str(base_cube / "s2" / tile / "cube.zarr" / "hot" / "r10m" / "B04"), mode="r")
+    assert remote.shape[0] == 3
+    a = item["properties"]["proj:transform"]
+    row, col = round((a[5] - WINDOWS[tile][1]) / a[0]), round((WINDOWS[tile][0] - a[2]) / a[0])
+    window = (slice(0, 3), slice(row, row + 40), slice(col, col + 40))
+    assert remote.shape == local.shape and np.array_equal(remote[window], local[window])
+    assert (remote[window] > 0).all()  # the scenes' pixels, not fill values
