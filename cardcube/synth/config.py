@@ -10,14 +10,17 @@ import datetime as dt
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from cardcube.grid import TileGrid
+
 DEMO_START = dt.date(2024, 3, 1)
 DEMO_END = dt.date(2024, 10, 31)
 
-# Default upper-left corners (EPSG:32631), on the 20 m lattice of every 31U* tile: the single-tile
-# region sits in the Noordoostpolder area of 31UFU; the straddling one crosses 31UFU's east edge
-# (x = 709800) into 31UGU, whose overlap with 31UFU starts at x = 699960.
-DEFAULT_ORIGIN = (680_000.0, 5_845_000.0)
-STRADDLE_ORIGIN_X = {10_000.0: 702_000.0}  # width -> left edge; other widths centre on the edge
+# Default placement, as an offset of the upper-left corner from the tile's upper-left corner (a 20 m
+# multiple): in 31UFU that is (680000, 5845000), the Noordoostpolder. A straddling region puts 78 % of
+# its width west of the tile's east edge (for 31UFU: x = 702000..712000 across x = 709800), so it
+# reaches into the next tile east (31UGU, which overlaps 31UFU from x = 699960).
+DEFAULT_OFFSET = (80_000.0, 55_040.0)
+STRADDLE_WEST_SHARE = 0.78
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,12 @@ class SynthConfig:
         """The upper-left corner actually used (the default placement when ``origin`` is None)."""
         if self.origin is not None:
             return self.origin
-        width = self.size_m[0]
+        tile = TileGrid.from_id(self.tile)
+        y = tile.uly - DEFAULT_OFFSET[1]
         if self.straddle:
-            x = STRADDLE_ORIGIN_X.get(width, 709_800.0 - round(width / 2 / 20) * 20)
-            return (x, DEFAULT_ORIGIN[1])
-        return DEFAULT_ORIGIN
+            west = round(self.size_m[0] * STRADDLE_WEST_SHARE / 20) * 20
+            return (tile.ulx + tile.size_m - west, y)
+        return (tile.ulx + DEFAULT_OFFSET[0], y)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -30,6 +30,9 @@ WATER_SPEC = np.array([0.045, 0.055, 0.035, 0.025, 0.016, 0.013, 0.010, 0.009, 0
 ASPHALT = np.array([0.090, 0.105, 0.115, 0.125, 0.135, 0.140, 0.150, 0.155, 0.180, 0.160], np.float32)
 ROOF = np.array([0.120, 0.130, 0.150, 0.170, 0.180, 0.190, 0.200, 0.200, 0.240, 0.210], np.float32)
 CLOUD = np.array([0.520, 0.510, 0.500, 0.500, 0.500, 0.495, 0.490, 0.485, 0.400, 0.290], np.float32)
+HAZE = np.array([1.0, 0.65, 0.4, 0.3, 0.22, 0.18, 0.14, 0.13, 0.03, 0.01], np.float32)  # residual aerosol
+# view-angle (BRDF) brightness of each relative orbit: R008 looks from the other side of the swath
+ORBIT_BRIGHTNESS = {51: 1.0, 8: 1.03}
 CIRRUS = np.array([0.300, 0.280, 0.270, 0.260, 0.250, 0.250, 0.240, 0.240, 0.200, 0.150], np.float32)
 SCALE, ADD_OFFSET = 10_000, 1_000
 
@@ -81,7 +84,8 @@ def render(world: World, acq: Acquisition, spectra: np.ndarray) -> S2Render:
     # observed = (surface * shade) * (1 - cloud) + cloud * CLOUD + cirrus * CIRRUS, where the surface mixes
     # leaf, dry matter and background spectra; factor the per-pixel weights once, then combine per band
     weight = (1 + f32(0.012) * rng.standard_normal(labels.shape, dtype=f32))  # sensor and canopy grain
-    weight *= (1 - f32(0.75) * layers.shadow) * (1 - layers.cloud)
+    weight *= (1 - f32(0.75) * layers.shadow) * (1 - layers.cloud) * f32(ORBIT_BRIGHTNESS.get(acq.relative_orbit, 1))
+    haze = f32(rng.normal(0.0, 0.004))  # what the atmospheric correction left of the aerosol
     w_leaf, w_dry = green * weight, dry * weight
     soil_scale = (1 + f32(0.08) * world.soil_field) * (1 - f32(0.25) * wet)
     brightness = (spectra[:, 2] / SOIL[2]).astype(f32)  # soil brightness per label (other labels: see below)
@@ -97,6 +101,7 @@ def render(world: World, acq: Acquisition, spectra: np.ndarray) -> S2Render:
     dns: dict[str, np.ndarray] = {}
     for b, name in enumerate(BANDS):
         r = w_leaf * LEAF[b] + w_dry * DRY[b] + w_soil * SOIL[b] + layers.cloud * CLOUD[b] + layers.cirrus * CIRRUS[b]
+        r += haze * HAZE[b]
         r.ravel()[special] += w_special * spectra[special_labels, b]
         if S2_L2A.band(name).resolution == 20:
             r = block_mean(r)

@@ -93,3 +93,13 @@ def test_weather_consistent(tiny_region):
     summer = w[pd.to_datetime(w.date).dt.month == 7].tmean.mean()
     winter = w[pd.to_datetime(w.date).dt.month == 1].tmean.mean()
     assert 14 < summer < 22 and -2 < winter < 7
+
+
+def test_straddle_parcels_cross_the_tile_edge(tiny_straddle_region):
+    gdf = gpd.read_parquet(tiny_straddle_region.parcels)
+    bounds = gdf.geometry.bounds
+    east_edge_ufu = 709_800.0
+    crossing = (bounds.minx < east_edge_ufu) & (bounds.maxx > east_edge_ufu)
+    assert crossing.sum() >= 2
+    assert (bounds.maxx < east_edge_ufu).any() and (bounds.minx > east_edge_ufu).any()
+    assert set(tiny_straddle_region.tiles) == {"31UFU", "31UGU"}
