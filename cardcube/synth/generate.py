@@ -20,7 +20,8 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -138,8 +139,7 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *,
         n_files=sum(len(s.assets) for s in scenes) + 7,
     )
     _write_region_json(world, result, out / "region.json")
-    return SynthResult(**{**{f: getattr(result, f) for f in result.__dataclass_fields__},
-                          "elapsed_s": time.perf_counter() - t0})
+    return replace(result, elapsed_s=time.perf_counter() - t0)
 
 
 def schedule(config: SynthConfig) -> tuple[Acquisition, ...]:
@@ -159,16 +159,27 @@ def _write_tables(world: World, out: Path) -> None:
     parcels.insert(2, "crop_name", [crop(c).name for c in parcels["crop_code"]])
     parcels = parcels[["parcel_id", "crop_code", "crop_name", "area_ha", "geometry"]]
     parcels.to_parquet(out / "parcels.parquet", index=False)
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_OGR_DATE})
     gpkg = out / "parcels.gpkg"
     gpkg.unlink(missing_ok=True)
-    parcels.to_file(gpkg, layer="parcels", driver="GPKG", engine="pyogrio")
+    with _ogr_config(OGR_CURRENT_DATE=FIXED_OGR_DATE):
+        parcels.to_file(gpkg, layer="parcels", driver="GPKG", engine="pyogrio")
 
     pq.write_table(_truth_table(truth), out / "ground_truth.parquet")
     weather = world.weather.copy()
     weather["date"] = pd.to_datetime(weather["date"]).dt.date
     pq.write_table(pa.Table.from_pandas(weather, preserve_index=False), out / "weather.parquet")
     weather.to_csv(out / "weather.csv", index=False)
+
+
+@contextmanager
+def _ogr_config(**options: str):
+    """Set GDAL config options of pyogrio's GDAL for the duration of a block, then restore them."""
+    before = {k: pyogrio.get_gdal_config_option(k) for k in options}
+    pyogrio.set_gdal_config_options(options)
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options(before)
 
 
 def _truth_table(truth: pd.DataFrame) -> pa.Table:

@@ -13,7 +13,7 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 from shapely.geometry import Polygon, box
 
-from cardcube.spec import S1_BACKSCATTER, S2_L2A
+from cardcube.spec import S1_BACKSCATTER, S2_L2A, CubeSpec
 from cardcube.synth import s1, s2
 from cardcube.synth.acquisitions import Acquisition
 from cardcube.synth.cog import write_cog
@@ -65,7 +65,7 @@ def write_acquisition(
     return records
 
 
-def _write_scene(world: World, acq: Acquisition, window: TileWindow, arrays: dict[str, np.ndarray], spec,
+def _write_scene(world: World, acq: Acquisition, window: TileWindow, arrays: dict[str, np.ndarray], spec: CubeSpec,
                  footprint: Polygon, out_dir: Path) -> SceneRecord:
     tile_id = window.tile.tile_id
     pid = acq.product_id(tile_id)
