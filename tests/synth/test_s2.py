@@ -78,3 +78,23 @@ def test_unmown_grassland_keeps_green(s2_stack, truth):
     early = [t for t, d in enumerate(s2_stack.dates) if d < dt.date(2024, 5, 10)]
     vals = [v for t in early for p in list(mown_ids)[:30] if (v := _clear_median(s2_stack, t, p)) is not None]
     assert vals and np.median(vals) > 0.7  # grassland in spring is dense and green
+
+
+def test_ploughed_grassland_shows_bare_soil(s2_stack, truth):
+    ploughed = truth[truth.anomaly_kind == "ploughed_grassland"]
+    assert len(ploughed) >= 1
+    seen = 0
+    for p, row in ploughed.iterrows():
+        assert row.declared_crop_code == 265 and row.actual_crop_code == 259
+        for t, d in enumerate(s2_stack.dates):
+            if 2 <= (d - row.ploughing_date).days <= 25 and (v := _clear_median(s2_stack, t, p)) is not None:
+                assert v < 0.4  # bare soil where the declaration says permanent grassland
+                seen += 1
+    assert seen >= 1
+
+
+def test_water_classified_and_dark(s2_stack):
+    water = s2_stack.scl == 6
+    assert water.mean() > 0.002  # the canal and ponds
+    assert (s2_stack.parcel_index[np.any(water, axis=0)] >= 0).mean() < 0.02  # not inside parcels
+    assert np.nanmedian(s2_stack.nir[water]) < 0.05
