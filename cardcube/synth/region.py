@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
@@ -75,8 +76,10 @@ class Region:
         return region
 
     def _check_covered(self) -> None:
-        covered = sum(t.width * t.height for t in self.tiles)
-        if covered < self.shape(BASE_RES)[0] * self.shape(BASE_RES)[1]:
+        covered = np.zeros(self.shape(COARSE_RES), bool)
+        for t in self.tiles:
+            covered[t.slices(COARSE_RES)] = True
+        if not covered.all():
             raise ValueError(f"region {self.bbox} reaches outside the known MGRS tiles")
 
     @property
