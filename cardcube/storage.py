@@ -25,7 +25,10 @@ from cardcube.errors import CommitConflictError, StoreError
 StoreLike = str | os.PathLike | Store
 
 # botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
-_S3_DEFAULTS: dict[str, Any] = {"config_kwargs": {"retries": {"max_attempts": 8, "mode": "adaptive"}}}
+_S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {"retries": {"max_attempts": 8, "mode": "adaptive"}},
+    "use_listings_cache": False,  # the ledger is found by listing: never answer from a stale cache
+}
 
 
 def s3_options_from_env() -> dict[str, Any]:
@@ -79,7 +82,10 @@ def read_bytes(store: Store, key: str) -> bytes | None:
 
 def write_bytes(store: Store, key: str, data: bytes) -> None:
     """Write (or replace) one object; atomic on S3 and, via rename, on a local folder."""
-    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    try:
+        sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    except OSError as exc:  # s3fs raises OSError once its retries are exhausted
+        raise StoreError(f"cannot write {key} to {store_url(store)}: {exc}") from exc
 
 
 def create_bytes(store: Store, key: str, data: bytes) -> None:
@@ -99,10 +105,12 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
             if sync(store.exists(key)):
                 raise FileExistsError(key)
             sync(store.set(key, buf))
-    except FileExistsError as exc:
+    except FileExistsError as exc:  # must precede OSError: a lost race is no store failure
         raise CommitConflictError(
             f"{key} already exists in {store_url(store)}: another writer got there first"
         ) from exc
+    except OSError as exc:
+        raise StoreError(f"cannot create {key} in {store_url(store)}: {exc}") from exc
     if isinstance(outer, CountingStore):
         outer.counts.add("set", written=len(data))
 

@@ -9,6 +9,7 @@ that intersect it. Bands stored at 20 m are repeated 2x2 onto the 10 m grid when
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
 from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError
-from cardcube.grid import TileGrid
+from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
@@ -91,8 +92,9 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         grid = TileGrid.from_id(name)
         full = grid.geobox(resolution)
         geom = _query_geometry(area[0], area[1], crs, grid.crs)
-        if geom is None:
-            out.append((TileWindow(name, full), True))
+        if geom is None:  # no area given: the tile's data footprint, not its whole 110 km square
+            rows, cols = _data_footprint(version, name, resolution)
+            out.append((TileWindow(name, full[rows, cols]), True))
             continue
         tile_poly = box(*full.boundingbox)
         if not geom.intersects(tile_poly):
@@ -109,12 +111,61 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
     return whole[:1] if whole else [w for w, _ in out]
 
 
-def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, *, hot: bool,
-          token: str) -> da.Array:
+def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:
+    """The pixel window (at ``resolution``) covering every scene of ``tile`` in ``version``."""
+    boxes = []
+    for a in version.tiles[tile].acquisitions:
+        windows = version.scenes[a.scene_id].windows
+        native = min(windows)
+        r, c, h, w = windows[native]
+        k = native / resolution
+        boxes.append((math.floor(r * k), math.floor(c * k), math.ceil((r + h) * k), math.ceil((c + w) * k)))
+    if not boxes:
+        return slice(0, 0), slice(0, 0)
+    r0, c0, r1, c1 = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                      max(b[3] for b in boxes))
+    return slice(r0, r1), slice(c0, c1)
+
+
+class _Window:
+    """An array-like view ``array[times, rows, cols]`` so dask builds tasks for the window's chunks only."""
+
+    def __init__(self, array, times: np.ndarray, rows: slice, cols: slice) -> None:
+        self.array, self.times, self.rows, self.cols = array, times, rows, cols
+        self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
+        self.dtype = array.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        t, r, c = key
+        times = self.times[t]
+        (r0, r1, _), (c0, c1, _) = r.indices(self.shape[1]), c.indices(self.shape[2])
+        rows = slice(self.rows.start + r0, self.rows.start + r1)
+        cols = slice(self.cols.start + c0, self.cols.start + c1)
+        if times.size and np.array_equal(times, np.arange(times[0], times[0] + times.size)):
+            return self.array[int(times[0]):int(times[0]) + times.size, rows, cols]
+        return self.array.get_orthogonal_selection((times, rows, cols))
+
+
+def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
+    """Lengths of the pieces of ``start:stop`` cut at multiples of ``size`` (the Zarr chunk edges)."""
+    edges = [start, *range((start // size + 1) * size, stop, size), stop]
+    return tuple(b - a for a, b in itertools.pairwise(edges) if b > a)
+
+
+def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice, cols: slice,
+          *, hot: bool, token: str) -> da.Array:
+    """The committed cold dates, or the live hot slots, of one band over a pixel window."""
     length = state.hot_slots_used if hot else len(state.cold)
     arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
-    name = f"cardcube-{token}-{tile}-{band.name}-{'hot' if hot else 'cold'}-{length}"
-    return da.from_array(arr, chunks=arr.chunks, lock=False, fancy=False, name=name)[:length]
+    times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
+    ct, cy, cx = arr.chunks
+    time_chunks = (1,) * len(times) if hot else _grid_chunks(0, length, ct)
+    chunks = (time_chunks, _grid_chunks(rows.start, rows.stop, cy), _grid_chunks(cols.start, cols.stop, cx))
+    kind = "hot" if hot else "cold"
+    name = f"cardcube-{token}-{tile}-{band.name}-{kind}-{rows.start}-{rows.stop}-{cols.start}-{cols.stop}"
+    return da.from_array(_Window(arr, times, rows, cols), chunks=chunks, lock=False, fancy=False, name=name,
+                         asarray=False, meta=np.empty((0, 0, 0), dtype=arr.dtype))
 
 
 def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[slice, slice, int, int, int]:
@@ -135,11 +186,13 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
                 resolution: int, *, decode: bool, token: str) -> da.Array:
     state = version.tiles[window.tile]
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
-    parts = [_lazy(store, version.collection, window.tile, band, state, hot=False, token=token)[:, rows, cols]]
-    if state.hot:
-        hot = _lazy(store, version.collection, window.tile, band, state, hot=True, token=token)
-        parts.append(hot[[h.slot for h in state.hot]][:, rows, cols])
-    data = da.concatenate(parts, axis=0)[order]
+    n_native = round(TILE_SIZE_M / band.resolution)
+    rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
+    parts = [_lazy(store, version.collection, window.tile, band, state, rows, cols, hot=hot, token=token)
+             for hot in (False, True) if (state.hot if hot else state.cold)]
+    data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
+        data = data[order]
     if decode and not band.is_flag:
         nodata = band.nodata
         valid = ~da.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data != nodata

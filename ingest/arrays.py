@@ -137,13 +137,3 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
                 arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
                 if arr.shape[0] < length:
                     arr.resize((length, *arr.shape[1:]))
-
-
-def shapes_published(store: Store, spec: CubeSpec, state: TileState) -> bool:
-    """True if every array of the tile already has the committed time length."""
-    for hot, length in time_lengths(state).items():
-        for resolution in spec.resolutions:
-            for name in array_names(spec, resolution):
-                if open_array(store, spec, state.tile, resolution, name, hot=hot).shape[0] < length:
-                    return False
-    return True

@@ -34,13 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ingest.job import ingest
 
-    on_catalog = None
-    if not args.no_catalog:
-        from catalog import write_catalog as on_catalog
     storage_options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options, scheduler=args.scheduler, progress=not args.quiet,
-                    wait=args.wait, on_catalog=on_catalog)
+                    wait=args.wait, catalog=not args.no_catalog)
     if args.json:
         print(json.dumps({"version": result.version, "added": list(result.added), "skipped": list(result.skipped),
                           "rejected": [r.to_dict() for r in result.rejected], "compacted": result.compacted,

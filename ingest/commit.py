@@ -46,7 +46,7 @@ from cardcube.errors import CommitConflictError, CubeLockedError
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
-from ingest.arrays import publish_shapes, shapes_published
+from ingest.arrays import publish_shapes
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,3 @@ def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, 
         publish_shapes(store, version.spec, state)
     if on_catalog is not None:
         on_catalog(store, version)
-
-
-def needs_recovery(store: Store, version: CubeVersion) -> bool:
-    """True if a committed version's array shapes were not all published (a crash in step 6)."""
-    return not all(shapes_published(store, version.spec, s) for s in version.tiles.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,18 +17,17 @@ from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
+from catalog import write_catalog
 from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
-from ingest.commit import checkpoint, commit, needs_recovery, publish, writer_lock
+from ingest.commit import checkpoint, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.validate import CheckedScene, check_scene
 from ingest.write import write_shard
 
 log = logging.getLogger(__name__)
-
-CatalogHook = Callable[[Store, CubeVersion], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,25 +152,27 @@ def ingest(
     scheduler: Any = None,
     progress: bool = True,
     wait: float = 0.0,
-    on_catalog: CatalogHook | None = None,
+    catalog: bool = True,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
     Idempotent (scenes already in are skipped), crash-safe (see :mod:`ingest.commit`), and parallel on
     dask (``scheduler``: threads by default, or a dask-distributed address/Client). Bad scenes are
-    rejected with a reason and recorded in the ledger; the others go in. ``on_catalog`` refreshes the
-    STAC catalog after each commit (the CLI passes the catalog package's writer).
+    rejected with a reason and recorded in the ledger; the others go in. The STAC catalog beside the
+    cube is brought up to date after each commit (``catalog=False`` skips it).
     """
+    on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
     scenes = load_scenes(source, spec0)
-    with writer_lock(store, collection, wait=wait):
+    # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
+    with writer_lock(counting._store, collection, wait=wait):
         checkpoint("locked")
         head = head_or_empty(store, spec0)
         spec = _resolve_spec(head, collection, chunks)
-        if head.version and needs_recovery(store, head):
+        if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
             publish(store, head, on_catalog=on_catalog)
         checkpoint("recovered")
 

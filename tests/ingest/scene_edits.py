@@ -1,0 +1,99 @@
+"""Derive source-scene sets from a synthetic region: subsets, and broken copies of real scenes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+
+def load_items(items_path: Path) -> list[dict]:
+    return json.loads(Path(items_path).read_text())["features"]
+
+
+def write_items(items_path: Path, features: Iterable[dict], name: str) -> Path:
+    """An ItemCollection of ``features`` beside ``items_path`` (so relative hrefs still resolve)."""
+    out = Path(items_path).parent / name
+    out.write_text(json.dumps({"type": "FeatureCollection", "features": list(features)}))
+    return out
+
+
+def items_of(items_path: Path, collection: str) -> list[dict]:
+    return sorted((f for f in load_items(items_path) if f["collection"] == collection),
+                  key=lambda f: (f["properties"]["datetime"], f["id"]))
+
+
+def asset_path(items_path: Path, feature: dict, band: str) -> Path:
+    return (Path(items_path).parent / feature["assets"][band]["href"]).resolve()
+
+
+def broken_copy(items_path: Path, feature: dict, new_id: str, edit: Callable[[str, Path], None] | None = None,
+                *, drop: str | None = None, props: dict | None = None) -> dict:
+    """A copy of ``feature`` under ``new_id`` with its files copied, each passed to ``edit(band, path)``."""
+    root = Path(items_path).parent
+    folder = root / "broken" / new_id
+    folder.mkdir(parents=True, exist_ok=True)
+    item = json.loads(json.dumps(feature))
+    item["id"] = new_id
+    item["properties"].update(props or {})
+    for band in list(item["assets"]):
+        if band == drop:
+            del item["assets"][band]
+            continue
+        target = folder / f"{band}.tif"
+        shutil.copy(asset_path(items_path, feature, band), target)
+        if edit is not None:
+            edit(band, target)
+        item["assets"][band]["href"] = str(target.relative_to(root))
+    return item
+
+
+def truncate(band: str, path: Path) -> None:
+    """Cut the last third of one band's file: the header still opens, the last blocks fail."""
+    if band in ("B04", "VV"):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def reproject_label(epsg: int) -> Callable[[str, Path], None]:
+    """Relabel every band with another CRS (same pixels): a mis-projected delivery."""
+    def edit(band: str, path: Path) -> None:
+        _rewrite(path, crs=f"EPSG:{epsg}")
+    return edit
+
+
+def shift(metres: float) -> Callable[[str, Path], None]:
+    """Move every band by ``metres`` east: the scene is off the tile's pixel lattice."""
+    def edit(band: str, path: Path) -> None:
+        with rasterio.open(path) as src:
+            t = src.transform
+        _rewrite(path, transform=Affine(t.a, t.b, t.c + metres, t.d, t.e, t.f))
+    return edit
+
+
+def blank(band: str, path: Path) -> None:
+    """Every pixel nodata."""
+    with rasterio.open(path) as src:
+        nodata = src.nodata
+    _rewrite(path, data=lambda a: np.full_like(a, nodata if nodata is not None and not np.isnan(nodata) else 0)
+             if nodata is None or not np.isnan(nodata) else np.full_like(a, np.nan))
+
+
+def _rewrite(path: Path, *, crs: str | None = None, transform: Affine | None = None, data=None) -> None:
+    with rasterio.open(path) as src:
+        profile = src.profile
+        arr = src.read(1)
+    profile.update(driver="GTiff")
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    if data is not None:
+        arr = data(arr)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr, 1)

@@ -1,0 +1,80 @@
+"""Ingest into a local folder: exact pixels, batches, idempotency, versions, plain-Zarr readability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from cardcube.cli import main
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import open_cube
+from cube.ledger import committed_versions, read_version
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # small, so a tiny region spans blocks and shards
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_every_pixel_equals_the_source(tiny_region, tmp_path, collection):
+    result = ingest(tiny_region.items, tmp_path / "cube", collection=collection, chunks=CHUNKS, progress=False)
+    assert result.ok and result.version == 1 and result.added
+    assert assert_matches_sources(tmp_path / "cube", tiny_region.items, collection) > 0
+    assert 1.0 <= result.write_amplification <= 1.5  # the initial load writes each date once
+
+
+def test_batches_give_the_same_cube_as_one_ingest(tiny_region, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    batches = [features[:5], features[5:6], features[6:13], features[13:]]
+    for i, batch in enumerate(batches):
+        part = write_items(tiny_region.items, batch, f"batch-{i}.json")
+        assert ingest(part, tmp_path / "batched", chunks=CHUNKS, progress=False).version == i + 1
+    ingest(tiny_region.items, tmp_path / "once", chunks=CHUNKS, progress=False)
+    batched = open_cube(tmp_path / "batched", decode=False, bbox=tiny_region.bbox).compute()
+    once = open_cube(tmp_path / "once", decode=False, bbox=tiny_region.bbox).compute()
+    xr.testing.assert_identical(batched.drop_attrs(), once.drop_attrs())
+    a, b = (read_version(open_store(p), "s2").tiles for p in (tmp_path / "batched", tmp_path / "once"))
+    assert [t.cold for t in a.values()] == [t.cold for t in b.values()]
+
+
+def test_reingest_is_a_noop_and_versions_can_be_read_back(tiny_region, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    first = write_items(tiny_region.items, features[:6], "first.json")
+    ingest(first, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    second = ingest(tiny_region.items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert second.version == 2 and len(second.skipped) == 6 and len(second.added) == len(features) - 6
+    again = ingest(tiny_region.items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert again.version is None and again.bytes_written == 0 and len(again.skipped) == len(features)
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == [1, 2]
+    v1 = open_cube(tmp_path / "cube", as_of=1, decode=False, bbox=tiny_region.bbox)
+    assert list(v1["scene_id"].values) == [f["id"] for f in features[:6]]
+    assert_matches_sources(tmp_path / "cube", first, "s2", as_of=1)
+    assert open_cube(tmp_path / "cube").attrs["cardcube:version"] == 2
+
+
+def test_other_chunks_for_an_existing_cube_are_refused(tiny_region, tmp_path):
+    ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+    with pytest.raises(ValueError, match="already uses chunks"):
+        ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS.with_(time=8), progress=False)
+
+
+def test_plain_zarr_readers_see_committed_dates_with_crs(tiny_region, tmp_path):
+    ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+    version = read_version(open_store(tmp_path / "cube"), "s1")
+    (tile, state), = version.tiles.items()
+    ds = xr.open_zarr(tmp_path / "cube" / "s1" / tile / "cube.zarr" / "r10m", consolidated=False)
+    assert ds.sizes["time"] == len(state.cold)
+    assert ds.rio.crs.to_epsg() == 32631
+    assert ds.rio.transform().c == 600000.0 and ds.rio.transform().a == 10.0
+    assert list(ds["scene_id"].values) == [a.scene_id for a in state.cold]
+    assert np.issubdtype(ds["time"].dtype, np.datetime64)
+
+
+def test_cli_reports_and_exit_status(tiny_region, tmp_path, capsys):
+    code = main(["ingest", str(tiny_region.items), "--cube", str(tmp_path / "cube"), "--collection", "s1",
+                 "--chunks", "time=4,space=64,shard_space=256", "--quiet", "--no-catalog"])
+    out = capsys.readouterr().out
+    assert code == 0 and "committed version 1" in out and "write amplification" in out

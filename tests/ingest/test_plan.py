@@ -1,0 +1,92 @@
+"""The pure planner: hot buffer, compaction, batch independence; no store involved."""
+
+from __future__ import annotations
+
+import pytest
+
+from cardcube.spec import S2_L2A, ChunkLayout
+from cube.ledger import CubeVersion
+from ingest.plan import plan_ingest
+from ingest.sources import SourceScene
+from ingest.validate import CheckedScene
+
+SPEC = S2_L2A.with_chunks(ChunkLayout(time=4, space=64, shard_space=256))
+
+
+def scene(i: int, *, tile: str = "31UFU", window: tuple[int, int, int, int] = (100, 300, 200, 200)) -> CheckedScene:
+    src = SourceScene(f"S{i:03d}", "sentinel-2-l2a", tile, f"2024-05-{i + 1:02d}T10:50:00Z", "sentinel-2a", 51,
+                      "descending", 10.0, {})
+    r, c, h, w = window
+    return CheckedScene(src, {10: window, 20: (r // 2, c // 2, h // 2, w // 2)}, {"B02": "sha256:x"}, 1.0)
+
+
+def apply(head: CubeVersion, scenes: list[CheckedScene]) -> tuple[CubeVersion, list]:
+    plan = plan_ingest(head, scenes)
+    assert plan.new is not None
+    return plan.new, list(plan.writes)
+
+
+def test_full_blocks_go_cold_and_the_rest_hot():
+    new, writes = apply(CubeVersion.empty(SPEC), [scene(i) for i in range(10)])
+    tile = new.tiles["31UFU"]
+    assert [a.scene_id for a in tile.cold] == [f"S{i:03d}" for i in range(8)]
+    assert [h.slot for h in tile.hot] == [0, 1] and tile.hot_slots_used == 2
+    cold = [w for w in writes if not w.hot]
+    assert {w.time_start for w in cold} == {0, 4} and all(len(w.dates) == 4 for w in cold)
+    assert all(w.new_fraction == 1.0 for w in writes)
+
+
+def test_writes_cover_each_touched_shard_once_per_resolution():
+    _, writes = apply(CubeVersion.empty(SPEC), [scene(i, window=(200, 200, 100, 100)) for i in range(4)])
+    # rows/cols 200..300 at 10 m cross the 256 px shard edge in both axes -> 4 shards; shards cover the
+    # same ground at 20 m (128 px), so the 20 m window 100..150 crosses the edge too
+    by_res = {res: [(w.rows, w.cols) for w in writes if w.resolution == res] for res in (10, 20)}
+    assert sorted(by_res[10]) == [((0, 256), (0, 256)), ((0, 256), (256, 512)), ((256, 512), (0, 256)),
+                                  ((256, 512), (256, 512))]
+    assert sorted(by_res[20]) == [((0, 128), (0, 128)), ((0, 128), (128, 256)), ((128, 256), (0, 128)),
+                                  ((128, 256), (128, 256))]
+
+
+def test_appends_compact_hot_dates_into_the_next_block():
+    v1, _ = apply(CubeVersion.empty(SPEC), [scene(i) for i in range(3)])
+    v2_plan = plan_ingest(v1, [scene(i) for i in range(3, 6)])
+    tile = v2_plan.new.tiles["31UFU"]
+    assert len(tile.cold) == 4 and v2_plan.compacted == 3
+    assert [h.slot for h in tile.hot] == [3, 4]  # slot numbers are never reused
+    block = [w for w in v2_plan.writes if not w.hot]
+    assert block and all(w.new_fraction == pytest.approx(0.25) for w in block)
+    assert [d.hot_slot for d in block[0].dates[:3]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("split", [[1] * 10, [3, 3, 4], [7, 3], [10]])
+def test_batches_give_the_layout_of_one_ingest(split):
+    scenes = [scene(i) for i in range(10)]
+    head = CubeVersion.empty(SPEC)
+    start = 0
+    for n in split:
+        head, _ = apply(head, scenes[start:start + n])
+        start += n
+    once, _ = apply(CubeVersion.empty(SPEC), scenes)
+    assert head.tiles["31UFU"].cold == once.tiles["31UFU"].cold
+    assert [h.acquisition for h in head.tiles["31UFU"].hot] == [h.acquisition for h in once.tiles["31UFU"].hot]
+    assert head.version == len(split)
+
+
+def test_late_scene_lands_in_the_hot_buffer_and_sorts_on_read():
+    v1, _ = apply(CubeVersion.empty(SPEC), [scene(i) for i in range(4, 8)])
+    v2, _ = apply(v1, [scene(0)])
+    tile = v2.tiles["31UFU"]
+    assert [a.scene_id for a in tile.acquisitions][:1] == ["S000"]
+    assert tile.hot[0].acquisition.scene_id == "S000"
+
+
+def test_nothing_to_do_gives_no_version():
+    plan = plan_ingest(CubeVersion.empty(SPEC), [], skipped=["S001"])
+    assert plan.new is None and plan.skipped == ("S001",)
+
+
+def test_two_tiles_are_planned_independently():
+    new, _ = apply(CubeVersion.empty(SPEC), [scene(i, tile="31UFU") for i in range(5)]
+                   + [scene(i, tile="31UGU") for i in range(2)])
+    assert len(new.tiles["31UFU"].cold) == 4 and len(new.tiles["31UGU"].cold) == 0
+    assert new.tiles["31UGU"].hot_slots_used == 2
