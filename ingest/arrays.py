@@ -12,6 +12,8 @@ Writers never grow an array's persisted shape before the ledger commit: they wri
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Iterable
 
 import numpy as np
@@ -48,8 +50,9 @@ def _band_attrs(band: BandSpec) -> dict:
     # `grid_mapping` points rioxarray/odc-geo at the CRS.
     attrs: dict = {"long_name": band.long_name, "units": band.units, "grid_mapping": "spatial_ref",
                    "coordinates": " ".join(["spatial_ref", *ACQUISITION_COORDS])}
-    if band.nodata is not None:
-        attrs["_FillValue"] = "NaN" if isinstance(band.nodata, float) and np.isnan(band.nodata) else band.nodata
+    if band.nodata is not None:  # the CF mask, encoded as xarray expects it in Zarr attributes
+        attrs["_FillValue"] = (int(band.nodata) if np.dtype(band.dtype).kind in "iu"
+                               else base64.standard_b64encode(struct.pack("<d", float(band.nodata))).decode())
     if band.scale != 1.0 or band.offset != 0.0:
         attrs.update(scale_factor=band.scale, add_offset=band.offset)
     if band.common_name:

@@ -11,6 +11,8 @@ import pytest
 
 from cardcube.synth import SynthConfig, SynthResult, generate
 
+pytest_plugins = ["cardcube.testing.fixtures"]  # s3_server, s3_bucket, s3_proxy
+
 
 @pytest.fixture(scope="session")
 def tiny_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:

@@ -68,10 +68,9 @@ def scenes_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def base_cube(tmp_path_factory, scenes_dir) -> Path:
     """A cube with one committed s2 version and its catalog (never modified: copy it to change it)."""
-    from catalog import write_catalog
 
     cube = tmp_path_factory.mktemp("cube") / "cube"
-    result = ingest(scenes_dir, cube, collection="s2", progress=False, on_catalog=write_catalog)
+    result = ingest(scenes_dir, cube, collection="s2", progress=False)
     assert result.ok and result.version == 1, result.summary()
     return cube
 

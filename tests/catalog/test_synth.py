@@ -6,7 +6,6 @@ import geopandas as gpd
 import pystac
 import pytest
 
-from catalog import write_catalog
 from catalog.route import find_tiles
 from catalog.validate import validate_catalog
 from ingest.job import ingest
@@ -21,7 +20,7 @@ def synth_cube(tmp_path_factory, tiny_straddle_region):
     cube = tmp_path_factory.mktemp("synth-cube") / "cube"
     for collection in ("s2", "s1"):
         result = ingest(tiny_straddle_region.items, cube, collection=collection, progress=False,
-                        on_catalog=write_catalog)
+                        )
         assert result.ok and result.version == 1, result.summary()
     return cube
 

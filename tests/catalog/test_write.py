@@ -70,7 +70,7 @@ def test_catalog_is_current_and_idempotent(cube):
 
 def test_append_grows_extent_and_properties(cube, tmp_path):
     more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20, 25))
-    result = ingest(more, cube, collection="s2", progress=False, on_catalog=write_catalog)
+    result = ingest(more, cube, collection="s2", progress=False)
     assert result.ok and result.version == 2
     coll = pystac.Collection.from_file(str(cube / "s2" / "collection.json"))
     start, end = coll.extent.temporal.intervals[0]
@@ -89,7 +89,7 @@ def test_append_grows_extent_and_properties(cube, tmp_path):
 def test_rejected_ingest_leaves_catalog_unchanged(cube, tmp_path):
     before = snapshot(cube)
     bad = make_scenes(tmp_path / "bad", tiles=("31UFU",), days=(30,), broken=True)
-    result = ingest(bad, cube, collection="s2", progress=False, on_catalog=write_catalog)
+    result = ingest(bad, cube, collection="s2", progress=False)
     assert not result.added and len(result.rejected) == 1
     assert snapshot(cube) == before
     if result.version is not None:  # the ledger records the rejection; the data, and so the catalog, are as before
@@ -102,7 +102,7 @@ def test_killed_ingest_leaves_catalog_unchanged(cube, tmp_path):
     before = snapshot(cube)
     more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20,))
     code = ("import sys; from ingest.job import ingest; from catalog import write_catalog; "
-            "ingest(sys.argv[1], sys.argv[2], collection='s2', progress=False, on_catalog=write_catalog)")
+            "ingest(sys.argv[1], sys.argv[2], collection='s2', progress=False)")
     env = {**os.environ, "CARDCUBE_KILL_AT": "written", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code, str(more), str(cube)], env=env, cwd=REPO, timeout=300,
                           capture_output=True)

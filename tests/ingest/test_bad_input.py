@@ -1,0 +1,96 @@
+"""Bad source scenes: each gets a clear message naming it, is recorded as rejected, and stops nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from cardcube.cli import main
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import open_cube
+from cube.ledger import read_version
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+
+
+@pytest.fixture(scope="module")
+def bad_batch(tiny_region):
+    """Three good S2 scenes plus one broken copy of each kind, as one ItemCollection."""
+    items = tiny_region.items
+    good = items_of(items, "sentinel-2-l2a")
+    src = good[3]
+    broken = {
+        "truncated": broken_copy(items, src, "BAD-truncated", truncate),
+        "crs": broken_copy(items, src, "BAD-crs", reproject_label(32632)),
+        "off-grid": broken_copy(items, src, "BAD-offgrid", shift(5.0)),
+        "missing": broken_copy(items, src, "BAD-missing", drop="B11"),
+        "blank": broken_copy(items, src, "BAD-blank", blank, props={"datetime": "2024-01-01T10:00:00Z"}),
+        "duplicate": broken_copy(items, good[0], "BAD-duplicate"),  # same tile and time as good[0]
+    }
+    path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
+    return path, good[:3], broken
+
+
+EXPECTED = {
+    "truncated": ("SceneReadError", "truncated or corrupt"),
+    "crs": ("SceneGridError", "EPSG:32632"),
+    "off-grid": ("SceneGridError", "off the 10 m pixel grid"),
+    "missing": ("SceneContentError", "missing band(s) B11"),
+    "blank": ("SceneContentError", "nodata"),
+    "duplicate": ("DuplicateSceneError", "already has the acquisition"),
+}
+
+
+def test_each_bad_scene_is_rejected_with_its_reason_and_the_rest_goes_in(bad_batch, tmp_path):
+    path, good, broken = bad_batch
+    result = ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert not result.ok
+    assert sorted(result.added) == sorted(f["id"] for f in good)
+    by_id = {r.scene_id: r for r in result.rejected}
+    for kind, item in broken.items():
+        rejection = by_id[item["id"]]
+        cls, text = EXPECTED[kind]
+        assert rejection.kind == cls, (kind, rejection)
+        assert text in rejection.reason and item["id"] in rejection.reason, (kind, rejection.reason)
+    version = read_version(open_store(tmp_path / "cube"), "s2")
+    assert {r.scene_id for r in version.rejected} == {i["id"] for i in broken.values()}
+    assert not set(version.scenes) & {i["id"] for i in broken.values()}
+    assert assert_matches_sources(tmp_path / "cube", write_items(path, good, "good-only.json"), "s2") > 0
+
+
+def test_a_rejected_scene_can_go_in_once_fixed(bad_batch, tiny_region, tmp_path):
+    path, good, broken = bad_batch
+    ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    fixed = dict(broken["missing"], assets=items_of(tiny_region.items, "sentinel-2-l2a")[3]["assets"])
+    result = ingest(write_items(path, [fixed], "fixed.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert result.ok and result.added == (fixed["id"],)
+
+
+def test_cli_exit_status_says_not_everything_went_in(bad_batch, tmp_path, capsys):
+    path, _, broken = bad_batch
+    code = main(["ingest", str(path), "--cube", str(tmp_path / "cube"), "--quiet", "--chunks",
+                 "time=4,space=64,shard_space=256"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert all(f"rejected {item['id']}" in out for item in broken.values())
+
+
+def test_all_rejected_changes_no_data(bad_batch, tmp_path):
+    path, good, broken = bad_batch
+    ingest(write_items(path, good, "good.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    before = open_cube(tmp_path / "cube", decode=False).compute()
+    result = ingest(write_items(path, [broken["truncated"], broken["crs"]], "only-bad.json"), tmp_path / "cube",
+                    chunks=CHUNKS, progress=False)
+    assert not result.added and len(result.rejected) == 2
+    after = open_cube(tmp_path / "cube", decode=False).compute()
+    assert before.drop_attrs().identical(after.drop_attrs())
+
+
+def test_unknown_source_and_collection_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ingest(tmp_path / "nowhere.json", tmp_path / "cube", progress=False)
+    with pytest.raises(ValueError, match="unknown cube collection"):
+        ingest(tmp_path, tmp_path / "cube", collection="s3", progress=False)
