@@ -71,7 +71,9 @@ class TileGrid:
         size, is not aligned with the tile's pixel lattice, or reaches outside the tile.
         """
         if geobox.crs is None or geobox.crs.epsg != self.epsg:
-            raise SceneGridError(scene_id, f"CRS {geobox.crs} is not the tile {self.tile_id} CRS {self.crs}")
+            found = "none" if geobox.crs is None else (f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg
+                                                       else geobox.crs.to_string()[:80])
+            raise SceneGridError(scene_id, f"CRS {found} is not the CRS of tile {self.tile_id} ({self.crs})")
         a = geobox.affine
         res = a.a
         if a.b != 0 or a.d != 0 or not math.isclose(a.e, -res) or res <= 0:

@@ -22,13 +22,15 @@ def bad_batch(tiny_region):
     items = tiny_region.items
     good = items_of(items, "sentinel-2-l2a")
     src = good[3]
+    def when(day: int) -> dict:  # an acquisition time of its own, so no copy is a duplicate of another
+        return {"datetime": f"2024-01-{day:02d}T10:00:00Z"}
+
     broken = {
-        "truncated": broken_copy(items, src, "BAD-truncated", truncate),
-        "crs": broken_copy(items, src, "BAD-crs", reproject_label(32632)),
-        "off-grid": broken_copy(items, src, "BAD-offgrid", shift(5.0)),
-        "missing": broken_copy(items, src, "BAD-missing", drop="B11"),
-        "blank": broken_copy(items, src, "BAD-blank", blank, props={"datetime": "2024-01-01T10:00:00Z"}),
-        "duplicate": broken_copy(items, good[0], "BAD-duplicate"),  # same tile and time as good[0]
+        "truncated": broken_copy(items, src, "BAD-truncated", truncate, props=when(1)),
+        "crs": broken_copy(items, src, "BAD-crs", reproject_label(32632), props=when(2)),
+        "off-grid": broken_copy(items, src, "BAD-offgrid", shift(5.0), props=when(3)),
+        "missing": broken_copy(items, src, "BAD-missing", drop="B11", props=when(4)),
+        "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
     return path, good[:3], broken
@@ -40,7 +42,6 @@ EXPECTED = {
     "off-grid": ("SceneGridError", "off the 10 m pixel grid"),
     "missing": ("SceneContentError", "missing band(s) B11"),
     "blank": ("SceneContentError", "nodata"),
-    "duplicate": ("DuplicateSceneError", "already has the acquisition"),
 }
 
 
@@ -62,7 +63,7 @@ def test_each_bad_scene_is_rejected_with_its_reason_and_the_rest_goes_in(bad_bat
 
 
 def test_a_rejected_scene_can_go_in_once_fixed(bad_batch, tiny_region, tmp_path):
-    path, good, broken = bad_batch
+    path, _, broken = bad_batch
     ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
     fixed = dict(broken["missing"], assets=items_of(tiny_region.items, "sentinel-2-l2a")[3]["assets"])
     result = ingest(write_items(path, [fixed], "fixed.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
@@ -87,6 +88,16 @@ def test_all_rejected_changes_no_data(bad_batch, tmp_path):
     assert not result.added and len(result.rejected) == 2
     after = open_cube(tmp_path / "cube", decode=False).compute()
     assert before.drop_attrs().identical(after.drop_attrs())
+
+
+def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_region, tmp_path):
+    path, good, _ = bad_batch
+    ingest(write_items(path, good, "good.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    again = broken_copy(tiny_region.items, good[0], "REDELIVERED")  # same tile and time, another id
+    result = ingest(write_items(path, [again], "again.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert rejection.kind == "DuplicateSceneError" and good[0]["id"] in rejection.reason
+    assert "REDELIVERED" not in read_version(open_store(tmp_path / "cube"), "s2").scenes
 
 
 def test_unknown_source_and_collection_are_clear_errors(tmp_path):

@@ -1,0 +1,42 @@
+"""Running a real ``cardcube ingest`` in a subprocess, optionally killed (SIGKILL) at a step or a moment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHUNKS = "time=4,space=64,shard_space=256"
+
+
+def ingest_command(items: Path, cube: str, collection: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cardcube.cli", "ingest", str(items), "--cube", cube, "--collection", collection,
+            "--quiet", "--chunks", CHUNKS, *extra]
+
+
+def run_ingest(items: Path, cube: str, collection: str, *extra: str, kill_at: str | None = None,
+               env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run an ingest to completion (or to its SIGKILL at the named commit step)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("CARDCUBE_KILL_AT", None)
+    if kill_at:
+        full_env["CARDCUBE_KILL_AT"] = kill_at
+    return subprocess.run(ingest_command(items, cube, collection, *extra), env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def kill_after(items: Path, cube: str, collection: str, seconds: float, *, env: dict | None = None) -> int:
+    """Start an ingest and SIGKILL it after ``seconds`` (if still running); returns its exit code."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("CARDCUBE_KILL_AT", None)
+    proc = subprocess.Popen(ingest_command(items, cube, collection), env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=60)

@@ -1,0 +1,120 @@
+"""kill -9 at every named step of the commit and at random moments: the cube stays readable, and
+re-running the same command completes it. Two ingests at once: one waits or fails clearly."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+
+import pytest
+import xarray as xr
+
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from catalog import catalog_is_current
+from cube.dataset import open_cube
+from cube.ledger import committed_versions, read_version
+from ingest.commit import STEPS, writer_lock
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import ingest_command, kill_after, run_ingest
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout.parse("time=4,space=64,shard_space=256")
+COLLECTION = "s1"
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_region):
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    first = write_items(tiny_region.items, features[:9], "crash-first.json")
+    return first, tiny_region.items
+
+
+@pytest.fixture(scope="module")
+def reference(batches, tmp_path_factory):
+    """The cube after the first batch (version 1) and after everything (version 2), ingested cleanly."""
+    first, everything = batches
+    root = tmp_path_factory.mktemp("reference")
+    ingest(first, root, collection=COLLECTION, chunks=CHUNKS, progress=False)
+    v1 = open_cube(root, COLLECTION, decode=False).compute()
+    ingest(everything, root, collection=COLLECTION, chunks=CHUNKS, progress=False)
+    v2 = open_cube(root, COLLECTION, decode=False).compute()
+    return v1, v2
+
+
+def _state(cube, reference) -> int:
+    """Which committed state the cube shows; it must be exactly version 1 or exactly version 2."""
+    ds = open_cube(cube, COLLECTION, decode=False)
+    version = ds.attrs["cardcube:version"]
+    assert version in (1, 2)
+    xr.testing.assert_identical(ds.compute().drop_attrs(), reference[version - 1].drop_attrs())
+    return version
+
+
+def _started_cube(batches, path) -> str:
+    ingest(batches[0], path, collection=COLLECTION, chunks=CHUNKS, progress=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("step", [s for s in STEPS if s != "unlocked"])
+def test_kill_at_each_step_then_rerun_completes(batches, reference, tmp_path, step):
+    cube = _started_cube(batches, tmp_path / "cube")
+    killed = run_ingest(batches[1], cube, COLLECTION, kill_at=step)
+    assert killed.returncode == -9, killed.stderr
+    assert _state(cube, reference) == (2 if step in ("committed", "published") else 1)
+    done = run_ingest(batches[1], cube, COLLECTION)
+    assert done.returncode == 0, done.stderr
+    assert _state(cube, reference) == 2
+    assert committed_versions(open_store(cube), COLLECTION) == [1, 2]  # no half version, none twice
+    store = open_store(cube)
+    assert catalog_is_current(store, read_version(store, COLLECTION))
+
+
+def test_kill_at_random_moments_then_rerun_completes(batches, reference, tmp_path):
+    rng = random.Random(7)
+    cube = _started_cube(batches, tmp_path / "cube")
+    started = time.monotonic()
+    code = kill_after(batches[1], cube, COLLECTION, 60.0)
+    full = time.monotonic() - started  # how long one complete run takes here
+    assert code == 0
+    for i in range(3):
+        cube = _started_cube(batches, tmp_path / f"cube{i}")
+        kill_after(batches[1], cube, COLLECTION, rng.uniform(0.3, full))
+        _state(cube, reference)
+        assert run_ingest(batches[1], cube, COLLECTION).returncode == 0
+        assert _state(cube, reference) == 2
+
+
+def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, tmp_path):
+    cube = _started_cube(batches, tmp_path / "cube")
+    with writer_lock(open_store(cube), COLLECTION):
+        busy = run_ingest(batches[1], cube, COLLECTION)
+        assert busy.returncode == 2
+        assert "is being written by ingest" in busy.stderr and "pid" in busy.stderr
+        waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        assert waiting.poll() is None  # still waiting for the lock
+    out, err = waiting.communicate(timeout=180)
+    assert waiting.returncode == 0, err
+    assert "committed version 2" in out
+
+
+def test_two_ingests_started_together_lose_nothing(batches, reference, tmp_path):
+    cube = _started_cube(batches, tmp_path / "cube")
+    procs = [subprocess.Popen(ingest_command(batches[1], cube, COLLECTION), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results  # the second either found nothing left to do, or the lock
+    assert all("being written by" in err for code, err in results if code == 2)
+    assert _state(cube, reference) == 2
+
+
+def test_files_match_sources_after_crash_and_recovery(batches, tmp_path):
+    cube = _started_cube(batches, tmp_path / "cube")
+    run_ingest(batches[1], cube, COLLECTION, kill_at="written")
+    run_ingest(batches[1], cube, COLLECTION)
+    assert assert_matches_sources(cube, batches[1], COLLECTION) > 0
