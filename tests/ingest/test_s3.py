@@ -1,0 +1,78 @@
+"""Ingest into S3 on a real S3 server over HTTP (moto on loopback), with and without injected faults."""
+
+from __future__ import annotations
+
+import pytest
+
+from cardcube.errors import CardcubeError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import open_cube
+from cube.ledger import committed_versions
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import run_ingest
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+
+
+def _env(bucket) -> dict:
+    return {"AWS_ENDPOINT_URL": bucket.server.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_pixels_on_s3_equal_the_source(tiny_region, s3_bucket, collection):
+    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    result = ingest(tiny_region.items, url, collection=collection, chunks=CHUNKS, storage_options=opts,
+                    progress=False)
+    assert result.ok and result.version == 1
+    assert assert_matches_sources(url, tiny_region.items, collection, storage_options=opts) > 0
+    keys = s3_bucket.server.client().list_objects_v2(Bucket=s3_bucket.name)["Contents"]
+    assert any(k["Key"].endswith(f"{collection}/_ledger/v00000001.json") for k in keys)
+    assert any(k["Key"] == "cube/catalog.json" for k in keys)
+
+
+def test_transient_errors_are_retried_and_the_ingest_completes(tiny_region, s3_bucket, s3_proxy):
+    url = s3_bucket.url_for("cube")
+    s3_proxy.fail_randomly(0.08, status=503, code="SlowDown", seed=3)
+    result = ingest(tiny_region.items, url, collection="s1", chunks=CHUNKS, progress=False,
+                    storage_options=s3_proxy.storage_options())
+    stats = s3_proxy.snapshot()
+    assert result.ok and stats.faults > 0
+    s3_proxy.clear_faults()
+    assert assert_matches_sources(url, tiny_region.items, "s1", storage_options=s3_bucket.storage_options()) > 0
+
+
+def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_region, s3_bucket, s3_proxy):
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    ingest(write_items(tiny_region.items, features[:5], "s3-first.json"), url, collection="s1", chunks=CHUNKS,
+           storage_options=direct, progress=False)
+    before = open_cube(url, "s1", decode=False, storage_options=direct).compute()
+    s3_proxy.fail_randomly(1.0, status=500, code="InternalError", methods=["PUT"])
+    with pytest.raises((CardcubeError, OSError)):
+        ingest(tiny_region.items, url, collection="s1", chunks=CHUNKS, progress=False,
+               storage_options=s3_proxy.storage_options(attempts=2))
+    after = open_cube(url, "s1", decode=False, storage_options=direct)
+    assert after.attrs["cardcube:version"] == 1
+    assert before.drop_attrs().identical(after.compute().drop_attrs())
+    s3_proxy.clear_faults()  # and the lock was released: the next run goes through
+    assert ingest(tiny_region.items, url, collection="s1", chunks=CHUNKS, storage_options=direct,
+                  progress=False).version == 2
+
+
+@pytest.mark.parametrize("step", ["written", "committed"])
+def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    first = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:5], "s3-kill.json")
+    ingest(first, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
+    killed = run_ingest(tiny_region.items, url, "s1", kill_at=step, env=_env(s3_bucket))
+    assert killed.returncode == -9
+    expected = 2 if step == "committed" else 1
+    assert open_cube(url, "s1", storage_options=direct).attrs["cardcube:version"] == expected
+    done = run_ingest(tiny_region.items, url, "s1", env=_env(s3_bucket))
+    assert done.returncode == 0, done.stderr
+    assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
+    assert assert_matches_sources(url, tiny_region.items, "s1", storage_options=direct, sample=6) > 0
