@@ -16,7 +16,8 @@ from cube import layout
 def open_array(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool,
                mode: str = "r") -> zarr.Array:
     """One array of a tile (a band or a coordinate) at one native resolution, cold or hot."""
-    return zarr.open_array(store, path=layout.array_path(collection, tile, resolution, name, hot=hot), mode=mode)
+    path = layout.array_path(collection, tile, resolution, name, hot=hot)
+    return zarr.open_array(store, path=path, mode=mode, zarr_format=3)  # no v2 probes: fewer requests on S3
 
 
 def sized_view(array: zarr.Array, length: int) -> zarr.Array:

@@ -104,7 +104,7 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid) -> zarr.Group:
     """Open a tile's Zarr group, creating it (with zero dates) if it does not exist yet."""
     path = layout.tile_zarr_path(spec.name, tile.tile_id)
     try:
-        return zarr.open_group(store, path=path, mode="r+")
+        return zarr.open_group(store, path=path, mode="r+", zarr_format=3)
     except (GroupNotFoundError, FileNotFoundError):
         pass
     root = zarr.create_group(store, path=path, zarr_format=3, attributes={
