@@ -20,7 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
-from cardcube.errors import InvalidRequestError, ParcelError, ParcelOutsideCubeError
+from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, ParcelTooSmallError
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
@@ -67,6 +67,15 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
     return found, status
 
 
+def _physical(values: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+    """Stored integers to float64 physical values (NaN for nodata); classification layers stay codes."""
+    if "flag_values" in attrs or "scale_factor" not in attrs:
+        return values
+    out = values.astype("float64") * attrs["scale_factor"] + attrs["add_offset"]
+    out[values == attrs["nodata"]] = np.nan
+    return out
+
+
 def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
                   mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool
                   ) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
@@ -81,12 +90,14 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
     pixels = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
                                    axis=1) for name in names}
+    for name in stored:
+        pixels[name] = _physical(pixels[name], ds[name].attrs)
     ids = np.array([pid for pid, _, _ in found], dtype=object)
     times = ds["time"].values
     cloudy = np.isin(pixels["SCL"], list(mask)) if mask is not None and need_scl else None
     derived = [b for b in bands if b in INDICES]
     if derived:  # indices per pixel, from the same pixels
-        pix_ds = xr.Dataset({n: (("time", "p"), pixels[n].astype("float32")) for n in stored})
+        pix_ds = xr.Dataset({n: (("time", "p"), pixels[n]) for n in stored})
         for name, arr in add_indices(pix_ds, derived)[derived].items():
             pixels[name] = arr.values
     results = []
@@ -105,6 +116,17 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
         frame = frame.merge(scl, on=["parcel_id", "time"], how="left")
     meta = pd.DataFrame({"time": times, **{c: ds[c].values for c in TIME_COLUMNS if c in ds.coords}})
     return [frame.merge(meta, on="time", how="left")], status
+
+
+def _check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The requested bands and indices (default: every band but SCL), or a clear error."""
+    if bands is None:
+        return [b for b in available if b != "SCL"]
+    unknown = [b for b in bands if b not in available and b not in INDICES]
+    if unknown:
+        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(available)}, "
+                                  f"indices: {', '.join(INDICES)}")
+    return list(bands)
 
 
 def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
@@ -153,29 +175,26 @@ def parcel_timeseries(
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
+        bands = _check_bands(bands, spec_bands)
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
         spec_bands = list(version.spec.band_names)
+        bands = _check_bands(bands, spec_bands)
         opened = []
         for tiles, ids in _tile_groups(version, ps).items():
             if not tiles:
                 opened.append((None, ps.select(ids)))
                 continue
             sub = ps.select(ids)
-            wanted = bands_for(bands) if bands else tuple(b for b in spec_bands if b != "SCL")
+            wanted = bands_for(bands)
             extra = ("SCL",) if "SCL" in spec_bands else ()
+            # stored integers, decoded in float64 here: exact statistics, half the bytes moved
             ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version_no,
-                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles))
+                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False)
             opened.append((ds, sub))
         groups = opened
-    if bands is None:
-        bands = [b for b in spec_bands if b != "SCL" and b in spec_bands]
-    unknown = [b for b in bands if b not in spec_bands and b not in INDICES]
-    if unknown:
-        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(spec_bands)}, "
-                                  f"indices: {', '.join(INDICES)}")
     if mask == "default":
         mask = DEFAULT_SCL_MASK if "SCL" in spec_bands else None
     elif mask is not None and "SCL" not in spec_bands:
@@ -195,7 +214,7 @@ def parcel_timeseries(
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):
         first = failed.iloc[0]
-        err = ParcelOutsideCubeError if first.status == "outside" else ParcelError
+        err = ParcelOutsideCubeError if first.status == "outside" else ParcelTooSmallError
         raise err(first.parcel_id, first.reason.split(": ", 1)[-1]) if len(failed) == 1 else err(
             ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
             f"first: {first.reason}")

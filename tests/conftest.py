@@ -22,3 +22,18 @@ def tiny_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
 @pytest.fixture(scope="session")
 def tiny_straddle_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
     return generate(tmp_path_factory.mktemp("tiny-straddle"), SynthConfig.tiny(straddle=True))
+
+
+TEST_CHUNKS = "time=4,space=64,shard_space=256"  # small, so the tiny regions span time blocks and shards
+
+
+@pytest.fixture(scope="session")
+def tiny_cube(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+
+    root = tmp_path_factory.mktemp("tiny-cube")
+    for collection in ("s2", "s1"):
+        ingest(tiny_region.items, root, collection=collection, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    return root

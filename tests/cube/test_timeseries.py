@@ -1,0 +1,167 @@
+"""parcel_timeseries against an independent reference, over folders and S3, with its errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point, box
+
+from cardcube.errors import InvalidRequestError, ParcelNotFoundError, ParcelOutsideCubeError, ParcelTooSmallError
+from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
+from cardcube.storage import CountingStore, open_store
+from cube.timeseries import parcel_timeseries
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+from tests.cube.reference import reference_stats
+from tests.ingest.scene_edits import items_of, write_items
+
+STATS = ("count", "masked", "mean", "std", "min", "max", "p25", "median", "p75")
+
+
+@pytest.fixture(scope="module")
+def parcels(tiny_region) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(tiny_region.parcels)
+
+
+@pytest.fixture(scope="module")
+def sample(parcels) -> gpd.GeoDataFrame:
+    """Three ordinary parcels of different sizes."""
+    ordered = parcels.sort_values("area_ha")
+    return ordered.iloc[[len(ordered) // 2, int(len(ordered) * 0.8), len(ordered) - 1]]
+
+
+def _compare(frame: pd.DataFrame, items, collection, geometries: dict, band: str, mask) -> int:
+    compared = 0
+    for row in frame[frame.band == band].itertuples():
+        ref = reference_stats(items, collection, row.scene_id if hasattr(row, "scene_id") else None,
+                              geometries[row.parcel_id], band, mask_classes=mask)
+        assert row.count == ref["count"] and row.masked == ref["masked"], (row.parcel_id, row.time)
+        for stat in STATS[2:]:
+            if ref["count"]:
+                assert getattr(row, stat) == pytest.approx(ref[stat], rel=1e-6, abs=1e-9), (stat, row)
+            else:
+                assert np.isnan(getattr(row, stat))
+        compared += 1
+    return compared
+
+
+def _with_scene_ids(frame: pd.DataFrame, items, collection: str) -> pd.DataFrame:
+    source = "sentinel-2-l2a" if collection == "s2" else "sentinel-1-card-bs"
+    ids = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None): f["id"] for f in items_of(items, source)}
+    return frame.assign(scene_id=frame.time.map(ids))
+
+
+@pytest.mark.parametrize("mask", [DEFAULT_SCL_MASK, None])
+def test_s2_statistics_equal_the_source_pixels(tiny_cube, tiny_region, sample, mask):
+    frame = parcel_timeseries(tiny_cube, sample, bands=["B04", "B11"], mask=mask)
+    frame = _with_scene_ids(frame, tiny_region.items, "s2")
+    geoms = dict(zip(sample.parcel_id, sample.geometry, strict=True))
+    n = sum(_compare(frame, tiny_region.items, "s2", geoms, band, mask) for band in ("B04", "B11"))
+    assert n == 2 * len(sample) * 19
+    assert set(frame.cube_version) == {1} and frame.attrs["cube_version"] == 1
+    assert (frame.attrs["parcel_status"].status == "ok").all()
+
+
+def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
+    frame = parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=None)
+    scl = frame.filter(like="scl_").sum(axis=1)
+    assert (scl == frame["count"] + frame["masked"]).all()
+
+
+def test_s1_means_average_linear_power_and_report_db(tiny_cube, tiny_region, sample):
+    frame = parcel_timeseries(tiny_cube, sample, collection="s1", bands=["VH"])
+    frame = _with_scene_ids(frame, tiny_region.items, "s1")
+    geoms = dict(zip(sample.parcel_id, sample.geometry, strict=True))
+    assert _compare(frame, tiny_region.items, "s1", geoms, "VH", None) == len(sample) * 31
+    assert set(frame.orbit_state) == {"ascending", "descending"}
+    assert (frame["mean"] > frame["median"] - 0.5).mean() > 0.9  # linear mean sits above the dB median
+
+
+def test_reprojected_parcels_give_the_same_numbers(tiny_cube, sample):
+    utm = parcel_timeseries(tiny_cube, sample, bands=["B08"])
+    lonlat = parcel_timeseries(tiny_cube, sample.to_crs("EPSG:4326"), bands=["B08"])
+    pd.testing.assert_frame_equal(utm, lonlat, check_exact=False, rtol=1e-9)
+
+
+def test_point_and_id_lookups_give_the_parcel(tiny_cube, parcels, sample):
+    target = sample.iloc[0]
+    inside = target.geometry.representative_point()
+    lon, lat = gpd.GeoSeries([inside], crs=parcels.crs).to_crs("EPSG:4326").iloc[0].coords[0]
+    by_point = parcel_timeseries(tiny_cube, Point(lon, lat), registry=parcels, bands=["B04"])
+    by_id = parcel_timeseries(tiny_cube, [target.parcel_id], registry=parcels, bands=["B04"])
+    assert set(by_point.parcel_id) == {target.parcel_id}
+    pd.testing.assert_frame_equal(by_point, by_id)
+
+
+def test_indices_are_computed_per_pixel(tiny_cube, sample):
+    frame = parcel_timeseries(tiny_cube, sample.iloc[:1], bands=["B04", "B08", "NDVI"], mask=None)
+    ndvi = frame[frame.band == "NDVI"]
+    assert ndvi["max"].max() <= 1.0 and ndvi["min"].min() >= -1.0
+    assert (ndvi["count"].to_numpy() == frame[frame.band == "B04"]["count"].to_numpy()).all()
+
+
+def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
+    store = CountingStore(open_store(tiny_cube))
+    parcel = sample.iloc[[1]]
+    parcel_timeseries(store, parcel, bands=["B04"], mask=None, histogram=False)
+    chunk_gets = [k for k in store.keys_read if "/B04/c/" in k]
+    # independent count: the 64 px chunks a 10 m window of the parcel's buffered bounds touches
+    minx, miny, maxx, maxy = parcel.geometry.iloc[0].buffer(-5).bounds
+    c0, c1 = int((minx - 600000) // 10) // 64, int((maxx - 600000) // 10) // 64
+    r0, r1 = int((5900040 - maxy) // 10) // 64, int((5900040 - miny) // 10) // 64
+    chunks = (c1 - c0 + 1) * (r1 - r0 + 1)
+    layout = ChunkLayout.parse(TEST_CHUNKS)
+    time_chunks = 19 // layout.time + 19 % layout.time  # cold blocks + live hot slots
+    assert len(chunk_gets) == 2 * chunks * time_chunks  # each: the shard index, then the chunk's bytes
+    shard = layout.shard_space // layout.space
+    shards = {k.rsplit("/c/", 1)[1] for k in chunk_gets}
+    assert all(r0 // shard <= int(s.split("/")[1]) <= r1 // shard for s in shards)
+    assert all(c0 // shard <= int(s.split("/")[2]) <= c1 // shard for s in shards)
+
+
+def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, sample):
+    with pytest.raises(ParcelNotFoundError, match="NOPE"):
+        parcel_timeseries(tiny_cube, ["NOPE"], registry=parcels)
+    with pytest.raises(ParcelNotFoundError, match="no registered parcel contains"):
+        parcel_timeseries(tiny_cube, Point(4.0, 52.0), registry=parcels)
+    far = gpd.GeoDataFrame({"parcel_id": ["far"]}, geometry=[box(100, 100, 200, 200)], crs=parcels.crs)
+    with pytest.raises(ParcelOutsideCubeError, match="far"):
+        parcel_timeseries(tiny_cube, far)
+    centre = sample.geometry.iloc[0].representative_point()
+    sliver = gpd.GeoDataFrame({"parcel_id": ["sliver"]}, geometry=[centre.buffer(4)], crs=parcels.crs)
+    with pytest.raises(ParcelTooSmallError, match="sliver"):
+        parcel_timeseries(tiny_cube, sliver)
+    with pytest.raises(InvalidRequestError, match="unknown band"):
+        parcel_timeseries(tiny_cube, sample, bands=["B99"])
+    mixed = pd.concat([sample.iloc[:1], sliver])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = parcel_timeseries(tiny_cube, mixed, bands=["B04"])
+    assert any("1 of 2 parcels" in str(w.message) for w in caught)
+    status = frame.attrs["parcel_status"].set_index("parcel_id").status
+    assert status["sliver"] == "too_small" and set(frame.parcel_id) == {sample.parcel_id.iloc[0]}
+
+
+def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
+    chunks = ChunkLayout.parse(TEST_CHUNKS)
+    early = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:10], "early.json")
+    ingest(early, tmp_path / "growing", collection="s1", chunks=chunks, progress=False)
+    ingest(early, tmp_path / "frozen", collection="s1", chunks=chunks, progress=False)
+    ingest(tiny_region.items, tmp_path / "growing", collection="s1", chunks=chunks, progress=False)
+    then = parcel_timeseries(tmp_path / "growing", sample, collection="s1", as_of=1)
+    frozen = parcel_timeseries(tmp_path / "frozen", sample, collection="s1")
+    pd.testing.assert_frame_equal(then, frozen)
+    assert parcel_timeseries(tmp_path / "growing", sample, collection="s1").attrs["cube_version"] == 2
+
+
+def test_s3_gives_the_numbers_of_the_folder(tiny_cube, tiny_region, sample, s3_bucket):
+    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    ingest(tiny_region.items, url, collection="s1", chunks=ChunkLayout.parse(TEST_CHUNKS), storage_options=opts,
+           progress=False)
+    on_s3 = parcel_timeseries(url, sample, collection="s1", storage_options=opts)
+    local = parcel_timeseries(tiny_cube, sample, collection="s1")
+    pd.testing.assert_frame_equal(on_s3, local)
