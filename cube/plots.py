@@ -1,0 +1,48 @@
+"""Time-series plots of parcel statistics, as an inspector reads them: one panel per parcel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+
+def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd.DataFrame | None = None,
+                    band: str = "NDVI", radar_band: str = "VH", titles: Mapping | None = None,
+                    min_valid: float = 0.5) -> None:
+    """One panel per parcel: the median of ``band`` over clear dates (dates with fewer than
+    ``min_valid`` of the parcel's pixels valid are drawn hollow), and S1 ``radar_band`` means per orbit
+    direction on a second axis."""
+    parcels = list(dict.fromkeys(optical.parcel_id))
+    fig, axes = plt.subplots(len(parcels), 1, figsize=(9, 2.6 * len(parcels)), sharex=True, squeeze=False)
+    for ax, pid in zip(axes[:, 0], parcels, strict=True):
+        rows = optical[(optical.parcel_id == pid) & (optical.band == band)]
+        valid = rows["count"] / (rows["count"] + rows["masked"]).clip(lower=1)
+        clear = rows[valid >= min_valid]
+        ax.plot(clear.time, clear["median"], "o-", color="tab:green", label=f"{band} median, clear")
+        cloudy = rows[(valid < min_valid) & (rows["count"] > 0)]
+        ax.plot(cloudy.time, cloudy["median"], "o", mfc="none", color="tab:green", alpha=0.5, label="mostly masked")
+        ax.set_ylim(-0.2, 1.0)
+        ax.set_ylabel(band)
+        ax.set_title((titles or {}).get(pid, str(pid)), fontsize=10, loc="left")
+        if radar is not None:
+            twin = ax.twinx()
+            for direction, colour in (("ascending", "tab:blue"), ("descending", "tab:purple")):
+                r = radar[(radar.parcel_id == pid) & (radar.band == radar_band) & (radar.orbit_state == direction)]
+                twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8,
+                          label=f"S1 {radar_band} {direction}")
+            twin.set_ylabel(f"{radar_band} (dB)")
+            twin.set_ylim(-30, -5)
+        ax.grid(alpha=0.3)
+    handles = [h for ax in fig.axes for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in fig.axes for lab in ax.get_legend_handles_labels()[1]]
+    unique = dict(zip(labels, handles, strict=True))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
