@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -113,6 +114,10 @@ def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
     return ps.geometries[0], (ps.ids[0] if isinstance(where, Point) or registry is not None else None), ps.crs
 
 
+def _project(geometry: BaseGeometry, src: Any, dst: Any) -> BaseGeometry:
+    return gpd.GeoSeries([geometry], crs=src).to_crs(dst).iloc[0]
+
+
 def _chip_box(centre: Point, grid: TileGrid, resolution: int, size: int) -> tuple[float, float, float, float]:
     """A ``size`` x ``size`` pixel box on the tile lattice centred on ``centre`` (tile CRS)."""
     col = math.floor((centre.x - grid.ulx) / resolution) - size // 2
@@ -146,7 +151,7 @@ def chip(
     if isinstance(cube, xr.Dataset):
         ds = cube
         geobox = dataset_geobox(ds)
-        geom_local = as_parcels(geom, src_crs=crs).to_crs(geobox.crs).geometries[0]
+        geom_local = _project(geom, crs, geobox.crs)
         centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
         grid_res = abs(geobox.affine.a)
         col = math.floor((centre.x - geobox.affine.c) / grid_res) - size // 2
@@ -159,7 +164,7 @@ def chip(
         ds = None
         for tile in sorted(version.tiles):
             grid = TileGrid.from_id(tile)
-            geom_local = as_parcels(geom, src_crs=crs).to_crs(grid.crs).geometries[0]
+            geom_local = _project(geom, crs, grid.crs)
             centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
             chip_box = _chip_box(centre, grid, res, size)
             if box(*grid.geobox(res).boundingbox).contains(box(*chip_box)):
@@ -182,5 +187,5 @@ def chip(
     data = ds[list(dict.fromkeys(keep))].compute()
     outline = None
     if geom is not None and geom.geom_type != "Point":
-        outline = as_parcels(geom, src_crs=crs).to_crs(data.rio.crs).geometries[0]
+        outline = _project(geom, crs, data.rio.crs)
     return Chip(data, tuple(bands), outline, pid)

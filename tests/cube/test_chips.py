@@ -1,0 +1,91 @@
+"""Chips from the cube: the PNG is decoded and its pixels checked; contact sheet, GeoTIFF, limits."""
+
+from __future__ import annotations
+
+import io
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.spec import DEFAULT_SCL_MASK
+from cube import render
+from cube.chips import chip
+from cube.dataset import open_cube
+
+
+@pytest.fixture(scope="module")
+def parcels(tiny_region) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(tiny_region.parcels)
+
+
+@pytest.fixture(scope="module")
+def parcel_id(parcels) -> str:
+    return parcels.sort_values("area_ha").parcel_id.iloc[-5]
+
+
+def test_true_colour_png_shows_the_cube_pixels_and_the_outline(tiny_cube, parcels, parcel_id, tmp_path):
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=48)
+    assert c.data.sizes["y"] == c.data.sizes["x"] == 48 and c.parcel_id == parcel_id
+    clear = int(np.argmin(c.cloud_fraction()))
+    c.to_png(tmp_path / "chip.png", clear, scale=4)
+    png = np.asarray(Image.open(tmp_path / "chip.png").convert("RGBA"))
+    assert png.shape == (192, 192, 4)
+    # independent of the renderer: reflectance 0..0.3 -> 0..255, from the cube read separately
+    ds = open_cube(tiny_cube, bbox=c.geobox.boundingbox, bands=["B04", "B03", "B02"]).isel(time=clear).compute()
+    expected = np.clip(np.stack([ds[b].values for b in ("B04", "B03", "B02")], -1) / 0.3, 0, 1) * 255
+    outline = np.all(png[..., :3] == render.OUTLINE[:3], axis=-1)
+    body = ~outline[::4, ::4] & np.isfinite(expected).all(-1)  # chip pixels with data, off the outline
+    assert np.abs(png[::4, ::4, :3][body].astype(float) - expected[body]).max() <= 1.0
+    # the outline follows the parcel boundary: its pixels lie on the boundary drawn at this scale
+    ys, xs = np.nonzero(outline)
+    assert len(ys) > 20
+    a = c.geobox.affine
+    boundary = c.outline.boundary
+    xw, yw = a.c + (xs + 0.5) / 4 * a.a, a.f + (ys + 0.5) / 4 * a.e
+    dist = np.array([boundary.distance(gpd.points_from_xy([x], [y])[0]) for x, y in zip(xw, yw, strict=True)])
+    assert np.percentile(dist, 95) <= 10.0  # within a 10 m pixel
+
+
+def test_contact_sheet_marks_exactly_the_cloudy_dates(tiny_cube, parcels, parcel_id):
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32)
+    sheet = c.contact_sheet(scale=2)
+    assert len(sheet.boxes) == c.data.sizes["time"] == 19
+    # independent cloud fraction: SCL codes over the parcel's pixel centres
+    scl = c.data["SCL"].values
+    from tests.cube.reference import centre_pixels
+
+    inside = centre_pixels(c.outline, c.geobox.affine, c.geobox.shape, buffer=0.0)
+    fraction = np.isin(scl[:, inside], DEFAULT_SCL_MASK).mean(axis=1)
+    assert list(sheet.cloudy) == list(fraction > 0.3)
+    assert any(sheet.cloudy) and not all(sheet.cloudy)
+    png = Image.open(io.BytesIO(sheet.to_png()))
+    for (x0, y0, _, _), cloudy in zip(sheet.boxes, sheet.cloudy, strict=True):
+        frame = png.getpixel((x0 - 2, y0 - 2))[:3]
+        assert (frame == render.CLOUDY) == cloudy
+
+
+def test_index_chip_and_geotiff(tiny_cube, parcels, parcel_id, tmp_path):
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32, bands=("NDVI",))
+    ndvi = c.data["NDVI"].values
+    assert np.nanmax(ndvi) <= 1 and np.nanmin(ndvi) >= -1
+    c.to_geotiff(tmp_path / "chip.tif", 0)
+    with rasterio.open(tmp_path / "chip.tif") as src:
+        assert src.crs.to_epsg() == 32631 and src.transform == c.geobox.affine
+        np.testing.assert_allclose(src.read(1), ndvi[0], equal_nan=True)
+
+
+def test_point_chip_and_limits(tiny_cube, tiny_region):
+    x, y = (tiny_region.bbox[0] + tiny_region.bbox[2]) / 2, (tiny_region.bbox[1] + tiny_region.bbox[3]) / 2
+    lon, lat = gpd.GeoSeries(gpd.points_from_xy([x], [y]), crs=32631).to_crs(4326).iloc[0].coords[0]
+    from shapely.geometry import Point
+
+    c = chip(tiny_cube, Point(lon, lat), size=16, collection="s1", bands=("VH",))
+    assert c.data.sizes["x"] == 16 and c.outline is None
+    with pytest.raises(RequestTooLargeError, match="size"):
+        chip(tiny_cube, Point(lon, lat), size=100_000)
+    with pytest.raises(InvalidRequestError, match="three bands"):
+        chip(tiny_cube, Point(lon, lat), bands=("B04", "B03"))
