@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
+from catalog import find_tiles
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.tile_arrays import open_array, sized_view
 
@@ -109,6 +111,24 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         out.append((TileWindow(name, full[r0:r1, c0:c1]), inside))
     whole = [w for w, inside in out if inside]
     return whole[:1] if whole else [w for w, _ in out]
+
+
+def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[str] | None:
+    """Tiles whose footprint meets the query, from the static STAC catalog (no database).
+
+    The catalog reflects the latest version; tiles are never removed, so the tiles of an earlier
+    version (``as_of``) are those of the catalog that this version's ledger record holds. A cube written
+    without a catalog is routed by its ledger alone (None: every tile is a candidate).
+    """
+    if bbox is None and geometry is None:
+        return None
+    if crs is None:  # a query in "the tile CRS": the CRS of the collection's tiles
+        crs = TileGrid.from_id(next(iter(sorted(version.tiles)))).crs if version.tiles else None
+    try:
+        refs = find_tiles(store, version.collection, bbox=bbox, geometry=geometry, crs=crs)
+    except FileNotFoundError:
+        return None
+    return [r.tile for r in refs if r.tile in version.tiles]
 
 
 def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:
@@ -272,7 +292,8 @@ def open_cube(
     tiles: Sequence[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL or zarr Store).
+    """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL, zarr Store, or the
+    cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
     ``time`` (``(start, end)`` or ``"start/end"``) restrict what is read; ``bands`` default to all.
@@ -280,6 +301,8 @@ def open_cube(
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
     record the collection, the version read and the cube location.
     """
+    if isinstance(cube, str | os.PathLike) and os.fspath(cube).endswith("catalog.json"):
+        cube = os.fspath(cube)[: -len("catalog.json")].rstrip("/") or "."
     store = open_store(cube, storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
     spec: CubeSpec = version.spec
@@ -291,6 +314,8 @@ def open_cube(
     res = resolution or min(b.resolution for b in band_specs)
     if res not in spec.resolutions:
         raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
+    if tiles is None:
+        tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs)
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
         raise ParcelOutsideCubeError("query", f"the area does not intersect any tile of the {collection} cube "

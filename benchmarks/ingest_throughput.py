@@ -1,0 +1,74 @@
+"""Ingest throughput and write amplification: an initial load, and a season of one-date appends.
+
+Run: ``python -m benchmarks.ingest_throughput [--size-km 10] [--collection s2] [--out DIR]``. Prints scenes/min,
+MB/s of source read, bytes written and write amplification (bytes written / compressed bytes of the new data)
+for (1) loading the whole season at once and (2) appending it one acquisition at a time into a fresh cube,
+cumulative over the season. Targets (issue 4): <= 1.5x initial, <= 3x cumulative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from cardcube.synth import SynthConfig, generate
+from ingest.job import ingest
+
+
+def _items(path: Path, collection: str) -> list[dict]:
+    source = "sentinel-2-l2a" if collection == "s2" else "sentinel-1-card-bs"
+    feats = [f for f in json.loads(path.read_text())["features"] if f["collection"] == source]
+    return sorted(feats, key=lambda f: f["properties"]["datetime"])
+
+
+def run(size_km: float, collection: str, work: Path) -> dict:
+    region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000))
+    feats = _items(region.items, collection)
+    t0 = time.perf_counter()
+    initial = ingest(region.items, work / "initial", collection=collection, progress=False, catalog=False)
+    initial_s = time.perf_counter() - t0
+
+    written = new = 0
+    appends_s = 0.0
+    for i, feature in enumerate(feats):
+        one = region.items.parent / f"append-{i:03d}.json"
+        one.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+        t0 = time.perf_counter()
+        r = ingest(one, work / "appended", collection=collection, progress=False, catalog=False)
+        appends_s += time.perf_counter() - t0
+        written += r.bytes_written
+        new += r.bytes_new_data
+    mb = initial.source_bytes / 1e6
+    return {
+        "collection": collection, "size_km": size_km, "scenes": len(feats),
+        "initial": {"seconds": initial_s, "scenes_per_min": len(feats) / initial_s * 60, "source_MB": mb,
+                    "MB_per_s": mb / initial_s, "written_MB": initial.bytes_written / 1e6,
+                    "write_amplification": initial.write_amplification},
+        "appends": {"seconds": appends_s, "scenes_per_min": len(feats) / appends_s * 60,
+                    "written_MB": written / 1e6, "new_data_MB": new / 1e6, "write_amplification": written / new},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-km", type=float, default=4.0, help="side of the synthetic region (default 4 km)")
+    p.add_argument("--collection", choices=("s2", "s1"), default="s2")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cardcube-ingest-bench-") as tmp:
+        result = run(args.size_km, args.collection, Path(tmp))
+    i, a = result["initial"], result["appends"]
+    print(f"{result['scenes']} {args.collection} scenes, {args.size_km:g} x {args.size_km:g} km")
+    print(f"initial load : {i['scenes_per_min']:7.1f} scenes/min  {i['MB_per_s']:6.1f} MB/s  "
+          f"wrote {i['written_MB']:7.1f} MB  write amplification {i['write_amplification']:.2f}x")
+    print(f"1-date appends: {a['scenes_per_min']:7.1f} scenes/min                wrote {a['written_MB']:7.1f} MB  "
+          f"write amplification {a['write_amplification']:.2f}x cumulative over the season")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
