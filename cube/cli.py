@@ -67,6 +67,8 @@ def _target(args: argparse.Namespace, ids: list[str]):
 
 
 def _timeseries(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from cube.timeseries import parcel_timeseries
 
     where, registry = _target(args, args.ids)
@@ -76,7 +78,7 @@ def _timeseries(args: argparse.Namespace) -> int:
                               time=args.time, as_of=args.as_of)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    status = frame.attrs["parcel_status"]
+    status = pd.DataFrame(frame.attrs["parcel_status"])
     frame.to_parquet(out) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out}")

@@ -166,8 +166,9 @@ def parcel_timeseries(
     indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
-    ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one row per parcel: ok / outside /
-    too_small with the reason). A single parcel that cannot be measured raises instead.
+    ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
+    too_small with the reason; plain dicts, so the frame still writes to Parquet). A single parcel that
+    cannot be measured raises instead.
     """
     ps = as_parcels(parcels, registry=registry)
     if isinstance(cube, xr.Dataset):
@@ -224,5 +225,6 @@ def parcel_timeseries(
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no
-    frame.attrs.update(cube_version=version_no, collection=collection, parcel_status=status_frame)
+    frame.attrs.update(cube_version=version_no, collection=collection,
+                       parcel_status=status_frame.to_dict("records"))
     return frame
