@@ -1,0 +1,23 @@
+"""Ingest on a dask-distributed cluster (a LocalCluster of 2 worker processes) gives the same cube."""
+
+from __future__ import annotations
+
+import pytest
+import xarray as xr
+
+from cardcube.spec import ChunkLayout
+from cube.dataset import open_cube
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+
+
+def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_cube, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        result = ingest(tiny_region.items, tmp_path / "cube", collection="s1", progress=False,
+                        chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
+        assert result.ok and len(client.scheduler_info()["workers"]) == 2
+    cluster_ds = open_cube(tmp_path / "cube", "s1", decode=False).compute()
+    local_ds = open_cube(tiny_cube, "s1", decode=False).compute()
+    xr.testing.assert_identical(cluster_ds.drop_attrs(), local_ds.drop_attrs())
