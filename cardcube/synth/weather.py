@@ -24,7 +24,7 @@ def weather_table(rng: np.random.Generator, start: dt.date, end: dt.date) -> pd.
     """
     dates = pd.date_range(start, end, freq="D")
     n = len(dates)
-    doy = dates.dayofyear.to_numpy()
+    doy = dates.day_of_year.to_numpy()
     clim = 10.4 + 7.6 * np.sin(2 * np.pi * (doy - 111) / 365.25)  # min ~ 20 Jan, max ~ 21 Jul
     anomaly = np.empty(n)
     anomaly[0] = rng.normal(0, 2.0)
