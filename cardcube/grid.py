@@ -59,6 +59,11 @@ class TileGrid:
     def crs(self) -> str:
         return f"EPSG:{self.epsg}"
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """The tile square ``(minx, miny, maxx, maxy)`` in its own CRS."""
+        return self.ulx, self.uly - self.size_m, self.ulx + self.size_m, self.uly
+
     def geobox(self, resolution: float) -> GeoBox:
         """The whole tile at ``resolution`` metres (10980 x 10980 at 10 m)."""
         n = round(self.size_m / resolution)

@@ -167,7 +167,7 @@ def chip(
             geom_local = _project(geom, crs, grid.crs)
             centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
             chip_box = _chip_box(centre, grid, res, size)
-            if box(*grid.geobox(res).boundingbox).contains(box(*chip_box)):
+            if box(*grid.bounds).contains(box(*chip_box)):
                 needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
                                                                    else [])]))
                 ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version.version,

@@ -262,14 +262,12 @@ def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands:
         keep &= times[order] <= hi
     order = order[keep]
     sorted_acqs = [acqs[i] for i in order]
-    coords = _acquisition_coords(sorted_acqs)
-    coords.update(window.geobox.coordinates)  # y, x pixel centres
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(store, version, window, b, order, resolution, decode=decode,
                                                  token=token), _band_attrs(b, decode=decode))
         for b in bands
     }
-    ds = xr.Dataset(data_vars, coords={k: v for k, v in coords.items() if k not in ("x", "y")})
+    ds = xr.Dataset(data_vars, coords=_acquisition_coords(sorted_acqs))
     ds = ds.assign_coords(y=window.geobox.coordinates["y"].values, x=window.geobox.coordinates["x"].values)
     ds["y"].attrs.update(units="metre", standard_name="projection_y_coordinate")
     ds["x"].attrs.update(units="metre", standard_name="projection_x_coordinate")

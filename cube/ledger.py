@@ -10,7 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,11 +41,7 @@ class Acquisition:
         return np.datetime64(self.time.rstrip("Z"), "ns")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time, "scene_id": self.scene_id, "platform": self.platform,
-            "relative_orbit": self.relative_orbit, "orbit_state": self.orbit_state,
-            "cloud_cover": self.cloud_cover,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Acquisition:

@@ -133,12 +133,11 @@ def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], l
     """Parcel ids by the tiles to read: the first tile holding the parcel whole, else all it touches."""
     groups: dict[tuple[str, ...], list[Any]] = {}
     grids = [TileGrid.from_id(t) for t in sorted(version.tiles)]
-    projected = {g.tile_id: ps.to_crs(g.crs) for g in grids}
+    squares = {g.tile_id: box(*g.bounds) for g in grids}
+    projected = {g.tile_id: ps.to_crs(g.crs).geometries for g in grids}
     for i, pid in enumerate(ps.ids):
-        whole = [g.tile_id for g in grids
-                 if box(*g.geobox(10).boundingbox).contains(projected[g.tile_id].geometries[i])]
-        touch = [g.tile_id for g in grids
-                 if box(*g.geobox(10).boundingbox).intersects(projected[g.tile_id].geometries[i])]
+        whole = [t for t, square in squares.items() if square.contains(projected[t][i])]
+        touch = [t for t, square in squares.items() if square.intersects(projected[t][i])]
         groups.setdefault(tuple(whole[:1] or touch), []).append(pid)
     return groups
 
