@@ -22,16 +22,15 @@ from shapely.geometry import box
 
 from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, ParcelTooSmallError
 from cardcube.grid import TileGrid
-from cardcube.spec import DEFAULT_SCL_MASK, SCL_CLASSES
+from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import open_cube
-from cube.indices import INDICES, add_indices, bands_for
+from cube.indices import INDICES, bands_for
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
-from cube.stats import STATS, ParcelStats, backscatter_stats, class_histogram, stats_frame, zonal_stats
-
-TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
+from cube.pixels import TIME_COLUMNS, ParcelPixels
+from cube.stats import STATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +66,6 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
     return found, status
 
 
-def _physical(values: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
-    """Stored integers to float64 physical values (NaN for nodata); classification layers stay codes."""
-    if "flag_values" in attrs or "scale_factor" not in attrs:
-        return values
-    out = values.astype("float64") * attrs["scale_factor"] + attrs["add_offset"]
-    out[values == attrs["nodata"]] = np.nan
-    return out
-
-
 def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
                   mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool
                   ) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
@@ -88,34 +78,12 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     names = stored + (["SCL"] if need_scl and "SCL" not in stored else [])
     windows = dask.compute(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
-    pixels = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
+    values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
                                    axis=1) for name in names}
-    for name in stored:
-        pixels[name] = _physical(pixels[name], ds[name].attrs)
-    ids = np.array([pid for pid, _, _ in found], dtype=object)
-    times = ds["time"].values
-    cloudy = np.isin(pixels["SCL"], list(mask)) if mask is not None and need_scl else None
-    derived = [b for b in bands if b in INDICES]
-    if derived:  # indices per pixel, from the same pixels
-        pix_ds = xr.Dataset({n: (("time", "p"), pixels[n]) for n in stored})
-        for name, arr in add_indices(pix_ds, derived)[derived].items():
-            pixels[name] = arr.values
-    results = []
-    for band in bands:
-        values = pixels[band].astype("float64")
-        if cloudy is not None:
-            values[cloudy] = np.nan
-        units = ds[band].attrs.get("units", "1") if band in ds else "1"
-        func = backscatter_stats if units == "dB" else zonal_stats
-        results.append(ParcelStats(band, ids, times, func(values, labels, len(found), stats=stats), units))
-    frame = stats_frame(results)
-    if histogram and need_scl:
-        hist = class_histogram(pixels["SCL"], labels, len(found), class_codes=list(SCL_CLASSES))
-        cols = {f"scl_{code}": hist[:, :, k].reshape(-1) for k, code in enumerate(SCL_CLASSES)}
-        scl = pd.DataFrame({"parcel_id": np.repeat(ids, len(times)), "time": np.tile(times, len(ids)), **cols})
-        frame = frame.merge(scl, on=["parcel_id", "time"], how="left")
-    meta = pd.DataFrame({"time": times, **{c: ds[c].values for c in TIME_COLUMNS if c in ds.coords}})
-    return [frame.merge(meta, on="time", how="left")], status
+    pixels = ParcelPixels(np.array([pid for pid, _, _ in found], dtype=object), labels, ds["time"].values, values,
+                          {n: dict(ds[n].attrs) for n in names},
+                          {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
+    return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
 
 
 def _check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
