@@ -32,12 +32,14 @@ __all__ = ["ParcelSet", "as_parcels", "parcel_at", "too_small"]
 @dataclass(frozen=True, eq=False)
 class ParcelSet:
     """Parcels: ``ids`` and polygonal, valid ``geometries`` in ``crs``; ``repaired`` lists the ids
-    whose geometry was invalid and made valid on the way in."""
+    whose geometry was invalid and made valid on the way in, ``rejected`` the ``(id, reason)`` of input
+    parcels left out because no polygon could be made of them (``as_parcels(..., errors="collect")``)."""
 
     ids: tuple[Hashable, ...]
     geometries: tuple[BaseGeometry, ...]
     crs: CRS
     repaired: tuple[Hashable, ...] = field(default=())
+    rejected: tuple[tuple[Hashable, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.geometries):
@@ -102,7 +104,7 @@ class ParcelSet:
         if crs == self.crs:
             return self
         geoms = gpd.GeoSeries(list(self.geometries), crs=self.crs).to_crs(crs)
-        return ParcelSet(self.ids, tuple(geoms), crs, self.repaired)
+        return ParcelSet(self.ids, tuple(geoms), crs, self.repaired, self.rejected)
 
     def buffered(self, distance: float) -> ParcelSet:
         """Every parcel buffered by ``distance`` (CRS units, negative = inward).
@@ -159,17 +161,29 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
 
 
 def _build(
-    ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool
+    ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
+    errors: str = "raise",
 ) -> ParcelSet:
     if not ids:
         raise InvalidRequestError("no parcels given")
+    if errors not in ("raise", "collect"):
+        raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)
-    fixed, repaired = [], []
+    kept, fixed, repaired, rejected = [], [], [], []
     for pid, g in zip(ids, geoms, strict=True):
-        geom, was_repaired = _polygonal(pid, g, repair=repair)
+        try:
+            geom, was_repaired = _polygonal(pid, g, repair=repair)
+        except ParcelError as exc:
+            if errors == "raise":
+                raise
+            rejected.append((pid, exc.reason))
+            continue
+        kept.append(pid)
         fixed.append(geom)
         if was_repaired:
             repaired.append(pid)
+    if not kept:
+        raise ParcelError(rejected[0][0], f"{rejected[0][1]}; none of the {len(ids)} parcels is a polygon")
     if src.is_geographic:
         minx, miny, maxx, maxy = shapely.total_bounds(np.asarray(fixed, dtype=object))
         if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
@@ -177,7 +191,7 @@ def _build(
                 f"parcel coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
                 f"{src.to_string()}; pass src_crs= with the CRS they are in"
             )
-    parcels = ParcelSet(tuple(ids), tuple(fixed), src, tuple(repaired))
+    parcels = ParcelSet(tuple(kept), tuple(fixed), src, tuple(repaired), tuple(rejected))
     return parcels if crs is None else parcels.to_crs(crs)
 
 
@@ -223,6 +237,7 @@ def as_parcels(
     src_crs: Any = None,
     id_column: str = "parcel_id",
     repair: bool = True,
+    errors: str = "raise",
 ) -> ParcelSet:
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
@@ -231,22 +246,23 @@ def as_parcels(
     polygon (id 0), a shapely Point (the registered parcel containing it), or one id / a list of ids
     looked up in ``registry``. ``src_crs`` overrides the CRS of GeoJSON and shapely input (default
     EPSG:4326). Invalid polygons are made valid (``repair=True``, listed in ``.repaired``) or raise
-    :class:`ParcelError`.
+    :class:`ParcelError`; with ``errors="collect"`` parcels that are no polygon (empty, a line, beyond
+    repair) are left out and listed in ``.rejected`` with the reason instead.
     """
     if isinstance(parcels, ParcelSet):
         return parcels if crs is None else parcels.to_crs(crs)
     if isinstance(parcels, gpd.GeoDataFrame | gpd.GeoSeries):
         ids, geoms, src = _from_frame(parcels, id_column)
-        return _build(ids, geoms, src, crs, repair=repair)
+        return _build(ids, geoms, src, crs, repair=repair, errors=errors)
     if isinstance(parcels, Point):
         reg = _registry(registry, "a point")
         pid = parcel_at(parcels.x, parcels.y, reg, crs=src_crs or WGS84)
         return as_parcels(reg.select([pid]), crs=crs)
     if isinstance(parcels, BaseGeometry):
-        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair)
+        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors)
     if isinstance(parcels, Mapping):
         ids, geoms = _from_geojson(parcels, id_column)
-        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair)
+        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
     if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):

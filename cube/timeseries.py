@@ -16,6 +16,7 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from shapely.geometry import box
@@ -97,16 +98,27 @@ def _check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[
     return list(bands)
 
 
+def assign_tiles(tiles: Sequence[str], ps: ParcelSet) -> list[tuple[str, ...]]:
+    """The tiles to read each parcel from: the first of ``tiles`` (sorted) holding it whole, else every
+    tile it touches (a mosaic; empty: outside all). One rule for time series and extraction."""
+    names = sorted(tiles)
+    whole = np.zeros((len(names), len(ps)), dtype=bool)
+    touch = np.zeros_like(whole)
+    for k, name in enumerate(names):
+        grid = TileGrid.from_id(name)
+        geoms = np.asarray(ps.to_crs(grid.crs).geometries, dtype=object)
+        square = box(*grid.bounds)
+        whole[k], touch[k] = shapely.contains(square, geoms), shapely.intersects(square, geoms)
+    first = np.where(whole.any(axis=0), whole.argmax(axis=0), -1)
+    return [(names[f],) if f >= 0 else tuple(n for n, t in zip(names, touch[:, i], strict=True) if t)
+            for i, f in enumerate(first)]
+
+
 def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
-    """Parcel ids by the tiles to read: the first tile holding the parcel whole, else all it touches."""
+    """Parcel ids by the tiles to read (see :func:`assign_tiles`)."""
     groups: dict[tuple[str, ...], list[Any]] = {}
-    grids = [TileGrid.from_id(t) for t in sorted(version.tiles)]
-    squares = {g.tile_id: box(*g.bounds) for g in grids}
-    projected = {g.tile_id: ps.to_crs(g.crs).geometries for g in grids}
-    for i, pid in enumerate(ps.ids):
-        whole = [t for t, square in squares.items() if square.contains(projected[t][i])]
-        touch = [t for t, square in squares.items() if square.intersects(projected[t][i])]
-        groups.setdefault(tuple(whole[:1] or touch), []).append(pid)
+    for pid, tiles in zip(ps.ids, assign_tiles(list(version.tiles), ps), strict=True):
+        groups.setdefault(tiles, []).append(pid)
     return groups
 
 
