@@ -7,37 +7,61 @@ progress bar. ``scheduler`` is ``None``/``"threads"``, ``"processes"``, ``"sync"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import dask
+from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
 
 def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, scheduler: Any = None,
-              desc: str = "", progress: bool = True, unit: str = "task") -> list[T]:
-    """``[func(*a) for a in args]`` on dask, in order, with a progress bar; the first error is raised."""
+              desc: str = "", progress: bool = True, unit: str = "task",
+              tally: Callable[[T], Mapping[str, int]] | None = None) -> list[T]:
+    """``[func(*a) for a in args]`` on dask, in order, with a progress bar; the first error is raised.
+
+    ``tally`` turns a task's result into counts (e.g. parcels and chunks done) that the bar sums up.
+    """
     if not args:
         return []
-    client = _client(scheduler)
-    if client is not None:
-        from distributed import as_completed
+    bar = tqdm(total=len(args), desc=desc, unit=unit, disable=not progress)
+    totals: Counter[str] = Counter()
 
-        futures = [client.submit(func, *a, pure=False) for a in args]
-        with tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress) as bar:
-            for _ in as_completed(futures):
-                bar.update()
-        return client.gather(futures)
-    tasks = [dask.delayed(func, pure=False)(*a) for a in args]
-    local = "threads" if scheduler in (None, "threads") else scheduler
-    if progress:
-        from tqdm.dask import TqdmCallback
+    def done(result: T) -> None:
+        bar.update()
+        if tally is not None:
+            totals.update(tally(result))
+            bar.set_postfix(totals, refresh=False)
 
-        with TqdmCallback(desc=desc, unit=unit):
+    with bar:
+        client = _client(scheduler)
+        if client is not None:
+            from distributed import as_completed
+
+            futures = [client.submit(func, *a, pure=False) for a in args]
+            for future in as_completed(futures):
+                if future.status == "finished":
+                    done(future.result())
+            return client.gather(futures)
+        tasks = [dask.delayed(func, pure=False)(*a) for a in args]
+        local = "threads" if scheduler in (None, "threads") else scheduler
+        with _Progress({t.key for t in tasks}, done):
             return list(dask.compute(*tasks, scheduler=local))
-    return list(dask.compute(*tasks, scheduler=local))
+
+
+class _Progress(Callback):
+    """Reports each finished task of ``keys`` to ``done`` (dask's local schedulers call back on the driver)."""
+
+    def __init__(self, keys: set, done: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._keys, self._done = keys, done
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if key in self._keys:
+            self._done(result)
 
 
 def _client(scheduler: Any):

@@ -174,15 +174,18 @@ def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
 
 
 def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice, cols: slice,
-          *, hot: bool, token: str) -> da.Array:
-    """The committed cold dates, or the live hot slots, of one band over a pixel window."""
+          *, hot: bool, token: str, whole: bool) -> da.Array:
+    """The committed cold dates, or the live hot slots, of one band over a pixel window (``whole``: as
+    one dask chunk, so one Zarr call fetches all its chunks concurrently)."""
     length = state.hot_slots_used if hot else len(state.cold)
     arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
     times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
     ct, cy, cx = arr.chunks
     time_chunks = (1,) * len(times) if hot else _grid_chunks(0, length, ct)
     chunks = (time_chunks, _grid_chunks(rows.start, rows.stop, cy), _grid_chunks(cols.start, cols.stop, cx))
-    kind = "hot" if hot else "cold"
+    if whole:
+        chunks = tuple((sum(c),) if sum(c) else () for c in chunks)
+    kind = ("hot" if hot else "cold") + ("-whole" if whole else "")
     name = f"cardcube-{token}-{tile}-{band.name}-{kind}-{rows.start}-{rows.stop}-{cols.start}-{cols.stop}"
     return da.from_array(_Window(arr, times, rows, cols), chunks=chunks, lock=False, fancy=False, name=name,
                          asarray=False, meta=np.empty((0, 0, 0), dtype=arr.dtype))
@@ -203,12 +206,12 @@ def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[sl
 
 
 def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: BandSpec, order: np.ndarray,
-                resolution: int, *, decode: bool, token: str) -> da.Array:
+                resolution: int, *, decode: bool, token: str, whole: bool) -> da.Array:
     state = version.tiles[window.tile]
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
-    parts = [_lazy(store, version.collection, window.tile, band, state, rows, cols, hot=hot, token=token)
+    parts = [_lazy(store, version.collection, window.tile, band, state, rows, cols, hot=hot, token=token, whole=whole)
              for hot in (False, True) if (state.hot if hot else state.cold)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
@@ -249,7 +252,7 @@ def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
 
 
 def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
-                  resolution: int, time: tuple, *, decode: bool, token: str) -> xr.Dataset:
+                  resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
     state = version.tiles[window.tile]
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
@@ -264,7 +267,7 @@ def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands:
     sorted_acqs = [acqs[i] for i in order]
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(store, version, window, b, order, resolution, decode=decode,
-                                                 token=token), _band_attrs(b, decode=decode))
+                                                 token=token, whole=whole), _band_attrs(b, decode=decode))
         for b in bands
     }
     ds = xr.Dataset(data_vars, coords=_acquisition_coords(sorted_acqs))
@@ -288,6 +291,7 @@ def open_cube(
     resolution: int | None = None,
     decode: bool = True,
     tiles: Sequence[str] | None = None,
+    chunks: str = "storage",
     storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL, zarr Store, or the
@@ -297,8 +301,12 @@ def open_cube(
     ``time`` (``(start, end)`` or ``"start/end"``) restrict what is read; ``bands`` default to all.
     ``as_of`` reads the cube as committed by that version. ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
-    record the collection, the version read and the cube location.
+    record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
+    chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band over the whole query,
+    which a single Zarr call reads with its chunks fetched concurrently (for a window that fits in memory).
     """
+    if chunks not in ("storage", "window"):
+        raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
     if isinstance(cube, str | os.PathLike) and os.fspath(cube).endswith("catalog.json"):
         cube = os.fspath(cube)[: -len("catalog.json")].rstrip("/") or "."
     store = open_store(cube, storage_options=storage_options, read_only=True)
@@ -319,7 +327,8 @@ def open_cube(
         raise ParcelOutsideCubeError("query", f"the area does not intersect any tile of the {collection} cube "
                                               f"(tiles: {', '.join(sorted(version.tiles))})")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
-    parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token)
+    parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
+                           whole=chunks == "window")
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, decode=decode)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,

@@ -87,7 +87,7 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
 
 
-def _check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+def check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
     """The requested bands and indices (default: every band but SCL), or a clear error."""
     if bands is None:
         return [b for b in available if b != "SCL"]
@@ -96,6 +96,16 @@ def _check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[
         raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(available)}, "
                                   f"indices: {', '.join(INDICES)}")
     return list(bands)
+
+
+def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str
+                 ) -> Sequence[int] | None:
+    """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band."""
+    if mask == "default":
+        return DEFAULT_SCL_MASK if "SCL" in available else None
+    if mask is not None and "SCL" not in available:
+        raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
+    return mask
 
 
 def assign_tiles(tiles: Sequence[str], ps: ParcelSet) -> list[tuple[str, ...]]:
@@ -155,13 +165,13 @@ def parcel_timeseries(
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
-        bands = _check_bands(bands, spec_bands)
+        bands = check_bands(bands, spec_bands)
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
         spec_bands = list(version.spec.band_names)
-        bands = _check_bands(bands, spec_bands)
+        bands = check_bands(bands, spec_bands)
         opened = []
         for tiles, ids in _tile_groups(version, ps).items():
             if not tiles:
@@ -175,10 +185,7 @@ def parcel_timeseries(
                            bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False)
             opened.append((ds, sub))
         groups = opened
-    if mask == "default":
-        mask = DEFAULT_SCL_MASK if "SCL" in spec_bands else None
-    elif mask is not None and "SCL" not in spec_bands:
-        raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
+    mask = resolve_mask(mask, spec_bands, collection)
 
     frames, status = [], []
     for ds, sub in groups:

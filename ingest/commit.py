@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -51,16 +50,6 @@ from ingest.arrays import publish_shapes
 log = logging.getLogger(__name__)
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
-KILL_ENV = "CARDCUBE_KILL_AT"
-
-
-def checkpoint(step: str) -> None:
-    """Mark a named step; under ``CARDCUBE_KILL_AT=<step>`` the process dies here by SIGKILL."""
-    log.info("ingest step: %s", step)
-    if os.environ.get(KILL_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @dataclass(frozen=True, slots=True)
 class LockInfo:
     owner: str

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
+from cardcube.checkpoints import checkpoint
 from cardcube.errors import DuplicateSceneError, InvalidRequestError, SceneError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
@@ -21,7 +22,7 @@ from catalog import write_catalog
 from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
-from ingest.commit import checkpoint, commit, publish, writer_lock
+from ingest.commit import commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.validate import CheckedScene, check_scene

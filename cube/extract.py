@@ -1,0 +1,400 @@
+"""``extract()``: statistics of every parcel, every date and band of a territory, in one pass over the cube.
+
+The production job of checks by monitoring. Each time-first chunk already holds a stretch of season for
+its pixels, so the cube is read block by block, each block once, instead of scene by scene:
+
+1. Each parcel goes to one tile (the rule of :func:`cube.timeseries.assign_tiles`). Per tile, the parcels
+   are rasterised once into a stored label layer (:mod:`cube.parcel_layer`), which also gives each
+   parcel's pixel count and pixel bounding box.
+2. A parcel's *home block* is the ``block`` x ``block`` square of the tile grid holding its top-left pixel.
+   A work unit is one home block: it reads the window covering its parcels (the block, stretched right and
+   down by the parcels that cross its edge; read per run of ``time_block`` dates, so memory is bounded by
+   the block, never by the territory or the season) and computes every parcel, date and band at once with
+   the vectorised :class:`cube.pixels.ParcelPixels` -- the code ``parcel_timeseries`` uses, so the numbers
+   are the same, bit for bit. Percentiles are exact because a unit holds all pixels of its parcels.
+3. Each unit and date run writes one Parquet file (atomically, on a folder or S3). A re-run skips the
+   files that exist, so an interrupted run resumes and rows are never duplicated; ``manifest.json`` pins
+   the cube version and parameters, and a run with other ones is refused rather than mixed in.
+
+The rare parcel that no tile holds whole (only across UTM zones or at a cube edge) is read through
+``parcel_timeseries`` itself. Every input parcel ends up in ``parcels.parquet`` with its status.
+
+Output::
+
+    <out>/manifest.json                                   cube, collection, version, parameters, complete
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
+    <out>/timeseries/tile=mosaic/part.parquet             parcels read across tiles
+    <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import time as timer
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from zarr.abc.store import Store
+
+from cardcube.checkpoints import checkpoint
+from cardcube.errors import CardcubeError, InvalidRequestError
+from cardcube.parallel import run_tasks
+from cardcube.spec import ChunkLayout
+from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
+from cube.dataset import open_cube
+from cube.indices import bands_for
+from cube.ledger import read_version
+from cube.membership import DEFAULT_BUFFER
+from cube.parcel_layer import ParcelLayer, parcel_layer
+from cube.parcels import ParcelSet, as_parcels, too_small
+from cube.pixels import ParcelPixels
+from cube.stats import STATS
+from cube.timeseries import assign_tiles, check_bands, parcel_timeseries, resolve_mask
+
+MANIFEST = "manifest.json"
+STATUS = "parcels.parquet"
+TIMESERIES = "timeseries"
+STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
+
+__all__ = ["ExtractResult", "extract", "read_parcels", "read_status", "read_timeseries"]
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What an extraction did: where, from which cube version, how many parcels by status, how much."""
+
+    out: str
+    collection: str
+    version: int
+    status: Mapping[str, int]
+    units: int
+    units_resumed: int
+    rows: int
+    chunks: int
+    seconds: float
+    failures: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def parcels(self) -> int:
+        return sum(self.status.values())
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
+        resumed = f" ({self.units_resumed} already done)" if self.units_resumed else ""
+        return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
+                f"{self.rows} rows in {self.units} unit(s){resumed}, {self.chunks} chunks read, "
+                f"{self.seconds:.1f} s -> {self.out}")
+
+
+def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFrame:
+    """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame."""
+    if isinstance(parcels, gpd.GeoDataFrame):
+        return parcels
+    if isinstance(parcels, str | os.PathLike):
+        path = os.fspath(parcels)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no parcel file at {path}")
+        return gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
+    return as_parcels(parcels, id_column=id_column).to_geodataframe()
+
+
+def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
+    raw = gdf[id_column].tolist() if id_column in gdf.columns else gdf.index.tolist()
+    return [i.item() if isinstance(i, np.generic) else i for i in raw]
+
+
+def _digest(ps: ParcelSet) -> str:
+    h = hashlib.sha256(ps.crs.to_string().encode())
+    h.update(repr([str(i) for i in ps.ids]).encode())
+    for wkb in shapely.to_wkb(np.asarray(ps.geometries, dtype=object), output_dimension=2):
+        h.update(wkb)
+    return h.hexdigest()[:16]
+
+
+def _time_blocks(store: Store, collection: str, tile: str, name: str, version: int, time: Any,
+                 size: int) -> list[slice]:
+    """Runs of about ``size`` dates of ``tile`` that follow the stored time chunks."""
+    ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
+    blocks, start, stop = [], 0, 0
+    for n in ds[name].chunks[0]:
+        stop += n
+        if stop - start >= size:
+            blocks.append(slice(start, stop))
+            start = stop
+    if stop > start:
+        blocks.append(slice(start, stop))
+    return blocks
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One home block of one tile: its parcels (labels and ids), the window that holds them, date runs."""
+
+    tile: str
+    rows: slice
+    cols: slice
+    labels: np.ndarray  # sorted label ids of the home parcels
+    ids: np.ndarray
+    times: tuple[tuple[slice, str], ...]  # (dates, output key) still to do
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a unit needs, picklable for dask-distributed workers."""
+
+    store: Store
+    out: Store
+    layer_store: Store
+    layer_prefix: str
+    collection: str
+    version: int
+    names: tuple[str, ...]
+    bands: tuple[str, ...]
+    stats: tuple[str, ...]
+    mask: tuple[int, ...] | None
+    histogram: bool
+    time: Any
+    layout: ChunkLayout
+    resolutions: tuple[int, ...]  # native resolution of each of ``names``
+
+    def chunks_touched(self, rows: slice, cols: slice, ndates: int) -> int:
+        """Stored chunks a window of the 10 m grid touches over ``ndates`` dates, all variables."""
+        total = 0
+        for res in self.resolutions:
+            ct, cy, cx = self.layout.chunks(res)
+            k = res // 10
+            ny = (math.ceil(rows.stop / k) - 1) // cy - rows.start // k // cy + 1
+            nx = (math.ceil(cols.stop / k) - 1) // cx - cols.start // k // cx + 1
+            total += math.ceil(ndates / ct) * ny * nx
+        return total
+
+    def __call__(self, unit: _Unit) -> dict[str, int]:
+        layer = ParcelLayer(self.layer_store, self.layer_prefix, unit.tile, pd.DataFrame())
+        lab = layer.labels(unit.rows, unit.cols).ravel()
+        pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
+        selected = np.flatnonzero(unit.labels[pos] == lab)
+        local = pos[selected]
+        a = layer.geobox[unit.rows, unit.cols].boundingbox
+        ds = open_cube(self.store, self.collection, bbox=(a.left, a.bottom, a.right, a.top), tiles=[unit.tile],
+                       bands=list(self.names), as_of=self.version, time=self.time, decode=False, chunks="window")
+        if (ds.sizes["y"], ds.sizes["x"]) != (unit.rows.stop - unit.rows.start, unit.cols.stop - unit.cols.start):
+            raise RuntimeError(f"cube window {dict(ds.sizes)} does not match the label window {unit.rows, unit.cols}")
+        rows = chunks = 0
+        for dates, key in unit.times:
+            window = ds.isel(time=dates)
+            chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
+            pixels = ParcelPixels.from_dataset(window.compute(scheduler="threads"), self.names, unit.ids, local,
+                                               selected)
+            frame = pixels.frame(self.bands, stats=self.stats, mask=self.mask, histogram=self.histogram)
+            frame["cube_version"] = self.version
+            write_bytes(self.out, key, _parquet(frame))
+            checkpoint("extract-unit-written")
+            rows += len(frame)
+        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows}
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]) -> tuple[list[_Unit], int]:
+    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet."""
+    ok = layer.index[layer.index.pixels > 0]
+    units, resumed = [], 0
+    for (br, bc), group in ok.groupby([ok.row0 // block, ok.col0 // block], sort=True):
+        rows = slice(int(group.row0.min()), int(group.row1.max()))
+        cols = slice(int(group.col0.min()), int(group.col1.max()))
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/r{br * block:05d}c{bc * block:05d}t{t.start:04d}.parquet")
+                for t in times]
+        todo = tuple((t, k) for t, k in keys if k not in done)
+        resumed += len(keys) - len(todo)
+        if todo:
+            units.append(_Unit(layer.tile, rows, cols, group.label.to_numpy(np.int64),
+                               group.parcel_id.to_numpy(object), todo))
+    return units, resumed
+
+
+def _check_manifest(out: Store, manifest: dict[str, Any]) -> None:
+    """Refuse to mix two extractions in one output: same cube, version and parameters, or a new ``out``."""
+    old = read_json(out, MANIFEST)
+    if old is None:
+        write_json(out, MANIFEST, {**manifest, "complete": False})
+        return
+    mismatched = [k for k in manifest if k not in ("started",) and old.get(k) != manifest[k]]
+    if mismatched:
+        raise InvalidRequestError(
+            f"{store_url(out)} holds an extraction with other {', '.join(mismatched)} "
+            f"(version {old.get('version')} of {old.get('cube')}); write to a new --out, or pass as_of="
+            f"{old.get('version')} to resume that one")
+
+
+def extract(
+    parcels: Any,
+    cube: StoreLike,
+    out: StoreLike,
+    *,
+    collection: str = "s2",
+    bands: Sequence[str] | None = None,
+    stats: Sequence[str] = STATS,
+    mask: Sequence[int] | str | None = "default",
+    buffer: float = DEFAULT_BUFFER,
+    all_touched: bool = False,
+    time: Any = None,
+    as_of: int | None = None,
+    histogram: bool = True,
+    block: int | None = None,
+    time_block: int | None = None,
+    scheduler: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+    out_storage_options: Mapping[str, Any] | None = None,
+    id_column: str = "parcel_id",
+    progress: bool = True,
+) -> ExtractResult:
+    """Statistics of every parcel, date and band, as in :func:`cube.timeseries.parcel_timeseries`,
+    written to ``out`` (a folder or ``s3://`` URL) as Parquet with the cube version read.
+
+    ``parcels`` is a parcel file or GeoDataFrame with ``id_column``. ``block`` (pixels, default the
+    cube's shard side) and ``time_block`` (dates, default its time chunk) size a work unit; ``scheduler``
+    is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a dask ``Client``. The
+    label layers are stored beside the cube, so the cube store must be writable for a new parcel set.
+    Interrupted runs resume; see the module docstring for the layout and the guarantees.
+    """
+    started = timer.perf_counter()
+    frame = read_parcels(parcels, id_column=id_column)
+    ps = as_parcels(frame, id_column=id_column, errors="collect")
+    store = open_store(cube, storage_options=storage_options, read_only=True)
+    version = read_version(store, collection, as_of)
+    spec = version.spec
+    bands = check_bands(bands, list(spec.band_names))
+    mask = resolve_mask(mask, list(spec.band_names), collection)
+    need_scl = "SCL" in spec.band_names and (mask is not None or histogram)
+    names = tuple(dict.fromkeys([*bands_for(bands), *(["SCL"] if need_scl else [])]))
+    block = block or spec.chunks.shard_space
+    time_block = time_block or spec.chunks.time
+    if block < 1 or time_block < 1:
+        raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
+
+    out_store = open_store(out, storage_options=out_storage_options)
+    _check_manifest(out_store, {
+        "cube": store_url(store), "collection": collection, "version": version.version,
+        "parcels": _digest(ps), "bands": list(bands), "stats": list(stats),
+        "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
+        "time": None if time is None else str(time), "histogram": histogram, "block": block,
+        "time_block": time_block,
+    })
+    done = set(list_keys(out_store, f"{TIMESERIES}/"))
+    layer_store = store.with_read_only(False)
+    job = _Job(store, out_store, layer_store, "", collection, version.version, names, tuple(bands), tuple(stats),
+               None if mask is None else tuple(mask), histogram, time, spec.chunks,
+               tuple(spec.band(n).resolution for n in names))
+
+    status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
+    tiles_of = assign_tiles(list(version.tiles), ps)
+    units_total = units_resumed = rows = chunks = 0
+    failures: list[str] = []
+    for tile in sorted(version.tiles):
+        mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
+        if not mine:
+            continue
+        sub = ps.select(mine)
+        layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
+                             scheduler=scheduler, progress=progress)
+        for row, geom in zip(layer.index.itertuples(), sub.geometries, strict=True):
+            status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
+                                     ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
+        times = _time_blocks(store, collection, tile, names[0], version.version, time, time_block)
+        units, resumed = _units(layer, block=block, times=times, done=done)
+        units_total += len(units) + resumed
+        units_resumed += resumed
+        tile_job = replace(job, layer_prefix=layer.prefix)
+        for result in run_tasks(tile_job, [(u,) for u in units], scheduler=scheduler, progress=progress,
+                                desc=f"extract {tile}", unit="block", tally=lambda r: r):
+            rows += result["rows"]
+            chunks += result["chunks"]
+
+    for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
+        status[pid] = ("outside", f"outside every tile of the {collection} cube", "", 0)
+    across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
+    if across:
+        rows += _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
+                              all_touched=all_touched, done=done)
+
+    _write_status(out_store, frame, id_column, status, set(ps.repaired))
+    counts = pd.Series([s[0] for s in status.values()]).value_counts()
+    result = ExtractResult(store_url(out_store), collection, version.version,
+                           {s: int(counts.get(s, 0)) for s in STATUSES}, units_total, units_resumed, rows, chunks,
+                           timer.perf_counter() - started, tuple(failures))
+    old = read_json(out_store, MANIFEST)
+    write_json(out_store, MANIFEST, {**old, "complete": True, "status": dict(result.status)})
+    return result
+
+
+def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
+                  status: dict[Any, tuple[str, str, str, int]], failures: list[str], *, buffer: float,
+                  all_touched: bool, done: set[str]) -> int:
+    """Parcels that no tile holds whole, read as a mosaic by ``parcel_timeseries``."""
+    key = f"{TIMESERIES}/tile=mosaic/part.parquet"
+    tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
+    try:
+        frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
+                                  stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
+                                  time=job.time, as_of=job.version, histogram=job.histogram)
+    except CardcubeError as exc:
+        failures.append(str(exc))
+        for pid in sub.ids:
+            status[pid] = ("failed", str(exc), tiles[pid], 0)
+        return 0
+    for s in frame.attrs["parcel_status"]:
+        status[s["parcel_id"]] = (s["status"], s["reason"], tiles[s["parcel_id"]], s["pixels"])
+    if key not in done:
+        write_bytes(job.out, key, _parquet(frame))
+    return len(frame)
+
+
+def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
+                  status: Mapping[Any, tuple[str, str, str, int]], repaired: set[Any]) -> None:
+    ids = _ids(frame, id_column)
+    table = gpd.GeoDataFrame({
+        "parcel_id": ids,
+        "status": [status[i][0] for i in ids],
+        "reason": [status[i][1] for i in ids],
+        "tile": [status[i][2] for i in ids],
+        "pixels": np.array([status[i][3] for i in ids], dtype=np.int64),
+        "repaired": [i in repaired for i in ids],
+    }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    write_bytes(out, STATUS, buf.getvalue())
+
+
+def read_timeseries(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Every statistics row of the extraction at ``out``, sorted by parcel, time and band.
+
+    Reads all files into memory: for a territory, query the Parquet dataset with pyarrow, DuckDB or
+    dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
+    """
+    store = open_store(out, storage_options=storage_options, read_only=True)
+    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k))) for k in list_keys(store, f"{TIMESERIES}/")]
+    if not frames:
+        return pd.DataFrame()
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+
+
+def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
+    """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
+    store = open_store(out, storage_options=storage_options, read_only=True)
+    data = read_bytes(store, STATUS)
+    if data is None:
+        raise FileNotFoundError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
+    return gpd.read_parquet(io.BytesIO(data))
