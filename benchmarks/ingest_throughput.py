@@ -18,15 +18,22 @@ from cardcube.synth import SynthConfig, generate
 from ingest.job import ingest
 
 
-def _items(path: Path, collection: str) -> list[dict]:
+def scene_features(path: Path, collection: str) -> list[dict]:
+    """The STAC items of ``collection``'s source scenes in the ItemCollection at ``path``, oldest first."""
     source = "sentinel-2-l2a" if collection == "s2" else "sentinel-1-card-bs"
     feats = [f for f in json.loads(path.read_text())["features"] if f["collection"] == source]
     return sorted(feats, key=lambda f: f["properties"]["datetime"])
 
 
+def write_items(features: list[dict], path: Path) -> Path:
+    """``features`` as an ItemCollection file at ``path`` (beside the source items: relative hrefs hold)."""
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
 def run(size_km: float, collection: str, work: Path) -> dict:
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000))
-    feats = _items(region.items, collection)
+    feats = scene_features(region.items, collection)
     t0 = time.perf_counter()
     initial = ingest(region.items, work / "initial", collection=collection, progress=False, catalog=False)
     initial_s = time.perf_counter() - t0
@@ -34,8 +41,7 @@ def run(size_km: float, collection: str, work: Path) -> dict:
     written = new = 0
     appends_s = 0.0
     for i, feature in enumerate(feats):
-        one = region.items.parent / f"append-{i:03d}.json"
-        one.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+        one = write_items([feature], region.items.parent / f"append-{i:03d}.json")
         t0 = time.perf_counter()
         r = ingest(one, work / "appended", collection=collection, progress=False, catalog=False)
         appends_s += time.perf_counter() - t0

@@ -175,16 +175,16 @@ def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
 
 def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice, cols: slice,
           *, hot: bool, token: str, whole: bool) -> da.Array:
-    """The committed cold dates, or the live hot slots, of one band over a pixel window (``whole``: as
-    one dask chunk, so one Zarr call fetches all its chunks concurrently)."""
+    """The committed cold dates, or the live hot slots, of one band over a pixel window (``whole``: one
+    dask chunk per time chunk, so one Zarr call fetches all chunks of a time block concurrently)."""
     length = state.hot_slots_used if hot else len(state.cold)
     arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
     times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
     ct, cy, cx = arr.chunks
     time_chunks = (1,) * len(times) if hot else _grid_chunks(0, length, ct)
     chunks = (time_chunks, _grid_chunks(rows.start, rows.stop, cy), _grid_chunks(cols.start, cols.stop, cx))
-    if whole:
-        chunks = tuple((sum(c),) if sum(c) else () for c in chunks)
+    if whole:  # storage chunks in time, so a run of dates still reads only its chunks
+        chunks = (chunks[0], *((sum(c),) if sum(c) else () for c in chunks[1:]))
     kind = ("hot" if hot else "cold") + ("-whole" if whole else "")
     name = f"cardcube-{token}-{tile}-{band.name}-{kind}-{rows.start}-{rows.stop}-{cols.start}-{cols.stop}"
     return da.from_array(_Window(arr, times, rows, cols), chunks=chunks, lock=False, fancy=False, name=name,
@@ -302,8 +302,9 @@ def open_cube(
     ``as_of`` reads the cube as committed by that version. ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
     record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
-    chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band over the whole query,
-    which a single Zarr call reads with its chunks fetched concurrently (for a window that fits in memory).
+    chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the
+    whole query area, read by one Zarr call that fetches its chunks concurrently (far fewer dask tasks,
+    for windows that fit in memory).
     """
     if chunks not in ("storage", "window"):
         raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
