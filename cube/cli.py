@@ -1,4 +1,5 @@
-"""``cardcube timeseries`` and ``cardcube chip``: thin shells over :mod:`cube.timeseries` and :mod:`cube.chips`."""
+"""``cardcube timeseries``, ``chip`` and ``extract``: thin shells over :mod:`cube.timeseries`, :mod:`cube.chips`
+and :mod:`cube.extract`."""
 
 from __future__ import annotations
 
@@ -43,6 +44,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=_chip)
+
+    e = sub.add_parser("extract", help="statistics of every parcel, date and band of a territory (Parquet)",
+                       description="Full-territory extraction: the parcel_timeseries statistics of every parcel in "
+                       "--parcels, every date and band, in one pass over the cube, written as Parquet under --out "
+                       "(timeseries/tile=*/...parquet) with parcels.parquet giving each parcel's status. An "
+                       "interrupted run resumes when run again.")
+    e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON)")
+    e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    e.add_argument("--bands", default=None, help="comma-separated bands and indices (default: all bands)")
+    e.add_argument("--time", help="time range start/end, e.g. 2024-04-01/2024-09-30")
+    e.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
+    e.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
+    e.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+    e.add_argument("--block", type=int, default=None, help="work unit side in 10 m pixels (default: shard side)")
+    e.add_argument("--scheduler", default=None,
+                   help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
+    e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_extract)
 
 
 def _registry(path: str | None):
@@ -108,3 +130,16 @@ def _chip(args: argparse.Namespace) -> int:
         result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t)
     print(f"{len(result.times)} chip(s) -> {out}")
     return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from cube.extract import extract
+
+    result = extract(args.parcels, args.cube, args.out, collection=args.collection,
+                     bands=args.bands.split(",") if args.bands else None, time=args.time, as_of=args.as_of,
+                     buffer=args.buffer, mask=None if args.no_mask else "default", block=args.block,
+                     scheduler=args.scheduler, id_column=args.id_column, progress=not args.quiet)
+    print(result.summary())
+    for failure in result.failures:
+        print(f"  failed: {failure}")
+    return 0 if not result.failures else 1

@@ -45,7 +45,7 @@ import shapely
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError
+from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout
 from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
@@ -62,6 +62,7 @@ from cube.timeseries import assign_tiles, check_bands, parcel_timeseries, resolv
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
 TIMESERIES = "timeseries"
+MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
 
 __all__ = ["ExtractResult", "extract", "read_parcels", "read_status", "read_timeseries"]
@@ -283,6 +284,12 @@ def extract(
     time_block = time_block or spec.chunks.time
     if block < 1 or time_block < 1:
         raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
+    unit_bytes = block * block * time_block * len(names) * 2
+    if unit_bytes > MAX_UNIT_BYTES:
+        raise RequestTooLargeError(
+            f"a work unit of {block} x {block} px x {time_block} dates x {len(names)} bands would hold "
+            f"{unit_bytes / 2**30:.1f} GiB of stored values (limit {MAX_UNIT_BYTES / 2**30:.0f} GiB per task); "
+            f"use a smaller block or time_block")
 
     out_store = open_store(out, storage_options=out_storage_options)
     _check_manifest(out_store, {
@@ -378,13 +385,15 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
 
 
 def read_timeseries(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Every statistics row of the extraction at ``out``, sorted by parcel, time and band.
+    """Every statistics row of the extraction at ``out``, sorted by parcel, time and band, with the
+    ``tile`` it was read from (the partition key, as pyarrow's hive partitioning gives it).
 
     Reads all files into memory: for a territory, query the Parquet dataset with pyarrow, DuckDB or
     dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
     store = open_store(out, storage_options=storage_options, read_only=True)
-    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k))) for k in list_keys(store, f"{TIMESERIES}/")]
+    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k))).assign(tile=k.split("tile=")[1].split("/")[0])
+              for k in list_keys(store, f"{TIMESERIES}/")]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
