@@ -233,10 +233,10 @@ def _check_manifest(out: Store, manifest: dict[str, Any]) -> None:
         return
     mismatched = [k for k in manifest if k not in ("started",) and old.get(k) != manifest[k]]
     if mismatched:
+        hint = f", or pass as_of={old.get('version')} to resume that one" if mismatched == ["version"] else ""
         raise InvalidRequestError(
             f"{store_url(out)} holds an extraction with other {', '.join(mismatched)} "
-            f"(version {old.get('version')} of {old.get('cube')}); write to a new --out, or pass as_of="
-            f"{old.get('version')} to resume that one")
+            f"(version {old.get('version')} of {old.get('cube')}); write to a new --out{hint}")
 
 
 def extract(
