@@ -122,16 +122,17 @@ def _sorted_by_label(v: np.ndarray, seg: np.ndarray, *, fits_float32: bool) -> n
     if not fits_float32 or (seg.size and seg[-1] >= 2**31):
         idx = np.lexsort(np.stack([v, np.broadcast_to(seg, v.shape)]), axis=-1)
         return np.take_along_axis(v, idx, axis=1)
-    f = np.where(np.isnan(v), np.float32(np.nan), v).astype(np.float32)  # one positive NaN
-    bits = f.view(np.uint32).astype(np.uint64)
-    top = np.uint64(0x80000000)
-    low = np.uint64(0xFFFFFFFF)
-    bits = np.where(bits & top, ~bits & low, bits | top)  # negatives reversed below positives
-    key = (seg.astype(np.uint64) << np.uint64(32)) | bits
+    f = v.astype(np.float32)
+    f[np.isnan(f)] = np.float32(np.nan)  # one positive NaN: sorts after +inf
+    bits = f.view(np.uint32)
+    top = np.uint32(0x80000000)
+    bits = np.where(bits & top, ~bits, bits | top)  # order-preserving: negatives reversed below positives
+    key = bits.astype(np.uint64)
+    key |= seg.astype(np.uint64) << np.uint64(32)
     key.sort(axis=1)
-    bits = key & low
-    bits = np.where(bits & top, bits & ~top & low, ~bits & low)
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    bits = key.astype(np.uint32)  # the low 32 bits
+    bits = np.where(bits & top, bits & ~top, ~bits)
+    return bits.view(np.float32).astype(np.float64)
 
 
 def zonal_stats(
@@ -148,7 +149,8 @@ def zonal_stats(
     """
     _check_stats(stats)
     values = np.asarray(values)
-    fits_float32 = values.dtype in _FLOAT32_EXACT
+    fits_float32 = values.dtype in _FLOAT32_EXACT or (
+        values.dtype == np.float64 and np.array_equal(values.astype(np.float32), values, equal_nan=True))
     values = values.astype(np.float64, copy=False)
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
@@ -167,14 +169,24 @@ def zonal_stats(
             dev = np.where(valid, v - mean[:, segs.seg], 0.0)  # two-pass: no cancellation
             var = segs.reduce(np.add, dev * dev, 0.0) / count
             out["std"] = np.where(has, np.sqrt(var), np.nan).T
-    if "min" in stats:
-        out["min"] = segs.reduce(np.fmin, v, np.nan).T
-    if "max" in stats:
-        out["max"] = segs.reduce(np.fmax, v, np.nan).T
     wanted = [(s, q) for s in stats if (q := _percentile_of(s)) is not None]
-    if wanted:
+    if not wanted:
+        if "min" in stats:
+            out["min"] = segs.reduce(np.fmin, v, np.nan).T
+        if "max" in stats:
+            out["max"] = segs.reduce(np.fmax, v, np.nan).T
+    else:  # one sort per date row gives percentiles, and min and max (first and last valid of each run)
         ordered = _sorted_by_label(v, segs.seg, fits_float32=fits_float32)
         last = max(v.shape[1] - 1, 0)
+        if v.shape[1]:
+            first_at = np.broadcast_to(np.minimum(segs.starts, last), count.shape)
+            last_at = np.clip(segs.starts + count - 1, 0, last)
+            if "min" in stats:
+                out["min"] = np.where(has, np.take_along_axis(ordered, first_at, axis=1), np.nan).T
+            if "max" in stats:
+                out["max"] = np.where(has, np.take_along_axis(ordered, last_at, axis=1), np.nan).T
+        else:
+            out.update({k: np.full((n_labels, ntime), np.nan) for k in ("min", "max") if k in stats})
         for name, q in wanted:
             pos = (count - 1) * (q / 100.0)
             lo = np.floor(pos)
