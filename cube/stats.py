@@ -3,8 +3,9 @@
 Input is always the same flat form: ``values`` of shape ``(time, npix)`` (NaN where a pixel is masked
 or nodata) and ``labels`` of shape ``(npix,)`` naming each pixel's parcel (0 .. n_labels-1; negative
 labels are ignored, so a raw :func:`cube.membership.label_pixels` image can be passed flattened).
-Pixels are sorted by label once; sums are segment reductions (``np.add.reduceat``) and percentiles are
-read from each segment after one ``lexsort`` per date row, so there is no Python loop over parcels.
+Pixels are sorted by label once; then one compiled (numba) pass per date row gathers each parcel's valid
+values, sums them and sorts them once for min, max and the percentiles: no Python loop over parcels,
+and no full-array temporaries.
 
 Conventions
 -----------
@@ -31,6 +32,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -74,7 +76,6 @@ class _Segments:
     """Pixels grouped by label: the sort order and where each label's run starts."""
 
     order: np.ndarray  # indices of the kept pixels, sorted by label
-    seg: np.ndarray  # label of each sorted pixel
     sizes: np.ndarray  # pixels per label (n_labels,)
     starts: np.ndarray  # first sorted position per label (n_labels,)
 
@@ -87,52 +88,57 @@ class _Segments:
             raise InvalidRequestError(f"label {labels.max()} out of range for {n_labels} parcels")
         keep = np.flatnonzero(labels >= 0)
         order = keep[np.argsort(labels[keep], kind="stable")]
-        seg = labels[order].astype(np.intp)
-        sizes = np.bincount(seg, minlength=n_labels)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-        return cls(order, seg, sizes, starts)
-
-    def reduce(self, ufunc: np.ufunc, x: np.ndarray, empty: float) -> np.ndarray:
-        """``ufunc`` over each label's pixels of ``x`` (time, npix_sorted) -> (time, n_labels)."""
-        out = np.full((x.shape[0], self.sizes.size), empty, dtype=np.result_type(x, type(empty)))
-        nonempty = self.sizes > 0
-        if nonempty.any():
-            out[:, nonempty] = ufunc.reduceat(x, self.starts[nonempty], axis=1)
-        return out
+        sizes = np.bincount(labels[order], minlength=n_labels).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        return cls(order, sizes, starts)
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _lerp(a: float, b: float, t: float) -> float:
     """Linear interpolation as numpy's percentile does it (stable near both ends), except that equal
     neighbours give their value (numpy gives NaN for two equal infinities)."""
+    if a == b:
+        return a
     diff = b - a
-    out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-    return np.where(a == b, a, out)
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
-_FLOAT32_EXACT = {np.dtype(t) for t in ("float16", "float32", "int8", "uint8", "int16", "uint16", "bool")}
-
-
-def _sorted_by_label(v: np.ndarray, seg: np.ndarray, *, fits_float32: bool) -> np.ndarray:
-    """``v`` (time, npix, columns grouped by ``seg``) sorted within each label's run, NaNs last.
-
-    Values exact in float32 (the cube's dtypes) are sorted as one uint64 key per pixel, the label in
-    the high and the order-preserving float32 bits in the low 32 bits: one plain ``np.sort``, about
-    ten times faster than the general ``lexsort`` of (label, value) used otherwise.
-    """
-    if not fits_float32 or (seg.size and seg[-1] >= 2**31):
-        idx = np.lexsort(np.stack([v, np.broadcast_to(seg, v.shape)]), axis=-1)
-        return np.take_along_axis(v, idx, axis=1)
-    f = v.astype(np.float32)
-    f[np.isnan(f)] = np.float32(np.nan)  # one positive NaN: sorts after +inf
-    bits = f.view(np.uint32)
-    top = np.uint32(0x80000000)
-    bits = np.where(bits & top, ~bits, bits | top)  # order-preserving: negatives reversed below positives
-    key = bits.astype(np.uint64)
-    key |= seg.astype(np.uint64) << np.uint64(32)
-    key.sort(axis=1)
-    bits = key.astype(np.uint32)  # the low 32 bits
-    bits = np.where(bits & top, bits & ~top, ~bits)
-    return bits.view(np.float32).astype(np.float64)
+@numba.njit(cache=True, nogil=True)
+def _segment_stats(v, starts, sizes, qs, median, count, mean, std, vmin, vmax, pct):
+    """Every statistic of every (date row, label run) of ``v`` in one pass: the valid values of a run are
+    gathered, summed twice (mean, then squared deviations) and sorted once for min, max and percentiles."""
+    buf = np.empty(sizes.max() if sizes.size else 0)
+    for t in range(v.shape[0]):
+        for j in range(starts.size):
+            c = 0
+            for k in range(starts[j], starts[j] + sizes[j]):
+                x = v[t, k]
+                if x == x:  # not NaN
+                    buf[c] = x
+                    c += 1
+            count[t, j] = c
+            if c == 0:
+                continue
+            total = 0.0
+            for i in range(c):
+                total += buf[i]
+            m = total / c
+            acc = 0.0
+            for i in range(c):
+                d = buf[i] - m
+                acc += d * d
+            mean[t, j] = m
+            std[t, j] = np.sqrt(acc / c)
+            ordered = np.sort(buf[:c])
+            vmin[t, j] = ordered[0]
+            vmax[t, j] = ordered[c - 1]
+            for q in range(qs.size):
+                pos = (c - 1) * (qs[q] / 100.0)
+                lo = np.floor(pos)
+                # The median averages the middle pair, which is one value (ceil = floor) for odd counts.
+                hi = np.ceil(pos) if median[q] else min(lo + 1, c - 1)
+                a, b = ordered[int(lo)], ordered[int(hi)]
+                pct[q, t, j] = (a + b) / 2 if median[q] else _lerp(a, b, pos - lo)
 
 
 def zonal_stats(
@@ -149,61 +155,21 @@ def zonal_stats(
     """
     _check_stats(stats)
     values = np.asarray(values)
-    fits_float32 = values.dtype in _FLOAT32_EXACT or (
-        values.dtype == np.float64 and np.array_equal(values.astype(np.float32), values, equal_nan=True))
-    values = values.astype(np.float64, copy=False)
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
     segs = _Segments.build(labels, n_labels)
-    v = values[:, segs.order]
-    ntime = v.shape[0]
-    valid = ~np.isnan(v)
-    count = segs.reduce(np.add, valid.astype(np.int64), 0)
-    out: dict[str, np.ndarray] = {"count": count.T, "masked": (segs.sizes[None, :] - count).T}
-    has = count > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(has, segs.reduce(np.add, np.where(valid, v, 0.0), 0.0) / count, np.nan)
-        if "mean" in stats:
-            out["mean"] = mean.T
-        if "std" in stats:
-            dev = np.where(valid, v - mean[:, segs.seg], 0.0)  # two-pass: no cancellation
-            var = segs.reduce(np.add, dev * dev, 0.0) / count
-            out["std"] = np.where(has, np.sqrt(var), np.nan).T
+    v = np.ascontiguousarray(values[:, segs.order], dtype=np.float64)
     wanted = [(s, q) for s in stats if (q := _percentile_of(s)) is not None]
-    if not wanted:
-        if "min" in stats:
-            out["min"] = segs.reduce(np.fmin, v, np.nan).T
-        if "max" in stats:
-            out["max"] = segs.reduce(np.fmax, v, np.nan).T
-    else:  # one sort per date row gives percentiles, and min and max (first and last valid of each run)
-        ordered = _sorted_by_label(v, segs.seg, fits_float32=fits_float32)
-        last = max(v.shape[1] - 1, 0)
-        if v.shape[1]:
-            first_at = np.broadcast_to(np.minimum(segs.starts, last), count.shape)
-            last_at = np.clip(segs.starts + count - 1, 0, last)
-            if "min" in stats:
-                out["min"] = np.where(has, np.take_along_axis(ordered, first_at, axis=1), np.nan).T
-            if "max" in stats:
-                out["max"] = np.where(has, np.take_along_axis(ordered, last_at, axis=1), np.nan).T
-        else:
-            out.update({k: np.full((n_labels, ntime), np.nan) for k in ("min", "max") if k in stats})
-        for name, q in wanted:
-            pos = (count - 1) * (q / 100.0)
-            lo = np.floor(pos)
-            # The median averages the middle pair, which is one value (ceil = floor) for odd counts.
-            hi = np.ceil(pos) if name == "median" else np.minimum(lo + 1, count - 1)
-            if v.shape[1] == 0:
-                out[name] = np.full((n_labels, ntime), np.nan)
-                continue
-            at_lo = np.clip(segs.starts + lo.astype(np.intp), 0, last)
-            at_hi = np.clip(segs.starts + hi.astype(np.intp), 0, last)
-            a = np.take_along_axis(ordered, at_lo, axis=1)
-            b = np.take_along_axis(ordered, at_hi, axis=1)
-            # The median is the mean of the middle pair, as np.median: the same number as the linear
-            # interpolation, but bit for bit what np.nanmedian gives, infinities included.
-            with np.errstate(invalid="ignore"):  # -inf .. inf neighbours interpolate to NaN
-                mid = (a + b) / 2 if name == "median" else _lerp(a, b, pos - lo)
-            out[name] = np.where(has, mid, np.nan).T
+    shape = (v.shape[0], n_labels)
+    count = np.zeros(shape, dtype=np.int64)
+    mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
+    pct = np.full((len(wanted), *shape), np.nan)
+    _segment_stats(v, segs.starts, segs.sizes, np.array([q for _, q in wanted], dtype=np.float64),
+                   np.array([s == "median" for s, _ in wanted], dtype=np.bool_), count, mean, std, vmin, vmax, pct)
+    out = {"count": count.T, "masked": (segs.sizes[None, :] - count).T}
+    out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
+                if name in stats})
+    out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
     return out
 
 
