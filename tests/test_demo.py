@@ -1,0 +1,29 @@
+"""``cardcube demo --tiny``: the one-command tour runs end to end and leaves what it announces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_tiny_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "demo finished"):
+        assert step in done.stdout
+    assert (out / "timeseries.png").stat().st_size > 0 and (out / "cube" / "catalog.json").exists()
+    optical = pd.read_csv(out / "timeseries_s2.csv")
+    assert set(optical.band) == {"B04", "B08", "NDVI"} and optical["count"].gt(0).any()
+    status = gpd.read_parquet(out / "extract" / "parcels.parquet")
+    parcels = gpd.read_parquet(out / "source" / "parcels.parquet")
+    assert len(status) == len(parcels) and status.status.isin(["ok", "too_small"]).all()
+    extracted = pd.read_parquet(out / "extract" / "timeseries")
+    assert set(extracted.parcel_id) == set(status.parcel_id[status.status == "ok"])
