@@ -35,7 +35,7 @@ import math
 import os
 import time as timer
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
@@ -70,7 +70,10 @@ __all__ = ["ExtractResult", "extract", "read_parcels", "read_status", "read_time
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """What an extraction did: where, from which cube version, how many parcels by status, how much."""
+    """What an extraction did: where, from which cube version, how many parcels by status, how much.
+
+    ``units`` counts output files (a work unit's block x one run of dates); ``units_resumed`` those a
+    previous run had written already."""
 
     out: str
     collection: str
@@ -91,7 +94,7 @@ class ExtractResult:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
         resumed = f" ({self.units_resumed} already done)" if self.units_resumed else ""
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
-                f"{self.rows} rows in {self.units} unit(s){resumed}, {self.chunks} chunks read, "
+                f"{self.rows} rows in {self.units} file(s){resumed}, {self.chunks} chunks read, "
                 f"{self.seconds:.1f} s -> {self.out}")
 
 
@@ -140,6 +143,7 @@ class _Unit:
     """One home block of one tile: its parcels (labels and ids), the window that holds them, date runs."""
 
     tile: str
+    layer: str  # key prefix of the tile's parcel layer
     rows: slice
     cols: slice
     labels: np.ndarray  # sorted label ids of the home parcels
@@ -154,7 +158,6 @@ class _Job:
     store: Store
     out: Store
     layer_store: Store
-    layer_prefix: str
     collection: str
     version: int
     names: tuple[str, ...]
@@ -178,7 +181,7 @@ class _Job:
         return total
 
     def __call__(self, unit: _Unit) -> dict[str, int]:
-        layer = ParcelLayer(self.layer_store, self.layer_prefix, unit.tile, pd.DataFrame())
+        layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
         selected = np.flatnonzero(unit.labels[pos] == lab)
@@ -220,7 +223,7 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
         todo = tuple((t, k) for t, k in keys if k not in done)
         resumed += len(keys) - len(todo)
         if todo:
-            units.append(_Unit(layer.tile, rows, cols, group.label.to_numpy(np.int64),
+            units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
                                group.parcel_id.to_numpy(object), todo))
     return units, resumed
 
@@ -301,13 +304,14 @@ def extract(
     })
     done = set(list_keys(out_store, f"{TIMESERIES}/"))
     layer_store = store.with_read_only(False)
-    job = _Job(store, out_store, layer_store, "", collection, version.version, names, tuple(bands), tuple(stats),
+    job = _Job(store, out_store, layer_store, collection, version.version, names, tuple(bands), tuple(stats),
                None if mask is None else tuple(mask), histogram, time, spec.chunks,
                tuple(spec.band(n).resolution for n in names))
 
     status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
     tiles_of = assign_tiles(list(version.tiles), ps)
-    units_total = units_resumed = rows = chunks = 0
+    units: list[_Unit] = []
+    units_resumed = rows = chunks = 0
     failures: list[str] = []
     for tile in sorted(version.tiles):
         mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
@@ -320,14 +324,13 @@ def extract(
             status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
                                      ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
         times = _time_blocks(store, collection, tile, names[0], version.version, time, time_block)
-        units, resumed = _units(layer, block=block, times=times, done=done)
-        units_total += len(units) + resumed
+        tile_units, resumed = _units(layer, block=block, times=times, done=done)
+        units += tile_units
         units_resumed += resumed
-        tile_job = replace(job, layer_prefix=layer.prefix)
-        for result in run_tasks(tile_job, [(u,) for u in units], scheduler=scheduler, progress=progress,
-                                desc=f"extract {tile}", unit="block", tally=lambda r: r):
-            rows += result["rows"]
-            chunks += result["chunks"]
+    for result in run_tasks(job, [(u,) for u in units], scheduler=scheduler, progress=progress,
+                            desc="extract", unit="block", tally=lambda r: r):
+        rows += result["rows"]
+        chunks += result["chunks"]
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ("outside", f"outside every tile of the {collection} cube", "", 0)
@@ -339,8 +342,8 @@ def extract(
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
     counts = pd.Series([s[0] for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
-                           {s: int(counts.get(s, 0)) for s in STATUSES}, units_total, units_resumed, rows, chunks,
-                           timer.perf_counter() - started, tuple(failures))
+                           {s: int(counts.get(s, 0)) for s in STATUSES}, sum(len(u.times) for u in units) + units_resumed, units_resumed,
+                           rows, chunks, timer.perf_counter() - started, tuple(failures))
     old = read_json(out_store, MANIFEST)
     write_json(out_store, MANIFEST, {**old, "complete": True, "status": dict(result.status)})
     return result
