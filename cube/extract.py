@@ -341,8 +341,9 @@ def extract(
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
     counts = pd.Series([s[0] for s in status.values()]).value_counts()
+    files = sum(len(u.times) for u in units) + units_resumed
     result = ExtractResult(store_url(out_store), collection, version.version,
-                           {s: int(counts.get(s, 0)) for s in STATUSES}, sum(len(u.times) for u in units) + units_resumed, units_resumed,
+                           {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures))
     old = read_json(out_store, MANIFEST)
     write_json(out_store, MANIFEST, {**old, "complete": True, "status": dict(result.status)})
