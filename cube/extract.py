@@ -36,6 +36,7 @@ import os
 import time as timer
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import geopandas as gpd
@@ -169,6 +170,19 @@ class _Job:
     layout: ChunkLayout
     resolutions: tuple[int, ...]  # native resolution of each of ``names``
 
+    @cached_property
+    def groups(self) -> list[tuple[list[str], list[str]]]:
+        """The requested bands in groups that share stored inputs (an index with its bands), each with
+        the stored bands it needs: a unit holds one group at a time, which bounds its memory."""
+        groups: list[tuple[list[str], set[str]]] = []
+        for band in self.bands:
+            wanted, inputs = [band], set(bands_for([band])) - {"SCL"}
+            for group in [g for g in groups if g[1] & inputs]:
+                groups.remove(group)
+                wanted, inputs = group[0] + wanted, group[1] | inputs
+            groups.append((wanted, inputs))
+        return [(wanted, [n for n in self.names if n in inputs]) for wanted, inputs in groups]
+
     def chunks_touched(self, rows: slice, cols: slice, ndates: int) -> int:
         """Stored chunks a window of the 10 m grid touches over ``ndates`` dates, all variables."""
         total = 0
@@ -195,9 +209,17 @@ class _Job:
         for dates, key in unit.times:
             window = ds.isel(time=dates)
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
-            pixels = ParcelPixels.from_dataset(window.compute(scheduler="threads"), self.names, unit.ids, local,
-                                               selected)
-            frame = pixels.frame(self.bands, stats=self.stats, mask=self.mask, histogram=self.histogram)
+            others = [n for n in window.data_vars if n != "SCL"]
+            scl = window.drop_vars(others).compute(scheduler="sync")  # SCL (if any) and the date coords
+            frames = []
+            for wanted, inputs in self.groups:  # one group of bands in memory at a time
+                part = window[list(inputs)].compute(scheduler="sync").merge(scl)
+                pixels = ParcelPixels.from_dataset(part, list(part.data_vars), unit.ids, local, selected)
+                frames.append(pixels.band_stats(wanted, stats=self.stats, mask=self.mask))
+            frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable",
+                                                                    ignore_index=True)
+            dates_only = ParcelPixels.from_dataset(scl, list(scl.data_vars), unit.ids, local, selected)
+            frame = dates_only.annotate(frame, histogram=self.histogram)
             frame["cube_version"] = self.version
             write_bytes(self.out, key, _parquet(frame))
             checkpoint("extract-unit-written")

@@ -54,11 +54,13 @@ class ParcelPixels:
     def from_dataset(cls, ds: xr.Dataset, names: Sequence[str], ids: np.ndarray, labels: np.ndarray,
                      selected: np.ndarray | None = None) -> ParcelPixels:
         """The pixels of a computed (numpy-backed) window: ``labels`` per selected pixel of the flattened
-        ``(y, x)`` grid, ``selected`` the flat indices of those pixels (default: all)."""
-        values = {}
-        for name in names:
-            arr = ds[name].values.reshape(ds.sizes["time"], -1)
-            values[name] = arr if selected is None else arr[:, selected]
+        ``(y, x)`` grid, ``selected`` the flat indices of those pixels (default: all). Pixels are stored
+        grouped by parcel, so every statistic of every band finds them in order."""
+        if selected is None:
+            selected = np.arange(ds.sizes["y"] * ds.sizes["x"])
+        order = np.argsort(labels, kind="stable")  # grouped by parcel once, row-major within each parcel
+        labels, selected = labels[order], selected[order]
+        values = {name: ds[name].values.reshape(ds.sizes["time"], -1)[:, selected] for name in names}
         return cls(ids, labels, ds["time"].values, values, {n: dict(ds[n].attrs) for n in names},
                    {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
 
@@ -71,6 +73,11 @@ class ParcelPixels:
         """Per parcel, date and band (indices included): ``count, masked, mean, ...`` as in
         :func:`cube.stats.stats_frame`, plus ``scl_<code>`` class counts when SCL is among the values
         (``histogram``) and the acquisition columns. ``mask``: SCL classes treated as missing."""
+        return self.annotate(self.band_stats(bands, stats=stats, mask=mask), histogram=histogram)
+
+    def band_stats(self, bands: Sequence[str], *, stats: Sequence[str] = STATS,
+                   mask: Sequence[int] | None = None) -> pd.DataFrame:
+        """The statistics rows of :meth:`frame`, without the per-date columns."""
         n = len(self.ids)
         stored = [b for b in self.values if b != "SCL" or "SCL" in bands]
         derived = [b for b in bands if b in INDICES]
@@ -90,8 +97,13 @@ class ParcelPixels:
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
             func = backscatter_stats if units == "dB" else zonal_stats
             results.append(ParcelStats(band, self.ids, self.times, func(values, self.labels, n, stats=stats), units))
-        frame = stats_frame(results)
-        if histogram and has_scl:
+        return stats_frame(results)
+
+    def annotate(self, frame: pd.DataFrame, *, histogram: bool = True) -> pd.DataFrame:
+        """``frame`` (rows per parcel, date, band) with the SCL class counts of each parcel and date
+        (``histogram``, when SCL is among the values) and the acquisition columns of each date."""
+        if histogram and "SCL" in self.values:
+            n = len(self.ids)
             hist = class_histogram(self.values["SCL"], self.labels, n, class_codes=list(SCL_CLASSES))
             cols = {f"scl_{code}": hist[:, :, k].reshape(-1) for k, code in enumerate(SCL_CLASSES)}
             scl = pd.DataFrame({"parcel_id": np.repeat(self.ids, len(self.times)),
