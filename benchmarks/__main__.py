@@ -1,0 +1,84 @@
+"""``python -m benchmarks``: the access-pattern benchmarks; writes ``<out>/<date>/report.md``, plots and JSON.
+
+The default size finishes in under 10 minutes on 2 cores; ``--size large`` (or a side in km) runs the
+same at scale. ``--from-json results.json`` re-renders a report from a run's raw results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from benchmarks import harness, report
+from benchmarks.config import SIZES, BenchConfig, parse_size
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="default", help=f"{', '.join(SIZES)} or a side in km (default: default)")
+    p.add_argument("--reps", type=int, default=3, help="cold repetitions per cell (default 3)")
+    p.add_argument("--min-reps", type=int, default=None, help="repetitions every cell gets (default min(2, reps))")
+    p.add_argument("--budget", type=float, default=5.0, help="seconds after which a cell stops repeating")
+    p.add_argument("--threads", type=int, default=8, help="I/O threads for every reader (default 8)")
+    p.add_argument("--latency", type=_floats, default=(20.0, 50.0), help="ms per request, e.g. 20,50")
+    p.add_argument("--bandwidth", type=float, default=100.0, help="MB/s per response on latency tiers (0: none)")
+    p.add_argument("--patterns", type=_names, default=None, help="comma-separated pattern keys (default all)")
+    p.add_argument("--bands", type=_names, default=("B04", "B08", "NDVI"),
+                   help="what a parcel season asks for (default B04,B08,NDVI; 'all' for every band)")
+    p.add_argument("--sweep", type=lambda t: tuple(s for s in t.split(";") if s), default=None,
+                   help='chunk shapes "time=16,space=128,shard_space=1024;..." ("" for no sweep)')
+    p.add_argument("--ingest-tiers", type=_names, default=None, help="tiers of the initial ingest (default folder)")
+    p.add_argument("--append-tiers", type=_names, default=None, help="tiers of the appends (default folder,s3-20ms)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="reports go to OUT/DATE/")
+    p.add_argument("--date", default=None, help="the report folder's name (default today)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one, removed)")
+    p.add_argument("--from-json", type=Path, default=None, help="re-render the report of this results.json")
+    args = p.parse_args(argv)
+    size, km = parse_size(args.size)
+    kw = dict(size=size, size_km=km, reps=args.reps, min_reps=args.min_reps or min(2, args.reps),
+              cell_budget_s=args.budget, threads=args.threads, latencies_ms=args.latency,
+              bandwidth_mbps=args.bandwidth or None, patterns=args.patterns, bands=args.bands, out=args.out)
+    if args.sweep is not None:
+        kw["sweep"] = args.sweep
+    if args.ingest_tiers is not None:
+        kw["ingest_tiers"] = args.ingest_tiers
+    if args.append_tiers is not None:
+        kw["append_tiers"] = args.append_tiers
+    if args.date:
+        kw["date"] = args.date
+    return BenchConfig(**kw), args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, args = config(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        out = args.from_json.parent
+    else:
+        work = args.work or Path(tempfile.mkdtemp(prefix="cardcube-bench-"))
+        try:
+            results = harness.run(cfg, work)
+        finally:
+            if args.work is None:
+                shutil.rmtree(work, ignore_errors=True)
+        out = cfg.report_dir
+    path = report.write(results, out)
+    print()
+    print(report.render(results))
+    print(f"report: {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

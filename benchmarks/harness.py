@@ -1,0 +1,214 @@
+"""One whole benchmark run: region, layouts, tiers, every cell of the matrix, the sweep; the raw results.
+
+Order of work: generate the synthetic region; ingest it and build the other layouts
+(:mod:`benchmarks.layouts`); start the S3 server and proxy and upload every copy; measure each read
+pattern on each tier with all layouts side by side; measure ingest and appends; run the chunk-shape
+sweep (:mod:`benchmarks.sweep`). The result is a plain dict (the raw JSON of the report).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rasterio.errors import NotGeoreferencedWarning
+
+from benchmarks import layouts, sweep
+from benchmarks.config import BenchConfig
+from benchmarks.layouts import LAYOUTS, DataCopy, Layout
+from benchmarks.measure import Cell, fix_allocator, measure_group
+from benchmarks.patterns import PATTERNS, Pattern, Run, Workload
+from benchmarks.storage import BenchStorage, Tier, quiet_s3
+from cardcube.synth import SynthConfig, SynthResult, generate
+
+Log = Callable[[str], None]
+
+
+class Places:
+    """Where each data copy lives on each tier (a folder path, or its uploaded ``s3://`` URL)."""
+
+    def __init__(self, storage: BenchStorage, copies: dict[str, DataCopy]) -> None:
+        self.storage, self.copies = storage, copies
+        self.urls = {key: storage.upload(c.files, f"{key}/{layouts.COG_DIR}" if key == "cogs" else key)
+                     for key, c in copies.items()}
+        self.urls["cogs"] = self.urls["cogs"].removesuffix(f"/{layouts.COG_DIR}")
+
+    def add(self, copy: DataCopy) -> None:
+        self.copies[copy.key] = copy
+        self.urls[copy.key] = self.storage.upload(copy.files, copy.key)
+
+    def access(self, key: str, tier: Tier) -> Callable[[], Any]:
+        from benchmarks.storage import Access
+
+        copy = self.copies[key]
+        if tier.is_s3:
+            return lambda: Access(tier, self.urls[key], self.storage)
+        return lambda: Access(tier, str(copy.root), self.storage, local=copy.files)
+
+
+def read_cells(pattern: Pattern, tier: Tier, places: Places, workload: Workload, cfg: BenchConfig, *,
+               layout_set: tuple[Layout, ...] = LAYOUTS, data: Callable[[Layout], str] | None = None,
+               reps: int | None = None, log: Log = print) -> list[Cell]:
+    """Measure ``pattern`` on ``tier`` for every layout that has a reader for it, side by side."""
+    group = []
+    if pattern.tiers is not None and tier.name not in pattern.tiers:
+        return []
+    reps = min(reps or cfg.reps, pattern.max_reps or cfg.reps)
+    for lay in layout_set:
+        reader = pattern.readers.get(lay.reader)
+        if reader is None or (pattern.layouts is not None and lay.key not in pattern.layouts):
+            continue
+        cell = Cell(pattern.key, lay.key, tier.name, pattern.needed(workload))
+        work = (lambda r: lambda access, rep: r(Run(workload, access, cfg.threads, rep)))(reader)
+        group.append((cell, work, places.access(data(lay) if data else lay.data, tier)))
+    measure_group(group, reps=reps, min_reps=min(cfg.min_reps, reps), budget_s=cfg.cell_budget_s, log=log)
+    return [cell for cell, _, _ in group]
+
+
+def write_cells(cfg: BenchConfig, storage: BenchStorage, workload: Workload, work: Path, cogs: Path, *,
+                log: Log = print) -> list[Cell]:
+    """Initial ingest (a fresh cube per repetition) on each ingest tier, then one-date appends into the
+    first repetition's cube; an append tier without an ingest gets a copy of the folder's cube."""
+    from benchmarks.storage import BUCKET, Access
+
+    def root(tier: Tier) -> str:
+        return f"s3://{BUCKET}/writes/{tier.name}" if tier.is_s3 else str(work / "writes" / tier.name)
+
+    def measure(key: str, tier: Tier, base: str, reps: int, budget: float) -> Cell:
+        cell = Cell(key, "tf-sharded", tier.name, None)
+        reader = PATTERNS[key].readers["zarr"]
+        measure_group([(cell, lambda access, rep: reader(Run(workload, access, cfg.threads, rep)),
+                        lambda: Access(tier, base, storage, local=cogs))],
+                      reps=reps, min_reps=1, budget_s=budget, log=log)
+        return cell
+
+    parse = lambda n: Tier.parse(n, bandwidth_mbps=cfg.bandwidth_mbps)  # noqa: E731
+    cells = [measure("ingest", tier, root(tier), cfg.reps, cfg.cell_budget_s) for tier in map(parse, cfg.ingest_tiers)]
+    first = {c.tier: c for c in cells if c.reps}
+    bases = {}
+    for tier in map(parse, cfg.append_tiers):
+        if tier.name in first:
+            bases[tier.name] = f"{root(tier)}/rep0"
+        elif tier.is_s3 and "folder" in first:  # copied before the folder's own appends change it
+            bases[tier.name] = storage.upload(work / "writes" / "folder" / "rep0", f"writes/{tier.name}/copy")
+        else:
+            log(f"  ! no cube to append to on {tier.name}: add it (or folder) to the ingest tiers")
+    for tier in map(parse, cfg.append_tiers):
+        if tier.name in bases:  # every held-back date, whatever it costs: the last may compact the hot buffer
+            cells.append(measure("append", tier, bases[tier.name], len(workload.append_items), float("inf")))
+    return cells
+
+
+def warm_up(wanted: list[Pattern], places: Places, workload: Workload, cfg: BenchConfig) -> None:
+    """One untimed read per layout on the folder, so no cell pays the process's one-off start-up costs
+    (lazy imports, GDAL drivers, thread pools); the data is evicted again before every measurement."""
+    pattern = next((p for p in wanted if p.kind == "read" and p.available()), None)
+    if pattern is None:
+        return
+    for lay in LAYOUTS:
+        reader = pattern.readers.get(lay.reader)
+        if reader is not None:
+            access = places.access(lay.data, Tier("folder"))()
+            reader(Run(workload, access, cfg.threads))
+            access.close()
+
+
+def tiers_of(cfg: BenchConfig) -> list[Tier]:
+    return [Tier("folder"), Tier("s3"), *(Tier.of_latency(ms, bandwidth_mbps=cfg.bandwidth_mbps)
+                                          for ms in cfg.latencies_ms)]
+
+
+def checks(cells: list[Cell]) -> dict[str, Any]:
+    """Per pattern: do all layouts and tiers give the same answer (checksums within 1e-6 relative)?"""
+    out = {}
+    for key in dict.fromkeys(c.pattern for c in cells):
+        sums = [(c.layout, c.tier, c.reps[0].result) for c in cells if c.pattern == key and c.reps]
+        values = [(lay, tier, r.get("checksum")) for lay, tier, r in sums if r.get("checksum") == r.get("checksum")]
+        if PATTERNS[key].kind != "read" or not values:
+            continue
+        ref = values[0][2]
+        worst = max(abs(v - ref) / max(abs(ref), 1e-12) for _, _, v in values)
+        out[key] = {"reference": ref, "max_relative_difference": worst, "agree": worst < 1e-6,
+                    "cells": len(values)}
+    return out
+
+
+def environment() -> dict[str, Any]:
+    import rasterio
+
+    pkgs = ("zarr", "numcodecs", "xarray", "dask", "s3fs", "rasterio", "odc-stac", "moto", "numpy")
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+            "cpus": os.cpu_count(), "gdal": rasterio.__gdal_version__,
+            "packages": {p: version(p) for p in pkgs}}
+
+
+def run(cfg: BenchConfig, work: Path, *, region: SynthResult | None = None, log: Log = print) -> dict[str, Any]:
+    """Run everything ``cfg`` asks for in the scratch folder ``work``; the raw results. ``region``: an
+    already generated synthetic region to use instead of generating one of ``cfg.size_km``."""
+    fix_allocator()
+    started = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def phase(name: str, t0: float) -> float:
+        phases[name] = time.perf_counter() - t0
+        log(f"[{time.perf_counter() - started:6.1f} s] {name} done ({phases[name]:.1f} s)")
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    if region is None:
+        log(f"generating a {cfg.size_km:g} x {cfg.size_km:g} km region ...")
+        region = generate(work / "source", SynthConfig.demo(size_m=cfg.size_km * 1000, seed=cfg.seed))
+    t = phase("generate", t)
+    layouts.ingest_cube(region.items, work / "cube")
+    workload = Workload.prepare(region, work / "cube", work / "items", appends=cfg.appends, bands=cfg.bands)
+    wanted = [PATTERNS[k] for k in (cfg.patterns or PATTERNS)]
+    skipped = {p.key: f"needs {p.requires}" for p in wanted if not p.available()}
+    for p in wanted:
+        if p.prepare is not None and p.available():
+            p.prepare(workload, work / "cube")
+    copies = layouts.derive(region, work)
+    t = phase("layouts", t)
+    tiers = tiers_of(cfg)
+    cells: list[Cell] = []
+    with BenchStorage() as storage, quiet_s3(), warnings.catch_warnings():
+        for category in (NotGeoreferencedWarning, PendingDeprecationWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)  # odc-geo/rasterio noise from the COG readers
+        places = Places(storage, copies)
+        t = phase("upload", t)
+        warm_up(wanted, places, workload, cfg)
+        for pattern in (p for p in wanted if p.kind == "read" and p.available()):
+            log(f"{pattern.title}:")
+            for tier in tiers:
+                cells += read_cells(pattern, tier, places, workload, cfg, log=log)
+        t = phase("reads", t)
+        if any(p.kind == "write" for p in wanted):
+            log("ingest and appends:")
+            cells += write_cells(cfg, storage, workload, work, copies["cogs"].files, log=log)
+            t = phase("writes", t)
+        sweep_result = sweep.run(cfg, region, workload, places, work, log=log) if cfg.sweep else None
+        if cfg.sweep:
+            t = phase("sweep", t)
+    return {
+        "config": cfg.to_dict(),
+        "environment": environment(),
+        "region": {"size_km": region.config.size_m[0] / 1000, "bbox": list(region.bbox), "tiles": list(region.tiles),
+                   "season": [str(region.config.start), str(region.config.end)],
+                   "s2_scenes": region.n_s2_scenes, "parcels": region.n_parcels},
+        "workload": workload.describe(),
+        "layouts": [{"key": lay.key, "title": lay.title, "description": lay.description,
+                     **copies[lay.data].to_dict()} for lay in LAYOUTS],
+        "tiers": [{"name": t.name, "description": t.describe()} for t in tiers],
+        "patterns": [{"key": p.key, "title": p.title, "kind": p.kind, "note": p.note,
+                      "skipped": skipped.get(p.key)} for p in wanted],
+        "cells": [c.to_dict() for c in cells],
+        "checks": checks(cells),
+        "sweep": sweep_result,
+        "phases_s": phases,
+        "elapsed_s": time.perf_counter() - started,
+    }

@@ -1,0 +1,405 @@
+"""The report of a run: ``report.md`` (headline, tables, method), PNG plots and the raw JSON.
+
+Everything here is computed from the raw results dict, so a report can be regenerated from its JSON
+(``python -m benchmarks --from-json results.json``) and the numbers in the text are the numbers the run
+printed. Ratios are against the COG + rasterio baseline of the same pattern and tier in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks.layouts import BASELINE
+
+HEADLINE_TIER = "s3-20ms"
+FIGURES = {"latency": "latency.png", "requests": "requests.png", "sweep": "sweep.png"}
+
+
+# --- lookups ---------------------------------------------------------------------------------------------
+def _cells(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return results["cells"]
+
+
+def summary(results: dict[str, Any], pattern: str, layout: str, tier: str) -> dict[str, Any] | None:
+    for c in _cells(results):
+        if c["pattern"] == pattern and c["layout"] == layout and c["tier"] == tier and c["summary"]["n"]:
+            return c["summary"]
+    return None
+
+
+def _titles(results: dict[str, Any]) -> dict[str, str]:
+    return {lay["key"]: lay["title"] for lay in results["layouts"]}
+
+
+def _read_patterns(results: dict[str, Any]) -> list[dict[str, Any]]:
+    present = {c["pattern"] for c in _cells(results)}
+    return [p for p in results["patterns"] if p["kind"] == "read" and p["key"] in present]
+
+
+def _tiers(results: dict[str, Any]) -> list[str]:
+    return [t["name"] for t in results["tiers"]]
+
+
+def _headline_tier(results: dict[str, Any]) -> str:
+    tiers = _tiers(results)
+    return HEADLINE_TIER if HEADLINE_TIER in tiers else tiers[-1]
+
+
+# --- formatting ------------------------------------------------------------------------------------------
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    v = seconds * 1e3
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def ratio(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 1 else f"{x:.2f}x"
+
+
+def mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:,.2f}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --- headline --------------------------------------------------------------------------------------------
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures the issue asks to confirm or refute: parcel season speed-up and requests per band/shard."""
+    tier = _headline_tier(results)
+    out: dict[str, Any] = {"tier": tier, "parcels": {}}
+    for p in ("parcel-small", "parcel-large"):
+        tf, base, odc = (summary(results, p, lay, tier) for lay in ("tf-sharded", BASELINE, "cog-odc"))
+        local = summary(results, p, "tf-sharded", "folder")
+        if not (tf and base):
+            continue
+        touched = local.get("objects_read") if local else None
+        requests = tf["requests"]
+        nbands = len(results["workload"]["stored_bands"])
+        out["parcels"][p] = {
+            "tf_s": tf["median_s"], "cog_s": base["median_s"], "odc_s": odc["median_s"] if odc else None,
+            "speedup_vs_cog": base["median_s"] / tf["median_s"],
+            "speedup_vs_odc": odc["median_s"] / tf["median_s"] if odc else None,
+            "requests": requests, "GET": tf["GET"], "HEAD": tf["HEAD"], "LIST": tf["LIST"],
+            "cog_requests": base["requests"],
+            "bands": nbands, "shards_touched": touched,
+            "data_gets": local.get("data_gets") if local else None,
+            "requests_per_band": requests / nbands,
+            "requests_per_shard": requests / touched if touched else None,
+            "data_gets_per_shard": local["data_gets"] / touched if touched and local.get("data_gets") else None,
+        }
+    parcels = out["parcels"].values()
+    out["speedup_confirmed"] = bool(parcels) and all(v["speedup_vs_cog"] >= 20 for v in parcels)
+    out["requests_confirmed"] = bool(parcels) and all(
+        (v["requests_per_shard"] or math.inf) <= 1 or v["requests_per_band"] <= 1 for v in parcels)
+    return out
+
+
+def _headline_md(results: dict[str, Any]) -> list[str]:
+    h = headline(results)
+    tier = next(t["description"] for t in results["tiers"] if t["name"] == h["tier"])
+    w = results["workload"]
+    lines = ["## Headline", "", f"A parcel's full season ({w['scenes']} dates; statistics of "
+             f"{', '.join(w['bands'])}, SCL-masked, so {', '.join(w['stored_bands'])} are read) on **{tier}**: "
+             f"time-first sharded Zarr through `parcel_timeseries` against the per-scene COGs:", ""]
+    for key, v in h["parcels"].items():
+        label = "small parcel" if key == "parcel-small" else "large parcel"
+        odc = f", {ratio(v['speedup_vs_odc'])} against odc-stac ({ms(v['odc_s'])} ms)" if v["odc_s"] else ""
+        lines.append(f"- **{label}: {ratio(v['speedup_vs_cog'])} faster** than COG + rasterio "
+                     f"({ms(v['tf_s'])} ms against {ms(v['cog_s'])} ms){odc}; "
+                     f"{_num(v['requests'])} requests ({_num(v['GET'])} GET, {_num(v['HEAD'])} HEAD, "
+                     f"{_num(v['LIST'])} LIST) against {_num(v['cog_requests'])} for the COGs.")
+        if v["shards_touched"]:
+            lines.append(f"  - {v['bands']} bands read, {_num(v['shards_touched'])} band-shards touched (cold time "
+                         f"blocks and hot-buffer dates, from the store's key log): **{v['requests_per_shard']:.2f} "
+                         f"requests per band-shard touched**, {v['requests_per_band']:.1f} per band. Of these, "
+                         f"{v['data_gets_per_shard']:.1f} data GETs per shard (the shard index, then the chunk); "
+                         f"the rest is metadata: the ledger listed and read twice and, per array (cold and hot), "
+                         f"its `zarr.json`, each whole-object GET preceded by a HEAD from s3fs.")
+    speed = "confirmed" if h["speedup_confirmed"] else "refuted"
+    reqs = "confirmed" if h["requests_confirmed"] else "refuted"
+    lines += ["", f"Expected headline: \"at least 20x faster than from COGs\" - **{speed}** at this size; "
+              f"\"at most one request per band (or per shard) touched\" - **{reqs}**.", ""]
+    return lines
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+def overview_table(results: dict[str, Any], tier: str) -> str:
+    """Median latency (ms) per pattern x layout on ``tier``, with the speed-up against the COG baseline."""
+    titles = _titles(results)
+    lays = [lay["key"] for lay in results["layouts"]]
+    rows = []
+    for p in _read_patterns(results):
+        base = summary(results, p["key"], BASELINE, tier)
+        row = [p["title"]]
+        for lay in lays:
+            s = summary(results, p["key"], lay, tier)
+            if not s:
+                row.append("-")
+                continue
+            sp = f" ({ratio(base['median_s'] / s['median_s'])})" if base and lay != BASELINE else ""
+            row.append(ms(s["median_s"]) + sp)
+        rows.append(row)
+    return _table(["pattern", *(titles[k] for k in lays)], rows)
+
+
+def detail_table(results: dict[str, Any], tier: str) -> str:
+    titles = _titles(results)
+    rows = []
+    for p in _read_patterns(results):
+        base = summary(results, p["key"], BASELINE, tier)
+        for lay in (lay["key"] for lay in results["layouts"]):
+            s = summary(results, p["key"], lay, tier)
+            if not s:
+                continue
+            amp = s["read_amplification"]
+            rows.append([p["key"], titles[lay], str(s["n"]), ms(s["median_s"]), ms(s["p95_s"]), _num(s["GET"]),
+                         _num(s["HEAD"]), _num(s["LIST"]), mb(s["bytes_read"]),
+                         "-" if amp is None else f"{amp:.2f}", _num(s["peak_mb"]),
+                         ratio(base["median_s"] / s["median_s"]) if base else "-",
+                         ratio(s["requests"] / base["requests"]) if base and base["requests"] else "-",
+                         s["counted_by"]])
+    return _table(["pattern", "layout", "n", "median ms", "p95 ms", "GET", "HEAD", "LIST", "MB read",
+                   "read amp.", "peak MB", "speed-up vs COG", "requests vs COG", "counted by"], rows)
+
+
+def write_table(results: dict[str, Any]) -> str:
+    rows = []
+    for c in _cells(results):
+        if c["pattern"] not in ("ingest", "append") or not c["summary"]["n"]:
+            continue
+        s = c["summary"]
+        rows.append([c["pattern"], c["tier"], str(s["n"]), ms(s["median_s"]), ms(s["p95_s"]), _num(s["PUT"]),
+                     _num(s["GET"]), _num(s["HEAD"]), _num(s["LIST"]), mb(s["bytes_written"]),
+                     f"{s.get('write_amplification', float('nan')):.2f}",
+                     f"{s.get('write_amplification_max', float('nan')):.2f}", _num(s["peak_mb"])])
+    return _table(["pattern", "tier", "n", "median ms", "p95 ms", "PUT", "GET", "HEAD", "LIST", "MB written",
+                   "write amp. (cumulative)", "write amp. (worst rep)", "peak MB"], rows)
+
+
+def sweep_table(results: dict[str, Any]) -> str:
+    sw = results["sweep"]
+    rec = sw["recommendation"]
+    header = ["chunks (10 m px)", "objects", "ingest write amp."]
+    for p in sw["patterns"]:
+        header += [f"{p} {t} ms" for t in sw["tiers"]]
+    header += [f"{rec['tier']} requests ({', '.join(sw['patterns'])})", "score"]
+    rows = []
+    for s in sw["shapes"]:
+        row = [s["label"] + (" (default)" if s["default"] else ""), _num(s["objects"]),
+               "-" if s["write_amplification"] is None else f"{s['write_amplification']:.2f}"]
+        by = {(c["pattern"], c["tier"]): c["summary"] for c in s["cells"]}
+        for p in sw["patterns"]:
+            row += [ms(by.get((p, t), {}).get("median_s")) for t in sw["tiers"]]
+        row.append(" / ".join(_num(by.get((p, rec["tier"]), {}).get("requests")) for p in sw["patterns"]))
+        score = rec["scores"].get(s["label"])
+        row.append("-" if score is None else f"{score:.2f}")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _sweep_md(results: dict[str, Any]) -> list[str]:
+    sw = results.get("sweep")
+    if not sw:
+        return []
+    rec = sw["recommendation"]
+    verdict = (f"keep the default `{rec['choice']}`" if rec["keeps_default"]
+               else f"use `{rec['choice']}` instead of the default")
+    return ["## Chunk-shape sweep (time-first sharded)", "",
+            f"Each shape is a cube ingested from the same scenes, read with the same patterns "
+            f"({', '.join(sw['patterns'])}) on {', '.join(sw['tiers'])}. Score: geometric mean over the patterns "
+            f"of the median latency on {rec['tier']}, relative to the default (lower is better).", "",
+            sweep_table(results), "", f"![chunk sweep]({FIGURES['sweep']})", "",
+            f"**Recommendation: {verdict}** (best score {rec['best_score']:.2f} for `{rec['best']}`; a shape "
+            f"must beat the default by more than {rec['margin']:.0%} to replace it).", ""]
+
+
+def _checks_md(results: dict[str, Any]) -> list[str]:
+    rows = [[k, str(v["cells"]), f"{v['max_relative_difference']:.1e}", "yes" if v["agree"] else "**no**"]
+            for k, v in results["checks"].items()]
+    return ["### Same answers", "", "Every read cell's answer (sum of the statistics' means and pixel counts, "
+            "or the chip's pixel sum) against the first cell of its pattern:", "",
+            _table(["pattern", "cells", "max relative difference", "agree"], rows), ""]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    cfg, reg, w, env = results["config"], results["region"], results["workload"], results["environment"]
+    tiers = results["tiers"]
+    lines = [
+        f"# cardcube access-pattern benchmarks, {cfg['date']}", "",
+        f"Region: {reg['size_km']:g} x {reg['size_km']:g} km synthetic polder in {', '.join(reg['tiles'])}, "
+        f"{reg['s2_scenes']} Sentinel-2 scenes (11 bands each), {reg['parcels']} parcels; small parcel "
+        f"{w['small_parcel']['ha']} ha, large parcel {w['large_parcel']['ha']} ha. "
+        f"Run: `python -m benchmarks --size {cfg['size']} --reps {cfg['reps']}` on {env['cpus']} CPUs "
+        f"({env['system']} {env['machine']}, Python {env['python']}, GDAL {env['gdal']}), "
+        f"{results['elapsed_s'] / 60:.1f} min. Every reader gets {cfg['threads']} I/O threads.", "",
+    ]
+    lines += _headline_md(results)
+    lines += ["## Latency by pattern and layout", "",
+              f"![latency]({FIGURES['latency']})", "", f"![requests]({FIGURES['requests']})", ""]
+    for t in tiers:
+        lines += [f"### {t['description']} (`{t['name']}`): median ms (speed-up against COG + rasterio)", "",
+                  overview_table(results, t["name"]), ""]
+    lines += _checks_md(results)
+    lines += ["## All figures per cell", "",
+              "n = cold repetitions; requests are the server's (proxy) or the store's own counts; on the folder "
+              "tier the COG readers' counts are the kernel's read syscalls and bytes (`counted by: os`). "
+              "Read amplification = bytes read / raw bytes of the pixels asked for (compressed reads can be "
+              "below 1). Peak MB = rise of the process's peak RSS during the repetition.", ""]
+    for t in tiers:
+        lines += [f"### {t['description']}", "", detail_table(results, t["name"]), ""]
+    if any(c["pattern"] in ("ingest", "append") for c in _cells(results)):
+        lines += ["## Ingest and appends (time-first sharded, `ingest()`)", "",
+                  f"Initial ingest of all but the last {w['appends']} dates into a fresh cube per repetition, "
+                  f"then one-date appends of those dates, in order (the hot buffer compacts into a time block "
+                  f"when it fills). An append tier without its own initial ingest appends to a copy of the "
+                  f"folder's freshly ingested cube. Sources are local COGs in every tier. Write amplification = "
+                  f"bytes written to the store / compressed bytes of the new dates (ingest's own counting); "
+                  f"PUT and MB written are the proxy's (S3) or the store's (folder) counts.", "",
+                  write_table(results), ""]
+    lines += _sweep_md(results)
+    skipped = [p for p in results["patterns"] if p.get("skipped") or p.get("note")]
+    lines += ["## Method and caveats", "", *_method(results), ""]
+    if skipped:
+        lines += ["Patterns notes:", ""] + [f"- `{p['key']}`: {p.get('skipped') or ''} {p.get('note') or ''}".rstrip()
+                                           for p in skipped] + [""]
+    lines += ["Raw results: `results.json` (this folder). Layout sizes: " + "; ".join(
+        f"{lay['title']}: {lay['objects']} objects, {lay['bytes'] / 1e6:.1f} MB" for lay in results["layouts"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _method(results: dict[str, Any]) -> list[str]:
+    cfg = results["config"]
+    return [
+        "- Same pixels everywhere: the time-first unsharded and space-first layouts are copies of the ingested cube "
+        "rewritten with zarr-python (same values, compressor and attributes; other chunks, no shards) and are read "
+        "through the same cardcube API; the COG readers compute the same statistics through `cube.pixels."
+        "ParcelPixels` (see *Same answers*).",
+        f"- Cold reads: a new s3fs filesystem per repetition, GDAL with `VSI_CACHE=FALSE` and "
+        f"`CPL_VSIL_CURL_NON_CACHED` on the bucket, `GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`, "
+        f"`GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES`; on the folder the layout's files are evicted from the page cache "
+        f"(`posix_fadvise(DONTNEED)`) before each repetition. Layouts are measured side by side (repetition 1 of "
+        f"every layout, then repetition 2, ...); a cell stops after {cfg['min_reps']} repetitions once it has used "
+        f"{cfg['cell_budget_s']:g} s (so slow cells have fewer).",
+        f"- S3 is moto's server in a child process on 127.0.0.1, reached through a loopback proxy that counts every "
+        f"request and adds the tier's latency per request and a {cfg['bandwidth_mbps']} MB/s cap per response. moto "
+        f"and the proxy share the 2 CPUs with the readers, so request-heavy cells also pay server CPU, as they "
+        f"would pay per-request cost on a real store.",
+        "- Peak memory: rise of `VmHWM` (reset through `/proc/self/clear_refs` before each repetition) above the "
+        "resident set at its start, with glibc's mmap threshold fixed at 128 KiB and `malloc_trim` before each "
+        "repetition. The S3 proxy runs in the same process (its buffers are small).",
+        "- The synthetic COGs cover the region only (one 512 px block per band at 4 km), with DEFLATE: a real "
+        "Sentinel-2 COG is a 10980 px tile of 1024 px blocks, so a real parcel read costs the COG baseline more "
+        "bytes than here. The cube's arrays span the whole MGRS tile, so its metadata is the real size.",
+        "- Timings on a shared 2-core machine are noisy; compare ratios within one table (same run, same moment).",
+    ]
+
+
+# --- plots -----------------------------------------------------------------------------------------------
+def _bars(ax: Any, results: dict[str, Any], tier: str, value: str) -> None:
+    import numpy as np
+
+    titles = _titles(results)
+    patterns = _read_patterns(results)
+    lays = [lay["key"] for lay in results["layouts"]]
+    width = 0.8 / len(lays)
+    x = np.arange(len(patterns))
+    for i, lay in enumerate(lays):
+        vals, errs = [], []
+        for p in patterns:
+            s = summary(results, p["key"], lay, tier)
+            if value == "latency":
+                vals.append(s["median_s"] * 1e3 if s else np.nan)
+                errs.append((s["p95_s"] - s["median_s"]) * 1e3 if s else 0)
+            else:
+                vals.append(s["requests"] if s else np.nan)
+                errs.append(0)
+        ax.bar(x + (i - (len(lays) - 1) / 2) * width, vals, width, yerr=[np.zeros(len(errs)), errs] if any(errs)
+               else None, label=titles[lay], capsize=2)
+    ax.set_xticks(x, [p["key"] for p in patterns], rotation=20)
+    ax.set_yscale("log")
+    ax.set_title(next(t["description"] for t in results["tiers"] if t["name"] == tier), fontsize=9)
+    ax.grid(axis="y", which="both", alpha=0.3)
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    """``latency.png`` and ``requests.png`` (pattern x layout per tier, log scale) and ``sweep.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiers = _tiers(results)
+    for value, ylabel in (("latency", "median latency, ms (whisker: p95)"), ("requests", "requests")):
+        cols = min(len(tiers), 2)
+        rows = math.ceil(len(tiers) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), squeeze=False, sharey=True)
+        for ax, tier in zip(axes.flat, tiers, strict=False):
+            _bars(ax, results, tier, value)
+            ax.set_ylabel(ylabel, fontsize=8)
+        for ax in list(axes.flat)[len(tiers):]:
+            fig.delaxes(ax)
+        axes.flat[0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / FIGURES[value], dpi=110)
+        plt.close(fig)
+    if results.get("sweep"):
+        _plot_sweep(results, out, plt)
+
+
+def _plot_sweep(results: dict[str, Any], out: Path, plt: Any) -> None:
+    import numpy as np
+
+    sw = results["sweep"]
+    tier = sw["recommendation"]["tier"]
+    shapes, patterns = sw["shapes"], sw["patterns"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2))
+    width = 0.8 / len(shapes)
+    x = np.arange(len(patterns))
+    pts = []
+    for i, s in enumerate(shapes):
+        by = {c["pattern"]: c["summary"] for c in s["cells"] if c["tier"] == tier and c["summary"]["n"]}
+        vals = [by[p]["median_s"] * 1e3 if p in by else np.nan for p in patterns]
+        left.bar(x + (i - (len(shapes) - 1) / 2) * width, vals, width, label=s["slug"] + (" *" if s["default"] else ""))
+        series = [v for p, v in zip(patterns, vals, strict=True) if p.startswith("parcel")]
+        chips = [v for p, v in zip(patterns, vals, strict=True) if p.startswith("chip")]
+        pts.append((s["slug"], float(np.exp(np.nanmean(np.log(series)))), float(np.exp(np.nanmean(np.log(chips))))))
+    left.set_xticks(x, patterns)
+    left.set_yscale("log")
+    left.set_ylabel(f"median latency on {tier}, ms")
+    left.legend(fontsize=7)
+    left.grid(axis="y", which="both", alpha=0.3)
+    for label, ts, ch in pts:
+        right.scatter(ts, ch)
+        right.annotate(label, (ts, ch), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    right.set_xlabel("parcel season, geometric mean of small and large, ms")
+    right.set_ylabel("chip, geometric mean of 1 and 10 dates, ms")
+    right.set_title(f"time series vs chip access on {tier} (lower left is better)", fontsize=9)
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / FIGURES["sweep"], dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out: Path) -> Path:
+    """Write ``results.json``, the plots and ``report.md`` into ``out``; the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    plot(results, out)
+    path = out / "report.md"
+    path.write_text(render(results))
+    return path

@@ -1,0 +1,98 @@
+"""Smoke test of the access-pattern benchmarks on the tiny region: one repetition, a few cells.
+
+Checks that the harness runs end to end and that its figures are consistent, never how fast anything
+is: the report, plots and raw JSON are written; every cell has counts from the server or the store;
+the layouts give the same answers; the S3 request counts do not depend on the added latency; and a
+report re-rendered from the JSON is the report the run printed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import __main__ as cli
+from benchmarks import harness, report
+from benchmarks.config import BenchConfig
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_region, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    cfg = BenchConfig(size="tiny", size_km=2.0, reps=1, min_reps=1, latencies_ms=(5.0,),
+                      patterns=("parcel-small", "chip-1", "ingest", "append"), ingest_tiers=("folder",),
+                      append_tiers=("folder",), appends=1, sweep=("time=16,space=128,shard_space=1024",),
+                      sweep_tiers=("folder",), sweep_reps=1, out=out, date="smoke")
+    results = harness.run(cfg, tmp_path_factory.mktemp("bench-work"), region=tiny_region, log=lambda _: None)
+    path = report.write(results, cfg.report_dir)
+    return results, path
+
+
+def test_report_plots_and_json_are_written(bench):
+    _, path = bench
+    folder = path.parent
+    for name in ("report.md", "results.json", "latency.png", "requests.png", "sweep.png"):
+        assert (folder / name).stat().st_size > 0, name
+    text = path.read_text()
+    assert "## Headline" in text and "## Chunk-shape sweep" in text
+    assert json.loads((folder / "results.json").read_text())["cells"]
+
+
+def test_every_cell_is_counted(bench):
+    results, _ = bench
+    read = [c for c in results["cells"] if c["pattern"] in ("parcel-small", "chip-1")]
+    assert {c["tier"] for c in read} == {"folder", "s3", "s3-5ms"}
+    assert {c["layout"] for c in read} == {"tf-sharded", "tf-unsharded", "space-first", "cog-rasterio", "cog-odc"}
+    for c in results["cells"]:
+        s = c["summary"]
+        assert s["n"] == 1 and s["error"] is None, (c["pattern"], c["layout"], c["tier"], s["error"])
+        assert s["requests"] > 0
+        assert s["counted_by"] == ("proxy" if c["tier"] != "folder" else "os" if "cog" in c["layout"] else "store")
+    for c in read:
+        assert c["summary"]["bytes_read"] > 0
+    # a parcel's pixels are a few hundred bytes; every layout reads at least whole (compressed) chunks or blocks
+    for c in (c for c in read if c["pattern"] == "parcel-small"):
+        assert c["summary"]["bytes_read"] >= c["summary"]["needed_bytes"] > 0
+
+
+def test_zarr_reads_count_shards_and_data_requests(bench):
+    results, _ = bench
+    local = report.summary(results, "parcel-small", "tf-sharded", "folder")
+    assert local["objects_read"] >= 3  # B04, B08 and SCL: at least one shard each
+    assert local["data_gets"] >= local["objects_read"]
+
+
+def test_request_counts_do_not_depend_on_latency(bench):
+    results, _ = bench
+    for layout in ("tf-sharded", "tf-unsharded", "space-first", "cog-rasterio"):
+        plain = report.summary(results, "parcel-small", layout, "s3")
+        slow = report.summary(results, "parcel-small", layout, "s3-5ms")
+        assert {k: plain[k] for k in ("GET", "HEAD", "LIST")} == {k: slow[k] for k in ("GET", "HEAD", "LIST")}
+
+
+def test_layouts_give_the_same_answers(bench):
+    results, _ = bench
+    assert set(results["checks"]) == {"parcel-small", "chip-1"}
+    assert all(v["agree"] and v["cells"] == 15 for v in results["checks"].values())
+
+
+def test_writes_and_sweep(bench):
+    results, _ = bench
+    writes = {(c["pattern"], c["tier"]): c["summary"] for c in results["cells"] if c["pattern"] in ("ingest", "append")}
+    assert set(writes) == {("ingest", "folder"), ("append", "folder")}
+    for s in writes.values():
+        assert s["PUT"] > 0 and s["write_amplification"] >= 1.0
+    sweep = results["sweep"]
+    assert [s["default"] for s in sweep["shapes"]] == [True]
+    assert sweep["recommendation"]["keeps_default"]
+
+
+def test_the_report_is_what_the_json_renders(bench, capsys):
+    _, path = bench
+    cli.main(["--from-json", str(path.parent / "results.json")])
+    printed = capsys.readouterr().out
+    assert path.read_text() == report.render(json.loads((path.parent / "results.json").read_text()))
+    assert path.read_text().strip() in printed
