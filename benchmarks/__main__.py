@@ -31,7 +31,8 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
     p.add_argument("--min-reps", type=int, default=None, help="repetitions every cell gets (default min(2, reps))")
     p.add_argument("--budget", type=float, default=5.0, help="seconds after which a cell stops repeating")
     p.add_argument("--threads", type=int, default=8, help="I/O threads for every reader (default 8)")
-    p.add_argument("--latency", type=_floats, default=(20.0, 50.0), help="ms per request, e.g. 20,50")
+    p.add_argument("--latency", type=_floats, default=(20.0,), help="ms per request of the latency tiers "
+                   "(default 20; e.g. 20,50)")
     p.add_argument("--bandwidth", type=float, default=100.0, help="MB/s per response on latency tiers (0: none)")
     p.add_argument("--patterns", type=_names, default=None, help="comma-separated pattern keys (default all)")
     p.add_argument("--bands", type=_names, default=("B04", "B08", "NDVI"),
@@ -40,6 +41,7 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
                    help='chunk shapes "time=16,space=128,shard_space=1024;..." ("" for no sweep)')
     p.add_argument("--ingest-tiers", type=_names, default=None, help="tiers of the initial ingest (default folder)")
     p.add_argument("--append-tiers", type=_names, default=None, help="tiers of the appends (default folder,s3-20ms)")
+    p.add_argument("--sweep-tiers", type=_names, default=None, help="tiers of the chunk sweep (default s3-20ms)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="reports go to OUT/DATE/")
     p.add_argument("--date", default=None, help="the report folder's name (default today)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one, removed)")
@@ -55,6 +57,8 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
         kw["ingest_tiers"] = args.ingest_tiers
     if args.append_tiers is not None:
         kw["append_tiers"] = args.append_tiers
+    if args.sweep_tiers is not None:
+        kw["sweep_tiers"] = args.sweep_tiers
     if args.date:
         kw["date"] = args.date
     return BenchConfig(**kw), args

@@ -8,6 +8,7 @@ sweep (:mod:`benchmarks.sweep`). The result is a plain dict (the raw JSON of the
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import time
@@ -71,38 +72,45 @@ def read_cells(pattern: Pattern, tier: Tier, places: Places, workload: Workload,
     return [cell for cell, _, _ in group]
 
 
-def write_cells(cfg: BenchConfig, storage: BenchStorage, workload: Workload, work: Path, cogs: Path, *,
-                log: Log = print) -> list[Cell]:
-    """Initial ingest (a fresh cube per repetition) on each ingest tier, then one-date appends into the
-    first repetition's cube; an append tier without an ingest gets a copy of the folder's cube."""
+def build_cube(cfg: BenchConfig, storage: BenchStorage, region: SynthResult, workload: Workload, work: Path, *,
+               measured: bool, log: Log = print) -> tuple[Path, list[Cell]]:
+    """The cube every Zarr layout is made from, built as a user builds it: when writes are measured, the
+    initial ingest (all but the held-back dates) and then one-date appends are the measured ingest and
+    append cells on the folder (ingesting in batches gives the same cube as at once). Appends on an S3
+    tier go to a copy of the freshly ingested cube; an S3 ingest tier gets its own measured ingest."""
     from benchmarks.storage import BUCKET, Access
+
+    cogs = region.out_dir / layouts.COG_DIR
+    if not measured:
+        layouts.ingest_cube(region.items, work / "cube")
+        return work / "cube", []
 
     def root(tier: Tier) -> str:
         return f"s3://{BUCKET}/writes/{tier.name}" if tier.is_s3 else str(work / "writes" / tier.name)
 
-    def measure(key: str, tier: Tier, base: str, reps: int, budget: float) -> Cell:
+    def measure(key: str, tier: Tier, base: str, reps: int) -> Cell:
         cell = Cell(key, "tf-sharded", tier.name, None)
         reader = PATTERNS[key].readers["zarr"]
         measure_group([(cell, lambda access, rep: reader(Run(workload, access, cfg.threads, rep)),
                         lambda: Access(tier, base, storage, local=cogs))],
-                      reps=reps, min_reps=1, budget_s=budget, log=log)
+                      reps=reps, min_reps=1, budget_s=float("inf"), log=log)
+        if cell.error:
+            raise RuntimeError(f"{key} on {tier.name} failed: {cell.error}")
         return cell
 
     parse = lambda n: Tier.parse(n, bandwidth_mbps=cfg.bandwidth_mbps)  # noqa: E731
-    cells = [measure("ingest", tier, root(tier), cfg.reps, cfg.cell_budget_s) for tier in map(parse, cfg.ingest_tiers)]
-    first = {c.tier: c for c in cells if c.reps}
-    bases = {}
-    for tier in map(parse, cfg.append_tiers):
-        if tier.name in first:
-            bases[tier.name] = f"{root(tier)}/rep0"
-        elif tier.is_s3 and "folder" in first:  # copied before the folder's own appends change it
-            bases[tier.name] = storage.upload(work / "writes" / "folder" / "rep0", f"writes/{tier.name}/copy")
-        else:
-            log(f"  ! no cube to append to on {tier.name}: add it (or folder) to the ingest tiers")
-    for tier in map(parse, cfg.append_tiers):
-        if tier.name in bases:  # every held-back date, whatever it costs: the last may compact the hot buffer
-            cells.append(measure("append", tier, bases[tier.name], len(workload.append_items), float("inf")))
-    return cells
+    ingest_tiers = [parse(n) for n in dict.fromkeys(("folder", *cfg.ingest_tiers))]
+    cells = [measure("ingest", tier, root(tier), 1) for tier in ingest_tiers]
+    cube = work / "writes" / "folder" / "rep0"
+    bases = {t.name: f"{root(t)}/rep0" for t in ingest_tiers}
+    append_tiers = [parse(n) for n in cfg.append_tiers]
+    for tier in append_tiers:
+        if tier.name not in bases:  # a copy of the initial cube, taken before the folder's appends change it
+            bases[tier.name] = storage.upload(cube, f"writes/{tier.name}/copy")
+    for tier in append_tiers:  # every held-back date, in order: one of them may compact the hot buffer
+        cells.append(measure("append", tier, bases[tier.name], len(workload.append_items)))
+    layouts.ingest_cube(region.items, cube)  # completes the season if the folder's appends were not asked for
+    return cube, cells
 
 
 def warm_up(wanted: list[Pattern], places: Places, workload: Workload, cfg: BenchConfig) -> None:
@@ -165,32 +173,34 @@ def run(cfg: BenchConfig, work: Path, *, region: SynthResult | None = None, log:
         log(f"generating a {cfg.size_km:g} x {cfg.size_km:g} km region ...")
         region = generate(work / "source", SynthConfig.demo(size_m=cfg.size_km * 1000, seed=cfg.seed))
     t = phase("generate", t)
-    layouts.ingest_cube(region.items, work / "cube")
-    workload = Workload.prepare(region, work / "cube", work / "items", appends=cfg.appends, bands=cfg.bands)
+    workload = Workload.prepare(region, work / "items", appends=cfg.appends, bands=cfg.bands)
     wanted = [PATTERNS[k] for k in (cfg.patterns or PATTERNS)]
     skipped = {p.key: f"needs {p.requires}" for p in wanted if not p.available()}
-    for p in wanted:
-        if p.prepare is not None and p.available():
-            p.prepare(workload, work / "cube")
-    copies = layouts.derive(region, work)
-    t = phase("layouts", t)
     tiers = tiers_of(cfg)
     cells: list[Cell] = []
     with BenchStorage() as storage, quiet_s3(), warnings.catch_warnings():
         for category in (NotGeoreferencedWarning, PendingDeprecationWarning, DeprecationWarning):
             warnings.simplefilter("ignore", category)  # odc-geo/rasterio noise from the COG readers
+        measured = any(p.kind == "write" for p in wanted)
+        if measured:
+            log("ingest and appends (they build the cube):")
+        cube, cells = build_cube(cfg, storage, region, workload, work, measured=measured, log=log)
+        t = phase("ingest and appends" if measured else "ingest", t)
+        workload = workload.with_chip_grid(cube)
+        for p in wanted:
+            if p.prepare is not None and p.available():
+                p.prepare(workload, cube)
+        copies = layouts.derive(region, cube, work)
+        t = phase("layouts", t)
         places = Places(storage, copies)
         t = phase("upload", t)
         warm_up(wanted, places, workload, cfg)
+        gc.freeze()  # everything so far lives to the end: keep it out of the per-repetition collections
         for pattern in (p for p in wanted if p.kind == "read" and p.available()):
             log(f"{pattern.title}:")
             for tier in tiers:
                 cells += read_cells(pattern, tier, places, workload, cfg, log=log)
         t = phase("reads", t)
-        if any(p.kind == "write" for p in wanted):
-            log("ingest and appends:")
-            cells += write_cells(cfg, storage, workload, work, copies["cogs"].files, log=log)
-            t = phase("writes", t)
         sweep_result = sweep.run(cfg, region, workload, places, work, log=log) if cfg.sweep else None
         if cfg.sweep:
             t = phase("sweep", t)

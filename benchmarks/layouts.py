@@ -145,13 +145,13 @@ def _footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice,
             slice(min(c for _, c, _, _ in wins), max(c + w for _, c, _, w in wins)))
 
 
-def derive(region: SynthResult, work: Path) -> dict[str, DataCopy]:
-    """Every data copy the layouts read: the cube ingested at ``work/cube``, two re-chunked copies of it
+def derive(region: SynthResult, cube: Path, work: Path) -> dict[str, DataCopy]:
+    """Every data copy the layouts read: the ingested ``cube``, two re-chunked copies of it in ``work``
     (anything stored beside the cube is copied too), and the COGs."""
-    cube = work / "cube"
     rechunk(cube, work / "cube-unsharded", unsharded_chunks)
     rechunk(cube, work / "cube-space-first", space_first_chunks)
     os.sync()  # written pages must be clean before they can be evicted for cold reads
-    copies = {key: data_copy(key, work / key) for key in ("cube", "cube-unsharded", "cube-space-first")}
+    copies = {key: data_copy(key, work / key) for key in ("cube-unsharded", "cube-space-first")}
+    copies["cube"] = data_copy("cube", cube)
     copies["cogs"] = data_copy("cogs", region.out_dir, region.out_dir / COG_DIR)
     return copies

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class Workload:
     large: Any
     chip_parcel: Any
     chip_dates: Mapping[int, tuple[str, str]]
-    chip_geobox: GeoBox
+    chip_geobox: GeoBox | None
     initial_items: Path
     append_items: tuple[Path, ...]
     region_bbox: tuple[float, float, float, float]
@@ -70,10 +70,10 @@ class Workload:
         return tuple(dict.fromkeys([*bands_for(self.bands), "SCL"]))
 
     @classmethod
-    def prepare(cls, region: SynthResult, cube: Path, scratch: Path, *, appends: int,
+    def prepare(cls, region: SynthResult, scratch: Path, *, appends: int,
                 bands: tuple[str, ...] = DEFAULT_BANDS) -> Workload:
-        """Pick the parcels, dates and chip of ``region``; ``cube`` (its ingested cube) fixes the chip grid.
-        The item files of the initial ingest and of each append go to ``scratch``."""
+        """Pick the parcels and dates of ``region``; the item files of the initial ingest and of each
+        append go to ``scratch``. The chip grid comes later, from the cube (:meth:`with_chip_grid`)."""
         features = scene_features(region.items, "s2")
         tile = region.tiles[0]
         parcels = gpd.read_parquet(region.parcels).to_crs(TileGrid.from_id(tile).crs)
@@ -87,8 +87,6 @@ class Workload:
         dates = sorted({f["properties"]["datetime"][:10] for f in features})
         mid = len(dates) // 2
         chip_dates = {1: (dates[mid], dates[mid]), 10: (dates[max(mid - 5, 0)], dates[min(mid + 4, len(dates) - 1)])}
-        one = parcels[parcels.parcel_id == chip_parcel]
-        chip_geobox = chip(cube, one, size=CHIP_SIZE, time=chip_dates[1], bands=TRUE_COLOUR).geobox
         held = min(appends, len(features) - 1)
         scratch.mkdir(parents=True, exist_ok=True)
         absolute = [_absolute(f, region.out_dir) for f in features]
@@ -98,7 +96,14 @@ class Workload:
         if tuple(bands) == ("all",):
             bands = tuple(b for b in S2_L2A.band_names if b != "SCL")
         return cls(region.out_dir, tuple(features), parcels, tile, small, large, chip_parcel, chip_dates,
-                   chip_geobox, initial, extra, tuple(region.bbox), tuple(bands))
+                   None, initial, extra, tuple(region.bbox), tuple(bands))
+
+    def with_chip_grid(self, cube: Path) -> Workload:
+        """The same workload with the chip's grid: the one :func:`cube.chips.chip` reads from ``cube``, so
+        the COG readers read exactly those pixels."""
+        one = self.parcel(self.chip_parcel)
+        grid = chip(cube, one, size=CHIP_SIZE, time=self.chip_dates[1], bands=TRUE_COLOUR).geobox
+        return replace(self, chip_geobox=grid)
 
     def parcel(self, pid: Any) -> gpd.GeoDataFrame:
         return self.parcels[self.parcels.parcel_id == pid]
@@ -320,8 +325,8 @@ PATTERNS: dict[str, Pattern] = {p.key: p for p in (
             tiers=("folder", "s3-20ms"), max_reps=1, requires="cube.extract", prepare=_extract_layers,
             note="every parcel, the parcel bands, written to a local Parquet folder; label layers built "
                  "beforehand. COG baseline (exactextract per scene): benchmarks/extraction.py"),
-    Pattern("ingest", "initial ingest", "write", {"zarr": _ingest}, layouts=("tf-sharded",),
-            note="sources read from local COGs in every tier; the cube written to the tier"),
+    Pattern("ingest", "initial ingest", "write", {"zarr": _ingest}, layouts=("tf-sharded",), max_reps=1,
+            note="sources read from local COGs in every tier; the cube written to the tier; one repetition"),
     Pattern("append", "one-date append", "write", {"zarr": _append}, layouts=("tf-sharded",),
             note="each repetition appends the next held-back date to the ingested cube"),
 )}
