@@ -170,7 +170,8 @@ def detail_table(results: dict[str, Any], tier: str) -> str:
                          _num(s["HEAD"]), _num(s["LIST"]), mb(s["bytes_read"]),
                          "-" if amp is None else f"{amp:.2f}", _num(s["peak_mb"]),
                          ratio(base["median_s"] / s["median_s"]) if base else "-",
-                         ratio(s["requests"] / base["requests"]) if base and base["requests"] else "-",
+                         ratio(s["requests"] / base["requests"])
+                         if base and base["requests"] and base["counted_by"] == s["counted_by"] else "-",
                          s["counted_by"]])
     return _table(["pattern", "layout", "n", "median ms", "p95 ms", "GET", "HEAD", "LIST", "MB read",
                    "read amp.", "peak MB", "speed-up vs COG", "requests vs COG", "counted by"], rows)
@@ -193,14 +194,15 @@ def write_table(results: dict[str, Any]) -> str:
 def sweep_table(results: dict[str, Any]) -> str:
     sw = results["sweep"]
     rec = sw["recommendation"]
-    header = ["chunks (10 m px)", "objects", "ingest write amp."]
+    header = ["chunks (10 m px)", "objects", "ingest write amp.", "ingest s"]
     for p in sw["patterns"]:
         header += [f"{p} {t} ms" for t in sw["tiers"]]
     header += [f"{rec['tier']} requests ({', '.join(sw['patterns'])})", "score"]
     rows = []
     for s in sw["shapes"]:
         row = [s["label"] + (" (default)" if s["default"] else ""), _num(s["objects"]),
-               "-" if s["write_amplification"] is None else f"{s['write_amplification']:.2f}"]
+               "-" if s["write_amplification"] is None else f"{s['write_amplification']:.2f}",
+               "-" if s["ingest_s"] is None else f"{s['ingest_s']:.1f}"]
         by = {(c["pattern"], c["tier"]): c["summary"] for c in s["cells"]}
         for p in sw["patterns"]:
             row += [ms(by.get((p, t), {}).get("median_s")) for t in sw["tiers"]]
@@ -219,12 +221,51 @@ def _sweep_md(results: dict[str, Any]) -> list[str]:
     verdict = (f"keep the default `{rec['choice']}`" if rec["keeps_default"]
                else f"use `{rec['choice']}` instead of the default")
     return ["## Chunk-shape sweep (time-first sharded)", "",
-            f"Each shape is a cube ingested from the same scenes, read with the same patterns "
+            f"Each shape, the default included, is a cube ingested at once from the same scenes (no catalog), "
+            f"read with the same patterns side by side "
             f"({', '.join(sw['patterns'])}) on {', '.join(sw['tiers'])}. Score: geometric mean over the patterns "
             f"of the median latency on {rec['tier']}, relative to the default (lower is better).", "",
             sweep_table(results), "", f"![chunk sweep]({FIGURES['sweep']})", "",
             f"**Recommendation: {verdict}** (best score {rec['best_score']:.2f} for `{rec['best']}`; a shape "
             f"must beat the default by more than {rec['margin']:.0%} to replace it).", ""]
+
+
+def anatomy(results: dict[str, Any], layout: str = "tf-sharded") -> list[dict[str, Any]]:
+    """Per read pattern, where a Zarr layout's requests and time go: data GETs (the store's key log on the
+    folder, same code path as on S3) against metadata requests, and how many round trips of the added
+    latency the wall time grew by (``(t_latency - t_plain) / latency``: the requests that ran one after
+    another)."""
+    latency = next((t for t in results["tiers"] if t["name"].startswith("s3-")), None)
+    if latency is None:
+        return []
+    ms_per_trip = float(latency["name"].removeprefix("s3-").removesuffix("ms"))
+    out = []
+    for p in _read_patterns(results):
+        local, plain, slow = (summary(results, p["key"], layout, t) for t in ("folder", "s3", latency["name"]))
+        if not (local and plain and slow and "data_gets" in local):
+            continue
+        out.append({"pattern": p["key"], "requests": slow["requests"], "data_gets": local["data_gets"],
+                    "objects": local["objects_read"], "metadata": slow["requests"] - local["data_gets"],
+                    "plain_s": plain["median_s"], "latency_s": slow["median_s"], "tier": latency["name"],
+                    "serial_trips": (slow["median_s"] - plain["median_s"]) * 1e3 / ms_per_trip})
+    return out
+
+
+def _anatomy_md(results: dict[str, Any]) -> list[str]:
+    rows = anatomy(results)
+    if not rows:
+        return []
+    tier = rows[0]["tier"]
+    return ["### Where the time-first sharded reads spend their requests", "",
+            f"Data GETs and objects touched come from the store's key log (folder; the S3 reads run the same "
+            f"code); metadata = the other requests on S3 (ledger listing and reads, array `zarr.json` and the "
+            f"HEADs s3fs sends before whole-object GETs). *Serial round trips* = (median on {tier} - median on "
+            f"plain S3) / added latency: how many of the requests waited one after another.", "",
+            _table(["pattern", f"requests ({tier})", "data GETs", "objects touched", "metadata requests",
+                    "plain S3 ms", f"{tier} ms", "serial round trips"],
+                   [[r["pattern"], _num(r["requests"]), _num(r["data_gets"]), _num(r["objects"]),
+                     _num(r["metadata"]), ms(r["plain_s"]), ms(r["latency_s"]), f"{r['serial_trips']:.0f}"]
+                    for r in rows]), ""]
 
 
 def _checks_md(results: dict[str, Any]) -> list[str]:
@@ -254,6 +295,7 @@ def render(results: dict[str, Any]) -> str:
     for t in tiers:
         lines += [f"### {t['description']} (`{t['name']}`): median ms (speed-up against COG + rasterio)", "",
                   overview_table(results, t["name"]), ""]
+    lines += _anatomy_md(results)
     lines += _checks_md(results)
     lines += ["## All figures per cell", "",
               "n = cold repetitions; requests are the server's (proxy) or the store's own counts; on the folder "
