@@ -15,7 +15,7 @@ from typing import Any
 from cardcube.spec import ChunkLayout
 
 # Side of the synthetic region (km) per named size; "default" must finish in < 10 min on 2 cores.
-SIZES: dict[str, float] = {"small": 2.0, "default": 3.0, "large": 10.0}
+SIZES: dict[str, float] = {"small": 2.0, "default": 2.5, "large": 10.0}
 
 # The chunk-shape sweep: (time, space, shard_space) at 10 m. The first is the shipped default.
 SWEEP: tuple[str, ...] = (

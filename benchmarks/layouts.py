@@ -130,7 +130,10 @@ def rechunk(src: Path, dst: Path, rule: ChunkRule, *, collection: str = "s2") ->
             dimension_names=old.metadata.dimension_names, attributes=old.attrs.asdict(),
         )
         rows, cols = _footprint(version, tile, resolution)
-        new[:, rows, cols] = old[:, rows, cols]  # outside the scenes' footprint everything is fill value
+        state = version.tiles[tile]
+        # the committed dates only: cold blocks, and the live hot slots (compacted slots are never read)
+        for t in ([h.slot for h in state.hot] if hot else [slice(0, len(state.cold))]):
+            new[t, rows, cols] = old[t, rows, cols]  # outside the scenes' footprint everything is fill value
 
     arrays = [(tile, band.resolution, band.name, hot)
               for tile in version.tiles for band in version.spec.bands for hot in (False, True)]
