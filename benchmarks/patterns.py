@@ -324,7 +324,8 @@ PATTERNS: dict[str, Pattern] = {p.key: p for p in (
     Pattern("extraction", "full-territory extraction", "read", {"zarr": _zarr_extract}, _territory_needed,
             tiers=("folder", "s3-20ms"), max_reps=1, requires="cube.extract", prepare=_extract_layers,
             note="every parcel, the parcel bands, written to a local Parquet folder; label layers built "
-                 "beforehand. COG baseline (exactextract per scene): benchmarks/extraction.py"),
+                 "beforehand. Its COG baseline (exactextract scene by scene) is `python -m benchmarks.extraction` "
+                 "(extraction.md beside this report)"),
     Pattern("ingest", "initial ingest", "write", {"zarr": _ingest}, layouts=("tf-sharded",), max_reps=1,
             note="sources read from local COGs in every tier; the cube written to the tier; one repetition"),
     Pattern("append", "one-date append", "write", {"zarr": _append}, layouts=("tf-sharded",),

@@ -16,7 +16,7 @@ from benchmarks import __main__ as cli
 from benchmarks import harness, report
 from benchmarks.config import BenchConfig
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
