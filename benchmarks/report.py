@@ -249,7 +249,7 @@ def sweep_table(results: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
-def _sweep_md(results: dict[str, Any]) -> list[str]:
+def sweep_md(results: dict[str, Any]) -> list[str]:
     sw = results.get("sweep")
     if not sw:
         return []
@@ -352,7 +352,7 @@ def render(results: dict[str, Any]) -> str:
                   f"compaction; over a whole season of one-date appends it is about 2x "
                   f"(`python -m benchmarks.ingest_throughput`).", "",
                   write_table(results), ""]
-    lines += _sweep_md(results)
+    lines += sweep_md(results)
     skipped = [p for p in results["patterns"] if p.get("skipped") or p.get("note")]
     lines += ["## Method and caveats", "", *_method(results), ""]
     if skipped:
@@ -442,10 +442,15 @@ def plot(results: dict[str, Any], out: Path) -> None:
         fig.savefig(out / FIGURES[value], dpi=110)
         plt.close(fig)
     if results.get("sweep"):
-        _plot_sweep(results, out, plt)
+        plot_sweep(results, out)
 
 
-def _plot_sweep(results: dict[str, Any], out: Path, plt: Any) -> None:
+def plot_sweep(results: dict[str, Any], out: Path) -> None:
+    """``sweep.png``: each chunk shape's median latency per pattern, and time series against chip access."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     import numpy as np
 
     sw = results["sweep"]
