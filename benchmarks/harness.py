@@ -1,8 +1,8 @@
 """One whole benchmark run: region, layouts, tiers, every cell of the matrix, the sweep; the raw results.
 
-Order of work: generate the synthetic region; ingest it and build the other layouts
-(:mod:`benchmarks.layouts`); start the S3 server and proxy and upload every copy; measure each read
-pattern on each tier with all layouts side by side; measure ingest and appends; run the chunk-shape
+Order of work: generate the synthetic region; start the S3 server and proxy; build the cube through
+the measured initial ingest and appends; derive the other layouts (:mod:`benchmarks.layouts`) and upload
+every copy; measure each read pattern on each tier with all layouts side by side; run the chunk-shape
 sweep (:mod:`benchmarks.sweep`). The result is a plain dict (the raw JSON of the report).
 """
 
@@ -25,7 +25,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.layouts import LAYOUTS, DataCopy, Layout
 from benchmarks.measure import Cell, fix_allocator, measure_group
 from benchmarks.patterns import PATTERNS, Pattern, Run, Workload
-from benchmarks.storage import BenchStorage, Tier, quiet_s3
+from benchmarks.storage import BUCKET, Access, BenchStorage, Tier, quiet_s3
 from cardcube.synth import SynthConfig, SynthResult, generate
 
 Log = Callable[[str], None]
@@ -44,9 +44,8 @@ class Places:
         self.copies[copy.key] = copy
         self.urls[copy.key] = self.storage.upload(copy.files, copy.key)
 
-    def access(self, key: str, tier: Tier) -> Callable[[], Any]:
-        from benchmarks.storage import Access
-
+    def access(self, key: str, tier: Tier) -> Callable[[], Access]:
+        """A factory of fresh accesses to copy ``key`` on ``tier`` (one per repetition)."""
         copy = self.copies[key]
         if tier.is_s3:
             return lambda: Access(tier, self.urls[key], self.storage)
@@ -54,8 +53,7 @@ class Places:
 
 
 def read_cells(pattern: Pattern, tier: Tier, places: Places, workload: Workload, cfg: BenchConfig, *,
-               layout_set: tuple[Layout, ...] = LAYOUTS, data: Callable[[Layout], str] | None = None,
-               reps: int | None = None, log: Log = print) -> list[Cell]:
+               layout_set: tuple[Layout, ...] = LAYOUTS, reps: int | None = None, log: Log = print) -> list[Cell]:
     """Measure ``pattern`` on ``tier`` for every layout that has a reader for it, side by side."""
     group = []
     if pattern.tiers is not None and tier.name not in pattern.tiers:
@@ -67,7 +65,7 @@ def read_cells(pattern: Pattern, tier: Tier, places: Places, workload: Workload,
             continue
         cell = Cell(pattern.key, lay.key, tier.name, pattern.needed(workload))
         work = (lambda r: lambda access, rep: r(Run(workload, access, cfg.threads, rep)))(reader)
-        group.append((cell, work, places.access(data(lay) if data else lay.data, tier)))
+        group.append((cell, work, places.access(lay.data, tier)))
     measure_group(group, reps=reps, min_reps=min(cfg.min_reps, reps), budget_s=cfg.cell_budget_s, log=log)
     return [cell for cell, _, _ in group]
 
@@ -78,8 +76,6 @@ def build_cube(cfg: BenchConfig, storage: BenchStorage, region: SynthResult, wor
     initial ingest (all but the held-back dates) and then one-date appends are the measured ingest and
     append cells on the folder (ingesting in batches gives the same cube as at once). Appends on an S3
     tier go to a copy of the freshly ingested cube; an S3 ingest tier gets its own measured ingest."""
-    from benchmarks.storage import BUCKET, Access
-
     cogs = region.out_dir / layouts.COG_DIR
     if not measured:
         layouts.ingest_cube(region.items, work / "cube")

@@ -19,7 +19,6 @@ import importlib.util
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +121,7 @@ class Workload:
     def features_between(self, lo: str, hi: str) -> list[dict]:
         return [f for f in self.features if lo <= f["properties"]["datetime"][:10] <= hi]
 
-    @cached_property
+    @property
     def dates(self) -> int:
         return len(self.features)
 

@@ -158,7 +158,7 @@ class Access:
         if tier.is_s3 and storage is None:
             raise ValueError(f"tier {tier.name} needs the S3 server")
         self.tier, self.root, self.storage = tier, root, storage
-        self.local = local  # the folder to evict from the page cache (folder tier)
+        self.local = local  # local files to evict from the page cache before each repetition
         self.counts = RequestCounts()
         self._stores: list[Store] = []
         self._before: Any = None
