@@ -70,9 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _registry(path: str | None):
     if path is None:
         return None
-    import geopandas as gpd
+    from cube.extract import read_parcels
 
-    return gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
+    return read_parcels(path)
 
 
 def _target(args: argparse.Namespace, ids: list[str]):

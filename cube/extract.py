@@ -29,7 +29,6 @@ Output::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -42,7 +41,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -54,7 +52,7 @@ from cube.dataset import open_cube
 from cube.indices import bands_for
 from cube.ledger import read_version
 from cube.membership import DEFAULT_BUFFER
-from cube.parcel_layer import ParcelLayer, parcel_layer
+from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import ParcelPixels
 from cube.stats import STATS
@@ -114,14 +112,6 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFr
 def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
     raw = gdf[id_column].tolist() if id_column in gdf.columns else gdf.index.tolist()
     return [i.item() if isinstance(i, np.generic) else i for i in raw]
-
-
-def _digest(ps: ParcelSet) -> str:
-    h = hashlib.sha256(ps.crs.to_string().encode())
-    h.update(repr([str(i) for i in ps.ids]).encode())
-    for wkb in shapely.to_wkb(np.asarray(ps.geometries, dtype=object), output_dimension=2):
-        h.update(wkb)
-    return h.hexdigest()[:16]
 
 
 def _time_blocks(store: Store, collection: str, tile: str, name: str, version: int, time: Any,
@@ -221,16 +211,10 @@ class _Job:
             dates_only = ParcelPixels.from_dataset(scl, list(scl.data_vars), unit.ids, local, selected)
             frame = dates_only.annotate(frame, histogram=self.histogram)
             frame["cube_version"] = self.version
-            write_bytes(self.out, key, _parquet(frame))
+            write_bytes(self.out, key, parquet_bytes(frame))
             checkpoint("extract-unit-written")
             rows += len(frame)
         return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows}
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]) -> tuple[list[_Unit], int]:
@@ -319,7 +303,7 @@ def extract(
     out_store = open_store(out, storage_options=out_storage_options)
     _check_manifest(out_store, {
         "cube": store_url(store), "collection": collection, "version": version.version,
-        "parcels": _digest(ps), "bands": list(bands), "stats": list(stats),
+        "parcels": parcels_digest(ps), "bands": list(bands), "stats": list(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,
@@ -390,7 +374,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     for s in frame.attrs["parcel_status"]:
         status[s["parcel_id"]] = (s["status"], s["reason"], tiles[s["parcel_id"]], s["pixels"])
     if key not in done:
-        write_bytes(job.out, key, _parquet(frame))
+        write_bytes(job.out, key, parquet_bytes(frame))
     return len(frame)
 
 
@@ -405,9 +389,7 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
         "pixels": np.array([status[i][3] for i in ids], dtype=np.int64),
         "repaired": [i in repaired for i in ids],
     }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    write_bytes(out, STATUS, buf.getvalue())
+    write_bytes(out, STATUS, parquet_bytes(table))
 
 
 def read_timeseries(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -43,16 +43,29 @@ from cube.parcels import ParcelSet
 LAYER_RESOLUTION = 10
 INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1")
 
-__all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer"]
+__all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer", "parcels_digest", "parquet_bytes"]
 
 
-def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: bool) -> str:
-    """A short hash of everything the label raster depends on."""
-    h = hashlib.sha256(json.dumps([tile, buffer, all_touched, parcels.crs.to_string()]).encode())
+def parcels_digest(parcels: ParcelSet) -> str:
+    """A short hash of a parcel set: CRS, ids and geometries."""
+    h = hashlib.sha256(parcels.crs.to_string().encode())
     h.update(json.dumps([str(i) for i in parcels.ids]).encode())
     for wkb in shapely.to_wkb(np.asarray(parcels.geometries, dtype=object), output_dimension=2):
         h.update(wkb)
     return h.hexdigest()[:16]
+
+
+def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: bool) -> str:
+    """A short hash of everything the label raster depends on."""
+    key = json.dumps([tile, buffer, all_touched, parcels_digest(parcels)])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` (or a GeoDataFrame, as GeoParquet) as Parquet bytes, for one atomic store write."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,12 +134,6 @@ def _merge(parts: list[np.ndarray], ids: Sequence[Hashable]) -> pd.DataFrame:
     return index.astype({c: np.int64 for c in INDEX_COLUMNS if c != "parcel_id"})
 
 
-def _to_parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def parcel_layer(
     store: Store,
     tile: str,
@@ -170,7 +177,7 @@ def parcel_layer(
     parts = run_tasks(partial(_rasterise_block, buffer=buffer, all_touched=all_touched), tasks, scheduler=scheduler,
                       desc=f"parcel layer {tile}", progress=progress, unit="block")
     index = _merge(parts, ps.ids)
-    write_bytes(store, f"{prefix}/index.parquet", _to_parquet(index))
+    write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))
     write_json(store, f"{prefix}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
                                                "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
                                                "labelled": int((index.pixels > 0).sum())})

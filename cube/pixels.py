@@ -64,10 +64,6 @@ class ParcelPixels:
         return cls(ids, labels, ds["time"].values, values, {n: dict(ds[n].attrs) for n in names},
                    {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
 
-    @property
-    def npix(self) -> int:
-        return int(self.labels.size)
-
     def frame(self, bands: Sequence[str], *, stats: Sequence[str] = STATS, mask: Sequence[int] | None = None,
               histogram: bool = True) -> pd.DataFrame:
         """Per parcel, date and band (indices included): ``count, masked, mean, ...`` as in
