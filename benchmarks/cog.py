@@ -102,8 +102,8 @@ def parcel_frame(pixels: Mapping[str, np.ndarray], bands: Sequence[str], feature
     selected = np.flatnonzero(mask.ravel())
     values = {b: v.reshape(v.shape[0], -1)[:, selected] for b, v in pixels.items()}
     times = np.array([np.datetime64(f["properties"]["datetime"].rstrip("Z"), "ns") for f in features])
-    pp = ParcelPixels(np.array([parcel_id], dtype=object), np.zeros(selected.size, np.int64), times, values,
-                      {b: band_attrs(S2_L2A.band(b)) for b in values}, {})
+    pp = ParcelPixels.from_labels(np.array([parcel_id], dtype=object), np.zeros(selected.size, np.int64), times,
+                                  values, {b: band_attrs(S2_L2A.band(b)) for b in values}, {})
     return pp.frame(list(bands), mask=DEFAULT_SCL_MASK if "SCL" in pixels else None)
 
 

@@ -34,7 +34,7 @@ import math
 import os
 import time as timer
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -54,8 +54,8 @@ from cube.ledger import read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcels import ParcelSet, as_parcels, too_small
-from cube.pixels import ParcelPixels
-from cube.stats import STATS
+from cube.pixels import TIME_COLUMNS, ParcelPixels
+from cube.stats import STATS, stats_frame
 from cube.timeseries import assign_tiles, check_bands, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
@@ -184,32 +184,55 @@ class _Job:
             total += math.ceil(ndates / ct) * ny * nx
         return total
 
+    def _native(self, unit: _Unit, selected: np.ndarray, geobox: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The unit's window of each variable at its native resolution (lazy), and the column of each selected
+        10 m window pixel in it: a 20 m band is read at 20 m and indexed, never repeated to 10 m."""
+        base = geobox.resolution.x
+        h, w = unit.rows.stop - unit.rows.start, unit.cols.stop - unit.cols.start
+        r, c = unit.rows.start + selected // w, unit.cols.start + selected % w
+        a = geobox[unit.rows, unit.cols].boundingbox
+        arrays, index = {}, {}
+        for res in sorted(set(self.resolutions)):
+            names = [n for n, rn in zip(self.names, self.resolutions, strict=True) if rn == res]
+            k = round(res / base)
+            ds = open_cube(self.store, self.collection, bbox=(a.left, a.bottom, a.right, a.top), tiles=[unit.tile],
+                           bands=names, as_of=self.version, time=self.time, decode=False, resolution=res,
+                           chunks="window")
+            r0, c0 = unit.rows.start // k, unit.cols.start // k
+            shape = (-(-unit.rows.stop // k) - r0, -(-unit.cols.stop // k) - c0)
+            if (ds.sizes["y"], ds.sizes["x"]) != shape:
+                raise RuntimeError(f"cube window {dict(ds.sizes)} at {res} m does not match the label window "
+                                   f"{unit.rows, unit.cols} ({h} x {w} px)")
+            flat = (r // k - r0) * shape[1] + (c // k - c0)
+            for name in names:
+                arrays[name], index[name] = ds[name], flat
+        return arrays, index
+
     def __call__(self, unit: _Unit) -> dict[str, int]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
         selected = np.flatnonzero(unit.labels[pos] == lab)
-        local = pos[selected]
-        a = layer.geobox[unit.rows, unit.cols].boundingbox
-        ds = open_cube(self.store, self.collection, bbox=(a.left, a.bottom, a.right, a.top), tiles=[unit.tile],
-                       bands=list(self.names), as_of=self.version, time=self.time, decode=False, chunks="window")
-        if (ds.sizes["y"], ds.sizes["x"]) != (unit.rows.stop - unit.rows.start, unit.cols.stop - unit.cols.start):
-            raise RuntimeError(f"cube window {dict(ds.sizes)} does not match the label window {unit.rows, unit.cols}")
+        arrays, index = self._native(unit, selected, layer.geobox)
+        first = arrays[self.names[0]]
+        attrs = {name: dict(arr.attrs) for name, arr in arrays.items()}
         rows = chunks = 0
         for dates, key in unit.times:
-            window = ds.isel(time=dates)
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
-            others = [n for n in window.data_vars if n != "SCL"]
-            scl = window.drop_vars(others).compute(scheduler="sync")  # SCL (if any) and the date coords
-            frames = []
+
+            def read(name: str, dates: slice = dates) -> np.ndarray:
+                data = arrays[name].isel(time=dates).data.compute(scheduler="sync")
+                return data.reshape(data.shape[0], -1)
+
+            scl = {"SCL": read("SCL")} if "SCL" in arrays else {}
+            times = first["time"].values[dates]
+            meta = {c: first[c].values[dates] for c in TIME_COLUMNS if c in first.coords}
+            pixels = ParcelPixels.from_labels(unit.ids, pos[selected], times, scl, attrs, meta, index=index)
+            results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
-                part = window[list(inputs)].compute(scheduler="sync").merge(scl)
-                pixels = ParcelPixels.from_dataset(part, list(part.data_vars), unit.ids, local, selected)
-                frames.append(pixels.band_stats(wanted, stats=self.stats, mask=self.mask))
-            frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable",
-                                                                    ignore_index=True)
-            dates_only = ParcelPixels.from_dataset(scl, list(scl.data_vars), unit.ids, local, selected)
-            frame = dates_only.annotate(frame, histogram=self.histogram)
+                group = replace(pixels, values={**{n: read(n) for n in inputs}, **scl})
+                results += group.band_stats(wanted, stats=self.stats, mask=self.mask)
+            frame = stats_frame(results, per_date=pixels.per_date(self.histogram))
             frame["cube_version"] = self.version
             write_bytes(self.out, key, parquet_bytes(frame))
             checkpoint("extract-unit-written")

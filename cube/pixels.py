@@ -5,8 +5,9 @@ Both read paths end here: :func:`cube.timeseries.parcel_timeseries` gathers a fe
 ``ParcelPixels`` and calls :meth:`ParcelPixels.frame`. So one parcel gets the same numbers from either,
 bit for bit, as long as its pixels arrive in the same (row-major) order.
 
-Values stay as stored (integers) until :meth:`frame` decodes them in float64: exact statistics, and half
-the bytes moved compared with decoding to float32 first.
+Values stay as stored (integers, at their native resolution) and are read in place through a per-band
+pixel index: no per-pixel copy, decoding or 20 m -> 10 m repeat. Statistics are taken on the physical
+values (see :func:`cube.stats.segment_stats`).
 """
 
 from __future__ import annotations
@@ -21,89 +22,110 @@ import xarray as xr
 
 from cardcube.spec import SCL_CLASSES
 from cube.indices import INDICES, add_indices, bands_for
-from cube.stats import STATS, ParcelStats, backscatter_stats, class_histogram, stats_frame, zonal_stats
+from cube.stats import STATS, ParcelStats, backscatter_stats, class_histogram, segment_stats, stats_frame
 
 TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
 
-__all__ = ["TIME_COLUMNS", "ParcelPixels", "physical"]
+__all__ = ["TIME_COLUMNS", "ParcelPixels", "packing", "physical"]
+
+
+def packing(attrs: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``(nodata, scale, offset)`` of a variable: stored ``x`` means ``x * scale + offset`` unless it is
+    ``nodata``; classification layers and decoded floats are ``(NaN, 1, 0)``."""
+    if "flag_values" in attrs or "scale_factor" not in attrs:
+        return np.nan, 1.0, 0.0
+    return float(attrs["nodata"]), float(attrs["scale_factor"]), float(attrs["add_offset"])
 
 
 def physical(values: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     """Stored integers to float64 physical values (NaN for nodata); classification layers stay codes."""
     if "flag_values" in attrs or "scale_factor" not in attrs:
         return values
-    out = values.astype("float64") * attrs["scale_factor"] + attrs["add_offset"]
-    out[values == attrs["nodata"]] = np.nan
+    nodata, scale, offset = packing(attrs)
+    out = values.astype("float64") * scale + offset
+    out[values == nodata] = np.nan
     return out
 
 
 @dataclass(frozen=True, eq=False)
 class ParcelPixels:
-    """Stored values of every parcel pixel: ``values[name]`` is (time, npix), ``labels`` (npix,) indexes
-    ``ids``; ``attrs[name]`` are the variable's attributes (CF packing, units, flags); ``time_meta`` the
-    per-date acquisition columns carried into the frame."""
+    """Stored values of every parcel pixel, grouped by parcel: the first ``sizes[0]`` pixels belong to
+    ``ids[0]``, and so on. ``values[name]`` is (time, n) as stored and ``index[name]`` (npix,) the column
+    of each pixel in it; ``attrs[name]`` are the variable's attributes (CF packing, units, flags);
+    ``time_meta`` the per-date acquisition columns carried into the frame."""
 
     ids: np.ndarray
-    labels: np.ndarray
+    sizes: np.ndarray
     times: np.ndarray
     values: Mapping[str, np.ndarray]
+    index: Mapping[str, np.ndarray]
     attrs: Mapping[str, Mapping[str, Any]]
     time_meta: Mapping[str, np.ndarray]
 
     @classmethod
-    def from_dataset(cls, ds: xr.Dataset, names: Sequence[str], ids: np.ndarray, labels: np.ndarray,
-                     selected: np.ndarray | None = None) -> ParcelPixels:
-        """The pixels of a computed (numpy-backed) window: ``labels`` per selected pixel of the flattened
-        ``(y, x)`` grid, ``selected`` the flat indices of those pixels (default: all). Pixels are stored
-        grouped by parcel, so every statistic of every band finds them in order."""
-        if selected is None:
-            selected = np.arange(ds.sizes["y"] * ds.sizes["x"])
+    def from_labels(cls, ids: np.ndarray, labels: np.ndarray, times: np.ndarray, values: Mapping[str, np.ndarray],
+                    attrs: Mapping[str, Mapping[str, Any]], time_meta: Mapping[str, np.ndarray],
+                    index: Mapping[str, np.ndarray] | None = None) -> ParcelPixels:
+        """Pixels with a label (0 .. len(ids)-1) each, in row-major order; ``index[name]`` maps them to the
+        columns of ``values[name]`` (default: the values are already one column per pixel). With ``index``,
+        ``values`` may hold only some of its variables: ``dataclasses.replace`` swaps in others later."""
+        labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")  # grouped by parcel once, row-major within each parcel
-        labels, selected = labels[order], selected[order]
-        values = {name: ds[name].values.reshape(ds.sizes["time"], -1)[:, selected] for name in names}
-        return cls(ids, labels, ds["time"].values, values, {n: dict(ds[n].attrs) for n in names},
-                   {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
+        every = np.arange(labels.size)
+        index = {name: np.asarray(index[name] if index else every, dtype=np.int64)[order]
+                 for name in (index if index else values)}
+        return cls(np.asarray(ids), np.bincount(labels, minlength=len(ids)), np.asarray(times), values, index,
+                   attrs, time_meta)
+
+    def _gathered(self, name: str) -> np.ndarray:
+        """(time, npix) physical values of ``name``, one column per pixel."""
+        return physical(self.values[name][:, self.index[name]], self.attrs[name])
+
+    def _labels(self) -> np.ndarray:
+        return np.repeat(np.arange(self.sizes.size), self.sizes)
 
     def frame(self, bands: Sequence[str], *, stats: Sequence[str] = STATS, mask: Sequence[int] | None = None,
               histogram: bool = True) -> pd.DataFrame:
         """Per parcel, date and band (indices included): ``count, masked, mean, ...`` as in
         :func:`cube.stats.stats_frame`, plus ``scl_<code>`` class counts when SCL is among the values
         (``histogram``) and the acquisition columns. ``mask``: SCL classes treated as missing."""
-        return self.annotate(self.band_stats(bands, stats=stats, mask=mask), histogram=histogram)
+        return stats_frame(self.band_stats(bands, stats=stats, mask=mask), per_date=self.per_date(histogram))
 
     def band_stats(self, bands: Sequence[str], *, stats: Sequence[str] = STATS,
-                   mask: Sequence[int] | None = None) -> pd.DataFrame:
-        """The statistics rows of :meth:`frame`, without the per-date columns."""
-        n = len(self.ids)
-        stored = [b for b in self.values if b != "SCL" or "SCL" in bands]
+                   mask: Sequence[int] | None = None) -> list[ParcelStats]:
+        """The statistics of each of ``bands`` (stored bands and indices)."""
+        cloudy = cloud_index = None
+        if mask is not None and "SCL" in self.values:
+            cloudy, cloud_index = np.isin(self.values["SCL"], list(mask)), self.index["SCL"]
         derived = [b for b in bands if b in INDICES]
-        needed = set(bands_for(derived)) | {b for b in bands if b in stored}
-        pixels = {name: physical(self.values[name], self.attrs[name]) for name in stored if name in needed}
-        has_scl = "SCL" in self.values
-        cloudy = np.isin(self.values["SCL"], list(mask)) if mask is not None and has_scl else None
+        pixels: dict[str, np.ndarray] = {}
         if derived:  # indices per pixel, from the same pixels
-            pix_ds = xr.Dataset({name: (("time", "p"), pixels[name]) for name in bands_for(derived)})
-            for name, arr in add_indices(pix_ds, derived)[derived].items():
-                pixels[name] = arr.values
+            pix_ds = xr.Dataset({name: (("time", "p"), self._gathered(name)) for name in bands_for(derived)})
+            pixels = {name: arr.values for name, arr in add_indices(pix_ds, derived)[derived].items()}
         results = []
         for band in bands:
-            values = pixels.pop(band).astype("float64")
-            if cloudy is not None:
-                values[cloudy] = np.nan
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
-            func = backscatter_stats if units == "dB" else zonal_stats
-            results.append(ParcelStats(band, self.ids, self.times, func(values, self.labels, n, stats=stats), units))
-        return stats_frame(results)
+            if units == "dB":  # mean in linear power: on decoded values
+                values = self._gathered(band).astype("float64")
+                if cloudy is not None:
+                    values[cloudy[:, cloud_index]] = np.nan
+                out = backscatter_stats(values, self._labels(), self.sizes.size, stats=stats)
+            elif band in pixels:
+                out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats,
+                                    cloudy=cloudy, cloud_index=cloud_index)
+            else:
+                nodata, scale, offset = packing(self.attrs[band])
+                out = segment_stats(self.values[band], self.index[band], self.sizes, stats=stats, nodata=nodata,
+                                    scale=scale, offset=offset, cloudy=cloudy, cloud_index=cloud_index)
+            results.append(ParcelStats(band, self.ids, self.times, out, units))
+        return results
 
-    def annotate(self, frame: pd.DataFrame, *, histogram: bool = True) -> pd.DataFrame:
-        """``frame`` (rows per parcel, date, band) with the SCL class counts of each parcel and date
-        (``histogram``, when SCL is among the values) and the acquisition columns of each date."""
+    def per_date(self, histogram: bool = True) -> dict[str, np.ndarray]:
+        """The columns of :meth:`frame` that do not depend on the band: SCL class counts per parcel and
+        date (``histogram``, when SCL is among the values) and the acquisition columns per date."""
+        out: dict[str, np.ndarray] = {}
         if histogram and "SCL" in self.values:
-            n = len(self.ids)
-            hist = class_histogram(self.values["SCL"], self.labels, n, class_codes=list(SCL_CLASSES))
-            cols = {f"scl_{code}": hist[:, :, k].reshape(-1) for k, code in enumerate(SCL_CLASSES)}
-            scl = pd.DataFrame({"parcel_id": np.repeat(self.ids, len(self.times)),
-                                "time": np.tile(self.times, n), **cols})
-            frame = frame.merge(scl, on=["parcel_id", "time"], how="left")
-        meta = pd.DataFrame({"time": self.times, **self.time_meta})
-        return frame.merge(meta, on="time", how="left")
+            scl = self.values["SCL"][:, self.index["SCL"]]
+            hist = class_histogram(scl, self._labels(), self.sizes.size, class_codes=list(SCL_CLASSES))
+            out.update({f"scl_{code}": hist[:, :, k] for k, code in enumerate(SCL_CLASSES)})
+        return {**out, **self.time_meta}

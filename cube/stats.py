@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "class_histogram",
     "db_to_linear",
     "linear_to_db",
+    "segment_stats",
     "stats_frame",
     "zonal_stats",
 ]
@@ -73,11 +75,10 @@ def _check_stats(stats: Sequence[str]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Segments:
-    """Pixels grouped by label: the sort order and where each label's run starts."""
+    """Pixels grouped by label: the sort order and each label's run length."""
 
     order: np.ndarray  # indices of the kept pixels, sorted by label
     sizes: np.ndarray  # pixels per label (n_labels,)
-    starts: np.ndarray  # first sorted position per label (n_labels,)
 
     @classmethod
     def build(cls, labels: np.ndarray, n_labels: int) -> _Segments:
@@ -88,9 +89,7 @@ class _Segments:
             raise InvalidRequestError(f"label {labels.max()} out of range for {n_labels} parcels")
         keep = np.flatnonzero(labels >= 0)
         order = keep[np.argsort(labels[keep], kind="stable")]
-        sizes = np.bincount(labels[order], minlength=n_labels).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        return cls(order, sizes, starts)
+        return cls(order, np.bincount(labels[order], minlength=n_labels).astype(np.int64))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -104,41 +103,156 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_stats(v, starts, sizes, qs, median, count, mean, std, vmin, vmax, pct):
-    """Every statistic of every (date row, label run) of ``v`` in one pass: the valid values of a run are
-    gathered, summed twice (mean, then squared deviations) and sorted once for min, max and percentiles."""
-    buf = np.empty(sizes.max() if sizes.size else 0)
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value it would hold sorted, with no greater value before
+    it and no smaller one after (quickselect: Hoare partition, median-of-three pivot; linear on average,
+    where a full sort is n log n)."""
+    hi -= 1
+    while hi > lo:
+        if hi - lo < 16:  # insertion sort on a short run
+            for i in range(lo + 1, hi + 1):
+                x = a[i]
+                j = i - 1
+                while j >= lo and a[j] > x:
+                    a[j + 1] = a[j]
+                    j -= 1
+                a[j + 1] = x
+            return
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_stats(v, index, starts, sizes, nodata, scale, offset, cloudy, cloud_index, qs, median,
+                   count, mean, std, vmin, vmax, pct):
+    """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
+    that are not NaN, not ``nodata`` and not ``cloudy[t, cloud_index[k]]``) are gathered in their stored
+    type, summed twice (mean, then squared deviations) and partially ordered by quickselect for the
+    percentiles (``qs`` in increasing order); only the results are mapped to physical values
+    ``x * scale + offset`` (``scale > 0``, so order is kept)."""
+    buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
+    masked = cloudy.shape[0] > 0
     for t in range(v.shape[0]):
         for j in range(starts.size):
             c = 0
             for k in range(starts[j], starts[j] + sizes[j]):
-                x = v[t, k]
-                if x == x:  # not NaN
+                if masked and cloudy[t, cloud_index[k]]:
+                    continue
+                x = v[t, index[k]]
+                if x == x and x != nodata:  # not NaN, not nodata
                     buf[c] = x
                     c += 1
             count[t, j] = c
             if c == 0:
                 continue
             total = 0.0
+            lo_v, hi_v = buf[0], buf[0]
             for i in range(c):
-                total += buf[i]
+                x = buf[i]
+                total += x
+                lo_v = min(lo_v, x)
+                hi_v = max(hi_v, x)
             m = total / c
             acc = 0.0
             for i in range(c):
                 d = buf[i] - m
                 acc += d * d
-            mean[t, j] = m
-            std[t, j] = np.sqrt(acc / c)
-            ordered = np.sort(buf[:c])
-            vmin[t, j] = ordered[0]
-            vmax[t, j] = ordered[c - 1]
+            mean[t, j] = m * scale + offset
+            std[t, j] = np.sqrt(acc / c) * scale
+            vmin[t, j] = lo_v * scale + offset
+            vmax[t, j] = hi_v * scale + offset
+            done = 0  # buf[:done] is in its sorted place
             for q in range(qs.size):
                 pos = (c - 1) * (qs[q] / 100.0)
-                lo = np.floor(pos)
+                lo = int(np.floor(pos))
+                if lo >= done:
+                    _select(buf, done, c, lo)
+                    done = lo + 1
                 # The median averages the middle pair, which is one value (ceil = floor) for odd counts.
-                hi = np.ceil(pos) if median[q] else min(lo + 1, c - 1)
-                a, b = ordered[int(lo)], ordered[int(hi)]
+                hi = int(np.ceil(pos)) if median[q] else min(lo + 1, c - 1)
+                nxt = buf[lo]
+                if hi > lo:  # the next order statistic: the smallest value after lo
+                    nxt = buf[lo + 1]
+                    for i in range(lo + 2, c):
+                        nxt = min(nxt, buf[i])
+                a = buf[lo] * scale + offset
+                b = nxt * scale + offset
                 pct[q, t, j] = (a + b) / 2 if median[q] else _lerp(a, b, pos - lo)
+
+
+def segment_stats(
+    values: np.ndarray,
+    index: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    stats: Sequence[str] = STATS,
+    nodata: float = np.nan,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    cloudy: np.ndarray | None = None,
+    cloud_index: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`zonal_stats` of pixels already grouped by label, read in place from stored arrays.
+
+    Label ``j`` owns the next ``sizes[j]`` entries of ``index``; its value at date ``t`` is
+    ``values[t, index[k]]`` (``values`` as stored: integers or floats, any width). NaN, ``nodata`` and
+    pixels where ``cloudy[t, cloud_index[k]]`` is true are not valid. Statistics are of the physical values
+    ``x * scale + offset``: stored integers are never copied or decoded per pixel, which is what makes a
+    territory-wide extraction cheap, and a 20 m band is read at 10 m through its ``index`` with no repeat.
+    """
+    _check_stats(stats)
+    values = np.asarray(values)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        values = values.astype(np.float64)
+    if values.ndim != 2:
+        raise InvalidRequestError(f"values must be (time, pixels), got shape {values.shape}")
+    if not scale > 0:
+        raise InvalidRequestError(f"scale must be positive, got {scale}")
+    sizes = np.asarray(sizes, dtype=np.int64)
+    index = np.asarray(index, dtype=np.int64)
+    if index.size != sizes.sum() or (index.size and not 0 <= index.min() <= index.max() < values.shape[1]):
+        raise InvalidRequestError(f"index ({index.size} pixels) does not fit sizes ({sizes.sum()}) and values "
+                                  f"{values.shape}")
+    if cloudy is None:
+        cloudy, cloud_index = np.zeros((0, 0), dtype=np.bool_), np.zeros(0, dtype=np.int64)
+    elif cloudy.shape[0] != values.shape[0] or cloud_index is None or cloud_index.size != index.size:
+        raise InvalidRequestError(f"cloudy {cloudy.shape} must be (time, n) with one cloud_index per pixel")
+    starts = np.cumsum(sizes) - sizes
+    wanted = sorted(((s, q) for s in stats if (q := _percentile_of(s)) is not None), key=lambda sq: sq[1])
+    shape = (values.shape[0], sizes.size)
+    count = np.zeros(shape, dtype=np.int64)
+    mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
+    pct = np.full((len(wanted), *shape), np.nan)
+    _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), cloudy,
+                   np.asarray(cloud_index, dtype=np.int64), np.array([q for _, q in wanted], dtype=np.float64),
+                   np.array([s == "median" for s, _ in wanted], dtype=np.bool_), count, mean, std, vmin, vmax, pct)
+    out = {"count": count.T, "masked": (sizes[None, :] - count).T}
+    out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
+                if name in stats})
+    out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
+    return out
 
 
 def zonal_stats(
@@ -158,19 +272,7 @@ def zonal_stats(
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
     segs = _Segments.build(labels, n_labels)
-    v = np.ascontiguousarray(values[:, segs.order], dtype=np.float64)
-    wanted = [(s, q) for s in stats if (q := _percentile_of(s)) is not None]
-    shape = (v.shape[0], n_labels)
-    count = np.zeros(shape, dtype=np.int64)
-    mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
-    pct = np.full((len(wanted), *shape), np.nan)
-    _segment_stats(v, segs.starts, segs.sizes, np.array([q for _, q in wanted], dtype=np.float64),
-                   np.array([s == "median" for s, _ in wanted], dtype=np.bool_), count, mean, std, vmin, vmax, pct)
-    out = {"count": count.T, "masked": (segs.sizes[None, :] - count).T}
-    out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
-                if name in stats})
-    out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
-    return out
+    return segment_stats(values, segs.order, segs.sizes, stats=stats)
 
 
 def db_to_linear(db: np.ndarray) -> np.ndarray:
@@ -264,30 +366,46 @@ class ParcelStats:
         Columns follow :data:`FRAME_COLUMNS` order (extra percentiles at the end). ``valid_only``
         drops rows without a valid pixel.
         """
-        n, t = len(self.parcel_ids), len(self.times)
-        data: dict[str, object] = {
-            "parcel_id": np.repeat(np.asarray(self.parcel_ids), t),
-            "time": np.tile(np.asarray(self.times), n),
-            "band": pd.Categorical([self.band] * (n * t)),
-        }
-        names = [c for c in FRAME_COLUMNS[3:] if c in self.values]
-        names += [c for c in self.values if c not in names]
-        for name in names:
-            data[name] = np.asarray(self.values[name]).reshape(-1)
-        frame = pd.DataFrame(data)
-        if valid_only and "count" in frame:
-            frame = frame[frame["count"] > 0].reset_index(drop=True)
-        return frame
+        return stats_frame([self], valid_only=valid_only)
 
 
-def stats_frame(results: Iterable[ParcelStats], *, valid_only: bool = False) -> pd.DataFrame:
-    """The frame users get: several bands' :class:`ParcelStats` stacked, sorted by parcel, time, band."""
-    frames = [r.to_frame(valid_only=valid_only) for r in results]
-    if not frames:
+def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
+                per_date: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The frame users get: several bands' :class:`ParcelStats` of the same parcels and dates, one row per
+    parcel, date and band, sorted by parcel, time and band. ``per_date`` adds columns that do not depend
+    on the band (SCL class counts, acquisition metadata): arrays of shape (n_parcels, time) or (time,).
+
+    Built by index arithmetic on the stacked arrays, never by sorting or merging rows: this is the
+    output path of a territory-wide extraction.
+    """
+    if not results:
         return pd.DataFrame(columns=list(FRAME_COLUMNS))
-    frame = pd.concat(frames, ignore_index=True)
-    frame["band"] = frame["band"].astype(str)
-    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+    ids, times = np.asarray(results[0].parcel_ids), np.asarray(results[0].times)
+    if any(not (np.array_equal(r.parcel_ids, ids) and np.array_equal(r.times, times)) for r in results[1:]):
+        raise InvalidRequestError("stats_frame needs the statistics of the same parcels and dates for every band")
+    bands = np.array([r.band for r in results], dtype=object)
+    by_id, by_time, by_band = (np.argsort(a, kind="stable") for a in (ids, times, bands))
+    n, t, b = ids.size, times.size, bands.size
+
+    def rows(arr: np.ndarray) -> np.ndarray:  # (band, parcel, time) -> one value per row, in row order
+        return arr[by_band][:, by_id][:, :, by_time].transpose(1, 2, 0).reshape(-1)
+
+    data: dict[str, Any] = {"parcel_id": np.repeat(ids[by_id], t * b),
+                            "time": np.tile(np.repeat(times[by_time], b), n),
+                            "band": np.tile(bands[by_band], n * t)}
+    names = [c for c in FRAME_COLUMNS[3:] if any(c in r.values for r in results)]
+    names += list(dict.fromkeys(c for r in results for c in r.values if c not in names))
+    for name in names:
+        fill = 0 if name in ("count", "masked") else np.nan
+        data[name] = rows(np.stack([np.asarray(r.values[name]) if name in r.values else np.full((n, t), fill)
+                                    for r in results]))
+    for name, arr in (per_date or {}).items():
+        arr = np.broadcast_to(np.asarray(arr), (n, t))
+        data[name] = np.repeat(arr[by_id][:, by_time].reshape(-1), b)
+    frame = pd.DataFrame(data)
+    if valid_only:
+        frame = frame[frame["count"] > 0].reset_index(drop=True)
+    return frame
 
 
 @dataclass(frozen=True, eq=False)

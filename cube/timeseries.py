@@ -81,9 +81,9 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
     values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
                                    axis=1) for name in names}
-    pixels = ParcelPixels(np.array([pid for pid, _, _ in found], dtype=object), labels, ds["time"].values, values,
-                          {n: dict(ds[n].attrs) for n in names},
-                          {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
+    pixels = ParcelPixels.from_labels(np.array([pid for pid, _, _ in found], dtype=object), labels, ds["time"].values,
+                                      values, {n: dict(ds[n].attrs) for n in names},
+                                      {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
     return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
 
 

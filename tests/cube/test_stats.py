@@ -21,6 +21,7 @@ from cube.stats import (
     class_histogram,
     db_to_linear,
     linear_to_db,
+    segment_stats,
     stats_frame,
     zonal_stats,
 )
@@ -115,6 +116,34 @@ def test_subset_and_bad_stat(sample) -> None:
         zonal_stats(values, labels, 5)
     empty = zonal_stats(np.zeros((3, 0)), np.zeros(0, dtype=int), 2)
     assert empty["p75"].shape == (2, 3) and np.isnan(empty["p75"]).all()
+
+
+def test_segment_stats_reads_stored_integers_in_place() -> None:
+    """The extraction path: uint16 values with nodata and CF packing, a 20 m band read through a pixel
+    index (no repeat), an SCL-style cloud mask at its own resolution, parcels of up to 3,000 pixels with
+    heavy ties (quickselect's partitioning). Reference: numpy on the decoded, gathered, masked pixels."""
+    rng = np.random.default_rng(5)
+    ntime, side = 6, 120  # a 120 x 120 px 10 m window; the band and the mask at 20 m (60 x 60)
+    stored = rng.integers(900, 1100, (ntime, 60 * 60)).astype(np.uint16)  # ~200 distinct values: ties
+    stored[rng.random(stored.shape) < 0.1] = 0  # nodata
+    scl = rng.integers(0, 12, (ntime, 60 * 60)).astype(np.uint8)
+    rows, cols = np.divmod(np.arange(side * side), side)
+    native = (rows // 2) * 60 + cols // 2
+    labels = np.minimum(rows // 40 * 3 + cols // 50, 7)  # 8 parcels, 1,600 to 3,200 px
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels)
+    cloudy = np.isin(scl, [3, 8, 9])
+    got = segment_stats(stored, native[order], sizes, stats=(*STATS, "p10"), nodata=0, scale=1e-4, offset=-0.1,
+                        cloudy=cloudy, cloud_index=native[order])
+    decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, native]
+    decoded[cloudy[:, native]] = np.nan
+    for stat in ("count", "masked", *NUMPY):
+        np.testing.assert_allclose(got[stat], reference(decoded, labels, sizes.size, stat), rtol=1e-12, atol=1e-15,
+                                   err_msg=stat)
+    with pytest.raises(InvalidRequestError, match="does not fit"):
+        segment_stats(stored, native[order][:-1], sizes)
+    with pytest.raises(InvalidRequestError, match="scale must be positive"):
+        segment_stats(stored, native[order], sizes, scale=-1.0)
 
 
 def test_class_histogram_matches_bincount() -> None:
