@@ -33,6 +33,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog import find_tiles
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
+from cube.shard_reader import read_window
 from cube.tile_arrays import open_array, sized_view
 
 TimeRange = tuple[Any, Any] | str | None
@@ -163,7 +164,7 @@ class _Window:
         rows = slice(self.rows.start + r0, self.rows.start + r1)
         cols = slice(self.cols.start + c0, self.cols.start + c1)
         if times.size and np.array_equal(times, np.arange(times[0], times[0] + times.size)):
-            return self.array[int(times[0]):int(times[0]) + times.size, rows, cols]
+            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols))
         return self.array.get_orthogonal_selection((times, rows, cols))
 
 

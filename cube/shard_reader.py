@@ -1,0 +1,159 @@
+"""Reading a window of one of the cube's sharded Zarr v3 arrays, decoded in the calling thread.
+
+zarr-python runs every read of a process through one asyncio event loop that also drives decoding, so
+reading costs several times what the bytes and the decompression do, and two threads reading at once
+wait for each other (measured: ``benchmarks/results/2026-11-25/extraction.md``, raw vs zarr). The cube's
+band arrays have one known layout, written by ingest: ``sharding_indexed`` over ``bytes`` + ``blosc``,
+with a ``bytes`` + ``crc32c`` index at the end of each shard. For those, :func:`read_window` fetches
+every shard's index, then one byte range per shard spanning the chunks it needs (all requests of a
+window at once, through the array's own store, so S3 and the request counters see them), and decodes
+the chunks with numcodecs in the caller's thread (blosc releases the GIL) straight into the output.
+Arrays with any other layout are read by zarr, so the function is always correct, only faster for ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from cardcube.errors import CardcubeError
+
+__all__ = ["CorruptShardError", "read_window"]
+
+_MISSING = 2**64 - 1  # offset and length of an empty chunk in a shard index
+_SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+            "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
+
+
+class CorruptShardError(CardcubeError):
+    """A shard whose index fails its checksum or points outside the shard."""
+
+
+@dataclass(frozen=True)
+class _ShardLayout:
+    """What reading a shard needs: shard and chunk shapes, the decompressor, the fill value."""
+
+    shard: tuple[int, ...]
+    chunk: tuple[int, ...]
+    codec: numcodecs.Blosc
+    dtype: np.dtype
+    fill: Any
+
+    @property
+    def per_shard(self) -> tuple[int, ...]:
+        return tuple(s // c for s, c in zip(self.shard, self.chunk, strict=True))
+
+    @classmethod
+    def of(cls, array: zarr.Array) -> _ShardLayout | None:
+        """The layout of ``array``, or None if it is not the cube's sharded layout."""
+        meta = array.metadata.to_dict()
+        codecs = meta.get("codecs", [])
+        if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+            return None
+        conf = codecs[0]["configuration"]
+        inner = [c["name"] for c in conf["codecs"]]
+        index = [c["name"] for c in conf["index_codecs"]]
+        little = all(c.get("configuration", {}).get("endian", "little") == "little"
+                     for c in conf["codecs"] + conf["index_codecs"] if c["name"] == "bytes")
+        if inner != ["bytes", "blosc"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end" \
+                or not little or meta["chunk_key_encoding"]["name"] != "default":
+            return None
+        blosc = conf["codecs"][1]["configuration"]
+        codec = numcodecs.Blosc(cname=blosc["cname"], clevel=blosc["clevel"], shuffle=_SHUFFLE[blosc["shuffle"]],
+                                blocksize=blosc.get("blocksize", 0))
+        shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        chunk = tuple(conf["chunk_shape"])
+        if any(s % c for s, c in zip(shard, chunk, strict=True)):
+            return None
+        return cls(shard, chunk, codec, np.dtype(array.dtype), array.fill_value)
+
+
+def read_window(array: zarr.Array, window: tuple[slice, ...]) -> np.ndarray:
+    """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape)."""
+    layout = _ShardLayout.of(array)
+    if layout is None:
+        return array[window]
+    bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
+    out = np.full([b - a for a, b in bounds], layout.fill, dtype=layout.dtype)
+    if out.size == 0:
+        return out
+    shards = list(itertools.product(*(range(a // s, math.ceil(b / s)) for (a, b), s in
+                                      zip(bounds, layout.shard, strict=True))))
+    store, prefix = array.store_path.store, array.store_path.path
+    keys = ["/".join(filter(None, [prefix, array.metadata.encode_chunk_key(coords)])) for coords in shards]
+    blobs = sync(_fetch(store, keys, [_needed(layout, coords, bounds) for coords in shards], layout))
+    for coords, found in zip(shards, blobs, strict=True):
+        for chunk_coords, data in found:
+            _place(out, layout, coords, chunk_coords, data, bounds)
+    return out
+
+
+def _needed(layout: _ShardLayout, shard: tuple[int, ...], bounds: list[tuple[int, int]]) -> list[tuple[int, ...]]:
+    """The chunks of ``shard`` (coordinates within it) that intersect the window."""
+    ranges = []
+    for s, c, n, (a, b) in zip(shard, layout.chunk, layout.per_shard, bounds, strict=True):
+        origin = s * n * c
+        ranges.append(range(max(0, (a - origin) // c), min(n, math.ceil((b - origin) / c))))
+    return list(itertools.product(*ranges))
+
+
+async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout
+                 ) -> list[list[tuple[tuple[int, ...], bytes]]]:
+    """Per shard, the needed chunks' compressed bytes: every index at once, then every byte range at once."""
+    proto = default_buffer_prototype()
+    n = math.prod(layout.per_shard)
+    tails = await asyncio.gather(*(store.get(k, proto, SuffixByteRequest(16 * n + 4)) for k in keys))
+    plans = []
+    for key, tail, chunks in zip(keys, tails, needed, strict=True):
+        if tail is None:  # shard never written: all fill
+            plans.append([])
+            continue
+        index = _index(key, tail.to_bytes(), n).reshape(*layout.per_shard, 2)
+        plans.append([(c, int(index[c][0]), int(index[c][1])) for c in chunks if index[c][0] != _MISSING])
+
+    async def ranged(key: str, plan: list[tuple[tuple[int, ...], int, int]]) -> list[tuple[tuple[int, ...], bytes]]:
+        if not plan:
+            return []
+        lo, hi = min(o for _, o, _ in plan), max(o + k for _, o, k in plan)
+        buf = await store.get(key, proto, RangeByteRequest(lo, hi))
+        if buf is None:
+            raise CorruptShardError(f"{key}: shard disappeared while being read")
+        blob = buf.to_bytes()
+        if len(blob) != hi - lo:
+            raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
+        return [(c, blob[o - lo:o - lo + k]) for c, o, k in plan]
+
+    return list(await asyncio.gather(*(ranged(k, p) for k, p in zip(keys, plans, strict=True))))
+
+
+def _index(key: str, tail: bytes, n: int) -> np.ndarray:
+    """The (offset, length) pairs of a shard index, after checking its crc32c."""
+    try:
+        raw = numcodecs.CRC32C().decode(tail)
+    except RuntimeError as exc:
+        raise CorruptShardError(f"{key}: shard index fails its checksum ({exc})") from None
+    return np.frombuffer(raw, dtype="<u8").reshape(n, 2)
+
+
+def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk: tuple[int, ...], data: bytes,
+           bounds: list[tuple[int, int]]) -> None:
+    """Decode one chunk and copy the part of it inside the window into ``out``."""
+    values = np.frombuffer(layout.codec.decode(data), dtype=layout.dtype.newbyteorder("<"))
+    values = values.reshape(layout.chunk)
+    src, dst = [], []
+    for s, c, k, n, (a, b) in zip(shard, chunk, layout.chunk, layout.per_shard, bounds, strict=True):
+        origin = (s * n + c) * k
+        lo, hi = max(a, origin), min(b, origin + k)
+        src.append(slice(lo - origin, hi - origin))
+        dst.append(slice(lo - a, hi - a))
+    out[tuple(dst)] = values[tuple(src)]

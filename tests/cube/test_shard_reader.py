@@ -1,0 +1,74 @@
+"""read_window against zarr-python on the same arrays: equal values for every window, clear errors for a
+damaged shard, zarr's own read for layouts it does not handle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from cardcube.storage import CountingStore, open_store, read_bytes, write_bytes
+from cube.shard_reader import CorruptShardError, read_window
+
+SHAPE, SHARDS, CHUNKS = (20, 70, 90), (8, 32, 32), (4, 16, 16)
+
+
+def _array(store, name: str, dtype: str, fill, compressors=None) -> tuple[zarr.Array, np.ndarray]:
+    """A sharded array as ingest writes it, with edge shards, empty chunks and one shard never written."""
+    rng = np.random.default_rng(1)
+    codec = compressors or BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)
+    arr = zarr.create_array(store, name=name, shape=SHAPE, dtype=dtype, chunks=CHUNKS, shards=SHARDS,
+                            compressors=codec, fill_value=fill, zarr_format=3)
+    data = np.full(SHAPE, fill, dtype=dtype)
+    data[:, 5:60, 3:80] = rng.integers(1, 5000, (SHAPE[0], 55, 77)).astype(dtype)
+    data[:8, :16, :16] = fill  # an empty chunk inside a written shard
+    data[8:16, 32:64, 64:90] = fill  # a whole shard of fill: zarr does not write it
+    arr[...] = data
+    return arr, data
+
+
+WINDOWS = [
+    (slice(0, 20), slice(0, 70), slice(0, 90)),  # everything, edge shards included
+    (slice(3, 11), slice(5, 41), slice(17, 66)),  # across shard and chunk edges
+    (slice(19, 20), slice(69, 70), slice(89, 90)),  # one corner pixel
+    (slice(8, 16), slice(32, 64), slice(64, 90)),  # the shard never written
+    (slice(4, 4), slice(0, 10), slice(0, 10)),  # empty
+]
+
+
+@pytest.mark.parametrize("dtype, fill", [("uint16", 0), ("uint8", 0), ("float32", np.nan)])
+def test_same_values_as_zarr(tmp_path, dtype: str, fill) -> None:
+    arr, data = _array(open_store(tmp_path), "band", dtype, fill)
+    assert not (tmp_path / "band" / "c" / "1" / "1" / "2").exists()  # really never written
+    for window in WINDOWS:
+        got = read_window(arr, window)
+        assert got.dtype == data.dtype
+        np.testing.assert_array_equal(got, arr[window])
+        np.testing.assert_array_equal(got, data[window])
+
+
+def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
+    _array(open_store(tmp_path), "band", "uint16", 0)
+    counting = CountingStore(open_store(tmp_path, read_only=True))
+    arr = zarr.open_array(counting, path="band", mode="r")
+    counting.counts.requests.clear()
+    read_window(arr, (slice(0, 8), slice(0, 32), slice(0, 64)))  # two written shards, 2 x 2 x 4 chunks
+    assert sum(counting.counts.requests.values()) == 4
+
+
+def test_damaged_index_is_an_error(tmp_path) -> None:
+    store = open_store(tmp_path)
+    arr, _ = _array(store, "band", "uint16", 0)
+    key = "band/c/0/0/0"
+    blob = bytearray(read_bytes(store, key))
+    blob[-10] ^= 0xFF  # inside the index, before its checksum
+    write_bytes(store, key, bytes(blob))
+    with pytest.raises(CorruptShardError, match="checksum"):
+        read_window(arr, (slice(0, 4), slice(0, 16), slice(0, 32)))
+
+
+def test_other_layouts_are_read_by_zarr(tmp_path) -> None:
+    arr, data = _array(open_store(tmp_path), "zstd", "uint16", 0, compressors=ZstdCodec(level=1))
+    window = (slice(2, 13), slice(10, 50), slice(0, 70))
+    np.testing.assert_array_equal(read_window(arr, window), data[window])
