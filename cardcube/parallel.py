@@ -22,6 +22,7 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
               desc: str = "", progress: bool = True, unit: str = "task",
               tally: Callable[[T], Mapping[str, int]] | None = None) -> list[T]:
     """``[func(*a) for a in args]`` on dask, in order, with a progress bar; the first error is raised.
+    Tasks start in the order given (put the longest first to balance the workers).
 
     ``tally`` turns a task's result into counts (e.g. parcels and chunks done) that the bar sums up.
     """
@@ -46,7 +47,11 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
                 if future.status == "finished":
                     done(future.result())
             return client.gather(futures)
-        tasks = [dask.delayed(func, pure=False)(*a) for a in args]
+        # dask's local schedulers start independent tasks in reverse key order: name them so that they
+        # start in the order given (tests/test_parallel.py checks it).
+        n = len(args)
+        tasks = [dask.delayed(func, pure=False)(*a, dask_key_name=f"{desc or 'task'}-{n - i:08d}")
+                 for i, a in enumerate(args)]
         local = "threads" if scheduler in (None, "threads") else scheduler
         with _Progress({t.key for t in tasks}, done):
             return list(dask.compute(*tasks, scheduler=local))

@@ -97,6 +97,14 @@ class ExtractResult:
                 f"{self.seconds:.1f} s -> {self.out}")
 
 
+# Dictionary-encode the repeated strings only, keep min/max statistics on the columns readers filter on
+# (parcel, time, band): 3x faster to write than pandas' defaults, and smaller with zstd.
+TIMESERIES_PARQUET: dict[str, Any] = {
+    "compression": "zstd", "compression_level": 1, "use_dictionary": ["parcel_id", "band", "platform", "orbit_state"],
+    "write_statistics": ["parcel_id", "time", "band"],
+}
+
+
 def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFrame:
     """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame."""
     if isinstance(parcels, gpd.GeoDataFrame):
@@ -116,7 +124,8 @@ def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
 
 def _time_blocks(store: Store, collection: str, tile: str, name: str, version: int, time: Any,
                  size: int) -> list[slice]:
-    """Runs of about ``size`` dates of ``tile`` that follow the stored time chunks."""
+    """Runs of about ``size`` dates of ``tile`` that follow the stored time chunks (a tail shorter than half
+    a run, such as the few dates of the hot buffer, is read with the last run: each run has a fixed cost)."""
     ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
     blocks, start, stop = [], 0, 0
     for n in ds[name].chunks[0]:
@@ -124,7 +133,9 @@ def _time_blocks(store: Store, collection: str, tile: str, name: str, version: i
         if stop - start >= size:
             blocks.append(slice(start, stop))
             start = stop
-    if stop > start:
+    if stop > start and blocks and stop - start < size / 2:  # a short tail (the hot buffer) joins the last run
+        blocks[-1] = slice(blocks[-1].start, stop)
+    elif stop > start:
         blocks.append(slice(start, stop))
     return blocks
 
@@ -140,6 +151,11 @@ class _Unit:
     labels: np.ndarray  # sorted label ids of the home parcels
     ids: np.ndarray
     times: tuple[tuple[slice, str], ...]  # (dates, output key) still to do
+
+    def cost(self) -> int:
+        """Pixel-dates to read: what the unit's run time is proportional to."""
+        dates = sum(t.stop - t.start for t, _ in self.times)
+        return (self.rows.stop - self.rows.start) * (self.cols.stop - self.cols.start) * dates
 
 
 @dataclass(frozen=True)
@@ -234,7 +250,7 @@ class _Job:
                 results += group.band_stats(wanted, stats=self.stats, mask=self.mask)
             frame = stats_frame(results, per_date=pixels.per_date(self.histogram))
             frame["cube_version"] = self.version
-            write_bytes(self.out, key, parquet_bytes(frame))
+            write_bytes(self.out, key, parquet_bytes(frame, **TIMESERIES_PARQUET))
             checkpoint("extract-unit-written")
             rows += len(frame)
         return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows}
@@ -356,6 +372,7 @@ def extract(
         tile_units, resumed = _units(layer, block=block, times=times, done=done)
         units += tile_units
         units_resumed += resumed
+    units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together
     for result in run_tasks(job, [(u,) for u in units], scheduler=scheduler, progress=progress,
                             desc="extract", unit="block", tally=lambda r: r):
         rows += result["rows"]

@@ -61,10 +61,11 @@ def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: b
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """``frame`` (or a GeoDataFrame, as GeoParquet) as Parquet bytes, for one atomic store write."""
+def parquet_bytes(frame: pd.DataFrame, **options: Any) -> bytes:
+    """``frame`` (or a GeoDataFrame, as GeoParquet) as Parquet bytes, for one atomic store write;
+    ``options`` go to ``pyarrow.parquet.write_table``."""
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    frame.to_parquet(buf, index=False, **options)
     return buf.getvalue()
 
 

@@ -94,9 +94,8 @@ class ParcelPixels:
     def band_stats(self, bands: Sequence[str], *, stats: Sequence[str] = STATS,
                    mask: Sequence[int] | None = None) -> list[ParcelStats]:
         """The statistics of each of ``bands`` (stored bands and indices)."""
-        cloudy = cloud_index = None
-        if mask is not None and "SCL" in self.values:
-            cloudy, cloud_index = np.isin(self.values["SCL"], list(mask)), self.index["SCL"]
+        scl = {"classes": self.values["SCL"], "class_index": self.index["SCL"], "masked_classes": list(mask)} \
+            if mask is not None and "SCL" in self.values else {}
         derived = [b for b in bands if b in INDICES]
         pixels: dict[str, np.ndarray] = {}
         if derived:  # indices per pixel, from the same pixels
@@ -107,16 +106,15 @@ class ParcelPixels:
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
             if units == "dB":  # mean in linear power: on decoded values
                 values = self._gathered(band).astype("float64")
-                if cloudy is not None:
-                    values[cloudy[:, cloud_index]] = np.nan
+                if scl:
+                    values[np.isin(scl["classes"][:, scl["class_index"]], scl["masked_classes"])] = np.nan
                 out = backscatter_stats(values, self._labels(), self.sizes.size, stats=stats)
             elif band in pixels:
-                out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats,
-                                    cloudy=cloudy, cloud_index=cloud_index)
+                out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, **scl)
             else:
                 nodata, scale, offset = packing(self.attrs[band])
                 out = segment_stats(self.values[band], self.index[band], self.sizes, stats=stats, nodata=nodata,
-                                    scale=scale, offset=offset, cloudy=cloudy, cloud_index=cloud_index)
+                                    scale=scale, offset=offset, **scl)
             results.append(ParcelStats(band, self.ids, self.times, out, units))
         return results
 

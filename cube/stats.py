@@ -145,21 +145,24 @@ def _select(a, lo, hi, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_stats(v, index, starts, sizes, nodata, scale, offset, cloudy, cloud_index, qs, median,
+def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, class_index, masked, qs, median,
                    count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
-    that are not NaN, not ``nodata`` and not ``cloudy[t, cloud_index[k]]``) are gathered in their stored
+    that are not NaN, not ``nodata`` and whose class ``classes[t, class_index[k]]`` is not ``masked``, a
+    lookup table by class code) are gathered in their stored
     type, summed twice (mean, then squared deviations) and partially ordered by quickselect for the
     percentiles (``qs`` in increasing order); only the results are mapped to physical values
     ``x * scale + offset`` (``scale > 0``, so order is kept)."""
     buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
-    masked = cloudy.shape[0] > 0
+    use_classes = classes.shape[0] > 0
     for t in range(v.shape[0]):
         for j in range(starts.size):
             c = 0
             for k in range(starts[j], starts[j] + sizes[j]):
-                if masked and cloudy[t, cloud_index[k]]:
-                    continue
+                if use_classes:
+                    code = classes[t, class_index[k]]
+                    if 0 <= code < masked.size and masked[code]:
+                        continue
                 x = v[t, index[k]]
                 if x == x and x != nodata:  # not NaN, not nodata
                     buf[c] = x
@@ -211,14 +214,16 @@ def segment_stats(
     nodata: float = np.nan,
     scale: float = 1.0,
     offset: float = 0.0,
-    cloudy: np.ndarray | None = None,
-    cloud_index: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    class_index: np.ndarray | None = None,
+    masked_classes: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """:func:`zonal_stats` of pixels already grouped by label, read in place from stored arrays.
 
     Label ``j`` owns the next ``sizes[j]`` entries of ``index``; its value at date ``t`` is
     ``values[t, index[k]]`` (``values`` as stored: integers or floats, any width). NaN, ``nodata`` and
-    pixels where ``cloudy[t, cloud_index[k]]`` is true are not valid. Statistics are of the physical values
+    pixels whose class ``classes[t, class_index[k]]`` (e.g. SCL, at its own resolution) is one of
+    ``masked_classes`` are not valid. Statistics are of the physical values
     ``x * scale + offset``: stored integers are never copied or decoded per pixel, which is what makes a
     territory-wide extraction cheap, and a 20 m band is read at 10 m through its ``index`` with no repeat.
     """
@@ -235,18 +240,23 @@ def segment_stats(
     if index.size != sizes.sum() or (index.size and not 0 <= index.min() <= index.max() < values.shape[1]):
         raise InvalidRequestError(f"index ({index.size} pixels) does not fit sizes ({sizes.sum()}) and values "
                                   f"{values.shape}")
-    if cloudy is None:
-        cloudy, cloud_index = np.zeros((0, 0), dtype=np.bool_), np.zeros(0, dtype=np.int64)
-    elif cloudy.shape[0] != values.shape[0] or cloud_index is None or cloud_index.size != index.size:
-        raise InvalidRequestError(f"cloudy {cloudy.shape} must be (time, n) with one cloud_index per pixel")
+    if any(int(c) < 0 for c in masked_classes):
+        raise InvalidRequestError(f"masked class codes must be non-negative, got {list(masked_classes)}")
+    masked = np.zeros(max(masked_classes, default=-1) + 1, dtype=np.bool_)
+    masked[list(masked_classes)] = True
+    if classes is None or not masked.any():
+        classes, class_index = np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    elif classes.ndim != 2 or classes.shape[0] != values.shape[0] or class_index is None \
+            or class_index.size != index.size or not np.issubdtype(classes.dtype, np.integer):
+        raise InvalidRequestError(f"classes {classes.shape} must be integer (time, n) with one class_index per pixel")
     starts = np.cumsum(sizes) - sizes
     wanted = sorted(((s, q) for s in stats if (q := _percentile_of(s)) is not None), key=lambda sq: sq[1])
     shape = (values.shape[0], sizes.size)
     count = np.zeros(shape, dtype=np.int64)
     mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
     pct = np.full((len(wanted), *shape), np.nan)
-    _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), cloudy,
-                   np.asarray(cloud_index, dtype=np.int64), np.array([q for _, q in wanted], dtype=np.float64),
+    _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), classes,
+                   np.asarray(class_index, dtype=np.int64), masked, np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_), count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (sizes[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
@@ -304,6 +314,19 @@ def backscatter_stats(
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _class_counts(classes, labels, lo, slot, out):
+    """``out[label, t, slot[code - lo]] += 1`` for every labelled pixel and date with a counted code."""
+    for t in range(classes.shape[0]):
+        for k in range(labels.size):
+            j = labels[k]
+            if j < 0:
+                continue
+            code = classes[t, k] - lo
+            if 0 <= code < slot.size and slot[code] >= 0:
+                out[j, t, slot[code]] += 1
+
+
 def class_histogram(
     classes: np.ndarray,
     labels: np.ndarray,
@@ -317,24 +340,19 @@ def class_histogram(
     not in ``class_codes`` and pixels with a negative label are not counted.
     """
     classes = np.asarray(classes)
-    labels = np.asarray(labels)
+    labels = np.asarray(labels, dtype=np.int64)
     if classes.ndim != 2 or classes.shape[1] != labels.shape[0]:
         raise InvalidRequestError(f"classes {classes.shape} must be (time, npix) with npix = {labels.shape}")
+    if labels.max(initial=-1) >= n_labels:
+        raise InvalidRequestError(f"label {labels.max()} out of range for {n_labels} parcels")
     codes = np.asarray(class_codes, dtype=np.int64)
-    ntime, k = classes.shape[0], codes.size
-    if classes.size == 0 or k == 0:
-        return np.zeros((n_labels, ntime, k), dtype=np.int32)
-    lo = min(int(codes.min()), int(classes.min()))
-    lut = np.full(max(int(codes.max()), int(classes.max())) - lo + 1, -1, dtype=np.int64)
-    lut[codes - lo] = np.arange(k)
-    slot = lut[classes.astype(np.int64) - lo]
-    lab = labels.astype(np.int64)[None, :]
-    if lab.max(initial=-1) >= n_labels:
-        raise InvalidRequestError(f"label {lab.max()} out of range for {n_labels} parcels")
-    keep = (slot >= 0) & (lab >= 0)
-    flat = ((lab * ntime + np.arange(ntime)[:, None]) * k + slot)[keep]
-    counts = np.bincount(flat, minlength=n_labels * ntime * k)
-    return counts.reshape(n_labels, ntime, k).astype(np.int32)
+    out = np.zeros((n_labels, classes.shape[0], codes.size), dtype=np.int32)
+    if classes.size and codes.size:
+        lo = int(codes.min())
+        slot = np.full(int(codes.max()) - lo + 1, -1, dtype=np.int64)
+        slot[codes - lo] = np.arange(codes.size)
+        _class_counts(classes, labels, lo, slot, out)
+    return out
 
 
 @dataclass(frozen=True, eq=False)

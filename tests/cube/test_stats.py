@@ -134,7 +134,7 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
     sizes = np.bincount(labels)
     cloudy = np.isin(scl, [3, 8, 9])
     got = segment_stats(stored, native[order], sizes, stats=(*STATS, "p10"), nodata=0, scale=1e-4, offset=-0.1,
-                        cloudy=cloudy, cloud_index=native[order])
+                        classes=scl, class_index=native[order], masked_classes=[3, 8, 9])
     decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, native]
     decoded[cloudy[:, native]] = np.nan
     for stat in ("count", "masked", *NUMPY):

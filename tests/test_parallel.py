@@ -1,0 +1,35 @@
+"""run_tasks: results in order, tasks started in the order given (longest-first balancing relies on it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cardcube.parallel import run_tasks
+
+
+def test_tasks_start_in_the_order_given_and_results_come_back_in_order() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def task(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.005)
+        return i * i
+
+    assert run_tasks(task, [(i,) for i in range(30)], progress=False) == [i * i for i in range(30)]
+    # Two workers may swap neighbours; nothing starts before a task given well ahead of it.
+    assert all(abs(pos - i) <= 2 for pos, i in enumerate(started)), started
+
+
+def test_the_first_error_is_raised() -> None:
+    def task(i: int) -> int:
+        if i == 3:
+            raise ValueError("bad unit 3")
+        return i
+
+    with pytest.raises(ValueError, match="bad unit 3"):
+        run_tasks(task, [(i,) for i in range(6)], progress=False, scheduler="sync")
