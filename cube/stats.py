@@ -145,15 +145,38 @@ def _select(a, lo, hi, k):
 
 
 @numba.njit(cache=True, nogil=True)
+def _radix_sort16(buf, tmp, c, counts):
+    """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes: no comparisons, so about
+    twice as fast as quickselect for the few hundred pixels of a parcel."""
+    for shift in (0, 8):
+        counts[:] = 0
+        for i in range(c):
+            counts[(np.int64(buf[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
+        total = 0
+        for b in range(256):
+            n = counts[b]
+            counts[b] = total
+            total += n
+        for i in range(c):
+            d = (np.int64(buf[i]) >> shift) & 255
+            tmp[counts[d]] = buf[i]
+            counts[d] += 1
+        buf[:c] = tmp[:c]
+
+
+@numba.njit(cache=True, nogil=True)
 def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, class_index, masked, qs, median,
-                   count, mean, std, vmin, vmax, pct):
+                   radix, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
     that are not NaN, not ``nodata`` and whose class ``classes[t, class_index[k]]`` is not ``masked``, a
     lookup table by class code) are gathered in their stored
-    type, summed twice (mean, then squared deviations) and partially ordered by quickselect for the
-    percentiles (``qs`` in increasing order); only the results are mapped to physical values
-    ``x * scale + offset`` (``scale > 0``, so order is kept)."""
+    type, summed twice (mean, then squared deviations) and ordered for the percentiles (``qs`` in increasing
+    order): radix-sorted when ``radix`` (unsigned 8/16-bit values, as the cube stores them), else partially
+    ordered by quickselect. Only the results are mapped to physical values ``x * scale + offset``
+    (``scale > 0``, so order is kept)."""
     buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
+    tmp = np.empty_like(buf)
+    counts = np.empty(256, dtype=np.int64)
     use_classes = classes.shape[0] > 0
     for t in range(v.shape[0]):
         for j in range(starts.size):
@@ -186,7 +209,10 @@ def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, clas
             std[t, j] = np.sqrt(acc / c) * scale
             vmin[t, j] = lo_v * scale + offset
             vmax[t, j] = hi_v * scale + offset
-            done = 0  # buf[:done] is in its sorted place
+            ordered = radix and c > 24 and qs.size > 0
+            if ordered:
+                _radix_sort16(buf, tmp, c, counts)
+            done = c if ordered else 0  # buf[:done] is in its sorted place
             for q in range(qs.size):
                 pos = (c - 1) * (qs[q] / 100.0)
                 lo = int(np.floor(pos))
@@ -198,7 +224,7 @@ def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, clas
                 nxt = buf[lo]
                 if hi > lo:  # the next order statistic: the smallest value after lo
                     nxt = buf[lo + 1]
-                    for i in range(lo + 2, c):
+                    for i in range(lo + 2, 0 if ordered else c):
                         nxt = min(nxt, buf[i])
                 a = buf[lo] * scale + offset
                 b = nxt * scale + offset
@@ -257,7 +283,8 @@ def segment_stats(
     pct = np.full((len(wanted), *shape), np.nan)
     _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), classes,
                    np.asarray(class_index, dtype=np.int64), masked, np.array([q for _, q in wanted], dtype=np.float64),
-                   np.array([s == "median" for s, _ in wanted], dtype=np.bool_), count, mean, std, vmin, vmax, pct)
+                   np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
+                   values.dtype.kind == "u" and values.dtype.itemsize <= 2, count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (sizes[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
