@@ -146,37 +146,71 @@ def _select(a, lo, hi, k):
 
 @numba.njit(cache=True, nogil=True)
 def _radix_sort16(buf, tmp, c, counts):
-    """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes: no comparisons, so about
-    twice as fast as quickselect for the few hundred pixels of a parcel."""
+    """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes, ``buf`` -> ``tmp`` ->
+    ``buf``: no comparisons, so about twice as fast as quickselect for the few hundred pixels of a parcel."""
+    src, dst = buf, tmp
     for shift in (0, 8):
         counts[:] = 0
         for i in range(c):
-            counts[(np.int64(buf[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
+            counts[(np.int64(src[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
         total = 0
         for b in range(256):
             n = counts[b]
             counts[b] = total
             total += n
         for i in range(c):
-            d = (np.int64(buf[i]) >> shift) & 255
-            tmp[counts[d]] = buf[i]
+            d = (np.int64(src[i]) >> shift) & 255
+            dst[counts[d]] = src[i]
             counts[d] += 1
-        buf[:c] = tmp[:c]
+        src, dst = dst, src
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(hist, b, below, rank):
+    """Move to the histogram bin holding order statistic ``rank``; ``below`` counts the values in the bins
+    before ``b``, before and after the move, so successive ranks cost only the distance between them."""
+    while below > rank:
+        b -= 1
+        below -= hist[b]
+    while below + hist[b] <= rank:
+        below += hist[b]
+        b += 1
+    return b, below
+
+
+@numba.njit(cache=True, nogil=True)
+def _percentile(a, b, pos, lo, median):
+    """The percentile at ``pos`` from the order statistics ``a`` (at ``floor(pos)``) and ``b`` (the next)."""
+    return (a + b) / 2 if median else _lerp(a, b, pos - lo)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ranks(c, q, median):
+    """Position of percentile ``q`` among ``c`` sorted values, its order statistic and the next one needed
+    (the median averages the middle pair, which is one value, ceil = floor, for odd counts)."""
+    pos = (c - 1) * (q / 100.0)
+    lo = int(np.floor(pos))
+    hi = int(np.ceil(pos)) if median else min(lo + 1, c - 1)
+    return pos, lo, hi
 
 
 @numba.njit(cache=True, nogil=True)
 def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, class_index, masked, qs, median,
-                   radix, count, mean, std, vmin, vmax, pct):
+                   small_uint, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
     that are not NaN, not ``nodata`` and whose class ``classes[t, class_index[k]]`` is not ``masked``, a
-    lookup table by class code) are gathered in their stored
-    type, summed twice (mean, then squared deviations) and ordered for the percentiles (``qs`` in increasing
-    order): radix-sorted when ``radix`` (unsigned 8/16-bit values, as the cube stores them), else partially
-    ordered by quickselect. Only the results are mapped to physical values ``x * scale + offset``
-    (``scale > 0``, so order is kept)."""
+    lookup table by class code) are gathered in their stored type; ``qs`` are the percentiles, increasing.
+    Only the results are mapped to physical values ``x * scale + offset`` (``scale > 0``, so order is kept).
+
+    ``small_uint`` (unsigned 8/16-bit values, as the cube stores its bands): sums, squares, min and max in
+    exact integer arithmetic, and the percentiles' order statistics counted out of a histogram of the
+    run's value range when that range is narrow (most parcels on most dates: a homogeneous field), else
+    radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
+    quickselect."""
     buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
     tmp = np.empty_like(buf)
     counts = np.empty(256, dtype=np.int64)
+    hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
     use_classes = classes.shape[0] > 0
     for t in range(v.shape[0]):
         for j in range(starts.size):
@@ -193,42 +227,83 @@ def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, clas
             count[t, j] = c
             if c == 0:
                 continue
-            total = 0.0
-            lo_v, hi_v = buf[0], buf[0]
-            for i in range(c):
-                x = buf[i]
-                total += x
-                lo_v = min(lo_v, x)
-                hi_v = max(hi_v, x)
-            m = total / c
-            acc = 0.0
-            for i in range(c):
-                d = buf[i] - m
-                acc += d * d
-            mean[t, j] = m * scale + offset
-            std[t, j] = np.sqrt(acc / c) * scale
-            vmin[t, j] = lo_v * scale + offset
-            vmax[t, j] = hi_v * scale + offset
-            ordered = radix and c > 24 and qs.size > 0
-            if ordered:
-                _radix_sort16(buf, tmp, c, counts)
-            done = c if ordered else 0  # buf[:done] is in its sorted place
+            if small_uint:
+                s, lo_i, hi_i = np.int64(0), np.int64(buf[0]), np.int64(buf[0])
+                for i in range(c):
+                    x = np.int64(buf[i])
+                    s += x
+                    lo_i = min(lo_i, x)
+                    hi_i = max(hi_i, x)
+                width = hi_i - lo_i
+                if c * width <= 3_000_000_000:  # c * sum(d**2) - sum(d)**2 fits in int64: exact
+                    sd, sd2 = np.int64(0), np.int64(0)
+                    for i in range(c):
+                        d = np.int64(buf[i]) - lo_i
+                        sd += d
+                        sd2 += d * d
+                    var = (c * sd2 - sd * sd) / (float(c) * c)
+                else:
+                    m = s / c
+                    var = 0.0
+                    for i in range(c):
+                        d = buf[i] - m
+                        var += d * d
+                    var /= c
+                mean[t, j] = s / c * scale + offset
+                std[t, j] = np.sqrt(var) * scale
+                vmin[t, j] = lo_i * scale + offset
+                vmax[t, j] = hi_i * scale + offset
+                if qs.size == 0:
+                    continue
+                if width < 2 * c + 512:  # histogram of the range: about 2 * width + c steps
+                    for i in range(c):
+                        hist[np.int64(buf[i]) - lo_i] += 1
+                    b, below = 0, 0
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(c, qs[q], median[q])
+                        b, below = _walk(hist, b, below, lo)
+                        a = (lo_i + b) * scale + offset
+                        if hi > lo:
+                            b, below = _walk(hist, b, below, hi)
+                        pct[q, t, j] = _percentile(a, (lo_i + b) * scale + offset, pos, lo, median[q])
+                    hist[:width + 1] = 0
+                    continue
+                if c > 24:
+                    _radix_sort16(buf, tmp, c, counts)
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(c, qs[q], median[q])
+                        pct[q, t, j] = _percentile(buf[lo] * scale + offset, buf[hi] * scale + offset, pos, lo,
+                                                   median[q])
+                    continue
+            else:
+                total = 0.0
+                lo_v, hi_v = buf[0], buf[0]
+                for i in range(c):
+                    x = buf[i]
+                    total += x
+                    lo_v = min(lo_v, x)
+                    hi_v = max(hi_v, x)
+                m = total / c
+                acc = 0.0
+                for i in range(c):
+                    d = buf[i] - m
+                    acc += d * d
+                mean[t, j] = m * scale + offset
+                std[t, j] = np.sqrt(acc / c) * scale
+                vmin[t, j] = lo_v * scale + offset
+                vmax[t, j] = hi_v * scale + offset
+            done = 0  # buf[:done] is in its sorted place
             for q in range(qs.size):
-                pos = (c - 1) * (qs[q] / 100.0)
-                lo = int(np.floor(pos))
+                pos, lo, hi = _ranks(c, qs[q], median[q])
                 if lo >= done:
                     _select(buf, done, c, lo)
                     done = lo + 1
-                # The median averages the middle pair, which is one value (ceil = floor) for odd counts.
-                hi = int(np.ceil(pos)) if median[q] else min(lo + 1, c - 1)
                 nxt = buf[lo]
                 if hi > lo:  # the next order statistic: the smallest value after lo
                     nxt = buf[lo + 1]
-                    for i in range(lo + 2, 0 if ordered else c):
+                    for i in range(lo + 2, c):
                         nxt = min(nxt, buf[i])
-                a = buf[lo] * scale + offset
-                b = nxt * scale + offset
-                pct[q, t, j] = (a + b) / 2 if median[q] else _lerp(a, b, pos - lo)
+                pct[q, t, j] = _percentile(buf[lo] * scale + offset, nxt * scale + offset, pos, lo, median[q])
 
 
 def segment_stats(

@@ -35,6 +35,7 @@ NUMPY = {
     "median": np.nanmedian,
     "p75": lambda a: np.nanpercentile(a, 75, method="linear"),
     "p10": lambda a: np.nanpercentile(a, 10, method="linear"),
+    "p90": lambda a: np.nanpercentile(a, 90, method="linear"),
 }
 
 
@@ -74,7 +75,7 @@ def reference(values: np.ndarray, labels: np.ndarray, n_labels: int, stat: str) 
 @pytest.mark.parametrize("stat", ["count", "masked", *NUMPY])
 def test_matches_numpy_per_parcel(sample, stat: str) -> None:
     values, labels, n = sample
-    got = zonal_stats(values, labels, n, stats=(*STATS, "p10"))[stat]
+    got = zonal_stats(values, labels, n, stats=(*STATS, "p10", "p90"))[stat]
     assert got.shape == (n, values.shape[0])
     np.testing.assert_allclose(got, reference(values, labels, n, stat), rtol=1e-12, atol=1e-15)
 
@@ -133,8 +134,8 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
     order = np.argsort(labels, kind="stable")
     sizes = np.bincount(labels)
     cloudy = np.isin(scl, [3, 8, 9])
-    got = segment_stats(stored, native[order], sizes, stats=(*STATS, "p10"), nodata=0, scale=1e-4, offset=-0.1,
-                        classes=scl, class_index=native[order], masked_classes=[3, 8, 9])
+    got = segment_stats(stored, native[order], sizes, stats=(*STATS, "p10", "p90"), nodata=0, scale=1e-4,
+                        offset=-0.1, classes=scl, class_index=native[order], masked_classes=[3, 8, 9])
     decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, native]
     decoded[cloudy[:, native]] = np.nan
     for stat in ("count", "masked", *NUMPY):
@@ -144,6 +145,38 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
         segment_stats(stored, native[order][:-1], sizes)
     with pytest.raises(InvalidRequestError, match="scale must be positive"):
         segment_stats(stored, native[order], sizes, scale=-1.0)
+
+
+# (dtype, value range, parcel sizes): each sends its parcels down one path of the unsigned 8/16-bit kernel
+UNSIGNED_CASES = {
+    "histogram": ("uint16", (4000, 4400), [1, 2, 3, 300, 701]),  # narrow range: counted out of a histogram
+    "radix": ("uint16", (1, 65535), [25, 26, 300, 999]),  # range wider than 2 n + 512: radix sort
+    "quickselect": ("uint16", (1, 65535), [1, 2, 5, 24]),  # wide and at most 24 values: quickselect
+    "float moments": ("uint16", (1, 65535), [100_000]),  # n x range past int64's exact squares
+    "uint8": ("uint8", (1, 255), [1, 7, 64, 400]),
+}
+
+
+@pytest.mark.parametrize("case", UNSIGNED_CASES)
+def test_unsigned_paths_match_numpy(case: str) -> None:
+    """Stored unsigned integers take exact integer moments, and order statistics by histogram, radix sort or
+    quickselect depending on each parcel's value range and size: every path against numpy on the same
+    decoded pixels, with nodata, ties and even and odd counts."""
+    dtype, (lo, hi), sizes = UNSIGNED_CASES[case]
+    rng = np.random.default_rng(len(case))
+    sizes = np.array(sizes)
+    stored = rng.integers(lo, hi, (3, sizes.sum()), endpoint=True).astype(dtype)
+    if case == "float moments":  # the two ends of the range: the largest sum of squares there is
+        stored = np.where(stored % 2, lo, hi).astype(dtype)
+    stored[0, rng.random(sizes.sum()) < 0.2] = 0  # nodata
+    stored[1, : sizes[0]] = lo  # one parcel all one value
+    index = rng.permutation(sizes.sum())
+    got = segment_stats(stored, index, sizes, stats=(*STATS, "p10", "p90"), nodata=0, scale=1e-4, offset=-0.1)
+    decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, index]
+    labels = np.repeat(np.arange(sizes.size), sizes)
+    for stat in ("count", "masked", *NUMPY):
+        np.testing.assert_allclose(got[stat], reference(decoded, labels, sizes.size, stat), rtol=1e-12, atol=1e-15,
+                                   err_msg=stat)
 
 
 def test_class_histogram_matches_bincount() -> None:
