@@ -151,8 +151,8 @@ def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[s
 class _Window:
     """An array-like view ``array[times, rows, cols]`` so dask builds tasks for the window's chunks only."""
 
-    def __init__(self, array, times: np.ndarray, rows: slice, cols: slice) -> None:
-        self.array, self.times, self.rows, self.cols = array, times, rows, cols
+    def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool) -> None:
+        self.array, self.times, self.rows, self.cols, self.hot = array, times, rows, cols, hot
         self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = array.dtype
         self.ndim = 3
@@ -174,22 +174,70 @@ def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
     return tuple(b - a for a, b in itertools.pairwise(edges) if b > a)
 
 
-def _lazy(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice, cols: slice,
-          *, hot: bool, token: str, whole: bool) -> da.Array:
-    """The committed cold dates, or the live hot slots, of one band over a pixel window (``whole``: one
-    dask chunk per time chunk, so one Zarr call fetches all chunks of a time block concurrently)."""
-    length = state.hot_slots_used if hot else len(state.cold)
-    arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
-    times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
-    ct, cy, cx = arr.chunks
-    time_chunks = (1,) * len(times) if hot else _grid_chunks(0, length, ct)
+def _parts(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice,
+           cols: slice) -> list[_Window]:
+    """The committed cold dates and the live hot slots of one band over a pixel window, those that exist."""
+    parts = []
+    for hot in (False, True):
+        if state.hot if hot else state.cold:
+            length = state.hot_slots_used if hot else len(state.cold)
+            arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
+            times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
+            parts.append(_Window(arr, times, rows, cols, hot=hot))
+    return parts
+
+
+def _lazy(part: _Window, *, name: str, whole: bool) -> da.Array:
+    """One part of a band as dask (``whole``: one dask chunk per time chunk, so one Zarr call fetches all
+    chunks of a time block concurrently)."""
+    ct, cy, cx = part.array.chunks
+    rows, cols = part.rows, part.cols
+    time_chunks = (1,) * len(part.times) if part.hot else _grid_chunks(0, len(part.times), ct)
     chunks = (time_chunks, _grid_chunks(rows.start, rows.stop, cy), _grid_chunks(cols.start, cols.stop, cx))
     if whole:  # storage chunks in time, so a run of dates still reads only its chunks
         chunks = (chunks[0], *((sum(c),) if sum(c) else () for c in chunks[1:]))
-    kind = ("hot" if hot else "cold") + ("-whole" if whole else "")
-    name = f"cardcube-{token}-{tile}-{band.name}-{kind}-{rows.start}-{rows.stop}-{cols.start}-{cols.stop}"
-    return da.from_array(_Window(arr, times, rows, cols), chunks=chunks, lock=False, fancy=False, name=name,
-                         asarray=False, meta=np.empty((0, 0, 0), dtype=arr.dtype))
+    kind = ("hot" if part.hot else "cold") + ("-whole" if whole else "")
+    name = f"{name}-{kind}-{rows.start}-{rows.stop}-{cols.start}-{cols.stop}"
+    return da.from_array(part, chunks=chunks, lock=False, fancy=False, name=name, asarray=False,
+                         meta=np.empty((0, 0, 0), dtype=part.dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class BandReader:
+    """One band of one tile over a pixel window at its native resolution, read run of dates by run of dates
+    in the Dataset's time order, straight through :func:`cube.shard_reader.read_window` with no dask graph:
+    for a worker that owns its window and reads it whole (extraction)."""
+
+    parts: tuple[_Window, ...]  # cold, then hot
+    order: np.ndarray  # each date of the Dataset as a position in the parts, one after the other
+    coords: Mapping[str, np.ndarray]  # the Dataset's coordinates along time (time, platform, ...)
+    attrs: Mapping[str, Any]  # the variable's attributes, stored values (CF packing, flags)
+
+    @classmethod
+    def open(cls, store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: slice, cols: slice, *,
+             time: TimeRange = None) -> BandReader:
+        """``band`` of ``tile`` over ``rows`` x ``cols`` of its native grid, dates within ``time``."""
+        state = version.tiles[tile]
+        acqs, order = _time_order(state, _parse_time(time))
+        coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
+        return cls(tuple(_parts(store, version.collection, tile, band, state, rows, cols)), order, coords,
+                   _band_attrs(band, decode=False))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.order.size, *self.parts[0].shape[1:]) if self.parts else (0, 0, 0)
+
+    def read(self, dates: slice) -> np.ndarray:
+        """The stored values of the Dataset's dates ``dates``: (time, rows, cols)."""
+        wanted = self.order[dates]
+        out = np.empty((wanted.size, *self.shape[1:]), dtype=self.parts[0].dtype)
+        start = 0
+        for part in self.parts:
+            mine = (wanted >= start) & (wanted < start + len(part.times))
+            if mine.any():
+                out[mine] = part[wanted[mine] - start, slice(None), slice(None)]
+            start += len(part.times)
+        return out
 
 
 def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[slice, slice, int, int, int]:
@@ -212,8 +260,9 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
-    parts = [_lazy(store, version.collection, window.tile, band, state, rows, cols, hot=hot, token=token, whole=whole)
-             for hot in (False, True) if (state.hot if hot else state.cold)]
+    name = f"cardcube-{token}-{window.tile}-{band.name}"
+    parts = [_lazy(part, name=name, whole=whole) for part in _parts(store, version.collection, window.tile, band,
+                                                                    state, rows, cols)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
         data = data[order]
@@ -252,9 +301,9 @@ def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
     return attrs
 
 
-def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
-                  resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
-    state = version.tiles[window.tile]
+def _time_order(state: TileState, time: tuple) -> tuple[list[Acquisition], np.ndarray]:
+    """A tile's acquisitions within ``time`` (bounds or None) in time order, and each one's position in the
+    stored dates (the cold dates, then the hot slots)."""
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
     order = np.argsort(times, kind="stable")
@@ -265,7 +314,12 @@ def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands:
     if hi is not None:
         keep &= times[order] <= hi
     order = order[keep]
-    sorted_acqs = [acqs[i] for i in order]
+    return [acqs[i] for i in order], order
+
+
+def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
+                  resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
+    sorted_acqs, order = _time_order(version.tiles[window.tile], time)
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(store, version, window, b, order, resolution, decode=decode,
                                                  token=token, whole=whole), _band_attrs(b, decode=decode))

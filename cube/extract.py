@@ -41,6 +41,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -48,14 +49,14 @@ from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeE
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout
 from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
-from cube.dataset import open_cube
+from cube.dataset import BandReader, open_cube
 from cube.indices import bands_for
-from cube.ledger import read_version
+from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, stats_frame
+from cube.stats import STATS, stats_table
 from cube.timeseries import assign_tiles, check_bands, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
@@ -166,15 +167,22 @@ class _Job:
     out: Store
     layer_store: Store
     collection: str
-    version: int
+    version: CubeVersion
     names: tuple[str, ...]
     bands: tuple[str, ...]
     stats: tuple[str, ...]
     mask: tuple[int, ...] | None
     histogram: bool
     time: Any
-    layout: ChunkLayout
-    resolutions: tuple[int, ...]  # native resolution of each of ``names``
+
+    @property
+    def layout(self) -> ChunkLayout:
+        return self.version.spec.chunks
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """The native resolution of each of ``names``."""
+        return tuple(self.version.spec.band(n).resolution for n in self.names)
 
     @cached_property
     def groups(self) -> list[tuple[list[str], list[str]]]:
@@ -200,59 +208,52 @@ class _Job:
             total += math.ceil(ndates / ct) * ny * nx
         return total
 
-    def _native(self, unit: _Unit, selected: np.ndarray, geobox: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The unit's window of each variable at its native resolution (lazy), and the column of each selected
-        10 m window pixel in it: a 20 m band is read at 20 m and indexed, never repeated to 10 m."""
-        base = geobox.resolution.x
-        h, w = unit.rows.stop - unit.rows.start, unit.cols.stop - unit.cols.start
+    def _readers(self, unit: _Unit, selected: np.ndarray, base: float) -> tuple[dict[str, BandReader],
+                                                                                  dict[str, np.ndarray]]:
+        """A reader of the unit's window of each variable at its native resolution, and the column of each
+        selected 10 m window pixel in what it reads: a 20 m band is read at 20 m and indexed, never repeated."""
+        w = unit.cols.stop - unit.cols.start
         r, c = unit.rows.start + selected // w, unit.cols.start + selected % w
-        a = geobox[unit.rows, unit.cols].boundingbox
-        arrays, index = {}, {}
-        for res in sorted(set(self.resolutions)):
-            names = [n for n, rn in zip(self.names, self.resolutions, strict=True) if rn == res]
+        readers, index = {}, {}
+        for name, res in zip(self.names, self.resolutions, strict=True):
             k = round(res / base)
-            ds = open_cube(self.store, self.collection, bbox=(a.left, a.bottom, a.right, a.top), tiles=[unit.tile],
-                           bands=names, as_of=self.version, time=self.time, decode=False, resolution=res,
-                           chunks="window")
-            r0, c0 = unit.rows.start // k, unit.cols.start // k
-            shape = (-(-unit.rows.stop // k) - r0, -(-unit.cols.stop // k) - c0)
-            if (ds.sizes["y"], ds.sizes["x"]) != shape:
-                raise RuntimeError(f"cube window {dict(ds.sizes)} at {res} m does not match the label window "
-                                   f"{unit.rows, unit.cols} ({h} x {w} px)")
-            flat = (r // k - r0) * shape[1] + (c // k - c0)
-            for name in names:
-                arrays[name], index[name] = ds[name], flat
-        return arrays, index
+            rows = slice(unit.rows.start // k, -(-unit.rows.stop // k))
+            cols = slice(unit.cols.start // k, -(-unit.cols.stop // k))
+            readers[name] = BandReader.open(self.store, self.version, unit.tile, self.version.spec.band(name), rows,
+                                            cols, time=self.time)
+            index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
+        return readers, index
 
     def __call__(self, unit: _Unit) -> dict[str, int]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
         selected = np.flatnonzero(unit.labels[pos] == lab)
-        arrays, index = self._native(unit, selected, layer.geobox)
-        first = arrays[self.names[0]]
-        attrs = {name: dict(arr.attrs) for name, arr in arrays.items()}
+        readers, index = self._readers(unit, selected, layer.geobox.resolution.x)
+        coords = readers[self.names[0]].coords
+        attrs = {name: reader.attrs for name, reader in readers.items()}
         rows = chunks = 0
         for dates, key in unit.times:
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
 
             def read(name: str, dates: slice = dates) -> np.ndarray:
-                data = arrays[name].isel(time=dates).data.compute(scheduler="sync")
+                data = readers[name].read(dates)
                 return data.reshape(data.shape[0], -1)
 
-            scl = {"SCL": read("SCL")} if "SCL" in arrays else {}
-            times = first["time"].values[dates]
-            meta = {c: first[c].values[dates] for c in TIME_COLUMNS if c in first.coords}
-            pixels = ParcelPixels.from_labels(unit.ids, pos[selected], times, scl, attrs, meta, index=index)
+            scl = {"SCL": read("SCL")} if "SCL" in readers else {}
+            meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
+            pixels = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][dates], scl, attrs, meta,
+                                              index=index)
             results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
                 group = replace(pixels, values={**{n: read(n) for n in inputs}, **scl})
                 results += group.band_stats(wanted, stats=self.stats, mask=self.mask)
-            frame = stats_frame(results, per_date=pixels.per_date(self.histogram))
-            frame["cube_version"] = self.version
-            write_bytes(self.out, key, parquet_bytes(frame, **TIMESERIES_PARQUET))
+            table = stats_table(results, per_date=pixels.per_date(self.histogram))
+            table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
+                                                                         np.int64)))
+            write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
             checkpoint("extract-unit-written")
-            rows += len(frame)
+            rows += table.num_rows
         return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows}
 
 
@@ -349,9 +350,8 @@ def extract(
     })
     done = set(list_keys(out_store, f"{TIMESERIES}/"))
     layer_store = store.with_read_only(False)
-    job = _Job(store, out_store, layer_store, collection, version.version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time, spec.chunks,
-               tuple(spec.band(n).resolution for n in names))
+    job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
+               None if mask is None else tuple(mask), histogram, time)
 
     status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
     tiles_of = assign_tiles(list(version.tiles), ps)
@@ -405,7 +405,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
                                   stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
-                                  time=job.time, as_of=job.version, histogram=job.histogram)
+                                  time=job.time, as_of=job.version.version, histogram=job.histogram)
     except CardcubeError as exc:
         failures.append(str(exc))
         for pid in sub.ids:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import shapely
 import zarr
 from odc.geo.geobox import GeoBox
@@ -61,11 +63,14 @@ def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: b
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def parquet_bytes(frame: pd.DataFrame, **options: Any) -> bytes:
-    """``frame`` (or a GeoDataFrame, as GeoParquet) as Parquet bytes, for one atomic store write;
+def parquet_bytes(data: pd.DataFrame | pa.Table, **options: Any) -> bytes:
+    """A frame (a GeoDataFrame as GeoParquet) or an Arrow table as Parquet bytes, for one atomic store write;
     ``options`` go to ``pyarrow.parquet.write_table``."""
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False, **options)
+    if isinstance(data, pa.Table):
+        pq.write_table(data, buf, **options)
+    else:
+        data.to_parquet(buf, index=False, **options)
     return buf.getvalue()
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numba
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import DEFAULT_SCL_MASK
@@ -54,6 +55,7 @@ __all__ = [
     "linear_to_db",
     "segment_stats",
     "stats_frame",
+    "stats_table",
     "zonal_stats",
 ]
 
@@ -491,7 +493,25 @@ class ParcelStats:
 
 def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
                 per_date: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """The frame users get: several bands' :class:`ParcelStats` of the same parcels and dates, one row per
+    """The frame users get: :func:`stats_table` as pandas; ``valid_only`` drops rows without a valid pixel."""
+    if not results:
+        return pd.DataFrame(columns=list(FRAME_COLUMNS))
+    frame = stats_table(results, per_date=per_date).to_pandas()
+    if valid_only:
+        frame = frame[frame["count"] > 0].reset_index(drop=True)
+    return frame
+
+
+def _column(values: np.ndarray, rows: np.ndarray) -> pa.Array:
+    """``values[rows]`` as an Arrow column; strings and other objects are taken by Arrow, so a territory's
+    millions of rows never become Python objects."""
+    if values.dtype == object:
+        return pa.array(values).take(pa.array(rows))
+    return pa.array(values[rows])
+
+
+def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+    """Several bands' :class:`ParcelStats` of the same parcels and dates as one Arrow table, one row per
     parcel, date and band, sorted by parcel, time and band. ``per_date`` adds columns that do not depend
     on the band (SCL class counts, acquisition metadata): arrays of shape (n_parcels, time) or (time,).
 
@@ -499,20 +519,22 @@ def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
     output path of a territory-wide extraction.
     """
     if not results:
-        return pd.DataFrame(columns=list(FRAME_COLUMNS))
+        raise InvalidRequestError("stats_table needs the statistics of at least one band")
     ids, times = np.asarray(results[0].parcel_ids), np.asarray(results[0].times)
     if any(not (np.array_equal(r.parcel_ids, ids) and np.array_equal(r.times, times)) for r in results[1:]):
-        raise InvalidRequestError("stats_frame needs the statistics of the same parcels and dates for every band")
+        raise InvalidRequestError("stats_table needs the statistics of the same parcels and dates for every band")
     bands = np.array([r.band for r in results], dtype=object)
     by_id, by_time, by_band = (np.argsort(a, kind="stable") for a in (ids, times, bands))
     n, t, b = ids.size, times.size, bands.size
+    parcel_row = np.repeat(np.arange(n), t * b)  # each row's parcel, date and band (positions in sorted order)
+    time_row = np.tile(np.repeat(np.arange(t), b), n)
 
     def rows(arr: np.ndarray) -> np.ndarray:  # (band, parcel, time) -> one value per row, in row order
         return arr[by_band][:, by_id][:, :, by_time].transpose(1, 2, 0).reshape(-1)
 
-    data: dict[str, Any] = {"parcel_id": np.repeat(ids[by_id], t * b),
-                            "time": np.tile(np.repeat(times[by_time], b), n),
-                            "band": np.tile(bands[by_band], n * t)}
+    data: dict[str, Any] = {"parcel_id": _column(ids[by_id], parcel_row),
+                            "time": _column(times[by_time], time_row),
+                            "band": _column(bands[by_band], np.tile(np.arange(b), n * t))}
     names = [c for c in FRAME_COLUMNS[3:] if any(c in r.values for r in results)]
     names += list(dict.fromkeys(c for r in results for c in r.values if c not in names))
     for name in names:
@@ -520,12 +542,10 @@ def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
         data[name] = rows(np.stack([np.asarray(r.values[name]) if name in r.values else np.full((n, t), fill)
                                     for r in results]))
     for name, arr in (per_date or {}).items():
-        arr = np.broadcast_to(np.asarray(arr), (n, t))
-        data[name] = np.repeat(arr[by_id][:, by_time].reshape(-1), b)
-    frame = pd.DataFrame(data)
-    if valid_only:
-        frame = frame[frame["count"] > 0].reset_index(drop=True)
-    return frame
+        arr = np.asarray(arr)
+        data[name] = (_column(arr[by_time], time_row) if arr.ndim == 1 else
+                      _column(arr[by_id][:, by_time].reshape(-1), parcel_row * t + time_row))
+    return pa.table(data)
 
 
 @dataclass(frozen=True, eq=False)
