@@ -244,10 +244,11 @@ class _Job:
             meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
             pixels = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][dates], scl, attrs, meta,
                                               index=index)
+            clear = pixels.clear(self.mask)  # the cloud mask, once for every band
             results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
                 group = replace(pixels, values={**{n: read(n) for n in inputs}, **scl})
-                results += group.band_stats(wanted, stats=self.stats, mask=self.mask)
+                results += group.band_stats(wanted, stats=self.stats, clear=clear)
             table = stats_table(results, per_date=pixels.per_date(self.histogram))
             table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
                                                                          np.int64)))

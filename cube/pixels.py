@@ -22,7 +22,15 @@ import xarray as xr
 
 from cardcube.spec import SCL_CLASSES
 from cube.indices import INDICES, add_indices, bands_for
-from cube.stats import STATS, ParcelStats, backscatter_stats, class_histogram, segment_stats, stats_frame
+from cube.stats import (
+    STATS,
+    ParcelStats,
+    backscatter_stats,
+    class_histogram,
+    clear_pixels,
+    segment_stats,
+    stats_frame,
+)
 
 TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
 
@@ -91,11 +99,18 @@ class ParcelPixels:
         (``histogram``) and the acquisition columns. ``mask``: SCL classes treated as missing."""
         return stats_frame(self.band_stats(bands, stats=stats, mask=mask), per_date=self.per_date(histogram))
 
-    def band_stats(self, bands: Sequence[str], *, stats: Sequence[str] = STATS,
-                   mask: Sequence[int] | None = None) -> list[ParcelStats]:
-        """The statistics of each of ``bands`` (stored bands and indices)."""
-        scl = {"classes": self.values["SCL"], "class_index": self.index["SCL"], "masked_classes": list(mask)} \
-            if mask is not None and "SCL" in self.values else {}
+    def clear(self, mask: Sequence[int] | None) -> np.ndarray | None:
+        """(time, npix) booleans, False where a pixel's SCL class is in ``mask``; None without a mask or SCL."""
+        if mask is None or "SCL" not in self.values:
+            return None
+        return clear_pixels(self.values["SCL"], self.index["SCL"], list(mask))
+
+    def band_stats(self, bands: Sequence[str], *, stats: Sequence[str] = STATS, mask: Sequence[int] | None = None,
+                   clear: np.ndarray | None = None) -> list[ParcelStats]:
+        """The statistics of each of ``bands`` (stored bands and indices). ``clear`` is :meth:`clear` of
+        ``mask`` computed beforehand, when several calls share the same dates (extraction's band groups)."""
+        if clear is None:
+            clear = self.clear(mask)
         derived = [b for b in bands if b in INDICES]
         pixels: dict[str, np.ndarray] = {}
         if derived:  # indices per pixel, from the same pixels
@@ -106,15 +121,15 @@ class ParcelPixels:
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
             if units == "dB":  # mean in linear power: on decoded values
                 values = self._gathered(band).astype("float64")
-                if scl:
-                    values[np.isin(scl["classes"][:, scl["class_index"]], scl["masked_classes"])] = np.nan
+                if clear is not None:
+                    values[~clear] = np.nan
                 out = backscatter_stats(values, self._labels(), self.sizes.size, stats=stats)
             elif band in pixels:
-                out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, **scl)
+                out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, clear=clear)
             else:
                 nodata, scale, offset = packing(self.attrs[band])
                 out = segment_stats(self.values[band], self.index[band], self.sizes, stats=stats, nodata=nodata,
-                                    scale=scale, offset=offset, **scl)
+                                    scale=scale, offset=offset, clear=clear)
             results.append(ParcelStats(band, self.ids, self.times, out, units))
         return results
 

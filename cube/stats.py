@@ -51,6 +51,7 @@ __all__ = [
     "ParcelStats",
     "backscatter_stats",
     "class_histogram",
+    "clear_pixels",
     "db_to_linear",
     "linear_to_db",
     "segment_stats",
@@ -197,11 +198,11 @@ def _ranks(c, q, median):
 
 
 @numba.njit(cache=True, nogil=True)
-def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, class_index, masked, qs, median,
-                   small_uint, count, mean, std, vmin, vmax, pct):
+def _segment_stats(v, index, starts, sizes, nodata, scale, offset, clear, qs, median, small_uint, count, mean, std,
+                   vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
-    that are not NaN, not ``nodata`` and whose class ``classes[t, class_index[k]]`` is not ``masked``, a
-    lookup table by class code) are gathered in their stored type; ``qs`` are the percentiles, increasing.
+    that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
+    stored type; ``qs`` are the percentiles, increasing.
     Only the results are mapped to physical values ``x * scale + offset`` (``scale > 0``, so order is kept).
 
     ``small_uint`` (unsigned 8/16-bit values, as the cube stores its bands): sums, squares, min and max in
@@ -213,15 +214,13 @@ def _segment_stats(v, index, starts, sizes, nodata, scale, offset, classes, clas
     tmp = np.empty_like(buf)
     counts = np.empty(256, dtype=np.int64)
     hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
-    use_classes = classes.shape[0] > 0
+    use_clear = clear.shape[0] > 0
     for t in range(v.shape[0]):
         for j in range(starts.size):
             c = 0
             for k in range(starts[j], starts[j] + sizes[j]):
-                if use_classes:
-                    code = classes[t, class_index[k]]
-                    if 0 <= code < masked.size and masked[code]:
-                        continue
+                if use_clear and not clear[t, k]:
+                    continue
                 x = v[t, index[k]]
                 if x == x and x != nodata:  # not NaN, not nodata
                     buf[c] = x
@@ -317,16 +316,14 @@ def segment_stats(
     nodata: float = np.nan,
     scale: float = 1.0,
     offset: float = 0.0,
-    classes: np.ndarray | None = None,
-    class_index: np.ndarray | None = None,
-    masked_classes: Sequence[int] = (),
+    clear: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`zonal_stats` of pixels already grouped by label, read in place from stored arrays.
 
     Label ``j`` owns the next ``sizes[j]`` entries of ``index``; its value at date ``t`` is
-    ``values[t, index[k]]`` (``values`` as stored: integers or floats, any width). NaN, ``nodata`` and
-    pixels whose class ``classes[t, class_index[k]]`` (e.g. SCL, at its own resolution) is one of
-    ``masked_classes`` are not valid. Statistics are of the physical values
+    ``values[t, index[k]]`` (``values`` as stored: integers or floats, any width). NaN, ``nodata`` and,
+    given ``clear`` (time, ``index.size``), pixels where ``clear[t, k]`` is False (:func:`clear_pixels`: a
+    cloud mask, computed once for every band) are not valid. Statistics are of the physical values
     ``x * scale + offset``: stored integers are never copied or decoded per pixel, which is what makes a
     territory-wide extraction cheap, and a 20 m band is read at 10 m through its ``index`` with no repeat.
     """
@@ -343,29 +340,50 @@ def segment_stats(
     if index.size != sizes.sum() or (index.size and not 0 <= index.min() <= index.max() < values.shape[1]):
         raise InvalidRequestError(f"index ({index.size} pixels) does not fit sizes ({sizes.sum()}) and values "
                                   f"{values.shape}")
-    if any(int(c) < 0 for c in masked_classes):
-        raise InvalidRequestError(f"masked class codes must be non-negative, got {list(masked_classes)}")
-    masked = np.zeros(max(masked_classes, default=-1) + 1, dtype=np.bool_)
-    masked[list(masked_classes)] = True
-    if classes is None or not masked.any():
-        classes, class_index = np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    elif classes.ndim != 2 or classes.shape[0] != values.shape[0] or class_index is None \
-            or class_index.size != index.size or not np.issubdtype(classes.dtype, np.integer):
-        raise InvalidRequestError(f"classes {classes.shape} must be integer (time, n) with one class_index per pixel")
+    if clear is None:
+        clear = np.zeros((0, 0), dtype=np.bool_)
+    elif clear.shape != (values.shape[0], index.size) or clear.dtype != np.bool_:
+        raise InvalidRequestError(f"clear must be booleans of shape {(values.shape[0], index.size)}, got "
+                                  f"{clear.dtype} {clear.shape}")
     starts = np.cumsum(sizes) - sizes
     wanted = sorted(((s, q) for s in stats if (q := _percentile_of(s)) is not None), key=lambda sq: sq[1])
     shape = (values.shape[0], sizes.size)
     count = np.zeros(shape, dtype=np.int64)
     mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
     pct = np.full((len(wanted), *shape), np.nan)
-    _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), classes,
-                   np.asarray(class_index, dtype=np.int64), masked, np.array([q for _, q in wanted], dtype=np.float64),
+    _segment_stats(values, index, starts, sizes, float(nodata), float(scale), float(offset), clear,
+                   np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
                    values.dtype.kind == "u" and values.dtype.itemsize <= 2, count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (sizes[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
     out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _clear_pixels(classes, class_index, masked, out):
+    for t in range(classes.shape[0]):
+        for k in range(class_index.size):
+            code = classes[t, class_index[k]]
+            out[t, k] = not (0 <= code < masked.size and masked[code])
+
+
+def clear_pixels(classes: np.ndarray, class_index: np.ndarray, masked_classes: Sequence[int]) -> np.ndarray:
+    """(time, ``class_index.size``) booleans: False where pixel ``k``'s class ``classes[t, class_index[k]]``
+    (e.g. SCL at its own resolution, ``classes`` an integer (time, n) array) is one of ``masked_classes``."""
+    classes, class_index = np.asarray(classes), np.asarray(class_index, dtype=np.int64)
+    if classes.ndim != 2 or not np.issubdtype(classes.dtype, np.integer) or \
+            (class_index.size and not 0 <= class_index.min() <= class_index.max() < classes.shape[1]):
+        raise InvalidRequestError(f"classes {classes.dtype} {classes.shape} must be integer (time, n) with every "
+                                  f"class_index below n")
+    if any(int(c) < 0 for c in masked_classes):
+        raise InvalidRequestError(f"masked class codes must be non-negative, got {list(masked_classes)}")
+    masked = np.zeros(max(masked_classes, default=-1) + 1, dtype=np.bool_)
+    masked[list(masked_classes)] = True
+    out = np.empty((classes.shape[0], class_index.size), dtype=np.bool_)
+    _clear_pixels(classes, class_index, masked, out)
     return out
 
 

@@ -19,6 +19,7 @@ from cube.stats import (
     ParcelStats,
     backscatter_stats,
     class_histogram,
+    clear_pixels,
     db_to_linear,
     linear_to_db,
     segment_stats,
@@ -134,8 +135,9 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
     order = np.argsort(labels, kind="stable")
     sizes = np.bincount(labels)
     cloudy = np.isin(scl, [3, 8, 9])
+    clear = clear_pixels(scl, native[order], [3, 8, 9])
     got = segment_stats(stored, native[order], sizes, stats=(*STATS, "p10", "p90"), nodata=0, scale=1e-4,
-                        offset=-0.1, classes=scl, class_index=native[order], masked_classes=[3, 8, 9])
+                        offset=-0.1, clear=clear)
     decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, native]
     decoded[cloudy[:, native]] = np.nan
     for stat in ("count", "masked", *NUMPY):
