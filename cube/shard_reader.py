@@ -5,8 +5,9 @@ reading costs several times what the bytes and the decompression do, and two thr
 wait for each other (measured: ``benchmarks/results/2026-11-25/extraction.md``, raw vs zarr). The cube's
 band arrays have one known layout, written by ingest: ``sharding_indexed`` over ``bytes`` + ``blosc``,
 with a ``bytes`` + ``crc32c`` index at the end of each shard. For those, :func:`read_window` fetches
-every shard's index, then one byte range per shard spanning the chunks it needs (all requests of a
-window at once, through the array's own store, so S3 and the request counters see them), and decodes
+every shard's index, then the chunks it needs in as few byte ranges as skip no more than ``GAP`` unneeded
+bytes (usually one per shard; all requests of a window at once, through the array's own store, so S3 and
+the request counters see them), and decodes
 the chunks with numcodecs in the caller's thread (blosc releases the GIL) straight into the output.
 Arrays with any other layout are read by zarr, so the function is always correct, only faster for ours.
 """
@@ -31,6 +32,10 @@ from cardcube.errors import CardcubeError
 __all__ = ["CorruptShardError", "read_window"]
 
 _MISSING = 2**64 - 1  # offset and length of an empty chunk in a shard index
+# Unneeded bytes worth reading to save a request: about one compressed chunk of the cube. A request costs
+# tens of milliseconds on object storage, the time to stream a megabyte or more, but a window at a shard's
+# edge skips whole rows of chunks, which one range from the first to the last needed chunk would read.
+GAP = 256 * 1024
 _SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
             "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
 
@@ -78,8 +83,9 @@ class _ShardLayout:
         return cls(shard, chunk, codec, np.dtype(array.dtype), array.fill_value)
 
 
-def read_window(array: zarr.Array, window: tuple[slice, ...]) -> np.ndarray:
-    """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape)."""
+def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP) -> np.ndarray:
+    """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape). The chunks
+    a shard holds for the window are fetched in byte ranges that skip more than ``gap`` unneeded bytes."""
     layout = _ShardLayout.of(array)
     if layout is None:
         return array[window]
@@ -91,7 +97,7 @@ def read_window(array: zarr.Array, window: tuple[slice, ...]) -> np.ndarray:
                                       zip(bounds, layout.shard, strict=True))))
     store, prefix = array.store_path.store, array.store_path.path
     keys = ["/".join(filter(None, [prefix, array.metadata.encode_chunk_key(coords)])) for coords in shards]
-    blobs = sync(_fetch(store, keys, [_needed(layout, coords, bounds) for coords in shards], layout))
+    blobs = sync(_fetch(store, keys, [_needed(layout, coords, bounds) for coords in shards], layout, gap))
     for coords, found in zip(shards, blobs, strict=True):
         for chunk_coords, data in found:
             _place(out, layout, coords, chunk_coords, data, bounds)
@@ -107,8 +113,8 @@ def _needed(layout: _ShardLayout, shard: tuple[int, ...], bounds: list[tuple[int
     return list(itertools.product(*ranges))
 
 
-async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout
-                 ) -> list[list[tuple[tuple[int, ...], bytes]]]:
+async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
+                 gap: int) -> list[list[tuple[tuple[int, ...], bytes]]]:
     """Per shard, the needed chunks' compressed bytes: every index at once, then every byte range at once."""
     proto = default_buffer_prototype()
     n = math.prod(layout.per_shard)
@@ -121,19 +127,38 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
         index = _index(key, tail.to_bytes(), n).reshape(*layout.per_shard, 2)
         plans.append([(c, int(index[c][0]), int(index[c][1])) for c in chunks if index[c][0] != _MISSING])
 
-    async def ranged(key: str, plan: list[tuple[tuple[int, ...], int, int]]) -> list[tuple[tuple[int, ...], bytes]]:
-        if not plan:
-            return []
-        lo, hi = min(o for _, o, _ in plan), max(o + k for _, o, k in plan)
+    async def ranged(key: str, run: list[tuple[tuple[int, ...], int, int]]) -> list[tuple[tuple[int, ...], bytes]]:
+        lo, hi = run[0][1], max(o + k for _, o, k in run)
         buf = await store.get(key, proto, RangeByteRequest(lo, hi))
         if buf is None:
             raise CorruptShardError(f"{key}: shard disappeared while being read")
         blob = buf.to_bytes()
         if len(blob) != hi - lo:
             raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
-        return [(c, blob[o - lo:o - lo + k]) for c, o, k in plan]
+        return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
 
-    return list(await asyncio.gather(*(ranged(k, p) for k, p in zip(keys, plans, strict=True))))
+    runs = [(i, run) for i, (key, plan) in enumerate(zip(keys, plans, strict=True)) for run in _runs(plan, gap)]
+    found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
+    out: list[list[tuple[tuple[int, ...], bytes]]] = [[] for _ in keys]
+    for (i, _), chunks in zip(runs, found, strict=True):
+        out[i] += chunks
+    return out
+
+
+def _runs(plan: list[tuple[tuple[int, ...], int, int]], gap: int) -> list[list[tuple[tuple[int, ...], int, int]]]:
+    """The chunks of one shard, ``(coords, offset, length)``, in runs read by one request each: a run goes
+    on across a gap of at most ``gap`` unneeded bytes."""
+    runs: list[list[tuple[tuple[int, ...], int, int]]] = []
+    end = 0
+    for chunk in sorted(plan, key=lambda c: c[1]):
+        _, offset, length = chunk
+        if runs and offset - end <= gap:
+            runs[-1].append(chunk)
+            end = max(end, offset + length)
+        else:
+            runs.append([chunk])
+            end = offset + length
+    return runs
 
 
 def _index(key: str, tail: bytes, n: int) -> np.ndarray:

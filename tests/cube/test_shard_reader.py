@@ -57,6 +57,33 @@ def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
     assert sum(counting.counts.requests.values()) == 4
 
 
+def test_ranges_skip_unneeded_chunks(tmp_path) -> None:
+    """A window over half of a shard whose chunks lie between other chunks of the shard: with no gap
+    allowed, exactly the index and those chunks' bytes are read (in several ranges); with a large gap, one
+    range spans them. Same values either way."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    counting = CountingStore(open_store(tmp_path, read_only=True))
+    arr = zarr.open_array(counting, path="band", mode="r")
+    tail = 16 * 8 + 4  # shard (0, 0, 0): 2 x 2 x 2 chunks, (offset, length) each, and a crc32c
+    index = np.frombuffer(read_bytes(open_store(tmp_path), "band/c/0/0/0")[-tail:-4], "<u8").reshape(2, 2, 2, 2)
+    offsets, lengths = index.reshape(-1, 2).T.astype(np.int64)
+    coords = np.indices((2, 2, 2)).reshape(3, -1)  # each chunk's place in the shard, in the index's order
+    for axis in range(3):  # a half of the shard whose chunks are not stored one after the other
+        need, skip = (coords[axis] == 1) & (lengths > 0), (coords[axis] == 0) & (lengths > 0)
+        if ((offsets[skip] > offsets[need].min()) & (offsets[skip] < offsets[need].max())).any():
+            break
+    else:
+        pytest.fail("no half of the shard has its chunks apart")
+    window = tuple(slice(s // 2, s) if a == axis else slice(0, s) for a, s in enumerate(SHARDS))
+    needed = int(lengths[need].sum())
+    counting.reset()
+    np.testing.assert_array_equal(read_window(arr, window, gap=0), data[window])
+    assert counting.bytes_read == tail + needed and counting.requests["get"] > 2
+    counting.reset()
+    np.testing.assert_array_equal(read_window(arr, window, gap=10**9), data[window])
+    assert counting.bytes_read > tail + needed and counting.requests["get"] == 2
+
+
 def test_damaged_index_is_an_error(tmp_path) -> None:
     store = open_store(tmp_path)
     arr, _ = _array(store, "band", "uint16", 0)
