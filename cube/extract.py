@@ -33,7 +33,9 @@ import io
 import math
 import os
 import time as timer
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -85,6 +87,7 @@ class ExtractResult:
     chunks: int
     seconds: float
     failures: Sequence[str] = field(default_factory=tuple)
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)  # worker time by phase, summed over units
 
     @property
     def parcels(self) -> int:
@@ -93,9 +96,10 @@ class ExtractResult:
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
         resumed = f" ({self.units_resumed} already done)" if self.units_resumed else ""
+        phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows in {self.units} file(s){resumed}, {self.chunks} chunks read, "
-                f"{self.seconds:.1f} s -> {self.out}")
+                f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
 
 
 # Dictionary-encode the repeated strings only, keep min/max statistics on the columns readers filter on
@@ -233,29 +237,47 @@ class _Job:
         coords = readers[self.names[0]].coords
         attrs = {name: reader.attrs for name, reader in readers.items()}
         rows = chunks = 0
+        spent = _Phases()
         for dates, key in unit.times:
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
 
             def read(name: str, dates: slice = dates) -> np.ndarray:
-                data = readers[name].read(dates)
+                with spent("read"):
+                    data = readers[name].read(dates)
                 return data.reshape(data.shape[0], -1)
 
             scl = {"SCL": read("SCL")} if "SCL" in readers else {}
             meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
-            pixels = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][dates], scl, attrs, meta,
-                                              index=index)
-            clear = pixels.clear(self.mask)  # the cloud mask, once for every band
+            with spent("statistics"):
+                pixels = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][dates], scl, attrs, meta,
+                                                  index=index)
+                clear = pixels.clear(self.mask)  # the cloud mask, once for every band
             results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
                 group = replace(pixels, values={**{n: read(n) for n in inputs}, **scl})
-                results += group.band_stats(wanted, stats=self.stats, clear=clear)
-            table = stats_table(results, per_date=pixels.per_date(self.histogram))
-            table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
-                                                                         np.int64)))
-            write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
+                with spent("statistics"):
+                    results += group.band_stats(wanted, stats=self.stats, clear=clear)
+            with spent("statistics"):
+                table = stats_table(results, per_date=pixels.per_date(self.histogram))
+                table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
+                                                                             np.int64)))
+            with spent("write"):
+                write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
             checkpoint("extract-unit-written")
             rows += table.num_rows
-        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows}
+        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "seconds": dict(spent)}
+
+
+class _Phases(Counter):
+    """Seconds a work unit spends in each phase (read, statistics, write): where extraction time goes."""
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = timer.perf_counter()
+        try:
+            yield
+        finally:
+            self[phase] += timer.perf_counter() - start
 
 
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]) -> tuple[list[_Unit], int]:
@@ -374,10 +396,12 @@ def extract(
         units += tile_units
         units_resumed += resumed
     units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together
+    spent: Counter[str] = Counter()
     for result in run_tasks(job, [(u,) for u in units], scheduler=scheduler, progress=progress,
-                            desc="extract", unit="block", tally=lambda r: r):
+                            desc="extract", unit="block", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")}):
         rows += result["rows"]
         chunks += result["chunks"]
+        spent.update(result["seconds"])
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ("outside", f"outside every tile of the {collection} cube", "", 0)
@@ -391,7 +415,7 @@ def extract(
     files = sum(len(u.times) for u in units) + units_resumed
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
-                           rows, chunks, timer.perf_counter() - started, tuple(failures))
+                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
     old = read_json(out_store, MANIFEST)
     write_json(out_store, MANIFEST, {**old, "complete": True, "status": dict(result.status)})
     return result

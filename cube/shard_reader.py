@@ -7,7 +7,7 @@ band arrays have one known layout, written by ingest: ``sharding_indexed`` over 
 with a ``bytes`` + ``crc32c`` index at the end of each shard. For those, :func:`read_window` fetches
 every shard's index, then the chunks it needs in as few byte ranges as skip no more than ``GAP`` unneeded
 bytes (usually one per shard; all requests of a window at once, through the array's own store, so S3 and
-the request counters see them), and decodes
+the request counters see them; a plain local folder is read with ``pread`` in the calling thread), and decodes
 the chunks with numcodecs in the caller's thread (blosc releases the GIL) straight into the output.
 Arrays with any other layout are read by zarr, so the function is always correct, only faster for ours.
 """
@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numcodecs
@@ -26,6 +28,7 @@ import zarr
 from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 from cardcube.errors import CardcubeError
 
@@ -97,7 +100,11 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP)
                                       zip(bounds, layout.shard, strict=True))))
     store, prefix = array.store_path.store, array.store_path.path
     keys = ["/".join(filter(None, [prefix, array.metadata.encode_chunk_key(coords)])) for coords in shards]
-    blobs = sync(_fetch(store, keys, [_needed(layout, coords, bounds) for coords in shards], layout, gap))
+    needed = [_needed(layout, coords, bounds) for coords in shards]
+    if type(store) is LocalStore:  # not a wrapper (counting, caching): those see every request
+        blobs = _read_folder(store.root, keys, needed, layout, gap)
+    else:
+        blobs = sync(_fetch(store, keys, needed, layout, gap))
     for coords, found in zip(shards, blobs, strict=True):
         for chunk_coords, data in found:
             _place(out, layout, coords, chunk_coords, data, bounds)
@@ -113,35 +120,68 @@ def _needed(layout: _ShardLayout, shard: tuple[int, ...], bounds: list[tuple[int
     return list(itertools.product(*ranges))
 
 
+_Chunk = tuple[tuple[int, ...], int, int]  # a chunk's coordinates in its shard, byte offset, byte length
+
+
+def _plan(key: str, tail: bytes | None, chunks: list[tuple[int, ...]], layout: _ShardLayout) -> list[_Chunk]:
+    """The stored ones of ``chunks`` with their byte ranges, from the shard's index (``tail``; None: the
+    shard was never written, all fill)."""
+    if tail is None:
+        return []
+    index = _index(key, tail, math.prod(layout.per_shard)).reshape(*layout.per_shard, 2)
+    return [(c, int(index[c][0]), int(index[c][1])) for c in chunks if index[c][0] != _MISSING]
+
+
+def _cut(key: str, run: list[_Chunk], blob: bytes | None) -> list[tuple[tuple[int, ...], bytes]]:
+    """The chunks of ``run`` out of the bytes read for it."""
+    lo, hi = run[0][1], max(o + k for _, o, k in run)
+    if blob is None:
+        raise CorruptShardError(f"{key}: shard disappeared while being read")
+    if len(blob) != hi - lo:
+        raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
+    return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
+
+
 async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
                  gap: int) -> list[list[tuple[tuple[int, ...], bytes]]]:
     """Per shard, the needed chunks' compressed bytes: every index at once, then every byte range at once."""
     proto = default_buffer_prototype()
-    n = math.prod(layout.per_shard)
-    tails = await asyncio.gather(*(store.get(k, proto, SuffixByteRequest(16 * n + 4)) for k in keys))
-    plans = []
-    for key, tail, chunks in zip(keys, tails, needed, strict=True):
-        if tail is None:  # shard never written: all fill
-            plans.append([])
-            continue
-        index = _index(key, tail.to_bytes(), n).reshape(*layout.per_shard, 2)
-        plans.append([(c, int(index[c][0]), int(index[c][1])) for c in chunks if index[c][0] != _MISSING])
+    size = 16 * math.prod(layout.per_shard) + 4
+    tails = await asyncio.gather(*(store.get(k, proto, SuffixByteRequest(size)) for k in keys))
+    runs = [(i, run) for i, (key, tail, chunks) in enumerate(zip(keys, tails, needed, strict=True))
+            for run in _runs(_plan(key, None if tail is None else tail.to_bytes(), chunks, layout), gap)]
 
-    async def ranged(key: str, run: list[tuple[tuple[int, ...], int, int]]) -> list[tuple[tuple[int, ...], bytes]]:
-        lo, hi = run[0][1], max(o + k for _, o, k in run)
-        buf = await store.get(key, proto, RangeByteRequest(lo, hi))
-        if buf is None:
-            raise CorruptShardError(f"{key}: shard disappeared while being read")
-        blob = buf.to_bytes()
-        if len(blob) != hi - lo:
-            raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
-        return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
+    async def ranged(key: str, run: list[_Chunk]) -> list[tuple[tuple[int, ...], bytes]]:
+        buf = await store.get(key, proto, RangeByteRequest(run[0][1], max(o + k for _, o, k in run)))
+        return _cut(key, run, None if buf is None else buf.to_bytes())
 
-    runs = [(i, run) for i, (key, plan) in enumerate(zip(keys, plans, strict=True)) for run in _runs(plan, gap)]
     found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
     out: list[list[tuple[tuple[int, ...], bytes]]] = [[] for _ in keys]
     for (i, _), chunks in zip(runs, found, strict=True):
         out[i] += chunks
+    return out
+
+
+def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
+                 gap: int) -> list[list[tuple[tuple[int, ...], bytes]]]:
+    """:func:`_fetch` for a local folder, with ``pread`` in the calling thread: zarr's ``LocalStore`` sends
+    every read through its event loop to a thread pool, which on page-cached files costs more than the read
+    itself (extraction's worker time in reads: 1.8 s that way, 1.05 s this way)."""
+    size = 16 * math.prod(layout.per_shard) + 4
+    out = []
+    for key, chunks in zip(keys, needed, strict=True):
+        try:
+            fd = os.open(root / key, os.O_RDONLY)
+        except FileNotFoundError:
+            out.append([])
+            continue
+        try:
+            tail = os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
+            out.append([chunk for run in _runs(_plan(key, tail, chunks, layout), gap)
+                        for chunk in _cut(key, run, os.pread(fd, max(o + k for _, o, k in run) - run[0][1],
+                                                                run[0][1]))])
+        finally:
+            os.close(fd)
     return out
 
 

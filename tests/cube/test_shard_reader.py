@@ -3,6 +3,7 @@ damaged shard, zarr's own read for layouts it does not handle."""
 
 from __future__ import annotations
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
@@ -37,9 +38,17 @@ WINDOWS = [
 ]
 
 
+def _reopened(tmp_path, path: str, *, through_store: bool) -> zarr.Array:
+    """The array on a plain folder (read with pread) or behind a store wrapper (read through the store)."""
+    store = open_store(tmp_path, read_only=True)
+    return zarr.open_array(CountingStore(store) if through_store else store, path=path, mode="r")
+
+
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
 @pytest.mark.parametrize("dtype, fill", [("uint16", 0), ("uint8", 0), ("float32", np.nan)])
-def test_same_values_as_zarr(tmp_path, dtype: str, fill) -> None:
-    arr, data = _array(open_store(tmp_path), "band", dtype, fill)
+def test_same_values_as_zarr(tmp_path, dtype: str, fill, through_store: bool) -> None:
+    _, data = _array(open_store(tmp_path), "band", dtype, fill)
+    arr = _reopened(tmp_path, "band", through_store=through_store)
     assert not (tmp_path / "band" / "c" / "1" / "1" / "2").exists()  # really never written
     for window in WINDOWS:
         got = read_window(arr, window)
@@ -84,15 +93,26 @@ def test_ranges_skip_unneeded_chunks(tmp_path) -> None:
     assert counting.bytes_read > tail + needed and counting.requests["get"] == 2
 
 
-def test_damaged_index_is_an_error(tmp_path) -> None:
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_damaged_shard_is_an_error(tmp_path, through_store: bool) -> None:
     store = open_store(tmp_path)
-    arr, _ = _array(store, "band", "uint16", 0)
+    _array(store, "band", "uint16", 0)
+    arr = _reopened(tmp_path, "band", through_store=through_store)
+    window = (slice(0, 4), slice(0, 16), slice(0, 32))
     key = "band/c/0/0/0"
-    blob = bytearray(read_bytes(store, key))
+    good = read_bytes(store, key)
+    blob = bytearray(good)
     blob[-10] ^= 0xFF  # inside the index, before its checksum
     write_bytes(store, key, bytes(blob))
     with pytest.raises(CorruptShardError, match="checksum"):
-        read_window(arr, (slice(0, 4), slice(0, 16), slice(0, 32)))
+        read_window(arr, window)
+    n = 2 * 2 * 2
+    index = np.frombuffer(good[-(16 * n + 4):-4], "<u8").copy().reshape(n, 2)
+    index[index[:, 0] != 2**64 - 1, 0] += len(good)  # every stored chunk now past the end of the shard
+    raw = index.astype("<u8").tobytes()
+    write_bytes(store, key, good[:-(16 * n + 4)] + bytes(numcodecs.CRC32C().encode(raw)))
+    with pytest.raises(CorruptShardError, match="past the end"):
+        read_window(arr, window)
 
 
 def test_other_layouts_are_read_by_zarr(tmp_path) -> None:
