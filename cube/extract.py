@@ -238,6 +238,9 @@ class _Job:
         attrs = {name: reader.attrs for name, reader in readers.items()}
         rows = chunks = 0
         spent = _Phases()
+        with spent("statistics"):  # the unit's pixels grouped by parcel once, for every run of dates
+            template = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][:0], {}, attrs, {},
+                                                index=index)
         for dates, key in unit.times:
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
 
@@ -249,8 +252,7 @@ class _Job:
             scl = {"SCL": read("SCL")} if "SCL" in readers else {}
             meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
             with spent("statistics"):
-                pixels = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][dates], scl, attrs, meta,
-                                                  index=index)
+                pixels = replace(template, times=coords["time"][dates], values=scl, time_meta=meta)
                 clear = pixels.clear(self.mask)  # the cloud mask, once for every band
             results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
