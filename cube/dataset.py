@@ -230,14 +230,18 @@ class BandReader:
     def read(self, dates: slice) -> np.ndarray:
         """The stored values of the Dataset's dates ``dates``: (time, rows, cols)."""
         wanted = self.order[dates]
-        out = np.empty((wanted.size, *self.shape[1:]), dtype=self.parts[0].dtype)
-        start = 0
+        whole = (slice(None), slice(None))
+        out, start = None, 0
         for part in self.parts:
             mine = (wanted >= start) & (wanted < start + len(part.times))
+            if mine.all():  # the usual case: a run of cold dates, read straight into its array
+                return part[(wanted - start, *whole)]
             if mine.any():
-                out[mine] = part[wanted[mine] - start, slice(None), slice(None)]
+                if out is None:
+                    out = np.empty((wanted.size, *self.shape[1:]), dtype=part.dtype)
+                out[mine] = part[(wanted[mine] - start, *whole)]
             start += len(part.times)
-        return out
+        return out if out is not None else np.empty((0, *self.shape[1:]), dtype=self.parts[0].dtype)
 
 
 def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[slice, slice, int, int, int]:

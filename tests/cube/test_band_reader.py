@@ -1,0 +1,54 @@
+"""BandReader (extraction's dask-free reads) against open_cube on the same cube: a late scene in the hot
+buffer, runs of dates across the cold/hot boundary, 10 m and 20 m bands, a time filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cardcube.grid import TileGrid
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import BandReader, open_cube
+from cube.ledger import read_version
+from ingest.job import ingest
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+
+
+@pytest.fixture(scope="module")
+def late_cube(tiny_region, tmp_path_factory):
+    """The tiny region's S2 scenes with the third date held back and ingested last: it lands in the hot
+    buffer although it is older than the cold dates, so the Dataset's time order is not the stored one."""
+    root = tmp_path_factory.mktemp("late-cube")
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    late = features[2]
+    ingest(write_items(tiny_region.items, [f for f in features if f is not late], "early.json"), root, chunks=CHUNKS,
+           progress=False)
+    ingest(write_items(tiny_region.items, [late], "late.json"), root, chunks=CHUNKS, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("band", ["B04", "B11", "SCL"])
+@pytest.mark.parametrize("time", [None, ("2024-05-01", "2024-08-31")])
+def test_same_values_and_dates_as_open_cube(late_cube, tiny_region, band: str, time) -> None:
+    store = open_store(late_cube, read_only=True)
+    version = read_version(store, "s2")
+    spec = version.spec.band(band)
+    tile = sorted(version.tiles)[0]
+    state = version.tiles[tile]
+    assert state.hot and state.hot[0].acquisition.datetime64 < state.cold[-1].datetime64  # really out of order
+    ds = open_cube(late_cube, "s2", tiles=[tile], bands=[band], decode=False, resolution=spec.resolution,
+                   bbox=tiny_region.bbox, time=time)
+    grid, a = TileGrid.from_id(tile), ds.rio.transform()
+    r0, c0 = round((grid.uly - a.f) / spec.resolution), round((a.c - grid.ulx) / spec.resolution)
+    rows, cols = slice(r0, r0 + ds.sizes["y"]), slice(c0, c0 + ds.sizes["x"])
+    reader = BandReader.open(store, version, tile, spec, rows, cols, time=time)
+    expected = ds[band].values
+    assert reader.shape == expected.shape
+    np.testing.assert_array_equal(reader.coords["time"], ds["time"].values)
+    n = expected.shape[0]
+    for dates in (slice(0, n), slice(1, min(n, 7)), slice(n - 1, n), slice(n // 2, n)):
+        np.testing.assert_array_equal(reader.read(dates), expected[dates], err_msg=str(dates))
+    assert reader.attrs == {k: v for k, v in ds[band].attrs.items() if k in reader.attrs}
