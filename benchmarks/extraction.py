@@ -8,7 +8,8 @@ machine and in one run, each measurement in a fresh subprocess so that its peak 
 1. **cardcube**: :func:`cube.extract.extract` of every parcel, date and band (10 bands, SCL cloud mask,
    SCL class counts, 8 statistics), threads on all cores, in a process warmed by a 16-parcel extraction
    (imports, compiled kernels: what exactextract's workers get too); once more with the label layer
-   stored, and once with small blocks (memory).
+   stored, once with small blocks (memory), and once with count, mean, std, min and max only (what the
+   percentiles cost).
 2. **read+decompress**, the floor of any extraction from this cube, two ways, threads on all cores:
    *raw*: every stored chunk of every band read (one read per shard file) and decompressed with numcodecs,
    no Zarr library, no array assembly -- the physical limit; *zarr*: the same chunks through
@@ -39,6 +40,7 @@ from typing import Any
 
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 EXACTEXTRACT_OPS = ("count", "mean", "stdev", "min", "max", "quantile(q=0.25)", "median", "quantile(q=0.75)")
+NO_PERCENTILES = ("count", "mean", "std", "min", "max")  # the one-pass statistics: what percentiles cost
 SMALL_BLOCK = 256  # px: smaller than both territories, to show memory set by the block, not the territory
 FULL_TILE = {"parcels": 500_000, "dates": 140, "cores": 16}  # a 100 x 100 km S2 tile, one year, S2A+S2B
 
@@ -57,20 +59,24 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, count: bool) -> dict[str, Any]:
+def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, count: bool,
+                      stats: tuple[str, ...] | None = None) -> dict[str, Any]:
     """One extraction in a warm process: a small extraction first loads the modules and the compiled
     kernels, as exactextract's workers are warmed on other scenes. The timed run reads the plain folder;
-    with ``count``, one more run through a counting store gives requests and store bytes."""
+    with ``count``, one more run through a counting store gives requests and store bytes. ``stats``: a
+    subset of the statistics (default all eight)."""
     import geopandas as gpd
 
     from cardcube.storage import CountingStore, open_store
     from cube.extract import extract
+    from cube.stats import STATS
 
+    stats = stats or STATS
     t0 = time.perf_counter()
-    extract(gpd.read_parquet(parcels).iloc[:16], cube, f"{out}-warmup", block=block, progress=False)
+    extract(gpd.read_parquet(parcels).iloc[:16], cube, f"{out}-warmup", block=block, stats=stats, progress=False)
     warmup = time.perf_counter() - t0
     io0, t0 = _io_read(), time.perf_counter()
-    result = extract(parcels, cube, out, block=block, progress=False)
+    result = extract(parcels, cube, out, block=block, stats=stats, progress=False)
     seconds = time.perf_counter() - t0
     figures = {"seconds": seconds, "bytes_read": _io_read() - io0, "warmup_seconds": warmup,
                "parcels_ok": result.status["ok"], "rows": result.rows, "units": result.units,
@@ -231,6 +237,8 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     again = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-again")
     small = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-small",
                            block=SMALL_BLOCK)
+    moments = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-moments",
+                             stats=",".join(NO_PERCENTILES))
     floors = {"raw": _in_subprocess("read-raw", cube=cube), "zarr": _in_subprocess("read-zarr", cube=cube)}
     theirs = {key: _in_subprocess("exactextract", items=region.items, parcels=region.parcels, strategy=strategy,
                                   processes=procs or cores, scenes=max(scenes, 2 * (procs or cores)))
@@ -241,7 +249,7 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     return {
         "size_km": size_km, "parcels": theirs["default"]["parcels"], "parcels_ok": ours["parcels_ok"], "dates": dates,
         "bands": len(S2_BANDS), "cores": cores, "cardcube": ours, "cardcube_layer_stored": again,
-        "cardcube_small_blocks": small,
+        "cardcube_small_blocks": small, "cardcube_no_percentiles": moments,
         "read_decompress": floors, "exactextract": theirs, "parcel_dates_per_s": rates,
         "speedup_vs_exactextract": {k: rates["cardcube"] / rates[f"exactextract_{k}"] for k in theirs},
         "times_read_decompress": {k: ours["seconds"] / f["seconds"] for k, f in floors.items()},
@@ -290,13 +298,16 @@ def report(results: list[dict[str, Any]]) -> str:
               "`cube.shard_reader` (the needed byte ranges of each shard, decoded in the calling thread), "
               "and spends the rest of its time in the statistics: exact percentiles need every parcel's "
               "values ordered, for every date and band.", "",
+              "The last column is cardcube computing only count, mean, std, min and max (no percentiles): what "
+              "ordering the values costs.", "",
               "| territory | chunks decoded | decoded MB | raw s | zarr s | cardcube s | cardcube / raw | "
-              "cardcube / zarr |", "|---|---|---|---|---|---|---|---|"]
+              "cardcube / zarr | cardcube without percentiles s (/ raw) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         raw, z, ratio = r["read_decompress"]["raw"], r["read_decompress"]["zarr"], r["times_read_decompress"]
+        moments = r.get("cardcube_no_percentiles", {}).get("seconds", float("nan"))
         lines.append(f"| {r['size_km']:g} x {r['size_km']:g} km | {raw['chunks']} | {raw['decoded_bytes'] / 1e6:.0f} "
                      f"| {raw['seconds']:.2f} | {z['seconds']:.2f} | {r['cardcube']['seconds']:.2f} | "
-                     f"{ratio['raw']:.1f}x | {ratio['zarr']:.1f}x |")
+                     f"{ratio['raw']:.1f}x | {ratio['zarr']:.1f}x | {moments:.2f} ({moments / raw['seconds']:.1f}x) |")
     lines += ["", "## Where cardcube's time goes", "",
               "Worker time by phase, summed over the work units (threads on all cores, so the sum exceeds the "
               "wall time): *read* is fetching and decompressing the window's chunks, *statistics* grouping "
@@ -325,6 +336,10 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{e['bytes_read'] / e['scenes'] / 1e6:.1f} MB |")
     big = results[-1]
     est = full_tile_estimate(big)
+    raw_s = big["read_decompress"]["raw"]["seconds"]
+    ceiling = big["parcels_ok"] * big["dates"] / raw_s / big["parcel_dates_per_s"]["exactextract_all_cores"]
+    phases = big["cardcube"].get("phase_seconds", {})
+    compute = (phases.get("statistics", float("nan")) + phases.get("write", float("nan"))) / big["cores"]
     best = big["speedup_vs_exactextract"]["all_cores"]
     lines += ["", "## Targets", "",
               f"- At least 100x exactextract's throughput: **{best:.1f}x** against exactextract on all cores "
@@ -335,6 +350,13 @@ def report(results: list[dict[str, Any]]) -> str:
               f"**{big['times_read_decompress']['raw']:.1f}x** the raw floor, "
               f"{big['times_read_decompress']['zarr']:.1f}x zarr-python's: "
               f"{'met' if big['times_read_decompress']['raw'] <= 2 else 'not met'}.", "",
+              f"**What the targets ask.** An extraction as fast as the raw read floor would be {ceiling:.0f}x "
+              f"exactextract on all cores, so 100x asks for finishing within {ceiling / 100:.1f}x of the floor: "
+              f"the two targets are nearly one. cardcube's statistics and Parquet encoding alone, spread over the "
+              f"{big['cores']} cores, take {compute:.2f} s, {compute / raw_s:.1f}x the raw floor, before any byte "
+              f"is read: exact percentiles order every parcel's values for every date and band (a histogram of "
+              f"each parcel's value range, or a radix sort), which costs more per value than blosc's "
+              f"decompression does.", "",
               f"**Full Sentinel-2 tile** (100 x 100 km, {FULL_TILE['parcels']:,} parcels, {FULL_TILE['dates']} "
               f"dates in a year, {FULL_TILE['cores']} cores, rates per core of the {big['size_km']:g} km run scaled "
               f"linearly): cardcube about {est['cardcube_hours'] * 60:.0f} min, exactextract per scene "
@@ -356,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for extraction.md and extraction.json")
     p.add_argument("--from-json", type=Path, default=None, help="re-render extraction.md from an extraction.json")
     p.add_argument("--measure", help=argparse.SUPPRESS)
-    for hidden in ("cube", "parcels", "items", "strategy"):
+    for hidden in ("cube", "parcels", "items", "strategy", "stats"):
         p.add_argument(f"--{hidden}", help=argparse.SUPPRESS)
     p.add_argument("--block", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
@@ -364,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.measure:  # inside the measuring subprocess
         if args.measure == "cardcube":
-            out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count))
+            out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count),
+                                    tuple(args.stats.split(",")) if args.stats else None)
         elif args.measure == "read-raw":
             out = _measure_read_raw(args.cube)
         elif args.measure == "read-zarr":
