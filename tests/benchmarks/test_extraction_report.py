@@ -1,0 +1,26 @@
+"""The committed extraction reports are what their raw JSON says: re-rendered, they come out the same, so no
+figure in a report was edited by hand. The figures themselves come from ``python -m benchmarks.extraction``
+(minutes on the demo territories: a benchmark, not a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.extraction import report
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RUNS = sorted(p.parent for p in RESULTS.glob("*/extraction.json"))
+
+
+@pytest.mark.parametrize("run", RUNS[-1:], ids=lambda p: p.name)
+def test_latest_report_is_its_json(run: Path) -> None:
+    results = json.loads((run / "extraction.json").read_text())
+    assert (run / "extraction.md").read_text() == report(results)
+    for r in results:  # the ratios in the JSON are the ratios of its own figures
+        rates = r["parcel_dates_per_s"]
+        assert rates["cardcube"] == pytest.approx(r["parcels_ok"] * r["dates"] / r["cardcube"]["seconds"])
+        for k, up in r["speedup_vs_exactextract"].items():
+            assert up == pytest.approx(rates["cardcube"] / rates[f"exactextract_{k}"])
