@@ -228,7 +228,7 @@ class _Job:
             index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
         return readers, index
 
-    def __call__(self, unit: _Unit) -> dict[str, int]:
+    def __call__(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)

@@ -4,8 +4,9 @@ Input is always the same flat form: ``values`` of shape ``(time, npix)`` (NaN wh
 or nodata) and ``labels`` of shape ``(npix,)`` naming each pixel's parcel (0 .. n_labels-1; negative
 labels are ignored, so a raw :func:`cube.membership.label_pixels` image can be passed flattened).
 Pixels are sorted by label once; then one compiled (numba) pass per date row gathers each parcel's valid
-values, sums them and sorts them once for min, max and the percentiles: no Python loop over parcels,
-and no full-array temporaries.
+values, sums them, and orders them only as far as the percentiles need (for the cube's stored 8/16-bit
+integers: a histogram of the parcel's value range, or a radix sort; otherwise quickselect): no Python
+loop over parcels, and no full-array temporaries.
 
 Conventions
 -----------
