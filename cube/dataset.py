@@ -158,14 +158,22 @@ class _Window:
         self.ndim = 3
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        t, r, c = key
+        return self.read(*key)
+
+    def read(self, t: slice | np.ndarray, r: slice = slice(None), c: slice = slice(None), *,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """``self[t, r, c]``, into ``out`` if given (a run of consecutive dates is one shard-reader call)."""
         times = self.times[t]
         (r0, r1, _), (c0, c1, _) = r.indices(self.shape[1]), c.indices(self.shape[2])
         rows = slice(self.rows.start + r0, self.rows.start + r1)
         cols = slice(self.cols.start + c0, self.cols.start + c1)
         if times.size and np.array_equal(times, np.arange(times[0], times[0] + times.size)):
-            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols))
-        return self.array.get_orthogonal_selection((times, rows, cols))
+            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols), out=out)
+        data = self.array.get_orthogonal_selection((times, rows, cols))
+        if out is None:
+            return data
+        out[...] = data
+        return out
 
 
 def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
@@ -227,21 +235,24 @@ class BandReader:
     def shape(self) -> tuple[int, int, int]:
         return (self.order.size, *self.parts[0].shape[1:]) if self.parts else (0, 0, 0)
 
-    def read(self, dates: slice) -> np.ndarray:
-        """The stored values of the Dataset's dates ``dates``: (time, rows, cols)."""
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.parts[0].dtype) if self.parts else np.dtype(np.uint8)
+
+    def read(self, dates: slice, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The stored values of the Dataset's dates ``dates``: (time, rows, cols), into ``out`` if given."""
         wanted = self.order[dates]
-        whole = (slice(None), slice(None))
-        out, start = None, 0
+        if out is None:
+            out = np.empty((wanted.size, *self.shape[1:]), dtype=self.dtype)
+        start = 0
         for part in self.parts:
             mine = (wanted >= start) & (wanted < start + len(part.times))
-            if mine.all():  # the usual case: a run of cold dates, read straight into its array
-                return part[(wanted - start, *whole)]
+            if mine.all():  # the usual case: a run of cold dates, read straight into ``out``
+                return part.read(wanted - start, out=out)
             if mine.any():
-                if out is None:
-                    out = np.empty((wanted.size, *self.shape[1:]), dtype=part.dtype)
-                out[mine] = part[(wanted[mine] - start, *whole)]
+                out[mine] = part.read(wanted[mine] - start)
             start += len(part.times)
-        return out if out is not None else np.empty((0, *self.shape[1:]), dtype=self.parts[0].dtype)
+        return out
 
 
 def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[slice, slice, int, int, int]:

@@ -241,22 +241,30 @@ class _Job:
         with spent("statistics"):  # the unit's pixels grouped by parcel once, for every run of dates
             template = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][:0], {}, attrs, {},
                                                 index=index)
+        longest = max(d.stop - d.start for d, _ in unit.times)
+        buffers: dict[tuple[Any, ...], np.ndarray] = {}
+
+        def read(name: str, dates: slice, slot: Any) -> np.ndarray:
+            """``name`` over ``dates`` as (time, pixels), read into the unit's buffer ``slot``, which every
+            group and run of dates reuses: a fresh array of tens of MB per read would cost page faults."""
+            reader = readers[name]
+            key = (slot, reader.shape[1:], reader.dtype)
+            if key not in buffers:
+                buffers[key] = np.empty((longest, *reader.shape[1:]), dtype=reader.dtype)
+            with spent("read"):
+                data = reader.read(dates, out=buffers[key][: dates.stop - dates.start])
+            return data.reshape(data.shape[0], -1)
+
         for dates, key in unit.times:
             chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
-
-            def read(name: str, dates: slice = dates) -> np.ndarray:
-                with spent("read"):
-                    data = readers[name].read(dates)
-                return data.reshape(data.shape[0], -1)
-
-            scl = {"SCL": read("SCL")} if "SCL" in readers else {}
+            scl = {"SCL": read("SCL", dates, "SCL")} if "SCL" in readers else {}
             meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
             with spent("statistics"):
                 pixels = replace(template, times=coords["time"][dates], values=scl, time_meta=meta)
                 clear = pixels.clear(self.mask)  # the cloud mask, once for every band
             results = []
             for wanted, inputs in self.groups:  # one group of bands in memory at a time
-                group = replace(pixels, values={**{n: read(n) for n in inputs}, **scl})
+                group = replace(pixels, values={**{n: read(n, dates, i) for i, n in enumerate(inputs)}, **scl})
                 with spent("statistics"):
                     results += group.band_stats(wanted, stats=self.stats, clear=clear)
             with spent("statistics"):

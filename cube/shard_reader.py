@@ -86,14 +86,26 @@ class _ShardLayout:
         return cls(shard, chunk, codec, np.dtype(array.dtype), array.fill_value)
 
 
-def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP) -> np.ndarray:
+def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
+                out: np.ndarray | None = None) -> np.ndarray:
     """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape). The chunks
-    a shard holds for the window are fetched in byte ranges that skip more than ``gap`` unneeded bytes."""
+    a shard holds for the window are fetched in byte ranges that skip more than ``gap`` unneeded bytes.
+
+    ``out``: an array of the window's shape and the array's dtype to read into, so that a caller reading
+    window after window reuses its memory (a fresh array of tens of MB costs page faults on every read)."""
+    bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
+    shape = tuple(b - a for a, b in bounds)
+    if out is not None and (out.shape != shape or out.dtype != array.dtype):
+        raise ValueError(f"out is {out.dtype} {out.shape}, the window needs {array.dtype} {shape}")
     layout = _ShardLayout.of(array)
     if layout is None:
-        return array[window]
-    bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
-    out = np.full([b - a for a, b in bounds], layout.fill, dtype=layout.dtype)
+        if out is None:
+            return array[window]
+        out[...] = array[window]
+        return out
+    if out is None:
+        out = np.empty(shape, dtype=layout.dtype)
+    out.fill(layout.fill)  # where no chunk is stored
     if out.size == 0:
         return out
     shards = list(itertools.product(*(range(a // s, math.ceil(b / s)) for (a, b), s in

@@ -57,6 +57,24 @@ def test_same_values_as_zarr(tmp_path, dtype: str, fill, through_store: bool) ->
         np.testing.assert_array_equal(got, data[window])
 
 
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_reads_into_a_reused_buffer(tmp_path, through_store: bool) -> None:
+    """A buffer read into again holds the new window only: fill where no chunk is stored, never stale values."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    _array(open_store(tmp_path), "zstd", "uint16", 0, compressors=ZstdCodec(level=1))
+    buf = np.empty((8, 32, 26), dtype="uint16")
+    for path in ("band", "zstd"):  # the cube's layout, and one zarr reads
+        arr = _reopened(tmp_path, path, through_store=through_store)
+        written = (slice(0, 8), slice(32, 64), slice(38, 64))
+        assert read_window(arr, written, out=buf) is buf
+        np.testing.assert_array_equal(buf, data[written])
+        assert buf.any()
+        read_window(arr, (slice(8, 16), slice(32, 64), slice(64, 90)), out=buf)  # the shard never written
+        assert not buf.any()
+        with pytest.raises(ValueError, match="window needs uint16"):
+            read_window(arr, written, out=np.empty((8, 32, 25), dtype="uint16"))
+
+
 def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
     _array(open_store(tmp_path), "band", "uint16", 0)
     counting = CountingStore(open_store(tmp_path, read_only=True))
