@@ -62,12 +62,14 @@ def _peak_rss_mb() -> float:
 
 
 def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, count: bool,
-                      stats: tuple[str, ...] | None = None, repeats: int = 0) -> dict[str, Any]:
+                      stats: tuple[str, ...] | None = None, repeats: int = 0, traced: bool = False) -> dict[str, Any]:
     """One extraction in a warm process: a small extraction first loads the modules and the compiled
     kernels, as exactextract's workers are warmed on other scenes. The timed run reads the plain folder;
     ``repeats`` more runs in the same process find the label layer stored (their median and minimum: the
     steady state of a long extraction). With ``count``, one more run through a counting store gives
-    requests and store bytes. ``stats``: a subset of the statistics (default all eight)."""
+    requests and store bytes. ``stats``: a subset of the statistics (default all eight). With ``traced``,
+    one more run under ``tracemalloc`` gives the peak of the allocations Python and numpy make (the working
+    set, without the libraries' own pools and the allocator's retained pages that RSS also counts)."""
     import geopandas as gpd
 
     from cardcube.storage import CountingStore, open_store
@@ -91,6 +93,13 @@ def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, coun
         again.append(time.perf_counter() - t0)
     if again:
         figures.update(stored_seconds=statistics.median(again), stored_seconds_min=min(again))
+    if traced:
+        import tracemalloc
+
+        tracemalloc.start()
+        extract(parcels, cube, f"{out}-traced", block=block, stats=stats, progress=False)
+        figures["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
     if count:
         store = CountingStore(open_store(cube, read_only=True))
         extract(parcels, store, f"{out}-counted", block=block, progress=False)
@@ -246,7 +255,7 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     ours = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract", count=1,
                           repeats=STORED_REPEATS)
     small = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-small",
-                           block=SMALL_BLOCK)
+                           block=SMALL_BLOCK, traced=1)
     moments = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-moments",
                              stats=",".join(NO_PERCENTILES))
     floors = {"raw": _in_subprocess("read-raw", cube=cube), "zarr": _in_subprocess("read-zarr", cube=cube)}
@@ -362,6 +371,7 @@ def report(results: list[dict[str, Any]]) -> str:
     phases = big["cardcube"].get("phase_seconds", {})
     compute = (phases.get("statistics", float("nan")) + phases.get("write", float("nan"))) / big["cores"]
     small_lo, small_hi = (r["cardcube_small_blocks"]["peak_rss_mb"] for r in (results[0], big))
+    traced_lo, traced_hi = (r["cardcube_small_blocks"].get("traced_peak_mb", float("nan")) for r in (results[0], big))
     area = (big["size_km"] / results[0]["size_km"]) ** 2
     best = big["speedup_vs_exactextract"]["all_cores"]
     lines += ["", "## Targets", "",
@@ -388,8 +398,11 @@ def report(results: list[dict[str, Any]]) -> str:
               f"one group of bands at a time, so peak memory is set by the block and the number of threads, not "
               f"by the territory. Territories smaller than a block use less (the default-block column grows "
               f"until the territory reaches 1024 px); with {SMALL_BLOCK} px blocks, smaller than both "
-              f"territories, the peak goes from {small_lo:.0f} to {small_hi:.0f} MB "
-              f"({small_hi / small_lo - 1:+.0%}) for {area:.0f}x the area and the parcels."]
+              f"territories, the peak RSS goes from {small_lo:.0f} to {small_hi:.0f} MB "
+              f"({small_hi / small_lo - 1:+.0%}) for {area:.0f}x the area and the parcels, and the peak of the "
+              f"allocations Python and numpy make (tracemalloc: the working set, without the libraries' pools "
+              f"and the pages the allocator keeps) from {traced_lo:.0f} to {traced_hi:.0f} MB "
+              f"({traced_hi / traced_lo - 1:+.0%})."]
     return "\n".join(lines) + "\n"
 
 
@@ -408,11 +421,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--traced", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:  # inside the measuring subprocess
         if args.measure == "cardcube":
             out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count),
-                                    tuple(args.stats.split(",")) if args.stats else None, args.repeats)
+                                    tuple(args.stats.split(",")) if args.stats else None, args.repeats,
+                                    bool(args.traced))
         elif args.measure == "read-raw":
             out = _measure_read_raw(args.cube)
         elif args.measure == "read-zarr":
