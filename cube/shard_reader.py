@@ -30,7 +30,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from cardcube.errors import CardcubeError
+from cardcube.errors import CardcubeError, InvalidRequestError
 
 __all__ = ["CorruptShardError", "read_window"]
 
@@ -96,7 +96,7 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
     shape = tuple(b - a for a, b in bounds)
     if out is not None and (out.shape != shape or out.dtype != array.dtype):
-        raise ValueError(f"out is {out.dtype} {out.shape}, the window needs {array.dtype} {shape}")
+        raise InvalidRequestError(f"out is {out.dtype} {out.shape}, the window needs {array.dtype} {shape}")
     layout = _ShardLayout.of(array)
     if layout is None:
         if out is None:
