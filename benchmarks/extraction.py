@@ -285,11 +285,11 @@ def full_tile_estimate(result: dict[str, Any]) -> dict[str, float]:
     return {f"{k}_hours": work / (rate * FULL_TILE["cores"]) / 3600 for k, rate in per_core.items()}
 
 
-def _stored(r: dict[str, Any]) -> float:
-    """cardcube's seconds with the label layer stored: the median of the repeats (older runs: one run in a
-    process of its own)."""
-    c = r["cardcube"]
-    return c.get("stored_seconds", r.get("cardcube_layer_stored", {}).get("seconds", float("nan")))
+def _stored(r: dict[str, Any], run: str = "cardcube") -> float:
+    """Seconds of ``run`` with the label layer stored: the median of its repeats in one warm process (the
+    run of 2026-11-25: cardcube once, in a process of its own)."""
+    older = r.get("cardcube_layer_stored", {}).get("seconds", float("nan")) if run == "cardcube" else float("nan")
+    return r.get(run, {}).get("stored_seconds", older)
 
 
 def report(results: list[dict[str, Any]]) -> str:
@@ -331,9 +331,7 @@ def report(results: list[dict[str, Any]]) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         raw, z, ratio = r["read_decompress"]["raw"], r["read_decompress"]["zarr"], r["times_read_decompress"]
-        stored = _stored(r)
-        moments = r.get("cardcube_no_percentiles", {})
-        moments = moments.get("stored_seconds", moments.get("seconds", float("nan")))
+        stored, moments = _stored(r), _stored(r, "cardcube_no_percentiles")
         lines.append(f"| {r['size_km']:g} x {r['size_km']:g} km | {raw['chunks']} | {raw['decoded_bytes'] / 1e6:.0f} "
                      f"| {raw['seconds']:.2f} | {z['seconds']:.2f} | {r['cardcube']['seconds']:.2f} ({stored:.2f}) | "
                      f"{ratio['raw']:.1f}x ({stored / raw['seconds']:.1f}x) | {ratio['zarr']:.1f}x | "
@@ -370,8 +368,7 @@ def report(results: list[dict[str, Any]]) -> str:
     ceiling = big["parcels_ok"] * big["dates"] / raw_s / big["parcel_dates_per_s"]["exactextract_all_cores"]
     phases = big["cardcube"].get("phase_seconds", {})
     compute = (phases.get("statistics", float("nan")) + phases.get("write", float("nan"))) / big["cores"]
-    moments = big.get("cardcube_no_percentiles", {})
-    moments_s = moments.get("stored_seconds", moments.get("seconds", float("nan")))
+    moments_s = _stored(big, "cardcube_no_percentiles")
     small_lo, small_hi = (r["cardcube_small_blocks"]["peak_rss_mb"] for r in (results[0], big))
     traced_lo, traced_hi = (r["cardcube_small_blocks"].get("traced_peak_mb", float("nan")) for r in (results[0], big))
     area = (big["size_km"] / results[0]["size_km"]) ** 2

@@ -144,9 +144,14 @@ def _plan(key: str, tail: bytes | None, chunks: list[tuple[int, ...]], layout: _
     return [(c, int(index[c][0]), int(index[c][1])) for c in chunks if index[c][0] != _MISSING]
 
 
+def _span(run: list[_Chunk]) -> tuple[int, int]:
+    """The byte range one request reads for ``run`` (chunks sorted by offset)."""
+    return run[0][1], max(o + k for _, o, k in run)
+
+
 def _cut(key: str, run: list[_Chunk], blob: bytes | None) -> list[tuple[tuple[int, ...], bytes]]:
     """The chunks of ``run`` out of the bytes read for it."""
-    lo, hi = run[0][1], max(o + k for _, o, k in run)
+    lo, hi = _span(run)
     if blob is None:
         raise CorruptShardError(f"{key}: shard disappeared while being read")
     if len(blob) != hi - lo:
@@ -164,7 +169,7 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
             for run in _runs(_plan(key, None if tail is None else tail.to_bytes(), chunks, layout), gap)]
 
     async def ranged(key: str, run: list[_Chunk]) -> list[tuple[tuple[int, ...], bytes]]:
-        buf = await store.get(key, proto, RangeByteRequest(run[0][1], max(o + k for _, o, k in run)))
+        buf = await store.get(key, proto, RangeByteRequest(*_span(run)))
         return _cut(key, run, None if buf is None else buf.to_bytes())
 
     found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
@@ -189,18 +194,20 @@ def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]
             continue
         try:
             tail = os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
-            out.append([chunk for run in _runs(_plan(key, tail, chunks, layout), gap)
-                        for chunk in _cut(key, run, os.pread(fd, max(o + k for _, o, k in run) - run[0][1],
-                                                                run[0][1]))])
+            found = []
+            for run in _runs(_plan(key, tail, chunks, layout), gap):
+                lo, hi = _span(run)
+                found += _cut(key, run, os.pread(fd, hi - lo, lo))
+            out.append(found)
         finally:
             os.close(fd)
     return out
 
 
-def _runs(plan: list[tuple[tuple[int, ...], int, int]], gap: int) -> list[list[tuple[tuple[int, ...], int, int]]]:
+def _runs(plan: list[_Chunk], gap: int) -> list[list[_Chunk]]:
     """The chunks of one shard, ``(coords, offset, length)``, in runs read by one request each: a run goes
     on across a gap of at most ``gap`` unneeded bytes."""
-    runs: list[list[tuple[tuple[int, ...], int, int]]] = []
+    runs: list[list[_Chunk]] = []
     end = 0
     for chunk in sorted(plan, key=lambda c: c[1]):
         _, offset, length = chunk
