@@ -6,14 +6,16 @@ Both read paths end here: :func:`cube.timeseries.parcel_timeseries` gathers a fe
 bit for bit, as long as its pixels arrive in the same (row-major) order.
 
 Values stay as stored (integers, at their native resolution) and are read in place through a per-band
-pixel index: no per-pixel copy, decoding or 20 m -> 10 m repeat. Statistics are taken on the physical
-values (see :func:`cube.stats.segment_stats`).
+pixel index: no per-pixel copy, decoding or 20 m -> 10 m repeat. Where the index reads a stored pixel more
+than once for one parcel (a 20 m band under 10 m pixels), the repeats are merged into one weighted entry
+(:class:`cube.stats.WeightedIndex`), which gives the same numbers from about a quarter of the reads.
+Statistics are taken on the physical values (see :func:`cube.stats.segment_stats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from cube.indices import INDICES, add_indices, bands_for
 from cube.stats import (
     STATS,
     ParcelStats,
+    WeightedIndex,
     backscatter_stats,
     class_histogram,
     clear_pixels,
@@ -60,7 +63,8 @@ class ParcelPixels:
     """Stored values of every parcel pixel, grouped by parcel: the first ``sizes[0]`` pixels belong to
     ``ids[0]``, and so on. ``values[name]`` is (time, n) as stored and ``index[name]`` (npix,) the column
     of each pixel in it; ``attrs[name]`` are the variable's attributes (CF packing, units, flags);
-    ``time_meta`` the per-date acquisition columns carried into the frame."""
+    ``time_meta`` the per-date acquisition columns carried into the frame; ``merged[name]`` the index of
+    ``name`` with each parcel's repeated columns merged, where that saves reads."""
 
     ids: np.ndarray
     sizes: np.ndarray
@@ -69,6 +73,7 @@ class ParcelPixels:
     index: Mapping[str, np.ndarray]
     attrs: Mapping[str, Mapping[str, Any]]
     time_meta: Mapping[str, np.ndarray]
+    merged: Mapping[str, WeightedIndex] = field(default_factory=dict)
 
     @classmethod
     def from_labels(cls, ids: np.ndarray, labels: np.ndarray, times: np.ndarray, values: Mapping[str, np.ndarray],
@@ -82,8 +87,10 @@ class ParcelPixels:
         every = np.arange(labels.size)
         index = {name: np.asarray(index[name] if index else every, dtype=np.int64)[order]
                  for name in (index if index else values)}
-        return cls(np.asarray(ids), np.bincount(labels, minlength=len(ids)), np.asarray(times), values, index,
-                   attrs, time_meta)
+        sizes = np.bincount(labels, minlength=len(ids))
+        merged = {name: m for name in index if name != "SCL"
+                  if (m := WeightedIndex.merge(index[name], sizes, key=index.get("SCL"))) is not None}
+        return cls(np.asarray(ids), sizes, np.asarray(times), values, index, attrs, time_meta, merged)
 
     def _gathered(self, name: str) -> np.ndarray:
         """(time, npix) physical values of ``name``, one column per pixel."""
@@ -127,9 +134,14 @@ class ParcelPixels:
             elif band in pixels:
                 out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, clear=clear)
             else:
-                nodata, scale, offset = packing(self.attrs[band])
-                out = segment_stats(self.values[band], self.index[band], self.sizes, stats=stats, nodata=nodata,
-                                    scale=scale, offset=offset, clear=clear)
+                values, nodata, scale, offset = self.values[band], *packing(self.attrs[band])
+                merged = self.merged.get(band)
+                if merged is not None and values.dtype.kind == "u" and values.dtype.itemsize <= 2:  # exact sums
+                    out = segment_stats(values, merged.index, merged.sizes, stats=stats, nodata=nodata, scale=scale,
+                                        offset=offset, clear=clear, weight=merged.weight, at=merged.at)
+                else:
+                    out = segment_stats(values, self.index[band], self.sizes, stats=stats, nodata=nodata,
+                                        scale=scale, offset=offset, clear=clear)
             results.append(ParcelStats(band, self.ids, self.times, out, units))
         return results
 

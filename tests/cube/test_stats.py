@@ -17,6 +17,7 @@ from cube.stats import (
     STATS,
     ClassHistogram,
     ParcelStats,
+    WeightedIndex,
     backscatter_stats,
     class_histogram,
     clear_pixels,
@@ -180,6 +181,86 @@ def test_unsigned_paths_match_numpy(case: str) -> None:
         np.testing.assert_allclose(got[stat], reference(decoded, labels, sizes.size, stat), rtol=1e-12, atol=1e-15,
                                    err_msg=stat)
 
+
+
+def _repeated(rng: np.random.Generator, sizes: list[int], ncols: int) -> tuple[np.ndarray, np.ndarray]:
+    """A per-pixel index in which each parcel reads ``sizes[j]`` distinct columns, each 1 to 4 times in a
+    shuffled order (a 20 m band under 10 m pixels, but also odd repeats); and the pixel count per parcel."""
+    cols = rng.permutation(ncols)
+    index, pixels, start = [], [], 0
+    for n in sizes:
+        run = np.repeat(cols[start:start + n], rng.integers(1, 5, n))
+        index.append(rng.permutation(run))
+        pixels.append(run.size)
+        start += n
+    return np.concatenate(index).astype(np.int64), np.array(pixels)
+
+
+def test_weighted_index_merges_each_parcels_repeats() -> None:
+    rng = np.random.default_rng(11)
+    index, pixels = _repeated(rng, [1, 5, 0, 40, 300], 600)
+    key = index // 3  # a coarser mask grid: merged pixels share their mask class
+    merged = WeightedIndex.merge(index, pixels, key=key)
+    assert merged is not None and merged.sizes.tolist() == [1, 5, 0, 40, 300]
+    np.testing.assert_array_equal(index[merged.at], merged.index)  # each entry's mask pixel reads its column
+    runs = np.repeat(np.arange(pixels.size), pixels)
+    for j, (start, n) in enumerate(zip(np.cumsum(merged.sizes) - merged.sizes, merged.sizes, strict=True)):
+        cols, counts = np.unique(index[runs == j], return_counts=True)
+        order = np.argsort(merged.index[start:start + n])
+        np.testing.assert_array_equal(merged.index[start:start + n][order], cols)
+        np.testing.assert_array_equal(merged.weight[start:start + n][order], counts)
+        assert (runs[merged.at[start:start + n]] == j).all()
+    # Merging is refused where a merged pixel would mix mask classes, or where it saves little.
+    assert WeightedIndex.merge(index, pixels, key=np.arange(index.size)) is None
+    assert WeightedIndex.merge(np.arange(100), np.array([60, 40])) is None
+
+
+@pytest.mark.parametrize("case", UNSIGNED_CASES)
+def test_weighted_statistics_are_those_of_the_pixels_bit_for_bit(case: str) -> None:
+    """A parcel's repeated columns merged into weighted entries give exactly the numbers of reading every
+    pixel, on each path of the unsigned kernel (the sizes are distinct columns here), with nodata and a
+    cloud mask; floats, which are expanded, give the same numbers to rounding."""
+    dtype, (lo, hi), sizes = UNSIGNED_CASES[case]
+    rng = np.random.default_rng(len(case) + 1)
+    ncols = sum(sizes) + 10
+    index, pixels = _repeated(rng, sizes, ncols)
+    stored = rng.integers(lo, hi, (3, ncols), endpoint=True).astype(dtype)
+    if case == "float moments":
+        stored = np.where(stored % 2, lo, hi).astype(dtype)
+    stored[0, rng.random(ncols) < 0.2] = 0  # nodata
+    scl = rng.integers(0, 12, (3, ncols)).astype(np.uint8)  # the mask at the band's resolution
+    clear = clear_pixels(scl, index, [3, 8, 9])
+    merged = WeightedIndex.merge(index, pixels, key=index)
+    assert merged is not None
+    stats = (*STATS, "p10", "p90")
+    every = segment_stats(stored, index, pixels, stats=stats, nodata=0, scale=1e-4, offset=-0.1, clear=clear)
+    weighted = segment_stats(stored, merged.index, merged.sizes, stats=stats, nodata=0, scale=1e-4, offset=-0.1,
+                             clear=clear, weight=merged.weight, at=merged.at)
+    for stat in ("count", "masked", *stats[1:]):
+        if case == "float moments" and stat == "std":  # past int64's exact squares: float sums, other order
+            np.testing.assert_allclose(weighted[stat], every[stat], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(weighted[stat], every[stat], err_msg=stat)
+    floats = stored.astype(np.float64)
+    got = segment_stats(floats, merged.index, merged.sizes, stats=stats, nodata=0, weight=merged.weight)
+    ref = segment_stats(floats, index, pixels, stats=stats, nodata=0)
+    for stat in ("count", "masked", *stats[1:]):
+        np.testing.assert_allclose(got[stat], ref[stat], rtol=1e-12, err_msg=stat)
+
+
+def test_weighted_statistics_refuse_inconsistent_weights() -> None:
+    stored = np.ones((2, 4), dtype=np.uint16)
+    index, sizes = np.array([0, 1, 2, 3]), np.array([2, 2])
+    with pytest.raises(InvalidRequestError, match="weight must be positive"):
+        segment_stats(stored, index, sizes, weight=np.array([1, 0, 1, 1]))
+    with pytest.raises(InvalidRequestError, match="at must give"):
+        segment_stats(stored, index, sizes, weight=np.array([1, 2, 1, 1]), clear=np.ones((2, 5), dtype=bool))
+    with pytest.raises(InvalidRequestError, match="only meaningful with weight"):
+        segment_stats(stored, index, sizes, at=index)
+    got = segment_stats(stored, index, sizes, weight=np.array([1, 2, 1, 1]), at=np.array([0, 1, 3, 4]),
+                        clear=np.array([[True] * 5, [False, True, True, True, False]]))
+    np.testing.assert_array_equal(got["count"], [[3, 2], [2, 1]])
+    np.testing.assert_array_equal(got["masked"], [[0, 1], [0, 1]])
 
 def test_class_histogram_matches_bincount() -> None:
     rng = np.random.default_rng(3)
