@@ -55,7 +55,11 @@ def open_store(
             raise CubeNotFoundError(f"no cube at {path}: the folder does not exist")
         return LocalStore(path, read_only=read_only)
     if text.startswith("s3://"):
-        opts = {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
+        # s3fs sends a HEAD before every whole-object GET (to split large objects into concurrent
+        # ranges) unless max_concurrency is 1; readers fetch small objects (ledger, zarr.json) one
+        # after another, so that HEAD would add a round trip to each.
+        reads = {"max_concurrency": 1} if read_only else {}
+        opts = {**_S3_DEFAULTS, **reads, **s3_options_from_env(), **dict(storage_options or {})}
         return FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only)
 

@@ -25,7 +25,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import open_cube
+from cube.dataset import compute_reads, open_cube
 from cube.indices import INDICES, add_indices, bands_for
 from cube.ledger import read_version
 from cube.membership import parcel_pixels
@@ -170,8 +170,8 @@ def chip(
             if box(*grid.bounds).contains(box(*chip_box)):
                 needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
                                                                    else [])]))
-                ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version.version,
-                               tiles=[tile], resolution=res)
+                ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version,
+                               tiles=[tile], resolution=res, chunks="window")  # one read per band and time block
                 break
         if ds is None:
             raise ParcelOutsideCubeError(pid if pid is not None else "point",
@@ -184,7 +184,7 @@ def chip(
     if derived:
         ds = add_indices(ds, derived)
     keep = [*bands, *(["SCL"] if "SCL" in ds else [])]
-    data = ds[list(dict.fromkeys(keep))].compute()
+    (data,) = compute_reads(ds[list(dict.fromkeys(keep))])
     outline = None
     if geom is not None and geom.geom_type != "Point":
         outline = _project(geom, crs, data.rio.crs)

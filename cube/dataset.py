@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+import zarr
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
 from shapely.geometry import box
@@ -34,7 +36,7 @@ from cardcube.storage import StoreLike, open_store, store_url
 from catalog import find_tiles
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.shard_reader import read_window
-from cube.tile_arrays import open_array, sized_view
+from cube.tile_arrays import ArrayKey, open_arrays, sized_view
 
 TimeRange = tuple[Any, Any] | str | None
 
@@ -49,6 +51,18 @@ class TileWindow:
     @property
     def shape(self) -> tuple[int, int]:
         return self.geobox.shape
+
+
+READ_THREADS = 16  # dask threads for an interactive read: requests in flight, not cores (little to decode)
+
+
+def compute_reads(*collections: Any) -> tuple[Any, ...]:
+    """``dask.compute`` for the small reads of an interactive query (a parcel's season, a chip). With dask's
+    default local scheduler, ``READ_THREADS`` threads, so that on S3 the window's chunks are fetched at once
+    rather than a core's worth per round trip; a scheduler the user configured is used as it is."""
+    if dask.config.get("scheduler", None) is None:
+        return dask.compute(*collections, scheduler="threads", num_workers=READ_THREADS)
+    return dask.compute(*collections)
 
 
 def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None]:
@@ -182,16 +196,27 @@ def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
     return tuple(b - a for a, b in itertools.pairwise(edges) if b > a)
 
 
-def _parts(store: Store, collection: str, tile: str, band: BandSpec, state: TileState, rows: slice,
-           cols: slice) -> list[_Window]:
-    """The committed cold dates and the live hot slots of one band over a pixel window, those that exist."""
+def _kinds(state: TileState, order: np.ndarray) -> tuple[tuple[bool, ...], np.ndarray]:
+    """The parts of a tile (False: its cold dates, True: its hot slots) holding the dates that ``order`` picks
+    out of the stored ones (cold, then hot), and ``order`` over those parts alone: a query opens and reads
+    no part it has no date in (a chip of a cold date never touches the hot buffer)."""
+    n_cold = len(state.cold)
+    kinds = tuple(hot for hot, used in ((False, (order < n_cold).any()), (True, (order >= n_cold).any())) if used)
+    if not kinds:  # no date selected: the first part that exists gives the (empty) array its shape
+        kinds = (False,) if state.cold else (True,)
+    return kinds, order if False in kinds else order - n_cold
+
+
+def _parts(state: TileState, band: BandSpec, rows: slice, cols: slice, kinds: tuple[bool, ...],
+           arrays: Mapping[ArrayKey, zarr.Array]) -> list[_Window]:
+    """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
+    opened beforehand (:func:`cube.tile_arrays.open_arrays`)."""
     parts = []
-    for hot in (False, True):
-        if state.hot if hot else state.cold:
-            length = state.hot_slots_used if hot else len(state.cold)
-            arr = sized_view(open_array(store, collection, tile, band.resolution, band.name, hot=hot), length)
-            times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
-            parts.append(_Window(arr, times, rows, cols, hot=hot))
+    for hot in kinds:
+        length = state.hot_slots_used if hot else len(state.cold)
+        arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
+        times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
+        parts.append(_Window(arr, times, rows, cols, hot=hot))
     return parts
 
 
@@ -227,8 +252,10 @@ class BandReader:
         """``band`` of ``tile`` over ``rows`` x ``cols`` of its native grid, dates within ``time``."""
         state = version.tiles[tile]
         acqs, order = _time_order(state, _parse_time(time))
+        kinds, order = _kinds(state, order)
+        arrays = open_arrays(store, version.collection, tile, [(band.resolution, band.name, hot) for hot in kinds])
         coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
-        return cls(tuple(_parts(store, version.collection, tile, band, state, rows, cols)), order, coords,
+        return cls(tuple(_parts(state, band, rows, cols, kinds, arrays)), order, coords,
                    _band_attrs(band, decode=False))
 
     @property
@@ -269,15 +296,14 @@ def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[sl
     return slice(r0 * k, (r0 + h) * k), slice(c0 * k, (c0 + w) * k), -k, 0, 0
 
 
-def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: BandSpec, order: np.ndarray,
-                resolution: int, *, decode: bool, token: str, whole: bool) -> da.Array:
-    state = version.tiles[window.tile]
+def _band_array(state: TileState, window: TileWindow, band: BandSpec, kinds: tuple[bool, ...], order: np.ndarray,
+                arrays: Mapping[ArrayKey, zarr.Array], resolution: int, *, decode: bool, token: str,
+                whole: bool) -> da.Array:
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
     name = f"cardcube-{token}-{window.tile}-{band.name}"
-    parts = [_lazy(part, name=name, whole=whole) for part in _parts(store, version.collection, window.tile, band,
-                                                                    state, rows, cols)]
+    parts = [_lazy(part, name=name, whole=whole) for part in _parts(state, band, rows, cols, kinds, arrays)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
         data = data[order]
@@ -334,9 +360,13 @@ def _time_order(state: TileState, time: tuple) -> tuple[list[Acquisition], np.nd
 
 def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
                   resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
-    sorted_acqs, order = _time_order(version.tiles[window.tile], time)
+    state = version.tiles[window.tile]
+    sorted_acqs, order = _time_order(state, time)
+    kinds, order = _kinds(state, order)
+    arrays = open_arrays(store, version.collection, window.tile,
+                         [(b.resolution, b.name, hot) for b in bands for hot in kinds])
     data_vars = {
-        b.name: (("time", "y", "x"), _band_array(store, version, window, b, order, resolution, decode=decode,
+        b.name: (("time", "y", "x"), _band_array(state, window, b, kinds, order, arrays, resolution, decode=decode,
                                                  token=token, whole=whole), _band_attrs(b, decode=decode))
         for b in bands
     }
@@ -357,7 +387,7 @@ def open_cube(
     crs: Any = None,
     time: TimeRange = None,
     bands: Sequence[str] | None = None,
-    as_of: int | None = None,
+    as_of: int | CubeVersion | None = None,
     resolution: int | None = None,
     decode: bool = True,
     tiles: Sequence[str] | None = None,
@@ -369,7 +399,8 @@ def open_cube(
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
     ``time`` (``(start, end)`` or ``"start/end"``) restrict what is read; ``bands`` default to all.
-    ``as_of`` reads the cube as committed by that version. ``decode`` turns stored integers into
+    ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
+    read already, which saves reading the ledger again). ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
     record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
     chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the

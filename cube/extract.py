@@ -127,7 +127,7 @@ def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
     return [i.item() if isinstance(i, np.generic) else i for i in raw]
 
 
-def _time_blocks(store: Store, collection: str, tile: str, name: str, version: int, time: Any,
+def _time_blocks(store: Store, collection: str, tile: str, name: str, version: CubeVersion, time: Any,
                  size: int) -> list[slice]:
     """Runs of about ``size`` dates of ``tile`` that follow the stored time chunks (a tail shorter than half
     a run, such as the few dates of the hot buffer, is read with the last run: each run has a fixed cost)."""
@@ -401,7 +401,7 @@ def extract(
         for row, geom in zip(layer.index.itertuples(), sub.geometries, strict=True):
             status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
                                      ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
-        times = _time_blocks(store, collection, tile, names[0], version.version, time, time_block)
+        times = _time_blocks(store, collection, tile, names[0], version, time, time_block)
         tile_units, resumed = _units(layer, block=block, times=times, done=done)
         units += tile_units
         units_resumed += resumed

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError, VersionNotFoundError
+from cardcube.errors import CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.spec import CubeSpec
 from cardcube.storage import list_keys, read_json, store_url
 from cube import layout
@@ -203,8 +203,15 @@ def committed_versions(store: Store, collection: str) -> list[int]:
     return sorted(v for v in map(layout.version_of_key, keys) if v is not None)
 
 
-def read_version(store: Store, collection: str, version: int | None = None) -> CubeVersion:
-    """The state at ``version`` (default: the latest). Raises if there is no such version or cube."""
+def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
+    """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
+    A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
+    instead of reading it again (on S3, a request and a round trip)."""
+    if isinstance(version, CubeVersion):
+        if version.collection != collection:
+            raise InvalidRequestError(f"version {version.version} is of the {version.collection} cube, "
+                                      f"not of {collection}")
+        return version
     if version is None:
         versions = committed_versions(store, collection)
         if not versions:

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 import shapely
@@ -25,7 +24,7 @@ from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, ParcelT
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
-from cube.dataset import open_cube
+from cube.dataset import compute_reads, open_cube
 from cube.indices import INDICES, bands_for
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
@@ -77,7 +76,7 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     stored = [b for b in bands_for(bands) if b in ds]
     need_scl = "SCL" in ds and (mask is not None or histogram)
     names = stored + (["SCL"] if need_scl and "SCL" not in stored else [])
-    windows = dask.compute(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
+    windows = compute_reads(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
     values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
                                    axis=1) for name in names}
@@ -166,12 +165,14 @@ def parcel_timeseries(
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
         bands = check_bands(bands, spec_bands)
+        mask = resolve_mask(mask, spec_bands, collection)
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
         spec_bands = list(version.spec.band_names)
         bands = check_bands(bands, spec_bands)
+        mask = resolve_mask(mask, spec_bands, collection)
         opened = []
         for tiles, ids in _tile_groups(version, ps).items():
             if not tiles:
@@ -179,13 +180,12 @@ def parcel_timeseries(
                 continue
             sub = ps.select(ids)
             wanted = bands_for(bands)
-            extra = ("SCL",) if "SCL" in spec_bands else ()
+            extra = ("SCL",) if "SCL" in spec_bands and (mask is not None or histogram) else ()
             # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version_no,
+            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
                            bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False)
             opened.append((ds, sub))
         groups = opened
-    mask = resolve_mask(mask, spec_bands, collection)
 
     frames, status = [], []
     for ds, sub in groups:

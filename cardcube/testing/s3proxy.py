@@ -12,8 +12,8 @@ decompression either way) — and on the way:
   requests) or :meth:`S3Proxy.fail_randomly` (a seeded probability). The body is a proper S3
   ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
   retryable exactly as they would treat AWS;
-* counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket) and body bytes each
-  way, as seen on the wire (server side), in :class:`ProxyStats`.
+* counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket), body bytes each
+  way and the most requests open at once, as seen on the wire (server side), in :class:`ProxyStats`.
 
 It runs an aiohttp server on ``127.0.0.1`` in a daemon thread with its own event loop; configuration
 changes take effect on the next request.
@@ -99,6 +99,7 @@ class ProxyStats:
     faults: int = 0
     request_bytes: int = 0
     response_bytes: int = 0
+    peak_in_flight: int = 0  # most requests open at once since the last reset (how concurrent a reader is)
 
     def count(self, kind: str) -> int:
         return self.requests.get(kind.upper(), 0)
@@ -122,6 +123,7 @@ class ProxyStats:
             faults=self.faults - other.faults,
             request_bytes=self.request_bytes - other.request_bytes,
             response_bytes=self.response_bytes - other.response_bytes,
+            peak_in_flight=self.peak_in_flight,
         )
 
 
@@ -154,6 +156,7 @@ class S3Proxy:
         self._requests: Counter[str] = Counter()
         self._statuses: Counter[int] = Counter()
         self._faults = self._request_bytes = self._response_bytes = 0
+        self._in_flight = self._peak_in_flight = 0
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -300,6 +303,7 @@ class S3Proxy:
                 faults=self._faults,
                 request_bytes=self._request_bytes,
                 response_bytes=self._response_bytes,
+                peak_in_flight=self._peak_in_flight,
             )
 
     def reset_counters(self) -> None:
@@ -307,6 +311,7 @@ class S3Proxy:
             self._requests.clear()
             self._statuses.clear()
             self._faults = self._request_bytes = self._response_bytes = 0
+            self._peak_in_flight = self._in_flight
 
     def _count_response(self, status: int | None, nbytes: int) -> None:
         with self._lock:
@@ -316,6 +321,16 @@ class S3Proxy:
 
     # --- the request path ------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return await self._serve(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         body = await request.read()
         kind = classify(request.method, request.path, request.query.keys())

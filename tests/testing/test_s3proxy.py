@@ -80,6 +80,29 @@ def test_snapshot_difference(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
     assert delta.requests == {"GET": 1} and delta.response_bytes == 3 and delta.request_bytes == 0
 
 
+
+def test_peak_in_flight_counts_concurrent_requests(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = _client(s3_proxy.endpoint_url)
+    client.put_object(Bucket=s3_bucket.name, Key="k", Body=b"x")
+    s3_proxy.configure(latency_s=0.2)
+    s3_proxy.reset_counters()
+    for _ in range(3):  # one after another
+        client.get_object(Bucket=s3_bucket.name, Key="k")["Body"].read()
+    assert s3_proxy.snapshot().peak_in_flight == 1
+    s3_proxy.reset_counters()
+    barrier = threading.Barrier(4)
+
+    def get(_: int) -> bytes:
+        barrier.wait()  # all four start together, each held 0.2 s by the proxy
+        return client.get_object(Bucket=s3_bucket.name, Key="k")["Body"].read()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(get, range(4))) == [b"x"] * 4
+    stats = s3_proxy.snapshot()
+    assert stats.get == 4 and 2 <= stats.peak_in_flight <= 4
+
 def test_zarr_through_proxy_counts_chunk_reads(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
     url = s3_bucket.url_for("cube")
     opts = s3_proxy.storage_options()

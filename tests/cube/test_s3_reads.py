@@ -1,0 +1,92 @@
+"""Interactive reads over S3 (moto's server through the counting proxy): what a season and a chip cost in
+requests, and that the requests wait on each other as little as possible."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import xarray as xr
+
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import CountingStore, open_store
+from cube import layout
+from cube.chips import chip
+from cube.dataset import READ_THREADS
+from cube.ledger import read_version
+from cube.timeseries import parcel_timeseries
+from tests.conftest import TEST_CHUNKS
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture(scope="module")
+def bucket(tiny_cube, s3_server) -> str:
+    """The folder cube copied as it is into a bucket of its own: ``s3://<bucket>/cube``."""
+    name = f"reads-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(name)
+    client = s3_server.client()
+    files = [os.path.join(d, f) for d, _, fs in os.walk(tiny_cube) for f in fs]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: client.upload_file(p, name, f"cube/{os.path.relpath(p, tiny_cube)}"), files))
+    yield f"s3://{name}/cube"
+    s3_server.delete_bucket(name)
+
+
+@pytest.fixture(scope="module")
+def parcel(tiny_region) -> gpd.GeoDataFrame:
+    parcels = gpd.read_parquet(tiny_region.parcels).sort_values("area_ha")
+    return parcels.iloc[[-1]]  # the largest: its season spans several chunks
+
+
+def test_a_season_costs_one_listing_one_ledger_read_and_two_gets_per_chunk_all_in_flight(
+        tiny_cube, bucket, parcel, s3_proxy):
+    s3_proxy.configure(latency_s=0.1)  # a remote store: requests that overlap do so for 0.1 s
+    on_s3 = parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
+                              storage_options=s3_proxy.storage_options())
+    stats = s3_proxy.snapshot()
+    # independent count: the 64 px chunks that the parcel's buffered bounds touch, per time block
+    minx, miny, maxx, maxy = parcel.geometry.iloc[0].buffer(-5).bounds
+    chunks = ((int((maxx - 600000) // 10) // 64 - int((minx - 600000) // 10) // 64 + 1)
+              * (int((5900040 - miny) // 10) // 64 - int((5900040 - maxy) // 10) // 64 + 1))
+    blocks = 19 // ChunkLayout.parse(TEST_CHUNKS).time + 19 % ChunkLayout.parse(TEST_CHUNKS).time  # + hot slots
+    assert stats.head == 0  # no HEAD before whole-object GETs
+    assert stats.list == 1  # the ledger's versions
+    # the ledger record once, zarr.json of B04's cold and hot arrays, then per chunk its shard index and bytes
+    assert stats.get == 1 + 2 + 2 * chunks * blocks
+    # the chunks are fetched together (dask tasks of READ_THREADS threads), not a core's worth at a time
+    tasks = chunks * blocks
+    assert tasks >= 8 and stats.peak_in_flight >= min(tasks, READ_THREADS) // 2, stats
+    pd.testing.assert_frame_equal(on_s3, parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None,
+                                                           histogram=False))
+
+
+def test_a_chip_of_a_cold_date_never_opens_the_hot_buffer(tiny_cube, bucket, parcel, s3_proxy):
+    folder = CountingStore(open_store(tiny_cube, read_only=True))
+    version = read_version(folder, "s2")
+    first = version.tiles[sorted(version.tiles)[0]].cold[0].time[:10]
+    folder.reset()
+    local = chip(folder, parcel, time=f"{first}/{first}", size=48)
+    s3_proxy.reset_counters()
+    on_s3 = chip(bucket, parcel, time=f"{first}/{first}", size=48, storage_options=s3_proxy.storage_options())
+    stats = s3_proxy.snapshot()
+    metadata = [k for k in folder.keys_read if k.endswith("zarr.json")]
+    assert len(metadata) == 4 and not any("/" + layout.resolution_group(10, hot=True) in k for k in metadata)
+    assert not any(layout.resolution_group(20, hot=True) in k for k in folder.keys_read)
+    assert (stats.head, stats.list) == (0, 1)
+    assert stats.get == folder.requests["get"]  # S3 fetches exactly the byte ranges the folder reads
+    xr.testing.assert_equal(on_s3.data, local.data)  # the same pixels (attrs name each store)
+
+
+def test_a_version_already_read_is_not_read_again(tiny_cube):
+    store = CountingStore(open_store(tiny_cube, read_only=True))
+    version = read_version(store, "s2")
+    store.reset()
+    assert read_version(store, "s2", version) is version and store.requests == {}
+    with pytest.raises(InvalidRequestError, match="not of s1"):
+        read_version(store, "s1", version)
