@@ -109,7 +109,8 @@ class Cell:
             "min_s": secs[0], "max_s": secs[-1],
             **{k: med(k) for k in ("GET", "HEAD", "LIST", "PUT", "other", "requests", "bytes_read", "bytes_written")},
             "counted_by": self.reps[0].counts["counted_by"],
-            **{k: med(k) for k in ("data_gets", "objects_read") if k in self.reps[0].counts},
+            **{k: med(k) for k in ("data_gets", "objects_read", "ledger_gets", "array_meta_gets")
+               if k in self.reps[0].counts},
             "needed_bytes": self.needed_bytes,
             "peak_mb": max((r.peak_mb for r in self.reps if r.peak_mb is not None), default=None),
             "checksum": self.reps[0].result.get("checksum"),

@@ -224,7 +224,9 @@ class Access:
             data = [k for k in self.counts.keys_read if "/c/" in k]  # chunk or shard objects
             out = {"GET": r["get"], "HEAD": r["exists"], "LIST": r["list"], "PUT": r["set"], "other": 0,
                    "bytes_read": self.counts.bytes_read, "bytes_written": self.counts.bytes_written,
-                   "counted_by": "store", "data_gets": len(data), "objects_read": len(set(data))}
+                   "counted_by": "store", "data_gets": len(data), "objects_read": len(set(data)),
+                   "ledger_gets": sum("/_ledger/" in k for k in self.counts.keys_read),
+                   "array_meta_gets": sum(k.endswith("zarr.json") for k in self.counts.keys_read)}
         else:
             io = psutil.Process().io_counters()
             out = {"GET": io.read_count - self._before.read_count, "HEAD": 0, "LIST": 0,
