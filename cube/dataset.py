@@ -247,16 +247,19 @@ class BandReader:
     attrs: Mapping[str, Any]  # the variable's attributes, stored values (CF packing, flags)
 
     @classmethod
-    def open(cls, store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: slice, cols: slice, *,
-             time: TimeRange = None) -> BandReader:
-        """``band`` of ``tile`` over ``rows`` x ``cols`` of its native grid, dates within ``time``."""
+    def open(cls, store: Store, version: CubeVersion, tile: str, windows: Mapping[str, tuple[slice, slice]], *,
+             time: TimeRange = None) -> dict[str, BandReader]:
+        """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
+        within ``time``: one time order for all, and every array's metadata fetched at once."""
         state = version.tiles[tile]
         acqs, order = _time_order(state, _parse_time(time))
         kinds, order = _kinds(state, order)
-        arrays = open_arrays(store, version.collection, tile, [(band.resolution, band.name, hot) for hot in kinds])
+        bands = [version.spec.band(name) for name in windows]
+        arrays = open_arrays(store, version.collection, tile, [(b.resolution, b.name, hot) for b in bands
+                                                              for hot in kinds])
         coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
-        return cls(tuple(_parts(state, band, rows, cols, kinds, arrays)), order, coords,
-                   _band_attrs(band, decode=False))
+        return {b.name: cls(tuple(_parts(state, b, *windows[b.name], kinds, arrays)), order, coords,
+                            _band_attrs(b, decode=False)) for b in bands}
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -218,15 +218,14 @@ class _Job:
         selected 10 m window pixel in what it reads: a 20 m band is read at 20 m and indexed, never repeated."""
         w = unit.cols.stop - unit.cols.start
         r, c = unit.rows.start + selected // w, unit.cols.start + selected % w
-        readers, index = {}, {}
+        windows, index = {}, {}
         for name, res in zip(self.names, self.resolutions, strict=True):
             k = round(res / base)
             rows = slice(unit.rows.start // k, -(-unit.rows.stop // k))
             cols = slice(unit.cols.start // k, -(-unit.cols.stop // k))
-            readers[name] = BandReader.open(self.store, self.version, unit.tile, self.version.spec.band(name), rows,
-                                            cols, time=self.time)
+            windows[name] = rows, cols
             index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
-        return readers, index
+        return BandReader.open(self.store, self.version, unit.tile, windows, time=self.time), index
 
     def __call__(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())

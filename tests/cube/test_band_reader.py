@@ -44,7 +44,7 @@ def test_same_values_and_dates_as_open_cube(late_cube, tiny_region, band: str, t
     grid, a = TileGrid.from_id(tile), ds.rio.transform()
     r0, c0 = round((grid.uly - a.f) / spec.resolution), round((a.c - grid.ulx) / spec.resolution)
     rows, cols = slice(r0, r0 + ds.sizes["y"]), slice(c0, c0 + ds.sizes["x"])
-    reader = BandReader.open(store, version, tile, spec, rows, cols, time=time)
+    reader = BandReader.open(store, version, tile, {band: (rows, cols)}, time=time)[band]
     expected = ds[band].values
     assert reader.shape == expected.shape
     np.testing.assert_array_equal(reader.coords["time"], ds["time"].values)
@@ -52,3 +52,21 @@ def test_same_values_and_dates_as_open_cube(late_cube, tiny_region, band: str, t
     for dates in (slice(0, n), slice(1, min(n, 7)), slice(n - 1, n), slice(n // 2, n)):
         np.testing.assert_array_equal(reader.read(dates), expected[dates], err_msg=str(dates))
     assert reader.attrs == {k: v for k, v in ds[band].attrs.items() if k in reader.attrs}
+
+
+def test_bands_opened_together_read_as_each_alone(late_cube) -> None:
+    """One open for a unit's bands (10 m, 20 m, SCL): one time order for all, values as each band alone."""
+    store = open_store(late_cube, read_only=True)
+    version = read_version(store, "s2")
+    tile = sorted(version.tiles)[0]
+    windows = {"B04": (slice(40, 104), slice(30, 90)), "B11": (slice(20, 52), slice(15, 45)),
+               "SCL": (slice(20, 52), slice(15, 45))}
+    together = BandReader.open(store, version, tile, windows, time=("2024-05-01", "2024-08-31"))
+    assert list(together) == list(windows)
+    for name, window in windows.items():
+        alone = BandReader.open(store, version, tile, {name: window}, time=("2024-05-01", "2024-08-31"))[name]
+        rows, cols = window
+        assert together[name].shape == alone.shape
+        assert together[name].shape[1:] == (rows.stop - rows.start, cols.stop - cols.start)
+        np.testing.assert_array_equal(together[name].read(slice(0, alone.shape[0])), alone.read(slice(None)))
+        np.testing.assert_array_equal(together[name].coords["time"], alone.coords["time"])
