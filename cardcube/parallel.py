@@ -49,9 +49,10 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
             return client.gather(futures)
         # dask's local schedulers start independent tasks in reverse key order: name them so that they
         # start in the order given (tests/test_parallel.py checks it).
-        n = len(args)
-        tasks = [dask.delayed(func, pure=False)(*a, dask_key_name=f"{desc or 'task'}-{n - i:08d}")
-                 for i, a in enumerate(args)]
+        # the function once, not searched for dask collections (a job object holding a cube's ledger took
+        # milliseconds per task to walk)
+        n, call = len(args), dask.delayed(func, pure=False, traverse=False)
+        tasks = [call(*a, dask_key_name=f"{desc or 'task'}-{n - i:08d}") for i, a in enumerate(args)]
         local = "threads" if scheduler in (None, "threads") else scheduler
         with _Progress({t.key for t in tasks}, done):
             return list(dask.compute(*tasks, scheduler=local))
