@@ -241,7 +241,7 @@ class BandReader:
     in the Dataset's time order, straight through :func:`cube.shard_reader.read_window` with no dask graph:
     for a worker that owns its window and reads it whole (extraction)."""
 
-    parts: tuple[_Window, ...]  # cold, then hot
+    parts: tuple[_Window, ...]  # the cold and/or hot parts holding its dates, in that order
     order: np.ndarray  # each date of the Dataset as a position in the parts, one after the other
     coords: Mapping[str, np.ndarray]  # the Dataset's coordinates along time (time, platform, ...)
     attrs: Mapping[str, Any]  # the variable's attributes, stored values (CF packing, flags)
@@ -252,11 +252,8 @@ class BandReader:
         """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
         within ``time``: one time order for all, and every array's metadata fetched at once."""
         state = version.tiles[tile]
-        acqs, order = _time_order(state, _parse_time(time))
-        kinds, order = _kinds(state, order)
         bands = [version.spec.band(name) for name in windows]
-        arrays = open_arrays(store, version.collection, tile, [(b.resolution, b.name, hot) for b in bands
-                                                              for hot in kinds])
+        acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, _parse_time(time))
         coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
         return {b.name: cls(tuple(_parts(state, b, *windows[b.name], kinds, arrays)), order, coords,
                             _band_attrs(b, decode=False)) for b in bands}
@@ -361,13 +358,21 @@ def _time_order(state: TileState, time: tuple) -> tuple[list[Acquisition], np.nd
     return [acqs[i] for i in order], order
 
 
+def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple
+                      ) -> tuple[list[Acquisition], tuple[bool, ...], np.ndarray, dict[ArrayKey, zarr.Array]]:
+    """A tile's dates within ``time`` in time order, the parts holding them (:func:`_kinds`), each date's
+    position in those parts, and the arrays of ``bands`` in those parts, opened together."""
+    state = version.tiles[tile]
+    acqs, order = _time_order(state, time)
+    kinds, order = _kinds(state, order)
+    arrays = open_arrays(store, version.collection, tile, [(b.resolution, b.name, hot) for b in bands for hot in kinds])
+    return acqs, kinds, order, arrays
+
+
 def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
                   resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
     state = version.tiles[window.tile]
-    sorted_acqs, order = _time_order(state, time)
-    kinds, order = _kinds(state, order)
-    arrays = open_arrays(store, version.collection, window.tile,
-                         [(b.resolution, b.name, hot) for b in bands for hot in kinds])
+    sorted_acqs, kinds, order, arrays = _dates_and_arrays(store, version, window.tile, bands, time)
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(state, window, b, kinds, order, arrays, resolution, decode=decode,
                                                  token=token, whole=whole), _band_attrs(b, decode=decode))
