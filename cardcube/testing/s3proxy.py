@@ -13,7 +13,7 @@ decompression either way) — and on the way:
   ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
   retryable exactly as they would treat AWS;
 * counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket), body bytes each
-  way and the most requests open at once, as seen on the wire (server side), in :class:`ProxyStats`.
+  way and the most requests waiting for their answer at once, as seen on the wire (server side), in :class:`ProxyStats`.
 
 It runs an aiohttp server on ``127.0.0.1`` in a daemon thread with its own event loop; configuration
 changes take effect on the next request.
@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from xml.sax.saxutils import escape
@@ -99,7 +99,7 @@ class ProxyStats:
     faults: int = 0
     request_bytes: int = 0
     response_bytes: int = 0
-    peak_in_flight: int = 0  # most requests open at once since the last reset (how concurrent a reader is)
+    peak_in_flight: int = 0  # most requests waiting for their answer at once since the last reset (concurrency)
 
     def count(self, kind: str) -> int:
         return self.requests.get(kind.upper(), 0)
@@ -311,7 +311,7 @@ class S3Proxy:
             self._requests.clear()
             self._statuses.clear()
             self._faults = self._request_bytes = self._response_bytes = 0
-            self._peak_in_flight = self._in_flight
+            self._peak_in_flight = self._in_flight  # requests already waiting for their answer
 
     def _count_response(self, status: int | None, nbytes: int) -> None:
         with self._lock:
@@ -321,16 +321,26 @@ class S3Proxy:
 
     # --- the request path ------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # A request is in flight from its arrival until its answer starts to leave (after the latency and
+        # the upstream's headers): a client holding its answer never sees its request still counted.
         with self._lock:
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
-        try:
-            return await self._serve(request)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+        answered = False
 
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        def answer() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                with self._lock:
+                    self._in_flight -= 1
+
+        try:
+            return await self._serve(request, answer)
+        finally:
+            answer()
+
+    async def _serve(self, request: web.Request, answer: Callable[[], None]) -> web.StreamResponse:
         started = time.monotonic()
         body = await request.read()
         kind = classify(request.method, request.path, request.query.keys())
@@ -347,8 +357,9 @@ class S3Proxy:
         if config.latency_s > 0:
             await asyncio.sleep(config.latency_s)
         if fault is not None:
+            answer()
             return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")
-        return await self._forward(request, body, config)
+        return await self._forward(request, body, config, answer)
 
     async def _reply_fault(self, request: web.Request, fault: Fault, request_id: str) -> web.StreamResponse:
         payload = b"" if request.method == "HEAD" else fault.body(request_id)
@@ -358,7 +369,8 @@ class S3Proxy:
             return web.Response(status=fault.status, headers=headers)
         return web.Response(status=fault.status, body=payload, headers=headers)
 
-    async def _forward(self, request: web.Request, body: bytes, config: ProxyConfig) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, body: bytes, config: ProxyConfig,
+                       answer: Callable[[], None]) -> web.StreamResponse:
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
         url = URL(self.upstream_url + request.raw_path, encoded=True)
         async with self._session.request(
@@ -377,6 +389,7 @@ class S3Proxy:
                 response.content_length = upstream.content_length
             # Counters move before the bytes do, so a client that has its answer sees them counted.
             self._count_response(upstream.status, 0)
+            answer()
             await response.prepare(request)
             sent = 0
             started = time.monotonic()
