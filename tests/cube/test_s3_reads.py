@@ -70,13 +70,13 @@ def test_a_season_costs_one_listing_one_ledger_read_and_two_gets_per_chunk_all_i
 
 def test_a_scheduler_the_user_configured_is_used_as_it_is(tiny_cube, bucket, parcel, s3_proxy):
     """With dask's synchronous scheduler configured, the chunks are read one after another: only the
-    arrays' metadata (B04 cold and hot) is ever fetched two at a time."""
+    arrays' metadata (B04 cold and hot) may be fetched two at a time."""
     s3_proxy.configure(latency_s=0.05)
     with dask.config.set(scheduler="synchronous"):
         parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
                           storage_options=s3_proxy.storage_options())
     stats = s3_proxy.snapshot()
-    assert stats.get > 10 and stats.peak_in_flight == 2, stats
+    assert stats.get > 10 and stats.peak_in_flight <= 2, stats
 
 def test_a_chip_of_a_cold_date_never_opens_the_hot_buffer(tiny_cube, bucket, parcel, s3_proxy):
     folder = CountingStore(open_store(tiny_cube, read_only=True))
