@@ -163,13 +163,16 @@ def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[s
 
 
 class _Window:
-    """An array-like view ``array[times, rows, cols]`` so dask builds tasks for the window's chunks only."""
+    """An array-like view ``array[times, rows, cols]`` so dask builds tasks for the window's chunks only. It
+    keeps the shard indexes it has read: the version it reads never changes, so reading the same Dataset
+    again (one parcel after another) fetches only chunks."""
 
     def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool) -> None:
         self.array, self.times, self.rows, self.cols, self.hot = array, times, rows, cols, hot
         self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = array.dtype
         self.ndim = 3
+        self.indexes: dict[str, np.ndarray] = {}
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         return self.read(*key)
@@ -182,7 +185,8 @@ class _Window:
         rows = slice(self.rows.start + r0, self.rows.start + r1)
         cols = slice(self.cols.start + c0, self.cols.start + c1)
         if times.size and np.array_equal(times, np.arange(times[0], times[0] + times.size)):
-            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols), out=out)
+            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols), out=out,
+                               indexes=self.indexes)
         data = self.array.get_orthogonal_selection((times, rows, cols))
         if out is None:
             return data

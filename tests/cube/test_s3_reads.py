@@ -18,7 +18,7 @@ from cardcube.spec import ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube import layout
 from cube.chips import chip
-from cube.dataset import READ_THREADS
+from cube.dataset import READ_THREADS, open_cube
 from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
 from tests.conftest import TEST_CHUNKS
@@ -67,6 +67,21 @@ def test_a_season_costs_one_listing_one_ledger_read_and_two_gets_per_chunk_all_i
                                                            histogram=False))
 
 
+
+
+def test_an_open_dataset_reads_each_shard_index_once(tiny_cube, bucket, parcel, s3_proxy):
+    """Parcel after parcel from one open Dataset (an inspector's session): the ledger and the arrays'
+    metadata are read when it opens, each shard's index on its first read, and then only chunks."""
+    ds = open_cube(bucket, bbox=parcel.total_bounds, crs=parcel.crs, bands=["B04"], decode=False,
+                   storage_options=s3_proxy.storage_options())
+    gets = []
+    for _ in range(2):
+        s3_proxy.reset_counters()
+        frame = parcel_timeseries(ds, parcel, bands=["B04"], mask=None, histogram=False)
+        gets.append(s3_proxy.snapshot().get)
+    assert gets[0] == 2 * gets[1] and gets[1] > 0  # index + chunk per shard, then the chunk alone
+    pd.testing.assert_frame_equal(frame, parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None,
+                                                           histogram=False))
 
 def test_a_scheduler_the_user_configured_is_used_as_it_is(tiny_cube, bucket, parcel, s3_proxy):
     """With dask's synchronous scheduler configured, the chunks are read one after another: only the

@@ -3,6 +3,8 @@ damaged shard, zarr's own read for layouts it does not handle."""
 
 from __future__ import annotations
 
+import os
+
 import numcodecs
 import numpy as np
 import pytest
@@ -83,6 +85,32 @@ def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
     read_window(arr, (slice(0, 8), slice(0, 32), slice(0, 64)))  # two written shards, 2 x 2 x 4 chunks
     assert sum(counting.counts.requests.values()) == 4
 
+
+
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_kept_shard_indexes_are_not_fetched_again(tmp_path, monkeypatch, through_store: bool) -> None:
+    """With ``indexes`` kept by the caller, a second read of the same shards fetches only their chunks, and
+    gives the same values; a shard never written is asked for again (it is not cached as absent)."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    arr = _reopened(tmp_path, "band", through_store=through_store)
+    preads: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: preads.append(n) or real_pread(fd, n, off))
+    counting = arr.store_path.store if through_store else None
+    indexes: dict = {}
+    window = (slice(0, 8), slice(0, 32), slice(0, 64))  # two written shards
+    requests = []
+    for _ in range(2):
+        preads.clear()
+        if counting is not None:
+            counting.counts.reset()
+        np.testing.assert_array_equal(read_window(arr, window, indexes=indexes), data[window])
+        requests.append(sum(counting.counts.requests.values()) if counting is not None else len(preads))
+    assert requests == [4, 2]  # an index and a range per shard, then the ranges alone
+    assert sorted(indexes) == ["band/c/0/0/0", "band/c/0/0/1"]
+    never = (slice(8, 16), slice(32, 64), slice(64, 90))
+    read_window(arr, never, indexes=indexes)
+    assert "band/c/1/1/2" not in indexes
 
 def test_ranges_skip_unneeded_chunks(tmp_path) -> None:
     """A window over half of a shard whose chunks lie between other chunks of the shard: with no gap
