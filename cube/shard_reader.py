@@ -62,6 +62,11 @@ class _ShardLayout:
     def per_shard(self) -> tuple[int, ...]:
         return tuple(s // c for s, c in zip(self.shard, self.chunk, strict=True))
 
+    @property
+    def index_bytes(self) -> int:
+        """Size of a shard's index at its end: (offset, length) as two uint64 per chunk, then a crc32c."""
+        return 16 * math.prod(self.per_shard) + 4
+
     @classmethod
     def of(cls, array: zarr.Array) -> _ShardLayout | None:
         """The layout of ``array``, or None if it is not the cube's sharded layout."""
@@ -177,7 +182,7 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
     """Per shard, the needed chunks' compressed bytes: every index not in ``indexes`` at once, then every byte
     range at once."""
     proto = default_buffer_prototype()
-    size = 16 * math.prod(layout.per_shard) + 4
+    size = layout.index_bytes
     missing = [k for k in keys if k not in indexes]
     tails = await asyncio.gather(*(store.get(k, proto, SuffixByteRequest(size)) for k in missing))
     for key, tail in zip(missing, tails, strict=True):
@@ -201,7 +206,7 @@ def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]
     """:func:`_fetch` for a local folder, with ``pread`` in the calling thread: zarr's ``LocalStore`` sends
     every read through its event loop to a thread pool, which on page-cached files costs more than the read
     itself (extraction's worker time in reads: 1.8 s that way, 1.05 s this way)."""
-    size = 16 * math.prod(layout.per_shard) + 4
+    size = layout.index_bytes
     out = []
     for key, chunks in zip(keys, needed, strict=True):
         try:
