@@ -32,6 +32,7 @@ from cube.stats import (
     class_histogram,
     clear_pixels,
     segment_stats,
+    small_uint,
     stats_frame,
 )
 
@@ -136,7 +137,7 @@ class ParcelPixels:
             else:
                 values, nodata, scale, offset = self.values[band], *packing(self.attrs[band])
                 merged = self.merged.get(band)
-                if merged is not None and values.dtype.kind == "u" and values.dtype.itemsize <= 2:  # exact sums
+                if merged is not None and small_uint(values.dtype):
                     out = segment_stats(values, merged.index, merged.sizes, stats=stats, nodata=nodata, scale=scale,
                                         offset=offset, clear=clear, weight=merged.weight, at=merged.at)
                 else:

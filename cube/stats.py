@@ -57,6 +57,7 @@ __all__ = [
     "db_to_linear",
     "linear_to_db",
     "segment_stats",
+    "small_uint",
     "stats_frame",
     "stats_table",
     "zonal_stats",
@@ -412,12 +413,18 @@ def segment_stats(
                    float(nodata), float(scale), float(offset), clear,
                    np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
-                   values.dtype.kind == "u" and values.dtype.itemsize <= 2, count, mean, std, vmin, vmax, pct)
+                   small_uint(values.dtype), count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (pixels[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
     out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
     return out
+
+
+def small_uint(dtype: np.dtype) -> bool:
+    """Unsigned 8/16-bit values (as the cube stores its bands): the kernel sums them exactly, so a
+    :class:`WeightedIndex` gives the numbers of reading every pixel, bit for bit."""
+    return dtype.kind == "u" and dtype.itemsize <= 2
 
 
 def _weights(index: np.ndarray, starts: np.ndarray, sizes: np.ndarray, weight: np.ndarray | None,
