@@ -86,12 +86,13 @@ class ParcelPixels:
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")  # grouped by parcel once, row-major within each parcel
         every = np.arange(labels.size)
-        index = {name: np.asarray(index[name] if index else every, dtype=np.int64)[order]
-                 for name in (index if index else values)}
         sizes = np.bincount(labels, minlength=len(ids))
-        merged = {name: m for name in index if name != "SCL"
-                  if (m := WeightedIndex.merge(index[name], sizes, key=index.get("SCL"))) is not None}
-        return cls(np.asarray(ids), sizes, np.asarray(times), values, index, attrs, time_meta, merged)
+        grouped = {name: np.asarray(index[name] if index else every, dtype=np.int64)[order]
+                   for name in (index if index else values)}
+        merged = {} if not index else {  # without an index every pixel has a column of its own: nothing repeats
+            name: m for name in grouped if name != "SCL"
+            if (m := WeightedIndex.merge(grouped[name], sizes, key=grouped.get("SCL"))) is not None}
+        return cls(np.asarray(ids), sizes, np.asarray(times), values, grouped, attrs, time_meta, merged)
 
     def _gathered(self, name: str) -> np.ndarray:
         """(time, npix) physical values of ``name``, one column per pixel."""
