@@ -27,7 +27,7 @@ from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import compute_reads, open_cube
 from cube.indices import INDICES, add_indices, bands_for
-from cube.ledger import read_version
+from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
 from cube.timeseries import dataset_geobox
@@ -135,7 +135,7 @@ def chip(
     time: Any = None,
     bands: Sequence[str] = TRUE_COLOUR,
     registry: Any = None,
-    as_of: int | None = None,
+    as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Chip:
     """A ``size`` x ``size`` pixel chip centred on a parcel (id, geometry) or a lon/lat point.

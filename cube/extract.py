@@ -439,7 +439,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
                                   stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
-                                  time=job.time, as_of=job.version.version, histogram=job.histogram)
+                                  time=job.time, as_of=job.version, histogram=job.histogram)
     except CardcubeError as exc:
         failures.append(str(exc))
         for pid in sub.ids:

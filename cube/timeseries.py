@@ -142,7 +142,7 @@ def parcel_timeseries(
     buffer: float = DEFAULT_BUFFER,
     all_touched: bool = False,
     time: Any = None,
-    as_of: int | None = None,
+    as_of: int | CubeVersion | None = None,
     registry: Any = None,
     histogram: bool = True,
     storage_options: Mapping[str, Any] | None = None,
