@@ -38,9 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 EXACTEXTRACT_OPS = ("count", "mean", "stdev", "min", "max", "quantile(q=0.25)", "median", "quantile(q=0.75)")
 NO_PERCENTILES = ("count", "mean", "std", "min", "max")  # the one-pass statistics: what percentiles cost
@@ -128,6 +130,16 @@ def _band_shards(cube: str) -> list[tuple[Path, dict[str, Any], list[Path]]]:
     return out
 
 
+def _timed(run: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+    """``run()`` ``REPEATS`` times: its last result, and the median (``seconds``) and every time of the passes."""
+    passes = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        result = run()
+        passes.append(time.perf_counter() - t0)
+    return result, {"seconds": statistics.median(passes), "seconds_runs": passes}
+
+
 def _measure_read_raw(cube: str) -> dict[str, Any]:
     """Read every shard file once and decompress each stored inner chunk (numcodecs Blosc), threads."""
     import os
@@ -154,14 +166,11 @@ def _measure_read_raw(cube: str) -> dict[str, Any]:
         sizes = [len(codec.decode(blob[o:o + k])) for o, k in index if o != 2**64 - 1]
         return sum(sizes), len(sizes)
 
-    io0, passes = _io_read(), []
+    io0 = _io_read()
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        for _ in range(REPEATS):
-            t0 = time.perf_counter()
-            done = list(pool.map(decode, jobs))
-            passes.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(passes), "seconds_runs": passes, "bytes_read": (_io_read() - io0) / REPEATS,
-            "decoded_bytes": sum(d[0] for d in done), "chunks": sum(d[1] for d in done), "shards": len(jobs)}
+        done, times = _timed(lambda: list(pool.map(decode, jobs)))
+    return {**times, "bytes_read": (_io_read() - io0) / REPEATS, "decoded_bytes": sum(d[0] for d in done),
+            "chunks": sum(d[1] for d in done), "shards": len(jobs)}
 
 
 def _measure_read_zarr(cube: str) -> dict[str, Any]:
@@ -189,14 +198,11 @@ def _measure_read_zarr(cube: str) -> dict[str, Any]:
                   zip(coords, shard, present.max(0), inner, array.shape, strict=True)]
             jobs.append((array, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))))
 
-    io0, passes = _io_read(), []
+    io0 = _io_read()
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        for _ in range(REPEATS):
-            t0 = time.perf_counter()
-            nbytes = sum(pool.map(lambda job: job[0][job[1]].nbytes, jobs))
-            passes.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(passes), "seconds_runs": passes, "bytes_read": (_io_read() - io0) / REPEATS,
-            "decoded_bytes": nbytes, "shards": len(jobs), "dates": _dates(cube)}
+        nbytes, times = _timed(lambda: sum(pool.map(lambda job: job[0][job[1]].nbytes, jobs)))
+    return {**times, "bytes_read": (_io_read() - io0) / REPEATS, "decoded_bytes": nbytes, "shards": len(jobs),
+            "dates": _dates(cube)}
 
 
 def _dates(cube: str) -> int:
@@ -232,13 +238,10 @@ def _measure_exactextract(items: str, parcels: str, scenes: int, strategy: str, 
     warm = [[str((base / f["assets"][b]["href"]).resolve()) for b in S2_BANDS] for f in s2 if f not in chosen]
     with ProcessPoolExecutor(processes) as pool:  # warm up on other scenes: imports, not GDAL's block cache
         list(pool.map(_exactextract_scene, warm[:processes], [parcels] * processes, [strategy] * processes))
-        passes = []
-        for _ in range(REPEATS):  # workers warm (imports done), as cardcube's threads are
-            t0 = time.perf_counter()
-            done = list(pool.map(_exactextract_scene, jobs, [parcels] * len(jobs), [strategy] * len(jobs)))
-            passes.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(passes), "seconds_runs": passes,
-            "bytes_read": sum(d["bytes_read"] for d in done), "scenes": len(chosen),
+        # workers warm (imports done), as cardcube's threads are
+        done, times = _timed(lambda: list(pool.map(_exactextract_scene, jobs, [parcels] * len(jobs),
+                                                   [strategy] * len(jobs))))
+    return {**times, "bytes_read": sum(d["bytes_read"] for d in done), "scenes": len(chosen),
             "parcels": done[0]["parcels"], "rows": sum(d["rows"] for d in done), "strategy": strategy,
             "processes": processes, "worker_peak_rss_mb": max(d["peak_rss_mb"] for d in done)}
 
