@@ -9,7 +9,7 @@ import rasterio
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.spec import cube_spec
+from cardcube.spec import ChunkLayout, cube_spec
 from tests.ingest.scene_edits import asset_path, items_of
 
 
@@ -54,3 +54,15 @@ def reference_stats(items_path: Path, collection: str, scene_id: str, geometry: 
         out.update(std=v.std(), min=v.min(), max=v.max(), p25=np.percentile(v, 25), median=np.median(v),
                    p75=np.percentile(v, 75))
     return out
+
+
+def season_chunks(geometry: BaseGeometry, layout: ChunkLayout, dates: int) -> tuple[range, range, int]:
+    """What a tiny-region parcel's season touches, counted from geometry alone (tile 31UFU's corner at
+    600000, 5900040; 10 m pixels): the rows and cols of the ``layout.space`` px chunks under the parcel's
+    -5 m buffered bounds, and the time blocks read for ``dates`` ingested at once (the full cold blocks,
+    then each date left in the hot buffer on its own)."""
+    minx, miny, maxx, maxy = geometry.buffer(-5).bounds
+    size = layout.space
+    rows = range(int((5900040 - maxy) // 10) // size, int((5900040 - miny) // 10) // size + 1)
+    cols = range(int((minx - 600000) // 10) // size, int((maxx - 600000) // 10) // size + 1)
+    return rows, cols, dates // layout.time + dates % layout.time

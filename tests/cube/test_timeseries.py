@@ -16,7 +16,7 @@ from cardcube.storage import CountingStore, open_store
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
-from tests.cube.reference import reference_stats
+from tests.cube.reference import reference_stats, season_chunks
 from tests.ingest.scene_edits import items_of, write_items
 
 STATS = ("count", "masked", "mean", "std", "min", "max", "p25", "median", "p75")
@@ -110,17 +110,13 @@ def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
     parcel_timeseries(store, parcel, bands=["B04"], mask=None, histogram=False)
     chunk_gets = [k for k in store.keys_read if "/B04/c/" in k]
     # independent count: the 64 px chunks a 10 m window of the parcel's buffered bounds touches
-    minx, miny, maxx, maxy = parcel.geometry.iloc[0].buffer(-5).bounds
-    c0, c1 = int((minx - 600000) // 10) // 64, int((maxx - 600000) // 10) // 64
-    r0, r1 = int((5900040 - maxy) // 10) // 64, int((5900040 - miny) // 10) // 64
-    chunks = (c1 - c0 + 1) * (r1 - r0 + 1)
     layout = ChunkLayout.parse(TEST_CHUNKS)
-    time_chunks = 19 // layout.time + 19 % layout.time  # cold blocks + live hot slots
-    assert len(chunk_gets) == 2 * chunks * time_chunks  # each: the shard index, then the chunk's bytes
+    rows, cols, time_chunks = season_chunks(parcel.geometry.iloc[0], layout, 19)
+    assert len(chunk_gets) == 2 * len(rows) * len(cols) * time_chunks  # each: the shard index, then the bytes
     shard = layout.shard_space // layout.space
     shards = {k.rsplit("/c/", 1)[1] for k in chunk_gets}
-    assert all(r0 // shard <= int(s.split("/")[1]) <= r1 // shard for s in shards)
-    assert all(c0 // shard <= int(s.split("/")[2]) <= c1 // shard for s in shards)
+    assert all(rows[0] // shard <= int(s.split("/")[1]) <= rows[-1] // shard for s in shards)
+    assert all(cols[0] // shard <= int(s.split("/")[2]) <= cols[-1] // shard for s in shards)
 
 
 def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, sample):
