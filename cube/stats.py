@@ -234,8 +234,8 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
     largest weight sum of a run: the statistics are those of the repeated values, with fewer values read.
 
     ``small_uint`` (unsigned 8/16-bit values, as the cube stores its bands): sums, squares, min and max in
-    exact integer arithmetic, and the percentiles' order statistics counted out of a histogram of the
-    run's value range when that range is narrow (most parcels on most dates: a homogeneous field), else
+    exact integer arithmetic, and the percentiles' order statistics counted out of a histogram filled while
+    gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
     radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
     quickselect. Weighted runs are expanded (repeated) before a sort or a float pass."""
     weighted = weight.size > 0
@@ -247,6 +247,7 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
     hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
     coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
     use_clear = clear.shape[0] > 0
+    ranked = small_uint and qs.size > 0  # fill the histogram of stored values while gathering
     for t in range(v.shape[0]):
         for j in range(starts.size):
             c = 0
@@ -260,6 +261,11 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
                     if weighted:
                         wb[c] = weight[k]
                         n += weight[k]
+                    if ranked:  # the percentile histogram, filled in the same pass
+                        xi = np.int64(x)
+                        w = weight[k] if weighted else 1
+                        hist[xi] += w
+                        coarse[xi >> COARSE] += w
                     c += 1
             if not weighted:
                 n = c
@@ -296,23 +302,21 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
                 vmax[t, j] = hi_i * scale + offset
                 if qs.size == 0:
                     continue
-                if width < 8 * c + 4096:  # histogram of the range: about 3 c + width / 8 steps
-                    for i in range(c):
-                        d = np.int64(buf[i]) - lo_i
-                        w = wb[i] if weighted else 1
-                        hist[d] += w
-                        coarse[d >> COARSE] += w
-                    cb, below = 0, 0
+                narrow = width < 8 * c + 4096  # walking the histogram costs about width / 16 + 16 steps per rank
+                if narrow:
+                    cb, below = lo_i >> COARSE, 0
                     for q in range(qs.size):
                         pos, lo, hi = _ranks(n, qs[q], median[q])
                         cb, below, b = _walk(hist, coarse, cb, below, lo)
-                        a = (lo_i + b) * scale + offset
+                        a = b * scale + offset
                         if hi > lo:
                             cb, below, b = _walk(hist, coarse, cb, below, hi)
-                        pct[q, t, j] = _percentile(a, (lo_i + b) * scale + offset, pos, lo, median[q])
-                    for i in range(c):
-                        hist[np.int64(buf[i]) - lo_i] = 0
-                    coarse[:(width >> COARSE) + 1] = 0
+                        pct[q, t, j] = _percentile(a, b * scale + offset, pos, lo, median[q])
+                for i in range(c):  # empty the histogram for the next run
+                    xi = np.int64(buf[i])
+                    hist[xi] = 0
+                    coarse[xi >> COARSE] = 0
+                if narrow:
                     continue
                 if weighted:
                     c = _expand(buf, wb, c, ebuf)

@@ -157,6 +157,7 @@ UNSIGNED_CASES = {
     "quickselect": ("uint16", (1, 65535), [1, 2, 5, 24]),  # wide and at most 24 values: quickselect
     "float moments": ("uint16", (1, 65535), [100_000]),  # n x range past int64's exact squares
     "uint8": ("uint8", (1, 255), [1, 7, 64, 400]),
+    "radix, then histogram": ("uint16", (4000, 4400), [400, 300, 5]),  # the first parcel's range made wide below
 }
 
 
@@ -171,9 +172,11 @@ def test_unsigned_paths_match_numpy(case: str) -> None:
     stored = rng.integers(lo, hi, (3, sizes.sum()), endpoint=True).astype(dtype)
     if case == "float moments":  # the two ends of the range: the largest sum of squares there is
         stored = np.where(stored % 2, lo, hi).astype(dtype)
+    index = rng.permutation(sizes.sum())
+    if case == "radix, then histogram":  # half the first parcel's pixels far off: its histogram must be emptied
+        stored[:, index[: sizes[0]: 2]] = 65535  # for the next parcels' values, which its other half shares
     stored[0, rng.random(sizes.sum()) < 0.2] = 0  # nodata
     stored[1, : sizes[0]] = lo  # one parcel all one value
-    index = rng.permutation(sizes.sum())
     got = segment_stats(stored, index, sizes, stats=(*STATS, "p10", "p90"), nodata=0, scale=1e-4, offset=-0.1)
     decoded = np.where(stored == 0, np.nan, stored * 1e-4 - 0.1)[:, index]
     labels = np.repeat(np.arange(sizes.size), sizes)
@@ -227,6 +230,8 @@ def test_weighted_statistics_are_those_of_the_pixels_bit_for_bit(case: str) -> N
     stored = rng.integers(lo, hi, (3, ncols), endpoint=True).astype(dtype)
     if case == "float moments":
         stored = np.where(stored % 2, lo, hi).astype(dtype)
+    if case == "radix, then histogram":
+        stored[:, index[: pixels[0]: 2]] = 65535
     stored[0, rng.random(ncols) < 0.2] = 0  # nodata
     scl = rng.integers(0, 12, (3, ncols)).astype(np.uint8)  # the mask at the band's resolution
     clear = clear_pixels(scl, index, [3, 8, 9])
