@@ -1,5 +1,5 @@
-"""``cardcube timeseries``, ``chip`` and ``extract``: thin shells over :mod:`cube.timeseries`, :mod:`cube.chips`
-and :mod:`cube.extract`."""
+"""``cardcube timeseries``, ``chip``, ``extract`` and ``serve``: thin shells over :mod:`cube.timeseries`,
+:mod:`cube.chips`, :mod:`cube.extract` and :mod:`cube.service`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``cardcube timeseries`` and ``cardcube chip`` to the ``cardcube`` parser."""
+    """Add ``cardcube timeseries``, ``chip``, ``extract`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
                        description="Statistics (count, mean, std, min, max, p25, median, p75, SCL class counts) "
                        "per parcel, acquisition and band, read directly from the cube's chunks.")
@@ -65,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_extract)
+
+    s = sub.add_parser("serve", help="the REST service: parcel time series and chips over HTTP",
+                       description="Serve parcel time series (JSON, CSV, Parquet) and image chips (PNG) read from "
+                       "the cube by chunk, for parcel ids of --parcels or posted GeoJSON; see /docs once running.")
+    s.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    s.add_argument("--parcels", help="parcel file whose parcel_id values the URLs name (GeoPackage, GeoParquet)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.set_defaults(func=_serve)
 
 
 def _registry(path: str | None):
@@ -143,3 +152,11 @@ def _extract(args: argparse.Namespace) -> int:
     for failure in result.failures:
         print(f"  failed: {failure}")
     return 0 if not result.failures else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cube.service import serve
+
+    print(f"serving {args.cube} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
+    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port)
+    return 0

@@ -210,6 +210,14 @@ def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[
     return [_clean_id(i) for i in ids], geoms, gdf.crs
 
 
+def _shape(obj: Any, where: str) -> BaseGeometry:
+    """A shapely geometry of GeoJSON ``obj``; malformed coordinates are the user's input error."""
+    try:
+        return shape(obj)
+    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
+        raise InvalidRequestError(f"{where}: malformed GeoJSON geometry ({exc})") from None
+
+
 def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
     kind = obj.get("type")
     if kind == "FeatureCollection":
@@ -217,15 +225,17 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
     elif kind == "Feature":
         features = [obj]
     elif kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "LineString", "MultiLineString"):
-        return [0], [shape(obj)]
+        return [0], [_shape(obj, "parcel 0")]
     else:
         raise InvalidRequestError(f"not a GeoJSON geometry, Feature or FeatureCollection: type {kind!r}")
     ids, geoms = [], []
     for i, feat in enumerate(features):
+        if not isinstance(feat, Mapping):
+            raise InvalidRequestError(f"feature {i} is not a GeoJSON Feature: {str(feat)[:80]}")
         props = feat.get("properties") or {}
         ids.append(props.get(id_column, feat.get("id", i)))
         geom = feat.get("geometry")
-        geoms.append(shape(geom) if geom else None)
+        geoms.append(_shape(geom, f"parcel {ids[-1]}") if geom else None)
     return ids, geoms
 
 

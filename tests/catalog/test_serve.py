@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
@@ -16,46 +10,14 @@ import pytest
 import zarr
 from zarr.storage import FsspecStore
 
+from cardcube.testing.served import ServedCommand
 from catalog.serve import _safe_key
 from tests.catalog.conftest import WINDOWS
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Served:
-    """``cardcube catalog serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, cube: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}/"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "catalog", "serve", "--cube", str(cube),
-                                      "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        self.http = httpx.Client(base_url=self.base, timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.http.head("/catalog.json")
-                return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None else "timeout"
-                    self.close()
-                    raise AssertionError(f"catalog serve did not start: {why}") from None
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def served(base_cube):
-    server = Served(base_cube)
+    server = ServedCommand(["catalog", "serve", "--cube", base_cube], ready="/catalog.json")
     yield server
     server.close()
 

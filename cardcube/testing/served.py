@@ -1,0 +1,50 @@
+"""A ``cardcube`` HTTP command (``catalog serve``, ``serve``) in a child process on a free loopback port.
+
+What a user runs, as they run it: the real console entry point and uvicorn, reached over TCP with httpx.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = ["ServedCommand"]
+
+
+class ServedCommand:
+    """``python -m cardcube.cli *args --port P``, started and waited for until ``ready`` answers."""
+
+    def __init__(self, args: Sequence[str], *, ready: str = "/", timeout: float = 60.0) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}/"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", *map(str, args), "--port", str(port)],
+                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.http = httpx.Client(base_url=self.base, timeout=120)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.http.head(ready)
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None else "timeout"
+                    self.close()
+                    raise AssertionError(f"cardcube {' '.join(map(str, args))} did not start: {why}") from None
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

@@ -1,0 +1,228 @@
+"""``cardcube serve``: parcel time series and image chips over HTTP, read from the cube by chunk.
+
+The REST service that replaces the database server in front of a PostGIS extraction: a thin shell over
+:func:`cube.timeseries.parcel_timeseries` and :func:`cube.chips.chip`, so a dashboard or an inspector's
+GIS gets the numbers and pictures the Python API gives, and nothing is computed here. Parcels are asked
+for by id (looked up in the parcel file the service was started with) or posted as GeoJSON.
+
+Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
+
+    GET  /                                         the collections in the cube, with version and dates
+    GET  /collections/{c}                          one collection: version, bands, tiles, dates
+    GET  /collections/{c}/parcels/{id}/timeseries  ?bands=B04,NDVI&stats=mean,median&time=2024-04-01/2024-09-30
+                                                   &mask=default|none&as_of=N&format=json|csv|parquet
+    POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
+    GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01&bands=B04,B03,B02&size=128&scale=4
+    GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
+
+Each request reads the cube's ledger once (the latest version, or ``as_of``) and says in its answer which
+version it read (``cube_version`` in JSON, the ``X-Cube-Version`` header everywhere), so two answers can be
+compared. Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
+404 unknown parcel, collection, version or date; 413 a request too large; 422 a parcel that cannot be
+measured or a bad parameter.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+
+from cardcube.errors import (
+    CardcubeError,
+    CubeNotFoundError,
+    InvalidRequestError,
+    ParcelNotFoundError,
+    RequestTooLargeError,
+)
+from cardcube.spec import CUBE_SPECS
+from cardcube.storage import StoreLike, open_store, store_url
+from cube import render
+from cube.chips import TRUE_COLOUR, chip
+from cube.extract import read_parcels
+from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.parcels import ParcelSet, as_parcels
+from cube.stats import STATS
+from cube.timeseries import parcel_timeseries
+
+MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
+MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
+FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
+Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
+
+__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_SEASON_SIZE", "DateNotFoundError", "make_app", "serve"]
+
+
+class DateNotFoundError(CardcubeError, LookupError):
+    """No acquisition of the collection on the requested day."""
+
+
+# The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
+# large (a ValueError too, so first); a parcel that cannot be measured or a bad parameter (ValueError).
+_STATUS = ((RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+
+
+def _status(exc: CardcubeError) -> int:
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
+def _error(status: int, kind: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _collection_info(version: CubeVersion) -> dict[str, Any]:
+    dates = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
+    return {"collection": version.collection, "version": version.version, "created": version.created,
+            "bands": list(version.spec.band_names), "tiles": sorted(version.tiles), "dates": len(dates),
+            "time_range": [dates[0], dates[-1]] if dates else None}
+
+
+def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
+    """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
+    headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
+    if fmt == "csv":
+        return Response(frame.to_csv(index=False), media_type=FORMATS[fmt], headers=headers)
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return Response(buf.getvalue(), media_type=FORMATS[fmt], headers=headers)
+    body = {"collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
+            "parcels": frame.attrs["parcel_status"], "columns": list(frame.columns), "rows": _records(frame)}
+    return JSONResponse(body, headers=headers)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: Python numbers (floats written in full, so a client reads the very numbers
+    of the Python API), ISO 8601 times, null for NaN."""
+    out = frame.copy()
+    for name in out.columns[[pd.api.types.is_datetime64_any_dtype(t) for t in out.dtypes]]:
+        out[name] = out[name].map(pd.Timestamp.isoformat)
+    return out.astype(object).where(out.notna(), None).to_dict("records")
+
+
+def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
+             id_column: str = "parcel_id") -> FastAPI:
+    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file or GeoDataFrame) is the
+    registry that parcel ids in URLs are looked up in."""
+    store = open_store(cube, storage_options=storage_options, read_only=True)
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column),
+                                                       id_column=id_column)
+    by_text = {} if registry is None else {str(pid): pid for pid in registry.ids}
+    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube")
+
+    @app.exception_handler(CardcubeError)
+    async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
+        return _error(_status(exc), type(exc).__name__.removesuffix("Error"), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(422, "InvalidRequest", detail)
+
+    def version_of(collection: str, as_of: int | None) -> CubeVersion:
+        if collection not in CUBE_SPECS:
+            raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
+        return read_version(store, collection, as_of)
+
+    def parcel(parcel_id: str) -> ParcelSet:
+        if registry is None:
+            raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
+                                      f"(cardcube serve --parcels FILE); POST the geometry instead")
+        if parcel_id not in by_text:
+            raise ParcelNotFoundError(f"unknown parcel id {parcel_id!r} ({len(registry)} parcels registered)")
+        return registry.select([by_text[parcel_id]])
+
+    def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
+                   mask: str, as_of: int | None, fmt: str) -> Response:
+        frame = parcel_timeseries(store, where, collection=collection, bands=_csv(bands),
+                                  stats=_csv(stats) or STATS, time=time, mask=None if mask == "none" else "default",
+                                  as_of=version_of(collection, as_of))
+        return _timeseries_response(frame, fmt)
+
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        latest = {c: versions[-1] for c in CUBE_SPECS if (versions := committed_versions(store, c))}
+        return {"cube": store_url(store), "parcels": len(by_text) if registry is not None else None,
+                "collections": [_collection_info(read_version(store, c, v)) for c, v in latest.items()]}
+
+    @app.get("/collections/{collection}")
+    def collection_info(collection: str, as_of: int | None = None) -> dict[str, Any]:
+        return _collection_info(version_of(collection, as_of))
+
+    @app.get("/collections/{collection}/parcels/{parcel_id}/timeseries")
+    def parcel_series(collection: str, parcel_id: str, bands: str | None = None, stats: str | None = None,
+                      time: str | None = None, mask: Mask = "default", as_of: int | None = None,
+                      format: Format = "json") -> Response:
+        return timeseries(collection, parcel(parcel_id), bands=bands, stats=stats, time=time, mask=mask,
+                          as_of=as_of, fmt=format)
+
+    @app.post("/collections/{collection}/timeseries")
+    def posted_series(collection: str, geojson: Annotated[dict[str, Any], Body()], bands: str | None = None,
+                      stats: str | None = None, time: str | None = None, mask: Mask = "default",
+                      as_of: int | None = None, crs: str = "EPSG:4326", format: Format = "json") -> Response:
+        try:
+            src_crs = CRS.from_user_input(crs)
+        except CRSError:
+            raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+        features = geojson.get("features")
+        if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
+            raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
+                                       f"run `cardcube extract` for a territory")
+        where = as_parcels(geojson, src_crs=src_crs)
+        return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
+                          fmt=format)
+
+    @app.get("/collections/{collection}/parcels/{parcel_id}/chip.png")
+    def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
+                 size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
+                 as_of: int | None = None) -> Response:
+        version = version_of(collection, as_of)
+        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
+                      bands=_bands(bands, collection), as_of=version)
+        if not len(result.times):
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
+                          f"{version.version}; its timeseries lists the dates")
+        return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
+                        headers={"X-Cube-Version": str(version.version),
+                                 "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
+
+    @app.get("/collections/{collection}/parcels/{parcel_id}/season.png")
+    def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
+                   size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
+        if size > MAX_SEASON_SIZE:
+            raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
+        version = version_of(collection, as_of)
+        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
+                      bands=_bands(bands, collection), as_of=version)
+        if not len(result.times):
+            raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
+        return Response(render.png_bytes(result.contact_sheet().image), media_type="image/png",
+                        headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
+
+    return app
+
+
+def _bands(text: str | None, collection: str) -> Sequence[str]:
+    """The chip bands asked for; by default true colour for S2, the VH/VV ratio for S1."""
+    return _csv(text) or (TRUE_COLOUR if collection == "s2" else ("VH_VV",))
+
+
+def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
+          storage_options: Mapping[str, Any] | None = None) -> None:
+    """Serve ``cube`` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(make_app(cube, parcels=parcels, storage_options=storage_options), host=host, port=port,
+                log_level="warning")

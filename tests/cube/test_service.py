@@ -1,0 +1,201 @@
+"""``cardcube serve``: the REST service in a real uvicorn process, over TCP, against the Python API it wraps."""
+
+from __future__ import annotations
+
+import io
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from shapely.geometry import box, mapping
+
+from cardcube.testing.served import ServedCommand
+from cube.chips import chip
+from cube.ledger import committed_versions, read_version
+from cube.service import MAX_POSTED_PARCELS
+from cube.timeseries import parcel_timeseries
+
+
+@pytest.fixture(scope="module")
+def parcels(tiny_region) -> gpd.GeoDataFrame:
+    return gpd.read_parquet(tiny_region.parcels)
+
+
+@pytest.fixture(scope="module")
+def parcel_id(parcels) -> str:
+    return parcels.sort_values("area_ha").parcel_id.iloc[-5]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_cube, tiny_region):
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tiny_region.parcels])
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def http(served):
+    return served.http
+
+
+def _frame(body: dict) -> pd.DataFrame:
+    frame = pd.DataFrame(body["rows"], columns=body["columns"])
+    frame["time"] = pd.to_datetime(frame["time"])
+    return frame
+
+
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """The service's rows are the Python API's, number for number (floats are written in full)."""
+    assert list(got.columns) == list(want.columns) and len(got) == len(want) > 0
+    for name in want.columns:
+        if pd.api.types.is_float_dtype(want[name]):
+            np.testing.assert_array_equal(got[name].astype(float).to_numpy(), want[name].to_numpy(), err_msg=name)
+        else:
+            assert got[name].tolist() == want[name].tolist(), name
+
+
+def test_collections_describe_the_ledger(http, tiny_cube):
+    index = http.get("/").json()
+    assert [c["collection"] for c in index["collections"]] == ["s2", "s1"] and index["parcels"] > 100
+    for info in index["collections"]:
+        version = read_version(_store(tiny_cube), info["collection"])
+        dates = {a.time for t in version.tiles.values() for a in t.acquisitions}
+        assert info["version"] == version.version and info["dates"] == len(dates) > 0
+        assert info["bands"] == list(version.spec.band_names) and info["tiles"] == sorted(version.tiles)
+        assert http.get(f"/collections/{info['collection']}").json() == info
+
+
+def _store(root):
+    from cardcube.storage import open_store
+
+    return open_store(root, read_only=True)
+
+
+def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, parcels, parcel_id):
+    params = {"bands": "B04,B08,NDVI", "stats": "mean,median,p90", "time": "2024-04-01/2024-08-31"}
+    want = parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, bands=["B04", "B08", "NDVI"],
+                             stats=["mean", "median", "p90"], time="2024-04-01/2024-08-31")
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params=params)
+    assert r.status_code == 200 and r.headers["x-cube-version"] == str(want.attrs["cube_version"])
+    body = r.json()
+    assert body["cube_version"] == want.attrs["cube_version"] and body["parcels"][0]["status"] == "ok"
+    assert body["parcels"][0]["pixels"] == want.attrs["parcel_status"][0]["pixels"] > 0
+    assert want["time"].min() >= pd.Timestamp("2024-04-01") and want["time"].max() < pd.Timestamp("2024-09-01")
+    assert body["rows"][0]["time"].startswith("2024-") and any(row["p90"] is None for row in body["rows"]) == \
+        bool(want["p90"].isna().any())  # NaN (a cloudy date) is JSON null
+    _assert_same(_frame(body), want)
+    parquet = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={**params, "format": "parquet"})
+    _assert_same(pd.read_parquet(io.BytesIO(parquet.content)), want)
+    csv = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={**params, "format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"])
+    np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-15)
+    s1 = http.get(f"/collections/s1/parcels/{parcel_id}/timeseries", params={"bands": "VV"}).json()
+    _assert_same(_frame(s1), parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, collection="s1",
+                                               bands=["VV"]))
+
+
+def test_posted_geojson_and_unmasked_series(http, tiny_cube, parcels, parcel_id):
+    geom = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
+    feature = {"type": "Feature", "properties": {"parcel_id": "mine"}, "geometry": mapping(geom)}
+    r = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B08", "mask": "none"})
+    want = parcel_timeseries(tiny_cube, feature, bands=["B08"], mask=None)
+    assert r.status_code == 200 and set(_frame(r.json()).parcel_id) == {"mine"}
+    _assert_same(_frame(r.json()), want)
+    masked = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B08"}).json()
+    unmasked = _frame(r.json())
+    assert (_frame(masked)["count"] <= unmasked["count"]).all()  # clouds masked by default, not with mask=none
+    assert (_frame(masked)["count"] < unmasked["count"]).any()
+    local = parcels.crs.to_string()
+    utm = {"type": "Feature", "properties": {}, "geometry": mapping(parcels.set_index("parcel_id").geometry[parcel_id])}
+    r = http.post("/collections/s2/timeseries", json=utm, params={"bands": "B08", "mask": "none", "crs": local})
+    np.testing.assert_array_equal(_frame(r.json())["mean"].astype(float), unmasked["mean"].astype(float))
+
+
+def test_chip_png_is_the_python_chip(http, tiny_cube, parcels, parcel_id):
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=40)
+    t = int(np.argmin(c.cloud_fraction()))
+    day = pd.Timestamp(c.times[t])
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/chip.png",
+                 params={"date": f"{day:%Y-%m-%d}", "size": 40, "scale": 2})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert pd.Timestamp(r.headers["x-acquired"]) == day
+    png = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
+    np.testing.assert_array_equal(png, c.image(t, scale=2))
+    ndvi = http.get(f"/collections/s2/parcels/{parcel_id}/chip.png",
+                    params={"date": f"{day:%Y-%m-%d}", "size": 40, "bands": "NDVI", "scale": 1})
+    expected = chip(tiny_cube, [parcel_id], registry=parcels, size=40, bands=("NDVI",)).image(t)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(ndvi.content)).convert("RGBA")), expected)
+
+
+def test_season_sheet_has_a_panel_per_date(http, tiny_cube, parcels, parcel_id):
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 24})
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24)
+    assert r.status_code == 200 and int(r.headers["x-dates"]) == len(c.times) > 1
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")),
+                                  c.contact_sheet().image)
+
+
+def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
+    versions = committed_versions(_store(tiny_cube), "s2")
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04", "as_of": versions[0]})
+    assert r.status_code == 200 and r.json()["cube_version"] == versions[0]
+    missing = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"as_of": versions[-1] + 1})
+    assert missing.status_code == 404 and missing.json()["error"] == "VersionNotFound"
+
+
+@pytest.mark.parametrize(("method", "path", "params", "status", "error", "says"), [
+    ("GET", "/collections/s2/parcels/NOPE-1/timeseries", {}, 404, "ParcelNotFound", "unknown parcel id 'NOPE-1'"),
+    ("GET", "/collections/s3/parcels/{pid}/timeseries", {}, 404, "CubeNotFound", "unknown collection 's3'"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": "B99"}, 422, "InvalidRequest", "B99"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"stats": "average"}, 422, "InvalidRequest", "average"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"mask": "clouds"}, 422, "InvalidRequest", "mask"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"format": "xlsx"}, 422, "InvalidRequest", "format"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2024-09-01/2024-04-01"}, 422, "InvalidRequest",
+     "empty time range"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 100_000}, 413,
+     "RequestTooLarge", "100000 px"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
+    ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
+])
+def test_bad_requests_get_a_status_and_a_reason(http, parcel_id, method, path, params, status, error, says):
+    r = http.request(method, path.format(pid=parcel_id), params=params)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == error and says in body["detail"]
+
+
+def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
+    def post(geojson, **params):
+        return http.post("/collections/s2/timeseries", json=geojson, params=params)
+
+    centre = parcels.set_index("parcel_id").geometry[parcel_id].centroid
+    tiny = mapping(box(centre.x, centre.y, centre.x + 4, centre.y + 4))  # 4 x 4 m, in the parcels' UTM zone
+    r = post(tiny, crs=parcels.crs.to_string())
+    assert r.status_code == 422 and r.json()["error"] == "ParcelTooSmall"
+    far = {"type": "Polygon", "coordinates": [[[100, 10], [100.01, 10], [100.01, 10.01], [100, 10]]]}
+    assert post(far).json()["error"] == "ParcelOutsideCube" and post(far).status_code == 422
+    broken = {"type": "Polygon", "coordinates": [[[5, 52], [5.01, 52]]]}
+    r = post(broken)
+    assert r.status_code == 422 and "malformed GeoJSON" in r.json()["detail"]
+    assert post({"type": "Nothing"}).status_code == 422
+    assert post(far, crs="EPSG:0").json()["error"] == "InvalidRequest"
+    many = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": far}]
+            * (MAX_POSTED_PARCELS + 1)}
+    r = post(many)
+    assert r.status_code == 413 and "cardcube extract" in r.json()["detail"]
+
+
+def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, parcels, parcel_id):
+    server = ServedCommand(["serve", "--cube", tiny_cube])
+    try:
+        r = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries")
+        assert r.status_code == 404 and "--parcels" in r.json()["detail"]
+        geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+        r = server.http.post("/collections/s2/timeseries", json=geom, params={"bands": "B04"})
+        assert r.status_code == 200 and len(r.json()["rows"]) > 0
+    finally:
+        server.close()
