@@ -70,6 +70,13 @@ def test_geojson_kinds() -> None:
         as_parcels({"type": "Topology"})
     with pytest.raises(InvalidRequestError, match="no parcels"):
         as_parcels({"type": "FeatureCollection", "features": []})
+    with pytest.raises(InvalidRequestError, match="parcel 0: malformed GeoJSON"):  # a ring of two points
+        as_parcels({"type": "Polygon", "coordinates": [[[5, 52], [5.01, 52]]]})
+    with pytest.raises(InvalidRequestError, match="parcel B: malformed GeoJSON"):
+        as_parcels({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "id": "B", "properties": {}, "geometry": {"type": "Polygon", "coordinates": 7}}]})
+    with pytest.raises(InvalidRequestError, match="feature 0 is not a GeoJSON Feature"):
+        as_parcels({"type": "FeatureCollection", "features": ["x"]})
 
 
 def test_shapely_polygon_and_its_crs() -> None:
