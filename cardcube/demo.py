@@ -2,7 +2,8 @@
 
 Generates the default region, ingests Sentinel-2 and Sentinel-1 into time-first Zarr cubes with the
 STAC catalog beside them, reads time series and chips for a few parcels (planted anomalies among
-them) and writes a plot and a contact sheet, then extracts every parcel of the region.
+them) and writes a plot and a contact sheet, then extracts every parcel of the region and runs the
+anomaly markers on the extraction, scored against the planted ground truth.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import shutil
 import time
 from pathlib import Path
+
+GRASSLAND = (265, 266)  # the synthetic declarations' grassland codes (BRP: permanent, temporary)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,13 +41,25 @@ def _pick_parcels(parcels, truth):
     return [row.parcel_id for row in picks], titles, picks[-1]
 
 
+def _score(flags, truth) -> str:
+    """How the markers did against the planted anomalies: found per kind, and false alarms."""
+    table = flags.merge(truth[["parcel_id", "anomaly_kind"]], on="parcel_id")
+    planted = table[table.anomaly_kind.notna()]
+    found = ", ".join(f"{kind} {int(g.flagged.sum())}/{len(g)}" for kind, g in planted.groupby("anomaly_kind"))
+    others = table[table.anomaly_kind.isna()]
+    return (f"  {int(table.flagged.sum())} of {len(table)} parcels flagged: {int(planted.flagged.sum())} of the "
+            f"{len(planted)} planted anomalies ({found}), and {int(others.flagged.sum())} of the {len(others)} "
+            f"others ({others.flagged.mean():.1%})")
+
+
 def run(args: argparse.Namespace) -> int:
     import geopandas as gpd
     import pandas as pd
 
     from cardcube.synth import SynthConfig, generate
+    from cube.anomalies import flag_parcels
     from cube.chips import chip
-    from cube.extract import extract
+    from cube.extract import extract, read_timeseries
     from cube.plots import plot_timeseries
     from cube.timeseries import parcel_timeseries
     from ingest.job import ingest
@@ -55,16 +70,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 
-    print(f"1/5 synthetic CARD scenes -> {out / 'source'}")
+    print(f"1/6 synthetic CARD scenes -> {out / 'source'}")
     region = generate(out / "source", config)
     print(region.summary())
 
     cube = out / "cube"
-    print(f"\n2/5 ingest into time-first Zarr v3 cubes -> {cube}")
+    print(f"\n2/6 ingest into time-first Zarr v3 cubes -> {cube}")
     for collection in ("s2", "s1"):
         print(ingest(region.items, cube, collection=collection).summary())
 
-    print("\n3/5 parcel time series, read by chunk (no database)")
+    print("\n3/6 parcel time series, read by chunk (no database)")
     parcels = gpd.read_parquet(region.parcels)
     truth = pd.read_parquet(region.ground_truth)
     ids, titles, anomaly = _pick_parcels(parcels, truth)
@@ -77,18 +92,26 @@ def run(args: argparse.Namespace) -> int:
           f"(cube versions {optical.attrs['cube_version']}/{radar.attrs['cube_version']})")
     print(f"  plot -> {out / 'timeseries.png'}")
 
-    print("\n4/5 image chips of a planted anomaly")
+    print("\n4/6 image chips of a planted anomaly")
     sheet = chip(cube, [anomaly.parcel_id], registry=parcels, size=64)
     sheet_path = out / f"{anomaly.parcel_id}_season.png"
     sheet.contact_sheet().write(sheet_path)
     print(f"  {titles[anomaly.parcel_id]}")
     print(f"  contact sheet of {len(sheet.times)} dates (cloudy ones framed red) -> {sheet_path}")
 
-    print("\n5/5 full-territory extraction: every parcel, date and band (S2), in one pass over the cube")
+    print("\n5/6 full-territory extraction: every parcel, date and band (S2), in one pass over the cube")
     result = extract(region.parcels, cube, out / "extract")
     print(f"  {result.summary()}")
     print(f"  Parquet: {out / 'extract' / 'timeseries'}  status of every parcel: {out / 'extract' / 'parcels.parquet'}")
 
+    print("\n6/6 anomaly markers on the extraction, checked against the planted ground truth")
+    statistics = read_timeseries(out / "extract", bands=["B04", "B08"], columns=["count", "masked", "mean"])
+    flags = flag_parcels(statistics, parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND)
+    flags.to_csv(out / "flags.csv", index=False)
+    print(_score(flags, truth))
+    print(f"  every parcel with its markers and reasons -> {out / 'flags.csv'}")
+
     print(f"\nSTAC catalog: {cube / 'catalog.json'}  (browse it: cardcube catalog serve --cube {cube})")
+    print(f"REST service: cardcube serve --cube {cube} --parcels {region.parcels}  (API docs at /docs)")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0

@@ -1,5 +1,5 @@
-"""``cardcube timeseries``, ``chip``, ``extract`` and ``serve``: thin shells over :mod:`cube.timeseries`,
-:mod:`cube.chips`, :mod:`cube.extract` and :mod:`cube.service`."""
+"""``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve``: thin shells over
+:mod:`cube.timeseries`, :mod:`cube.chips`, :mod:`cube.extract`, :mod:`cube.anomalies` and :mod:`cube.service`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``cardcube timeseries``, ``chip``, ``extract`` and ``serve`` to the ``cardcube`` parser."""
+    """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
                        description="Statistics (count, mean, std, min, max, p25, median, p75, SCL class counts) "
                        "per parcel, acquisition and band, read directly from the cube's chunks.")
@@ -65,6 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_extract)
+
+    f = sub.add_parser("flag", help="flag parcels whose NDVI does not fit their declaration",
+                       description="Anomaly markers from parcel statistics (an extraction folder, or a file written by "
+                       "cardcube timeseries): crop_mismatch (the NDVI profile fits another crop's far better), "
+                       "bare_soil and no_mowing (declared grassland). Writes one row per parcel, flagged first.")
+    f.add_argument("--timeseries", required=True, help="extraction folder (cardcube extract --out) or .parquet/.csv")
+    f.add_argument("--parcels", required=True, help="parcel file with the declarations")
+    f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
+    f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
+    f.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
+    f.add_argument("--out", required=True, help="output .csv or .parquet")
+    f.set_defaults(func=_flag)
 
     s = sub.add_parser("serve", help="the REST service: parcel time series and chips over HTTP",
                        description="Serve parcel time series (JSON, CSV, Parquet) and image chips (PNG) read from "
@@ -152,6 +164,36 @@ def _extract(args: argparse.Namespace) -> int:
     for failure in result.failures:
         print(f"  failed: {failure}")
     return 0 if not result.failures else 1
+
+
+def _flag(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cardcube.errors import InvalidRequestError
+    from cube.anomalies import MARKERS, flag_parcels
+    from cube.extract import read_parcels, read_timeseries
+
+    source, columns = Path(args.timeseries), ["parcel_id", "time", "band", "count", "masked", "mean"]
+    if source.is_dir():
+        frame = read_timeseries(source, bands=["B04", "B08"], columns=columns)
+    elif source.suffix == ".parquet":
+        frame = pd.read_parquet(source, columns=columns)
+    else:
+        frame = pd.read_csv(source, usecols=columns, parse_dates=["time"])
+    parcels = read_parcels(args.parcels, id_column=args.id_column)
+    if args.crop_column not in parcels.columns:
+        raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
+                                  f"{', '.join(map(str, parcels.columns))}")
+    flags = flag_parcels(frame, parcels.set_index(args.id_column)[args.crop_column],
+                         grassland=[c.strip() for c in args.grassland.split(",") if c.strip()])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flags.to_parquet(out) if out.suffix == ".parquet" else flags.to_csv(out, index=False)
+    counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
+    print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out}")
+    for row in flags[flags.flagged].head(10).itertuples():
+        print(f"  {row.parcel_id}: {row.reasons}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -466,16 +466,20 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
-def read_timeseries(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Every statistics row of the extraction at ``out``, sorted by parcel, time and band, with the
-    ``tile`` it was read from (the partition key, as pyarrow's hive partitioning gives it).
+def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                    storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Every statistics row of the extraction at ``out`` (only ``bands`` and ``columns``, if given), sorted by
+    parcel, time and band, with the ``tile`` it was read from (the partition key, as pyarrow's hive
+    partitioning gives it).
 
-    Reads all files into memory: for a territory, query the Parquet dataset with pyarrow, DuckDB or
-    dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
+    Reads all files into memory: for a territory, select the bands and columns you need, or query the
+    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
     store = open_store(out, storage_options=storage_options, read_only=True)
-    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k))).assign(tile=k.split("tile=")[1].split("/")[0])
-              for k in list_keys(store, f"{TIMESERIES}/")]
+    wanted = None if columns is None else list(dict.fromkeys(["parcel_id", "time", "band", *columns]))
+    filters = None if bands is None else [("band", "in", list(bands))]
+    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
+              .assign(tile=k.split("tile=")[1].split("/")[0]) for k in list_keys(store, f"{TIMESERIES}/")]
     if not frames:
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)

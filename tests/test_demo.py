@@ -17,7 +17,7 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "demo finished"):
+    for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "planted anomalies", "cardcube serve", "demo finished"):
         assert step in done.stdout
     assert (out / "timeseries.png").stat().st_size > 0 and (out / "cube" / "catalog.json").exists()
     optical = pd.read_csv(out / "timeseries_s2.csv")
@@ -27,3 +27,6 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert len(status) == len(parcels) and status.status.isin(["ok", "too_small"]).all()
     extracted = pd.read_parquet(out / "extract" / "timeseries")
     assert set(extracted.parcel_id) == set(status.parcel_id[status.status == "ok"])
+    flags = pd.read_csv(out / "flags.csv")
+    assert set(flags.parcel_id) == set(extracted.parcel_id) and flags.flagged.any()
+    assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()

@@ -180,3 +180,29 @@ def test_from_s3_to_s3(cube, parcels, s2_extracted, s3_bucket):
                      storage_options=opts, out_storage_options=opts, progress=False)
     assert result.status["ok"] == len(parcels) - 1
     _same(read_timeseries(s3_bucket.url_for("out"), storage_options=opts), _bands(read_timeseries(s2_extracted), "B08"))
+
+
+def test_read_timeseries_selects_bands_and_columns(s2_extracted):
+    every = read_timeseries(s2_extracted)
+    some = read_timeseries(s2_extracted, bands=["B04", "NDVI"], columns=["mean", "count"])
+    assert list(some.columns) == ["parcel_id", "time", "band", "mean", "count", "tile"]
+    want = every[every.band.isin(["B04", "NDVI"])][list(some.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(some, want, check_dtype=False, check_categorical=False)
+
+
+def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracted, parcels, tiny_region, tmp_path,
+                                                                      capsys):
+    from cardcube.cli import main
+    from cube.anomalies import flag_parcels
+
+    out = tmp_path / "flags.parquet"
+    assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
+                 "--grassland", "265,266", "--out", str(out)]) == 0
+    written = pd.read_parquet(out)
+    want = flag_parcels(read_timeseries(s2_extracted), parcels.set_index("parcel_id").crop_code, grassland=[265, 266])
+    pd.testing.assert_frame_equal(written, want, check_dtype=False)
+    assert written.bare_soil.any() and f"{int(want.flagged.sum())} of {len(want)} parcels flagged" in \
+        capsys.readouterr().out
+    assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
+                 "--crop-column", "crop", "--out", str(out)]) == 2
+    assert "no column 'crop'" in capsys.readouterr().err

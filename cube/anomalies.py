@@ -1,0 +1,211 @@
+"""Parcels whose Sentinel-2 signal does not fit their declaration: the markers of checks by monitoring.
+
+Works on the per-date statistics that :func:`cube.timeseries.parcel_timeseries` returns and
+:func:`cube.extract.extract` writes (band means of B04 and B08, with the clear and masked pixel counts), so
+a territory is checked from its extraction output without reading the cube again:
+
+1. **NDVI per parcel and clear date**: the NDVI of the parcel's mean red and near-infrared reflectance, on
+   the dates where at least ``min_clear`` of its pixels are clear (the SCL mask removed the rest).
+2. **Profiles**: each parcel's NDVI interpolated linearly onto a grid of ``step`` days (undefined before
+   its first and after its last clear date); a crop's *reference profile* is the median of the profiles
+   of the parcels declaring it, which the few that do not grow it do not move.
+3. **Markers**, each reported with the numbers behind it, so an inspector sees why a parcel is flagged:
+
+   - ``crop_mismatch``: the RMS distance to the declared crop's reference profile is at least
+     ``mismatch_ratio`` times the distance to the nearest other crop's (named in ``nearest_crop``);
+   - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
+   - ``no_mowing`` (declared grassland): no NDVI drop of ``mowing_drop`` or more between clear dates at
+     most ``max_gap`` days apart in the season, although no gap between its clear dates there is longer
+     (a parcel seen too rarely is not flagged: a cut could hide in the gap).
+
+The markers are screening rules of the kind paying agencies run before a field visit, with their
+thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
+so it is a parameter.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cardcube.errors import InvalidRequestError
+
+MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
+
+__all__ = ["MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
+
+
+@dataclass(frozen=True)
+class MarkerRules:
+    """Thresholds of the markers; see the module docstring. ``season`` is ``(MM-DD, MM-DD)`` of every year."""
+
+    min_clear: float = 0.5  # share of a parcel's pixels that must be clear for its NDVI of a date to count
+    step: int = 5  # days between profile grid points (Sentinel-2's revisit)
+    min_points: int = 6  # grid points a parcel and a reference must share for a distance
+    min_parcels: int = 5  # parcels declaring a crop for it to have a reference profile
+    mismatch_ratio: float = 2.0
+    bare_ndvi: float = 0.3
+    mowing_drop: float = 0.08
+    max_gap: int = 25  # days
+    season: tuple[str, str] = ("05-01", "09-30")
+
+    def __post_init__(self) -> None:
+        if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
+                and self.mismatch_ratio > 1 and self.max_gap >= 1):
+            raise InvalidRequestError(f"marker rules out of range: {self}")
+
+
+def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clear) -> pd.DataFrame:
+    """Parcels x dates: NDVI of the mean B04 and B08 reflectance where at least ``min_clear`` of the
+    parcel's pixels are clear, else NaN. ``frame`` is a statistics frame (``parcel_id, time, band, count,
+    masked, mean``)."""
+    missing = {"parcel_id", "time", "band", "count", "masked", "mean"} - set(frame.columns)
+    if missing:
+        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
+    bands = frame[frame["band"].isin(["B04", "B08"])]
+    if set(bands["band"].unique()) != {"B04", "B08"}:
+        raise InvalidRequestError(f"NDVI needs the B04 and B08 means; the frame has bands "
+                                  f"{sorted(frame['band'].unique())}")
+    wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
+    red, nir = wide[("mean", "B04")], wide[("mean", "B08")]
+    pixels = wide[("count", "B04")] + wide[("masked", "B04")]
+    clear = wide[("count", "B04")] / pixels.where(pixels > 0)
+    ndvi = ((nir - red) / (nir + red)).where(clear >= min_clear)
+    return ndvi.unstack("time").sort_index(axis=1)
+
+
+def _days(times: Iterable[Any]) -> np.ndarray:
+    return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
+
+
+def profiles(ndvi: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
+    NaN outside its first and last clear date, and for a parcel with fewer than two clear dates."""
+    days = _days(ndvi.columns)
+    out = np.full((len(ndvi), grid.size), np.nan)
+    for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
+        ok = ~np.isnan(row)
+        if ok.sum() >= 2:
+            inside = (grid >= days[ok][0]) & (grid <= days[ok][-1])
+            out[i, inside] = np.interp(grid[inside], days[ok], row[ok])
+    return out
+
+
+def reference_profiles(curves: np.ndarray, declared: np.ndarray, *, min_parcels: int = MarkerRules.min_parcels
+                       ) -> dict[Any, np.ndarray]:
+    """Per declared crop with at least ``min_parcels`` parcels: the median of their ``curves`` at each
+    grid point (NaN where none of them is defined)."""
+    refs = {}
+    for code in pd.unique(declared):
+        mine = curves[declared == code]
+        if len(mine) >= min_parcels:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # grid points no parcel covers stay NaN
+                refs[code] = np.nanmedian(mine, axis=0)
+    return refs
+
+
+def _rms(curves: np.ndarray, ref: np.ndarray, min_points: int) -> np.ndarray:
+    diff = curves - ref[None, :]
+    n = np.sum(~np.isnan(diff), axis=1)
+    with np.errstate(invalid="ignore"):
+        rms = np.sqrt(np.nansum(diff**2, axis=1) / n)
+    return np.where(n >= min_points, rms, np.nan)
+
+
+def _grassland_evidence(ndvi: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
+    """Per parcel, over its clear dates in the season: lowest NDVI, largest drop between clear dates at most
+    ``max_gap`` days apart, and the longest gap between clear dates, counted from the first to the last
+    date of the season in the data (a parcel first seen late or last seen early has a long gap)."""
+    days = _days(ndvi.columns)
+    md = pd.DatetimeIndex(ndvi.columns).strftime("%m-%d")
+    in_season = (md >= rules.season[0]) & (md <= rules.season[1])
+    if not in_season.any():
+        raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
+    first, last = days[in_season].min(), days[in_season].max()
+    rows = []
+    for row in ndvi.to_numpy(dtype=np.float64):
+        ok = ~np.isnan(row) & in_season
+        v, d = row[ok], days[ok]
+        if not v.size:
+            rows.append((np.nan, np.nan, last - first))
+            continue
+        drops = (v[:-1] - v[1:])[np.diff(d) <= rules.max_gap]
+        rows.append((v.min(), drops.max() if drops.size else np.nan, np.diff(np.r_[first, d, last]).max()))
+    return pd.DataFrame(rows, index=ndvi.index, columns=["min_ndvi", "largest_drop", "longest_gap"])
+
+
+def flag_parcels(
+    frame: pd.DataFrame,
+    declared: Mapping[Any, Any] | pd.Series,
+    *,
+    grassland: Iterable[Any] = (),
+    rules: MarkerRules = MarkerRules(),
+) -> pd.DataFrame:
+    """One row per parcel of ``frame`` with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
+    ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
+    evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
+    ``min_ndvi``, ``largest_drop``, ``longest_gap``), most suspicious first.
+
+    ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
+    apply to (compared as text: ``"265"`` from a command line is code 265). Parcels of ``frame`` without a
+    declaration are left out (there is nothing to check).
+    """
+    declared = pd.Series(declared)
+    ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
+    ndvi = ndvi[ndvi.index.isin(declared.index)]
+    if ndvi.empty:
+        raise InvalidRequestError("none of the frame's parcels has a declaration to check")
+    codes = declared.reindex(ndvi.index).to_numpy()
+    days = _days(ndvi.columns)
+    grid = np.arange(days.min(), days.max() + rules.step, rules.step)
+    curves = profiles(ndvi, grid)
+    refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
+    crops = list(refs)
+    dist = np.stack([_rms(curves, refs[c], rules.min_points) for c in crops], axis=1) if crops else \
+        np.full((len(ndvi), 0), np.nan)
+    own = np.full(len(ndvi), np.nan)
+    other = np.full(len(ndvi), np.nan)
+    nearest = np.full(len(ndvi), None, dtype=object)
+    for i, code in enumerate(codes):
+        others = [k for k, c in enumerate(crops) if c != code and not np.isnan(dist[i, k])]
+        if code in refs:
+            own[i] = dist[i, crops.index(code)]
+        if others:
+            k = min(others, key=lambda k: dist[i, k])
+            other[i], nearest[i] = dist[i, k], crops[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = own / other
+    out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
+                        "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
+                        "ratio": ratio}, index=ndvi.index)
+    out = out.join(_grassland_evidence(ndvi, rules))
+    grass = pd.Series(codes).astype(str).isin({str(c) for c in grassland}).to_numpy()
+    out["crop_mismatch"] = ratio >= rules.mismatch_ratio
+    out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
+    out["no_mowing"] = grass & (out["longest_gap"] <= rules.max_gap).to_numpy() & \
+        ~(out["largest_drop"] >= rules.mowing_drop).to_numpy()
+    out["flagged"] = out[list(MARKERS)].any(axis=1)
+    out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
+    out.index.name = "parcel_id"
+    out = out.reset_index().sort_values(["flagged", "ratio"], ascending=False, kind="stable", ignore_index=True)
+    out.attrs["rules"] = asdict(rules)
+    return out
+
+
+def _reasons(row: Any, rules: MarkerRules) -> str:
+    out = []
+    if row.crop_mismatch:
+        out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
+                   f"{row.declared}")
+    if row.bare_soil:
+        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi})")
+    if row.no_mowing:
+        out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
+                   f"at most {row.longest_gap:.0f} days apart")
+    return "; ".join(out)

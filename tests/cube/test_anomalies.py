@@ -1,0 +1,150 @@
+"""Anomaly markers: NDVI, profiles and references against numpy; planted anomalies found, others left alone."""
+
+from __future__ import annotations
+
+import warnings
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+
+from cardcube.errors import InvalidRequestError
+from cube.anomalies import MarkerRules, flag_parcels, ndvi_by_date, profiles, reference_profiles
+from cube.timeseries import parcel_timeseries
+
+DATES = pd.date_range("2024-03-01", "2024-10-31", freq="5D")
+DAY = np.arange(DATES.size) * 5.0  # days since the first date
+
+
+def _frame(curves: dict[str, np.ndarray], clear: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A statistics frame (B04 and B08 means, counts) whose mean-reflectance NDVI is ``curves[pid]``, with
+    the dates where ``clear[pid]`` is False three-quarters masked."""
+    rows = []
+    for pid, ndvi in curves.items():
+        red = np.full(ndvi.size, 0.04)
+        nir = red * (1 + ndvi) / (1 - ndvi)
+        count = np.where(clear[pid], 100, 25)
+        for band, mean in (("B04", red), ("B08", nir)):
+            rows.append(pd.DataFrame({"parcel_id": pid, "time": DATES, "band": band, "count": count,
+                                      "masked": 100 - count, "mean": mean}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _arable(peak: float, rng: np.random.Generator) -> np.ndarray:
+    """A crop's season: bare until sown, a bell of green around ``peak`` (days), bare after harvest."""
+    return 0.15 + 0.7 * np.exp(-(((DAY - peak - rng.normal(0, 4)) / 35) ** 2)) + rng.normal(0, 0.015, DAY.size)
+
+
+def _grass(cuts: list[float], rng: np.random.Generator) -> np.ndarray:
+    """Grassland: green all season, dropping by 0.3 at each cut and growing back within 20 days."""
+    ndvi = 0.75 + rng.normal(0, 0.01, DAY.size)
+    for cut in cuts:
+        since = DAY - cut
+        after = (since >= 0) & (since < 20)
+        ndvi[after] -= 0.3 * (1 - since[after] / 20)
+    return ndvi
+
+
+@pytest.fixture(scope="module")
+def population() -> tuple[pd.DataFrame, pd.Series, dict[str, str]]:
+    """Thirty parcels each of an early crop (1), a late crop (2) and grassland (3), 30 % of dates cloudy;
+    five planted anomalies and what each should be flagged for."""
+    rng = np.random.default_rng(7)
+    curves, clear, declared = {}, {}, {}
+    for i in range(30):
+        curves[f"early-{i}"], declared[f"early-{i}"] = _arable(90, rng), 1
+        curves[f"late-{i}"], declared[f"late-{i}"] = _arable(160, rng), 2
+        curves[f"grass-{i}"], declared[f"grass-{i}"] = _grass(list(rng.normal([80, 125, 170], 5)), rng), 3
+    planted = {"late-as-early-1": "crop_mismatch", "late-as-early-2": "crop_mismatch",
+               "ploughed": "bare_soil", "never-mown": "no_mowing", "early-as-grass": "crop_mismatch bare_soil"}
+    curves["late-as-early-1"], curves["late-as-early-2"] = _arable(160, rng), _arable(165, rng)
+    declared["late-as-early-1"] = declared["late-as-early-2"] = 1
+    ploughed = _grass([], rng)
+    ploughed[(DAY > 80) & (DAY < 105)] = 0.12  # a few weeks of bare soil after ploughing in May
+    curves["ploughed"], curves["never-mown"], curves["early-as-grass"] = ploughed, _grass([], rng), _arable(90, rng)
+    declared.update({"ploughed": 3, "never-mown": 3, "early-as-grass": 3})
+    curves["unseen-grass"], declared["unseen-grass"] = _grass([], rng), 3  # no cut seen, but cloudy for weeks
+    for pid in curves:
+        clear[pid] = rng.random(DAY.size) > 0.3
+    clear["never-mown"][:] = True
+    clear["unseen-grass"][(DAY > 100) & (DAY < 140)] = False
+    return _frame(curves, clear), pd.Series(declared), planted
+
+
+def test_ndvi_by_date_is_the_ndvi_of_the_mean_reflectances(population):
+    frame, _, _ = population
+    ndvi = ndvi_by_date(frame)
+    b04 = frame[frame.band == "B04"].set_index(["parcel_id", "time"])
+    b08 = frame[frame.band == "B08"].set_index(["parcel_id", "time"])
+    want = ((b08["mean"] - b04["mean"]) / (b08["mean"] + b04["mean"])).where(b04["count"] / 100 >= 0.5)
+    got = ndvi.stack(future_stack=True).reorder_levels([0, 1])
+    np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert ndvi.isna().to_numpy().sum() == (b04["count"] < 50).sum() > 0
+    with pytest.raises(InvalidRequestError, match="B04 and B08"):
+        ndvi_by_date(frame[frame.band == "B04"])
+    with pytest.raises(InvalidRequestError, match="mean"):
+        ndvi_by_date(frame.drop(columns="mean"))
+
+
+def test_profiles_and_references_against_numpy():
+    ndvi = pd.DataFrame([[np.nan, 0.2, np.nan, 0.6, 0.4, np.nan], [0.1] + [np.nan] * 5],
+                        columns=pd.date_range("2024-05-01", periods=6, freq="10D"))
+    days = (ndvi.columns - pd.Timestamp("1970-01-01")).days.to_numpy(float)
+    grid = np.arange(days[0], days[-1] + 1, 5.0)
+    curves = profiles(ndvi, grid)
+    inside = (grid >= days[1]) & (grid <= days[4])
+    np.testing.assert_allclose(curves[0, inside], np.interp(grid[inside], days[[1, 3, 4]], [0.2, 0.6, 0.4]))
+    assert np.isnan(curves[0, ~inside]).all() and np.isnan(curves[1]).all()  # one clear date: no profile
+    rng = np.random.default_rng(1)
+    many = rng.random((12, 7))
+    many[rng.random(many.shape) < 0.3] = np.nan
+    codes = np.array(["a"] * 5 + ["b"] * 4 + ["c"] * 3)
+    refs = reference_profiles(many, codes, min_parcels=4)
+    assert sorted(refs) == ["a", "b"]  # c has too few parcels for a reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_allclose(refs["a"], np.nanmedian(many[:5], axis=0), equal_nan=True)
+        np.testing.assert_allclose(refs["b"], np.nanmedian(many[5:9], axis=0), equal_nan=True)
+
+
+def test_planted_anomalies_are_flagged_and_nothing_else(population):
+    frame, declared, planted = population
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    assert len(flags) == len(declared)
+    got = {pid: " ".join(m for m in ("crop_mismatch", "bare_soil", "no_mowing") if row[m])
+           for pid, row in flags[flags.flagged].iterrows()}
+    assert got == planted
+    assert flags.loc["late-as-early-1", "nearest_crop"] == 2 and flags.loc["late-as-early-1", "ratio"] >= 2
+    assert "closer to crop 2 than to the declared 1" in flags.loc["late-as-early-1", "reasons"]
+    assert "no mowing seen" in flags.loc["never-mown", "reasons"]
+    # a grassland parcel with no cut seen but weeks without a clear date is given the benefit of the doubt
+    assert flags.loc["unseen-grass", "longest_gap"] > MarkerRules().max_gap and not flags.loc["unseen-grass", "flagged"]
+    assert flags.flagged.iloc[: len(planted)].all()  # flagged parcels first
+    strict = flag_parcels(frame, declared, grassland=[3], rules=MarkerRules(mowing_drop=0.5))
+    assert strict.no_mowing.sum() > flags.no_mowing.sum()  # a rule that sees no cut anywhere flags more
+
+
+def test_bad_input_gets_a_clear_error(population):
+    frame, declared, _ = population
+    with pytest.raises(InvalidRequestError, match="none of the frame's parcels has a declaration"):
+        flag_parcels(frame, pd.Series({"someone-else": 1}))
+    with pytest.raises(InvalidRequestError, match="marker rules"):
+        MarkerRules(mismatch_ratio=0.5)
+    with pytest.raises(InvalidRequestError, match="season"):
+        flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
+
+
+def test_markers_find_the_planted_anomalies_of_the_synthetic_region(tiny_cube, tiny_region):
+    """End to end on the cube: statistics read by parcel_timeseries, markers against the ground truth."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    truth = pd.read_parquet(tiny_region.ground_truth).set_index("parcel_id")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # parcels too small to measure
+        frame = parcel_timeseries(tiny_cube, parcels, bands=["B04", "B08"], stats=["mean"], histogram=False)
+    flags = flag_parcels(frame, parcels.set_index("parcel_id").crop_code, grassland=[265, 266]).set_index("parcel_id")
+    kind = truth.anomaly_kind.reindex(flags.index)
+    assert (kind == "wrong_crop").sum() >= 2 and flags.crop_mismatch[kind == "wrong_crop"].all()
+    assert (kind == "ploughed_grassland").sum() >= 2 and flags.bare_soil[kind == "ploughed_grassland"].all()
+    true_flags, false_flags = flags.flagged[kind.notna()].sum(), flags.flagged[kind.isna()].sum()
+    assert true_flags > false_flags  # precision over a half, where anomalies are 4 % of the parcels
