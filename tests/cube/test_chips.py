@@ -17,16 +17,6 @@ from cube.chips import chip
 from cube.dataset import open_cube
 
 
-@pytest.fixture(scope="module")
-def parcels(tiny_region) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(tiny_region.parcels)
-
-
-@pytest.fixture(scope="module")
-def parcel_id(parcels) -> str:
-    return parcels.sort_values("area_ha").parcel_id.iloc[-5]
-
-
 def test_true_colour_png_shows_the_cube_pixels_and_the_outline(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=48)
     assert c.data.sizes["y"] == c.data.sizes["x"] == 48 and c.parcel_id == parcel_id

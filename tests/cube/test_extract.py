@@ -37,11 +37,6 @@ def cube(tiny_cube, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def parcels(tiny_region) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(tiny_region.parcels)
-
-
-@pytest.fixture(scope="module")
 def s2_extracted(cube, parcels, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("extract-s2")
     extract(parcels, cube, out, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK, progress=False)

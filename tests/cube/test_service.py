@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,16 +15,6 @@ from cube.chips import chip
 from cube.ledger import committed_versions, read_version
 from cube.service import MAX_POSTED_PARCELS
 from cube.timeseries import parcel_timeseries
-
-
-@pytest.fixture(scope="module")
-def parcels(tiny_region) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(tiny_region.parcels)
-
-
-@pytest.fixture(scope="module")
-def parcel_id(parcels) -> str:
-    return parcels.sort_values("area_ha").parcel_id.iloc[-5]
 
 
 @pytest.fixture(scope="module")

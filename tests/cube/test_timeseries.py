@@ -23,11 +23,6 @@ STATS = ("count", "masked", "mean", "std", "min", "max", "p25", "median", "p75")
 
 
 @pytest.fixture(scope="module")
-def parcels(tiny_region) -> gpd.GeoDataFrame:
-    return gpd.read_parquet(tiny_region.parcels)
-
-
-@pytest.fixture(scope="module")
 def sample(parcels) -> gpd.GeoDataFrame:
     """Three ordinary parcels of different sizes."""
     ordered = parcels.sort_values("area_ha")
