@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,16 +21,18 @@ __all__ = ["ServedCommand"]
 
 
 class ServedCommand:
-    """``python -m cardcube.cli *args --port P``, started and waited for until ``ready`` answers."""
+    """``python -m cardcube.cli *args --port P``, started (with ``env`` added to the environment) and waited
+    for until ``ready`` answers."""
 
-    def __init__(self, args: Sequence[str], *, ready: str = "/", timeout: float = 60.0) -> None:
+    def __init__(self, args: Sequence[str], *, ready: str = "/", env: Mapping[str, str] | None = None,
+                 timeout: float = 60.0) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}/"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", *map(str, args), "--port", str(port)],
-                                     cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.http = httpx.Client(base_url=self.base, timeout=120)
         deadline = time.monotonic() + timeout
         while True:

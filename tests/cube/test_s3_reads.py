@@ -3,12 +3,14 @@ requests, and that the requests wait on each other as little as possible."""
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import dask
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
@@ -116,3 +118,29 @@ def test_a_version_already_read_is_not_read_again(tiny_cube):
     assert read_version(store, "s2", version) is version and store.requests == {}
     with pytest.raises(InvalidRequestError, match="not of s1"):
         read_version(store, "s1", version)
+
+
+def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
+    """``cardcube serve --cube s3://...`` (endpoint and keys from the environment, as for Ceph or MinIO)
+    answers with the numbers and chips of the same cube in a folder."""
+    from PIL import Image
+
+    from cardcube.testing.served import ServedCommand
+
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    pid = parcels.sort_values("area_ha").parcel_id.iloc[-2]
+    env = {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels], env=env)
+    try:
+        r = server.http.get(f"/collections/s2/parcels/{pid}/timeseries", params={"bands": "B04,NDVI",
+                                                                                 "format": "parquet"})
+        assert r.status_code == 200, r.text
+        want = parcel_timeseries(tiny_cube, [pid], registry=parcels, bands=["B04", "NDVI"])
+        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(r.content)), want, check_exact=True)
+        day = pd.Timestamp(want.time.iloc[0]).strftime("%Y-%m-%d")
+        png = server.http.get(f"/collections/s2/parcels/{pid}/chip.png", params={"date": day, "size": 32})
+        expected = chip(tiny_cube, [pid], registry=parcels, size=32, time=f"{day}/{day}").image(0, scale=4)
+        assert (np.asarray(Image.open(io.BytesIO(png.content)).convert("RGBA")) == expected).all()
+    finally:
+        server.close()
