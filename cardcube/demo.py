@@ -99,14 +99,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {titles[anomaly.parcel_id]}")
     print(f"  contact sheet of {len(sheet.times)} dates (cloudy ones framed red) -> {sheet_path}")
 
-    print("\n5/6 full-territory extraction: every parcel, date and band (S2), in one pass over the cube")
-    result = extract(region.parcels, cube, out / "extract")
-    print(f"  {result.summary()}")
+    print("\n5/6 full-territory extraction: every parcel, date and band, in one pass over each cube")
+    for collection, folder in (("s2", "extract"), ("s1", "extract-s1")):
+        result = extract(region.parcels, cube, out / folder, collection=collection)
+        print(f"  {result.summary()}")
     print(f"  Parquet: {out / 'extract' / 'timeseries'}  status of every parcel: {out / 'extract' / 'parcels.parquet'}")
 
-    print("\n6/6 anomaly markers on the extraction, checked against the planted ground truth")
-    statistics = read_timeseries(out / "extract", bands=["B04", "B08"], columns=["count", "masked", "mean"])
-    flags = flag_parcels(statistics, parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND)
+    print("\n6/6 anomaly markers on the extractions, checked against the planted ground truth")
+    columns = ["count", "masked", "mean", "orbit_state"]
+    flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=columns),
+                         parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND,
+                         s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=columns))
     flags.to_csv(out / "flags.csv", index=False)
     print(_score(flags, truth))
     print(f"  every parcel with its markers and reasons -> {out / 'flags.csv'}")

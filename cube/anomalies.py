@@ -14,9 +14,12 @@ a territory is checked from its extraction output without reading the cube again
    - ``crop_mismatch``: the RMS distance to the declared crop's reference profile is at least
      ``mismatch_ratio`` times the distance to the nearest other crop's (named in ``nearest_crop``);
    - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
-   - ``no_mowing`` (declared grassland): no NDVI drop of ``mowing_drop`` or more between clear dates at
-     most ``max_gap`` days apart in the season, although no gap between its clear dates there is longer
-     (a parcel seen too rarely is not flagged: a cut could hide in the gap).
+   - ``no_mowing`` (declared grassland): no drop between observations at most ``max_gap`` days apart in
+     the season, although no gap between its observations there is longer (a parcel seen too rarely is
+     not flagged: a cut could hide in the gap). With Sentinel-1 statistics (``s1``), the drop is one of
+     ``mowing_drop_db`` in VH backscatter between passes of the same orbit direction: radar sees every
+     cut, clouds or not, as the cut grass stops scattering. Without them, of ``mowing_drop`` in NDVI
+     between clear dates, which misses the cuts made under a week of clouds.
 
 The markers are screening rules of the kind paying agencies run before a field visit, with their
 thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
@@ -50,7 +53,8 @@ class MarkerRules:
     min_parcels: int = 5  # parcels declaring a crop for it to have a reference profile
     mismatch_ratio: float = 2.0
     bare_ndvi: float = 0.3
-    mowing_drop: float = 0.08
+    mowing_drop: float = 0.08  # NDVI
+    mowing_drop_db: float = 1.2  # Sentinel-1 VH backscatter, dB
     max_gap: int = 25  # days
     season: tuple[str, str] = ("05-01", "09-30")
 
@@ -118,18 +122,19 @@ def _rms(curves: np.ndarray, ref: np.ndarray, min_points: int) -> np.ndarray:
     return np.where(n >= min_points, rms, np.nan)
 
 
-def _grassland_evidence(ndvi: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
-    """Per parcel, over its clear dates in the season: lowest NDVI, largest drop between clear dates at most
-    ``max_gap`` days apart, and the longest gap between clear dates, counted from the first to the last
-    date of the season in the data (a parcel first seen late or last seen early has a long gap)."""
-    days = _days(ndvi.columns)
-    md = pd.DatetimeIndex(ndvi.columns).strftime("%m-%d")
+def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
+    """Per parcel of ``series`` (parcels x dates, NaN where not observed), over its observations in the
+    season: the lowest value, the largest drop between observations at most ``max_gap`` days apart, and
+    the longest gap between observations, counted from the first to the last date of the season in the
+    data (a parcel first seen late or last seen early has a long gap)."""
+    days = _days(series.columns)
+    md = pd.DatetimeIndex(series.columns).strftime("%m-%d")
     in_season = (md >= rules.season[0]) & (md <= rules.season[1])
     if not in_season.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
     first, last = days[in_season].min(), days[in_season].max()
     rows = []
-    for row in ndvi.to_numpy(dtype=np.float64):
+    for row in series.to_numpy(dtype=np.float64):
         ok = ~np.isnan(row) & in_season
         v, d = row[ok], days[ok]
         if not v.size:
@@ -137,7 +142,26 @@ def _grassland_evidence(ndvi: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
             continue
         drops = (v[:-1] - v[1:])[np.diff(d) <= rules.max_gap]
         rows.append((v.min(), drops.max() if drops.size else np.nan, np.diff(np.r_[first, d, last]).max()))
-    return pd.DataFrame(rows, index=ndvi.index, columns=["min_ndvi", "largest_drop", "longest_gap"])
+    return pd.DataFrame(rows, index=series.index, columns=["low", "drop", "gap"])
+
+
+def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
+    """Per parcel of the Sentinel-1 statistics ``s1``: the largest VH drop (dB) between passes of the same
+    orbit direction (ascending and descending see a field from two sides, at levels that differ), and the
+    longest gap between passes of either."""
+    missing = {"parcel_id", "time", "band", "count", "mean"} - set(s1.columns)
+    if missing or "VH" not in set(s1["band"]):
+        raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
+                                  f"it lacks {sorted(missing) or 'VH'}")
+    vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
+    orbits = vh["orbit_state"] if "orbit_state" in vh.columns else pd.Series("any", index=vh.index)
+
+    def wide(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
+
+    drops = pd.concat([_season_evidence(wide(g), rules)["drop"] for _, g in vh.groupby(orbits)], axis=1)
+    gaps = _season_evidence(wide(vh), rules)["gap"]
+    return pd.DataFrame({"largest_vh_drop": drops.max(axis=1), "longest_vh_gap": gaps})
 
 
 def flag_parcels(
@@ -145,16 +169,19 @@ def flag_parcels(
     declared: Mapping[Any, Any] | pd.Series,
     *,
     grassland: Iterable[Any] = (),
+    s1: pd.DataFrame | None = None,
     rules: MarkerRules = MarkerRules(),
 ) -> pd.DataFrame:
     """One row per parcel of ``frame`` with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
     ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
-    ``min_ndvi``, ``largest_drop``, ``longest_gap``), most suspicious first.
+    ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop``, ``longest_vh_gap``),
+    most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
-    apply to (compared as text: ``"265"`` from a command line is code 265). Parcels of ``frame`` without a
-    declaration are left out (there is nothing to check).
+    apply to (compared as text: ``"265"`` from a command line is code 265). ``s1``: Sentinel-1 statistics of
+    the same parcels (``VH`` means per date, with ``orbit_state``), for the mowing marker; parcels it lacks
+    fall back to NDVI. Parcels of ``frame`` without a declaration are left out (there is nothing to check).
     """
     declared = pd.Series(declared)
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
@@ -184,12 +211,17 @@ def flag_parcels(
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio}, index=ndvi.index)
-    out = out.join(_grassland_evidence(ndvi, rules))
+    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
     grass = pd.Series(codes).astype(str).isin({str(c) for c in grassland}).to_numpy()
     out["crop_mismatch"] = ratio >= rules.mismatch_ratio
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
-    out["no_mowing"] = grass & (out["longest_gap"] <= rules.max_gap).to_numpy() & \
-        ~(out["largest_drop"] >= rules.mowing_drop).to_numpy()
+    no_cut = (out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop)
+    if s1 is not None:
+        out = out.join(_backscatter_evidence(s1, rules))
+        radar = out["longest_vh_gap"].notna()
+        no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
+                              & ~(out["largest_vh_drop"] >= rules.mowing_drop_db))
+    out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
     out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
     out.index.name = "parcel_id"
@@ -205,7 +237,10 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
                    f"{row.declared}")
     if row.bare_soil:
         out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi})")
-    if row.no_mowing:
+    if row.no_mowing and not np.isnan(getattr(row, "longest_vh_gap", np.nan)):
+        out.append(f"no mowing seen: largest VH drop {row.largest_vh_drop:.1f} dB < {rules.mowing_drop_db} between "
+                   f"Sentinel-1 passes at most {row.longest_vh_gap:.0f} days apart")
+    elif row.no_mowing:
         out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
                    f"at most {row.longest_gap:.0f} days apart")
     return "; ".join(out)

@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "cardcube timeseries): crop_mismatch (the NDVI profile fits another crop's far better), "
                        "bare_soil and no_mowing (declared grassland). Writes one row per parcel, flagged first.")
     f.add_argument("--timeseries", required=True, help="extraction folder (cardcube extract --out) or .parquet/.csv")
+    f.add_argument("--s1", help="Sentinel-1 statistics of the same parcels (folder or file, with VH): the mowing "
+                   "marker then uses radar, which sees the cuts made under clouds")
     f.add_argument("--parcels", required=True, help="parcel file with the declarations")
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
     f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
@@ -166,26 +168,32 @@ def _extract(args: argparse.Namespace) -> int:
     return 0 if not result.failures else 1
 
 
-def _flag(args: argparse.Namespace) -> int:
+def _statistics(path: str, bands: list[str]):
+    """The statistics the markers read, from an extraction folder or a ``cardcube timeseries`` file."""
     import pandas as pd
 
+    from cube.extract import read_timeseries
+
+    source, columns = Path(path), ["parcel_id", "time", "band", "count", "masked", "mean", "orbit_state"]
+    if source.is_dir():
+        return read_timeseries(source, bands=bands, columns=columns[3:])
+    frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source, parse_dates=["time"])
+    return frame[[c for c in columns if c in frame.columns]]
+
+
+def _flag(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, flag_parcels
-    from cube.extract import read_parcels, read_timeseries
+    from cube.extract import read_parcels
 
-    source, columns = Path(args.timeseries), ["parcel_id", "time", "band", "count", "masked", "mean"]
-    if source.is_dir():
-        frame = read_timeseries(source, bands=["B04", "B08"], columns=columns)
-    elif source.suffix == ".parquet":
-        frame = pd.read_parquet(source, columns=columns)
-    else:
-        frame = pd.read_csv(source, usecols=columns, parse_dates=["time"])
     parcels = read_parcels(args.parcels, id_column=args.id_column)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
-    flags = flag_parcels(frame, parcels.set_index(args.id_column)[args.crop_column],
-                         grassland=[c.strip() for c in args.grassland.split(",") if c.strip()])
+    declared = parcels.set_index(args.id_column)[args.crop_column]
+    flags = flag_parcels(_statistics(args.timeseries, ["B04", "B08"]), declared,
+                         grassland=[c.strip() for c in args.grassland.split(",") if c.strip()],
+                         s1=_statistics(args.s1, ["VH"]) if args.s1 else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     flags.to_parquet(out) if out.suffix == ".parquet" else flags.to_csv(out, index=False)

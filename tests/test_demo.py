@@ -29,4 +29,5 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert set(extracted.parcel_id) == set(status.parcel_id[status.status == "ok"])
     flags = pd.read_csv(out / "flags.csv")
     assert set(flags.parcel_id) == set(extracted.parcel_id) and flags.flagged.any()
+    assert flags.largest_vh_drop.notna().all()  # the mowing marker read the S1 extraction
     assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()

@@ -185,8 +185,8 @@ def test_read_timeseries_selects_bands_and_columns(s2_extracted):
     pd.testing.assert_frame_equal(some, want, check_dtype=False, check_categorical=False)
 
 
-def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracted, parcels, tiny_region, tmp_path,
-                                                                      capsys):
+def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracted, cube, parcels, tiny_region,
+                                                                      tmp_path, capsys):
     from cardcube.cli import main
     from cube.anomalies import flag_parcels
 
@@ -201,3 +201,14 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
                  "--crop-column", "crop", "--out", str(out)]) == 2
     assert "no column 'crop'" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="no statistics"):  # parcels too small to measure
+        s1 = parcel_timeseries(cube, parcels, collection="s1", bands=["VH"], stats=["mean"], histogram=False)
+    s1.to_parquet(tmp_path / "s1.parquet")
+    assert main(["flag", "--timeseries", str(s2_extracted), "--s1", str(tmp_path / "s1.parquet"), "--parcels",
+                 str(tiny_region.parcels), "--grassland", "265,266", "--out", str(tmp_path / "flags.csv")]) == 0
+    with_radar = flag_parcels(read_timeseries(s2_extracted), parcels.set_index("parcel_id").crop_code,
+                              grassland=[265, 266], s1=s1)
+    written = pd.read_csv(tmp_path / "flags.csv")
+    assert written.parcel_id.tolist() == with_radar.parcel_id.tolist() and written.largest_vh_drop.notna().any()
+    np.testing.assert_allclose(written.largest_vh_drop, with_radar.largest_vh_drop, rtol=1e-12)
+    assert written.no_mowing.tolist() == with_radar.no_mowing.tolist()
