@@ -12,7 +12,10 @@ a territory is checked from its extraction output without reading the cube again
 3. **Markers**, each reported with the numbers behind it, so an inspector sees why a parcel is flagged:
 
    - ``crop_mismatch``: the RMS distance to the declared crop's reference profile is at least
-     ``mismatch_ratio`` times the distance to the nearest other crop's (named in ``nearest_crop``);
+     ``mismatch_ratio`` times the distance to the nearest other crop's (named in ``nearest_crop``), and
+     unusual among the parcels declaring that crop (robust z-score, median and MAD, of at least
+     ``outlier_z``): where two crops look alike, or a crop is sown in two waves, a parcel nearer the other
+     crop's reference is not flagged as long as it is typical of its own;
    - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
    - ``no_mowing`` (declared grassland): no drop between observations at most ``max_gap`` days apart in
      the season, although no gap between its observations there is longer (a parcel seen too rarely is
@@ -52,6 +55,7 @@ class MarkerRules:
     min_points: int = 6  # grid points a parcel and a reference must share for a distance
     min_parcels: int = 5  # parcels declaring a crop for it to have a reference profile
     mismatch_ratio: float = 2.0
+    outlier_z: float = 2.0  # robust z-score of the distance to the declared reference, within its crop
     bare_ndvi: float = 0.3
     mowing_drop: float = 0.08  # NDVI
     mowing_drop_db: float = 1.2  # Sentinel-1 VH backscatter, dB
@@ -145,6 +149,16 @@ def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     return pd.DataFrame(rows, index=series.index, columns=["low", "drop", "gap"])
 
 
+def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each distance as a robust z-score within its crop: (d - median) / (1.4826 MAD), NaN where undefined."""
+    d = pd.Series(distance)
+    by_crop = d.groupby(pd.Series(codes).astype(str))
+    median = by_crop.transform("median")
+    mad = (d - median).abs().groupby(pd.Series(codes).astype(str)).transform("median")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ((d - median) / (1.4826 * mad)).to_numpy()
+
+
 def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     """Per parcel of the Sentinel-1 statistics ``s1``: the largest VH drop (dB) between passes of the same
     orbit direction (ascending and descending see a field from two sides, at levels that differ), and the
@@ -175,8 +189,8 @@ def flag_parcels(
     """One row per parcel of ``frame`` with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
     ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
-    ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop``, ``longest_vh_gap``),
-    most suspicious first.
+    ``distance_z``, ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop`` and
+    ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
     apply to (compared as text: ``"265"`` from a command line is code 265). ``s1``: Sentinel-1 statistics of
@@ -210,10 +224,10 @@ def flag_parcels(
         ratio = own / other
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
-                        "ratio": ratio}, index=ndvi.index)
+                        "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
     out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
     grass = pd.Series(codes).astype(str).isin({str(c) for c in grassland}).to_numpy()
-    out["crop_mismatch"] = ratio >= rules.mismatch_ratio
+    out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
     no_cut = (out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop)
     if s1 is not None:
@@ -234,7 +248,7 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
     out = []
     if row.crop_mismatch:
         out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
-                   f"{row.declared}")
+                   f"{row.declared} (an outlier among the {row.declared} parcels: z = {row.distance_z:.1f})")
     if row.bare_soil:
         out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi})")
     if row.no_mowing and not np.isnan(getattr(row, "longest_vh_gap", np.nan)):

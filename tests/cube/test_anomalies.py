@@ -134,7 +134,9 @@ def test_planted_anomalies_are_flagged_and_nothing_else(population):
            for pid, row in flags[flags.flagged].iterrows()}
     assert got == planted
     assert flags.loc["late-as-early-1", "nearest_crop"] == 2 and flags.loc["late-as-early-1", "ratio"] >= 2
-    assert "closer to crop 2 than to the declared 1" in flags.loc["late-as-early-1", "reasons"]
+    assert flags.loc["late-as-early-1", "distance_z"] >= 2
+    assert "closer to crop 2 than to the declared 1 (an outlier among the 1 parcels" in \
+        flags.loc["late-as-early-1", "reasons"]
     assert "no mowing seen" in flags.loc["never-mown", "reasons"]
     # a grassland parcel with no cut seen but weeks without a clear date is given the benefit of the doubt
     assert flags.loc["unseen-grass", "longest_gap"] > MarkerRules().max_gap and not flags.loc["unseen-grass", "flagged"]
@@ -198,3 +200,23 @@ def test_sentinel1_sees_the_cuts_that_ndvi_misses(population):
         "never-mown", "no_mowing"]
     with pytest.raises(InvalidRequestError, match="VH"):
         flag_parcels(frame, declared, grassland=[3], s1=s1.assign(band="VV"))
+
+
+def test_a_parcel_typical_of_its_crop_is_not_flagged_for_looking_like_another():
+    """A crop sown in two waves (half its parcels a month late, like a crop declared next to it) has a
+    reference between the waves: the late half is nearer the other crop's reference, but typical of its
+    own declaration, so only the ratio and not the outlier test holds for it."""
+    rng = np.random.default_rng(5)
+    curves, declared = {}, {}
+    for i in range(30):
+        curves[f"two-waves-{i}"], declared[f"two-waves-{i}"] = _arable(130 if i % 2 else 165, rng), 6
+        curves[f"alike-{i}"], declared[f"alike-{i}"] = _arable(165, rng), 7
+    curves["odd"], declared["odd"] = _arable(60, rng), 7  # a declared 7 that grows an early crop
+    frame = _frame(curves, {pid: rng.random(DAY.size) > 0.2 for pid in curves})
+    flags = flag_parcels(frame, pd.Series(declared)).set_index("parcel_id")
+    late = [f"two-waves-{i}" for i in range(0, 30, 2)]
+    assert (flags.loc[late, "ratio"] >= MarkerRules().mismatch_ratio).sum() >= 5  # nearer crop 7's reference
+    assert flags.loc[late, "distance_z"].max() < MarkerRules().outlier_z and not flags.loc[late, "flagged"].any()
+    ratio_only = flag_parcels(frame, pd.Series(declared), rules=MarkerRules(outlier_z=-np.inf)).set_index("parcel_id")
+    assert ratio_only.loc[late, "crop_mismatch"].sum() >= 5
+    assert flags.loc["odd", "distance_z"] > 3  # what is unusual for its crop stands out
