@@ -28,9 +28,10 @@ from cube.stats import (
     STATS,
     ParcelStats,
     WeightedIndex,
-    backscatter_stats,
     class_histogram,
     clear_pixels,
+    db_to_linear,
+    linear_to_db,
     segment_stats,
     small_uint,
     stats_frame,
@@ -128,11 +129,15 @@ class ParcelPixels:
         results = []
         for band in bands:
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
-            if units == "dB":  # mean in linear power: on decoded values
-                values = self._gathered(band).astype("float64")
-                if clear is not None:
-                    values[~clear] = np.nan
-                out = backscatter_stats(values, self._labels(), self.sizes.size, stats=stats)
+            if units == "dB":  # order statistics and std of the dB values as stored, the mean in linear power
+                values, nodata, scale, offset = self.values[band], *packing(self.attrs[band])
+                index = self.index[band]
+                out = segment_stats(values, index, self.sizes, stats=[s for s in stats if s != "mean"], nodata=nodata,
+                                    scale=scale, offset=offset, clear=clear)
+                if "mean" in stats:
+                    power = db_to_linear(physical(values, self.attrs[band]))
+                    mean = segment_stats(power, index, self.sizes, stats=("mean",), clear=clear)["mean"]
+                    out["mean"] = linear_to_db(mean)
             elif band in pixels:
                 out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, clear=clear)
             else:

@@ -171,6 +171,36 @@ def _radix_sort16(buf, tmp, c, counts):
         src, dst = dst, src
 
 
+@numba.njit(cache=True, nogil=True)
+def _radix_sort_f32(vals, c, keys, tmp, counts):
+    """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
+    to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
+    times as fast as quickselect for the few hundred values of a parcel, whose comparisons mispredict."""
+    bits = vals.view(np.uint32)
+    sign = np.uint32(0x80000000)
+    for i in range(c):
+        x = bits[i]
+        keys[i] = ~x if x & sign else x | sign
+    src, dst = keys, tmp
+    for shift in (0, 8, 16, 24):
+        counts[:] = 0
+        for i in range(c):
+            counts[(src[i] >> shift) & 255] += 1
+        total = 0
+        for b in range(256):
+            n = counts[b]
+            counts[b] = total
+            total += n
+        for i in range(c):
+            d = (src[i] >> shift) & 255
+            dst[counts[d]] = src[i]
+            counts[d] += 1
+        src, dst = dst, src
+    for i in range(c):
+        k = src[i]
+        bits[i] = k ^ sign if k & sign else ~k
+
+
 COARSE = 4  # log2 of the fine bins per coarse bin of the percentile histogram
 
 
@@ -223,7 +253,7 @@ def _expand(buf, wb, c, out):
 
 @numba.njit(cache=True, nogil=True)
 def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
-                   count, mean, std, vmin, vmax, pct):
+                   f32, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
     that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
     stored type; ``qs`` are the percentiles, increasing.
@@ -237,13 +267,16 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
     exact integer arithmetic, and the percentiles' order statistics counted out of a histogram filled while
     gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
     radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
-    quickselect. Weighted runs are expanded (repeated) before a sort or a float pass."""
+    quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values a
+    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass."""
     weighted = weight.size > 0
     buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
     wb = np.empty(buf.size if weighted else 0, dtype=np.int64)
     ebuf = np.empty(full if weighted else 0, dtype=v.dtype)
     tmp = np.empty(max(full, buf.size), dtype=v.dtype)
     counts = np.empty(256, dtype=np.int64)
+    keys = np.empty(tmp.size if f32 else 0, dtype=np.uint32)
+    ktmp = np.empty_like(keys)
     hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
     coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
     use_clear = clear.shape[0] > 0
@@ -348,6 +381,13 @@ def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, off
                 std[t, j] = np.sqrt(acc / c) * scale
                 vmin[t, j] = lo_v * scale + offset
                 vmax[t, j] = hi_v * scale + offset
+                if f32 and c > 24 and qs.size:
+                    _radix_sort_f32(vals, c, keys, ktmp, counts)
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(c, qs[q], median[q])
+                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
+                                                   median[q])
+                    continue
             done = 0  # vals[:done] is in its sorted place
             for q in range(qs.size):
                 pos, lo, hi = _ranks(c, qs[q], median[q])
@@ -417,7 +457,7 @@ def segment_stats(
                    float(nodata), float(scale), float(offset), clear,
                    np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
-                   small_uint(values.dtype), count, mean, std, vmin, vmax, pct)
+                   small_uint(values.dtype), values.dtype == np.float32, count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (pixels[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
@@ -555,8 +595,9 @@ def zonal_stats(
 
 
 def db_to_linear(db: np.ndarray) -> np.ndarray:
-    """Backscatter in dB to linear power: ``10 ** (dB / 10)``; NaN stays NaN."""
-    return np.power(10.0, np.asarray(db, dtype=np.float64) / 10.0)
+    """Backscatter in dB to linear power: ``10 ** (dB / 10)``, computed as ``exp(dB ln(10) / 10)`` (equal to
+    a few units in the last place, four times as fast: an S1 extraction converts every pixel); NaN stays NaN."""
+    return np.exp(np.asarray(db, dtype=np.float64) * (np.log(10.0) / 10.0))
 
 
 def linear_to_db(power: np.ndarray) -> np.ndarray:
