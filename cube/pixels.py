@@ -28,10 +28,9 @@ from cube.stats import (
     STATS,
     ParcelStats,
     WeightedIndex,
+    backscatter_segment_stats,
     class_histogram,
     clear_pixels,
-    db_to_linear,
-    linear_to_db,
     segment_stats,
     small_uint,
     stats_frame,
@@ -129,15 +128,10 @@ class ParcelPixels:
         results = []
         for band in bands:
             units = self.attrs[band].get("units", "1") if band in self.attrs else "1"
-            if units == "dB":  # order statistics and std of the dB values as stored, the mean in linear power
-                values, nodata, scale, offset = self.values[band], *packing(self.attrs[band])
-                index = self.index[band]
-                out = segment_stats(values, index, self.sizes, stats=[s for s in stats if s != "mean"], nodata=nodata,
-                                    scale=scale, offset=offset, clear=clear)
-                if "mean" in stats:
-                    power = db_to_linear(physical(values, self.attrs[band]))
-                    mean = segment_stats(power, index, self.sizes, stats=("mean",), clear=clear)["mean"]
-                    out["mean"] = linear_to_db(mean)
+            if units == "dB":  # the mean in linear power
+                nodata, scale, offset = packing(self.attrs[band])
+                out = backscatter_segment_stats(self.values[band], self.index[band], self.sizes, stats=stats,
+                                                nodata=nodata, scale=scale, offset=offset, clear=clear)
             elif band in pixels:
                 out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, clear=clear)
             else:

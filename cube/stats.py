@@ -51,6 +51,7 @@ __all__ = [
     "ClassHistogram",
     "ParcelStats",
     "WeightedIndex",
+    "backscatter_segment_stats",
     "backscatter_stats",
     "class_histogram",
     "clear_pixels",
@@ -617,10 +618,35 @@ def backscatter_stats(
 
     Every result is in dB; ``std`` is the standard deviation of the dB values (see module docstring).
     """
-    out = zonal_stats(values_db, labels, n_labels, stats=[s for s in stats if s != "mean"])
+    _check_stats(stats)
+    values_db = np.asarray(values_db)
+    if values_db.ndim != 2 or values_db.shape[1] != np.shape(labels)[0]:
+        raise InvalidRequestError(f"values {values_db.shape} must be (time, npix), npix = {np.shape(labels)}")
+    segs = _Segments.build(labels, n_labels)
+    return backscatter_segment_stats(values_db, segs.order, segs.sizes, stats=stats)
+
+
+def backscatter_segment_stats(
+    values: np.ndarray,
+    index: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    stats: Sequence[str] = STATS,
+    nodata: float = np.nan,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    clear: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`segment_stats` of backscatter stored in dB (``x * scale + offset``): the order statistics and
+    ``std`` of the dB values, read in place, and the mean taken in linear power, reported in dB."""
+    out = segment_stats(values, index, sizes, stats=[s for s in stats if s != "mean"], nodata=nodata, scale=scale,
+                        offset=offset, clear=clear)
     if "mean" in stats:
-        linear = zonal_stats(db_to_linear(values_db), labels, n_labels, stats=("mean",))
-        out["mean"] = linear_to_db(linear["mean"])
+        db = np.asarray(values, dtype=np.float64) * scale + offset if (scale, offset) != (1.0, 0.0) else values
+        if nodata == nodata:  # a nodata value (NaN needs no replacing)
+            db = np.where(np.asarray(values) == nodata, np.nan, db)
+        mean = segment_stats(db_to_linear(db), index, sizes, stats=("mean",), clear=clear)["mean"]
+        out["mean"] = linear_to_db(mean)
     return out
 
 

@@ -18,6 +18,7 @@ from cube.stats import (
     ClassHistogram,
     ParcelStats,
     WeightedIndex,
+    backscatter_segment_stats,
     backscatter_stats,
     class_histogram,
     clear_pixels,
@@ -301,6 +302,25 @@ def test_backscatter_mean_in_linear_power() -> None:
     assert (out["mean"][:2] > zonal_stats(db, labels, 3)["mean"][:2]).all()
     np.testing.assert_allclose(linear_to_db(db_to_linear(db)), db, rtol=1e-12)
     assert linear_to_db(np.array([0.0]))[0] == -np.inf and np.isnan(linear_to_db(np.array([-1.0]))[0])
+
+
+def test_backscatter_read_in_place_from_float32_or_packed_integers() -> None:
+    """The cube's S1 path: dB stored as float32 (NaN nodata) or packed in uint16 (scale, offset, nodata 0),
+    read through a pixel index with a cloud-free mask, gives the numbers of the decoded float64 pixels."""
+    rng = np.random.default_rng(12)
+    sizes = np.array([30, 4, 60])
+    db = np.round(rng.normal(-14, 3, (3, sizes.sum() + 7)), 2)
+    db[0, rng.random(db.shape[1]) < 0.2] = np.nan
+    index = rng.permutation(db.shape[1])[: sizes.sum()]
+    clear = rng.random((3, sizes.sum())) > 0.1
+    decoded = db[:, index].copy()
+    decoded[~clear] = np.nan
+    want = backscatter_stats(decoded, np.repeat(np.arange(3), sizes), 3, stats=(*STATS, "p10"))
+    packed = np.where(np.isnan(db), 0, np.round((db + 50) / 0.01)).astype(np.uint16)
+    for values, packing in ((db.astype(np.float32), {}), (packed, {"nodata": 0, "scale": 0.01, "offset": -50.0})):
+        got = backscatter_segment_stats(values, index, sizes, stats=(*STATS, "p10"), clear=clear, **packing)
+        for stat in ("count", "masked", "mean", "std", "min", "median", "p10"):
+            np.testing.assert_allclose(got[stat], want[stat], rtol=1e-6, atol=1e-9, err_msg=stat)
 
 
 def test_mean_count_std_match_exactextract_on_whole_pixel_parcels() -> None:
