@@ -152,24 +152,28 @@ def _select(a, lo, hi, k):
 
 
 @numba.njit(cache=True, nogil=True)
+def _radix_pass(src, dst, c, shift, counts):
+    """One stable counting pass of an LSD radix sort: ``src[:c]`` into ``dst`` by the 8 bits at ``shift``."""
+    counts[:] = 0
+    for i in range(c):
+        counts[(np.int64(src[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
+    total = 0
+    for b in range(256):
+        n = counts[b]
+        counts[b] = total
+        total += n
+    for i in range(c):
+        d = (np.int64(src[i]) >> shift) & 255
+        dst[counts[d]] = src[i]
+        counts[d] += 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _radix_sort16(buf, tmp, c, counts):
     """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes, ``buf`` -> ``tmp`` ->
     ``buf``: no comparisons, so about twice as fast as quickselect for the few hundred pixels of a parcel."""
-    src, dst = buf, tmp
-    for shift in (0, 8):
-        counts[:] = 0
-        for i in range(c):
-            counts[(np.int64(src[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
-        total = 0
-        for b in range(256):
-            n = counts[b]
-            counts[b] = total
-            total += n
-        for i in range(c):
-            d = (np.int64(src[i]) >> shift) & 255
-            dst[counts[d]] = src[i]
-            counts[d] += 1
-        src, dst = dst, src
+    _radix_pass(buf, tmp, c, 0, counts)
+    _radix_pass(tmp, buf, c, 8, counts)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -182,23 +186,11 @@ def _radix_sort_f32(vals, c, keys, tmp, counts):
     for i in range(c):
         x = bits[i]
         keys[i] = ~x if x & sign else x | sign
-    src, dst = keys, tmp
-    for shift in (0, 8, 16, 24):
-        counts[:] = 0
-        for i in range(c):
-            counts[(src[i] >> shift) & 255] += 1
-        total = 0
-        for b in range(256):
-            n = counts[b]
-            counts[b] = total
-            total += n
-        for i in range(c):
-            d = (src[i] >> shift) & 255
-            dst[counts[d]] = src[i]
-            counts[d] += 1
-        src, dst = dst, src
+    for shift in (0, 16):  # keys -> tmp -> keys, twice
+        _radix_pass(keys, tmp, c, shift, counts)
+        _radix_pass(tmp, keys, c, shift + 8, counts)
     for i in range(c):
-        k = src[i]
+        k = keys[i]
         bits[i] = k ^ sign if k & sign else ~k
 
 
