@@ -1,4 +1,4 @@
-"""Parcels whose Sentinel-2 signal does not fit their declaration: the markers of checks by monitoring.
+"""Parcels whose Sentinel-2 and Sentinel-1 signal does not fit their declaration: checks-by-monitoring markers.
 
 Works on the per-date statistics that :func:`cube.timeseries.parcel_timeseries` returns and
 :func:`cube.extract.extract` writes (band means of B04 and B08, with the clear and masked pixel counts), so
