@@ -117,6 +117,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file or GeoDataFrame) is the
     registry that parcel ids in URLs are looked up in."""
     store = open_store(cube, storage_options=storage_options, read_only=True)
+    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
+        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column),
                                                        id_column=id_column)
     by_text = {} if registry is None else {str(pid): pid for pid in registry.ids}

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,8 @@ __all__ = ["ServedCommand"]
 
 class ServedCommand:
     """``python -m cardcube.cli *args --port P``, started (with ``env`` added to the environment) and waited
-    for until ``ready`` answers."""
+    for until ``ready`` answers. Its stderr goes to a file (a pipe nobody reads would fill and stall it),
+    shown if it does not start."""
 
     def __init__(self, args: Sequence[str], *, ready: str = "/", env: Mapping[str, str] | None = None,
                  timeout: float = 60.0) -> None:
@@ -30,9 +32,10 @@ class ServedCommand:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}/"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- the server's lifetime; closed by close()
         self.proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", *map(str, args), "--port", str(port)],
                                      cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
         self.http = httpx.Client(base_url=self.base, timeout=120)
         deadline = time.monotonic() + timeout
         while True:
@@ -41,7 +44,8 @@ class ServedCommand:
                 return
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None else "timeout"
+                    self.log.seek(0)
+                    why = self.log.read().decode(errors="replace")[-3000:] or "timeout"
                     self.close()
                     raise AssertionError(f"cardcube {' '.join(map(str, args))} did not start: {why}") from None
                 time.sleep(0.2)
@@ -50,3 +54,4 @@ class ServedCommand:
         self.http.close()
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        self.log.close()

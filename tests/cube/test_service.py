@@ -188,3 +188,8 @@ def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, par
         assert r.status_code == 200 and len(r.json()["rows"]) > 0
     finally:
         server.close()
+
+
+def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
+    with pytest.raises(AssertionError, match=f"no cube at .*{tmp_path.name}"):
+        ServedCommand(["serve", "--cube", tmp_path], timeout=30)
