@@ -87,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--parcels", help="parcel file whose parcel_id values the URLs name (GeoPackage, GeoParquet)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument("--refresh", type=float, default=5.0,
+                   help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
     s.set_defaults(func=_serve)
 
 
@@ -208,5 +210,5 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     print(f"serving {args.cube} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
-    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port)
+    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh)
     return 0

@@ -15,9 +15,12 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01&bands=B04,B03,B02&size=128&scale=4
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
-Each request reads the cube's ledger once (the latest version, or ``as_of``) and says in its answer which
-version it read (``cube_version`` in JSON, the ``X-Cube-Version`` header everywhere), so two answers can be
-compared. Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
+Each answer says which cube version it was read from (``cube_version`` in JSON, the ``X-Cube-Version``
+header everywhere), so two answers can be compared. The service keeps the versions it has read
+(:class:`VersionCache`): a pinned ``as_of`` version never changes, and the latest is looked up again at
+most every ``refresh`` seconds, so on S3 a query does not pay the ledger's listing and read each time.
+
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
 404 unknown parcel, collection, version or date; 413 a request too large; 422 a parcel that cannot be
 measured or a bad parameter.
 """
@@ -25,7 +28,10 @@ measured or a bad parameter.
 from __future__ import annotations
 
 import io
+import threading
+import time as timer
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Annotated, Any
 
 import pandas as pd
@@ -58,7 +64,10 @@ FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "applicatio
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 
-__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_SEASON_SIZE", "DateNotFoundError", "make_app", "serve"]
+REFRESH = 5.0  # seconds between lookups of the latest version of a collection
+
+__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_SEASON_SIZE", "REFRESH", "DateNotFoundError", "VersionCache",
+           "make_app", "serve"]
 
 
 class DateNotFoundError(CardcubeError, LookupError):
@@ -68,6 +77,32 @@ class DateNotFoundError(CardcubeError, LookupError):
 # The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
 # large (a ValueError too, so first); a parcel that cannot be measured or a bad parameter (ValueError).
 _STATUS = ((RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+
+
+class VersionCache:
+    """The cube versions a long-running reader answers from. A committed version never changes, so a pinned
+    one is read once (the 32 most recent kept); the latest of a collection is looked up again at most every
+    ``refresh`` seconds, after which a new ingest's version is seen. Safe to share between threads."""
+
+    def __init__(self, store: Any, *, refresh: float = REFRESH) -> None:
+        self._store, self._refresh = store, refresh
+        self._latest: dict[str, tuple[float, CubeVersion]] = {}
+        self._lock = threading.Lock()
+        self._pinned = lru_cache(maxsize=32)(lambda collection, version: read_version(store, collection, version))
+
+    def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
+        """``collection``'s version ``as_of``, or its latest."""
+        if as_of is not None:
+            return self._pinned(collection, as_of)
+        now = timer.monotonic()
+        with self._lock:
+            seen = self._latest.get(collection)
+        if seen is not None and now - seen[0] < self._refresh:
+            return seen[1]
+        version = read_version(self._store, collection)
+        with self._lock:
+            self._latest[collection] = (now, version)
+        return version
 
 
 def _status(exc: CardcubeError) -> int:
@@ -113,15 +148,17 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
-             id_column: str = "parcel_id") -> FastAPI:
+             id_column: str = "parcel_id", refresh: float = REFRESH) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file or GeoDataFrame) is the
-    registry that parcel ids in URLs are looked up in."""
+    registry that parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest
+    version (0: every request)."""
     store = open_store(cube, storage_options=storage_options, read_only=True)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column),
                                                        id_column=id_column)
     by_text = {} if registry is None else {str(pid): pid for pid in registry.ids}
+    versions = VersionCache(store, refresh=refresh)
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube")
 
     @app.exception_handler(CardcubeError)
@@ -136,7 +173,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def version_of(collection: str, as_of: int | None) -> CubeVersion:
         if collection not in CUBE_SPECS:
             raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
-        return read_version(store, collection, as_of)
+        return versions.get(collection, as_of)
 
     def parcel(parcel_id: str) -> ParcelSet:
         if registry is None:
@@ -155,9 +192,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     @app.get("/")
     def index() -> dict[str, Any]:
-        latest = {c: versions[-1] for c in CUBE_SPECS if (versions := committed_versions(store, c))}
+        found = [c for c in CUBE_SPECS if committed_versions(store, c)]
         return {"cube": store_url(store), "parcels": len(by_text) if registry is not None else None,
-                "collections": [_collection_info(read_version(store, c, v)) for c, v in latest.items()]}
+                "collections": [_collection_info(versions.get(c)) for c in found]}
 
     @app.get("/collections/{collection}")
     def collection_info(collection: str, as_of: int | None = None) -> dict[str, Any]:
@@ -222,9 +259,9 @@ def _bands(text: str | None, collection: str) -> Sequence[str]:
 
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
-          storage_options: Mapping[str, Any] | None = None) -> None:
+          storage_options: Mapping[str, Any] | None = None, refresh: float = REFRESH) -> None:
     """Serve ``cube`` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(make_app(cube, parcels=parcels, storage_options=storage_options), host=host, port=port,
-                log_level="warning")
+    uvicorn.run(make_app(cube, parcels=parcels, storage_options=storage_options, refresh=refresh), host=host,
+                port=port, log_level="warning")

@@ -193,3 +193,30 @@ def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, par
 def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
     with pytest.raises(AssertionError, match=f"no cube at .*{tmp_path.name}"):
         ServedCommand(["serve", "--cube", tmp_path], timeout=30)
+
+
+def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(tiny_cube, tmp_path):
+    """A committed version is read once; the latest is looked up again only after ``refresh`` seconds, and
+    then a newly committed version is seen (here a copy of the ledger record as the next version)."""
+    import json
+    import shutil
+
+    from cardcube.storage import CountingStore, open_store
+    from cube import layout
+    from cube.service import VersionCache
+
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube / "s2" / "_ledger", root / "s2" / "_ledger")
+    store = CountingStore(open_store(root, read_only=True))
+    first = committed_versions(store, "s2")[-1]
+    ledger_reads = lambda: sum(k.startswith("s2/_ledger/v") for k in store.counts.keys_read)  # noqa: E731
+    cached, fresh = VersionCache(store, refresh=3600), VersionCache(store, refresh=0)
+    assert cached.get("s2").version == fresh.get("s2").version == first
+    before = ledger_reads()
+    assert cached.get("s2").version == first and cached.get("s2", first).version == first
+    assert cached.get("s2", first) is cached.get("s2", first)
+    assert ledger_reads() == before + 1  # the pinned read; the latest came from the cache
+    record = json.loads((root / layout.ledger_key("s2", first)).read_text())
+    (root / layout.ledger_key("s2", first + 1)).write_text(json.dumps({**record, "version": first + 1}))
+    assert cached.get("s2").version == first  # within refresh: the version it had
+    assert fresh.get("s2").version == first + 1  # refresh 0: the new commit at once
