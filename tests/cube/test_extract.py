@@ -155,6 +155,7 @@ def test_absurd_work_units_are_refused(cube, parcels, tmp_path):
         extract(parcels, cube, tmp_path / "out", block=20_000, progress=False)
 
 
+@pytest.mark.timeout(240)  # about 20 s; a worker hung once in a fresh clone: fail in minutes, not ten
 def test_a_dask_cluster_of_two_processes_gives_identical_output(cube, parcels, s2_extracted, tmp_path):
     from distributed import Client, LocalCluster
 
