@@ -34,6 +34,7 @@ from cube.stats import (
     segment_stats,
     small_uint,
     stats_frame,
+    unpack,
 )
 
 TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
@@ -54,9 +55,7 @@ def physical(values: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
     if "flag_values" in attrs or "scale_factor" not in attrs:
         return values
     nodata, scale, offset = packing(attrs)
-    out = values.astype("float64") * scale + offset
-    out[values == nodata] = np.nan
-    return out
+    return unpack(values, nodata=nodata, scale=scale, offset=offset)
 
 
 @dataclass(frozen=True, eq=False)

@@ -61,6 +61,7 @@ __all__ = [
     "small_uint",
     "stats_frame",
     "stats_table",
+    "unpack",
     "zonal_stats",
 ]
 
@@ -579,12 +580,28 @@ def zonal_stats(
     ``stats`` is any subset of :data:`STATS` plus percentiles spelled ``pNN`` (``p10``, ``p90``).
     ``count`` and ``masked`` are always included. See the module docstring for the conventions.
     """
+    values, segs = _labelled(values, labels, n_labels, stats)
+    return segment_stats(values, segs.order, segs.sizes, stats=stats)
+
+
+def _labelled(values: np.ndarray, labels: np.ndarray, n_labels: int, stats: Sequence[str]
+              ) -> tuple[np.ndarray, _Segments]:
+    """The label-based functions' input checked: (time, npix) values and their pixels grouped by label."""
     _check_stats(stats)
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")
-    segs = _Segments.build(labels, n_labels)
-    return segment_stats(values, segs.order, segs.sizes, stats=stats)
+    return values, _Segments.build(labels, n_labels)
+
+
+def unpack(values: np.ndarray, *, nodata: float = np.nan, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    """Stored values as float64 physical ones, ``x * scale + offset``, NaN where ``x`` is ``nodata``."""
+    out = np.array(values, dtype=np.float64)
+    if (scale, offset) != (1.0, 0.0):
+        out = out * scale + offset
+    if nodata == nodata:  # a nodata value (NaN needs no replacing)
+        out[np.asarray(values) == nodata] = np.nan
+    return out
 
 
 def db_to_linear(db: np.ndarray) -> np.ndarray:
@@ -610,11 +627,7 @@ def backscatter_stats(
 
     Every result is in dB; ``std`` is the standard deviation of the dB values (see module docstring).
     """
-    _check_stats(stats)
-    values_db = np.asarray(values_db)
-    if values_db.ndim != 2 or values_db.shape[1] != np.shape(labels)[0]:
-        raise InvalidRequestError(f"values {values_db.shape} must be (time, npix), npix = {np.shape(labels)}")
-    segs = _Segments.build(labels, n_labels)
+    values_db, segs = _labelled(values_db, labels, n_labels, stats)
     return backscatter_segment_stats(values_db, segs.order, segs.sizes, stats=stats)
 
 
@@ -634,9 +647,7 @@ def backscatter_segment_stats(
     out = segment_stats(values, index, sizes, stats=[s for s in stats if s != "mean"], nodata=nodata, scale=scale,
                         offset=offset, clear=clear)
     if "mean" in stats:
-        db = np.asarray(values, dtype=np.float64) * scale + offset if (scale, offset) != (1.0, 0.0) else values
-        if nodata == nodata:  # a nodata value (NaN needs no replacing)
-            db = np.where(np.asarray(values) == nodata, np.nan, db)
+        db = unpack(values, nodata=nodata, scale=scale, offset=offset)
         mean = segment_stats(db_to_linear(db), index, sizes, stats=("mean",), clear=clear)["mean"]
         out["mean"] = linear_to_db(mean)
     return out
