@@ -192,9 +192,14 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     @app.get("/")
     def index() -> dict[str, Any]:
-        found = [c for c in CUBE_SPECS if committed_versions(store, c)]
+        found = []
+        for collection in CUBE_SPECS:  # through the cache: no listing of the ledger within ``refresh``
+            try:
+                found.append(_collection_info(versions.get(collection)))
+            except CubeNotFoundError:
+                continue
         return {"cube": store_url(store), "parcels": len(by_text) if registry is not None else None,
-                "collections": [_collection_info(versions.get(c)) for c in found]}
+                "collections": found}
 
     @app.get("/collections/{collection}")
     def collection_info(collection: str, as_of: int | None = None) -> dict[str, Any]:
@@ -232,7 +237,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                       bands=_bands(bands, collection), as_of=version)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
-                          f"{version.version}; its timeseries lists the dates")
+                                    f"{version.version}; its timeseries lists the dates")
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
