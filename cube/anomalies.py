@@ -151,10 +151,9 @@ def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
 
 def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Each distance as a robust z-score within its crop: (d - median) / (1.4826 MAD), NaN where undefined."""
-    d = pd.Series(distance)
-    by_crop = d.groupby(pd.Series(codes).astype(str))
-    median = by_crop.transform("median")
-    mad = (d - median).abs().groupby(pd.Series(codes).astype(str)).transform("median")
+    d, crop = pd.Series(distance), pd.Series(codes).astype(str)
+    median = d.groupby(crop).transform("median")
+    mad = (d - median).abs().groupby(crop).transform("median")
     with np.errstate(divide="ignore", invalid="ignore"):
         return ((d - median) / (1.4826 * mad)).to_numpy()
 
