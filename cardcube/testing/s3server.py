@@ -82,6 +82,12 @@ class S3Server:
         prefix = prefix.strip("/")
         return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
+    def environment(self, endpoint_url: str | None = None) -> dict[str, str]:
+        """Environment variables that point a ``cardcube`` subprocess at this server (or at a proxy in front
+        of it), as a user points it at Ceph or MinIO."""
+        return {"AWS_ENDPOINT_URL": endpoint_url or self.endpoint_url, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client for this server (or for a proxy in front of it)."""
         import boto3

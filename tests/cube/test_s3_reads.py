@@ -129,9 +129,8 @@ def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3
 
     parcels = gpd.read_parquet(tiny_region.parcels)
     pid = parcels.sort_values("area_ha").parcel_id.iloc[-2]
-    env = {"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels], env=env)
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels],
+                           env=s3_server.environment())
     try:
         r = server.http.get(f"/collections/s2/parcels/{pid}/timeseries", params={"bands": "B04,NDVI",
                                                                                  "format": "parquet"})

@@ -17,11 +17,6 @@ from tests.ingest.scene_edits import items_of, write_items
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
 
 
-def _env(bucket) -> dict:
-    return {"AWS_ENDPOINT_URL": bucket.server.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
 @pytest.mark.parametrize("collection", ["s2", "s1"])
 def test_pixels_on_s3_equal_the_source(tiny_region, s3_bucket, collection):
     url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
@@ -70,11 +65,11 @@ def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
     url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     first = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:5], "s3-kill.json")
     ingest(first, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
-    killed = run_ingest(tiny_region.items, url, "s1", kill_at=step, env=_env(s3_bucket))
+    killed = run_ingest(tiny_region.items, url, "s1", kill_at=step, env=s3_bucket.server.environment())
     assert killed.returncode == -9
     expected = 2 if step == "committed" else 1
     assert open_cube(url, "s1", storage_options=direct).attrs["cardcube:version"] == expected
-    done = run_ingest(tiny_region.items, url, "s1", env=_env(s3_bucket))
+    done = run_ingest(tiny_region.items, url, "s1", env=s3_bucket.server.environment())
     assert done.returncode == 0, done.stderr
     assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
     assert assert_matches_sources(url, tiny_region.items, "s1", storage_options=direct, sample=6) > 0
