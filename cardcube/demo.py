@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.synth import SynthConfig, generate
-    from cube.anomalies import flag_parcels
+    from cube.anomalies import COLUMNS, flag_parcels
     from cube.chips import chip
     from cube.extract import extract, read_timeseries
     from cube.plots import plot_timeseries
@@ -106,10 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  Parquet: {out / 'extract' / 'timeseries'}  status of every parcel: {out / 'extract' / 'parcels.parquet'}")
 
     print("\n6/6 anomaly markers on the extractions, checked against the planted ground truth")
-    columns = ["count", "masked", "mean", "orbit_state"]
-    flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=columns),
+    flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=COLUMNS),
                          parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND,
-                         s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=columns))
+                         s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=COLUMNS))
     flags.to_csv(out / "flags.csv", index=False)
     print(_score(flags, truth))
     print(f"  every parcel with its markers and reasons -> {out / 'flags.csv'}")

@@ -42,8 +42,9 @@ import pandas as pd
 from cardcube.errors import InvalidRequestError
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
+COLUMNS = ("count", "masked", "mean", "orbit_state")  # what the markers read of a statistics frame, beside the keys
 
-__all__ = ["MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
+__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
 
 
 @dataclass(frozen=True)

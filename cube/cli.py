@@ -174,13 +174,14 @@ def _statistics(path: str, bands: list[str]):
     """The statistics the markers read, from an extraction folder or a ``cardcube timeseries`` file."""
     import pandas as pd
 
+    from cube.anomalies import COLUMNS
     from cube.extract import read_timeseries
 
-    source, columns = Path(path), ["parcel_id", "time", "band", "count", "masked", "mean", "orbit_state"]
+    source = Path(path)
     if source.is_dir():
-        return read_timeseries(source, bands=bands, columns=columns[3:])
+        return read_timeseries(source, bands=bands, columns=COLUMNS)
     frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source, parse_dates=["time"])
-    return frame[[c for c in columns if c in frame.columns]]
+    return frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
 
 
 def _flag(args: argparse.Namespace) -> int:
