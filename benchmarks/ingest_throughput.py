@@ -3,7 +3,9 @@
 Run: ``python -m benchmarks.ingest_throughput [--size-km 10] [--collection s2] [--out DIR]``. Prints scenes/min,
 MB/s of source read, bytes written and write amplification (bytes written / compressed bytes of the new data)
 for (1) loading the whole season at once and (2) appending it one acquisition at a time into a fresh cube,
-cumulative over the season. Targets (issue 4): <= 1.5x initial, <= 3x cumulative.
+cumulative over the season. Targets (issue 4): <= 1.5x initial, <= 3x cumulative. Then the appended cube's
+stored size against the initial load's, before and after ``expire`` drops the versions of the season and the
+hot-buffer copies only they read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import argparse
 import json
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from cardcube.synth import SynthConfig, generate
+from ingest.expire import expire
 from ingest.job import ingest
 
 
@@ -47,6 +51,10 @@ def run(size_km: float, collection: str, work: Path) -> dict:
         appends_s += time.perf_counter() - t0
         written += r.bytes_written
         new += r.bytes_new_data
+    stored_before = _stored_bytes(work / "appended")
+    t0 = time.perf_counter()
+    expired = expire(work / "appended", collection, older_than=timedelta(0))
+    expire_s = time.perf_counter() - t0
     mb = initial.source_bytes / 1e6
     return {
         "collection": collection, "size_km": size_km, "scenes": len(feats),
@@ -55,7 +63,15 @@ def run(size_km: float, collection: str, work: Path) -> dict:
                     "write_amplification": initial.write_amplification},
         "appends": {"seconds": appends_s, "scenes_per_min": len(feats) / appends_s * 60,
                     "written_MB": written / 1e6, "new_data_MB": new / 1e6, "write_amplification": written / new},
+        "expire": {"seconds": expire_s, "versions_expired": len(expired.expired),
+                   "initial_stored_MB": _stored_bytes(work / "initial") / 1e6,
+                   "appended_stored_MB_before": stored_before / 1e6,
+                   "appended_stored_MB_after": _stored_bytes(work / "appended") / 1e6},
     }
+
+
+def _stored_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
           f"wrote {i['written_MB']:7.1f} MB  write amplification {i['write_amplification']:.2f}x")
     print(f"1-date appends: {a['scenes_per_min']:7.1f} scenes/min                wrote {a['written_MB']:7.1f} MB  "
           f"write amplification {a['write_amplification']:.2f}x cumulative over the season")
+    e = result["expire"]
+    print(f"stored        : initial load {e['initial_stored_MB']:.1f} MB; "
+          f"appended {e['appended_stored_MB_before']:.1f} MB, "
+          f"{e['appended_stored_MB_after']:.1f} MB after expiring {e['versions_expired']} versions "
+          f"({e['seconds']:.1f} s)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
 

@@ -125,6 +125,11 @@ def _innermost(store: Store) -> Store:
     return store
 
 
+def key_exists(store: Store, key: str) -> bool:
+    """Whether ``key`` exists (a HEAD on S3)."""
+    return bool(sync(store.exists(key)))
+
+
 def read_json(store: Store, key: str) -> Any | None:
     data = read_bytes(store, key)
     return None if data is None else json.loads(data)
@@ -144,8 +149,22 @@ def list_keys(store: Store, prefix: str) -> list[str]:
     return sorted(sync(_collect()))
 
 
+def list_children(store: Store, prefix: str) -> list[str]:
+    """Names directly under ``prefix`` (one delimited listing on S3), sorted."""
+
+    async def _collect() -> list[str]:
+        return [k.split("/", 1)[0] async for k in store.list_dir(prefix)]
+
+    return sorted(set(sync(_collect())))
+
+
 def delete_key(store: Store, key: str) -> None:
     sync(store.delete(key))
+
+
+def delete_prefix(store: Store, prefix: str) -> None:
+    """Delete every key under ``prefix`` (batched deletes on S3)."""
+    sync(store.delete_dir(prefix))
 
 
 class RequestCounts:

@@ -30,8 +30,8 @@ from __future__ import annotations
 import io
 import threading
 import time as timer
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Annotated, Any
 
 import pandas as pd
@@ -49,8 +49,8 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.spec import CUBE_SPECS
-from cardcube.storage import StoreLike, open_store, store_url
-from cube import render
+from cardcube.storage import StoreLike, key_exists, open_store, store_url
+from cube import layout, render
 from cube.chips import TRUE_COLOUR, chip
 from cube.extract import read_parcels
 from cube.ledger import CubeVersion, committed_versions, read_version
@@ -81,19 +81,22 @@ _STATUS = ((RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 
 
 class VersionCache:
     """The cube versions a long-running reader answers from. A committed version never changes, so a pinned
-    one is read once (the 32 most recent kept); the latest of a collection is looked up again at most every
-    ``refresh`` seconds, after which a new ingest's version is seen. Safe to share between threads."""
+    one is read once (the 32 most recent kept) and afterwards only checked, at most every ``refresh``
+    seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
+    collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
+    is seen. Safe to share between threads."""
 
-    def __init__(self, store: Any, *, refresh: float = REFRESH) -> None:
-        self._store, self._refresh = store, refresh
+    def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
+        self._store, self._refresh, self._size = store, refresh, size
         self._latest: dict[str, tuple[float, CubeVersion]] = {}
+        self._pinned: OrderedDict[tuple[str, int], tuple[float, CubeVersion]] = OrderedDict()
         self._lock = threading.Lock()
-        self._pinned = lru_cache(maxsize=32)(lambda collection, version: read_version(store, collection, version))
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
         """``collection``'s version ``as_of``, or its latest."""
-        if as_of is not None:
-            return self._pinned(collection, as_of)
+        return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
+
+    def _latest_of(self, collection: str) -> CubeVersion:
         now = timer.monotonic()
         with self._lock:
             seen = self._latest.get(collection)
@@ -103,6 +106,20 @@ class VersionCache:
         with self._lock:
             self._latest[collection] = (now, version)
         return version
+
+    def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
+        now, key = timer.monotonic(), (collection, as_of)
+        with self._lock:
+            seen = self._pinned.pop(key, None)
+        if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
+            seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
+        if seen is None:
+            seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
+        with self._lock:
+            self._pinned[key] = seen
+            while len(self._pinned) > self._size:
+                self._pinned.popitem(last=False)
+        return seen[1]
 
 
 def _status(exc: CardcubeError) -> int:

@@ -30,11 +30,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
+    e = sub.add_parser(
+        "expire", help="forget old cube versions and delete the data only they read",
+        description="Expire the versions of a cube collection superseded for longer than --older-than, and "
+        "delete the data no remaining version reads: hot-buffer dates already copied into time-first blocks, "
+        "and what a crashed ingest left behind. The latest version is always kept. Takes the writer lock.",
+    )
+    e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    e.add_argument("--older-than", default="7d",
+                   help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all)")
+    e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
+    e.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an ingest's lock")
+    e.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=_run_expire)
+
+
+def _storage_options(args: argparse.Namespace) -> dict | None:
+    return {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+
 
 def _run(args: argparse.Namespace) -> int:
     from ingest.job import ingest
 
-    storage_options = {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+    storage_options = _storage_options(args)
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options, scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog)
@@ -46,3 +66,16 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(result.summary())
     return 0 if result.ok else 1
+
+
+def _run_expire(args: argparse.Namespace) -> int:
+    from ingest.expire import expire, parse_age
+
+    result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
+                    wait=args.wait, storage_options=_storage_options(args))
+    if args.json:
+        print(json.dumps({"expired": list(result.expired), "kept": list(result.kept), "deleted": dict(result.deleted),
+                          "dry_run": result.dry_run}))
+    else:
+        print(result.summary())
+    return 0

@@ -220,3 +220,28 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
     (root / layout.ledger_key("s2", first + 1)).write_text(json.dumps({**record, "version": first + 1}))
     assert cached.get("s2").version == first  # within refresh: the version it had
     assert fresh.get("s2").version == first + 1  # refresh 0: the new commit at once
+
+
+def test_version_cache_stops_serving_a_pinned_version_once_it_is_expired(tiny_cube, tmp_path):
+    """``cardcube expire`` deletes a version's record and the data only it read: a pinned version is
+    checked again after ``refresh`` seconds, so the service answers 404 instead of reading missing data."""
+    import json
+    import shutil
+
+    from cardcube.errors import VersionNotFoundError
+    from cardcube.storage import open_store
+    from cube import layout
+    from cube.service import VersionCache
+
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube / "s2" / "_ledger", root / "s2" / "_ledger")
+    store = open_store(root, read_only=True)
+    pinned = committed_versions(store, "s2")[-1]
+    checked, unchecked = VersionCache(store, refresh=0), VersionCache(store, refresh=3600)
+    assert checked.get("s2", pinned).version == unchecked.get("s2", pinned).version == pinned
+    record = json.loads((root / layout.ledger_key("s2", pinned)).read_text())
+    (root / layout.ledger_key("s2", pinned + 1)).write_text(json.dumps({**record, "version": pinned + 1}))
+    (root / layout.ledger_key("s2", pinned)).unlink()  # superseded, then expired: its record goes first
+    assert unchecked.get("s2", pinned).version == pinned  # within refresh: not looked at again
+    with pytest.raises(VersionNotFoundError, match=f"no version {pinned}"):
+        checked.get("s2", pinned)

@@ -1,0 +1,163 @@
+"""``expire()``: forget old cube versions and delete the data only they referred to.
+
+Every append goes to the hot buffer first and is copied into a time-first block when the block fills
+(see :mod:`ingest.plan`); the hot copy stays, because older versions still read it. Over a season of
+daily appends the hot buffer holds a second copy of nearly every date. Expiring the versions nobody
+reads any more lets that copy go.
+
+A version expires once it has been *superseded* (a newer version was committed) for longer than
+``older_than``: a reader that took it as the latest has had that long to finish. The latest version
+never expires. Under the writer lock (no ingest runs meanwhile), in this order:
+
+1. ``expire-records``  - delete the ledger records of the expired versions, oldest first. From now on
+                         ``as_of`` one of them raises :class:`VersionNotFoundError`, as for a version never
+                         committed; the remaining records are always the newest ones.
+2. ``expire-data``     - delete, per tile, the hot-buffer dates no remaining version lists, and any data
+                         a crashed ingest left beyond the latest version's extents (see
+                         :mod:`ingest.commit`). Nothing a remaining version reads is touched.
+
+A kill between or inside the steps leaves every remaining version readable; the next run deletes what
+is left over. A reader holding an expired version in memory would find its hot dates gone: keep
+``older_than`` longer than any read (the default is 7 days).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from zarr.abc.store import Store
+
+from cardcube.checkpoints import checkpoint
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import CubeSpec
+from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
+from cube import layout
+from cube.ledger import CubeVersion, TileState, committed_versions, read_version
+from ingest.commit import writer_lock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OLDER_THAN = timedelta(days=7)
+
+__all__ = ["DEFAULT_OLDER_THAN", "ExpireResult", "expire", "expired_versions", "garbage_blocks", "parse_age"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    """What one :func:`expire` deleted (or, with ``dry_run``, would delete)."""
+
+    collection: str
+    cube: str
+    expired: tuple[int, ...]  # version numbers whose records went
+    kept: tuple[int, ...]
+    deleted: Mapping[str, int]  # tile -> unreferenced time blocks (hot dates, crash leftovers) of its arrays
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would expire" if self.dry_run else "expired"
+        kept = f"{self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else str(self.kept[0])
+        return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
+                f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
+                f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)")
+
+
+def parse_age(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    text = text.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
+    if value < 0:
+        raise InvalidRequestError(f"an age cannot be negative: {text!r}")
+    return timedelta(**{units[unit]: value})
+
+
+def _created(version: CubeVersion) -> datetime:
+    return datetime.strptime(version.created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
+                     ) -> list[int]:
+    """The versions (of ``(version, created)`` pairs, ascending) superseded for longer than ``older_than``
+    at ``now``: those whose successor was committed before ``now - older_than``. Never the latest."""
+    cutoff = now - older_than
+    return [v for (v, _), (_, successor) in pairwise(created) if successor <= cutoff]
+
+
+def garbage_blocks(head: TileState, kept: Iterable[TileState], present: Mapping[bool, Iterable[int]], *,
+                   time_block: int) -> dict[bool, list[int]]:
+    """The time blocks of a tile's arrays that no kept version reads, among those ``present`` in the store
+    (by ``hot``: False for the time-first arrays, True for the hot buffer, whose blocks are single dates).
+
+    Hot dates are garbage unless some kept version lists them; time-first blocks only beyond the head's
+    extent (leftovers of a crashed ingest: committed blocks never go)."""
+    live_hot = {slot.slot for state in kept for slot in state.hot}
+    cold_blocks = len(head.cold) // time_block
+    return {False: sorted(b for b in present.get(False, ()) if b >= cold_blocks),
+            True: sorted(s for s in present.get(True, ()) if s not in live_hot)}
+
+
+def _present(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool) -> list[int]:
+    """Time-block indices of the shard folders an array has in the store (one listing)."""
+    prefix = f"{layout.array_path(collection, tile, resolution, name, hot=hot)}/c/"
+    return [int(n) for n in list_children(store, prefix) if n.isdigit()]
+
+
+def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool
+                ) -> int:
+    """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
+    gone: set[tuple[bool, int]] = set()
+    for resolution in spec.resolutions:
+        for band in spec.bands_at(resolution):
+            present = {hot: _present(store, spec.name, head.tile, resolution, band.name, hot=hot)
+                       for hot in (False, True)}
+            for hot, blocks in garbage_blocks(head, kept, present, time_block=spec.chunks.time).items():
+                path = layout.array_path(spec.name, head.tile, resolution, band.name, hot=hot)
+                for block in blocks:
+                    if not dry_run:
+                        delete_prefix(store, f"{path}/c/{block}")
+                    gone.add((hot, block))
+    return len(gone)
+
+
+def expire(
+    cube: StoreLike,
+    collection: str = "s2",
+    *,
+    older_than: timedelta = DEFAULT_OLDER_THAN,
+    dry_run: bool = False,
+    wait: float = 0.0,
+    storage_options: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> ExpireResult:
+    """Expire the versions of ``collection`` superseded for longer than ``older_than`` (at ``now``, default
+    the current time) and delete the data only they read (see the module text). ``dry_run`` reports
+    without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest."""
+    store = open_store(cube, storage_options=storage_options)
+    with writer_lock(store, collection, wait=wait):
+        versions = [read_version(store, collection, n) for n in committed_versions(store, collection)]
+        if not versions:
+            read_version(store, collection)  # raises the clear "no cube here" error
+        expired = expired_versions([(v.version, _created(v)) for v in versions], now=now or datetime.now(UTC),
+                                   older_than=older_than)
+        kept = [v for v in versions if v.version not in expired]
+        for number in expired if not dry_run else ():
+            delete_key(store, layout.ledger_key(collection, number))
+        checkpoint("expire-records")
+        head = kept[-1]
+        deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],
+                                     dry_run=dry_run)
+                   for tile, state in sorted(head.tiles.items())}
+        checkpoint("expire-data")
+    result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,
+                          dry_run=dry_run)
+    log.info("%s", result.summary())
+    return result

@@ -1,0 +1,184 @@
+"""Expiring old versions: what goes, what must stay bit for bit, crashes, the lock, S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cardcube.errors import CubeLockedError, InvalidRequestError, VersionNotFoundError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube import layout
+from cube.dataset import open_cube
+from cube.ledger import committed_versions, read_version
+from ingest.commit import writer_lock
+from ingest.expire import expire, expired_versions, parse_age
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import run_ingest
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+EVERYTHING = timedelta(0)
+
+
+@pytest.fixture(scope="module")
+def appended(tiny_region, tmp_path_factory):
+    """A cube loaded with 5 dates, then appended to date by date (the hot buffer fills and is compacted
+    twice), then the rest at once: 9 versions. Tests expire copies of it."""
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    batches = [features[:5], *([f] for f in features[5:12]), features[12:]]
+    root = tmp_path_factory.mktemp("appended") / "cube"
+    for i, batch in enumerate(batches):
+        ingest(write_items(tiny_region.items, batch, f"append-{i}.json"), root, chunks=CHUNKS, progress=False)
+    return root
+
+
+@pytest.fixture
+def cube(appended, tmp_path) -> Path:
+    shutil.copytree(appended, tmp_path / "cube")
+    return tmp_path / "cube"
+
+
+def _read(cube: Path, as_of: int | None = None) -> xr.Dataset:
+    return open_cube(cube, decode=False, as_of=as_of).compute().drop_attrs()
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _hot_on_disk(cube: Path) -> set[int]:
+    """Hot-buffer dates present on disk in any band array of the tile."""
+    hot = next((cube / "s2").glob("*/cube.zarr/hot"))
+    return {int(p.name) for band in hot.glob("r*m/B*") for p in (band / "c").glob("*")}
+
+
+def test_expiring_everything_old_keeps_the_latest_bit_for_bit_and_frees_the_hot_copies(cube, tiny_region):
+    store = open_store(cube)
+    head = read_version(store, "s2")
+    before, size = _read(cube), _size(cube)
+    older = committed_versions(store, "s2")[:-1]
+    live = {s.slot for s in head.tiles[next(iter(head.tiles))].hot}
+    assert len(older) == 8 and _hot_on_disk(cube) > live  # compacted dates still have their hot copy
+
+    result = expire(cube, older_than=EVERYTHING)
+
+    assert result.expired == tuple(older) and result.kept == (head.version,)
+    assert committed_versions(store, "s2") == [head.version]
+    xr.testing.assert_identical(_read(cube), before)
+    assert assert_matches_sources(cube, tiny_region.items, "s2") > 0
+    assert _hot_on_disk(cube) == live  # only the dates the latest version lists in the hot buffer
+    assert sum(result.deleted.values()) > 0 and _size(cube) < 0.8 * size
+    with pytest.raises(VersionNotFoundError, match="has no version 1"):
+        open_cube(cube, as_of=1)
+    again = expire(cube, older_than=EVERYTHING)  # idempotent
+    assert again.expired == () and sum(again.deleted.values()) == 0
+
+
+def test_versions_superseded_recently_stay_readable_as_they_were(cube):
+    versions = [read_version(open_store(cube), "s2", n) for n in committed_versions(open_store(cube), "s2")]
+    keep_from = versions[-3]  # expire what its predecessor's successor (keep_from itself) superseded long enough
+    created = datetime.strptime(keep_from.created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    as_they_were = {v.version: _read(cube, v.version) for v in versions[-3:]}
+
+    result = expire(cube, older_than=timedelta(hours=1), now=created + timedelta(hours=1))
+
+    assert result.kept == tuple(v.version for v in versions[-3:])
+    assert result.expired == tuple(v.version for v in versions[:-3])
+    for number, ds in as_they_were.items():
+        xr.testing.assert_identical(_read(cube, number), ds)
+
+
+def test_dry_run_deletes_nothing(cube):
+    files = sorted(p for p in cube.rglob("*") if p.is_file())
+    result = expire(cube, older_than=EVERYTHING, dry_run=True)
+    assert result.expired and sum(result.deleted.values()) > 0
+    assert sorted(p for p in cube.rglob("*") if p.is_file()) == files
+
+
+def test_the_expiry_rule():
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    created = [(1, t0), (2, t0 + timedelta(days=1)), (3, t0 + timedelta(days=10)), (4, t0 + timedelta(days=11))]
+    at = t0 + timedelta(days=12)
+    assert expired_versions(created, now=at, older_than=timedelta(days=7)) == [1]  # 2 superseded only 2 days ago
+    assert expired_versions(created, now=at, older_than=timedelta(days=1)) == [1, 2, 3]
+    assert expired_versions(created, now=at, older_than=timedelta(days=30)) == []
+    assert expired_versions(created[:1], now=at, older_than=EVERYTHING) == []  # the latest never expires
+    assert parse_age("7d") == timedelta(days=7) and parse_age("12h") == timedelta(hours=12)
+    assert parse_age("0") == EVERYTHING and parse_age("90") == timedelta(seconds=90)
+    for bad in ("soon", "-1d", ""):
+        with pytest.raises(InvalidRequestError, match="age"):
+            parse_age(bad)
+
+
+def _expire_command(cube: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CARDCUBE_KILL_AT"}
+    if kill_at:
+        env["CARDCUBE_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "cardcube.cli", "expire", "--cube", str(cube), *extra],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_killed_expire_loses_nothing_and_the_rerun_finishes(cube, appended):
+    before = _read(cube)
+    killed = _expire_command(cube, "--older-than", "0", kill_at="expire-records")  # records gone, data not yet
+    assert killed.returncode == -9, killed.stderr
+    xr.testing.assert_identical(_read(cube), before)
+    done = _expire_command(cube, "--older-than", "0", "--json")  # the lock of the killed run is broken (dead pid)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["expired"] == [] and sum(report["deleted"].values()) > 0  # the records went in the killed run
+    xr.testing.assert_identical(_read(cube), before)
+    assert _hot_on_disk(cube) == {s.slot for t in read_version(open_store(cube), "s2").tiles.values() for s in t.hot}
+    bad = _expire_command(cube, "--older-than", "a week")
+    assert bad.returncode == 2 and "cannot read 'a week' as an age" in bad.stderr
+
+
+def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes(tiny_region, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    first, rest = (write_items(tiny_region.items, part, f"crashed-{i}.json")
+                   for i, part in enumerate((features[:6], features[6:])))
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, chunks=CHUNKS, progress=False)
+    before = _read(Path(cube))
+    assert run_ingest(rest, cube, "s2", kill_at="written").returncode == -9  # data written, never committed
+    grown = _size(Path(cube))
+    result = expire(cube, older_than=EVERYTHING)
+    assert result.expired == () and sum(result.deleted.values()) > 0 and _size(Path(cube)) < grown
+    xr.testing.assert_identical(_read(Path(cube)), before)
+    assert run_ingest(rest, cube, "s2").returncode == 0
+    assert assert_matches_sources(cube, tiny_region.items, "s2") > 0
+
+
+def test_expire_waits_for_a_running_ingest(cube):
+    with writer_lock(open_store(cube), "s2"), pytest.raises(CubeLockedError, match="being written"):
+        expire(cube, older_than=EVERYTHING)
+    assert len(committed_versions(open_store(cube), "s2")) == 9  # nothing happened
+
+
+def test_expire_on_s3(appended, s3_bucket):
+    import s3fs
+
+    opts = s3_bucket.storage_options()
+    s3fs.S3FileSystem(**opts).put(str(appended) + "/", f"{s3_bucket.name}/cube/", recursive=True)
+    url = s3_bucket.url_for("cube")
+    before = open_cube(url, decode=False, storage_options=opts).compute().drop_attrs()
+    result = expire(url, older_than=EVERYTHING, storage_options=opts)
+    assert len(result.expired) == 8 and sum(result.deleted.values()) > 0
+    after = open_cube(url, decode=False, storage_options=opts).compute().drop_attrs()
+    xr.testing.assert_identical(after, before)
+    keys = [k["Key"] for k in s3_bucket.server.client().list_objects_v2(Bucket=s3_bucket.name,
+                                                                         Prefix="cube/s2/")["Contents"]]
+    hot = {int(k.split("/c/")[1].split("/")[0]) for k in keys if "/hot/" in k and "/B" in k and "/c/" in k}
+    head = read_version(open_store(url, storage_options=opts), "s2")
+    assert hot == {s.slot for t in head.tiles.values() for s in t.hot}
+    assert [k for k in keys if layout.version_of_key(k) is not None] == [f"cube/{layout.ledger_key('s2', 9)}"]
