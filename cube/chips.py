@@ -30,6 +30,7 @@ from cube.indices import INDICES, add_indices, bands_for
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
+from cube.tile_arrays import ArrayCache
 from cube.timeseries import dataset_geobox
 
 MAX_SIZE = 2048  # pixels per side
@@ -137,11 +138,13 @@ def chip(
     registry: Any = None,
     as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    cache: ArrayCache | None = None,
 ) -> Chip:
     """A ``size`` x ``size`` pixel chip centred on a parcel (id, geometry) or a lon/lat point.
 
     ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
+    ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     if not 1 <= size <= MAX_SIZE:
         raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
@@ -171,7 +174,7 @@ def chip(
                 needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
                                                                    else [])]))
                 ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version,
-                               tiles=[tile], resolution=res, chunks="window")  # one read per band and time block
+                               tiles=[tile], resolution=res, chunks="window", cache=cache)  # a read per band and block
                 break
         if ds is None:
             raise ParcelOutsideCubeError(pid if pid is not None else "point",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from cardcube.storage import StoreLike, open_store, store_url
 from catalog import find_tiles
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.shard_reader import read_window
-from cube.tile_arrays import ArrayKey, open_arrays, sized_view
+from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
 TimeRange = tuple[Any, Any] | str | None
 
@@ -167,12 +167,13 @@ class _Window:
     keeps the shard indexes it has read: the version it reads never changes, so reading the same Dataset
     again (one parcel after another) fetches only chunks."""
 
-    def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool) -> None:
+    def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool,
+                 indexes: MutableMapping[str, np.ndarray] | None = None) -> None:
         self.array, self.times, self.rows, self.cols, self.hot = array, times, rows, cols, hot
         self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = array.dtype
         self.ndim = 3
-        self.indexes: dict[str, np.ndarray] = {}
+        self.indexes = {} if indexes is None else indexes
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         return self.read(*key)
@@ -212,15 +213,15 @@ def _kinds(state: TileState, order: np.ndarray) -> tuple[tuple[bool, ...], np.nd
 
 
 def _parts(state: TileState, band: BandSpec, rows: slice, cols: slice, kinds: tuple[bool, ...],
-           arrays: Mapping[ArrayKey, zarr.Array]) -> list[_Window]:
+           arrays: Mapping[ArrayKey, zarr.Array], cache: ArrayCache | None = None) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
-    opened beforehand (:func:`cube.tile_arrays.open_arrays`)."""
+    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``."""
     parts = []
     for hot in kinds:
         length = state.hot_slots_used if hot else len(state.cold)
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
-        parts.append(_Window(arr, times, rows, cols, hot=hot))
+        parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes))
     return parts
 
 
@@ -302,12 +303,12 @@ def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[sl
 
 def _band_array(state: TileState, window: TileWindow, band: BandSpec, kinds: tuple[bool, ...], order: np.ndarray,
                 arrays: Mapping[ArrayKey, zarr.Array], resolution: int, *, decode: bool, token: str,
-                whole: bool) -> da.Array:
+                whole: bool, cache: ArrayCache | None) -> da.Array:
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
     name = f"cardcube-{token}-{window.tile}-{band.name}"
-    parts = [_lazy(part, name=name, whole=whole) for part in _parts(state, band, rows, cols, kinds, arrays)]
+    parts = [_lazy(part, name=name, whole=whole) for part in _parts(state, band, rows, cols, kinds, arrays, cache)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
         data = data[order]
@@ -362,24 +363,27 @@ def _time_order(state: TileState, time: tuple) -> tuple[list[Acquisition], np.nd
     return [acqs[i] for i in order], order
 
 
-def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple
+def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple,
+                      cache: ArrayCache | None = None
                       ) -> tuple[list[Acquisition], tuple[bool, ...], np.ndarray, dict[ArrayKey, zarr.Array]]:
     """A tile's dates within ``time`` in time order, the parts holding them (:func:`_kinds`), each date's
     position in those parts, and the arrays of ``bands`` in those parts, opened together."""
     state = version.tiles[tile]
     acqs, order = _time_order(state, time)
     kinds, order = _kinds(state, order)
-    arrays = open_arrays(store, version.collection, tile, [(b.resolution, b.name, hot) for b in bands for hot in kinds])
+    arrays = open_arrays(store, version.collection, tile, [(b.resolution, b.name, hot) for b in bands for hot in kinds],
+                         cache=cache)
     return acqs, kinds, order, arrays
 
 
 def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
-                  resolution: int, time: tuple, *, decode: bool, token: str, whole: bool) -> xr.Dataset:
+                  resolution: int, time: tuple, *, decode: bool, token: str, whole: bool,
+                  cache: ArrayCache | None) -> xr.Dataset:
     state = version.tiles[window.tile]
-    sorted_acqs, kinds, order, arrays = _dates_and_arrays(store, version, window.tile, bands, time)
+    sorted_acqs, kinds, order, arrays = _dates_and_arrays(store, version, window.tile, bands, time, cache)
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(state, window, b, kinds, order, arrays, resolution, decode=decode,
-                                                 token=token, whole=whole), _band_attrs(b, decode=decode))
+                                                 token=token, whole=whole, cache=cache), _band_attrs(b, decode=decode))
         for b in bands
     }
     ds = xr.Dataset(data_vars, coords=_acquisition_coords(sorted_acqs))
@@ -405,6 +409,7 @@ def open_cube(
     tiles: Sequence[str] | None = None,
     chunks: str = "storage",
     storage_options: Mapping[str, Any] | None = None,
+    cache: ArrayCache | None = None,
 ) -> xr.Dataset:
     """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL, zarr Store, or the
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
@@ -417,7 +422,8 @@ def open_cube(
     record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
     chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the
     whole query area, read by one Zarr call that fetches its chunks concurrently (far fewer dask tasks,
-    for windows that fit in memory).
+    for windows that fit in memory). ``cache``: arrays and shard indexes kept across queries by a
+    long-running reader (:class:`cube.tile_arrays.ArrayCache`), so a query fetches chunks only.
     """
     if chunks not in ("storage", "window"):
         raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
@@ -442,7 +448,7 @@ def open_cube(
                                               f"(tiles: {', '.join(sorted(version.tiles))})")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
-                           whole=chunks == "window")
+                           whole=chunks == "window", cache=cache)
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, decode=decode)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,

@@ -56,6 +56,7 @@ from cube.extract import read_parcels
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcels import ParcelSet, as_parcels
 from cube.stats import STATS
+from cube.tile_arrays import ArrayCache
 from cube.timeseries import parcel_timeseries
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
@@ -176,6 +177,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                        id_column=id_column)
     by_text = {} if registry is None else {str(pid): pid for pid in registry.ids}
     versions = VersionCache(store, refresh=refresh)
+    arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube")
 
     @app.exception_handler(CardcubeError)
@@ -204,7 +206,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                    mask: str, as_of: int | None, fmt: str) -> Response:
         frame = parcel_timeseries(store, where, collection=collection, bands=_csv(bands),
                                   stats=_csv(stats) or STATS, time=time, mask=None if mask == "none" else "default",
-                                  as_of=version_of(collection, as_of))
+                                  as_of=version_of(collection, as_of), cache=arrays)
         return _timeseries_response(frame, fmt)
 
     @app.get("/")
@@ -251,7 +253,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                  as_of: int | None = None) -> Response:
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
-                      bands=_bands(bands, collection), as_of=version)
+                      bands=_bands(bands, collection), as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
                                     f"{version.version}; its timeseries lists the dates")
@@ -266,7 +268,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
-                      bands=_bands(bands, collection), as_of=version)
+                      bands=_bands(bands, collection), as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
         return Response(render.png_bytes(result.contact_sheet().image), media_type="image/png",

@@ -7,7 +7,10 @@ view* lets them read a committed version even if a crash left its shapes unpubli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any
 
 import zarr
 import zarr.api.asynchronous as zarr_async
@@ -28,15 +31,64 @@ def open_array(store: Store, collection: str, tile: str, resolution: int, name: 
 ArrayKey = tuple[int, str, bool]  # native resolution, band or coordinate name, hot
 
 
-def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey]) -> dict[ArrayKey, zarr.Array]:
-    """Several arrays of a tile, read-only, their metadata fetched concurrently: on S3 one round trip for
-    all of a query's ``zarr.json``, not one after another."""
-    async def _open() -> list:
-        return await asyncio.gather(*(zarr_async.open_array(
-            store=store, path=layout.array_path(collection, tile, res, name, hot=hot), mode="r", zarr_format=3)
-            for res, name, hot in keys))
+class _LRU(MutableMapping):
+    """A dict that forgets its least recently used entries beyond ``size``; safe to share between threads."""
 
-    return {key: zarr.Array(arr) for key, arr in zip(keys, sync(_open()), strict=True)}
+    def __init__(self, size: int) -> None:
+        self._size, self._data, self._lock = size, OrderedDict(), threading.Lock()
+
+    def __getitem__(self, key: Any) -> Any:
+        with self._lock:
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def __delitem__(self, key: Any) -> None:
+        with self._lock:
+            del self._data[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ArrayCache:
+    """Opened arrays and the shard indexes read through them, kept from one query to the next by a
+    long-running reader of one store (the REST service), so a query fetches chunks, not metadata.
+
+    Valid for every version: an array's metadata changes only in its persisted time length, which readers
+    replace by the ledger's (:func:`sized_view`), and a committed shard is never rewritten."""
+
+    def __init__(self, arrays: int = 1024, shards: int = 65536) -> None:
+        self.arrays: MutableMapping[str, zarr.Array] = _LRU(arrays)
+        self.indexes: MutableMapping[str, Any] = _LRU(shards)  # ~1 KB each
+
+
+def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,
+                cache: ArrayCache | None = None) -> dict[ArrayKey, zarr.Array]:
+    """Several arrays of a tile, read-only, their metadata fetched concurrently: on S3 one round trip for
+    all of a query's ``zarr.json``, not one after another; arrays in ``cache`` are not fetched again."""
+    paths = {(res, name, hot): layout.array_path(collection, tile, res, name, hot=hot) for res, name, hot in keys}
+    cached = {key: cache.arrays.get(paths[key]) for key in keys} if cache is not None else {}
+    known = {key: arr for key, arr in cached.items() if arr is not None}
+    missing = [key for key in keys if key not in known]
+
+    async def _open() -> list:
+        return await asyncio.gather(*(zarr_async.open_array(store=store, path=paths[key], mode="r", zarr_format=3)
+                                      for key in missing))
+
+    opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
+    if cache is not None:
+        cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
+    return {key: known.get(key) or opened[key] for key in keys}
 
 
 def sized_view(array: zarr.Array, length: int) -> zarr.Array:

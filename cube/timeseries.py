@@ -31,6 +31,7 @@ from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS
+from cube.tile_arrays import ArrayCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,7 @@ def parcel_timeseries(
     registry: Any = None,
     histogram: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    cache: ArrayCache | None = None,
 ) -> pd.DataFrame:
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
@@ -156,7 +158,8 @@ def parcel_timeseries(
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
     too_small with the reason; plain dicts, so the frame still writes to Parquet). A single parcel that
-    cannot be measured raises instead.
+    cannot be measured raises instead. ``cache`` keeps opened arrays between calls (see
+    :func:`cube.dataset.open_cube`).
     """
     ps = as_parcels(parcels, registry=registry)
     if isinstance(cube, xr.Dataset):
@@ -183,7 +186,8 @@ def parcel_timeseries(
             extra = ("SCL",) if "SCL" in spec_bands and (mask is not None or histogram) else ()
             # stored integers, decoded in float64 here: exact statistics, half the bytes moved
             ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
-                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False)
+                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False,
+                           cache=cache)
             opened.append((ds, sub))
         groups = opened
 

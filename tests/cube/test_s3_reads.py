@@ -120,6 +120,34 @@ def test_a_version_already_read_is_not_read_again(tiny_cube):
         read_version(store, "s1", version)
 
 
+def test_an_array_cache_leaves_the_next_queries_only_chunks_to_fetch(tiny_cube, tiny_region):
+    """What the REST service keeps between requests: a second season and a chip of the same tile read no
+    ``zarr.json`` and no shard index again, and give the numbers and pixels of uncached reads."""
+    from cube.tile_arrays import ArrayCache
+
+    parcels = gpd.read_parquet(tiny_region.parcels).sort_values("area_ha")
+    first, second = parcels.parcel_id.iloc[-2], parcels.parcel_id.iloc[-3]
+    store = CountingStore(open_store(tiny_cube, read_only=True))
+    version, cache = read_version(store, "s2"), ArrayCache()
+    series = lambda pid, **kw: parcel_timeseries(store, [pid], registry=parcels, bands=["B04", "B03", "B02"],  # noqa: E731
+                                                 as_of=version, **kw)
+    store.reset()
+    series(first, cache=cache)
+    cold, metadata = store.requests["get"], sum(k.endswith("zarr.json") for k in store.keys_read)
+    store.reset()
+    series(first, cache=cache)
+    assert metadata and len(cache.indexes)
+    assert store.requests["get"] <= cold - metadata - len(cache.indexes)  # chunks; each index once at most
+    cached = series(second, cache=cache)
+    pd.testing.assert_frame_equal(cached, series(second), check_exact=True)
+    day = pd.Timestamp(cached.time.iloc[0]).strftime("%Y-%m-%d")
+    store.reset()
+    picture = chip(store, second, registry=parcels, time=f"{day}/{day}", size=32, as_of=version, cache=cache)
+    assert store.requests["get"] > 0 and not [k for k in store.keys_read if k.endswith("zarr.json")]
+    xr.testing.assert_equal(picture.data, chip(tiny_cube, second, registry=parcels, time=f"{day}/{day}",
+                                                size=32).data)
+
+
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
     """``cardcube serve --cube s3://...`` (endpoint and keys from the environment, as for Ceph or MinIO)
     answers with the numbers and chips of the same cube in a folder."""
