@@ -124,6 +124,17 @@ def assign_tiles(tiles: Sequence[str], ps: ParcelSet) -> list[tuple[str, ...]]:
             for i, f in enumerate(first)]
 
 
+WINDOW_READ_PIXELS = 512 * 512  # query areas up to this size are read whole, per band and time block
+
+
+def read_mode(ps: ParcelSet, tile: str, resolution: int) -> str:
+    """How :func:`open_cube` should chunk the reads of ``ps``: ``"window"`` (one read per band and time
+    block, each shard's index fetched once) when their bounding box is small, else ``"storage"`` (one per
+    Zarr chunk, so parcels far apart do not read the ground between them)."""
+    minx, miny, maxx, maxy = ps.to_crs(TileGrid.from_id(tile).crs).bounds
+    return "window" if (maxx - minx) * (maxy - miny) <= WINDOW_READ_PIXELS * resolution ** 2 else "storage"
+
+
 def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
     """Parcel ids by the tiles to read (see :func:`assign_tiles`)."""
     groups: dict[tuple[str, ...], list[Any]] = {}
@@ -184,10 +195,11 @@ def parcel_timeseries(
             sub = ps.select(ids)
             wanted = bands_for(bands)
             extra = ("SCL",) if "SCL" in spec_bands and (mask is not None or histogram) else ()
+            needed = list(dict.fromkeys([*wanted, *extra]))
+            resolution = min(version.spec.band(b).resolution for b in needed)
             # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
-                           bands=list(dict.fromkeys([*wanted, *extra])), tiles=list(tiles), decode=False,
-                           cache=cache)
+            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version, bands=needed,
+                           tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution), cache=cache)
             opened.append((ds, sub))
         groups = opened
 
