@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -38,6 +39,19 @@ def s3_options_from_env() -> dict[str, Any]:
     if endpoint:
         opts["endpoint_url"] = endpoint
     return opts
+
+
+def gdal_s3_config() -> dict[str, str]:
+    """GDAL's ``/vsis3/`` settings for the endpoint in the environment, so rasterio reads ``s3://`` sources
+    from Ceph or MinIO as s3fs does (GDAL does not read ``AWS_ENDPOINT_URL``); settings already in the
+    environment win."""
+    endpoint = s3_options_from_env().get("endpoint_url")
+    if not endpoint:
+        return {}
+    url = urlparse(endpoint)
+    config = {"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"), "AWS_VIRTUAL_HOSTING": "FALSE",
+              "AWS_HTTPS": "YES" if url.scheme == "https" else "NO"}
+    return {k: v for k, v in config.items() if k not in os.environ}
 
 
 def open_store(

@@ -204,8 +204,7 @@ def ingest(
             checkpoint("published")
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)
-    source_bytes = sum(os.path.getsize(h) for c in checked for h in c.scene.assets.values()
-                       if "://" not in h and os.path.exists(h))
+    source_bytes = sum(c.source_bytes for c in checked)
     return IngestResult(
         collection=collection, cube=store_url(store), version=plan.new.version if plan.new else None,
         added=added, skipped=tuple(skipped), rejected=tuple(rejected), compacted=plan.compacted,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urljoin
 
 import fsspec
 import pystac
+from pystac.stac_io import DefaultStacIO
 
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.spec import CubeSpec
@@ -52,6 +53,25 @@ def _tile_of(props: dict) -> str | None:
     return f"{zone}{band}{square}" if zone and band and square else None
 
 
+def join_href(base: str, href: str) -> str:
+    """``href`` relative to the folder ``base``: a local path, or a URL of any scheme (``s3://``, ``https://``;
+    :func:`urllib.parse.urljoin` leaves ``s3://`` alone and drops a base's last segment without a slash)."""
+    if "://" not in base:
+        return os.path.normpath(os.path.join(base, href))
+    scheme, rest = base.split("://", 1)
+    root, _, path = rest.partition("/")
+    joined = posixpath.normpath(posixpath.join("/" + path, href)).lstrip("/")
+    return f"{scheme}://{root}/{joined}"
+
+
+class _FsspecStacIO(DefaultStacIO):
+    """pystac reading through fsspec, so a static catalog on S3 is read like a local one."""
+
+    def read_text_from_href(self, href: str) -> str:
+        with fsspec.open(href, "rt") as f:
+            return f.read()
+
+
 def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
     """A SourceScene from a STAC item; relative asset hrefs are resolved against ``base``."""
     props = item.properties
@@ -59,7 +79,7 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
     for key, asset in item.assets.items():
         href = asset.href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
-            href = urljoin(base, href) if "://" in base else os.path.normpath(os.path.join(base, href))
+            href = join_href(base, href)
         assets[key] = href
     return SourceScene(
         scene_id=item.id,
@@ -75,13 +95,18 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
 
 
 def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
-    with fsspec.open(path, "rb") as f:
-        doc = json.load(f)
+    try:
+        with fsspec.open(path, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise CubeNotFoundError(f"source {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidRequestError(f"cannot read the source {path}: {exc}") from exc
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
     if doc.get("type") == "FeatureCollection":
         return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
     if doc.get("type") in ("Catalog", "Collection"):
-        cat = pystac.read_file(path)
+        cat = pystac.read_file(path, stac_io=_FsspecStacIO())
         return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself
     if doc.get("type") == "Feature":
         return [pystac.Item.from_dict(doc)], base

@@ -33,6 +33,7 @@ class CheckedScene:
     windows: dict[int, Window]  # per native resolution
     checksums: dict[str, str]
     valid_fraction: float
+    source_bytes: int = 0  # of its band files, as read for the checks
 
     @property
     def scene_id(self) -> str:
@@ -65,11 +66,12 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
 
     windows: dict[int, Window] = {}
     checksums: dict[str, str] = {}
-    valid = total = 0
+    valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
         data = _read_file(scene, band.name, href)
         checksums[band.name] = "sha256:" + hashlib.sha256(data).hexdigest()
+        size += len(data)
         try:
             with MemoryFile(data) as mem, mem.open() as ds:
                 if ds.count != 1:
@@ -103,7 +105,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
     _check_footprints(sid, windows)
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
-    return CheckedScene(scene, windows, checksums, valid / total)
+    return CheckedScene(scene, windows, checksums, valid / total, size)
 
 
 def _check_footprints(scene_id: str, windows: dict[int, Window]) -> None:

@@ -12,7 +12,8 @@ import rasterio
 from rasterio.windows import Window
 from zarr.abc.store import Store
 
-from cardcube.spec import CubeSpec
+from cardcube.spec import BandSpec, CubeSpec
+from cardcube.storage import gdal_s3_config
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.plan import ShardWrite
@@ -25,24 +26,29 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
 
 def write_shard(store: Store, spec: CubeSpec, task: ShardWrite) -> None:
     """Write every band of ``task.resolution`` for ``task.dates`` into the task's shard region."""
+    with rasterio.Env(**gdal_s3_config()):  # sources on s3:// are read by GDAL, in byte ranges
+        for band in spec.bands_at(task.resolution):
+            _write_band(store, spec, task, band)
+
+
+def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec) -> None:
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
-    for band in spec.bands_at(task.resolution):
-        fill = band.nodata if band.nodata is not None else 0
-        block = np.full((len(task.dates), r1 - r0, c1 - c0), fill, dtype=band.dtype)
-        for i, date in enumerate(task.dates):
-            wr, wc, wh, ww = date.windows[task.resolution]
-            rows, cols = _overlap(r0, r1, wr, wr + wh), _overlap(c0, c1, wc, wc + ww)
-            if rows is None or cols is None:
-                continue
-            out = block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
-            if date.scene is not None:
-                href = date.scene.scene.assets[band.name]
-                with rasterio.open(href) as ds:
-                    win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
-                    out[...] = ds.read(1, window=win)
-            else:
-                hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
-                out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
-        target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
-        sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
+    fill = band.nodata if band.nodata is not None else 0
+    block = np.full((len(task.dates), r1 - r0, c1 - c0), fill, dtype=band.dtype)
+    for i, date in enumerate(task.dates):
+        wr, wc, wh, ww = date.windows[task.resolution]
+        rows, cols = _overlap(r0, r1, wr, wr + wh), _overlap(c0, c1, wc, wc + ww)
+        if rows is None or cols is None:
+            continue
+        out = block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
+        if date.scene is not None:
+            href = date.scene.scene.assets[band.name]
+            with rasterio.open(href) as ds:
+                win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
+                out[...] = ds.read(1, window=win)
+        else:
+            hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
+            out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
+    target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
+    sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block

@@ -73,3 +73,30 @@ def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
     assert done.returncode == 0, done.stderr
     assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
     assert assert_matches_sources(url, tiny_region.items, "s1", storage_options=direct, sample=6) > 0
+
+
+def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucket, tmp_path, monkeypatch):
+    """A provider's STAC items and COGs on S3 (relative hrefs, the endpoint and keys from the environment,
+    as for a Ceph or MinIO archive): the same pixels as from the local files, and a clear error for a
+    source that is not there."""
+    from pathlib import Path
+
+    from cardcube.errors import CubeNotFoundError
+    from cardcube.spec import cube_spec
+    from tests.ingest.scene_edits import asset_path
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
+    local = write_items(tiny_region.items, features, "bucket-sources.json")
+    files = [local] + [asset_path(local, f, b.name) for f in features for b in cube_spec("s2").bands]
+    client, root = s3_bucket.server.client(), Path(local).parent
+    for path in files:
+        client.upload_file(str(path), s3_bucket.name, f"archive/{path.relative_to(root)}")
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+
+    result = ingest(f"s3://{s3_bucket.name}/archive/{local.name}", tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert result.ok and len(result.added) == 4
+    assert result.source_bytes == sum(p.stat().st_size for p in files[1:])
+    assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
+    with pytest.raises(CubeNotFoundError, match="does not exist"):
+        ingest(f"s3://{s3_bucket.name}/archive/nothing.json", tmp_path / "other", progress=False)
