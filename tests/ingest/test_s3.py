@@ -100,3 +100,33 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
     with pytest.raises(CubeNotFoundError, match="does not exist"):
         ingest(f"s3://{s3_bucket.name}/archive/nothing.json", tmp_path / "other", progress=False)
+
+
+def test_a_static_stac_catalog_in_a_bucket_is_a_source(tiny_region, s3_bucket, tmp_path, monkeypatch):
+    import pystac
+
+    from cardcube.spec import cube_spec
+    from tests.ingest.scene_edits import asset_path
+
+    client, bucket = s3_bucket.server.client(), s3_bucket.name
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")[:3]
+    catalog = pystac.Catalog("archive", "S1 CARD scenes")
+    for feature in features:
+        item = pystac.Item.from_dict(feature)
+        item.clear_links()  # the synthetic items link to a STAC API that does not exist here
+        for band in cube_spec("s1").bands:
+            key = f"cogs/{item.id}/{band.name}.tif"
+            client.upload_file(str(asset_path(tiny_region.items, feature, band.name)), bucket, key)
+            item.assets[band.name].href = f"s3://{bucket}/{key}"
+        catalog.add_item(item)
+    catalog.normalize_and_save(str(tmp_path / "catalog"), pystac.CatalogType.SELF_CONTAINED)
+    for path in (tmp_path / "catalog").rglob("*.json"):
+        client.upload_file(str(path), bucket, f"stac/{path.relative_to(tmp_path / 'catalog')}")
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+
+    result = ingest(f"s3://{bucket}/stac/catalog.json", tmp_path / "cube", collection="s1", chunks=CHUNKS,
+                    progress=False)
+    assert result.ok and sorted(result.added) == sorted(f["id"] for f in features)
+    assert assert_matches_sources(tmp_path / "cube", write_items(tiny_region.items, features, "catalog-s1.json"),
+                                  "s1") > 0
