@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import threading
 import time as timer
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
@@ -48,6 +47,7 @@ from cardcube.errors import (
     ParcelNotFoundError,
     RequestTooLargeError,
 )
+from cardcube.lru import LRUDict
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
@@ -88,9 +88,9 @@ class VersionCache:
     is seen. Safe to share between threads."""
 
     def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
-        self._store, self._refresh, self._size = store, refresh, size
+        self._store, self._refresh = store, refresh
         self._latest: dict[str, tuple[float, CubeVersion]] = {}
-        self._pinned: OrderedDict[tuple[str, int], tuple[float, CubeVersion]] = OrderedDict()
+        self._pinned: LRUDict = LRUDict(size)  # (collection, version) -> (last checked, version)
         self._lock = threading.Lock()
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
@@ -110,16 +110,12 @@ class VersionCache:
 
     def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
         now, key = timer.monotonic(), (collection, as_of)
-        with self._lock:
-            seen = self._pinned.pop(key, None)
+        seen = self._pinned.get(key)
         if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
             seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
         if seen is None:
             seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
-        with self._lock:
-            self._pinned[key] = seen
-            while len(self._pinned) > self._size:
-                self._pinned.popitem(last=False)
+        self._pinned[key] = seen
         return seen[1]
 
 

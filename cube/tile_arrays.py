@@ -7,9 +7,7 @@ view* lets them read a committed version even if a crash left its shapes unpubli
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import zarr
@@ -18,6 +16,7 @@ from zarr.abc.store import Store
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
 
+from cardcube.lru import LRUDict
 from cube import layout
 
 
@@ -31,35 +30,6 @@ def open_array(store: Store, collection: str, tile: str, resolution: int, name: 
 ArrayKey = tuple[int, str, bool]  # native resolution, band or coordinate name, hot
 
 
-class _LRU(MutableMapping):
-    """A dict that forgets its least recently used entries beyond ``size``; safe to share between threads."""
-
-    def __init__(self, size: int) -> None:
-        self._size, self._data, self._lock = size, OrderedDict(), threading.Lock()
-
-    def __getitem__(self, key: Any) -> Any:
-        with self._lock:
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def __delitem__(self, key: Any) -> None:
-        with self._lock:
-            del self._data[key]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._data))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class ArrayCache:
     """Opened arrays and the shard indexes read through them, kept from one query to the next by a
     long-running reader of one store (the REST service), so a query fetches chunks, not metadata.
@@ -68,8 +38,8 @@ class ArrayCache:
     replace by the ledger's (:func:`sized_view`), and a committed shard is never rewritten."""
 
     def __init__(self, arrays: int = 1024, shards: int = 65536) -> None:
-        self.arrays: MutableMapping[str, zarr.Array] = _LRU(arrays)
-        self.indexes: MutableMapping[str, Any] = _LRU(shards)  # ~1 KB each
+        self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
+        self.indexes: MutableMapping[str, Any] = LRUDict(shards)  # ~1 KB each
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,

@@ -142,10 +142,9 @@ def expire(
     the current time) and delete the data only they read (see the module text). ``dry_run`` reports
     without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest."""
     store = open_store(cube, storage_options=storage_options)
+    read_version(store, collection)  # no cube here: a clear error, and no lock left behind
     with writer_lock(store, collection, wait=wait):
         versions = [read_version(store, collection, n) for n in committed_versions(store, collection)]
-        if not versions:
-            read_version(store, collection)  # raises the clear "no cube here" error
         expired = expired_versions([(v.version, _created(v)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]

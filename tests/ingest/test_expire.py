@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from cardcube.errors import CubeLockedError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import CubeLockedError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube import layout
@@ -159,10 +159,15 @@ def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes
     assert assert_matches_sources(cube, tiny_region.items, "s2") > 0
 
 
-def test_expire_waits_for_a_running_ingest(cube):
+def test_expire_waits_for_a_running_ingest_and_refuses_a_folder_without_a_cube(cube, tmp_path):
     with writer_lock(open_store(cube), "s2"), pytest.raises(CubeLockedError, match="being written"):
         expire(cube, older_than=EVERYTHING)
     assert len(committed_versions(open_store(cube), "s2")) == 9  # nothing happened
+    with pytest.raises(CubeNotFoundError, match="no 's1' cube"):
+        expire(cube, "s1")
+    with pytest.raises(CubeNotFoundError):
+        expire(tmp_path / "nothing")
+    assert not (cube / "s1").exists() and not (tmp_path / "nothing").exists()
 
 
 def test_expire_on_s3(appended, s3_bucket):

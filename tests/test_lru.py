@@ -1,0 +1,31 @@
+"""The bounded mapping behind the readers' caches."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from cardcube.lru import LRUDict
+
+
+def test_the_least_recently_used_entries_go_first():
+    cache = LRUDict(3)
+    for k in "abc":
+        cache[k] = k.upper()
+    assert cache["a"] == "A"  # a is now the most recent
+    cache["d"] = "D"
+    assert list(cache) == ["c", "a", "d"] and "b" not in cache and cache.get("b") is None
+    del cache["c"]
+    assert len(cache) == 2
+
+
+def test_threads_sharing_it_keep_it_bounded_and_consistent():
+    cache = LRUDict(64)
+
+    def work(t: int) -> None:
+        for i in range(2000):
+            cache[(t, i % 100)] = i
+            cache.get((t, (i * 7) % 100))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    assert len(cache) == 64 and len(list(cache)) == 64
