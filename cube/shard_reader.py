@@ -101,7 +101,8 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     window after window reuses its memory (a fresh array of tens of MB costs page faults on every read).
     ``indexes``: shard indexes read before, by key, and filled with the ones this read fetches. A committed
     shard never changes, so a caller reading one version again and again (an open Dataset) keeps them and
-    saves a request, on S3 a round trip, per shard and read."""
+    saves a request, on S3 a round trip, per shard and read; reads sharing ``indexes`` at once through a
+    store also share the fetch of an index not known yet."""
     bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
     shape = tuple(b - a for a, b in bounds)
     if out is not None and (out.shape != shape or out.dtype != array.dtype):
@@ -177,18 +178,52 @@ def _cut(key: str, run: list[_Chunk], blob: bytes | None) -> list[tuple[tuple[in
     return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
 
 
+async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes: MutableMapping[str, Any]
+                   ) -> dict[str, np.ndarray | None]:
+    """The index of each shard of ``keys`` (None: no shard): from ``indexes``, else fetched, all at once. A
+    fetch in flight sits in ``indexes`` as a future, so reads running at once on the event loop (a dask
+    thread per chunk of one shard) wait for it instead of fetching the same index again."""
+    loop = asyncio.get_running_loop()
+    known = {k: indexes.get(k) for k in dict.fromkeys(keys)}
+    mine = {k: loop.create_future() for k, v in known.items() if v is None}
+    indexes.update(mine)
+    try:
+        tails = await asyncio.gather(*(store.get(k, default_buffer_prototype(), SuffixByteRequest(layout.index_bytes))
+                                       for k in mine))
+    except BaseException as exc:
+        for key, future in mine.items():
+            indexes.pop(key, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: the readers that wait for it raise it themselves
+        raise
+    failed = None
+    for (key, future), tail in zip(mine.items(), tails, strict=True):
+        try:
+            index = None if tail is None else _index(key, tail.to_bytes(), math.prod(layout.per_shard))
+        except CorruptShardError as exc:
+            indexes.pop(key, None)
+            future.set_exception(exc)
+            future.exception()
+            failed = failed or exc
+            continue
+        if index is None:
+            indexes.pop(key, None)  # no shard (yet): not remembered
+        else:
+            indexes[key] = index
+        future.set_result(index)
+    if failed is not None:
+        raise failed
+    return {k: await v if isinstance(v, asyncio.Future) else v for k, v in {**known, **mine}.items()}
+
+
 async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
                  gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[list[tuple[tuple[int, ...], bytes]]]:
     """Per shard, the needed chunks' compressed bytes: every index not in ``indexes`` at once, then every byte
     range at once."""
     proto = default_buffer_prototype()
-    size = layout.index_bytes
-    missing = [k for k in keys if k not in indexes]
-    tails = await asyncio.gather(*(store.get(k, proto, SuffixByteRequest(size)) for k in missing))
-    for key, tail in zip(missing, tails, strict=True):
-        _known(indexes, key, None if tail is None else tail.to_bytes(), layout)
+    index_of = await _indexes(store, keys, layout, indexes)
     runs = [(i, run) for i, (key, chunks) in enumerate(zip(keys, needed, strict=True))
-            for run in _runs(_plan(indexes.get(key), chunks, layout), gap)]
+            for run in _runs(_plan(index_of[key], chunks, layout), gap)]
 
     async def ranged(key: str, run: list[_Chunk]) -> list[tuple[tuple[int, ...], bytes]]:
         buf = await store.get(key, proto, RangeByteRequest(*_span(run)))
@@ -215,7 +250,8 @@ def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]
             out.append([])
             continue
         try:
-            tail = None if key in indexes else os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
+            known = isinstance(indexes.get(key), np.ndarray)
+            tail = None if known else os.pread(fd, size, max(0, os.fstat(fd).st_size - size))
             found = []
             for run in _runs(_plan(_known(indexes, key, tail, layout), chunks, layout), gap):
                 lo, hi = _span(run)

@@ -165,3 +165,46 @@ def test_other_layouts_are_read_by_zarr(tmp_path) -> None:
     arr, data = _array(open_store(tmp_path), "zstd", "uint16", 0, compressors=ZstdCodec(level=1))
     window = (slice(2, 13), slice(10, 50), slice(0, 70))
     np.testing.assert_array_equal(read_window(arr, window), data[window])
+
+
+class _SlowStore(CountingStore):
+    """A folder answering each read after 50 ms, as object storage does: reads started at once overlap."""
+
+    async def get(self, key, prototype, byte_range=None):
+        import asyncio
+
+        await asyncio.sleep(0.05)
+        return await super().get(key, prototype, byte_range)
+
+
+def test_reads_at_once_fetch_a_shared_shard_index_once(tmp_path) -> None:
+    """Dask reads a lazy Dataset chunk by chunk from several threads: those of one shard wait for the index
+    fetch in flight instead of each fetching it. A damaged index fails every waiting read, and leaves
+    nothing behind in ``indexes``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(tmp_path)
+    _, data = _array(store, "band", "uint16", 0)
+    slow = _SlowStore(open_store(tmp_path, read_only=True))
+    arr = zarr.open_array(slow, path="band", mode="r")
+    windows = [(slice(t, t + 4), slice(y, y + 16), slice(x, x + 16))  # the 8 chunks of shard 0/0/1
+               for t in (0, 4) for y in (0, 16) for x in (32, 48)]
+    indexes: dict = {}
+    slow.counts.reset()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda w: read_window(arr, w, indexes=indexes), windows))
+    for window, values in zip(windows, got, strict=True):
+        np.testing.assert_array_equal(values, data[window])
+    assert slow.requests["get"] == 1 + len(windows)  # one index, then each read's chunk
+    assert list(indexes) == ["band/c/0/0/1"] and isinstance(indexes["band/c/0/0/1"], np.ndarray)
+
+    blob = bytearray(read_bytes(store, "band/c/0/0/0"))
+    blob[-10] ^= 0xFF
+    write_bytes(store, "band/c/0/0/0", bytes(blob))
+    damaged = [(slice(0, 4), slice(y, y + 16), slice(x, x + 16)) for y in (0, 16) for x in (0, 16)]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(read_window, arr, w, indexes=indexes) for w in damaged]
+    for future in futures:
+        with pytest.raises(CorruptShardError, match="checksum"):
+            future.result()
+    assert "band/c/0/0/0" not in indexes
