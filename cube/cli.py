@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
+    e.add_argument("--update", action="store_true",
+                   help="--out holds a complete extraction of an earlier cube version: add the new dates only")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_extract)
 
@@ -163,7 +165,8 @@ def _extract(args: argparse.Namespace) -> int:
     result = extract(args.parcels, args.cube, args.out, collection=args.collection,
                      bands=args.bands.split(",") if args.bands else None, time=args.time, as_of=args.as_of,
                      buffer=args.buffer, mask=None if args.no_mask else "default", block=args.block,
-                     scheduler=args.scheduler, id_column=args.id_column, progress=not args.quiet)
+                     scheduler=args.scheduler, id_column=args.id_column, progress=not args.quiet,
+                     update=args.update)
     print(result.summary())
     for failure in result.failures:
         print(f"  failed: {failure}")

@@ -38,7 +38,7 @@ from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
-TimeRange = tuple[Any, Any] | str | None
+TimeRange = tuple[Any, Any] | str | frozenset | None  # (start, end), "start/end", or exact acquisition times
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +65,11 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     return dask.compute(*collections)
 
 
-def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None]:
+def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
     if time is None:
         return None, None
+    if isinstance(time, frozenset):  # exactly these acquisition times
+        return frozenset(np.datetime64(pd.Timestamp(t).tz_localize(None), "ns") for t in time)
     if isinstance(time, str):
         lo, _, hi = time.partition("/")
         time = (lo or None, hi or None)
@@ -347,20 +349,28 @@ def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
     return attrs
 
 
-def _time_order(state: TileState, time: tuple) -> tuple[list[Acquisition], np.ndarray]:
-    """A tile's acquisitions within ``time`` (bounds or None) in time order, and each one's position in the
-    stored dates (the cold dates, then the hot slots)."""
+def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisition], np.ndarray]:
+    """A tile's acquisitions within ``time`` (bounds or None, or a set of exact times) in time order, and each
+    one's position in the stored dates (the cold dates, then the hot slots)."""
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
     order = np.argsort(times, kind="stable")
-    lo, hi = time
-    keep = np.ones(len(order), bool)
-    if lo is not None:
-        keep &= times[order] >= lo
-    if hi is not None:
-        keep &= times[order] <= hi
+    if isinstance(time, frozenset):
+        keep = np.isin(times[order], np.array(sorted(time), dtype="datetime64[ns]"))
+    else:
+        lo, hi = time
+        keep = np.ones(len(order), bool)
+        if lo is not None:
+            keep &= times[order] >= lo
+        if hi is not None:
+            keep &= times[order] <= hi
     order = order[keep]
     return [acqs[i] for i in order], order
+
+
+def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
+    """The acquisitions of a tile (at one version) that ``time`` selects, in time order."""
+    return _time_order(state, _parse_time(time))[0]
 
 
 def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple,
@@ -415,7 +425,8 @@ def open_cube(
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
-    ``time`` (``(start, end)`` or ``"start/end"``) restrict what is read; ``bands`` default to all.
+    ``time`` (``(start, end)``, ``"start/end"`` or a frozenset of acquisition times) restrict what is read;
+    ``bands`` default to all.
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
     read already, which saves reading the ledger again). ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs

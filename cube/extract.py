@@ -15,14 +15,20 @@ its pixels, so the cube is read block by block, each block once, instead of scen
 3. Each unit and date run writes one Parquet file (atomically, on a folder or S3). A re-run skips the
    files that exist, so an interrupted run resumes and rows are never duplicated; ``manifest.json`` pins
    the cube version and parameters, and a run with other ones is refused rather than mixed in.
+4. As new dates arrive, ``update=True`` brings a complete extraction to the cube's new version: only the
+   dates of scenes it has not read yet are extracted, into files of their own (``...-v<version>.parquet``);
+   committed pixels never change, so the rows already written stay exact. The manifest lists the scenes
+   read per tile and the versions updated from. An update that gained tiles is refused (parcels might
+   move to another tile); the few parcels read across tiles are read again whole.
 
 The rare parcel that no tile holds whole (only across UTM zones or at a cube edge) is read through
 ``parcel_timeseries`` itself. Every input parcel ends up in ``parcels.parquet`` with its status.
 
 Output::
 
-    <out>/manifest.json                                   cube, collection, version, parameters, complete
+    <out>/manifest.json                                   cube, collection, version, parameters, scenes read
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>.parquet   the same, dates an update added
     <out>/timeseries/tile=mosaic/part.parquet             parcels read across tiles
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 """
@@ -51,7 +57,7 @@ from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeE
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout
 from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
-from cube.dataset import BandReader, open_cube
+from cube.dataset import BandReader, open_cube, tile_dates
 from cube.indices import bands_for
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
@@ -178,6 +184,7 @@ class _Job:
     mask: tuple[int, ...] | None
     histogram: bool
     time: Any
+    dates: Mapping[str, frozenset] | None = None  # an update: per tile, the acquisition times to add
 
     @property
     def layout(self) -> ChunkLayout:
@@ -225,7 +232,8 @@ class _Job:
             cols = slice(unit.cols.start // k, -(-unit.cols.stop // k))
             windows[name] = rows, cols
             index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
-        return BandReader.open(self.store, self.version, unit.tile, windows, time=self.time), index
+        time = self.time if self.dates is None else self.dates[unit.tile]
+        return BandReader.open(self.store, self.version, unit.tile, windows, time=time), index
 
     def __call__(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
@@ -289,14 +297,16 @@ class _Phases(Counter):
             self[phase] += timer.perf_counter() - start
 
 
-def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]) -> tuple[list[_Unit], int]:
-    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet."""
+def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = ""
+           ) -> tuple[list[_Unit], int]:
+    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
+    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's)."""
     ok = layer.index[layer.index.pixels > 0]
     units, resumed = [], 0
     for (br, bc), group in ok.groupby([ok.row0 // block, ok.col0 // block], sort=True):
         rows = slice(int(group.row0.min()), int(group.row1.max()))
         cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/r{br * block:05d}c{bc * block:05d}t{t.start:04d}.parquet")
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/r{br * block:05d}c{bc * block:05d}t{t.start:04d}{suffix}.parquet")
                 for t in times]
         todo = tuple((t, k) for t, k in keys if k not in done)
         resumed += len(keys) - len(todo)
@@ -306,18 +316,39 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     return units, resumed
 
 
-def _check_manifest(out: Store, manifest: dict[str, Any]) -> None:
-    """Refuse to mix two extractions in one output: same cube, version and parameters, or a new ``out``."""
+def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool
+                    ) -> dict[str, list[str]] | None:
+    """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
+    ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
+    whole run."""
     old = read_json(out, MANIFEST)
     if old is None:
         write_json(out, MANIFEST, {**manifest, "complete": False})
-        return
-    mismatched = [k for k in manifest if k not in ("started",) and old.get(k) != manifest[k]]
+        return None
+    where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
+    mismatched = [k for k in manifest if k not in ("version",) and old.get(k) != manifest[k]]
     if mismatched:
-        hint = f", or pass as_of={old.get('version')} to resume that one" if mismatched == ["version"] else ""
-        raise InvalidRequestError(
-            f"{store_url(out)} holds an extraction with other {', '.join(mismatched)} "
-            f"(version {old.get('version')} of {old.get('cube')}); write to a new --out{hint}")
+        raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
+    if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
+        if "update" in old:
+            return old["update"]["scenes"]
+        return {t: [] for t in version.tiles} if old.get("updated_from") else None
+    if not update:
+        raise InvalidRequestError(f"{where}; pass update=True (--update) to add the dates of version "
+                                  f"{version.version} to it, as_of={old['version']} to resume that one, or write "
+                                  f"to a new --out")
+    if old["version"] > version.version or not old.get("complete"):
+        raise InvalidRequestError(f"{where}, {'newer than' if old['version'] > version.version else 'unfinished'}: "
+                                  f"an update goes from a complete extraction to a later version")
+    gained = sorted(set(version.tiles) - set(old.get("scenes", {})))
+    if gained:
+        raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "
+                                  f"be read from other tiles now: extract into a new --out")
+    new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
+           for tile, state in version.tiles.items()}
+    write_json(out, MANIFEST, {**old, "version": version.version, "complete": False,
+                               "update": {"from": old["version"], "scenes": new}})
+    return new
 
 
 def extract(
@@ -341,6 +372,7 @@ def extract(
     out_storage_options: Mapping[str, Any] | None = None,
     id_column: str = "parcel_id",
     progress: bool = True,
+    update: bool = False,
 ) -> ExtractResult:
     """Statistics of every parcel, date and band, as in :func:`cube.timeseries.parcel_timeseries`,
     written to ``out`` (a folder or ``s3://`` URL) as Parquet with the cube version read.
@@ -349,7 +381,8 @@ def extract(
     cube's shard side) and ``time_block`` (dates, default its time chunk) size a work unit; ``scheduler``
     is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a dask ``Client``. The
     label layers are stored beside the cube, so the cube store must be writable for a new parcel set.
-    Interrupted runs resume; see the module docstring for the layout and the guarantees.
+    Interrupted runs resume. ``update``: ``out`` holds a complete extraction of an earlier version of the
+    cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
     started = timer.perf_counter()
     frame = read_parcels(parcels, id_column=id_column)
@@ -373,17 +406,21 @@ def extract(
             f"use a smaller block or time_block")
 
     out_store = open_store(out, storage_options=out_storage_options)
-    _check_manifest(out_store, {
+    new = _check_manifest(out_store, {
         "cube": store_url(store), "collection": collection, "version": version.version,
         "parcels": parcels_digest(ps), "bands": list(bands), "stats": list(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,
-    })
+    }, version, time=time, update=update)
+    dates = None if new is None else {
+        tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
+        for tile in version.tiles}
+    suffix = "" if new is None else f"-v{version.version:08d}"  # an update's files beside the first run's
     done = set(list_keys(out_store, f"{TIMESERIES}/"))
     layer_store = store.with_read_only(False)
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time)
+               None if mask is None else tuple(mask), histogram, time, dates)
 
     status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
     tiles_of = assign_tiles(list(version.tiles), ps)
@@ -400,8 +437,10 @@ def extract(
         for row, geom in zip(layer.index.itertuples(), sub.geometries, strict=True):
             status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
                                      ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
-        times = _time_blocks(store, collection, tile, names[0], version, time, time_block)
-        tile_units, resumed = _units(layer, block=block, times=times, done=done)
+        times = (_time_blocks(store, collection, tile, names[0], version, time, time_block) if dates is None else
+                 _time_blocks(store, collection, tile, names[0], version, dates[tile], time_block) if dates[tile]
+                 else [])
+        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix)
         units += tile_units
         units_resumed += resumed
     units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together
@@ -416,8 +455,9 @@ def extract(
         status[pid] = ("outside", f"outside every tile of the {collection} cube", "", 0)
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     if across:
+        # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
         rows += _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                              all_touched=all_touched, done=done)
+                              all_touched=all_touched, done=set() if new and any(new.values()) else done)
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
     counts = pd.Series([s[0] for s in status.values()]).value_counts()
@@ -426,7 +466,10 @@ def extract(
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
     old = read_json(out_store, MANIFEST)
-    write_json(out_store, MANIFEST, {**old, "complete": True, "status": dict(result.status)})
+    scenes = {tile: [a.scene_id for a in tile_dates(state, time)] for tile, state in sorted(version.tiles.items())}
+    history = old.get("updated_from", []) + ([old["update"]["from"]] if "update" in old else [])
+    write_json(out_store, MANIFEST, {**{k: v for k, v in old.items() if k != "update"}, "complete": True,
+                                     "status": dict(result.status), "scenes": scenes, "updated_from": history})
     return result
 
 

@@ -213,3 +213,49 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     assert written.parcel_id.tolist() == with_radar.parcel_id.tolist() and written.largest_vh_drop.notna().any()
     np.testing.assert_allclose(written.largest_vh_drop, with_radar.largest_vh_drop, rtol=1e-12)
     assert written.no_mowing.tolist() == with_radar.no_mowing.tolist()
+
+
+def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
+    """New scenes arrive (one of them older than dates already extracted): ``--update`` extracts their
+    dates alone, into files of their own, resumes when killed, and the output equals a whole extraction of
+    the new version."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    first = write_items(tiny_region.items, features[:6] + features[7:12], "update-first.json")
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    ingest(first, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    kw = {"bands": ["B04", "NDVI"], "block": BLOCK, "time_block": TIME_BLOCK, "progress": False}
+    extract(parcels, cube, out, **kw)
+    written = {p: p.read_bytes() for p in (out / "timeseries").rglob("*.parquet")}
+    ingest(tiny_region.items, cube, progress=False)  # version 2: 8 more dates, hot buffer compacted
+    with pytest.raises(InvalidRequestError, match="--update"):
+        extract(parcels, cube, out, **kw)
+
+    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
+           "--out", str(out), "--block", str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet",
+           "--update"]
+    env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written", "PYTHONPATH": str(REPO)}
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode == -9
+    env.pop("CARDCUBE_KILL_AT")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 already done" in done.stdout and "version 2" in done.stdout
+
+    assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
+    added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
+    assert added and all(p.name.endswith("-v00000002.parquet") for p in added)
+    new_times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in [features[6], *features[12:]]}
+    assert set(pd.concat([pd.read_parquet(p) for p in added]).time) == new_times
+    whole = extract(parcels, cube, tmp_path / "whole", **kw)
+    assert whole.version == 2
+    _same(read_timeseries(out).drop(columns="cube_version"),
+          read_timeseries(tmp_path / "whole").drop(columns="cube_version"))
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["version"] == 2 and manifest["updated_from"] == [1]
+    assert [len(ids) for ids in manifest["scenes"].values()] == [len(features)]
+    again = extract(parcels, cube, out, update=True, **kw)  # nothing new: nothing written
+    assert again.rows == 0 and {p for p in (out / "timeseries").rglob("*.parquet")} == set(written) | added
