@@ -337,10 +337,13 @@ def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, 
         raise InvalidRequestError(f"{where}; pass update=True (--update) to add the dates of version "
                                   f"{version.version} to it, as_of={old['version']} to resume that one, or write "
                                   f"to a new --out")
-    if old["version"] > version.version or not old.get("complete"):
-        raise InvalidRequestError(f"{where}, {'newer than' if old['version'] > version.version else 'unfinished'}: "
-                                  f"an update goes from a complete extraction to a later version")
-    gained = sorted(set(version.tiles) - set(old.get("scenes", {})))
+    if old["version"] > version.version:
+        raise InvalidRequestError(f"{where}, newer than version {version.version}: an update only goes forward")
+    if not old.get("complete") or "scenes" not in old:
+        raise InvalidRequestError(f"{where}, {'unfinished' if not old.get('complete') else 'from before updates'}: "
+                                  f"an update starts from a complete extraction (resume it with as_of="
+                                  f"{old['version']}, or write to a new --out)")
+    gained = sorted(set(version.tiles) - set(old["scenes"]))
     if gained:
         raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "
                                   f"be read from other tiles now: extract into a new --out")
@@ -437,9 +440,9 @@ def extract(
         for row, geom in zip(layer.index.itertuples(), sub.geometries, strict=True):
             status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
                                      ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
-        times = (_time_blocks(store, collection, tile, names[0], version, time, time_block) if dates is None else
-                 _time_blocks(store, collection, tile, names[0], version, dates[tile], time_block) if dates[tile]
-                 else [])
+        selection = time if dates is None else dates[tile]
+        times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
+                                                                 selection, time_block)
         tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix)
         units += tile_units
         units_resumed += resumed

@@ -259,3 +259,11 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     assert [len(ids) for ids in manifest["scenes"].values()] == [len(features)]
     again = extract(parcels, cube, out, update=True, **kw)  # nothing new: nothing written
     assert again.rows == 0 and {p for p in (out / "timeseries").rglob("*.parquet")} == set(written) | added
+    with pytest.raises(InvalidRequestError, match="only goes forward"):
+        extract(parcels, cube, out, as_of=1, update=True, **kw)
+    unfinished = tmp_path / "unfinished"  # an extraction of version 1 killed before it completed
+    shutil.copytree(tmp_path / "whole", unfinished)
+    manifest = json.loads((unfinished / MANIFEST).read_text())
+    (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "complete": False}))
+    with pytest.raises(InvalidRequestError, match="unfinished.*as_of=1"):
+        extract(parcels, cube, unfinished, update=True, **kw)
