@@ -461,21 +461,29 @@ def open_cube(
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
-    ds = parts[0] if len(parts) == 1 else _mosaic(parts, decode=decode)
+    ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs, decode=decode)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,
                      "cardcube:cube": store_url(store), "cardcube:tiles": [w.tile for w in windows],
                      "title": spec.title})
     return ds
 
 
-def _mosaic(parts: list[xr.Dataset], *, decode: bool) -> xr.Dataset:
-    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins."""
-    if not decode:
-        raise InvalidRequestError("a query over several tiles needs decode=True (tiles are merged on NaN)")
+def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, decode: bool) -> xr.Dataset:
+    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins. Stored
+    values (``decode=False``) are merged on their nodata, as float64 (exact for the cube's integers), and
+    given back their stored type."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
+    if not decode:
+        parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in bands
+                           if b.nodata is not None}) for p in parts]
     merged = parts[0]
     for p in parts[1:]:
         merged = merged.drop_vars("tile").combine_first(p.drop_vars("tile"))
+    if not decode:
+        merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in bands
+                                if b.nodata is not None})
+        for b in bands:
+            merged[b.name].attrs = dict(parts[0][b.name].attrs)
     return merged.rio.write_crs(crs)

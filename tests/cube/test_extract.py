@@ -265,5 +265,5 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     shutil.copytree(tmp_path / "whole", unfinished)
     manifest = json.loads((unfinished / MANIFEST).read_text())
     (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "complete": False}))
-    with pytest.raises(InvalidRequestError, match="unfinished.*as_of=1"):
+    with pytest.raises(InvalidRequestError, match=r"unfinished.*as_of=1"):
         extract(parcels, cube, unfinished, update=True, **kw)

@@ -66,3 +66,50 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
     assert mosaic.sizes["x"] == round((edge + 200 - west) / 10)
     inside = mosaic["B04"].sel(x=slice(edge - 200, edge + 200)).values
     np.testing.assert_array_equal(inside, ds["B04"].values)
+    stored = open_cube(straddle_cube, bbox=(west, miny, edge + 200, maxy), bands=["B04", "SCL"], decode=False)
+    assert stored["B04"].dtype == np.uint16 and stored["SCL"].dtype == np.uint8  # merged on nodata, as stored
+    b04 = stored["B04"].values
+    np.testing.assert_array_equal(np.where(b04 == 0, np.nan, b04.astype(np.float32) * np.float32(1e-4)
+                                           + np.float32(-0.1)), mosaic["B04"].values)
+
+
+def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(tiny_straddle_region, tmp_path):
+    """A strip from west of 31UGU's edge to east of 31UFU's, longer than their overlap, lies whole in
+    neither tile: extraction reads it as a mosaic. An update reads it again whole (a date can be new in one
+    of its tiles only), so the output still equals a whole extraction of the new version."""
+    import pandas as pd
+
+    from cube.extract import extract, read_status, read_timeseries
+    from tests.ingest.scene_edits import write_items
+
+    items = tiny_straddle_region.items
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    y = (miny + maxy) / 2
+    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
+    strip = gpd.GeoDataFrame({"parcel_id": ["strip"]}, geometry=[box(west - 100, y, east + 100, y + 60)],
+                             crs=parcels.crs)
+    some = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:30], strip], ignore_index=True)
+    features = items_of(items, "sentinel-2-l2a")
+    last = sorted({f["properties"]["datetime"] for f in features})[-2]  # the last two passes come later
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    chunks = ChunkLayout.parse(TEST_CHUNKS)
+    ingest(write_items(items, [f for f in features if f["properties"]["datetime"] < last], "strip-first.json"),
+           cube, chunks=chunks, progress=False)
+    kw = {"bands": ["B04"], "block": 64, "time_block": 4, "progress": False}
+    extract(some, cube, out, **kw)
+    status = read_status(out).set_index("parcel_id")
+    assert (status.loc["strip", "status"], status.loc["strip", "tile"]) == ("ok", "31UFU+31UGU"), \
+        status.loc["strip", "reason"]
+    mosaic = pd.read_parquet(out / "timeseries" / "tile=mosaic" / "part.parquet")
+    seen = mosaic["count"] + mosaic["masked"]  # the strip's pixels inside the region, clear or cloudy
+    assert set(mosaic.parcel_id) == {"strip"} and seen.min() == seen.max() > 1000
+
+    ingest(items, cube, progress=False)
+    extract(some, cube, out, update=True, **kw)
+    whole = tmp_path / "whole"
+    extract(some, cube, whole, **kw)
+    a, b = (read_timeseries(p).drop(columns="cube_version").sort_values(["parcel_id", "time", "band"],
+                                                                        ignore_index=True) for p in (out, whole))
+    pd.testing.assert_frame_equal(a, b, check_exact=True, check_categorical=False)
+    assert len(set(a[a.parcel_id == "strip"].time)) == len({f["properties"]["datetime"] for f in features})
