@@ -1,9 +1,11 @@
 """``cardcube demo``: the one-command tour, on a local folder and synthetic scenes.
 
 Generates the default region, ingests Sentinel-2 and Sentinel-1 into time-first Zarr cubes with the
-STAC catalog beside them, reads time series and chips for a few parcels (planted anomalies among
-them) and writes a plot and a contact sheet, then extracts every parcel of the region and runs the
-anomaly markers on the extraction, scored against the planted ground truth.
+STAC catalog beside them (Sentinel-2 without its last dates), reads time series and chips for a few
+parcels (planted anomalies among them) and writes a plot and a contact sheet, then extracts every parcel
+of the region. The last Sentinel-2 dates then arrive: they are ingested, the extraction is updated with
+them alone, and the versions they superseded are expired. Last, the anomaly markers run on the
+extractions, scored against the planted ground truth.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 GRASSLAND = (265, 266)  # the synthetic declarations' grassland codes (BRP: permanent, temporary)
+LATE = 3  # Sentinel-2 dates that arrive after the first extraction
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +56,26 @@ def _score(flags, truth) -> str:
             f"others ({others.flagged.mean():.1%})")
 
 
+def _size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
+def _split_items(items: Path, late: int) -> tuple[Path, Path]:
+    """The region's items without the last ``late`` Sentinel-2 dates, and those dates alone."""
+    import json
+
+    features = json.loads(items.read_text())["features"]
+    s2 = sorted((f for f in features if f["collection"] == "sentinel-2-l2a"), key=lambda f: f["properties"]["datetime"])
+    later = {f["id"] for f in s2[-late:]}
+    paths = []
+    for name, chosen in (("items-first.json", [f for f in features if f["id"] not in later]),
+                         ("items-later.json", [f for f in features if f["id"] in later])):
+        path = items.parent / name  # beside items.json: the relative asset hrefs still hold
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": chosen}))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def run(args: argparse.Namespace) -> int:
     import geopandas as gpd
     import pandas as pd
@@ -62,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from cube.extract import extract, read_timeseries
     from cube.plots import plot_timeseries
     from cube.timeseries import parcel_timeseries
+    from ingest.expire import expire
     from ingest.job import ingest
 
     out = Path(args.out)
@@ -70,16 +95,17 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 
-    print(f"1/6 synthetic CARD scenes -> {out / 'source'}")
+    print(f"1/7 synthetic CARD scenes -> {out / 'source'}")
     region = generate(out / "source", config)
     print(region.summary())
 
     cube = out / "cube"
-    print(f"\n2/6 ingest into time-first Zarr v3 cubes -> {cube}")
+    print(f"\n2/7 ingest into time-first Zarr v3 cubes -> {cube} (the last {LATE} S2 dates come in step 6)")
+    first, later = _split_items(region.items, LATE)
     for collection in ("s2", "s1"):
-        print(ingest(region.items, cube, collection=collection).summary())
+        print(ingest(first, cube, collection=collection).summary())
 
-    print("\n3/6 parcel time series, read by chunk (no database)")
+    print("\n3/7 parcel time series, read by chunk (no database)")
     parcels = gpd.read_parquet(region.parcels)
     truth = pd.read_parquet(region.ground_truth)
     ids, titles, anomaly = _pick_parcels(parcels, truth)
@@ -92,20 +118,30 @@ def run(args: argparse.Namespace) -> int:
           f"(cube versions {optical.attrs['cube_version']}/{radar.attrs['cube_version']})")
     print(f"  plot -> {out / 'timeseries.png'}")
 
-    print("\n4/6 image chips of a planted anomaly")
+    print("\n4/7 image chips of a planted anomaly")
     sheet = chip(cube, [anomaly.parcel_id], registry=parcels, size=64)
     sheet_path = out / f"{anomaly.parcel_id}_season.png"
     sheet.contact_sheet().write(sheet_path)
     print(f"  {titles[anomaly.parcel_id]}")
     print(f"  contact sheet of {len(sheet.times)} dates (cloudy ones framed red) -> {sheet_path}")
 
-    print("\n5/6 full-territory extraction: every parcel, date and band, in one pass over each cube")
+    print("\n5/7 full-territory extraction: every parcel, date and band, in one pass over each cube")
     for collection, folder in (("s2", "extract"), ("s1", "extract-s1")):
         result = extract(region.parcels, cube, out / folder, collection=collection)
         print(f"  {result.summary()}")
     print(f"  Parquet: {out / 'extract' / 'timeseries'}  status of every parcel: {out / 'extract' / 'parcels.parquet'}")
 
-    print("\n6/6 anomaly markers on the extractions, checked against the planted ground truth")
+    print(f"\n6/7 new dates arrive: {LATE} more S2 scenes ingested, the extraction updated with them alone, "
+          f"superseded versions expired")
+    print(ingest(later, cube, collection="s2").summary())
+    result = extract(region.parcels, cube, out / "extract", collection="s2", update=True)
+    print(f"  update: {result.summary()}")
+    before = _size_mb(cube)
+    print(f"  {expire(cube, 's2', older_than=timedelta(0)).summary()}")
+    print(f"  cube {before:.0f} MB -> {_size_mb(cube):.0f} MB (cardcube expire; here --older-than 0, as nothing else "
+          f"reads this cube)")
+
+    print("\n7/7 anomaly markers on the extractions, checked against the planted ground truth")
     flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=COLUMNS),
                          parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND,
                          s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=COLUMNS))
