@@ -75,7 +75,7 @@ def test_expiring_everything_old_keeps_the_latest_bit_for_bit_and_frees_the_hot_
     assert result.expired == tuple(older) and result.kept == (head.version,)
     assert committed_versions(store, "s2") == [head.version]
     xr.testing.assert_identical(_read(cube), before)
-    assert assert_matches_sources(cube, tiny_region.items, "s2") > 0
+    assert assert_matches_sources(cube, tiny_region.items, "s2", sample=6) > 0
     assert _hot_on_disk(cube) == live  # only the dates the latest version lists in the hot buffer
     assert sum(result.deleted.values()) > 0 and _size(cube) < 0.8 * size
     with pytest.raises(VersionNotFoundError, match="has no version 1"):
@@ -156,7 +156,7 @@ def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes
     assert result.expired == () and sum(result.deleted.values()) > 0 and _size(Path(cube)) < grown
     xr.testing.assert_identical(_read(Path(cube)), before)
     assert run_ingest(rest, cube, "s2").returncode == 0
-    assert assert_matches_sources(cube, tiny_region.items, "s2") > 0
+    assert assert_matches_sources(cube, tiny_region.items, "s2", sample=6) > 0
 
 
 def test_expire_waits_for_a_running_ingest_and_refuses_a_folder_without_a_cube(cube, tmp_path):
@@ -176,11 +176,13 @@ def test_expire_on_s3(appended, s3_bucket):
     opts = s3_bucket.storage_options()
     s3fs.S3FileSystem(**opts).put(str(appended) + "/", f"{s3_bucket.name}/cube/", recursive=True)
     url = s3_bucket.url_for("cube")
-    before = open_cube(url, decode=False, storage_options=opts).compute().drop_attrs()
+    # a 10 m and a 20 m band read back; every band's hot keys are checked below
+    read = lambda: open_cube(url, bands=["B04", "B11"], decode=False, storage_options=opts,  # noqa: E731
+                             chunks="window").compute().drop_attrs()
+    before = read()
     result = expire(url, older_than=EVERYTHING, storage_options=opts)
     assert len(result.expired) == 8 and sum(result.deleted.values()) > 0
-    after = open_cube(url, decode=False, storage_options=opts).compute().drop_attrs()
-    xr.testing.assert_identical(after, before)
+    xr.testing.assert_identical(read(), before)
     keys = [k["Key"] for k in s3_bucket.server.client().list_objects_v2(Bucket=s3_bucket.name,
                                                                          Prefix="cube/s2/")["Contents"]]
     hot = {int(k.split("/c/")[1].split("/")[0]) for k in keys if "/hot/" in k and "/B" in k and "/c/" in k}
