@@ -36,8 +36,9 @@ from cardcube.checkpoints import checkpoint
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
+from catalog.build import parse_time
 from cube import layout
-from cube.ledger import CubeVersion, TileState, committed_versions, read_version
+from cube.ledger import TileState, committed_versions, read_version
 from ingest.commit import writer_lock
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,6 @@ def parse_age(text: str) -> timedelta:
     if value < 0:
         raise InvalidRequestError(f"an age cannot be negative: {text!r}")
     return timedelta(**{units[unit]: value})
-
-
-def _created(version: CubeVersion) -> datetime:
-    return datetime.strptime(version.created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
@@ -145,7 +142,7 @@ def expire(
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
     with writer_lock(store, collection, wait=wait):
         versions = [read_version(store, collection, n) for n in committed_versions(store, collection)]
-        expired = expired_versions([(v.version, _created(v)) for v in versions], now=now or datetime.now(UTC),
+        expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]
         for number in expired if not dry_run else ():

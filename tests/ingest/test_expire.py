@@ -16,6 +16,7 @@ import xarray as xr
 from cardcube.errors import CubeLockedError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
+from catalog.build import parse_time
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
@@ -87,7 +88,7 @@ def test_expiring_everything_old_keeps_the_latest_bit_for_bit_and_frees_the_hot_
 def test_versions_superseded_recently_stay_readable_as_they_were(cube):
     versions = [read_version(open_store(cube), "s2", n) for n in committed_versions(open_store(cube), "s2")]
     keep_from = versions[-3]  # expire what its predecessor's successor (keep_from itself) superseded long enough
-    created = datetime.strptime(keep_from.created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    created = parse_time(keep_from.created)
     as_they_were = {v.version: _read(cube, v.version) for v in versions[-3:]}
 
     result = expire(cube, older_than=timedelta(hours=1), now=created + timedelta(hours=1))
