@@ -470,20 +470,16 @@ def open_cube(
 
 def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, decode: bool) -> xr.Dataset:
     """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins. Stored
-    values (``decode=False``) are merged on their nodata, as float64 (exact for the cube's integers), and
-    given back their stored type."""
+    integers (``decode=False``) are merged on their nodata, as float64 (exact for them), and given back their
+    stored type; floats are merged on NaN as they are."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
-    if not decode:
-        parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in bands
-                           if b.nodata is not None}) for p in parts]
+    packed = [] if decode else [b for b in bands if np.issubdtype(b.dtype, np.integer) and b.nodata is not None]
+    parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in packed})
+             for p in parts]
     merged = parts[0]
     for p in parts[1:]:
         merged = merged.drop_vars("tile").combine_first(p.drop_vars("tile"))
-    if not decode:
-        merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in bands
-                                if b.nodata is not None})
-        for b in bands:
-            merged[b.name].attrs = dict(parts[0][b.name].attrs)
+    merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in packed})
     return merged.rio.write_crs(crs)

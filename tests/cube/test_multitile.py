@@ -68,6 +68,8 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
     np.testing.assert_array_equal(inside, ds["B04"].values)
     stored = open_cube(straddle_cube, bbox=(west, miny, edge + 200, maxy), bands=["B04", "SCL"], decode=False)
     assert stored["B04"].dtype == np.uint16 and stored["SCL"].dtype == np.uint8  # merged on nodata, as stored
+    one_tile = open_cube(straddle_cube, tiles=["31UGU"], bands=["B04"], decode=False)
+    assert stored["B04"].attrs == one_tile["B04"].attrs and "scale_factor" in stored["B04"].attrs  # CF packing kept
     b04 = stored["B04"].values
     np.testing.assert_array_equal(np.where(b04 == 0, np.nan, b04.astype(np.float32) * np.float32(1e-4)
                                            + np.float32(-0.1)), mosaic["B04"].values)
