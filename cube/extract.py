@@ -326,7 +326,7 @@ def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, 
         write_json(out, MANIFEST, {**manifest, "complete": False})
         return None
     where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
-    mismatched = [k for k in manifest if k not in ("version",) and old.get(k) != manifest[k]]
+    mismatched = [k for k in manifest if k != "version" and old.get(k) != manifest[k]]
     if mismatched:
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)

@@ -187,30 +187,32 @@ async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes:
     known = {k: indexes.get(k) for k in dict.fromkeys(keys)}
     mine = {k: loop.create_future() for k, v in known.items() if v is None}
     indexes.update(mine)
+
+    def fail(key: str, exc: BaseException) -> None:
+        indexes.pop(key, None)
+        mine[key].set_exception(exc)
+        mine[key].exception()  # retrieved: the readers that wait for it raise it themselves
+
     try:
         tails = await asyncio.gather(*(store.get(k, default_buffer_prototype(), SuffixByteRequest(layout.index_bytes))
                                        for k in mine))
     except BaseException as exc:
-        for key, future in mine.items():
-            indexes.pop(key, None)
-            future.set_exception(exc)
-            future.exception()  # retrieved: the readers that wait for it raise it themselves
+        for key in mine:
+            fail(key, exc)
         raise
     failed = None
-    for (key, future), tail in zip(mine.items(), tails, strict=True):
+    for key, tail in zip(mine, tails, strict=True):
         try:
             index = None if tail is None else _index(key, tail.to_bytes(), math.prod(layout.per_shard))
         except CorruptShardError as exc:
-            indexes.pop(key, None)
-            future.set_exception(exc)
-            future.exception()
+            fail(key, exc)
             failed = failed or exc
             continue
         if index is None:
             indexes.pop(key, None)  # no shard (yet): not remembered
         else:
             indexes[key] = index
-        future.set_result(index)
+        mine[key].set_result(index)
     if failed is not None:
         raise failed
     return {k: await v if isinstance(v, asyncio.Future) else v for k, v in {**known, **mine}.items()}

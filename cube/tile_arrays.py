@@ -58,7 +58,8 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
     opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
     if cache is not None:
         cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
-    return {key: known.get(key) or opened[key] for key in keys}
+    found = {**known, **opened}
+    return {key: found[key] for key in keys}
 
 
 def sized_view(array: zarr.Array, length: int) -> zarr.Array:
