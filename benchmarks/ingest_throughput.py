@@ -17,27 +17,16 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
+from cardcube.synth.stac import read_features, write_features
 from ingest.expire import expire
 from ingest.job import ingest
 
 
-def scene_features(path: Path, collection: str) -> list[dict]:
-    """The STAC items of ``collection``'s source scenes in the ItemCollection at ``path``, oldest first."""
-    source = "sentinel-2-l2a" if collection == "s2" else "sentinel-1-card-bs"
-    feats = [f for f in json.loads(path.read_text())["features"] if f["collection"] == source]
-    return sorted(feats, key=lambda f: f["properties"]["datetime"])
-
-
-def write_items(features: list[dict], path: Path) -> Path:
-    """``features`` as an ItemCollection file at ``path`` (beside the source items: relative hrefs hold)."""
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    return path
-
-
 def run(size_km: float, collection: str, work: Path) -> dict:
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000))
-    feats = scene_features(region.items, collection)
+    feats = read_features(region.items, cube_spec(collection).source_collection)
     t0 = time.perf_counter()
     initial = ingest(region.items, work / "initial", collection=collection, progress=False, catalog=False)
     initial_s = time.perf_counter() - t0
@@ -45,7 +34,7 @@ def run(size_km: float, collection: str, work: Path) -> dict:
     written = new = 0
     appends_s = 0.0
     for i, feature in enumerate(feats):
-        one = write_items([feature], region.items.parent / f"append-{i:03d}.json")
+        one = write_features([feature], region.items.parent / f"append-{i:03d}.json")
         t0 = time.perf_counter()
         r = ingest(one, work / "appended", collection=collection, progress=False, catalog=False)
         appends_s += time.perf_counter() - t0

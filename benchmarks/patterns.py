@@ -29,11 +29,11 @@ import pandas as pd
 from odc.geo.geobox import GeoBox
 
 from benchmarks import cog
-from benchmarks.ingest_throughput import scene_features, write_items
 from benchmarks.storage import Access
 from cardcube.grid import TileGrid
 from cardcube.spec import S2_L2A
 from cardcube.synth import SynthResult
+from cardcube.synth.stac import read_features, write_features
 from cube.chips import TRUE_COLOUR, chip
 from cube.indices import bands_for
 from cube.membership import window_for
@@ -73,7 +73,7 @@ class Workload:
                 bands: tuple[str, ...] = DEFAULT_BANDS) -> Workload:
         """Pick the parcels and dates of ``region``; the item files of the initial ingest and of each
         append go to ``scratch``. The chip grid comes later, from the cube (:meth:`with_chip_grid`)."""
-        features = scene_features(region.items, "s2")
+        features = read_features(region.items, S2_L2A.source_collection)
         tile = region.tiles[0]
         parcels = gpd.read_parquet(region.parcels).to_crs(TileGrid.from_id(tile).crs)
         inside = parcels[parcels.within(_box(region.bbox))]
@@ -89,8 +89,8 @@ class Workload:
         held = min(appends, len(features) - 1)
         scratch.mkdir(parents=True, exist_ok=True)
         absolute = [_absolute(f, region.out_dir) for f in features]
-        initial = write_items(absolute[:len(features) - held], scratch / "initial.json")
-        extra = tuple(write_items([f], scratch / f"append-{i:02d}.json")
+        initial = write_features(absolute[:len(features) - held], scratch / "initial.json")
+        extra = tuple(write_features([f], scratch / f"append-{i:02d}.json")
                       for i, f in enumerate(absolute[len(features) - held:]))
         if tuple(bands) == ("all",):
             bands = tuple(b for b in S2_L2A.band_names if b != "SCL")

@@ -61,19 +61,15 @@ def _size_mb(folder: Path) -> float:
 
 
 def _split_items(items: Path, late: int) -> tuple[Path, Path]:
-    """The region's items without the last ``late`` Sentinel-2 dates, and those dates alone."""
-    import json
+    """The region's items without the last ``late`` Sentinel-2 dates, and those dates alone (written beside
+    ``items``, so their relative hrefs still hold)."""
+    from cardcube.spec import S2_L2A
+    from cardcube.synth.stac import read_features, write_features
 
-    features = json.loads(items.read_text())["features"]
-    s2 = sorted((f for f in features if f["collection"] == "sentinel-2-l2a"), key=lambda f: f["properties"]["datetime"])
-    later = {f["id"] for f in s2[-late:]}
-    paths = []
-    for name, chosen in (("items-first.json", [f for f in features if f["id"] not in later]),
-                         ("items-later.json", [f for f in features if f["id"] in later])):
-        path = items.parent / name  # beside items.json: the relative asset hrefs still hold
-        path.write_text(json.dumps({"type": "FeatureCollection", "features": chosen}))
-        paths.append(path)
-    return paths[0], paths[1]
+    later = {f["id"] for f in read_features(items, S2_L2A.source_collection)[-late:]}
+    features = read_features(items)
+    return (write_features([f for f in features if f["id"] not in later], items.parent / "items-first.json"),
+            write_features([f for f in features if f["id"] in later], items.parent / "items-later.json"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,16 @@
 
 One Item per scene (acquisition x tile) in collection ``sentinel-2-l2a`` or ``sentinel-1-card-bs``,
 with the eo, projection, raster, sat, sar, grid and mgrs extensions; assets keyed by band name with
-hrefs relative to ``items.json``. Nothing here opens a file: :func:`item_collection` works from the
-:class:`~cardcube.synth.scenes.SceneRecord` list, and only :func:`save_items` writes.
+hrefs relative to ``items.json``. :func:`item_collection` works from the
+:class:`~cardcube.synth.scenes.SceneRecord` list and :func:`save_items` writes it; :func:`read_features`
+and :func:`write_features` take subsets of a written one (a batch of scenes to ingest, dates that arrive
+later).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -125,3 +128,17 @@ def save_items(items: pystac.ItemCollection, path: Path) -> Path:
     """Write ``items`` as a GeoJSON FeatureCollection at ``path`` (hrefs stay relative)."""
     items.save_object(str(path))
     return path
+
+
+def read_features(items: Path, collection: str | None = None) -> list[dict]:
+    """The items (GeoJSON features) of the ItemCollection ``items``, of ``collection`` if given, in time order
+    (then by id)."""
+    features = json.loads(Path(items).read_text())["features"]
+    return sorted((f for f in features if collection is None or f["collection"] == collection),
+                  key=lambda f: (f["properties"]["datetime"], f["id"]))
+
+
+def write_features(features: Iterable[dict], path: Path) -> Path:
+    """``features`` as an ItemCollection at ``path``; beside the one they came from, relative hrefs still hold."""
+    Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": list(features)}))
+    return Path(path)

@@ -11,21 +11,16 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-
-def load_items(items_path: Path) -> list[dict]:
-    return json.loads(Path(items_path).read_text())["features"]
+from cardcube.synth.stac import read_features, write_features
 
 
 def write_items(items_path: Path, features: Iterable[dict], name: str) -> Path:
     """An ItemCollection of ``features`` beside ``items_path`` (so relative hrefs still resolve)."""
-    out = Path(items_path).parent / name
-    out.write_text(json.dumps({"type": "FeatureCollection", "features": list(features)}))
-    return out
+    return write_features(features, Path(items_path).parent / name)
 
 
 def items_of(items_path: Path, collection: str) -> list[dict]:
-    return sorted((f for f in load_items(items_path) if f["collection"] == collection),
-                  key=lambda f: (f["properties"]["datetime"], f["id"]))
+    return read_features(items_path, collection)
 
 
 def asset_path(items_path: Path, feature: dict, band: str) -> Path:
