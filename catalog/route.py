@@ -10,27 +10,24 @@ other.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from odc.geo.geom import Geometry
-from shapely.geometry import box, shape
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.errors import CubeNotFoundError
+from cardcube.lru import LRUDict
+from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
 from catalog.build import VERSION_FIELD
 from catalog.io import StoreStacIO, store_base
 
-TimeBound = str | datetime | np.datetime64 | None
-TimeLike = str | tuple[TimeBound, TimeBound] | None
 CACHE_SIZE = 512
 
 
@@ -65,34 +62,7 @@ class TileRef:
         return (lo is None or end >= lo) and (hi is None or start < hi)
 
 
-class _LRU:
-    """A small thread-safe LRU mapping for parsed catalog documents."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any | None:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        return None
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-_CACHE = _LRU(CACHE_SIZE)
+_CACHE = LRUDict(CACHE_SIZE)  # parsed tile items by (store, key, version)
 
 
 def clear_cache() -> None:
@@ -105,72 +75,9 @@ def _store_token(store: Store) -> Hashable:
     return ("id", id(store)) if base.startswith("memory://") else base
 
 
-def _as_datetime64(value: TimeBound) -> np.datetime64:
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return np.datetime64(value, "ns")
-    if isinstance(value, np.datetime64):
-        return value.astype("datetime64[ns]")
-    return np.datetime64(str(value).strip().removesuffix("Z"), "ns")
-
-
-def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
-    """A start bound, or an exclusive end bound that includes the whole period written (``2024-05`` = May)."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
-        return None
-    if isinstance(value, str):
-        try:
-            parsed = np.datetime64(value.strip().removesuffix("Z"))
-        except ValueError:
-            raise InvalidRequestError(f"time {value!r} is not an ISO 8601 date or time") from None
-        return ((parsed + 1) if end else parsed).astype("datetime64[ns]")
-    parsed = _as_datetime64(value)
-    return parsed + np.timedelta64(1, "ns") if end else parsed
-
-
-def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
-    """``[lo, hi)`` from a time range: ``"2024-05"``, ``"2024-04-01/2024-05-31"``, ``"2024-04-01/.."`` or a
-    ``(start, end)`` pair of strings, datetimes or datetime64 (None: open). End dates are inclusive."""
-    if time is None:
-        return None, None
-    if isinstance(time, str):
-        start, sep, end = time.partition("/")
-        lo, hi = (_bound(start, end=False), _bound(end, end=True)) if sep else (
-            _bound(start, end=False), _bound(start, end=True))
-    else:
-        start, end = time
-        lo, hi = _bound(start, end=False), _bound(end, end=True)
-    if lo is not None and hi is not None and lo >= hi:
-        raise InvalidRequestError(f"time range {time!r} is empty")
-    return lo, hi
-
-
-def _query_geometry(bbox: Any, geometry: Any, crs: Any) -> Geometry | None:
-    if bbox is not None and geometry is not None:
-        raise InvalidRequestError("give either a bbox or a geometry, not both")
-    if bbox is not None:
-        if len(bbox) != 4 or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
-            raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
-        return Geometry(box(*bbox), crs or "EPSG:4326")
-    if geometry is None:
-        return None
-    if isinstance(geometry, Geometry):
-        return geometry if crs is None else Geometry(geometry.geom, crs)
-    if not isinstance(geometry, BaseGeometry):
-        geometry = shape(geometry)  # a GeoJSON mapping or anything with __geo_interface__
-    return Geometry(geometry, crs or "EPSG:4326")
-
-
-def _in_crs(query: Geometry, crs: str, done: dict[str, BaseGeometry]) -> BaseGeometry:
-    if crs not in done:
-        geom = query
-        if geom.geom.geom_type not in ("Point", "MultiPoint"):
-            minx, miny, maxx, maxy = geom.boundingbox
-            step = max(maxx - minx, maxy - miny) / 32
-            geom = geom.segmented(step) if step > 0 else geom  # straight edges curve when reprojected
-        done[crs] = geom.to_crs(crs).geom
-    return done[crs]
+def _as_datetime64(value: str) -> np.datetime64:
+    """A catalog datetime (ISO 8601, UTC) as datetime64[ns]."""
+    return np.datetime64(value.strip().removesuffix("Z"), "ns")
 
 
 def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
@@ -209,7 +116,7 @@ def tile_refs(store: StoreLike, collection: str) -> list[TileRef]:
             if item is None:
                 raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
             ref = _tile_ref(item, collection, item_key)
-            _CACHE.put(cache_key, ref)
+            _CACHE[cache_key] = ref
         refs.append(ref)
     return sorted(refs, key=lambda r: r.tile)
 
@@ -223,7 +130,7 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
     either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
     or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
     """
-    query = _query_geometry(bbox, geometry, crs)
+    query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")
     lo, hi = parse_time_range(time)
     projected: dict[str, BaseGeometry] = {}
     found = []
@@ -232,7 +139,9 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
             continue
         if query is not None:
             square = box(*ref.proj_bbox)
-            geom = _in_crs(query, ref.crs, projected)
+            if ref.crs not in projected:
+                projected[ref.crs] = in_crs(query, ref.crs)
+            geom = projected[ref.crs]
             if not square.intersects(geom) or square.touches(geom):
                 continue
         found.append(ref)

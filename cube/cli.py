@@ -8,12 +8,15 @@ from pathlib import Path
 
 from cardcube.spec import CUBE_SPECS
 
+TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
+             "(2024-05); ends include their whole day or month")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel_id column")
-    p.add_argument("--time", help="time range start/end, e.g. 2024-04-01/2024-09-30")
+    p.add_argument("--time", help=TIME_HELP)
     p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
 
 
@@ -55,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     e.add_argument("--bands", default=None, help="comma-separated bands and indices (default: all bands)")
-    e.add_argument("--time", help="time range start/end, e.g. 2024-04-01/2024-09-30")
+    e.add_argument("--time", help=TIME_HELP)
     e.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
     e.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
     e.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")

@@ -24,13 +24,13 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 from odc.geo.geobox import GeoBox
-from pyproj import CRS
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
 from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError
 from cardcube.grid import TILE_SIZE_M, TileGrid
+from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog import find_tiles
@@ -38,7 +38,7 @@ from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
-TimeRange = tuple[Any, Any] | str | frozenset | None  # (start, end), "start/end", or exact acquisition times
+TimeRange = TimeLike | frozenset  # (start, end), "start/end", a period ("2024-05"), or exact acquisition times
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,37 +66,10 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
 
 
 def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
-    if time is None:
-        return None, None
-    if isinstance(time, frozenset):  # exactly these acquisition times
+    """``[lo, hi)`` bounds (:func:`cardcube.query.parse_time_range`), or a frozenset of exact times as it is."""
+    if isinstance(time, frozenset):
         return frozenset(np.datetime64(pd.Timestamp(t).tz_localize(None), "ns") for t in time)
-    if isinstance(time, str):
-        lo, _, hi = time.partition("/")
-        time = (lo or None, hi or None)
-    lo, hi = time
-    to64 = lambda t: None if t in (None, "..") else np.datetime64(pd.Timestamp(t).tz_localize(None), "ns")  # noqa: E731
-    start, end = to64(lo), to64(hi)
-    if end is not None and isinstance(hi, str) and len(hi) <= 10:  # a date: include the whole day
-        end = end + np.timedelta64(1, "D") - np.timedelta64(1, "ns")
-    if start is not None and end is not None and start > end:
-        raise InvalidRequestError(f"empty time range: {lo} is after {hi}")
-    return start, end
-
-
-def _query_geometry(bbox, geometry, crs, tile_crs: str) -> BaseGeometry | None:
-    """The query area in the tile CRS (``bbox``/``geometry`` given in ``crs``, default the tile CRS)."""
-    if bbox is None and geometry is None:
-        return None
-    geom = box(*bbox) if bbox is not None else geometry
-    if hasattr(geom, "__geo_interface__") and not isinstance(geom, BaseGeometry):
-        from shapely.geometry import shape
-
-        geom = shape(geom.__geo_interface__)
-    if crs is not None and CRS.from_user_input(crs) != CRS.from_user_input(tile_crs):
-        import geopandas as gpd
-
-        geom = gpd.GeoSeries([geom], crs=crs).to_crs(tile_crs).iloc[0]
-    return geom
+    return parse_time_range(time)
 
 
 def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
@@ -110,7 +83,8 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
     for name in names:
         grid = TileGrid.from_id(name)
         full = grid.geobox(resolution)
-        geom = _query_geometry(area[0], area[1], crs, grid.crs)
+        query = query_geometry(*area, crs, default_crs=grid.crs)
+        geom = None if query is None else in_crs(query, grid.crs)
         if geom is None:  # no area given: the tile's data footprint, not its whole 110 km square
             rows, cols = _data_footprint(version, name, resolution)
             out.append((TileWindow(name, full[rows, cols]), True))
@@ -363,7 +337,7 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
         if lo is not None:
             keep &= times[order] >= lo
         if hi is not None:
-            keep &= times[order] <= hi
+            keep &= times[order] < hi
     order = order[keep]
     return [acqs[i] for i in order], order
 

@@ -9,6 +9,7 @@ import pytest
 from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
+from catalog import find_tiles
 from cube.dataset import BandReader, open_cube
 from cube.ledger import read_version
 from ingest.job import ingest
@@ -70,3 +71,28 @@ def test_bands_opened_together_read_as_each_alone(late_cube) -> None:
         assert together[name].shape[1:] == (rows.stop - rows.start, cols.stop - cols.start)
         np.testing.assert_array_equal(together[name].read(slice(0, alone.shape[0])), alone.read(slice(None)))
         np.testing.assert_array_equal(together[name].coords["time"], alone.coords["time"])
+
+
+@pytest.mark.parametrize(("time", "lo", "hi"), [
+    ("2024-05", "2024-05-01", "2024-06-01"),  # a month: May, not "from May on"
+    ("2024-05/2024-06", "2024-05-01", "2024-07-01"),
+    ("../2024-05-20", None, "2024-05-21"),  # an end date includes its day
+    (("2024-06-10", None), "2024-06-10", None),
+])
+def test_a_time_range_selects_the_same_dates_everywhere(late_cube, time, lo, hi) -> None:
+    """open_cube, the band reader and the catalog router read a time range one way (the router's way)."""
+    store = open_store(late_cube, read_only=True)
+    version = read_version(store, "s2")
+    tile = sorted(version.tiles)[0]
+    everything = open_cube(late_cube, "s2", bands=["SCL"]).time.values
+    keep = np.ones(everything.size, bool)
+    if lo is not None:
+        keep &= everything >= np.datetime64(lo)
+    if hi is not None:
+        keep &= everything < np.datetime64(hi)
+    assert 0 < keep.sum() < everything.size  # the range cuts the season
+    ds = open_cube(late_cube, "s2", bands=["SCL"], time=time)
+    np.testing.assert_array_equal(ds.time.values, everything[keep])
+    reader = BandReader.open(store, version, tile, {"SCL": (slice(0, 8), slice(0, 8))}, time=time)["SCL"]
+    np.testing.assert_array_equal(reader.coords["time"], everything[keep])
+    assert [r.tile for r in find_tiles(late_cube, "s2", time=time)] == [tile]

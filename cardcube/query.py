@@ -1,0 +1,112 @@
+"""What a read asks for besides bands: a time range and an area, parsed one way for every entry point.
+
+The catalog's router (:func:`catalog.find_tiles`), ``open_cube`` and everything built on it (time series,
+chips, the CLI, the REST service) take ``time`` and ``bbox``/``geometry``/``crs`` in the same forms and
+read them with these functions, so ``time="2024-05"`` means May 2024 wherever it is given.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from odc.geo.geom import Geometry
+from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
+
+from cardcube.errors import InvalidRequestError
+
+TimeBound = str | date | datetime | np.datetime64 | None
+TimeLike = str | tuple[TimeBound, TimeBound] | None
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+
+
+def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
+    """An ISO 8601 date or time at the precision written, and its UTC offset."""
+    text, offset = text.strip(), np.timedelta64(0, "m")
+    day, sep, clock = text.partition("T")
+    found = _OFFSET.search(clock) if sep else None
+    if found:
+        clock, mark = clock[: found.start()], found[1]
+        if mark != "Z":
+            minutes = int(mark[1:3]) * 60 + int(mark[-2:])
+            offset = np.timedelta64(minutes if mark[0] == "+" else -minutes, "m")
+        text = f"{day}T{clock}"
+    try:
+        return np.datetime64(text), offset
+    except ValueError:
+        raise InvalidRequestError(f"time {text!r} is not an ISO 8601 date or time") from None
+
+
+def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
+    """A start bound, or an exclusive end bound just after the whole period written: ``2024-05`` ends with
+    May, ``2024-05-03`` with that day, an instant (datetime, datetime64) with itself."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        value = np.datetime64(value, "ns")
+    elif isinstance(value, date):
+        value = value.isoformat()
+    if isinstance(value, np.datetime64):
+        parsed = value.astype("datetime64[ns]")
+        return parsed + np.timedelta64(1, "ns") if end else parsed
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"time {value!r} is not a date, a time or an ISO 8601 string")
+    parsed, offset = _parse_text(value)
+    return ((parsed + 1 if end else parsed) - offset).astype("datetime64[ns]")
+
+
+def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
+    """``[lo, hi)`` in UTC from ``"2024-05"`` (a period: that month), ``"2024-04-01/2024-05-31"``,
+    ``"2024-04-01/.."`` or a ``(start, end)`` pair of strings, dates, datetimes or datetime64 (None or ``..``:
+    open). Ends are inclusive of the period they write. An empty range is an error, not an empty result."""
+    if time is None:
+        return None, None
+    if isinstance(time, str):
+        start, sep, end = time.partition("/")
+        if not sep:
+            end = start
+    else:
+        try:
+            start, end = time
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"time {time!r} is not a range: give 'start/end' or (start, end)") from None
+    lo, hi = _bound(start, end=False), _bound(end, end=True)
+    if lo is not None and hi is not None and lo >= hi:
+        raise InvalidRequestError(f"empty time range {time!r}: it ends before it starts")
+    return lo, hi
+
+
+def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> Geometry | None:
+    """The area a read asks for: ``bbox`` ``(minx, miny, maxx, maxy)`` or ``geometry`` (shapely, a GeoJSON
+    mapping, anything with ``__geo_interface__``, or an ``odc.geo`` Geometry, which keeps its own CRS unless
+    ``crs`` is given), in ``crs`` or else ``default_crs``. None: no area given."""
+    if bbox is not None and geometry is not None:
+        raise InvalidRequestError("give either a bbox or a geometry, not both")
+    if bbox is not None:
+        if len(bbox) != 4 or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+            raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
+        return Geometry(box(*bbox), crs or default_crs)
+    if geometry is None:
+        return None
+    if isinstance(geometry, Geometry):
+        return geometry if crs is None else Geometry(geometry.geom, crs)
+    if not isinstance(geometry, BaseGeometry):
+        geometry = shape(getattr(geometry, "__geo_interface__", geometry))
+    return Geometry(geometry, crs or default_crs)
+
+
+def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
+    """``area`` as a shapely geometry in ``crs``, its edges densified first: a straight edge in one CRS is a
+    curve in another, and reprojecting only the corners would cut it short."""
+    if area.crs == crs:
+        return area.geom
+    if area.geom.geom_type not in ("Point", "MultiPoint"):
+        minx, miny, maxx, maxy = area.boundingbox
+        step = max(maxx - minx, maxy - miny) / 32
+        area = area.segmented(step) if step > 0 else area
+    return area.to_crs(crs).geom

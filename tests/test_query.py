@@ -1,0 +1,80 @@
+"""Time ranges and query areas: one reading for the router, open_cube and everything on top of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from odc.geo.geom import Geometry
+from pyproj import Transformer
+from shapely.geometry import Point, box, mapping
+
+from cardcube.errors import InvalidRequestError
+from cardcube.query import in_crs, parse_time_range, query_geometry
+
+ns = lambda text: np.datetime64(text, "ns")  # noqa: E731
+
+
+@pytest.mark.parametrize(("time", "lo", "hi"), [
+    ("2024", "2024-01-01", "2025-01-01"),
+    ("2024-05", "2024-05-01", "2024-06-01"),
+    ("2024-05-03", "2024-05-03", "2024-05-04"),
+    ("2024-05-03T10", "2024-05-03T10", "2024-05-03T11"),
+    ("2024-05-03T10:50:31Z", "2024-05-03T10:50:31", "2024-05-03T10:50:32"),
+    ("2024-05-03T12:50:31+02:00", "2024-05-03T10:50:31", "2024-05-03T10:50:32"),
+    ("2024-05-03T08:50-0200", "2024-05-03T10:50", "2024-05-03T10:51"),
+    ("2024-04/2024-06", "2024-04-01", "2024-07-01"),
+    ("2024-04-01/..", "2024-04-01", None),
+    ("../2024-04-30", None, "2024-05-01"),
+    ((" 2024-04-01 ", None), "2024-04-01", None),
+])
+def test_a_period_ends_with_the_last_unit_it_writes(time, lo, hi):
+    assert parse_time_range(time) == (lo and ns(lo), hi and ns(hi))
+
+
+def test_instants_and_dates_as_python_objects():
+    aware = datetime(2024, 5, 3, 12, 50, 31, tzinfo=timezone(timedelta(hours=2)))
+    assert parse_time_range((aware, aware)) == (ns("2024-05-03T10:50:31"), ns("2024-05-03T10:50:31.000000001"))
+    naive = datetime(2024, 5, 3, 10, 50, 31, tzinfo=UTC).replace(tzinfo=None)
+    assert parse_time_range((None, naive))[1] == ns("2024-05-03T10:50:31.000000001")
+    assert parse_time_range((date(2024, 5, 3), date(2024, 5, 3))) == (ns("2024-05-03"), ns("2024-05-04"))
+    stamp = np.datetime64("2024-05-03T10:50:31.5")
+    assert parse_time_range((stamp, stamp)) == (ns("2024-05-03T10:50:31.5"), ns("2024-05-03T10:50:31.500000001"))
+    assert parse_time_range(None) == (None, None)
+
+
+@pytest.mark.parametrize("time", ["spring", "2024-13", "2024-05-02/2024-05-01", ("2024-05",), 2024, (1, 2),
+                                  ("2024-05-03T10:00", "2024-05-03T09:59")])
+def test_what_is_not_a_time_range_is_a_clear_error(time):
+    with pytest.raises(InvalidRequestError, match="time"):
+        parse_time_range(time)
+
+
+def test_query_geometry_forms():
+    assert query_geometry(None, None, None, default_crs="EPSG:4326") is None
+    a = query_geometry((1, 2, 3, 4), None, None, default_crs="EPSG:32631")
+    assert a.crs == "EPSG:32631" and a.geom.equals(box(1, 2, 3, 4))
+    b = query_geometry(None, mapping(box(1, 2, 3, 4)), "EPSG:4326", default_crs="EPSG:32631")
+    assert b.crs == "EPSG:4326" and b.geom.equals(box(1, 2, 3, 4))
+    own = Geometry(Point(5, 6), "EPSG:3035")
+    assert query_geometry(None, own, None, default_crs="EPSG:4326").crs == "EPSG:3035"
+    assert query_geometry(None, own, "EPSG:32631", default_crs="EPSG:4326").crs == "EPSG:32631"
+    with pytest.raises(InvalidRequestError, match="either"):
+        query_geometry((1, 2, 3, 4), Point(1, 2), None, default_crs="EPSG:4326")
+    for bad in [(3, 2, 1, 4), (1, 2, 3)]:
+        with pytest.raises(InvalidRequestError, match="bbox"):
+            query_geometry(bad, None, None, default_crs="EPSG:4326")
+
+
+def test_in_crs_follows_the_curved_edges():
+    """A lon/lat box 2 degrees wide in UTM: its edges' midpoints land where pyproj puts them, which
+    reprojecting the four corners alone would miss by hundreds of metres."""
+    lonlat = box(1.0, 50.0, 3.0, 51.0)
+    utm = in_crs(Geometry(lonlat, "EPSG:4326"), "EPSG:32631")
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(2.0, 51.0)
+    assert utm.exterior.distance(Point(x, y)) < 5
+    corners = Geometry(lonlat, "EPSG:4326").to_crs("EPSG:32631").geom
+    assert corners.exterior.distance(Point(x, y)) > 100
+    same = Geometry(lonlat, "EPSG:4326")
+    assert in_crs(same, "EPSG:4326") is same.geom
