@@ -1,7 +1,8 @@
 """The ``cardcube`` command: argparse subcommands, each a thin shell over the Python API.
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own
-``cli`` module, so this file only assembles them and turns cardcube errors into exit status 2.
+``cli`` module, so this file only assembles them and turns cardcube errors, and failures of the disk or
+the network, into a one-line message and exit status 2 (``cardcube -v COMMAND``: the traceback).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+from botocore.exceptions import BotoCoreError
 
 from cardcube.errors import CardcubeError
 
@@ -44,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CardcubeError as exc:
         print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
+        if args.verbose:
+            raise
+        print(f"cardcube {args.command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cardcube {args.command}: interrupted", file=sys.stderr)

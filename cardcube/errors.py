@@ -70,6 +70,10 @@ class ParcelError(CardcubeError, ValueError):
         super().__init__(f"parcel {parcel_id}: {reason}")
 
 
+class ParcelFileError(CardcubeError, OSError):
+    """A parcel file is missing, unreadable, or lacks its parcel id column."""
+
+
 class ParcelNotFoundError(CardcubeError, LookupError):
     """An unknown parcel id, or no registered parcel contains the given point."""
 

@@ -20,6 +20,8 @@ from cardcube.errors import InvalidRequestError
 
 TimeBound = str | date | datetime | np.datetime64 | None
 TimeLike = str | tuple[TimeBound, TimeBound] | None
+TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
+             "(2024-05); ends include their whole day or month")  # for the command line's --time
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 

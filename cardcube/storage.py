@@ -11,17 +11,19 @@ import json
 import os
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from botocore.exceptions import BotoCoreError
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from cardcube.errors import CommitConflictError, StoreError
+from cardcube.errors import CardcubeError, CommitConflictError, StoreError
 
 StoreLike = str | os.PathLike | Store
 
@@ -89,21 +91,33 @@ def store_url(store: Store) -> str:
     return store_url(inner) if isinstance(inner, Store) else repr(store)
 
 
+# What a store raises when it fails: s3fs an OSError once its retries are exhausted, botocore its own errors
+# when the endpoint cannot be reached at all, zarr's sync() a RuntimeError.
+_FAILURES = (OSError, RuntimeError, BotoCoreError)
+
+
+@contextmanager
+def _failures(doing: str, store: Store) -> Iterator[None]:
+    """A store failure while ``doing`` something to ``store`` as one :class:`StoreError` naming both."""
+    try:
+        yield
+    except CardcubeError:
+        raise
+    except _FAILURES as exc:
+        raise StoreError(f"cannot {doing} {store_url(store)} (after retries): {type(exc).__name__}: {exc}") from exc
+
+
 def read_bytes(store: Store, key: str) -> bytes | None:
     """The object at ``key``, or ``None`` if absent."""
-    try:
+    with _failures(f"read {key} from", store):
         buf = sync(store.get(key, prototype=default_buffer_prototype()))
-    except (OSError, RuntimeError) as exc:  # s3fs surfaces exhausted retries as OSError
-        raise StoreError(f"cannot read {key} from {store_url(store)}: {exc}") from exc
     return None if buf is None else buf.to_bytes()
 
 
 def write_bytes(store: Store, key: str, data: bytes) -> None:
     """Write (or replace) one object; atomic on S3 and, via rename, on a local folder."""
-    try:
+    with _failures(f"write {key} to", store):
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
-    except OSError as exc:  # s3fs raises OSError once its retries are exhausted
-        raise StoreError(f"cannot write {key} to {store_url(store)}: {exc}") from exc
 
 
 def create_bytes(store: Store, key: str, data: bytes) -> None:
@@ -113,22 +127,21 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
     """
     buf = default_buffer_prototype().buffer.from_bytes(data)
     outer, store = store, _innermost(store)
-    try:
-        if isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ()):
-            path = f"{store.path.rstrip('/')}/{key}"
-            sync(store.fs._pipe_file(path, data, mode="create"))
-        elif isinstance(store, LocalStore):
-            sync(store._set(key, buf, exclusive=True))
-        else:  # not atomic: a check then a write; documented limitation for other stores
-            if sync(store.exists(key)):
-                raise FileExistsError(key)
-            sync(store.set(key, buf))
-    except FileExistsError as exc:  # must precede OSError: a lost race is no store failure
-        raise CommitConflictError(
-            f"{key} already exists in {store_url(store)}: another writer got there first"
-        ) from exc
-    except OSError as exc:
-        raise StoreError(f"cannot create {key} in {store_url(store)}: {exc}") from exc
+    with _failures(f"create {key} in", store):
+        try:
+            if isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ()):
+                path = f"{store.path.rstrip('/')}/{key}"
+                sync(store.fs._pipe_file(path, data, mode="create"))
+            elif isinstance(store, LocalStore):
+                sync(store._set(key, buf, exclusive=True))
+            else:  # not atomic: a check then a write; documented limitation for other stores
+                if sync(store.exists(key)):
+                    raise FileExistsError(key)
+                sync(store.set(key, buf))
+        except FileExistsError as exc:  # a lost race is no store failure
+            raise CommitConflictError(
+                f"{key} already exists in {store_url(store)}: another writer got there first"
+            ) from exc
     if isinstance(outer, CountingStore):
         outer.counts.add("set", written=len(data))
 
@@ -141,7 +154,8 @@ def _innermost(store: Store) -> Store:
 
 def key_exists(store: Store, key: str) -> bool:
     """Whether ``key`` exists (a HEAD on S3)."""
-    return bool(sync(store.exists(key)))
+    with _failures(f"look up {key} in", store):
+        return bool(sync(store.exists(key)))
 
 
 def read_json(store: Store, key: str) -> Any | None:
@@ -160,7 +174,8 @@ def list_keys(store: Store, prefix: str) -> list[str]:
     async def _collect() -> list[str]:
         return [k async for k in store.list_prefix(prefix)]
 
-    return sorted(sync(_collect()))
+    with _failures(f"list {prefix} in", store):
+        return sorted(sync(_collect()))
 
 
 def list_children(store: Store, prefix: str) -> list[str]:
@@ -169,16 +184,19 @@ def list_children(store: Store, prefix: str) -> list[str]:
     async def _collect() -> list[str]:
         return [k.split("/", 1)[0] async for k in store.list_dir(prefix)]
 
-    return sorted(set(sync(_collect())))
+    with _failures(f"list {prefix} in", store):
+        return sorted(set(sync(_collect())))
 
 
 def delete_key(store: Store, key: str) -> None:
-    sync(store.delete(key))
+    with _failures(f"delete {key} from", store):
+        sync(store.delete(key))
 
 
 def delete_prefix(store: Store, prefix: str) -> None:
     """Delete every key under ``prefix`` (batched deletes on S3)."""
-    sync(store.delete_dir(prefix))
+    with _failures(f"delete {prefix} from", store):
+        sync(store.delete_dir(prefix))
 
 
 class RequestCounts:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the ``cardcube`` parser."""
-    parser = sub.add_parser("catalog", help="the cube's static STAC catalog: build, serve, route",
+    parser = sub.add_parser("catalog", help="the cube's static STAC catalog: build, serve, find",
                             description="The static STAC catalog written next to the cube.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     find.add_argument("--collection", default="s2", choices=sorted(CUBE_SPECS), help="cube collection (s2)")
     find.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy (in --crs)")
     find.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
-    find.add_argument("--time", help="date or start/end interval, ISO 8601 (ends inclusive, '..' open)")
+    find.add_argument("--time", help=TIME_HELP)
     find.set_defaults(func=_find)
 
 
@@ -50,12 +51,12 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from cardcube.errors import CubeNotFoundError
     from catalog.write import rebuild_catalog
 
     done = rebuild_catalog(args.cube, collections=tuple(args.collection) if args.collection else None)
     if not done:
-        print(f"no cube collection with a committed version at {args.cube}")
-        return 1
+        raise CubeNotFoundError(f"no cube collection with a committed version at {args.cube}")
     for name, version in done.items():
         print(f"{name}: catalog of version {version}")
     return 0
@@ -64,8 +65,8 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from catalog.serve import serve
 
-    print(f"serving {args.cube} at http://{args.host}:{args.port}/catalog.json (Ctrl-C to stop)", flush=True)
-    serve(args.cube, host=args.host, port=args.port)
+    serve(args.cube, host=args.host, port=args.port,
+          announce=lambda url: print(f"serving {args.cube} at {url}catalog.json (Ctrl-C to stop)", flush=True))
     return 0
 
 

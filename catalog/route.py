@@ -95,7 +95,7 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
 
 def tile_refs(store: StoreLike, collection: str) -> list[TileRef]:
     """Every tile of ``collection`` as the catalog lists it (items cached per store, key and version)."""
-    store = open_store(store)
+    store = open_store(store, read_only=True)
     io = StoreStacIO(store)
     coll_key = keys.collection_key(collection)
     doc = read_json(store, coll_key)

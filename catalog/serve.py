@@ -9,6 +9,7 @@ preflight OPTIONS. Read-only; nothing outside the cube root is reachable.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Sto
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from cardcube.serving import serve_app
 from cardcube.storage import StoreLike, open_store
 from catalog import keys
 
@@ -107,8 +109,7 @@ def make_app(cube: StoreLike) -> Starlette:
     ])
 
 
-def serve(cube: StoreLike, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``cube`` until interrupted."""
-    import uvicorn
-
-    uvicorn.run(make_app(cube), host=host, port=port, log_level="warning")
+def serve(cube: StoreLike, *, host: str = "127.0.0.1", port: int = 8000,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Serve ``cube`` until interrupted; ``announce`` gets the base URL once the server listens."""
+    serve_app(make_app(cube), host=host, port=port, announce=announce)

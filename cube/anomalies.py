@@ -193,7 +193,8 @@ def flag_parcels(
     ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
-    apply to (compared as text: ``"265"`` from a command line is code 265). ``s1``: Sentinel-1 statistics of
+    apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel declares any of
+    them, an error: a typo would switch the markers off without a word). ``s1``: Sentinel-1 statistics of
     the same parcels (``VH`` means per date, with ``orbit_state``), for the mowing marker; parcels it lacks
     fall back to NDVI. Parcels of ``frame`` without a declaration are left out (there is nothing to check).
     """
@@ -226,7 +227,12 @@ def flag_parcels(
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
     out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
-    grass = pd.Series(codes).astype(str).isin({str(c) for c in grassland}).to_numpy()
+    grassland = {str(c) for c in grassland}
+    grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
+    if grassland and not grass.any():
+        known = sorted(set(map(str, codes)))
+        raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "
+                                  f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
     no_cut = (out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop)

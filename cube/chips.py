@@ -26,7 +26,7 @@ from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import compute_reads, open_cube
-from cube.indices import INDICES, add_indices, bands_for
+from cube.indices import INDICES, add_indices, bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -34,8 +34,17 @@ from cube.tile_arrays import ArrayCache
 from cube.timeseries import dataset_geobox
 
 MAX_SIZE = 2048  # pixels per side
+MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 TRUE_COLOUR = ("B04", "B03", "B02")
+DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
+
+
+def check_image_size(size: int, scale: int) -> None:
+    """A clear error for a chip of ``size`` px that would be drawn larger than :data:`MAX_IMAGE_SIZE` a side."""
+    if scale < 1 or size * scale > MAX_IMAGE_SIZE:
+        raise RequestTooLargeError(f"a {size} px chip enlarged {scale}x would be {size * scale} px a side (limit "
+                                   f"{MAX_IMAGE_SIZE}); lower the scale or the size")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +76,9 @@ class Chip:
         return np.isin(scl[:, inside], list(classes)).mean(axis=1)
 
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True) -> np.ndarray:
-        """RGBA image of date index ``t``: true colour for three bands, a colour map for one."""
+        """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
+        pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side."""
+        check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
             img = render.true_colour(*layers)
@@ -134,7 +145,7 @@ def chip(
     collection: str = "s2",
     size: int = 128,
     time: Any = None,
-    bands: Sequence[str] = TRUE_COLOUR,
+    bands: Sequence[str] | None = None,
     registry: Any = None,
     as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -142,17 +153,22 @@ def chip(
 ) -> Chip:
     """A ``size`` x ``size`` pixel chip centred on a parcel (id, geometry) or a lon/lat point.
 
-    ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``). Requests larger than
+    ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``); by default
+    :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     if not 1 <= size <= MAX_SIZE:
         raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
+    if isinstance(cube, xr.Dataset):
+        collection = cube.attrs.get("cardcube:collection", collection)
+    bands = tuple(bands or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
     geom, pid, crs = _locate(where, registry)
     if isinstance(cube, xr.Dataset):
         ds = cube
+        check_bands(bands, list(ds.data_vars))
         geobox = dataset_geobox(ds)
         geom_local = _project(geom, crs, geobox.crs)
         centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
@@ -163,7 +179,8 @@ def chip(
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
-        res = min(version.spec.band(b).resolution for b in bands_for(bands) if b in version.spec.band_names)
+        check_bands(bands, version.spec.band_names)
+        res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
         for tile in sorted(version.tiles):
             grid = TileGrid.from_id(tile)

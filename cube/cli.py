@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
+from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
-
-TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
-             "(2024-05); ends include their whole day or month")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
-    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel_id column")
+    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column")
+    p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     p.add_argument("--time", help=TIME_HELP)
     p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
 
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("id", nargs="?", help="parcel id from --parcels")
     c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="centre of the chip (lon lat)")
     c.add_argument("--size", type=int, default=128, help="chip size in pixels (default 128)")
-    c.add_argument("--bands", default="B04,B03,B02", help="three bands (RGB) or one band/index, e.g. NDVI")
+    c.add_argument("--bands", default=None, help="three bands (RGB) or one band/index, e.g. NDVI (default: true colour "
+                   "B04,B03,B02 for s2, VH_VV for s1)")
     c.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates")
     c.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs")
     c.add_argument("--out", required=True, help="output folder")
@@ -89,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve parcel time series (JSON, CSV, Parquet) and image chips (PNG) read from "
                        "the cube by chunk, for parcel ids of --parcels or posted GeoJSON; see /docs once running.")
     s.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
-    s.add_argument("--parcels", help="parcel file whose parcel_id values the URLs name (GeoPackage, GeoParquet)")
+    s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet)")
+    s.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     s.add_argument("--refresh", type=float, default=5.0,
@@ -97,12 +100,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_serve)
 
 
-def _registry(path: str | None):
+def _registry(path: str | None, id_column: str):
     if path is None:
         return None
-    from cube.extract import read_parcels
+    from cube.parcels import as_parcels, read_parcels
 
-    return read_parcels(path)
+    return as_parcels(read_parcels(path, id_column=id_column), id_column=id_column)
 
 
 def _target(args: argparse.Namespace, ids: list[str]):
@@ -110,7 +113,7 @@ def _target(args: argparse.Namespace, ids: list[str]):
 
     from cardcube.errors import InvalidRequestError
 
-    registry = _registry(args.parcels)
+    registry = _registry(args.parcels, args.id_column)
     if args.point:
         return Point(*args.point), registry
     if registry is None:
@@ -124,10 +127,12 @@ def _timeseries(args: argparse.Namespace) -> int:
     from cube.timeseries import parcel_timeseries
 
     where, registry = _target(args, args.ids)
-    frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
-                              bands=args.bands.split(",") if args.bands else None, buffer=args.buffer,
-                              all_touched=args.all_touched, mask=None if args.no_mask else "default",
-                              time=args.time, as_of=args.as_of)
+    with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
+        warnings.filterwarnings("ignore", message=r".* parcels have no statistics", category=UserWarning)
+        frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
+                                  bands=args.bands.split(",") if args.bands else None, buffer=args.buffer,
+                                  all_touched=args.all_touched, mask=None if args.no_mask else "default",
+                                  time=args.time, as_of=args.as_of)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     status = pd.DataFrame(frame.attrs["parcel_status"])
@@ -146,7 +151,7 @@ def _chip(args: argparse.Namespace) -> int:
 
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
-                  bands=tuple(args.bands.split(",")), registry=registry, as_of=args.as_of)
+                  bands=args.bands.split(",") if args.bands else None, registry=registry, as_of=args.as_of)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = str(result.parcel_id if result.parcel_id is not None else "point")
@@ -180,10 +185,14 @@ def _statistics(path: str, bands: list[str]):
     """The statistics the markers read, from an extraction folder or a ``cardcube timeseries`` file."""
     import pandas as pd
 
+    from cardcube.errors import InvalidRequestError
     from cube.anomalies import COLUMNS
     from cube.extract import read_timeseries
 
     source = Path(path)
+    if not source.exists():
+        raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
+                                  f".parquet/.csv file of cardcube timeseries")
     if source.is_dir():
         return read_timeseries(source, bands=bands, columns=COLUMNS)
     frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source, parse_dates=["time"])
@@ -193,13 +202,15 @@ def _statistics(path: str, bands: list[str]):
 def _flag(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, flag_parcels
-    from cube.extract import read_parcels
+    from cube.parcels import read_parcels
 
     parcels = read_parcels(args.parcels, id_column=args.id_column)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = parcels.set_index(args.id_column)[args.crop_column]
+    if not args.grassland:
+        print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     flags = flag_parcels(_statistics(args.timeseries, ["B04", "B08"]), declared,
                          grassland=[c.strip() for c in args.grassland.split(",") if c.strip()],
                          s1=_statistics(args.s1, ["VH"]) if args.s1 else None)
@@ -216,6 +227,7 @@ def _flag(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
-    print(f"serving {args.cube} on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops", flush=True)
-    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh)
+    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
+          id_column=args.id_column,
+          announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

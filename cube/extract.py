@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,17 +54,18 @@ from zarr.abc.store import Store
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError
 from cardcube.parallel import run_tasks
+from cardcube.query import parse_time_range
 from cardcube.spec import ChunkLayout
 from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
 from cube.dataset import BandReader, open_cube, tile_dates
-from cube.indices import bands_for
+from cube.indices import bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
-from cube.parcels import ParcelSet, as_parcels, too_small
+from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, stats_table
-from cube.timeseries import assign_tiles, check_bands, parcel_timeseries, resolve_mask
+from cube.stats import STATS, check_stats, stats_table
+from cube.timeseries import assign_tiles, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
@@ -73,7 +73,7 @@ TIMESERIES = "timeseries"
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
 
-__all__ = ["ExtractResult", "extract", "read_parcels", "read_status", "read_timeseries"]
+__all__ = ["ExtractResult", "extract", "read_status", "read_timeseries"]
 
 
 @dataclass(frozen=True)
@@ -114,18 +114,6 @@ TIMESERIES_PARQUET: dict[str, Any] = {
     "compression": "zstd", "compression_level": 1, "use_dictionary": ["parcel_id", "band", "platform", "orbit_state"],
     "write_statistics": ["parcel_id", "time", "band"],
 }
-
-
-def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFrame:
-    """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame."""
-    if isinstance(parcels, gpd.GeoDataFrame):
-        return parcels
-    if isinstance(parcels, str | os.PathLike):
-        path = os.fspath(parcels)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no parcel file at {path}")
-        return gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
-    return as_parcels(parcels, id_column=id_column).to_geodataframe()
 
 
 def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
@@ -394,6 +382,9 @@ def extract(
     version = read_version(store, collection, as_of)
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names))
+    check_stats(stats)
+    if not isinstance(time, frozenset):
+        parse_time_range(time)  # a bad range fails before anything is written to ``out``
     mask = resolve_mask(mask, list(spec.band_names), collection)
     need_scl = "SCL" in spec.band_names and (mask is not None or histogram)
     names = tuple(dict.fromkeys([*bands_for(bands), *(["SCL"] if need_scl else [])]))
@@ -527,6 +518,9 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
               .assign(tile=k.split("tile=")[1].split("/")[0]) for k in list_keys(store, f"{TIMESERIES}/")]
     if not frames:
+        if read_json(store, MANIFEST) is None:
+            raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out "
+                                      f"folder of cardcube extract)")
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)

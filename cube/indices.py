@@ -46,6 +46,19 @@ def bands_for(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The requested bands and indices (default: every band but SCL), or a clear error naming those the cube
+    (bands ``available``) does not have or cannot compute."""
+    if bands is None:
+        return [b for b in available if b != "SCL"]
+    unknown = [b for b in bands if b not in available and not (b in INDICES and set(INDICES[b][0]) <= set(available))]
+    if unknown:
+        indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
+        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(available)}, "
+                                  f"indices: {', '.join(indices)}")
+    return list(bands)
+
+
 def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
     """``ds`` with the named indices added as lazy float32 variables."""
     out = {}

@@ -9,6 +9,7 @@ parcel ids looked up in a registered parcel set, or a point (lon/lat) looked up 
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,11 +23,11 @@ from pyproj import CRS
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import InvalidRequestError, ParcelError, ParcelNotFoundError, ParcelTooSmallError
+from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
 
 WGS84 = CRS.from_epsg(4326)
 
-__all__ = ["ParcelSet", "as_parcels", "parcel_at", "too_small"]
+__all__ = ["ParcelSet", "as_parcels", "parcel_at", "read_parcels", "too_small"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,6 +196,26 @@ def _build(
     return parcels if crs is None else parcels.to_crs(crs)
 
 
+def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFrame:
+    """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame. A file
+    must have ``id_column``: its row numbers are no parcel ids (a GeoDataFrame may use its index)."""
+    if isinstance(parcels, gpd.GeoDataFrame):
+        return parcels
+    if not isinstance(parcels, str | os.PathLike):
+        return as_parcels(parcels, id_column=id_column).to_geodataframe()
+    path = os.fspath(parcels)
+    if not os.path.exists(path):
+        raise ParcelFileError(f"no parcel file at {path}")
+    try:
+        frame = gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
+    except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
+        raise ParcelFileError(f"{path} is not a readable parcel file: {exc}") from None
+    if id_column not in frame.columns:
+        raise ParcelFileError(f"{path} has no {id_column!r} column (columns: "
+                              f"{', '.join(map(str, frame.columns))}); name the parcel id column")
+    return frame
+
+
 def _clean_id(value: Any) -> Hashable:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -214,8 +235,8 @@ def _shape(obj: Any, where: str) -> BaseGeometry:
     """A shapely geometry of GeoJSON ``obj``; malformed coordinates are the user's input error."""
     try:
         return shape(obj)
-    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
-        raise InvalidRequestError(f"{where}: malformed GeoJSON geometry ({exc})") from None
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, shapely.errors.GEOSException) as exc:
+        raise InvalidRequestError(f"{where}: malformed GeoJSON geometry ({type(exc).__name__}: {exc})") from None
 
 
 def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import threading
 import time as timer
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import pandas as pd
@@ -48,13 +48,13 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.lru import LRUDict
+from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
-from cube.chips import TRUE_COLOUR, chip
-from cube.extract import read_parcels
+from cube.chips import check_image_size, chip
 from cube.ledger import CubeVersion, committed_versions, read_version
-from cube.parcels import ParcelSet, as_parcels
+from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
 from cube.timeseries import parcel_timeseries
@@ -247,9 +247,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
+        check_image_size(size, scale)  # before reading
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
-                      bands=_bands(bands, collection), as_of=version, cache=arrays)
+                      bands=_csv(bands), as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
                                     f"{version.version}; its timeseries lists the dates")
@@ -264,7 +265,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
-                      bands=_bands(bands, collection), as_of=version, cache=arrays)
+                      bands=_csv(bands), as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
         return Response(render.png_bytes(result.contact_sheet().image), media_type="image/png",
@@ -273,15 +274,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     return app
 
 
-def _bands(text: str | None, collection: str) -> Sequence[str]:
-    """The chip bands asked for; by default true colour for S2, the VH/VV ratio for S1."""
-    return _csv(text) or (TRUE_COLOUR if collection == "s2" else ("VH_VV",))
-
-
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
-          storage_options: Mapping[str, Any] | None = None, refresh: float = REFRESH) -> None:
-    """Serve ``cube`` with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(make_app(cube, parcels=parcels, storage_options=storage_options, refresh=refresh), host=host,
-                port=port, log_level="warning")
+          storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", refresh: float = REFRESH,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Serve ``cube`` with uvicorn until interrupted; ``announce`` gets the base URL once the server listens
+    (after the cube and the parcels were found)."""
+    app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, refresh=refresh)
+    serve_app(app, host=host, port=port, announce=announce)

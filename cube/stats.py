@@ -75,7 +75,8 @@ def _percentile_of(stat: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def _check_stats(stats: Sequence[str]) -> None:
+def check_stats(stats: Sequence[str]) -> None:
+    """A clear error for a statistic the kernels do not compute."""
     bad = [s for s in stats if s not in STATS and s != "masked" and _percentile_of(s) is None]
     if bad:
         raise InvalidRequestError(f"unknown statistic(s) {bad}; use {', '.join(STATS)} or pNN")
@@ -422,7 +423,7 @@ def segment_stats(
     masked by ``clear[t, at[k]]`` (``clear`` then has one column per pixel). The statistics are those of
     the pixels, bit for bit for stored unsigned 8/16-bit values (exact integer sums), from fewer reads.
     """
-    _check_stats(stats)
+    check_stats(stats)
     values = np.asarray(values)
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
         values = values.astype(np.float64)
@@ -587,7 +588,7 @@ def zonal_stats(
 def _labelled(values: np.ndarray, labels: np.ndarray, n_labels: int, stats: Sequence[str]
               ) -> tuple[np.ndarray, _Segments]:
     """The label-based functions' input checked: (time, npix) values and their pixels grouped by label."""
-    _check_stats(stats)
+    check_stats(stats)
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != np.shape(labels)[0]:
         raise InvalidRequestError(f"values {values.shape} must be (time, npix), npix = {np.shape(labels)}")

@@ -25,7 +25,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import compute_reads, open_cube
-from cube.indices import INDICES, bands_for
+from cube.indices import bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
@@ -85,17 +85,6 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
                                       values, {n: dict(ds[n].attrs) for n in names},
                                       {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
     return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
-
-
-def check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """The requested bands and indices (default: every band but SCL), or a clear error."""
-    if bands is None:
-        return [b for b in available if b != "SCL"]
-    unknown = [b for b in bands if b not in available and b not in INDICES]
-    if unknown:
-        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(available)}, "
-                                  f"indices: {', '.join(INDICES)}")
-    return list(bands)
 
 
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str

@@ -19,8 +19,13 @@ def test_build_regenerates_from_the_ledger(cube, capsys):
     assert (cube / "catalog.json").exists()
 
 
-def test_build_without_cube(tmp_path, capsys):
-    assert main(["catalog", "build", "--cube", str(tmp_path)]) == 1
+def test_build_and_find_without_cube_are_one_line_errors(tmp_path, capsys):
+    assert main(["catalog", "build", "--cube", str(tmp_path)]) == 2
+    assert "error: no cube collection with a committed version" in capsys.readouterr().err
+    missing = tmp_path / "nocube"
+    assert main(["catalog", "find", "--cube", str(missing)]) == 2
+    assert "no cube at" in capsys.readouterr().err
+    assert not missing.exists()  # looking for a cube does not create its folder
 
 
 def test_find_prints_tiles(base_cube, capsys):

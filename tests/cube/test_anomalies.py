@@ -153,6 +153,8 @@ def test_bad_input_gets_a_clear_error(population):
         MarkerRules(mismatch_ratio=0.5)
     with pytest.raises(InvalidRequestError, match="season"):
         flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
+    with pytest.raises(InvalidRequestError, match=r"no parcel declares the grassland code\(s\) abc; declared codes: "):
+        flag_parcels(frame, declared, grassland=["abc"])  # a typo would switch the grassland markers off
 
 
 def test_markers_find_the_planted_anomalies_of_the_synthetic_region(tiny_cube, tiny_region):

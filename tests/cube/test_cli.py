@@ -38,3 +38,41 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "32",
                  "--sheet", "--out", str(tmp_path / "sheet")]) == 0
     assert (tmp_path / "sheet" / f"{pid}_season.png").exists()
+
+
+def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny_region, tmp_path, capsys):
+    parcels = gpd.read_parquet(tiny_region.parcels).sort_values("area_ha").iloc[-5:]
+    renamed = tmp_path / "field_ids.gpkg"
+    parcels.rename(columns={"parcel_id": "field_id"}).to_file(renamed)
+    base = ["timeseries", "--cube", str(tiny_cube), "--bands", "B04", "--out", str(tmp_path / "s.csv")]
+    assert main([*base, "--parcels", str(renamed)]) == 2  # row numbers are no parcel ids
+    assert "has no 'parcel_id' column (columns: field_id" in capsys.readouterr().err
+    assert main([*base, "--parcels", str(renamed), "--id-column", "field_id"]) == 0
+    assert set(pd.read_csv(tmp_path / "s.csv").parcel_id) == set(parcels.parcel_id)
+    capsys.readouterr()
+    assert main([*base, "--parcels", str(tmp_path / "missing.gpkg")]) == 2
+    assert "no parcel file at" in capsys.readouterr().err
+
+
+def test_parcels_without_statistics_are_reported_once(tiny_cube, tiny_region, tmp_path, capsys, recwarn):
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04",
+                 "--buffer", "-30", "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no statistics:") > 0 and not [w for w in recwarn if "no statistics" in str(w.message)]
+
+
+def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    base = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "16"]
+    assert main([*base, "--bands", "FOO", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown band(s) FOO" in capsys.readouterr().err
+    assert main([*base, "--collection", "s1", "--bands", "NDVI", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown band(s) NDVI" in capsys.readouterr().err  # an S2 index cannot be made from S1
+    assert main([*base, "--collection", "s1", "--sheet", "--out", str(tmp_path / "s1")]) == 0  # VH_VV by default
+    assert (tmp_path / "s1" / f"{pid}_season.png").exists()
+
+
+def test_flag_cli_refuses_what_would_check_nothing(tiny_region, tmp_path, capsys):
+    assert main(["flag", "--timeseries", str(tmp_path / "nodir"), "--parcels", str(tiny_region.parcels),
+                 "--out", str(tmp_path / "f.csv")]) == 2
+    assert "no statistics at" in capsys.readouterr().err

@@ -150,9 +150,17 @@ def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_e
     assert '"complete": true' in (s2_extracted / MANIFEST).read_text()
 
 
-def test_absurd_work_units_are_refused(cube, parcels, tmp_path):
+def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_written(cube, parcels, tmp_path):
+    out = tmp_path / "out"
     with pytest.raises(RequestTooLargeError, match="smaller block"):
-        extract(parcels, cube, tmp_path / "out", block=20_000, progress=False)
+        extract(parcels, cube, out, block=20_000, progress=False)
+    with pytest.raises(InvalidRequestError, match="not an ISO 8601"):
+        extract(parcels, cube, out, time="2024-13", progress=False)
+    with pytest.raises(InvalidRequestError, match="empty time range"):
+        extract(parcels, cube, out, time="2024-09/2024-04", progress=False)
+    with pytest.raises(InvalidRequestError, match="unknown statistic"):
+        extract(parcels, cube, out, stats=["mean", "average"], progress=False)
+    assert not out.exists()  # so a corrected run is not refused as "other parameters"
 
 
 @pytest.mark.timeout(240)  # about 20 s; a worker hung once in a fresh clone: fail in minutes, not ten

@@ -149,6 +149,11 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 600, "scale": 8}, 413,
+     "RequestTooLarge", "4800 px a side"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "bands": "FOO"}, 422, "InvalidRequest",
+     "unknown band(s) FOO"),
+    ("GET", "/collections/s2/parcels/{pid}/season.png", {"bands": "B04,FOO,B02"}, 422, "InvalidRequest", "FOO"),
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcel_id, method, path, params, status, error, says):
     r = http.request(method, path.format(pid=parcel_id), params=params)
@@ -171,6 +176,8 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     r = post(broken)
     assert r.status_code == 422 and "malformed GeoJSON" in r.json()["detail"]
     assert post({"type": "Nothing"}).status_code == 422
+    r = post({"type": "Polygon"})  # no coordinates at all
+    assert r.status_code == 422 and "malformed GeoJSON" in r.json()["detail"]
     assert post(far, crs="EPSG:0").json()["error"] == "InvalidRequest"
     many = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": far}]
             * (MAX_POSTED_PARCELS + 1)}

@@ -1,0 +1,53 @@
+"""Failures outside cardcube's own checks, as a user meets them: an S3 endpoint that cannot be reached, a port
+in use, a parcel file that is not one. Each is one clear error (exit status 2 on the command line)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from cardcube.cli import main
+from cardcube.errors import ParcelFileError, StoreError
+from cardcube.storage import list_keys, open_store, read_bytes
+from cube.ledger import read_version
+from cube.parcels import read_parcels
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_s3_endpoint_is_a_store_error():
+    store = open_store("s3://bucket/cube", read_only=True, storage_options={
+        "endpoint_url": f"http://127.0.0.1:{_closed_port()}", "key": "k", "secret": "s",
+        "config_kwargs": {"retries": {"max_attempts": 1}}})  # the default retries take up to a minute
+    with pytest.raises(StoreError, match=r"cannot read s2/x.json from s3://bucket/cube .*EndpointConnectionError"):
+        read_bytes(store, "s2/x.json")
+    with pytest.raises(StoreError, match="cannot list"):
+        list_keys(store, "s2/")
+    with pytest.raises(StoreError):
+        read_version(store, "s2")
+
+
+def test_a_port_in_use_fails_before_the_banner(tiny_cube, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--cube", str(tiny_cube), "--port", str(port)]) == 2
+        captured = capsys.readouterr()
+        assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "serving" not in captured.out
+        assert main(["catalog", "serve", "--cube", str(tiny_cube), "--port", str(port)]) == 2
+        assert "cannot listen" in capsys.readouterr().err
+
+
+def test_a_file_that_is_no_parcel_file(tmp_path):
+    garbage = tmp_path / "parcels.gpkg"
+    garbage.write_bytes(b"not a geopackage")
+    with pytest.raises(ParcelFileError, match="is not a readable parcel file"):
+        read_parcels(garbage)
+    with pytest.raises(ParcelFileError, match="no parcel file at"):
+        read_parcels(tmp_path / "missing.parquet")
