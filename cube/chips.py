@@ -25,7 +25,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import compute_reads, open_cube
+from cube.dataset import compute_reads, data_footprint, open_cube
 from cube.indices import INDICES, add_indices, bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
@@ -187,7 +187,7 @@ def chip(
             geom_local = _project(geom, crs, grid.crs)
             centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
             chip_box = _chip_box(centre, grid, res, size)
-            if box(*grid.bounds).contains(box(*chip_box)):
+            if box(*grid.bounds).contains(box(*chip_box)) and data_footprint(version, tile).intersects(box(*chip_box)):
                 needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
                                                                    else [])]))
                 ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version,
@@ -195,7 +195,8 @@ def chip(
                 break
         if ds is None:
             raise ParcelOutsideCubeError(pid if pid is not None else "point",
-                                         f"no tile of the {collection} cube holds a {size} px chip around it")
+                                         f"no tile of the {collection} cube holds a {size} px chip around it with "
+                                         f"data in it")
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "

@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import shapely
 import xarray as xr
 import zarr
 from odc.geo.geobox import GeoBox
@@ -122,20 +123,28 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[s
     return [r.tile for r in refs if r.tile in version.tiles]
 
 
-def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:
-    """The pixel window (at ``resolution``) covering every scene of ``tile`` in ``version``."""
-    boxes = []
+def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
+    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
+    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it."""
+    grid = TileGrid.from_id(tile)
+    extents = set()
     for a in version.tiles[tile].acquisitions:
         windows = version.scenes[a.scene_id].windows
-        native = min(windows)
-        r, c, h, w = windows[native]
-        k = native / resolution
-        boxes.append((math.floor(r * k), math.floor(c * k), math.ceil((r + h) * k), math.ceil((c + w) * k)))
-    if not boxes:
+        res = min(windows)
+        r, c, h, w = windows[res]
+        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
+    return shapely.union_all([box(*e) for e in sorted(extents)])
+
+
+def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:
+    """The pixel window (at ``resolution``) covering every scene of ``tile`` in ``version``."""
+    footprint = data_footprint(version, tile)
+    if footprint.is_empty:
         return slice(0, 0), slice(0, 0)
-    r0, c0, r1, c1 = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-                      max(b[3] for b in boxes))
-    return slice(r0, r1), slice(c0, c1)
+    grid = TileGrid.from_id(tile)
+    minx, miny, maxx, maxy = footprint.bounds
+    return (slice(math.floor((grid.uly - maxy) / resolution), math.ceil((grid.uly - miny) / resolution)),
+            slice(math.floor((minx - grid.ulx) / resolution), math.ceil((maxx - grid.ulx) / resolution)))
 
 
 class _Window:

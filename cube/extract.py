@@ -417,7 +417,7 @@ def extract(
                None if mask is None else tuple(mask), histogram, time, dates)
 
     status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
-    tiles_of = assign_tiles(list(version.tiles), ps)
+    tiles_of = assign_tiles(version, ps)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
@@ -446,7 +446,7 @@ def extract(
         spent.update(result["seconds"])
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
-        status[pid] = ("outside", f"outside every tile of the {collection} cube", "", 0)
+        status[pid] = ("outside", f"outside the data of every tile of the {collection} cube", "", 0)
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only

@@ -24,7 +24,7 @@ from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, ParcelT
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
-from cube.dataset import compute_reads, open_cube
+from cube.dataset import compute_reads, data_footprint, open_cube
 from cube.indices import bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
@@ -97,17 +97,17 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
     return mask
 
 
-def assign_tiles(tiles: Sequence[str], ps: ParcelSet) -> list[tuple[str, ...]]:
-    """The tiles to read each parcel from: the first of ``tiles`` (sorted) holding it whole, else every
-    tile it touches (a mosaic; empty: outside all). One rule for time series and extraction."""
-    names = sorted(tiles)
+def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
+    """The tiles to read each parcel from: the first tile (sorted) whose data holds it whole, else every
+    tile whose data it touches (a mosaic; empty: outside the cube's data, so no parcel is reported with
+    statistics of nodata only). One rule for time series and extraction."""
+    names = sorted(version.tiles)
     whole = np.zeros((len(names), len(ps)), dtype=bool)
     touch = np.zeros_like(whole)
     for k, name in enumerate(names):
-        grid = TileGrid.from_id(name)
-        geoms = np.asarray(ps.to_crs(grid.crs).geometries, dtype=object)
-        square = box(*grid.bounds)
-        whole[k], touch[k] = shapely.contains(square, geoms), shapely.intersects(square, geoms)
+        geoms = np.asarray(ps.to_crs(TileGrid.from_id(name).crs).geometries, dtype=object)
+        footprint = data_footprint(version, name)
+        whole[k], touch[k] = shapely.contains(footprint, geoms), shapely.intersects(footprint, geoms)
     first = np.where(whole.any(axis=0), whole.argmax(axis=0), -1)
     return [(names[f],) if f >= 0 else tuple(n for n, t in zip(names, touch[:, i], strict=True) if t)
             for i, f in enumerate(first)]
@@ -127,7 +127,7 @@ def read_mode(ps: ParcelSet, tile: str, resolution: int) -> str:
 def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
     """Parcel ids by the tiles to read (see :func:`assign_tiles`)."""
     groups: dict[tuple[str, ...], list[Any]] = {}
-    for pid, tiles in zip(ps.ids, assign_tiles(list(version.tiles), ps), strict=True):
+    for pid, tiles in zip(ps.ids, assign_tiles(version, ps), strict=True):
         groups.setdefault(tiles, []).append(pid)
     return groups
 
@@ -195,7 +195,8 @@ def parcel_timeseries(
     frames, status = [], []
     for ds, sub in groups:
         if ds is None:
-            status += [ParcelStatus(p, "outside", 0, f"parcel {p}: outside every tile of the {collection} cube")
+            status += [ParcelStatus(p, "outside", 0,
+                                    f"parcel {p}: outside the data of every tile of the {collection} cube")
                        for p in sub.ids]
             continue
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,

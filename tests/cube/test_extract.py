@@ -101,13 +101,15 @@ def test_parcels_cross_unit_edges_and_keep_exact_percentiles(cube, parcels, s2_e
 
 def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path):
     grid = TileGrid.from_id("31UFU")
-    x0, _, _, y1 = parcels.total_bounds
-    odd = gpd.GeoDataFrame({"parcel_id": ["bowtie", "line", "tiny", "far", "empty"]}, geometry=[
+    x0, y0, x1, y1 = parcels.total_bounds
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2  # inside the data
+    odd = gpd.GeoDataFrame({"parcel_id": ["bowtie", "line", "tiny", "far", "empty", "beside"]}, geometry=[
         Polygon([(x0, y1), (x0 + 60, y1 + 60), (x0 + 60, y1), (x0, y1 + 60)]),  # self-intersecting: repaired
         LineString([(x0, y1), (x0 + 50, y1 + 50)]),                              # not a polygon
-        box(x0 + 2, y1 + 2, x0 + 8, y1 + 8),                                      # no pixel after -5 m
+        box(cx, cy, cx + 6, cy + 6),                                              # no pixel after -5 m
         box(grid.ulx - 5_000_000, 0, grid.ulx - 4_999_000, 1000),               # outside every tile
         Polygon(),
+        box(x1 + 3000, y0, x1 + 3100, y0 + 100),                                 # in the tile, beside the data
     ], crs=parcels.crs)
     mixed = pd.concat([parcels, odd], ignore_index=True)
     result = extract(mixed, cube, tmp_path / "out", bands=["B04"], block=BLOCK, progress=False)
@@ -116,9 +118,10 @@ def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path
     assert status.loc["line", "status"] == "invalid" and "LineString" in status.loc["line", "reason"]
     assert status.loc["empty", "status"] == "invalid" and "empty" in status.loc["empty", "reason"]
     assert status.loc["tiny", "status"] == "too_small" and "no pixel" in status.loc["tiny", "reason"]
-    assert status.loc["far", "status"] == "outside" and "outside every tile" in status.loc["far", "reason"]
+    assert status.loc["far", "status"] == "outside" and "outside the data of every tile" in status.loc["far", "reason"]
     assert bool(status.loc["bowtie", "repaired"])
-    assert result.status["invalid"] == 2 and result.status["outside"] == 1
+    assert status.loc["beside", "status"] == "outside"  # a season of nodata is no statistics
+    assert result.status["invalid"] == 2 and result.status["outside"] == 2
     frame = read_timeseries(tmp_path / "out")
     assert set(frame.parcel_id) == set(status.index[status.status == "ok"])
     assert (status.loc[status.status == "ok", "pixels"] > 0).all()

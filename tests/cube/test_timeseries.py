@@ -11,8 +11,10 @@ import pytest
 from shapely.geometry import Point, box
 
 from cardcube.errors import InvalidRequestError, ParcelNotFoundError, ParcelOutsideCubeError, ParcelTooSmallError
+from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
 from cardcube.storage import CountingStore, open_store
+from cube.chips import chip
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -141,6 +143,14 @@ def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, sa
     far = gpd.GeoDataFrame({"parcel_id": ["far"]}, geometry=[box(100, 100, 200, 200)], crs=parcels.crs)
     with pytest.raises(ParcelOutsideCubeError, match="far"):
         parcel_timeseries(tiny_cube, far)
+    _, y0, x1, _ = parcels.total_bounds  # in the tile's square, but 3 km east of every scene's data:
+    beside = box(x1 + 3000, y0, x1 + 3100, y0 + 100)
+    assert box(*TileGrid.from_id("31UFU").bounds).contains(beside)
+    off_data = gpd.GeoDataFrame({"parcel_id": ["beside"]}, geometry=[beside], crs=parcels.crs)
+    with pytest.raises(ParcelOutsideCubeError, match="beside: outside the data of every tile"):
+        parcel_timeseries(tiny_cube, off_data)  # not a season of nodata reported as ok
+    with pytest.raises(ParcelOutsideCubeError, match="with data in it"):
+        chip(tiny_cube, off_data, size=16)
     centre = sample.geometry.iloc[0].representative_point()
     sliver = gpd.GeoDataFrame({"parcel_id": ["sliver"]}, geometry=[centre.buffer(4)], crs=parcels.crs)
     with pytest.raises(ParcelTooSmallError, match="sliver"):
