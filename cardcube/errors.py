@@ -56,6 +56,10 @@ class CubeLockedError(CommitConflictError):
     """Another ingest holds the cube's write lock."""
 
 
+class CorruptDocumentError(CardcubeError, ValueError):
+    """A JSON document of the cube (ledger record, catalog, manifest) is not valid JSON."""
+
+
 class StoreError(CardcubeError, OSError):
     """The store failed (after retries) or cannot be reached."""
 

@@ -15,6 +15,8 @@ import dask
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
+from cardcube.errors import InvalidRequestError
+
 T = TypeVar("T")
 
 
@@ -77,6 +79,10 @@ def _client(scheduler: Any):
 
     if isinstance(scheduler, Client):
         return scheduler
-    if isinstance(scheduler, str):
-        return Client(scheduler)
-    raise ValueError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, an address or a Client")
+    if isinstance(scheduler, str) and ":" in scheduler:  # tcp://host:port, or host:port
+        try:
+            return Client(scheduler)
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+    raise InvalidRequestError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, a tcp:// address "
+                              f"or a Client")

@@ -7,11 +7,13 @@ read them with these functions, so ``time="2024-05"`` means May 2024 wherever it
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+import pyproj
 from odc.geo.geom import Geometry
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
@@ -89,8 +91,13 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     ``crs`` is given), in ``crs`` or else ``default_crs``. None: no area given."""
     if bbox is not None and geometry is not None:
         raise InvalidRequestError("give either a bbox or a geometry, not both")
+    if crs is not None:
+        try:
+            pyproj.CRS.from_user_input(crs)
+        except pyproj.exceptions.CRSError:
+            raise InvalidRequestError(f"unknown CRS {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
     if bbox is not None:
-        if len(bbox) != 4 or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+        if len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
             raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
         return Geometry(box(*bbox), crs or default_crs)
     if geometry is None:
@@ -104,9 +111,15 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
 
 def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     """``area`` as a shapely geometry in ``crs``, its edges densified first: a straight edge in one CRS is a
-    curve in another, and reprojecting only the corners would cut it short."""
+    curve in another, and reprojecting only the corners would cut it short. An area in lon/lat is first cut
+    to where ``crs`` is defined (a UTM zone's 6 degrees), so a query of the whole world finds every tile."""
     if area.crs == crs:
         return area.geom
+    use = pyproj.CRS.from_user_input(crs).area_of_use
+    if area.crs.geographic and use is not None:
+        area = Geometry(area.geom.intersection(box(*use.bounds)), area.crs)
+        if area.geom.is_empty:
+            return area.geom
     if area.geom.geom_type not in ("Point", "MultiPoint"):
         minx, miny, maxx, maxy = area.boundingbox
         step = max(maxx - minx, maxy - miny) / 32

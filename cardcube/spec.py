@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from cardcube.errors import InvalidRequestError
+
 # Sentinel-2 L2A scene classification (SCL) codes, as in the ESA product specification.
 SCL_CLASSES: dict[int, str] = {
     0: "no_data",
@@ -95,9 +97,9 @@ class ChunkLayout:
 
     def __post_init__(self) -> None:
         if min(self.time, self.space, self.shard_space) < 1:
-            raise ValueError(f"chunk sizes must be positive, got {self}")
+            raise InvalidRequestError(f"chunk sizes must be positive, got {self}")
         if self.shard_space % self.space:
-            raise ValueError(f"shard_space {self.shard_space} is not a multiple of space {self.space}")
+            raise InvalidRequestError(f"shard_space {self.shard_space} is not a multiple of space {self.space}")
 
     def _side(self, pixels: int, resolution: int) -> int:
         return max(1, pixels * self.base_resolution // resolution)
@@ -125,11 +127,17 @@ class ChunkLayout:
     @classmethod
     def parse(cls, text: str) -> ChunkLayout:
         """Parse the CLI form ``time=16,space=128,shard_space=1024`` (any subset)."""
-        items = dict(part.split("=", 1) for part in text.split(",") if part.strip())
-        unknown = set(items) - {"time", "space", "shard_space"}
-        if unknown:
-            raise ValueError(f"unknown chunk keys {sorted(unknown)}; use time, space, shard_space")
-        return cls(**{k.strip(): int(v) for k, v in items.items()})
+        items = {}
+        for part in filter(str.strip, text.split(",")):
+            key, sep, value = (p.strip() for p in part.partition("="))
+            if key not in ("time", "space", "shard_space") or not sep:
+                raise InvalidRequestError(f"{part.strip()!r}: use time=N, space=N, shard_space=N "
+                                          f"(e.g. time=16,space=128)")
+            try:
+                items[key] = int(value)
+            except ValueError:
+                raise InvalidRequestError(f"{key} must be a whole number, not {value!r}") from None
+        return cls(**items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +170,13 @@ class CubeSpec:
         return tuple(b for b in self.bands if b.resolution == resolution)
 
     def with_chunks(self, chunks: ChunkLayout) -> CubeSpec:
+        """This spec with ``chunks``, which must divide evenly at every resolution: a 20 m chunk covers the
+        ground of a 10 m chunk, and shards hold whole chunks."""
+        for res in self.resolutions:
+            k = res // chunks.base_resolution
+            if chunks.space % k or chunks.shard_space % k:
+                raise InvalidRequestError(f"space ({chunks.space}) and shard_space ({chunks.shard_space}) must be "
+                                          f"multiples of {k} for the {res} m bands of the {self.name} cube")
         return replace(self, chunks=chunks)
 
     def to_dict(self) -> dict[str, Any]:

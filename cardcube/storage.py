@@ -23,7 +23,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from cardcube.errors import CardcubeError, CommitConflictError, StoreError
+from cardcube.errors import CardcubeError, CommitConflictError, CorruptDocumentError, StoreError
 
 StoreLike = str | os.PathLike | Store
 
@@ -159,8 +159,14 @@ def key_exists(store: Store, key: str) -> bool:
 
 
 def read_json(store: Store, key: str) -> Any | None:
+    """The JSON document at ``key``, or ``None`` if absent; :class:`CorruptDocumentError` if it is not JSON."""
     data = read_bytes(store, key)
-    return None if data is None else json.loads(data)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise CorruptDocumentError(f"{key} in {store_url(store)} is not valid JSON ({exc})") from None
 
 
 def write_json(store: Store, key: str, obj: Any, *, create_only: bool = False) -> None:

@@ -206,6 +206,7 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
     start, end = (parse_time(span[0]), parse_time(span[1])) if span else (None, None)
     summaries = {"cardcube:tile": sorted(version.tiles), "platforms": sorted(
         {a.platform for t in version.tiles.values() for a in t.acquisitions if a.platform})}
+    summaries = {k: v for k, v in summaries.items() if v}  # STAC: a summary lists at least one value
     if info.constellation:
         summaries.update(constellation=[info.constellation], instruments=list(info.instruments))
     collection = pystac.Collection(

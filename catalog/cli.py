@@ -16,9 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     build = verbs.add_parser("build", help="regenerate the catalog from the ledger",
-                             description="Regenerate the STAC catalog of every cube collection (or the given "
-                             "ones) from its latest ledger version. Idempotent; unchanged documents are not "
-                             "rewritten.")
+                             description="Regenerate every document of the STAC catalog of every cube collection "
+                             "(or the given ones) from its latest ledger version, whatever is there now: a catalog "
+                             "deleted or damaged by hand, or not written by 'ingest --no-catalog'.")
     build.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
     build.add_argument("--collection", action="append", choices=sorted(CUBE_SPECS),
                        help="cube collection to rebuild (repeatable; default: all found)")

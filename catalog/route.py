@@ -130,11 +130,17 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
     either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
     or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
     """
+    return select_tiles(tile_refs(store_or_url, collection), bbox=bbox, geometry=geometry, crs=crs, time=time)
+
+
+def select_tiles(refs: list[TileRef], *, bbox: tuple[float, float, float, float] | None = None, geometry: Any = None,
+                 crs: Any = None, time: TimeLike = None) -> list[TileRef]:
+    """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query."""
     query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")
     lo, hi = parse_time_range(time)
     projected: dict[str, BaseGeometry] = {}
     found = []
-    for ref in tile_refs(store_or_url, collection):
+    for ref in refs:
         if not ref.overlaps(lo, hi):
             continue
         if query is not None:

@@ -18,7 +18,7 @@ import pystac
 from pystac.utils import make_relative_href
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError, VersionNotFoundError
+from cardcube.errors import CorruptDocumentError, CubeNotFoundError, VersionNotFoundError
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
@@ -82,7 +82,11 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
 
 
 def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
-    if read_json(io.store, keys.ROOT_KEY) is None:
+    try:
+        if read_json(io.store, keys.ROOT_KEY) is None:
+            return []
+    except CorruptDocumentError as exc:  # rewritten with this collection's link; a rebuild adds the others
+        log.warning("%s", exc)
         return []
     old = pystac.Catalog.from_file(io.href(keys.ROOT_KEY), stac_io=io)
     return list(old.get_child_links())
@@ -90,11 +94,14 @@ def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
 
 def published_version(store: StoreLike, collection: str) -> int | None:
     """The ledger version the published catalog of ``collection`` reflects, or None if there is none."""
-    doc = read_json(open_store(store), keys.collection_key(collection))
+    try:
+        doc = read_json(open_store(store), keys.collection_key(collection))
+    except CorruptDocumentError:  # as good as absent: the next write_catalog replaces it
+        return None
     return None if doc is None else doc.get(VERSION_FIELD)
 
 
-def write_catalog(store: StoreLike, version: CubeVersion) -> None:
+def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False) -> None:
     """Publish the catalog of committed ``version`` under the cube root (the ingest ``on_catalog`` hook).
 
     The catalog describes data, so a version that changed no tile (an ingest whose every scene was
@@ -139,13 +146,14 @@ def catalog_is_current(store: StoreLike, version: CubeVersion) -> bool:
 
 
 def rebuild_catalog(store: StoreLike, *, collections: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Regenerate the catalog from the ledger of every cube collection found; returns collection -> version."""
+    """Regenerate every document of the catalog from the latest ledger version of every cube collection found
+    (or of ``collections``), whatever is there now; returns collection -> version."""
     store = open_store(store)
     done = {}
     for name in collections or tuple(CUBE_SPECS):
         if not committed_versions(store, name):
             continue
         version = read_version(store, name)
-        write_catalog(store, version)
+        write_catalog(store, version, force=True)
         done[name] = version.version
     return done

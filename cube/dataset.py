@@ -34,7 +34,7 @@ from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
-from catalog import find_tiles
+from catalog.route import select_tiles, tile_refs
 from cube.ledger import Acquisition, CubeVersion, TileState, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
@@ -108,19 +108,21 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
 def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[str] | None:
     """Tiles whose footprint meets the query, from the static STAC catalog (no database).
 
-    The catalog reflects the latest version; tiles are never removed, so the tiles of an earlier
-    version (``as_of``) are those of the catalog that this version's ledger record holds. A cube written
-    without a catalog is routed by its ledger alone (None: every tile is a candidate).
+    Tiles are never removed, so the tiles of an earlier version (``as_of``) are those of the catalog that
+    this version's ledger record holds. Tiles the catalog does not list yet (an ingest run without it)
+    stay candidates, as every tile of a cube written without a catalog (None).
     """
     if bbox is None and geometry is None:
         return None
     if crs is None:  # a query in "the tile CRS": the CRS of the collection's tiles
         crs = TileGrid.from_id(next(iter(sorted(version.tiles)))).crs if version.tiles else None
     try:
-        refs = find_tiles(store, version.collection, bbox=bbox, geometry=geometry, crs=crs)
+        refs = tile_refs(store, version.collection)
     except FileNotFoundError:
         return None
-    return [r.tile for r in refs if r.tile in version.tiles]
+    found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs)
+    unlisted = set(version.tiles) - {r.tile for r in refs}
+    return sorted({r.tile for r in found if r.tile in version.tiles} | unlisted)
 
 
 def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:

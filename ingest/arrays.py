@@ -20,10 +20,11 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
-from zarr.errors import GroupNotFoundError
 
+from cardcube.checkpoints import checkpoint
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
+from cardcube.storage import delete_prefix
 from cube import layout, tile_arrays
 from cube.ledger import TileState
 
@@ -100,19 +101,21 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
                         "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]})
 
 
-def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid) -> zarr.Group:
-    """Open a tile's Zarr group, creating it (with zero dates) if it does not exist yet."""
+def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool) -> zarr.Group:
+    """A tile's Zarr group, ready for writing. A tile no committed version holds is built anew: what is there
+    was left by a run that died before its commit (half-created arrays, or arrays of another chunk layout),
+    which nothing reads and the writer lock keeps anyone else from writing."""
     path = layout.tile_zarr_path(spec.name, tile.tile_id)
-    try:
+    if committed:
         return zarr.open_group(store, path=path, mode="r+", zarr_format=3)
-    except (GroupNotFoundError, FileNotFoundError):
-        pass
+    delete_prefix(store, f"{path}/")
     root = zarr.create_group(store, path=path, zarr_format=3, attributes={
         "cardcube": {"format": 1, "collection": spec.name, "tile": tile.tile_id, "spec": spec.to_dict()},
     })
     for resolution in spec.resolutions:
         for hot in (False, True):
             _create_resolution_group(root, spec, tile, resolution, hot=hot)
+            checkpoint("tile-group-created")  # tests kill here: a tile half built
     return root
 
 

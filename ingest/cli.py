@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from cardcube.spec import CUBE_SPECS, ChunkLayout
+
+
+def _chunks(text: str) -> ChunkLayout:
+    try:
+        return ChunkLayout.parse(text)
+    except ValueError as exc:  # argparse would print only "invalid parse value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="items.json / catalog.json / folder of scenes")
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
-    p.add_argument("--chunks", type=ChunkLayout.parse, default=None,
+    p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another ingest's lock")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
-    p.add_argument("--no-catalog", action="store_true", help="do not update the STAC catalog")
+    p.add_argument("--no-catalog", action="store_true",
+                   help="do not update the STAC catalog (reads still find new tiles; 'cardcube catalog build' "
+                   "publishes them for STAC clients)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -59,10 +69,12 @@ def _run(args: argparse.Namespace) -> int:
                     storage_options=storage_options, scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog)
     if args.json:
+        amplification = result.write_amplification  # NaN when nothing was written: null in JSON
         print(json.dumps({"version": result.version, "added": list(result.added), "skipped": list(result.skipped),
                           "rejected": [r.to_dict() for r in result.rejected], "compacted": result.compacted,
                           "bytes_written": result.bytes_written, "bytes_new_data": result.bytes_new_data,
-                          "write_amplification": result.write_amplification, "seconds": result.seconds}))
+                          "write_amplification": None if math.isnan(amplification) else amplification,
+                          "seconds": result.seconds}))
     else:
         print(result.summary())
     return 0 if result.ok else 1

@@ -24,6 +24,7 @@ is left over. A reader holding an expired version in memory would find its hot d
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from cardcube.errors import InvalidRequestError
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
 from catalog.build import parse_time
+from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import TileState, committed_versions, read_version
 from ingest.commit import writer_lock
@@ -76,16 +78,22 @@ def parse_age(text: str) -> timedelta:
         value = float(number)
     except ValueError:
         raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
-    if value < 0:
-        raise InvalidRequestError(f"an age cannot be negative: {text!r}")
-    return timedelta(**{units[unit]: value})
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
+    try:
+        return timedelta(**{units[unit]: value})
+    except OverflowError:
+        raise InvalidRequestError(f"{text!r} is longer than any cube has existed; write e.g. 7d") from None
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
                      ) -> list[int]:
     """The versions (of ``(version, created)`` pairs, ascending) superseded for longer than ``older_than``
     at ``now``: those whose successor was committed before ``now - older_than``. Never the latest."""
-    cutoff = now - older_than
+    try:
+        cutoff = now - older_than
+    except OverflowError:  # before year 1: nothing is that old
+        return []
     return [v for (v, _), (_, successor) in pairwise(created) if successor <= cutoff]
 
 
@@ -147,6 +155,8 @@ def expire(
         kept = [v for v in versions if v.version not in expired]
         for number in expired if not dry_run else ():
             delete_key(store, layout.ledger_key(collection, number))
+        if not dry_run and published_version(store, collection) in expired:  # it names a version now gone
+            write_catalog(store, kept[-1], force=True)
         checkpoint("expire-records")
         head = kept[-1]
         deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],

@@ -87,10 +87,12 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    offered = set()
     for s in scenes:
-        if s.scene_id in head.scenes:
+        if s.scene_id in head.scenes or s.scene_id in offered:  # in the cube, or listed twice in the source
             skipped.append(s.scene_id)
             continue
+        offered.add(s.scene_id)
         other = seen.get((s.tile, s.time))
         if other is not None:
             err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {s.time} "
@@ -189,7 +191,7 @@ def ingest(
         new_bytes = 0
         if plan.new is not None:
             for tile in {c.scene.tile for c in checked}:
-                ensure_tile(store, spec, TileGrid.from_id(tile))
+                ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
             written = run_tasks(_write_counted, [(store, spec, w) for w in plan.writes], scheduler=scheduler,
                                 desc="writing shards", progress=progress, unit="shard")
             # a compacted block holds old (hot) dates too: only the new dates' share is new data

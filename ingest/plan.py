@@ -125,7 +125,7 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
                 hot.append(HotSlot(d.hot_slot, d.acquisition))
         tiles[tile] = TileState(tile, tuple(cold), tuple(hot), used)
     added = tuple(c.scene_id for c in checked)
-    if not added and not rejected:
-        return IngestPlan(head, None, (), tuple(skipped), 0)
+    if not added and {(r.scene_id, r.reason) for r in rejected} <= {(r.scene_id, r.reason) for r in head.rejected}:
+        return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
     new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=tuple(rejected))
     return IngestPlan(head, new, tuple(writes), tuple(skipped), compacted)

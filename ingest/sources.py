@@ -103,6 +103,9 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     except (OSError, ValueError) as exc:
         raise InvalidRequestError(f"cannot read the source {path}: {exc}") from exc
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
+    if not isinstance(doc, dict):
+        raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item "
+                                  f"(its JSON is a {type(doc).__name__})")
     if doc.get("type") == "FeatureCollection":
         return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
     if doc.get("type") in ("Catalog", "Collection"):
@@ -162,10 +165,14 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
                 if (path / name).exists():
                     text = str(path / name)
                     break
-            else:
-                return sorted((s for s in _scenes_from_folder(path, spec) if s.collection == spec.source_collection),
-                              key=lambda s: (s.time, s.scene_id))
-    items, base = _items_from_collection_file(text)
-    scenes = [scene_from_item(i, base or None) for i in items]
+    if "://" not in text and Path(text).is_dir():
+        scenes = _scenes_from_folder(Path(text), spec)
+    else:
+        items, base = _items_from_collection_file(text)
+        scenes = [scene_from_item(i, base or None) for i in items]
     wanted = [s for s in scenes if s.collection == spec.source_collection]
+    if scenes and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
+        others = ", ".join(sorted({str(s.collection) for s in scenes}))
+        raise InvalidRequestError(f"{source} holds no {spec.source_collection} item for the {spec.name} cube, only "
+                                  f"{len(scenes)} of {others}: is the collection right?")
     return sorted(wanted, key=lambda s: (s.time, s.scene_id))

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from cardcube.errors import InvalidRequestError
 from cardcube.parallel import run_tasks
 
 
@@ -33,3 +34,8 @@ def test_the_first_error_is_raised() -> None:
 
     with pytest.raises(ValueError, match="bad unit 3"):
         run_tasks(task, [(i,) for i in range(6)], progress=False, scheduler="sync")
+
+
+def test_an_unknown_scheduler_is_a_clear_error() -> None:
+    with pytest.raises(InvalidRequestError, match="unknown scheduler 'bogus'"):
+        run_tasks(abs, [(1,)], progress=False, scheduler="bogus")

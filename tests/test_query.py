@@ -62,7 +62,9 @@ def test_query_geometry_forms():
     assert query_geometry(None, own, "EPSG:32631", default_crs="EPSG:4326").crs == "EPSG:32631"
     with pytest.raises(InvalidRequestError, match="either"):
         query_geometry((1, 2, 3, 4), Point(1, 2), None, default_crs="EPSG:4326")
-    for bad in [(3, 2, 1, 4), (1, 2, 3)]:
+    with pytest.raises(InvalidRequestError, match="unknown CRS"):
+        query_geometry((1, 2, 3, 4), None, "EPSG:99999", default_crs="EPSG:4326")
+    for bad in [(3, 2, 1, 4), (1, 2, 3), (float("nan"), 2, 3, 4)]:
         with pytest.raises(InvalidRequestError, match="bbox"):
             query_geometry(bad, None, None, default_crs="EPSG:4326")
 
@@ -78,3 +80,7 @@ def test_in_crs_follows_the_curved_edges():
     assert corners.exterior.distance(Point(x, y)) > 100
     same = Geometry(lonlat, "EPSG:4326")
     assert in_crs(same, "EPSG:4326") is same.geom
+    for world in [box(-180, -90, 180, 90), box(-200, -100, 200, 100)]:  # cut to the zone (0-6 E), not garbage
+        zone = in_crs(Geometry(world, "EPSG:4326"), "EPSG:32631")
+        assert zone.contains(Point(x, y)) and zone.is_valid
+    assert in_crs(Geometry(box(100, 10, 101, 11), "EPSG:4326"), "EPSG:32631").is_empty  # far outside the zone

@@ -25,13 +25,16 @@ def snapshot(cube: Path) -> dict[str, bytes]:
             if "cube.zarr" not in p.parts and "_ledger" not in p.parts and p.name not in ("zarr.json", "_lock.json")}
 
 
+def _validate(cube: Path) -> list:
+    return validate_catalog(cube, extension_dir=SCHEMA_DIR if SCHEMA_DIR.is_dir() else None,
+                            extensions=SCHEMA_DIR.is_dir())
+
+
 def test_layout_and_validation(base_cube):
     docs = snapshot(base_cube)
     assert sorted(docs) == ["catalog.json", "s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json",
                             "s2/collection.json", "sources/sentinel-2-l2a/collection.json"]
-    checked = validate_catalog(base_cube, extension_dir=SCHEMA_DIR if SCHEMA_DIR.is_dir() else None,
-                               extensions=SCHEMA_DIR.is_dir())
-    assert len(checked) == 5
+    assert len(_validate(base_cube)) == 5
 
 
 def test_pystac_reads_the_whole_tree_with_relative_links(base_cube):
@@ -108,3 +111,33 @@ def test_killed_ingest_leaves_catalog_unchanged(cube, tmp_path):
                           capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert snapshot(cube) == before
+
+
+def test_rebuild_rewrites_a_damaged_catalog(cube):
+    before = snapshot(cube)
+    (cube / "s2" / "31UFU" / "s2-31UFU.json").unlink()
+    (cube / "sources" / "sentinel-2-l2a" / "collection.json").unlink()
+    (cube / "catalog.json").write_text("{ not json")
+    assert rebuild_catalog(cube) == {"s2": 1}
+    assert snapshot(cube) == before
+    assert len(_validate(cube)) == 5
+
+
+def test_a_first_ingest_of_rejected_scenes_publishes_a_valid_catalog(tmp_path):
+    bad = make_scenes(tmp_path / "bad", tiles=("31UFU",), days=(30,), broken=True)
+    result = ingest(bad, tmp_path / "cube", collection="s2", progress=False)
+    assert result.version == 1 and not result.added  # the rejection is recorded; no tile holds data
+    assert _validate(tmp_path / "cube")  # summaries of no tile are left out, not empty lists
+
+
+def test_expiring_the_version_the_catalog_names_republishes_it(cube, tmp_path):
+    from datetime import timedelta
+
+    from ingest.expire import expire
+
+    bad = make_scenes(tmp_path / "bad", tiles=("31UFU",), days=(30,), broken=True)
+    assert ingest(bad, cube, collection="s2", progress=False).version == 2  # a rejection: the catalog names v1
+    assert published_version(cube, "s2") == 1
+    assert expire(cube, "s2", older_than=timedelta(0)).expired == (1,)
+    assert published_version(cube, "s2") == 2  # not a version that no longer exists
+    assert len(_validate(cube)) == 5

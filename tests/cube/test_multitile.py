@@ -14,7 +14,7 @@ from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.reference import reference_stats
-from tests.ingest.scene_edits import items_of
+from tests.ingest.scene_edits import items_of, write_items
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,18 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
                                                                         ignore_index=True) for p in (out, whole))
     pd.testing.assert_frame_equal(a, b, check_exact=True, check_categorical=False)
     assert len(set(a[a.parcel_id == "strip"].time)) == len({f["properties"]["datetime"] for f in features})
+
+
+def test_a_tile_ingested_without_the_catalog_is_still_read(tiny_straddle_region, tmp_path):
+    """The catalog routes reads; a tile an ``ingest --no-catalog`` added is not in it yet, and is read anyway."""
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    by_tile = {t: [f for f in features if f["properties"]["grid:code"].endswith(t)][:2] for t in ("31UFU", "31UGU")}
+    root, chunks = tmp_path / "cube", ChunkLayout.parse(TEST_CHUNKS)
+    ingest(write_items(tiny_straddle_region.items, by_tile["31UFU"], "ufu.json"), root, chunks=chunks, progress=False)
+    ingest(write_items(tiny_straddle_region.items, by_tile["31UGU"], "ugu.json"), root, chunks=chunks, progress=False,
+           catalog=False)
+    edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right
+    _, miny, _, _ = tiny_straddle_region.bbox
+    ds = open_cube(root, bbox=(edge + 100, miny + 100, edge + 300, miny + 300), bands=["B04"])  # 31UGU only
+    assert ds.attrs["cardcube:tiles"] == ["31UGU"] and ds.sizes["time"] == 2
+    assert int(ds["B04"].notnull().sum()) > 0

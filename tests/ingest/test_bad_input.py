@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from cardcube.cli import main
+from cardcube.errors import InvalidRequestError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.dataset import open_cube
-from cube.ledger import read_version
+from cube.ledger import committed_versions, read_version
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
@@ -85,9 +86,21 @@ def test_all_rejected_changes_no_data(bad_batch, tmp_path):
     before = open_cube(tmp_path / "cube", decode=False).compute()
     result = ingest(write_items(path, [broken["truncated"], broken["crs"]], "only-bad.json"), tmp_path / "cube",
                     chunks=CHUNKS, progress=False)
-    assert not result.added and len(result.rejected) == 2
+    assert not result.added and len(result.rejected) == 2 and result.version == 2  # the rejections are recorded
     after = open_cube(tmp_path / "cube", decode=False).compute()
     assert before.drop_attrs().identical(after.drop_attrs())
+    again = ingest(write_items(path, [broken["truncated"], broken["crs"]], "only-bad.json"), tmp_path / "cube",
+                   chunks=CHUNKS, progress=False)  # a retry of the same bad batch: nothing new to record
+    assert again.version is None and len(again.rejected) == 2
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == [1, 2]
+
+
+def test_a_scene_listed_twice_goes_in_once(bad_batch, tmp_path):
+    path, good, _ = bad_batch
+    result = ingest(write_items(path, [*good, good[0]], "twice.json"), tmp_path / "cube", chunks=CHUNKS,
+                    progress=False)
+    assert sorted(result.added) == sorted(g["id"] for g in good) and not result.rejected and result.ok
+    assert result.skipped == (good[0]["id"],)
 
 
 def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_region, tmp_path):
@@ -98,6 +111,24 @@ def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_regi
     (rejection,) = result.rejected
     assert rejection.kind == "DuplicateSceneError" and good[0]["id"] in rejection.reason
     assert "REDELIVERED" not in read_version(open_store(tmp_path / "cube"), "s2").scenes
+
+
+def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch, tmp_path):
+    path, good, _ = bad_batch
+    s2_only = write_items(path, good, "s2-only.json")
+    with pytest.raises(InvalidRequestError, match="no sentinel-1-card-bs item for the s1 cube, only 3 of "
+                                                  "sentinel-2-l2a"):
+        ingest(s2_only, tmp_path / "cube", collection="s1", progress=False)
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(InvalidRequestError, match="its JSON is a list"):
+        ingest(tmp_path / "list.json", tmp_path / "cube", progress=False)
+    with pytest.raises(InvalidRequestError, match="multiples of 2 for the 20 m bands"):
+        ingest(s2_only, tmp_path / "cube", chunks=ChunkLayout(time=4, space=129, shard_space=1032), progress=False)
+    for text, says in [("time=0", "positive"), ("foo=1", "use time=N"), ("time=abc", "whole number")]:
+        with pytest.raises(InvalidRequestError, match=says):
+            ChunkLayout.parse(text)
+    assert ChunkLayout.parse(" time=16 , space=128 ") == ChunkLayout(time=16, space=128)
+    assert not (tmp_path / "cube").exists() or not committed_versions(open_store(tmp_path / "cube"), "s2")
 
 
 def test_unknown_source_and_collection_are_clear_errors(tmp_path):

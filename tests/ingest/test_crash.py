@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 import subprocess
 import time
+from datetime import timedelta
 
 import pytest
 import xarray as xr
+import zarr
 
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
@@ -16,6 +18,7 @@ from catalog import catalog_is_current
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.commit import STEPS, writer_lock
+from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command, kill_after, run_ingest
@@ -117,4 +120,25 @@ def test_files_match_sources_after_crash_and_recovery(batches, tmp_path):
     cube = _started_cube(batches, tmp_path / "cube")
     run_ingest(batches[1], cube, COLLECTION, kill_at="written")
     run_ingest(batches[1], cube, COLLECTION)
+    assert assert_matches_sources(cube, batches[1], COLLECTION) > 0
+
+
+@pytest.mark.parametrize("kill_at", ["tile-group-created", "written"])  # a tile half built / every shard written
+def test_a_first_ingest_killed_before_its_commit_leaves_nothing_to_trip_on(batches, tmp_path, kill_at):
+    """What a killed first ingest of a tile created (half-made arrays, or arrays of the chunk layout it was given)
+    is no cube: a re-run with another layout builds the tile anew, and expiring versions later loses nothing."""
+    cube = str(tmp_path / "cube")
+    killed = run_ingest(batches[0], cube, COLLECTION, kill_at=kill_at)
+    assert killed.returncode == -9 and not committed_versions(open_store(cube), COLLECTION)
+    other = "time=8,space=128,shard_space=512"
+    done = run_ingest(batches[0], cube, COLLECTION, "--chunks", other)
+    assert done.returncode == 0, done.stderr
+    store = open_store(cube)
+    version = read_version(store, COLLECTION)
+    assert version.spec.chunks == ChunkLayout.parse(other)
+    tile = next(iter(version.tiles))
+    arr = zarr.open_array(store, path=f"{COLLECTION}/{tile}/cube.zarr/r10m/VV", mode="r")
+    assert arr.metadata.chunk_grid.chunk_shape == (8, 512, 512)  # the ledger's layout, not the killed run's
+    run_ingest(batches[1], cube, COLLECTION, "--chunks", other)
+    expire(cube, COLLECTION, older_than=timedelta(0))
     assert assert_matches_sources(cube, batches[1], COLLECTION) > 0

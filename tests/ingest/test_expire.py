@@ -116,9 +116,12 @@ def test_the_expiry_rule():
     assert expired_versions(created[:1], now=at, older_than=EVERYTHING) == []  # the latest never expires
     assert parse_age("7d") == timedelta(days=7) and parse_age("12h") == timedelta(hours=12)
     assert parse_age("0") == EVERYTHING and parse_age("90") == timedelta(seconds=90)
-    for bad in ("soon", "-1d", ""):
+    for bad in ("soon", "-1d", "", "nan", "inf"):
         with pytest.raises(InvalidRequestError, match="age"):
             parse_age(bad)
+    with pytest.raises(InvalidRequestError, match="longer than any cube"):
+        parse_age("1e9d")
+    assert expired_versions(created, now=at, older_than=parse_age("999999d")) == []  # older than year 1: none
 
 
 def _expire_command(cube: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
