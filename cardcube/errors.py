@@ -36,7 +36,8 @@ class SceneContentError(SceneError):
 
 
 class DuplicateSceneError(SceneError):
-    """The same acquisition is already in the cube under another scene id or checksum."""
+    """The same acquisition (tile and time) is already in the cube under another scene id. A scene id the cube
+    holds is skipped without reading its files again: a corrected delivery needs a new scene id."""
 
 
 # --- the cube and its storage ---------------------------------------------------------------------

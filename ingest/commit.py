@@ -59,8 +59,9 @@ class LockInfo:
     heartbeat: float
 
     def describe(self) -> str:
-        age = time.time() - self.started
-        return f"ingest {self.owner[:8]} (pid {self.pid} on {self.host}, running {age:.0f} s)"
+        now = time.time()
+        return (f"ingest {self.owner[:8]} (pid {self.pid} on {self.host}, started {now - self.started:.0f} s ago, "
+                f"last heartbeat {now - self.heartbeat:.0f} s ago)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,7 +104,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             if time.time() >= deadline:
                 raise CubeLockedError(
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
-                    f"retry when it has finished, or pass a wait time"
+                    f"retry when it has finished, or pass a wait time. A writer on another host that died is "
+                    f"taken for dead {stale_after:.0f} s after its last heartbeat"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     stop = threading.Event()

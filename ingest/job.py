@@ -68,7 +68,7 @@ class IngestResult:
             lines.append(f"  {len(self.added) / self.seconds * 60:.1f} scenes/min, {mb / self.seconds:.1f} MB/s of "
                          f"source, wrote {self.bytes_written / 1e6:.1f} MB, write amplification "
                          f"{self.write_amplification:.2f}x")
-        lines += [f"  rejected {r.scene_id}: {r.reason}" for r in self.rejected]
+        lines += [f"  rejected {r.reason}" for r in self.rejected]  # a reason starts "scene <id>: "
         return "\n".join(lines)
 
 
@@ -192,8 +192,10 @@ def ingest(
         if plan.new is not None:
             for tile in {c.scene.tile for c in checked}:
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
-            written = run_tasks(_write_counted, [(store, spec, w) for w in plan.writes], scheduler=scheduler,
-                                desc="writing shards", progress=progress, unit="shard")
+            # each task counts its own writes, which a worker process could not add to ``counting``
+            written = run_tasks(_write_counted, [(counting._store, spec, w) for w in plan.writes],
+                                scheduler=scheduler, desc="writing shards", progress=progress, unit="shard")
+            counting.counts.add("set", n=0, written=sum(written))
             # a compacted block holds old (hot) dates too: only the new dates' share is new data
             new_bytes = int(sum(n * w.new_fraction for n, w in zip(written, plan.writes, strict=True)))
             for tile, state in plan.new.tiles.items():

@@ -77,7 +77,7 @@ def test_cli_exit_status_says_not_everything_went_in(bad_batch, tmp_path, capsys
                  "time=4,space=64,shard_space=256"])
     out = capsys.readouterr().out
     assert code == 1
-    assert all(f"rejected {item['id']}" in out for item in broken.values())
+    assert all(f"rejected scene {item['id']}: " in out for item in broken.values())
 
 
 def test_all_rejected_changes_no_data(bad_batch, tmp_path):

@@ -18,6 +18,10 @@ def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_cub
         result = ingest(tiny_region.items, tmp_path / "cube", collection="s1", progress=False,
                         chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
         assert result.ok and len(client.scheduler_info()["workers"]) == 2
+    threaded = ingest(tiny_region.items, tmp_path / "threads", collection="s1", progress=False,
+                      chunks=ChunkLayout.parse(TEST_CHUNKS))
+    # the workers' writes are counted too (they once were not: a write amplification ten times too low)
+    assert result.bytes_written == pytest.approx(threaded.bytes_written, rel=0.02)
     cluster_ds = open_cube(tmp_path / "cube", "s1", decode=False).compute()
     local_ds = open_cube(tiny_cube, "s1", decode=False).compute()
     xr.testing.assert_identical(cluster_ds.drop_attrs(), local_ds.drop_attrs())
