@@ -24,3 +24,13 @@ def test_latest_report_is_its_json(run: Path) -> None:
         assert rates["cardcube"] == pytest.approx(r["parcels_ok"] * r["dates"] / r["cardcube"]["seconds"])
         for k, up in r["speedup_vs_exactextract"].items():
             assert up == pytest.approx(rates["cardcube"] / rates[f"exactextract_{k}"])
+
+
+@pytest.mark.parametrize("run", sorted(p.parent for p in RESULTS.glob("*/extraction-memory.json"))[-1:],
+                         ids=lambda p: p.name)
+def test_latest_memory_report_is_its_json(run: Path) -> None:
+    from benchmarks.extraction_memory import report as memory_report
+
+    results = json.loads((run / "extraction-memory.json").read_text())
+    assert (run / "extraction-memory.md").read_text() == memory_report(results)
+    assert [r["size_km"] for r in results] == sorted(r["size_km"] for r in results) and len(results) >= 2
