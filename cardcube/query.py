@@ -24,6 +24,7 @@ TimeBound = str | date | datetime | np.datetime64 | None
 TimeLike = str | tuple[TimeBound, TimeBound] | None
 TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
              "(2024-05); ends include their whole day or month")  # for the command line's --time
+ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 
@@ -112,12 +113,15 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
 def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     """``area`` as a shapely geometry in ``crs``, its edges densified first: a straight edge in one CRS is a
     curve in another, and reprojecting only the corners would cut it short. An area in lon/lat is first cut
-    to where ``crs`` is defined (a UTM zone's 6 degrees), so a query of the whole world finds every tile."""
+    to where ``crs`` is meant for (a UTM zone's 6 degrees, and :data:`ZONE_MARGIN` around them), so a query
+    of the whole world finds every tile instead of reprojecting into nonsense."""
     if area.crs == crs:
         return area.geom
     use = pyproj.CRS.from_user_input(crs).area_of_use
-    if area.crs.geographic and use is not None:
-        area = Geometry(area.geom.intersection(box(*use.bounds)), area.crs)
+    if area.crs.geographic and use is not None:  # with a margin: MGRS tiles reach past their zone's edges
+        west, south, east, north = use.bounds
+        near = box(west - ZONE_MARGIN, max(south - ZONE_MARGIN, -90), east + ZONE_MARGIN, min(north + ZONE_MARGIN, 90))
+        area = Geometry(area.geom.intersection(near), area.crs)
         if area.geom.is_empty:
             return area.geom
     if area.geom.geom_type not in ("Point", "MultiPoint"):

@@ -130,14 +130,20 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
     either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
     or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
     """
-    return select_tiles(tile_refs(store_or_url, collection), bbox=bbox, geometry=geometry, crs=crs, time=time)
+    query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")  # a bad query fails before any read
+    span = parse_time_range(time)
+    return _select(tile_refs(store_or_url, collection), query, span)
 
 
 def select_tiles(refs: list[TileRef], *, bbox: tuple[float, float, float, float] | None = None, geometry: Any = None,
                  crs: Any = None, time: TimeLike = None) -> list[TileRef]:
     """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query."""
-    query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")
-    lo, hi = parse_time_range(time)
+    return _select(refs, query_geometry(bbox, geometry, crs, default_crs="EPSG:4326"), parse_time_range(time))
+
+
+def _select(refs: list[TileRef], query: Geometry | None, span: tuple[np.datetime64 | None, np.datetime64 | None]
+            ) -> list[TileRef]:
+    lo, hi = span
     projected: dict[str, BaseGeometry] = {}
     found = []
     for ref in refs:
