@@ -446,6 +446,15 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_report(out: Path | None, stem: str, text: str, results: list[dict[str, Any]]) -> None:
+    """Print a report; with ``out``, also write it as ``<stem>.md`` beside its figures, ``<stem>.json``."""
+    print(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.md").write_text(text)
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     import os
 
@@ -487,12 +496,7 @@ def main(argv: list[str] | None = None) -> None:
             results.append(run_size(size, args.scenes, Path(tmp), os.cpu_count() or 1))
         print(json.dumps(results[-1]["parcel_dates_per_s"]), json.dumps(results[-1]["speedup_vs_exactextract"]),
               json.dumps(results[-1]["times_read_decompress"]), flush=True)
-    text = report(results)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "extraction.md").write_text(text)
-        (args.out / "extraction.json").write_text(json.dumps(results, indent=1))
+    save_report(args.out, "extraction", report(results), results)
 
 
 if __name__ == "__main__":

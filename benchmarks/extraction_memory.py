@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import SMALL_BLOCK, _in_subprocess
+from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, save_report
 
 BLOCKS = (None, SMALL_BLOCK)  # the default block (the cube's shard side), and small blocks
 
@@ -79,12 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     for size in (float(s) for s in args.sizes.split(",")):
         results.append(measure(size, args.work / f"{size:g}km"))
         print(json.dumps(results[-1]), flush=True)
-    text = report(results)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "extraction-memory.md").write_text(text)
-        (args.out / "extraction-memory.json").write_text(json.dumps(results, indent=1))
+    save_report(args.out, "extraction-memory", report(results), results)
 
 
 if __name__ == "__main__":
