@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from cardcube.errors import InvalidRequestError
 
 TimeBound = str | date | datetime | np.datetime64 | None
-TimeLike = str | tuple[TimeBound, TimeBound] | None
+TimeLike = str | date | np.datetime64 | tuple[TimeBound, TimeBound] | None
 TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
              "(2024-05); ends include their whole day or month")  # for the command line's --time
 ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
@@ -67,10 +67,13 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
 
 def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
     """``[lo, hi)`` in UTC from ``"2024-05"`` (a period: that month), ``"2024-04-01/2024-05-31"``,
-    ``"2024-04-01/.."`` or a ``(start, end)`` pair of strings, dates, datetimes or datetime64 (None or ``..``:
-    open). Ends are inclusive of the period they write. An empty range is an error, not an empty result."""
+    ``"2024-04-01/.."``, a ``(start, end)`` pair of strings, dates, datetimes or datetime64 (None or ``..``:
+    open), or one date, datetime or datetime64 (that day, that instant). Ends are inclusive of the period
+    they write. An empty range is an error, not an empty result."""
     if time is None:
         return None, None
+    if isinstance(time, date | np.datetime64):  # one date or instant: that period
+        time = (time, time)
     if isinstance(time, str):
         start, sep, end = time.partition("/")
         if not sep:

@@ -186,7 +186,9 @@ def flag_parcels(
     s1: pd.DataFrame | None = None,
     rules: MarkerRules = MarkerRules(),
 ) -> pd.DataFrame:
-    """One row per parcel of ``frame`` with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
+    """One row per parcel of ``frame`` (statistics with the ``B04`` and ``B08`` means per date, as
+    ``parcel_timeseries`` or ``extract`` give them: NDVI is taken of the mean reflectances, so an ``NDVI``
+    band alone does not do) with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
     ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
     ``distance_z``, ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop`` and

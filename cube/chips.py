@@ -49,7 +49,8 @@ def check_image_size(size: int, scale: int) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Chip:
-    """A chip: ``data`` (time, y, x) in physical values, the parcel ``outline`` (chip CRS) and its id."""
+    """A chip: ``data``, a Dataset of one ``(time, y, x)`` variable per band (physical values) plus ``SCL`` for
+    Sentinel-2, the parcel ``outline`` (chip CRS) and its id."""
 
     data: xr.Dataset
     bands: tuple[str, ...]
@@ -65,7 +66,8 @@ class Chip:
         return self.data["time"].values
 
     def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
-        """Per date, the share of the parcel's pixels (or the chip's, without a parcel) that SCL masks."""
+        """Per date, the share of the parcel's pixels (or the chip's, without a parcel) that SCL masks; NaN
+        without an SCL layer (Sentinel-1 sees through clouds)."""
         if "SCL" not in self.data:
             return np.full(self.data.sizes["time"], np.nan)
         scl = self.data["SCL"].values
@@ -145,7 +147,7 @@ def chip(
     collection: str = "s2",
     size: int = 128,
     time: Any = None,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str] | str | None = None,
     registry: Any = None,
     as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -162,6 +164,8 @@ def chip(
         raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
     if isinstance(cube, xr.Dataset):
         collection = cube.attrs.get("cardcube:collection", collection)
+    if isinstance(bands, str):  # "NDVI" or "B04,B03,B02", not letters
+        bands = [b.strip() for b in bands.split(",") if b.strip()]
     bands = tuple(bands or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")

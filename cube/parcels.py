@@ -190,7 +190,8 @@ def _build(
         if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
             raise InvalidRequestError(
                 f"parcel coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
-                f"{src.to_string()}; pass src_crs= with the CRS they are in"
+                f"{src.to_string()}; give them as a GeoDataFrame or GeoSeries with their CRS, or "
+                f"as_parcels(..., src_crs=...)"
             )
     parcels = ParcelSet(tuple(kept), tuple(fixed), src, tuple(repaired), tuple(rejected))
     return parcels if crs is None else parcels.to_crs(crs)

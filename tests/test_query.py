@@ -42,9 +42,11 @@ def test_instants_and_dates_as_python_objects():
     stamp = np.datetime64("2024-05-03T10:50:31.5")
     assert parse_time_range((stamp, stamp)) == (ns("2024-05-03T10:50:31.5"), ns("2024-05-03T10:50:31.500000001"))
     assert parse_time_range(None) == (None, None)
+    assert parse_time_range(date(2024, 5, 3)) == (ns("2024-05-03"), ns("2024-05-04"))  # one date: that day
+    assert parse_time_range(stamp) == parse_time_range((stamp, stamp))
 
 
-@pytest.mark.parametrize("time", ["spring", "2024-13", "2024-05-02/2024-05-01", ("2024-05",), 2024, (1, 2),
+@pytest.mark.parametrize("time", ["spring", "2024-13", "2024-05-02/2024-05-01", ("2024-05",), 2024, (1, 2), 3.5,
                                   ("2024-05-03T10:00", "2024-05-03T09:59")])
 def test_what_is_not_a_time_range_is_a_clear_error(time):
     with pytest.raises(InvalidRequestError, match="time"):

@@ -79,3 +79,7 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
         chip(tiny_cube, Point(lon, lat), size=100_000)
     with pytest.raises(InvalidRequestError, match="three bands"):
         chip(tiny_cube, Point(lon, lat), bands=("B04", "B03"))
+    assert chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI").bands == ("NDVI",)  # a name, not its letters
+    assert chip(tiny_cube, Point(lon, lat), size=16, bands="B04,B03,B02").bands == ("B04", "B03", "B02")
+    s1 = chip(tiny_cube, Point(lon, lat), size=16, collection="s1")
+    assert s1.bands == ("VH_VV",) and np.isnan(s1.cloud_fraction()).all()  # no SCL: no cloud share
