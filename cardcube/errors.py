@@ -91,6 +91,10 @@ class ParcelTooSmallError(ParcelError):
     """No pixel of the parcel remains after the inward buffer and the pixel membership rule."""
 
 
+class ParcelsWithoutStatisticsWarning(UserWarning):
+    """Some parcels of a request were not measured (too small, outside the data); the others were."""
+
+
 class RequestTooLargeError(CardcubeError, ValueError):
     """A request would read more than the configured limit (pixels, dates or bytes)."""
 

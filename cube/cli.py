@@ -124,11 +124,12 @@ def _target(args: argparse.Namespace, ids: list[str]):
 def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from cardcube.errors import ParcelsWithoutStatisticsWarning
     from cube.timeseries import parcel_timeseries
 
     where, registry = _target(args, args.ids)
     with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
-        warnings.filterwarnings("ignore", message=r".* parcels have no statistics", category=UserWarning)
+        warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
                                   bands=args.bands.split(",") if args.bands else None, buffer=args.buffer,
                                   all_touched=args.all_touched, mask=None if args.no_mask else "default",

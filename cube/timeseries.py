@@ -20,7 +20,12 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
-from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, ParcelTooSmallError
+from cardcube.errors import (
+    InvalidRequestError,
+    ParcelOutsideCubeError,
+    ParcelsWithoutStatisticsWarning,
+    ParcelTooSmallError,
+)
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
@@ -213,7 +218,7 @@ def parcel_timeseries(
             f"first: {first.reason}")
     if len(failed):
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
-                      + "; ".join(failed.reason[:3]), stacklevel=2)
+                      + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=2)
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no
