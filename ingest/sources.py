@@ -155,18 +155,17 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
     ``source`` is a STAC ItemCollection/Catalog/Collection JSON (path or URL), a folder holding
     ``items.json`` or ``catalog.json``, or a folder of product directories of COGs.
     """
-    text = os.fspath(source)
+    text, folder = os.fspath(source), None
     if "://" not in text:
         path = Path(text)
         if not path.exists():
             raise CubeNotFoundError(f"source {text} does not exist")
-        if path.is_dir():
-            for name in ("items.json", "catalog.json", "collection.json"):
-                if (path / name).exists():
-                    text = str(path / name)
-                    break
-    if "://" not in text and Path(text).is_dir():
-        scenes = _scenes_from_folder(Path(text), spec)
+        if path.is_dir():  # its STAC document, else its product folders
+            found = next((path / n for n in ("items.json", "catalog.json", "collection.json") if (path / n).exists()),
+                         None)
+            text, folder = (str(found), None) if found else (text, path)
+    if folder is not None:
+        scenes = _scenes_from_folder(folder, spec)
     else:
         items, base = _items_from_collection_file(text)
         scenes = [scene_from_item(i, base or None) for i in items]
