@@ -8,8 +8,11 @@ tiles of one UTM zone share the same 10 m and 20 m pixel lattice (their origins 
 
 from __future__ import annotations
 
+import gzip
 import math
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from affine import Affine
 from odc.geo.geobox import GeoBox
@@ -17,19 +20,22 @@ from odc.geo.geobox import GeoBox
 from cardcube.errors import SceneGridError
 
 TILE_SIZE_M = 109_800.0
+TILES_TABLE = Path(__file__).with_name("data") / "s2_tiles.csv.gz"  # every tile's upper-left corner (ESA grid)
 
-# Upper-left corners of real Sentinel-2 tiles (from ESA's tiling grid), for the Dutch area the
-# synthetic generator uses. Add rows to support more tiles; everything else is derived.
-_MGRS_ORIGINS: dict[str, tuple[int, float, float]] = {
-    "31UET": (32631, 499_980.0, 5_800_020.0),
-    "31UEU": (32631, 499_980.0, 5_900_040.0),
-    "31UFT": (32631, 600_000.0, 5_800_020.0),
-    "31UFU": (32631, 600_000.0, 5_900_040.0),
-    "31UFV": (32631, 600_000.0, 6_000_000.0),
-    "31UGT": (32631, 699_960.0, 5_800_020.0),
-    "31UGU": (32631, 699_960.0, 5_900_040.0),
-    "31UGV": (32631, 699_960.0, 6_000_000.0),
-}
+
+def tile_epsg(tile_id: str) -> int:
+    """The UTM CRS of an MGRS tile id: its zone, north for latitude bands N-X, south for C-M."""
+    zone, band = int(tile_id[:2]), tile_id[2].upper()
+    return (32600 if band >= "N" else 32700) + zone
+
+
+@cache
+def _origins() -> dict[str, tuple[float, float]]:
+    """Upper-left corner ``(ulx, uly)`` of each of the ~57,000 tiles of ESA's Sentinel-2 tiling grid
+    (``data/s2_tiles.csv.gz``, made by ``data/build_s2_tiles.py``), read once."""
+    with gzip.open(TILES_TABLE, "rt") as f:
+        next(f)
+        return {tile: (float(x), float(y)) for tile, x, y in (line.rstrip().split(",") for line in f)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +52,16 @@ class TileGrid:
     def from_id(cls, tile_id: str) -> TileGrid:
         key = tile_id.upper().removeprefix("T").removeprefix("MGRS-")
         try:
-            epsg, ulx, uly = _MGRS_ORIGINS[key]
+            ulx, uly = _origins()[key]
         except KeyError:
-            raise ValueError(f"unknown MGRS tile {tile_id!r}; known: {', '.join(sorted(_MGRS_ORIGINS))}") from None
-        return cls(key, epsg, ulx, uly)
+            raise ValueError(f"unknown MGRS tile {tile_id!r}: not a tile of the Sentinel-2 tiling grid (a tile id "
+                             f"is a UTM zone, a latitude band and a 100 km square, such as 31UFU)") from None
+        return cls(key, tile_epsg(key), ulx, uly)
 
     @staticmethod
     def known_ids() -> tuple[str, ...]:
-        return tuple(sorted(_MGRS_ORIGINS))
+        """Every tile of the Sentinel-2 tiling grid."""
+        return tuple(_origins())
 
     @property
     def crs(self) -> str:
@@ -98,13 +106,9 @@ class TileGrid:
 
 
 def tiles_for_bbox(bbox: tuple[float, float, float, float], epsg: int) -> tuple[TileGrid, ...]:
-    """Known tiles of UTM zone ``epsg`` that intersect ``bbox`` (minx, miny, maxx, maxy in that CRS)."""
+    """Tiles of UTM zone ``epsg`` that intersect ``bbox`` (minx, miny, maxx, maxy in that CRS), by id."""
     minx, miny, maxx, maxy = bbox
-    out = []
-    for tile_id in TileGrid.known_ids():
-        t = TileGrid.from_id(tile_id)
-        if t.epsg != epsg:
-            continue
-        if minx < t.ulx + t.size_m and maxx > t.ulx and miny < t.uly and maxy > t.uly - t.size_m:
-            out.append(t)
-    return tuple(out)
+    zone = f"{epsg % 100:02d}"
+    return tuple(t for t in (TileGrid.from_id(i) for i in TileGrid.known_ids() if i.startswith(zone))
+                 if t.epsg == epsg and minx < t.ulx + t.size_m and maxx > t.ulx and miny < t.uly
+                 and maxy > t.uly - t.size_m)

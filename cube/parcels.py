@@ -274,15 +274,18 @@ def as_parcels(
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
     ``parcels`` may be a ParcelSet, a GeoDataFrame or GeoSeries (ids from ``id_column`` or the index),
-    a GeoJSON dict (ids from ``properties[id_column]``, the Feature ``id`` or the position), a shapely
-    polygon (id 0), a shapely Point (the registered parcel containing it), or one id / a list of ids
-    looked up in ``registry``. ``src_crs`` overrides the CRS of GeoJSON and shapely input (default
-    EPSG:4326). Invalid polygons are made valid (``repair=True``, listed in ``.repaired``) or raise
-    :class:`ParcelError`; with ``errors="collect"`` parcels that are no polygon (empty, a line, beyond
-    repair) are left out and listed in ``.rejected`` with the reason instead.
+    a parcel file given as a ``Path`` (:func:`read_parcels`; a ``str`` is an id), a GeoJSON dict (ids from
+    ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
+    Point (the registered parcel containing it), or one id / a list of ids looked up in ``registry``.
+    ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
+    made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
+    ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
+    listed in ``.rejected`` with the reason instead.
     """
     if isinstance(parcels, ParcelSet):
         return parcels if crs is None else parcels.to_crs(crs)
+    if isinstance(parcels, os.PathLike):  # a parcel file (a str is a parcel id)
+        parcels = read_parcels(parcels, id_column=id_column)
     if isinstance(parcels, gpd.GeoDataFrame | gpd.GeoSeries):
         ids, geoms, src = _from_frame(parcels, id_column)
         return _build(ids, geoms, src, crs, repair=repair, errors=errors)

@@ -149,3 +149,14 @@ def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
     gdf = as_parcels(register, crs=UTM).to_geodataframe()
     assert list(gdf.parcel_id) == list(FIELDS) and gdf.crs.to_epsg() == 32631
     assert "NL-001" in as_parcels(register) and "NL-9" not in as_parcels(register)
+
+
+def test_a_path_is_a_parcel_file_and_a_string_an_id(tiny_region):
+    from pathlib import Path
+
+    from cardcube.errors import ParcelFileError
+
+    ps = as_parcels(Path(tiny_region.parcels))
+    assert len(ps) == len(gpd.read_parquet(tiny_region.parcels))
+    with pytest.raises(ParcelFileError, match="no parcel file"):
+        as_parcels(Path(tiny_region.parcels).with_name("missing.parquet"))
