@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from zarr.storage import FsspecStore, LocalStore, WrapperStore
 from cardcube.errors import CardcubeError, CommitConflictError, CorruptDocumentError, StoreError
 
 StoreLike = str | os.PathLike | Store
+CONNECT_TIMEOUT_S = 5.0  # to reach an S3 endpoint at all
 
 # botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
 _S3_DEFAULTS: dict[str, Any] = {
@@ -76,8 +78,22 @@ def open_store(
         # after another, so that HEAD would add a round trip to each.
         reads = {"max_concurrency": 1} if read_only else {}
         opts = {**_S3_DEFAULTS, **reads, **s3_options_from_env(), **dict(storage_options or {})}
+        endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
+        if endpoint:
+            _check_reachable(endpoint, text)
         return FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def _check_reachable(endpoint: str, location: str) -> None:
+    """One TCP connection to an S3 endpoint (Ceph, MinIO): a wrong host or port is one clear error at once,
+    where botocore's retries, right for a throttling server, would spend a minute on a refused connection."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise StoreError(f"cannot reach the S3 endpoint {endpoint} of {location}: {exc.strerror or exc}") from exc
 
 
 def store_url(store: Store) -> str:

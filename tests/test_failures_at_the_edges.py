@@ -20,10 +20,19 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_an_unreachable_s3_endpoint_is_a_store_error():
-    store = open_store("s3://bucket/cube", read_only=True, storage_options={
-        "endpoint_url": f"http://127.0.0.1:{_closed_port()}", "key": "k", "secret": "s",
-        "config_kwargs": {"retries": {"max_attempts": 1}}})  # the default retries take up to a minute
+def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(StoreError, match=f"cannot reach the S3 endpoint {endpoint} of s3://bucket/cube"):
+        open_store("s3://bucket/cube", read_only=True, storage_options={"endpoint_url": endpoint})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # the command line, endpoint from the environment
+    assert main(["expire", "--cube", "s3://bucket/cube", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().endswith("Connection refused")
+    with socket.socket() as gone:  # an endpoint that goes away after the store is opened: botocore's error
+        gone.bind(("127.0.0.1", 0))
+        gone.listen()
+        store = open_store("s3://bucket/cube", read_only=True, storage_options={
+            "endpoint_url": f"http://127.0.0.1:{gone.getsockname()[1]}", "key": "k", "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}}})  # the default retries take up to a minute
     with pytest.raises(StoreError, match=r"cannot read s2/x.json from s3://bucket/cube .*EndpointConnectionError"):
         read_bytes(store, "s2/x.json")
     with pytest.raises(StoreError, match="cannot list"):
