@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     sheet_path = out / f"{anomaly.parcel_id}_season.png"
     sheet.contact_sheet().write(sheet_path)
     print(f"  {titles[anomaly.parcel_id]}")
-    print(f"  contact sheet of {len(sheet.times)} dates (cloudy ones framed red) -> {sheet_path}")
+    print(f"  contact sheet of {len(sheet.times)} dates (cloudy ones framed red, no data grey) -> {sheet_path}")
 
     print("\n5/7 full-territory extraction: every parcel, date and band, in one pass over each cube")
     for collection, folder in (("s2", "extract"), ("s1", "extract-s1")):

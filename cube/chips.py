@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import geopandas as gpd
@@ -65,17 +65,25 @@ class Chip:
     def times(self) -> np.ndarray:
         return self.data["time"].values
 
+    def _inside(self) -> np.ndarray:
+        """The chip pixels the per-date fractions count: the parcel's, or all without a parcel (or a parcel
+        smaller than a pixel)."""
+        shape = (self.data.sizes["y"], self.data.sizes["x"])
+        inside = parcel_pixels(self.outline, self.geobox, buffer=0.0) if self.outline is not None else None
+        return inside if inside is not None and inside.any() else np.ones(shape, bool)
+
     def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's, without a parcel) that SCL masks; NaN
-        without an SCL layer (Sentinel-1 sees through clouds)."""
+        without an SCL layer (Sentinel-1 sees through clouds). The default mask counts SCL's "no data" too."""
         if "SCL" not in self.data:
             return np.full(self.data.sizes["time"], np.nan)
-        scl = self.data["SCL"].values
-        inside = (parcel_pixels(self.outline, self.geobox, buffer=0.0) if self.outline is not None
-                  else np.ones(scl.shape[1:], bool))
-        if not inside.any():
-            inside = np.ones(scl.shape[1:], bool)
-        return np.isin(scl[:, inside], list(classes)).mean(axis=1)
+        return np.isin(self.data["SCL"].values[:, self._inside()], list(classes)).mean(axis=1)
+
+    def nodata_fraction(self) -> np.ndarray:
+        """Per date, the share of the parcel's pixels (or the chip's) with no value in any shown band: outside
+        that orbit's swath or the tile's data, not cloudy."""
+        empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
+        return empty[:, self._inside()].mean(axis=1)
 
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True) -> np.ndarray:
         """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
@@ -103,11 +111,12 @@ class Chip:
 
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
-        """The season at a glance: one panel per date, cloudy dates framed in red."""
+        """The season at a glance: one panel per date, cloudy dates framed in red, dates without data over
+        the parcel (outside that orbit's swath) in grey."""
         labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
         panels = [self.image(t, outline=False) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
-                                     columns=columns, scale=scale)
+                                     nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale)
         if self.outline is None:
             return sheet
         image = sheet.image.copy()
@@ -115,7 +124,7 @@ class Chip:
             image[y0:y1, x0:x1, :3] = render.draw_outline(
                 np.dstack([image[y0:y1, x0:x1, :3], np.full((y1 - y0, x1 - x0), 255, np.uint8)]),
                 self.outline, self.geobox, width=1)[..., :3]
-        return render.ContactSheet(image, sheet.boxes, sheet.cloudy)
+        return replace(sheet, image=image)
 
 
 def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:

@@ -40,6 +40,7 @@ TRUE_COLOUR_LIMITS = (0.0, 0.3)  # surface reflectance shown black .. white: fie
 NDVI_LIMITS = (0.0, 1.0)
 OUTLINE = (255, 230, 0, 255)  # yellow: visible on green, brown and grey
 CLOUDY = (220, 30, 30)
+NO_DATA = (150, 150, 150)
 
 
 def robust_limits(*arrays: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> tuple[float, float]:
@@ -173,11 +174,12 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
 @dataclass(frozen=True, eq=False)
 class ContactSheet:
     """A season on one picture: ``image`` (RGB uint8), each panel's ``(x0, y0, x1, y1)`` pixel box
-    (x1, y1 exclusive) and whether it was marked cloudy."""
+    (x1, y1 exclusive) and whether it was marked cloudy, or as having no data."""
 
     image: np.ndarray
     boxes: tuple[tuple[int, int, int, int], ...]
     cloudy: tuple[bool, ...]
+    empty: tuple[bool, ...] = ()
 
     def to_png(self) -> bytes:
         return png_bytes(self.image)
@@ -191,6 +193,7 @@ def contact_sheet(
     *,
     labels: Sequence[str],
     cloud_fraction: Sequence[float] | None = None,
+    nodata_fraction: Sequence[float] | None = None,
     cloud_threshold: float = 0.3,
     columns: int = 6,
     scale: int = 4,
@@ -200,11 +203,13 @@ def contact_sheet(
 
     Panels are enlarged ``scale`` times and laid out ``columns`` wide. A date whose
     ``cloud_fraction`` exceeds ``cloud_threshold`` gets a red frame and its cloud percentage in red
-    next to the label; NaN fractions (no SCL) are not marked. Transparent pixels show the background.
+    next to the label; NaN fractions (no SCL) are not marked. A date where more than half the pixels have
+    no data (``nodata_fraction``: outside the swath) gets a grey frame and "no data" instead: a missing
+    image, not a cloudy one. Transparent pixels show the background.
     """
     n = len(panels)
-    if n == 0 or len(labels) != n or (cloud_fraction is not None and len(cloud_fraction) != n):
-        raise InvalidRequestError(f"{n} panels need as many labels ({len(labels)}) and cloud fractions")
+    if n == 0 or len(labels) != n or any(f is not None and len(f) != n for f in (cloud_fraction, nodata_fraction)):
+        raise InvalidRequestError(f"{n} panels need as many labels ({len(labels)}), cloud and no-data fractions")
     shapes = {p.shape for p in panels}
     if len(shapes) != 1 or next(iter(shapes))[2:] != (4,):
         raise InvalidRequestError(f"contact sheet panels must be RGBA images of one shape, got {sorted(shapes)}")
@@ -217,25 +222,29 @@ def contact_sheet(
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=11)
     fractions = [np.nan] * n if cloud_fraction is None else [float(f) for f in cloud_fraction]
-    boxes, cloudy = [], []
-    for i, (panel, label, frac) in enumerate(zip(panels, labels, fractions, strict=True)):
+    missing = [np.nan] * n if nodata_fraction is None else [float(f) for f in nodata_fraction]
+    boxes, cloudy, empty = [], [], []
+    for i, (panel, label, frac, gone) in enumerate(zip(panels, labels, fractions, missing, strict=True)):
         x0 = gap + (i % cols) * cell_w + frame
         y0 = gap + (i // cols) * cell_h + frame
-        is_cloudy = bool(np.isfinite(frac) and frac > cloud_threshold)
-        if is_cloudy:
-            draw.rectangle((x0 - frame, y0 - frame, x0 + pw + frame - 1, y0 + ph + frame - 1), fill=CLOUDY)
+        is_empty = bool(np.isfinite(gone) and gone > 0.5)
+        is_cloudy = bool(not is_empty and np.isfinite(frac) and frac > cloud_threshold)
+        mark = (CLOUDY, f"{frac:.0%} cloud") if is_cloudy else (NO_DATA, "no data") if is_empty else None
+        if mark:
+            draw.rectangle((x0 - frame, y0 - frame, x0 + pw + frame - 1, y0 + ph + frame - 1), fill=mark[0])
         tile = Image.new("RGB", (pw, ph), background)
         tile.paste(Image.fromarray(enlarge(panel, scale), mode="RGBA"), (0, 0),
                    Image.fromarray(enlarge(panel[..., 3], scale), mode="L"))
         sheet.paste(tile, (x0, y0))
         text_y = y0 + ph + frame + 1
         draw.text((x0, text_y), str(label), fill=(235, 235, 235), font=font)
-        if is_cloudy:
+        if mark:
             tx = x0 + draw.textlength(str(label) + "  ", font=font)
-            draw.text((tx, text_y), f"{frac:.0%} cloud", fill=CLOUDY, font=font)
+            draw.text((tx, text_y), mark[1], fill=mark[0], font=font)
         boxes.append((x0, y0, x0 + pw, y0 + ph))
         cloudy.append(is_cloudy)
-    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy))
+        empty.append(is_empty)
+    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty))
 
 
 def write_geotiff(

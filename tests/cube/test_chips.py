@@ -13,7 +13,7 @@ from PIL import Image
 from cardcube.errors import InvalidRequestError, RequestTooLargeError
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube import render
-from cube.chips import chip
+from cube.chips import Chip, chip
 from cube.dataset import open_cube
 
 
@@ -56,6 +56,29 @@ def test_contact_sheet_marks_exactly_the_cloudy_dates(tiny_cube, parcels, parcel
     for (x0, y0, _, _), cloudy in zip(sheet.boxes, sheet.cloudy, strict=True):
         frame = png.getpixel((x0 - 2, y0 - 2))[:3]
         assert (frame == render.CLOUDY) == cloudy
+    assert not any(sheet.empty)
+
+
+def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
+    """A date without data over the parcel (outside an orbit's swath: no values, SCL "no data", which the
+    default cloud mask counts) is framed grey as "no data", not red as cloudy."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32)
+    from tests.cube.reference import centre_pixels
+
+    data = c.data.copy(deep=True)
+    inside = centre_pixels(c.outline, c.geobox.affine, c.geobox.shape, buffer=0.0)
+    ys, xs = np.nonzero(inside)
+    west = xs <= np.median(xs)  # half the parcel, or a little more, loses its data on date 2
+    for band in (*c.bands, "SCL"):
+        values = data[band].values
+        values[2, ys[west], xs[west]] = 0 if band == "SCL" else np.nan
+        values[3] = 0 if band == "SCL" else np.nan  # date 3: nothing at all
+        data[band].values = values
+    sheet = Chip(data, c.bands, c.outline, c.parcel_id).contact_sheet(scale=2)
+    gone = np.isnan(data[c.bands[0]].values[:, inside]).mean(axis=1)
+    assert list(sheet.empty) == list(gone > 0.5) and sheet.empty[3] and not sheet.cloudy[3]
+    png = Image.open(io.BytesIO(sheet.to_png()))
+    assert png.getpixel((sheet.boxes[3][0] - 2, sheet.boxes[3][1] - 2))[:3] == render.NO_DATA
 
 
 def test_index_chip_and_geotiff(tiny_cube, parcels, parcel_id, tmp_path):

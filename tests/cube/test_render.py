@@ -125,28 +125,30 @@ def test_contact_sheet_panels_labels_and_cloud_frames(tmp_path) -> None:
     rng = np.random.default_rng(1)
     panels = [true_colour(*(rng.uniform(0, 0.3, (3, 10, 12)))) for _ in range(9)]
     panels[4][2, 3] = 0  # a transparent pixel shows the background
-    clouds = [0.0, 0.8, 0.1, np.nan, 0.31, 0.0, 0.0, 1.0, 0.2]
+    clouds = [0.0, 0.8, 0.1, np.nan, 0.31, 0.0, 1.0, 1.0, 0.2]
+    nodata = [0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.9, 0.0, 0.0]  # date 7: mostly outside the swath, not cloudy
     labels = [f"2024-05-{d:02d}" for d in range(1, 10)]
-    sheet = contact_sheet(panels, labels=labels, cloud_fraction=clouds, columns=4, scale=3)
+    sheet = contact_sheet(panels, labels=labels, cloud_fraction=clouds, nodata_fraction=nodata, columns=4, scale=3)
     path = tmp_path / "sheet.png"
     sheet.write(path)
     px = np.asarray(Image.open(path).convert("RGB"))
     assert px.shape == sheet.image.shape
     assert len(sheet.boxes) == 9 and sheet.cloudy == (False, True, False, False, True, False, False, True, False)
+    assert sheet.empty == tuple(i == 6 for i in range(9))
     assert len({b[0] for b in sheet.boxes}) == 4 and len({b[1] for b in sheet.boxes}) == 3  # 4 x 3 grid
     for a in sheet.boxes:
         assert a[2] - a[0] == 36 and a[3] - a[1] == 30
         assert a[0] >= 0 and a[2] <= px.shape[1] and a[1] >= 0 and a[3] <= px.shape[0]
         for b in sheet.boxes:  # panels do not overlap
             assert a is b or a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
-    red = np.array([220, 30, 30])
-    for panel, (x0, y0, x1, y1), cloudy in zip(panels, sheet.boxes, sheet.cloudy, strict=True):
+    red, grey = np.array([220, 30, 30]), np.array([150, 150, 150])
+    for panel, (x0, y0, x1, y1), cloudy, empty in zip(panels, sheet.boxes, sheet.cloudy, sheet.empty, strict=True):
         content = px[y0:y1, x0:x1]
         shown = enlarge(panel, 3)
         opaque = shown[..., 3] == 255
         np.testing.assert_array_equal(content[opaque], shown[opaque][:, :3])
         frame = np.concatenate([px[y0 - 2, x0:x1], px[y1 + 1, x0:x1], px[y0:y1, x0 - 2], px[y0:y1, x1 + 1]])
-        assert (frame == red).all() == cloudy
+        assert (frame == red).all() == cloudy and (frame == grey).all() == empty
         # The label strip under the panel holds text (not just background).
         strip = px[y1 + 4 : y1 + 16, x0:x1]
         assert (strip != strip[0, 0]).any(axis=-1).sum() > 10
