@@ -46,10 +46,6 @@ class Layout:
     data: str  # key of the data copy ("cube", "cube-unsharded", "cube-space-first", "cogs")
     description: str
 
-    @property
-    def is_cog(self) -> bool:
-        return self.reader.startswith("cog")
-
 
 LAYOUTS: tuple[Layout, ...] = (
     Layout("tf-sharded", "time-first sharded", "zarr", "cube",
@@ -99,15 +95,15 @@ def ingest_cube(items: Path, root: Path, *, chunks: ChunkLayout | None = None, c
     return ingest(items, root, collection="s2", chunks=chunks, progress=False, catalog=catalog)
 
 
-ChunkRule = Callable[[zarr.Array, bool], tuple[int, int, int]]
+ChunkRule = Callable[[zarr.Array], tuple[int, int, int]]
 
 
-def unsharded_chunks(array: zarr.Array, hot: bool) -> tuple[int, int, int]:
+def unsharded_chunks(array: zarr.Array) -> tuple[int, int, int]:
     """The cube's own inner chunks, stored one object each."""
     return tuple(array.chunks)
 
 
-def space_first_chunks(array: zarr.Array, hot: bool) -> tuple[int, int, int]:
+def space_first_chunks(array: zarr.Array) -> tuple[int, int, int]:
     """One date per chunk, a COG block of pixels."""
     return (1, COG_BLOCK, COG_BLOCK)
 
@@ -125,7 +121,7 @@ def rechunk(src: Path, dst: Path, rule: ChunkRule, *, collection: str = "s2") ->
         old = zarr.open_array(source, path=path, mode="r", zarr_format=3)
         shutil.rmtree(dst / path)
         new = zarr.create_array(
-            target, name=path, shape=old.shape, dtype=old.dtype, chunks=rule(old, hot), shards=None,
+            target, name=path, shape=old.shape, dtype=old.dtype, chunks=rule(old), shards=None,
             compressors=old.compressors, fill_value=old.fill_value,
             dimension_names=old.metadata.dimension_names, attributes=old.attrs.asdict(),
         )

@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CardcubeError as exc:
+        if args.verbose:
+            raise
         print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks

@@ -16,7 +16,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-GRASSLAND = (265, 266)  # the synthetic declarations' grassland codes (BRP: permanent, temporary)
 LATE = 3  # Sentinel-2 dates that arrive after the first extraction
 
 
@@ -77,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.synth import SynthConfig, generate
+    from cardcube.synth.crops import GRASSLAND_CODES
     from cube.anomalies import COLUMNS, flag_parcels
     from cube.chips import chip
     from cube.extract import extract, read_timeseries
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     print("\n7/7 anomaly markers on the extractions, checked against the planted ground truth")
     flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=COLUMNS),
-                         parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND,
+                         parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND_CODES,
                          s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=COLUMNS))
     flags.to_csv(out / "flags.csv", index=False)
     print(_score(flags, truth))

@@ -87,6 +87,10 @@ class ParcelOutsideCubeError(ParcelError):
     """The parcel does not intersect any cube tile (or no data of the requested time range)."""
 
 
+class AreaOutsideCubeError(CardcubeError, ValueError):
+    """A bounding box, geometry or point of a request holds no data of the cube."""
+
+
 class ParcelTooSmallError(ParcelError):
     """No pixel of the parcel remains after the inward buffer and the pixel membership rule."""
 

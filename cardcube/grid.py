@@ -17,7 +17,7 @@ from pathlib import Path
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from cardcube.errors import SceneGridError
+from cardcube.errors import InvalidRequestError, SceneGridError
 
 TILE_SIZE_M = 109_800.0
 TILES_TABLE = Path(__file__).with_name("data") / "s2_tiles.csv.gz"  # every tile's upper-left corner (ESA grid)
@@ -54,8 +54,9 @@ class TileGrid:
         try:
             ulx, uly = _origins()[key]
         except KeyError:
-            raise ValueError(f"unknown MGRS tile {tile_id!r}: not a tile of the Sentinel-2 tiling grid (a tile id "
-                             f"is a UTM zone, a latitude band and a 100 km square, such as 31UFU)") from None
+            raise InvalidRequestError(f"unknown MGRS tile {tile_id!r}: not a tile of the Sentinel-2 tiling grid (a "
+                                      f"tile id is a UTM zone, a latitude band and a 100 km square, such as 31UFU)"
+                                      ) from None
         return cls(key, tile_epsg(key), ulx, uly)
 
     @staticmethod

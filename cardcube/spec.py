@@ -164,7 +164,7 @@ class CubeSpec:
         for b in self.bands:
             if b.name == name:
                 return b
-        raise KeyError(f"{self.name} cube has no band {name!r}; bands are {', '.join(self.band_names)}")
+        raise InvalidRequestError(f"unknown band {name!r}: the {self.name} cube has {', '.join(self.band_names)}")
 
     def bands_at(self, resolution: int) -> tuple[BandSpec, ...]:
         return tuple(b for b in self.bands if b.resolution == resolution)
@@ -257,4 +257,4 @@ def cube_spec(name: str) -> CubeSpec:
     try:
         return CUBE_SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown cube collection {name!r}; known: {', '.join(CUBE_SPECS)}") from None
+        raise InvalidRequestError(f"unknown cube collection {name!r}; known: {', '.join(CUBE_SPECS)}") from None

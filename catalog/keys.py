@@ -7,13 +7,11 @@
     <collection>/<tile>/<collection>-<tile>.json  STAC item of one cube tile, beside its cube.zarr
     sources/<source-id>/collection.json           STAC collection of the source scenes (no items)
 
-The cube collection keys and the tile Zarr path come from :mod:`cube.layout`; the item and source keys
-are defined here because only the catalog writes and reads them.
+The cube's own keys (ledger, tile groups) are in :mod:`cube.layout`; these are defined here because only
+the catalog writes and reads them.
 """
 
 from __future__ import annotations
-
-from cube import layout
 
 ROOT_KEY = "catalog.json"
 SOURCES_DIR = "sources"
@@ -36,8 +34,3 @@ def item_key(collection: str, tile: str) -> str:
 
 def source_collection_key(source_id: str) -> str:
     return f"{SOURCES_DIR}/{source_id}/collection.json"
-
-
-def zarr_path(collection: str, tile: str) -> str:
-    """Path of the tile's Zarr group relative to the cube root (what an item's ``data`` asset points to)."""
-    return layout.tile_zarr_path(collection, tile)

@@ -58,9 +58,6 @@ class OfflineValidator(JsonSchemaSTACValidator):
                                          + (f" in {self.extension_dir}" if self.extension_dir else ""))
         return self.schema_cache[schema_uri]
 
-    def has_schema(self, schema_uri: str) -> bool:
-        return schema_uri in self.schema_cache
-
 
 def validate_document(doc: dict[str, Any], *, validator: OfflineValidator, href: str | None = None,
                       extensions: bool = True) -> list[str]:

@@ -20,7 +20,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
+from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
@@ -134,7 +134,8 @@ def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
     ps = as_parcels(where, registry=registry)
     if len(ps) != 1:
         raise InvalidRequestError(f"a chip shows one parcel or point, got {len(ps)} parcels")
-    return ps.geometries[0], (ps.ids[0] if isinstance(where, Point) or registry is not None else None), ps.crs
+    anonymous = isinstance(where, BaseGeometry) and not isinstance(where, Point)  # a bare polygon has no id
+    return ps.geometries[0], (None if anonymous else ps.ids[0]), ps.crs
 
 
 def _project(geometry: BaseGeometry, src: Any, dst: Any) -> BaseGeometry:
@@ -207,9 +208,11 @@ def chip(
                                tiles=[tile], resolution=res, chunks="window", cache=cache)  # a read per band and block
                 break
         if ds is None:
-            raise ParcelOutsideCubeError(pid if pid is not None else "point",
-                                         f"no tile of the {collection} cube holds a {size} px chip around it with "
-                                         f"data in it")
+            reason = f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
+            if pid is not None:
+                raise ParcelOutsideCubeError(pid, reason)
+            c = geom.centroid
+            raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {c.x:.6g}, {c.y:.6g} ({crs}): {reason}")
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "

@@ -29,7 +29,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import InvalidRequestError, ParcelOutsideCubeError
+from cardcube.errors import AreaOutsideCubeError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
@@ -429,10 +429,7 @@ def open_cube(
     version = read_version(store, collection, as_of)
     spec: CubeSpec = version.spec
     names = list(bands) if bands is not None else list(spec.band_names)
-    try:
-        band_specs = [spec.band(n) for n in names]
-    except KeyError as exc:
-        raise InvalidRequestError(str(exc.args[0])) from None
+    band_specs = [spec.band(n) for n in names]
     res = resolution or min(b.resolution for b in band_specs)
     if res not in spec.resolutions:
         raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
@@ -440,8 +437,9 @@ def open_cube(
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs)
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
-        raise ParcelOutsideCubeError("query", f"the area does not intersect any tile of the {collection} cube "
-                                              f"(tiles: {', '.join(sorted(version.tiles))})")
+        area = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else "?"
+        raise AreaOutsideCubeError(f"the area {area} (in {crs or 'the tile CRS'}) does not intersect any tile of the "
+                                   f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)

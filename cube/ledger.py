@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.spec import CubeSpec
 from cardcube.storage import list_keys, read_json, store_url
 from cube import layout
@@ -222,6 +222,9 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         if not committed_versions(store, collection):
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}")
         raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}")
+    if record.get("format") != FORMAT:
+        raise CorruptDocumentError(f"{layout.ledger_key(collection, version)} in {store_url(store)} has ledger format "
+                                   f"{record.get('format')!r}, not {FORMAT}: written by another cardcube version?")
     return CubeVersion.from_dict(record)
 
 

@@ -60,3 +60,42 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
         read_parcels(garbage)
     with pytest.raises(ParcelFileError, match="no parcel file at"):
         read_parcels(tmp_path / "missing.parquet")
+
+
+def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
+    from shapely.geometry import Point
+
+    from cardcube.errors import AreaOutsideCubeError
+    from cube.chips import chip
+    from cube.dataset import open_cube
+
+    with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.0, 40.0, 5.1, 40.1\) \(in EPSG:4326\)"):
+        open_cube(tiny_cube, bbox=(5.0, 40.0, 5.1, 40.1), crs="EPSG:4326")
+    with pytest.raises(AreaOutsideCubeError, match=r"the point at 5.05, 40.05 \(EPSG:4326\): no tile"):
+        chip(tiny_cube, Point(5.05, 40.05), size=16)
+
+
+def test_a_ledger_of_another_format_is_named(tiny_cube, tiny_region, tmp_path, capsys):
+    import json
+    import shutil
+
+    from cardcube.errors import CorruptDocumentError
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube, cube)
+    (record,) = sorted((cube / "s1" / "_ledger").glob("*.json"))[-1:]
+    record.write_text(json.dumps({**json.loads(record.read_text()), "format": "cardcube-ledger/99"}))
+    with pytest.raises(CorruptDocumentError, match=rf"{record.name} in .* has ledger format 'cardcube-ledger/99'"):
+        read_version(open_store(cube), "s1")
+    assert main(["timeseries", "--cube", str(cube), "--collection", "s1", "--parcels", str(tiny_region.parcels),
+                 "--out", str(tmp_path / "ts.csv")]) == 2
+    assert "has ledger format 'cardcube-ledger/99', not cardcube-ledger/1" in capsys.readouterr().err
+
+
+def test_bad_synthetic_settings_are_one_line_and_v_shows_the_traceback(tmp_path, capsys):
+    from cardcube.errors import InvalidRequestError
+
+    assert main(["synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "cardcube synth: error: cloudiness 2.0 must be within [0, 1]"
+    with pytest.raises(InvalidRequestError):
+        main(["-v", "synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")])

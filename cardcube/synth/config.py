@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from cardcube.errors import InvalidRequestError
 from cardcube.grid import TileGrid
 
 DEMO_START = dt.date(2024, 3, 1)
@@ -62,15 +63,15 @@ class SynthConfig:
         if self.origin is not None:
             object.__setattr__(self, "origin", (float(self.origin[0]), float(self.origin[1])))
         if min(self.size_m) < 400:
-            raise ValueError(f"size_m {self.size_m} is too small; use at least 400 m per side")
+            raise InvalidRequestError(f"size_m {self.size_m} is too small; use at least 400 m per side")
         if self.end <= self.start:
-            raise ValueError(f"end {self.end} is not after start {self.start}")
+            raise InvalidRequestError(f"end {self.end} is not after start {self.start}")
         if not 0.0 <= self.anomaly_fraction <= 0.5:
-            raise ValueError(f"anomaly_fraction {self.anomaly_fraction} must be within [0, 0.5]")
+            raise InvalidRequestError(f"anomaly_fraction {self.anomaly_fraction} must be within [0, 0.5]")
         if not 0.0 <= self.cloudiness <= 1.0:
-            raise ValueError(f"cloudiness {self.cloudiness} must be within [0, 1]")
+            raise InvalidRequestError(f"cloudiness {self.cloudiness} must be within [0, 1]")
         if not 0.2 <= self.mean_parcel_ha <= 20:
-            raise ValueError(f"mean_parcel_ha {self.mean_parcel_ha} must be within [0.2, 20]")
+            raise InvalidRequestError(f"mean_parcel_ha {self.mean_parcel_ha} must be within [0.2, 20]")
 
     @classmethod
     def demo(cls, **changes: Any) -> SynthConfig:

@@ -12,6 +12,7 @@ import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from cardcube.errors import InvalidRequestError
 from cardcube.grid import TileGrid, tiles_for_bbox
 from cardcube.synth.config import SynthConfig
 
@@ -54,7 +55,7 @@ class Region:
         for value, ref, name in ((ulx, home.ulx, "x"), (uly, home.uly, "y")):
             off = (value - ref) / COARSE_RES
             if abs(off - round(off)) > 1e-9:
-                raise ValueError(
+                raise InvalidRequestError(
                     f"origin {name}={value} is not on the 20 m lattice of tile {home.tile_id} "
                     f"(offset {value - ref} m from its corner)"
                 )
@@ -70,7 +71,7 @@ class Region:
                 height=round((y1 - y0) / BASE_RES), width=round((x1 - x0) / BASE_RES),
             ))
         if not any(t.tile.tile_id == home.tile_id for t in windows):
-            raise ValueError(f"region {bbox} does not intersect tile {home.tile_id}")
+            raise InvalidRequestError(f"region {bbox} does not intersect tile {home.tile_id}")
         region = cls(home.epsg, ulx, uly, w, h, tuple(windows))
         region._check_covered()
         return region
@@ -80,7 +81,7 @@ class Region:
         for t in self.tiles:
             covered[t.slices(COARSE_RES)] = True
         if not covered.all():
-            raise ValueError(f"region {self.bbox} reaches outside the known MGRS tiles")
+            raise InvalidRequestError(f"region {self.bbox} reaches outside the known MGRS tiles")
 
     @property
     def crs(self) -> str:

@@ -16,9 +16,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from cardcube.synth.crops import ARABLE_CODES, CROPS, crop
+from cardcube.synth.crops import ARABLE_CODES, CROPS, GRASSLAND_CODES, crop
 
-ANOMALY_KINDS = ("wrong_crop", "not_mown", "ploughed_grassland")
 LAST_MOWING = (10, 15)  # month, day: no cuts after mid October
 MIN_ANOMALY_AREA_HA = 0.5  # anomalies go on parcels large enough to be checked
 
@@ -81,7 +80,7 @@ def plan_season(
         n_anom = 1
     chosen = rng.choice(eligible, size=n_anom, replace=False) if n_anom else np.array([], dtype=int)
     for i in np.sort(chosen):
-        if declared[i] in (265, 266):
+        if declared[i] in GRASSLAND_CODES:
             kinds[i] = "ploughed_grassland" if (declared[i] == 265 and rng.random() < 0.5) else "not_mown"
         else:
             kinds[i] = "wrong_crop"
