@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import pyproj
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
@@ -21,6 +23,18 @@ from cardcube.errors import InvalidRequestError, SceneGridError
 
 TILE_SIZE_M = 109_800.0
 TILES_TABLE = Path(__file__).with_name("data") / "s2_tiles.csv.gz"  # every tile's upper-left corner (ESA grid)
+
+
+_TILE_ID = re.compile(r"(?:MGRS-|T)?(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z]{2})")
+
+
+def normalise_tile_id(text: str) -> str:
+    """A tile id as the grid spells it (``31UFU``, ``04QFJ``) from the ways products and STAC write it:
+    ``T31UFU``, ``MGRS-31UFU``, lower case, a zone without its leading zero (``4QFJ``). Other text is
+    returned upper-cased, for :meth:`TileGrid.from_id` to reject."""
+    text = text.strip().upper()
+    m = _TILE_ID.fullmatch(text)
+    return f"{int(m[1]):02d}{m[2]}{m[3]}" if m else text
 
 
 def tile_epsg(tile_id: str) -> int:
@@ -50,7 +64,7 @@ class TileGrid:
 
     @classmethod
     def from_id(cls, tile_id: str) -> TileGrid:
-        key = tile_id.upper().removeprefix("T").removeprefix("MGRS-")
+        key = normalise_tile_id(tile_id)
         try:
             ulx, uly = _origins()[key]
         except KeyError:
@@ -85,8 +99,8 @@ class TileGrid:
         size, is not aligned with the tile's pixel lattice, or reaches outside the tile.
         """
         if geobox.crs is None or geobox.crs.epsg != self.epsg:
-            found = "none" if geobox.crs is None else (f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg
-                                                       else geobox.crs.to_string()[:80])
+            found = "none" if geobox.crs is None else (f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else
+                                                       _describe(geobox.crs.proj))
             raise SceneGridError(scene_id, f"CRS {found} is not the CRS of tile {self.tile_id} ({self.crs})")
         a = geobox.affine
         res = a.a
@@ -104,6 +118,12 @@ class TileGrid:
         if row < 0 or col < 0 or row + h > full.shape[0] or col + w > full.shape[1]:
             raise SceneGridError(scene_id, f"extent {geobox.boundingbox} reaches outside tile {self.tile_id}")
         return row, col
+
+
+def _describe(crs: pyproj.CRS) -> str:
+    """A CRS without an EPSG code in a line: its name, UTM zone and datum (its WKT would fill a screen)."""
+    zone = f", UTM zone {crs.utm_zone}" if crs.utm_zone else ""
+    return f"{crs.name!r}{zone}, datum {crs.datum.name if crs.datum else '?'!r}"
 
 
 def tiles_for_bbox(bbox: tuple[float, float, float, float], epsg: int) -> tuple[TileGrid, ...]:

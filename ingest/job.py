@@ -87,12 +87,17 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
-    offered = set()
+    offered: dict[str, SourceScene] = {}
     for s in scenes:
-        if s.scene_id in head.scenes or s.scene_id in offered:  # in the cube, or listed twice in the source
+        if s.scene_id in head.scenes or offered.get(s.scene_id) == s:  # in the cube, or listed twice alike
             skipped.append(s.scene_id)
             continue
-        offered.add(s.scene_id)
+        if s.scene_id in offered:  # one id, two different scenes: which one is meant cannot be told
+            err = DuplicateSceneError(s.scene_id, f"listed twice in the source with other files or metadata (at "
+                                                  f"{offered[s.scene_id].time} and {s.time}); only the first is read")
+            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            continue
+        offered[s.scene_id] = s
         other = seen.get((s.tile, s.time))
         if other is not None:
             err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {s.time} "

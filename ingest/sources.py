@@ -7,6 +7,7 @@ catalog, or a folder of product directories named like real products.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import posixpath
@@ -19,6 +20,7 @@ import pystac
 from pystac.stac_io import DefaultStacIO
 
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -40,17 +42,20 @@ class SourceScene:
     assets: dict[str, str] = field(default_factory=dict)
 
 
-def _iso(dt) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _iso(when: dt.datetime) -> str:
+    """ISO 8601 in UTC with "Z": an offset is converted (a naive time is taken as UTC, as STAC requires)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _tile_of(props: dict) -> str | None:
     for key in ("grid:code", "mgrs:tile", "s2:mgrs_tile", "mgrs_tile", "tile"):
         value = props.get(key)
         if isinstance(value, str) and value:
-            return value.upper().removeprefix("MGRS-").removeprefix("T")
+            return normalise_tile_id(value)
     zone, band, square = props.get("mgrs:utm_zone"), props.get("mgrs:latitude_band"), props.get("mgrs:grid_square")
-    return f"{zone}{band}{square}" if zone and band and square else None
+    return normalise_tile_id(f"{zone}{band}{square}") if zone and band and square else None
 
 
 def join_href(base: str, href: str) -> str:
@@ -75,6 +80,8 @@ class _FsspecStacIO(DefaultStacIO):
 def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
     """A SourceScene from a STAC item; relative asset hrefs are resolved against ``base``."""
     props = item.properties
+    when = item.datetime or item.common_metadata.start_datetime  # a range: its start (pystac requires one)
+    orbit = props.get("sat:relative_orbit")
     assets = {}
     for key, asset in item.assets.items():
         href = asset.href
@@ -85,9 +92,9 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
         scene_id=item.id,
         collection=item.collection_id or "",
         tile=_tile_of(props) or "",
-        time=_iso(item.datetime),
+        time=_iso(when),
         platform=str(props.get("platform", "")),
-        relative_orbit=int(props.get("sat:relative_orbit", -1)),
+        relative_orbit=-1 if orbit is None else int(orbit),
         orbit_state=str(props.get("sat:orbit_state", "")),
         cloud_cover=props.get("eo:cloud_cover"),
         assets=assets,
@@ -106,13 +113,16 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     if not isinstance(doc, dict):
         raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item "
                                   f"(its JSON is a {type(doc).__name__})")
-    if doc.get("type") == "FeatureCollection":
-        return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
-    if doc.get("type") in ("Catalog", "Collection"):
-        cat = pystac.read_file(path, stac_io=_FsspecStacIO())
-        return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself
-    if doc.get("type") == "Feature":
-        return [pystac.Item.from_dict(doc)], base
+    try:
+        if doc.get("type") == "FeatureCollection":
+            return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
+        if doc.get("type") in ("Catalog", "Collection"):
+            cat = pystac.read_file(path, stac_io=_FsspecStacIO())
+            return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself
+        if doc.get("type") == "Feature":
+            return [pystac.Item.from_dict(doc)], base
+    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:  # not STAC, or broken
+        raise InvalidRequestError(f"{path} is not valid STAC ({type(exc).__name__}: {exc})") from None
     raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item")
 
 
@@ -166,6 +176,11 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
             text, folder = (str(found), None) if found else (text, path)
     if folder is not None:
         scenes = _scenes_from_folder(folder, spec)
+        if not scenes:  # an empty STAC search is a quiet day; a folder without any product is a mistake
+            raise InvalidRequestError(
+                f"no product found in {folder}: expected items.json, catalog.json or collection.json, or product "
+                f"folders of COGs named like S2B_MSIL2A_<time>_N0510_R<orbit>_T<tile>_<time> holding "
+                f"T<tile>_<time>_<band>_<res>.tif files (SAFE folders and JPEG 2000 are not read)")
     else:
         items, base = _items_from_collection_file(text)
         scenes = [scene_from_item(i, base or None) for i in items]

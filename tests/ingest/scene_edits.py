@@ -55,10 +55,11 @@ def truncate(band: str, path: Path) -> None:
         path.write_bytes(data[: len(data) * 2 // 3])
 
 
-def reproject_label(epsg: int) -> Callable[[str, Path], None]:
-    """Relabel every band with another CRS (same pixels): a mis-projected delivery."""
+def reproject_label(crs: int | str) -> Callable[[str, Path], None]:
+    """Relabel every band with another CRS (an EPSG code or a PROJ string; same pixels): a mis-projected
+    delivery."""
     def edit(band: str, path: Path) -> None:
-        _rewrite(path, crs=f"EPSG:{epsg}")
+        _rewrite(path, crs=f"EPSG:{crs}" if isinstance(crs, int) else crs)
     return edit
 
 

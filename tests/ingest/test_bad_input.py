@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import geopandas as gpd
 import pytest
 
 from cardcube.cli import main
@@ -15,6 +16,7 @@ from tests.ingest.checks import assert_matches_sources
 from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+UTM31_TOWGS84 = "+proj=utm +zone=31 +ellps=WGS84 +towgs84=0,0,0,0,0,0,0 +units=m +no_defs"  # no EPSG code
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,7 @@ def bad_batch(tiny_region):
     broken = {
         "truncated": broken_copy(items, src, "BAD-truncated", truncate, props=when(1)),
         "crs": broken_copy(items, src, "BAD-crs", reproject_label(32632), props=when(2)),
+        "crs-no-epsg": broken_copy(items, src, "BAD-crs-no-epsg", reproject_label(UTM31_TOWGS84), props=when(6)),
         "off-grid": broken_copy(items, src, "BAD-offgrid", shift(5.0), props=when(3)),
         "missing": broken_copy(items, src, "BAD-missing", drop="B11", props=when(4)),
         "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
@@ -40,6 +43,7 @@ def bad_batch(tiny_region):
 EXPECTED = {
     "truncated": ("SceneReadError", "truncated or corrupt"),
     "crs": ("SceneGridError", "EPSG:32632"),
+    "crs-no-epsg": ("SceneGridError", "CRS 'unknown', UTM zone 31N, datum 'Unknown based on WGS 84 ellipsoid"),
     "off-grid": ("SceneGridError", "off the 10 m pixel grid"),
     "missing": ("SceneContentError", "missing band(s) B11"),
     "blank": ("SceneContentError", "nodata"),
@@ -136,3 +140,22 @@ def test_unknown_source_and_collection_are_clear_errors(tmp_path):
         ingest(tmp_path / "nowhere.json", tmp_path / "cube", progress=False)
     with pytest.raises(ValueError, match="unknown cube collection"):
         ingest(tmp_path, tmp_path / "cube", collection="s3", progress=False)
+
+
+def test_one_id_for_two_different_scenes_is_rejected(bad_batch, tmp_path):
+    path, good, _ = bad_batch
+    other = {**good[0], "properties": {**good[0]["properties"], "datetime": "2024-01-20T10:00:00Z"}}
+    result = ingest(write_items(path, [*good, other], "same-id.json"), tmp_path / "cube", chunks=CHUNKS,
+                    progress=False)
+    assert sorted(result.added) == sorted(g["id"] for g in good)
+    (rejection,) = result.rejected
+    assert rejection.kind == "DuplicateSceneError" and "listed twice in the source with other files" in rejection.reason
+
+
+def test_a_folder_without_products_and_geojson_that_is_not_stac(tiny_region, tmp_path):
+    (tmp_path / "empty" / "S2B_MSIL2A_x.SAFE").mkdir(parents=True)
+    with pytest.raises(InvalidRequestError, match=r"no product found in .*SAFE folders and JPEG 2000 are not read"):
+        ingest(tmp_path / "empty", tmp_path / "cube", progress=False)
+    gpd.read_parquet(tiny_region.parcels).head(2).to_file(tmp_path / "parcels.geojson")
+    with pytest.raises(InvalidRequestError, match=r"parcels\.geojson is not valid STAC"):
+        ingest(tmp_path / "parcels.geojson", tmp_path / "cube", progress=False)
