@@ -40,6 +40,8 @@ class SourceScene:
     orbit_state: str
     cloud_cover: float | None
     assets: dict[str, str] = field(default_factory=dict)
+    scaling: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # raster:bands scale, offset
+    processing_baseline: float | None = None  # Sentinel-2 L2A: from 04.00, DN carry an offset of -1000
 
 
 def _iso(when: dt.datetime) -> str:
@@ -82,12 +84,15 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
     props = item.properties
     when = item.datetime or item.common_metadata.start_datetime  # a range: its start (pystac requires one)
     orbit = props.get("sat:relative_orbit")
-    assets = {}
+    assets, scaling = {}, {}
     for key, asset in item.assets.items():
         href = asset.href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
             href = join_href(base, href)
         assets[key] = href
+        raster = (asset.extra_fields.get("raster:bands") or [{}])[0]
+        if isinstance(raster, dict) and ("scale" in raster or "offset" in raster):
+            scaling[key] = (raster.get("scale"), raster.get("offset"))
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
@@ -98,7 +103,17 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
         orbit_state=str(props.get("sat:orbit_state", "")),
         cloud_cover=props.get("eo:cloud_cover"),
         assets=assets,
+        scaling=scaling,
+        processing_baseline=_baseline(props.get("s2:processing_baseline")),
     )
+
+
+def _baseline(value: object) -> float | None:
+    """``s2:processing_baseline`` ("05.10") as a number; None if absent or not one."""
+    try:
+        return None if value is None else float(str(value))
+    except ValueError:
+        return None
 
 
 def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
@@ -127,7 +142,8 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
 
 
 _S2_FILE = re.compile(r"^T(?P<tile>\d{2}[A-Z]{3})_(?P<t>\d{8}T\d{6})_(?P<band>B\d[\dA]|SCL)_\d{2}m\.tif$")
-_S2_DIR = re.compile(r"^(?P<plat>S2[ABC])_MSIL2A_\d{8}T\d{6}_N\d{4}_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})_")
+_S2_DIR = re.compile(r"^(?P<plat>S2[ABC])_MSIL2A_\d{8}T\d{6}_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})_"
+                     r"T(?P<tile>\d{2}[A-Z]{3})_")
 _S1_DIR = re.compile(r"^(?P<plat>S1[ABC])_IW_CARD_BS_(?P<t>\d{8}T\d{6})_R(?P<orbit>\d{3})_(?P<dir>ASC|DSC)_"
                      r"T(?P<tile>\d{2}[A-Z]{3})$")
 
@@ -148,7 +164,8 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
                 continue
             scenes.append(SourceScene(product.name, "sentinel-2-l2a", m["tile"],
                                       f"{when[:4]}-{when[4:6]}-{when[6:11]}:{when[11:13]}:{when[13:15]}Z",
-                                      _PLATFORMS[m["plat"]], int(m["orbit"]), "descending", None, assets))
+                                      _PLATFORMS[m["plat"]], int(m["orbit"]), "descending", None, assets,
+                                      processing_baseline=int(m["baseline"]) / 100))
         elif m := _S1_DIR.match(product.name):
             assets = {f.stem.rsplit("_", 1)[-1]: str(f) for f in files}
             t = m["t"]

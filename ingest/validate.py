@@ -2,25 +2,28 @@
 
 Opening a file proves little (a truncated COG opens and fails only when its last blocks are read), so
 :func:`check_scene` reads every band completely, checks CRS, pixel size and alignment against the MGRS
-tile grid, dtype, that all bands cover the same footprint, and that the scene holds data. It also hashes
-each file, so the ledger can record what exactly went in.
+tile grid, dtype, that all bands cover the same footprint, that the scene holds data and that backscatter
+is in dB. It works out how the file's values become stored ones (:mod:`ingest.values`: its nodata, its
+reflectance offset), and hashes each file, so the ledger can record what exactly went in.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 from odc.geo.geobox import GeoBox
 from rasterio.errors import RasterioError
-from rasterio.io import MemoryFile
+from rasterio.io import DatasetReader, MemoryFile
+from rasterio.windows import Window as RasterWindow
 
 from cardcube.errors import SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
-from cardcube.spec import CubeSpec
+from cardcube.spec import BandSpec, CubeSpec
 from ingest.sources import SourceScene
+from ingest.values import ValueMap, value_map
 
 Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
 
@@ -34,6 +37,7 @@ class CheckedScene:
     checksums: dict[str, str]
     valid_fraction: float
     source_bytes: int = 0  # of its band files, as read for the checks
+    values: dict[str, ValueMap] = field(default_factory=dict)  # per band: file values to stored ones
 
     @property
     def scene_id(self) -> str:
@@ -66,6 +70,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
 
     windows: dict[int, Window] = {}
     checksums: dict[str, str] = {}
+    values: dict[str, ValueMap] = {}
     valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
@@ -85,27 +90,47 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
                         sid, f"band {band.name} has {ds.transform.a:g} m pixels, expected {band.resolution} m")
                 geobox = GeoBox(ds.shape, ds.transform, ds.crs)
                 row, col = tile.window(geobox, scene_id=sid)
-                pixels = ds.read(1)
+                values[band.name] = value_map(scene, band, ds.nodata)
+                counts = _count(ds, band, values[band.name])
         except SceneError:
             raise
         except (RasterioError, OSError, ValueError) as exc:
             raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}): {exc}") from None
-        window = (row, col, *pixels.shape)
+        window = (row, col, *geobox.shape)
         previous = windows.setdefault(band.resolution, window)
         if previous != window:
             raise SceneGridError(sid, f"band {band.name} covers {window}, other {band.resolution} m bands {previous}")
-        if band.nodata is None:
-            n_valid = pixels.size
-        elif isinstance(band.nodata, float) and np.isnan(band.nodata):
-            n_valid = int(np.count_nonzero(~np.isnan(pixels)))
-        else:
-            n_valid = int(np.count_nonzero(pixels != band.nodata))
-        valid += n_valid
-        total += pixels.size
+        if band.units == "dB" and counts.valid and counts.negative < counts.valid / 2:
+            raise SceneContentError(sid, f"band {band.name} looks like linear power, not dB: only "
+                                         f"{counts.negative / counts.valid:.0%} of its values are negative (land "
+                                         f"backscatter in dB mostly is); the cube stores 10 log10 of it")
+        valid += counts.valid
+        total += geobox.shape[0] * geobox.shape[1]
     _check_footprints(sid, windows)
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
-    return CheckedScene(scene, windows, checksums, valid / total, size)
+    return CheckedScene(scene, windows, checksums, valid / total, size, values)
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    valid: int = 0
+    negative: int = 0
+
+
+def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
+    """Valid (and negative) values of the band, read ``rows`` rows at a time: every block is decoded (a
+    truncated file fails here), and a whole 10980 px tile is never in memory at once."""
+    valid = negative = 0
+    for r0 in range(0, ds.height, rows):
+        block = vmap.apply(ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0))))
+        ok = ~np.isnan(block) if block.dtype.kind == "f" else np.ones(block.shape, bool)
+        if band.nodata is not None and not (isinstance(band.nodata, float) and np.isnan(band.nodata)):
+            ok &= block != band.nodata
+        valid += int(np.count_nonzero(ok))
+        if band.units == "dB":
+            negative += int(np.count_nonzero(block[ok] < 0))
+    return _Counts(valid, negative)
 
 
 def _check_footprints(scene_id: str, windows: dict[int, Window]) -> None:

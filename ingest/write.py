@@ -17,6 +17,7 @@ from cardcube.storage import gdal_s3_config
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.plan import ShardWrite
+from ingest.values import ValueMap
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
@@ -44,9 +45,10 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec) 
         out = block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
         if date.scene is not None:
             href = date.scene.scene.assets[band.name]
+            vmap = date.scene.values.get(band.name, ValueMap(fill))
             with rasterio.open(href) as ds:
                 win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
-                out[...] = ds.read(1, window=win)
+                out[...] = vmap.apply(ds.read(1, window=win))
         else:
             hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
             out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]

@@ -1,0 +1,99 @@
+"""Source values to stored ones: reflectance offsets of old processing baselines, a file's own nodata, linear
+backscatter refused. Checked pixel by pixel against the source files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from cardcube.errors import SceneContentError
+from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
+from cube.dataset import open_cube
+from ingest.job import ingest
+from ingest.sources import SourceScene
+from ingest.values import ValueMap, value_map
+from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+B04 = S2_L2A.band("B04")
+
+
+def _scene(**kw) -> SourceScene:
+    return SourceScene("S", "sentinel-2-l2a", "31UFU", "2021-06-01T10:00:00Z", "sentinel-2a", 51, "descending", 0.0,
+                       **kw)
+
+
+def test_the_offset_comes_from_raster_bands_then_the_processing_baseline():
+    assert value_map(_scene(), B04, 0).shift == 0  # no word on it: the cube's convention
+    assert value_map(_scene(processing_baseline=2.14), B04, 0).shift == 1000  # before 04.00: no offset in the DN
+    assert value_map(_scene(processing_baseline=5.1), B04, 0).shift == 0
+    stated = _scene(processing_baseline=2.14, scaling={"B04": (1e-4, -0.1)})  # the asset's own word wins
+    assert value_map(stated, B04, 0).shift == 0
+    assert value_map(_scene(scaling={"B04": (None, 0.0)}), B04, 0).shift == 1000
+    assert value_map(_scene(processing_baseline=2.14), S2_L2A.band("SCL"), 0).shift == 0  # classes are no DN
+    with pytest.raises(SceneContentError, match=r"scaled by 0\.001"):
+        value_map(_scene(scaling={"B04": (1e-3, 0.0)}), B04, 0)
+    with pytest.raises(SceneContentError, match="not a whole number of DN"):
+        value_map(_scene(scaling={"B04": (1e-4, -0.10005)}), B04, 0)
+
+
+def test_value_map_shifts_valid_dn_and_maps_the_files_nodata():
+    dn = np.array([0, 1, 2000, 65000], dtype=np.uint16)
+    np.testing.assert_array_equal(ValueMap(0, shift=1000).apply(dn), [0, 1001, 3000, 65535])  # clipped, 0 kept
+    db = np.array([-15.0, -32768.0, np.nan, 0.0], dtype=np.float32)
+    out = ValueMap(np.nan, nodata=-32768.0).apply(db)
+    np.testing.assert_array_equal(np.isnan(out), [False, True, True, False])
+    assert value_map(_scene(), S1_BACKSCATTER.band("VV"), float("nan")).nodata is None  # the cube's own nodata
+
+
+@pytest.fixture(scope="module")
+def odd_sources(tiny_region):
+    """An old-baseline S2 scene (DN without offset, no raster:bands), an S1 scene with -32768 as its nodata in
+    half its pixels, and an S1 scene in linear power."""
+    items = tiny_region.items
+    s2, s1 = items_of(items, "sentinel-2-l2a")[0], items_of(items, "sentinel-1-card-bs")
+    old = broken_copy(items, s2, "S2-OLD-BASELINE", props={"s2:processing_baseline": "02.14"})
+    for asset in old["assets"].values():
+        asset.pop("raster:bands", None)
+
+    def hole(band, path):
+        _rewrite(path, data=lambda a: np.where(np.arange(a.shape[1]) < a.shape[1] // 2, -32768, a))
+        with rasterio.open(path, "r+") as ds:
+            ds.nodata = -32768
+
+    def linear(band, path):
+        _rewrite(path, data=lambda a: (10 ** (a / 10)).astype(a.dtype))
+
+    holed = broken_copy(items, s1[0], "S1-NODATA", hole, props={"datetime": "2024-01-02T05:00:00Z"})
+    lin = broken_copy(items, s1[1], "S1-LINEAR", linear, props={"datetime": "2024-01-03T05:00:00Z"})
+    return write_items(items, [old], "old.json"), write_items(items, [holed, lin], "s1-odd.json"), old
+
+
+def _source_and_cube(cube, collection: str, items, feature: dict, band: str, *, decode: bool):
+    """One band of a scene as its file holds it, and as the cube holds it over the same pixels."""
+    with rasterio.open(asset_path(items, feature, band)) as src:
+        source, b = src.read(1), src.bounds
+    ds = open_cube(cube, collection, bands=[band], decode=decode)
+    got = ds[band].sel(time=ds.time[list(ds["scene_id"].values).index(feature["id"])])
+    return source, got.sel(x=slice(b.left, b.right), y=slice(b.top, b.bottom)).values
+
+
+def test_an_old_processing_baseline_reads_as_reflectance_like_the_rest(odd_sources, tmp_path):
+    old_items, _, old = odd_sources
+    ingest(old_items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    source, got = _source_and_cube(tmp_path / "cube", "s2", old_items, old, "B04", decode=False)
+    dn, got = source.astype(np.int64), got.astype(np.int64)
+    np.testing.assert_array_equal(got[dn > 0], dn[dn > 0] + 1000)  # stored with the cube's offset of -1000 DN
+    np.testing.assert_array_equal(got[dn == 0], 0)
+
+
+def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources, tmp_path):
+    _, s1_items, _ = odd_sources
+    result = ingest(s1_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "S1-LINEAR" and "looks like linear power, not dB" in rejection.reason
+    holed = items_of(s1_items, "sentinel-1-card-bs")[0]
+    source, vv = _source_and_cube(tmp_path / "cube", "s1", s1_items, holed, "VV", decode=True)
+    np.testing.assert_array_equal(np.isnan(vv), source == -32768)
+    assert np.isnan(vv).any() and (vv[source != -32768] == source[source != -32768]).all()
