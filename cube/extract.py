@@ -21,8 +21,10 @@ its pixels, so the cube is read block by block, each block once, instead of scen
    read per tile and the versions updated from. An update that gained tiles is refused (parcels might
    move to another tile); the few parcels read across tiles are read again whole.
 
-The rare parcel that no tile holds whole (only across UTM zones or at a cube edge) is read through
-``parcel_timeseries`` itself. Every input parcel ends up in ``parcels.parquet`` with its status.
+The rare parcel that no tile holds whole (only across UTM zones or at a cube edge), and parcels that overlap
+another one (the label layer gives a shared pixel to one parcel only), are read through
+``parcel_timeseries`` itself, each with all its own pixels. Every input parcel ends up in
+``parcels.parquet`` with its status.
 
 Output::
 
@@ -53,10 +55,21 @@ from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError
+from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import parse_time_range
 from cardcube.spec import ChunkLayout
-from cardcube.storage import StoreLike, list_keys, open_store, read_bytes, read_json, store_url, write_bytes, write_json
+from cardcube.storage import (
+    StoreLike,
+    list_children,
+    list_keys,
+    open_store,
+    read_bytes,
+    read_json,
+    store_url,
+    write_bytes,
+    write_json,
+)
 from cube.dataset import BandReader, open_cube, tile_dates
 from cube.indices import bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
@@ -289,7 +302,7 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
            ) -> tuple[list[_Unit], int]:
     """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
     (``suffix``: after the run's start in the file name, to tell an update's files from the first run's)."""
-    ok = layer.index[layer.index.pixels > 0]
+    ok = layer.index[(layer.index.pixels > 0) & ~layer.index.shared]  # overlapping parcels are read one by one
     units, resumed = [], 0
     for (br, bc), group in ok.groupby([ok.row0 // block, ok.col0 // block], sort=True):
         rows = slice(int(group.row0.min()), int(group.row1.max()))
@@ -311,6 +324,11 @@ def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, 
     whole run."""
     old = read_json(out, MANIFEST)
     if old is None:
+        others = list_children(out, "")
+        if others:  # parcels.parquet would overwrite a parcel file of the same name
+            listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+            raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
+                                      f"a new or empty --out, so that nothing of yours is overwritten")
         write_json(out, MANIFEST, {**manifest, "complete": False})
         return None
     where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
@@ -421,6 +439,7 @@ def extract(
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
+    overlapping: list[Any] = []
     for tile in sorted(version.tiles):
         mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
         if not mine:
@@ -428,9 +447,10 @@ def extract(
         sub = ps.select(mine)
         layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
                              scheduler=scheduler, progress=progress)
-        for row, geom in zip(layer.index.itertuples(), sub.geometries, strict=True):
+        for row, geom in zip(layer.index.itertuples(), sub.to_crs(TileGrid.from_id(tile).crs).geometries, strict=True):
             status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
                                      ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
+        overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
                                                                  selection, time_block)
@@ -447,7 +467,7 @@ def extract(
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ("outside", f"outside the data of every tile of the {collection} cube", "", 0)
-    across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
+    across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1] + overlapping
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
         rows += _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
@@ -470,7 +490,7 @@ def extract(
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, tuple[str, str, str, int]], failures: list[str], *, buffer: float,
                   all_touched: bool, done: set[str]) -> int:
-    """Parcels that no tile holds whole, read as a mosaic by ``parcel_timeseries``."""
+    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``."""
     key = f"{TIMESERIES}/tile=mosaic/part.parquet"
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
@@ -503,24 +523,36 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
+def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
+    """The manifest of the extraction at ``store``: a clear error if there is none, or if the run is unfinished
+    (its files hold only some parcels) and ``allow_incomplete`` is not set."""
+    manifest = read_json(store, MANIFEST)
+    if manifest is None:
+        raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
+                                  f"of cardcube extract)")
+    if not manifest.get("complete") and not allow_incomplete:
+        raise InvalidRequestError(f"the extraction at {store_url(store)} is unfinished: its files hold only some "
+                                  f"parcels and dates. Resume it with the same cardcube extract command (or pass "
+                                  f"allow_incomplete=True to read what is there)")
+    return manifest
+
+
 def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-                    storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                    storage_options: Mapping[str, Any] | None = None, allow_incomplete: bool = False) -> pd.DataFrame:
     """Every statistics row of the extraction at ``out`` (only ``bands`` and ``columns``, if given), sorted by
     parcel, time and band, with the ``tile`` it was read from (the partition key, as pyarrow's hive
-    partitioning gives it).
+    partitioning gives it). An unfinished extraction is refused unless ``allow_incomplete``.
 
     Reads all files into memory: for a territory, select the bands and columns you need, or query the
     Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
     store = open_store(out, storage_options=storage_options, read_only=True)
+    _finished(store, allow_incomplete=allow_incomplete)
     wanted = None if columns is None else list(dict.fromkeys(["parcel_id", "time", "band", *columns]))
     filters = None if bands is None else [("band", "in", list(bands))]
     frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
               .assign(tile=k.split("tile=")[1].split("/")[0]) for k in list_keys(store, f"{TIMESERIES}/")]
     if not frames:
-        if read_json(store, MANIFEST) is None:
-            raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out "
-                                      f"folder of cardcube extract)")
         return pd.DataFrame()
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
@@ -529,7 +561,8 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
 def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
     """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
     store = open_store(out, storage_options=storage_options, read_only=True)
+    _finished(store, allow_incomplete=True)
     data = read_bytes(store, STATUS)
     if data is None:
-        raise FileNotFoundError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
+        raise InvalidRequestError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
     return gpd.read_parquet(io.BytesIO(data))

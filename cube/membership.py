@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import shapely
 from odc.geo.geobox import GeoBox
+from rasterio.enums import MergeAlg
 from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
@@ -132,3 +133,20 @@ def label_pixels(
         shapes, out_shape=geobox.shape, transform=geobox.affine, fill=-1, all_touched=all_touched,
         dtype="int32",
     )
+
+
+def shared_pixels(
+    geometries: Sequence[BaseGeometry | None],
+    geobox: GeoBox,
+    *,
+    buffer: float = DEFAULT_BUFFER,
+    all_touched: bool = False,
+) -> np.ndarray:
+    """Boolean image: the pixels that more than one of ``geometries`` holds under the pixel rule of
+    :func:`label_pixels` -- where overlapping parcels compete for a label and all but one lose the pixel."""
+    shapes = [(g, 1) for g in (buffered(g, buffer) for g in geometries) if g is not None]
+    if len(shapes) < 2:
+        return np.zeros(geobox.shape, dtype=bool)
+    holders = rasterize(shapes, out_shape=geobox.shape, transform=geobox.affine, fill=0, all_touched=all_touched,
+                        dtype="int32", merge_alg=MergeAlg.add)
+    return holders > 1

@@ -4,7 +4,7 @@ Full-territory extraction reads every pixel of the cube once; the question "whic
 in" has the same answer for every date and band, so it is answered once per tile and kept::
 
     <root>/_parcels/<tile>/<digest>/labels/        Zarr v3 int32 array, the tile's 10 m grid; -1 = no parcel
-    <root>/_parcels/<tile>/<digest>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1
+    <root>/_parcels/<tile>/<digest>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1, shared
     <root>/_parcels/<tile>/<digest>/layer.json     written last: a layer without it is incomplete
 
 ``digest`` hashes the tile, the parcels (ids and geometry, in the tile CRS) and the pixel rule (buffer,
@@ -12,7 +12,9 @@ all_touched), so a layer is reused exactly when it would come out the same. Labe
 :func:`cube.membership.label_pixels`, i.e. the pixel rule of :func:`cube.timeseries.parcel_timeseries`.
 The raster is built block by block (parallel, bounded memory), each block rasterising only the parcels
 that meet it; the index records each parcel's pixel count and pixel bounding box (end-exclusive), which
-extraction uses to give every parcel one home block.
+extraction uses to give every parcel one home block, and whether the parcel shares pixels with another one
+(overlapping parcels: the layer gives such a pixel to one of them, so extraction reads these parcels one
+by one instead).
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ from zarr.codecs import BloscCodec
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.storage import read_bytes, read_json, write_bytes, write_json
-from cube.membership import buffered, label_pixels
+from cube.membership import buffered, label_pixels, shared_pixels
 from cube.parcels import ParcelSet
 
 LAYER_RESOLUTION = 10
-INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1")
+INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1", "shared")
+LAYER_FORMAT = 2  # part of the digest: a layer of another format is built anew
 
 __all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer", "parcels_digest", "parquet_bytes"]
 
@@ -51,7 +54,7 @@ __all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer", "parc
 def parcels_digest(parcels: ParcelSet) -> str:
     """A short hash of a parcel set: CRS, ids and geometries."""
     h = hashlib.sha256(parcels.crs.to_string().encode())
-    h.update(json.dumps([str(i) for i in parcels.ids]).encode())
+    h.update(json.dumps([[type(i).__name__, str(i)] for i in parcels.ids]).encode())  # 1 and "1" differ
     for wkb in shapely.to_wkb(np.asarray(parcels.geometries, dtype=object), output_dimension=2):
         h.update(wkb)
     return h.hexdigest()[:16]
@@ -59,7 +62,7 @@ def parcels_digest(parcels: ParcelSet) -> str:
 
 def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: bool) -> str:
     """A short hash of everything the label raster depends on."""
-    key = json.dumps([tile, buffer, all_touched, parcels_digest(parcels)])
+    key = json.dumps([LAYER_FORMAT, tile, buffer, all_touched, parcels_digest(parcels)])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -109,11 +112,35 @@ def _pixel_boxes(geoms: np.ndarray, geobox: GeoBox) -> np.ndarray:
 
 
 def _rasterise_block(array: zarr.Array, geoms: Sequence[Any], labels: np.ndarray, geobox: GeoBox,
-                     rows: slice, cols: slice, *, buffer: float, all_touched: bool) -> np.ndarray:
-    """Burn ``geoms`` (global ``labels``) into one block; the block's (label, pixels, row0, row1, col0, col1)."""
-    local = label_pixels(list(geoms), geobox[rows, cols], buffer=buffer, all_touched=all_touched)
+                     rows: slice, cols: slice, *, buffer: float, all_touched: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Burn ``geoms`` (global ``labels``) into one block; the block's (label, pixels, row0, row1, col0, col1),
+    and the labels of the parcels that share a pixel with another one (:func:`_sharing`)."""
+    block = geobox[rows, cols]
+    local = label_pixels(list(geoms), block, buffer=buffer, all_touched=all_touched)
     out = np.where(local >= 0, labels[np.maximum(local, 0)], -1).astype(np.int32)
     array[rows, cols] = out
+    return _label_boxes(out, rows, cols), labels[_sharing(geoms, block, buffer=buffer, all_touched=all_touched)]
+
+
+def _sharing(geoms: Sequence[Any], geobox: GeoBox, *, buffer: float, all_touched: bool) -> np.ndarray:
+    """Positions in ``geoms`` of the parcels holding a pixel that another one holds too (overlapping parcels:
+    the label layer can give such a pixel to one of them only)."""
+    shared = shared_pixels(list(geoms), geobox, buffer=buffer, all_touched=all_touched)
+    if not shared.any():
+        return np.empty(0, dtype=np.int64)
+    rows, cols = np.nonzero(shared)
+    a = geobox.affine
+    if all_touched:  # the pixels themselves
+        where = shapely.box(a.c + cols * a.a, a.f + (rows + 1) * a.e, a.c + (cols + 1) * a.a, a.f + rows * a.e)
+    else:  # their centres
+        where = shapely.points(a.c + (cols + 0.5) * a.a, a.f + (rows + 0.5) * a.e)
+    grown = [buffered(g, buffer) for g in geoms]
+    tree = shapely.STRtree([g if g is not None else shapely.Point() for g in grown])
+    return np.unique(tree.query(where, predicate="intersects")[1])
+
+
+def _label_boxes(out: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Per label of a block: (label, pixels, row0, row1, col0, col1), rows and cols in tile pixels."""
     flat = np.flatnonzero(out >= 0)
     lab = out.ravel()[flat]
     order = np.argsort(lab, kind="stable")
@@ -128,16 +155,18 @@ def _rasterise_block(array: zarr.Array, geoms: Sequence[Any], labels: np.ndarray
                      np.maximum.reduceat(c, starts) + 1], axis=1).astype(np.int64)
 
 
-def _merge(parts: list[np.ndarray], ids: Sequence[Hashable]) -> pd.DataFrame:
-    """One index row per parcel from the per-block rows (pixels summed, boxes joined)."""
-    rows = pd.DataFrame(np.concatenate([np.empty((0, 6), np.int64), *parts]),
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids: Sequence[Hashable]) -> pd.DataFrame:
+    """One index row per parcel from the per-block rows (pixels summed, boxes joined), and whether it shares
+    pixels with another parcel."""
+    rows = pd.DataFrame(np.concatenate([np.empty((0, 6), np.int64), *(p[0] for p in parts)]),
                         columns=["label", "pixels", "row0", "row1", "col0", "col1"])
     agg = rows.groupby("label").agg(pixels=("pixels", "sum"), row0=("row0", "min"), row1=("row1", "max"),
                                     col0=("col0", "min"), col1=("col1", "max"))
     index = pd.DataFrame({"label": np.arange(len(ids), dtype=np.int64), "parcel_id": pd.array(list(ids), dtype=object)})
     index = index.join(agg, on="label")
     index[["pixels", "row0", "row1", "col0", "col1"]] = index[["pixels", "row0", "row1", "col0", "col1"]].fillna(0)
-    return index.astype({c: np.int64 for c in INDEX_COLUMNS if c != "parcel_id"})
+    index["shared"] = np.isin(index["label"], np.concatenate([np.empty(0, np.int64), *(p[1] for p in parts)]))
+    return index.astype({c: np.int64 for c in INDEX_COLUMNS if c not in ("parcel_id", "shared")})
 
 
 def parcel_layer(

@@ -127,6 +127,40 @@ def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path
     assert (status.loc[status.status == "ok", "pixels"] > 0).all()
 
 
+def test_overlapping_parcels_each_keep_all_their_pixels(cube, parcels, tmp_path):
+    """A parcel register with overlaps (a duplicate, a field drawn inside another): the label layer can give a
+    shared pixel to one parcel only, so these are read one by one, with the numbers of parcel_timeseries."""
+    first = parcels.iloc[5]
+    centre = first.geometry.representative_point()
+    extra = gpd.GeoDataFrame({"parcel_id": ["copy", "inside"]},
+                             geometry=[first.geometry, box(centre.x - 40, centre.y - 40, centre.x + 40, centre.y + 40)],
+                             crs=parcels.crs)
+    overlapping = pd.concat([parcels.iloc[:12], extra], ignore_index=True)
+    extract(overlapping, cube, tmp_path / "out", bands=["B04"], block=BLOCK, progress=False)
+    got = read_timeseries(tmp_path / "out").drop(columns="tile")
+    _same(got, parcel_timeseries(cube, overlapping, bands=["B04"]))
+    status = read_status(tmp_path / "out").set_index("parcel_id")
+    assert (status.loc[[first.parcel_id, "copy", "inside"], "status"] == "ok").all()
+    assert status.loc[first.parcel_id, "pixels"] == status.loc["copy", "pixels"] > status.loc["inside", "pixels"]
+
+
+def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube, parcels, tiny_region, tmp_path):
+    lpis = tmp_path / "lpis"
+    lpis.mkdir()
+    shutil.copy(tiny_region.parcels, lpis / "parcels.parquet")  # the name of the status table
+    with pytest.raises(InvalidRequestError, match=r"holds parcels\.parquet but no extraction"):
+        extract(lpis / "parcels.parquet", cube, lpis, bands=["B04"], progress=False)
+    assert gpd.read_parquet(lpis / "parcels.parquet").columns.equals(gpd.read_parquet(tiny_region.parcels).columns)
+    with pytest.raises(InvalidRequestError, match="no extraction at"):
+        read_status(lpis)
+    numbered = parcels.iloc[:8].assign(parcel_id=range(1, 9))
+    as_text = numbered.assign(parcel_id=[str(i) for i in range(1, 9)])
+    extract(numbered, cube, tmp_path / "int", bands=["B04"], progress=False)
+    extract(as_text, cube, tmp_path / "str", bands=["B04"], progress=False)  # not the integer ids' layer
+    assert read_timeseries(tmp_path / "str").parcel_id.map(type).eq(str).all()
+    assert read_status(tmp_path / "int").parcel_id.tolist() == list(range(1, 9))
+
+
 def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted, tiny_region, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
@@ -136,6 +170,9 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
     assert killed.returncode == -9, killed.stderr
     written = list((out / "timeseries").rglob("*.parquet"))
     assert len(written) == 1  # killed right after its first file
+    with pytest.raises(InvalidRequestError, match="is unfinished"):  # not read as if it held every parcel
+        read_timeseries(out)
+    assert set(read_timeseries(out, allow_incomplete=True).band) == {"B04", "NDVI"}
     env.pop("CARDCUBE_KILL_AT")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
