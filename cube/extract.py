@@ -406,8 +406,8 @@ def extract(
     mask = resolve_mask(mask, list(spec.band_names), collection)
     need_scl = "SCL" in spec.band_names and (mask is not None or histogram)
     names = tuple(dict.fromkeys([*bands_for(bands), *(["SCL"] if need_scl else [])]))
-    block = block or spec.chunks.shard_space
-    time_block = time_block or spec.chunks.time
+    block = spec.chunks.shard_space if block is None else block
+    time_block = spec.chunks.time if time_block is None else time_block
     if block < 1 or time_block < 1:
         raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
     unit_bytes = block * block * time_block * len(names) * 2

@@ -46,11 +46,15 @@ def bands_for(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_bands(bands: Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """The requested bands and indices (default: every band but SCL), or a clear error naming those the cube
-    (bands ``available``) does not have or cannot compute."""
+def check_bands(bands: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:
+    """The requested bands and indices (a list, or one string ``"B04,NDVI"``; default: every band but SCL), or
+    a clear error naming those the cube (bands ``available``) does not have or cannot compute."""
     if bands is None:
         return [b for b in available if b != "SCL"]
+    if isinstance(bands, str):  # "B04" is one band, not three letters
+        bands = [b.strip() for b in bands.split(",") if b.strip()]
+    if not bands:
+        raise InvalidRequestError(f"no band given; bands: {', '.join(available)}")
     unknown = [b for b in bands if b not in available and not (b in INDICES and set(INDICES[b][0]) <= set(available))]
     if unknown:
         indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]

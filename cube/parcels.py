@@ -45,6 +45,10 @@ class ParcelSet:
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.geometries):
             raise InvalidRequestError(f"{len(self.ids)} parcel ids for {len(self.geometries)} geometries")
+        missing = [k for k, i in enumerate(self.ids) if i is None or (isinstance(i, float) and math.isnan(i))]
+        if missing:
+            raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
+                                      f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
         if len(set(self.ids)) != len(self.ids):
             dup = sorted(str(i) for i, n in Counter(self.ids).items() if n > 1)
             raise InvalidRequestError(f"duplicate parcel ids: {', '.join(dup[:10])}")

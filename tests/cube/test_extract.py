@@ -200,6 +200,15 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, time="2024-09/2024-04", progress=False)
     with pytest.raises(InvalidRequestError, match="unknown statistic"):
         extract(parcels, cube, out, stats=["mean", "average"], progress=False)
+    with pytest.raises(InvalidRequestError, match="must be positive"):
+        extract(parcels, cube, out, block=0, progress=False)
+    with pytest.raises(InvalidRequestError, match="no band given"):
+        extract(parcels, cube, out, bands=[], progress=False)
+    from cube.indices import check_bands
+
+    assert check_bands("B04, NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # one string is a list, not letters
+    with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 3\)"):
+        extract(parcels.assign(parcel_id=parcels.parcel_id.where(parcels.index != 3, None)), cube, out, progress=False)
     assert not out.exists()  # so a corrected run is not refused as "other parameters"
 
 
