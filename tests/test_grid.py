@@ -24,7 +24,7 @@ def test_origins_match_the_products(tile, origin):
 def test_every_point_lies_in_the_tile_of_its_mgrs_square():
     """An independent reference: the MGRS library names the 100 km square holding a point; the Sentinel-2
     tile of that name covers the square (and 9.8 km more), so it must hold the point, in its own CRS.
-    (The grid has tiles where Sentinel-2 observes: land and coasts, not the open ocean.)"""
+    (The grid has tiles where Sentinel-2 observes: land, coasts and much of the sea, not all of it.)"""
     rng = np.random.default_rng(7)
     lat, lon = rng.uniform(-79.5, 83.5, 2000), rng.uniform(-180, 180, 2000)
     to_mgrs = mgrs.MGRS()
@@ -39,7 +39,7 @@ def test_every_point_lies_in_the_tile_of_its_mgrs_square():
         minx, miny, maxx, maxy = grid.bounds
         assert minx <= east <= maxx and miny <= north <= maxy, (square, y, x)
         checked += 1
-    assert checked > 500
+    assert checked > 1500  # 1,881 of the 2,000 points: the grid covers land, coasts and much of the sea
 
 
 def test_the_whole_grid_is_known():
