@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import geopandas as gpd
@@ -26,7 +27,7 @@ from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import compute_reads, data_footprint, open_cube
-from cube.indices import INDICES, add_indices, bands_for, check_bands
+from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -65,9 +66,10 @@ class Chip:
     def times(self) -> np.ndarray:
         return self.data["time"].values
 
+    @cached_property
     def _inside(self) -> np.ndarray:
         """The chip pixels the per-date fractions count: the parcel's, or all without a parcel (or a parcel
-        smaller than a pixel)."""
+        smaller than a pixel); worked out once for the cloud and the no-data fractions."""
         shape = (self.data.sizes["y"], self.data.sizes["x"])
         inside = parcel_pixels(self.outline, self.geobox, buffer=0.0) if self.outline is not None else None
         return inside if inside is not None and inside.any() else np.ones(shape, bool)
@@ -77,13 +79,13 @@ class Chip:
         without an SCL layer (Sentinel-1 sees through clouds). The default mask counts SCL's "no data" too."""
         if "SCL" not in self.data:
             return np.full(self.data.sizes["time"], np.nan)
-        return np.isin(self.data["SCL"].values[:, self._inside()], list(classes)).mean(axis=1)
+        return np.isin(self.data["SCL"].values[:, self._inside], list(classes)).mean(axis=1)
 
     def nodata_fraction(self) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's) with no value in any shown band: outside
         that orbit's swath or the tile's data, not cloudy."""
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
-        return empty[:, self._inside()].mean(axis=1)
+        return empty[:, self._inside].mean(axis=1)
 
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True) -> np.ndarray:
         """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
@@ -174,9 +176,7 @@ def chip(
         raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
     if isinstance(cube, xr.Dataset):
         collection = cube.attrs.get("cardcube:collection", collection)
-    if isinstance(bands, str):  # "NDVI" or "B04,B03,B02", not letters
-        bands = [b.strip() for b in bands.split(",") if b.strip()]
-    bands = tuple(bands or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
+    bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
     geom, pid, crs = _locate(where, registry)

@@ -447,9 +447,11 @@ def extract(
         sub = ps.select(mine)
         layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
                              scheduler=scheduler, progress=progress)
-        for row, geom in zip(layer.index.itertuples(), sub.to_crs(TileGrid.from_id(tile).crs).geometries, strict=True):
-            status[row.parcel_id] = (("ok", "", tile, row.pixels) if row.pixels else
-                                     ("too_small", too_small(row.parcel_id, geom, buffer=buffer).reason, tile, 0))
+        empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
+        metric = sub.select(empty).to_crs(TileGrid.from_id(tile).crs)  # their area, in m², for the reason
+        status.update({pid: ("too_small", too_small(pid, geom, buffer=buffer).reason, tile, 0)
+                       for pid, geom in zip(metric.ids, metric.geometries, strict=True)})
+        status.update({row.parcel_id: ("ok", "", tile, row.pixels) for row in layer.index.itertuples() if row.pixels})
         overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
@@ -523,9 +525,9 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
-def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
-    """The manifest of the extraction at ``store``: a clear error if there is none, or if the run is unfinished
-    (its files hold only some parcels) and ``allow_incomplete`` is not set."""
+def _finished(store: Any, *, allow_incomplete: bool) -> None:
+    """A clear error if ``store`` holds no extraction, or an unfinished one (its files hold only some parcels)
+    and ``allow_incomplete`` is not set."""
     manifest = read_json(store, MANIFEST)
     if manifest is None:
         raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
@@ -534,7 +536,6 @@ def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
         raise InvalidRequestError(f"the extraction at {store_url(store)} is unfinished: its files hold only some "
                                   f"parcels and dates. Resume it with the same cardcube extract command (or pass "
                                   f"allow_incomplete=True to read what is there)")
-    return manifest
 
 
 def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,

@@ -46,13 +46,17 @@ def bands_for(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def band_list(bands: Sequence[str] | str) -> list[str]:
+    """Bands given as a list or as one string ``"B04, NDVI"`` ("B04" is one band, not three letters)."""
+    return [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)
+
+
 def check_bands(bands: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:
-    """The requested bands and indices (a list, or one string ``"B04,NDVI"``; default: every band but SCL), or
-    a clear error naming those the cube (bands ``available``) does not have or cannot compute."""
+    """The requested bands and indices (:func:`band_list`; default: every band but SCL), or a clear error
+    naming those the cube (bands ``available``) does not have or cannot compute."""
     if bands is None:
         return [b for b in available if b != "SCL"]
-    if isinstance(bands, str):  # "B04" is one band, not three letters
-        bands = [b.strip() for b in bands.split(",") if b.strip()]
+    bands = band_list(bands)
     if not bands:
         raise InvalidRequestError(f"no band given; bands: {', '.join(available)}")
     unknown = [b for b in bands if b not in available and not (b in INDICES and set(INDICES[b][0]) <= set(available))]

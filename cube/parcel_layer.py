@@ -116,16 +116,17 @@ def _rasterise_block(array: zarr.Array, geoms: Sequence[Any], labels: np.ndarray
     """Burn ``geoms`` (global ``labels``) into one block; the block's (label, pixels, row0, row1, col0, col1),
     and the labels of the parcels that share a pixel with another one (:func:`_sharing`)."""
     block = geobox[rows, cols]
-    local = label_pixels(list(geoms), block, buffer=buffer, all_touched=all_touched)
+    grown = [buffered(g, buffer) for g in geoms]  # once, for the labels and for the shared pixels
+    local = label_pixels(grown, block, buffer=0.0, all_touched=all_touched)
     out = np.where(local >= 0, labels[np.maximum(local, 0)], -1).astype(np.int32)
     array[rows, cols] = out
-    return _label_boxes(out, rows, cols), labels[_sharing(geoms, block, buffer=buffer, all_touched=all_touched)]
+    return _label_boxes(out, rows, cols), labels[_sharing(grown, block, all_touched=all_touched)]
 
 
-def _sharing(geoms: Sequence[Any], geobox: GeoBox, *, buffer: float, all_touched: bool) -> np.ndarray:
-    """Positions in ``geoms`` of the parcels holding a pixel that another one holds too (overlapping parcels:
-    the label layer can give such a pixel to one of them only)."""
-    shared = shared_pixels(list(geoms), geobox, buffer=buffer, all_touched=all_touched)
+def _sharing(grown: Sequence[Any], geobox: GeoBox, *, all_touched: bool) -> np.ndarray:
+    """Positions in ``grown`` (buffered geometries, None where nothing remains) of the parcels holding a pixel
+    that another one holds too (overlapping parcels: the label layer can give such a pixel to one only)."""
+    shared = shared_pixels(grown, geobox, buffer=0.0, all_touched=all_touched)
     if not shared.any():
         return np.empty(0, dtype=np.int64)
     rows, cols = np.nonzero(shared)
@@ -134,7 +135,6 @@ def _sharing(geoms: Sequence[Any], geobox: GeoBox, *, buffer: float, all_touched
         where = shapely.box(a.c + cols * a.a, a.f + (rows + 1) * a.e, a.c + (cols + 1) * a.a, a.f + rows * a.e)
     else:  # their centres
         where = shapely.points(a.c + (cols + 0.5) * a.a, a.f + (rows + 0.5) * a.e)
-    grown = [buffered(g, buffer) for g in geoms]
     tree = shapely.STRtree([g if g is not None else shapely.Point() for g in grown])
     return np.unique(tree.query(where, predicate="intersects")[1])
 
