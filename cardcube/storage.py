@@ -66,7 +66,7 @@ def open_store(
         return location
     text = os.fspath(location)
     if "://" not in text or text.startswith("file://"):
-        path = Path(text.removeprefix("file://")).expanduser().absolute()
+        path = Path(os.path.abspath(Path(text.removeprefix("file://")).expanduser()))  # "a/../b" is "b"
         if read_only and not path.exists():
             from cardcube.errors import CubeNotFoundError
 

@@ -21,6 +21,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
 
 
+def _statistics_options(p: argparse.ArgumentParser) -> None:
+    """What ``timeseries`` and ``extract`` compute: bands, statistics, parcel pixels and the cloud mask."""
+    p.add_argument("--bands", default=None, help="comma-separated bands and indices, e.g. B04,B08,NDVI "
+                   "(default: every band but SCL)")
+    p.add_argument("--stats", default=None, help="comma-separated statistics: count, mean, std, min, max, median "
+                   "and any percentile pNN (default: count,mean,std,min,max,p25,median,p75)")
+    p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
+    p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
+    p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+
+
+def _statistics_arguments(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`_statistics_options`' options, as the Python API takes them."""
+    from cube.stats import STATS
+
+    return {"bands": args.bands, "stats": [s.strip() for s in args.stats.split(",")] if args.stats else STATS,
+            "buffer": args.buffer,
+            "all_touched": args.all_touched, "mask": None if args.no_mask else "default"}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
@@ -29,10 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("ids", nargs="*", help="parcel ids from --parcels (default: all of them)")
     p.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="the parcel containing this point")
-    p.add_argument("--bands", default=None, help="comma-separated bands and indices, e.g. B04,B08,NDVI")
-    p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
-    p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
-    p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+    _statistics_options(p)
     p.add_argument("--out", required=True, help="output .csv or .parquet")
     p.set_defaults(func=_timeseries)
 
@@ -59,12 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
-    e.add_argument("--bands", default=None, help="comma-separated bands and indices (default: all bands)")
     e.add_argument("--time", help=TIME_HELP)
     e.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
-    e.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
-    e.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+    _statistics_options(e)
     e.add_argument("--block", type=int, default=None, help="work unit side in 10 m pixels (default: shard side)")
+    e.add_argument("--time-block", type=int, default=None,
+                   help="dates a work unit reads at once (default: the cube's time chunk); fewer use less memory")
     e.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
@@ -131,9 +148,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
-                                  bands=args.bands.split(",") if args.bands else None, buffer=args.buffer,
-                                  all_touched=args.all_touched, mask=None if args.no_mask else "default",
-                                  time=args.time, as_of=args.as_of)
+                                  time=args.time, as_of=args.as_of, **_statistics_arguments(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     status = pd.DataFrame(frame.attrs["parcel_status"])
@@ -171,15 +186,16 @@ def _chip(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from cube.extract import extract
 
-    result = extract(args.parcels, args.cube, args.out, collection=args.collection,
-                     bands=args.bands.split(",") if args.bands else None, time=args.time, as_of=args.as_of,
-                     buffer=args.buffer, mask=None if args.no_mask else "default", block=args.block,
-                     scheduler=args.scheduler, id_column=args.id_column, progress=not args.quiet,
-                     update=args.update)
+    result = extract(args.parcels, args.cube, args.out, collection=args.collection, time=args.time,
+                     as_of=args.as_of, block=args.block, time_block=args.time_block, scheduler=args.scheduler,
+                     id_column=args.id_column, progress=not args.quiet, update=args.update,
+                     **_statistics_arguments(args))
     print(result.summary())
     for failure in result.failures:
         print(f"  failed: {failure}")
-    return 0 if not result.failures else 1
+    if not result.status["ok"]:
+        print(f"no parcel could be measured: {result.out}/parcels.parquet gives each one's reason", file=sys.stderr)
+    return 0 if result.status["ok"] and not result.failures else 1
 
 
 def _statistics(path: str, bands: list[str]):

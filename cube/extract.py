@@ -83,6 +83,7 @@ from cube.timeseries import assign_tiles, parcel_timeseries, resolve_mask
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
 TIMESERIES = "timeseries"
+MOSAIC = f"{TIMESERIES}/tile=mosaic/part.parquet"  # the parcels read one by one (across tiles, overlapping)
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
 
@@ -93,8 +94,9 @@ __all__ = ["ExtractResult", "extract", "read_status", "read_timeseries"]
 class ExtractResult:
     """What an extraction did: where, from which cube version, how many parcels by status, how much.
 
-    ``units`` counts output files (a work unit's block x one run of dates); ``units_resumed`` those a
-    previous run had written already."""
+    ``units`` counts the output files this run wrote (a work unit's block x one run of dates, and the file of
+    the parcels read one by one), ``rows`` the rows in them; ``units_resumed`` counts the files an earlier,
+    interrupted run had written already."""
 
     out: str
     collection: str
@@ -114,10 +116,10 @@ class ExtractResult:
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
-        resumed = f" ({self.units_resumed} already done)" if self.units_resumed else ""
+        resumed = f" ({self.units_resumed} more written by an earlier run)" if self.units_resumed else ""
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
-                f"{self.rows} rows in {self.units} file(s){resumed}, {self.chunks} chunks read, "
+                f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
                 f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
 
 
@@ -399,10 +401,13 @@ def extract(
     store = open_store(cube, storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
     spec = version.spec
-    bands = check_bands(bands, list(spec.band_names))
+    bands = check_bands(bands, list(spec.band_names), statistics=True)
     check_stats(stats)
     if not isinstance(time, frozenset):
         parse_time_range(time)  # a bad range fails before anything is written to ``out``
+    if not update and not any(tile_dates(state, time) for state in version.tiles.values()):
+        raise InvalidRequestError(f"no acquisition of version {version.version} of the {collection} cube falls "
+                                  f"within the time range {time}")
     mask = resolve_mask(mask, list(spec.band_names), collection)
     need_scl = "SCL" in spec.band_names and (mask is not None or histogram)
     names = tuple(dict.fromkeys([*bands_for(bands), *(["SCL"] if need_scl else [])]))
@@ -470,14 +475,19 @@ def extract(
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ("outside", f"outside the data of every tile of the {collection} cube", "", 0)
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1] + overlapping
+    files = sum(len(u.times) for u in units)
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
-        rows += _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                              all_touched=all_touched, done=set() if new and any(new.values()) else done)
+        again = new and any(new.values())
+        written = _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
+                                all_touched=all_touched, done=set() if again else done)
+        if written is not None:
+            rows, files = rows + written, files + 1
+        elif MOSAIC in done and not again:
+            units_resumed += 1
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
     counts = pd.Series([s[0] for s in status.values()]).value_counts()
-    files = sum(len(u.times) for u in units) + units_resumed
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
@@ -491,9 +501,9 @@ def extract(
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, tuple[str, str, str, int]], failures: list[str], *, buffer: float,
-                  all_touched: bool, done: set[str]) -> int:
-    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``."""
-    key = f"{TIMESERIES}/tile=mosaic/part.parquet"
+                  all_touched: bool, done: set[str]) -> int | None:
+    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``: the rows
+    written, or None if none were (they failed, or an earlier run wrote them: read again for their status)."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
@@ -503,11 +513,12 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
         failures.append(str(exc))
         for pid in sub.ids:
             status[pid] = ("failed", str(exc), tiles[pid], 0)
-        return 0
+        return None
     for s in frame.attrs["parcel_status"]:
         status[s["parcel_id"]] = (s["status"], s["reason"], tiles[s["parcel_id"]], s["pixels"])
-    if key not in done:
-        write_bytes(job.out, key, parquet_bytes(frame))
+    if MOSAIC in done:
+        return None
+    write_bytes(job.out, MOSAIC, parquet_bytes(frame))
     return len(frame)
 
 

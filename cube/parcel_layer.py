@@ -52,11 +52,15 @@ __all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer", "parc
 
 
 def parcels_digest(parcels: ParcelSet) -> str:
-    """A short hash of a parcel set: CRS, ids and geometries."""
+    """A short hash of a parcel set: CRS, ids and geometries, whatever the order of its rows (the same parcels
+    read from a re-sorted file are the same set)."""
+    keys = [[type(i).__name__, str(i)] for i in parcels.ids]  # 1 and "1" differ
+    order = sorted(range(len(keys)), key=keys.__getitem__)
     h = hashlib.sha256(parcels.crs.to_string().encode())
-    h.update(json.dumps([[type(i).__name__, str(i)] for i in parcels.ids]).encode())  # 1 and "1" differ
-    for wkb in shapely.to_wkb(np.asarray(parcels.geometries, dtype=object), output_dimension=2):
-        h.update(wkb)
+    h.update(json.dumps([keys[k] for k in order]).encode())
+    wkbs = shapely.to_wkb(np.asarray(parcels.geometries, dtype=object), output_dimension=2)
+    for k in order:
+        h.update(wkbs[k])
     return h.hexdigest()[:16]
 
 
@@ -182,7 +186,8 @@ def parcel_layer(
 ) -> ParcelLayer:
     """The label layer of ``parcels`` on ``tile``: read back if stored, else built and stored.
 
-    ``parcels`` are the parcels to label on this tile, in any CRS; labels are their positions in it.
+    ``parcels`` are the parcels to label on this tile, in any CRS; a label is a row of the layer's ``index``
+    (the same parcels in another order find the stored layer).
     ``block`` is the side of the blocks rasterised in parallel (and of the stored chunks).
     """
     grid = TileGrid.from_id(tile)

@@ -75,8 +75,10 @@ def _percentile_of(stat: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def check_stats(stats: Sequence[str]) -> None:
-    """A clear error for a statistic the kernels do not compute."""
+def check_stats(stats: Sequence[str], *, required: bool = True) -> None:
+    """A clear error for a statistic the kernels do not compute, or for none at all if ``required``."""
+    if required and not stats:
+        raise InvalidRequestError(f"no statistic given; use {', '.join(STATS)} or pNN")
     bad = [s for s in stats if s not in STATS and s != "masked" and _percentile_of(s) is None]
     if bad:
         raise InvalidRequestError(f"unknown statistic(s) {bad}; use {', '.join(STATS)} or pNN")
@@ -423,7 +425,7 @@ def segment_stats(
     masked by ``clear[t, at[k]]`` (``clear`` then has one column per pixel). The statistics are those of
     the pixels, bit for bit for stored unsigned 8/16-bit values (exact integer sums), from fewer reads.
     """
-    check_stats(stats)
+    check_stats(stats, required=False)  # backscatter asks for its mean apart
     values = np.asarray(values)
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
         values = values.astype(np.float64)

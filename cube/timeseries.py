@@ -35,7 +35,7 @@ from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS
+from cube.stats import STATS, check_stats
 from cube.tile_arrays import ArrayCache
 
 
@@ -167,19 +167,20 @@ def parcel_timeseries(
     :func:`cube.dataset.open_cube`).
     """
     ps = as_parcels(parcels, registry=registry)
+    check_stats(stats)
     if isinstance(cube, xr.Dataset):
         groups = [(cube, ps)]
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
-        bands = check_bands(bands, spec_bands)
+        bands = check_bands(bands, spec_bands, statistics=True)
         mask = resolve_mask(mask, spec_bands, collection)
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
         spec_bands = list(version.spec.band_names)
-        bands = check_bands(bands, spec_bands)
+        bands = check_bands(bands, spec_bands, statistics=True)
         mask = resolve_mask(mask, spec_bands, collection)
         opened = []
         for tiles, ids in _tile_groups(version, ps).items():

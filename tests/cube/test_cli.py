@@ -15,10 +15,12 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
     ids = list(parcels.parcel_id.iloc[10:12])
     out = tmp_path / "stats.parquet"
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids,
-                 "--bands", "B04,NDVI", "--out", str(out)])
+                 "--bands", "B04,NDVI", "--stats", "count, mean,p10", "--out", str(out)])
     assert code == 0 and "from cube version 1" in capsys.readouterr().out
     written = pd.read_parquet(out)
-    expected = parcel_timeseries(tiny_cube, ids, registry=parcels, bands=["B04", "NDVI"])
+    assert "p10" in written.columns and "median" not in written.columns
+    expected = parcel_timeseries(tiny_cube, ids, registry=parcels, bands=["B04", "NDVI"],
+                                 stats=["count", "mean", "p10"])
     pd.testing.assert_frame_equal(written.reset_index(drop=True), expected.reset_index(drop=True),
                                   check_categorical=False, check_dtype=False)
 

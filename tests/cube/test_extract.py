@@ -174,16 +174,24 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
         read_timeseries(out)
     assert set(read_timeseries(out, allow_incomplete=True).band) == {"B04", "NDVI"}
     env.pop("CARDCUBE_KILL_AT")
+    first = len(pd.read_parquet(written[0]))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "1 already done" in done.stdout
+    assert "(1 more written by an earlier run)" in done.stdout
+    rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1])  # what the resumed run itself wrote
+    assert rows + first == len(read_timeseries(out))
     _same(read_timeseries(out), _bands(read_timeseries(s2_extracted), "B04", "NDVI"))
 
 
 def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_extracted):
     before = {p: p.stat().st_mtime_ns for p in (s2_extracted / "timeseries").rglob("*.parquet")}
     again = extract(parcels, cube, s2_extracted, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK, progress=False)
-    assert again.rows == 0 and again.units_resumed == again.units > 0
+    assert again.rows == again.units == 0 and again.units_resumed == len(before)
+    # the same parcels re-sorted, and the cube named through "..", are the same extraction
+    same_cube = cube.parent / "elsewhere" / ".." / cube.name
+    again = extract(parcels.iloc[::-1], same_cube, s2_extracted, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK,
+                    progress=False)
+    assert again.rows == again.units == 0 and again.units_resumed == len(before)
     assert {p: p.stat().st_mtime_ns for p in (s2_extracted / "timeseries").rglob("*.parquet")} == before
     with pytest.raises(InvalidRequestError, match="other bands"):
         extract(parcels, cube, s2_extracted, bands=["B04"], block=BLOCK, time_block=TIME_BLOCK, progress=False)
@@ -204,6 +212,12 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, block=0, progress=False)
     with pytest.raises(InvalidRequestError, match="no band given"):
         extract(parcels, cube, out, bands=[], progress=False)
+    with pytest.raises(InvalidRequestError, match="no statistic given"):
+        extract(parcels, cube, out, stats=[], progress=False)
+    with pytest.raises(InvalidRequestError, match="SCL holds scene classes"):
+        extract(parcels, cube, out, bands=["B04", "SCL"], progress=False)
+    with pytest.raises(InvalidRequestError, match=r"no acquisition of version 1 .* falls within"):
+        extract(parcels, cube, out, time="2030-01/2030-12", progress=False)
     from cube.indices import check_bands
 
     assert check_bands("B04, NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # one string is a list, not letters
@@ -300,7 +314,7 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     env.pop("CARDCUBE_KILL_AT")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "1 already done" in done.stdout and "version 2" in done.stdout
+    assert "(1 more written by an earlier run)" in done.stdout and "version 2" in done.stdout
 
     assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
@@ -324,3 +338,26 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "complete": False}))
     with pytest.raises(InvalidRequestError, match=r"unfinished.*as_of=1"):
         extract(parcels, cube, unfinished, update=True, **kw)
+
+
+def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measured(cube, parcels, tiny_region,
+                                                                                  tmp_path, capsys):
+    from cardcube.cli import main
+
+    base = ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--quiet", "--bands", "B04,NDVI"]
+    assert main([*base, "--out", str(tmp_path / "out"), "--stats", "mean,p90", "--all-touched", "--buffer", "0",
+                 "--time-block", "3", "--no-mask"]) == 0
+    got = read_timeseries(tmp_path / "out").drop(columns="tile")
+    assert {"mean", "p90"} <= set(got.columns) and "median" not in got.columns
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["time_block"] == 3 and manifest["all_touched"] and manifest["mask"] is None
+    _same(got, parcel_timeseries(cube, parcels, bands=["B04", "NDVI"], stats=["mean", "p90"], all_touched=True,
+                                 buffer=0, mask=None))
+    assert main([*base, "--out", str(tmp_path / "scl"), "--bands", "SCL"]) == 2
+    assert "SCL holds scene classes" in capsys.readouterr().err
+    far = parcels.iloc[:3].assign(geometry=parcels.iloc[:3].geometry.translate(xoff=5e6))  # outside every tile
+    far.to_parquet(tmp_path / "far.parquet")
+    code = main(["extract", "--parcels", str(tmp_path / "far.parquet"), "--cube", str(cube), "--quiet",
+                 "--out", str(tmp_path / "far")])
+    assert code == 1 and "no parcel could be measured" in capsys.readouterr().err
+    assert (read_status(tmp_path / "far").status == "outside").all()
