@@ -182,14 +182,15 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
     return scenes
 
 
-def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
-    """The scenes of ``spec``'s source collection found at ``source``, sorted by time then id, their assets
-    keyed by ``spec``'s band names.
+def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | None = None) -> list[SourceScene]:
+    """The scenes of source collection ``collection`` (default: ``spec``'s) found at ``source``, sorted by time
+    then id, their assets keyed by ``spec``'s band names.
 
     ``source`` is a STAC ItemCollection/Catalog/Collection JSON (path or URL), a folder holding
-    ``items.json`` or ``catalog.json``, or a folder of product directories of COGs.
+    ``items.json`` or ``catalog.json``, or a folder of product directories of COGs. Another provider's id of the
+    same product (Earth Search's ``sentinel-2-c1-l2a``) is given as ``collection``.
     """
-    wanted_id = spec.source_collection
+    wanted_id = collection or spec.source_collection
     text, folder = os.fspath(source), None
     if "://" not in text:
         path = Path(text)
@@ -215,7 +216,8 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
     if offered and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
         others = ", ".join(sorted(set(offered)))
         raise InvalidRequestError(f"{source} holds no {wanted_id} item for the {spec.name} cube, only "
-                                  f"{len(offered)} of {others}: is the collection right?")
+                                  f"{len(offered)} of {others}: is the collection right? (a provider's own id "
+                                  f"of it is given as source_collection, in the CLI --source-collection)")
     if wanted and not any(s.assets for s in wanted):  # another provider's layout: say so once, write nothing
         first, more = wanted[0], (f" (nor in the other {len(wanted) - 1} {wanted_id} items)" if len(wanted) > 1 else "")
         raise InvalidRequestError(f"{source}: item {first.scene_id}: "
