@@ -21,12 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest", help="add CARD scenes to a time-first Zarr cube",
         description="Add the scenes of SOURCE (a STAC ItemCollection/catalog JSON, or a folder) to the cube at "
-        "--cube as one new version. Scenes already in the cube are skipped; bad scenes are rejected with a "
+        "--cube as one new version. Assets are matched to bands whether keyed by band (B04, Planetary Computer), "
+        "common name (red, Earth Search; its COG before the -jp2 twin) or band and resolution (B04_10m, "
+        "CDSE; the native resolution). Scenes already in the cube are skipped; bad scenes are rejected with a "
         "reason. Exit status 0 if every scene is in the cube, 1 if some were rejected, 2 on error.",
     )
     p.add_argument("source", help="items.json / catalog.json / folder of scenes")
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    p.add_argument("--source-collection", metavar="ID", default=None,
+                   help="the collection id to take from SOURCE (default: the cube's, sentinel-2-l2a for s2 and "
+                   "sentinel-1-card-bs for s1), e.g. sentinel-2-c1-l2a for Earth Search's collection 1")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
@@ -67,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     storage_options = _storage_options(args)
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options, scheduler=args.scheduler, progress=not args.quiet,
-                    wait=args.wait, catalog=not args.no_catalog)
+                    wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection)
     if args.json:
         amplification = result.write_amplification  # NaN when nothing was written: null in JSON
         print(json.dumps({"version": result.version, "added": list(result.added), "skipped": list(result.skipped),

@@ -161,20 +161,24 @@ def ingest(
     progress: bool = True,
     wait: float = 0.0,
     catalog: bool = True,
+    source_collection: str | None = None,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
     Idempotent (scenes already in are skipped), crash-safe (see :mod:`ingest.commit`), and parallel on
     dask (``scheduler``: threads by default, or a dask-distributed address/Client). Bad scenes are
     rejected with a reason and recorded in the ledger; the others go in. The STAC catalog beside the
-    cube is brought up to date after each commit (``catalog=False`` skips it).
+    cube is brought up to date after each commit (``catalog=False`` skips it). ``source_collection`` is the
+    source's id of the scenes' collection where it is not the cube's own (Earth Search's
+    ``sentinel-2-c1-l2a`` for ``sentinel-2-l2a``); assets are matched to bands whatever the provider calls
+    them (:mod:`ingest.assets`).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
-    scenes = load_scenes(source, spec0)
+    scenes = load_scenes(source, spec0, collection=source_collection)
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     with writer_lock(counting._store, collection, wait=wait):
         checkpoint("locked")

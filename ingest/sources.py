@@ -22,6 +22,7 @@ from pystac.stac_io import DefaultStacIO
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
+from ingest.assets import choose_assets, no_band_reason, scaling_of
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
               "S1A": "sentinel-1a", "S1B": "sentinel-1b", "S1C": "sentinel-1c"}
@@ -42,6 +43,7 @@ class SourceScene:
     assets: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # raster:bands scale, offset
     processing_baseline: float | None = None  # Sentinel-2 L2A: from 04.00, DN carry an offset of -1000
+    other_assets: tuple[str, ...] = ()  # the item's asset keys taken for no band (visual, thumbnail, a JP2 twin)
 
 
 def _iso(when: dt.datetime) -> str:
@@ -79,20 +81,23 @@ class _FsspecStacIO(DefaultStacIO):
             return f.read()
 
 
-def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
-    """A SourceScene from a STAC item; relative asset hrefs are resolved against ``base``."""
+def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = None) -> SourceScene:
+    """A SourceScene from a STAC item, its assets and their scaling keyed by ``spec``'s band names
+    (:func:`ingest.assets.choose_assets`: one asset per band, whatever the provider calls it); relative asset
+    hrefs are resolved against ``base``."""
     props = item.properties
     when = item.datetime or item.common_metadata.start_datetime  # a range: its start (pystac requires one)
     orbit = props.get("sat:relative_orbit")
+    raw = {key: asset.to_dict() for key, asset in item.assets.items()}
+    chosen = choose_assets(raw, spec)
     assets, scaling = {}, {}
-    for key, asset in item.assets.items():
-        href = asset.href
+    for band, key in chosen.items():
+        href = item.assets[key].href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
             href = join_href(base, href)
-        assets[key] = href
-        raster = (asset.extra_fields.get("raster:bands") or [{}])[0]
-        if isinstance(raster, dict) and ("scale" in raster or "offset" in raster):
-            scaling[key] = (raster.get("scale"), raster.get("offset"))
+        assets[band] = href
+        if (said := scaling_of(raw[key])) is not None:
+            scaling[band] = said
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
@@ -105,6 +110,7 @@ def scene_from_item(item: pystac.Item, base: str | None = None) -> SourceScene:
         assets=assets,
         scaling=scaling,
         processing_baseline=_baseline(props.get("s2:processing_baseline")),
+        other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
     )
 
 
@@ -176,12 +182,15 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
     return scenes
 
 
-def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
-    """The scenes of ``spec``'s source collection found at ``source``, sorted by time then id.
+def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | None = None) -> list[SourceScene]:
+    """The scenes of source collection ``collection`` (default: ``spec``'s) found at ``source``, sorted by time
+    then id, their assets keyed by ``spec``'s band names.
 
     ``source`` is a STAC ItemCollection/Catalog/Collection JSON (path or URL), a folder holding
-    ``items.json`` or ``catalog.json``, or a folder of product directories of COGs.
+    ``items.json`` or ``catalog.json``, or a folder of product directories of COGs. Another provider's id of the
+    same product (Earth Search's ``sentinel-2-c1-l2a``) is given as ``collection``.
     """
+    wanted_id = collection or spec.source_collection
     text, folder = os.fspath(source), None
     if "://" not in text:
         path = Path(text)
@@ -198,12 +207,19 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec) -> list[SourceScene]:
                 f"no product found in {folder}: expected items.json, catalog.json or collection.json, or product "
                 f"folders of COGs named like S2B_MSIL2A_<time>_N0510_R<orbit>_T<tile>_<time> holding "
                 f"T<tile>_<time>_<band>_<res>.tif files (SAFE folders and JPEG 2000 are not read)")
+        offered = [s.collection for s in scenes]
+        wanted = [s for s in scenes if s.collection == wanted_id]
     else:
         items, base = _items_from_collection_file(text)
-        scenes = [scene_from_item(i, base or None) for i in items]
-    wanted = [s for s in scenes if s.collection == spec.source_collection]
-    if scenes and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
-        others = ", ".join(sorted({str(s.collection) for s in scenes}))
-        raise InvalidRequestError(f"{source} holds no {spec.source_collection} item for the {spec.name} cube, only "
-                                  f"{len(scenes)} of {others}: is the collection right?")
+        offered = [i.collection_id or "" for i in items]
+        wanted = [scene_from_item(i, spec, base=base or None) for i in items if (i.collection_id or "") == wanted_id]
+    if offered and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
+        others = ", ".join(sorted(set(offered)))
+        raise InvalidRequestError(f"{source} holds no {wanted_id} item for the {spec.name} cube, only "
+                                  f"{len(offered)} of {others}: is the collection right? (a provider's own id "
+                                  f"of it is given as source_collection, in the CLI --source-collection)")
+    if wanted and not any(s.assets for s in wanted):  # another provider's layout: say so once, write nothing
+        first, more = wanted[0], (f" (nor in the other {len(wanted) - 1} {wanted_id} items)" if len(wanted) > 1 else "")
+        raise InvalidRequestError(f"{source}: item {first.scene_id}: "
+                                  f"{no_band_reason(list(first.other_assets), spec)}{more}")
     return sorted(wanted, key=lambda s: (s.time, s.scene_id))

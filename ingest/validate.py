@@ -22,6 +22,7 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
+from ingest.assets import no_band_reason
 from ingest.sources import SourceScene
 from ingest.values import ValueMap, value_map
 
@@ -65,8 +66,11 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
     except ValueError as exc:
         raise SceneGridError(sid, str(exc)) from None
     missing = [b for b in spec.band_names if b not in scene.assets]
+    if not scene.assets and scene.other_assets:
+        raise SceneContentError(sid, no_band_reason(list(scene.other_assets), spec))
     if missing:
-        raise SceneContentError(sid, f"missing band(s) {', '.join(missing)}")
+        others = f" (its other assets: {', '.join(scene.other_assets)})" if scene.other_assets else ""
+        raise SceneContentError(sid, f"missing band(s) {', '.join(missing)}{others}")
 
     windows: dict[int, Window] = {}
     checksums: dict[str, str] = {}

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pystac
 import pytest
 
+from cardcube.cli import main
+from cardcube.errors import InvalidRequestError
 from cardcube.grid import normalise_tile_id
-from ingest.sources import join_href, scene_from_item
+from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
+from cube.dataset import open_cube
+from ingest.job import ingest
+from ingest.sources import join_href, load_scenes, scene_from_item
+from tests.conftest import TEST_CHUNKS
+from tests.ingest.providers import cdse_item, earth_search_item
+from tests.ingest.scene_edits import items_of, write_items
+
+TEST_CHUNKS_LAYOUT = ChunkLayout.parse(TEST_CHUNKS)
 
 
 @pytest.mark.parametrize(("base", "href", "want"), [
@@ -31,16 +44,121 @@ def _item(**props) -> pystac.Item:
 
 
 def test_item_metadata_as_providers_write_it():
-    scene = scene_from_item(_item())
+    scene = scene_from_item(_item(), S2_L2A)
     assert scene.time == "2024-06-01T10:56:21Z" and scene.tile == "31UFU"  # a UTC offset is converted
     ranged = scene_from_item(_item(**{"datetime": None, "start_datetime": "2024-06-01T10:56:21Z",
-                                      "end_datetime": "2024-06-01T10:56:40Z", "sat:relative_orbit": None}))
+                                      "end_datetime": "2024-06-01T10:56:40Z", "sat:relative_orbit": None}),
+                             S2_L2A)
     assert ranged.time == "2024-06-01T10:56:21Z" and ranged.relative_orbit == -1
     hawaii = _item(**{"grid:code": None, "mgrs:utm_zone": 4, "mgrs:latitude_band": "Q", "mgrs:grid_square": "FJ"})
-    assert scene_from_item(hawaii).tile == "04QFJ"  # the MGRS extension's zone is an integer
+    assert scene_from_item(hawaii, S2_L2A).tile == "04QFJ"  # the MGRS extension's zone is an integer
 
 
 @pytest.mark.parametrize(("text", "want"), [("T31UFU", "31UFU"), ("MGRS-4QFJ", "04QFJ"), ("t4qfj", "04QFJ"),
                                             ("31ufu", "31UFU"), ("nonsense", "NONSENSE")])
 def test_tile_ids_are_normalised(text, want):
     assert normalise_tile_id(text) == want
+
+
+def _unknown_layout(feature: dict) -> dict:
+    """``feature`` with its files under keys no rule makes a band of (a provider cardcube does not know)."""
+    item = json.loads(json.dumps(feature))
+    item["assets"] = {f"sr_{k.lower()}_img": {k2: v for k2, v in a.items() if k2 != "eo:bands"}
+                      for k, a in item["assets"].items()}
+    item["assets"]["preview"] = {"href": "preview.png", "type": "image/png", "roles": ["overview"]}
+    return item
+
+
+def test_items_with_no_band_are_a_clear_error_naming_the_item_and_its_assets(tiny_region, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[:3]
+    unknown = write_items(tiny_region.items, [_unknown_layout(f) for f in features], "unknown.json")
+    with pytest.raises(InvalidRequestError, match="no asset is a band of the s2 cube") as info:
+        load_scenes(unknown, S2_L2A)
+    message = str(info.value)
+    assert features[0]["id"] in message and "sr_b04_img, sr_b05_img" in message and "preview" in message
+    assert "nor in the other 2 sentinel-2-l2a items" in message
+    with pytest.raises(InvalidRequestError, match=features[0]["id"]):  # before the cube is touched
+        ingest(unknown, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False)
+    assert not (tmp_path / "cube" / "s2").exists()
+
+
+def test_one_item_without_bands_among_good_ones_is_rejected_with_its_assets(tiny_region, tmp_path):
+    good, odd = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    mixed = write_items(tiny_region.items, [good, _unknown_layout(odd)], "mixed.json")
+    result = ingest(mixed, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
+    assert result.added == (good["id"],)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == odd["id"] and rejection.kind == "SceneContentError"
+    assert "no asset is a band of the s2 cube" in rejection.reason and "sr_scl_img" in rejection.reason
+
+
+def _by_scene(cube, bbox, ids: list[str]) -> dict[str, np.ndarray]:
+    """Every band of the s2 cube at ``cube`` over ``bbox`` for scenes ``ids`` (in that order), as stored."""
+    out = {}
+    for res in S2_L2A.resolutions:
+        ds = open_cube(cube, "s2", resolution=res, bbox=bbox, decode=False,
+                       bands=[b.name for b in S2_L2A.bands_at(res)])
+        held = list(ds["scene_id"].values)
+        index = [held.index(i) for i in ids]
+        out |= {b: ds[b].isel(time=index).values for b in ds.data_vars}
+    return out
+
+
+def test_earth_search_items_ingest_to_the_same_cube_as_the_band_keyed_ones(tiny_region, tiny_cube, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    es = [earth_search_item(f, offset=0.0 if i == 0 else -0.1) for i, f in enumerate(features)]
+    source = write_items(tiny_region.items, es, "earth-search.json")
+    result = ingest(source, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False,
+                    source_collection="sentinel-2-c1-l2a")
+    assert result.ok and len(result.added) == len(features)  # no -jp2 twin was taken: they do not exist
+    ids = [f["id"] for f in features]
+    got, want = _by_scene(tmp_path / "cube", tiny_region.bbox, ids), _by_scene(tiny_cube, tiny_region.bbox, ids)
+    for band in S2_L2A.band_names:
+        np.testing.assert_array_equal(got[band][1:], want[band][1:], err_msg=band)
+    # the first item says offset 0 (DN of an old baseline) on "red", "nir", ...: its DN are shifted to the cube's
+    red = want["B04"][0].astype(np.int64)
+    np.testing.assert_array_equal(got["B04"][0], np.where(red > 0, np.minimum(red + 1000, 65535), 0))
+    np.testing.assert_array_equal(got["SCL"][0], want["SCL"][0])  # classes carry no offset
+
+
+def test_cdse_items_with_jpeg_2000_at_every_resolution_ingest_like_the_cogs(tiny_region, tiny_cube, tmp_path):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[::6][:3]  # a few dates: each band becomes a JP2
+    source = write_items(tiny_region.items, [cdse_item(tiny_region.items, f) for f in features], "cdse.json")
+    result = ingest(source, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
+    assert result.ok and len(result.added) == 3, result.rejected  # B04_20m, SCL_60m, TCI_10m... point nowhere
+    ids = [f["id"] for f in features]
+    got, want = _by_scene(tmp_path / "cube", tiny_region.bbox, ids), _by_scene(tiny_cube, tiny_region.bbox, ids)
+    for band in S2_L2A.band_names:
+        np.testing.assert_array_equal(got[band], want[band], err_msg=band)
+
+
+def test_the_cli_takes_another_source_collection_id(tiny_region, tmp_path, capsys):
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    source = write_items(tiny_region.items, [earth_search_item(f) for f in features], "earth-search-c1.json")
+    args = ["ingest", str(source), "--cube", str(tmp_path / "cube"), "--chunks", TEST_CHUNKS, "--quiet",
+            "--no-catalog", "--json"]
+    assert main(args) == 2  # the cube's own id is not in it
+    err = capsys.readouterr().err
+    assert "holds no sentinel-2-l2a item" in err and "sentinel-2-c1-l2a" in err and "--source-collection" in err
+    assert main([*args, "--source-collection", "sentinel-2-c1-l2a"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == [f["id"] for f in features]
+    ds = open_cube(tmp_path / "cube", bbox=tiny_region.bbox)
+    assert list(ds["scene_id"].values) == [f["id"] for f in features]
+
+
+def test_backscatter_items_of_another_collection_keyed_by_polarisation(tiny_region):
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+    rtc = []
+    for f in features:
+        item = json.loads(json.dumps(f))
+        item["collection"] = "sentinel-1-rtc"
+        item["assets"] = {k.lower(): a for k, a in item["assets"].items()}
+        item["assets"]["rendered_preview"] = {"href": "preview.png", "type": "image/png", "roles": ["overview"]}
+        rtc.append(item)
+    source = write_items(tiny_region.items, rtc, "rtc.json")
+    scenes = load_scenes(source, S1_BACKSCATTER, collection="sentinel-1-rtc")
+    assert [s.scene_id for s in scenes] == [f["id"] for f in features]
+    assert scenes[0].assets["VV"].endswith(features[0]["assets"]["VV"]["href"])
+    assert scenes[0].other_assets == ("rendered_preview",)
+    with pytest.raises(InvalidRequestError, match="holds no sentinel-1-card-bs item"):
+        load_scenes(source, S1_BACKSCATTER)
