@@ -27,7 +27,7 @@ from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import compute_reads, data_footprint, open_cube
-from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands
+from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -202,9 +202,8 @@ def chip(
             centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
             chip_box = _chip_box(centre, grid, res, size)
             if box(*grid.bounds).contains(box(*chip_box)) and data_footprint(version, tile).intersects(box(*chip_box)):
-                needed = list(dict.fromkeys([*bands_for(bands), *(["SCL"] if "SCL" in version.spec.band_names
-                                                                   else [])]))
-                ds = open_cube(store, collection, bbox=chip_box, time=time, bands=needed, as_of=version,
+                ds = open_cube(store, collection, bbox=chip_box, time=time, as_of=version,
+                               bands=stored_bands(bands, version.spec.band_names),
                                tiles=[tile], resolution=res, chunks="window", cache=cache)  # a read per band and block
                 break
         if ds is None:

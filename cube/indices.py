@@ -46,6 +46,12 @@ def bands_for(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def stored_bands(names: Sequence[str], available: Sequence[str], *, scl: bool = True) -> list[str]:
+    """The stored bands to read for ``names`` (bands and indices): their inputs, then SCL if the cube (bands
+    ``available``) has it and ``scl`` says it is wanted (a cloud mask, class counts, a chip's cloud frame)."""
+    return list(dict.fromkeys([*bands_for(names), *(["SCL"] if scl and "SCL" in available else [])]))
+
+
 def band_list(bands: Sequence[str] | str) -> list[str]:
     """Bands given as a list or as one string ``"B04, NDVI"`` ("B04" is one band, not three letters)."""
     return [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)

@@ -24,16 +24,15 @@ import xarray as xr
 
 from cardcube.spec import SCL_CLASSES
 from cube.indices import INDICES, add_indices, bands_for
+from cube.parcel_stats import ParcelStats, stats_frame
 from cube.stats import (
     STATS,
-    ParcelStats,
     WeightedIndex,
     backscatter_segment_stats,
     class_histogram,
     clear_pixels,
     segment_stats,
     small_uint,
-    stats_frame,
     unpack,
 )
 
@@ -103,7 +102,7 @@ class ParcelPixels:
     def frame(self, bands: Sequence[str], *, stats: Sequence[str] = STATS, mask: Sequence[int] | None = None,
               histogram: bool = True) -> pd.DataFrame:
         """Per parcel, date and band (indices included): ``count, masked, mean, ...`` as in
-        :func:`cube.stats.stats_frame`, plus ``scl_<code>`` class counts when SCL is among the values
+        :func:`cube.parcel_stats.stats_frame`, plus ``scl_<code>`` class counts when SCL is among the values
         (``histogram``) and the acquisition columns. ``mask``: SCL classes treated as missing."""
         return stats_frame(self.band_stats(bands, stats=stats, mask=mask), per_date=self.per_date(histogram))
 

@@ -3,10 +3,10 @@
 Input is always the same flat form: ``values`` of shape ``(time, npix)`` (NaN where a pixel is masked
 or nodata) and ``labels`` of shape ``(npix,)`` naming each pixel's parcel (0 .. n_labels-1; negative
 labels are ignored, so a raw :func:`cube.membership.label_pixels` image can be passed flattened).
-Pixels are sorted by label once; then one compiled (numba) pass per date row gathers each parcel's valid
-values, sums them, and orders them only as far as the percentiles need (for the cube's stored 8/16-bit
-integers: a histogram of the parcel's value range, or a radix sort; otherwise quickselect): no Python
-loop over parcels, and no full-array temporaries.
+Pixels are sorted by label once; then one compiled (numba) pass per date row (:mod:`cube.kernels`)
+gathers each parcel's valid values, sums them, and orders them only as far as the percentiles need (for
+the cube's stored 8/16-bit integers: a histogram of the parcel's value range, or a radix sort; otherwise
+quickselect): no Python loop over parcels, and no full-array temporaries.
 
 Conventions
 -----------
@@ -24,23 +24,20 @@ Conventions
   values as stored (conversion is monotonic, so min/max/odd medians are identical either way;
   interpolated percentiles interpolate in dB).
 * SCL classes are counted, never averaged: :func:`class_histogram` gives counts per parcel, date and
-  class; :class:`ClassHistogram` holds them with the dates and turns them into fractions or a frame.
+  class; :class:`cube.parcel_stats.ClassHistogram` holds them with the dates and turns them into fractions
+  or a frame. :class:`cube.parcel_stats.ParcelStats` and its table are what these numbers become.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numba
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from cardcube.errors import InvalidRequestError
-from cardcube.spec import DEFAULT_SCL_MASK
+from cube import kernels
 
 STATS: tuple[str, ...] = ("count", "mean", "std", "min", "max", "p25", "median", "p75")
 FRAME_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "band", "count", "masked", *STATS[1:])
@@ -48,8 +45,6 @@ FRAME_COLUMNS: tuple[str, ...] = ("parcel_id", "time", "band", "count", "masked"
 __all__ = [
     "FRAME_COLUMNS",
     "STATS",
-    "ClassHistogram",
-    "ParcelStats",
     "WeightedIndex",
     "backscatter_segment_stats",
     "backscatter_stats",
@@ -59,8 +54,6 @@ __all__ = [
     "linear_to_db",
     "segment_stats",
     "small_uint",
-    "stats_frame",
-    "stats_table",
     "unpack",
     "zonal_stats",
 ]
@@ -101,302 +94,6 @@ class _Segments:
         keep = np.flatnonzero(labels >= 0)
         order = keep[np.argsort(labels[keep], kind="stable")]
         return cls(order, np.bincount(labels[order], minlength=n_labels).astype(np.int64))
-
-
-@numba.njit(cache=True, nogil=True)
-def _lerp(a: float, b: float, t: float) -> float:
-    """Linear interpolation as numpy's percentile does it (stable near both ends), except that equal
-    neighbours give their value (numpy gives NaN for two equal infinities)."""
-    if a == b:
-        return a
-    diff = b - a
-    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
-
-
-@numba.njit(cache=True, nogil=True)
-def _select(a, lo, hi, k):
-    """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value it would hold sorted, with no greater value before
-    it and no smaller one after (quickselect: Hoare partition, median-of-three pivot; linear on average,
-    where a full sort is n log n)."""
-    hi -= 1
-    while hi > lo:
-        if hi - lo < 16:  # insertion sort on a short run
-            for i in range(lo + 1, hi + 1):
-                x = a[i]
-                j = i - 1
-                while j >= lo and a[j] > x:
-                    a[j + 1] = a[j]
-                    j -= 1
-                a[j + 1] = x
-            return
-        mid = (lo + hi) >> 1
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return
-
-
-@numba.njit(cache=True, nogil=True)
-def _radix_pass(src, dst, c, shift, counts):
-    """One stable counting pass of an LSD radix sort: ``src[:c]`` into ``dst`` by the 8 bits at ``shift``."""
-    counts[:] = 0
-    for i in range(c):
-        counts[(np.int64(src[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
-    total = 0
-    for b in range(256):
-        n = counts[b]
-        counts[b] = total
-        total += n
-    for i in range(c):
-        d = (np.int64(src[i]) >> shift) & 255
-        dst[counts[d]] = src[i]
-        counts[d] += 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _radix_sort16(buf, tmp, c, counts):
-    """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes, ``buf`` -> ``tmp`` ->
-    ``buf``: no comparisons, so about twice as fast as quickselect for the few hundred pixels of a parcel."""
-    _radix_pass(buf, tmp, c, 0, counts)
-    _radix_pass(tmp, buf, c, 8, counts)
-
-
-@numba.njit(cache=True, nogil=True)
-def _radix_sort_f32(vals, c, keys, tmp, counts):
-    """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
-    to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
-    times as fast as quickselect for the few hundred values of a parcel, whose comparisons mispredict."""
-    bits = vals.view(np.uint32)
-    sign = np.uint32(0x80000000)
-    for i in range(c):
-        x = bits[i]
-        keys[i] = ~x if x & sign else x | sign
-    for shift in (0, 16):  # keys -> tmp -> keys, twice
-        _radix_pass(keys, tmp, c, shift, counts)
-        _radix_pass(tmp, keys, c, shift + 8, counts)
-    for i in range(c):
-        k = keys[i]
-        bits[i] = k ^ sign if k & sign else ~k
-
-
-COARSE = 4  # log2 of the fine bins per coarse bin of the percentile histogram
-
-
-@numba.njit(cache=True, nogil=True)
-def _walk(hist, coarse, cb, below, rank):
-    """The histogram bin holding order statistic ``rank``. ``coarse`` counts the values of each run of
-    ``2**COARSE`` bins; ``cb`` is the coarse bin reached so far and ``below`` the count before it (kept
-    between calls: successive ranks cost only the distance between them, and may step back, as the
-    upper neighbour of one percentile may lie past the next one). The walk steps over coarse bins, then
-    over at most ``2**COARSE`` fine ones: about ``width / 16`` steps rather than ``width``."""
-    while below > rank:
-        cb -= 1
-        below -= coarse[cb]
-    while below + coarse[cb] <= rank:
-        below += coarse[cb]
-        cb += 1
-    b, acc = cb << COARSE, below
-    while acc + hist[b] <= rank:
-        acc += hist[b]
-        b += 1
-    return cb, below, b
-
-
-@numba.njit(cache=True, nogil=True)
-def _percentile(a, b, pos, lo, median):
-    """The percentile at ``pos`` from the order statistics ``a`` (at ``floor(pos)``) and ``b`` (the next)."""
-    return (a + b) / 2 if median else _lerp(a, b, pos - lo)
-
-
-@numba.njit(cache=True, nogil=True)
-def _ranks(c, q, median):
-    """Position of percentile ``q`` among ``c`` sorted values, its order statistic and the next one needed
-    (the median averages the middle pair, which is one value, ceil = floor, for odd counts)."""
-    pos = (c - 1) * (q / 100.0)
-    lo = int(np.floor(pos))
-    hi = int(np.ceil(pos)) if median else min(lo + 1, c - 1)
-    return pos, lo, hi
-
-
-@numba.njit(cache=True, nogil=True)
-def _expand(buf, wb, c, out):
-    """``buf[:c]`` with each value repeated ``wb[i]`` times into ``out``; returns the count written."""
-    n = 0
-    for i in range(c):
-        for _ in range(wb[i]):
-            out[n] = buf[i]
-            n += 1
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def _segment_stats(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
-                   f32, count, mean, std, vmin, vmax, pct):
-    """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
-    that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
-    stored type; ``qs`` are the percentiles, increasing.
-    Only the results are mapped to physical values ``x * scale + offset`` (``scale > 0``, so order is kept).
-
-    With ``weight`` (not empty), entry ``k`` stands for ``weight[k]`` pixels of equal value and mask (a 20 m
-    pixel under several 10 m pixels of a parcel), its mask is ``clear[t, at[k]]``, and ``full`` is the
-    largest weight sum of a run: the statistics are those of the repeated values, with fewer values read.
-
-    ``small_uint`` (unsigned 8/16-bit values, as the cube stores its bands): sums, squares, min and max in
-    exact integer arithmetic, and the percentiles' order statistics counted out of a histogram filled while
-    gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
-    radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
-    quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values a
-    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass."""
-    weighted = weight.size > 0
-    buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
-    wb = np.empty(buf.size if weighted else 0, dtype=np.int64)
-    ebuf = np.empty(full if weighted else 0, dtype=v.dtype)
-    tmp = np.empty(max(full, buf.size), dtype=v.dtype)
-    counts = np.empty(256, dtype=np.int64)
-    keys = np.empty(tmp.size if f32 else 0, dtype=np.uint32)
-    ktmp = np.empty_like(keys)
-    hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
-    coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
-    use_clear = clear.shape[0] > 0
-    ranked = small_uint and qs.size > 0  # fill the histogram of stored values while gathering
-    for t in range(v.shape[0]):
-        for j in range(starts.size):
-            c = 0
-            n = 0
-            for k in range(starts[j], starts[j] + sizes[j]):
-                if use_clear and not clear[t, at[k] if weighted else k]:
-                    continue
-                x = v[t, index[k]]
-                if x == x and x != nodata:  # not NaN, not nodata
-                    buf[c] = x
-                    if weighted:
-                        wb[c] = weight[k]
-                        n += weight[k]
-                    if ranked:  # the percentile histogram, filled in the same pass
-                        xi = np.int64(x)
-                        w = weight[k] if weighted else 1
-                        hist[xi] += w
-                        coarse[xi >> COARSE] += w
-                    c += 1
-            if not weighted:
-                n = c
-            count[t, j] = n
-            if c == 0:
-                continue
-            vals = buf
-            if small_uint:
-                s, lo_i, hi_i = np.int64(0), np.int64(buf[0]), np.int64(buf[0])
-                for i in range(c):
-                    x = np.int64(buf[i])
-                    s += wb[i] * x if weighted else x
-                    lo_i = min(lo_i, x)
-                    hi_i = max(hi_i, x)
-                width = hi_i - lo_i
-                if n * width <= 3_000_000_000:  # n * sum(d**2) - sum(d)**2 fits in int64: exact
-                    sd, sd2 = np.int64(0), np.int64(0)
-                    for i in range(c):
-                        d = np.int64(buf[i]) - lo_i
-                        w = wb[i] if weighted else 1
-                        sd += w * d
-                        sd2 += w * d * d
-                    var = (n * sd2 - sd * sd) / (float(n) * n)
-                else:
-                    m = s / n
-                    var = 0.0
-                    for i in range(c):
-                        d = buf[i] - m
-                        var += (wb[i] if weighted else 1) * d * d
-                    var /= n
-                mean[t, j] = s / n * scale + offset
-                std[t, j] = np.sqrt(var) * scale
-                vmin[t, j] = lo_i * scale + offset
-                vmax[t, j] = hi_i * scale + offset
-                if qs.size == 0:
-                    continue
-                narrow = width < 8 * c + 4096  # walking the histogram costs about width / 16 + 16 steps per rank
-                if narrow:
-                    cb, below = lo_i >> COARSE, 0
-                    for q in range(qs.size):
-                        pos, lo, hi = _ranks(n, qs[q], median[q])
-                        cb, below, b = _walk(hist, coarse, cb, below, lo)
-                        a = b * scale + offset
-                        if hi > lo:
-                            cb, below, b = _walk(hist, coarse, cb, below, hi)
-                        pct[q, t, j] = _percentile(a, b * scale + offset, pos, lo, median[q])
-                for i in range(c):  # empty the histogram for the next run
-                    xi = np.int64(buf[i])
-                    hist[xi] = 0
-                    coarse[xi >> COARSE] = 0
-                if narrow:
-                    continue
-                if weighted:
-                    c = _expand(buf, wb, c, ebuf)
-                    vals = ebuf
-                if c > 24:
-                    _radix_sort16(vals, tmp, c, counts)
-                    for q in range(qs.size):
-                        pos, lo, hi = _ranks(c, qs[q], median[q])
-                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
-                                                   median[q])
-                    continue
-            else:
-                if weighted:
-                    c = _expand(buf, wb, c, ebuf)
-                    vals = ebuf
-                total = 0.0
-                lo_v, hi_v = vals[0], vals[0]
-                for i in range(c):
-                    x = vals[i]
-                    total += x
-                    lo_v = min(lo_v, x)
-                    hi_v = max(hi_v, x)
-                m = total / c
-                acc = 0.0
-                for i in range(c):
-                    d = vals[i] - m
-                    acc += d * d
-                mean[t, j] = m * scale + offset
-                std[t, j] = np.sqrt(acc / c) * scale
-                vmin[t, j] = lo_v * scale + offset
-                vmax[t, j] = hi_v * scale + offset
-                if f32 and c > 24 and qs.size:
-                    _radix_sort_f32(vals, c, keys, ktmp, counts)
-                    for q in range(qs.size):
-                        pos, lo, hi = _ranks(c, qs[q], median[q])
-                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
-                                                   median[q])
-                    continue
-            done = 0  # vals[:done] is in its sorted place
-            for q in range(qs.size):
-                pos, lo, hi = _ranks(c, qs[q], median[q])
-                if lo >= done:
-                    _select(vals, done, c, lo)
-                    done = lo + 1
-                nxt = vals[lo]
-                if hi > lo:  # the next order statistic: the smallest value after lo
-                    nxt = vals[lo + 1]
-                    for i in range(lo + 2, c):
-                        nxt = min(nxt, vals[i])
-                pct[q, t, j] = _percentile(vals[lo] * scale + offset, nxt * scale + offset, pos, lo, median[q])
 
 
 def segment_stats(
@@ -450,7 +147,7 @@ def segment_stats(
     count = np.zeros(shape, dtype=np.int64)
     mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
     pct = np.full((len(wanted), *shape), np.nan)
-    _segment_stats(values, index, starts, sizes, weight, at, int(pixels.max(initial=0)) if weight.size else 0,
+    kernels.segment_pass(values, index, starts, sizes, weight, at, int(pixels.max(initial=0)) if weight.size else 0,
                    float(nodata), float(scale), float(offset), clear,
                    np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
@@ -514,44 +211,10 @@ class WeightedIndex:
         out = [np.empty(index.size, dtype=np.int64) for _ in range(3)]
         out_sizes = np.empty(sizes.size, dtype=np.int64)
         seen = np.full(int(index.max(initial=-1)) + 1, -1, dtype=np.int64)
-        n = _merge(index, sizes, key, seen, *out, out_sizes)
+        n = kernels.merge_repeats(index, sizes, key, seen, *out, out_sizes)
         if n < 0 or n > 0.8 * index.size:
             return None
         return cls(out[0][:n], out[1][:n], out[2][:n], out_sizes)
-
-
-@numba.njit(cache=True, nogil=True)
-def _merge(index, sizes, key, seen, out_index, out_weight, out_at, out_sizes):
-    """:meth:`WeightedIndex.merge`: ``seen[col]`` is the entry of ``col`` if it is in the current run (an entry
-    of an earlier run is below the run's first entry). -1 if two merged pixels differ in ``key``."""
-    e = 0
-    k = 0
-    for j in range(sizes.size):
-        first = e
-        for _ in range(sizes[j]):
-            col = index[k]
-            p = seen[col]
-            if p >= first:
-                if key[out_at[p]] != key[k]:
-                    return -1
-                out_weight[p] += 1
-            else:
-                seen[col] = e
-                out_index[e] = col
-                out_weight[e] = 1
-                out_at[e] = k
-                e += 1
-            k += 1
-        out_sizes[j] = e - first
-    return e
-
-
-@numba.njit(cache=True, nogil=True)
-def _clear_pixels(classes, class_index, masked, out):
-    for t in range(classes.shape[0]):
-        for k in range(class_index.size):
-            code = classes[t, class_index[k]]
-            out[t, k] = not (0 <= code < masked.size and masked[code])
 
 
 def clear_pixels(classes: np.ndarray, class_index: np.ndarray, masked_classes: Sequence[int]) -> np.ndarray:
@@ -567,7 +230,7 @@ def clear_pixels(classes: np.ndarray, class_index: np.ndarray, masked_classes: S
     masked = np.zeros(max(masked_classes, default=-1) + 1, dtype=np.bool_)
     masked[list(masked_classes)] = True
     out = np.empty((classes.shape[0], class_index.size), dtype=np.bool_)
-    _clear_pixels(classes, class_index, masked, out)
+    kernels.clear_pass(classes, class_index, masked, out)
     return out
 
 
@@ -656,19 +319,6 @@ def backscatter_segment_stats(
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _class_counts(classes, labels, lo, slot, out):
-    """``out[label, t, slot[code - lo]] += 1`` for every labelled pixel and date with a counted code."""
-    for t in range(classes.shape[0]):
-        for k in range(labels.size):
-            j = labels[k]
-            if j < 0:
-                continue
-            code = classes[t, k] - lo
-            if 0 <= code < slot.size and slot[code] >= 0:
-                out[j, t, slot[code]] += 1
-
-
 def class_histogram(
     classes: np.ndarray,
     labels: np.ndarray,
@@ -693,135 +343,5 @@ def class_histogram(
         lo = int(codes.min())
         slot = np.full(int(codes.max()) - lo + 1, -1, dtype=np.int64)
         slot[codes - lo] = np.arange(codes.size)
-        _class_counts(classes, labels, lo, slot, out)
+        kernels.count_classes(classes, labels, lo, slot, out)
     return out
-
-
-@dataclass(frozen=True, eq=False)
-class ParcelStats:
-    """Statistics of one band for a set of parcels and dates; arrays are (n_parcels, time)."""
-
-    band: str
-    parcel_ids: np.ndarray
-    times: np.ndarray
-    values: Mapping[str, np.ndarray]
-    units: str = ""
-
-    def __post_init__(self) -> None:
-        shape = (len(self.parcel_ids), len(self.times))
-        for name, arr in self.values.items():
-            if np.shape(arr) != shape:
-                raise InvalidRequestError(f"{self.band} {name} has shape {np.shape(arr)}, expected {shape}")
-
-    def __getitem__(self, stat: str) -> np.ndarray:
-        return self.values[stat]
-
-    @property
-    def stats(self) -> tuple[str, ...]:
-        return tuple(self.values)
-
-    def to_frame(self, *, valid_only: bool = False) -> pd.DataFrame:
-        """Tidy frame, one row per parcel and date: ``parcel_id, time, band, count, masked, <stats>``.
-
-        Columns follow :data:`FRAME_COLUMNS` order (extra percentiles at the end). ``valid_only``
-        drops rows without a valid pixel.
-        """
-        return stats_frame([self], valid_only=valid_only)
-
-
-def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
-                per_date: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """The frame users get: :func:`stats_table` as pandas; ``valid_only`` drops rows without a valid pixel."""
-    if not results:
-        return pd.DataFrame(columns=list(FRAME_COLUMNS))
-    frame = stats_table(results, per_date=per_date).to_pandas()
-    if valid_only:
-        frame = frame[frame["count"] > 0].reset_index(drop=True)
-    return frame
-
-
-def _column(values: np.ndarray, rows: np.ndarray) -> pa.Array:
-    """``values[rows]`` as an Arrow column; strings and other objects are taken by Arrow, so a territory's
-    millions of rows never become Python objects."""
-    if values.dtype == object:
-        return pa.array(values).take(pa.array(rows))
-    return pa.array(values[rows])
-
-
-def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.ndarray] | None = None) -> pa.Table:
-    """Several bands' :class:`ParcelStats` of the same parcels and dates as one Arrow table, one row per
-    parcel, date and band, sorted by parcel, time and band. ``per_date`` adds columns that do not depend
-    on the band (SCL class counts, acquisition metadata): arrays of shape (n_parcels, time) or (time,).
-
-    Built by index arithmetic on the stacked arrays, never by sorting or merging rows: this is the
-    output path of a territory-wide extraction.
-    """
-    if not results:
-        raise InvalidRequestError("stats_table needs the statistics of at least one band")
-    ids, times = np.asarray(results[0].parcel_ids), np.asarray(results[0].times)
-    if any(not (np.array_equal(r.parcel_ids, ids) and np.array_equal(r.times, times)) for r in results[1:]):
-        raise InvalidRequestError("stats_table needs the statistics of the same parcels and dates for every band")
-    bands = np.array([r.band for r in results], dtype=object)
-    by_id, by_time, by_band = (np.argsort(a, kind="stable") for a in (ids, times, bands))
-    n, t, b = ids.size, times.size, bands.size
-    parcel_row = np.repeat(np.arange(n), t * b)  # each row's parcel, date and band (positions in sorted order)
-    time_row = np.tile(np.repeat(np.arange(t), b), n)
-
-    def rows(arr: np.ndarray) -> np.ndarray:  # (band, parcel, time) -> one value per row, in row order
-        return arr[by_band][:, by_id][:, :, by_time].transpose(1, 2, 0).reshape(-1)
-
-    data: dict[str, Any] = {"parcel_id": _column(ids[by_id], parcel_row),
-                            "time": _column(times[by_time], time_row),
-                            "band": _column(bands[by_band], np.tile(np.arange(b), n * t))}
-    names = [c for c in FRAME_COLUMNS[3:] if any(c in r.values for r in results)]
-    names += list(dict.fromkeys(c for r in results for c in r.values if c not in names))
-    for name in names:
-        fill = 0 if name in ("count", "masked") else np.nan
-        data[name] = rows(np.stack([np.asarray(r.values[name]) if name in r.values else np.full((n, t), fill)
-                                    for r in results]))
-    for name, arr in (per_date or {}).items():
-        arr = np.asarray(arr)
-        data[name] = (_column(arr[by_time], time_row) if arr.ndim == 1 else
-                      _column(arr[by_id][:, by_time].reshape(-1), parcel_row * t + time_row))
-    return pa.table(data)
-
-
-@dataclass(frozen=True, eq=False)
-class ClassHistogram:
-    """Class counts (e.g. SCL) per parcel and date: ``counts`` is (n_parcels, time, n_classes).
-
-    Kept apart from the band statistics because it is per date, not per band: its frame joins the
-    band frame on ``(parcel_id, time)``.
-    """
-
-    parcel_ids: np.ndarray
-    times: np.ndarray
-    class_codes: tuple[int, ...]
-    counts: np.ndarray
-    prefix: str = "scl"
-
-    def __post_init__(self) -> None:
-        shape = (len(self.parcel_ids), len(self.times), len(self.class_codes))
-        if np.shape(self.counts) != shape:
-            raise InvalidRequestError(f"class counts have shape {np.shape(self.counts)}, expected {shape}")
-
-    def fraction(self, codes: Iterable[int] = DEFAULT_SCL_MASK) -> np.ndarray:
-        """Share of counted pixels in ``codes`` per parcel and date (n_parcels, time); NaN if none.
-
-        With the default SCL mask this is the cloud/unusable fraction that marks cloudy dates.
-        """
-        sel = np.isin(np.asarray(self.class_codes), list(codes))
-        total = self.counts.sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, self.counts[:, :, sel].sum(axis=2) / total, np.nan)
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per parcel and date: ``parcel_id, time, <prefix>_<code>...`` pixel counts."""
-        n, t, _ = self.counts.shape
-        data: dict[str, object] = {
-            "parcel_id": np.repeat(np.asarray(self.parcel_ids), t),
-            "time": np.tile(np.asarray(self.times), n),
-        }
-        for i, code in enumerate(self.class_codes):
-            data[f"{self.prefix}_{code}"] = self.counts[:, :, i].reshape(-1)
-        return pd.DataFrame(data)

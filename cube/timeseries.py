@@ -30,7 +30,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import compute_reads, data_footprint, open_cube
-from cube.indices import bands_for, check_bands
+from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
@@ -79,9 +79,7 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched)
     if not found:
         return [], status
-    stored = [b for b in bands_for(bands) if b in ds]
-    need_scl = "SCL" in ds and (mask is not None or histogram)
-    names = stored + (["SCL"] if need_scl and "SCL" not in stored else [])
+    names = [b for b in stored_bands(bands, list(ds.data_vars), scl=mask is not None or histogram) if b in ds]
     windows = compute_reads(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
     values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
@@ -188,9 +186,7 @@ def parcel_timeseries(
                 opened.append((None, ps.select(ids)))
                 continue
             sub = ps.select(ids)
-            wanted = bands_for(bands)
-            extra = ("SCL",) if "SCL" in spec_bands and (mask is not None or histogram) else ()
-            needed = list(dict.fromkeys([*wanted, *extra]))
+            needed = stored_bands(bands, spec_bands, scl=mask is not None or histogram)
             resolution = min(version.spec.band(b).resolution for b in needed)
             # stored integers, decoded in float64 here: exact statistics, half the bytes moved
             ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version, bands=needed,

@@ -12,11 +12,10 @@ from exactextract.raster import NumPyRasterSource
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import SCL_CLASSES
+from cube.parcel_stats import ClassHistogram, ParcelStats, stats_frame
 from cube.stats import (
     FRAME_COLUMNS,
     STATS,
-    ClassHistogram,
-    ParcelStats,
     WeightedIndex,
     backscatter_segment_stats,
     backscatter_stats,
@@ -25,7 +24,6 @@ from cube.stats import (
     db_to_linear,
     linear_to_db,
     segment_stats,
-    stats_frame,
     zonal_stats,
 )
 

@@ -1,0 +1,355 @@
+"""The compiled (numba) passes of the zonal statistics: no Python loop over parcels or pixels.
+
+:func:`segment_pass` computes every statistic of every (date, parcel) in one pass over pixels grouped by
+parcel; :func:`merge_repeats` merges the repeated columns of a 20 m band read at 10 m; :func:`clear_pass`
+evaluates the cloud mask once for every band; :func:`count_classes` counts SCL classes. Their callers in
+:mod:`cube.stats` check the inputs and own the conventions; these functions trust them.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _lerp(a: float, b: float, t: float) -> float:
+    """Linear interpolation as numpy's percentile does it (stable near both ends), except that equal
+    neighbours give their value (numpy gives NaN for two equal infinities)."""
+    if a == b:
+        return a
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value it would hold sorted, with no greater value before
+    it and no smaller one after (quickselect: Hoare partition, median-of-three pivot; linear on average,
+    where a full sort is n log n)."""
+    hi -= 1
+    while hi > lo:
+        if hi - lo < 16:  # insertion sort on a short run
+            for i in range(lo + 1, hi + 1):
+                x = a[i]
+                j = i - 1
+                while j >= lo and a[j] > x:
+                    a[j + 1] = a[j]
+                    j -= 1
+                a[j + 1] = x
+            return
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_pass(src, dst, c, shift, counts):
+    """One stable counting pass of an LSD radix sort: ``src[:c]`` into ``dst`` by the 8 bits at ``shift``."""
+    counts[:] = 0
+    for i in range(c):
+        counts[(np.int64(src[i]) >> shift) & 255] += 1  # int64: types for any buf (used for uint only)
+    total = 0
+    for b in range(256):
+        n = counts[b]
+        counts[b] = total
+        total += n
+    for i in range(c):
+        d = (np.int64(src[i]) >> shift) & 255
+        dst[counts[d]] = src[i]
+        counts[d] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_sort16(buf, tmp, c, counts):
+    """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes, ``buf`` -> ``tmp`` ->
+    ``buf``: no comparisons, so about twice as fast as quickselect for the few hundred pixels of a parcel."""
+    _radix_pass(buf, tmp, c, 0, counts)
+    _radix_pass(tmp, buf, c, 8, counts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_sort_f32(vals, c, keys, tmp, counts):
+    """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
+    to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
+    times as fast as quickselect for the few hundred values of a parcel, whose comparisons mispredict."""
+    bits = vals.view(np.uint32)
+    sign = np.uint32(0x80000000)
+    for i in range(c):
+        x = bits[i]
+        keys[i] = ~x if x & sign else x | sign
+    for shift in (0, 16):  # keys -> tmp -> keys, twice
+        _radix_pass(keys, tmp, c, shift, counts)
+        _radix_pass(tmp, keys, c, shift + 8, counts)
+    for i in range(c):
+        k = keys[i]
+        bits[i] = k ^ sign if k & sign else ~k
+
+
+COARSE = 4  # log2 of the fine bins per coarse bin of the percentile histogram
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(hist, coarse, cb, below, rank):
+    """The histogram bin holding order statistic ``rank``. ``coarse`` counts the values of each run of
+    ``2**COARSE`` bins; ``cb`` is the coarse bin reached so far and ``below`` the count before it (kept
+    between calls: successive ranks cost only the distance between them, and may step back, as the
+    upper neighbour of one percentile may lie past the next one). The walk steps over coarse bins, then
+    over at most ``2**COARSE`` fine ones: about ``width / 16`` steps rather than ``width``."""
+    while below > rank:
+        cb -= 1
+        below -= coarse[cb]
+    while below + coarse[cb] <= rank:
+        below += coarse[cb]
+        cb += 1
+    b, acc = cb << COARSE, below
+    while acc + hist[b] <= rank:
+        acc += hist[b]
+        b += 1
+    return cb, below, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _percentile(a, b, pos, lo, median):
+    """The percentile at ``pos`` from the order statistics ``a`` (at ``floor(pos)``) and ``b`` (the next)."""
+    return (a + b) / 2 if median else _lerp(a, b, pos - lo)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ranks(c, q, median):
+    """Position of percentile ``q`` among ``c`` sorted values, its order statistic and the next one needed
+    (the median averages the middle pair, which is one value, ceil = floor, for odd counts)."""
+    pos = (c - 1) * (q / 100.0)
+    lo = int(np.floor(pos))
+    hi = int(np.ceil(pos)) if median else min(lo + 1, c - 1)
+    return pos, lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _expand(buf, wb, c, out):
+    """``buf[:c]`` with each value repeated ``wb[i]`` times into ``out``; returns the count written."""
+    n = 0
+    for i in range(c):
+        for _ in range(wb[i]):
+            out[n] = buf[i]
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
+                   f32, count, mean, std, vmin, vmax, pct):
+    """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
+    that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
+    stored type; ``qs`` are the percentiles, increasing.
+    Only the results are mapped to physical values ``x * scale + offset`` (``scale > 0``, so order is kept).
+
+    With ``weight`` (not empty), entry ``k`` stands for ``weight[k]`` pixels of equal value and mask (a 20 m
+    pixel under several 10 m pixels of a parcel), its mask is ``clear[t, at[k]]``, and ``full`` is the
+    largest weight sum of a run: the statistics are those of the repeated values, with fewer values read.
+
+    ``small_uint`` (unsigned 8/16-bit values, as the cube stores its bands): sums, squares, min and max in
+    exact integer arithmetic, and the percentiles' order statistics counted out of a histogram filled while
+    gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
+    radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
+    quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values a
+    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass."""
+    weighted = weight.size > 0
+    buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
+    wb = np.empty(buf.size if weighted else 0, dtype=np.int64)
+    ebuf = np.empty(full if weighted else 0, dtype=v.dtype)
+    tmp = np.empty(max(full, buf.size), dtype=v.dtype)
+    counts = np.empty(256, dtype=np.int64)
+    keys = np.empty(tmp.size if f32 else 0, dtype=np.uint32)
+    ktmp = np.empty_like(keys)
+    hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
+    coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
+    use_clear = clear.shape[0] > 0
+    ranked = small_uint and qs.size > 0  # fill the histogram of stored values while gathering
+    for t in range(v.shape[0]):
+        for j in range(starts.size):
+            c = 0
+            n = 0
+            for k in range(starts[j], starts[j] + sizes[j]):
+                if use_clear and not clear[t, at[k] if weighted else k]:
+                    continue
+                x = v[t, index[k]]
+                if x == x and x != nodata:  # not NaN, not nodata
+                    buf[c] = x
+                    if weighted:
+                        wb[c] = weight[k]
+                        n += weight[k]
+                    if ranked:  # the percentile histogram, filled in the same pass
+                        xi = np.int64(x)
+                        w = weight[k] if weighted else 1
+                        hist[xi] += w
+                        coarse[xi >> COARSE] += w
+                    c += 1
+            if not weighted:
+                n = c
+            count[t, j] = n
+            if c == 0:
+                continue
+            vals = buf
+            if small_uint:
+                s, lo_i, hi_i = np.int64(0), np.int64(buf[0]), np.int64(buf[0])
+                for i in range(c):
+                    x = np.int64(buf[i])
+                    s += wb[i] * x if weighted else x
+                    lo_i = min(lo_i, x)
+                    hi_i = max(hi_i, x)
+                width = hi_i - lo_i
+                if n * width <= 3_000_000_000:  # n * sum(d**2) - sum(d)**2 fits in int64: exact
+                    sd, sd2 = np.int64(0), np.int64(0)
+                    for i in range(c):
+                        d = np.int64(buf[i]) - lo_i
+                        w = wb[i] if weighted else 1
+                        sd += w * d
+                        sd2 += w * d * d
+                    var = (n * sd2 - sd * sd) / (float(n) * n)
+                else:
+                    m = s / n
+                    var = 0.0
+                    for i in range(c):
+                        d = buf[i] - m
+                        var += (wb[i] if weighted else 1) * d * d
+                    var /= n
+                mean[t, j] = s / n * scale + offset
+                std[t, j] = np.sqrt(var) * scale
+                vmin[t, j] = lo_i * scale + offset
+                vmax[t, j] = hi_i * scale + offset
+                if qs.size == 0:
+                    continue
+                narrow = width < 8 * c + 4096  # walking the histogram costs about width / 16 + 16 steps per rank
+                if narrow:
+                    cb, below = lo_i >> COARSE, 0
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(n, qs[q], median[q])
+                        cb, below, b = _walk(hist, coarse, cb, below, lo)
+                        a = b * scale + offset
+                        if hi > lo:
+                            cb, below, b = _walk(hist, coarse, cb, below, hi)
+                        pct[q, t, j] = _percentile(a, b * scale + offset, pos, lo, median[q])
+                for i in range(c):  # empty the histogram for the next run
+                    xi = np.int64(buf[i])
+                    hist[xi] = 0
+                    coarse[xi >> COARSE] = 0
+                if narrow:
+                    continue
+                if weighted:
+                    c = _expand(buf, wb, c, ebuf)
+                    vals = ebuf
+                if c > 24:
+                    _radix_sort16(vals, tmp, c, counts)
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(c, qs[q], median[q])
+                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
+                                                   median[q])
+                    continue
+            else:
+                if weighted:
+                    c = _expand(buf, wb, c, ebuf)
+                    vals = ebuf
+                total = 0.0
+                lo_v, hi_v = vals[0], vals[0]
+                for i in range(c):
+                    x = vals[i]
+                    total += x
+                    lo_v = min(lo_v, x)
+                    hi_v = max(hi_v, x)
+                m = total / c
+                acc = 0.0
+                for i in range(c):
+                    d = vals[i] - m
+                    acc += d * d
+                mean[t, j] = m * scale + offset
+                std[t, j] = np.sqrt(acc / c) * scale
+                vmin[t, j] = lo_v * scale + offset
+                vmax[t, j] = hi_v * scale + offset
+                if f32 and c > 24 and qs.size:
+                    _radix_sort_f32(vals, c, keys, ktmp, counts)
+                    for q in range(qs.size):
+                        pos, lo, hi = _ranks(c, qs[q], median[q])
+                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
+                                                   median[q])
+                    continue
+            done = 0  # vals[:done] is in its sorted place
+            for q in range(qs.size):
+                pos, lo, hi = _ranks(c, qs[q], median[q])
+                if lo >= done:
+                    _select(vals, done, c, lo)
+                    done = lo + 1
+                nxt = vals[lo]
+                if hi > lo:  # the next order statistic: the smallest value after lo
+                    nxt = vals[lo + 1]
+                    for i in range(lo + 2, c):
+                        nxt = min(nxt, vals[i])
+                pct[q, t, j] = _percentile(vals[lo] * scale + offset, nxt * scale + offset, pos, lo, median[q])
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_sizes):
+    """:meth:`WeightedIndex.merge`: ``seen[col]`` is the entry of ``col`` if it is in the current run (an entry
+    of an earlier run is below the run's first entry). -1 if two merged pixels differ in ``key``."""
+    e = 0
+    k = 0
+    for j in range(sizes.size):
+        first = e
+        for _ in range(sizes[j]):
+            col = index[k]
+            p = seen[col]
+            if p >= first:
+                if key[out_at[p]] != key[k]:
+                    return -1
+                out_weight[p] += 1
+            else:
+                seen[col] = e
+                out_index[e] = col
+                out_weight[e] = 1
+                out_at[e] = k
+                e += 1
+            k += 1
+        out_sizes[j] = e - first
+    return e
+
+
+@numba.njit(cache=True, nogil=True)
+def clear_pass(classes, class_index, masked, out):
+    for t in range(classes.shape[0]):
+        for k in range(class_index.size):
+            code = classes[t, class_index[k]]
+            out[t, k] = not (0 <= code < masked.size and masked[code])
+
+
+@numba.njit(cache=True, nogil=True)
+def count_classes(classes, labels, lo, slot, out):
+    """``out[label, t, slot[code - lo]] += 1`` for every labelled pixel and date with a counted code."""
+    for t in range(classes.shape[0]):
+        for k in range(labels.size):
+            j = labels[k]
+            if j < 0:
+                continue
+            code = classes[t, k] - lo
+            if 0 <= code < slot.size and slot[code] >= 0:
+                out[j, t, slot[code]] += 1
