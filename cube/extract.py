@@ -11,7 +11,9 @@ its pixels, so the cube is read block by block, each block once, instead of scen
    down by the parcels that cross its edge; read per run of ``time_block`` dates, so memory is bounded by
    the block, never by the territory or the season) and computes every parcel, date and band at once with
    the vectorised :class:`cube.pixels.ParcelPixels` -- the code ``parcel_timeseries`` uses, so the numbers
-   are the same, bit for bit. Percentiles are exact because a unit holds all pixels of its parcels.
+   are the same, bit for bit. Percentiles are exact because a unit holds all pixels of its parcels. A
+   parcel larger than a block (distant parts of a MultiPolygon) is a unit of its own, read in shorter runs
+   of dates, so no window grows past twice a block's side.
 3. Each unit and date run writes one Parquet file (atomically, on a folder or S3). A re-run skips the
    files that exist, so an interrupted run resumes and rows are never duplicated; ``manifest.json`` pins
    the cube version and parameters, and a run with other ones is refused rather than mixed in.
@@ -71,13 +73,14 @@ from cardcube.storage import (
     write_json,
 )
 from cube.dataset import BandReader, open_cube, tile_dates
-from cube.indices import bands_for, check_bands
+from cube.indices import bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
+from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, check_stats, stats_table
+from cube.stats import STATS, check_stats
 from cube.timeseries import assign_tiles, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
@@ -303,20 +306,36 @@ class _Phases(Counter):
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = ""
            ) -> tuple[list[_Unit], int]:
     """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
-    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's)."""
+    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's).
+
+    A parcel wider or taller than a block (a MultiPolygon with distant parts, a huge pasture) would stretch
+    its home block's window without limit: it is a unit of its own, its window its own bounding box, read
+    in runs of fewer dates so that the unit holds no more values than a block's (:func:`_shorter_runs`)."""
     ok = layer.index[(layer.index.pixels > 0) & ~layer.index.shared]  # overlapping parcels are read one by one
+    wide = (ok.row1 - ok.row0 > block) | (ok.col1 - ok.col0 > block)
+    narrow = ok[~wide]
+    groups = [(f"r{br * block:05d}c{bc * block:05d}", group, times)
+              for (br, bc), group in narrow.groupby([narrow.row0 // block, narrow.col0 // block], sort=True)]
+    groups += [(f"r{p.row0:05d}c{p.col0:05d}l{p.label}", ok.loc[[i]],
+                _shorter_runs(times, block * block, (p.row1 - p.row0) * (p.col1 - p.col0)))
+               for i, p in ok[wide].iterrows()]
     units, resumed = [], 0
-    for (br, bc), group in ok.groupby([ok.row0 // block, ok.col0 // block], sort=True):
+    for name, group, runs in groups:
         rows = slice(int(group.row0.min()), int(group.row1.max()))
         cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/r{br * block:05d}c{bc * block:05d}t{t.start:04d}{suffix}.parquet")
-                for t in times]
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{name}t{t.start:04d}{suffix}.parquet") for t in runs]
         todo = tuple((t, k) for t, k in keys if k not in done)
         resumed += len(keys) - len(todo)
         if todo:
             units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
                                group.parcel_id.to_numpy(object), todo))
     return units, resumed
+
+
+def _shorter_runs(times: list[slice], block_pixels: int, window_pixels: int) -> list[slice]:
+    """``times`` cut into runs of as many dates as keep ``window_pixels`` within what a block's run holds."""
+    step = max(1, max((t.stop - t.start for t in times), default=1) * block_pixels // window_pixels)
+    return [slice(a, min(a + step, t.stop)) for t in times for a in range(t.start, t.stop, step)]
 
 
 def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool
@@ -409,8 +428,7 @@ def extract(
         raise InvalidRequestError(f"no acquisition of version {version.version} of the {collection} cube falls "
                                   f"within the time range {time}")
     mask = resolve_mask(mask, list(spec.band_names), collection)
-    need_scl = "SCL" in spec.band_names and (mask is not None or histogram)
-    names = tuple(dict.fromkeys([*bands_for(bands), *(["SCL"] if need_scl else [])]))
+    names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block = spec.chunks.shard_space if block is None else block
     time_block = spec.chunks.time if time_block is None else time_block
     if block < 1 or time_block < 1:

@@ -144,6 +144,24 @@ def test_overlapping_parcels_each_keep_all_their_pixels(cube, parcels, tmp_path)
     assert status.loc[first.parcel_id, "pixels"] == status.loc["copy", "pixels"] > status.loc["inside", "pixels"]
 
 
+def test_a_parcel_larger_than_a_block_is_a_unit_of_its_own_read_in_shorter_runs(cube, parcels, tmp_path):
+    """Two fields 1.5 km apart declared as one MultiPolygon: its window is not joined to a block's, and it is
+    read a few dates at a time, with the numbers of parcel_timeseries."""
+    from shapely.geometry import MultiPolygon
+
+    a = parcels.geometry.iloc[0]
+    far = parcels.geometry.distance(a).to_numpy()
+    b = parcels.geometry.iloc[int(np.flatnonzero(far > 1500)[0])]
+    split = gpd.GeoDataFrame({"parcel_id": ["split"]}, geometry=[MultiPolygon([a, b])], crs=parcels.crs)
+    some = pd.concat([parcels.iloc[1:20], split], ignore_index=True)
+    extract(some, cube, tmp_path / "out", bands=["B04", "NDVI"], block=BLOCK, time_block=TIME_BLOCK, progress=False)
+    _same(read_timeseries(tmp_path / "out").drop(columns="tile"), parcel_timeseries(cube, some, bands=["B04", "NDVI"]))
+    own = [p for p in (tmp_path / "out" / "timeseries").rglob("*.parquet") if "l" in p.stem.split("t")[0]]
+    assert own and set(pd.concat(pd.read_parquet(p) for p in own).parcel_id) == {"split"}
+    dates = read_timeseries(tmp_path / "out").time.nunique()
+    assert len(own) > -(-dates // TIME_BLOCK)  # more runs than the blocks' time runs: fewer dates each
+
+
 def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube, parcels, tiny_region, tmp_path):
     lpis = tmp_path / "lpis"
     lpis.mkdir()
