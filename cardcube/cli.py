@@ -27,6 +27,16 @@ _SUBCOMMAND_MODULES = (
 )
 
 
+def add_endpoint_option(p: argparse.ArgumentParser) -> None:
+    """``--endpoint-url``: the S3 endpoint (Ceph, MinIO) of the stores a command reads and writes."""
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
+
+
+def storage_options(args: argparse.Namespace) -> dict | None:
+    """The storage options :func:`add_endpoint_option` gives, as the Python API takes them."""
+    return {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardcube",

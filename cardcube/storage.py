@@ -66,7 +66,7 @@ def open_store(
         return location
     text = os.fspath(location)
     if "://" not in text or text.startswith("file://"):
-        path = Path(os.path.abspath(Path(text.removeprefix("file://")).expanduser()))  # "a/../b" is "b"
+        path = Path(text.removeprefix("file://")).expanduser().absolute()  # ".." is the OS's, through links
         if read_only and not path.exists():
             from cardcube.errors import CubeNotFoundError
 
@@ -105,6 +105,12 @@ def store_url(store: Store) -> str:
         return f"{protocol}://{store.path}"
     inner = getattr(store, "_store", None)
     return store_url(inner) if isinstance(inner, Store) else repr(store)
+
+
+def canonical_url(store: Store) -> str:
+    """:func:`store_url`, with a local folder's links and ``..`` resolved: the same folder named two ways gives
+    one string (what an extraction's manifest compares)."""
+    return str(store.root.resolve()) if isinstance(store, LocalStore) else store_url(store)
 
 
 # What a store raises when it fails: s3fs an OSError once its retries are exhausted, botocore its own errors

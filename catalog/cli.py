@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "(or the given ones) from its latest ledger version, whatever is there now: a catalog "
                              "deleted or damaged by hand, or not written by 'ingest --no-catalog'.")
     build.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    add_endpoint_option(build)
     build.add_argument("--collection", action="append", choices=sorted(CUBE_SPECS),
                        help="cube collection to rebuild (repeatable; default: all found)")
     build.set_defaults(func=_build)
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              description="Serve the cube root read-only over HTTP for STAC browsers and Zarr "
                              "readers (CORS: any origin; byte ranges). Root: /catalog.json.")
     serve.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    add_endpoint_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=_serve)
@@ -36,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description="Print, as JSON lines, the cube tiles that intersect a bbox and time "
                             "range, read from the static catalog.")
     find.add_argument("--cube", required=True, help="cube root: folder or s3:// URL")
+    add_endpoint_option(find)
     find.add_argument("--collection", default="s2", choices=sorted(CUBE_SPECS), help="cube collection (s2)")
     find.add_argument("--bbox", type=_bbox, help="minx,miny,maxx,maxy (in --crs)")
     find.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
@@ -50,11 +54,18 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
+def _store(args: argparse.Namespace, *, read_only: bool = False):
+    """The store of ``--cube``, reached through ``--endpoint-url`` if given."""
+    from cardcube.storage import open_store
+
+    return open_store(args.cube, storage_options=storage_options(args), read_only=read_only)
+
+
 def _build(args: argparse.Namespace) -> int:
     from cardcube.errors import CubeNotFoundError
     from catalog.write import rebuild_catalog
 
-    done = rebuild_catalog(args.cube, collections=tuple(args.collection) if args.collection else None)
+    done = rebuild_catalog(_store(args), collections=tuple(args.collection) if args.collection else None)
     if not done:
         raise CubeNotFoundError(f"no cube collection with a committed version at {args.cube}")
     for name, version in done.items():
@@ -65,7 +76,7 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from catalog.serve import serve
 
-    serve(args.cube, host=args.host, port=args.port,
+    serve(_store(args, read_only=True), host=args.host, port=args.port,
           announce=lambda url: print(f"serving {args.cube} at {url}catalog.json (Ctrl-C to stop)", flush=True))
     return 0
 
@@ -75,6 +86,6 @@ def _find(args: argparse.Namespace) -> int:
 
     from catalog.route import find_tiles
 
-    for ref in find_tiles(args.cube, args.collection, bbox=args.bbox, crs=args.crs, time=args.time):
+    for ref in find_tiles(_store(args, read_only=True), args.collection, bbox=args.bbox, crs=args.crs, time=args.time):
         print(json.dumps(asdict(ref)))
     return 0

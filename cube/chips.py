@@ -182,7 +182,7 @@ def chip(
     geom, pid, crs = _locate(where, registry)
     if isinstance(cube, xr.Dataset):
         ds = cube
-        check_bands(bands, list(ds.data_vars))
+        bands = tuple(check_bands(bands, list(ds.data_vars)))
         geobox = dataset_geobox(ds)
         geom_local = _project(geom, crs, geobox.crs)
         centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
@@ -193,7 +193,7 @@ def chip(
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
-        check_bands(bands, version.spec.band_names)
+        bands = tuple(check_bands(bands, version.spec.band_names))
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
         for tile in sorted(version.tiles):

@@ -8,12 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 
+from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    add_endpoint_option(p)
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column")
     p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
@@ -25,8 +27,8 @@ def _statistics_options(p: argparse.ArgumentParser) -> None:
     """What ``timeseries`` and ``extract`` compute: bands, statistics, parcel pixels and the cloud mask."""
     p.add_argument("--bands", default=None, help="comma-separated bands and indices, e.g. B04,B08,NDVI "
                    "(default: every band but SCL)")
-    p.add_argument("--stats", default=None, help="comma-separated statistics: count, mean, std, min, max, median "
-                   "and any percentile pNN (default: count,mean,std,min,max,p25,median,p75)")
+    p.add_argument("--stats", default=None, help="comma-separated statistics: mean, std, min, max, median and any "
+                   "percentile pNN (default: mean,std,min,max,p25,median,p75); count and masked are always written")
     p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
     p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
     p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
@@ -36,7 +38,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`_statistics_options`' options, as the Python API takes them."""
     from cube.stats import STATS
 
-    return {"bands": args.bands, "stats": [s.strip() for s in args.stats.split(",")] if args.stats else STATS,
+    return {"bands": args.bands, "stats": STATS if args.stats is None else args.stats,
             "buffer": args.buffer,
             "all_touched": args.all_touched, "mask": None if args.no_mask else "default"}
 
@@ -75,13 +77,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON)")
     e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    add_endpoint_option(e)
     e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     e.add_argument("--time", help=TIME_HELP)
     e.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
     _statistics_options(e)
     e.add_argument("--block", type=int, default=None, help="work unit side in 10 m pixels (default: shard side)")
     e.add_argument("--time-block", type=int, default=None,
-                   help="dates a work unit reads at once (default: the cube's time chunk); fewer use less memory")
+                   help="dates a work unit reads at once (default: the cube's time chunk); fewer use less memory "
+                   "(below the time chunk, at the cost of decoding each chunk once per run)")
     e.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
@@ -108,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve parcel time series (JSON, CSV, Parquet) and image chips (PNG) read from "
                        "the cube by chunk, for parcel ids of --parcels or posted GeoJSON; see /docs once running.")
     s.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    add_endpoint_option(s)
     s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet)")
     s.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -148,7 +153,8 @@ def _timeseries(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
-                                  time=args.time, as_of=args.as_of, **_statistics_arguments(args))
+                                  time=args.time, as_of=args.as_of, storage_options=storage_options(args),
+                                  **_statistics_arguments(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     status = pd.DataFrame(frame.attrs["parcel_status"])
@@ -157,7 +163,10 @@ def _timeseries(args: argparse.Namespace) -> int:
           f"{frame.attrs['cube_version']} -> {out}")
     for row in status[status.status != "ok"].itertuples():
         print(f"  no statistics: {row.reason}")
-    return 0
+    if frame.empty:
+        print(f"no acquisition of the cube falls within the time range {args.time}" if args.time else
+              "the cube holds no acquisition", file=sys.stderr)
+    return 1 if frame.empty else 0
 
 
 def _chip(args: argparse.Namespace) -> int:
@@ -167,7 +176,8 @@ def _chip(args: argparse.Namespace) -> int:
 
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
-                  bands=args.bands.split(",") if args.bands else None, registry=registry, as_of=args.as_of)
+                  bands=args.bands.split(",") if args.bands else None, registry=registry, as_of=args.as_of,
+                  storage_options=storage_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = str(result.parcel_id if result.parcel_id is not None else "point")
@@ -189,6 +199,7 @@ def _extract(args: argparse.Namespace) -> int:
     result = extract(args.parcels, args.cube, args.out, collection=args.collection, time=args.time,
                      as_of=args.as_of, block=args.block, time_block=args.time_block, scheduler=args.scheduler,
                      id_column=args.id_column, progress=not args.quiet, update=args.update,
+                     storage_options=storage_options(args), out_storage_options=storage_options(args),
                      **_statistics_arguments(args))
     print(result.summary())
     for failure in result.failures:
@@ -245,6 +256,6 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          id_column=args.id_column,
+          id_column=args.id_column, storage_options=storage_options(args),
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -63,6 +63,7 @@ from cardcube.query import parse_time_range
 from cardcube.spec import ChunkLayout
 from cardcube.storage import (
     StoreLike,
+    canonical_url,
     list_children,
     list_keys,
     open_store,
@@ -80,7 +81,7 @@ from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, check_stats
+from cube.stats import STATS, stat_list
 from cube.timeseries import assign_tiles, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
@@ -98,8 +99,8 @@ class ExtractResult:
     """What an extraction did: where, from which cube version, how many parcels by status, how much.
 
     ``units`` counts the output files this run wrote (a work unit's block x one run of dates, and the file of
-    the parcels read one by one), ``rows`` the rows in them; ``units_resumed`` counts the files an earlier,
-    interrupted run had written already."""
+    the parcels read one by one), ``rows`` the rows in them; ``units_resumed`` counts the files it found
+    written by an earlier run (interrupted, or finished: then this one writes nothing)."""
 
     out: str
     collection: str
@@ -119,7 +120,7 @@ class ExtractResult:
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
-        resumed = f" ({self.units_resumed} more written by an earlier run)" if self.units_resumed else ""
+        resumed = f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else ""
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
@@ -141,20 +142,30 @@ def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
 
 def _time_blocks(store: Store, collection: str, tile: str, name: str, version: CubeVersion, time: Any,
                  size: int) -> list[slice]:
-    """Runs of about ``size`` dates of ``tile`` that follow the stored time chunks (a tail shorter than half
-    a run, such as the few dates of the hot buffer, is read with the last run: each run has a fixed cost)."""
+    """Runs of at most ``size`` dates of ``tile`` along the stored time chunks: whole chunks while they fit, a
+    chunk longer than ``size`` cut in pieces (each decodes the chunk again: time spent for memory saved),
+    and a tail shorter than half a run (the few dates of the hot buffer) read with the last run, as each
+    run has a fixed cost: a run holds at most :func:`_longest_run` dates."""
     ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
-    blocks, start, stop = [], 0, 0
+    runs, start, stop = [], 0, 0
     for n in ds[name].chunks[0]:
-        stop += n
-        if stop - start >= size:
-            blocks.append(slice(start, stop))
+        if stop > start and stop + n - start > size:
+            runs.append(slice(start, stop))
             start = stop
-    if stop > start and blocks and stop - start < size / 2:  # a short tail (the hot buffer) joins the last run
-        blocks[-1] = slice(blocks[-1].start, stop)
-    elif stop > start:
-        blocks.append(slice(start, stop))
-    return blocks
+        if n > size:
+            runs += [slice(a, min(a + size, stop + n)) for a in range(stop, stop + n, size)]
+            start = stop + n
+        stop += n
+    if stop > start:
+        runs.append(slice(start, stop))
+    if len(runs) > 1 and runs[-1].stop - runs[-2].start <= _longest_run(size):
+        runs[-2:] = [slice(runs[-2].start, runs[-1].stop)]
+    return runs
+
+
+def _longest_run(size: int) -> int:
+    """The most dates a run of :func:`_time_blocks` holds for runs of ``size``."""
+    return size + size // 2
 
 
 @dataclass(frozen=True)
@@ -421,29 +432,30 @@ def extract(
     version = read_version(store, collection, as_of)
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names), statistics=True)
-    check_stats(stats)
+    stats = stat_list(stats)
     if not isinstance(time, frozenset):
         parse_time_range(time)  # a bad range fails before anything is written to ``out``
     if not update and not any(tile_dates(state, time) for state in version.tiles.values()):
         raise InvalidRequestError(f"no acquisition of version {version.version} of the {collection} cube falls "
-                                  f"within the time range {time}")
+                                  f"within the time range {time}" if time is not None else
+                                  f"version {version.version} of the {collection} cube holds no acquisition")
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block = spec.chunks.shard_space if block is None else block
     time_block = spec.chunks.time if time_block is None else time_block
     if block < 1 or time_block < 1:
         raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
-    unit_bytes = block * block * time_block * len(names) * 2
+    unit_bytes = block * block * _longest_run(time_block) * len(names) * 2
     if unit_bytes > MAX_UNIT_BYTES:
         raise RequestTooLargeError(
-            f"a work unit of {block} x {block} px x {time_block} dates x {len(names)} bands would hold "
+            f"a work unit of {block} x {block} px x {_longest_run(time_block)} dates x {len(names)} bands would hold "
             f"{unit_bytes / 2**30:.1f} GiB of stored values (limit {MAX_UNIT_BYTES / 2**30:.0f} GiB per task); "
             f"use a smaller block or time_block")
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = _check_manifest(out_store, {
-        "cube": store_url(store), "collection": collection, "version": version.version,
-        "parcels": parcels_digest(ps), "bands": list(bands), "stats": list(stats),
+        "cube": canonical_url(store), "collection": collection, "version": version.version,
+        "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,

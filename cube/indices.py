@@ -59,24 +59,27 @@ def band_list(bands: Sequence[str] | str) -> list[str]:
 
 def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, statistics: bool = False
                 ) -> list[str]:
-    """The requested bands and indices (:func:`band_list`; default: every band but SCL), or a clear error
-    naming those the cube (bands ``available``) does not have or cannot compute. For ``statistics``, SCL is
-    refused too: the mean of class codes means nothing (each row counts the classes instead)."""
+    """The requested bands and indices (:func:`band_list`, in any case: ``b04`` is B04; default: every band
+    but SCL), or a clear error naming those the cube (bands ``available``) does not have or cannot compute.
+    For ``statistics``, SCL is refused too: the mean of class codes means nothing (each row counts the
+    classes instead)."""
     if bands is None:
         return [b for b in available if b != "SCL"]
-    bands = band_list(bands)
+    indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
+    known = {name.upper(): name for name in [*available, *indices]}
+    bands = [known.get(b.upper(), b) for b in band_list(bands)]
+    listed = [b for b in available if not (statistics and b == "SCL")]
     if not bands:
-        raise InvalidRequestError(f"no band given; bands: {', '.join(available)}")
+        raise InvalidRequestError(f"no band given; bands: {', '.join(listed)}")
     if statistics and "SCL" in bands:
         raise InvalidRequestError("SCL holds scene classes, not measurements: statistics of its codes mean nothing. "
                                   "Every row counts the parcel's pixels per class instead (its scl_<class> "
                                   "columns); leave SCL out of the bands")
-    unknown = [b for b in bands if b not in available and not (b in INDICES and set(INDICES[b][0]) <= set(available))]
+    unknown = [b for b in bands if b not in known.values()]
     if unknown:
-        indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
-        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(available)}, "
+        raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(listed)}, "
                                   f"indices: {', '.join(indices)}")
-    return list(bands)
+    return bands
 
 
 def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:

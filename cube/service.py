@@ -201,7 +201,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, as_of: int | None, fmt: str) -> Response:
         frame = parcel_timeseries(store, where, collection=collection, bands=_csv(bands),
-                                  stats=_csv(stats) or STATS, time=time, mask=None if mask == "none" else "default",
+                                  stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
                                   as_of=version_of(collection, as_of), cache=arrays)
         return _timeseries_response(frame, fmt)
 

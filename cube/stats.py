@@ -54,6 +54,7 @@ __all__ = [
     "linear_to_db",
     "segment_stats",
     "small_uint",
+    "stat_list",
     "unpack",
     "zonal_stats",
 ]
@@ -75,6 +76,16 @@ def check_stats(stats: Sequence[str], *, required: bool = True) -> None:
     bad = [s for s in stats if s not in STATS and s != "masked" and _percentile_of(s) is None]
     if bad:
         raise InvalidRequestError(f"unknown statistic(s) {bad}; use {', '.join(STATS)} or pNN")
+
+
+def stat_list(stats: Sequence[str] | str) -> list[str]:
+    """The statistics asked for, as a list or one string ``"mean, p90"``: lower case, each once, in the order
+    given; a clear error for an unknown one or for none. What the CLI, the REST service and the Python API
+    all parse ``stats`` with."""
+    names = stats.split(",") if isinstance(stats, str) else list(stats)
+    wanted = list(dict.fromkeys(str(s).strip().lower() for s in names if str(s).strip()))
+    check_stats(wanted)
+    return wanted
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, check_stats
+from cube.stats import STATS, stat_list
 from cube.tile_arrays import ArrayCache
 
 
@@ -165,7 +165,7 @@ def parcel_timeseries(
     :func:`cube.dataset.open_cube`).
     """
     ps = as_parcels(parcels, registry=registry)
-    check_stats(stats)
+    stats = stat_list(stats)
     if isinstance(cube, xr.Dataset):
         groups = [(cube, ps)]
         version_no = cube.attrs.get("cardcube:version")

@@ -24,7 +24,6 @@ COMMON_NAMES: dict[str, str] = {
     "scl": "SCL", "vv": "VV", "vh": "VH",
 }
 
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 _BAND_AT_RESOLUTION = re.compile(r"^(?P<band>[A-Za-z0-9]+)_(?P<res>\d+)m$")  # CDSE: B04_10m, SCL_20m
 
 
@@ -96,29 +95,31 @@ def resolution_of(key: str, asset: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _rank(key: str, asset: Mapping[str, Any], native: int) -> tuple:
-    """Sort key of a candidate asset of a band: a COG before another format before JPEG 2000, then the
-    band's native resolution, else the nearest finer one, an unsaid one, a coarser one; then the key."""
-    media = str(asset.get("type") or "").lower().replace(" ", "")
-    fmt = 2 if is_jp2(key, asset) else 0 if media == COG_MEDIA_TYPE.replace(" ", "") else 1
+def _is_cog(asset: Mapping[str, Any]) -> bool:
+    """A Cloud-Optimized GeoTIFF by media type, its parameters in any order, case or spacing
+    (``image/tiff; application=geotiff; profile=cloud-optimized``, ``image/vnd.stac.geotiff; cloud-optimized=true``)."""
+    main, *params = (p.strip() for p in str(asset.get("type") or "").lower().split(";"))
+    return main in ("image/tiff", "image/vnd.stac.geotiff") and bool(
+        {"profile=cloud-optimized", "cloud-optimized=true"} & set(params))
+
+
+def _rank(key: str, asset: Mapping[str, Any], band: str, native: int) -> tuple:
+    """Sort key of a candidate asset of ``band``: the native resolution first (ingest takes no other), then
+    one whose resolution is unsaid, a finer one, a coarser one; then a COG before another format before
+    JPEG 2000; then the key that is the band's own name; then the key."""
     res = resolution_of(key, asset)
-    if res is None:
-        place: tuple[int, float] = (2, 0.0)
-    elif res == native:
-        place = (0, 0.0)
-    elif res < native:
-        place = (1, native - res)
-    else:
-        place = (3, res - native)
-    return fmt, place, key
+    place = (0, 0.0) if res == native else (1, 0.0) if res is None else (2, native - res) if res < native else (
+        3, res - native)
+    fmt = 2 if is_jp2(key, asset) else 0 if _is_cog(asset) else 1
+    return place, fmt, key.upper() != band, key
 
 
 def choose_assets(assets: Mapping[str, Mapping[str, Any]], spec: CubeSpec) -> dict[str, str]:
     """The asset key chosen for each band of ``spec`` found in ``assets`` (key -> STAC asset dict).
 
-    Of two assets of one band the COG wins over anything else and anything over JPEG 2000 (Earth
-    Search's ``red`` over ``red-jp2``), then the band's native resolution (CDSE's ``B04_10m`` over
-    ``B04_20m``), else the nearest finer one.
+    Of two assets of one band the one at the band's native resolution wins (CDSE's ``B04_10m`` over
+    ``B04_20m``: ingest refuses any other), then the COG over anything else and anything over JPEG 2000
+    (Earth Search's ``red`` over ``red-jp2``), then the key that is the band's own name.
     """
     candidates: dict[str, list[str]] = {}
     for key, asset in assets.items():
@@ -128,7 +129,7 @@ def choose_assets(assets: Mapping[str, Mapping[str, Any]], spec: CubeSpec) -> di
     chosen = {}
     for band, keys in candidates.items():
         native = spec.band(band).resolution
-        chosen[band] = min(keys, key=lambda k: _rank(k, assets[k], native))
+        chosen[band] = min(keys, key=lambda k: _rank(k, assets[k], band, native))
     return chosen
 
 

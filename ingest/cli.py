@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 
+from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.spec import CUBE_SPECS, ChunkLayout
 
 
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another ingest's lock")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
+    add_endpoint_option(p)
     p.add_argument("--no-catalog", action="store_true",
                    help="do not update the STAC catalog (reads still find new tiles; 'cardcube catalog build' "
                    "publishes them for STAC clients)")
@@ -57,21 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
     e.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an ingest's lock")
-    e.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
+    add_endpoint_option(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_run_expire)
-
-
-def _storage_options(args: argparse.Namespace) -> dict | None:
-    return {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
 
 
 def _run(args: argparse.Namespace) -> int:
     from ingest.job import ingest
 
-    storage_options = _storage_options(args)
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
-                    storage_options=storage_options, scheduler=args.scheduler, progress=not args.quiet,
+                    storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection)
     if args.json:
         amplification = result.write_amplification  # NaN when nothing was written: null in JSON
@@ -89,7 +85,7 @@ def _run_expire(args: argparse.Namespace) -> int:
     from ingest.expire import expire, parse_age
 
     result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
-                    wait=args.wait, storage_options=_storage_options(args))
+                    wait=args.wait, storage_options=storage_options(args))
     if args.json:
         print(json.dumps({"expired": list(result.expired), "kept": list(result.kept), "deleted": dict(result.deleted),
                           "dry_run": result.dry_run}))

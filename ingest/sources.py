@@ -201,6 +201,10 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
                          None)
             text, folder = (str(found), None) if found else (text, path)
     if folder is not None:
+        if wanted_id != spec.source_collection:
+            raise InvalidRequestError(f"{folder} is a folder of products, read by their names as "
+                                      f"{spec.source_collection}: a source collection ({wanted_id}) is chosen in a "
+                                      f"STAC source only")
         scenes = _scenes_from_folder(folder, spec)
         if not scenes:  # an empty STAC search is a quiet day; a folder without any product is a mistake
             raise InvalidRequestError(

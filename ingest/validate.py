@@ -90,8 +90,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
                 if ds.crs is None:
                     raise SceneGridError(sid, f"band {band.name} has no CRS")
                 if abs(ds.transform.a - band.resolution) > 1e-9:
-                    raise SceneGridError(
-                        sid, f"band {band.name} has {ds.transform.a:g} m pixels, expected {band.resolution} m")
+                    raise SceneGridError(sid, f"band {band.name} ({href.rsplit('/', 1)[-1]}) has {ds.transform.a:g} m "
+                                              f"pixels, expected {band.resolution} m")
                 geobox = GeoBox(ds.shape, ds.transform, ds.crs)
                 row, col = tile.window(geobox, scene_id=sid)
                 values[band.name] = value_map(scene, band, ds.nodata)

@@ -25,6 +25,13 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
                                   check_categorical=False, check_dtype=False)
 
 
+def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid,
+                 "--time", "2031-05", "--out", str(tmp_path / "x.csv")])
+    assert code == 1 and "no acquisition of the cube falls within the time range 2031-05" in capsys.readouterr().err
+
+
 def test_timeseries_cli_reports_unknown_ids(tiny_cube, tiny_region, tmp_path, capsys):
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "NOPE",
                  "--out", str(tmp_path / "x.csv")])

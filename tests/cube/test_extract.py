@@ -195,7 +195,7 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
     first = len(pd.read_parquet(written[0]))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "(1 more written by an earlier run)" in done.stdout
+    assert "(1 already there from an earlier run)" in done.stdout
     rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1])  # what the resumed run itself wrote
     assert rows + first == len(read_timeseries(out))
     _same(read_timeseries(out), _bands(read_timeseries(s2_extracted), "B04", "NDVI"))
@@ -205,8 +205,12 @@ def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_e
     before = {p: p.stat().st_mtime_ns for p in (s2_extracted / "timeseries").rglob("*.parquet")}
     again = extract(parcels, cube, s2_extracted, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK, progress=False)
     assert again.rows == again.units == 0 and again.units_resumed == len(before)
-    # the same parcels re-sorted, and the cube named through "..", are the same extraction
-    same_cube = cube.parent / "elsewhere" / ".." / cube.name
+    # the same parcels re-sorted, and the cube named through a link and "..", are the same extraction
+    (cube.parent / "elsewhere").mkdir(exist_ok=True)
+    link = cube.parent / "elsewhere" / "link"
+    if not link.exists():
+        link.symlink_to(cube)
+    same_cube = link / ".." / cube.name  # the OS goes up from the link's target, not from "elsewhere"
     again = extract(parcels.iloc[::-1], same_cube, s2_extracted, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK,
                     progress=False)
     assert again.rows == again.units == 0 and again.units_resumed == len(before)
@@ -239,6 +243,10 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
     from cube.indices import check_bands
 
     assert check_bands("B04, NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # one string is a list, not letters
+    assert check_bands("b04,ndvi", ["B04", "B08"]) == ["B04", "NDVI"]  # in any case
+    with pytest.raises(InvalidRequestError, match="unknown band") as refused:
+        check_bands("B99", ["B04", "B08", "SCL"], statistics=True)
+    assert "SCL" not in str(refused.value)  # not offered where it is refused
     with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 3\)"):
         extract(parcels.assign(parcel_id=parcels.parcel_id.where(parcels.index != 3, None)), cube, out, progress=False)
     assert not out.exists()  # so a corrected run is not refused as "other parameters"
@@ -332,7 +340,7 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     env.pop("CARDCUBE_KILL_AT")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "(1 more written by an earlier run)" in done.stdout and "version 2" in done.stdout
+    assert "(1 already there from an earlier run)" in done.stdout and "version 2" in done.stdout
 
     assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
@@ -364,15 +372,26 @@ def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measur
 
     base = ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--quiet", "--bands", "B04,NDVI"]
     assert main([*base, "--out", str(tmp_path / "out"), "--stats", "mean,p90", "--all-touched", "--buffer", "0",
-                 "--time-block", "3", "--no-mask"]) == 0
+                 "--time-block", "2", "--no-mask"]) == 0
     got = read_timeseries(tmp_path / "out").drop(columns="tile")
     assert {"mean", "p90"} <= set(got.columns) and "median" not in got.columns
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
-    assert manifest["time_block"] == 3 and manifest["all_touched"] and manifest["mask"] is None
+    assert manifest["time_block"] == 2 and manifest["all_touched"] and manifest["mask"] is None
     _same(got, parcel_timeseries(cube, parcels, bands=["B04", "NDVI"], stats=["mean", "p90"], all_touched=True,
                                  buffer=0, mask=None))
-    assert main([*base, "--out", str(tmp_path / "scl"), "--bands", "SCL"]) == 2
-    assert "SCL holds scene classes" in capsys.readouterr().err
+    files = list((tmp_path / "out" / "timeseries").rglob("*.parquet"))
+    runs = [pd.read_parquet(f).time.nunique() for f in files if "mosaic" not in str(f)]
+    assert max(runs) <= 3  # the cube's time chunks of 4 dates, cut in 2 (+ 1 of the hot buffer)
+    # the same statistics spelled otherwise are the same extraction: nothing to do
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "out"), "--stats", "P90, mean,mean", "--all-touched", "--buffer",
+                 "0", "--time-block", "2", "--no-mask"]) == 0
+    assert f"0 rows written in 0 file(s) ({len(files)} already there" in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "scl"), "--bands", "B04,scl"]) == 2
+    err = capsys.readouterr().err
+    assert "SCL holds scene classes" in err and not (tmp_path / "scl").exists()
+    assert main([*base, "--out", str(tmp_path / "none"), "--stats", ""]) == 2
+    assert "no statistic given" in capsys.readouterr().err
     far = parcels.iloc[:3].assign(geometry=parcels.iloc[:3].geometry.translate(xoff=5e6))  # outside every tile
     far.to_parquet(tmp_path / "far.parquet")
     code = main(["extract", "--parcels", str(tmp_path / "far.parquet"), "--cube", str(cube), "--quiet",

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dask
 import geopandas as gpd
@@ -171,3 +174,26 @@ def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3
         assert (np.asarray(Image.open(io.BytesIO(png.content)).convert("RGBA")) == expected).all()
     finally:
         server.close()
+
+
+def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, bucket, s3_server, tmp_path):
+    """``--endpoint-url`` where the environment names no endpoint (keys only): timeseries and the catalog read the
+    cube in the bucket as they read it in a folder."""
+    env = {k: v for k, v in {**os.environ, **s3_server.environment()}.items() if k != "AWS_ENDPOINT_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[12]
+
+    def cardcube(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "cardcube.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    endpoint = ["--endpoint-url", s3_server.endpoint_url]
+    for cube, out in ((bucket, "s3.parquet"), (str(tiny_cube), "folder.parquet")):
+        cardcube("timeseries", "--cube", cube, *endpoint, "--parcels", str(tiny_region.parcels), pid, "--bands",
+                 "B04", "--out", str(tmp_path / out))
+    got, want = (pd.read_parquet(tmp_path / name) for name in ("s3.parquet", "folder.parquet"))
+    pd.testing.assert_frame_equal(got, want)
+    tiles = [cardcube("catalog", "find", "--cube", cube, *endpoint).stdout for cube in (bucket, str(tiny_cube))]
+    assert '"tile": "31UFU"' in tiles[0] and tiles[0] == tiles[1]

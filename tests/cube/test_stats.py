@@ -24,6 +24,7 @@ from cube.stats import (
     db_to_linear,
     linear_to_db,
     segment_stats,
+    stat_list,
     zonal_stats,
 )
 
@@ -373,3 +374,12 @@ def test_tidy_frames(sample) -> None:
     hf = hist.to_frame()
     assert list(hf.columns) == ["parcel_id", "time", "scl_4", "scl_8", "scl_9"]
     assert hf.loc[0, "scl_8"] == 3
+
+
+def test_stat_list_is_one_parser_for_the_cli_the_service_and_python() -> None:
+    assert stat_list("Mean, p90,,mean") == stat_list(["mean", " P90 "]) == ["mean", "p90"]
+    assert stat_list(STATS) == list(STATS)
+    for bad, message in (("", "no statistic given"), ([], "no statistic given"), ("mean,p101", "unknown statistic"),
+                         ("average", "unknown statistic")):
+        with pytest.raises(InvalidRequestError, match=message):
+            stat_list(bad)

@@ -57,12 +57,19 @@ def test_the_cog_wins_over_its_jpeg_2000_twin_whatever_the_order():
     assert choose_assets({"red-jp2": {**ES_RED}, "red": ES_RED}, S2_L2A) == {"B04": "red"}
     assert choose_assets({"a": {"href": "x/B04.jp2", "eo:bands": [{"name": "B04"}]},
                           "b": {"href": "x/B04.tif", "eo:bands": [{"name": "B04"}]}}, S2_L2A) == {"B04": "b"}
-    # a JP2 at the native resolution is still not taken over a COG at another one
+    # the media type's parameters in any order, case and spacing; STAC 1.0's older COG type
+    assert choose_assets({"red": {"type": "image/TIFF;profile=cloud-optimized; application=geotiff"},
+                          "B04": {"type": "image/tiff"}}, S2_L2A) == {"B04": "red"}
+    assert choose_assets({"red": {"type": "image/vnd.stac.geotiff; cloud-optimized=true"},
+                          "B04": {"type": "image/png"}}, S2_L2A) == {"B04": "red"}
+    # alike in everything else, the key that is the band's own name
+    assert choose_assets({"red": ES_RED, "B04": {**ES_RED}}, S2_L2A) == {"B04": "B04"}
+    # the native resolution before the format: ingest refuses any other resolution
     coarse_cog = {**ES_RED, "gsd": 20, "raster:bands": [{"spatial_resolution": 20}]}
-    assert choose_assets({"B04_10m": {"type": JP2}, "red": coarse_cog}, S2_L2A) == {"B04": "red"}
+    assert choose_assets({"B04_10m": {"type": JP2}, "red": coarse_cog}, S2_L2A) == {"B04": "B04_10m"}
 
 
-def test_the_native_resolution_then_the_nearest_finer_one():
+def test_the_native_resolution_then_a_finer_one():
     cdse = {f"{b}_{r}m": {"type": JP2} for b in ("B04", "B05", "SCL") for r in (10, 20, 60)
             if not (b != "B04" and r == 10)}
     assert choose_assets(cdse, S2_L2A) == {"B04": "B04_10m", "B05": "B05_20m", "SCL": "SCL_20m"}

@@ -144,6 +144,12 @@ def test_the_cli_takes_another_source_collection_id(tiny_region, tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["added"] == [f["id"] for f in features]
     ds = open_cube(tmp_path / "cube", bbox=tiny_region.bbox)
     assert list(ds["scene_id"].values) == [f["id"] for f in features]
+    products = tmp_path / "products"  # a folder of products is named like ESA's: no collection id to choose
+    products.mkdir()
+    assert main(["ingest", str(products), "--cube", str(tmp_path / "cube1"), "--collection", "s1",
+                 "--source-collection", "sentinel-2-l2a", "--quiet"]) == 2
+    assert "a source collection (sentinel-2-l2a) is chosen in a STAC source only" in capsys.readouterr().err
+    assert not (tmp_path / "cube1").exists()
 
 
 def test_backscatter_items_of_another_collection_keyed_by_polarisation(tiny_region):
