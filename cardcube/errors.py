@@ -105,3 +105,19 @@ class RequestTooLargeError(CardcubeError, ValueError):
 
 class InvalidRequestError(CardcubeError, ValueError):
     """A request is malformed: unknown band, statistic, collection, or an empty time range."""
+
+
+class ServeError(CardcubeError, OSError):
+    """The HTTP server cannot listen on the address asked for."""
+
+
+class DateNotFoundError(CardcubeError, LookupError):
+    """No acquisition of the collection on the requested day."""
+
+
+class CorruptShardError(CardcubeError):
+    """A shard whose index fails its checksum or points outside the shard."""
+
+
+class SchemaUnavailableError(CardcubeError, LookupError):
+    """A STAC schema is needed that has no offline copy."""

@@ -10,11 +10,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from cardcube.errors import CardcubeError
-
-
-class ServeError(CardcubeError, OSError):
-    """The HTTP server cannot listen on the address asked for."""
+from cardcube.errors import ServeError
 
 
 def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None] | None = None) -> None:

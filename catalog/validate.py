@@ -18,7 +18,7 @@ from typing import Any
 import pystac
 from pystac.validation import JsonSchemaSTACValidator, validate_dict
 
-from cardcube.errors import CardcubeError
+from cardcube.errors import SchemaUnavailableError
 from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
 from catalog.io import StoreStacIO
@@ -31,10 +31,6 @@ def _projjson_schema() -> dict[str, Any] | None:
 
     path = Path(pyproj.datadir.get_data_dir()) / "projjson.schema.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-class SchemaUnavailableError(CardcubeError, LookupError):
-    """A STAC schema is needed that has no offline copy."""
 
 
 class OfflineValidator(JsonSchemaSTACValidator):

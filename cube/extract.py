@@ -82,7 +82,7 @@ from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
-from cube.timeseries import assign_tiles, parcel_timeseries, resolve_mask
+from cube.timeseries import ParcelStatus, assign_tiles, parcel_timeseries, resolve_mask
 
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
@@ -469,7 +469,7 @@ def extract(
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
                None if mask is None else tuple(mask), histogram, time, dates)
 
-    status: dict[Any, tuple[str, str, str, int]] = {pid: ("invalid", reason, "", 0) for pid, reason in ps.rejected}
+    status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     tiles_of = assign_tiles(version, ps)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
@@ -484,9 +484,10 @@ def extract(
                              scheduler=scheduler, progress=progress)
         empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
         metric = sub.select(empty).to_crs(TileGrid.from_id(tile).crs)  # their area, in m², for the reason
-        status.update({pid: ("too_small", too_small(pid, geom, buffer=buffer).reason, tile, 0)
+        status.update({pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, tile)
                        for pid, geom in zip(metric.ids, metric.geometries, strict=True)})
-        status.update({row.parcel_id: ("ok", "", tile, row.pixels) for row in layer.index.itertuples() if row.pixels})
+        status.update({row.parcel_id: ParcelStatus(row.parcel_id, "ok", row.pixels, "", tile)
+                       for row in layer.index.itertuples() if row.pixels})
         overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
@@ -503,7 +504,7 @@ def extract(
         spent.update(result["seconds"])
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
-        status[pid] = ("outside", f"outside the data of every tile of the {collection} cube", "", 0)
+        status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1] + overlapping
     files = sum(len(u.times) for u in units)
     if across:
@@ -517,7 +518,7 @@ def extract(
             units_resumed += 1
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
-    counts = pd.Series([s[0] for s in status.values()]).value_counts()
+    counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
@@ -530,7 +531,7 @@ def extract(
 
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
-                  status: dict[Any, tuple[str, str, str, int]], failures: list[str], *, buffer: float,
+                  status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
                   all_touched: bool, done: set[str]) -> int | None:
     """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``: the rows
     written, or None if none were (they failed, or an earlier run wrote them: read again for their status)."""
@@ -542,10 +543,10 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     except CardcubeError as exc:
         failures.append(str(exc))
         for pid in sub.ids:
-            status[pid] = ("failed", str(exc), tiles[pid], 0)
+            status[pid] = ParcelStatus(pid, "failed", 0, str(exc), tiles[pid])
         return None
     for s in frame.attrs["parcel_status"]:
-        status[s["parcel_id"]] = (s["status"], s["reason"], tiles[s["parcel_id"]], s["pixels"])
+        status[s["parcel_id"]] = ParcelStatus(**s)
     if MOSAIC in done:
         return None
     write_bytes(job.out, MOSAIC, parquet_bytes(frame))
@@ -553,14 +554,14 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
 
 
 def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
-                  status: Mapping[Any, tuple[str, str, str, int]], repaired: set[Any]) -> None:
+                  status: Mapping[Any, ParcelStatus], repaired: set[Any]) -> None:
     ids = _ids(frame, id_column)
     table = gpd.GeoDataFrame({
         "parcel_id": ids,
-        "status": [status[i][0] for i in ids],
-        "reason": [status[i][1] for i in ids],
-        "tile": [status[i][2] for i in ids],
-        "pixels": np.array([status[i][3] for i in ids], dtype=np.int64),
+        "status": [status[i].status for i in ids],
+        "reason": [status[i].reason for i in ids],
+        "tile": [status[i].tile for i in ids],
+        "pixels": np.array([status[i].pixels for i in ids], dtype=np.int64),
         "repaired": [i in repaired for i in ids],
     }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
     write_bytes(out, STATUS, parquet_bytes(table))

@@ -43,6 +43,7 @@ from pyproj.exceptions import CRSError
 from cardcube.errors import (
     CardcubeError,
     CubeNotFoundError,
+    DateNotFoundError,
     InvalidRequestError,
     ParcelNotFoundError,
     RequestTooLargeError,
@@ -69,10 +70,6 @@ REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 
 __all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_SEASON_SIZE", "REFRESH", "DateNotFoundError", "VersionCache",
            "make_app", "serve"]
-
-
-class DateNotFoundError(CardcubeError, LookupError):
-    """No acquisition of the collection on the requested day."""
 
 
 # The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too

@@ -31,7 +31,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from cardcube.errors import CardcubeError, InvalidRequestError
+from cardcube.errors import CorruptShardError, InvalidRequestError
 
 __all__ = ["CorruptShardError", "read_window"]
 
@@ -42,10 +42,6 @@ _MISSING = 2**64 - 1  # offset and length of an empty chunk in a shard index
 GAP = 256 * 1024
 _SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
             "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
-
-
-class CorruptShardError(CardcubeError):
-    """A shard whose index fails its checksum or points outside the shard."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,12 +41,14 @@ from cube.tile_arrays import ArrayCache
 
 @dataclass(frozen=True, slots=True)
 class ParcelStatus:
-    """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small``."""
+    """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small`` (extraction adds
+    ``invalid`` and ``failed``), with its pixels and the tile(s) it was read from (``+``-joined)."""
 
     parcel_id: Any
     status: str
     pixels: int
     reason: str = ""
+    tile: str = ""
 
 
 def dataset_geobox(ds: xr.Dataset) -> GeoBox:
@@ -167,7 +169,7 @@ def parcel_timeseries(
     ps = as_parcels(parcels, registry=registry)
     stats = stat_list(stats)
     if isinstance(cube, xr.Dataset):
-        groups = [(cube, ps)]
+        groups = [(cube, ps, "")]
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
@@ -183,7 +185,7 @@ def parcel_timeseries(
         opened = []
         for tiles, ids in _tile_groups(version, ps).items():
             if not tiles:
-                opened.append((None, ps.select(ids)))
+                opened.append((None, ps.select(ids), ""))
                 continue
             sub = ps.select(ids)
             needed = stored_bands(bands, spec_bands, scl=mask is not None or histogram)
@@ -191,11 +193,11 @@ def parcel_timeseries(
             # stored integers, decoded in float64 here: exact statistics, half the bytes moved
             ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version, bands=needed,
                            tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution), cache=cache)
-            opened.append((ds, sub))
+            opened.append((ds, sub, "+".join(tiles)))
         groups = opened
 
     frames, status = [], []
-    for ds, sub in groups:
+    for ds, sub, tile in groups:
         if ds is None:
             status += [ParcelStatus(p, "outside", 0,
                                     f"parcel {p}: outside the data of every tile of the {collection} cube")
@@ -204,7 +206,7 @@ def parcel_timeseries(
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
                              histogram=histogram)
         frames += f
-        status += s
+        status += [replace(one, tile=tile) for one in s]
     status_frame = pd.DataFrame([asdict(s) for s in status], columns=list(ParcelStatus.__slots__))
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):

@@ -9,11 +9,12 @@ import pytest
 from shapely.geometry import box, shape
 from zarr.storage import MemoryStore
 
+from cardcube.errors import SchemaUnavailableError
 from cardcube.spec import S1_BACKSCATTER, S2_L2A
 from catalog import keys
 from catalog.build import build_cube_collection, build_tile_item, dimension_names
 from catalog.io import StoreStacIO
-from catalog.validate import SchemaUnavailableError, validate_document, walk_documents
+from catalog.validate import validate_document, walk_documents
 from catalog.write import build_catalog
 from tests.catalog.conftest import SCHEMA_DIR, T0, hand_version, iso
 

@@ -11,8 +11,9 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from cardcube.errors import CorruptShardError
 from cardcube.storage import CountingStore, open_store, read_bytes, write_bytes
-from cube.shard_reader import CorruptShardError, read_window
+from cube.shard_reader import read_window
 
 SHAPE, SHARDS, CHUNKS = (20, 70, 90), (8, 32, 32), (4, 16, 16)
 

@@ -60,7 +60,7 @@ def test_s2_statistics_equal_the_source_pixels(tiny_cube, tiny_region, sample, m
     n = sum(_compare(frame, tiny_region.items, "s2", geoms, band, mask) for band in ("B04", "B11"))
     assert n == 2 * len(sample) * 19
     assert set(frame.cube_version) == {1} and frame.attrs["cube_version"] == 1
-    assert all(s["status"] == "ok" for s in frame.attrs["parcel_status"])
+    assert all(s["status"] == "ok" and s["tile"] == "31UFU" for s in frame.attrs["parcel_status"])
 
 
 def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
