@@ -114,6 +114,7 @@ def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_regi
     result = ingest(write_items(path, [again], "again.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
     (rejection,) = result.rejected
     assert rejection.kind == "DuplicateSceneError" and good[0]["id"] in rejection.reason
+    assert "a reprocessed product goes into a new cube" in rejection.reason
     assert "REDELIVERED" not in read_version(open_store(tmp_path / "cube"), "s2").scenes
 
 
