@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -91,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
     e.add_argument("--update", action="store_true",
                    help="--out holds a complete extraction of an earlier cube version: add the new dates only")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_extract)
 
@@ -201,8 +203,8 @@ def _extract(args: argparse.Namespace) -> int:
                      id_column=args.id_column, progress=not args.quiet, update=args.update,
                      storage_options=storage_options(args), out_storage_options=storage_options(args),
                      **_statistics_arguments(args))
-    print(result.summary())
-    for failure in result.failures:
+    print(json.dumps(result.to_dict()) if args.json else result.summary())
+    for failure in [] if args.json else result.failures:
         print(f"  failed: {failure}")
     if not result.status["ok"]:
         print(f"no parcel could be measured: {result.out}/parcels.parquet gives each one's reason", file=sys.stderr)

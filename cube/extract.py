@@ -118,6 +118,12 @@ class ExtractResult:
     def parcels(self) -> int:
         return sum(self.status.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: ``cardcube extract --json``."""
+        return {"out": self.out, "collection": self.collection, "version": self.version, "status": dict(self.status),
+                "units": self.units, "units_resumed": self.units_resumed, "rows": self.rows, "chunks": self.chunks,
+                "seconds": self.seconds, "failures": list(self.failures), "phase_seconds": dict(self.phase_seconds)}
+
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
         resumed = f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.spec import CUBE_SPECS, ChunkLayout
@@ -69,15 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection)
-    if args.json:
-        amplification = result.write_amplification  # NaN when nothing was written: null in JSON
-        print(json.dumps({"version": result.version, "added": list(result.added), "skipped": list(result.skipped),
-                          "rejected": [r.to_dict() for r in result.rejected], "compacted": result.compacted,
-                          "bytes_written": result.bytes_written, "bytes_new_data": result.bytes_new_data,
-                          "write_amplification": None if math.isnan(amplification) else amplification,
-                          "seconds": result.seconds}))
-    else:
-        print(result.summary())
+    print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 
 
@@ -86,9 +77,5 @@ def _run_expire(args: argparse.Namespace) -> int:
 
     result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
                     wait=args.wait, storage_options=storage_options(args))
-    if args.json:
-        print(json.dumps({"expired": list(result.expired), "kept": list(result.kept), "deleted": dict(result.deleted),
-                          "dry_run": result.dry_run}))
-    else:
-        print(result.summary())
+    print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0

@@ -61,6 +61,11 @@ class ExpireResult:
     deleted: Mapping[str, int]  # tile -> unreferenced time blocks (hot dates, crash leftovers) of its arrays
     dry_run: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: ``cardcube expire --json``."""
+        return {"collection": self.collection, "cube": self.cube, "expired": list(self.expired),
+                "kept": list(self.kept), "deleted": dict(self.deleted), "dry_run": self.dry_run}
+
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
         kept = f"{self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else str(self.kept[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -57,6 +58,16 @@ class IngestResult:
     def write_amplification(self) -> float:
         """Bytes written to the store per compressed byte of new data (nan when nothing was new)."""
         return self.bytes_written / self.bytes_new_data if self.bytes_new_data else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (write amplification None when nothing was new): ``cardcube ingest --json``."""
+        amplification = self.write_amplification
+        return {"collection": self.collection, "cube": self.cube, "version": self.version, "tiles": list(self.tiles),
+                "added": list(self.added), "skipped": list(self.skipped),
+                "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
+                "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
+                "source_bytes": self.source_bytes,
+                "write_amplification": None if math.isnan(amplification) else amplification, "seconds": self.seconds}
 
     def summary(self) -> str:
         lines = [f"{self.collection} cube at {self.cube}: "

@@ -395,6 +395,8 @@ def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measur
     far = parcels.iloc[:3].assign(geometry=parcels.iloc[:3].geometry.translate(xoff=5e6))  # outside every tile
     far.to_parquet(tmp_path / "far.parquet")
     code = main(["extract", "--parcels", str(tmp_path / "far.parquet"), "--cube", str(cube), "--quiet",
-                 "--out", str(tmp_path / "far")])
-    assert code == 1 and "no parcel could be measured" in capsys.readouterr().err
+                 "--out", str(tmp_path / "far"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "no parcel could be measured" in err
+    assert json.loads(out)["status"] == {"ok": 0, "too_small": 0, "outside": 3, "invalid": 0, "failed": 0}
     assert (read_status(tmp_path / "far").status == "outside").all()
