@@ -109,13 +109,14 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         cloud_cover=props.get("eo:cloud_cover"),
         assets=assets,
         scaling=scaling,
-        processing_baseline=_baseline(props.get("s2:processing_baseline")),
+        processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
     )
 
 
 def _baseline(value: object) -> float | None:
-    """``s2:processing_baseline`` ("05.10") as a number; None if absent or not one."""
+    """``s2:processing_baseline`` or the processing extension's ``processing:version`` (CDSE) ("05.10") as a
+    number; None if absent or not one."""
     try:
         return None if value is None else float(str(value))
     except ValueError:

@@ -52,6 +52,9 @@ def test_item_metadata_as_providers_write_it():
     assert ranged.time == "2024-06-01T10:56:21Z" and ranged.relative_orbit == -1
     hawaii = _item(**{"grid:code": None, "mgrs:utm_zone": 4, "mgrs:latitude_band": "Q", "mgrs:grid_square": "FJ"})
     assert scene_from_item(hawaii, S2_L2A).tile == "04QFJ"  # the MGRS extension's zone is an integer
+    assert scene_from_item(_item(**{"processing:version": "03.01"}), S2_L2A).processing_baseline == 3.01  # CDSE
+    assert scene_from_item(_item(**{"s2:processing_baseline": "05.10", "processing:version": "x"}),
+                           S2_L2A).processing_baseline == 5.10
 
 
 @pytest.mark.parametrize(("text", "want"), [("T31UFU", "31UFU"), ("MGRS-4QFJ", "04QFJ"), ("t4qfj", "04QFJ"),
