@@ -19,10 +19,12 @@ a territory is checked from its extraction output without reading the cube again
    - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
    - ``no_mowing`` (declared grassland): no drop between observations at most ``max_gap`` days apart in
      the season, although no gap between its observations there is longer (a parcel seen too rarely is
-     not flagged: a cut could hide in the gap). With Sentinel-1 statistics (``s1``), the drop is one of
-     ``mowing_drop_db`` in VH backscatter between passes of the same orbit direction: radar sees every
-     cut, clouds or not, as the cut grass stops scattering. Without them, of ``mowing_drop`` in NDVI
-     between clear dates, which misses the cuts made under a week of clouds.
+     not flagged: a cut could hide in the gap). Judged only where the statistics' dates span at least
+     ``min_season_days`` of the season: a month of data shows no cut for most meadows. With Sentinel-1
+     statistics (``s1``), the drop is one of ``mowing_drop_db`` in VH backscatter between passes of the
+     same orbit direction: radar sees every cut, clouds or not, as the cut grass stops scattering.
+     Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made under a
+     week of clouds.
 
 The markers are screening rules of the kind paying agencies run before a field visit, with their
 thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
@@ -62,10 +64,11 @@ class MarkerRules:
     mowing_drop_db: float = 1.2  # Sentinel-1 VH backscatter, dB
     max_gap: int = 25  # days
     season: tuple[str, str] = ("05-01", "09-30")
+    min_season_days: int = 60  # days of the season the dates must span for no_mowing to be judged at all
 
     def __post_init__(self) -> None:
         if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
-                and self.mismatch_ratio > 1 and self.max_gap >= 1):
+                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0):
             raise InvalidRequestError(f"marker rules out of range: {self}")
 
 
@@ -78,8 +81,9 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
         raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
     bands = frame[frame["band"].isin(["B04", "B08"])]
     if set(bands["band"].unique()) != {"B04", "B08"}:
-        raise InvalidRequestError(f"NDVI needs the B04 and B08 means; the frame has bands "
-                                  f"{sorted(frame['band'].unique())}")
+        raise InvalidRequestError(f"NDVI needs the Sentinel-2 B04 and B08 means; the frame has bands "
+                                  f"{sorted(frame['band'].unique())} (Sentinel-1 statistics go to s1=, in the CLI "
+                                  f"--s1)")
     wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
     red, nir = wide[("mean", "B04")], wide[("mean", "B08")]
     pixels = wide[("count", "B04")] + wide[("masked", "B04")]
@@ -127,6 +131,24 @@ def _rms(curves: np.ndarray, ref: np.ndarray, min_points: int) -> np.ndarray:
     return np.where(n >= min_points, rms, np.nan)
 
 
+def _season_span(times: Iterable[Any], rules: MarkerRules) -> int:
+    """Days between the first and the last of ``times`` in the season."""
+    days = _days(times)
+    md = pd.DatetimeIndex(list(times)).strftime("%m-%d")
+    inside = days[(md >= rules.season[0]) & (md <= rules.season[1])]
+    return int(inside.max() - inside.min()) if inside.size else 0
+
+
+def _judged(no_cut: pd.Series, times: Iterable[Any], rules: MarkerRules, what: str) -> pd.Series:
+    """``no_cut``, or all False (with a warning) where ``times`` span too little of the season to judge."""
+    span = _season_span(times, rules)
+    if span >= rules.min_season_days:
+        return no_cut
+    warnings.warn(f"the {what} dates span {span} days of the season {rules.season[0]} .. {rules.season[1]}, fewer "
+                  f"than {rules.min_season_days}: no_mowing is not judged on them", stacklevel=3)
+    return no_cut & False
+
+
 def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     """Per parcel of ``series`` (parcels x dates, NaN where not observed), over its observations in the
     season: the lowest value, the largest drop between observations at most ``max_gap`` days apart, and
@@ -168,7 +190,9 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
         raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
                                   f"it lacks {sorted(missing) or 'VH'}")
     vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
-    orbits = vh["orbit_state"] if "orbit_state" in vh.columns else pd.Series("any", index=vh.index)
+    if vh.empty:
+        raise InvalidRequestError("the Sentinel-1 frame has no VH mean measured on any pixel (every count is 0)")
+    orbits = vh["orbit_state"].fillna("any") if "orbit_state" in vh.columns else pd.Series("any", index=vh.index)
 
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
@@ -182,7 +206,7 @@ def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
     *,
-    grassland: Iterable[Any] = (),
+    grassland: Iterable[Any] | str | int = (),
     s1: pd.DataFrame | None = None,
     rules: MarkerRules = MarkerRules(),
 ) -> pd.DataFrame:
@@ -210,6 +234,9 @@ def flag_parcels(
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
     curves = profiles(ndvi, grid)
     refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
+    if not refs:
+        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels a reference profile needs: "
+                      f"crop_mismatch is not judged (is the crop column right?)", stacklevel=2)
     crops = list(refs)
     dist = np.stack([_rms(curves, refs[c], rules.min_points) for c in crops], axis=1) if crops else \
         np.full((len(ndvi), 0), np.nan)
@@ -229,7 +256,7 @@ def flag_parcels(
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
     out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
-    grassland = {str(c) for c in grassland}
+    grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     if grassland and not grass.any():
         known = sorted(set(map(str, codes)))
@@ -237,12 +264,14 @@ def flag_parcels(
                                   f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
-    no_cut = (out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop)
+    no_cut = _judged((out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop),
+                     ndvi.columns, rules, "Sentinel-2")
     if s1 is not None:
         out = out.join(_backscatter_evidence(s1, rules))
         radar = out["longest_vh_gap"].notna()
-        no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
-                              & ~(out["largest_vh_drop"] >= rules.mowing_drop_db))
+        no_cut = no_cut.where(~radar, _judged((out["longest_vh_gap"] <= rules.max_gap)
+                                              & ~(out["largest_vh_drop"] >= rules.mowing_drop_db),
+                                              s1["time"].unique(), rules, "Sentinel-1"))
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
     out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]

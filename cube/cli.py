@@ -225,7 +225,8 @@ def _statistics(path: str, bands: list[str]):
                                   f".parquet/.csv file of cardcube timeseries")
     if source.is_dir():
         return read_timeseries(source, bands=bands, columns=COLUMNS)
-    frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source, parse_dates=["time"])
+    frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(
+        source, parse_dates=["time"], dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
     return frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
 
 
@@ -239,11 +240,17 @@ def _flag(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = parcels.set_index(args.id_column)[args.crop_column]
+    declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
     if not args.grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
-    flags = flag_parcels(_statistics(args.timeseries, ["B04", "B08"]), declared,
-                         grassland=[c.strip() for c in args.grassland.split(",") if c.strip()],
-                         s1=_statistics(args.s1, ["VH"]) if args.s1 else None)
+    s2, s1 = (_statistics(path, bands).astype({"parcel_id": str}) if path else None
+              for path, bands in ((args.timeseries, ["B04", "B08"]), (args.s1, ["VH"])))
+    with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
+        warnings.simplefilter("always", UserWarning)
+        flags = flag_parcels(s2, declared, grassland=[c.strip() for c in args.grassland.split(",") if c.strip()],
+                             s1=s1)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     flags.to_parquet(out) if out.suffix == ".parquet" else flags.to_csv(out, index=False)

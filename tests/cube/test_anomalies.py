@@ -145,6 +145,18 @@ def test_planted_anomalies_are_flagged_and_nothing_else(population):
     assert strict.no_mowing.sum() > flags.no_mowing.sum()  # a rule that sees no cut anywhere flags more
 
 
+@pytest.mark.parametrize("days", [("2024-06-04", "2024-06-04"), ("2024-06-01", "2024-06-30")])
+def test_a_few_weeks_of_data_judge_no_meadow_unmown(population, days):
+    """A day or a month of statistics shows no cut for most meadows: no_mowing is not judged on them."""
+    frame, declared, _ = population
+    short = frame[frame.time.between(*days)]
+    with pytest.warns(UserWarning, match="no_mowing is not judged"):
+        flags = flag_parcels(short, declared, grassland=[3])
+    assert not flags.no_mowing.any()
+    unjudged = flag_parcels(short, declared, grassland=[3], rules=MarkerRules(min_season_days=0))
+    assert unjudged.no_mowing.sum() > 10  # what such data would say of 33 meadows
+
+
 def test_bad_input_gets_a_clear_error(population):
     frame, declared, _ = population
     with pytest.raises(InvalidRequestError, match="none of the frame's parcels has a declaration"):
@@ -155,6 +167,18 @@ def test_bad_input_gets_a_clear_error(population):
         flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
     with pytest.raises(InvalidRequestError, match=r"no parcel declares the grassland code\(s\) abc; declared codes: "):
         flag_parcels(frame, declared, grassland=["abc"])  # a typo would switch the grassland markers off
+    # one code, as an int or a string, is one code (not three digits)
+    assert flag_parcels(frame, declared, grassland=3).no_mowing.sum() == \
+        flag_parcels(frame, declared, grassland="3").no_mowing.sum() > 0
+    with pytest.warns(UserWarning, match="crop_mismatch is not judged"):  # an area column given as the crop
+        assert not flag_parcels(frame, pd.Series(range(len(declared)), index=declared.index)).crop_mismatch.any()
+    s1 = frame[frame.band == "B04"].assign(band="VH")
+    with pytest.raises(InvalidRequestError, match="Sentinel-1 statistics go to s1="):
+        flag_parcels(s1, declared)
+    with pytest.raises(InvalidRequestError, match="no VH mean measured"):
+        flag_parcels(frame, declared, grassland=[3], s1=s1.assign(count=0))
+    no_orbit = flag_parcels(frame, declared, grassland=[3], s1=s1.assign(orbit_state=None))  # not a crash
+    assert no_orbit.largest_vh_drop.notna().any()
 
 
 def test_markers_find_the_planted_anomalies_of_the_synthetic_region(tiny_cube, tiny_region):

@@ -85,3 +85,19 @@ def test_flag_cli_refuses_what_would_check_nothing(tiny_region, tmp_path, capsys
     assert main(["flag", "--timeseries", str(tmp_path / "nodir"), "--parcels", str(tiny_region.parcels),
                  "--out", str(tmp_path / "f.csv")]) == 2
     assert "no statistics at" in capsys.readouterr().err
+
+
+def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge(tiny_cube, tiny_region, tmp_path,
+                                                                                  capsys):
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    padded = parcels.assign(parcel_id=[f"{i:06d}" for i in range(len(parcels))])  # as many registers number them
+    padded.to_parquet(tmp_path / "padded.parquet")
+    csv = tmp_path / "june.csv"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "padded.parquet"),
+                 "--bands", "B04,B08", "--time", "2024-06", "--out", str(csv)]) == 0
+    assert main(["flag", "--timeseries", str(csv), "--parcels", str(tmp_path / "padded.parquet"), "--grassland",
+                 ",".join(map(str, sorted(set(parcels.crop_code))[:3])), "--out", str(tmp_path / "f.csv")]) == 0
+    err = capsys.readouterr().err
+    flags = pd.read_csv(tmp_path / "f.csv", dtype={"parcel_id": str})
+    assert set(flags.parcel_id) <= set(padded.parcel_id) and len(flags) > 100  # matched as text, "000042"
+    assert "note: the Sentinel-2 dates span" in err and not flags.no_mowing.any()  # a month judges no meadow
