@@ -27,6 +27,7 @@ SCL_CLASSES: dict[int, str] = {
     10: "thin_cirrus",
     11: "snow",
 }
+SCL_NO_DATA = 0  # outside the swath or the tile's data: no observation, not a cloud
 # What a check by monitoring treats as unusable: saturated, shadows, medium/high cloud, cirrus, snow.
 DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
 

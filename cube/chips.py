@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
 from cardcube.grid import TileGrid
-from cardcube.spec import DEFAULT_SCL_MASK
+from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import compute_reads, data_footprint, open_cube
@@ -75,11 +75,16 @@ class Chip:
         return inside if inside is not None and inside.any() else np.ones(shape, bool)
 
     def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
-        """Per date, the share of the parcel's pixels (or the chip's, without a parcel) that SCL masks; NaN
-        without an SCL layer (Sentinel-1 sees through clouds). The default mask counts SCL's "no data" too."""
+        """Per date, the share of the parcel's pixels (or the chip's, without a parcel) with data that SCL
+        masks (clouds, shadows, ...): pixels outside the swath (SCL 0, no data) are left out, as they are no
+        cloud (:meth:`nodata_fraction` counts them). NaN without an SCL layer (Sentinel-1 sees through
+        clouds) or without a pixel with data."""
         if "SCL" not in self.data:
             return np.full(self.data.sizes["time"], np.nan)
-        return np.isin(self.data["SCL"].values[:, self._inside], list(classes)).mean(axis=1)
+        scl = self.data["SCL"].values[:, self._inside]
+        seen = scl != SCL_NO_DATA
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (np.isin(scl, list(classes)) & seen).sum(axis=1) / seen.sum(axis=1)
 
     def nodata_fraction(self) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's) with no value in any shown band: outside

@@ -67,7 +67,7 @@ def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, 
         return [b for b in available if b != "SCL"]
     indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
     known = {name.upper(): name for name in [*available, *indices]}
-    bands = [known.get(b.upper(), b) for b in band_list(bands)]
+    bands = list(dict.fromkeys(known.get(b.upper(), b) for b in band_list(bands)))  # "ndvi,NDVI" is one
     listed = [b for b in available if not (statistics and b == "SCL")]
     if not bands:
         raise InvalidRequestError(f"no band given; bands: {', '.join(listed)}")

@@ -259,9 +259,14 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
         if not isinstance(feat, Mapping):
             raise InvalidRequestError(f"feature {i} is not a GeoJSON Feature: {str(feat)[:80]}")
         props = feat.get("properties") or {}
-        ids.append(props.get(id_column, feat.get("id", i)))
+        pid = props.get(id_column, feat.get("id", i))
+        if not isinstance(pid, str | int) or isinstance(pid, bool):
+            raise InvalidRequestError(f"feature {i}: its id {str(pid)[:40]!r} is not a string or an integer")
+        ids.append(pid)
         geom = feat.get("geometry")
         geoms.append(_shape(geom, f"parcel {ids[-1]}") if geom else None)
+    if len({type(pid) for pid in ids}) > 1:  # "a" and 2 (a feature without id) sort and compare as text
+        ids = [str(pid) for pid in ids]
     return ids, geoms
 
 

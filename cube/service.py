@@ -28,6 +28,7 @@ measured or a bad parameter.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
@@ -42,11 +43,14 @@ from pyproj.exceptions import CRSError
 
 from cardcube.errors import (
     CardcubeError,
+    CorruptDocumentError,
+    CorruptShardError,
     CubeNotFoundError,
     DateNotFoundError,
     InvalidRequestError,
     ParcelNotFoundError,
     RequestTooLargeError,
+    StoreError,
 )
 from cardcube.lru import LRUDict
 from cardcube.serving import serve_app
@@ -62,19 +66,22 @@ from cube.timeseries import parcel_timeseries
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
+MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
+MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 
-__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_SEASON_SIZE", "REFRESH", "DateNotFoundError", "VersionCache",
-           "make_app", "serve"]
+__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH",
+           "VersionCache", "make_app", "serve"]
 
 
 # The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
 # large (a ValueError too, so first); a parcel that cannot be measured or a bad parameter (ValueError).
-_STATUS = ((RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreError, 502), (RequestTooLargeError, 413),
+           (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
 
 
 class VersionCache:
@@ -177,6 +184,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
         return _error(_status(exc), type(exc).__name__.removesuffix("Error"), str(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: still JSON, and logged
+        logging.getLogger(__name__).exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "Internal", f"{type(exc).__name__}: {exc}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -199,7 +211,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                    mask: str, as_of: int | None, fmt: str) -> Response:
         frame = parcel_timeseries(store, where, collection=collection, bands=_csv(bands),
                                   stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
-                                  as_of=version_of(collection, as_of), cache=arrays)
+                                  as_of=version_of(collection, as_of), cache=arrays, max_bytes=MAX_READ_BYTES)
         return _timeseries_response(frame, fmt)
 
     @app.get("/")
@@ -265,7 +277,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                       bands=_csv(bands), as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
-        return Response(render.png_bytes(result.contact_sheet().image), media_type="image/png",
+        sheet = result.contact_sheet()
+        if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
+            raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "
+                                       f"{sheet.image.shape[1]} x {sheet.image.shape[0]} px (limit "
+                                       f"{MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range or the size")
+        return Response(render.png_bytes(sheet.image), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
 
     return app

@@ -25,6 +25,7 @@ from cardcube.errors import (
     ParcelOutsideCubeError,
     ParcelsWithoutStatisticsWarning,
     ParcelTooSmallError,
+    RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
@@ -75,13 +76,20 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
 
 
 def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
-                  mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool
-                  ) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
+                  mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool,
+                  max_bytes: float) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
     geobox = dataset_geobox(ds)
     found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched)
     if not found:
         return [], status
     names = [b for b in stored_bands(bands, list(ds.data_vars), scl=mask is not None or histogram) if b in ds]
+    pixels = sum(int(m.size) for _, _, m in found)
+    size = pixels * ds.sizes["time"] * sum(ds[n].dtype.itemsize for n in names)
+    if size > max_bytes:
+        raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels x {ds.sizes['time']} dates x "
+                                   f"{len(names)} bands: {size / 2**20:.0f} MiB to read (limit "
+                                   f"{max_bytes / 2**20:.0f} MiB); narrow the time range or the bands, or run "
+                                   f"cardcube extract for a territory")
     windows = compute_reads(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
     labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
     values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
@@ -118,6 +126,7 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
             for i, f in enumerate(first)]
 
 
+MAX_READ_BYTES = 8 * 2**30  # stored values one call may read: far beyond a parcel's season (a few MB)
 WINDOW_READ_PIXELS = 512 * 512  # query areas up to this size are read whole, per band and time block
 
 
@@ -153,6 +162,7 @@ def parcel_timeseries(
     histogram: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
+    max_bytes: float = MAX_READ_BYTES,
 ) -> pd.DataFrame:
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
@@ -163,8 +173,9 @@ def parcel_timeseries(
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
     too_small with the reason; plain dicts, so the frame still writes to Parquet). A single parcel that
-    cannot be measured raises instead. ``cache`` keeps opened arrays between calls (see
-    :func:`cube.dataset.open_cube`).
+    cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
+    stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
+    ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     ps = as_parcels(parcels, registry=registry)
     stats = stat_list(stats)
@@ -204,7 +215,7 @@ def parcel_timeseries(
                        for p in sub.ids]
             continue
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
-                             histogram=histogram)
+                             histogram=histogram, max_bytes=max_bytes)
         frames += f
         status += [replace(one, tile=tile) for one in s]
     status_frame = pd.DataFrame([asdict(s) for s in status], columns=list(ParcelStatus.__slots__))

@@ -49,7 +49,8 @@ def test_contact_sheet_marks_exactly_the_cloudy_dates(tiny_cube, parcels, parcel
     from tests.cube.reference import centre_pixels
 
     inside = centre_pixels(c.outline, c.geobox.affine, c.geobox.shape, buffer=0.0)
-    fraction = np.isin(scl[:, inside], DEFAULT_SCL_MASK).mean(axis=1)
+    seen = scl[:, inside] != 0  # outside the swath is no cloud
+    fraction = (np.isin(scl[:, inside], DEFAULT_SCL_MASK) & seen).sum(axis=1) / seen.sum(axis=1)
     assert list(sheet.cloudy) == list(fraction > 0.3)
     assert any(sheet.cloudy) and not all(sheet.cloudy)
     png = Image.open(io.BytesIO(sheet.to_png()))
@@ -73,10 +74,15 @@ def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
         values = data[band].values
         values[2, ys[west], xs[west]] = 0 if band == "SCL" else np.nan
         values[3] = 0 if band == "SCL" else np.nan  # date 3: nothing at all
+        if band == "SCL":
+            values[2, ys[~west], xs[~west]] = 4  # the other half of date 2: clear vegetation
         data[band].values = values
-    sheet = Chip(data, c.bands, c.outline, c.parcel_id).contact_sheet(scale=2)
+    edited = Chip(data, c.bands, c.outline, c.parcel_id)
+    sheet = edited.contact_sheet(scale=2)
     gone = np.isnan(data[c.bands[0]].values[:, inside]).mean(axis=1)
     assert list(sheet.empty) == list(gone > 0.5) and sheet.empty[3] and not sheet.cloudy[3]
+    assert edited.cloud_fraction()[2] == 0 and not sheet.cloudy[2]  # half outside the swath, no cloud
+    assert np.isnan(edited.cloud_fraction()[3])
     png = Image.open(io.BytesIO(sheet.to_png()))
     assert png.getpixel((sheet.boxes[3][0] - 2, sheet.boxes[3][1] - 2))[:3] == render.NO_DATA
 

@@ -243,7 +243,7 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
     from cube.indices import check_bands
 
     assert check_bands("B04, NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # one string is a list, not letters
-    assert check_bands("b04,ndvi", ["B04", "B08"]) == ["B04", "NDVI"]  # in any case
+    assert check_bands("b04,ndvi,NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # in any case, each once
     with pytest.raises(InvalidRequestError, match="unknown band") as refused:
         check_bands("B99", ["B04", "B08", "SCL"], statistics=True)
     assert "SCL" not in str(refused.value)  # not offered where it is refused

@@ -149,6 +149,7 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
+    ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 512}, 413, "RequestTooLarge", "Mpx"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 600, "scale": 8}, 413,
      "RequestTooLarge", "4800 px a side"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "bands": "FOO"}, 422, "InvalidRequest",
@@ -183,6 +184,18 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
             * (MAX_POSTED_PARCELS + 1)}
     r = post(many)
     assert r.status_code == 413 and "cardcube extract" in r.json()["detail"]
+    wide = mapping(box(centre.x - 6000, centre.y - 6000, centre.x + 6000, centre.y + 6000))  # 144 km², 19 dates
+    r = post(wide, crs=parcels.crs.to_string())
+    assert r.status_code == 413 and "MiB to read" in r.json()["detail"], r.text
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    mixed = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": "a", "geometry": geom},
+                                                       {"type": "Feature", "geometry": geom}]}  # "a" and 1
+    r = post(mixed, bands="B04")
+    assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {"a", "1"}, r.text
+    odd = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": {"x": 1}, "geometry": geom}]}
+    assert post(odd).status_code == 422 and "is not a string or an integer" in post(odd).json()["detail"]
+    r = post(geom, bands="ndvi,NDVI,b04")
+    assert r.status_code == 200 and sorted({row["band"] for row in r.json()["rows"]}) == ["B04", "NDVI"]
 
 
 def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, parcels, parcel_id):
