@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("id", nargs="?", help="parcel id from --parcels")
     c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="centre of the chip (lon lat)")
     c.add_argument("--size", type=int, default=128, help="chip size in pixels (default 128)")
+    c.add_argument("--scale", type=int, default=None,
+                   help="PNG pixels per cube pixel (default 4, less for chips over 1024 px: at most 4096 px a side)")
     c.add_argument("--bands", default=None, help="three bands (RGB) or one band/index, e.g. NDVI (default: true colour "
                    "B04,B03,B02 for s2, VH_VV for s1)")
     c.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates")
@@ -174,23 +177,25 @@ def _timeseries(args: argparse.Namespace) -> int:
 def _chip(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cube.chips import chip
+    from cube.chips import MAX_IMAGE_SIZE, check_image_size, chip
 
+    scale = args.scale or max(1, min(4, MAX_IMAGE_SIZE // max(args.size, 1)))
+    check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
                   bands=args.bands.split(",") if args.bands else None, registry=registry, as_of=args.as_of,
                   storage_options=storage_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = str(result.parcel_id if result.parcel_id is not None else "point")
+    name = re.sub(r"[^\w.-]", "_", str(result.parcel_id if result.parcel_id is not None else "point"))  # "a/b"
     if args.sheet:
         path = out / f"{name}_season.png"
-        result.contact_sheet().write(path)
+        result.contact_sheet(scale=min(scale, 3)).write(path)
         print(f"contact sheet of {len(result.times)} dates -> {path}")
         return 0
     for t, when in enumerate(result.times):
         stem = out / f"{name}_{pd.Timestamp(when):%Y%m%dT%H%M%S}"
-        result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t)
+        result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t, scale=scale)
     print(f"{len(result.times)} chip(s) -> {out}")
     return 0
 

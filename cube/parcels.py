@@ -82,9 +82,15 @@ class ParcelSet:
         except KeyError:
             raise ParcelNotFoundError(f"parcel {parcel_id!r} is not in the parcel set ({len(self)} parcels)") from None
 
+    @cached_property
+    def _by_text(self) -> dict[str, Hashable]:
+        return {str(pid): pid for pid in self.ids}
+
     def select(self, parcel_ids: Iterable[Hashable]) -> ParcelSet:
-        """The named parcels, in the given order; :class:`ParcelNotFoundError` names the unknown ones."""
-        parcel_ids = list(parcel_ids)
+        """The named parcels, in the given order; :class:`ParcelNotFoundError` names the unknown ones. An id
+        given as text names the parcel of that id as text (``"1042"`` from a command line or a URL is the
+        integer id 1042 of a parcel file)."""
+        parcel_ids = [p if p in self._index else self._by_text.get(str(p), p) for p in parcel_ids]
         missing = [p for p in parcel_ids if p not in self._index]
         if missing:
             shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")

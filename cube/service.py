@@ -175,7 +175,6 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column),
                                                        id_column=id_column)
-    by_text = {} if registry is None else {str(pid): pid for pid in registry.ids}
     versions = VersionCache(store, refresh=refresh)
     arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube")
@@ -203,9 +202,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         if registry is None:
             raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
                                       f"(cardcube serve --parcels FILE); POST the geometry instead")
-        if parcel_id not in by_text:
-            raise ParcelNotFoundError(f"unknown parcel id {parcel_id!r} ({len(registry)} parcels registered)")
-        return registry.select([by_text[parcel_id]])
+        return registry.select([parcel_id])
 
     def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, as_of: int | None, fmt: str) -> Response:
@@ -222,14 +219,14 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                 found.append(_collection_info(versions.get(collection)))
             except CubeNotFoundError:
                 continue
-        return {"cube": store_url(store), "parcels": len(by_text) if registry is not None else None,
+        return {"cube": store_url(store), "parcels": len(registry) if registry is not None else None,
                 "collections": found}
 
     @app.get("/collections/{collection}")
     def collection_info(collection: str, as_of: int | None = None) -> dict[str, Any]:
         return _collection_info(version_of(collection, as_of))
 
-    @app.get("/collections/{collection}/parcels/{parcel_id}/timeseries")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
     def parcel_series(collection: str, parcel_id: str, bands: str | None = None, stats: str | None = None,
                       time: str | None = None, mask: Mask = "default", as_of: int | None = None,
                       format: Format = "json") -> Response:
@@ -252,7 +249,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 
-    @app.get("/collections/{collection}/parcels/{parcel_id}/chip.png")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png")
     def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
@@ -267,7 +264,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
 
-    @app.get("/collections/{collection}/parcels/{parcel_id}/season.png")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png")
     def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
                    size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
         if size > MAX_SEASON_SIZE:

@@ -101,3 +101,20 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
     flags = pd.read_csv(tmp_path / "f.csv", dtype={"parcel_id": str})
     assert set(flags.parcel_id) <= set(padded.parcel_id) and len(flags) > 100  # matched as text, "000042"
     assert "note: the Sentinel-2 dates span" in err and not flags.no_mowing.any()  # a month judges no meadow
+
+
+def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, tiny_region, tmp_path):
+    parcels = gpd.read_parquet(tiny_region.parcels).iloc[10:14]
+    numbered = parcels.assign(parcel_id=[1040, 1041, 1042, 1043])
+    numbered.to_parquet(tmp_path / "numbered.parquet")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "numbered.parquet"), "1042",
+                 "--bands", "B04", "--out", str(tmp_path / "n.csv")]) == 0  # the command line's "1042" is 1042
+    assert set(pd.read_csv(tmp_path / "n.csv").parcel_id) == {1042}
+    slashed = parcels.assign(parcel_id=["NL/1", "NL/2", "NL/3", "NL/4"])
+    slashed.to_parquet(tmp_path / "slashed.parquet")
+    assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
+                 "--size", "16", "--sheet", "--out", str(tmp_path / "chips")]) == 0
+    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_season.png"]
+    assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
+                 "--size", "1200", "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path / "big")]) == 0
+    assert {Image.open(p).size for p in (tmp_path / "big").glob("*.png")} == {(3600, 3600)}  # drawn at scale 3

@@ -136,7 +136,7 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
 
 
 @pytest.mark.parametrize(("method", "path", "params", "status", "error", "says"), [
-    ("GET", "/collections/s2/parcels/NOPE-1/timeseries", {}, 404, "ParcelNotFound", "unknown parcel id 'NOPE-1'"),
+    ("GET", "/collections/s2/parcels/NOPE-1/timeseries", {}, 404, "ParcelNotFound", "unknown parcel id(s) 'NOPE-1'"),
     ("GET", "/collections/s3/parcels/{pid}/timeseries", {}, 404, "CubeNotFound", "unknown collection 's3'"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": "B99"}, 422, "InvalidRequest", "B99"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"stats": "average"}, 422, "InvalidRequest", "average"),
@@ -265,3 +265,17 @@ def test_version_cache_stops_serving_a_pinned_version_once_it_is_expired(tiny_cu
     assert unchecked.get("s2", pinned).version == pinned  # within refresh: not looked at again
     with pytest.raises(VersionNotFoundError, match=f"no version {pinned}"):
         checked.get("s2", pinned)
+
+
+def test_ids_with_a_slash_are_reached_by_url(tiny_cube, parcels, tmp_path):
+    some = parcels.iloc[10:12].assign(parcel_id=["NL/000001", "NL/000002"])
+    some.to_parquet(tmp_path / "slashed.parquet")
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tmp_path / "slashed.parquet"])
+    try:
+        r = server.http.get("/collections/s2/parcels/NL%2F000002/timeseries", params={"bands": "B04"})
+        assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {"NL/000002"}, r.text
+        r = server.http.get("/collections/s2/parcels/NL/000002/season.png", params={"size": 16})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert server.http.get("/collections/s2/parcels/NL/9/timeseries").status_code == 404
+    finally:
+        server.close()
