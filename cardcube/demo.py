@@ -11,6 +11,7 @@ extractions, scored against the planted ground truth.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from datetime import timedelta
@@ -23,10 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cardcube demo`` to the ``cardcube`` parser."""
     p = sub.add_parser("demo", help="generate, ingest and explore the synthetic demo region",
                        description="The one-command tour: synthetic CARD scenes for a ~10x10 km Dutch region, "
-                       "ingested into time-first Zarr cubes with a STAC catalog, then parcel time series and chips.")
+                       "ingested into time-first Zarr cubes with a STAC catalog; parcel time series and a season "
+                       "contact sheet; the extraction of every parcel; new dates ingested, the extraction updated "
+                       "and the old version expired; the anomaly markers scored against the planted truth.")
     p.add_argument("--out", default="demo-data", help="working folder (default ./demo-data)")
     p.add_argument("--tiny", action="store_true", help="a tiny region (seconds instead of minutes)")
-    p.add_argument("--seed", type=int, default=42, help="random seed of the synthetic region")
+    p.add_argument("--seed", type=int, default=42, help="random seed of the synthetic region (default 42)")
     p.add_argument("--fresh", action="store_true", help="delete the working folder first")
     p.set_defaults(func=run)
 
@@ -71,6 +74,19 @@ def _split_items(items: Path, late: int) -> tuple[Path, Path]:
             write_features([f for f in features if f["id"] in later], items.parent / "items-later.json"))
 
 
+def _claim(out: Path, settings: dict) -> None:
+    """Record the demo's settings in ``out``; a folder holding another demo (another seed or size) is refused:
+    its cube would keep the other region's scenes while the steps read this one's parcels."""
+    from cardcube.errors import InvalidRequestError
+
+    mark = out / "demo.json"
+    if mark.exists() and json.loads(mark.read_text()) != settings:
+        raise InvalidRequestError(f"{out} holds the demo of {mark.read_text().strip()}, not {json.dumps(settings)}: "
+                                  f"pass --fresh to replace it, or --out another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps(settings))
+
+
 def run(args: argparse.Namespace) -> int:
     import geopandas as gpd
     import pandas as pd
@@ -88,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
+    _claim(out, {"seed": args.seed, "tiny": args.tiny})
     started = time.perf_counter()
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 

@@ -68,7 +68,7 @@ class ExpireResult:
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
-        kept = f"{self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else str(self.kept[0])
+        kept = f"versions {self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else f"version {self.kept[0]}"
         return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
                 f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)")

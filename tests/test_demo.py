@@ -32,3 +32,6 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert set(flags.parcel_id) == set(extracted.parcel_id) and flags.flagged.any()
     assert flags.largest_vh_drop.notna().all()  # the mowing marker read the S1 extraction
     assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()
+    other = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--seed", "7", "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert other.returncode == 2 and "pass --fresh to replace it" in other.stderr  # not mixed into seed 42's cube
