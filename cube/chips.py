@@ -23,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
 from cardcube.grid import TileGrid
+from cardcube.query import parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
@@ -195,6 +196,16 @@ def chip(
         col = math.floor((centre.x - geobox.affine.c) / grid_res) - size // 2
         row = math.floor((geobox.affine.f - centre.y) / grid_res) - size // 2
         ds = ds.isel(y=slice(max(row, 0), max(row, 0) + size), x=slice(max(col, 0), max(col, 0) + size))
+        if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
+            raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
+                                       f"{geobox.shape[1]} x {geobox.shape[0]} px")
+        lo, hi = parse_time_range(time)  # [lo, hi), as open_cube selects dates
+        when, keep = ds["time"].values, np.ones(ds.sizes["time"], bool)
+        if lo is not None:
+            keep &= when >= lo
+        if hi is not None:
+            keep &= when < hi
+        ds = ds.isel(time=np.flatnonzero(keep))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

@@ -112,3 +112,19 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
     assert chip(tiny_cube, Point(lon, lat), size=16, bands="B04,B03,B02").bands == ("B04", "B03", "B02")
     s1 = chip(tiny_cube, Point(lon, lat), size=16, collection="s1")
     assert s1.bands == ("VH_VV",) and np.isnan(s1.cloud_fraction()).all()  # no SCL: no cloud share
+
+
+def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, parcel_id):
+    """The README's advice for many chips over one area: open the Dataset once. Its chips keep the time range,
+    and a point beyond it is a clear error, not an empty chip."""
+    from shapely.geometry import Point
+
+    from cardcube.errors import AreaOutsideCubeError
+
+    ds = open_cube(tiny_cube, bbox=parcels.total_bounds, crs=parcels.crs, bands=["B04", "B03", "B02", "SCL"])
+    c = chip(ds, [parcel_id], registry=parcels, size=24, time="2024-06")
+    want = chip(tiny_cube, [parcel_id], registry=parcels, size=24, time="2024-06")
+    assert list(c.times) == list(want.times) and 0 < len(c.times) < ds.sizes["time"]
+    np.testing.assert_array_equal(c.data["SCL"].values, want.data["SCL"].values)
+    with pytest.raises(AreaOutsideCubeError, match="outside the Dataset"):
+        chip(ds, Point(10, 50), size=24)
