@@ -15,14 +15,16 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01&bands=B04,B03,B02&size=128&scale=4
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
-Each answer says which cube version it was read from (``cube_version`` in JSON, the ``X-Cube-Version``
-header everywhere), so two answers can be compared. The service keeps the versions it has read
-(:class:`VersionCache`): a pinned ``as_of`` version never changes, and the latest is looked up again at
-most every ``refresh`` seconds, so on S3 a query does not pay the ledger's listing and read each time.
+Each answer about one collection says which cube version it was read from (``version`` or
+``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
+keeps the versions it has read (:class:`VersionCache`): a pinned ``as_of`` version never changes, and the
+latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay the ledger's
+listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
 404 unknown parcel, collection, version or date; 413 a request too large; 422 a parcel that cannot be
-measured or a bad parameter.
+measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
+its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pandas as pd
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
@@ -123,6 +126,20 @@ class VersionCache:
         return seen[1]
 
 
+class ErrorBody(BaseModel):
+    """What every error answers: the kind (``ParcelNotFound``, ``RequestTooLarge``, ...) and why."""
+
+    error: str
+    detail: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text} for code, text in (
+        (404, "unknown collection, parcel, version or date"), (413, "the request would read or draw too much"),
+        (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"))}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+
+
 def _status(exc: CardcubeError) -> int:
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
 
@@ -146,7 +163,8 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
     headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
     if fmt == "csv":
-        return Response(frame.to_csv(index=False), media_type=FORMATS[fmt], headers=headers)
+        return Response(frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"), media_type=FORMATS[fmt],
+                        headers=headers)
     if fmt == "parquet":
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -158,10 +176,10 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: Python numbers (floats written in full, so a client reads the very numbers
-    of the Python API), ISO 8601 times, null for NaN."""
+    of the Python API), ISO 8601 times in UTC with "Z" (as ``/collections`` writes them), null for NaN."""
     out = frame.copy()
     for name in out.columns[[pd.api.types.is_datetime64_any_dtype(t) for t in out.dtypes]]:
-        out[name] = out[name].map(pd.Timestamp.isoformat)
+        out[name] = out[name].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
@@ -177,7 +195,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
     arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
-    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube")
+    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
+                  responses=ERROR_RESPONSES)
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
@@ -223,8 +242,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                 "collections": found}
 
     @app.get("/collections/{collection}")
-    def collection_info(collection: str, as_of: int | None = None) -> dict[str, Any]:
-        return _collection_info(version_of(collection, as_of))
+    def collection_info(collection: str, as_of: int | None = None) -> JSONResponse:
+        version = version_of(collection, as_of)
+        return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
     def parcel_series(collection: str, parcel_id: str, bands: str | None = None, stats: str | None = None,
@@ -249,7 +269,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
     def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
@@ -264,7 +284,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
+             responses=PNG)
     def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
                    size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
         if size > MAX_SEASON_SIZE:

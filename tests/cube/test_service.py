@@ -31,7 +31,8 @@ def http(served):
 
 def _frame(body: dict) -> pd.DataFrame:
     frame = pd.DataFrame(body["rows"], columns=body["columns"])
-    frame["time"] = pd.to_datetime(frame["time"])
+    assert frame["time"].str.endswith("Z").all()  # UTC, said
+    frame["time"] = pd.to_datetime(frame["time"]).dt.tz_convert(None)
     return frame
 
 
@@ -53,7 +54,18 @@ def test_collections_describe_the_ledger(http, tiny_cube):
         dates = {a.time for t in version.tiles.values() for a in t.acquisitions}
         assert info["version"] == version.version and info["dates"] == len(dates) > 0
         assert info["bands"] == list(version.spec.band_names) and info["tiles"] == sorted(version.tiles)
-        assert http.get(f"/collections/{info['collection']}").json() == info
+        one = http.get(f"/collections/{info['collection']}")
+        assert one.json() == info and one.headers["X-Cube-Version"] == str(version.version)
+
+
+def test_the_openapi_document_says_what_routes_answer(http):
+    api = http.get("/openapi.json").json()
+    chip_png = api["paths"]["/collections/{collection}/parcels/{parcel_id}/chip.png"]["get"]["responses"]
+    assert list(chip_png["200"]["content"]) == ["image/png"]
+    for code in ("404", "413", "422", "500"):
+        assert chip_png[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    series = api["paths"]["/collections/{collection}/timeseries"]["post"]["responses"]
+    assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
 
 
 def _store(root):
@@ -81,6 +93,7 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
     assert csv.headers["content-type"].startswith("text/csv")
     got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"])
     np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-15)
+    assert (got["time"].dt.tz_convert(None) == want["time"]).all()  # "...Z": UTC, said
     s1 = http.get(f"/collections/s1/parcels/{parcel_id}/timeseries", params={"bands": "VV"}).json()
     _assert_same(_frame(s1), parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, collection="s1",
                                                bands=["VV"]))
