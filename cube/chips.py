@@ -158,6 +158,15 @@ def _chip_box(centre: Point, grid: TileGrid, resolution: int, size: int) -> tupl
     return x0, y1 - size * resolution, x0 + size * resolution, y1
 
 
+def _padded(data: xr.Dataset, chip_box: tuple[float, float, float, float], resolution: int) -> xr.Dataset:
+    """``data`` (a part of the chip) on the whole chip's pixels, with no data (NaN, SCL 0) where it has none."""
+    x0, _, x1, y1 = chip_box
+    xs = x0 + (np.arange(round((x1 - x0) / resolution)) + 0.5) * resolution
+    ys = y1 - (np.arange(xs.size) + 0.5) * resolution
+    fill = {name: SCL_NO_DATA if name == "SCL" else np.nan for name in data.data_vars}
+    return data.reindex(x=xs, y=ys, method="nearest", tolerance=resolution / 4, fill_value=fill)
+
+
 def chip(
     cube: xr.Dataset | StoreLike,
     where: Any,
@@ -176,6 +185,7 @@ def chip(
     ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``); by default
     :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
+    A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     if not 1 <= size <= MAX_SIZE:
@@ -186,6 +196,7 @@ def chip(
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
     geom, pid, crs = _locate(where, registry)
+    pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
         ds = cube
         bands = tuple(check_bands(bands, list(ds.data_vars)))
@@ -212,15 +223,20 @@ def chip(
         bands = tuple(check_bands(bands, version.spec.band_names))
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
-        for tile in sorted(version.tiles):
-            grid = TileGrid.from_id(tile)
-            geom_local = _project(geom, crs, grid.crs)
-            centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
-            chip_box = _chip_box(centre, grid, res, size)
-            if box(*grid.bounds).contains(box(*chip_box)) and data_footprint(version, tile).intersects(box(*chip_box)):
-                ds = open_cube(store, collection, bbox=chip_box, time=time, as_of=version,
-                               bands=stored_bands(bands, version.spec.band_names),
-                               tiles=[tile], resolution=res, chunks="window", cache=cache)  # a read per band and block
+        for whole in (True, False):  # a tile holding the whole chip, else one holding its centre (then padded)
+            for tile in sorted(version.tiles):
+                grid = TileGrid.from_id(tile)
+                geom_local = _project(geom, crs, grid.crs)
+                centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
+                chip_box, tile_box = _chip_box(centre, grid, res, size), box(*grid.bounds)
+                inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
+                if inside and data_footprint(version, tile).intersects(box(*chip_box)):
+                    ds = open_cube(store, collection, bbox=tile_box.intersection(box(*chip_box)).bounds, time=time,
+                                   as_of=version, bands=stored_bands(bands, version.spec.band_names), tiles=[tile],
+                                   resolution=res, chunks="window", cache=cache)  # a read per band and block
+                    pad_to = None if whole else chip_box
+                    break
+            if ds is not None:
                 break
         if ds is None:
             reason = f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
@@ -237,6 +253,8 @@ def chip(
         ds = add_indices(ds, derived)
     keep = [*bands, *(["SCL"] if "SCL" in ds else [])]
     (data,) = compute_reads(ds[list(dict.fromkeys(keep))])
+    if pad_to is not None:  # the chip crosses the edge of the only tile holding data: no data beyond it
+        data = _padded(data, pad_to, res)
     outline = None
     if geom is not None and geom.geom_type != "Point":
         outline = _project(geom, crs, data.rio.crs)

@@ -128,3 +128,32 @@ def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, p
     np.testing.assert_array_equal(c.data["SCL"].values, want.data["SCL"].values)
     with pytest.raises(AreaOutsideCubeError, match="outside the Dataset"):
         chip(ds, Point(10, 50), size=24)
+
+
+@pytest.fixture(scope="module")
+def edge_cube(tmp_path_factory):
+    """A tiny region at the western edge of tile 31UFU, its neighbour not ingested."""
+    from cardcube.spec import ChunkLayout
+    from cardcube.synth import SynthConfig, generate
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+
+    region = generate(tmp_path_factory.mktemp("edge-region"), SynthConfig.tiny(origin=(600_000, 5_845_000)))
+    root = tmp_path_factory.mktemp("edge-cube")
+    ingest(region.items, root, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False, catalog=False)
+    return root, gpd.read_parquet(region.parcels)
+
+
+def test_a_chip_across_the_edge_of_the_only_tile_is_padded_with_no_data(edge_cube):
+    root, parcels = edge_cube
+    west = parcels.geometry.centroid.x - 600_000  # metres from the tile's western edge
+    pid = parcels.parcel_id[west.between(100, 400)].iloc[0]
+    c = chip(root, [pid], registry=parcels, size=128, time="2024-06")
+    assert c.data.sizes["x"] == c.data.sizes["y"] == 128
+    outside = c.data.x.values < 600_000
+    assert outside.any() and (~outside).any()
+    assert np.isnan(c.data["B04"].values[:, :, outside]).all() and (c.data["SCL"].values[:, :, outside] == 0).all()
+    inner = open_cube(root, bbox=(600_000, float(c.data.y.min()) - 5, float(c.data.x.max()) + 5,
+                                  float(c.data.y.max()) + 5), crs=parcels.crs, time="2024-06", bands=["B04"])
+    np.testing.assert_array_equal(c.data["B04"].values[:, :, ~outside], inner["B04"].values)
+    assert list(np.isnan(c.cloud_fraction())) == list(c.nodata_fraction() == 1)  # the pad is no cloud
