@@ -150,8 +150,8 @@ def _time_blocks(store: Store, collection: str, tile: str, name: str, version: C
                  size: int) -> list[slice]:
     """Runs of at most ``size`` dates of ``tile`` along the stored time chunks: whole chunks while they fit, a
     chunk longer than ``size`` cut in pieces (each decodes the chunk again: time spent for memory saved),
-    and a tail shorter than half a run (the few dates of the hot buffer) read with the last run, as each
-    run has a fixed cost: a run holds at most :func:`_longest_run` dates."""
+    and a short tail (the few dates of the hot buffer) read with the last run if the two hold at most
+    :func:`_longest_run` dates, as each run has a fixed cost."""
     ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
     runs, start, stop = [], 0, 0
     for n in ds[name].chunks[0]:
