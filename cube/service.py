@@ -39,6 +39,7 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pyproj import CRS
@@ -197,6 +198,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
+    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
+                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates"])
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
@@ -269,7 +273,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/chip.png", methods=["GET", "HEAD"],
+                   response_class=Response, responses=PNG)
     def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
@@ -284,8 +289,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
-             responses=PNG)
+    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/season.png", methods=["GET", "HEAD"],
+                   response_class=Response, responses=PNG)
     def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
                    size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
         if size > MAX_SEASON_SIZE:

@@ -58,6 +58,14 @@ def test_collections_describe_the_ledger(http, tiny_cube):
         assert one.json() == info and one.headers["X-Cube-Version"] == str(version.version)
 
 
+def test_a_dashboard_on_another_origin_may_read_and_a_head_answers(http, parcel_id):
+    r = http.get("/collections/s2", headers={"Origin": "https://dashboard.example.org"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "X-Cube-Version" in r.headers["access-control-expose-headers"]
+    head = http.head(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 16})
+    assert head.status_code == 200 and head.headers["content-type"] == "image/png" and not head.content
+
+
 def test_the_openapi_document_says_what_routes_answer(http):
     api = http.get("/openapi.json").json()
     chip_png = api["paths"]["/collections/{collection}/parcels/{parcel_id}/chip.png"]["get"]["responses"]
