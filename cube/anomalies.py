@@ -146,7 +146,7 @@ def _judged(no_cut: pd.Series, times: Iterable[Any], rules: MarkerRules, what: s
         return no_cut
     warnings.warn(f"the {what} dates span {span} days of the season {rules.season[0]} .. {rules.season[1]}, fewer "
                   f"than {rules.min_season_days}: no_mowing is not judged on them", stacklevel=3)
-    return no_cut & False
+    return pd.Series(False, index=no_cut.index)
 
 
 def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
