@@ -40,8 +40,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`_statistics_options`' options, as the Python API takes them."""
     from cube.stats import STATS
 
-    return {"bands": args.bands, "stats": STATS if args.stats is None else args.stats,
-            "buffer": args.buffer,
+    return {"bands": args.bands, "stats": STATS if args.stats is None else args.stats, "buffer": args.buffer,
             "all_touched": args.all_touched, "mask": None if args.no_mask else "default"}
 
 
@@ -183,7 +182,7 @@ def _chip(args: argparse.Namespace) -> int:
     check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
-                  bands=args.bands.split(",") if args.bands else None, registry=registry, as_of=args.as_of,
+                  bands=args.bands, registry=registry, as_of=args.as_of,
                   storage_options=storage_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
