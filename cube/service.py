@@ -72,6 +72,7 @@ MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up 
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
@@ -164,8 +165,7 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
     headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
     if fmt == "csv":
-        return Response(frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"), media_type=FORMATS[fmt],
-                        headers=headers)
+        return Response(frame.to_csv(index=False, date_format=TIME_FORMAT), media_type=FORMATS[fmt], headers=headers)
     if fmt == "parquet":
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -180,7 +180,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     of the Python API), ISO 8601 times in UTC with "Z" (as ``/collections`` writes them), null for NaN."""
     out = frame.copy()
     for name in out.columns[[pd.api.types.is_datetime64_any_dtype(t) for t in out.dtypes]]:
-        out[name] = out[name].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(".000000Z", "Z", regex=False)
+        out[name] = out[name].dt.strftime(TIME_FORMAT)
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
