@@ -200,8 +200,8 @@ def _build(
         if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
             raise InvalidRequestError(
                 f"parcel coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
-                f"{src.to_string()}; give them as a GeoDataFrame or GeoSeries with their CRS, or "
-                f"as_parcels(..., src_crs=...)"
+                f"{src.to_string()}: say their CRS (a GeoDataFrame's own; src_crs= in Python; crs= in a REST "
+                f"request, e.g. crs=EPSG:32631)"
             )
     parcels = ParcelSet(tuple(kept), tuple(fixed), src, tuple(repaired), tuple(rejected))
     return parcels if crs is None else parcels.to_crs(crs)

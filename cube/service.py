@@ -279,6 +279,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
         check_image_size(size, scale)  # before reading
+        if "/" in date:
+            raise InvalidRequestError(f"date {date!r} is one day (YYYY-MM-DD) of the parcel's timeseries; the dates "
+                                      f"of a range are drawn by season.png?time=")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
                       bands=_csv(bands), as_of=version, cache=arrays)

@@ -82,7 +82,7 @@ def test_geojson_kinds() -> None:
 def test_shapely_polygon_and_its_crs() -> None:
     ps = as_parcels(FIELDS["NL-003"], crs=UTM)
     utm_poly = ps.geometries[0]
-    with pytest.raises(InvalidRequestError, match=r"GeoDataFrame or GeoSeries with their CRS, or .*src_crs"):
+    with pytest.raises(InvalidRequestError, match=r"say their CRS .*src_crs= in Python"):
         as_parcels(utm_poly, crs=UTM)  # UTM metres are no lon/lat: the way out works from parcel_timeseries too
     again = as_parcels(utm_poly, src_crs=UTM, crs=UTM)
     assert again.geometries[0].equals(utm_poly)

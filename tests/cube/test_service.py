@@ -169,6 +169,8 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "RequestTooLarge", "100000 px"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
+     "is one day"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 512}, 413, "RequestTooLarge", "Mpx"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 600, "scale": 8}, 413,
@@ -192,6 +194,8 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     tiny = mapping(box(centre.x, centre.y, centre.x + 4, centre.y + 4))  # 4 x 4 m, in the parcels' UTM zone
     r = post(tiny, crs=parcels.crs.to_string())
     assert r.status_code == 422 and r.json()["error"] == "ParcelTooSmall"
+    r = post(tiny)  # UTM metres taken as lon/lat: the answer says how to name their CRS
+    assert r.status_code == 422 and "crs= in a REST request" in r.json()["detail"]
     far = {"type": "Polygon", "coordinates": [[[100, 10], [100.01, 10], [100.01, 10.01], [100, 10]]]}
     assert post(far).json()["error"] == "ParcelOutsideCube" and post(far).status_code == 422
     broken = {"type": "Polygon", "coordinates": [[[5, 52], [5.01, 52]]]}
