@@ -150,10 +150,6 @@ def _error(status: int, kind: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail}, status_code=status)
 
 
-def _csv(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
     dates = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
     return {"collection": version.collection, "version": version.version, "created": version.created,
@@ -229,7 +225,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, as_of: int | None, fmt: str) -> Response:
-        frame = parcel_timeseries(store, where, collection=collection, bands=_csv(bands),
+        frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
                                   as_of=version_of(collection, as_of), cache=arrays, max_bytes=MAX_READ_BYTES)
         return _timeseries_response(frame, fmt)
@@ -284,7 +280,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                       f"of a range are drawn by season.png?time=")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
-                      bands=_csv(bands), as_of=version, cache=arrays)
+                      bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
                                     f"{version.version}; its timeseries lists the dates")
@@ -300,7 +296,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
-                      bands=_csv(bands), as_of=version, cache=arrays)
+                      bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
         sheet = result.contact_sheet()
