@@ -515,12 +515,12 @@ def extract(
     files = sum(len(u.times) for u in units)
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
-        again = new and any(new.values())
+        kept = MOSAIC in done and not (new and any(new.values()))  # an earlier run's file stands
         written = _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                                all_touched=all_touched, done=set() if again else done)
+                                all_touched=all_touched, write=not kept)
         if written is not None:
             rows, files = rows + written, files + 1
-        elif MOSAIC in done and not again:
+        elif kept:
             units_resumed += 1
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
@@ -538,9 +538,10 @@ def extract(
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
-                  all_touched: bool, done: set[str]) -> int | None:
+                  all_touched: bool, write: bool) -> int | None:
     """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``: the rows
-    written, or None if none were (they failed, or an earlier run wrote them: read again for their status)."""
+    written, or None if none were (they failed, or not ``write``: an earlier run's file stands, and they are
+    read again for their status)."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
@@ -553,7 +554,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
         return None
     for s in frame.attrs["parcel_status"]:
         status[s["parcel_id"]] = ParcelStatus(**s)
-    if MOSAIC in done:
+    if not write:
         return None
     write_bytes(job.out, MOSAIC, parquet_bytes(frame))
     return len(frame)
