@@ -12,8 +12,9 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask
@@ -35,7 +36,7 @@ from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
-from cube.ledger import Acquisition, CubeVersion, TileState, read_version
+from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -155,8 +156,10 @@ class _Window:
     again (one parcel after another) fetches only chunks."""
 
     def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool,
-                 indexes: MutableMapping[str, np.ndarray] | None = None) -> None:
+                 indexes: MutableMapping[str, np.ndarray] | None = None,
+                 on_missing: Callable[[list[str]], None] | None = None) -> None:
         self.array, self.times, self.rows, self.cols, self.hot = array, times, rows, cols, hot
+        self.on_missing = on_missing
         self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = array.dtype
         self.ndim = 3
@@ -167,18 +170,18 @@ class _Window:
 
     def read(self, t: slice | np.ndarray, r: slice = slice(None), c: slice = slice(None), *,
              out: np.ndarray | None = None) -> np.ndarray:
-        """``self[t, r, c]``, into ``out`` if given (a run of consecutive dates is one shard-reader call)."""
+        """``self[t, r, c]``, into ``out`` if given: each run of consecutive dates is one shard-reader call."""
         times = self.times[t]
         (r0, r1, _), (c0, c1, _) = r.indices(self.shape[1]), c.indices(self.shape[2])
         rows = slice(self.rows.start + r0, self.rows.start + r1)
         cols = slice(self.cols.start + c0, self.cols.start + c1)
-        if times.size and np.array_equal(times, np.arange(times[0], times[0] + times.size)):
-            return read_window(self.array, (slice(int(times[0]), int(times[0]) + times.size), rows, cols), out=out,
-                               indexes=self.indexes)
-        data = self.array.get_orthogonal_selection((times, rows, cols))
         if out is None:
-            return data
-        out[...] = data
+            out = np.empty((times.size, r1 - r0, c1 - c0), dtype=self.dtype)
+        cuts = [0, *(np.flatnonzero(np.diff(times) != 1) + 1), times.size]
+        for a, b in itertools.pairwise(cuts):
+            if b > a:
+                read_window(self.array, (slice(int(times[a]), int(times[a]) + b - a), rows, cols), out=out[a:b],
+                            indexes=self.indexes, on_missing=self.on_missing)
         return out
 
 
@@ -199,16 +202,21 @@ def _kinds(state: TileState, order: np.ndarray) -> tuple[tuple[bool, ...], np.nd
     return kinds, order if False in kinds else order - n_cold
 
 
-def _parts(state: TileState, band: BandSpec, rows: slice, cols: slice, kinds: tuple[bool, ...],
-           arrays: Mapping[ArrayKey, zarr.Array], cache: ArrayCache | None = None) -> list[_Window]:
+def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: slice, cols: slice,
+           kinds: tuple[bool, ...], arrays: Mapping[ArrayKey, zarr.Array], cache: ArrayCache | None = None
+           ) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
-    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``."""
+    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A hot
+    shard found missing is checked against the ledger (:func:`cube.ledger.confirm_committed`): expiring the
+    version deletes hot-buffer slots, never cold blocks."""
+    state = version.tiles[tile]
     parts = []
     for hot in kinds:
         length = state.hot_slots_used if hot else len(state.cold)
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
-        parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes))
+        parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
+                             on_missing=partial(confirm_committed, store, version) if hot else None))
     return parts
 
 
@@ -243,11 +251,10 @@ class BandReader:
              time: TimeRange = None) -> dict[str, BandReader]:
         """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
         within ``time``: one time order for all, and every array's metadata fetched at once."""
-        state = version.tiles[tile]
         bands = [version.spec.band(name) for name in windows]
         acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, _parse_time(time))
         coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
-        return {b.name: cls(tuple(_parts(state, b, *windows[b.name], kinds, arrays)), order, coords,
+        return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays)), order, coords,
                             _band_attrs(b, decode=False)) for b in bands}
 
     @property
@@ -288,14 +295,15 @@ def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[sl
     return slice(r0 * k, (r0 + h) * k), slice(c0 * k, (c0 + w) * k), -k, 0, 0
 
 
-def _band_array(state: TileState, window: TileWindow, band: BandSpec, kinds: tuple[bool, ...], order: np.ndarray,
-                arrays: Mapping[ArrayKey, zarr.Array], resolution: int, *, decode: bool, token: str,
+def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: BandSpec, kinds: tuple[bool, ...],
+                order: np.ndarray, arrays: Mapping[ArrayKey, zarr.Array], resolution: int, *, decode: bool, token: str,
                 whole: bool, cache: ArrayCache | None) -> da.Array:
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
     name = f"cardcube-{token}-{window.tile}-{band.name}"
-    parts = [_lazy(part, name=name, whole=whole) for part in _parts(state, band, rows, cols, kinds, arrays, cache)]
+    parts = [_lazy(part, name=name, whole=whole)
+             for part in _parts(store, version, window.tile, band, rows, cols, kinds, arrays, cache)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
         data = data[order]
@@ -374,11 +382,11 @@ def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequ
 def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands: Sequence[BandSpec],
                   resolution: int, time: tuple, *, decode: bool, token: str, whole: bool,
                   cache: ArrayCache | None) -> xr.Dataset:
-    state = version.tiles[window.tile]
     sorted_acqs, kinds, order, arrays = _dates_and_arrays(store, version, window.tile, bands, time, cache)
     data_vars = {
-        b.name: (("time", "y", "x"), _band_array(state, window, b, kinds, order, arrays, resolution, decode=decode,
-                                                 token=token, whole=whole, cache=cache), _band_attrs(b, decode=decode))
+        b.name: (("time", "y", "x"), _band_array(store, version, window, b, kinds, order, arrays, resolution,
+                                                 decode=decode, token=token, whole=whole, cache=cache),
+                 _band_attrs(b, decode=decode))
         for b in bands
     }
     ds = xr.Dataset(data_vars, coords=_acquisition_coords(sorted_acqs))

@@ -10,6 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,7 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.spec import CubeSpec
-from cardcube.storage import list_keys, read_json, store_url
+from cardcube.storage import key_exists, list_keys, read_json, store_url
 from cube import layout
 
 FORMAT = "cardcube-ledger/1"
@@ -226,6 +227,21 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         raise CorruptDocumentError(f"{layout.ledger_key(collection, version)} in {store_url(store)} has ledger format "
                                    f"{record.get('format')!r}, not {FORMAT}: written by another cardcube version?")
     return CubeVersion.from_dict(record)
+
+
+def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = ()) -> None:
+    """Raise :class:`VersionNotFoundError` if ``version``'s record is gone: expired while it was being read.
+
+    :func:`ingest.expire.expire` deletes a version's record before any data only that version read, so a
+    reader that found a hot-buffer shard missing calls this *after* its read: if the record is still there,
+    nothing had been deleted yet and the shard is an area with no data (read as fill, rightly); if it is
+    gone, the fill may stand for deleted data, and the read must not be returned. ``missing``: the shards
+    found missing, named in the error."""
+    if not key_exists(store, layout.ledger_key(version.collection, version.version)):
+        raise VersionNotFoundError(
+            f"version {version.version} of the {version.collection} cube at {store_url(store)} was expired while "
+            f"it was being read ({', '.join(missing[:2]) or 'its hot-buffer data'} deleted): read the latest "
+            "version, or one kept longer")
 
 
 def head_or_empty(store: Store, spec: CubeSpec) -> CubeVersion:

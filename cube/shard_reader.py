@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import math
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,8 @@ class _ShardLayout:
 
 
 def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
-                out: np.ndarray | None = None, indexes: MutableMapping[str, np.ndarray] | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, indexes: MutableMapping[str, np.ndarray] | None = None,
+                on_missing: Callable[[list[str]], None] | None = None) -> np.ndarray:
     """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape). The chunks
     a shard holds for the window are fetched in byte ranges that skip more than ``gap`` unneeded bytes.
 
@@ -98,7 +99,9 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     ``indexes``: shard indexes read before, by key, and filled with the ones this read fetches. A committed
     shard never changes, so a caller reading one version again and again (an open Dataset) keeps them and
     saves a request, on S3 a round trip, per shard and read; reads sharing ``indexes`` at once through a
-    store also share the fetch of an index not known yet."""
+    store also share the fetch of an index not known yet.
+    ``on_missing``: called, after the read, with the keys of the window's shards that do not exist (read as
+    fill), so a caller for whom that can mean deleted data rather than an empty area can check which."""
     bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
     shape = tuple(b - a for a, b in bounds)
     if out is not None and (out.shape != shape or out.dtype != array.dtype):
@@ -125,8 +128,11 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     else:
         blobs = sync(_fetch(store, keys, needed, layout, gap, indexes))
     for coords, found in zip(shards, blobs, strict=True):
-        for chunk_coords, data in found:
+        for chunk_coords, data in found or ():
             _place(out, layout, coords, chunk_coords, data, bounds)
+    missing = [key for key, found in zip(keys, blobs, strict=True) if found is None]
+    if missing and on_missing is not None:
+        on_missing(missing)
     return out
 
 
@@ -140,6 +146,7 @@ def _needed(layout: _ShardLayout, shard: tuple[int, ...], bounds: list[tuple[int
 
 
 _Chunk = tuple[tuple[int, ...], int, int]  # a chunk's coordinates in its shard, byte offset, byte length
+_Found = list[tuple[tuple[int, ...], bytes]] | None  # a shard's needed chunks' coordinates and bytes; None: no shard
 
 
 def _plan(index: np.ndarray | None, chunks: list[tuple[int, ...]], layout: _ShardLayout) -> list[_Chunk]:
@@ -215,9 +222,9 @@ async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes:
 
 
 async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
-                 gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[list[tuple[tuple[int, ...], bytes]]]:
-    """Per shard, the needed chunks' compressed bytes: every index not in ``indexes`` at once, then every byte
-    range at once."""
+                 gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[_Found]:
+    """Per shard, the needed chunks' compressed bytes: every index not in ``indexes`` at
+    once, then every byte range at once."""
     proto = default_buffer_prototype()
     index_of = await _indexes(store, keys, layout, indexes)
     runs = [(i, run) for i, (key, chunks) in enumerate(zip(keys, needed, strict=True))
@@ -228,14 +235,14 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
         return _cut(key, run, None if buf is None else buf.to_bytes())
 
     found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
-    out: list[list[tuple[tuple[int, ...], bytes]]] = [[] for _ in keys]
+    out: list[_Found] = [[] if index_of[k] is not None else None for k in keys]
     for (i, _), chunks in zip(runs, found, strict=True):
         out[i] += chunks
     return out
 
 
 def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
-                 gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[list[tuple[tuple[int, ...], bytes]]]:
+                 gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[_Found]:
     """:func:`_fetch` for a local folder, with ``pread`` in the calling thread: zarr's ``LocalStore`` sends
     every read through its event loop to a thread pool, which on page-cached files costs more than the read
     itself (extraction's worker time in reads: 1.8 s that way, 1.05 s this way)."""
@@ -245,7 +252,7 @@ def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]
         try:
             fd = os.open(root / key, os.O_RDONLY)
         except FileNotFoundError:
-            out.append([])
+            out.append(None)
             continue
         try:
             known = isinstance(indexes.get(key), np.ndarray)

@@ -17,8 +17,10 @@ never expires. Under the writer lock (no ingest runs meanwhile), in this order:
                          :mod:`ingest.commit`). Nothing a remaining version reads is touched.
 
 A kill between or inside the steps leaves every remaining version readable; the next run deletes what
-is left over. A reader holding an expired version in memory would find its hot dates gone: keep
-``older_than`` longer than any read (the default is 7 days).
+is left over. A reader holding an expired version in memory (a lazy Dataset, the REST service's pinned
+``as_of`` until its next check) finds its hot dates gone, and its read raises :class:`VersionNotFoundError`
+(see :func:`cube.ledger.confirm_committed`) rather than return fill: keep ``older_than`` longer than any
+read (the default is 7 days).
 """
 
 from __future__ import annotations

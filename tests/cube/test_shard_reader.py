@@ -78,6 +78,21 @@ def test_reads_into_a_reused_buffer(tmp_path, through_store: bool) -> None:
             read_window(arr, written, out=np.empty((8, 32, 25), dtype="uint16"))
 
 
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_missing_shards_are_reported_after_the_read(tmp_path, through_store: bool) -> None:
+    """``on_missing`` hears of the shards read as fill because they do not exist, and of no other."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    arr = _reopened(tmp_path, "band", through_store=through_store)
+    heard: list[list[str]] = []
+    window = (slice(8, 16), slice(0, 64), slice(40, 90))  # shards (1, 0, 1), (1, 0, 2), (1, 1, 1), (1, 1, 2)
+    got = read_window(arr, window, on_missing=heard.append)
+    np.testing.assert_array_equal(got, data[window])
+    assert heard == [["band/c/1/1/2"]]
+    heard.clear()
+    read_window(arr, (slice(0, 8), slice(0, 32), slice(0, 64)), on_missing=heard.append)  # written, empty chunk
+    assert heard == []
+
+
 def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
     _array(open_store(tmp_path), "band", "uint16", 0)
     counting = CountingStore(open_store(tmp_path, read_only=True))

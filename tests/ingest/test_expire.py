@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -97,6 +98,34 @@ def test_versions_superseded_recently_stay_readable_as_they_were(cube):
     assert result.expired == tuple(v.version for v in versions[:-3])
     for number, ds in as_they_were.items():
         xr.testing.assert_identical(_read(cube, number), ds)
+
+
+def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
+    """A reader holding a version that expire then deletes (a pinned ``as_of``, a lazy Dataset) finds its
+    hot-buffer shards gone: the read raises, rather than return fill (no data) for real observations. A
+    hot shard missing while the version is still committed is an area with no data, read as fill."""
+    store = open_store(cube)
+    head = read_version(store, "s2")
+    tile = next(iter(head.tiles))
+    live = {s.slot for s in head.tiles[tile].hot}
+    old = next(read_version(store, "s2", n) for n in committed_versions(store, "s2")[:-1]
+               if {s.slot for s in read_version(store, "s2", n).tiles[tile].hot} - live)
+    lazy = open_cube(cube, decode=False, as_of=old.version)  # ledger read, arrays opened, no data read yet
+    gone = {s.slot: s.acquisition.scene_id for s in old.tiles[tile].hot if s.slot not in live}
+    hot = lazy.time[np.isin(lazy.scene_id, list(gone.values()))]  # the dates expire will delete
+    before = lazy.sel(time=hot).B04.compute()
+    assert before.size and (before != 0).any()
+
+    band = next((cube / "s2").glob("*/cube.zarr/hot/r10m/B04"))
+    shard = next(p for p in (band / "c").glob("*/*/*") if int(p.parent.parent.name) in gone)
+    shard.unlink()  # a shard of a date the version lists, as for an area with no data: read as fill
+    after = lazy.sel(time=hot).B04.compute()
+    assert 0 < int((after != 0).sum()) < int((before != 0).sum())
+
+    expire(cube, older_than=EVERYTHING)
+
+    with pytest.raises(VersionNotFoundError, match=f"version {old.version} .* expired while it was being read"):
+        lazy.sel(time=hot).compute()
 
 
 def test_dry_run_deletes_nothing(cube):
