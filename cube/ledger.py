@@ -104,18 +104,25 @@ class TileState:
 
 @dataclass(frozen=True, slots=True)
 class SceneRecord:
-    """A scene the cube holds (or rejected), with the checksums of its source files."""
+    """A scene the cube holds: where it went, and where it came from (an inspector's audit trail): the STAC
+    collection and the file of each band it was read from, with their checksums, and the processing
+    baseline that decided its values (Sentinel-2 L2A from 04.00 carries an offset of -1000)."""
 
     scene_id: str
     tile: str
     time: str
     version: int
-    checksums: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)  # band -> "sha256:..." of its file
     windows: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)  # res -> row, col, h, w
+    collection: str = ""  # the source STAC collection ("" in records older than this field)
+    sources: dict[str, str] = field(default_factory=dict)  # band -> href of the file read
+    processing_baseline: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
-                "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()}}
+                "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()},
+                "collection": self.collection, "sources": dict(self.sources),
+                "processing_baseline": self.processing_baseline}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SceneRecord:

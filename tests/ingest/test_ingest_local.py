@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.scene_edits import items_of, write_items
+from tests.ingest.scene_edits import asset_path, items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # small, so a tiny region spans blocks and shards
 
@@ -26,6 +28,23 @@ def test_every_pixel_equals_the_source(tiny_region, tmp_path, collection):
     assert result.ok and result.version == 1 and result.added
     assert assert_matches_sources(tmp_path / "cube", tiny_region.items, collection) > 0
     assert 1.0 <= result.write_amplification <= 1.5  # the initial load writes each date once
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_the_ledger_says_which_file_each_band_came_from(tiny_region, tmp_path, collection):
+    """An inspector's audit trail: per scene, the source collection, each band's file and its checksum."""
+    ingest(tiny_region.items, tmp_path / "cube", collection=collection, chunks=CHUNKS, progress=False)
+    version = read_version(open_store(tmp_path / "cube"), collection)
+    source = version.spec.source_collection
+    features = {f["id"]: f for f in items_of(tiny_region.items, source)}
+    assert set(version.scenes) == set(features)
+    for record in version.scenes.values():
+        feature = features[record.scene_id]
+        assert record.collection == feature["collection"] == source
+        assert set(record.sources) == set(record.checksums) == set(version.spec.band_names)
+        for band, href in record.sources.items():
+            assert Path(href) == asset_path(tiny_region.items, feature, band)
+            assert record.checksums[band] == "sha256:" + hashlib.sha256(Path(href).read_bytes()).hexdigest()
 
 
 def test_batches_give_the_same_cube_as_one_ingest(tiny_region, tmp_path):

@@ -9,7 +9,9 @@ import rasterio
 
 from cardcube.errors import SceneContentError
 from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
+from cardcube.storage import open_store
 from cube.dataset import open_cube
+from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.values import ValueMap, value_map
@@ -86,6 +88,8 @@ def test_an_old_processing_baseline_reads_as_reflectance_like_the_rest(odd_sourc
     dn, got = source.astype(np.int64), got.astype(np.int64)
     np.testing.assert_array_equal(got[dn > 0], dn[dn > 0] + 1000)  # stored with the cube's offset of -1000 DN
     np.testing.assert_array_equal(got[dn == 0], 0)
+    record = read_version(open_store(tmp_path / "cube"), "s2").scenes["S2-OLD-BASELINE"]
+    assert record.processing_baseline == 2.14  # in the ledger: why these values were shifted
 
 
 def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources, tmp_path):
