@@ -144,6 +144,7 @@ def shared_pixels(
 ) -> np.ndarray:
     """Boolean image: the pixels that more than one of ``geometries`` holds under the pixel rule of
     :func:`label_pixels` -- where overlapping parcels compete for a label and all but one lose the pixel."""
+    _check_grid(geobox, buffer)
     shapes = [(g, 1) for g in (buffered(g, buffer) for g in geometries) if g is not None]
     if len(shapes) < 2:
         return np.zeros(geobox.shape, dtype=bool)

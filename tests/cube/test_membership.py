@@ -10,7 +10,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import Polygon, box
 
 from cardcube.errors import InvalidRequestError
-from cube.membership import label_pixels, parcel_pixels, window_for
+from cube.membership import label_pixels, parcel_pixels, shared_pixels, window_for
 
 RES = 10.0
 X0, Y0 = 500_020.0, 5_799_980.0  # on the 31UET 20 m lattice
@@ -143,6 +143,9 @@ def test_label_pixels_later_parcel_wins_an_overlap(geobox: GeoBox) -> None:
 def test_buffer_needs_a_projected_grid() -> None:
     geographic = GeoBox((10, 10), Affine(0.001, 0, 5.0, 0, -0.001, 52.0), "EPSG:4326")
     poly = box(5.002, 51.995, 5.008, 51.999)
-    with pytest.raises(InvalidRequestError, match="geographic"):
-        parcel_pixels(poly, geographic, buffer=-5.0)
+    calls = [(parcel_pixels, poly), (window_for, poly), (label_pixels, [poly]), (shared_pixels, [poly, poly])]
+    for pixels, parcels in calls:
+        with pytest.raises(InvalidRequestError, match="geographic"):
+            pixels(parcels, geographic, buffer=-5.0)
     assert parcel_pixels(poly, geographic, buffer=0.0).any()
+    assert shared_pixels([poly, poly], geographic, buffer=0.0).any()
