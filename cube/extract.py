@@ -40,6 +40,7 @@ Output::
 from __future__ import annotations
 
 import io
+import json
 import math
 import time as timer
 from collections import Counter
@@ -53,6 +54,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -515,13 +517,13 @@ def extract(
     files = sum(len(u.times) for u in units)
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
-        kept = MOSAIC in done and not (new and any(new.values()))  # an earlier run's file stands
-        written = _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                                all_touched=all_touched, write=not kept)
-        if written is not None:
-            rows, files = rows + written, files + 1
-        elif kept:
+        earlier = _mosaic_status(out_store) if MOSAIC in done and not (new and any(new.values())) else None
+        if earlier is not None:  # an earlier run's file stands, and says how each of its parcels fared
+            status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})
             units_resumed += 1
+        elif (written := _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
+                                       all_touched=all_touched)) is not None:
+            rows, files = rows + written, files + 1
 
     _write_status(out_store, frame, id_column, status, set(ps.repaired))
     counts = pd.Series([s.status for s in status.values()]).value_counts()
@@ -538,10 +540,9 @@ def extract(
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
-                  all_touched: bool, write: bool) -> int | None:
-    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries``: the rows
-    written, or None if none were (they failed, or not ``write``: an earlier run's file stands, and they are
-    read again for their status)."""
+                  all_touched: bool) -> int | None:
+    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries`` into
+    one file, whose metadata keeps their status: the rows written, or None if they failed."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
@@ -554,10 +555,19 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
         return None
     for s in frame.attrs["parcel_status"]:
         status[s["parcel_id"]] = ParcelStatus(**s)
-    if not write:
-        return None
-    write_bytes(job.out, MOSAIC, parquet_bytes(frame))
+    write_bytes(job.out, MOSAIC, parquet_bytes(frame))  # pandas keeps ``frame.attrs`` in the file's metadata
     return len(frame)
+
+
+def _mosaic_status(out: Store) -> list[dict[str, Any]] | None:
+    """The status of the parcels read one by one, from the metadata of an earlier run's file (read whole: a
+    fraction of the cube bytes reading those parcels again would take), or None if it does not hold it."""
+    data = read_bytes(out, MOSAIC)
+    try:
+        meta = None if data is None else pq.read_schema(io.BytesIO(data)).metadata
+    except pa.ArrowInvalid:
+        return None
+    return json.loads((meta or {}).get(b"PANDAS_ATTRS", b"{}")).get("parcel_status")
 
 
 def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
