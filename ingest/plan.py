@@ -107,9 +107,9 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
                    for h in state.hot]
         for c in (c for c in checked if c.scene.tile == tile):
             pending.append(DateSource(acquisition_of(c), c.windows, scene=c))
+            sources = {band: href for band, href in c.scene.assets.items() if band in c.checksums}
             scenes[c.scene_id] = SceneRecord(c.scene_id, tile, c.scene.time, version, c.checksums, c.windows,
-                                             c.scene.collection, {b: c.scene.assets[b] for b in c.checksums},
-                                             c.scene.processing_baseline)
+                                             c.scene.collection, sources, c.scene.processing_baseline)
         pending.sort(key=lambda d: (d.acquisition.time, d.acquisition.scene_id))
         cold = list(state.cold)
         while len(pending) >= block:
