@@ -141,3 +141,22 @@ def test_expiring_the_version_the_catalog_names_republishes_it(cube, tmp_path):
     assert expire(cube, "s2", older_than=timedelta(0)).expired == (1,)
     assert published_version(cube, "s2") == 2  # not a version that no longer exists
     assert len(_validate(cube)) == 5
+
+
+def test_rebuild_repairs_an_item_when_the_root_and_collection_are_intact(cube):
+    """``catalog build`` rewrites every document, not only when the collection or the root link is gone."""
+    before = snapshot(cube)
+    (cube / "s2" / "31UFU" / "s2-31UFU.json").unlink()
+    (cube / "sources" / "sentinel-2-l2a" / "collection.json").write_text("{ not json")
+    assert catalog_is_current(cube, read_version(open_store(cube), "s2"))  # the root and the collection look fine
+    assert rebuild_catalog(cube) == {"s2": 1}
+    assert snapshot(cube) == before
+    assert len(_validate(cube)) == 5
+
+
+def test_rebuild_replaces_a_root_that_is_json_but_no_catalog(cube):
+    before = snapshot(cube)
+    for text in ("{}", "[]", '{"type": "Catalog"}'):
+        (cube / "catalog.json").write_text(text)
+        assert rebuild_catalog(cube) == {"s2": 1}
+        assert snapshot(cube) == before
