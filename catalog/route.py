@@ -135,16 +135,17 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
 
 
 def select_tiles(refs: list[TileRef], *, bbox: tuple[float, float, float, float] | None = None, geometry: Any = None,
-                 crs: Any = None, time: TimeLike = None) -> list[TileRef]:
-    """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query."""
-    return _select(refs, *_query(bbox, geometry, crs, time))
+                 crs: Any = None, time: TimeLike = None, default_crs: Any = "EPSG:4326") -> list[TileRef]:
+    """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query;
+    ``default_crs`` is the CRS of a bbox or plain geometry without ``crs`` (an ``odc.geo`` Geometry keeps its own)."""
+    return _select(refs, *_query(bbox, geometry, crs, time, default_crs=default_crs))
 
 
-def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike
+def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike, *, default_crs: Any = "EPSG:4326"
            ) -> tuple[Geometry | None, tuple[np.datetime64 | None, np.datetime64 | None]]:
     """The query's area and ``[start, end)``; coordinates in a geographic CRS must be lon/lat, since a box in
     metres read as degrees would route to no tile without a word."""
-    query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")
+    query = query_geometry(bbox, geometry, crs, default_crs=default_crs)
     if query is not None and query.crs.geographic:
         minx, miny, maxx, maxy = query.boundingbox
         if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:

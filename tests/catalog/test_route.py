@@ -139,3 +139,13 @@ def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):
 
     assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705100,5850100"]) == 2
     assert "--crs" in capsys.readouterr().err
+
+
+def test_open_cube_routes_a_geometry_in_its_own_crs(base_cube):
+    """An ``odc.geo`` Geometry keeps its CRS when no ``crs`` is given, in routing as in the read itself."""
+    from cube.dataset import open_cube
+
+    window = Geometry(box(700_020, 5_849_700, 700_200, 5_849_900), UTM)  # where the tiny cube holds data
+    expected = open_cube(base_cube, "s2", geometry=window, bands=["B04"])
+    lonlat = open_cube(base_cube, "s2", geometry=window.to_crs("EPSG:4326"), bands=["B04"])
+    assert lonlat.sizes["time"] == expected.sizes["time"] == 3 and lonlat.sizes["x"] >= expected.sizes["x"] > 0
