@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pystac
@@ -19,7 +20,8 @@ from catalog.write import build_catalog
 from tests.catalog.conftest import SCHEMA_DIR, T0, hand_version, iso
 
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-DATACUBE = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
+DATACUBE = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"  # variables' nodata, data_type
+DATACUBE_V22 = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"  # pystac's default
 
 
 def test_tile_item_describes_the_tile_zarr():
@@ -139,3 +141,18 @@ def test_validation_catches_a_bad_extension_field(validator):
     doc["properties"]["cube:dimensions"]["time"]["type"] = "clock"
     with pytest.raises(pystac.STACValidationError):
         validate_document(doc, validator=validator)
+
+
+def test_variable_nodata_and_data_type_are_validated(validator):
+    """``nodata``/``data_type`` of cube variables are datacube v2.3 fields: the item declares that version,
+    so a wrong value fails validation instead of passing unchecked under v2.2."""
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"no offline extension schemas in {SCHEMA_DIR}")
+    doc = build_tile_item(hand_version(), "31UFU").to_dict(include_self_link=False, transform_hrefs=False)
+    assert DATACUBE in doc["stac_extensions"] and DATACUBE_V22 not in doc["stac_extensions"]
+    assert DATACUBE in validate_document(doc, validator=validator)
+    for field, wrong in (("nodata", "none"), ("data_type", "u16")):
+        bad = copy.deepcopy(doc)
+        bad["properties"]["cube:variables"]["B04"][field] = wrong
+        with pytest.raises(pystac.STACValidationError):
+            validate_document(bad, validator=validator)
