@@ -104,12 +104,14 @@ def _spatial_dimensions(spec: CubeSpec, geoboxes: dict[int, GeoBox]) -> dict[str
     for res, gbox in geoboxes.items():
         bounds = gbox.extent.boundingbox
         y, x = dimension_names(spec, res)
-        for name, axis, extent in ((x, HorizontalSpatialDimensionAxis.X, [bounds.left, bounds.right]),
-                                   (y, HorizontalSpatialDimensionAxis.Y, [bounds.bottom, bounds.top])):
+        half = res / 2  # the extent of the x/y coordinates the Zarr arrays hold: pixel centres
+        for name, axis, extent in ((x, HorizontalSpatialDimensionAxis.X, [bounds.left + half, bounds.right - half]),
+                                   (y, HorizontalSpatialDimensionAxis.Y, [bounds.bottom + half, bounds.top - half])):
             dim = HorizontalSpatialDimension({})
             dim.dim_type, dim.axis, dim.extent, dim.step = DimensionType.SPATIAL, axis, extent, float(res)
             dim.reference_system = gbox.crs.epsg
-            dim.description = f"{'easting' if axis == 'x' else 'northing'} of pixel edges, {res} m pixels"
+            dim.description = (f"{'easting' if axis == 'x' else 'northing'} of pixel centres, {res} m pixels "
+                               f"(the group's {axis} coordinate)")
             dims[name] = dim
     return dims
 

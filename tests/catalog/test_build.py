@@ -53,7 +53,7 @@ def test_datacube_dimensions_and_variables():
     dims, variables = props["cube:dimensions"], props["cube:variables"]
     assert dims["time"]["extent"] == [iso(T0), "2024-04-16T10:50:31Z"] and dims["time"]["step"] == "P5D"
     assert dims["x"]["step"] == 10.0 and dims["x_20m"]["step"] == 20.0 and dims["y"]["reference_system"] == 32631
-    assert dims["x"]["extent"] == [600000.0, 709800.0]
+    assert dims["x"]["extent"] == [600005.0, 709795.0] and dims["y_20m"]["extent"] == [5790250.0, 5900030.0]
     assert variables["B04"]["dimensions"] == ["time", "y", "x"]
     assert variables["SCL"]["dimensions"] == ["time", "y_20m", "x_20m"]
     assert variables["B04"] | {"description": ""} == {
