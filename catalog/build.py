@@ -35,6 +35,8 @@ from cube.layout import ZARR_NAME, resolution_group
 from cube.ledger import CubeVersion
 
 VERSION_FIELD = "cardcube:version"
+# the datacube version whose variables have nodata and data_type (pystac declares v2.2.0, which has neither)
+DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"
 COORD_DIGITS = 7  # about 1 cm in WGS84 degrees
 FOOTPRINT_SEGMENT_M = 10_000.0  # densify the UTM square before reprojecting, so WGS84 edges follow the curve
 # per-date coordinates stored along time in every resolution group (see ingest.arrays)
@@ -91,7 +93,7 @@ def _variable(band: BandSpec, spec: CubeSpec) -> Variable:
     if band.flag_values is not None and band.flag_meanings is not None:
         text += "; classes " + ", ".join(f"{v} {m}" for v, m in zip(band.flag_values, band.flag_meanings, strict=True))
     variable = _new_variable(["time", y, x], VariableType.DATA, text, band.units)
-    variable.properties.update({"data_type": band.dtype, "nodata": _nodata(band)})  # datacube v2.3 fields
+    variable.properties.update({"data_type": band.dtype, "nodata": _nodata(band)})  # see DATACUBE_SCHEMA
     if band.flag_values is not None:
         variable.values = list(band.flag_values)
     return variable
@@ -102,12 +104,14 @@ def _spatial_dimensions(spec: CubeSpec, geoboxes: dict[int, GeoBox]) -> dict[str
     for res, gbox in geoboxes.items():
         bounds = gbox.extent.boundingbox
         y, x = dimension_names(spec, res)
-        for name, axis, extent in ((x, HorizontalSpatialDimensionAxis.X, [bounds.left, bounds.right]),
-                                   (y, HorizontalSpatialDimensionAxis.Y, [bounds.bottom, bounds.top])):
+        half = res / 2  # the extent of the x/y coordinates the Zarr arrays hold: pixel centres
+        for name, axis, extent in ((x, HorizontalSpatialDimensionAxis.X, [bounds.left + half, bounds.right - half]),
+                                   (y, HorizontalSpatialDimensionAxis.Y, [bounds.bottom + half, bounds.top - half])):
             dim = HorizontalSpatialDimension({})
             dim.dim_type, dim.axis, dim.extent, dim.step = DimensionType.SPATIAL, axis, extent, float(res)
             dim.reference_system = gbox.crs.epsg
-            dim.description = f"{'easting' if axis == 'x' else 'northing'} of pixel edges, {res} m pixels"
+            dim.description = (f"{'easting' if axis == 'x' else 'northing'} of pixel centres, {res} m pixels "
+                               f"(the group's {axis} coordinate)")
             dims[name] = dim
     return dims
 
@@ -191,6 +195,8 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
     }
     cube.apply(dimensions={"time": _time_dimension(times), **_spatial_dimensions(spec, geoboxes)},
                variables={**{b.name: _variable(b, spec) for b in spec.bands}, **aux})
+    item.stac_extensions = [DATACUBE_SCHEMA if uri == DatacubeExtension.get_schema_uri() else uri
+                            for uri in item.stac_extensions]
     return item
 
 

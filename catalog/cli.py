@@ -48,9 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
-    parts = [float(v) for v in text.split(",")]
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
     if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"bbox {text!r} needs four numbers: minx,miny,maxx,maxy")
+        raise argparse.ArgumentTypeError(f"bbox {text!r} needs four numbers: minx,miny,maxx,maxy "
+                                         "(--bbox=-1,50,1,51 when the first is negative)")
     return parts[0], parts[1], parts[2], parts[3]
 
 

@@ -20,7 +20,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError
+from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
 from cardcube.storage import StoreLike, open_store, read_json
@@ -130,15 +130,29 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
     either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
     or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
     """
-    query = query_geometry(bbox, geometry, crs, default_crs="EPSG:4326")  # a bad query fails before any read
-    span = parse_time_range(time)
+    query, span = _query(bbox, geometry, crs, time)  # a bad query fails before any read
     return _select(tile_refs(store_or_url, collection), query, span)
 
 
 def select_tiles(refs: list[TileRef], *, bbox: tuple[float, float, float, float] | None = None, geometry: Any = None,
-                 crs: Any = None, time: TimeLike = None) -> list[TileRef]:
-    """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query."""
-    return _select(refs, query_geometry(bbox, geometry, crs, default_crs="EPSG:4326"), parse_time_range(time))
+                 crs: Any = None, time: TimeLike = None, default_crs: Any = "EPSG:4326") -> list[TileRef]:
+    """The ones of ``refs`` (from :func:`tile_refs`) that :func:`find_tiles` would return for the query;
+    ``default_crs`` is the CRS of a bbox or plain geometry without ``crs`` (an ``odc.geo`` Geometry keeps its own)."""
+    return _select(refs, *_query(bbox, geometry, crs, time, default_crs=default_crs))
+
+
+def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike, *, default_crs: Any = "EPSG:4326"
+           ) -> tuple[Geometry | None, tuple[np.datetime64 | None, np.datetime64 | None]]:
+    """The query's area and ``[start, end)``; coordinates in a geographic CRS must be lon/lat, since a box in
+    metres read as degrees would route to no tile without a word."""
+    query = query_geometry(bbox, geometry, crs, default_crs=default_crs)
+    if query is not None and query.crs.geographic:
+        minx, miny, maxx, maxy = query.boundingbox
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise InvalidRequestError(
+                f"coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat ({query.crs}): "
+                f"name their CRS (crs= in Python, --crs on the command line, e.g. EPSG:32631)")
+    return query, parse_time_range(time)
 
 
 def _select(refs: list[TileRef], query: Geometry | None, span: tuple[np.datetime64 | None, np.datetime64 | None]

@@ -3,11 +3,14 @@
 A tiny Starlette app that maps each URL path to a key of the cube's zarr Store (a folder or ``s3://``),
 so the catalog's relative links and the items' Zarr assets resolve under any base URL. GET and HEAD with
 byte ranges (Zarr shard indexes are read by range), ``Access-Control-Allow-Origin: *`` on every answer, and
-preflight OPTIONS. Read-only; nothing outside the cube root is reachable.
+preflight OPTIONS. A folder of the cube (``.../cube.zarr/r10m/``, with or without the slash) answers with an
+HTML list of its members, as a plain HTTP file server does: a Zarr group has no list of its arrays, and fsspec
+(so zarr and xarray) finds them in such a page. Read-only; nothing outside the cube root is reachable.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 
@@ -66,6 +69,22 @@ def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
     return None if buf is None else buf.to_bytes()
 
 
+def _members(store: Store, prefix: str) -> list[str]:
+    """The names under folder ``prefix``, sub-folders ending in ``/`` (empty: no such folder)."""
+    async def listed() -> list[str]:
+        names = [name async for name in store.list_dir(prefix)]
+        return sorted([name if await store.exists(f"{prefix}/{name}") else f"{name}/" for name in names])
+
+    return sync(listed())
+
+
+def _listing(key: str, names: list[str]) -> str:
+    title = html.escape(f"/{key}/")
+    rows = "".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>' for n in names)
+    return (f"<!DOCTYPE html><html><head><title>{title}</title></head>"
+            f"<body><h1>{title}</h1><ul>{rows}</ul></body></html>")
+
+
 def _safe_key(path: str) -> str | None:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
@@ -83,10 +102,15 @@ def make_app(cube: StoreLike) -> Starlette:
     async def document(request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=204, headers=CORS_HEADERS)
-        key = _safe_key(request.path_params["key"])
-        size = None if key is None else await run_in_threadpool(_size, store, key)
-        if key is None or size is None:
-            return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
+        path = request.path_params["key"]
+        key = _safe_key(path.removesuffix("/"))
+        size = None if key is None or path.endswith("/") else await run_in_threadpool(_size, store, key)
+        if size is None:
+            names = [] if key is None else await run_in_threadpool(_members, store, key)
+            if not names:
+                return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
+            body = "" if request.method == "HEAD" else _listing(key, names)
+            return Response(body, headers=CORS_HEADERS, media_type="text/html")
         wanted = _byte_request(request.headers.get("range"), size)
         if wanted is None:
             return Response(status_code=416, headers={**CORS_HEADERS, "Content-Range": f"bytes */{size}"})

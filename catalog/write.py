@@ -82,13 +82,17 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
 
 
 def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
+    """The child links of the published root; none if it is absent or no STAC catalog (it is rewritten with
+    this collection's links, and a rebuild adds the others)."""
     try:
-        if read_json(io.store, keys.ROOT_KEY) is None:
+        doc = read_json(io.store, keys.ROOT_KEY)
+        if doc is None:
             return []
-    except CorruptDocumentError as exc:  # rewritten with this collection's link; a rebuild adds the others
-        log.warning("%s", exc)
+        old = pystac.Catalog.from_dict(doc, href=io.href(keys.ROOT_KEY), migrate=False)
+    except (CorruptDocumentError, pystac.STACError, pystac.STACTypeError, AttributeError, KeyError, TypeError,
+            ValueError) as exc:
+        log.warning("%s in %s is no STAC catalog (%s): rewritten", keys.ROOT_KEY, io.base, exc)
         return []
-    old = pystac.Catalog.from_file(io.href(keys.ROOT_KEY), stac_io=io)
     return list(old.get_child_links())
 
 
@@ -106,10 +110,13 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
 
     The catalog describes data, so a version that changed no tile (an ingest whose every scene was
     rejected or already present) leaves it byte for byte as it is, still naming the version that
-    brought the data. A catalog that already reflects a newer version is never rolled back.
+    brought the data. A catalog that already reflects a newer version is never rolled back. ``force``
+    rewrites every document whatever is published (a rebuild: an item or the source collection may be
+    missing or damaged while the root and the collection look current); equal documents are still not
+    rewritten.
     """
     store = open_store(store)
-    if catalog_is_current(store, version):
+    if not force and catalog_is_current(store, version):
         return
     io = StoreStacIO(store)
     build_catalog(version, io=io, others=_existing_children(io)).save(io)

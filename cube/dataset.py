@@ -115,13 +115,13 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[s
     """
     if bbox is None and geometry is None:
         return None
-    if crs is None:  # a query in "the tile CRS": the CRS of the collection's tiles
-        crs = TileGrid.from_id(next(iter(sorted(version.tiles)))).crs if version.tiles else None
+    # without crs, a bbox or plain geometry is in "the tile CRS" (the collection's tiles'); a Geometry keeps its own
+    tile_crs = TileGrid.from_id(next(iter(sorted(version.tiles)))).crs if version.tiles else "EPSG:4326"
     try:
         refs = tile_refs(store, version.collection)
     except FileNotFoundError:
         return None
-    found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs)
+    found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs, default_crs=tile_crs)
     unlisted = set(version.tiles) - {r.tile for r in refs}
     return sorted({r.tile for r in found if r.tile in version.tiles} | unlisted)
 

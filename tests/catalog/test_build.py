@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pystac
@@ -19,7 +20,8 @@ from catalog.write import build_catalog
 from tests.catalog.conftest import SCHEMA_DIR, T0, hand_version, iso
 
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-DATACUBE = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
+DATACUBE = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"  # variables' nodata, data_type
+DATACUBE_V22 = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"  # pystac's default
 
 
 def test_tile_item_describes_the_tile_zarr():
@@ -51,7 +53,7 @@ def test_datacube_dimensions_and_variables():
     dims, variables = props["cube:dimensions"], props["cube:variables"]
     assert dims["time"]["extent"] == [iso(T0), "2024-04-16T10:50:31Z"] and dims["time"]["step"] == "P5D"
     assert dims["x"]["step"] == 10.0 and dims["x_20m"]["step"] == 20.0 and dims["y"]["reference_system"] == 32631
-    assert dims["x"]["extent"] == [600000.0, 709800.0]
+    assert dims["x"]["extent"] == [600005.0, 709795.0] and dims["y_20m"]["extent"] == [5790250.0, 5900030.0]
     assert variables["B04"]["dimensions"] == ["time", "y", "x"]
     assert variables["SCL"]["dimensions"] == ["time", "y_20m", "x_20m"]
     assert variables["B04"] | {"description": ""} == {
@@ -139,3 +141,18 @@ def test_validation_catches_a_bad_extension_field(validator):
     doc["properties"]["cube:dimensions"]["time"]["type"] = "clock"
     with pytest.raises(pystac.STACValidationError):
         validate_document(doc, validator=validator)
+
+
+def test_variable_nodata_and_data_type_are_validated(validator):
+    """``nodata``/``data_type`` of cube variables are datacube v2.3 fields: the item declares that version,
+    so a wrong value fails validation instead of passing unchecked under v2.2."""
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"no offline extension schemas in {SCHEMA_DIR}")
+    doc = build_tile_item(hand_version(), "31UFU").to_dict(include_self_link=False, transform_hrefs=False)
+    assert DATACUBE in doc["stac_extensions"] and DATACUBE_V22 not in doc["stac_extensions"]
+    assert DATACUBE in validate_document(doc, validator=validator)
+    for field, wrong in (("nodata", "none"), ("data_type", "u16")):
+        bad = copy.deepcopy(doc)
+        bad["properties"]["cube:variables"]["B04"][field] = wrong
+        with pytest.raises(pystac.STACValidationError):
+            validate_document(bad, validator=validator)

@@ -40,3 +40,9 @@ def test_help(verb, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["catalog", verb, "--help"])
     assert exc.value.code == 0 and "--cube" in capsys.readouterr().out
+
+
+def test_find_names_a_bbox_that_is_no_numbers(base_cube, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["catalog", "find", "--cube", str(base_cube), "--bbox", "a,b,c,d"])
+    assert exc.value.code == 2 and "bbox 'a,b,c,d' needs four numbers" in capsys.readouterr().err

@@ -126,3 +126,26 @@ def test_new_version_is_seen(cube, tmp_path):
 def test_missing_catalog(tmp_path):
     with pytest.raises(CubeNotFoundError, match="catalog build"):
         find_tiles(MemoryStore(), "s2")
+
+
+def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):
+    """A UTM box given without its CRS would route to nothing, silently: it is an error naming ``crs``."""
+    with pytest.raises(InvalidRequestError, match=r"not lon/lat.*crs="):
+        find_tiles(base_cube, "s2", bbox=STRADDLE.bounds)
+    with pytest.raises(InvalidRequestError, match="not lon/lat"):
+        find_tiles(base_cube, "s2", geometry=IN_FU, crs="EPSG:4326")
+    assert ids(find_tiles(base_cube, "s2", bbox=(-180, -90, 180, 90))) == ["31UFU", "31UGU"]  # the world
+    from cardcube.cli import main
+
+    assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705100,5850100"]) == 2
+    assert "--crs" in capsys.readouterr().err
+
+
+def test_open_cube_routes_a_geometry_in_its_own_crs(base_cube):
+    """An ``odc.geo`` Geometry keeps its CRS when no ``crs`` is given, in routing as in the read itself."""
+    from cube.dataset import open_cube
+
+    window = Geometry(box(700_020, 5_849_700, 700_200, 5_849_900), UTM)  # where the tiny cube holds data
+    expected = open_cube(base_cube, "s2", geometry=window, bands=["B04"])
+    lonlat = open_cube(base_cube, "s2", geometry=window.to_crs("EPSG:4326"), bands=["B04"])
+    assert lonlat.sizes["time"] == expected.sizes["time"] == 3 and lonlat.sizes["x"] >= expected.sizes["x"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urljoin
 
 import httpx
@@ -87,3 +88,20 @@ def test_serve_subprocess_is_browsable(served, base_cube):
     window = (slice(0, 3), slice(row, row + 40), slice(col, col + 40))
     assert remote.shape == local.shape and np.array_equal(remote[window], local[window])
     assert (remote[window] > 0).all()  # the scenes' pixels, not fill values
+
+
+def test_xarray_opens_an_item_zarr_group_over_http(served, base_cube):
+    """A Zarr reader opening an item's group over HTTP finds its arrays: a folder of the cube answers with a
+    listing of its members (as a plain HTTP file server does), which fsspec reads; no listing, no arrays."""
+    import xarray as xr
+
+    url = served.base + "s2/31UFU/cube.zarr/hot/r10m"
+    remote = xr.open_zarr(url, consolidated=False)
+    local = xr.open_zarr(base_cube / "s2" / "31UFU" / "cube.zarr" / "hot" / "r10m", consolidated=False)
+    assert {"B02", "B03", "B04", "B08"} <= set(remote.data_vars) and set(remote.data_vars) == set(local.data_vars)
+    window = {"time": slice(0, 3), "y": slice(5004, 5044), "x": slice(10_000, 10_040)}  # the scenes' pixels
+    assert remote.B04.isel(window).equals(local.B04.isel(window)) and int(remote.B04.isel(window).count()) == 4800
+    listing = served.http.get("/s2/31UFU/cube.zarr/")
+    assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
+    assert {'href="hot/"', 'href="r10m/"', 'href="zarr.json"'} <= set(re.findall(r'href="[^"]*"', listing.text))
+    assert served.http.get("/s2/31UFU/cube.zarr/nothing/").status_code == 404

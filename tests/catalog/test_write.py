@@ -141,3 +141,44 @@ def test_expiring_the_version_the_catalog_names_republishes_it(cube, tmp_path):
     assert expire(cube, "s2", older_than=timedelta(0)).expired == (1,)
     assert published_version(cube, "s2") == 2  # not a version that no longer exists
     assert len(_validate(cube)) == 5
+
+
+def test_rebuild_repairs_an_item_when_the_root_and_collection_are_intact(cube):
+    """``catalog build`` rewrites every document, not only when the collection or the root link is gone."""
+    before = snapshot(cube)
+    (cube / "s2" / "31UFU" / "s2-31UFU.json").unlink()
+    (cube / "sources" / "sentinel-2-l2a" / "collection.json").write_text("{ not json")
+    assert catalog_is_current(cube, read_version(open_store(cube), "s2"))  # the root and the collection look fine
+    assert rebuild_catalog(cube) == {"s2": 1}
+    assert snapshot(cube) == before
+    assert len(_validate(cube)) == 5
+
+
+def test_rebuild_replaces_a_root_that_is_json_but_no_catalog(cube):
+    before = snapshot(cube)
+    for text in ("{}", "[]", '{"type": "Catalog"}'):
+        (cube / "catalog.json").write_text(text)
+        assert rebuild_catalog(cube) == {"s2": 1}
+        assert snapshot(cube) == before
+
+
+def test_datacube_fields_match_the_zarr_arrays(base_cube):
+    """What cube:dimensions and cube:variables say is what a reader of each resolution group finds."""
+    import numpy as np
+    import zarr
+
+    from cube.layout import resolution_group
+
+    item = pystac.Item.from_file(str(base_cube / "s2" / "31UFU" / "s2-31UFU.json"))
+    dims, variables = item.properties["cube:dimensions"], item.properties["cube:variables"]
+    spec = read_version(open_store(base_cube), "s2").spec
+    for res in spec.resolutions:
+        group = zarr.open_group(item.assets[resolution_group(res)].get_absolute_href(), mode="r")
+        for band in spec.bands_at(res):
+            var, array = variables[band.name], group[band.name]
+            assert var["data_type"] == str(array.dtype) and var["nodata"] == array.fill_value
+            y_dim, x_dim = var["dimensions"][1:]
+            for dim, axis in ((dims[x_dim], "x"), (dims[y_dim], "y")):
+                values = group[axis][:]
+                assert dim["step"] == abs(float(np.diff(values)[0])) == res
+                assert dim["extent"] == [float(values.min()), float(values.max())], (res, axis)
