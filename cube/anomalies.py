@@ -7,7 +7,9 @@ a territory is checked from its extraction output without reading the cube again
 1. **NDVI per parcel and clear date**: the NDVI of the parcel's mean red and near-infrared reflectance, on
    the dates where at least ``min_clear`` of its pixels are clear (the SCL mask removed the rest).
 2. **Profiles**: each parcel's NDVI interpolated linearly onto a grid of ``step`` days (undefined before
-   its first and after its last clear date); a crop's *reference profile* is the median of the profiles
+   its first and after its last clear date, and inside a gap of more than ``max_interpolation_gap`` days
+   between clear dates: a straight line across weeks of clouds would miss a crop's green peak, and make a
+   well-declared crop look like another); a crop's *reference profile* is the median of the profiles
    of the parcels declaring it, which the few that do not grow it do not move.
 3. **Markers**, each reported with the numbers behind it, so an inspector sees why a parcel is flagged:
 
@@ -65,10 +67,12 @@ class MarkerRules:
     max_gap: int = 25  # days
     season: tuple[str, str] = ("05-01", "09-30")
     min_season_days: int = 60  # days of the season the dates must span for no_mowing to be judged at all
+    max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
 
     def __post_init__(self) -> None:
         if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
-                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0):
+                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0
+                and self.max_interpolation_gap >= 0):
             raise InvalidRequestError(f"marker rules out of range: {self}")
 
 
@@ -96,16 +100,21 @@ def _days(times: Iterable[Any]) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
 
 
-def profiles(ndvi: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
     """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
-    NaN outside its first and last clear date, and for a parcel with fewer than two clear dates."""
+    NaN outside its first and last clear date, strictly inside a gap of more than ``max_gap`` days between
+    two clear dates (nothing is known there), and for a parcel with fewer than two clear dates."""
     days = _days(ndvi.columns)
     out = np.full((len(ndvi), grid.size), np.nan)
     for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
         ok = ~np.isnan(row)
         if ok.sum() >= 2:
-            inside = (grid >= days[ok][0]) & (grid <= days[ok][-1])
-            out[i, inside] = np.interp(grid[inside], days[ok], row[ok])
+            d = days[ok]
+            inside = (grid >= d[0]) & (grid <= d[-1])
+            g = grid[inside]
+            before, after = d[np.searchsorted(d, g, side="right") - 1], d[np.searchsorted(d, g, side="left")]
+            known = after - before <= max_gap
+            out[i, np.flatnonzero(inside)[known]] = np.interp(g[known], d, row[ok])
     return out
 
 
@@ -232,7 +241,7 @@ def flag_parcels(
     codes = declared.reindex(ndvi.index).to_numpy()
     days = _days(ndvi.columns)
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
-    curves = profiles(ndvi, grid)
+    curves = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
     refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
     if not refs:
         warnings.warn(f"no declared crop has the {rules.min_parcels} parcels a reference profile needs: "

@@ -246,3 +246,42 @@ def test_a_parcel_typical_of_its_crop_is_not_flagged_for_looking_like_another():
     ratio_only = flag_parcels(frame, pd.Series(declared), rules=MarkerRules(outlier_z=-np.inf)).set_index("parcel_id")
     assert ratio_only.loc[late, "crop_mismatch"].sum() >= 5
     assert flags.loc["odd", "distance_z"] > 3  # what is unusual for its crop stands out
+
+
+def test_profiles_are_not_drawn_across_weeks_of_clouds():
+    """Grid points inside a gap of more than max_gap days between clear dates are undefined (NaN), those
+    at or between clear dates closer together are interpolated as before (numpy reference)."""
+    ndvi = pd.DataFrame([[0.2, 0.3, np.nan, np.nan, np.nan, np.nan, 0.4, 0.5]],
+                        columns=pd.date_range("2024-05-01", periods=8, freq="10D"))
+    days = (ndvi.columns - pd.Timestamp("1970-01-01")).days.to_numpy(float)
+    grid = np.arange(days[0], days[-1] + 1, 5.0)
+    curves = profiles(ndvi, grid, max_gap=30)
+    ok = ~np.isnan(ndvi.to_numpy()[0])
+    want = np.interp(grid, days[ok], ndvi.to_numpy()[0][ok])
+    gap = (grid > days[1]) & (grid < days[6])  # 50 days without a clear date
+    np.testing.assert_allclose(curves[0, ~gap], want[~gap])
+    assert np.isnan(curves[0, gap]).all()
+    np.testing.assert_allclose(profiles(ndvi, grid)[0], want)  # no limit: the straight line
+
+
+def test_a_crop_clouded_over_its_peak_is_not_flagged_as_another():
+    """A late crop declared right but without a clear date for 100 days around its peak: a straight line
+    across the gap looks like a flat fallow's profile, so its flag would be the clouds', not the field's."""
+    rng = np.random.default_rng(7)
+    curves, clear, declared = {}, {}, {}
+    for i in range(30):
+        curves[f"early-{i}"], declared[f"early-{i}"] = _arable(90, rng), 1
+        curves[f"late-{i}"], declared[f"late-{i}"] = _arable(160, rng), 2
+        curves[f"fallow-{i}"], declared[f"fallow-{i}"] = 0.3 + rng.normal(0, 0.02, DAY.size), 3
+    for pid in curves:
+        clear[pid] = rng.random(DAY.size) > 0.3
+    curves["late-cloudy"], declared["late-cloudy"] = _arable(160, rng), 2
+    clear["late-cloudy"] = ~((DAY > 110) & (DAY < 220))
+    curves["late-as-fallow"], declared["late-as-fallow"] = 0.3 + rng.normal(0, 0.02, DAY.size), 2
+    clear["late-as-fallow"] = rng.random(DAY.size) > 0.3
+    flags = flag_parcels(_frame(curves, clear), pd.Series(declared)).set_index("parcel_id")
+    assert not flags.loc["late-cloudy", "crop_mismatch"]
+    assert flags.loc["late-as-fallow", "crop_mismatch"] and flags.loc["late-as-fallow", "nearest_crop"] == 3
+    straight = flag_parcels(_frame(curves, clear), pd.Series(declared),
+                            rules=MarkerRules(max_interpolation_gap=10**6)).set_index("parcel_id")
+    assert straight.loc["late-cloudy", "crop_mismatch"]  # what the straight line across the clouds said
