@@ -24,9 +24,12 @@ a territory is checked from its extraction output without reading the cube again
      not flagged: a cut could hide in the gap). Judged only where the statistics' dates span at least
      ``min_season_days`` of the season: a month of data shows no cut for most meadows. With Sentinel-1
      statistics (``s1``), the drop is one of ``mowing_drop_db`` in VH backscatter between passes of the
-     same orbit direction: radar sees every cut, clouds or not, as the cut grass stops scattering.
-     Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made under a
-     week of clouds.
+     same track (orbit direction and relative orbit: tracks see a field at other incidence angles, at
+     levels that differ), and the gap is that of the track that saw the season best (every cut falls
+     between two of its passes); passes that saw less than ``min_clear`` of the parcel (a swath edge) are
+     speckle, not a level, and are left out. Radar sees every cut, clouds or not, as the cut grass stops
+     scattering. Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made
+     under a week of clouds.
 
 The markers are screening rules of the kind paying agencies run before a field visit, with their
 thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
@@ -46,7 +49,8 @@ import pandas as pd
 from cardcube.errors import InvalidRequestError
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
-COLUMNS = ("count", "masked", "mean", "orbit_state")  # what the markers read of a statistics frame, beside the keys
+# what the markers read of a statistics frame, beside the keys
+COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
 __all__ = ["COLUMNS", "MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
 
@@ -158,27 +162,31 @@ def _judged(no_cut: pd.Series, times: Iterable[Any], rules: MarkerRules, what: s
     return pd.Series(False, index=no_cut.index)
 
 
-def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
+def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[float, float] | None = None
+                     ) -> pd.DataFrame:
     """Per parcel of ``series`` (parcels x dates, NaN where not observed), over its observations in the
-    season: the lowest value, the largest drop between observations at most ``max_gap`` days apart, and
-    the longest gap between observations, counted from the first to the last date of the season in the
-    data (a parcel first seen late or last seen early has a long gap)."""
+    season: the lowest value and its date, the largest drop between observations at most ``max_gap`` days
+    apart, and the longest gap between observations, counted from the first to the last date of the season
+    in the data (``span``, days since the epoch, if given: a parcel first seen late or last seen early has a
+    long gap)."""
     days = _days(series.columns)
     md = pd.DatetimeIndex(series.columns).strftime("%m-%d")
     in_season = (md >= rules.season[0]) & (md <= rules.season[1])
     if not in_season.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
-    first, last = days[in_season].min(), days[in_season].max()
+    first, last = span or (days[in_season].min(), days[in_season].max())
+    times = pd.DatetimeIndex(series.columns)
     rows = []
     for row in series.to_numpy(dtype=np.float64):
         ok = ~np.isnan(row) & in_season
         v, d = row[ok], days[ok]
         if not v.size:
-            rows.append((np.nan, np.nan, last - first))
+            rows.append((np.nan, pd.NaT, np.nan, last - first))
             continue
         drops = (v[:-1] - v[1:])[np.diff(d) <= rules.max_gap]
-        rows.append((v.min(), drops.max() if drops.size else np.nan, np.diff(np.r_[first, d, last]).max()))
-    return pd.DataFrame(rows, index=series.index, columns=["low", "drop", "gap"])
+        rows.append((v.min(), times[ok][np.argmin(v)], drops.max() if drops.size else np.nan,
+                     np.diff(np.r_[first, d, last]).max()))
+    return pd.DataFrame(rows, index=series.index, columns=["low", "low_date", "drop", "gap"])
 
 
 def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -192,23 +200,36 @@ def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     """Per parcel of the Sentinel-1 statistics ``s1``: the largest VH drop (dB) between passes of the same
-    orbit direction (ascending and descending see a field from two sides, at levels that differ), and the
-    longest gap between passes of either."""
+    track (``orbit_state`` and ``relative_orbit``, where given: tracks see a field from other sides and
+    angles, at levels that differ), and the longest gap between passes of the track that saw the season
+    best. Passes that saw less than ``min_clear`` of the parcel's pixels are left out."""
     missing = {"parcel_id", "time", "band", "count", "mean"} - set(s1.columns)
     if missing or "VH" not in set(s1["band"]):
         raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
                                   f"it lacks {sorted(missing) or 'VH'}")
     vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
+    if "masked" in vh.columns:  # a pass over a few of the parcel's pixels (a swath edge) is speckle, not a level
+        vh = vh[vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"])]
     if vh.empty:
-        raise InvalidRequestError("the Sentinel-1 frame has no VH mean measured on any pixel (every count is 0)")
-    orbits = vh["orbit_state"].fillna("any") if "orbit_state" in vh.columns else pd.Series("any", index=vh.index)
+        raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
+                                  f"parcel's pixels (every count is 0 or too small)")
+    keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
+    track = vh[keys].astype("string").fillna("any").agg(" ".join, axis=1) if keys else \
+        pd.Series("any", index=vh.index)
 
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
 
-    drops = pd.concat([_season_evidence(wide(g), rules)["drop"] for _, g in vh.groupby(orbits)], axis=1)
-    gaps = _season_evidence(wide(vh), rules)["gap"]
-    return pd.DataFrame({"largest_vh_drop": drops.max(axis=1), "longest_vh_gap": gaps})
+    days = _days(vh["time"].unique())
+    md = pd.DatetimeIndex(vh["time"].unique()).strftime("%m-%d")
+    inside = days[(md >= rules.season[0]) & (md <= rules.season[1])]
+    if not inside.size:
+        raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
+    span = (inside.min(), inside.max())
+    seen = [_season_evidence(wide(g), rules, span=span) for _, g in vh.groupby(track)
+            if pd.DatetimeIndex(g["time"]).strftime("%m-%d").to_series().between(*rules.season).any()]
+    return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
+                         "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
 
 
 def flag_parcels(
@@ -224,14 +245,15 @@ def flag_parcels(
     band alone does not do) with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
     ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
-    ``distance_z``, ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop`` and
-    ``longest_vh_gap``), most suspicious first.
+    ``distance_z``, ``min_ndvi`` and its ``min_ndvi_date``, ``largest_drop``, ``longest_gap``, and with ``s1``
+    ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
     apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel declares any of
     them, an error: a typo would switch the markers off without a word). ``s1``: Sentinel-1 statistics of
-    the same parcels (``VH`` means per date, with ``orbit_state``), for the mowing marker; parcels it lacks
-    fall back to NDVI. Parcels of ``frame`` without a declaration are left out (there is nothing to check).
+    the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
+    marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
+    (there is nothing to check).
     """
     declared = pd.Series(declared)
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
@@ -264,7 +286,8 @@ def flag_parcels(
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
-    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
+    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"],
+                                                           axis=1))
     grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     if grassland and not grass.any():
@@ -296,10 +319,11 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
         out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
                    f"{row.declared} (an outlier among the {row.declared} parcels: z = {row.distance_z:.1f})")
     if row.bare_soil:
-        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi})")
+        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi} on "
+                   f"{row.min_ndvi_date:%Y-%m-%d})")
     if row.no_mowing and not np.isnan(getattr(row, "longest_vh_gap", np.nan)):
         out.append(f"no mowing seen: largest VH drop {row.largest_vh_drop:.1f} dB < {rules.mowing_drop_db} between "
-                   f"Sentinel-1 passes at most {row.longest_vh_gap:.0f} days apart")
+                   f"Sentinel-1 passes of one track, which saw the season at most {row.longest_vh_gap:.0f} days apart")
     elif row.no_mowing:
         out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
                    f"at most {row.longest_gap:.0f} days apart")

@@ -285,3 +285,76 @@ def test_a_crop_clouded_over_its_peak_is_not_flagged_as_another():
     straight = flag_parcels(_frame(curves, clear), pd.Series(declared),
                             rules=MarkerRules(max_interpolation_gap=10**6)).set_index("parcel_id")
     assert straight.loc["late-cloudy", "crop_mismatch"]  # what the straight line across the clouds said
+
+
+def _tracks(pid: str, cuts: list[float], rng: np.random.Generator, *, every: int = 3,
+            levels: tuple[float, ...] = (0.0, 1.5, 0.4, -1.0)) -> pd.DataFrame:
+    """VH statistics of a meadow (as :func:`_backscatter`) seen by four tracks in turn, a pass every ``every``
+    days: descending 37 and 139, ascending 88 and 161, each at its own level (``levels``, dB: the incidence
+    angle differs from track to track, within an orbit direction too)."""
+    dates = pd.date_range("2024-03-01", "2024-10-31", freq=f"{every}D")
+    day = (dates - dates[0]).days.to_numpy(float)
+    vh = -20 + rng.normal(0, 0.15, day.size)
+    for cut in cuts:
+        since = day - cut
+        after = (since >= 0) & (since < 20)
+        vh[after] -= 2.5 * (1 - since[after] / 20)
+    k = np.arange(day.size) % 4
+    vh += np.asarray(levels)[k]
+    return pd.DataFrame({"parcel_id": pid, "time": dates, "band": "VH", "count": 60, "masked": 0, "mean": vh,
+                         "orbit_state": np.where(k < 2, "descending", "ascending"),
+                         "relative_orbit": np.array([37, 139, 88, 161])[k]})
+
+
+def test_backscatter_is_compared_within_one_track(population):
+    """Two tracks of one orbit direction see a meadow at levels 1.5 dB apart: compared with each other they
+    show a 'cut' at every pass, so an unmown meadow was never flagged. Within each track, it is."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(11)
+    grass = [pid for pid in declared.index if declared[pid] == 3]
+    cuts = {pid: [] if pid in ("never-mown", "early-as-grass") else [80.0, 125.0, 170.0] for pid in grass}
+    cuts["ploughed"] = [80.0]
+    s1 = pd.concat([_tracks(pid, cuts[pid], rng) for pid in grass], ignore_index=True)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=s1).set_index("parcel_id")
+    assert set(flags.index[flags.no_mowing]) == {"never-mown", "early-as-grass"}
+    assert flags.loc["never-mown", "largest_vh_drop"] < 1.0
+    assert "of one track" in flags.loc["never-mown", "reasons"]
+    # each track passes every 12 days: that is the gap within which a cut is seen, not the 3 days between passes
+    np.testing.assert_allclose(flags.loc["never-mown", "longest_vh_gap"], 12, atol=1)
+
+
+def test_backscatter_seen_too_rarely_by_every_track_judges_no_meadow_unmown(population):
+    """Four tracks in turn, a pass every 8 days, so each track every 32 days: no two passes of one track are
+    close enough to see a cut, and a mown meadow is not flagged for showing none."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(12)
+    grass = [pid for pid in declared.index if declared[pid] == 3]
+    s1 = pd.concat([_tracks(pid, [] if pid == "never-mown" else [80.0, 125.0, 170.0], rng, every=8,
+                            levels=(0, 0, 0, 0)) for pid in grass], ignore_index=True)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=s1).set_index("parcel_id")
+    assert (flags.loc[grass, "longest_vh_gap"] > MarkerRules().max_gap).all()
+    assert not flags.no_mowing.any()
+
+
+def test_a_pass_over_a_sliver_of_the_parcel_is_no_cut(population):
+    """Passes that saw 3 of a parcel's 100 pixels (the edge of a swath) give a speckle mean, here 3 dB low:
+    they are left out, as NDVI of a mostly cloudy date is, and the unmown meadow is flagged still."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(13)
+    s1 = pd.concat([_backscatter(pid, [], rng) for pid in ("never-mown", "grass-0")], ignore_index=True)
+    edge = s1[s1.time.dt.month == 7].copy()
+    edge["time"] += pd.Timedelta(hours=1)
+    edge = edge.assign(count=3, masked=97, mean=edge["mean"] - 3)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=pd.concat([s1, edge], ignore_index=True))
+    flags = flags.set_index("parcel_id")
+    assert flags.loc["never-mown", "no_mowing"] and flags.loc["never-mown", "largest_vh_drop"] < 1.0
+
+
+def test_bare_soil_names_the_date_to_look_at(population):
+    """The inspector is told on which date the NDVI was that low, the date of a chip to look at."""
+    frame, declared, _ = population
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    ndvi = ndvi_by_date(frame).loc["ploughed"]
+    in_season = ndvi[(ndvi.index >= "2024-05-01") & (ndvi.index < "2024-10-01")]
+    assert flags.loc["ploughed", "min_ndvi_date"] == in_season.idxmin()
+    assert f"on {in_season.idxmin():%Y-%m-%d}" in flags.loc["ploughed", "reasons"]
