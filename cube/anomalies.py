@@ -31,6 +31,10 @@ a territory is checked from its extraction output without reading the cube again
      scattering. Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made
      under a week of clouds.
 
+A marker the data cannot judge for a parcel (no clear date in the season, a crop declared by too few parcels
+for a reference, a meadow seen too rarely) is named with the reason in ``not_judged``: an unflagged parcel
+is cleared of the other markers only, never silently of all.
+
 The markers are screening rules of the kind paying agencies run before a field visit, with their
 thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
 so it is a parameter.
@@ -243,7 +247,9 @@ def flag_parcels(
     """One row per parcel of ``frame`` (statistics with the ``B04`` and ``B08`` means per date, as
     ``parcel_timeseries`` or ``extract`` give them: NDVI is taken of the mean reflectances, so an ``NDVI``
     band alone does not do) with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
-    ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
+    ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector),
+    ``not_judged`` (the markers the data could not judge for the parcel and why, e.g. no clear date in the
+    season or a crop too rare for a reference: an unflagged parcel is cleared of the others only) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
     ``distance_z``, ``min_ndvi`` and its ``min_ndvi_date``, ``largest_drop``, ``longest_gap``, and with ``s1``
     ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
@@ -307,6 +313,10 @@ def flag_parcels(
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
     out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
+    span = {"Sentinel-2": _season_span(ndvi.columns, rules),
+            "Sentinel-1": _season_span(s1["time"].unique(), rules) if s1 is not None else 0}
+    out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, span=span)
+                         for row, g, c in zip(out.itertuples(), grass, codes, strict=True)]
     out.index.name = "parcel_id"
     out = out.reset_index().sort_values(["flagged", "ratio"], ascending=False, kind="stable", ignore_index=True)
     out.attrs["rules"] = asdict(rules)
@@ -327,4 +337,31 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
     elif row.no_mowing:
         out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
                    f"at most {row.longest_gap:.0f} days apart")
+    return "; ".join(out)
+
+
+def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, span: Mapping[str, int]) -> str:
+    """The markers the data could not judge for a parcel, each with why: a parcel that is not flagged is
+    cleared of the other markers only (an inspector looks at these by other means)."""
+    out = []
+    if not reference:
+        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels declare {row.declared}, so it has no "
+                   f"reference profile")
+    elif np.isnan(row.distance_declared):
+        out.append(f"crop_mismatch: {row.clear_dates} clear date(s) give fewer than {rules.min_points} profile "
+                   f"points to compare with the {row.declared} reference")
+    elif np.isnan(row.distance_nearest):
+        out.append("crop_mismatch: no other crop's reference profile shares enough points to compare with")
+    if grass:
+        if np.isnan(row.min_ndvi):
+            out.append("bare_soil: no clear date in the season")
+        radar = not np.isnan(getattr(row, "longest_vh_gap", np.nan))
+        what, gap = ("Sentinel-1", row.longest_vh_gap) if radar else ("Sentinel-2", row.longest_gap)
+        seen = "passes of the best Sentinel-1 track" if radar else "clear dates"
+        if span[what] < rules.min_season_days:
+            out.append(f"no_mowing: the {what} dates span {span[what]} days of the season, fewer than "
+                       f"{rules.min_season_days}")
+        elif gap > rules.max_gap:
+            out.append(f"no_mowing: {seen} up to {gap:.0f} days apart in the season, more than {rules.max_gap}: a "
+                       f"cut could hide in the gap")
     return "; ".join(out)

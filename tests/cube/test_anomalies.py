@@ -358,3 +358,33 @@ def test_bare_soil_names_the_date_to_look_at(population):
     in_season = ndvi[(ndvi.index >= "2024-05-01") & (ndvi.index < "2024-10-01")]
     assert flags.loc["ploughed", "min_ndvi_date"] == in_season.idxmin()
     assert f"on {in_season.idxmin():%Y-%m-%d}" in flags.loc["ploughed", "reasons"]
+
+
+def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
+    """A meadow never clear all season, a crop only two parcels declare, a meadow with weeks of clouds:
+    not flagged, and not_judged says which markers the data could not judge and why; the others say nothing."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(9)
+    cloudy = np.zeros(DAY.size, bool)
+    extra = {"never-clear": _grass([80.0], rng), "rare-1": _arable(120, rng), "rare-2": _arable(120, rng)}
+    frame = pd.concat([frame, _frame(extra, {"never-clear": cloudy, "rare-1": np.ones(DAY.size, bool),
+                                             "rare-2": np.ones(DAY.size, bool)})], ignore_index=True)
+    declared = pd.concat([declared, pd.Series({"never-clear": 3, "rare-1": 9, "rare-2": 9})])
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    assert not flags.loc[["never-clear", "rare-1", "rare-2", "unseen-grass"], "flagged"].any()
+    never = flags.loc["never-clear", "not_judged"]
+    assert "bare_soil: no clear date in the season" in never and "no_mowing: clear dates up to" in never
+    assert "crop_mismatch: 0 clear date(s) give fewer than 6 profile points" in never
+    assert flags.loc["rare-1", "not_judged"].startswith("crop_mismatch: fewer than 5 parcels declare 9")
+    assert "no_mowing: clear dates up to" in flags.loc["unseen-grass", "not_judged"]
+    ndvi = ndvi_by_date(frame)  # the rest: only meadows with a longer gap between clear dates in the season
+    season = ndvi.loc[:, (ndvi.columns >= "2024-05-01") & (ndvi.columns < "2024-10-01")]
+    days = (season.columns - season.columns[0]).days.to_numpy()
+    gaps = pd.Series({pid: np.diff(np.r_[0, days[row.notna().to_numpy()], days[-1]]).max()
+                      for pid, row in season.iterrows()})
+    rest = flags.index.difference(["never-clear", "rare-1", "rare-2"])
+    want = (declared[rest] == 3) & (gaps[rest] > MarkerRules().max_gap)
+    assert want.sum() >= 2 and ((flags.loc[rest, "not_judged"] != "") == want).all()
+    with pytest.warns(UserWarning, match="no_mowing is not judged"):
+        june = flag_parcels(frame[frame.time.between("2024-06-01", "2024-06-30")], declared, grassland=[3])
+    assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]
