@@ -7,7 +7,9 @@ a territory is checked from its extraction output without reading the cube again
 1. **NDVI per parcel and clear date**: the NDVI of the parcel's mean red and near-infrared reflectance, on
    the dates where at least ``min_clear`` of its pixels are clear (the SCL mask removed the rest).
 2. **Profiles**: each parcel's NDVI interpolated linearly onto a grid of ``step`` days (undefined before
-   its first and after its last clear date); a crop's *reference profile* is the median of the profiles
+   its first and after its last clear date, and inside a gap of more than ``max_interpolation_gap`` days
+   between clear dates: a straight line across weeks of clouds would miss a crop's green peak, and make a
+   well-declared crop look like another); a crop's *reference profile* is the median of the profiles
    of the parcels declaring it, which the few that do not grow it do not move.
 3. **Markers**, each reported with the numbers behind it, so an inspector sees why a parcel is flagged:
 
@@ -22,9 +24,16 @@ a territory is checked from its extraction output without reading the cube again
      not flagged: a cut could hide in the gap). Judged only where the statistics' dates span at least
      ``min_season_days`` of the season: a month of data shows no cut for most meadows. With Sentinel-1
      statistics (``s1``), the drop is one of ``mowing_drop_db`` in VH backscatter between passes of the
-     same orbit direction: radar sees every cut, clouds or not, as the cut grass stops scattering.
-     Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made under a
-     week of clouds.
+     same track (orbit direction and relative orbit: tracks see a field at other incidence angles, at
+     levels that differ), and the gap is that of the track that saw the season best (every cut falls
+     between two of its passes); passes that saw less than ``min_clear`` of the parcel (a swath edge) are
+     speckle, not a level, and are left out. Radar sees every cut, clouds or not, as the cut grass stops
+     scattering. Without them, of ``mowing_drop`` in NDVI between clear dates, which misses the cuts made
+     under a week of clouds.
+
+A marker the data cannot judge for a parcel (no clear date in the season, a crop declared by too few parcels
+for a reference, a meadow seen too rarely) is named with the reason in ``not_judged``: an unflagged parcel
+is cleared of the other markers only, never silently of all.
 
 The markers are screening rules of the kind paying agencies run before a field visit, with their
 thresholds in :class:`MarkerRules`; which codes are grassland is the declaration system's business,
@@ -44,7 +53,8 @@ import pandas as pd
 from cardcube.errors import InvalidRequestError
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
-COLUMNS = ("count", "masked", "mean", "orbit_state")  # what the markers read of a statistics frame, beside the keys
+# what the markers read of a statistics frame, beside the keys
+COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
 __all__ = ["COLUMNS", "MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
 
@@ -65,10 +75,12 @@ class MarkerRules:
     max_gap: int = 25  # days
     season: tuple[str, str] = ("05-01", "09-30")
     min_season_days: int = 60  # days of the season the dates must span for no_mowing to be judged at all
+    max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
 
     def __post_init__(self) -> None:
         if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
-                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0):
+                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0
+                and self.max_interpolation_gap >= 0):
             raise InvalidRequestError(f"marker rules out of range: {self}")
 
 
@@ -96,16 +108,21 @@ def _days(times: Iterable[Any]) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
 
 
-def profiles(ndvi: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
     """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
-    NaN outside its first and last clear date, and for a parcel with fewer than two clear dates."""
+    NaN outside its first and last clear date, strictly inside a gap of more than ``max_gap`` days between
+    two clear dates (nothing is known there), and for a parcel with fewer than two clear dates."""
     days = _days(ndvi.columns)
     out = np.full((len(ndvi), grid.size), np.nan)
     for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
         ok = ~np.isnan(row)
         if ok.sum() >= 2:
-            inside = (grid >= days[ok][0]) & (grid <= days[ok][-1])
-            out[i, inside] = np.interp(grid[inside], days[ok], row[ok])
+            d = days[ok]
+            inside = (grid >= d[0]) & (grid <= d[-1])
+            g = grid[inside]
+            before, after = d[np.searchsorted(d, g, side="right") - 1], d[np.searchsorted(d, g, side="left")]
+            known = after - before <= max_gap
+            out[i, np.flatnonzero(inside)[known]] = np.interp(g[known], d, row[ok])
     return out
 
 
@@ -149,27 +166,31 @@ def _judged(no_cut: pd.Series, times: Iterable[Any], rules: MarkerRules, what: s
     return pd.Series(False, index=no_cut.index)
 
 
-def _season_evidence(series: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
+def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[float, float] | None = None
+                     ) -> pd.DataFrame:
     """Per parcel of ``series`` (parcels x dates, NaN where not observed), over its observations in the
-    season: the lowest value, the largest drop between observations at most ``max_gap`` days apart, and
-    the longest gap between observations, counted from the first to the last date of the season in the
-    data (a parcel first seen late or last seen early has a long gap)."""
+    season: the lowest value and its date, the largest drop between observations at most ``max_gap`` days
+    apart, and the longest gap between observations, counted from the first to the last date of the season
+    in the data (``span``, days since the epoch, if given: a parcel first seen late or last seen early has a
+    long gap)."""
     days = _days(series.columns)
     md = pd.DatetimeIndex(series.columns).strftime("%m-%d")
     in_season = (md >= rules.season[0]) & (md <= rules.season[1])
     if not in_season.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
-    first, last = days[in_season].min(), days[in_season].max()
+    first, last = span or (days[in_season].min(), days[in_season].max())
+    times = pd.DatetimeIndex(series.columns)
     rows = []
     for row in series.to_numpy(dtype=np.float64):
         ok = ~np.isnan(row) & in_season
         v, d = row[ok], days[ok]
         if not v.size:
-            rows.append((np.nan, np.nan, last - first))
+            rows.append((np.nan, pd.NaT, np.nan, last - first))
             continue
         drops = (v[:-1] - v[1:])[np.diff(d) <= rules.max_gap]
-        rows.append((v.min(), drops.max() if drops.size else np.nan, np.diff(np.r_[first, d, last]).max()))
-    return pd.DataFrame(rows, index=series.index, columns=["low", "drop", "gap"])
+        rows.append((v.min(), times[ok][np.argmin(v)], drops.max() if drops.size else np.nan,
+                     np.diff(np.r_[first, d, last]).max()))
+    return pd.DataFrame(rows, index=series.index, columns=["low", "low_date", "drop", "gap"])
 
 
 def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -183,23 +204,36 @@ def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     """Per parcel of the Sentinel-1 statistics ``s1``: the largest VH drop (dB) between passes of the same
-    orbit direction (ascending and descending see a field from two sides, at levels that differ), and the
-    longest gap between passes of either."""
+    track (``orbit_state`` and ``relative_orbit``, where given: tracks see a field from other sides and
+    angles, at levels that differ), and the longest gap between passes of the track that saw the season
+    best. Passes that saw less than ``min_clear`` of the parcel's pixels are left out."""
     missing = {"parcel_id", "time", "band", "count", "mean"} - set(s1.columns)
     if missing or "VH" not in set(s1["band"]):
         raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
                                   f"it lacks {sorted(missing) or 'VH'}")
     vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
+    if "masked" in vh.columns:  # a pass over a few of the parcel's pixels (a swath edge) is speckle, not a level
+        vh = vh[vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"])]
     if vh.empty:
-        raise InvalidRequestError("the Sentinel-1 frame has no VH mean measured on any pixel (every count is 0)")
-    orbits = vh["orbit_state"].fillna("any") if "orbit_state" in vh.columns else pd.Series("any", index=vh.index)
+        raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
+                                  f"parcel's pixels (every count is 0 or too small)")
+    keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
+    track = vh[keys].astype("string").fillna("any").agg(" ".join, axis=1) if keys else \
+        pd.Series("any", index=vh.index)
 
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
 
-    drops = pd.concat([_season_evidence(wide(g), rules)["drop"] for _, g in vh.groupby(orbits)], axis=1)
-    gaps = _season_evidence(wide(vh), rules)["gap"]
-    return pd.DataFrame({"largest_vh_drop": drops.max(axis=1), "longest_vh_gap": gaps})
+    days = _days(vh["time"].unique())
+    md = pd.DatetimeIndex(vh["time"].unique()).strftime("%m-%d")
+    inside = days[(md >= rules.season[0]) & (md <= rules.season[1])]
+    if not inside.size:
+        raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
+    span = (inside.min(), inside.max())
+    seen = [_season_evidence(wide(g), rules, span=span) for _, g in vh.groupby(track)
+            if pd.DatetimeIndex(g["time"]).strftime("%m-%d").to_series().between(*rules.season).any()]
+    return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
+                         "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
 
 
 def flag_parcels(
@@ -213,16 +247,19 @@ def flag_parcels(
     """One row per parcel of ``frame`` (statistics with the ``B04`` and ``B08`` means per date, as
     ``parcel_timeseries`` or ``extract`` give them: NDVI is taken of the mean reflectances, so an ``NDVI``
     band alone does not do) with a declaration: the markers (``crop_mismatch``, ``bare_soil``,
-    ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector) and the
+    ``no_mowing``: booleans), ``flagged`` (any of them), ``reasons`` (text for the inspector),
+    ``not_judged`` (the markers the data could not judge for the parcel and why, e.g. no clear date in the
+    season or a crop too rare for a reference: an unflagged parcel is cleared of the others only) and the
     evidence (``clear_dates``, ``nearest_crop``, ``distance_declared``, ``distance_nearest``, ``ratio``,
-    ``distance_z``, ``min_ndvi``, ``largest_drop``, ``longest_gap``, and with ``s1`` ``largest_vh_drop`` and
-    ``longest_vh_gap``), most suspicious first.
+    ``distance_z``, ``min_ndvi`` and its ``min_ndvi_date``, ``largest_drop``, ``longest_gap``, and with ``s1``
+    ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
     apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel declares any of
     them, an error: a typo would switch the markers off without a word). ``s1``: Sentinel-1 statistics of
-    the same parcels (``VH`` means per date, with ``orbit_state``), for the mowing marker; parcels it lacks
-    fall back to NDVI. Parcels of ``frame`` without a declaration are left out (there is nothing to check).
+    the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
+    marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
+    (there is nothing to check).
     """
     declared = pd.Series(declared)
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
@@ -232,7 +269,7 @@ def flag_parcels(
     codes = declared.reindex(ndvi.index).to_numpy()
     days = _days(ndvi.columns)
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
-    curves = profiles(ndvi, grid)
+    curves = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
     refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
     if not refs:
         warnings.warn(f"no declared crop has the {rules.min_parcels} parcels a reference profile needs: "
@@ -255,7 +292,8 @@ def flag_parcels(
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
-    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "largest_drop", "longest_gap"], axis=1))
+    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"],
+                                                           axis=1))
     grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     if grassland and not grass.any():
@@ -275,6 +313,10 @@ def flag_parcels(
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
     out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
+    span = {"Sentinel-2": _season_span(ndvi.columns, rules),
+            "Sentinel-1": _season_span(s1["time"].unique(), rules) if s1 is not None else 0}
+    out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, span=span)
+                         for row, g, c in zip(out.itertuples(), grass, codes, strict=True)]
     out.index.name = "parcel_id"
     out = out.reset_index().sort_values(["flagged", "ratio"], ascending=False, kind="stable", ignore_index=True)
     out.attrs["rules"] = asdict(rules)
@@ -287,11 +329,39 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
         out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
                    f"{row.declared} (an outlier among the {row.declared} parcels: z = {row.distance_z:.1f})")
     if row.bare_soil:
-        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi})")
+        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi} on "
+                   f"{row.min_ndvi_date:%Y-%m-%d})")
     if row.no_mowing and not np.isnan(getattr(row, "longest_vh_gap", np.nan)):
         out.append(f"no mowing seen: largest VH drop {row.largest_vh_drop:.1f} dB < {rules.mowing_drop_db} between "
-                   f"Sentinel-1 passes at most {row.longest_vh_gap:.0f} days apart")
+                   f"Sentinel-1 passes of one track, which saw the season at most {row.longest_vh_gap:.0f} days apart")
     elif row.no_mowing:
         out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
                    f"at most {row.longest_gap:.0f} days apart")
+    return "; ".join(out)
+
+
+def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, span: Mapping[str, int]) -> str:
+    """The markers the data could not judge for a parcel, each with why: a parcel that is not flagged is
+    cleared of the other markers only (an inspector looks at these by other means)."""
+    out = []
+    if not reference:
+        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels declare {row.declared}, so it has no "
+                   f"reference profile")
+    elif np.isnan(row.distance_declared):
+        out.append(f"crop_mismatch: {row.clear_dates} clear date(s) give fewer than {rules.min_points} profile "
+                   f"points to compare with the {row.declared} reference")
+    elif np.isnan(row.distance_nearest):
+        out.append("crop_mismatch: no other crop's reference profile shares enough points to compare with")
+    if grass:
+        if np.isnan(row.min_ndvi):
+            out.append("bare_soil: no clear date in the season")
+        radar = not np.isnan(getattr(row, "longest_vh_gap", np.nan))
+        what, gap = ("Sentinel-1", row.longest_vh_gap) if radar else ("Sentinel-2", row.longest_gap)
+        seen = "passes of the best Sentinel-1 track" if radar else "clear dates"
+        if span[what] < rules.min_season_days:
+            out.append(f"no_mowing: the {what} dates span {span[what]} days of the season, fewer than "
+                       f"{rules.min_season_days}")
+        elif gap > rules.max_gap:
+            out.append(f"no_mowing: {seen} up to {gap:.0f} days apart in the season, more than {rules.max_gap}: a "
+                       f"cut could hide in the gap")
     return "; ".join(out)

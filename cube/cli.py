@@ -262,6 +262,10 @@ def _flag(args: argparse.Namespace) -> int:
     print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out}")
     for row in flags[flags.flagged].head(10).itertuples():
         print(f"  {row.parcel_id}: {row.reasons}")
+    unjudged = flags[flags.not_judged != ""]
+    if len(unjudged):
+        print(f"{len(unjudged)} parcels have markers the data could not judge (column not_judged), e.g. "
+              f"{unjudged.parcel_id.iloc[0]}: {unjudged.not_judged.iloc[0]}")
     return 0
 
 

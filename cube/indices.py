@@ -30,10 +30,16 @@ INDICES: dict[str, tuple[tuple[str, ...], Callable[[xr.Dataset], xr.DataArray], 
     "NDMI": (("B8A", "B11"), _normalised_difference("B8A", "B11"), "(B8A - B11) / (B8A + B11)"),
     "NBR": (("B08", "B12"), _normalised_difference("B08", "B12"), "(B08 - B12) / (B08 + B12)"),
     "NDRE": (("B8A", "B05"), _normalised_difference("B8A", "B05"), "(B8A - B05) / (B8A + B05)"),
-    "VH_VV": (("VH", "VV"), lambda ds: ds["VH"] - ds["VV"], "VH - VV in dB, the cross-ratio"),
+    "VH_VV": (("VH", "VV"), lambda ds: ds["VH"] - ds["VV"], "VH - VV in dB, the cross-ratio (of a parcel: of its "
+              "mean linear VH and VV powers)"),
     "RVI": (("VH", "VV"), lambda ds: 4 * _db_to_linear(ds["VH"]) / (_db_to_linear(ds["VV"]) + _db_to_linear(ds["VH"])),
             "4 VH / (VV + VH) in linear power, radar vegetation index"),
 }
+
+
+# indices that are a ratio of backscatter powers, in dB: a parcel's mean is the ratio of its mean linear powers
+# (the mean of the pixels' dB ratios would average in dB), numerator and denominator
+DB_RATIOS: dict[str, tuple[str, str]] = {"VH_VV": ("VH", "VV")}
 
 
 def bands_for(names: Sequence[str]) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from cardcube.spec import SCL_CLASSES
-from cube.indices import INDICES, add_indices, bands_for
+from cube.indices import DB_RATIOS, INDICES, add_indices, bands_for
 from cube.parcel_stats import ParcelStats, stats_frame
 from cube.stats import (
     STATS,
@@ -31,6 +31,8 @@ from cube.stats import (
     backscatter_segment_stats,
     class_histogram,
     clear_pixels,
+    db_to_linear,
+    linear_to_db,
     segment_stats,
     small_uint,
     unpack,
@@ -130,6 +132,8 @@ class ParcelPixels:
                 nodata, scale, offset = packing(self.attrs[band])
                 out = backscatter_segment_stats(self.values[band], self.index[band], self.sizes, stats=stats,
                                                 nodata=nodata, scale=scale, offset=offset, clear=clear)
+            elif band in DB_RATIOS:
+                out, units = self._ratio_stats(band, pixels.pop(band), stats=stats, clear=clear), "dB"
             elif band in pixels:
                 out = segment_stats(pixels.pop(band), np.arange(self.sizes.sum()), self.sizes, stats=stats, clear=clear)
             else:
@@ -143,6 +147,21 @@ class ParcelPixels:
                                         scale=scale, offset=offset, clear=clear)
             results.append(ParcelStats(band, self.ids, self.times, out, units))
         return results
+
+    def _ratio_stats(self, band: str, ratio_db: np.ndarray, *, stats: Sequence[str], clear: np.ndarray | None
+                     ) -> dict[str, np.ndarray]:
+        """Statistics of a backscatter ratio index (:data:`cube.indices.DB_RATIOS`) given per pixel in dB: the
+        order statistics and ``std`` of the pixels' dB ratios, and the mean as the ratio of the parcel's mean
+        linear powers over the pixels where both are measured (in dB, as the bands' own means are taken)."""
+        every = np.arange(self.sizes.sum())
+        out = segment_stats(ratio_db, every, self.sizes, stats=[s for s in stats if s != "mean"], clear=clear)
+        if "mean" in stats:
+            both = ~np.isnan(ratio_db)
+            num, den = (segment_stats(np.where(both, db_to_linear(self._gathered(b)), np.nan), every, self.sizes,
+                                      stats=("mean",), clear=clear)["mean"] for b in DB_RATIOS[band])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out["mean"] = linear_to_db(num / den)
+        return out
 
     def per_date(self, histogram: bool = True) -> dict[str, np.ndarray]:
         """The columns of :meth:`frame` that do not depend on the band: SCL class counts per parcel and

@@ -22,7 +22,8 @@ Conventions
   deviation of the dB values (dB), the usual speckle/heterogeneity measure on log-scaled SAR: a std
   of linear power converted to dB is meaningless. min/max/percentiles are order statistics of the dB
   values as stored (conversion is monotonic, so min/max/odd medians are identical either way;
-  interpolated percentiles interpolate in dB).
+  interpolated percentiles interpolate in dB). The cross-ratio index ``VH_VV`` alike: its mean is the
+  ratio of the parcel's mean linear VH and VV powers, in dB (:class:`cube.pixels.ParcelPixels`).
 * SCL classes are counted, never averaged: :func:`class_histogram` gives counts per parcel, date and
   class; :class:`cube.parcel_stats.ClassHistogram` holds them with the dates and turns them into fractions
   or a frame. :class:`cube.parcel_stats.ParcelStats` and its table are what these numbers become.

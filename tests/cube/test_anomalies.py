@@ -246,3 +246,145 @@ def test_a_parcel_typical_of_its_crop_is_not_flagged_for_looking_like_another():
     ratio_only = flag_parcels(frame, pd.Series(declared), rules=MarkerRules(outlier_z=-np.inf)).set_index("parcel_id")
     assert ratio_only.loc[late, "crop_mismatch"].sum() >= 5
     assert flags.loc["odd", "distance_z"] > 3  # what is unusual for its crop stands out
+
+
+def test_profiles_are_not_drawn_across_weeks_of_clouds():
+    """Grid points inside a gap of more than max_gap days between clear dates are undefined (NaN), those
+    at or between clear dates closer together are interpolated as before (numpy reference)."""
+    ndvi = pd.DataFrame([[0.2, 0.3, np.nan, np.nan, np.nan, np.nan, 0.4, 0.5]],
+                        columns=pd.date_range("2024-05-01", periods=8, freq="10D"))
+    days = (ndvi.columns - pd.Timestamp("1970-01-01")).days.to_numpy(float)
+    grid = np.arange(days[0], days[-1] + 1, 5.0)
+    curves = profiles(ndvi, grid, max_gap=30)
+    ok = ~np.isnan(ndvi.to_numpy()[0])
+    want = np.interp(grid, days[ok], ndvi.to_numpy()[0][ok])
+    gap = (grid > days[1]) & (grid < days[6])  # 50 days without a clear date
+    np.testing.assert_allclose(curves[0, ~gap], want[~gap])
+    assert np.isnan(curves[0, gap]).all()
+    np.testing.assert_allclose(profiles(ndvi, grid)[0], want)  # no limit: the straight line
+
+
+def test_a_crop_clouded_over_its_peak_is_not_flagged_as_another():
+    """A late crop declared right but without a clear date for 100 days around its peak: a straight line
+    across the gap looks like a flat fallow's profile, so its flag would be the clouds', not the field's."""
+    rng = np.random.default_rng(7)
+    curves, clear, declared = {}, {}, {}
+    for i in range(30):
+        curves[f"early-{i}"], declared[f"early-{i}"] = _arable(90, rng), 1
+        curves[f"late-{i}"], declared[f"late-{i}"] = _arable(160, rng), 2
+        curves[f"fallow-{i}"], declared[f"fallow-{i}"] = 0.3 + rng.normal(0, 0.02, DAY.size), 3
+    for pid in curves:
+        clear[pid] = rng.random(DAY.size) > 0.3
+    curves["late-cloudy"], declared["late-cloudy"] = _arable(160, rng), 2
+    clear["late-cloudy"] = ~((DAY > 110) & (DAY < 220))
+    curves["late-as-fallow"], declared["late-as-fallow"] = 0.3 + rng.normal(0, 0.02, DAY.size), 2
+    clear["late-as-fallow"] = rng.random(DAY.size) > 0.3
+    flags = flag_parcels(_frame(curves, clear), pd.Series(declared)).set_index("parcel_id")
+    assert not flags.loc["late-cloudy", "crop_mismatch"]
+    assert flags.loc["late-as-fallow", "crop_mismatch"] and flags.loc["late-as-fallow", "nearest_crop"] == 3
+    straight = flag_parcels(_frame(curves, clear), pd.Series(declared),
+                            rules=MarkerRules(max_interpolation_gap=10**6)).set_index("parcel_id")
+    assert straight.loc["late-cloudy", "crop_mismatch"]  # what the straight line across the clouds said
+
+
+def _tracks(pid: str, cuts: list[float], rng: np.random.Generator, *, every: int = 3,
+            levels: tuple[float, ...] = (0.0, 1.5, 0.4, -1.0)) -> pd.DataFrame:
+    """VH statistics of a meadow (as :func:`_backscatter`) seen by four tracks in turn, a pass every ``every``
+    days: descending 37 and 139, ascending 88 and 161, each at its own level (``levels``, dB: the incidence
+    angle differs from track to track, within an orbit direction too)."""
+    dates = pd.date_range("2024-03-01", "2024-10-31", freq=f"{every}D")
+    day = (dates - dates[0]).days.to_numpy(float)
+    vh = -20 + rng.normal(0, 0.15, day.size)
+    for cut in cuts:
+        since = day - cut
+        after = (since >= 0) & (since < 20)
+        vh[after] -= 2.5 * (1 - since[after] / 20)
+    k = np.arange(day.size) % 4
+    vh += np.asarray(levels)[k]
+    return pd.DataFrame({"parcel_id": pid, "time": dates, "band": "VH", "count": 60, "masked": 0, "mean": vh,
+                         "orbit_state": np.where(k < 2, "descending", "ascending"),
+                         "relative_orbit": np.array([37, 139, 88, 161])[k]})
+
+
+def test_backscatter_is_compared_within_one_track(population):
+    """Two tracks of one orbit direction see a meadow at levels 1.5 dB apart: compared with each other they
+    show a 'cut' at every pass, so an unmown meadow was never flagged. Within each track, it is."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(11)
+    grass = [pid for pid in declared.index if declared[pid] == 3]
+    cuts = {pid: [] if pid in ("never-mown", "early-as-grass") else [80.0, 125.0, 170.0] for pid in grass}
+    cuts["ploughed"] = [80.0]
+    s1 = pd.concat([_tracks(pid, cuts[pid], rng) for pid in grass], ignore_index=True)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=s1).set_index("parcel_id")
+    assert set(flags.index[flags.no_mowing]) == {"never-mown", "early-as-grass"}
+    assert flags.loc["never-mown", "largest_vh_drop"] < 1.0
+    assert "of one track" in flags.loc["never-mown", "reasons"]
+    # each track passes every 12 days: that is the gap within which a cut is seen, not the 3 days between passes
+    np.testing.assert_allclose(flags.loc["never-mown", "longest_vh_gap"], 12, atol=1)
+
+
+def test_backscatter_seen_too_rarely_by_every_track_judges_no_meadow_unmown(population):
+    """Four tracks in turn, a pass every 8 days, so each track every 32 days: no two passes of one track are
+    close enough to see a cut, and a mown meadow is not flagged for showing none."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(12)
+    grass = [pid for pid in declared.index if declared[pid] == 3]
+    s1 = pd.concat([_tracks(pid, [] if pid == "never-mown" else [80.0, 125.0, 170.0], rng, every=8,
+                            levels=(0, 0, 0, 0)) for pid in grass], ignore_index=True)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=s1).set_index("parcel_id")
+    assert (flags.loc[grass, "longest_vh_gap"] > MarkerRules().max_gap).all()
+    assert not flags.no_mowing.any()
+
+
+def test_a_pass_over_a_sliver_of_the_parcel_is_no_cut(population):
+    """Passes that saw 3 of a parcel's 100 pixels (the edge of a swath) give a speckle mean, here 3 dB low:
+    they are left out, as NDVI of a mostly cloudy date is, and the unmown meadow is flagged still."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(13)
+    s1 = pd.concat([_backscatter(pid, [], rng) for pid in ("never-mown", "grass-0")], ignore_index=True)
+    edge = s1[s1.time.dt.month == 7].copy()
+    edge["time"] += pd.Timedelta(hours=1)
+    edge = edge.assign(count=3, masked=97, mean=edge["mean"] - 3)
+    flags = flag_parcels(frame, declared, grassland=[3], s1=pd.concat([s1, edge], ignore_index=True))
+    flags = flags.set_index("parcel_id")
+    assert flags.loc["never-mown", "no_mowing"] and flags.loc["never-mown", "largest_vh_drop"] < 1.0
+
+
+def test_bare_soil_names_the_date_to_look_at(population):
+    """The inspector is told on which date the NDVI was that low, the date of a chip to look at."""
+    frame, declared, _ = population
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    ndvi = ndvi_by_date(frame).loc["ploughed"]
+    in_season = ndvi[(ndvi.index >= "2024-05-01") & (ndvi.index < "2024-10-01")]
+    assert flags.loc["ploughed", "min_ndvi_date"] == in_season.idxmin()
+    assert f"on {in_season.idxmin():%Y-%m-%d}" in flags.loc["ploughed", "reasons"]
+
+
+def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
+    """A meadow never clear all season, a crop only two parcels declare, a meadow with weeks of clouds:
+    not flagged, and not_judged says which markers the data could not judge and why; the others say nothing."""
+    frame, declared, _ = population
+    rng = np.random.default_rng(9)
+    cloudy = np.zeros(DAY.size, bool)
+    extra = {"never-clear": _grass([80.0], rng), "rare-1": _arable(120, rng), "rare-2": _arable(120, rng)}
+    frame = pd.concat([frame, _frame(extra, {"never-clear": cloudy, "rare-1": np.ones(DAY.size, bool),
+                                             "rare-2": np.ones(DAY.size, bool)})], ignore_index=True)
+    declared = pd.concat([declared, pd.Series({"never-clear": 3, "rare-1": 9, "rare-2": 9})])
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    assert not flags.loc[["never-clear", "rare-1", "rare-2", "unseen-grass"], "flagged"].any()
+    never = flags.loc["never-clear", "not_judged"]
+    assert "bare_soil: no clear date in the season" in never and "no_mowing: clear dates up to" in never
+    assert "crop_mismatch: 0 clear date(s) give fewer than 6 profile points" in never
+    assert flags.loc["rare-1", "not_judged"].startswith("crop_mismatch: fewer than 5 parcels declare 9")
+    assert "no_mowing: clear dates up to" in flags.loc["unseen-grass", "not_judged"]
+    ndvi = ndvi_by_date(frame)  # the rest: only meadows with a longer gap between clear dates in the season
+    season = ndvi.loc[:, (ndvi.columns >= "2024-05-01") & (ndvi.columns < "2024-10-01")]
+    days = (season.columns - season.columns[0]).days.to_numpy()
+    gaps = pd.Series({pid: np.diff(np.r_[0, days[row.notna().to_numpy()], days[-1]]).max()
+                      for pid, row in season.iterrows()})
+    rest = flags.index.difference(["never-clear", "rare-1", "rare-2"])
+    want = (declared[rest] == 3) & (gaps[rest] > MarkerRules().max_gap)
+    assert want.sum() >= 2 and ((flags.loc[rest, "not_judged"] != "") == want).all()
+    with pytest.warns(UserWarning, match="no_mowing is not judged"):
+        june = flag_parcels(frame[frame.time.between("2024-06-01", "2024-06-30")], declared, grassland=[3])
+    assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]

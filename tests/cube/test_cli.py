@@ -97,10 +97,12 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
                  "--bands", "B04,B08", "--time", "2024-06", "--out", str(csv)]) == 0
     assert main(["flag", "--timeseries", str(csv), "--parcels", str(tmp_path / "padded.parquet"), "--grassland",
                  ",".join(map(str, sorted(set(parcels.crop_code))[:3])), "--out", str(tmp_path / "f.csv")]) == 0
-    err = capsys.readouterr().err
-    flags = pd.read_csv(tmp_path / "f.csv", dtype={"parcel_id": str})
+    out, err = capsys.readouterr()
+    flags = pd.read_csv(tmp_path / "f.csv", dtype={"parcel_id": str}, keep_default_na=False)
     assert set(flags.parcel_id) <= set(padded.parcel_id) and len(flags) > 100  # matched as text, "000042"
     assert "note: the Sentinel-2 dates span" in err and not flags.no_mowing.any()  # a month judges no meadow
+    assert "markers the data could not judge (column not_judged)" in out  # and each meadow's row says so
+    assert flags.not_judged.str.contains("no_mowing: the Sentinel-2 dates span").sum() > 10
 
 
 def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, tiny_region, tmp_path):
