@@ -49,15 +49,22 @@ def _grass(cuts: list[float], rng: np.random.Generator) -> np.ndarray:
 S1_DATES = pd.date_range("2024-03-01", "2024-10-31", freq="3D")  # ascending and descending passes in turn
 
 
-def _backscatter(pid: str, cuts: list[float], rng: np.random.Generator) -> pd.DataFrame:
-    """Sentinel-1 VH statistics of a grassland parcel: -20 dB, 2.5 dB lower just after each cut and back
-    within 20 days; the ascending passes see the field 1.5 dB brighter (from its other side)."""
-    day = (S1_DATES - S1_DATES[0]).days.to_numpy(float)
+def _meadow_vh(day: np.ndarray, cuts: list[float], rng: np.random.Generator) -> np.ndarray:
+    """VH (dB) of a meadow on ``day``: -20 dB with speckle, 2.5 dB lower just after each cut and back within
+    20 days."""
     vh = -20 + rng.normal(0, 0.15, day.size)
     for cut in cuts:
         since = day - cut
         after = (since >= 0) & (since < 20)
         vh[after] -= 2.5 * (1 - since[after] / 20)
+    return vh
+
+
+def _backscatter(pid: str, cuts: list[float], rng: np.random.Generator) -> pd.DataFrame:
+    """Sentinel-1 VH statistics of a grassland parcel: -20 dB, 2.5 dB lower just after each cut and back
+    within 20 days; the ascending passes see the field 1.5 dB brighter (from its other side)."""
+    day = (S1_DATES - S1_DATES[0]).days.to_numpy(float)
+    vh = _meadow_vh(day, cuts, rng)
     orbit = np.where(np.arange(day.size) % 2, "ascending", "descending")
     vh[orbit == "ascending"] += 1.5
     return pd.DataFrame({"parcel_id": pid, "time": S1_DATES, "band": "VH", "count": 60, "masked": 0, "mean": vh,
@@ -294,11 +301,7 @@ def _tracks(pid: str, cuts: list[float], rng: np.random.Generator, *, every: int
     angle differs from track to track, within an orbit direction too)."""
     dates = pd.date_range("2024-03-01", "2024-10-31", freq=f"{every}D")
     day = (dates - dates[0]).days.to_numpy(float)
-    vh = -20 + rng.normal(0, 0.15, day.size)
-    for cut in cuts:
-        since = day - cut
-        after = (since >= 0) & (since < 20)
-        vh[after] -= 2.5 * (1 - since[after] / 20)
+    vh = _meadow_vh(day, cuts, rng)
     k = np.arange(day.size) % 4
     vh += np.asarray(levels)[k]
     return pd.DataFrame({"parcel_id": pid, "time": dates, "band": "VH", "count": 60, "masked": 0, "mean": vh,
