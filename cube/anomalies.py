@@ -78,10 +78,43 @@ class MarkerRules:
     max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
 
     def __post_init__(self) -> None:
+        season = self.season
+        if not (isinstance(season, tuple) and len(season) == 2 and all(_is_month_day(x) for x in season)
+                and season[0] <= season[1]):
+            raise InvalidRequestError(f"season {season!r} must be two MM-DD dates in order, e.g. "
+                                      f"('05-01', '09-30')")
         if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
                 and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0
                 and self.max_interpolation_gap >= 0):
             raise InvalidRequestError(f"marker rules out of range: {self}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MarkerRules:
+        """Rules from a mapping of some of the fields (a JSON file of an agency's thresholds); the others keep
+        their defaults. An unknown field is an error naming the known ones: a typo must not leave the default
+        in force without a word."""
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(d, Mapping):
+            raise InvalidRequestError(f"marker rules must be an object of rule names and values, not {d!r}")
+        if set(d) - known:
+            raise InvalidRequestError(f"unknown marker rule(s) {sorted(set(d) - known)}; the rules are "
+                                      f"{', '.join(sorted(known))}")
+        values = dict(d)
+        for name, value in values.items():
+            default = getattr(cls, name)
+            if isinstance(default, int | float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InvalidRequestError(f"marker rule {name} = {value!r} is no number (default {default})")
+        if isinstance(values.get("season"), list):
+            values["season"] = tuple(values["season"])
+        return cls(**values)
+
+
+def _is_month_day(text: Any) -> bool:
+    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included)."""
+    try:
+        return isinstance(text, str) and len(text) == 5 and bool(pd.Timestamp(f"2024-{text}"))
+    except ValueError:
+        return False
 
 
 def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clear) -> pd.DataFrame:
@@ -289,6 +322,8 @@ def flag_parcels(
             other[i], nearest[i] = dist[i, k], crops[k]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
+    # the codes' own type, missing where no other crop compares (nullable: a file keeps 2014 a code, not 2014.0)
+    nearest = pd.array(nearest.tolist(), dtype=pd.Series(codes).convert_dtypes().dtype)
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)

@@ -9,6 +9,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
@@ -109,7 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
     f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
     f.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
-    f.add_argument("--out", required=True, help="output .csv or .parquet")
+    f.add_argument("--rules", help="JSON file of marker thresholds to change (fields of MarkerRules, e.g. "
+                   '{"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}); the others keep their defaults')
+    f.add_argument("--out", required=True, help="output .csv or .parquet; beside it, OUT.json records the rules "
+                   "and inputs, so the flags can be reproduced")
     f.set_defaults(func=_flag)
 
     s = sub.add_parser("serve", help="the REST service: parcel time series and chips over HTTP",
@@ -236,30 +240,42 @@ def _statistics(path: str, bands: list[str]):
 
 def _flag(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
-    from cube.anomalies import MARKERS, flag_parcels
+    from cube.anomalies import MARKERS, MarkerRules, flag_parcels
     from cube.parcels import read_parcels
 
+    rules = MarkerRules()
+    if args.rules:
+        try:
+            rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text()))
+        except (OSError, ValueError) as exc:
+            raise InvalidRequestError(f"cannot read the marker rules {args.rules}: {exc}") from None
     parcels = read_parcels(args.parcels, id_column=args.id_column)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = parcels.set_index(args.id_column)[args.crop_column]
     declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
-    if not args.grassland:
+    grassland = [c.strip() for c in args.grassland.split(",") if c.strip()]
+    if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     s2, s1 = (_statistics(path, bands).astype({"parcel_id": str}) if path else None
               for path, bands in ((args.timeseries, ["B04", "B08"]), (args.s1, ["VH"])))
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
-        flags = flag_parcels(s2, declared, grassland=[c.strip() for c in args.grassland.split(",") if c.strip()],
-                             s1=s1)
+        flags = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     flags.to_parquet(out) if out.suffix == ".parquet" else flags.to_csv(out, index=False)
+    record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
+              "inputs": {"timeseries": _described(args.timeseries), "s1": _described(args.s1),
+                         "parcels": str(Path(args.parcels).resolve())},
+              "notes": [str(w.message) for w in caught]}
+    Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
-    print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out}")
+    print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out} (rules and inputs: "
+          f"{out}.json)")
     for row in flags[flags.flagged].head(10).itertuples():
         print(f"  {row.parcel_id}: {row.reasons}")
     unjudged = flags[flags.not_judged != ""]
@@ -267,6 +283,24 @@ def _flag(args: argparse.Namespace) -> int:
         print(f"{len(unjudged)} parcels have markers the data could not judge (column not_judged), e.g. "
               f"{unjudged.parcel_id.iloc[0]}: {unjudged.not_judged.iloc[0]}")
     return 0
+
+
+def _described(path: str | None) -> dict[str, Any] | None:
+    """Where statistics came from: the path and the cube version they were read from, as an extraction's
+    manifest or a ``cardcube timeseries`` Parquet file's metadata says."""
+    if path is None:
+        return None
+    source = Path(path).resolve()
+    if (source / "manifest.json").is_file():
+        m = json.loads((source / "manifest.json").read_text())
+        return {"path": str(source), "cube": m.get("cube"), "collection": m.get("collection"),
+                "cube_version": m.get("version")}
+    if source.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+        return {"path": str(source), "cube_version": attrs.get("cube_version")}
+    return {"path": str(source)}
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -170,6 +170,15 @@ def test_bad_input_gets_a_clear_error(population):
         flag_parcels(frame, pd.Series({"someone-else": 1}))
     with pytest.raises(InvalidRequestError, match="marker rules"):
         MarkerRules(mismatch_ratio=0.5)
+    # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused
+    assert MarkerRules.from_dict({"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}) == \
+        MarkerRules(bare_ndvi=0.25, season=("04-15", "10-15"))
+    for bad, message in [({"bare_nvdi": 0.2}, r"unknown marker rule\(s\) \['bare_nvdi'\]"),
+                         ({"bare_ndvi": "0.2"}, "is no number"), ({"min_clear": True}, "is no number"),
+                         ({"season": ["5-1", "9-30"]}, "two MM-DD dates"), ({"season": ["09-30", "05-01"]}, "in order"),
+                         ({"season": ["02-30", "09-30"]}, "two MM-DD dates"), ([0.2], "an object of rule names")]:
+        with pytest.raises(InvalidRequestError, match=message):
+            MarkerRules.from_dict(bad)
     with pytest.raises(InvalidRequestError, match="season"):
         flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
     with pytest.raises(InvalidRequestError, match=r"no parcel declares the grassland code\(s\) abc; declared codes: "):

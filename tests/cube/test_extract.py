@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import geopandas as gpd
@@ -291,7 +292,9 @@ def test_read_timeseries_selects_bands_and_columns(s2_extracted):
 def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracted, cube, parcels, tiny_region,
                                                                       tmp_path, capsys):
     from cardcube.cli import main
-    from cube.anomalies import flag_parcels
+    from cardcube.storage import open_store
+    from cube.anomalies import MarkerRules, flag_parcels
+    from cube.ledger import read_version
 
     out = tmp_path / "flags.parquet"
     assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
@@ -301,6 +304,22 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     pd.testing.assert_frame_equal(written, want, check_dtype=False)
     assert written.bare_soil.any() and f"{int(want.flagged.sum())} of {len(want)} parcels flagged" in \
         capsys.readouterr().out
+    record = json.loads((tmp_path / "flags.parquet.json").read_text())  # what reproduces the flags
+    assert record["rules"] == json.loads(json.dumps(asdict(MarkerRules()))) and record["grassland"] == ["265", "266"]
+    assert record["inputs"]["timeseries"]["cube_version"] == read_version(open_store(cube), "s2").version
+    (tmp_path / "rules.json").write_text('{"bare_ndvi": 0.05, "season": ["05-15", "09-15"]}')
+    assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels), "--grassland",
+                 "265,266", "--rules", str(tmp_path / "rules.json"), "--out", str(out)]) == 0
+    strict = MarkerRules(bare_ndvi=0.05, season=("05-15", "09-15"))
+    pd.testing.assert_frame_equal(pd.read_parquet(out), flag_parcels(
+        read_timeseries(s2_extracted), parcels.set_index("parcel_id").crop_code, grassland=[265, 266], rules=strict),
+        check_dtype=False)
+    assert json.loads((tmp_path / "flags.parquet.json").read_text())["rules"]["bare_ndvi"] == 0.05
+    assert pd.read_parquet(out).bare_soil.sum() < written.bare_soil.sum()
+    (tmp_path / "rules.json").write_text('{"bare_nvdi": 0.05}')
+    assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels), "--rules",
+                 str(tmp_path / "rules.json"), "--out", str(out)]) == 2
+    assert "unknown marker rule(s) ['bare_nvdi']" in capsys.readouterr().err
     assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
                  "--crop-column", "crop", "--out", str(out)]) == 2
     assert "no column 'crop'" in capsys.readouterr().err
