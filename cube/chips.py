@@ -93,9 +93,11 @@ class Chip:
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
-    def image(self, t: int = 0, *, scale: int = 1, outline: bool = True) -> np.ndarray:
+    def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
+              limits: tuple[float, float] | None = None) -> np.ndarray:
         """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
-        pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side."""
+        pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no
+        index is stretched over ``limits``, by default its 2-98 % of this date."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
@@ -104,7 +106,7 @@ class Chip:
             img = render.colour_index(layers[0], limits=render.NDVI_LIMITS if self.bands[0] != "VH_VV"
                                       else (-25.0, 0.0))
         else:
-            img = render.colour_index(layers[0], cmap="gray", limits=render.robust_limits(layers[0]))
+            img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
         img = render.enlarge(img, scale) if scale > 1 else img
         if outline and self.outline is not None:
             img = render.draw_outline(img, self.outline, self.geobox, width=max(1, scale // 2))
@@ -120,9 +122,13 @@ class Chip:
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
         """The season at a glance: one panel per date, cloudy dates framed in red, dates without data over
-        the parcel (outside that orbit's swath) in grey."""
+        the parcel (outside that orbit's swath) in grey. A band that is no index is stretched once for the
+        whole season, so its dates compare."""
         labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
-        panels = [self.image(t, outline=False) for t in range(len(labels))]
+        limits = None
+        if len(self.bands) == 1 and self.bands[0] not in INDICES:
+            limits = render.robust_limits(self.data[self.bands[0]].values)
+        panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale)
         if self.outline is None:

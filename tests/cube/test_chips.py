@@ -60,6 +60,25 @@ def test_contact_sheet_marks_exactly_the_cloudy_dates(tiny_cube, parcels, parcel
     assert not any(sheet.empty)
 
 
+def test_a_single_band_sheet_is_stretched_once_for_the_season(tiny_cube, parcels, parcel_id):
+    """Grey levels of one band compare across dates: one 2-98 % stretch over the season's pixels (a stretch
+    per date would draw a date twice as bright just like the original)."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, bands=["B08"])
+    data = c.data.copy(deep=True)
+    data["B08"].values[1] = data["B08"].values[0] * 2  # date 1: date 0, twice as bright
+    plain = Chip(data, ("B08",))  # no outline drawn over the panels
+    sheet = plain.contact_sheet(scale=1)
+    values = data["B08"].values
+    lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])  # independent: numpy over every date
+    for t, (x0, y0, x1, y1) in enumerate(sheet.boxes):
+        grey = sheet.image[y0:y1, x0:x1, 0].astype(float)
+        seen = np.isfinite(values[t])
+        expected = np.clip((values[t] - lo) / (hi - lo), 0, 1) * 255
+        assert np.abs(grey[seen] - expected[seen]).max() <= 1.5, t
+    panel = [sheet.image[y0:y1, x0:x1, 0].astype(float) for x0, y0, x1, y1 in sheet.boxes[:2]]
+    assert panel[1].mean() > panel[0].mean() + 20
+
+
 def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
     """A date without data over the parcel (outside an orbit's swath: no values, SCL "no data", which the
     default cloud mask counts) is framed grey as "no data", not red as cloudy."""
