@@ -211,7 +211,9 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
     span = version.time_range
     start, end = (parse_time(span[0]), parse_time(span[1])) if span else (None, None)
     summaries = {"cardcube:tile": sorted(version.tiles), "platforms": sorted(
-        {a.platform for t in version.tiles.values() for a in t.acquisitions if a.platform})}
+        {a.platform for t in version.tiles.values() for a in t.acquisitions if a.platform}),
+        # the STAC collections the scenes were read from (an Earth Search ingest: sentinel-2-c1-l2a)
+        "cardcube:source_collections": sorted({s.collection for s in version.scenes.values() if s.collection})}
     summaries = {k: v for k, v in summaries.items() if v}  # STAC: a summary lists at least one value
     if info.constellation:
         summaries.update(constellation=[info.constellation], instruments=list(info.instruments))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pystac
@@ -12,7 +13,10 @@ from cardcube.cli import main
 from cardcube.errors import InvalidRequestError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
+from cardcube.storage import open_store
+from catalog.build import build_cube_collection
 from cube.dataset import open_cube
+from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.sources import join_href, load_scenes, scene_from_item
 from tests.conftest import TEST_CHUNKS
@@ -122,6 +126,11 @@ def test_earth_search_items_ingest_to_the_same_cube_as_the_band_keyed_ones(tiny_
     red = want["B04"][0].astype(np.int64)
     np.testing.assert_array_equal(got["B04"][0], np.where(red > 0, np.minimum(red + 1000, 65535), 0))
     np.testing.assert_array_equal(got["SCL"][0], want["SCL"][0])  # classes carry no offset
+    version = read_version(open_store(tmp_path / "cube"), "s2")  # the ledger and the catalog say where they came from
+    record = version.scenes[es[1]["id"]]
+    assert record.collection == "sentinel-2-c1-l2a" and record.sources["B08"].endswith(Path(
+        es[1]["assets"]["nir"]["href"]).name) and record.processing_baseline == 5.1
+    assert build_cube_collection(version, []).summaries.lists["cardcube:source_collections"] == ["sentinel-2-c1-l2a"]
 
 
 def test_cdse_items_with_jpeg_2000_at_every_resolution_ingest_like_the_cogs(tiny_region, tiny_cube, tmp_path):
