@@ -171,6 +171,8 @@ def _timeseries(args: argparse.Namespace) -> int:
           f"{frame.attrs['cube_version']} -> {out}")
     for row in status[status.status != "ok"].itertuples():
         print(f"  no statistics: {row.reason}")
+    for row in status[(status.status == "ok") & (status.reason != "")].itertuples():
+        print(f"  parcel {row.parcel_id}: {row.reason}")
     if frame.empty:
         print(f"no acquisition of the cube falls within the time range {args.time}" if args.time else
               "the cube holds no acquisition", file=sys.stderr)

@@ -84,7 +84,14 @@ from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
-from cube.timeseries import ParcelStatus, assign_tiles, parcel_timeseries, resolve_mask
+from cube.timeseries import (
+    ParcelStatus,
+    assign_tiles,
+    outside_shares,
+    parcel_timeseries,
+    partly_outside,
+    resolve_mask,
+)
 
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
@@ -479,6 +486,7 @@ def extract(
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     tiles_of = assign_tiles(version, ps)
+    shares = outside_shares(version, ps, tiles_of)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
@@ -494,8 +502,8 @@ def extract(
         metric = sub.select(empty).to_crs(TileGrid.from_id(tile).crs)  # their area, in m², for the reason
         status.update({pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, tile)
                        for pid, geom in zip(metric.ids, metric.geometries, strict=True)})
-        status.update({row.parcel_id: ParcelStatus(row.parcel_id, "ok", row.pixels, "", tile)
-                       for row in layer.index.itertuples() if row.pixels})
+        status.update({pid: ParcelStatus(pid, "ok", pixels, partly_outside(shares[pid]) if pid in shares else "", tile)
+                       for pid, pixels in zip(layer.index.parcel_id, layer.index.pixels, strict=True) if pixels})
         overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,

@@ -18,6 +18,7 @@ import pandas as pd
 import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from shapely.geometry import box
 
 from cardcube.errors import (
@@ -126,6 +127,33 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
             for i, f in enumerate(first)]
 
 
+def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, float]:
+    """For the parcels partly outside the data of the tiles they are read from (on the edge of the cube's
+    data), the share of their area outside it: their statistics cover the rest only, which their status
+    says. Measured in the first tile's CRS, the others' footprints densified and reprojected into it."""
+    groups: dict[tuple[str, ...], list[Any]] = {}
+    for pid, tiles in zip(ps.ids, tiles_of, strict=True):
+        if tiles:
+            groups.setdefault(tiles, []).append(pid)
+    out: dict[Any, float] = {}
+    for tiles, ids in groups.items():
+        crs = TileGrid.from_id(tiles[0]).crs
+        covered = shapely.union_all([Geometry(shapely.segmentize(data_footprint(version, t), 1000.0),
+                                              TileGrid.from_id(t).crs).to_crs(crs).geom for t in tiles])
+        sub = ps.select(ids).to_crs(crs)
+        geoms = np.asarray(sub.geometries, dtype=object)
+        partly = ~shapely.contains(covered, geoms)
+        shares = shapely.area(shapely.difference(geoms[partly], covered)) / shapely.area(geoms[partly])
+        out.update({pid: float(v) for pid, v in zip(np.asarray(sub.ids, dtype=object)[partly], shares, strict=True)
+                    if v > 1e-3})
+    return out
+
+
+def partly_outside(share: float) -> str:
+    """The reason an ``ok`` parcel's status gives when ``share`` of its area lies outside the cube's data."""
+    return f"{share:.0%} of the parcel lies outside the cube's data: its statistics cover the rest only"
+
+
 MAX_READ_BYTES = 8 * 2**30  # stored values one call may read: far beyond a parcel's season (a few MB)
 WINDOW_READ_PIXELS = 512 * 512  # query areas up to this size are read whole, per band and time block
 
@@ -138,10 +166,10 @@ def read_mode(ps: ParcelSet, tile: str, resolution: int) -> str:
     return "window" if (maxx - minx) * (maxy - miny) <= WINDOW_READ_PIXELS * resolution ** 2 else "storage"
 
 
-def _tile_groups(version: CubeVersion, ps: ParcelSet) -> dict[tuple[str, ...], list[Any]]:
+def _tile_groups(ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], list[Any]]:
     """Parcel ids by the tiles to read (see :func:`assign_tiles`)."""
     groups: dict[tuple[str, ...], list[Any]] = {}
-    for pid, tiles in zip(ps.ids, assign_tiles(version, ps), strict=True):
+    for pid, tiles in zip(ps.ids, tiles_of, strict=True):
         groups.setdefault(tiles, []).append(pid)
     return groups
 
@@ -181,6 +209,7 @@ def parcel_timeseries(
     stats = stat_list(stats)
     if isinstance(cube, xr.Dataset):
         groups = [(cube, ps, "")]
+        shares: dict[Any, float] = {}  # the Dataset is the whole cube this call sees
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
@@ -194,7 +223,9 @@ def parcel_timeseries(
         bands = check_bands(bands, spec_bands, statistics=True)
         mask = resolve_mask(mask, spec_bands, collection)
         opened = []
-        for tiles, ids in _tile_groups(version, ps).items():
+        tiles_of = assign_tiles(version, ps)
+        shares = outside_shares(version, ps, tiles_of)
+        for tiles, ids in _tile_groups(ps, tiles_of).items():
             if not tiles:
                 opened.append((None, ps.select(ids), ""))
                 continue
@@ -218,6 +249,8 @@ def parcel_timeseries(
                              histogram=histogram, max_bytes=max_bytes)
         frames += f
         status += [replace(one, tile=tile) for one in s]
+    status = [replace(s, reason=partly_outside(shares[s.parcel_id])) if s.status == "ok" and s.parcel_id in shares
+              else s for s in status]
     status_frame = pd.DataFrame([asdict(s) for s in status], columns=list(ParcelStatus.__slots__))
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):

@@ -150,6 +150,32 @@ def test_overlapping_parcels_each_keep_all_their_pixels(cube, parcels, tmp_path,
     pd.testing.assert_frame_equal(read_status(tmp_path / "out").set_index("parcel_id"), status)
 
 
+def test_a_parcel_on_the_edge_of_the_data_says_how_much_of_it_lies_outside(cube, parcels, tiny_region, tmp_path):
+    """Half a parcel beyond the east edge of every scene: measured on the half inside, and its status says so
+    (parcel_timeseries and extraction alike); a parcel inside gives no reason."""
+    import rasterio
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    bounds = []
+    for feature in items_of(tiny_region.items, "sentinel-2-l2a"):  # independent: the source files' extents
+        with rasterio.open(asset_path(tiny_region.items, feature, "B04")) as src:
+            bounds.append(src.bounds)
+    east, y = max(b.right for b in bounds), (min(b.bottom for b in bounds) + max(b.top for b in bounds)) / 2
+    edge = gpd.GeoDataFrame({"parcel_id": ["edge"]}, geometry=[box(east - 100, y, east + 100, y + 100)],
+                            crs=parcels.crs)
+    two = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:1], edge], ignore_index=True)
+    frame = parcel_timeseries(cube, two, bands=["B04"])
+    extract(two, cube, tmp_path / "out", bands=["B04"], block=BLOCK, progress=False)
+    for status in (pd.DataFrame(frame.attrs["parcel_status"]).set_index("parcel_id"),
+                   read_status(tmp_path / "out").set_index("parcel_id")):
+        assert status.loc["edge", "status"] == "ok"
+        assert status.loc["edge", "reason"].startswith("50% of the parcel lies outside the cube's data")
+        assert status.loc[two.parcel_id[0], "reason"] == ""
+    counts = frame[frame.parcel_id == "edge"]["count"]
+    assert 0 < counts.max() <= 10 * 9  # values from the inner half only (95 x 90 m after the 5 m buffer)
+
+
 def test_a_parcel_larger_than_a_block_is_a_unit_of_its_own_read_in_shorter_runs(cube, parcels, tmp_path):
     """Two fields 1.5 km apart declared as one MultiPolygon: its window is not joined to a block's, and it is
     read a few dates at a time, with the numbers of parcel_timeseries."""
