@@ -42,6 +42,7 @@ so it is a parameter.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -110,9 +111,11 @@ class MarkerRules:
 
 
 def _is_month_day(text: Any) -> bool:
-    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included)."""
+    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included): the season is compared
+    as this text, so what pandas would also read as a date ("05/01", " 5-01") is not one."""
     try:
-        return isinstance(text, str) and len(text) == 5 and bool(pd.Timestamp(f"2024-{text}"))
+        return isinstance(text, str) and re.fullmatch(r"\d\d-\d\d", text) is not None and \
+            bool(pd.Timestamp(f"2024-{text}"))
     except ValueError:
         return False
 

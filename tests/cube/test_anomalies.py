@@ -176,7 +176,12 @@ def test_bad_input_gets_a_clear_error(population):
     for bad, message in [({"bare_nvdi": 0.2}, r"unknown marker rule\(s\) \['bare_nvdi'\]"),
                          ({"bare_ndvi": "0.2"}, "is no number"), ({"min_clear": True}, "is no number"),
                          ({"season": ["5-1", "9-30"]}, "two MM-DD dates"), ({"season": ["09-30", "05-01"]}, "in order"),
-                         ({"season": ["02-30", "09-30"]}, "two MM-DD dates"), ([0.2], "an object of rule names")]:
+                         ({"season": ["02-30", "09-30"]}, "two MM-DD dates"), ([0.2], "an object of rule names"),
+                         # text pandas reads as a date but the season compares as MM-DD text: "05/01" would
+                         # start it in June, " 5-01" in January
+                         ({"season": ["05/01", "09-30"]}, "two MM-DD dates"),
+                         ({"season": [" 5-01", "09-30"]}, "two MM-DD dates"),
+                         ({"season": ["05-01", "09 30"]}, "two MM-DD dates")]:
         with pytest.raises(InvalidRequestError, match=message):
             MarkerRules.from_dict(bad)
     with pytest.raises(InvalidRequestError, match="season"):
