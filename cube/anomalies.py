@@ -254,8 +254,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
         raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
                                   f"parcel's pixels (every count is 0 or too small)")
     keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
-    track = vh[keys].astype("string").fillna("any").agg(" ".join, axis=1) if keys else \
-        pd.Series("any", index=vh.index)
+    tracks = vh.groupby(keys, dropna=False) if keys else [("any", vh)]  # a missing key is a track of its own
 
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
@@ -266,7 +265,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     if not inside.size:
         raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
     span = (inside.min(), inside.max())
-    seen = [_season_evidence(wide(g), rules, span=span) for _, g in vh.groupby(track)
+    seen = [_season_evidence(wide(g), rules, span=span) for _, g in tracks
             if pd.DatetimeIndex(g["time"]).strftime("%m-%d").to_series().between(*rules.season).any()]
     return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
                          "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
