@@ -10,6 +10,7 @@ HTML list of its members, as a plain HTTP file server does: a Zarr group has no 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import Callable
@@ -59,9 +60,11 @@ def _byte_request(header: str | None, size: int) -> tuple[ByteRequest | None, in
 
 
 def _size(store: Store, key: str) -> int | None:
+    """The size of file ``key``; None if there is none (an S3 prefix "exists" with size 0: no file)."""
     if not sync(store.exists(key)):
         return None
-    return int(sync(store.getsize(key)))
+    size = int(sync(store.getsize(key)))
+    return None if size == 0 and sync(_is_folder(store, key)) else size
 
 
 def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
@@ -69,11 +72,22 @@ def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
     return None if buf is None else buf.to_bytes()
 
 
+async def _names(store: Store, prefix: str) -> list[str]:
+    """The names ``store.list_dir`` gives under ``prefix``, but a file's own path (fsspec lists a file as itself)."""
+    return [name async for name in store.list_dir(prefix) if name and "/" not in name]
+
+
+async def _is_folder(store: Store, key: str) -> bool:
+    """Whether ``key`` has members: on S3 a folder is a prefix, which "exists" as a file does."""
+    return bool(await _names(store, key))
+
+
 def _members(store: Store, prefix: str) -> list[str]:
     """The names under folder ``prefix``, sub-folders ending in ``/`` (empty: no such folder)."""
     async def listed() -> list[str]:
-        names = [name async for name in store.list_dir(prefix)]
-        return sorted([name if await store.exists(f"{prefix}/{name}") else f"{name}/" for name in names])
+        names = await _names(store, prefix)
+        folders = await asyncio.gather(*(_is_folder(store, f"{prefix}/{name}") for name in names))
+        return sorted(f"{name}/" if folder else name for name, folder in zip(names, folders, strict=True))
 
     return sync(listed())
 

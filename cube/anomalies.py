@@ -42,6 +42,7 @@ so it is a parameter.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -110,9 +111,11 @@ class MarkerRules:
 
 
 def _is_month_day(text: Any) -> bool:
-    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included)."""
+    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included): the season is compared
+    as this text, so what pandas would also read as a date ("05/01", " 5-01") is not one."""
     try:
-        return isinstance(text, str) and len(text) == 5 and bool(pd.Timestamp(f"2024-{text}"))
+        return isinstance(text, str) and re.fullmatch(r"\d\d-\d\d", text) is not None and \
+            bool(pd.Timestamp(f"2024-{text}"))
     except ValueError:
         return False
 
@@ -251,8 +254,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
         raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
                                   f"parcel's pixels (every count is 0 or too small)")
     keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
-    track = vh[keys].astype("string").fillna("any").agg(" ".join, axis=1) if keys else \
-        pd.Series("any", index=vh.index)
+    tracks = vh.groupby(keys, dropna=False) if keys else [("any", vh)]  # a missing key is a track of its own
 
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
@@ -263,7 +265,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     if not inside.size:
         raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
     span = (inside.min(), inside.max())
-    seen = [_season_evidence(wide(g), rules, span=span) for _, g in vh.groupby(track)
+    seen = [_season_evidence(wide(g), rules, span=span) for _, g in tracks
             if pd.DatetimeIndex(g["time"]).strftime("%m-%d").to_series().between(*rules.season).any()]
     return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
                          "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})

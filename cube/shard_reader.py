@@ -171,11 +171,9 @@ def _span(run: list[_Chunk]) -> tuple[int, int]:
     return run[0][1], max(o + k for _, o, k in run)
 
 
-def _cut(key: str, run: list[_Chunk], blob: bytes | None) -> list[tuple[tuple[int, ...], bytes]]:
+def _cut(key: str, run: list[_Chunk], blob: bytes) -> list[tuple[tuple[int, ...], bytes]]:
     """The chunks of ``run`` out of the bytes read for it."""
     lo, hi = _span(run)
-    if blob is None:
-        raise CorruptShardError(f"{key}: shard disappeared while being read")
     if len(blob) != hi - lo:
         raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
     return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
@@ -230,14 +228,18 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
     runs = [(i, run) for i, (key, chunks) in enumerate(zip(keys, needed, strict=True))
             for run in _runs(_plan(index_of[key], chunks, layout), gap)]
 
-    async def ranged(key: str, run: list[_Chunk]) -> list[tuple[tuple[int, ...], bytes]]:
+    async def ranged(key: str, run: list[_Chunk]) -> _Found:
         buf = await store.get(key, proto, RangeByteRequest(*_span(run)))
-        return _cut(key, run, None if buf is None else buf.to_bytes())
+        return None if buf is None else _cut(key, run, buf.to_bytes())
 
     found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
     out: list[_Found] = [[] if index_of[k] is not None else None for k in keys]
     for (i, _), chunks in zip(runs, found, strict=True):
-        out[i] += chunks
+        if chunks is None:  # deleted since its index was read or kept (an expired version's): no shard
+            out[i] = None
+            indexes.pop(keys[i], None)
+        elif out[i] is not None:
+            out[i] += chunks
     return out
 
 
@@ -253,6 +255,7 @@ def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]
             fd = os.open(root / key, os.O_RDONLY)
         except FileNotFoundError:
             out.append(None)
+            indexes.pop(key, None)  # an index kept of a shard deleted since (an expired version's)
             continue
         try:
             known = isinstance(indexes.get(key), np.ndarray)

@@ -105,3 +105,31 @@ def test_xarray_opens_an_item_zarr_group_over_http(served, base_cube):
     assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/html")
     assert {'href="hot/"', 'href="r10m/"', 'href="zarr.json"'} <= set(re.findall(r'href="[^"]*"', listing.text))
     assert served.http.get("/s2/31UFU/cube.zarr/nothing/").status_code == 404
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_folder_listings_are_the_same_on_s3(where, tmp_path, request):
+    """On S3 a folder is a prefix, which s3fs says "exists" (size 0) as a file does, and an object is listed as
+    itself: a listing must still mark sub-folders with ``/``, answer without the slash (as fsspec asks), and
+    a file is no folder."""
+    from starlette.testclient import TestClient
+
+    from cardcube.storage import open_store, write_bytes
+    from catalog.serve import make_app
+
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        url, options = bucket.url_for("cube"), bucket.storage_options()
+    else:
+        url, options = str(tmp_path / "cube"), None
+    store = open_store(url, storage_options=options)
+    for key in ("a/zarr.json", "a/b/zarr.json", "a/b/c/0/0", "catalog.json"):
+        write_bytes(store, key, b"{}")
+    client = TestClient(make_app(open_store(url, storage_options=options, read_only=True)))
+    for path in ("/a", "/a/"):
+        r = client.get(path)
+        assert r.status_code == 200 and re.findall(r'href="([^"]*)"', r.text) == ["b/", "zarr.json"], (path, r.text)
+    assert re.findall(r'href="([^"]*)"', client.get("/a/b").text) == ["c/", "zarr.json"]
+    assert client.get("/a/zarr.json").content == b"{}"
+    assert client.get("/a/zarr.json/").status_code == 404
+    assert client.get("/a/nothing/").status_code == 404

@@ -176,7 +176,12 @@ def test_bad_input_gets_a_clear_error(population):
     for bad, message in [({"bare_nvdi": 0.2}, r"unknown marker rule\(s\) \['bare_nvdi'\]"),
                          ({"bare_ndvi": "0.2"}, "is no number"), ({"min_clear": True}, "is no number"),
                          ({"season": ["5-1", "9-30"]}, "two MM-DD dates"), ({"season": ["09-30", "05-01"]}, "in order"),
-                         ({"season": ["02-30", "09-30"]}, "two MM-DD dates"), ([0.2], "an object of rule names")]:
+                         ({"season": ["02-30", "09-30"]}, "two MM-DD dates"), ([0.2], "an object of rule names"),
+                         # text pandas reads as a date but the season compares as MM-DD text: "05/01" would
+                         # start it in June, " 5-01" in January
+                         ({"season": ["05/01", "09-30"]}, "two MM-DD dates"),
+                         ({"season": [" 5-01", "09-30"]}, "two MM-DD dates"),
+                         ({"season": ["05-01", "09 30"]}, "two MM-DD dates")]:
         with pytest.raises(InvalidRequestError, match=message):
             MarkerRules.from_dict(bad)
     with pytest.raises(InvalidRequestError, match="season"):
@@ -400,3 +405,24 @@ def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     with pytest.warns(UserWarning, match="no_mowing is not judged"):
         june = flag_parcels(frame[frame.time.between("2024-06-01", "2024-06-30")], declared, grassland=[3])
     assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]
+
+
+def test_tracks_are_grouped_at_the_speed_of_a_territory():
+    """A territory's Sentinel-1 frame has millions of rows: its tracks are grouped by column, not by joining
+    each row's orbit_state and relative_orbit in Python (47 µs a row, 6 minutes for 8 million rows); a row
+    without a relative orbit is a track of its own."""
+    import time
+
+    from cube.anomalies import _backscatter_evidence
+
+    rng = np.random.default_rng(3)
+    dates = pd.date_range("2024-03-01", "2024-10-31", freq="3D")
+    k = np.tile(np.arange(dates.size) % 4, 500)
+    s1 = pd.DataFrame({"parcel_id": np.repeat([f"p{i}" for i in range(500)], dates.size), "time": np.tile(dates, 500),
+                       "band": "VH", "count": 60, "masked": 0, "mean": rng.normal(-15, 1, k.size),
+                       "orbit_state": np.where(k < 2, "descending", "ascending"),
+                       "relative_orbit": np.array([37.0, 139.0, 88.0, np.nan])[k]})
+    start = time.perf_counter()
+    evidence = _backscatter_evidence(s1, MarkerRules())
+    assert time.perf_counter() - start < 10e-6 * len(s1)  # 0.4 s here for 41,000 rows (was 1.9 s)
+    np.testing.assert_array_equal(evidence["longest_vh_gap"], 12)  # four tracks, NaN's one of them

@@ -93,6 +93,23 @@ def test_missing_shards_are_reported_after_the_read(tmp_path, through_store: boo
     assert heard == []
 
 
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_a_shard_deleted_after_its_index_was_kept_is_missing_not_corrupt(tmp_path, through_store: bool) -> None:
+    """A shard whose index a reader keeps (the REST service's cache) and that is then deleted (an expired
+    version's hot data) is reported missing, on a folder and through a store (S3) alike, so the caller can
+    tell an expired version (:func:`cube.ledger.confirm_committed`) from a damaged shard."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    arr = _reopened(tmp_path, "band", through_store=through_store)
+    window, indexes = (slice(0, 8), slice(0, 32), slice(32, 64)), {}
+    np.testing.assert_array_equal(read_window(arr, window, indexes=indexes), data[window])
+    assert "band/c/0/0/1" in indexes
+    os.remove(tmp_path / "band" / "c" / "0" / "0" / "1")
+    heard: list[list[str]] = []
+    got = read_window(arr, window, indexes=indexes, on_missing=heard.append)
+    assert heard == [["band/c/0/0/1"]] and (got == 0).all()
+    assert "band/c/0/0/1" not in indexes  # not kept for a shard that is gone
+
+
 def test_requests_one_index_and_one_range_per_shard(tmp_path) -> None:
     _array(open_store(tmp_path), "band", "uint16", 0)
     counting = CountingStore(open_store(tmp_path, read_only=True))
