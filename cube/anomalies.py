@@ -297,6 +297,7 @@ def flag_parcels(
     (there is nothing to check).
     """
     declared = pd.Series(declared)
+    declared = declared[declared.notna() & (declared.astype(str).str.strip() != "")]  # blank: no declaration
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
     ndvi = ndvi[ndvi.index.isin(declared.index)]
     if ndvi.empty:

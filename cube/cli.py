@@ -302,7 +302,11 @@ def _described(path: str | None) -> dict[str, Any] | None:
 
         attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
         return {"path": str(source), "cube_version": attrs.get("cube_version")}
-    return {"path": str(source)}
+    import pandas as pd  # a CSV of cardcube timeseries: every row carries the version
+
+    versions = pd.read_csv(source, usecols=lambda c: c == "cube_version")
+    found = sorted(versions.cube_version.dropna().unique().tolist()) if "cube_version" in versions else []
+    return {"path": str(source), "cube_version": found[0] if len(found) == 1 else found or None}
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -166,6 +166,11 @@ def test_a_few_weeks_of_data_judge_no_meadow_unmown(population, days):
 
 def test_bad_input_gets_a_clear_error(population):
     frame, declared, _ = population
+    blank = declared.astype(object).copy()
+    blank["early-0"], blank["late-0"] = np.nan, " "  # no declaration: nothing to check, not a crop "nan"
+    flags = flag_parcels(frame, blank)
+    assert set(flags.parcel_id) == set(declared.index) - {"early-0", "late-0"}
+    assert not flags.not_judged.str.contains("nan").any()
     with pytest.raises(InvalidRequestError, match="none of the frame's parcels has a declaration"):
         flag_parcels(frame, pd.Series({"someone-else": 1}))
     with pytest.raises(InvalidRequestError, match="marker rules"):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import pandas as pd
 from PIL import Image
 
 from cardcube.cli import main
+from cardcube.storage import open_store
+from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
 
 
@@ -103,6 +107,8 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
     assert "note: the Sentinel-2 dates span" in err and not flags.no_mowing.any()  # a month judges no meadow
     assert "markers the data could not judge (column not_judged)" in out  # and each meadow's row says so
     assert flags.not_judged.str.contains("no_mowing: the Sentinel-2 dates span").sum() > 10
+    record = json.loads((tmp_path / "f.csv.json").read_text())  # the version the CSV's rows were read from
+    assert record["inputs"]["timeseries"]["cube_version"] == read_version(open_store(tiny_cube), "s2").version
 
 
 def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, tiny_region, tmp_path):
