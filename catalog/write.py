@@ -6,7 +6,9 @@ collection, and the root catalog last, so a reader following links from the root
 that is not written yet, and no document names data that is not committed. It is idempotent and
 deterministic (derived from the ledger only; unchanged documents are not rewritten), so recovery can
 simply call it again: :func:`catalog_is_current` tells whether it has to. Collections of the other cube
-collections already linked from the root are kept, so ``s2`` and ``s1`` cubes share one root.
+collections already linked from the root are kept, so ``s2`` and ``s1`` cubes share one root; as their
+ingests hold separate locks, a writer checks the root after writing it and links what another writer
+published meanwhile (:func:`_published_children`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from catalog.sources import build_source_collection, source_info
 from cube.ledger import CubeVersion, committed_versions, read_version
 
 log = logging.getLogger(__name__)
+
+ROOT_ATTEMPTS = 5  # root rewrites before giving up on writers that keep replacing it (a rebuild repairs it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,42 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
         return
     io = StoreStacIO(store)
     build_catalog(version, io=io, others=_existing_children(io)).save(io)
+    for _ in range(ROOT_ATTEMPTS):  # another cube collection's writer may have replaced the root meanwhile
+        linked = {link.get_absolute_href() for link in _existing_children(io)}
+        published = _published_children(io)
+        if {link.get_absolute_href() for link in published} <= linked:
+            return
+        build_catalog(version, io=io, others=published).root.save_object(include_self_link=False, stac_io=io)
+    log.warning("the root catalog of %s kept changing under this writer: run cardcube catalog build", io.base)
+
+
+def _published_children(io: StoreStacIO) -> list[pystac.Link]:
+    """Child links to every cube collection published under the root and its source collection: what the
+    root must link, whichever writer wrote it last.
+
+    The S1 and S2 cubes are ingested under separate locks and both rewrite the root, so a writer can replace
+    a root written meanwhile with one that lacks the other's collection. Each collection is written before
+    the root, so a writer that checks the root *after* writing it sees every collection published before,
+    and the last writer puts the root right."""
+    links = []
+    for name in CUBE_SPECS:
+        key = keys.collection_key(name)
+        try:
+            doc = read_json(io.store, key)
+            if doc is None:
+                continue
+            derived = pystac.Collection.from_dict(doc, href=io.href(key), migrate=False).get_single_link(
+                pystac.RelType.DERIVED_FROM)
+            source_key = None if derived is None else io.key(derived)
+            source = None if source_key is None else read_json(io.store, source_key)
+        except (CorruptDocumentError, ValueError):  # a damaged document: a rebuild repairs it
+            continue
+        links.append(pystac.Link(pystac.RelType.CHILD, io.href(key), media_type=keys.JSON_MEDIA_TYPE,
+                                 title=doc.get("title")))
+        if source is not None:
+            links.append(pystac.Link(pystac.RelType.CHILD, io.href(source_key), media_type=keys.JSON_MEDIA_TYPE,
+                                     title=source.get("title")))
+    return links
 
 
 def _same_data(store: Store, published: int, version: CubeVersion) -> bool:

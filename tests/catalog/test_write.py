@@ -182,3 +182,35 @@ def test_datacube_fields_match_the_zarr_arrays(base_cube):
                 values = group[axis][:]
                 assert dim["step"] == abs(float(np.diff(values)[0])) == res
                 assert dim["extent"] == [float(values.min()), float(values.max())], (res, axis)
+
+
+def test_s1_and_s2_publishing_at_once_both_stay_linked_from_the_root(tmp_path, monkeypatch):
+    """The S1 and S2 ingests hold separate locks and both rewrite the root: the S2 writer reads the root, the
+    S1 writer publishes meanwhile, and the S2 writer's root (from what it read) lacks S1. It checks the
+    root after writing it, so the last writer puts it right."""
+    from dataclasses import replace
+
+    import catalog.write
+    from cardcube.spec import S1_BACKSCATTER
+    from tests.catalog.conftest import hand_version
+
+    s2 = hand_version()
+    s1 = replace(hand_version(), collection="s1", spec=S1_BACKSCATTER)
+    read_root = catalog.write._existing_children
+    raced = []
+
+    def meanwhile(io):
+        links = read_root(io)
+        if not raced:  # the S2 writer's first read of the root: S1 publishes before it writes
+            raced.append(True)
+            write_catalog(tmp_path, s1)
+        return links
+
+    monkeypatch.setattr(catalog.write, "_existing_children", meanwhile)
+    write_catalog(tmp_path, s2)
+    assert raced
+    root = pystac.Catalog.from_file(str(tmp_path / "catalog.json"))
+    assert sorted(c.id for c in root.get_children()) == [
+        "sentinel-1-card-bs", "sentinel-1-card-bs-cube", "sentinel-2-l2a", "sentinel-2-l2a-cube"]
+    titles = {link.get_absolute_href(): link.title for link in root.get_child_links()}
+    assert titles[str(tmp_path / "sources" / "sentinel-1-card-bs" / "collection.json")] == "Sentinel-1 CARD backscatter"
