@@ -249,7 +249,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
                                   f"it lacks {sorted(missing) or 'VH'}")
     vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
     if "masked" in vh.columns:  # a pass over a few of the parcel's pixels (a swath edge) is speckle, not a level
-        vh = vh[vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"])]
+        vh = vh[vh["masked"].isna() | (vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"]))]
     if vh.empty:
         raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
                                   f"parcel's pixels (every count is 0 or too small)")

@@ -370,6 +370,11 @@ def test_a_pass_over_a_sliver_of_the_parcel_is_no_cut(population):
     flags = flag_parcels(frame, declared, grassland=[3], s1=pd.concat([s1, edge], ignore_index=True))
     flags = flags.set_index("parcel_id")
     assert flags.loc["never-mown", "no_mowing"] and flags.loc["never-mown", "largest_vh_drop"] < 1.0
+    # a frame whose masked column is empty (a CSV) cannot tell slivers: every pass counts, none is dropped
+    unknown = flag_parcels(frame, declared, grassland=[3], s1=s1.assign(masked=np.nan)).set_index("parcel_id")
+    plain = flag_parcels(frame, declared, grassland=[3], s1=s1.drop(columns="masked")).set_index("parcel_id")
+    pd.testing.assert_series_equal(unknown.largest_vh_drop, plain.largest_vh_drop)
+    assert unknown.largest_vh_drop.notna().sum() == 2
 
 
 def test_bare_soil_names_the_date_to_look_at(population):
