@@ -10,7 +10,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -20,7 +22,7 @@ from cardcube.storage import open_store
 from catalog.build import parse_time
 from cube import layout
 from cube.dataset import open_cube
-from cube.ledger import committed_versions, read_version
+from cube.ledger import Acquisition, CubeVersion, committed_versions, read_version
 from ingest.commit import writer_lock
 from ingest.expire import expire, expired_versions, parse_age
 from ingest.job import ingest
@@ -100,19 +102,28 @@ def test_versions_superseded_recently_stay_readable_as_they_were(cube):
         xr.testing.assert_identical(_read(cube, number), ds)
 
 
-def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
-    """A reader holding a version that expire then deletes (a pinned ``as_of``, a lazy Dataset) finds its
-    hot-buffer shards gone: the read raises, rather than return fill (no data) for real observations. A
-    hot shard missing while the version is still committed is an area with no data, read as fill."""
+def _doomed(cube: Path) -> tuple[CubeVersion, dict[int, Acquisition]]:
+    """A superseded version with hot-buffer slots the latest does not list (expire deletes them), and those
+    slots' acquisitions."""
     store = open_store(cube)
     head = read_version(store, "s2")
     tile = next(iter(head.tiles))
     live = {s.slot for s in head.tiles[tile].hot}
-    old = next(read_version(store, "s2", n) for n in committed_versions(store, "s2")[:-1]
-               if {s.slot for s in read_version(store, "s2", n).tiles[tile].hot} - live)
+    for n in committed_versions(store, "s2")[:-1]:
+        old = read_version(store, "s2", n)
+        gone = {s.slot: s.acquisition for s in old.tiles[tile].hot if s.slot not in live}
+        if gone:
+            return old, gone
+    raise AssertionError("no version has hot slots that expire deletes")
+
+
+def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
+    """A reader holding a version that expire then deletes (a pinned ``as_of``, a lazy Dataset) finds its
+    hot-buffer shards gone: the read raises, rather than return fill (no data) for real observations. A
+    hot shard missing while the version is still committed is an area with no data, read as fill."""
+    old, gone = _doomed(cube)
     lazy = open_cube(cube, decode=False, as_of=old.version)  # ledger read, arrays opened, no data read yet
-    gone = {s.slot: s.acquisition.scene_id for s in old.tiles[tile].hot if s.slot not in live}
-    hot = lazy.time[np.isin(lazy.scene_id, list(gone.values()))]  # the dates expire will delete
+    hot = lazy.time[np.isin(lazy.scene_id, [a.scene_id for a in gone.values()])]  # the dates expire will delete
     before = lazy.sel(time=hot).B04.compute()
     assert before.size and (before != 0).any()
 
@@ -126,6 +137,27 @@ def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
 
     with pytest.raises(VersionNotFoundError, match=f"version {old.version} .* expired while it was being read"):
         lazy.sel(time=hot).compute()
+
+
+def test_the_service_answers_404_for_a_pinned_version_expired_under_it(cube, tiny_region):
+    """The REST service keeps a pinned version for ``--refresh`` seconds (here an hour) and its shard indexes:
+    once expire has deleted the version's hot data, a request for it is a 404, not a season of no data."""
+    from cardcube.testing.served import ServedCommand
+
+    old, gone = _doomed(cube)
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels, "--refresh", "3600"])
+    try:
+        url, params = f"/collections/s2/parcels/{pid}/timeseries", {"bands": "B04", "as_of": old.version}
+        first = server.http.get(url, params=params)
+        read = {pd.Timestamp(r["time"]) for r in first.json()["rows"]}
+        assert first.status_code == 200 and read >= {pd.Timestamp(a.time) for a in gone.values()}
+        expire(cube, older_than=EVERYTHING)
+        again = server.http.get(url, params=params)
+        assert again.status_code == 404 and again.json()["error"] == "VersionNotFound"
+        assert "expired while it was being read" in again.json()["detail"]
+    finally:
+        server.close()
 
 
 def test_dry_run_deletes_nothing(cube):
