@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from zarr.abc.store import Store
 
-from cardcube.errors import CommitConflictError, CubeLockedError
+from cardcube.errors import CommitConflictError, CubeLockedError, StoreError
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
@@ -124,11 +124,16 @@ def _as_dict(info: LockInfo) -> dict:
 
 
 def _heartbeat(store: Store, key: str, me: LockInfo, every: float, stop: threading.Event) -> None:
+    """Refresh the lock every ``every`` seconds until ``stop``. A failed refresh is tried again at the next
+    beat: a thread that died on one network error would let other hosts break a live writer's lock."""
     while not stop.wait(every):
-        current = read_json(store, key)
-        if current is None or current.get("owner") != me.owner:
-            return  # our lock was broken; the create-only commit will detect any conflict
-        write_json(store, key, {**_as_dict(me), "heartbeat": time.time()})
+        try:
+            current = read_json(store, key)
+            if current is None or current.get("owner") != me.owner:
+                return  # our lock was broken; the create-only commit will detect any conflict
+            write_json(store, key, {**_as_dict(me), "heartbeat": time.time()})
+        except StoreError as exc:
+            log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", key, every, exc)
 
 
 def _delete_if_owner(store: Store, key: str, owner: str) -> None:
