@@ -16,7 +16,11 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     holds the whole new state. Readers take the newest ledger record and slice every
                     array to the extents it lists, so before this object exists they see version N
                     exactly, and after it, version N+1 complete. A writer that finds the key taken
-                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible.
+                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible,
+                    unless it went on writing after the other writer committed: both started from
+                    version N, so they write the same new hot slots, and the late writes land in
+                    data the other committed. Only a lock broken while its writer still lives (frozen
+                    for ``stale_after``, or a same-named host whose pids differ) allows this.
 6. ``published``  - grow the persisted Zarr array shapes to the committed extents (for plain Zarr
                     readers), then update the STAC catalog. Both are derived from the ledger and
                     redone by step 2 of the next run if the process dies here.
@@ -104,8 +108,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             if time.time() >= deadline:
                 raise CubeLockedError(
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
-                    f"retry when it has finished, or pass a wait time. A writer on another host that died is "
-                    f"taken for dead {stale_after:.0f} s after its last heartbeat"
+                    f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). A writer on "
+                    f"another host that died is taken for dead {stale_after:.0f} s after its last heartbeat"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     stop = threading.Event()
