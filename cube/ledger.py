@@ -227,13 +227,26 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         version = versions[-1]
     record = read_json(store, layout.ledger_key(collection, version))
     if record is None:
-        if not committed_versions(store, collection):
+        versions = committed_versions(store, collection)
+        if not versions:
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}")
-        raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}")
+        raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}: "
+                                   f"{_which_versions(version, versions)}")
     if record.get("format") != FORMAT:
         raise CorruptDocumentError(f"{layout.ledger_key(collection, version)} in {store_url(store)} has ledger format "
                                    f"{record.get('format')!r}, not {FORMAT}: written by another cardcube version?")
     return CubeVersion.from_dict(record)
+
+
+def _which_versions(wanted: int, versions: Sequence[int]) -> str:
+    """Why ``wanted`` is not among the committed ``versions`` (ascending), and which there are."""
+    kept = (f"version {versions[0]} is the only one kept" if len(versions) == 1
+            else f"versions {versions[0]} to {versions[-1]} are kept")
+    if 1 <= wanted < versions[0]:
+        return f"it was expired (cardcube expire); {kept}"
+    if wanted > versions[-1]:
+        return f"the latest is {versions[-1]}"
+    return f"it was never committed; {kept}"
 
 
 def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = ()) -> None:

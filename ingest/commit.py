@@ -16,7 +16,11 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     holds the whole new state. Readers take the newest ledger record and slice every
                     array to the extents it lists, so before this object exists they see version N
                     exactly, and after it, version N+1 complete. A writer that finds the key taken
-                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible.
+                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible,
+                    unless it went on writing after the other writer committed: both started from
+                    version N, so they write the same new hot slots, and the late writes land in
+                    data the other committed. Only a lock broken while its writer still lives (frozen
+                    for ``stale_after``, or a same-named host whose pids differ) allows this.
 6. ``published``  - grow the persisted Zarr array shapes to the committed extents (for plain Zarr
                     readers), then update the STAC catalog. Both are derived from the ledger and
                     redone by step 2 of the next run if the process dies here.
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 
 from zarr.abc.store import Store
 
-from cardcube.errors import CommitConflictError, CubeLockedError
+from cardcube.errors import CommitConflictError, CubeLockedError, StoreError
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
@@ -104,8 +108,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             if time.time() >= deadline:
                 raise CubeLockedError(
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
-                    f"retry when it has finished, or pass a wait time. A writer on another host that died is "
-                    f"taken for dead {stale_after:.0f} s after its last heartbeat"
+                    f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). A writer on "
+                    f"another host that died is taken for dead {stale_after:.0f} s after its last heartbeat"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     stop = threading.Event()
@@ -124,11 +128,16 @@ def _as_dict(info: LockInfo) -> dict:
 
 
 def _heartbeat(store: Store, key: str, me: LockInfo, every: float, stop: threading.Event) -> None:
+    """Refresh the lock every ``every`` seconds until ``stop``. A failed refresh is tried again at the next
+    beat: a thread that died on one network error would let other hosts break a live writer's lock."""
     while not stop.wait(every):
-        current = read_json(store, key)
-        if current is None or current.get("owner") != me.owner:
-            return  # our lock was broken; the create-only commit will detect any conflict
-        write_json(store, key, {**_as_dict(me), "heartbeat": time.time()})
+        try:
+            current = read_json(store, key)
+            if current is None or current.get("owner") != me.owner:
+                return  # our lock was broken; the create-only commit will detect any conflict
+            write_json(store, key, {**_as_dict(me), "heartbeat": time.time()})
+        except StoreError as exc:
+            log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", key, every, exc)
 
 
 def _delete_if_owner(store: Store, key: str, owner: str) -> None:

@@ -10,6 +10,7 @@ reflectance offset), and hashes each file, so the ledger can record what exactly
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import fsspec
@@ -99,7 +100,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
         except SceneError:
             raise
         except (RasterioError, OSError, ValueError) as exc:
-            raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}): {exc}") from None
+            raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
+                                      f"{_gdal_reason(exc)}") from None
         window = (row, col, *geobox.shape)
         previous = windows.setdefault(band.resolution, window)
         if previous != window:
@@ -114,6 +116,13 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
     return CheckedScene(scene, windows, checksums, valid / total, size, values)
+
+
+def _gdal_reason(exc: Exception) -> str:
+    """What GDAL found wrong: rasterio's "Read failed. See previous exception for details." points at an
+    exception nobody sees (its cause), which names the in-memory copy instead of the file."""
+    cause = exc.__cause__ if isinstance(exc, RasterioError) and exc.__cause__ is not None else exc
+    return re.sub(r"^\S+\.tif, ", "", str(cause))
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,3 +160,13 @@ def test_a_folder_without_products_and_geojson_that_is_not_stac(tiny_region, tmp
     gpd.read_parquet(tiny_region.parcels).head(2).to_file(tmp_path / "parcels.geojson")
     with pytest.raises(InvalidRequestError, match=r"parcels\.geojson is not valid STAC"):
         ingest(tmp_path / "parcels.geojson", tmp_path / "cube", progress=False)
+
+
+def test_a_truncated_file_is_described_by_what_gdal_found_not_by_a_pointer_to_a_hidden_exception(bad_batch,
+                                                                                                  tmp_path):
+    path, _, broken = bad_batch
+    only = write_items(path, [broken["truncated"]], "truncated-only.json")
+    (rejection,) = ingest(only, tmp_path / "cube", chunks=CHUNKS, progress=False).rejected
+    assert "See previous exception" not in rejection.reason  # GDAL's wording: nobody sees that exception
+    assert "IReadBlock failed" in rejection.reason and ".tif, band 1" not in rejection.reason  # no /vsimem/ name
+    assert "B04.tif" in rejection.reason and "bytes" in rejection.reason  # the file, and how much of it there is

@@ -96,6 +96,7 @@ def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, tmp_path)
         busy = run_ingest(batches[1], cube, COLLECTION)
         assert busy.returncode == 2
         assert "is being written by ingest" in busy.stderr and "pid" in busy.stderr
+        assert "--wait SECONDS" in busy.stderr  # what the operator can do about it, in the CLI's words
         waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3.0)

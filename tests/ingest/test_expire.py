@@ -254,3 +254,13 @@ def test_expire_on_s3(appended, s3_bucket):
     head = read_version(open_store(url, storage_options=opts), "s2")
     assert hot == {s.slot for t in head.tiles.values() for s in t.hot}
     assert [k for k in keys if layout.version_of_key(k) is not None] == [f"cube/{layout.ledger_key('s2', 9)}"]
+
+
+def test_asking_for_an_expired_or_future_version_says_which_versions_there_are(cube):
+    latest = committed_versions(open_store(cube), "s2")[-1]
+    expire(cube, older_than=EVERYTHING)
+    with pytest.raises(VersionNotFoundError, match=rf"has no version 1: it was expired \(cardcube expire\); "
+                                                   rf"version {latest} is the only one kept"):
+        open_cube(cube, as_of=1)
+    with pytest.raises(VersionNotFoundError, match=rf"has no version {latest + 5}: the latest is {latest}"):
+        open_cube(cube, as_of=latest + 5)

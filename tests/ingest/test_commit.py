@@ -1,0 +1,34 @@
+"""The writer lock on S3: its heartbeat outlives a failed request, as a long ingest must keep its lock."""
+
+from __future__ import annotations
+
+import time
+
+from cardcube.storage import open_store, read_json
+from cube import layout
+from ingest.commit import writer_lock
+
+
+def _wait_for(condition, what: str, *, limit: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; a generous bound only so a broken run ends (no timing is asserted)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def test_the_lock_heartbeat_goes_on_after_a_failed_refresh(s3_bucket, s3_proxy):
+    url = s3_bucket.url_for("cube")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    store.fs.retries = 1  # one try per request: the refresh fails at once
+    direct = open_store(url, storage_options=s3_bucket.storage_options())
+    key = layout.lock_key("s2")
+    with writer_lock(store, "s2", heartbeat=0.05) as me:
+        s3_proxy.fail_randomly(1.0, status=500, code="InternalError", methods=["GET"])  # the refresh reads first
+        _wait_for(lambda: s3_proxy.snapshot().faults > 0, "a refresh of the lock failed")
+        s3_proxy.clear_faults()
+        failed_at = time.time()
+        # a writer whose lock stops being refreshed is taken for dead by other hosts and its lock broken
+        _wait_for(lambda: read_json(direct, key)["heartbeat"] > failed_at, "the lock refreshed after the failure")
+        assert read_json(direct, key)["owner"] == me.owner
+    assert read_json(direct, key) is None
