@@ -48,6 +48,7 @@ class IngestResult:
     seconds: float
     source_bytes: int = 0
     tiles: tuple[str, ...] = field(default=())
+    latest: int | None = None  # the cube's latest version after this run (committed now or before)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +63,8 @@ class IngestResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (write amplification None when nothing was new): ``cardcube ingest --json``."""
         amplification = self.write_amplification
-        return {"collection": self.collection, "cube": self.cube, "version": self.version, "tiles": list(self.tiles),
+        return {"collection": self.collection, "cube": self.cube, "version": self.version, "latest": self.latest,
+                "tiles": list(self.tiles),
                 "added": list(self.added), "skipped": list(self.skipped),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
@@ -70,8 +72,9 @@ class IngestResult:
                 "write_amplification": None if math.isnan(amplification) else amplification, "seconds": self.seconds}
 
     def summary(self) -> str:
-        lines = [f"{self.collection} cube at {self.cube}: "
-                 + (f"committed version {self.version}" if self.version else "nothing to commit"),
+        state = f"committed version {self.version}" if self.version else "nothing to commit" + (
+            f" (the cube is at version {self.latest})" if self.latest else "")
+        lines = [f"{self.collection} cube at {self.cube}: {state}",
                  f"  added {len(self.added)} scene(s), skipped {len(self.skipped)} already present, "
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
         if self.added:
@@ -238,4 +241,5 @@ def ingest(
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
         tiles=tuple(sorted({c.scene.tile for c in checked})),
+        latest=plan.new.version if plan.new else plan.head.version or None,
     )

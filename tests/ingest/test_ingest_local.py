@@ -69,6 +69,8 @@ def test_reingest_is_a_noop_and_versions_can_be_read_back(tiny_region, tmp_path)
     assert second.version == 2 and len(second.skipped) == 6 and len(second.added) == len(features) - 6
     again = ingest(tiny_region.items, tmp_path / "cube", chunks=CHUNKS, progress=False)
     assert again.version is None and again.bytes_written == 0 and len(again.skipped) == len(features)
+    assert second.latest == again.latest == 2 and "nothing to commit (the cube is at version 2)" in again.summary()
+    assert again.to_dict()["latest"] == 2 and again.to_dict()["version"] is None
     assert committed_versions(open_store(tmp_path / "cube"), "s2") == [1, 2]
     v1 = open_cube(tmp_path / "cube", as_of=1, decode=False, bbox=tiny_region.bbox)
     assert list(v1["scene_id"].values) == [f["id"] for f in features[:6]]
