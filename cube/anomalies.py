@@ -184,17 +184,22 @@ def _rms(curves: np.ndarray, ref: np.ndarray, min_points: int) -> np.ndarray:
     return np.where(n >= min_points, rms, np.nan)
 
 
+def _in_season(times: Iterable[Any], rules: MarkerRules) -> np.ndarray:
+    """Which of ``times`` fall in the season (``MM-DD`` compared as text, every year)."""
+    md = pd.DatetimeIndex(list(times)).strftime("%m-%d")
+    return np.asarray((md >= rules.season[0]) & (md <= rules.season[1]))
+
+
 def _season_span(times: Iterable[Any], rules: MarkerRules) -> int:
     """Days between the first and the last of ``times`` in the season."""
-    days = _days(times)
-    md = pd.DatetimeIndex(list(times)).strftime("%m-%d")
-    inside = days[(md >= rules.season[0]) & (md <= rules.season[1])]
+    times = list(times)
+    inside = _days(times)[_in_season(times, rules)]
     return int(inside.max() - inside.min()) if inside.size else 0
 
 
-def _judged(no_cut: pd.Series, times: Iterable[Any], rules: MarkerRules, what: str) -> pd.Series:
-    """``no_cut``, or all False (with a warning) where ``times`` span too little of the season to judge."""
-    span = _season_span(times, rules)
+def _judged(no_cut: pd.Series, span: int, rules: MarkerRules, what: str) -> pd.Series:
+    """``no_cut``, or all False (with a warning) where the dates span (``span`` days) too little of the season
+    to judge."""
     if span >= rules.min_season_days:
         return no_cut
     warnings.warn(f"the {what} dates span {span} days of the season {rules.season[0]} .. {rules.season[1]}, fewer "
@@ -210,8 +215,7 @@ def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[fl
     in the data (``span``, days since the epoch, if given: a parcel first seen late or last seen early has a
     long gap)."""
     days = _days(series.columns)
-    md = pd.DatetimeIndex(series.columns).strftime("%m-%d")
-    in_season = (md >= rules.season[0]) & (md <= rules.season[1])
+    in_season = _in_season(series.columns, rules)
     if not in_season.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
     first, last = span or (days[in_season].min(), days[in_season].max())
@@ -259,14 +263,12 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     def wide(rows: pd.DataFrame) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
 
-    days = _days(vh["time"].unique())
-    md = pd.DatetimeIndex(vh["time"].unique()).strftime("%m-%d")
-    inside = days[(md >= rules.season[0]) & (md <= rules.season[1])]
+    times = vh["time"].unique()
+    inside = _days(times)[_in_season(times, rules)]
     if not inside.size:
         raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
     span = (inside.min(), inside.max())
-    seen = [_season_evidence(wide(g), rules, span=span) for _, g in tracks
-            if pd.DatetimeIndex(g["time"]).strftime("%m-%d").to_series().between(*rules.season).any()]
+    seen = [_season_evidence(wide(g), rules, span=span) for _, g in tracks if _in_season(g["time"], rules).any()]
     return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
                          "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
 
@@ -340,19 +342,19 @@ def flag_parcels(
                                   f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
+    span = {"Sentinel-2": _season_span(ndvi.columns, rules), "Sentinel-1": 0}  # days of the season each spans
     no_cut = _judged((out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop),
-                     ndvi.columns, rules, "Sentinel-2")
+                     span["Sentinel-2"], rules, "Sentinel-2")
     if s1 is not None:
-        out = out.join(_backscatter_evidence(s1, rules))
+        out = out.join(_backscatter_evidence(s1, rules))  # checks the frame first
+        span["Sentinel-1"] = _season_span(s1["time"].unique(), rules)
         radar = out["longest_vh_gap"].notna()
         no_cut = no_cut.where(~radar, _judged((out["longest_vh_gap"] <= rules.max_gap)
                                               & ~(out["largest_vh_drop"] >= rules.mowing_drop_db),
-                                              s1["time"].unique(), rules, "Sentinel-1"))
+                                              span["Sentinel-1"], rules, "Sentinel-1"))
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
     out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
-    span = {"Sentinel-2": _season_span(ndvi.columns, rules),
-            "Sentinel-1": _season_span(s1["time"].unique(), rules) if s1 is not None else 0}
     out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, span=span)
                          for row, g, c in zip(out.itertuples(), grass, codes, strict=True)]
     out.index.name = "parcel_id"
