@@ -113,6 +113,15 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     return Geometry(geometry, crs or default_crs)
 
 
+def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: str, advice: str) -> None:
+    """A clear error for ``what`` (coordinates of bounds ``bounds``, in the geographic ``crs``) that are no
+    lon/lat: metres read as degrees would route to no tile without a word. ``advice``: how to name the CRS."""
+    minx, miny, maxx, maxy = bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise InvalidRequestError(f"{what} ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
+                                  f"{crs}: {advice}")
+
+
 def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     """``area`` as a shapely geometry in ``crs``, its edges densified first: a straight edge in one CRS is a
     curve in another, and reprojecting only the corners would cut it short. An area in lon/lat is first cut

@@ -20,9 +20,9 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.errors import CubeNotFoundError
 from cardcube.lru import LRUDict
-from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
+from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
 from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
 from catalog.build import VERSION_FIELD
@@ -147,11 +147,8 @@ def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike, *, default_crs: A
     metres read as degrees would route to no tile without a word."""
     query = query_geometry(bbox, geometry, crs, default_crs=default_crs)
     if query is not None and query.crs.geographic:
-        minx, miny, maxx, maxy = query.boundingbox
-        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-            raise InvalidRequestError(
-                f"coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat ({query.crs}): "
-                f"name their CRS (crs= in Python, --crs on the command line, e.g. EPSG:32631)")
+        check_lonlat(query.boundingbox, query.crs, what="coordinates",
+                     advice="name their CRS (crs= in Python, --crs on the command line, e.g. EPSG:32631)")
     return query, parse_time_range(time)
 
 

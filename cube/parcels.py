@@ -24,6 +24,7 @@ from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
+from cardcube.query import check_lonlat
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -196,13 +197,9 @@ def _build(
     if not kept:
         raise ParcelError(rejected[0][0], f"{rejected[0][1]}; none of the {len(ids)} parcels is a polygon")
     if src.is_geographic:
-        minx, miny, maxx, maxy = shapely.total_bounds(np.asarray(fixed, dtype=object))
-        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-            raise InvalidRequestError(
-                f"parcel coordinates ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
-                f"{src.to_string()}: say their CRS (a GeoDataFrame's own; src_crs= in Python; crs= in a REST "
-                f"request, e.g. crs=EPSG:32631)"
-            )
+        check_lonlat(tuple(shapely.total_bounds(np.asarray(fixed, dtype=object))), src.to_string(),
+                     what="parcel coordinates", advice="say their CRS (a GeoDataFrame's own; src_crs= in Python; "
+                     "crs= in a REST request, e.g. crs=EPSG:32631)")
     parcels = ParcelSet(tuple(kept), tuple(fixed), src, tuple(repaired), tuple(rejected))
     return parcels if crs is None else parcels.to_crs(crs)
 
