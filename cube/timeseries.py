@@ -131,12 +131,10 @@ def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple
     """For the parcels partly outside the data of the tiles they are read from (on the edge of the cube's
     data), the share of their area outside it: their statistics cover the rest only, which their status
     says. Measured in the first tile's CRS, the others' footprints densified and reprojected into it."""
-    groups: dict[tuple[str, ...], list[Any]] = {}
-    for pid, tiles in zip(ps.ids, tiles_of, strict=True):
-        if tiles:
-            groups.setdefault(tiles, []).append(pid)
     out: dict[Any, float] = {}
-    for tiles, ids in groups.items():
+    for tiles, ids in _tile_groups(ps, tiles_of).items():
+        if not tiles:  # outside every tile's data: a status of its own
+            continue
         crs = TileGrid.from_id(tiles[0]).crs
         covered = shapely.union_all([Geometry(shapely.segmentize(data_footprint(version, t), 1000.0),
                                               TileGrid.from_id(t).crs).to_crs(crs).geom for t in tiles])
