@@ -37,9 +37,9 @@ INDICES: dict[str, tuple[tuple[str, ...], Callable[[xr.Dataset], xr.DataArray], 
 }
 
 
-# indices that are a ratio of backscatter powers, in dB: a parcel's mean is the ratio of its mean linear powers
-# (the mean of the pixels' dB ratios would average in dB), numerator and denominator
-DB_RATIOS: dict[str, tuple[str, str]] = {"VH_VV": ("VH", "VV")}
+# indices that are a ratio of backscatter powers in dB, numerator over denominator (their INDICES inputs): a
+# parcel's mean is the ratio of its mean linear powers (the mean of the pixels' dB ratios would average in dB)
+DB_RATIOS = frozenset({"VH_VV"})
 
 
 def bands_for(names: Sequence[str]) -> tuple[str, ...]:

@@ -158,7 +158,7 @@ class ParcelPixels:
         if "mean" in stats:
             both = ~np.isnan(ratio_db)
             num, den = (segment_stats(np.where(both, db_to_linear(self._gathered(b)), np.nan), every, self.sizes,
-                                      stats=("mean",), clear=clear)["mean"] for b in DB_RATIOS[band])
+                                      stats=("mean",), clear=clear)["mean"] for b in INDICES[band][0])
             with np.errstate(divide="ignore", invalid="ignore"):
                 out["mean"] = linear_to_db(num / den)
         return out

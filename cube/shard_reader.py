@@ -221,8 +221,8 @@ async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes:
 
 async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,
                  gap: int, indexes: MutableMapping[str, np.ndarray]) -> list[_Found]:
-    """Per shard, the needed chunks' compressed bytes: every index not in ``indexes`` at
-    once, then every byte range at once."""
+    """Per shard, the needed chunks' compressed bytes (None: no such shard): every index not in ``indexes``
+    at once, then every byte range at once."""
     proto = default_buffer_prototype()
     index_of = await _indexes(store, keys, layout, indexes)
     runs = [(i, run) for i, (key, chunks) in enumerate(zip(keys, needed, strict=True))
