@@ -89,6 +89,17 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
     return lo, hi
 
 
+def in_time_range(times: np.ndarray, span: tuple[np.datetime64 | None, np.datetime64 | None]) -> np.ndarray:
+    """Which of ``times`` (datetime64) lie in ``span``, ``[lo, hi)`` as :func:`parse_time_range` gives it."""
+    lo, hi = span
+    keep = np.ones(len(times), bool)
+    if lo is not None:
+        keep &= times >= lo
+    if hi is not None:
+        keep &= times < hi
+    return keep
+
+
 def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> Geometry | None:
     """The area a read asks for: ``bbox`` ``(minx, miny, maxx, maxy)`` or ``geometry`` (shapely, a GeoJSON
     mapping, anything with ``__geo_interface__``, or an ``odc.geo`` Geometry, which keeps its own CRS unless

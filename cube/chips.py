@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
 from cardcube.grid import TileGrid
-from cardcube.query import parse_time_range
+from cardcube.query import in_time_range, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
@@ -216,13 +216,7 @@ def chip(
         if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
-        lo, hi = parse_time_range(time)  # [lo, hi), as open_cube selects dates
-        when, keep = ds["time"].values, np.ones(ds.sizes["time"], bool)
-        if lo is not None:
-            keep &= when >= lo
-        if hi is not None:
-            keep &= when < hi
-        ds = ds.isel(time=np.flatnonzero(keep))
+        ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

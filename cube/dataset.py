@@ -32,7 +32,7 @@ from zarr.abc.store import Store
 
 from cardcube.errors import AreaOutsideCubeError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
-from cardcube.query import TimeLike, in_crs, parse_time_range, query_geometry
+from cardcube.query import TimeLike, in_crs, in_time_range, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
@@ -351,12 +351,7 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
     if isinstance(time, frozenset):
         keep = np.isin(times[order], np.array(sorted(time), dtype="datetime64[ns]"))
     else:
-        lo, hi = time
-        keep = np.ones(len(order), bool)
-        if lo is not None:
-            keep &= times[order] >= lo
-        if hi is not None:
-            keep &= times[order] < hi
+        keep = in_time_range(times[order], time)
     order = order[keep]
     return [acqs[i] for i in order], order
 
