@@ -57,6 +57,10 @@ class CubeLockedError(CommitConflictError):
     """Another ingest holds the cube's write lock."""
 
 
+class LockLostError(CommitConflictError):
+    """This writer's lock was broken (it was frozen or cut off for too long) and it stopped writing."""
+
+
 class CorruptDocumentError(CardcubeError, ValueError):
     """A JSON document of the cube (ledger record, catalog, manifest) is not valid JSON."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.spec import CUBE_SPECS, ChunkLayout
+from ingest.commit import STALE_AFTER
 
 
 def _chunks(text: str) -> ChunkLayout:
@@ -14,6 +16,24 @@ def _chunks(text: str) -> ChunkLayout:
         return ChunkLayout.parse(text)
     except ValueError as exc:  # argparse would print only "invalid parse value"
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _lock_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
+
+
+def _add_lock_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds to wait for another writer's lock (default 0: fail at once)")
+    p.add_argument("--stale-after", type=_lock_timeout, default=STALE_AFTER, metavar="SECONDS",
+                   help="take another writer's lock for dead after this long without its heartbeat, and break "
+                   f"it (default {STALE_AFTER:.0f}); give every writer of a cube the same value")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for another ingest's lock")
+    _add_lock_options(p)
     add_endpoint_option(p)
     p.add_argument("--no-catalog", action="store_true",
                    help="do not update the STAC catalog (reads still find new tiles; 'cardcube catalog build' "
@@ -56,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--older-than", default="7d",
                    help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
-    e.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an ingest's lock")
+    _add_lock_options(e)
     add_endpoint_option(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_run_expire)
@@ -67,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
 
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
-                    wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection)
+                    wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection,
+                    stale_after=args.stale_after)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 
@@ -76,6 +97,6 @@ def _run_expire(args: argparse.Namespace) -> int:
     from ingest.expire import expire, parse_age
 
     result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
-                    wait=args.wait, storage_options=storage_options(args))
+                    wait=args.wait, stale_after=args.stale_after, storage_options=storage_options(args))
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0

@@ -7,6 +7,10 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     exclusive link on a folder). A second ingest finds it and stops with
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
                     dead pid) or not refreshed for ``stale_after`` seconds is broken and taken over.
+                    The holder checks a :class:`Fence` before every write and delete, and stops with
+                    :class:`LockLostError` once its lock is gone or its lease (a refresh within half
+                    of ``stale_after``) has lapsed: a writer that was frozen, not dead, when its lock
+                    was broken wakes up to find it so, instead of writing where the new holder did.
 2. ``recovered``  - roll forward whatever a crashed predecessor committed but did not finish
                     publishing (array shapes, catalog): idempotent.
 3. ``validated``  - every source band read in full and checked (nothing written yet).
@@ -16,11 +20,11 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     holds the whole new state. Readers take the newest ledger record and slice every
                     array to the extents it lists, so before this object exists they see version N
                     exactly, and after it, version N+1 complete. A writer that finds the key taken
-                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible,
-                    unless it went on writing after the other writer committed: both started from
-                    version N, so they write the same new hot slots, and the late writes land in
-                    data the other committed. Only a lock broken while its writer still lives (frozen
-                    for ``stale_after``, or a same-named host whose pids differ) allows this.
+                    (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible.
+                    Two writers that start from version N write the same new hot slots, so a late
+                    write of the one whose lock was broken would land in data the other committed:
+                    the fence (step 1) stops it first. What it cannot stop is a freeze of
+                    ``stale_after`` seconds between a fence check and the write it guards.
 6. ``published``  - grow the persisted Zarr array shapes to the committed extents (for plain Zarr
                     readers), then update the STAC catalog. Both are derived from the ledger and
                     redone by step 2 of the next run if the process dies here.
@@ -41,17 +45,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NoReturn
 
 from zarr.abc.store import Store
 
-from cardcube.errors import CommitConflictError, CubeLockedError, StoreError
+from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError, StoreError
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
 from ingest.arrays import publish_shapes
 
 log = logging.getLogger(__name__)
+
+STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
 @dataclass(frozen=True, slots=True)
@@ -84,16 +91,84 @@ def _is_stale(info: LockInfo, stale_after: float) -> bool:
     return time.time() - info.heartbeat > stale_after
 
 
+@dataclass(slots=True)
+class _Lease:
+    """When this process last proved it holds the lock (took it, or wrote a refresh), on both clocks: the
+    monotonic one runs on while the process is stopped, the wall one also across a suspended machine."""
+
+    limit: float
+    mono: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)
+
+    def renew(self, mono: float, wall: float) -> None:
+        self.mono, self.wall = mono, wall
+
+    def age(self) -> float:
+        return max(time.monotonic() - self.mono, time.time() - self.wall)
+
+    def lapsed(self) -> bool:
+        return self.age() > self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a writer checks right before each write or delete under the writer lock: that the lock is
+    still its own.
+
+    A lock whose heartbeat is ``stale_after`` old is broken by the next writer, which then writes at the
+    same places (both start from the same version). A holder that was only frozen (a stopped process, a
+    suspended machine, a long cut from the store) must not write when it wakes. So it checks its lease
+    here (a refresh written within half of ``stale_after``: nobody breaks the lock sooner) and reads the
+    lock to find its own owner id there. A copy in a worker process has no lease and reads the lock only.
+    What remains is a freeze of ``stale_after`` between this check and the write it guards; only fencing
+    tokens checked by the store itself would close that, and object stores have none across objects.
+    """
+
+    store: Store
+    key: str
+    owner: str
+    stale_after: float
+    lease: _Lease | None = None
+
+    def __reduce__(self) -> tuple:  # the lease is this process's clock: a copy elsewhere reads the store only
+        return Fence, (self.store, self.key, self.owner, self.stale_after)
+
+    def check(self) -> None:
+        """Raise :class:`LockLostError` unless this writer still holds the lock."""
+        if self.lease is not None and self.lease.lapsed():
+            self._lost(f"its lock was last refreshed {self.lease.age():.0f} s ago")
+        current = read_json(self.store, self.key)
+        if current is None:
+            self._lost("nobody holds its lock now")
+        if current.get("owner") != self.owner:
+            self._lost(f"its lock is now held by ingest {str(current.get('owner'))[:8]} "
+                       f"(pid {current.get('pid')} on {current.get('host')})")
+
+    def _lost(self, why: str) -> NoReturn:
+        raise LockLostError(
+            f"this writer no longer holds the writer lock {self.key} at {store_url(self.store)}: {why}. It was "
+            f"taken for dead (no heartbeat for {self.stale_after:.0f} s: this process was stopped, suspended or "
+            f"cut off from the store), and another writer may have written since; this run stops before its "
+            f"next write. Nothing it wrote is committed; re-run it")
+
+
 @contextmanager
-def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = 600.0,
-                heartbeat: float = 30.0) -> Iterator[LockInfo]:
-    """Hold the single-writer lock of ``collection`` for the duration of the block."""
+def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = STALE_AFTER,
+                heartbeat: float | None = None) -> Iterator[Fence]:
+    """Hold the single-writer lock of ``collection`` for the duration of the block; the :class:`Fence`
+    it yields is to be checked before each write. The lock is refreshed every ``heartbeat`` seconds
+    (default: ``stale_after`` / 20, at most 30 s)."""
     key = layout.lock_key(collection)
+    every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
+    if not 0 < every < stale_after / 2:
+        raise ValueError(f"the heartbeat ({every} s) must be positive and shorter than half of stale_after "
+                         f"({stale_after} s)")
     now = time.time()
     me = LockInfo(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
     deadline = now + wait
     while True:
         try:
+            lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
             write_json(store, key, _as_dict(me), create_only=True)
             break
         except CommitConflictError:
@@ -112,11 +187,12 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                     f"another host that died is taken for dead {stale_after:.0f} s after its last heartbeat"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
+    fence = Fence(store, key, me.owner, stale_after, lease)
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(store, key, me, heartbeat, stop), daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
     beat.start()
     try:
-        yield me
+        yield fence
     finally:
         stop.set()
         beat.join()
@@ -127,17 +203,23 @@ def _as_dict(info: LockInfo) -> dict:
     return {f: getattr(info, f) for f in LockInfo.__slots__}
 
 
-def _heartbeat(store: Store, key: str, me: LockInfo, every: float, stop: threading.Event) -> None:
+def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) -> None:
     """Refresh the lock every ``every`` seconds until ``stop``. A failed refresh is tried again at the next
-    beat: a thread that died on one network error would let other hosts break a live writer's lock."""
+    beat: a thread that died on one network error would let other hosts break a live writer's lock. Once
+    the lease has lapsed (the process was frozen) or the lock is another's, it stops for good: a refresh
+    then could overwrite the lock of the writer that took over."""
+    lease = fence.lease
+    assert lease is not None
     while not stop.wait(every):
         try:
-            current = read_json(store, key)
-            if current is None or current.get("owner") != me.owner:
-                return  # our lock was broken; the create-only commit will detect any conflict
-            write_json(store, key, {**_as_dict(me), "heartbeat": time.time()})
+            current = read_json(fence.store, fence.key)
+            if current is None or current.get("owner") != fence.owner or lease.lapsed():
+                return  # lost: the fence stops the writer at its next write
+            mono, wall = time.monotonic(), time.time()
+            write_json(fence.store, fence.key, {**_as_dict(me), "heartbeat": wall})
+            lease.renew(mono, wall)
         except StoreError as exc:
-            log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", key, every, exc)
+            log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", fence.key, every, exc)
 
 
 def _delete_if_owner(store: Store, key: str, owner: str) -> None:
@@ -146,9 +228,11 @@ def _delete_if_owner(store: Store, key: str, owner: str) -> None:
         delete_key(store, key)
 
 
-def commit(store: Store, new: CubeVersion) -> None:
-    """Make ``new`` visible: the one create-only write of the protocol (step 5)."""
+def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
+    """Make ``new`` visible: the one create-only write of the protocol (step 5), after checking ``fence``."""
     data = json.dumps(new.to_dict(), indent=1).encode()
+    if fence is not None:
+        fence.check()
     try:
         create_bytes(store, layout.ledger_key(new.collection, new.version), data)
     except CommitConflictError:
@@ -158,9 +242,12 @@ def commit(store: Store, new: CubeVersion) -> None:
         ) from None
 
 
-def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, CubeVersion], None] | None = None
-            ) -> None:
-    """Derive the plain-Zarr shapes and the catalog from a committed version (step 6; idempotent)."""
+def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, CubeVersion], None] | None = None,
+            fence: Fence | None = None) -> None:
+    """Derive the plain-Zarr shapes and the catalog from a committed version (step 6; idempotent), after
+    checking ``fence``."""
+    if fence is not None:
+        fence.check()
     for state in version.tiles.values():
         publish_shapes(store, version.spec, state)
     if on_catalog is not None:

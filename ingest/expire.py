@@ -43,7 +43,7 @@ from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import TileState, committed_versions, read_version
-from ingest.commit import writer_lock
+from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,8 @@ def _present(store: Store, collection: str, tile: str, resolution: int, name: st
     return [int(n) for n in list_children(store, prefix) if n.isdigit()]
 
 
-def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool
-                ) -> int:
+def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool,
+                fence: Fence) -> int:
     """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
     gone: set[tuple[bool, int]] = set()
     for resolution in spec.resolutions:
@@ -135,6 +135,7 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
                 path = layout.array_path(spec.name, head.tile, resolution, band.name, hot=hot)
                 for block in blocks:
                     if not dry_run:
+                        fence.check()  # a new holder of the lock may have committed data past ``head``
                         delete_prefix(store, f"{path}/c/{block}")
                     gone.add((hot, block))
     return len(gone)
@@ -147,27 +148,31 @@ def expire(
     older_than: timedelta = DEFAULT_OLDER_THAN,
     dry_run: bool = False,
     wait: float = 0.0,
+    stale_after: float = STALE_AFTER,
     storage_options: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> ExpireResult:
     """Expire the versions of ``collection`` superseded for longer than ``older_than`` (at ``now``, default
     the current time) and delete the data only they read (see the module text). ``dry_run`` reports
-    without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest."""
+    without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest, and
+    checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
     store = open_store(cube, storage_options=storage_options)
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
-    with writer_lock(store, collection, wait=wait):
+    with writer_lock(store, collection, wait=wait, stale_after=stale_after) as fence:
         versions = [read_version(store, collection, n) for n in committed_versions(store, collection)]
         expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]
         for number in expired if not dry_run else ():
+            fence.check()
             delete_key(store, layout.ledger_key(collection, number))
         if not dry_run and published_version(store, collection) in expired:  # it names a version now gone
+            fence.check()
             write_catalog(store, kept[-1], force=True)
         checkpoint("expire-records")
         head = kept[-1]
         deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],
-                                     dry_run=dry_run)
+                                     dry_run=dry_run, fence=fence)
                    for tile, state in sorted(head.tiles.items())}
         checkpoint("expire-data")
     result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,

@@ -23,7 +23,7 @@ from catalog import write_catalog
 from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
-from ingest.commit import commit, publish, writer_lock
+from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.validate import CheckedScene, check_scene
@@ -135,14 +135,14 @@ def _check(scene: SourceScene, spec: CubeSpec) -> CheckedScene | Rejection:
         return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
 
 
-def _write_counted(store: Store, spec: CubeSpec, task) -> int:
+def _write_counted(store: Store, spec: CubeSpec, task, fence: Fence) -> int:
     """Run one shard write and return the bytes it stored."""
     counter = CountingStore(store)
-    write_shard(counter, spec, task)
+    write_shard(counter, spec, task, fence)
     return counter.bytes_written
 
 
-def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState) -> None:
+def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, fence: Fence) -> None:
     """Write the time and acquisition coordinates of the new cold dates and hot slots."""
     new_slots = sorted((h for h in new.hot if h.slot >= old.hot_slots_used), key=lambda h: h.slot)
     parts = [(False, len(old.cold), list(new.cold[len(old.cold):])),
@@ -161,6 +161,7 @@ def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState) 
                                     dtype="float32"),
         }
         assert set(values) == {"time", *ACQUISITION_COORDS}
+        fence.check()
         for res in spec.resolutions:
             for name, vals in values.items():
                 arr = open_array(store, spec, new.tile, res, name, hot=hot, mode="r+")
@@ -179,6 +180,7 @@ def ingest(
     wait: float = 0.0,
     catalog: bool = True,
     source_collection: str | None = None,
+    stale_after: float = STALE_AFTER,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -188,7 +190,8 @@ def ingest(
     cube is brought up to date after each commit (``catalog=False`` skips it). ``source_collection`` is the
     source's id of the scenes' collection where it is not the cube's own (Earth Search's
     ``sentinel-2-c1-l2a`` for ``sentinel-2-l2a``); assets are matched to bands whatever the provider calls
-    them (:mod:`ingest.assets`).
+    them (:mod:`ingest.assets`). ``stale_after``: seconds without a heartbeat after which another
+    writer's lock is taken for dead and broken (give every writer of a cube the same value).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -197,12 +200,12 @@ def ingest(
     spec0 = cube_spec(collection)
     scenes = load_scenes(source, spec0, collection=source_collection)
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
-    with writer_lock(counting._store, collection, wait=wait):
+    with writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence:
         checkpoint("locked")
         head = head_or_empty(store, spec0)
         spec = _resolve_spec(head, collection, chunks)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
-            publish(store, head, on_catalog=on_catalog)
+            publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("recovered")
 
         todo, skipped, rejected = _triage(scenes, head)
@@ -216,21 +219,22 @@ def ingest(
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
         new_bytes = 0
         if plan.new is not None:
+            fence.check()  # the scenes took long to check: is the lock still ours before the first write?
             for tile in {c.scene.tile for c in checked}:
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
             # each task counts its own writes, which a worker process could not add to ``counting``
-            written = run_tasks(_write_counted, [(counting._store, spec, w) for w in plan.writes],
+            written = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
                                 scheduler=scheduler, desc="writing shards", progress=progress, unit="shard")
             counting.counts.add("set", n=0, written=sum(written))
             # a compacted block holds old (hot) dates too: only the new dates' share is new data
             new_bytes = int(sum(n * w.new_fraction for n, w in zip(written, plan.writes, strict=True)))
             for tile, state in plan.new.tiles.items():
                 if state != head.tiles.get(tile):
-                    _write_coords(store, spec, head.tiles.get(tile, TileState(tile)), state)
+                    _write_coords(store, spec, head.tiles.get(tile, TileState(tile)), state, fence)
             checkpoint("written")
-            commit(store, plan.new)
+            commit(store, plan.new, fence)
             checkpoint("committed")
-            publish(store, plan.new, on_catalog=on_catalog)
+            publish(store, plan.new, on_catalog=on_catalog, fence=fence)
             checkpoint("published")
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)

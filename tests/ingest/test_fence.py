@@ -1,0 +1,123 @@
+"""A writer frozen long enough to have its lock broken (SIGSTOP: a stopped process, a suspended machine)
+wakes up to find it so and stops before its next write or delete: what the writer that took over
+committed meanwhile stays exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cardcube.checkpoints import STOP_ENV
+from cardcube.errors import LockLostError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store, read_json, write_json
+from cube import layout
+from cube.dataset import open_cube
+from cube.ledger import committed_versions
+from ingest.commit import writer_lock
+from ingest.job import ingest
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import CHUNKS, ingest_command
+from tests.ingest.scene_edits import items_of, write_items
+
+COLLECTION = "s1"
+BREAK_AFTER = 1.0  # the taking-over writer's stale_after: the frozen one's heartbeat is older than this
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_region):
+    """The first scenes, and two different batches of later ones: both land at the same new time indices."""
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    rest = features[9:]
+    half = len(rest) // 2
+    assert half > 0
+    return (write_items(tiny_region.items, features[:9], "fence-first.json"),
+            write_items(tiny_region.items, rest[:half], "fence-a.json"),
+            write_items(tiny_region.items, rest[half:], "fence-b.json"))
+
+
+def _frozen(command: list[str], step: str) -> subprocess.Popen:
+    """Start ``command`` and return once it has stopped itself (SIGSTOP) at ``step``."""
+    proc = subprocess.Popen(command, env={**os.environ, STOP_ENV: step}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the process never stopped at {step}"
+        time.sleep(0.05)
+    time.sleep(2 * BREAK_AFTER)  # its heartbeat, not refreshed while it is stopped, becomes stale
+    return proc
+
+
+def _woken(proc: subprocess.Popen) -> tuple[int, str]:
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def _taken_over(cube: str, items: Path) -> xr.Dataset:
+    """Another ingest breaks the frozen writer's lock and commits; the cube as it then reads."""
+    result = ingest(items, cube, collection=COLLECTION, chunks=None, progress=False, stale_after=BREAK_AFTER)
+    assert result.version == 2 and result.added
+    return open_cube(cube, COLLECTION, decode=False).compute()
+
+
+def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batches, tmp_path):
+    first, mine, theirs = batches
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    frozen = _frozen(ingest_command(mine, cube, COLLECTION), "validated")  # checked its scenes, wrote nothing
+    committed = _taken_over(cube, theirs)  # the same new hot slots and blocks, other scenes
+    code, err = _woken(frozen)
+    assert committed_versions(open_store(cube), COLLECTION) == [1, 2]
+    xr.testing.assert_identical(open_cube(cube, COLLECTION, decode=False).compute(), committed)
+    assert code == 2, err
+    assert "no longer holds the writer lock" in err and "re-run it" in err
+    assert assert_matches_sources(cube, theirs, COLLECTION) > 0
+    again = subprocess.run(ingest_command(mine, cube, COLLECTION), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr  # the re-run the message asks for completes the job
+    assert assert_matches_sources(cube, mine, COLLECTION) > 0
+
+
+def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(batches, tmp_path):
+    """Expire deletes hot dates no version it knows lists: once woken, those include what was committed
+    while it was frozen."""
+    first, mine, _ = batches
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    command = [sys.executable, "-m", "cardcube.cli", "expire", "--cube", cube, "--collection", COLLECTION,
+               "--older-than", "0"]
+    frozen = _frozen(command, "expire-records")  # it knows version 1 only, and is about to sweep
+    committed = _taken_over(cube, mine)
+    code, err = _woken(frozen)
+    xr.testing.assert_identical(open_cube(cube, COLLECTION, decode=False).compute(), committed)
+    assert code == 2, err
+    assert "no longer holds the writer lock" in err
+    assert assert_matches_sources(cube, mine, COLLECTION) > 0
+
+
+def test_the_fence_sees_a_lapsed_lease_or_another_owner(tmp_path):
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    with writer_lock(store, "s2") as fence:
+        fence.check()  # held: no error
+        elsewhere = pickle.loads(pickle.dumps(fence))  # a worker process's copy reads the store only
+        assert elsewhere.lease is None
+        elsewhere.check()
+        assert fence.lease is not None
+        fence.lease.renew(time.monotonic() - 400, time.time() - 400)  # as after a freeze of 400 s
+        with pytest.raises(LockLostError, match="last refreshed 400 s ago"):
+            fence.check()
+        elsewhere.check()  # nobody broke the lock yet: the store alone cannot tell
+        write_json(store, key, {**read_json(store, key), "owner": "f" * 32, "pid": 1})  # taken over
+        with pytest.raises(LockLostError, match="now held by ingest ffffffff"):
+            elsewhere.check()
+    assert read_json(store, key)["owner"] == "f" * 32  # the lock of the one that took over stays
