@@ -149,7 +149,8 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class CubeVersion:
-    """The full state of one cube collection after one commit."""
+    """The full state of one cube collection after one commit: ``added`` the scenes this commit brought,
+    ``rejected`` every scene refused by it or an earlier ingest and not in the cube since."""
 
     collection: str
     version: int
@@ -236,6 +237,20 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         raise CorruptDocumentError(f"{layout.ledger_key(collection, version)} in {store_url(store)} has ledger format "
                                    f"{record.get('format')!r}, not {FORMAT}: written by another cardcube version?")
     return CubeVersion.from_dict(record)
+
+
+def version_history(store: Store, collection: str) -> list[CubeVersion]:
+    """Every committed version of ``collection``, oldest first (one read per version; a version expired
+    meanwhile is left out)."""
+    history = []
+    for number in committed_versions(store, collection):
+        try:
+            history.append(read_version(store, collection, number))
+        except VersionNotFoundError:
+            continue
+    if not history:
+        raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version")
+    return history
 
 
 def _which_versions(wanted: int, versions: Sequence[int]) -> str:

@@ -80,6 +80,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_option(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_run_expire)
+    _register_versions(sub)
+
+
+def _register_versions(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser(
+        "versions", help="a cube's committed versions, and the scenes rejected and not in it since",
+        description="List the committed versions of a cube collection (when, scenes added, scenes rejected) and "
+        "every scene an ingest rejected that is not in the cube since, with the latest reason: fix those and "
+        "offer them again. Rejections are carried from version to version, so expire does not forget them.",
+    )
+    v.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    v.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    add_endpoint_option(v)
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.set_defaults(func=_run_versions)
+
+
+def _run_versions(args: argparse.Namespace) -> int:
+    from cardcube.storage import open_store, store_url
+    from cube.ledger import version_history
+
+    store = open_store(args.cube, storage_options=storage_options(args))
+    history = version_history(store, args.collection)
+    rejected = history[-1].rejected
+    if args.json:
+        print(json.dumps({"versions": [{"version": v.version, "created": v.created, "added": list(v.added)}
+                                       for v in history],
+                          "rejected": [r.to_dict() for r in rejected]}))
+        return 0
+    print(f"{args.collection} cube at {store_url(store)}: {len(history)} version(s)")
+    for v in history:
+        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s)")
+    print(f"rejected and not in the cube: {len(rejected)} scene(s)")
+    for r in rejected:
+        print(f"  {r.scene_id} ({r.kind}): {r.reason}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

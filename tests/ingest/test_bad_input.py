@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import geopandas as gpd
 import pytest
 
@@ -11,6 +13,7 @@ from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
+from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
@@ -73,6 +76,28 @@ def test_a_rejected_scene_can_go_in_once_fixed(bad_batch, tiny_region, tmp_path)
     fixed = dict(broken["missing"], assets=items_of(tiny_region.items, "sentinel-2-l2a")[3]["assets"])
     result = ingest(write_items(path, [fixed], "fixed.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
     assert result.ok and result.added == (fixed["id"],)
+
+
+def test_rejections_outlive_expire_until_the_scene_goes_in(bad_batch, tiny_region, tmp_path, capsys):
+    """A daily run offers only new scenes: the scenes rejected on an earlier day must stay listed after the
+    version that rejected them expired, and leave the list once they went in."""
+    path, good, broken = bad_batch
+    cube = tmp_path / "cube"
+    ingest(write_items(path, [good[0], *broken.values()], "day1.json"), cube, chunks=CHUNKS, progress=False)
+    ingest(write_items(path, [good[1]], "day2.json"), cube, chunks=CHUNKS, progress=False)  # nothing bad
+    expire(cube, "s2", older_than=timedelta(0))
+    assert committed_versions(open_store(cube), "s2") == [2]  # the version that rejected them is gone
+    fixed = dict(broken["missing"], assets=items_of(tiny_region.items, "sentinel-2-l2a")[3]["assets"])
+    ingest(write_items(path, [fixed, broken["crs"]], "day3.json"), cube, chunks=CHUNKS, progress=False)
+    rejected = {r.scene_id: r for r in read_version(open_store(cube), "s2").rejected}
+    assert set(rejected) == {i["id"] for i in broken.values()} - {fixed["id"]}
+    assert all(text in rejected[broken[kind]["id"]].reason for kind, (_, text) in EXPECTED.items() if kind != "missing")
+    assert main(["versions", "--cube", str(cube), "--collection", "s2"]) == 0
+    out = capsys.readouterr().out
+    assert "version 2 " in out and "version 3 " in out and "version 1 " not in out
+    assert f"rejected and not in the cube: {len(rejected)} scene(s)" in out
+    assert all(f"  {sid} ({r.kind}): {r.reason}" in out for sid, r in rejected.items())
+    assert fixed["id"] not in out
 
 
 def test_cli_exit_status_says_not_everything_went_in(bad_batch, tmp_path, capsys):

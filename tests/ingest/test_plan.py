@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cardcube.spec import S2_L2A, ChunkLayout
-from cube.ledger import CubeVersion
+from cube.ledger import CubeVersion, Rejection
 from ingest.plan import plan_ingest
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
@@ -90,3 +90,12 @@ def test_two_tiles_are_planned_independently():
                    + [scene(i, tile="31UGU") for i in range(2)])
     assert len(new.tiles["31UFU"].cold) == 4 and len(new.tiles["31UGU"].cold) == 0
     assert new.tiles["31UGU"].hot_slots_used == 2
+
+
+def test_rejections_are_carried_until_their_scene_goes_in():
+    old, again, gone = Rejection("S900", "SceneReadError", "truncated"), Rejection("S901", "A", "first"), \
+        Rejection("S001", "SceneGridError", "wrong CRS")
+    v1 = plan_ingest(CubeVersion.empty(SPEC), [scene(0)], rejected=[old, again, gone]).new
+    v2 = plan_ingest(v1, [scene(1)], rejected=[Rejection("S901", "B", "second")]).new  # S001 went in: fixed
+    assert v2.rejected == (old, Rejection("S901", "B", "second"))  # by scene id, each with its latest reason
+    assert plan_ingest(v2, [], rejected=[old]).new is None  # nothing new to record: no version
