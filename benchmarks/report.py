@@ -442,6 +442,7 @@ def _method(results: dict[str, Any]) -> list[str]:
         f"(`posix_fadvise(DONTNEED)`) before each repetition. Layouts are measured side by side (repetition 1 of "
         f"every layout, then repetition 2, ...); a cell stops after {cfg['min_reps']} repetitions once it has used "
         f"{cfg['cell_budget_s']:g} s (so slow cells have fewer).",
+        _folder_zarr(results),
         f"- S3 is moto's server in a child process on 127.0.0.1, reached through a loopback proxy that counts every "
         f"request and adds the tier's latency per request and {cap}. moto "
         f"and the proxy share the {cpus} CPUs with the readers, so request-heavy cells also pay server CPU, as they "
@@ -458,6 +459,20 @@ def _method(results: dict[str, Any]) -> list[str]:
         f"- Timings on a shared {cpus}-core machine are noisy; compare ratios within one table (same run, same "
         f"moment).",
     ]
+
+
+def _folder_zarr(results: dict[str, Any]) -> str:
+    """How the Zarr layouts were timed and counted on the folder (runs without a ``method`` entry timed the
+    counting store itself)."""
+    if results.get("method", {}).get("folder_zarr_reads"):
+        return ("- On the folder, the Zarr layouts are timed on the plain `LocalStore` a path opens (cardcube reads "
+                "it with `pread`, as users get it), and their requests and bytes are counted in a second, untimed "
+                "cold pass of the same read through a counting store (a store wrapper takes zarr's slower generic "
+                "read path).")
+    return ("- On the folder, the Zarr layouts were timed through the counting store that gave their requests. "
+            "Since cardcube reads a plain folder with `pread` (2026-12-01), a store wrapper takes zarr's slower "
+            "generic read path instead, so these folder times may be pessimistic (later runs time the plain store "
+            "and count in an untimed pass).")
 
 
 # --- plots -----------------------------------------------------------------------------------------------
