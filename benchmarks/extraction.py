@@ -246,14 +246,22 @@ def _measure_exactextract(items: str, parcels: str, scenes: int, strategy: str, 
             "processes": processes, "worker_peak_rss_mb": max(d["peak_rss_mb"] for d in done)}
 
 
+def progress(text: str) -> None:
+    """One line on stderr, at once: a run takes minutes, and the report comes at its end."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def _in_subprocess(what: str, **kwargs: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its JSON result, with its peak RSS."""
     args = [sys.executable, "-m", "benchmarks.extraction", "--measure", what]
     for key, value in kwargs.items():
         args += [f"--{key}", str(value)]
+    shown = ", ".join(f"{k}={kwargs[k]}" for k in ("block", "stats", "strategy", "processes") if k in kwargs)
+    t0 = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    progress(f"  {what}{f' ({shown})' if shown else ''}: {time.perf_counter() - t0:.0f} s")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -269,6 +277,7 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     from cardcube.synth import SynthConfig, generate
     from ingest.job import ingest
 
+    progress(f"{size_km:g} km: generating and ingesting the territory ...")
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000, s1=False))
     cube = work / "cube"
     ingest(region.items, cube, collection="s2", progress=False, catalog=False)
@@ -453,13 +462,17 @@ def save_report(out: Path | None, stem: str, text: str, results: list[dict[str, 
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{stem}.md").write_text(text)
         (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        progress(f"report: {out / f'{stem}.md'}")
+    else:
+        progress(f"{stem}.md not saved: pass --out DIR to keep the report and its JSON")
 
 
 def main(argv: list[str] | None = None) -> None:
     import os
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="5,10", help="territory sides in km, comma-separated (default 5,10)")
+    p.add_argument("--sizes", type=_sizes, default=(5.0, 10.0),
+                   help="territory sides in km, comma-separated (default 5,10)")
     p.add_argument("--scenes", type=int, default=4, help="scenes timed for exactextract (default 4)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction.md and extraction.json")
     p.add_argument("--from-json", type=Path, default=None, help="re-render extraction.md from an extraction.json")
@@ -491,12 +504,23 @@ def main(argv: list[str] | None = None) -> None:
         print(text)
         return
     results = []
-    for size in (float(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="cardcube-extract-bench-") as tmp:
             results.append(run_size(size, args.scenes, Path(tmp), os.cpu_count() or 1))
         print(json.dumps(results[-1]["parcel_dates_per_s"]), json.dumps(results[-1]["speedup_vs_exactextract"]),
               json.dumps(results[-1]["times_read_decompress"]), flush=True)
     save_report(args.out, "extraction", report(results), results)
+
+
+def _sizes(text: str) -> tuple[float, ...]:
+    """``"5,10"`` -> (5.0, 10.0): territory sides in km, each at least 0.4 (argparse reports the error)."""
+    try:
+        sizes = tuple(float(s.strip().lower().removesuffix("km")) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: territory sides in km, comma-separated (e.g. 5,10)") from None
+    if not sizes or min(sizes) < 0.4:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one side, each at least 0.4 km")
+    return sizes
 
 
 if __name__ == "__main__":

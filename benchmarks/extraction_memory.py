@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, save_report
+from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, _sizes, progress, save_report
 
 BLOCKS = (None, SMALL_BLOCK)  # the default block (the cube's shard side), and small blocks
 
@@ -30,6 +30,7 @@ def measure(size_km: float, work: Path) -> dict[str, Any]:
 
     source, cube = work / "source", work / "cube"
     if not (cube / "s2").exists():
+        progress(f"{size_km:g} km: generating and ingesting the territory into {work} ...")
         region = generate(source, SynthConfig.demo(size_m=size_km * 1000, s1=False))
         ingest(region.items, cube, collection="s2", progress=False, catalog=False)
     for old in work.glob("extract-*"):  # an extraction found complete would only be resumed: no measurement
@@ -71,12 +72,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10,20,30", help="territory sides in km (default 10,20,30)")
+    p.add_argument("--sizes", type=_sizes, default=(10.0, 20.0, 30.0),
+                   help="territory sides in km (default 10,20,30)")
     p.add_argument("--work", type=Path, required=True, help="folder for the regions and cubes (reused if there)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction-memory.md and .json")
     args = p.parse_args(argv)
     results = []
-    for size in (float(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         results.append(measure(size, args.work / f"{size:g}km"))
         print(json.dumps(results[-1]), flush=True)
     save_report(args.out, "extraction-memory", report(results), results)
