@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import report
+from benchmarks import report, sweep
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 RUNS = sorted(p.parent for p in RESULTS.glob("*/report.md") if (p.parent / "results.json").exists())
@@ -74,3 +74,27 @@ def test_data_gets_per_shard_come_from_the_key_log(latest) -> None:
     text = report.render(results)
     assert "2 data GETs" not in text
     assert "Each shard touched costs 1 data GETs." in text and "1.0 data GETs per shard;" in text
+
+
+def test_the_compacting_append_is_told_by_its_writes(latest) -> None:
+    assert "the append that compacts the hot buffer into a time block: 30.9 s" in report.render(latest)
+    results = copy.deepcopy(latest)
+    for c in results["cells"]:
+        if c["pattern"] == "append":
+            for r in c["reps"]:
+                r["result"]["write_amplification"] = 1.2
+    text = report.render(results)
+    assert "compacts the hot buffer into" not in text
+    assert "One-date appends on s3-20ms: 9.5 to 30.9 s (none compacted the hot buffer)." in text
+
+
+def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
+    results = copy.deepcopy(latest)
+    for shape in results["sweep"]["shapes"]:
+        for c in shape["cells"]:
+            c["summary"] = {"n": 0, "error": "RuntimeError: boom"}
+    rec = sweep.recommend(results["sweep"]["shapes"], "s3-20ms")
+    assert rec["best"] is None and rec["keeps_default"]
+    results["sweep"]["recommendation"] = rec
+    text = "\n".join(report.sweep_md(results))
+    assert "No recommendation" in text and "Recommendation:" not in text
