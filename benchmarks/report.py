@@ -403,7 +403,9 @@ def render(results: dict[str, Any]) -> str:
         f"{w['small_parcel']['ha']} ha, large parcel {w['large_parcel']['ha']} ha. "
         f"Run: `{command(cfg)}`{api_settings(cfg)} on {env['cpus']} CPUs "
         f"({env['system']} {env['machine']}, Python {env['python']}, GDAL {env['gdal']}), "
-        f"{results['elapsed_s'] / 60:.1f} min. Every reader gets {cfg['threads']} I/O threads.", "",
+        f"{results['elapsed_s'] / 60:.1f} min. Every reader gets {cfg['threads']} I/O threads."
+        + (" **One repetition per cell: every time is a single cold pass, not a median; expect noise.**"
+           if cfg["reps"] == 1 else ""), "",
     ]
     lines += _headline_md(results)
     lines += ["## Latency by pattern and layout", "",

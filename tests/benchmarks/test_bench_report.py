@@ -98,3 +98,10 @@ def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
     results["sweep"]["recommendation"] = rec
     text = "\n".join(report.sweep_md(results))
     assert "No recommendation" in text and "Recommendation:" not in text
+
+
+def test_single_passes_are_not_passed_off_as_medians(latest) -> None:
+    assert "single cold pass" not in report.render(latest)
+    results = copy.deepcopy(latest)
+    results["config"]["reps"] = results["config"]["min_reps"] = 1
+    assert "One repetition per cell: every time is a single cold pass, not a median" in report.render(results)
