@@ -59,7 +59,7 @@ def read_cells(pattern: Pattern, tier: Tier, places: Places, workload: Workload,
                layout_set: tuple[Layout, ...] = LAYOUTS, reps: int | None = None, log: Log = print) -> list[Cell]:
     """Measure ``pattern`` on ``tier`` for every layout that has a reader for it, side by side."""
     group = []
-    if pattern.tiers is not None and tier.name not in pattern.tiers:
+    if not pattern.runs_on(tier):
         return []
     reps = min(reps or cfg.reps, pattern.max_reps or cfg.reps)
     for lay in layout_set:
