@@ -51,3 +51,12 @@ def test_one_territory_claims_no_growth() -> None:
     results = json.loads((RUNS[-1] / "extraction.json").read_text())
     text = report(results[:1])
     assert "one territory was measured, so this run shows no growth" in text and "+0%" not in text
+
+
+def test_the_memory_report_states_a_command_that_runs() -> None:
+    from benchmarks.extraction_memory import command
+
+    run = sorted(p.parent for p in RESULTS.glob("*/extraction-memory.json"))[-1]
+    results = json.loads((run / "extraction-memory.json").read_text())
+    assert command(results) == "python -m benchmarks.extraction_memory --work DIR"  # --work is required
+    assert command(results[:2]) == "python -m benchmarks.extraction_memory --work DIR --sizes 10,20"
