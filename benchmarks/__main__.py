@@ -48,11 +48,15 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
     p.add_argument("--sweep-tiers", type=_names, default=None, help="tiers of the chunk sweep (default s3-20ms)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="reports go to OUT/DATE/")
     p.add_argument("--date", default=None, help="the report folder's name (default today)")
-    p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one, removed)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch folder, new or empty, kept after the run (default a temporary one, removed)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the report of this results.json")
     args = p.parse_args(argv)
     if args.from_json is not None and not args.from_json.is_file():
         p.error(f"--from-json {args.from_json}: no such file")
+    if args.work is not None and args.work.is_dir() and any(args.work.iterdir()):
+        # an earlier run's cubes would turn the measured ingest into a no-op (every scene already committed)
+        p.error(f"--work {args.work}: must be new or empty")
     try:
         return BenchConfig(**_settings(args)), args
     except ValueError as exc:  # bad sizes, shapes, patterns, tiers or bands: one line, before any work

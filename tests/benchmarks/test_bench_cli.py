@@ -31,3 +31,11 @@ def test_bad_arguments_stop_before_any_work(argv: list[str], message: str, capsy
 def test_bands_are_taken_in_any_case() -> None:
     assert cli.config(["--bands", "b04,ndvi"])[0].bands == ("B04", "NDVI")
     assert cli.config(["--bands", "all"])[0].bands == ("all",)
+
+
+def test_an_earlier_runs_scratch_folder_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "writes").mkdir()  # the cubes an earlier run's ingest left: ingesting again would add nothing
+    with pytest.raises(SystemExit):
+        cli.config(["--work", str(tmp_path)])
+    assert "must be new or empty" in capsys.readouterr().err
+    assert cli.config(["--work", str(tmp_path / "new")])[1].work == tmp_path / "new"
