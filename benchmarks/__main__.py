@@ -14,6 +14,10 @@ from pathlib import Path
 
 from benchmarks import harness, report
 from benchmarks.config import SIZES, BenchConfig, parse_size
+from benchmarks.patterns import PATTERNS
+from benchmarks.storage import Tier
+from cardcube.spec import S2_L2A
+from cube.indices import check_bands
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -44,13 +48,38 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
     p.add_argument("--sweep-tiers", type=_names, default=None, help="tiers of the chunk sweep (default s3-20ms)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="reports go to OUT/DATE/")
     p.add_argument("--date", default=None, help="the report folder's name (default today)")
-    p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one, removed)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch folder, new or empty, kept after the run (default a temporary one, removed)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the report of this results.json")
     args = p.parse_args(argv)
+    if args.from_json is not None and not args.from_json.is_file():
+        p.error(f"--from-json {args.from_json}: no such file")
+    if args.work is not None and args.work.is_dir() and any(args.work.iterdir()):
+        # an earlier run's cubes would turn the measured ingest into a no-op (every scene already committed)
+        p.error(f"--work {args.work}: must be new or empty")
+    try:
+        return BenchConfig(**_settings(args)), args
+    except ValueError as exc:  # bad sizes, shapes, patterns, tiers or bands: one line, before any work
+        p.error(str(exc))
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The :class:`BenchConfig` arguments of the command line, checked (ValueError names the bad one)."""
     size, km = parse_size(args.size)
+    if args.patterns is not None:
+        unknown = [k for k in args.patterns if k not in PATTERNS]
+        if unknown:
+            raise ValueError(f"--patterns: unknown {', '.join(unknown)}; known: {', '.join(PATTERNS)}")
+    for flag in ("ingest_tiers", "append_tiers", "sweep_tiers"):
+        for name in getattr(args, flag) or ():
+            Tier.parse(name)
+    if args.sweep != () and args.sweep_tiers == ():
+        raise ValueError("--sweep-tiers: the chunk sweep needs at least one tier (or --sweep \"\" for no sweep)")
+    bands = args.bands if args.bands == ("all",) else tuple(check_bands(args.bands, S2_L2A.band_names,
+                                                                        statistics=True))
     kw = dict(size=size, size_km=km, reps=args.reps, min_reps=args.min_reps or min(2, args.reps),
               cell_budget_s=args.budget, threads=args.threads, latencies_ms=args.latency,
-              bandwidth_mbps=args.bandwidth or None, patterns=args.patterns, bands=args.bands, out=args.out)
+              bandwidth_mbps=args.bandwidth or None, patterns=args.patterns, bands=bands, out=args.out)
     if args.sweep is not None:
         kw["sweep"] = args.sweep
     if args.ingest_tiers is not None:
@@ -61,7 +90,7 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
         kw["sweep_tiers"] = args.sweep_tiers
     if args.date:
         kw["date"] = args.date
-    return BenchConfig(**kw), args
+    return kw
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -28,10 +28,13 @@ SWEEP: tuple[str, ...] = (
 
 
 def parse_size(text: str) -> tuple[str, float]:
-    """``"default"`` -> ("default", 4.0); ``"6"`` or ``"6km"`` -> ("6km", 6.0)."""
+    """``"default"`` -> ("default", 2.5); ``"6"`` or ``"6km"`` -> ("6km", 6.0)."""
     if text in SIZES:
         return text, SIZES[text]
-    km = float(text.lower().removesuffix("km"))
+    try:
+        km = float(text.lower().removesuffix("km"))
+    except ValueError:
+        raise ValueError(f"--size {text}: use {', '.join(SIZES)} or a side in km (e.g. 6 or 6km)") from None
     if km < 0.4:
         raise ValueError(f"--size {text}: the synthetic region needs at least 0.4 km per side")
     return f"{km:g}km", km

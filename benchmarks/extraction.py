@@ -246,14 +246,22 @@ def _measure_exactextract(items: str, parcels: str, scenes: int, strategy: str, 
             "processes": processes, "worker_peak_rss_mb": max(d["peak_rss_mb"] for d in done)}
 
 
+def progress(text: str) -> None:
+    """One line on stderr, at once: a run takes minutes, and the report comes at its end."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def _in_subprocess(what: str, **kwargs: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its JSON result, with its peak RSS."""
     args = [sys.executable, "-m", "benchmarks.extraction", "--measure", what]
     for key, value in kwargs.items():
         args += [f"--{key}", str(value)]
+    shown = ", ".join(f"{k}={kwargs[k]}" for k in ("block", "stats", "strategy", "processes") if k in kwargs)
+    t0 = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    progress(f"  {what}{f' ({shown})' if shown else ''}: {time.perf_counter() - t0:.0f} s")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -269,6 +277,7 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     from cardcube.synth import SynthConfig, generate
     from ingest.job import ingest
 
+    progress(f"{size_km:g} km: generating and ingesting the territory ...")
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000, s1=False))
     cube = work / "cube"
     ingest(region.items, cube, collection="s2", progress=False, catalog=False)
@@ -329,12 +338,28 @@ def _stored(r: dict[str, Any], run: str = "cardcube") -> float:
     return r.get(run, {}).get("stored_seconds", older)
 
 
+DEFAULT_SIZES, DEFAULT_SCENES = (5.0, 10.0), 4
+
+
+def command(results: list[dict[str, Any]]) -> str:
+    """The command that repeats the run of ``results``: its sizes and exactextract's scenes when not the defaults
+    (the scenes timed in one process are ``--scenes``)."""
+    args = ["python -m benchmarks.extraction"]
+    sizes = tuple(r["size_km"] for r in results)
+    if sizes != DEFAULT_SIZES:
+        args.append("--sizes " + ",".join(f"{s:g}" for s in sizes))
+    scenes = results[0]["exactextract"]["default"]["scenes"]
+    if scenes != DEFAULT_SCENES:
+        args.append(f"--scenes {scenes}")
+    return " ".join(args)
+
+
 def report(results: list[dict[str, Any]]) -> str:
     cores = results[0]["cores"]
     lines = ["# Full-territory extraction vs exactextract per scene", "",
              f"Machine: {cores} cores. S2 cube with the default chunk layout on a local folder; {len(S2_BANDS)} "
              "bands, SCL cloud mask, 8 statistics per parcel, date and band. Every figure below comes from one "
-             "run of `python -m benchmarks.extraction`; every contender reads warm (page-cached) files. "
+             f"run of `{command(results)}`; every contender reads warm (page-cached) files. "
              f"{_medians(results)}", "",
              "## Throughput", "",
              "exactextract in three set-ups, each timed on its own scenes of the season: its default strategy "
@@ -434,15 +459,16 @@ def report(results: list[dict[str, Any]]) -> str:
               f"dates in a year, {FULL_TILE['cores']} cores, rates per core of the {big['size_km']:g} km run scaled "
               f"linearly): cardcube about {est['cardcube_hours'] * 60:.0f} min, exactextract per scene "
               f"(raster-sequential, all cores) about {est['exactextract_hours'] * 60:.0f} min.", "",
-              f"**Memory.** A work unit holds one block (default: one shard, 1024 x 1024 px) for one time chunk, "
-              f"one group of bands at a time, so peak memory is set by the block and the number of threads, not "
-              f"by the territory. Territories smaller than a block use less (the default-block column grows "
-              f"until the territory reaches 1024 px); with {SMALL_BLOCK} px blocks, smaller than both "
-              f"territories, the peak RSS goes from {small_lo:.0f} to {small_hi:.0f} MB "
-              f"({small_hi / small_lo - 1:+.0%}) for {area:.0f}x the area and the parcels, and the peak of the "
-              f"allocations Python and numpy make (tracemalloc: the working set, without the libraries' pools "
-              f"and the pages the allocator keeps) from {traced_lo:.0f} to {traced_hi:.0f} MB "
-              f"({traced_hi / traced_lo - 1:+.0%})."]
+              "**Memory.** A work unit holds one block (default: one shard, 1024 x 1024 px) for one time chunk, "
+              "one group of bands at a time, so peak memory is set by the block and the number of threads, not "
+              "by the territory. Territories smaller than a block use less (the default-block column grows "
+              + (f"until the territory reaches 1024 px); with {SMALL_BLOCK} px blocks, smaller than both "
+                 f"territories, the peak RSS goes from {small_lo:.0f} to {small_hi:.0f} MB "
+                 f"({small_hi / small_lo - 1:+.0%}) for {area:.0f}x the area and the parcels, and the peak of the "
+                 f"allocations Python and numpy make (tracemalloc: the working set, without the libraries' pools "
+                 f"and the pages the allocator keeps) from {traced_lo:.0f} to {traced_hi:.0f} MB "
+                 f"({traced_hi / traced_lo - 1:+.0%})." if len(results) > 1 else
+                 "until the territory reaches 1024 px); one territory was measured, so this run shows no growth.")]
     return "\n".join(lines) + "\n"
 
 
@@ -453,14 +479,19 @@ def save_report(out: Path | None, stem: str, text: str, results: list[dict[str, 
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{stem}.md").write_text(text)
         (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        progress(f"report: {out / f'{stem}.md'}")
+    else:
+        progress(f"{stem}.md not saved: pass --out DIR to keep the report and its JSON")
 
 
 def main(argv: list[str] | None = None) -> None:
     import os
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="5,10", help="territory sides in km, comma-separated (default 5,10)")
-    p.add_argument("--scenes", type=int, default=4, help="scenes timed for exactextract (default 4)")
+    p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+                   help="territory sides in km, comma-separated (default 5,10)")
+    p.add_argument("--scenes", type=int, default=DEFAULT_SCENES,
+                   help="scenes timed for exactextract (default 4; at least 2 per process)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction.md and extraction.json")
     p.add_argument("--from-json", type=Path, default=None, help="re-render extraction.md from an extraction.json")
     p.add_argument("--measure", help=argparse.SUPPRESS)
@@ -491,12 +522,23 @@ def main(argv: list[str] | None = None) -> None:
         print(text)
         return
     results = []
-    for size in (float(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="cardcube-extract-bench-") as tmp:
             results.append(run_size(size, args.scenes, Path(tmp), os.cpu_count() or 1))
         print(json.dumps(results[-1]["parcel_dates_per_s"]), json.dumps(results[-1]["speedup_vs_exactextract"]),
               json.dumps(results[-1]["times_read_decompress"]), flush=True)
     save_report(args.out, "extraction", report(results), results)
+
+
+def _sizes(text: str) -> tuple[float, ...]:
+    """``"5,10"`` -> (5.0, 10.0): territory sides in km, each at least 0.4 (argparse reports the error)."""
+    try:
+        sizes = tuple(float(s.strip().lower().removesuffix("km")) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: territory sides in km, comma-separated (e.g. 5,10)") from None
+    if not sizes or min(sizes) < 0.4:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one side, each at least 0.4 km")
+    return sizes
 
 
 if __name__ == "__main__":

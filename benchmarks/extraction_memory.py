@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, save_report
+from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, _sizes, progress, save_report
 
 BLOCKS = (None, SMALL_BLOCK)  # the default block (the cube's shard side), and small blocks
 
@@ -30,6 +31,7 @@ def measure(size_km: float, work: Path) -> dict[str, Any]:
 
     source, cube = work / "source", work / "cube"
     if not (cube / "s2").exists():
+        progress(f"{size_km:g} km: generating and ingesting the territory into {work} ...")
         region = generate(source, SynthConfig.demo(size_m=size_km * 1000, s1=False))
         ingest(region.items, cube, collection="s2", progress=False, catalog=False)
     for old in work.glob("extract-*"):  # an extraction found complete would only be resumed: no measurement
@@ -40,13 +42,25 @@ def measure(size_km: float, work: Path) -> dict[str, Any]:
         r = _in_subprocess("cardcube", cube=cube, parcels=source / "parcels.parquet",
                            out=work / f"extract-{block or 'default'}", **kwargs)
         runs[str(block or "default")] = {k: r[k] for k in ("peak_rss_mb", "seconds", "parcels_ok", "units", "chunks")}
-    return {"size_km": size_km, "runs": runs}
+    return {"size_km": size_km, "cores": os.cpu_count(), "runs": runs}
+
+
+DEFAULT_SIZES = (10.0, 20.0, 30.0)
+
+
+def command(results: list[dict[str, Any]]) -> str:
+    """The command that repeats the run of ``results`` (``--work`` keeps the territories between runs)."""
+    sizes = tuple(r["size_km"] for r in results)
+    given = "" if sizes == DEFAULT_SIZES else " --sizes " + ",".join(f"{s:g}" for s in sizes)
+    return f"python -m benchmarks.extraction_memory --work DIR{given}"
 
 
 def report(results: list[dict[str, Any]]) -> str:
+    cores = results[0].get("cores", 2)  # runs before 2026-12-02 did not record it: they ran on 2 cores
+    every = "both" if cores == 2 else "all"
     lines = ["# Extraction memory as the territory grows", "",
-             "Machine: 2 cores. `python -m benchmarks.extraction_memory`: cardcube's extraction of every parcel, "
-             "date and band (S2, default chunk layout, local folder, threads on both cores), each run in a fresh "
+             f"Machine: {cores} cores. `{command(results)}`: cardcube's extraction of every parcel, "
+             f"date and band (S2, default chunk layout, local folder, threads on {every} cores), each run in a fresh "
              "process; peak RSS of that process. Seconds: median of 3 runs, each rasterising the label layer anew.",
              "", "| territory | parcels | units (default / 256 px) | peak RSS MB, default block (1024 px) | "
              "peak RSS MB, 256 px blocks | seconds, default / 256 px |", "|---|---|---|---|---|---|"]
@@ -71,12 +85,13 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10,20,30", help="territory sides in km (default 10,20,30)")
+    p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+                   help="territory sides in km (default 10,20,30)")
     p.add_argument("--work", type=Path, required=True, help="folder for the regions and cubes (reused if there)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction-memory.md and .json")
     args = p.parse_args(argv)
     results = []
-    for size in (float(s) for s in args.sizes.split(",")):
+    for size in args.sizes:
         results.append(measure(size, args.work / f"{size:g}km"))
         print(json.dumps(results[-1]), flush=True)
     save_report(args.out, "extraction-memory", report(results), results)

@@ -1,17 +1,20 @@
 """Ingest throughput and write amplification: an initial load, and a season of one-date appends.
 
-Run: ``python -m benchmarks.ingest_throughput [--size-km 10] [--collection s2] [--out DIR]``. Prints scenes/min,
-MB/s of source read, bytes written and write amplification (bytes written / compressed bytes of the new data)
-for (1) loading the whole season at once and (2) appending it one acquisition at a time into a fresh cube,
-cumulative over the season. Targets (issue 4): <= 1.5x initial, <= 3x cumulative. Then the appended cube's
-stored size against the initial load's, before and after ``expire`` drops the versions of the season and the
-hot-buffer copies only they read.
+Run: ``python -m benchmarks.ingest_throughput [--size-km 10] [--collection s2] [--out DIR|FILE.json]``.
+Prints scenes/min, MB/s of source read, bytes written and write amplification (bytes written / compressed
+bytes of the new data) for (1) loading the whole season at once and (2) appending it one acquisition at a
+time into a fresh cube, cumulative over the season. Targets (issue 4): <= 1.5x initial, <= 3x cumulative.
+Then the appended cube's stored size against the initial load's, before and after ``expire`` drops the
+versions of the season and the hot-buffer copies only they read. Single passes, timed in one process;
+progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -24,9 +27,16 @@ from ingest.expire import expire
 from ingest.job import ingest
 
 
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def run(size_km: float, collection: str, work: Path) -> dict:
+    """Generate a region of ``size_km`` in ``work``, load it at once and date by date; the figures."""
+    _progress(f"generating a {size_km:g} x {size_km:g} km region ...")
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000))
     feats = read_features(region.items, cube_spec(collection).source_collection)
+    _progress(f"initial load of {len(feats)} scenes ...")
     t0 = time.perf_counter()
     initial = ingest(region.items, work / "initial", collection=collection, progress=False, catalog=False)
     initial_s = time.perf_counter() - t0
@@ -40,13 +50,15 @@ def run(size_km: float, collection: str, work: Path) -> dict:
         appends_s += time.perf_counter() - t0
         written += r.bytes_written
         new += r.bytes_new_data
+        if (i + 1) % 10 == 0 or i + 1 == len(feats):
+            _progress(f"appended {i + 1} of {len(feats)} scenes one by one ({appends_s:.0f} s)")
     stored_before = _stored_bytes(work / "appended")
     t0 = time.perf_counter()
     expired = expire(work / "appended", collection, older_than=timedelta(0))
     expire_s = time.perf_counter() - t0
     mb = initial.source_bytes / 1e6
     return {
-        "collection": collection, "size_km": size_km, "scenes": len(feats),
+        "collection": collection, "size_km": size_km, "scenes": len(feats), "cpus": os.cpu_count(),
         "initial": {"seconds": initial_s, "scenes_per_min": len(feats) / initial_s * 60, "source_MB": mb,
                     "MB_per_s": mb / initial_s, "written_MB": initial.bytes_written / 1e6,
                     "write_amplification": initial.write_amplification},
@@ -63,12 +75,29 @@ def _stored_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def output_path(out: Path, collection: str, size_km: float) -> Path:
+    """Where ``--out`` puts the JSON: the file itself if it ends in ``.json``, else
+    ``ingest-<collection>-<size>km.json`` in that folder (as ``benchmarks/results/ingest-s2-4km.json``)."""
+    return out if out.suffix == ".json" else out / f"ingest-{collection}-{size_km:g}km.json"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-km", type=float, default=4.0, help="side of the synthetic region (default 4 km)")
     p.add_argument("--collection", choices=("s2", "s1"), default="s2")
-    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON: a FILE.json, or a folder "
+                   "(ingest-<collection>-<size>km.json in it; created if missing)")
     args = p.parse_args(argv)
+    if args.size_km < 0.4:
+        p.error("--size-km: the synthetic region needs at least 0.4 km per side")
+    out = output_path(args.out, args.collection, args.size_km) if args.out else None
+    if out is not None:
+        try:  # before the run, not after it: a bad folder must not cost the figures
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            p.error(f"--out {args.out}: {exc.strerror}")
+        if out.is_dir():
+            p.error(f"--out {out} is a folder")
     with tempfile.TemporaryDirectory(prefix="cardcube-ingest-bench-") as tmp:
         result = run(args.size_km, args.collection, Path(tmp))
     i, a = result["initial"], result["appends"]
@@ -82,8 +111,9 @@ def main(argv: list[str] | None = None) -> None:
           f"appended {e['appended_stored_MB_before']:.1f} MB, "
           f"{e['appended_stored_MB_after']:.1f} MB after expiring {e['versions_expired']} versions "
           f"({e['seconds']:.1f} s)")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1))
+        print(f"figures: {out}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import pandas as pd
 from odc.geo.geobox import GeoBox
 
 from benchmarks import cog
-from benchmarks.storage import Access
+from benchmarks.storage import Access, Tier
 from cardcube.grid import TileGrid
 from cardcube.spec import S2_L2A
 from cardcube.synth import SynthResult
@@ -173,7 +173,7 @@ class Pattern:
     readers: Mapping[str, Reader]
     needed: Callable[[Workload], int | None] = lambda w: None
     layouts: tuple[str, ...] | None = None  # restrict to these layout keys (None: every layout with a reader)
-    tiers: tuple[str, ...] | None = None  # restrict to these tiers (None: every tier of the run)
+    tiers: tuple[str, ...] | None = None  # restrict to these tiers ("latency": every s3-<N>ms; None: every tier)
     max_reps: int | None = None  # cap on repetitions (long batch jobs)
     requires: str | None = None  # a module that must be importable
     prepare: Callable[[Workload, Path], None] | None = None  # untimed set-up on the folder cube, before copies
@@ -181,6 +181,13 @@ class Pattern:
 
     def available(self) -> bool:
         return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+    def runs_on(self, tier: Tier) -> bool:
+        """Whether this pattern is measured on ``tier`` (``"latency"`` in :attr:`tiers` names every tier with
+        added latency, whatever ``--latency`` made them)."""
+        if self.tiers is None:
+            return True
+        return tier.name in self.tiers or ("latency" in self.tiers and tier.latency_ms > 0)
 
 
 # --- bytes needed ----------------------------------------------------------------------------------------
@@ -321,7 +328,7 @@ PATTERNS: dict[str, Pattern] = {p.key: p for p in (
     Pattern("chip-10", "128 px chip, 10 dates", "read", _reads(_zarr_chip(10), lambda k: _cog_chip(10, k)),
             _chip_needed(10)),
     Pattern("extraction", "full-territory extraction", "read", {"zarr": _zarr_extract}, _territory_needed,
-            tiers=("folder", "s3-20ms"), max_reps=1, requires="cube.extract", prepare=_extract_layers,
+            tiers=("folder", "latency"), max_reps=1, requires="cube.extract", prepare=_extract_layers,
             note="every parcel, the parcel bands, written to a local Parquet folder; label layers built "
                  "beforehand. Its COG baseline (exactextract scene by scene) is `python -m benchmarks.extraction` "
                  "(extraction.md beside this report)"),

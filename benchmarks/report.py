@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
+from benchmarks.config import SIZES, BenchConfig
 from benchmarks.layouts import BASELINE
 
 HEADLINE_TIER = "s3-20ms"
+COMPACTING = 3.0  # an append writing more than this many times its new bytes compacted the hot buffer
 FIGURES = {"latency": "latency.png", "requests": "requests.png", "sweep": "sweep.png"}
 
 
@@ -66,6 +69,10 @@ def mb(n: float | None) -> str:
     return "-" if n is None else f"{n / 1e6:,.2f}"
 
 
+def _mb1(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -74,6 +81,40 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def command(cfg: dict[str, Any]) -> str:
+    """The ``python -m benchmarks`` command that runs ``cfg`` (a run's ``config``): every option that differs
+    from the command line's defaults, so the report says how to reproduce it (:func:`api_settings` lists
+    those only :class:`BenchConfig` takes)."""
+    default = BenchConfig().to_dict()
+    size = cfg["size"] if cfg["size"] in SIZES and SIZES[cfg["size"]] == cfg["size_km"] else f"{cfg['size_km']:g}"
+    args = ["--size", size, "--reps", str(cfg["reps"])]
+    options = {  # flag: (value, command-line default, how the flag spells it)
+        "--min-reps": (cfg["min_reps"], min(2, cfg["reps"]), str),
+        "--budget": (cfg["cell_budget_s"], default["cell_budget_s"], lambda v: f"{v:g}"),
+        "--threads": (cfg["threads"], default["threads"], str),
+        "--latency": (list(cfg["latencies_ms"]), list(default["latencies_ms"]),
+                      lambda v: ",".join(f"{x:g}" for x in v)),
+        "--bandwidth": (cfg["bandwidth_mbps"], default["bandwidth_mbps"], lambda v: f"{v or 0:g}"),
+        "--patterns": (cfg["patterns"], None, ",".join),
+        "--bands": (list(cfg["bands"]), list(default["bands"]), ",".join),
+        "--sweep": (list(cfg["sweep"]), list(default["sweep"]), ";".join),
+        "--ingest-tiers": (list(cfg["ingest_tiers"]), list(default["ingest_tiers"]), ",".join),
+        "--append-tiers": (list(cfg["append_tiers"]), list(default["append_tiers"]), ",".join),
+        "--sweep-tiers": (list(cfg["sweep_tiers"]), list(default["sweep_tiers"]), ",".join),
+    }
+    for flag, (value, standard, spell) in options.items():
+        if value != standard:
+            args += [flag, spell(value)]
+    return "python -m benchmarks " + " ".join(shlex.quote(a) for a in args)
+
+
+def api_settings(cfg: dict[str, Any]) -> str:
+    """`` (through the API: appends=1)``: the settings of ``cfg`` the command line cannot give, if any differ."""
+    default = BenchConfig().to_dict()
+    api = [f"{k}={cfg[k]}" for k in ("appends", "sweep_reps", "seed") if k in cfg and cfg[k] != default[k]]
+    return f" (through the API: {', '.join(api)})" if api else ""
 
 
 # --- headline --------------------------------------------------------------------------------------------
@@ -128,7 +169,7 @@ def _headline_md(results: dict[str, Any]) -> list[str]:
             lines.append(f"  - {v['bands']} bands read, {_num(v['shards_touched'])} band-shards touched (cold time "
                          f"blocks and hot-buffer dates, from the store's key log): **{v['requests_per_shard']:.2f} "
                          f"requests per band-shard touched**, {v['requests_per_band']:.1f} per band. Of these, "
-                         f"{v['data_gets_per_shard']:.1f} data GETs per shard (the shard index, then the chunk); "
+                         f"{_per_shard(v['data_gets_per_shard'], '.1f', ' per shard', 'the shard index')}; "
                          f"the rest is metadata: {_metadata(v)}.")
     speed = "confirmed" if h["speedup_confirmed"] else "refuted"
     reqs = "confirmed" if h["requests_confirmed"] else "refuted"
@@ -136,13 +177,23 @@ def _headline_md(results: dict[str, Any]) -> list[str]:
               f"\"at most one request per band (or per shard) touched\" - **{reqs}**.", ""]
     why = next((r for r in anatomy(results) if r["pattern"] == "parcel-small"), None)
     if why:
+        gets = _per_shard(why["data_gets"] / why["objects"] if why["objects"] else None, "g", "", "its index")
         lines += [f"Why (see *Where the time-first sharded reads spend their requests*): of the "
                   f"{_num(why['requests'])} requests of a small parcel's season, {_num(why['metadata'])} are "
                   f"metadata, and the time grew by about {why['serial_trips']:.0f} round trips of the added latency "
                   f"over plain S3: that many requests waited for the one before (the ledger's listing, its "
-                  f"record and the arrays' metadata come before any data). Each shard touched costs 2 data GETs "
-                  f"(its index, then the chunk).", ""]
+                  f"record and the arrays' metadata come before any data). Each shard touched costs "
+                  f"{gets}.", ""]
     return lines + _findings(results)
+
+
+def _per_shard(gets: float | None, spec: str, unit: str, index: str) -> str:
+    """``2 data GETs (its index, then the chunk)``: what the key log says a shard touched costs (the reason
+    only when it is the index and one byte range)."""
+    if gets is None:
+        return "an unknown number of data GETs (no key log)"
+    why = f" ({index}, then the chunk)" if gets == 2 else ""
+    return f"{gets:{spec}} data GETs{unit}{why}"
 
 
 def _chip_metadata(results: dict[str, Any]) -> str:
@@ -180,11 +231,17 @@ def _findings(results: dict[str, Any]) -> list[str]:
                    f"{_num(ex['tf-unsharded']['requests'])} and {_num(ex['space-first']['requests'])} requests).")
     for c in _cells(results):
         if c["pattern"] == "append" and c["tier"] != "folder" and len(c["reps"]) > 1:
-            reps = sorted(c["reps"], key=lambda r: r["seconds"])
+            # the compacting append rewrites a time block: many times the bytes of its own date
+            reps = sorted(c["reps"], key=lambda r: r["result"].get("write_amplification") or 0)
             lo, hi = reps[0], reps[-1]
-            out.append(f"- A one-date append on {c['tier']}: {lo['seconds']:.1f} s and "
-                       f"{_num(lo['counts']['requests'])} requests; the append that compacts the hot buffer into a "
-                       f"time block: {hi['seconds']:.1f} s and {_num(hi['counts']['requests'])} requests.")
+            if (hi["result"].get("write_amplification") or 0) > COMPACTING:
+                out.append(f"- A one-date append on {c['tier']}: {lo['seconds']:.1f} s and "
+                           f"{_num(lo['counts']['requests'])} requests; the append that compacts the hot buffer "
+                           f"into a time block: {hi['seconds']:.1f} s and {_num(hi['counts']['requests'])} requests.")
+            else:
+                secs = sorted(r["seconds"] for r in c["reps"])
+                out.append(f"- One-date appends on {c['tier']}: {secs[0]:.1f} to {secs[-1]:.1f} s (none compacted "
+                           f"the hot buffer).")
     return (["Other figures:", "", *out, ""]) if out else []
 
 
@@ -260,7 +317,7 @@ def sweep_table(results: dict[str, Any]) -> str:
         for p in sw["patterns"]:
             row += [ms(by.get((p, t), {}).get("median_s")) for t in sw["tiers"]]
         row.append(" / ".join(_num(by.get((p, rec["tier"]), {}).get("requests")) for p in sw["patterns"]))
-        row.append(" / ".join(f"{by.get((p, rec['tier']), {}).get('bytes_read', 0) / 1e6:.1f}" for p in sw["patterns"]))
+        row.append(" / ".join(_mb1(by.get((p, rec["tier"]), {}).get("bytes_read")) for p in sw["patterns"]))
         score = rec["scores"].get(s["label"])
         row.append("-" if score is None else f"{score:.2f}")
         rows.append(row)
@@ -274,14 +331,19 @@ def sweep_md(results: dict[str, Any]) -> list[str]:
     rec = sw["recommendation"]
     verdict = (f"keep the default `{rec['choice']}`" if rec["keeps_default"]
                else f"use `{rec['choice']}` instead of the default")
+    if rec["best"] is None:
+        outcome = (f"**No recommendation**: no shape has a measured latency on {rec['tier']} (see the errors in "
+                   f"`results.json`).")
+    else:
+        outcome = (f"**Recommendation: {verdict}** (best score {rec['best_score']:.2f} for `{rec['best']}`; a shape "
+                   f"must beat the default by more than {rec['margin']:.0%} to replace it).")
     return ["## Chunk-shape sweep (time-first sharded)", "",
             f"Each shape, the default included, is a cube ingested at once from the same scenes (no catalog), "
             f"read with the same patterns side by side "
             f"({', '.join(sw['patterns'])}) on {', '.join(sw['tiers'])}. Score: geometric mean over the patterns "
             f"of the median latency on {rec['tier']}, relative to the default (lower is better).", "",
             sweep_table(results), "", f"![chunk sweep]({FIGURES['sweep']})", "",
-            f"**Recommendation: {verdict}** (best score {rec['best_score']:.2f} for `{rec['best']}`; a shape "
-            f"must beat the default by more than {rec['margin']:.0%} to replace it).", ""]
+            outcome, ""]
 
 
 def anatomy(results: dict[str, Any], layout: str = "tf-sharded") -> list[dict[str, Any]]:
@@ -339,9 +401,11 @@ def render(results: dict[str, Any]) -> str:
         f"Region: {reg['size_km']:g} x {reg['size_km']:g} km synthetic polder in {', '.join(reg['tiles'])}, "
         f"{reg['s2_scenes']} Sentinel-2 scenes (11 bands each), {reg['parcels']} parcels; small parcel "
         f"{w['small_parcel']['ha']} ha, large parcel {w['large_parcel']['ha']} ha. "
-        f"Run: `python -m benchmarks --size {cfg['size']} --reps {cfg['reps']}` on {env['cpus']} CPUs "
+        f"Run: `{command(cfg)}`{api_settings(cfg)} on {env['cpus']} CPUs "
         f"({env['system']} {env['machine']}, Python {env['python']}, GDAL {env['gdal']}), "
-        f"{results['elapsed_s'] / 60:.1f} min. Every reader gets {cfg['threads']} I/O threads.", "",
+        f"{results['elapsed_s'] / 60:.1f} min. Every reader gets {cfg['threads']} I/O threads."
+        + (" **One repetition per cell: every time is a single cold pass, not a median; expect noise.**"
+           if cfg["reps"] == 1 else ""), "",
     ]
     lines += _headline_md(results)
     lines += ["## Latency by pattern and layout", "",
@@ -382,7 +446,9 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _method(results: dict[str, Any]) -> list[str]:
-    cfg = results["config"]
+    cfg, cpus = results["config"], results["environment"]["cpus"]
+    cap = (f"a {cfg['bandwidth_mbps']} MB/s cap per response" if cfg["bandwidth_mbps"]
+           else "no cap on bandwidth (`--bandwidth 0`)")
     return [
         "- Same pixels everywhere: the time-first unsharded and space-first layouts are copies of the ingested cube "
         "rewritten with zarr-python (same values, compressor and attributes; other chunks, no shards) and are read "
@@ -394,9 +460,10 @@ def _method(results: dict[str, Any]) -> list[str]:
         f"(`posix_fadvise(DONTNEED)`) before each repetition. Layouts are measured side by side (repetition 1 of "
         f"every layout, then repetition 2, ...); a cell stops after {cfg['min_reps']} repetitions once it has used "
         f"{cfg['cell_budget_s']:g} s (so slow cells have fewer).",
+        _folder_zarr(results),
         f"- S3 is moto's server in a child process on 127.0.0.1, reached through a loopback proxy that counts every "
-        f"request and adds the tier's latency per request and a {cfg['bandwidth_mbps']} MB/s cap per response. moto "
-        f"and the proxy share the 2 CPUs with the readers, so request-heavy cells also pay server CPU, as they "
+        f"request and adds the tier's latency per request and {cap}. moto "
+        f"and the proxy share the {cpus} CPUs with the readers, so request-heavy cells also pay server CPU, as they "
         f"would pay per-request cost on a real store.",
         "- Peak memory: rise of `VmHWM` (reset through `/proc/self/clear_refs` before each repetition) above the "
         "resident set at its start, with glibc's mmap threshold fixed at 128 KiB and `malloc_trim` before each "
@@ -407,8 +474,23 @@ def _method(results: dict[str, Any]) -> list[str]:
         f"fewer bytes here than it would. The cube's arrays span the whole MGRS tile, as they would.",
         f"- The season has {results['workload']['scenes']} dates; a COG read costs requests per date, a time-first "
         f"read per 16-date block plus a fixed metadata cost, so the ratio grows with longer series.",
-        "- Timings on a shared 2-core machine are noisy; compare ratios within one table (same run, same moment).",
+        f"- Timings on a shared {cpus}-core machine are noisy; compare ratios within one table (same run, same "
+        f"moment).",
     ]
+
+
+def _folder_zarr(results: dict[str, Any]) -> str:
+    """How the Zarr layouts were timed and counted on the folder (runs without a ``method`` entry timed the
+    counting store itself)."""
+    if results.get("method", {}).get("folder_zarr_reads"):
+        return ("- On the folder, the Zarr layouts are timed on the plain `LocalStore` a path opens (cardcube reads "
+                "it with `pread`, as users get it), and their requests and bytes are counted in a second, untimed "
+                "cold pass of the same read through a counting store (a store wrapper takes zarr's slower generic "
+                "read path).")
+    return ("- On the folder, the Zarr layouts were timed through the counting store that gave their requests. "
+            "Since cardcube reads a plain folder with `pread` (2026-12-01), a store wrapper takes zarr's slower "
+            "generic read path instead, so these folder times may be pessimistic (later runs time the plain store "
+            "and count in an untimed pass).")
 
 
 # --- plots -----------------------------------------------------------------------------------------------

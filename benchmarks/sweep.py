@@ -89,6 +89,9 @@ def recommend(shapes: list[dict[str, Any]], tier: str) -> dict[str, Any]:
                 ratios.append(mine / ref)
         scores[s["label"]] = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
     ranked = sorted((v, k) for k, v in scores.items() if v is not None)
+    if not ranked:  # no shape was read on ``tier`` (every cell failed): keep the default, say nothing was scored
+        return {"tier": tier, "scores": scores, "best": None, "best_score": None, "choice": default["label"],
+                "keeps_default": True, "margin": KEEP_MARGIN}
     best_score, best = ranked[0]
     keep = best == default["label"] or best_score > 1 - KEEP_MARGIN
     return {"tier": tier, "scores": scores, "best": best, "best_score": best_score,

@@ -34,3 +34,29 @@ def test_latest_memory_report_is_its_json(run: Path) -> None:
     results = json.loads((run / "extraction-memory.json").read_text())
     assert (run / "extraction-memory.md").read_text() == memory_report(results)
     assert [r["size_km"] for r in results] == sorted(r["size_km"] for r in results) and len(results) >= 2
+
+
+def test_the_report_states_the_command_of_its_run() -> None:
+    from benchmarks.extraction import command
+
+    results = json.loads((RUNS[-1] / "extraction.json").read_text())
+    assert command(results) == "python -m benchmarks.extraction"
+    small = [{**results[0], "size_km": 1.0,
+              "exactextract": {k: {**v, "scenes": 2} for k, v in results[0]["exactextract"].items()}}]
+    assert command(small) == "python -m benchmarks.extraction --sizes 1 --scenes 2"
+    assert "one run of `python -m benchmarks.extraction --sizes 1 --scenes 2`" in report(small)
+
+
+def test_one_territory_claims_no_growth() -> None:
+    results = json.loads((RUNS[-1] / "extraction.json").read_text())
+    text = report(results[:1])
+    assert "one territory was measured, so this run shows no growth" in text and "+0%" not in text
+
+
+def test_the_memory_report_states_a_command_that_runs() -> None:
+    from benchmarks.extraction_memory import command
+
+    run = sorted(p.parent for p in RESULTS.glob("*/extraction-memory.json"))[-1]
+    results = json.loads((run / "extraction-memory.json").read_text())
+    assert command(results) == "python -m benchmarks.extraction_memory --work DIR"  # --work is required
+    assert command(results[:2]) == "python -m benchmarks.extraction_memory --work DIR --sizes 10,20"

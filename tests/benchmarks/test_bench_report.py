@@ -1,0 +1,107 @@
+"""The access-pattern report says what its run measured and how to repeat it: the committed report is what
+its raw JSON renders, its command line gives back the run's settings, and its sentences follow the figures
+(never how fast anything is)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from benchmarks import __main__ as cli
+from benchmarks import report, sweep
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RUNS = sorted(p.parent for p in RESULTS.glob("*/report.md") if (p.parent / "results.json").exists())
+
+
+@pytest.fixture(scope="module")
+def latest() -> dict:
+    return json.loads((RUNS[-1] / "results.json").read_text())
+
+
+def test_latest_report_is_its_json(latest) -> None:
+    assert (RUNS[-1] / "report.md").read_text() == report.render(latest)
+
+
+def _settings(argv: list[str]) -> dict:
+    d = cli.config(argv)[0].to_dict()
+    return {k: v for k, v in d.items() if k not in ("date", "out")}
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--size", "large", "--reps", "5"],
+    ["--size", "3km", "--reps", "2", "--min-reps", "1", "--budget", "2.5", "--threads", "4", "--latency", "20,50",
+     "--bandwidth", "0", "--patterns", "parcel-small,chip-1", "--bands", "b04,ndvi", "--sweep", "",
+     "--ingest-tiers", "folder,s3", "--append-tiers", "folder", "--sweep-tiers", "s3"],
+    ["--sweep", "time=8,space=128,shard_space=1024;time=16,space=64,shard_space=1024", "--bands", "all"],
+])
+def test_the_stated_command_repeats_the_run(argv: list[str]) -> None:
+    cfg = cli.config(argv)[0].to_dict()
+    stated = shlex.split(report.command(cfg))
+    assert stated[:3] == ["python", "-m", "benchmarks"]
+    assert _settings(stated[3:]) == _settings(argv)
+
+
+def test_the_committed_run_states_its_command(latest) -> None:
+    assert report.command(latest["config"]) == "python -m benchmarks --size default --reps 3"
+    assert report.api_settings(latest["config"]) == ""
+    assert report.api_settings({**latest["config"], "appends": 1}) == " (through the API: appends=1)"
+
+
+def test_an_uncapped_bandwidth_is_said_so(latest) -> None:
+    results = copy.deepcopy(latest)
+    results["config"]["bandwidth_mbps"] = None
+    text = report.render(results)
+    assert "None" not in text and "no cap on bandwidth" in text
+
+
+def _local(results: dict, pattern: str) -> dict:
+    return next(c["summary"] for c in results["cells"]
+                if (c["pattern"], c["layout"], c["tier"]) == (pattern, "tf-sharded", "folder"))
+
+
+def test_data_gets_per_shard_come_from_the_key_log(latest) -> None:
+    assert "Each shard touched costs 2 data GETs (its index, then the chunk)." in report.render(latest)
+    results = copy.deepcopy(latest)
+    for pattern in ("parcel-small", "parcel-large"):
+        s = _local(results, pattern)
+        s["data_gets"] = s["objects_read"]  # one range request per shard, no separate index read
+    text = report.render(results)
+    assert "2 data GETs" not in text
+    assert "Each shard touched costs 1 data GETs." in text and "1.0 data GETs per shard;" in text
+
+
+def test_the_compacting_append_is_told_by_its_writes(latest) -> None:
+    assert "the append that compacts the hot buffer into a time block: 30.9 s" in report.render(latest)
+    results = copy.deepcopy(latest)
+    for c in results["cells"]:
+        if c["pattern"] == "append":
+            for r in c["reps"]:
+                r["result"]["write_amplification"] = 1.2
+    text = report.render(results)
+    assert "compacts the hot buffer into" not in text
+    assert "One-date appends on s3-20ms: 9.5 to 30.9 s (none compacted the hot buffer)." in text
+
+
+def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
+    results = copy.deepcopy(latest)
+    for shape in results["sweep"]["shapes"]:
+        for c in shape["cells"]:
+            c["summary"] = {"n": 0, "error": "RuntimeError: boom"}
+    rec = sweep.recommend(results["sweep"]["shapes"], "s3-20ms")
+    assert rec["best"] is None and rec["keeps_default"]
+    results["sweep"]["recommendation"] = rec
+    text = "\n".join(report.sweep_md(results))
+    assert "No recommendation" in text and "Recommendation:" not in text
+
+
+def test_single_passes_are_not_passed_off_as_medians(latest) -> None:
+    assert "single cold pass" not in report.render(latest)
+    results = copy.deepcopy(latest)
+    results["config"]["reps"] = results["config"]["min_reps"] = 1
+    assert "One repetition per cell: every time is a single cold pass, not a median" in report.render(results)
