@@ -163,12 +163,13 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     if not 0 < every < stale_after / 2:
         raise ValueError(f"the heartbeat ({every} s) must be positive and shorter than half of stale_after "
                          f"({stale_after} s)")
-    now = time.time()
-    me = LockInfo(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
-    deadline = now + wait
+    owner = uuid.uuid4().hex
+    deadline = time.time() + wait
     while True:
+        lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
+        now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now)
         try:
-            lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
             write_json(store, key, _as_dict(me), create_only=True)
             break
         except CommitConflictError:

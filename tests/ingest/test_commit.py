@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cardcube.storage import open_store, read_json
+from cardcube.storage import delete_key, open_store, read_json
 from cube import layout
 from ingest.commit import writer_lock
 
@@ -32,3 +32,21 @@ def test_the_lock_heartbeat_goes_on_after_a_failed_refresh(s3_bucket, s3_proxy):
         _wait_for(lambda: read_json(direct, key)["heartbeat"] > failed_at, "the lock refreshed after the failure")
         assert read_json(direct, key)["owner"] == me.owner
     assert read_json(direct, key) is None
+
+
+def test_a_lock_taken_after_a_wait_carries_a_heartbeat_from_when_it_was_taken(tmp_path, monkeypatch):
+    """A writer that waited for the lock longer than stale_after must not write one that looks stale at once
+    (any other writer would break it before its first refresh)."""
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    released = []
+
+    def other_writer_finishes(seconds: float) -> None:  # the waiting writer's first pause: the holder releases
+        released.append(time.time())
+        delete_key(store, key)
+
+    with writer_lock(store, "s2"):
+        monkeypatch.setattr(time, "sleep", other_writer_finishes)
+        with writer_lock(store, "s2", wait=60) as fence:
+            assert released and read_json(store, key)["owner"] == fence.owner
+            assert read_json(store, key)["heartbeat"] >= released[0]
