@@ -219,8 +219,8 @@ def ingest(
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
         new_bytes = 0
         if plan.new is not None:
-            fence.check()  # the scenes took long to check: is the lock still ours before the first write?
             for tile in {c.scene.tile for c in checked}:
+                fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
             # each task counts its own writes, which a worker process could not add to ``counting``
             written = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
