@@ -146,10 +146,10 @@ class Fence:
 
     def _lost(self, why: str) -> NoReturn:
         raise LockLostError(
-            f"this writer no longer holds the writer lock {self.key} at {store_url(self.store)}: {why}. It was "
-            f"taken for dead (no heartbeat for {self.stale_after:.0f} s: this process was stopped, suspended or "
-            f"cut off from the store), and another writer may have written since; this run stops before its "
-            f"next write. Nothing it wrote is committed; re-run it")
+            f"this writer no longer holds the writer lock {self.key} at {store_url(self.store)}: {why}. Another "
+            f"writer takes a lock without a heartbeat for {self.stale_after:.0f} s for dead (was this process "
+            f"stopped, suspended or cut off from the store?) and may have written since, so this run stopped "
+            f"before its next write or delete; what it did not commit stays invisible; re-run it")
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import DuplicateSceneError, InvalidRequestError, SceneError
+from cardcube.errors import DuplicateSceneError, InvalidRequestError, LockLostError, SceneError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
@@ -234,7 +234,11 @@ def ingest(
             checkpoint("written")
             commit(store, plan.new, fence)
             checkpoint("committed")
-            publish(store, plan.new, on_catalog=on_catalog, fence=fence)
+            try:
+                publish(store, plan.new, on_catalog=on_catalog, fence=fence)
+            except LockLostError as exc:  # committed all the same: the next writer publishes it first (step 2)
+                log.warning("version %d is committed, but publishing it (array shapes, catalog) is left to the next "
+                            "ingest: %s", plan.new.version, exc)
             checkpoint("published")
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)

@@ -144,3 +144,19 @@ def test_no_tile_is_rebuilt_once_the_lock_is_lost(tiny_straddle_region, tmp_path
         ingest(tiny_straddle_region.items, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS),
                progress=False)
     assert len(built) == 1  # the straddling batch has two new tiles: the second was left alone
+
+
+def test_an_ingest_whose_lock_was_broken_after_its_commit_reports_the_commit(batches, tmp_path):
+    """Its version is in the cube: the run did its job, and publishing is left to the next writer (the one
+    that took over did it first thing)."""
+    first, mine, theirs = batches
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    frozen = _frozen(ingest_command(mine, cube, COLLECTION), "committed")
+    later = ingest(theirs, cube, collection=COLLECTION, chunks=None, progress=False, stale_after=BREAK_AFTER)
+    frozen.send_signal(signal.SIGCONT)
+    out, err = frozen.communicate(timeout=300)
+    assert frozen.returncode == 0, err
+    assert "committed version 2" in out and "left to the next ingest" in err
+    assert later.version == 3 and committed_versions(open_store(cube), COLLECTION) == [1, 2, 3]
+    assert assert_matches_sources(cube, mine, COLLECTION) > 0 and assert_matches_sources(cube, theirs, COLLECTION) > 0
