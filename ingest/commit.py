@@ -212,11 +212,11 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
     lease = fence.lease
     assert lease is not None
     while not stop.wait(every):
+        mono, wall = time.monotonic(), time.time()  # before the checks: a freeze after them cannot renew the lease
         try:
             current = read_json(fence.store, fence.key)
             if current is None or current.get("owner") != fence.owner or lease.lapsed():
                 return  # lost: the fence stops the writer at its next write
-            mono, wall = time.monotonic(), time.time()
             write_json(fence.store, fence.key, {**_as_dict(me), "heartbeat": wall})
             lease.renew(mono, wall)
         except StoreError as exc:
