@@ -137,8 +137,8 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
 def outstanding_rejections(head: CubeVersion, scenes: dict[str, SceneRecord], rejected: list[Rejection]
                            ) -> tuple[Rejection, ...]:
     """What the next version records as rejected: each scene rejected by this run or an earlier one and not
-    in ``scenes`` (the cube's), once, with its latest reason, by scene id. Carried from version to version, a rejection
-    outlives the expiry of the version that made it, so an operator whose daily run offers only new
-    scenes can still find the ones to fix and offer again."""
+    in ``scenes`` (the cube's), once, with its latest reason, by scene id. Carried from version to version,
+    a rejection outlives the expiry of the version that made it, so an operator whose daily run offers only
+    new scenes can still find the ones to fix and offer again."""
     latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in scenes}  # the last one wins
     return tuple(latest[scene_id] for scene_id in sorted(latest))
