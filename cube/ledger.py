@@ -239,11 +239,12 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     return CubeVersion.from_dict(record)
 
 
-def version_history(store: Store, collection: str) -> list[CubeVersion]:
-    """Every committed version of ``collection``, oldest first (one read per version; a version expired
-    meanwhile is left out)."""
+def version_history(store: Store, collection: str, versions: Sequence[int] | None = None) -> list[CubeVersion]:
+    """The committed ``versions`` of ``collection`` (default: every one), oldest first; a version expired
+    meanwhile is left out. One read per version, of a record that holds the whole cube state: on a long
+    history, ask for the newest few."""
     history = []
-    for number in committed_versions(store, collection):
+    for number in committed_versions(store, collection) if versions is None else versions:
         try:
             history.append(read_version(store, collection, number))
         except VersionNotFoundError:

@@ -92,24 +92,40 @@ def _register_versions(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     v.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    v.add_argument("--last", type=_count, default=20, metavar="N",
+                   help="describe the newest N versions (default 20; 0: all). Each is one read of a ledger record "
+                   "that holds the whole cube state")
     add_endpoint_option(v)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_run_versions)
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
 def _run_versions(args: argparse.Namespace) -> int:
     from cardcube.storage import open_store, store_url
-    from cube.ledger import version_history
+    from cube.ledger import committed_versions, version_history
 
-    store = open_store(args.cube, storage_options=storage_options(args))
-    history = version_history(store, args.collection)
+    store = open_store(args.cube, storage_options=storage_options(args), read_only=True)
+    committed = committed_versions(store, args.collection)
+    history = version_history(store, args.collection, committed[-args.last:] if args.last else committed)
     rejected = history[-1].rejected
     if args.json:
-        print(json.dumps({"versions": [{"version": v.version, "created": v.created, "added": list(v.added)}
+        print(json.dumps({"committed": committed,
+                          "versions": [{"version": v.version, "created": v.created, "added": list(v.added)}
                                        for v in history],
                           "rejected": [r.to_dict() for r in rejected]}))
         return 0
-    print(f"{args.collection} cube at {store_url(store)}: {len(history)} version(s)")
+    shown = "" if len(history) == len(committed) else f", the newest {len(history)} below (--last 0: all)"
+    print(f"{args.collection} cube at {store_url(store)}: {len(committed)} version(s){shown}")
     for v in history:
         print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s)")
     print(f"rejected and not in the cube: {len(rejected)} scene(s)")

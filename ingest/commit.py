@@ -146,10 +146,10 @@ class Fence:
 
     def _lost(self, why: str) -> NoReturn:
         raise LockLostError(
-            f"this writer no longer holds the writer lock {self.key} at {store_url(self.store)}: {why}. It was "
-            f"taken for dead (no heartbeat for {self.stale_after:.0f} s: this process was stopped, suspended or "
-            f"cut off from the store), and another writer may have written since; this run stops before its "
-            f"next write. Nothing it wrote is committed; re-run it")
+            f"this writer no longer holds the writer lock {self.key} at {store_url(self.store)}: {why}. Another "
+            f"writer takes a lock without a heartbeat for {self.stale_after:.0f} s for dead (was this process "
+            f"stopped, suspended or cut off from the store?) and may have written since, so this run stopped "
+            f"before its next write or delete; what it did not commit stays invisible; re-run it")
 
 
 @contextmanager
@@ -163,12 +163,13 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     if not 0 < every < stale_after / 2:
         raise ValueError(f"the heartbeat ({every} s) must be positive and shorter than half of stale_after "
                          f"({stale_after} s)")
-    now = time.time()
-    me = LockInfo(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now)
-    deadline = now + wait
+    owner = uuid.uuid4().hex
+    deadline = time.time() + wait
     while True:
+        lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
+        now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now)
         try:
-            lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
             write_json(store, key, _as_dict(me), create_only=True)
             break
         except CommitConflictError:
@@ -211,11 +212,11 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
     lease = fence.lease
     assert lease is not None
     while not stop.wait(every):
+        mono, wall = time.monotonic(), time.time()  # before the checks: a freeze after them cannot renew the lease
         try:
             current = read_json(fence.store, fence.key)
             if current is None or current.get("owner") != fence.owner or lease.lapsed():
                 return  # lost: the fence stops the writer at its next write
-            mono, wall = time.monotonic(), time.time()
             write_json(fence.store, fence.key, {**_as_dict(me), "heartbeat": wall})
             lease.renew(mono, wall)
         except StoreError as exc:

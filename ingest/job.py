@@ -14,7 +14,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import DuplicateSceneError, InvalidRequestError, SceneError
+from cardcube.errors import DuplicateSceneError, InvalidRequestError, LockLostError, SceneError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
@@ -219,8 +219,8 @@ def ingest(
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
         new_bytes = 0
         if plan.new is not None:
-            fence.check()  # the scenes took long to check: is the lock still ours before the first write?
             for tile in {c.scene.tile for c in checked}:
+                fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
             # each task counts its own writes, which a worker process could not add to ``counting``
             written = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
@@ -234,7 +234,11 @@ def ingest(
             checkpoint("written")
             commit(store, plan.new, fence)
             checkpoint("committed")
-            publish(store, plan.new, on_catalog=on_catalog, fence=fence)
+            try:
+                publish(store, plan.new, on_catalog=on_catalog, fence=fence)
+            except LockLostError as exc:  # committed all the same: the next writer publishes it first (step 2)
+                log.warning("version %d is committed, but publishing it (array shapes, catalog) is left to the next "
+                            "ingest: %s", plan.new.version, exc)
             checkpoint("published")
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)

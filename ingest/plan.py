@@ -127,18 +127,18 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
                 hot.append(HotSlot(d.hot_slot, d.acquisition))
         tiles[tile] = TileState(tile, tuple(cold), tuple(hot), used)
     added = tuple(c.scene_id for c in checked)
-    if not added and {(r.scene_id, r.reason) for r in rejected} <= {(r.scene_id, r.reason) for r in head.rejected}:
+    outstanding = outstanding_rejections(head, scenes, rejected)
+    if not added and set(outstanding) == set(head.rejected):
         return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
-    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding_rejections(head, scenes, rejected))
+    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding)
     return IngestPlan(head, new, tuple(writes), tuple(skipped), compacted)
 
 
 def outstanding_rejections(head: CubeVersion, scenes: dict[str, SceneRecord], rejected: list[Rejection]
                            ) -> tuple[Rejection, ...]:
-    """What the next version records as rejected: this run's rejections, and the earlier ones whose scene
-    is still not in the cube (with its latest reason). Carried from version to version, a rejection
-    outlives the expiry of the version that made it, so an operator whose daily run offers only new
-    scenes can still find the ones to fix and offer again."""
-    now = {r.scene_id for r in rejected}
-    carried = [r for r in head.rejected if r.scene_id not in now and r.scene_id not in scenes]
-    return tuple(sorted([*carried, *rejected], key=lambda r: r.scene_id))
+    """What the next version records as rejected: each scene rejected by this run or an earlier one and not
+    in ``scenes`` (the cube's), once, with its latest reason, by scene id. Carried from version to version,
+    a rejection outlives the expiry of the version that made it, so an operator whose daily run offers only
+    new scenes can still find the ones to fix and offer again."""
+    latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in scenes}  # the last one wins
+    return tuple(latest[scene_id] for scene_id in sorted(latest))

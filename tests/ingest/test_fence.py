@@ -22,6 +22,8 @@ from cardcube.storage import open_store, read_json, write_json
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
+from ingest import job
+from ingest.arrays import ensure_tile
 from ingest.commit import writer_lock
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
@@ -121,3 +123,40 @@ def test_the_fence_sees_a_lapsed_lease_or_another_owner(tmp_path):
         with pytest.raises(LockLostError, match="now held by ingest ffffffff"):
             elsewhere.check()
     assert read_json(store, key)["owner"] == "f" * 32  # the lock of the one that took over stays
+
+
+def test_no_tile_is_rebuilt_once_the_lock_is_lost(tiny_straddle_region, tmp_path, monkeypatch):
+    """A tile the writer's head lacks is deleted and built anew: after the lock is lost, the writer that took
+    over may have committed it, so the fence is checked before each tile, not once before them all."""
+    cube = tmp_path / "cube"
+    store = open_store(str(cube))
+    built = []
+
+    def ensure_then_lose_the_lock(*args, **kwargs):
+        built.append(args[2].tile_id)
+        result = ensure_tile(*args, **kwargs)
+        key = layout.lock_key(COLLECTION)
+        write_json(store, key, {**read_json(store, key), "owner": "f" * 32})  # another writer took over
+        return result
+
+    monkeypatch.setattr(job, "ensure_tile", ensure_then_lose_the_lock)
+    with pytest.raises(LockLostError, match="now held by ingest ffffffff"):
+        ingest(tiny_straddle_region.items, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS),
+               progress=False)
+    assert len(built) == 1  # the straddling batch has two new tiles: the second was left alone
+
+
+def test_an_ingest_whose_lock_was_broken_after_its_commit_reports_the_commit(batches, tmp_path):
+    """Its version is in the cube: the run did its job, and publishing is left to the next writer (the one
+    that took over did it first thing)."""
+    first, mine, theirs = batches
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    frozen = _frozen(ingest_command(mine, cube, COLLECTION), "committed")
+    later = ingest(theirs, cube, collection=COLLECTION, chunks=None, progress=False, stale_after=BREAK_AFTER)
+    frozen.send_signal(signal.SIGCONT)
+    out, err = frozen.communicate(timeout=300)
+    assert frozen.returncode == 0, err
+    assert "committed version 2" in out and "left to the next ingest" in err
+    assert later.version == 3 and committed_versions(open_store(cube), COLLECTION) == [1, 2, 3]
+    assert assert_matches_sources(cube, mine, COLLECTION) > 0 and assert_matches_sources(cube, theirs, COLLECTION) > 0

@@ -99,3 +99,14 @@ def test_rejections_are_carried_until_their_scene_goes_in():
     v2 = plan_ingest(v1, [scene(1)], rejected=[Rejection("S901", "B", "second")]).new  # S001 went in: fixed
     assert v2.rejected == (old, Rejection("S901", "B", "second"))  # by scene id, each with its latest reason
     assert plan_ingest(v2, [], rejected=[old]).new is None  # nothing new to record: no version
+
+
+def test_a_scene_in_the_cube_is_not_outstanding_and_each_scene_is_listed_once():
+    """Listed twice with other metadata, a scene is rejected once for that and goes in by its first listing;
+    one listed twice whose first listing fails its checks is rejected twice in one run."""
+    twice = Rejection("S000", "DuplicateSceneError", "listed twice")
+    broken = [Rejection("S900", "DuplicateSceneError", "listed twice"),
+              Rejection("S900", "SceneReadError", "truncated")]
+    new = plan_ingest(CubeVersion.empty(SPEC), [scene(0)], rejected=[twice, *broken]).new
+    assert "S000" in new.scenes and new.rejected == (broken[1],)
+    assert plan_ingest(new, [], rejected=broken).new is None  # the same again: nothing new, no version

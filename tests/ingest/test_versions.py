@@ -1,0 +1,36 @@
+"""``cardcube versions`` on S3: the newest versions and the outstanding rejections, reading only those."""
+
+from __future__ import annotations
+
+import json
+
+from cardcube.cli import main
+from cardcube.storage import open_store
+from cube.ledger import CubeVersion, Rejection
+from ingest.commit import commit
+from ingest.plan import plan_ingest
+from tests.ingest.test_plan import SPEC, scene
+
+
+def test_versions_on_s3_reads_the_listing_and_the_newest_records_only(s3_bucket, s3_server, s3_proxy, monkeypatch,
+                                                                       capsys):
+    url = s3_bucket.url_for("cube")
+    store = open_store(url, storage_options=s3_bucket.storage_options())
+    truncated, crs = Rejection("S900", "SceneReadError", "truncated"), Rejection("S901", "SceneGridError", "wrong CRS")
+    head = CubeVersion.empty(SPEC)
+    for scenes, rejected in (([scene(0)], [truncated]), ([scene(1)], []), ([scene(2)], [crs])):
+        head = plan_ingest(head, scenes, rejected=rejected).new
+        commit(store, head)
+    for name, value in s3_server.environment().items():  # the keys; the endpoint is the proxy's, given below
+        monkeypatch.setenv(name, value)
+    before = s3_proxy.snapshot()
+    assert main(["versions", "--cube", url, "--collection", "s2", "--endpoint-url", s3_proxy.endpoint_url,
+                 "--last", "2", "--json"]) == 0
+    traffic = s3_proxy.snapshot() - before
+    out = json.loads(capsys.readouterr().out)
+    assert out["committed"] == [1, 2, 3] and [v["version"] for v in out["versions"]] == [2, 3]
+    assert [v["added"] for v in out["versions"]] == [["S001"], ["S002"]]
+    assert [r["scene_id"] for r in out["rejected"]] == ["S900", "S901"]  # the first one outlived its version
+    assert (traffic.list, traffic.get, traffic.head) == (1, 2, 0)  # no HEAD before each whole-object GET
+    assert main(["versions", "--cube", url, "--collection", "s1", "--endpoint-url", s3_proxy.endpoint_url]) == 2
+    assert "no 's1' cube" in capsys.readouterr().err
