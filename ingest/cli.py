@@ -28,6 +28,11 @@ def _lock_timeout(text: str) -> float:
     return seconds
 
 
+def _add_cube_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
+    p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+
+
 def _add_lock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="seconds to wait for another writer's lock (default 0: fail at once)")
@@ -47,8 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reason. Exit status 0 if every scene is in the cube, 1 if some were rejected, 2 on error.",
     )
     p.add_argument("source", help="items.json / catalog.json / folder of scenes")
-    p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
-    p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    _add_cube_options(p)
     p.add_argument("--source-collection", metavar="ID", default=None,
                    help="the collection id to take from SOURCE (default: the cube's, sentinel-2-l2a for s2 and "
                    "sentinel-1-card-bs for s1), e.g. sentinel-2-c1-l2a for Earth Search's collection 1")
@@ -71,8 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "delete the data no remaining version reads: hot-buffer dates already copied into time-first blocks, "
         "and what a crashed ingest left behind. The latest version is always kept. Takes the writer lock.",
     )
-    e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
-    e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    _add_cube_options(e)
     e.add_argument("--older-than", default="7d",
                    help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
@@ -90,8 +93,7 @@ def _register_versions(sub: argparse._SubParsersAction) -> None:
         "every scene an ingest rejected that is not in the cube since, with the latest reason: fix those and "
         "offer them again. Rejections are carried from version to version, so expire does not forget them.",
     )
-    v.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
-    v.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
+    _add_cube_options(v)
     v.add_argument("--last", type=_count, default=20, metavar="N",
                    help="describe the newest N versions (default 20; 0: all). Each is one read of a ledger record "
                    "that holds the whole cube state")
