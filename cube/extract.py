@@ -142,11 +142,13 @@ class ExtractResult:
                 f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
 
 
+# Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
+PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
 # Dictionary-encode the repeated strings only, keep min/max statistics on the columns readers filter on
 # (parcel, time, band): 3x faster to write than pandas' defaults, and smaller with zstd.
 TIMESERIES_PARQUET: dict[str, Any] = {
     "compression": "zstd", "compression_level": 1, "use_dictionary": ["parcel_id", "band", "platform", "orbit_state"],
-    "write_statistics": ["parcel_id", "time", "band"],
+    "write_statistics": ["parcel_id", "time", "band"], **PORTABLE_PARQUET,
 }
 
 
@@ -563,7 +565,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
         return None
     for s in frame.attrs["parcel_status"]:
         status[s["parcel_id"]] = ParcelStatus(**s)
-    write_bytes(job.out, MOSAIC, parquet_bytes(frame))  # pandas keeps ``frame.attrs`` in the file's metadata
+    write_bytes(job.out, MOSAIC, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
     return len(frame)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import zarr
 from shapely.geometry import LineString, Polygon, box
@@ -192,6 +194,18 @@ def test_a_parcel_larger_than_a_block_is_a_unit_of_its_own_read_in_shorter_runs(
     assert own and set(pd.concat(pd.read_parquet(p) for p in own).parcel_id) == {"split"}
     dates = read_timeseries(tmp_path / "out").time.nunique()
     assert len(own) > -(-dates // TIME_BLOCK)  # more runs than the blocks' time runs: fewer dates each
+
+
+def test_every_file_stores_times_that_spark_reads(cube, parcels, tmp_path):
+    """Spark reads no Parquet TIMESTAMP(NANOS): the units' files and the file of the parcels read one by one
+    store microseconds (the acquisition times are whole seconds), in UTC without a time zone."""
+    first = parcels.iloc[0]
+    copy = gpd.GeoDataFrame({"parcel_id": ["copy"]}, geometry=[first.geometry], crs=parcels.crs)
+    extract(pd.concat([parcels.iloc[:4], copy], ignore_index=True), cube, tmp_path, bands=["B04"], block=BLOCK,
+            progress=False)
+    files = list((tmp_path / "timeseries").rglob("*.parquet"))
+    assert any("tile=mosaic" in str(f) for f in files) and len(files) > 1
+    assert {pq.read_schema(f).field("time").type for f in files} == {pa.timestamp("us")}
 
 
 def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube, parcels, tiny_region, tmp_path):
