@@ -22,8 +22,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column")
     p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
+    _layer_option(p)
     p.add_argument("--time", help=TIME_HELP)
     p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
+
+
+def _layer_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", help="layer of --parcels, for a file of several (a GeoPackage with a layer per year)")
 
 
 def _statistics_options(p: argparse.ArgumentParser) -> None:
@@ -93,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
+    _layer_option(e)
     e.add_argument("--update", action="store_true",
                    help="--out holds a complete extraction of an earlier cube version: add the new dates only")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -110,6 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
     f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
     f.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
+    _layer_option(f)
     f.add_argument("--rules", help="JSON file of marker thresholds to change (fields of MarkerRules, e.g. "
                    '{"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}); the others keep their defaults')
     f.add_argument("--out", required=True, help="output .csv or .parquet; beside it, OUT.json records the rules "
@@ -123,6 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_option(s)
     s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet)")
     s.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
+    _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     s.add_argument("--refresh", type=float, default=5.0,
@@ -130,12 +138,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_serve)
 
 
-def _registry(path: str | None, id_column: str):
+def _registry(path: str | None, id_column: str, layer: str | None):
     if path is None:
         return None
     from cube.parcels import as_parcels, read_parcels
 
-    return as_parcels(read_parcels(path, id_column=id_column), id_column=id_column)
+    return as_parcels(read_parcels(path, id_column=id_column, layer=layer), id_column=id_column)
 
 
 def _target(args: argparse.Namespace, ids: list[str]):
@@ -143,7 +151,7 @@ def _target(args: argparse.Namespace, ids: list[str]):
 
     from cardcube.errors import InvalidRequestError
 
-    registry = _registry(args.parcels, args.id_column)
+    registry = _registry(args.parcels, args.id_column, args.layer)
     if args.point:
         return Point(*args.point), registry
     if registry is None:
@@ -210,7 +218,7 @@ def _extract(args: argparse.Namespace) -> int:
 
     result = extract(args.parcels, args.cube, args.out, collection=args.collection, time=args.time,
                      as_of=args.as_of, block=args.block, time_block=args.time_block, scheduler=args.scheduler,
-                     id_column=args.id_column, progress=not args.quiet, update=args.update,
+                     id_column=args.id_column, layer=args.layer, progress=not args.quiet, update=args.update,
                      storage_options=storage_options(args), out_storage_options=storage_options(args),
                      **_statistics_arguments(args))
     print(json.dumps(result.to_dict()) if args.json else result.summary())
@@ -251,7 +259,7 @@ def _flag(args: argparse.Namespace) -> int:
             rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text()))
         except (OSError, ValueError) as exc:
             raise InvalidRequestError(f"cannot read the marker rules {args.rules}: {exc}") from None
-    parcels = read_parcels(args.parcels, id_column=args.id_column)
+    parcels = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
@@ -313,6 +321,6 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          id_column=args.id_column, storage_options=storage_options(args),
+          id_column=args.id_column, layer=args.layer, storage_options=storage_options(args),
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

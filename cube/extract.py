@@ -429,21 +429,23 @@ def extract(
     storage_options: Mapping[str, Any] | None = None,
     out_storage_options: Mapping[str, Any] | None = None,
     id_column: str = "parcel_id",
+    layer: str | None = None,
     progress: bool = True,
     update: bool = False,
 ) -> ExtractResult:
     """Statistics of every parcel, date and band, as in :func:`cube.timeseries.parcel_timeseries`,
     written to ``out`` (a folder or ``s3://`` URL) as Parquet with the cube version read.
 
-    ``parcels`` is a parcel file or GeoDataFrame with ``id_column``. ``block`` (pixels, default the
-    cube's shard side) and ``time_block`` (dates, default its time chunk) size a work unit; ``scheduler``
-    is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a dask ``Client``. The
-    label layers are stored beside the cube, so the cube store must be writable for a new parcel set.
+    ``parcels`` is a parcel file (its ``layer``, if it holds several) or GeoDataFrame with ``id_column``.
+    ``block`` (pixels, default the cube's shard side) and ``time_block`` (dates, default its time chunk) size
+    a work unit; ``scheduler`` is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a
+    dask ``Client``. The label layers are stored beside the cube, so the cube store must be writable for a
+    new parcel set.
     Interrupted runs resume. ``update``: ``out`` holds a complete extraction of an earlier version of the
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
     started = timer.perf_counter()
-    frame = read_parcels(parcels, id_column=id_column)
+    frame = read_parcels(parcels, id_column=id_column, layer=layer)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(cube, storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)

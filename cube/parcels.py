@@ -18,6 +18,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import shapely
 from pyproj import CRS
 from shapely.geometry import Point, shape
@@ -204,9 +205,10 @@ def _build(
     return parcels if crs is None else parcels.to_crs(crs)
 
 
-def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFrame:
+def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | None = None) -> gpd.GeoDataFrame:
     """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame. A file
-    must have ``id_column``: its row numbers are no parcel ids (a GeoDataFrame may use its index)."""
+    must have ``id_column``: its row numbers are no parcel ids (a GeoDataFrame may use its index). A file of
+    several layers (a GeoPackage with a layer per year) needs ``layer``: the first one may be the wrong one."""
     if isinstance(parcels, gpd.GeoDataFrame):
         return parcels
     if not isinstance(parcels, str | os.PathLike):
@@ -215,7 +217,16 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id") -> gpd.GeoDataFr
     if not os.path.exists(path):
         raise ParcelFileError(f"no parcel file at {path}")
     try:
-        frame = gpd.read_parquet(path) if path.endswith(".parquet") else gpd.read_file(path)
+        if path.endswith(".parquet"):
+            frame = gpd.read_parquet(path)
+        else:
+            layers = [str(name) for name, _ in pyogrio.list_layers(path)] if layer is None else []
+            if len(layers) > 1:
+                raise ParcelFileError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name one with "
+                                      f"--layer (Python: read_parcels(..., layer=...))")
+            frame = gpd.read_file(path, layer=layer)
+    except ParcelFileError:
+        raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
         raise ParcelFileError(f"{path} is not a readable parcel file: {exc}") from None
     if id_column not in frame.columns:

@@ -181,14 +181,14 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
-             id_column: str = "parcel_id", refresh: float = REFRESH) -> FastAPI:
-    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file or GeoDataFrame) is the
-    registry that parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest
-    version (0: every request)."""
+             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH) -> FastAPI:
+    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
+    several, or a GeoDataFrame) is the registry that parcel ids in URLs are looked up in; ``refresh``:
+    seconds between lookups of the latest version (0: every request)."""
     store = open_store(cube, storage_options=storage_options, read_only=True)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
-    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column),
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer),
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
     arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
@@ -311,9 +311,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
-          storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", refresh: float = REFRESH,
-          announce: Callable[[str], None] | None = None) -> None:
+          storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
+          refresh: float = REFRESH, announce: Callable[[str], None] | None = None) -> None:
     """Serve ``cube`` with uvicorn until interrupted; ``announce`` gets the base URL once the server listens
     (after the cube and the parcels were found)."""
-    app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, refresh=refresh)
+    app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
+                   refresh=refresh)
     serve_app(app, host=host, port=port, announce=announce)

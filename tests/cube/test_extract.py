@@ -464,3 +464,18 @@ def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measur
     assert code == 1 and "no parcel could be measured" in err
     assert json.loads(out)["status"] == {"ok": 0, "too_small": 0, "outside": 3, "invalid": 0, "failed": 0}
     assert (read_status(tmp_path / "far").status == "outside").all()
+
+
+def test_a_geopackage_of_several_layers_needs_one_named(cube, parcels, tmp_path, capsys):
+    """An agency's GeoPackage holding a layer per year: taking the first one would extract the wrong year."""
+    from cardcube.cli import main
+
+    years = tmp_path / "years.gpkg"
+    parcels.iloc[:3].to_crs(28992).to_file(years, layer="y2023")
+    parcels.iloc[3:6].to_file(years, layer="y2024")
+    base = ["extract", "--parcels", str(years), "--cube", str(cube), "--quiet", "--bands", "B04"]
+    assert main([*base, "--out", str(tmp_path / "any")]) == 2
+    assert "holds 2 layers (y2023, y2024): name one with --layer" in capsys.readouterr().err
+    assert not (tmp_path / "any").exists()
+    assert main([*base, "--out", str(tmp_path / "y2024"), "--layer", "y2024"]) == 0
+    assert read_status(tmp_path / "y2024").parcel_id.tolist() == parcels.parcel_id.iloc[3:6].tolist()
