@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -52,8 +51,16 @@ class ParcelSet:
             raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
                                       f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
         if len(set(self.ids)) != len(self.ids):
-            dup = sorted(str(i) for i, n in Counter(self.ids).items() if n > 1)
-            raise InvalidRequestError(f"duplicate parcel ids: {', '.join(dup[:10])}")
+            rows: dict[Hashable, list[int]] = {}
+            for k, i in enumerate(self.ids):
+                rows.setdefault(i, []).append(k)
+            shared = [(i, r) for i, r in rows.items() if len(r) > 1]
+            named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})"
+                              for i, r in shared[:10])
+            raise InvalidRequestError(
+                f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
+                f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
+                f"--id-column")
         object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
 
     def __len__(self) -> int:

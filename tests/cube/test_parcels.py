@@ -140,7 +140,7 @@ def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFram
 
 
 def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
-    with pytest.raises(InvalidRequestError, match="duplicate parcel ids: a"):
+    with pytest.raises(InvalidRequestError, match=r"1 parcel id is shared by several parcels: a \(rows 0, 2\)"):
         ParcelSet(("a", "b", "a"), tuple(FIELDS.values()), "EPSG:4326")
     with pytest.raises(InvalidRequestError, match="no CRS"):
         as_parcels(gpd.GeoDataFrame(geometry=list(FIELDS.values())))
@@ -160,3 +160,15 @@ def test_a_path_is_a_parcel_file_and_a_string_an_id(tiny_region):
     assert len(ps) == len(gpd.read_parquet(tiny_region.parcels))
     with pytest.raises(ParcelFileError, match="no parcel file"):
         as_parcels(Path(tiny_region.parcels).with_name("missing.parquet"))
+
+
+def test_duplicate_ids_are_counted_and_say_what_to_do() -> None:
+    """Of a register with many shared ids, the message counts them all, names a few and says what to do."""
+    polygon = next(iter(FIELDS.values()))
+    ids = [f"p{i % 12}" for i in range(24)]
+    with pytest.raises(InvalidRequestError) as caught:
+        ParcelSet(tuple(ids), (polygon,) * 24, "EPSG:4326")
+    message = str(caught.value)
+    assert message.startswith("12 parcel ids are shared by several parcels: p0 (rows 0, 12), p1 (rows 1, 13)")
+    assert "p9 (rows 9, 21) ..." in message and "p10" not in message
+    assert "give each parcel its own id, or name the id column with --id-column" in message
