@@ -249,6 +249,8 @@ def _statistics(path: str, bands: list[str]):
 
 
 def _flag(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, MarkerRules, flag_parcels
     from cube.parcels import read_parcels
@@ -272,7 +274,9 @@ def _flag(args: argparse.Namespace) -> int:
               for path, bands in ((args.timeseries, ["B04", "B08"]), (args.s1, ["VH"])))
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
-        flags = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
+        measured = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
+    flags = pd.concat([measured, _unmeasured(args.timeseries, declared)], ignore_index=True)
+    flags.attrs = measured.attrs  # the rules
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     out = Path(args.out)
@@ -293,6 +297,25 @@ def _flag(args: argparse.Namespace) -> int:
         print(f"{len(unjudged)} parcels have markers the data could not judge (column not_judged), e.g. "
               f"{unjudged.parcel_id.iloc[0]}: {unjudged.not_judged.iloc[0]}")
     return 0
+
+
+def _unmeasured(path: str, declared):
+    """Rows of flags for the declared parcels an extraction at ``path`` could not measure: not judged, and why
+    (an unflagged parcel would be read as cleared). None for statistics from a file, which has no status table."""
+    import pandas as pd
+
+    from cube.anomalies import MARKERS
+    from cube.extract import read_status
+
+    if not Path(path).is_dir():
+        return None
+    status = read_status(path)
+    status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
+    ids = status.parcel_id.astype(str)
+    return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,
+                         **dict.fromkeys([*MARKERS, "flagged"], False), "reasons": "",
+                         "not_judged": [f"every marker: no statistics ({s}: {r})"
+                                        for s, r in zip(status.status, status.reason, strict=True)]})
 
 
 def _described(path: str | None) -> dict[str, Any] | None:
