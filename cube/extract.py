@@ -388,16 +388,18 @@ def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, 
         if "update" in old:
             return old["update"]["scenes"]
         return {t: [] for t in version.tiles} if old.get("updated_from") else None
+    if not old.get("complete"):
+        raise InvalidRequestError(f"{where}, unfinished: resume it with as_of={old['version']} (--as-of "
+                                  f"{old['version']}), or write to a new --out"
+                                  f"{' (an update starts from a complete extraction)' if update else ''}")
     if not update:
         raise InvalidRequestError(f"{where}; pass update=True (--update) to add the dates of version "
-                                  f"{version.version} to it, as_of={old['version']} to resume that one, or write "
-                                  f"to a new --out")
+                                  f"{version.version} to it, or write to a new --out")
     if old["version"] > version.version:
         raise InvalidRequestError(f"{where}, newer than version {version.version}: an update only goes forward")
-    if not old.get("complete") or "scenes" not in old:
-        raise InvalidRequestError(f"{where}, {'unfinished' if not old.get('complete') else 'from before updates'}: "
-                                  f"an update starts from a complete extraction (resume it with as_of="
-                                  f"{old['version']}, or write to a new --out)")
+    if "scenes" not in old:
+        raise InvalidRequestError(f"{where}, from before updates: an update starts from an extraction that lists "
+                                  f"the scenes it read; write to a new --out")
     gained = sorted(set(version.tiles) - set(old["scenes"]))
     if gained:
         raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "

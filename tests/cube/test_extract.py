@@ -395,8 +395,9 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     extract(parcels, cube, out, **kw)
     written = {p: p.read_bytes() for p in (out / "timeseries").rglob("*.parquet")}
     ingest(tiny_region.items, cube, progress=False)  # version 2: 8 more dates, hot buffer compacted
-    with pytest.raises(InvalidRequestError, match="--update"):
+    with pytest.raises(InvalidRequestError, match="--update") as refused:
         extract(parcels, cube, out, **kw)
+    assert "resume" not in str(refused.value)  # it is complete
 
     cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
            "--out", str(out), "--block", str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet",
@@ -430,6 +431,9 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "complete": False}))
     with pytest.raises(InvalidRequestError, match=r"unfinished.*as_of=1"):
         extract(parcels, cube, unfinished, update=True, **kw)
+    with pytest.raises(InvalidRequestError, match=r"unfinished: resume it with as_of=1 \(--as-of 1\)") as refused:
+        extract(parcels, cube, unfinished, **kw)
+    assert "--update" not in str(refused.value)  # an update starts from a complete extraction
 
 
 def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measured(cube, parcels, tiny_region,
