@@ -238,7 +238,8 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
         raise ParcelFileError(f"{path} is not a readable parcel file: {exc}") from None
     if id_column not in frame.columns:
         raise ParcelFileError(f"{path} has no {id_column!r} column (columns: "
-                              f"{', '.join(map(str, frame.columns))}); name the parcel id column")
+                              f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
+                              f"(Python: id_column=)")
     return frame
 
 

@@ -59,7 +59,8 @@ def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny
     parcels.rename(columns={"parcel_id": "field_id"}).to_file(renamed)
     base = ["timeseries", "--cube", str(tiny_cube), "--bands", "B04", "--out", str(tmp_path / "s.csv")]
     assert main([*base, "--parcels", str(renamed)]) == 2  # row numbers are no parcel ids
-    assert "has no 'parcel_id' column (columns: field_id" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has no 'parcel_id' column (columns: field_id" in err and "name the parcel id column with --id-column" in err
     assert main([*base, "--parcels", str(renamed), "--id-column", "field_id"]) == 0
     assert set(pd.read_csv(tmp_path / "s.csv").parcel_id) == set(parcels.parcel_id)
     capsys.readouterr()
