@@ -226,6 +226,9 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"  failed: {failure}")
     if not result.status["ok"]:
         print(f"no parcel could be measured: {result.out}/parcels.parquet gives each one's reason", file=sys.stderr)
+    elif result.parcels > result.status["ok"] and not args.json:
+        print(f"  {result.parcels - result.status['ok']} parcel(s) without statistics: {result.out}/parcels.parquet "
+              f"gives each one's status and reason")
     return 0 if result.status["ok"] and not result.failures else 1
 
 

@@ -504,3 +504,18 @@ def test_flag_lists_the_parcels_an_extraction_could_not_measure(s2_extracted, ti
     assert rows.not_judged.tolist() == [f"every marker: no statistics ({s}: {r})"
                                         for s, r in zip(unmeasured.status, unmeasured.reason, strict=True)]
     assert f"of {len(status)} parcels flagged" in capsys.readouterr().out
+
+
+def test_the_cli_says_where_to_read_why_parcels_have_no_statistics(cube, parcels, tmp_path, capsys):
+    from cardcube.cli import main
+
+    centre = parcels.geometry.iloc[0].representative_point()
+    tiny = gpd.GeoDataFrame({"parcel_id": ["tiny"]}, crs=parcels.crs,
+                            geometry=[box(centre.x - 6, centre.y - 6, centre.x + 6, centre.y + 6)])
+    pd.concat([tiny, parcels.iloc[[0]]], ignore_index=True).to_parquet(tmp_path / "parcels.parquet")
+    assert main(["extract", "--parcels", str(tmp_path / "parcels.parquet"), "--cube", str(cube), "--quiet",
+                 "--bands", "B04", "--out", str(tmp_path / "out")]) == 0
+    status = read_status(tmp_path / "out")
+    assert status.status.tolist() == ["too_small", "ok"]
+    assert f"1 parcel(s) without statistics: {tmp_path / 'out'}/parcels.parquet gives each one's status and reason" \
+        in capsys.readouterr().out
