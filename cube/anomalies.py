@@ -57,7 +57,8 @@ MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
 COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
-__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
+__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
+           "reference_profiles"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,12 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
                          "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
 
 
+def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
+    """The declared crop code of each parcel that has one: a blank code is no declaration."""
+    declared = pd.Series(declared)
+    return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
+
+
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
@@ -298,8 +305,7 @@ def flag_parcels(
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
-    declared = pd.Series(declared)
-    declared = declared[declared.notna() & (declared.astype(str).str.strip() != "")]  # blank: no declaration
+    declared = declarations(declared)
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
     ndvi = ndvi[ndvi.index.isin(declared.index)]
     if ndvi.empty:

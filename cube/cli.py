@@ -255,7 +255,7 @@ def _flag(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
-    from cube.anomalies import MARKERS, MarkerRules, flag_parcels
+    from cube.anomalies import MARKERS, MarkerRules, declarations, flag_parcels
     from cube.parcels import read_parcels
 
     rules = MarkerRules()
@@ -268,7 +268,7 @@ def _flag(args: argparse.Namespace) -> int:
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
-    declared = parcels.set_index(args.id_column)[args.crop_column]
+    declared = declarations(parcels.set_index(args.id_column)[args.crop_column])
     declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
     grassland = [c.strip() for c in args.grassland.split(",") if c.strip()]
     if not grassland:
