@@ -163,6 +163,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import ParcelsWithoutStatisticsWarning
+    from cube.extract import PORTABLE_PARQUET
     from cube.timeseries import parcel_timeseries
 
     where, registry = _target(args, args.ids)
@@ -174,7 +175,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     status = pd.DataFrame(frame.attrs["parcel_status"])
-    frame.to_parquet(out) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
+    frame.to_parquet(out, **PORTABLE_PARQUET) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out}")
     for row in status[status.status != "ok"].itertuples():

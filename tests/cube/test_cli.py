@@ -6,6 +6,8 @@ import json
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from cardcube.cli import main
@@ -27,6 +29,7 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
                                  stats=["count", "mean", "p10"])
     pd.testing.assert_frame_equal(written.reset_index(drop=True), expected.reset_index(drop=True),
                                   check_categorical=False, check_dtype=False)
+    assert pq.read_schema(out).field("time").type == pa.timestamp("us")  # Spark reads no TIMESTAMP(NANOS)
 
 
 def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):

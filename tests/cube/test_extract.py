@@ -340,6 +340,7 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tiny_region.parcels),
                  "--grassland", "265,266", "--out", str(out)]) == 0
     written = pd.read_parquet(out)
+    assert pq.read_schema(out).field("min_ndvi_date").type == pa.timestamp("us")  # as Spark reads it
     want = flag_parcels(read_timeseries(s2_extracted), parcels.set_index("parcel_id").crop_code, grassland=[265, 266])
     # the parcels the extraction could not measure follow, not judged (the test below)
     pd.testing.assert_frame_equal(written.iloc[:len(want)], want, check_dtype=False)
