@@ -257,6 +257,7 @@ def _flag(args: argparse.Namespace) -> int:
 
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, MarkerRules, declarations, flag_parcels
+    from cube.extract import PORTABLE_PARQUET
     from cube.parcels import read_parcels
 
     rules = MarkerRules()
@@ -285,7 +286,7 @@ def _flag(args: argparse.Namespace) -> int:
         print(f"note: {warning.message}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    flags.to_parquet(out) if out.suffix == ".parquet" else flags.to_csv(out, index=False)
+    flags.to_parquet(out, **PORTABLE_PARQUET) if out.suffix == ".parquet" else flags.to_csv(out, index=False)
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
               "inputs": {"timeseries": _described(args.timeseries), "s1": _described(args.s1),
                          "parcels": str(Path(args.parcels).resolve())},

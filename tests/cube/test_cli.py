@@ -130,3 +130,15 @@ def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, 
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "1200", "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path / "big")]) == 0
     assert {Image.open(p).size for p in (tmp_path / "big").glob("*.png")} == {(3600, 3600)}  # drawn at scale 3
+
+
+def test_flag_cli_writes_dates_spark_reads_from_statistics_in_nanoseconds(tiny_cube, tiny_region, tmp_path):
+    """Statistics files written before times were stored in microseconds still give flags Spark reads."""
+    stats = tmp_path / "stats.parquet"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04,B08",
+                 "--out", str(stats)]) == 0
+    frame = pd.read_parquet(stats)
+    frame.astype({"time": "datetime64[ns]"}).to_parquet(stats)
+    assert main(["flag", "--timeseries", str(stats), "--parcels", str(tiny_region.parcels), "--out",
+                 str(tmp_path / "flags.parquet")]) == 0
+    assert pq.read_schema(tmp_path / "flags.parquet").field("min_ndvi_date").type == pa.timestamp("us")
