@@ -280,8 +280,12 @@ def _flag(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         measured = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
-    flags = pd.concat([measured, _unmeasured(args.timeseries, declared)], ignore_index=True)
-    flags.attrs = measured.attrs  # the rules
+        flags = pd.concat([measured, _unmeasured(args.timeseries, declared)], ignore_index=True)
+        flags.attrs = measured.attrs  # the rules
+        missing = declared.index.difference(flags.parcel_id)
+        if len(missing):
+            warnings.warn(f"{len(missing)} declared parcel(s) have no statistics in {args.timeseries} (e.g. "
+                          f"{missing[0]}): not judged, no row", stacklevel=1)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     out = Path(args.out)

@@ -507,10 +507,13 @@ def test_flag_lists_the_parcels_an_extraction_could_not_measure(s2_extracted, ti
     assert f"of {len(status)} parcels flagged" in capsys.readouterr().out
     parcels = gpd.read_parquet(tiny_region.parcels)  # a parcel without a declaration has nothing to check
     parcels.loc[parcels.parcel_id.isin(unmeasured.parcel_id), "crop_code"] = None
-    parcels.to_parquet(tmp_path / "undeclared.parquet")
+    extra = parcels.iloc[[0]].assign(parcel_id="not-extracted")  # declared, but not in the extraction
+    pd.concat([parcels, extra], ignore_index=True).to_parquet(tmp_path / "undeclared.parquet")
     assert main(["flag", "--timeseries", str(s2_extracted), "--parcels", str(tmp_path / "undeclared.parquet"),
                  "--out", str(out)]) == 0
     assert sorted(pd.read_csv(out).parcel_id) == sorted(set(status.parcel_id) - set(unmeasured.parcel_id))
+    note = f"1 declared parcel(s) have no statistics in {s2_extracted} (e.g. not-extracted): not judged, no row"
+    assert note in capsys.readouterr().err and note in json.loads((tmp_path / "flags.csv.json").read_text())["notes"]
 
 def test_the_cli_says_where_to_read_why_parcels_have_no_statistics(cube, parcels, tmp_path, capsys):
     from cardcube.cli import main
