@@ -76,7 +76,7 @@ from cardcube.storage import (
     write_json,
 )
 from cube.dataset import BandReader, open_cube, tile_dates
-from cube.indices import bands_for, check_bands, stored_bands
+from cube.indices import band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
@@ -598,9 +598,9 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
-def _finished(store: Any, *, allow_incomplete: bool) -> None:
-    """A clear error if ``store`` holds no extraction, or an unfinished one (its files hold only some parcels)
-    and ``allow_incomplete`` is not set."""
+def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
+    """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
+    files hold only some parcels) and ``allow_incomplete`` is not set."""
     manifest = read_json(store, MANIFEST)
     if manifest is None:
         raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
@@ -609,25 +609,41 @@ def _finished(store: Any, *, allow_incomplete: bool) -> None:
         raise InvalidRequestError(f"the extraction at {store_url(store)} is unfinished: its files hold only some "
                                   f"parcels and dates. Resume it with the same cardcube extract command (or pass "
                                   f"allow_incomplete=True to read what is there)")
+    return manifest
 
 
 def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
                     storage_options: Mapping[str, Any] | None = None, allow_incomplete: bool = False) -> pd.DataFrame:
-    """Every statistics row of the extraction at ``out`` (only ``bands`` and ``columns``, if given), sorted by
-    parcel, time and band, with the ``tile`` it was read from (the partition key, as pyarrow's hive
-    partitioning gives it). An unfinished extraction is refused unless ``allow_incomplete``.
+    """Every statistics row of the extraction at ``out`` (only ``bands``, in any case, and ``columns``, if
+    given: one it does not hold is an error), sorted by parcel, time and band, with the ``tile`` it was read
+    from (the partition key, as pyarrow's hive partitioning gives it). An unfinished extraction is refused
+    unless ``allow_incomplete``.
 
     Reads all files into memory: for a territory, select the bands and columns you need, or query the
     Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
     store = open_store(out, storage_options=storage_options, read_only=True)
-    _finished(store, allow_incomplete=allow_incomplete)
-    wanted = None if columns is None else list(dict.fromkeys(["parcel_id", "time", "band", *columns]))
-    filters = None if bands is None else [("band", "in", list(bands))]
-    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
-              .assign(tile=k.split("tile=")[1].split("/")[0]) for k in list_keys(store, f"{TIMESERIES}/")]
-    if not frames:
+    manifest = _finished(store, allow_incomplete=allow_incomplete)
+    keys = list_keys(store, f"{TIMESERIES}/")
+    if not keys:
         return pd.DataFrame()
+    where = f"the extraction at {store_url(store)}"
+    filters = None
+    if bands is not None:
+        extracted = {b.upper(): b for b in manifest["bands"]}
+        bands = [extracted.get(b.upper(), b) for b in band_list(bands)]
+        if missing := [b for b in bands if b not in manifest["bands"]]:
+            raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
+                                      f"{', '.join(manifest['bands'])}")
+        filters = [("band", "in", bands)]
+    wanted = None
+    if columns is not None:
+        wanted = [c for c in dict.fromkeys(["parcel_id", "time", "band", *columns]) if c != "tile"]  # the folder's
+        names = pq.read_schema(io.BytesIO(read_bytes(store, keys[0]))).names
+        if missing := [c for c in wanted if c not in names]:
+            raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
+    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
+              .assign(tile=k.split("tile=")[1].split("/")[0]) for k in keys]
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
 

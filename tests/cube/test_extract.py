@@ -528,3 +528,13 @@ def test_the_cli_says_where_to_read_why_parcels_have_no_statistics(cube, parcels
     assert status.status.tolist() == ["too_small", "ok"]
     assert f"1 parcel(s) without statistics: {tmp_path / 'out'}/parcels.parquet gives each one's status and reason" \
         in capsys.readouterr().out
+
+
+def test_read_timeseries_takes_bands_in_any_case_and_refuses_what_was_not_extracted(s2_extracted):
+    """An empty frame for ``ndvi`` or an Arrow error for a statistic not extracted would mislead."""
+    ndvi = read_timeseries(s2_extracted, bands=["ndvi"], columns=["mean"])
+    assert len(ndvi) and set(ndvi.band) == {"NDVI"}
+    with pytest.raises(InvalidRequestError, match=r"holds no band VH; its bands: B02, B03, .*NDVI, NDMI"):
+        read_timeseries(s2_extracted, bands=["B04", "VH"])
+    with pytest.raises(InvalidRequestError, match=r"has no column p90; its columns: parcel_id, time, band, count"):
+        read_timeseries(s2_extracted, columns=["mean", "p90"])
