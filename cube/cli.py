@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON)")
     e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    e.add_argument("--layers", default=None, metavar="DIR",
+                   help="where to keep the parcels' label layers, reused by later runs (folder or s3://...; default "
+                   "beside the cube, which must then be writable)")
     add_endpoint_option(e)
     e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     e.add_argument("--time", help=TIME_HELP)
@@ -219,7 +222,8 @@ def _extract(args: argparse.Namespace) -> int:
 
     result = extract(args.parcels, args.cube, args.out, collection=args.collection, time=args.time,
                      as_of=args.as_of, block=args.block, time_block=args.time_block, scheduler=args.scheduler,
-                     id_column=args.id_column, layer=args.layer, progress=not args.quiet, update=args.update,
+                     id_column=args.id_column, layer=args.layer, layers=args.layers, progress=not args.quiet,
+                     update=args.update,
                      storage_options=storage_options(args), out_storage_options=storage_options(args),
                      **_statistics_arguments(args))
     print(json.dumps(result.to_dict()) if args.json else result.summary())

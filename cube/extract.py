@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError
+from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import parse_time_range
@@ -432,6 +432,7 @@ def extract(
     out_storage_options: Mapping[str, Any] | None = None,
     id_column: str = "parcel_id",
     layer: str | None = None,
+    layers: StoreLike | None = None,
     progress: bool = True,
     update: bool = False,
 ) -> ExtractResult:
@@ -441,8 +442,8 @@ def extract(
     ``parcels`` is a parcel file (its ``layer``, if it holds several) or GeoDataFrame with ``id_column``.
     ``block`` (pixels, default the cube's shard side) and ``time_block`` (dates, default its time chunk) size
     a work unit; ``scheduler`` is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a
-    dask ``Client``. The label layers are stored beside the cube, so the cube store must be writable for a
-    new parcel set.
+    dask ``Client``. The label layers are kept in ``layers`` (a folder or ``s3://`` URL, opened like ``out``),
+    by default beside the cube, whose store must then be writable for a new parcel set.
     Interrupted runs resume. ``update``: ``out`` holds a complete extraction of an earlier version of the
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
@@ -486,7 +487,8 @@ def extract(
         for tile in version.tiles}
     suffix = "" if new is None else f"-v{version.version:08d}"  # an update's files beside the first run's
     done = set(list_keys(out_store, f"{TIMESERIES}/"))
-    layer_store = store.with_read_only(False)
+    layer_store = (store.with_read_only(False) if layers is None else
+                   open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
                None if mask is None else tuple(mask), histogram, time, dates)
 
@@ -502,8 +504,13 @@ def extract(
         if not mine:
             continue
         sub = ps.select(mine)
-        layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
-                             scheduler=scheduler, progress=progress)
+        try:
+            layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
+                                 scheduler=scheduler, progress=progress)
+        except PermissionError as exc:  # a read-only folder, or S3 credentials that may only read
+            raise StoreError(f"cannot store the label layer of tile {tile} in {store_url(layer_store)}: {exc}. "
+                             f"Keep label layers where you may write: --layers DIR or s3://... (Python: layers=)"
+                             + ("; by default they are kept beside the cube" if layers is None else "")) from None
         empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
         metric = sub.select(empty).to_crs(TileGrid.from_id(tile).crs)  # their area, in m², for the reason
         status.update({pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, tile)

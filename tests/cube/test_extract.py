@@ -19,8 +19,9 @@ import pytest
 import zarr
 from shapely.geometry import LineString, Polygon, box
 
-from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.errors import InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
+from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
 from cube.extract import MANIFEST, extract, read_status, read_timeseries
 from cube.timeseries import parcel_timeseries
@@ -319,6 +320,34 @@ def test_from_s3_to_s3(cube, parcels, s2_extracted, s3_bucket):
                      storage_options=opts, out_storage_options=opts, progress=False)
     assert result.status["ok"] == len(parcels) - 1
     _same(read_timeseries(s3_bucket.url_for("out"), storage_options=opts), _bands(read_timeseries(s2_extracted), "B08"))
+
+
+def test_a_cube_that_may_only_be_read_needs_layers_kept_elsewhere(cube, parcels, s2_extracted, s3_bucket):
+    """An analyst's credentials may only read the agency's cube: the label layers go where they may write."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options())
+    fs.put(str(cube) + "/", f"{s3_bucket.name}/ro-cube/", recursive=True)
+    fs.rm(f"{s3_bucket.name}/ro-cube/_parcels", recursive=True)  # the layers other tests stored beside it
+    writer = s3_bucket.storage_options()
+    cube_url, out = s3_bucket.url_for("ro-cube"), s3_bucket.url_for("ro-out")
+    for layers in (None, s3_bucket.url_for("layers")):
+        with start_s3_proxy(s3_bucket.server.endpoint_url) as read_only:  # the cube through a proxy refusing writes
+            read_only.fail_randomly(1.0, status=403, code="AccessDenied", methods=["PUT", "POST", "DELETE"])
+            reader = read_only.storage_options(attempts=1)
+            if layers is None:
+                with pytest.raises(StoreError, match=r"cannot store the label layer of tile \w+ in s3://\S+/ro-cube: "
+                                                     r".*--layers"):
+                    extract(parcels, cube_url, out, bands=["B08"], storage_options=reader, out_storage_options=writer,
+                            progress=False)
+                continue
+            result = extract(parcels, cube_url, out, bands=["B08"], layers=layers, storage_options=reader,
+                             out_storage_options=writer, progress=False)
+            assert set(read_only.snapshot().requests) <= {"GET", "HEAD", "LIST"}  # the cube was only read
+    assert result.status["ok"] == len(parcels) - 1
+    _same(read_timeseries(out, storage_options=writer), _bands(read_timeseries(s2_extracted), "B08"))
+    assert fs.ls(f"{s3_bucket.name}/layers/_parcels")  # kept there for the next run
+    assert not fs.exists(f"{s3_bucket.name}/ro-cube/_parcels")
 
 
 def test_read_timeseries_selects_bands_and_columns(s2_extracted):
