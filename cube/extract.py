@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -57,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
+from cardcube import __version__
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
@@ -546,7 +548,7 @@ def extract(
                                        all_touched=all_touched)) is not None:
             rows, files = rows + written, files + 1
 
-    _write_status(out_store, frame, id_column, status, set(ps.repaired))
+    _write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
@@ -555,7 +557,9 @@ def extract(
     scenes = {tile: [a.scene_id for a in tile_dates(state, time)] for tile, state in sorted(version.tiles.items())}
     history = old.get("updated_from", []) + ([old["update"]["from"]] if "update" in old else [])
     write_json(out_store, MANIFEST, {**{k: v for k, v in old.items() if k != "update"}, "complete": True,
-                                     "status": dict(result.status), "scenes": scenes, "updated_from": history})
+                                     "status": dict(result.status), "scenes": scenes, "updated_from": history,
+                                     "software": f"cardcube {__version__}",
+                                     "finished": datetime.now(UTC).isoformat(timespec="seconds")})
     return result
 
 
@@ -592,7 +596,7 @@ def _mosaic_status(out: Store) -> list[dict[str, Any]] | None:
 
 
 def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
-                  status: Mapping[Any, ParcelStatus], repaired: set[Any]) -> None:
+                  status: Mapping[Any, ParcelStatus], repaired: set[Any], cube_version: int) -> None:
     ids = _ids(frame, id_column)
     table = gpd.GeoDataFrame({
         "parcel_id": ids,
@@ -601,6 +605,7 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
         "tile": [status[i].tile for i in ids],
         "pixels": np.array([status[i].pixels for i in ids], dtype=np.int64),
         "repaired": [i in repaired for i in ids],
+        "cube_version": np.full(len(ids), cube_version, dtype=np.int64),
     }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
     write_bytes(out, STATUS, parquet_bytes(table))
 

@@ -19,6 +19,7 @@ import pytest
 import zarr
 from shapely.geometry import LineString, Polygon, box
 
+import cardcube
 from cardcube.errors import InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.testing.s3proxy import start_s3_proxy
@@ -129,6 +130,9 @@ def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path
     frame = read_timeseries(tmp_path / "out")
     assert set(frame.parcel_id) == set(status.index[status.status == "ok"])
     assert (status.loc[status.status == "ok", "pixels"] > 0).all()
+    assert (status.cube_version == result.version).all()  # the audit trail: what was read, by what
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["software"] == f"cardcube {cardcube.__version__}" and manifest["finished"].endswith("+00:00")
 
 
 def test_overlapping_parcels_each_keep_all_their_pixels(cube, parcels, tmp_path, monkeypatch):
@@ -446,6 +450,7 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     assert set(pd.concat([pd.read_parquet(p) for p in added]).time) == new_times
     whole = extract(parcels, cube, tmp_path / "whole", **kw)
     assert whole.version == 2
+    assert set(read_status(out).cube_version) == {2}  # the status now describes version 2's statistics
     _same(read_timeseries(out).drop(columns="cube_version"),
           read_timeseries(tmp_path / "whole").drop(columns="cube_version"))
     manifest = json.loads((out / MANIFEST).read_text())
