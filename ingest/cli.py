@@ -23,8 +23,8 @@ def _lock_timeout(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    if not math.isfinite(seconds) or seconds < 1:  # shorter: the lease would lapse on one slow S3 round trip
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 1, got {text!r}")
     return seconds
 
 

@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 
 from cardcube.checkpoints import STOP_ENV
+from cardcube.cli import main
 from cardcube.errors import LockLostError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
@@ -160,3 +161,14 @@ def test_an_ingest_whose_lock_was_broken_after_its_commit_reports_the_commit(bat
     assert "committed version 2" in out and "left to the next ingest" in err
     assert later.version == 3 and committed_versions(open_store(cube), COLLECTION) == [1, 2, 3]
     assert assert_matches_sources(cube, mine, COLLECTION) > 0 and assert_matches_sources(cube, theirs, COLLECTION) > 0
+
+
+@pytest.mark.parametrize("value", ["0.1", "nan", "soon"])
+def test_stale_after_on_the_command_line_is_at_least_a_second(value, tmp_path, capsys):
+    for command in ("ingest", "expire"):
+        args = [command, *(["items.json"] if command == "ingest" else []), "--cube", str(tmp_path),
+                "--stale-after", value]
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        assert stopped.value.code == 2
+        assert "--stale-after: expected a number of seconds >= 1" in capsys.readouterr().err
