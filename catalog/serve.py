@@ -14,6 +14,7 @@ import asyncio
 import html
 import re
 from collections.abc import Callable
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -93,8 +94,10 @@ def _members(store: Store, prefix: str) -> list[str]:
 
 
 def _listing(key: str, names: list[str]) -> str:
+    """A folder's members as HTML links, absolute: a browser that asked for ``/a`` (no slash) resolves a
+    relative ``b/`` to ``/b/``; fsspec reads either."""
     title = html.escape(f"/{key}/")
-    rows = "".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>' for n in names)
+    rows = "".join(f'<li><a href="{html.escape(quote(f"/{key}/{n}"))}">{html.escape(n)}</a></li>' for n in names)
     return (f"<!DOCTYPE html><html><head><title>{title}</title></head>"
             f"<body><h1>{title}</h1><ul>{rows}</ul></body></html>")
 
