@@ -6,7 +6,8 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 1. ``locked``     - create ``C/_lock.json`` with a create-only write (``If-None-Match: *`` on S3, an
                     exclusive link on a folder). A second ingest finds it and stops with
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
-                    dead pid) or not refreshed for ``stale_after`` seconds is broken and taken over.
+                    dead pid) or not refreshed for ``stale_after`` seconds (the holder's, if longer)
+                    is broken and taken over.
                     The holder checks a :class:`Fence` before every write and delete, and stops with
                     :class:`LockLostError` once its lock is gone or its lease (a refresh within half
                     of ``stale_after``) has lapsed: a writer that was frozen, not dead, when its lock
@@ -61,13 +62,23 @@ log = logging.getLogger(__name__)
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
+
+
 @dataclass(frozen=True, slots=True)
 class LockInfo:
+    """Who holds a writer lock (its JSON object). ``stale_after`` is the holder's own: a writer given a
+    shorter one still waits that long before it takes the lock for dead."""
+
     owner: str
     host: str
     pid: int
     started: float
     heartbeat: float
+    stale_after: float = STALE_AFTER
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LockInfo:
+        return cls(**{f: d[f] for f in cls.__slots__ if f in d})
 
     def describe(self) -> str:
         now = time.time()
@@ -88,7 +99,7 @@ def _pid_alive(pid: int) -> bool:
 def _is_stale(info: LockInfo, stale_after: float) -> bool:
     if info.host == socket.gethostname() and not _pid_alive(info.pid):
         return True
-    return time.time() - info.heartbeat > stale_after
+    return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
 
 @dataclass(slots=True)
@@ -168,7 +179,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     while True:
         lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
-        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now)
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after)
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break
@@ -176,7 +187,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             current = read_json(store, key)
             if current is None:
                 continue  # released in between: try again
-            info = LockInfo(**current)
+            info = LockInfo.from_dict(current)
             if _is_stale(info, stale_after):
                 log.warning("breaking stale lock of %s on %s", info.describe(), store_url(store))
                 _delete_if_owner(store, key, info.owner)
@@ -185,7 +196,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                 raise CubeLockedError(
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
                     f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). A writer on "
-                    f"another host that died is taken for dead {stale_after:.0f} s after its last heartbeat"
+                    f"another host that died is taken for dead {max(stale_after, info.stale_after):.0f} s after its "
+                    f"last heartbeat"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     fence = Fence(store, key, me.owner, stale_after, lease)

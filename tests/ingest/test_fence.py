@@ -17,7 +17,7 @@ import xarray as xr
 
 from cardcube.checkpoints import STOP_ENV
 from cardcube.cli import main
-from cardcube.errors import LockLostError
+from cardcube.errors import CubeLockedError, LockLostError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
 from cube import layout
@@ -32,7 +32,8 @@ from tests.ingest.crashing import CHUNKS, ingest_command
 from tests.ingest.scene_edits import items_of, write_items
 
 COLLECTION = "s1"
-BREAK_AFTER = 1.0  # the taking-over writer's stale_after: the frozen one's heartbeat is older than this
+HOLDER_STALE_AFTER = 4.0  # the frozen writer's --stale-after: nobody breaks its lock sooner
+BREAK_AFTER = 1.0  # the taking-over writer's: shorter, so it waits for the holder's
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +49,16 @@ def batches(tiny_region):
 
 
 def _frozen(command: list[str], step: str) -> subprocess.Popen:
-    """Start ``command`` and return once it has stopped itself (SIGSTOP) at ``step``."""
-    proc = subprocess.Popen(command, env={**os.environ, STOP_ENV: step}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """Start ``command`` (a writer holding the lock) and return once it has stopped itself (SIGSTOP) at ``step``
+    and its lock can be taken for dead."""
+    proc = subprocess.Popen([*command, "--stale-after", str(HOLDER_STALE_AFTER)], env={**os.environ, STOP_ENV: step},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
     while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"the process never stopped at {step}"
         time.sleep(0.05)
-    time.sleep(2 * BREAK_AFTER)  # its heartbeat, not refreshed while it is stopped, becomes stale
+    time.sleep(HOLDER_STALE_AFTER + 1)  # its heartbeat, not refreshed while it is stopped, becomes stale
     return proc
 
 
@@ -172,3 +174,20 @@ def test_stale_after_on_the_command_line_is_at_least_a_second(value, tmp_path, c
             main(args)
         assert stopped.value.code == 2
         assert "--stale-after: expected a number of seconds >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("holder", [600.0, 50.0])
+def test_a_lock_is_broken_only_after_the_longer_of_the_two_stale_after(holder, tmp_path):
+    """A writer given a short --stale-after must not break the lock of a live writer that refreshes it less often."""
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    then = time.time() - 100  # the holder, on another host, last refreshed 100 s ago
+    write_json(store, key, {"owner": "e" * 32, "host": "elsewhere", "pid": 1, "started": then, "heartbeat": then,
+                            "stale_after": holder})
+    if holder > 100:
+        with pytest.raises(CubeLockedError, match="taken for dead 600 s after"):
+            writer_lock(store, "s2", stale_after=1).__enter__()
+        assert read_json(store, key)["owner"] == "e" * 32
+    else:
+        with writer_lock(store, "s2", stale_after=1) as fence:
+            assert read_json(store, key)["owner"] == fence.owner
