@@ -79,3 +79,16 @@ def test_a_freeze_right_after_the_heartbeat_checked_its_lease_does_not_renew_it(
         _wait_for(lambda: read_json(store, layout.lock_key("s2"))["heartbeat"] != first, "a refresh after the freeze")
         with pytest.raises(LockLostError, match="last refreshed 400 s ago"):
             fence.check()
+
+
+def test_a_fence_check_on_s3_is_one_request(s3_bucket, s3_proxy):
+    """Checked before every shard write, the fence reads the lock: one GET, with no HEAD before it (or LIST
+    after it, for a missing key) on the writer's store either."""
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    with writer_lock(store, "s2") as fence:
+        s3_proxy.reset_counters()
+        fence.check()
+        assert s3_proxy.snapshot().requests == {"GET": 1}
+        s3_proxy.reset_counters()
+        assert read_json(store, "s2/missing.json") is None
+        assert s3_proxy.snapshot().requests == {"GET": 1}
