@@ -42,7 +42,7 @@ from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children
 from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
-from cube.ledger import TileState, committed_versions, read_version
+from cube.ledger import TileState, read_version, version_history
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def expire(
     store = open_store(cube, storage_options=storage_options)
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
     with writer_lock(store, collection, wait=wait, stale_after=stale_after) as fence:
-        versions = [read_version(store, collection, n) for n in committed_versions(store, collection)]
+        versions = version_history(store, collection)
         expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]
