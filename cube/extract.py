@@ -40,6 +40,7 @@ Output::
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import time as timer
@@ -648,14 +649,17 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
             raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
                                       f"{', '.join(manifest['bands'])}")
         filters = [("band", "in", bands)]
+    files = (io.BytesIO(read_bytes(store, k)) for k in keys)
     wanted = None
     if columns is not None:
         wanted = [c for c in dict.fromkeys(["parcel_id", "time", "band", *columns]) if c != "tile"]  # the folder's
-        names = pq.read_schema(io.BytesIO(read_bytes(store, keys[0]))).names
+        first = next(files)
+        names = pq.read_schema(first).names
         if missing := [c for c in wanted if c not in names]:
             raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
-    frames = [pd.read_parquet(io.BytesIO(read_bytes(store, k)), columns=wanted, filters=filters)
-              .assign(tile=k.split("tile=")[1].split("/")[0]) for k in keys]
+        files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
+    frames = [pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
+              for k, f in zip(keys, files, strict=True)]
     frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
 
