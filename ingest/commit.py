@@ -256,11 +256,10 @@ def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
 
 
 def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, CubeVersion], None] | None = None,
-            fence: Fence | None = None) -> None:
+            fence: Fence) -> None:
     """Derive the plain-Zarr shapes and the catalog from a committed version (step 6; idempotent), after
     checking ``fence``."""
-    if fence is not None:
-        fence.check()
+    fence.check()
     for state in version.tiles.values():
         publish_shapes(store, version.spec, state)
     if on_catalog is not None:

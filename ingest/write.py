@@ -26,7 +26,7 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
     return (lo, hi) if lo < hi else None
 
 
-def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence | None = None) -> None:
+def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> None:
     """Write every band of ``task.resolution`` for ``task.dates`` into the task's shard region, checking
     ``fence`` (the writer lock still held) right before each band's write."""
     with rasterio.Env(**gdal_s3_config()):  # sources on s3:// are read by GDAL, in byte ranges
@@ -34,7 +34,7 @@ def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence | N
             _write_band(store, spec, task, band, fence)
 
 
-def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence | None) -> None:
+def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence) -> None:
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
     fill = band.nodata if band.nodata is not None else 0
@@ -55,6 +55,5 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
             hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
             out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
-    if fence is not None:
-        fence.check()
+    fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
