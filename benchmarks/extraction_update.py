@@ -81,9 +81,7 @@ def report(results: list[dict[str, Any]]) -> str:
                      for r in results)
     big = results[-1]
     u, w = big["update"], big["whole"]
-    load = ", ".join(f"{r['load_average']:.1f}" for r in results)
-    lines += ["", f"Every pass: {runs}. The 1-minute load average when each territory's measurement began: {load} "
-              f"on {cores} cores (the machine is shared).", "",
+    lines += ["", f"Every pass: {runs}.", "",
               f"On the {big['size_km']:g} km territory the update read {u['chunks'] / w['chunks']:.0%} of the chunks a "
               f"whole extraction reads (a chunk holds up to {big['time_chunk']} dates and is read whole), wrote "
               f"{u['rows'] / w['rows']:.1%} of its rows, and took {u['seconds'] / w['seconds']:.0%} of its time."]

@@ -104,14 +104,15 @@ def run(size_km: float, reps: int, latency_ms: float, bandwidth_mbps: float | No
 
         log(f"starting two `cardcube serve` on {tier.describe()} ...")
         with ThreadPoolExecutor(len(SERVERS)) as pool:
-            started_servers = [pool.submit(start, extra) for _, extra in SERVERS]
-            servers = {}
-            for (key, _), fut in zip(SERVERS, started_servers, strict=True):
-                servers[key] = fut.result()
+            futures = {key: pool.submit(start, extra) for key, extra in SERVERS}
+        servers = {key: f.result() for key, f in futures.items() if f.exception() is None}
         try:
+            for f in futures.values():  # one did not start: stop the other too (finally), then say why
+                if f.exception() is not None:
+                    raise f.exception()
             log(f"warm-up (parcel {warm}), then {reps} parcel(s), every route of both servers ...")
             date = dates[len(dates) // 2]
-            load = os.getloadavg()[0]
+            load = os.getloadavg()[0]  # kept in the JSON: this run's own preparation is in it too
             for route in ROUTES:
                 for server in servers.values():
                     _ask(server, storage.proxy, warm, route, date)
@@ -191,8 +192,7 @@ def report(results: dict[str, Any]) -> str:
                 "one request each")
              + "; S3 requests (GET, "
              "HEAD and LIST, as the proxy counted them) and MB read are per request (one number when every request "
-             f"made as many; else the median and the range). The 1-minute load average when the measurements began: "
-             f"{results['load_average']:.1f} on {results['cores']} cores (the machine is shared).",
+             "made as many; else the median and the range).",
              "", "| request | ms without the cache | ms with it | speedup | S3 requests without / with | "
              "MB read without / with | same answer |", "|---|---|---|---|---|---|---|"]
     for r in results["routes"].values():
@@ -204,7 +204,8 @@ def report(results: dict[str, Any]) -> str:
     saved = [f"{_saved(r):g} fewer for {r['name']}" for r in results["routes"].values()]
     same = all(r["identical"] for r in results["routes"].values())
     lines += ["", "Without the cache, each request fetches its arrays' metadata (`zarr.json`) and the index of every "
-              f"shard it reads before the chunks it needs; with it, the chunks only ({', '.join(saved)}). "
+              "shard it reads before the chunks it needs; with it, the chunks only, but for the index of a shard no "
+              f"earlier request read (medians: {', '.join(saved)}). "
               + ("Both servers gave the same answer, byte for byte, to every request." if same else
                  "**The two servers' answers differed** (the routes marked above).")]
     return "\n".join(lines) + "\n"
