@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -113,6 +114,43 @@ def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, coun
         store = CountingStore(open_store(cube, read_only=True))
         extract(parcels, store, f"{out}-counted", block=block, progress=False)
         figures.update(store_bytes_read=store.counts.bytes_read, store_requests=sum(store.counts.requests.values()))
+    return figures
+
+
+def _measure_update(cube: str, parcels: str, items: str, out: str, repeats: int = REPEATS) -> dict[str, Any]:
+    """What ``update=True`` costs against extracting again, side by side in one warm process (warmed as
+    :func:`_measure_cardcube`): a whole extraction of the cube as it is (it also stores the label layer), then
+    the scenes of ``items`` ingested (the cube's next version), then ``repeats`` times, alternately: a copy of
+    that extraction updated to the new version, and a whole extraction of the new version (the label layer
+    stored for both). Medians and every time; rows, files and chunks of each."""
+    import geopandas as gpd
+
+    from cube.extract import extract
+    from ingest.job import ingest
+
+    extract(gpd.read_parquet(parcels).iloc[:16], cube, f"{out}-warmup", progress=False)
+    dates_before = _dates(cube)
+    t0 = time.perf_counter()
+    before = extract(parcels, cube, f"{out}-before", progress=False)
+    first = time.perf_counter() - t0
+    ingest(items, cube, collection="s2", progress=False, catalog=False)
+    runs: dict[str, list[tuple[float, Any]]] = {"update": [], "whole": []}
+    for i in range(repeats):
+        shutil.copytree(f"{out}-before", f"{out}-update{i}")
+        t0 = time.perf_counter()
+        result = extract(parcels, cube, f"{out}-update{i}", update=True, progress=False)
+        runs["update"].append((time.perf_counter() - t0, result))
+        t0 = time.perf_counter()
+        result = extract(parcels, cube, f"{out}-whole{i}", progress=False)
+        runs["whole"].append((time.perf_counter() - t0, result))
+    figures: dict[str, Any] = {"dates_before": dates_before, "dates": _dates(cube), "parcels_ok": before.status["ok"],
+                               "time_chunk": _time_chunk(cube), "load_average": os.getloadavg()[0],
+                               "first": {"seconds": first, "version": before.version, "rows": before.rows}}
+    for key, done in runs.items():
+        seconds, result = sorted(done, key=lambda r: r[0])[len(done) // 2]  # the median run
+        figures[key] = {"seconds": seconds, "seconds_runs": [r[0] for r in done], "version": result.version,
+                        "rows": result.rows, "units": result.units, "chunks": result.chunks,
+                        "parcels_ok": result.status["ok"]}
     return figures
 
 
@@ -209,6 +247,14 @@ def _dates(cube: str) -> int:
     from cube.dataset import open_cube
 
     return open_cube(cube, "s2", bands=["B04"]).sizes["time"]
+
+
+def _time_chunk(cube: str) -> int:
+    """Dates per chunk of the cube's layout."""
+    from cardcube.storage import open_store
+    from cube.ledger import read_version
+
+    return read_version(open_store(cube, read_only=True), "s2").spec.chunks.time
 
 
 def _exactextract_scene(paths: list[str], parcels: str, strategy: str) -> dict[str, Any]:
@@ -508,6 +554,8 @@ def main(argv: list[str] | None = None) -> None:
             out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count),
                                     tuple(args.stats.split(",")) if args.stats else None, args.repeats,
                                     bool(args.traced))
+        elif args.measure == "update":
+            out = _measure_update(args.cube, args.parcels, args.items, str(args.out), args.repeats or REPEATS)
         elif args.measure == "read-raw":
             out = _measure_read_raw(args.cube)
         elif args.measure == "read-zarr":

@@ -138,6 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     s.add_argument("--refresh", type=float, default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
+    s.add_argument("--array-cache", type=int, default=1024, metavar="N",
+                   help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
+                   "each request reads the arrays' metadata and shard indexes again)")
     s.set_defaults(func=_serve)
 
 
@@ -357,6 +360,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
+          array_cache=args.array_cache,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args),
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

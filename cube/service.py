@@ -78,9 +78,10 @@ Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json,
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
+ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
-__all__ = ["FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH",
-           "VersionCache", "make_app", "serve"]
+__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS",
+           "REFRESH", "VersionCache", "make_app", "serve"]
 
 
 # The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
@@ -181,17 +182,24 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
-             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH) -> FastAPI:
+             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
+             array_cache: int = ARRAY_CACHE) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
     several, or a GeoDataFrame) is the registry that parcel ids in URLs are looked up in; ``refresh``:
-    seconds between lookups of the latest version (0: every request)."""
+    seconds between lookups of the latest version (0: every request); ``array_cache``: opened arrays kept
+    between requests, each with up to 64 of its shard indexes (:class:`cube.tile_arrays.ArrayCache`; 0 keeps
+    none, so each request fetches its arrays' metadata and shard indexes again: what ``benchmarks.service``
+    compares)."""
+    if array_cache < 0:
+        raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer),
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
-    arrays = ArrayCache()  # each query then fetches chunks, not the arrays' metadata and shard indexes
+    # each query then fetches chunks, not the arrays' metadata and shard indexes
+    arrays = ArrayCache(array_cache, 64 * array_cache) if array_cache else None
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
@@ -312,9 +320,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
-          refresh: float = REFRESH, announce: Callable[[str], None] | None = None) -> None:
-    """Serve ``cube`` with uvicorn until interrupted; ``announce`` gets the base URL once the server listens
-    (after the cube and the parcels were found)."""
+          refresh: float = REFRESH, array_cache: int = ARRAY_CACHE,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
+    the base URL once the server listens (after the cube and the parcels were found)."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
-                   refresh=refresh)
+                   refresh=refresh, array_cache=array_cache)
     serve_app(app, host=host, port=port, announce=announce)

@@ -240,6 +240,17 @@ def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
         ServedCommand(["serve", "--cube", tmp_path], timeout=30)
 
 
+def test_the_array_cache_can_be_switched_off_but_not_made_negative(tiny_cube):
+    """``array_cache=0`` (``--array-cache 0``) serves without keeping arrays (what ``benchmarks.service``
+    compares: the same answers, byte for byte, from a server with the cache and one without); below 0 is refused."""
+    from cardcube.errors import InvalidRequestError
+    from cube.service import make_app
+
+    assert make_app(tiny_cube, array_cache=0).title == "cardcube"
+    with pytest.raises(InvalidRequestError, match="array_cache=-1"):
+        make_app(tiny_cube, array_cache=-1)
+
+
 def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(tiny_cube, tmp_path):
     """A committed version is read once; the latest is looked up again only after ``refresh`` seconds, and
     then a newly committed version is seen (here a copy of the ledger record as the next version)."""
