@@ -17,8 +17,9 @@ The methods, chosen per band by :func:`resampling_for`:
 Nodata never enters a value: GDAL weights the valid neighbours only. The kernel scale (GDAL's XSCALE/YSCALE)
 is fixed from the pixel sizes rather than left to GDAL, which derives it from each processing chunk's shape:
 so a pixel's value does not depend on the shard it is written in. Within one CRS (a shifted lattice) a
-shard's values are then exactly those of one GDAL warp of the whole scene; across CRSs they agree with it to
-GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, thousandths of a dB).
+shard's values are then those of one GDAL warp of the whole scene (to float32 rounding); across CRSs they agree
+with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, which
+rasterio's reproject does not let us turn off: thousandths of a dB).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from cardcube.cli import main
 from cardcube.errors import SceneContentError
 from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
 from cardcube.storage import open_store
@@ -201,3 +202,12 @@ def test_linear_power_said_of_db_values_or_against_the_metadata_is_refused(linea
     assert "its asset says unit 'dB'" in reasons["S1-DB-SAID"]
     with pytest.raises(ValueError, match="the s2 cube has no band in dB"):
         ingest(tiny_region.items, tmp_path / "s2", linear_power=True, progress=False)
+
+
+def test_the_cli_passes_linear_power(linear_sources, tmp_path, capsys):
+    _, path, _ = linear_sources
+    args = ["ingest", str(path), "--cube", str(tmp_path / "cube"), "--collection", "s1", "--quiet", "--json",
+            "--chunks", "time=4,space=64,shard_space=256"]
+    assert main(args) == 1 and "cardcube ingest --linear-power" in capsys.readouterr().out
+    assert main([*args, "--linear-power"]) == 0
+    assert '"converted": ["S1-POWER-UNSAID"]' in capsys.readouterr().out
