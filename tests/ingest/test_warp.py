@@ -22,7 +22,8 @@ from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import read_version
 from ingest.job import ingest
-from ingest.warp import resampling_for, tile_windows
+from ingest.values import ValueMap
+from ingest.warp import read_warped, resampling_for, tile_windows, warp_record
 from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # the 2 km scenes span 2 x 2 shards
@@ -218,3 +219,28 @@ def test_tile_windows_clip_to_the_tile_and_snap_to_the_coarsest_lattice():
     assert resampling_for(S2_L2A.band("SCL"), 10.0).name == "nearest"
     assert resampling_for(S1_BACKSCATTER.band("VV"), 10.0).name == "bilinear"
     assert resampling_for(S1_BACKSCATTER.band("VV"), 5.0).name == "average"  # finer pixels: each one counts
+
+
+def test_finer_pixels_are_averaged_in_linear_power_whatever_the_shard():
+    """A 5 m backscatter file into the 10 m cube: each cube pixel is the mean power of the four source pixels it
+    covers (nodata left out), whether read as one piece of the grid or two."""
+    rng = np.random.default_rng(7)
+    db = (-15 + 3 * rng.standard_normal((40, 40))).astype(np.float32)
+    db[10, 10] = np.nan
+    x0, y0 = TILE.ulx + 8000, TILE.uly - 6000
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=40, height=40, count=1, dtype="float32", crs=TILE.crs, nodata=np.nan,
+                      transform=Affine(5, 0, x0, 0, -5, y0)) as dst:
+            dst.write(db, 1)
+        with mem.open() as ds:
+            vv = S1_BACKSCATTER.band("VV")
+            how = warp_record(vv, GeoBox(ds.shape, ds.transform, ds.crs), TILE)
+            assert how["resampling"] == "average" and how["scale"] == pytest.approx(0.5)
+            grid = TILE.geobox(10)[600:620, 800:820]
+            whole = read_warped(ds, vv, ValueMap(np.nan), grid, how)
+            halves = np.hstack([read_warped(ds, vv, ValueMap(np.nan), grid[:, :7], how),
+                                read_warped(ds, vv, ValueMap(np.nan), grid[:, 7:], how)])
+    power = (10 ** (db.astype(np.float64) / 10)).reshape(20, 2, 20, 2)
+    expected = 10 * np.log10(np.nanmean(power, axis=(1, 3)))
+    np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(whole, halves)
