@@ -106,7 +106,9 @@ class TileState:
 class SceneRecord:
     """A scene the cube holds: where it went, and where it came from (an inspector's audit trail): the STAC
     collection and the file of each band it was read from, with their checksums, and the processing
-    baseline that decided its values (Sentinel-2 L2A from 04.00 carries an offset of -1000)."""
+    baseline that decided its values (Sentinel-2 L2A from 04.00 carries an offset of -1000); per band, why it was
+    converted from linear power to dB (``converted``) and how it was resampled onto the tile grid (``warped``:
+    method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was."""
 
     scene_id: str
     tile: str
@@ -117,12 +119,20 @@ class SceneRecord:
     collection: str = ""  # the source STAC collection ("" in records older than this field)
     sources: dict[str, str] = field(default_factory=dict)  # band -> href of the file read
     processing_baseline: float | None = None
+    converted: dict[str, str] = field(default_factory=dict)  # band -> why it was taken as linear power
+    warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # band -> resampling, crs, transform, scale
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
-                "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()},
-                "collection": self.collection, "sources": dict(self.sources),
-                "processing_baseline": self.processing_baseline}
+        d = {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
+             "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()},
+             "collection": self.collection, "sources": dict(self.sources),
+             "processing_baseline": self.processing_baseline}
+        # only when something was done: the records of scenes taken as they were stay as they always were
+        if self.converted:
+            d["converted"] = dict(self.converted)
+        if self.warped:
+            d["warped"] = {band: dict(how) for band, how in self.warped.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SceneRecord:

@@ -147,6 +147,18 @@ def scaling_of(asset: Mapping[str, Any]) -> tuple[float | None, float | None] | 
     return None
 
 
+def unit_of(asset: Mapping[str, Any]) -> str | None:
+    """The unit the asset says its values are in: ``raster:bands`` (raster extension 1.x), else its one
+    ``bands`` entry or the asset itself (``unit``, STAC 1.1 common metadata); None if it says none."""
+    raster = asset.get("raster:bands")
+    first = raster[0] if isinstance(raster, list) and raster and isinstance(raster[0], dict) else {}
+    for entry in (first, _one_band(asset), asset):
+        unit = entry.get("unit")
+        if isinstance(unit, str) and unit.strip():
+            return unit.strip()
+    return None
+
+
 def no_band_reason(keys: list[str], spec: CubeSpec) -> str:
     """Why an item gave no band: what the cube wants, what the item has and what was tried."""
     return (f"no asset is a band of the {spec.name} cube ({', '.join(spec.band_names)}): its assets are "

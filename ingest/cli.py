@@ -56,6 +56,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-collection", metavar="ID", default=None,
                    help="the collection id to take from SOURCE (default: the cube's, sentinel-2-l2a for s2 and "
                    "sentinel-1-card-bs for s1), e.g. sentinel-2-c1-l2a for Earth Search's collection 1")
+    p.add_argument("--linear-power", action="store_true",
+                   help="backscatter whose STAC asset names no unit is linear power (gamma0 as a power ratio): store "
+                   "10 log10 of it, values <= 0 as nodata. An asset's unit ('dB', 'linear') or a known provider "
+                   "convention (Planetary Computer's sentinel-1-rtc is linear) decides without this option; "
+                   "the ledger records each conversion")
+    p.add_argument("--warp", action="store_true",
+                   help="resample scenes that are not on their MGRS tile's pixel grid (another CRS or UTM zone, "
+                   "origin or pixel size) onto it: nearest for SCL, bilinear for the others (average from finer "
+                   "pixels), backscatter in linear power. Without it such scenes are rejected; with it a scene "
+                   "that misses its tile still is. The ledger records the method per band")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
@@ -142,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection,
-                    stale_after=args.stale_after)
+                    stale_after=args.stale_after, linear_power=args.linear_power, warp=args.warp)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 

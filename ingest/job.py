@@ -49,6 +49,8 @@ class IngestResult:
     source_bytes: int = 0
     tiles: tuple[str, ...] = field(default=())
     latest: int | None = None  # the cube's latest version after this run (committed now or before)
+    converted: tuple[str, ...] = ()  # scenes added whose backscatter was converted from linear power to dB
+    warped: tuple[str, ...] = ()  # scenes added resampled onto the tile grid (``warp``)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,7 @@ class IngestResult:
         return {"collection": self.collection, "cube": self.cube, "version": self.version, "latest": self.latest,
                 "tiles": list(self.tiles),
                 "added": list(self.added), "skipped": list(self.skipped),
+                "converted": list(self.converted), "warped": list(self.warped),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -77,6 +80,9 @@ class IngestResult:
         lines = [f"{self.collection} cube at {self.cube}: {state}",
                  f"  added {len(self.added)} scene(s), skipped {len(self.skipped)} already present, "
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
+        if self.converted or self.warped:
+            lines.append(f"  of those added, {len(self.converted)} converted from linear power to dB, "
+                         f"{len(self.warped)} resampled onto the tile grid (the ledger says how, per band)")
         if self.added:
             mb = self.source_bytes / 1e6
             lines.append(f"  {len(self.added) / self.seconds * 60:.1f} scenes/min, {mb / self.seconds:.1f} MB/s of "
@@ -126,9 +132,9 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     return todo, skipped, rejected
 
 
-def _check(scene: SourceScene, spec: CubeSpec) -> CheckedScene | Rejection:
+def _check(scene: SourceScene, spec: CubeSpec, options: Mapping[str, bool]) -> CheckedScene | Rejection:
     try:
-        return check_scene(scene, spec)
+        return check_scene(scene, spec, **options)
     except SceneError as err:
         return Rejection(scene.scene_id, type(err).__name__, str(err))
     except Exception as err:  # one broken scene must not stop the others
@@ -181,6 +187,8 @@ def ingest(
     catalog: bool = True,
     source_collection: str | None = None,
     stale_after: float = STALE_AFTER,
+    linear_power: bool = False,
+    warp: bool = False,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -192,12 +200,22 @@ def ingest(
     ``sentinel-2-c1-l2a`` for ``sentinel-2-l2a``); assets are matched to bands whatever the provider calls
     them (:mod:`ingest.assets`). ``stale_after``: seconds without a heartbeat after which another
     writer's lock is taken for dead and broken (give every writer of a cube the same value).
+
+    Two options take scenes that are otherwise rejected, each recorded per scene in the ledger
+    (``SceneRecord.converted``, ``SceneRecord.warped``). ``linear_power``: backscatter whose metadata names no
+    unit is linear power, stored as 10 log10 of it (an asset's unit or a provider convention, see
+    :func:`ingest.values.linear_power_reason`, says so without the option). ``warp``: a scene that is correctly
+    georeferenced but not on its tile's pixel grid (another CRS, origin or pixel size, or reaching beyond
+    the tile) is resampled onto it (:mod:`ingest.warp`); one that misses its tile is still rejected.
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
+    if linear_power and not any(b.units == "dB" for b in spec0.bands):
+        raise InvalidRequestError(f"linear_power is for backscatter: the {collection} cube has no band in dB")
+    options = {"linear_power": linear_power, "warp": warp}
     scenes = load_scenes(source, spec0, collection=source_collection)
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     with writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence:
@@ -209,7 +227,7 @@ def ingest(
         checkpoint("recovered")
 
         todo, skipped, rejected = _triage(scenes, head)
-        results = run_tasks(_check, [(s, spec) for s in todo], scheduler=scheduler, desc="checking scenes",
+        results = run_tasks(_check, [(s, spec, options) for s in todo], scheduler=scheduler, desc="checking scenes",
                             progress=progress, unit="scene")
         checked = [r for r in results if isinstance(r, CheckedScene)]
         rejected += [r for r in results if isinstance(r, Rejection)]
@@ -250,4 +268,6 @@ def ingest(
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
         tiles=tuple(sorted({c.scene.tile for c in checked})),
         latest=plan.new.version if plan.new else plan.head.version or None,
+        converted=tuple(c.scene_id for c in checked if c.converted),
+        warped=tuple(c.scene_id for c in checked if c.warped),
     )

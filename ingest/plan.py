@@ -109,7 +109,8 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
             pending.append(DateSource(acquisition_of(c), c.windows, scene=c))
             sources = {band: href for band, href in c.scene.assets.items() if band in c.checksums}
             scenes[c.scene_id] = SceneRecord(c.scene_id, tile, c.scene.time, version, c.checksums, c.windows,
-                                             c.scene.collection, sources, c.scene.processing_baseline)
+                                             c.scene.collection, sources, c.scene.processing_baseline,
+                                             converted=dict(c.converted), warped=dict(c.warped))
         pending.sort(key=lambda d: (d.acquisition.time, d.acquisition.scene_id))
         cold = list(state.cold)
         while len(pending) >= block:

@@ -22,7 +22,7 @@ from pystac.stac_io import DefaultStacIO
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
-from ingest.assets import choose_assets, no_band_reason, scaling_of
+from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
               "S1A": "sentinel-1a", "S1B": "sentinel-1b", "S1C": "sentinel-1c"}
@@ -42,6 +42,7 @@ class SourceScene:
     cloud_cover: float | None
     assets: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # raster:bands scale, offset
+    units: dict[str, str] = field(default_factory=dict)  # raster:bands unit, where the asset says one ("dB", "linear")
     processing_baseline: float | None = None  # Sentinel-2 L2A: from 04.00, DN carry an offset of -1000
     other_assets: tuple[str, ...] = ()  # the item's asset keys taken for no band (visual, thumbnail, a JP2 twin)
 
@@ -90,7 +91,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
     orbit = props.get("sat:relative_orbit")
     raw = {key: asset.to_dict() for key, asset in item.assets.items()}
     chosen = choose_assets(raw, spec)
-    assets, scaling = {}, {}
+    assets, scaling, units = {}, {}, {}
     for band, key in chosen.items():
         href = item.assets[key].href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
@@ -98,6 +99,8 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         assets[band] = href
         if (said := scaling_of(raw[key])) is not None:
             scaling[band] = said
+        if (unit := unit_of(raw[key])) is not None:
+            units[band] = unit
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
@@ -109,6 +112,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         cloud_cover=props.get("eo:cloud_cover"),
         assets=assets,
         scaling=scaling,
+        units=units,
         processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
     )

@@ -4,7 +4,12 @@ Opening a file proves little (a truncated COG opens and fails only when its last
 :func:`check_scene` reads every band completely, checks CRS, pixel size and alignment against the MGRS
 tile grid, dtype, that all bands cover the same footprint, that the scene holds data and that backscatter
 is in dB. It works out how the file's values become stored ones (:mod:`ingest.values`: its nodata, its
-reflectance offset), and hashes each file, so the ledger can record what exactly went in.
+reflectance offset, linear power to dB where something says the band is linear), and hashes each file, so
+the ledger can record what exactly went in.
+
+Two options widen what is taken, each only when asked for: ``linear_power`` (a band unsaid is linear power,
+converted to dB) and ``warp`` (a scene off the tile grid is resampled onto it, :mod:`ingest.warp`). Without
+them a scene that needs either is rejected, and the reason names the option.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -25,9 +31,10 @@ from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from ingest.assets import no_band_reason
 from ingest.sources import SourceScene
-from ingest.values import ValueMap, value_map
+from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
+from ingest.warp import Window, tile_windows, warp_record
 
-Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
+WARP_OPTION = "ingest(..., warp=True), cardcube ingest --warp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,8 @@ class CheckedScene:
     valid_fraction: float
     source_bytes: int = 0  # of its band files, as read for the checks
     values: dict[str, ValueMap] = field(default_factory=dict)  # per band: file values to stored ones
+    converted: dict[str, str] = field(default_factory=dict)  # per band taken as linear power: why
+    warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # per band, if resampled: how (ingest.warp)
 
     @property
     def scene_id(self) -> str:
@@ -57,8 +66,12 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
     return data
 
 
-def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
-    """Read and check every band of ``scene``; raise a :class:`SceneError` subclass naming the problem."""
+def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False
+                ) -> CheckedScene:
+    """Read and check every band of ``scene``; raise a :class:`SceneError` subclass naming the problem.
+
+    ``linear_power``: a backscatter band whose metadata says no unit is linear power (converted to dB);
+    ``warp``: a scene off the tile grid (CRS, pixel size, origin, extent) is resampled onto it."""
     sid = scene.scene_id
     if not scene.tile:
         raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code)")
@@ -74,8 +87,11 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
         raise SceneContentError(sid, f"missing band(s) {', '.join(missing)}{others}")
 
     windows: dict[int, Window] = {}
+    geoboxes: dict[str, GeoBox] = {}
+    off_grid = False  # with ``warp``: some band is not on the tile grid, so the whole scene is resampled
     checksums: dict[str, str] = {}
     values: dict[str, ValueMap] = {}
+    converted: dict[str, str] = {}
     valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
@@ -90,12 +106,18 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
                     raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}")
                 if ds.crs is None:
                     raise SceneGridError(sid, f"band {band.name} has no CRS")
-                if abs(ds.transform.a - band.resolution) > 1e-9:
-                    raise SceneGridError(sid, f"band {band.name} ({href.rsplit('/', 1)[-1]}) has {ds.transform.a:g} m "
-                                              f"pixels, expected {band.resolution} m")
                 geobox = GeoBox(ds.shape, ds.transform, ds.crs)
-                row, col = tile.window(geobox, scene_id=sid)
-                values[band.name] = value_map(scene, band, ds.nodata)
+                try:
+                    row, col = _place(tile, band, geobox, href, sid)
+                except SceneGridError as exc:
+                    if not warp:
+                        raise _with_warp_hint(exc) from None
+                    off_grid, row, col = True, -1, -1
+                geoboxes[band.name] = geobox
+                why = linear_power_reason(scene, band, linear_power=linear_power)
+                if why is not None:
+                    converted[band.name] = why
+                values[band.name] = value_map(scene, band, ds.nodata, to_db=why is not None)
                 counts = _count(ds, band, values[band.name])
         except SceneError:
             raise
@@ -104,18 +126,61 @@ def check_scene(scene: SourceScene, spec: CubeSpec) -> CheckedScene:
                                       f"{_gdal_reason(exc)}") from None
         window = (row, col, *geobox.shape)
         previous = windows.setdefault(band.resolution, window)
-        if previous != window:
-            raise SceneGridError(sid, f"band {band.name} covers {window}, other {band.resolution} m bands {previous}")
-        if band.units == "dB" and counts.valid and counts.negative < counts.valid / 2:
-            raise SceneContentError(sid, f"band {band.name} looks like linear power, not dB: only "
-                                         f"{counts.negative / counts.valid:.0%} of its values are negative (land "
-                                         f"backscatter in dB mostly is); the cube stores 10 log10 of it")
+        if previous != window and not off_grid:
+            problem = SceneGridError(sid, f"band {band.name} covers {window}, other {band.resolution} m bands "
+                                          f"{previous}")
+            if not warp:
+                raise _with_warp_hint(problem)
+            off_grid = True
+        _check_units(sid, band, counts, converted.get(band.name))
         valid += counts.valid
         total += geobox.shape[0] * geobox.shape[1]
-    _check_footprints(sid, windows)
+    if not off_grid:
+        try:
+            _check_footprints(sid, windows)
+        except SceneGridError as exc:
+            if not warp:
+                raise _with_warp_hint(exc) from None
+            off_grid = True
+    warped: dict[str, dict[str, Any]] = {}
+    if off_grid:  # every band resampled, on the tile pixels the scene's footprint covers
+        windows = tile_windows(tile, spec, geoboxes.values(), scene_id=sid)
+        warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
-    return CheckedScene(scene, windows, checksums, valid / total, size, values)
+    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped)
+
+
+def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str) -> tuple[int, int]:
+    """Row and column of the band's file in its tile; :class:`SceneGridError` if it is not on the tile grid."""
+    if abs(geobox.affine.a - band.resolution) > 1e-9:
+        raise SceneGridError(scene_id, f"band {band.name} ({href.rsplit('/', 1)[-1]}) has {geobox.affine.a:g} m "
+                                       f"pixels, expected {band.resolution} m")
+    return tile.window(geobox, scene_id=scene_id)
+
+
+def _with_warp_hint(exc: SceneGridError) -> SceneGridError:
+    """The strict rejection of a scene off the tile grid, saying how to take it all the same."""
+    return SceneGridError(exc.scene_id, f"{exc.reason} (to resample it onto the tile grid: {WARP_OPTION})")
+
+
+def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:
+    """Backscatter must end up in dB: a band taken as linear power must hold positive values, and a band
+    taken as dB (or converted) must be mostly negative, as land backscatter in dB is."""
+    if band.units != "dB":
+        return
+    if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
+        share = counts.nonpositive / (counts.valid + counts.nonpositive)
+        raise SceneContentError(scene_id, f"band {band.name} is taken as linear power ({linear_why}), but {share:.0%} "
+                                          f"of its values are <= 0, which power never is: is it in dB already?")
+    if counts.valid and counts.negative < counts.valid / 2:
+        said = "" if linear_why is None else f" even after converting it from linear power ({linear_why})"
+        hint = "" if linear_why is not None else (
+            f"; if it is linear power, say so: its STAC asset's unit (raster:bands unit 'linear'), or "
+            f"{LINEAR_POWER_OPTION}")
+        raise SceneContentError(scene_id, f"band {band.name} looks like linear power, not dB{said}: only "
+                                          f"{counts.negative / counts.valid:.0%} of its values are negative (land "
+                                          f"backscatter in dB mostly is); the cube stores 10 log10 of it{hint}")
 
 
 def _gdal_reason(exc: Exception) -> str:
@@ -129,21 +194,25 @@ def _gdal_reason(exc: Exception) -> str:
 class _Counts:
     valid: int = 0
     negative: int = 0
+    nonpositive: int = 0  # values <= 0 of a band converted from linear power (nodata once converted)
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
     """Valid (and negative) values of the band, read ``rows`` rows at a time: every block is decoded (a
     truncated file fails here), and a whole 10980 px tile is never in memory at once."""
-    valid = negative = 0
+    valid = negative = nonpositive = 0
     for r0 in range(0, ds.height, rows):
-        block = vmap.apply(ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0))))
+        raw = ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0)))
+        if vmap.to_db:
+            nonpositive += int(np.count_nonzero(~vmap.missing(raw) & (raw <= 0)))
+        block = vmap.apply(raw)
         ok = ~np.isnan(block) if block.dtype.kind == "f" else np.ones(block.shape, bool)
         if band.nodata is not None and not (isinstance(band.nodata, float) and np.isnan(band.nodata)):
             ok &= block != band.nodata
         valid += int(np.count_nonzero(ok))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
-    return _Counts(valid, negative)
+    return _Counts(valid, negative, nonpositive)
 
 
 def _check_footprints(scene_id: str, windows: dict[int, Window]) -> None:

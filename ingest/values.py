@@ -9,6 +9,12 @@ DNs are shifted to the cube's when written (a scene saying neither is taken to f
 
 A file's own nodata value (-32768 or 0 in float backscatter, say) becomes the cube's nodata, so no
 statistic counts it as a measurement.
+
+Backscatter is stored in dB. A source in linear power (gamma0 as a power ratio, as Planetary Computer's
+``sentinel-1-rtc`` and many agencies' own RTC chains deliver it) is converted, 10 log10, values <= 0 becoming
+nodata -- but only when something says it is linear (:func:`linear_power_reason`): the asset's unit, a
+provider convention, or the caller. A guess from the values alone would silently turn a dB scene with an
+odd histogram into nonsense; :mod:`ingest.validate` rejects such a scene instead, naming the option.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ from ingest.sources import SourceScene
 
 BASELINE_WITH_OFFSET = 4.0  # L2A processing baseline from which ESA adds BOA_ADD_OFFSET = -1000 DN
 
+# How a STAC asset's unit (raster:bands ``unit``) names the scale of backscatter, in lower case.
+DB_UNITS = frozenset({"db", "decibel", "decibels"})
+LINEAR_POWER_UNITS = frozenset({"linear", "linear power", "power", "intensity"})
+AMPLITUDE_UNITS = frozenset({"amplitude", "linear amplitude"})
+# Source collections whose backscatter is linear power although their items do not say so. Planetary Computer's
+# sentinel-1-rtc: "calibrated intensity" gamma0 (its collection description), raster:bands without a unit, and
+# its example notebook takes 10 log10 of the values for dB (microsoft/PlanetaryComputerExamples,
+# datasets/sentinel-1-rtc).
+LINEAR_POWER_COLLECTIONS: dict[str, str] = {
+    "sentinel-1-rtc": "Planetary Computer's sentinel-1-rtc delivers gamma0 in linear power",
+}
+LINEAR_POWER_OPTION = "ingest(..., linear_power=True), cardcube ingest --linear-power"
+
 
 def _same(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
@@ -32,19 +51,29 @@ def _same(a: float | None, b: float | None) -> bool:
 @dataclass(frozen=True, slots=True)
 class ValueMap:
     """How one band file's values become stored ones: ``nodata`` (the file's, where it differs from the
-    cube's; None: the same) becomes ``fill`` (the cube's), and ``shift`` DN are added to every valid value."""
+    cube's; None: the same) becomes ``fill`` (the cube's), ``shift`` DN are added to every valid value, and
+    with ``to_db`` linear power becomes dB (10 log10; values <= 0 become ``fill``)."""
 
     fill: float | int
     nodata: float | None = None
     shift: int = 0
+    to_db: bool = False
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        """Where ``values`` hold the file's own nodata value (all False when the file has the cube's)."""
+        if self.nodata is None:
+            return np.zeros(values.shape, bool)
+        return np.isnan(values) if math.isnan(self.nodata) else values == self.nodata
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """``values`` as the cube stores them (a new array only when something changes)."""
-        if self.nodata is None and self.shift == 0:
+        if self.nodata is None and self.shift == 0 and not self.to_db:
             return values
-        gone = np.isnan(values) if self.nodata is not None and math.isnan(self.nodata) else (
-            values == self.nodata if self.nodata is not None else np.zeros(values.shape, bool))
-        if self.shift:  # unsigned DN: shifted in a wider type, kept off the nodata value 0 and below 2**16
+        gone = self.missing(values)
+        if self.to_db:
+            out = power_to_db(values).astype(values.dtype)
+            out[np.isnan(out)] = self.fill
+        elif self.shift:  # unsigned DN: shifted in a wider type, kept off the nodata value 0 and below 2**16
             info = np.iinfo(values.dtype)
             out = np.clip(values.astype(np.int64) + self.shift, max(info.min, 1), info.max).astype(values.dtype)
             out[values == self.fill] = self.fill
@@ -54,11 +83,53 @@ class ValueMap:
         return out
 
 
-def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None) -> ValueMap:
-    """The :class:`ValueMap` of ``band``'s file in ``scene``; :class:`SceneContentError` if its scale is not the
-    cube's or its offset is not a whole number of DN away."""
+def power_to_db(values: np.ndarray) -> np.ndarray:
+    """10 log10 of linear power, in float64; NaN where a value is <= 0 or NaN (no dB value exists)."""
+    power = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(power > 0, 10 * np.log10(power), np.nan)
+
+
+def db_to_power(values: np.ndarray) -> np.ndarray:
+    """Linear power of dB values, in float64 (NaN stays NaN)."""
+    return np.power(10.0, np.asarray(values, dtype=np.float64) / 10)
+
+
+def linear_power_reason(scene: SourceScene, band: BandSpec, *, linear_power: bool = False) -> str | None:
+    """Why ``band`` of ``scene`` is taken as linear power, to be converted to dB; None if it is taken as dB.
+
+    In this order: the asset's unit (dB, or linear power; amplitude is refused), a provider convention
+    (:data:`LINEAR_POWER_COLLECTIONS`), the caller's ``linear_power``. A unit saying dB while the caller says
+    linear is a contradiction, refused with :class:`SceneContentError` rather than settled by a guess."""
+    if band.units != "dB":
+        return None
+    said = scene.units.get(band.name)
+    unit = (said or "").strip().lower()
+    if unit in DB_UNITS:
+        if linear_power:
+            raise SceneContentError(scene.scene_id, f"band {band.name} is linear power by linear_power=True "
+                                                    f"(--linear-power), but its asset says unit {said!r}")
+        return None
+    if unit in AMPLITUDE_UNITS:
+        raise SceneContentError(scene.scene_id, f"band {band.name} is in {said} (its asset's unit): the cube takes "
+                                                f"backscatter in dB or linear power, not amplitude")
+    if unit in LINEAR_POWER_UNITS:
+        return f"its asset says unit {said!r}"
+    if scene.collection in LINEAR_POWER_COLLECTIONS:
+        return LINEAR_POWER_COLLECTIONS[scene.collection]
+    if linear_power:
+        return "linear_power=True (--linear-power)"
+    return None
+
+
+def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None, *, to_db: bool = False) -> ValueMap:
+    """The :class:`ValueMap` of ``band``'s file in ``scene`` (``to_db``: its values are linear power, see
+    :func:`linear_power_reason`); :class:`SceneContentError` if its scale is not the cube's or its offset is not
+    a whole number of DN away."""
     fill = band.nodata if band.nodata is not None else 0
     nodata = None if file_nodata is None or _same(file_nodata, fill) else file_nodata
+    if to_db:
+        return ValueMap(fill, nodata, to_db=True)
     if band.is_flag or (band.scale, band.offset) == (1.0, 0.0):
         return ValueMap(fill, nodata)
     scale, offset = scene.scaling.get(band.name, (None, None))

@@ -1,8 +1,9 @@
 """Executing one shard write: gather the dates' pixels, write one whole shard per band.
 
 Each task covers exactly one shard region, so no two tasks ever touch the same stored object and zarr
-encodes each shard without reading it first. Pixels come from the source COGs (windowed reads) or,
-when compacting, from committed hot-buffer slots.
+encodes each shard without reading it first. Pixels come from the source COGs (windowed reads; resampled
+onto the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`) or, when
+compacting, from committed hot-buffer slots.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import rasterio
 from rasterio.windows import Window
 from zarr.abc.store import Store
 
+from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
 from cube.tile_arrays import sized_view
@@ -19,6 +21,7 @@ from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import ShardWrite
 from ingest.values import ValueMap
+from ingest.warp import read_warped
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
@@ -49,8 +52,12 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
             href = date.scene.scene.assets[band.name]
             vmap = date.scene.values.get(band.name, ValueMap(fill))
             with rasterio.open(href) as ds:
-                win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
-                out[...] = vmap.apply(ds.read(1, window=win))
+                if band.name in date.scene.warped:
+                    target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
+                    out[...] = read_warped(ds, band, vmap, target, date.scene.warped[band.name])
+                else:
+                    win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
+                    out[...] = vmap.apply(ds.read(1, window=win))
         else:
             hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
             out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]

@@ -1,5 +1,6 @@
 """Source values to stored ones: reflectance offsets of old processing baselines, a file's own nodata, linear
-backscatter refused. Checked pixel by pixel against the source files."""
+backscatter refused unless something says it is linear, and then converted to dB. Checked pixel by pixel
+against the source files."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from cardcube.cli import main
 from cardcube.errors import SceneContentError
 from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
 from cardcube.storage import open_store
@@ -14,7 +16,7 @@ from cube.dataset import open_cube
 from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.sources import SourceScene
-from ingest.values import ValueMap, value_map
+from ingest.values import ValueMap, linear_power_reason, value_map
 from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -97,7 +99,115 @@ def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources,
     result = ingest(s1_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
     (rejection,) = result.rejected
     assert rejection.scene_id == "S1-LINEAR" and "looks like linear power, not dB" in rejection.reason
+    assert "linear_power=True" in rejection.reason and "--linear-power" in rejection.reason  # the way out
     holed = items_of(s1_items, "sentinel-1-card-bs")[0]
     source, vv = _source_and_cube(tmp_path / "cube", "s1", s1_items, holed, "VV", decode=True)
     np.testing.assert_array_equal(np.isnan(vv), source == -32768)
     assert np.isnan(vv).any() and (vv[source != -32768] == source[source != -32768]).all()
+
+
+VV = S1_BACKSCATTER.band("VV")
+
+
+def _s1(collection: str = "sentinel-1-card-bs", **kw) -> SourceScene:
+    return SourceScene("S1", collection, "31UFU", "2024-05-01T05:49:52Z", "sentinel-1a", 37, "descending", None, **kw)
+
+
+def test_what_says_backscatter_is_linear_power():
+    assert linear_power_reason(_s1(), VV) is None  # nothing says so: dB (the heuristic then checks it)
+    assert linear_power_reason(_s1(units={"VV": "dB"}), VV) is None
+    assert "unit 'Linear'" in linear_power_reason(_s1(units={"VV": "Linear"}), VV)
+    assert "Planetary Computer" in linear_power_reason(_s1(collection="sentinel-1-rtc"), VV)
+    assert linear_power_reason(_s1(collection="sentinel-1-rtc", units={"VV": "dB"}), VV) is None  # the asset wins
+    assert "--linear-power" in linear_power_reason(_s1(), VV, linear_power=True)
+    assert linear_power_reason(_s1(units={"VV": "m2/m2"}), VV) is None  # a unit that names no scale says nothing
+    assert linear_power_reason(_scene(), B04, linear_power=True) is None  # reflectance is no backscatter
+    with pytest.raises(SceneContentError, match="its asset says unit 'dB'"):
+        linear_power_reason(_s1(units={"VV": "dB"}), VV, linear_power=True)  # a contradiction is no guess
+    with pytest.raises(SceneContentError, match="not amplitude"):
+        linear_power_reason(_s1(units={"VV": "amplitude"}), VV)
+
+
+def test_value_map_turns_linear_power_into_db_and_what_has_no_db_value_into_nodata():
+    power = np.array([1.0, 0.01, 2.0, 0.0, -1.0, np.nan, -32768.0], dtype=np.float32)
+    out = value_map(_s1(), VV, -32768.0, to_db=True).apply(power)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:3], [0.0, -20.0, 10 * np.log10(2.0)], rtol=1e-6)
+    assert np.isnan(out[3:]).all()
+
+
+@pytest.fixture(scope="module")
+def linear_sources(tiny_region):
+    """Three S1 scenes in linear power -- one whose assets name no unit, one saying unit 'linear', and one in
+    dB whose assets name no unit -- with a few pixels <= 0 in the first (no dB value: nodata)."""
+    items = tiny_region.items
+    s1 = items_of(items, "sentinel-1-card-bs")
+
+    def to_power(band, path):
+        def edit(a):
+            p = (10 ** (a.astype(np.float64) / 10)).astype(a.dtype)
+            p[0, :5], p[1, :5] = 0.0, -1.0
+            return p
+        _rewrite(path, data=edit)
+
+    def unit(feature: dict, said: str | None) -> dict:
+        for asset in feature["assets"].values():
+            asset["raster:bands"][0].pop("unit", None)
+            if said is not None:
+                asset["raster:bands"][0]["unit"] = said
+        return feature
+
+    unsaid = unit(broken_copy(items, s1[2], "S1-POWER-UNSAID", to_power, props={"datetime": "2024-01-04T05:00:00Z"}),
+                  None)
+    said = unit(broken_copy(items, s1[3], "S1-POWER-SAID", to_power, props={"datetime": "2024-01-05T05:00:00Z"}),
+                "linear")
+    db = unit(broken_copy(items, s1[4], "S1-DB-UNSAID", props={"datetime": "2024-01-06T05:00:00Z"}), None)
+    return items, write_items(items, [unsaid, said, db], "s1-power.json"), {"unsaid": unsaid, "said": said, "db": db}
+
+
+def test_linear_power_goes_in_as_db_when_something_says_so(linear_sources, tmp_path):
+    items, path, scenes = linear_sources
+    cube = tmp_path / "cube"
+    first = ingest(path, cube, collection="s1", chunks=CHUNKS, progress=False)
+    assert set(first.added) == {"S1-DB-UNSAID", "S1-POWER-SAID"}  # the unit says linear: no option needed
+    (rejection,) = first.rejected  # linear and unsaid: refused, with the way out
+    assert rejection.scene_id == "S1-POWER-UNSAID" and "looks like linear power, not dB" in rejection.reason
+    assert "--linear-power" in rejection.reason and first.converted == ("S1-POWER-SAID",)
+
+    again = ingest(path, cube, collection="s1", chunks=CHUNKS, progress=False, linear_power=True)
+    assert again.added == ("S1-POWER-UNSAID",) and again.converted == ("S1-POWER-UNSAID",)
+    for kind in ("unsaid", "said"):
+        for band in ("VV", "VH"):
+            power, got = _source_and_cube(cube, "s1", items, scenes[kind], band, decode=False)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                expected = 10 * np.log10(power.astype(np.float64))  # numpy's own dB of the file's power
+            positive = power > 0
+            assert (~positive).sum() >= 10 and np.isnan(got[~positive]).all()  # <= 0: nodata in the cube
+            np.testing.assert_allclose(got[positive], expected[positive], rtol=1e-6, atol=1e-6)
+    scenes_in = read_version(open_store(cube), "s1").scenes
+    assert "--linear-power" in scenes_in["S1-POWER-UNSAID"].converted["VV"]  # the ledger says why
+    assert "unit 'linear'" in scenes_in["S1-POWER-SAID"].converted["VH"]
+    assert not scenes_in["S1-DB-UNSAID"].converted and "converted" not in scenes_in["S1-DB-UNSAID"].to_dict()
+
+
+def test_linear_power_said_of_db_values_or_against_the_metadata_is_refused(linear_sources, tiny_region, tmp_path):
+    items, _, scenes = linear_sources
+    said_db = broken_copy(items, items_of(items, "sentinel-1-card-bs")[5], "S1-DB-SAID",
+                          props={"datetime": "2024-01-07T05:00:00Z"})  # the synthetic items say unit "dB"
+    batch = write_items(items, [scenes["db"], said_db], "s1-db-as-power.json")
+    result = ingest(batch, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, linear_power=True)
+    assert not result.added
+    reasons = {r.scene_id: r.reason for r in result.rejected}
+    assert "taken as linear power" in reasons["S1-DB-UNSAID"] and "in dB already?" in reasons["S1-DB-UNSAID"]
+    assert "its asset says unit 'dB'" in reasons["S1-DB-SAID"]
+    with pytest.raises(ValueError, match="the s2 cube has no band in dB"):
+        ingest(tiny_region.items, tmp_path / "s2", linear_power=True, progress=False)
+
+
+def test_the_cli_passes_linear_power(linear_sources, tmp_path, capsys):
+    _, path, _ = linear_sources
+    args = ["ingest", str(path), "--cube", str(tmp_path / "cube"), "--collection", "s1", "--quiet", "--json",
+            "--chunks", "time=4,space=64,shard_space=256"]
+    assert main(args) == 1 and "cardcube ingest --linear-power" in capsys.readouterr().out
+    assert main([*args, "--linear-power"]) == 0
+    assert '"converted": ["S1-POWER-UNSAID"]' in capsys.readouterr().out

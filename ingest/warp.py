@@ -1,0 +1,131 @@
+"""Scenes off the MGRS tile grid, resampled onto it: opt-in, with ``ingest(..., warp=True)``.
+
+By default a scene must sit on its tile's pixel lattice (:meth:`cardcube.grid.TileGrid.window`), so its pixels
+go into the cube as they are. Real deliveries often do not: a whole GRD footprint orthorectified on a UTM grid
+of its own origin (Planetary Computer's ``sentinel-1-rtc``), another UTM zone, another pixel size. With
+``warp`` such a scene is resampled onto the tile grid, over the tile pixels its footprint covers (clipped to
+the tile; a scene that misses its tile is still rejected), and the ledger records the method per band.
+
+The methods, chosen per band by :func:`resampling_for`:
+
+* class layers (SCL): **nearest** -- a class code has no in-between;
+* backscatter: **bilinear** on linear power, then 10 log10 (a mean of dB values is a geometric mean of
+  power, biased low over speckle: see ``cube/stats.py``); **average** instead when the source pixels are
+  finer than the cube's, so every source pixel counts rather than the four nearest;
+* reflectance: bilinear (average from finer pixels) on the DN, rounded by GDAL to whole DN.
+
+Nodata never enters a value: GDAL weights the valid neighbours only. The kernel scale (GDAL's XSCALE/YSCALE)
+is fixed from the pixel sizes rather than left to GDAL, which derives it from each processing chunk's shape:
+so a pixel's value does not depend on the shard it is written in. Within one CRS (a shifted lattice) a
+shard's values are then those of one GDAL warp of the whole scene (to float32 rounding); across CRSs they agree
+with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, which
+rasterio's reproject does not let us turn off: thousandths of a dB).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.warp import reproject
+from rasterio.windows import Window as RasterWindow
+
+from cardcube.errors import SceneGridError
+from cardcube.grid import TileGrid
+from cardcube.spec import BandSpec, CubeSpec
+from ingest.values import ValueMap, db_to_power, power_to_db
+
+Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
+
+_EPS = 1e-6  # pixels: a footprint edge this close to a lattice line is on it
+_PAD = 2  # source pixels read beyond a target's footprint, so a kernel at its edge sees what a whole warp sees
+
+
+def footprint_bounds(geobox: GeoBox, crs: Any) -> tuple[float, float, float, float]:
+    """Bounding box of ``geobox``'s footprint in ``crs`` (edges densified, so a curved edge is not cut)."""
+    res = max(abs(geobox.resolution.x), abs(geobox.resolution.y))
+    bb = geobox.extent.to_crs(crs, resolution=res * 16).boundingbox
+    return bb.left, bb.bottom, bb.right, bb.top
+
+
+def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *, scene_id: str) -> dict[int, Window]:
+    """The window of tile pixels, at each of ``spec``'s resolutions, that the union of ``footprints`` covers:
+    clipped to the tile and snapped outward to the coarsest resolution, so every resolution covers the same
+    ground. :class:`SceneGridError` if the footprints do not overlap the tile."""
+    boxes = [footprint_bounds(g, tile.crs) for g in footprints]
+    minx, miny = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    maxx, maxy = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    tminx, tminy, tmaxx, tmaxy = tile.bounds
+    lo_x, lo_y, hi_x, hi_y = max(minx, tminx), max(miny, tminy), min(maxx, tmaxx), min(maxy, tmaxy)
+    if lo_x >= hi_x or lo_y >= hi_y:
+        raise SceneGridError(scene_id, f"its footprint ({minx:.0f}, {miny:.0f}, {maxx:.0f}, {maxy:.0f} in {tile.crs}) "
+                                       f"does not overlap tile {tile.tile_id}")
+    coarse = max(spec.resolutions)
+    c0 = math.floor((lo_x - tile.ulx) / coarse + _EPS)
+    c1 = math.ceil((hi_x - tile.ulx) / coarse - _EPS)
+    r0 = math.floor((tile.uly - hi_y) / coarse + _EPS)
+    r1 = math.ceil((tile.uly - lo_y) / coarse - _EPS)
+    return {res: (r0 * (coarse // res), c0 * (coarse // res), (r1 - r0) * (coarse // res), (c1 - c0) * (coarse // res))
+            for res in spec.resolutions}
+
+
+def pixel_size(geobox: GeoBox, crs: Any) -> float:
+    """The side of ``geobox``'s pixels in ``crs`` units, from its footprint's area (any CRS, any rotation)."""
+    area = geobox.extent.to_crs(crs, resolution=max(abs(geobox.resolution.x), abs(geobox.resolution.y)) * 16).area
+    return math.sqrt(area / (geobox.shape[0] * geobox.shape[1]))
+
+
+def resampling_for(band: BandSpec, source_pixel: float) -> Resampling:
+    """The method that puts ``band`` from source pixels of ``source_pixel`` metres onto its cube resolution."""
+    if band.is_flag:
+        return Resampling.nearest
+    return Resampling.average if source_pixel < band.resolution * (1 - 1e-3) else Resampling.bilinear
+
+
+def warp_record(band: BandSpec, geobox: GeoBox, tile: TileGrid) -> dict[str, Any]:
+    """How ``band`` (its file's grid ``geobox``) is put on ``tile``'s grid: the ledger's record and the writer's
+    recipe (``resampling``, and ``scale``: cube pixels per source pixel, GDAL's XSCALE/YSCALE)."""
+    source_pixel = pixel_size(geobox, tile.crs)
+    crs = geobox.crs
+    return {"resampling": resampling_for(band, source_pixel).name, "scale": source_pixel / band.resolution,
+            "crs": f"EPSG:{crs.epsg}" if crs.epsg else crs.to_wkt(), "transform": list(geobox.affine)[:6]}
+
+
+def _source_window(ds: DatasetReader, target: GeoBox, pad: int) -> RasterWindow | None:
+    """The window of ``ds`` that ``target``'s footprint falls in, padded by ``pad`` pixels; None if outside."""
+    minx, miny, maxx, maxy = footprint_bounds(target, ds.crs)
+    inverse = ~ds.transform
+    cols, rows = zip(*(inverse * (x, y) for x in (minx, maxx) for y in (miny, maxy)), strict=True)
+    c0, c1 = max(math.floor(min(cols)) - pad, 0), min(math.ceil(max(cols)) + pad, ds.width)
+    r0, r1 = max(math.floor(min(rows)) - pad, 0), min(math.ceil(max(rows)) + pad, ds.height)
+    return RasterWindow(c0, r0, c1 - c0, r1 - r0) if c0 < c1 and r0 < r1 else None
+
+
+def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBox, how: dict[str, Any]) -> np.ndarray:
+    """``band``'s values of ``ds`` resampled onto ``target`` (a piece of the tile grid), as the cube stores them:
+    the file's values mapped by ``vmap`` first, backscatter resampled in linear power (``how``: from
+    :func:`warp_record`)."""
+    fill = band.nodata if band.nodata is not None else 0
+    scale = float(how["scale"])
+    window = _source_window(ds, target, _PAD + math.ceil(1 / scale))
+    if window is None:
+        return np.full(target.shape, fill, dtype=band.dtype)
+    values = vmap.apply(ds.read(1, window=window))
+    backscatter = band.units == "dB"
+    if backscatter:
+        values, nodata = db_to_power(values), np.nan
+    else:
+        nodata = fill
+    out = np.full(target.shape, nodata, dtype=values.dtype)
+    reproject(values, out, src_transform=ds.window_transform(window), src_crs=ds.crs, src_nodata=nodata,
+              dst_transform=target.affine, dst_crs=target.crs, dst_nodata=nodata,
+              resampling=Resampling[how["resampling"]], XSCALE=scale, YSCALE=scale)
+    if backscatter:
+        out = power_to_db(out)
+        out[np.isnan(out)] = fill
+    return out.astype(band.dtype)

@@ -1,0 +1,246 @@
+"""Scenes off the tile grid: rejected as before without ``warp``, resampled onto the grid with it -- checked
+against rasterio.warp.reproject of the same files, done here on its own over the whole scene."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, reproject
+
+from cardcube.cli import main
+from cardcube.errors import SceneGridError
+from cardcube.grid import TileGrid
+from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import open_cube
+from cube.ledger import read_version
+from ingest.job import ingest
+from ingest.values import ValueMap
+from ingest.warp import read_warped, resampling_for, tile_windows, warp_record
+from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # the 2 km scenes span 2 x 2 shards
+TILE = TileGrid.from_id("31UFU")
+
+
+def _moved(dx: float, dy: float):
+    """An edit moving every band by ``dx`` m east and ``dy`` m north (same CRS, same pixel size)."""
+    def edit(band: str, path: Path) -> None:
+        with rasterio.open(path) as src:
+            t = src.transform
+        _rewrite(path, transform=Affine(t.a, t.b, t.c + dx, t.d, t.e, t.f + dy))
+    return edit
+
+
+def _to_utm32_power(band: str, path: Path) -> None:
+    """Planetary Computer's sentinel-1-rtc as delivered: linear power, nodata -32768, on a UTM grid of its own --
+    here the neighbouring zone 32, at 10 m with its own origin."""
+    with rasterio.open(path) as src:
+        db, crs, transform, (h, w), bounds = src.read(1), src.crs, src.transform, src.shape, src.bounds
+    power = np.where(np.isnan(db), -32768, 10 ** (db.astype(np.float64) / 10)).astype(np.float32)
+    dst_t, dst_w, dst_h = calculate_default_transform(crs, "EPSG:32632", w, h, *bounds, resolution=10)
+    dst_t = Affine(10, 0, math.floor(dst_t.c) + 3, 0, -10, math.floor(dst_t.f) + 7)  # an origin of its own
+    out = np.full((dst_h, dst_w), -32768, np.float32)
+    reproject(power, out, src_transform=transform, src_crs=crs, src_nodata=-32768, dst_transform=dst_t,
+              dst_crs="EPSG:32632", dst_nodata=-32768, resampling=Resampling.nearest)
+    with rasterio.open(path, "w", driver="GTiff", width=dst_w, height=dst_h, count=1, dtype="float32",
+                       crs="EPSG:32632", transform=dst_t, nodata=-32768) as dst:
+        dst.write(out, 1)
+
+
+@pytest.fixture(scope="module")
+def off_grid(tiny_region):
+    """Off-grid copies of the tiny region's scenes: S1 and S2 moved by half a 10 m pixel, a Planetary-Computer-like
+    linear S1 scene in UTM zone 32, and an S1 scene moved 200 km away from its tile."""
+    items = tiny_region.items
+    s1, s2 = items_of(items, "sentinel-1-card-bs"), items_of(items, "sentinel-2-l2a")
+    half = _moved(5.0, -5.0)
+    scenes = {
+        "s1": broken_copy(items, s1[0], "S1-HALF-PIXEL", half, props={"datetime": "2024-01-02T05:00:00Z"}),
+        "s2": broken_copy(items, s2[0], "S2-HALF-PIXEL", half, props={"datetime": "2024-01-02T10:00:00Z"}),
+        "far": broken_copy(items, s1[1], "S1-FAR-AWAY", _moved(200_000.0, 0.0),
+                           props={"datetime": "2024-01-03T05:00:00Z"}),
+    }
+    rtc = broken_copy(items, s1[2], "S1-RTC-UTM32", _to_utm32_power, props={"datetime": "2024-01-04T05:00:00Z"})
+    rtc["collection"] = "sentinel-1-rtc"
+    raster = [{"nodata": -32768, "data_type": "float32", "spatial_resolution": 10}]  # no unit, as PC writes it
+    rtc["assets"] = {key.lower(): {"href": a["href"], "type": a["type"], "raster:bands": raster}
+                     for key, a in rtc["assets"].items()}
+    scenes["rtc"] = rtc
+    paths = {name: write_items(items, [feature], f"off-grid-{name}.json") for name, feature in scenes.items()}
+    return items, scenes, paths
+
+
+def _target(bounds: rasterio.coords.BoundingBox, res: int, *, pad: int) -> GeoBox:
+    """The tile grid's pixels at ``res`` covering ``bounds`` (in the tile's CRS) and ``pad`` pixels around."""
+    c0, c1 = math.floor((bounds.left - TILE.ulx) / res) - pad, math.ceil((bounds.right - TILE.ulx) / res) + pad
+    r0, r1 = math.floor((TILE.uly - bounds.top) / res) - pad, math.ceil((TILE.uly - bounds.bottom) / res) + pad
+    return TILE.geobox(res)[r0:r1, c0:c1]
+
+
+def _reference(path: Path, target: GeoBox, resampling: Resampling, *, db: bool | None,
+               nodata: float | None = None) -> np.ndarray:
+    """rasterio.warp.reproject of the whole file onto ``target``. Backscatter (``db``: the file is in dB, else
+    in linear power) is resampled in linear power and returned in dB; ``db=None``: the values as they are."""
+    with rasterio.open(path) as src:
+        values, transform, crs, file_nodata = src.read(1), src.transform, src.crs, src.nodata
+    if db is not None:
+        values = np.where(values == file_nodata, np.nan, values).astype(np.float64)
+        if db:
+            values = 10 ** (values / 10)
+        nodata = np.nan
+    out = np.full(target.shape, nodata, dtype=values.dtype)
+    reproject(values, out, src_transform=transform, src_crs=crs, src_nodata=nodata, dst_transform=target.affine,
+              dst_crs=target.crs, dst_nodata=nodata, resampling=resampling)
+    if db is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(out > 0, 10 * np.log10(out), np.nan)
+    return out
+
+
+def _cube(cube: Path, collection: str, scene_id: str, band: str, target: GeoBox) -> np.ndarray:
+    """The cube's pixels of ``band`` on ``target``, nodata where the cube holds none (beyond its data)."""
+    ds = open_cube(cube, collection, bands=[band], decode=False)
+    got = ds[band].isel(time=list(ds["scene_id"].values).index(scene_id))
+    x, y = target.coords["x"].values, target.coords["y"].values
+    fill = ds[band].encoding.get("_FillValue", np.nan) if got.dtype.kind == "f" else 0
+    got = got.reindex(x=x, y=y, method="nearest", tolerance=0.1, fill_value=fill).values
+    assert got.shape == target.shape
+    return got
+
+
+def _bounds(path: Path) -> rasterio.coords.BoundingBox:
+    with rasterio.open(path) as src:
+        return src.bounds
+
+
+def test_without_warp_an_off_grid_scene_is_rejected_as_before_and_told_of_the_option(off_grid, tmp_path):
+    _, scenes, paths = off_grid
+    for name, says in [("s1", "off the 10 m pixel grid of tile 31UFU"),
+                       ("rtc", "CRS EPSG:32632 is not the CRS of tile 31UFU")]:
+        (rejection,) = ingest(paths[name], tmp_path / name, collection="s1", chunks=CHUNKS, progress=False,
+                              source_collection=scenes[name]["collection"]).rejected
+        assert rejection.kind == "SceneGridError" and says in rejection.reason, rejection.reason
+        assert "ingest(..., warp=True), cardcube ingest --warp" in rejection.reason
+
+
+def test_an_s1_scene_half_a_pixel_off_is_resampled_bilinear_in_linear_power(off_grid, tmp_path):
+    items, scenes, paths = off_grid
+    result = ingest(paths["s1"], tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, warp=True)
+    assert result.added == ("S1-HALF-PIXEL",) and result.warped == ("S1-HALF-PIXEL",) and not result.converted
+    for band in ("VV", "VH"):
+        path = asset_path(items, scenes["s1"], band)
+        target = _target(_bounds(path), 10, pad=3)
+        expected = _reference(path, target, Resampling.bilinear, db=True)
+        got = _cube(tmp_path / "cube", "s1", "S1-HALF-PIXEL", band, target)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        assert np.isnan(got).sum() > 0 and (~np.isnan(got)).sum() >= 199 * 199  # the pad is nodata, the rest not
+        np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=0, atol=1e-4)
+    record = read_version(open_store(tmp_path / "cube"), "s1").scenes["S1-HALF-PIXEL"]
+    assert record.warped["VV"]["resampling"] == "bilinear" and record.warped["VV"]["crs"] == "EPSG:32631"
+    assert record.warped["VV"]["transform"][2] == 680005.0 and record.windows[10] == (5504, 8000, 201, 201)
+
+
+def test_an_s2_scene_half_a_pixel_off_keeps_its_classes_and_resamples_reflectance(off_grid, tmp_path):
+    items, scenes, paths = off_grid
+    result = ingest(paths["s2"], tmp_path / "cube", chunks=CHUNKS, progress=False, warp=True)
+    assert result.added == ("S2-HALF-PIXEL",) and result.warped == ("S2-HALF-PIXEL",)
+    for band, res, how in [("SCL", 20, Resampling.nearest), ("B04", 10, Resampling.bilinear),
+                           ("B11", 20, Resampling.bilinear)]:
+        path = asset_path(items, scenes["s2"], band)
+        target = _target(_bounds(path), res, pad=2)
+        expected = _reference(path, target, how, db=None, nodata=0)
+        got = _cube(tmp_path / "cube", "s2", "S2-HALF-PIXEL", band, target)
+        assert got.dtype == expected.dtype and (got == 0).sum() > 0
+        np.testing.assert_array_equal(got, expected, err_msg=band)
+        if band == "SCL":
+            with rasterio.open(path) as src:
+                assert set(np.unique(got)) <= set(np.unique(src.read(1))) | {0}  # no class is made up
+    warped = read_version(open_store(tmp_path / "cube"), "s2").scenes["S2-HALF-PIXEL"].warped
+    assert warped["SCL"]["resampling"] == "nearest" and warped["B04"]["resampling"] == "bilinear"
+
+
+def test_a_linear_scene_of_the_neighbouring_utm_zone_goes_in_like_planetary_computers_rtc(off_grid, tmp_path):
+    """No option but ``warp``: the collection (Planetary Computer's sentinel-1-rtc) says the values are linear."""
+    items, scenes, paths = off_grid
+    result = ingest(paths["rtc"], tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, warp=True,
+                    source_collection="sentinel-1-rtc")
+    assert result.added == ("S1-RTC-UTM32",) and result.converted == result.warped == ("S1-RTC-UTM32",)
+    for band in ("vv", "vh"):
+        path = asset_path(items, scenes["rtc"], band)
+        target = _target(_bounds(asset_path(items, items_of(items, "sentinel-1-card-bs")[2], band.upper())), 10,
+                         pad=20)
+        expected = _reference(path, target, Resampling.bilinear, db=False)  # the file is linear power
+        got = _cube(tmp_path / "cube", "s1", "S1-RTC-UTM32", band.upper(), target)
+        inside = ~np.isnan(expected)
+        assert inside.sum() > 190 * 190 and (~inside).sum() > 0
+        # across CRSs GDAL interpolates coordinates (1/8 px tolerance), per shard in ingest, once here: a pixel at
+        # the footprint's edge may come out or not, and values differ by thousandths of a dB
+        core = inside & ~np.isnan(got)
+        assert (inside != ~np.isnan(got)).sum() < 0.005 * inside.sum()
+        np.testing.assert_allclose(got[core], expected[core], rtol=0, atol=0.01)  # dB
+    record = read_version(open_store(tmp_path / "cube"), "s1").scenes["S1-RTC-UTM32"]
+    assert "Planetary Computer" in record.converted["VV"] and record.warped["VH"]["crs"] == "EPSG:32632"
+
+
+def test_a_scene_that_misses_its_tile_is_rejected_even_with_warp(off_grid, tmp_path):
+    _, _, paths = off_grid
+    result = ingest(paths["far"], tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, warp=True)
+    (rejection,) = result.rejected
+    assert rejection.kind == "SceneGridError" and "does not overlap tile 31UFU" in rejection.reason
+    assert not result.added and result.version == 1  # the rejection is recorded, no data
+
+
+def test_the_cli_passes_warp(off_grid, tmp_path, capsys):
+    _, _, paths = off_grid
+    args = ["ingest", str(paths["rtc"]), "--cube", str(tmp_path / "cube"), "--collection", "s1", "--quiet",
+            "--source-collection", "sentinel-1-rtc", "--chunks", "time=4,space=64,shard_space=256"]
+    assert main(args) == 1 and "cardcube ingest --warp" in capsys.readouterr().out
+    assert main([*args, "--warp", "--json"]) == 0
+    assert '"warped": ["S1-RTC-UTM32"]' in capsys.readouterr().out
+
+
+def test_tile_windows_clip_to_the_tile_and_snap_to_the_coarsest_lattice():
+    def box(x0: float, y0: float, n: int, res: float = 10.0, crs: str = TILE.crs) -> GeoBox:
+        return GeoBox((n, n), Affine(res, 0, x0, 0, -res, y0), crs)
+    inside = tile_windows(TILE, S2_L2A, [box(TILE.ulx + 1005, TILE.uly - 2005, 10)], scene_id="x")
+    assert inside == {10: (200, 100, 12, 12), 20: (100, 50, 6, 6)}  # 100 m at 5 m off: 11 px, snapped to 20 m
+    straddling = tile_windows(TILE, S1_BACKSCATTER, [box(TILE.ulx - 500, TILE.uly + 300, 100)], scene_id="x")
+    assert straddling == {10: (0, 0, 70, 50)}  # clipped to the tile
+    with pytest.raises(SceneGridError, match="does not overlap tile 31UFU"):
+        tile_windows(TILE, S1_BACKSCATTER, [box(TILE.ulx - 1000, TILE.uly, 100)], scene_id="x")  # its edge touches
+    assert resampling_for(S2_L2A.band("SCL"), 10.0).name == "nearest"
+    assert resampling_for(S1_BACKSCATTER.band("VV"), 10.0).name == "bilinear"
+    assert resampling_for(S1_BACKSCATTER.band("VV"), 5.0).name == "average"  # finer pixels: each one counts
+
+
+def test_finer_pixels_are_averaged_in_linear_power_whatever_the_shard():
+    """A 5 m backscatter file into the 10 m cube: each cube pixel is the mean power of the four source pixels it
+    covers (nodata left out), whether read as one piece of the grid or two."""
+    rng = np.random.default_rng(7)
+    db = (-15 + 3 * rng.standard_normal((40, 40))).astype(np.float32)
+    db[10, 10] = np.nan
+    x0, y0 = TILE.ulx + 8000, TILE.uly - 6000
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=40, height=40, count=1, dtype="float32", crs=TILE.crs, nodata=np.nan,
+                      transform=Affine(5, 0, x0, 0, -5, y0)) as dst:
+            dst.write(db, 1)
+        with mem.open() as ds:
+            vv = S1_BACKSCATTER.band("VV")
+            how = warp_record(vv, GeoBox(ds.shape, ds.transform, ds.crs), TILE)
+            assert how["resampling"] == "average" and how["scale"] == pytest.approx(0.5)
+            grid = TILE.geobox(10)[600:620, 800:820]
+            whole = read_warped(ds, vv, ValueMap(np.nan), grid, how)
+            halves = np.hstack([read_warped(ds, vv, ValueMap(np.nan), grid[:, :7], how),
+                                read_warped(ds, vv, ValueMap(np.nan), grid[:, 7:], how)])
+    power = (10 ** (db.astype(np.float64) / 10)).reshape(20, 2, 20, 2)
+    expected = 10 * np.log10(np.nanmean(power, axis=(1, 3)))
+    np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(whole, halves)
