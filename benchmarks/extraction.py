@@ -530,6 +530,19 @@ def save_report(out: Path | None, stem: str, text: str, results: list[dict[str, 
         progress(f"{stem}.md not saved: pass --out DIR to keep the report and its JSON")
 
 
+def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem: str,
+             render: Callable[[Any], str]) -> Any:
+    """``--from-json``: a saved run's results read back, their report printed and written as ``<stem>.md``
+    beside them (or in ``out``); the results returned."""
+    if not path.is_file():
+        parser.error(f"--from-json {path}: no such file")
+    results = json.loads(path.read_text())
+    text = render(results)
+    (out or path.parent).joinpath(f"{stem}.md").write_text(text)
+    print(text)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     import os
 
@@ -565,9 +578,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({**out, "peak_rss_mb": _peak_rss_mb()}))
         return
     if args.from_json:
-        text = report(json.loads(args.from_json.read_text()))
-        (args.out or args.from_json.parent).joinpath("extraction.md").write_text(text)
-        print(text)
+        rerender(p, args.from_json, args.out, "extraction", report)
         return
     results = []
     for size in args.sizes:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import REPEATS, _in_subprocess, _sizes, progress, save_report
+from benchmarks.extraction import REPEATS, _in_subprocess, _sizes, progress, rerender, save_report
 
 DEFAULT_SIZES = (10.0,)
 
@@ -96,13 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                    help="re-render extraction-update.md from an extraction-update.json")
     args = p.parse_args(argv)
     if args.from_json is not None:
-        if not args.from_json.is_file():
-            p.error(f"--from-json {args.from_json}: no such file")
-        results = json.loads(args.from_json.read_text())
-        text = report(results)
-        (args.out or args.from_json.parent).joinpath("extraction-update.md").write_text(text)
-        print(text)
-        return results
+        return rerender(p, args.from_json, args.out, "extraction-update", report)
     results = []
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="cardcube-update-bench-") as tmp:

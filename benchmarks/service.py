@@ -19,7 +19,6 @@ compared byte for byte.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import progress, save_report
+from benchmarks.extraction import progress, rerender, save_report
 
 Log = Callable[[str], None]
 # key, name, title, path under /collections/s2/parcels/{id}/, query (``{date}``: a date of the season)
@@ -223,13 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument("--from-json", type=Path, default=None, help="re-render service.md from a service.json")
     args = p.parse_args(argv)
     if args.from_json is not None:
-        if not args.from_json.is_file():
-            p.error(f"--from-json {args.from_json}: no such file")
-        results = json.loads(args.from_json.read_text())
-        text = report(results)
-        (args.out or args.from_json.parent).joinpath("service.md").write_text(text)
-        print(text)
-        return results
+        return rerender(p, args.from_json, args.out, "service", report)
     if not 0.4 <= args.size_km <= 10:
         p.error(f"--size-km {args.size_km:g}: give a side from 0.4 to 10 km (a tiny cube is what this measures)")
     if args.reps < 1:
