@@ -26,6 +26,7 @@ from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
+from ingest.split import split_scenes
 from ingest.validate import CheckedScene, check_scene
 from ingest.write import write_shard
 
@@ -217,6 +218,8 @@ def ingest(
         raise InvalidRequestError(f"linear_power is for backscatter: the {collection} cube has no band in dB")
     options = {"linear_power": linear_power, "warp": warp}
     scenes = load_scenes(source, spec0, collection=source_collection)
+    if warp:  # an item of no tile (a whole GRD footprint) becomes one scene per tile it overlaps
+        scenes = split_scenes(scenes)
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     with writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence:
         checkpoint("locked")
