@@ -64,8 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warp", action="store_true",
                    help="resample scenes that are not on their MGRS tile's pixel grid (another CRS or UTM zone, "
                    "origin or pixel size) onto it: nearest for SCL, bilinear for the others (average from finer "
-                   "pixels), backscatter in linear power. Without it such scenes are rejected; with it a scene "
-                   "that misses its tile still is. The ledger records the method per band")
+                   "pixels), backscatter in linear power; an item naming no MGRS tile (a whole GRD footprint, "
+                   "Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
+                   "<item>_T<tile>. Without it such scenes are rejected; with it a scene that misses its tile, or "
+                   "has no valid pixel on it, still is. The ledger records the method per band")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,

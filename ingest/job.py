@@ -207,7 +207,9 @@ def ingest(
     unit is linear power, stored as 10 log10 of it (an asset's unit or a provider convention, see
     :func:`ingest.values.linear_power_reason`, says so without the option). ``warp``: a scene that is correctly
     georeferenced but not on its tile's pixel grid (another CRS, origin or pixel size, or reaching beyond
-    the tile) is resampled onto it (:mod:`ingest.warp`); one that misses its tile is still rejected.
+    the tile) is resampled onto it (:mod:`ingest.warp`), and an item naming no MGRS tile is split into one scene
+    per tile its footprint overlaps (:mod:`ingest.split`); one that misses its tile, or has no valid pixel on it
+    once resampled, is still rejected.
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
