@@ -17,6 +17,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from rasterio.enums import Resampling
 
+from cardcube.cli import main
 from cardcube.grid import TileGrid, tiles_overlapping
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
@@ -184,3 +185,18 @@ def test_split_by_tile_names_each_piece_by_item_and_tile():
     assert split_by_tile(nowhere) == [nowhere]
     unknown = SourceScene("NO-GEOMETRY", RTC, "", scene.time, "sentinel-1a", 37, "descending", None)
     assert split_by_tile(unknown) == [unknown]
+
+
+def test_tiles_keeps_an_item_to_the_tiles_asked_for(tmp_path, capsys):
+    item = _rtc_item(tmp_path, "RTC-TILES", x0=603003, y0=5842007)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC,
+                    tiles=["T31UFU"])
+    assert result.added == ("RTC-TILES_T31UFU",) and result.outside == ("RTC-TILES_T31UEU",) and result.ok
+    assert set(read_version(open_store(cube), "s1").tiles) == {"31UFU"}
+    args = ["ingest", str(item), "--cube", str(cube), "--collection", "s1", "--quiet", "--warp", "--source-collection",
+            RTC, "--chunks", "time=4,space=64,shard_space=256", "--json"]
+    assert main([*args, "--tiles", "31UEU,31UFU"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == ["RTC-TILES_T31UEU"] and out["skipped"] == ["RTC-TILES_T31UFU"] and not out["outside"]
+    assert main([*args, "--tiles", "31XYZ"]) == 2 and "unknown MGRS tile '31XYZ'" in capsys.readouterr().err
