@@ -18,6 +18,7 @@ from pathlib import Path
 import pyproj
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry, box
 
 from cardcube.errors import InvalidRequestError, SceneGridError
 
@@ -133,3 +134,21 @@ def tiles_for_bbox(bbox: tuple[float, float, float, float], epsg: int) -> tuple[
     return tuple(t for t in (TileGrid.from_id(i) for i in TileGrid.known_ids() if i.startswith(zone))
                  if t.epsg == epsg and minx < t.ulx + t.size_m and maxx > t.ulx and miny < t.uly
                  and maxy > t.uly - t.size_m)
+
+
+def tiles_overlapping(footprint: Geometry) -> tuple[TileGrid, ...]:
+    """Tiles whose square overlaps ``footprint`` (any CRS) over some area, by id: in every UTM zone it reaches
+    and the zones either side (a tile reaches beyond its zone's 6 degrees), in either hemisphere it nears.
+    A footprint across the antimeridian is not split at it."""
+    lonlat = footprint.to_crs("EPSG:4326", resolution=0.01 if footprint.crs.geographic else 1000.0)  # edges densified
+    minlon, minlat, maxlon, maxlat = lonlat.boundingbox
+    first, last = (min(max(math.floor((lon + 180) / 6) + 1, 1), 60) for lon in (minlon, maxlon))
+    hemispheres = [base for base, near in ((32600, maxlat > -1), (32700, minlat < 1)) if near]
+    found: dict[str, TileGrid] = {}
+    for zone in range(max(first - 1, 1), min(last + 1, 60) + 1):
+        for epsg in (base + zone for base in hemispheres):
+            local = lonlat.to_crs(f"EPSG:{epsg}", resolution=0.01)
+            for tile in tiles_for_bbox(tuple(local.boundingbox), epsg):
+                if local.intersection(box(*tile.bounds, tile.crs)).area > 0:
+                    found[tile.tile_id] = tile
+    return tuple(found[i] for i in sorted(found))

@@ -108,7 +108,8 @@ class SceneRecord:
     collection and the file of each band it was read from, with their checksums, and the processing
     baseline that decided its values (Sentinel-2 L2A from 04.00 carries an offset of -1000); per band, why it was
     converted from linear power to dB (``converted``) and how it was resampled onto the tile grid (``warped``:
-    method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was."""
+    method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was; ``item``: the
+    STAC item of no tile this scene is one tile's piece of (:mod:`ingest.split`), empty for an item of one tile."""
 
     scene_id: str
     tile: str
@@ -121,6 +122,7 @@ class SceneRecord:
     processing_baseline: float | None = None
     converted: dict[str, str] = field(default_factory=dict)  # band -> why it was taken as linear power
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # band -> resampling, crs, transform, scale
+    item: str = ""  # the STAC item this scene is one tile's piece of (an item of no tile, split with warp)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
@@ -132,6 +134,8 @@ class SceneRecord:
             d["converted"] = dict(self.converted)
         if self.warped:
             d["warped"] = {band: dict(how) for band, how in self.warped.items()}
+        if self.item:
+            d["item"] = self.item
         return d
 
     @classmethod

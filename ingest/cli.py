@@ -18,6 +18,13 @@ def _chunks(text: str) -> ChunkLayout:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _tiles(text: str) -> tuple[str, ...]:
+    tiles = tuple(t for t in (t.strip() for t in text.split(",")) if t)
+    if not tiles:
+        raise argparse.ArgumentTypeError(f"expected MGRS tile ids separated by commas, got {text!r}")
+    return tiles
+
+
 def _lock_timeout(text: str) -> float:
     try:
         seconds = float(text)
@@ -64,8 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warp", action="store_true",
                    help="resample scenes that are not on their MGRS tile's pixel grid (another CRS or UTM zone, "
                    "origin or pixel size) onto it: nearest for SCL, bilinear for the others (average from finer "
-                   "pixels), backscatter in linear power. Without it such scenes are rejected; with it a scene "
-                   "that misses its tile still is. The ledger records the method per band")
+                   "pixels), backscatter in linear power; an item naming no MGRS tile (a whole GRD footprint, "
+                   "Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
+                   "<item>_T<tile>. Without it such scenes are rejected; with it a scene that misses its tile, or "
+                   "has no valid pixel on it, still is. The ledger records the method per band")
+    p.add_argument("--tiles", type=_tiles, default=None, metavar="T31UFU,...",
+                   help="only scenes on these MGRS tiles go in (of an item split with --warp, only these tiles); "
+                   "the others are left out, neither added nor rejected")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
@@ -152,7 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     result = ingest(args.source, args.cube, collection=args.collection, chunks=args.chunks,
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection,
-                    stale_after=args.stale_after, linear_power=args.linear_power, warp=args.warp)
+                    stale_after=args.stale_after, linear_power=args.linear_power, warp=args.warp,
+                    tiles=args.tiles)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
+from ingest.split import split_scenes
 from ingest.validate import CheckedScene, check_scene
 from ingest.write import write_shard
 
@@ -51,6 +52,7 @@ class IngestResult:
     latest: int | None = None  # the cube's latest version after this run (committed now or before)
     converted: tuple[str, ...] = ()  # scenes added whose backscatter was converted from linear power to dB
     warped: tuple[str, ...] = ()  # scenes added resampled onto the tile grid (``warp``)
+    outside: tuple[str, ...] = ()  # scenes left out, on none of the ``tiles`` asked for
 
     @property
     def ok(self) -> bool:
@@ -68,7 +70,7 @@ class IngestResult:
         return {"collection": self.collection, "cube": self.cube, "version": self.version, "latest": self.latest,
                 "tiles": list(self.tiles),
                 "added": list(self.added), "skipped": list(self.skipped),
-                "converted": list(self.converted), "warped": list(self.warped),
+                "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -80,6 +82,8 @@ class IngestResult:
         lines = [f"{self.collection} cube at {self.cube}: {state}",
                  f"  added {len(self.added)} scene(s), skipped {len(self.skipped)} already present, "
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
+        if self.outside:
+            lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.converted or self.warped:
             lines.append(f"  of those added, {len(self.converted)} converted from linear power to dB, "
                          f"{len(self.warped)} resampled onto the tile grid (the ledger says how, per band)")
@@ -189,6 +193,7 @@ def ingest(
     stale_after: float = STALE_AFTER,
     linear_power: bool = False,
     warp: bool = False,
+    tiles: Iterable[str] | None = None,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -206,7 +211,10 @@ def ingest(
     unit is linear power, stored as 10 log10 of it (an asset's unit or a provider convention, see
     :func:`ingest.values.linear_power_reason`, says so without the option). ``warp``: a scene that is correctly
     georeferenced but not on its tile's pixel grid (another CRS, origin or pixel size, or reaching beyond
-    the tile) is resampled onto it (:mod:`ingest.warp`); one that misses its tile is still rejected.
+    the tile) is resampled onto it (:mod:`ingest.warp`), and an item naming no MGRS tile is split into one scene
+    per tile its footprint overlaps (:mod:`ingest.split`); one that misses its tile, or has no valid pixel on it
+    once resampled, is still rejected. ``tiles``: only scenes on these MGRS tiles go in (a split item's other
+    tiles are not made); the others are left out, neither added nor rejected (``IngestResult.outside``).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -217,6 +225,13 @@ def ingest(
         raise InvalidRequestError(f"linear_power is for backscatter: the {collection} cube has no band in dB")
     options = {"linear_power": linear_power, "warp": warp}
     scenes = load_scenes(source, spec0, collection=source_collection)
+    if warp:  # an item of no tile (a whole GRD footprint) becomes one scene per tile it overlaps
+        scenes = split_scenes(scenes)
+    outside: list[str] = []
+    if tiles is not None:
+        wanted = {TileGrid.from_id(t).tile_id for t in tiles}  # an unknown tile id is an error naming it
+        outside = [s.scene_id for s in scenes if s.tile and s.tile not in wanted]
+        scenes = [s for s in scenes if not s.tile or s.tile in wanted]  # one of no tile is still rejected
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     with writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence:
         checkpoint("locked")
@@ -270,4 +285,5 @@ def ingest(
         latest=plan.new.version if plan.new else plan.head.version or None,
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),
+        outside=tuple(outside),
     )

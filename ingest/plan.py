@@ -110,7 +110,8 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
             sources = {band: href for band, href in c.scene.assets.items() if band in c.checksums}
             scenes[c.scene_id] = SceneRecord(c.scene_id, tile, c.scene.time, version, c.checksums, c.windows,
                                              c.scene.collection, sources, c.scene.processing_baseline,
-                                             converted=dict(c.converted), warped=dict(c.warped))
+                                             converted=dict(c.converted), warped=dict(c.warped),
+                                             item=c.scene.item_id)
         pending.sort(key=lambda d: (d.acquisition.time, d.acquisition.scene_id))
         cold = list(state.cold)
         while len(pending) >= block:

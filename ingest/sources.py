@@ -45,6 +45,8 @@ class SourceScene:
     units: dict[str, str] = field(default_factory=dict)  # raster:bands unit, where the asset says one ("dB", "linear")
     processing_baseline: float | None = None  # Sentinel-2 L2A: from 04.00, DN carry an offset of -1000
     other_assets: tuple[str, ...] = ()  # the item's asset keys taken for no band (visual, thumbnail, a JP2 twin)
+    geometry: dict | None = None  # the item's GeoJSON footprint (lon/lat), to split an item of no tile by
+    item_id: str = ""  # the STAC item this scene is one tile's piece of (ingest.split); "" for an item of one tile
 
 
 def _iso(when: dt.datetime) -> str:
@@ -115,6 +117,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         units=units,
         processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
+        geometry=item.geometry,
     )
 
 

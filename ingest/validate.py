@@ -21,6 +21,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
@@ -29,10 +30,11 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
+from cardcube.storage import gdal_s3_config
 from ingest.assets import no_band_reason
 from ingest.sources import SourceScene
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
-from ingest.warp import Window, tile_windows, warp_record
+from ingest.warp import Window, has_valid_pixel, tile_windows, valid_pixels, warp_record
 
 WARP_OPTION = "ingest(..., warp=True), cardcube ingest --warp"
 
@@ -71,10 +73,15 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     """Read and check every band of ``scene``; raise a :class:`SceneError` subclass naming the problem.
 
     ``linear_power``: a backscatter band whose metadata says no unit is linear power (converted to dB);
-    ``warp``: a scene off the tile grid (CRS, pixel size, origin, extent) is resampled onto it."""
+    ``warp``: a scene off the tile grid (CRS, pixel size, origin, extent) is resampled onto it, and must hold a
+    valid pixel on its tile once resampled (an item of no tile is split per tile before, :mod:`ingest.split`)."""
     sid = scene.scene_id
     if not scene.tile:
-        raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code)")
+        if not warp:
+            raise SceneGridError(sid, f"no MGRS tile in the scene metadata (grid:code); to split the item over the "
+                                      f"MGRS tiles its footprint covers, each resampled onto its tile: {WARP_OPTION}")
+        raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code), nor a footprint (item geometry) "
+                                  "overlapping one to split the item over")
     try:
         tile = TileGrid.from_id(scene.tile)
     except ValueError as exc:
@@ -148,7 +155,26 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
+    if warped and not _any_warped_valid(scene, spec, tile, windows, values, warped):
+        raise SceneContentError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
+                                     f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
     return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped)
+
+
+def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, windows: dict[int, Window],
+                      values: dict[str, ValueMap], warped: dict[str, dict[str, Any]]) -> bool:
+    """Whether some band of a scene resampled onto ``tile`` holds a valid pixel there. The source's valid count
+    says nothing of it (its data may all lie beyond the tile), so the tile window is warped as the writer will,
+    band after band until one valid pixel is found: cheap for a scene with data on the tile, the whole window
+    for one without."""
+    with rasterio.Env(**gdal_s3_config()):
+        for band in spec.bands:
+            with rasterio.open(scene.assets[band.name]) as ds:
+                side = spec.chunks.shards(band.resolution)[1]
+                if has_valid_pixel(ds, band, values[band.name], tile, windows[band.resolution],
+                                   warped[band.name], side=side):
+                    return True
+    return False
 
 
 def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str) -> tuple[int, int]:
@@ -206,9 +232,7 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) 
         if vmap.to_db:
             nonpositive += int(np.count_nonzero(~vmap.missing(raw) & (raw <= 0)))
         block = vmap.apply(raw)
-        ok = ~np.isnan(block) if block.dtype.kind == "f" else np.ones(block.shape, bool)
-        if band.nodata is not None and not (isinstance(band.nodata, float) and np.isnan(band.nodata)):
-            ok &= block != band.nodata
+        ok = valid_pixels(block, band)
         valid += int(np.count_nonzero(ok))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))

@@ -20,12 +20,16 @@ so a pixel's value does not depend on the shard it is written in. Within one CRS
 shard's values are then those of one GDAL warp of the whole scene (to float32 rounding); across CRSs they agree
 with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, which
 rasterio's reproject does not let us turn off: thousandths of a dB).
+
+A footprint that overlaps the tile may hold no data there (the nodata collar of a GRD footprint over a tile's
+corner): :func:`has_valid_pixel` warps the tile window piece by piece as the writer will, so such a scene is
+rejected before anything is written instead of going in as an empty date.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +40,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window as RasterWindow
 
 from cardcube.errors import SceneGridError
-from cardcube.grid import TileGrid
+from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from ingest.values import ValueMap, db_to_power, power_to_db
 
@@ -129,3 +133,34 @@ def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBo
         out = power_to_db(out)
         out[np.isnan(out)] = fill
     return out.astype(band.dtype)
+
+
+def shard_pieces(window: Window, resolution: int, side: int) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    """The rows and columns of ``window`` (tile pixels at ``resolution``) in each shard of ``side`` pixels it
+    touches: the pieces of the tile grid the writer resamples a scene onto, one per shard write."""
+    r, c, h, w = window
+    n = round(TILE_SIZE_M / resolution)
+    for i in range(r // side, (r + h - 1) // side + 1):
+        rows = max(r, i * side), min(r + h, (i + 1) * side, n)
+        for j in range(c // side, (c + w - 1) // side + 1):
+            cols = max(c, j * side), min(c + w, (j + 1) * side, n)
+            if rows[0] < rows[1] and cols[0] < cols[1]:
+                yield rows, cols
+
+
+def valid_pixels(values: np.ndarray, band: BandSpec) -> np.ndarray:
+    """Where ``values`` (as the cube stores them) hold a measurement, not the band's nodata."""
+    ok = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+    if band.nodata is not None and not (isinstance(band.nodata, float) and np.isnan(band.nodata)):
+        ok &= values != band.nodata
+    return ok
+
+
+def has_valid_pixel(ds: DatasetReader, band: BandSpec, vmap: ValueMap, tile: TileGrid, window: Window,
+                    how: dict[str, Any], *, side: int) -> bool:
+    """Whether ``band`` of ``ds`` resampled onto ``window`` of ``tile`` holds any valid pixel. Warped piece by
+    piece (:func:`shard_pieces`, ``side``: the cube's shard side at the band's resolution) exactly as the writer
+    warps it, so the answer is the writer's pixel for pixel; it stops at the first piece with a valid pixel."""
+    grid = tile.geobox(band.resolution)
+    return any(valid_pixels(read_warped(ds, band, vmap, grid[rows[0]:rows[1], cols[0]:cols[1]], how), band).any()
+               for rows, cols in shard_pieces(window, band.resolution, side))

@@ -19,12 +19,13 @@ from cardcube.errors import SceneGridError
 from cardcube.grid import TileGrid
 from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
 from cardcube.storage import open_store
-from cube.dataset import open_cube
 from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.values import ValueMap
 from ingest.warp import read_warped, resampling_for, tile_windows, warp_record
 from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
+from tests.ingest.warp_checks import cube_pixels as _cube
+from tests.ingest.warp_checks import reference_warp as _reference
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # the 2 km scenes span 2 x 2 shards
 TILE = TileGrid.from_id("31UFU")
@@ -83,37 +84,6 @@ def _target(bounds: rasterio.coords.BoundingBox, res: int, *, pad: int) -> GeoBo
     c0, c1 = math.floor((bounds.left - TILE.ulx) / res) - pad, math.ceil((bounds.right - TILE.ulx) / res) + pad
     r0, r1 = math.floor((TILE.uly - bounds.top) / res) - pad, math.ceil((TILE.uly - bounds.bottom) / res) + pad
     return TILE.geobox(res)[r0:r1, c0:c1]
-
-
-def _reference(path: Path, target: GeoBox, resampling: Resampling, *, db: bool | None,
-               nodata: float | None = None) -> np.ndarray:
-    """rasterio.warp.reproject of the whole file onto ``target``. Backscatter (``db``: the file is in dB, else
-    in linear power) is resampled in linear power and returned in dB; ``db=None``: the values as they are."""
-    with rasterio.open(path) as src:
-        values, transform, crs, file_nodata = src.read(1), src.transform, src.crs, src.nodata
-    if db is not None:
-        values = np.where(values == file_nodata, np.nan, values).astype(np.float64)
-        if db:
-            values = 10 ** (values / 10)
-        nodata = np.nan
-    out = np.full(target.shape, nodata, dtype=values.dtype)
-    reproject(values, out, src_transform=transform, src_crs=crs, src_nodata=nodata, dst_transform=target.affine,
-              dst_crs=target.crs, dst_nodata=nodata, resampling=resampling)
-    if db is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(out > 0, 10 * np.log10(out), np.nan)
-    return out
-
-
-def _cube(cube: Path, collection: str, scene_id: str, band: str, target: GeoBox) -> np.ndarray:
-    """The cube's pixels of ``band`` on ``target``, nodata where the cube holds none (beyond its data)."""
-    ds = open_cube(cube, collection, bands=[band], decode=False)
-    got = ds[band].isel(time=list(ds["scene_id"].values).index(scene_id))
-    x, y = target.coords["x"].values, target.coords["y"].values
-    fill = ds[band].encoding.get("_FillValue", np.nan) if got.dtype.kind == "f" else 0
-    got = got.reindex(x=x, y=y, method="nearest", tolerance=0.1, fill_value=fill).values
-    assert got.shape == target.shape
-    return got
 
 
 def _bounds(path: Path) -> rasterio.coords.BoundingBox:

@@ -1,0 +1,202 @@
+"""Items of no MGRS tile (Planetary Computer's sentinel-1-rtc: a whole GRD footprint on a UTM grid of its own),
+split with ``warp`` into one scene per tile their footprint overlaps -- each tile checked against
+rasterio.warp.reproject of the same file onto that tile's grid -- and rejected without it. Also: a tile its
+footprint overlaps with nodata only is rejected, not written as an empty date."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import box
+from rasterio.enums import Resampling
+
+from cardcube.cli import main
+from cardcube.grid import TileGrid, tiles_overlapping
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.ledger import read_version
+from ingest.job import ingest
+from ingest.sources import SourceScene
+from ingest.split import split_by_tile
+from tests.ingest.warp_checks import cube_pixels, reference_warp
+
+CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # a 3 km scene spans a few shards of each tile
+NODATA = -32768.0
+RTC = "sentinel-1-rtc"
+
+
+def _rtc_item(folder: Path, item_id: str, *, x0: float, y0: float, shape: tuple[int, int] = (200, 300),
+              data_east_of: float | None = None, tile: str | None = None) -> Path:
+    """An ItemCollection of one item as Planetary Computer writes sentinel-1-rtc: VV and VH in linear power (no
+    unit), nodata -32768, 10 m pixels in EPSG:32631 from its own origin ``(x0, y0)``, no MGRS tile (unless
+    ``tile``), its geometry the raster's footprint. ``data_east_of``: nodata west of that easting (a collar)."""
+    folder = folder / item_id
+    folder.mkdir(parents=True)
+    transform = Affine(10, 0, x0, 0, -10, y0)
+    rng = np.random.default_rng(zlib.crc32(item_id.encode()))
+    assets = {}
+    for band in ("vv", "vh"):
+        db = -15 - 7 * (band == "vh") + 3 * rng.standard_normal(shape)
+        power = (10 ** (db / 10)).astype(np.float32)
+        if data_east_of is not None:
+            east = (transform * (np.arange(shape[1]) + 0.5, 0))[0]
+            power[:, east <= data_east_of] = NODATA
+        with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+                           dtype="float32", crs="EPSG:32631", transform=transform, nodata=NODATA) as dst:
+            dst.write(power, 1)
+        assets[band] = {"href": f"{item_id}/{band}.tif", "type": "image/tiff; application=geotiff; "
+                        "profile=cloud-optimized", "roles": ["data"],
+                        "raster:bands": [{"nodata": NODATA, "data_type": "float32", "spatial_resolution": 10}]}
+    footprint = GeoBox(shape, transform, "EPSG:32631").extent.to_crs("EPSG:4326", resolution=100.0)
+    props = {"datetime": "2024-05-02T05:50:00Z", "platform": "SENTINEL-1A", "sat:relative_orbit": 37,
+             "sat:orbit_state": "descending"}
+    if tile:
+        props["grid:code"] = f"MGRS-{tile}"
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": RTC,
+            "geometry": footprint.json, "bbox": list(footprint.boundingbox), "properties": props, "assets": assets,
+            "links": []}
+    path = folder.parent / f"{item_id}.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    return path
+
+
+def _on_tile(tile: TileGrid, path: Path, *, pad: int) -> GeoBox:
+    """``tile``'s 10 m pixels over the file's footprint and ``pad`` pixels around, clipped to the tile."""
+    with rasterio.open(path) as src:
+        minx, miny, maxx, maxy = GeoBox(src.shape, src.transform, src.crs).extent.to_crs(
+            tile.crs, resolution=10.0).boundingbox
+    c0, c1 = math.floor((minx - tile.ulx) / 10) - pad, math.ceil((maxx - tile.ulx) / 10) + pad
+    r0, r1 = math.floor((tile.uly - maxy) / 10) - pad, math.ceil((tile.uly - miny) / 10) + pad
+    n = tile.geobox(10).shape[0]
+    return tile.geobox(10)[max(r0, 0):min(r1, n), max(c0, 0):min(c1, n)]
+
+
+def _assert_tile_matches(cube: Path, item: Path, scene_id: str, tile: str, *, same_crs: bool) -> None:
+    """Both bands of ``scene_id`` in the cube equal one rasterio reproject of the whole file onto ``tile``'s grid:
+    to float32 rounding in the file's CRS; across CRSs to thousandths of a dB (hundredths on this white noise),
+    but for a few pixels at its edge (GDAL's approximate coordinate transform, see ingest.warp)."""
+    grid = TileGrid.from_id(tile)
+    target = _on_tile(grid, item.parent / item.stem / "vv.tif", pad=3)
+    for band in ("vv", "vh"):
+        path = item.parent / item.stem / f"{band}.tif"
+        expected = reference_warp(path, target, Resampling.bilinear, db=False)
+        got = cube_pixels(cube, "s1", scene_id, band.upper(), target, tile=tile)
+        inside = ~np.isnan(expected)
+        assert inside.sum() > 20 * 20, (tile, inside.sum())
+        if same_crs:
+            np.testing.assert_array_equal(np.isnan(got), ~inside)
+            np.testing.assert_allclose(got[inside], expected[inside], rtol=0, atol=1e-4)
+        else:
+            core = inside & ~np.isnan(got)
+            assert (inside != ~np.isnan(got)).sum() < 0.01 * inside.sum()
+            np.testing.assert_allclose(got[core], expected[core], rtol=0, atol=0.05)
+            assert np.median(np.abs(got[core] - expected[core])) < 0.002
+
+
+def test_an_item_of_no_tile_goes_into_every_tile_it_overlaps_once(tmp_path):
+    """Across the 31UEU/31UFU overlap (one UTM zone): both tiles, each with the file as reprojected onto it; a
+    second ingest of the item adds nothing."""
+    item = _rtc_item(tmp_path, "RTC-EDGE", x0=603003, y0=5842007)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.added == ("RTC-EDGE_T31UEU", "RTC-EDGE_T31UFU") and not result.rejected
+    assert result.tiles == ("31UEU", "31UFU") and result.warped == result.converted == result.added
+    for tile in ("31UEU", "31UFU"):
+        _assert_tile_matches(cube, item, f"RTC-EDGE_T{tile}", tile, same_crs=True)
+    version = read_version(open_store(cube), "s1")
+    records = {sid: version.scenes[sid] for sid in result.added}
+    assert {(r.tile, r.item) for r in records.values()} == {("31UEU", "RTC-EDGE"), ("31UFU", "RTC-EDGE")}
+    assert records["RTC-EDGE_T31UFU"].sources["VV"].endswith("RTC-EDGE/vv.tif")
+    assert records["RTC-EDGE_T31UEU"].windows[10] != records["RTC-EDGE_T31UFU"].windows[10]
+
+    again = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert again.added == () and set(again.skipped) == set(result.added) and again.version is None
+    assert read_version(open_store(cube), "s1").version == version.version
+
+
+def test_an_item_across_a_utm_zone_boundary_goes_into_the_tiles_of_both_zones(tmp_path):
+    item = _rtc_item(tmp_path, "RTC-ZONES", x0=708003, y0=5842007)  # reaches east of 6 E: zone 32's 32ULD
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.tiles == ("31UFU", "31UGU", "32ULD") and not result.rejected
+    for tile in result.tiles:
+        _assert_tile_matches(cube, item, f"RTC-ZONES_T{tile}", tile, same_crs=tile.startswith("31"))
+    warped = read_version(open_store(cube), "s1").scenes["RTC-ZONES_T32ULD"].warped["VV"]
+    assert warped["crs"] == "EPSG:32631" and warped["resampling"] == "bilinear"
+
+
+def test_a_tile_overlapped_by_the_nodata_collar_only_is_rejected_and_the_other_tile_goes_in(tmp_path):
+    """The raster reaches 1.3 km into 31UEU (to its east edge at 609780), but its data start at 610000."""
+    item = _rtc_item(tmp_path, "RTC-COLLAR", x0=608503, y0=5842007, data_east_of=610000)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.added == ("RTC-COLLAR_T31UFU",) and result.tiles == ("31UFU",)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "RTC-COLLAR_T31UEU" and rejection.kind == "SceneContentError"
+    assert "no valid pixel on tile 31UEU once resampled onto it" in rejection.reason
+    _assert_tile_matches(cube, item, "RTC-COLLAR_T31UFU", "31UFU", same_crs=True)
+    version = read_version(open_store(cube), "s1")
+    assert set(version.tiles) == {"31UFU"} and [r.scene_id for r in version.rejected] == ["RTC-COLLAR_T31UEU"]
+    assert not (cube / "s1" / "31UEU.zarr").exists() and not any("31UEU" in p.name for p in cube.rglob("*"))
+
+
+def test_a_scene_naming_its_tile_with_nodata_only_there_is_rejected_before_anything_is_written(tmp_path):
+    item = _rtc_item(tmp_path, "RTC-ON-31UEU", x0=608503, y0=5842007, data_east_of=610000, tile="31UEU")
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "RTC-ON-31UEU" and "no valid pixel on tile 31UEU" in rejection.reason
+    assert not result.added and result.version == 1 and not read_version(open_store(cube), "s1").tiles
+
+
+def test_without_warp_an_item_of_no_tile_is_rejected_naming_the_option(tmp_path):
+    item = _rtc_item(tmp_path, "RTC-NO-WARP", x0=603003, y0=5842007)
+    result = ingest(item, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, source_collection=RTC)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "RTC-NO-WARP" and rejection.kind == "SceneGridError" and not result.added
+    assert "no MGRS tile in the scene metadata (grid:code)" in rejection.reason
+    assert "split the item over the MGRS tiles its footprint covers" in rejection.reason
+    assert "cardcube ingest --warp" in rejection.reason
+
+
+def test_split_by_tile_names_each_piece_by_item_and_tile():
+    footprint = box(5.9, 52.6, 6.1, 52.7, "EPSG:4326")  # across 6 E
+    assert [t.tile_id for t in tiles_overlapping(footprint)] == ["31UFU", "31UGU", "32ULD"]
+    assert [t.tile_id for t in tiles_overlapping(box(603003, 5840007, 606003, 5842007, "EPSG:32631"))] == [
+        "31UEU", "31UFU"]
+    scene = SourceScene("ITEM", RTC, "", "2024-05-02T05:50:00Z", "sentinel-1a", 37, "descending", None,
+                        {"VV": "vv.tif"}, geometry=footprint.json)
+    pieces = split_by_tile(scene)
+    assert [(p.scene_id, p.tile, p.item_id) for p in pieces] == [
+        ("ITEM_T31UFU", "31UFU", "ITEM"), ("ITEM_T31UGU", "31UGU", "ITEM"), ("ITEM_T32ULD", "32ULD", "ITEM")]
+    assert all(p.assets == scene.assets and p.time == scene.time for p in pieces)
+    with_tile = SourceScene("S", RTC, "31UFU", scene.time, "sentinel-1a", 37, "descending", None,
+                            geometry=footprint.json)
+    assert split_by_tile(with_tile) == [with_tile]
+    nowhere = SourceScene("SEA", RTC, "", scene.time, "sentinel-1a", 37, "descending", None,
+                          geometry=box(0, 88.5, 0.1, 88.6, "EPSG:4326").json)  # beyond the grid's 84 N
+    assert split_by_tile(nowhere) == [nowhere]
+    unknown = SourceScene("NO-GEOMETRY", RTC, "", scene.time, "sentinel-1a", 37, "descending", None)
+    assert split_by_tile(unknown) == [unknown]
+
+
+def test_tiles_keeps_an_item_to_the_tiles_asked_for(tmp_path, capsys):
+    item = _rtc_item(tmp_path, "RTC-TILES", x0=603003, y0=5842007)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC,
+                    tiles=["T31UFU"])
+    assert result.added == ("RTC-TILES_T31UFU",) and result.outside == ("RTC-TILES_T31UEU",) and result.ok
+    assert set(read_version(open_store(cube), "s1").tiles) == {"31UFU"}
+    args = ["ingest", str(item), "--cube", str(cube), "--collection", "s1", "--quiet", "--warp", "--source-collection",
+            RTC, "--chunks", "time=4,space=64,shard_space=256", "--json"]
+    assert main([*args, "--tiles", "31UEU,31UFU"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["added"] == ["RTC-TILES_T31UEU"] and out["skipped"] == ["RTC-TILES_T31UFU"] and not out["outside"]
+    assert main([*args, "--tiles", "31XYZ"]) == 2 and "unknown MGRS tile '31XYZ'" in capsys.readouterr().err
