@@ -32,8 +32,10 @@ from tests.ingest.crashing import CHUNKS, ingest_command
 from tests.ingest.scene_edits import items_of, write_items
 
 COLLECTION = "s1"
-HOLDER_STALE_AFTER = 4.0  # the frozen writer's --stale-after: nobody breaks its lock sooner
-BREAK_AFTER = 1.0  # the taking-over writer's: shorter, so it waits for the holder's
+# Each writer's own lease lapses after half of its stale_after without a refresh: on a loaded 2-core machine
+# (the suite runs a test file per core) a 1 s stale_after let the taking-over writer's own lease lapse mid-ingest.
+HOLDER_STALE_AFTER = 6.0  # the frozen writer's --stale-after: nobody breaks its lock sooner
+BREAK_AFTER = 4.0  # the taking-over writer's: shorter, so it waits for the holder's
 
 
 @pytest.fixture(scope="module")
