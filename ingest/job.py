@@ -111,9 +111,11 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    items = {r.item for r in head.scenes.values() if r.item}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
     for s in scenes:
-        if s.scene_id in head.scenes or offered.get(s.scene_id) == s:  # in the cube, or listed twice alike
+        # in the cube (an item of no tile offered unsplit, without warp: as pieces), or listed twice alike
+        if s.scene_id in head.scenes or (not s.tile and s.scene_id in items) or offered.get(s.scene_id) == s:
             skipped.append(s.scene_id)
             continue
         if s.scene_id in offered:  # one id, two different scenes: which one is meant cannot be told

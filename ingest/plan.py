@@ -141,6 +141,9 @@ def outstanding_rejections(head: CubeVersion, scenes: dict[str, SceneRecord], re
     """What the next version records as rejected: each scene rejected by this run or an earlier one and not
     in ``scenes`` (the cube's), once, with its latest reason, by scene id. Carried from version to version,
     a rejection outlives the expiry of the version that made it, so an operator whose daily run offers only
-    new scenes can still find the ones to fix and offer again."""
-    latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in scenes}  # the last one wins
+    new scenes can still find the ones to fix and offer again. An item of no tile split into pieces
+    (:mod:`ingest.split`) is in once a piece is: its rejection without ``warp`` is then settled, and each piece
+    left out keeps a rejection of its own."""
+    gone = set(scenes) | {r.item for r in scenes.values() if r.item}
+    latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in gone}  # the last one wins
     return tuple(latest[scene_id] for scene_id in sorted(latest))

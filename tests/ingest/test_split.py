@@ -166,6 +166,22 @@ def test_without_warp_an_item_of_no_tile_is_rejected_naming_the_option(tmp_path)
     assert "cardcube ingest --warp" in rejection.reason
 
 
+def test_an_item_rejected_without_warp_and_then_split_with_it_leaves_no_rejection(tmp_path):
+    """Its rejection (by the item's id) is settled once its pieces are in; offered again without warp, it is in
+    already (skipped), not rejected anew."""
+    item = _rtc_item(tmp_path, "RTC-LATER", x0=603003, y0=5842007)
+    cube = tmp_path / "cube"
+    options = {"collection": "s1", "chunks": CHUNKS, "progress": False, "source_collection": RTC}
+    first = ingest(item, cube, **options)
+    assert [r.scene_id for r in first.rejected] == ["RTC-LATER"]
+    split = ingest(item, cube, warp=True, tiles=["31UFU"], **options)
+    assert split.added == ("RTC-LATER_T31UFU",) and split.ok
+    assert read_version(open_store(cube), "s1").rejected == ()
+    again = ingest(item, cube, **options)
+    assert again.skipped == ("RTC-LATER",) and again.ok and again.version is None
+    assert read_version(open_store(cube), "s1").rejected == ()
+
+
 def test_split_by_tile_names_each_piece_by_item_and_tile():
     footprint = box(5.9, 52.6, 6.1, 52.7, "EPSG:4326")  # across 6 E
     assert [t.tile_id for t in tiles_overlapping(footprint)] == ["31UFU", "31UGU", "32ULD"]
