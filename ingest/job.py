@@ -216,7 +216,8 @@ def ingest(
     the tile) is resampled onto it (:mod:`ingest.warp`), and an item naming no MGRS tile is split into one scene
     per tile its footprint overlaps (:mod:`ingest.split`); one that misses its tile, or has no valid pixel on it
     once resampled, is still rejected. ``tiles``: only scenes on these MGRS tiles go in (a split item's other
-    tiles are not made); the others are left out, neither added nor rejected (``IngestResult.outside``).
+    tiles are not made; one id or several separated by commas in a string, too); the others are left out, neither
+    added nor rejected (``IngestResult.outside``).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -224,12 +225,15 @@ def ingest(
     store: Store = counting
     spec0 = cube_spec(collection)
     if linear_power and not any(b.units == "dB" for b in spec0.bands):
-        raise InvalidRequestError(f"linear_power is for backscatter: the {collection} cube has no band in dB")
+        raise InvalidRequestError(f"linear_power=True (--linear-power) is for backscatter: the {collection} cube has "
+                                  f"no band in dB")
     options = {"linear_power": linear_power, "warp": warp}
     scenes = load_scenes(source, spec0, collection=source_collection)
     if warp:  # an item of no tile (a whole GRD footprint) becomes one scene per tile it overlaps
         scenes = split_scenes(scenes)
     outside: list[str] = []
+    if isinstance(tiles, str):  # "31UFU" or "31UFU,31UGU", not the characters of one id
+        tiles = tiles.split(",")
     if tiles is not None:
         wanted = {TileGrid.from_id(t).tile_id for t in tiles}  # an unknown tile id is an error naming it
         outside = [s.scene_id for s in scenes if s.tile and s.tile not in wanted]

@@ -215,4 +215,7 @@ def test_tiles_keeps_an_item_to_the_tiles_asked_for(tmp_path, capsys):
     assert main([*args, "--tiles", "31UEU,31UFU"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["added"] == ["RTC-TILES_T31UEU"] and out["skipped"] == ["RTC-TILES_T31UFU"] and not out["outside"]
+    one = ingest(item, tmp_path / "one", collection="s1", chunks=CHUNKS, progress=False, warp=True,
+                 source_collection=RTC, tiles="31ufu")  # a string is one id (or several, with commas)
+    assert one.added == ("RTC-TILES_T31UFU",) and one.outside == ("RTC-TILES_T31UEU",)
     assert main([*args, "--tiles", "31XYZ"]) == 2 and "unknown MGRS tile '31XYZ'" in capsys.readouterr().err
