@@ -71,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warp", action="store_true",
                    help="resample scenes that are not on their MGRS tile's pixel grid (another CRS or UTM zone, "
                    "origin or pixel size) onto it: nearest for SCL, bilinear for the others (average from finer "
-                   "pixels), backscatter in linear power; an item naming no MGRS tile (a whole GRD footprint, "
-                   "Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
+                   "pixels), backscatter in linear power; a backscatter item naming no MGRS tile (a whole GRD "
+                   "footprint, Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
                    "<item>_T<tile>. Without it such scenes are rejected; with it a scene that misses its tile, or "
                    "has no valid pixel on it, still is. The ledger records the method per band")
     p.add_argument("--tiles", type=_tiles, default=None, metavar="T31UFU,...",

@@ -26,7 +26,7 @@ from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
-from ingest.split import split_scenes
+from ingest.split import split_scenes, splits_items
 from ingest.validate import CheckedScene, check_scene
 from ingest.write import write_shard
 
@@ -229,7 +229,7 @@ def ingest(
                                   f"no band in dB")
     options = {"linear_power": linear_power, "warp": warp}
     scenes = load_scenes(source, spec0, collection=source_collection)
-    if warp:  # an item of no tile (a whole GRD footprint) becomes one scene per tile it overlaps
+    if warp and splits_items(spec0):  # an item of no tile (a whole GRD footprint): one scene per tile it overlaps
         scenes = split_scenes(scenes)
     outside: list[str] = []
     if isinstance(tiles, str):  # "31UFU" or "31UFU,31UGU", not the characters of one id

@@ -9,7 +9,9 @@ the item skips the tiles already in, and the ledger keeps the item's id beside i
 
 The footprint only chooses the tiles; what goes into each is read from the raster, and a tile the footprint
 overlaps with nodata only (a GRD's collar over a tile's corner) is rejected by the checks, not written empty.
-Without ``warp`` nothing is split: such an item is rejected, and the reason names the option.
+Without ``warp`` nothing is split: such an item is rejected, and the reason names the option. Only backscatter
+items are split (:func:`splits_items`): a Sentinel-2 L2A product is made per tile, so one naming no tile lacks
+its metadata rather than covering several tiles.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from collections.abc import Iterable
 from odc.geo.geom import Geometry
 
 from cardcube.grid import tiles_overlapping
+from cardcube.spec import CubeSpec
 from ingest.sources import SourceScene
+
+
+def splits_items(spec: CubeSpec) -> bool:
+    """Whether items of no tile are split for ``spec``'s cube: backscatter (bands in dB) only. Split, a Sentinel-2
+    product of no tile would lay strips on its neighbouring tiles at its datatake's time, taking the (tile, time)
+    slot of the neighbours' own products, which would then be rejected as duplicates for good."""
+    return any(b.units == "dB" for b in spec.bands)
 
 
 def tile_scene_id(item_id: str, tile: str) -> str:

@@ -33,6 +33,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
 from ingest.assets import no_band_reason
 from ingest.sources import SourceScene
+from ingest.split import splits_items
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
 from ingest.warp import Window, has_valid_pixel, tile_windows, valid_pixels, warp_record
 
@@ -77,6 +78,9 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     valid pixel on its tile once resampled (an item of no tile is split per tile before, :mod:`ingest.split`)."""
     sid = scene.scene_id
     if not scene.tile:
+        if not splits_items(spec):
+            raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code, s2:mgrs_tile or mgrs:*): the "
+                                      f"{spec.name} cube's products are made per tile, so an item must name its tile")
         if not warp:
             raise SceneGridError(sid, f"no MGRS tile in the scene metadata (grid:code); to split the item over the "
                                       f"MGRS tiles its footprint covers, each resampled onto its tile: {WARP_OPTION}")

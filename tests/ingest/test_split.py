@@ -25,6 +25,7 @@ from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
+from tests.ingest.scene_edits import broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels, reference_warp
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # a 3 km scene spans a few shards of each tile
@@ -219,3 +220,18 @@ def test_tiles_keeps_an_item_to_the_tiles_asked_for(tmp_path, capsys):
                  source_collection=RTC, tiles="31ufu")  # a string is one id (or several, with commas)
     assert one.added == ("RTC-TILES_T31UFU",) and one.outside == ("RTC-TILES_T31UEU",)
     assert main([*args, "--tiles", "31XYZ"]) == 2 and "unknown MGRS tile '31XYZ'" in capsys.readouterr().err
+
+
+def test_a_sentinel2_item_of_no_tile_is_rejected_not_split(tiny_region, tmp_path):
+    """An L2A product is made per tile: one naming none lacks its metadata. Split, its strips on the neighbouring
+    tiles would take the (tile, time) slot of the neighbours' own products of that datatake."""
+    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    item = broken_copy(tiny_region.items, feature, "S2-NO-TILE")
+    item["properties"] = {k: v for k, v in item["properties"].items()
+                          if not k.startswith(("grid:", "mgrs:", "s2:mgrs"))}
+    assert item["geometry"]  # a footprint it could have been split by
+    path = write_items(tiny_region.items, [item], "s2-no-tile.json")
+    result = ingest(path, tmp_path / "cube", collection="s2", chunks=CHUNKS, progress=False, warp=True)
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "S2-NO-TILE" and not result.added
+    assert "s2 cube's products are made per tile, so an item must name its tile" in rejection.reason
