@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,9 +84,12 @@ class CheckedFile:
     counts: _Counts
 
 
-def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False) -> CheckedFile:
+def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
+               check_grid: Callable[[GeoBox], object] | None = None) -> CheckedFile:
     """Read ``band``'s file of ``scene`` whole (one at a time in memory), hash it, check its layers, dtype and CRS
-    and count its valid values; raise a :class:`SceneError` subclass naming the problem."""
+    and count its valid values; raise a :class:`SceneError` subclass naming the problem. ``check_grid``: run on
+    the file's grid before its values are decoded (a scene's placement on its tile: a file off it is rejected
+    without decoding it)."""
     sid, href = scene.scene_id, scene.assets[band.name]
     data = _read_file(scene, band.name, href)
     checksum = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -99,6 +102,8 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
             if ds.crs is None:
                 raise SceneGridError(sid, f"band {band.name} has no CRS")
             geobox = GeoBox(ds.shape, ds.transform, ds.crs)
+            if check_grid is not None:
+                check_grid(geobox)
             why = linear_power_reason(scene, band, linear_power=linear_power)
             vmap = value_map(scene, band, ds.nodata, to_db=why is not None)
             counts = _count(ds, band, vmap)
@@ -131,16 +136,18 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
-        file = files[band.name] if files is not None else check_file(scene, band, linear_power=linear_power)
+        if files is None:  # placed before it is decoded, as the file is read
+            file = check_file(scene, band, linear_power=linear_power,
+                              check_grid=lambda g, b=band, h=href: _place_or_warp(tile, b, g, h, sid, warp=warp))
+        else:
+            file = files[band.name]
         geobox = file.geobox
         checksums[band.name] = file.checksum
         size += file.size
-        try:
-            row, col = _place(tile, band, geobox, href, sid)
-        except SceneGridError as exc:
-            if not warp:
-                raise _with_warp_hint(exc) from None
-            off_grid, row, col = True, -1, -1
+        placed = _place_or_warp(tile, band, geobox, href, sid, warp=warp)
+        if placed is None:
+            off_grid = True
+        row, col = placed or (-1, -1)
         geoboxes[band.name] = geobox
         if file.converted is not None:
             converted[band.name] = file.converted
@@ -222,6 +229,17 @@ def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, window
                                    warped[band.name], side=side):
                     return True
     return False
+
+
+def _place_or_warp(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str, *, warp: bool
+                   ) -> tuple[int, int] | None:
+    """:func:`_place`, or None for a file off the tile grid that is to be resampled onto it (``warp``)."""
+    try:
+        return _place(tile, band, geobox, href, scene_id)
+    except SceneGridError as exc:
+        if not warp:
+            raise _with_warp_hint(exc) from None
+        return None
 
 
 def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str) -> tuple[int, int]:
