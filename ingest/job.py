@@ -27,7 +27,7 @@ from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
-from ingest.validate import CheckedScene, check_scene
+from ingest.validate import CheckedScene, check_files, check_scene
 from ingest.write import write_shard
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,37 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     return todo, skipped, rejected
 
 
-def _check(scene: SourceScene, spec: CubeSpec, options: Mapping[str, bool]) -> CheckedScene | Rejection:
-    try:
-        return check_scene(scene, spec, **options)
-    except SceneError as err:
-        return Rejection(scene.scene_id, type(err).__name__, str(err))
-    except Exception as err:  # one broken scene must not stop the others
-        return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
+def _rejection(scene: SourceScene, err: Exception) -> Rejection:
+    """``scene`` rejected for ``err``, named by its own id (a piece of a split item failing on a file of it)."""
+    if isinstance(err, SceneError):
+        return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: {err.reason}")
+    return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
+
+
+def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool]) -> list[CheckedScene | Rejection]:
+    """Check one scene, or the pieces of one split item together: each of its files read, hashed and counted
+    once for them all (:func:`ingest.validate.check_files`), each piece then checked on its own tile."""
+    files = None
+    if len(scenes) > 1:
+        try:
+            files = check_files(scenes[0], spec, linear_power=options["linear_power"])
+        except Exception as err:  # a file that fails fails every piece
+            return [_rejection(s, err) for s in scenes]
+    results: list[CheckedScene | Rejection] = []
+    for scene in scenes:
+        try:
+            results.append(check_scene(scene, spec, **options, files=files))
+        except Exception as err:  # one broken scene must not stop the others
+            results.append(_rejection(scene, err))
+    return results
+
+
+def _by_item(scenes: list[SourceScene]) -> list[list[SourceScene]]:
+    """The pieces of each split item together (:mod:`ingest.split`), every other scene on its own, in order."""
+    groups: dict[str, list[SourceScene]] = {}
+    for s in scenes:
+        groups.setdefault(f"item:{s.item_id}" if s.item_id else f"scene:{s.scene_id}", []).append(s)
+    return list(groups.values())
 
 
 def _write_counted(store: Store, spec: CubeSpec, task, fence: Fence) -> int:
@@ -248,8 +272,9 @@ def ingest(
         checkpoint("recovered")
 
         todo, skipped, rejected = _triage(scenes, head)
-        results = run_tasks(_check, [(s, spec, options) for s in todo], scheduler=scheduler, desc="checking scenes",
-                            progress=progress, unit="scene")
+        groups = _by_item(todo)  # a split item's files are read once for all its tiles, in one task
+        results = [r for rs in run_tasks(_check, [(g, spec, options) for g in groups], scheduler=scheduler,
+                                         desc="checking scenes", progress=progress, unit="item") for r in rs]
         checked = [r for r in results if isinstance(r, CheckedScene)]
         rejected += [r for r in results if isinstance(r, Rejection)]
         checkpoint("validated")
@@ -281,7 +306,8 @@ def ingest(
             checkpoint("published")
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)
-    source_bytes = sum(c.source_bytes for c in checked)
+    # each file once: the pieces of a split item were all checked on the same files, read once
+    source_bytes = sum({c.scene.item_id or c.scene_id: c.source_bytes for c in checked}.values())
     return IngestResult(
         collection=collection, cube=store_url(store), version=plan.new.version if plan.new else None,
         added=added, skipped=tuple(skipped), rejected=tuple(rejected), compacted=plan.compacted,

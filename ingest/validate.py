@@ -5,7 +5,9 @@ Opening a file proves little (a truncated COG opens and fails only when its last
 tile grid, dtype, that all bands cover the same footprint, that the scene holds data and that backscatter
 is in dB. It works out how the file's values become stored ones (:mod:`ingest.values`: its nodata, its
 reflectance offset, linear power to dB where something says the band is linear), and hashes each file, so
-the ledger can record what exactly went in.
+the ledger can record what exactly went in. What depends on the file alone (:func:`check_file`: read, hash,
+dtype, CRS, counts) is apart from what depends on the tile (placement or warp window, the valid-pixel check),
+so the pieces of a split item share one read of each file (:func:`check_files`).
 
 Two options widen what is taken, each only when asked for: ``linear_power`` (a band unsaid is linear power,
 converted to dB) and ``warp`` (a scene off the tile grid is resampled onto it, :mod:`ingest.warp`). Without
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,34 +72,62 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
     return data
 
 
-def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False
-                ) -> CheckedScene:
+@dataclass(frozen=True, slots=True)
+class CheckedFile:
+    """One band file read in full and checked on its own, whatever tile it goes into: what it hashes to, its
+    grid, how its values become stored ones and how many are valid. The pieces of a split item share it."""
+
+    checksum: str
+    size: int  # bytes read
+    geobox: GeoBox
+    values: ValueMap
+    converted: str | None  # why it is taken as linear power, None if it is not
+    counts: _Counts
+
+
+def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
+               check_grid: Callable[[GeoBox], object] | None = None) -> CheckedFile:
+    """Read ``band``'s file of ``scene`` whole (one at a time in memory), hash it, check its layers, dtype and CRS
+    and count its valid values; raise a :class:`SceneError` subclass naming the problem. ``check_grid``: run on
+    the file's grid before its values are decoded (a scene's placement on its tile: a file off it is rejected
+    without decoding it)."""
+    sid, href = scene.scene_id, scene.assets[band.name]
+    data = _read_file(scene, band.name, href)
+    checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        with MemoryFile(data) as mem, mem.open() as ds:
+            if ds.count != 1:
+                raise SceneContentError(sid, f"band {band.name} has {ds.count} layers, expected 1")
+            if ds.dtypes[0] != band.dtype:
+                raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}")
+            if ds.crs is None:
+                raise SceneGridError(sid, f"band {band.name} has no CRS")
+            geobox = GeoBox(ds.shape, ds.transform, ds.crs)
+            if check_grid is not None:
+                check_grid(geobox)
+            why = linear_power_reason(scene, band, linear_power=linear_power)
+            vmap = value_map(scene, band, ds.nodata, to_db=why is not None)
+            counts = _count(ds, band, vmap)
+    except SceneError:
+        raise
+    except (RasterioError, OSError, ValueError) as exc:
+        raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
+                                  f"{_gdal_reason(exc)}") from None
+    return CheckedFile(checksum, len(data), geobox, vmap, why, counts)
+
+
+def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False,
+                files: Mapping[str, CheckedFile] | None = None) -> CheckedScene:
     """Read and check every band of ``scene``; raise a :class:`SceneError` subclass naming the problem.
 
     ``linear_power``: a backscatter band whose metadata says no unit is linear power (converted to dB);
     ``warp``: a scene off the tile grid (CRS, pixel size, origin, extent) is resampled onto it, and must hold a
-    valid pixel on its tile once resampled (an item of no tile is split per tile before, :mod:`ingest.split`)."""
+    valid pixel on its tile once resampled (an item of no tile is split per tile before, :mod:`ingest.split`).
+    ``files``: its bands' files as checked already, per band (the pieces of one item, :func:`check_files`),
+    else each is read here."""
     sid = scene.scene_id
-    if not scene.tile:
-        if not splits_items(spec):
-            raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code, s2:mgrs_tile or mgrs:*): the "
-                                      f"{spec.name} cube's products are made per tile, so an item must name its tile")
-        if not warp:
-            raise SceneGridError(sid, f"no MGRS tile in the scene metadata (grid:code); to split the item over the "
-                                      f"MGRS tiles its footprint covers, each resampled onto its tile: {WARP_OPTION}")
-        raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code), nor a footprint (item geometry) "
-                                  "overlapping one to split the item over")
-    try:
-        tile = TileGrid.from_id(scene.tile)
-    except ValueError as exc:
-        raise SceneGridError(sid, str(exc)) from None
-    missing = [b for b in spec.band_names if b not in scene.assets]
-    if not scene.assets and scene.other_assets:
-        raise SceneContentError(sid, no_band_reason(list(scene.other_assets), spec))
-    if missing:
-        others = f" (its other assets: {', '.join(scene.other_assets)})" if scene.other_assets else ""
-        raise SceneContentError(sid, f"missing band(s) {', '.join(missing)}{others}")
-
+    tile = _tile_of(scene, spec, warp=warp)
+    _check_assets(scene, spec)
     windows: dict[int, Window] = {}
     geoboxes: dict[str, GeoBox] = {}
     off_grid = False  # with ``warp``: some band is not on the tile grid, so the whole scene is resampled
@@ -106,35 +137,22 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
-        data = _read_file(scene, band.name, href)
-        checksums[band.name] = "sha256:" + hashlib.sha256(data).hexdigest()
-        size += len(data)
-        try:
-            with MemoryFile(data) as mem, mem.open() as ds:
-                if ds.count != 1:
-                    raise SceneContentError(sid, f"band {band.name} has {ds.count} layers, expected 1")
-                if ds.dtypes[0] != band.dtype:
-                    raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}")
-                if ds.crs is None:
-                    raise SceneGridError(sid, f"band {band.name} has no CRS")
-                geobox = GeoBox(ds.shape, ds.transform, ds.crs)
-                try:
-                    row, col = _place(tile, band, geobox, href, sid)
-                except SceneGridError as exc:
-                    if not warp:
-                        raise _with_warp_hint(exc) from None
-                    off_grid, row, col = True, -1, -1
-                geoboxes[band.name] = geobox
-                why = linear_power_reason(scene, band, linear_power=linear_power)
-                if why is not None:
-                    converted[band.name] = why
-                values[band.name] = value_map(scene, band, ds.nodata, to_db=why is not None)
-                counts = _count(ds, band, values[band.name])
-        except SceneError:
-            raise
-        except (RasterioError, OSError, ValueError) as exc:
-            raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
-                                      f"{_gdal_reason(exc)}") from None
+        if files is None:  # placed before it is decoded, as the file is read
+            file = check_file(scene, band, linear_power=linear_power,
+                              check_grid=lambda g, b=band, h=href: _place_or_warp(tile, b, g, h, sid, warp=warp))
+        else:
+            file = files[band.name]
+        geobox = file.geobox
+        checksums[band.name] = file.checksum
+        size += file.size
+        placed = _place_or_warp(tile, band, geobox, href, sid, warp=warp)
+        if placed is None:
+            off_grid = True
+        row, col = placed or (-1, -1)
+        geoboxes[band.name] = geobox
+        if file.converted is not None:
+            converted[band.name] = file.converted
+        values[band.name] = file.values
         window = (row, col, *geobox.shape)
         previous = windows.setdefault(band.resolution, window)
         if previous != window and not off_grid:
@@ -143,8 +161,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
             if not warp:
                 raise _with_warp_hint(problem)
             off_grid = True
-        _check_units(sid, band, counts, converted.get(band.name))
-        valid += counts.valid
+        _check_units(sid, band, file.counts, file.converted)
+        valid += file.counts.valid
         total += geobox.shape[0] * geobox.shape[1]
     if not off_grid:
         try:
@@ -165,6 +183,42 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped)
 
 
+def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False) -> dict[str, CheckedFile]:
+    """:func:`check_file` of every band of ``scene``, one after the other: for the pieces of one split item
+    (:mod:`ingest.split`: the same files, one tile each), whose files are then read, hashed and counted once for
+    all of them (a whole GRD once, not once per tile), each piece checked on its tile by :func:`check_scene`."""
+    _check_assets(scene, spec)
+    return {b.name: check_file(scene, b, linear_power=linear_power) for b in spec.bands}
+
+
+def _tile_of(scene: SourceScene, spec: CubeSpec, *, warp: bool) -> TileGrid:
+    """The scene's MGRS tile; :class:`SceneGridError` if it names none, or one that does not exist."""
+    sid = scene.scene_id
+    if not scene.tile:
+        if not splits_items(spec):
+            raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code, s2:mgrs_tile or mgrs:*): the "
+                                      f"{spec.name} cube's products are made per tile, so an item must name its tile")
+        if not warp:
+            raise SceneGridError(sid, f"no MGRS tile in the scene metadata (grid:code); to split the item over the "
+                                      f"MGRS tiles its footprint covers, each resampled onto its tile: {WARP_OPTION}")
+        raise SceneGridError(sid, "no MGRS tile in the scene metadata (grid:code), nor a footprint (item geometry) "
+                                  "overlapping one to split the item over")
+    try:
+        return TileGrid.from_id(scene.tile)
+    except ValueError as exc:
+        raise SceneGridError(sid, str(exc)) from None
+
+
+def _check_assets(scene: SourceScene, spec: CubeSpec) -> None:
+    """Every band of the cube has a file among the scene's assets."""
+    missing = [b for b in spec.band_names if b not in scene.assets]
+    if not scene.assets and scene.other_assets:
+        raise SceneContentError(scene.scene_id, no_band_reason(list(scene.other_assets), spec))
+    if missing:
+        others = f" (its other assets: {', '.join(scene.other_assets)})" if scene.other_assets else ""
+        raise SceneContentError(scene.scene_id, f"missing band(s) {', '.join(missing)}{others}")
+
+
 def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, windows: dict[int, Window],
                       values: dict[str, ValueMap], warped: dict[str, dict[str, Any]]) -> bool:
     """Whether some band of a scene resampled onto ``tile`` holds a valid pixel there. The source's valid count
@@ -179,6 +233,17 @@ def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, window
                                    warped[band.name], side=side):
                     return True
     return False
+
+
+def _place_or_warp(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str, *, warp: bool
+                   ) -> tuple[int, int] | None:
+    """:func:`_place`, or None for a file off the tile grid that is to be resampled onto it (``warp``)."""
+    try:
+        return _place(tile, band, geobox, href, scene_id)
+    except SceneGridError as exc:
+        if not warp:
+            raise _with_warp_hint(exc) from None
+        return None
 
 
 def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str) -> tuple[int, int]:

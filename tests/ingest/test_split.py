@@ -5,9 +5,11 @@ footprint overlaps with nodata only is rejected, not written as an empty date.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from cardcube.grid import TileGrid, tiles_overlapping
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.ledger import read_version
+from ingest import validate
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
@@ -122,6 +125,53 @@ def test_an_item_of_no_tile_goes_into_every_tile_it_overlaps_once(tmp_path):
     assert read_version(open_store(cube), "s1").version == version.version
 
 
+def _count_reads(monkeypatch) -> Counter:
+    """Whole-file reads of the checks (``ingest.validate._read_file``), per href, from now on."""
+    reads: Counter = Counter()
+    read = validate._read_file
+
+    def counting(scene, band, href):
+        reads[href] += 1
+        return read(scene, band, href)
+
+    monkeypatch.setattr(validate, "_read_file", counting)
+    return reads
+
+
+def test_each_file_of_a_split_item_is_read_and_hashed_once_for_all_its_tiles(tmp_path, monkeypatch):
+    """Three tiles, two bands: two whole-file reads, not six; source_bytes is the files' size on disk, once; every
+    piece records the file's own checksum."""
+    item = _rtc_item(tmp_path, "RTC-ONCE", x0=708003, y0=5842007)
+    files = {band: item.parent / item.stem / f"{band.lower()}.tif" for band in ("VV", "VH")}
+    reads = _count_reads(monkeypatch)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.tiles == ("31UFU", "31UGU", "32ULD") and result.ok and len(result.warped) == 3
+    assert sorted(reads.values()) == [1, 1] and {Path(h).name for h in reads} == {"vv.tif", "vh.tif"}
+    assert result.source_bytes == sum(f.stat().st_size for f in files.values())
+    records = read_version(open_store(cube), "s1").scenes
+    for sid in result.added:
+        assert records[sid].checksums == {
+            band: "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest() for band, f in files.items()}
+    for tile in result.tiles:
+        _assert_tile_matches(cube, item, f"RTC-ONCE_T{tile}", tile, same_crs=tile.startswith("31"))
+
+
+def test_a_split_item_with_a_broken_file_rejects_every_piece_by_its_own_id(tmp_path, monkeypatch):
+    item = _rtc_item(tmp_path, "RTC-BROKEN", x0=603003, y0=5842007)
+    vh = item.parent / item.stem / "vh.tif"
+    vh.write_bytes(vh.read_bytes()[:2000])  # truncated
+    reads = _count_reads(monkeypatch)
+    result = ingest(item, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, warp=True,
+                    source_collection=RTC)
+    assert not result.added and result.source_bytes == 0
+    assert [(r.scene_id, r.kind) for r in result.rejected] == [
+        ("RTC-BROKEN_T31UEU", "SceneReadError"), ("RTC-BROKEN_T31UFU", "SceneReadError")]
+    for r in result.rejected:
+        assert r.reason.startswith(f"scene {r.scene_id}: band VH is truncated or corrupt"), r.reason
+    assert sorted(reads.values()) == [1, 1]
+
+
 def test_an_item_across_a_utm_zone_boundary_goes_into_the_tiles_of_both_zones(tmp_path):
     item = _rtc_item(tmp_path, "RTC-ZONES", x0=708003, y0=5842007)  # reaches east of 6 E: zone 32's 32ULD
     cube = tmp_path / "cube"
@@ -133,12 +183,16 @@ def test_an_item_across_a_utm_zone_boundary_goes_into_the_tiles_of_both_zones(tm
     assert warped["crs"] == "EPSG:32631" and warped["resampling"] == "bilinear"
 
 
-def test_a_tile_overlapped_by_the_nodata_collar_only_is_rejected_and_the_other_tile_goes_in(tmp_path):
-    """The raster reaches 1.3 km into 31UEU (to its east edge at 609780), but its data start at 610000."""
+def test_a_tile_overlapped_by_the_nodata_collar_only_is_rejected_and_the_other_tile_goes_in(tmp_path, monkeypatch):
+    """The raster reaches 1.3 km into 31UEU (to its east edge at 609780), but its data start at 610000. The
+    item's files are read once for both tiles all the same."""
     item = _rtc_item(tmp_path, "RTC-COLLAR", x0=608503, y0=5842007, data_east_of=610000)
     cube = tmp_path / "cube"
+    reads = _count_reads(monkeypatch)
     result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
     assert result.added == ("RTC-COLLAR_T31UFU",) and result.tiles == ("31UFU",)
+    assert sorted(reads.values()) == [1, 1]
+    assert result.source_bytes == sum((item.parent / item.stem / f).stat().st_size for f in ("vv.tif", "vh.tif"))
     (rejection,) = result.rejected
     assert rejection.scene_id == "RTC-COLLAR_T31UEU" and rejection.kind == "SceneContentError"
     assert "no valid pixel on tile 31UEU once resampled onto it" in rejection.reason
