@@ -35,6 +35,11 @@ class SceneContentError(SceneError):
     """A scene lacks a band, holds only nodata, or its metadata contradicts the cube."""
 
 
+class NoDataOnTileError(SceneContentError):
+    """A scene resampled onto its tile holds no valid pixel there: its footprint overlaps the tile with nodata
+    only (a GRD's collar over a tile's corner)."""
+
+
 class DuplicateSceneError(SceneError):
     """The same acquisition (tile and time) is already in the cube under another scene id. A scene id the cube
     holds is skipped without reading its files again: a corrected delivery needs a new scene id."""

@@ -14,7 +14,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import DuplicateSceneError, InvalidRequestError, LockLostError, SceneError
+from cardcube.errors import DuplicateSceneError, InvalidRequestError, LockLostError, NoDataOnTileError, SceneError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
@@ -53,6 +53,7 @@ class IngestResult:
     converted: tuple[str, ...] = ()  # scenes added whose backscatter was converted from linear power to dB
     warped: tuple[str, ...] = ()  # scenes added resampled onto the tile grid (``warp``)
     outside: tuple[str, ...] = ()  # scenes left out, on none of the ``tiles`` asked for
+    empty: tuple[str, ...] = ()  # pieces of split items left out: no valid pixel on their tile (ingest.split)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,7 @@ class IngestResult:
                 "tiles": list(self.tiles),
                 "added": list(self.added), "skipped": list(self.skipped),
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
+                "empty": list(self.empty),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -84,6 +86,8 @@ class IngestResult:
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
+        if self.empty:
+            lines.append(f"  left out {len(self.empty)} tile piece(s) of split items with no data on their tile")
         if self.converted or self.warped:
             lines.append(f"  of those added, {len(self.converted)} converted from linear power to dB, "
                          f"{len(self.warped)} resampled onto the tile grid (the ledger says how, per band)")
@@ -276,7 +280,12 @@ def ingest(
         results = [r for rs in run_tasks(_check, [(g, spec, options) for g in groups], scheduler=scheduler,
                                          desc="checking scenes", progress=progress, unit="item") for r in rs]
         checked = [r for r in results if isinstance(r, CheckedScene)]
-        rejected += [r for r in results if isinstance(r, Rejection)]
+        # a split item's piece with no data on its tile (its nodata collar reaches the tile) is no fault of the
+        # item: left out, not rejected, so a routine run offering the item again does not fail on it
+        pieces = {s.scene_id for s in todo if s.item_id}
+        found = [r for r in results if isinstance(r, Rejection)]
+        empty = [r.scene_id for r in found if r.kind == NoDataOnTileError.__name__ and r.scene_id in pieces]
+        rejected += [r for r in found if r.scene_id not in empty]
         checkpoint("validated")
 
         head = head if head.version else CubeVersion.empty(spec)
@@ -318,4 +327,5 @@ def ingest(
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),
         outside=tuple(outside),
+        empty=tuple(empty),
     )

@@ -30,7 +30,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window as RasterWindow
 
-from cardcube.errors import SceneContentError, SceneError, SceneGridError, SceneReadError
+from cardcube.errors import NoDataOnTileError, SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
@@ -178,7 +178,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
     if warped and not _any_warped_valid(scene, spec, tile, windows, values, warped):
-        raise SceneContentError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
+        raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
     return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped)
 

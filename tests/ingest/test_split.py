@@ -183,9 +183,10 @@ def test_an_item_across_a_utm_zone_boundary_goes_into_the_tiles_of_both_zones(tm
     assert warped["crs"] == "EPSG:32631" and warped["resampling"] == "bilinear"
 
 
-def test_a_tile_overlapped_by_the_nodata_collar_only_is_rejected_and_the_other_tile_goes_in(tmp_path, monkeypatch):
+def test_a_tile_overlapped_by_the_nodata_collar_only_is_left_out_and_the_other_tile_goes_in(tmp_path, monkeypatch):
     """The raster reaches 1.3 km into 31UEU (to its east edge at 609780), but its data start at 610000. The
-    item's files are read once for both tiles all the same."""
+    item's files are read once for both tiles all the same. That piece is no fault of the item: left out, not
+    rejected, so a routine run offering the item again succeeds."""
     item = _rtc_item(tmp_path, "RTC-COLLAR", x0=608503, y0=5842007, data_east_of=610000)
     cube = tmp_path / "cube"
     reads = _count_reads(monkeypatch)
@@ -193,13 +194,15 @@ def test_a_tile_overlapped_by_the_nodata_collar_only_is_rejected_and_the_other_t
     assert result.added == ("RTC-COLLAR_T31UFU",) and result.tiles == ("31UFU",)
     assert sorted(reads.values()) == [1, 1]
     assert result.source_bytes == sum((item.parent / item.stem / f).stat().st_size for f in ("vv.tif", "vh.tif"))
-    (rejection,) = result.rejected
-    assert rejection.scene_id == "RTC-COLLAR_T31UEU" and rejection.kind == "SceneContentError"
-    assert "no valid pixel on tile 31UEU once resampled onto it" in rejection.reason
+    assert result.empty == ("RTC-COLLAR_T31UEU",) and result.rejected == () and result.ok
+    assert "left out 1 tile piece(s) of split items with no data on their tile" in result.summary()
     _assert_tile_matches(cube, item, "RTC-COLLAR_T31UFU", "31UFU", same_crs=True)
     version = read_version(open_store(cube), "s1")
-    assert set(version.tiles) == {"31UFU"} and [r.scene_id for r in version.rejected] == ["RTC-COLLAR_T31UEU"]
+    assert set(version.tiles) == {"31UFU"} and version.rejected == ()
     assert not (cube / "s1" / "31UEU.zarr").exists() and not any("31UEU" in p.name for p in cube.rglob("*"))
+    again = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert again.ok and again.version is None and again.skipped == ("RTC-COLLAR_T31UFU",)
+    assert again.empty == ("RTC-COLLAR_T31UEU",)
 
 
 def test_a_scene_naming_its_tile_with_nodata_only_there_is_rejected_before_anything_is_written(tmp_path):
