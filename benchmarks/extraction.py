@@ -180,7 +180,6 @@ def _timed(run: Callable[[], T]) -> tuple[T, dict[str, Any]]:
 
 def _measure_read_raw(cube: str) -> dict[str, Any]:
     """Read every shard file once and decompress each stored inner chunk (numcodecs Blosc), threads."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     import numcodecs
@@ -214,7 +213,6 @@ def _measure_read_raw(cube: str) -> dict[str, Any]:
 def _measure_read_zarr(cube: str) -> dict[str, Any]:
     """The same stored chunks through zarr-python: per shard, ``Array[...]`` over the box of its stored
     inner chunks (so no fill-value chunk is made up), threads."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -544,8 +542,6 @@ def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km, comma-separated (default 5,10)")
