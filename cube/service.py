@@ -199,7 +199,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
     # each query then fetches chunks, not the arrays' metadata and shard indexes
-    arrays = ArrayCache(array_cache, 64 * array_cache) if array_cache else None
+    arrays = ArrayCache(array_cache) if array_cache else None
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)

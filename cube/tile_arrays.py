@@ -37,9 +37,10 @@ class ArrayCache:
     Valid for every version: an array's metadata changes only in its persisted time length, which readers
     replace by the ledger's (:func:`sized_view`), and a committed shard is never rewritten."""
 
-    def __init__(self, arrays: int = 1024, shards: int = 65536) -> None:
+    def __init__(self, arrays: int = 1024) -> None:
+        """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
         self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
-        self.indexes: MutableMapping[str, Any] = LRUDict(shards)  # ~1 KB each
+        self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,
