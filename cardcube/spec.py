@@ -161,6 +161,11 @@ class CubeSpec:
     def resolutions(self) -> tuple[int, ...]:
         return tuple(sorted({b.resolution for b in self.bands}))
 
+    @property
+    def backscatter(self) -> bool:
+        """Whether the cube holds SAR backscatter (bands in dB)."""
+        return any(b.units == "dB" for b in self.bands)
+
     def band(self, name: str) -> BandSpec:
         for b in self.bands:
             if b.name == name:

@@ -252,7 +252,7 @@ def ingest(
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
-    if linear_power and not any(b.units == "dB" for b in spec0.bands):
+    if linear_power and not spec0.backscatter:
         raise InvalidRequestError(f"linear_power=True (--linear-power) is for backscatter: the {collection} cube has "
                                   f"no band in dB")
     options = {"linear_power": linear_power, "warp": warp}

@@ -30,7 +30,7 @@ def splits_items(spec: CubeSpec) -> bool:
     """Whether items of no tile are split for ``spec``'s cube: backscatter (bands in dB) only. Split, a Sentinel-2
     product of no tile would lay strips on its neighbouring tiles at its datatake's time, taking the (tile, time)
     slot of the neighbours' own products, which would then be rejected as duplicates for good."""
-    return any(b.units == "dB" for b in spec.bands)
+    return spec.backscatter
 
 
 def tile_scene_id(item_id: str, tile: str) -> str:
