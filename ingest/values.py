@@ -65,6 +65,15 @@ class ValueMap:
             return np.zeros(values.shape, bool)
         return np.isnan(values) if math.isnan(self.nodata) else values == self.nodata
 
+    def power(self, values: np.ndarray) -> np.ndarray:
+        """Backscatter ``values`` of the file as linear power, float64, NaN where there is none: a file in linear
+        power as it is (not through dB and back), one in dB converted from its stored values."""
+        if not self.to_db:
+            return db_to_power(self.apply(values))
+        power = np.asarray(values, dtype=np.float64)
+        power[self.missing(values) | ~(power > 0)] = np.nan
+        return power
+
     def apply(self, values: np.ndarray) -> np.ndarray:
         """``values`` as the cube stores them (a new array only when something changes)."""
         if self.nodata is None and self.shift == 0 and not self.to_db:

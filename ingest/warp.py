@@ -42,7 +42,7 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import SceneGridError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from ingest.values import ValueMap, db_to_power, power_to_db
+from ingest.values import ValueMap, power_to_db
 
 Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
 
@@ -119,12 +119,9 @@ def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBo
     window = _source_window(ds, target, _PAD + math.ceil(1 / scale))
     if window is None:
         return np.full(target.shape, fill, dtype=band.dtype)
-    values = vmap.apply(ds.read(1, window=window))
+    raw = ds.read(1, window=window)
     backscatter = band.units == "dB"
-    if backscatter:
-        values, nodata = db_to_power(values), np.nan
-    else:
-        nodata = fill
+    values, nodata = (vmap.power(raw), np.nan) if backscatter else (vmap.apply(raw), fill)
     out = np.full(target.shape, nodata, dtype=values.dtype)
     reproject(values, out, src_transform=ds.window_transform(window), src_crs=ds.crs, src_nodata=nodata,
               dst_transform=target.affine, dst_crs=target.crs, dst_nodata=nodata,
