@@ -20,6 +20,7 @@ odd histogram into nonsense; :mod:`ingest.validate` rejects such a scene instead
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,8 @@ BASELINE_WITH_OFFSET = 4.0  # L2A processing baseline from which ESA adds BOA_AD
 DB_UNITS = frozenset({"db", "decibel", "decibels"})
 LINEAR_POWER_UNITS = frozenset({"linear", "linear power", "power", "intensity"})
 AMPLITUDE_UNITS = frozenset({"amplitude", "linear amplitude"})
+_SCALES = {**dict.fromkeys(DB_UNITS, "dB"), **dict.fromkeys(LINEAR_POWER_UNITS, "linear power"),
+           **dict.fromkeys(AMPLITUDE_UNITS, "amplitude")}
 # Source collections whose backscatter is linear power although their items do not say so. Planetary Computer's
 # sentinel-1-rtc: "calibrated intensity" gamma0 (its collection description), raster:bands without a unit, and
 # its example notebook takes 10 log10 of the values for dB (microsoft/PlanetaryComputerExamples,
@@ -113,22 +116,35 @@ def linear_power_reason(scene: SourceScene, band: BandSpec, *, linear_power: boo
     if band.units != "dB":
         return None
     said = scene.units.get(band.name)
-    unit = (said or "").strip().lower()
-    if unit in DB_UNITS:
+    unit = unit_scale(scene.scene_id, band.name, said)
+    if unit == "dB":
         if linear_power:
             raise SceneContentError(scene.scene_id, f"band {band.name} is linear power by linear_power=True "
                                                     f"(--linear-power), but its asset says unit {said!r}")
         return None
-    if unit in AMPLITUDE_UNITS:
+    if unit == "amplitude":
         raise SceneContentError(scene.scene_id, f"band {band.name} is in {said} (its asset's unit): the cube takes "
                                                 f"backscatter in dB or linear power, not amplitude")
-    if unit in LINEAR_POWER_UNITS:
+    if unit == "linear power":
         return f"its asset says unit {said!r}"
     if scene.collection in LINEAR_POWER_COLLECTIONS:
         return LINEAR_POWER_COLLECTIONS[scene.collection]
     if linear_power:
         return "linear_power=True (--linear-power)"
     return None
+
+
+def unit_scale(scene_id: str, band: str, unit: str | None) -> str | None:
+    """The scale of backscatter an asset's ``unit`` names ("dB", "linear power", "amplitude"), in any case, also
+    spelled out with its symbol ("decibel (dB)", "Linear power (gamma0)": the parts it names agree); None if it
+    names none ("m2/m2"). A unit naming two scales is refused (:class:`SceneContentError`), not settled by a guess."""
+    text = (unit or "").strip().lower()
+    parts = [text, re.sub(r"\(.*?\)", " ", text), *re.findall(r"\((.*?)\)", text)]
+    scales = {_SCALES[p] for p in (" ".join(p.split()) for p in parts) if p in _SCALES}
+    if len(scales) > 1:
+        raise SceneContentError(scene_id, f"band {band}: its asset's unit {unit!r} names both "
+                                          f"{' and '.join(sorted(scales))}")
+    return scales.pop() if scales else None
 
 
 def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None, *, to_db: bool = False) -> ValueMap:

@@ -128,6 +128,18 @@ def test_what_says_backscatter_is_linear_power():
         linear_power_reason(_s1(units={"VV": "amplitude"}), VV)
 
 
+def test_a_unit_spelled_out_with_its_symbol_names_its_scale():
+    rtc = "sentinel-1-rtc"  # linear power by convention: only a unit read as dB keeps its values as they are
+    assert linear_power_reason(_s1(collection=rtc, units={"VV": "decibel (dB)"}), VV) is None
+    assert linear_power_reason(_s1(collection=rtc, units={"VV": " Decibels "}), VV) is None
+    assert "'Linear power (gamma0)'" in linear_power_reason(_s1(units={"VV": "Linear power (gamma0)"}), VV)
+    assert "'power  (linear)'" in linear_power_reason(_s1(units={"VV": "power  (linear)"}), VV)
+    with pytest.raises(SceneContentError, match="its asset says unit 'decibel \\(dB\\)'"):
+        linear_power_reason(_s1(units={"VV": "decibel (dB)"}), VV, linear_power=True)
+    with pytest.raises(SceneContentError, match="names both amplitude and dB"):
+        linear_power_reason(_s1(units={"VV": "amplitude (dB)"}), VV)
+
+
 def test_value_map_turns_linear_power_into_db_and_what_has_no_db_value_into_nodata():
     power = np.array([1.0, 0.01, 2.0, 0.0, -1.0, np.nan, -32768.0], dtype=np.float32)
     out = value_map(_s1(), VV, -32768.0, to_db=True).apply(power)
