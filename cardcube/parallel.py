@@ -7,6 +7,7 @@ progress bar. ``scheduler`` is ``None``/``"threads"``, ``"processes"``, ``"sync"
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -44,11 +45,15 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
         if client is not None:
             from distributed import as_completed
 
-            futures = [client.submit(func, *a, pure=False) for a in args]
-            for future in as_completed(futures):
-                if future.status == "finished":
-                    done(future.result())
-            return client.gather(futures)
+            try:
+                futures = [client.submit(func, *a, pure=False) for a in args]
+                for future in as_completed(futures):
+                    if future.status == "finished":
+                        done(future.result())
+                return client.gather(futures)
+            finally:
+                if client is not scheduler:  # connected here, to an address: not the caller's to keep
+                    client.close()
         # dask's local schedulers start independent tasks in reverse key order: name them so that they
         # start in the order given (tests/test_parallel.py checks it).
         # the function once, not searched for dask collections (a job object holding a cube's ledger took
@@ -80,9 +85,26 @@ def _client(scheduler: Any):
     if isinstance(scheduler, Client):
         return scheduler
     if isinstance(scheduler, str) and ":" in scheduler:  # tcp://host:port, or host:port
+        _probe(scheduler)
         try:
             return Client(scheduler)
         except OSError as exc:
             raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
     raise InvalidRequestError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, a tcp:// address "
                               f"or a Client")
+
+
+def _probe(address: str) -> None:
+    """Fail at once, not after distributed's 30 s of retries, when nothing listens at a ``tcp://`` (or bare
+    ``host:port``) scheduler address; other schemes, and a host that does not answer, are left to the Client."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "tcp") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        raise InvalidRequestError(f"cannot reach the dask scheduler at {address}: connection refused (is "
+                                  f"dask-scheduler running there?)") from None
+    except OSError:  # a timeout or an unknown name: the Client says more, in its own time
+        return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -39,3 +40,11 @@ def test_the_first_error_is_raised() -> None:
 def test_an_unknown_scheduler_is_a_clear_error() -> None:
     with pytest.raises(InvalidRequestError, match="unknown scheduler 'bogus'"):
         run_tasks(abs, [(1,)], progress=False, scheduler="bogus")
+
+
+def test_a_scheduler_address_where_nothing_listens_fails_at_once() -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InvalidRequestError, match="connection refused \\(is dask-scheduler running there"):
+        run_tasks(abs, [(1,)], progress=False, scheduler=f"tcp://127.0.0.1:{port}")

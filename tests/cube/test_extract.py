@@ -305,12 +305,14 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
 
 @pytest.mark.timeout(240)  # about 20 s; a worker hung once in a fresh clone: fail in minutes, not ten
 def test_a_dask_cluster_of_two_processes_gives_identical_output(cube, parcels, s2_extracted, tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    # by its address, as `cardcube extract --scheduler tcp://...` (tests/ingest/test_distributed.py passes a Client)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        before = set(cluster.scheduler.clients)
         extract(parcels, cube, tmp_path / "out", bands=["B8A", "NDVI"], block=BLOCK, time_block=TIME_BLOCK,
-                scheduler=client, progress=False)
+                scheduler=cluster.scheduler_address, progress=False)
+        assert set(cluster.scheduler.clients) == before  # the Client connected for the run is closed after it
     _same(read_timeseries(tmp_path / "out"), _bands(read_timeseries(s2_extracted), "B8A", "NDVI"))
 
 
