@@ -299,13 +299,19 @@ def flag_parcels(
     ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
-    apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel declares any of
-    them, an error: a typo would switch the markers off without a word). ``s1``: Sentinel-1 statistics of
+    apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel of ``declared``
+    declares any of them, an error: a typo would switch the markers off without a word; ``frame`` may hold
+    none of them, a selection of parcels without grassland). ``s1``: Sentinel-1 statistics of
     the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
     declared = declarations(declared)
+    grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
+    if grassland and not declared.astype(str).isin(grassland).any():
+        known = sorted(set(map(str, declared)))
+        raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "
+                                  f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
     ndvi = ndvi[ndvi.index.isin(declared.index)]
     if ndvi.empty:
@@ -340,12 +346,7 @@ def flag_parcels(
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
     out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"],
                                                            axis=1))
-    grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
-    if grassland and not grass.any():
-        known = sorted(set(map(str, codes)))
-        raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "
-                                  f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
     span = {"Sentinel-2": _season_span(ndvi.columns, rules), "Sentinel-1": 0}  # days of the season each spans

@@ -193,6 +193,10 @@ def test_bad_input_gets_a_clear_error(population):
         flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
     with pytest.raises(InvalidRequestError, match=r"no parcel declares the grassland code\(s\) abc; declared codes: "):
         flag_parcels(frame, declared, grassland=["abc"])  # a typo would switch the grassland markers off
+    # statistics of some parcels, none of them grassland, checked against every parcel's declaration
+    arable = declared[declared.astype(str) != "3"].index
+    some = flag_parcels(frame[frame.parcel_id.isin(arable)], declared, grassland=3)
+    assert len(some) == len(arable) and not some.bare_soil.any() and not some.no_mowing.any()
     # one code, as an int or a string, is one code (not three digits)
     assert flag_parcels(frame, declared, grassland=3).no_mowing.sum() == \
         flag_parcels(frame, declared, grassland="3").no_mowing.sum() > 0
