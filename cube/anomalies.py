@@ -313,9 +313,14 @@ def flag_parcels(
         raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "
                                   f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
+    if not ndvi.index.isin(declared.index).any():
+        def some(ids: pd.Index) -> str:
+            return ", ".join(map(repr, ids[:3].tolist())) + (" ..." if len(ids) > 3 else "") or "none"
+
+        raise InvalidRequestError(f"none of the frame's parcels has a declaration to check: the declarations are "
+                                  f"indexed by {some(declared.index)}, the frame's parcels are {some(ndvi.index)}; "
+                                  f"index the crop codes by parcel id (parcels.set_index('parcel_id').crop_code)")
     ndvi = ndvi[ndvi.index.isin(declared.index)]
-    if ndvi.empty:
-        raise InvalidRequestError("none of the frame's parcels has a declaration to check")
     codes = declared.reindex(ndvi.index).to_numpy()
     days = _days(ndvi.columns)
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)

@@ -173,6 +173,8 @@ def test_bad_input_gets_a_clear_error(population):
     assert not flags.not_judged.str.contains("nan").any()
     with pytest.raises(InvalidRequestError, match="none of the frame's parcels has a declaration"):
         flag_parcels(frame, pd.Series({"someone-else": 1}))
+    with pytest.raises(InvalidRequestError, match=r"indexed by 0, 1, 2 \.\.\., the frame's parcels are '.*set_index"):
+        flag_parcels(frame, declared.reset_index(drop=True))  # codes by row number, as a file's column comes
     with pytest.raises(InvalidRequestError, match="marker rules"):
         MarkerRules(mismatch_ratio=0.5)
     # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused
