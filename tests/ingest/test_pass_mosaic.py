@@ -107,6 +107,20 @@ def test_two_slices_of_one_pass_go_in_as_one_date_mosaicked_first_valid(tmp_path
     assert record.items == ("PASS-A", "PASS-B")
 
 
+def test_a_mosaicked_date_compacted_from_the_hot_buffer_keeps_every_slices_pixels(tmp_path):
+    """The compaction copies a hot date over the windows its record names: both slices', not the first's only."""
+    a, b = _slices(tmp_path)
+    cube = tmp_path / "cube"
+    ingest(_both(a, b), cube, **OPTIONS)
+    for day in ("05-14", "05-26", "06-07"):  # the next passes, 12 days apart: the fourth date fills a block of 4
+        later = _rtc_item(tmp_path, f"NEXT-{day}", x0=WITHIN_31UFU, y0=5842007, shape=(50, 50),
+                          time=f"2024-{day}T05:50:00Z")
+        assert ingest(later, cube, **OPTIONS).added == (f"NEXT-{day}_T31UFU",)
+    state = read_version(open_store(cube), "s1").tiles[TILE]
+    assert [d.scene_id for d in state.cold][:1] == ["PASS-A_T31UFU"] and len(state.cold) == 4 and not state.hot
+    _assert_date_is(cube, "PASS-A_T31UFU", [a, b])
+
+
 def test_offering_a_pass_again_or_one_slice_of_it_adds_nothing(tmp_path):
     a, b = _slices(tmp_path)
     cube = tmp_path / "cube"
