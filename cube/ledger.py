@@ -103,13 +103,48 @@ class TileState:
 
 
 @dataclass(frozen=True, slots=True)
+class ScenePart:
+    """One slice of a pass mosaicked into a date (:mod:`ingest.passes`): its tile piece's scene id, the STAC item,
+    its time, and where its pixels came from (as :class:`SceneRecord` says it of a scene)."""
+
+    scene_id: str
+    item: str
+    time: str
+    checksums: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    converted: dict[str, str] = field(default_factory=dict)
+    warped: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scene_id": self.scene_id, "item": self.item, "time": self.time, "checksums": dict(self.checksums),
+                "sources": dict(self.sources), **_done_to(self.converted, self.warped)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScenePart:
+        return cls(**d)
+
+
+def _done_to(converted: dict[str, str], warped: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``converted`` and ``warped`` as a record stores them: only when something was done, so the records of
+    scenes taken as they were stay as they always were."""
+    d: dict[str, Any] = {}
+    if converted:
+        d["converted"] = dict(converted)
+    if warped:
+        d["warped"] = {band: dict(how) for band, how in warped.items()}
+    return d
+
+
+@dataclass(frozen=True, slots=True)
 class SceneRecord:
     """A scene the cube holds: where it went, and where it came from (an inspector's audit trail): the STAC
     collection and the file of each band it was read from, with their checksums, and the processing
     baseline that decided its values (Sentinel-2 L2A from 04.00 carries an offset of -1000); per band, why it was
     converted from linear power to dB (``converted``) and how it was resampled onto the tile grid (``warped``:
     method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was; ``item``: the
-    STAC item of no tile this scene is one tile's piece of (:mod:`ingest.split`), empty for an item of one tile."""
+    STAC item of no tile this scene is one tile's piece of (:mod:`ingest.split`), empty for an item of one tile;
+    ``parts``: every slice of a pass mosaicked into this date, in time order (:mod:`ingest.passes`; the first is
+    the scene itself), empty for a date of one scene."""
 
     scene_id: str
     tile: str
@@ -123,25 +158,34 @@ class SceneRecord:
     converted: dict[str, str] = field(default_factory=dict)  # band -> why it was taken as linear power
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # band -> resampling, crs, transform, scale
     item: str = ""  # the STAC item this scene is one tile's piece of (an item of no tile, split with warp)
+    parts: tuple[ScenePart, ...] = ()  # the slices of a pass mosaicked into this date (ingest.passes)
+
+    @property
+    def piece_ids(self) -> tuple[str, ...]:
+        """The scene ids this record holds: its own, and its parts' (the slices of its pass)."""
+        return (self.scene_id, *(p.scene_id for p in self.parts))
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        """The split STAC items this record holds a piece of: its own item and its parts'."""
+        return tuple(dict.fromkeys(i for i in (self.item, *(p.item for p in self.parts)) if i))
 
     def to_dict(self) -> dict[str, Any]:
         d = {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
              "checksums": dict(self.checksums), "windows": {str(k): list(v) for k, v in self.windows.items()},
              "collection": self.collection, "sources": dict(self.sources),
-             "processing_baseline": self.processing_baseline}
-        # only when something was done: the records of scenes taken as they were stay as they always were
-        if self.converted:
-            d["converted"] = dict(self.converted)
-        if self.warped:
-            d["warped"] = {band: dict(how) for band, how in self.warped.items()}
+             "processing_baseline": self.processing_baseline, **_done_to(self.converted, self.warped)}
         if self.item:
             d["item"] = self.item
+        if self.parts:
+            d["parts"] = [p.to_dict() for p in self.parts]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SceneRecord:
         d = dict(d)
         d["windows"] = {int(k): tuple(v) for k, v in d.get("windows", {}).items()}
+        d["parts"] = tuple(ScenePart.from_dict(p) for p in d.get("parts", ()))
         return cls(**d)
 
 

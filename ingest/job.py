@@ -24,6 +24,7 @@ from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
+from ingest.passes import committed_pass_dates, mosaic_passes
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
@@ -54,6 +55,8 @@ class IngestResult:
     warped: tuple[str, ...] = ()  # scenes added resampled onto the tile grid (``warp``)
     outside: tuple[str, ...] = ()  # scenes left out, on none of the ``tiles`` asked for
     empty: tuple[str, ...] = ()  # pieces of split items left out: no valid pixel on their tile (ingest.split)
+    mosaicked: tuple[str, ...] = ()  # slices added into the date of an earlier slice of their pass (ingest.passes)
+    late: tuple[str, ...] = ()  # slices added as dates of their own: their pass's date was committed before
 
     @property
     def ok(self) -> bool:
@@ -72,7 +75,7 @@ class IngestResult:
                 "tiles": list(self.tiles),
                 "added": list(self.added), "skipped": list(self.skipped),
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
-                "empty": list(self.empty),
+                "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -88,6 +91,12 @@ class IngestResult:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
             lines.append(f"  left out {len(self.empty)} tile piece(s) of split items with no data on their tile")
+        if self.mosaicked:
+            lines.append(f"  mosaicked {len(self.mosaicked)} slice piece(s) into the date of an earlier slice of "
+                         "their pass on the tile")
+        if self.late:
+            lines.append(f"  added {len(self.late)} slice piece(s) as dates of their own: their pass's date on the "
+                         "tile was committed by an earlier run, and committed dates never change")
         if self.converted or self.warped:
             lines.append(f"  of those added, {len(self.converted)} converted from linear power to dB, "
                          f"{len(self.warped)} resampled onto the tile grid (the ledger says how, per band)")
@@ -115,11 +124,12 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
-    items = {r.item for r in head.scenes.values() if r.item}  # split items (ingest.split) the cube holds pieces of
+    held = {p for r in head.scenes.values() for p in r.piece_ids}  # with the slices mosaicked into a date
+    items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
     for s in scenes:
         # in the cube (an item of no tile offered unsplit, without warp: as pieces), or listed twice alike
-        if s.scene_id in head.scenes or (not s.tile and s.scene_id in items) or offered.get(s.scene_id) == s:
+        if s.scene_id in held or (not s.tile and s.scene_id in items) or offered.get(s.scene_id) == s:
             skipped.append(s.scene_id)
             continue
         if s.scene_id in offered:  # one id, two different scenes: which one is meant cannot be told
@@ -242,8 +252,9 @@ def ingest(
     :func:`ingest.values.linear_power_reason`, says so without the option). ``warp``: a scene that is correctly
     georeferenced but not on its tile's pixel grid (another CRS, origin or pixel size, or reaching beyond
     the tile) is resampled onto it (:mod:`ingest.warp`), and an item naming no MGRS tile is split into one scene
-    per tile its footprint overlaps (:mod:`ingest.split`); one that misses its tile, or has no valid pixel on it
-    once resampled, is still rejected. ``tiles``: only scenes on these MGRS tiles go in (a split item's other
+    per tile its footprint overlaps (:mod:`ingest.split`), the pieces of one pass's slices on a tile mosaicked
+    into one date (:mod:`ingest.passes`); one that misses its tile, or has no valid pixel on it once resampled,
+    is still rejected. ``tiles``: only scenes on these MGRS tiles go in (a split item's other
     tiles are not made; one id or several separated by commas in a string, too); the others are left out, neither
     added nor rejected (``IngestResult.outside``).
     """
@@ -279,7 +290,11 @@ def ingest(
         groups = _by_item(todo)  # a split item's files are read once for all its tiles, in one task
         results = [r for rs in run_tasks(_check, [(g, spec, options) for g in groups], scheduler=scheduler,
                                          desc="checking scenes", progress=progress, unit="item") for r in rs]
-        checked = [r for r in results if isinstance(r, CheckedScene)]
+        checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
+        late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])
+        for piece, date in late.items():
+            log.warning("scene %s: a slice of the pass whose date %s on its tile was committed before; committed "
+                        "dates never change, so it goes in as a date of its own", piece, date)
         # a split item's piece with no data on its tile (its nodata collar reaches the tile) is no fault of the
         # item: left out, not rejected, so a routine run offering the item again does not fail on it
         pieces = {s.scene_id for s in todo if s.item_id}
@@ -316,7 +331,7 @@ def ingest(
     checkpoint("unlocked")
     added = tuple(c.scene_id for c in checked)
     # each file once: the pieces of a split item were all checked on the same files, read once
-    source_bytes = sum({c.scene.item_id or c.scene_id: c.source_bytes for c in checked}.values())
+    source_bytes = sum({p.scene.item_id or p.scene_id: p.source_bytes for c in checked for p in c.slices}.values())
     return IngestResult(
         collection=collection, cube=store_url(store), version=plan.new.version if plan.new else None,
         added=added, skipped=tuple(skipped), rejected=tuple(rejected), compacted=plan.compacted,
@@ -328,4 +343,6 @@ def ingest(
         warped=tuple(c.scene_id for c in checked if c.warped),
         outside=tuple(outside),
         empty=tuple(empty),
+        mosaicked=tuple(p.scene_id for c in checked for p in c.parts[1:]),
+        late=tuple(late),
     )

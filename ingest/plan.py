@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cardcube.grid import TILE_SIZE_M
 from cardcube.spec import CubeSpec
-from cube.ledger import Acquisition, CubeVersion, HotSlot, Rejection, SceneRecord, TileState
+from cube.ledger import Acquisition, CubeVersion, HotSlot, Rejection, ScenePart, SceneRecord, TileState
 from ingest.validate import CheckedScene, Window
 
 
@@ -91,6 +91,11 @@ def _shard_writes(spec: CubeSpec, tile: str, *, hot: bool, time_start: int,
     return out
 
 
+def _sources(checked: CheckedScene) -> dict[str, str]:
+    """The file read for each band of ``checked``."""
+    return {band: href for band, href in checked.scene.assets.items() if band in checked.checksums}
+
+
 def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: list[Rejection] = (),
                 skipped: list[str] = ()) -> IngestPlan:
     """Plan adding ``checked`` scenes to ``head``: the write tasks and the next version's state."""
@@ -107,11 +112,12 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
                    for h in state.hot]
         for c in (c for c in checked if c.scene.tile == tile):
             pending.append(DateSource(acquisition_of(c), c.windows, scene=c))
-            sources = {band: href for band, href in c.scene.assets.items() if band in c.checksums}
+            parts = tuple(ScenePart(p.scene_id, p.scene.item_id, p.scene.time, p.checksums, _sources(p),
+                                    dict(p.converted), dict(p.warped)) for p in c.parts)
             scenes[c.scene_id] = SceneRecord(c.scene_id, tile, c.scene.time, version, c.checksums, c.windows,
-                                             c.scene.collection, sources, c.scene.processing_baseline,
+                                             c.scene.collection, _sources(c), c.scene.processing_baseline,
                                              converted=dict(c.converted), warped=dict(c.warped),
-                                             item=c.scene.item_id)
+                                             item=c.scene.item_id, parts=parts)
         pending.sort(key=lambda d: (d.acquisition.time, d.acquisition.scene_id))
         cold = list(state.cold)
         while len(pending) >= block:
@@ -143,7 +149,7 @@ def outstanding_rejections(head: CubeVersion, scenes: dict[str, SceneRecord], re
     a rejection outlives the expiry of the version that made it, so an operator whose daily run offers only
     new scenes can still find the ones to fix and offer again. An item of no tile split into pieces
     (:mod:`ingest.split`) is in once a piece is: its rejection without ``warp`` is then settled, and each piece
-    left out keeps a rejection of its own."""
-    gone = set(scenes) | {r.item for r in scenes.values() if r.item}
+    left out keeps a rejection of its own; so is a slice mosaicked into its pass's date (:mod:`ingest.passes`)."""
+    gone = {i for r in scenes.values() for i in (*r.piece_ids, *r.items)}
     latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in gone}  # the last one wins
     return tuple(latest[scene_id] for scene_id in sorted(latest))

@@ -5,7 +5,8 @@ footprint of some 250 x 170 km on a UTM grid of their own and name no MGRS tile.
 such an item becomes one :class:`~ingest.sources.SourceScene` per tile its footprint (the item's geometry)
 overlaps, each resampled onto its tile by :mod:`ingest.warp` and checked, written and recorded on its own. Its
 scene id is the item's with the tile appended (``<item>_T31UFU``): stable from run to run, so a second ingest of
-the item skips the tiles already in, and the ledger keeps the item's id beside it (``SceneRecord.item``).
+the item skips the tiles already in, and the ledger keeps the item's id beside it (``SceneRecord.item``). The
+pieces that the consecutive slices of one pass lay on one tile become one date (:mod:`ingest.passes`).
 
 The footprint only chooses the tiles; what goes into each is read from the raster, and a tile the footprint
 overlaps with nodata only (a GRD's collar over a tile's corner) is rejected by the checks, not written empty.

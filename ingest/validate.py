@@ -55,10 +55,16 @@ class CheckedScene:
     values: dict[str, ValueMap] = field(default_factory=dict)  # per band: file values to stored ones
     converted: dict[str, str] = field(default_factory=dict)  # per band taken as linear power: why
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # per band, if resampled: how (ingest.warp)
+    parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
 
     @property
     def scene_id(self) -> str:
         return self.scene.scene_id
+
+    @property
+    def slices(self) -> tuple[CheckedScene, ...]:
+        """What this date's pixels come from, in time order: its parts, or itself alone."""
+        return self.parts or (self,)
 
 
 def _read_file(scene: SourceScene, band: str, href: str) -> bytes:

@@ -2,8 +2,9 @@
 
 Each task covers exactly one shard region, so no two tasks ever touch the same stored object and zarr
 encodes each shard without reading it first. Pixels come from the source COGs (windowed reads; resampled
-onto the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`) or, when
-compacting, from committed hot-buffer slots.
+onto the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date
+mosaicked from the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier
+left nodata) or, when compacting, from committed hot-buffer slots.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import ShardWrite
+from ingest.validate import CheckedScene
 from ingest.values import ValueMap
-from ingest.warp import read_warped
+from ingest.warp import read_warped, valid_pixels
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
@@ -43,24 +45,42 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     fill = band.nodata if band.nodata is not None else 0
     block = np.full((len(task.dates), r1 - r0, c1 - c0), fill, dtype=band.dtype)
     for i, date in enumerate(task.dates):
+        if date.scene is not None:
+            for k, part in enumerate(date.scene.slices):  # first valid wins, in time order (ingest.passes)
+                _fill_from(part, block[i], task, band, fill, where_nodata=k > 0)
+            continue
         wr, wc, wh, ww = date.windows[task.resolution]
         rows, cols = _overlap(r0, r1, wr, wr + wh), _overlap(c0, c1, wc, wc + ww)
-        if rows is None or cols is None:
-            continue
-        out = block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
-        if date.scene is not None:
-            href = date.scene.scene.assets[band.name]
-            vmap = date.scene.values.get(band.name, ValueMap(fill))
-            with rasterio.open(href) as ds:
-                if band.name in date.scene.warped:
-                    target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
-                    out[...] = read_warped(ds, band, vmap, target, date.scene.warped[band.name])
-                else:
-                    win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
-                    out[...] = vmap.apply(ds.read(1, window=win))
-        else:
+        if rows is not None and cols is not None:
             hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
-            out[...] = hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
+            block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0] = \
+                hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
+
+
+def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: BandSpec, fill: float, *,
+               where_nodata: bool) -> None:
+    """Put ``band`` of source ``scene`` into ``shard`` (one date of the task's shard region) over the pixels its
+    window covers; ``where_nodata``: only those still nodata there (a later slice of a mosaicked pass, whose
+    earlier slices' valid pixels win)."""
+    (r0, r1), (c0, c1) = task.rows, task.cols
+    wr, wc, wh, ww = scene.windows[task.resolution]
+    rows, cols = _overlap(r0, r1, wr, wr + wh), _overlap(c0, c1, wc, wc + ww)
+    if rows is None or cols is None:
+        return
+    out = shard[rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
+    vmap = scene.values.get(band.name, ValueMap(fill))
+    with rasterio.open(scene.scene.assets[band.name]) as ds:
+        if band.name in scene.warped:
+            target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
+            values = read_warped(ds, band, vmap, target, scene.warped[band.name])
+        else:
+            win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
+            values = vmap.apply(ds.read(1, window=win))
+    if where_nodata:
+        empty = ~valid_pixels(out, band)
+        out[empty] = values[empty]
+    else:
+        out[...] = values

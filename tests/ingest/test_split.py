@@ -37,45 +37,53 @@ RTC = "sentinel-1-rtc"
 
 
 def _rtc_item(folder: Path, item_id: str, *, x0: float, y0: float, shape: tuple[int, int] = (200, 300),
-              data_east_of: float | None = None, tile: str | None = None) -> Path:
+              data_east_of: float | None = None, tile: str | None = None, time: str = "2024-05-02T05:50:00Z",
+              rows: tuple[int, int] | None = None, footprint: str | None = None, gain_db: float = 0.0) -> Path:
     """An ItemCollection of one item as Planetary Computer writes sentinel-1-rtc: VV and VH in linear power (no
     unit), nodata -32768, 10 m pixels in EPSG:32631 from its own origin ``(x0, y0)``, no MGRS tile (unless
-    ``tile``), its geometry the raster's footprint. ``data_east_of``: nodata west of that easting (a collar)."""
+    ``tile``), its geometry the raster's footprint. ``data_east_of``: nodata west of that easting (a collar).
+    A slice of a pass: ``rows`` of the ``shape`` raster of ``footprint`` (its values, drawn from that name, the same
+    for every slice of it), ``gain_db`` brighter."""
     folder = folder / item_id
     folder.mkdir(parents=True)
-    transform = Affine(10, 0, x0, 0, -10, y0)
-    rng = np.random.default_rng(zlib.crc32(item_id.encode()))
+    rng = np.random.default_rng(zlib.crc32((footprint or item_id).encode()))
+    r0, r1 = rows or (0, shape[0])
+    transform = Affine(10, 0, x0, 0, -10, y0 - 10 * r0)
+    size = (r1 - r0, shape[1])
     assets = {}
     for band in ("vv", "vh"):
-        db = -15 - 7 * (band == "vh") + 3 * rng.standard_normal(shape)
+        db = (-15 - 7 * (band == "vh") + 3 * rng.standard_normal(shape))[r0:r1] + gain_db
         power = (10 ** (db / 10)).astype(np.float32)
         if data_east_of is not None:
             east = (transform * (np.arange(shape[1]) + 0.5, 0))[0]
             power[:, east <= data_east_of] = NODATA
-        with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+        with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=size[1], height=size[0], count=1,
                            dtype="float32", crs="EPSG:32631", transform=transform, nodata=NODATA) as dst:
             dst.write(power, 1)
         assets[band] = {"href": f"{item_id}/{band}.tif", "type": "image/tiff; application=geotiff; "
                         "profile=cloud-optimized", "roles": ["data"],
                         "raster:bands": [{"nodata": NODATA, "data_type": "float32", "spatial_resolution": 10}]}
-    footprint = GeoBox(shape, transform, "EPSG:32631").extent.to_crs("EPSG:4326", resolution=100.0)
-    props = {"datetime": "2024-05-02T05:50:00Z", "platform": "SENTINEL-1A", "sat:relative_orbit": 37,
+    outline = GeoBox(size, transform, "EPSG:32631").extent.to_crs("EPSG:4326", resolution=100.0)
+    props = {"datetime": time, "platform": "SENTINEL-1A", "sat:relative_orbit": 37,
              "sat:orbit_state": "descending"}
     if tile:
         props["grid:code"] = f"MGRS-{tile}"
     item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": RTC,
-            "geometry": footprint.json, "bbox": list(footprint.boundingbox), "properties": props, "assets": assets,
+            "geometry": outline.json, "bbox": list(outline.boundingbox), "properties": props, "assets": assets,
             "links": []}
     path = folder.parent / f"{item_id}.json"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
     return path
 
 
-def _on_tile(tile: TileGrid, path: Path, *, pad: int) -> GeoBox:
-    """``tile``'s 10 m pixels over the file's footprint and ``pad`` pixels around, clipped to the tile."""
-    with rasterio.open(path) as src:
-        minx, miny, maxx, maxy = GeoBox(src.shape, src.transform, src.crs).extent.to_crs(
-            tile.crs, resolution=10.0).boundingbox
+def _on_tile(tile: TileGrid, *paths: Path, pad: int) -> GeoBox:
+    """``tile``'s 10 m pixels over the files' footprints and ``pad`` pixels around, clipped to the tile."""
+    boxes = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            boxes.append(GeoBox(src.shape, src.transform, src.crs).extent.to_crs(tile.crs, resolution=10.0).boundingbox)
+    minx, miny = min(b.left for b in boxes), min(b.bottom for b in boxes)
+    maxx, maxy = max(b.right for b in boxes), max(b.top for b in boxes)
     c0, c1 = math.floor((minx - tile.ulx) / 10) - pad, math.ceil((maxx - tile.ulx) / 10) + pad
     r0, r1 = math.floor((tile.uly - maxy) / 10) - pad, math.ceil((tile.uly - miny) / 10) + pad
     n = tile.geobox(10).shape[0]

@@ -1,0 +1,123 @@
+"""The slices of one Sentinel-1 pass on one tile, mosaicked into one date: the grouping rule.
+
+A Sentinel-1 GRD product is a *slice* of a pass, some 25 s of it; products made from GRDs (Planetary Computer's
+``sentinel-1-rtc``) name no MGRS tile and are split per tile (:mod:`ingest.split`). Two consecutive slices of a
+pass often both overlap a tile, each holding its part of it: on their own they would be two dates seconds
+apart, each half empty. So the split pieces of one ingest run that land on one tile and belong to one pass --
+same collection, platform, relative orbit and orbit state, each within :data:`PASS_GAP_S` of the previous one --
+become one date (:func:`mosaic_passes`): the earliest slice's valid pixels, then the next one's where the earlier
+have nodata (first valid wins, in time order), each slice resampled onto the tile exactly as on its own. The date
+takes the earliest slice's time and scene id (``<item>_T<tile>``, stable from run to run); the ledger lists every
+slice in it (``SceneRecord.parts``), and :mod:`ingest.write` fills the date from them.
+
+Only slices offered in the same run are mosaicked: a committed date never changes (readers and extraction
+updates rely on it), so a slice arriving after its pass's date on the tile was committed goes in as a date of
+its own, and :func:`committed_pass_dates` names the date it would have joined, for the run to say so.
+
+Pure: no files, no store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+
+from cube.ledger import CubeVersion
+from ingest.sources import SourceScene
+from ingest.validate import CheckedScene
+from ingest.warp import Window
+
+# Slices of one pass follow each other some 25 s apart (a GRD slice's length); the next pass on the same relative
+# orbit is 6 to 12 days later, and another orbit's pass over the same tile at least hours away. So two minutes
+# joins every slice of a pass, even with one missing between two, and never two passes.
+PASS_GAP_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PassKey:
+    """What the slices of one pass on one tile share."""
+
+    tile: str
+    collection: str
+    platform: str
+    relative_orbit: int
+    orbit_state: str
+
+
+def pass_key(scene: SourceScene) -> PassKey | None:
+    """The pass ``scene`` is a slice of, on its tile; None for a scene that is no split piece (a scene naming its
+    tile, a Sentinel-2 product: never mosaicked)."""
+    if not scene.item_id or not scene.tile:
+        return None
+    return PassKey(scene.tile, scene.collection, scene.platform, scene.relative_orbit, scene.orbit_state)
+
+
+def _seconds(time: str) -> float:
+    return datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp()
+
+
+def within_pass_gap(earlier: str, later: str) -> bool:
+    """Whether acquisition times ``earlier`` and ``later`` (ISO 8601) are close enough to be one pass's slices."""
+    return abs(_seconds(later) - _seconds(earlier)) <= PASS_GAP_S
+
+
+def group_passes(scenes: Sequence[CheckedScene]) -> list[list[CheckedScene]]:
+    """``scenes`` in groups of one pass on one tile, each in time order (scenes of no pass alone), groups in the
+    order of their first scene in ``scenes``. A group is a chain: each slice within :data:`PASS_GAP_S` of the
+    one before it."""
+    chains: dict[PassKey, list[list[CheckedScene]]] = {}
+    for c in sorted(scenes, key=lambda c: (c.scene.time, c.scene_id)):
+        key = pass_key(c.scene)
+        if key is None:
+            continue
+        runs = chains.setdefault(key, [])
+        if runs and within_pass_gap(runs[-1][-1].scene.time, c.scene.time):
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    group_of = {id(c): run for runs in chains.values() for run in runs for c in run}
+    groups: list[list[CheckedScene]] = []
+    for c in scenes:
+        group = group_of.get(id(c)) or [c]
+        if not any(g is group for g in groups):
+            groups.append(group)
+    return groups
+
+
+def _union(windows: Sequence[Window]) -> Window:
+    """The smallest window holding every one of ``windows``."""
+    r0, c0 = min(w[0] for w in windows), min(w[1] for w in windows)
+    r1, c1 = max(w[0] + w[2] for w in windows), max(w[1] + w[3] for w in windows)
+    return r0, c0, r1 - r0, c1 - c0
+
+
+def mosaic(parts: Sequence[CheckedScene]) -> CheckedScene:
+    """One date of the slices ``parts`` (one pass on one tile, in time order): the earliest slice's scene, time and
+    files as its own, the windows that hold them all, and every slice as a part, for the writer and the ledger."""
+    first = parts[0]
+    windows = {res: _union([p.windows[res] for p in parts]) for res in first.windows}
+    return dataclasses.replace(first, windows=windows, parts=tuple(parts))
+
+
+def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:
+    """``scenes`` with the slices of each pass on each tile mosaicked into one date (:func:`mosaic`)."""
+    return [group[0] if len(group) == 1 else mosaic(group) for group in group_passes(scenes)]
+
+
+def committed_pass_dates(head: CubeVersion, scenes: Sequence[SourceScene]) -> dict[str, str]:
+    """Per split piece of ``scenes`` whose pass already has a date on its tile in ``head``: that date's scene id.
+    Committed dates never change, so such a slice goes in as a date of its own."""
+    found = {}
+    for s in scenes:
+        key = pass_key(s)
+        if key is None or key.tile not in head.tiles:
+            continue
+        for a in head.tiles[key.tile].acquisitions:
+            record = head.scenes.get(a.scene_id)
+            if (record is not None and record.collection == key.collection and a.platform == key.platform
+                    and a.relative_orbit == key.relative_orbit and a.orbit_state == key.orbit_state
+                    and within_pass_gap(a.time, s.time)):
+                found[s.scene_id] = a.scene_id
+                break
+    return found
