@@ -22,7 +22,8 @@ latest is looked up again at most every ``refresh`` seconds, so on S3 a query do
 listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
-404 unknown parcel, collection, version or date; 413 a request too large; 422 a parcel that cannot be
+404 unknown parcel, collection, version, route or date; 405 a method a route does not answer; 413 a
+request too large; 422 a parcel that cannot be
 measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
 its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 """
@@ -34,6 +35,7 @@ import logging
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import pandas as pd
@@ -41,9 +43,12 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pyproj import CRS
 from pyproj.exceptions import CRSError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from cardcube.errors import (
     CardcubeError,
@@ -52,6 +57,7 @@ from cardcube.errors import (
     CubeNotFoundError,
     DateNotFoundError,
     InvalidRequestError,
+    ParcelError,
     ParcelNotFoundError,
     RequestTooLargeError,
     StoreError,
@@ -147,8 +153,28 @@ def _status(exc: CardcubeError) -> int:
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
 
 
-def _error(status: int, kind: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+def _kind(exc: CardcubeError) -> str:
+    """The ``error`` of a body: the class name without ``Error``; a plain :class:`ParcelError` (a posted
+    geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
+    return "InvalidParcel" if type(exc) is ParcelError else type(exc).__name__.removesuffix("Error")
+
+
+def _error(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """A routing error (no such route, a method the route does not answer) in the body of every other error."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return _error(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
+    if exc.status_code == 405:  # the methods of every route of the path
+        allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
+                                    and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
+        return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
+                      f"(/docs lists the routes)", headers={"Allow": allowed})
+    kind = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+    return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -208,7 +234,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        return _error(_status(exc), type(exc).__name__.removesuffix("Error"), str(exc))
+        return _error(_status(exc), _kind(exc), str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _http_error(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: still JSON, and logged
@@ -273,7 +303,15 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
             raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
                                        f"run `cardcube extract` for a territory")
-        where = as_parcels(geojson, src_crs=src_crs)
+        try:
+            where = as_parcels(geojson, src_crs=src_crs)
+        except ParcelError as exc:
+            if type(exc) is not ParcelError:
+                raise
+            raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
+                              f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
+                              f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
+                              f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 

@@ -171,6 +171,9 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
      "is one day"),
+    ("GET", "/collections/s2/nothing/here", {}, 404, "RouteNotFound", "no route GET /collections/s2/nothing/here"),
+    ("DELETE", "/collections/s2/parcels/{pid}/timeseries", {}, 405, "MethodNotAllowed", "use GET"),
+    ("GET", "/collections/s2/timeseries", {}, 405, "MethodNotAllowed", "timeseries is not answered; use POST"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 512}, 413, "RequestTooLarge", "Mpx"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 600, "scale": 8}, 413,
@@ -179,11 +182,19 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "unknown band(s) FOO"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"bands": "B04,FOO,B02"}, 422, "InvalidRequest", "FOO"),
 ])
-def test_bad_requests_get_a_status_and_a_reason(http, parcel_id, method, path, params, status, error, says):
-    r = http.request(method, path.format(pid=parcel_id), params=params)
+def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
+    polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]) if method == "POST" else None
+    r = http.request(method, path.format(pid=parcel_id), params=params, json=polygon)
     assert r.status_code == status, r.text
     body = r.json()
-    assert body["error"] == error and says in body["detail"]
+    assert set(body) == {"error", "detail"} and body["error"] == error and says.format(pid=parcel_id) in body["detail"]
+
+
+def test_a_wrong_method_says_the_methods_the_route_answers(http, parcel_id):
+    r = http.request("DELETE", f"/collections/s2/parcels/{parcel_id}/chip.png")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"  # two routes, one path
+    assert r.json() == {"error": "MethodNotAllowed", "detail": f"DELETE /collections/s2/parcels/{parcel_id}/chip.png "
+                        f"is not answered; use GET, HEAD (/docs lists the routes)"}
 
 
 def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
@@ -205,6 +216,10 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     r = post({"type": "Polygon"})  # no coordinates at all
     assert r.status_code == 422 and "malformed GeoJSON" in r.json()["detail"]
     assert post(far, crs="EPSG:0").json()["error"] == "InvalidRequest"
+    r = post({"type": "Point", "coordinates": [5.70, 52.68]})  # a location is no parcel: what to do instead
+    assert r.status_code == 422 and r.json()["error"] == "InvalidParcel", r.text
+    assert "is a Point, not a polygon" in r.json()["detail"] and "POST a valid Polygon" in r.json()["detail"]
+    assert "cube.parcels.parcel_at(lon, lat, parcels)" in r.json()["detail"]
     many = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": far}]
             * (MAX_POSTED_PARCELS + 1)}
     r = post(many)
