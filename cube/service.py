@@ -22,8 +22,8 @@ latest is looked up again at most every ``refresh`` seconds, so on S3 a query do
 listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
-404 unknown parcel, collection, version, route or date; 405 a method a route does not answer; 413 a
-request too large; 422 a parcel that cannot be
+404 unknown parcel, collection, version, route, or a date or time range without an acquisition of the cube;
+405 a method a route does not answer; 413 a request too large; 422 a parcel that cannot be
 measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
 its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 """
@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,6 +64,7 @@ from cardcube.errors import (
     StoreError,
 )
 from cardcube.lru import LRUDict
+from cardcube.query import in_time_range, parse_time_range
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
@@ -177,6 +179,28 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
+def _dates(version: CubeVersion) -> np.ndarray:
+    """The acquisition times of ``version`` (every tile's), sorted, each once."""
+    return np.unique(np.array([a.datetime64 for s in version.tiles.values() for a in s.acquisitions],
+                              dtype="datetime64[ns]"))
+
+
+def _span(version: CubeVersion) -> str:
+    """The dates ``version`` holds, for a message."""
+    dates = _dates(version)
+    if not len(dates):
+        return f"cube version {version.version} of {version.collection} holds no date yet"
+    return (f"cube version {version.version} of {version.collection} holds {len(dates)} dates from "
+            f"{pd.Timestamp(dates[0]):%Y-%m-%d} to {pd.Timestamp(dates[-1]):%Y-%m-%d}")
+
+
+def _check_time(version: CubeVersion, time: str | None) -> None:
+    """A 404 for a time range holding no acquisition of the cube (the answer would be empty), naming its dates."""
+    if time is not None and not in_time_range(_dates(version), parse_time_range(time)).any():
+        raise DateNotFoundError(f"no {version.collection} acquisition in time={time}: {_span(version)}; "
+                                f"give a time range within them")
+
+
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
     dates = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
     return {"collection": version.collection, "version": version.version, "created": version.created,
@@ -263,9 +287,15 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, as_of: int | None, fmt: str) -> Response:
+        version = version_of(collection, as_of)
+        _check_time(version, time)
         frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
-                                  as_of=version_of(collection, as_of), cache=arrays, max_bytes=MAX_READ_BYTES)
+                                  as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
+        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
+            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
+                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them "
+                                    f"on the parcels' tile(s); give another time range")
         return _timeseries_response(frame, fmt)
 
     @app.get("/")
@@ -328,8 +358,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
-            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
-                                    f"{version.version}; its timeseries lists the dates")
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date}: {_span(version)}; "
+                                    f"the parcel's timeseries lists its dates")
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
@@ -341,10 +371,13 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)
+        _check_time(version, time)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
-            raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} in "
+                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them on "
+                                    f"its tile(s); give another time range")
         sheet = result.contact_sheet()
         if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
             raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "

@@ -171,6 +171,15 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
      "is one day"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2023-05"}, 404, "DateNotFound",
+     "no s2 acquisition in time=2023-05: cube version"),
+    ("POST", "/collections/s2/timeseries", {"time": "2023"}, 404, "DateNotFound", "no s2 acquisition in time=2023:"),
+    ("GET", "/collections/s1/parcels/{pid}/timeseries", {"time": "2030-01-01/.."}, 404, "DateNotFound",
+     "no s1 acquisition in time=2030-01-01/..:"),
+    ("GET", "/collections/s2/parcels/{pid}/season.png", {"time": "2023"}, 404, "DateNotFound",
+     "no s2 acquisition in time=2023:"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2023-06-01"}, 404, "DateNotFound",
+     "parcel {pid} on 2023-06-01: cube version"),
     ("GET", "/collections/s2/nothing/here", {}, 404, "RouteNotFound", "no route GET /collections/s2/nothing/here"),
     ("DELETE", "/collections/s2/parcels/{pid}/timeseries", {}, 405, "MethodNotAllowed", "use GET"),
     ("GET", "/collections/s2/timeseries", {}, 405, "MethodNotAllowed", "timeseries is not answered; use POST"),
@@ -188,6 +197,15 @@ def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error", "detail"} and body["error"] == error and says.format(pid=parcel_id) in body["detail"]
+
+
+def test_a_time_range_without_an_acquisition_names_the_cubes_dates(http, parcel_id):
+    """The 404 of an empty time range says which dates the cube holds, so the next request can hit them."""
+    series = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}).json()
+    days = sorted({row["time"][:10] for row in series["rows"]})
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"time": "2023-05"})
+    assert r.status_code == 404
+    assert f"holds {len(days)} dates from {days[0]} to {days[-1]}; give a time range within them" in r.json()["detail"]
 
 
 def test_a_wrong_method_says_the_methods_the_route_answers(http, parcel_id):
