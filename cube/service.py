@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
@@ -82,6 +83,7 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a chip's date: one day, YYYY-MM-DD
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 
@@ -351,9 +353,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                  size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
                  as_of: int | None = None) -> Response:
         check_image_size(size, scale)  # before reading
-        if "/" in date:
-            raise InvalidRequestError(f"date {date!r} is one day (YYYY-MM-DD) of the parcel's timeseries; the dates "
-                                      f"of a range are drawn by season.png?time=")
+        if not DAY.fullmatch(date):
+            raise InvalidRequestError(f"date {date!r} is not a day: give one day as YYYY-MM-DD, a date of the "
+                                      f"parcel's timeseries; season.png?time={date} draws every date of a range")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
                       bands=bands or None, as_of=version, cache=arrays)
