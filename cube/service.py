@@ -41,7 +41,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -65,12 +65,12 @@ from cardcube.errors import (
     StoreError,
 )
 from cardcube.lru import LRUDict
-from cardcube.query import in_time_range, parse_time_range
+from cardcube.query import TIME_HELP, in_time_range, parse_time_range
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
-from cube.chips import check_image_size, chip
+from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
@@ -86,6 +86,24 @@ FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "applicatio
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a chip's date: one day, YYYY-MM-DD
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
+Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
+ParcelId = Annotated[str, Path(description="a parcel id of the service's parcel file (--parcels); may hold '/'")]
+Bands = Annotated[str | None, Query(description="comma-separated bands and indices, e.g. B04,B08,NDVI (default: "
+                                                "every band of the collection)")]
+ImageBands = Annotated[str | None, Query(description="three bands drawn as RGB (B04,B03,B02) or one band or index "
+                                                     "(NDVI); default: true colour for s2, the VH/VV ratio for s1")]
+Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {', '.join(STATS)} (default: all of "
+                                                f"these) or a percentile pNN, e.g. p90")]
+Time = Annotated[str | None, Query(description=f"{TIME_HELP}; default: every date. A range without an acquisition "
+                                               f"of the cube is a 404 naming the cube's dates")]
+Day = Annotated[str, Query(description="one day, YYYY-MM-DD, with an acquisition of the parcel (its timeseries "
+                                       "lists them); season.png draws every date of a range")]
+AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
+ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, up to {MAX_SIZE}")]
+Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
+                                                      f"{MAX_IMAGE_SIZE} px a side")]
+PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
+Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
@@ -172,7 +190,7 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
         return _error(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
-    if exc.status_code == 405:  # the methods of every route of the path
+    if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
         allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
         return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
@@ -312,21 +330,21 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                 "collections": found}
 
     @app.get("/collections/{collection}")
-    def collection_info(collection: str, as_of: int | None = None) -> JSONResponse:
+    def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
         version = version_of(collection, as_of)
         return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
-    def parcel_series(collection: str, parcel_id: str, bands: str | None = None, stats: str | None = None,
-                      time: str | None = None, mask: Mask = "default", as_of: int | None = None,
+    def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
+                      time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       format: Format = "json") -> Response:
         return timeseries(collection, parcel(parcel_id), bands=bands, stats=stats, time=time, mask=mask,
                           as_of=as_of, fmt=format)
 
     @app.post("/collections/{collection}/timeseries")
-    def posted_series(collection: str, geojson: Annotated[dict[str, Any], Body()], bands: str | None = None,
-                      stats: str | None = None, time: str | None = None, mask: Mask = "default",
-                      as_of: int | None = None, crs: str = "EPSG:4326", format: Format = "json") -> Response:
+    def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
+                      stats: Stats = None, time: Time = None, mask: Mask = "default", as_of: AsOf = None,
+                      crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
         try:
             src_crs = CRS.from_user_input(crs)
         except CRSError:
@@ -347,11 +365,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 
-    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/chip.png", methods=["GET", "HEAD"],
-                   response_class=Response, responses=PNG)
-    def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
-                 size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
-                 as_of: int | None = None) -> Response:
+    # GET and HEAD as two routes: each its own operation id in the OpenAPI document
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
+                 size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
         if not DAY.fullmatch(date):
             raise InvalidRequestError(f"date {date!r} is not a day: give one day as YYYY-MM-DD, a date of the "
@@ -366,10 +384,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
 
-    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/season.png", methods=["GET", "HEAD"],
-                   response_class=Response, responses=PNG)
-    def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
-                   size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    def season_png(collection: Collection, parcel_id: ParcelId, time: Time = None, bands: ImageBands = None,
+                   size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,23 @@ def test_the_openapi_document_says_what_routes_answer(http):
         assert chip_png[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     series = api["paths"]["/collections/{collection}/timeseries"]["post"]["responses"]
     assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_the_openapi_document_describes_every_parameter_once(http, served):
+    """Every parameter of every route has a description in /docs, and each operation (GET and HEAD of the PNG
+    routes too) its own id: the server logs no "Duplicate Operation ID" warning building the document."""
+    api = http.get("/openapi.json").json()
+    operations = [op for ops in api["paths"].values() for op in ops.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) and len(ids) >= 8
+    undescribed = [(op["operationId"], p["name"]) for op in operations for p in op.get("parameters", [])
+                   if not p.get("description")]
+    assert undescribed == []
+    chip_png = {p["name"]: p["description"] for p in
+                api["paths"]["/collections/{collection}/parcels/{parcel_id}/chip.png"]["head"]["parameters"]}
+    assert "YYYY-MM-DD" in chip_png["date"] and "2048" in chip_png["size"] and "4096" in chip_png["scale"]
+    log = os.pread(served.log.fileno(), 1 << 20, 0).decode(errors="replace")  # pread: the server's offset stays
+    assert "Duplicate Operation ID" not in log
 
 
 def _store(root):
