@@ -22,7 +22,8 @@ latest is looked up again at most every ``refresh`` seconds, so on S3 a query do
 listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
-404 unknown parcel, collection, version or date; 413 a request too large; 422 a parcel that cannot be
+404 unknown parcel, collection, version, route, or a date or time range without an acquisition of the cube;
+405 a method a route does not answer; 413 a request too large; 422 a parcel that cannot be
 measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
 its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 """
@@ -31,19 +32,25 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pyproj import CRS
 from pyproj.exceptions import CRSError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from cardcube.errors import (
     CardcubeError,
@@ -52,16 +59,18 @@ from cardcube.errors import (
     CubeNotFoundError,
     DateNotFoundError,
     InvalidRequestError,
+    ParcelError,
     ParcelNotFoundError,
     RequestTooLargeError,
     StoreError,
 )
 from cardcube.lru import LRUDict
+from cardcube.query import TIME_HELP, in_time_range, parse_time_range
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
-from cube.chips import check_image_size, chip
+from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
@@ -74,8 +83,27 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a chip's date: one day, YYYY-MM-DD
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
+Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
+ParcelId = Annotated[str, Path(description="a parcel id of the service's parcel file (--parcels); may hold '/'")]
+Bands = Annotated[str | None, Query(description="comma-separated bands and indices, e.g. B04,B08,NDVI (default: "
+                                                "every band of the collection)")]
+ImageBands = Annotated[str | None, Query(description="three bands drawn as RGB (B04,B03,B02) or one band or index "
+                                                     "(NDVI); default: true colour for s2, the VH/VV ratio for s1")]
+Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {', '.join(STATS)} (default: all of "
+                                                f"these) or a percentile pNN, e.g. p90")]
+Time = Annotated[str | None, Query(description=f"{TIME_HELP}; default: every date. A range without an acquisition "
+                                               f"of the cube is a 404 naming the cube's dates")]
+Day = Annotated[str, Query(description="one day, YYYY-MM-DD, with an acquisition of the parcel (its timeseries "
+                                       "lists them); season.png draws every date of a range")]
+AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
+ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, up to {MAX_SIZE}")]
+Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
+                                                      f"{MAX_IMAGE_SIZE} px a side")]
+PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
+Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
@@ -147,8 +175,50 @@ def _status(exc: CardcubeError) -> int:
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
 
 
-def _error(status: int, kind: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+def _kind(exc: CardcubeError) -> str:
+    """The ``error`` of a body: the class name without ``Error``; a plain :class:`ParcelError` (a posted
+    geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
+    return "InvalidParcel" if type(exc) is ParcelError else type(exc).__name__.removesuffix("Error")
+
+
+def _error(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """A routing error (no such route, a method the route does not answer) in the body of every other error."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return _error(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
+    if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
+        allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
+                                    and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
+        return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
+                      f"(/docs lists the routes)", headers={"Allow": allowed})
+    kind = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+    return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+
+
+def _dates(version: CubeVersion) -> np.ndarray:
+    """The acquisition times of ``version`` (every tile's), sorted, each once."""
+    return np.unique(np.array([a.datetime64 for s in version.tiles.values() for a in s.acquisitions],
+                              dtype="datetime64[ns]"))
+
+
+def _span(version: CubeVersion) -> str:
+    """The dates ``version`` holds, for a message."""
+    dates = _dates(version)
+    if not len(dates):
+        return f"cube version {version.version} of {version.collection} holds no date yet"
+    return (f"cube version {version.version} of {version.collection} holds {len(dates)} dates from "
+            f"{pd.Timestamp(dates[0]):%Y-%m-%d} to {pd.Timestamp(dates[-1]):%Y-%m-%d}")
+
+
+def _check_time(version: CubeVersion, time: str | None) -> None:
+    """A 404 for a time range holding no acquisition of the cube (the answer would be empty), naming its dates."""
+    if time is not None and not in_time_range(_dates(version), parse_time_range(time)).any():
+        raise DateNotFoundError(f"no {version.collection} acquisition in time={time}: {_span(version)}; "
+                                f"give a time range within them")
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -208,7 +278,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        return _error(_status(exc), type(exc).__name__.removesuffix("Error"), str(exc))
+        return _error(_status(exc), _kind(exc), str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _http_error(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: still JSON, and logged
@@ -233,9 +307,15 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
     def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, as_of: int | None, fmt: str) -> Response:
+        version = version_of(collection, as_of)
+        _check_time(version, time)
         frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
-                                  as_of=version_of(collection, as_of), cache=arrays, max_bytes=MAX_READ_BYTES)
+                                  as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
+        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
+            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
+                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them "
+                                    f"on the parcels' tile(s); give another time range")
         return _timeseries_response(frame, fmt)
 
     @app.get("/")
@@ -250,21 +330,21 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                 "collections": found}
 
     @app.get("/collections/{collection}")
-    def collection_info(collection: str, as_of: int | None = None) -> JSONResponse:
+    def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
         version = version_of(collection, as_of)
         return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
-    def parcel_series(collection: str, parcel_id: str, bands: str | None = None, stats: str | None = None,
-                      time: str | None = None, mask: Mask = "default", as_of: int | None = None,
+    def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
+                      time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       format: Format = "json") -> Response:
         return timeseries(collection, parcel(parcel_id), bands=bands, stats=stats, time=time, mask=mask,
                           as_of=as_of, fmt=format)
 
     @app.post("/collections/{collection}/timeseries")
-    def posted_series(collection: str, geojson: Annotated[dict[str, Any], Body()], bands: str | None = None,
-                      stats: str | None = None, time: str | None = None, mask: Mask = "default",
-                      as_of: int | None = None, crs: str = "EPSG:4326", format: Format = "json") -> Response:
+    def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
+                      stats: Stats = None, time: Time = None, mask: Mask = "default", as_of: AsOf = None,
+                      crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
         try:
             src_crs = CRS.from_user_input(crs)
         except CRSError:
@@ -273,40 +353,51 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
             raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
                                        f"run `cardcube extract` for a territory")
-        where = as_parcels(geojson, src_crs=src_crs)
+        try:
+            where = as_parcels(geojson, src_crs=src_crs)
+        except ParcelError as exc:
+            if type(exc) is not ParcelError:
+                raise
+            raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
+                              f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
+                              f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
+                              f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
         return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
                           fmt=format)
 
-    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/chip.png", methods=["GET", "HEAD"],
-                   response_class=Response, responses=PNG)
-    def chip_png(collection: str, parcel_id: str, date: str, bands: str | None = None,
-                 size: Annotated[int, Query(ge=1)] = 128, scale: Annotated[int, Query(ge=1, le=16)] = 4,
-                 as_of: int | None = None) -> Response:
+    # GET and HEAD as two routes: each its own operation id in the OpenAPI document
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
+                 size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        if "/" in date:
-            raise InvalidRequestError(f"date {date!r} is one day (YYYY-MM-DD) of the parcel's timeseries; the dates "
-                                      f"of a range are drawn by season.png?time=")
+        if not DAY.fullmatch(date):
+            raise InvalidRequestError(f"date {date!r} is not a day: give one day as YYYY-MM-DD, a date of the "
+                                      f"parcel's timeseries; season.png?time={date} draws every date of a range")
         version = version_of(collection, as_of)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
-            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date} in cube version "
-                                    f"{version.version}; its timeseries lists the dates")
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date}: {_span(version)}; "
+                                    f"the parcel's timeseries lists its dates")
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
 
-    @app.api_route("/collections/{collection}/parcels/{parcel_id:path}/season.png", methods=["GET", "HEAD"],
-                   response_class=Response, responses=PNG)
-    def season_png(collection: str, parcel_id: str, time: str | None = None, bands: str | None = None,
-                   size: Annotated[int, Query(ge=1)] = 64, as_of: int | None = None) -> Response:
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    def season_png(collection: Collection, parcel_id: ParcelId, time: Time = None, bands: ImageBands = None,
+                   size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = version_of(collection, as_of)
+        _check_time(version, time)
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
-            raise DateNotFoundError(f"no {collection} acquisition in {time or 'the cube'} (version {version.version})")
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} in "
+                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them on "
+                                    f"its tile(s); give another time range")
         sheet = result.contact_sheet()
         if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
             raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,23 @@ def test_the_openapi_document_says_what_routes_answer(http):
         assert chip_png[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     series = api["paths"]["/collections/{collection}/timeseries"]["post"]["responses"]
     assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_the_openapi_document_describes_every_parameter_once(http, served):
+    """Every parameter of every route has a description in /docs, and each operation (GET and HEAD of the PNG
+    routes too) its own id: the server logs no "Duplicate Operation ID" warning building the document."""
+    api = http.get("/openapi.json").json()
+    operations = [op for ops in api["paths"].values() for op in ops.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) and len(ids) >= 8
+    undescribed = [(op["operationId"], p["name"]) for op in operations for p in op.get("parameters", [])
+                   if not p.get("description")]
+    assert undescribed == []
+    chip_png = {p["name"]: p["description"] for p in
+                api["paths"]["/collections/{collection}/parcels/{parcel_id}/chip.png"]["head"]["parameters"]}
+    assert "YYYY-MM-DD" in chip_png["date"] and "2048" in chip_png["size"] and "4096" in chip_png["scale"]
+    log = os.pread(served.log.fileno(), 1 << 20, 0).decode(errors="replace")  # pread: the server's offset stays
+    assert "Duplicate Operation ID" not in log
 
 
 def _store(root):
@@ -170,7 +188,22 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
-     "is one day"),
+     "is not a day: give one day as YYYY-MM-DD"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06"}, 422, "InvalidRequest",
+     "'2024-06' is not a day: give one day as YYYY-MM-DD"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024"}, 422, "InvalidRequest", "season.png?time=2024"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2023-05"}, 404, "DateNotFound",
+     "no s2 acquisition in time=2023-05: cube version"),
+    ("POST", "/collections/s2/timeseries", {"time": "2023"}, 404, "DateNotFound", "no s2 acquisition in time=2023:"),
+    ("GET", "/collections/s1/parcels/{pid}/timeseries", {"time": "2030-01-01/.."}, 404, "DateNotFound",
+     "no s1 acquisition in time=2030-01-01/..:"),
+    ("GET", "/collections/s2/parcels/{pid}/season.png", {"time": "2023"}, 404, "DateNotFound",
+     "no s2 acquisition in time=2023:"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2023-06-01"}, 404, "DateNotFound",
+     "parcel {pid} on 2023-06-01: cube version"),
+    ("GET", "/collections/s2/nothing/here", {}, 404, "RouteNotFound", "no route GET /collections/s2/nothing/here"),
+    ("DELETE", "/collections/s2/parcels/{pid}/timeseries", {}, 405, "MethodNotAllowed", "use GET"),
+    ("GET", "/collections/s2/timeseries", {}, 405, "MethodNotAllowed", "timeseries is not answered; use POST"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 4096}, 413, "RequestTooLarge", "4096 px"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"size": 512}, 413, "RequestTooLarge", "Mpx"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 600, "scale": 8}, 413,
@@ -179,11 +212,35 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "unknown band(s) FOO"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"bands": "B04,FOO,B02"}, 422, "InvalidRequest", "FOO"),
 ])
-def test_bad_requests_get_a_status_and_a_reason(http, parcel_id, method, path, params, status, error, says):
-    r = http.request(method, path.format(pid=parcel_id), params=params)
+def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
+    polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]) if method == "POST" else None
+    r = http.request(method, path.format(pid=parcel_id), params=params, json=polygon)
     assert r.status_code == status, r.text
     body = r.json()
-    assert body["error"] == error and says in body["detail"]
+    assert set(body) == {"error", "detail"} and body["error"] == error and says.format(pid=parcel_id) in body["detail"]
+
+
+def test_a_time_range_without_an_acquisition_names_the_cubes_dates(http, parcel_id):
+    """The 404 of an empty time range says which dates the cube holds, so the next request can hit them."""
+    series = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}).json()
+    days = sorted({row["time"][:10] for row in series["rows"]})
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"time": "2023-05"})
+    assert r.status_code == 404
+    assert f"holds {len(days)} dates from {days[0]} to {days[-1]}; give a time range within them" in r.json()["detail"]
+
+
+def test_a_wrong_method_says_the_methods_the_route_answers(http, parcel_id):
+    r = http.request("DELETE", f"/collections/s2/parcels/{parcel_id}/chip.png")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"  # two routes, one path
+    assert r.json() == {"error": "MethodNotAllowed", "detail": f"DELETE /collections/s2/parcels/{parcel_id}/chip.png "
+                        f"is not answered; use GET, HEAD (/docs lists the routes)"}
+
+
+@pytest.mark.xfail(strict=True, reason="cube.chips.check_image_size (Python API) checks the enlarged image before "
+                   "the chip size limit (MAX_SIZE): to be fixed there, then this mark removed")
+def test_a_chip_over_the_size_limit_names_that_limit(http, parcel_id):
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/chip.png", params={"date": "2024-06-01", "size": 4000})
+    assert r.status_code == 413 and "2048" in r.json()["detail"], r.text
 
 
 def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
@@ -205,6 +262,10 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     r = post({"type": "Polygon"})  # no coordinates at all
     assert r.status_code == 422 and "malformed GeoJSON" in r.json()["detail"]
     assert post(far, crs="EPSG:0").json()["error"] == "InvalidRequest"
+    r = post({"type": "Point", "coordinates": [5.70, 52.68]})  # a location is no parcel: what to do instead
+    assert r.status_code == 422 and r.json()["error"] == "InvalidParcel", r.text
+    assert "is a Point, not a polygon" in r.json()["detail"] and "POST a valid Polygon" in r.json()["detail"]
+    assert "cube.parcels.parcel_at(lon, lat, parcels)" in r.json()["detail"]
     many = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": far}]
             * (MAX_POSTED_PARCELS + 1)}
     r = post(many)
