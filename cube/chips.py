@@ -21,13 +21,19 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
+from cardcube.errors import (
+    AreaOutsideCubeError,
+    InvalidRequestError,
+    NoAcquisitionError,
+    ParcelOutsideCubeError,
+    RequestTooLargeError,
+)
 from cardcube.grid import TileGrid
 from cardcube.query import in_time_range, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import compute_reads, data_footprint, open_cube
+from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
@@ -217,10 +223,15 @@ def chip(
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
         ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
+        if time is not None and not ds.sizes["time"]:
+            dates = pd.DatetimeIndex(cube["time"].values)
+            raise NoAcquisitionError(f"no date of the Dataset falls within the time range {time}" + (
+                f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else ""))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         bands = tuple(check_bands(bands, version.spec.band_names))
+        check_acquisitions(version, time)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
         for whole in (True, False):  # a tile holding the whole chip, else one holding its centre (then padded)

@@ -78,7 +78,7 @@ from cardcube.storage import (
     write_bytes,
     write_json,
 )
-from cube.dataset import BandReader, open_cube, tile_dates
+from cube.dataset import BandReader, check_acquisitions, open_cube, tile_dates
 from cube.indices import band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
@@ -460,10 +460,8 @@ def extract(
     stats = stat_list(stats)
     if not isinstance(time, frozenset):
         parse_time_range(time)  # a bad range fails before anything is written to ``out``
-    if not update and not any(tile_dates(state, time) for state in version.tiles.values()):
-        raise InvalidRequestError(f"no acquisition of version {version.version} of the {collection} cube falls "
-                                  f"within the time range {time}" if time is not None else
-                                  f"version {version.version} of the {collection} cube holds no acquisition")
+    if not update:
+        check_acquisitions(version, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block = spec.chunks.shard_space if block is None else block

@@ -39,6 +39,18 @@ def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tin
     assert code == 1 and "no acquisition of the cube falls within the time range 2031-05" in capsys.readouterr().err
 
 
+
+def test_chip_and_extract_say_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    for command in (["chip", pid, "--size", "16", "--out", str(tmp_path / "chips")],
+                    ["extract", "--quiet", "--out", str(tmp_path / "ex")]):  # exit 1 as timeseries: nothing measured
+        assert main([*command, "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--time", "2023"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cardcube {command[0]}: error: no acquisition of version 1 of the s2 cube " \
+            "falls within the time range 2023; its dates run from 2024-" in err
+    assert not (tmp_path / "chips").exists() and not (tmp_path / "ex").exists()
+
+
 def test_timeseries_cli_reports_unknown_ids(tiny_cube, tiny_region, tmp_path, capsys):
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "NOPE",
                  "--out", str(tmp_path / "x.csv")])
