@@ -43,6 +43,7 @@ import io
 import itertools
 import json
 import math
+import os
 import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -451,6 +452,9 @@ def extract(
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
     started = timer.perf_counter()
+    if isinstance(out, str | os.PathLike) and "://" not in os.fspath(out) and os.path.isfile(out):
+        raise InvalidRequestError(f"out (--out) {os.fspath(out)} is a file: give a folder (made if missing) or an "
+                                  f"s3:// prefix for the extraction")
     frame = read_parcels(parcels, id_column=id_column, layer=layer)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(cube, storage_options=storage_options, read_only=True)
@@ -466,8 +470,10 @@ def extract(
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block = spec.chunks.shard_space if block is None else block
     time_block = spec.chunks.time if time_block is None else time_block
-    if block < 1 or time_block < 1:
-        raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
+    if block < 1:  # the Python name and the option, as both reach here
+        raise InvalidRequestError(f"block (--block) must be a positive number of pixels, not {block}")
+    if time_block < 1:
+        raise InvalidRequestError(f"time_block (--time-block) must be a positive number of dates, not {time_block}")
     unit_bytes = block * block * _longest_run(time_block) * len(names) * 2
     if unit_bytes > MAX_UNIT_BYTES:
         raise RequestTooLargeError(

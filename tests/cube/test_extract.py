@@ -281,7 +281,7 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, time="2024-09/2024-04", progress=False)
     with pytest.raises(InvalidRequestError, match="unknown statistic"):
         extract(parcels, cube, out, stats=["mean", "average"], progress=False)
-    with pytest.raises(InvalidRequestError, match="must be positive"):
+    with pytest.raises(InvalidRequestError, match=r"block \(--block\) must be a positive number of pixels, not 0"):
         extract(parcels, cube, out, block=0, progress=False)
     with pytest.raises(InvalidRequestError, match="no band given"):
         extract(parcels, cube, out, bands=[], progress=False)
