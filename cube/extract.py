@@ -62,7 +62,7 @@ from zarr.abc.store import Store
 
 from cardcube import __version__
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import CardcubeError, CubeNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import parse_time_range
@@ -615,6 +615,16 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
+def _extraction_store(out: StoreLike, storage_options: Mapping[str, Any] | None) -> Any:
+    """The store of the extraction at ``out``, read only; a missing folder is named as no extraction (not as no
+    cube, which :func:`open_store` says)."""
+    try:
+        return open_store(out, storage_options=storage_options, read_only=True)
+    except CubeNotFoundError:
+        raise InvalidRequestError(f"no extraction at {out}: the folder does not exist (give the --out folder of "
+                                  f"cardcube extract)") from None
+
+
 def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
     """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
     files hold only some parcels) and ``allow_incomplete`` is not set."""
@@ -639,7 +649,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     Reads all files into memory: for a territory, select the bands and columns you need, or query the
     Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
-    store = open_store(out, storage_options=storage_options, read_only=True)
+    store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
     keys = list_keys(store, f"{TIMESERIES}/")
     if not keys:
@@ -670,7 +680,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
 
 def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
     """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
-    store = open_store(out, storage_options=storage_options, read_only=True)
+    store = _extraction_store(out, storage_options)
     _finished(store, allow_incomplete=True)
     data = read_bytes(store, STATUS)
     if data is None:

@@ -339,7 +339,10 @@ def as_parcels(
 
 def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str) -> ParcelSet:
     if registry is None:
-        raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set; none is given")
+        hint = ("; a str is taken as a parcel id (a list or tuple as parcel ids): pass a pathlib.Path for a parcel "
+                "file, a shapely Point for a location") if what == "parcel ids" else ""
+        raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set (registry=); none is "
+                                  f"given{hint}")
     return registry if isinstance(registry, ParcelSet) else as_parcels(registry)
 
 

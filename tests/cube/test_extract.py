@@ -222,6 +222,9 @@ def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube,
     assert gpd.read_parquet(lpis / "parcels.parquet").columns.equals(gpd.read_parquet(tiny_region.parcels).columns)
     with pytest.raises(InvalidRequestError, match="no extraction at"):
         read_status(lpis)
+    for read in (read_status, read_timeseries):  # no folder at all: still no extraction, not "no cube"
+        with pytest.raises(InvalidRequestError, match=r"no extraction at .*missing: the folder does not exist"):
+            read(lpis / "missing")
     numbered = parcels.iloc[:8].assign(parcel_id=range(1, 9))
     as_text = numbered.assign(parcel_id=[str(i) for i in range(1, 9)])
     extract(numbered, cube, tmp_path / "int", bands=["B04"], progress=False)
