@@ -99,12 +99,21 @@ class Chip:
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
+    def _check_date(self, t: int) -> None:
+        """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
+        n = self.data.sizes["time"]
+        if not -n <= t < n:
+            raise InvalidRequestError(f"date index {t} is outside the chip's {n} date(s): give 0..{n - 1} "
+                                      f"(-1 the last; Chip.times lists them)" if n else
+                                      f"date index {t}: the chip has no date")
+
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
               limits: tuple[float, float] | None = None) -> np.ndarray:
         """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
         pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no
         index is stretched over ``limits``, by default its 2-98 % of this date."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
+        self._check_date(t)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
             img = render.true_colour(*layers)
@@ -122,6 +131,7 @@ class Chip:
         render.write_png(self.image(t, scale=scale), path)
 
     def to_geotiff(self, path: str, t: int = 0) -> None:
+        self._check_date(t)
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
         render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
 

@@ -173,6 +173,9 @@ def test_bad_input_gets_a_clear_error(population):
     assert not flags.not_judged.str.contains("nan").any()
     with pytest.raises(InvalidRequestError, match="none of the frame's parcels has a declaration"):
         flag_parcels(frame, pd.Series({"someone-else": 1}))
+    table = declared.rename("crop_code").rename_axis("parcel_id").reset_index()  # the parcel table, not a Series
+    with pytest.raises(InvalidRequestError, match="pass a Series of crop codes indexed by parcel id"):
+        flag_parcels(frame, table)
     with pytest.raises(InvalidRequestError, match="marker rules"):
         MarkerRules(mismatch_ratio=0.5)
     # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused
