@@ -116,17 +116,13 @@ class InvalidRequestError(CardcubeError, ValueError):
     """A request is malformed: unknown band, statistic, collection, or an empty time range."""
 
 
-class NoAcquisitionError(InvalidRequestError):
-    """No acquisition of the cube falls within the requested time range; the message names the cube's dates.
-    The command line exits with 1 for it, as for any run that found nothing to measure."""
-
-
 class ServeError(CardcubeError, OSError):
     """The HTTP server cannot listen on the address asked for."""
 
 
 class DateNotFoundError(CardcubeError, LookupError):
-    """No acquisition of the collection on the requested day."""
+    """No acquisition of the collection on the requested day, or within the requested time range (the message
+    then names the cube's dates). The command line exits with 1 for it: a run that found nothing to measure."""
 
 
 class CorruptShardError(CardcubeError):

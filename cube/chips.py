@@ -23,8 +23,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import (
     AreaOutsideCubeError,
+    DateNotFoundError,
     InvalidRequestError,
-    NoAcquisitionError,
     ParcelOutsideCubeError,
     RequestTooLargeError,
 )
@@ -235,7 +235,7 @@ def chip(
         ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
         if time is not None and not ds.sizes["time"]:
             dates = pd.DatetimeIndex(cube["time"].values)
-            raise NoAcquisitionError(f"no date of the Dataset falls within the time range {time}" + (
+            raise DateNotFoundError(f"no date of the Dataset falls within the time range {time}" + (
                 f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else ""))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)

@@ -30,7 +30,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, NoAcquisitionError
+from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeLike, in_crs, in_time_range, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
@@ -363,15 +363,15 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
 
 
 def check_acquisitions(version: CubeVersion, time: TimeRange) -> None:
-    """:class:`NoAcquisitionError` naming the cube's dates when no acquisition of ``version`` falls within
+    """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
     ``time``: an empty answer would look like missing data."""
     if any(tile_dates(state, time) for state in version.tiles.values()):
         return
     name = f"version {version.version} of the {version.collection} cube"
     if version.time_range is None:
-        raise NoAcquisitionError(f"{name} holds no acquisition")
+        raise DateNotFoundError(f"{name} holds no acquisition")
     first, last = (t[:10] for t in version.time_range)
-    raise NoAcquisitionError(f"no acquisition of {name} falls within the time range {time}; its dates run from "
+    raise DateNotFoundError(f"no acquisition of {name} falls within the time range {time}; its dates run from "
                              f"{first} to {last}")
 
 

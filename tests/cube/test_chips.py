@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from cardcube.errors import InvalidRequestError, NoAcquisitionError, RequestTooLargeError
+from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube import render
 from cube.chips import Chip, chip
@@ -125,7 +125,7 @@ def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, t
             write(tmp_path / "x", 100)
     c.to_png(tmp_path / "last.png", -1)  # from the end, as numpy counts
     ds = open_cube(tiny_cube, bbox=c.geobox.boundingbox, bands=["B04", "B03", "B02", "SCL"])
-    with pytest.raises(NoAcquisitionError, match="no date of the Dataset falls within the time range 2023; its "
+    with pytest.raises(DateNotFoundError, match="no date of the Dataset falls within the time range 2023; its "
                        "dates run from 2024-"):
         chip(ds, [parcel_id], registry=parcels, size=16, time="2023")
 

@@ -20,7 +20,7 @@ import zarr
 from shapely.geometry import LineString, Polygon, box
 
 import cardcube
-from cardcube.errors import InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
@@ -292,7 +292,7 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, stats=[], progress=False)
     with pytest.raises(InvalidRequestError, match="SCL holds scene classes"):
         extract(parcels, cube, out, bands=["B04", "SCL"], progress=False)
-    with pytest.raises(InvalidRequestError, match=r"no acquisition of version 1 .* falls within"):
+    with pytest.raises(DateNotFoundError, match=r"no acquisition of version 1 .* falls within"):
         extract(parcels, cube, out, time="2030-01/2030-12", progress=False)
     from cube.indices import check_bands
 
