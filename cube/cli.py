@@ -9,11 +9,14 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -65,7 +68,7 @@ def _table_out(out: str) -> Path:
     return path
 
 
-def _write_table(frame, path: Path) -> None:
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
     """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked."""
     from cube.extract import PORTABLE_PARQUET
 
