@@ -2,7 +2,8 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own
 ``cli`` module, so this file only assembles them and turns cardcube errors, and failures of the disk or
-the network, into a one-line message and exit status 2 (``cardcube -v COMMAND``: the traceback).
+the network, into a one-line message and exit status 2 (``cardcube -v COMMAND``: the traceback); 1 when no
+acquisition falls within ``--time`` (:class:`~cardcube.errors.DateNotFoundError`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError
 
-from cardcube.errors import CardcubeError
+from cardcube.errors import CardcubeError, DateNotFoundError
 
 # Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
 _SUBCOMMAND_MODULES = (
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise

@@ -121,7 +121,8 @@ class ServeError(CardcubeError, OSError):
 
 
 class DateNotFoundError(CardcubeError, LookupError):
-    """No acquisition of the collection on the requested day."""
+    """No acquisition of the collection on the requested day, or within the requested time range (the message
+    then names the cube's dates). The command line exits with 1 for it: a run that found nothing to measure."""
 
 
 class CorruptShardError(CardcubeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
@@ -90,6 +91,12 @@ def _find(args: argparse.Namespace) -> int:
 
     from catalog.route import find_tiles
 
-    for ref in find_tiles(_store(args, read_only=True), args.collection, bbox=args.bbox, crs=args.crs, time=args.time):
+    refs = find_tiles(_store(args, read_only=True), args.collection, bbox=args.bbox, crs=args.crs, time=args.time)
+    for ref in refs:
         print(json.dumps(asdict(ref)))
+    if not refs:  # an empty search is no error, but a silent one looks like a broken command
+        asked = [f"bbox {','.join(map(str, args.bbox))} ({args.crs})" if args.bbox else "",
+                 f"time range {args.time}" if args.time else ""]
+        print(f"no tile of the {args.collection} cube matches the {' and the '.join(filter(None, asked)) or 'search'}",
+              file=sys.stderr)
     return 0

@@ -276,6 +276,10 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
 
 def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
     """The declared crop code of each parcel that has one: a blank code is no declaration."""
+    if isinstance(declared, pd.DataFrame):  # the parcel table itself, a common slip
+        raise InvalidRequestError(f"declared is a DataFrame (columns: {', '.join(map(str, declared.columns[:8]))}): "
+                                  f"pass a Series of crop codes indexed by parcel id, e.g. "
+                                  f"parcels.set_index('parcel_id')['crop_code']")
     declared = pd.Series(declared)
     return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
 

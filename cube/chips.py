@@ -21,13 +21,19 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import AreaOutsideCubeError, InvalidRequestError, ParcelOutsideCubeError, RequestTooLargeError
+from cardcube.errors import (
+    AreaOutsideCubeError,
+    DateNotFoundError,
+    InvalidRequestError,
+    ParcelOutsideCubeError,
+    RequestTooLargeError,
+)
 from cardcube.grid import TileGrid
 from cardcube.query import in_time_range, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import compute_reads, data_footprint, open_cube
+from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
@@ -93,12 +99,21 @@ class Chip:
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
+    def _check_date(self, t: int) -> None:
+        """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
+        n = self.data.sizes["time"]
+        if not -n <= t < n:
+            raise InvalidRequestError(f"date index {t} is outside the chip's {n} date(s): give 0..{n - 1} "
+                                      f"(-1 the last; Chip.times lists them)" if n else
+                                      f"date index {t}: the chip has no date")
+
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
               limits: tuple[float, float] | None = None) -> np.ndarray:
         """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
         pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no
         index is stretched over ``limits``, by default its 2-98 % of this date."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
+        self._check_date(t)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
             img = render.true_colour(*layers)
@@ -116,6 +131,7 @@ class Chip:
         render.write_png(self.image(t, scale=scale), path)
 
     def to_geotiff(self, path: str, t: int = 0) -> None:
+        self._check_date(t)
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
         render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
 
@@ -217,10 +233,15 @@ def chip(
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
         ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
+        if time is not None and not ds.sizes["time"]:
+            dates = pd.DatetimeIndex(cube["time"].values)
+            raise DateNotFoundError(f"no date of the Dataset falls within the time range {time}" + (
+                f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else ""))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         bands = tuple(check_bands(bands, version.spec.band_names))
+        check_acquisitions(version, time)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
         for whole in (True, False):  # a tile holding the whole chip, else one holding its centre (then padded)

@@ -9,11 +9,14 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +53,40 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
             "all_touched": args.all_touched, "mask": None if args.no_mask else "default"}
 
 
+TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
+
+
+def _table_out(out: str) -> Path:
+    """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv."""
+    from cardcube.errors import InvalidRequestError
+
+    path = Path(out)
+    if path.is_dir():
+        raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
+    return path
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked."""
+    from cube.extract import PORTABLE_PARQUET
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, **PORTABLE_PARQUET) if path.suffix.lower() == ".parquet" else frame.to_csv(path, index=False)
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
@@ -73,8 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="PNG pixels per cube pixel (default 4, less for chips over 1024 px: at most 4096 px a side)")
     c.add_argument("--bands", default=None, help="three bands (RGB) or one band/index, e.g. NDVI (default: true colour "
                    "B04,B03,B02 for s2, VH_VV for s1)")
-    c.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates")
-    c.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs")
+    form = c.add_mutually_exclusive_group()  # a contact sheet is a PNG
+    form.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates (a PNG)")
+    form.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs, one per date")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=_chip)
 
@@ -136,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    s.add_argument("--refresh", type=float, default=5.0,
+    s.add_argument("--refresh", type=_non_negative, default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
     s.add_argument("--array-cache", type=int, default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
@@ -157,6 +195,9 @@ def _target(args: argparse.Namespace, ids: list[str]):
 
     from cardcube.errors import InvalidRequestError
 
+    if args.point and ids:
+        raise InvalidRequestError(f"give parcel ids or --point, not both: --point picks the parcel containing it "
+                                  f"(got {', '.join(ids)})")
     registry = _registry(args.parcels, args.id_column, args.layer)
     if args.point:
         return Point(*args.point), registry
@@ -169,19 +210,17 @@ def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import ParcelsWithoutStatisticsWarning
-    from cube.extract import PORTABLE_PARQUET
     from cube.timeseries import parcel_timeseries
 
+    out = _table_out(args.out)  # before the work
     where, registry = _target(args, args.ids)
     with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
                                   time=args.time, as_of=args.as_of, storage_options=storage_options(args),
                                   **_statistics_arguments(args))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     status = pd.DataFrame(frame.attrs["parcel_status"])
-    frame.to_parquet(out, **PORTABLE_PARQUET) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
+    _write_table(frame, out)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out}")
     for row in status[status.status != "ok"].itertuples():
@@ -197,15 +236,18 @@ def _timeseries(args: argparse.Namespace) -> int:
 def _chip(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from cardcube.errors import InvalidRequestError
     from cube.chips import MAX_IMAGE_SIZE, check_image_size, chip
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InvalidRequestError(f"--out {args.out} is a file: give a folder for the chips (made if missing)")
     scale = args.scale or max(1, min(4, MAX_IMAGE_SIZE // max(args.size, 1)))
     check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
                   bands=args.bands, registry=registry, as_of=args.as_of,
                   storage_options=storage_options(args))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^\w.-]", "_", str(result.parcel_id if result.parcel_id is not None else "point"))  # "a/b"
     if args.sheet:
@@ -264,9 +306,9 @@ def _flag(args: argparse.Namespace) -> int:
 
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, MarkerRules, declarations, flag_parcels
-    from cube.extract import PORTABLE_PARQUET
     from cube.parcels import read_parcels
 
+    out = _table_out(args.out)
     rules = MarkerRules()
     if args.rules:
         try:
@@ -295,9 +337,7 @@ def _flag(args: argparse.Namespace) -> int:
                           f"{missing[0]}): not judged, no row", stacklevel=1)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    flags.to_parquet(out, **PORTABLE_PARQUET) if out.suffix == ".parquet" else flags.to_csv(out, index=False)
+    _write_table(flags, out)
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
               "inputs": {"timeseries": _described(args.timeseries), "s1": _described(args.s1),
                          "parcels": str(Path(args.parcels).resolve())},

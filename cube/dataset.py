@@ -30,12 +30,13 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import AreaOutsideCubeError, InvalidRequestError
+from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeLike, in_crs, in_time_range, parse_time_range, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
+from cube.indices import bands_for, check_bands
 from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
@@ -361,6 +362,19 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
     return _time_order(state, _parse_time(time))[0]
 
 
+def check_acquisitions(version: CubeVersion, time: TimeRange) -> None:
+    """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
+    ``time``: an empty answer would look like missing data."""
+    if any(tile_dates(state, time) for state in version.tiles.values()):
+        return
+    name = f"version {version.version} of the {version.collection} cube"
+    if version.time_range is None:
+        raise DateNotFoundError(f"{name} holds no acquisition")
+    first, last = (t[:10] for t in version.time_range)
+    raise DateNotFoundError(f"no acquisition of {name} falls within the time range {time}; its dates run from "
+                             f"{first} to {last}")
+
+
 def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple,
                       cache: ArrayCache | None = None
                       ) -> tuple[list[Acquisition], tuple[bool, ...], np.ndarray, dict[ArrayKey, zarr.Array]]:
@@ -400,7 +414,7 @@ def open_cube(
     geometry: BaseGeometry | Mapping | None = None,
     crs: Any = None,
     time: TimeRange = None,
-    bands: Sequence[str] | None = None,
+    bands: Sequence[str] | str | None = None,
     as_of: int | CubeVersion | None = None,
     resolution: int | None = None,
     decode: bool = True,
@@ -414,7 +428,7 @@ def open_cube(
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
     ``time`` (``(start, end)``, ``"start/end"`` or a frozenset of acquisition times) restrict what is read;
-    ``bands`` default to all.
+    ``bands`` (stored bands, in any case: ``b04``; a list or ``"B04,B08"``) default to all.
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
     read already, which saves reading the ledger again). ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
@@ -431,7 +445,7 @@ def open_cube(
     store = open_store(cube, storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
     spec: CubeSpec = version.spec
-    names = list(bands) if bands is not None else list(spec.band_names)
+    names = list(spec.band_names) if bands is None else _stored(bands, spec)
     band_specs = [spec.band(n) for n in names]
     res = resolution or min(b.resolution for b in band_specs)
     if res not in spec.resolutions:
@@ -452,6 +466,17 @@ def open_cube(
                      "cardcube:cube": store_url(store), "cardcube:tiles": [w.tile for w in windows],
                      "title": spec.title})
     return ds
+
+
+def _stored(bands: Sequence[str] | str, spec: CubeSpec) -> list[str]:
+    """The stored bands ``bands`` name, in any case (``b04`` is B04), as :func:`cube.indices.check_bands` reads
+    them; an index is refused with how to add it, as the Dataset holds stored bands only."""
+    names = check_bands(bands, spec.band_names)
+    if derived := [b for b in names if b not in spec.band_names]:
+        raise InvalidRequestError(f"{', '.join(derived)}: an index, not a stored band; open its bands "
+                                  f"({', '.join(bands_for(derived))}) and add it with "
+                                  f"ds.cardcube.indices({', '.join(map(repr, derived))})")
+    return names
 
 
 def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, decode: bool) -> xr.Dataset:

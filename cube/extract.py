@@ -43,6 +43,7 @@ import io
 import itertools
 import json
 import math
+import os
 import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,7 +62,7 @@ from zarr.abc.store import Store
 
 from cardcube import __version__
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import CardcubeError, CubeNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import parse_time_range
@@ -78,7 +79,7 @@ from cardcube.storage import (
     write_bytes,
     write_json,
 )
-from cube.dataset import BandReader, open_cube, tile_dates
+from cube.dataset import BandReader, check_acquisitions, open_cube, tile_dates
 from cube.indices import band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
@@ -451,6 +452,9 @@ def extract(
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
     started = timer.perf_counter()
+    if isinstance(out, str | os.PathLike) and "://" not in os.fspath(out) and os.path.isfile(out):
+        raise InvalidRequestError(f"out (--out) {os.fspath(out)} is a file: give a folder (made if missing) or an "
+                                  f"s3:// prefix for the extraction")
     frame = read_parcels(parcels, id_column=id_column, layer=layer)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(cube, storage_options=storage_options, read_only=True)
@@ -460,16 +464,16 @@ def extract(
     stats = stat_list(stats)
     if not isinstance(time, frozenset):
         parse_time_range(time)  # a bad range fails before anything is written to ``out``
-    if not update and not any(tile_dates(state, time) for state in version.tiles.values()):
-        raise InvalidRequestError(f"no acquisition of version {version.version} of the {collection} cube falls "
-                                  f"within the time range {time}" if time is not None else
-                                  f"version {version.version} of the {collection} cube holds no acquisition")
+    if not update:
+        check_acquisitions(version, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block = spec.chunks.shard_space if block is None else block
     time_block = spec.chunks.time if time_block is None else time_block
-    if block < 1 or time_block < 1:
-        raise InvalidRequestError(f"block ({block}) and time_block ({time_block}) must be positive")
+    if block < 1:  # the Python name and the option, as both reach here
+        raise InvalidRequestError(f"block (--block) must be a positive number of pixels, not {block}")
+    if time_block < 1:
+        raise InvalidRequestError(f"time_block (--time-block) must be a positive number of dates, not {time_block}")
     unit_bytes = block * block * _longest_run(time_block) * len(names) * 2
     if unit_bytes > MAX_UNIT_BYTES:
         raise RequestTooLargeError(
@@ -611,6 +615,16 @@ def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
     write_bytes(out, STATUS, parquet_bytes(table))
 
 
+def _extraction_store(out: StoreLike, storage_options: Mapping[str, Any] | None) -> Any:
+    """The store of the extraction at ``out``, read only; a missing folder is named as no extraction (not as no
+    cube, which :func:`open_store` says)."""
+    try:
+        return open_store(out, storage_options=storage_options, read_only=True)
+    except CubeNotFoundError:
+        raise InvalidRequestError(f"no extraction at {out}: the folder does not exist (give the --out folder of "
+                                  f"cardcube extract)") from None
+
+
 def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
     """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
     files hold only some parcels) and ``allow_incomplete`` is not set."""
@@ -635,7 +649,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     Reads all files into memory: for a territory, select the bands and columns you need, or query the
     Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
     """
-    store = open_store(out, storage_options=storage_options, read_only=True)
+    store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
     keys = list_keys(store, f"{TIMESERIES}/")
     if not keys:
@@ -666,7 +680,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
 
 def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
     """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
-    store = open_store(out, storage_options=storage_options, read_only=True)
+    store = _extraction_store(out, storage_options)
     _finished(store, allow_incomplete=True)
     data = read_bytes(store, STATUS)
     if data is None:

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from cardcube.errors import InvalidRequestError
-from cardcube.spec import DEFAULT_SCL_MASK
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
 
 
 def _normalised_difference(a: str, b: str) -> Callable[[xr.Dataset], xr.DataArray]:
@@ -63,6 +63,26 @@ def band_list(bands: Sequence[str] | str) -> list[str]:
     return [b.strip() for b in bands.split(",") if b.strip()] if isinstance(bands, str) else list(bands)
 
 
+def computable(available: Sequence[str]) -> list[str]:
+    """The indices whose input bands are all in ``available``."""
+    return [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
+
+
+def _elsewhere(unknown: Sequence[str], available: Sequence[str]) -> str:
+    """A hint for names of another collection's cube (VV asked of the s2 cube): which collection to ask instead.
+    A collection whose bands hold all of ``available`` may be the one asked (a Dataset of some of its bands)."""
+    hints = []
+    for name in unknown:
+        for spec in CUBE_SPECS.values():
+            theirs = {b.upper(): b for b in [*spec.band_names, *computable(spec.band_names)]}
+            if name.upper() in theirs and not {b.upper() for b in available} <= theirs.keys():
+                kind = "an index" if name.upper() in INDICES else "a band"
+                hints.append(f"{theirs[name.upper()]} is {kind} of the {spec.name} cube: add --collection {spec.name} "
+                             f"(Python: collection={spec.name!r})")
+                break
+    return "".join(f". {h}" for h in hints)
+
+
 def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, statistics: bool = False
                 ) -> list[str]:
     """The requested bands and indices (:func:`band_list`, in any case: ``b04`` is B04; default: every band
@@ -71,7 +91,7 @@ def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, 
     classes instead)."""
     if bands is None:
         return [b for b in available if b != "SCL"]
-    indices = [name for name, (needed, _, _) in INDICES.items() if set(needed) <= set(available)]
+    indices = computable(available)
     known = {name.upper(): name for name in [*available, *indices]}
     bands = list(dict.fromkeys(known.get(b.upper(), b) for b in band_list(bands)))  # "ndvi,NDVI" is one
     listed = [b for b in available if not (statistics and b == "SCL")]
@@ -84,7 +104,7 @@ def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, 
     unknown = [b for b in bands if b not in known.values()]
     if unknown:
         raise InvalidRequestError(f"unknown band(s) {', '.join(unknown)}; bands: {', '.join(listed)}, "
-                                  f"indices: {', '.join(indices)}")
+                                  f"indices: {', '.join(indices) or 'none'}{_elsewhere(unknown, available)}")
     return bands
 
 

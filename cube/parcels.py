@@ -17,6 +17,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pyarrow.parquet as pq
 import pyogrio
 import shapely
 from pyproj import CRS
@@ -225,6 +226,9 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
         raise ParcelFileError(f"no parcel file at {path}")
     try:
         if path.endswith(".parquet"):
+            if b"geo" not in (pq.read_schema(path).metadata or {}):  # a table of numbers (weather, statistics)
+                raise ParcelFileError(f"{path} is not a GeoParquet file (no geometry column): give the parcels with "
+                                      f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
             frame = gpd.read_parquet(path)
         else:
             layers = [str(name) for name, _ in pyogrio.list_layers(path)] if layer is None else []
@@ -339,7 +343,10 @@ def as_parcels(
 
 def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str) -> ParcelSet:
     if registry is None:
-        raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set; none is given")
+        hint = ("; a str is taken as a parcel id (a list or tuple as parcel ids): pass a pathlib.Path for a parcel "
+                "file, a shapely Point for a location") if what == "parcel ids" else ""
+        raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set (registry=); none is "
+                                  f"given{hint}")
     return registry if isinstance(registry, ParcelSet) else as_parcels(registry)
 
 

@@ -111,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_versions(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser(
         "versions", help="a cube's committed versions, and the scenes rejected and not in it since",
-        description="List the committed versions of a cube collection (when, scenes added, scenes rejected) and "
+        description="List the committed versions of a cube collection (when, scenes added, scenes rejected by "
+        "it or an earlier ingest and not in the cube then) and "
         "every scene an ingest rejected that is not in the cube since, with the latest reason: fix those and "
         "offer them again. Rejections are carried from version to version, so expire does not forget them.",
     )
@@ -144,14 +145,16 @@ def _run_versions(args: argparse.Namespace) -> int:
     rejected = history[-1].rejected
     if args.json:
         print(json.dumps({"committed": committed,
-                          "versions": [{"version": v.version, "created": v.created, "added": list(v.added)}
+                          "versions": [{"version": v.version, "created": v.created, "added": list(v.added),
+                                        "rejected": [r.scene_id for r in v.rejected]}
                                        for v in history],
                           "rejected": [r.to_dict() for r in rejected]}))
         return 0
     shown = "" if len(history) == len(committed) else f", the newest {len(history)} below (--last 0: all)"
     print(f"{args.collection} cube at {store_url(store)}: {len(committed)} version(s){shown}")
     for v in history:
-        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s)")
+        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s), {len(v.rejected)} rejected "
+              f"and not in the cube")
     print(f"rejected and not in the cube: {len(rejected)} scene(s)")
     for r in rejected:
         print(f"  {r.scene_id} ({r.kind}): {r.reason}")

@@ -136,7 +136,10 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
             doc = json.load(f)
     except FileNotFoundError:
         raise CubeNotFoundError(f"source {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except ValueError:  # not UTF-8, or not JSON: a Parquet or GeoPackage file given as scenes
+        raise InvalidRequestError(f"{path} is not STAC JSON (an ItemCollection, a catalog) or a folder of scenes: "
+                                  f"give the scenes' STAC document or their folder") from None
+    except OSError as exc:
         raise InvalidRequestError(f"cannot read the source {path}: {exc}") from exc
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
     if not isinstance(doc, dict):

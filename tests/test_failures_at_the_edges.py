@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import pandas as pd
 import pytest
 
 from cardcube.cli import main
@@ -60,6 +61,9 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
         read_parcels(garbage)
     with pytest.raises(ParcelFileError, match="no parcel file at"):
         read_parcels(tmp_path / "missing.parquet")
+    pd.DataFrame({"parcel_id": ["a"], "rain_mm": [3.0]}).to_parquet(tmp_path / "weather.parquet")
+    with pytest.raises(ParcelFileError, match=r"weather\.parquet is not a GeoParquet file \(no geometry column\)"):
+        read_parcels(tmp_path / "weather.parquet")
 
 
 def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):

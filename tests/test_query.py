@@ -86,3 +86,10 @@ def test_in_crs_follows_the_curved_edges():
         zone = in_crs(Geometry(world, "EPSG:4326"), "EPSG:32631")
         assert zone.contains(Point(x, y)) and zone.is_valid
     assert in_crs(Geometry(box(100, 10, 101, 11), "EPSG:4326"), "EPSG:32631").is_empty  # far outside the zone
+
+
+def test_a_range_that_is_no_iso_range_is_quoted_whole():
+    with pytest.raises(InvalidRequestError) as refused:
+        parse_time_range("01/05/2024")  # a European date: split at the slash, it is no range either
+    assert str(refused.value) == ("time '01/05/2024' is not an ISO 8601 range ('05/2024' is no date): use YYYY-MM-DD "
+                                  "or an ISO range start/end")

@@ -34,6 +34,10 @@ def test_find_prints_tiles(base_cube, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["tile"] for r in lines] == ["31UFU", "31UGU"] and lines[0]["zarr_path"] == "s2/31UFU/cube.zarr"
 
+    assert main(["catalog", "find", "--cube", str(base_cube), "--time", "2019"]) == 0  # an empty search: a note
+    out, err = capsys.readouterr()
+    assert out == "" and err == "no tile of the s2 cube matches the time range 2019\n"
+
 
 @pytest.mark.parametrize("verb", ["build", "serve", "find"])
 def test_help(verb, capsys):

@@ -175,6 +175,9 @@ def test_bad_input_gets_a_clear_error(population):
         flag_parcels(frame, pd.Series({"someone-else": 1}))
     with pytest.raises(InvalidRequestError, match=r"indexed by 0, 1, 2 \.\.\., the frame's parcels are '.*set_index"):
         flag_parcels(frame, declared.reset_index(drop=True))  # codes by row number, as a file's column comes
+    table = declared.rename("crop_code").rename_axis("parcel_id").reset_index()  # the parcel table, not a Series
+    with pytest.raises(InvalidRequestError, match="pass a Series of crop codes indexed by parcel id"):
+        flag_parcels(frame, table)
     with pytest.raises(InvalidRequestError, match="marker rules"):
         MarkerRules(mismatch_ratio=0.5)
     # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused

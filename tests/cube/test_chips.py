@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube import render
 from cube.chips import Chip, chip
@@ -114,6 +114,20 @@ def test_index_chip_and_geotiff(tiny_cube, parcels, parcel_id, tmp_path):
     with rasterio.open(tmp_path / "chip.tif") as src:
         assert src.crs.to_epsg() == 32631 and src.transform == c.geobox.affine
         np.testing.assert_allclose(src.read(1), ndvi[0], equal_nan=True)
+
+
+def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    n = len(c.times)
+    for write in (c.to_png, c.to_geotiff):
+        with pytest.raises(InvalidRequestError, match=rf"date index 100 is outside the chip's {n} date\(s\): give "
+                           rf"0..{n - 1}"):
+            write(tmp_path / "x", 100)
+    c.to_png(tmp_path / "last.png", -1)  # from the end, as numpy counts
+    ds = open_cube(tiny_cube, bbox=c.geobox.boundingbox, bands=["B04", "B03", "B02", "SCL"])
+    with pytest.raises(DateNotFoundError, match="no date of the Dataset falls within the time range 2023; its "
+                       "dates run from 2024-"):
+        chip(ds, [parcel_id], registry=parcels, size=16, time="2023")
 
 
 def test_point_chip_and_limits(tiny_cube, tiny_region):

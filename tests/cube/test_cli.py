@@ -8,6 +8,7 @@ import geopandas as gpd
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from cardcube.cli import main
@@ -37,6 +38,18 @@ def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tin
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid,
                  "--time", "2031-05", "--out", str(tmp_path / "x.csv")])
     assert code == 1 and "no acquisition of the cube falls within the time range 2031-05" in capsys.readouterr().err
+
+
+
+def test_chip_and_extract_say_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    for command in (["chip", pid, "--size", "16", "--out", str(tmp_path / "chips")],
+                    ["extract", "--quiet", "--out", str(tmp_path / "ex")]):  # exit 1 as timeseries: nothing measured
+        assert main([*command, "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--time", "2023"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cardcube {command[0]}: error: no acquisition of version 1 of the s2 cube " \
+            "falls within the time range 2023; its dates run from 2024-" in err
+    assert not (tmp_path / "chips").exists() and not (tmp_path / "ex").exists()
 
 
 def test_timeseries_cli_reports_unknown_ids(tiny_cube, tiny_region, tmp_path, capsys):
@@ -142,3 +155,37 @@ def test_flag_cli_writes_dates_spark_reads_from_statistics_in_nanoseconds(tiny_c
     assert main(["flag", "--timeseries", str(stats), "--parcels", str(tiny_region.parcels), "--out",
                  str(tmp_path / "flags.parquet")]) == 0
     assert pq.read_schema(tmp_path / "flags.parquet").field("min_ndvi_date").type == pa.timestamp("us")
+
+
+def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys):
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    cube = ["--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels)]
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.png").write_bytes(b"")
+    refused = {
+        ("timeseries", *cube, pid, "--out", str(tmp_path / "folder")): "is a folder: give a file name ending .parquet",
+        ("timeseries", *cube, pid, "--out", str(tmp_path / "s.txt")): "give a file name ending .parquet or .csv",
+        ("timeseries", *cube, pid, "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):
+            f"give parcel ids or --point, not both: --point picks the parcel containing it (got {pid})",
+        ("timeseries", *cube, pid, "--bands", "VV", "--out", str(tmp_path / "s.csv")):
+            "VV is a band of the s1 cube: add --collection s1",
+        ("chip", *cube, pid, "--out", str(tmp_path / "file.png")): "is a file: give a folder for the chips",
+        ("extract", *cube, "--out", str(tmp_path / "file.png")): "is a file: give a folder",
+        ("extract", *cube, "--out", str(tmp_path / "ex"), "--block", "0"): "block (--block) must be a positive number",
+        ("extract", *cube, "--out", str(tmp_path / "ex"), "--time-block", "0"):
+            "time_block (--time-block) must be a positive number of dates",
+        ("flag", "--timeseries", str(tmp_path), "--parcels", str(tiny_region.parcels), "--out", str(tmp_path / "f")):
+            "give a file name ending .parquet or .csv",
+    }
+    for argv, message in refused.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.png", "folder"]  # nothing written, no folder made
+    by_argparse = {("chip", *cube, pid, "--sheet", "--geotiff", "--out", str(tmp_path / "c")):  # a sheet is a PNG
+                   "argument --geotiff: not allowed with argument --sheet",
+                   ("serve", "--cube", str(tiny_cube), "--refresh", "-1"): "expected a number of seconds >= 0"}
+    for argv, message in by_argparse.items():
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        assert exc.value.code == 2 and message in capsys.readouterr().err

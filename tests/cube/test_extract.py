@@ -20,7 +20,7 @@ import zarr
 from shapely.geometry import LineString, Polygon, box
 
 import cardcube
-from cardcube.errors import InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
@@ -222,6 +222,9 @@ def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube,
     assert gpd.read_parquet(lpis / "parcels.parquet").columns.equals(gpd.read_parquet(tiny_region.parcels).columns)
     with pytest.raises(InvalidRequestError, match="no extraction at"):
         read_status(lpis)
+    for read in (read_status, read_timeseries):  # no folder at all: still no extraction, not "no cube"
+        with pytest.raises(InvalidRequestError, match=r"no extraction at .*missing: the folder does not exist"):
+            read(lpis / "missing")
     numbered = parcels.iloc[:8].assign(parcel_id=range(1, 9))
     as_text = numbered.assign(parcel_id=[str(i) for i in range(1, 9)])
     extract(numbered, cube, tmp_path / "int", bands=["B04"], progress=False)
@@ -281,7 +284,7 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, time="2024-09/2024-04", progress=False)
     with pytest.raises(InvalidRequestError, match="unknown statistic"):
         extract(parcels, cube, out, stats=["mean", "average"], progress=False)
-    with pytest.raises(InvalidRequestError, match="must be positive"):
+    with pytest.raises(InvalidRequestError, match=r"block \(--block\) must be a positive number of pixels, not 0"):
         extract(parcels, cube, out, block=0, progress=False)
     with pytest.raises(InvalidRequestError, match="no band given"):
         extract(parcels, cube, out, bands=[], progress=False)
@@ -289,7 +292,7 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, stats=[], progress=False)
     with pytest.raises(InvalidRequestError, match="SCL holds scene classes"):
         extract(parcels, cube, out, bands=["B04", "SCL"], progress=False)
-    with pytest.raises(InvalidRequestError, match=r"no acquisition of version 1 .* falls within"):
+    with pytest.raises(DateNotFoundError, match=r"no acquisition of version 1 .* falls within"):
         extract(parcels, cube, out, time="2030-01/2030-12", progress=False)
     from cube.indices import check_bands
 

@@ -160,6 +160,10 @@ def test_a_path_is_a_parcel_file_and_a_string_an_id(tiny_region):
     assert len(ps) == len(gpd.read_parquet(tiny_region.parcels))
     with pytest.raises(ParcelFileError, match="no parcel file"):
         as_parcels(Path(tiny_region.parcels).with_name("missing.parquet"))
+    for given in (str(tiny_region.parcels), (5.1, 52.5)):  # a file name, a lon/lat pair: no ids, so say what is
+        with pytest.raises(InvalidRequestError, match=r"a str is taken as a parcel id .*: pass a pathlib.Path for a "
+                           r"parcel file, a shapely Point for a location"):
+            as_parcels(given)
 
 
 def test_duplicate_ids_are_counted_and_say_what_to_do() -> None:

@@ -185,6 +185,9 @@ def test_a_folder_without_products_and_geojson_that_is_not_stac(tiny_region, tmp
     gpd.read_parquet(tiny_region.parcels).head(2).to_file(tmp_path / "parcels.geojson")
     with pytest.raises(InvalidRequestError, match=r"parcels\.geojson is not valid STAC"):
         ingest(tmp_path / "parcels.geojson", tmp_path / "cube", progress=False)
+    with pytest.raises(InvalidRequestError, match=r"parcels\.parquet is not STAC JSON \(an ItemCollection, a "
+                       r"catalog\) or a folder of scenes"):  # a binary file: no "'utf-8' codec can't decode"
+        ingest(tiny_region.parcels, tmp_path / "cube", progress=False)
 
 
 def test_a_truncated_file_is_described_by_what_gdal_found_not_by_a_pointer_to_a_hidden_exception(bad_batch,

@@ -34,3 +34,18 @@ def test_versions_on_s3_reads_the_listing_and_the_newest_records_only(s3_bucket,
     assert (traffic.list, traffic.get, traffic.head) == (1, 2, 0)  # no HEAD before each whole-object GET
     assert main(["versions", "--cube", url, "--collection", "s1", "--endpoint-url", s3_proxy.endpoint_url]) == 2
     assert "no 's1' cube" in capsys.readouterr().err
+
+
+def test_each_version_line_counts_the_scenes_added_and_rejected(tmp_path, capsys):
+    store = open_store(tmp_path / "cube")
+    truncated, crs = Rejection("S900", "SceneReadError", "truncated"), Rejection("S901", "SceneGridError", "wrong CRS")
+    head = CubeVersion.empty(SPEC)
+    for scenes, rejected in (([scene(0)], [truncated]), ([scene(1), scene(2)], [crs])):
+        head = plan_ingest(head, scenes, rejected=rejected).new
+        commit(store, head)
+    assert main(["versions", "--cube", str(tmp_path / "cube"), "--collection", "s2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("added 1 scene(s), 1 rejected and not in the cube")
+    assert lines[2].endswith("added 2 scene(s), 2 rejected and not in the cube")  # S900 is still out
+    assert main(["versions", "--cube", str(tmp_path / "cube"), "--collection", "s2", "--json"]) == 0
+    assert [v["rejected"] for v in json.loads(capsys.readouterr().out)["versions"]] == [["S900"], ["S900", "S901"]]
