@@ -48,8 +48,16 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 
 
+def check_chip_size(size: int) -> None:
+    """A clear error for a chip of more than :data:`MAX_SIZE` px a side (or none)."""
+    if not 1 <= size <= MAX_SIZE:
+        raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE} px a side; lower the size")
+
+
 def check_image_size(size: int, scale: int) -> None:
-    """A clear error for a chip of ``size`` px that would be drawn larger than :data:`MAX_IMAGE_SIZE` a side."""
+    """A clear error for a chip of ``size`` px too large to read (:func:`check_chip_size`) or that would be drawn
+    larger than :data:`MAX_IMAGE_SIZE` a side."""
+    check_chip_size(size)
     if scale < 1 or size * scale > MAX_IMAGE_SIZE:
         raise RequestTooLargeError(f"a {size} px chip enlarged {scale}x would be {size * scale} px a side (limit "
                                    f"{MAX_IMAGE_SIZE}); lower the scale or the size")
@@ -210,8 +218,7 @@ def chip(
     A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
-    if not 1 <= size <= MAX_SIZE:
-        raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE}")
+    check_chip_size(size)
     if isinstance(cube, xr.Dataset):
         collection = cube.attrs.get("cardcube:collection", collection)
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))

@@ -362,17 +362,20 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
     return _time_order(state, _parse_time(time))[0]
 
 
+def date_span(version: CubeVersion) -> str:
+    """The dates ``version`` holds, for a message: "version 3 of the s2 cube holds dates from ... to ..."."""
+    name = f"version {version.version} of the {version.collection} cube"
+    if version.time_range is None:
+        return f"{name} holds no acquisition"
+    first, last = (t[:10] for t in version.time_range)
+    return f"{name} holds dates from {first} to {last}"
+
+
 def check_acquisitions(version: CubeVersion, time: TimeRange) -> None:
     """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
     ``time``: an empty answer would look like missing data."""
-    if any(tile_dates(state, time) for state in version.tiles.values()):
-        return
-    name = f"version {version.version} of the {version.collection} cube"
-    if version.time_range is None:
-        raise DateNotFoundError(f"{name} holds no acquisition")
-    first, last = (t[:10] for t in version.time_range)
-    raise DateNotFoundError(f"no acquisition of {name} falls within the time range {time}; its dates run from "
-                             f"{first} to {last}")
+    if not any(tile_dates(state, time) for state in version.tiles.values()):
+        raise DateNotFoundError(f"no acquisition within the time range {time}: {date_span(version)}")
 
 
 def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple,

@@ -39,7 +39,6 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,12 +64,13 @@ from cardcube.errors import (
     StoreError,
 )
 from cardcube.lru import LRUDict
-from cardcube.query import TIME_HELP, in_time_range, parse_time_range
+from cardcube.query import TIME_HELP
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
 from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
+from cube.dataset import check_acquisitions, date_span
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
@@ -199,26 +199,10 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
-def _dates(version: CubeVersion) -> np.ndarray:
-    """The acquisition times of ``version`` (every tile's), sorted, each once."""
-    return np.unique(np.array([a.datetime64 for s in version.tiles.values() for a in s.acquisitions],
-                              dtype="datetime64[ns]"))
-
-
-def _span(version: CubeVersion) -> str:
-    """The dates ``version`` holds, for a message."""
-    dates = _dates(version)
-    if not len(dates):
-        return f"cube version {version.version} of {version.collection} holds no date yet"
-    return (f"cube version {version.version} of {version.collection} holds {len(dates)} dates from "
-            f"{pd.Timestamp(dates[0]):%Y-%m-%d} to {pd.Timestamp(dates[-1]):%Y-%m-%d}")
-
-
 def _check_time(version: CubeVersion, time: str | None) -> None:
     """A 404 for a time range holding no acquisition of the cube (the answer would be empty), naming its dates."""
-    if time is not None and not in_time_range(_dates(version), parse_time_range(time)).any():
-        raise DateNotFoundError(f"no {version.collection} acquisition in time={time}: {_span(version)}; "
-                                f"give a time range within them")
+    if time is not None:
+        check_acquisitions(version, time)
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -314,7 +298,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                   as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
-                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them "
+                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
                                     f"on the parcels' tile(s); give another time range")
         return _timeseries_response(frame, fmt)
 
@@ -378,8 +362,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
-            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date}: {_span(version)}; "
-                                    f"the parcel's timeseries lists its dates")
+            raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} on {date}: "
+                                    f"{date_span(version)}; the parcel's timeseries lists its dates")
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
@@ -396,7 +380,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                       bands=bands or None, as_of=version, cache=arrays)
         if not len(result.times):
             raise DateNotFoundError(f"no {collection} acquisition of parcel {parcel_id} in "
-                                    f"{f'time={time}' if time else 'the cube'}: {_span(version)}, none of them on "
+                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them on "
                                     f"its tile(s); give another time range")
         sheet = result.contact_sheet()
         if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
