@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError
@@ -54,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # rasterio's reproject of arrays in threads (ingest --warp) now and then warns of its own in-memory dataset,
+    # georeferenced as given (opendatacube/odc-geo#131): noise that would read as a fault of the user's scene
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform", module="rasterio.warp")
     try:
         return int(args.func(args) or 0)
     except CardcubeError as exc:
