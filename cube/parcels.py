@@ -8,6 +8,7 @@ parcel ids looked up in a registered parcel set, or a point (lon/lat) looked up 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
@@ -231,10 +232,12 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
             frame = gpd.read_parquet(path)
         else:
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)] if layer is None else []
-            if len(layers) > 1:
+            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+            if layer is None and len(layers) > 1:
                 raise ParcelFileError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name one with "
                                       f"--layer (Python: read_parcels(..., layer=...))")
+            if layer is not None and str(layer) not in layers:
+                raise ParcelFileError(f"{path} has no layer {layer!r}; its layers: {', '.join(layers)}")
             frame = gpd.read_file(path, layer=layer)
     except ParcelFileError:
         raise
@@ -367,4 +370,9 @@ def parcel_at(
         return reg.at(px, py)
     except ParcelNotFoundError:
         where = f"lon {x:.6f}, lat {y:.6f}" if src.is_geographic else f"({x}, {y}) in {src.to_string()}"
-        raise ParcelNotFoundError(f"no registered parcel contains {where}") from None
+        hint = ""
+        if src.is_geographic and abs(x) <= 90:  # the usual slip: lat, lon given as lon, lat
+            sx, sy = gpd.GeoSeries([Point(y, x)], crs=src).to_crs(reg.crs).iloc[0].coords[0]
+            with contextlib.suppress(ParcelNotFoundError):
+                hint = f"; lon and lat swapped? lon {y:.6f}, lat {x:.6f} is in parcel {reg.at(sx, sy)}"
+        raise ParcelNotFoundError(f"no registered parcel contains {where}{hint}") from None

@@ -523,6 +523,8 @@ def test_a_geopackage_of_several_layers_needs_one_named(cube, parcels, tmp_path,
     assert main([*base, "--out", str(tmp_path / "any")]) == 2
     assert "holds 2 layers (y2023, y2024): name one with --layer" in capsys.readouterr().err
     assert not (tmp_path / "any").exists()
+    assert main([*base, "--out", str(tmp_path / "any"), "--layer", "y2025"]) == 2
+    assert "has no layer 'y2025'; its layers: y2023, y2024" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "y2024"), "--layer", "y2024"]) == 0
     assert read_status(tmp_path / "y2024").parcel_id.tolist() == parcels.parcel_id.iloc[3:6].tolist()
 

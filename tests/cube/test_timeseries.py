@@ -135,11 +135,14 @@ def test_both_read_modes_give_the_same_numbers(tiny_cube, parcels, monkeypatch):
                                   check_exact=True)
 
 
-def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, sample):
+def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, parcel_id, sample):
     with pytest.raises(ParcelNotFoundError, match="NOPE"):
         parcel_timeseries(tiny_cube, ["NOPE"], registry=parcels)
     with pytest.raises(ParcelNotFoundError, match="no registered parcel contains"):
         parcel_timeseries(tiny_cube, Point(4.0, 52.0), registry=parcels)
+    inside = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id].representative_point()
+    with pytest.raises(ParcelNotFoundError, match=f"lon and lat swapped.* is in parcel {parcel_id}"):
+        parcel_timeseries(tiny_cube, Point(inside.y, inside.x), registry=parcels)  # lat, lon: the usual slip
     far = gpd.GeoDataFrame({"parcel_id": ["far"]}, geometry=[box(100, 100, 200, 200)], crs=parcels.crs)
     with pytest.raises(ParcelOutsideCubeError, match="far"):
         parcel_timeseries(tiny_cube, far)
