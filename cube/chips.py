@@ -33,7 +33,7 @@ from cardcube.query import in_time_range, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube
+from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
@@ -272,6 +272,10 @@ def chip(
                 raise ParcelOutsideCubeError(pid, reason)
             c = geom.centroid
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {c.x:.6g}, {c.y:.6g} ({crs}): {reason}")
+        if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tile holding the chip
+            held = tile_dates(version.tiles[tile])
+            raise DateNotFoundError(f"no acquisition of tile {tile}, which holds the chip, within the time range "
+                                    f"{time}: its dates run from {held[0].time[:10]} to {held[-1].time[:10]}")
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "

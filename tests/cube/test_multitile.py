@@ -5,10 +5,12 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pytest
-from shapely.geometry import box
+from shapely.geometry import Point, box
 
+from cardcube.errors import DateNotFoundError
 from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
+from cube.chips import chip
 from cube.dataset import open_cube
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
@@ -130,3 +132,22 @@ def test_a_tile_ingested_without_the_catalog_is_still_read(tiny_straddle_region,
     ds = open_cube(root, bbox=(edge + 100, miny + 100, edge + 300, miny + 300), bands=["B04"])  # 31UGU only
     assert ds.attrs["cardcube:tiles"] == ["31UGU"] and ds.sizes["time"] == 2
     assert int(ds["B04"].notnull().sum()) > 0
+
+
+def test_a_chip_on_a_tile_without_a_date_in_range_says_so(tiny_straddle_region, tmp_path):
+    """The cube has dates in the range, but on the other tile: no chip, and an error naming the chip's tile."""
+    features = sorted(items_of(tiny_straddle_region.items, "sentinel-2-l2a"), key=lambda f: f["properties"]["datetime"])
+    ufu = [f for f in features if f["properties"]["grid:code"].endswith("31UFU")][:2]  # early dates on 31UFU
+    ugu = [f for f in features if f["properties"]["grid:code"].endswith("31UGU")][-2:]  # late dates on 31UGU
+    root = tmp_path / "cube"
+    ingest(write_items(tiny_straddle_region.items, ufu + ugu, "split.json"), root,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right
+    _, miny, _, _ = tiny_straddle_region.bbox
+    point = gpd.GeoSeries([Point(edge + 300, miny + 300)], crs=TileGrid.from_id("31UGU").crs).to_crs(4326).iloc[0]
+    early = f"{ufu[0]['properties']['datetime'][:10]}/{ufu[-1]['properties']['datetime'][:10]}"
+    assert len(chip(root, point, size=16).times) == 2  # 31UGU's own dates
+    with pytest.raises(DateNotFoundError, match=f"no acquisition of tile 31UGU, which holds the chip, within the "
+                                                f"time range {early}: its dates run from "
+                                                f"{ugu[0]['properties']['datetime'][:10]}"):
+        chip(root, point, size=16, time=early)
