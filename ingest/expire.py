@@ -156,8 +156,9 @@ def expire(
     the current time) and delete the data only they read (see the module text). ``dry_run`` reports
     without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest, and
     checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
-    store = open_store(cube, storage_options=storage_options)
+    store = open_store(cube, storage_options=storage_options, read_only=True)  # a missing folder says so
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
+    store = store.with_read_only(False)
     with writer_lock(store, collection, wait=wait, stale_after=stale_after) as fence:
         versions = version_history(store, collection)
         expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),

@@ -15,7 +15,7 @@ from cardcube.errors import (
     ParcelNotFoundError,
     ParcelTooSmallError,
 )
-from cube.parcels import ParcelSet, as_parcels, parcel_at
+from cube.parcels import ParcelSet, as_parcels, parcel_at, too_small
 
 UTM = "EPSG:32631"
 # Three fields near Lelystad (NL), lon/lat, about 200 m x 150 m each, the last one an L shape.
@@ -130,8 +130,9 @@ def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFram
     gdf = gpd.GeoDataFrame({"parcel_id": ["big", "strip"]}, geometry=[FIELDS["NL-001"], strip], crs=4326)
     ps = as_parcels(gdf, crs=UTM)
     with pytest.raises(ParcelTooSmallError, match=r"parcel strip: area 1\d\d\d m² leaves no pixel after an "
-                                                   r"inward buffer of 5 m"):
+                                                   r"inward buffer of 5 m; a smaller --buffer .* or --all-touched"):
         ps.buffered(-5.0)
+    assert "; --all-touched (Python: all_touched=True) counts every pixel" in str(too_small("x", strip, buffer=0))
     shrunk = ps.select(["big"]).buffered(-5.0)
     assert shrunk.areas[0] < ps.areas[0]
     assert shapely.contains(ps.geometry("big"), shrunk.geometry("big"))

@@ -230,7 +230,7 @@ def test_expire_waits_for_a_running_ingest_and_refuses_a_folder_without_a_cube(c
     assert len(committed_versions(open_store(cube), "s2")) == 9  # nothing happened
     with pytest.raises(CubeNotFoundError, match="no 's1' cube"):
         expire(cube, "s1")
-    with pytest.raises(CubeNotFoundError):
+    with pytest.raises(CubeNotFoundError, match="the folder does not exist"):  # as every other command says it
         expire(tmp_path / "nothing")
     assert not (cube / "s1").exists() and not (tmp_path / "nothing").exists()
 
