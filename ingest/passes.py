@@ -77,12 +77,11 @@ def group_passes(scenes: Sequence[CheckedScene]) -> list[list[CheckedScene]]:
         else:
             runs.append([c])
     group_of = {id(c): run for runs in chains.values() for run in runs for c in run}
-    groups: list[list[CheckedScene]] = []
+    groups: dict[int, list[CheckedScene]] = {}  # by the id of the group: each once, in order of its first scene
     for c in scenes:
         group = group_of.get(id(c)) or [c]
-        if not any(g is group for g in groups):
-            groups.append(group)
-    return groups
+        groups.setdefault(id(group), group)
+    return list(groups.values())
 
 
 def _union(windows: Sequence[Window]) -> Window:
