@@ -365,7 +365,11 @@ def parcel_at(
     """
     reg = registry if isinstance(registry, ParcelSet) else as_parcels(registry)
     src = CRS.from_user_input(crs)
-    px, py = gpd.GeoSeries([Point(x, y)], crs=src).to_crs(reg.crs).iloc[0].coords[0]
+
+    def on_registry(a: float, b: float) -> tuple[float, float]:
+        return gpd.GeoSeries([Point(a, b)], crs=src).to_crs(reg.crs).iloc[0].coords[0]
+
+    px, py = on_registry(x, y)
     if not (math.isfinite(px) and math.isfinite(py)):
         raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs}")
     try:
@@ -374,7 +378,6 @@ def parcel_at(
         where = f"lon {x:.6f}, lat {y:.6f}" if src.is_geographic else f"({x}, {y}) in {src.to_string()}"
         hint = ""
         if src.is_geographic and abs(x) <= 90:  # the usual slip: lat, lon given as lon, lat
-            sx, sy = gpd.GeoSeries([Point(y, x)], crs=src).to_crs(reg.crs).iloc[0].coords[0]
             with contextlib.suppress(ParcelNotFoundError):
-                hint = f"; lon and lat swapped? lon {y:.6f}, lat {x:.6f} is in parcel {reg.at(sx, sy)}"
+                hint = f"; lon and lat swapped? lon {y:.6f}, lat {x:.6f} is in parcel {reg.at(*on_registry(y, x))}"
         raise ParcelNotFoundError(f"no registered parcel contains {where}{hint}") from None
