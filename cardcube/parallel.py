@@ -94,6 +94,8 @@ def _client(scheduler: Any):
             return Client(scheduler)
         except OSError as exc:
             raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+        except ValueError as exc:  # a misspelt scheme (tpc://): distributed names the ones it knows
+            raise InvalidRequestError(f"cannot use the dask scheduler address {scheduler}: {exc}") from None
     raise InvalidRequestError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, a tcp:// address "
                               f"or a Client")
 

@@ -42,6 +42,11 @@ def test_an_unknown_scheduler_is_a_clear_error() -> None:
         run_tasks(abs, [(1,)], progress=False, scheduler="bogus")
 
 
+def test_a_scheduler_address_of_an_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(InvalidRequestError, match=r"tpc://127.0.0.1:8786: unknown address scheme 'tpc' \(known"):
+        run_tasks(abs, [(1,)], progress=False, scheduler="tpc://127.0.0.1:8786")
+
+
 def test_a_scheduler_address_where_nothing_listens_fails_at_once() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
