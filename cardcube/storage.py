@@ -24,7 +24,13 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from cardcube.errors import CardcubeError, CommitConflictError, CorruptDocumentError, StoreError
+from cardcube.errors import (
+    CardcubeError,
+    CommitConflictError,
+    CorruptDocumentError,
+    InvalidRequestError,
+    StoreError,
+)
 
 StoreLike = str | os.PathLike | Store
 CONNECT_TIMEOUT_S = 5.0  # to reach an S3 endpoint at all
@@ -89,8 +95,12 @@ def open_store(
 
 def _check_reachable(endpoint: str, location: str) -> None:
     """One TCP connection to an S3 endpoint (Ceph, MinIO): a wrong host or port is one clear error at once,
-    where botocore's retries, right for a throttling server, would spend a minute on a refused connection."""
+    where botocore's retries, right for a throttling server, would spend a minute on a refused connection. An
+    endpoint without its scheme (``minio:9000``) is named as such, not as a refused connection to port 80."""
     url = urlparse(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise InvalidRequestError(f"the S3 endpoint {endpoint} of {location} is no http:// or https:// URL: write "
+                                  f"it with its scheme, e.g. http://{endpoint.split('://')[-1]}")
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()

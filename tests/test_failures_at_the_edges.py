@@ -42,6 +42,17 @@ def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
         read_version(store, "s2")
 
 
+def test_an_s3_endpoint_without_its_scheme_is_named_so(monkeypatch, capsys):
+    from cardcube.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=r"the S3 endpoint minio:9000 of s3://bucket/cube is no http:// or "
+                                                  r"https:// URL: write it with its scheme, e.g. http://minio:9000"):
+        open_store("s3://bucket/cube", read_only=True, storage_options={"endpoint_url": "minio:9000"})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "127.0.0.1:9000")  # not a refused connection to port 80
+    assert main(["versions", "--cube", "s3://bucket/cube"]) == 2
+    assert capsys.readouterr().err.strip().endswith("e.g. http://127.0.0.1:9000")
+
+
 def test_a_port_in_use_fails_before_the_banner(tiny_cube, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
