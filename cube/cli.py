@@ -150,9 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Anomaly markers from parcel statistics (an extraction folder, or a file written by "
                        "cardcube timeseries): crop_mismatch (the NDVI profile fits another crop's far better), "
                        "bare_soil and no_mowing (declared grassland). Writes one row per parcel, flagged first.")
-    f.add_argument("--timeseries", required=True, help="extraction folder (cardcube extract --out) or .parquet/.csv")
-    f.add_argument("--s1", help="Sentinel-1 statistics of the same parcels (folder or file, with VH): the mowing "
-                   "marker then uses radar, which sees the cuts made under clouds")
+    f.add_argument("--timeseries", required=True, help="extraction folder or s3://bucket/prefix (cardcube extract "
+                   "--out), or a .parquet/.csv file of cardcube timeseries")
+    f.add_argument("--s1", help="Sentinel-1 statistics of the same parcels (folder, s3:// URL or file, with VH): the "
+                   "mowing marker then uses radar, which sees the cuts made under clouds")
+    add_endpoint_option(f)
     f.add_argument("--parcels", required=True, help="parcel file with the declarations")
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
     f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
@@ -282,20 +284,26 @@ def _extract(args: argparse.Namespace) -> int:
     return 0 if result.status["ok"] and not result.failures else 1
 
 
-def _statistics(path: str, bands: list[str]):
-    """The statistics the markers read, from an extraction folder or a ``cardcube timeseries`` file."""
+def _is_extraction(path: str) -> bool:
+    """Whether ``path`` names an extraction (a folder, or a URL: ``cardcube extract --out s3://...``), not a file of
+    ``cardcube timeseries``."""
+    return "://" in path or Path(path).is_dir()
+
+
+def _statistics(path: str, bands: list[str], options: dict | None):
+    """The statistics the markers read, from an extraction (a folder or URL) or a ``cardcube timeseries`` file."""
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import COLUMNS
     from cube.extract import read_timeseries
 
+    if _is_extraction(path):
+        return read_timeseries(path, bands=bands, columns=COLUMNS, storage_options=options)
     source = Path(path)
     if not source.exists():
         raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
                                   f".parquet/.csv file of cardcube timeseries")
-    if source.is_dir():
-        return read_timeseries(source, bands=bands, columns=COLUMNS)
     frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(
         source, parse_dates=["time"], dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
     return frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
@@ -324,12 +332,13 @@ def _flag(args: argparse.Namespace) -> int:
     grassland = [c.strip() for c in args.grassland.split(",") if c.strip()]
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
-    s2, s1 = (_statistics(path, bands).astype({"parcel_id": str}) if path else None
+    options = storage_options(args)
+    s2, s1 = (_statistics(path, bands, options).astype({"parcel_id": str}) if path else None
               for path, bands in ((args.timeseries, ["B04", "B08"]), (args.s1, ["VH"])))
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         measured = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
-        flags = pd.concat([measured, _unmeasured(args.timeseries, declared)], ignore_index=True)
+        flags = pd.concat([measured, _unmeasured(args.timeseries, declared, options)], ignore_index=True)
         flags.attrs = measured.attrs  # the rules
         missing = declared.index.difference(flags.parcel_id)
         if len(missing):
@@ -339,7 +348,7 @@ def _flag(args: argparse.Namespace) -> int:
         print(f"note: {warning.message}", file=sys.stderr)
     _write_table(flags, out)
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
-              "inputs": {"timeseries": _described(args.timeseries), "s1": _described(args.s1),
+              "inputs": {"timeseries": _described(args.timeseries, options), "s1": _described(args.s1, options),
                          "parcels": str(Path(args.parcels).resolve())},
               "notes": [str(w.message) for w in caught]}
     Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -355,7 +364,7 @@ def _flag(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unmeasured(path: str, declared):
+def _unmeasured(path: str, declared, options: dict | None):
     """Rows of flags for the declared parcels an extraction at ``path`` could not measure: not judged, and why
     (an unflagged parcel would be read as cleared). None for statistics from a file, which has no status table."""
     import pandas as pd
@@ -363,9 +372,9 @@ def _unmeasured(path: str, declared):
     from cube.anomalies import MARKERS
     from cube.extract import read_status
 
-    if not Path(path).is_dir():
+    if not _is_extraction(path):
         return None
-    status = read_status(path)
+    status = read_status(path, storage_options=options)
     status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
     ids = status.parcel_id.astype(str)
     return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,
@@ -374,16 +383,18 @@ def _unmeasured(path: str, declared):
                                         for s, r in zip(status.status, status.reason, strict=True)]})
 
 
-def _described(path: str | None) -> dict[str, Any] | None:
+def _described(path: str | None, options: dict | None) -> dict[str, Any] | None:
     """Where statistics came from: the path and the cube version they were read from, as an extraction's
     manifest or a ``cardcube timeseries`` Parquet file's metadata says."""
+    from cube.extract import read_manifest
+
     if path is None:
         return None
+    if _is_extraction(path):
+        m = read_manifest(path, storage_options=options)
+        return {"path": path if "://" in path else str(Path(path).resolve()), "cube": m.get("cube"),
+                "collection": m.get("collection"), "cube_version": m.get("version")}
     source = Path(path).resolve()
-    if (source / "manifest.json").is_file():
-        m = json.loads((source / "manifest.json").read_text())
-        return {"path": str(source), "cube": m.get("cube"), "collection": m.get("collection"),
-                "cube_version": m.get("version")}
     if source.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -678,6 +678,12 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
 
 
+def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of the finished extraction at ``out``: the cube and version it read, its parameters, the scenes
+    read per tile."""
+    return _finished(_extraction_store(out, storage_options), allow_incomplete=False)
+
+
 def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
     """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
     store = _extraction_store(out, storage_options)

@@ -128,6 +128,26 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
     assert record["inputs"]["timeseries"]["cube_version"] == read_version(open_store(tiny_cube), "s2").version
 
 
+def test_flag_cli_reads_an_extraction_on_s3(tiny_cube, tiny_region, tmp_path, s3_bucket, monkeypatch, capsys):
+    """What extract writes to a bucket (extract --out s3://..., as on a cluster) flag reads, as from a folder."""
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the endpoint from --endpoint-url, as extract took it
+    endpoint = ["--endpoint-url", s3_bucket.server.endpoint_url]
+    extracted = {"local": str(tmp_path / "ex"), "s3": s3_bucket.url_for("ex")}
+    for out in extracted.values():
+        assert main(["extract", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04,B08",
+                     "--out", out, "--quiet", *endpoint]) == 0
+    grassland = ",".join(map(str, sorted(set(gpd.read_parquet(tiny_region.parcels).crop_code))[:3]))
+    for where, out in extracted.items():
+        assert main(["flag", "--timeseries", out, "--parcels", str(tiny_region.parcels), "--grassland", grassland,
+                     "--out", str(tmp_path / f"{where}.csv"), *endpoint]) == 0, capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s3.csv"), pd.read_csv(tmp_path / "local.csv"))
+    record = json.loads((tmp_path / "s3.csv.json").read_text())["inputs"]["timeseries"]
+    assert record["path"] == extracted["s3"]
+    assert record["cube_version"] == read_version(open_store(tiny_cube), "s2").version
+
+
 def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, tiny_region, tmp_path):
     parcels = gpd.read_parquet(tiny_region.parcels).iloc[10:14]
     numbered = parcels.assign(parcel_id=[1040, 1041, 1042, 1043])
