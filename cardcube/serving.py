@@ -13,8 +13,10 @@ from typing import Any
 from cardcube.errors import ServeError
 
 
-def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` on ``host:port`` until interrupted; ``announce`` gets its base URL once it listens."""
+def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None] | None = None,
+              root_path: str = "") -> None:
+    """Serve ``app`` on ``host:port`` until interrupted; ``announce`` gets its base URL once it listens.
+    ``root_path`` is the path prefix a reverse proxy serves it under (``/cardcube``), for the links it writes."""
     import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -26,4 +28,4 @@ def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None]
         if announce is not None:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             announce(f"http://{shown}:{sock.getsockname()[1]}/")
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", root_path=root_path.rstrip("/"))).run(sockets=[sock])

@@ -176,6 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    s.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="path prefix under which a reverse proxy serves it, stripping it (e.g. /cardcube): "
+                   "/docs then loads the OpenAPI document from PREFIX/openapi.json")
     s.add_argument("--refresh", type=_non_negative, default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
     s.add_argument("--array-cache", type=int, default=1024, metavar="N",
@@ -412,6 +415,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
           array_cache=args.array_cache,
-          id_column=args.id_column, layer=args.layer, storage_options=storage_options(args),
+          id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -382,9 +382,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
           refresh: float = REFRESH, array_cache: int = ARRAY_CACHE,
-          announce: Callable[[str], None] | None = None) -> None:
+          announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
-    the base URL once the server listens (after the cube and the parcels were found)."""
+    the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
+    prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
+    OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
                    refresh=refresh, array_cache=array_cache)
-    serve_app(app, host=host, port=port, announce=announce)
+    serve_app(app, host=host, port=port, announce=announce, root_path=root_path)

@@ -295,6 +295,18 @@ def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, par
         server.close()
 
 
+def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(tiny_cube):
+    """A reverse proxy serving the service under /cardcube/ (stripping the prefix, as nginx's proxy_pass with a
+    URI does): with --root-path the docs page asks for /cardcube/openapi.json, which the proxy passes on."""
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--root-path", "/cardcube/"])
+    try:
+        assert "url: '/cardcube/openapi.json'" in server.http.get("/docs").text
+        assert server.http.get("/openapi.json").json()["servers"] == [{"url": "/cardcube"}]
+        assert server.http.get("/collections/s2").status_code == 200  # the routes, as the proxy passes them on
+    finally:
+        server.close()
+
+
 def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
     with pytest.raises(AssertionError, match=f"no cube at .*{tmp_path.name}"):
         ServedCommand(["serve", "--cube", tmp_path], timeout=30)
