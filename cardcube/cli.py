@@ -29,9 +29,10 @@ _SUBCOMMAND_MODULES = (
 )
 
 
-def add_endpoint_option(p: argparse.ArgumentParser) -> None:
-    """``--endpoint-url``: the S3 endpoint (Ceph, MinIO) of the stores a command reads and writes."""
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL")
+def add_endpoint_option(p: argparse.ArgumentParser, *, note: str = "") -> None:
+    """``--endpoint-url``: the S3 endpoint (Ceph, MinIO) of the stores a command reads and writes (``note``: what
+    it does not apply to)."""
+    p.add_argument("--endpoint-url", default=None, help=f"S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL{note}")
 
 
 def storage_options(args: argparse.Namespace) -> dict | None:

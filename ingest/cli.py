@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     _add_lock_options(p)
-    add_endpoint_option(p)
+    add_endpoint_option(p, note=" (of the cube: an s3:// SOURCE and its assets are read with $AWS_ENDPOINT_URL)")
     p.add_argument("--no-catalog", action="store_true",
                    help="do not update the STAC catalog (reads still find new tiles; 'cardcube catalog build' "
                    "publishes them for STAC clients)")

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import fsspec
 import pystac
+from botocore.exceptions import BotoCoreError
 from pystac.stac_io import DefaultStacIO
 
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
+from cardcube.storage import s3_options_from_env
 from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -139,8 +141,8 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     except ValueError:  # not UTF-8, or not JSON: a Parquet or GeoPackage file given as scenes
         raise InvalidRequestError(f"{path} is not STAC JSON (an ItemCollection, a catalog) or a folder of scenes: "
                                   f"give the scenes' STAC document or their folder") from None
-    except OSError as exc:
-        raise InvalidRequestError(f"cannot read the source {path}: {exc}") from exc
+    except (OSError, BotoCoreError) as exc:  # s3fs's OSError after its retries, botocore's own when unreachable
+        raise InvalidRequestError(f"cannot read the source {path}: {exc}{_endpoint_note(path)}") from None
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
     if not isinstance(doc, dict):
         raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item "
@@ -156,6 +158,17 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:  # not STAC, or broken
         raise InvalidRequestError(f"{path} is not valid STAC ({type(exc).__name__}: {exc})") from None
     raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item")
+
+
+def _endpoint_note(path: str) -> str:
+    """Which S3 endpoint an ``s3://`` source was read from: the environment's, never the cube's storage options
+    (``--endpoint-url``), as the scenes may sit on another store than the cube."""
+    if not path.startswith("s3://"):
+        return ""
+    endpoint = s3_options_from_env().get("endpoint_url")
+    return (f" (an s3:// source is read with the S3 endpoint of the environment, "
+            f"{'AWS_ENDPOINT_URL=' + endpoint if endpoint else 'AWS S3 itself: AWS_ENDPOINT_URL is not set'}; the "
+            f"cube's storage_options, --endpoint-url, do not apply to it)")
 
 
 _S2_FILE = re.compile(r"^T(?P<tile>\d{2}[A-Z]{3})_(?P<t>\d{8}T\d{6})_(?P<band>B\d[\dA]|SCL)_\d{2}m\.tif$")

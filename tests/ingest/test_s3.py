@@ -131,3 +131,27 @@ def test_a_static_stac_catalog_in_a_bucket_is_a_source(tiny_region, s3_bucket, t
     assert result.ok and sorted(result.added) == sorted(f["id"] for f in features)
     assert assert_matches_sources(tmp_path / "cube", write_items(tiny_region.items, features, "catalog-s1.json"),
                                   "s1") > 0
+
+
+def test_a_source_in_a_bucket_is_read_with_the_environments_endpoint_not_the_cubes(tiny_region, s3_bucket):
+    """--endpoint-url is the cube's: the scenes may sit on another store (AWS, an archive's own Ceph). A source
+    the environment's endpoint cannot give says so, naming the endpoint it was read from. (A command of its own:
+    fsspec keeps the S3 clients of a process, made with the endpoint of their time.)"""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    s3_bucket.server.client().upload_file(str(tiny_region.items), s3_bucket.name, "archive/items.json")
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        elsewhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {**os.environ, **s3_bucket.server.environment(), "AWS_ENDPOINT_URL": elsewhere}
+    run = subprocess.run([sys.executable, "-m", "cardcube.cli", "ingest", f"s3://{s3_bucket.name}/archive/items.json",
+                          "--cube", s3_bucket.url_for("cube"), "--endpoint-url", s3_bucket.server.endpoint_url,
+                          "--quiet"], env=env, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert f"cannot read the source s3://{s3_bucket.name}/archive/items.json" in run.stderr
+    assert run.stderr.strip().endswith(f"(an s3:// source is read with the S3 endpoint of the environment, "
+                                       f"AWS_ENDPOINT_URL={elsewhere}; the cube's storage_options, --endpoint-url, "
+                                       f"do not apply to it)")
