@@ -225,6 +225,9 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
     if not isinstance(parcels, str | os.PathLike):
         return as_parcels(parcels, id_column=id_column).to_geodataframe()
     path = os.fspath(parcels)
+    if "://" in path:  # the driver reads the parcels once; workers get them with their tasks
+        raise ParcelFileError(f"{path} is a URL: parcel files are read from a local path; copy it here first "
+                              f"(aws s3 cp, rclone), or pass a GeoDataFrame")
     if not os.path.exists(path):
         raise ParcelFileError(f"no parcel file at {path}")
     try:
