@@ -217,7 +217,8 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
     wanted_id = collection or spec.source_collection
     text, folder = os.fspath(source), None
     if "://" not in text:
-        path = Path(text)
+        path = Path(text).absolute()  # its files are read by the workers, of another working directory on a cluster
+        text = str(path)
         if not path.exists():
             raise CubeNotFoundError(f"source {text} does not exist")
         if path.is_dir():  # its STAC document, else its product folders

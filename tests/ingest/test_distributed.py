@@ -25,3 +25,16 @@ def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_cub
     cluster_ds = open_cube(tmp_path / "cube", "s1", decode=False).compute()
     local_ds = open_cube(tiny_cube, "s1", decode=False).compute()
     xr.testing.assert_identical(cluster_ds.drop_attrs(), local_ds.drop_attrs())
+
+
+def test_a_source_named_by_a_relative_path_is_found_by_workers_of_another_working_directory(tiny_region, tmp_path,
+                                                                                             monkeypatch):
+    """The workers (dask worker processes started elsewhere) read the scenes' files: a relative SOURCE is taken
+    from the driver's working directory, not theirs (every scene was rejected as 'file not found')."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        monkeypatch.chdir(tiny_region.items.parent.parent)  # the driver's, after the worker started
+        result = ingest(f"{tiny_region.items.parent.name}/{tiny_region.items.name}", tmp_path / "cube",
+                        collection="s1", progress=False, chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
+    assert result.ok and not result.rejected and result.added
