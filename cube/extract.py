@@ -81,7 +81,7 @@ from cardcube.storage import (
 )
 from cube.dataset import BandReader, check_acquisitions, open_cube, tile_dates
 from cube.indices import band_list, bands_for, check_bands, stored_bands
-from cube.ledger import CubeVersion, read_version
+from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcel_stats import stats_table
@@ -370,11 +370,11 @@ def _shorter_runs(times: list[slice], block_pixels: int, window_pixels: int) -> 
     return [slice(a, min(a + step, t.stop)) for t in times for a in range(t.start, t.stop, step)]
 
 
-def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool
-                    ) -> dict[str, list[str]] | None:
+def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
+                    cube: Store) -> dict[str, list[str]] | None:
     """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
     ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
-    whole run."""
+    whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
     old = read_json(out, MANIFEST)
     if old is None:
         others = list_children(out, "")
@@ -393,6 +393,9 @@ def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, 
             return old["update"]["scenes"]
         return {t: [] for t in version.tiles} if old.get("updated_from") else None
     if not old.get("complete"):
+        if old["version"] not in committed_versions(cube, version.collection):
+            raise InvalidRequestError(f"{where}, unfinished, and that version has been expired since (cardcube "
+                                      f"expire): it cannot be resumed; write to a new --out")
         raise InvalidRequestError(f"{where}, unfinished: resume it with as_of={old['version']} (--as-of "
                                   f"{old['version']}), or write to a new --out"
                                   f"{' (an update starts from a complete extraction)' if update else ''}")
@@ -488,7 +491,7 @@ def extract(
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,
-    }, version, time=time, update=update)
+    }, version, time=time, update=update, cube=store)
     dates = None if new is None else {
         tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
         for tile in version.tiles}

@@ -474,6 +474,14 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     with pytest.raises(InvalidRequestError, match=r"unfinished: resume it with as_of=1 \(--as-of 1\)") as refused:
         extract(parcels, cube, unfinished, **kw)
     assert "--update" not in str(refused.value)  # an update starts from a complete extraction
+    from datetime import timedelta
+
+    from ingest.expire import expire
+
+    expire(cube, older_than=timedelta(0))  # version 1 is gone: --as-of 1 cannot resume it, and is not said
+    with pytest.raises(InvalidRequestError, match=r"unfinished, and that version has been expired since \(cardcube "
+                                                  r"expire\): it cannot be resumed; write to a new --out"):
+        extract(parcels, cube, unfinished, **kw)
 
 
 def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measured(cube, parcels, tiny_region,
