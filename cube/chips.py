@@ -215,7 +215,8 @@ def chip(
     ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``); by default
     :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
-    A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0).
+    A chip that no tile holds whole is a mosaic of the tiles with data in it (of its centre's UTM zone), padded
+    with no data (NaN, SCL 0) beyond them.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     check_chip_size(size)
@@ -251,7 +252,7 @@ def chip(
         check_acquisitions(version, time)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
-        for whole in (True, False):  # a tile holding the whole chip, else one holding its centre (then padded)
+        for whole in (True, False):  # a tile holding the whole chip, else the mosaic around its centre's tile
             for tile in sorted(version.tiles):
                 grid = TileGrid.from_id(tile)
                 geom_local = _project(geom, crs, grid.crs)
@@ -259,9 +260,12 @@ def chip(
                 chip_box, tile_box = _chip_box(centre, grid, res, size), box(*grid.bounds)
                 inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
                 if inside and data_footprint(version, tile).intersects(box(*chip_box)):
-                    ds = open_cube(store, collection, bbox=tile_box.intersection(box(*chip_box)).bounds, time=time,
-                                   as_of=version, bands=stored_bands(bands, version.spec.band_names), tiles=[tile],
-                                   resolution=res, chunks="window", cache=cache)  # a read per band and block
+                    # no tile holds the whole chip: the tiles of this zone with data in it, as one mosaic
+                    read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs ==
+                                                 grid.crs and data_footprint(version, t).intersects(box(*chip_box))]
+                    ds = open_cube(store, collection, bbox=chip_box, time=time, as_of=version, tiles=read,
+                                   bands=stored_bands(bands, version.spec.band_names), resolution=res,
+                                   chunks="window", cache=cache)  # a read per band and block
                     pad_to = None if whole else chip_box
                     break
             if ds is not None:
