@@ -284,11 +284,12 @@ def chip(
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "
                                    f"narrow the time range (limit {MAX_BYTES / 1e9:.1f} GB)")
-    derived = [b for b in bands if b in INDICES]
-    if derived:
-        ds = add_indices(ds, derived)
-    keep = [*bands, *(["SCL"] if "SCL" in ds else [])]
-    (data,) = compute_reads(ds[list(dict.fromkeys(keep))])
+    # the stored bands read, the indices computed from them after: dask.compute of a Dataset loses a variable that
+    # another is computed from (dask/xarray#11329), so VV, VH, VH_VV at once failed with "Missing dependency"
+    (data,) = compute_reads(ds[[b for b in dict.fromkeys([*bands_for(bands), "SCL"]) if b in ds]])
+    if derived := [b for b in bands if b in INDICES]:
+        data = add_indices(data, derived)
+    data = data[list(dict.fromkeys([*bands, *(["SCL"] if "SCL" in data else [])]))]
     if pad_to is not None:  # the chip crosses the edge of the only tile holding data: no data beyond it
         data = _padded(data, pad_to, res)
     outline = None

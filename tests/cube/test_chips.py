@@ -116,6 +116,29 @@ def test_index_chip_and_geotiff(tiny_cube, parcels, parcel_id, tmp_path):
         np.testing.assert_allclose(src.read(1), ndvi[0], equal_nan=True)
 
 
+def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """The usual Sentinel-1 composite VV, VH, VH/VV (two bands and the index computed from them): its GeoTIFF holds
+    the source scene's pixels. Read at once, dask lost the bands the index is computed from ("Missing dependency")."""
+    from rasterio.windows import from_bounds
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
+    scenes = {f["id"]: f for f in items_of(tiny_region.items, "sentinel-1-card-bs")}
+    for t in (0, len(c.times) - 1):
+        c.to_geotiff(tmp_path / "s1.tif", t)
+        with rasterio.open(tmp_path / "s1.tif") as tif:
+            got, bounds = tif.read(), tif.bounds
+        source = {}
+        for band in ("VV", "VH"):
+            with rasterio.open(asset_path(tiny_region.items, scenes[str(c.data.scene_id.values[t])], band)) as src:
+                window = from_bounds(*bounds, src.transform)
+                source[band] = src.read(1, window=window, boundless=True, fill_value=np.nan)
+        np.testing.assert_array_equal(got, np.stack([source["VV"], source["VH"], source["VH"] - source["VV"]]))
+    assert chip(tiny_cube, [parcel_id], registry=parcels, size=24, bands="B04,B08,NDVI", time="2024-06").bands == (
+        "B04", "B08", "NDVI")
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
