@@ -9,6 +9,7 @@ with the pixels whatever the display enlargement (:func:`enlarge` by an integer 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,21 +216,25 @@ def contact_sheet(
         raise InvalidRequestError(f"contact sheet panels must be RGBA images of one shape, got {sorted(shapes)}")
     ph, pw = panels[0].shape[0] * scale, panels[0].shape[1] * scale
     frame, gap, text_h = 3, 6, 14
-    cols = max(1, min(columns, n))
-    rows = -(-n // cols)
-    cell_w, cell_h = pw + 2 * frame + gap, ph + 2 * frame + text_h + gap
-    sheet = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + gap), background)
-    draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=11)
     fractions = [np.nan] * n if cloud_fraction is None else [float(f) for f in cloud_fraction]
     missing = [np.nan] * n if nodata_fraction is None else [float(f) for f in nodata_fraction]
-    boxes, cloudy, empty = [], [], []
-    for i, (panel, label, frac, gone) in enumerate(zip(panels, labels, fractions, missing, strict=True)):
+    empty = [bool(np.isfinite(gone) and gone > 0.5) for gone in missing]
+    cloudy = [bool(not e and np.isfinite(f) and f > cloud_threshold) for f, e in zip(fractions, empty, strict=True)]
+    marks = [(CLOUDY, f"{f:.0%} cloud") if c else (NO_DATA, "no data") if e else None
+             for f, c, e in zip(fractions, cloudy, empty, strict=True)]
+    # a cell as wide as its panel, or as its label and mark (small panels): no text runs into the next cell
+    texts = [str(label) + (f"  {mark[1]}" if mark else "") for label, mark in zip(labels, marks, strict=True)]
+    cols = max(1, min(columns, n))
+    rows = -(-n // cols)
+    cell_w = max(pw + 2 * frame, math.ceil(max(map(font.getlength, texts))) + frame) + gap
+    cell_h = ph + 2 * frame + text_h + gap
+    sheet = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + gap), background)
+    draw = ImageDraw.Draw(sheet)
+    boxes = []
+    for i, (panel, label, mark) in enumerate(zip(panels, labels, marks, strict=True)):
         x0 = gap + (i % cols) * cell_w + frame
         y0 = gap + (i // cols) * cell_h + frame
-        is_empty = bool(np.isfinite(gone) and gone > 0.5)
-        is_cloudy = bool(not is_empty and np.isfinite(frac) and frac > cloud_threshold)
-        mark = (CLOUDY, f"{frac:.0%} cloud") if is_cloudy else (NO_DATA, "no data") if is_empty else None
         if mark:
             draw.rectangle((x0 - frame, y0 - frame, x0 + pw + frame - 1, y0 + ph + frame - 1), fill=mark[0])
         tile = Image.new("RGB", (pw, ph), background)
@@ -242,8 +247,6 @@ def contact_sheet(
             tx = x0 + draw.textlength(str(label) + "  ", font=font)
             draw.text((tx, text_y), mark[1], fill=mark[0], font=font)
         boxes.append((x0, y0, x0 + pw, y0 + ph))
-        cloudy.append(is_cloudy)
-        empty.append(is_empty)
     return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty))
 
 
