@@ -107,6 +107,12 @@ class Chip:
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
+    @property
+    def outline_colour(self) -> tuple[int, int, int, int]:
+        """The parcel outline's colour: :data:`render.OUTLINE` (yellow) on true colour and grey,
+        :data:`render.INDEX_OUTLINE` (magenta) on an index's colour map, which has yellows of its own."""
+        return render.INDEX_OUTLINE if len(self.bands) == 1 and self.bands[0] in INDICES else render.OUTLINE
+
     def _check_date(self, t: int) -> None:
         """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
         n = self.data.sizes["time"]
@@ -132,7 +138,8 @@ class Chip:
             img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
         img = render.enlarge(img, scale) if scale > 1 else img
         if outline and self.outline is not None:
-            img = render.draw_outline(img, self.outline, self.geobox, width=max(1, scale // 2))
+            img = render.draw_outline(img, self.outline, self.geobox, colour=self.outline_colour,
+                                      width=max(1, scale // 2))
         return img
 
     def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
@@ -161,7 +168,7 @@ class Chip:
         for x0, y0, x1, y1 in sheet.boxes:  # the outline on every panel
             image[y0:y1, x0:x1, :3] = render.draw_outline(
                 np.dstack([image[y0:y1, x0:x1, :3], np.full((y1 - y0, x1 - x0), 255, np.uint8)]),
-                self.outline, self.geobox, width=1)[..., :3]
+                self.outline, self.geobox, colour=self.outline_colour, width=1)[..., :3]
         return replace(sheet, image=image)
 
 

@@ -40,6 +40,7 @@ __all__ = [
 TRUE_COLOUR_LIMITS = (0.0, 0.3)  # surface reflectance shown black .. white: fields, not clouds
 NDVI_LIMITS = (0.0, 1.0)
 OUTLINE = (255, 230, 0, 255)  # yellow: visible on green, brown and grey
+INDEX_OUTLINE = (255, 0, 255, 255)  # magenta: on a colour map of yellows and greens (RdYlGn), yellow is lost
 CLOUDY = (220, 30, 30)
 NO_DATA = (150, 150, 150)
 

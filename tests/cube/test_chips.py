@@ -139,6 +139,27 @@ def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcel
         "B04", "B08", "NDVI")
 
 
+def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parcel_id):
+    """An NDVI (RdYlGn) chip: the outline's colour is far from every colour of the map (the yellow outline of the
+    true-colour chips is lost among its yellows and oranges), and it still lies on the parcel boundary."""
+    import matplotlib
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32, bands="NDVI", time="2024-06")
+    drawn, plain = c.image(0, scale=4), c.image(0, scale=4, outline=False)
+    changed = (drawn != plain).any(axis=-1)
+    colours = np.unique(drawn[changed][:, :3], axis=0)
+    assert len(colours) == 1 and changed.sum() > 100
+    cmap = matplotlib.colormaps["RdYlGn"](np.linspace(0, 1, 256))[:, :3] * 255
+    assert np.sqrt(((cmap - colours[0]) ** 2).sum(axis=1)).min() > 200
+    ys, xs = np.nonzero(changed)
+    a = c.geobox.affine
+    points = gpd.points_from_xy(a.c + (xs + 0.5) / 4 * a.a, a.f + (ys + 0.5) / 4 * a.e)
+    assert np.percentile(points.distance(c.outline.boundary), 95) <= 10.0  # within a 10 m pixel
+    sheet = c.contact_sheet(scale=2)  # the sheet's outlines alike
+    x0, y0, x1, y1 = sheet.boxes[0]
+    assert (sheet.image[y0:y1, x0:x1] == colours[0]).all(axis=-1).sum() > 20
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
