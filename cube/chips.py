@@ -45,6 +45,7 @@ MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 TRUE_COLOUR = ("B04", "B03", "B02")
+ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 
 
@@ -150,12 +151,22 @@ class Chip:
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
         render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
 
+    @property
+    def labels(self) -> list[str]:
+        """A label per date: the day (UTC), and the orbit direction ("asc", "desc") when the chip has dates of both
+        (Sentinel-1: the look direction, and so the backscatter, differs from one pass to the next)."""
+        days = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
+        states = self.data["orbit_state"].values if "orbit_state" in self.data.coords else []
+        if len(set(states)) < 2:
+            return days
+        return [f"{day} {ORBIT_ABBREVIATIONS.get(str(s), s)}" for day, s in zip(days, states, strict=True)]
+
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
-        """The season at a glance: one panel per date, cloudy dates framed in red, dates without data over
-        the parcel (outside that orbit's swath) in grey. A band that is no index is stretched once for the
-        whole season, so its dates compare."""
-        labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
+        """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
+        dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index is
+        stretched once for the whole season, so its dates compare."""
+        labels = self.labels
         limits = None
         if len(self.bands) == 1 and self.bands[0] not in INDICES:
             limits = render.robust_limits(self.data[self.bands[0]].values)

@@ -160,6 +160,20 @@ def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parce
     assert (sheet.image[y0:y1, x0:x1] == colours[0]).all(axis=-1).sum() > 20
 
 
+def test_sentinel1_dates_are_labelled_with_their_orbit_direction(tiny_cube, tiny_region, parcels, parcel_id):
+    """Ascending and descending passes look from opposite sides: a season sheet of S1 says which each date is (as
+    the time series plot does), from the scene's STAC item; a Sentinel-2 sheet (one direction) gives the day alone."""
+    from tests.ingest.scene_edits import items_of
+
+    direction = {f["id"]: f["properties"]["sat:orbit_state"] for f in items_of(tiny_region.items, "sentinel-1-card-bs")}
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
+    want = [f"{str(t)[:10]} {direction[str(s)][:4].replace('asce', 'asc')}"
+            for t, s in zip(c.times, c.data.scene_id.values, strict=True)]
+    assert c.labels == want and {w[11:] for w in want} == {"asc", "desc"}
+    s2 = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    assert s2.labels == [str(t)[:10] for t in s2.times]
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
