@@ -30,7 +30,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import in_time_range, parse_time_range
-from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
+from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
@@ -47,6 +47,7 @@ MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
+REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
 
 
 def check_chip_size(size: int) -> None:
@@ -122,16 +123,23 @@ class Chip:
                                       f"(-1 the last; Chip.times lists them)" if n else
                                       f"date index {t}: the chip has no date")
 
+    def rgb_limits(self, *layers: np.ndarray) -> list[tuple[float, float]]:
+        """The stretch of each of three bands: surface reflectance over :data:`render.TRUE_COLOUR_LIMITS` (true
+        colour), any other band (backscatter in dB, an index) over its own 2-98 % of ``layers``."""
+        return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else render.robust_limits(layer)
+                for b, layer in zip(self.bands, layers, strict=True)]
+
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
-              limits: tuple[float, float] | None = None) -> np.ndarray:
-        """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
-        pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no
-        index is stretched over ``limits``, by default its 2-98 % of this date."""
+              limits: Any = None) -> np.ndarray:
+        """RGBA image of date index ``t``: three bands as RGB, a colour map for one; ``scale``: each pixel drawn
+        as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no index is
+        stretched over ``limits``, by default its 2-98 % of this date; three bands over :meth:`rgb_limits` of
+        this date (reflectance over 0..0.3) unless ``limits`` gives a pair per band."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         self._check_date(t)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
-            img = render.true_colour(*layers)
+            img = render.true_colour(*layers, limits=limits or self.rgb_limits(*layers))
         elif self.bands[0] in INDICES:
             img = render.colour_index(layers[0], limits=render.NDVI_LIMITS if self.bands[0] != "VH_VV"
                                       else (-25.0, 0.0))
@@ -164,12 +172,14 @@ class Chip:
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
-        dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index is
-        stretched once for the whole season, so its dates compare."""
+        dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
+        each band of three that is no reflectance) is stretched once for the whole season, so its dates compare."""
         labels = self.labels
         limits = None
         if len(self.bands) == 1 and self.bands[0] not in INDICES:
             limits = render.robust_limits(self.data[self.bands[0]].values)
+        elif len(self.bands) == 3:
+            limits = self.rgb_limits(*(self.data[b].values for b in self.bands))
         panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale)

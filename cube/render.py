@@ -58,9 +58,10 @@ def robust_limits(*arrays: np.ndarray, percentiles: tuple[float, float] = (2.0, 
 
 def stretch(values: np.ndarray, *, limits: tuple[float, float], gamma: float = 1.0) -> np.ndarray:
     """Linear map of ``limits`` to 0..1, clipped, then ``x ** (1 / gamma)`` (gamma > 1 brightens the
-    darks). Monotonic non-decreasing; NaN stays NaN."""
+    darks). Monotonic non-decreasing; NaN stays NaN. ``lo`` and ``hi`` may be arrays along the last axis
+    (a pair of limits per band)."""
     lo, hi = limits
-    if not hi > lo:
+    if not np.all(np.asarray(hi) > np.asarray(lo)):
         raise InvalidRequestError(f"stretch limits {limits} must increase")
     with np.errstate(invalid="ignore"):
         x = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
@@ -80,18 +81,21 @@ def true_colour(
     green: np.ndarray,
     blue: np.ndarray,
     *,
-    limits: tuple[float, float] = TRUE_COLOUR_LIMITS,
+    limits: tuple[float, float] | Sequence[tuple[float, float]] = TRUE_COLOUR_LIMITS,
     gamma: float = 1.0,
 ) -> np.ndarray:
     """RGBA true-colour image from reflectance (B04, B03, B02 as 0..1 floats).
 
     Default: reflectance 0..0.3 stretched linearly, the usual view of vegetation and bare soil (clouds
-    saturate white). Pass ``limits=robust_limits(red, green, blue)`` for a 2-98 % stretch. A pixel NaN
-    in any band is transparent black.
+    saturate white). Pass ``limits=robust_limits(red, green, blue)`` for a 2-98 % stretch, or three
+    ``(lo, hi)`` pairs, one per band (a composite of bands of other units). A pixel NaN in any band is
+    transparent black.
     """
     bands = np.stack([np.asarray(b, dtype=np.float64) for b in (red, green, blue)], axis=-1)
     valid = np.isfinite(bands).all(axis=-1)
-    return _to_rgba(stretch(bands, limits=limits, gamma=gamma), valid)
+    pairs = np.asarray(limits, dtype=np.float64)
+    lo_hi = (pairs[:, 0], pairs[:, 1]) if pairs.ndim == 2 else (pairs[0], pairs[1])
+    return _to_rgba(stretch(bands, limits=lo_hi, gamma=gamma), valid)
 
 
 def colour_index(

@@ -139,6 +139,23 @@ def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcel
         "B04", "B08", "NDVI")
 
 
+def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_cube, parcels, parcel_id):
+    """VV, VH, VH/VV in dB drawn as RGB: each band over its own 2-98 % of the date (numpy here), not over the
+    reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour chip keeps 0..0.3."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
+    img = c.image(1, outline=False)
+    for channel, band in enumerate(c.bands):
+        values = c.data[band].values[1]
+        lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])
+        expected = np.clip((values - lo) / (hi - lo), 0, 1) * 255
+        assert np.abs(img[..., channel] - expected)[np.isfinite(values)].max() <= 1.0
+    assert img[..., :3].mean() > 60
+    rgb = chip(tiny_cube, [parcel_id], registry=parcels, size=24, time="2024-06")
+    values = np.stack([rgb.data[b].values[0] for b in ("B04", "B03", "B02")], axis=-1)
+    seen = np.isfinite(values).all(axis=-1)
+    assert np.abs(rgb.image(0, outline=False)[..., :3] - np.clip(values / 0.3, 0, 1) * 255)[seen].max() <= 1.0
+
+
 def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parcel_id):
     """An NDVI (RdYlGn) chip: the outline's colour is far from every colour of the map (the yellow outline of the
     true-colour chips is lost among its yellows and oranges), and it still lies on the parcel boundary."""
