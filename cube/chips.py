@@ -34,7 +34,7 @@ from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
-from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
+from cube.indices import DB_RATIOS, INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -48,6 +48,7 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
+INDEX_LIMITS = {"VH_VV": (-25.0, 0.0)}  # an index's range on its colour map, other than NDVI's 0..1
 
 
 def check_chip_size(size: int) -> None:
@@ -141,8 +142,7 @@ class Chip:
         if len(layers) == 3:
             img = render.true_colour(*layers, limits=limits or self.rgb_limits(*layers))
         elif self.bands[0] in INDICES:
-            img = render.colour_index(layers[0], limits=render.NDVI_LIMITS if self.bands[0] != "VH_VV"
-                                      else (-25.0, 0.0))
+            img = render.colour_index(layers[0], limits=INDEX_LIMITS.get(self.bands[0], render.NDVI_LIMITS))
         else:
             img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
         img = render.enlarge(img, scale) if scale > 1 else img
@@ -169,6 +169,23 @@ class Chip:
             return days
         return [f"{day} {ORBIT_ABBREVIATIONS.get(str(s), s)}" for day, s in zip(days, states, strict=True)]
 
+    def _unit(self, band: str) -> str:
+        return " (dB)" if band in DB_RATIOS or self.data[band].attrs.get("units") == "dB" else ""
+
+    def _legend(self, limits: Any) -> render.Legend:
+        """What the sheet's colours mean: the bands of R, G and B with their stretch, or the band's colour bar."""
+        if len(self.bands) == 3:
+            if all(b in REFLECTANCE for b in self.bands):
+                lo, hi = render.TRUE_COLOUR_LIMITS
+                return render.Legend(f"R {self.bands[0]}, G {self.bands[1]}, B {self.bands[2]}: reflectance "
+                                     f"{lo:.3g} (dark) to {hi:.3g} (bright)")
+            return render.Legend("; ".join(f"{c} {b}{self._unit(b)} {lo:.3g} to {hi:.3g}" for c, b, (lo, hi)
+                                           in zip("RGB", self.bands, limits, strict=True)))
+        band = self.bands[0]
+        if band in INDICES:
+            return render.Legend(f"{band}{self._unit(band)}", "RdYlGn", INDEX_LIMITS.get(band, render.NDVI_LIMITS))
+        return render.Legend(f"{band}{self._unit(band)}", "gray", limits)
+
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
@@ -182,7 +199,8 @@ class Chip:
             limits = self.rgb_limits(*(self.data[b].values for b in self.bands))
         panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
-                                     nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale)
+                                     nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
+                                     legend=self._legend(limits))
         if self.outline is None:
             return sheet
         image = sheet.image.copy()

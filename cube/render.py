@@ -25,6 +25,7 @@ from cardcube.errors import InvalidRequestError
 
 __all__ = [
     "ContactSheet",
+    "Legend",
     "colour_index",
     "contact_sheet",
     "draw_outline",
@@ -177,15 +178,26 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
         f.write(png_bytes(image))
 
 
+@dataclass(frozen=True)
+class Legend:
+    """What the colours of a contact sheet mean, written under its panels: ``text``, then for a colour map
+    ``cmap`` a colour bar from ``limits[0]`` to ``limits[1]`` with both values written at its ends."""
+
+    text: str
+    cmap: str | None = None
+    limits: tuple[float, float] = (0.0, 1.0)
+
+
 @dataclass(frozen=True, eq=False)
 class ContactSheet:
     """A season on one picture: ``image`` (RGB uint8), each panel's ``(x0, y0, x1, y1)`` pixel box
-    (x1, y1 exclusive) and whether it was marked cloudy, or as having no data."""
+    (x1, y1 exclusive), whether it was marked cloudy, or as having no data, and the legend written under it."""
 
     image: np.ndarray
     boxes: tuple[tuple[int, int, int, int], ...]
     cloudy: tuple[bool, ...]
     empty: tuple[bool, ...] = ()
+    legend: Legend | None = None
 
     def to_png(self) -> bytes:
         return png_bytes(self.image)
@@ -204,6 +216,7 @@ def contact_sheet(
     columns: int = 6,
     scale: int = 4,
     background: tuple[int, int, int] = (40, 40, 40),
+    legend: Legend | None = None,
 ) -> ContactSheet:
     """Small multiples of RGBA ``panels`` (same shape, one per date) with a label under each.
 
@@ -211,7 +224,8 @@ def contact_sheet(
     ``cloud_fraction`` exceeds ``cloud_threshold`` gets a red frame and its cloud percentage in red
     next to the label; NaN fractions (no SCL) are not marked. A date where more than half the pixels have
     no data (``nodata_fraction``: outside the swath) gets a grey frame and "no data" instead: a missing
-    image, not a cloudy one. Transparent pixels show the background.
+    image, not a cloudy one. Transparent pixels show the background. A ``legend`` is written on a line
+    under the panels.
     """
     n = len(panels)
     if n == 0 or len(labels) != n or any(f is not None and len(f) != n for f in (cloud_fraction, nodata_fraction)):
@@ -234,8 +248,23 @@ def contact_sheet(
     rows = -(-n // cols)
     cell_w = max(pw + 2 * frame, math.ceil(max(map(font.getlength, texts))) + frame) + gap
     cell_h = ph + 2 * frame + text_h + gap
-    sheet = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + gap), background)
+    bar_w, legend_h = 120, (text_h + gap if legend else 0)
+    legend_w = 0 if legend is None else font.getlength(legend.text) + (
+        font.getlength(f"  {legend.limits[0]:.3g}  {legend.limits[1]:.3g}") + bar_w + 8 if legend.cmap else 0)
+    width = max(cols * cell_w + gap, math.ceil(legend_w) + 2 * gap)
+    sheet = Image.new("RGB", (width, rows * cell_h + gap + legend_h), background)
     draw = ImageDraw.Draw(sheet)
+    if legend:
+        x, y = gap, rows * cell_h + gap
+        draw.text((x, y), legend.text, fill=(235, 235, 235), font=font)
+        if legend.cmap:
+            lo, hi = legend.limits
+            x += font.getlength(legend.text + "  ")
+            draw.text((x, y), f"{lo:.3g}", fill=(235, 235, 235), font=font)
+            x = math.ceil(x + font.getlength(f"{lo:.3g}") + 4)
+            bar = matplotlib.colormaps[legend.cmap](np.linspace(0, 1, bar_w))[:, :3] * 255
+            sheet.paste(Image.fromarray(np.repeat(np.round(bar).astype(np.uint8)[None], 10, axis=0)), (x, y + 2))
+            draw.text((x + bar_w + 4, y), f"{hi:.3g}", fill=(235, 235, 235), font=font)
     boxes = []
     for i, (panel, label, mark) in enumerate(zip(panels, labels, marks, strict=True)):
         x0 = gap + (i % cols) * cell_w + frame
@@ -252,7 +281,7 @@ def contact_sheet(
             tx = x0 + draw.textlength(str(label) + "  ", font=font)
             draw.text((tx, text_y), mark[1], fill=mark[0], font=font)
         boxes.append((x0, y0, x0 + pw, y0 + ph))
-    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty))
+    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty), legend)
 
 
 def write_geotiff(

@@ -156,6 +156,20 @@ def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_
     assert np.abs(rgb.image(0, outline=False)[..., :3] - np.clip(values / 0.3, 0, 1) * 255)[seen].max() <= 1.0
 
 
+def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_id):
+    """Each sheet says what its colours mean: S1 VH in dB over the season's 2-98 % (numpy here), the index's range
+    on its colour map, the bands of R, G and B."""
+    vh = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VH", time="2024-06")
+    values = vh.data["VH"].values
+    legend = vh.contact_sheet(scale=1).legend
+    assert legend.text == "VH (dB)" and legend.cmap == "gray"
+    np.testing.assert_allclose(legend.limits, np.percentile(values[np.isfinite(values)], [2, 98]), rtol=1e-6)
+    ratio = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
+    assert ratio.contact_sheet(scale=1).legend == render.Legend("VH_VV (dB)", "RdYlGn", (-25.0, 0.0))
+    rgb = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06").contact_sheet(scale=1).legend
+    assert rgb.text == "R B04, G B03, B B02: reflectance 0 (dark) to 0.3 (bright)" and rgb.cmap is None
+
+
 def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parcel_id):
     """An NDVI (RdYlGn) chip: the outline's colour is far from every colour of the map (the yellow outline of the
     true-colour chips is lost among its yellows and oranges), and it still lies on the parcel boundary."""

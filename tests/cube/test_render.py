@@ -193,3 +193,18 @@ def test_contact_sheet_labels_of_small_panels_stay_in_their_cell() -> None:
         gap = px[y0 - 3:y1 + 18, x0_next - 3 - 6:x0_next - 3]  # the 6 px gap before the next panel's frame
         assert (gap == (40, 40, 40)).all()  # background only, the whole height of panel and label
     assert all(b[2] - b[0] == 16 for b in sheet.boxes)  # the panels keep their size
+
+
+def test_contact_sheet_legend_draws_the_colour_bar_under_the_panels() -> None:
+    """A sheet of index panels says what its colours mean: the legend's text and a colour bar of the same colour
+    map from its low to its high value, on a line under the panels."""
+    from cube.render import Legend
+
+    panels = [colour_index(np.linspace(-0.2, 1.2, 36).reshape(6, 6)) for _ in range(3)]
+    sheet = contact_sheet(panels, labels=["a", "b", "c"], scale=2, legend=Legend("NDVI", "RdYlGn", (0.0, 1.0)))
+    below = sheet.image[max(b[3] for b in sheet.boxes) + 16:]  # under the panels and their labels
+    cmap = np.round(matplotlib.colormaps["RdYlGn"](np.linspace(0, 1, 120))[:, :3] * 255).astype(np.uint8)
+    rows = [r for r in below if any((r[i:i + 120] == cmap).all() for i in range(r.shape[0] - 119))]
+    assert len(rows) >= 8  # the bar, 10 px high
+    plain = contact_sheet(panels, labels=["a", "b", "c"], scale=2)
+    assert plain.legend is None and plain.image.shape[0] < sheet.image.shape[0]
