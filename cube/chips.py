@@ -48,7 +48,9 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
-INDEX_LIMITS = {"VH_VV": (-25.0, 0.0)}  # an index's range on its colour map, other than NDVI's 0..1
+# an index's range on its colour map, other than NDVI's 0..1: NDWI is negative over land (-0.6 over crops: all
+# red on 0..1), water above 0
+INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0)}
 
 
 def check_chip_size(size: int) -> None:
@@ -133,7 +135,8 @@ class Chip:
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
               limits: Any = None) -> np.ndarray:
         """RGBA image of date index ``t``: three bands as RGB, a colour map for one; ``scale``: each pixel drawn
-        as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no index is
+        as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. An index is drawn over its range
+        (:data:`INDEX_LIMITS`, else NDVI's 0..1) on the RdYlGn colour map. A band that is no index is
         stretched over ``limits``, by default its 2-98 % of this date; three bands over :meth:`rgb_limits` of
         this date (reflectance over 0..0.3) unless ``limits`` gives a pair per band."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)

@@ -170,6 +170,17 @@ def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_i
     assert rgb.text == "R B04, G B03, B B02: reflectance 0 (dark) to 0.3 (bright)" and rgb.cmap is None
 
 
+def test_an_ndwi_chip_is_not_one_clipped_colour(tiny_cube, parcels, parcel_id):
+    """NDWI is negative over land (crops about -0.6): on NDVI's 0..1 nearly every pixel of the region clipped to the
+    same red. Its colour map spans -1..1, so fields of different NDWI are told apart."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=64, bands="NDWI", time="2024-06")
+    values = c.data["NDWI"].values[np.isfinite(c.data["NDWI"].values)]
+    lo, hi = c.contact_sheet(scale=1).legend.limits
+    assert ((values < lo) | (values > hi)).mean() < 0.02 and (lo, hi) == (-1.0, 1.0)
+    img = c.image(0, outline=False)
+    assert len(np.unique(img[..., :3].reshape(-1, 3), axis=0)) > 20
+
+
 def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parcel_id):
     """An NDVI (RdYlGn) chip: the outline's colour is far from every colour of the map (the yellow outline of the
     true-colour chips is lost among its yellows and oranges), and it still lies on the parcel boundary."""
