@@ -34,7 +34,7 @@ from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
-from cube.indices import DB_RATIOS, INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
+from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -173,7 +173,7 @@ class Chip:
         return [f"{day} {ORBIT_ABBREVIATIONS.get(str(s), s)}" for day, s in zip(days, states, strict=True)]
 
     def _unit(self, band: str) -> str:
-        return " (dB)" if band in DB_RATIOS or self.data[band].attrs.get("units") == "dB" else ""
+        return " (dB)" if self.data[band].attrs.get("units") == "dB" else ""
 
     def _legend(self, limits: Any) -> render.Legend:
         """What the sheet's colours mean: the bands of R, G and B with their stretch, or the band's colour bar."""

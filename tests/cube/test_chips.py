@@ -166,6 +166,7 @@ def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_i
     np.testing.assert_allclose(legend.limits, np.percentile(values[np.isfinite(values)], [2, 98]), rtol=1e-6)
     ratio = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
     assert ratio.contact_sheet(scale=1).legend == render.Legend("VH_VV (dB)", "RdYlGn", (-25.0, 0.0))
+    assert ratio.data["VH_VV"].attrs["units"] == "dB"  # VH - VV of dB values: a ratio in dB, not a unitless index
     rgb = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06").contact_sheet(scale=1).legend
     assert rgb.text == "R B04, G B03, B B02: reflectance 0 (dark) to 0.3 (bright)" and rgb.cmap is None
 
