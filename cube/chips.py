@@ -158,9 +158,19 @@ class Chip:
         render.write_png(self.image(t, scale=scale), path)
 
     def to_geotiff(self, path: str, t: int = 0) -> None:
+        """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,
+        with its unit; tagged with the acquisition time (UTC), its scene and orbit, the parcel and the cube version."""
         self._check_date(t)
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
-        render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
+        at = self.data.isel(time=t)
+        tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **{name.upper(): str(at[name].values) for name in ("scene_id", "platform", "orbit_state")
+                   if name in at.coords},
+                **({"PARCEL_ID": str(self.parcel_id)} if self.parcel_id is not None else {}),
+                **({"CUBE_VERSION": str(self.data.attrs["cardcube:version"])}
+                   if "cardcube:version" in self.data.attrs else {})}
+        render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands),
+                             units=[self.data[b].attrs.get("units", "") for b in self.bands], tags=tags)
 
     @property
     def labels(self) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
@@ -291,10 +291,13 @@ def write_geotiff(
     *,
     nodata: float | None = None,
     band_names: Sequence[str] | None = None,
+    units: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
     compress: str = "deflate",
 ) -> None:
     """Write a chip ``(bands, rows, cols)`` or ``(rows, cols)`` as a GeoTIFF on ``geobox``'s grid
-    (its CRS and transform), one band per layer, named by ``band_names``."""
+    (its CRS and transform), one band per layer, named by ``band_names``, with ``units`` per band and the
+    dataset ``tags`` (where the chip comes from: its date, scene, parcel)."""
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[None]
@@ -311,3 +314,7 @@ def write_geotiff(
         dst.write(arr)
         for i, name in enumerate(band_names or (), start=1):
             dst.set_band_description(i, name)
+        for i, unit in enumerate(units or (), start=1):
+            dst.set_band_unit(i, unit)
+        if tags:
+            dst.update_tags(**tags)

@@ -217,6 +217,25 @@ def test_sentinel1_dates_are_labelled_with_their_orbit_direction(tiny_cube, tiny
     assert s2.labels == [str(t)[:10] for t in s2.times]
 
 
+def test_a_geotiff_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """A GeoTIFF opened on its own (QGIS, an inspector's file) tells its acquisition time and scene, as the STAC
+    item of the scene gives them, the parcel, and each band's unit; its pixels are the source scene's."""
+    from rasterio.windows import from_bounds
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    c.to_geotiff(tmp_path / "chip.tif", 2)
+    with rasterio.open(tmp_path / "chip.tif") as tif:
+        tags, units, pixels, bounds = tif.tags(), tif.units, tif.read(1), tif.bounds
+    item = next(f for f in items_of(tiny_region.items, "sentinel-2-l2a") if f["id"] == tags["SCENE_ID"])
+    assert tags["ACQUISITION_TIME"] == item["properties"]["datetime"] and tags["PARCEL_ID"] == parcel_id
+    assert units == ("1", "1", "1") and tags["ORBIT_STATE"] == item["properties"]["sat:orbit_state"]
+    with rasterio.open(asset_path(tiny_region.items, item, "B04")) as src:
+        raw = src.read(1, window=from_bounds(*bounds, src.transform), boundless=True, fill_value=0).astype("float64")
+    np.testing.assert_allclose(pixels, np.where(raw == 0, np.nan, raw * 1e-4 - 0.1), atol=1e-6)
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
