@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from shapely.geometry import Point, box
+from shapely.geometry import MultiLineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import (
@@ -71,12 +71,13 @@ def check_image_size(size: int, scale: int) -> None:
 @dataclass(frozen=True, eq=False)
 class Chip:
     """A chip: ``data``, a Dataset of one ``(time, y, x)`` variable per band (physical values) plus ``SCL`` for
-    Sentinel-2, the parcel ``outline`` (chip CRS) and its id."""
+    Sentinel-2, the parcel ``outline`` (chip CRS) and its id, or the ``point`` it is centred on (chip CRS)."""
 
     data: xr.Dataset
     bands: tuple[str, ...]
     outline: BaseGeometry | None = None
     parcel_id: Any = None
+    point: Point | None = None
 
     @property
     def geobox(self) -> GeoBox:
@@ -118,6 +119,14 @@ class Chip:
         :data:`render.INDEX_OUTLINE` (magenta) on an index's colour map, which has yellows of its own."""
         return render.INDEX_OUTLINE if len(self.bands) == 1 and self.bands[0] in INDICES else render.OUTLINE
 
+    @property
+    def mark(self) -> BaseGeometry | None:
+        """What is drawn over the chip: the parcel outline, or a cross of 5 pixels on the point it is centred on."""
+        if self.outline is not None or self.point is None:
+            return self.outline
+        d, (x, y) = 2.5 * abs(self.geobox.affine.a), self.point.coords[0]
+        return MultiLineString([[(x - d, y), (x + d, y)], [(x, y - d), (x, y + d)]])
+
     def _check_date(self, t: int) -> None:
         """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
         n = self.data.sizes["time"]
@@ -149,9 +158,8 @@ class Chip:
         else:
             img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
         img = render.enlarge(img, scale) if scale > 1 else img
-        if outline and self.outline is not None:
-            img = render.draw_outline(img, self.outline, self.geobox, colour=self.outline_colour,
-                                      width=max(1, scale // 2))
+        if outline and self.mark is not None:
+            img = render.draw_outline(img, self.mark, self.geobox, colour=self.outline_colour, width=max(1, scale // 2))
         return img
 
     def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
@@ -214,13 +222,13 @@ class Chip:
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
                                      legend=self._legend(limits))
-        if self.outline is None:
+        if self.mark is None:
             return sheet
         image = sheet.image.copy()
-        for x0, y0, x1, y1 in sheet.boxes:  # the outline on every panel
+        for x0, y0, x1, y1 in sheet.boxes:  # the outline (or the point's cross) on every panel
             image[y0:y1, x0:x1, :3] = render.draw_outline(
                 np.dstack([image[y0:y1, x0:x1, :3], np.full((y1 - y0, x1 - x0), 255, np.uint8)]),
-                self.outline, self.geobox, colour=self.outline_colour, width=1)[..., :3]
+                self.mark, self.geobox, colour=self.outline_colour, width=1)[..., :3]
         return replace(sheet, image=image)
 
 
@@ -349,9 +357,9 @@ def chip(
     if derived := [b for b in bands if b in INDICES]:
         data = add_indices(data, derived)
     data = data[list(dict.fromkeys([*bands, *(["SCL"] if "SCL" in data else [])]))]
-    if pad_to is not None:  # the chip crosses the edge of the only tile holding data: no data beyond it
+    if pad_to is not None:  # the chip crosses the edge of the tiles holding data: no data beyond them
         data = _padded(data, pad_to, res)
-    outline = None
-    if geom is not None and geom.geom_type != "Point":
-        outline = _project(geom, crs, data.rio.crs)
-    return Chip(data, tuple(bands), outline, pid)
+    local = _project(geom, crs, data.rio.crs)
+    if local.geom_type == "Point":  # a point no parcel was looked up for: the chip is centred on it
+        return Chip(data, tuple(bands), point=local)
+    return Chip(data, tuple(bands), local, pid)

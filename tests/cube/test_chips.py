@@ -267,6 +267,27 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
     assert s1.bands == ("VH_VV",) and np.isnan(s1.cloud_fraction()).all()  # no SCL: no cloud share
 
 
+def test_a_point_chip_marks_the_point(tiny_cube, tiny_region):
+    """A chip centred on a lon/lat point, with no parcel to outline, draws a cross on the point: the cross's pixels
+    centre on the point projected with pyproj here (to within a pixel of the chip), on the PNG and every sheet panel."""
+    from pyproj import Transformer
+    from shapely.geometry import Point
+
+    x, y = tiny_region.bbox[0] + 1234.0, tiny_region.bbox[1] + 765.0
+    lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(x, y)
+    c = chip(tiny_cube, Point(lon, lat), size=24, time="2024-06")
+    assert c.outline is None and c.parcel_id is None
+    changed = (c.image(0, scale=4) != c.image(0, scale=4, outline=False)).any(axis=-1)
+    ys, xs = np.nonzero(changed)
+    a = c.geobox.affine
+    centre = (a.c + (xs.mean() + 0.5) / 4 * a.a, a.f + (ys.mean() + 0.5) / 4 * a.e)  # of the cross's pixels
+    assert len(xs) > 10 and abs(centre[0] - x) <= 10 and abs(centre[1] - y) <= 10
+    assert xs.max() - xs.min() <= 6 * 4 and ys.max() - ys.min() <= 6 * 4  # a small cross, not a frame
+    sheet = c.contact_sheet(scale=2)
+    x0, y0, x1, y1 = sheet.boxes[0]
+    assert (sheet.image[y0:y1, x0:x1] == render.OUTLINE[:3]).all(axis=-1).sum() >= 6
+
+
 def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, parcel_id):
     """The README's advice for many chips over one area: open the Dataset once. Its chips keep the time range,
     and a point beyond it is a clear error, not an empty chip."""
