@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from shapely.geometry import Point, box
+from shapely.geometry import MultiLineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import (
@@ -30,7 +30,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import in_time_range, parse_time_range
-from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
+from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
@@ -45,7 +45,12 @@ MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 TRUE_COLOUR = ("B04", "B03", "B02")
+ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
+REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
+# an index's range on its colour map, other than NDVI's 0..1: NDWI is negative over land (-0.6 over crops: all
+# red on 0..1), water above 0
+INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0)}
 
 
 def check_chip_size(size: int) -> None:
@@ -66,12 +71,13 @@ def check_image_size(size: int, scale: int) -> None:
 @dataclass(frozen=True, eq=False)
 class Chip:
     """A chip: ``data``, a Dataset of one ``(time, y, x)`` variable per band (physical values) plus ``SCL`` for
-    Sentinel-2, the parcel ``outline`` (chip CRS) and its id."""
+    Sentinel-2, the parcel ``outline`` (chip CRS) and its id, or the ``point`` it is centred on (chip CRS)."""
 
     data: xr.Dataset
     bands: tuple[str, ...]
     outline: BaseGeometry | None = None
     parcel_id: Any = None
+    point: Point | None = None
 
     @property
     def geobox(self) -> GeoBox:
@@ -107,6 +113,20 @@ class Chip:
         empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
+    @property
+    def outline_colour(self) -> tuple[int, int, int, int]:
+        """The parcel outline's colour: :data:`render.OUTLINE` (yellow) on true colour and grey,
+        :data:`render.INDEX_OUTLINE` (magenta) on an index's colour map, which has yellows of its own."""
+        return render.INDEX_OUTLINE if len(self.bands) == 1 and self.bands[0] in INDICES else render.OUTLINE
+
+    @property
+    def mark(self) -> BaseGeometry | None:
+        """What is drawn over the chip: the parcel outline, or a cross of 5 pixels on the point it is centred on."""
+        if self.outline is not None or self.point is None:
+            return self.outline
+        d, (x, y) = 2.5 * abs(self.geobox.affine.a), self.point.coords[0]
+        return MultiLineString([[(x - d, y), (x + d, y)], [(x, y - d), (x, y + d)]])
+
     def _check_date(self, t: int) -> None:
         """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
         n = self.data.sizes["time"]
@@ -115,53 +135,100 @@ class Chip:
                                       f"(-1 the last; Chip.times lists them)" if n else
                                       f"date index {t}: the chip has no date")
 
+    def rgb_limits(self, *layers: np.ndarray) -> list[tuple[float, float]]:
+        """The stretch of each of three bands: surface reflectance over :data:`render.TRUE_COLOUR_LIMITS` (true
+        colour), any other band (backscatter in dB, an index) over its own 2-98 % of ``layers``."""
+        return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else render.robust_limits(layer)
+                for b, layer in zip(self.bands, layers, strict=True)]
+
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
-              limits: tuple[float, float] | None = None) -> np.ndarray:
-        """RGBA image of date index ``t``: true colour for three bands, a colour map for one; ``scale``: each
-        pixel drawn as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. A band that is no
-        index is stretched over ``limits``, by default its 2-98 % of this date."""
+              limits: Any = None) -> np.ndarray:
+        """RGBA image of date index ``t``: three bands as RGB, a colour map for one; ``scale``: each pixel drawn
+        as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. An index is drawn over its range
+        (:data:`INDEX_LIMITS`, else NDVI's 0..1) on the RdYlGn colour map. A band that is no index is
+        stretched over ``limits``, by default its 2-98 % of this date; three bands over :meth:`rgb_limits` of
+        this date (reflectance over 0..0.3) unless ``limits`` gives a pair per band."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         self._check_date(t)
         layers = [self.data[b].isel(time=t).values for b in self.bands]
         if len(layers) == 3:
-            img = render.true_colour(*layers)
+            img = render.true_colour(*layers, limits=limits or self.rgb_limits(*layers))
         elif self.bands[0] in INDICES:
-            img = render.colour_index(layers[0], limits=render.NDVI_LIMITS if self.bands[0] != "VH_VV"
-                                      else (-25.0, 0.0))
+            img = render.colour_index(layers[0], limits=INDEX_LIMITS.get(self.bands[0], render.NDVI_LIMITS))
         else:
             img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
         img = render.enlarge(img, scale) if scale > 1 else img
-        if outline and self.outline is not None:
-            img = render.draw_outline(img, self.outline, self.geobox, width=max(1, scale // 2))
+        if outline and self.mark is not None:
+            img = render.draw_outline(img, self.mark, self.geobox, colour=self.outline_colour, width=max(1, scale // 2))
         return img
 
     def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
         render.write_png(self.image(t, scale=scale), path)
 
     def to_geotiff(self, path: str, t: int = 0) -> None:
+        """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,
+        with its unit; tagged with the acquisition time (UTC), its scene and orbit, the parcel and the cube version."""
         self._check_date(t)
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
-        render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands))
+        at = self.data.isel(time=t)
+        tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **{name.upper(): str(at[name].values) for name in ("scene_id", "platform", "orbit_state")
+                   if name in at.coords},
+                **({"PARCEL_ID": str(self.parcel_id)} if self.parcel_id is not None else {}),
+                **({"CUBE_VERSION": str(self.data.attrs["cardcube:version"])}
+                   if "cardcube:version" in self.data.attrs else {})}
+        render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands),
+                             units=[self.data[b].attrs.get("units", "") for b in self.bands], tags=tags)
+
+    @property
+    def labels(self) -> list[str]:
+        """A label per date: the day (UTC), and the orbit direction ("asc", "desc") when the chip has dates of both
+        (Sentinel-1: the look direction, and so the backscatter, differs from one pass to the next)."""
+        days = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
+        states = self.data["orbit_state"].values if "orbit_state" in self.data.coords else []
+        if len(set(states)) < 2:
+            return days
+        return [f"{day} {ORBIT_ABBREVIATIONS.get(str(s), s)}" for day, s in zip(days, states, strict=True)]
+
+    def _unit(self, band: str) -> str:
+        return " (dB)" if self.data[band].attrs.get("units") == "dB" else ""
+
+    def _legend(self, limits: Any) -> render.Legend:
+        """What the sheet's colours mean: the bands of R, G and B with their stretch, or the band's colour bar."""
+        if len(self.bands) == 3:
+            if all(b in REFLECTANCE for b in self.bands):
+                lo, hi = render.TRUE_COLOUR_LIMITS
+                return render.Legend(f"R {self.bands[0]}, G {self.bands[1]}, B {self.bands[2]}: reflectance "
+                                     f"{lo:.3g} (dark) to {hi:.3g} (bright)")
+            return render.Legend("; ".join(f"{c} {b}{self._unit(b)} {lo:.3g} to {hi:.3g}" for c, b, (lo, hi)
+                                           in zip("RGB", self.bands, limits, strict=True)))
+        band = self.bands[0]
+        if band in INDICES:
+            return render.Legend(f"{band}{self._unit(band)}", "RdYlGn", INDEX_LIMITS.get(band, render.NDVI_LIMITS))
+        return render.Legend(f"{band}{self._unit(band)}", "gray", limits)
 
     def contact_sheet(self, *, columns: int = 6, scale: int = 3,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
-        """The season at a glance: one panel per date, cloudy dates framed in red, dates without data over
-        the parcel (outside that orbit's swath) in grey. A band that is no index is stretched once for the
-        whole season, so its dates compare."""
-        labels = [pd.Timestamp(t).strftime("%Y-%m-%d") for t in self.times]
+        """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
+        dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
+        each band of three that is no reflectance) is stretched once for the whole season, so its dates compare."""
+        labels = self.labels
         limits = None
         if len(self.bands) == 1 and self.bands[0] not in INDICES:
             limits = render.robust_limits(self.data[self.bands[0]].values)
+        elif len(self.bands) == 3:
+            limits = self.rgb_limits(*(self.data[b].values for b in self.bands))
         panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
-                                     nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale)
-        if self.outline is None:
+                                     nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
+                                     legend=self._legend(limits))
+        if self.mark is None:
             return sheet
         image = sheet.image.copy()
-        for x0, y0, x1, y1 in sheet.boxes:  # the outline on every panel
+        for x0, y0, x1, y1 in sheet.boxes:  # the outline (or the point's cross) on every panel
             image[y0:y1, x0:x1, :3] = render.draw_outline(
                 np.dstack([image[y0:y1, x0:x1, :3], np.full((y1 - y0, x1 - x0), 255, np.uint8)]),
-                self.outline, self.geobox, width=1)[..., :3]
+                self.mark, self.geobox, colour=self.outline_colour, width=1)[..., :3]
         return replace(sheet, image=image)
 
 
@@ -215,7 +282,8 @@ def chip(
     ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``); by default
     :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
-    A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0).
+    A chip that no tile holds whole is a mosaic of the tiles with data in it (of its centre's UTM zone), padded
+    with no data (NaN, SCL 0) beyond them.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     check_chip_size(size)
@@ -251,7 +319,7 @@ def chip(
         check_acquisitions(version, time)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         ds = None
-        for whole in (True, False):  # a tile holding the whole chip, else one holding its centre (then padded)
+        for whole in (True, False):  # a tile holding the whole chip, else the mosaic around its centre's tile
             for tile in sorted(version.tiles):
                 grid = TileGrid.from_id(tile)
                 geom_local = _project(geom, crs, grid.crs)
@@ -259,9 +327,12 @@ def chip(
                 chip_box, tile_box = _chip_box(centre, grid, res, size), box(*grid.bounds)
                 inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
                 if inside and data_footprint(version, tile).intersects(box(*chip_box)):
-                    ds = open_cube(store, collection, bbox=tile_box.intersection(box(*chip_box)).bounds, time=time,
-                                   as_of=version, bands=stored_bands(bands, version.spec.band_names), tiles=[tile],
-                                   resolution=res, chunks="window", cache=cache)  # a read per band and block
+                    # no tile holds the whole chip: the tiles of this zone with data in it, as one mosaic
+                    read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs ==
+                                                 grid.crs and data_footprint(version, t).intersects(box(*chip_box))]
+                    ds = open_cube(store, collection, bbox=chip_box, time=time, as_of=version, tiles=read,
+                                   bands=stored_bands(bands, version.spec.band_names), resolution=res,
+                                   chunks="window", cache=cache)  # a read per band and block
                     pad_to = None if whole else chip_box
                     break
             if ds is not None:
@@ -280,14 +351,15 @@ def chip(
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "
                                    f"narrow the time range (limit {MAX_BYTES / 1e9:.1f} GB)")
-    derived = [b for b in bands if b in INDICES]
-    if derived:
-        ds = add_indices(ds, derived)
-    keep = [*bands, *(["SCL"] if "SCL" in ds else [])]
-    (data,) = compute_reads(ds[list(dict.fromkeys(keep))])
-    if pad_to is not None:  # the chip crosses the edge of the only tile holding data: no data beyond it
+    # the stored bands read, the indices computed from them after: dask.compute of a Dataset loses a variable that
+    # another is computed from (dask/xarray#11329), so VV, VH, VH_VV at once failed with "Missing dependency"
+    (data,) = compute_reads(ds[[b for b in dict.fromkeys([*bands_for(bands), "SCL"]) if b in ds]])
+    if derived := [b for b in bands if b in INDICES]:
+        data = add_indices(data, derived)
+    data = data[list(dict.fromkeys([*bands, *(["SCL"] if "SCL" in data else [])]))]
+    if pad_to is not None:  # the chip crosses the edge of the tiles holding data: no data beyond them
         data = _padded(data, pad_to, res)
-    outline = None
-    if geom is not None and geom.geom_type != "Point":
-        outline = _project(geom, crs, data.rio.crs)
-    return Chip(data, tuple(bands), outline, pid)
+    local = _project(geom, crs, data.rio.crs)
+    if local.geom_type == "Point":  # a point no parcel was looked up for: the chip is centred on it
+        return Chip(data, tuple(bands), point=local)
+    return Chip(data, tuple(bands), local, pid)

@@ -104,7 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "one PNG per date (or a contact sheet of the season) with the parcel outline.")
     _common(c)
     c.add_argument("id", nargs="?", help="parcel id from --parcels")
-    c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="centre of the chip (lon lat)")
+    c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"),
+                   help="a lon/lat point: with --parcels the chip of the parcel containing it, else a chip centred on "
+                   "it (a cross marks it)")
     c.add_argument("--size", type=int, default=128, help="chip size in pixels (default 128)")
     c.add_argument("--scale", type=int, default=None,
                    help="PNG pixels per cube pixel (default 4, less for chips over 1024 px: at most 4096 px a side)")

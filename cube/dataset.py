@@ -464,7 +464,7 @@ def open_cube(
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
-    ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs, decode=decode)
+    ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,
                      "cardcube:cube": store_url(store), "cardcube:tiles": [w.tile for w in windows],
                      "title": spec.title})
@@ -482,14 +482,14 @@ def _stored(bands: Sequence[str] | str, spec: CubeSpec) -> list[str]:
     return names
 
 
-def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, decode: bool) -> xr.Dataset:
-    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins. Stored
-    integers (``decode=False``) are merged on their nodata, as float64 (exact for them), and given back their
-    stored type; floats are merged on NaN as they are."""
+def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
+    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins. Integers
+    (every stored band with ``decode=False``, SCL always) are merged on their nodata, as float64 (exact for them),
+    and given back their stored type; floats are merged on NaN as they are."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
-    packed = [] if decode else [b for b in bands if np.issubdtype(b.dtype, np.integer) and b.nodata is not None]
+    packed = [b for b in bands if np.issubdtype(parts[0][b.name].dtype, np.integer) and b.nodata is not None]
     parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in packed})
              for p in parts]
     merged = parts[0]

@@ -120,7 +120,8 @@ def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
             raise InvalidRequestError(f"index {name} needs band(s) {', '.join(missing)}, not in the Dataset")
         if any(np.issubdtype(ds[b].dtype, np.integer) for b in needed):
             raise InvalidRequestError(f"index {name} needs physical values: open the cube with decode=True")
-        out[name] = formula(ds).astype("float32").assign_attrs(long_name=name, formula=text, units="1")
+        out[name] = formula(ds).astype("float32").assign_attrs(long_name=name, formula=text,
+                                                               units="dB" if name in DB_RATIOS else "1")
     return ds.assign(out)
 
 

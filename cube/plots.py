@@ -12,6 +12,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 
+def _span(values: pd.Series, usual: tuple[float, float]) -> tuple[float, float]:
+    """Axis limits: the ``usual`` range (the same on every panel, so panels compare), widened to every value
+    with a margin of 5 % of it: a value beyond it (water's NDVI, VV above -5 dB) is drawn, not cut off."""
+    lo, hi = usual
+    margin = 0.05 * (hi - lo)
+    finite = values[pd.notna(values)]
+    if not len(finite):
+        return usual
+    return min(lo, finite.min() - margin), max(hi, finite.max() + margin)
+
+
 def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd.DataFrame | None = None,
                     band: str = "NDVI", radar_band: str = "VH", titles: Mapping | None = None,
                     min_valid: float = 0.5) -> None:
@@ -27,17 +38,18 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
         ax.plot(clear.time, clear["median"], "o-", color="tab:green", label=f"{band} median, clear")
         cloudy = rows[(valid < min_valid) & (rows["count"] > 0)]
         ax.plot(cloudy.time, cloudy["median"], "o", mfc="none", color="tab:green", alpha=0.5, label="mostly masked")
-        ax.set_ylim(-0.2, 1.0)
+        ax.set_ylim(*_span(rows["median"], (-0.2, 1.0)))
         ax.set_ylabel(band)
         ax.set_title((titles or {}).get(pid, str(pid)), fontsize=10, loc="left")
         if radar is not None:
             twin = ax.twinx()
+            mine = radar[(radar.parcel_id == pid) & (radar.band == radar_band)]
             for direction, colour in (("ascending", "tab:blue"), ("descending", "tab:purple")):
-                r = radar[(radar.parcel_id == pid) & (radar.band == radar_band) & (radar.orbit_state == direction)]
+                r = mine[mine.orbit_state == direction]
                 twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8,
                           label=f"S1 {radar_band} {direction}")
             twin.set_ylabel(f"{radar_band} (dB)")
-            twin.set_ylim(-30, -5)
+            twin.set_ylim(*_span(mine["mean"], (-30.0, -5.0)))
         ax.grid(alpha=0.3)
     handles = [h for ax in fig.axes for h in ax.get_legend_handles_labels()[0]]
     labels = [lab for ax in fig.axes for lab in ax.get_legend_handles_labels()[1]]

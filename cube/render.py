@@ -9,8 +9,9 @@ with the pixels whatever the display enlargement (:func:`enlarge` by an integer 
 from __future__ import annotations
 
 import io
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
@@ -24,6 +25,7 @@ from cardcube.errors import InvalidRequestError
 
 __all__ = [
     "ContactSheet",
+    "Legend",
     "colour_index",
     "contact_sheet",
     "draw_outline",
@@ -39,6 +41,7 @@ __all__ = [
 TRUE_COLOUR_LIMITS = (0.0, 0.3)  # surface reflectance shown black .. white: fields, not clouds
 NDVI_LIMITS = (0.0, 1.0)
 OUTLINE = (255, 230, 0, 255)  # yellow: visible on green, brown and grey
+INDEX_OUTLINE = (255, 0, 255, 255)  # magenta: on a colour map of yellows and greens (RdYlGn), yellow is lost
 CLOUDY = (220, 30, 30)
 NO_DATA = (150, 150, 150)
 
@@ -56,9 +59,10 @@ def robust_limits(*arrays: np.ndarray, percentiles: tuple[float, float] = (2.0, 
 
 def stretch(values: np.ndarray, *, limits: tuple[float, float], gamma: float = 1.0) -> np.ndarray:
     """Linear map of ``limits`` to 0..1, clipped, then ``x ** (1 / gamma)`` (gamma > 1 brightens the
-    darks). Monotonic non-decreasing; NaN stays NaN."""
+    darks). Monotonic non-decreasing; NaN stays NaN. ``lo`` and ``hi`` may be arrays along the last axis
+    (a pair of limits per band)."""
     lo, hi = limits
-    if not hi > lo:
+    if not np.all(np.asarray(hi) > np.asarray(lo)):
         raise InvalidRequestError(f"stretch limits {limits} must increase")
     with np.errstate(invalid="ignore"):
         x = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
@@ -78,18 +82,21 @@ def true_colour(
     green: np.ndarray,
     blue: np.ndarray,
     *,
-    limits: tuple[float, float] = TRUE_COLOUR_LIMITS,
+    limits: tuple[float, float] | Sequence[tuple[float, float]] = TRUE_COLOUR_LIMITS,
     gamma: float = 1.0,
 ) -> np.ndarray:
     """RGBA true-colour image from reflectance (B04, B03, B02 as 0..1 floats).
 
     Default: reflectance 0..0.3 stretched linearly, the usual view of vegetation and bare soil (clouds
-    saturate white). Pass ``limits=robust_limits(red, green, blue)`` for a 2-98 % stretch. A pixel NaN
-    in any band is transparent black.
+    saturate white). Pass ``limits=robust_limits(red, green, blue)`` for a 2-98 % stretch, or three
+    ``(lo, hi)`` pairs, one per band (a composite of bands of other units). A pixel NaN in any band is
+    transparent black.
     """
     bands = np.stack([np.asarray(b, dtype=np.float64) for b in (red, green, blue)], axis=-1)
     valid = np.isfinite(bands).all(axis=-1)
-    return _to_rgba(stretch(bands, limits=limits, gamma=gamma), valid)
+    pairs = np.asarray(limits, dtype=np.float64)
+    lo_hi = (pairs[:, 0], pairs[:, 1]) if pairs.ndim == 2 else (pairs[0], pairs[1])
+    return _to_rgba(stretch(bands, limits=lo_hi, gamma=gamma), valid)
 
 
 def colour_index(
@@ -171,15 +178,26 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
         f.write(png_bytes(image))
 
 
+@dataclass(frozen=True)
+class Legend:
+    """What the colours of a contact sheet mean, written under its panels: ``text``, then for a colour map
+    ``cmap`` a colour bar from ``limits[0]`` to ``limits[1]`` with both values written at its ends."""
+
+    text: str
+    cmap: str | None = None
+    limits: tuple[float, float] = (0.0, 1.0)
+
+
 @dataclass(frozen=True, eq=False)
 class ContactSheet:
     """A season on one picture: ``image`` (RGB uint8), each panel's ``(x0, y0, x1, y1)`` pixel box
-    (x1, y1 exclusive) and whether it was marked cloudy, or as having no data."""
+    (x1, y1 exclusive), whether it was marked cloudy, or as having no data, and the legend written under it."""
 
     image: np.ndarray
     boxes: tuple[tuple[int, int, int, int], ...]
     cloudy: tuple[bool, ...]
     empty: tuple[bool, ...] = ()
+    legend: Legend | None = None
 
     def to_png(self) -> bytes:
         return png_bytes(self.image)
@@ -198,6 +216,7 @@ def contact_sheet(
     columns: int = 6,
     scale: int = 4,
     background: tuple[int, int, int] = (40, 40, 40),
+    legend: Legend | None = None,
 ) -> ContactSheet:
     """Small multiples of RGBA ``panels`` (same shape, one per date) with a label under each.
 
@@ -205,7 +224,8 @@ def contact_sheet(
     ``cloud_fraction`` exceeds ``cloud_threshold`` gets a red frame and its cloud percentage in red
     next to the label; NaN fractions (no SCL) are not marked. A date where more than half the pixels have
     no data (``nodata_fraction``: outside the swath) gets a grey frame and "no data" instead: a missing
-    image, not a cloudy one. Transparent pixels show the background.
+    image, not a cloudy one. Transparent pixels show the background. A ``legend`` is written on a line
+    under the panels.
     """
     n = len(panels)
     if n == 0 or len(labels) != n or any(f is not None and len(f) != n for f in (cloud_fraction, nodata_fraction)):
@@ -215,21 +235,40 @@ def contact_sheet(
         raise InvalidRequestError(f"contact sheet panels must be RGBA images of one shape, got {sorted(shapes)}")
     ph, pw = panels[0].shape[0] * scale, panels[0].shape[1] * scale
     frame, gap, text_h = 3, 6, 14
-    cols = max(1, min(columns, n))
-    rows = -(-n // cols)
-    cell_w, cell_h = pw + 2 * frame + gap, ph + 2 * frame + text_h + gap
-    sheet = Image.new("RGB", (cols * cell_w + gap, rows * cell_h + gap), background)
-    draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=11)
     fractions = [np.nan] * n if cloud_fraction is None else [float(f) for f in cloud_fraction]
     missing = [np.nan] * n if nodata_fraction is None else [float(f) for f in nodata_fraction]
-    boxes, cloudy, empty = [], [], []
-    for i, (panel, label, frac, gone) in enumerate(zip(panels, labels, fractions, missing, strict=True)):
+    empty = [bool(np.isfinite(gone) and gone > 0.5) for gone in missing]
+    cloudy = [bool(not e and np.isfinite(f) and f > cloud_threshold) for f, e in zip(fractions, empty, strict=True)]
+    marks = [(CLOUDY, f"{f:.0%} cloud") if c else (NO_DATA, "no data") if e else None
+             for f, c, e in zip(fractions, cloudy, empty, strict=True)]
+    # a cell as wide as its panel, or as its label and mark (small panels): no text runs into the next cell
+    texts = [str(label) + (f"  {mark[1]}" if mark else "") for label, mark in zip(labels, marks, strict=True)]
+    cols = max(1, min(columns, n))
+    rows = -(-n // cols)
+    cell_w = max(pw + 2 * frame, math.ceil(max(map(font.getlength, texts))) + frame) + gap
+    cell_h = ph + 2 * frame + text_h + gap
+    bar_w, legend_h = 120, (text_h + gap if legend else 0)
+    legend_w = 0 if legend is None else font.getlength(legend.text) + (
+        font.getlength(f"  {legend.limits[0]:.3g}  {legend.limits[1]:.3g}") + bar_w + 8 if legend.cmap else 0)
+    width = max(cols * cell_w + gap, math.ceil(legend_w) + 2 * gap)
+    sheet = Image.new("RGB", (width, rows * cell_h + gap + legend_h), background)
+    draw = ImageDraw.Draw(sheet)
+    if legend:
+        x, y = gap, rows * cell_h + gap
+        draw.text((x, y), legend.text, fill=(235, 235, 235), font=font)
+        if legend.cmap:
+            lo, hi = legend.limits
+            x += font.getlength(legend.text + "  ")
+            draw.text((x, y), f"{lo:.3g}", fill=(235, 235, 235), font=font)
+            x = math.ceil(x + font.getlength(f"{lo:.3g}") + 4)
+            bar = matplotlib.colormaps[legend.cmap](np.linspace(0, 1, bar_w))[:, :3] * 255
+            sheet.paste(Image.fromarray(np.repeat(np.round(bar).astype(np.uint8)[None], 10, axis=0)), (x, y + 2))
+            draw.text((x + bar_w + 4, y), f"{hi:.3g}", fill=(235, 235, 235), font=font)
+    boxes = []
+    for i, (panel, label, mark) in enumerate(zip(panels, labels, marks, strict=True)):
         x0 = gap + (i % cols) * cell_w + frame
         y0 = gap + (i // cols) * cell_h + frame
-        is_empty = bool(np.isfinite(gone) and gone > 0.5)
-        is_cloudy = bool(not is_empty and np.isfinite(frac) and frac > cloud_threshold)
-        mark = (CLOUDY, f"{frac:.0%} cloud") if is_cloudy else (NO_DATA, "no data") if is_empty else None
         if mark:
             draw.rectangle((x0 - frame, y0 - frame, x0 + pw + frame - 1, y0 + ph + frame - 1), fill=mark[0])
         tile = Image.new("RGB", (pw, ph), background)
@@ -242,9 +281,7 @@ def contact_sheet(
             tx = x0 + draw.textlength(str(label) + "  ", font=font)
             draw.text((tx, text_y), mark[1], fill=mark[0], font=font)
         boxes.append((x0, y0, x0 + pw, y0 + ph))
-        cloudy.append(is_cloudy)
-        empty.append(is_empty)
-    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty))
+    return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty), legend)
 
 
 def write_geotiff(
@@ -254,10 +291,13 @@ def write_geotiff(
     *,
     nodata: float | None = None,
     band_names: Sequence[str] | None = None,
+    units: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
     compress: str = "deflate",
 ) -> None:
     """Write a chip ``(bands, rows, cols)`` or ``(rows, cols)`` as a GeoTIFF on ``geobox``'s grid
-    (its CRS and transform), one band per layer, named by ``band_names``."""
+    (its CRS and transform), one band per layer, named by ``band_names``, with ``units`` per band and the
+    dataset ``tags`` (where the chip comes from: its date, scene, parcel)."""
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[None]
@@ -274,3 +314,7 @@ def write_geotiff(
         dst.write(arr)
         for i, name in enumerate(band_names or (), start=1):
             dst.set_band_description(i, name)
+        for i, unit in enumerate(units or (), start=1):
+            dst.set_band_unit(i, unit)
+        if tags:
+            dst.update_tags(**tags)

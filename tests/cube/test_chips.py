@@ -116,6 +116,126 @@ def test_index_chip_and_geotiff(tiny_cube, parcels, parcel_id, tmp_path):
         np.testing.assert_allclose(src.read(1), ndvi[0], equal_nan=True)
 
 
+def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """The usual Sentinel-1 composite VV, VH, VH/VV (two bands and the index computed from them): its GeoTIFF holds
+    the source scene's pixels. Read at once, dask lost the bands the index is computed from ("Missing dependency")."""
+    from rasterio.windows import from_bounds
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
+    scenes = {f["id"]: f for f in items_of(tiny_region.items, "sentinel-1-card-bs")}
+    for t in (0, len(c.times) - 1):
+        c.to_geotiff(tmp_path / "s1.tif", t)
+        with rasterio.open(tmp_path / "s1.tif") as tif:
+            got, bounds = tif.read(), tif.bounds
+        source = {}
+        for band in ("VV", "VH"):
+            with rasterio.open(asset_path(tiny_region.items, scenes[str(c.data.scene_id.values[t])], band)) as src:
+                window = from_bounds(*bounds, src.transform)
+                source[band] = src.read(1, window=window, boundless=True, fill_value=np.nan)
+        np.testing.assert_array_equal(got, np.stack([source["VV"], source["VH"], source["VH"] - source["VV"]]))
+    assert chip(tiny_cube, [parcel_id], registry=parcels, size=24, bands="B04,B08,NDVI", time="2024-06").bands == (
+        "B04", "B08", "NDVI")
+
+
+def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_cube, parcels, parcel_id):
+    """VV, VH, VH/VV in dB drawn as RGB: each band over its own 2-98 % of the date (numpy here), not over the
+    reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour chip keeps 0..0.3."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
+    img = c.image(1, outline=False)
+    for channel, band in enumerate(c.bands):
+        values = c.data[band].values[1]
+        lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])
+        expected = np.clip((values - lo) / (hi - lo), 0, 1) * 255
+        assert np.abs(img[..., channel] - expected)[np.isfinite(values)].max() <= 1.0
+    assert img[..., :3].mean() > 60
+    rgb = chip(tiny_cube, [parcel_id], registry=parcels, size=24, time="2024-06")
+    values = np.stack([rgb.data[b].values[0] for b in ("B04", "B03", "B02")], axis=-1)
+    seen = np.isfinite(values).all(axis=-1)
+    assert np.abs(rgb.image(0, outline=False)[..., :3] - np.clip(values / 0.3, 0, 1) * 255)[seen].max() <= 1.0
+
+
+def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_id):
+    """Each sheet says what its colours mean: S1 VH in dB over the season's 2-98 % (numpy here), the index's range
+    on its colour map, the bands of R, G and B."""
+    vh = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VH", time="2024-06")
+    values = vh.data["VH"].values
+    legend = vh.contact_sheet(scale=1).legend
+    assert legend.text == "VH (dB)" and legend.cmap == "gray"
+    np.testing.assert_allclose(legend.limits, np.percentile(values[np.isfinite(values)], [2, 98]), rtol=1e-6)
+    ratio = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
+    assert ratio.contact_sheet(scale=1).legend == render.Legend("VH_VV (dB)", "RdYlGn", (-25.0, 0.0))
+    assert ratio.data["VH_VV"].attrs["units"] == "dB"  # VH - VV of dB values: a ratio in dB, not a unitless index
+    rgb = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06").contact_sheet(scale=1).legend
+    assert rgb.text == "R B04, G B03, B B02: reflectance 0 (dark) to 0.3 (bright)" and rgb.cmap is None
+
+
+def test_an_ndwi_chip_is_not_one_clipped_colour(tiny_cube, parcels, parcel_id):
+    """NDWI is negative over land (crops about -0.6): on NDVI's 0..1 nearly every pixel of the region clipped to the
+    same red. Its colour map spans -1..1, so fields of different NDWI are told apart."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=64, bands="NDWI", time="2024-06")
+    values = c.data["NDWI"].values[np.isfinite(c.data["NDWI"].values)]
+    lo, hi = c.contact_sheet(scale=1).legend.limits
+    assert ((values < lo) | (values > hi)).mean() < 0.02 and (lo, hi) == (-1.0, 1.0)
+    img = c.image(0, outline=False)
+    assert len(np.unique(img[..., :3].reshape(-1, 3), axis=0)) > 20
+
+
+def test_the_outline_stands_out_on_an_index_colour_map(tiny_cube, parcels, parcel_id):
+    """An NDVI (RdYlGn) chip: the outline's colour is far from every colour of the map (the yellow outline of the
+    true-colour chips is lost among its yellows and oranges), and it still lies on the parcel boundary."""
+    import matplotlib
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32, bands="NDVI", time="2024-06")
+    drawn, plain = c.image(0, scale=4), c.image(0, scale=4, outline=False)
+    changed = (drawn != plain).any(axis=-1)
+    colours = np.unique(drawn[changed][:, :3], axis=0)
+    assert len(colours) == 1 and changed.sum() > 100
+    cmap = matplotlib.colormaps["RdYlGn"](np.linspace(0, 1, 256))[:, :3] * 255
+    assert np.sqrt(((cmap - colours[0]) ** 2).sum(axis=1)).min() > 200
+    ys, xs = np.nonzero(changed)
+    a = c.geobox.affine
+    points = gpd.points_from_xy(a.c + (xs + 0.5) / 4 * a.a, a.f + (ys + 0.5) / 4 * a.e)
+    assert np.percentile(points.distance(c.outline.boundary), 95) <= 10.0  # within a 10 m pixel
+    sheet = c.contact_sheet(scale=2)  # the sheet's outlines alike
+    x0, y0, x1, y1 = sheet.boxes[0]
+    assert (sheet.image[y0:y1, x0:x1] == colours[0]).all(axis=-1).sum() > 20
+
+
+def test_sentinel1_dates_are_labelled_with_their_orbit_direction(tiny_cube, tiny_region, parcels, parcel_id):
+    """Ascending and descending passes look from opposite sides: a season sheet of S1 says which each date is (as
+    the time series plot does), from the scene's STAC item; a Sentinel-2 sheet (one direction) gives the day alone."""
+    from tests.ingest.scene_edits import items_of
+
+    direction = {f["id"]: f["properties"]["sat:orbit_state"] for f in items_of(tiny_region.items, "sentinel-1-card-bs")}
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
+    want = [f"{str(t)[:10]} {direction[str(s)][:4].replace('asce', 'asc')}"
+            for t, s in zip(c.times, c.data.scene_id.values, strict=True)]
+    assert c.labels == want and {w[11:] for w in want} == {"asc", "desc"}
+    s2 = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    assert s2.labels == [str(t)[:10] for t in s2.times]
+
+
+def test_a_geotiff_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """A GeoTIFF opened on its own (QGIS, an inspector's file) tells its acquisition time and scene, as the STAC
+    item of the scene gives them, the parcel, and each band's unit; its pixels are the source scene's."""
+    from rasterio.windows import from_bounds
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    c.to_geotiff(tmp_path / "chip.tif", 2)
+    with rasterio.open(tmp_path / "chip.tif") as tif:
+        tags, units, pixels, bounds = tif.tags(), tif.units, tif.read(1), tif.bounds
+    item = next(f for f in items_of(tiny_region.items, "sentinel-2-l2a") if f["id"] == tags["SCENE_ID"])
+    assert tags["ACQUISITION_TIME"] == item["properties"]["datetime"] and tags["PARCEL_ID"] == parcel_id
+    assert units == ("1", "1", "1") and tags["ORBIT_STATE"] == item["properties"]["sat:orbit_state"]
+    with rasterio.open(asset_path(tiny_region.items, item, "B04")) as src:
+        raw = src.read(1, window=from_bounds(*bounds, src.transform), boundless=True, fill_value=0).astype("float64")
+    np.testing.assert_allclose(pixels, np.where(raw == 0, np.nan, raw * 1e-4 - 0.1), atol=1e-6)
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
@@ -145,6 +265,27 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
     assert chip(tiny_cube, Point(lon, lat), size=16, bands="B04,B03,B02").bands == ("B04", "B03", "B02")
     s1 = chip(tiny_cube, Point(lon, lat), size=16, collection="s1")
     assert s1.bands == ("VH_VV",) and np.isnan(s1.cloud_fraction()).all()  # no SCL: no cloud share
+
+
+def test_a_point_chip_marks_the_point(tiny_cube, tiny_region):
+    """A chip centred on a lon/lat point, with no parcel to outline, draws a cross on the point: the cross's pixels
+    centre on the point projected with pyproj here (to within a pixel of the chip), on the PNG and every sheet panel."""
+    from pyproj import Transformer
+    from shapely.geometry import Point
+
+    x, y = tiny_region.bbox[0] + 1234.0, tiny_region.bbox[1] + 765.0
+    lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(x, y)
+    c = chip(tiny_cube, Point(lon, lat), size=24, time="2024-06")
+    assert c.outline is None and c.parcel_id is None
+    changed = (c.image(0, scale=4) != c.image(0, scale=4, outline=False)).any(axis=-1)
+    ys, xs = np.nonzero(changed)
+    a = c.geobox.affine
+    centre = (a.c + (xs.mean() + 0.5) / 4 * a.a, a.f + (ys.mean() + 0.5) / 4 * a.e)  # of the cross's pixels
+    assert len(xs) > 10 and abs(centre[0] - x) <= 10 and abs(centre[1] - y) <= 10
+    assert xs.max() - xs.min() <= 6 * 4 and ys.max() - ys.min() <= 6 * 4  # a small cross, not a frame
+    sheet = c.contact_sheet(scale=2)
+    x0, y0, x1, y1 = sheet.boxes[0]
+    assert (sheet.image[y0:y1, x0:x1] == render.OUTLINE[:3]).all(axis=-1).sum() >= 6
 
 
 def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, parcel_id):

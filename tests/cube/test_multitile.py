@@ -5,6 +5,8 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
+from rasterio.windows import from_bounds
 from shapely.geometry import Point, box
 
 from cardcube.errors import DateNotFoundError
@@ -16,7 +18,7 @@ from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.reference import reference_stats
-from tests.ingest.scene_edits import items_of, write_items
+from tests.ingest.scene_edits import asset_path, items_of, write_items
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +153,27 @@ def test_a_chip_on_a_tile_without_a_date_in_range_says_so(tiny_straddle_region, 
                                                 f"time range {early}: its dates run from "
                                                 f"{ugu[0]['properties']['datetime'][:10]}"):
         chip(root, point, size=16, time=early)
+
+
+def test_a_chip_no_tile_holds_whole_is_a_mosaic_of_the_tiles(straddle_cube, tiny_straddle_region):
+    """A chip wider than the tiles' overlap (9.8 km): neither tile holds it, so it shows each tile's pixels, as the
+    source scenes of both tiles hold them, not the tile of its centre with no data beyond that tile's edge."""
+    edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    assert TileGrid.from_id("31UGU").ulx > edge - 4800 - 5500  # the chip reaches west of 31UGU and east of 31UFU
+    centre = gpd.GeoSeries([Point(edge - 4800, (miny + maxy) / 2)], crs=32631).to_crs(4326).iloc[0]
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    day = min(f["properties"]["datetime"][:10] for f in features)
+    c = chip(straddle_cube, centre, size=1100, bands="B04", time=day)
+    a = c.geobox.affine
+    expected = np.full(c.geobox.shape, np.nan)
+    for feature in (f for f in features if f["properties"]["datetime"][:10] == day):  # one scene per tile
+        with rasterio.open(asset_path(tiny_straddle_region.items, feature, "B04")) as src:
+            window = from_bounds(a.c, a.f + a.e * 1100, a.c + a.a * 1100, a.f, src.transform)
+            raw = src.read(1, window=window, boundless=True, fill_value=0).astype("float64")
+        expected = np.where(np.isnan(expected), np.where(raw == 0, np.nan, raw * 1e-4 - 0.1), expected)
+    got = c.data["B04"].values[0]
+    assert (np.isfinite(expected) & (c.data.x.values > edge)).any()  # 31UGU's own pixels are in the chip
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
+    assert c.data["SCL"].dtype == np.uint8 and (c.data["SCL"].values[0] != 0).sum() == np.isfinite(got).sum()

@@ -179,3 +179,32 @@ def test_geotiff_has_the_chip_grid(tmp_path, chip: GeoBox) -> None:
         assert src.bounds == pytest.approx(tuple(chip.boundingbox))
     with pytest.raises(InvalidRequestError, match="does not match"):
         write_geotiff(tmp_path / "bad.tif", data[:, :3], chip)
+
+
+def test_contact_sheet_labels_of_small_panels_stay_in_their_cell() -> None:
+    """Panels narrower than their label ("2024-05-07  100% cloud", about 110 px): each cell is as wide as its
+    text, so no label runs across the gap into the next panel's label or frame."""
+    panels = [true_colour(*np.full((3, 8, 8), 0.1)) for _ in range(4)]
+    labels = [f"2024-05-{d:02d}" for d in range(1, 5)]
+    sheet = contact_sheet(panels, labels=labels, cloud_fraction=[1.0, 1.0, 0.0, 1.0], columns=4, scale=2)
+    px = sheet.image.astype(int)
+    _, y0, _, y1 = sheet.boxes[0]
+    for x0_next, _, _, _ in sheet.boxes[1:]:
+        gap = px[y0 - 3:y1 + 18, x0_next - 3 - 6:x0_next - 3]  # the 6 px gap before the next panel's frame
+        assert (gap == (40, 40, 40)).all()  # background only, the whole height of panel and label
+    assert all(b[2] - b[0] == 16 for b in sheet.boxes)  # the panels keep their size
+
+
+def test_contact_sheet_legend_draws_the_colour_bar_under_the_panels() -> None:
+    """A sheet of index panels says what its colours mean: the legend's text and a colour bar of the same colour
+    map from its low to its high value, on a line under the panels."""
+    from cube.render import Legend
+
+    panels = [colour_index(np.linspace(-0.2, 1.2, 36).reshape(6, 6)) for _ in range(3)]
+    sheet = contact_sheet(panels, labels=["a", "b", "c"], scale=2, legend=Legend("NDVI", "RdYlGn", (0.0, 1.0)))
+    below = sheet.image[max(b[3] for b in sheet.boxes) + 16:]  # under the panels and their labels
+    cmap = np.round(matplotlib.colormaps["RdYlGn"](np.linspace(0, 1, 120))[:, :3] * 255).astype(np.uint8)
+    rows = [r for r in below if any((r[i:i + 120] == cmap).all() for i in range(r.shape[0] - 119))]
+    assert len(rows) >= 8  # the bar, 10 px high
+    plain = contact_sheet(panels, labels=["a", "b", "c"], scale=2)
+    assert plain.legend is None and plain.image.shape[0] < sheet.image.shape[0]

@@ -1,0 +1,30 @@
+"""The time series plot: every value drawn, within the axis limits of its panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cube import plots
+
+
+def test_values_beyond_the_usual_range_are_drawn_not_cut_off(tmp_path, monkeypatch) -> None:
+    """A flooded parcel's NDVI (-0.45) and a VV backscatter of -2 dB lie outside the usual -0.2..1 and -30..-5 dB:
+    the panel's axes reach them (they fell off the plot without a sign); a parcel within keeps the usual range."""
+    times = pd.date_range("2024-05-01", periods=4, freq="5D")
+    optical = pd.DataFrame({"parcel_id": ["wet"] * 4 + ["dry"] * 4, "time": list(times) * 2, "band": "NDVI",
+                            "count": 50, "masked": 0, "median": [0.3, -0.45, 0.5, 0.6, 0.2, 0.4, 0.6, 0.8]})
+    radar = pd.DataFrame({"parcel_id": ["wet"] * 4 + ["dry"] * 4, "time": list(times) * 2, "band": "VV",
+                          "orbit_state": ["ascending", "descending"] * 4,
+                          "mean": [-12.0, -2.0, -33.5, -11.0, -12.0, -10.0, -11.0, -9.0]})
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_timeseries(optical, tmp_path / "ts.png", radar=radar, radar_band="VV")
+    assert (tmp_path / "ts.png").stat().st_size > 0
+    (fig,) = figures
+    wet, dry, wet_radar, dry_radar = fig.axes  # the two panels, then their radar axes
+    assert wet.get_ylim()[0] < -0.45 and wet_radar.get_ylim()[0] < -33.5 < -2.0 < wet_radar.get_ylim()[1]
+    np.testing.assert_allclose(dry.get_ylim(), (-0.2, 1.0))
+    np.testing.assert_allclose(dry_radar.get_ylim(), (-30.0, -5.0))
+    assert wet_radar.get_ylabel() == "VV (dB)" and [line.get_label() for line in wet_radar.lines] == [
+        "S1 VV ascending", "S1 VV descending"]
