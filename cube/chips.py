@@ -29,11 +29,18 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.query import in_time_range, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
+from cube.dataset import (
+    check_acquisitions,
+    compute_reads,
+    data_footprint,
+    no_dates_within,
+    open_cube,
+    select_time,
+    tile_dates,
+)
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
@@ -239,11 +246,9 @@ def chip(
         if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
-        ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
+        ds = select_time(ds, time)
         if time is not None and not ds.sizes["time"]:
-            dates = pd.DatetimeIndex(cube["time"].values)
-            raise DateNotFoundError(f"no date of the Dataset falls within the time range {time}" + (
-                f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else ""))
+            raise DateNotFoundError(no_dates_within(cube, time))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

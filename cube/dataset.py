@@ -362,6 +362,24 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
     return _time_order(state, _parse_time(time))[0]
 
 
+def select_time(ds: xr.Dataset, time: TimeRange) -> xr.Dataset:
+    """The dates of a cube Dataset (:func:`open_cube`) that ``time`` selects, as :func:`open_cube` selects them
+    from the cube: a Dataset passed in place of a cube location is narrowed by the same ``time`` argument."""
+    if time is None:
+        return ds
+    span, times = _parse_time(time), ds["time"].values
+    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
+            else in_time_range(times, span))
+    return ds.isel(time=np.flatnonzero(keep))
+
+
+def no_dates_within(ds: xr.Dataset, time: TimeRange) -> str:
+    """The message for a ``time`` that selects none of the dates of the Dataset ``ds``, naming them."""
+    dates = pd.DatetimeIndex(ds["time"].values)
+    return f"no date of the Dataset falls within the time range {time}" + (
+        f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else "")
+
+
 def date_span(version: CubeVersion) -> str:
     """The dates ``version`` holds, for a message: "version 3 of the s2 cube holds dates from ... to ..."."""
     name = f"version {version.version} of the {version.collection} cube"

@@ -22,7 +22,9 @@ from odc.geo.geom import Geometry
 from shapely.geometry import box
 
 from cardcube.errors import (
+    DateNotFoundError,
     InvalidRequestError,
+    NoAcquisitionWarning,
     ParcelOutsideCubeError,
     ParcelsWithoutStatisticsWarning,
     ParcelTooSmallError,
@@ -31,7 +33,14 @@ from cardcube.errors import (
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
-from cube.dataset import compute_reads, data_footprint, open_cube
+from cube.dataset import (
+    check_acquisitions,
+    compute_reads,
+    data_footprint,
+    no_dates_within,
+    open_cube,
+    select_time,
+)
 from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
@@ -198,15 +207,20 @@ def parcel_timeseries(
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
-    too_small with the reason; plain dicts, so the frame still writes to Parquet). A single parcel that
+    too_small with the reason; plain dicts, so the frame still writes to Parquet). ``time`` selects the dates
+    of a Dataset too; none within it gives an empty frame and a :class:`NoAcquisitionWarning` naming the dates
+    there are. A single parcel that
     cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     ps = as_parcels(parcels, registry=registry)
     stats = stat_list(stats)
+    no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):
-        groups = [(cube, ps, "")]
+        groups = [(select_time(cube, time), ps, "")]  # ``time`` narrows a Dataset as it narrows a cube location
+        if time is not None and not groups[0][0].sizes["time"]:
+            no_dates = no_dates_within(cube, time)
         shares: dict[Any, float] = {}  # the Dataset is the whole cube this call sees
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
@@ -220,6 +234,11 @@ def parcel_timeseries(
         spec_bands = list(version.spec.band_names)
         bands = check_bands(bands, spec_bands, statistics=True)
         mask = resolve_mask(mask, spec_bands, collection)
+        if time is not None:
+            try:
+                check_acquisitions(version, time)
+            except DateNotFoundError as exc:
+                no_dates = str(exc)
         opened = []
         tiles_of = assign_tiles(version, ps)
         shares = outside_shares(version, ps, tiles_of)
@@ -260,6 +279,8 @@ def parcel_timeseries(
     if len(failed):
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
                       + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=2)
+    if no_dates:
+        warnings.warn(f"{no_dates}: the frame has no rows", NoAcquisitionWarning, stacklevel=2)
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no

@@ -10,11 +10,18 @@ import pandas as pd
 import pytest
 from shapely.geometry import Point, box
 
-from cardcube.errors import InvalidRequestError, ParcelNotFoundError, ParcelOutsideCubeError, ParcelTooSmallError
+from cardcube.errors import (
+    InvalidRequestError,
+    NoAcquisitionWarning,
+    ParcelNotFoundError,
+    ParcelOutsideCubeError,
+    ParcelTooSmallError,
+)
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube.chips import chip
+from cube.dataset import open_cube
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -99,6 +106,24 @@ def test_indices_are_computed_per_pixel(tiny_cube, sample):
     ndvi = frame[frame.band == "NDVI"]
     assert ndvi["max"].max() <= 1.0 and ndvi["min"].min() >= -1.0
     assert (ndvi["count"].to_numpy() == frame[frame.band == "B04"]["count"].to_numpy()).all()
+
+
+def test_time_narrows_a_dataset_as_it_narrows_the_cube(tiny_cube, sample):
+    """A Dataset given in place of the cube is read within ``time`` too (it was read whole); a range holding no
+    date gives an empty frame and a warning naming the dates there are, from the Dataset as from the cube."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), decode=False)
+    june = pd.DatetimeIndex(ds.time.values)
+    june = june[(june >= "2024-06-01") & (june < "2024-07-01")]
+    assert 0 < len(june) < ds.sizes["time"]
+    from_dataset = parcel_timeseries(ds, sample, bands=["B04"], time="2024-06")
+    assert sorted(from_dataset.time.unique()) == list(june)
+    pd.testing.assert_frame_equal(from_dataset, parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2024-06"),
+                                  check_exact=True)
+    with pytest.warns(NoAcquisitionWarning, match="within the time range 2023-06: version .* holds dates from 2024"):
+        assert parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2023-06").empty
+    with pytest.warns(NoAcquisitionWarning, match="no date of the Dataset falls within the time range 2023-06; its "
+                                                  "dates run from 2024"):
+        assert parcel_timeseries(ds, sample, bands=["B04"], time="2023-06").empty
 
 
 def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
