@@ -194,6 +194,7 @@ def parcel_timeseries(
     time: Any = None,
     as_of: int | CubeVersion | None = None,
     registry: Any = None,
+    id_column: str = "parcel_id",
     histogram: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
@@ -202,7 +203,8 @@ def parcel_timeseries(
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
     ``cube`` is a Dataset from :func:`open_cube` or a cube location; ``parcels`` a GeoDataFrame, a GeoJSON
-    geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``). ``bands`` may include
+    geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``); the ids of a GeoDataFrame are
+    in its ``id_column`` (or its index, when it has no such column and is not numbered by row). ``bands`` may include
     indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
@@ -214,7 +216,7 @@ def parcel_timeseries(
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
-    ps = as_parcels(parcels, registry=registry)
+    ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
     no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):

@@ -56,6 +56,19 @@ def test_ids_from_the_index_and_a_geoseries(register: gpd.GeoDataFrame) -> None:
     assert as_parcels(register.geometry, crs=UTM).ids == (0, 1, 2)
 
 
+def test_a_frame_whose_ids_are_in_another_column_is_no_frame_of_row_numbers(register: gpd.GeoDataFrame) -> None:
+    """A GeoDataFrame without the id column, numbered by row, was read with its row numbers as parcel ids."""
+    renamed = register.rename(columns={"parcel_id": "id"})
+    with pytest.raises(InvalidRequestError, match=r"no 'parcel_id' column \(columns: id, crop\) and their index is "
+                                                  r"row numbers.*id_column="):
+        as_parcels(renamed)
+    assert as_parcels(renamed, id_column="id").ids == tuple(FIELDS)
+    assert as_parcels(renamed.set_index("id")).ids == tuple(FIELDS)
+    assert as_parcels(["NL-002"], registry=renamed, id_column="id").ids == ("NL-002",)
+    with pytest.raises(InvalidRequestError, match="row numbers"):
+        as_parcels(["NL-002"], registry=renamed)
+
+
 def test_geojson_kinds() -> None:
     geom = mapping(FIELDS["NL-001"])
     assert as_parcels(geom, crs=UTM).ids == (0,)

@@ -101,6 +101,14 @@ def test_point_and_id_lookups_give_the_parcel(tiny_cube, parcels, sample):
     pd.testing.assert_frame_equal(by_point, by_id)
 
 
+def test_ids_in_a_column_of_another_name(tiny_cube, sample):
+    renamed = sample.rename(columns={"parcel_id": "id"}).reset_index(drop=True)
+    with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
+        parcel_timeseries(tiny_cube, renamed, bands=["B04"])
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, renamed, bands=["B04"], id_column="id"),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"]), check_exact=True)
+
+
 def test_indices_are_computed_per_pixel(tiny_cube, sample):
     frame = parcel_timeseries(tiny_cube, sample.iloc[:1], bands=["B04", "B08", "NDVI"], mask=None)
     ndvi = frame[frame.band == "NDVI"]
