@@ -20,6 +20,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor: ds.odc.geobox, .odc.reproject)
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 from cardcube.errors import InvalidRequestError
+from cardcube.spec import DEFAULT_SCL_MASK
 from cube.dataset import open_cube
 from cube.indices import check_bands
 
@@ -28,3 +33,33 @@ def test_a_band_of_the_other_collection_names_it():
     with pytest.raises(InvalidRequestError) as refused:  # a Dataset of some S2 bands lacks B08: no other cube
         check_bands("B08", ["B04", "B03", "B02"])
     assert "--collection" not in str(refused.value)
+
+
+def test_odc_geo_reads_the_grid_of_a_cube_dataset(tiny_cube):
+    """The README's "CRS and transform understood by rioxarray and odc-geo": ``ds.odc`` was there only once the
+    caller had imported odc.geo.xr itself. A fresh interpreter, as a notebook starts."""
+    code = ("from cube.dataset import open_cube; from cube.timeseries import dataset_geobox; "
+            f"ds = open_cube({str(tiny_cube)!r}, bands=['B04', 'B05']); "
+            "assert ds.odc.geobox == dataset_geobox(ds), ds.odc.geobox; "
+            "assert ds.B05.odc.crs == ds.rio.crs; "
+            "assert ds.B04.isel(time=0).odc.reproject('EPSG:4326').odc.crs.epsg == 4326")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
+    ds = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06")
+    ndvi = ds.cardcube.indices("ndvi")["NDVI"].values
+    b04, b08 = (ds[b].values.astype(np.float64) for b in ("B04", "B08"))
+    np.testing.assert_allclose(ndvi, (b08 - b04) / (b08 + b04), rtol=1e-6)
+    raw = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06", decode=False)
+    # masking stored integers left them as they were (nodata and clouds alike), without a word
+    with pytest.raises(InvalidRequestError, match="cloud masking needs physical values, and B04, B08 holds stored "
+                                                  "integers: open the cube with decode=True"):
+        raw.cardcube.mask_clouds()
+    with pytest.raises(InvalidRequestError, match="index NDVI needs physical values"):
+        raw.cardcube.indices("NDVI")
+    masked = ds.cardcube.mask_clouds()
+    clouds = np.isin(ds.SCL.values, DEFAULT_SCL_MASK)
+    assert np.isnan(masked.B04.values[clouds]).all() and clouds.any()
+    assert (masked.SCL.values == ds.SCL.values).all()
