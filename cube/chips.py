@@ -29,6 +29,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
+from cardcube.query import check_lonlat
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import render
@@ -41,7 +42,7 @@ from cube.dataset import (
     select_time,
     tile_dates,
 )
-from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
+from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -117,6 +118,9 @@ class Chip:
     def _check_date(self, t: int) -> None:
         """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
         n = self.data.sizes["time"]
+        if not isinstance(t, int | np.integer) or isinstance(t, bool):  # a date given as text or a Timestamp
+            raise InvalidRequestError(f"date index {t!r} is no position: give 0..{n - 1} (Chip.times lists the "
+                                      f"dates; chip(..., time=...) makes a chip of one day)")
         if not -n <= t < n:
             raise InvalidRequestError(f"date index {t} is outside the chip's {n} date(s): give 0..{n - 1} "
                                       f"(-1 the last; Chip.times lists them)" if n else
@@ -175,6 +179,8 @@ class Chip:
 def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
     if isinstance(where, Point) and registry is None:
+        check_lonlat(where.bounds, "EPSG:4326", what="the point's coordinates",
+                     advice="give a lon/lat point, shapely.geometry.Point(lon, lat)")
         return where, None, "EPSG:4326"
     ps = as_parcels(where, registry=registry)
     if len(ps) != 1:
@@ -236,6 +242,7 @@ def chip(
     if isinstance(cube, xr.Dataset):
         ds = cube
         bands = tuple(check_bands(bands, list(ds.data_vars)))
+        check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
         geobox = dataset_geobox(ds)
         geom_local = _project(geom, crs, geobox.crs)
         centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
