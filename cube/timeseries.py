@@ -112,7 +112,13 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
 
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str
                  ) -> Sequence[int] | None:
-    """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band."""
+    """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band, ``"none"``
+    (as the REST service spells it) None; any other text is an error (its letters are no class codes)."""
+    if isinstance(mask, str):
+        if mask.strip().lower() not in ("default", "none"):
+            raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or a list of SCL class "
+                                      f"codes, e.g. [3, 8, 9, 10]")
+        mask = None if mask.strip().lower() == "none" else "default"
     if mask == "default":
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:

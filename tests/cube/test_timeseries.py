@@ -202,6 +202,24 @@ def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, pa
     assert status["sliver"] == "too_small" and set(frame.parcel_id) == {sample.parcel_id.iloc[0]}
 
 
+def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sample):
+    """"S1" was "no 'S1' cube here, no committed version", as_of="1" a ValueError about a format code, and
+    mask="none" (the REST service's word) a ValueError about int()."""
+    with pytest.raises(InvalidRequestError, match="unknown cube collection 'S1'; known: s2, s1"):
+        parcel_timeseries(tiny_cube, sample, collection="S1")
+    with pytest.raises(InvalidRequestError, match="unknown cube collection 'sentinel-2-l2a'"):
+        open_cube(tiny_cube, "sentinel-2-l2a")
+    with pytest.raises(InvalidRequestError, match=r"version \(as_of\) '1' is no version number: give an int"):
+        parcel_timeseries(tiny_cube, sample, as_of="1")
+    assert parcel_timeseries(tiny_cube, sample, bands=["B04"], as_of=np.int64(1)).attrs["cube_version"] == 1
+    unmasked = parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=None)
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask="None"), unmasked)
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask="DEFAULT"),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"]))
+    with pytest.raises(InvalidRequestError, match="mask 'clouds': give 'default', 'none'"):
+        parcel_timeseries(tiny_cube, sample, mask="clouds")
+
+
 def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
     chunks = ChunkLayout.parse(TEST_CHUNKS)
     early = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:10], "early.json")
