@@ -476,9 +476,13 @@ def open_cube(
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs)
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
-        area = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else "?"
+        bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None
+        area = "(" + ", ".join(f"{float(v):.6g}" for v in bounds) + ")" if bounds else "?"
+        minx, miny, maxx, maxy = map(float, bounds or (np.nan,) * 4)
+        lonlat = crs is None and -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90  # metres of a tile are not
         raise AreaOutsideCubeError(f"the area {area} (in {crs or 'the tile CRS'}) does not intersect any tile of the "
-                                   f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})")
+                                   f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})"
+                                   + ("; lon/lat? say so with crs='EPSG:4326'" if lonlat else ""))
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)

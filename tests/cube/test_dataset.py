@@ -63,3 +63,16 @@ def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
     clouds = np.isin(ds.SCL.values, DEFAULT_SCL_MASK)
     assert np.isnan(masked.B04.values[clouds]).all() and clouds.any()
     assert (masked.SCL.values == ds.SCL.values).all()
+
+
+def test_an_area_in_lon_lat_without_its_crs_is_named_so(tiny_cube):
+    """The bounds were printed as np.float64(...) reprs, with no word of the CRS the caller forgot."""
+    from cardcube.errors import AreaOutsideCubeError
+
+    with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.66443, 52.7063, 5.69504, 52.7249\) \(in the "
+                                                   r"tile CRS\) does not intersect any tile of the s2 cube \(tiles: "
+                                                   r"31UFU\); lon/lat\? say so with crs='EPSG:4326'"):
+        open_cube(tiny_cube, bbox=tuple(np.array([5.664432815, 52.706282, 5.6950396, 52.72486516])))
+    with pytest.raises(AreaOutsideCubeError) as far:  # metres beside the tile: no lon/lat hint
+        open_cube(tiny_cube, bbox=(100.0, 100.0, 200.0, 200.0), crs="EPSG:32631")
+    assert "lon/lat" not in str(far.value)
