@@ -57,7 +57,7 @@ MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
 COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
-__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
+__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "code_list", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
            "reference_profiles"]
 
 
@@ -284,6 +284,13 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
     return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
 
 
+def code_list(codes: Iterable[Any] | str | int) -> list[str]:
+    """Crop codes as text, each once: a list, one code, or one string of them ``"265, 266"`` (as the command line
+    gives them), so that ``"265,266"`` is two codes, not one that no parcel declares."""
+    items = codes.split(",") if isinstance(codes, str) else [codes] if isinstance(codes, int) else codes
+    return list(dict.fromkeys(str(c).strip() for c in items if str(c).strip()))
+
+
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
@@ -303,15 +310,15 @@ def flag_parcels(
     ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
-    apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel of ``declared``
-    declares any of them, an error: a typo would switch the markers off without a word; ``frame`` may hold
+    apply to (:func:`code_list`: ``"265,266"`` is two codes; compared as text: ``"265"`` is code 265; if no
+    parcel of ``declared`` declares any of them, an error: a typo would switch the markers off; ``frame`` may hold
     none of them, a selection of parcels without grassland). ``s1``: Sentinel-1 statistics of
     the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
     declared = declarations(declared)
-    grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
+    grassland = set(code_list(grassland))
     if grassland and not declared.astype(str).isin(grassland).any():
         known = sorted(set(map(str, declared)))
         raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "

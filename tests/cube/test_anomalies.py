@@ -205,6 +205,9 @@ def test_bad_input_gets_a_clear_error(population):
     # one code, as an int or a string, is one code (not three digits)
     assert flag_parcels(frame, declared, grassland=3).no_mowing.sum() == \
         flag_parcels(frame, declared, grassland="3").no_mowing.sum() > 0
+    # several codes in one string, as the command line gives them, are several (it was one code, "3, 1")
+    pd.testing.assert_frame_equal(flag_parcels(frame, declared, grassland="3, 1"),
+                                  flag_parcels(frame, declared, grassland=[3, 1]))
     with pytest.warns(UserWarning, match="crop_mismatch is not judged"):  # an area column given as the crop
         assert not flag_parcels(frame, pd.Series(range(len(declared)), index=declared.index)).crop_mismatch.any()
     s1 = frame[frame.band == "B04"].assign(band="VH")
