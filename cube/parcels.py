@@ -356,7 +356,9 @@ def as_parcels(
     if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):
         reg = _registry(registry, "parcel ids", id_column)
         return as_parcels(reg.select(_clean_id(p) for p in parcels), crs=crs)
-    raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}")
+    hint = (": one row of a frame (parcels.iloc[0]) is a Series of its fields; select rows with a list, "
+            "parcels.iloc[[0]], or name the parcel's id") if isinstance(parcels, pd.Series) else ""
+    raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}{hint}")
 
 
 def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_column: str = "parcel_id") -> ParcelSet:

@@ -160,6 +160,11 @@ def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
         as_parcels(gpd.GeoDataFrame(geometry=list(FIELDS.values())))
     with pytest.raises(InvalidRequestError, match="cannot read parcels from a float"):
         as_parcels(1.5)
+    with pytest.raises(InvalidRequestError, match=r"from a Series: one row of a frame \(parcels.iloc\[0\]\) is "
+                                                  r"a Series of its fields; select rows with a list, "
+                                                  r"parcels.iloc\[\[0\]\]"):
+        as_parcels(register.iloc[0])
+    assert as_parcels(register.iloc[[0]]).ids == ("NL-001",)
     gdf = as_parcels(register, crs=UTM).to_geodataframe()
     assert list(gdf.parcel_id) == list(FIELDS) and gdf.crs.to_epsg() == 32631
     assert "NL-001" in as_parcels(register) and "NL-9" not in as_parcels(register)
