@@ -35,6 +35,7 @@ from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import (
     check_acquisitions,
+    check_dataset_version,
     compute_reads,
     data_footprint,
     no_dates_within,
@@ -241,6 +242,7 @@ def chip(
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
         ds = cube
+        check_dataset_version(ds, as_of)
         bands = tuple(check_bands(bands, list(ds.data_vars)))
         check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
         geobox = dataset_geobox(ds)

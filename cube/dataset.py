@@ -374,6 +374,16 @@ def select_time(ds: xr.Dataset, time: TimeRange) -> xr.Dataset:
     return ds.isel(time=np.flatnonzero(keep))
 
 
+def check_dataset_version(ds: xr.Dataset, as_of: int | CubeVersion | None) -> None:
+    """A clear error for an ``as_of`` other than the version the Dataset ``ds`` was read at: a Dataset passed in
+    place of a cube location is that version, and another asked of it would be ignored without a word."""
+    wanted = as_of.version if isinstance(as_of, CubeVersion) else as_of
+    held = ds.attrs.get("cardcube:version")
+    if wanted is not None and held is not None and wanted != held:
+        raise InvalidRequestError(f"the Dataset was read at version {held} of the cube, not {wanted}: open it with "
+                                  f"open_cube(..., as_of={wanted}), or pass the cube's location")
+
+
 def no_dates_within(ds: xr.Dataset, time: TimeRange) -> str:
     """The message for a ``time`` that selects none of the dates of the Dataset ``ds``, naming them."""
     dates = pd.DatetimeIndex(ds["time"].values)

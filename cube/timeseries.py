@@ -35,6 +35,7 @@ from cardcube.spec import DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import (
     check_acquisitions,
+    check_dataset_version,
     compute_reads,
     data_footprint,
     no_dates_within,
@@ -226,6 +227,7 @@ def parcel_timeseries(
     stats = stat_list(stats)
     no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):
+        check_dataset_version(cube, as_of)
         groups = [(select_time(cube, time), ps, "")]  # ``time`` narrows a Dataset as it narrows a cube location
         if time is not None and not groups[0][0].sizes["time"]:
             no_dates = no_dates_within(cube, time)

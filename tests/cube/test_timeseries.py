@@ -134,6 +134,18 @@ def test_time_narrows_a_dataset_as_it_narrows_the_cube(tiny_cube, sample):
         assert parcel_timeseries(ds, sample, bands=["B04"], time="2023-06").empty
 
 
+def test_a_dataset_is_the_version_it_was_read_at(tiny_cube, parcels, sample):
+    """as_of given with a Dataset was ignored: the numbers of the Dataset's version, labelled with it, silently."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), decode=False)
+    held = ds.attrs["cardcube:version"]
+    assert parcel_timeseries(ds, sample, bands=["B04"], as_of=held).attrs["cube_version"] == held
+    with pytest.raises(InvalidRequestError, match=rf"the Dataset was read at version {held} of the cube, not 99: "
+                                                  r"open it with open_cube\(..., as_of=99\)"):
+        parcel_timeseries(ds, sample, bands=["B04"], as_of=99)
+    with pytest.raises(InvalidRequestError, match=f"read at version {held} of the cube, not 99"):
+        chip(open_cube(tiny_cube, bbox=tuple(sample.total_bounds)), sample.iloc[[0]], size=8, as_of=99)
+
+
 def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
     store = CountingStore(open_store(tiny_cube))
     parcel = sample.iloc[[1]]
