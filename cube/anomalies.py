@@ -284,9 +284,12 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
     return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
 
 
-def code_list(codes: Iterable[Any] | str | int) -> list[str]:
+def code_list(codes: Iterable[Any] | str | int, known: Iterable[Any] = ()) -> list[str]:
     """Crop codes as text, each once: a list, one code, or one string of them ``"265, 266"`` (as the command line
-    gives them), so that ``"265,266"`` is two codes, not one that no parcel declares."""
+    gives them), so that ``"265,266"`` is two codes, not one that no parcel declares; a string that is itself one
+    of the ``known`` codes (a crop name, ``"Grasland, blijvend"``) is that code."""
+    if isinstance(codes, str) and codes.strip() in {str(c) for c in known}:
+        return [codes.strip()]
     items = codes.split(",") if isinstance(codes, str) else [codes] if isinstance(codes, int) else codes
     return list(dict.fromkeys(str(c).strip() for c in items if str(c).strip()))
 
@@ -318,7 +321,7 @@ def flag_parcels(
     (there is nothing to check).
     """
     declared = declarations(declared)
-    grassland = set(code_list(grassland))
+    grassland = set(code_list(grassland, known=declared.unique()))
     if grassland and not declared.astype(str).isin(grassland).any():
         known = sorted(set(map(str, declared)))
         raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "

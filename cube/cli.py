@@ -323,7 +323,7 @@ def _flag(args: argparse.Namespace) -> int:
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = declarations(parcels.set_index(args.id_column)[args.crop_column])
     declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
-    grassland = code_list(args.grassland)
+    grassland = code_list(args.grassland, known=declared.unique())
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     s2, s1 = (_statistics(path, bands).astype({"parcel_id": str}) if path else None

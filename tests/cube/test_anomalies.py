@@ -208,6 +208,9 @@ def test_bad_input_gets_a_clear_error(population):
     # several codes in one string, as the command line gives them, are several (it was one code, "3, 1")
     pd.testing.assert_frame_equal(flag_parcels(frame, declared, grassland="3, 1"),
                                   flag_parcels(frame, declared, grassland=[3, 1]))
+    named = declared.map({1: "Mais", 2: "Tarwe", 3: "Grasland, blijvend"})  # a crop name holding a comma is one
+    by_name = flag_parcels(frame, named, grassland="Grasland, blijvend")
+    assert by_name.no_mowing.sum() == flag_parcels(frame, declared, grassland=3).no_mowing.sum() > 0
     with pytest.warns(UserWarning, match="crop_mismatch is not judged"):  # an area column given as the crop
         assert not flag_parcels(frame, pd.Series(range(len(declared)), index=declared.index)).crop_mismatch.any()
     s1 = frame[frame.band == "B04"].assign(band="VH")
