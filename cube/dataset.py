@@ -487,12 +487,19 @@ def open_cube(
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
         bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None
-        area = "(" + ", ".join(f"{float(v):.6g}" for v in bounds) + ")" if bounds else "?"
+        area = "(" + ", ".join(str(float(v)) for v in bounds) + ")" if bounds else "?"  # no np.float64(...)
         minx, miny, maxx, maxy = map(float, bounds or (np.nan,) * 4)
         lonlat = crs is None and -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90  # metres of a tile are not
         raise AreaOutsideCubeError(f"the area {area} (in {crs or 'the tile CRS'}) does not intersect any tile of the "
                                    f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})"
                                    + ("; lon/lat? say so with crs='EPSG:4326'" if lonlat else ""))
+    footprints = {w.tile: data_footprint(version, w.tile) for w in windows}
+    if not any(footprints[w.tile].intersects(box(*w.geobox.boundingbox)) for w in windows):
+        held = "; ".join(f"tile {t} has data over ({', '.join(f'{v:.0f}' for v in f.bounds)}) in "
+                         f"{TileGrid.from_id(t).crs}" for t, f in footprints.items() if not f.is_empty)
+        raise AreaOutsideCubeError(f"the area holds no data of the {collection} cube: it lies within tile(s) "
+                                   f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
+                                   f"Dataset of it would be nodata only")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)

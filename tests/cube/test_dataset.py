@@ -69,10 +69,24 @@ def test_an_area_in_lon_lat_without_its_crs_is_named_so(tiny_cube):
     """The bounds were printed as np.float64(...) reprs, with no word of the CRS the caller forgot."""
     from cardcube.errors import AreaOutsideCubeError
 
-    with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.66443, 52.7063, 5.69504, 52.7249\) \(in the "
-                                                   r"tile CRS\) does not intersect any tile of the s2 cube \(tiles: "
-                                                   r"31UFU\); lon/lat\? say so with crs='EPSG:4326'"):
+    with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.664432815, 52.706282, 5.6950396, 52.72486516\) "
+                                                   r"\(in the tile CRS\) does not intersect any tile of the s2 cube "
+                                                   r"\(tiles: 31UFU\); lon/lat\? say so with crs='EPSG:4326'"):
         open_cube(tiny_cube, bbox=tuple(np.array([5.664432815, 52.706282, 5.6950396, 52.72486516])))
     with pytest.raises(AreaOutsideCubeError) as far:  # metres beside the tile: no lon/lat hint
         open_cube(tiny_cube, bbox=(100.0, 100.0, 200.0, 200.0), crs="EPSG:32631")
     assert "lon/lat" not in str(far.value)
+
+
+def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, tiny_region):
+    """An area inside the tile's 110 km square but away from the scenes ingested (the README's bbox over the tiny
+    demo) gave a Dataset of NaN only, without a word."""
+    from cardcube.errors import AreaOutsideCubeError
+
+    x0, y0, x1, y1 = tiny_region.bbox
+    with pytest.raises(AreaOutsideCubeError, match=rf"the area holds no data of the s2 cube: it lies within tile\(s\) "
+                                                   rf"31UFU, beside the scenes ingested \(tile 31UFU has data over "
+                                                   rf"\({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}\) in EPSG:32631\)"):
+        open_cube(tiny_cube, bbox=(x1 + 3000, y0, x1 + 3100, y0 + 100))
+    edge = open_cube(tiny_cube, bbox=(x1 - 20, y0, x1 + 500, y0 + 100), bands=["B04"])  # partly on the data: read
+    assert np.isfinite(edge.B04.values).any() and np.isnan(edge.B04.values).any()
