@@ -177,13 +177,13 @@ class Chip:
         return replace(sheet, image=image)
 
 
-def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
+def _locate(where: Any, registry: Any, id_column: str = "parcel_id") -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
     if isinstance(where, Point) and registry is None:
         check_lonlat(where.bounds, "EPSG:4326", what="the point's coordinates",
                      advice="give a lon/lat point, shapely.geometry.Point(lon, lat)")
         return where, None, "EPSG:4326"
-    ps = as_parcels(where, registry=registry)
+    ps = as_parcels(where, registry=registry, id_column=id_column)
     if len(ps) != 1:
         raise InvalidRequestError(f"a chip shows one parcel or point, got {len(ps)} parcels")
     anonymous = isinstance(where, BaseGeometry) and not isinstance(where, Point)  # a bare polygon has no id
@@ -220,6 +220,7 @@ def chip(
     time: Any = None,
     bands: Sequence[str] | str | None = None,
     registry: Any = None,
+    id_column: str = "parcel_id",
     as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
@@ -229,7 +230,8 @@ def chip(
     ``bands`` are three bands shown as RGB, or one band or index (``("NDVI",)``); by default
     :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
-    A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0).
+    A chip crossing the edge of the only tile with data there is padded with no data (NaN, SCL 0). The ids of a
+    GeoDataFrame (``where`` or ``registry``) are in its ``id_column``, as for :func:`parcel_timeseries`.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     check_chip_size(size)
@@ -238,7 +240,7 @@ def chip(
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
-    geom, pid, crs = _locate(where, registry)
+    geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
         ds = cube

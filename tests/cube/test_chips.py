@@ -207,6 +207,10 @@ def test_what_a_chip_cannot_draw_is_a_clear_error(tiny_cube, parcels, parcel_id,
                                                   r"\(Chip.times lists the dates"):
         c.to_png(tmp_path / "x.png", t="2024-06-01")
     c.to_png(tmp_path / "x.png", t=np.int64(0))
+    renamed = parcels.rename(columns={"parcel_id": "id"})
+    with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
+        chip(tiny_cube, [parcel_id], registry=renamed, size=8)
+    assert chip(tiny_cube, [parcel_id], registry=renamed, id_column="id", size=8).parcel_id == parcel_id
     x, y = parcels.set_index("parcel_id").geometry[parcel_id].centroid.coords[0]
     with pytest.raises(InvalidRequestError, match=r"the point's coordinates \(\d+\.\d, \d+\.\d, .*\) are not lon/lat "
                                                   r"in EPSG:4326: give a lon/lat point"):
