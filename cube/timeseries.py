@@ -31,7 +31,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.spec import DEFAULT_SCL_MASK
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import (
     check_acquisitions,
@@ -121,6 +121,10 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
                                       f"codes, e.g. [3, 8, 9, 10]")
         mask = None if mask.strip().lower() == "none" else "default"
     if mask == "default":
+        if "SCL" not in available and collection in CUBE_SPECS and "SCL" in CUBE_SPECS[collection].band_names:
+            raise InvalidRequestError("the Dataset has no SCL band to mask clouds with (mask='default'): open it "
+                                      "with SCL among its bands, or pass mask=None for statistics of every pixel, "
+                                      "clouds included")  # it gave those without a word, unlike the cube's location
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:
         raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")

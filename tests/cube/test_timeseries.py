@@ -146,6 +146,19 @@ def test_a_dataset_is_the_version_it_was_read_at(tiny_cube, parcels, sample):
         chip(open_cube(tiny_cube, bbox=tuple(sample.total_bounds)), sample.iloc[[0]], size=8, as_of=99)
 
 
+def test_a_dataset_without_scl_is_not_read_unmasked_by_default(tiny_cube, sample):
+    """mask="default" of a Dataset opened without SCL gave the statistics of every pixel, clouds included, where the
+    cube's location masks them."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "B08"], decode=False)
+    with pytest.raises(InvalidRequestError, match="the Dataset has no SCL band to mask clouds with"):
+        parcel_timeseries(ds, sample, bands=["NDVI"])
+    pd.testing.assert_frame_equal(parcel_timeseries(ds, sample, bands=["NDVI"], mask=None),
+                                  parcel_timeseries(tiny_cube, sample, bands=["NDVI"], mask=None, histogram=False),
+                                  check_exact=True)
+    s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds), decode=False)  # no SCL to expect
+    assert not parcel_timeseries(s1, sample, bands=["VH"]).empty
+
+
 def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
     store = CountingStore(open_store(tiny_cube))
     parcel = sample.iloc[[1]]
