@@ -106,7 +106,11 @@ class ParcelSet:
         missing = [p for p in parcel_ids if p not in self._index]
         if missing:
             shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise ParcelNotFoundError(f"unknown parcel id(s) {shown} ({len(self)} parcels registered)")
+            kinds = {type(p).__name__ for p in self.ids}
+            kind = {"str": "text", "int": "integers"}.get(next(iter(kinds)), next(iter(kinds)))
+            hint = (f"; the registered ids are {kind}, e.g. {', '.join(map(repr, self.ids[:3]))}"
+                    if len(kinds) == 1 and type(missing[0]).__name__ not in kinds else "")  # 1 for 'NL-000001'
+            raise ParcelNotFoundError(f"unknown parcel id(s) {shown} ({len(self)} parcels registered){hint}")
         keep = set(parcel_ids)
         return ParcelSet(
             tuple(parcel_ids), tuple(self.geometry(p) for p in parcel_ids), self.crs,

@@ -69,6 +69,18 @@ def test_a_frame_whose_ids_are_in_another_column_is_no_frame_of_row_numbers(regi
         as_parcels(["NL-002"], registry=renamed)
 
 
+def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.GeoDataFrame) -> None:
+    """Parcel 1 of a register of text ids was "unknown parcel id(s) 1 (3 parcels registered)", nothing more."""
+    with pytest.raises(ParcelNotFoundError, match=r"unknown parcel id\(s\) 1 \(3 parcels registered\); the registered "
+                                                  r"ids are text, e.g. 'NL-001', 'NL-002', 'NL-003'"):
+        as_parcels([1], registry=register)
+    with pytest.raises(ParcelNotFoundError, match=r"ids are integers, e.g. 10, 20, 30"):
+        as_parcels([10.5], registry=register.drop(columns="parcel_id").set_index(np.array([10, 20, 30])))
+    with pytest.raises(ParcelNotFoundError) as same_kind:  # an unknown id of the right kind: no hint
+        as_parcels(["NL-9"], registry=register)
+    assert "registered ids are" not in str(same_kind.value)
+
+
 def test_geojson_kinds() -> None:
     geom = mapping(FIELDS["NL-001"])
     assert as_parcels(geom, crs=UTM).ids == (0,)
