@@ -85,10 +85,17 @@ class MarkerRules:
                 and season[0] <= season[1]):
             raise InvalidRequestError(f"season {season!r} must be two MM-DD dates in order, e.g. "
                                       f"('05-01', '09-30')")
-        if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
-                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0
-                and self.max_interpolation_gap >= 0):
-            raise InvalidRequestError(f"marker rules out of range: {self}")
+        ranges = {"min_clear": (0 < self.min_clear <= 1, "a share in (0, 1]"), "step": (self.step >= 1, ">= 1"),
+                  "min_points": (self.min_points >= 1, ">= 1"), "min_parcels": (self.min_parcels >= 1, ">= 1"),
+                  "mismatch_ratio": (self.mismatch_ratio > 1, "> 1"),
+                  "bare_ndvi": (-1 < self.bare_ndvi < 1, "an NDVI in (-1, 1)"),
+                  "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
+                  "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
+                  "min_season_days": (self.min_season_days >= 0, ">= 0"),
+                  "max_interpolation_gap": (self.max_interpolation_gap >= 0, ">= 0")}
+        if bad := [f"{name} = {getattr(self, name)!r} (must be {what})" for name, (ok, what) in ranges.items()
+                   if not ok]:  # a percent for a share (min_clear=50, bare_ndvi=30) flagged or cleared every parcel
+            raise InvalidRequestError(f"marker rules out of range: {'; '.join(bad)}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MarkerRules:

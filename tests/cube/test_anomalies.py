@@ -178,8 +178,13 @@ def test_bad_input_gets_a_clear_error(population):
     table = declared.rename("crop_code").rename_axis("parcel_id").reset_index()  # the parcel table, not a Series
     with pytest.raises(InvalidRequestError, match="pass a Series of crop codes indexed by parcel id"):
         flag_parcels(frame, table)
-    with pytest.raises(InvalidRequestError, match="marker rules"):
+    with pytest.raises(InvalidRequestError, match=r"marker rules out of range: mismatch_ratio = 0.5 \(must be > 1\)"):
         MarkerRules(mismatch_ratio=0.5)
+    # percents for shares and NDVI: every meadow bare, or no date clear; they were taken without a word
+    with pytest.raises(InvalidRequestError, match=r"bare_ndvi = 30 \(must be an NDVI in \(-1, 1\)\); mowing_drop = 8 "):
+        MarkerRules(bare_ndvi=30, mowing_drop=8)
+    with pytest.raises(InvalidRequestError, match=r"min_clear = 50 \(must be a share in \(0, 1\]\)"):
+        MarkerRules.from_dict({"min_clear": 50})
     # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused
     assert MarkerRules.from_dict({"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}) == \
         MarkerRules(bare_ndvi=0.25, season=("04-15", "10-15"))
