@@ -294,7 +294,7 @@ def parcel_timeseries(
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
                       + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=2)
     if no_dates:
-        warnings.warn(f"{no_dates}: the frame has no rows", NoAcquisitionWarning, stacklevel=2)
+        warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no
