@@ -67,7 +67,10 @@ def check_image_size(size: int, scale: int) -> None:
     """A clear error for a chip of ``size`` px too large to read (:func:`check_chip_size`) or that would be drawn
     larger than :data:`MAX_IMAGE_SIZE` a side."""
     check_chip_size(size)
-    if scale < 1 or size * scale > MAX_IMAGE_SIZE:
+    if scale < 1:  # too small, not too large
+        raise InvalidRequestError(f"scale {scale} is no enlargement: give a whole number from 1 (each pixel drawn as "
+                                  f"scale x scale pixels)")
+    if size * scale > MAX_IMAGE_SIZE:
         raise RequestTooLargeError(f"a {size} px chip enlarged {scale}x would be {size * scale} px a side (limit "
                                    f"{MAX_IMAGE_SIZE}); lower the scale or the size")
 

@@ -207,6 +207,8 @@ def test_what_a_chip_cannot_draw_is_a_clear_error(tiny_cube, parcels, parcel_id,
                                                   r"\(Chip.times lists the dates"):
         c.to_png(tmp_path / "x.png", t="2024-06-01")
     c.to_png(tmp_path / "x.png", t=np.int64(0))
+    with pytest.raises(InvalidRequestError, match="scale 0 is no enlargement"):  # was "too large: 0 px a side"
+        c.to_png(tmp_path / "x.png", scale=0)
     renamed = parcels.rename(columns={"parcel_id": "id"})
     with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
         chip(tiny_cube, [parcel_id], registry=renamed, size=8)
