@@ -108,6 +108,11 @@ class ParcelsWithoutStatisticsWarning(UserWarning):
     """Some parcels of a request were not measured (too small, outside the data); the others were."""
 
 
+class NoAcquisitionWarning(UserWarning):
+    """No acquisition of the cube (or of the Dataset given) falls within the time range asked: the statistics
+    frame is empty. The message names the dates there are."""
+
+
 class RequestTooLargeError(CardcubeError, ValueError):
     """A request would read more than the configured limit (pixels, dates or bytes)."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyproj
+import shapely
 from odc.geo.geom import Geometry
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
@@ -112,8 +113,9 @@ def in_time_range(times: np.ndarray, span: tuple[np.datetime64 | None, np.dateti
 
 def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> Geometry | None:
     """The area a read asks for: ``bbox`` ``(minx, miny, maxx, maxy)`` or ``geometry`` (shapely, a GeoJSON
-    mapping, anything with ``__geo_interface__``, or an ``odc.geo`` Geometry, which keeps its own CRS unless
-    ``crs`` is given), in ``crs`` or else ``default_crs``. None: no area given."""
+    mapping, anything with ``__geo_interface__``, a FeatureCollection or a GeoDataFrame/GeoSeries (the union of
+    their geometries), or an ``odc.geo`` Geometry; a GeoDataFrame or Geometry keeps its own CRS unless ``crs``
+    is given), in ``crs`` or else ``default_crs``. None: no area given."""
     if bbox is not None and geometry is not None:
         raise InvalidRequestError("give either a bbox or a geometry, not both")
     if crs is not None:
@@ -129,8 +131,15 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
         return None
     if isinstance(geometry, Geometry):
         return geometry if crs is None else Geometry(geometry.geom, crs)
+    if hasattr(geometry, "union_all") and hasattr(geometry, "crs"):  # a GeoDataFrame or GeoSeries: in its own CRS
+        return Geometry(geometry.union_all(), crs or geometry.crs or default_crs)
     if not isinstance(geometry, BaseGeometry):
-        geometry = shape(getattr(geometry, "__geo_interface__", geometry))
+        geometry = getattr(geometry, "__geo_interface__", geometry)
+        if isinstance(geometry, dict) and geometry.get("type") == "FeatureCollection":  # shape() reads no collection
+            features = geometry.get("features") or []
+            geometry = shapely.union_all([shape(f["geometry"]) for f in features if f.get("geometry")])
+        else:
+            geometry = shape(geometry)
     return Geometry(geometry, crs or default_crs)
 
 

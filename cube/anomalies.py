@@ -57,7 +57,7 @@ MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
 COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
-__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
+__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "code_list", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
            "reference_profiles"]
 
 
@@ -85,10 +85,17 @@ class MarkerRules:
                 and season[0] <= season[1]):
             raise InvalidRequestError(f"season {season!r} must be two MM-DD dates in order, e.g. "
                                       f"('05-01', '09-30')")
-        if not (0 < self.min_clear <= 1 and self.step >= 1 and self.min_points >= 1 and self.min_parcels >= 1
-                and self.mismatch_ratio > 1 and self.max_gap >= 1 and self.min_season_days >= 0
-                and self.max_interpolation_gap >= 0):
-            raise InvalidRequestError(f"marker rules out of range: {self}")
+        ranges = {"min_clear": (0 < self.min_clear <= 1, "a share in (0, 1]"), "step": (self.step >= 1, ">= 1"),
+                  "min_points": (self.min_points >= 1, ">= 1"), "min_parcels": (self.min_parcels >= 1, ">= 1"),
+                  "mismatch_ratio": (self.mismatch_ratio > 1, "> 1"),
+                  "bare_ndvi": (-1 < self.bare_ndvi < 1, "an NDVI in (-1, 1)"),
+                  "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
+                  "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
+                  "min_season_days": (self.min_season_days >= 0, ">= 0"),
+                  "max_interpolation_gap": (self.max_interpolation_gap >= 0, ">= 0")}
+        if bad := [f"{name} = {getattr(self, name)!r} (must be {what})" for name, (ok, what) in ranges.items()
+                   if not ok]:  # a percent for a share (min_clear=50, bare_ndvi=30) flagged or cleared every parcel
+            raise InvalidRequestError(f"marker rules out of range: {'; '.join(bad)}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MarkerRules:
@@ -284,6 +291,16 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
     return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
 
 
+def code_list(codes: Iterable[Any] | str | int, known: Iterable[Any] = ()) -> list[str]:
+    """Crop codes as text, each once: a list, one code, or one string of them ``"265, 266"`` (as the command line
+    gives them), so that ``"265,266"`` is two codes, not one that no parcel declares; a string that is itself one
+    of the ``known`` codes (a crop name, ``"Grasland, blijvend"``) is that code."""
+    if isinstance(codes, str) and codes.strip() in {str(c) for c in known}:
+        return [codes.strip()]
+    items = codes.split(",") if isinstance(codes, str) else [codes] if isinstance(codes, int) else codes
+    return list(dict.fromkeys(str(c).strip() for c in items if str(c).strip()))
+
+
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
@@ -303,15 +320,15 @@ def flag_parcels(
     ``largest_vh_drop`` and ``longest_vh_gap``), most suspicious first.
 
     ``declared`` maps parcel id to declared crop code; ``grassland`` lists the codes the grassland markers
-    apply to (compared as text: ``"265"`` from a command line is code 265; if no parcel of ``declared``
-    declares any of them, an error: a typo would switch the markers off without a word; ``frame`` may hold
+    apply to (:func:`code_list`: ``"265,266"`` is two codes; compared as text: ``"265"`` is code 265; if no
+    parcel of ``declared`` declares any of them, an error: a typo would switch the markers off; ``frame`` may hold
     none of them, a selection of parcels without grassland). ``s1``: Sentinel-1 statistics of
     the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
     declared = declarations(declared)
-    grassland = {str(c) for c in ([grassland] if isinstance(grassland, str | int) else grassland)}
+    grassland = set(code_list(grassland, known=declared.unique()))
     if grassland and not declared.astype(str).isin(grassland).any():
         known = sorted(set(map(str, declared)))
         raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "

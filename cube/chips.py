@@ -29,12 +29,21 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.query import in_time_range, parse_time_range
+from cardcube.query import check_lonlat
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
-from cube.dataset import check_acquisitions, compute_reads, data_footprint, open_cube, tile_dates
-from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, stored_bands
+from cube.dataset import (
+    check_acquisitions,
+    check_dataset_version,
+    compute_reads,
+    data_footprint,
+    no_dates_within,
+    open_cube,
+    select_time,
+    tile_dates,
+)
+from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
@@ -63,7 +72,10 @@ def check_image_size(size: int, scale: int) -> None:
     """A clear error for a chip of ``size`` px too large to read (:func:`check_chip_size`) or that would be drawn
     larger than :data:`MAX_IMAGE_SIZE` a side."""
     check_chip_size(size)
-    if scale < 1 or size * scale > MAX_IMAGE_SIZE:
+    if scale < 1:  # too small, not too large
+        raise InvalidRequestError(f"scale {scale} is no enlargement: give a whole number from 1 (each pixel drawn as "
+                                  f"scale x scale pixels)")
+    if size * scale > MAX_IMAGE_SIZE:
         raise RequestTooLargeError(f"a {size} px chip enlarged {scale}x would be {size * scale} px a side (limit "
                                    f"{MAX_IMAGE_SIZE}); lower the scale or the size")
 
@@ -130,6 +142,9 @@ class Chip:
     def _check_date(self, t: int) -> None:
         """A clear error for a date index ``t`` the chip does not have (negative ones count from the end)."""
         n = self.data.sizes["time"]
+        if not isinstance(t, int | np.integer) or isinstance(t, bool):  # a date given as text or a Timestamp
+            raise InvalidRequestError(f"date index {t!r} is no position: give 0..{n - 1} (Chip.times lists the "
+                                      f"dates; chip(..., time=...) makes a chip of one day)")
         if not -n <= t < n:
             raise InvalidRequestError(f"date index {t} is outside the chip's {n} date(s): give 0..{n - 1} "
                                       f"(-1 the last; Chip.times lists them)" if n else
@@ -232,11 +247,13 @@ class Chip:
         return replace(sheet, image=image)
 
 
-def _locate(where: Any, registry: Any) -> tuple[BaseGeometry | None, Any, Any]:
+def _locate(where: Any, registry: Any, id_column: str = "parcel_id") -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
     if isinstance(where, Point) and registry is None:
+        check_lonlat(where.bounds, "EPSG:4326", what="the point's coordinates",
+                     advice="give a lon/lat point, shapely.geometry.Point(lon, lat)")
         return where, None, "EPSG:4326"
-    ps = as_parcels(where, registry=registry)
+    ps = as_parcels(where, registry=registry, id_column=id_column)
     if len(ps) != 1:
         raise InvalidRequestError(f"a chip shows one parcel or point, got {len(ps)} parcels")
     anonymous = isinstance(where, BaseGeometry) and not isinstance(where, Point)  # a bare polygon has no id
@@ -273,6 +290,7 @@ def chip(
     time: Any = None,
     bands: Sequence[str] | str | None = None,
     registry: Any = None,
+    id_column: str = "parcel_id",
     as_of: int | CubeVersion | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
@@ -283,7 +301,8 @@ def chip(
     :data:`DEFAULT_BANDS` of the collection (true colour for S2, the VH/VV ratio for S1). Requests larger than
     :data:`MAX_SIZE` pixels a side or :data:`MAX_BYTES` of data raise :class:`RequestTooLargeError`.
     A chip that no tile holds whole is a mosaic of the tiles with data in it (of its centre's UTM zone), padded
-    with no data (NaN, SCL 0) beyond them.
+    with no data (NaN, SCL 0) beyond them. The ids of a GeoDataFrame (``where`` or ``registry``) are in its
+    ``id_column``, as for :func:`parcel_timeseries`.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     check_chip_size(size)
@@ -292,11 +311,13 @@ def chip(
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
-    geom, pid, crs = _locate(where, registry)
+    geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
         ds = cube
+        check_dataset_version(ds, as_of)
         bands = tuple(check_bands(bands, list(ds.data_vars)))
+        check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
         geobox = dataset_geobox(ds)
         geom_local = _project(geom, crs, geobox.crs)
         centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
@@ -307,11 +328,9 @@ def chip(
         if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
-        ds = ds.isel(time=np.flatnonzero(in_time_range(ds["time"].values, parse_time_range(time))))  # as open_cube
+        ds = select_time(ds, time)
         if time is not None and not ds.sizes["time"]:
-            dates = pd.DatetimeIndex(cube["time"].values)
-            raise DateNotFoundError(f"no date of the Dataset falls within the time range {time}" + (
-                f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else ""))
+            raise DateNotFoundError(no_dates_within(cube, time))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

@@ -216,13 +216,14 @@ def _target(args: argparse.Namespace, ids: list[str]):
 def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cardcube.errors import ParcelsWithoutStatisticsWarning
+    from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
     from cube.timeseries import parcel_timeseries
 
     out = _table_out(args.out)  # before the work
     where, registry = _target(args, args.ids)
-    with warnings.catch_warnings():  # the parcels without statistics are listed below, each with its reason
+    with warnings.catch_warnings(record=True) as caught:  # the parcels without statistics are listed below
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
+        warnings.simplefilter("always", NoAcquisitionWarning)
         frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
                                   time=args.time, as_of=args.as_of, storage_options=storage_options(args),
                                   **_statistics_arguments(args))
@@ -234,9 +235,10 @@ def _timeseries(args: argparse.Namespace) -> int:
         print(f"  no statistics: {row.reason}")
     for row in status[(status.status == "ok") & (status.reason != "")].itertuples():
         print(f"  parcel {row.parcel_id}: {row.reason}")
-    if frame.empty:
-        print(f"no acquisition of the cube falls within the time range {args.time}" if args.time else
-              "the cube holds no acquisition", file=sys.stderr)
+    for warning in caught:  # e.g. no acquisition within --time, naming the cube's dates
+        print(f"note: {warning.message}", file=sys.stderr)
+    if frame.empty and not any(issubclass(w.category, NoAcquisitionWarning) for w in caught):
+        print("the cube holds no acquisition", file=sys.stderr)
     return 1 if frame.empty else 0
 
 
@@ -318,7 +320,7 @@ def _flag(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
-    from cube.anomalies import MARKERS, MarkerRules, declarations, flag_parcels
+    from cube.anomalies import MARKERS, MarkerRules, code_list, declarations, flag_parcels
     from cube.parcels import read_parcels
 
     out = _table_out(args.out)
@@ -334,7 +336,7 @@ def _flag(args: argparse.Namespace) -> int:
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = declarations(parcels.set_index(args.id_column)[args.crop_column])
     declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
-    grassland = [c.strip() for c in args.grassland.split(",") if c.strip()]
+    grassland = code_list(args.grassland, known=declared.unique())
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     options = storage_options(args)

@@ -20,6 +20,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor: ds.odc.geobox, .odc.reproject)
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
@@ -362,6 +363,34 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
     return _time_order(state, _parse_time(time))[0]
 
 
+def select_time(ds: xr.Dataset, time: TimeRange) -> xr.Dataset:
+    """The dates of a cube Dataset (:func:`open_cube`) that ``time`` selects, as :func:`open_cube` selects them
+    from the cube: a Dataset passed in place of a cube location is narrowed by the same ``time`` argument."""
+    if time is None:
+        return ds
+    span, times = _parse_time(time), ds["time"].values
+    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
+            else in_time_range(times, span))
+    return ds.isel(time=np.flatnonzero(keep))
+
+
+def check_dataset_version(ds: xr.Dataset, as_of: int | CubeVersion | None) -> None:
+    """A clear error for an ``as_of`` other than the version the Dataset ``ds`` was read at: a Dataset passed in
+    place of a cube location is that version, and another asked of it would be ignored without a word."""
+    wanted = as_of.version if isinstance(as_of, CubeVersion) else as_of
+    held = ds.attrs.get("cardcube:version")
+    if wanted is not None and held is not None and wanted != held:
+        raise InvalidRequestError(f"the Dataset was read at version {held} of the cube, not {wanted}: open it with "
+                                  f"open_cube(..., as_of={wanted}), or pass the cube's location")
+
+
+def no_dates_within(ds: xr.Dataset, time: TimeRange) -> str:
+    """The message for a ``time`` that selects none of the dates of the Dataset ``ds``, naming them."""
+    dates = pd.DatetimeIndex(ds["time"].values)
+    return f"no date of the Dataset falls within the time range {time}" + (
+        f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else "")
+
+
 def date_span(version: CubeVersion) -> str:
     """The dates ``version`` holds, for a message: "version 3 of the s2 cube holds dates from ... to ..."."""
     name = f"version {version.version} of the {version.collection} cube"
@@ -429,7 +458,8 @@ def open_cube(
     """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL, zarr Store, or the
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
 
-    ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat) and
+    ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat; a GeoDataFrame
+    of parcels as ``geometry`` is the union of its polygons, in its own CRS) and
     ``time`` (``(start, end)``, ``"start/end"`` or a frozenset of acquisition times) restrict what is read;
     ``bands`` (stored bands, in any case: ``b04``; a list or ``"B04,B08"``) default to all.
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
@@ -457,9 +487,20 @@ def open_cube(
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs)
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
-        area = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else "?"
+        bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None
+        area = "(" + ", ".join(str(float(v)) for v in bounds) + ")" if bounds else "?"  # no np.float64(...)
+        minx, miny, maxx, maxy = map(float, bounds or (np.nan,) * 4)
+        lonlat = crs is None and -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90  # metres of a tile are not
         raise AreaOutsideCubeError(f"the area {area} (in {crs or 'the tile CRS'}) does not intersect any tile of the "
-                                   f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})")
+                                   f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})"
+                                   + ("; lon/lat? say so with crs='EPSG:4326'" if lonlat else ""))
+    footprints = {w.tile: data_footprint(version, w.tile) for w in windows}
+    if not any(footprints[w.tile].intersects(box(*w.geobox.boundingbox)) for w in windows):
+        held = "; ".join(f"tile {t} has data over ({', '.join(f'{v:.0f}' for v in f.bounds)}) in "
+                         f"{TileGrid.from_id(t).crs}" for t, f in footprints.items() if not f.is_empty)
+        raise AreaOutsideCubeError(f"the area holds no data of the {collection} cube: it lies within tile(s) "
+                                   f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
+                                   f"Dataset of it would be nodata only")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
     parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)

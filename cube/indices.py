@@ -108,18 +108,26 @@ def check_bands(bands: Sequence[str] | str | None, available: Sequence[str], *, 
     return bands
 
 
+def check_decoded(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
+    """A clear error when a variable of ``names`` holds stored integers (``open_cube(..., decode=False)``), which
+    ``what`` cannot use: their nodata is a number, not NaN, and they are no reflectance or dB (SCL is codes)."""
+    if stored := [n for n in names if n != "SCL" and np.issubdtype(ds[n].dtype, np.integer)]:
+        raise InvalidRequestError(f"{what} needs physical values, and {', '.join(stored)} holds stored integers: "
+                                  f"open the cube with decode=True (the default)")
+
+
 def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
-    """``ds`` with the named indices added as lazy float32 variables."""
+    """``ds`` with the named indices (in any case: ``ndvi`` is NDVI) added as lazy float32 variables."""
     out = {}
     for name in names:
+        name = {k.upper(): k for k in INDICES}.get(str(name).upper(), name)
         if name not in INDICES:
             raise InvalidRequestError(f"unknown index {name!r}; known: {', '.join(INDICES)}")
         needed, formula, text = INDICES[name]
         missing = [b for b in needed if b not in ds]
         if missing:
             raise InvalidRequestError(f"index {name} needs band(s) {', '.join(missing)}, not in the Dataset")
-        if any(np.issubdtype(ds[b].dtype, np.integer) for b in needed):
-            raise InvalidRequestError(f"index {name} needs physical values: open the cube with decode=True")
+        check_decoded(ds, needed, f"index {name}")
         out[name] = formula(ds).astype("float32").assign_attrs(long_name=name, formula=text,
                                                                units="dB" if name in DB_RATIOS else "1")
     return ds.assign(out)
@@ -133,10 +141,11 @@ def cloud_mask(ds: xr.Dataset, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.
 
 
 def mask_clouds(ds: xr.Dataset, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.Dataset:
-    """``ds`` with every non-SCL variable set to NaN where the SCL class is in ``classes``."""
+    """``ds`` with every non-SCL variable set to NaN where the SCL class is in ``classes`` (physical values:
+    stored integers have no NaN, and were left unmasked)."""
     masked = cloud_mask(ds, classes)
-    return ds.assign({name: ds[name].where(~masked) for name in ds.data_vars
-                      if name != "SCL" and not np.issubdtype(ds[name].dtype, np.integer)})
+    check_decoded(ds, list(ds.data_vars), "cloud masking")
+    return ds.assign({name: ds[name].where(~masked) for name in ds.data_vars if name != "SCL"})
 
 
 @xr.register_dataset_accessor("cardcube")

@@ -19,7 +19,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
-from cardcube.spec import CubeSpec
+from cardcube.spec import CubeSpec, cube_spec
 from cardcube.storage import key_exists, list_keys, read_json, store_url
 from cube import layout
 
@@ -274,6 +274,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
     A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
     instead of reading it again (on S3, a request and a round trip)."""
+    cube_spec(collection)  # "S2" or "sentinel-2-l2a" is no collection of any cube: say so, not "no cube here"
     if isinstance(version, CubeVersion):
         if version.collection != collection:
             raise InvalidRequestError(f"version {version.version} is of the {version.collection} cube, "
@@ -284,6 +285,10 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         if not versions:
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version")
         version = versions[-1]
+    if not isinstance(version, int | np.integer) or isinstance(version, bool):
+        raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
+                                  f"(cardcube versions lists them)")
+    version = int(version)
     record = read_json(store, layout.ledger_key(collection, version))
     if record is None:
         versions = committed_versions(store, collection)

@@ -18,6 +18,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pyogrio
 import shapely
@@ -105,7 +106,11 @@ class ParcelSet:
         missing = [p for p in parcel_ids if p not in self._index]
         if missing:
             shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise ParcelNotFoundError(f"unknown parcel id(s) {shown} ({len(self)} parcels registered)")
+            kinds = {type(p).__name__ for p in self.ids}
+            kind = {"str": "text", "int": "integers"}.get(next(iter(kinds)), next(iter(kinds)))
+            hint = (f"; the registered ids are {kind}, e.g. {', '.join(map(repr, self.ids[:3]))}"
+                    if len(kinds) == 1 and type(missing[0]).__name__ not in kinds else "")  # 1 for 'NL-000001'
+            raise ParcelNotFoundError(f"unknown parcel id(s) {shown} ({len(self)} parcels registered){hint}")
         keep = set(parcel_ids)
         return ParcelSet(
             tuple(parcel_ids), tuple(self.geometry(p) for p in parcel_ids), self.crs,
@@ -259,11 +264,22 @@ def _clean_id(value: Any) -> Hashable:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _row_numbers(index: pd.Index) -> bool:
+    """Whether ``index`` is the one a frame gets when nobody chose one: unnamed, 0, 1, 2, ... (or a run of
+    them, after ``iloc``)."""
+    return isinstance(index, pd.RangeIndex) and index.name is None and index.step == 1
+
+
 def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[list, list, CRS]:
     if gdf.crs is None:
         raise InvalidRequestError("the parcels have no CRS; set one with GeoDataFrame.set_crs")
     if isinstance(gdf, gpd.GeoDataFrame) and id_column in gdf.columns:
         ids = gdf[id_column].tolist()
+    elif isinstance(gdf, gpd.GeoDataFrame) and _row_numbers(gdf.index):
+        columns = [str(c) for c in gdf.columns if c != gdf.geometry.name]
+        raise InvalidRequestError(f"the parcels have no {id_column!r} column (columns: {', '.join(columns) or 'none'}) "
+                                  f"and their index is row numbers, which are no parcel ids: name the id column "
+                                  f"(id_column=, --id-column) or make it the index (parcels.set_index(...))")
     else:
         ids = gdf.index.tolist()
     geoms = gdf.geometry.tolist() if isinstance(gdf, gpd.GeoDataFrame) else gdf.tolist()
@@ -316,7 +332,8 @@ def as_parcels(
 ) -> ParcelSet:
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
-    ``parcels`` may be a ParcelSet, a GeoDataFrame or GeoSeries (ids from ``id_column`` or the index),
+    ``parcels`` may be a ParcelSet, a GeoDataFrame or GeoSeries (ids from ``id_column`` or the index; a
+    GeoDataFrame without that column whose index is the default row numbers is refused, naming its columns),
     a parcel file given as a ``Path`` (:func:`read_parcels`; a ``str`` is an id), a GeoJSON dict (ids from
     ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
     Point (the registered parcel containing it), or one id / a list of ids looked up in ``registry``.
@@ -333,7 +350,7 @@ def as_parcels(
         ids, geoms, src = _from_frame(parcels, id_column)
         return _build(ids, geoms, src, crs, repair=repair, errors=errors)
     if isinstance(parcels, Point):
-        reg = _registry(registry, "a point")
+        reg = _registry(registry, "a point", id_column)
         pid = parcel_at(parcels.x, parcels.y, reg, crs=src_crs or WGS84)
         return as_parcels(reg.select([pid]), crs=crs)
     if isinstance(parcels, BaseGeometry):
@@ -344,18 +361,20 @@ def as_parcels(
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
     if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):
-        reg = _registry(registry, "parcel ids")
+        reg = _registry(registry, "parcel ids", id_column)
         return as_parcels(reg.select(_clean_id(p) for p in parcels), crs=crs)
-    raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}")
+    hint = (": one row of a frame (parcels.iloc[0]) is a Series of its fields; select rows with a list, "
+            "parcels.iloc[[0]], or name the parcel's id") if isinstance(parcels, pd.Series) else ""
+    raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}{hint}")
 
 
-def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str) -> ParcelSet:
+def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_column: str = "parcel_id") -> ParcelSet:
     if registry is None:
         hint = ("; a str is taken as a parcel id (a list or tuple as parcel ids): pass a pathlib.Path for a parcel "
                 "file, a shapely Point for a location") if what == "parcel ids" else ""
         raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set (registry=); none is "
                                   f"given{hint}")
-    return registry if isinstance(registry, ParcelSet) else as_parcels(registry)
+    return registry if isinstance(registry, ParcelSet) else as_parcels(registry, id_column=id_column)
 
 
 def parcel_at(

@@ -11,6 +11,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from cardcube.errors import InvalidRequestError
+
+
+def _band_of(frame: pd.DataFrame, band: str, statistic: str, what: str) -> str:
+    """``band`` as the statistics ``frame`` spells it (any case), or a clear error: a band or statistic the frame
+    lacks drew empty panels without a word."""
+    held = list(dict.fromkeys(frame["band"])) if "band" in frame else []
+    name = {str(b).upper(): b for b in held}.get(str(band).upper())
+    if name is None:
+        raise InvalidRequestError(f"the {what} statistics have no band {band}; their bands: "
+                                  f"{', '.join(map(str, held)) or 'none'} (ask parcel_timeseries for it: bands=[...])")
+    if statistic not in frame:
+        raise InvalidRequestError(f"the {what} statistics have no {statistic} column, which the plot draws")
+    return name
+
 
 def _span(values: pd.Series, usual: tuple[float, float]) -> tuple[float, float]:
     """Axis limits: the ``usual`` range (the same on every panel, so panels compare), widened to every value
@@ -28,7 +43,10 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
                     min_valid: float = 0.5) -> None:
     """One panel per parcel: the median of ``band`` over clear dates (dates with fewer than
     ``min_valid`` of the parcel's pixels valid are drawn hollow), and S1 ``radar_band`` means per orbit
-    direction on a second axis."""
+    direction on a second axis (bands in any case)."""
+    band = _band_of(optical, band, "median", "optical")
+    if radar is not None:
+        radar_band = _band_of(radar, radar_band, "mean", "radar")
     parcels = list(dict.fromkeys(optical.parcel_id))
     fig, axes = plt.subplots(len(parcels), 1, figsize=(9, 2.6 * len(parcels)), sharex=True, squeeze=False)
     for ax, pid in zip(axes[:, 0], parcels, strict=True):

@@ -22,16 +22,26 @@ from odc.geo.geom import Geometry
 from shapely.geometry import box
 
 from cardcube.errors import (
+    DateNotFoundError,
     InvalidRequestError,
+    NoAcquisitionWarning,
     ParcelOutsideCubeError,
     ParcelsWithoutStatisticsWarning,
     ParcelTooSmallError,
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.spec import DEFAULT_SCL_MASK
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
-from cube.dataset import compute_reads, data_footprint, open_cube
+from cube.dataset import (
+    check_acquisitions,
+    check_dataset_version,
+    compute_reads,
+    data_footprint,
+    no_dates_within,
+    open_cube,
+    select_time,
+)
 from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
@@ -103,8 +113,18 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
 
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str
                  ) -> Sequence[int] | None:
-    """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band."""
+    """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band, ``"none"``
+    (as the REST service spells it) None; any other text is an error (its letters are no class codes)."""
+    if isinstance(mask, str):
+        if mask.strip().lower() not in ("default", "none"):
+            raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or a list of SCL class "
+                                      f"codes, e.g. [3, 8, 9, 10]")
+        mask = None if mask.strip().lower() == "none" else "default"
     if mask == "default":
+        if "SCL" not in available and collection in CUBE_SPECS and "SCL" in CUBE_SPECS[collection].band_names:
+            raise InvalidRequestError("the Dataset has no SCL band to mask clouds with (mask='default'): open it "
+                                      "with SCL among its bands, or pass mask=None for statistics of every pixel, "
+                                      "clouds included")  # it gave those without a word, unlike the cube's location
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:
         raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
@@ -185,6 +205,7 @@ def parcel_timeseries(
     time: Any = None,
     as_of: int | CubeVersion | None = None,
     registry: Any = None,
+    id_column: str = "parcel_id",
     histogram: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
@@ -193,20 +214,27 @@ def parcel_timeseries(
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
     ``cube`` is a Dataset from :func:`open_cube` or a cube location; ``parcels`` a GeoDataFrame, a GeoJSON
-    geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``). ``bands`` may include
+    geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``); the ids of a GeoDataFrame are
+    in its ``id_column`` (or its index, when it has no such column and is not numbered by row). ``bands`` may include
     indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
-    too_small with the reason; plain dicts, so the frame still writes to Parquet). A single parcel that
+    too_small with the reason; plain dicts, so the frame still writes to Parquet). ``time`` selects the dates
+    of a Dataset too; none within it gives an empty frame and a :class:`NoAcquisitionWarning` naming the dates
+    there are. A single parcel that
     cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
-    ps = as_parcels(parcels, registry=registry)
+    ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
+    no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):
-        groups = [(cube, ps, "")]
+        check_dataset_version(cube, as_of)
+        groups = [(select_time(cube, time), ps, "")]  # ``time`` narrows a Dataset as it narrows a cube location
+        if time is not None and not groups[0][0].sizes["time"]:
+            no_dates = no_dates_within(cube, time)
         shares: dict[Any, float] = {}  # the Dataset is the whole cube this call sees
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
@@ -220,6 +248,11 @@ def parcel_timeseries(
         spec_bands = list(version.spec.band_names)
         bands = check_bands(bands, spec_bands, statistics=True)
         mask = resolve_mask(mask, spec_bands, collection)
+        if time is not None:
+            try:
+                check_acquisitions(version, time)
+            except DateNotFoundError as exc:
+                no_dates = str(exc)
         opened = []
         tiles_of = assign_tiles(version, ps)
         shares = outside_shares(version, ps, tiles_of)
@@ -260,6 +293,8 @@ def parcel_timeseries(
     if len(failed):
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
                       + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=2)
+    if no_dates:
+        warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no

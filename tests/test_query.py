@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+import shapely
 from odc.geo.geom import Geometry
 from pyproj import Transformer
 from shapely.geometry import Point, box, mapping
@@ -69,6 +70,22 @@ def test_query_geometry_forms():
     for bad in [(3, 2, 1, 4), (1, 2, 3), (float("nan"), 2, 3, 4)]:
         with pytest.raises(InvalidRequestError, match="bbox"):
             query_geometry(bad, None, None, default_crs="EPSG:4326")
+
+
+def test_a_parcel_frame_is_an_area_in_its_own_crs():
+    """A GeoDataFrame or GeoSeries as geometry= (a scientist's parcels) failed in shapely, "Unknown geometry type:
+    'featurecollection'"; it is the union of its geometries, in its own CRS unless crs= says another."""
+    import geopandas as gpd
+
+    shapes = [box(5.0, 52.0, 5.1, 52.1), box(5.2, 52.0, 5.3, 52.2)]
+    fields = gpd.GeoDataFrame({"parcel_id": ["a", "b"]}, geometry=shapes, crs="EPSG:4326")
+    for given, default in ((fields, "EPSG:32631"), (fields.geometry, "EPSG:32631"),
+                           (fields.__geo_interface__, "EPSG:4326")):  # GeoJSON: lon/lat as given
+        area = query_geometry(None, given, None, default_crs=default)
+        assert area.crs == "EPSG:4326" and area.geom.equals(shapely.union_all(shapes))
+    utm = fields.to_crs("EPSG:32631")
+    assert query_geometry(None, utm, None, default_crs="EPSG:4326").crs == "EPSG:32631"
+    assert query_geometry(None, utm.geometry, "EPSG:3035", default_crs="EPSG:4326").crs == "EPSG:3035"
 
 
 def test_in_crs_follows_the_curved_edges():

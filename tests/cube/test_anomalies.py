@@ -178,8 +178,13 @@ def test_bad_input_gets_a_clear_error(population):
     table = declared.rename("crop_code").rename_axis("parcel_id").reset_index()  # the parcel table, not a Series
     with pytest.raises(InvalidRequestError, match="pass a Series of crop codes indexed by parcel id"):
         flag_parcels(frame, table)
-    with pytest.raises(InvalidRequestError, match="marker rules"):
+    with pytest.raises(InvalidRequestError, match=r"marker rules out of range: mismatch_ratio = 0.5 \(must be > 1\)"):
         MarkerRules(mismatch_ratio=0.5)
+    # percents for shares and NDVI: every meadow bare, or no date clear; they were taken without a word
+    with pytest.raises(InvalidRequestError, match=r"bare_ndvi = 30 \(must be an NDVI in \(-1, 1\)\); mowing_drop = 8 "):
+        MarkerRules(bare_ndvi=30, mowing_drop=8)
+    with pytest.raises(InvalidRequestError, match=r"min_clear = 50 \(must be a share in \(0, 1\]\)"):
+        MarkerRules.from_dict({"min_clear": 50})
     # rules from an agency's JSON: some fields changed, the rest default; typos, text and odd seasons refused
     assert MarkerRules.from_dict({"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}) == \
         MarkerRules(bare_ndvi=0.25, season=("04-15", "10-15"))
@@ -205,6 +210,12 @@ def test_bad_input_gets_a_clear_error(population):
     # one code, as an int or a string, is one code (not three digits)
     assert flag_parcels(frame, declared, grassland=3).no_mowing.sum() == \
         flag_parcels(frame, declared, grassland="3").no_mowing.sum() > 0
+    # several codes in one string, as the command line gives them, are several (it was one code, "3, 1")
+    pd.testing.assert_frame_equal(flag_parcels(frame, declared, grassland="3, 1"),
+                                  flag_parcels(frame, declared, grassland=[3, 1]))
+    named = declared.map({1: "Mais", 2: "Tarwe", 3: "Grasland, blijvend"})  # a crop name holding a comma is one
+    by_name = flag_parcels(frame, named, grassland="Grasland, blijvend")
+    assert by_name.no_mowing.sum() == flag_parcels(frame, declared, grassland=3).no_mowing.sum() > 0
     with pytest.warns(UserWarning, match="crop_mismatch is not judged"):  # an area column given as the crop
         assert not flag_parcels(frame, pd.Series(range(len(declared)), index=declared.index)).crop_mismatch.any()
     s1 = frame[frame.band == "B04"].assign(band="VH")

@@ -331,3 +331,30 @@ def test_a_chip_across_the_edge_of_the_only_tile_is_padded_with_no_data(edge_cub
                                   float(c.data.y.max()) + 5), crs=parcels.crs, time="2024-06", bands=["B04"])
     np.testing.assert_array_equal(c.data["B04"].values[:, :, ~outside], inner["B04"].values)
     assert list(np.isnan(c.cloud_fraction())) == list(c.nodata_fraction() == 1)  # the pad is no cloud
+
+
+def test_what_a_chip_cannot_draw_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
+    """Stored integers were drawn as reflectance (a white image, nodata counted as data); a date given as text
+    failed in a comparison; a point in metres was taken as lon/lat and overflowed."""
+    from shapely.geometry import Point
+
+    box = parcels.set_index("parcel_id").geometry[parcel_id].buffer(300).bounds
+    raw = open_cube(tiny_cube, bbox=box, bands=["B04", "B03", "B02", "SCL"], decode=False)
+    with pytest.raises(InvalidRequestError, match="a chip needs physical values, and B04, B03, B02 holds stored "
+                                                  "integers: open the cube with decode=True"):
+        chip(raw, [parcel_id], registry=parcels, size=16)
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    with pytest.raises(InvalidRequestError, match=r"date index '2024-06-01' is no position: give 0..\d+ "
+                                                  r"\(Chip.times lists the dates"):
+        c.to_png(tmp_path / "x.png", t="2024-06-01")
+    c.to_png(tmp_path / "x.png", t=np.int64(0))
+    with pytest.raises(InvalidRequestError, match="scale 0 is no enlargement"):  # was "too large: 0 px a side"
+        c.to_png(tmp_path / "x.png", scale=0)
+    renamed = parcels.rename(columns={"parcel_id": "id"})
+    with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
+        chip(tiny_cube, [parcel_id], registry=renamed, size=8)
+    assert chip(tiny_cube, [parcel_id], registry=renamed, id_column="id", size=8).parcel_id == parcel_id
+    x, y = parcels.set_index("parcel_id").geometry[parcel_id].centroid.coords[0]
+    with pytest.raises(InvalidRequestError, match=r"the point's coordinates \(\d+\.\d, \d+\.\d, .*\) are not lon/lat "
+                                                  r"in EPSG:4326: give a lon/lat point"):
+        chip(tiny_cube, Point(x, y), size=16)

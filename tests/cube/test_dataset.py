@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 from cardcube.errors import InvalidRequestError
+from cardcube.spec import DEFAULT_SCL_MASK
 from cube.dataset import open_cube
 from cube.indices import check_bands
 
@@ -28,3 +33,60 @@ def test_a_band_of_the_other_collection_names_it():
     with pytest.raises(InvalidRequestError) as refused:  # a Dataset of some S2 bands lacks B08: no other cube
         check_bands("B08", ["B04", "B03", "B02"])
     assert "--collection" not in str(refused.value)
+
+
+def test_odc_geo_reads_the_grid_of_a_cube_dataset(tiny_cube):
+    """The README's "CRS and transform understood by rioxarray and odc-geo": ``ds.odc`` was there only once the
+    caller had imported odc.geo.xr itself. A fresh interpreter, as a notebook starts."""
+    code = ("from cube.dataset import open_cube; from cube.timeseries import dataset_geobox; "
+            f"ds = open_cube({str(tiny_cube)!r}, bands=['B04', 'B05']); "
+            "assert ds.odc.geobox == dataset_geobox(ds), ds.odc.geobox; "
+            "assert ds.B05.odc.crs == ds.rio.crs; "
+            "assert ds.B04.isel(time=0).odc.reproject('EPSG:4326').odc.crs.epsg == 4326")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
+    ds = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06")
+    ndvi = ds.cardcube.indices("ndvi")["NDVI"].values
+    b04, b08 = (ds[b].values.astype(np.float64) for b in ("B04", "B08"))
+    np.testing.assert_allclose(ndvi, (b08 - b04) / (b08 + b04), rtol=1e-6)
+    raw = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06", decode=False)
+    # masking stored integers left them as they were (nodata and clouds alike), without a word
+    with pytest.raises(InvalidRequestError, match="cloud masking needs physical values, and B04, B08 holds stored "
+                                                  "integers: open the cube with decode=True"):
+        raw.cardcube.mask_clouds()
+    with pytest.raises(InvalidRequestError, match="index NDVI needs physical values"):
+        raw.cardcube.indices("NDVI")
+    masked = ds.cardcube.mask_clouds()
+    clouds = np.isin(ds.SCL.values, DEFAULT_SCL_MASK)
+    assert np.isnan(masked.B04.values[clouds]).all() and clouds.any()
+    assert (masked.SCL.values == ds.SCL.values).all()
+
+
+def test_an_area_in_lon_lat_without_its_crs_is_named_so(tiny_cube):
+    """The bounds were printed as np.float64(...) reprs, with no word of the CRS the caller forgot."""
+    from cardcube.errors import AreaOutsideCubeError
+
+    with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.664432815, 52.706282, 5.6950396, 52.72486516\) "
+                                                   r"\(in the tile CRS\) does not intersect any tile of the s2 cube "
+                                                   r"\(tiles: 31UFU\); lon/lat\? say so with crs='EPSG:4326'"):
+        open_cube(tiny_cube, bbox=tuple(np.array([5.664432815, 52.706282, 5.6950396, 52.72486516])))
+    with pytest.raises(AreaOutsideCubeError) as far:  # metres beside the tile: no lon/lat hint
+        open_cube(tiny_cube, bbox=(100.0, 100.0, 200.0, 200.0), crs="EPSG:32631")
+    assert "lon/lat" not in str(far.value)
+
+
+def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, tiny_region):
+    """An area inside the tile's 110 km square but away from the scenes ingested (the README's bbox over the tiny
+    demo) gave a Dataset of NaN only, without a word."""
+    from cardcube.errors import AreaOutsideCubeError
+
+    x0, y0, x1, y1 = tiny_region.bbox
+    with pytest.raises(AreaOutsideCubeError, match=rf"the area holds no data of the s2 cube: it lies within tile\(s\) "
+                                                   rf"31UFU, beside the scenes ingested \(tile 31UFU has data over "
+                                                   rf"\({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}\) in EPSG:32631\)"):
+        open_cube(tiny_cube, bbox=(x1 + 3000, y0, x1 + 3100, y0 + 100))
+    edge = open_cube(tiny_cube, bbox=(x1 - 20, y0, x1 + 500, y0 + 100), bands=["B04"])  # partly on the data: read
+    assert np.isfinite(edge.B04.values).any() and np.isnan(edge.B04.values).any()

@@ -56,6 +56,31 @@ def test_ids_from_the_index_and_a_geoseries(register: gpd.GeoDataFrame) -> None:
     assert as_parcels(register.geometry, crs=UTM).ids == (0, 1, 2)
 
 
+def test_a_frame_whose_ids_are_in_another_column_is_no_frame_of_row_numbers(register: gpd.GeoDataFrame) -> None:
+    """A GeoDataFrame without the id column, numbered by row, was read with its row numbers as parcel ids."""
+    renamed = register.rename(columns={"parcel_id": "id"})
+    with pytest.raises(InvalidRequestError, match=r"no 'parcel_id' column \(columns: id, crop\) and their index is "
+                                                  r"row numbers.*id_column="):
+        as_parcels(renamed)
+    assert as_parcels(renamed, id_column="id").ids == tuple(FIELDS)
+    assert as_parcels(renamed.set_index("id")).ids == tuple(FIELDS)
+    assert as_parcels(["NL-002"], registry=renamed, id_column="id").ids == ("NL-002",)
+    with pytest.raises(InvalidRequestError, match="row numbers"):
+        as_parcels(["NL-002"], registry=renamed)
+
+
+def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.GeoDataFrame) -> None:
+    """Parcel 1 of a register of text ids was "unknown parcel id(s) 1 (3 parcels registered)", nothing more."""
+    with pytest.raises(ParcelNotFoundError, match=r"unknown parcel id\(s\) 1 \(3 parcels registered\); the registered "
+                                                  r"ids are text, e.g. 'NL-001', 'NL-002', 'NL-003'"):
+        as_parcels([1], registry=register)
+    with pytest.raises(ParcelNotFoundError, match=r"ids are integers, e.g. 10, 20, 30"):
+        as_parcels([10.5], registry=register.drop(columns="parcel_id").set_index(np.array([10, 20, 30])))
+    with pytest.raises(ParcelNotFoundError) as same_kind:  # an unknown id of the right kind: no hint
+        as_parcels(["NL-9"], registry=register)
+    assert "registered ids are" not in str(same_kind.value)
+
+
 def test_geojson_kinds() -> None:
     geom = mapping(FIELDS["NL-001"])
     assert as_parcels(geom, crs=UTM).ids == (0,)
@@ -147,6 +172,11 @@ def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
         as_parcels(gpd.GeoDataFrame(geometry=list(FIELDS.values())))
     with pytest.raises(InvalidRequestError, match="cannot read parcels from a float"):
         as_parcels(1.5)
+    with pytest.raises(InvalidRequestError, match=r"from a Series: one row of a frame \(parcels.iloc\[0\]\) is "
+                                                  r"a Series of its fields; select rows with a list, "
+                                                  r"parcels.iloc\[\[0\]\]"):
+        as_parcels(register.iloc[0])
+    assert as_parcels(register.iloc[[0]]).ids == ("NL-001",)
     gdf = as_parcels(register, crs=UTM).to_geodataframe()
     assert list(gdf.parcel_id) == list(FIELDS) and gdf.crs.to_epsg() == 32631
     assert "NL-001" in as_parcels(register) and "NL-9" not in as_parcels(register)

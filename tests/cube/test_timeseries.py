@@ -10,11 +10,18 @@ import pandas as pd
 import pytest
 from shapely.geometry import Point, box
 
-from cardcube.errors import InvalidRequestError, ParcelNotFoundError, ParcelOutsideCubeError, ParcelTooSmallError
+from cardcube.errors import (
+    InvalidRequestError,
+    NoAcquisitionWarning,
+    ParcelNotFoundError,
+    ParcelOutsideCubeError,
+    ParcelTooSmallError,
+)
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube.chips import chip
+from cube.dataset import open_cube
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -94,11 +101,62 @@ def test_point_and_id_lookups_give_the_parcel(tiny_cube, parcels, sample):
     pd.testing.assert_frame_equal(by_point, by_id)
 
 
+def test_ids_in_a_column_of_another_name(tiny_cube, sample):
+    renamed = sample.rename(columns={"parcel_id": "id"}).reset_index(drop=True)
+    with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
+        parcel_timeseries(tiny_cube, renamed, bands=["B04"])
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, renamed, bands=["B04"], id_column="id"),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"]), check_exact=True)
+
+
 def test_indices_are_computed_per_pixel(tiny_cube, sample):
     frame = parcel_timeseries(tiny_cube, sample.iloc[:1], bands=["B04", "B08", "NDVI"], mask=None)
     ndvi = frame[frame.band == "NDVI"]
     assert ndvi["max"].max() <= 1.0 and ndvi["min"].min() >= -1.0
     assert (ndvi["count"].to_numpy() == frame[frame.band == "B04"]["count"].to_numpy()).all()
+
+
+def test_time_narrows_a_dataset_as_it_narrows_the_cube(tiny_cube, sample):
+    """A Dataset given in place of the cube is read within ``time`` too (it was read whole); a range holding no
+    date gives an empty frame and a warning naming the dates there are, from the Dataset as from the cube."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), decode=False)
+    june = pd.DatetimeIndex(ds.time.values)
+    june = june[(june >= "2024-06-01") & (june < "2024-07-01")]
+    assert 0 < len(june) < ds.sizes["time"]
+    from_dataset = parcel_timeseries(ds, sample, bands=["B04"], time="2024-06")
+    assert sorted(from_dataset.time.unique()) == list(june)
+    pd.testing.assert_frame_equal(from_dataset, parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2024-06"),
+                                  check_exact=True)
+    with pytest.warns(NoAcquisitionWarning, match="within the time range 2023-06: version .* holds dates from 2024"):
+        assert parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2023-06").empty
+    with pytest.warns(NoAcquisitionWarning, match="no date of the Dataset falls within the time range 2023-06; its "
+                                                  "dates run from 2024"):
+        assert parcel_timeseries(ds, sample, bands=["B04"], time="2023-06").empty
+
+
+def test_a_dataset_is_the_version_it_was_read_at(tiny_cube, parcels, sample):
+    """as_of given with a Dataset was ignored: the numbers of the Dataset's version, labelled with it, silently."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), decode=False)
+    held = ds.attrs["cardcube:version"]
+    assert parcel_timeseries(ds, sample, bands=["B04"], as_of=held).attrs["cube_version"] == held
+    with pytest.raises(InvalidRequestError, match=rf"the Dataset was read at version {held} of the cube, not 99: "
+                                                  r"open it with open_cube\(..., as_of=99\)"):
+        parcel_timeseries(ds, sample, bands=["B04"], as_of=99)
+    with pytest.raises(InvalidRequestError, match=f"read at version {held} of the cube, not 99"):
+        chip(open_cube(tiny_cube, bbox=tuple(sample.total_bounds)), sample.iloc[[0]], size=8, as_of=99)
+
+
+def test_a_dataset_without_scl_is_not_read_unmasked_by_default(tiny_cube, sample):
+    """mask="default" of a Dataset opened without SCL gave the statistics of every pixel, clouds included, where the
+    cube's location masks them."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "B08"], decode=False)
+    with pytest.raises(InvalidRequestError, match="the Dataset has no SCL band to mask clouds with"):
+        parcel_timeseries(ds, sample, bands=["NDVI"])
+    pd.testing.assert_frame_equal(parcel_timeseries(ds, sample, bands=["NDVI"], mask=None),
+                                  parcel_timeseries(tiny_cube, sample, bands=["NDVI"], mask=None, histogram=False),
+                                  check_exact=True)
+    s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds), decode=False)  # no SCL to expect
+    assert not parcel_timeseries(s1, sample, bands=["VH"]).empty
 
 
 def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
@@ -167,6 +225,24 @@ def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, pa
     assert any("1 of 2 parcels" in str(w.message) for w in caught)
     status = pd.DataFrame(frame.attrs["parcel_status"]).set_index("parcel_id").status
     assert status["sliver"] == "too_small" and set(frame.parcel_id) == {sample.parcel_id.iloc[0]}
+
+
+def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sample):
+    """"S1" was "no 'S1' cube here, no committed version", as_of="1" a ValueError about a format code, and
+    mask="none" (the REST service's word) a ValueError about int()."""
+    with pytest.raises(InvalidRequestError, match="unknown cube collection 'S1'; known: s2, s1"):
+        parcel_timeseries(tiny_cube, sample, collection="S1")
+    with pytest.raises(InvalidRequestError, match="unknown cube collection 'sentinel-2-l2a'"):
+        open_cube(tiny_cube, "sentinel-2-l2a")
+    with pytest.raises(InvalidRequestError, match=r"version \(as_of\) '1' is no version number: give an int"):
+        parcel_timeseries(tiny_cube, sample, as_of="1")
+    assert parcel_timeseries(tiny_cube, sample, bands=["B04"], as_of=np.int64(1)).attrs["cube_version"] == 1
+    unmasked = parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=None)
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask="None"), unmasked)
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask="DEFAULT"),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"]))
+    with pytest.raises(InvalidRequestError, match="mask 'clouds': give 'default', 'none'"):
+        parcel_timeseries(tiny_cube, sample, mask="clouds")
 
 
 def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
