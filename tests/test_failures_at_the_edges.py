@@ -70,6 +70,17 @@ def test_no_s3_credentials_say_where_they_are_looked_for(s3_bucket, tmp_path):
                                        "AWS_PROFILE), or pass key and secret in storage_options")
 
 
+def test_a_missing_bucket_is_named_with_what_to_do(s3_bucket, tiny_region, monkeypatch, capsys):
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    missing = f"{s3_bucket.name}-not-made"
+    assert main(["versions", "--cube", f"s3://{missing}/cube"]) == 2  # reading
+    assert capsys.readouterr().err.strip().endswith(f"the bucket {missing} does not exist; create it first (cardcube "
+                                                    f"creates no buckets) or correct the URL")
+    assert main(["ingest", str(tiny_region.items), "--cube", f"s3://{missing}/cube", "--quiet"]) == 2  # writing
+    assert f"the bucket {missing} does not exist; create it first" in capsys.readouterr().err
+
+
 def test_a_port_in_use_fails_before_the_banner(tiny_cube, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
