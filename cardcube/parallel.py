@@ -7,14 +7,17 @@ progress bar. ``scheduler`` is ``None``/``"threads"``, ``"processes"``, ``"sync"
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
 import dask
 from dask.callbacks import Callback
+from dask.utils import parse_timedelta
 from tqdm.auto import tqdm
 
 from cardcube.errors import InvalidRequestError
@@ -102,7 +105,10 @@ def _client(scheduler: Any):
 
 def _probe(address: str) -> None:
     """Fail at once, not after distributed's 30 s of retries, when nothing listens at a ``tcp://`` (or bare
-    ``host:port``) scheduler address; other schemes, and a host that does not answer, are left to the Client."""
+    ``host:port``) scheduler address, and within the connect timeout when what listens there does not answer as a
+    dask scheduler (a dashboard's port, another service): the Client would wait for its handshake forever, or
+    read an HTTP answer as a message of exabytes. Other schemes, and a host that does not answer, are left to
+    the Client."""
     scheme, _, rest = address.rpartition("://")
     host, _, port = rest.rpartition(":")
     if scheme not in ("", "tcp") or not port.isdigit():
@@ -114,3 +120,18 @@ def _probe(address: str) -> None:
                                   f"dask-scheduler running there?)") from None
     except OSError:  # a timeout or an unknown name: the Client says more, in its own time
         return
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
+
+    async def handshake() -> None:
+        from distributed.comm import connect
+
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    try:  # on a thread of its own: the caller may be running an event loop (a notebook)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, handshake()).result()
+    except Exception as exc:  # whatever a non-dask server makes distributed raise (an HTTP answer: MemoryError)
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) and str(exc) else type(exc).__name__
+        raise InvalidRequestError(f"{address} does not answer as a dask scheduler ({why}): is it the scheduler's "
+                                  f"port (8786 by default), not its dashboard's (8787) or another service's?") from None

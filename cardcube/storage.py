@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, NoCredentialsError
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
@@ -137,6 +137,15 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         yield
     except CardcubeError:
         raise
+    except NoCredentialsError as exc:  # nothing to retry: say where keys are looked for
+        raise StoreError(f"cannot {doing} {store_url(store)}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                         f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass key and secret in storage_options") from exc
+    except FileNotFoundError as exc:
+        if not store_url(store).startswith("s3://"):
+            raise StoreError(f"cannot {doing} {store_url(store)}: {type(exc).__name__}: {exc}") from exc
+        bucket = store_url(store).removeprefix("s3://").split("/")[0]  # s3fs's NoSuchBucket (a missing key is None)
+        raise StoreError(f"cannot {doing} {store_url(store)}: the bucket {bucket} does not exist; create it first "
+                         f"(cardcube creates no buckets) or correct the URL") from exc
     except _FAILURES as exc:
         raise StoreError(f"cannot {doing} {store_url(store)} (after retries): {type(exc).__name__}: {exc}") from exc
 

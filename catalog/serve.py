@@ -25,8 +25,9 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Sto
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from cardcube.errors import CubeNotFoundError
 from cardcube.serving import serve_app
-from cardcube.storage import StoreLike, open_store
+from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from catalog import keys
 
 CORS_HEADERS = {
@@ -110,11 +111,15 @@ def _safe_key(path: str) -> str | None:
 
 
 def make_app(cube: StoreLike) -> Starlette:
-    """The ASGI app serving the cube root ``cube`` (read-only)."""
+    """The ASGI app serving the cube root ``cube`` (read-only); a root without a catalog is refused at once, as
+    ``cardcube serve`` refuses a root without a cube."""
     store = open_store(cube, read_only=True)
+    if not key_exists(store, keys.ROOT_KEY):
+        raise CubeNotFoundError(f"no STAC catalog at {store_url(store)}: {keys.ROOT_KEY} is missing (a wrong --cube, "
+                                f"or 'cardcube catalog build' writes it from the ledger)")
 
-    async def root(request: Request) -> Response:
-        return RedirectResponse(f"/{keys.ROOT_KEY}", headers=CORS_HEADERS)
+    async def root(request: Request) -> Response:  # relative: behind a proxy's path prefix too
+        return RedirectResponse(keys.ROOT_KEY, headers=CORS_HEADERS)
 
     async def document(request: Request) -> Response:
         if request.method == "OPTIONS":

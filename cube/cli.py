@@ -56,11 +56,21 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
 
 
+def _local_out(out: str, what: str) -> Path:
+    """``--out`` of a command writing local files (``what``), not a URL: ``s3://b/x`` would be a folder ``s3:``."""
+    from cardcube.errors import InvalidRequestError
+
+    if "://" in out:
+        raise InvalidRequestError(f"--out {out} is a URL: give a local {what} (cardcube extract writes to object "
+                                  f"storage)")
+    return Path(out)
+
+
 def _table_out(out: str) -> Path:
     """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv."""
     from cardcube.errors import InvalidRequestError
 
-    path = Path(out)
+    path = _local_out(out, "file name ending .parquet or .csv")
     if path.is_dir():
         raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
     if path.suffix.lower() not in TABLE_SUFFIXES:
@@ -248,7 +258,7 @@ def _chip(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cube.chips import MAX_IMAGE_SIZE, check_image_size, chip
 
-    out = Path(args.out)
+    out = _local_out(args.out, "folder for the chips")
     if out.exists() and not out.is_dir():
         raise InvalidRequestError(f"--out {args.out} is a file: give a folder for the chips (made if missing)")
     scale = args.scale or max(1, min(4, MAX_IMAGE_SIZE // max(args.size, 1)))

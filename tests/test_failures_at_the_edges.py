@@ -53,6 +53,34 @@ def test_an_s3_endpoint_without_its_scheme_is_named_so(monkeypatch, capsys):
     assert capsys.readouterr().err.strip().endswith("e.g. http://127.0.0.1:9000")
 
 
+def test_no_s3_credentials_say_where_they_are_looked_for(s3_bucket, tmp_path):
+    """A command run without keys (a pod whose Secret was not mounted): one line naming the variables. (A command
+    of its own: fsspec keeps the S3 clients of a process, with the keys of their time.)"""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": s3_bucket.server.endpoint_url}
+    run = subprocess.run([sys.executable, "-m", "cardcube.cli", "versions", "--cube", s3_bucket.url_for("cube")],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.strip().endswith("no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                                       "AWS_PROFILE), or pass key and secret in storage_options")
+
+
+def test_a_missing_bucket_is_named_with_what_to_do(s3_bucket, tiny_region, monkeypatch, capsys):
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    missing = f"{s3_bucket.name}-not-made"
+    assert main(["versions", "--cube", f"s3://{missing}/cube"]) == 2  # reading
+    assert capsys.readouterr().err.strip().endswith(f"the bucket {missing} does not exist; create it first (cardcube "
+                                                    f"creates no buckets) or correct the URL")
+    assert main(["ingest", str(tiny_region.items), "--cube", f"s3://{missing}/cube", "--quiet"]) == 2  # writing
+    assert f"the bucket {missing} does not exist; create it first" in capsys.readouterr().err
+
+
 def test_a_port_in_use_fails_before_the_banner(tiny_cube, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -53,3 +54,29 @@ def test_a_scheduler_address_where_nothing_listens_fails_at_once() -> None:
         port = s.getsockname()[1]
     with pytest.raises(InvalidRequestError, match="connection refused \\(is dask-scheduler running there"):
         run_tasks(abs, [(1,)], progress=False, scheduler=f"tcp://127.0.0.1:{port}")
+
+
+def test_a_scheduler_address_where_another_service_answers_is_named_so() -> None:
+    """The dashboard's port (8787) or any HTTP server: distributed read its answer as a message of exabytes (a
+    MemoryError), or waited for a handshake forever when it said nothing."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        accepted: list[socket.socket] = []
+
+        def answer_http() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = server.accept()
+                    accepted.append(conn)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        threading.Thread(target=answer_http, daemon=True).start()
+        try:
+            with pytest.raises(InvalidRequestError, match=rf"tcp://127.0.0.1:{port} does not answer as a dask "
+                                                          rf"scheduler .*not its dashboard's \(8787\)"):
+                run_tasks(abs, [(1,)], progress=False, scheduler=f"tcp://127.0.0.1:{port}")
+        finally:
+            for conn in accepted:
+                conn.close()

@@ -59,7 +59,12 @@ def test_not_found_and_no_escape(client):
     assert [_safe_key(k) for k in ("../etc/passwd", "s2/../../x", "/etc/passwd", "a//b", "s2/./x")] == [None] * 5
     assert _safe_key("s2/31UFU/cube.zarr/zarr.json") == "s2/31UFU/cube.zarr/zarr.json"
     r = client.get("/", follow_redirects=False)
-    assert r.status_code in (302, 307) and r.headers["location"] == "/catalog.json"
+    assert r.status_code in (302, 307) and r.headers["location"] == "catalog.json"  # under a proxy's prefix too
+
+
+def test_a_root_without_a_catalog_is_refused_at_start(tmp_path):
+    with pytest.raises(AssertionError, match=f"no STAC catalog at .*{tmp_path.name}: catalog.json is missing"):
+        ServedCommand(["catalog", "serve", "--cube", tmp_path], ready="/catalog.json", timeout=30)
 
 
 def test_serve_subprocess_is_browsable(served, base_cube):

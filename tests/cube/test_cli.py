@@ -178,7 +178,9 @@ def test_flag_cli_writes_dates_spark_reads_from_statistics_in_nanoseconds(tiny_c
     assert pq.read_schema(tmp_path / "flags.parquet").field("min_ndvi_date").type == pa.timestamp("us")
 
 
-def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys):
+def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an --out s3://... once became a folder "s3:"
     pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
     cube = ["--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels)]
     (tmp_path / "folder").mkdir()
@@ -191,6 +193,9 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         ("timeseries", *cube, pid, "--bands", "VV", "--out", str(tmp_path / "s.csv")):
             "VV is a band of the s1 cube: add --collection s1",
         ("chip", *cube, pid, "--out", str(tmp_path / "file.png")): "is a file: give a folder for the chips",
+        ("timeseries", *cube, pid, "--out", "s3://bucket/s.parquet"):
+            "--out s3://bucket/s.parquet is a URL: give a local file name ending .parquet or .csv (cardcube extract",
+        ("chip", *cube, pid, "--out", "s3://bucket/chips"): "is a URL: give a local folder for the chips",
         ("extract", *cube, "--out", str(tmp_path / "file.png")): "is a file: give a folder",
         ("extract", *cube, "--out", str(tmp_path / "ex"), "--block", "0"): "block (--block) must be a positive number",
         ("extract", *cube, "--out", str(tmp_path / "ex"), "--time-block", "0"):
