@@ -34,13 +34,11 @@ from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
 from cube.dataset import (
+    as_read,
     check_acquisitions,
-    check_dataset_version,
     compute_reads,
     data_footprint,
-    no_dates_within,
     open_cube,
-    select_time,
     tile_dates,
 )
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
@@ -314,8 +312,9 @@ def chip(
     geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
-        ds = cube
-        check_dataset_version(ds, as_of)
+        ds, no_dates = as_read(cube, as_of=as_of, time=time)
+        if no_dates:
+            raise DateNotFoundError(no_dates)
         bands = tuple(check_bands(bands, list(ds.data_vars)))
         check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
         geobox = dataset_geobox(ds)
@@ -328,9 +327,6 @@ def chip(
         if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
                                        f"{geobox.shape[1]} x {geobox.shape[0]} px")
-        ds = select_time(ds, time)
-        if time is not None and not ds.sizes["time"]:
-            raise DateNotFoundError(no_dates_within(cube, time))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

@@ -363,31 +363,25 @@ def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
     return _time_order(state, _parse_time(time))[0]
 
 
-def select_time(ds: xr.Dataset, time: TimeRange) -> xr.Dataset:
-    """The dates of a cube Dataset (:func:`open_cube`) that ``time`` selects, as :func:`open_cube` selects them
-    from the cube: a Dataset passed in place of a cube location is narrowed by the same ``time`` argument."""
-    if time is None:
-        return ds
-    span, times = _parse_time(time), ds["time"].values
-    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
-            else in_time_range(times, span))
-    return ds.isel(time=np.flatnonzero(keep))
-
-
-def check_dataset_version(ds: xr.Dataset, as_of: int | CubeVersion | None) -> None:
-    """A clear error for an ``as_of`` other than the version the Dataset ``ds`` was read at: a Dataset passed in
-    place of a cube location is that version, and another asked of it would be ignored without a word."""
+def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange) -> tuple[xr.Dataset, str]:
+    """A Dataset of :func:`open_cube` passed in place of a cube location (``parcel_timeseries``, ``chip``): the
+    dates ``time`` selects, as :func:`open_cube` selects them from the cube, and the message for a ``time``
+    selecting none of them ("" otherwise). An ``as_of`` other than the version the Dataset was read at is an
+    error: it would be ignored without a word."""
     wanted = as_of.version if isinstance(as_of, CubeVersion) else as_of
     held = ds.attrs.get("cardcube:version")
     if wanted is not None and held is not None and wanted != held:
         raise InvalidRequestError(f"the Dataset was read at version {held} of the cube, not {wanted}: open it with "
                                   f"open_cube(..., as_of={wanted}), or pass the cube's location")
-
-
-def no_dates_within(ds: xr.Dataset, time: TimeRange) -> str:
-    """The message for a ``time`` that selects none of the dates of the Dataset ``ds``, naming them."""
-    dates = pd.DatetimeIndex(ds["time"].values)
-    return f"no date of the Dataset falls within the time range {time}" + (
+    if time is None:
+        return ds, ""
+    span, times = _parse_time(time), ds["time"].values
+    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
+            else in_time_range(times, span))
+    if keep.any():
+        return ds.isel(time=np.flatnonzero(keep)), ""
+    dates = pd.DatetimeIndex(times)
+    return ds.isel(time=[]), f"no date of the Dataset falls within the time range {time}" + (
         f"; its dates run from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else "")
 
 

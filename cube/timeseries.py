@@ -34,13 +34,11 @@ from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import (
+    as_read,
     check_acquisitions,
-    check_dataset_version,
     compute_reads,
     data_footprint,
-    no_dates_within,
     open_cube,
-    select_time,
 )
 from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
@@ -231,10 +229,8 @@ def parcel_timeseries(
     stats = stat_list(stats)
     no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):
-        check_dataset_version(cube, as_of)
-        groups = [(select_time(cube, time), ps, "")]  # ``time`` narrows a Dataset as it narrows a cube location
-        if time is not None and not groups[0][0].sizes["time"]:
-            no_dates = no_dates_within(cube, time)
+        narrowed, no_dates = as_read(cube, as_of=as_of, time=time)
+        groups = [(narrowed, ps, "")]
         shares: dict[Any, float] = {}  # the Dataset is the whole cube this call sees
         version_no = cube.attrs.get("cardcube:version")
         spec_bands = [str(v) for v in cube.data_vars]
