@@ -288,7 +288,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         version = version_of(collection, as_of)
         check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
         frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
-                                  stats=stats or STATS, time=time, mask=None if mask == "none" else "default",
+                                  stats=stats or STATS, time=time, mask=mask,
                                   as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
