@@ -55,9 +55,11 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
-# an index's range on its colour map, other than NDVI's 0..1: NDWI is negative over land (-0.6 over crops: all
-# red on 0..1), water above 0
-INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0)}
+# an index's range on its colour map where NDVI's 0..1 would clip farmland to one colour: NDWI is negative over
+# land (-0.6 over crops), water above 0; NDMI and NBR go below 0 over bare soil; RVI exceeds 1 under dense canopy
+# and speckle (its theoretical range is 0..4)
+INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0), "NDMI": (-0.2, 0.6), "NBR": (-0.2, 1.0),
+                "RVI": (0.0, 1.5)}
 
 
 def check_chip_size(size: int) -> None:
