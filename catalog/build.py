@@ -11,11 +11,15 @@ Everything is derived from the ledger, so building twice from one version gives 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
+import numpy as np
 import pystac
+import shapely
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from pystac.extensions.datacube import (
     DatacubeExtension,
     DimensionType,
@@ -26,13 +30,14 @@ from pystac.extensions.datacube import (
     VariableType,
 )
 from pystac.extensions.projection import ProjectionExtension
+from shapely import orient_polygons
 
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from catalog import keys
 from catalog.sources import CARDCUBE, ESA, LICENSE, source_info
 from cube.layout import ZARR_NAME, resolution_group
-from cube.ledger import CubeVersion
+from cube.ledger import CubeVersion, data_footprint
 
 VERSION_FIELD = "cardcube:version"
 # the datacube version whose variables have nodata and data_type (pystac declares v2.2.0, which has neither)
@@ -129,12 +134,16 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def tile_footprint(tile: str) -> tuple[dict, list[float]]:
-    """GeoJSON geometry and bbox of a tile in WGS84, from the tile's UTM square."""
-    extent = TileGrid.from_id(tile).geobox(10).extent.segmented(FOOTPRINT_SEGMENT_M).to_crs("EPSG:4326")
-    ring = [[round(x, COORD_DIGITS), round(y, COORD_DIGITS)] for x, y in extent.exterior.coords]
-    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
-    return {"type": "Polygon", "coordinates": [ring]}, [min(xs), min(ys), max(xs), max(ys)]
+def footprint(version: CubeVersion, tile: str) -> tuple[dict, list[float]]:
+    """GeoJSON geometry and bbox in WGS84 of where ``tile`` holds data in ``version`` (its scenes' extents,
+    :func:`~cube.ledger.data_footprint`; the whole tile square while it has none), its edges densified so
+    they follow the UTM lines. A STAC browser's map shows the data, not a 110 km square around it."""
+    grid = TileGrid.from_id(tile)
+    area = data_footprint(version, tile)
+    extent = Geometry(area, grid.crs) if not area.is_empty else grid.geobox(10).extent
+    wgs84 = orient_polygons(extent.segmented(FOOTPRINT_SEGMENT_M).to_crs("EPSG:4326").geom)
+    wgs84 = shapely.transform(wgs84, lambda xy: np.round(xy, COORD_DIGITS))
+    return json.loads(shapely.to_geojson(wgs84)), [round(v, COORD_DIGITS) for v in wgs84.bounds]
 
 
 def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
@@ -144,7 +153,7 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
     geoboxes = {res: grid.geobox(res) for res in spec.resolutions}
     finest = geoboxes[min(geoboxes)]
     times = sorted({parse_time(a.time) for a in state.acquisitions})
-    geometry, bbox = tile_footprint(tile)
+    geometry, bbox = footprint(version, tile)
     info = source_info(spec.source_collection)
     created = parse_time(version.created) if version.created else None
     properties = {

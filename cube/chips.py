@@ -37,12 +37,11 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
-    data_footprint,
     open_cube,
     tile_dates,
 )
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
-from cube.ledger import CubeVersion, read_version
+from cube.ledger import CubeVersion, data_footprint, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
 from cube.tile_arrays import ArrayCache

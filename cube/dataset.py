@@ -23,7 +23,6 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor: ds.odc.geobox, .odc.reproject)
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
-import shapely
 import xarray as xr
 import zarr
 from odc.geo.geobox import GeoBox
@@ -38,7 +37,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
 from cube.indices import bands_for, check_bands
-from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, read_version
+from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, data_footprint, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -126,19 +125,6 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[s
     found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs, default_crs=tile_crs)
     unlisted = set(version.tiles) - {r.tile for r in refs}
     return sorted({r.tile for r in found if r.tile in version.tiles} | unlisted)
-
-
-def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
-    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
-    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it."""
-    grid = TileGrid.from_id(tile)
-    extents = set()
-    for a in version.tiles[tile].acquisitions:
-        windows = version.scenes[a.scene_id].windows
-        res = min(windows)
-        r, c, h, w = windows[res]
-        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
-    return shapely.union_all([box(*e) for e in sorted(extents)])
 
 
 def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:

@@ -16,9 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import shapely
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.grid import TileGrid
 from cardcube.spec import CubeSpec, cube_spec
 from cardcube.storage import key_exists, list_keys, read_json, store_url
 from cube import layout
@@ -262,6 +266,23 @@ class CubeVersion:
             rejected=tuple(Rejection.from_dict(r) for r in d["rejected"]),
             created=d.get("created", ""),
         )
+
+
+def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
+    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
+    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it. A scene recorded
+    without its window counts as the whole tile."""
+    grid = TileGrid.from_id(tile)
+    extents = set()
+    for a in version.tiles[tile].acquisitions:
+        windows = version.scenes[a.scene_id].windows
+        if not windows:
+            extents.add(grid.bounds)
+            continue
+        res = min(windows)
+        r, c, h, w = windows[res]
+        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
+    return shapely.union_all([box(*e) for e in sorted(extents)])
 
 
 def committed_versions(store: Store, collection: str) -> list[int]:

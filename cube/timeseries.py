@@ -37,11 +37,10 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
-    data_footprint,
     open_cube,
 )
 from cube.indices import check_bands, stored_bands
-from cube.ledger import CubeVersion, read_version
+from cube.ledger import CubeVersion, data_footprint, read_version
 from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pystac
 import pytest
+import shapely
+from odc.geo.geom import Geometry
 from shapely.geometry import box, shape
 from zarr.storage import MemoryStore
 
@@ -68,13 +70,36 @@ def test_irregular_time_step_is_null():
     assert build_tile_item(version, "31UFU").properties["cube:dimensions"]["time"]["step"] is None
 
 
-def test_footprint_is_the_tile_in_wgs84():
+def test_footprint_is_the_tile_in_wgs84_without_scene_windows():
     item = build_tile_item(hand_version(), "31UFU")
     footprint = shape(item.geometry)
     assert footprint.is_valid and footprint.exterior.is_ccw
     assert box(*item.bbox).contains(footprint)
     assert 4.4 < item.bbox[0] < 4.5 and 53.2 < item.bbox[3] < 53.3
     assert len(item.geometry["coordinates"][0]) > 20  # densified: the edges follow the UTM square
+
+
+def test_footprint_is_where_the_tile_holds_data(validator):
+    """Scenes that cover two separate 1 km squares of 31UFU: the item's geometry is those two squares in WGS84,
+    not the 110 km tile (the projection extension still gives the whole tile's grid), and it validates."""
+    version = hand_version()
+    windows = {}
+    for i, scene_id in enumerate(sorted(version.scenes)):  # rows, cols at 10 m: (10000, 1000) or (2000, 8000)
+        row, col = ((10_000, 1_000), (2_000, 8_000))[i % 2]
+        windows[scene_id] = replace(version.scenes[scene_id], windows={10: (row, col, 100, 100),
+                                                                      20: (row // 2, col // 2, 50, 50)})
+    item = build_tile_item(replace(version, scenes=windows), "31UFU")
+    squares = [box(600_000 + c * 10, 5_900_040 - (r + 100) * 10, 600_000 + c * 10 + 1000, 5_900_040 - r * 10)
+               for r, c in ((10_000, 1_000), (2_000, 8_000))]
+    expected = Geometry(shapely.union_all(squares), "EPSG:32631").to_crs("EPSG:4326").geom
+    footprint = shape(item.geometry)
+    assert item.geometry["type"] == "MultiPolygon" and footprint.is_valid
+    assert all(p.exterior.is_ccw for p in footprint.geoms)
+    assert footprint.symmetric_difference(expected).area < 1e-4 * expected.area
+    assert item.bbox == pytest.approx(list(expected.bounds), abs=1e-7)
+    assert item.properties["proj:bbox"] == [600000.0, 5790240.0, 709800.0, 5900040.0]
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    assert validate_document(doc, validator=validator, extensions=False)
 
 
 def test_collection_extent_and_metadata():
