@@ -38,7 +38,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
 from cube.indices import bands_for, check_bands
-from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, read_version
+from cube.ledger import Acquisition, CubeVersion, TileState, acquisition_columns, confirm_committed, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -255,7 +255,7 @@ class BandReader:
         within ``time``: one time order for all, and every array's metadata fetched at once."""
         bands = [version.spec.band(name) for name in windows]
         acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, _parse_time(time))
-        coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
+        coords = acquisition_columns(acqs)
         return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays)), order, coords,
                             _band_attrs(b, decode=False)) for b in bands}
 
@@ -324,15 +324,7 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
 
 
 def _acquisition_coords(acqs: Sequence[Acquisition]) -> dict[str, Any]:
-    return {
-        "time": ("time", np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")),
-        "scene_id": ("time", np.array([a.scene_id for a in acqs], dtype=object)),
-        "platform": ("time", np.array([a.platform for a in acqs], dtype=object)),
-        "relative_orbit": ("time", np.array([a.relative_orbit for a in acqs], dtype="int16")),
-        "orbit_state": ("time", np.array([a.orbit_state for a in acqs], dtype=object)),
-        "cloud_cover": ("time", np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs],
-                                         dtype="float32")),
-    }
+    return {name: ("time", values) for name, values in acquisition_columns(acqs).items()}
 
 
 def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
