@@ -265,7 +265,8 @@ class CubeVersion:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CubeVersion:
         if d.get("format") != FORMAT:
-            raise ValueError(f"unsupported ledger format {d.get('format')!r}, expected {FORMAT}")
+            raise CorruptDocumentError(f"ledger record of version {d.get('version')}: unsupported format "
+                                       f"{d.get('format')!r}, expected {FORMAT}")
         return cls(
             collection=d["collection"],
             version=d["version"],
