@@ -76,6 +76,14 @@ def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | 
     return parse_time_range(time)
 
 
+def _selected(times: np.ndarray, span: tuple | frozenset) -> np.ndarray:
+    """Which of ``times`` (datetime64[ns]) ``span`` (of :func:`_parse_time`) selects: within its bounds, or one of
+    its exact times."""
+    if isinstance(span, frozenset):
+        return np.isin(times, np.array(sorted(span), dtype="datetime64[ns]"))
+    return in_time_range(times, span)
+
+
 def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
     """Tile windows covering the query; a tile that holds the whole area alone is preferred."""
     names = sorted(version.tiles) if tiles is None else list(tiles)
@@ -342,11 +350,7 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
     order = np.argsort(times, kind="stable")
-    if isinstance(time, frozenset):
-        keep = np.isin(times[order], np.array(sorted(time), dtype="datetime64[ns]"))
-    else:
-        keep = in_time_range(times[order], time)
-    order = order[keep]
+    order = order[_selected(times[order], time)]
     return [acqs[i] for i in order], order
 
 
@@ -367,9 +371,8 @@ def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange)
                                   f"open_cube(..., as_of={wanted}), or pass the cube's location")
     if time is None:
         return ds, ""
-    span, times = _parse_time(time), ds["time"].values
-    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
-            else in_time_range(times, span))
+    times = ds["time"].values
+    keep = _selected(times, _parse_time(time))
     if keep.any():
         return ds.isel(time=np.flatnonzero(keep)), ""
     dates = pd.DatetimeIndex(times)
