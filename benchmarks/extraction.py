@@ -67,7 +67,7 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, count: bool,
+def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, count: bool,
                       stats: tuple[str, ...] | None = None, repeats: int = 0, traced: bool = False) -> dict[str, Any]:
     """One extraction in a warm process: a small extraction first loads the modules and the compiled
     kernels, as exactextract's workers are warmed on other scenes. The timed run reads the plain folder;
@@ -560,9 +560,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.measure:  # inside the measuring subprocess
         if args.measure == "cardcube":
-            out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count),
-                                    tuple(args.stats.split(",")) if args.stats else None, args.repeats,
-                                    bool(args.traced))
+            out = _measure_cardcube(args.cube, args.parcels, str(args.out), block=args.block,
+                                    count=bool(args.count),
+                                    stats=tuple(args.stats.split(",")) if args.stats else None,
+                                    repeats=args.repeats, traced=bool(args.traced))
         elif args.measure == "update":
             out = _measure_update(args.cube, args.parcels, args.items, str(args.out), args.repeats or REPEATS)
         elif args.measure == "read-raw":
