@@ -33,7 +33,7 @@ from zarr.abc.store import Store
 
 from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
-from cardcube.query import TimeLike, in_crs, in_time_range, parse_time_range, query_geometry
+from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
@@ -41,8 +41,6 @@ from cube.indices import bands_for, check_bands
 from cube.ledger import Acquisition, CubeVersion, TileState, acquisition_columns, confirm_committed, read_version
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
-
-TimeRange = TimeLike | frozenset  # (start, end), "start/end", a period ("2024-05"), or exact acquisition times
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +65,6 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     if dask.config.get("scheduler", None) is None:
         return dask.compute(*collections, scheduler="threads", num_workers=READ_THREADS)
     return dask.compute(*collections)
-
-
-def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
-    """``[lo, hi)`` bounds (:func:`cardcube.query.parse_time_range`), or a frozenset of exact times as it is."""
-    if isinstance(time, frozenset):
-        return frozenset(np.datetime64(pd.Timestamp(t).tz_localize(None), "ns") for t in time)
-    return parse_time_range(time)
-
-
-def _selected(times: np.ndarray, span: tuple | frozenset) -> np.ndarray:
-    """Which of ``times`` (datetime64[ns]) ``span`` (of :func:`_parse_time`) selects: within its bounds, or one of
-    its exact times."""
-    if isinstance(span, frozenset):
-        return np.isin(times, np.array(sorted(span), dtype="datetime64[ns]"))
-    return in_time_range(times, span)
 
 
 def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
@@ -258,11 +241,11 @@ class BandReader:
 
     @classmethod
     def open(cls, store: Store, version: CubeVersion, tile: str, windows: Mapping[str, tuple[slice, slice]], *,
-             time: TimeRange = None) -> dict[str, BandReader]:
+             time: TimeSelection = None) -> dict[str, BandReader]:
         """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
         within ``time``: one time order for all, and every array's metadata fetched at once."""
         bands = [version.spec.band(name) for name in windows]
-        acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, _parse_time(time))
+        acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, parse_time_selection(time))
         coords = acquisition_columns(acqs)
         return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays)), order, coords,
                             _band_attrs(b, decode=False)) for b in bands}
@@ -350,16 +333,16 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
     order = np.argsort(times, kind="stable")
-    order = order[_selected(times[order], time)]
+    order = order[in_time_selection(times[order], time)]
     return [acqs[i] for i in order], order
 
 
-def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
+def tile_dates(state: TileState, time: TimeSelection = None) -> list[Acquisition]:
     """The acquisitions of a tile (at one version) that ``time`` selects, in time order."""
-    return _time_order(state, _parse_time(time))[0]
+    return _time_order(state, parse_time_selection(time))[0]
 
 
-def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange) -> tuple[xr.Dataset, str]:
+def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeSelection) -> tuple[xr.Dataset, str]:
     """A Dataset of :func:`open_cube` passed in place of a cube location (``parcel_timeseries``, ``chip``): the
     dates ``time`` selects, as :func:`open_cube` selects them from the cube, and the message for a ``time``
     selecting none of them ("" otherwise). An ``as_of`` other than the version the Dataset was read at is an
@@ -372,7 +355,7 @@ def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange)
     if time is None:
         return ds, ""
     times = ds["time"].values
-    keep = _selected(times, _parse_time(time))
+    keep = in_time_selection(times, parse_time_selection(time))
     if keep.any():
         return ds.isel(time=np.flatnonzero(keep)), ""
     dates = pd.DatetimeIndex(times)
@@ -389,7 +372,7 @@ def date_span(version: CubeVersion) -> str:
     return f"{name} holds dates from {first} to {last}"
 
 
-def check_acquisitions(version: CubeVersion, time: TimeRange) -> None:
+def check_acquisitions(version: CubeVersion, time: TimeSelection) -> None:
     """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
     ``time``: an empty answer would look like missing data."""
     if not any(tile_dates(state, time) for state in version.tiles.values()):
@@ -434,7 +417,7 @@ def open_cube(
     bbox: tuple[float, float, float, float] | None = None,
     geometry: BaseGeometry | Mapping | None = None,
     crs: Any = None,
-    time: TimeRange = None,
+    time: TimeSelection = None,
     bands: Sequence[str] | str | None = None,
     as_of: int | CubeVersion | None = None,
     resolution: int | None = None,
@@ -491,7 +474,7 @@ def open_cube(
                                    f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
                                    f"Dataset of it would be nodata only")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
-    parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
+    parts = [_tile_dataset(store, version, w, band_specs, res, parse_time_selection(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)

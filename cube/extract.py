@@ -51,7 +51,7 @@ from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
-from cardcube.query import parse_time_range
+from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, store_url, write_bytes
 from cube.dataset import BandReader, check_acquisitions, open_cube
@@ -387,8 +387,7 @@ def extract(
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
-    if not isinstance(time, frozenset):
-        parse_time_range(time)  # a bad range fails before anything is written to ``out``
+    parse_time_selection(time)  # a bad range fails before anything is written to ``out``
     if not update:
         check_acquisitions(version, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
