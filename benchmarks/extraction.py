@@ -67,7 +67,7 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _measure_cardcube(cube: str, parcels: str, out: str, block: int | None, count: bool,
+def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, count: bool,
                       stats: tuple[str, ...] | None = None, repeats: int = 0, traced: bool = False) -> dict[str, Any]:
     """One extraction in a warm process: a small extraction first loads the modules and the compiled
     kernels, as exactextract's workers are warmed on other scenes. The timed run reads the plain folder;
@@ -295,7 +295,7 @@ def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _in_subprocess(what: str, **kwargs: str) -> dict[str, Any]:
+def in_subprocess(what: str, **kwargs: str) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its JSON result, with its peak RSS."""
     args = [sys.executable, "-m", "benchmarks.extraction", "--measure", what]
     for key, value in kwargs.items():
@@ -325,14 +325,14 @@ def run_size(size_km: float, scenes: int, work: Path, cores: int) -> dict[str, A
     region = generate(work / "source", SynthConfig.demo(size_m=size_km * 1000, s1=False))
     cube = work / "cube"
     ingest(region.items, cube, collection="s2", progress=False, catalog=False)
-    ours = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract", count=1,
+    ours = in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract", count=1,
                           repeats=STORED_REPEATS)
-    small = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-small",
+    small = in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-small",
                            block=SMALL_BLOCK, traced=1)
-    moments = _in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-moments",
+    moments = in_subprocess("cardcube", cube=cube, parcels=region.parcels, out=work / "extract-moments",
                              stats=",".join(NO_PERCENTILES), repeats=STORED_REPEATS)
-    floors = {"raw": _in_subprocess("read-raw", cube=cube), "zarr": _in_subprocess("read-zarr", cube=cube)}
-    theirs = {key: _in_subprocess("exactextract", items=region.items, parcels=region.parcels, strategy=strategy,
+    floors = {"raw": in_subprocess("read-raw", cube=cube), "zarr": in_subprocess("read-zarr", cube=cube)}
+    theirs = {key: in_subprocess("exactextract", items=region.items, parcels=region.parcels, strategy=strategy,
                                   processes=procs or cores, scenes=max(scenes, 2 * (procs or cores)))
               for key, strategy, procs in EXACTEXTRACT_SETUPS}
     dates = floors["zarr"]["dates"]
@@ -543,7 +543,7 @@ def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+    p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km, comma-separated (default 5,10)")
     p.add_argument("--scenes", type=int, default=DEFAULT_SCENES,
                    help="scenes timed for exactextract (default 4; at least 2 per process)")
@@ -560,9 +560,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.measure:  # inside the measuring subprocess
         if args.measure == "cardcube":
-            out = _measure_cardcube(args.cube, args.parcels, str(args.out), args.block, bool(args.count),
-                                    tuple(args.stats.split(",")) if args.stats else None, args.repeats,
-                                    bool(args.traced))
+            out = _measure_cardcube(args.cube, args.parcels, str(args.out), block=args.block,
+                                    count=bool(args.count),
+                                    stats=tuple(args.stats.split(",")) if args.stats else None,
+                                    repeats=args.repeats, traced=bool(args.traced))
         elif args.measure == "update":
             out = _measure_update(args.cube, args.parcels, args.items, str(args.out), args.repeats or REPEATS)
         elif args.measure == "read-raw":
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     save_report(args.out, "extraction", report(results), results)
 
 
-def _sizes(text: str) -> tuple[float, ...]:
+def parse_sizes(text: str) -> tuple[float, ...]:
     """``"5,10"`` -> (5.0, 10.0): territory sides in km, each at least 0.4 (argparse reports the error)."""
     try:
         sizes = tuple(float(s.strip().lower().removesuffix("km")) for s in text.split(",") if s.strip())

@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import SMALL_BLOCK, _in_subprocess, _sizes, progress, save_report
+from benchmarks.extraction import SMALL_BLOCK, in_subprocess, parse_sizes, progress, save_report
 
 BLOCKS = (None, SMALL_BLOCK)  # the default block (the cube's shard side), and small blocks
 
@@ -39,7 +39,7 @@ def measure(size_km: float, work: Path) -> dict[str, Any]:
     runs = {}
     for block in BLOCKS:
         kwargs = {"block": block} if block else {}
-        r = _in_subprocess("cardcube", cube=cube, parcels=source / "parcels.parquet",
+        r = in_subprocess("cardcube", cube=cube, parcels=source / "parcels.parquet",
                            out=work / f"extract-{block or 'default'}", **kwargs)
         runs[str(block or "default")] = {k: r[k] for k in ("peak_rss_mb", "seconds", "parcels_ok", "units", "chunks")}
     return {"size_km": size_km, "cores": os.cpu_count(), "runs": runs}
@@ -85,7 +85,7 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+    p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km (default 10,20,30)")
     p.add_argument("--work", type=Path, required=True, help="folder for the regions and cubes (reused if there)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction-memory.md and .json")

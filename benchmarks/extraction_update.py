@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.extraction import REPEATS, _in_subprocess, _sizes, progress, rerender, save_report
+from benchmarks.extraction import REPEATS, in_subprocess, parse_sizes, progress, rerender, save_report
 
 DEFAULT_SIZES = (10.0,)
 
@@ -43,7 +43,7 @@ def measure(size_km: float, work: Path, *, region: Any = None, repeats: int = RE
     added = write_features([f for f, g in zip(absolute, features, strict=True) if g in held], work / "items-added.json")
     progress(f"{size_km:g} km: ingesting all but its last date ({last}) ...")
     ingest(initial, work / "cube", collection="s2", progress=False, catalog=False)
-    figures = _in_subprocess("update", cube=work / "cube", parcels=region.parcels, items=added,
+    figures = in_subprocess("update", cube=work / "cube", parcels=region.parcels, items=added,
                              out=work / "extract", repeats=repeats)
     return {"size_km": size_km, "cores": os.cpu_count(), "added_date": last, "added_scenes": len(held),
             "repeats": repeats, **figures}
@@ -90,7 +90,7 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.extraction_update", description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES, help="territory sides in km (default 10)")
+    p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES, help="territory sides in km (default 10)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction-update.md and .json")
     p.add_argument("--from-json", type=Path, default=None,
                    help="re-render extraction-update.md from an extraction-update.json")

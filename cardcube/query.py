@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyproj
 import shapely
 from odc.geo.geom import Geometry
@@ -23,6 +24,7 @@ from cardcube.errors import InvalidRequestError
 
 TimeBound = str | date | datetime | np.datetime64 | None
 TimeLike = str | date | np.datetime64 | tuple[TimeBound, TimeBound] | None
+TimeSelection = TimeLike | frozenset  # a time range, or the exact acquisition times to keep (an extraction's update)
 TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
              "(2024-05); ends include their whole day or month")  # for the command line's --time
 ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
@@ -109,6 +111,23 @@ def in_time_range(times: np.ndarray, span: tuple[np.datetime64 | None, np.dateti
     if hi is not None:
         keep &= times < hi
     return keep
+
+
+def parse_time_selection(time: TimeSelection) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
+    """``[lo, hi)`` bounds of a time range (:func:`parse_time_range`), or a frozenset of exact times as
+    datetime64[ns] in UTC."""
+    if isinstance(time, frozenset):
+        stamps = (pd.Timestamp(t) for t in time)
+        return frozenset(np.datetime64(t.tz_convert(None) if t.tzinfo else t, "ns") for t in stamps)
+    return parse_time_range(time)
+
+
+def in_time_selection(times: np.ndarray, selection: tuple | frozenset) -> np.ndarray:
+    """Which of ``times`` (datetime64[ns]) ``selection`` (of :func:`parse_time_selection`) keeps: within its
+    bounds, or one of its exact times."""
+    if isinstance(selection, frozenset):
+        return np.isin(times, np.array(sorted(selection), dtype="datetime64[ns]"))
+    return in_time_range(times, selection)
 
 
 def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> Geometry | None:

@@ -16,7 +16,7 @@ import pystac
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-from cardcube.errors import CubeNotFoundError
+from cardcube.errors import CorruptDocumentError, CubeNotFoundError
 from cardcube.storage import read_bytes, store_url, write_bytes
 
 _MEMORY_BASE = "memory://cube"
@@ -48,15 +48,15 @@ class StoreStacIO(pystac.StacIO):
         """The store key of ``href`` (absolute under :attr:`base`, or already relative to the root)."""
         text = href.get_absolute_href() if isinstance(href, pystac.Link) else href
         if text is None:
-            raise ValueError(f"link {href} has no href")
+            raise CorruptDocumentError(f"catalog link {href} has no href")
         text = text.removeprefix("file://")
         if text.startswith(self.base + "/"):
             text = text[len(self.base) + 1:]
         elif "://" in text or text.startswith("/"):
-            raise ValueError(f"{text} is outside the cube at {self.base}")
+            raise CorruptDocumentError(f"catalog href {text} is outside the cube at {self.base}")
         key = posixpath.normpath(text)
         if key.startswith("../") or key == "..":
-            raise ValueError(f"{text} is outside the cube at {self.base}")
+            raise CorruptDocumentError(f"catalog href {text} is outside the cube at {self.base}")
         return key
 
     def read_text(self, source: str | pystac.Link, *args: Any, **kwargs: Any) -> str:

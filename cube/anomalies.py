@@ -301,6 +301,26 @@ def code_list(codes: Iterable[Any] | str | int, known: Iterable[Any] = ()) -> li
     return list(dict.fromkeys(str(c).strip() for c in items if str(c).strip()))
 
 
+def _distances(curves: np.ndarray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], *, min_points: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per parcel (``curves``, declaring ``codes``): the RMS distance to its declared crop's reference profile,
+    the distance to the nearest other crop's, and that crop (NaN, None where there is none to compare with)."""
+    crops = list(refs)
+    dist = np.stack([_rms(curves, refs[c], min_points) for c in crops], axis=1) if crops else \
+        np.full((len(curves), 0), np.nan)
+    own = np.full(len(curves), np.nan)
+    other = np.full(len(curves), np.nan)
+    nearest = np.full(len(curves), None, dtype=object)
+    for i, code in enumerate(codes):
+        others = [k for k, c in enumerate(crops) if c != code and not np.isnan(dist[i, k])]
+        if code in refs:
+            own[i] = dist[i, crops.index(code)]
+        if others:
+            k = min(others, key=lambda k: dist[i, k])
+            other[i], nearest[i] = dist[i, k], crops[k]
+    return own, other, nearest
+
+
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
@@ -350,19 +370,7 @@ def flag_parcels(
     if not refs:
         warnings.warn(f"no declared crop has the {rules.min_parcels} parcels a reference profile needs: "
                       f"crop_mismatch is not judged (is the crop column right?)", stacklevel=2)
-    crops = list(refs)
-    dist = np.stack([_rms(curves, refs[c], rules.min_points) for c in crops], axis=1) if crops else \
-        np.full((len(ndvi), 0), np.nan)
-    own = np.full(len(ndvi), np.nan)
-    other = np.full(len(ndvi), np.nan)
-    nearest = np.full(len(ndvi), None, dtype=object)
-    for i, code in enumerate(codes):
-        others = [k for k, c in enumerate(crops) if c != code and not np.isnan(dist[i, k])]
-        if code in refs:
-            own[i] = dist[i, crops.index(code)]
-        if others:
-            k = min(others, key=lambda k: dist[i, k])
-            other[i], nearest[i] = dist[i, k], crops[k]
+    own, other, nearest = _distances(curves, codes, refs, min_points=rules.min_points)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
     # the codes' own type, missing where no other crop compares (nullable: a file keeps 2014 a code, not 2014.0)

@@ -280,6 +280,50 @@ def _padded(data: xr.Dataset, chip_box: tuple[float, float, float, float], resol
     return data.reindex(x=xs, y=ys, method="nearest", tolerance=resolution / 4, fill_value=fill)
 
 
+def _window(ds: xr.Dataset, geom: BaseGeometry, *, size: int, what: str) -> xr.Dataset:
+    """The ``size`` x ``size`` pixels of ``ds`` centred on ``geom`` (in the Dataset's CRS), cut at its edges; an
+    :class:`AreaOutsideCubeError` when none of them lies within it (``what``: the geometry's kind, for it)."""
+    geobox = dataset_geobox(ds)
+    centre = geom.centroid if geom.geom_type != "Point" else geom
+    res = abs(geobox.affine.a)
+    col = math.floor((centre.x - geobox.affine.c) / res) - size // 2
+    row = math.floor((geobox.affine.f - centre.y) / res) - size // 2
+    ds = ds.isel(y=slice(max(row, 0), max(row, 0) + size), x=slice(max(col, 0), max(col, 0) + size))
+    if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
+        raise AreaOutsideCubeError(f"the {what} of the chip lies outside the Dataset's "
+                                   f"{geobox.shape[1]} x {geobox.shape[0]} px")
+    return ds
+
+
+@dataclass(frozen=True, slots=True)
+class _ChipTiles:
+    """Where a chip is read: the tile holding it (whole, or its centre), the tiles to read, its box in their CRS."""
+
+    tile: str
+    read: list[str]
+    box: tuple[float, float, float, float]
+    whole: bool  # the tile holds the whole chip; else the tiles read may leave part of it to pad with no data
+
+
+def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolution: int, size: int
+                ) -> _ChipTiles | None:
+    """Where to read the chip centred on ``geom`` (in ``crs``): the first tile that holds the whole chip and has
+    data in it, read alone; else the tile holding its centre, read with every tile of its UTM zone with data in
+    the chip (a mosaic); None if no tile has data in the chip."""
+    for whole in (True, False):
+        for tile in sorted(version.tiles):
+            grid = TileGrid.from_id(tile)
+            local = _project(geom, crs, grid.crs)
+            centre = local.centroid if local.geom_type != "Point" else local
+            chip_box, tile_box = _chip_box(centre, grid, resolution, size), box(*grid.bounds)
+            inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
+            if inside and data_footprint(version, tile).intersects(box(*chip_box)):
+                read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs == grid.crs
+                                             and data_footprint(version, t).intersects(box(*chip_box))]
+                return _ChipTiles(tile, read, chip_box, whole)
+    return None
+
+
 def chip(
     cube: xr.Dataset | StoreLike,
     where: Any,
@@ -318,50 +362,27 @@ def chip(
             raise DateNotFoundError(no_dates)
         bands = tuple(check_bands(bands, list(ds.data_vars)))
         check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
-        geobox = dataset_geobox(ds)
-        geom_local = _project(geom, crs, geobox.crs)
-        centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
-        grid_res = abs(geobox.affine.a)
-        col = math.floor((centre.x - geobox.affine.c) / grid_res) - size // 2
-        row = math.floor((geobox.affine.f - centre.y) / grid_res) - size // 2
-        ds = ds.isel(y=slice(max(row, 0), max(row, 0) + size), x=slice(max(col, 0), max(col, 0) + size))
-        if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
-            raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} of the chip lies outside the Dataset's "
-                                       f"{geobox.shape[1]} x {geobox.shape[0]} px")
+        ds = _window(ds, _project(geom, crs, dataset_geobox(ds).crs), size=size, what=geom.geom_type.lower())
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         bands = tuple(check_bands(bands, version.spec.band_names))
         check_acquisitions(version, time)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
-        ds = None
-        for whole in (True, False):  # a tile holding the whole chip, else the mosaic around its centre's tile
-            for tile in sorted(version.tiles):
-                grid = TileGrid.from_id(tile)
-                geom_local = _project(geom, crs, grid.crs)
-                centre = geom_local.centroid if geom_local.geom_type != "Point" else geom_local
-                chip_box, tile_box = _chip_box(centre, grid, res, size), box(*grid.bounds)
-                inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
-                if inside and data_footprint(version, tile).intersects(box(*chip_box)):
-                    # no tile holds the whole chip: the tiles of this zone with data in it, as one mosaic
-                    read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs ==
-                                                 grid.crs and data_footprint(version, t).intersects(box(*chip_box))]
-                    ds = open_cube(store, collection, bbox=chip_box, time=time, as_of=version, tiles=read,
-                                   bands=stored_bands(bands, version.spec.band_names), resolution=res,
-                                   chunks="window", cache=cache)  # a read per band and block
-                    pad_to = None if whole else chip_box
-                    break
-            if ds is not None:
-                break
-        if ds is None:
+        found = _chip_tiles(version, geom, crs, resolution=res, size=size)
+        if found is None:
             reason = f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
             if pid is not None:
                 raise ParcelOutsideCubeError(pid, reason)
             c = geom.centroid
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {c.x:.6g}, {c.y:.6g} ({crs}): {reason}")
+        ds = open_cube(store, collection, bbox=found.box, time=time, as_of=version, tiles=found.read,
+                       bands=stored_bands(bands, version.spec.band_names), resolution=res,
+                       chunks="window", cache=cache)  # a read per band and block
+        pad_to = None if found.whole else found.box
         if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tile holding the chip
-            held = tile_dates(version.tiles[tile])
-            raise DateNotFoundError(f"no acquisition of tile {tile}, which holds the chip, within the time range "
+            held = tile_dates(version.tiles[found.tile])
+            raise DateNotFoundError(f"no acquisition of tile {found.tile}, which holds the chip, within the time range "
                                     f"{time}: its dates run from {held[0].time[:10]} to {held[-1].time[:10]}")
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:

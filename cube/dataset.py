@@ -32,16 +32,22 @@ from zarr.abc.store import Store
 
 from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
-from cardcube.query import TimeLike, in_crs, in_time_range, parse_time_range, query_geometry
+from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
 from cube.indices import bands_for, check_bands
-from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed, data_footprint, read_version
+from cube.ledger import (
+    Acquisition,
+    CubeVersion,
+    TileState,
+    acquisition_columns,
+    confirm_committed,
+    data_footprint,
+    read_version,
+)
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
-
-TimeRange = TimeLike | frozenset  # (start, end), "start/end", a period ("2024-05"), or exact acquisition times
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +72,6 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     if dask.config.get("scheduler", None) is None:
         return dask.compute(*collections, scheduler="threads", num_workers=READ_THREADS)
     return dask.compute(*collections)
-
-
-def _parse_time(time: TimeRange) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
-    """``[lo, hi)`` bounds (:func:`cardcube.query.parse_time_range`), or a frozenset of exact times as it is."""
-    if isinstance(time, frozenset):
-        return frozenset(np.datetime64(pd.Timestamp(t).tz_localize(None), "ns") for t in time)
-    return parse_time_range(time)
 
 
 def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
@@ -236,12 +235,12 @@ class BandReader:
 
     @classmethod
     def open(cls, store: Store, version: CubeVersion, tile: str, windows: Mapping[str, tuple[slice, slice]], *,
-             time: TimeRange = None) -> dict[str, BandReader]:
+             time: TimeSelection = None) -> dict[str, BandReader]:
         """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
         within ``time``: one time order for all, and every array's metadata fetched at once."""
         bands = [version.spec.band(name) for name in windows]
-        acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, _parse_time(time))
-        coords = {name: values for name, (_, values) in _acquisition_coords(acqs).items()}
+        acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, parse_time_selection(time))
+        coords = acquisition_columns(acqs)
         return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays)), order, coords,
                             _band_attrs(b, decode=False)) for b in bands}
 
@@ -310,15 +309,7 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
 
 
 def _acquisition_coords(acqs: Sequence[Acquisition]) -> dict[str, Any]:
-    return {
-        "time": ("time", np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")),
-        "scene_id": ("time", np.array([a.scene_id for a in acqs], dtype=object)),
-        "platform": ("time", np.array([a.platform for a in acqs], dtype=object)),
-        "relative_orbit": ("time", np.array([a.relative_orbit for a in acqs], dtype="int16")),
-        "orbit_state": ("time", np.array([a.orbit_state for a in acqs], dtype=object)),
-        "cloud_cover": ("time", np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs],
-                                         dtype="float32")),
-    }
+    return {name: ("time", values) for name, values in acquisition_columns(acqs).items()}
 
 
 def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
@@ -336,20 +327,16 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
     acqs = [*state.cold, *(h.acquisition for h in state.hot)]
     times = np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]")
     order = np.argsort(times, kind="stable")
-    if isinstance(time, frozenset):
-        keep = np.isin(times[order], np.array(sorted(time), dtype="datetime64[ns]"))
-    else:
-        keep = in_time_range(times[order], time)
-    order = order[keep]
+    order = order[in_time_selection(times[order], time)]
     return [acqs[i] for i in order], order
 
 
-def tile_dates(state: TileState, time: TimeRange = None) -> list[Acquisition]:
+def tile_dates(state: TileState, time: TimeSelection = None) -> list[Acquisition]:
     """The acquisitions of a tile (at one version) that ``time`` selects, in time order."""
-    return _time_order(state, _parse_time(time))[0]
+    return _time_order(state, parse_time_selection(time))[0]
 
 
-def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange) -> tuple[xr.Dataset, str]:
+def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeSelection) -> tuple[xr.Dataset, str]:
     """A Dataset of :func:`open_cube` passed in place of a cube location (``parcel_timeseries``, ``chip``): the
     dates ``time`` selects, as :func:`open_cube` selects them from the cube, and the message for a ``time``
     selecting none of them ("" otherwise). An ``as_of`` other than the version the Dataset was read at is an
@@ -361,9 +348,8 @@ def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeRange)
                                   f"open_cube(..., as_of={wanted}), or pass the cube's location")
     if time is None:
         return ds, ""
-    span, times = _parse_time(time), ds["time"].values
-    keep = (np.isin(times, np.array(sorted(span), dtype="datetime64[ns]")) if isinstance(span, frozenset)
-            else in_time_range(times, span))
+    times = ds["time"].values
+    keep = in_time_selection(times, parse_time_selection(time))
     if keep.any():
         return ds.isel(time=np.flatnonzero(keep)), ""
     dates = pd.DatetimeIndex(times)
@@ -380,7 +366,7 @@ def date_span(version: CubeVersion) -> str:
     return f"{name} holds dates from {first} to {last}"
 
 
-def check_acquisitions(version: CubeVersion, time: TimeRange) -> None:
+def check_acquisitions(version: CubeVersion, time: TimeSelection) -> None:
     """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
     ``time``: an empty answer would look like missing data."""
     if not any(tile_dates(state, time) for state in version.tiles.values()):
@@ -425,7 +411,7 @@ def open_cube(
     bbox: tuple[float, float, float, float] | None = None,
     geometry: BaseGeometry | Mapping | None = None,
     crs: Any = None,
-    time: TimeRange = None,
+    time: TimeSelection = None,
     bands: Sequence[str] | str | None = None,
     as_of: int | CubeVersion | None = None,
     resolution: int | None = None,
@@ -482,7 +468,7 @@ def open_cube(
                                    f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
                                    f"Dataset of it would be nodata only")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
-    parts = [_tile_dataset(store, version, w, band_specs, res, _parse_time(time), decode=decode, token=token,
+    parts = [_tile_dataset(store, version, w, band_specs, res, parse_time_selection(time), decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)

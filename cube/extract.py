@@ -26,22 +26,12 @@ its pixels, so the cube is read block by block, each block once, instead of scen
 The rare parcel that no tile holds whole (only across UTM zones or at a cube edge), and parcels that overlap
 another one (the label layer gives a shared pixel to one parcel only), are read through
 ``parcel_timeseries`` itself, each with all its own pixels. Every input parcel ends up in
-``parcels.parquet`` with its status.
-
-Output::
-
-    <out>/manifest.json                                   cube, collection, version, parameters, scenes read
-    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
-    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>.parquet   the same, dates an update added
-    <out>/timeseries/tile=mosaic/part.parquet             parcels read across tiles
-    <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
+``parcels.parquet`` with its status. The files, the manifest and their readers are in
+:mod:`cube.extraction_files`.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import json
 import math
 import os
 import time as timer
@@ -49,39 +39,37 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
-from cardcube import __version__
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, CubeNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
-from cardcube.query import parse_time_range
-from cardcube.spec import ChunkLayout
-from cardcube.storage import (
-    StoreLike,
-    canonical_url,
-    list_children,
-    list_keys,
-    open_store,
-    read_bytes,
-    read_json,
-    store_url,
-    write_bytes,
-    write_json,
+from cardcube.query import parse_time_selection
+from cardcube.spec import ChunkLayout, CubeSpec
+from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, store_url, write_bytes
+from cube.dataset import BandReader, check_acquisitions, open_cube
+from cube.extraction_files import (
+    MOSAIC,
+    PORTABLE_PARQUET,
+    TIMESERIES,
+    TIMESERIES_PARQUET,
+    check_manifest,
+    finish_manifest,
+    mosaic_status,
+    read_manifest,
+    read_status,
+    read_timeseries,
+    write_status,
 )
-from cube.dataset import BandReader, check_acquisitions, open_cube, tile_dates
-from cube.indices import band_list, bands_for, check_bands, stored_bands
-from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.indices import bands_for, check_bands, stored_bands
+from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcel_stats import stats_table
@@ -97,14 +85,11 @@ from cube.timeseries import (
     resolve_mask,
 )
 
-MANIFEST = "manifest.json"
-STATUS = "parcels.parquet"
-TIMESERIES = "timeseries"
-MOSAIC = f"{TIMESERIES}/tile=mosaic/part.parquet"  # the parcels read one by one (across tiles, overlapping)
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
 
-__all__ = ["ExtractResult", "extract", "read_status", "read_timeseries"]
+# the readers of what ``extract`` writes live in cube.extraction_files, and are part of this module's API
+__all__ = ["ExtractResult", "extract", "read_manifest", "read_status", "read_timeseries"]
 
 
 @dataclass(frozen=True)
@@ -144,21 +129,6 @@ class ExtractResult:
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
                 f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
-
-
-# Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
-PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
-# Dictionary-encode the repeated strings only, keep min/max statistics on the columns readers filter on
-# (parcel, time, band): 3x faster to write than pandas' defaults, and smaller with zstd.
-TIMESERIES_PARQUET: dict[str, Any] = {
-    "compression": "zstd", "compression_level": 1, "use_dictionary": ["parcel_id", "band", "platform", "orbit_state"],
-    "write_statistics": ["parcel_id", "time", "band"], **PORTABLE_PARQUET,
-}
-
-
-def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
-    raw = gdf[id_column].tolist() if id_column in gdf.columns else gdf.index.tolist()
-    return [i.item() if isinstance(i, np.generic) else i for i in raw]
 
 
 def _time_blocks(store: Store, collection: str, tile: str, name: str, version: CubeVersion, time: Any,
@@ -313,7 +283,7 @@ class _Job:
                 with spent("statistics"):
                     results += group.band_stats(wanted, stats=self.stats, clear=clear)
             with spent("statistics"):
-                table = stats_table(results, per_date=pixels.per_date(self.histogram))
+                table = stats_table(results, per_date=pixels.per_date(histogram=self.histogram))
                 table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
                                                                              np.int64)))
             with spent("write"):
@@ -370,54 +340,6 @@ def _shorter_runs(times: list[slice], block_pixels: int, window_pixels: int) -> 
     return [slice(a, min(a + step, t.stop)) for t in times for a in range(t.start, t.stop, step)]
 
 
-def _check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
-                    cube: Store) -> dict[str, list[str]] | None:
-    """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
-    ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
-    whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
-    old = read_json(out, MANIFEST)
-    if old is None:
-        others = list_children(out, "")
-        if others:  # parcels.parquet would overwrite a parcel file of the same name
-            listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
-            raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
-                                      f"a new or empty --out, so that nothing of yours is overwritten")
-        write_json(out, MANIFEST, {**manifest, "complete": False})
-        return None
-    where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
-    mismatched = [k for k in manifest if k != "version" and old.get(k) != manifest[k]]
-    if mismatched:
-        raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
-    if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
-        if "update" in old:
-            return old["update"]["scenes"]
-        return {t: [] for t in version.tiles} if old.get("updated_from") else None
-    if not old.get("complete"):
-        if old["version"] not in committed_versions(cube, version.collection):
-            raise InvalidRequestError(f"{where}, unfinished, and that version has been expired since (cardcube "
-                                      f"expire): it cannot be resumed; write to a new --out")
-        raise InvalidRequestError(f"{where}, unfinished: resume it with as_of={old['version']} (--as-of "
-                                  f"{old['version']}), or write to a new --out"
-                                  f"{' (an update starts from a complete extraction)' if update else ''}")
-    if not update:
-        raise InvalidRequestError(f"{where}; pass update=True (--update) to add the dates of version "
-                                  f"{version.version} to it, or write to a new --out")
-    if old["version"] > version.version:
-        raise InvalidRequestError(f"{where}, newer than version {version.version}: an update only goes forward")
-    if "scenes" not in old:
-        raise InvalidRequestError(f"{where}, from before updates: an update starts from an extraction that lists "
-                                  f"the scenes it read; write to a new --out")
-    gained = sorted(set(version.tiles) - set(old["scenes"]))
-    if gained:
-        raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "
-                                  f"be read from other tiles now: extract into a new --out")
-    new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
-           for tile, state in version.tiles.items()}
-    write_json(out, MANIFEST, {**old, "version": version.version, "complete": False,
-                               "update": {"from": old["version"], "scenes": new}})
-    return new
-
-
 def extract(
     parcels: Any,
     cube: StoreLike,
@@ -465,27 +387,15 @@ def extract(
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
-    if not isinstance(time, frozenset):
-        parse_time_range(time)  # a bad range fails before anything is written to ``out``
+    parse_time_selection(time)  # a bad range fails before anything is written to ``out``
     if not update:
         check_acquisitions(version, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
-    block = spec.chunks.shard_space if block is None else block
-    time_block = spec.chunks.time if time_block is None else time_block
-    if block < 1:  # the Python name and the option, as both reach here
-        raise InvalidRequestError(f"block (--block) must be a positive number of pixels, not {block}")
-    if time_block < 1:
-        raise InvalidRequestError(f"time_block (--time-block) must be a positive number of dates, not {time_block}")
-    unit_bytes = block * block * _longest_run(time_block) * len(names) * 2
-    if unit_bytes > MAX_UNIT_BYTES:
-        raise RequestTooLargeError(
-            f"a work unit of {block} x {block} px x {_longest_run(time_block)} dates x {len(names)} bands would hold "
-            f"{unit_bytes / 2**30:.1f} GiB of stored values (limit {MAX_UNIT_BYTES / 2**30:.0f} GiB per task); "
-            f"use a smaller block or time_block")
+    block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)
 
     out_store = open_store(out, storage_options=out_storage_options)
-    new = _check_manifest(out_store, {
+    new = check_manifest(out_store, {
         "cube": canonical_url(store), "collection": collection, "version": version.version,
         "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
@@ -514,19 +424,9 @@ def extract(
         if not mine:
             continue
         sub = ps.select(mine)
-        try:
-            layer = parcel_layer(layer_store, tile, sub, buffer=buffer, all_touched=all_touched, block=block,
-                                 scheduler=scheduler, progress=progress)
-        except PermissionError as exc:  # a read-only folder, or S3 credentials that may only read
-            raise StoreError(f"cannot store the label layer of tile {tile} in {store_url(layer_store)}: {exc}. "
-                             f"Keep label layers where you may write: --layers DIR or s3://... (Python: layers=)"
-                             + ("; by default they are kept beside the cube" if layers is None else "")) from None
-        empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
-        metric = sub.select(empty).to_crs(TileGrid.from_id(tile).crs)  # their area, in m², for the reason
-        status.update({pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, tile)
-                       for pid, geom in zip(metric.ids, metric.geometries, strict=True)})
-        status.update({pid: ParcelStatus(pid, "ok", pixels, partly_outside(shares[pid]) if pid in shares else "", tile)
-                       for pid, pixels in zip(layer.index.parcel_id, layer.index.pixels, strict=True) if pixels})
+        layer = _label_layer(layer_store, tile, sub, beside_cube=layers is None, buffer=buffer,
+                             all_touched=all_touched, block=block, scheduler=scheduler, progress=progress)
+        status.update(_layer_status(layer, sub, shares, buffer=buffer))
         overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
@@ -548,7 +448,7 @@ def extract(
     files = sum(len(u.times) for u in units)
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
-        earlier = _mosaic_status(out_store) if MOSAIC in done and not (new and any(new.values())) else None
+        earlier = mosaic_status(out_store) if MOSAIC in done and not (new and any(new.values())) else None
         if earlier is not None:  # an earlier run's file stands, and says how each of its parcels fared
             status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})
             units_resumed += 1
@@ -556,19 +456,58 @@ def extract(
                                        all_touched=all_touched)) is not None:
             rows, files = rows + written, files + 1
 
-    _write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
+    write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
-    old = read_json(out_store, MANIFEST)
-    scenes = {tile: [a.scene_id for a in tile_dates(state, time)] for tile, state in sorted(version.tiles.items())}
-    history = old.get("updated_from", []) + ([old["update"]["from"]] if "update" in old else [])
-    write_json(out_store, MANIFEST, {**{k: v for k, v in old.items() if k != "update"}, "complete": True,
-                                     "status": dict(result.status), "scenes": scenes, "updated_from": history,
-                                     "software": f"cardcube {__version__}",
-                                     "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+    finish_manifest(out_store, version, time=time, status=result.status)
     return result
+
+
+def _work_unit(spec: CubeSpec, n_bands: int, *, block: int | None, time_block: int | None) -> tuple[int, int]:
+    """The side (10 m pixels) and the date run of a work unit, by default the cube's shard side and time chunk; a
+    clear error for an empty one, or one that would hold more than :data:`MAX_UNIT_BYTES` of ``n_bands``."""
+    block = spec.chunks.shard_space if block is None else block
+    time_block = spec.chunks.time if time_block is None else time_block
+    if block < 1:  # the Python name and the option, as both reach here
+        raise InvalidRequestError(f"block (--block) must be a positive number of pixels, not {block}")
+    if time_block < 1:
+        raise InvalidRequestError(f"time_block (--time-block) must be a positive number of dates, not {time_block}")
+    unit_bytes = block * block * _longest_run(time_block) * n_bands * 2
+    if unit_bytes > MAX_UNIT_BYTES:
+        raise RequestTooLargeError(
+            f"a work unit of {block} x {block} px x {_longest_run(time_block)} dates x {n_bands} bands would hold "
+            f"{unit_bytes / 2**30:.1f} GiB of stored values (limit {MAX_UNIT_BYTES / 2**30:.0f} GiB per task); "
+            f"use a smaller block or time_block")
+    return block, time_block
+
+
+def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cube: bool, buffer: float,
+                 all_touched: bool, block: int, scheduler: Any, progress: bool) -> ParcelLayer:
+    """:func:`cube.parcel_layer.parcel_layer` of ``parcels`` on ``tile``, kept in ``layer_store`` (``beside_cube``:
+    the default place); a store that may not be written to is named, with where else to keep the layers."""
+    try:
+        return parcel_layer(layer_store, tile, parcels, buffer=buffer, all_touched=all_touched, block=block,
+                            scheduler=scheduler, progress=progress)
+    except PermissionError as exc:  # a read-only folder, or S3 credentials that may only read
+        raise StoreError(f"cannot store the label layer of tile {tile} in {store_url(layer_store)}: {exc}. "
+                         f"Keep label layers where you may write: --layers DIR or s3://... (Python: layers=)"
+                         + ("; by default they are kept beside the cube" if beside_cube else "")) from None
+
+
+def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, float], *, buffer: float
+                  ) -> dict[Any, ParcelStatus]:
+    """The status of each parcel of a tile's label layer: ``too_small`` without a pixel (its area in the reason),
+    else ``ok`` with its pixels (and, in the reason, the share of it outside the cube's data)."""
+    empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
+    metric = parcels.select(empty).to_crs(TileGrid.from_id(layer.tile).crs)  # their area, in m², for the reason
+    status = {pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, layer.tile)
+              for pid, geom in zip(metric.ids, metric.geometries, strict=True)}
+    status.update({pid: ParcelStatus(pid, "ok", pixels, partly_outside(shares[pid]) if pid in shares else "",
+                                     layer.tile)
+                   for pid, pixels in zip(layer.index.parcel_id, layer.index.pixels, strict=True) if pixels})
+    return status
 
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
@@ -591,107 +530,3 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     write_bytes(job.out, MOSAIC, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
     return len(frame)
 
-
-def _mosaic_status(out: Store) -> list[dict[str, Any]] | None:
-    """The status of the parcels read one by one, from the metadata of an earlier run's file (read whole: a
-    fraction of the cube bytes reading those parcels again would take), or None if it does not hold it."""
-    data = read_bytes(out, MOSAIC)
-    try:
-        meta = None if data is None else pq.read_schema(io.BytesIO(data)).metadata
-    except pa.ArrowInvalid:
-        return None
-    return json.loads((meta or {}).get(b"PANDAS_ATTRS", b"{}")).get("parcel_status")
-
-
-def _write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
-                  status: Mapping[Any, ParcelStatus], repaired: set[Any], cube_version: int) -> None:
-    ids = _ids(frame, id_column)
-    table = gpd.GeoDataFrame({
-        "parcel_id": ids,
-        "status": [status[i].status for i in ids],
-        "reason": [status[i].reason for i in ids],
-        "tile": [status[i].tile for i in ids],
-        "pixels": np.array([status[i].pixels for i in ids], dtype=np.int64),
-        "repaired": [i in repaired for i in ids],
-        "cube_version": np.full(len(ids), cube_version, dtype=np.int64),
-    }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
-    write_bytes(out, STATUS, parquet_bytes(table))
-
-
-def _extraction_store(out: StoreLike, storage_options: Mapping[str, Any] | None) -> Any:
-    """The store of the extraction at ``out``, read only; a missing folder is named as no extraction (not as no
-    cube, which :func:`open_store` says)."""
-    try:
-        return open_store(out, storage_options=storage_options, read_only=True)
-    except CubeNotFoundError:
-        raise InvalidRequestError(f"no extraction at {out}: the folder does not exist (give the --out folder of "
-                                  f"cardcube extract)") from None
-
-
-def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
-    """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
-    files hold only some parcels) and ``allow_incomplete`` is not set."""
-    manifest = read_json(store, MANIFEST)
-    if manifest is None:
-        raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
-                                  f"of cardcube extract)")
-    if not manifest.get("complete") and not allow_incomplete:
-        raise InvalidRequestError(f"the extraction at {store_url(store)} is unfinished: its files hold only some "
-                                  f"parcels and dates. Resume it with the same cardcube extract command (or pass "
-                                  f"allow_incomplete=True to read what is there)")
-    return manifest
-
-
-def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-                    storage_options: Mapping[str, Any] | None = None, allow_incomplete: bool = False) -> pd.DataFrame:
-    """Every statistics row of the extraction at ``out`` (only ``bands``, in any case, and ``columns``, if
-    given: one it does not hold is an error), sorted by parcel, time and band, with the ``tile`` it was read
-    from (the partition key, as pyarrow's hive partitioning gives it). An unfinished extraction is refused
-    unless ``allow_incomplete``.
-
-    Reads all files into memory: for a territory, select the bands and columns you need, or query the
-    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
-    """
-    store = _extraction_store(out, storage_options)
-    manifest = _finished(store, allow_incomplete=allow_incomplete)
-    keys = list_keys(store, f"{TIMESERIES}/")
-    if not keys:
-        return pd.DataFrame()
-    where = f"the extraction at {store_url(store)}"
-    filters = None
-    if bands is not None:
-        extracted = {b.upper(): b for b in manifest["bands"]}
-        bands = [extracted.get(b.upper(), b) for b in band_list(bands)]
-        if missing := [b for b in bands if b not in manifest["bands"]]:
-            raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
-                                      f"{', '.join(manifest['bands'])}")
-        filters = [("band", "in", bands)]
-    files = (io.BytesIO(read_bytes(store, k)) for k in keys)
-    wanted = None
-    if columns is not None:
-        wanted = [c for c in dict.fromkeys(["parcel_id", "time", "band", *columns]) if c != "tile"]  # the folder's
-        first = next(files)
-        names = pq.read_schema(first).names
-        if missing := [c for c in wanted if c not in names]:
-            raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
-        files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
-    frames = [pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
-              for k, f in zip(keys, files, strict=True)]
-    frame = pd.concat(frames, ignore_index=True)
-    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
-
-
-def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest of the finished extraction at ``out``: the cube and version it read, its parameters, the scenes
-    read per tile."""
-    return _finished(_extraction_store(out, storage_options), allow_incomplete=False)
-
-
-def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
-    """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
-    store = _extraction_store(out, storage_options)
-    _finished(store, allow_incomplete=True)
-    data = read_bytes(store, STATUS)
-    if data is None:
-        raise InvalidRequestError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
-    return gpd.read_parquet(io.BytesIO(data))

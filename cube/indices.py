@@ -7,12 +7,18 @@ carry their formula in ``attrs``. Cloud masking uses the Sentinel-2 scene classi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cube.chips import Chip
 
 
 def _normalised_difference(a: str, b: str) -> Callable[[xr.Dataset], xr.DataArray]:
@@ -161,12 +167,14 @@ class CardcubeAccessor:
     def indices(self, *names: str) -> xr.Dataset:
         return add_indices(self._ds, names or ("NDVI",))
 
-    def timeseries(self, parcels, **kwargs):
+    def timeseries(self, parcels: Any, **kwargs: Any) -> pd.DataFrame:
+        """:func:`cube.timeseries.parcel_timeseries` of this Dataset."""
         from cube.timeseries import parcel_timeseries
 
         return parcel_timeseries(self._ds, parcels, **kwargs)
 
-    def chip(self, where, **kwargs):
+    def chip(self, where: Any, **kwargs: Any) -> Chip:
+        """:func:`cube.chips.chip` of this Dataset."""
         from cube.chips import chip
 
         return chip(self._ds, where, **kwargs)

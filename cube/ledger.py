@@ -53,6 +53,20 @@ class Acquisition:
         return cls(**d)
 
 
+def acquisition_columns(acqs: Sequence[Acquisition]) -> dict[str, np.ndarray]:
+    """The dates ``acqs`` as columns: ``time`` (datetime64[ns]) and each acquisition field, typed as a tile's
+    per-date coordinate arrays store them (NaN for an unknown cloud cover). One layout for the writer of those
+    arrays and the readers that rebuild them from the ledger."""
+    return {
+        "time": np.array([a.datetime64 for a in acqs], dtype="datetime64[ns]"),
+        "scene_id": np.array([a.scene_id for a in acqs], dtype=object),
+        "platform": np.array([a.platform for a in acqs], dtype=object),
+        "relative_orbit": np.array([a.relative_orbit for a in acqs], dtype="int16"),
+        "orbit_state": np.array([a.orbit_state for a in acqs], dtype=object),
+        "cloud_cover": np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs], dtype="float32"),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class HotSlot:
     """A date held in the hot buffer at index ``slot`` of the hot arrays."""
@@ -255,7 +269,8 @@ class CubeVersion:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CubeVersion:
         if d.get("format") != FORMAT:
-            raise ValueError(f"unsupported ledger format {d.get('format')!r}, expected {FORMAT}")
+            raise CorruptDocumentError(f"ledger record of version {d.get('version')}: unsupported format "
+                                       f"{d.get('format')!r}, expected {FORMAT}")
         return cls(
             collection=d["collection"],
             version=d["version"],

@@ -106,7 +106,7 @@ class ParcelPixels:
         """Per parcel, date and band (indices included): ``count, masked, mean, ...`` as in
         :func:`cube.parcel_stats.stats_frame`, plus ``scl_<code>`` class counts when SCL is among the values
         (``histogram``) and the acquisition columns. ``mask``: SCL classes treated as missing."""
-        return stats_frame(self.band_stats(bands, stats=stats, mask=mask), per_date=self.per_date(histogram))
+        return stats_frame(self.band_stats(bands, stats=stats, mask=mask), per_date=self.per_date(histogram=histogram))
 
     def clear(self, mask: Sequence[int] | None) -> np.ndarray | None:
         """(time, npix) booleans, False where a pixel's SCL class is in ``mask``; None without a mask or SCL."""
@@ -163,7 +163,7 @@ class ParcelPixels:
                 out["mean"] = linear_to_db(num / den)
         return out
 
-    def per_date(self, histogram: bool = True) -> dict[str, np.ndarray]:
+    def per_date(self, *, histogram: bool = True) -> dict[str, np.ndarray]:
         """The columns of :meth:`frame` that do not depend on the band: SCL class counts per parcel and
         date (``histogram``, when SCL is among the values) and the acquisition columns per date."""
         out: dict[str, np.ndarray] = {}

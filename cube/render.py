@@ -255,16 +255,7 @@ def contact_sheet(
     sheet = Image.new("RGB", (width, rows * cell_h + gap + legend_h), background)
     draw = ImageDraw.Draw(sheet)
     if legend:
-        x, y = gap, rows * cell_h + gap
-        draw.text((x, y), legend.text, fill=(235, 235, 235), font=font)
-        if legend.cmap:
-            lo, hi = legend.limits
-            x += font.getlength(legend.text + "  ")
-            draw.text((x, y), f"{lo:.3g}", fill=(235, 235, 235), font=font)
-            x = math.ceil(x + font.getlength(f"{lo:.3g}") + 4)
-            bar = matplotlib.colormaps[legend.cmap](np.linspace(0, 1, bar_w))[:, :3] * 255
-            sheet.paste(Image.fromarray(np.repeat(np.round(bar).astype(np.uint8)[None], 10, axis=0)), (x, y + 2))
-            draw.text((x + bar_w + 4, y), f"{hi:.3g}", fill=(235, 235, 235), font=font)
+        _draw_legend(sheet, legend, (gap, rows * cell_h + gap), font=font, bar_width=bar_w)
     boxes = []
     for i, (panel, label, mark) in enumerate(zip(panels, labels, marks, strict=True)):
         x0 = gap + (i % cols) * cell_w + frame
@@ -282,6 +273,23 @@ def contact_sheet(
             draw.text((tx, text_y), mark[1], fill=mark[0], font=font)
         boxes.append((x0, y0, x0 + pw, y0 + ph))
     return ContactSheet(np.asarray(sheet), tuple(boxes), tuple(cloudy), tuple(empty), legend)
+
+
+def _draw_legend(sheet: Image.Image, legend: Legend, at: tuple[float, float], *, font: ImageFont.FreeTypeFont,
+                 bar_width: int) -> None:
+    """``legend`` on ``sheet`` from ``at``: its text, then for a colour map its low value, a colour bar of
+    ``bar_width`` px and its high value."""
+    draw = ImageDraw.Draw(sheet)
+    x, y = at
+    draw.text((x, y), legend.text, fill=(235, 235, 235), font=font)
+    if legend.cmap:
+        lo, hi = legend.limits
+        x += font.getlength(legend.text + "  ")
+        draw.text((x, y), f"{lo:.3g}", fill=(235, 235, 235), font=font)
+        x = math.ceil(x + font.getlength(f"{lo:.3g}") + 4)
+        bar = matplotlib.colormaps[legend.cmap](np.linspace(0, 1, bar_width))[:, :3] * 255
+        sheet.paste(Image.fromarray(np.repeat(np.round(bar).astype(np.uint8)[None], 10, axis=0)), (x, y + 2))
+        draw.text((x + bar_width + 4, y), f"{hi:.3g}", fill=(235, 235, 235), font=font)
 
 
 def write_geotiff(

@@ -20,6 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from shapely.geometry import box
+from zarr.abc.store import Store
 
 from cardcube.errors import (
     DateNotFoundError,
@@ -226,46 +227,32 @@ def parcel_timeseries(
     """
     ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
-    no_dates = ""  # why the frame is empty when no acquisition falls within ``time``
     if isinstance(cube, xr.Dataset):
         narrowed, no_dates = as_read(cube, as_of=as_of, time=time)
-        groups = [(narrowed, ps, "")]
-        shares: dict[Any, float] = {}  # the Dataset is the whole cube this call sees
         version_no = cube.attrs.get("cardcube:version")
-        spec_bands = [str(v) for v in cube.data_vars]
         collection = cube.attrs.get("cardcube:collection", collection)
-        bands = check_bands(bands, spec_bands, statistics=True)
-        mask = resolve_mask(mask, spec_bands, collection)
+        available = [str(v) for v in cube.data_vars]
+        bands = check_bands(bands, available, statistics=True)
+        mask = resolve_mask(mask, available, collection)
+        reads, shares = [(narrowed, ps, "")], {}  # the Dataset is the whole cube this call sees
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
-        spec_bands = list(version.spec.band_names)
-        bands = check_bands(bands, spec_bands, statistics=True)
-        mask = resolve_mask(mask, spec_bands, collection)
+        available = list(version.spec.band_names)
+        bands = check_bands(bands, available, statistics=True)
+        mask = resolve_mask(mask, available, collection)
+        no_dates = ""
         if time is not None:
             try:
                 check_acquisitions(version, time)
             except DateNotFoundError as exc:
                 no_dates = str(exc)
-        opened = []
-        tiles_of = assign_tiles(version, ps)
-        shares = outside_shares(version, ps, tiles_of)
-        for tiles, ids in _tile_groups(ps, tiles_of).items():
-            if not tiles:
-                opened.append((None, ps.select(ids), ""))
-                continue
-            sub = ps.select(ids)
-            needed = stored_bands(bands, spec_bands, scl=mask is not None or histogram)
-            resolution = min(version.spec.band(b).resolution for b in needed)
-            # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-            ds = open_cube(store, collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version, bands=needed,
-                           tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution), cache=cache)
-            opened.append((ds, sub, "+".join(tiles)))
-        groups = opened
+        needed = stored_bands(bands, available, scl=mask is not None or histogram)
+        reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache)
 
     frames, status = [], []
-    for ds, sub, tile in groups:
+    for ds, sub, tile in reads:
         if ds is None:
             status += [ParcelStatus(p, "outside", 0,
                                     f"parcel {p}: outside the data of every tile of the {collection} cube")
@@ -277,6 +264,41 @@ def parcel_timeseries(
         status += [replace(one, tile=tile) for one in s]
     status = [replace(s, reason=partly_outside(shares[s.parcel_id])) if s.status == "ok" and s.parcel_id in shares
               else s for s in status]
+    status_frame = _checked_status(status)
+    if no_dates:
+        warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
+    frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    frame["cube_version"] = version_no
+    frame.attrs.update(cube_version=version_no, collection=collection,
+                       parcel_status=status_frame.to_dict("records"))
+    return frame
+
+
+def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Sequence[str], *, time: Any,
+                cache: ArrayCache | None) -> tuple[list[tuple[xr.Dataset | None, ParcelSet, str]], dict[Any, float]]:
+    """The parcels grouped by the tiles to read them from (:func:`assign_tiles`), each group with the lazy
+    Dataset of its bounding box (None: outside the cube's data) and its tiles (``+``-joined); and the share of
+    each parcel partly outside the data (:func:`outside_shares`)."""
+    tiles_of = assign_tiles(version, ps)
+    reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
+    resolution = min(version.spec.band(b).resolution for b in needed)
+    for tiles, ids in _tile_groups(ps, tiles_of).items():
+        sub = ps.select(ids)
+        if not tiles:
+            reads.append((None, sub, ""))
+            continue
+        # stored integers, decoded in float64 here: exact statistics, half the bytes moved
+        ds = open_cube(store, version.collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
+                       bands=needed, tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution),
+                       cache=cache)
+        reads.append((ds, sub, "+".join(tiles)))
+    return reads, outside_shares(version, ps, tiles_of)
+
+
+def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
+    """The parcels' status as a frame; the error of the first parcel when none could be measured (a single
+    parcel: its own error), a :class:`ParcelsWithoutStatisticsWarning` when some could not."""
     status_frame = pd.DataFrame([asdict(s) for s in status], columns=list(ParcelStatus.__slots__))
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):
@@ -287,12 +309,5 @@ def parcel_timeseries(
             f"first: {first.reason}")
     if len(failed):
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
-                      + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=2)
-    if no_dates:
-        warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
-    frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
-    frame = frame.reset_index(drop=True)
-    frame["cube_version"] = version_no
-    frame.attrs.update(cube_version=version_no, collection=collection,
-                       parcel_status=status_frame.to_dict("records"))
-    return frame
+                      + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=3)
+    return status_frame

@@ -51,7 +51,7 @@ from typing import NoReturn
 
 from zarr.abc.store import Store
 
-from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError, StoreError
+from cardcube.errors import CommitConflictError, CubeLockedError, InvalidRequestError, LockLostError, StoreError
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
@@ -172,8 +172,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     key = layout.lock_key(collection)
     every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
     if not 0 < every < stale_after / 2:
-        raise ValueError(f"the heartbeat ({every} s) must be positive and shorter than half of stale_after "
-                         f"({stale_after} s)")
+        raise InvalidRequestError(f"the heartbeat ({every} s) must be positive and shorter than half of "
+                                  f"stale_after ({stale_after} s)")
     owner = uuid.uuid4().hex
     deadline = time.time() + wait
     while True:

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -20,7 +19,7 @@ from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
 from catalog import write_catalog
-from cube.ledger import CubeVersion, Rejection, TileState, head_or_empty
+from cube.ledger import CubeVersion, Rejection, TileState, acquisition_columns, head_or_empty
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
@@ -201,15 +200,8 @@ def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, 
         if not acqs:
             continue
         stop = start + len(acqs)
-        values = {
-            "time": np.array([a.datetime64.astype("datetime64[s]").astype("int64") for a in acqs]),
-            "scene_id": np.array([a.scene_id for a in acqs], dtype=object),
-            "platform": np.array([a.platform for a in acqs], dtype=object),
-            "relative_orbit": np.array([a.relative_orbit for a in acqs], dtype="int16"),
-            "orbit_state": np.array([a.orbit_state for a in acqs], dtype=object),
-            "cloud_cover": np.array([np.nan if a.cloud_cover is None else a.cloud_cover for a in acqs],
-                                    dtype="float32"),
-        }
+        values = acquisition_columns(acqs)
+        values["time"] = values["time"].astype("datetime64[s]").astype("int64")  # seconds, as ingest.arrays.TIME_UNITS
         assert set(values) == {"time", *ACQUISITION_COORDS}
         fence.check()
         for res in spec.resolutions:

@@ -12,7 +12,7 @@ from pyproj import Transformer
 from shapely.geometry import Point, box, mapping
 
 from cardcube.errors import InvalidRequestError
-from cardcube.query import in_crs, parse_time_range, query_geometry
+from cardcube.query import in_crs, in_time_selection, parse_time_range, parse_time_selection, query_geometry
 
 ns = lambda text: np.datetime64(text, "ns")  # noqa: E731
 
@@ -45,6 +45,17 @@ def test_instants_and_dates_as_python_objects():
     assert parse_time_range(None) == (None, None)
     assert parse_time_range(date(2024, 5, 3)) == (ns("2024-05-03"), ns("2024-05-04"))  # one date: that day
     assert parse_time_range(stamp) == parse_time_range((stamp, stamp))
+
+
+def test_a_time_selection_is_a_range_or_a_set_of_exact_times():
+    times = np.array(["2024-05-03T10:50:31", "2024-05-08T10:50:29", "2024-06-02T10:50:31"], dtype="datetime64[ns]")
+    assert parse_time_selection("2024-05") == parse_time_range("2024-05")
+    assert in_time_selection(times, parse_time_selection("2024-05")).tolist() == [True, True, False]
+    exact = parse_time_selection(frozenset({"2024-06-02T10:50:31Z", datetime(2024, 5, 3, 12, 50, 31,
+                                                                            tzinfo=timezone(timedelta(hours=2)))}))
+    assert exact == frozenset({ns("2024-06-02T10:50:31"), ns("2024-05-03T10:50:31")})  # in UTC, as the cube's times
+    assert in_time_selection(times, exact).tolist() == [True, False, True]
+    assert not in_time_selection(times, parse_time_selection(frozenset())).any()
 
 
 @pytest.mark.parametrize("time", ["spring", "2024-13", "2024-05-02/2024-05-01", ("2024-05",), 2024, (1, 2), 3.5,

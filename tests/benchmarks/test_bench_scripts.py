@@ -50,7 +50,7 @@ def test_extraction_sizes_are_checked(main, sizes: str, capsys) -> None:
 
 
 def test_extraction_sizes_take_km() -> None:
-    assert extraction._sizes("5, 10km") == (5.0, 10.0)
+    assert extraction.parse_sizes("5, 10km") == (5.0, 10.0)
 
 
 def test_a_report_not_kept_says_how_to_keep_it(tmp_path: Path, capsys) -> None:

@@ -24,7 +24,8 @@ from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLa
 from cardcube.grid import TileGrid
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
-from cube.extract import MANIFEST, extract, read_status, read_timeseries
+from cube.extract import extract, read_status, read_timeseries
+from cube.extraction_files import MANIFEST
 from cube.timeseries import parcel_timeseries
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,234 @@
+"""The files of an extraction (:func:`cube.extract.extract`), the manifest that pins its run, and reading them.
+
+::
+
+    <out>/manifest.json                                   cube, collection, version, parameters, scenes read
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>.parquet   the same, dates an update added
+    <out>/timeseries/tile=mosaic/part.parquet             parcels read across tiles
+    <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
+
+The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
+mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update records the scenes it adds.
+:func:`finish_manifest` marks the run complete with the scenes read per tile. The readers refuse an unfinished
+extraction unless asked to read what is there.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from zarr.abc.store import Store
+
+from cardcube import __version__
+from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.storage import (
+    StoreLike,
+    list_children,
+    list_keys,
+    open_store,
+    read_bytes,
+    read_json,
+    store_url,
+    write_bytes,
+    write_json,
+)
+from cube.dataset import tile_dates
+from cube.indices import band_list
+from cube.ledger import CubeVersion, committed_versions
+from cube.parcel_layer import parquet_bytes
+from cube.timeseries import ParcelStatus
+
+MANIFEST = "manifest.json"
+STATUS = "parcels.parquet"
+TIMESERIES = "timeseries"
+MOSAIC = f"{TIMESERIES}/tile=mosaic/part.parquet"  # the parcels read one by one (across tiles, overlapping)
+
+# Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
+PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
+# Dictionary-encode the repeated strings only, keep min/max statistics on the columns readers filter on
+# (parcel, time, band): 3x faster to write than pandas' defaults, and smaller with zstd.
+TIMESERIES_PARQUET: dict[str, Any] = {
+    "compression": "zstd", "compression_level": 1, "use_dictionary": ["parcel_id", "band", "platform", "orbit_state"],
+    "write_statistics": ["parcel_id", "time", "band"], **PORTABLE_PARQUET,
+}
+
+
+def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
+                   cube: Store) -> dict[str, list[str]] | None:
+    """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
+    ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
+    whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
+    old = read_json(out, MANIFEST)
+    if old is None:
+        others = list_children(out, "")
+        if others:  # parcels.parquet would overwrite a parcel file of the same name
+            listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+            raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
+                                      f"a new or empty --out, so that nothing of yours is overwritten")
+        write_json(out, MANIFEST, {**manifest, "complete": False})
+        return None
+    where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
+    mismatched = [k for k in manifest if k != "version" and old.get(k) != manifest[k]]
+    if mismatched:
+        raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
+    if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
+        if "update" in old:
+            return old["update"]["scenes"]
+        return {t: [] for t in version.tiles} if old.get("updated_from") else None
+    if not old.get("complete"):
+        if old["version"] not in committed_versions(cube, version.collection):
+            raise InvalidRequestError(f"{where}, unfinished, and that version has been expired since (cardcube "
+                                      f"expire): it cannot be resumed; write to a new --out")
+        raise InvalidRequestError(f"{where}, unfinished: resume it with as_of={old['version']} (--as-of "
+                                  f"{old['version']}), or write to a new --out"
+                                  f"{' (an update starts from a complete extraction)' if update else ''}")
+    if not update:
+        raise InvalidRequestError(f"{where}; pass update=True (--update) to add the dates of version "
+                                  f"{version.version} to it, or write to a new --out")
+    if old["version"] > version.version:
+        raise InvalidRequestError(f"{where}, newer than version {version.version}: an update only goes forward")
+    if "scenes" not in old:
+        raise InvalidRequestError(f"{where}, from before updates: an update starts from an extraction that lists "
+                                  f"the scenes it read; write to a new --out")
+    gained = sorted(set(version.tiles) - set(old["scenes"]))
+    if gained:
+        raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "
+                                  f"be read from other tiles now: extract into a new --out")
+    new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
+           for tile, state in version.tiles.items()}
+    write_json(out, MANIFEST, {**old, "version": version.version, "complete": False,
+                               "update": {"from": old["version"], "scenes": new}})
+    return new
+
+def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapping[str, int]) -> None:
+    """Mark the run complete: its parcels' ``status`` counts, the scenes of ``version`` (within ``time``) read per
+    tile, which the next update starts from, and the versions updated from."""
+    old = read_json(out, MANIFEST)
+    scenes = {tile: [a.scene_id for a in tile_dates(state, time)] for tile, state in sorted(version.tiles.items())}
+    history = old.get("updated_from", []) + ([old["update"]["from"]] if "update" in old else [])
+    write_json(out, MANIFEST, {**{k: v for k, v in old.items() if k != "update"}, "complete": True,
+                               "status": dict(status), "scenes": scenes, "updated_from": history,
+                               "software": f"cardcube {__version__}",
+                               "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
+    raw = gdf[id_column].tolist() if id_column in gdf.columns else gdf.index.tolist()
+    return [i.item() if isinstance(i, np.generic) else i for i in raw]
+
+
+def mosaic_status(out: Store) -> list[dict[str, Any]] | None:
+    """The status of the parcels read one by one, from the metadata of an earlier run's file (read whole: a
+    fraction of the cube bytes reading those parcels again would take), or None if it does not hold it."""
+    data = read_bytes(out, MOSAIC)
+    try:
+        meta = None if data is None else pq.read_schema(io.BytesIO(data)).metadata
+    except pa.ArrowInvalid:
+        return None
+    return json.loads((meta or {}).get(b"PANDAS_ATTRS", b"{}")).get("parcel_status")
+
+
+def write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
+                 status: Mapping[Any, ParcelStatus], repaired: set[Any], cube_version: int) -> None:
+    """``parcels.parquet``: every parcel of ``frame`` (the parcel file) with its status, reason, tile and pixels."""
+    ids = _ids(frame, id_column)
+    table = gpd.GeoDataFrame({
+        "parcel_id": ids,
+        "status": [status[i].status for i in ids],
+        "reason": [status[i].reason for i in ids],
+        "tile": [status[i].tile for i in ids],
+        "pixels": np.array([status[i].pixels for i in ids], dtype=np.int64),
+        "repaired": [i in repaired for i in ids],
+        "cube_version": np.full(len(ids), cube_version, dtype=np.int64),
+    }, geometry=frame.geometry.to_numpy(), crs=frame.crs)
+    write_bytes(out, STATUS, parquet_bytes(table))
+
+
+def _extraction_store(out: StoreLike, storage_options: Mapping[str, Any] | None) -> Any:
+    """The store of the extraction at ``out``, read only; a missing folder is named as no extraction (not as no
+    cube, which :func:`open_store` says)."""
+    try:
+        return open_store(out, storage_options=storage_options, read_only=True)
+    except CubeNotFoundError:
+        raise InvalidRequestError(f"no extraction at {out}: the folder does not exist (give the --out folder of "
+                                  f"cardcube extract)") from None
+
+
+def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
+    """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
+    files hold only some parcels) and ``allow_incomplete`` is not set."""
+    manifest = read_json(store, MANIFEST)
+    if manifest is None:
+        raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
+                                  f"of cardcube extract)")
+    if not manifest.get("complete") and not allow_incomplete:
+        raise InvalidRequestError(f"the extraction at {store_url(store)} is unfinished: its files hold only some "
+                                  f"parcels and dates. Resume it with the same cardcube extract command (or pass "
+                                  f"allow_incomplete=True to read what is there)")
+    return manifest
+
+
+def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                    storage_options: Mapping[str, Any] | None = None, allow_incomplete: bool = False) -> pd.DataFrame:
+    """Every statistics row of the extraction at ``out`` (only ``bands``, in any case, and ``columns``, if
+    given: one it does not hold is an error), sorted by parcel, time and band, with the ``tile`` it was read
+    from (the partition key, as pyarrow's hive partitioning gives it). An unfinished extraction is refused
+    unless ``allow_incomplete``.
+
+    Reads all files into memory: for a territory, select the bands and columns you need, or query the
+    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
+    """
+    store = _extraction_store(out, storage_options)
+    manifest = _finished(store, allow_incomplete=allow_incomplete)
+    keys = list_keys(store, f"{TIMESERIES}/")
+    if not keys:
+        return pd.DataFrame()
+    where = f"the extraction at {store_url(store)}"
+    filters = None
+    if bands is not None:
+        extracted = {b.upper(): b for b in manifest["bands"]}
+        bands = [extracted.get(b.upper(), b) for b in band_list(bands)]
+        if missing := [b for b in bands if b not in manifest["bands"]]:
+            raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
+                                      f"{', '.join(manifest['bands'])}")
+        filters = [("band", "in", bands)]
+    files = (io.BytesIO(read_bytes(store, k)) for k in keys)
+    wanted = None
+    if columns is not None:
+        wanted = [c for c in dict.fromkeys(["parcel_id", "time", "band", *columns]) if c != "tile"]  # the folder's
+        first = next(files)
+        names = pq.read_schema(first).names
+        if missing := [c for c in wanted if c not in names]:
+            raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
+        files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
+    frames = [pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
+              for k, f in zip(keys, files, strict=True)]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+
+
+def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of the finished extraction at ``out``: the cube and version it read, its parameters, the scenes
+    read per tile."""
+    return _finished(_extraction_store(out, storage_options), allow_incomplete=False)
+
+
+def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
+    """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
+    store = _extraction_store(out, storage_options)
+    _finished(store, allow_incomplete=True)
+    data = read_bytes(store, STATUS)
+    if data is None:
+        raise InvalidRequestError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
+    return gpd.read_parquet(io.BytesIO(data))

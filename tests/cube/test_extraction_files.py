@@ -1,0 +1,51 @@
+"""The manifest that pins an extraction's run, without a cube: started, refused when mixed, finished."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from zarr.storage import MemoryStore
+
+from cardcube.errors import InvalidRequestError
+from cardcube.spec import cube_spec
+from cardcube.storage import read_json, write_json
+from cube.extraction_files import MANIFEST, check_manifest, finish_manifest, read_manifest
+from cube.ledger import Acquisition, CubeVersion, TileState
+
+PARAMETERS = {"cube": "memory://cube", "collection": "s2", "version": 1, "bands": ["B04"], "block": 256}
+
+
+def _version(number: int, scenes: list[str]) -> CubeVersion:
+    acqs = tuple(Acquisition(f"2024-05-0{i + 1}T10:50:31Z", sid, "sentinel-2a", 8, "descending")
+                 for i, sid in enumerate(scenes))
+    return replace(CubeVersion.empty(cube_spec("s2")), version=number, tiles={"31UFU": TileState("31UFU", cold=acqs)})
+
+
+def test_a_run_starts_incomplete_and_finishes_with_the_scenes_it_read():
+    out, version = MemoryStore(), _version(1, ["S2A_1", "S2A_2"])
+    assert check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out) is None  # a whole run
+    assert read_json(out, MANIFEST)["complete"] is False
+    assert check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out) is None  # resumed
+    finish_manifest(out, version, time=None, status={"ok": 3, "outside": 1})
+    manifest = read_manifest(out)
+    assert manifest["complete"] is True and manifest["scenes"] == {"31UFU": ["S2A_1", "S2A_2"]}
+    assert manifest["status"] == {"ok": 3, "outside": 1} and manifest["updated_from"] == []
+
+
+def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
+    out = MemoryStore()
+    write_json(out, "mine.txt", "not an extraction")
+    with pytest.raises(InvalidRequestError, match=r"holds mine\.txt but no extraction"):
+        check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
+    out = MemoryStore()
+    check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
+    finish_manifest(out, _version(1, ["S2A_1"]), time=None, status={"ok": 1})
+    with pytest.raises(InvalidRequestError, match="with other block"):
+        check_manifest(out, {**PARAMETERS, "block": 512}, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
+    newer = _version(2, ["S2A_1", "S2A_2"])
+    with pytest.raises(InvalidRequestError, match="pass update=True"):
+        check_manifest(out, PARAMETERS, newer, time=None, update=False, cube=out)
+    assert check_manifest(out, PARAMETERS, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
+    finish_manifest(out, newer, time=None, status={"ok": 1})
+    assert read_manifest(out)["updated_from"] == [1]
