@@ -48,14 +48,17 @@ def _pick_parcels(parcels, truth):
 
 
 def _score(flags, truth) -> str:
-    """How the markers did against the planted anomalies: found per kind, and false alarms."""
+    """How the markers did against the planted anomalies: found per kind, and false alarms among the parcels
+    measured (an unmeasured anomaly counts as missed)."""
     table = flags.merge(truth[["parcel_id", "anomaly_kind"]], on="parcel_id")
+    unmeasured = table.not_judged.str.startswith("every marker: no statistics")
     planted = table[table.anomaly_kind.notna()]
     found = ", ".join(f"{kind} {int(g.flagged.sum())}/{len(g)}" for kind, g in planted.groupby("anomaly_kind"))
-    others = table[table.anomaly_kind.isna()]
+    others = table[table.anomaly_kind.isna() & ~unmeasured]
     return (f"  {int(table.flagged.sum())} of {len(table)} parcels flagged: {int(planted.flagged.sum())} of the "
             f"{len(planted)} planted anomalies ({found}), and {int(others.flagged.sum())} of the {len(others)} "
-            f"others ({others.flagged.mean():.1%})")
+            f"others measured ({others.flagged.mean():.1%}); {int(unmeasured.sum())} parcels could not be "
+            f"measured (too small or outside the cube: not judged, see flags.csv)")
 
 
 def _size_mb(folder: Path) -> float:
@@ -93,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     from cardcube.synth import SynthConfig, generate
     from cardcube.synth.crops import GRASSLAND_CODES
-    from cube.anomalies import COLUMNS, flag_parcels
     from cube.chips import chip
-    from cube.extract import extract, read_timeseries
+    from cube.extract import extract
+    from cube.flag_files import flag_files
     from cube.plots import plot_timeseries
     from cube.timeseries import parcel_timeseries
     from ingest.expire import expire
@@ -155,9 +158,8 @@ def run(args: argparse.Namespace) -> int:
           f"reads this cube)")
 
     print("\n7/7 anomaly markers on the extractions, checked against the planted ground truth")
-    flags = flag_parcels(read_timeseries(out / "extract", bands=["B04", "B08"], columns=COLUMNS),
-                         parcels.set_index("parcel_id").crop_code, grassland=GRASSLAND_CODES,
-                         s1=read_timeseries(out / "extract-s1", bands=["VH"], columns=COLUMNS))
+    flags = flag_files(out / "extract", parcels.set_index("parcel_id").crop_code, s1=out / "extract-s1",
+                       grassland=GRASSLAND_CODES)
     flags.to_csv(out / "flags.csv", index=False)
     print(_score(flags, truth))
     print(f"  every parcel with its markers and reasons -> {out / 'flags.csv'}")

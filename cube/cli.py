@@ -9,7 +9,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.query import TIME_HELP
@@ -301,36 +301,10 @@ def _extract(args: argparse.Namespace) -> int:
     return 0 if result.status["ok"] and not result.failures else 1
 
 
-def _is_extraction(path: str) -> bool:
-    """Whether ``path`` names an extraction (a folder, or a URL: ``cardcube extract --out s3://...``), not a file of
-    ``cardcube timeseries``."""
-    return "://" in path or Path(path).is_dir()
-
-
-def _statistics(path: str, bands: list[str], options: dict | None):
-    """The statistics the markers read, from an extraction (a folder or URL) or a ``cardcube timeseries`` file."""
-    import pandas as pd
-
-    from cardcube.errors import InvalidRequestError
-    from cube.anomalies import COLUMNS
-    from cube.extract import read_timeseries
-
-    if _is_extraction(path):
-        return read_timeseries(path, bands=bands, columns=COLUMNS, storage_options=options)
-    source = Path(path)
-    if not source.exists():
-        raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
-                                  f".parquet/.csv file of cardcube timeseries")
-    frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(
-        source, parse_dates=["time"], dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
-    return frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
-
-
 def _flag(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from cardcube.errors import InvalidRequestError
-    from cube.anomalies import MARKERS, MarkerRules, code_list, declarations, flag_parcels
+    from cube.anomalies import MARKERS, MarkerRules, code_list, declarations
+    from cube.flag_files import describe_statistics, flag_files
     from cube.parcels import read_parcels
 
     out = _table_out(args.out)
@@ -350,23 +324,17 @@ def _flag(args: argparse.Namespace) -> int:
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     options = storage_options(args)
-    s2, s1 = (_statistics(path, bands, options).astype({"parcel_id": str}) if path else None
-              for path, bands in ((args.timeseries, ["B04", "B08"]), (args.s1, ["VH"])))
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
-        measured = flag_parcels(s2, declared, grassland=grassland, s1=s1, rules=rules)
-        flags = pd.concat([measured, _unmeasured(args.timeseries, declared, options)], ignore_index=True)
-        flags.attrs = measured.attrs  # the rules
-        missing = declared.index.difference(flags.parcel_id)
-        if len(missing):
-            warnings.warn(f"{len(missing)} declared parcel(s) have no statistics in {args.timeseries} (e.g. "
-                          f"{missing[0]}): not judged, no row", stacklevel=1)
+        flags = flag_files(args.timeseries, declared, s1=args.s1, grassland=grassland, rules=rules,
+                           storage_options=options)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     _write_table(flags, out)
+    inputs = {name: describe_statistics(path, storage_options=options) if path else None
+              for name, path in (("timeseries", args.timeseries), ("s1", args.s1))}
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
-              "inputs": {"timeseries": _described(args.timeseries, options), "s1": _described(args.s1, options),
-                         "parcels": str(Path(args.parcels).resolve())},
+              "inputs": {**inputs, "parcels": str(Path(args.parcels).resolve())},
               "notes": [str(w.message) for w in caught]}
     Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
@@ -379,49 +347,6 @@ def _flag(args: argparse.Namespace) -> int:
         print(f"{len(unjudged)} parcels have markers the data could not judge (column not_judged), e.g. "
               f"{unjudged.parcel_id.iloc[0]}: {unjudged.not_judged.iloc[0]}")
     return 0
-
-
-def _unmeasured(path: str, declared, options: dict | None):
-    """Rows of flags for the declared parcels an extraction at ``path`` could not measure: not judged, and why
-    (an unflagged parcel would be read as cleared). None for statistics from a file, which has no status table."""
-    import pandas as pd
-
-    from cube.anomalies import MARKERS
-    from cube.extract import read_status
-
-    if not _is_extraction(path):
-        return None
-    status = read_status(path, storage_options=options)
-    status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
-    ids = status.parcel_id.astype(str)
-    return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,
-                         **dict.fromkeys([*MARKERS, "flagged"], False), "reasons": "",
-                         "not_judged": [f"every marker: no statistics ({s}: {r})"
-                                        for s, r in zip(status.status, status.reason, strict=True)]})
-
-
-def _described(path: str | None, options: dict | None) -> dict[str, Any] | None:
-    """Where statistics came from: the path and the cube version they were read from, as an extraction's
-    manifest or a ``cardcube timeseries`` Parquet file's metadata says."""
-    from cube.extract import read_manifest
-
-    if path is None:
-        return None
-    if _is_extraction(path):
-        m = read_manifest(path, storage_options=options)
-        return {"path": path if "://" in path else str(Path(path).resolve()), "cube": m.get("cube"),
-                "collection": m.get("collection"), "cube_version": m.get("version")}
-    source = Path(path).resolve()
-    if source.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
-        return {"path": str(source), "cube_version": attrs.get("cube_version")}
-    import pandas as pd  # a CSV of cardcube timeseries: every row carries the version
-
-    versions = pd.read_csv(source, usecols=lambda c: c == "cube_version")
-    found = sorted(versions.cube_version.dropna().unique().tolist()) if "cube_version" in versions else []
-    return {"path": str(source), "cube_version": found[0] if len(found) == 1 else found or None}
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,113 @@
+"""The markers of :mod:`cube.anomalies` run on files: the output of ``cardcube extract`` (a folder or URL) or
+of ``cardcube timeseries`` (a ``.parquet`` or ``.csv`` file), with every declared parcel accounted for.
+
+:func:`flag_parcels` judges the parcels it has statistics of. Over a whole territory that is not enough: a
+declared parcel the extraction could not measure (too small, outside the cube, invalid) would have no row,
+and no row reads as cleared. :func:`flag_files` adds a row for each, not judged, with the extraction's
+status and reason, and warns of declared parcels that have no statistics at all. :func:`describe_statistics`
+says which cube version the statistics were read from, so a set of flags can be reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cardcube.errors import InvalidRequestError
+from cube.anomalies import COLUMNS, MARKERS, MarkerRules, declarations, flag_parcels
+from cube.extraction_files import read_manifest, read_status, read_timeseries
+
+__all__ = ["describe_statistics", "flag_files", "read_statistics"]
+
+S2_BANDS = ("B04", "B08")  # what the markers read of each source: NDVI of the mean reflectances
+S1_BANDS = ("VH",)
+
+
+def is_extraction(path: str | Path) -> bool:
+    """Whether ``path`` names an extraction (a folder, or a URL: ``cardcube extract --out s3://...``), not a file
+    of ``cardcube timeseries``."""
+    return "://" in str(path) or Path(path).is_dir()
+
+
+def read_statistics(path: str | Path, bands: Iterable[str], *,
+                    storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The statistics the markers read (:data:`~cube.anomalies.COLUMNS`), parcel ids as text: of ``bands`` from an
+    extraction, every band of a ``cardcube timeseries`` file."""
+    if is_extraction(path):
+        frame = read_timeseries(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
+    else:
+        source = Path(path)
+        if not source.exists():
+            raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
+                                      f".parquet/.csv file of cardcube timeseries")
+        frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(
+            source, parse_dates=["time"], dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
+        frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
+    return frame.astype({"parcel_id": str})
+
+
+def flag_files(
+    timeseries: str | Path,
+    declared: Mapping[Any, Any] | pd.Series,
+    *,
+    s1: str | Path | None = None,
+    grassland: Iterable[Any] | str | int = (),
+    rules: MarkerRules | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """:func:`~cube.anomalies.flag_parcels` on the Sentinel-2 statistics at ``timeseries`` (and the Sentinel-1
+    ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`), plus one row, not judged, for each
+    declared parcel an extraction could not measure (with its status and reason). Declared parcels with no
+    statistics at all are named in a warning. Parcel ids are compared as text, so a CSV's and a GeoPackage's ids
+    match."""
+    declared = declarations(declared)
+    declared.index = declared.index.astype(str)
+    s2_stats = read_statistics(timeseries, S2_BANDS, storage_options=storage_options)
+    s1_stats = read_statistics(s1, S1_BANDS, storage_options=storage_options) if s1 is not None else None
+    measured = flag_parcels(s2_stats, declared, grassland=grassland, s1=s1_stats,
+                             rules=rules or MarkerRules())
+    flags = pd.concat([measured, _unmeasured(timeseries, declared, storage_options)], ignore_index=True)
+    flags.attrs = measured.attrs  # the rules
+    missing = declared.index.difference(flags.parcel_id)
+    if len(missing):
+        warnings.warn(f"{len(missing)} declared parcel(s) have no statistics in {timeseries} (e.g. {missing[0]}): "
+                      f"not judged, no row", stacklevel=2)
+    return flags
+
+
+def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[str, Any] | None
+                ) -> pd.DataFrame | None:
+    """Rows of flags for the declared parcels an extraction at ``path`` could not measure: not judged, and why.
+    None for statistics from a file, which has no status table."""
+    if not is_extraction(path):
+        return None
+    status = read_status(path, storage_options=storage_options)
+    status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
+    ids = status.parcel_id.astype(str)
+    return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,
+                         **dict.fromkeys([*MARKERS, "flagged"], False), "reasons": "",
+                         "not_judged": [f"every marker: no statistics ({s}: {r})"
+                                        for s, r in zip(status.status, status.reason, strict=True)]})
+
+
+def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where statistics came from: the path and the cube version they were read from, as an extraction's
+    manifest or a ``cardcube timeseries`` file (its Parquet metadata, or the CSV's ``cube_version`` column) says."""
+    if is_extraction(path):
+        m = read_manifest(path, storage_options=storage_options)
+        return {"path": str(path) if "://" in str(path) else str(Path(path).resolve()), "cube": m.get("cube"),
+                "collection": m.get("collection"), "cube_version": m.get("version")}
+    source = Path(path).resolve()
+    if source.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+        return {"path": str(source), "cube_version": attrs.get("cube_version")}
+    versions = pd.read_csv(source, usecols=lambda c: c == "cube_version")
+    found = sorted(versions.cube_version.dropna().unique().tolist()) if "cube_version" in versions else []
+    return {"path": str(source), "cube_version": found[0] if len(found) == 1 else found or None}

@@ -1,0 +1,55 @@
+"""Flagging from files: every declared parcel of an extraction gets a row, the provenance is the cube version."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cardcube.errors import InvalidRequestError
+from cardcube.storage import open_store
+from cube.anomalies import flag_parcels
+from cube.extract import extract, read_status, read_timeseries
+from cube.flag_files import describe_statistics, flag_files, read_statistics
+from cube.ledger import read_version
+
+
+@pytest.fixture(scope="module")
+def s2_extracted(tiny_cube, tiny_region, tmp_path_factory):
+    out = tmp_path_factory.mktemp("extract")
+    extract(tiny_region.parcels, tiny_cube, out, bands=["B04", "B08"], progress=False)
+    return out
+
+
+def test_flag_files_is_flag_parcels_plus_the_parcels_not_measured(s2_extracted, tiny_region):
+    parcels = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"])
+    declared = parcels.set_index("parcel_id").crop_code
+    flags = flag_files(s2_extracted, declared)
+    status = read_status(s2_extracted)
+    assert sorted(flags.parcel_id) == sorted(status.parcel_id.astype(str))
+    direct = flag_parcels(read_timeseries(s2_extracted, bands=["B04", "B08"]), declared)
+    measured = flags[flags.parcel_id.isin(direct.parcel_id)].set_index("parcel_id").sort_index()
+    pd.testing.assert_frame_equal(measured, direct.set_index("parcel_id").sort_index(), check_like=True)
+    unmeasured = status[status.status != "ok"]
+    rows = flags.set_index("parcel_id").loc[unmeasured.parcel_id.astype(str)]
+    assert len(rows) and not rows.flagged.any()
+    assert rows.not_judged.tolist() == [f"every marker: no statistics ({s}: {r})"
+                                        for s, r in zip(unmeasured.status, unmeasured.reason, strict=True)]
+    extra = pd.concat([declared, pd.Series({"never-extracted": declared.iloc[0]})])
+    with pytest.warns(UserWarning, match=r"1 declared parcel\(s\) have no statistics .* \(e.g. never-extracted\)"):
+        flag_files(s2_extracted, extra)
+
+
+def test_statistics_from_a_timeseries_file_and_their_version(s2_extracted, tiny_cube, tmp_path):
+    frame = read_timeseries(s2_extracted, bands=["B04", "B08"])
+    frame.attrs["cube_version"] = 7
+    frame.to_parquet(tmp_path / "ts.parquet")
+    frame.assign(cube_version=7).to_csv(tmp_path / "ts.csv", index=False)
+    for path in (tmp_path / "ts.parquet", tmp_path / "ts.csv"):
+        read = read_statistics(path, ["B04", "B08"])
+        assert len(read) == len(frame) and read.parcel_id.map(type).eq(str).all()
+        assert describe_statistics(path)["cube_version"] == 7
+    described = describe_statistics(s2_extracted)
+    assert described["cube_version"] == read_version(open_store(tiny_cube), "s2").version
+    assert described["collection"] == "s2" and described["path"] == str(s2_extracted.resolve())
+    with pytest.raises(InvalidRequestError, match="no statistics at"):
+        read_statistics(tmp_path / "missing.parquet", ["B04"])
