@@ -74,6 +74,11 @@ class StoreError(CardcubeError, OSError):
     """The store failed (after retries) or cannot be reached."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached or does not answer in time (refused or dropped connections, timeouts, 503 Slow
+    Down after every retry): an outage that may pass, where asking again later can succeed."""
+
+
 # --- requests on the read side --------------------------------------------------------------------
 class ParcelError(CardcubeError, ValueError):
     """A parcel cannot be processed; ``parcel_id`` names it and ``reason`` says why."""

@@ -97,6 +97,17 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
@@ -196,6 +207,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--array-cache", type=int, default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
+    s.add_argument("--store-timeout", type=_positive, default=5.0, metavar="SECONDS",
+                   help="seconds a request to an S3 cube may take to fail, retries included (default 5): a store "
+                   "out of reach is then a 503 with Retry-After within about that, not after a minute of retries")
     s.set_defaults(func=_serve)
 
 
@@ -428,7 +442,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          array_cache=args.array_cache,
+          array_cache=args.array_cache, store_timeout=args.store_timeout,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

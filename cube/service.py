@@ -25,7 +25,14 @@ Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a clien
 404 unknown parcel, collection, version, route, or a date or time range without an acquisition of the cube;
 405 a method a route does not answer; 413 a request too large; 422 a parcel that cannot be
 measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
-its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
+its store failing (an error answered after every retry), 503 its store out of reach (refused or dropped
+connections, no answer within ``store_timeout`` seconds, Slow Down after every retry), with a ``Retry-After``
+header: the service answers by itself again once the store is back. The OpenAPI document (``/docs``) lists them
+with :class:`ErrorBody`.
+
+A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
+outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
+proxy's own timeout (nginx's and many load balancers' 60 s).
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from cardcube.errors import (
     ParcelNotFoundError,
     RequestTooLargeError,
     StoreError,
+    StoreUnavailableError,
 )
 from cardcube.lru import LRUDict
 from cardcube.query import TIME_HELP
@@ -106,16 +114,20 @@ PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date'
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
+STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
+RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS",
-           "REFRESH", "VersionCache", "make_app", "serve"]
+           "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
 
 
-# The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
-# large (a ValueError too, so first); a parcel that cannot be measured or a bad parameter (ValueError).
-_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreError, 502), (RequestTooLargeError, 413),
-           (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+# The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
+# (LookupError) or cube; a request too large (a ValueError too, so first); a parcel that cannot be measured or a
+# bad parameter (ValueError). A status's headers go with it.
+_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
+           (RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+_HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
 
 
 class VersionCache:
@@ -167,7 +179,9 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
         (404, "unknown collection, parcel, version or date"), (413, "the request would read or draw too much"),
-        (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"))}
+        (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"),
+        (502, "the cube's store answered an error after every retry"),
+        (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 
@@ -231,16 +245,17 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
-             array_cache: int = ARRAY_CACHE) -> FastAPI:
+             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
     several, or a GeoDataFrame) is the registry that parcel ids in URLs are looked up in; ``refresh``:
     seconds between lookups of the latest version (0: every request); ``array_cache``: opened arrays kept
     between requests, each with up to 64 of its shard indexes (:class:`cube.tile_arrays.ArrayCache`; 0 keeps
     none, so each request fetches its arrays' metadata and shard indexes again: what ``benchmarks.service``
-    compares)."""
+    compares); ``store_timeout``: seconds a request to an S3 store may take to fail, retries included, so an
+    outage answers 503 at once (:func:`cardcube.storage.open_store`; None: the library's patient defaults)."""
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
-    store = open_store(cube, storage_options=storage_options, read_only=True)
+    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer),
@@ -252,11 +267,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                   responses=ERROR_RESPONSES)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
-                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates"])
+                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        return _error(_status(exc), _kind(exc), str(exc))
+        status = _status(exc)
+        return _error(status, _kind(exc), str(exc), headers=_HEADERS.get(status))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -381,12 +397,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
-          refresh: float = REFRESH, array_cache: int = ARRAY_CACHE,
+          refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
           announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
     OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
-                   refresh=refresh, array_cache=array_cache)
+                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout)
     serve_app(app, host=host, port=port, announce=announce, root_path=root_path)
