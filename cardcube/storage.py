@@ -2,7 +2,8 @@
 
 cardcube has no storage class of its own: everything goes through a zarr ``Store`` (``LocalStore``
 for folders, ``FsspecStore`` over s3fs for object storage). The few extra verbs the commit protocol
-needs (read/write/list small objects, create-only writes) are thin functions over that interface.
+needs (read/write/list small objects, create-only writes) are thin functions over that interface. A file
+outside a cube (a parcel file in a bucket) is fetched through fsspec with the same options (:func:`local_copy`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
 import socket
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import fsspec
 from botocore.exceptions import BotoCoreError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from zarr.abc.store import ByteRequest, Store
@@ -96,17 +100,27 @@ def open_store(
             raise CubeNotFoundError(f"no cube at {path}: the folder does not exist")
         return LocalStore(path, read_only=read_only)
     if text.startswith("s3://"):
-        opts = {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
-        endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
+        opts = _s3_options(storage_options)
         if timeout is not None:
             opts = _bounded(opts, timeout)
-        if endpoint:
-            _check_reachable(endpoint, text)
+        _check_endpoint(opts, text)
         store = FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
         if timeout is not None:
             store.fs.retries = 1  # s3fs's own loop of tries around botocore's (an attribute, not an option)
         return store
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """s3fs options: cardcube's defaults, then the environment's endpoint, then ``storage_options``."""
+    return {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
+
+
+def _check_endpoint(opts: Mapping[str, Any], location: str) -> None:
+    """:func:`_check_reachable` for the endpoint of s3fs options ``opts``, if they name one."""
+    endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
+    if endpoint:
+        _check_reachable(endpoint, location)
 
 
 def _bounded(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -179,17 +193,13 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         yield
     except CardcubeError:
         raise
-    except NoCredentialsError as exc:  # nothing to retry: say where keys are looked for
-        raise StoreError(f"cannot {doing} {store_url(store)}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
-                         f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass key and secret in storage_options") from exc
     except FileNotFoundError as exc:
         if not store_url(store).startswith("s3://"):
             raise StoreError(f"cannot {doing} {store_url(store)}: {type(exc).__name__}: {exc}") from exc
         bucket = store_url(store).removeprefix("s3://").split("/")[0]  # s3fs's NoSuchBucket (a missing key is None)
-        raise StoreError(f"cannot {doing} {store_url(store)}: the bucket {bucket} does not exist; create it first "
-                         f"(cardcube creates no buckets) or correct the URL") from exc
+        raise StoreError(f"cannot {doing} {store_url(store)}: {_no_bucket(bucket)}") from exc
     except _FAILURES as exc:
-        raise store_error(exc, doing, store) from exc
+        raise _failure(exc, doing, store_url(store)) from exc
 
 
 @contextmanager
@@ -203,16 +213,50 @@ def reading(what: str, store: Store) -> Iterator[None]:
     except (CardcubeError, FileNotFoundError):
         raise
     except (OSError, BotoCoreError) as exc:
-        raise store_error(exc, f"read {what} from", store) from exc
+        raise _failure(exc, f"read {what} from", store_url(store)) from exc
 
 
-def store_error(exc: BaseException, doing: str, store: Store) -> StoreError:
-    """The :class:`StoreError` for a failure ``exc`` while ``doing`` something to ``store``, naming both: a
+def _failure(exc: BaseException, doing: str, where: str) -> StoreError:
+    """The :class:`StoreError` for a failure ``exc`` while ``doing`` something to ``where``, naming both: a
     :class:`StoreUnavailableError` when the store cannot be reached or does not answer (:func:`unavailable`)."""
+    if isinstance(exc, NoCredentialsError):  # nothing to retry: say where keys are looked for
+        return StoreError(f"cannot {doing} {where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                          f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass key and secret in storage_options")
     if unavailable(exc):
-        return StoreUnavailableError(f"cannot {doing} {store_url(store)}: the store cannot be reached or does not "
-                                     f"answer ({type(exc).__name__}: {exc})")
-    return StoreError(f"cannot {doing} {store_url(store)} (after retries): {type(exc).__name__}: {exc}")
+        return StoreUnavailableError(f"cannot {doing} {where}: the store cannot be reached or does not answer "
+                                     f"({type(exc).__name__}: {exc})")
+    return StoreError(f"cannot {doing} {where} (after retries): {type(exc).__name__}: {exc}")
+
+
+def _no_bucket(bucket: str) -> str:
+    return f"the bucket {bucket} does not exist; create it first (cardcube creates no buckets) or correct the URL"
+
+
+@contextmanager
+def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) -> Iterator[Path]:
+    """A temporary local copy of the object at ``url`` (``s3://``, ``http(s)://`` or another fsspec URL), deleted
+    afterwards: for a reader that needs a file to seek in (GDAL's GeoPackage driver, SQLite underneath), which a
+    large file then takes on disk, not in memory. ``storage_options`` are S3's, taken as :func:`open_store` takes
+    them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
+    signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
+    :class:`StoreError` a store that fails."""
+    if url.startswith("s3://"):
+        opts = _s3_options(storage_options)
+        _check_endpoint(opts, url)
+    else:
+        opts = {} if urlparse(url).scheme in ("http", "https") else dict(storage_options or {})
+    fs, path = fsspec.core.url_to_fs(url, **opts)
+    with tempfile.TemporaryDirectory(prefix="cardcube-") as folder:
+        local = Path(folder) / (posixpath.basename(urlparse(url).path) or "object")  # no query: its name's suffix
+        try:
+            fs.get_file(path, str(local))
+        except FileNotFoundError:
+            bucket = path.split("/")[0]
+            missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
+            raise FileNotFoundError(f"{url}{missing}") from None
+        except _FAILURES as exc:
+            raise _failure(exc, "read", url) from exc
+        yield local
 
 
 def read_bytes(store: Store, key: str) -> bytes | None:

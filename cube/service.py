@@ -247,18 +247,20 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
              array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
-    several, or a GeoDataFrame) is the registry that parcel ids in URLs are looked up in; ``refresh``:
-    seconds between lookups of the latest version (0: every request); ``array_cache``: opened arrays kept
-    between requests, each with up to 64 of its shard indexes (:class:`cube.tile_arrays.ArrayCache`; 0 keeps
-    none, so each request fetches its arrays' metadata and shard indexes again: what ``benchmarks.service``
-    compares); ``store_timeout``: seconds a request to an S3 store may take to fail, retries included, so an
-    outage answers 503 at once (:func:`cardcube.storage.open_store`; None: the library's patient defaults)."""
+    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
+    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
+    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
+    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
+    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
+    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
+    None: the library's patient defaults)."""
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
-    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer),
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
+                                                                    storage_options=storage_options),
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
     # each query then fetches chunks, not the arrays' metadata and shard indexes

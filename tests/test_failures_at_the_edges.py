@@ -119,9 +119,6 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
         read_parcels(garbage)
     with pytest.raises(ParcelFileError, match="no parcel file at"):
         read_parcels(tmp_path / "missing.parquet")
-    with pytest.raises(ParcelFileError, match=r"s3://registry/parcels.gpkg is a URL: parcel files are read from a "
-                                              r"local path; copy it here first"):  # not "no parcel file"
-        read_parcels("s3://registry/parcels.gpkg")
     pd.DataFrame({"parcel_id": ["a"], "rain_mm": [3.0]}).to_parquet(tmp_path / "weather.parquet")
     with pytest.raises(ParcelFileError, match=r"weather\.parquet is not a GeoParquet file \(no geometry column\)"):
         read_parcels(tmp_path / "weather.parquet")

@@ -152,15 +152,16 @@ def test_an_array_cache_leaves_the_next_queries_only_chunks_to_fetch(tiny_cube, 
 
 
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
-    """``cardcube serve --cube s3://...`` (endpoint and keys from the environment, as for Ceph or MinIO)
-    answers with the numbers and chips of the same cube in a folder."""
+    """``cardcube serve --cube s3://... --parcels s3://...`` (endpoint and keys from the environment, as for Ceph or
+    MinIO) answers with the numbers and chips of the same cube and parcels in a folder."""
     from PIL import Image
 
     from cardcube.testing.served import ServedCommand
 
     parcels = gpd.read_parquet(tiny_region.parcels)
     pid = parcels.sort_values("area_ha").parcel_id.iloc[-2]
-    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels],
+    s3_server.client().upload_file(str(tiny_region.parcels), bucket.split("/")[2], "lpis/parcels.parquet")
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", bucket.replace("/cube", "/lpis/parcels.parquet")],
                            env=s3_server.environment())
     try:
         r = server.http.get(f"/collections/s2/parcels/{pid}/timeseries", params={"bands": "B04,NDVI",
@@ -223,10 +224,14 @@ def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recove
 
 def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, bucket, s3_server, tmp_path):
     """``--endpoint-url`` where the environment names no endpoint (keys only): timeseries and the catalog read the
-    cube in the bucket as they read it in a folder."""
+    cube in the bucket as they read it in a folder, timeseries its parcels from a GeoPackage there too."""
     env = {k: v for k, v in {**os.environ, **s3_server.environment()}.items() if k != "AWS_ENDPOINT_URL"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[12]
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    pid = parcels.parcel_id.iloc[12]
+    parcels.to_file(tmp_path / "parcels.gpkg")
+    s3_server.client().upload_file(str(tmp_path / "parcels.gpkg"), bucket.split("/")[2], "lpis/parcels.gpkg")
+    in_bucket = {bucket: bucket.replace("/cube", "/lpis/parcels.gpkg"), str(tiny_cube): str(tiny_region.parcels)}
 
     def cardcube(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run([sys.executable, "-m", "cardcube.cli", *args], env=env, capture_output=True, text=True,
@@ -236,8 +241,8 @@ def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, b
 
     endpoint = ["--endpoint-url", s3_server.endpoint_url]
     for cube, out in ((bucket, "s3.parquet"), (str(tiny_cube), "folder.parquet")):
-        cardcube("timeseries", "--cube", cube, *endpoint, "--parcels", str(tiny_region.parcels), pid, "--bands",
-                 "B04", "--out", str(tmp_path / out))
+        cardcube("timeseries", "--cube", cube, *endpoint, "--parcels", in_bucket[cube], pid, "--bands", "B04",
+                 "--out", str(tmp_path / out))
     got, want = (pd.read_parquet(tmp_path / name) for name in ("s3.parquet", "folder.parquet"))
     pd.testing.assert_frame_equal(got, want)
     tiles = [cardcube("catalog", "find", "--cube", cube, *endpoint).stdout for cube in (bucket, str(tiny_cube))]
