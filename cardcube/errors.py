@@ -135,6 +135,11 @@ class DateNotFoundError(CardcubeError, LookupError):
     then names the cube's dates). The command line exits with 1 for it: a run that found nothing to measure."""
 
 
+class AmbiguousDateError(CardcubeError, ValueError):
+    """A day asked for as one acquisition holds several (two Sentinel-1 passes, at dawn and at dusk): the message
+    lists their times and orbits, any of which names one acquisition."""
+
+
 class CorruptShardError(CardcubeError):
     """A shard whose index fails its checksum or points outside the shard."""
 

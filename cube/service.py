@@ -12,7 +12,8 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /collections/{c}/parcels/{id}/timeseries  ?bands=B04,NDVI&stats=mean,median&time=2024-04-01/2024-09-30
                                                    &mask=default|none&as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
-    GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01&bands=B04,B03,B02&size=128&scale=4
+    GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
+                                                   &size=128&scale=4
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
 Each answer about one collection says which cube version it was read from (``version`` or
@@ -21,10 +22,11 @@ keeps the versions it has read (:class:`VersionCache`): a pinned ``as_of`` versi
 latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay the ledger's
 listing and read each time.
 
-Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
-404 unknown parcel, collection, version, route, or a date or time range without an acquisition of the cube;
-405 a method a route does not answer; 413 a request too large; 422 a parcel that cannot be
-measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
+parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
+route does not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed
+with their times and orbits so that one is asked for by its time; 413 a request too large; 422 a parcel that
+cannot be measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
 its store failing (an error answered after every retry), 503 its store out of reach (refused or dropped
 connections, no answer within ``store_timeout`` seconds, Slow Down after every retry), with a ``Retry-After``
 header: the service answers by itself again once the store is back. The OpenAPI document (``/docs``) lists them
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
@@ -59,6 +60,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from cardcube.errors import (
+    AmbiguousDateError,
     CardcubeError,
     CorruptDocumentError,
     CorruptShardError,
@@ -91,7 +93,6 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a chip's date: one day, YYYY-MM-DD
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
@@ -104,8 +105,10 @@ Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {'
                                                 f"these) or a percentile pNN, e.g. p90")]
 Time = Annotated[str | None, Query(description=f"{TIME_HELP}; default: every date. A range without an acquisition "
                                                f"of the cube is a 404 naming the cube's dates")]
-Day = Annotated[str, Query(description="one day, YYYY-MM-DD, with an acquisition of the parcel (its timeseries "
-                                       "lists them); season.png draws every date of a range")]
+Day = Annotated[str, Query(description="one acquisition of the parcel (its timeseries lists them): its day, "
+                                       "YYYY-MM-DD, or its time, YYYY-MM-DDTHH:MM:SSZ (X-Acquired answers it); a day "
+                                       "of two acquisitions (Sentinel-1 at dawn and dusk) is a 409 listing their "
+                                       "times and orbits. season.png draws every date of a range")]
 AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
 ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, up to {MAX_SIZE}")]
 Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
@@ -123,10 +126,11 @@ __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MA
 
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
-# (LookupError) or cube; a request too large (a ValueError too, so first); a parcel that cannot be measured or a
-# bad parameter (ValueError). A status's headers go with it.
+# (LookupError) or cube; a request too large or a day of several acquisitions, to be told which (ValueErrors too,
+# so first); a parcel that cannot be measured or a bad parameter (ValueError). A status's headers go with it.
 _STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
-           (RequestTooLargeError, 413), (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+           (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
+           (ValueError, 422))
 _HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
 
 
@@ -178,7 +182,9 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
-        (404, "unknown collection, parcel, version or date"), (413, "the request would read or draw too much"),
+        (404, "unknown collection, parcel, version or date"),
+        (409, "a chip's date holds several acquisitions: the detail lists their times to choose from"),
+        (413, "the request would read or draw too much"),
         (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"),
         (502, "the cube's store answered an error after every retry"),
         (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
@@ -367,11 +373,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        if not DAY.fullmatch(date):
-            raise InvalidRequestError(f"date {date!r} is not a day: give one day as YYYY-MM-DD, a date of the "
-                                      f"parcel's timeseries; season.png?time={date} draws every date of a range")
         version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
+        result = chip(store, parcel(parcel_id), collection=collection, size=size, date=date,  # one acquisition
                       bands=bands or None, as_of=version, cache=arrays)
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
