@@ -74,6 +74,11 @@ class StoreError(CardcubeError, OSError):
     """The store failed (after retries) or cannot be reached."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached or does not answer in time (refused or dropped connections, timeouts, 503 Slow
+    Down after every retry): an outage that may pass, where asking again later can succeed."""
+
+
 # --- requests on the read side --------------------------------------------------------------------
 class ParcelError(CardcubeError, ValueError):
     """A parcel cannot be processed; ``parcel_id`` names it and ``reason`` says why."""
@@ -128,6 +133,11 @@ class ServeError(CardcubeError, OSError):
 class DateNotFoundError(CardcubeError, LookupError):
     """No acquisition of the collection on the requested day, or within the requested time range (the message
     then names the cube's dates). The command line exits with 1 for it: a run that found nothing to measure."""
+
+
+class AmbiguousDateError(CardcubeError, ValueError):
+    """A day asked for as one acquisition holds several (two Sentinel-1 passes, at dawn and at dusk): the message
+    lists their times and orbits, any of which names one acquisition."""
 
 
 class CorruptShardError(CardcubeError):

@@ -2,14 +2,18 @@
 
 cardcube has no storage class of its own: everything goes through a zarr ``Store`` (``LocalStore``
 for folders, ``FsspecStore`` over s3fs for object storage). The few extra verbs the commit protocol
-needs (read/write/list small objects, create-only writes) are thin functions over that interface.
+needs (read/write/list small objects, create-only writes) are thin functions over that interface. A file
+outside a cube (a parcel file in a bucket) is fetched through fsspec with the same options (:func:`local_copy`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import posixpath
 import socket
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -18,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError, NoCredentialsError
+import fsspec
+from botocore.exceptions import BotoCoreError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
@@ -30,10 +36,12 @@ from cardcube.errors import (
     CorruptDocumentError,
     InvalidRequestError,
     StoreError,
+    StoreUnavailableError,
 )
 
 StoreLike = str | os.PathLike | Store
 CONNECT_TIMEOUT_S = 5.0  # to reach an S3 endpoint at all
+TIMEOUT_ATTEMPTS = 2  # tries of a request to a store opened with a ``timeout``: one retry, for a dropped connection
 
 # botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
 _S3_DEFAULTS: dict[str, Any] = {
@@ -71,9 +79,16 @@ def gdal_s3_config() -> dict[str, str]:
 
 
 def open_store(
-    location: StoreLike, *, storage_options: Mapping[str, Any] | None = None, read_only: bool = False
+    location: StoreLike, *, storage_options: Mapping[str, Any] | None = None, read_only: bool = False,
+    timeout: float | None = None,
 ) -> Store:
-    """Resolve a path, ``file://`` or ``s3://`` URL, or an existing zarr Store, to a zarr Store."""
+    """Resolve a path, ``file://`` or ``s3://`` URL, or an existing zarr Store, to a zarr Store.
+
+    ``timeout`` (seconds, S3 only) bounds how long a request to an unreachable or silent store takes to fail,
+    retries included, instead of the minute botocore's and s3fs's retries take by default (right for a batch
+    job riding out a throttling store, too long for an interactive reader behind a proxy): connect and read
+    timeouts of ``timeout`` / :data:`TIMEOUT_ATTEMPTS` and that many tries, so about ``timeout`` plus a second
+    of back-off. The read timeout is the longest wait for the next bytes, not for a whole object."""
     if isinstance(location, Store):
         return location
     text = os.fspath(location)
@@ -85,12 +100,37 @@ def open_store(
             raise CubeNotFoundError(f"no cube at {path}: the folder does not exist")
         return LocalStore(path, read_only=read_only)
     if text.startswith("s3://"):
-        opts = {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
-        endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
-        if endpoint:
-            _check_reachable(endpoint, text)
-        return FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
+        opts = _s3_options(storage_options)
+        if timeout is not None:
+            opts = _bounded(opts, timeout)
+        _check_endpoint(opts, text)
+        store = FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
+        if timeout is not None:
+            store.fs.retries = 1  # s3fs's own loop of tries around botocore's (an attribute, not an option)
+        return store
     return FsspecStore.from_url(text, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """s3fs options: cardcube's defaults, then the environment's endpoint, then ``storage_options``."""
+    return {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
+
+
+def _check_endpoint(opts: Mapping[str, Any], location: str) -> None:
+    """:func:`_check_reachable` for the endpoint of s3fs options ``opts``, if they name one."""
+    endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
+    if endpoint:
+        _check_reachable(endpoint, location)
+
+
+def _bounded(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """s3fs options under which a request fails within about ``timeout`` seconds (see :func:`open_store`)."""
+    if not timeout > 0:
+        raise InvalidRequestError(f"a store timeout of {timeout} s: give a number of seconds above 0")
+    per_try = timeout / TIMEOUT_ATTEMPTS
+    config = {**opts.get("config_kwargs", {}), "connect_timeout": min(per_try, CONNECT_TIMEOUT_S),
+              "read_timeout": per_try, "retries": {"total_max_attempts": TIMEOUT_ATTEMPTS, "mode": "standard"}}
+    return {**opts, "config_kwargs": config}
 
 
 def _check_reachable(endpoint: str, location: str) -> None:
@@ -105,7 +145,8 @@ def _check_reachable(endpoint: str, location: str) -> None:
     try:
         socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise StoreError(f"cannot reach the S3 endpoint {endpoint} of {location}: {exc.strerror or exc}") from exc
+        raise StoreUnavailableError(f"cannot reach the S3 endpoint {endpoint} of {location}: "
+                                    f"{exc.strerror or exc}") from exc
 
 
 def store_url(store: Store) -> str:
@@ -128,6 +169,21 @@ def canonical_url(store: Store) -> str:
 # What a store raises when it fails: s3fs an OSError once its retries are exhausted, botocore its own errors
 # when the endpoint cannot be reached at all, zarr's sync() a RuntimeError.
 _FAILURES = (OSError, RuntimeError, BotoCoreError)
+# ... and of those, what says it is not there now rather than broken: no connection (refused, reset, dropped),
+# no answer in time (botocore's, aiohttp's and asyncio's timeouts are all TimeoutError or HTTPClientError), or
+# a 503 Slow Down / Service Unavailable after every retry (s3fs's OSError with EBUSY).
+_UNAVAILABLE = (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the store cannot be reached or answer now."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, OSError) and exc.errno == errno.EBUSY):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager
@@ -137,17 +193,70 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         yield
     except CardcubeError:
         raise
-    except NoCredentialsError as exc:  # nothing to retry: say where keys are looked for
-        raise StoreError(f"cannot {doing} {store_url(store)}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
-                         f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass key and secret in storage_options") from exc
     except FileNotFoundError as exc:
         if not store_url(store).startswith("s3://"):
             raise StoreError(f"cannot {doing} {store_url(store)}: {type(exc).__name__}: {exc}") from exc
         bucket = store_url(store).removeprefix("s3://").split("/")[0]  # s3fs's NoSuchBucket (a missing key is None)
-        raise StoreError(f"cannot {doing} {store_url(store)}: the bucket {bucket} does not exist; create it first "
-                         f"(cardcube creates no buckets) or correct the URL") from exc
+        raise StoreError(f"cannot {doing} {store_url(store)}: {_no_bucket(bucket)}") from exc
     except _FAILURES as exc:
-        raise StoreError(f"cannot {doing} {store_url(store)} (after retries): {type(exc).__name__}: {exc}") from exc
+        raise _failure(exc, doing, store_url(store)) from exc
+
+
+@contextmanager
+def reading(what: str, store: Store) -> Iterator[None]:
+    """A failure of ``store`` while reading ``what`` through zarr or s3fs directly (arrays' metadata, shards) as
+    one :class:`StoreError` naming both, as the functions below give theirs. What is no store failure passes as
+    it is: cardcube's own errors (a corrupt shard), a missing object (zarr's and s3fs's FileNotFoundError, which
+    the reader may expect), and zarr's or a codec's RuntimeError (a chunk that does not decode)."""
+    try:
+        yield
+    except (CardcubeError, FileNotFoundError):
+        raise
+    except (OSError, BotoCoreError) as exc:
+        raise _failure(exc, f"read {what} from", store_url(store)) from exc
+
+
+def _failure(exc: BaseException, doing: str, where: str) -> StoreError:
+    """The :class:`StoreError` for a failure ``exc`` while ``doing`` something to ``where``, naming both: a
+    :class:`StoreUnavailableError` when the store cannot be reached or does not answer (:func:`unavailable`)."""
+    if isinstance(exc, NoCredentialsError):  # nothing to retry: say where keys are looked for
+        return StoreError(f"cannot {doing} {where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                          f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass key and secret in storage_options")
+    if unavailable(exc):
+        return StoreUnavailableError(f"cannot {doing} {where}: the store cannot be reached or does not answer "
+                                     f"({type(exc).__name__}: {exc})")
+    return StoreError(f"cannot {doing} {where} (after retries): {type(exc).__name__}: {exc}")
+
+
+def _no_bucket(bucket: str) -> str:
+    return f"the bucket {bucket} does not exist; create it first (cardcube creates no buckets) or correct the URL"
+
+
+@contextmanager
+def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) -> Iterator[Path]:
+    """A temporary local copy of the object at ``url`` (``s3://``, ``http(s)://`` or another fsspec URL), deleted
+    afterwards: for a reader that needs a file to seek in (GDAL's GeoPackage driver, SQLite underneath), which a
+    large file then takes on disk, not in memory. ``storage_options`` are S3's, taken as :func:`open_store` takes
+    them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
+    signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
+    :class:`StoreError` a store that fails."""
+    if url.startswith("s3://"):
+        opts = _s3_options(storage_options)
+        _check_endpoint(opts, url)
+    else:
+        opts = {} if urlparse(url).scheme in ("http", "https") else dict(storage_options or {})
+    fs, path = fsspec.core.url_to_fs(url, **opts)
+    with tempfile.TemporaryDirectory(prefix="cardcube-") as folder:
+        local = Path(folder) / (posixpath.basename(urlparse(url).path) or "object")  # no query: its name's suffix
+        try:
+            fs.get_file(path, str(local))
+        except FileNotFoundError:
+            bucket = path.split("/")[0]
+            missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
+            raise FileNotFoundError(f"{url}{missing}") from None
+        except _FAILURES as exc:
+            raise _failure(exc, "read", url) from exc
+        yield local
 
 
 def read_bytes(store: Store, key: str) -> bytes | None:

@@ -7,7 +7,9 @@ contact sheet of the season with cloudy dates marked.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -22,6 +24,7 @@ from shapely.geometry import MultiLineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import (
+    AmbiguousDateError,
     AreaOutsideCubeError,
     DateNotFoundError,
     InvalidRequestError,
@@ -54,6 +57,8 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
+# one acquisition: a day, or a time (to the minute or second, "Z" or an offset), as chip(date=) takes it as text
+ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
 # an index's range on its colour map where NDVI's 0..1 would clip farmland to one colour: NDWI is negative over
 # land (-0.6 over crops), water above 0; NDMI and NBR go below 0 over bare soil; RVI exceeds 1 under dense canopy
 # and speckle (its theoretical range is 0..4)
@@ -246,6 +251,46 @@ class Chip:
         return replace(sheet, image=image)
 
 
+def _one_date(date: Any) -> Any:
+    """The time range of ``chip(date=)``: the day or the instant ``date`` writes (cardcube.query reads it)."""
+    if isinstance(date, dt.date | np.datetime64):
+        return date
+    if not isinstance(date, str) or not ONE_DATE.fullmatch(date.strip()):
+        raise InvalidRequestError(f"date {date!r} is not a day or a time: give one day as YYYY-MM-DD, or an "
+                                  f"acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists them); "
+                                  f"every date of a range: time={date} (REST: season.png?time={date})")
+    return f"{date.strip()}/{date.strip()}"
+
+
+def _check_one(ds: xr.Dataset, date: Any, collection: str) -> None:
+    """:class:`AmbiguousDateError` if ``date`` (a day) holds more than one acquisition of ``ds``, listing them."""
+    if ds.sizes["time"] < 2:
+        return
+    times = [f"{pd.Timestamp(t):%Y-%m-%dT%H:%M:%SZ}" for t in ds["time"].values]
+    listed = []
+    for t, when in enumerate(times):  # Sentinel-1's passes differ by their orbit (and so their look direction)
+        orbit = [str(ds["orbit_state"].values[t])] if "orbit_state" in ds.coords else []
+        if "relative_orbit" in ds.coords:
+            orbit.append(f"relative orbit {int(ds['relative_orbit'].values[t])}")
+        listed.append(f"{when} ({', '.join(orbit)})" if orbit else when)
+    raise AmbiguousDateError(f"date {date} holds {len(times)} acquisitions of the {collection} cube over the chip: "
+                             f"{'; '.join(listed)}; give one of these times as the date, e.g. date={times[-1]}")
+
+
+def _missed(version: CubeVersion, date: Any) -> str | None:
+    """For ``chip(date=)`` given a time no acquisition has: the acquisitions of that day, as a message (None for no
+    time, or a day without any)."""
+    if date is None or (isinstance(date, str) and "T" not in date) or type(date) is dt.date:
+        return None
+    when = pd.Timestamp(date.strip() if isinstance(date, str) else date)
+    day = (when.tz_convert("UTC") if when.tzinfo is not None else when).strftime("%Y-%m-%d")
+    held = sorted({(a.time, a.orbit_state) for state in version.tiles.values() for a in tile_dates(state, day)})
+    if not held:
+        return None
+    return (f"no acquisition of the {version.collection} cube at {date}; {day} holds "
+            f"{'; '.join(f'{t} ({orbit})' for t, orbit in held)}: give one of these times as the date")
+
+
 def _locate(where: Any, registry: Any, id_column: str = "parcel_id") -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
     if isinstance(where, Point) and registry is None:
@@ -331,6 +376,7 @@ def chip(
     collection: str = "s2",
     size: int = 128,
     time: Any = None,
+    date: Any = None,
     bands: Sequence[str] | str | None = None,
     registry: Any = None,
     id_column: str = "parcel_id",
@@ -347,8 +393,17 @@ def chip(
     with no data (NaN, SCL 0) beyond them. The ids of a GeoDataFrame (``where`` or ``registry``) are in its
     ``id_column``, as for :func:`parcel_timeseries`.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
+    ``date`` (instead of ``time``) asks for one acquisition: a day (``"2024-05-04"``, a ``datetime.date``) or its
+    time (``"2024-05-04T17:23:48Z"``, as ``Chip.times`` and the time series give it); a day holding several
+    acquisitions over the chip (Sentinel-1's dawn and dusk passes) is an :class:`AmbiguousDateError` listing their
+    times and orbits, rather than a chip of the first.
     """
     check_chip_size(size)
+    if date is not None:
+        if time is not None:
+            raise InvalidRequestError(f"give time= (a range) or date= (one acquisition), not both: time={time!r}, "
+                                      f"date={date!r}")
+        time = _one_date(date)
     if isinstance(cube, xr.Dataset):
         collection = cube.attrs.get("cardcube:collection", collection)
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
@@ -367,7 +422,10 @@ def chip(
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         bands = tuple(check_bands(bands, version.spec.band_names))
-        check_acquisitions(version, time)
+        try:
+            check_acquisitions(version, time)
+        except DateNotFoundError as exc:  # a time that misses: the acquisitions of its day, if any, to choose from
+            raise DateNotFoundError(_missed(version, date) or str(exc)) from None
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         found = _chip_tiles(version, geom, crs, resolution=res, size=size)
         if found is None:
@@ -384,6 +442,8 @@ def chip(
             held = tile_dates(version.tiles[found.tile])
             raise DateNotFoundError(f"no acquisition of tile {found.tile}, which holds the chip, within the time range "
                                     f"{time}: its dates run from {held[0].time[:10]} to {held[-1].time[:10]}")
+    if date is not None:
+        _check_one(ds, date, collection)  # before reading
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "

@@ -23,7 +23,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     add_endpoint_option(p)
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
-    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column")
+    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column: a path, "
+                   "or an s3:// (read with --endpoint-url) or https:// URL")
     p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     _layer_option(p)
     p.add_argument("--time", help=TIME_HELP)
@@ -97,6 +98,17 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
@@ -133,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "--parcels, every date and band, in one pass over the cube, written as Parquet under --out "
                        "(timeseries/tile=*/...parquet) with parcels.parquet giving each parcel's status. An "
                        "interrupted run resumes when run again.")
-    e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON)")
+    e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON): a path, or an "
+                   "s3:// (read with --endpoint-url) or https:// URL")
     e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     e.add_argument("--layers", default=None, metavar="DIR",
@@ -167,7 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--s1", help="Sentinel-1 statistics of the same parcels (folder, s3:// URL or file, with VH): the "
                    "mowing marker then uses radar, which sees the cuts made under clouds")
     add_endpoint_option(f)
-    f.add_argument("--parcels", required=True, help="parcel file with the declarations")
+    f.add_argument("--parcels", required=True, help="parcel file with the declarations (a path, or an s3:// or "
+                   "https:// URL)")
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
     f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
     f.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
@@ -183,7 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the cube by chunk, for parcel ids of --parcels or posted GeoJSON; see /docs once running.")
     s.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     add_endpoint_option(s)
-    s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet)")
+    s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet; a path, "
+                   "or an s3:// or https:// URL)")
     s.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -196,15 +211,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--array-cache", type=int, default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
+    s.add_argument("--store-timeout", type=_positive, default=5.0, metavar="SECONDS",
+                   help="seconds a request to an S3 cube may take to fail, retries included (default 5): a store "
+                   "out of reach is then a 503 with Retry-After within about that, not after a minute of retries")
     s.set_defaults(func=_serve)
 
 
-def _registry(path: str | None, id_column: str, layer: str | None):
-    if path is None:
+def _registry(args: argparse.Namespace):
+    """The parcels of ``--parcels`` (a file or a URL, read with the cube's ``--endpoint-url``), or None."""
+    if args.parcels is None:
         return None
     from cube.parcels import as_parcels, read_parcels
 
-    return as_parcels(read_parcels(path, id_column=id_column, layer=layer), id_column=id_column)
+    frame = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer,
+                         storage_options=storage_options(args))
+    return as_parcels(frame, id_column=args.id_column)
 
 
 def _target(args: argparse.Namespace, ids: list[str]):
@@ -215,7 +236,7 @@ def _target(args: argparse.Namespace, ids: list[str]):
     if args.point and ids:
         raise InvalidRequestError(f"give parcel ids or --point, not both: --point picks the parcel containing it "
                                   f"(got {', '.join(ids)})")
-    registry = _registry(args.parcels, args.id_column, args.layer)
+    registry = _registry(args)
     if args.point:
         return Point(*args.point), registry
     if registry is None:
@@ -314,7 +335,8 @@ def _flag(args: argparse.Namespace) -> int:
             rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text()))
         except (OSError, ValueError) as exc:
             raise InvalidRequestError(f"cannot read the marker rules {args.rules}: {exc}") from None
-    parcels = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer)
+    options = storage_options(args)
+    parcels = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer, storage_options=options)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
@@ -323,7 +345,6 @@ def _flag(args: argparse.Namespace) -> int:
     grassland = code_list(args.grassland, known=declared.unique())
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
-    options = storage_options(args)
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         flags = flag_files(args.timeseries, declared, s1=args.s1, grassland=grassland, rules=rules,
@@ -333,8 +354,9 @@ def _flag(args: argparse.Namespace) -> int:
     _write_table(flags, out)
     inputs = {name: describe_statistics(path, storage_options=options) if path else None
               for name, path in (("timeseries", args.timeseries), ("s1", args.s1))}
+    inputs["parcels"] = args.parcels if "://" in args.parcels else str(Path(args.parcels).resolve())
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
-              "inputs": {**inputs, "parcels": str(Path(args.parcels).resolve())},
+              "inputs": inputs,
               "notes": [str(w.message) for w in caught]}
     Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
@@ -353,7 +375,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          array_cache=args.array_cache,
+          array_cache=args.array_cache, store_timeout=args.store_timeout,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -368,7 +368,9 @@ def extract(
     """Statistics of every parcel, date and band, as in :func:`cube.timeseries.parcel_timeseries`,
     written to ``out`` (a folder or ``s3://`` URL) as Parquet with the cube version read.
 
-    ``parcels`` is a parcel file (its ``layer``, if it holds several) or GeoDataFrame with ``id_column``.
+    ``parcels`` is a parcel file (its ``layer``, if it holds several; a path, or an ``s3://`` URL read with the
+    cube's ``storage_options``, or ``http(s)://``: :func:`cube.parcels.read_parcels`) or GeoDataFrame with
+    ``id_column``.
     ``block`` (pixels, default the cube's shard side) and ``time_block`` (dates, default its time chunk) size
     a work unit; ``scheduler`` is ``threads`` (default), ``processes``, ``sync``, a ``tcp://`` address or a
     dask ``Client``. The label layers are kept in ``layers`` (a folder or ``s3://`` URL, opened like ``out``),
@@ -380,7 +382,7 @@ def extract(
     if isinstance(out, str | os.PathLike) and "://" not in os.fspath(out) and os.path.isfile(out):
         raise InvalidRequestError(f"out (--out) {os.fspath(out)} is a file: give a folder (made if missing) or an "
                                   f"s3:// prefix for the extraction")
-    frame = read_parcels(parcels, id_column=id_column, layer=layer)
+    frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(cube, storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)

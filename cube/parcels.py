@@ -28,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
 from cardcube.query import check_lonlat
+from cardcube.storage import local_copy
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -221,40 +222,55 @@ def _build(
     return parcels if crs is None else parcels.to_crs(crs)
 
 
-def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | None = None) -> gpd.GeoDataFrame:
+def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
     """A parcel file (GeoParquet, GeoPackage, GeoJSON, shapefile) or GeoDataFrame as a GeoDataFrame. A file
     must have ``id_column``: its row numbers are no parcel ids (a GeoDataFrame may use its index). A file of
-    several layers (a GeoPackage with a layer per year) needs ``layer``: the first one may be the wrong one."""
+    several layers (a GeoPackage with a layer per year) needs ``layer``: the first one may be the wrong one.
+
+    The file may be a local path or a URL: ``s3://`` (``storage_options`` as for the cube, e.g. its
+    ``endpoint_url``; the environment's endpoint and keys otherwise), ``http(s)://`` (a pre-signed URL too), read
+    through fsspec into a temporary copy (:func:`cardcube.storage.local_copy`): read once, by the process that
+    asked (a cluster's workers get the parcels with their tasks)."""
     if isinstance(parcels, gpd.GeoDataFrame):
         return parcels
     if not isinstance(parcels, str | os.PathLike):
         return as_parcels(parcels, id_column=id_column).to_geodataframe()
-    path = os.fspath(parcels)
-    if "://" in path:  # the driver reads the parcels once; workers get them with their tasks
-        raise ParcelFileError(f"{path} is a URL: parcel files are read from a local path; copy it here first "
-                              f"(aws s3 cp, rclone), or pass a GeoDataFrame")
-    if not os.path.exists(path):
-        raise ParcelFileError(f"no parcel file at {path}")
+    path = os.fspath(parcels).removeprefix("file://")
+    if "://" not in path:
+        if not os.path.exists(path):
+            raise ParcelFileError(f"no parcel file at {path}")
+        return _read_file(path, path, id_column=id_column, layer=layer)
+    with contextlib.ExitStack() as stack:
+        try:
+            local = stack.enter_context(local_copy(path, storage_options=storage_options))
+        except FileNotFoundError as exc:
+            raise ParcelFileError(f"no parcel file at {exc}") from None
+        return _read_file(os.fspath(local), path, id_column=id_column, layer=layer)
+
+
+def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gpd.GeoDataFrame:
+    """The parcel file at local ``path``, called ``name`` in messages (its URL, for a copy)."""
     try:
         if path.endswith(".parquet"):
             if b"geo" not in (pq.read_schema(path).metadata or {}):  # a table of numbers (weather, statistics)
-                raise ParcelFileError(f"{path} is not a GeoParquet file (no geometry column): give the parcels with "
+                raise ParcelFileError(f"{name} is not a GeoParquet file (no geometry column): give the parcels with "
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
             frame = gpd.read_parquet(path)
         else:
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+            layers = [str(found) for found, _ in pyogrio.list_layers(path)]
             if layer is None and len(layers) > 1:
-                raise ParcelFileError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name one with "
+                raise ParcelFileError(f"{name} holds {len(layers)} layers ({', '.join(layers)}): name one with "
                                       f"--layer (Python: read_parcels(..., layer=...))")
             if layer is not None and str(layer) not in layers:
-                raise ParcelFileError(f"{path} has no layer {layer!r}; its layers: {', '.join(layers)}")
+                raise ParcelFileError(f"{name} has no layer {layer!r}; its layers: {', '.join(layers)}")
             frame = gpd.read_file(path, layer=layer)
     except ParcelFileError:
         raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
-        raise ParcelFileError(f"{path} is not a readable parcel file: {exc}") from None
+        raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
     if id_column not in frame.columns:
-        raise ParcelFileError(f"{path} has no {id_column!r} column (columns: "
+        raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
                               f"(Python: id_column=)")
     return frame

@@ -12,7 +12,8 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /collections/{c}/parcels/{id}/timeseries  ?bands=B04,NDVI&stats=mean,median&time=2024-04-01/2024-09-30
                                                    &mask=default|none&as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
-    GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01&bands=B04,B03,B02&size=128&scale=4
+    GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
+                                                   &size=128&scale=4
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
 Each answer about one collection says which cube version it was read from (``version`` or
@@ -21,18 +22,25 @@ keeps the versions it has read (:class:`VersionCache`): a pinned ``as_of`` versi
 latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay the ledger's
 listing and read each time.
 
-Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on:
-404 unknown parcel, collection, version, route, or a date or time range without an acquisition of the cube;
-405 a method a route does not answer; 413 a request too large; 422 a parcel that cannot be
-measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
-its store failing. The OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
+parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
+route does not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed
+with their times and orbits so that one is asked for by its time; 413 a request too large; 422 a parcel that
+cannot be measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
+its store failing (an error answered after every retry), 503 its store out of reach (refused or dropped
+connections, no answer within ``store_timeout`` seconds, Slow Down after every retry), with a ``Retry-After``
+header: the service answers by itself again once the store is back. The OpenAPI document (``/docs``) lists them
+with :class:`ErrorBody`.
+
+A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
+outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
+proxy's own timeout (nginx's and many load balancers' 60 s).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 import time as timer
 from collections.abc import Callable, Mapping
@@ -52,6 +60,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from cardcube.errors import (
+    AmbiguousDateError,
     CardcubeError,
     CorruptDocumentError,
     CorruptShardError,
@@ -62,6 +71,7 @@ from cardcube.errors import (
     ParcelNotFoundError,
     RequestTooLargeError,
     StoreError,
+    StoreUnavailableError,
 )
 from cardcube.lru import LRUDict
 from cardcube.query import TIME_HELP
@@ -83,7 +93,6 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")  # a chip's date: one day, YYYY-MM-DD
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
 Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
@@ -96,8 +105,10 @@ Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {'
                                                 f"these) or a percentile pNN, e.g. p90")]
 Time = Annotated[str | None, Query(description=f"{TIME_HELP}; default: every date. A range without an acquisition "
                                                f"of the cube is a 404 naming the cube's dates")]
-Day = Annotated[str, Query(description="one day, YYYY-MM-DD, with an acquisition of the parcel (its timeseries "
-                                       "lists them); season.png draws every date of a range")]
+Day = Annotated[str, Query(description="one acquisition of the parcel (its timeseries lists them): its day, "
+                                       "YYYY-MM-DD, or its time, YYYY-MM-DDTHH:MM:SSZ (X-Acquired answers it); a day "
+                                       "of two acquisitions (Sentinel-1 at dawn and dusk) is a 409 listing their "
+                                       "times and orbits. season.png draws every date of a range")]
 AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
 ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, up to {MAX_SIZE}")]
 Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
@@ -106,16 +117,21 @@ PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date'
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
+STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
+RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS",
-           "REFRESH", "VersionCache", "make_app", "serve"]
+           "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
 
 
-# The first match gives the status: unknown parcel, version, date (LookupError) or cube; a request too
-# large (a ValueError too, so first); a parcel that cannot be measured or a bad parameter (ValueError).
-_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreError, 502), (RequestTooLargeError, 413),
-           (LookupError, 404), (CubeNotFoundError, 404), (ValueError, 422))
+# The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
+# (LookupError) or cube; a request too large or a day of several acquisitions, to be told which (ValueErrors too,
+# so first); a parcel that cannot be measured or a bad parameter (ValueError). A status's headers go with it.
+_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
+           (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
+           (ValueError, 422))
+_HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
 
 
 class VersionCache:
@@ -166,8 +182,12 @@ class ErrorBody(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
-        (404, "unknown collection, parcel, version or date"), (413, "the request would read or draw too much"),
-        (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"))}
+        (404, "unknown collection, parcel, version or date"),
+        (409, "a chip's date holds several acquisitions: the detail lists their times to choose from"),
+        (413, "the request would read or draw too much"),
+        (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"),
+        (502, "the cube's store answered an error after every retry"),
+        (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 
@@ -231,19 +251,22 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
-             array_cache: int = ARRAY_CACHE) -> FastAPI:
+             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
-    several, or a GeoDataFrame) is the registry that parcel ids in URLs are looked up in; ``refresh``:
-    seconds between lookups of the latest version (0: every request); ``array_cache``: opened arrays kept
-    between requests, each with up to 64 of its shard indexes (:class:`cube.tile_arrays.ArrayCache`; 0 keeps
-    none, so each request fetches its arrays' metadata and shard indexes again: what ``benchmarks.service``
-    compares)."""
+    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
+    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
+    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
+    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
+    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
+    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
+    None: the library's patient defaults)."""
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
-    store = open_store(cube, storage_options=storage_options, read_only=True)
+    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
-    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer),
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
+                                                                    storage_options=storage_options),
                                                        id_column=id_column)
     versions = VersionCache(store, refresh=refresh)
     # each query then fetches chunks, not the arrays' metadata and shard indexes
@@ -252,11 +275,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                   responses=ERROR_RESPONSES)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
-                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates"])
+                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        return _error(_status(exc), _kind(exc), str(exc))
+        status = _status(exc)
+        return _error(status, _kind(exc), str(exc), headers=_HEADERS.get(status))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -349,11 +373,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        if not DAY.fullmatch(date):
-            raise InvalidRequestError(f"date {date!r} is not a day: give one day as YYYY-MM-DD, a date of the "
-                                      f"parcel's timeseries; season.png?time={date} draws every date of a range")
         version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=f"{date}/{date}",
+        result = chip(store, parcel(parcel_id), collection=collection, size=size, date=date,  # one acquisition
                       bands=bands or None, as_of=version, cache=arrays)
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
@@ -381,12 +402,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
-          refresh: float = REFRESH, array_cache: int = ARRAY_CACHE,
+          refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
           announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
     OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
-                   refresh=refresh, array_cache=array_cache)
+                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout)
     serve_app(app, host=host, port=port, announce=announce, root_path=root_path)

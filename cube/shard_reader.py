@@ -32,6 +32,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from cardcube.errors import CorruptShardError, InvalidRequestError
+from cardcube.storage import reading
 
 __all__ = ["CorruptShardError", "read_window"]
 
@@ -123,10 +124,11 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     keys = ["/".join(filter(None, [prefix, array.metadata.encode_chunk_key(coords)])) for coords in shards]
     needed = [_needed(layout, coords, bounds) for coords in shards]
     indexes = {} if indexes is None else indexes
-    if type(store) is LocalStore:  # not a wrapper (counting, caching): those see every request
-        blobs = _read_folder(store.root, keys, needed, layout, gap, indexes)
-    else:
-        blobs = sync(_fetch(store, keys, needed, layout, gap, indexes))
+    with reading(f"shards of {prefix}", store):
+        if type(store) is LocalStore:  # not a wrapper (counting, caching): those see every request
+            blobs = _read_folder(store.root, keys, needed, layout, gap, indexes)
+        else:
+            blobs = sync(_fetch(store, keys, needed, layout, gap, indexes))
     for coords, found in zip(shards, blobs, strict=True):
         for chunk_coords, data in found or ():
             _place(out, layout, coords, chunk_coords, data, bounds)

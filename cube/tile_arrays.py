@@ -17,6 +17,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
 
 from cardcube.lru import LRUDict
+from cardcube.storage import reading
 from cube import layout
 
 
@@ -56,7 +57,8 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
         return await asyncio.gather(*(zarr_async.open_array(store=store, path=paths[key], mode="r", zarr_format=3)
                                       for key in missing))
 
-    opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
+    with reading(f"the arrays of tile {tile}", store):
+        opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
     if cache is not None:
         cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}

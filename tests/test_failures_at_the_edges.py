@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cardcube.cli import main
-from cardcube.errors import ParcelFileError, StoreError
+from cardcube.errors import ParcelFileError, StoreError, StoreUnavailableError
 from cardcube.storage import list_keys, open_store, read_bytes
 from cube.ledger import read_version
 from cube.parcels import read_parcels
@@ -23,7 +23,7 @@ def _closed_port() -> int:
 
 def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(StoreError, match=f"cannot reach the S3 endpoint {endpoint} of s3://bucket/cube"):
+    with pytest.raises(StoreUnavailableError, match=f"cannot reach the S3 endpoint {endpoint} of s3://bucket/cube"):
         open_store("s3://bucket/cube", read_only=True, storage_options={"endpoint_url": endpoint})
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # the command line, endpoint from the environment
     assert main(["expire", "--cube", "s3://bucket/cube", "--dry-run"]) == 2
@@ -34,12 +34,31 @@ def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
         store = open_store("s3://bucket/cube", read_only=True, storage_options={
             "endpoint_url": f"http://127.0.0.1:{gone.getsockname()[1]}", "key": "k", "secret": "s",
             "config_kwargs": {"retries": {"max_attempts": 1}}})  # the default retries take up to a minute
-    with pytest.raises(StoreError, match=r"cannot read s2/x.json from s3://bucket/cube .*EndpointConnectionError"):
+    with pytest.raises(StoreUnavailableError, match=r"cannot read s2/x.json from s3://bucket/cube: the store cannot be "
+                                                    r"reached or does not answer \(EndpointConnectionError"):
         read_bytes(store, "s2/x.json")
     with pytest.raises(StoreError, match="cannot list"):
         list_keys(store, "s2/")
     with pytest.raises(StoreError):
         read_version(store, "s2")
+
+
+def test_a_store_opened_with_a_timeout_that_does_not_answer_is_unavailable():
+    """An endpoint that takes connections and never answers (a hung store): with ``timeout`` the read fails after
+    its connect and read timeouts and one retry, as a StoreUnavailableError naming the store, not a minute later."""
+    from cardcube.errors import InvalidRequestError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshakes; nobody ever reads
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        store = open_store("s3://bucket/cube", read_only=True, timeout=1.0,
+                           storage_options={"endpoint_url": endpoint, "key": "k", "secret": "s"})
+        with pytest.raises(StoreUnavailableError, match=r"cannot read s2/x.json from s3://bucket/cube: the store "
+                                                        r"cannot be reached or does not answer \(ReadTimeoutError"):
+            read_bytes(store, "s2/x.json")
+    with pytest.raises(InvalidRequestError, match="a store timeout of 0 s"):
+        open_store("s3://bucket/cube", timeout=0, storage_options={"endpoint_url": endpoint})
 
 
 def test_an_s3_endpoint_without_its_scheme_is_named_so(monkeypatch, capsys):
@@ -100,9 +119,6 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
         read_parcels(garbage)
     with pytest.raises(ParcelFileError, match="no parcel file at"):
         read_parcels(tmp_path / "missing.parquet")
-    with pytest.raises(ParcelFileError, match=r"s3://registry/parcels.gpkg is a URL: parcel files are read from a "
-                                              r"local path; copy it here first"):  # not "no parcel file"
-        read_parcels("s3://registry/parcels.gpkg")
     pd.DataFrame({"parcel_id": ["a"], "rain_mm": [3.0]}).to_parquet(tmp_path / "weather.parquet")
     with pytest.raises(ParcelFileError, match=r"weather\.parquet is not a GeoParquet file \(no geometry column\)"):
         read_parcels(tmp_path / "weather.parquet")

@@ -163,6 +163,7 @@ class S3Proxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
+        self._listen_port = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -171,10 +172,12 @@ class S3Proxy:
             raise RuntimeError("the proxy is not running: call start() first")
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 10.0) -> S3Proxy:
-        """Listen on a free loopback port, serving from a daemon thread; returns ``self``."""
+    def start(self, timeout_s: float = 10.0, *, port: int = 0) -> S3Proxy:
+        """Listen on loopback ``port`` (0: a free one), serving from a daemon thread; returns ``self``. A proxy
+        stopped and started again on its old port is a store that went away and came back, at its address."""
         if self._thread is not None:
             raise RuntimeError("the proxy is already started")
+        self._listen_port = port
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         errors: list[BaseException] = []
@@ -232,7 +235,7 @@ class S3Proxy:
             app, auto_decompress=False, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_S
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self._listen_port).start()
         self.port = self._runner.addresses[0][1]
 
     async def _shutdown(self) -> None:

@@ -6,11 +6,12 @@ import io
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from PIL import Image
 
-from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError
+from cardcube.errors import AmbiguousDateError, DateNotFoundError, InvalidRequestError, RequestTooLargeError
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube import render
 from cube.chips import Chip, chip
@@ -368,3 +369,33 @@ def test_what_a_chip_cannot_draw_is_a_clear_error(tiny_cube, parcels, parcel_id,
     with pytest.raises(InvalidRequestError, match=r"the point's coordinates \(\d+\.\d, \d+\.\d, .*\) are not lon/lat "
                                                   r"in EPSG:4326: give a lon/lat point"):
         chip(tiny_cube, Point(x, y), size=16)
+
+
+def test_a_day_of_two_sentinel1_passes_is_a_choice_not_the_first(two_pass_cube, two_pass_region, two_pass_days):
+    """chip(date=): a day of one acquisition is that acquisition; a day of two (dawn descending, dusk ascending) is
+    an error listing both times and orbit directions, and either time is then a chip of that pass alone."""
+    parcels = gpd.read_parquet(two_pass_region.parcels)
+    pid = parcels.sort_values("area_ha").parcel_id.iloc[-1]
+    single, (first, second) = two_pass_days
+    one = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=24, date=single)
+    assert [f"{t:%Y-%m-%d}" for t in pd.to_datetime(one.times)] == [single]
+    day = first[0][:10]
+    with pytest.raises(AmbiguousDateError, match=f"date {day} holds 2 acquisitions of the s1 cube") as caught:
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=24, date=day)
+    for when, orbit in (first, second):
+        assert f"{when} ({orbit}, relative orbit" in str(caught.value)
+    both = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=24, time=f"{day}/{day}")  # a range
+    for t, (when, orbit) in enumerate((first, second)):
+        for given in (when, pd.Timestamp(when)):  # the time as text, or a Timestamp
+            c = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=24, date=given)
+            assert pd.Timestamp(c.times[0], tz="UTC") == pd.Timestamp(when) and c.data.sizes["time"] == 1
+            assert c.data["orbit_state"].values[0] == orbit
+            np.testing.assert_array_equal(c.image(0), both.image(t))
+    late = f"{pd.Timestamp(second[0]) + pd.Timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"  # a second after the pass
+    with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}; {day} holds {first[0]} "
+                                                f"\\({first[1]}\\); {second[0]} \\({second[1]}\\)"):
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=24, date=late)
+    with pytest.raises(InvalidRequestError, match="not both"):
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", date=day, time=day)
+    with pytest.raises(InvalidRequestError, match="'2024-05' is not a day or a time"):
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", date="2024-05")

@@ -6,6 +6,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from geopandas.testing import assert_geodataframe_equal
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 
@@ -207,3 +208,37 @@ def test_duplicate_ids_are_counted_and_say_what_to_do() -> None:
     assert message.startswith("12 parcel ids are shared by several parcels: p0 (rows 0, 12), p1 (rows 1, 13)")
     assert "p9 (rows 9, 21) ..." in message and "p10" not in message
     assert "give each parcel its own id, or name the id column with --id-column" in message
+
+
+@pytest.mark.s3
+def test_a_parcel_file_is_read_from_s3_or_http_as_from_a_path(register: gpd.GeoDataFrame, s3_bucket, tmp_path):
+    """A GeoParquet and a GeoPackage in a bucket (the endpoint and keys as storage options, as the cube takes
+    them), and the GeoPackage through a pre-signed HTTP URL, read as the same files from a folder; a missing object
+    or bucket, and a file of two layers, are named by their URL."""
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    register.to_parquet(tmp_path / "parcels.parquet")
+    register.to_file(tmp_path / "parcels.gpkg", layer="parcels_2024")
+    register.to_file(tmp_path / "years.gpkg", layer="parcels_2024")
+    register.iloc[:1].to_file(tmp_path / "years.gpkg", layer="parcels_2025")
+    client = s3_bucket.server.client()
+    for name in ("parcels.parquet", "parcels.gpkg", "years.gpkg"):
+        client.upload_file(str(tmp_path / name), s3_bucket.name, f"lpis/{name}")
+    options = s3_bucket.storage_options()
+    for name in ("parcels.parquet", "parcels.gpkg"):
+        got = read_parcels(s3_bucket.url_for(f"lpis/{name}"), storage_options=options)
+        assert_geodataframe_equal(got, read_parcels(tmp_path / name))
+    signed = client.generate_presigned_url("get_object", Params={"Bucket": s3_bucket.name, "Key": "lpis/parcels.gpkg"})
+    assert_geodataframe_equal(read_parcels(signed), read_parcels(tmp_path / "parcels.gpkg"))
+    assert read_parcels(s3_bucket.url_for("lpis/years.gpkg"), layer="parcels_2025", storage_options=options
+                        ).parcel_id.tolist() == ["NL-001"]
+
+    missing = s3_bucket.url_for("lpis/parcels-2023.gpkg")
+    with pytest.raises(ParcelFileError, match=f"^no parcel file at {missing}$"):
+        read_parcels(missing, storage_options=options)
+    with pytest.raises(ParcelFileError, match=f"^no parcel file at s3://{s3_bucket.name}-gone/parcels.gpkg: the bucket "
+                                              f"{s3_bucket.name}-gone does not exist"):
+        read_parcels(f"s3://{s3_bucket.name}-gone/parcels.gpkg", storage_options=options)
+    with pytest.raises(ParcelFileError, match=f"^{s3_bucket.url_for('lpis/years.gpkg')} holds 2 layers"):
+        read_parcels(s3_bucket.url_for("lpis/years.gpkg"), storage_options=options)

@@ -152,15 +152,16 @@ def test_an_array_cache_leaves_the_next_queries_only_chunks_to_fetch(tiny_cube, 
 
 
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
-    """``cardcube serve --cube s3://...`` (endpoint and keys from the environment, as for Ceph or MinIO)
-    answers with the numbers and chips of the same cube in a folder."""
+    """``cardcube serve --cube s3://... --parcels s3://...`` (endpoint and keys from the environment, as for Ceph or
+    MinIO) answers with the numbers and chips of the same cube and parcels in a folder."""
     from PIL import Image
 
     from cardcube.testing.served import ServedCommand
 
     parcels = gpd.read_parquet(tiny_region.parcels)
     pid = parcels.sort_values("area_ha").parcel_id.iloc[-2]
-    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels],
+    s3_server.client().upload_file(str(tiny_region.parcels), bucket.split("/")[2], "lpis/parcels.parquet")
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", bucket.replace("/cube", "/lpis/parcels.parquet")],
                            env=s3_server.environment())
     try:
         r = server.http.get(f"/collections/s2/parcels/{pid}/timeseries", params={"bands": "B04,NDVI",
@@ -176,12 +177,61 @@ def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3
         server.close()
 
 
+def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recovers(tiny_region, bucket, s3_server,
+                                                                                   s3_proxy):
+    """The cube's store stops answering, goes away, throttles, while ``cardcube serve`` runs: each request answers
+    503 with Retry-After and names the store, within the --store-timeout budget rather than after a minute of
+    retries (the client waits 30 s, half a reverse proxy's usual timeout); once the store is back the service
+    answers by itself. A store that answers errors after every retry stays a 502."""
+    from cardcube.testing.served import ServedCommand
+
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[3]
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels, "--refresh", "600",
+                            "--store-timeout", "2"], env=s3_server.environment(s3_proxy.endpoint_url))
+
+    def get(bands: str):  # the version is kept (--refresh): a band read before fails on its shards, a new one on
+        return server.http.get(f"/collections/s2/parcels/{pid}/timeseries",  # opening its array
+                               params={"bands": bands}, timeout=30)
+
+    def out_of_reach(r) -> None:
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) > 0
+        assert r.json()["error"] == "StoreUnavailable"
+        assert f"from {bucket}: the store cannot be reached or does not answer" in r.json()["detail"]
+
+    try:
+        assert get("B04").status_code == 200
+        s3_proxy.configure(latency_s=600)  # connections taken, nothing answered: a hung store or a dead path
+        out_of_reach(get("B04"))
+        out_of_reach(get("B08"))
+        s3_proxy.configure(latency_s=0)
+        assert get("B08").status_code == 200
+        port = s3_proxy.port
+        s3_proxy.stop()  # gone: connections refused
+        out_of_reach(get("B03"))
+        s3_proxy.start(port=port)  # back, at its address
+        assert get("B03").status_code == 200
+        s3_proxy.fail_randomly(1.0, status=503, code="SlowDown")  # throttling past both tries
+        out_of_reach(get("B02"))
+        s3_proxy.fail_randomly(1.0, status=500, code="InternalError")  # there, but failing: no Retry-After
+        r = get("B02")
+        assert r.status_code == 502 and r.json()["error"] == "Store" and "Retry-After" not in r.headers, r.text
+        s3_proxy.clear_faults()
+        assert get("B02").status_code == 200
+    finally:
+        server.close()
+
+
 def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, bucket, s3_server, tmp_path):
     """``--endpoint-url`` where the environment names no endpoint (keys only): timeseries and the catalog read the
-    cube in the bucket as they read it in a folder."""
+    cube in the bucket as they read it in a folder, timeseries its parcels from a GeoPackage there too."""
     env = {k: v for k, v in {**os.environ, **s3_server.environment()}.items() if k != "AWS_ENDPOINT_URL"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[12]
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    pid = parcels.parcel_id.iloc[12]
+    parcels.to_file(tmp_path / "parcels.gpkg")
+    s3_server.client().upload_file(str(tmp_path / "parcels.gpkg"), bucket.split("/")[2], "lpis/parcels.gpkg")
+    in_bucket = {bucket: bucket.replace("/cube", "/lpis/parcels.gpkg"), str(tiny_cube): str(tiny_region.parcels)}
 
     def cardcube(*args: str) -> subprocess.CompletedProcess:
         done = subprocess.run([sys.executable, "-m", "cardcube.cli", *args], env=env, capture_output=True, text=True,
@@ -191,8 +241,8 @@ def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, b
 
     endpoint = ["--endpoint-url", s3_server.endpoint_url]
     for cube, out in ((bucket, "s3.parquet"), (str(tiny_cube), "folder.parquet")):
-        cardcube("timeseries", "--cube", cube, *endpoint, "--parcels", str(tiny_region.parcels), pid, "--bands",
-                 "B04", "--out", str(tmp_path / out))
+        cardcube("timeseries", "--cube", cube, *endpoint, "--parcels", in_bucket[cube], pid, "--bands", "B04",
+                 "--out", str(tmp_path / out))
     got, want = (pd.read_parquet(tmp_path / name) for name in ("s3.parquet", "folder.parquet"))
     pd.testing.assert_frame_equal(got, want)
     tiles = [cardcube("catalog", "find", "--cube", cube, *endpoint).stdout for cube in (bucket, str(tiny_cube))]

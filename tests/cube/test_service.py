@@ -62,7 +62,7 @@ def test_collections_describe_the_ledger(http, tiny_cube):
 def test_a_dashboard_on_another_origin_may_read_and_a_head_answers(http, parcel_id):
     r = http.get("/collections/s2", headers={"Origin": "https://dashboard.example.org"})
     assert r.headers["access-control-allow-origin"] == "*"
-    assert "X-Cube-Version" in r.headers["access-control-expose-headers"]
+    assert {"X-Cube-Version", "Retry-After"} <= set(r.headers["access-control-expose-headers"].split(", "))
     head = http.head(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 16})
     assert head.status_code == 200 and head.headers["content-type"] == "image/png" and not head.content
 
@@ -188,9 +188,9 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
-     "is not a day: give one day as YYYY-MM-DD"),
+     "is not a day or a time: give one day as YYYY-MM-DD"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06"}, 422, "InvalidRequest",
-     "'2024-06' is not a day: give one day as YYYY-MM-DD"),
+     "'2024-06' is not a day or a time: give one day as YYYY-MM-DD, or an acquisition's time as YYYY-MM-DDTHH:MM:SSZ"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024"}, 422, "InvalidRequest", "season.png?time=2024"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2023-05"}, 404, "DateNotFound",
      "no acquisition within the time range 2023-05: version 1 of the s2 cube holds dates from"),
@@ -281,6 +281,34 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     assert post(odd).status_code == 422 and "is not a string or an integer" in post(odd).json()["detail"]
     r = post(geom, bands="ndvi,NDVI,b04")
     assert r.status_code == 200 and sorted({row["band"] for row in r.json()["rows"]}) == ["B04", "NDVI"]
+
+
+def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
+    """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
+    first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
+    of one pass answers as before."""
+    parcels = pd.read_parquet(two_pass_region.parcels, columns=["parcel_id", "area_ha"])
+    pid = parcels.sort_values("area_ha").parcel_id.iloc[-1]
+    single, (first, second) = two_pass_days
+    day = first[0][:10]
+    server = ServedCommand(["serve", "--cube", two_pass_cube, "--parcels", two_pass_region.parcels])
+    try:
+        def png(date: str):
+            return server.http.get(f"/collections/s1/parcels/{pid}/chip.png", params={"date": date, "size": 24})
+
+        r = png(day)
+        assert r.status_code == 409 and r.json()["error"] == "AmbiguousDate", r.text
+        assert all(f"{when} ({orbit}" in r.json()["detail"] for when, orbit in (first, second)), r.text
+        for when, _ in (first, second):
+            r = png(when)
+            assert r.status_code == 200 and pd.Timestamp(r.headers["x-acquired"], tz="UTC") == pd.Timestamp(when)
+            expected = chip(two_pass_cube, [pid], registry=two_pass_region.parcels, collection="s1", size=24,
+                            date=when).image(0, scale=4)
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA")), expected)
+        r = png(single)
+        assert r.status_code == 200 and r.headers["x-acquired"].startswith(single)
+    finally:
+        server.close()
 
 
 def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, parcels, parcel_id):
