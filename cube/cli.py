@@ -81,7 +81,7 @@ def _table_out(out: str) -> Path:
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
     """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked."""
-    from cube.extract import PORTABLE_PARQUET
+    from cube.extraction_files import PORTABLE_PARQUET
 
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, **PORTABLE_PARQUET) if path.suffix.lower() == ".parquet" else frame.to_csv(path, index=False)

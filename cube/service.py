@@ -81,6 +81,7 @@ from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from cube import layout, render
 from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.dataset import check_acquisitions, date_span
+from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
@@ -233,7 +234,7 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
         return Response(frame.to_csv(index=False, date_format=TIME_FORMAT), media_type=FORMATS[fmt], headers=headers)
     if fmt == "parquet":
         buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
+        frame.to_parquet(buf, index=False, **PORTABLE_PARQUET)  # as the CLI writes it: Spark reads its times
         return Response(buf.getvalue(), media_type=FORMATS[fmt], headers=headers)
     body = {"collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
             "parcels": frame.attrs["parcel_status"], "columns": list(frame.columns), "rows": _records(frame)}

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from shapely.geometry import box, mapping
@@ -115,6 +116,8 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
     _assert_same(_frame(body), want)
     parquet = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={**params, "format": "parquet"})
     _assert_same(pd.read_parquet(io.BytesIO(parquet.content)), want)
+    schema = pq.read_schema(io.BytesIO(parquet.content))  # times in microseconds, as Spark reads them
+    assert schema.field("time").type.unit == "us"
     csv = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={**params, "format": "csv"})
     assert csv.headers["content-type"].startswith("text/csv")
     got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"])
