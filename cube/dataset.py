@@ -33,7 +33,7 @@ from zarr.abc.store import Store
 from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
-from cardcube.spec import BandSpec, CubeSpec
+from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import select_tiles, tile_refs
 from cube.indices import bands_for, check_bands
@@ -489,13 +489,37 @@ def _stored(bands: Sequence[str] | str, spec: CubeSpec) -> list[str]:
     return names
 
 
+def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
+    """Each part's ``time`` values, with the dates of one pass on several parts (tiles) made one: the earliest.
+
+    Real Sentinel-2 granules of one datatake carry their own sensing times, seconds apart from tile to tile (and
+    Sentinel-1 slices theirs); a mosaic on the raw times would show each pass as two half-empty dates. Dates join
+    when they share platform, relative orbit and orbit direction and follow each other within
+    :data:`~cardcube.spec.PASS_GAP_S`; a part's own dates never join each other."""
+    out = [p["time"].values.copy() for p in parts]
+    keys = [list(zip(*(p[name].values.tolist() if name in p.coords else [None] * p.sizes["time"]
+                       for name in ("platform", "relative_orbit", "orbit_state")), strict=True)) for p in parts]
+    events = sorted((t, i, j) for i, times in enumerate(out) for j, t in enumerate(times))
+    open_pass: dict[tuple, tuple[np.datetime64, np.datetime64, set[int]]] = {}  # key -> (first, last, parts)
+    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
+    for t, i, j in events:
+        key = keys[i][j]
+        first, last, seen = open_pass.get(key, (t, t, set()))
+        if t - last > gap or i in seen:
+            first, seen = t, set()
+        out[i][j] = first
+        open_pass[key] = (first, t, seen | {i})
+    return out
+
+
 def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
-    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins. Integers
-    (every stored band with ``decode=False``, SCL always) are merged on their nodata, as float64 (exact for them),
-    and given back their stored type; floats are merged on NaN as they are."""
+    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins, on the dates
+    of :func:`pass_times`. Integers (every stored band with ``decode=False``, SCL always) are merged on their
+    nodata, as float64 (exact for them), and given back their stored type; floats are merged on NaN as they are."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
+    parts = [p.assign_coords(time=times) for p, times in zip(parts, pass_times(parts), strict=True)]
     packed = [b for b in bands if np.issubdtype(parts[0][b.name].dtype, np.integer) and b.nodata is not None]
     parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in packed})
              for p in parts]

@@ -23,15 +23,11 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
+from cardcube.spec import PASS_GAP_S
 from cube.ledger import CubeVersion
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 from ingest.warp import Window
-
-# Slices of one pass follow each other some 25 s apart (a GRD slice's length); the next pass on the same relative
-# orbit is 6 to 12 days later, and another orbit's pass over the same tile at least hours away. So two minutes
-# joins every slice of a pass, even with one missing between two, and never two passes.
-PASS_GAP_S = 120.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import DEFAULT_SCL_MASK
-from cube.dataset import open_cube
+from cube.dataset import open_cube, pass_times
 from cube.indices import check_bands
 
 
@@ -90,3 +91,22 @@ def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, 
         open_cube(tiny_cube, bbox=(x1 + 3000, y0, x1 + 3100, y0 + 100))
     edge = open_cube(tiny_cube, bbox=(x1 - 20, y0, x1 + 500, y0 + 100), bands=["B04"])  # partly on the data: read
     assert np.isfinite(edge.B04.values).any() and np.isnan(edge.B04.values).any()
+
+
+def _dates(*rows):
+    """A Dataset of dates ``(seconds after noon, relative orbit, orbit direction)`` of one platform."""
+    times = np.datetime64("2024-05-04T12:00:00", "ns") + np.array([r[0] for r in rows]) * np.timedelta64(1, "s")
+    return xr.Dataset(coords={"time": times, "platform": ("time", ["sentinel-1a"] * len(rows)),
+                              "relative_orbit": ("time", [r[1] for r in rows]),
+                              "orbit_state": ("time", [r[2] for r in rows])})
+
+
+def test_pass_times_join_one_pass_across_tiles_and_nothing_else():
+    """Seconds apart on two tiles, one pass: the earliest time for both. Another orbit, a gap over two minutes, or
+    two dates of one tile (a slice committed on its own) stay apart."""
+    a = _dates((0, 37, "ascending"), (30, 37, "ascending"), (500, 37, "ascending"), (1000, 110, "descending"))
+    b = _dates((4, 37, "ascending"), (1001, 37, "ascending"), (1010, 110, "descending"))
+    got = pass_times([a, b])
+    t = a.time.values
+    np.testing.assert_array_equal(got[0], t)
+    np.testing.assert_array_equal(got[1], [t[0], b.time.values[1], t[3]])

@@ -177,3 +177,29 @@ def test_a_chip_no_tile_holds_whole_is_a_mosaic_of_the_tiles(straddle_cube, tiny
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
     assert c.data["SCL"].dtype == np.uint8 and (c.data["SCL"].values[0] != 0).sum() == np.isfinite(got).sum()
+
+
+def test_one_pass_seconds_apart_on_two_tiles_is_one_date_of_a_mosaic(straddle_cube, tiny_straddle_region, tmp_path):
+    """Real Sentinel-2 granules of one datatake carry their own sensing times, seconds apart from tile to tile. A
+    read across the tile edge shows each pass once, at its earliest time, with the same pixels as when the two
+    tiles' times agree; not two half-empty dates seconds apart."""
+    import datetime as dt
+
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    for f in features:
+        if f["properties"]["grid:code"].endswith("31UGU"):
+            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
+            f["properties"]["datetime"] = (t + dt.timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
+    shifted = write_items(tiny_straddle_region.items, features, "items-seconds-apart.json")
+    ingest(shifted, tmp_path, collection="s2", chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    west, edge = TileGrid.from_id("31UGU").ulx - 1000, TileGrid.from_id("31UFU").geobox(10).boundingbox.right
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    area = (west, miny, edge + 200, maxy)
+    got = open_cube(tmp_path, bbox=area, bands=["B04", "SCL"]).compute()
+    want = open_cube(straddle_cube, bbox=area, bands=["B04", "SCL"]).compute()
+    ufu_times = np.array(sorted({f["properties"]["datetime"][:19] for f in features
+                                 if f["properties"]["grid:code"].endswith("31UFU")}), dtype="datetime64[ns]")
+    assert got.sizes["time"] == want.sizes["time"] and set(ufu_times) <= set(got.time.values)
+    np.testing.assert_array_equal(got.time.values, want.time.values)
+    np.testing.assert_array_equal(got["B04"].values, want["B04"].values)
+    np.testing.assert_array_equal(got["SCL"].values, want["SCL"].values)

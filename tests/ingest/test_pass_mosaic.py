@@ -13,11 +13,12 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from cardcube.grid import TileGrid
+from cardcube.spec import PASS_GAP_S
 from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import ScenePart, SceneRecord, read_version
 from ingest.job import ingest
-from ingest.passes import PASS_GAP_S, group_passes, mosaic_passes
+from ingest.passes import group_passes, mosaic_passes
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 from tests.ingest.scene_edits import items_of, write_items
