@@ -263,7 +263,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out}")
     for row in status[status.status != "ok"].itertuples():
-        print(f"  no statistics: {row.reason}")
+        print(f"  no statistics: parcel {row.parcel_id}: {row.reason}")
     for row in status[(status.status == "ok") & (status.reason != "")].itertuples():
         print(f"  parcel {row.parcel_id}: {row.reason}")
     for warning in caught:  # e.g. no acquisition within --time, naming the cube's dates

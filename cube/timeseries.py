@@ -52,7 +52,8 @@ from cube.tile_arrays import ArrayCache
 @dataclass(frozen=True, slots=True)
 class ParcelStatus:
     """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small`` (extraction adds
-    ``invalid`` and ``failed``), with its pixels and the tile(s) it was read from (``+``-joined)."""
+    ``invalid`` and ``failed``), with its pixels and the tile(s) it was read from (``+``-joined). ``reason`` does
+    not repeat the parcel id, in time series and extraction status tables alike."""
 
     parcel_id: Any
     status: str
@@ -78,9 +79,9 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
             found.append((pid, win, mask))
             status.append(ParcelStatus(pid, "ok", int(mask.sum())))
         elif not geom.intersects(extent):
-            status.append(ParcelStatus(pid, "outside", 0, f"parcel {pid}: outside the cube tile(s) read"))
+            status.append(ParcelStatus(pid, "outside", 0, "outside the cube tile(s) read"))
         else:
-            status.append(ParcelStatus(pid, "too_small", 0, str(too_small(pid, geom, buffer=buffer))))
+            status.append(ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason))
     return found, status
 
 
@@ -254,8 +255,7 @@ def parcel_timeseries(
     frames, status = [], []
     for ds, sub, tile in reads:
         if ds is None:
-            status += [ParcelStatus(p, "outside", 0,
-                                    f"parcel {p}: outside the data of every tile of the {collection} cube")
+            status += [ParcelStatus(p, "outside", 0, f"outside the data of every tile of the {collection} cube")
                        for p in sub.ids]
             continue
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
@@ -304,10 +304,11 @@ def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
     if len(failed) == len(status_frame):
         first = failed.iloc[0]
         err = ParcelOutsideCubeError if first.status == "outside" else ParcelTooSmallError
-        raise err(first.parcel_id, first.reason.split(": ", 1)[-1]) if len(failed) == 1 else err(
+        raise err(first.parcel_id, first.reason) if len(failed) == 1 else err(
             ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
-            f"first: {first.reason}")
+            f"first: parcel {first.parcel_id}: {first.reason}")
     if len(failed):
-        warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: "
-                      + "; ".join(failed.reason[:3]), ParcelsWithoutStatisticsWarning, stacklevel=3)
+        warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: " + "; ".join(
+            f"parcel {p}: {r}" for p, r in zip(failed.parcel_id[:3], failed.reason[:3], strict=True)),
+            ParcelsWithoutStatisticsWarning, stacklevel=3)
     return status_frame

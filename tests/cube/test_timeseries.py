@@ -222,9 +222,10 @@ def test_clear_errors_for_parcels_that_cannot_be_measured(tiny_cube, parcels, pa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frame = parcel_timeseries(tiny_cube, mixed, bands=["B04"])
-    assert any("1 of 2 parcels" in str(w.message) for w in caught)
-    status = pd.DataFrame(frame.attrs["parcel_status"]).set_index("parcel_id").status
-    assert status["sliver"] == "too_small" and set(frame.parcel_id) == {sample.parcel_id.iloc[0]}
+    assert any("1 of 2 parcels have no statistics: parcel sliver: area" in str(w.message) for w in caught)
+    status = pd.DataFrame(frame.attrs["parcel_status"]).set_index("parcel_id")
+    assert status.status["sliver"] == "too_small" and set(frame.parcel_id) == {sample.parcel_id.iloc[0]}
+    assert status.reason["sliver"].startswith("area ")  # the id is in its own column, as in extraction status
 
 
 def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sample):
