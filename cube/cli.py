@@ -260,8 +260,12 @@ def _timeseries(args: argparse.Namespace) -> int:
                                   **_statistics_arguments(args))
     status = pd.DataFrame(frame.attrs["parcel_status"])
     _write_table(frame, out)
+    record = {"cube": args.cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
+              "time": args.time, **_statistics_arguments(args), "parcels": frame.attrs["parcel_status"],
+              "notes": [str(w.message) for w in caught]}
+    Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
-          f"{frame.attrs['cube_version']} -> {out}")
+          f"{frame.attrs['cube_version']} -> {out} (every parcel's status and the parameters: {out}.json)")
     for row in status[status.status != "ok"].itertuples():
         print(f"  no statistics: parcel {row.parcel_id}: {row.reason}")
     for row in status[(status.status == "ok") & (status.reason != "")].itertuples():

@@ -31,6 +31,9 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
     pd.testing.assert_frame_equal(written.reset_index(drop=True), expected.reset_index(drop=True),
                                   check_categorical=False, check_dtype=False)
     assert pq.read_schema(out).field("time").type == pa.timestamp("us")  # Spark reads no TIMESTAMP(NANOS)
+    record = json.loads((tmp_path / "stats.parquet.json").read_text())  # what a CSV cannot carry, beside it
+    assert record["cube_version"] == 1 and record["collection"] == "s2" and record["bands"] == "B04,NDVI"
+    assert [p["parcel_id"] for p in record["parcels"]] == ids and {p["status"] for p in record["parcels"]} == {"ok"}
 
 
 def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
