@@ -28,12 +28,21 @@ TEST_CHUNKS = "time=4,space=64,shard_space=256"  # small, so the tiny regions sp
 
 
 @pytest.fixture(scope="session")
-def tiny_cube(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
-    """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path."""
+def tiny_ingest(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_region`` ingested (S2, then S1) into a local folder cube: its root path and the ``IngestResult`` of
+    each collection (``tests/ingest/test_ingest_local.py`` checks them)."""
     from cardcube.spec import ChunkLayout
     from ingest.job import ingest
 
     root = tmp_path_factory.mktemp("tiny-cube")
-    for collection in ("s2", "s1"):
-        ingest(tiny_region.items, root, collection=collection, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
-    return root
+    results = {collection: ingest(tiny_region.items, root, collection=collection,
+                                  chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+               for collection in ("s2", "s1")}
+    return root, results
+
+
+@pytest.fixture(scope="session")
+def tiny_cube(tiny_ingest):
+    """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path. Tests read it (an
+    extraction adds its parcel layers beside it); a test that changes the cube works on a copy."""
+    return tiny_ingest[0]
