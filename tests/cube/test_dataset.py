@@ -90,3 +90,15 @@ def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, 
         open_cube(tiny_cube, bbox=(x1 + 3000, y0, x1 + 3100, y0 + 100))
     edge = open_cube(tiny_cube, bbox=(x1 - 20, y0, x1 + 500, y0 + 100), bands=["B04"])  # partly on the data: read
     assert np.isfinite(edge.B04.values).any() and np.isnan(edge.B04.values).any()
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_both_chunkings_read_the_same_pixels(tiny_cube, collection):
+    """A dask task per stored chunk (the default) or one Zarr call per array and window: the whole cube, cold dates
+    and hot buffer, bit for bit the same. (The ingest tests check pixels against the sources in the faster second.)"""
+    import xarray as xr
+
+    storage = open_cube(tiny_cube, collection, decode=False).compute()
+    window = open_cube(tiny_cube, collection, decode=False, chunks="window").compute()
+    assert storage.sizes["time"] > 4  # more than one time block of the tests' chunks
+    xr.testing.assert_identical(storage, window)
