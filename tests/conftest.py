@@ -2,7 +2,8 @@
 
 ``tiny_region`` is a 2 x 2 km region inside 31UFU over May-July 2024; ``tiny_straddle_region`` the same
 size across the 31UFU/31UGU edge (x = 709800), so each pass gives one scene per tile. Both return the
-:class:`cardcube.synth.SynthResult` (paths to parcels, ground truth, weather, items.json).
+:class:`cardcube.synth.SynthResult` (paths to parcels, ground truth, weather, items.json). ``tiny_cube`` and
+``tiny_straddle_cube`` are them ingested with the tests' small chunks, for the tests to read.
 """
 
 from __future__ import annotations
@@ -28,12 +29,35 @@ TEST_CHUNKS = "time=4,space=64,shard_space=256"  # small, so the tiny regions sp
 
 
 @pytest.fixture(scope="session")
-def tiny_cube(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
-    """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path."""
+def tiny_ingest(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_region`` ingested (S2, then S1) into a local folder cube: its root path and the ``IngestResult`` of
+    each collection (``tests/ingest/test_ingest_local.py`` checks them)."""
     from cardcube.spec import ChunkLayout
     from ingest.job import ingest
 
     root = tmp_path_factory.mktemp("tiny-cube")
-    for collection in ("s2", "s1"):
-        ingest(tiny_region.items, root, collection=collection, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    results = {collection: ingest(tiny_region.items, root, collection=collection,
+                                  chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+               for collection in ("s2", "s1")}
+    return root, results
+
+
+@pytest.fixture(scope="session")
+def tiny_straddle_cube(tiny_straddle_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_straddle_region``'s S2 scenes ingested into a local folder cube (tiles 31UFU and 31UGU); returns its
+    root path. Read it; copy it to change it (``tests/catalog/test_synth.py`` adds the S1 scenes to a copy)."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+
+    root = tmp_path_factory.mktemp("tiny-straddle-cube")
+    result = ingest(tiny_straddle_region.items, root, collection="s2", chunks=ChunkLayout.parse(TEST_CHUNKS),
+                    progress=False)
+    assert result.ok and result.version == 1, result.summary()
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cube(tiny_ingest):
+    """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path. Tests read it (an
+    extraction adds its parcel layers beside it); a test that changes the cube works on a copy."""
+    return tiny_ingest[0]

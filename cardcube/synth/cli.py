@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 
 from cardcube.synth.config import SynthConfig
-from cardcube.synth.generate import generate, schedule
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +51,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cardcube.synth.generate import generate, schedule  # not when the parser is built (cardcube.synth)
+
     config = config_from_args(args)
     if args.no_progress:
         result = generate(args.out_dir, config)

@@ -48,7 +48,7 @@ class ServedCommand:
                     why = self.log.read().decode(errors="replace")[-3000:] or "timeout"
                     self.close()
                     raise AssertionError(f"cardcube {' '.join(map(str, args))} did not start: {why}") from None
-                time.sleep(0.2)
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.http.close()

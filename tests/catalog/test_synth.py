@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import geopandas as gpd
 import pystac
 import pytest
 
+from cardcube.spec import ChunkLayout
 from catalog.route import find_tiles
 from catalog.validate import validate_catalog
 from ingest.job import ingest
 from tests.catalog.conftest import SCHEMA_DIR
+from tests.conftest import TEST_CHUNKS
 
 pytestmark = pytest.mark.slow
 FU_EAST_EDGE = 709_800.0  # 31UFU ends here; 31UGU starts at 699 960, so west of the edge is in both
 
 
 @pytest.fixture(scope="module")
-def synth_cube(tmp_path_factory, tiny_straddle_region):
-    cube = tmp_path_factory.mktemp("synth-cube") / "cube"
-    for collection in ("s2", "s1"):
-        result = ingest(tiny_straddle_region.items, cube, collection=collection, progress=False,
-                        )
-        assert result.ok and result.version == 1, result.summary()
+def synth_cube(tmp_path_factory, tiny_straddle_region, tiny_straddle_cube):
+    """The session's straddle cube (its S2 scenes, version 1) with the S1 scenes added, in a copy."""
+    cube = Path(shutil.copytree(tiny_straddle_cube, tmp_path_factory.mktemp("synth-cube") / "cube"))
+    result = ingest(tiny_straddle_region.items, cube, collection="s1", progress=False,
+                    chunks=ChunkLayout.parse(TEST_CHUNKS))
+    assert result.ok and result.version == 1, result.summary()
     return cube
 
 

@@ -317,13 +317,18 @@ def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, p
 
 @pytest.fixture(scope="module")
 def edge_cube(tmp_path_factory):
-    """A tiny region at the western edge of tile 31UFU, its neighbour not ingested."""
+    """A tiny region at the western edge of tile 31UFU, its neighbour not ingested. Its S2 scenes of June only, the
+    month the test draws (six dates: two time blocks of the tests' chunks); no S1 scenes, which it never ingests."""
+    import datetime as dt
+
     from cardcube.spec import ChunkLayout
     from cardcube.synth import SynthConfig, generate
     from ingest.job import ingest
     from tests.conftest import TEST_CHUNKS
 
-    region = generate(tmp_path_factory.mktemp("edge-region"), SynthConfig.tiny(origin=(600_000, 5_845_000)))
+    config = SynthConfig.tiny(origin=(600_000, 5_845_000), start=dt.date(2024, 6, 1), end=dt.date(2024, 6, 30),
+                              s1=False)
+    region = generate(tmp_path_factory.mktemp("edge-region"), config)
     root = tmp_path_factory.mktemp("edge-cube")
     ingest(region.items, root, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False, catalog=False)
     return root, gpd.read_parquet(region.parcels)

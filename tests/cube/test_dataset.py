@@ -110,3 +110,15 @@ def test_pass_times_join_one_pass_across_tiles_and_nothing_else():
     t = a.time.values
     np.testing.assert_array_equal(got[0], t)
     np.testing.assert_array_equal(got[1], [t[0], b.time.values[1], t[3]])
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_both_chunkings_read_the_same_pixels(tiny_cube, collection):
+    """A dask task per stored chunk (the default) or one Zarr call per array and window: the whole cube, cold dates
+    and hot buffer, bit for bit the same. (The ingest tests check pixels against the sources in the faster second.)"""
+    import xarray as xr
+
+    storage = open_cube(tiny_cube, collection, decode=False).compute()
+    window = open_cube(tiny_cube, collection, decode=False, chunks="window").compute()
+    assert storage.sizes["time"] > 4  # more than one time block of the tests' chunks
+    xr.testing.assert_identical(storage, window)

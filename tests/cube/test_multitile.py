@@ -22,10 +22,9 @@ from tests.ingest.scene_edits import asset_path, items_of, write_items
 
 
 @pytest.fixture(scope="module")
-def straddle_cube(tiny_straddle_region, tmp_path_factory):
-    root = tmp_path_factory.mktemp("straddle-cube")
-    ingest(tiny_straddle_region.items, root, collection="s2", chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
-    return root
+def straddle_cube(tiny_straddle_cube):
+    """The straddle region's S2 scenes, ingested with the tests' chunks (the session's cube: read only)."""
+    return tiny_straddle_cube
 
 
 def _split(tiny_straddle_region):

@@ -4,6 +4,7 @@ re-running the same command completes it. Two ingests at once: one waits or fail
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import time
 from datetime import timedelta
@@ -36,34 +37,46 @@ def batches(tiny_region):
 
 
 @pytest.fixture(scope="module")
-def reference(batches, tmp_path_factory):
+def started(batches, tmp_path_factory):
+    """The first batch ingested (version 1): each test that goes on from there changes a copy of it."""
+    root = tmp_path_factory.mktemp("started") / "cube"
+    ingest(batches[0], root, collection=COLLECTION, chunks=CHUNKS, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(batches, started, tmp_path_factory):
     """The cube after the first batch (version 1) and after everything (version 2), ingested cleanly."""
-    first, everything = batches
-    root = tmp_path_factory.mktemp("reference")
-    ingest(first, root, collection=COLLECTION, chunks=CHUNKS, progress=False)
-    v1 = open_cube(root, COLLECTION, decode=False).compute()
+    _, everything = batches
+    root = _started_cube(started, tmp_path_factory.mktemp("reference") / "cube")
+    v1 = _read(root)
     ingest(everything, root, collection=COLLECTION, chunks=CHUNKS, progress=False)
-    v2 = open_cube(root, COLLECTION, decode=False).compute()
+    v2 = _read(root)
     return v1, v2
+
+
+def _read(cube) -> xr.Dataset:
+    """The whole cube as stored, read at once (chunks="window": one Zarr call per array, not a dask task per chunk)."""
+    return open_cube(cube, COLLECTION, decode=False, chunks="window").compute()
 
 
 def _state(cube, reference) -> int:
     """Which committed state the cube shows; it must be exactly version 1 or exactly version 2."""
-    ds = open_cube(cube, COLLECTION, decode=False)
+    ds = _read(cube)
     version = ds.attrs["cardcube:version"]
     assert version in (1, 2)
-    xr.testing.assert_identical(ds.compute().drop_attrs(), reference[version - 1].drop_attrs())
+    xr.testing.assert_identical(ds.drop_attrs(), reference[version - 1].drop_attrs())
     return version
 
 
-def _started_cube(batches, path) -> str:
-    ingest(batches[0], path, collection=COLLECTION, chunks=CHUNKS, progress=False)
-    return str(path)
+def _started_cube(started, path) -> str:
+    """A copy of the cube at version 1 (the first batch ingested), to go on from."""
+    return str(shutil.copytree(started, path))
 
 
 @pytest.mark.parametrize("step", [s for s in STEPS if s != "unlocked"])
-def test_kill_at_each_step_then_rerun_completes(batches, reference, tmp_path, step):
-    cube = _started_cube(batches, tmp_path / "cube")
+def test_kill_at_each_step_then_rerun_completes(batches, started, reference, tmp_path, step):
+    cube = _started_cube(started, tmp_path / "cube")
     killed = run_ingest(batches[1], cube, COLLECTION, kill_at=step)
     assert killed.returncode == -9, killed.stderr
     assert _state(cube, reference) == (2 if step in ("committed", "published") else 1)
@@ -75,23 +88,23 @@ def test_kill_at_each_step_then_rerun_completes(batches, reference, tmp_path, st
     assert catalog_is_current(store, read_version(store, COLLECTION))
 
 
-def test_kill_at_random_moments_then_rerun_completes(batches, reference, tmp_path):
+def test_kill_at_random_moments_then_rerun_completes(batches, started, reference, tmp_path):
     rng = random.Random(7)
-    cube = _started_cube(batches, tmp_path / "cube")
-    started = time.monotonic()
+    cube = _started_cube(started, tmp_path / "cube")
+    began = time.monotonic()
     code = kill_after(batches[1], cube, COLLECTION, 60.0)
-    full = time.monotonic() - started  # how long one complete run takes here
+    full = time.monotonic() - began  # how long one complete run takes here
     assert code == 0
     for i in range(3):
-        cube = _started_cube(batches, tmp_path / f"cube{i}")
+        cube = _started_cube(started, tmp_path / f"cube{i}")
         kill_after(batches[1], cube, COLLECTION, rng.uniform(0.3, full))
         _state(cube, reference)
         assert run_ingest(batches[1], cube, COLLECTION).returncode == 0
         assert _state(cube, reference) == 2
 
 
-def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, tmp_path):
-    cube = _started_cube(batches, tmp_path / "cube")
+def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, tmp_path):
+    cube = _started_cube(started, tmp_path / "cube")
     with writer_lock(open_store(cube), COLLECTION):
         busy = run_ingest(batches[1], cube, COLLECTION)
         assert busy.returncode == 2
@@ -106,8 +119,8 @@ def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, tmp_path)
     assert "committed version 2" in out
 
 
-def test_two_ingests_started_together_lose_nothing(batches, reference, tmp_path):
-    cube = _started_cube(batches, tmp_path / "cube")
+def test_two_ingests_started_together_lose_nothing(batches, started, reference, tmp_path):
+    cube = _started_cube(started, tmp_path / "cube")
     procs = [subprocess.Popen(ingest_command(batches[1], cube, COLLECTION), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
@@ -117,8 +130,8 @@ def test_two_ingests_started_together_lose_nothing(batches, reference, tmp_path)
     assert _state(cube, reference) == 2
 
 
-def test_files_match_sources_after_crash_and_recovery(batches, tmp_path):
-    cube = _started_cube(batches, tmp_path / "cube")
+def test_files_match_sources_after_crash_and_recovery(batches, started, tmp_path):
+    cube = _started_cube(started, tmp_path / "cube")
     run_ingest(batches[1], cube, COLLECTION, kill_at="written")
     run_ingest(batches[1], cube, COLLECTION)
     assert assert_matches_sources(cube, batches[1], COLLECTION) > 0

@@ -53,7 +53,8 @@ def cube(appended, tmp_path) -> Path:
 
 
 def _read(cube: Path, as_of: int | None = None) -> xr.Dataset:
-    return open_cube(cube, decode=False, as_of=as_of).compute().drop_attrs()
+    """The whole cube as stored, read at once (chunks="window": one Zarr call per array, not a dask task per chunk)."""
+    return open_cube(cube, decode=False, as_of=as_of, chunks="window").compute().drop_attrs()
 
 
 def _size(path: Path) -> int:

@@ -74,7 +74,12 @@ def _taken_over(cube: str, items: Path) -> xr.Dataset:
     """Another ingest breaks the frozen writer's lock and commits; the cube as it then reads."""
     result = ingest(items, cube, collection=COLLECTION, chunks=None, progress=False, stale_after=BREAK_AFTER)
     assert result.version == 2 and result.added
-    return open_cube(cube, COLLECTION, decode=False).compute()
+    return _read(cube)
+
+
+def _read(cube: str) -> xr.Dataset:
+    """The whole cube as stored, read at once (chunks="window": one Zarr call per array, not a dask task per chunk)."""
+    return open_cube(cube, COLLECTION, decode=False, chunks="window").compute()
 
 
 def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batches, tmp_path):
@@ -85,7 +90,7 @@ def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batc
     committed = _taken_over(cube, theirs)  # the same new hot slots and blocks, other scenes
     code, err = _woken(frozen)
     assert committed_versions(open_store(cube), COLLECTION) == [1, 2]
-    xr.testing.assert_identical(open_cube(cube, COLLECTION, decode=False).compute(), committed)
+    xr.testing.assert_identical(_read(cube), committed)
     assert code == 2, err
     assert "no longer holds the writer lock" in err and "re-run it" in err
     assert assert_matches_sources(cube, theirs, COLLECTION) > 0
@@ -105,7 +110,7 @@ def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(bat
     frozen = _frozen(command, "expire-records")  # it knows version 1 only, and is about to sweep
     committed = _taken_over(cube, mine)
     code, err = _woken(frozen)
-    xr.testing.assert_identical(open_cube(cube, COLLECTION, decode=False).compute(), committed)
+    xr.testing.assert_identical(_read(cube), committed)
     assert code == 2, err
     assert "no longer holds the writer lock" in err
     assert assert_matches_sources(cube, mine, COLLECTION) > 0

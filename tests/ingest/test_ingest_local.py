@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +17,28 @@ from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.scene_edits import asset_path, items_of, write_items
 
-CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # small, so a tiny region spans blocks and shards
+# small, so a tiny region spans blocks and shards; the layout of the session's tiny cube, which is the tiny region
+# ingested whole (S2, then S1) as these tests would ingest it: they read that cube, or a copy to change
+CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
 
 
 @pytest.mark.parametrize("collection", ["s2", "s1"])
-def test_every_pixel_equals_the_source(tiny_region, tmp_path, collection):
-    result = ingest(tiny_region.items, tmp_path / "cube", collection=collection, chunks=CHUNKS, progress=False)
+def test_every_pixel_equals_the_source(tiny_ingest, tiny_region, collection):
+    cube, results = tiny_ingest
+    result = results[collection]
     assert result.ok and result.version == 1 and result.added
-    assert assert_matches_sources(tmp_path / "cube", tiny_region.items, collection) > 0
+    assert assert_matches_sources(cube, tiny_region.items, collection) > 0
     assert 1.0 <= result.write_amplification <= 1.5  # the initial load writes each date once
 
 
 @pytest.mark.parametrize("collection", ["s2", "s1"])
-def test_the_ledger_says_which_file_each_band_came_from(tiny_region, tmp_path, collection):
+def test_the_ledger_says_which_file_each_band_came_from(tiny_cube, tiny_region, collection):
     """An inspector's audit trail: per scene, the source collection, each band's file and its checksum."""
-    ingest(tiny_region.items, tmp_path / "cube", collection=collection, chunks=CHUNKS, progress=False)
-    version = read_version(open_store(tmp_path / "cube"), collection)
+    version = read_version(open_store(tiny_cube), collection)
     source = version.spec.source_collection
     features = {f["id"]: f for f in items_of(tiny_region.items, source)}
     assert set(version.scenes) == set(features)
@@ -47,17 +51,17 @@ def test_the_ledger_says_which_file_each_band_came_from(tiny_region, tmp_path, c
             assert record.checksums[band] == "sha256:" + hashlib.sha256(Path(href).read_bytes()).hexdigest()
 
 
-def test_batches_give_the_same_cube_as_one_ingest(tiny_region, tmp_path):
+def test_batches_give_the_same_cube_as_one_ingest(tiny_region, tiny_cube, tmp_path):
     features = items_of(tiny_region.items, "sentinel-2-l2a")
     batches = [features[:5], features[5:6], features[6:13], features[13:]]
     for i, batch in enumerate(batches):
         part = write_items(tiny_region.items, batch, f"batch-{i}.json")
         assert ingest(part, tmp_path / "batched", chunks=CHUNKS, progress=False).version == i + 1
-    ingest(tiny_region.items, tmp_path / "once", chunks=CHUNKS, progress=False)
-    batched = open_cube(tmp_path / "batched", decode=False, bbox=tiny_region.bbox).compute()
-    once = open_cube(tmp_path / "once", decode=False, bbox=tiny_region.bbox).compute()
+    # read at once (chunks="window": one Zarr call per array, not a dask task per chunk)
+    batched = open_cube(tmp_path / "batched", decode=False, bbox=tiny_region.bbox, chunks="window").compute()
+    once = open_cube(tiny_cube, decode=False, bbox=tiny_region.bbox, chunks="window").compute()  # one ingest
     xr.testing.assert_identical(batched.drop_attrs(), once.drop_attrs())
-    a, b = (read_version(open_store(p), "s2").tiles for p in (tmp_path / "batched", tmp_path / "once"))
+    a, b = (read_version(open_store(p), "s2").tiles for p in (tmp_path / "batched", tiny_cube))
     assert [t.cold for t in a.values()] == [t.cold for t in b.values()]
 
 
@@ -78,17 +82,16 @@ def test_reingest_is_a_noop_and_versions_can_be_read_back(tiny_region, tmp_path)
     assert open_cube(tmp_path / "cube").attrs["cardcube:version"] == 2
 
 
-def test_other_chunks_for_an_existing_cube_are_refused(tiny_region, tmp_path):
-    ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+def test_other_chunks_for_an_existing_cube_are_refused(tiny_region, tiny_cube, tmp_path):
+    shutil.copytree(tiny_cube, tmp_path / "cube")  # S1 ingested with CHUNKS
     with pytest.raises(ValueError, match="already uses chunks"):
         ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS.with_(time=8), progress=False)
 
 
-def test_plain_zarr_readers_see_committed_dates_with_crs(tiny_region, tmp_path):
-    ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
-    version = read_version(open_store(tmp_path / "cube"), "s1")
+def test_plain_zarr_readers_see_committed_dates_with_crs(tiny_cube):
+    version = read_version(open_store(tiny_cube), "s1")
     (tile, state), = version.tiles.items()
-    ds = xr.open_zarr(tmp_path / "cube" / "s1" / tile / "cube.zarr" / "r10m", consolidated=False)
+    ds = xr.open_zarr(tiny_cube / "s1" / tile / "cube.zarr" / "r10m", consolidated=False)
     assert ds.sizes["time"] == len(state.cold)
     assert ds.rio.crs.to_epsg() == 32631
     assert ds.rio.transform().c == 600000.0 and ds.rio.transform().a == 10.0

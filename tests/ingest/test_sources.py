@@ -103,8 +103,8 @@ def _by_scene(cube, bbox, ids: list[str]) -> dict[str, np.ndarray]:
     """Every band of the s2 cube at ``cube`` over ``bbox`` for scenes ``ids`` (in that order), as stored."""
     out = {}
     for res in S2_L2A.resolutions:
-        ds = open_cube(cube, "s2", resolution=res, bbox=bbox, decode=False,
-                       bands=[b.name for b in S2_L2A.bands_at(res)])
+        ds = open_cube(cube, "s2", resolution=res, bbox=bbox, decode=False,  # read at once, as tests/ingest/checks.py
+                       bands=[b.name for b in S2_L2A.bands_at(res)], chunks="window")
         held = list(ds["scene_id"].values)
         index = [held.index(i) for i in ids]
         out |= {b: ds[b].isel(time=index).values for b in ds.data_vars}
