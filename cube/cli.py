@@ -345,7 +345,6 @@ def _flag(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = declarations(parcels.set_index(args.id_column)[args.crop_column])
-    declared.index = declared.index.astype(str)  # ids compared as text: a CSV's and a GeoPackage's alike
     grassland = code_list(args.grassland, known=declared.unique())
     if not grassland:
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
