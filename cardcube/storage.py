@@ -116,6 +116,13 @@ def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
 
 
+def check_reachable(url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+    """For an ``s3://`` URL whose endpoint is named (in ``storage_options`` or the environment: Ceph, MinIO),
+    one TCP connection to it: :class:`StoreUnavailableError` at once if nothing answers there. Other URLs pass."""
+    if url.startswith("s3://"):
+        _check_endpoint(_s3_options(storage_options), url)
+
+
 def _check_endpoint(opts: Mapping[str, Any], location: str) -> None:
     """:func:`_check_reachable` for the endpoint of s3fs options ``opts``, if they name one."""
     endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")

@@ -20,10 +20,10 @@ import pystac
 from botocore.exceptions import BotoCoreError
 from pystac.stac_io import DefaultStacIO
 
-from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.errors import CubeNotFoundError, InvalidRequestError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
-from cardcube.storage import s3_options_from_env
+from cardcube.storage import check_reachable, s3_options_from_env
 from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -133,6 +133,10 @@ def _baseline(value: object) -> float | None:
 
 
 def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
+    try:  # an endpoint where nothing listens fails at once, not after botocore's retries of the connection
+        check_reachable(path)
+    except StoreUnavailableError as exc:
+        raise StoreUnavailableError(f"cannot read the source {path}: {exc}{_endpoint_note(path)}") from None
     try:
         with fsspec.open(path, "rb") as f:
             doc = json.load(f)
