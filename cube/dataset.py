@@ -194,8 +194,8 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
            ) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
     opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A hot
-    shard found missing is checked against the ledger (:func:`cube.ledger.confirm_committed`): expiring the
-    version deletes hot-buffer slots, never cold blocks."""
+    shard found missing is checked against the ledger (:func:`cube.ledger.confirm_committed`, once per shard and
+    version with a ``cache``): expiring the version deletes hot-buffer slots, never cold blocks."""
     state = version.tiles[tile]
     parts = []
     for hot in kinds:
@@ -203,7 +203,8 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
-                             on_missing=partial(confirm_committed, store, version) if hot else None))
+                             on_missing=partial(confirm_committed, store, version,
+                                                absent=None if cache is None else cache.absent) if hot else None))
     return parts
 
 

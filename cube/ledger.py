@@ -10,7 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -364,19 +364,29 @@ def _which_versions(wanted: int, versions: Sequence[int]) -> str:
     return f"it was never committed; {kept}"
 
 
-def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = ()) -> None:
+def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = (), *,
+                      absent: MutableMapping[tuple[str, int, str], bool] | None = None) -> None:
     """Raise :class:`VersionNotFoundError` if ``version``'s record is gone: expired while it was being read.
 
     :func:`ingest.expire.expire` deletes a version's record before any data only that version read, so a
     reader that found a hot-buffer shard missing calls this *after* its read: if the record is still there,
     nothing had been deleted yet and the shard is an area with no data (read as fill, rightly); if it is
     gone, the fill may stand for deleted data, and the read must not be returned. ``missing``: the shards
-    found missing, named in the error."""
+    found missing, named in the error. ``absent``: shards confirmed so before, by (collection, version, key),
+    kept by a long-running reader: a shard missing while its version's record stood was never written for
+    that version, so finding it missing again needs no request (only shards not in it are checked, then added)."""
+    key = (version.collection, version.version)
+    if absent is not None:
+        missing = [m for m in missing if (*key, m) not in absent]
+        if not missing:
+            return
     if not key_exists(store, layout.ledger_key(version.collection, version.version)):
         raise VersionNotFoundError(
             f"version {version.version} of the {version.collection} cube at {store_url(store)} was expired while "
             f"it was being read ({', '.join(missing[:2]) or 'its hot-buffer data'} deleted): read the latest "
             "version, or one kept longer")
+    if absent is not None:
+        absent.update({(*key, m): True for m in missing})
 
 
 def head_or_empty(store: Store, spec: CubeSpec) -> CubeVersion:

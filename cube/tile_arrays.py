@@ -42,6 +42,7 @@ class ArrayCache:
         """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
         self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
         self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
+        self.absent: MutableMapping[tuple[str, int, str], bool] = LRUDict(64 * arrays)  # confirm_committed's
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,

@@ -140,6 +140,31 @@ def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
         lazy.sel(time=hot).compute()
 
 
+def test_a_long_reader_checks_a_hot_shard_missing_in_its_version_once_and_still_sees_expiry(cube):
+    """A reader keeping an :class:`ArrayCache` (the REST service) looks the ledger up once for a hot shard
+    missing while its version stands (an area with no data: never written for that version), not on every
+    read of it; shards that expire deletes afterwards are other keys, checked, and the read still raises."""
+    from cardcube.storage import CountingStore
+    from cube.tile_arrays import ArrayCache
+
+    old, gone = _doomed(cube)
+    band = next((cube / "s2").glob("*/cube.zarr/hot/r10m/B04"))
+    next(p for p in (band / "c").glob("*/*/*") if int(p.parent.parent.name) in gone).unlink()
+    store, cache = CountingStore(open_store(cube, read_only=True)), ArrayCache()
+    lazy = open_cube(store, decode=False, as_of=old.version, bands="B04", cache=cache)
+    hot = lazy.time[np.isin(lazy.scene_id, [a.scene_id for a in gone.values()])]
+    store.reset()
+    first = lazy.sel(time=hot).B04.compute()
+    assert store.requests["exists"] == 1 and len(cache.absent) == 1  # the ledger record, once
+    store.reset()
+    xr.testing.assert_identical(lazy.sel(time=hot).B04.compute(), first)
+    assert store.requests["exists"] == 0 and store.requests["get"] > 0  # the chunks read again, the ledger not
+
+    expire(cube, older_than=EVERYTHING)
+    with pytest.raises(VersionNotFoundError, match=f"version {old.version} .* expired while it was being read"):
+        lazy.sel(time=hot).B04.compute()
+
+
 def test_the_service_answers_404_for_a_pinned_version_expired_under_it(cube, tiny_region):
     """The REST service keeps a pinned version for ``--refresh`` seconds (here an hour) and its shard indexes:
     once expire has deleted the version's hot data, a request for it is a 404, not a season of no data."""
