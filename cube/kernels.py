@@ -158,8 +158,19 @@ def _expand(buf, wb, c, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _power_sum(vals, wb, c, weighted, scale, offset, power):
+    """The sum of ``exp(x_phys * power)`` over ``vals[:c]`` (each counted ``wb[i]`` times if ``weighted``),
+    ``x_phys = x * scale + offset``: linear power from dB with ``power = ln(10) / 10``."""
+    total = 0.0
+    for i in range(c):
+        p = np.exp((np.float64(vals[i]) * scale + offset) * power)
+        total += wb[i] * p if weighted else p
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
 def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
-                   f32, count, mean, std, vmin, vmax, pct):
+                   f32, power, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
     that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
     stored type; ``qs`` are the percentiles, increasing.
@@ -174,7 +185,10 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
     gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
     radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
     quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values a
-    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass."""
+    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass.
+
+    ``power`` > 0 (backscatter in dB: ``ln(10) / 10``): ``mean`` is the mean of ``exp(x_phys * power)``, the
+    linear power, in the same pass; the other statistics stay those of the values themselves."""
     weighted = weight.size > 0
     buf = np.empty(sizes.max() if sizes.size else 0, dtype=v.dtype)
     wb = np.empty(buf.size if weighted else 0, dtype=np.int64)
@@ -235,7 +249,10 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
                         d = buf[i] - m
                         var += (wb[i] if weighted else 1) * d * d
                     var /= n
-                mean[t, j] = s / n * scale + offset
+                if power > 0:
+                    mean[t, j] = _power_sum(buf, wb, c, weighted, scale, offset, power) / n
+                else:
+                    mean[t, j] = s / n * scale + offset
                 std[t, j] = np.sqrt(var) * scale
                 vmin[t, j] = lo_i * scale + offset
                 vmax[t, j] = hi_i * scale + offset
@@ -283,7 +300,10 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
                 for i in range(c):
                     d = vals[i] - m
                     acc += d * d
-                mean[t, j] = m * scale + offset
+                if power > 0:
+                    mean[t, j] = _power_sum(vals, wb, c, False, scale, offset, power) / c
+                else:
+                    mean[t, j] = m * scale + offset
                 std[t, j] = np.sqrt(acc / c) * scale
                 vmin[t, j] = lo_v * scale + offset
                 vmax[t, j] = hi_v * scale + offset

@@ -120,6 +120,7 @@ def segment_stats(
     clear: np.ndarray | None = None,
     weight: np.ndarray | None = None,
     at: np.ndarray | None = None,
+    mean_of_power: bool = False,
 ) -> dict[str, np.ndarray]:
     """:func:`zonal_stats` of pixels already grouped by label, read in place from stored arrays.
 
@@ -133,6 +134,9 @@ def segment_stats(
     ``weight`` and ``at`` (from :class:`WeightedIndex`): entry ``k`` stands for ``weight[k]`` pixels and is
     masked by ``clear[t, at[k]]`` (``clear`` then has one column per pixel). The statistics are those of
     the pixels, bit for bit for stored unsigned 8/16-bit values (exact integer sums), from fewer reads.
+
+    ``mean_of_power``: the physical values are dB, and ``mean`` is that of their linear power
+    (:func:`db_to_linear`, in linear power), computed in the same pass; the other statistics are of the dB.
     """
     check_stats(stats, required=False)  # backscatter asks for its mean apart
     values = np.asarray(values)
@@ -163,7 +167,8 @@ def segment_stats(
                    float(nodata), float(scale), float(offset), clear,
                    np.array([q for _, q in wanted], dtype=np.float64),
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
-                   small_uint(values.dtype), values.dtype == np.float32, count, mean, std, vmin, vmax, pct)
+                   small_uint(values.dtype), values.dtype == np.float32, _POWER if mean_of_power else 0.0,
+                   count, mean, std, vmin, vmax, pct)
     out = {"count": count.T, "masked": (pixels[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
@@ -282,10 +287,13 @@ def unpack(values: np.ndarray, *, nodata: float = np.nan, scale: float = 1.0, of
     return out
 
 
+_POWER = np.log(10.0) / 10.0  # dB to linear power: exp(dB * _POWER)
+
+
 def db_to_linear(db: np.ndarray) -> np.ndarray:
     """Backscatter in dB to linear power: ``10 ** (dB / 10)``, computed as ``exp(dB ln(10) / 10)`` (equal to
     a few units in the last place, four times as fast: an S1 extraction converts every pixel); NaN stays NaN."""
-    return np.exp(np.asarray(db, dtype=np.float64) * (np.log(10.0) / 10.0))
+    return np.exp(np.asarray(db, dtype=np.float64) * _POWER)
 
 
 def linear_to_db(power: np.ndarray) -> np.ndarray:
@@ -322,12 +330,10 @@ def backscatter_segment_stats(
 ) -> dict[str, np.ndarray]:
     """:func:`segment_stats` of backscatter stored in dB (``x * scale + offset``): the order statistics and
     ``std`` of the dB values, read in place, and the mean taken in linear power, reported in dB."""
-    out = segment_stats(values, index, sizes, stats=[s for s in stats if s != "mean"], nodata=nodata, scale=scale,
-                        offset=offset, clear=clear)
-    if "mean" in stats:
-        db = unpack(values, nodata=nodata, scale=scale, offset=offset)
-        mean = segment_stats(db_to_linear(db), index, sizes, stats=("mean",), clear=clear)["mean"]
-        out["mean"] = linear_to_db(mean)
+    out = segment_stats(values, index, sizes, stats=stats, nodata=nodata, scale=scale, offset=offset, clear=clear,
+                        mean_of_power=True)
+    if "mean" in out:
+        out["mean"] = linear_to_db(out["mean"])
     return out
 
 
