@@ -18,9 +18,9 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
 
 Each answer about one collection says which cube version it was read from (``version`` or
 ``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
-keeps the versions it has read (:class:`VersionCache`): a pinned ``as_of`` version never changes, and the
-latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay the ledger's
-listing and read each time.
+keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned ``as_of`` version never
+changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
+the ledger's listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
 parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
-import time as timer
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -73,20 +71,20 @@ from cardcube.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from cardcube.lru import LRUDict
 from cardcube.query import TIME_HELP
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
-from cardcube.storage import StoreLike, key_exists, open_store, store_url
-from cube import layout, render
+from cardcube.storage import StoreLike, open_store, store_url
+from cube import render
 from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.dataset import check_acquisitions, date_span
 from cube.extraction_files import PORTABLE_PARQUET
-from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.ledger import CubeVersion, committed_versions
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
 from cube.timeseries import parcel_timeseries
+from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
@@ -117,7 +115,6 @@ Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scal
 PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
-REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
@@ -133,45 +130,6 @@ _STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavaila
            (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
            (ValueError, 422))
 _HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
-
-
-class VersionCache:
-    """The cube versions a long-running reader answers from. A committed version never changes, so a pinned
-    one is read once (the 32 most recent kept) and afterwards only checked, at most every ``refresh``
-    seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
-    collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
-    is seen. Safe to share between threads."""
-
-    def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
-        self._store, self._refresh = store, refresh
-        self._latest: dict[str, tuple[float, CubeVersion]] = {}
-        self._pinned: LRUDict = LRUDict(size)  # (collection, version) -> (last checked, version)
-        self._lock = threading.Lock()
-
-    def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
-        """``collection``'s version ``as_of``, or its latest."""
-        return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
-
-    def _latest_of(self, collection: str) -> CubeVersion:
-        now = timer.monotonic()
-        with self._lock:
-            seen = self._latest.get(collection)
-        if seen is not None and now - seen[0] < self._refresh:
-            return seen[1]
-        version = read_version(self._store, collection)
-        with self._lock:
-            self._latest[collection] = (now, version)
-        return version
-
-    def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
-        now, key = timer.monotonic(), (collection, as_of)
-        seen = self._pinned.get(key)
-        if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
-            seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
-        if seen is None:
-            seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
-        self._pinned[key] = seen
-        return seen[1]
 
 
 class ErrorBody(BaseModel):

@@ -362,7 +362,7 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
 
     from cardcube.storage import CountingStore, open_store
     from cube import layout
-    from cube.service import VersionCache
+    from cube.versions import VersionCache
 
     root = tmp_path / "cube"
     shutil.copytree(tiny_cube / "s2" / "_ledger", root / "s2" / "_ledger")
@@ -390,7 +390,7 @@ def test_version_cache_stops_serving_a_pinned_version_once_it_is_expired(tiny_cu
     from cardcube.errors import VersionNotFoundError
     from cardcube.storage import open_store
     from cube import layout
-    from cube.service import VersionCache
+    from cube.versions import VersionCache
 
     root = tmp_path / "cube"
     shutil.copytree(tiny_cube / "s2" / "_ledger", root / "s2" / "_ledger")
