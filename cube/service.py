@@ -42,6 +42,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -56,6 +57,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from zarr.abc.store import Store
 
 from cardcube.errors import (
     AmbiguousDateError,
@@ -208,33 +210,46 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
-def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
-             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
-             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
-    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
-    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
-    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
-    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
-    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
-    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
-    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
-    None: the library's patient defaults)."""
-    if array_cache < 0:
-        raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
-    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
-    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
-        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
-    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
-                                                                    storage_options=storage_options),
-                                                       id_column=id_column)
-    versions = VersionCache(store, refresh=refresh)
-    # each query then fetches chunks, not the arrays' metadata and shard indexes
-    arrays = ArrayCache(array_cache) if array_cache else None
-    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
-                  responses=ERROR_RESPONSES)
-    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
-                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
+@dataclass(frozen=True, slots=True)
+class _ServedCube:
+    """What the routes read from: the cube's store, the registry parcel ids in URLs are looked up in (None: ids
+    are refused), and what is kept between requests (versions; opened arrays, None for none)."""
+
+    store: Store
+    registry: ParcelSet | None
+    versions: VersionCache
+    arrays: ArrayCache | None
+
+    def version(self, collection: str, as_of: int | None) -> CubeVersion:
+        """The version a request reads: ``as_of`` or the latest, of a known collection."""
+        if collection not in CUBE_SPECS:
+            raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
+        return self.versions.get(collection, as_of)
+
+    def parcel(self, parcel_id: str) -> ParcelSet:
+        """The parcel of the registry with id ``parcel_id``."""
+        if self.registry is None:
+            raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
+                                      f"(cardcube serve --parcels FILE); POST the geometry instead")
+        return self.registry.select([parcel_id])
+
+    def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
+                   mask: str, as_of: int | None, fmt: str) -> Response:
+        """The answer of both time series routes: :func:`parcel_timeseries` of ``where`` in ``fmt``."""
+        version = self.version(collection, as_of)
+        check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
+        frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
+                                  stats=stats or STATS, time=time, mask=mask,
+                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES)
+        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
+            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
+                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
+                                    f"on the parcels' tile(s); give another time range")
+        return _timeseries_response(frame, fmt)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as :class:`ErrorBody`, with the status of :data:`_STATUS` (a bug: 500, logged)."""
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
@@ -255,76 +270,69 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(422, "InvalidRequest", detail)
 
-    def version_of(collection: str, as_of: int | None) -> CubeVersion:
-        if collection not in CUBE_SPECS:
-            raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
-        return versions.get(collection, as_of)
 
-    def parcel(parcel_id: str) -> ParcelSet:
-        if registry is None:
-            raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
-                                      f"(cardcube serve --parcels FILE); POST the geometry instead")
-        return registry.select([parcel_id])
-
-    def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
-                   mask: str, as_of: int | None, fmt: str) -> Response:
-        version = version_of(collection, as_of)
-        check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
-        frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
-                                  stats=stats or STATS, time=time, mask=mask,
-                                  as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
-        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
-            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
-                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
-                                    f"on the parcels' tile(s); give another time range")
-        return _timeseries_response(frame, fmt)
+def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
+    """``GET /`` and ``GET /collections/{c}``: what the cube holds."""
 
     @app.get("/")
     def index() -> dict[str, Any]:
         found = []
         for collection in CUBE_SPECS:  # through the cache: no listing of the ledger within ``refresh``
             try:
-                found.append(_collection_info(versions.get(collection)))
+                found.append(_collection_info(served.versions.get(collection)))
             except CubeNotFoundError:
                 continue
-        return {"cube": store_url(store), "parcels": len(registry) if registry is not None else None,
-                "collections": found}
+        return {"cube": store_url(served.store),
+                "parcels": len(served.registry) if served.registry is not None else None, "collections": found}
 
     @app.get("/collections/{collection}")
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
-        version = version_of(collection, as_of)
+        version = served.version(collection, as_of)
         return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
+
+
+def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
+    """The parcels of a posted GeoJSON in ``crs``; too many, or a geometry that is no parcel, is refused with how
+    to ask instead."""
+    try:
+        src_crs = CRS.from_user_input(crs)
+    except CRSError:
+        raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+    features = geojson.get("features")
+    if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
+        raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
+                                   f"run `cardcube extract` for a territory")
+    try:
+        return as_parcels(geojson, src_crs=src_crs)
+    except ParcelError as exc:
+        if type(exc) is not ParcelError:
+            raise
+        raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
+                          f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
+                          f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
+                          f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
+
+
+def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
+    """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
                       time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       format: Format = "json") -> Response:
-        return timeseries(collection, parcel(parcel_id), bands=bands, stats=stats, time=time, mask=mask,
-                          as_of=as_of, fmt=format)
+        return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
+                                 mask=mask, as_of=as_of, fmt=format)
 
     @app.post("/collections/{collection}/timeseries")
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
                       stats: Stats = None, time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
-        try:
-            src_crs = CRS.from_user_input(crs)
-        except CRSError:
-            raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
-        features = geojson.get("features")
-        if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
-            raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
-                                       f"run `cardcube extract` for a territory")
-        try:
-            where = as_parcels(geojson, src_crs=src_crs)
-        except ParcelError as exc:
-            if type(exc) is not ParcelError:
-                raise
-            raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
-                              f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
-                              f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
-                              f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
-        return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
-                          fmt=format)
+        return served.timeseries(collection, _posted_parcels(geojson, crs), bands=bands, stats=stats, time=time,
+                                 mask=mask, as_of=as_of, fmt=format)
+
+
+def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
+    """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
 
     # GET and HEAD as two routes: each its own operation id in the OpenAPI document
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
@@ -332,9 +340,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, date=date,  # one acquisition
-                      bands=bands or None, as_of=version, cache=arrays)
+        version = served.version(collection, as_of)
+        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, date=date,
+                      bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
                                  "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
@@ -345,9 +353,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                    size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
-        version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,  # 404 for no date
-                      bands=bands or None, as_of=version, cache=arrays)
+        version = served.version(collection, as_of)
+        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
+                      bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
         sheet = result.contact_sheet()
         if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
             raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "
@@ -356,6 +364,38 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return Response(render.png_bytes(sheet.image), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
 
+
+def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
+             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
+             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
+    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
+    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
+    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
+    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
+    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
+    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
+    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
+    None: the library's patient defaults)."""
+    if array_cache < 0:
+        raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
+    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
+    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
+        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
+                                                                    storage_options=storage_options),
+                                                       id_column=id_column)
+    # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
+    served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
+                         ArrayCache(array_cache) if array_cache else None)
+    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
+                  responses=ERROR_RESPONSES)
+    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
+                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
+    _add_error_handlers(app)
+    _add_collection_routes(app, served)
+    _add_timeseries_routes(app, served)
+    _add_image_routes(app, served)
     return app
 
 
