@@ -13,7 +13,7 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
                                                    &mask=default|none&as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
-                                                   &size=128&scale=4
+                                                   &size=128&scale=4; X-Acquired: 2024-06-01T17:23:48Z (UTC)
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
 Each answer about one collection says which cube version it was read from (``version`` or
@@ -345,7 +345,7 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
                       bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
-                                 "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
+                                 "X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
