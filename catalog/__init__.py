@@ -8,10 +8,11 @@ reading only these static JSON documents.
 
 from catalog.build import build_cube_collection, build_root, build_tile_item
 from catalog.io import StoreStacIO
-from catalog.route import TileRef, find_tiles, tile_refs
+from catalog.route import ItemCache, TileRef, find_tiles, tile_refs
 from catalog.write import build_catalog, catalog_is_current, published_version, rebuild_catalog, write_catalog
 
 __all__ = [
+    "ItemCache",
     "StoreStacIO",
     "TileRef",
     "build_catalog",

@@ -1,11 +1,11 @@
 """Query routing: which cube tiles (Zarr groups) a geometry and time range need, from the static catalog only.
 
 :func:`find_tiles` reads the collection document (one GET, which also says which ledger version the
-catalog reflects) and the tile items it links to, parsed once per store, key and version in a small LRU
-cache, so a warm call costs one small GET and no database. Footprints are tested in each tile's own UTM
-CRS against the tile's exact square (``proj:bbox``), not against the looser WGS84 bbox, so a parcel is
-routed to every tile it overlaps (two for a parcel across the overlap of neighbouring tiles) and to no
-other.
+catalog reflects) and the tile items it links to. A reader that routes query after query keeps the parsed
+items in an :class:`ItemCache` it passes to each call, so a warm call costs one small GET and no database.
+Footprints are tested in each tile's own UTM CRS against the tile's exact square (``proj:bbox``), not against
+the looser WGS84 bbox, so a parcel is routed to every tile it overlaps (two for a parcel across the overlap of
+neighbouring tiles) and to no other.
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ class TileRef:
         return (lo is None or end >= lo) and (hi is None or start < hi)
 
 
-_CACHE = LRUDict(CACHE_SIZE)  # parsed tile items by (store, key, version)
+class ItemCache(LRUDict):
+    """Parsed tile items (:class:`TileRef`) by store, item key and catalog version, kept by their owner from one
+    routing call to the next. An entry never goes stale: a new ledger version is a new key. Safe to share
+    between threads."""
 
-
-def clear_cache() -> None:
-    """Forget every parsed catalog document (tests; the version key makes it unnecessary otherwise)."""
-    _CACHE.clear()
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        super().__init__(size)
 
 
 def _store_token(store: Store) -> Hashable:
@@ -93,8 +94,9 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
     )
 
 
-def tile_refs(store: StoreLike, collection: str) -> list[TileRef]:
-    """Every tile of ``collection`` as the catalog lists it (items cached per store, key and version)."""
+def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = None) -> list[TileRef]:
+    """Every tile of ``collection`` as the catalog lists it; items found in ``cache`` are not read again, and
+    those read are added to it (None: every item is read)."""
     store = open_store(store, read_only=True)
     io = StoreStacIO(store)
     coll_key = keys.collection_key(collection)
@@ -110,28 +112,31 @@ def tile_refs(store: StoreLike, collection: str) -> list[TileRef]:
             continue
         item_key = io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
         cache_key = (token, item_key, version)
-        ref = _CACHE.get(cache_key)
+        ref = None if cache is None else cache.get(cache_key)
         if ref is None:
             item = read_json(store, item_key)
             if item is None:
                 raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
             ref = _tile_ref(item, collection, item_key)
-            _CACHE[cache_key] = ref
+            if cache is not None:
+                cache[cache_key] = ref
         refs.append(ref)
     return sorted(refs, key=lambda r: r.tile)
 
 
 def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, float, float, float] | None = None,
-               geometry: Any = None, crs: Any = None, time: TimeLike = None) -> list[TileRef]:
+               geometry: Any = None, crs: Any = None, time: TimeLike = None,
+               cache: ItemCache | None = None) -> list[TileRef]:
     """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and have dates in ``time``.
 
     ``geometry`` is a shapely geometry, a GeoJSON mapping or an ``odc.geo`` Geometry; ``bbox`` is
     ``(minx, miny, maxx, maxy)``; both are in ``crs`` (default WGS84, or the Geometry's own CRS). Without
     either, every tile matches. ``time`` is a date, a ``"start/end"`` interval (ends inclusive, ``..`` open)
     or a ``(start, end)`` pair. Tiles come sorted by id; touching a tile's edge only does not count.
+    ``cache``: the parsed items a caller routing many queries keeps (see :func:`tile_refs`).
     """
     query, span = _query(bbox, geometry, crs, time)  # a bad query fails before any read
-    return _select(tile_refs(store_or_url, collection), query, span)
+    return _select(tile_refs(store_or_url, collection, cache=cache), query, span)
 
 
 def select_tiles(refs: list[TileRef], *, bbox: tuple[float, float, float, float] | None = None, geometry: Any = None,

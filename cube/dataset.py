@@ -35,7 +35,7 @@ from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
-from catalog.route import select_tiles, tile_refs
+from catalog.route import ItemCache, select_tiles, tile_refs
 from cube.indices import bands_for, check_bands
 from cube.ledger import (
     Acquisition,
@@ -106,8 +106,9 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
     return whole[:1] if whole else [w for w, _ in out]
 
 
-def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[str] | None:
-    """Tiles whose footprint meets the query, from the static STAC catalog (no database).
+def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs, items: ItemCache | None) -> list[str] | None:
+    """Tiles whose footprint meets the query, from the static STAC catalog (no database; parsed items kept in
+    ``items``).
 
     Tiles are never removed, so the tiles of an earlier version (``as_of``) are those of the catalog that
     this version's ledger record holds. Tiles the catalog does not list yet (an ingest run without it)
@@ -118,7 +119,7 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs) -> list[s
     # without crs, a bbox or plain geometry is in "the tile CRS" (the collection's tiles'); a Geometry keeps its own
     tile_crs = TileGrid.from_id(next(iter(sorted(version.tiles)))).crs if version.tiles else "EPSG:4326"
     try:
-        refs = tile_refs(store, version.collection)
+        refs = tile_refs(store, version.collection, cache=items)
     except FileNotFoundError:
         return None
     found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs, default_crs=tile_crs)
@@ -421,6 +422,7 @@ def open_cube(
     chunks: str = "storage",
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
+    item_cache: ItemCache | None = None,
 ) -> xr.Dataset:
     """A lazy Dataset of the ``collection`` cube at ``cube`` (a folder, ``s3://`` URL, zarr Store, or the
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
@@ -436,7 +438,9 @@ def open_cube(
     chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the
     whole query area, read by one Zarr call that fetches its chunks concurrently (far fewer dask tasks,
     for windows that fit in memory). ``cache``: arrays and shard indexes kept across queries by a
-    long-running reader (:class:`cube.tile_arrays.ArrayCache`), so a query fetches chunks only.
+    long-running reader (:class:`cube.tile_arrays.ArrayCache`), so a query fetches chunks only; ``item_cache``:
+    the catalog's tile items kept by a caller that routes query after query (:class:`catalog.route.ItemCache`), so
+    routing reads the collection document only.
     """
     if chunks not in ("storage", "window"):
         raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
@@ -451,7 +455,7 @@ def open_cube(
     if res not in spec.resolutions:
         raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
     if tiles is None:
-        tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs)
+        tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs, items=item_cache)
     windows = _windows(version, (bbox, geometry), crs, res, tiles)
     if not windows:
         bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None

@@ -13,14 +13,14 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
                                                    &mask=default|none&as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
-                                                   &size=128&scale=4
+                                                   &size=128&scale=4; X-Acquired: 2024-06-01T17:23:48Z (UTC)
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
 Each answer about one collection says which cube version it was read from (``version`` or
 ``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
-keeps the versions it has read (:class:`VersionCache`): a pinned ``as_of`` version never changes, and the
-latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay the ledger's
-listing and read each time.
+keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned ``as_of`` version never
+changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
+the ledger's listing and read each time.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
 parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
@@ -41,9 +41,8 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
-import time as timer
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -58,6 +57,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from zarr.abc.store import Store
 
 from cardcube.errors import (
     AmbiguousDateError,
@@ -73,20 +73,20 @@ from cardcube.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from cardcube.lru import LRUDict
 from cardcube.query import TIME_HELP
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
-from cardcube.storage import StoreLike, key_exists, open_store, store_url
-from cube import layout, render
+from cardcube.storage import StoreLike, open_store, store_url
+from cube import render
 from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.dataset import check_acquisitions, date_span
 from cube.extraction_files import PORTABLE_PARQUET
-from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.ledger import CubeVersion, committed_versions
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
 from cube.timeseries import parcel_timeseries
+from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
@@ -117,7 +117,6 @@ Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scal
 PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
-REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
@@ -133,45 +132,6 @@ _STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavaila
            (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
            (ValueError, 422))
 _HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
-
-
-class VersionCache:
-    """The cube versions a long-running reader answers from. A committed version never changes, so a pinned
-    one is read once (the 32 most recent kept) and afterwards only checked, at most every ``refresh``
-    seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
-    collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
-    is seen. Safe to share between threads."""
-
-    def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
-        self._store, self._refresh = store, refresh
-        self._latest: dict[str, tuple[float, CubeVersion]] = {}
-        self._pinned: LRUDict = LRUDict(size)  # (collection, version) -> (last checked, version)
-        self._lock = threading.Lock()
-
-    def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
-        """``collection``'s version ``as_of``, or its latest."""
-        return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
-
-    def _latest_of(self, collection: str) -> CubeVersion:
-        now = timer.monotonic()
-        with self._lock:
-            seen = self._latest.get(collection)
-        if seen is not None and now - seen[0] < self._refresh:
-            return seen[1]
-        version = read_version(self._store, collection)
-        with self._lock:
-            self._latest[collection] = (now, version)
-        return version
-
-    def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
-        now, key = timer.monotonic(), (collection, as_of)
-        seen = self._pinned.get(key)
-        if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
-            seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
-        if seen is None:
-            seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
-        self._pinned[key] = seen
-        return seen[1]
 
 
 class ErrorBody(BaseModel):
@@ -250,33 +210,46 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
-def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
-             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
-             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
-    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
-    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
-    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
-    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
-    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
-    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
-    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
-    None: the library's patient defaults)."""
-    if array_cache < 0:
-        raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
-    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
-    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
-        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
-    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
-                                                                    storage_options=storage_options),
-                                                       id_column=id_column)
-    versions = VersionCache(store, refresh=refresh)
-    # each query then fetches chunks, not the arrays' metadata and shard indexes
-    arrays = ArrayCache(array_cache) if array_cache else None
-    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
-                  responses=ERROR_RESPONSES)
-    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
-                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
+@dataclass(frozen=True, slots=True)
+class _ServedCube:
+    """What the routes read from: the cube's store, the registry parcel ids in URLs are looked up in (None: ids
+    are refused), and what is kept between requests (versions; opened arrays, None for none)."""
+
+    store: Store
+    registry: ParcelSet | None
+    versions: VersionCache
+    arrays: ArrayCache | None
+
+    def version(self, collection: str, as_of: int | None) -> CubeVersion:
+        """The version a request reads: ``as_of`` or the latest, of a known collection."""
+        if collection not in CUBE_SPECS:
+            raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
+        return self.versions.get(collection, as_of)
+
+    def parcel(self, parcel_id: str) -> ParcelSet:
+        """The parcel of the registry with id ``parcel_id``."""
+        if self.registry is None:
+            raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
+                                      f"(cardcube serve --parcels FILE); POST the geometry instead")
+        return self.registry.select([parcel_id])
+
+    def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
+                   mask: str, as_of: int | None, fmt: str) -> Response:
+        """The answer of both time series routes: :func:`parcel_timeseries` of ``where`` in ``fmt``."""
+        version = self.version(collection, as_of)
+        check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
+        frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
+                                  stats=stats or STATS, time=time, mask=mask,
+                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES)
+        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
+            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
+                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
+                                    f"on the parcels' tile(s); give another time range")
+        return _timeseries_response(frame, fmt)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as :class:`ErrorBody`, with the status of :data:`_STATUS` (a bug: 500, logged)."""
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
@@ -297,76 +270,69 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _error(422, "InvalidRequest", detail)
 
-    def version_of(collection: str, as_of: int | None) -> CubeVersion:
-        if collection not in CUBE_SPECS:
-            raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
-        return versions.get(collection, as_of)
 
-    def parcel(parcel_id: str) -> ParcelSet:
-        if registry is None:
-            raise ParcelNotFoundError(f"parcel {parcel_id!r}: the service was started without a parcel file "
-                                      f"(cardcube serve --parcels FILE); POST the geometry instead")
-        return registry.select([parcel_id])
-
-    def timeseries(collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
-                   mask: str, as_of: int | None, fmt: str) -> Response:
-        version = version_of(collection, as_of)
-        check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
-        frame = parcel_timeseries(store, where, collection=collection, bands=bands or None,
-                                  stats=stats or STATS, time=time, mask=mask,
-                                  as_of=version, cache=arrays, max_bytes=MAX_READ_BYTES)
-        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
-            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
-                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
-                                    f"on the parcels' tile(s); give another time range")
-        return _timeseries_response(frame, fmt)
+def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
+    """``GET /`` and ``GET /collections/{c}``: what the cube holds."""
 
     @app.get("/")
     def index() -> dict[str, Any]:
         found = []
         for collection in CUBE_SPECS:  # through the cache: no listing of the ledger within ``refresh``
             try:
-                found.append(_collection_info(versions.get(collection)))
+                found.append(_collection_info(served.versions.get(collection)))
             except CubeNotFoundError:
                 continue
-        return {"cube": store_url(store), "parcels": len(registry) if registry is not None else None,
-                "collections": found}
+        return {"cube": store_url(served.store),
+                "parcels": len(served.registry) if served.registry is not None else None, "collections": found}
 
     @app.get("/collections/{collection}")
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
-        version = version_of(collection, as_of)
+        version = served.version(collection, as_of)
         return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
+
+
+def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
+    """The parcels of a posted GeoJSON in ``crs``; too many, or a geometry that is no parcel, is refused with how
+    to ask instead."""
+    try:
+        src_crs = CRS.from_user_input(crs)
+    except CRSError:
+        raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+    features = geojson.get("features")
+    if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
+        raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
+                                   f"run `cardcube extract` for a territory")
+    try:
+        return as_parcels(geojson, src_crs=src_crs)
+    except ParcelError as exc:
+        if type(exc) is not ParcelError:
+            raise
+        raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
+                          f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
+                          f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
+                          f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
+
+
+def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
+    """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
                       time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       format: Format = "json") -> Response:
-        return timeseries(collection, parcel(parcel_id), bands=bands, stats=stats, time=time, mask=mask,
-                          as_of=as_of, fmt=format)
+        return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
+                                 mask=mask, as_of=as_of, fmt=format)
 
     @app.post("/collections/{collection}/timeseries")
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
                       stats: Stats = None, time: Time = None, mask: Mask = "default", as_of: AsOf = None,
                       crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
-        try:
-            src_crs = CRS.from_user_input(crs)
-        except CRSError:
-            raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
-        features = geojson.get("features")
-        if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
-            raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
-                                       f"run `cardcube extract` for a territory")
-        try:
-            where = as_parcels(geojson, src_crs=src_crs)
-        except ParcelError as exc:
-            if type(exc) is not ParcelError:
-                raise
-            raise ParcelError(exc.parcel_id, f"{exc.reason}; a time series is measured over a parcel's outline: "
-                              f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
-                              f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
-                              f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
-        return timeseries(collection, where, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of,
-                          fmt=format)
+        return served.timeseries(collection, _posted_parcels(geojson, crs), bands=bands, stats=stats, time=time,
+                                 mask=mask, as_of=as_of, fmt=format)
+
+
+def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
+    """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
 
     # GET and HEAD as two routes: each its own operation id in the OpenAPI document
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
@@ -374,12 +340,12 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, date=date,  # one acquisition
-                      bands=bands or None, as_of=version, cache=arrays)
+        version = served.version(collection, as_of)
+        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, date=date,
+                      bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
         return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version),
-                                 "X-Acquired": pd.Timestamp(result.times[0]).isoformat()})
+                                 "X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
@@ -387,9 +353,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                    size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
-        version = version_of(collection, as_of)
-        result = chip(store, parcel(parcel_id), collection=collection, size=size, time=time,  # 404 for no date
-                      bands=bands or None, as_of=version, cache=arrays)
+        version = served.version(collection, as_of)
+        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
+                      bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
         sheet = result.contact_sheet()
         if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
             raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "
@@ -398,6 +364,38 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         return Response(render.png_bytes(sheet.image), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
 
+
+def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
+             id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
+             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
+    """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
+    several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
+    parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
+    request); ``array_cache``: opened arrays kept between requests, each with up to 64 of its shard indexes
+    (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
+    indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
+    may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
+    None: the library's patient defaults)."""
+    if array_cache < 0:
+        raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
+    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
+    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
+        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
+    registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
+                                                                    storage_options=storage_options),
+                                                       id_column=id_column)
+    # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
+    served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
+                         ArrayCache(array_cache) if array_cache else None)
+    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
+                  responses=ERROR_RESPONSES)
+    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
+                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
+    _add_error_handlers(app)
+    _add_collection_routes(app, served)
+    _add_timeseries_routes(app, served)
+    _add_image_routes(app, served)
     return app
 
 

@@ -14,7 +14,7 @@ from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.grid import TileGrid
 from cardcube.storage import CountingStore, open_store
 from catalog.io import StoreStacIO
-from catalog.route import clear_cache, find_tiles, tile_refs
+from catalog.route import ItemCache, find_tiles, tile_refs
 from catalog.write import build_catalog, write_catalog
 from tests.catalog.conftest import hand_version
 
@@ -103,17 +103,22 @@ def test_bad_queries_are_clear_errors():
 
 
 def test_reads_only_the_collection_when_warm(memory_cube):
-    clear_cache()
-    counting = CountingStore(memory_cube)
-    find_tiles(counting, "s2", geometry=STRADDLE, crs=UTM)
-    assert sorted(counting.keys_read) == ["s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json", "s2/collection.json"]
+    """The caller's cache keeps the parsed items: a warm call reads the collection document alone."""
+    counting, cache = CountingStore(memory_cube), ItemCache()
+    everything = ["s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json", "s2/collection.json"]
+    find_tiles(counting, "s2", geometry=STRADDLE, crs=UTM, cache=cache)
+    assert sorted(counting.keys_read) == everything
     counting.reset()
-    find_tiles(counting, "s2", geometry=IN_FU, crs=UTM)
+    assert ids(find_tiles(counting, "s2", geometry=IN_FU, crs=UTM, cache=cache)) == ["31UFU"]
     assert counting.keys_read == ["s2/collection.json"]
+    counting.reset()
+    find_tiles(counting, "s2", geometry=IN_FU, crs=UTM)  # no cache: no state kept between calls
+    assert sorted(counting.keys_read) == everything
 
 
 def test_new_version_is_seen(cube, tmp_path):
-    assert {r.version for r in tile_refs(cube, "s2")} == {1}
+    cache = ItemCache()
+    assert {r.version for r in tile_refs(cube, "s2", cache=cache)} == {1}
     store = open_store(cube)
     from cube.ledger import read_version
 
@@ -121,7 +126,7 @@ def test_new_version_is_seen(cube, tmp_path):
     later = {t: type(s)(t, s.cold, s.hot, s.hot_slots_used) for t, s in v1.tiles.items()}
     v2 = type(v1)("s2", 2, v1.spec, {"31UFU": later["31UFU"]}, v1.scenes, created=v1.created)
     write_catalog(store, v2)  # a version that changed the data: the catalog follows, cache or not
-    assert {r.version for r in tile_refs(cube, "s2")} == {2}
+    assert {r.version for r in tile_refs(cube, "s2", cache=cache)} == {2}
 
 
 def test_missing_catalog(tmp_path):
@@ -150,3 +155,18 @@ def test_open_cube_routes_a_geometry_in_its_own_crs(base_cube):
     expected = open_cube(base_cube, "s2", geometry=window, bands=["B04"])
     lonlat = open_cube(base_cube, "s2", geometry=window.to_crs("EPSG:4326"), bands=["B04"])
     assert lonlat.sizes["time"] == expected.sizes["time"] == 3 and lonlat.sizes["x"] >= expected.sizes["x"] > 0
+
+
+def test_open_cube_routes_through_the_callers_item_cache(base_cube):
+    """``open_cube(..., item_cache=)``: a second query of the same caller reads no catalog item again."""
+    from cube.dataset import open_cube
+
+    store, cache = CountingStore(open_store(base_cube, read_only=True)), ItemCache()
+    window = (700_020, 5_849_700, 700_200, 5_849_900)
+    item_keys = {"s2/31UFU/s2-31UFU.json", "s2/31UGU/s2-31UGU.json"}
+    items = lambda: [k for k in store.keys_read if k in item_keys]  # noqa: E731
+    open_cube(store, "s2", bbox=window, crs=UTM, bands=["B04"], item_cache=cache)
+    assert items() and len(cache) == 2
+    store.reset()
+    open_cube(store, "s2", bbox=window, crs=UTM, bands=["B04"], item_cache=cache)
+    assert items() == [] and "s2/collection.json" in store.keys_read
