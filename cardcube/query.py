@@ -27,6 +27,7 @@ TimeLike = str | date | np.datetime64 | tuple[TimeBound, TimeBound] | None
 TimeSelection = TimeLike | frozenset  # a time range, or the exact acquisition times to keep (an extraction's update)
 TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
              "(2024-05); ends include their whole day or month")  # for the command line's --time
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # an acquisition time written out: UTC, to the second as the ledger has it
 ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 

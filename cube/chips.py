@@ -32,7 +32,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.query import check_lonlat
+from cardcube.query import TIME_FORMAT, check_lonlat
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
@@ -190,7 +190,7 @@ class Chip:
         self._check_date(t)
         data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
         at = self.data.isel(time=t)
-        tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime(TIME_FORMAT),
                 **{name.upper(): str(at[name].values) for name in ("scene_id", "platform", "orbit_state")
                    if name in at.coords},
                 **({"PARCEL_ID": str(self.parcel_id)} if self.parcel_id is not None else {}),
@@ -266,7 +266,7 @@ def _check_one(ds: xr.Dataset, date: Any, collection: str) -> None:
     """:class:`AmbiguousDateError` if ``date`` (a day) holds more than one acquisition of ``ds``, listing them."""
     if ds.sizes["time"] < 2:
         return
-    times = [f"{pd.Timestamp(t):%Y-%m-%dT%H:%M:%SZ}" for t in ds["time"].values]
+    times = [pd.Timestamp(t).strftime(TIME_FORMAT) for t in ds["time"].values]
     listed = []
     for t, when in enumerate(times):  # Sentinel-1's passes differ by their orbit (and so their look direction)
         orbit = [str(ds["orbit_state"].values[t])] if "orbit_state" in ds.coords else []

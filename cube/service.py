@@ -73,7 +73,7 @@ from cardcube.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from cardcube.query import TIME_HELP
+from cardcube.query import TIME_FORMAT, TIME_HELP
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
@@ -92,7 +92,6 @@ MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up 
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # acquisition times in JSON and CSV: UTC, to the second as the ledger has them
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
