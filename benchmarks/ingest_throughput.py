@@ -20,6 +20,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from cardcube.option_types import number
 from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
 from cardcube.synth.stac import read_features, write_features
@@ -83,13 +84,12 @@ def output_path(out: Path, collection: str, size_km: float) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size-km", type=float, default=4.0, help="side of the synthetic region (default 4 km)")
+    p.add_argument("--size-km", type=number("a side in km", at_least=0.4), default=4.0,
+                   help="side of the synthetic region (default 4 km, at least 0.4)")
     p.add_argument("--collection", choices=("s2", "s1"), default="s2")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON: a FILE.json, or a folder "
                    "(ingest-<collection>-<size>km.json in it; created if missing)")
     args = p.parse_args(argv)
-    if args.size_km < 0.4:
-        p.error("--size-km: the synthetic region needs at least 0.4 km per side")
     out = output_path(args.out, args.collection, args.size_km) if args.out else None
     if out is not None:
         try:  # before the run, not after it: a bad folder must not cost the figures

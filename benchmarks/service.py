@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
+from cardcube.option_types import number, whole_number
 
 Log = Callable[[str], None]
 # key, name, title, path under /collections/s2/parcels/{id}/, query (``{date}``: a date of the season)
@@ -214,9 +215,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.service", description=__doc__.splitlines()[0])
     p.add_argument("--size-km", type=float, default=DEFAULTS["size_km"],
                    help="side of the synthetic region in km (default 2: the tests' tiny region)")
-    p.add_argument("--reps", type=int, default=DEFAULTS["reps"], help="parcels timed per route (default 9)")
-    p.add_argument("--latency", type=float, default=DEFAULTS["latency_ms"], help="ms added per S3 request (default 20)")
-    p.add_argument("--bandwidth", type=float, default=DEFAULTS["bandwidth_mbps"],
+    p.add_argument("--reps", type=whole_number(at_least=1), default=DEFAULTS["reps"],
+                   help="parcels timed per route (default 9)")
+    p.add_argument("--latency", type=number("milliseconds", at_least=0), default=DEFAULTS["latency_ms"],
+                   help="ms added per S3 request (default 20)")
+    p.add_argument("--bandwidth", type=number("MB/s", at_least=0), default=DEFAULTS["bandwidth_mbps"],
                    help="MB/s per S3 response (default 100; 0: no cap)")
     p.add_argument("--out", type=Path, default=None, help="folder for service.md and service.json")
     p.add_argument("--from-json", type=Path, default=None, help="re-render service.md from a service.json")
@@ -225,10 +228,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return rerender(p, args.from_json, args.out, "service", report)
     if not 0.4 <= args.size_km <= 10:
         p.error(f"--size-km {args.size_km:g}: give a side from 0.4 to 10 km (a tiny cube is what this measures)")
-    if args.reps < 1:
-        p.error(f"--reps {args.reps}: at least 1")
-    if args.latency < 0 or args.bandwidth < 0:
-        p.error("--latency and --bandwidth: not negative")
     if args.out is not None and ((args.out.exists() and not args.out.is_dir())
                                  or any(parent.is_file() for parent in args.out.parents)):
         p.error(f"--out {args.out}: not a folder")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cardcube.cli import add_endpoint_option, storage_options
+from cardcube.option_types import number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -85,28 +86,6 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, **PORTABLE_PARQUET) if path.suffix.lower() == ".parquet" else frame.to_csv(path, index=False)
-
-
-def _non_negative(text: str) -> float:
-    """An argparse type: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    """An argparse type: a number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -206,12 +185,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--root-path", default="", metavar="PREFIX",
                    help="path prefix under which a reverse proxy serves it, stripping it (e.g. /cardcube): "
                    "/docs then loads the OpenAPI document from PREFIX/openapi.json")
-    s.add_argument("--refresh", type=_non_negative, default=5.0,
+    s.add_argument("--refresh", type=number("a number of seconds", at_least=0), default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
     s.add_argument("--array-cache", type=int, default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
-    s.add_argument("--store-timeout", type=_positive, default=5.0, metavar="SECONDS",
+    s.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=5.0, metavar="SECONDS",
                    help="seconds a request to an S3 cube may take to fail, retries included (default 5): a store "
                    "out of reach is then a 503 with Retry-After within about that, not after a minute of retries")
     s.set_defaults(func=_serve)

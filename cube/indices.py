@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from cardcube.decibels import db_to_linear
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
 
@@ -26,7 +27,8 @@ def _normalised_difference(a: str, b: str) -> Callable[[xr.Dataset], xr.DataArra
 
 
 def _db_to_linear(x: xr.DataArray) -> xr.DataArray:
-    return 10.0 ** (x / 10.0)
+    """:func:`cardcube.decibels.db_to_linear` of a band, lazily (float64, block by block of a dask array)."""
+    return xr.apply_ufunc(db_to_linear, x, dask="parallelized", output_dtypes=[np.float64])
 
 
 # name -> (bands needed, formula, description)

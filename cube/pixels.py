@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cardcube.decibels import db_to_linear, linear_to_db
 from cardcube.spec import SCL_CLASSES
 from cube.indices import DB_RATIOS, INDICES, add_indices, bands_for
 from cube.parcel_stats import ParcelStats, stats_frame
@@ -31,8 +32,6 @@ from cube.stats import (
     backscatter_segment_stats,
     class_histogram,
     clear_pixels,
-    db_to_linear,
-    linear_to_db,
     segment_stats,
     small_uint,
     unpack,

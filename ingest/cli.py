@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from cardcube.cli import add_endpoint_option, storage_options
+from cardcube.option_types import number, whole_number
 from cardcube.spec import CUBE_SPECS, ChunkLayout
 from ingest.commit import STALE_AFTER
 
@@ -25,16 +25,6 @@ def _tiles(text: str) -> tuple[str, ...]:
     return tiles
 
 
-def _lock_timeout(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 1:  # shorter: the lease would lapse on one slow S3 round trip
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 1, got {text!r}")
-    return seconds
-
-
 def _add_cube_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
@@ -43,7 +33,9 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
 def _add_lock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="seconds to wait for another writer's lock (default 0: fail at once)")
-    p.add_argument("--stale-after", type=_lock_timeout, default=STALE_AFTER, metavar="SECONDS",
+    # at least a second: shorter, a lease would lapse on one slow S3 round trip
+    p.add_argument("--stale-after", type=number("a number of seconds", at_least=1), default=STALE_AFTER,
+                   metavar="SECONDS",
                    help="take another writer's lock for dead after this long without its heartbeat, and break "
                    f"it (default {STALE_AFTER:.0f}); give every writer of a cube the same value")
 
@@ -117,22 +109,12 @@ def _register_versions(sub: argparse._SubParsersAction) -> None:
         "offer them again. Rejections are carried from version to version, so expire does not forget them.",
     )
     _add_cube_options(v)
-    v.add_argument("--last", type=_count, default=20, metavar="N",
+    v.add_argument("--last", type=whole_number(), default=20, metavar="N",
                    help="describe the newest N versions (default 20; 0: all). Each is one read of a ledger record "
                    "that holds the whole cube state")
     add_endpoint_option(v)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_run_versions)
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return n
 
 
 def _run_versions(args: argparse.Namespace) -> int:

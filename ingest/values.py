@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cardcube.decibels import db_to_linear, linear_to_db
 from cardcube.errors import SceneContentError
 from cardcube.spec import BandSpec
 from ingest.sources import SourceScene
@@ -72,7 +73,7 @@ class ValueMap:
         """Backscatter ``values`` of the file as linear power, float64, NaN where there is none: a file in linear
         power as it is (not through dB and back), one in dB converted from its stored values."""
         if not self.to_db:
-            return db_to_power(self.apply(values))
+            return db_to_linear(self.apply(values))
         power = np.asarray(values, dtype=np.float64)
         power[self.missing(values) | ~(power > 0)] = np.nan
         return power
@@ -83,7 +84,7 @@ class ValueMap:
             return values
         gone = self.missing(values)
         if self.to_db:
-            out = power_to_db(values).astype(values.dtype)
+            out = stored_db(values).astype(values.dtype)
             out[np.isnan(out)] = self.fill
         elif self.shift:  # unsigned DN: shifted in a wider type, kept off the nodata value 0 and below 2**16
             info = np.iinfo(values.dtype)
@@ -95,16 +96,11 @@ class ValueMap:
         return out
 
 
-def power_to_db(values: np.ndarray) -> np.ndarray:
-    """10 log10 of linear power, in float64; NaN where a value is <= 0 or NaN (no dB value exists)."""
-    power = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(power > 0, 10 * np.log10(power), np.nan)
-
-
-def db_to_power(values: np.ndarray) -> np.ndarray:
-    """Linear power of dB values, in float64 (NaN stays NaN)."""
-    return np.power(10.0, np.asarray(values, dtype=np.float64) / 10)
+def stored_db(power: np.ndarray) -> np.ndarray:
+    """The dB the cube stores of linear ``power``, in float64: NaN (nodata) where a power is <= 0 or NaN -- it has
+    no dB value, and -inf would pass for a measurement (:func:`cardcube.decibels.linear_to_db` gives -inf for 0)."""
+    power = np.asarray(power, dtype=np.float64)
+    return np.where(power > 0, linear_to_db(power), np.nan)
 
 
 def linear_power_reason(scene: SourceScene, band: BandSpec, *, linear_power: bool = False) -> str | None:

@@ -42,7 +42,7 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import SceneGridError
 from cardcube.grid import TILE_SIZE_M, TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from ingest.values import ValueMap, power_to_db
+from ingest.values import ValueMap, stored_db
 
 Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
 
@@ -127,7 +127,7 @@ def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBo
               dst_transform=target.affine, dst_crs=target.crs, dst_nodata=nodata,
               resampling=Resampling[how["resampling"]], XSCALE=scale, YSCALE=scale)
     if backscatter:
-        out = power_to_db(out)
+        out = stored_db(out)
         out[np.isnan(out)] = fill
     return out.astype(band.dtype)
 

@@ -18,6 +18,8 @@ ENL = 4.5
 MANTISSA_BITS = 11  # float32 bits kept: 0.01 dB precision, far below speckle, compresses well
 
 
+# The generator's own conversions, in its arrays' dtype (float32 images) and with a floor instead of -inf:
+# cardcube.decibels converts in float64, and through it every synthetic scene, and the tests' numbers, would change.
 def db(x: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.maximum(x, 1e-10))
 

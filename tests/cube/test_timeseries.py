@@ -159,6 +159,14 @@ def test_a_dataset_without_scl_is_not_read_unmasked_by_default(tiny_cube, sample
     assert not parcel_timeseries(s1, sample, bands=["VH"]).empty
 
 
+def test_s1_indices_of_a_dataset_are_the_cubes_own(tiny_cube, sample):
+    """RVI of a decoded Dataset (float32 bands) was computed in float32, a few ulps off the cube location's numbers."""
+    s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds))
+    pd.testing.assert_frame_equal(parcel_timeseries(s1, sample, collection="s1", bands=["RVI", "VH_VV"]),
+                                  parcel_timeseries(tiny_cube, sample, collection="s1", bands=["RVI", "VH_VV"]),
+                                  check_exact=True)
+
+
 def test_a_single_parcel_season_reads_only_its_chunks(tiny_cube, sample):
     store = CountingStore(open_store(tiny_cube))
     parcel = sample.iloc[[1]]

@@ -1,0 +1,47 @@
+"""argparse types of the command lines' numbers, shared by every CLI (``cardcube`` and the benchmarks).
+
+Each refuses a value its option cannot take while the arguments are parsed, before any work, with one line
+naming the constraint: ``argument --refresh: expected a number of seconds >= 0, got '-1'``. NaN and
+infinities are refused too: no option takes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def number(what: str = "a number", *, at_least: float | None = None, above: float | None = None
+           ) -> Callable[[str], float]:
+    """The type of a finite number ``>= at_least`` or ``> above`` (or both); ``what`` names it in the refusal
+    ("a number of seconds")."""
+    bounds = " and ".join([*([f">= {at_least:g}"] if at_least is not None else []),
+                           *([f"> {above:g}"] if above is not None else [])])
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (at_least is not None and value < at_least) or (
+                above is not None and value <= above):
+            raise argparse.ArgumentTypeError(f"expected {what}{' ' + bounds if bounds else ''}, got {text!r}")
+        return value
+
+    return parse
+
+
+def whole_number(*, at_least: int = 0) -> Callable[[str], int]:
+    """The type of a whole number ``>= at_least`` (a count: 0 or more by default)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = at_least - 1
+        if value < at_least:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {at_least}, got {text!r}")
+        return value
+
+    return parse
