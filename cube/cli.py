@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cardcube.cli import add_endpoint_option, storage_options
-from cardcube.option_types import number
+from cardcube.option_types import number, whole_number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -187,7 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "/docs then loads the OpenAPI document from PREFIX/openapi.json")
     s.add_argument("--refresh", type=number("a number of seconds", at_least=0), default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
-    s.add_argument("--array-cache", type=int, default=1024, metavar="N",
+    s.add_argument("--array-cache", type=whole_number(), default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
     s.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=5.0, metavar="SECONDS",
