@@ -23,7 +23,7 @@ from zarr.abc.store import Store
 from cardcube.errors import CubeNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
-from cardcube.storage import StoreLike, open_store, read_json
+from cardcube.storage import StoreLike, open_store, read_json, read_json_many
 from catalog import keys
 from catalog.build import VERSION_FIELD
 from catalog.io import StoreStacIO, store_base
@@ -96,7 +96,7 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
 
 def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = None) -> list[TileRef]:
     """Every tile of ``collection`` as the catalog lists it; items found in ``cache`` are not read again, and
-    those read are added to it (None: every item is read)."""
+    those read (all requested at once) are added to it (None: every item is read)."""
     store = open_store(store, read_only=True)
     io = StoreStacIO(store)
     coll_key = keys.collection_key(collection)
@@ -106,22 +106,17 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
                                 f"'cardcube catalog build' writes it from the ledger)")
     version = doc.get(VERSION_FIELD)
     token = _store_token(store)
-    refs = []
-    for link in doc.get("links", []):
-        if link.get("rel") != "item":
-            continue
-        item_key = io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
-        cache_key = (token, item_key, version)
-        ref = None if cache is None else cache.get(cache_key)
-        if ref is None:
-            item = read_json(store, item_key)
-            if item is None:
-                raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
-            ref = _tile_ref(item, collection, item_key)
-            if cache is not None:
-                cache[cache_key] = ref
-        refs.append(ref)
-    return sorted(refs, key=lambda r: r.tile)
+    item_keys = [io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
+                 for link in doc.get("links", []) if link.get("rel") == "item"]
+    refs = {key: None if cache is None else cache.get((token, key, version)) for key in item_keys}
+    unread = [key for key, ref in refs.items() if ref is None]
+    for item_key, item in zip(unread, read_json_many(store, unread), strict=True):  # all at once
+        if item is None:
+            raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
+        refs[item_key] = _tile_ref(item, collection, item_key)
+        if cache is not None:
+            cache[(token, item_key, version)] = refs[item_key]
+    return sorted(refs.values(), key=lambda r: r.tile)
 
 
 def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, float, float, float] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import numpy as np
@@ -114,6 +115,28 @@ def test_reads_only_the_collection_when_warm(memory_cube):
     counting.reset()
     find_tiles(counting, "s2", geometry=IN_FU, crs=UTM)  # no cache: no state kept between calls
     assert sorted(counting.keys_read) == everything
+
+
+class _InFlight(CountingStore):
+    """Counts the GETs waiting on the store at once (each held a moment, as a request over a network is)."""
+
+    now = peak = 0
+
+    async def get(self, key, prototype, byte_range=None):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().get(key, prototype, byte_range)
+        finally:
+            self.now -= 1
+
+
+def test_the_items_are_requested_all_at_once(memory_cube):
+    """A cold routing call asks for every tile item at once (on S3: one round trip, not one per tile)."""
+    store = _InFlight(memory_cube)
+    assert ids(tile_refs(store, "s2")) == ["31UFU", "31UGU"]
+    assert store.peak == 2 and store.requests["get"] == 3  # the collection first, then both items together
 
 
 def test_new_version_is_seen(cube, tmp_path):
