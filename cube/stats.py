@@ -138,7 +138,7 @@ def segment_stats(
     (:func:`cardcube.decibels.db_to_linear`, in linear power), computed in the same pass; the other
     statistics are of the dB.
     """
-    check_stats(stats, required=False)  # backscatter asks for its mean apart
+    check_stats(stats, required=False)  # a backscatter ratio asks for its mean apart (cube.pixels)
     values = np.asarray(values)
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
         values = values.astype(np.float64)
