@@ -164,8 +164,9 @@ class ParcelSet:
 
 def too_small(parcel_id: Hashable, geometry: BaseGeometry, *, buffer: float) -> ParcelTooSmallError:
     """The error for a parcel that keeps no pixel after ``buffer`` (one message everywhere)."""
-    more = ("a smaller --buffer (Python: buffer=) or --all-touched keeps more of its pixels" if buffer < 0 else
-            "--all-touched (Python: all_touched=True) counts every pixel it touches")
+    more = ("a smaller buffer (--buffer; Python and REST: buffer=) or --all-touched (all_touched=true) keeps more "
+            "of its pixels" if buffer < 0 else
+            "--all-touched (Python and REST: all_touched=true) counts every pixel it touches")
     return ParcelTooSmallError(
         parcel_id, f"area {geometry.area:.0f} m² leaves no pixel after an inward buffer of {abs(buffer):g} m; {more}"
     )

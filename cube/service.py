@@ -10,7 +10,8 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /                                         the collections in the cube, with version and dates
     GET  /collections/{c}                          one collection: version, bands, tiles, dates
     GET  /collections/{c}/parcels/{id}/timeseries  ?bands=B04,NDVI&stats=mean,median&time=2024-04-01/2024-09-30
-                                                   &mask=default|none&as_of=N&format=json|csv|parquet
+                                                   &mask=default|none&buffer=-5&all_touched=false
+                                                   &as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
                                                    &size=128&scale=4; X-Acquired: 2024-06-01T17:23:48Z (UTC)
@@ -82,6 +83,7 @@ from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.dataset import check_acquisitions, date_span
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions
+from cube.membership import DEFAULT_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
@@ -92,6 +94,7 @@ MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up 
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
+MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
@@ -110,6 +113,11 @@ Day = Annotated[str, Query(description="one acquisition of the parcel (its times
                                        "of two acquisitions (Sentinel-1 at dawn and dusk) is a 409 listing their "
                                        "times and orbits. season.png draws every date of a range")]
 AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
+Buffer = Annotated[float, Query(ge=-MAX_BUFFER, le=MAX_BUFFER, description=(
+    f"metres the parcel is grown (> 0) or shrunk (< 0) before its pixels are chosen, -{MAX_BUFFER:g} to "
+    f"{MAX_BUFFER:g} (default {DEFAULT_BUFFER:g}: half a 10 m pixel inwards, off the field's edge)"))]
+AllTouched = Annotated[bool, Query(description="every pixel the (buffered) parcel touches, not only those whose "
+                                               "centre it holds (default false)")]
 ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, up to {MAX_SIZE}")]
 Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
                                                       f"{MAX_IMAGE_SIZE} px a side")]
@@ -233,12 +241,12 @@ class _ServedCube:
         return self.registry.select([parcel_id])
 
     def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
-                   mask: str, as_of: int | None, fmt: str) -> Response:
+                   mask: str, buffer: float, all_touched: bool, as_of: int | None, fmt: str) -> Response:
         """The answer of both time series routes: :func:`parcel_timeseries` of ``where`` in ``fmt``."""
         version = self.version(collection, as_of)
         check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
         frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
-                                  stats=stats or STATS, time=time, mask=mask,
+                                  stats=stats or STATS, time=time, mask=mask, buffer=buffer, all_touched=all_touched,
                                   as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
@@ -317,17 +325,18 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
-                      time: Time = None, mask: Mask = "default", as_of: AsOf = None,
-                      format: Format = "json") -> Response:
+                      time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
+                      all_touched: AllTouched = False, as_of: AsOf = None, format: Format = "json") -> Response:
         return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
-                                 mask=mask, as_of=as_of, fmt=format)
+                                 mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
     @app.post("/collections/{collection}/timeseries")
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
-                      stats: Stats = None, time: Time = None, mask: Mask = "default", as_of: AsOf = None,
-                      crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
+                      stats: Stats = None, time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
+                      all_touched: AllTouched = False, as_of: AsOf = None, crs: Crs = "EPSG:4326",
+                      format: Format = "json") -> Response:
         return served.timeseries(collection, _posted_parcels(geojson, crs), bands=bands, stats=stats, time=time,
-                                 mask=mask, as_of=as_of, fmt=format)
+                                 mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
 
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:

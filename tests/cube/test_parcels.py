@@ -156,9 +156,11 @@ def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFram
     gdf = gpd.GeoDataFrame({"parcel_id": ["big", "strip"]}, geometry=[FIELDS["NL-001"], strip], crs=4326)
     ps = as_parcels(gdf, crs=UTM)
     with pytest.raises(ParcelTooSmallError, match=r"parcel strip: area 1\d\d\d m² leaves no pixel after an "
-                                                   r"inward buffer of 5 m; a smaller --buffer .* or --all-touched"):
+                                                   r"inward buffer of 5 m; a smaller buffer \(--buffer; .* "
+                                                   r"or --all-touched"):
         ps.buffered(-5.0)
-    assert "; --all-touched (Python: all_touched=True) counts every pixel" in str(too_small("x", strip, buffer=0))
+    assert "; --all-touched (Python and REST: all_touched=true) counts every pixel" in str(
+        too_small("x", strip, buffer=0))
     shrunk = ps.select(["big"]).buffered(-5.0)
     assert shrunk.areas[0] < ps.areas[0]
     assert shapely.contains(ps.geometry("big"), shrunk.geometry("big"))

@@ -15,6 +15,7 @@ from shapely.geometry import box, mapping
 from cardcube.testing.served import ServedCommand
 from cube.chips import chip
 from cube.ledger import committed_versions, read_version
+from cube.parcels import as_parcels
 from cube.service import MAX_POSTED_PARCELS
 from cube.timeseries import parcel_timeseries
 
@@ -245,7 +246,7 @@ def test_a_chip_over_the_size_limit_names_that_limit(http, parcel_id):
     assert r.status_code == 413 and "2048" in r.json()["detail"], r.text
 
 
-def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
+def test_posted_parcels_that_cannot_be_measured(http, tiny_cube, parcels, parcel_id):
     def post(geojson, **params):
         return http.post("/collections/s2/timeseries", json=geojson, params=params)
 
@@ -253,6 +254,17 @@ def test_posted_parcels_that_cannot_be_measured(http, parcels, parcel_id):
     tiny = mapping(box(centre.x, centre.y, centre.x + 4, centre.y + 4))  # 4 x 4 m, in the parcels' UTM zone
     r = post(tiny, crs=parcels.crs.to_string())
     assert r.status_code == 422 and r.json()["error"] == "ParcelTooSmall"
+    assert "buffer=" in r.json()["detail"] and "all_touched=true" in r.json()["detail"]  # what the answer says to do
+    r = post(tiny, crs=parcels.crs.to_string(), bands="B04", buffer=0, all_touched="true")  # ... done
+    want = parcel_timeseries(tiny_cube, as_parcels(tiny, src_crs=parcels.crs), bands=["B04"], buffer=0,
+                             all_touched=True)
+    assert r.status_code == 200 and 1 <= r.json()["parcels"][0]["pixels"] <= 4
+    _assert_same(_frame(r.json()), want)
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04", "buffer": 0})
+    _assert_same(_frame(r.json()), parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, bands=["B04"],
+                                                     buffer=0))
+    r = post(tiny, crs=parcels.crs.to_string(), buffer=-5000)
+    assert r.status_code == 422 and "buffer" in r.json()["detail"]
     r = post(tiny)  # UTM metres taken as lon/lat: the answer says how to name their CRS
     assert r.status_code == 422 and "crs= in a REST request" in r.json()["detail"]
     far = {"type": "Polygon", "coordinates": [[[100, 10], [100.01, 10], [100.01, 10.01], [100, 10]]]}
