@@ -25,6 +25,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import rasterio
+from aiohttp import ClientResponseError
 from odc.geo.geobox import GeoBox
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
@@ -68,14 +69,22 @@ class CheckedScene:
 
 
 def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
+    """A band file's bytes (one GET over HTTP: a refusal keeps its status, where fsspec's HEAD first would
+    turn any of them into "not found"); a signed URL's query string is left out of the reason."""
+    shown = href.split("?", 1)[0] + ("?<signature hidden>" if "?" in href else "")
     try:
-        with fsspec.open(href, "rb") as f:
-            data = f.read()
+        fs, path = fsspec.core.url_to_fs(href)
+        return fs.cat_file(path)
     except FileNotFoundError:
-        raise SceneReadError(scene.scene_id, f"band {band} file not found: {href}") from None
+        raise SceneReadError(scene.scene_id, f"band {band} file not found: {shown}") from None
+    except ClientResponseError as exc:  # HTTP(S): fsspec's aiohttp, for a status other than 404
+        expired = (": the URL's signature may have expired (a Planetary Computer SAS token lasts about an hour): "
+                   "sign the items again and run ingest again; the scenes already in the cube are skipped"
+                   if exc.status in (401, 403) else "")
+        raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: HTTP {exc.status} "
+                             f"{exc.message}{expired}") from None
     except OSError as exc:
-        raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {href}: {exc}") from exc
-    return data
+        raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,3 +198,44 @@ def test_a_truncated_file_is_described_by_what_gdal_found_not_by_a_pointer_to_a_
     assert "See previous exception" not in rejection.reason  # GDAL's wording: nobody sees that exception
     assert "IReadBlock failed" in rejection.reason and ".tif, band 1" not in rejection.reason  # no /vsimem/ name
     assert "B04.tif" in rejection.reason and "bytes" in rejection.reason  # the file, and how much of it there is
+
+
+REFUSING_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Refuse(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_error(403, "Server failed to authenticate the request")
+    do_HEAD = do_GET
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_refused_signed_url_says_it_may_have_expired_and_keeps_its_signature_out(bad_batch, tiny_region, tmp_path):
+    """A band file behind an HTTP server that refuses the request (403: a provider's signed URL past its
+    expiry, as Planetary Computer's SAS tokens are after an hour) is a rejected scene saying so, not "file not
+    found", and the reason shows no signature; the other scenes go in."""
+    import subprocess
+    import sys
+
+    _, good, _ = bad_batch
+    server = subprocess.Popen([sys.executable, "-c", REFUSING_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        signed = dict(good[2], id="SIGNED", assets={
+            band: dict(asset, href=f"http://127.0.0.1:{port}/{band}.tif?se=2024-06-01&sig=SECRET")
+            for band, asset in good[2]["assets"].items()}, properties={**good[2]["properties"],
+                                                                          "datetime": "2024-01-07T10:00:00Z"})
+        path = write_items(tiny_region.items, [*good[:2], signed], "signed.json")
+        result = ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    finally:
+        server.kill()
+    assert sorted(result.added) == sorted(f["id"] for f in good[:2])
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "SIGNED" and rejection.kind == "SceneReadError"
+    assert "HTTP 403" in rejection.reason and "signature may have expired" in rejection.reason, rejection.reason
+    assert "?<signature hidden>" in rejection.reason and "SECRET" not in rejection.reason
