@@ -36,7 +36,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
 from ingest.assets import no_band_reason
-from ingest.sources import SourceScene
+from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
 from ingest.warp import Window, has_valid_pixel, tile_windows, valid_pixels, warp_record
@@ -71,18 +71,16 @@ class CheckedScene:
 def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
     """A band file's bytes (one GET over HTTP: a refusal keeps its status, where fsspec's HEAD first would
     turn any of them into "not found"); a signed URL's query string is left out of the reason."""
-    shown = href.split("?", 1)[0] + ("?<signature hidden>" if "?" in href else "")
+    shown = shown_href(href)
     try:
         fs, path = fsspec.core.url_to_fs(href)
         return fs.cat_file(path)
     except FileNotFoundError:
         raise SceneReadError(scene.scene_id, f"band {band} file not found: {shown}") from None
     except ClientResponseError as exc:  # HTTP(S): fsspec's aiohttp, for a status other than 404
-        expired = (": the URL's signature may have expired (a Planetary Computer SAS token lasts about an hour): "
-                   "sign the items again and run ingest again; the scenes already in the cube are skipped"
-                   if exc.status in (401, 403) else "")
+        refused = f": {REFUSED_ADVICE}" if exc.status in (401, 403) else ""
         raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: HTTP {exc.status} "
-                             f"{exc.message}{expired}") from None
+                             f"{exc.message}{refused}") from None
     except OSError as exc:
         raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {exc}") from exc
 

@@ -9,11 +9,15 @@ left nodata) or, when compacting, from committed hot-buffer slots.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from zarr.abc.store import Store
 
+from cardcube.errors import SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
@@ -21,6 +25,7 @@ from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import ShardWrite
+from ingest.sources import REFUSED_ADVICE, shown_href
 from ingest.validate import CheckedScene
 from ingest.values import ValueMap
 from ingest.warp import read_warped, valid_pixels
@@ -72,13 +77,19 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
         return
     out = shard[rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
     vmap = scene.values.get(band.name, ValueMap(fill))
-    with rasterio.open(scene.scene.assets[band.name]) as ds:
-        if band.name in scene.warped:
-            target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
-            values = read_warped(ds, band, vmap, target, scene.warped[band.name])
-        else:
-            win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
-            values = vmap.apply(ds.read(1, window=win))
+    href = scene.scene.assets[band.name]
+    try:
+        with rasterio.open(href) as ds:
+            if band.name in scene.warped:
+                target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
+                values = read_warped(ds, band, vmap, target, scene.warped[band.name])
+            else:
+                win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
+                values = vmap.apply(ds.read(1, window=win))
+    except RasterioIOError as exc:  # checked a moment ago: gone, or a signature expired since (nothing committed)
+        refused = f"; {REFUSED_ADVICE}" if re.search(r"\b40[13]\b", str(exc)) else ""
+        raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {shown_href(href)} to "
+                             f"write it (this run commits nothing): {exc}{refused}") from None
     if where_nodata:
         empty = ~valid_pixels(out, band)
         out[empty] = values[empty]

@@ -239,3 +239,52 @@ def test_a_refused_signed_url_says_it_may_have_expired_and_keeps_its_signature_o
     assert rejection.scene_id == "SIGNED" and rejection.kind == "SceneReadError"
     assert "HTTP 403" in rejection.reason and "signature may have expired" in rejection.reason, rejection.reason
     assert "?<signature hidden>" in rejection.reason and "SECRET" not in rejection.reason
+
+
+SERVING_ONCE = """
+import functools, sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+served = set()
+class Once(SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path in served:
+            self.send_error(403, "Server failed to authenticate the request")
+            return
+        served.add(self.path)
+        super().do_GET()
+    do_HEAD = do_GET
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Once, directory=sys.argv[1]))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_and_commits_nothing(
+        bad_batch, tiny_region, tmp_path, capsys):
+    """Signed URLs that answer the checks' read and are refused when the shards are written (expired in
+    between): the run ends with one error line saying so, its signature hidden, commits nothing and leaves the
+    cube to the next run."""
+    import subprocess
+    import sys
+
+    _, good, _ = bad_batch
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, good[:2], "first.json"), cube, chunks=CHUNKS, progress=False)
+    server = subprocess.Popen([sys.executable, "-c", SERVING_ONCE, str(tiny_region.items.parent)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{int(server.stdout.readline())}"
+        signed = dict(good[2], assets={band: dict(asset, href=f"{base}/{asset['href'].removeprefix('./')}?sig=SECRET")
+                                       for band, asset in good[2]["assets"].items()})
+        assert main(["ingest", str(write_items(tiny_region.items, [signed], "signed.json")), "--cube", str(cube),
+                     "--quiet"]) == 2
+    finally:
+        server.kill()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not be read again" in err and "commits nothing" in err, err
+    assert "signature may have expired" in err and "SECRET" not in err
+    assert committed_versions(open_store(cube), "s2") == [1]
+    result = ingest(write_items(tiny_region.items, good[2:3], "again.json"), cube, chunks=CHUNKS, progress=False)
+    assert result.added == (good[2]["id"],) and result.version == 2
