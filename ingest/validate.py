@@ -82,7 +82,8 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
         raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: HTTP {exc.status} "
                              f"{exc.message}{refused}") from None
     except OSError as exc:
-        raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {exc}") from exc
+        said = str(exc).replace(href, shown)
+        raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {said}") from None
 
 
 @dataclass(frozen=True, slots=True)

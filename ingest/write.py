@@ -87,9 +87,10 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
                 win = Window(cols[0] - wc, rows[0] - wr, cols[1] - cols[0], rows[1] - rows[0])
                 values = vmap.apply(ds.read(1, window=win))
     except RasterioIOError as exc:  # checked a moment ago: gone, or a signature expired since (nothing committed)
-        refused = f"; {REFUSED_ADVICE}" if re.search(r"\b40[13]\b", str(exc)) else ""
+        said = str(exc).replace(href, shown_href(href))  # GDAL may quote the URL, signature and all
+        refused = f"; {REFUSED_ADVICE}" if re.search(r"\b40[13]\b", said) else ""
         raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {shown_href(href)} to "
-                             f"write it (this run commits nothing): {exc}{refused}") from None
+                             f"write it (this run commits nothing): {said}{refused}") from None
     if where_nodata:
         empty = ~valid_pixels(out, band)
         out[empty] = values[empty]
