@@ -316,7 +316,7 @@ def backscatter_segment_stats(
     """:func:`segment_stats` of backscatter stored in dB (``x * scale + offset``): the order statistics and
     ``std`` of the dB values, read in place, and the mean taken in linear power, reported in dB."""
     out = segment_stats(values, index, sizes, stats=stats, nodata=nodata, scale=scale, offset=offset, clear=clear,
-                        mean_of_power=True)
+                        mean_of_power="mean" in stats)  # no exp per value for a mean nobody asked for
     if "mean" in out:
         out["mean"] = linear_to_db(out["mean"])
     return out
