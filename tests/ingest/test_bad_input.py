@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import geopandas as gpd
@@ -201,7 +205,6 @@ def test_a_truncated_file_is_described_by_what_gdal_found_not_by_a_pointer_to_a_
 
 
 REFUSING_SERVER = """
-import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Refuse(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -215,25 +218,29 @@ server.serve_forever()
 """
 
 
+@contextmanager
+def _http_server(script: str, *args: str) -> Iterator[str]:
+    """``script`` (a server printing its port) run in a child process: GDAL's reads hang on a server in this
+    one. Yields its base URL."""
+    server = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        yield f"http://127.0.0.1:{int(server.stdout.readline())}"
+    finally:
+        server.kill()
+
+
 def test_a_refused_signed_url_says_it_may_have_expired_and_keeps_its_signature_out(bad_batch, tiny_region, tmp_path):
     """A band file behind an HTTP server that refuses the request (403: a provider's signed URL past its
     expiry, as Planetary Computer's SAS tokens are after an hour) is a rejected scene saying so, not "file not
     found", and the reason shows no signature; the other scenes go in."""
-    import subprocess
-    import sys
-
     _, good, _ = bad_batch
-    server = subprocess.Popen([sys.executable, "-c", REFUSING_SERVER], stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(server.stdout.readline())
+    with _http_server(REFUSING_SERVER) as base:
         signed = dict(good[2], id="SIGNED", assets={
-            band: dict(asset, href=f"http://127.0.0.1:{port}/{band}.tif?se=2024-06-01&sig=SECRET")
+            band: dict(asset, href=f"{base}/{band}.tif?se=2024-06-01&sig=SECRET")
             for band, asset in good[2]["assets"].items()}, properties={**good[2]["properties"],
                                                                           "datetime": "2024-01-07T10:00:00Z"})
         path = write_items(tiny_region.items, [*good[:2], signed], "signed.json")
         result = ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
-    finally:
-        server.kill()
     assert sorted(result.added) == sorted(f["id"] for f in good[:2])
     (rejection,) = result.rejected
     assert rejection.scene_id == "SIGNED" and rejection.kind == "SceneReadError"
@@ -266,22 +273,14 @@ def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_an
     """Signed URLs that answer the checks' read and are refused when the shards are written (expired in
     between): the run ends with one error line saying so, its signature hidden, commits nothing and leaves the
     cube to the next run."""
-    import subprocess
-    import sys
-
     _, good, _ = bad_batch
     cube = tmp_path / "cube"
     ingest(write_items(tiny_region.items, good[:2], "first.json"), cube, chunks=CHUNKS, progress=False)
-    server = subprocess.Popen([sys.executable, "-c", SERVING_ONCE, str(tiny_region.items.parent)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{int(server.stdout.readline())}"
+    with _http_server(SERVING_ONCE, str(tiny_region.items.parent)) as base:
         signed = dict(good[2], assets={band: dict(asset, href=f"{base}/{asset['href'].removeprefix('./')}?sig=SECRET")
                                        for band, asset in good[2]["assets"].items()})
         assert main(["ingest", str(write_items(tiny_region.items, [signed], "signed.json")), "--cube", str(cube),
                      "--quiet"]) == 2
-    finally:
-        server.kill()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not be read again" in err and "commits nothing" in err, err
     assert "signature may have expired" in err and "SECRET" not in err
