@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from cardcube.errors import InvalidRequestError
 
 T = TypeVar("T")
+LOCAL_SCHEDULERS = (None, "threads", "processes", "sync", "synchronous", "single-threaded")
 
 
 def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, scheduler: Any = None,
@@ -84,8 +85,14 @@ class _Progress(Callback):
             self._done(result)
 
 
+def is_distributed(scheduler: Any) -> bool:
+    """Whether ``scheduler`` names a dask-distributed cluster (a Client or an address), whose workers may run on
+    other machines, rather than one of dask's schedulers on this machine."""
+    return scheduler not in LOCAL_SCHEDULERS
+
+
 def _client(scheduler: Any):
-    if scheduler is None or scheduler in ("threads", "processes", "sync", "synchronous", "single-threaded"):
+    if not is_distributed(scheduler):
         return None
     from distributed import Client
 

@@ -74,6 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
+    spool = p.add_mutually_exclusive_group()
+    spool.add_argument("--spool", default=True, metavar="DIR",
+                       help="keep the band files read over the network (https://, s3://), once checked, in a "
+                       "folder made in DIR for the writes to read: each is downloaded once, and what is written is "
+                       "what was checked (default: the system's temporary folder, with a local scheduler only; "
+                       "with --scheduler tcp://..., a volume the workers share). It takes the size of the run's "
+                       "checked files and is removed when the run ends")
+    spool.add_argument("--no-spool", dest="spool", action="store_false",
+                       help="keep nothing: the writes read the network files again")
     _add_lock_options(p)
     add_endpoint_option(p, note=" (of the cube: an s3:// SOURCE and its assets are read with $AWS_ENDPOINT_URL)")
     p.add_argument("--no-catalog", action="store_true",
@@ -150,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection,
                     stale_after=args.stale_after, linear_power=args.linear_power, warp=args.warp,
-                    tiles=args.tiles)
+                    tiles=args.tiles, spool=args.spool)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 

@@ -27,6 +27,7 @@ from ingest.passes import committed_pass_dates, mosaic_passes
 from ingest.plan import IngestPlan, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
+from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
 from ingest.write import write_shard
 
@@ -158,19 +159,21 @@ def _rejection(scene: SourceScene, err: Exception) -> Rejection:
     return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
 
 
-def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool]) -> list[CheckedScene | Rejection]:
+def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool], spool: str | None
+           ) -> list[CheckedScene | Rejection]:
     """Check one scene, or the pieces of one split item together: each of its files read, hashed and counted
-    once for them all (:func:`ingest.validate.check_files`), each piece then checked on its own tile."""
+    once for them all (:func:`ingest.validate.check_files`), each piece then checked on its own tile; a remote
+    file kept in the ``spool`` folder (:mod:`ingest.spool`)."""
     files = None
     if len(scenes) > 1:
         try:
-            files = check_files(scenes[0], spec, linear_power=options["linear_power"])
+            files = check_files(scenes[0], spec, linear_power=options["linear_power"], spool=spool)
         except Exception as err:  # a file that fails fails every piece
             return [_rejection(s, err) for s in scenes]
     results: list[CheckedScene | Rejection] = []
     for scene in scenes:
         try:
-            results.append(check_scene(scene, spec, **options, files=files))
+            results.append(check_scene(scene, spec, **options, files=files, spool=spool))
         except Exception as err:  # one broken scene must not stop the others
             results.append(_rejection(scene, err))
     return results
@@ -226,6 +229,7 @@ def ingest(
     linear_power: bool = False,
     warp: bool = False,
     tiles: Iterable[str] | None = None,
+    spool: Spool = True,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -249,6 +253,13 @@ def ingest(
     is still rejected. ``tiles``: only scenes on these MGRS tiles go in (a split item's other
     tiles are not made; one id or several separated by commas in a string, too); the others are left out, neither
     added nor rejected (``IngestResult.outside``).
+
+    ``spool``: where band files read over the network (``https://``, ``s3://``) are kept once checked, so that
+    the writes read the bytes checked and hashed, and each is downloaded once (:mod:`ingest.spool`). True: a
+    temporary folder, with a local ``scheduler`` only (with a cluster the files are read again from the source);
+    a folder (a volume a cluster's workers share, a larger disk): one made in it; False: none, the writes read
+    the source again. It takes the disk of the run's checked band files, compressed as in the source, and is
+    removed when the run ends, whether it succeeds or fails. Local files are read where they are.
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -270,7 +281,9 @@ def ingest(
         outside = [s.scene_id for s in scenes if s.tile and s.tile not in wanted]
         scenes = [s for s in scenes if not s.tile or s.tile in wanted]  # one of no tile is still rejected
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
-    with writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence:
+    remote = any(is_remote(href) for s in scenes for href in s.assets.values())
+    with (writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence,
+          spool_folder(spool, scheduler=scheduler, remote=remote) as spooled):
         checkpoint("locked")
         head = head_or_empty(store, spec0)
         spec = _resolve_spec(head, collection, chunks)
@@ -280,7 +293,7 @@ def ingest(
 
         todo, skipped, rejected = _triage(scenes, head)
         groups = _by_item(todo)  # a split item's files are read once for all its tiles, in one task
-        results = [r for rs in run_tasks(_check, [(g, spec, options) for g in groups], scheduler=scheduler,
+        results = [r for rs in run_tasks(_check, [(g, spec, options, spooled) for g in groups], scheduler=scheduler,
                                          desc="checking scenes", progress=progress, unit="item") for r in rs]
         checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
         late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])

@@ -7,7 +7,8 @@ is in dB. It works out how the file's values become stored ones (:mod:`ingest.va
 reflectance offset, linear power to dB where something says the band is linear), and hashes each file, so
 the ledger can record what exactly went in. What depends on the file alone (:func:`check_file`: read, hash,
 dtype, CRS, counts) is apart from what depends on the tile (placement or warp window, the valid-pixel check),
-so the pieces of a split item share one read of each file (:func:`check_files`).
+so the pieces of a split item share one read of each file (:func:`check_files`). A remote file that passes
+is kept in the run's spool (:mod:`ingest.spool`), and the writes read that copy of the bytes checked.
 
 Two options widen what is taken, each only when asked for: ``linear_power`` (a band unsaid is linear power,
 converted to dB) and ``warp`` (a scene off the tile grid is resampled onto it, :mod:`ingest.warp`). Without
@@ -38,6 +39,7 @@ from cardcube.storage import gdal_s3_config
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
+from ingest.spool import is_remote, keep
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
 from ingest.warp import Window, has_valid_pixel, tile_windows, valid_pixels, warp_record
 
@@ -57,6 +59,7 @@ class CheckedScene:
     converted: dict[str, str] = field(default_factory=dict)  # per band taken as linear power: why
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # per band, if resampled: how (ingest.warp)
     parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
+    paths: dict[str, str] = field(default_factory=dict)  # per band: where the writes read it (CheckedFile.path)
 
     @property
     def scene_id(self) -> str:
@@ -91,6 +94,7 @@ class CheckedFile:
     """One band file read in full and checked on its own, whatever tile it goes into: what it hashes to, its
     grid, how its values become stored ones and how many are valid. The pieces of a split item share it."""
 
+    path: str  # where the writes read it: its copy in the spool (a remote file, ingest.spool), else its href
     checksum: str
     size: int  # bytes read
     geobox: GeoBox
@@ -100,11 +104,12 @@ class CheckedFile:
 
 
 def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
-               check_grid: Callable[[GeoBox], object] | None = None) -> CheckedFile:
+               check_grid: Callable[[GeoBox], object] | None = None, spool: str | None = None) -> CheckedFile:
     """Read ``band``'s file of ``scene`` whole (one at a time in memory), hash it, check its layers, dtype and CRS
     and count its valid values; raise a :class:`SceneError` subclass naming the problem. ``check_grid``: run on
     the file's grid before its values are decoded (a scene's placement on its tile: a file off it is rejected
-    without decoding it)."""
+    without decoding it). ``spool``: the folder where a remote file that passes is kept for the writes, as read
+    (:mod:`ingest.spool`); None: they read it from its href again."""
     sid, href = scene.scene_id, scene.assets[band.name]
     data = _read_file(scene, band.name, href)
     checksum = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -127,18 +132,19 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     except (RasterioError, OSError, ValueError) as exc:
         raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
                                   f"{_gdal_reason(exc)}") from None
-    return CheckedFile(checksum, len(data), geobox, vmap, why, counts)
+    path = keep(spool, href, data, checksum) if spool is not None and is_remote(href) else href
+    return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts)
 
 
 def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False,
-                files: Mapping[str, CheckedFile] | None = None) -> CheckedScene:
+                files: Mapping[str, CheckedFile] | None = None, spool: str | None = None) -> CheckedScene:
     """Read and check every band of ``scene``; raise a :class:`SceneError` subclass naming the problem.
 
     ``linear_power``: a backscatter band whose metadata says no unit is linear power (converted to dB);
     ``warp``: a scene off the tile grid (CRS, pixel size, origin, extent) is resampled onto it, and must hold a
     valid pixel on its tile once resampled (an item of no tile is split per tile before, :mod:`ingest.split`).
     ``files``: its bands' files as checked already, per band (the pieces of one item, :func:`check_files`),
-    else each is read here."""
+    else each is read here (a remote one kept in the ``spool`` folder, :func:`check_file`)."""
     sid = scene.scene_id
     tile = _tile_of(scene, spec, warp=warp)
     _check_assets(scene, spec)
@@ -146,18 +152,20 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     geoboxes: dict[str, GeoBox] = {}
     off_grid = False  # with ``warp``: some band is not on the tile grid, so the whole scene is resampled
     checksums: dict[str, str] = {}
+    paths: dict[str, str] = {}
     values: dict[str, ValueMap] = {}
     converted: dict[str, str] = {}
     valid = total = size = 0
     for band in spec.bands:
         href = scene.assets[band.name]
         if files is None:  # placed before it is decoded, as the file is read
-            file = check_file(scene, band, linear_power=linear_power,
+            file = check_file(scene, band, linear_power=linear_power, spool=spool,
                               check_grid=lambda g, b=band, h=href: _place_or_warp(tile, b, g, h, sid, warp=warp))
         else:
             file = files[band.name]
         geobox = file.geobox
         checksums[band.name] = file.checksum
+        paths[band.name] = file.path
         size += file.size
         placed = _place_or_warp(tile, band, geobox, href, sid, warp=warp)
         if placed is None:
@@ -191,18 +199,19 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
-    if warped and not _any_warped_valid(scene, spec, tile, windows, values, warped):
+    if warped and not _any_warped_valid(spec, tile, windows, paths, values, warped):
         raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
-    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped)
+    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths)
 
 
-def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False) -> dict[str, CheckedFile]:
+def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, spool: str | None = None
+                ) -> dict[str, CheckedFile]:
     """:func:`check_file` of every band of ``scene``, one after the other: for the pieces of one split item
     (:mod:`ingest.split`: the same files, one tile each), whose files are then read, hashed and counted once for
     all of them (a whole GRD once, not once per tile), each piece checked on its tile by :func:`check_scene`."""
     _check_assets(scene, spec)
-    return {b.name: check_file(scene, b, linear_power=linear_power) for b in spec.bands}
+    return {b.name: check_file(scene, b, linear_power=linear_power, spool=spool) for b in spec.bands}
 
 
 def _tile_of(scene: SourceScene, spec: CubeSpec, *, warp: bool) -> TileGrid:
@@ -233,7 +242,7 @@ def _check_assets(scene: SourceScene, spec: CubeSpec) -> None:
         raise SceneContentError(scene.scene_id, f"missing band(s) {', '.join(missing)}{others}")
 
 
-def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, windows: dict[int, Window],
+def _any_warped_valid(spec: CubeSpec, tile: TileGrid, windows: dict[int, Window], paths: dict[str, str],
                       values: dict[str, ValueMap], warped: dict[str, dict[str, Any]]) -> bool:
     """Whether some band of a scene resampled onto ``tile`` holds a valid pixel there. The source's valid count
     says nothing of it (its data may all lie beyond the tile), so the tile window is warped as the writer will,
@@ -241,7 +250,7 @@ def _any_warped_valid(scene: SourceScene, spec: CubeSpec, tile: TileGrid, window
     for one without."""
     with rasterio.Env(**gdal_s3_config()):
         for band in spec.bands:
-            with rasterio.open(scene.assets[band.name]) as ds:
+            with rasterio.open(paths[band.name]) as ds:
                 side = spec.chunks.shards(band.resolution)[1]
                 if has_valid_pixel(ds, band, values[band.name], tile, windows[band.resolution],
                                    warped[band.name], side=side):

@@ -1,10 +1,11 @@
 """Executing one shard write: gather the dates' pixels, write one whole shard per band.
 
 Each task covers exactly one shard region, so no two tasks ever touch the same stored object and zarr
-encodes each shard without reading it first. Pixels come from the source COGs (windowed reads; resampled
-onto the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date
-mosaicked from the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier
-left nodata) or, when compacting, from committed hot-buffer slots.
+encodes each shard without reading it first. Pixels come from the source COGs (windowed reads of a local file,
+or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto the shard's piece of
+the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from the slices of a
+pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or, when compacting,
+from committed hot-buffer slots.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
     vmap = scene.values.get(band.name, ValueMap(fill))
     href = scene.scene.assets[band.name]
     try:
-        with rasterio.open(href) as ds:
+        with rasterio.open(scene.paths[band.name]) as ds:  # the file's spooled copy, if it is remote (ingest.spool)
             if band.name in scene.warped:
                 target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
                 values = read_warped(ds, band, vmap, target, scene.warped[band.name])

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import geopandas as gpd
@@ -20,6 +16,7 @@ from cube.ledger import committed_versions, read_version
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
+from tests.ingest.http_source import http_server, served
 from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -218,23 +215,12 @@ server.serve_forever()
 """
 
 
-@contextmanager
-def _http_server(script: str, *args: str) -> Iterator[str]:
-    """``script`` (a server printing its port) run in a child process: GDAL's reads hang on a server in this
-    one. Yields its base URL."""
-    server = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True)
-    try:
-        yield f"http://127.0.0.1:{int(server.stdout.readline())}"
-    finally:
-        server.kill()
-
-
 def test_a_refused_signed_url_says_it_may_have_expired_and_keeps_its_signature_out(bad_batch, tiny_region, tmp_path):
     """A band file behind an HTTP server that refuses the request (403: a provider's signed URL past its
     expiry, as Planetary Computer's SAS tokens are after an hour) is a rejected scene saying so, not "file not
     found", and the reason shows no signature; the other scenes go in."""
     _, good, _ = bad_batch
-    with _http_server(REFUSING_SERVER) as base:
+    with http_server(REFUSING_SERVER) as base:
         signed = dict(good[2], id="SIGNED", assets={
             band: dict(asset, href=f"{base}/{band}.tif?se=2024-06-01&sig=SECRET")
             for band, asset in good[2]["assets"].items()}, properties={**good[2]["properties"],
@@ -271,16 +257,16 @@ server.serve_forever()
 def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_and_commits_nothing(
         bad_batch, tiny_region, tmp_path, capsys):
     """Signed URLs that answer the checks' read and are refused when the shards are written (expired in
-    between): the run ends with one error line saying so, its signature hidden, commits nothing and leaves the
-    cube to the next run."""
+    between), read again without the spool (``--no-spool``; with it the writes read the checked copies,
+    tests/ingest/test_spool.py): the run ends with one error line saying so, its signature hidden, commits nothing
+    and leaves the cube to the next run."""
     _, good, _ = bad_batch
     cube = tmp_path / "cube"
     ingest(write_items(tiny_region.items, good[:2], "first.json"), cube, chunks=CHUNKS, progress=False)
-    with _http_server(SERVING_ONCE, str(tiny_region.items.parent)) as base:
-        signed = dict(good[2], assets={band: dict(asset, href=f"{base}/{asset['href'].removeprefix('./')}?sig=SECRET")
-                                       for band, asset in good[2]["assets"].items()})
+    with http_server(SERVING_ONCE, str(tiny_region.items.parent)) as base:
+        signed = served(good[2], base, "?sig=SECRET")
         assert main(["ingest", str(write_items(tiny_region.items, [signed], "signed.json")), "--cube", str(cube),
-                     "--quiet"]) == 2
+                     "--quiet", "--no-spool"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not be read again" in err and "commits nothing" in err, err
     assert "signature may have expired" in err and "SECRET" not in err

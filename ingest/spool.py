@@ -1,0 +1,59 @@
+"""The spool: local copies of remote band files, kept as they were read for the checks, for the writes to read.
+
+The checks read every band file whole and hash it (:mod:`ingest.validate`); the writes then read it again by
+windows. For a file behind a URL (``https://``, ``s3://``) that second read would download it again, and might
+get other bytes than those checked and hashed (a file replaced at the source in between goes in unnoticed).
+So a remote file that passed its checks is written, as read, into the spool folder, and the writes read that
+copy: each byte is downloaded once, and what goes in is what the ledger's checksum names. A local file is
+never copied. The spool takes the disk of the whole run's checked band files, compressed as in the source,
+until the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cardcube.errors import InvalidRequestError
+from cardcube.parallel import is_distributed
+
+Spool = str | os.PathLike | bool  # ingest(spool=...): a folder, True (a temporary one) or False (none)
+
+
+def is_remote(href: str) -> bool:
+    """Whether ``href`` is read over the network (a URL of a scheme other than ``file``), not from a local path."""
+    return urlparse(href).scheme not in ("", "file")
+
+
+@contextmanager
+def spool_folder(spool: Spool, *, scheduler: object, remote: bool) -> Iterator[str | None]:
+    """The folder of one run's spooled files (None: spool nothing), removed with what it holds when the run ends,
+    whether it succeeds or fails. ``spool``: True for a temporary folder, only with a local ``scheduler`` (the
+    workers of a cluster may not share this machine's disk); a folder (a volume the workers share) for one made
+    inside it; False for none. Nothing is made when no source file is ``remote``."""
+    if not isinstance(spool, bool) and not Path(spool).is_dir():
+        raise InvalidRequestError(f"the spool folder {spool} does not exist (or is not a folder)")
+    if spool is False or not remote or (spool is True and is_distributed(scheduler)):
+        yield None
+        return
+    where = None if spool is True else Path(spool).resolve()  # absolute: workers may run in another folder
+    with tempfile.TemporaryDirectory(prefix="cardcube-spool-", dir=where) as folder:
+        yield folder
+
+
+def keep(folder: str, href: str, data: bytes, checksum: str) -> str:
+    """Write ``data``, read from ``href`` and hashing to ``checksum``, into the spool ``folder``; its path there.
+    Named by its checksum (a file checked for two scenes is one copy), written whole under another name first,
+    so a reader never sees part of it."""
+    name = checksum.removeprefix("sha256:") + posixpath.splitext(urlparse(href).path)[1]
+    path = os.path.join(folder, name)
+    fd, partial = tempfile.mkstemp(dir=folder, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(partial, path)
+    return path

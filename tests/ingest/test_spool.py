@@ -1,0 +1,172 @@
+"""The spool (ingest/spool.py): remote band files are downloaded once, and the bytes checked are the bytes written.
+
+The sources sit behind a real HTTP server in a child process that serves byte ranges, as GDAL reads them, and
+counts the bytes it sends per file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cardcube.cli import main
+from cardcube.errors import InvalidRequestError, LockLostError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store, read_json, write_json
+from cube import layout
+from cube.dataset import open_cube
+from cube.ledger import read_version
+from ingest import job
+from ingest.arrays import ensure_tile
+from ingest.job import ingest
+from ingest.spool import spool_folder
+from tests.conftest import TEST_CHUNKS
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
+from tests.ingest.scene_edits import asset_path, broken_copy, items_of, truncate, write_items
+
+CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_region) -> list[dict]:
+    """Two Sentinel-1 scenes of the tiny region (two bands each)."""
+    return items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+
+
+def _sizes(items_path: Path, features: list[dict]) -> dict[str, int]:
+    """Per path on the server, the size of the file it serves."""
+    return {"/" + f["assets"][b]["href"].removeprefix("./"): asset_path(items_path, f, b).stat().st_size
+            for f in features for b in f["assets"]}
+
+
+def _ingest_served(items_path: Path, features: list[dict], base: str, cube: Path, **kwargs):
+    """``features`` ingested into ``cube`` (S1) from the server at ``base``."""
+    items = write_items(items_path, [served(f, base) for f in features], f"served-{cube.name}.json")
+    return ingest(items, cube, collection="s1", chunks=CHUNKS, progress=False, **kwargs)
+
+
+def test_each_remote_byte_is_downloaded_once_with_the_spool_and_the_cube_is_the_same_without(tiny_region, pair,
+                                                                                            tmp_path):
+    sizes = _sizes(tiny_region.items, pair)
+    sent = {}
+    for spool in (True, False):
+        with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+            result = _ingest_served(tiny_region.items, pair, base, tmp_path / f"spool-{spool}", spool=spool)
+            sent[spool] = bytes_sent(base)
+        assert result.ok and len(result.added) == 2 and result.source_bytes == sum(sizes.values())
+    assert sent[True] == sizes  # every file whole, once: the checks' read, and nothing for the writes
+    assert set(sent[False]) == set(sizes) and all(sent[False][p] > sizes[p] for p in sizes)  # read again
+    spooled, again = (open_cube(tmp_path / f"spool-{s}", "s1", decode=False, chunks="window").compute()
+                      for s in (True, False))
+    xr.testing.assert_identical(spooled.drop_attrs(), again.drop_attrs())
+    assert assert_matches_sources(tmp_path / "spool-True", write_items(tiny_region.items, pair, "pair.json"), "s1")
+    sources = [h for r in read_version(open_store(tmp_path / "spool-True"), "s1").scenes.values()
+               for h in r.sources.values()]
+    assert len(sources) == 4 and all(h.startswith("http://127.0.0.1:") for h in sources)  # never the spool's
+
+
+def test_a_file_replaced_at_the_source_after_its_check_does_not_go_in(tiny_region, pair, tmp_path):
+    """The server swaps the two scenes' files once each was read whole (the checks' read): with the spool the
+    cube holds the files checked and hashed; without it, the other scene's pixels go in unnoticed."""
+    swapped = tmp_path / "swapped"
+    for mine, other in zip(pair, pair[::-1], strict=True):
+        for band, asset in mine["assets"].items():
+            (swapped / asset["href"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(asset_path(tiny_region.items, other, band), swapped / asset["href"])
+    local = write_items(tiny_region.items, pair, "pair.json")
+    for spool in (True, False):
+        with http_server(COUNTING_SERVER, str(tiny_region.items.parent), str(swapped)) as base:
+            assert _ingest_served(tiny_region.items, pair, base, tmp_path / f"spool-{spool}", spool=spool).ok
+    assert assert_matches_sources(tmp_path / "spool-True", local, "s1") > 0
+    with pytest.raises(AssertionError, match="Arrays are not equal"):
+        assert_matches_sources(tmp_path / "spool-False", local, "s1")
+
+
+def test_the_spool_holds_the_checked_files_during_the_run_and_nothing_after(tiny_region, pair, tmp_path,
+                                                                            monkeypatch):
+    """In a folder given (``spool=``): the files of the scenes that passed, named by their checksums, while the
+    shards are written; not the rejected scene's; and nothing once the run is over."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    truncated = broken_copy(tiny_region.items, pair[0], "TRUNCATED", truncate,
+                            props={"datetime": "2024-01-01T10:00:00Z"})
+    held = []
+
+    def ensure_and_look(*args, **kwargs):  # after the checks, before the writes
+        held.extend(p.name for p in spool.rglob("*") if p.is_file())
+        return ensure_tile(*args, **kwargs)
+
+    monkeypatch.setattr(job, "ensure_tile", ensure_and_look)
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+        result = _ingest_served(tiny_region.items, [*pair, truncated], base, tmp_path / "cube", spool=spool)
+        sent = bytes_sent(base)
+    assert sorted(result.added) == sorted(f["id"] for f in pair) and [r.scene_id for r in result.rejected] == [
+        "TRUNCATED"]
+    read = {p: n for p, n in _sizes(tiny_region.items, [*pair, truncated]).items() if p != "/broken/TRUNCATED/VH.tif"}
+    assert sent == read  # once each; the truncated VV stops its scene's check, whose VH is not read
+    checksums = [c for r in read_version(open_store(tmp_path / "cube"), "s1").scenes.values()
+                 for c in r.checksums.values()]
+    assert sorted(held) == sorted(c.removeprefix("sha256:") + ".tif" for c in checksums)
+    assert list(spool.iterdir()) == []
+
+
+def test_the_temporary_spool_is_removed_when_the_writes_fail(tiny_region, pair, tmp_path, monkeypatch):
+    """The lock is lost after the checks (another writer took over): the writes raise, and the spool made in
+    the system's temporary folder goes all the same."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    cube = tmp_path / "cube"
+    held = []
+
+    def ensure_then_lose_the_lock(*args, **kwargs):
+        held.extend(p.name for p in temporary.rglob("*.tif"))
+        result = ensure_tile(*args, **kwargs)
+        store, key = open_store(cube), layout.lock_key("s1")
+        write_json(store, key, {**read_json(store, key), "owner": "f" * 32})
+        return result
+
+    monkeypatch.setattr(job, "ensure_tile", ensure_then_lose_the_lock)
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base, \
+            pytest.raises(LockLostError, match="now held by ingest ffffffff"):
+        _ingest_served(tiny_region.items, pair, base, cube)
+    assert len(held) == 4 and list(temporary.iterdir()) == []
+
+
+def test_no_spool_is_made_for_local_files_or_a_cluster_unless_a_folder_is_given(tmp_path):
+    """Local files are read where they are; a cluster's workers may not share this machine's temporary folder,
+    but may share a folder given."""
+    cluster = "tcp://127.0.0.1:8786"  # only named: nothing connects to it
+    for spool, scheduler, remote in [(True, None, False), (True, cluster, True), (False, None, True),
+                                     (tmp_path, None, False)]:
+        with spool_folder(spool, scheduler=scheduler, remote=remote) as folder:
+            assert folder is None, (spool, scheduler, remote)
+    with spool_folder(tmp_path, scheduler=cluster, remote=True) as folder:
+        assert Path(folder).parent == tmp_path and Path(folder).is_dir()
+    assert not Path(folder).exists()
+    with pytest.raises(InvalidRequestError, match=r"spool folder .*nowhere does not exist"), \
+            spool_folder(tmp_path / "nowhere", scheduler=None, remote=True):
+        pass
+
+
+def test_cli_spool_and_no_spool(tiny_region, pair, tmp_path, capsys):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    sizes = _sizes(tiny_region.items, pair)
+    for i, option in enumerate([["--spool", str(spool)], ["--no-spool"]]):
+        with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+            items = write_items(tiny_region.items, [served(f, base) for f in pair], "cli.json")
+            assert main(["ingest", str(items), "--cube", str(tmp_path / f"cube{i}"), "--collection", "s1", "--quiet",
+                         "--chunks", TEST_CHUNKS, *option]) == 0
+            sent = bytes_sent(base)
+        assert (sent == sizes) == (option[0] == "--spool"), (option, sent, sizes)
+    assert list(spool.iterdir()) == []
+    capsys.readouterr()
+    assert main(["ingest", str(items), "--cube", str(tmp_path / "cube"), "--collection", "s1",
+                 "--spool", str(tmp_path / "nowhere")]) == 2
+    assert "the spool folder" in capsys.readouterr().err
