@@ -13,7 +13,14 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import DuplicateSceneError, InvalidRequestError, LockLostError, NoDataOnTileError, SceneError
+from cardcube.errors import (
+    DuplicateSceneError,
+    InvalidRequestError,
+    LockLostError,
+    NoDataOnTileError,
+    SceneError,
+    SpoolError,
+)
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
@@ -168,12 +175,16 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
     if len(scenes) > 1:
         try:
             files = check_files(scenes[0], spec, linear_power=options["linear_power"], spool=spool)
+        except SpoolError:  # this machine's disk, not the scene: the run stops
+            raise
         except Exception as err:  # a file that fails fails every piece
             return [_rejection(s, err) for s in scenes]
     results: list[CheckedScene | Rejection] = []
     for scene in scenes:
         try:
             results.append(check_scene(scene, spec, **options, files=files, spool=spool))
+        except SpoolError:
+            raise
         except Exception as err:  # one broken scene must not stop the others
             results.append(_rejection(scene, err))
     return results

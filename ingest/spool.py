@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, SpoolError
 from cardcube.parallel import is_distributed
 
 Spool = str | os.PathLike | bool  # ingest(spool=...): a folder, True (a temporary one) or False (none)
@@ -49,11 +49,15 @@ def spool_folder(spool: Spool, *, scheduler: object, remote: bool) -> Iterator[s
 def keep(folder: str, href: str, data: bytes, checksum: str) -> str:
     """Write ``data``, read from ``href`` and hashing to ``checksum``, into the spool ``folder``; its path there.
     Named by its checksum (a file checked for two scenes is one copy), written whole under another name first,
-    so a reader never sees part of it."""
+    so a reader never sees part of it. :class:`SpoolError` if it cannot be (a full disk is no fault of the scene)."""
     name = checksum.removeprefix("sha256:") + posixpath.splitext(urlparse(href).path)[1]
     path = os.path.join(folder, name)
-    fd, partial = tempfile.mkstemp(dir=folder, suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(partial, path)
+    try:
+        fd, partial = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise SpoolError(f"cannot keep a checked file in the spool folder {folder} ({exc}): give a folder with "
+                         f"room for the run's band files (--spool DIR, ingest(..., spool=DIR))") from None
     return path

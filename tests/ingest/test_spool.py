@@ -6,7 +6,10 @@ counts the bytes it sends per file.
 
 from __future__ import annotations
 
+import resource
 import shutil
+import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -19,13 +22,14 @@ from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
 from cube import layout
 from cube.dataset import open_cube
-from cube.ledger import read_version
+from cube.ledger import committed_versions, read_version
 from ingest import job
 from ingest.arrays import ensure_tile
 from ingest.job import ingest
 from ingest.spool import spool_folder
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import ingest_command
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import asset_path, broken_copy, items_of, truncate, write_items
 
@@ -170,3 +174,22 @@ def test_cli_spool_and_no_spool(tiny_region, pair, tmp_path, capsys):
     assert main(["ingest", str(items), "--cube", str(tmp_path / "cube"), "--collection", "s1",
                  "--spool", str(tmp_path / "nowhere")]) == 2
     assert "the spool folder" in capsys.readouterr().err
+
+
+def test_a_spool_that_cannot_take_a_file_stops_the_run_and_rejects_no_scene(tiny_region, pair, tmp_path):
+    """A full spool disk (here: ``cardcube ingest`` in a child process whose files may not grow beyond 32 kB,
+    fewer than a band file's bytes) is no fault of the scenes: one error line, nothing committed nor rejected."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32_000, 32_000))
+
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+        items = write_items(tiny_region.items, [served(f, base) for f in pair], "full.json")
+        run = subprocess.run(ingest_command(items, str(tmp_path / "cube"), "s1", "--spool", str(spool)),
+                             capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert run.returncode == 2 and "cannot keep a checked file in the spool folder" in run.stderr, run.stderr
+    assert run.stderr.count("\n") == 1 and list(spool.iterdir()) == []
+    assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
