@@ -74,13 +74,13 @@ class StoreError(CardcubeError, OSError):
     """The store failed (after retries) or cannot be reached."""
 
 
-class SpoolError(CardcubeError, OSError):
-    """The spool folder cannot take a checked file (full, gone, not writable): no scene's fault, the run stops."""
-
-
 class StoreUnavailableError(StoreError):
     """The store cannot be reached or does not answer in time (refused or dropped connections, timeouts, 503 Slow
     Down after every retry): an outage that may pass, where asking again later can succeed."""
+
+
+class SpoolError(CardcubeError, OSError):
+    """The spool folder cannot take a checked file (full, gone, not writable): no scene's fault, the run stops."""
 
 
 # --- requests on the read side --------------------------------------------------------------------
