@@ -70,7 +70,7 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert len(pngs) == 19 and Image.open(pngs[0]).size == (128, 128)
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "32",
                  "--sheet", "--out", str(tmp_path / "sheet")]) == 0
-    assert (tmp_path / "sheet" / f"{pid}_season.png").exists()
+    assert (tmp_path / "sheet" / f"{pid}_s2_B04-B03-B02_season.png").exists()
 
 
 def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny_region, tmp_path, capsys):
@@ -103,7 +103,22 @@ def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_regio
     assert main([*base, "--collection", "s1", "--bands", "NDVI", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown band(s) NDVI" in capsys.readouterr().err  # an S2 index cannot be made from S1
     assert main([*base, "--collection", "s1", "--sheet", "--out", str(tmp_path / "s1")]) == 0  # VH_VV by default
-    assert (tmp_path / "s1" / f"{pid}_season.png").exists()
+    assert (tmp_path / "s1" / f"{pid}_s1_VH_VV_season.png").exists()
+
+
+def test_chips_of_other_collections_and_bands_share_a_folder(tiny_cube, tiny_region, tmp_path):
+    """The collection and the bands are in every file name: an S1 sheet or NDVI chips written into the folder of
+    the true-colour ones overwrite none of them."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    base = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "16",
+            "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path)]
+    for extra in ([], ["--bands", "ndvi"], ["--sheet"], ["--sheet", "--collection", "s1"]):
+        assert main([*base, *extra]) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    rgb, ndvi = [n for n in names if "_s2_B04-B03-B02_2024" in n], [n for n in names if "_s2_NDVI_2024" in n]
+    assert len(rgb) == len(ndvi) >= 1
+    assert f"{pid}_s2_B04-B03-B02_season.png" in names and f"{pid}_s1_VH_VV_season.png" in names
+    assert len(names) == 2 * len(rgb) + 2
 
 
 def test_flag_cli_refuses_what_would_check_nothing(tiny_region, tmp_path, capsys):
@@ -163,7 +178,7 @@ def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, 
     slashed.to_parquet(tmp_path / "slashed.parquet")
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "16", "--sheet", "--out", str(tmp_path / "chips")]) == 0
-    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_season.png"]
+    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_s2_B04-B03-B02_season.png"]
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "1200", "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path / "big")]) == 0
     assert {Image.open(p).size for p in (tmp_path / "big").glob("*.png")} == {(3600, 3600)}  # drawn at scale 3
