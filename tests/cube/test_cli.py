@@ -233,3 +233,38 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         with pytest.raises(SystemExit) as exc:
             main(list(argv))
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+_THREADED_LABELS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from odc.geo.geobox import GeoBox
+from shapely.geometry import box
+from cube.membership import label_pixels
+if sys.argv[1] == "quiet":
+    from cardcube.cli import quiet_rasterio_threads
+    quiet_rasterio_threads()
+grid = GeoBox.from_bbox((700000, 5834760, 710240, 5845000), "EPSG:32631", resolution=10)
+def burn(i):
+    return label_pixels([box(700000 + 10 * (i % 40), 5840000, 700500, 5840500)], grid)
+with ThreadPoolExecutor(4) as pool:
+    labels = list(pool.map(burn, range(400)))
+assert all((lab == burn(i)).all() for i, lab in enumerate(labels)), "threads burnt other labels than one thread"
+"""
+
+
+def test_threaded_label_layers_warn_of_no_missing_geotransform_on_the_command_line():
+    """rasterio's rasterize in threads (extract's label layers) now and then warns that its own in-memory dataset
+    has no geotransform although the labels are burnt right: the command line does not show that noise."""
+    import subprocess
+    import sys
+
+    def stderr(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", _THREADED_LABELS, mode], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    if "NotGeoreferencedWarning" not in stderr("plain"):
+        pytest.skip("this rasterio no longer warns of its in-memory datasets in threads")
+    assert "NotGeoreferencedWarning" not in stderr("quiet")
