@@ -52,13 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_rasterio_threads() -> None:
+    """Hide rasterio's NotGeoreferencedWarning of its own in-memory datasets. Its reproject (ingest --warp) and
+    rasterize (extract's label layers) of arrays in threads now and then warn of one, georeferenced as given and
+    burnt or warped right (opendatacube/odc-geo#131): noise that would read as a fault of the user's data."""
+    for module in ("rasterio.warp", "rasterio.features"):
+        warnings.filterwarnings("ignore", message="Dataset has no geotransform", module=module)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    # rasterio's reproject of arrays in threads (ingest --warp) now and then warns of its own in-memory dataset,
-    # georeferenced as given (opendatacube/odc-geo#131): noise that would read as a fault of the user's scene
-    warnings.filterwarnings("ignore", message="Dataset has no geotransform", module="rasterio.warp")
+    quiet_rasterio_threads()
     try:
         return int(args.func(args) or 0)
     except CardcubeError as exc:

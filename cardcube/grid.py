@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,14 @@ def normalise_tile_id(text: str) -> str:
     text = text.strip().upper()
     m = _TILE_ID.fullmatch(text)
     return f"{int(m[1]):02d}{m[2]}{m[3]}" if m else text
+
+
+def tile_ids(tiles: str | Iterable[str]) -> list[str]:
+    """Tile ids as the grid spells them (:func:`normalise_tile_id`) from one id, several separated by commas in a
+    string (``"31UFU,31UGU"``: not the characters of one id), or an iterable of ids."""
+    if isinstance(tiles, str):
+        tiles = tiles.split(",")
+    return [normalise_tile_id(t) for t in tiles if t.strip()]
 
 
 def tile_epsg(tile_id: str) -> int:

@@ -116,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     form = c.add_mutually_exclusive_group()  # a contact sheet is a PNG
     form.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates (a PNG)")
     form.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs, one per date")
-    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--out", required=True, help="output folder: ID_COLLECTION_BANDS_TIME.png (.tif) per date, "
+                   "ID_COLLECTION_BANDS_season.png for --sheet (e.g. NL-000042_s2_B04-B03-B02_season.png)")
     c.set_defaults(func=_chip)
 
     e = sub.add_parser("extract", help="statistics of every parcel, date and band of a territory (Parquet)",
@@ -272,7 +273,9 @@ def _chip(args: argparse.Namespace) -> int:
                   bands=args.bands, registry=registry, as_of=args.as_of,
                   storage_options=storage_options(args))
     out.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^\w.-]", "_", str(result.parcel_id if result.parcel_id is not None else "point"))  # "a/b"
+    # the collection and bands in every name: chips of other bands or of S1 written beside them overwrite nothing
+    subject = result.parcel_id if result.parcel_id is not None else "point"
+    name = re.sub(r"[^\w.-]", "_", f"{subject}_{args.collection}_{'-'.join(result.bands)}")  # "a/b"
     if args.sheet:
         path = out / f"{name}_season.png"
         result.contact_sheet(scale=min(scale, 3)).write(path)

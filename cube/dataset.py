@@ -23,15 +23,17 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor: ds.odc.geobox, .odc.reproject)
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import shapely
 import xarray as xr
 import zarr
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
 from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
-from cardcube.grid import TILE_SIZE_M, TileGrid
+from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
@@ -74,25 +76,23 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     return dask.compute(*collections)
 
 
-def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | None) -> list[TileWindow]:
-    """Tile windows covering the query; a tile that holds the whole area alone is preferred."""
-    names = sorted(version.tiles) if tiles is None else list(tiles)
+def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | str | None) -> list[TileWindow]:
+    """Tile windows covering the query; a tile that holds the whole area alone is preferred. No area given: the
+    area is where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset."""
+    names = sorted(version.tiles) if tiles is None else tile_ids(tiles)
     unknown = [t for t in names if t not in version.tiles]
     if unknown:
         raise InvalidRequestError(f"the {version.collection} cube has no tile {', '.join(unknown)}; "
                                   f"tiles: {', '.join(sorted(version.tiles))}")
+    if area[0] is None and area[1] is None and names:
+        area, crs = (None, _held(version, names)), None
     out = []
     for name in names:
         grid = TileGrid.from_id(name)
         full = grid.geobox(resolution)
-        query = query_geometry(*area, crs, default_crs=grid.crs)
-        geom = None if query is None else in_crs(query, grid.crs)
-        if geom is None:  # no area given: the tile's data footprint, not its whole 110 km square
-            rows, cols = _data_footprint(version, name, resolution)
-            out.append((TileWindow(name, full[rows, cols]), True))
-            continue
+        geom = in_crs(query_geometry(*area, crs, default_crs=grid.crs), grid.crs)
         tile_poly = box(*full.boundingbox)
-        if not geom.intersects(tile_poly):
+        if geom.is_empty or not geom.intersects(tile_poly):
             continue
         inside = tile_poly.contains(geom)
         minx, miny, maxx, maxy = geom.intersection(tile_poly).bounds
@@ -104,6 +104,14 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         out.append((TileWindow(name, full[r0:r1, c0:c1]), inside))
     whole = [w for w, inside in out if inside]
     return whole[:1] if whole else [w for w, _ in out]
+
+
+def _held(version: CubeVersion, tiles: Sequence[str]) -> Geometry:
+    """Where ``tiles`` hold data in ``version``: the union of their footprints, in the first tile's CRS (a tile
+    without scenes adds nothing; none with any: an empty area, so no window)."""
+    crs = TileGrid.from_id(tiles[0]).crs
+    parts = [in_crs(Geometry(data_footprint(version, t), TileGrid.from_id(t).crs), crs) for t in tiles]
+    return Geometry(shapely.union_all([p for p in parts if not p.is_empty]), crs)
 
 
 def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs, items: ItemCache | None) -> list[str] | None:
@@ -125,17 +133,6 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs, items: It
     found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs, default_crs=tile_crs)
     unlisted = set(version.tiles) - {r.tile for r in refs}
     return sorted({r.tile for r in found if r.tile in version.tiles} | unlisted)
-
-
-def _data_footprint(version: CubeVersion, tile: str, resolution: int) -> tuple[slice, slice]:
-    """The pixel window (at ``resolution``) covering every scene of ``tile`` in ``version``."""
-    footprint = data_footprint(version, tile)
-    if footprint.is_empty:
-        return slice(0, 0), slice(0, 0)
-    grid = TileGrid.from_id(tile)
-    minx, miny, maxx, maxy = footprint.bounds
-    return (slice(math.floor((grid.uly - maxy) / resolution), math.ceil((grid.uly - miny) / resolution)),
-            slice(math.floor((minx - grid.ulx) / resolution), math.ceil((maxx - grid.ulx) / resolution)))
 
 
 class _Window:
@@ -418,7 +415,7 @@ def open_cube(
     as_of: int | CubeVersion | None = None,
     resolution: int | None = None,
     decode: bool = True,
-    tiles: Sequence[str] | None = None,
+    tiles: Sequence[str] | str | None = None,
     chunks: str = "storage",
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
@@ -428,12 +425,14 @@ def open_cube(
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat; a GeoDataFrame
-    of parcels as ``geometry`` is the union of its polygons, in its own CRS) and
+    of parcels as ``geometry`` is the union of its polygons, in its own CRS; neither: every tile's data, the
+    union of their footprints) and
     ``time`` (``(start, end)``, ``"start/end"`` or a frozenset of acquisition times) restrict what is read;
     ``bands`` (stored bands, in any case: ``b04``; a list or ``"B04,B08"``) default to all.
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
     read already, which saves reading the ledger again). ``decode`` turns stored integers into
-    physical values (float32, NaN for nodata); the SCL layer stays integer codes. The Dataset's attrs
+    physical values (float32, NaN for nodata); the SCL layer stays integer codes. ``tiles`` (ids, or one string
+    ``"31UFU,31UGU"``) reads those tiles only, in place of routing through the catalog. The Dataset's attrs
     record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
     chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the
     whole query area, read by one Zarr call that fetches its chunks concurrently (far fewer dask tasks,

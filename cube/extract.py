@@ -132,14 +132,17 @@ class ExtractResult:
 
 
 def _time_blocks(store: Store, collection: str, tile: str, name: str, version: CubeVersion, time: Any,
-                 size: int) -> list[slice]:
+                 size: int) -> tuple[list[slice], tuple[int, ...]]:
     """Runs of at most ``size`` dates of ``tile`` along the stored time chunks: whole chunks while they fit, a
     chunk longer than ``size`` cut in pieces (each decodes the chunk again: time spent for memory saved),
     and a short tail (the few dates of the hot buffer) read with the last run if the two hold at most
-    :func:`_longest_run` dates, as each run has a fixed cost."""
+    :func:`_longest_run` dates, as each run has a fixed cost. Also the edges of the stored chunks among the dates
+    (a cold block's 16, the hot buffer's one each), for :func:`_time_chunks` to count the chunks a run reads."""
     ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
+    sizes = ds[name].chunks[0]
+    edges = tuple(int(e) for e in np.cumsum((0, *sizes)))
     runs, start, stop = [], 0, 0
-    for n in ds[name].chunks[0]:
+    for n in sizes:
         if stop > start and stop + n - start > size:
             runs.append(slice(start, stop))
             start = stop
@@ -151,7 +154,13 @@ def _time_blocks(store: Store, collection: str, tile: str, name: str, version: C
         runs.append(slice(start, stop))
     if len(runs) > 1 and runs[-1].stop - runs[-2].start <= _longest_run(size):
         runs[-2:] = [slice(runs[-2].start, runs[-1].stop)]
-    return runs
+    return runs, edges
+
+
+def _time_chunks(edges: Sequence[int], dates: slice) -> int:
+    """How many stored time chunks (``edges`` of :func:`_time_blocks`) the ``dates`` of a run lie in."""
+    e = np.asarray(edges)
+    return int(np.searchsorted(e, dates.stop, "left") - np.searchsorted(e, dates.start, "right") + 1)
 
 
 def _longest_run(size: int) -> int:
@@ -170,6 +179,7 @@ class _Unit:
     labels: np.ndarray  # sorted label ids of the home parcels
     ids: np.ndarray
     times: tuple[tuple[slice, str], ...]  # (dates, output key) still to do
+    time_edges: tuple[int, ...] = ()  # the stored time chunks among the tile's dates (:func:`_time_blocks`)
 
     def cost(self) -> int:
         """Pixel-dates to read: what the unit's run time is proportional to."""
@@ -216,15 +226,16 @@ class _Job:
             groups.append((wanted, inputs))
         return [(wanted, [n for n in self.names if n in inputs]) for wanted, inputs in groups]
 
-    def chunks_touched(self, rows: slice, cols: slice, ndates: int) -> int:
-        """Stored chunks a window of the 10 m grid touches over ``ndates`` dates, all variables."""
+    def chunks_touched(self, rows: slice, cols: slice, time_chunks: int) -> int:
+        """Stored chunks a window of the 10 m grid touches over ``time_chunks`` stored time chunks, all
+        variables."""
         total = 0
         for res in self.resolutions:
-            ct, cy, cx = self.layout.chunks(res)
+            _, cy, cx = self.layout.chunks(res)
             k = res // 10
             ny = (math.ceil(rows.stop / k) - 1) // cy - rows.start // k // cy + 1
             nx = (math.ceil(cols.stop / k) - 1) // cx - cols.start // k // cx + 1
-            total += math.ceil(ndates / ct) * ny * nx
+            total += time_chunks * ny * nx
         return total
 
     def _readers(self, unit: _Unit, selected: np.ndarray, base: float) -> tuple[dict[str, BandReader],
@@ -271,7 +282,7 @@ class _Job:
             return data.reshape(data.shape[0], -1)
 
         for dates, key in unit.times:
-            chunks += self.chunks_touched(unit.rows, unit.cols, dates.stop - dates.start)
+            chunks += self.chunks_touched(unit.rows, unit.cols, _time_chunks(unit.time_edges, dates))
             scl = {"SCL": read("SCL", dates, "SCL")} if "SCL" in readers else {}
             meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
             with spent("statistics"):
@@ -305,8 +316,8 @@ class _Phases(Counter):
             self[phase] += timer.perf_counter() - start
 
 
-def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = ""
-           ) -> tuple[list[_Unit], int]:
+def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = "",
+           time_edges: tuple[int, ...] = ()) -> tuple[list[_Unit], int]:
     """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
     (``suffix``: after the run's start in the file name, to tell an update's files from the first run's).
 
@@ -330,7 +341,7 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
         resumed += len(keys) - len(todo)
         if todo:
             units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
-                               group.parcel_id.to_numpy(object), todo))
+                               group.parcel_id.to_numpy(object), todo, time_edges))
     return units, resumed
 
 
@@ -431,9 +442,9 @@ def extract(
         status.update(_layer_status(layer, sub, shares, buffer=buffer))
         overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
-        times = [] if selection == frozenset() else _time_blocks(store, collection, tile, names[0], version,
-                                                                 selection, time_block)
-        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix)
+        times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
+                                                                              version, selection, time_block)
+        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges)
         units += tile_units
         units_resumed += resumed
     units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together

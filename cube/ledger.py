@@ -10,6 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
+import threading
 from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -375,18 +376,27 @@ def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str]
     found missing, named in the error. ``absent``: shards confirmed so before, by (collection, version, key),
     kept by a long-running reader: a shard missing while its version's record stood was never written for
     that version, so finding it missing again needs no request (only shards not in it are checked, then added)."""
+    if absent is None:
+        _confirm(store, version, missing)
+        return
     key = (version.collection, version.version)
-    if absent is not None:
+    with _ABSENT_LOCK:  # the chunks of one missing shard are read on several threads at once: one lookup for all
         missing = [m for m in missing if (*key, m) not in absent]
-        if not missing:
-            return
+        if missing:
+            _confirm(store, version, missing)
+            absent.update({(*key, m): True for m in missing})
+
+
+_ABSENT_LOCK = threading.Lock()
+
+
+def _confirm(store: Store, version: CubeVersion, missing: Sequence[str]) -> None:
+    """:func:`confirm_committed`'s lookup of the version's record (a HEAD on S3)."""
     if not key_exists(store, layout.ledger_key(version.collection, version.version)):
         raise VersionNotFoundError(
             f"version {version.version} of the {version.collection} cube at {store_url(store)} was expired while "
             f"it was being read ({', '.join(missing[:2]) or 'its hot-buffer data'} deleted): read the latest "
             "version, or one kept longer")
-    if absent is not None:
-        absent.update({(*key, m): True for m in missing})
 
 
 def head_or_empty(store: Store, spec: CubeSpec) -> CubeVersion:

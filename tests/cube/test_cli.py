@@ -70,7 +70,7 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert len(pngs) == 19 and Image.open(pngs[0]).size == (128, 128)
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "32",
                  "--sheet", "--out", str(tmp_path / "sheet")]) == 0
-    assert (tmp_path / "sheet" / f"{pid}_season.png").exists()
+    assert (tmp_path / "sheet" / f"{pid}_s2_B04-B03-B02_season.png").exists()
 
 
 def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny_region, tmp_path, capsys):
@@ -103,7 +103,22 @@ def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_regio
     assert main([*base, "--collection", "s1", "--bands", "NDVI", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown band(s) NDVI" in capsys.readouterr().err  # an S2 index cannot be made from S1
     assert main([*base, "--collection", "s1", "--sheet", "--out", str(tmp_path / "s1")]) == 0  # VH_VV by default
-    assert (tmp_path / "s1" / f"{pid}_season.png").exists()
+    assert (tmp_path / "s1" / f"{pid}_s1_VH_VV_season.png").exists()
+
+
+def test_chips_of_other_collections_and_bands_share_a_folder(tiny_cube, tiny_region, tmp_path):
+    """The collection and the bands are in every file name: an S1 sheet or NDVI chips written into the folder of
+    the true-colour ones overwrite none of them."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    base = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "16",
+            "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path)]
+    for extra in ([], ["--bands", "ndvi"], ["--sheet"], ["--sheet", "--collection", "s1"]):
+        assert main([*base, *extra]) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    rgb, ndvi = [n for n in names if "_s2_B04-B03-B02_2024" in n], [n for n in names if "_s2_NDVI_2024" in n]
+    assert len(rgb) == len(ndvi) >= 1
+    assert f"{pid}_s2_B04-B03-B02_season.png" in names and f"{pid}_s1_VH_VV_season.png" in names
+    assert len(names) == 2 * len(rgb) + 2
 
 
 def test_flag_cli_refuses_what_would_check_nothing(tiny_region, tmp_path, capsys):
@@ -163,7 +178,7 @@ def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, 
     slashed.to_parquet(tmp_path / "slashed.parquet")
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "16", "--sheet", "--out", str(tmp_path / "chips")]) == 0
-    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_season.png"]
+    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_s2_B04-B03-B02_season.png"]
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "1200", "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path / "big")]) == 0
     assert {Image.open(p).size for p in (tmp_path / "big").glob("*.png")} == {(3600, 3600)}  # drawn at scale 3
@@ -218,3 +233,38 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         with pytest.raises(SystemExit) as exc:
             main(list(argv))
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+_THREADED_LABELS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from odc.geo.geobox import GeoBox
+from shapely.geometry import box
+from cube.membership import label_pixels
+if sys.argv[1] == "quiet":
+    from cardcube.cli import quiet_rasterio_threads
+    quiet_rasterio_threads()
+grid = GeoBox.from_bbox((700000, 5834760, 710240, 5845000), "EPSG:32631", resolution=10)
+def burn(i):
+    return label_pixels([box(700000 + 10 * (i % 40), 5840000, 700500, 5840500)], grid)
+with ThreadPoolExecutor(4) as pool:
+    labels = list(pool.map(burn, range(400)))
+assert all((lab == burn(i)).all() for i, lab in enumerate(labels)), "threads burnt other labels than one thread"
+"""
+
+
+def test_threaded_label_layers_warn_of_no_missing_geotransform_on_the_command_line():
+    """rasterio's rasterize in threads (extract's label layers) now and then warns that its own in-memory dataset
+    has no geotransform although the labels are burnt right: the command line does not show that noise."""
+    import subprocess
+    import sys
+
+    def stderr(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", _THREADED_LABELS, mode], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    if "NotGeoreferencedWarning" not in stderr("plain"):
+        pytest.skip("this rasterio no longer warns of its in-memory datasets in threads")
+    assert "NotGeoreferencedWarning" not in stderr("quiet")

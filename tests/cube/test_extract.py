@@ -588,3 +588,23 @@ def test_read_timeseries_takes_bands_in_any_case_and_refuses_what_was_not_extrac
         read_timeseries(s2_extracted, bands=["B04", "VH"])
     with pytest.raises(InvalidRequestError, match=r"has no column p90; its columns: parcel_id, time, band, count"):
         read_timeseries(s2_extracted, columns=["mean", "p90"])
+
+
+def test_chunks_read_count_each_hot_date_as_a_chunk_of_its_own(tiny_region, parcels, tmp_path):
+    """The summary's chunks read: the hot buffer stores a chunk per date, so 6 hot dates read 6 times the chunks
+    of one (not one 16-date chunk's worth), and an update adding 2 dates reads 2 dates' chunks."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, features[:6], "six.json"), cube, progress=False,
+           chunks=ChunkLayout.parse("time=16,space=64,shard_space=256"))  # 6 dates: all in the hot buffer
+    kw = {"bands": ["B04"], "block": BLOCK, "progress": False}
+    one = extract(parcels, cube, tmp_path / "one", time=features[0]["properties"]["datetime"][:10], **kw)
+    six = extract(parcels, cube, tmp_path / "six", **kw)
+    assert one.chunks > 0 and six.chunks == 6 * one.chunks
+    ingest(write_items(tiny_region.items, features[:8], "eight.json"), cube, progress=False)
+    update = extract(parcels, cube, tmp_path / "six", update=True, **kw)
+    assert update.rows > 0 and update.chunks == 2 * one.chunks

@@ -202,3 +202,23 @@ def test_one_pass_seconds_apart_on_two_tiles_is_one_date_of_a_mosaic(straddle_cu
     np.testing.assert_array_equal(got.time.values, want.time.values)
     np.testing.assert_array_equal(got["B04"].values, want["B04"].values)
     np.testing.assert_array_equal(got["SCL"].values, want["SCL"].values)
+
+
+def test_a_cube_opened_without_an_area_holds_every_tile_s_data(straddle_cube, tiny_straddle_region):
+    """No bbox: where any tile holds data, not the first tile's footprint alone (31UFU ends inside the region)."""
+    minx, miny, maxx, maxy = tiny_straddle_region.bbox
+    ds = open_cube(straddle_cube, bands=["B04"])
+    assert ds.attrs["cardcube:tiles"] == ["31UGU"]  # the one tile holding the region whole
+    assert (float(ds.x.min()) - 5, float(ds.x.max()) + 5) == (minx, maxx)
+    assert (float(ds.y.min()) - 5, float(ds.y.max()) + 5) == (miny, maxy)
+    boxed = open_cube(straddle_cube, bbox=(minx, miny, maxx, maxy), bands=["B04"])
+    np.testing.assert_array_equal(ds["B04"].values, boxed["B04"].values)
+
+
+def test_tiles_as_one_string_name_tiles_not_characters(straddle_cube, tiny_straddle_region):
+    """``tiles="31UGU"`` (or "T31UGU", or "31UFU,31UGU") is read as tile ids, as ingest's ``tiles=`` is."""
+    bbox = tiny_straddle_region.bbox
+    ds = open_cube(straddle_cube, tiles="t31ugu", bbox=bbox, bands=["B04"])
+    assert ds.attrs["cardcube:tiles"] == ["31UGU"]
+    both = open_cube(straddle_cube, tiles="31UFU,31UGU", bbox=bbox, bands=["B04"])
+    assert both.attrs["cardcube:tiles"] == ["31UGU"]  # of the two, the one holding the area whole
