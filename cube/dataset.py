@@ -522,7 +522,8 @@ def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
     nodata, as float64 (exact for them), and given back their stored type; floats are merged on NaN as they are."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
-        raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately")
+        raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately (a bbox or "
+                                  "tiles= within one zone)")
     parts = [p.assign_coords(time=times) for p, times in zip(parts, pass_times(parts), strict=True)]
     packed = [b for b in bands if np.issubdtype(parts[0][b.name].dtype, np.integer) and b.nodata is not None]
     parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in packed})

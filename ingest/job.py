@@ -21,7 +21,7 @@ from cardcube.errors import (
     SceneError,
     SpoolError,
 )
-from cardcube.grid import TileGrid
+from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
@@ -285,10 +285,8 @@ def ingest(
     if warp and splits_items(spec0):  # an item of no tile (a whole GRD footprint): one scene per tile it overlaps
         scenes = split_scenes(scenes)
     outside: list[str] = []
-    if isinstance(tiles, str):  # "31UFU" or "31UFU,31UGU", not the characters of one id
-        tiles = tiles.split(",")
-    if tiles is not None:
-        wanted = {TileGrid.from_id(t).tile_id for t in tiles}  # an unknown tile id is an error naming it
+    if tiles is not None:  # "31UFU" or "31UFU,31UGU", not the characters of one id; an unknown id: an error
+        wanted = {TileGrid.from_id(t).tile_id for t in tile_ids(tiles)}
         outside = [s.scene_id for s in scenes if s.tile and s.tile not in wanted]
         scenes = [s for s in scenes if not s.tile or s.tile in wanted]  # one of no tile is still rejected
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
