@@ -432,7 +432,8 @@ def open_cube(
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has
     read already, which saves reading the ledger again). ``decode`` turns stored integers into
     physical values (float32, NaN for nodata); the SCL layer stays integer codes. ``tiles`` (ids, or one string
-    ``"31UFU,31UGU"``) reads those tiles only, in place of routing through the catalog. The Dataset's attrs
+    ``"31UFU,31UGU"``) reads those tiles only, in place of routing through the catalog: an area reaching beyond
+    them is cut to them (the Dataset is then narrower than the area asked for). The Dataset's attrs
     record the collection, the version read and the cube location. ``chunks="storage"`` gives one dask
     chunk per Zarr chunk (for lazy work on large areas); ``"window"`` one per band and time chunk over the
     whole query area, read by one Zarr call that fetches its chunks concurrently (far fewer dask tasks,
