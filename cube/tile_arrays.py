@@ -19,6 +19,7 @@ from zarr.core.sync import sync
 from cardcube.lru import LRUDict
 from cardcube.storage import reading
 from cube import layout
+from cube.ledger import AbsentShards
 
 
 def open_array(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool,
@@ -42,7 +43,7 @@ class ArrayCache:
         """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
         self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
         self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
-        self.absent: MutableMapping[tuple[str, int, str], bool] = LRUDict(64 * arrays)  # confirm_committed's
+        self.absent = AbsentShards(64 * arrays)  # confirm_committed's
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,

@@ -27,7 +27,7 @@ def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_
     from concurrent.futures import ThreadPoolExecutor
 
     from cardcube.storage import CountingStore, open_store
-    from cube.ledger import confirm_committed, read_version
+    from cube.ledger import AbsentShards, confirm_committed, read_version
 
     class SlowLookups(CountingStore):
         async def exists(self, key: str) -> bool:
@@ -35,7 +35,7 @@ def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_
             return await super().exists(key)
 
     store = SlowLookups(open_store(tiny_cube, read_only=True))
-    version, absent = read_version(store, "s2"), {}
+    version, absent = read_version(store, "s2"), AbsentShards(16)
     store.reset()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: confirm_committed(store, version, ["hot/r10m/B04/c/0/0/0"], absent=absent), range(4)))
