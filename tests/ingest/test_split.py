@@ -28,6 +28,7 @@ from ingest import validate
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
+from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels, reference_warp
 
@@ -131,6 +132,24 @@ def test_an_item_of_no_tile_goes_into_every_tile_it_overlaps_once(tmp_path):
     again = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
     assert again.added == () and set(again.skipped) == set(result.added) and again.version is None
     assert read_version(open_store(cube), "s1").version == version.version
+
+
+def test_a_split_item_behind_http_is_downloaded_once_and_each_tile_written_from_the_spooled_copy(tmp_path):
+    """The pieces of a split item share one read of each file (check_files), kept in the spool: every file is
+    sent once, whole, and both tiles hold the file as reprojected onto them, as from the local file."""
+    item = _rtc_item(tmp_path, "RTC-EDGE", x0=603003, y0=5842007)
+    feature = json.loads(item.read_text())["features"][0]
+    with http_server(COUNTING_SERVER, str(tmp_path)) as base:
+        served_items = write_items(item, [served(feature, base)], "served.json")
+        result = ingest(served_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False, warp=True,
+                        source_collection=RTC)
+        sent = bytes_sent(base)
+    assert result.added == ("RTC-EDGE_T31UEU", "RTC-EDGE_T31UFU") and not result.rejected
+    assert sent == {f"/RTC-EDGE/{b}.tif": (tmp_path / "RTC-EDGE" / f"{b}.tif").stat().st_size for b in ("vv", "vh")}
+    for tile in ("31UEU", "31UFU"):
+        _assert_tile_matches(tmp_path / "cube", item, f"RTC-EDGE_T{tile}", tile, same_crs=True)
+    assert read_version(open_store(tmp_path / "cube"), "s1").scenes["RTC-EDGE_T31UFU"].sources["VV"] == \
+        f"{base}/RTC-EDGE/vv.tif"
 
 
 def _count_reads(monkeypatch) -> Counter:
