@@ -76,9 +76,10 @@ def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
     assert assert_matches_sources(url, tiny_region.items, "s1", storage_options=direct, sample=6) > 0
 
 
-def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucket, tmp_path, monkeypatch):
+def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucket, s3_proxy, tmp_path, monkeypatch):
     """A provider's STAC items and COGs on S3 (relative hrefs, the endpoint and keys from the environment,
-    as for a Ceph or MinIO archive): the same pixels as from the local files, and a clear error for a
+    as for a Ceph or MinIO archive): the same pixels as from the local files, each file downloaded once (the
+    writes read the spool's copy; counted by a proxy in front of the server), and a clear error for a
     source that is not there."""
     from pathlib import Path
 
@@ -92,12 +93,15 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     client, root = s3_bucket.server.client(), Path(local).parent
     for path in files:
         client.upload_file(str(path), s3_bucket.name, f"archive/{path.relative_to(root)}")
-    for name, value in s3_bucket.server.environment().items():
+    for name, value in s3_bucket.server.environment(s3_proxy.endpoint_url).items():
         monkeypatch.setenv(name, value)
 
+    before = s3_proxy.snapshot()
     result = ingest(f"s3://{s3_bucket.name}/archive/{local.name}", tmp_path / "cube", chunks=CHUNKS, progress=False)
+    sent = (s3_proxy.snapshot() - before).response_bytes
     assert result.ok and len(result.added) == 4
     assert result.source_bytes == sum(p.stat().st_size for p in files[1:])
+    assert sent == sum(p.stat().st_size for p in files)  # the items file and each band file, once
     assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
     with pytest.raises(CubeNotFoundError, match="does not exist"):
         ingest(f"s3://{s3_bucket.name}/archive/nothing.json", tmp_path / "other", progress=False)
