@@ -66,6 +66,13 @@ def s3_options_from_env() -> dict[str, Any]:
     return opts
 
 
+def source_options(url: str) -> dict[str, Any]:
+    """fsspec options to read a source file at ``url``: for ``s3://``, the environment's endpoint named
+    explicitly, so that fsspec's cached filesystem of another endpoint (an earlier ``AWS_ENDPOINT_URL`` of this
+    process) is never taken for it."""
+    return s3_options_from_env() if url.startswith("s3://") else {}
+
+
 def gdal_s3_config() -> dict[str, str]:
     """GDAL's ``/vsis3/`` settings for the endpoint in the environment, so rasterio reads ``s3://`` sources
     from Ceph or MinIO as s3fs does (GDAL does not read ``AWS_ENDPOINT_URL``); settings already in the

@@ -23,7 +23,7 @@ from pystac.stac_io import DefaultStacIO
 from cardcube.errors import CubeNotFoundError, InvalidRequestError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
-from cardcube.storage import check_reachable, s3_options_from_env
+from cardcube.storage import check_reachable, s3_options_from_env, source_options
 from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
 
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -92,7 +92,7 @@ class _FsspecStacIO(DefaultStacIO):
     """pystac reading through fsspec, so a static catalog on S3 is read like a local one."""
 
     def read_text_from_href(self, href: str) -> str:
-        with fsspec.open(href, "rt") as f:
+        with fsspec.open(href, "rt", **source_options(href)) as f:
             return f.read()
 
 
@@ -148,7 +148,7 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     except StoreUnavailableError as exc:
         raise StoreUnavailableError(f"cannot read the source {path}: {exc}{_endpoint_note(path)}") from None
     try:
-        with fsspec.open(path, "rb") as f:
+        with fsspec.open(path, "rb", **source_options(path)) as f:
             doc = json.load(f)
     except FileNotFoundError:
         raise CubeNotFoundError(f"source {path} does not exist") from None

@@ -35,7 +35,7 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import NoDataOnTileError, SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_s3_config
+from cardcube.storage import gdal_s3_config, source_options
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
@@ -76,7 +76,7 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
     turn any of them into "not found"); a signed URL's query string is left out of the reason."""
     shown = shown_href(href)
     try:
-        fs, path = fsspec.core.url_to_fs(href)
+        fs, path = fsspec.core.url_to_fs(href, **source_options(href))
         return fs.cat_file(path)
     except FileNotFoundError:
         raise SceneReadError(scene.scene_id, f"band {band} file not found: {shown}") from None

@@ -102,6 +102,11 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     assert result.ok and len(result.added) == 4
     assert result.source_bytes == sum(p.stat().st_size for p in files[1:])
     assert sent == sum(p.stat().st_size for p in files)  # the items file and each band file, once
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.server.endpoint_url)  # the endpoint changed: read from it
+    before = s3_proxy.snapshot()
+    assert ingest(f"s3://{s3_bucket.name}/archive/{local.name}", tmp_path / "again", chunks=CHUNKS,
+                  progress=False).added == result.added
+    assert (s3_proxy.snapshot() - before).total == 0  # not through fsspec's filesystem of the former endpoint
     assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
     with pytest.raises(CubeNotFoundError, match="does not exist"):
         ingest(f"s3://{s3_bucket.name}/archive/nothing.json", tmp_path / "other", progress=False)
