@@ -78,9 +78,9 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
         return
     out = shard[rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
     vmap = scene.values.get(band.name, ValueMap(fill))
-    href = scene.scene.assets[band.name]
+    href, path = scene.scene.assets[band.name], scene.paths[band.name]  # path: the spooled copy of a remote href
     try:
-        with rasterio.open(scene.paths[band.name]) as ds:  # the file's spooled copy, if it is remote (ingest.spool)
+        with rasterio.open(path) as ds:
             if band.name in scene.warped:
                 target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
                 values = read_warped(ds, band, vmap, target, scene.warped[band.name])
@@ -90,8 +90,9 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
     except RasterioIOError as exc:  # checked a moment ago: gone, or a signature expired since (nothing committed)
         said = str(exc).replace(href, shown_href(href))  # GDAL may quote the URL, signature and all
         refused = f"; {REFUSED_ADVICE}" if re.search(r"\b40[13]\b", said) else ""
-        raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {shown_href(href)} to "
-                             f"write it (this run commits nothing): {said}{refused}") from None
+        where = shown_href(href) if path == href else f"its checked copy {path} in the spool (of {shown_href(href)})"
+        raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {where} to write it "
+                             f"(this run commits nothing): {said}{refused}") from None
     if where_nodata:
         empty = ~valid_pixels(out, band)
         out[empty] = values[empty]

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from cardcube.cli import main
-from cardcube.errors import InvalidRequestError, LockLostError
+from cardcube.errors import InvalidRequestError, LockLostError, SceneReadError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
 from cube import layout
@@ -192,4 +192,24 @@ def test_a_spool_that_cannot_take_a_file_stops_the_run_and_rejects_no_scene(tiny
                              capture_output=True, text=True, timeout=300, preexec_fn=small_files)
     assert run.returncode == 2 and "cannot keep a checked file in the spool folder" in run.stderr, run.stderr
     assert run.stderr.count("\n") == 1 and list(spool.iterdir()) == []
+    assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
+
+
+def test_a_spooled_copy_gone_before_the_writes_is_named_as_the_spools(tiny_region, pair, tmp_path, monkeypatch):
+    """A spooled copy deleted after the checks (a cleaner of the temporary folder): the run stops naming that
+    copy and the file it stands for, not the source as if the source had failed, and commits nothing."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+
+    def ensure_then_clean(*args, **kwargs):
+        for copy in spool.rglob("*.tif"):
+            copy.unlink()
+        return ensure_tile(*args, **kwargs)
+
+    monkeypatch.setattr(job, "ensure_tile", ensure_then_clean)
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base, \
+            pytest.raises(SceneReadError, match=rf"could not be read again from its checked copy {spool}/\S+\.tif in "
+                                                rf"the spool \(of {base}/\S+\) to write it \(this run commits "
+                                                r"nothing\)"):
+        _ingest_served(tiny_region.items, pair, base, tmp_path / "cube", spool=spool)
     assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
