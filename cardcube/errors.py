@@ -148,5 +148,9 @@ class CorruptShardError(CardcubeError):
     """A shard whose index fails its checksum or points outside the shard."""
 
 
+class MissingShardError(CorruptShardError):
+    """A shard its time block's manifest lists (the ingest stored data there) is missing from the store: lost."""
+
+
 class SchemaUnavailableError(CardcubeError, LookupError):
     """A STAC schema is needed that has no offline copy."""

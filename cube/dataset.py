@@ -44,10 +44,10 @@ from cube.ledger import (
     CubeVersion,
     TileState,
     acquisition_columns,
-    confirm_committed,
     data_footprint,
     read_version,
 )
+from cube.manifest import confirm_absent
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -191,9 +191,9 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
            kinds: tuple[bool, ...], arrays: Mapping[ArrayKey, zarr.Array], cache: ArrayCache | None = None
            ) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
-    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A hot
-    shard found missing is checked against the ledger (:func:`cube.ledger.confirm_committed`, once per shard and
-    version with a ``cache``): expiring the version deletes hot-buffer slots, never cold blocks."""
+    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A shard found
+    missing is checked (:func:`cube.manifest.confirm_absent`, once per shard and version with a ``cache``) against
+    its block's manifest (lost data) and, in the hot buffer, the ledger (the version expired meanwhile)."""
     state = version.tiles[tile]
     parts = []
     for hot in kinds:
@@ -201,8 +201,8 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
-                             on_missing=partial(confirm_committed, store, version,
-                                                absent=None if cache is None else cache.absent) if hot else None))
+                             on_missing=partial(confirm_absent, store, version,
+                                                absent=None if cache is None else cache.absent)))
     return parts
 
 

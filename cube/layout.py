@@ -7,6 +7,8 @@
     <root>/<collection>/_ledger/v00000007.json  commit record of version 7 (created once, never changed)
     <root>/<collection>/_lock.json              the writer lock while an ingest runs
     <root>/<collection>/<tile>/<item>.json      STAC item of one cube tile
+    <root>/<collection>/<tile>/_manifest/       the shards each time block stores (cube.manifest)
+        cold-000002.json  hot-000014.json
     <root>/<collection>/<tile>/cube.zarr/       Zarr v3 group of one cube tile
         r10m/  r20m/                            time-first ("cold") arrays per native resolution
         hot/r10m/  hot/r20m/                    the hot buffer: one date per chunk, recent dates
@@ -17,6 +19,7 @@ A cube collection is ``s2`` or ``s1`` (see :mod:`cardcube.spec`); tiles are MGRS
 from __future__ import annotations
 
 LEDGER_DIR = "_ledger"
+MANIFEST_DIR = "_manifest"
 ZARR_NAME = "cube.zarr"
 
 
@@ -52,3 +55,8 @@ def resolution_group(resolution: int, *, hot: bool = False) -> str:
 
 def array_path(collection: str, tile: str, resolution: int, name: str, *, hot: bool = False) -> str:
     return f"{tile_zarr_path(collection, tile)}/{resolution_group(resolution, hot=hot)}/{name}"
+
+
+def manifest_key(collection: str, tile: str, block: int, *, hot: bool = False) -> str:
+    """Key of the manifest of one time block of a tile (a hot-buffer slot with ``hot``)."""
+    return f"{collection}/{tile}/{MANIFEST_DIR}/{'hot' if hot else 'cold'}-{block:06d}.json"

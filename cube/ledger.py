@@ -10,8 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +23,6 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.grid import TileGrid
-from cardcube.lru import LRUDict
 from cardcube.spec import CubeSpec, cube_spec
 from cardcube.storage import key_exists, list_keys, read_json, store_url
 from cube import layout
@@ -366,45 +364,14 @@ def _which_versions(wanted: int, versions: Sequence[int]) -> str:
     return f"it was never committed; {kept}"
 
 
-def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = (), *,
-                      absent: AbsentShards | None = None) -> None:
+def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str] = ()) -> None:
     """Raise :class:`VersionNotFoundError` if ``version``'s record is gone: expired while it was being read.
 
     :func:`ingest.expire.expire` deletes a version's record before any data only that version read, so a
     reader that found a hot-buffer shard missing calls this *after* its read: if the record is still there,
     nothing had been deleted yet and the shard is an area with no data (read as fill, rightly); if it is
     gone, the fill may stand for deleted data, and the read must not be returned. ``missing``: the shards
-    found missing, named in the error. ``absent``: the shards a long-running reader confirmed so before
-    (:class:`AbsentShards`; only shards not in it are checked, then added)."""
-    if absent is None:
-        _confirm(store, version, missing)
-        return
-    key = (version.collection, version.version)
-    with absent.lock:
-        missing = [m for m in missing if (*key, m) not in absent.keys]
-        if missing:
-            _confirm(store, version, missing)
-            absent.keys.update({(*key, m): True for m in missing})
-
-
-class AbsentShards:
-    """Hot-buffer shards a long-running reader found missing while their version's record stood, by (collection,
-    version, key): never written for that version, so finding one missing again needs no lookup. Its lock makes
-    the threads that find one shard missing at once (its chunks, read in parallel) look the record up once."""
-
-    def __init__(self, size: int) -> None:
-        self.keys: MutableMapping[tuple[str, int, str], bool] = LRUDict(size)
-        self.lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __iter__(self) -> Iterator[tuple[str, int, str]]:
-        return iter(self.keys)
-
-
-def _confirm(store: Store, version: CubeVersion, missing: Sequence[str]) -> None:
-    """:func:`confirm_committed`'s lookup of the version's record (a HEAD on S3)."""
+    found missing, named in the error. (:func:`cube.manifest.confirm_absent` also tells lost shards.)"""
     if not key_exists(store, layout.ledger_key(version.collection, version.version)):
         raise VersionNotFoundError(
             f"version {version.version} of the {version.collection} cube at {store_url(store)} was expired while "

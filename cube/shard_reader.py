@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import math
 import os
+import zlib
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,3 +310,57 @@ def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk:
         src.append(slice(lo - origin, hi - origin))
         dst.append(slice(lo - a, hi - a))
     out[tuple(dst)] = values[tuple(src)]
+
+
+def index_size(array: zarr.Array) -> int:
+    """Bytes of a shard's index at its end (:func:`check_shard` of the index alone), for the cube's layout."""
+    return _layout_of(array).index_bytes
+
+
+def check_shard(array: zarr.Array, key: str, data: bytes | None, *, coords: tuple[int, ...] | None = None,
+                checksum: int | None = None) -> str | None:
+    """What is wrong with shard ``key`` of ``array`` given its bytes, or None when it is sound. ``data`` is None
+    for a missing object; else its index (:func:`index_size` bytes at its end) must pass its crc32c. With
+    ``coords`` (the shard's place in the shard grid) ``data`` is the whole shard: its index must point within
+    it, every chunk decode to a chunk's size, and, with ``checksum``, the values decoded (the shard's region of
+    the array, fill where no chunk is stored) have that crc32 (:func:`values_checksum`)."""
+    layout = _layout_of(array)
+    if data is None:
+        return "missing"
+    if len(data) < layout.index_bytes:
+        return f"{len(data)} bytes, shorter than its index ({layout.index_bytes} bytes)"
+    try:
+        index = _index(key, data[-layout.index_bytes:], math.prod(layout.per_shard))
+    except CorruptShardError as exc:
+        return str(exc).removeprefix(f"{key}: ")
+    if coords is None:
+        return None
+    end = len(data) - layout.index_bytes
+    bounds = [(s * k, min((s + 1) * k, n)) for s, k, n in zip(coords, layout.shard, array.shape, strict=True)]
+    bounds[0] = (coords[0] * layout.shard[0], (coords[0] + 1) * layout.shard[0])  # the block, whatever is published
+    values = np.full([b - a for a, b in bounds], layout.fill, dtype=layout.dtype)
+    for chunk, (offset, length) in zip(itertools.product(*map(range, layout.per_shard)), index, strict=True):
+        if offset == _MISSING:
+            continue
+        if offset + length > end:
+            return f"its index points past the chunks' end ({offset + length} > {end}): truncated"
+        try:
+            _place(values, layout, coords, chunk, data[offset:offset + length], bounds)
+        except (RuntimeError, ValueError) as exc:  # blosc: "error during blosc decompression: -1"; a wrong size
+            return f"the chunk at byte {offset} does not decode ({exc})"
+    if checksum is not None and values_checksum(values) != checksum:
+        return "its values differ from those ingest wrote (crc32 of the decoded values)"
+    return None
+
+
+def values_checksum(values: np.ndarray) -> int:
+    """crc32 of an array's values (little-endian, C order): what ingest records of each shard it writes."""
+    return zlib.crc32(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).data)
+
+
+def _layout_of(array: zarr.Array) -> _ShardLayout:
+    layout = _ShardLayout.of(array)
+    if layout is None:
+        raise InvalidRequestError(f"{array.store_path.path} is not in the cube's shard layout "
+                                  "(sharding_indexed over bytes + blosc, a crc32c index at the end)")
+    return layout

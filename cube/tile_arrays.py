@@ -19,7 +19,7 @@ from zarr.core.sync import sync
 from cardcube.lru import LRUDict
 from cardcube.storage import reading
 from cube import layout
-from cube.ledger import AbsentShards
+from cube.manifest import AbsentShards
 
 
 def open_array(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool,

@@ -109,6 +109,7 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool
     if committed:
         return zarr.open_group(store, path=path, mode="r+", zarr_format=3)
     delete_prefix(store, f"{path}/")
+    delete_prefix(store, f"{spec.name}/{tile.tile_id}/{layout.MANIFEST_DIR}/")  # of blocks in another layout, maybe
     root = zarr.create_group(store, path=path, zarr_format=3, attributes={
         "cardcube": {"format": 1, "collection": spec.name, "tile": tile.tile_id, "spec": spec.to_dict()},
     })

@@ -138,6 +138,9 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
                         fence.check()  # a new holder of the lock may have committed data past ``head``
                         delete_prefix(store, f"{path}/c/{block}")
                     gone.add((hot, block))
+    for hot, block in sorted(gone) if not dry_run else ():  # after its data: a manifest names what a block holds
+        fence.check()
+        delete_key(store, layout.manifest_key(spec.name, head.tile, block, hot=hot))
     return len(gone)
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,16 +27,17 @@ from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
 from catalog import write_catalog
 from cube.ledger import CubeVersion, Rejection, TileState, acquisition_columns, head_or_empty
+from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.passes import committed_pass_dates, mosaic_passes
-from ingest.plan import IngestPlan, plan_ingest
+from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
-from ingest.write import write_shard
+from ingest.write import StoredShard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +199,18 @@ def _by_item(scenes: list[SourceScene]) -> list[list[SourceScene]]:
     return list(groups.values())
 
 
-def _write_counted(store: Store, spec: CubeSpec, task, fence: Fence) -> int:
-    """Run one shard write and return the bytes it stored."""
+def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tuple[int, list[StoredShard]]:
+    """Run one shard write: the bytes it stored, and the shards."""
     counter = CountingStore(store)
-    write_shard(counter, spec, task, fence)
-    return counter.bytes_written
+    stored = write_shard(counter, spec, task, fence)
+    return counter.bytes_written, stored
+
+
+def _manifests(spec: CubeSpec, writes: Sequence[ShardWrite], stored: Iterable[StoredShard]) -> list[BlockManifest]:
+    """The manifests of every time block (cold block, hot slot) that ``writes`` wrote (:mod:`cube.manifest`)."""
+    blocks = {(w.tile, w.hot, b) for w in writes for b in
+              (range(w.time_start, w.time_start + len(w.dates)) if w.hot else [w.time_start // spec.chunks.time])}
+    return block_manifests(stored, blocks, spec.band_names)
 
 
 def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, fence: Fence) -> None:
@@ -325,14 +333,17 @@ def ingest(
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
             # each task counts its own writes, which a worker process could not add to ``counting``
-            written = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
+            results = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
                                 scheduler=scheduler, desc="writing shards", progress=progress, unit="shard")
+            written = [n for n, _ in results]
             counting.counts.add("set", n=0, written=sum(written))
             # a compacted block holds old (hot) dates too: only the new dates' share is new data
             new_bytes = int(sum(n * w.new_fraction for n, w in zip(written, plan.writes, strict=True)))
             for tile, state in plan.new.tiles.items():
                 if state != head.tiles.get(tile):
                     _write_coords(store, spec, head.tiles.get(tile, TileState(tile)), state, fence)
+            fence.check()
+            write_manifests(store, spec.name, _manifests(spec, plan.writes, (s for _, st in results for s in st)))
             checkpoint("written")
             commit(store, plan.new, fence)
             checkpoint("committed")

@@ -22,6 +22,7 @@ from cardcube.errors import SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_s3_config
+from cube.shard_reader import values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
@@ -37,15 +38,23 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
     return (lo, hi) if lo < hi else None
 
 
-def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> None:
+StoredShard = tuple[str, bool, int, str, int, int, int]  # tile, hot, time block, band, shard row, column, crc32
+
+
+def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> list[StoredShard]:
     """Write every band of ``task.resolution`` for ``task.dates`` into the task's shard region, checking
-    ``fence`` (the writer lock still held) right before each band's write."""
+    ``fence`` (the writer lock still held) right before each band's write; the shards stored, for the
+    blocks' manifests (:mod:`cube.manifest`): zarr stores none that holds only the fill value."""
     with rasterio.Env(**gdal_s3_config()):  # sources on s3:// are read by GDAL, in byte ranges
-        for band in spec.bands_at(task.resolution):
-            _write_band(store, spec, task, band, fence)
+        return [s for band in spec.bands_at(task.resolution) for s in _write_band(store, spec, task, band, fence)]
 
 
-def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence) -> None:
+def _holds_data(values: np.ndarray, fill: float) -> bool:
+    """Whether ``values`` hold anything but ``fill`` (NaN for NaN), as zarr decides whether to store a shard."""
+    return bool(np.any(~np.isnan(values))) if np.isnan(fill) else bool(np.any(values != fill))
+
+
+def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence) -> list[StoredShard]:
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
     fill = band.nodata if band.nodata is not None else 0
@@ -64,6 +73,11 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
+    st, sr, sc = target.shards
+    blocks = range(t0, t1) if task.hot else [t0 // st]  # a hot slot is a shard of its own
+    parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
+    return [(task.tile, task.hot, b, band.name, r0 // sr, c0 // sc, values_checksum(part))
+            for b, part in zip(blocks, parts, strict=True) if _holds_data(part, fill)]
 
 
 def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: BandSpec, fill: float, *,

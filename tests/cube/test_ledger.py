@@ -19,24 +19,3 @@ def test_acquisition_columns_type_each_field_as_the_coordinate_arrays_store_it()
     assert columns["scene_id"].tolist() == ["S2A_1", "S2B_2"]
     assert all(len(v) == 0 for v in acquisition_columns([]).values())
 
-
-def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_cube):
-    """The chunks of one missing hot shard are read by several dask threads at once: with a reader's ``absent``
-    cache, they make one lookup of the version's record between them, not one each."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    from cardcube.storage import CountingStore, open_store
-    from cube.ledger import AbsentShards, confirm_committed, read_version
-
-    class SlowLookups(CountingStore):
-        async def exists(self, key: str) -> bool:
-            await asyncio.sleep(0.2)  # an S3 HEAD's round trip: long enough for every thread to ask meanwhile
-            return await super().exists(key)
-
-    store = SlowLookups(open_store(tiny_cube, read_only=True))
-    version, absent = read_version(store, "s2"), AbsentShards(16)
-    store.reset()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: confirm_committed(store, version, ["hot/r10m/B04/c/0/0/0"], absent=absent), range(4)))
-    assert store.requests["exists"] == 1 and list(absent) == [("s2", version.version, "hot/r10m/B04/c/0/0/0")]

@@ -45,3 +45,44 @@ def assert_matches_sources(cube: Any, items_path: Path, collection: str, *, stor
             np.testing.assert_array_equal(got, expected, err_msg=f"{feature['id']} {band.name}")
             checked += expected.size
     return checked
+
+
+def assert_manifests_match(cube: Path, collection: str) -> int:
+    """Every time block the latest version reads has a manifest (:mod:`cube.manifest`) listing exactly the shards
+    of each band the folder ``cube`` holds for it; returns the shards listed."""
+    from cardcube.storage import open_store
+    from cube import layout
+    from cube.ledger import read_version
+    from cube.manifest import read_manifests
+
+    store = open_store(cube, read_only=True)
+    version = read_version(store, collection)
+    listed = 0
+    for tile, state in version.tiles.items():
+        blocks = [(tile, False, b) for b in range(len(state.cold) // version.spec.chunks.time)]
+        blocks += [(tile, True, h.slot) for h in state.hot]
+        for (_, hot, block), manifest in read_manifests(store, collection, blocks).items():
+            assert manifest is not None, f"no manifest of {tile} {'hot slot' if hot else 'block'} {block}"
+            for band in version.spec.bands:
+                array = cube / layout.array_path(collection, tile, band.resolution, band.name, hot=hot)
+                on_disk = {(int(p.parent.name), int(p.name)) for p in (array / "c" / str(block)).glob("*/*")}
+                assert set(manifest.shards[band.name]) == on_disk, (tile, hot, block, band.name)
+                listed += len(on_disk)
+    return listed
+
+
+def unlist_shards(cube: Path, shards: list[Path]) -> None:
+    """Take the shard files ``shards`` of the folder ``cube`` out of their blocks' manifests: as if ingest had
+    found no data there (so a shard deleted is an area without data, not a lost one)."""
+    import json
+
+    from cube import layout
+    from cube.manifest import ShardKey
+
+    for shard in shards:
+        key = ShardKey.parse(shard.relative_to(cube).as_posix())
+        collection = shard.relative_to(cube).parts[0]
+        path = cube / layout.manifest_key(collection, key.tile, key.block, hot=key.hot)
+        doc = json.loads(path.read_text())
+        doc["shards"][key.band] = [cell for cell in doc["shards"][key.band] if cell[:2] != [key.row, key.col]]
+        path.write_text(json.dumps(doc))

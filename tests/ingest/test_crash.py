@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -21,7 +22,7 @@ from cube.ledger import committed_versions, read_version
 from ingest.commit import STEPS, writer_lock
 from ingest.expire import expire
 from ingest.job import ingest
-from tests.ingest.checks import assert_matches_sources
+from tests.ingest.checks import assert_manifests_match, assert_matches_sources
 from tests.ingest.crashing import ingest_command, kill_after, run_ingest
 from tests.ingest.scene_edits import items_of, write_items
 
@@ -84,6 +85,7 @@ def test_kill_at_each_step_then_rerun_completes(batches, started, reference, tmp
     assert done.returncode == 0, done.stderr
     assert _state(cube, reference) == 2
     assert committed_versions(open_store(cube), COLLECTION) == [1, 2]  # no half version, none twice
+    assert assert_manifests_match(Path(cube), COLLECTION) > 0  # rewritten by the re-run, where the kill left any
     store = open_store(cube)
     assert catalog_is_current(store, read_version(store, COLLECTION))
 

@@ -16,7 +16,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from cardcube.errors import CubeLockedError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import (
+    CubeLockedError,
+    CubeNotFoundError,
+    InvalidRequestError,
+    MissingShardError,
+    VersionNotFoundError,
+)
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog.build import parse_time
@@ -26,7 +32,7 @@ from cube.ledger import Acquisition, CubeVersion, committed_versions, read_versi
 from ingest.commit import writer_lock
 from ingest.expire import expire, expired_versions, parse_age
 from ingest.job import ingest
-from tests.ingest.checks import assert_matches_sources
+from tests.ingest.checks import assert_manifests_match, assert_matches_sources, unlist_shards
 from tests.ingest.crashing import run_ingest
 from tests.ingest.scene_edits import items_of, write_items
 
@@ -82,6 +88,9 @@ def test_expiring_everything_old_keeps_the_latest_bit_for_bit_and_frees_the_hot_
     xr.testing.assert_identical(_read(cube), before)
     assert assert_matches_sources(cube, tiny_region.items, "s2", sample=6) > 0
     assert _hot_on_disk(cube) == live  # only the dates the latest version lists in the hot buffer
+    assert assert_manifests_match(cube, "s2") > 0
+    manifests = {p.name for p in next((cube / "s2").glob(f"*/{layout.MANIFEST_DIR}")).glob("hot-*")}
+    assert manifests == {f"hot-{slot:06d}.json" for slot in live}  # the deleted dates' went with them
     assert sum(result.deleted.values()) > 0 and _size(cube) < 0.8 * size
     with pytest.raises(VersionNotFoundError, match="has no version 1"):
         open_cube(cube, as_of=1)
@@ -130,7 +139,10 @@ def test_a_version_expired_while_being_read_is_an_error_not_fill_values(cube):
 
     band = next((cube / "s2").glob("*/cube.zarr/hot/r10m/B04"))
     shard = next(p for p in (band / "c").glob("*/*/*") if int(p.parent.parent.name) in gone)
-    shard.unlink()  # a shard of a date the version lists, as for an area with no data: read as fill
+    shard.unlink()  # a shard of a date the version lists, which its block's manifest lists: lost
+    with pytest.raises(MissingShardError, match="stored are missing"):
+        lazy.sel(time=hot).B04.compute()
+    unlist_shards(cube, [shard])  # as for an area with no data: read as fill
     after = lazy.sel(time=hot).B04.compute()
     assert 0 < int((after != 0).sum()) < int((before != 0).sum())
 
@@ -149,7 +161,9 @@ def test_a_long_reader_checks_a_hot_shard_missing_in_its_version_once_and_still_
 
     old, gone = _doomed(cube)
     band = next((cube / "s2").glob("*/cube.zarr/hot/r10m/B04"))
-    next(p for p in (band / "c").glob("*/*/*") if int(p.parent.parent.name) in gone).unlink()
+    shard = next(p for p in (band / "c").glob("*/*/*") if int(p.parent.parent.name) in gone)
+    shard.unlink()
+    unlist_shards(cube, [shard])  # an area with no data, never written for that version
     store, cache = CountingStore(open_store(cube, read_only=True)), ArrayCache()
     lazy = open_cube(store, decode=False, as_of=old.version, bands="B04", cache=cache)
     hot = lazy.time[np.isin(lazy.scene_id, [a.scene_id for a in gone.values()])]

@@ -1,0 +1,162 @@
+"""Block manifests: which shards each time block of a tile stores, so a lost shard is told from an area with no data.
+
+Zarr stores no shard whose values are all the fill value, so a shard absent from the store reads as nodata:
+rightly where no scene had data (outside a swath, beyond the area ingested), wrongly where an object was lost
+(deleted by hand or by a bucket's lifecycle rule, a half-restored backup). The ingest that writes a time block
+(a cold block of ``time`` dates, or one hot-buffer slot) also writes, before it commits, the block's manifest:
+per band, the shards (row, column in the shard grid) it stored. A block is written once, by one ingest, so its
+manifest never changes once committed (a crashed run's leftovers are rewritten by the next run that writes
+the block, before anything reads it). A reader that finds a shard missing looks the block's manifest up
+(:func:`missing_shards`), and :func:`verify` checks a whole cube against its manifests. Blocks written before
+manifests existed have none: their missing shards read as nodata, as they always did.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from zarr.abc.store import Store
+
+from cardcube.errors import CorruptDocumentError, MissingShardError
+from cardcube.lru import LRUDict
+from cardcube.storage import read_json_many, store_url, write_json
+from cube import layout
+from cube.ledger import CubeVersion, confirm_committed
+
+FORMAT = "cardcube-manifest/1"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockManifest:
+    """The shards one time block of one tile stores, per band: ``(row, col)`` in the band's shard grid, with the
+    crc32 of the values written there (:func:`cube.shard_reader.values_checksum`)."""
+
+    tile: str
+    hot: bool
+    block: int
+    shards: Mapping[str, Mapping[tuple[int, int], int]] = field(default_factory=dict)
+
+    def stores(self, band: str, row: int, col: int) -> bool:
+        return (row, col) in self.shards.get(band, {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "tile": self.tile, "hot": self.hot, "block": self.block,
+                "shards": {band: [[r, c, crc] for (r, c), crc in sorted(cells.items())]
+                           for band, cells in sorted(self.shards.items())}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BlockManifest:
+        if d.get("format") != FORMAT:
+            raise CorruptDocumentError(f"not a {FORMAT} document (format: {d.get('format')!r})")
+        return cls(d["tile"], d["hot"], d["block"],
+                   {band: {(r, c): crc for r, c, crc in cells} for band, cells in d["shards"].items()})
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKey:
+    """A band shard's place in the cube, parsed from its store key (``.../<band>/c/<t>/<row>/<col>``)."""
+
+    tile: str
+    hot: bool
+    band: str
+    block: int
+    row: int
+    col: int
+
+    @classmethod
+    def parse(cls, key: str) -> ShardKey | None:
+        """The shard a store key names, or None for a key of no band shard of the cube's layout."""
+        head, sep, coords = key.rpartition("/c/")
+        parts, cells = head.split("/"), coords.split("/")
+        if not sep or len(cells) != 3 or not all(c.isdigit() for c in cells) or layout.ZARR_NAME not in parts:
+            return None
+        at = parts.index(layout.ZARR_NAME)
+        if at < 1:
+            return None
+        hot = parts[at + 1:at + 2] == ["hot"]
+        block, row, col = (int(c) for c in cells)
+        return cls(parts[at - 1], hot, parts[-1], block, row, col)
+
+
+def block_manifests(stored: Iterable[tuple[str, bool, int, str, int, int, int]],
+                    blocks: Iterable[tuple[str, bool, int]], bands: Sequence[str]) -> list[BlockManifest]:
+    """The manifests of the ``blocks`` (tile, hot, block) an ingest wrote, every band listed (none stored:
+    empty), from the shards it ``stored`` (tile, hot, block, band, row, col, crc32)."""
+    cells: dict[tuple[str, bool, int], dict[str, dict[tuple[int, int], int]]] = {
+        b: {band: {} for band in bands} for b in sorted(set(blocks))}
+    for tile, hot, block, band, row, col, crc in stored:
+        cells[(tile, hot, block)][band][(row, col)] = crc
+    return [BlockManifest(t, h, b, per) for (t, h, b), per in cells.items()]
+
+
+def write_manifests(store: Store, collection: str, manifests: Iterable[BlockManifest]) -> None:
+    for m in manifests:
+        write_json(store, layout.manifest_key(collection, m.tile, m.block, hot=m.hot), m.to_dict())
+
+
+def read_manifests(store: Store, collection: str, blocks: Sequence[tuple[str, bool, int]]
+                   ) -> dict[tuple[str, bool, int], BlockManifest | None]:
+    """The manifest of each of ``blocks`` (tile, hot, block), None for a block without one, all fetched at once."""
+    docs = read_json_many(store, [layout.manifest_key(collection, t, b, hot=h) for t, h, b in blocks])
+    return {b: None if doc is None else BlockManifest.from_dict(doc) for b, doc in zip(blocks, docs, strict=True)}
+
+
+def missing_shards(store: Store, collection: str, keys: Sequence[str]) -> list[str]:
+    """Those of ``keys`` (shards a read found absent) that their block's manifest says were stored: lost data."""
+    parsed = {key: ShardKey.parse(key) for key in keys}
+    wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None})
+    manifests = read_manifests(store, collection, wanted)
+    lost = []
+    for key, k in parsed.items():
+        m = None if k is None else manifests[(k.tile, k.hot, k.block)]
+        if m is not None and m.stores(k.band, k.row, k.col):
+            lost.append(key)
+    return lost
+
+
+class AbsentShards:
+    """Shards a long-running reader found missing and confirmed areas with no data (:func:`confirm_absent`), by
+    (collection, version, key): never written for that version, so finding one missing again needs no lookup.
+    Its lock makes the threads that find one shard missing at once (its chunks, read in parallel) look it up once."""
+
+    def __init__(self, size: int) -> None:
+        self.keys: MutableMapping[tuple[str, int, str], bool] = LRUDict(size)
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[tuple[str, int, str]]:
+        return iter(self.keys)
+
+
+def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *,
+                   absent: AbsentShards | None = None) -> None:
+    """Raise unless the shards a read of ``version`` found ``missing`` are areas with no data, read as fill
+    rightly: :class:`VersionNotFoundError` if the version was expired while being read (expire deletes its hot
+    slots; :func:`cube.ledger.confirm_committed`), :class:`MissingShardError` if their block's manifest lists
+    them (lost objects). ``absent``: the shards a long-running reader confirmed so before, not looked up again."""
+    if absent is None:
+        _confirm_absent(store, version, missing)
+        return
+    with absent.lock:
+        new = [m for m in missing if (version.collection, version.version, m) not in absent.keys]
+        if new:
+            _confirm_absent(store, version, new)
+            absent.keys.update({(version.collection, version.version, m): True for m in new})
+
+
+def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str]) -> None:
+    hot = [key for key in missing if (k := ShardKey.parse(key)) is not None and k.hot]
+    if hot:
+        confirm_committed(store, version, hot)
+    lost = missing_shards(store, version.collection, missing)
+    if lost:
+        raise MissingShardError(
+            f"{len(lost)} shard(s) of the {version.collection} cube at {store_url(store)} that its ingest stored "
+            f"are missing from the store ({', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}): the cube has lost "
+            "data (objects deleted outside cardcube, a partial restore); restore them from a backup, or check the "
+            "whole cube with `cardcube verify`")

@@ -1,0 +1,126 @@
+"""Checking a cube against its block manifests: is every shard its kept versions read in the store, and sound?
+
+A lost object reads as an area with no data to a plain Zarr reader; cardcube's readers raise on it when they
+come to it (:func:`cube.manifest.confirm_absent`). :func:`verify` looks at every shard the manifests of the
+kept versions' time blocks list, before anyone reads them: after a restore from a backup, a migration between
+buckets, a lifecycle rule changed, or on a schedule. Without ``deep`` it reads each shard's index (a small
+ranged read: the object is there, its end intact); with it, every byte, decompressing every chunk and comparing
+the values with the checksum ingest recorded (blosc notices a damaged stream, not always a changed byte).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import zarr
+from tqdm.auto import tqdm
+from zarr.abc.store import SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from cardcube.storage import StoreLike, open_store, reading, store_url
+from cube.ledger import version_history
+from cube.manifest import read_manifests
+from cube.shard_reader import check_shard, index_size
+from cube.tile_arrays import open_arrays
+
+# Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
+IN_FLIGHT = 64
+IN_FLIGHT_DEEP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What :func:`verify` found: ``problems`` are (shard key, what is wrong); ``unlisted`` counts the time blocks
+    without a manifest (written before manifests existed), whose shards could not be checked."""
+
+    collection: str
+    cube: str
+    versions: tuple[int, ...]
+    blocks: int
+    unlisted: int
+    shards: int
+    deep: bool
+    problems: tuple[tuple[str, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"collection": self.collection, "cube": self.cube, "versions": list(self.versions),
+                "blocks": self.blocks, "unlisted": self.unlisted, "shards": self.shards, "deep": self.deep,
+                "ok": self.ok, "problems": [{"key": k, "problem": p} for k, p in self.problems]}
+
+    def summary(self) -> str:
+        how = "read whole and decompressed" if self.deep else "their indexes read"
+        versions = (f"versions {self.versions[0]}-{self.versions[-1]}" if len(self.versions) > 1
+                    else f"version {self.versions[0]}")
+        lines = [f"{self.collection} cube at {self.cube}, {versions}: {self.shards} shard(s) of {self.blocks} time "
+                 f"block(s) checked ({how}): {'sound' if self.ok else f'{len(self.problems)} damaged'}"]
+        if self.unlisted:
+            lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them): "
+                         "not checked")
+        lines += [f"  {key}: {problem}" for key, problem in self.problems]
+        return "\n".join(lines)
+
+
+def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
+           storage_options: Mapping[str, Any] | None = None, progress: bool = True) -> VerifyResult:
+    """Check every shard that the manifests of the time blocks of ``collection``'s kept versions list: present
+    and its index sound, or with ``deep`` every chunk decompressed (see the module text). Reads only."""
+    store = open_store(cube, storage_options=storage_options, read_only=True)
+    versions = version_history(store, collection)
+    spec = versions[-1].spec
+    blocks = sorted({(tile, False, b) for v in versions for tile, s in v.tiles.items()
+                     for b in range(len(s.cold) // spec.chunks.time)}
+                    | {(tile, True, h.slot) for v in versions for tile, s in v.tiles.items() for h in s.hot})
+    manifests = read_manifests(store, collection, blocks)
+    shards: list[_Shard] = []
+    for tile in sorted({t for t, _, _ in blocks}):
+        arrays = open_arrays(store, collection, tile, [(b.resolution, b.name, hot) for b in spec.bands
+                                                       for hot in (False, True)])
+        for (t, hot, block), manifest in manifests.items():
+            for band in spec.bands if t == tile and manifest is not None else ():
+                array = arrays[(band.resolution, band.name, hot)]
+                prefix = array.store_path.path
+                shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((block, r, c))}", (block, r, c),
+                                  crc) for (r, c), crc in sorted(manifest.shards.get(band.name, {}).items())]
+    problems = _check(store, shards, deep=deep, progress=progress)
+    return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
+                        sum(m is not None for m in manifests.values()), sum(m is None for m in manifests.values()),
+                        len(shards), deep, tuple(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class _Shard:
+    array: zarr.Array
+    key: str
+    coords: tuple[int, int, int]
+    checksum: int
+
+
+def _check(store: Any, shards: list[_Shard], *, deep: bool, progress: bool) -> list[tuple[str, str]]:
+    """(key, problem) of each damaged shard of ``shards``, read ``IN_FLIGHT`` at a time through ``store``."""
+    proto = default_buffer_prototype()
+
+    async def one(s: _Shard) -> str | None:
+        buf = await store.get(s.key, proto, None if deep else SuffixByteRequest(index_size(s.array)))
+        data = None if buf is None else buf.to_bytes()
+        return check_shard(s.array, s.key, data, coords=s.coords if deep else None, checksum=s.checksum)
+
+    async def batch(part: list[_Shard]) -> list[str | None]:
+        return await asyncio.gather(*(one(s) for s in part))
+
+    step = IN_FLIGHT_DEEP if deep else IN_FLIGHT
+    problems = []
+    with tqdm(total=len(shards), desc="checking shards", unit="shard", disable=not progress) as bar, \
+            reading("the cube's shards", store):
+        for i in range(0, len(shards), step):
+            part = shards[i:i + step]
+            problems += [(s.key, p) for s, p in zip(part, sync(batch(part)), strict=True) if p is not None]
+            bar.update(len(part))
+    return problems

@@ -1,0 +1,173 @@
+"""Block manifests: a lost shard is an error where it is read and in `cardcube verify`; an area without data is not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardcube.errors import MissingShardError
+from cardcube.storage import open_store
+from cube import layout
+from cube.dataset import open_cube
+from cube.extract import extract
+from cube.ledger import read_version
+from cube.manifest import BlockManifest, ShardKey, read_manifests
+from cube.timeseries import parcel_timeseries
+from cube.verify import verify
+from tests.ingest.checks import assert_manifests_match, unlist_shards
+
+
+@pytest.fixture
+def cube(tiny_cube, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_cube, tmp_path / "cube"))
+
+
+def _shards(cube: Path, band: str, block: int, *, hot: bool = False) -> list[Path]:
+    """The shard files of ``band``'s time block (hot slot) ``block`` in the tiny cube's tile."""
+    tile = next((cube / "s2").glob("*/cube.zarr")).parent.name
+    array = cube / layout.array_path("s2", tile, 10, band, hot=hot)
+    return sorted((array / "c" / str(block)).glob("*/*"))
+
+
+@pytest.mark.parametrize("collection", ["s2", "s1"])
+def test_every_block_lists_exactly_the_shards_stored(tiny_cube, collection):
+    assert assert_manifests_match(tiny_cube, collection) > 0
+
+
+def test_a_manifest_round_trips_and_shard_keys_parse():
+    m = BlockManifest("31UFU", True, 14, {"B04": {(5, 8): 2**32 - 1, (5, 7): 0}, "SCL": {}})
+    assert BlockManifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert m.stores("B04", 5, 7) and not m.stores("B04", 6, 7) and not m.stores("SCL", 5, 7)
+    assert ShardKey.parse("s2/31UFU/cube.zarr/hot/r10m/B04/c/14/5/8") == ShardKey("31UFU", True, "B04", 14, 5, 8)
+    assert ShardKey.parse("s2/31UFU/cube.zarr/r20m/B11/c/2/5/8") == ShardKey("31UFU", False, "B11", 2, 5, 8)
+    assert ShardKey.parse("s2/31UFU/cube.zarr/r10m/time/c/0") is None  # a coordinate's chunk, no band shard
+
+
+def test_a_lost_shard_is_an_error_where_it_is_read_not_an_area_without_data(cube, parcels, tmp_path):
+    lost = _shards(cube, "B04", 0)
+    before = open_cube(cube, decode=False).B04.isel(time=0).compute()
+    assert lost and int((before != 0).sum()) > 0
+    for shard in lost:
+        shard.unlink()  # an object deleted behind cardcube's back
+
+    with pytest.raises(MissingShardError, match=r"stored are missing .*r10m/B04/c/0/.*cardcube verify"):
+        open_cube(cube, decode=False).B04.isel(time=0).compute()
+    with pytest.raises(MissingShardError):
+        parcel_timeseries(cube, parcels.iloc[:5], bands=["B04"])
+    with pytest.raises(MissingShardError):
+        extract(parcels, cube, tmp_path / "out", bands=["B04"], progress=False)
+    assert int((open_cube(cube, decode=False).B08.isel(time=0).compute() != 0).sum()) > 0  # other bands read on
+
+    unlist_shards(cube, lost)  # what a block holds where its scenes had no data: no shard, read as nodata
+    after = open_cube(cube, decode=False).B04.isel(time=0).compute()
+    assert int((after != 0).sum()) == 0
+
+
+def test_a_cube_written_before_manifests_reads_a_missing_shard_as_no_data(cube):
+    shutil.rmtree(next((cube / "s2").glob("*/_manifest")))
+    for shard in _shards(cube, "B04", 1):
+        shard.unlink()
+    ds = open_cube(cube, decode=False).B04
+    assert int((ds.isel(time=slice(4, 8)).compute() != 0).sum()) == 0
+    assert int((ds.isel(time=slice(0, 4)).compute() != 0).sum()) > 0
+    result = verify(cube, progress=False)
+    assert result.ok and result.shards == 0 and result.blocks == 0 and result.unlisted > 0
+
+
+def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_cube):
+    """The chunks of one missing hot shard are read by several dask threads at once: with a reader's ``absent``
+    cache, they make one lookup of the version's record and one of the manifest between them, not one each."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cardcube.storage import CountingStore
+    from cube.manifest import AbsentShards, confirm_absent
+
+    class SlowLookups(CountingStore):
+        async def exists(self, key: str) -> bool:
+            await asyncio.sleep(0.2)  # an S3 HEAD's round trip: long enough for every thread to ask meanwhile
+            return await super().exists(key)
+
+    store = SlowLookups(open_store(tiny_cube, read_only=True))
+    version, absent = read_version(store, "s2"), AbsentShards(16)
+    tile = next(iter(version.tiles))
+    key = f"{layout.array_path('s2', tile, 10, 'B04', hot=True)}/c/0/0/0"  # far from the region: no data there
+    store.reset()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: confirm_absent(store, version, [key], absent=absent), range(4)))
+    assert store.requests["exists"] == 1 and store.requests["get"] == 1
+    assert list(absent) == [("s2", version.version, key)]
+
+
+def _damage(cube: Path) -> dict[str, str]:
+    """Lose one shard, cut another short, and flip bytes inside a chunk of a third (its index intact): the keys,
+    by what a deep check says of each."""
+    lost, short, flipped = _shards(cube, "B04", 1)[0], _shards(cube, "B08", 0)[0], _shards(cube, "B03", 0)[0]
+    lost.unlink()
+    short.write_bytes(short.read_bytes()[:1000])
+    data = bytearray(flipped.read_bytes())
+    data[40:240] = bytes(200)  # inside the first chunk: blosc's header and the start of its stream
+    flipped.write_bytes(bytes(data))
+    return {p.relative_to(cube).as_posix(): what for p, what in
+            ((lost, "missing"), (short, "checksum"), (flipped, "differ"))}
+
+
+def test_verify_finds_lost_truncated_and_corrupt_shards(cube):
+    sound = verify(cube, progress=False)
+    store = open_store(cube, read_only=True)
+    version = read_version(store, "s2")
+    tile = next(iter(version.tiles))
+    blocks = [(tile, False, b) for b in range(len(version.tiles[tile].cold) // version.spec.chunks.time)]
+    blocks += [(tile, True, h.slot) for h in version.tiles[tile].hot]
+    listed = sum(len(c) for m in read_manifests(store, "s2", blocks).values() for c in m.shards.values())
+    assert sound.ok and sound.shards == listed > 0 and sound.blocks == len(blocks) and sound.unlisted == 0
+
+    damaged = _damage(cube)
+    quick, deep = verify(cube, progress=False), verify(cube, deep=True, progress=False)
+
+    by_key = dict(deep.problems)
+    assert set(by_key) == set(damaged) and not deep.ok
+    for key, what in damaged.items():
+        assert what in by_key[key], (key, by_key[key])
+    flipped = next(k for k, w in damaged.items() if w == "differ")
+    assert {k for k, _ in quick.problems} == set(damaged) - {flipped}  # the index alone cannot tell that one
+
+
+def test_the_verify_command_lists_the_damage_and_exits_with_1(cube):
+    command = [sys.executable, "-m", "cardcube.cli", "verify", "--cube", str(cube), "--quiet"]
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and ": sound" in ok.stdout, ok.stderr
+    damaged = _damage(cube)
+    bad = subprocess.run([*command, "--deep", "--json"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1, bad.stderr
+    doc = json.loads(bad.stdout)
+    assert not doc["ok"] and {p["key"] for p in doc["problems"]} == set(damaged)
+    none = subprocess.run([*command[:-3], "--cube", str(cube.parent / "nothing"), "--quiet"], capture_output=True,
+                          text=True, timeout=300)
+    assert none.returncode == 2 and "error: no cube at" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_verify_reads_a_cube_on_s3(tiny_region, s3_bucket):
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+
+    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    ingest(tiny_region.items, url, collection="s1", chunks=ChunkLayout.parse("time=4,space=64,shard_space=256"),
+           storage_options=opts, progress=False)
+    sound = verify(url, "s1", deep=True, storage_options=opts, progress=False)
+    assert sound.ok and sound.shards > 0
+    client = s3_bucket.server.client()
+    keys = [k["Key"] for k in client.list_objects_v2(Bucket=s3_bucket.name, Prefix="cube/s1/")["Contents"]
+            if "/cube.zarr/r10m/VH/c/" in k["Key"]]
+    client.delete_object(Bucket=s3_bucket.name, Key=keys[0])
+    found = verify(url, "s1", storage_options=opts, progress=False)
+    assert found.problems == ((keys[0].removeprefix("cube/"), "missing"),)
+    with pytest.raises(MissingShardError):
+        open_cube(url, "s1", decode=False, storage_options=opts).VH.compute()
+    assert np.isfinite(open_cube(url, "s1", storage_options=opts).VV.compute()).any()
