@@ -47,7 +47,7 @@ from cube.ledger import (
     data_footprint,
     read_version,
 )
-from cube.manifest import confirm_absent
+from cube.manifest import AbsentShards, confirm_absent
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -192,17 +192,17 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
            ) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
     opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A shard found
-    missing is checked (:func:`cube.manifest.confirm_absent`, once per shard and version with a ``cache``) against
-    its block's manifest (lost data) and, in the hot buffer, the ledger (the version expired meanwhile)."""
+    missing is checked, once per shard (per query, or per ``cache``), against its block's manifest (lost data) and,
+    in the hot buffer, the ledger (the version expired meanwhile): :func:`cube.manifest.confirm_absent`."""
     state = version.tiles[tile]
+    absent = AbsentShards(1024) if cache is None else cache.absent  # this query's lookups, or a reader's
     parts = []
     for hot in kinds:
         length = state.hot_slots_used if hot else len(state.cold)
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
-                             on_missing=partial(confirm_absent, store, version,
-                                                absent=None if cache is None else cache.absent)))
+                             on_missing=partial(confirm_absent, store, version, absent=absent)))
     return parts
 
 

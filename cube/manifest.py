@@ -104,27 +104,38 @@ def read_manifests(store: Store, collection: str, blocks: Sequence[tuple[str, bo
     return {b: None if doc is None else BlockManifest.from_dict(doc) for b, doc in zip(blocks, docs, strict=True)}
 
 
-def missing_shards(store: Store, collection: str, keys: Sequence[str]) -> list[str]:
-    """Those of ``keys`` (shards a read found absent) that their block's manifest says were stored: lost data."""
+def missing_shards(store: Store, collection: str, keys: Sequence[str], *,
+                   known: MutableMapping[tuple[str, bool, int], BlockManifest | None] | None = None) -> list[str]:
+    """Those of ``keys`` (shards a read found absent) that their block's manifest says were stored: lost data.
+    ``known``: manifests read before, by (tile, hot, block), and filled with those read now (a committed block's
+    manifest never changes)."""
+    known = {} if known is None else known
     parsed = {key: ShardKey.parse(key) for key in keys}
-    wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None})
-    manifests = read_manifests(store, collection, wanted)
+    wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None} - set(known))
+    known.update(read_manifests(store, collection, wanted))
     lost = []
     for key, k in parsed.items():
-        m = None if k is None else manifests[(k.tile, k.hot, k.block)]
+        m = None if k is None else known[(k.tile, k.hot, k.block)]
         if m is not None and m.stores(k.band, k.row, k.col):
             lost.append(key)
     return lost
 
 
 class AbsentShards:
-    """Shards a long-running reader found missing and confirmed areas with no data (:func:`confirm_absent`), by
-    (collection, version, key): never written for that version, so finding one missing again needs no lookup.
-    Its lock makes the threads that find one shard missing at once (its chunks, read in parallel) look it up once."""
+    """Shards a reader found missing and confirmed areas with no data (:func:`confirm_absent`), by (collection,
+    version, key): never written for that version, so finding one missing again needs no lookup; and the block
+    manifests it read for that, by (collection, tile, hot, block). Its lock makes the threads that find one shard
+    missing at once (its chunks, read in parallel) look it up once."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, manifests: int = 256) -> None:
+        """Keep up to ``size`` shards and ``manifests`` manifests per collection (a tile's: up to ~100 KB each)."""
         self.keys: MutableMapping[tuple[str, int, str], bool] = LRUDict(size)
+        self.manifests: MutableMapping[str, MutableMapping[tuple[str, bool, int], BlockManifest | None]] = {}
         self.lock = threading.Lock()
+        self._manifests = manifests
+
+    def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest | None]:
+        return self.manifests.setdefault(collection, LRUDict(self._manifests))
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -140,20 +151,21 @@ def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *
     slots; :func:`cube.ledger.confirm_committed`), :class:`MissingShardError` if their block's manifest lists
     them (lost objects). ``absent``: the shards a long-running reader confirmed so before, not looked up again."""
     if absent is None:
-        _confirm_absent(store, version, missing)
+        _confirm_absent(store, version, missing, None)
         return
     with absent.lock:
         new = [m for m in missing if (version.collection, version.version, m) not in absent.keys]
         if new:
-            _confirm_absent(store, version, new)
+            _confirm_absent(store, version, new, absent.manifests_of(version.collection))
             absent.keys.update({(version.collection, version.version, m): True for m in new})
 
 
-def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str]) -> None:
+def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
+                    known: MutableMapping[tuple[str, bool, int], BlockManifest | None] | None) -> None:
     hot = [key for key in missing if (k := ShardKey.parse(key)) is not None and k.hot]
     if hot:
         confirm_committed(store, version, hot)
-    lost = missing_shards(store, version.collection, missing)
+    lost = missing_shards(store, version.collection, missing, known=known)
     if lost:
         raise MissingShardError(
             f"{len(lost)} shard(s) of the {version.collection} cube at {store_url(store)} that its ingest stored "

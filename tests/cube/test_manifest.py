@@ -105,6 +105,25 @@ def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_
     assert list(absent) == [("s2", version.version, key)]
 
 
+def test_a_query_reads_a_blocks_manifest_once_for_all_its_missing_shards(cube):
+    """Shards missing where no scene had data, across several dask tasks of one query (a chunk each): the block's
+    manifest is read once for all, not once a task."""
+    from cardcube.storage import CountingStore
+
+    gone = _shards(cube, "B04", 1)
+    for shard in gone:
+        shard.unlink()
+    unlist_shards(cube, gone)
+    store = CountingStore(open_store(cube, read_only=True))
+    lazy = open_cube(store, decode=False, bands="B04")
+    assert lazy.B04.data.npartitions > 2 * len(gone)  # each shard is several tasks' chunks
+    store.reset()
+    values = lazy.B04.isel(time=slice(4, 8)).compute()
+    assert int((values != 0).sum()) == 0
+    manifest_gets = [k for k in store.keys_read if f"/{layout.MANIFEST_DIR}/" in k]
+    assert manifest_gets == [layout.manifest_key("s2", ShardKey.parse(gone[0].relative_to(cube).as_posix()).tile, 1)]
+
+
 def _damage(cube: Path) -> dict[str, str]:
     """Lose one shard, cut another short, and flip bytes inside a chunk of a third (its index intact): the keys,
     by what a deep check says of each."""

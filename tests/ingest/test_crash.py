@@ -158,3 +158,4 @@ def test_a_first_ingest_killed_before_its_commit_leaves_nothing_to_trip_on(batch
     run_ingest(batches[1], cube, COLLECTION, "--chunks", other)
     expire(cube, COLLECTION, older_than=timedelta(0))
     assert assert_matches_sources(cube, batches[1], COLLECTION) > 0
+    assert assert_manifests_match(Path(cube), COLLECTION) > 0  # the blocks' in the layout of the ledger
