@@ -190,3 +190,21 @@ def test_verify_reads_a_cube_on_s3(tiny_region, s3_bucket):
     with pytest.raises(MissingShardError):
         open_cube(url, "s1", decode=False, storage_options=opts).VH.compute()
     assert np.isfinite(open_cube(url, "s1", storage_options=opts).VV.compute()).any()
+
+
+def test_the_service_answers_a_lost_shard_with_a_500_that_names_it(cube, tiny_region, parcels):
+    from cardcube.testing.served import ServedCommand
+
+    lost = _shards(cube, "B04", 0)
+    for shard in lost:
+        shard.unlink()
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
+    try:
+        parcel = parcels.parcel_id.iloc[0]
+        r = server.http.get(f"/collections/s2/parcels/{parcel}/timeseries", params={"bands": "B04"})
+        assert r.status_code == 500, r.text
+        assert "stored are missing" in r.json()["detail"] and "cardcube verify" in r.json()["detail"]
+        ok = server.http.get(f"/collections/s2/parcels/{parcel}/timeseries", params={"bands": "B08"})
+        assert ok.status_code == 200 and ok.json()["rows"]  # the other bands are whole
+    finally:
+        server.close()
