@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from cube.flag_files import flag_files
     from cube.plots import plot_timeseries
     from cube.timeseries import parcel_timeseries
+    from cube.verify import verify
     from ingest.expire import expire
     from ingest.job import ingest
 
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {expire(cube, 's2', older_than=timedelta(0)).summary()}")
     print(f"  cube {before:.0f} MB -> {_size_mb(cube):.0f} MB (cardcube expire; here --older-than 0, as nothing else "
           f"reads this cube)")
+    print(f"  {verify(cube, 's2', progress=False).summary()}  (cardcube verify: every shard the version reads)")
 
     print("\n7/7 anomaly markers on the extractions, checked against the planted ground truth")
     flags = flag_files(out / "extract", parcels.set_index("parcel_id").crop_code, s1=out / "extract-s1",

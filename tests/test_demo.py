@@ -17,8 +17,8 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    for step in (*(f"{i}/7" for i in range(1, 8)), "planted anomalies", "expired 1 version", "cardcube serve",
-                 "demo finished"):
+    for step in (*(f"{i}/7" for i in range(1, 8)), "planted anomalies", "expired 1 version", ": sound",
+                 "cardcube serve", "demo finished"):
         assert step in done.stdout
     assert (out / "timeseries.png").stat().st_size > 0 and (out / "cube" / "catalog.json").exists()
     optical = pd.read_csv(out / "timeseries_s2.csv")
