@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def snapshot(cube: Path) -> dict[str, bytes]:
-    """Every catalog document of ``cube`` (not the Zarr data nor the ledger), by path."""
+    """Every catalog document of ``cube`` (not the Zarr data, the ledger nor the block manifests), by path."""
     return {str(p.relative_to(cube)): p.read_bytes() for p in sorted(cube.rglob("*.json"))
-            if "cube.zarr" not in p.parts and "_ledger" not in p.parts and p.name not in ("zarr.json", "_lock.json")}
+            if not {"cube.zarr", "_ledger", "_manifest"} & set(p.parts) and p.name not in ("zarr.json", "_lock.json")}
 
 
 def _validate(cube: Path) -> list:
