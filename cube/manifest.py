@@ -4,11 +4,12 @@ Zarr stores no shard whose values are all the fill value, so a shard absent from
 rightly where no scene had data (outside a swath, beyond the area ingested), wrongly where an object was lost
 (deleted by hand or by a bucket's lifecycle rule, a half-restored backup). The ingest that writes a time block
 (a cold block of ``time`` dates, or one hot-buffer slot) also writes, before it commits, the block's manifest:
-per band, the shards (row, column in the shard grid) it stored. A block is written once, by one ingest, so its
-manifest never changes once committed (a crashed run's leftovers are rewritten by the next run that writes
-the block, before anything reads it). A reader that finds a shard missing looks the block's manifest up
-(:func:`missing_shards`), and :func:`verify` checks a whole cube against its manifests. Blocks written before
-manifests existed have none: their missing shards read as nodata, as they always did.
+per band, the shards (row, column in the shard grid) it stored, each with a crc32 of its values. A block is
+written once, by one ingest, so its manifest never changes once committed (a crashed run's leftovers are
+rewritten by the next run that writes the block, before anything reads it). A reader that finds a shard
+missing looks the block's manifest up (:func:`missing_shards`), and :func:`cube.verify.verify` checks a whole
+cube against its manifests. Blocks written before manifests existed have none: their missing shards read as
+nodata, as they always did.
 """
 
 from __future__ import annotations
