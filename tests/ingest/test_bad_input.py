@@ -17,7 +17,16 @@ from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.http_source import http_server, served
-from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
+from tests.ingest.scene_edits import (
+    blank,
+    broken_copy,
+    items_of,
+    reproject,
+    reproject_label,
+    shift,
+    truncate,
+    write_items,
+)
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
 UTM31_TOWGS84 = "+proj=utm +zone=31 +ellps=WGS84 +towgs84=0,0,0,0,0,0,0 +units=m +no_defs"  # no EPSG code
@@ -142,6 +151,18 @@ def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_regi
     assert rejection.kind == "DuplicateSceneError" and good[0]["id"] in rejection.reason
     assert "a reprocessed product goes into a new cube" in rejection.reason
     assert "REDELIVERED" not in read_version(open_store(tmp_path / "cube"), "s2").scenes
+
+
+def test_a_scene_reprojected_to_another_crs_is_rejected_for_its_crs_not_its_pixel_size(bad_batch, tiny_region,
+                                                                                        tmp_path):
+    path, good, _ = bad_batch
+    warped = broken_copy(tiny_region.items, good[0], "WARPED-32632", reproject(32632),
+                         props={"datetime": "2024-01-07T10:00:00Z"})
+    result = ingest(write_items(path, [warped], "warped.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert rejection.kind == "SceneGridError"
+    assert "CRS EPSG:32632 is not the CRS of tile 31UFU (EPSG:32631)" in rejection.reason, rejection.reason
+    assert "m pixels, expected" not in rejection.reason
 
 
 def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch, tmp_path):
