@@ -148,8 +148,8 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
         other = seen.get((s.tile, s.time))
         if other is not None:
             why = ("committed dates never change (extractions rely on it): a reprocessed product goes into a new "
-                   "cube" if other in head.scenes else "two products of one acquisition in the source: the first "
-                   "is read")
+                   "cube" if other in head.scenes else "two products of one acquisition in the source: the one "
+                   "whose id sorts first is read, whatever their order in the source")
             err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {s.time} "
                                                   f"(scene {other}); {why}")
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))

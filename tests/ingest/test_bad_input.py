@@ -165,6 +165,19 @@ def test_a_scene_reprojected_to_another_crs_is_rejected_for_its_crs_not_its_pixe
     assert "m pixels, expected" not in rejection.reason
 
 
+def test_of_two_products_of_one_acquisition_in_one_source_the_reason_says_which_goes_in_and_why(bad_batch,
+                                                                                                tiny_region, tmp_path):
+    path, good, _ = bad_batch
+    reprocessed = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"))  # same tile and time
+    assert reprocessed["id"] > good[0]["id"]
+    for name, order in [("new-first", [reprocessed, good[0]]), ("old-first", [good[0], reprocessed])]:
+        result = ingest(write_items(path, order, f"{name}.json"), tmp_path / name, chunks=CHUNKS, progress=False)
+        assert result.added == (good[0]["id"],), name  # whatever the order in the source
+        (rejection,) = result.rejected
+        assert rejection.scene_id == reprocessed["id"] and f"(scene {good[0]['id']})" in rejection.reason
+        assert "the one whose id sorts first is read, whatever their order in the source" in rejection.reason
+
+
 def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch, tmp_path):
     path, good, _ = bad_batch
     s2_only = write_items(path, good, "s2-only.json")
