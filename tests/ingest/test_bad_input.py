@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import geopandas as gpd
 import pytest
@@ -175,7 +175,25 @@ def test_of_two_products_of_one_acquisition_in_one_source_the_reason_says_which_
         assert result.added == (good[0]["id"],), name  # whatever the order in the source
         (rejection,) = result.rejected
         assert rejection.scene_id == reprocessed["id"] and f"(scene {good[0]['id']})" in rejection.reason
-        assert "the one whose id sorts first is read, whatever their order in the source" in rejection.reason
+        assert "the earliest is read (of one time, the one whose id sorts first), whatever their order in the " \
+               "source" in rejection.reason
+
+
+def test_a_reprocessed_product_seconds_apart_from_a_committed_date_is_rejected_as_its_duplicate(bad_batch,
+                                                                                               tiny_region, tmp_path):
+    """Another product of one tile's acquisition whose item time differs by seconds (a reprocessing, another
+    provider's time): the same pass, so the same acquisition, not a second date."""
+    path, good, _ = bad_batch
+    ingest(write_items(path, good, "good.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    when = datetime.fromisoformat(good[0]["properties"]["datetime"].replace("Z", "+00:00"))
+    later = (when + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    again = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"), props={"datetime": later})
+    result = ingest(write_items(path, [again], "seconds-apart.json"), tmp_path / "cube", chunks=CHUNKS,
+                    progress=False)
+    (rejection,) = result.rejected
+    assert rejection.kind == "DuplicateSceneError" and f"(scene {good[0]['id']})" in rejection.reason
+    assert "on the pass this one was seen on at" in rejection.reason
+    assert open_cube(tmp_path / "cube", "s2", decode=False).sizes["time"] == len(good)
 
 
 def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch, tmp_path):
