@@ -89,7 +89,8 @@ class LockInfo:
                 f"{now - self.started:.0f} s ago, last heartbeat {now - self.heartbeat:.0f} s ago)")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +101,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_stale(info: LockInfo, stale_after: float) -> bool:
-    if info.host == socket.gethostname() and not _pid_alive(info.pid):
+    if info.host == socket.gethostname() and not pid_alive(info.pid):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
