@@ -9,11 +9,15 @@ acquisition falls within ``--time`` (:class:`~cardcube.errors.DateNotFoundError`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError
 
@@ -60,13 +64,38 @@ def quiet_rasterio_threads() -> None:
         warnings.filterwarnings("ignore", message="Dataset has no geotransform", module=module)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, Kubernetes stopping a pod), raised where Ctrl-C would be: the command
+    unwinds as on Ctrl-C, so a writer lets go of its lock instead of leaving it to block the cube for
+    ``--stale-after`` seconds to a run on another host (the next pod)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (in the main thread, the only one that may set a
+    handler); the former handler is restored after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    former = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, former)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     quiet_rasterio_threads()
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except CardcubeError as exc:
         if args.verbose:
             raise
@@ -77,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"cardcube {args.command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"cardcube {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"cardcube {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -108,10 +108,7 @@ class TileGrid:
         Raises :class:`SceneGridError` if ``geobox`` is in another CRS, is rotated, has another pixel
         size, is not aligned with the tile's pixel lattice, or reaches outside the tile.
         """
-        if geobox.crs is None or geobox.crs.epsg != self.epsg:
-            found = "none" if geobox.crs is None else (f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else
-                                                       _describe(geobox.crs.proj))
-            raise SceneGridError(scene_id, f"CRS {found} is not the CRS of tile {self.tile_id} ({self.crs})")
+        self.check_crs(geobox, scene_id=scene_id)
         a = geobox.affine
         res = a.a
         if a.b != 0 or a.d != 0 or not math.isclose(a.e, -res) or res <= 0:
@@ -128,6 +125,15 @@ class TileGrid:
         if row < 0 or col < 0 or row + h > full.shape[0] or col + w > full.shape[1]:
             raise SceneGridError(scene_id, f"extent {geobox.boundingbox} reaches outside tile {self.tile_id}")
         return row, col
+
+
+    def check_crs(self, geobox: GeoBox, *, scene_id: str = "?") -> None:
+        """:class:`SceneGridError` if ``geobox`` is not in this tile's CRS: checked before the pixel size, as a
+        file reprojected to another CRS has pixels of another size too, and its CRS is what is wrong."""
+        if geobox.crs is None or geobox.crs.epsg != self.epsg:
+            found = "none" if geobox.crs is None else (f"EPSG:{geobox.crs.epsg}" if geobox.crs.epsg else
+                                                       _describe(geobox.crs.proj))
+            raise SceneGridError(scene_id, f"CRS {found} is not the CRS of tile {self.tile_id} ({self.crs})")
 
 
 def _describe(crs: pyproj.CRS) -> str:

@@ -67,7 +67,9 @@ STEPS = ("locked", "recovered", "validated", "written", "committed", "published"
 @dataclass(frozen=True, slots=True)
 class LockInfo:
     """Who holds a writer lock (its JSON object). ``stale_after`` is the holder's own: a writer given a
-    shorter one still waits that long before it takes the lock for dead."""
+    shorter one still waits that long before it takes the lock for dead. ``command`` names the kind of writer
+    (``ingest``, ``expire``), for the operator looking for it; a lock written before it was recorded says
+    ``writer``."""
 
     owner: str
     host: str
@@ -75,6 +77,7 @@ class LockInfo:
     started: float
     heartbeat: float
     stale_after: float = STALE_AFTER
+    command: str = "writer"
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
@@ -82,11 +85,12 @@ class LockInfo:
 
     def describe(self) -> str:
         now = time.time()
-        return (f"ingest {self.owner[:8]} (pid {self.pid} on {self.host}, started {now - self.started:.0f} s ago, "
-                f"last heartbeat {now - self.heartbeat:.0f} s ago)")
+        return (f"{self.command} {self.owner[:8]} (pid {self.pid} on {self.host}, started "
+                f"{now - self.started:.0f} s ago, last heartbeat {now - self.heartbeat:.0f} s ago)")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -97,7 +101,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_stale(info: LockInfo, stale_after: float) -> bool:
-    if info.host == socket.gethostname() and not _pid_alive(info.pid):
+    if info.host == socket.gethostname() and not pid_alive(info.pid):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -152,7 +156,7 @@ class Fence:
         if current is None:
             self._lost("nobody holds its lock now")
         if current.get("owner") != self.owner:
-            self._lost(f"its lock is now held by ingest {str(current.get('owner'))[:8]} "
+            self._lost(f"its lock is now held by {current.get('command', 'writer')} {str(current.get('owner'))[:8]} "
                        f"(pid {current.get('pid')} on {current.get('host')})")
 
     def _lost(self, why: str) -> NoReturn:
@@ -165,10 +169,10 @@ class Fence:
 
 @contextmanager
 def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = STALE_AFTER,
-                heartbeat: float | None = None) -> Iterator[Fence]:
+                heartbeat: float | None = None, command: str = "ingest") -> Iterator[Fence]:
     """Hold the single-writer lock of ``collection`` for the duration of the block; the :class:`Fence`
     it yields is to be checked before each write. The lock is refreshed every ``heartbeat`` seconds
-    (default: ``stale_after`` / 20, at most 30 s)."""
+    (default: ``stale_after`` / 20, at most 30 s); ``command`` says who holds it to writers that find it."""
     key = layout.lock_key(collection)
     every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
     if not 0 < every < stale_after / 2:
@@ -179,7 +183,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     while True:
         lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
-        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after)
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command)
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break

@@ -162,7 +162,7 @@ def expire(
     store = open_store(cube, storage_options=storage_options, read_only=True)  # a missing folder says so
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
     store = store.with_read_only(False)
-    with writer_lock(store, collection, wait=wait, stale_after=stale_after) as fence:
+    with writer_lock(store, collection, wait=wait, stale_after=stale_after, command="expire") as fence:
         versions = version_history(store, collection)
         expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)

@@ -31,7 +31,7 @@ from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
-from ingest.passes import committed_pass_dates, mosaic_passes
+from ingest.passes import committed_pass_dates, mosaic_passes, product_key, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
@@ -129,9 +129,17 @@ def _resolve_spec(head: CubeVersion, collection: str, chunks: ChunkLayout | None
 
 
 def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceScene], list[str], list[Rejection]]:
-    """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions."""
+    """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions: of the same tile
+    and time, or, in a cube of per-tile products (Sentinel-2; backscatter slices of one pass may each name the
+    tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`)."""
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    per_tile = not head.spec.backscatter
+    products: dict[tuple, list[tuple[str, str]]] = {}
+    for tile, state in head.tiles.items() if per_tile else ():
+        for a in state.acquisitions:
+            products.setdefault(product_key(tile, a.platform, a.relative_orbit, a.orbit_state), []).append(
+                (a.time, a.scene_id))
     held = {p for r in head.scenes.values() for p in r.piece_ids}  # with the slices mosaicked into a date
     items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
@@ -146,16 +154,21 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         offered[s.scene_id] = s
-        other = seen.get((s.tile, s.time))
+        other = seen.get((s.tile, s.time)) or (same_pass_product(s, products) if per_tile else None)
         if other is not None:
             why = ("committed dates never change (extractions rely on it): a reprocessed product goes into a new "
-                   "cube" if other in head.scenes else "two products of one acquisition in the source: the first "
-                   "is read")
-            err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {s.time} "
+                   "cube" if other in head.scenes else "two products of one acquisition in the source: the "
+                   "earliest is read (of one time, the one whose id sorts first), whatever their order in the source")
+            when = head.scenes[other].time if other in head.scenes else offered[other].time
+            at = s.time if when == s.time else f"{when}, on the pass this one was seen on at {s.time}"
+            err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {at} "
                                                   f"(scene {other}); {why}")
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         seen[(s.tile, s.time)] = s.scene_id
+        if per_tile:
+            products.setdefault(product_key(s.tile, s.platform, s.relative_orbit, s.orbit_state), []).append(
+                (s.time, s.scene_id))
         todo.append(s)
     return todo, skipped, rejected
 

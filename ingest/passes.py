@@ -20,7 +20,7 @@ Pure: no files, no store.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from cardcube.spec import PASS_GAP_S
@@ -98,6 +98,23 @@ def mosaic(parts: Sequence[CheckedScene]) -> CheckedScene:
 def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:
     """``scenes`` with the slices of each pass on each tile mosaicked into one date (:func:`mosaic`)."""
     return [group[0] if len(group) == 1 else mosaic(group) for group in group_passes(scenes)]
+
+
+ProductKey = tuple[str, str, int, str]  # tile, platform, relative orbit, orbit state
+
+
+def product_key(tile: str, platform: str, relative_orbit: int, orbit_state: str) -> ProductKey:
+    """What two products of one acquisition of a tile share, but their time (:func:`same_pass_product`)."""
+    return tile, platform, relative_orbit, orbit_state
+
+
+def same_pass_product(scene: SourceScene, products: Mapping[ProductKey, Sequence[tuple[str, str]]]) -> str | None:
+    """The scene id among ``products`` (per :func:`product_key`, each product's time and scene id) that ``scene``
+    is another product of: the same tile seen on the same pass (platform, orbit, within :data:`PASS_GAP_S`). For a
+    cube of per-tile products (Sentinel-2 L2A), that is the same acquisition, even where the items' times differ
+    by seconds (a reprocessed product, or another provider's convention for the time)."""
+    key = product_key(scene.tile, scene.platform, scene.relative_orbit, scene.orbit_state)
+    return next((sid for time, sid in products.get(key, ()) if within_pass_gap(time, scene.time)), None)
 
 
 def committed_pass_dates(head: CubeVersion, scenes: Sequence[SourceScene]) -> dict[str, str]:

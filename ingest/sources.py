@@ -142,6 +142,23 @@ def _baseline(value: object) -> float | None:
         return None
 
 
+def _collection_items(doc: dict) -> list[pystac.Item]:
+    """The items of an ItemCollection document, read one by one so that a broken one is named: in a delivery of
+    hundreds, an error of pystac's own names no item."""
+    if not pystac.ItemCollection.is_item_collection(doc):
+        raise pystac.STACTypeError(doc, pystac.ItemCollection)
+    features = doc.get("features") or []
+    items = []
+    for n, feature in enumerate(features, 1):
+        try:
+            items.append(pystac.Item.from_dict(feature, preserve_dict=False))
+        except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:
+            name = f" ({feature.get('id')})" if isinstance(feature, dict) and feature.get("id") else ""
+            raise pystac.STACError(f"item {n} of {len(features)}{name}: {str(exc).rstrip('.')}; no item was "
+                                   f"ingested: correct that item or leave it out") from None
+    return items
+
+
 def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
     try:  # an endpoint where nothing listens fails at once, not after botocore's retries of the connection
         check_reachable(path)
@@ -163,7 +180,7 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
                                   f"(its JSON is a {type(doc).__name__})")
     try:
         if doc.get("type") == "FeatureCollection":
-            return list(pystac.ItemCollection.from_dict(doc, preserve_dict=False)), base
+            return _collection_items(doc), base
         if doc.get("type") in ("Catalog", "Collection"):
             cat = pystac.read_file(path, stac_io=_FsspecStacIO())
             return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself

@@ -11,8 +11,12 @@ until the run ends.
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 import posixpath
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +25,9 @@ from urllib.parse import urlparse
 
 from cardcube.errors import InvalidRequestError, SpoolError
 from cardcube.parallel import is_distributed
+from ingest.commit import pid_alive
+
+log = logging.getLogger(__name__)
 
 Spool = str | os.PathLike | bool  # ingest(spool=...): a folder, True (a temporary one) or False (none)
 
@@ -42,8 +49,28 @@ def spool_folder(spool: Spool, *, scheduler: object, remote: bool) -> Iterator[s
         yield None
         return
     where = None if spool is True else Path(spool).resolve()  # absolute: workers may run in another folder
-    with tempfile.TemporaryDirectory(prefix="cardcube-spool-", dir=where) as folder:
+    remove_dead_spools(where)
+    with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=where) as folder:
         yield folder
+
+
+_PREFIX = "cardcube-spool-"
+
+
+def remove_dead_spools(where: str | os.PathLike | None = None) -> list[str]:
+    """Remove the spool folders in ``where`` (default: the system's temporary folder) of runs on this host whose
+    process is gone: a run killed (kill -9, the OOM killer) cleans up nothing, and its spool holds the run's band
+    files. Its folder is named by host and process id; another host's (a volume the workers share) are left
+    alone. Returns the folders removed."""
+    host = socket.gethostname()
+    removed = []
+    for path in glob.glob(os.path.join(where or tempfile.gettempdir(), f"{glob.escape(_PREFIX + host)}-*-*")):
+        pid = os.path.basename(path)[len(_PREFIX + host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)) and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("removed the spool folder %s of an ingest that died (pid %s)", path, pid)
+            removed.append(path)
+    return removed
 
 
 def keep(folder: str, href: str, data: bytes, checksum: str) -> str:

@@ -270,7 +270,9 @@ def _place_or_warp(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, sc
 
 
 def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: str) -> tuple[int, int]:
-    """Row and column of the band's file in its tile; :class:`SceneGridError` if it is not on the tile grid."""
+    """Row and column of the band's file in its tile; :class:`SceneGridError` if it is not on the tile grid (its
+    CRS first, then its pixel size, then :meth:`TileGrid.window`)."""
+    tile.check_crs(geobox, scene_id=scene_id)
     if abs(geobox.affine.a - band.resolution) > 1e-9:
         raise SceneGridError(scene_id, f"band {band.name} ({href.rsplit('/', 1)[-1]}) has {geobox.affine.a:g} m "
                                        f"pixels, expected {band.resolution} m")

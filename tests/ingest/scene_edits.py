@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.warp import Resampling, calculate_default_transform
+from rasterio.warp import reproject as reproject_array
 
 from cardcube.synth.stac import read_features, write_features
 
@@ -60,6 +62,25 @@ def reproject_label(crs: int | str) -> Callable[[str, Path], None]:
     delivery."""
     def edit(band: str, path: Path) -> None:
         _rewrite(path, crs=f"EPSG:{crs}" if isinstance(crs, int) else crs)
+    return edit
+
+
+def reproject(epsg: int) -> Callable[[str, Path], None]:
+    """Warp every band into another CRS, as gdalwarp -t_srs does (its own pixel size and origin there): a
+    delivery mis-projected for real, not merely relabelled."""
+    def edit(band: str, path: Path) -> None:
+        with rasterio.open(path) as src:
+            profile = src.profile
+            transform, width, height = calculate_default_transform(src.crs, f"EPSG:{epsg}", src.width, src.height,
+                                                                   *src.bounds)
+            out = np.zeros((height, width), dtype=profile["dtype"])
+            reproject_array(src.read(1), out, src_transform=src.transform, src_crs=src.crs,
+                            dst_transform=transform, dst_crs=f"EPSG:{epsg}", resampling=Resampling.nearest)
+        for key in ("blockxsize", "blockysize", "tiled"):
+            profile.pop(key, None)
+        profile.update(driver="GTiff", crs=f"EPSG:{epsg}", transform=transform, width=width, height=height)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(out, 1)
     return edit
 
 

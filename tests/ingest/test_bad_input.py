@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import geopandas as gpd
 import pytest
@@ -17,7 +17,16 @@ from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.http_source import http_server, served
-from tests.ingest.scene_edits import blank, broken_copy, items_of, reproject_label, shift, truncate, write_items
+from tests.ingest.scene_edits import (
+    blank,
+    broken_copy,
+    items_of,
+    reproject,
+    reproject_label,
+    shift,
+    truncate,
+    write_items,
+)
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
 UTM31_TOWGS84 = "+proj=utm +zone=31 +ellps=WGS84 +towgs84=0,0,0,0,0,0,0 +units=m +no_defs"  # no EPSG code
@@ -142,6 +151,49 @@ def test_a_redelivered_acquisition_is_rejected_as_duplicate(bad_batch, tiny_regi
     assert rejection.kind == "DuplicateSceneError" and good[0]["id"] in rejection.reason
     assert "a reprocessed product goes into a new cube" in rejection.reason
     assert "REDELIVERED" not in read_version(open_store(tmp_path / "cube"), "s2").scenes
+
+
+def test_a_scene_reprojected_to_another_crs_is_rejected_for_its_crs_not_its_pixel_size(bad_batch, tiny_region,
+                                                                                        tmp_path):
+    path, good, _ = bad_batch
+    warped = broken_copy(tiny_region.items, good[0], "WARPED-32632", reproject(32632),
+                         props={"datetime": "2024-01-07T10:00:00Z"})
+    result = ingest(write_items(path, [warped], "warped.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert rejection.kind == "SceneGridError"
+    assert "CRS EPSG:32632 is not the CRS of tile 31UFU (EPSG:32631)" in rejection.reason, rejection.reason
+    assert "m pixels, expected" not in rejection.reason
+
+
+def test_of_two_products_of_one_acquisition_in_one_source_the_reason_says_which_goes_in_and_why(bad_batch,
+                                                                                                tiny_region, tmp_path):
+    path, good, _ = bad_batch
+    reprocessed = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"))  # same tile and time
+    assert reprocessed["id"] > good[0]["id"]
+    for name, order in [("new-first", [reprocessed, good[0]]), ("old-first", [good[0], reprocessed])]:
+        result = ingest(write_items(path, order, f"{name}.json"), tmp_path / name, chunks=CHUNKS, progress=False)
+        assert result.added == (good[0]["id"],), name  # whatever the order in the source
+        (rejection,) = result.rejected
+        assert rejection.scene_id == reprocessed["id"] and f"(scene {good[0]['id']})" in rejection.reason
+        assert "the earliest is read (of one time, the one whose id sorts first), whatever their order in the " \
+               "source" in rejection.reason
+
+
+def test_a_reprocessed_product_seconds_apart_from_a_committed_date_is_rejected_as_its_duplicate(bad_batch,
+                                                                                               tiny_region, tmp_path):
+    """Another product of one tile's acquisition whose item time differs by seconds (a reprocessing, another
+    provider's time): the same pass, so the same acquisition, not a second date."""
+    path, good, _ = bad_batch
+    ingest(write_items(path, good, "good.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
+    when = datetime.fromisoformat(good[0]["properties"]["datetime"].replace("Z", "+00:00"))
+    later = (when + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    again = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"), props={"datetime": later})
+    result = ingest(write_items(path, [again], "seconds-apart.json"), tmp_path / "cube", chunks=CHUNKS,
+                    progress=False)
+    (rejection,) = result.rejected
+    assert rejection.kind == "DuplicateSceneError" and f"(scene {good[0]['id']})" in rejection.reason
+    assert "on the pass this one was seen on at" in rejection.reason
+    assert open_cube(tmp_path / "cube", "s2", decode=False).sizes["time"] == len(good)
 
 
 def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch, tmp_path):

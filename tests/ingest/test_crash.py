@@ -3,8 +3,10 @@ re-running the same command completes it. Two ingests at once: one waits or fail
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 from datetime import timedelta
@@ -14,9 +16,11 @@ import pytest
 import xarray as xr
 import zarr
 
+from cardcube.checkpoints import STOP_ENV
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog import catalog_is_current
+from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.commit import STEPS, writer_lock
@@ -103,6 +107,31 @@ def test_kill_at_random_moments_then_rerun_completes(batches, started, reference
         _state(cube, reference)
         assert run_ingest(batches[1], cube, COLLECTION).returncode == 0
         assert _state(cube, reference) == 2
+
+
+@pytest.mark.parametrize("step", ["validated", "written"])  # nothing written yet / every shard written, no commit
+def test_an_ingest_terminated_by_sigterm_lets_go_of_its_lock(batches, started, reference, tmp_path, step):
+    """SIGTERM (timeout, Kubernetes stopping a pod) unwinds like Ctrl-C: the lock is released, not left to block
+    the cube for --stale-after seconds to the next run on another host, which cannot see the holder is gone."""
+    cube = _started_cube(started, tmp_path / "cube")
+    proc = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION), env={**os.environ, STOP_ENV: step},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":  # stopped at the step
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the ingest never stopped at {step}"
+        time.sleep(0.05)
+    assert (Path(cube) / layout.lock_key(COLLECTION)).exists()
+    proc.send_signal(signal.SIGTERM)  # pending while stopped, handled once it runs again
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "cardcube ingest: terminated" in err and "Traceback" not in err
+    assert not (Path(cube) / layout.lock_key(COLLECTION)).exists()
+    assert _state(cube, reference) == 1 and committed_versions(open_store(cube), COLLECTION) == [1]
+    done = run_ingest(batches[1], cube, COLLECTION)
+    assert done.returncode == 0, done.stderr
+    assert _state(cube, reference) == 2
 
 
 def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, tmp_path):

@@ -50,9 +50,8 @@ def batches(tiny_region):
             write_items(tiny_region.items, rest[half:], "fence-b.json"))
 
 
-def _frozen(command: list[str], step: str) -> subprocess.Popen:
-    """Start ``command`` (a writer holding the lock) and return once it has stopped itself (SIGSTOP) at ``step``
-    and its lock can be taken for dead."""
+def _stopped(command: list[str], step: str) -> subprocess.Popen:
+    """Start ``command`` (a writer holding the lock) and return once it has stopped itself (SIGSTOP) at ``step``."""
     proc = subprocess.Popen([*command, "--stale-after", str(HOLDER_STALE_AFTER)], env={**os.environ, STOP_ENV: step},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
@@ -60,6 +59,12 @@ def _frozen(command: list[str], step: str) -> subprocess.Popen:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"the process never stopped at {step}"
         time.sleep(0.05)
+    return proc
+
+
+def _frozen(command: list[str], step: str) -> subprocess.Popen:
+    """:func:`_stopped`, once its lock can be taken for dead."""
+    proc = _stopped(command, step)
     time.sleep(HOLDER_STALE_AFTER + 1)  # its heartbeat, not refreshed while it is stopped, becomes stale
     return proc
 
@@ -114,6 +119,23 @@ def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(bat
     assert code == 2, err
     assert "no longer holds the writer lock" in err
     assert assert_matches_sources(cube, mine, COLLECTION) > 0
+
+
+def test_an_ingest_finding_an_expire_at_work_names_the_expire_not_an_ingest(batches, tmp_path):
+    """The operator told who holds the lock looks for that process: an expire, not an ingest."""
+    first, mine, _ = batches
+    cube = str(tmp_path / "cube")
+    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    command = [sys.executable, "-m", "cardcube.cli", "expire", "--cube", cube, "--collection", COLLECTION,
+               "--older-than", "0"]
+    holder = _stopped(command, "expire-records")  # holds the lock, alive (its heartbeat is not yet old)
+    try:
+        with pytest.raises(CubeLockedError, match=f"is being written by expire .* \\(pid {holder.pid} "):
+            ingest(mine, cube, collection=COLLECTION, chunks=None, progress=False)
+    finally:
+        code, err = _woken(holder)
+    assert code == 0, err
+    assert committed_versions(open_store(cube), COLLECTION) == [1]
 
 
 def test_the_fence_sees_a_lapsed_lease_or_another_owner(tmp_path):

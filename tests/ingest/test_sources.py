@@ -99,6 +99,15 @@ def test_one_item_without_bands_among_good_ones_is_rejected_with_its_assets(tiny
     assert "no asset is a band of the s2 cube" in rejection.reason and "sr_scl_img" in rejection.reason
 
 
+def test_an_item_that_is_not_valid_stac_is_named_among_the_others(tiny_region, tmp_path):
+    good, odd = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    del odd["properties"]["datetime"]  # nor start_datetime: pystac refuses the item, and with it the document
+    broken = write_items(tiny_region.items, [good, odd], "no-datetime.json")
+    with pytest.raises(InvalidRequestError, match=rf"is not valid STAC .*item 2 of 2 \({odd['id']}\): .*datetime"):
+        ingest(broken, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
+    assert not (tmp_path / "cube" / "s2").exists()
+
+
 def _by_scene(cube, bbox, ids: list[str]) -> dict[str, np.ndarray]:
     """Every band of the s2 cube at ``cube`` over ``bbox`` for scenes ``ids`` (in that order), as stored."""
     out = {}

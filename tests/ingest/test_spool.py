@@ -6,9 +6,11 @@ counts the bytes it sends per file.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from cardcube.checkpoints import KILL_ENV
 from cardcube.cli import main
 from cardcube.errors import InvalidRequestError, LockLostError, SceneReadError
 from cardcube.spec import ChunkLayout
@@ -174,6 +177,31 @@ def test_cli_spool_and_no_spool(tiny_region, pair, tmp_path, capsys):
     assert main(["ingest", str(items), "--cube", str(tmp_path / "cube"), "--collection", "s1",
                  "--spool", str(tmp_path / "nowhere")]) == 2
     assert "the spool folder" in capsys.readouterr().err
+
+
+def test_the_spool_of_an_ingest_killed_by_sigkill_is_removed_by_the_next_run(tiny_region, pair, tmp_path):
+    """kill -9 (the OOM killer) cleans up nothing: the next run on this host removes the dead run's spool, and
+    leaves alone those of a live process and of another host (a volume the workers share)."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    live = spool / f"cardcube-spool-{socket.gethostname()}-{os.getpid()}-x"  # this test's process: alive
+    elsewhere = spool / "cardcube-spool-otherhost-1-x"
+    for kept in (live, elsewhere):
+        kept.mkdir()
+    cube = str(tmp_path / "cube")
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+        items = write_items(tiny_region.items, [served(f, base) for f in pair], "killed.json")
+        command = ingest_command(items, cube, "s1", "--spool", str(spool))
+        killed = subprocess.run(command, env={**os.environ, KILL_ENV: "validated"}, capture_output=True, text=True,
+                                timeout=300)  # checked and spooled, nothing written
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        (dead,) = set(spool.iterdir()) - {live, elsewhere}
+        assert len(list(dead.glob("*.tif"))) == 4  # the two scenes' band files
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "removed the spool folder" in again.stderr and str(dead) in again.stderr
+    assert set(spool.iterdir()) == {live, elsewhere}
+    assert assert_matches_sources(cube, write_items(tiny_region.items, pair, "killed-local.json"), "s1") > 0
 
 
 def test_a_spool_that_cannot_take_a_file_stops_the_run_and_rejects_no_scene(tiny_region, pair, tmp_path):
