@@ -42,7 +42,8 @@ def _statistics_options(p: argparse.ArgumentParser) -> None:
                    "(default: every band but SCL)")
     p.add_argument("--stats", default=None, help="comma-separated statistics: mean, std, min, max, median and any "
                    "percentile pNN (default: mean,std,min,max,p25,median,p75); count and masked are always written")
-    p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
+    p.add_argument("--buffer", type=number("a number of metres"), default=-5.0,
+                   help="inward buffer in metres (default -5)")
     p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
     p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
 

@@ -42,7 +42,7 @@ from cube.dataset import (
 )
 from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, data_footprint, read_version
-from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
+from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
@@ -226,6 +226,7 @@ def parcel_timeseries(
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
+    buffer = check_buffer(buffer)
     ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
     if isinstance(cube, xr.Dataset):

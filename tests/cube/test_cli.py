@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from cardcube.cli import main
+from cardcube.errors import InvalidRequestError
 from cardcube.storage import open_store
+from cube.extract import extract
 from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
 
@@ -93,6 +95,24 @@ def test_parcels_without_statistics_are_reported_once(tiny_cube, tiny_region, tm
                  "--buffer", "-30", "--out", str(tmp_path / "s.csv")]) == 0
     out = capsys.readouterr().out
     assert out.count("no statistics:") > 0 and not [w for w in recwarn if "no statistics" in str(w.message)]
+
+
+@pytest.mark.parametrize("command", ["timeseries", "extract"])
+def test_a_buffer_of_no_finite_number_is_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys, command):
+    """--buffer nan gave a traceback (shapely's None buffer), after extract had written its manifest."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    out = tmp_path / ("s.csv" if command == "timeseries" else "ex")
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--buffer", "nan",
+              "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --buffer: expected a number of metres, got 'nan'" in err
+    assert "Traceback" not in err and not out.exists()
+    with pytest.raises(InvalidRequestError, match="finite number of metres"):
+        parcel_timeseries(tiny_cube, [pid], registry=gpd.read_parquet(tiny_region.parcels), buffer=float("inf"))
+    with pytest.raises(InvalidRequestError, match="finite number of metres"):
+        extract(tiny_region.parcels, tiny_cube, tmp_path / "ex2", buffer=float("nan"), progress=False)
+    assert not (tmp_path / "ex2").exists()
 
 
 def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):
