@@ -206,7 +206,7 @@ def _registry(args: argparse.Namespace):
 
     frame = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer,
                          storage_options=storage_options(args))
-    return as_parcels(frame, id_column=args.id_column)
+    return as_parcels(frame, id_column=args.id_column, errors="collect")  # an empty geometry stops its parcel only
 
 
 def _target(args: argparse.Namespace, ids: list[str]):

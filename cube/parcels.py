@@ -100,10 +100,17 @@ class ParcelSet:
         return {str(pid): pid for pid in self.ids}
 
     def select(self, parcel_ids: Iterable[Hashable]) -> ParcelSet:
-        """The named parcels, in the given order; :class:`ParcelNotFoundError` names the unknown ones. An id
-        given as text names the parcel of that id as text (``"1042"`` from a command line or a URL is the
-        integer id 1042 of a parcel file)."""
-        parcel_ids = [p if p in self._index else self._by_text.get(str(p), p) for p in parcel_ids]
+        """The named parcels, in the given order, each once; :class:`ParcelNotFoundError` names the unknown
+        ones, and a parcel of the set's ``rejected`` is its :class:`ParcelError` (a file's empty geometry stops
+        the parcels asked for, not the others). An id given as text names the parcel of that id as text
+        (``"1042"`` from a command line or a URL is the integer id 1042 of a parcel file)."""
+        rejected = dict(self.rejected)
+        by_text = {**{str(pid): pid for pid in rejected}, **self._by_text}
+        parcel_ids = list(dict.fromkeys(p if p in self._index or p in rejected else by_text.get(str(p), p)
+                                        for p in parcel_ids))
+        for pid in parcel_ids:
+            if pid in rejected:
+                raise ParcelError(pid, rejected[pid])
         missing = [p for p in parcel_ids if p not in self._index]
         if missing:
             shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")

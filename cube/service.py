@@ -391,7 +391,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
-                                                       id_column=id_column)
+                                                       id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
     served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
                          ArrayCache(array_cache) if array_cache else None)

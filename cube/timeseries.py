@@ -26,6 +26,7 @@ from cardcube.errors import (
     DateNotFoundError,
     InvalidRequestError,
     NoAcquisitionWarning,
+    ParcelError,
     ParcelOutsideCubeError,
     ParcelsWithoutStatisticsWarning,
     ParcelTooSmallError,
@@ -51,9 +52,10 @@ from cube.tile_arrays import ArrayCache
 
 @dataclass(frozen=True, slots=True)
 class ParcelStatus:
-    """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small`` (extraction adds
-    ``invalid`` and ``failed``), with its pixels and the tile(s) it was read from (``+``-joined). ``reason`` does
-    not repeat the parcel id, in time series and extraction status tables alike."""
+    """Why a parcel has (or has no) statistics: ``ok``, ``outside``, ``too_small`` or ``invalid`` (a parcel of
+    a file that is no polygon, e.g. an empty geometry; extraction adds ``failed``), with its pixels and the
+    tile(s) it was read from (``+``-joined). ``reason`` does not repeat the parcel id, in time series and
+    extraction status tables alike."""
 
     parcel_id: Any
     status: str
@@ -265,6 +267,7 @@ def parcel_timeseries(
         status += [replace(one, tile=tile) for one in s]
     status = [replace(s, reason=partly_outside(shares[s.parcel_id])) if s.status == "ok" and s.parcel_id in shares
               else s for s in status]
+    status += [ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected]  # errors="collect"
     status_frame = _checked_status(status)
     if no_dates:
         warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
@@ -304,7 +307,7 @@ def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):
         first = failed.iloc[0]
-        err = ParcelOutsideCubeError if first.status == "outside" else ParcelTooSmallError
+        err = {"outside": ParcelOutsideCubeError, "too_small": ParcelTooSmallError}.get(first.status, ParcelError)
         raise err(first.parcel_id, first.reason) if len(failed) == 1 else err(
             ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
             f"first: parcel {first.parcel_id}: {first.reason}")

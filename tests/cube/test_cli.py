@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from shapely.geometry import Polygon
 
 from cardcube.cli import main
 from cardcube.errors import InvalidRequestError
@@ -113,6 +114,24 @@ def test_a_buffer_of_no_finite_number_is_refused_before_any_work(tiny_cube, tiny
     with pytest.raises(InvalidRequestError, match="finite number of metres"):
         extract(tiny_region.parcels, tiny_cube, tmp_path / "ex2", buffer=float("nan"), progress=False)
     assert not (tmp_path / "ex2").exists()
+
+
+def test_an_empty_geometry_in_the_parcel_file_stops_that_parcel_only(tiny_cube, tiny_region, tmp_path, capsys):
+    """One empty geometry in a register refused every parcel of it; and an id given twice was called an id
+    "shared by several parcels" of the file."""
+    some = gpd.read_parquet(tiny_region.parcels).iloc[10:12].copy()
+    some.loc[some.index[0], "geometry"] = Polygon()
+    some.to_file(tmp_path / "lpis.gpkg")
+    empty, good = some.parcel_id.tolist()
+    base = ["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "lpis.gpkg"), "--bands", "B04"]
+    assert main([*base, good, good, "--out", str(tmp_path / "one.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "one.csv").parcel_id) == {good}
+    assert main([*base, "--out", str(tmp_path / "all.csv")]) == 0  # every parcel of the file: the empty one listed
+    assert f"no statistics: parcel {empty}: has an empty geometry" in capsys.readouterr().out
+    record = json.loads((tmp_path / "all.csv.json").read_text())
+    assert {p["parcel_id"]: p["status"] for p in record["parcels"]} == {good: "ok", empty: "invalid"}
+    assert main([*base, empty, "--out", str(tmp_path / "none.csv")]) == 2
+    assert capsys.readouterr().err == f"cardcube timeseries: error: parcel {empty}: has an empty geometry\n"
 
 
 def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):
