@@ -167,7 +167,7 @@ def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: s
     """A clear error for ``what`` (coordinates of bounds ``bounds``, in the geographic ``crs``) that are no
     lon/lat: metres read as degrees would route to no tile without a word. ``advice``: how to name the CRS."""
     minx, miny, maxx, maxy = bounds
-    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+    if not all(map(math.isfinite, bounds)) or minx < -180 or maxx > 180 or miny < -90 or maxy > 90:  # NaN passed
         raise InvalidRequestError(f"{what} ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
                                   f"{crs}: {advice}")
 

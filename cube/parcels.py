@@ -417,7 +417,7 @@ def parcel_at(
 
     px, py = on_registry(x, y)
     if not (math.isfinite(px) and math.isfinite(py)):
-        raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs}")
+        raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs.to_string()}")
     try:
         return reg.at(px, py)
     except ParcelNotFoundError:

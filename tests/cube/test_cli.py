@@ -134,6 +134,18 @@ def test_an_empty_geometry_in_the_parcel_file_stops_that_parcel_only(tiny_cube, 
     assert capsys.readouterr().err == f"cardcube timeseries: error: parcel {empty}: has an empty geometry\n"
 
 
+def test_a_point_of_no_number_is_one_readable_error(tiny_cube, tiny_region, tmp_path, capsys):
+    """chip --point nan 52 gave a traceback (NaN passed the lon/lat check), and timeseries --point nan 52 an error
+    spelling out the parcels' CRS as a page of PROJJSON."""
+    assert main(["chip", "--cube", str(tiny_cube), "--point", "nan", "52", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == ("cardcube chip: error: the point's coordinates (nan, 52.0, nan, 52.0) are not "
+                                       "lon/lat in EPSG:4326: give a lon/lat point, shapely.geometry.Point(lon, lat)\n")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--point", "nan", "52",
+                 "--out", str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err == ("cardcube timeseries: error: point (nan, 52.0) in EPSG:4326 has no position in "
+                                       "EPSG:32631\n")
+
+
 def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):
     pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
     base = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "16"]
