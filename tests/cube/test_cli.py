@@ -146,6 +146,18 @@ def test_a_point_of_no_number_is_one_readable_error(tiny_cube, tiny_region, tmp_
                                        "EPSG:32631\n")
 
 
+@pytest.mark.parametrize(("option", "value"), [("--scale", "0"), ("--size", "0"), ("--size", "-3")])
+def test_chip_cli_refuses_a_size_or_scale_below_one(tiny_cube, tiny_region, tmp_path, capsys, option, value):
+    """--scale 0 was taken as no --scale (the default 4) without a word; --size 0 was "too large: lower the size"."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    with pytest.raises(SystemExit) as stop:
+        main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, option, value,
+              "--out", str(tmp_path / "chips")])
+    assert stop.value.code == 2 and f"argument {option}: expected a whole number >= 1, got '{value}'" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "chips").exists()
+
+
 def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):
     pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
     base = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "16"]
