@@ -146,6 +146,9 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     if bbox is not None:
         if len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
             raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
+        if bbox[0] == bbox[2] or bbox[1] == bbox[3]:  # its box is empty once reprojected: no tile, not a word why
+            raise InvalidRequestError(f"bbox {tuple(bbox)} has no area (minx = maxx or miny = maxy): give a box "
+                                      f"around the place, e.g. a few metres around a point")
         return Geometry(box(*bbox), crs or default_crs)
     if geometry is None:
         return None
