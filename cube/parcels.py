@@ -360,7 +360,8 @@ def as_parcels(
     GeoDataFrame without that column whose index is the default row numbers is refused, naming its columns),
     a parcel file given as a ``Path`` (:func:`read_parcels`; a ``str`` is an id), a GeoJSON dict (ids from
     ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
-    Point (the registered parcel containing it), or one id / a list of ids looked up in ``registry``.
+    Point (the registered parcel containing it), or one id / a list, array, pandas column or index of ids
+    looked up in ``registry``.
     ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
     made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
     ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
@@ -384,12 +385,27 @@ def as_parcels(
         return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
+    if (column := _id_column_values(parcels)) is not None:
+        parcels = column
     if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):
+        if len(parcels) == 0:
+            raise InvalidRequestError("no parcel ids given")
         reg = _registry(registry, "parcel ids", id_column)
         return as_parcels(reg.select(_clean_id(p) for p in parcels), crs=crs)
     hint = (": one row of a frame (parcels.iloc[0]) is a Series of its fields; select rows with a list, "
             "parcels.iloc[[0]], or name the parcel's id") if isinstance(parcels, pd.Series) else ""
     raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}{hint}")
+
+
+def _id_column_values(parcels: Any) -> list | None:
+    """The ids of a pandas column, index or array of them (``parcels.parcel_id.head()``, ``.values``: an
+    ArrowStringArray under pandas 3) as a list, else None; a row of a frame (a Series holding its geometry)
+    is no column of ids."""
+    if isinstance(parcels, pd.Series):
+        return None if any(isinstance(v, BaseGeometry) for v in parcels) else parcels.tolist()
+    if isinstance(parcels, pd.Index | pd.api.extensions.ExtensionArray):
+        return list(parcels)
+    return None
 
 
 def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_column: str = "parcel_id") -> ParcelSet:
