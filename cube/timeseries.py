@@ -9,7 +9,7 @@ same functions full-territory extraction uses) on the pixels chosen by :mod:`cub
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -33,7 +33,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import (
     as_read,
@@ -121,7 +121,7 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
             raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or a list of SCL class "
                                       f"codes, e.g. [3, 8, 9, 10]")
         mask = None if mask.strip().lower() == "none" else "default"
-    if mask == "default":
+    if isinstance(mask, str):  # "default" (an array's == is elementwise)
         if "SCL" not in available and collection in CUBE_SPECS and "SCL" in CUBE_SPECS[collection].band_names:
             raise InvalidRequestError("the Dataset has no SCL band to mask clouds with (mask='default'): open it "
                                       "with SCL among its bands, or pass mask=None for statistics of every pixel, "
@@ -129,7 +129,19 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:
         raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
-    return mask
+    return None if mask is None else scl_codes(mask)
+
+
+def scl_codes(mask: Any) -> tuple[int, ...]:
+    """``mask`` as SCL class codes, each one of :data:`SCL_CLASSES`; anything else is an error naming the classes
+    (a code of no class masked nothing without a word, a text or a float failed deep in the statistics)."""
+    codes = list(mask) if isinstance(mask, Iterable) and not isinstance(mask, str | bytes | Mapping) else None
+    if codes is None or not all(isinstance(c, int | np.integer) and not isinstance(c, bool) and int(c) in SCL_CLASSES
+                                for c in codes):
+        classes = ", ".join(f"{code} {name}" for code, name in SCL_CLASSES.items())
+        raise InvalidRequestError(f"mask {mask!r}: give a list of SCL class codes, e.g. {list(DEFAULT_SCL_MASK)} "
+                                  f"(the default); the classes: {classes}")
+    return tuple(int(c) for c in codes)
 
 
 def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:

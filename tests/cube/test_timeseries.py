@@ -22,6 +22,7 @@ from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube.chips import chip
 from cube.dataset import open_cube
+from cube.extract import extract
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -252,6 +253,20 @@ def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sampl
                                   parcel_timeseries(tiny_cube, sample, bands=["B04"]))
     with pytest.raises(InvalidRequestError, match="mask 'clouds': give 'default', 'none'"):
         parcel_timeseries(tiny_cube, sample, mask="clouds")
+
+
+@pytest.mark.parametrize("mask", [[99], [3.5], ["9"], 9, [True]])
+def test_a_mask_of_no_scl_class_codes_says_so(tiny_cube, sample, mask, tmp_path):
+    """[99] masked nothing without a word; a text, a float or a lone int failed deep in the statistics with a
+    TypeError or ValueError, and a numpy array of codes with "the truth value of an array is ambiguous"."""
+    with pytest.raises(InvalidRequestError, match=r"give a list of SCL class codes, e\.g\. \[0, 1, 3, 8, 9, 10, 11\] "
+                       r"\(the default\); the classes: 0 no_data, 1 saturated_or_defective"):
+        parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=mask)
+    with pytest.raises(InvalidRequestError, match="give a list of SCL class codes"):
+        extract(sample, tiny_cube, tmp_path / "ex", bands=["B04"], mask=mask, progress=False)
+    assert not (tmp_path / "ex").exists()
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=np.array([9, 10])),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=[9, 10]))
 
 
 def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
