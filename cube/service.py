@@ -101,7 +101,8 @@ Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SC
 Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
 ParcelId = Annotated[str, Path(description="a parcel id of the service's parcel file (--parcels); may hold '/'")]
 Bands = Annotated[str | None, Query(description="comma-separated bands and indices, e.g. B04,B08,NDVI (default: "
-                                                "every band of the collection)")]
+                                                "every band of the collection but SCL, whose class counts every "
+                                                "row gives as scl_<class>)")]
 ImageBands = Annotated[str | None, Query(description="three bands drawn as RGB (B04,B03,B02) or one band or index "
                                                      "(NDVI); default: true colour for s2, the VH/VV ratio for s1")]
 Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {', '.join(STATS)} (default: all of "
