@@ -298,7 +298,9 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
     each parcel partly outside the data (:func:`outside_shares`)."""
     tiles_of = assign_tiles(version, ps)
     reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
-    resolution = min(version.spec.band(b).resolution for b in needed)
+    # the parcels' pixels are the cube's finest (10 m) pixels whatever the bands, as extraction's label layers: a
+    # 20 m grid for B05 and SCL alone chose other pixels (centres 20 m apart) and counted them once each
+    resolution = min(version.spec.resolutions)
     for tiles, ids in _tile_groups(ps, tiles_of).items():
         sub = ps.select(ids)
         if not tiles:
@@ -307,7 +309,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
         # stored integers, decoded in float64 here: exact statistics, half the bytes moved
         ds = open_cube(store, version.collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
                        bands=needed, tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution),
-                       cache=cache)
+                       resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
     return reads, outside_shares(version, ps, tiles_of)
 

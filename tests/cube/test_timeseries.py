@@ -71,6 +71,18 @@ def test_s2_statistics_equal_the_source_pixels(tiny_cube, tiny_region, sample, m
     assert all(s["status"] == "ok" and s["tile"] == "31UFU" for s in frame.attrs["parcel_status"])
 
 
+def test_20m_bands_alone_are_measured_on_the_parcels_10m_pixels(tiny_cube, tiny_region, sample):
+    """bands=["B11"] (20 m bands and SCL only) chose the parcel's pixels on a 20 m grid: other pixels, counted
+    once each, so a band's numbers depended on the other bands asked for and differed from extraction's."""
+    alone = parcel_timeseries(tiny_cube, sample, bands=["B11", "NDMI"])
+    geoms = dict(zip(sample.parcel_id, sample.geometry, strict=True))
+    assert _compare(_with_scene_ids(alone, tiny_region.items, "s2"), tiny_region.items, "s2", geoms, "B11",
+                    DEFAULT_SCL_MASK) == len(sample) * 19
+    mixed = parcel_timeseries(tiny_cube, sample, bands=["B04", "B11", "NDMI"])
+    pd.testing.assert_frame_equal(alone, mixed[mixed.band != "B04"].reset_index(drop=True), check_exact=True)
+    assert alone.attrs["parcel_status"] == mixed.attrs["parcel_status"]
+
+
 def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
     frame = parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=None)
     scl = frame.filter(like="scl_").sum(axis=1)
