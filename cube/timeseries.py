@@ -265,7 +265,7 @@ def parcel_timeseries(
             except DateNotFoundError as exc:
                 no_dates = str(exc)
         needed = stored_bands(bands, available, scl=mask is not None or histogram)
-        reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache)
+        reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache, grow=max(buffer, 0.0))
 
     frames, status = [], []
     for ds, sub, tile in reads:
@@ -292,10 +292,12 @@ def parcel_timeseries(
 
 
 def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Sequence[str], *, time: Any,
-                cache: ArrayCache | None) -> tuple[list[tuple[xr.Dataset | None, ParcelSet, str]], dict[Any, float]]:
+                cache: ArrayCache | None, grow: float = 0.0
+                ) -> tuple[list[tuple[xr.Dataset | None, ParcelSet, str]], dict[Any, float]]:
     """The parcels grouped by the tiles to read them from (:func:`assign_tiles`), each group with the lazy
-    Dataset of its bounding box (None: outside the cube's data) and its tiles (``+``-joined); and the share of
-    each parcel partly outside the data (:func:`outside_shares`)."""
+    Dataset of its bounding box grown by ``grow`` metres (a positive buffer's reach: the pixels it adds beyond
+    the parcels were cut off, fewer the nearer the box's edge) (None: outside the cube's data) and its tiles
+    (``+``-joined); and the share of each parcel partly outside the data (:func:`outside_shares`)."""
     tiles_of = assign_tiles(version, ps)
     reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
     # the parcels' pixels are the cube's finest (10 m) pixels whatever the bands, as extraction's label layers: a
@@ -306,10 +308,12 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
         if not tiles:
             reads.append((None, sub, ""))
             continue
+        crs = TileGrid.from_id(tiles[0]).crs
+        minx, miny, maxx, maxy = sub.to_crs(crs).bounds
         # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-        ds = open_cube(store, version.collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
-                       bands=needed, tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution),
-                       resolution=resolution, cache=cache)
+        ds = open_cube(store, version.collection, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
+                       time=time, as_of=version, bands=needed, tiles=list(tiles), decode=False,
+                       chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
     return reads, outside_shares(version, ps, tiles_of)
 

@@ -83,6 +83,22 @@ def test_20m_bands_alone_are_measured_on_the_parcels_10m_pixels(tiny_cube, tiny_
     assert alone.attrs["parcel_status"] == mixed.attrs["parcel_status"]
 
 
+@pytest.mark.parametrize("buffer", [10.0, 30.0])
+def test_a_positive_buffer_keeps_every_pixel_it_reaches(tiny_cube, parcels, sample, buffer):
+    """The parcels were read from the box of their outlines, which a positive buffer reaches beyond: the pixels
+    there were left out, so a parcel got fewer pixels alone than beside parcels whose box held them."""
+    from cube.membership import parcel_pixels, window_for
+
+    grid = TileGrid.from_id("31UFU").geobox(10)
+    for pid, geom in zip(sample.parcel_id, sample.geometry, strict=True):
+        around = grid[window_for(geom, grid, buffer=buffer, pad=4)]
+        alone = parcel_timeseries(tiny_cube, [pid], registry=parcels, bands=["B04"], buffer=buffer)
+        assert alone.attrs["parcel_status"][0]["pixels"] == parcel_pixels(geom, around, buffer=buffer).sum() > 0
+    together = parcel_timeseries(tiny_cube, parcels, bands=["B04"], buffer=buffer)
+    alone = parcel_timeseries(tiny_cube, sample, bands=["B04"], buffer=buffer)
+    pd.testing.assert_frame_equal(together[together.parcel_id.isin(sample.parcel_id)].reset_index(drop=True), alone)
+
+
 def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
     frame = parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=None)
     scl = frame.filter(like="scl_").sum(axis=1)
