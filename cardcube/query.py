@@ -146,6 +146,9 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     if bbox is not None:
         if len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
             raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
+        if bbox[0] == bbox[2] or bbox[1] == bbox[3]:  # its box is empty once reprojected: no tile, not a word why
+            raise InvalidRequestError(f"bbox {tuple(bbox)} has no area (minx = maxx or miny = maxy): give a box "
+                                      f"around the place, e.g. a few metres around a point")
         return Geometry(box(*bbox), crs or default_crs)
     if geometry is None:
         return None
@@ -167,7 +170,7 @@ def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: s
     """A clear error for ``what`` (coordinates of bounds ``bounds``, in the geographic ``crs``) that are no
     lon/lat: metres read as degrees would route to no tile without a word. ``advice``: how to name the CRS."""
     minx, miny, maxx, maxy = bounds
-    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+    if not all(map(math.isfinite, bounds)) or minx < -180 or maxx > 180 or miny < -90 or maxy > 90:  # NaN passed
         raise InvalidRequestError(f"{what} ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
                                   f"{crs}: {advice}")
 

@@ -68,7 +68,9 @@ INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0), "NDMI": (-0.2, 0.6),
 
 def check_chip_size(size: int) -> None:
     """A clear error for a chip of more than :data:`MAX_SIZE` px a side (or none)."""
-    if not 1 <= size <= MAX_SIZE:
+    if size < 1:  # too small, not too large
+        raise InvalidRequestError(f"chip size {size} px: give a whole number of pixels a side from 1 to {MAX_SIZE}")
+    if size > MAX_SIZE:
         raise RequestTooLargeError(f"chip size {size} px is outside 1..{MAX_SIZE} px a side; lower the size")
 
 

@@ -42,7 +42,8 @@ def _statistics_options(p: argparse.ArgumentParser) -> None:
                    "(default: every band but SCL)")
     p.add_argument("--stats", default=None, help="comma-separated statistics: mean, std, min, max, median and any "
                    "percentile pNN (default: mean,std,min,max,p25,median,p75); count and masked are always written")
-    p.add_argument("--buffer", type=float, default=-5.0, help="inward buffer in metres (default -5)")
+    p.add_argument("--buffer", type=number("a number of metres"), default=-5.0,
+                   help="inward buffer in metres (default -5)")
     p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
     p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
 
@@ -108,8 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"),
                    help="a lon/lat point: with --parcels the chip of the parcel containing it, else a chip centred on "
                    "it (a cross marks it)")
-    c.add_argument("--size", type=int, default=128, help="chip size in pixels (default 128)")
-    c.add_argument("--scale", type=int, default=None,
+    c.add_argument("--size", type=whole_number(at_least=1), default=128, help="chip size in pixels (default 128)")
+    c.add_argument("--scale", type=whole_number(at_least=1), default=None,
                    help="PNG pixels per cube pixel (default 4, less for chips over 1024 px: at most 4096 px a side)")
     c.add_argument("--bands", default=None, help="three bands (RGB) or one band/index, e.g. NDVI (default: true colour "
                    "B04,B03,B02 for s2, VH_VV for s1)")
@@ -205,7 +206,7 @@ def _registry(args: argparse.Namespace):
 
     frame = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer,
                          storage_options=storage_options(args))
-    return as_parcels(frame, id_column=args.id_column)
+    return as_parcels(frame, id_column=args.id_column, errors="collect")  # an empty geometry stops its parcel only
 
 
 def _target(args: argparse.Namespace, ids: list[str]):
@@ -266,7 +267,7 @@ def _chip(args: argparse.Namespace) -> int:
     out = _local_out(args.out, "folder for the chips")
     if out.exists() and not out.is_dir():
         raise InvalidRequestError(f"--out {args.out} is a file: give a folder for the chips (made if missing)")
-    scale = args.scale or max(1, min(4, MAX_IMAGE_SIZE // max(args.size, 1)))
+    scale = args.scale if args.scale is not None else max(1, min(4, MAX_IMAGE_SIZE // args.size))
     check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,

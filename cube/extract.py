@@ -70,7 +70,7 @@ from cube.extraction_files import (
 )
 from cube.indices import bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
-from cube.membership import DEFAULT_BUFFER
+from cube.membership import DEFAULT_BUFFER, check_buffer
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
@@ -393,6 +393,7 @@ def extract(
     if isinstance(out, str | os.PathLike) and "://" not in os.fspath(out) and os.path.isfile(out):
         raise InvalidRequestError(f"out (--out) {os.fspath(out)} is a file: give a folder (made if missing) or an "
                                   f"s3:// prefix for the extraction")
+    buffer = check_buffer(buffer)  # a NaN would reach the manifest and buffer no parcel
     frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(cube, storage_options=storage_options, read_only=True)

@@ -25,10 +25,23 @@ from cardcube.errors import InvalidRequestError
 
 DEFAULT_BUFFER = -5.0  # metres; half a 10 m pixel inwards
 
-__all__ = ["DEFAULT_BUFFER", "buffered", "label_pixels", "parcel_pixels", "window_for"]
+__all__ = ["DEFAULT_BUFFER", "buffered", "check_buffer", "label_pixels", "parcel_pixels", "window_for"]
+
+
+def check_buffer(buffer: float) -> float:
+    """``buffer`` as a float, refused unless it is a finite number of metres (NaN and infinities buffer no
+    parcel: shapely returns no geometry for NaN and raises for infinities)."""
+    try:
+        value = float(buffer)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"buffer {buffer!r} is not a number of metres") from None
+    if not math.isfinite(value):
+        raise InvalidRequestError(f"buffer {buffer!r}: give a finite number of metres (default {DEFAULT_BUFFER:g})")
+    return value
 
 
 def _check_grid(geobox: GeoBox, buffer: float) -> None:
+    check_buffer(buffer)
     if buffer and geobox.crs is not None and geobox.crs.geographic:
         raise InvalidRequestError(
             f"a buffer of {buffer} needs a projected grid in metres, not the geographic CRS {geobox.crs}"

@@ -100,10 +100,17 @@ class ParcelSet:
         return {str(pid): pid for pid in self.ids}
 
     def select(self, parcel_ids: Iterable[Hashable]) -> ParcelSet:
-        """The named parcels, in the given order; :class:`ParcelNotFoundError` names the unknown ones. An id
-        given as text names the parcel of that id as text (``"1042"`` from a command line or a URL is the
-        integer id 1042 of a parcel file)."""
-        parcel_ids = [p if p in self._index else self._by_text.get(str(p), p) for p in parcel_ids]
+        """The named parcels, in the given order, each once; :class:`ParcelNotFoundError` names the unknown
+        ones, and a parcel of the set's ``rejected`` is its :class:`ParcelError` (a file's empty geometry stops
+        the parcels asked for, not the others). An id given as text names the parcel of that id as text
+        (``"1042"`` from a command line or a URL is the integer id 1042 of a parcel file)."""
+        rejected = dict(self.rejected)
+        by_text = {**{str(pid): pid for pid in rejected}, **self._by_text}
+        parcel_ids = list(dict.fromkeys(p if p in self._index or p in rejected else by_text.get(str(p), p)
+                                        for p in parcel_ids))
+        for pid in parcel_ids:
+            if pid in rejected:
+                raise ParcelError(pid, rejected[pid])
         missing = [p for p in parcel_ids if p not in self._index]
         if missing:
             shown = ", ".join(repr(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -353,7 +360,8 @@ def as_parcels(
     GeoDataFrame without that column whose index is the default row numbers is refused, naming its columns),
     a parcel file given as a ``Path`` (:func:`read_parcels`; a ``str`` is an id), a GeoJSON dict (ids from
     ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
-    Point (the registered parcel containing it), or one id / a list of ids looked up in ``registry``.
+    Point (the registered parcel containing it), or one id / a list, array, pandas column or index of ids
+    looked up in ``registry``.
     ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
     made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
     ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
@@ -377,12 +385,27 @@ def as_parcels(
         return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
+    if (column := _id_column_values(parcels)) is not None:
+        parcels = column
     if isinstance(parcels, Sequence | np.ndarray) and not isinstance(parcels, bytes):
+        if len(parcels) == 0:
+            raise InvalidRequestError("no parcel ids given")
         reg = _registry(registry, "parcel ids", id_column)
         return as_parcels(reg.select(_clean_id(p) for p in parcels), crs=crs)
     hint = (": one row of a frame (parcels.iloc[0]) is a Series of its fields; select rows with a list, "
             "parcels.iloc[[0]], or name the parcel's id") if isinstance(parcels, pd.Series) else ""
     raise InvalidRequestError(f"cannot read parcels from a {type(parcels).__name__}{hint}")
+
+
+def _id_column_values(parcels: Any) -> list | None:
+    """The ids of a pandas column, index or array of them (``parcels.parcel_id.head()``, ``.values``: an
+    ArrowStringArray under pandas 3) as a list, else None; a row of a frame (a Series holding its geometry)
+    is no column of ids."""
+    if isinstance(parcels, pd.Series):
+        return None if any(isinstance(v, BaseGeometry) for v in parcels) else parcels.tolist()
+    if isinstance(parcels, pd.Index | pd.api.extensions.ExtensionArray):
+        return list(parcels)
+    return None
 
 
 def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_column: str = "parcel_id") -> ParcelSet:
@@ -410,7 +433,7 @@ def parcel_at(
 
     px, py = on_registry(x, y)
     if not (math.isfinite(px) and math.isfinite(py)):
-        raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs}")
+        raise ParcelNotFoundError(f"point ({x}, {y}) in {src.to_string()} has no position in {reg.crs.to_string()}")
     try:
         return reg.at(px, py)
     except ParcelNotFoundError:

@@ -101,7 +101,8 @@ Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SC
 Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
 ParcelId = Annotated[str, Path(description="a parcel id of the service's parcel file (--parcels); may hold '/'")]
 Bands = Annotated[str | None, Query(description="comma-separated bands and indices, e.g. B04,B08,NDVI (default: "
-                                                "every band of the collection)")]
+                                                "every band of the collection but SCL, whose class counts every "
+                                                "row gives as scl_<class>)")]
 ImageBands = Annotated[str | None, Query(description="three bands drawn as RGB (B04,B03,B02) or one band or index "
                                                      "(NDVI); default: true colour for s2, the VH/VV ratio for s1")]
 Stats = Annotated[str | None, Query(description=f"comma-separated statistics: {', '.join(STATS)} (default: all of "
@@ -391,7 +392,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
-                                                       id_column=id_column)
+                                                       id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
     served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
                          ArrayCache(array_cache) if array_cache else None)

@@ -9,7 +9,7 @@ same functions full-territory extraction uses) on the pixels chosen by :mod:`cub
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,13 +26,14 @@ from cardcube.errors import (
     DateNotFoundError,
     InvalidRequestError,
     NoAcquisitionWarning,
+    ParcelError,
     ParcelOutsideCubeError,
     ParcelsWithoutStatisticsWarning,
     ParcelTooSmallError,
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
 from cube.dataset import (
     as_read,
@@ -42,7 +43,7 @@ from cube.dataset import (
 )
 from cube.indices import check_bands, stored_bands
 from cube.ledger import CubeVersion, data_footprint, read_version
-from cube.membership import DEFAULT_BUFFER, parcel_pixels, window_for
+from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
@@ -51,9 +52,10 @@ from cube.tile_arrays import ArrayCache
 
 @dataclass(frozen=True, slots=True)
 class ParcelStatus:
-    """Why a parcel has (or has no) statistics: ``ok``, ``outside`` or ``too_small`` (extraction adds
-    ``invalid`` and ``failed``), with its pixels and the tile(s) it was read from (``+``-joined). ``reason`` does
-    not repeat the parcel id, in time series and extraction status tables alike."""
+    """Why a parcel has (or has no) statistics: ``ok``, ``outside``, ``too_small`` or ``invalid`` (a parcel of
+    a file that is no polygon, e.g. an empty geometry; extraction adds ``failed``), with its pixels and the
+    tile(s) it was read from (``+``-joined). ``reason`` does not repeat the parcel id, in time series and
+    extraction status tables alike."""
 
     parcel_id: Any
     status: str
@@ -119,7 +121,7 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
             raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or a list of SCL class "
                                       f"codes, e.g. [3, 8, 9, 10]")
         mask = None if mask.strip().lower() == "none" else "default"
-    if mask == "default":
+    if isinstance(mask, str):  # "default" (an array's == is elementwise)
         if "SCL" not in available and collection in CUBE_SPECS and "SCL" in CUBE_SPECS[collection].band_names:
             raise InvalidRequestError("the Dataset has no SCL band to mask clouds with (mask='default'): open it "
                                       "with SCL among its bands, or pass mask=None for statistics of every pixel, "
@@ -127,7 +129,19 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:
         raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
-    return mask
+    return None if mask is None else scl_codes(mask)
+
+
+def scl_codes(mask: Any) -> tuple[int, ...]:
+    """``mask`` as SCL class codes, each one of :data:`SCL_CLASSES`; anything else is an error naming the classes
+    (a code of no class masked nothing without a word, a text or a float failed deep in the statistics)."""
+    codes = list(mask) if isinstance(mask, Iterable) and not isinstance(mask, str | bytes | Mapping) else None
+    if codes is None or not all(isinstance(c, int | np.integer) and not isinstance(c, bool) and int(c) in SCL_CLASSES
+                                for c in codes):
+        classes = ", ".join(f"{code} {name}" for code, name in SCL_CLASSES.items())
+        raise InvalidRequestError(f"mask {mask!r}: give a list of SCL class codes, e.g. {list(DEFAULT_SCL_MASK)} "
+                                  f"(the default); the classes: {classes}")
+    return tuple(int(c) for c in codes)
 
 
 def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
@@ -226,6 +240,7 @@ def parcel_timeseries(
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
+    buffer = check_buffer(buffer)
     ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
     if isinstance(cube, xr.Dataset):
@@ -250,7 +265,7 @@ def parcel_timeseries(
             except DateNotFoundError as exc:
                 no_dates = str(exc)
         needed = stored_bands(bands, available, scl=mask is not None or histogram)
-        reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache)
+        reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache, grow=max(buffer, 0.0))
 
     frames, status = [], []
     for ds, sub, tile in reads:
@@ -264,6 +279,7 @@ def parcel_timeseries(
         status += [replace(one, tile=tile) for one in s]
     status = [replace(s, reason=partly_outside(shares[s.parcel_id])) if s.status == "ok" and s.parcel_id in shares
               else s for s in status]
+    status += [ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected]  # errors="collect"
     status_frame = _checked_status(status)
     if no_dates:
         warnings.warn(f"{no_dates}; no rows", NoAcquisitionWarning, stacklevel=2)
@@ -276,22 +292,28 @@ def parcel_timeseries(
 
 
 def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Sequence[str], *, time: Any,
-                cache: ArrayCache | None) -> tuple[list[tuple[xr.Dataset | None, ParcelSet, str]], dict[Any, float]]:
+                cache: ArrayCache | None, grow: float = 0.0
+                ) -> tuple[list[tuple[xr.Dataset | None, ParcelSet, str]], dict[Any, float]]:
     """The parcels grouped by the tiles to read them from (:func:`assign_tiles`), each group with the lazy
-    Dataset of its bounding box (None: outside the cube's data) and its tiles (``+``-joined); and the share of
-    each parcel partly outside the data (:func:`outside_shares`)."""
+    Dataset of its bounding box grown by ``grow`` metres (a positive buffer's reach: the pixels it adds beyond
+    the parcels were cut off, fewer the nearer the box's edge) (None: outside the cube's data) and its tiles
+    (``+``-joined); and the share of each parcel partly outside the data (:func:`outside_shares`)."""
     tiles_of = assign_tiles(version, ps)
     reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
-    resolution = min(version.spec.band(b).resolution for b in needed)
+    # the parcels' pixels are the cube's finest (10 m) pixels whatever the bands, as extraction's label layers: a
+    # 20 m grid for B05 and SCL alone chose other pixels (centres 20 m apart) and counted them once each
+    resolution = min(version.spec.resolutions)
     for tiles, ids in _tile_groups(ps, tiles_of).items():
         sub = ps.select(ids)
         if not tiles:
             reads.append((None, sub, ""))
             continue
+        crs = TileGrid.from_id(tiles[0]).crs
+        minx, miny, maxx, maxy = sub.to_crs(crs).bounds
         # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-        ds = open_cube(store, version.collection, bbox=sub.bounds, crs=sub.crs, time=time, as_of=version,
-                       bands=needed, tiles=list(tiles), decode=False, chunks=read_mode(sub, tiles[0], resolution),
-                       cache=cache)
+        ds = open_cube(store, version.collection, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
+                       time=time, as_of=version, bands=needed, tiles=list(tiles), decode=False,
+                       chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
     return reads, outside_shares(version, ps, tiles_of)
 
@@ -303,7 +325,7 @@ def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
     failed = status_frame[status_frame.status != "ok"]
     if len(failed) == len(status_frame):
         first = failed.iloc[0]
-        err = ParcelOutsideCubeError if first.status == "outside" else ParcelTooSmallError
+        err = {"outside": ParcelOutsideCubeError, "too_small": ParcelTooSmallError}.get(first.status, ParcelError)
         raise err(first.parcel_id, first.reason) if len(failed) == 1 else err(
             ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
             f"first: parcel {first.parcel_id}: {first.reason}")

@@ -81,6 +81,9 @@ def test_query_geometry_forms():
     for bad in [(3, 2, 1, 4), (1, 2, 3), (float("nan"), 2, 3, 4)]:
         with pytest.raises(InvalidRequestError, match="bbox"):
             query_geometry(bad, None, None, default_crs="EPSG:4326")
+    for flat in [(5.67, 52.71, 5.67, 52.71), (5.67, 52.71, 5.68, 52.71)]:  # found no tile, and said nothing else
+        with pytest.raises(InvalidRequestError, match=r"has no area \(minx = maxx or miny = maxy\)"):
+            query_geometry(flat, None, None, default_crs="EPSG:4326")
 
 
 def test_a_parcel_frame_is_an_area_in_its_own_crs():

@@ -50,3 +50,12 @@ def test_find_names_a_bbox_that_is_no_numbers(base_cube, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["catalog", "find", "--cube", str(base_cube), "--bbox", "a,b,c,d"])
     assert exc.value.code == 2 and "bbox 'a,b,c,d' needs four numbers" in capsys.readouterr().err
+
+
+def test_find_refuses_a_bbox_of_no_area(base_cube, capsys):
+    """A point given as a bbox found no tile, exit 0, though the point lies on tile 31UFU."""
+    assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705000,5850000",
+                 "--crs", "EPSG:32631"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("cardcube catalog: error: bbox (705000.0, 5850000.0, 705000.0, 5850000.0) "
+                                        "has no area")

@@ -270,6 +270,8 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
     assert c.data.sizes["x"] == 16 and c.outline is None
     with pytest.raises(RequestTooLargeError, match="size"):
         chip(tiny_cube, Point(lon, lat), size=100_000)
+    with pytest.raises(InvalidRequestError, match="chip size 0 px: give a whole number of pixels"):
+        chip(tiny_cube, Point(lon, lat), size=0)  # not "too large ... lower the size"
     with pytest.raises(InvalidRequestError, match="three bands"):
         chip(tiny_cube, Point(lon, lat), bands=("B04", "B03"))
     assert chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI").bands == ("NDVI",)  # a name, not its letters

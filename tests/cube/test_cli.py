@@ -10,9 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from shapely.geometry import Polygon
 
 from cardcube.cli import main
+from cardcube.errors import InvalidRequestError
 from cardcube.storage import open_store
+from cube.extract import extract
 from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
 
@@ -93,6 +96,66 @@ def test_parcels_without_statistics_are_reported_once(tiny_cube, tiny_region, tm
                  "--buffer", "-30", "--out", str(tmp_path / "s.csv")]) == 0
     out = capsys.readouterr().out
     assert out.count("no statistics:") > 0 and not [w for w in recwarn if "no statistics" in str(w.message)]
+
+
+@pytest.mark.parametrize("command", ["timeseries", "extract"])
+def test_a_buffer_of_no_finite_number_is_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys, command):
+    """--buffer nan gave a traceback (shapely's None buffer), after extract had written its manifest."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    out = tmp_path / ("s.csv" if command == "timeseries" else "ex")
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--buffer", "nan",
+              "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --buffer: expected a number of metres, got 'nan'" in err
+    assert "Traceback" not in err and not out.exists()
+    with pytest.raises(InvalidRequestError, match="finite number of metres"):
+        parcel_timeseries(tiny_cube, [pid], registry=gpd.read_parquet(tiny_region.parcels), buffer=float("inf"))
+    with pytest.raises(InvalidRequestError, match="finite number of metres"):
+        extract(tiny_region.parcels, tiny_cube, tmp_path / "ex2", buffer=float("nan"), progress=False)
+    assert not (tmp_path / "ex2").exists()
+
+
+def test_an_empty_geometry_in_the_parcel_file_stops_that_parcel_only(tiny_cube, tiny_region, tmp_path, capsys):
+    """One empty geometry in a register refused every parcel of it; and an id given twice was called an id
+    "shared by several parcels" of the file."""
+    some = gpd.read_parquet(tiny_region.parcels).iloc[10:12].copy()
+    some.loc[some.index[0], "geometry"] = Polygon()
+    some.to_file(tmp_path / "lpis.gpkg")
+    empty, good = some.parcel_id.tolist()
+    base = ["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "lpis.gpkg"), "--bands", "B04"]
+    assert main([*base, good, good, "--out", str(tmp_path / "one.csv")]) == 0
+    assert set(pd.read_csv(tmp_path / "one.csv").parcel_id) == {good}
+    assert main([*base, "--out", str(tmp_path / "all.csv")]) == 0  # every parcel of the file: the empty one listed
+    assert f"no statistics: parcel {empty}: has an empty geometry" in capsys.readouterr().out
+    record = json.loads((tmp_path / "all.csv.json").read_text())
+    assert {p["parcel_id"]: p["status"] for p in record["parcels"]} == {good: "ok", empty: "invalid"}
+    assert main([*base, empty, "--out", str(tmp_path / "none.csv")]) == 2
+    assert capsys.readouterr().err == f"cardcube timeseries: error: parcel {empty}: has an empty geometry\n"
+
+
+def test_a_point_of_no_number_is_one_readable_error(tiny_cube, tiny_region, tmp_path, capsys):
+    """chip --point nan 52 gave a traceback (NaN passed the lon/lat check), and timeseries --point nan 52 an error
+    spelling out the parcels' CRS as a page of PROJJSON."""
+    assert main(["chip", "--cube", str(tiny_cube), "--point", "nan", "52", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == ("cardcube chip: error: the point's coordinates (nan, 52.0, nan, 52.0) are not "
+                                       "lon/lat in EPSG:4326: give a lon/lat point, shapely.geometry.Point(lon, lat)\n")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--point", "nan", "52",
+                 "--out", str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err == ("cardcube timeseries: error: point (nan, 52.0) in EPSG:4326 has no position in "
+                                       "EPSG:32631\n")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--scale", "0"), ("--size", "0"), ("--size", "-3")])
+def test_chip_cli_refuses_a_size_or_scale_below_one(tiny_cube, tiny_region, tmp_path, capsys, option, value):
+    """--scale 0 was taken as no --scale (the default 4) without a word; --size 0 was "too large: lower the size"."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    with pytest.raises(SystemExit) as stop:
+        main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, option, value,
+              "--out", str(tmp_path / "chips")])
+    assert stop.value.code == 2 and f"argument {option}: expected a whole number >= 1, got '{value}'" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "chips").exists()
 
 
 def test_chip_cli_checks_bands_and_defaults_per_collection(tiny_cube, tiny_region, tmp_path, capsys):

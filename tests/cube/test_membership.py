@@ -149,3 +149,11 @@ def test_buffer_needs_a_projected_grid() -> None:
             pixels(parcels, geographic, buffer=-5.0)
     assert parcel_pixels(poly, geographic, buffer=0.0).any()
     assert shared_pixels([poly, poly], geographic, buffer=0.0).any()
+
+
+@pytest.mark.parametrize("buffer", [float("nan"), float("inf"), -float("inf")])
+def test_a_buffer_that_is_no_finite_number_is_refused(geobox: GeoBox, buffer: float) -> None:
+    poly = box(5, 5, 45, 45)  # NaN gave shapely's None (an AttributeError), an infinity a GEOSException
+    for pixels, parcels in [(parcel_pixels, poly), (window_for, poly), (label_pixels, [poly])]:
+        with pytest.raises(InvalidRequestError, match="finite number of metres"):
+            pixels(parcels, geobox, buffer=buffer)

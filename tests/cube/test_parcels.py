@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from geopandas.testing import assert_geodataframe_equal
@@ -183,6 +184,21 @@ def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
     gdf = as_parcels(register, crs=UTM).to_geodataframe()
     assert list(gdf.parcel_id) == list(FIELDS) and gdf.crs.to_epsg() == 32631
     assert "NL-001" in as_parcels(register) and "NL-9" not in as_parcels(register)
+
+
+def test_a_column_index_or_array_of_ids_is_ids(register: gpd.GeoDataFrame) -> None:
+    """parcels.parcel_id.head() was refused as "one row of a frame", its .values (an ArrowStringArray under
+    pandas 3) as no parcels at all, and an empty list of ids was an IndexError."""
+    column = register.parcel_id.iloc[[2, 0]]
+    for ids in (column, column.values, column.array, pd.Index(column)):
+        assert as_parcels(ids, registry=register).ids == ("NL-003", "NL-001"), type(ids)
+    numbered = register.assign(parcel_id=[11, 12, 13])
+    assert as_parcels(numbered.parcel_id.iloc[1:], registry=numbered).ids == (12, 13)
+    with pytest.raises(InvalidRequestError, match="from a Series: one row of a frame"):
+        as_parcels(register.iloc[0], registry=register)  # a row still says so
+    for none in ([], register.parcel_id.iloc[:0]):
+        with pytest.raises(InvalidRequestError, match="no parcel ids given"):
+            as_parcels(none, registry=register)
 
 
 def test_a_path_is_a_parcel_file_and_a_string_an_id(tiny_region):

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from shapely.geometry import box, mapping
+from shapely.geometry import Polygon, box, mapping
 
 from cardcube.testing.served import ServedCommand
 from cube.chips import chip
@@ -430,5 +430,23 @@ def test_ids_with_a_slash_are_reached_by_url(tiny_cube, parcels, tmp_path):
         r = server.http.get("/collections/s2/parcels/NL/000002/season.png", params={"size": 16})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         assert server.http.get("/collections/s2/parcels/NL/9/timeseries").status_code == 404
+    finally:
+        server.close()
+
+
+def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cube, parcels, tmp_path):
+    """A register with an empty geometry (an LPIS export often holds a few) stopped the service from starting;
+    now only that parcel is refused, with its reason."""
+    some = parcels.iloc[10:12].copy()
+    some.loc[some.index[0], "geometry"] = Polygon()
+    some.to_file(tmp_path / "lpis.gpkg")
+    empty, good = some.parcel_id.tolist()
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tmp_path / "lpis.gpkg"])
+    try:
+        r = server.http.get(f"/collections/s2/parcels/{good}/timeseries", params={"bands": "B04"})
+        assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {good}, r.text
+        r = server.http.get(f"/collections/s2/parcels/{empty}/timeseries", params={"bands": "B04"})
+        assert r.status_code == 422 and r.json() == {"error": "InvalidParcel",
+                                                     "detail": f"parcel {empty}: has an empty geometry"}
     finally:
         server.close()

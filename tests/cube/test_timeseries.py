@@ -22,6 +22,7 @@ from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube.chips import chip
 from cube.dataset import open_cube
+from cube.extract import extract
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -68,6 +69,34 @@ def test_s2_statistics_equal_the_source_pixels(tiny_cube, tiny_region, sample, m
     assert n == 2 * len(sample) * 19
     assert set(frame.cube_version) == {1} and frame.attrs["cube_version"] == 1
     assert all(s["status"] == "ok" and s["tile"] == "31UFU" for s in frame.attrs["parcel_status"])
+
+
+def test_20m_bands_alone_are_measured_on_the_parcels_10m_pixels(tiny_cube, tiny_region, sample):
+    """bands=["B11"] (20 m bands and SCL only) chose the parcel's pixels on a 20 m grid: other pixels, counted
+    once each, so a band's numbers depended on the other bands asked for and differed from extraction's."""
+    alone = parcel_timeseries(tiny_cube, sample, bands=["B11", "NDMI"])
+    geoms = dict(zip(sample.parcel_id, sample.geometry, strict=True))
+    assert _compare(_with_scene_ids(alone, tiny_region.items, "s2"), tiny_region.items, "s2", geoms, "B11",
+                    DEFAULT_SCL_MASK) == len(sample) * 19
+    mixed = parcel_timeseries(tiny_cube, sample, bands=["B04", "B11", "NDMI"])
+    pd.testing.assert_frame_equal(alone, mixed[mixed.band != "B04"].reset_index(drop=True), check_exact=True)
+    assert alone.attrs["parcel_status"] == mixed.attrs["parcel_status"]
+
+
+@pytest.mark.parametrize("buffer", [10.0, 30.0])
+def test_a_positive_buffer_keeps_every_pixel_it_reaches(tiny_cube, parcels, sample, buffer):
+    """The parcels were read from the box of their outlines, which a positive buffer reaches beyond: the pixels
+    there were left out, so a parcel got fewer pixels alone than beside parcels whose box held them."""
+    from cube.membership import parcel_pixels, window_for
+
+    grid = TileGrid.from_id("31UFU").geobox(10)
+    for pid, geom in zip(sample.parcel_id, sample.geometry, strict=True):
+        around = grid[window_for(geom, grid, buffer=buffer, pad=4)]
+        alone = parcel_timeseries(tiny_cube, [pid], registry=parcels, bands=["B04"], buffer=buffer)
+        assert alone.attrs["parcel_status"][0]["pixels"] == parcel_pixels(geom, around, buffer=buffer).sum() > 0
+    together = parcel_timeseries(tiny_cube, parcels, bands=["B04"], buffer=buffer)
+    alone = parcel_timeseries(tiny_cube, sample, bands=["B04"], buffer=buffer)
+    pd.testing.assert_frame_equal(together[together.parcel_id.isin(sample.parcel_id)].reset_index(drop=True), alone)
 
 
 def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
@@ -252,6 +281,20 @@ def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sampl
                                   parcel_timeseries(tiny_cube, sample, bands=["B04"]))
     with pytest.raises(InvalidRequestError, match="mask 'clouds': give 'default', 'none'"):
         parcel_timeseries(tiny_cube, sample, mask="clouds")
+
+
+@pytest.mark.parametrize("mask", [[99], [3.5], ["9"], 9, [True]])
+def test_a_mask_of_no_scl_class_codes_says_so(tiny_cube, sample, mask, tmp_path):
+    """[99] masked nothing without a word; a text, a float or a lone int failed deep in the statistics with a
+    TypeError or ValueError, and a numpy array of codes with "the truth value of an array is ambiguous"."""
+    with pytest.raises(InvalidRequestError, match=r"give a list of SCL class codes, e\.g\. \[0, 1, 3, 8, 9, 10, 11\] "
+                       r"\(the default\); the classes: 0 no_data, 1 saturated_or_defective"):
+        parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=mask)
+    with pytest.raises(InvalidRequestError, match="give a list of SCL class codes"):
+        extract(sample, tiny_cube, tmp_path / "ex", bands=["B04"], mask=mask, progress=False)
+    assert not (tmp_path / "ex").exists()
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=np.array([9, 10])),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=[9, 10]))
 
 
 def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
