@@ -158,11 +158,13 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
         "verify", help="check that every shard the cube's versions read is in the store, and sound",
         description="Check a cube collection against the manifests ingest writes for each time block: every shard "
         "they list, for every kept version, is in the store and its index passes its checksum (--deep: every chunk "
-        "is read and decompressed). A lost object otherwise reads as an area with no data to a plain Zarr reader. "
-        "Reads only. Exits with 1 when a shard is missing or damaged (each listed).",
+        "is read and decompressed, and the values compared with the checksum ingest recorded). A lost object "
+        "otherwise reads as an area with no data to a plain Zarr reader. Reads only. Exits with 1 when a shard is "
+        "missing or damaged (each listed).",
     )
     _add_cube_options(v)
-    v.add_argument("--deep", action="store_true", help="read every shard whole and decompress every chunk")
+    v.add_argument("--deep", action="store_true",
+                   help="read every shard whole, decompress every chunk, compare the values' checksums")
     add_endpoint_option(v)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
