@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -95,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_rasterio_threads()
     try:
         with _sigterm_unwinds():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, not at exit: a reader gone (| head) is a broken pipe, below
+            return code
+    except BrokenPipeError:  # the reader of stdout went away (| head, | grep -q), once the work was done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may exit's flush fail again
+        return 128 + signal.SIGPIPE  # as a process killed by SIGPIPE, and no error: the shell's convention
     except CardcubeError as exc:
         if args.verbose:
             raise

@@ -161,3 +161,21 @@ def test_bad_synthetic_settings_are_one_line_and_v_shows_the_traceback(tmp_path,
     assert capsys.readouterr().err.strip() == "cardcube synth: error: cloudiness 2.0 must be within [0, 1]"
     with pytest.raises(InvalidRequestError):
         main(["-v", "synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")])
+
+
+def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):
+    """``cardcube ingest ... | head -c 0`` (or ``| grep -q``): the pipe's reader leaves before the summary is
+    written. The ingest is committed all the same, and the command ends as a process killed by SIGPIPE (141 under
+    ``set -o pipefail``), saying nothing of an error: not "error: BrokenPipeError" with status 2 as if it failed."""
+    import subprocess
+    import sys
+
+    from cardcube.storage import open_store
+    from cube.ledger import committed_versions
+
+    cube = tmp_path / "cube"
+    run = subprocess.run(["bash", "-c", f'set -o pipefail; "{sys.executable}" -m cardcube.cli ingest '
+                          f'"{tiny_region.items}" --cube "{cube}" --collection s1 --quiet | head -c 0'],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 141 and "error" not in run.stderr.lower() and "Exception" not in run.stderr, run.stderr
+    assert committed_versions(open_store(cube, read_only=True), "s1") == [1]
