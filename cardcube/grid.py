@@ -126,7 +126,6 @@ class TileGrid:
             raise SceneGridError(scene_id, f"extent {geobox.boundingbox} reaches outside tile {self.tile_id}")
         return row, col
 
-
     def check_crs(self, geobox: GeoBox, *, scene_id: str = "?") -> None:
         """:class:`SceneGridError` if ``geobox`` is not in this tile's CRS: checked before the pixel size, as a
         file reprojected to another CRS has pixels of another size too, and its CRS is what is wrong."""

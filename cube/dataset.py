@@ -188,14 +188,14 @@ def _kinds(state: TileState, order: np.ndarray) -> tuple[tuple[bool, ...], np.nd
 
 
 def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: slice, cols: slice,
-           kinds: tuple[bool, ...], arrays: Mapping[ArrayKey, zarr.Array], cache: ArrayCache | None = None
-           ) -> list[_Window]:
+           kinds: tuple[bool, ...], arrays: Mapping[ArrayKey, zarr.Array], absent: AbsentShards,
+           cache: ArrayCache | None = None) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
     opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A shard found
-    missing is checked, once per shard (per query, or per ``cache``), against its block's manifest (lost data) and,
-    in the hot buffer, the ledger (the version expired meanwhile): :func:`cube.manifest.confirm_absent`."""
+    missing is checked, once per shard in ``absent`` (a query's, or a reader's ``cache.absent``), against its block's
+    manifest (lost data) and, in the hot buffer, the ledger (the version expired meanwhile):
+    :func:`cube.manifest.confirm_absent`."""
     state = version.tiles[tile]
-    absent = AbsentShards(1024) if cache is None else cache.absent  # this query's lookups, or a reader's
     parts = []
     for hot in kinds:
         length = state.hot_slots_used if hot else len(state.cold)
@@ -240,8 +240,9 @@ class BandReader:
         bands = [version.spec.band(name) for name in windows]
         acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, parse_time_selection(time))
         coords = acquisition_columns(acqs)
-        return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays)), order, coords,
-                            _band_attrs(b, decode=False)) for b in bands}
+        absent = AbsentShards(1024)  # the bands' missing shards, looked up once for all
+        return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays, absent)), order,
+                            coords, _band_attrs(b, decode=False)) for b in bands}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -283,13 +284,13 @@ def _native_window(window: TileWindow, resolution: int, native: int) -> tuple[sl
 
 def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: BandSpec, kinds: tuple[bool, ...],
                 order: np.ndarray, arrays: Mapping[ArrayKey, zarr.Array], resolution: int, *, decode: bool, token: str,
-                whole: bool, cache: ArrayCache | None) -> da.Array:
+                whole: bool, absent: AbsentShards, cache: ArrayCache | None) -> da.Array:
     rows, cols, k, dr, dc = _native_window(window, resolution, band.resolution)
     n_native = round(TILE_SIZE_M / band.resolution)
     rows, cols = slice(rows.start, min(rows.stop, n_native)), slice(cols.start, min(cols.stop, n_native))
     name = f"cardcube-{token}-{window.tile}-{band.name}"
     parts = [_lazy(part, name=name, whole=whole)
-             for part in _parts(store, version, window.tile, band, rows, cols, kinds, arrays, cache)]
+             for part in _parts(store, version, window.tile, band, rows, cols, kinds, arrays, absent, cache)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
         data = data[order]
@@ -389,9 +390,10 @@ def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands:
                   resolution: int, time: tuple, *, decode: bool, token: str, whole: bool,
                   cache: ArrayCache | None) -> xr.Dataset:
     sorted_acqs, kinds, order, arrays = _dates_and_arrays(store, version, window.tile, bands, time, cache)
+    absent = AbsentShards(1024) if cache is None else cache.absent  # this query's lookups, or a reader's
     data_vars = {
         b.name: (("time", "y", "x"), _band_array(store, version, window, b, kinds, order, arrays, resolution,
-                                                 decode=decode, token=token, whole=whole, cache=cache),
+                                                 decode=decode, token=token, whole=whole, absent=absent, cache=cache),
                  _band_attrs(b, decode=decode))
         for b in bands
     }

@@ -25,7 +25,7 @@ from cardcube.errors import CorruptDocumentError, MissingShardError
 from cardcube.lru import LRUDict
 from cardcube.storage import read_json_many, store_url, write_json
 from cube import layout
-from cube.ledger import CubeVersion, confirm_committed
+from cube.ledger import CubeVersion, TileState, confirm_committed
 
 FORMAT = "cardcube-manifest/1"
 
@@ -93,6 +93,12 @@ def block_manifests(stored: Iterable[tuple[str, bool, int, str, int, int, int]],
     return [BlockManifest(t, h, b, per) for (t, h, b), per in cells.items()]
 
 
+def tile_blocks(tile: str, state: TileState, time_block: int) -> list[tuple[str, bool, int]]:
+    """The time blocks (tile, hot, block) that ``state`` of ``tile`` reads: its whole cold blocks of
+    ``time_block`` dates, and its live hot slots."""
+    return [(tile, False, b) for b in range(len(state.cold) // time_block)] + [(tile, True, h.slot) for h in state.hot]
+
+
 def write_manifests(store: Store, collection: str, manifests: Iterable[BlockManifest]) -> None:
     for m in manifests:
         write_json(store, layout.manifest_key(collection, m.tile, m.block, hot=m.hot), m.to_dict())
@@ -145,15 +151,12 @@ class AbsentShards:
         return iter(self.keys)
 
 
-def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *,
-                   absent: AbsentShards | None = None) -> None:
+def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *, absent: AbsentShards) -> None:
     """Raise unless the shards a read of ``version`` found ``missing`` are areas with no data, read as fill
     rightly: :class:`VersionNotFoundError` if the version was expired while being read (expire deletes its hot
     slots; :func:`cube.ledger.confirm_committed`), :class:`MissingShardError` if their block's manifest lists
-    them (lost objects). ``absent``: the shards a long-running reader confirmed so before, not looked up again."""
-    if absent is None:
-        _confirm_absent(store, version, missing, None)
-        return
+    them (lost objects). ``absent``: the shards confirmed so before (by this query, or a long-running reader), not
+    looked up again, and the manifests read for them."""
     with absent.lock:
         new = [m for m in missing if (version.collection, version.version, m) not in absent.keys]
         if new:
@@ -162,7 +165,7 @@ def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *
 
 
 def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
-                    known: MutableMapping[tuple[str, bool, int], BlockManifest | None] | None) -> None:
+                    known: MutableMapping[tuple[str, bool, int], BlockManifest | None]) -> None:
     hot = [key for key in missing if (k := ShardKey.parse(key)) is not None and k.hot]
     if hot:
         confirm_committed(store, version, hot)

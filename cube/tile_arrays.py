@@ -43,7 +43,7 @@ class ArrayCache:
         """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
         self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
         self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
-        self.absent = AbsentShards(64 * arrays)  # confirm_committed's
+        self.absent = AbsentShards(64 * arrays)  # confirm_absent's
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,

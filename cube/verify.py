@@ -23,7 +23,7 @@ from zarr.core.sync import sync
 
 from cardcube.storage import StoreLike, open_store, reading, store_url
 from cube.ledger import version_history
-from cube.manifest import read_manifests
+from cube.manifest import read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
 from cube.tile_arrays import open_arrays
 
@@ -75,24 +75,23 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     store = open_store(cube, storage_options=storage_options, read_only=True)
     versions = version_history(store, collection)
     spec = versions[-1].spec
-    blocks = sorted({(tile, False, b) for v in versions for tile, s in v.tiles.items()
-                     for b in range(len(s.cold) // spec.chunks.time)}
-                    | {(tile, True, h.slot) for v in versions for tile, s in v.tiles.items() for h in s.hot})
+    blocks = sorted({b for v in versions for tile, state in v.tiles.items()
+                     for b in tile_blocks(tile, state, spec.chunks.time)})
     manifests = read_manifests(store, collection, blocks)
+    listed = [m for m in manifests.values() if m is not None]
     shards: list[_Shard] = []
-    for tile in sorted({t for t, _, _ in blocks}):
+    for tile in sorted({m.tile for m in listed}):
         arrays = open_arrays(store, collection, tile, [(b.resolution, b.name, hot) for b in spec.bands
                                                        for hot in (False, True)])
-        for (t, hot, block), manifest in manifests.items():
-            for band in spec.bands if t == tile and manifest is not None else ():
-                array = arrays[(band.resolution, band.name, hot)]
+        for m in (m for m in listed if m.tile == tile):
+            for band in spec.bands:
+                array = arrays[(band.resolution, band.name, m.hot)]
                 prefix = array.store_path.path
-                shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((block, r, c))}", (block, r, c),
-                                  crc) for (r, c), crc in sorted(manifest.shards.get(band.name, {}).items())]
+                shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
+                                  (m.block, r, c), crc) for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
     problems = _check(store, shards, deep=deep, progress=progress)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
-                        sum(m is not None for m in manifests.values()), sum(m is None for m in manifests.values()),
-                        len(shards), deep, tuple(problems))
+                        len(listed), len(manifests) - len(listed), len(shards), deep, tuple(problems))
 
 
 @dataclass(frozen=True, slots=True)

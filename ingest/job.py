@@ -221,8 +221,7 @@ def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence)
 
 def _manifests(spec: CubeSpec, writes: Sequence[ShardWrite], stored: Iterable[StoredShard]) -> list[BlockManifest]:
     """The manifests of every time block (cold block, hot slot) that ``writes`` wrote (:mod:`cube.manifest`)."""
-    blocks = {(w.tile, w.hot, b) for w in writes for b in
-              (range(w.time_start, w.time_start + len(w.dates)) if w.hot else [w.time_start // spec.chunks.time])}
+    blocks = {(w.tile, w.hot, b) for w in writes for b in w.blocks(spec.chunks.time)}
     return block_manifests(stored, blocks, spec.band_names)
 
 

@@ -55,6 +55,13 @@ class ShardWrite:
     def new_fraction(self) -> float:
         return sum(d.is_new for d in self.dates) / len(self.dates)
 
+    def blocks(self, time_block: int) -> range:
+        """The time blocks the write fills: its cold block of ``time_block`` dates, or one hot slot per date (a hot
+        slot is a shard of its own)."""
+        if self.hot:
+            return range(self.time_start, self.time_start + len(self.dates))
+        return range(self.time_start // time_block, self.time_start // time_block + 1)
+
 
 @dataclass(frozen=True, slots=True)
 class IngestPlan:

@@ -73,11 +73,10 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
-    st, sr, sc = target.shards
-    blocks = range(t0, t1) if task.hot else [t0 // st]  # a hot slot is a shard of its own
+    _, sr, sc = target.shards
     parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
     return [(task.tile, task.hot, b, band.name, r0 // sr, c0 // sc, values_checksum(part))
-            for b, part in zip(blocks, parts, strict=True) if _holds_data(part, fill)]
+            for b, part in zip(task.blocks(spec.chunks.time), parts, strict=True) if _holds_data(part, fill)]
 
 
 def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: BandSpec, fill: float, *,
