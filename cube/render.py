@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -173,7 +174,11 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Write ``image`` (see :func:`png_bytes`) to ``path``."""
+    """Write ``image`` (see :func:`png_bytes`) to ``path``, whose name must end ``.png``: a PNG under another
+    suffix (``chip.jpg``) would mislead every viewer that trusts the name."""
+    if Path(path).suffix.lower() != ".png":
+        raise InvalidRequestError(f"{os.fspath(path)}: a chip image is written as PNG; give a file name ending .png "
+                                  "(or write a GeoTIFF with to_geotiff)")
     with open(path, "wb") as f:
         f.write(png_bytes(image))
 

@@ -368,6 +368,10 @@ def test_what_a_chip_cannot_draw_is_a_clear_error(tiny_cube, parcels, parcel_id,
     c.to_png(tmp_path / "x.png", t=np.int64(0))
     with pytest.raises(InvalidRequestError, match="scale 0 is no enlargement"):  # was "too large: 0 px a side"
         c.to_png(tmp_path / "x.png", scale=0)
+    with pytest.raises(InvalidRequestError, match=r"x.jpg: a chip image is written as PNG; give a file name ending "
+                                                  r"\.png"):  # was PNG bytes under a .jpg name
+        c.to_png(tmp_path / "x.jpg")
+    assert not (tmp_path / "x.jpg").exists()
     renamed = parcels.rename(columns={"parcel_id": "id"})
     with pytest.raises(InvalidRequestError, match="no 'parcel_id' column"):
         chip(tiny_cube, [parcel_id], registry=renamed, size=8)
