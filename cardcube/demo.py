@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     import geopandas as gpd
     import pandas as pd
 
+    from cardcube.query import TIME_FORMAT
     from cardcube.synth import SynthConfig, generate
     from cardcube.synth.crops import GRASSLAND_CODES
     from cube.chips import chip
@@ -128,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     ids, titles, anomaly = _pick_parcels(parcels, truth)
     optical = parcel_timeseries(cube, ids, registry=parcels, bands=["B04", "B08", "NDVI"])
     radar = parcel_timeseries(cube, ids, registry=parcels, collection="s1", bands=["VV", "VH"])
-    optical.to_csv(out / "timeseries_s2.csv", index=False)
-    radar.to_csv(out / "timeseries_s1.csv", index=False)
+    optical.to_csv(out / "timeseries_s2.csv", index=False, date_format=TIME_FORMAT)
+    radar.to_csv(out / "timeseries_s1.csv", index=False, date_format=TIME_FORMAT)
     plot_timeseries(optical, out / "timeseries.png", radar=radar, titles=titles)
     print(f"  {len(optical)} S2 rows and {len(radar)} S1 rows for {len(ids)} parcels "
           f"(cube versions {optical.attrs['cube_version']}/{radar.attrs['cube_version']})")

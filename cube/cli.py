@@ -82,11 +82,16 @@ def _table_out(out: str) -> Path:
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
-    """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked."""
+    """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked;
+    CSV times in UTC with their ``Z``, as the REST service and the chips' tags write them."""
+    from cardcube.query import TIME_FORMAT
     from cube.extraction_files import PORTABLE_PARQUET
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, **PORTABLE_PARQUET) if path.suffix.lower() == ".parquet" else frame.to_csv(path, index=False)
+    if path.suffix.lower() == ".parquet":
+        frame.to_parquet(path, **PORTABLE_PARQUET)
+    else:
+        frame.to_csv(path, index=False, date_format=TIME_FORMAT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

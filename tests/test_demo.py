@@ -23,6 +23,7 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert (out / "timeseries.png").stat().st_size > 0 and (out / "cube" / "catalog.json").exists()
     optical = pd.read_csv(out / "timeseries_s2.csv")
     assert set(optical.band) == {"B04", "B08", "NDVI"} and optical["count"].gt(0).any()
+    assert optical.time.str.endswith("Z").all()  # UTC, said so
     status = gpd.read_parquet(out / "extract" / "parcels.parquet")
     parcels = gpd.read_parquet(out / "source" / "parcels.parquet")
     assert len(status) == len(parcels) and status.status.isin(["ok", "too_small"]).all()

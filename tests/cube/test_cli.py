@@ -85,7 +85,12 @@ def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny
     err = capsys.readouterr().err
     assert "has no 'parcel_id' column (columns: field_id" in err and "name the parcel id column with --id-column" in err
     assert main([*base, "--parcels", str(renamed), "--id-column", "field_id"]) == 0
-    assert set(pd.read_csv(tmp_path / "s.csv").parcel_id) == set(parcels.parcel_id)
+    csv = pd.read_csv(tmp_path / "s.csv")
+    assert set(csv.parcel_id) == set(parcels.parcel_id)
+    assert csv.time.str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()  # UTC, said so (was no Z)
+    assert main([*base[:-1], str(tmp_path / "s.parquet"), "--parcels", str(renamed), "--id-column", "field_id"]) == 0
+    parquet = pd.read_parquet(tmp_path / "s.parquet")
+    assert (pd.to_datetime(csv.time, utc=True) == pd.to_datetime(parquet.time, utc=True)).all()
     capsys.readouterr()
     assert main([*base, "--parcels", str(tmp_path / "missing.gpkg")]) == 2
     assert "no parcel file at" in capsys.readouterr().err
