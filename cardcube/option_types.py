@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from datetime import timedelta
+
+from cardcube.errors import InvalidRequestError
 
 
 def number(what: str = "a number", *, at_least: float | None = None, above: float | None = None
@@ -45,3 +48,20 @@ def whole_number(*, at_least: int = 0) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def parse_age(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    text = text.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
+    try:
+        return timedelta(**{units[unit]: value})
+    except OverflowError:
+        raise InvalidRequestError(f"{text!r} is longer than any cube has existed; write e.g. 7d") from None

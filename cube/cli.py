@@ -95,7 +95,8 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``cardcube timeseries``, ``chip``, ``extract``, ``flag`` and ``serve`` to the ``cardcube`` parser."""
+    """Add ``cardcube timeseries``, ``chip``, ``extract``, ``layers``, ``flag`` and ``serve`` to the ``cardcube``
+    parser."""
     p = sub.add_parser("timeseries", help="parcel statistics per date and band (CSV or Parquet)",
                        description="Statistics (count, mean, std, min, max, p25, median, p75, SCL class counts) "
                        "per parcel, acquisition and band, read directly from the cube's chunks.")
@@ -156,6 +157,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_extract)
+
+    g = sub.add_parser("layers", help="list the parcels' label layers extract keeps, and delete the unused ones",
+                       description="List the label layers cardcube extract keeps (one per tile and parcel file: an "
+                       "amended parcel file leaves a new one), when each was made and last read by a run; with "
+                       "--prune, delete those no run made or read for longer than the age given.")
+    g.add_argument("store", metavar="URL", help="the cube (layers are kept beside it by default) or the --layers "
+                   "location of the extractions: a folder or s3://bucket/prefix")
+    g.add_argument("--prune", metavar="AGE", default=None,
+                   help="delete the layers unused for longer than this: 30d, 12h, 0 (all); keep it longer than any "
+                   "extraction takes")
+    g.add_argument("--dry-run", action="store_true", help="with --prune: report what would go, delete nothing")
+    add_endpoint_option(g)
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(func=_layers)
 
     f = sub.add_parser("flag", help="flag parcels whose NDVI does not fit their declaration",
                        description="Anomaly markers from parcel statistics (an extraction folder, or a file written by "
@@ -312,6 +327,36 @@ def _extract(args: argparse.Namespace) -> int:
         print(f"  {result.parcels - result.status['ok']} parcel(s) without statistics: {result.out}/parcels.parquet "
               f"gives each one's status and reason")
     return 0 if result.status["ok"] and not result.failures else 1
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from cardcube.errors import InvalidRequestError
+    from cardcube.option_types import parse_age
+    from cardcube.storage import open_store, store_url
+    from cube.parcel_layer import prune_layers, stored_layers
+
+    if args.dry_run and args.prune is None:
+        raise InvalidRequestError("--dry-run goes with --prune AGE: listing deletes nothing anyway")
+    unused_for = None if args.prune is None else parse_age(args.prune)  # before any store is opened
+    store = open_store(args.store, storage_options=storage_options(args), read_only=unused_for is None or args.dry_run)
+    if unused_for is not None:
+        result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)
+        print(json.dumps(result.to_dict()) if args.json else result.summary())
+        for layer in [] if args.json else result.deleted:
+            print(f"  {'would delete' if args.dry_run else 'deleted'} {layer.prefix} "
+                  f"(last used {layer.last_use:%Y-%m-%d %H:%M} UTC)")
+        return 0
+    layers = stored_layers(store)
+    if args.json:
+        print(json.dumps([layer.to_dict() for layer in layers]))
+        return 0
+    print(f"label layers at {store_url(store)}: {len(layers)}")
+    for layer in layers:
+        made = f"{layer.parcels} parcels, made {layer.created:%Y-%m-%d %H:%M}" if layer.created else (
+            f"{layer.parcels} parcels" if layer.complete else "incomplete (a build that did not finish)")
+        used = f"last used {layer.last_use:%Y-%m-%d %H:%M} UTC" if layer.last_use else "use not recorded"
+        print(f"  {layer.prefix}: {made}, {used}")
+    return 0
 
 
 def _flag(args: argparse.Namespace) -> int:

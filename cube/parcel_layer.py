@@ -6,6 +6,7 @@ in" has the same answer for every date and band, so it is answered once per tile
     <root>/_parcels/<tile>/<digest>/labels/        Zarr v3 int32 array, the tile's 10 m grid; -1 = no parcel
     <root>/_parcels/<tile>/<digest>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1, shared
     <root>/_parcels/<tile>/<digest>/layer.json     written last: a layer without it is incomplete
+    <root>/_parcels/<tile>/<digest>/used.json      when a run last found the layer stored and read it
 
 ``digest`` hashes the tile, the parcels (ids and geometry, in the tile CRS) and the pixel rule (buffer,
 all_touched), so a layer is reused exactly when it would come out the same. Labels follow
@@ -15,6 +16,10 @@ that meet it; the index records each parcel's pixel count and pixel bounding box
 extraction uses to give every parcel one home block, and whether the parcel shares pixels with another one
 (overlapping parcels: the layer gives such a pixel to one of them, so extraction reads these parcels one
 by one instead).
+
+Every new parcel file (an amended declaration changes the digest of each tile it touches) leaves a new layer;
+:func:`prune_layers` deletes those no run has used for a given time (``cardcube layers --prune``), as
+:func:`ingest.expire.expire` does for old cube versions.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from typing import Any
 
@@ -38,17 +45,34 @@ from shapely.geometry import box
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
+from cardcube.errors import StoreError, StoreUnavailableError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
-from cardcube.storage import read_bytes, read_json, write_bytes, write_json
+from cardcube.query import TIME_FORMAT
+from cardcube.storage import (
+    delete_key,
+    delete_prefix,
+    list_children,
+    read_bytes,
+    read_json,
+    read_json_many,
+    store_url,
+    write_bytes,
+    write_json,
+)
 from cube.membership import buffered, label_pixels, shared_pixels
 from cube.parcels import ParcelSet
 
 LAYER_RESOLUTION = 10
 INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1", "shared")
 LAYER_FORMAT = 2  # part of the digest: a layer of another format is built anew
+ROOT = "_parcels"
+DEFAULT_UNUSED_FOR = timedelta(days=30)
 
-__all__ = ["INDEX_COLUMNS", "ParcelLayer", "layer_digest", "parcel_layer", "parcels_digest", "parquet_bytes"]
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_UNUSED_FOR", "INDEX_COLUMNS", "LayerPrune", "ParcelLayer", "StoredLayer", "layer_digest",
+           "parcel_layer", "parcels_digest", "parquet_bytes", "prune_layers", "stored_layers"]
 
 
 def parcels_digest(parcels: ParcelSet) -> str:
@@ -192,9 +216,10 @@ def parcel_layer(
     """
     grid = TileGrid.from_id(tile)
     ps = parcels.to_crs(grid.crs)
-    prefix = f"_parcels/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
+    prefix = f"{ROOT}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
     if read_json(store, f"{prefix}/layer.json") is not None:
         index = pd.read_parquet(io.BytesIO(read_bytes(store, f"{prefix}/index.parquet")))
+        _mark_used(store, prefix, datetime.now(UTC))
         return ParcelLayer(store, prefix, tile, index)
 
     geobox = grid.geobox(LAYER_RESOLUTION)
@@ -220,6 +245,114 @@ def parcel_layer(
     write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))
     write_json(store, f"{prefix}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
                                                "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
-                                               "labelled": int((index.pixels > 0).sum())})
+                                               "labelled": int((index.pixels > 0).sum()),
+                                               "created": datetime.now(UTC).strftime(TIME_FORMAT)})
     return ParcelLayer(store, prefix, tile, index)
+
+
+def _mark_used(store: Store, prefix: str, now: datetime) -> None:
+    """Write down that a run read the layer at ``prefix`` at ``now`` (what :func:`prune_layers` goes by). A store
+    this run may only read keeps the mark it had: its layers are pruned by whoever may write there."""
+    try:
+        write_json(store, f"{prefix}/used.json", {"at": now.strftime(TIME_FORMAT)})
+    except StoreUnavailableError:
+        raise
+    except StoreError as exc:
+        log.debug("label layer %s: its use not written down (%s)", prefix, exc)
+
+
+def _time(doc: Any, key: str) -> datetime | None:
+    text = doc.get(key) if isinstance(doc, dict) else None
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC) if isinstance(text, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLayer:
+    """A label layer found in a store: ``complete`` once its ``layer.json`` is written; when it was made and
+    last read by a run (``None``: not recorded, e.g. a build that never finished)."""
+
+    tile: str
+    digest: str
+    complete: bool
+    parcels: int | None
+    created: datetime | None
+    used: datetime | None
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}/{self.tile}/{self.digest}"
+
+    @property
+    def last_use(self) -> datetime | None:
+        """When a run last made or read the layer."""
+        times = [t for t in (self.created, self.used) if t is not None]
+        return max(times) if times else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: ``cardcube layers --json``."""
+        return {"tile": self.tile, "digest": self.digest, "complete": self.complete, "parcels": self.parcels,
+                **{k: None if t is None else t.strftime(TIME_FORMAT)
+                   for k, t in (("created", self.created), ("last_use", self.last_use))}}
+
+
+def stored_layers(store: Store) -> list[StoredLayer]:
+    """Every label layer in ``store`` (a cube, or the ``layers`` location of :func:`cube.extract.extract`), by tile
+    and digest: a listing per tile and one round of small reads."""
+    def children(prefix: str) -> list[str]:  # less the group metadata zarr writes above an array
+        return [name for name in list_children(store, prefix) if name != "zarr.json"]
+
+    found = [(tile, digest) for tile in children(ROOT) for digest in children(f"{ROOT}/{tile}")]
+    docs = read_json_many(store, [f"{ROOT}/{t}/{d}/{name}" for t, d in found for name in ("layer.json", "used.json")])
+    return [StoredLayer(tile, digest, layer is not None, layer.get("parcels") if layer else None,
+                        _time(layer, "created"), _time(used, "at"))
+            for (tile, digest), layer, used in zip(found, docs[::2], docs[1::2], strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerPrune:
+    """What :func:`prune_layers` deleted (or, with ``dry_run``, would delete) and kept."""
+
+    store: str
+    deleted: tuple[StoredLayer, ...]
+    kept: tuple[StoredLayer, ...]
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "deleted": [x.to_dict() for x in self.deleted],
+                "kept": [x.to_dict() for x in self.kept], "dry_run": self.dry_run}
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        return (f"label layers at {self.store}: {verb} {len(self.deleted)} unused, "
+                f"kept {len(self.kept)}")
+
+
+def prune_layers(store: Store, *, unused_for: timedelta = DEFAULT_UNUSED_FOR, dry_run: bool = False,
+                 now: datetime | None = None) -> LayerPrune:
+    """Delete the label layers of ``store`` that no run made or read for longer than ``unused_for`` (at ``now``,
+    default the current time); ``dry_run`` reports without deleting. A layer with no recorded time (a build that
+    never finished) is marked as seen now and goes ``unused_for`` later. Each layer's use is read again just
+    before it goes (a run that reads it meanwhile keeps it), and its ``layer.json`` goes first: a run that starts
+    during the deletion finds the layer incomplete and builds it anew. Keep ``unused_for`` longer than any
+    extraction takes (the default is 30 days), as a run that read a layer before the prune reads it on."""
+    now = now or datetime.now(UTC)
+    cutoff = now - unused_for
+    deleted, kept = [], []
+    for layer in stored_layers(store):
+        if layer.last_use is None and not dry_run:
+            _mark_used(store, layer.prefix, now)
+        if layer.last_use is None or layer.last_use > cutoff:
+            kept.append(layer)
+            continue
+        if not dry_run:
+            used = _time(read_json(store, f"{layer.prefix}/used.json"), "at")
+            if used is not None and used > cutoff:  # read by a run since the listing
+                kept.append(layer)
+                continue
+            delete_key(store, f"{layer.prefix}/layer.json")
+            delete_prefix(store, layer.prefix)
+        deleted.append(layer)
+    result = LayerPrune(store_url(store), tuple(deleted), tuple(kept), dry_run=dry_run)
+    log.info("%s", result.summary())
+    return result
 

@@ -193,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_expire(args: argparse.Namespace) -> int:
-    from ingest.expire import expire, parse_age
+    from cardcube.option_types import parse_age
+    from ingest.expire import expire
 
     result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
                     wait=args.wait, stale_after=args.stale_after, storage_options=storage_options(args))

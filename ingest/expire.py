@@ -26,7 +26,6 @@ read (the default is 7 days).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,6 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import InvalidRequestError
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
 from catalog.build import parse_time
@@ -49,7 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OLDER_THAN = timedelta(days=7)
 
-__all__ = ["DEFAULT_OLDER_THAN", "ExpireResult", "expire", "expired_versions", "garbage_blocks", "parse_age"]
+__all__ = ["DEFAULT_OLDER_THAN", "ExpireResult", "expire", "expired_versions", "garbage_blocks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +72,6 @@ class ExpireResult:
         return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
                 f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)")
-
-
-def parse_age(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration."""
-    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-    text = text.strip().lower()
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        value = float(number)
-    except ValueError:
-        raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
-    if not math.isfinite(value) or value < 0:
-        raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
-    try:
-        return timedelta(**{units[unit]: value})
-    except OverflowError:
-        raise InvalidRequestError(f"{text!r} is longer than any cube has existed; write e.g. 7d") from None
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta

@@ -23,6 +23,7 @@ from cardcube.errors import (
     MissingShardError,
     VersionNotFoundError,
 )
+from cardcube.option_types import parse_age
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog.build import parse_time
@@ -30,7 +31,7 @@ from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import Acquisition, CubeVersion, committed_versions, read_version
 from ingest.commit import writer_lock
-from ingest.expire import expire, expired_versions, parse_age
+from ingest.expire import expire, expired_versions
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources, unlist_shards
 from tests.ingest.crashing import run_ingest

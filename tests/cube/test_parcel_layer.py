@@ -1,0 +1,140 @@
+"""Label layers kept beside the cube: listed, their use written down, the unused ones pruned and built anew."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import zarr
+
+from cardcube.cli import main
+from cardcube.storage import open_store
+from cardcube.testing.s3proxy import start_s3_proxy
+from cube.extract import extract, read_timeseries
+from cube.parcel_layer import prune_layers, stored_layers
+
+
+@pytest.fixture()
+def cube(tiny_cube, tmp_path) -> Path:
+    """A private copy of the tiny cube, without the layers other tests left beside it."""
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))
+    return root
+
+
+def _layers(cube: Path) -> dict[str, object]:
+    return {layer.digest: layer for layer in stored_layers(open_store(str(cube)))}
+
+
+def _same(a: Path, b: Path) -> None:
+    key = ["parcel_id", "time", "band"]
+    pd.testing.assert_frame_equal(read_timeseries(a).sort_values(key, ignore_index=True),
+                                  read_timeseries(b).sort_values(key, ignore_index=True))
+
+
+def _next_second() -> None:
+    """Layer times are kept to the second: let the clock pass one, so the next use is later."""
+    time.sleep(1.05)
+
+
+def test_a_layer_read_again_is_kept_and_one_unused_goes(cube, parcels, tmp_path):
+    store = open_store(str(cube))
+    assert stored_layers(store) == []
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (full,) = _layers(cube).values()
+    assert full.complete and full.parcels == len(parcels) and full.used is None and full.last_use == full.created
+    _next_second()
+    extract(parcels.iloc[:-3], cube, tmp_path / "b", bands=["B08"], progress=False)  # an amended parcel file
+    _next_second()
+    extract(parcels, cube, tmp_path / "c", bands=["B08"], progress=False)  # the first file again: its layer read
+    layers = _layers(cube)
+    assert len(layers) == 2 and layers[full.digest].used > layers[full.digest].created
+    (amended,) = (x for x in layers.values() if x.digest != full.digest)
+    assert amended.parcels == len(parcels) - 3 and amended.last_use < layers[full.digest].last_use
+
+    unused_for = timedelta(days=30)
+    now = layers[full.digest].last_use - timedelta(seconds=1) + unused_for  # between the two last uses
+    dry = prune_layers(store, unused_for=unused_for, now=now, dry_run=True)
+    assert [x.digest for x in dry.deleted] == [amended.digest] and _layers(cube).keys() == layers.keys()
+    result = prune_layers(store, unused_for=unused_for, now=now)
+    assert [x.digest for x in result.deleted] == [amended.digest] and [x.digest for x in result.kept] == [full.digest]
+    assert _layers(cube).keys() == {full.digest}
+    assert not list((cube / amended.prefix).rglob("*.*"))  # nothing of it left
+
+    assert prune_layers(store, unused_for=timedelta(0)).deleted  # the other one too
+    assert _layers(cube) == {}
+    extract(parcels, cube, tmp_path / "d", bands=["B08"], progress=False)  # built anew: the same numbers
+    _same(tmp_path / "d", tmp_path / "a")
+
+
+def test_a_build_that_never_finished_is_kept_for_the_age_given_then_goes(cube, parcels, tmp_path):
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    store = open_store(str(cube))
+    (done,) = stored_layers(store)
+    tile = done.tile
+    zarr.create_array(store, name=f"_parcels/{tile}/0123456789abcdef/labels", shape=(8, 8), chunks=(8, 8),
+                      dtype="int32", fill_value=-1, zarr_format=3)  # a build killed before its layer.json
+    half = _layers(cube)["0123456789abcdef"]
+    assert not half.complete and half.last_use is None
+    first = prune_layers(store, unused_for=timedelta(days=1))
+    assert first.deleted == () and len(first.kept) == 2  # seen now: its time starts
+    seen = _layers(cube)["0123456789abcdef"].used
+    assert seen is not None
+    assert [x.digest for x in prune_layers(store, unused_for=timedelta(days=1), now=seen + timedelta(days=2)).deleted
+            ] == sorted([done.digest, "0123456789abcdef"])
+
+
+def test_the_cli_lists_and_prunes_and_refuses_what_it_cannot_do(cube, parcels, tmp_path, capsys):
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (layer,) = _layers(cube).values()
+    assert main(["layers", str(cube)]) == 0
+    out = capsys.readouterr().out
+    assert f"label layers at {cube}: 1" in out and f"{layer.prefix}: {len(parcels)} parcels, made " in out
+    assert main(["layers", str(cube), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["digest"] == layer.digest and listed["complete"] and listed["last_use"] == listed["created"]
+    assert main(["layers", str(cube), "--prune", "30d"]) == 0
+    assert "deleted 0 unused, kept 1" in capsys.readouterr().out
+    assert main(["layers", str(cube), "--prune", "0", "--dry-run"]) == 0
+    assert f"would delete {layer.prefix}" in capsys.readouterr().out and _layers(cube)
+    assert main(["layers", str(cube), "--dry-run"]) == 2
+    assert "--dry-run goes with --prune AGE" in capsys.readouterr().err
+    assert main(["layers", str(cube), "--prune", "soon"]) == 2
+    assert "cannot read 'soon' as an age" in capsys.readouterr().err
+    assert main(["layers", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert _layers(cube)  # nothing was deleted by a refused command
+    assert main(["layers", str(cube), "--prune", "0", "--json"]) == 0
+    assert [x["digest"] for x in json.loads(capsys.readouterr().out)["deleted"]] == [layer.digest]
+    assert _layers(cube) == {}
+
+
+def test_on_s3_and_through_credentials_that_may_only_read(cube, parcels, tmp_path, s3_bucket):
+    """Listing and pruning use S3's listings and batched deletes; a run that may only read a stored layer reads
+    it all the same (its use goes unrecorded)."""
+    import s3fs
+
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (layer,) = _layers(cube).values()
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options())
+    fs.put(str(cube) + "/", f"{s3_bucket.name}/cube/", recursive=True)
+    url, writer = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    with start_s3_proxy(s3_bucket.server.endpoint_url) as read_only:
+        read_only.fail_randomly(1.0, status=403, code="AccessDenied", methods=["PUT", "POST", "DELETE"])
+        extract(parcels, url, tmp_path / "b", bands=["B08"], storage_options=read_only.storage_options(attempts=1),
+                progress=False)
+    _same(tmp_path / "b", tmp_path / "a")
+    (listed,) = stored_layers(open_store(url, storage_options=writer))
+    assert listed.digest == layer.digest and listed.used is None  # unrecorded: the run could not write
+    extract(parcels, url, s3_bucket.url_for("out"), bands=["B08"], storage_options=writer,
+            out_storage_options=writer, progress=False)
+    (listed,) = stored_layers(open_store(url, storage_options=writer))
+    assert listed.used is not None  # a run that may write records it
+    result = prune_layers(open_store(url, storage_options=writer), unused_for=timedelta(0))
+    assert [x.digest for x in result.deleted] == [layer.digest]
+    assert not fs.exists(f"{s3_bucket.name}/cube/{layer.prefix}") and fs.exists(f"{s3_bucket.name}/cube/s2")
