@@ -169,6 +169,44 @@ def _power_sum(vals, wb, c, weighted, scale, offset, power):
 
 
 @numba.njit(cache=True, nogil=True)
+def _int_range(buf, wb, c, weighted):
+    """Sum (each value counted ``wb[i]`` times if ``weighted``), min and max of the integers ``buf[:c]``, in
+    exact int64. A loop of its own for each case: the unweighted one, most runs, is vectorised."""
+    s, lo, hi = np.int64(0), buf[0], buf[0]
+    if weighted:
+        for i in range(c):
+            x = buf[i]
+            s += wb[i] * np.int64(x)
+            lo = min(lo, x)
+            hi = max(hi, x)
+    else:
+        for i in range(c):
+            x = buf[i]
+            s += np.int64(x)
+            lo = min(lo, x)
+            hi = max(hi, x)
+    return s, np.int64(lo), np.int64(hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_deviations(buf, wb, c, weighted, lo):
+    """Sums of ``d`` and ``d**2``, ``d = buf[i] - lo`` (``lo`` at most every value; each counted ``wb[i]`` times
+    if ``weighted``), in exact int64."""
+    sd, sd2 = np.int64(0), np.int64(0)
+    if weighted:
+        for i in range(c):
+            d = np.int64(buf[i]) - lo
+            sd += wb[i] * d
+            sd2 += wb[i] * d * d
+    else:
+        for i in range(c):
+            d = np.int64(buf[i]) - lo
+            sd += d
+            sd2 += d * d
+    return sd, sd2
+
+
+@numba.njit(cache=True, nogil=True)
 def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
                    f32, power, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
@@ -201,14 +239,18 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
     coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
     use_clear = clear.shape[0] > 0
     ranked = small_uint and qs.size > 0  # fill the histogram of stored values while gathering
+    # Unsigned positions (the caller checked them): every read of the gathering loop is spared numba's test
+    # and fix-up of a negative index.
+    uindex, uat = index.view(np.uint64), at.view(np.uint64)
     for t in range(v.shape[0]):
         for j in range(starts.size):
             c = 0
             n = 0
-            for k in range(starts[j], starts[j] + sizes[j]):
-                if use_clear and not clear[t, at[k] if weighted else k]:
+            first = np.uint64(starts[j])
+            for k in range(first, first + np.uint64(sizes[j])):
+                if use_clear and not clear[t, uat[k] if weighted else k]:
                     continue
-                x = v[t, index[k]]
+                x = v[t, uindex[k]]
                 if x == x and x != nodata:  # not NaN, not nodata
                     buf[c] = x
                     if weighted:
@@ -227,20 +269,10 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
                 continue
             vals = buf
             if small_uint:
-                s, lo_i, hi_i = np.int64(0), np.int64(buf[0]), np.int64(buf[0])
-                for i in range(c):
-                    x = np.int64(buf[i])
-                    s += wb[i] * x if weighted else x
-                    lo_i = min(lo_i, x)
-                    hi_i = max(hi_i, x)
+                s, lo_i, hi_i = _int_range(buf, wb, c, weighted)
                 width = hi_i - lo_i
                 if n * width <= 3_000_000_000:  # n * sum(d**2) - sum(d)**2 fits in int64: exact
-                    sd, sd2 = np.int64(0), np.int64(0)
-                    for i in range(c):
-                        d = np.int64(buf[i]) - lo_i
-                        w = wb[i] if weighted else 1
-                        sd += w * d
-                        sd2 += w * d * d
+                    sd, sd2 = _int_deviations(buf, wb, c, weighted, lo_i)
                     var = (n * sd2 - sd * sd) / (float(n) * n)
                 else:
                     m = s / n
@@ -268,10 +300,14 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
                         if hi > lo:
                             cb, below, b = _walk(hist, coarse, cb, below, hi)
                         pct[q, t, j] = _percentile(a, b * scale + offset, pos, lo, median[q])
-                for i in range(c):  # empty the histogram for the next run
-                    xi = np.int64(buf[i])
-                    hist[xi] = 0
-                    coarse[xi >> COARSE] = 0
+                if width < 2 * c:  # empty the histogram for the next run: a narrow one as a range, not value by value
+                    hist[lo_i:hi_i + 1] = 0
+                    coarse[lo_i >> COARSE:(hi_i >> COARSE) + 1] = 0
+                else:
+                    for i in range(c):
+                        xi = np.int64(buf[i])
+                        hist[xi] = 0
+                        coarse[xi >> COARSE] = 0
                 if narrow:
                     continue
                 if weighted:

@@ -87,9 +87,10 @@ def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.nda
     n, t, b = ids.size, times.size, bands.size
     parcel_row = np.repeat(np.arange(n), t * b)  # each row's parcel, date and band (positions in sorted order)
     time_row = np.tile(np.repeat(np.arange(t), b), n)
-
-    def rows(arr: np.ndarray) -> np.ndarray:  # (band, parcel, time) -> one value per row, in row order
-        return arr[by_band][:, by_id][:, :, by_time].transpose(1, 2, 0).reshape(-1)
+    # each row's place in a (band, parcel, time) stack and in a (parcel, time) array: one take per column
+    per_parcel_time = (by_id[:, None] * t + by_time[None, :]).reshape(-1)
+    stacked = (by_band[None, :] * (n * t) + per_parcel_time[:, None]).reshape(-1)
+    parcel_time = np.repeat(per_parcel_time, b)
 
     data: dict[str, Any] = {"parcel_id": _column(ids[by_id], parcel_row),
                             "time": _column(times[by_time], time_row),
@@ -98,12 +99,12 @@ def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.nda
     names += list(dict.fromkeys(c for r in results for c in r.values if c not in names))
     for name in names:
         fill = 0 if name in ("count", "masked") else np.nan
-        data[name] = rows(np.stack([np.asarray(r.values[name]) if name in r.values else np.full((n, t), fill)
-                                    for r in results]))
+        data[name] = np.stack([np.asarray(r.values[name]) if name in r.values else np.full((n, t), fill)
+                               for r in results]).reshape(-1).take(stacked)
     for name, arr in (per_date or {}).items():
         arr = np.asarray(arr)
         data[name] = (_column(arr[by_time], time_row) if arr.ndim == 1 else
-                      _column(arr[by_id][:, by_time].reshape(-1), parcel_row * t + time_row))
+                      _column(arr.reshape(-1), parcel_time))
     return pa.table(data)
 
 

@@ -147,7 +147,7 @@ def segment_stats(
     if not scale > 0:
         raise InvalidRequestError(f"scale must be positive, got {scale}")
     sizes = np.asarray(sizes, dtype=np.int64)
-    index = np.asarray(index, dtype=np.int64)
+    index = np.ascontiguousarray(index, dtype=np.int64)  # viewed as unsigned by the kernel
     if index.size != sizes.sum() or (index.size and not 0 <= index.min() <= index.max() < values.shape[1]):
         raise InvalidRequestError(f"index ({index.size} pixels) does not fit sizes ({sizes.sum()}) and values "
                                   f"{values.shape}")
@@ -198,7 +198,7 @@ def _weights(index: np.ndarray, starts: np.ndarray, sizes: np.ndarray, weight: n
     pixels = cum[starts + sizes] - cum[starts]
     if clear is None:
         return pixels, weight, empty
-    at = np.asarray(at if at is not None else [], dtype=np.int64)
+    at = np.ascontiguousarray(at if at is not None else [], dtype=np.int64)
     if at.shape != index.shape or (at.size and not 0 <= at.min() <= at.max() < pixels.sum()):
         raise InvalidRequestError(f"with clear and weight, at must give each index entry's pixel (0 .. "
                                   f"{pixels.sum() - 1}), got {at.shape}")

@@ -148,6 +148,26 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
         segment_stats(stored, native[order], sizes, scale=-1.0)
 
 
+
+def test_segment_stats_of_a_strided_index_and_mask_positions() -> None:
+    """The kernel reads ``index`` and ``at`` as unsigned views of their buffers: a strided (non-contiguous)
+    index, weight or ``at`` gives the numbers of its contiguous copy."""
+    rng = np.random.default_rng(11)
+    stored = rng.integers(1, 3000, (5, 400)).astype(np.uint16)
+    stored[rng.random(stored.shape) < 0.1] = 0
+    sizes = np.array([10, 0, 18, 12])
+    index = np.stack([rng.integers(0, 400, 40), np.zeros(40, dtype=np.int64)], axis=1)  # column 0: strided
+    weight = np.stack([rng.integers(1, 4, 40), np.ones(40, dtype=np.int64)], axis=1)
+    at = np.stack([np.cumsum(weight[:, 0]) - weight[:, 0], np.zeros(40, dtype=np.int64)], axis=1)
+    for extra in ({}, {"weight": weight[:, 0], "at": at[:, 0]}):
+        clear = rng.random((5, weight[:, 0].sum() if extra else 40)) < 0.8
+        args = dict(stats=(*STATS, "p10"), nodata=0, scale=1e-4, clear=clear)
+        got = segment_stats(stored, index[:, 0], sizes, **extra, **args)
+        want = segment_stats(stored, index[:, 0].copy(), sizes, **{k: a.copy() for k, a in extra.items()}, **args)
+        for stat, arr in want.items():
+            np.testing.assert_array_equal(got[stat], arr, err_msg=stat)
+
+
 # (dtype, value range, parcel sizes): each sends its parcels down one path of the unsigned 8/16-bit kernel
 UNSIGNED_CASES = {
     "histogram": ("uint16", (4000, 4400), [1, 2, 3, 300, 701]),  # narrow range: counted out of a histogram
