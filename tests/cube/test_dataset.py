@@ -122,3 +122,27 @@ def test_both_chunkings_read_the_same_pixels(tiny_cube, collection):
     window = open_cube(tiny_cube, collection, decode=False, chunks="window").compute()
     assert storage.sizes["time"] > 4  # more than one time block of the tests' chunks
     xr.testing.assert_identical(storage, window)
+
+
+@pytest.mark.timeout(240)
+def test_a_dataset_computes_on_a_cluster_of_worker_processes(tiny_cube, tiny_region):
+    """An analyst's ``Client(LocalCluster())`` computes the lazy Dataset: its tasks went to the workers with the
+    query's missing-shard record, whose lock could not be pickled ("Could not serialize object")."""
+    import distributed
+
+    from cube.tile_arrays import ArrayCache
+    from tests.cube.reference import _sample
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    ds = open_cube(tiny_cube, bands=["B04", "SCL"], time="2024-06", decode=False)
+    cached = open_cube(tiny_cube, bands=["B04"], time="2024-06", decode=False, cache=ArrayCache())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster):
+        got, again = ds.compute(), cached.compute()
+    xs, ys = np.meshgrid(got.x.values, got.y.values)
+    scenes = {f["id"]: f for f in items_of(tiny_region.items, "sentinel-2-l2a")}
+    for i, scene in enumerate(got.scene_id.values):
+        for band in ("B04", "SCL"):
+            expected, _ = _sample(asset_path(tiny_region.items, scenes[scene], band), xs, ys)
+            np.testing.assert_array_equal(got[band].values[i], expected)
+    np.testing.assert_array_equal(again.B04.values, got.B04.values)
