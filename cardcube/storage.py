@@ -175,6 +175,17 @@ def store_url(store: Store) -> str:
     return store_url(inner) if isinstance(inner, Store) else repr(store)
 
 
+def store_at(store: Store, url: str) -> Store | None:
+    """A read-only store of ``url`` (a location :func:`store_url` gives) on the same file system as ``store`` (its
+    S3 endpoint and keys); None for a store of another kind."""
+    if isinstance(store, LocalStore):
+        return LocalStore(url, read_only=True)
+    if isinstance(store, FsspecStore):
+        return FsspecStore(store.fs, read_only=True, path=url.split("://", 1)[-1])
+    inner = getattr(store, "_store", None)
+    return store_at(inner, url) if isinstance(inner, Store) else None
+
+
 def canonical_url(store: Store) -> str:
     """:func:`store_url`, with a local folder's links and ``..`` resolved: the same folder named two ways gives
     one string (what an extraction's manifest compares)."""
