@@ -169,6 +169,8 @@ def store_url(store: Store) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     if isinstance(store, FsspecStore):
+        if "://" in store.path:  # HTTP's file system keeps the whole URL as the path (and is "http" for https too)
+            return store.path
         protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
         return f"{protocol}://{store.path}"
     inner = getattr(store, "_store", None)
