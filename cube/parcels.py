@@ -414,6 +414,10 @@ def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_colum
                 "file, a shapely Point for a location") if what == "parcel ids" else ""
         raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set (registry=); none is "
                                   f"given{hint}")
+    if isinstance(registry, str | bytes):  # read as ids, it was "none is given" and "a str is taken as a parcel id"
+        raise InvalidRequestError(f"registry={registry!r} is text: give the registered parcels as a GeoDataFrame or "
+                                  f"ParcelSet (cube.parcels.read_parcels reads a file or URL), or a local parcel "
+                                  f"file as a pathlib.Path")
     return registry if isinstance(registry, ParcelSet) else as_parcels(registry, id_column=id_column)
 
 
