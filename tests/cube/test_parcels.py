@@ -271,3 +271,19 @@ def test_a_registry_given_as_text_says_so(register: gpd.GeoDataFrame, tmp_path) 
                                                       r"as a GeoDataFrame or ParcelSet \(cube.parcels.read_parcels"):
             as_parcels(["NL-002"], registry=registry)
     assert as_parcels(["NL-002"], registry=path).ids == ("NL-002",)  # a Path is a parcel file
+
+
+def test_a_parcel_file_without_a_crs_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A file whose coordinates say no CRS (a shapefile without its .prj) was refused later as "the parcels have no
+    CRS; set one with GeoDataFrame.set_crs", naming no file: no help to a user of the command line."""
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    bare = register.to_crs(UTM).set_crs(None, allow_override=True)
+    for name in ("parcels.gpkg", "parcels.parquet", "parcels.shp"):
+        path = tmp_path / name
+        bare.to_parquet(path) if name.endswith(".parquet") else bare.to_file(path)
+        with pytest.raises(ParcelFileError, match=rf"{path} has no CRS: .*\(ogr2ogr -a_srs EPSG:<code>"):
+            read_parcels(path)
+    register.to_file(tmp_path / "with.gpkg")
+    assert read_parcels(tmp_path / "with.gpkg").crs == register.crs
