@@ -10,6 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -312,9 +313,11 @@ def enclosing_cube(store: Store) -> str:
     of where the cube was."""
     parts = store_url(store).rstrip("/").split("/")
     for i in range(len(parts) - 1, 0, -1):
-        if parts[i] in CUBE_SPECS and "/".join(parts[:i]).rstrip(":/"):  # <root>/<collection>/...
-            root = "/".join(parts[:i])
-            candidate = store_at(store, root)
+        root = "/".join(parts[:i])
+        if parts[i] not in CUBE_SPECS or root.rstrip("/").endswith(":") or not root:  # <root>/<collection>/...
+            continue
+        candidate = store_at(store, root)
+        with contextlib.suppress(OSError):  # a hint only: the error it adds to stands as it is
             if candidate is not None and committed_versions(candidate, parts[i]):
                 return (f"; it lies inside the cube at {root} (its {parts[i]} collection): give that location, the "
                         f"folder of its catalog.json")
