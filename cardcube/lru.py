@@ -36,3 +36,10 @@ class LRUDict(MutableMapping):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __getstate__(self) -> dict:  # a lock cannot be pickled: a copy (a dask worker's) gets its own
+        with self._lock:
+            return {"size": self._size, "data": OrderedDict(self._data)}
+
+    def __setstate__(self, state: dict) -> None:
+        self._size, self._data, self._lock = state["size"], state["data"], threading.Lock()

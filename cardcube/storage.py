@@ -169,10 +169,23 @@ def store_url(store: Store) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     if isinstance(store, FsspecStore):
+        if "://" in store.path:  # HTTP's file system keeps the whole URL as the path (and is "http" for https too)
+            return store.path
         protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
         return f"{protocol}://{store.path}"
     inner = getattr(store, "_store", None)
     return store_url(inner) if isinstance(inner, Store) else repr(store)
+
+
+def store_at(store: Store, url: str) -> Store | None:
+    """A read-only store of ``url`` (a location :func:`store_url` gives) on the same file system as ``store`` (its
+    S3 endpoint and keys); None for a store of another kind."""
+    if isinstance(store, LocalStore):
+        return LocalStore(url, read_only=True)
+    if isinstance(store, FsspecStore):
+        return FsspecStore(store.fs, read_only=True, path=url.split("://", 1)[-1])
+    inner = getattr(store, "_store", None)
+    return store_at(inner, url) if isinstance(inner, Store) else None
 
 
 def canonical_url(store: Store) -> str:

@@ -32,7 +32,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.query import TIME_FORMAT, check_lonlat
+from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import render
@@ -293,6 +293,20 @@ def _missed(version: CubeVersion, date: Any) -> str | None:
             f"{'; '.join(f'{t} ({orbit})' for t, orbit in held)}: give one of these times as the date")
 
 
+def _nearest(version: CubeVersion, date: Any) -> str:
+    """For ``chip(date=)`` of a day (or time) between the cube's dates without an acquisition: "; ..." naming the
+    acquisitions just before and after it, to ask for one of them ("" otherwise: the cube's dates say it all)."""
+    if date is None:
+        return ""
+    lo, hi = parse_time_range(_one_date(date))
+    times = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
+    before = [t for t in times if np.datetime64(t.rstrip("Z"), "ns") < lo]
+    after = [t for t in times if np.datetime64(t.rstrip("Z"), "ns") >= hi]
+    if not (before and after):
+        return ""
+    return f"; the nearest acquisitions: {before[-1]} before, {after[0]} after"
+
+
 def _locate(where: Any, registry: Any, id_column: str = "parcel_id") -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
     if isinstance(where, Point) and registry is None:
@@ -427,7 +441,7 @@ def chip(
         try:
             check_acquisitions(version, time)
         except DateNotFoundError as exc:  # a time that misses: the acquisitions of its day, if any, to choose from
-            raise DateNotFoundError(_missed(version, date) or str(exc)) from None
+            raise DateNotFoundError(_missed(version, date) or str(exc) + _nearest(version, date)) from None
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         found = _chip_tiles(version, geom, crs, resolution=res, size=size)
         if found is None:

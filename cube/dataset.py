@@ -316,8 +316,8 @@ def _band_attrs(band: BandSpec, *, decode: bool) -> dict[str, Any]:
     attrs: dict[str, Any] = {"long_name": band.long_name, "units": band.units, "native_resolution": band.resolution}
     if band.is_flag:
         attrs.update(flag_values=list(band.flag_values), flag_meanings=" ".join(band.flag_meanings), nodata=band.nodata)
-    elif not decode:
-        attrs.update(scale_factor=band.scale, add_offset=band.offset, nodata=band.nodata)
+    elif not decode:  # CF packing: xarray's decode_cf and a netCDF or Zarr copy read back NaN for nodata, not -0.1
+        attrs.update(scale_factor=band.scale, add_offset=band.offset, nodata=band.nodata, _FillValue=band.nodata)
     return attrs
 
 

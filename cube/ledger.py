@@ -10,6 +10,7 @@ read exactly as it was ("as of").
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,8 +24,8 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.grid import TileGrid
-from cardcube.spec import CubeSpec, cube_spec
-from cardcube.storage import key_exists, list_keys, read_json, store_url
+from cardcube.spec import CUBE_SPECS, CubeSpec, cube_spec
+from cardcube.storage import key_exists, list_keys, read_json, store_at, store_url
 from cube import layout
 
 FORMAT = "cardcube-ledger/1"
@@ -306,6 +307,23 @@ def committed_versions(store: Store, collection: str) -> list[int]:
     return sorted(v for v in map(layout.version_of_key, keys) if v is not None)
 
 
+def enclosing_cube(store: Store) -> str:
+    """For a location inside a cube (what its STAC catalog points at: a collection or tile item document, a tile's
+    ``cube.zarr``), "; ..." naming the cube's own location, else "": such a location held no cube, without a word
+    of where the cube was."""
+    parts = store_url(store).rstrip("/").split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        root = "/".join(parts[:i])
+        if parts[i] not in CUBE_SPECS or root.rstrip("/").endswith(":") or not root:  # <root>/<collection>/...
+            continue
+        candidate = store_at(store, root)
+        with contextlib.suppress(OSError):  # a hint only: the error it adds to stands as it is
+            if candidate is not None and committed_versions(candidate, parts[i]):
+                return (f"; it lies inside the cube at {root} (its {parts[i]} collection): give that location, the "
+                        f"folder of its catalog.json")
+    return ""
+
+
 def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
     """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
     A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
@@ -319,7 +337,8 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     if version is None:
         versions = committed_versions(store, collection)
         if not versions:
-            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version")
+            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
+                                    + enclosing_cube(store))
         version = versions[-1]
     if not isinstance(version, int | np.integer) or isinstance(version, bool):
         raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
@@ -349,7 +368,8 @@ def version_history(store: Store, collection: str, versions: Sequence[int] | Non
         except VersionNotFoundError:
             continue
     if not history:
-        raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version")
+        raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
+                                + enclosing_cube(store))
     return history
 
 

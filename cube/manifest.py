@@ -141,6 +141,12 @@ class AbsentShards:
         self.lock = threading.Lock()
         self._manifests = manifests
 
+    def __getstate__(self) -> dict:  # a Dataset's tasks carry it to dask workers: each copy gets its own lock
+        return {k: v for k, v in vars(self).items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state, lock=threading.Lock())
+
     def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest | None]:
         return self.manifests.setdefault(collection, LRUDict(self._manifests))
 

@@ -281,6 +281,10 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
                               f"(Python: id_column=)")
+    if frame.crs is None:  # refused later as "set one with GeoDataFrame.set_crs", naming no file: no help on the CLI
+        raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
+                              f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
+                              f"read the file with geopandas and .set_crs)")
     return frame
 
 
@@ -414,6 +418,10 @@ def _registry(registry: ParcelSet | gpd.GeoDataFrame | None, what: str, id_colum
                 "file, a shapely Point for a location") if what == "parcel ids" else ""
         raise InvalidRequestError(f"{what} can only be looked up in a registered parcel set (registry=); none is "
                                   f"given{hint}")
+    if isinstance(registry, str | bytes):  # read as ids, it was "none is given" and "a str is taken as a parcel id"
+        raise InvalidRequestError(f"registry={registry!r} is text: give the registered parcels as a GeoDataFrame or "
+                                  f"ParcelSet (cube.parcels.read_parcels reads a file or URL), or a local parcel "
+                                  f"file as a pathlib.Path")
     return registry if isinstance(registry, ParcelSet) else as_parcels(registry, id_column=id_column)
 
 

@@ -82,7 +82,7 @@ from cube import render
 from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
 from cube.dataset import check_acquisitions, date_span
 from cube.extraction_files import PORTABLE_PARQUET
-from cube.ledger import CubeVersion, committed_versions
+from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
@@ -389,7 +389,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
     if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
-        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
+        raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}"
+                                + enclosing_cube(store))
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select

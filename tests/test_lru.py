@@ -29,3 +29,14 @@ def test_threads_sharing_it_keep_it_bounded_and_consistent():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(work, range(8)))
     assert len(cache) == 64 and len(list(cache)) == 64
+
+
+def test_a_pickled_copy_keeps_its_entries_and_gets_its_own_lock():
+    """A dask worker process gets the readers' caches with the tasks: a lock cannot be pickled."""
+    import pickle
+
+    cache = LRUDict(2)
+    cache["a"], cache["b"] = 1, 2
+    copy = pickle.loads(pickle.dumps(cache))
+    copy["c"] = 3
+    assert list(copy) == ["b", "c"] and list(cache) == ["a", "b"]

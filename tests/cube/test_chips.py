@@ -410,3 +410,22 @@ def test_a_day_of_two_sentinel1_passes_is_a_choice_not_the_first(two_pass_cube, 
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", date=day, time=day)
     with pytest.raises(InvalidRequestError, match="'2024-05' is not a day or a time"):
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", date="2024-05")
+
+
+def test_a_day_without_an_acquisition_names_the_nearest_ones(tiny_cube, tiny_region, parcels, parcel_id):
+    """An inspector's chip of a day between two passes said only that the cube holds dates from May to July."""
+    import itertools
+
+    from tests.ingest.scene_edits import items_of
+
+    times = sorted(f["properties"]["datetime"] for f in items_of(tiny_region.items, "sentinel-2-l2a"))
+    before, after = next((a, b) for a, b in itertools.pairwise(times)
+                         if pd.Timestamp(b[:10]) - pd.Timestamp(a[:10]) >= pd.Timedelta(days=2))
+    gap = pd.date_range(before[:10], after[:10])[1:-1]  # the days between two passes
+    for date in (f"{gap[0]:%Y-%m-%d}", f"{gap[-1]:%Y-%m-%d}T12:00:00Z"):
+        with pytest.raises(DateNotFoundError, match=f"holds dates from .*; the nearest acquisitions: {before} before, "
+                                                    f"{after} after$"):
+            chip(tiny_cube, [parcel_id], registry=parcels, date=date)
+    with pytest.raises(DateNotFoundError) as outside:  # before the cube's first date: its dates say it all
+        chip(tiny_cube, [parcel_id], registry=parcels, date="2023-06-01")
+    assert "nearest" not in str(outside.value)

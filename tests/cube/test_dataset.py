@@ -122,3 +122,58 @@ def test_both_chunkings_read_the_same_pixels(tiny_cube, collection):
     window = open_cube(tiny_cube, collection, decode=False, chunks="window").compute()
     assert storage.sizes["time"] > 4  # more than one time block of the tests' chunks
     xr.testing.assert_identical(storage, window)
+
+
+@pytest.mark.timeout(240)
+def test_a_dataset_computes_on_a_cluster_of_worker_processes(tiny_cube, tiny_region):
+    """An analyst's ``Client(LocalCluster())`` computes the lazy Dataset: its tasks went to the workers with the
+    query's missing-shard record, whose lock could not be pickled ("Could not serialize object")."""
+    import distributed
+
+    from cube.tile_arrays import ArrayCache
+    from tests.cube.reference import _sample
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    ds = open_cube(tiny_cube, bands=["B04", "SCL"], time="2024-06", decode=False)
+    cached = open_cube(tiny_cube, bands=["B04"], time="2024-06", decode=False, cache=ArrayCache())
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster):
+        got, again = ds.compute(), cached.compute()
+    xs, ys = np.meshgrid(got.x.values, got.y.values)
+    scenes = {f["id"]: f for f in items_of(tiny_region.items, "sentinel-2-l2a")}
+    for i, scene in enumerate(got.scene_id.values):
+        for band in ("B04", "SCL"):
+            expected, _ = _sample(asset_path(tiny_region.items, scenes[scene], band), xs, ys)
+            np.testing.assert_array_equal(got[band].values[i], expected)
+    np.testing.assert_array_equal(again.B04.values, got.B04.values)
+
+
+def test_stored_integers_written_out_read_back_with_nodata_as_nan(tiny_cube, tiny_region, tmp_path):
+    """``decode=False`` gave CF's ``scale_factor``/``add_offset`` but its nodata only as ``nodata``, which CF readers
+    do not know: a netCDF or Zarr copy read back with xarray (or ``xr.decode_cf``) turned nodata (DN 0) into a
+    reflectance of -0.1."""
+    import geopandas as gpd
+    import rasterio
+
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    x0, _, _, y0 = gpd.read_parquet(tiny_region.parcels).total_bounds  # the region's north-west corner
+    bbox = (x0 - 300, y0 - 500, x0 + 500, y0 + 300)  # beyond its north-west corner: pixels of no scene
+    raw = open_cube(tiny_cube, bands=["B04"], bbox=bbox, time="2024-06", decode=False)
+    raw.chunk(-1).to_zarr(tmp_path / "copy.zarr")  # the cube's chunks cut at the area's edges: evenly, as README says
+    written = xr.open_zarr(tmp_path / "copy.zarr")
+    scenes = {f["id"]: f for f in items_of(tiny_region.items, "sentinel-2-l2a")}
+    xs, ys = np.meshgrid(raw.x.values, raw.y.values)
+    nodata = []
+    for i, scene in enumerate(raw.scene_id.values):
+        with rasterio.open(asset_path(tiny_region.items, scenes[scene], "B04")) as src:
+            data = src.read(1)
+            rows, cols = (np.asarray(v) for v in rasterio.transform.rowcol(src.transform, xs.ravel(), ys.ravel()))
+        inside = (rows >= 0) & (rows < data.shape[0]) & (cols >= 0) & (cols < data.shape[1])
+        dn = np.zeros(rows.shape, data.dtype)
+        dn[inside] = data[rows[inside], cols[inside]]
+        expected = np.where(dn == 0, np.nan, dn * 1e-4 - 0.1).reshape(xs.shape)
+        nodata.append(np.isnan(expected).mean())
+        for read in (written, xr.decode_cf(raw)):
+            np.testing.assert_allclose(read.B04.values[i], expected, atol=1e-6)
+    assert 0 < min(nodata) < 1  # every date has pixels of no scene beside the region's, and one has data

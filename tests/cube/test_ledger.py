@@ -19,3 +19,33 @@ def test_acquisition_columns_type_each_field_as_the_coordinate_arrays_store_it()
     assert columns["scene_id"].tolist() == ["S2A_1", "S2B_2"]
     assert all(len(v) == 0 for v in acquisition_columns([]).values())
 
+
+
+def test_a_location_inside_a_cube_names_the_cube(tiny_cube, tmp_path, s3_bucket):
+    """What a cube's STAC catalog points at (a collection or tile item document, a tile's cube.zarr) is no cube's
+    location: it said "no committed version" and nothing of the cube it lies in, on a folder and on S3 alike."""
+    import pystac
+    import pytest
+    import s3fs
+
+    from cardcube.errors import CubeNotFoundError
+    from cube.dataset import open_cube
+
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options())
+    fs.put(str(tiny_cube) + "/", f"{s3_bucket.name}/cube/", recursive=True)
+    catalog = pystac.Catalog.from_file(str(tiny_cube / "catalog.json"))
+    item = next(catalog.get_child("sentinel-1-card-bs-cube").get_items())
+    inside = [catalog.get_child("sentinel-2-l2a-cube").get_self_href(), item.get_self_href(),
+              item.assets["data"].get_absolute_href()]
+    for where, root, options in [(inside, str(tiny_cube), None),
+                                 ([s3_bucket.url_for("cube/s1/31UFU/cube.zarr")], s3_bucket.url_for("cube"),
+                                  s3_bucket.storage_options())]:
+        for href in where:
+            collection = "s1" if "/s1/" in href else "s2"
+            with pytest.raises(CubeNotFoundError, match=f"no committed version; it lies inside the cube at {root} "
+                                                        rf"\(its {collection} collection\): give that location"):
+                open_cube(href, storage_options=options)
+        assert open_cube(root, collection, storage_options=options).sizes["time"] > 0
+    with pytest.raises(CubeNotFoundError) as elsewhere:  # a folder that is in no cube: nothing more to say
+        open_cube(tmp_path)
+    assert str(elsewhere.value).endswith("no committed version")

@@ -260,3 +260,30 @@ def test_a_parcel_file_is_read_from_s3_or_http_as_from_a_path(register: gpd.GeoD
         read_parcels(f"s3://{s3_bucket.name}-gone/parcels.gpkg", storage_options=options)
     with pytest.raises(ParcelFileError, match=f"^{s3_bucket.url_for('lpis/years.gpkg')} holds 2 layers"):
         read_parcels(s3_bucket.url_for("lpis/years.gpkg"), storage_options=options)
+
+
+def test_a_registry_given_as_text_says_so(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """``registry="parcels.gpkg"`` was read as parcel ids, and the error said no registry was given."""
+    path = tmp_path / "parcels.gpkg"
+    register.to_file(path)
+    for registry in (str(path), "s3://lpis/parcels.gpkg"):
+        with pytest.raises(InvalidRequestError, match=rf"registry='{registry}' is text: give the registered parcels "
+                                                      r"as a GeoDataFrame or ParcelSet \(cube.parcels.read_parcels"):
+            as_parcels(["NL-002"], registry=registry)
+    assert as_parcels(["NL-002"], registry=path).ids == ("NL-002",)  # a Path is a parcel file
+
+
+def test_a_parcel_file_without_a_crs_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A file whose coordinates say no CRS (a shapefile without its .prj) was refused later as "the parcels have no
+    CRS; set one with GeoDataFrame.set_crs", naming no file: no help to a user of the command line."""
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    bare = register.to_crs(UTM).set_crs(None, allow_override=True)
+    for name in ("parcels.gpkg", "parcels.parquet", "parcels.shp"):
+        path = tmp_path / name
+        bare.to_parquet(path) if name.endswith(".parquet") else bare.to_file(path)
+        with pytest.raises(ParcelFileError, match=rf"{path} has no CRS: .*\(ogr2ogr -a_srs EPSG:<code>"):
+            read_parcels(path)
+    register.to_file(tmp_path / "with.gpkg")
+    assert read_parcels(tmp_path / "with.gpkg").crs == register.crs
