@@ -58,6 +58,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zarr.abc.store import Store
 
 from cardcube.errors import (
@@ -188,6 +189,31 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
+class _Unexpected:
+    """A bug's 500 (still JSON, and logged), answered within the app's middleware: Starlette's handler of
+    ``Exception`` runs outside every middleware and raises the exception on, so its 500 had no CORS header (a
+    front end on another origin could not read it) and uvicorn, seeing the exception, dropped the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if scope["type"] != "http" or started:  # nothing else can be answered
+                raise
+            logging.getLogger(__name__).exception("%s %s failed", scope["method"], scope["path"])
+            await _error(500, "Internal", f"{type(exc).__name__}: {exc}")(scope, receive, send)
+
+
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
     dates = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
     return {"collection": version.collection, "version": version.version, "created": version.created,
@@ -267,11 +293,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _http_error(request, exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: still JSON, and logged
-        logging.getLogger(__name__).exception("%s %s failed", request.method, request.url.path)
-        return _error(500, "Internal", f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -398,6 +419,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                          ArrayCache(array_cache) if array_cache else None)
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
+    app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])

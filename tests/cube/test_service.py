@@ -450,3 +450,28 @@ def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cub
                                                      "detail": f"parcel {empty}: has an empty geometry"}
     finally:
         server.close()
+
+
+def test_a_fault_of_the_server_is_a_500_a_front_end_on_another_origin_can_read(tiny_cube, tiny_region, parcel_id,
+                                                                                tmp_path):
+    """An unexpected error (here a band's broken zarr.json) is a JSON 500 with the CORS header, answered by the app:
+    Starlette's handler of Exception answered outside the CORS middleware, so a dashboard read no body, and raised
+    the error on to uvicorn, which logged it a second time and dropped the keep-alive connection."""
+    import shutil
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube, cube)
+    (cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json").write_text("{")
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
+    try:
+        origin = {"Origin": "https://dashboard.example.org"}
+        r = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}, headers=origin)
+        assert r.status_code == 500 and r.json()["error"] == "Internal", r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+        ok = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B08"})
+        assert ok.status_code == 200 and ok.json()["rows"]
+        log = os.pread(server.log.fileno(), 1 << 20, 0).decode(errors="replace")
+        assert f"GET /collections/s2/parcels/{parcel_id}/timeseries failed" in log  # logged once, by the app
+        assert "Exception in ASGI application" not in log
+    finally:
+        server.close()
