@@ -452,26 +452,41 @@ def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cub
         server.close()
 
 
-def test_a_fault_of_the_server_is_a_500_a_front_end_on_another_origin_can_read(tiny_cube, tiny_region, parcel_id,
-                                                                                tmp_path):
-    """An unexpected error (here a band's broken zarr.json) is a JSON 500 with the CORS header, answered by the app:
-    Starlette's handler of Exception answered outside the CORS middleware, so a dashboard read no body, and raised
-    the error on to uvicorn, which logged it a second time and dropped the keep-alive connection."""
+
+@pytest.fixture(scope="module")
+def broken_b04(tiny_cube, tiny_region, tmp_path_factory):
+    """A server of a copy of the tiny cube whose band B04 has a broken zarr.json (the other bands are whole)."""
     import shutil
 
-    cube = tmp_path / "cube"
+    cube = tmp_path_factory.mktemp("broken") / "cube"
     shutil.copytree(tiny_cube, cube)
     (cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json").write_text("{")
     server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
-    try:
-        origin = {"Origin": "https://dashboard.example.org"}
-        r = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}, headers=origin)
-        assert r.status_code == 500 and r.json()["error"] == "Internal", r.text
-        assert r.headers["access-control-allow-origin"] == "*"
-        ok = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B08"})
-        assert ok.status_code == 200 and ok.json()["rows"]
-        log = os.pread(server.log.fileno(), 1 << 20, 0).decode(errors="replace")
-        assert f"GET /collections/s2/parcels/{parcel_id}/timeseries failed" in log  # logged once, by the app
-        assert "Exception in ASGI application" not in log
-    finally:
-        server.close()
+    yield server
+    server.close()
+
+
+def test_a_fault_of_the_server_is_a_500_a_front_end_on_another_origin_can_read(broken_b04, parcel_id):
+    """An unexpected error (here a band's broken zarr.json) is a JSON 500 with the CORS header, answered by the app:
+    Starlette's handler of Exception answered outside the CORS middleware, so a dashboard read no body, and raised
+    the error on to uvicorn, which logged it a second time and dropped the keep-alive connection."""
+    origin = {"Origin": "https://dashboard.example.org"}
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    r = broken_b04.http.get(url, params={"bands": "B04"}, headers=origin)
+    assert r.status_code == 500 and r.json()["error"] == "Internal", r.text
+    assert r.headers["access-control-allow-origin"] == "*"
+    ok = broken_b04.http.get(url, params={"bands": "B08"})
+    assert ok.status_code == 200 and ok.json()["rows"]
+    log = os.pread(broken_b04.log.fileno(), 1 << 20, 0).decode(errors="replace")
+    assert f"GET {url} failed" in log and "Exception in ASGI application" not in log  # logged once, by the app
+
+
+def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_id):
+    """The sheet's panels alone exceed the limit: 413 before B04 is read (it would be a 500 here); a sheet of
+    that size for fewer dates is drawn, and one that fits read as before."""
+    url = f"/collections/s2/parcels/{parcel_id}/season.png"
+    r = broken_b04.http.get(url, params={"size": 512})
+    assert r.status_code == 413 and "would be at least" in r.json()["detail"], r.text
+    assert broken_b04.http.get(url, params={"size": 512, "time": "2024-05-02"}).status_code == 500  # read: 1 date
+    r = broken_b04.http.get(url, params={"size": 16, "bands": "B08,B03,B02"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
