@@ -23,15 +23,15 @@ keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned `
 changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
 the ledger's listing and read each time.
 
-Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
-parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
-route does not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed
-with their times and orbits so that one is asked for by its time; 413 a request too large; 422 a parcel that
-cannot be measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
-its store failing (an error answered after every retry), 503 its store out of reach (refused or dropped
-connections, no answer within ``store_timeout`` seconds, Slow Down after every retry), with a ``Retry-After``
-header: the service answers by itself again once the store is back. The OpenAPI document (``/docs``) lists them
-with :class:`ErrorBody`.
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown parcel,
+collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a route does
+not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed with their times
+and orbits so that one is asked for by its time; 413 a request too large (a POST body over ``MAX_BODY_BYTES`` too,
+refused before it is read whole); 422 a parcel that cannot be measured or a bad parameter; 500 a fault of the
+server or the cube (a corrupt document or shard), 502 its store failing (an error answered after every retry), 503
+its store out of reach (refused or dropped connections, no answer within ``store_timeout`` seconds, Slow Down after
+every retry), with a ``Retry-After`` header: the service answers by itself again once the store is back. The
+OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 
 A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
 outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
@@ -93,6 +93,7 @@ from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
+MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
@@ -130,8 +131,8 @@ STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included 
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
-__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS",
-           "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
+__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE",
+           "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
 
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
@@ -185,7 +186,8 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
         return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
                       f"(/docs lists the routes)", headers={"Allow": allowed})
-    kind = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+    kind = "RequestTooLarge" if exc.status_code == 413 else HTTPStatus(exc.status_code).phrase.title().replace(
+        " ", "").replace("-", "")  # 413: a body over MAX_BODY_BYTES, named as every request too large
     return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
@@ -212,6 +214,39 @@ class _Unexpected:
                 raise
             logging.getLogger(__name__).exception("%s %s failed", scope["method"], scope["path"])
             await _error(500, "Internal", f"{type(exc).__name__}: {exc}")(scope, receive, send)
+
+
+def _too_large(size: str) -> str:
+    return (f"a request body of {size} (limit {MAX_BODY_BYTES // 2**20} MiB, {MAX_POSTED_PARCELS} parcels): run "
+            f"`cardcube extract` for a territory")
+
+
+class _BodyLimit:
+    """A POST body over :data:`MAX_BODY_BYTES` is a 413, said by its Content-Length before it is read, or once
+    that much of a body without one has arrived: the whole body was read and parsed first, whatever its size (a
+    322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            refusal = _error(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
+            return await refusal(scope, receive, send)
+        received = 0
+
+        async def receiving() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, _too_large(f"over {MAX_BODY_BYTES // 2**20} MiB"))
+            return message
+
+        await self.app(scope, receiving, send)
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -433,6 +468,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
     app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
+    app.add_middleware(_BodyLimit)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -490,3 +491,23 @@ def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_i
     assert broken_b04.http.get(url, params={"size": 512, "time": "2024-05-02"}).status_code == 500  # read: 1 date
     r = broken_b04.http.get(url, params={"size": 16, "bands": "B08,B03,B02"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parcels, parcel_id):
+    """A POST body over MAX_BODY_BYTES is a 413 (with its CORS header), whether it says its length or streams it
+    in chunks: the whole body was read and parsed, whatever its size."""
+    from cube.service import MAX_BODY_BYTES
+
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    feature = {"type": "Feature", "properties": {"note": "x" * MAX_BODY_BYTES}, "geometry": geom}
+    body = json.dumps(feature).encode()
+    headers = {"content-type": "application/json", "Origin": "https://dashboard.example.org"}
+    r = http.post("/collections/s2/timeseries", content=body, headers=headers, params={"bands": "B04"})
+    assert r.status_code == 413 and r.json()["error"] == "RequestTooLarge", r.text
+    assert "limit 32 MiB" in r.json()["detail"] and r.headers["access-control-allow-origin"] == "*"
+    streamed = http.post("/collections/s2/timeseries", content=iter([body[:2**20], body[2**20:]]), headers=headers,
+                         params={"bands": "B04"})  # no Content-Length: chunked
+    assert streamed.status_code == 413 and streamed.json()["error"] == "RequestTooLarge", streamed.text
+    feature["properties"] = {"note": "x" * 2**20}  # under the limit: measured
+    r = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04"})
+    assert r.status_code == 200 and r.json()["rows"]
