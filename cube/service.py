@@ -160,6 +160,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (502, "the cube's store answered an error after every retry"),
         (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in FORMATS.values()}, "description": (
+    "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, parcels, columns, "
+    "rows}, CSV or Parquet")}}
 
 
 def _status(exc: CardcubeError) -> int:
@@ -380,14 +383,14 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
                       time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, format: Format = "json") -> Response:
         return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
                                  mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
-    @app.post("/collections/{collection}/timeseries")
+    @app.post("/collections/{collection}/timeseries", responses=TABLE)
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
                       stats: Stats = None, time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, crs: Crs = "EPSG:4326",

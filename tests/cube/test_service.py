@@ -78,6 +78,8 @@ def test_the_openapi_document_says_what_routes_answer(http):
         assert chip_png[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     series = api["paths"]["/collections/{collection}/timeseries"]["post"]["responses"]
     assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    for route in (series, api["paths"]["/collections/{collection}/parcels/{parcel_id}/timeseries"]["get"]["responses"]):
+        assert list(route["200"]["content"]) == ["application/json", "text/csv", "application/vnd.apache.parquet"]
 
 
 def test_the_openapi_document_describes_every_parameter_once(http, served):
