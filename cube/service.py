@@ -460,14 +460,17 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
-    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
+    held = [c for c in CUBE_SPECS if committed_versions(store, c)]
+    if not held:  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}")
+    versions = VersionCache(store, refresh=refresh)
+    for collection in held:  # seen: should its ledger go from the store, a 500 CubeLost, not a 404 or an empty "/"
+        versions.get(collection)
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
-                         ArrayCache(array_cache) if array_cache else None)
+    served = _ServedCube(store, registry, versions, ArrayCache(array_cache) if array_cache else None)
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
     app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too

@@ -513,3 +513,26 @@ def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parce
     feature["properties"] = {"note": "x" * 2**20}  # under the limit: measured
     r = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04"})
     assert r.status_code == 200 and r.json()["rows"]
+
+
+def test_a_cube_gone_from_its_store_is_a_500_not_an_unknown_collection(tiny_cube, tiny_region, parcel_id, tmp_path):
+    """The cube's folder gone while the service runs (deleted, a volume unmounted): every route answers 500
+    CubeLost naming what was served, "/" too (a health check sees it), instead of 404s and an empty "/"; the cube
+    back, it is served again."""
+    import shutil
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube / "s2" / "_ledger", cube / "s2" / "_ledger")  # s2 alone, its versions
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    try:
+        assert server.http.get("/collections/s2").status_code == 200
+        assert server.http.get("/collections/s1").json()["error"] == "CubeNotFound"  # never held: unknown
+        cube.rename(tmp_path / "gone")
+        for url in ("/", "/collections/s2", f"/collections/s2/parcels/{parcel_id}/timeseries"):
+            r = server.http.get(url)
+            assert r.status_code == 500 and r.json()["error"] == "CubeLost", (url, r.text)
+            assert "had version" in r.json()["detail"] and "gone from the store" in r.json()["detail"]
+        (tmp_path / "gone").rename(cube)
+        assert server.http.get("/collections/s2").status_code == 200
+    finally:
+        server.close()
