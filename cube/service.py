@@ -95,6 +95,7 @@ MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up 
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
+MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -131,8 +132,9 @@ STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included 
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
-__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE",
-           "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
+__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_ROWS",
+           "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app",
+           "serve"]
 
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
@@ -312,7 +314,8 @@ class _ServedCube:
         check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
         frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=mask, buffer=buffer, all_touched=all_touched,
-                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES)
+                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES,
+                                  max_rows=MAX_ROWS)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
                                     f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
