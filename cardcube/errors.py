@@ -50,6 +50,11 @@ class CubeNotFoundError(CardcubeError, FileNotFoundError):
     """No cube (or no such collection / tile in it) at the given location."""
 
 
+class CubeLostError(CardcubeError):
+    """A collection a long-running reader (the REST service) has served has no committed version any more: its
+    ledger is gone from the store (a deleted folder or prefix, an unmounted volume), a fault of the store."""
+
+
 class VersionNotFoundError(CardcubeError, LookupError):
     """The requested cube version does not exist (never committed, or expired)."""
 

@@ -53,6 +53,7 @@ from cube.timeseries import dataset_geobox
 MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
+SHEET_COLUMNS, SHEET_SCALE = 6, 3  # a season contact sheet's panels per row and enlargement (Chip.contact_sheet)
 TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
@@ -228,7 +229,7 @@ class Chip:
             return render.Legend(f"{band}{self._unit(band)}", "RdYlGn", INDEX_LIMITS.get(band, render.NDVI_LIMITS))
         return render.Legend(f"{band}{self._unit(band)}", "gray", limits)
 
-    def contact_sheet(self, *, columns: int = 6, scale: int = 3,
+    def contact_sheet(self, *, columns: int = SHEET_COLUMNS, scale: int = SHEET_SCALE,
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
         dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and

@@ -211,6 +211,18 @@ class ContactSheet:
         write_png(self.image, path)
 
 
+SHEET_FRAME, SHEET_GAP, SHEET_TEXT = 3, 6, 14  # px of a contact sheet's panel frame, gaps and label line
+
+
+def least_sheet_size(n: int, panel: tuple[int, int], *, columns: int, scale: int) -> tuple[int, int]:
+    """The least width and height in px of a :func:`contact_sheet` of ``n`` panels of ``panel`` (height, width)
+    px: known before any panel is drawn (labels wider than a panel and a legend can only add to it)."""
+    cols = max(1, min(columns, n))
+    cell_w = panel[1] * scale + 2 * SHEET_FRAME + SHEET_GAP
+    cell_h = panel[0] * scale + 2 * SHEET_FRAME + SHEET_TEXT + SHEET_GAP
+    return cols * cell_w + SHEET_GAP, -(-n // cols) * cell_h + SHEET_GAP
+
+
 def contact_sheet(
     panels: Sequence[np.ndarray],
     *,
@@ -239,7 +251,7 @@ def contact_sheet(
     if len(shapes) != 1 or next(iter(shapes))[2:] != (4,):
         raise InvalidRequestError(f"contact sheet panels must be RGBA images of one shape, got {sorted(shapes)}")
     ph, pw = panels[0].shape[0] * scale, panels[0].shape[1] * scale
-    frame, gap, text_h = 3, 6, 14
+    frame, gap, text_h = SHEET_FRAME, SHEET_GAP, SHEET_TEXT
     font = ImageFont.load_default(size=11)
     fractions = [np.nan] * n if cloud_fraction is None else [float(f) for f in cloud_fraction]
     missing = [np.nan] * n if nodata_fraction is None else [float(f) for f in nodata_fraction]

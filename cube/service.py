@@ -23,15 +23,15 @@ keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned `
 changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
 the ledger's listing and read each time.
 
-Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown
-parcel, collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a
-route does not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed
-with their times and orbits so that one is asked for by its time; 413 a request too large; 422 a parcel that
-cannot be measured or a bad parameter; 500 a fault of the server or the cube (a corrupt document or shard), 502
-its store failing (an error answered after every retry), 503 its store out of reach (refused or dropped
-connections, no answer within ``store_timeout`` seconds, Slow Down after every retry), with a ``Retry-After``
-header: the service answers by itself again once the store is back. The OpenAPI document (``/docs``) lists them
-with :class:`ErrorBody`.
+Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown parcel,
+collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a route does
+not answer; 409 a chip's day holding two acquisitions (Sentinel-1's dawn and dusk passes), listed with their times
+and orbits so that one is asked for by its time; 413 a request too large (a POST body over ``MAX_BODY_BYTES`` too,
+refused before it is read whole); 422 a parcel that cannot be measured or a bad parameter; 500 a fault of the
+server or the cube (a corrupt document or shard), 502 its store failing (an error answered after every retry), 503
+its store out of reach (refused or dropped connections, no answer within ``store_timeout`` seconds, Slow Down after
+every retry), with a ``Retry-After`` header: the service answers by itself again once the store is back. The
+OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 
 A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
 outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
@@ -58,6 +58,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zarr.abc.store import Store
 
 from cardcube.errors import (
@@ -79,8 +80,8 @@ from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
 from cube import render
-from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, check_image_size, chip
-from cube.dataset import check_acquisitions, date_span
+from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, SHEET_COLUMNS, SHEET_SCALE, check_image_size, chip
+from cube.dataset import check_acquisitions, date_span, tile_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER
@@ -92,7 +93,9 @@ from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
+MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
+MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -129,8 +132,9 @@ STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included 
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
-__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS",
-           "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app", "serve"]
+__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_ROWS",
+           "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app",
+           "serve"]
 
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
@@ -158,6 +162,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (502, "the cube's store answered an error after every retry"),
         (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in FORMATS.values()}, "description": (
+    "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, parcels, columns, "
+    "rows}, CSV or Parquet")}}
 
 
 def _status(exc: CardcubeError) -> int:
@@ -184,8 +191,67 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
         return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
                       f"(/docs lists the routes)", headers={"Allow": allowed})
-    kind = HTTPStatus(exc.status_code).phrase.title().replace(" ", "").replace("-", "")
+    kind = "RequestTooLarge" if exc.status_code == 413 else HTTPStatus(exc.status_code).phrase.title().replace(
+        " ", "").replace("-", "")  # 413: a body over MAX_BODY_BYTES, named as every request too large
     return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+
+
+class _Unexpected:
+    """A bug's 500 (still JSON, and logged), answered within the app's middleware: Starlette's handler of
+    ``Exception`` runs outside every middleware and raises the exception on, so its 500 had no CORS header (a
+    front end on another origin could not read it) and uvicorn, seeing the exception, dropped the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if scope["type"] != "http" or started:  # nothing else can be answered
+                raise
+            logging.getLogger(__name__).exception("%s %s failed", scope["method"], scope["path"])
+            await _error(500, "Internal", f"{type(exc).__name__}: {exc}")(scope, receive, send)
+
+
+def _too_large(size: str) -> str:
+    return (f"a request body of {size} (limit {MAX_BODY_BYTES // 2**20} MiB, {MAX_POSTED_PARCELS} parcels): run "
+            f"`cardcube extract` for a territory")
+
+
+class _BodyLimit:
+    """A POST body over :data:`MAX_BODY_BYTES` is a 413, said by its Content-Length before it is read, or once
+    that much of a body without one has arrived: the whole body was read and parsed first, whatever its size (a
+    322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            refusal = _error(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
+            return await refusal(scope, receive, send)
+        received = 0
+
+        async def receiving() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, _too_large(f"over {MAX_BODY_BYTES // 2**20} MiB"))
+            return message
+
+        await self.app(scope, receiving, send)
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -248,7 +314,8 @@ class _ServedCube:
         check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
         frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=mask, buffer=buffer, all_touched=all_touched,
-                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES)
+                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES,
+                                  max_rows=MAX_ROWS)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
                                     f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
@@ -267,11 +334,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _http_error(request, exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug: still JSON, and logged
-        logging.getLogger(__name__).exception("%s %s failed", request.method, request.url.path)
-        return _error(500, "Internal", f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -324,20 +386,32 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
                       time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, format: Format = "json") -> Response:
         return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
                                  mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
-    @app.post("/collections/{collection}/timeseries")
+    @app.post("/collections/{collection}/timeseries", responses=TABLE)
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
                       stats: Stats = None, time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, crs: Crs = "EPSG:4326",
                       format: Format = "json") -> Response:
         return served.timeseries(collection, _posted_parcels(geojson, crs), bands=bands, stats=stats, time=time,
                                  mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
+
+
+def _check_sheet(version: CubeVersion, time: str | None, size: int) -> None:
+    """:class:`RequestTooLargeError` for a season sheet over :data:`MAX_SHEET_PIXELS` whatever its labels: the
+    panels of the fewest dates a tile of ``version`` holds within ``time`` (a parcel's chip has those of its tile,
+    or of several) already exceed it."""
+    dates = min((n for state in version.tiles.values() if (n := len(tile_dates(state, time)))), default=0)
+    width, height = render.least_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=SHEET_SCALE)
+    if dates and width * height > MAX_SHEET_PIXELS:
+        raise RequestTooLargeError(f"a season sheet of {dates} dates of {size} px would be at least {width} x "
+                                   f"{height} px (limit {MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range or "
+                                   f"the size")
 
 
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
@@ -363,6 +437,7 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = served.version(collection, as_of)
+        _check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
         result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
                       bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
         sheet = result.contact_sheet()
@@ -388,17 +463,22 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
-    if not any(committed_versions(store, c) for c in CUBE_SPECS):  # a mistyped --cube fails now, not per request
+    held = [c for c in CUBE_SPECS if committed_versions(store, c)]
+    if not held:  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}"
                                 + enclosing_cube(store))
+    versions = VersionCache(store, refresh=refresh)
+    for collection in held:  # seen: should its ledger go from the store, a 500 CubeLost, not a 404 or an empty "/"
+        versions.get(collection)
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, VersionCache(store, refresh=refresh),
-                         ArrayCache(array_cache) if array_cache else None)
+    served = _ServedCube(store, registry, versions, ArrayCache(array_cache) if array_cache else None)
     app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                   responses=ERROR_RESPONSES)
+    app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
+    app.add_middleware(_BodyLimit)
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])

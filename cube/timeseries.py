@@ -223,6 +223,7 @@ def parcel_timeseries(
     storage_options: Mapping[str, Any] | None = None,
     cache: ArrayCache | None = None,
     max_bytes: float = MAX_READ_BYTES,
+    max_rows: int | None = None,
 ) -> pd.DataFrame:
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
@@ -237,7 +238,8 @@ def parcel_timeseries(
     of a Dataset too; none within it gives an empty frame and a :class:`NoAcquisitionWarning` naming the dates
     there are. A single parcel that
     cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
-    stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``).
+    stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``), or
+    would give more than ``max_rows`` rows (parcels x dates x bands, before reading; None: no limit).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     buffer = check_buffer(buffer)
@@ -267,6 +269,11 @@ def parcel_timeseries(
         needed = stored_bands(bands, available, scl=mask is not None or histogram)
         reads, shares = _tile_reads(store, version, ps, needed, time=time, cache=cache, grow=max(buffer, 0.0))
 
+    rows = sum(len(sub) * ds.sizes["time"] for ds, sub, _ in reads if ds is not None) * len(bands)
+    if max_rows is not None and rows > max_rows:
+        raise RequestTooLargeError(f"{len(ps)} parcel(s) x their dates x {len(bands)} band(s): up to {rows:,} rows "
+                                   f"(limit {max_rows:,}); narrow the time range, the bands or the parcels, or run "
+                                   f"cardcube extract for a territory")
     frames, status = [], []
     for ds, sub, tile in reads:
         if ds is None:

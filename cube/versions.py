@@ -11,8 +11,9 @@ import threading
 import time as timer
 from typing import Any
 
+from cardcube.errors import CubeLostError, CubeNotFoundError
 from cardcube.lru import LRUDict
-from cardcube.storage import key_exists
+from cardcube.storage import key_exists, store_url
 from cube import layout
 from cube.ledger import CubeVersion, read_version
 
@@ -24,7 +25,8 @@ class VersionCache:
     one is read once (the 32 most recent kept) and afterwards only checked, at most every ``refresh``
     seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
     collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
-    is seen. Safe to share between threads."""
+    is seen; a collection once seen that has no version any more is a :class:`CubeLostError` (a 500 from the
+    service), not an unknown collection. Safe to share between threads."""
 
     def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
         self._store, self._refresh = store, refresh
@@ -42,7 +44,14 @@ class VersionCache:
             seen = self._latest.get(collection)
         if seen is not None and now - seen[0] < self._refresh:
             return seen[1]
-        version = read_version(self._store, collection)
+        try:
+            version = read_version(self._store, collection)
+        except CubeNotFoundError:
+            if seen is None:  # never served: no such collection here
+                raise
+            raise CubeLostError(f"the {collection} cube at {store_url(self._store)} had version {seen[1].version} "
+                                f"and now has none: its ledger is gone from the store (a deleted folder or prefix, "
+                                f"an unmounted volume?)") from None
         with self._lock:
             self._latest[collection] = (now, version)
         return version

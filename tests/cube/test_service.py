@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -77,6 +78,8 @@ def test_the_openapi_document_says_what_routes_answer(http):
         assert chip_png[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     series = api["paths"]["/collections/{collection}/timeseries"]["post"]["responses"]
     assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    for route in (series, api["paths"]["/collections/{collection}/parcels/{parcel_id}/timeseries"]["get"]["responses"]):
+        assert list(route["200"]["content"]) == ["application/json", "text/csv", "application/vnd.apache.parquet"]
 
 
 def test_the_openapi_document_describes_every_parameter_once(http, served):
@@ -450,3 +453,102 @@ def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cub
                                                      "detail": f"parcel {empty}: has an empty geometry"}
     finally:
         server.close()
+
+
+
+@pytest.fixture(scope="module")
+def broken_b04(tiny_cube, tiny_region, tmp_path_factory):
+    """A server of a copy of the tiny cube whose band B04 has a broken zarr.json (the other bands are whole)."""
+    import shutil
+
+    cube = tmp_path_factory.mktemp("broken") / "cube"
+    shutil.copytree(tiny_cube, cube)
+    (cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json").write_text("{")
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
+    yield server
+    server.close()
+
+
+def test_a_fault_of_the_server_is_a_500_a_front_end_on_another_origin_can_read(broken_b04, parcel_id):
+    """An unexpected error (here a band's broken zarr.json) is a JSON 500 with the CORS header, answered by the app:
+    Starlette's handler of Exception answered outside the CORS middleware, so a dashboard read no body, and raised
+    the error on to uvicorn, which logged it a second time and dropped the keep-alive connection."""
+    origin = {"Origin": "https://dashboard.example.org"}
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    r = broken_b04.http.get(url, params={"bands": "B04"}, headers=origin)
+    assert r.status_code == 500 and r.json()["error"] == "Internal", r.text
+    assert r.headers["access-control-allow-origin"] == "*"
+    ok = broken_b04.http.get(url, params={"bands": "B08"})
+    assert ok.status_code == 200 and ok.json()["rows"]
+    log = os.pread(broken_b04.log.fileno(), 1 << 20, 0).decode(errors="replace")
+    assert f"GET {url} failed" in log and "Exception in ASGI application" not in log  # logged once, by the app
+
+
+def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_id):
+    """The sheet's panels alone exceed the limit: 413 before B04 is read (it would be a 500 here); a sheet of
+    that size for fewer dates is drawn, and one that fits read as before."""
+    url = f"/collections/s2/parcels/{parcel_id}/season.png"
+    r = broken_b04.http.get(url, params={"size": 512})
+    assert r.status_code == 413 and "would be at least" in r.json()["detail"], r.text
+    assert broken_b04.http.get(url, params={"size": 512, "time": "2024-05-02"}).status_code == 500  # read: 1 date
+    r = broken_b04.http.get(url, params={"size": 16, "bands": "B08,B03,B02"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parcels, parcel_id):
+    """A POST body over MAX_BODY_BYTES is a 413 (with its CORS header), whether it says its length or streams it
+    in chunks: the whole body was read and parsed, whatever its size."""
+    from cube.service import MAX_BODY_BYTES
+
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    feature = {"type": "Feature", "properties": {"note": "x" * MAX_BODY_BYTES}, "geometry": geom}
+    body = json.dumps(feature).encode()
+    headers = {"content-type": "application/json", "Origin": "https://dashboard.example.org"}
+    r = http.post("/collections/s2/timeseries", content=body, headers=headers, params={"bands": "B04"})
+    assert r.status_code == 413 and r.json()["error"] == "RequestTooLarge", r.text
+    assert "limit 32 MiB" in r.json()["detail"] and r.headers["access-control-allow-origin"] == "*"
+    streamed = http.post("/collections/s2/timeseries", content=iter([body[:2**20], body[2**20:]]), headers=headers,
+                         params={"bands": "B04"})  # no Content-Length: chunked
+    assert streamed.status_code == 413 and streamed.json()["error"] == "RequestTooLarge", streamed.text
+    feature["properties"] = {"note": "x" * 2**20}  # under the limit: measured
+    r = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04"})
+    assert r.status_code == 200 and r.json()["rows"]
+
+
+def test_a_cube_gone_from_its_store_is_a_500_not_an_unknown_collection(tiny_cube, tiny_region, parcel_id, tmp_path):
+    """The cube's folder gone while the service runs (deleted, a volume unmounted): every route answers 500
+    CubeLost naming what was served, "/" too (a health check sees it), instead of 404s and an empty "/"; the cube
+    back, it is served again."""
+    import shutil
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube / "s2" / "_ledger", cube / "s2" / "_ledger")  # s2 alone, its versions
+    server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    try:
+        assert server.http.get("/collections/s2").status_code == 200
+        assert server.http.get("/collections/s1").json()["error"] == "CubeNotFound"  # never held: unknown
+        cube.rename(tmp_path / "gone")
+        for url in ("/", "/collections/s2", f"/collections/s2/parcels/{parcel_id}/timeseries"):
+            r = server.http.get(url)
+            assert r.status_code == 500 and r.json()["error"] == "CubeLost", (url, r.text)
+            assert "had version" in r.json()["detail"] and "gone from the store" in r.json()["detail"]
+        (tmp_path / "gone").rename(cube)
+        assert server.http.get("/collections/s2").status_code == 200
+    finally:
+        server.close()
+
+
+def test_a_posted_time_series_of_too_many_rows_is_refused_before_reading(http, parcels):
+    """1,000 parcels x 19 dates x 10 bands (190,000 rows) is a 413 before anything is read: under the read limit,
+    it was measured and written as JSON (the demo's 1,000 parcels with every band: 197 MB, 1.5 GB more RSS,
+    224 s); the same parcels with one band are answered."""
+    from cube.service import MAX_POSTED_PARCELS, MAX_ROWS
+
+    some = parcels.to_crs(4326).sample(MAX_POSTED_PARCELS, replace=True, random_state=0)
+    many = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": f"p{i}", "geometry": mapping(g)}
+                                                      for i, g in enumerate(some.geometry)]}
+    r = http.post("/collections/s2/timeseries", json=many)
+    assert r.status_code == 413 and r.json()["error"] == "RequestTooLarge", r.text[:300]
+    assert f"(limit {MAX_ROWS:,})" in r.json()["detail"]
+    r = http.post("/collections/s2/timeseries", json=many, params={"bands": "NDVI", "stats": "mean"})
+    assert r.status_code == 200, r.text[:300]
