@@ -480,7 +480,7 @@ def open_cube(
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,
-                     "cardcube:cube": store_url(store), "cardcube:tiles": [w.tile for w in windows],
+                     "cardcube:cube": store_url(store), "cardcube:tiles": ",".join(w.tile for w in windows),
                      "title": spec.title})
     return ds
 

@@ -177,3 +177,16 @@ def test_stored_integers_written_out_read_back_with_nodata_as_nan(tiny_cube, tin
         for read in (written, xr.decode_cf(raw)):
             np.testing.assert_allclose(read.B04.values[i], expected, atol=1e-6)
     assert 0 < min(nodata) < 1  # every date has pixels of no scene beside the region's, and one has data
+
+
+def test_a_dataset_is_written_to_netcdf_and_read_back(tiny_cube, tmp_path):
+    """Every attribute is one netCDF can hold: the tiles read were a list, which scipy's netCDF3 writer (the engine
+    installed with cardcube) refused with ``KeyError: ('U', 20)``."""
+    ds = open_cube(tiny_cube, bands=["B04", "SCL"], time="2024-06")
+    ds.to_netcdf(tmp_path / "copy.nc")
+    with xr.open_dataset(tmp_path / "copy.nc") as back:
+        np.testing.assert_array_equal(back.B04.values, ds.B04.values)
+        np.testing.assert_array_equal(back.SCL.values, ds.SCL.values)
+        assert (back.time.values == ds.time.values).all() and list(back.scene_id.values) == list(ds.scene_id.values)
+        tiles = ",".join(sorted(set(ds.tile.values.tolist())))
+        assert back.attrs["cardcube:tiles"] == ds.attrs["cardcube:tiles"] == tiles
