@@ -85,6 +85,11 @@ def stat_list(stats: Sequence[str] | str) -> list[str]:
     names = stats.split(",") if isinstance(stats, str) else list(stats)
     wanted = list(dict.fromkeys(str(s).strip().lower() for s in names if str(s).strip()))
     check_stats(wanted)
+    spelled: dict[float, str] = {}
+    for s in wanted:
+        q = _percentile_of(s) if s != "median" else None
+        if q is not None and spelled.setdefault(q, s) != s:
+            raise InvalidRequestError(f"{spelled[q]} and {s} are one percentile: ask for it once")
     return wanted
 
 
