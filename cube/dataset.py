@@ -479,6 +479,9 @@ def open_cube(
                            whole=chunks == "window", cache=cache)
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)
+    for b in band_specs if decode else ():
+        if not b.is_flag:  # NaN is the decoded nodata: rioxarray's nodata, and the fill of a netCDF or Zarr copy
+            ds[b.name].encoding["_FillValue"] = np.float32(np.nan)
     ds.attrs.update({"cardcube:collection": collection, "cardcube:version": version.version,
                      "cardcube:cube": store_url(store), "cardcube:tiles": ",".join(w.tile for w in windows),
                      "title": spec.title})

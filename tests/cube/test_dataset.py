@@ -190,3 +190,16 @@ def test_a_dataset_is_written_to_netcdf_and_read_back(tiny_cube, tmp_path):
         assert (back.time.values == ds.time.values).all() and list(back.scene_id.values) == list(ds.scene_id.values)
         tiles = ",".join(sorted(set(ds.tile.values.tolist())))
         assert back.attrs["cardcube:tiles"] == ds.attrs["cardcube:tiles"] == tiles
+
+
+def test_decoded_bands_say_their_nodata_to_rioxarray(tiny_cube, tmp_path):
+    """NaN is a decoded band's nodata: ``rio.nodata`` said None, so ``rio.to_raster`` wrote a GeoTIFF without one."""
+    import rasterio
+
+    ds = open_cube(tiny_cube, bands=["B04", "SCL"], time="2024-06")
+    assert np.isnan(ds.B04.rio.nodata) and ds.SCL.rio.nodata == 0
+    day = ds.B04.isel(time=0)
+    day.rio.to_raster(tmp_path / "b04.tif")
+    with rasterio.open(tmp_path / "b04.tif") as src:
+        assert np.isnan(src.nodata)
+        np.testing.assert_array_equal(src.read(1), day.values)

@@ -66,6 +66,7 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
     west = TileGrid.from_id("31UGU").ulx - 1000  # west of 31UGU, and east of 31UFU: no tile holds it all
     mosaic = open_cube(straddle_cube, bbox=(west, miny, edge + 200, maxy), bands=["B04"])
     assert set(mosaic.attrs["cardcube:tiles"].split(",")) == {"31UFU", "31UGU"}
+    assert np.isnan(mosaic.B04.rio.nodata)  # the mosaic keeps the decoded nodata
     assert mosaic.sizes["x"] == round((edge + 200 - west) / 10)
     inside = mosaic["B04"].sel(x=slice(edge - 200, edge + 200)).values
     np.testing.assert_array_equal(inside, ds["B04"].values)
