@@ -144,6 +144,9 @@ def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
 def cloud_mask(ds: xr.Dataset, classes: Sequence[int] = DEFAULT_SCL_MASK) -> xr.DataArray:
     """True where the SCL class is one of ``classes`` (default: no data, saturated, shadows, cloud, cirrus, snow)."""
     if "SCL" not in ds:
+        if ds.attrs.get("cardcube:collection", "s2") != "s2":  # radar sees through clouds: nothing to mask
+            raise InvalidRequestError(f"cloud masking is for Sentinel-2 (its SCL band); the "
+                                      f"{ds.attrs['cardcube:collection']} cube has no clouds to mask")
         raise InvalidRequestError("cloud masking needs the SCL band: include it in bands=")
     return ds["SCL"].isin(list(classes))
 

@@ -64,6 +64,12 @@ def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
     clouds = np.isin(ds.SCL.values, DEFAULT_SCL_MASK)
     assert np.isnan(masked.B04.values[clouds]).all() and clouds.any()
     assert (masked.SCL.values == ds.SCL.values).all()
+    with pytest.raises(InvalidRequestError, match="cloud masking needs the SCL band: include it in bands="):
+        ds[["B04"]].cardcube.mask_clouds()
+    radar = open_cube(tiny_cube, "s1", bands=["VV"], time="2024-06")  # was told to include SCL, which S1 has not
+    with pytest.raises(InvalidRequestError, match=r"cloud masking is for Sentinel-2 \(its SCL band\); the s1 cube has "
+                                                  r"no clouds to mask"):
+        radar.cardcube.mask_clouds()
 
 
 def test_an_area_in_lon_lat_without_its_crs_is_named_so(tiny_cube):
