@@ -21,7 +21,8 @@ Each answer about one collection says which cube version it was read from (``ver
 ``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
 keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned ``as_of`` version never
 changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
-the ledger's listing and read each time.
+the ledger's listing and read each time. Answers carry an ``ETag`` of their version and URL, and a request
+naming it in ``If-None-Match`` is a 304 read from nothing while the version is the same (:class:`_Revalidation`).
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown parcel,
 collection, version, route, or a date or time range without an acquisition of the cube; 405 a method a route does
@@ -40,13 +41,16 @@ proxy's own timeout (nginx's and many load balancers' 60 s).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
+import anyio
 import pandas as pd
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -252,6 +256,58 @@ class _BodyLimit:
             return message
 
         await self.app(scope, receiving, send)
+
+
+IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
+
+
+class _Revalidation:
+    """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at, its
+    URL and what else makes it (``served``: the parcels; the code's version), and ``Cache-Control``: immutable
+    when pinned by ``as_of``, else ``no-cache`` (a browser asks again, with ``If-None-Match``). A request whose
+    ``If-None-Match`` names the answer the version it would read gives is a 304, read from nothing: a dashboard
+    re-polling a parcel costs a version lookup until an ingest commits."""
+
+    def __init__(self, app: ASGIApp, served: _ServedCube, identity: str) -> None:
+        self.app, self.served, self.identity = app, served, identity
+
+    def etag(self, version: int | str, scope: Scope) -> str:
+        key = f"{self.identity}|{version}|{scope['path']}?{scope['query_string'].decode('latin-1')}"
+        return f'"{hashlib.sha256(key.encode()).hexdigest()[:20]}"'
+
+    async def _current(self, scope: Scope, as_of: str | None) -> int | None:
+        """The version the request would read now, if it can be told without an error (else its route says)."""
+        try:
+            collection = scope["path"].split("/")[2]
+            at = None if as_of is None else int(as_of)
+            version = await anyio.to_thread.run_sync(self.served.version, collection, at)
+            return version.version
+        except (CardcubeError, ValueError, IndexError):
+            return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not scope["path"].startswith(
+                "/collections/"):
+            return await self.app(scope, receive, send)
+        as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
+        cache = IMMUTABLE if as_of is not None else "no-cache"
+        wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
+        if wanted and (version := await self._current(scope, as_of)) is not None:
+            tag = self.etag(version, scope)
+            if tag in (t.strip().removeprefix("W/") for t in wanted.split(",")) or wanted.strip() == "*":
+                return await Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache,
+                                                                "X-Cube-Version": str(version)})(scope, receive, send)
+
+        async def tagging(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = dict(message.get("headers", []))
+                if version := headers.get(b"x-cube-version"):
+                    message["headers"] = [*message.get("headers", []),
+                                          (b"etag", self.etag(version.decode(), scope).encode()),
+                                          (b"cache-control", cache.encode())]
+            await send(message)
+
+        await self.app(scope, receive, tagging)
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
@@ -479,14 +535,24 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                   responses=ERROR_RESPONSES)
     app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
     app.add_middleware(_BodyLimit)
+    app.add_middleware(_Revalidation, served=served, identity=_identity(registry))
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
-                       allow_headers=["*"], expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After"])
+                       allow_headers=["*"],
+                       expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag"])
     _add_error_handlers(app)
     _add_collection_routes(app, served)
     _add_timeseries_routes(app, served)
     _add_image_routes(app, served)
     return app
+
+
+def _identity(registry: ParcelSet | None) -> str:
+    """What an answer depends on beside its version and URL: the code, and the parcels ids are looked up in."""
+    from cardcube import __version__
+    from cube.parcel_layer import parcels_digest
+
+    return f"{__version__}|{'' if registry is None else parcels_digest(registry)}"
 
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,

@@ -552,3 +552,46 @@ def test_a_posted_time_series_of_too_many_rows_is_refused_before_reading(http, p
     assert f"(limit {MAX_ROWS:,})" in r.json()["detail"]
     r = http.post("/collections/s2/timeseries", json=many, params={"bands": "NDVI", "stats": "mean"})
     assert r.status_code == 200, r.text[:300]
+
+
+def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tiny_cube, tiny_region, parcel_id,
+                                                                             tmp_path):
+    """A dashboard polling a parcel gets 304s, read from nothing, until an ingest commits; pinned answers are
+    immutable."""
+    import json
+    import shutil
+
+    from cube import layout
+
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))
+    first = committed_versions(_store(root), "s2")[-1]
+    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    try:
+        http, url = server.http, f"/collections/s2/parcels/{parcel_id}/timeseries"
+        r = http.get(url, params={"bands": "B04"})
+        tag = r.headers["etag"]
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache" and tag.startswith('"')
+        again = http.get(url, params={"bands": "B04"}, headers={"If-None-Match": tag})
+        assert again.status_code == 304 and not again.content and again.headers["etag"] == tag
+        assert again.headers["x-cube-version"] == str(first)
+        other = http.get(url, params={"bands": "B08"}, headers={"If-None-Match": tag})  # another answer
+        assert other.status_code == 200 and other.headers["etag"] != tag and other.json()["rows"]
+        pinned = http.get(url, params={"bands": "B04", "as_of": first})
+        assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+        png = http.get(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 16})
+        assert png.status_code == 200 and "etag" in png.headers
+        cors = http.get(url, params={"bands": "B04"}, headers={"Origin": "https://dashboard.example.org",
+                                                               "If-None-Match": tag})
+        assert cors.status_code == 304 and cors.headers["access-control-allow-origin"] == "*"
+        assert "ETag" in cors.headers["access-control-expose-headers"].split(", ")
+        assert http.get("/collections/s2/parcels/NOPE/timeseries", headers={"If-None-Match": tag}).status_code == 404
+
+        record = json.loads((root / layout.ledger_key("s2", first)).read_text())  # a commit: the same data, anew
+        (root / layout.ledger_key("s2", first + 1)).write_text(json.dumps({**record, "version": first + 1}))
+        new = http.get(url, params={"bands": "B04"}, headers={"If-None-Match": tag})
+        assert new.status_code == 200 and new.headers["etag"] != tag and new.json()["cube_version"] == first + 1
+        assert http.get(url, params={"bands": "B04", "as_of": first},
+                        headers={"If-None-Match": pinned.headers["etag"]}).status_code == 304
+    finally:
+        server.close()
