@@ -336,7 +336,10 @@ def prune_layers(store: Store, *, unused_for: timedelta = DEFAULT_UNUSED_FOR, dr
     during the deletion finds the layer incomplete and builds it anew. Keep ``unused_for`` longer than any
     extraction takes (the default is 30 days), as a run that read a layer before the prune reads it on."""
     now = now or datetime.now(UTC)
-    cutoff = now - unused_for
+    try:
+        cutoff = now - unused_for
+    except OverflowError:  # before year 1: no layer is that old
+        cutoff = datetime.min.replace(tzinfo=UTC)
     deleted, kept = [], []
     for layer in stored_layers(store):
         if layer.last_use is None and not dry_run:
