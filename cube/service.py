@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -320,6 +321,11 @@ def _collection_info(version: CubeVersion) -> dict[str, Any]:
 def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
     headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
+    if fmt != "json":  # a download a browser saves under a name saying what it holds
+        ids = frame["parcel_id"].unique()
+        subject = re.sub(r"[^\w.-]", "_", str(ids[0])) if len(ids) == 1 else f"{len(ids)}-parcels"
+        headers["Content-Disposition"] = (f'attachment; filename="{subject}_{frame.attrs["collection"]}'
+                                          f'_v{frame.attrs["cube_version"]}.{fmt}"')
     if fmt == "csv":
         return Response(frame.to_csv(index=False, date_format=TIME_FORMAT), media_type=FORMATS[fmt], headers=headers)
     if fmt == "parquet":
@@ -539,7 +545,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"],
-                       expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag"])
+                       expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag",
+                                       "Content-Disposition"])
     _add_error_handlers(app)
     _add_collection_routes(app, served)
     _add_timeseries_routes(app, served)

@@ -124,6 +124,9 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
     assert schema.field("time").type.unit == "us"
     csv = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={**params, "format": "csv"})
     assert csv.headers["content-type"].startswith("text/csv")
+    name = f"{parcel_id}_s2_v{want.attrs['cube_version']}"  # saved by a browser under a name that says what it is
+    assert csv.headers["content-disposition"] == f'attachment; filename="{name}.csv"'
+    assert parquet.headers["content-disposition"] == f'attachment; filename="{name}.parquet"'
     got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"])
     np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-15)
     assert (got["time"].dt.tz_convert(None) == want["time"]).all()  # "...Z": UTC, said
