@@ -7,6 +7,7 @@ view* lets them read a committed version even if a crash left its shapes unpubli
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -16,8 +17,9 @@ from zarr.abc.store import Store
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
 
+from cardcube.errors import CorruptDocumentError
 from cardcube.lru import LRUDict
-from cardcube.storage import reading
+from cardcube.storage import reading, store_url
 from cube import layout
 from cube.manifest import AbsentShards
 
@@ -59,8 +61,12 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
         return await asyncio.gather(*(zarr_async.open_array(store=store, path=paths[key], mode="r", zarr_format=3)
                                       for key in missing))
 
-    with reading(f"the arrays of tile {tile}", store):
-        opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
+    try:
+        with reading(f"the arrays of tile {tile}", store):
+            opened = {key: zarr.Array(arr) for key, arr in zip(missing, sync(_open()), strict=True)}
+    except json.JSONDecodeError as exc:  # a truncated or overwritten zarr.json: the cube's fault, said so
+        raise CorruptDocumentError(f"an array document (zarr.json) of tile {tile} in {store_url(store)} is not valid "
+                                   f"JSON ({exc}); check the cube with cardcube verify, re-ingest the tile") from None
     if cache is not None:
         cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}

@@ -209,3 +209,20 @@ def test_decoded_bands_say_their_nodata_to_rioxarray(tiny_cube, tmp_path):
     with rasterio.open(tmp_path / "b04.tif") as src:
         assert np.isnan(src.nodata)
         np.testing.assert_array_equal(src.read(1), day.values)
+
+
+def test_a_damaged_array_document_is_a_corrupt_cube_not_a_json_error(tiny_cube, tmp_path):
+    """A truncated ``zarr.json`` raised the JSON parser's error (REST: 500 ``Internal``, as for a bug)."""
+    import shutil
+
+    from cardcube.errors import CorruptDocumentError
+    from cube import layout
+
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))
+    tile = sorted(p.name for p in (root / "s2").iterdir() if (p / "cube.zarr").is_dir())[0]
+    doc = root / layout.array_path("s2", tile, 10, "B04", hot=False) / "zarr.json"
+    doc.write_text(doc.read_text()[:40])
+    with pytest.raises(CorruptDocumentError, match=rf"an array document \(zarr.json\) of tile {tile} in .* is not "
+                                                   r"valid JSON .*cardcube verify"):
+        open_cube(root, bands=["B04"], tiles=[tile]).B04.isel(time=0).compute()
