@@ -461,12 +461,14 @@ def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cub
 
 @pytest.fixture(scope="module")
 def broken_b04(tiny_cube, tiny_region, tmp_path_factory):
-    """A server of a copy of the tiny cube whose band B04 has a broken zarr.json (the other bands are whole)."""
+    """A server of a copy of the tiny cube whose band B04 has a zarr.json zarr cannot read (JSON, but no array's:
+    an error nothing expects; the other bands are whole)."""
     import shutil
 
     cube = tmp_path_factory.mktemp("broken") / "cube"
     shutil.copytree(tiny_cube, cube)
-    (cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json").write_text("{")
+    doc = cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json"
+    doc.write_text('{"zarr_format": 3, "node_type": "array"}')
     server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
     yield server
     server.close()
