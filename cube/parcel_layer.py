@@ -60,6 +60,7 @@ from cardcube.storage import (
     write_bytes,
     write_json,
 )
+from catalog.build import parse_time
 from cube.membership import buffered, label_pixels, shared_pixels
 from cube.parcels import ParcelSet
 
@@ -263,7 +264,7 @@ def _mark_used(store: Store, prefix: str, now: datetime) -> None:
 
 def _time(doc: Any, key: str) -> datetime | None:
     text = doc.get(key) if isinstance(doc, dict) else None
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC) if isinstance(text, str) else None
+    return parse_time(text) if isinstance(text, str) else None
 
 
 @dataclass(frozen=True, slots=True)
