@@ -68,6 +68,11 @@ def test_a_dashboard_on_another_origin_may_read_and_a_head_answers(http, parcel_
     assert {"X-Cube-Version", "Retry-After"} <= set(r.headers["access-control-expose-headers"].split(", "))
     head = http.head(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 16})
     assert head.status_code == 200 and head.headers["content-type"] == "image/png" and not head.content
+    for path in ("/", "/collections/s2", f"/collections/s2/parcels/{parcel_id}/timeseries"):  # every GET route
+        head, get = http.head(path), http.get(path)
+        assert head.status_code == 200 and not head.content and get.content, path
+        assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+        assert head.headers.get("etag") == get.headers.get("etag"), path
 
 
 def test_the_openapi_document_says_what_routes_answer(http):
@@ -222,13 +227,39 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "bands": "FOO"}, 422, "InvalidRequest",
      "unknown band(s) FOO"),
     ("GET", "/collections/s2/parcels/{pid}/season.png", {"bands": "B04,FOO,B02"}, 422, "InvalidRequest", "FOO"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"band": "B04"}, 422, "InvalidRequest",
+     "unknown parameter 'band' (did you mean 'bands'?): GET /collections/s2/parcels/{pid}/timeseries takes "
+     "all_touched, as_of, bands, buffer, format, mask, stats, time"),
+    ("POST", "/collections/s2/timeseries", {"srs": "EPSG:4326", "dates": "2024"}, 422, "InvalidRequest",
+     "unknown parameters 'dates', 'srs' (did you mean 'crs'?): POST /collections/s2/timeseries takes "),
+    ("GET", "/", {"collection": "s2"}, 422, "InvalidRequest", "unknown parameter 'collection': GET / takes none"),
+    ("HEAD", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "scale": 2, "sise": 64}, 422, None, None),
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
     polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]) if method == "POST" else None
     r = http.request(method, path.format(pid=parcel_id), params=params, json=polygon)
     assert r.status_code == status, r.text
+    if method == "HEAD":  # the status alone
+        assert not r.content and r.headers["content-type"] == "application/json"
+        return
     body = r.json()
     assert set(body) == {"error", "detail"} and body["error"] == error and says.format(pid=parcel_id) in body["detail"]
+
+
+def test_json_and_csv_come_gzipped_to_a_client_that_accepts_it(http, parcel_id):
+    """A season's JSON or CSV is gzipped for a client that says it accepts gzip, and the same answer once
+    decoded; PNG and Parquet, compressed already, are sent as they are."""
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    for fmt in ("json", "csv"):
+        plain = http.get(url, params={"format": fmt}, headers={"Accept-Encoding": "identity"})
+        zipped = http.get(url, params={"format": fmt}, headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+        assert zipped.content == plain.content and zipped.num_bytes_downloaded * 3 < plain.num_bytes_downloaded
+        assert "Accept-Encoding" in zipped.headers["vary"] and zipped.headers["etag"] == plain.headers["etag"]
+    for path, params in ((url, {"format": "parquet"}), (f"/collections/s2/parcels/{parcel_id}/season.png",
+                                                       {"size": 16})):
+        r = http.get(path, params=params, headers={"Accept-Encoding": "gzip"})
+        assert r.status_code == 200 and "content-encoding" not in r.headers, path
 
 
 def test_a_time_range_without_an_acquisition_names_the_cubes_dates(http, parcel_id):
@@ -576,7 +607,7 @@ def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tin
         http, url = server.http, f"/collections/s2/parcels/{parcel_id}/timeseries"
         r = http.get(url, params={"bands": "B04"})
         tag = r.headers["etag"]
-        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache" and tag.startswith('"')
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache" and tag.startswith('W/"')
         again = http.get(url, params={"bands": "B04"}, headers={"If-None-Match": tag})
         assert again.status_code == 304 and not again.content and again.headers["etag"] == tag
         assert again.headers["x-cube-version"] == str(first)
