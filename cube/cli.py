@@ -207,6 +207,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--root-path", default="", metavar="PREFIX",
                    help="path prefix under which a reverse proxy serves it, stripping it (e.g. /cardcube): "
                    "/docs then loads the OpenAPI document from PREFIX/openapi.json")
+    s.add_argument("--allow-origin", action="append", metavar="ORIGIN", dest="origins",
+                   help="a web origin whose pages may read the answers (CORS), e.g. https://dashboard.example.org; "
+                   "repeat for several, 'none' for none (default: any). Behind a firewall, name the dashboards")
     s.add_argument("--refresh", type=number("a number of seconds", at_least=0), default=5.0,
                    help="seconds between lookups of the cube's latest version (default 5; 0: every request)")
     s.add_argument("--array-cache", type=whole_number(), default=1024, metavar="N",
@@ -411,7 +414,7 @@ def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          array_cache=args.array_cache, store_timeout=args.store_timeout,
+          array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -50,7 +50,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -144,8 +144,8 @@ RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the stor
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_ROWS",
-           "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache", "make_app",
-           "serve"]
+           "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
+           "allowed_origins", "make_app", "serve"]
 
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
@@ -537,9 +537,25 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
                         headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
 
 
+def allowed_origins(origins: Sequence[str]) -> list[str]:
+    """The web origins whose pages may read the answers (CORS), checked: ``*`` for any, ``none`` for none
+    (a browser page then reads only from the service's own origin), else ``scheme://host[:port]`` each, as
+    browsers send them: with a path or a trailing slash no request would ever match."""
+    if list(origins) in (["*"], ["none"]):
+        return [] if origins[0] == "none" else ["*"]
+    for origin in origins:
+        if origin in ("*", "none"):
+            raise InvalidRequestError(f"allowed origins {', '.join(origins)}: {origin!r} goes alone")
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise InvalidRequestError(f"allowed origin {origin!r} is not an origin: give scheme://host[:port], "
+                                      f"without a path or a trailing slash (e.g. https://dashboard.example.org)")
+    return list(origins)
+
+
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
-             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT) -> FastAPI:
+             array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
+             origins: Sequence[str] = ("*",)) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
     several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
     parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
@@ -547,7 +563,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     (:class:`cube.tile_arrays.ArrayCache`; 0 keeps none, so each request fetches its arrays' metadata and shard
     indexes again: what ``benchmarks.service`` compares); ``store_timeout``: seconds a request to an S3 store
     may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
-    None: the library's patient defaults)."""
+    None: the library's patient defaults); ``origins``: the web pages that may read the answers
+    (:func:`allowed_origins`; default any: behind an agency's firewall, name its dashboards, as a page from
+    anywhere opened in a browser inside could otherwise read the parcels' answers)."""
+    cors = allowed_origins(origins)
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
@@ -572,8 +591,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     # bands, 214 -> 17 kB in JSON, 84 -> 14 kB in CSV
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6,
                        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, FORMATS["parquet"]))
-    # read-only answers about public satellite data: any origin may read them (a dashboard, a STAC browser)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "POST"],
+    # read-only answers of public satellite data: by default any origin may read them (a dashboard, a STAC browser)
+    app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"],
                        expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag",
                                        "Content-Disposition"])
@@ -595,11 +614,11 @@ def _identity(registry: ParcelSet | None) -> str:
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
           refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
-          announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
+          origins: Sequence[str] = ("*",), announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
     OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
-                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout)
+                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout, origins=origins)
     serve_app(app, host=host, port=port, announce=announce, root_path=root_path)

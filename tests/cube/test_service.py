@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -386,6 +387,38 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(t
         assert server.http.get("/collections/s2").status_code == 200  # the routes, as the proxy passes them on
     finally:
         server.close()
+
+
+def test_only_the_named_origins_may_read_when_given(tiny_cube):
+    """--allow-origin: a page of a named origin reads the answers; one of another origin gets no CORS header
+    (its browser refuses to hand it the answer) and its preflight is refused."""
+    dashboard, elsewhere = "https://dashboard.agency.example", "https://evil.example"
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--allow-origin", dashboard,
+                            "--allow-origin", "http://localhost:3000"])
+    try:
+        ok = server.http.get("/collections/s2", headers={"Origin": dashboard})
+        assert ok.headers["access-control-allow-origin"] == dashboard and "Origin" in ok.headers["vary"]
+        other = server.http.get("/collections/s2", headers={"Origin": elsewhere})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        preflight = {"Origin": elsewhere, "Access-Control-Request-Method": "POST"}
+        assert server.http.options("/collections/s2/timeseries", headers=preflight).status_code == 400
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("origins", "says"), [
+    (["https://dashboard.example.org/"], "without a path or a trailing slash"),
+    (["dashboard.example.org"], "is not an origin: give scheme://host[:port]"),
+    (["*", "https://a.example"], "'*' goes alone"),
+])
+def test_an_allowed_origin_no_browser_would_send_is_refused(origins, says):
+    from cardcube.errors import InvalidRequestError
+    from cube.service import allowed_origins
+
+    with pytest.raises(InvalidRequestError, match=re.escape(says)):
+        allowed_origins(origins)
+    assert allowed_origins(["none"]) == [] and allowed_origins(["*"]) == ["*"]
+    assert allowed_origins(["http://localhost:3000"]) == ["http://localhost:3000"]
 
 
 def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
