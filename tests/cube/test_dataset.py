@@ -226,3 +226,26 @@ def test_a_damaged_array_document_is_a_corrupt_cube_not_a_json_error(tiny_cube, 
     with pytest.raises(CorruptDocumentError, match=rf"an array document \(zarr.json\) of tile {tile} in .* is not "
                                                    r"valid JSON .*cardcube verify"):
         open_cube(root, bands=["B04"], tiles=[tile]).B04.isel(time=0).compute()
+
+
+def test_interactive_reads_of_many_threads_share_one_pool_of_threads():
+    """compute_reads from many threads at once (the REST service's) runs on READ_THREADS threads in all: dask,
+    given a number of threads, made a pool of them per calling thread and kept it as long as that thread."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+
+    from cube.dataset import READ_THREADS, compute_reads
+
+    def reader() -> int:
+        time.sleep(0.01)  # tasks overlap, so that a pool starts all its threads
+        return threading.get_ident()
+
+    def query(_: int) -> set[int]:
+        return set(compute_reads(*[dask.delayed(reader)() for _ in range(2 * READ_THREADS)]))
+
+    with ThreadPoolExecutor(6) as callers:
+        workers = set().union(*callers.map(query, range(6)))
+    assert READ_THREADS // 2 <= len(workers) <= READ_THREADS
