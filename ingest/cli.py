@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "footprint, Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
                    "<item>_T<tile>. Without it such scenes are rejected; with it a scene that misses its tile, or "
                    "has no valid pixel on it, still is. The ledger records the method per band")
-    p.add_argument("--tiles", type=_tiles, default=None, metavar="T31UFU,...",
+    p.add_argument("--tiles", type=_tiles, default=None, metavar="31UFU,...",
                    help="only scenes on these MGRS tiles go in (of an item split with --warp, only these tiles); "
                    "the others are left out, neither added nor rejected")
     p.add_argument("--chunks", type=_chunks, default=None,

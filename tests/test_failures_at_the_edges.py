@@ -163,6 +163,26 @@ def test_bad_synthetic_settings_are_one_line_and_v_shows_the_traceback(tmp_path,
         main(["-v", "synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")])
 
 
+def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
+    """``cardcube --help`` gave -v as "log progress details" only, while the README sends a user to ``cardcube -v
+    COMMAND`` for an error's traceback; ``ingest --help`` wrote --tiles as T31UFU,..., the README and the tests
+    31UFU,31UGU (both are read); ``extract --help`` said a --time-block below the time chunk decodes each chunk
+    "once per run"."""
+    import subprocess
+    import sys
+
+    def help_of(*command: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "cardcube.cli", *command, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return " ".join(run.stdout.split())
+
+    assert "-v, --verbose log progress details, and show the traceback of an error" in help_of()
+    assert "[--tiles 31UFU,...]" in help_of("ingest")
+    # --time-block: "decoding each chunk once per run" read as once per command, the reverse of what it costs
+    assert "below the time chunk each chunk is decoded again for every run of dates it holds" in help_of("extract")
+
+
 def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):
     """``cardcube ingest ... | head -c 0`` (or ``| grep -q``): the pipe's reader leaves before the summary is
     written. The ingest is committed all the same, and the command ends as a process killed by SIGPIPE (141 under
