@@ -133,7 +133,7 @@ def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
 
     with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.0, 40.0, 5.1, 40.1\) \(in EPSG:4326\)"):
         open_cube(tiny_cube, bbox=(5.0, 40.0, 5.1, 40.1), crs="EPSG:4326")
-    with pytest.raises(AreaOutsideCubeError, match=r"the point at 5.05, 40.05 \(EPSG:4326\): no tile"):
+    with pytest.raises(AreaOutsideCubeError, match=r"the point at lon 5.05, lat 40.05 \(EPSG:4326\): no tile"):
         chip(tiny_cube, Point(5.05, 40.05), size=16)
 
 
