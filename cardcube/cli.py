@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardcube",
         description="Sentinel-1/2 CARD scenes as time-first Zarr v3 cubes for CAP checks by monitoring.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details, and show the traceback of an error (without it: one error line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)

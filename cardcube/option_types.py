@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 
 from cardcube.errors import InvalidRequestError
 
@@ -48,6 +48,15 @@ def whole_number(*, at_least: int = 0) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def day(text: str) -> date:
+    """The type of a date written ``YYYY-MM-DD`` (argparse's own refusal named Python's parser: "invalid
+    fromisoformat value")."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def parse_age(text: str) -> timedelta:

@@ -46,8 +46,8 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
     try:
         return np.datetime64(text), offset
     except ValueError:
-        raise InvalidRequestError(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD or an ISO range "
-                                  f"start/end") from None
+        raise InvalidRequestError(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) "
+                                  f"or an ISO range start/end") from None
 
 
 def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
@@ -96,7 +96,7 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
             if not isinstance(time, str) or not sep:
                 raise
             raise InvalidRequestError(f"time {time!r} is not an ISO 8601 range ({value!r} is no date): use "
-                                      f"YYYY-MM-DD or an ISO range start/end") from None
+                                      f"YYYY-MM-DD, YYYY-MM (a month) or an ISO range start/end") from None
     lo, hi = bounds
     if lo is not None and hi is not None and lo >= hi:
         raise InvalidRequestError(f"empty time range {time!r}: it ends before it starts")

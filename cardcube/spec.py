@@ -103,7 +103,7 @@ class ChunkLayout:
 
     def __post_init__(self) -> None:
         if min(self.time, self.space, self.shard_space) < 1:
-            raise InvalidRequestError(f"chunk sizes must be positive, got {self}")
+            raise InvalidRequestError(f"chunk sizes must be positive, got {self.text()}")
         if self.shard_space % self.space:
             raise InvalidRequestError(f"shard_space {self.shard_space} is not a multiple of space {self.space}")
 
@@ -125,6 +125,10 @@ class ChunkLayout:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def text(self) -> str:
+        """The layout as ``--chunks`` takes it (:meth:`parse`): ``time=16,space=128,shard_space=1024``."""
+        return f"time={self.time},space={self.space},shard_space={self.shard_space}"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChunkLayout:

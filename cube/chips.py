@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
+from pyproj import CRS
 from shapely.geometry import MultiLineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
@@ -449,8 +450,10 @@ def chip(
             reason = f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
             if pid is not None:
                 raise ParcelOutsideCubeError(pid, reason)
-            c = geom.centroid
-            raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {c.x:.6g}, {c.y:.6g} ({crs}): {reason}")
+            c = geom.centroid  # lon and lat named: a point given lat first is then seen at once
+            lonlat = crs is not None and CRS.from_user_input(crs).is_geographic
+            at = f"lon {c.x:.6g}, lat {c.y:.6g}" if lonlat else f"{c.x:.6g}, {c.y:.6g}"
+            raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {at} ({crs}): {reason}")
         ds = open_cube(store, collection, bbox=found.box, time=time, as_of=version, tiles=found.read,
                        bands=stored_bands(bands, version.spec.band_names), resolution=res,
                        chunks="window", cache=cache)  # a read per band and block

@@ -146,8 +146,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _statistics_options(e)
     e.add_argument("--block", type=int, default=None, help="work unit side in 10 m pixels (default: shard side)")
     e.add_argument("--time-block", type=int, default=None,
-                   help="dates a work unit reads at once (default: the cube's time chunk); fewer use less memory "
-                   "(below the time chunk, at the cost of decoding each chunk once per run)")
+                   help="dates a work unit reads at once (default: the cube's time chunk); fewer use less memory, "
+                   "but below the time chunk each chunk is decoded again for every run of dates it holds")
     e.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
@@ -165,8 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("store", metavar="URL", help="the cube (layers are kept beside it by default) or the --layers "
                    "location of the extractions: a folder or s3://bucket/prefix")
     g.add_argument("--prune", metavar="AGE", default=None,
-                   help="delete the layers unused for longer than this: 30d, 12h, 0 (all); keep it longer than any "
-                   "extraction takes")
+                   help="delete the layers unused for longer than this: 30d, 12h, 0 (all; a number without a unit "
+                   "is seconds); keep it longer than any extraction takes")
     g.add_argument("--dry-run", action="store_true", help="with --prune: report what would go, delete nothing")
     add_endpoint_option(g)
     g.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -233,18 +233,27 @@ def _registry(args: argparse.Namespace):
 
 
 def _target(args: argparse.Namespace, ids: list[str]):
+    """What ``timeseries`` (``args.command``; every parcel of ``--parcels`` by default, ``--point`` within them)
+    or ``chip`` (one parcel, or a point with or without parcels) measures, and the parcels: checked before any
+    file is read."""
     from shapely.geometry import Point
 
     from cardcube.errors import InvalidRequestError
 
+    one = args.command == "chip"
     if args.point and ids:
         raise InvalidRequestError(f"give parcel ids or --point, not both: --point picks the parcel containing it "
                                   f"(got {', '.join(ids)})")
+    if args.parcels is None and args.point and not one:
+        raise InvalidRequestError("--point picks the parcel containing it: give --parcels too")
+    if args.parcels is None and not args.point:
+        raise InvalidRequestError("give --parcels with a parcel id, or --point LON LAT" if one else
+                                  "give --parcels, with parcel ids or none for all of them")
+    if one and not ids and not args.point:
+        raise InvalidRequestError(f"give a parcel id of {args.parcels} or --point LON LAT: a chip shows one parcel")
     registry = _registry(args)
     if args.point:
         return Point(*args.point), registry
-    if registry is None:
-        raise InvalidRequestError("give --parcels (with ids) or --point")
     return (ids if ids else registry), registry
 
 

@@ -415,6 +415,17 @@ def _tile_dataset(store: Store, version: CubeVersion, window: TileWindow, bands:
     return ds.assign_coords(tile=("time", np.full(len(order), window.tile, dtype=object)))
 
 
+def _bounds_text(footprint: BaseGeometry, tile_crs: Any, crs: Any) -> str:
+    """The bounds of a tile's data in its CRS, and in ``crs`` (the query's) where that is another: an area asked
+    for in lon/lat is compared with the data in lon/lat, not only in the tile's metres."""
+    text = f"({', '.join(f'{v:.0f}' for v in footprint.bounds)}) in {tile_crs}"
+    if crs is None or Geometry(footprint, tile_crs).crs == crs:
+        return text
+    theirs = Geometry(footprint, tile_crs).to_crs(crs).boundingbox
+    digits = 5 if theirs.crs.geographic else 0
+    return f"{text}, ({', '.join(f'{v:.{digits}f}' for v in theirs)}) in {crs}"
+
+
 def open_cube(
     cube: StoreLike,
     collection: str = "s2",
@@ -479,8 +490,8 @@ def open_cube(
                                    + ("; lon/lat? say so with crs='EPSG:4326'" if lonlat else ""))
     footprints = {w.tile: data_footprint(version, w.tile) for w in windows}
     if not any(footprints[w.tile].intersects(box(*w.geobox.boundingbox)) for w in windows):
-        held = "; ".join(f"tile {t} has data over ({', '.join(f'{v:.0f}' for v in f.bounds)}) in "
-                         f"{TileGrid.from_id(t).crs}" for t, f in footprints.items() if not f.is_empty)
+        held = "; ".join(f"tile {t} has data over {_bounds_text(f, TileGrid.from_id(t).crs, crs)}"
+                         for t, f in footprints.items() if not f.is_empty)
         raise AreaOutsideCubeError(f"the area holds no data of the {collection} cube: it lies within tile(s) "
                                    f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
                                    f"Dataset of it would be nodata only")

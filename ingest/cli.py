@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "footprint, Planetary Computer's sentinel-1-rtc) becomes one scene per tile its geometry overlaps, "
                    "<item>_T<tile>. Without it such scenes are rejected; with it a scene that misses its tile, or "
                    "has no valid pixel on it, still is. The ledger records the method per band")
-    p.add_argument("--tiles", type=_tiles, default=None, metavar="T31UFU,...",
+    p.add_argument("--tiles", type=_tiles, default=None, metavar="31UFU,...",
                    help="only scenes on these MGRS tiles go in (of an item split with --warp, only these tiles); "
                    "the others are left out, neither added nor rejected")
     p.add_argument("--chunks", type=_chunks, default=None,
@@ -100,7 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_cube_options(e)
     e.add_argument("--older-than", default="7d",
-                   help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all)")
+                   help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all); a number "
+                   "without a unit is seconds")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
     _add_lock_options(e)
     add_endpoint_option(e)

@@ -123,8 +123,8 @@ def _resolve_spec(head: CubeVersion, collection: str, chunks: ChunkLayout | None
         return spec.with_chunks(chunks) if chunks else spec
     if chunks and chunks != head.spec.chunks:
         raise InvalidRequestError(
-            f"the {collection} cube already uses chunks {head.spec.chunks.to_dict()}; "
-            f"{chunks.to_dict()} would need a new cube")
+            f"the {collection} cube already uses chunks {head.spec.chunks.text()}; {chunks.text()} would need a "
+            f"new cube (leave chunks, --chunks, out to add to this one)")
     return head.spec
 
 

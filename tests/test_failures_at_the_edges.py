@@ -133,7 +133,7 @@ def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
 
     with pytest.raises(AreaOutsideCubeError, match=r"the area \(5.0, 40.0, 5.1, 40.1\) \(in EPSG:4326\)"):
         open_cube(tiny_cube, bbox=(5.0, 40.0, 5.1, 40.1), crs="EPSG:4326")
-    with pytest.raises(AreaOutsideCubeError, match=r"the point at 5.05, 40.05 \(EPSG:4326\): no tile"):
+    with pytest.raises(AreaOutsideCubeError, match=r"the point at lon 5.05, lat 40.05 \(EPSG:4326\): no tile"):
         chip(tiny_cube, Point(5.05, 40.05), size=16)
 
 
@@ -161,6 +161,29 @@ def test_bad_synthetic_settings_are_one_line_and_v_shows_the_traceback(tmp_path,
     assert capsys.readouterr().err.strip() == "cardcube synth: error: cloudiness 2.0 must be within [0, 1]"
     with pytest.raises(InvalidRequestError):
         main(["-v", "synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")])
+
+
+def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
+    """``cardcube --help`` gave -v as "log progress details" only, while the README sends a user to ``cardcube -v
+    COMMAND`` for an error's traceback; ``ingest --help`` wrote --tiles as T31UFU,..., the README and the tests
+    31UFU,31UGU (both are read); ``extract --help`` said a --time-block below the time chunk decodes each chunk
+    "once per run"."""
+    import subprocess
+    import sys
+
+    def help_of(*command: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "cardcube.cli", *command, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return " ".join(run.stdout.split())
+
+    assert "-v, --verbose log progress details, and show the traceback of an error" in help_of()
+    assert "[--tiles 31UFU,...]" in help_of("ingest")
+    # --time-block: "decoding each chunk once per run" read as once per command, the reverse of what it costs
+    assert "below the time chunk each chunk is decoded again for every run of dates it holds" in help_of("extract")
+    # a bare number is an age in seconds: "--older-than 7" meant as a week expires all but the latest version
+    assert "0 (all); a number without a unit is seconds" in help_of("expire")
+    assert "0 (all; a number without a unit is seconds)" in help_of("layers")
 
 
 def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 
 import pytest
 
-from cardcube.option_types import number, whole_number
+from cardcube.option_types import day, number, whole_number
 
 SECONDS = "a number of seconds"
 
@@ -20,6 +21,7 @@ SECONDS = "a number of seconds"
     (number(), "-7", -7.0),
     (whole_number(), "0", 0),
     (whole_number(at_least=1), " 12 ", 12),
+    (day, "2024-05-01", date(2024, 5, 1)),
 ])
 def test_a_number_within_the_bounds_is_taken(kind, text: str, value) -> None:
     got = kind(text)
@@ -38,6 +40,8 @@ def test_a_number_within_the_bounds_is_taken(kind, text: str, value) -> None:
     (whole_number(), "-1", "expected a whole number >= 0, got '-1'"),
     (whole_number(), "1.5", "expected a whole number >= 0, got '1.5'"),
     (whole_number(at_least=1), "0", "expected a whole number >= 1, got '0'"),
+    (day, "2024-7-1", "expected a date YYYY-MM-DD, got '2024-7-1'"),
+    (day, "2024-02-30", "expected a date YYYY-MM-DD, got '2024-02-30'"),
 ])
 def test_anything_else_is_refused_naming_the_constraint(kind, text: str, says: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError) as refused:

@@ -122,5 +122,13 @@ def test_in_crs_follows_the_curved_edges():
 def test_a_range_that_is_no_iso_range_is_quoted_whole():
     with pytest.raises(InvalidRequestError) as refused:
         parse_time_range("01/05/2024")  # a European date: split at the slash, it is no range either
-    assert str(refused.value) == ("time '01/05/2024' is not an ISO 8601 range ('05/2024' is no date): use YYYY-MM-DD "
+    assert str(refused.value) == ("time '01/05/2024' is not an ISO 8601 range ('05/2024' is no date): use YYYY-MM-DD, "
+                                  "YYYY-MM (a month) or an ISO range start/end")
+
+
+def test_a_time_of_no_date_names_every_form_a_period_takes():
+    """The advice named days and ranges only, while a month (``--time 2024-05``) is the form the help shows first."""
+    with pytest.raises(InvalidRequestError) as refused:
+        parse_time_range("2024-13")
+    assert str(refused.value) == ("time '2024-13' is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) "
                                   "or an ISO range start/end")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
+from cardcube.option_types import day
 from cardcube.synth.config import SynthConfig
 
 
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--straddle", action="store_true", help="place the region across the 31UFU/31UGU edge")
     p.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"),
                    help="upper-left corner in EPSG:32631 (on the tile's 20 m lattice)")
-    p.add_argument("--start", type=dt.date.fromisoformat, help="first date (YYYY-MM-DD)")
-    p.add_argument("--end", type=dt.date.fromisoformat, help="last date (YYYY-MM-DD)")
+    p.add_argument("--start", type=day, help="first date (YYYY-MM-DD)")
+    p.add_argument("--end", type=day, help="last date (YYYY-MM-DD)")
     p.add_argument("--anomaly-fraction", type=float, help="share of parcels with planted anomalies (0.04)")
     p.add_argument("--cloudiness", type=float, help="mean cloud fraction of a Sentinel-2 date (0.35)")
     p.add_argument("--no-s1", action="store_true", help="skip Sentinel-1 scenes")

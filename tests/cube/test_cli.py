@@ -288,6 +288,15 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
             "time_block (--time-block) must be a positive number of dates",
         ("flag", "--timeseries", str(tmp_path), "--parcels", str(tiny_region.parcels), "--out", str(tmp_path / "f")):
             "give a file name ending .parquet or .csv",
+        # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
+        # the parcels of the file a chip was given without an id
+        ("timeseries", "--cube", str(tiny_cube), "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):
+            "--point picks the parcel containing it: give --parcels too",
+        ("timeseries", "--cube", str(tiny_cube), "--out", str(tmp_path / "s.csv")):
+            "give --parcels, with parcel ids or none for all of them",
+        ("chip", "--cube", str(tiny_cube), "--out", str(tmp_path / "c")): "give --parcels with a parcel id, or --point",
+        ("chip", *cube, "--out", str(tmp_path / "c")):
+            f"give a parcel id of {tiny_region.parcels} or --point LON LAT: a chip shows one parcel",
     }
     for argv, message in refused.items():
         assert main(list(argv)) == 2, argv

@@ -95,6 +95,16 @@ def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, 
                                                    rf"31UFU, beside the scenes ingested \(tile 31UFU has data over "
                                                    rf"\({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}\) in EPSG:32631\)"):
         open_cube(tiny_cube, bbox=(x1 + 3000, y0, x1 + 3100, y0 + 100))
+    # asked in lon/lat, the data's extent is given in lon/lat too, not only in the tile's metres
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(x1 + 3000, y0 + 50)
+    with pytest.raises(AreaOutsideCubeError) as refused:
+        open_cube(tiny_cube, bbox=(lon, lat, lon + 0.001, lat + 0.001), crs="EPSG:4326")
+    west, south, east, north = to_lonlat.transform_bounds(x0, y0, x1, y1)
+    assert (f"in EPSG:32631, ({west:.5f}, {south:.5f}, {east:.5f}, {north:.5f}) in EPSG:4326); a Dataset of it would "
+            f"be nodata only") in str(refused.value)
     edge = open_cube(tiny_cube, bbox=(x1 - 20, y0, x1 + 500, y0 + 100), bands=["B04"])  # partly on the data: read
     assert np.isfinite(edge.B04.values).any() and np.isnan(edge.B04.values).any()
 

@@ -84,7 +84,8 @@ def test_reingest_is_a_noop_and_versions_can_be_read_back(tiny_region, tmp_path)
 
 def test_other_chunks_for_an_existing_cube_are_refused(tiny_region, tiny_cube, tmp_path):
     shutil.copytree(tiny_cube, tmp_path / "cube")  # S1 ingested with CHUNKS
-    with pytest.raises(ValueError, match="already uses chunks"):
+    with pytest.raises(ValueError, match=r"^the s1 cube already uses chunks time=(\d+),space=(\d+),shard_space=(\d+); "
+                       r"time=8,space=\2,shard_space=\3 would need a new cube \(leave chunks, --chunks, out"):
         ingest(tiny_region.items, tmp_path / "cube", collection="s1", chunks=CHUNKS.with_(time=8), progress=False)
 
 
