@@ -60,17 +60,21 @@ def day(text: str) -> date:
 
 
 def parse_age(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration."""
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration. The unit is required (but for 0): the
+    ages say what deleting commands may delete, and ``7`` meant as a week would be 7 seconds."""
     units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
     text = text.strip().lower()
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "")
     try:
         value = float(number)
     except ValueError:
         raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
+    if not unit and value != 0:
+        raise InvalidRequestError(f"the age {text!r} has no unit; write {text}d for days, or {text}h, {text}m, "
+                                  f"{text}s")
     if not math.isfinite(value) or value < 0:
         raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
     try:
-        return timedelta(**{units[unit]: value})
+        return timedelta(**{units[unit or "s"]: value})
     except OverflowError:
         raise InvalidRequestError(f"{text!r} is longer than any cube has existed; write e.g. 7d") from None

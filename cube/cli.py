@@ -165,8 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("store", metavar="URL", help="the cube (layers are kept beside it by default) or the --layers "
                    "location of the extractions: a folder or s3://bucket/prefix")
     g.add_argument("--prune", metavar="AGE", default=None,
-                   help="delete the layers unused for longer than this: 30d, 12h, 0 (all; a number without a unit "
-                   "is seconds); keep it longer than any extraction takes")
+                   help="delete the layers unused for longer than this: 30d, 12h, 30m, 45s, or 0 (all); keep it "
+                   "longer than any extraction takes")
     g.add_argument("--dry-run", action="store_true", help="with --prune: report what would go, delete nothing")
     add_endpoint_option(g)
     g.add_argument("--json", action="store_true", help="print the result as JSON")

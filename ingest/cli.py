@@ -100,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_cube_options(e)
     e.add_argument("--older-than", default="7d",
-                   help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 0 (all); a number "
-                   "without a unit is seconds")
+                   help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 45s, or 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
     _add_lock_options(e)
     add_endpoint_option(e)

@@ -217,10 +217,12 @@ def test_the_expiry_rule():
     assert expired_versions(created, now=at, older_than=timedelta(days=30)) == []
     assert expired_versions(created[:1], now=at, older_than=EVERYTHING) == []  # the latest never expires
     assert parse_age("7d") == timedelta(days=7) and parse_age("12h") == timedelta(hours=12)
-    assert parse_age("0") == EVERYTHING and parse_age("90") == timedelta(seconds=90)
+    assert parse_age("0") == EVERYTHING and parse_age("90s") == timedelta(seconds=90)
     for bad in ("soon", "-1d", "", "nan", "inf"):
         with pytest.raises(InvalidRequestError, match="age"):
             parse_age(bad)
+    with pytest.raises(InvalidRequestError, match="the age '7' has no unit; write 7d for days, or 7h, 7m, 7s"):
+        parse_age("7")  # meant as a week, it would expire every version older than 7 seconds
     with pytest.raises(InvalidRequestError, match="longer than any cube"):
         parse_age("1e9d")
     assert expired_versions(created, now=at, older_than=parse_age("999999d")) == []  # older than year 1: none
