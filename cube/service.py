@@ -280,6 +280,12 @@ def _known_parameters(request: Request) -> None:
                                   f"{request.method} {request.url.path} takes {', '.join(known) or 'none'}")
 
 
+def _route_path(scope: Scope) -> str:
+    """The path routes see: behind a proxy's prefix (``--root-path``), ``scope["path"]`` starts with it."""
+    root, path = scope.get("root_path", ""), scope["path"]
+    return path[len(root):] if root and path.startswith(root) else path
+
+
 IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
 
 
@@ -295,13 +301,13 @@ class _Revalidation:
         self.app, self.served, self.identity = app, served, identity
 
     def etag(self, version: int | str, scope: Scope) -> str:
-        key = f"{self.identity}|{version}|{scope['path']}?{scope['query_string'].decode('latin-1')}"
+        key = f"{self.identity}|{version}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
         return f'W/"{hashlib.sha256(key.encode()).hexdigest()[:20]}"'  # weak: the same, gzipped or not
 
     async def _current(self, scope: Scope, as_of: str | None) -> int | None:
         """The version the request would read now, if it can be told without an error (else its route says)."""
         try:
-            collection = scope["path"].split("/")[2]
+            collection = _route_path(scope).split("/")[2]
             at = None if as_of is None else int(as_of)
             version = await anyio.to_thread.run_sync(self.served.version, collection, at)
             return version.version
@@ -309,7 +315,7 @@ class _Revalidation:
             return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not scope["path"].startswith(
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not _route_path(scope).startswith(
                 "/collections/"):
             return await self.app(scope, receive, send)
         as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
@@ -423,8 +429,26 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return _error(422, "InvalidRequest", detail)
+        route = request.scope.get("route")
+        described = {p.alias: p.field_info.description for p in route.dependant.query_params} if isinstance(
+            route, APIRoute) else {}
+        return _error(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
+
+
+def _invalid(error: Mapping[str, Any], described: Mapping[str, str | None]) -> str:
+    """One of pydantic's errors of a request in the words of the route's documentation: what was given, why it
+    is refused, and what the parameter takes (its description in /docs)."""
+    where, name = error["loc"][0], error["loc"][-1]
+    if where == "body":
+        why = error.get("ctx", {}).get("error") or error["msg"]
+        return (f"the body is not GeoJSON ({why}): POST a geometry, Feature or FeatureCollection as JSON, with "
+                f"Content-Type: application/json")
+    takes = f" ({described[name]})" if described.get(name) else ""
+    if error["type"] == "missing":
+        return f"{name} is required{takes}"
+    why = "not one of the values it takes" if error["type"] == "string_pattern_mismatch" else (
+        error["msg"][:1].lower() + error["msg"][1:])
+    return f"{name}={error['input']!r}: {why}{takes}"
 
 
 def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:

@@ -75,7 +75,8 @@ def check_stats(stats: Sequence[str], *, required: bool = True) -> None:
         raise InvalidRequestError(f"no statistic given; use {', '.join(STATS)} or pNN")
     bad = [s for s in stats if s not in STATS and s != "masked" and _percentile_of(s) is None]
     if bad:
-        raise InvalidRequestError(f"unknown statistic(s) {bad}; use {', '.join(STATS)} or pNN")
+        raise InvalidRequestError(f"unknown statistic(s) {', '.join(bad)}; use {', '.join(STATS)} or pNN "
+                                  f"(a percentile, p0 to p100)")
 
 
 def stat_list(stats: Sequence[str] | str) -> list[str]:

@@ -196,13 +196,19 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": "B99"}, 422, "InvalidRequest", "B99"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"stats": "average"}, 422, "InvalidRequest", "average"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"mask": "clouds"}, 422, "InvalidRequest", "mask"),
-    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"format": "xlsx"}, 422, "InvalidRequest", "format"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"format": "xlsx"}, 422, "InvalidRequest",
+     "format='xlsx': not one of the values it takes (json, csv or parquet)"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"buffer": "-500"}, 422, "InvalidRequest",
+     "buffer='-500': input should be greater than or equal to -100 (metres the parcel is grown"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"as_of": "latest"}, 422, "InvalidRequest",
+     "as_of='latest': input should be a valid integer"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2024-09-01/2024-04-01"}, 422, "InvalidRequest",
      "empty time range"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 100_000}, 413,
      "RequestTooLarge", "100000 px"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "1999-01-01"}, 404, "DateNotFound", "1999-01-01"),
-    ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest", "date"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {}, 422, "InvalidRequest",
+     "date is required (one acquisition of the parcel"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-05-01/2024-05-31"}, 422, "InvalidRequest",
      "is not a day or a time: give one day as YYYY-MM-DD"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06"}, 422, "InvalidRequest",
@@ -384,7 +390,9 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(t
     try:
         assert "url: '/cardcube/openapi.json'" in server.http.get("/docs").text
         assert server.http.get("/openapi.json").json()["servers"] == [{"url": "/cardcube"}]
-        assert server.http.get("/collections/s2").status_code == 200  # the routes, as the proxy passes them on
+        r = server.http.get("/collections/s2")  # the routes, as the proxy passes them on
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
+        assert server.http.get("/collections/s2", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     finally:
         server.close()
 
@@ -562,6 +570,15 @@ def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_i
     assert broken_b04.http.get(url, params={"size": 512, "time": "2024-05-02"}).status_code == 500  # read: 1 date
     r = broken_b04.http.get(url, params={"size": 16, "bands": "B08,B03,B02"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize(("body", "why"), [(b"POLYGON ((5.7 52.68, ...))", "Expecting value"),
+                                           (b"[5.7, 52.68]", "Input should be a valid dictionary")])
+def test_a_posted_body_that_is_not_geojson_says_what_to_post(http, body, why):
+    r = http.post("/collections/s2/timeseries", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json() == {"error": "InvalidRequest", "detail": (
+        f"the body is not GeoJSON ({why}): POST a geometry, Feature or FeatureCollection as JSON, with "
+        f"Content-Type: application/json")}
 
 
 def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parcels, parcel_id):

@@ -395,8 +395,8 @@ def test_tidy_frames(sample) -> None:
 def test_stat_list_is_one_parser_for_the_cli_the_service_and_python() -> None:
     assert stat_list("Mean, p90,,mean") == stat_list(["mean", " P90 "]) == ["mean", "p90"]
     assert stat_list(STATS) == list(STATS) and stat_list("median,p50") == ["median", "p50"]  # a name, not a spelling
-    for bad, message in (("", "no statistic given"), ([], "no statistic given"), ("mean,p101", "unknown statistic"),
-                         ("average", "unknown statistic"), ("p5,p05", "p5 and p05 are one percentile"),
+    for bad, message in (("", "no statistic given"), ([], "no statistic given"), ("mean,p101", r"\) p101; use"),
+                         ("average,p200", r"\) average, p200; use"), ("p5,p05", "p5 and p05 are one percentile"),
                          ("p90, P90.0", "p90 and p90.0 are one percentile")):  # were two equal columns
         with pytest.raises(InvalidRequestError, match=message):
             stat_list(bad)
