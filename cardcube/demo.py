@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from cardcube.query import TIME_FORMAT
     from cardcube.synth import SynthConfig, generate
     from cardcube.synth.crops import GRASSLAND_CODES
+    from cardcube.synth.generate import SynthResult
     from cube.chips import chip
     from cube.extract import extract
     from cube.flag_files import flag_files
@@ -114,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 
     print(f"1/7 synthetic CARD scenes -> {out / 'source'}")
-    region = generate(out / "source", config)
+    region = SynthResult.written(out / "source", config)
+    if region is None:
+        region = generate(out / "source", config)
+    else:  # a run again: the same scenes, byte for byte (deterministic for the seed), so not written again
+        print("  kept from an earlier run (--fresh writes them again)")
     print(region.summary())
 
     cube = out / "cube"

@@ -36,6 +36,12 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert not flags.flagged[~measured].any() and "parcel(s) could not be measured" in done.stdout
     assert flags.largest_vh_drop[measured].notna().all()  # the mowing marker read the S1 extraction
     assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()
+    scenes = {f: f.stat().st_mtime_ns for f in (out / "source").rglob("*.tif")}
+    again = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0 and "kept from an earlier run" in again.stdout, again.stderr[-3000:]
+    assert scenes and {f: f.stat().st_mtime_ns for f in (out / "source").rglob("*.tif")} == scenes  # not rewritten
+    assert "demo finished" in again.stdout
     other = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--seed", "7", "--out", str(out)],
                            capture_output=True, text=True, timeout=600, cwd=REPO)
     assert other.returncode == 2 and "pass --fresh to replace it" in other.stderr  # not mixed into seed 42's cube

@@ -84,6 +84,23 @@ class SynthResult:
     def region_json(self) -> Path:
         return self.out_dir / "region.json"
 
+    @classmethod
+    def written(cls, out_dir: str | os.PathLike, config: SynthConfig) -> SynthResult | None:
+        """The region of ``config`` as an earlier :func:`generate` left it in ``out_dir`` (its ``region.json``,
+        written last, says so), or None if ``out_dir`` holds no complete region, or another one."""
+        out = Path(out_dir)
+        try:
+            doc = json.loads((out / "region.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        wanted = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "workers"}))
+        if doc.get("config") != wanted or not (out / "items.json").exists():
+            return None
+        n = doc["counts"]
+        return cls(out_dir=out, config=config, tiles=tuple(doc["tiles"]), bbox=tuple(doc["bbox"]),
+                   n_parcels=n["parcels"], n_anomalies=n["anomalies"], n_s2_scenes=n["s2_scenes"],
+                   n_s1_scenes=n["s1_scenes"], n_files=n["files"])
+
     def counts(self) -> dict[str, int]:
         return {"parcels": self.n_parcels, "anomalies": self.n_anomalies, "s2_scenes": self.n_s2_scenes,
                 "s1_scenes": self.n_s1_scenes, "files": self.n_files}
