@@ -269,10 +269,11 @@ class BandReader:
             out = np.empty((wanted.size, *self.shape[1:]), dtype=self.dtype)
         start = 0
         for part in self.parts:
-            mine = (wanted >= start) & (wanted < start + len(part.times))
-            if mine.all():  # the usual case: a run of cold dates, read straight into ``out``
-                return part.read(wanted - start, out=out)
-            if mine.any():
+            mine = np.flatnonzero((wanted >= start) & (wanted < start + len(part.times)))
+            if mine.size and mine[-1] - mine[0] + 1 == mine.size:  # consecutive (the usual case): read in place
+                a, b = mine[0], mine[-1] + 1
+                part.read(wanted[a:b] - start, out=out[a:b])
+            elif mine.size:
                 out[mine] = part.read(wanted[mine] - start)
             start += len(part.times)
         return out

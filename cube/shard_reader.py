@@ -116,7 +116,6 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
         return out
     if out is None:
         out = np.empty(shape, dtype=layout.dtype)
-    out.fill(layout.fill)  # where no chunk is stored
     if out.size == 0:
         return out
     shards = list(itertools.product(*(range(a // s, math.ceil(b / s)) for (a, b), s in
@@ -130,6 +129,8 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
             blobs = _read_folder(store.root, keys, needed, layout, gap, indexes)
         else:
             blobs = sync(_fetch(store, keys, needed, layout, gap, indexes))
+    if sum(len(found or ()) for found in blobs) < sum(map(len, needed)):
+        out.fill(layout.fill)  # where no chunk is stored (else the chunks cover the window)
     for coords, found in zip(shards, blobs, strict=True):
         for chunk_coords, data in found or ():
             _place(out, layout, coords, chunk_coords, data, bounds)
@@ -149,7 +150,7 @@ def _needed(layout: _ShardLayout, shard: tuple[int, ...], bounds: list[tuple[int
 
 
 _Chunk = tuple[tuple[int, ...], int, int]  # a chunk's coordinates in its shard, byte offset, byte length
-_Found = list[tuple[tuple[int, ...], bytes]] | None  # a shard's needed chunks' coordinates and bytes; None: no shard
+_Found = list[tuple[tuple[int, ...], memoryview]] | None  # a shard's needed chunks' coordinates, bytes; None: no shard
 
 
 def _plan(index: np.ndarray | None, chunks: list[tuple[int, ...]], layout: _ShardLayout) -> list[_Chunk]:
@@ -174,12 +175,13 @@ def _span(run: list[_Chunk]) -> tuple[int, int]:
     return run[0][1], max(o + k for _, o, k in run)
 
 
-def _cut(key: str, run: list[_Chunk], blob: bytes) -> list[tuple[tuple[int, ...], bytes]]:
-    """The chunks of ``run`` out of the bytes read for it."""
+def _cut(key: str, run: list[_Chunk], blob: bytes) -> list[tuple[tuple[int, ...], memoryview]]:
+    """The chunks of ``run`` out of the bytes read for it: views, not copies of hundreds of MB."""
     lo, hi = _span(run)
     if len(blob) != hi - lo:
         raise CorruptShardError(f"{key}: index points past the end of the shard ({hi} > {lo + len(blob)})")
-    return [(c, blob[o - lo:o - lo + k]) for c, o, k in run]
+    view = memoryview(blob)
+    return [(c, view[o - lo:o - lo + k]) for c, o, k in run]
 
 
 async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes: MutableMapping[str, Any]
@@ -298,8 +300,8 @@ def _index(key: str, tail: bytes, n: int) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u8").reshape(n, 2)
 
 
-def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk: tuple[int, ...], data: bytes,
-           bounds: list[tuple[int, int]]) -> None:
+def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk: tuple[int, ...],
+           data: bytes | memoryview, bounds: list[tuple[int, int]]) -> None:
     """Decode one chunk and copy the part of it inside the window into ``out``."""
     values = np.frombuffer(layout.codec.decode(data), dtype=layout.dtype.newbyteorder("<"))
     values = values.reshape(layout.chunk)

@@ -1,0 +1,167 @@
+"""The read phase of extraction work units, old and new code side by side: ``python -m benchmarks.read_phase``.
+
+Builds (or reuses, ``--work DIR``) the synthetic territory of :mod:`benchmarks.kernel`, takes every work unit of
+:func:`cube.extract.extract` and reads each unit's bands over each of its runs of dates as its worker does
+(:class:`cube.dataset.BandReader` into buffers reused across runs), timing only the reads by thread CPU time
+(this shared machine's wall times vary by 15 % and more with its other users' load). Blosc decodes in the
+calling thread, as in extract's worker threads, so the thread's time holds the decompression.
+
+``--old TREE``: a checkout of the code to compare with (e.g. ``git worktree add /tmp/old <commit>``); its
+``cube/shard_reader.py`` and ``cube/dataset.py`` are loaded beside the package's, and each repeat reads every unit
+with the old ``read_window`` and ``BandReader.read``, then the package's, in turn; medians of ``--repeats`` and
+their ratio are reported, and both must read the same values. ``--profile``: cProfile one pass instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numcodecs.blosc
+import numpy as np
+
+from benchmarks.kernel import S2_BANDS, territory
+
+
+def units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[tuple[Any, np.ndarray, float]]]:
+    """The extraction job and every work unit, largest first, each with its selected window pixels and the
+    label layer's resolution: what :meth:`cube.extract._Job._readers` takes."""
+    import pandas as pd
+
+    from cardcube.storage import open_store
+    from cube import extract as ex
+    from cube.indices import stored_bands
+    from cube.ledger import read_version
+    from cube.parcel_layer import ParcelLayer, parcel_layer
+    from cube.parcels import as_parcels, read_parcels
+    from cube.timeseries import assign_tiles, resolve_mask
+
+    store, layer_store = open_store(cube, read_only=True), open_store(layers)
+    version = read_version(store, "s2")
+    ps = as_parcels(read_parcels(parcels), errors="collect")
+    mask = resolve_mask("default", list(version.spec.band_names), "s2")
+    names = tuple(stored_bands(list(S2_BANDS), version.spec.band_names, scl=True))
+    block, time_block = ex._work_unit(version.spec, len(names), block=None, time_block=None)
+    job = ex._Job(store, layer_store, layer_store, "s2", version, names, S2_BANDS, tuple(ex.STATS), tuple(mask), True,
+                  None)
+    tiles_of = assign_tiles(version, ps)
+    found = []
+    for tile in sorted(version.tiles):
+        mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
+        if mine:
+            layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=ex.DEFAULT_BUFFER, progress=False)
+            times, edges = ex._time_blocks(store, "s2", tile, names[0], version, None, time_block)
+            found += ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
+    prepared = []
+    for unit in sorted(found, key=ex._Unit.cost, reverse=True):
+        layer = ParcelLayer(layer_store, unit.layer, unit.tile, pd.DataFrame())
+        lab = layer.labels(unit.rows, unit.cols).ravel()
+        pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
+        prepared.append((unit, np.flatnonzero(unit.labels[pos] == lab), layer.geobox.resolution.x))
+    return job, prepared
+
+
+def reads(job: Any, prepared: list[tuple[Any, np.ndarray, float]]) -> Iterator[Callable[[], np.ndarray]]:
+    """Each read of every unit, in the order a worker makes them (SCL, then each group's bands, per run of dates),
+    into buffers reused across the unit's runs as the worker reuses them."""
+    for unit, selected, resolution in prepared:
+        readers, _ = job._readers(unit, selected, resolution)
+        longest = max(d.stop - d.start for d, _ in unit.times)
+        buffers: dict[tuple[Any, ...], np.ndarray] = {}
+        for dates, _ in unit.times:
+            for slot, name in [("SCL", "SCL"), *((i, n) for _, inputs in job.groups for i, n in enumerate(inputs))]:
+                reader = readers[name]
+                key = (slot, reader.shape[1:], reader.dtype)
+                if key not in buffers:
+                    buffers[key] = np.empty((longest, *reader.shape[1:]), dtype=reader.dtype)
+                yield lambda r=reader, d=dates, b=buffers[key]: r.read(d, out=b[: d.stop - d.start])
+
+
+def read_all(job: Any, prepared: list[tuple[Any, np.ndarray, float]], digest: Any = None) -> float:
+    """Thread CPU seconds of every unit's reads (``digest``: a hashlib object fed each read's values)."""
+    spent = 0.0
+    for read in reads(job, prepared):
+        start = time.thread_time()
+        data = read()
+        spent += time.thread_time() - start
+        if digest is not None:
+            digest.update(data.tobytes())
+    return spent
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def code(tree: Path | None) -> Iterator[None]:
+    """The read path of ``tree`` (its ``read_window`` and ``BandReader.read``) in place of the package's while in
+    the block; the package's with None."""
+    from cube import dataset
+
+    new = dataset.read_window, dataset.BandReader.read
+    if tree is not None:
+        old_reader = _load("old_shard_reader", tree / "cube" / "shard_reader.py")
+        old_dataset = _load("old_dataset", tree / "cube" / "dataset.py")
+        dataset.read_window, dataset.BandReader.read = old_reader.read_window, old_dataset.BandReader.read
+    try:
+        yield
+    finally:
+        dataset.read_window, dataset.BandReader.read = new
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cardcube-kernel-bench"),
+                        help="folder of the territory (generated once, reused; shared with benchmarks.kernel)")
+    parser.add_argument("--size", type=float, default=10.0, help="territory side in km (default 10)")
+    parser.add_argument("--old", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--profile", action="store_true", help="cProfile one pass of the package's code instead")
+    args = parser.parse_args(argv)
+    numcodecs.blosc.use_threads = False  # as in a worker thread: blosc decodes in the caller, counted by thread_time
+    cube, parcels = territory(args.work, args.size)
+    job, prepared = units(cube, parcels, args.work / "layers")
+    print(f"{len(prepared)} units, {sum(len(u.times) for u, _, _ in prepared)} runs of dates", flush=True)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        read_all(job, prepared)
+        prof = cProfile.Profile()
+        prof.runcall(read_all, job, prepared)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        return
+    trees = {"new": None} if args.old is None else {"old": args.old, "new": None}
+    digests = {}
+    for name, tree in trees.items():  # warm, and the values read
+        with code(tree):
+            digests[name] = hashlib.sha256()
+            read_all(job, prepared, digests[name])
+    if len({d.hexdigest() for d in digests.values()}) > 1:
+        raise SystemExit("the old and the new code read different values")
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.repeats):
+        for name, tree in trees.items():
+            with code(tree):
+                times[name].append(read_all(job, prepared))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(", ".join(f"{name} {m:.3f} s" for name, m in medians.items())
+          + (f": new/old {medians['new'] / medians['old']:.3f}" if "old" in medians else "")
+          + f" (thread CPU in reads, medians of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
