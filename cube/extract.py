@@ -111,6 +111,7 @@ class ExtractResult:
     seconds: float
     failures: Sequence[str] = field(default_factory=tuple)
     phase_seconds: Mapping[str, float] = field(default_factory=dict)  # worker time by phase, summed over units
+    new_scenes: int | None = None  # an update's scenes not extracted before (None: not an update)
 
     @property
     def parcels(self) -> int:
@@ -120,11 +121,13 @@ class ExtractResult:
         """Plain JSON types: ``cardcube extract --json``."""
         return {"out": self.out, "collection": self.collection, "version": self.version, "status": dict(self.status),
                 "units": self.units, "units_resumed": self.units_resumed, "rows": self.rows, "chunks": self.chunks,
-                "seconds": self.seconds, "failures": list(self.failures), "phase_seconds": dict(self.phase_seconds)}
+                "seconds": self.seconds, "failures": list(self.failures), "phase_seconds": dict(self.phase_seconds),
+                "new_scenes": self.new_scenes}
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
-        resumed = f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else ""
+        resumed = (f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else
+                   " (no scene new since the last run: the extraction holds them all)" if self.new_scenes == 0 else "")
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
@@ -474,7 +477,8 @@ def extract(
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
-                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent))
+                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent),
+                           None if new is None else sum(map(len, new.values())))
     finish_manifest(out_store, version, time=time, status=result.status)
     return result
 

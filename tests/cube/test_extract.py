@@ -464,6 +464,8 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     assert [len(ids) for ids in manifest["scenes"].values()] == [len(features)]
     again = extract(parcels, cube, out, update=True, **kw)  # nothing new: nothing written
     assert again.rows == 0 and {p for p in (out / "timeseries").rglob("*.parquet")} == set(written) | added
+    assert again.new_scenes == 0 and "(no scene new since the last run: the extraction holds them all)" in \
+        again.summary()
     with pytest.raises(InvalidRequestError, match="only goes forward"):
         extract(parcels, cube, out, as_of=1, update=True, **kw)
     unfinished = tmp_path / "unfinished"  # an extraction of version 1 killed before it completed
