@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -50,6 +51,7 @@ NO_PERCENTILES = ("count", "mean", "std", "min", "max")  # the one-pass statisti
 REPEATS = 3  # timed passes of each measurement (this machine's run-to-run noise is about 15 %): medians reported
 STORED_REPEATS = 3  # runs that find the label layer stored, in the same warm process: their median is reported
 SMALL_BLOCK = 256  # px: smaller than both territories, to show memory set by the block, not the territory
+PHASES = ("read", "statistics", "write")  # an extraction's phases, as ExtractResult.phase_seconds names them
 FULL_TILE = {"parcels": 500_000, "dates": 140, "cores": 16}  # a 100 x 100 km S2 tile, one year, S2A+S2B
 
 
@@ -95,7 +97,8 @@ def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, c
     seconds, bytes_read, result = sorted(runs, key=lambda r: r[0])[len(runs) // 2]  # the median run
     figures = {"seconds": seconds, "seconds_runs": [r[0] for r in runs], "bytes_read": bytes_read,
                "warmup_seconds": warmup, "parcels_ok": result.status["ok"], "rows": result.rows,
-               "units": result.units, "chunks": result.chunks, "phase_seconds": dict(result.phase_seconds)}
+               "units": result.units, "chunks": result.chunks, "phase_seconds": dict(result.phase_seconds),
+               "phase_cpu_seconds": dict(result.phase_cpu_seconds)}
     again = []
     for i in range(repeats):
         t0 = time.perf_counter()
@@ -446,16 +449,20 @@ def report(results: list[dict[str, Any]]) -> str:
     lines += ["", "## Where cardcube's time goes", "",
               "Worker time by phase, summed over the work units (threads on all cores, so the sum exceeds the "
               "wall time): *read* is fetching and decompressing the window's chunks, *statistics* grouping "
-              "pixels, the cloud mask and the compiled statistics kernel, *write* encoding Parquet. Process "
-              "start is the warm-up extraction of 16 parcels (imports, kernels loaded from numba's cache), "
-              "paid once per worker process and left out of the timed run.", "",
-              "| territory | wall s | worker s: read / statistics / write | process start s | store requests | "
-              "store MB read | chunks read (raw floor: every stored chunk) |", "|---|---|---|---|---|---|---|"]
+              "pixels, the cloud mask and the compiled statistics kernel, *write* encoding Parquet. The CPU "
+              "columns are the threads' CPU time in each phase (thread_time): the worker time without the waits "
+              "for a core, the GIL or the store. Process start is the warm-up extraction of 16 parcels (imports, "
+              "kernels loaded from numba's cache), paid once per worker process and left out of the timed run.", "",
+              "| territory | wall s | worker s: read / statistics / write | of which CPU s | process start s | "
+              "store requests | store MB read | chunks read (raw floor: every stored chunk) |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        c, phases = r["cardcube"], r["cardcube"].get("phase_seconds", {})
+        c = r["cardcube"]
+        phases, cpu = c.get("phase_seconds", {}), c.get("phase_cpu_seconds", {})
         lines.append(f"| {r['size_km']:g} x {r['size_km']:g} km | {c['seconds']:.2f} | "
-                     f"{phases.get('read', float('nan')):.2f} / {phases.get('statistics', float('nan')):.2f} / "
-                     f"{phases.get('write', float('nan')):.2f} | {c.get('warmup_seconds', float('nan')):.2f} | "
+                     f"{' / '.join(f'{phases.get(k, math.nan):.2f}' for k in PHASES)} | "
+                     f"{' / '.join(f'{cpu[k]:.2f}' for k in PHASES) if cpu else 'not measured'} | "
+                     f"{c.get('warmup_seconds', float('nan')):.2f} | "
                      f"{c.get('store_requests', 0):,} | {c.get('store_bytes_read', 0) / 1e6:.0f} | "
                      f"{c['chunks']:,} ({r['read_decompress']['raw']['chunks']:,}) |")
     lines += ["", "## Memory and bytes read", "",
@@ -473,8 +480,8 @@ def report(results: list[dict[str, Any]]) -> str:
     est = full_tile_estimate(big)
     raw_s = big["read_decompress"]["raw"]["seconds"]
     ceiling = big["parcels_ok"] * big["dates"] / raw_s / big["parcel_dates_per_s"]["exactextract_all_cores"]
-    phases = big["cardcube"].get("phase_seconds", {})
-    compute = (phases.get("statistics", float("nan")) + phases.get("write", float("nan"))) / big["cores"]
+    phases = big["cardcube"].get("phase_cpu_seconds") or big["cardcube"].get("phase_seconds", {})
+    compute = (phases.get("statistics", math.nan) + phases.get("write", math.nan)) / big["cores"]
     moments_s = _stored(big, "cardcube_no_percentiles")
     small_lo, small_hi = (r["cardcube_small_blocks"]["peak_rss_mb"] for r in (results[0], big))
     traced_lo, traced_hi = (r["cardcube_small_blocks"].get("traced_peak_mb", float("nan")) for r in (results[0], big))
@@ -491,14 +498,16 @@ def report(results: list[dict[str, Any]]) -> str:
               f"{'met' if big['times_read_decompress']['raw'] <= 2 else 'not met'}.", "",
               f"**What the targets ask.** An extraction as fast as the raw read floor would be {ceiling:.0f}x "
               f"exactextract on all cores, so 100x asks for finishing within {ceiling / 100:.1f}x of the floor: "
-              f"the two targets are nearly one. cardcube's statistics and Parquet encoding alone, spread over the "
-              f"{big['cores']} cores, take {compute:.2f} s, {compute / raw_s:.1f}x the raw floor, before any byte "
-              f"is read. The percentiles are not most of it: without them the extraction (layer stored) takes "
-              f"{moments_s:.2f} s against {_stored(big):.2f} s with them{_noise(moments_s, _stored(big))}, still "
-              f"{moments_s / raw_s:.1f}x the floor. The rest is per-value work that decompression does not do: "
-              f"every band value gathered through its parcel's pixel index and checked against the cloud mask, "
-              f"summed, compared, counted per SCL class, and {big['cardcube']['rows'] / 1e6:.1f} million rows of "
-              f"statistics encoded; blosc only streams bytes.", "",
+              f"the two targets are nearly one. cardcube's statistics and Parquet encoding alone, "
+              f"{'their CPU time ' if big['cardcube'].get('phase_cpu_seconds') else ''}spread over the "
+              f"{big['cores']} cores, take {compute:.2f} s, {compute / raw_s:.1f}x the raw floor, "
+              f"before any byte is read. The percentiles are not most of it: without them the extraction (layer "
+              f"stored) takes {moments_s:.2f} s against {_stored(big):.2f} s with them"
+              f"{_noise(moments_s, _stored(big))}, still {moments_s / raw_s:.1f}x the floor. The rest is "
+              f"per-value work that decompression does not do: every band value gathered through its parcel's "
+              f"pixel index and checked against the cloud mask, summed, compared, counted per SCL class, and "
+              f"{big['cardcube']['rows'] / 1e6:.1f} million rows of statistics encoded; blosc only streams bytes.",
+              "",
               f"**Full Sentinel-2 tile** (100 x 100 km, {FULL_TILE['parcels']:,} parcels, {FULL_TILE['dates']} "
               f"dates in a year, {FULL_TILE['cores']} cores, rates per core of the {big['size_km']:g} km run scaled "
               f"linearly): cardcube about {est['cardcube_hours'] * 60:.0f} min, exactextract per scene "

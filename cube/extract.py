@@ -111,6 +111,7 @@ class ExtractResult:
     seconds: float
     failures: Sequence[str] = field(default_factory=tuple)
     phase_seconds: Mapping[str, float] = field(default_factory=dict)  # worker time by phase, summed over units
+    phase_cpu_seconds: Mapping[str, float] = field(default_factory=dict)  # of which the threads' CPU time
     new_scenes: int | None = None  # an update's scenes not extracted before (None: not an update)
 
     @property
@@ -122,7 +123,7 @@ class ExtractResult:
         return {"out": self.out, "collection": self.collection, "version": self.version, "status": dict(self.status),
                 "units": self.units, "units_resumed": self.units_resumed, "rows": self.rows, "chunks": self.chunks,
                 "seconds": self.seconds, "failures": list(self.failures), "phase_seconds": dict(self.phase_seconds),
-                "new_scenes": self.new_scenes}
+                "phase_cpu_seconds": dict(self.phase_cpu_seconds), "new_scenes": self.new_scenes}
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
@@ -304,19 +305,27 @@ class _Job:
                 write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
             checkpoint("extract-unit-written")
             rows += table.num_rows
-        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "seconds": dict(spent)}
+        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "seconds": dict(spent),
+                "cpu_seconds": dict(spent.cpu)}
 
 
 class _Phases(Counter):
-    """Seconds a work unit spends in each phase (read, statistics, write): where extraction time goes."""
+    """Seconds a work unit spends in each phase (read, statistics, write): where extraction time goes. ``cpu``:
+    the thread's CPU seconds in each, without the waits (for the store, for the GIL, for a core). Blosc decodes
+    in the calling thread but in the main one (``--scheduler sync``), where its own threads do it, unseen here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: Counter[str] = Counter()
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
-        start = timer.perf_counter()
+        start, cpu = timer.perf_counter(), timer.thread_time()
         try:
             yield
         finally:
             self[phase] += timer.perf_counter() - start
+            self.cpu[phase] += timer.thread_time() - cpu
 
 
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = "",
@@ -453,11 +462,13 @@ def extract(
         units_resumed += resumed
     units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together
     spent: Counter[str] = Counter()
+    cpu: Counter[str] = Counter()
     for result in run_tasks(job, [(u,) for u in units], scheduler=scheduler, progress=progress,
                             desc="extract", unit="block", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")}):
         rows += result["rows"]
         chunks += result["chunks"]
         spent.update(result["seconds"])
+        cpu.update(result["cpu_seconds"])
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
@@ -477,7 +488,7 @@ def extract(
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
-                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent),
+                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent), dict(cpu),
                            None if new is None else sum(map(len, new.values())))
     finish_manifest(out_store, version, time=time, status=result.status)
     return result

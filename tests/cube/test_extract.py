@@ -105,6 +105,17 @@ def test_parcels_cross_unit_edges_and_keep_exact_percentiles(cube, parcels, s2_e
         assert row.median == pytest.approx(np.median(values), rel=1e-6)
 
 
+def test_the_time_of_each_phase_is_told_with_the_cpu_time_in_it(cube, parcels, tmp_path):
+    """Where a run's time went: wall seconds by phase, and the threads' CPU seconds within them (a wait for the
+    store or a core is wall time only)."""
+    result = extract(parcels.iloc[:30], cube, tmp_path / "out", bands=["B04", "B08"], block=BLOCK,
+                     time_block=TIME_BLOCK, progress=False)
+    wall, cpu = result.phase_seconds, result.phase_cpu_seconds
+    assert set(wall) == set(cpu) == {"read", "statistics", "write"}
+    assert all(0 < cpu[k] <= wall[k] + 0.01 for k in wall), (wall, cpu)
+    assert result.to_dict()["phase_cpu_seconds"] == cpu
+
+
 def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path):
     grid = TileGrid.from_id("31UFU")
     x0, y0, x1, y1 = parcels.total_bounds
