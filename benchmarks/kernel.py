@@ -75,9 +75,12 @@ def territory(work: Path, size_km: float) -> tuple[Path, Path]:
     return cube, parcels
 
 
-def unit_runs(cube: Path, parcels: Path, layers: Path, count: int) -> Iterator[UnitRun]:
-    """The ``count`` largest work units, each with its longest run of dates, as :func:`cube.extract.extract`
-    gives them (the label layers kept in ``layers``)."""
+def prepared_units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[tuple[Any, np.ndarray, np.ndarray,
+                                                                                       float]]]:
+    """The extraction job of the territory's S2 bands and every work unit, largest first, as
+    :func:`cube.extract.extract` makes them (the label layers kept in ``layers``), each with its window's positions
+    among the unit's labels, its selected pixels and the label layer's resolution: what
+    :meth:`cube.extract._Job._readers` takes."""
     import pandas as pd
 
     from cardcube.storage import open_store
@@ -105,14 +108,22 @@ def unit_runs(cube: Path, parcels: Path, layers: Path, count: int) -> Iterator[U
             layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=ex.DEFAULT_BUFFER, progress=False)
             times, edges = ex._time_blocks(store, "s2", tile, names[0], version, None, time_block)
             units += ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
-    for unit in sorted(units, key=ex._Unit.cost, reverse=True)[:count]:
-        dates = max((d for d, _ in unit.times), key=lambda d: d.stop - d.start)
+    prepared = []
+    for unit in sorted(units, key=ex._Unit.cost, reverse=True):
         layer = ParcelLayer(layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
-        selected = np.flatnonzero(unit.labels[pos] == lab)
-        readers, index = job._readers(unit, selected, layer.geobox.resolution.x)
-        coords = readers[names[0]].coords
+        prepared.append((unit, pos, np.flatnonzero(unit.labels[pos] == lab), layer.geobox.resolution.x))
+    return job, prepared
+
+
+def unit_runs(cube: Path, parcels: Path, layers: Path, count: int) -> Iterator[UnitRun]:
+    """The ``count`` largest work units, each with its longest run of dates, read."""
+    job, prepared = prepared_units(cube, parcels, layers)
+    for unit, pos, selected, resolution in prepared[:count]:
+        dates = max((d for d, _ in unit.times), key=lambda d: d.stop - d.start)
+        readers, index = job._readers(unit, selected, resolution)
+        coords = readers[job.names[0]].coords
         values = {n: r.read(dates).reshape(dates.stop - dates.start, -1) for n, r in readers.items()}
         yield UnitRun(job, unit, pos, selected, index, coords, {n: r.attrs for n, r in readers.items()}, dates,
                       values)

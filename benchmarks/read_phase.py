@@ -28,45 +28,14 @@ from typing import Any
 import numcodecs.blosc
 import numpy as np
 
-from benchmarks.kernel import S2_BANDS, territory
+from benchmarks.kernel import prepared_units, territory
 
 
 def units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[tuple[Any, np.ndarray, float]]]:
     """The extraction job and every work unit, largest first, each with its selected window pixels and the
     label layer's resolution: what :meth:`cube.extract._Job._readers` takes."""
-    import pandas as pd
-
-    from cardcube.storage import open_store
-    from cube import extract as ex
-    from cube.indices import stored_bands
-    from cube.ledger import read_version
-    from cube.parcel_layer import ParcelLayer, parcel_layer
-    from cube.parcels import as_parcels, read_parcels
-    from cube.timeseries import assign_tiles, resolve_mask
-
-    store, layer_store = open_store(cube, read_only=True), open_store(layers)
-    version = read_version(store, "s2")
-    ps = as_parcels(read_parcels(parcels), errors="collect")
-    mask = resolve_mask("default", list(version.spec.band_names), "s2")
-    names = tuple(stored_bands(list(S2_BANDS), version.spec.band_names, scl=True))
-    block, time_block = ex._work_unit(version.spec, len(names), block=None, time_block=None)
-    job = ex._Job(store, layer_store, layer_store, "s2", version, names, S2_BANDS, tuple(ex.STATS), tuple(mask), True,
-                  None)
-    tiles_of = assign_tiles(version, ps)
-    found = []
-    for tile in sorted(version.tiles):
-        mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
-        if mine:
-            layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=ex.DEFAULT_BUFFER, progress=False)
-            times, edges = ex._time_blocks(store, "s2", tile, names[0], version, None, time_block)
-            found += ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
-    prepared = []
-    for unit in sorted(found, key=ex._Unit.cost, reverse=True):
-        layer = ParcelLayer(layer_store, unit.layer, unit.tile, pd.DataFrame())
-        lab = layer.labels(unit.rows, unit.cols).ravel()
-        pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
-        prepared.append((unit, np.flatnonzero(unit.labels[pos] == lab), layer.geobox.resolution.x))
-    return job, prepared
+    job, prepared = prepared_units(cube, parcels, layers)
+    return job, [(unit, selected, resolution) for unit, _, selected, resolution in prepared]
 
 
 def reads(job: Any, prepared: list[tuple[Any, np.ndarray, float]]) -> Iterator[Callable[[], np.ndarray]]:

@@ -181,9 +181,9 @@ def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
     assert "[--tiles 31UFU,...]" in help_of("ingest")
     # --time-block: "decoding each chunk once per run" read as once per command, the reverse of what it costs
     assert "below the time chunk each chunk is decoded again for every run of dates it holds" in help_of("extract")
-    # a bare number is an age in seconds: "--older-than 7" meant as a week expires all but the latest version
-    assert "0 (all); a number without a unit is seconds" in help_of("expire")
-    assert "0 (all; a number without a unit is seconds)" in help_of("layers")
+    # every age with its unit: a bare "--older-than 7", meant as a week, is refused (tests/ingest/test_expire.py)
+    assert "7d (default), 12h, 30m, 45s, or 0 (all)" in help_of("expire")
+    assert "30d, 12h, 30m, 45s, or 0 (all)" in help_of("layers")
 
 
 def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):
