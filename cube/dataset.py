@@ -69,10 +69,11 @@ READ_THREADS = 16  # dask threads for an interactive read: requests in flight, n
 
 
 @cache
-def _read_pool() -> ThreadPoolExecutor:
+def _read_pool(pid: int) -> ThreadPoolExecutor:
     """The threads of the process's interactive reads, shared. Given only a number of threads, dask's threaded
     scheduler keeps a pool of them for each thread that computes, for as long as that thread lives: the REST
-    service, answering from 40 threads, held 40 pools, 500 idle threads after a load test."""
+    service, answering from 40 threads, held 40 pools, 500 idle threads after a load test. One per process
+    (``pid``): a forked child inherits the pool without its threads, and would wait on it for ever."""
     return ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cardcube-read")
 
 
@@ -82,7 +83,7 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     the window's chunks are fetched at once rather than a core's worth per round trip; a scheduler the user
     configured is used as it is. The reads' tasks never compute in turn, so sharing the threads cannot deadlock."""
     if dask.config.get("scheduler", None) is None:
-        return dask.compute(*collections, scheduler="threads", pool=_read_pool())
+        return dask.compute(*collections, scheduler="threads", pool=_read_pool(os.getpid()))
     return dask.compute(*collections)
 
 

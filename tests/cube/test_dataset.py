@@ -259,3 +259,41 @@ def test_interactive_reads_of_many_threads_share_one_pool_of_threads():
     with ThreadPoolExecutor(6) as callers:
         workers = set().union(*callers.map(query, range(6)))
     assert READ_THREADS // 2 <= len(workers) <= READ_THREADS
+
+
+def _sleepy_abs(x: int) -> int:
+    import time
+
+    time.sleep(0.01)  # tasks overlap, so that they go to the pool's threads
+    return abs(x)
+
+
+def _read_in_child(queue) -> None:
+    import dask
+
+    from cube.dataset import compute_reads
+
+    queue.put(compute_reads(*[dask.delayed(_sleepy_abs)(-i) for i in range(8)]))
+
+
+def test_a_forked_process_reads_on_threads_of_its_own():
+    """A process forked after reading (a pre-forking server, multiprocessing's fork) reads too: it inherits the
+    shared pool of read threads without the threads."""
+    import multiprocessing
+    import warnings
+
+    import dask
+
+    from cube.dataset import compute_reads
+
+    assert compute_reads(*[dask.delayed(_sleepy_abs)(-i) for i in range(8)]) == tuple(range(8))  # the parent's pool
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking a process with threads: the point here
+        child = fork.Process(target=_read_in_child, args=(queue,))
+        child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0 and queue.get(timeout=5) == tuple(range(8))
