@@ -421,9 +421,10 @@ def _bounds_text(footprint: BaseGeometry, tile_crs: Any, crs: Any) -> str:
     """The bounds of a tile's data in its CRS, and in ``crs`` (the query's) where that is another: an area asked
     for in lon/lat is compared with the data in lon/lat, not only in the tile's metres."""
     text = f"({', '.join(f'{v:.0f}' for v in footprint.bounds)}) in {tile_crs}"
-    if crs is None or Geometry(footprint, tile_crs).crs == crs:
+    data = Geometry(footprint, tile_crs)
+    if crs is None or data.crs == crs:
         return text
-    theirs = Geometry(footprint, tile_crs).to_crs(crs).boundingbox
+    theirs = data.to_crs(crs).boundingbox
     digits = 5 if theirs.crs.geographic else 0
     return f"{text}, ({', '.join(f'{v:.{digits}f}' for v in theirs)}) in {crs}"
 

@@ -265,13 +265,22 @@ class _BodyLimit:
         await self.app(scope, receiving, send)
 
 
+def _query_parameters(request: Request) -> dict[str, str | None] | None:
+    """The query parameters of the route ``request`` matched, with their descriptions in /docs (None: no route of
+    ours). The routes' own: no dependency takes any."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return None
+    return {p.alias: p.field_info.description for p in route.dependant.query_params}
+
+
 def _known_parameters(request: Request) -> None:
     """An unknown query parameter is a 422 naming it, the closest known one and the route's parameters: a
     misspelt ``band=B04`` (for ``bands``) answered every band, as if it had not been asked."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    parameters = _query_parameters(request)
+    if parameters is None:
         return
-    known = sorted(p.alias for p in route.dependant.query_params)  # the routes' own: no dependency takes any
+    known = sorted(parameters)
     unknown = sorted(set(request.query_params) - set(known))
     if unknown:
         hints = [f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in
@@ -429,9 +438,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        route = request.scope.get("route")
-        described = {p.alias: p.field_info.description for p in route.dependant.query_params} if isinstance(
-            route, APIRoute) else {}
+        described = _query_parameters(request) or {}
         return _error(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
 
 

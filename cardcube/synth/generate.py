@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -93,8 +94,7 @@ class SynthResult:
             doc = json.loads((out / "region.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        wanted = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if k != "workers"}))
-        if doc.get("config") != wanted or not (out / "items.json").exists():
+        if doc.get("config") != json.loads(json.dumps(_content_config(config))) or not (out / "items.json").exists():
             return None
         n = doc["counts"]
         return cls(out_dir=out, config=config, tiles=tuple(doc["tiles"]), bbox=tuple(doc["bbox"]),
@@ -215,10 +215,15 @@ def _truth_table(truth: pd.DataFrame) -> pa.Table:
     })
 
 
+def _content_config(config: SynthConfig) -> dict[str, Any]:
+    """The settings that make a region's bytes: all but ``workers``, which only says how fast they are made."""
+    return {k: v for k, v in config.to_dict().items() if k != "workers"}
+
+
 def _write_region_json(world: World, result: SynthResult, path: Path) -> None:
     region = world.region
     doc = {
-        "config": {k: v for k, v in world.config.to_dict().items() if k != "workers"},  # not content
+        "config": _content_config(world.config),
         "crs": region.crs,
         "bbox": list(region.bbox),
         "size_m": [region.width_m, region.height_m],
