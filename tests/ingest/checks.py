@@ -22,6 +22,7 @@ def assert_matches_sources(cube: Any, items_path: Path, collection: str, *, stor
         features = features[:: max(1, len(features) // sample)][:sample]
     checked = 0
     opened: dict[tuple[str, int], Any] = {}
+    loaded: dict[tuple[str, str], Any] = {}  # each band of a tile read once, by one Zarr call per array
     for feature in features:
         tile = feature["properties"]["grid:code"].removeprefix("MGRS-")
         for band in spec.bands:
@@ -38,7 +39,9 @@ def assert_matches_sources(cube: Any, items_path: Path, collection: str, *, stor
             ds = opened[key]
             t = np.flatnonzero(ds["scene_id"].values == feature["id"])
             assert t.size == 1, f"{feature['id']} is {t.size} times in the cube"
-            got = ds[band.name].isel(time=int(t[0])).sel(
+            if (tile, band.name) not in loaded:
+                loaded[tile, band.name] = ds[band.name].load()
+            got = loaded[tile, band.name].isel(time=int(t[0])).sel(
                 x=slice(bounds.left, bounds.right), y=slice(bounds.top, bounds.bottom)).values
             assert got.shape == expected.shape, (feature["id"], band.name)
             assert got.dtype == expected.dtype
