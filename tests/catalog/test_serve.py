@@ -118,20 +118,20 @@ def test_folder_listings_are_the_same_on_s3(where, tmp_path, request):
     """On S3 a folder is a prefix, which s3fs says "exists" (size 0) as a file does, and an object is listed as
     itself: a listing must still mark sub-folders with ``/``, answer without the slash (as fsspec asks), and
     a file is no folder."""
-    from starlette.testclient import TestClient
-
     from cardcube.storage import open_store, write_bytes
-    from catalog.serve import make_app
 
+    env = None
     if where == "s3":
         bucket = request.getfixturevalue("s3_bucket")
-        url, options = bucket.url_for("cube"), bucket.storage_options()
+        url, options, env = bucket.url_for("cube"), bucket.storage_options(), bucket.server.environment()
     else:
         url, options = str(tmp_path / "cube"), None
     store = open_store(url, storage_options=options)
     for key in ("a/zarr.json", "a/b/zarr.json", "a/b/c/0/0", "catalog.json"):
         write_bytes(store, key, b"{}")
-    client = TestClient(make_app(open_store(url, storage_options=options, read_only=True)))
+    server = ServedCommand(["catalog", "serve", "--cube", url], ready="/catalog.json", env=env)
+    request.addfinalizer(server.close)
+    client = server.http
     for path in ("/a", "/a/"):  # a browser resolves each link against the address it asked for
         r = client.get(path)
         links = [urljoin(f"http://cube{path}", h) for h in re.findall(r'href="([^"]*)"', r.text)]
