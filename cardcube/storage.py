@@ -300,6 +300,18 @@ def write_bytes(store: Store, key: str, data: bytes) -> None:
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
 
+def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
+    """:func:`write_bytes` of each of ``objects`` (key -> bytes), all sent at once: on S3 one round trip's
+    latency for them all, not one after another."""
+    async def _set_all() -> None:
+        proto = default_buffer_prototype()
+        await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(data)) for key, data in objects.items()))
+
+    if objects:
+        with _failures(f"write {', '.join(list(objects)[:2])}{' ...' if len(objects) > 2 else ''} to", store):
+            sync(_set_all())
+
+
 def create_bytes(store: Store, key: str, data: bytes) -> None:
     """Create ``key`` only if it does not exist yet, atomically; else :class:`CommitConflictError`.
 

@@ -15,18 +15,18 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
+from zarr.core.buffer import Buffer
+from zarr.storage import MemoryStore
 
 from cardcube.checkpoints import checkpoint
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_prefix
+from cardcube.storage import delete_prefix, write_many
 from cube import layout, tile_arrays
 from cube.ledger import TileState
 
@@ -71,49 +71,34 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
     group = root.require_group(layout.resolution_group(resolution, hot=hot))
     geobox = tile.geobox(resolution)
     ny, nx = geobox.shape
-    a = geobox.affine
     chunks = spec.chunks.chunks(resolution, hot=hot)
     shards = spec.chunks.shards(resolution, hot=hot)
-
-    def band_array(band: BandSpec) -> None:
+    for band in spec.bands_at(resolution):
+        fill = band.nodata if band.nodata is not None else 0
         group.create_array(
             band.name, shape=(0, ny, nx), dtype=band.dtype, chunks=chunks, shards=shards,
-            compressors=_compressor(spec, band), fill_value=band.nodata if band.nodata is not None else 0,
-            dimension_names=("time", "y", "x"), attributes=_band_attrs(band),
+            compressors=_compressor(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),
+            attributes=_band_attrs(band),
         )
-
-    def coordinate(name: str, values: np.ndarray, standard_name: str) -> None:
+    a = geobox.affine
+    xs = a.c + a.a * (np.arange(nx) + 0.5)
+    ys = a.f + a.e * (np.arange(ny) + 0.5)
+    for name, values, std in (("x", xs, "projection_x_coordinate"), ("y", ys, "projection_y_coordinate")):
         arr = group.create_array(name, shape=values.shape, dtype="float64", chunks=values.shape,
                                  dimension_names=(name,), fill_value=np.nan,
-                                 attributes={"standard_name": standard_name, "units": "metre", "axis": name.upper()})
+                                 attributes={"standard_name": std, "units": "metre", "axis": name.upper()})
         arr[:] = values
-
-    def spatial_ref() -> None:
-        crs_wkt = geobox.crs.to_wkt()
-        ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=(),
-                                 attributes={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt,
-                                             "GeoTransform": " ".join(str(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))})
-        ref[()] = 0
-
-    def per_date(name: str, dtype: str, fill: object, attributes: dict) -> None:
+    crs_wkt = geobox.crs.to_wkt()
+    ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=(),
+                             attributes={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt,
+                                         "GeoTransform": " ".join(str(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))})
+    ref[()] = 0
+    group.create_array("time", shape=(0,), dtype="int64", chunks=(_COORD_CHUNK,), fill_value=0,
+                       dimension_names=("time",),
+                       attributes={"standard_name": "time", "units": TIME_UNITS, "calendar": "proleptic_gregorian"})
+    for name, (dtype, fill, long_name) in ACQUISITION_COORDS.items():
         group.create_array(name, shape=(0,), dtype=dtype, chunks=(_COORD_CHUNK,), fill_value=fill,
-                           dimension_names=("time",), attributes=attributes)
-
-    time_attrs = {"standard_name": "time", "units": TIME_UNITS, "calendar": "proleptic_gregorian"}
-    creations = [
-        *(partial(band_array, band) for band in spec.bands_at(resolution)),
-        partial(coordinate, "x", a.c + a.a * (np.arange(nx) + 0.5), "projection_x_coordinate"),
-        partial(coordinate, "y", a.f + a.e * (np.arange(ny) + 0.5), "projection_y_coordinate"),
-        spatial_ref,
-        partial(per_date, "time", "int64", 0, time_attrs),
-        *(partial(per_date, name, dtype, fill, {"long_name": long_name})
-          for name, (dtype, fill, long_name) in ACQUISITION_COORDS.items()),
-    ]
-    # each array is a few requests (is it there? its zarr.json, its values): made at once, as an object store's
-    # latency is paid once for all, not once per array (a new tile on S3 took seconds)
-    with ThreadPoolExecutor(max_workers=len(creations)) as pool:
-        for done in [pool.submit(create) for create in creations]:
-            done.result()
+                           dimension_names=("time",), attributes={"long_name": long_name})
     group.attrs.update({"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
                         "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]})
 
@@ -130,9 +115,18 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool
     root = zarr.create_group(store, path=path, zarr_format=3, attributes={
         "cardcube": {"format": 1, "collection": spec.name, "tile": tile.tile_id, "spec": spec.to_dict()},
     })
+    stored = {f"{path}/zarr.json"}  # the tile's own group, with its attributes
     for resolution in spec.resolutions:
         for hot in (False, True):
-            _create_resolution_group(root, spec, tile, resolution, hot=hot)
+            # made in memory, then stored at once, one request per object: zarr creating each array in place
+            # first looks for what is there and for its parents (860 requests for a new S2 tile on S3, one by one)
+            objects: dict[str, Buffer] = {}
+            _create_resolution_group(zarr.open_group(MemoryStore(objects), path=path, mode="w", zarr_format=3),
+                                     spec, tile, resolution, hot=hot)
+            new = {key: buf.to_bytes() for key, buf in objects.items()
+                   if key.startswith(f"{path}/") and key not in stored}
+            write_many(store, new)
+            stored |= set(new)
             checkpoint("tile-group-created")  # tests kill here: a tile half built
     return root
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import zarr
 
 from cardcube.errors import CardcubeError
 from cardcube.spec import ChunkLayout
@@ -170,3 +171,27 @@ def test_a_source_in_a_bucket_is_read_with_the_environments_endpoint_not_the_cub
     assert run.stderr.strip().endswith(f"(an s3:// source is read with the S3 endpoint of the environment, "
                                        f"AWS_ENDPOINT_URL={elsewhere}; the cube's storage_options, --endpoint-url, "
                                        f"do not apply to it)")
+
+
+def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, tmp_path):
+    """A new tile's groups and arrays are made in memory and stored at once: one PUT per object, the same
+    objects as on a local folder, and no look-up of each array and its parents (860 requests for an S2 tile)."""
+    from cardcube.grid import TileGrid
+    from cardcube.spec import cube_spec
+    from ingest.arrays import ensure_tile
+
+    tile, spec = TileGrid.from_id("31UFU"), cube_spec("s2")
+    folder = tmp_path / "cube"
+    ensure_tile(open_store(folder), spec, tile, committed=False)
+    objects = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    url = s3_bucket.url_for("cube")
+    before = s3_proxy.snapshot()
+    group = ensure_tile(open_store(url, storage_options=s3_proxy.storage_options()), spec, tile, committed=False)
+    sent = s3_proxy.snapshot() - before
+    keys = s3_bucket.server.client().list_objects_v2(Bucket=s3_bucket.name)["Contents"]
+    assert sorted(k["Key"].removeprefix("cube/") for k in keys) == objects
+    assert sent.put == len(objects)
+    assert sent.get + sent.head <= 12  # the tile group and its parents looked up (before: 751 GETs and HEADs)
+    assert group.attrs["cardcube"]["tile"] == "31UFU"
+    assert zarr.open_array(open_store(url, storage_options=s3_bucket.storage_options()),
+                           path="s2/31UFU/cube.zarr/r10m/x")[:2].tolist() == [600005.0, 600015.0]
