@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import extraction, extraction_memory, ingest_throughput
+from benchmarks import extraction, extraction_memory, ingest_throughput, tile_creation
 
 
 def test_ingest_figures_go_to_a_file_or_into_a_folder(tmp_path: Path) -> None:
@@ -59,3 +59,11 @@ def test_a_report_not_kept_says_how_to_keep_it(tmp_path: Path, capsys) -> None:
     extraction.save_report(tmp_path / "out", "extraction", "text\n", [{"a": 1}])
     assert (tmp_path / "out" / "extraction.md").read_text() == "text\n"
     assert json.loads((tmp_path / "out" / "extraction.json").read_text()) == [{"a": 1}]
+
+
+def test_tile_creation_counts_the_requests_of_each_latency() -> None:
+    """One short run (moto, no added latency): its row holds the requests the proxy counted, by kind."""
+    rows = tile_creation.measure([0.0], collection="s1", repeats=1)
+    assert [r["latency_ms"] for r in rows] == [0.0]
+    assert rows[0]["by_kind"]["PUT"] > 0 and rows[0]["requests"] == sum(rows[0]["by_kind"].values())
+    assert "| 0 ms |" in tile_creation.table(rows)
