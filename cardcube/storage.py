@@ -300,6 +300,11 @@ def write_bytes(store: Store, key: str, data: bytes) -> None:
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
 
+def _some(keys: Sequence[str]) -> str:
+    """The first two of ``keys``, for a message about them all."""
+    return ", ".join(keys[:2]) + (" ..." if len(keys) > 2 else "")
+
+
 def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
     """:func:`write_bytes` of each of ``objects`` (key -> bytes), all sent at once: on S3 one round trip's
     latency for them all, not one after another."""
@@ -308,7 +313,7 @@ def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
         await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(data)) for key, data in objects.items()))
 
     if objects:
-        with _failures(f"write {', '.join(list(objects)[:2])}{' ...' if len(objects) > 2 else ''} to", store):
+        with _failures(f"write {_some(list(objects))} to", store):
             sync(_set_all())
 
 
@@ -364,7 +369,7 @@ def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
 
     if not keys:
         return []
-    with _failures(f"read {', '.join(keys[:2])}{' ...' if len(keys) > 2 else ''} from", store):
+    with _failures(f"read {_some(keys)} from", store):
         bufs = sync(_get_all())
     return [_parse_json(store, key, None if buf is None else buf.to_bytes())
             for key, buf in zip(keys, bufs, strict=True)]

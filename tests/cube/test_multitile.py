@@ -186,10 +186,9 @@ def test_one_pass_seconds_apart_on_two_tiles_is_one_date_of_a_mosaic(straddle_cu
     import datetime as dt
 
     # the first 6 passes (a time block and a half of the tests' chunks), each on both tiles
-    passes = sorted({f["properties"]["datetime"][:10]
-                     for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")})[:6]
-    features = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-                if f["properties"]["datetime"][:10] in passes]
+    every = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    passes = sorted({f["properties"]["datetime"][:10] for f in every})[:6]
+    features = [f for f in every if f["properties"]["datetime"][:10] in passes]
     assert len(features) == 12
     for f in features:
         if f["properties"]["grid:code"].endswith("31UGU"):

@@ -22,7 +22,6 @@ def assert_matches_sources(cube: Any, items_path: Path, collection: str, *, stor
         features = features[:: max(1, len(features) // sample)][:sample]
     checked = 0
     opened: dict[tuple[str, int], Any] = {}
-    loaded: dict[tuple[str, str], Any] = {}  # each band of a tile read once, by one Zarr call per array
     for feature in features:
         tile = feature["properties"]["grid:code"].removeprefix("MGRS-")
         for band in spec.bands:
@@ -31,17 +30,15 @@ def assert_matches_sources(cube: Any, items_path: Path, collection: str, *, stor
                 expected = src.read(1)
                 bounds = src.bounds
             key = (tile, band.resolution)
-            if key not in opened:  # each scene's window is read by one Zarr call (chunks="window"): the same
-                # pixels as dask's task per stored chunk, which took twice as long for a check read scene by scene
+            if key not in opened:  # every band of a tile and resolution read once, by one Zarr call per array
+                # (chunks="window"): the same pixels as dask's task per stored chunk, which took twice as long
                 opened[key] = open_cube(cube, collection, tiles=[tile], resolution=band.resolution, decode=False,
                                         bands=[b.name for b in spec.bands_at(band.resolution)], as_of=as_of,
-                                        storage_options=storage_options, chunks="window")
+                                        storage_options=storage_options, chunks="window").load()
             ds = opened[key]
             t = np.flatnonzero(ds["scene_id"].values == feature["id"])
             assert t.size == 1, f"{feature['id']} is {t.size} times in the cube"
-            if (tile, band.name) not in loaded:
-                loaded[tile, band.name] = ds[band.name].load()
-            got = loaded[tile, band.name].isel(time=int(t[0])).sel(
+            got = ds[band.name].isel(time=int(t[0])).sel(
                 x=slice(bounds.left, bounds.right), y=slice(bounds.top, bounds.bottom)).values
             assert got.shape == expected.shape, (feature["id"], band.name)
             assert got.dtype == expected.dtype

@@ -6,7 +6,7 @@ import pytest
 import zarr
 
 from cardcube.errors import CardcubeError
-from cardcube.spec import ChunkLayout
+from cardcube.spec import ChunkLayout, cube_spec
 from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
@@ -23,8 +23,8 @@ def test_pixels_on_s3_equal_the_source(tiny_region, s3_bucket, collection):
     url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     # the first 9 scenes: three time blocks of the tests' chunks, the last one partly filled (the whole region is
     # ingested and every scene compared on a folder, tests/ingest/test_ingest_local.py)
-    name = {"s2": "sentinel-2-l2a", "s1": "sentinel-1-card-bs"}[collection]
-    some = write_items(tiny_region.items, items_of(tiny_region.items, name)[:9], f"s3-{collection}.json")
+    features = items_of(tiny_region.items, cube_spec(collection).source_collection)
+    some = write_items(tiny_region.items, features[:9], f"s3-{collection}.json")
     result = ingest(some, url, collection=collection, chunks=CHUNKS, storage_options=opts, progress=False)
     assert result.ok and result.version == 1 and len(result.added) == 9
     assert assert_matches_sources(url, some, collection, storage_options=opts) > 0
@@ -89,7 +89,6 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     from pathlib import Path
 
     from cardcube.errors import CubeNotFoundError
-    from cardcube.spec import cube_spec
     from tests.ingest.scene_edits import asset_path
 
     features = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
@@ -120,7 +119,6 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
 def test_a_static_stac_catalog_in_a_bucket_is_a_source(tiny_region, s3_bucket, tmp_path, monkeypatch):
     import pystac
 
-    from cardcube.spec import cube_spec
     from tests.ingest.scene_edits import asset_path
 
     client, bucket = s3_bucket.server.client(), s3_bucket.name
@@ -177,7 +175,6 @@ def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, t
     """A new tile's groups and arrays are made in memory and stored at once: one PUT per object, the same
     objects as on a local folder, and no look-up of each array and its parents (860 requests for an S2 tile)."""
     from cardcube.grid import TileGrid
-    from cardcube.spec import cube_spec
     from ingest.arrays import ensure_tile
 
     tile, spec = TileGrid.from_id("31UFU"), cube_spec("s2")
