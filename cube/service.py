@@ -63,6 +63,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -109,6 +110,7 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
+DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
 Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
@@ -613,8 +615,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
     served = _ServedCube(store, registry, versions, ArrayCache(array_cache) if array_cache else None)
-    app = FastAPI(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
-                  responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)])
+    # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
+    app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
+                         responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
+                         static_url=DOCS_ASSETS)
     app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Revalidation, served=served, identity=_identity(registry))

@@ -105,6 +105,28 @@ def test_the_openapi_document_describes_every_parameter_once(http, served):
     assert "Duplicate Operation ID" not in log
 
 
+def _assets(page: str) -> list[str]:
+    """What a docs page loads: its scripts, stylesheets and icons."""
+    return re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
+
+
+def test_the_docs_pages_load_nothing_from_outside_the_service(http):
+    """/docs (Swagger UI) and /redoc load their scripts and styles from the service itself: an agency's network
+    may reach no CDN, and the pages must still work there."""
+    for page, kinds in (("/docs", ("javascript", "css")), ("/redoc", ("javascript",))):
+        r = http.get(page)
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+        assets = _assets(r.text)
+        assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+        assert "http://" not in r.text and "https://" not in r.text
+        served_kinds = set()
+        for asset in assets:
+            got = http.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+            served_kinds |= {k for k in kinds if k in got.headers["content-type"]}
+        assert served_kinds == set(kinds)
+
+
 def _store(root):
     from cardcube.storage import open_store
 
@@ -388,7 +410,11 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(t
     URI does): with --root-path the docs page asks for /cardcube/openapi.json, which the proxy passes on."""
     server = ServedCommand(["serve", "--cube", tiny_cube, "--root-path", "/cardcube/"])
     try:
-        assert "url: '/cardcube/openapi.json'" in server.http.get("/docs").text
+        docs = server.http.get("/docs").text
+        assert "url: '/cardcube/openapi.json'" in docs
+        assets = _assets(docs)  # the proxy passes them on without the prefix
+        assert assets and all(a.startswith("/cardcube/docs-assets/") for a in assets)
+        assert all(server.http.get(a.removeprefix("/cardcube")).status_code == 200 for a in assets)
         assert server.http.get("/openapi.json").json()["servers"] == [{"url": "/cardcube"}]
         r = server.http.get("/collections/s2")  # the routes, as the proxy passes them on
         assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
