@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import anyio
 import pandas as pd
@@ -359,14 +359,24 @@ def _collection_info(version: CubeVersion) -> dict[str, Any]:
             "time_range": [dates[0], dates[-1]] if dates else None}
 
 
+def _attachment(name: str) -> str:
+    """A download's Content-Disposition (RFC 6266): an ASCII ``filename`` for every browser and, for a name
+    beyond ASCII (a parcel id ``Žatec-7``), its UTF-8 form in ``filename*``; HTTP headers are Latin-1 bytes."""
+    plain = re.sub(r"[^\w.-]", "_", name, flags=re.ASCII)
+    header = f'attachment; filename="{plain}"'
+    if plain != name:
+        header += "; filename*=UTF-8''" + quote(re.sub(r"[/\\]", "_", name), safe="")
+    return header
+
+
 def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
     headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
     if fmt != "json":  # a download a browser saves under a name saying what it holds
         ids = frame["parcel_id"].unique()
-        subject = re.sub(r"[^\w.-]", "_", str(ids[0])) if len(ids) == 1 else f"{len(ids)}-parcels"
-        headers["Content-Disposition"] = (f'attachment; filename="{subject}_{frame.attrs["collection"]}'
-                                          f'_v{frame.attrs["cube_version"]}.{fmt}"')
+        subject = str(ids[0]) if len(ids) == 1 else f"{len(ids)}-parcels"
+        headers["Content-Disposition"] = _attachment(f"{subject}_{frame.attrs['collection']}"
+                                                     f"_v{frame.attrs['cube_version']}.{fmt}")
     if fmt == "csv":
         return Response(frame.to_csv(index=False, date_format=TIME_FORMAT), media_type=FORMATS[fmt], headers=headers)
     if fmt == "parquet":

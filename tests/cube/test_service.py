@@ -163,6 +163,24 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
                                                bands=["VV"]))
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_download_of_a_parcel_id_beyond_ascii_is_named_in_utf8(http, parcels, parcel_id, fmt):
+    """HTTP headers are Latin-1: a parcel id such as "Žatec-7/ü" names the file in ``filename*`` (RFC 6266), UTF-8
+    and percent-encoded, beside an ASCII ``filename`` for older clients; its rows keep the id as it is."""
+    from urllib.parse import unquote
+
+    geom = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
+    feature = {"type": "Feature", "properties": {"parcel_id": "Žatec-7/ü"}, "geometry": mapping(geom)}
+    r = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04", "format": fmt})
+    assert r.status_code == 200, r.text
+    plain, utf8 = re.fullmatch(r'attachment; filename="([^"]+)"; filename\*=UTF-8\'\'(\S+)',
+                               r.headers["content-disposition"]).groups()
+    assert plain.isascii() and plain.startswith("_atec-7__") and plain.endswith(f".{fmt}")
+    assert unquote(utf8).startswith("Žatec-7_ü_s2_v") and unquote(utf8).endswith(f".{fmt}")
+    rows = pd.read_csv(io.StringIO(r.text)) if fmt == "csv" else pd.read_parquet(io.BytesIO(r.content))
+    assert set(rows["parcel_id"]) == {"Žatec-7/ü"} and len(rows) > 0
+
+
 def test_posted_geojson_and_unmasked_series(http, tiny_cube, parcels, parcel_id):
     geom = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
     feature = {"type": "Feature", "properties": {"parcel_id": "mine"}, "geometry": mapping(geom)}
