@@ -30,10 +30,19 @@ TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 202
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # an acquisition time written out: UTC, to the second as the ledger has it
 ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+# ISO 8601 after its offset: a year, a month, a day, then hours to seconds, their fraction to the nanosecond (1)
+_ISO = re.compile(r"\d{4}(?:-\d\d(?:-\d\d(?:[T ]\d\d(?::\d\d(?::\d\d(?:(\.\d{1,9})\d*)?)?)?)?)?)?")
+YEARS = (1678, 2261)  # the whole years datetime64[ns] holds (1677-09-21 to 2262-04-11)
+_EARLIEST, _LATEST = np.datetime64("1678-01-01", "ns"), np.datetime64("2262-01-01", "ns")
+
+
+class _NotISO(InvalidRequestError):
+    """A time that is no ISO 8601 date or time (a range names itself in the message)."""
 
 
 def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
-    """An ISO 8601 date or time at the precision written, and its UTC offset."""
+    """An ISO 8601 date or time at the precision written (to the nanosecond), and its UTC offset. Only ISO
+    forms: numpy alone would also take ``20240610`` (the year 20,240,610), ``today`` and ``NaT``."""
     text, offset = text.strip(), np.timedelta64(0, "m")
     day, sep, clock = text.partition("T")
     found = _OFFSET.search(clock) if sep else None
@@ -43,11 +52,36 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
             minutes = int(mark[1:3]) * 60 + int(mark[-2:])
             offset = np.timedelta64(minutes if mark[0] == "+" else -minutes, "m")
         text = f"{day}T{clock}"
+    written = _ISO.fullmatch(text)
     try:
-        return np.datetime64(text), offset
+        if not written:
+            raise ValueError(text)
+        return np.datetime64(text[: written.end(1) if written[1] else None]), offset  # beyond ns: cut
     except ValueError:
-        raise InvalidRequestError(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) "
-                                  f"or an ISO range start/end") from None
+        raise _NotISO(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) or an ISO "
+                      f"range start/end") from None
+
+
+def _year(value: date | np.datetime64 | str) -> int:
+    """The year of a bound, read before numpy makes it nanoseconds (which would wrap beyond 2262)."""
+    if isinstance(value, date):
+        return value.year
+    if isinstance(value, str):
+        return int(value.strip()[:4])
+    if np.isnat(value):
+        raise InvalidRequestError("time NaT is not a date or time")
+    return int(value.astype("datetime64[Y]").astype("int64")) + 1970
+
+
+def _beyond(year: int, value: Any, *, end: bool) -> np.datetime64 | None:
+    """The bound of a year datetime64[ns] cannot hold (None: it can). No cube holds a date there, so a start
+    before 1678 or an end after 2261 (``../9999-12-31``) is the range left open that way; the other way round the
+    range holds no time a cube can, an error."""
+    if YEARS[0] <= year <= YEARS[1]:
+        return None
+    if (year > YEARS[1]) != end:
+        raise InvalidRequestError(f"time {value!r}: a cube's times lie within the years {YEARS[0]}-{YEARS[1]}")
+    return _LATEST if end else _EARLIEST
 
 
 def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
@@ -55,6 +89,12 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
     May, ``2024-05-03`` with that day, an instant (datetime, datetime64) with itself."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         return None
+    if isinstance(value, str):
+        _parse_text(value)  # an ISO form, before its year is read
+    elif not isinstance(value, date | np.datetime64):
+        raise InvalidRequestError(f"time {value!r} is not a date, a time or an ISO 8601 string")
+    if (beyond := _beyond(_year(value), value, end=end)) is not None:
+        return beyond
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
@@ -64,8 +104,6 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
     if isinstance(value, np.datetime64):
         parsed = value.astype("datetime64[ns]")
         return parsed + np.timedelta64(1, "ns") if end else parsed
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"time {value!r} is not a date, a time or an ISO 8601 string")
     parsed, offset = _parse_text(value)
     return ((parsed + 1 if end else parsed) - offset).astype("datetime64[ns]")
 
@@ -92,9 +130,9 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
     for value, is_end in ((start, False), (end, True)):
         try:
             bounds.append(_bound(value, end=is_end))
-        except InvalidRequestError:
+        except _NotISO as exc:  # a subclass only here: the message names a range, not one bound
             if not isinstance(time, str) or not sep:
-                raise
+                raise InvalidRequestError(str(exc)) from None
             raise InvalidRequestError(f"time {time!r} is not an ISO 8601 range ({value!r} is no date): use "
                                       f"YYYY-MM-DD, YYYY-MM (a month) or an ISO range start/end") from None
     lo, hi = bounds

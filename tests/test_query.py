@@ -122,8 +122,38 @@ def test_in_crs_follows_the_curved_edges():
 def test_a_range_that_is_no_iso_range_is_quoted_whole():
     with pytest.raises(InvalidRequestError) as refused:
         parse_time_range("01/05/2024")  # a European date: split at the slash, it is no range either
-    assert str(refused.value) == ("time '01/05/2024' is not an ISO 8601 range ('05/2024' is no date): use YYYY-MM-DD, "
+    assert str(refused.value) == ("time '01/05/2024' is not an ISO 8601 range ('01' is no date): use YYYY-MM-DD, "
                                   "YYYY-MM (a month) or an ISO range start/end")
+
+
+@pytest.mark.parametrize("text", ["20240610", "today", "now", "NaT", "2024-06-10T12:00:00123", "+2024-06"])
+def test_only_iso_forms_are_times(text):
+    """numpy alone reads ``20240610`` as the year 20,240,610 and takes ``today`` and ``NaT``: each answered
+    "no acquisition" as if it were a date."""
+    with pytest.raises(InvalidRequestError, match="not an ISO 8601"):
+        parse_time_range(text)
+    with pytest.raises(InvalidRequestError, match="not an ISO 8601"):
+        parse_time_range(f"2024-01-01/{text}")
+
+
+@pytest.mark.parametrize(("time", "lo", "hi"), [
+    ("../9999-12-31", None, "2262-01-01"),  # "until further notice": open-ended, not wrapped round to 1816
+    ("2024-09-01/3000-01-01", "2024-09-01", "2262-01-01"),
+    ("0001-01-01/2024-04-01", "1678-01-01", "2024-04-02"),
+    ((date(1, 1, 1), datetime(9999, 12, 31)), "1678-01-01", "2262-01-01"),
+    ("2024-10-01T00:00:00.123456789123Z/..", "2024-10-01T00:00:00.123456789", None),  # cut to the nanosecond
+])
+def test_bounds_beyond_the_years_of_nanoseconds_leave_the_range_open(time, lo, hi):
+    """datetime64[ns] holds the years 1678-2261 only; beyond, numpy wraps round silently (9999-12-31 became a
+    date of 1816, and a range up to it "ended before it started")."""
+    as_ns = [None if b is None else np.datetime64(b, "ns") for b in (lo, hi)]
+    assert parse_time_range(time) == tuple(as_ns)
+
+
+@pytest.mark.parametrize("time", ["9999", "1000-01-01/1200-12-31", "3000-01-01/.."])
+def test_a_range_wholly_beyond_the_years_of_a_cube_is_refused(time):
+    with pytest.raises(InvalidRequestError, match="within the years 1678-2261"):
+        parse_time_range(time)
 
 
 def test_a_time_of_no_date_names_every_form_a_period_takes():
