@@ -283,6 +283,10 @@ def _known_parameters(request: Request) -> None:
     if parameters is None:
         return
     known = sorted(parameters)
+    names = [name for name, _ in request.query_params.multi_items()]
+    if repeated := sorted({name for name in names if names.count(name) > 1} & set(known)):
+        raise InvalidRequestError(f"{', '.join(repeated)} given more than once: give each parameter once, a list "
+                                  f"comma-separated (bands=B04,B08); only the last would be read")
     unknown = sorted(set(request.query_params) - set(known))
     if unknown:
         hints = [f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in
@@ -330,13 +334,14 @@ class _Revalidation:
                 "/collections/"):
             return await self.app(scope, receive, send)
         as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
-        cache = IMMUTABLE if as_of is not None else "no-cache"
+        # a parcel's answer also depends on its geometry in the parcel file, which a restart may amend: revalidated
+        cache = IMMUTABLE if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
         wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
         if wanted and (version := await self._current(scope, as_of)) is not None:
             tag = self.etag(version, scope)
             # weak comparison (RFC 9110 13.1.2): the opaque tags alike, with W/ or without
-            if tag.removeprefix("W/") in (t.strip().removeprefix("W/") for t in wanted.split(",")) \
-                    or wanted.strip() == "*":
+            # ("*" matches nothing here: whether the answer would be a 200 or an error is told only by reading it)
+            if tag.removeprefix("W/") in (t.strip().removeprefix("W/") for t in wanted.split(",")):
                 return await Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache,
                                                                 "X-Cube-Version": str(version)})(scope, receive, send)
 

@@ -280,6 +280,11 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     ("POST", "/collections/s2/timeseries", {"srs": "EPSG:4326", "dates": "2024"}, 422, "InvalidRequest",
      "unknown parameters 'dates', 'srs' (did you mean 'crs'?): POST /collections/s2/timeseries takes "),
     ("GET", "/", {"collection": "s2"}, 422, "InvalidRequest", "unknown parameter 'collection': GET / takes none"),
+    # what requests and httpx send for params={"bands": ["B04", "B08"]}: only B08 was answered
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": ["B04", "B08"]}, 422, "InvalidRequest",
+     "bands given more than once: give each parameter once, a list comma-separated (bands=B04,B08)"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": ["2024-06-10", "2024-06-15"]}, 422, "InvalidRequest",
+     "date given more than once"),
     ("HEAD", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "scale": 2, "sise": 64}, 422, None, None),
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
@@ -687,7 +692,7 @@ def test_a_posted_time_series_of_too_many_rows_is_refused_before_reading(http, p
 def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tiny_cube, tiny_region, parcel_id,
                                                                              tmp_path):
     """A dashboard polling a parcel gets 304s, read from nothing, until an ingest commits; pinned answers are
-    immutable."""
+    immutable unless they depend on the parcel file."""
     import json
     import shutil
 
@@ -707,8 +712,12 @@ def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tin
         assert again.headers["x-cube-version"] == str(first)
         other = http.get(url, params={"bands": "B08"}, headers={"If-None-Match": tag})  # another answer
         assert other.status_code == 200 and other.headers["etag"] != tag and other.json()["rows"]
-        pinned = http.get(url, params={"bands": "B04", "as_of": first})
-        assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+        pinned = http.get(url, params={"bands": "B04", "as_of": first})  # also its parcel's geometry in --parcels,
+        assert pinned.headers["cache-control"] == "no-cache"  # which a restart may amend: asked again, with its tag
+        info = http.get("/collections/s2", params={"as_of": first})  # a version alone never changes
+        assert info.headers["cache-control"] == "public, max-age=31536000, immutable"
+        for missing in (f"{url}?bands=XYZ", "/collections/s2/parcels/NOPE/timeseries", "/collections/s2/no/route"):
+            assert http.get(missing, headers={"If-None-Match": "*"}).status_code in (404, 422)  # not a 304
         png = http.get(f"/collections/s2/parcels/{parcel_id}/season.png", params={"size": 16})
         assert png.status_code == 200 and "etag" in png.headers
         cors = http.get(url, params={"bands": "B04"}, headers={"Origin": "https://dashboard.example.org",
