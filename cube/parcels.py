@@ -320,6 +320,8 @@ def _shape(obj: Any, where: str) -> BaseGeometry:
         return shape(obj)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError, shapely.errors.GEOSException) as exc:
         raise InvalidRequestError(f"{where}: malformed GeoJSON geometry ({type(exc).__name__}: {exc})") from None
+    except RecursionError:  # coordinates nested hundreds of levels deep
+        raise InvalidRequestError(f"{where}: malformed GeoJSON geometry (coordinates nested too deep)") from None
 
 
 def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
@@ -340,6 +342,9 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
         pid = props.get(id_column, feat.get("id", i))
         if not isinstance(pid, str | int) or isinstance(pid, bool):
             raise InvalidRequestError(f"feature {i}: its id {str(pid)[:40]!r} is not a string or an integer")
+        if isinstance(pid, int) and not -(2**63) <= pid < 2**63:  # no column of integers holds it
+            raise InvalidRequestError(f"feature {i}: its id {str(pid)[:40]} is an integer beyond 64 bits: give it as "
+                                      f"a string")
         ids.append(pid)
         geom = feat.get("geometry")
         geoms.append(_shape(geom, f"parcel {ids[-1]}") if geom else None)

@@ -107,6 +107,8 @@ MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up 
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
+MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
+MAX_PIXELS = 10_000_000  # pixels of one time series request's windows (1,000 km² at 10 m; ~50 B each in memory)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
@@ -145,8 +147,8 @@ STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included 
 RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
-__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_POSTED_PARCELS", "MAX_READ_BYTES", "MAX_ROWS",
-           "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
+__all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_PIXELS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES",
+           "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
            "allowed_origins", "make_app", "serve"]
 
 
@@ -433,7 +435,7 @@ class _ServedCube:
         frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
                                   stats=stats or STATS, time=time, mask=mask, buffer=buffer, all_touched=all_touched,
                                   as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES,
-                                  max_rows=MAX_ROWS)
+                                  max_rows=MAX_ROWS, max_pixels=MAX_PIXELS)
         if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
             raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
                                     f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
@@ -504,12 +506,16 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
         src_crs = CRS.from_user_input(crs)
     except CRSError:
         raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+    earth = src_crs.ellipsoid is not None and 6.3e6 < src_crs.ellipsoid.semi_major_metre < 6.4e6
+    if not (src_crs.is_geographic or src_crs.is_projected) or not earth:  # geocentric, vertical, the Moon's
+        raise InvalidRequestError(f"crs {crs!r} is not a horizontal CRS of the Earth ({src_crs.name}); give e.g. "
+                                  f"EPSG:4326 or EPSG:32631")
     features = geojson.get("features")
     if isinstance(features, list) and len(features) > MAX_POSTED_PARCELS:
         raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
                                    f"run `cardcube extract` for a territory")
     try:
-        return as_parcels(geojson, src_crs=src_crs)
+        posted = as_parcels(geojson, src_crs=src_crs)
     except ParcelError as exc:
         if type(exc) is not ParcelError:
             raise
@@ -517,6 +523,12 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
                           f"POST a valid Polygon or MultiPolygon (or Features of them). For the parcel at a "
                           f"location, GET .../parcels/{{id}}/timeseries or chip.png with its id (Python: "
                           f"cube.parcels.parcel_at(lon, lat, parcels) finds it)") from None
+    for pid, geom in posted.to_crs("EPSG:4326"):  # a continent projected to a UTM zone is a sliver somewhere
+        west, south, east, north = geom.bounds
+        if max(east - west, north - south) > MAX_POSTED_DEGREES:
+            raise RequestTooLargeError(f"parcel {pid} spans {east - west:.1f} x {north - south:.1f} degrees (limit "
+                                       f"{MAX_POSTED_DEGREES:g}); run `cardcube extract` for a territory")
+    return posted
 
 
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:

@@ -89,13 +89,17 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
 
 def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
                   mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool,
-                  max_bytes: float) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
+                  max_bytes: float, max_pixels: int | None) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
     geobox = dataset_geobox(ds)
     found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched)
     if not found:
         return [], status
     names = [b for b in stored_bands(bands, list(ds.data_vars), scl=mask is not None or histogram) if b in ds]
     pixels = sum(int(m.size) for _, _, m in found)
+    if max_pixels is not None and pixels > max_pixels:  # memory grows with pixels even for one date (~50 B each)
+        raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels (limit {max_pixels:,}: some "
+                                   f"{max_pixels * 1e-4 * ds.rio.resolution()[0] ** 2:,.0f} ha); query a field or a "
+                                   f"farm, or run cardcube extract for a territory")
     size = pixels * ds.sizes["time"] * sum(ds[n].dtype.itemsize for n in names)
     if size > max_bytes:
         raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels x {ds.sizes['time']} dates x "
@@ -224,6 +228,7 @@ def parcel_timeseries(
     cache: ArrayCache | None = None,
     max_bytes: float = MAX_READ_BYTES,
     max_rows: int | None = None,
+    max_pixels: int | None = None,
 ) -> pd.DataFrame:
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
@@ -239,7 +244,8 @@ def parcel_timeseries(
     there are. A single parcel that
     cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``), or
-    would give more than ``max_rows`` rows (parcels x dates x bands, before reading; None: no limit).
+    would give more than ``max_rows`` rows (parcels x dates x bands, before reading; None: no limit), or whose
+    windows hold more than ``max_pixels`` pixels (whatever the dates; None: no limit).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     """
     buffer = check_buffer(buffer)
@@ -281,7 +287,7 @@ def parcel_timeseries(
                        for p in sub.ids]
             continue
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
-                             histogram=histogram, max_bytes=max_bytes)
+                             histogram=histogram, max_bytes=max_bytes, max_pixels=max_pixels)
         frames += f
         status += [replace(one, tile=tile) for one in s]
     status = [replace(s, reason=partly_outside(shares[s.parcel_id])) if s.status == "ok" and s.parcel_id in shares

@@ -387,6 +387,31 @@ def test_posted_parcels_that_cannot_be_measured(http, tiny_cube, parcels, parcel
     assert r.status_code == 200 and sorted({row["band"] for row in r.json()["rows"]}) == ["B04", "NDVI"]
 
 
+def test_posted_input_that_no_parcel_has_is_a_4xx_saying_so(http, parcels, parcel_id):
+    """Each of these was a 500 (a traceback in the log), or a wrong answer, before."""
+    def post(geojson, **params):
+        return http.post("/collections/s2/timeseries", json=geojson, params={"bands": "B04", **params})
+
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    for crs in ("IAU_2015:30100", "EPSG:4978", "EPSG:5714"):  # the Moon's, geocentric, vertical
+        r = post(geom, crs=crs)
+        assert r.status_code == 422 and "is not a horizontal CRS of the Earth" in r.json()["detail"], r.text
+    deep = geom["coordinates"]
+    for _ in range(800):
+        deep = [deep]
+    r = post({"type": "Polygon", "coordinates": deep})
+    assert r.status_code == 422 and "nested too deep" in r.json()["detail"], r.text
+    r = post({"type": "Feature", "properties": {"parcel_id": 2**80}, "geometry": geom})
+    assert r.status_code == 422 and "beyond 64 bits: give it as a string" in r.json()["detail"], r.text
+    world = mapping(box(-179, -80, 179, 80))  # was "outside": projected to the cube's UTM zone, a sliver elsewhere
+    r = post(world)
+    assert r.status_code == 413 and "spans 358.0 x 160.0 degrees" in r.json()["detail"], r.text
+    centre = parcels.set_index("parcel_id").geometry[parcel_id].centroid
+    region = mapping(box(centre.x - 30_000, centre.y - 30_000, centre.x + 30_000, centre.y + 30_000))
+    r = post(region, crs=parcels.crs.to_string(), time="2024-06")  # few dates: few MiB to read, but 5 GB to hold
+    assert r.status_code == 413 and "pixels (limit 10,000,000" in r.json()["detail"], r.text
+
+
 def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
     """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
     first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
