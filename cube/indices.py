@@ -86,7 +86,7 @@ def _elsewhere(unknown: Sequence[str], available: Sequence[str]) -> str:
             if name.upper() in theirs and not {b.upper() for b in available} <= theirs.keys():
                 kind = "an index" if name.upper() in INDICES else "a band"
                 hints.append(f"{theirs[name.upper()]} is {kind} of the {spec.name} cube: add --collection {spec.name} "
-                             f"(Python: collection={spec.name!r})")
+                             f"(Python: collection={spec.name!r}; REST: /collections/{spec.name}/...)")
                 break
     return "".join(f". {h}" for h in hints)
 

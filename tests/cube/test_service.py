@@ -285,6 +285,8 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "bands given more than once: give each parameter once, a list comma-separated (bands=B04,B08)"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": ["2024-06-10", "2024-06-15"]}, 422, "InvalidRequest",
      "date given more than once"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": "VV"}, 422, "InvalidRequest",
+     "VV is a band of the s1 cube: add --collection s1 (Python: collection='s1'; REST: /collections/s1/...)"),
     ("HEAD", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "scale": 2, "sise": 64}, 422, None, None),
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
