@@ -201,6 +201,8 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
         return _error(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
+    if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body as JSON at all
+        return _error(422, "InvalidRequest", _not_geojson("no UTF-8 JSON, or nested too deep"))
     if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
         allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
@@ -461,14 +463,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
 
 
+def _not_geojson(why: str) -> str:
+    return (f"the body is not GeoJSON ({why}): POST a geometry, Feature or FeatureCollection as JSON, with "
+            f"Content-Type: application/json")
+
+
 def _invalid(error: Mapping[str, Any], described: Mapping[str, str | None]) -> str:
     """One of pydantic's errors of a request in the words of the route's documentation: what was given, why it
     is refused, and what the parameter takes (its description in /docs)."""
     where, name = error["loc"][0], error["loc"][-1]
     if where == "body":
-        why = error.get("ctx", {}).get("error") or error["msg"]
-        return (f"the body is not GeoJSON ({why}): POST a geometry, Feature or FeatureCollection as JSON, with "
-                f"Content-Type: application/json")
+        return _not_geojson(error.get("ctx", {}).get("error") or error["msg"])
     takes = f" ({described[name]})" if described.get(name) else ""
     if error["type"] == "missing":
         return f"{name} is required{takes}"

@@ -649,7 +649,9 @@ def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_i
 
 
 @pytest.mark.parametrize(("body", "why"), [(b"POLYGON ((5.7 52.68, ...))", "Expecting value"),
-                                           (b"[5.7, 52.68]", "Input should be a valid dictionary")])
+                                           (b"[5.7, 52.68]", "Input should be a valid dictionary"),
+                                           *[(bad, "no UTF-8 JSON, or nested too deep")  # were bare 400s
+                                             for bad in (b'{"type": "Polygon\xff"}', b"[" * 10**5 + b"]" * 10**5)]])
 def test_a_posted_body_that_is_not_geojson_says_what_to_post(http, body, why):
     r = http.post("/collections/s2/timeseries", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json() == {"error": "InvalidRequest", "detail": (
