@@ -62,6 +62,7 @@ from cube.extraction_files import (
     TIMESERIES_PARQUET,
     check_manifest,
     finish_manifest,
+    holds_extraction,
     mosaic_status,
     read_manifest,
     read_status,
@@ -414,7 +415,7 @@ def extract(
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
     parse_time_selection(time)  # a bad range fails before anything is written to ``out``
-    if not update:
+    if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
         check_acquisitions(version, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))

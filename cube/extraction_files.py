@@ -47,6 +47,7 @@ from cube.dataset import tile_dates
 from cube.indices import band_list
 from cube.ledger import CubeVersion, committed_versions
 from cube.parcel_layer import parquet_bytes
+from cube.parcels import uniform_ids
 from cube.timeseries import ParcelStatus
 
 MANIFEST = "manifest.json"
@@ -129,7 +130,7 @@ def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapp
 
 def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
     raw = gdf[id_column].tolist() if id_column in gdf.columns else gdf.index.tolist()
-    return [i.item() if isinstance(i, np.generic) else i for i in raw]
+    return uniform_ids([i.item() if isinstance(i, np.generic) else i for i in raw])  # as_parcels' ids
 
 
 def mosaic_status(out: Store) -> list[dict[str, Any]] | None:
@@ -167,6 +168,14 @@ def _extraction_store(out: StoreLike, storage_options: Mapping[str, Any] | None)
     except CubeNotFoundError:
         raise InvalidRequestError(f"no extraction at {out}: the folder does not exist (give the --out folder of "
                                   f"cardcube extract)") from None
+
+
+def holds_extraction(out: StoreLike, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``out`` holds an extraction (finished or not), found without creating anything."""
+    try:
+        return read_json(_extraction_store(out, storage_options), MANIFEST) is not None
+    except InvalidRequestError:  # no such folder
+        return False
 
 
 def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:

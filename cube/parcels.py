@@ -198,12 +198,21 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
     return fixed, True
 
 
+def uniform_ids(ids: Sequence[Hashable]) -> list[Hashable]:
+    """Ids of one type: integers and text mixed (two registers joined: 1 and "A-4") become text, as GeoJSON's
+    do, so that they compare, sort and are stored (Arrow) as one column."""
+    if len({type(pid) for pid in ids if not pd.isna(pid)}) < 2:
+        return list(ids)
+    return [pid if pd.isna(pid) else str(pid) for pid in ids]  # a missing id stays missing, and refused as such
+
+
 def _build(
     ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
     errors: str = "raise",
 ) -> ParcelSet:
     if not ids:
         raise InvalidRequestError("no parcels given")
+    ids = uniform_ids(ids)
     if errors not in ("raise", "collect"):
         raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)
@@ -348,9 +357,7 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
         ids.append(pid)
         geom = feat.get("geometry")
         geoms.append(_shape(geom, f"parcel {ids[-1]}") if geom else None)
-    if len({type(pid) for pid in ids}) > 1:  # "a" and 2 (a feature without id) sort and compare as text
-        ids = [str(pid) for pid in ids]
-    return ids, geoms
+    return ids, geoms  # "a" and 2 (a feature without id) are made text by _build
 
 
 def as_parcels(

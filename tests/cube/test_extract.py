@@ -306,6 +306,8 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
         extract(parcels, cube, out, bands=["B04", "SCL"], progress=False)
     with pytest.raises(DateNotFoundError, match=r"time range .*: version 1 of the s2 cube holds"):
         extract(parcels, cube, out, time="2030-01/2030-12", progress=False)
+    with pytest.raises(DateNotFoundError, match=r"time range .*: version 1 of the s2 cube holds"):  # was a complete
+        extract(parcels, cube, out, time="2030-01/2030-12", update=True, progress=False)  # extraction of no row
     from cube.indices import check_bands
 
     assert check_bands("B04, NDVI", ["B04", "B08"]) == ["B04", "NDVI"]  # one string is a list, not letters
@@ -316,6 +318,18 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
     with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 3\)"):
         extract(parcels.assign(parcel_id=parcels.parcel_id.where(parcels.index != 3, None)), cube, out, progress=False)
     assert not out.exists()  # so a corrected run is not refused as "other parameters"
+
+
+def test_ids_of_integers_and_text_mixed_are_extracted_as_text(cube, parcels, tmp_path):
+    """Two registers joined (1, 2, "A-3"): Arrow refused the column deep inside the run, which left an unfinished
+    manifest behind; the ids are now text throughout, as posted GeoJSON's are."""
+    few = parcels.iloc[:4].assign(parcel_id=pd.Series([1, 2, "A-3", "4"], dtype=object).values)
+    out = tmp_path / "out"
+    extract(few, cube, out, bands=["B04"], progress=False)
+    status = read_status(out)
+    assert status.parcel_id.tolist() == ["1", "2", "A-3", "4"]
+    ok = status.parcel_id[status.status == "ok"]
+    assert len(ok) >= 2 and sorted(read_timeseries(out).parcel_id.unique()) == sorted(ok)
 
 
 @pytest.mark.timeout(240)  # about 20 s; a worker hung once in a fresh clone: fail in minutes, not ten

@@ -216,6 +216,15 @@ def test_a_path_is_a_parcel_file_and_a_string_an_id(tiny_region):
             as_parcels(given)
 
 
+def test_ids_of_integers_and_text_mixed_become_text(register: gpd.GeoDataFrame) -> None:
+    """Two registers joined (1, 2 and "NL-003"): the ids are text, as GeoJSON's are, and stay unique; they were
+    kept mixed, and Arrow refused them deep inside an extraction (ArrowInvalid: could not convert 'NL-003')."""
+    mixed = register.assign(parcel_id=pd.Series([1, 2, "NL-003"], dtype=object).values)
+    assert as_parcels(mixed).ids == ("1", "2", "NL-003")
+    with pytest.raises(InvalidRequestError, match=r"parcel id is shared by several parcels: 2 \(rows 1, 2\)"):
+        as_parcels(register.assign(parcel_id=pd.Series([1, 2, "2"], dtype=object).values))
+
+
 def test_duplicate_ids_are_counted_and_say_what_to_do() -> None:
     """Of a register with many shared ids, the message counts them all, names a few and says what to do."""
     polygon = next(iter(FIELDS.values()))
