@@ -23,9 +23,10 @@ its pixels, so the cube is read block by block, each block once, instead of scen
    read per tile and the versions updated from. An update that gained tiles is refused (parcels might
    move to another tile); the few parcels read across tiles are read again whole.
 
-The rare parcel that no tile holds whole (only across UTM zones or at a cube edge), and parcels that overlap
-another one (the label layer gives a shared pixel to one parcel only), are read through
-``parcel_timeseries`` itself, each with all its own pixels. Every input parcel ends up in
+A pixel of two parcels (overlapping parcels; every common border with ``all_touched`` or an outward buffer)
+counts for both: the label layer lists the pixels each parcel holds beside the label the raster gives them.
+The rare parcel that no tile holds whole (only across UTM zones or at a cube edge) is read through
+``parcel_timeseries`` itself, with all its own pixels. Every input parcel ends up in
 ``parcels.parquet`` with its status. The files, the manifest and their readers are in
 :mod:`cube.extraction_files`.
 """
@@ -262,9 +263,15 @@ class _Job:
     def __call__(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
+        lost_at, lost_lab = layer.lost(unit.rows, unit.cols)  # a pixel of two parcels: the second one's entry
+        lab = np.concatenate([lab, lost_lab])
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
         selected = np.flatnonzero(unit.labels[pos] == lab)
-        readers, index = self._readers(unit, selected, layer.geobox.resolution.x)
+        at = np.concatenate([np.arange(lab.size - lost_lab.size), lost_at])[selected]  # window position
+        if lost_lab.size:  # each parcel's pixels in row-major order, as parcel_timeseries sums them
+            order = np.argsort(at, kind="stable")
+            at, selected = at[order], selected[order]
+        readers, index = self._readers(unit, at, layer.geobox.resolution.x)
         coords = readers[self.names[0]].coords
         attrs = {name: reader.attrs for name, reader in readers.items()}
         rows = chunks = 0
@@ -337,7 +344,7 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     A parcel wider or taller than a block (a MultiPolygon with distant parts, a huge pasture) would stretch
     its home block's window without limit: it is a unit of its own, its window its own bounding box, read
     in runs of fewer dates so that the unit holds no more values than a block's (:func:`_shorter_runs`)."""
-    ok = layer.index[(layer.index.pixels > 0) & ~layer.index.shared]  # overlapping parcels are read one by one
+    ok = layer.index[layer.index.pixels > 0]
     wide = (ok.row1 - ok.row0 > block) | (ok.col1 - ok.col0 > block)
     narrow = ok[~wide]
     groups = [(f"r{br * block:05d}c{bc * block:05d}", group, times)
@@ -445,7 +452,6 @@ def extract(
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
-    overlapping: list[Any] = []
     for tile in sorted(version.tiles):
         mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
         if not mine:
@@ -454,7 +460,6 @@ def extract(
         layer = _label_layer(layer_store, tile, sub, beside_cube=layers is None, buffer=buffer,
                              all_touched=all_touched, block=block, scheduler=scheduler, progress=progress)
         status.update(_layer_status(layer, sub, shares, buffer=buffer))
-        overlapping += layer.index.parcel_id[layer.index.shared].tolist()
         selection = time if dates is None else dates[tile]
         times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
                                                                               version, selection, time_block)
@@ -473,7 +478,7 @@ def extract(
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
-    across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1] + overlapping
+    across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     files = sum(len(u.times) for u in units)
     if across:
         # an update reads these few parcels' whole season again: a date can be new in one of their tiles only

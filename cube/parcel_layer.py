@@ -5,6 +5,7 @@ in" has the same answer for every date and band, so it is answered once per tile
 
     <root>/_parcels/<tile>/<digest>/labels/        Zarr v3 int32 array, the tile's 10 m grid; -1 = no parcel
     <root>/_parcels/<tile>/<digest>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1, shared
+    <root>/_parcels/<tile>/<digest>/lost.parquet   row, col, label: pixels of a parcel labelled as another's
     <root>/_parcels/<tile>/<digest>/layer.json     written last: a layer without it is incomplete
     <root>/_parcels/<tile>/<digest>/used.json      when a run last found the layer stored and read it
 
@@ -13,9 +14,11 @@ all_touched), so a layer is reused exactly when it would come out the same. Labe
 :func:`cube.membership.label_pixels`, i.e. the pixel rule of :func:`cube.timeseries.parcel_timeseries`.
 The raster is built block by block (parallel, bounded memory), each block rasterising only the parcels
 that meet it; the index records each parcel's pixel count and pixel bounding box (end-exclusive), which
-extraction uses to give every parcel one home block, and whether the parcel shares pixels with another one
-(overlapping parcels: the layer gives such a pixel to one of them, so extraction reads these parcels one
-by one instead).
+extraction uses to give every parcel one home block, and whether the parcel shares pixels with another one.
+Parcels share pixels where they overlap: along every common border with ``all_touched`` or an outward buffer,
+or a register's duplicate. The raster gives such a pixel to one of them; the others' pixels it took are
+listed in ``lost.parquet`` (each parcel rasterised alone over its own window, the rule of
+:func:`cube.membership.parcel_pixels`), so that every parcel keeps all its pixels, as in ``parcel_timeseries``.
 
 Every new parcel file (an amended declaration changes the digest of each tile it touches) leaves a new layer;
 :func:`prune_layers` deletes those no run has used for a given time (``cardcube layers --prune``), as
@@ -66,7 +69,7 @@ from cube.parcels import ParcelSet
 
 LAYER_RESOLUTION = 10
 INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1", "shared")
-LAYER_FORMAT = 2  # part of the digest: a layer of another format is built anew
+LAYER_FORMAT = 3  # part of the digest: a layer of another format is built anew
 ROOT = "_parcels"
 DEFAULT_UNUSED_FOR = timedelta(days=30)
 
@@ -127,6 +130,24 @@ class ParcelLayer:
         """The label window ``[rows, cols]`` of the tile's 10 m grid."""
         return self._array[rows, cols]
 
+    @cached_property
+    def _lost(self) -> np.ndarray:
+        """(n, 3) row, col, label of every pixel a parcel holds that the raster labels as another's, by row."""
+        data = read_bytes(self.store, f"{self.prefix}/lost.parquet")
+        if data is None:
+            raise StoreError(f"label layer {store_url(self.store)}/{self.prefix} has no lost.parquet: delete the "
+                             f"layer (cardcube layers --prune) to build it anew")
+        return pd.read_parquet(io.BytesIO(data)).to_numpy(np.int64)
+
+    def lost(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels of window ``[rows, cols]`` that a parcel holds beside the one labelled there: their flat
+        positions in the window (row-major) and the parcels' labels."""
+        lost = self._lost
+        first, last = np.searchsorted(lost[:, 0], [rows.start, rows.stop])
+        r, c, label = lost[first:last].T
+        inside = (c >= cols.start) & (c < cols.stop)
+        return (r[inside] - rows.start) * (cols.stop - cols.start) + c[inside] - cols.start, label[inside]
+
 
 def _pixel_boxes(geoms: np.ndarray, geobox: GeoBox) -> np.ndarray:
     """(n, 4) row0, row1, col0, col1 of every pixel each (already buffered) geometry can touch."""
@@ -141,15 +162,37 @@ def _pixel_boxes(geoms: np.ndarray, geobox: GeoBox) -> np.ndarray:
 
 
 def _rasterise_block(array: zarr.Array, geoms: Sequence[Any], labels: np.ndarray, geobox: GeoBox,
-                     rows: slice, cols: slice, *, buffer: float, all_touched: bool) -> tuple[np.ndarray, np.ndarray]:
+                     rows: slice, cols: slice, *, buffer: float, all_touched: bool
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Burn ``geoms`` (global ``labels``) into one block; the block's (label, pixels, row0, row1, col0, col1),
-    and the labels of the parcels that share a pixel with another one (:func:`_sharing`)."""
+    the labels of the parcels that share a pixel with another one (:func:`_sharing`), and the (row, col, label)
+    of the pixels those parcels lost to another label (:func:`_lost_pixels`)."""
     block = geobox[rows, cols]
     grown = [buffered(g, buffer) for g in geoms]  # once, for the labels and for the shared pixels
     local = label_pixels(grown, block, buffer=0.0, all_touched=all_touched)
     out = np.where(local >= 0, labels[np.maximum(local, 0)], -1).astype(np.int32)
     array[rows, cols] = out
-    return _label_boxes(out, rows, cols), labels[_sharing(grown, block, all_touched=all_touched)]
+    sharing = _sharing(grown, block, all_touched=all_touched)
+    lost = _lost_pixels([grown[i] for i in sharing], sharing, local, block, all_touched=all_touched)
+    lost[:, 0] += rows.start
+    lost[:, 1] += cols.start
+    lost[:, 2] = labels[lost[:, 2]]
+    return _label_boxes(out, rows, cols), labels[sharing], lost
+
+
+def _lost_pixels(grown: Sequence[Any], which: np.ndarray, local: np.ndarray, block: GeoBox, *,
+                 all_touched: bool) -> np.ndarray:
+    """(n, 3) block row, col and position in the block's geometries (``which``) of each pixel that one of
+    ``grown`` holds alone (rasterised by itself over its own pixel box) but ``local`` labels otherwise."""
+    found = [np.empty((0, 3), np.int64)]
+    for geom, (r0, r1, c0, c1), label in zip(grown, _pixel_boxes(np.asarray(grown, dtype=object), block), which,
+                                             strict=True):
+        if r1 <= r0 or c1 <= c0:
+            continue
+        own = label_pixels([geom], block[r0:r1, c0:c1], buffer=0.0, all_touched=all_touched) == 0
+        r, c = np.nonzero(own & (local[r0:r1, c0:c1] != label))
+        found.append(np.stack([r + r0, c + c0, np.full(r.size, label)], axis=1))
+    return np.concatenate(found).astype(np.int64)
 
 
 def _sharing(grown: Sequence[Any], geobox: GeoBox, *, all_touched: bool) -> np.ndarray:
@@ -184,10 +227,15 @@ def _label_boxes(out: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
                      np.maximum.reduceat(c, starts) + 1], axis=1).astype(np.int64)
 
 
-def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids: Sequence[Hashable]) -> pd.DataFrame:
-    """One index row per parcel from the per-block rows (pixels summed, boxes joined), and whether it shares
-    pixels with another parcel."""
-    rows = pd.DataFrame(np.concatenate([np.empty((0, 6), np.int64), *(p[0] for p in parts)]),
+def _merge(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ids: Sequence[Hashable]
+           ) -> tuple[pd.DataFrame, np.ndarray]:
+    """One index row per parcel from the per-block rows (pixels summed, boxes joined, the pixels it lost to
+    another label included), whether it shares pixels with another parcel; and every lost pixel, by row."""
+    lost = np.concatenate([np.empty((0, 3), np.int64), *(p[2] for p in parts)])
+    lost = lost[np.lexsort((lost[:, 1], lost[:, 0]))]
+    lost_boxes = np.stack([lost[:, 2], np.ones(len(lost), np.int64), lost[:, 0], lost[:, 0] + 1, lost[:, 1],
+                           lost[:, 1] + 1], axis=1)
+    rows = pd.DataFrame(np.concatenate([np.empty((0, 6), np.int64), *(p[0] for p in parts), lost_boxes]),
                         columns=["label", "pixels", "row0", "row1", "col0", "col1"])
     agg = rows.groupby("label").agg(pixels=("pixels", "sum"), row0=("row0", "min"), row1=("row1", "max"),
                                     col0=("col0", "min"), col1=("col1", "max"))
@@ -195,7 +243,7 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], ids: Sequence[Hashable]) 
     index = index.join(agg, on="label")
     index[["pixels", "row0", "row1", "col0", "col1"]] = index[["pixels", "row0", "row1", "col0", "col1"]].fillna(0)
     index["shared"] = np.isin(index["label"], np.concatenate([np.empty(0, np.int64), *(p[1] for p in parts)]))
-    return index.astype({c: np.int64 for c in INDEX_COLUMNS if c not in ("parcel_id", "shared")})
+    return index.astype({c: np.int64 for c in INDEX_COLUMNS if c not in ("parcel_id", "shared")}), lost
 
 
 def parcel_layer(
@@ -242,8 +290,9 @@ def parcel_layer(
                 tasks.append((array, geoms[hits], hits, geobox, rows, cols))
     parts = run_tasks(partial(_rasterise_block, buffer=buffer, all_touched=all_touched), tasks, scheduler=scheduler,
                       desc=f"parcel layer {tile}", progress=progress, unit="block")
-    index = _merge(parts, ps.ids)
+    index, lost = _merge(parts, ps.ids)
     write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))
+    write_bytes(store, f"{prefix}/lost.parquet", parquet_bytes(pd.DataFrame(lost, columns=["row", "col", "label"])))
     write_json(store, f"{prefix}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
                                                "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
                                                "labelled": int((index.pixels > 0).sum()),

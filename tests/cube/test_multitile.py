@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 from rasterio.windows import from_bounds
@@ -108,6 +110,8 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     assert (status.loc["strip", "status"], status.loc["strip", "tile"]) == ("ok", "31UFU+31UGU"), \
         status.loc["strip", "reason"]
     mosaic = pd.read_parquet(out / "timeseries" / "tile=mosaic" / "part.parquet")
+    assert pq.read_schema(out / "timeseries" / "tile=mosaic" / "part.parquet").field("time").type == \
+        pa.timestamp("us")  # as the units' files: Spark reads no TIMESTAMP(NANOS)
     seen = mosaic["count"] + mosaic["masked"]  # the strip's pixels inside the region, clear or cloudy
     assert set(mosaic.parcel_id) == {"strip"} and seen.min() == seen.max() > 1000
 
