@@ -422,8 +422,11 @@ def extract(
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
     parse_time_selection(time)  # a bad range fails before anything is written to ``out``
+    tiles_of = assign_tiles(version, ps)
     if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
         check_acquisitions(version, time)
+    else:
+        _refuse_moved_parcels(out, out_storage_options, ps, tiles_of, version)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)
@@ -447,7 +450,6 @@ def extract(
                None if mask is None else tuple(mask), histogram, time, dates)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
-    tiles_of = assign_tiles(version, ps)
     shares = outside_shares(version, ps, tiles_of)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
@@ -531,6 +533,26 @@ def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cu
                          + ("; by default they are kept beside the cube" if beside_cube else "")) from None
 
 
+def _refuse_moved_parcels(out: StoreLike, storage_options: Mapping[str, Any] | None, ps: ParcelSet,
+                          tiles_of: Sequence[tuple[str, ...]], version: CubeVersion) -> None:
+    """Refuse to update an extraction some of whose parcels are read from other tiles now: a parcel outside
+    the data of the earlier version that a new scene covers (a partial swath, then a full one), or one read
+    across tiles that one tile holds whole now. An update would give it the new dates only (or lose its
+    earlier rows with the file of the parcels read across tiles), not the rows a whole extraction gives."""
+    try:
+        before = read_status(out, storage_options=storage_options)
+    except CardcubeError:  # no status yet (an interrupted first run): check_manifest says what is there
+        return
+    now = {pid: "+".join(tiles) for pid, tiles in zip(ps.ids, tiles_of, strict=True)}
+    was = before[before.status != "invalid"].set_index("parcel_id").tile
+    moved = [pid for pid, tile in was.items() if pid in now and (tile or "") != now[pid]]
+    if moved:
+        named = ", ".join(f"{pid} ({was[pid] or 'outside'} -> {now[pid] or 'outside'})" for pid in moved[:3])
+        raise InvalidRequestError(f"the extraction at {out} holds {len(moved)} parcel(s) read from other tiles "
+                                  f"than version {version.version} gives them, e.g. {named}: the cube's covered area "
+                                  f"grew, and an update would miss their earlier dates; extract into a new --out")
+
+
 def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, float], *, buffer: float
                   ) -> dict[Any, ParcelStatus]:
     """The status of each parcel of a tile's label layer: ``too_small`` without a pixel (its area in the reason),
@@ -548,8 +570,8 @@ def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, f
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
                   all_touched: bool) -> int | None:
-    """Parcels that no tile holds whole, or that overlap another one, read by ``parcel_timeseries`` into
-    one file, whose metadata keeps their status: the rows written, or None if they failed."""
+    """Parcels that no tile holds whole, read by ``parcel_timeseries`` into one file, whose metadata keeps
+    their status: the rows written, or None if they failed."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),

@@ -459,6 +459,36 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     assert written.no_mowing.tolist() == with_radar.no_mowing.tolist()
 
 
+def test_an_update_is_refused_when_the_covered_area_grew_and_the_extraction_stays_whole(tiny_region, parcels,
+                                                                                        tmp_path):
+    """Early scenes cover the west of the region only (a partial swath), a later one all of it: the parcels
+    outside before are inside now, and an update would give them the new date only (it did, silently: 110
+    rows of 152). It is refused, naming them, and the extraction it would have updated stays complete."""
+    from ingest.job import ingest
+    from tests.ingest.scene_edits import broken_copy, items_of, west_part, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    partial = []
+    for f in features[:3]:
+        item = broken_copy(tiny_region.items, f, f"{f['id']}-west", west_part(0.5))
+        for asset in item["assets"].values():
+            shape = asset.get("proj:shape")
+            if shape:
+                asset["proj:shape"] = [shape[0], round(shape[1] * 0.5)]
+        partial.append(item)
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    ingest(write_items(tiny_region.items, partial, "west.json"), cube, progress=False)
+    kw = {"bands": ["B04"], "block": BLOCK, "progress": False}
+    first = extract(parcels, cube, out, **kw)
+    assert first.status["outside"] > 0 and first.status["ok"] > 0
+    manifest = (out / MANIFEST).read_bytes()
+    ingest(write_items(tiny_region.items, features[3:4], "full.json"), cube, progress=False)
+    with pytest.raises(InvalidRequestError, match=r"parcel\(s\) read from other tiles than version 2 gives them, "
+                                                  r"e.g. .*\(outside -> 31UFU\).*extract into a new --out"):
+        extract(parcels, cube, out, update=True, **kw)
+    assert (out / MANIFEST).read_bytes() == manifest and len(read_timeseries(out)) == first.rows
+
+
 def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
     """New scenes arrive (one of them older than dates already extracted): ``--update`` extracts their
     dates alone, into files of their own, resumes when killed, and the output equals a whole extraction of

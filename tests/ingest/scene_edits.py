@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.windows
 from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform
 from rasterio.warp import reproject as reproject_array
@@ -99,6 +100,21 @@ def blank(band: str, path: Path) -> None:
         nodata = src.nodata
     _rewrite(path, data=lambda a: np.full_like(a, nodata if nodata is not None and not np.isnan(nodata) else 0)
              if nodata is None or not np.isnan(nodata) else np.full_like(a, np.nan))
+
+
+def west_part(share: float) -> Callable[[str, Path], None]:
+    """Keep the west ``share`` of every band (a partial swath): the scene covers less of its tile."""
+    def edit(band: str, path: Path) -> None:
+        with rasterio.open(path) as src:
+            profile = src.profile
+            width = max(1, round(src.width * share))
+            arr = src.read(1, window=rasterio.windows.Window(0, 0, width, src.height))
+        for key in ("blockxsize", "blockysize", "tiled"):
+            profile.pop(key, None)
+        profile.update(driver="GTiff", width=width)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr, 1)
+    return edit
 
 
 def _rewrite(path: Path, *, crs: str | None = None, transform: Affine | None = None, data=None) -> None:
