@@ -461,7 +461,7 @@ def extract(
         sub = ps.select(mine)
         layer = _label_layer(layer_store, tile, sub, beside_cube=layers is None, buffer=buffer,
                              all_touched=all_touched, block=block, scheduler=scheduler, progress=progress)
-        status.update(_layer_status(layer, sub, shares, buffer=buffer))
+        status.update(_layer_status(layer, sub, shares, buffer=buffer, all_touched=all_touched))
         selection = time if dates is None else dates[tile]
         times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
                                                                               version, selection, time_block)
@@ -553,13 +553,14 @@ def _refuse_moved_parcels(out: StoreLike, storage_options: Mapping[str, Any] | N
                                   f"grew, and an update would miss their earlier dates; extract into a new --out")
 
 
-def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, float], *, buffer: float
-                  ) -> dict[Any, ParcelStatus]:
+def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, float], *, buffer: float,
+                  all_touched: bool) -> dict[Any, ParcelStatus]:
     """The status of each parcel of a tile's label layer: ``too_small`` without a pixel (its area in the reason),
     else ``ok`` with its pixels (and, in the reason, the share of it outside the cube's data)."""
     empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
     metric = parcels.select(empty).to_crs(TileGrid.from_id(layer.tile).crs)  # their area, in m², for the reason
-    status = {pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason, layer.tile)
+    status = {pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer,
+                                                               all_touched=all_touched).reason, layer.tile)
               for pid, geom in zip(metric.ids, metric.geometries, strict=True)}
     status.update({pid: ParcelStatus(pid, "ok", pixels, partly_outside(shares[pid]) if pid in shares else "",
                                      layer.tile)

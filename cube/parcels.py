@@ -169,10 +169,13 @@ class ParcelSet:
         return gpd.GeoDataFrame({"parcel_id": list(self.ids)}, geometry=list(self.geometries), crs=self.crs)
 
 
-def too_small(parcel_id: Hashable, geometry: BaseGeometry, *, buffer: float) -> ParcelTooSmallError:
-    """The error for a parcel that keeps no pixel after ``buffer`` (one message everywhere)."""
-    more = ("a smaller buffer (--buffer; Python and REST: buffer=) or --all-touched (all_touched=true) keeps more "
-            "of its pixels" if buffer < 0 else
+def too_small(parcel_id: Hashable, geometry: BaseGeometry, *, buffer: float,
+              all_touched: bool = False) -> ParcelTooSmallError:
+    """The error for a parcel that keeps no pixel after ``buffer`` (one message everywhere), with what to change:
+    never the ``all_touched`` already given."""
+    smaller = "a smaller buffer (--buffer; Python and REST: buffer=)"
+    more = (f"{smaller} keeps more of its pixels" if all_touched else
+            f"{smaller} or --all-touched (all_touched=true) keeps more of its pixels" if buffer < 0 else
             "--all-touched (Python and REST: all_touched=true) counts every pixel it touches")
     return ParcelTooSmallError(
         parcel_id, f"area {geometry.area:.0f} m² leaves no pixel after an inward buffer of {abs(buffer):g} m; {more}"

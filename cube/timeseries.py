@@ -83,7 +83,8 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
         elif not geom.intersects(extent):
             status.append(ParcelStatus(pid, "outside", 0, "outside the cube tile(s) read"))
         else:
-            status.append(ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer).reason))
+            status.append(ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer,
+                                                                      all_touched=all_touched).reason))
     return found, status
 
 

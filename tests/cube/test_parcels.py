@@ -162,6 +162,8 @@ def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFram
         ps.buffered(-5.0)
     assert "; --all-touched (Python and REST: all_touched=true) counts every pixel" in str(
         too_small("x", strip, buffer=0))
+    given = str(too_small("x", strip, buffer=-5, all_touched=True))  # it was advised again, given already
+    assert "a smaller buffer (--buffer; Python and REST: buffer=) keeps more" in given and "touched" not in given
     shrunk = ps.select(["big"]).buffered(-5.0)
     assert shrunk.areas[0] < ps.areas[0]
     assert shapely.contains(ps.geometry("big"), shrunk.geometry("big"))
