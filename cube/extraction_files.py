@@ -32,6 +32,7 @@ from zarr.abc.store import Store
 
 from cardcube import __version__
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.query import parse_time_range
 from cardcube.storage import (
     StoreLike,
     list_children,
@@ -69,6 +70,19 @@ TIMESERIES_PARQUET: dict[str, Any] = {
 }
 
 
+def _differs(key: str, old: Any, new: Any) -> bool:
+    """Whether a parameter of a run differs from the earlier run's: bands in another order, or a time range
+    written another way (``2024-05`` and ``2024-05-01/2024-05-31``), are the same."""
+    if key == "bands" and isinstance(old, list) and isinstance(new, list):
+        return sorted(old) != sorted(new)
+    if key == "time" and isinstance(old, str) and isinstance(new, str):
+        try:
+            return parse_time_range(old) != parse_time_range(new)
+        except InvalidRequestError:
+            return old != new
+    return old != new
+
+
 def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
                    cube: Store) -> dict[str, list[str]] | None:
     """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
@@ -84,7 +98,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
         write_json(out, MANIFEST, {**manifest, "complete": False})
         return None
     where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
-    mismatched = [k for k in manifest if k != "version" and old.get(k) != manifest[k]]
+    mismatched = [k for k in manifest if k != "version" and _differs(k, old.get(k), manifest[k])]
     if mismatched:
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)

@@ -33,6 +33,19 @@ def test_a_run_starts_incomplete_and_finishes_with_the_scenes_it_read():
     assert manifest["status"] == {"ok": 3, "outside": 1} and manifest["updated_from"] == []
 
 
+def test_the_same_parameters_written_another_way_resume_the_run():
+    """Bands in another order and a time range written another way are the same run (they were refused as
+    "other bands", "other time"); other ones are refused."""
+    out, version = MemoryStore(), _version(1, ["S2A_1"])
+    first = {**PARAMETERS, "bands": ["B04", "B08"], "time": "2024-05"}
+    check_manifest(out, first, version, time="2024-05", update=False, cube=out)
+    same = {**first, "bands": ["B08", "B04"], "time": "2024-05-01/2024-05-31"}
+    assert check_manifest(out, same, version, time=same["time"], update=False, cube=out) is None
+    with pytest.raises(InvalidRequestError, match="with other bands, time"):
+        check_manifest(out, {**first, "bands": ["B04"], "time": "2024-05-01/2024-05-30"}, version, time=None,
+                       update=False, cube=out)
+
+
 def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
     out = MemoryStore()
     write_json(out, "mine.txt", "not an extraction")
