@@ -289,6 +289,8 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
         raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
+    if frame.empty:  # "no parcels given", later, named no file
+        raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
     if id_column not in frame.columns:
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "

@@ -284,6 +284,18 @@ def test_a_registry_given_as_text_says_so(register: gpd.GeoDataFrame, tmp_path) 
     assert as_parcels(["NL-002"], registry=path).ids == ("NL-002",)  # a Path is a parcel file
 
 
+def test_an_empty_parcel_file_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """It was "no parcels given", naming no file."""
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    for name in ("empty.gpkg", "empty.parquet"):
+        path = tmp_path / name
+        register.iloc[:0].to_parquet(path) if name.endswith(".parquet") else register.iloc[:0].to_file(path)
+        with pytest.raises(ParcelFileError, match=rf"{path} holds no parcel$"):
+            read_parcels(path)
+
+
 def test_a_parcel_file_without_a_crs_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
     """A file whose coordinates say no CRS (a shapefile without its .prj) was refused later as "the parcels have no
     CRS; set one with GeoDataFrame.set_crs", naming no file: no help to a user of the command line."""
