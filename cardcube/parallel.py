@@ -91,23 +91,33 @@ def is_distributed(scheduler: Any) -> bool:
     return scheduler not in LOCAL_SCHEDULERS
 
 
-def _client(scheduler: Any):
-    if not is_distributed(scheduler):
-        return None
+def check_scheduler(scheduler: Any) -> None:
+    """A clear error for a scheduler no run can use (a misspelling), before any work starts; an address is
+    reached only when the work runs."""
+    if not is_distributed(scheduler) or (isinstance(scheduler, str) and ":" in scheduler):
+        return
     from distributed import Client
 
-    if isinstance(scheduler, Client):
+    if not isinstance(scheduler, Client):
+        raise InvalidRequestError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, a tcp:// address "
+                                  f"or a Client")
+
+
+def _client(scheduler: Any):
+    check_scheduler(scheduler)
+    if not is_distributed(scheduler):
+        return None
+    if not isinstance(scheduler, str):  # a Client
         return scheduler
-    if isinstance(scheduler, str) and ":" in scheduler:  # tcp://host:port, or host:port
-        _probe(scheduler)
-        try:
-            return Client(scheduler)
-        except OSError as exc:
-            raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
-        except ValueError as exc:  # a misspelt scheme (tpc://): distributed names the ones it knows
-            raise InvalidRequestError(f"cannot use the dask scheduler address {scheduler}: {exc}") from None
-    raise InvalidRequestError(f"unknown scheduler {scheduler!r}: use threads, processes, sync, a tcp:// address "
-                              f"or a Client")
+    from distributed import Client
+
+    _probe(scheduler)  # tcp://host:port, or host:port
+    try:
+        return Client(scheduler)
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+    except ValueError as exc:  # a misspelt scheme (tpc://): distributed names the ones it knows
+        raise InvalidRequestError(f"cannot use the dask scheduler address {scheduler}: {exc}") from None
 
 
 def _probe(address: str) -> None:

@@ -51,7 +51,7 @@ from zarr.abc.store import Store
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
-from cardcube.parallel import run_tasks
+from cardcube.parallel import check_scheduler, run_tasks
 from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, store_url, write_bytes
@@ -410,9 +410,11 @@ def extract(
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
     """
     started = timer.perf_counter()
-    if isinstance(out, str | os.PathLike) and "://" not in os.fspath(out) and os.path.isfile(out):
-        raise InvalidRequestError(f"out (--out) {os.fspath(out)} is a file: give a folder (made if missing) or an "
-                                  f"s3:// prefix for the extraction")
+    for where, given in (("out (--out)", out), ("layers (--layers)", layers)):
+        if isinstance(given, str | os.PathLike) and "://" not in os.fspath(given) and os.path.isfile(given):
+            raise InvalidRequestError(f"{where} {os.fspath(given)} is a file: give a folder (made if missing) or an "
+                                      f"s3:// prefix")
+    check_scheduler(scheduler)  # a misspelt one fails now, not once the manifest is written
     buffer = check_buffer(buffer)  # a NaN would reach the manifest and buffer no parcel
     frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)
     ps = as_parcels(frame, id_column=id_column, errors="collect")

@@ -333,6 +333,12 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
     assert "SCL" not in str(refused.value)  # not offered where it is refused
     with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 3\)"):
         extract(parcels.assign(parcel_id=parcels.parcel_id.where(parcels.index != 3, None)), cube, out, progress=False)
+    file = tmp_path / "layers.txt"
+    file.write_text("not a folder")
+    with pytest.raises(InvalidRequestError, match=r"layers \(--layers\) .*layers.txt is a file: give a folder"):
+        extract(parcels, cube, out, layers=file, progress=False)  # was a StoreError once the manifest was written
+    with pytest.raises(InvalidRequestError, match="unknown scheduler 'bogus'"):
+        extract(parcels, cube, out, scheduler="bogus", progress=False)
     assert not out.exists()  # so a corrected run is not refused as "other parameters"
 
 
