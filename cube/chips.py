@@ -260,9 +260,14 @@ def _one_date(date: Any) -> Any:
     if isinstance(date, dt.date | np.datetime64):
         return date
     if not isinstance(date, str) or not ONE_DATE.fullmatch(date.strip()):
+        try:  # a month or a range: each of its dates is a panel of the season sheet
+            parse_time_range(date)
+            season = f"; every date of a range: time={date} (REST: season.png?time={date})"
+        except InvalidRequestError:
+            season = ""
         raise InvalidRequestError(f"date {date!r} is not a day or a time: give one day as YYYY-MM-DD, or an "
-                                  f"acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists them); "
-                                  f"every date of a range: time={date} (REST: season.png?time={date})")
+                                  f"acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists "
+                                  f"them){season}")
     return f"{date.strip()}/{date.strip()}"
 
 
@@ -424,6 +429,9 @@ def chip(
         time = _one_date(date)
     if isinstance(cube, xr.Dataset):
         collection = cube.attrs.get("cardcube:collection", collection)
+    if bands is not None and not band_list(bands):  # bands="," as the time series refuse it: not the default
+        raise InvalidRequestError("no band given: name three bands (RGB) or one band or index, or none for the "
+                                  "default")
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
     if len(bands) not in (1, 3):
         raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")

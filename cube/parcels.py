@@ -64,7 +64,8 @@ class ParcelSet:
             raise InvalidRequestError(
                 f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
                 f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
-                f"--id-column")
+                f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
+                f"position)")
         object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
 
     def __len__(self) -> int:

@@ -132,7 +132,7 @@ Day = Annotated[str, Query(description="one acquisition of the parcel (its times
                                        "of two acquisitions (Sentinel-1 at dawn and dusk) is a 409 listing their "
                                        "times and orbits. season.png draws every date of a range")]
 AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
-Buffer = Annotated[float, Query(ge=-MAX_BUFFER, le=MAX_BUFFER, description=(
+Buffer = Annotated[float, Query(ge=-MAX_BUFFER, le=MAX_BUFFER, allow_inf_nan=False, description=(
     f"metres the parcel is grown (> 0) or shrunk (< 0) before its pixels are chosen, -{MAX_BUFFER:g} to "
     f"{MAX_BUFFER:g} (default {DEFAULT_BUFFER:g}: half a 10 m pixel inwards, off the field's edge)"))]
 AllTouched = Annotated[bool, Query(description="every pixel the (buffered) parcel touches, not only those whose "

@@ -429,3 +429,14 @@ def test_a_day_without_an_acquisition_names_the_nearest_ones(tiny_cube, tiny_reg
     with pytest.raises(DateNotFoundError) as outside:  # before the cube's first date: its dates say it all
         chip(tiny_cube, [parcel_id], registry=parcels, date="2023-06-01")
     assert "nearest" not in str(outside.value)
+
+
+def test_a_chip_date_that_is_no_date_is_offered_no_season_of_it():
+    """"date=foo" was told to ask for "season.png?time=foo"; a month still is, as its dates make a season sheet."""
+    from cube.chips import _one_date
+
+    with pytest.raises(InvalidRequestError) as foo:
+        _one_date("foo")
+    assert "season" not in str(foo.value) and "YYYY-MM-DD" in str(foo.value)
+    with pytest.raises(InvalidRequestError, match=r"every date of a range: time=2024-05 \(REST: season.png"):
+        _one_date("2024-05")

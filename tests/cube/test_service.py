@@ -285,6 +285,12 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "bands given more than once: give each parameter once, a list comma-separated (bands=B04,B08)"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": ["2024-06-10", "2024-06-15"]}, 422, "InvalidRequest",
      "date given more than once"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-10", "bands": ","}, 422, "InvalidRequest",
+     "no band given"),  # was the default RGB, while the time series refuse it
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "foo"}, 422, "InvalidRequest",
+     "acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists them)"),  # no season.png?time=foo
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"buffer": "nan"}, 422, "InvalidRequest",
+     "finite number"),  # was "should be less than or equal to 100"
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": "VV"}, 422, "InvalidRequest",
      "VV is a band of the s1 cube: add --collection s1 (Python: collection='s1'; REST: /collections/s1/...)"),
     ("HEAD", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "scale": 2, "sise": 64}, 422, None, None),
