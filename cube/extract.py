@@ -129,8 +129,8 @@ class ExtractResult:
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
-        resumed = (f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else
-                   " (no scene new since the last run: the extraction holds them all)" if self.new_scenes == 0 else "")
+        resumed = (" (no scene new since the last run: the extraction holds them all)" if self.new_scenes == 0 else
+                   f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else "")
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "

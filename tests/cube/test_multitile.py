@@ -117,6 +117,8 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
 
     ingest(items, cube, progress=False)
     extract(some, cube, out, update=True, **kw)
+    again = extract(some, cube, out, update=True, **kw)  # nothing new: its summary said "1 already there"
+    assert again.rows == 0 and "(no scene new since the last run" in again.summary()
     whole = tmp_path / "whole"
     extract(some, cube, whole, **kw)
     a, b = (read_timeseries(p).drop(columns="cube_version").sort_values(["parcel_id", "time", "band"],
