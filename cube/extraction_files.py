@@ -49,6 +49,7 @@ from cube.indices import band_list
 from cube.ledger import CubeVersion, committed_versions
 from cube.parcel_layer import parquet_bytes
 from cube.parcels import uniform_ids
+from cube.stats import FRAME_COLUMNS
 from cube.timeseries import ParcelStatus
 
 MANIFEST = "manifest.json"
@@ -219,8 +220,6 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
     keys = list_keys(store, f"{TIMESERIES}/")
-    if not keys:
-        return pd.DataFrame()
     where = f"the extraction at {store_url(store)}"
     filters = None
     if bands is not None:
@@ -230,6 +229,9 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
             raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
                                       f"{', '.join(manifest['bands'])}")
         filters = [("band", "in", bands)]
+    if not keys:  # no parcel measured: no row, but the columns asked for (a frame of none was no frame to select from)
+        return pd.DataFrame(columns=[*dict.fromkeys(["parcel_id", "time", "band", *(columns or FRAME_COLUMNS[3:]),
+                                                     "tile"])])
     files = (io.BytesIO(read_bytes(store, k)) for k in keys)
     wanted = None
     if columns is not None:

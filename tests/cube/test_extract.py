@@ -598,6 +598,8 @@ def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measur
     assert code == 1 and "no parcel could be measured" in err
     assert json.loads(out)["status"] == {"ok": 0, "too_small": 0, "outside": 3, "invalid": 0, "failed": 0}
     assert (read_status(tmp_path / "far").status == "outside").all()
+    none = read_timeseries(tmp_path / "far", columns=["mean"])  # no row, but the columns asked for
+    assert none.empty and list(none.columns) == ["parcel_id", "time", "band", "mean", "tile"]
 
 
 def test_a_geopackage_of_several_layers_needs_one_named(cube, parcels, tmp_path, capsys):
