@@ -305,6 +305,18 @@ def _route_path(scope: Scope) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
+class _Cors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as every other error, in JSON (its own is text)."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        return _error(400, "CorsRefused", f"{response.body.decode()}: this service answers GET, HEAD and POST, to "
+                      f"the origins it was started with (cardcube serve --allow-origin)", headers=kept)
+
+
 IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
 
 
@@ -659,7 +671,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6,
                        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, FORMATS["parquet"]))
     # read-only answers of public satellite data: by default any origin may read them (a dashboard, a STAC browser)
-    app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["GET", "HEAD", "POST"],
+    app.add_middleware(_Cors, allow_origins=cors, allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"],
                        expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag",
                                        "Content-Disposition"])

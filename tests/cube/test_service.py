@@ -491,7 +491,12 @@ def test_only_the_named_origins_may_read_when_given(tiny_cube):
         other = server.http.get("/collections/s2", headers={"Origin": elsewhere})
         assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
         preflight = {"Origin": elsewhere, "Access-Control-Request-Method": "POST"}
-        assert server.http.options("/collections/s2/timeseries", headers=preflight).status_code == 400
+        refused = server.http.options("/collections/s2/timeseries", headers=preflight)
+        assert refused.status_code == 400 and refused.json()["error"] == "CorsRefused"  # JSON, as every error
+        assert refused.json()["detail"].startswith("Disallowed CORS origin")
+        delete = {"Origin": dashboard, "Access-Control-Request-Method": "DELETE"}
+        assert server.http.options("/collections/s2/timeseries", headers=delete).json()["detail"].startswith(
+            "Disallowed CORS method")
     finally:
         server.close()
 
