@@ -18,6 +18,7 @@ import posixpath
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +51,23 @@ def spool_folder(spool: Spool, *, scheduler: object, remote: bool) -> Iterator[s
         return
     where = None if spool is True else Path(spool).resolve()  # absolute: workers may run in another folder
     remove_dead_spools(where)
-    with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=where) as folder:
+    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=where)
+    try:
         yield folder
+    finally:
+        _remove(folder)
+
+
+def _remove(folder: str, attempts: int = 5) -> None:
+    """Remove a run's spool folder, never raising over the run's own error: when a run fails, its other threads
+    may still be finishing a file there, and rmtree then found the folder not empty (an OSError that hid the
+    run's error). Tried again a few times; what is left, the next run removes (:func:`remove_dead_spools`)."""
+    for attempt in range(attempts):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not os.path.exists(folder):
+            return
+        time.sleep(0.1 * (attempt + 1))
+    log.warning("could not remove the spool folder %s yet: the next ingest on this host removes it", folder)
 
 
 _PREFIX = "cardcube-spool-"
@@ -79,12 +95,15 @@ def keep(folder: str, href: str, data: bytes, checksum: str) -> str:
     so a reader never sees part of it. :class:`SpoolError` if it cannot be (a full disk is no fault of the scene)."""
     name = checksum.removeprefix("sha256:") + posixpath.splitext(urlparse(href).path)[1]
     path = os.path.join(folder, name)
+    partial = None
     try:
         fd, partial = tempfile.mkstemp(dir=folder, suffix=".part")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(partial, path)
     except OSError as exc:
+        if partial is not None:  # a full disk: the part written goes
+            Path(partial).unlink(missing_ok=True)
         raise SpoolError(f"cannot keep a checked file in the spool folder {folder} ({exc}): give a folder with "
                          f"room for the run's band files (--spool DIR, ingest(..., spool=DIR))") from None
     return path

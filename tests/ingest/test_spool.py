@@ -241,3 +241,31 @@ def test_a_spooled_copy_gone_before_the_writes_is_named_as_the_spools(tiny_regio
                                                 r"nothing\)"):
         _ingest_served(tiny_region.items, pair, base, tmp_path / "cube", spool=spool)
     assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
+
+
+def test_a_failed_runs_spool_goes_while_its_other_threads_still_write(tmp_path):
+    """When a run fails, its other threads may still be finishing a file in the spool: the folder's removal found
+    it not empty, and that OSError hid the run's own error (the test above, now and then). It is tried again
+    until the writers are done, and never raises."""
+    import threading
+    import time
+
+    from ingest.spool import _remove
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    until, written = time.monotonic() + 0.3, []
+
+    def late_writer() -> None:
+        while time.monotonic() < until:
+            try:
+                (folder / f"{len(written)}.part").write_bytes(b"x" * 1000)
+            except FileNotFoundError:  # the folder is gone: as a real writer's keep() fails then
+                return
+            written.append(1)
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    _remove(str(folder))
+    writer.join()
+    assert written and not folder.exists()
