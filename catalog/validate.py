@@ -2,9 +2,11 @@
 
 Core schemas come with pystac; extension schemas are read from a folder laid out as
 ``<extension>/<version>/schema.json`` (the document whose ``$id`` is
-``https://stac-extensions.github.io/<extension>/<version>/schema.json``). A schema that is in neither place
-is an error (:class:`SchemaUnavailableError`), not a download. The PROJJSON schema that the projection and
-datacube schemas reference comes from pyproj's PROJ data (v0.7, a superset of the older versions they cite).
+``https://stac-extensions.github.io/<extension>/<version>/schema.json``), by default the copies shipped with
+this package (:data:`SCHEMAS`: the published schemas of the extensions the catalog uses, Apache-2.0). A
+schema that is in neither place is an error (:class:`SchemaUnavailableError`), not a download. The PROJJSON
+schema that the projection and datacube schemas reference comes from pyproj's PROJ data (v0.7, a superset of
+the older versions they cite).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
 from catalog.io import StoreStacIO
 
+SCHEMAS = Path(__file__).parent / "schemas"
 _PROJJSON_URI = re.compile(r"^https://proj\.org/schemas/v0\.\d+/projjson\.schema\.json$")
 
 
@@ -36,7 +39,7 @@ def _projjson_schema() -> dict[str, Any] | None:
 class OfflineValidator(JsonSchemaSTACValidator):
     """pystac's JSON-schema validator with every schema from pystac's copies or a local folder."""
 
-    def __init__(self, extension_dir: str | Path | None = None) -> None:
+    def __init__(self, extension_dir: str | Path | None = SCHEMAS) -> None:
         super().__init__()
         self.extension_dir = Path(extension_dir) if extension_dir else None
         if self.extension_dir is not None:
@@ -87,7 +90,7 @@ def walk_documents(store: StoreLike) -> Iterator[tuple[str, dict[str, Any]]]:
                 todo.append(io.key(pystac.utils.make_absolute_href(link["href"], io.href(key))))
 
 
-def validate_catalog(store: StoreLike, *, extension_dir: str | Path | None = None,
+def validate_catalog(store: StoreLike, *, extension_dir: str | Path | None = SCHEMAS,
                      extensions: bool = True) -> dict[str, list[str]]:
     """Validate every document of the catalog offline; returns key -> schema URIs checked."""
     validator = OfflineValidator(extension_dir)

@@ -17,10 +17,11 @@ from affine import Affine
 
 from cardcube.grid import TileGrid
 from cardcube.spec import S2_L2A
+from catalog.validate import SCHEMAS
 from cube.ledger import Acquisition, CubeVersion, HotSlot, SceneRecord, TileState
 from ingest.job import ingest
 
-SCHEMA_DIR = Path("/work/shared/data/stac-schemas")
+SCHEMA_DIR = SCHEMAS  # the extensions' schemas shipped with the package: every test validates offline
 T0 = datetime(2024, 4, 1, 10, 50, 31, tzinfo=UTC)
 # a window near the shared edge of 31UFU and 31UGU (both tiles hold x = 699960 ... 709800)
 WINDOWS = {"31UFU": (700_000.0, 5_850_000.0), "31UGU": (700_000.0, 5_850_000.0)}
@@ -85,7 +86,7 @@ def cube(tmp_path, base_cube) -> Path:
 def validator():
     from catalog.validate import OfflineValidator
 
-    return OfflineValidator(SCHEMA_DIR if SCHEMA_DIR.is_dir() else None)
+    return OfflineValidator(SCHEMA_DIR)
 
 
 def hand_version(*, tiles: dict[str, list[str]] | None = None, version: int = 3, hot: int = 1) -> CubeVersion:

@@ -38,8 +38,7 @@ def test_both_cube_collections_share_the_root(synth_cube):
     s1 = pystac.Item.from_file(str(synth_cube / "s1" / "31UFU" / "s1-31UFU.json"))
     assert set(s1.properties["cube:variables"]) >= {"VV", "VH"}
     assert s1.properties["cube:variables"]["VV"]["nodata"] == "nan" and s1.properties["constellation"] == "sentinel-1"
-    checked = validate_catalog(synth_cube, extension_dir=SCHEMA_DIR if SCHEMA_DIR.is_dir() else None,
-                               extensions=SCHEMA_DIR.is_dir())
+    checked = validate_catalog(synth_cube, extension_dir=SCHEMA_DIR)
     assert len(checked) == 9
 
 

@@ -26,8 +26,7 @@ def snapshot(cube: Path) -> dict[str, bytes]:
 
 
 def _validate(cube: Path) -> list:
-    return validate_catalog(cube, extension_dir=SCHEMA_DIR if SCHEMA_DIR.is_dir() else None,
-                            extensions=SCHEMA_DIR.is_dir())
+    return validate_catalog(cube, extension_dir=SCHEMA_DIR)
 
 
 def test_layout_and_validation(base_cube):
