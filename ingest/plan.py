@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from cardcube.grid import TILE_SIZE_M
 from cardcube.spec import CubeSpec
 from cube.ledger import Acquisition, CubeVersion, HotSlot, Rejection, ScenePart, SceneRecord, TileState
+from ingest.sources import shown_href
 from ingest.validate import CheckedScene, Window
 
 
@@ -99,8 +100,9 @@ def _shard_writes(spec: CubeSpec, tile: str, *, hot: bool, time_start: int,
 
 
 def _sources(checked: CheckedScene) -> dict[str, str]:
-    """The file read for each band of ``checked``."""
-    return {band: href for band, href in checked.scene.assets.items() if band in checked.checksums}
+    """The file read for each band of ``checked``, as the ledger keeps it: a signed URL without its signature (a
+    credential, which ``catalog serve`` would publish with the ledger; the checksums name the bytes read)."""
+    return {band: shown_href(href) for band, href in checked.scene.assets.items() if band in checked.checksums}
 
 
 def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: list[Rejection] = (),

@@ -306,6 +306,24 @@ server.serve_forever()
 """
 
 
+def test_a_signed_urls_signature_is_kept_nowhere_in_the_cube(bad_batch, tiny_region, tmp_path):
+    """The ledger recorded each band file's href whole, a signed URL's signature included, and `catalog serve`
+    publishes the ledger (to any origin): the signature is left out of what is stored, as out of messages."""
+    from tests.ingest.http_source import COUNTING_SERVER
+
+    _, good, _ = bad_batch
+    cube = tmp_path / "cube"
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base:
+        signed = served(good[0], base, "?se=2030-01-01&sig=SECRET")
+        result = ingest(write_items(tiny_region.items, [signed], "signed-ok.json"), cube, chunks=CHUNKS,
+                        progress=False)
+    assert result.added == (good[0]["id"],)
+    stored = [p for p in cube.rglob("*") if p.is_file() and p.suffix in (".json", "")]
+    assert stored and not [p for p in stored if b"SECRET" in p.read_bytes()]
+    record = read_version(open_store(cube), "s2").scenes[good[0]["id"]]
+    assert all(href.endswith("?<signature hidden>") for href in record.sources.values()) and record.sources
+
+
 def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_and_commits_nothing(
         bad_batch, tiny_region, tmp_path, capsys):
     """Signed URLs that answer the checks' read and are refused when the shards are written (expired in
