@@ -95,17 +95,19 @@ def _members(store: Store, prefix: str) -> list[str]:
 
 
 def _listing(key: str, names: list[str]) -> str:
-    """A folder's members as HTML links, absolute: a browser that asked for ``/a`` (no slash) resolves a
-    relative ``b/`` to ``/b/``; fsspec reads either."""
+    """A folder's members as HTML links, relative, so that they hold behind a proxy's path prefix too (fsspec,
+    finding absolute ones outside the URL it listed, saw an empty folder: a Zarr group opened with no array).
+    A folder is listed at its address ending with ``/``, against which a browser resolves them."""
     title = html.escape(f"/{key}/")
-    rows = "".join(f'<li><a href="{html.escape(quote(f"/{key}/{n}"))}">{html.escape(n)}</a></li>' for n in names)
+    rows = "".join(f'<li><a href="{html.escape(quote(n))}">{html.escape(n)}</a></li>' for n in names)
     return (f"<!DOCTYPE html><html><head><title>{title}</title></head>"
             f"<body><h1>{title}</h1><ul>{rows}</ul></body></html>")
 
 
 def _safe_key(path: str) -> str | None:
     parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path \
+            or "\x00" in path or any(len(p.encode()) > 255 for p in parts):  # no file has such a name: a 404
         return None
     return path
 
@@ -131,8 +133,11 @@ def make_app(cube: StoreLike) -> Starlette:
             names = [] if key is None else await run_in_threadpool(_members, store, key)
             if not names:
                 return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
-            body = "" if request.method == "HEAD" else _listing(key, names)
-            return Response(body, headers=CORS_HEADERS, media_type="text/html")
+            if not path.endswith("/"):  # relative, as the listing's links: behind a proxy's path prefix too
+                return RedirectResponse(f"{quote(key.rsplit('/', 1)[-1])}/", headers=CORS_HEADERS)
+            body = _listing(key, names).encode()
+            headers = {**CORS_HEADERS, "Content-Length": str(len(body))}  # HEAD says GET's length
+            return Response(b"" if request.method == "HEAD" else body, headers=headers, media_type="text/html")
         wanted = _byte_request(request.headers.get("range"), size)
         if wanted is None:
             return Response(status_code=416, headers={**CORS_HEADERS, "Content-Range": f"bytes */{size}"})
