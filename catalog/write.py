@@ -122,6 +122,9 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     store = open_store(store)
     if not force and catalog_is_current(store, version):
         return
+    published = published_version(store, version.collection)
+    if force and published is not None and published > version.version:  # never rolled back, rebuilt or not
+        return
     io = StoreStacIO(store)
     build_catalog(version, io=io, others=_existing_children(io)).save(io)
     for _ in range(ROOT_ATTEMPTS):  # another cube collection's writer may have replaced the root meanwhile
@@ -200,7 +203,10 @@ def rebuild_catalog(store: StoreLike, *, collections: tuple[str, ...] | None = N
     for name in collections or tuple(CUBE_SPECS):
         if not committed_versions(store, name):
             continue
-        version = read_version(store, name)
-        write_catalog(store, version, force=True)
+        for _ in range(ROOT_ATTEMPTS):  # an ingest committing meanwhile: its version is rebuilt too, never an older
+            version = read_version(store, name)
+            write_catalog(store, version, force=True)
+            if committed_versions(store, name)[-1] == version.version:
+                break
         done[name] = version.version
     return done

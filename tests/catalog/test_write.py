@@ -70,6 +70,17 @@ def test_catalog_is_current_and_idempotent(cube):
     assert {p for p in before if after[p] != mtimes[p]} == {"s2/collection.json"}  # equal documents not rewritten
 
 
+def test_a_rebuild_never_rolls_the_catalog_back(cube, tmp_path):
+    """A rebuild that read version 1, then an ingest that commits and publishes version 2, then the rebuild
+    writing: the catalog named version 1 again (forced writes skipped the check), and its items lacked a date."""
+    store = open_store(cube)
+    first = read_version(store, "s2")
+    assert ingest(make_scenes(tmp_path / "more", days=(20,)), cube, collection="s2", progress=False).version == 2
+    latest = snapshot(cube)
+    write_catalog(store, first, force=True)  # the rebuild's late write
+    assert published_version(store, "s2") == 2 and snapshot(cube) == latest
+
+
 def test_append_grows_extent_and_properties(cube, tmp_path):
     more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20, 25))
     result = ingest(more, cube, collection="s2", progress=False)
