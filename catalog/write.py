@@ -126,7 +126,8 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     if force and published is not None and published > version.version:  # never rolled back, rebuilt or not
         return
     io = StoreStacIO(store)
-    build_catalog(version, io=io, others=_existing_children(io)).save(io)
+    # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
+    build_catalog(version, io=io, others=_published_children(io) if force else _existing_children(io)).save(io)
     for _ in range(ROOT_ATTEMPTS):  # another cube collection's writer may have replaced the root meanwhile
         linked = {link.get_absolute_href() for link in _existing_children(io)}
         published = _published_children(io)

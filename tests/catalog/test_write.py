@@ -81,6 +81,21 @@ def test_a_rebuild_never_rolls_the_catalog_back(cube, tmp_path):
     assert published_version(store, "s2") == 2 and snapshot(cube) == latest
 
 
+def test_a_rebuild_drops_the_link_to_a_collection_deleted_since(cube):
+    """``rm -r s1`` then ``catalog build``: the root kept linking s1's collection, and pystac failed on it."""
+    import json
+    import shutil
+
+    root = json.loads((cube / "catalog.json").read_text())
+    gone = {**root, "links": [*root["links"], {"rel": "child", "href": "./s1/collection.json",
+                                               "type": "application/json"}]}
+    (cube / "catalog.json").write_text(json.dumps(gone))  # as a cube with an S1 collection, deleted since
+    shutil.rmtree(cube / "s1", ignore_errors=True)
+    rebuild_catalog(cube)
+    children = [c.id for c in pystac.Catalog.from_file(str(cube / "catalog.json")).get_children()]
+    assert sorted(children) == ["sentinel-2-l2a", "sentinel-2-l2a-cube"]
+
+
 def test_append_grows_extent_and_properties(cube, tmp_path):
     more = make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20, 25))
     result = ingest(more, cube, collection="s2", progress=False)
