@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import math
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pystac
@@ -26,6 +29,7 @@ from cardcube.spec import CubeSpec
 from cardcube.storage import check_reachable, s3_options_from_env, source_options
 from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
 
+log = logging.getLogger(__name__)
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
               "S1A": "sentinel-1a", "S1B": "sentinel-1b", "S1C": "sentinel-1c"}
 
@@ -102,12 +106,13 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
     hrefs are resolved against ``base``."""
     props = item.properties
     when = item.datetime or item.common_metadata.start_datetime  # a range: its start (pystac requires one)
-    orbit = props.get("sat:relative_orbit")
+    orbit = _number(item, "sat:relative_orbit", int)
     raw = {key: asset.to_dict() for key, asset in item.assets.items()}
     chosen = choose_assets(raw, spec)
     assets, scaling, units = {}, {}, {}
     for band, key in chosen.items():
-        href = item.assets[key].href
+        # relative to the item's own file when it has one (an item of a static catalog), not to the cwd
+        href = item.assets[key].get_absolute_href() or item.assets[key].href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):
             href = join_href(base, href)
         assets[band] = href
@@ -121,9 +126,9 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         tile=_tile_of(props) or "",
         time=_iso(when),
         platform=str(props.get("platform", "")),
-        relative_orbit=-1 if orbit is None else int(orbit),
+        relative_orbit=-1 if orbit is None else orbit,
         orbit_state=str(props.get("sat:orbit_state", "")),
-        cloud_cover=props.get("eo:cloud_cover"),
+        cloud_cover=_number(item, "eo:cloud_cover", float),
         assets=assets,
         scaling=scaling,
         units=units,
@@ -131,6 +136,22 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
         geometry=item.geometry,
     )
+
+
+def _number(item: pystac.Item, name: str, kind: type) -> Any:
+    """Property ``name`` of ``item`` as a number of ``kind``; None if absent or no number ("4%", "R051": taken as
+    unknown, with a warning: metadata, not pixels, and a run is no place to lose 18 scenes for one field)."""
+    value = item.properties.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+        if not math.isfinite(number) or (kind is int and number != int(number)):
+            raise ValueError(value)
+        return kind(number)
+    except (TypeError, ValueError):
+        log.warning("item %s: %s %r is no number; taken as unknown", item.id, name, value)
+        return None
 
 
 def _baseline(value: object) -> float | None:

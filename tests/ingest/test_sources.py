@@ -61,6 +61,42 @@ def test_item_metadata_as_providers_write_it():
                            S2_L2A).processing_baseline == 5.10
 
 
+def test_metadata_that_is_no_number_is_unknown_not_a_crash(caplog):
+    """``eo:cloud_cover: "4%"`` passed the checks and crashed the commit (a traceback, the run's 18 other scenes
+    lost); ``sat:relative_orbit: "R051"`` crashed the load. Metadata, not pixels: unknown, with a warning."""
+    scene = scene_from_item(_item(**{"eo:cloud_cover": "4%", "sat:relative_orbit": "R051"}), S2_L2A)
+    assert scene.cloud_cover is None and scene.relative_orbit == -1
+    assert "eo:cloud_cover '4%' is no number" in caplog.text and "'R051'" in caplog.text
+    good = scene_from_item(_item(**{"eo:cloud_cover": "12.5", "sat:relative_orbit": 51.0}), S2_L2A)
+    assert good.cloud_cover == 12.5 and good.relative_orbit == 51
+
+
+def test_a_static_catalogs_asset_hrefs_are_relative_to_each_item_not_the_cwd(tiny_region, tmp_path, monkeypatch):
+    """A self-contained catalog, its asset hrefs relative to each item's file (the STAC norm): every scene was
+    rejected "file not found" unless the run started where those hrefs happened to resolve."""
+    import os
+
+    from tests.ingest.scene_edits import asset_path
+
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+    catalog = pystac.Catalog("archive", "S1 CARD scenes")
+    for feature in features:
+        item = pystac.Item.from_dict(feature)
+        item.clear_links()
+        for band in S1_BACKSCATTER.bands:
+            item.assets[band.name].href = str(asset_path(tiny_region.items, feature, band.name))
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(tmp_path / "catalog"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    saved = json.loads(next((tmp_path / "catalog").glob("*/*.json")).read_text())
+    assert not os.path.isabs(saved["assets"]["VV"]["href"])  # relative in the file, as the test means
+    monkeypatch.chdir(tmp_path)  # elsewhere than the items' folders
+    result = ingest(tmp_path / "catalog" / "catalog.json", tmp_path / "cube", collection="s1",
+                    chunks=TEST_CHUNKS_LAYOUT, progress=False)
+    assert result.ok and sorted(result.added) == sorted(f["id"] for f in features)
+
+
 @pytest.mark.parametrize(("text", "want"), [("T31UFU", "31UFU"), ("MGRS-4QFJ", "04QFJ"), ("t4qfj", "04QFJ"),
                                             ("31ufu", "31UFU"), ("nonsense", "NONSENSE")])
 def test_tile_ids_are_normalised(text, want):
