@@ -223,11 +223,28 @@ def _endpoint_note(path: str) -> str:
             f"cube's storage_options, --endpoint-url, do not apply to it)")
 
 
-_S2_FILE = re.compile(r"^T(?P<tile>\d{2}[A-Z]{3})_(?P<t>\d{8}T\d{6})_(?P<band>B\d[\dA]|SCL)_\d{2}m\.tif$")
-_S2_DIR = re.compile(r"^(?P<plat>S2[ABC])_MSIL2A_\d{8}T\d{6}_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})_"
+_S2_FILE = re.compile(r"^T(?P<tile>\d{2}[A-Z]{3})_(?P<t>\d{8}T\d{6})_(?P<band>B\d[\dA]|SCL)_(?P<res>\d{2})m\.tif$")
+_S2_DIR = re.compile(r"^(?P<plat>S2[ABC])_MSIL2A_(?P<t>\d{8}T\d{6})_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})_"
                      r"T(?P<tile>\d{2}[A-Z]{3})_")
 _S1_DIR = re.compile(r"^(?P<plat>S1[ABC])_IW_CARD_BS_(?P<t>\d{8}T\d{6})_R(?P<orbit>\d{3})_(?P<dir>ASC|DSC)_"
                      r"T(?P<tile>\d{2}[A-Z]{3})$")
+
+
+def _s2_band_files(product: str, files: list[Path], tile: str, when: str, spec: CubeSpec) -> dict[str, str]:
+    """The file of each band of an S2 product folder: of its tile and time (the folder's name says them: a file
+    of another date dropped in it dated the scene, and lost that date's own product), at the band's native
+    resolution where the folder holds several (a SAFE's R10m, R20m, R60m: the last by name was taken, 60 m)."""
+    found: dict[str, dict[int, str]] = {}
+    for f in files:
+        if not (fm := _S2_FILE.match(f.name)):
+            continue
+        if (fm["tile"], fm["t"]) != (tile, when):
+            log.warning("%s: %s names tile %s at %s, not the folder's %s at %s: left out", product, f.name,
+                        fm["tile"], fm["t"], tile, when)
+            continue
+        found.setdefault(fm["band"], {})[int(fm["res"])] = str(f)
+    native = {b.name: b.resolution for b in spec.bands}
+    return {band: by_res.get(native.get(band, 0), by_res[min(by_res)]) for band, by_res in found.items()}
 
 
 def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
@@ -237,13 +254,10 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
         if not files:
             continue
         if m := _S2_DIR.match(product.name):
-            assets, when = {}, None
-            for f in files:
-                if fm := _S2_FILE.match(f.name):
-                    assets[fm["band"]] = str(f)
-                    when = fm["t"]
-            if when is None:
+            assets = _s2_band_files(product.name, files, m["tile"], m["t"], spec)
+            if not assets:
                 continue
+            when = m["t"]
             scenes.append(SourceScene(product.name, "sentinel-2-l2a", m["tile"],
                                       f"{when[:4]}-{when[4:6]}-{when[6:11]}:{when[11:13]}:{when[13:15]}Z",
                                       _PLATFORMS[m["plat"]], int(m["orbit"]), "descending", None, assets,

@@ -61,6 +61,32 @@ def test_item_metadata_as_providers_write_it():
                            S2_L2A).processing_baseline == 5.10
 
 
+def test_a_product_folder_gives_each_band_at_its_native_resolution_and_of_its_own_date(tiny_region, tmp_path,
+                                                                                        caplog):
+    """A SAFE-like folder holds B04 at 10, 20 and 60 m and SCL at 20 and 60 m: the last file by name was taken
+    (60 m, resampled in silence with --warp); a band file of another date dropped in it dated the whole scene."""
+    import shutil
+
+    from tests.ingest.scene_edits import asset_path
+
+    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    source = asset_path(tiny_region.items, feature, "B04").parent
+    product = tmp_path / "products" / feature["id"]
+    shutil.copytree(source, product)
+    b04 = next(product.glob("*_B04_10m.tif"))
+    scl = next(product.glob("*_SCL_20m.tif"))
+    for res in ("20", "60"):
+        shutil.copy(b04, product / b04.name.replace("_10m", f"_{res}m"))
+    shutil.copy(scl, product / scl.name.replace("_20m", "_60m"))
+    stamp = b04.name.split("_")[1]
+    other = stamp[:6] + ("09" if stamp[6:8] != "09" else "10") + stamp[8:]
+    shutil.copy(b04, product / b04.name.replace(stamp, other).replace("_B04_", "_B08_"))  # of another date
+    (scene,) = load_scenes(tmp_path / "products", S2_L2A)
+    assert Path(scene.assets["B04"]).name == b04.name and Path(scene.assets["SCL"]).name == scl.name
+    assert stamp in Path(scene.assets["B08"]).name and scene.time.replace("-", "").replace(":", "")[:15] == stamp
+    assert f"names tile {scene.tile} at {other}" in caplog.text
+
+
 def test_metadata_that_is_no_number_is_unknown_not_a_crash(caplog):
     """``eo:cloud_cover: "4%"`` passed the checks and crashed the commit (a traceback, the run's 18 other scenes
     lost); ``sat:relative_orbit: "R051"`` crashed the load. Metadata, not pixels: unknown, with a warning."""
