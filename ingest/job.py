@@ -26,7 +26,15 @@ from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, open_store, store_url
 from catalog import write_catalog
-from cube.ledger import CubeVersion, Rejection, TileState, acquisition_columns, head_or_empty
+from cube.ledger import (
+    CubeVersion,
+    Rejection,
+    TileState,
+    acquisition_columns,
+    committed_versions,
+    enclosing_cube,
+    head_or_empty,
+)
 from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
@@ -297,6 +305,8 @@ def ingest(
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
+    if not committed_versions(counting._store, collection) and (inside := enclosing_cube(counting._store)):
+        raise InvalidRequestError(f"ingest would make a new cube at {store_url(counting._store)}{inside}")
     if linear_power and not spec0.backscatter:
         raise InvalidRequestError(f"linear_power=True (--linear-power) is for backscatter: the {collection} cube has "
                                   f"no band in dB")

@@ -343,3 +343,13 @@ def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_an
     assert committed_versions(open_store(cube), "s2") == [1]
     result = ingest(write_items(tiny_region.items, good[2:3], "again.json"), cube, chunks=CHUNKS, progress=False)
     assert result.added == (good[2]["id"],) and result.version == 2
+
+
+def test_an_ingest_into_a_folder_inside_a_cube_is_refused_naming_the_cube(tiny_region, tiny_cube):
+    """``ingest --cube CUBE/s2`` built a second cube nested in the first, where versions, verify and expire
+    say the location lies inside a cube; nothing is written there now."""
+    before = sorted(p.relative_to(tiny_cube) for p in tiny_cube.rglob("*"))
+    with pytest.raises(InvalidRequestError, match=rf"ingest would make a new cube at .*s2; it lies inside the cube "
+                                                  rf"at {tiny_cube} \(its s2 collection\)"):
+        ingest(tiny_region.items, tiny_cube / "s2", progress=False)
+    assert sorted(p.relative_to(tiny_cube) for p in tiny_cube.rglob("*")) == before
