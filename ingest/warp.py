@@ -29,7 +29,7 @@ rejected before anything is written instead of going in as an empty date.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,22 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
     r1 = math.ceil((tile.uly - lo_y) / coarse - _EPS)
     return {res: (r0 * (coarse // res), c0 * (coarse // res), (r1 - r0) * (coarse // res), (c1 - c0) * (coarse // res))
             for res in spec.resolutions}
+
+
+def check_same_ground(tile: TileGrid, footprints: Mapping[str, GeoBox], *, scene_id: str) -> None:
+    """:class:`SceneGridError` if a band's footprint is not the others' ground: each band is resampled onto
+    the tile on its own, so a band file labelled with another CRS, or of another scene, went in as nodata
+    (or as another place) over the union of the footprints. Bands share at least half of the smaller's box."""
+    boxes = {name: footprint_bounds(g, tile.crs) for name, g in footprints.items()}
+    first, (ax0, ay0, ax1, ay1) = next(iter(boxes.items()))
+    for name, (bx0, by0, bx1, by1) in boxes.items():
+        common = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+        smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
+        if not common >= 0.5 * smaller:  # NaN (a footprint beyond the CRS's domain) is no ground either
+            raise SceneGridError(scene_id, f"band {name} covers other ground than band {first} (in {tile.crs}: "
+                                           f"{bx0:.0f}, {by0:.0f}, {bx1:.0f}, {by1:.0f} against {ax0:.0f}, "
+                                           f"{ay0:.0f}, {ax1:.0f}, {ay1:.0f}): a band file labelled with another "
+                                           f"CRS, or of another scene")
 
 
 def pixel_size(geobox: GeoBox, crs: Any) -> float:

@@ -353,3 +353,16 @@ def test_an_ingest_into_a_folder_inside_a_cube_is_refused_naming_the_cube(tiny_r
                                                   rf"at {tiny_cube} \(its s2 collection\)"):
         ingest(tiny_region.items, tiny_cube / "s2", progress=False)
     assert sorted(p.relative_to(tiny_cube) for p in tiny_cube.rglob("*")) == before
+
+
+def test_with_warp_a_band_labelled_with_another_crs_is_rejected_not_nodata(tiny_region, tmp_path):
+    """--warp resamples each band on its own: a scene with one band file labelled EPSG:32632 (the others on the
+    tile) went in with that band all nodata over the union of the footprints (a window 15 times the scene's)."""
+    relabel = reproject_label(32632)
+    src = items_of(tiny_region.items, "sentinel-2-l2a")[3]
+    odd = broken_copy(tiny_region.items, src, "ONE-BAND-32632",
+                      lambda band, path: band == "B08" and relabel(band, path))
+    result = ingest(write_items(tiny_region.items, [odd], "one-band.json"), tmp_path / "cube", chunks=CHUNKS,
+                    warp=True, progress=False)
+    assert result.added == () and [r.kind for r in result.rejected] == ["SceneGridError"]
+    assert "band B08 covers other ground than band" in result.rejected[0].reason
