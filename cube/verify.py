@@ -22,6 +22,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from cardcube.storage import StoreLike, open_store, reading, store_url
+from cube import layout
 from cube.ledger import version_history
 from cube.manifest import read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
@@ -62,8 +63,8 @@ class VerifyResult:
         lines = [f"{self.collection} cube at {self.cube}, {versions}: {self.shards} shard(s) of {self.blocks} time "
                  f"block(s) checked ({how}): {'sound' if self.ok else f'{len(self.problems)} damaged'}"]
         if self.unlisted:
-            lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them): "
-                         "not checked")
+            lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
+                         "earlier than any block with one): not checked")
         lines += [f"  {key}: {problem}" for key, problem in self.problems]
         return "\n".join(lines)
 
@@ -89,9 +90,26 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
                 prefix = array.store_path.path
                 shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
                                   (m.block, r, c), crc) for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
-    problems = _check(store, shards, deep=deep, progress=progress)
+    lost = _lost_manifests(manifests, collection)
+    problems = lost + _check(store, shards, deep=deep, progress=progress)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
-                        len(listed), len(manifests) - len(listed), len(shards), deep, tuple(problems))
+                        len(listed), len(manifests) - len(listed) - len(lost), len(shards), deep, tuple(problems))
+
+
+def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any], collection: str) -> list[tuple[str, str]]:
+    """(key, problem) of each block without a manifest that a block written after it has: blocks of a tile are
+    written in order (cold blocks, then hot slots), and cardcube has kept manifests since some version, so only
+    the blocks written before the first one kept may lack theirs (a partial restore lost the others, and said
+    "sound" of their shards, unchecked)."""
+    lost = []
+    for tile in sorted({t for t, _, _ in manifests}):
+        order = sorted((b for b in manifests if b[0] == tile), key=lambda b: (b[1], b[2]))  # cold, then hot
+        kept = [i for i, b in enumerate(order) if manifests[b] is not None]
+        lost += [(layout.manifest_key(collection, t, block, hot=hot),
+                  "manifest missing while later blocks have theirs: lost (a partial restore?); its shards cannot "
+                  "be checked") for t, hot, block in order[: kept[-1] if kept else 0] if manifests[(t, hot, block)]
+                 is None]
+    return lost
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,20 @@ def test_a_cube_written_before_manifests_reads_a_missing_shard_as_no_data(cube):
     assert result.ok and result.shards == 0 and result.blocks == 0 and result.unlisted > 0
 
 
+def test_a_lost_manifest_is_found_when_a_later_block_has_its_own(cube):
+    """A partial restore lost the manifest of a block and a shard of it: verify said "sound" (the block taken
+    for one written before manifests) and the read gave nodata. A block older than one with a manifest must
+    have had its own: verify reports it lost."""
+    manifests = sorted((cube / "s2").glob("*/_manifest/*.json"))
+    first = next(p for p in manifests if p.name.startswith("cold-"))
+    assert len(manifests) > 1  # later blocks (hot slots, or cold) keep theirs
+    first.unlink()
+    result = verify(cube, progress=False)
+    assert not result.ok and result.unlisted == 0
+    assert [(k, p.split(":")[0]) for k, p in result.problems] == [
+        (first.relative_to(cube).as_posix(), "manifest missing while later blocks have theirs")]
+
+
 def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_cube):
     """The chunks of one missing hot shard are read by several dask threads at once: with a reader's ``absent``
     cache, they make one lookup of the version's record and one of the manifest between them, not one each."""
