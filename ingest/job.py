@@ -152,6 +152,13 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
     for s in scenes:
+        record = head.scenes.get(s.scene_id)
+        if record is not None and not record.parts and s.tile == record.tile and s.time != record.time:
+            err = DuplicateSceneError(s.scene_id, f"the cube holds a scene of this id at {record.time}, and this one "
+                                                  f"is of {s.time}: another product under the same id is not "
+                                                  f"ingested (it was skipped as already present)")
+            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            continue
         # in the cube (an item of no tile offered unsplit, without warp: as pieces), or listed twice alike
         if s.scene_id in held or (not s.tile and s.scene_id in items) or offered.get(s.scene_id) == s:
             skipped.append(s.scene_id)

@@ -366,3 +366,16 @@ def test_with_warp_a_band_labelled_with_another_crs_is_rejected_not_nodata(tiny_
                     warp=True, progress=False)
     assert result.added == () and [r.kind for r in result.rejected] == ["SceneGridError"]
     assert "band B08 covers other ground than band" in result.rejected[0].reason
+
+
+def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tiny_region, tmp_path):
+    """Within one run, one id with two times is a DuplicateSceneError; offered in a later run it was "skipped,
+    already present", exit 0, its other time unsaid. The same item again is still skipped."""
+    first = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, [first], "first.json"), cube, chunks=CHUNKS, progress=False)
+    moved = {**first, "properties": {**first["properties"], "datetime": "2024-01-15T10:00:00Z"}}
+    result = ingest(write_items(tiny_region.items, [moved, first], "again.json"), cube, chunks=CHUNKS, progress=False)
+    assert result.skipped == (first["id"],) and [r.kind for r in result.rejected] == ["DuplicateSceneError"]
+    assert "the cube holds a scene of this id at" in result.rejected[0].reason and "2024-01-15" in \
+        result.rejected[0].reason

@@ -254,18 +254,21 @@ def test_a_failed_runs_spool_goes_while_its_other_threads_still_write(tmp_path):
 
     folder = tmp_path / "spool"
     folder.mkdir()
-    until, written = time.monotonic() + 0.3, []
+    until, written, writing = time.monotonic() + 0.3, [], threading.Event()
 
     def late_writer() -> None:
         while time.monotonic() < until:
             try:
                 (folder / f"{len(written)}.part").write_bytes(b"x" * 1000)
             except FileNotFoundError:  # the folder is gone: as a real writer's keep() fails then
-                return
+                break
             written.append(1)
+            writing.set()
+        writing.set()
 
     writer = threading.Thread(target=late_writer)
     writer.start()
+    writing.wait(10)  # the removal starts while files are being written (on a loaded machine too)
     _remove(str(folder))
     writer.join()
     assert written and not folder.exists()
