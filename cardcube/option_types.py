@@ -69,11 +69,11 @@ def parse_age(text: str) -> timedelta:
         value = float(number)
     except ValueError:
         raise InvalidRequestError(f"cannot read {text!r} as an age; write e.g. 7d, 12h, 30m or 0") from None
+    if not math.isfinite(value) or value < 0:  # before the unit: "write nand for days" made no sense
+        raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
     if not unit and value != 0:
         raise InvalidRequestError(f"the age {text!r} has no unit; write {text}d for days, or {text}h, {text}m, "
                                   f"{text}s")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidRequestError(f"an age must be a finite number of days, hours, minutes or seconds >= 0: {text!r}")
     try:
         return timedelta(**{units[unit or "s"]: value})
     except OverflowError:

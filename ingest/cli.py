@@ -31,7 +31,7 @@ def _add_cube_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_lock_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=number("a number of seconds", at_least=0), default=0.0, metavar="SECONDS",
                    help="seconds to wait for another writer's lock (default 0: fail at once)")
     # at least a second: shorter, a lease would lapse on one slow S3 round trip
     p.add_argument("--stale-after", type=number("a number of seconds", at_least=1), default=STALE_AFTER,

@@ -379,3 +379,12 @@ def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tin
     assert result.skipped == (first["id"],) and [r.kind for r in result.rejected] == ["DuplicateSceneError"]
     assert "the cube holds a scene of this id at" in result.rejected[0].reason and "2024-01-15" in \
         result.rejected[0].reason
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf"])
+def test_a_wait_that_is_no_number_of_seconds_is_refused_before_any_work(wait, tiny_region, tmp_path, capsys):
+    """--wait took -1 and nan without a word (nan waited forever, as inf)."""
+    with pytest.raises(SystemExit) as refused:
+        main(["ingest", str(tiny_region.items), "--cube", str(tmp_path / "cube"), "--wait", wait])
+    assert refused.value.code == 2 and "expected a number of seconds >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "cube").exists()

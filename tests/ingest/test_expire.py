@@ -221,6 +221,9 @@ def test_the_expiry_rule():
     for bad in ("soon", "-1d", "", "nan", "inf"):
         with pytest.raises(InvalidRequestError, match="age"):
             parse_age(bad)
+    for bad in ("nan", "inf", "-1"):  # "nan" was "has no unit; write nand for days"
+        with pytest.raises(InvalidRequestError, match="an age must be a finite number of days, hours, minutes"):
+            parse_age(bad)
     with pytest.raises(InvalidRequestError, match="the age '7' has no unit; write 7d for days, or 7h, 7m, 7s"):
         parse_age("7")  # meant as a week, it would expire every version older than 7 seconds
     with pytest.raises(InvalidRequestError, match="longer than any cube"):
