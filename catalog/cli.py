@@ -90,10 +90,18 @@ def _find(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from catalog.route import find_tiles
+    from catalog.write import published_version
+    from cube.ledger import committed_versions
 
-    refs = find_tiles(_store(args, read_only=True), args.collection, bbox=args.bbox, crs=args.crs, time=args.time)
+    store = _store(args, read_only=True)
+    refs = find_tiles(store, args.collection, bbox=args.bbox, crs=args.crs, time=args.time)
     for ref in refs:
         print(json.dumps(asdict(ref)))
+    published, committed = published_version(store, args.collection), committed_versions(store, args.collection)
+    if published is not None and committed and committed[-1] > published:  # an ingest --no-catalog since
+        print(f"the catalog describes version {published} of the {args.collection} cube, which is at version "
+              f"{committed[-1]}: its newer dates and tiles are not searched; run cardcube catalog build",
+              file=sys.stderr)
     if not refs:  # an empty search is no error, but a silent one looks like a broken command
         asked = [f"bbox {','.join(map(str, args.bbox))} ({args.crs})" if args.bbox else "",
                  f"time range {args.time}" if args.time else ""]

@@ -39,6 +39,23 @@ def test_find_prints_tiles(base_cube, capsys):
     assert out == "" and err == "no tile of the s2 cube matches the time range 2019\n"
 
 
+def test_find_says_when_the_catalog_is_behind_the_cube(cube, tmp_path, capsys):
+    """After an ``ingest --no-catalog`` find searched the older catalog without a word ("no tile matches" the
+    new date, exit 0)."""
+    from ingest.job import ingest
+    from tests.catalog.conftest import make_scenes
+
+    ingest(make_scenes(tmp_path / "more", days=(40,)), cube, collection="s2", catalog=False, progress=False)
+    assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0
+    err = capsys.readouterr().err
+    assert "the catalog describes version 1 of the s2 cube, which is at version 2" in err and "catalog build" in err
+    assert main(["catalog", "build", "--cube", str(cube)]) == 0
+    capsys.readouterr()
+    assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0
+    out, err = capsys.readouterr()
+    assert out and err == ""
+
+
 @pytest.mark.parametrize("verb", ["build", "serve", "find"])
 def test_help(verb, capsys):
     with pytest.raises(SystemExit) as exc:
