@@ -20,7 +20,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CubeNotFoundError
+from cardcube.errors import CorruptDocumentError, CubeNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
 from cardcube.storage import StoreLike, open_store, read_json, read_json_many
@@ -104,6 +104,9 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     if doc is None:
         raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
                                 f"'cardcube catalog build' writes it from the ledger)")
+    if not isinstance(doc, dict):
+        raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its JSON is a "
+                                   f"{type(doc).__name__}): 'cardcube catalog build' writes it anew")
     version = doc.get(VERSION_FIELD)
     token = _store_token(store)
     item_keys = [io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
@@ -113,7 +116,12 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     for item_key, item in zip(unread, read_json_many(store, unread), strict=True):  # all at once
         if item is None:
             raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
-        refs[item_key] = _tile_ref(item, collection, item_key)
+        try:
+            refs[item_key] = _tile_ref(item, collection, item_key)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptDocumentError(f"catalog item {item_key} in {io.base} lacks what routing reads "
+                                       f"({type(exc).__name__}: {exc}): 'cardcube catalog build' writes it anew"
+                                       ) from None
         if cache is not None:
             cache[(token, item_key, version)] = refs[item_key]
     return sorted(refs.values(), key=lambda r: r.tile)

@@ -10,6 +10,7 @@ that intersect it. Bands stored at 20 m are repeated 2x2 onto the 10 m grid when
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -33,7 +34,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import AreaOutsideCubeError, DateNotFoundError, InvalidRequestError
+from cardcube.errors import AreaOutsideCubeError, CorruptDocumentError, DateNotFoundError, InvalidRequestError
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
@@ -51,6 +52,8 @@ from cube.ledger import (
 from cube.manifest import AbsentShards, confirm_absent
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,9 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs, items: It
     try:
         refs = tile_refs(store, version.collection, cache=items)
     except FileNotFoundError:
+        return None
+    except CorruptDocumentError as exc:  # the catalog routes, the ledger holds the truth: every tile a candidate
+        log.warning("%s; reading without it", exc)
         return None
     found = select_tiles(refs, bbox=bbox, geometry=geometry, crs=crs, default_crs=tile_crs)
     unlisted = set(version.tiles) - {r.tile for r in refs}

@@ -157,6 +157,27 @@ def test_missing_catalog(tmp_path):
         find_tiles(MemoryStore(), "s2")
 
 
+def test_a_damaged_catalog_document_is_a_clear_error_saying_what_repairs_it(cube):
+    """A collection document holding ``[]`` was an AttributeError, an item without ``proj:bbox`` a KeyError."""
+    import json
+
+    from cardcube.errors import CorruptDocumentError
+
+    item = cube / "s2" / "31UFU" / "s2-31UFU.json"
+    doc = json.loads(item.read_text())
+    del doc["properties"]["proj:bbox"]
+    item.write_text(json.dumps(doc))
+    with pytest.raises(CorruptDocumentError, match=r"s2-31UFU.json .*lacks what routing reads \(KeyError: "
+                                                   r"'proj:bbox'\): 'cardcube catalog build' writes it anew"):
+        find_tiles(cube, "s2")
+    (cube / "s2" / "collection.json").write_text("[]")
+    with pytest.raises(CorruptDocumentError, match="is no STAC collection"):
+        find_tiles(cube, "s2")
+    from cube.dataset import open_cube  # the catalog routes, the ledger holds the truth: reads go on without it
+
+    assert open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"]).sizes["time"] > 0
+
+
 def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):
     """A UTM box given without its CRS would route to nothing, silently: it is an error naming ``crs``."""
     with pytest.raises(InvalidRequestError, match=r"not lon/lat.*crs="):
