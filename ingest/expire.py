@@ -26,6 +26,7 @@ read (the default is 7 days).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from cube.ledger import TileState, read_version, version_history
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
+_TILE_ID = re.compile(r"\d{2}[A-Z]{3}")  # a tile's folder under its collection
 
 DEFAULT_OLDER_THAN = timedelta(days=7)
 
@@ -125,6 +127,21 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
     return len(gone)
 
 
+def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_run: bool,
+                     fence: Fence) -> dict[str, int]:
+    """Delete the folders of tiles no version holds: a new tile's data, written by an ingest killed before it
+    committed (what the sweep of the committed tiles never visited). Per tile, the time blocks it had."""
+    gone = {}
+    for tile in list_children(store, f"{collection}/"):
+        if not _TILE_ID.fullmatch(tile) or tile in committed:
+            continue
+        gone[tile] = max(1, len(list_children(store, f"{collection}/{tile}/{layout.MANIFEST_DIR}/")))
+        if not dry_run:
+            fence.check()
+            delete_prefix(store, f"{collection}/{tile}")
+    return gone
+
+
 def expire(
     cube: StoreLike,
     collection: str = "s2",
@@ -159,6 +176,7 @@ def expire(
         deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],
                                      dry_run=dry_run, fence=fence)
                    for tile, state in sorted(head.tiles.items())}
+        deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
         checkpoint("expire-data")
     result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,
                           dry_run=dry_run)

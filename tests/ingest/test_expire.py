@@ -270,6 +270,29 @@ def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes
     assert assert_matches_sources(cube, tiny_region.items, "s2", sample=6) > 0
 
 
+def test_a_new_tile_a_killed_ingest_left_is_deleted(tiny_straddle_region, tmp_path):
+    """The first ingest of a tile, killed after writing its data: no version holds the tile, so the sweep of the
+    committed tiles never visited it and its data stayed (1.6 MB in the helper's case). A dry run names it."""
+    import pystac
+
+    from cardcube.spec import S2_L2A
+    from ingest.sources import scene_from_item
+
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    tile_of = {f["id"]: scene_from_item(pystac.Item.from_dict(f), S2_L2A).tile for f in features}
+    fu, gu = ([f for f in features if tile_of[f["id"]] == t][:2] for t in ("31UFU", "31UGU"))
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_straddle_region.items, fu, "fu.json"), cube, chunks=CHUNKS, progress=False)
+    before = _read(cube)
+    killed = run_ingest(write_items(tiny_straddle_region.items, gu, "gu.json"), str(cube), "s2", kill_at="written")
+    assert killed.returncode == -9 and (cube / "s2" / "31UGU").is_dir()
+    assert expire(cube, older_than=EVERYTHING, dry_run=True).deleted.get("31UGU", 0) > 0
+    assert (cube / "s2" / "31UGU").is_dir()
+    result = expire(cube, older_than=EVERYTHING)
+    assert result.deleted["31UGU"] > 0 and not (cube / "s2" / "31UGU").exists()
+    xr.testing.assert_identical(_read(cube), before)
+
+
 def test_expire_waits_for_a_running_ingest_and_refuses_a_folder_without_a_cube(cube, tmp_path):
     with writer_lock(open_store(cube), "s2"), pytest.raises(CubeLockedError, match="being written"):
         expire(cube, older_than=EVERYTHING)
