@@ -38,9 +38,13 @@ CORS_HEADERS = {
 }
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
+_ITEM = re.compile(r"^([^/]+)/([^/]+)/\1-\2\.json$")  # keys.item_key: <collection>/<tile>/<collection>-<tile>.json
 
 
 def _media_type(key: str) -> str:
+    """An item as GeoJSON (what the catalog's links to it say), any other document as JSON, the rest bytes."""
+    if _ITEM.match(key):
+        return "application/geo+json"
     return next((t for ext, t in _MEDIA_TYPES.items() if key.endswith(ext)), "application/octet-stream")
 
 
@@ -154,10 +158,14 @@ def make_app(cube: StoreLike) -> Starlette:
             return Response("not found", status_code=404, headers=CORS_HEADERS, media_type="text/plain")
         return Response(body, status_code=status, headers=headers, media_type=_media_type(key))
 
+    async def not_allowed(request: Request, exc: Exception) -> Response:  # with CORS, as every other answer
+        return Response("method not allowed: the catalog is read-only (GET, HEAD)", status_code=405,
+                        headers={**CORS_HEADERS, "Allow": "GET, HEAD, OPTIONS"}, media_type="text/plain")
+
     return Starlette(routes=[
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/{key:path}", document, methods=["GET", "HEAD", "OPTIONS"]),
-    ])
+    ], exception_handlers={405: not_allowed})
 
 
 def serve(cube: StoreLike, *, host: str = "127.0.0.1", port: int = 8000,

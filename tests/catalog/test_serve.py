@@ -38,6 +38,11 @@ def test_ranges_head_and_cors(client, base_cube):
     r = client.get(f"/{key}")
     assert r.status_code == 200 and r.content == whole and r.headers["access-control-allow-origin"] == "*"
     assert r.headers["content-type"].startswith("application/json")
+    item = client.get("/s2/31UFU/s2-31UFU.json")  # as the catalog's links to it say
+    assert item.status_code == 200 and item.headers["content-type"].startswith("application/geo+json")
+    post = client.post(f"/{key}", content=b"{}")  # read-only: a 405 a page of another origin can read too
+    assert post.status_code == 405 and post.headers["access-control-allow-origin"] == "*" and "GET" in \
+        post.headers["allow"]
     r = client.get(f"/{key}", headers={"Range": "bytes=10-19"})
     assert r.status_code == 206 and r.content == whole[10:20]
     assert r.headers["content-range"] == f"bytes 10-19/{len(whole)}"
