@@ -39,6 +39,11 @@ def normalise_tile_id(text: str) -> str:
     return f"{int(m[1]):02d}{m[2]}{m[3]}" if m else text
 
 
+def is_tile_id(text: str) -> bool:
+    """Whether ``text`` is a tile id as the grid spells it (``31UFU``, not ``T31UFU``): the name of a tile's folder."""
+    return _TILE_ID.fullmatch(text) is not None and normalise_tile_id(text) == text
+
+
 def tile_ids(tiles: str | Iterable[str]) -> list[str]:
     """Tile ids as the grid spells them (:func:`normalise_tile_id`) from one id, several separated by commas in a
     string (``"31UFU,31UGU"``: not the characters of one id), or an iterable of ids."""

@@ -62,12 +62,10 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
                       f"range start/end") from None
 
 
-def _year(value: date | np.datetime64 | str) -> int:
-    """The year of a bound, read before numpy makes it nanoseconds (which would wrap beyond 2262)."""
-    if isinstance(value, date):
+def _year(value: datetime | np.datetime64) -> int:
+    """The year of an instant, read before numpy makes it nanoseconds (which would wrap beyond 2262)."""
+    if isinstance(value, datetime):
         return value.year
-    if isinstance(value, str):
-        return int(value.strip()[:4])
     if np.isnat(value):
         raise InvalidRequestError("time NaT is not a date or time")
     return int(value.astype("datetime64[Y]").astype("int64")) + 1970
@@ -89,9 +87,14 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
     May, ``2024-05-03`` with that day, an instant (datetime, datetime64) with itself."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = value.isoformat()  # a day: the whole of it, as written
     if isinstance(value, str):
-        _parse_text(value)  # an ISO form, before its year is read
-    elif not isinstance(value, date | np.datetime64):
+        parsed, offset = _parse_text(value)  # used only once its year is one nanoseconds hold
+        if (beyond := _beyond(int(value.strip()[:4]), value, end=end)) is not None:
+            return beyond
+        return ((parsed + 1 if end else parsed) - offset).astype("datetime64[ns]")
+    if not isinstance(value, datetime | np.datetime64):
         raise InvalidRequestError(f"time {value!r} is not a date, a time or an ISO 8601 string")
     if (beyond := _beyond(_year(value), value, end=end)) is not None:
         return beyond
@@ -99,13 +102,8 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         value = np.datetime64(value, "ns")
-    elif isinstance(value, date):
-        value = value.isoformat()
-    if isinstance(value, np.datetime64):
-        parsed = value.astype("datetime64[ns]")
-        return parsed + np.timedelta64(1, "ns") if end else parsed
-    parsed, offset = _parse_text(value)
-    return ((parsed + 1 if end else parsed) - offset).astype("datetime64[ns]")
+    parsed = value.astype("datetime64[ns]")
+    return parsed + np.timedelta64(1, "ns") if end else parsed
 
 
 def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:

@@ -38,12 +38,12 @@ CORS_HEADERS = {
 }
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
-_ITEM = re.compile(r"^([^/]+)/([^/]+)/\1-\2\.json$")  # keys.item_key: <collection>/<tile>/<collection>-<tile>.json
 
 
 def _media_type(key: str) -> str:
     """An item as GeoJSON (what the catalog's links to it say), any other document as JSON, the rest bytes."""
-    if _ITEM.match(key):
+    parts = key.split("/")
+    if len(parts) == 3 and key == keys.item_key(parts[0], parts[1]):
         return "application/geo+json"
     return next((t for ext, t in _MEDIA_TYPES.items() if key.endswith(ext)), "application/octet-stream")
 

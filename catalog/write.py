@@ -122,8 +122,7 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     store = open_store(store)
     if not force and catalog_is_current(store, version):
         return
-    published = published_version(store, version.collection)
-    if force and published is not None and published > version.version:  # never rolled back, rebuilt or not
+    if force and (published_version(store, version.collection) or 0) > version.version:  # never rolled back
         return
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)

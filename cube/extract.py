@@ -263,12 +263,15 @@ class _Job:
     def __call__(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
+        window = lab.size
         lost_at, lost_lab = layer.lost(unit.rows, unit.cols)  # a pixel of two parcels: the second one's entry
-        lab = np.concatenate([lab, lost_lab])
+        if lost_lab.size:
+            lab = np.concatenate([lab, lost_lab])
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
         selected = np.flatnonzero(unit.labels[pos] == lab)
-        at = np.concatenate([np.arange(lab.size - lost_lab.size), lost_at])[selected]  # window position
+        at = selected  # each entry's window position: its own in the label window, a lost pixel's from the layer
         if lost_lab.size:  # each parcel's pixels in row-major order, as parcel_timeseries sums them
+            at = np.where(selected < window, selected, lost_at[np.maximum(selected - window, 0)])
             order = np.argsort(at, kind="stable")
             at, selected = at[order], selected[order]
         readers, index = self._readers(unit, at, layer.geobox.resolution.x)

@@ -313,8 +313,9 @@ class _Cors(CORSMiddleware):
         if response.status_code != 400:
             return response
         kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
-        return _error(400, "CorsRefused", f"{response.body.decode()}: this service answers GET, HEAD and POST, to "
-                      f"the origins it was started with (cardcube serve --allow-origin)", headers=kept)
+        return _error(400, "CorsRefused", f"{response.body.decode()}: this service answers "
+                      f"{', '.join(self.allow_methods)}, to the origins it was started with (cardcube serve "
+                      f"--allow-origin)", headers=kept)
 
 
 IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes

@@ -31,6 +31,8 @@ from cube.tile_arrays import open_arrays
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
 IN_FLIGHT = 64
 IN_FLIGHT_DEEP = 8
+LOST_MANIFEST = ("manifest missing while later blocks have theirs: lost (a partial restore?); its shards cannot "
+                 "be checked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +106,9 @@ def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any], collection: 
     lost = []
     for tile in sorted({t for t, _, _ in manifests}):
         order = sorted((b for b in manifests if b[0] == tile), key=lambda b: (b[1], b[2]))  # cold, then hot
-        kept = [i for i, b in enumerate(order) if manifests[b] is not None]
-        lost += [(layout.manifest_key(collection, t, block, hot=hot),
-                  "manifest missing while later blocks have theirs: lost (a partial restore?); its shards cannot "
-                  "be checked") for t, hot, block in order[: kept[-1] if kept else 0] if manifests[(t, hot, block)]
-                 is None]
+        last_kept = max((i for i, b in enumerate(order) if manifests[b] is not None), default=0)
+        lost += [(layout.manifest_key(collection, tile, block, hot=hot), LOST_MANIFEST)
+                 for _, hot, block in order[:last_kept] if manifests[(tile, hot, block)] is None]
     return lost
 
 

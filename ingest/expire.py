@@ -26,7 +26,6 @@ read (the default is 7 days).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
+from cardcube.grid import is_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
 from catalog.build import parse_time
@@ -45,7 +45,6 @@ from cube.ledger import TileState, read_version, version_history
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
-_TILE_ID = re.compile(r"\d{2}[A-Z]{3}")  # a tile's folder under its collection
 
 DEFAULT_OLDER_THAN = timedelta(days=7)
 
@@ -133,7 +132,7 @@ def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_
     committed (what the sweep of the committed tiles never visited). Per tile, the time blocks it had."""
     gone = {}
     for tile in list_children(store, f"{collection}/"):
-        if not _TILE_ID.fullmatch(tile) or tile in committed:
+        if not is_tile_id(tile) or tile in committed:
             continue
         gone[tile] = max(1, len(list_children(store, f"{collection}/{tile}/{layout.MANIFEST_DIR}/")))
         if not dry_run:
