@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 from typing import Any
+from urllib.parse import quote
 
 import pystac
 from zarr.abc.store import Store
@@ -33,16 +34,21 @@ def store_base(store: Store) -> str:
 
 
 class StoreStacIO(pystac.StacIO):
-    """A :class:`pystac.StacIO` that reads and writes the keys of one zarr Store."""
+    """A :class:`pystac.StacIO` that reads and writes the keys of one zarr Store.
+
+    :attr:`base` names the store in messages; hrefs start with it percent-encoded, since pystac parses them
+    as URLs: a ``#`` or ``?`` in a folder's name would otherwise end the path, and every relative link
+    written would be wrong."""
 
     def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
         self.base = store_base(store)
+        self._href_base = quote(self.base, safe=":/")
 
     def href(self, key: str) -> str:
         """The absolute href of ``key``."""
-        return f"{self.base}/{key}"
+        return f"{self._href_base}/{key}"
 
     def key(self, href: str | pystac.Link) -> str:
         """The store key of ``href`` (absolute under :attr:`base`, or already relative to the root)."""
@@ -50,8 +56,8 @@ class StoreStacIO(pystac.StacIO):
         if text is None:
             raise CorruptDocumentError(f"catalog link {href} has no href")
         text = text.removeprefix("file://")
-        if text.startswith(self.base + "/"):
-            text = text[len(self.base) + 1:]
+        if text.startswith(self._href_base + "/"):
+            text = text[len(self._href_base) + 1:]
         elif "://" in text or text.startswith("/"):
             raise CorruptDocumentError(f"catalog href {text} is outside the cube at {self.base}")
         key = posixpath.normpath(text)

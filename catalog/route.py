@@ -109,7 +109,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
                                    f"{type(doc).__name__}): 'cardcube catalog build' writes it anew")
     version = doc.get(VERSION_FIELD)
     token = _store_token(store)
-    item_keys = [io.key(f"{io.base}/{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}")
+    item_keys = [io.key(io.href(f"{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}"))
                  for link in doc.get("links", []) if link.get("rel") == "item"]
     refs = {key: None if cache is None else cache.get((token, key, version)) for key in item_keys}
     unread = [key for key, ref in refs.items() if ref is None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pystac
 
 from cardcube.storage import open_store
-from catalog import catalog_is_current, published_version, rebuild_catalog, write_catalog
+from catalog import catalog_is_current, find_tiles, published_version, rebuild_catalog, write_catalog
 from catalog.validate import validate_catalog
 from cube.ledger import read_version
 from ingest.job import ingest
@@ -52,6 +53,19 @@ def test_pystac_reads_the_whole_tree_with_relative_links(base_cube):
         assert str(base_cube) not in doc.decode(), f"{path} holds an absolute href"
     source = collections["sentinel-2-l2a-cube"].get_single_link("derived_from")
     assert source is not None and source.href == "../sources/sentinel-2-l2a/collection.json"
+
+
+def test_a_folder_name_that_reads_as_url_syntax_keeps_every_link(base_cube, tmp_path):
+    """pystac parses hrefs as URLs: a '#' or '?' in the cube's folder name ended its path, and every link came
+    out as './cube' (a '%' would be decoded)."""
+    cube = Path(shutil.copytree(base_cube, tmp_path / "cube #1?a=b%41"))
+    for path in snapshot(cube):
+        (cube / path).unlink()
+    assert rebuild_catalog(cube) == {"s2": 1}
+    docs = snapshot(cube)
+    assert docs == snapshot(base_cube)
+    assert len(_validate(cube)) == 5
+    assert [ref.zarr_path for ref in find_tiles(cube, "s2")] == ["s2/31UFU/cube.zarr", "s2/31UGU/cube.zarr"]
 
 
 def test_catalog_is_current_and_idempotent(cube):
