@@ -309,10 +309,12 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
         offered = [i.collection_id or "" for i in items]
         wanted = [scene_from_item(i, spec, base=base or None) for i in items if (i.collection_id or "") == wanted_id]
     if offered and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
-        others = ", ".join(sorted(set(offered)))
+        others = ", ".join(sorted({c or "no collection" for c in offered}))
+        advice = ("an item says its collection in its 'collection' field" if not all(offered) else
+                  "is the collection right? (a provider's own id of it is given as source_collection, in the CLI "
+                  "--source-collection)")
         raise InvalidRequestError(f"{source} holds no {wanted_id} item for the {spec.name} cube, only "
-                                  f"{len(offered)} of {others}: is the collection right? (a provider's own id "
-                                  f"of it is given as source_collection, in the CLI --source-collection)")
+                                  f"{len(offered)} of {others}: {advice}")
     if wanted and not any(s.assets for s in wanted):  # another provider's layout: say so once, write nothing
         first, more = wanted[0], (f" (nor in the other {len(wanted) - 1} {wanted_id} items)" if len(wanted) > 1 else "")
         raise InvalidRequestError(f"{source}: item {first.scene_id}: "

@@ -112,6 +112,8 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     (:mod:`ingest.spool`); None: they read it from its href again."""
     sid, href = scene.scene_id, scene.assets[band.name]
     data = _read_file(scene, band.name, href)
+    if not data:  # GDAL would say "'driver' is required to read/write dataset"
+        raise SceneReadError(sid, f"band {band.name} is an empty file ({href}, 0 bytes)")
     checksum = "sha256:" + hashlib.sha256(data).hexdigest()
     try:
         with MemoryFile(data) as mem, mem.open() as ds:

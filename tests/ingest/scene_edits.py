@@ -58,6 +58,12 @@ def truncate(band: str, path: Path) -> None:
         path.write_bytes(data[: len(data) * 2 // 3])
 
 
+def empty(band: str, path: Path) -> None:
+    """Leave one band's file with no byte at all: a copy or a download cut at its start."""
+    if band == "B08":
+        path.write_bytes(b"")
+
+
 def reproject_label(crs: int | str) -> Callable[[str, Path], None]:
     """Relabel every band with another CRS (an EPSG code or a PROJ string; same pixels): a mis-projected
     delivery."""

@@ -20,6 +20,7 @@ from tests.ingest.http_source import http_server, served
 from tests.ingest.scene_edits import (
     blank,
     broken_copy,
+    empty,
     items_of,
     reproject,
     reproject_label,
@@ -48,6 +49,7 @@ def bad_batch(tiny_region):
         "off-grid": broken_copy(items, src, "BAD-offgrid", shift(5.0), props=when(3)),
         "missing": broken_copy(items, src, "BAD-missing", drop="B11", props=when(4)),
         "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
+        "empty": broken_copy(items, src, "BAD-empty", empty, props=when(7)),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
     return path, good[:3], broken
@@ -60,6 +62,7 @@ EXPECTED = {
     "off-grid": ("SceneGridError", "off the 10 m pixel grid"),
     "missing": ("SceneContentError", "missing band(s) B11"),
     "blank": ("SceneContentError", "nodata"),
+    "empty": ("SceneReadError", "band B08 is an empty file ("),
 }
 
 

@@ -235,6 +235,15 @@ def test_the_cli_takes_another_source_collection_id(tiny_region, tmp_path, capsy
     assert not (tmp_path / "cube1").exists()
 
 
+def test_items_without_a_collection_are_named_so(tiny_region, tmp_path):
+    features = [{k: v for k, v in f.items() if k != "collection"} for f in items_of(tiny_region.items,
+                                                                                   "sentinel-2-l2a")[:2]]
+    source = write_items(tiny_region.items, features, "no-collection.json")
+    with pytest.raises(InvalidRequestError, match="only 2 of no collection: an item says its collection in its "
+                                                  "'collection' field"):
+        load_scenes(source, S2_L2A)
+
+
 def test_backscatter_items_of_another_collection_keyed_by_polarisation(tiny_region):
     features = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
     rtc = []
