@@ -5,7 +5,9 @@ so the catalog's relative links and the items' Zarr assets resolve under any bas
 byte ranges (Zarr shard indexes are read by range), ``Access-Control-Allow-Origin: *`` on every answer, and
 preflight OPTIONS. A folder of the cube (``.../cube.zarr/r10m/``, with or without the slash) answers with an
 HTML list of its members, as a plain HTTP file server does: a Zarr group has no list of its arrays, and fsspec
-(so zarr and xarray) finds them in such a page. Read-only; nothing outside the cube root is reachable.
+(so zarr and xarray) finds them in such a page. Read-only; nothing outside the cube root is reachable, nor
+the parcels' label layers an extraction keeps beside the cube (the declared parcels' ids and outlines, not the
+cube's to publish) nor a writer's lock (who runs an ingest, and where).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cardcube.errors import CubeNotFoundError
 from cardcube.serving import serve_app
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from catalog import keys
+from cube.layout import LOCK_NAME, PARCELS_DIR
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -80,7 +83,8 @@ def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
 
 async def _names(store: Store, prefix: str) -> list[str]:
     """The names ``store.list_dir`` gives under ``prefix``, but a file's own path (fsspec lists a file as itself)."""
-    return [name async for name in store.list_dir(prefix) if name and "/" not in name]
+    return [name async for name in store.list_dir(prefix)
+            if name and "/" not in name and not _unpublished(f"{prefix}/{name}".lstrip("/"))]
 
 
 async def _is_folder(store: Store, key: str) -> bool:
@@ -108,12 +112,18 @@ def _listing(key: str, names: list[str]) -> str:
             f"<body><h1>{title}</h1><ul>{rows}</ul></body></html>")
 
 
+def _unpublished(key: str) -> bool:
+    """Whether ``key`` (or a folder's member ``key``) is kept from the web: see the module's docstring."""
+    parts = key.split("/")
+    return parts[0] == PARCELS_DIR or parts[-1] == LOCK_NAME
+
+
 def _safe_key(path: str) -> str | None:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path \
             or "\x00" in path or any(len(p.encode()) > 255 for p in parts):  # no file has such a name: a 404
         return None
-    return path
+    return None if _unpublished(path) else path
 
 
 def make_app(cube: StoreLike) -> Starlette:

@@ -12,6 +12,7 @@
     <root>/<collection>/<tile>/cube.zarr/       Zarr v3 group of one cube tile
         r10m/  r20m/                            time-first ("cold") arrays per native resolution
         hot/r10m/  hot/r20m/                    the hot buffer: one date per chunk, recent dates
+    <root>/_parcels/<tile>/<digest>/            a parcel set's label layer on a tile (cube.parcel_layer)
 
 A cube collection is ``s2`` or ``s1`` (see :mod:`cardcube.spec`); tiles are MGRS tile ids.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 LEDGER_DIR = "_ledger"
 MANIFEST_DIR = "_manifest"
 ZARR_NAME = "cube.zarr"
+PARCELS_DIR = "_parcels"
+LOCK_NAME = "_lock.json"
 
 
 def ledger_prefix(collection: str) -> str:
@@ -40,7 +43,7 @@ def version_of_key(key: str) -> int | None:
 
 
 def lock_key(collection: str) -> str:
-    return f"{collection}/_lock.json"
+    return f"{collection}/{LOCK_NAME}"
 
 
 def tile_zarr_path(collection: str, tile: str) -> str:

@@ -64,13 +64,13 @@ from cardcube.storage import (
     write_json,
 )
 from catalog.build import parse_time
+from cube.layout import PARCELS_DIR
 from cube.membership import buffered, label_pixels, shared_pixels
 from cube.parcels import ParcelSet
 
 LAYER_RESOLUTION = 10
 INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1", "shared")
 LAYER_FORMAT = 3  # part of the digest: a layer of another format is built anew
-ROOT = "_parcels"
 DEFAULT_UNUSED_FOR = timedelta(days=30)
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def parcel_layer(
     """
     grid = TileGrid.from_id(tile)
     ps = parcels.to_crs(grid.crs)
-    prefix = f"{ROOT}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
+    prefix = f"{PARCELS_DIR}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
     if read_json(store, f"{prefix}/layer.json") is not None:
         index = pd.read_parquet(io.BytesIO(read_bytes(store, f"{prefix}/index.parquet")))
         _mark_used(store, prefix, datetime.now(UTC))
@@ -330,7 +330,7 @@ class StoredLayer:
 
     @property
     def prefix(self) -> str:
-        return f"{ROOT}/{self.tile}/{self.digest}"
+        return f"{PARCELS_DIR}/{self.tile}/{self.digest}"
 
     @property
     def last_use(self) -> datetime | None:
@@ -351,8 +351,9 @@ def stored_layers(store: Store) -> list[StoredLayer]:
     def children(prefix: str) -> list[str]:  # less the group metadata zarr writes above an array
         return [name for name in list_children(store, prefix) if name != "zarr.json"]
 
-    found = [(tile, digest) for tile in children(ROOT) for digest in children(f"{ROOT}/{tile}")]
-    docs = read_json_many(store, [f"{ROOT}/{t}/{d}/{name}" for t, d in found for name in ("layer.json", "used.json")])
+    found = [(tile, digest) for tile in children(PARCELS_DIR) for digest in children(f"{PARCELS_DIR}/{tile}")]
+    docs = read_json_many(store, [f"{PARCELS_DIR}/{t}/{d}/{name}" for t, d in found
+                                  for name in ("layer.json", "used.json")])
     return [StoredLayer(tile, digest, layer is not None, layer.get("parcels") if layer else None,
                         _time(layer, "created"), _time(used, "at"))
             for (tile, digest), layer, used in zip(found, docs[::2], docs[1::2], strict=True)]

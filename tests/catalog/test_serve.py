@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
@@ -67,6 +69,25 @@ def test_not_found_and_no_escape(client):
     assert [client.get(p).status_code for p in ("/%00", "/s2/%00/x", "/s2/" + "x" * 5000)] == [404] * 3  # were 500s
     r = client.get("/", follow_redirects=False)
     assert r.status_code in (302, 307) and r.headers["location"] == "catalog.json"  # under a proxy's prefix too
+
+
+def test_parcel_layers_and_the_writer_lock_are_not_published(base_cube, tmp_path, request):
+    """An extraction keeps its label layers (the declared parcels' ids and outlines) beside the cube, and an
+    ingest its lock (who writes, from where): neither is the catalog's to publish, listed or fetched."""
+    cube = Path(shutil.copytree(base_cube, tmp_path / "cube"))
+    for key in ("_parcels/31UFU/0123456789abcdef/index.parquet", "s2/_lock.json"):
+        (cube / key).parent.mkdir(parents=True, exist_ok=True)
+        (cube / key).write_bytes(b"secret")
+    server = ServedCommand(["catalog", "serve", "--cube", cube], ready="/catalog.json")
+    request.addfinalizer(server.close)
+    client = server.http
+    for path in ("/_parcels/31UFU/0123456789abcdef/index.parquet", "/_parcels/", "/_parcels", "/_parcels/31UFU/",
+                 "/s2/_lock.json"):
+        r = client.get(path)
+        assert r.status_code == 404 and b"secret" not in r.content, path
+    listing = client.get("/s2/")
+    assert listing.status_code == 200 and "31UFU/" in listing.text and "_lock" not in listing.text
+    assert client.get("/s2/collection.json").status_code == 200
 
 
 def test_a_root_without_a_catalog_is_refused_at_start(tmp_path):
