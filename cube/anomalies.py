@@ -80,6 +80,8 @@ class MarkerRules:
     max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
 
     def __post_init__(self) -> None:
+        if isinstance(self.season, list):  # as JSON gives it
+            object.__setattr__(self, "season", tuple(self.season))
         season = self.season
         if not (isinstance(season, tuple) and len(season) == 2 and all(_is_month_day(x) for x in season)
                 and season[0] <= season[1]):
@@ -88,11 +90,15 @@ class MarkerRules:
         ranges = {"min_clear": (0 < self.min_clear <= 1, "a share in (0, 1]"), "step": (self.step >= 1, ">= 1"),
                   "min_points": (self.min_points >= 1, ">= 1"), "min_parcels": (self.min_parcels >= 1, ">= 1"),
                   "mismatch_ratio": (self.mismatch_ratio > 1, "> 1"),
+                  "outlier_z": (not np.isnan(self.outlier_z), "a z-score, not NaN: -inf leaves the ratio alone"),
                   "bare_ndvi": (-1 < self.bare_ndvi < 1, "an NDVI in (-1, 1)"),
                   "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
                   "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
                   "min_season_days": (self.min_season_days >= 0, ">= 0"),
                   "max_interpolation_gap": (self.max_interpolation_gap >= 0, ">= 0")}
+        whole = [name for name, field in self.__dataclass_fields__.items()
+                 if field.type == "int" and not float(getattr(self, name)).is_integer()]
+        ranges.update({name: (False, "a whole number") for name in whole})  # step=5.5 moved the grid silently
         if bad := [f"{name} = {getattr(self, name)!r} (must be {what})" for name, (ok, what) in ranges.items()
                    if not ok]:  # a percent for a share (min_clear=50, bare_ndvi=30) flagged or cleared every parcel
             raise InvalidRequestError(f"marker rules out of range: {'; '.join(bad)}")
@@ -113,8 +119,6 @@ class MarkerRules:
             default = getattr(cls, name)
             if isinstance(default, int | float) and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise InvalidRequestError(f"marker rule {name} = {value!r} is no number (default {default})")
-        if isinstance(values.get("season"), list):
-            values["season"] = tuple(values["season"])
         return cls(**values)
 
 
@@ -136,6 +140,7 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
     if missing:
         raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
     bands = frame[frame["band"].isin(["B04", "B08"])]
+    _refuse_repeats(bands, "statistics")
     if set(bands["band"].unique()) != {"B04", "B08"}:
         raise InvalidRequestError(f"NDVI needs the Sentinel-2 B04 and B08 means; the frame has bands "
                                   f"{sorted(frame['band'].unique())} (Sentinel-1 statistics go to s1=, in the CLI "
@@ -148,8 +153,25 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
     return ndvi.unstack("time").sort_index(axis=1)
 
 
+def _refuse_repeats(frame: pd.DataFrame, what: str) -> None:
+    """Refuse a frame with two rows of one parcel, date and band (two files concatenated, a run appended twice):
+    which one would count is a guess."""
+    repeated = frame.duplicated(["parcel_id", "time", "band"], keep=False)
+    if repeated.any():
+        first = frame[repeated].iloc[0]
+        raise InvalidRequestError(f"the {what} hold {int(repeated.sum())} rows that repeat a parcel, date and band "
+                                  f"(e.g. parcel {first.parcel_id!r}, {first.time}, {first.band}): one row each")
+
+
 def _days(times: Iterable[Any]) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
+
+
+def _dates(times: Iterable[Any]) -> np.ndarray:
+    """The UTC dates of ``times`` as days since the epoch: gaps and spans of the season are counted in whole days,
+    since the orbits of one satellite pass minutes apart (five 5-day revisits measured 25.004 days, over a
+    ``max_gap`` of 25)."""
+    return np.floor(_days(times))
 
 
 def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
@@ -198,10 +220,21 @@ def _in_season(times: Iterable[Any], rules: MarkerRules) -> np.ndarray:
     return np.asarray((md >= rules.season[0]) & (md <= rules.season[1]))
 
 
+def _season_year(times: Iterable[Any], rules: MarkerRules, what: str) -> int | None:
+    """The one year whose season ``times`` fall in (None: no date in the season); two years are refused, since a
+    winter between them would read as a gap "in the season", and last year's ploughing as this year's."""
+    times = pd.DatetimeIndex(list(times))
+    years = sorted(set(times[_in_season(times, rules)].year))
+    if len(years) > 1:
+        raise InvalidRequestError(f"the {what} statistics have dates in the seasons of {', '.join(map(str, years))}: "
+                                  f"flag one year at a time (cardcube extract or timeseries --time {years[-1]})")
+    return years[0] if years else None
+
+
 def _season_span(times: Iterable[Any], rules: MarkerRules) -> int:
     """Days between the first and the last of ``times`` in the season."""
     times = list(times)
-    inside = _days(times)[_in_season(times, rules)]
+    inside = _dates(times)[_in_season(times, rules)]
     return int(inside.max() - inside.min()) if inside.size else 0
 
 
@@ -221,11 +254,11 @@ def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[fl
     season: the lowest value and its date, the largest drop between observations at most ``max_gap`` days
     apart, and the longest gap between observations, counted from the first to the last date of the season
     in the data (``span``, days since the epoch, if given: a parcel first seen late or last seen early has a
-    long gap)."""
-    days = _days(series.columns)
+    long gap). All NaN when no date lies in the season. Days are whole UTC dates (:func:`_dates`)."""
+    days = _dates(series.columns)
     in_season = _in_season(series.columns, rules)
     if not in_season.any():
-        raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}")
+        return pd.DataFrame({"low": np.nan, "low_date": pd.NaT, "drop": np.nan, "gap": np.nan}, index=series.index)
     first, last = span or (days[in_season].min(), days[in_season].max())
     times = pd.DatetimeIndex(series.columns)
     rows = []
@@ -259,6 +292,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
     if missing or "VH" not in set(s1["band"]):
         raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
                                   f"it lacks {sorted(missing) or 'VH'}")
+    _refuse_repeats(s1[s1["band"] == "VH"], "Sentinel-1 statistics")
     vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
     if "masked" in vh.columns:  # a pass over a few of the parcel's pixels (a swath edge) is speckle, not a level
         vh = vh[vh["masked"].isna() | (vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"]))]
@@ -272,7 +306,7 @@ def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
         return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
 
     times = vh["time"].unique()
-    inside = _days(times)[_in_season(times, rules)]
+    inside = _dates(times)[_in_season(times, rules)]
     if not inside.size:
         raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
     span = (inside.min(), inside.max())
@@ -288,7 +322,14 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
                                   f"pass a Series of crop codes indexed by parcel id, e.g. "
                                   f"parcels.set_index('parcel_id')['crop_code']")
     declared = pd.Series(declared)
-    return declared[declared.notna() & (declared.astype(str).str.strip() != "")]
+    repeated = declared.index[declared.index.duplicated()]
+    if len(repeated):
+        raise InvalidRequestError(f"{len(repeated)} parcel id(s) are declared twice (e.g. {repeated[0]!r}): one "
+                                  f"declaration per parcel")
+    declared = declared[declared.notna() & (declared.astype(str).str.strip() != "")]
+    if pd.api.types.is_float_dtype(declared) and (declared == declared.round()).all():
+        declared = declared.astype("int64")  # a blank code made the column float: code 265 is not "265.0"
+    return declared
 
 
 def code_list(codes: Iterable[Any] | str | int, known: Iterable[Any] = ()) -> list[str]:
@@ -348,11 +389,15 @@ def flag_parcels(
     (there is nothing to check).
     """
     declared = declarations(declared)
-    grassland = set(code_list(grassland, known=declared.unique()))
-    if grassland and not declared.astype(str).isin(grassland).any():
+    grassland = set(code_list(grassland or (), known=declared.unique()))
+    unknown = sorted(grassland - set(declared.astype(str)))
+    if unknown:
         known = sorted(set(map(str, declared)))
-        raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(sorted(grassland))}; declared "
-                                  f"codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}")
+        said = f"declared codes: {', '.join(known[:30])}{' ...' if len(known) > 30 else ''}"
+        if len(unknown) == len(grassland):
+            raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(unknown)}; {said}")
+        warnings.warn(f"no parcel declares the grassland code(s) {', '.join(unknown)} (a typo leaves the parcels of "
+                      f"the code meant unchecked); {said}", stacklevel=2)
     ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
     if not ndvi.index.isin(declared.index).any():
         def some(ids: pd.Index) -> str:
@@ -378,33 +423,56 @@ def flag_parcels(
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
+    grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
+    year = _season_year(ndvi.columns, rules, "Sentinel-2")
+    if year is None and grass.any():
+        raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}, "
+                                  f"which the grassland markers judge")
     out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"],
                                                            axis=1))
-    grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
     span = {"Sentinel-2": _season_span(ndvi.columns, rules), "Sentinel-1": 0}  # days of the season each spans
-    no_cut = _judged((out["longest_gap"] <= rules.max_gap) & ~(out["largest_drop"] >= rules.mowing_drop),
-                     span["Sentinel-2"], rules, "Sentinel-2")
-    if s1 is not None:
+    # a drop needs two observations: a meadow seen once (or never) in the season shows no cut, nor its absence
+    no_cut = _judged((out["longest_gap"] <= rules.max_gap) & (out["largest_drop"] < rules.mowing_drop),
+                     span["Sentinel-2"], rules, "Sentinel-2") if grass.any() else pd.Series(False, index=out.index)
+    radar = pd.Series(False, index=out.index)
+    if s1 is not None and grass.any():
         out = out.join(_backscatter_evidence(s1, rules))  # checks the frame first
+        _check_radar(s1, out.index, year, rules)
         span["Sentinel-1"] = _season_span(s1["time"].unique(), rules)
-        radar = out["longest_vh_gap"].notna()
-        no_cut = no_cut.where(~radar, _judged((out["longest_vh_gap"] <= rules.max_gap)
-                                              & ~(out["largest_vh_drop"] >= rules.mowing_drop_db),
-                                              span["Sentinel-1"], rules, "Sentinel-1"))
+        if span["Sentinel-1"] >= rules.min_season_days:
+            radar = out["longest_vh_gap"].notna()
+            no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
+                                  & (out["largest_vh_drop"] < rules.mowing_drop_db))
+        else:  # too short a radar season: the clear dates judge, as without radar
+            warnings.warn(f"the Sentinel-1 dates span {span['Sentinel-1']} days of the season {rules.season[0]} .. "
+                          f"{rules.season[1]}, fewer than {rules.min_season_days}: no_mowing is judged on the "
+                          f"Sentinel-2 dates", stacklevel=2)
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
-    out["reasons"] = [_reasons(row, rules) for row in out.itertuples()]
-    out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, span=span)
-                         for row, g, c in zip(out.itertuples(), grass, codes, strict=True)]
+    out["reasons"] = [_reasons(row, rules, radar=r) for row, r in zip(out.itertuples(), radar, strict=True)]
+    out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, radar=r, span=span)
+                         for row, g, c, r in zip(out.itertuples(), grass, codes, radar, strict=True)]
     out.index.name = "parcel_id"
     out = out.reset_index().sort_values(["flagged", "ratio"], ascending=False, kind="stable", ignore_index=True)
     out.attrs["rules"] = asdict(rules)
     return out
 
 
-def _reasons(row: Any, rules: MarkerRules) -> str:
+def _check_radar(s1: pd.DataFrame, parcels: pd.Index, year: int | None, rules: MarkerRules) -> None:
+    """Refuse Sentinel-1 statistics that cannot be of these parcels' season: none of their parcels, or another
+    year's season (the marker would judge 2024's declarations on 2023's radar without a word)."""
+    if not s1["parcel_id"].isin(parcels).any():
+        raise InvalidRequestError(f"the Sentinel-1 statistics hold none of the parcels of the Sentinel-2 ones (e.g. "
+                                  f"{s1['parcel_id'].iloc[0]!r} against {parcels[0]!r}): are they of this territory?")
+    radar_year = _season_year(s1["time"].unique(), rules, "Sentinel-1")
+    if year is not None and radar_year is not None and radar_year != year:
+        raise InvalidRequestError(f"the Sentinel-1 statistics are of the {radar_year} season, the Sentinel-2 ones of "
+                                  f"{year}'s")
+
+
+def _reasons(row: Any, rules: MarkerRules, *, radar: bool) -> str:
     out = []
     if row.crop_mismatch:
         out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
@@ -412,7 +480,7 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
     if row.bare_soil:
         out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi} on "
                    f"{row.min_ndvi_date:%Y-%m-%d})")
-    if row.no_mowing and not np.isnan(getattr(row, "longest_vh_gap", np.nan)):
+    if row.no_mowing and radar:
         out.append(f"no mowing seen: largest VH drop {row.largest_vh_drop:.1f} dB < {rules.mowing_drop_db} between "
                    f"Sentinel-1 passes of one track, which saw the season at most {row.longest_vh_gap:.0f} days apart")
     elif row.no_mowing:
@@ -421,7 +489,8 @@ def _reasons(row: Any, rules: MarkerRules) -> str:
     return "; ".join(out)
 
 
-def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, span: Mapping[str, int]) -> str:
+def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, radar: bool,
+                span: Mapping[str, int]) -> str:
     """The markers the data could not judge for a parcel, each with why: a parcel that is not flagged is
     cleared of the other markers only (an inspector looks at these by other means)."""
     out = []
@@ -436,8 +505,8 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, s
     if grass:
         if np.isnan(row.min_ndvi):
             out.append("bare_soil: no clear date in the season")
-        radar = not np.isnan(getattr(row, "longest_vh_gap", np.nan))
-        what, gap = ("Sentinel-1", row.longest_vh_gap) if radar else ("Sentinel-2", row.longest_gap)
+        what, gap, drop = ("Sentinel-1", row.longest_vh_gap, row.largest_vh_drop) if radar else (
+            "Sentinel-2", row.longest_gap, row.largest_drop)
         seen = "passes of the best Sentinel-1 track" if radar else "clear dates"
         if span[what] < rules.min_season_days:
             out.append(f"no_mowing: the {what} dates span {span[what]} days of the season, fewer than "
@@ -445,4 +514,6 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, s
         elif gap > rules.max_gap:
             out.append(f"no_mowing: {seen} up to {gap:.0f} days apart in the season, more than {rules.max_gap}: a "
                        f"cut could hide in the gap")
+        elif np.isnan(drop):
+            out.append(f"no_mowing: fewer than two {seen} in the season, so no drop to measure")
     return "; ".join(out)

@@ -69,8 +69,10 @@ def _local_out(out: str, what: str) -> Path:
     return Path(out)
 
 
-def _table_out(out: str) -> Path:
-    """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv."""
+def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") -> Path:
+    """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv,
+    and neither it nor its ``sidecar`` (a suffix: ``.json``) one of the command's ``inputs`` (option: path), which
+    the output would replace."""
     from cardcube.errors import InvalidRequestError
 
     path = _local_out(out, "file name ending .parquet or .csv")
@@ -78,6 +80,10 @@ def _table_out(out: str) -> Path:
         raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
+    written = {path.resolve(), Path(f"{path}{sidecar}").resolve()}
+    for option, given in inputs.items():
+        if given and "://" not in given and Path(given).resolve() in written:
+            raise InvalidRequestError(f"--out {out} would overwrite the input {option} {given}: give another name")
     return path
 
 
@@ -263,7 +269,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
     from cube.timeseries import parcel_timeseries
 
-    out = _table_out(args.out)  # before the work
+    out = _table_out(args.out, {"--parcels": args.parcels})  # before the work
     where, registry = _target(args, args.ids)
     with warnings.catch_warnings(record=True) as caught:  # the parcels without statistics are listed below
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
@@ -377,7 +383,8 @@ def _flag(args: argparse.Namespace) -> int:
     from cube.flag_files import describe_statistics, flag_files
     from cube.parcels import read_parcels
 
-    out = _table_out(args.out)
+    out = _table_out(args.out, {"--timeseries": args.timeseries, "--s1": args.s1, "--parcels": args.parcels,
+                                "--rules": args.rules}, sidecar=".json")
     rules = MarkerRules()
     if args.rules:
         try:
@@ -399,13 +406,13 @@ def _flag(args: argparse.Namespace) -> int:
                            storage_options=options)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
-    _write_table(flags, out)
     inputs = {name: describe_statistics(path, storage_options=options) if path else None
               for name, path in (("timeseries", args.timeseries), ("s1", args.s1))}
     inputs["parcels"] = args.parcels if "://" in args.parcels else str(Path(args.parcels).resolve())
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
-              "inputs": inputs,
-              "notes": [str(w.message) for w in caught]}
+              "id_column": args.id_column, "layer": args.layer, "endpoint_url": args.endpoint_url,
+              "inputs": inputs, "notes": [str(w.message) for w in caught]}
+    _write_table(flags, out)
     Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
     print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out} (rules and inputs: "

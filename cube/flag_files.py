@@ -40,14 +40,28 @@ def read_statistics(path: str | Path, bands: Iterable[str], *,
     extraction, every band of a ``cardcube timeseries`` file."""
     if is_extraction(path):
         frame = read_timeseries(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
-    else:
-        source = Path(path)
-        if not source.exists():
-            raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
-                                      f".parquet/.csv file of cardcube timeseries")
-        frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(
-            source, parse_dates=["time"], dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
-        frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
+        return frame.astype({"parcel_id": str})
+    source = Path(path)
+    if not source.exists():
+        raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
+                                  f".parquet/.csv file of cardcube timeseries")
+    try:
+        if source.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(source)
+        else:  # "000042" stays an id, not the number 42
+            frame = pd.read_csv(source, dtype={"parcel_id": str})
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
+                                  f"{type(exc).__name__}: {exc}") from None
+    missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
+    if missing:
+        raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
+                                  f"{', '.join(missing)} (it has {', '.join(map(str, frame.columns[:12]))})")
+    frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
+    try:
+        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the time column of {path} holds no dates: {exc}") from None
     return frame.astype({"parcel_id": str})
 
 
@@ -57,11 +71,12 @@ def flag_files(
     *,
     s1: str | Path | None = None,
     grassland: Iterable[Any] | str | int = (),
-    rules: MarkerRules | None = None,
+    rules: MarkerRules | Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """:func:`~cube.anomalies.flag_parcels` on the Sentinel-2 statistics at ``timeseries`` (and the Sentinel-1
-    ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`), plus one row, not judged, for each
+    ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`, or a mapping of some of its fields),
+    plus one row, not judged, for each
     declared parcel an extraction could not measure (with its status and reason). Declared parcels with no
     statistics at all are named in a warning. Parcel ids are compared as text, so a CSV's and a GeoPackage's ids
     match."""
@@ -69,9 +84,11 @@ def flag_files(
     declared.index = declared.index.astype(str)
     s2_stats = read_statistics(timeseries, S2_BANDS, storage_options=storage_options)
     s1_stats = read_statistics(s1, S1_BANDS, storage_options=storage_options) if s1 is not None else None
-    measured = flag_parcels(s2_stats, declared, grassland=grassland, s1=s1_stats,
-                             rules=rules or MarkerRules())
-    flags = pd.concat([measured, _unmeasured(timeseries, declared, storage_options)], ignore_index=True)
+    if rules is None or isinstance(rules, Mapping):
+        rules = MarkerRules.from_dict(rules or {})
+    measured = flag_parcels(s2_stats, declared, grassland=grassland, s1=s1_stats, rules=rules)
+    flags = pd.concat([measured, _unmeasured(timeseries, declared.drop(measured.parcel_id, errors="ignore"),
+                                             storage_options)], ignore_index=True)
     flags.attrs = measured.attrs  # the rules
     missing = declared.index.difference(flags.parcel_id)
     if len(missing):
@@ -82,8 +99,9 @@ def flag_files(
 
 def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[str, Any] | None
                 ) -> pd.DataFrame | None:
-    """Rows of flags for the declared parcels an extraction at ``path`` could not measure: not judged, and why.
-    None for statistics from a file, which has no status table."""
+    """Rows of flags for the ``declared`` parcels an extraction at ``path`` could not measure: not judged, and why.
+    None for statistics from a file, which has no status table. (A parcel the status table calls failed may have
+    statistics of an earlier run: the caller leaves those it judged out of ``declared``.)"""
     if not is_extraction(path):
         return None
     status = read_status(path, storage_options=storage_options)
@@ -103,7 +121,7 @@ def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] 
         return {"path": str(path) if "://" in str(path) else str(Path(path).resolve()), "cube": m.get("cube"),
                 "collection": m.get("collection"), "cube_version": m.get("version")}
     source = Path(path).resolve()
-    if source.suffix == ".parquet":
+    if source.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))

@@ -124,10 +124,11 @@ def check_decoded(ds: xr.Dataset, names: Sequence[str], what: str) -> None:
                                   f"open the cube with decode=True (the default)")
 
 
-def add_indices(ds: xr.Dataset, names: Sequence[str] = ("NDVI",)) -> xr.Dataset:
-    """``ds`` with the named indices (in any case: ``ndvi`` is NDVI) added as lazy float32 variables."""
+def add_indices(ds: xr.Dataset, names: Sequence[str] | str = ("NDVI",)) -> xr.Dataset:
+    """``ds`` with the named indices (in any case: ``ndvi`` is NDVI; a list, or one string ``"NDVI, NDMI"``)
+    added as lazy float32 variables."""
     out = {}
-    for name in names:
+    for name in band_list(names):
         name = {k.upper(): k for k in INDICES}.get(str(name).upper(), name)
         if name not in INDICES:
             raise InvalidRequestError(f"unknown index {name!r}; known: {', '.join(INDICES)}")

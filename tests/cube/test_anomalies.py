@@ -161,7 +161,12 @@ def test_a_few_weeks_of_data_judge_no_meadow_unmown(population, days):
         flags = flag_parcels(short, declared, grassland=[3])
     assert not flags.no_mowing.any()
     unjudged = flag_parcels(short, declared, grassland=[3], rules=MarkerRules(min_season_days=0))
-    assert unjudged.no_mowing.sum() > 10  # what such data would say of 33 meadows
+    if days[0] == days[1]:  # one date shows no drop, so no absence of one either
+        grass = unjudged[unjudged.declared == 3]
+        assert not unjudged.no_mowing.any() and grass.not_judged.str.contains(
+            "no_mowing: fewer than two clear dates in the season, so no drop to measure").sum() > 10
+    else:
+        assert unjudged.no_mowing.sum() > 10  # what such data would say of 33 meadows
 
 
 def test_bad_input_gets_a_clear_error(population):
@@ -199,8 +204,10 @@ def test_bad_input_gets_a_clear_error(population):
                          ({"season": ["05-01", "09 30"]}, "two MM-DD dates")]:
         with pytest.raises(InvalidRequestError, match=message):
             MarkerRules.from_dict(bad)
-    with pytest.raises(InvalidRequestError, match="season"):
-        flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))
+    with pytest.raises(InvalidRequestError, match=r"season 12-01 \.\. 12-31, which the grassland markers judge"):
+        flag_parcels(frame, declared, grassland=[3], rules=MarkerRules(season=("12-01", "12-31")))
+    early = flag_parcels(frame, declared, rules=MarkerRules(season=("12-01", "12-31")))  # crop_mismatch needs none
+    assert early.crop_mismatch.sum() == flag_parcels(frame, declared).crop_mismatch.sum() > 0
     with pytest.raises(InvalidRequestError, match=r"no parcel declares the grassland code\(s\) abc; declared codes: "):
         flag_parcels(frame, declared, grassland=["abc"])  # a typo would switch the grassland markers off
     # statistics of some parcels, none of them grassland, checked against every parcel's declaration
@@ -451,3 +458,57 @@ def test_a_pass_without_a_relative_orbit_is_a_track_of_its_own():
                        "relative_orbit": np.array([37.0, 139.0, 88.0, np.nan])[k]})
     evidence = _backscatter_evidence(s1, MarkerRules())
     np.testing.assert_array_equal(evidence["longest_vh_gap"], 12)  # four tracks, NaN's one of them
+
+
+def test_gaps_are_counted_in_whole_days(population):
+    """Two orbits pass minutes apart: a meadow clear every 25 days measured 25.004-day gaps, over a max_gap of 25,
+    and was not judged."""
+    frame, declared, _ = population
+    clear = {"g": (np.arange(DAY.size) % 5) == 0}  # every fifth 5-day date: 25 days apart
+    meadow = _frame({"g": _grass([], np.random.default_rng(1))}, clear)
+    late = meadow.time.isin(DATES[(np.arange(DAY.size) % 10) == 5])
+    meadow.loc[late, "time"] += pd.Timedelta(minutes=6)  # the other orbit
+    flags = flag_parcels(pd.concat([frame, meadow]), pd.concat([declared, pd.Series({"g": 3})]), grassland=[3])
+    g = flags.set_index("parcel_id").loc["g"]
+    assert g.longest_gap == 25 and g.no_mowing and "no_mowing" not in g.not_judged
+
+
+def test_statistics_of_two_seasons_or_of_other_parcels_are_refused(population):
+    frame, declared, _ = population
+    a_year_earlier = frame.assign(time=frame.time - pd.Timedelta(days=364))
+    with pytest.raises(InvalidRequestError, match="dates in the seasons of 2023, 2024: flag one year at a time"):
+        flag_parcels(pd.concat([a_year_earlier, frame]), declared, grassland=[3])
+    s1 = pd.concat([_backscatter(pid, [80.0], np.random.default_rng(2)) for pid in ("grass-0", "grass-1")])
+    with pytest.raises(InvalidRequestError, match="Sentinel-1 statistics are of the 2023 season, the Sentinel-2 ones"):
+        flag_parcels(frame, declared, grassland=[3], s1=s1.assign(time=s1.time - pd.Timedelta(days=364)))
+    with pytest.raises(InvalidRequestError, match="hold none of the parcels of the Sentinel-2 ones"):
+        flag_parcels(frame, declared, grassland=[3], s1=s1.assign(parcel_id="elsewhere-" + s1.parcel_id))
+    # a radar season too short to judge leaves the judgement to the clear dates, not to nobody
+    short = s1[s1.time.between("2024-06-01", "2024-07-15")]
+    with pytest.warns(UserWarning, match="no_mowing is judged on the Sentinel-2 dates"):
+        with_short = flag_parcels(frame, declared, grassland=[3], s1=short)
+    without = flag_parcels(frame, declared, grassland=[3])
+    pd.testing.assert_series_equal(with_short.set_index("parcel_id").no_mowing.sort_index(),
+                                   without.set_index("parcel_id").no_mowing.sort_index())
+    assert with_short.no_mowing.sum() > 0
+
+
+def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_read_right(population):
+    frame, declared, _ = population
+    with pytest.raises(InvalidRequestError, match=r"1 parcel id\(s\) are declared twice \(e.g. 'grass-0'\)"):
+        flag_parcels(frame, pd.concat([declared, pd.Series({"grass-0": 3})]), grassland=[3])
+    with pytest.raises(InvalidRequestError, match=r"repeat a parcel, date and band .*parcel 'early-0'"):
+        flag_parcels(pd.concat([frame, frame[frame.parcel_id == "early-0"]]), declared)
+    # one blank code makes a file's column float: 3.0 is still code 3, as --grassland 3 says
+    blank = declared.astype(float)
+    blank["early-0"] = np.nan
+    floats = flag_parcels(frame, blank, grassland="3").set_index("parcel_id")
+    ints = flag_parcels(frame, declared.drop("early-0"), grassland="3").set_index("parcel_id")
+    pd.testing.assert_frame_equal(floats, ints)
+    with pytest.warns(UserWarning, match=r"no parcel declares the grassland code\(s\) 33 \(a typo"):
+        flag_parcels(frame, declared, grassland="3,33")
+    for bad, message in [(dict(step=5.5), "step = 5.5 .must be a whole number"),
+                         (dict(outlier_z=np.nan), "outlier_z = nan")]:
+        with pytest.raises(InvalidRequestError, match=message):
+            MarkerRules(**bad)
+    assert MarkerRules(season=["04-15", "10-15"]).season == ("04-15", "10-15")  # as JSON gives it

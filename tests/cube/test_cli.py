@@ -288,6 +288,13 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
             "time_block (--time-block) must be a positive number of dates",
         ("flag", "--timeseries", str(tmp_path), "--parcels", str(tiny_region.parcels), "--out", str(tmp_path / "f")):
             "give a file name ending .parquet or .csv",
+        # an output that would replace an input: the statistics, the parcels, the rules (OUT.json)
+        ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--out",
+         str(tmp_path / "ts.csv")): f"--out {tmp_path / 'ts.csv'} would overwrite the input --timeseries",
+        ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--rules",
+         "f.csv.json", "--out", "f.csv"): "--out f.csv would overwrite the input --rules f.csv.json",
+        ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.parquet", "--out", str(tmp_path / "p.parquet")):
+            "would overwrite the input --parcels p.parquet",
         # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
         # the parcels of the file a chip was given without an id
         ("timeseries", "--cube", str(tiny_cube), "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):

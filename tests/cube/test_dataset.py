@@ -12,7 +12,7 @@ import xarray as xr
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube.dataset import open_cube, pass_times
-from cube.indices import check_bands
+from cube.indices import add_indices, check_bands
 
 
 def test_open_cube_takes_band_names_in_any_case(tiny_cube):
@@ -53,6 +53,7 @@ def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
     ndvi = ds.cardcube.indices("ndvi")["NDVI"].values
     b04, b08 = (ds[b].values.astype(np.float64) for b in ("B04", "B08"))
     np.testing.assert_allclose(ndvi, (b08 - b04) / (b08 + b04), rtol=1e-6)
+    assert add_indices(ds, "NDVI").NDVI.identical(add_indices(ds, ["NDVI"]).NDVI)  # one name, not four letters
     raw = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06", decode=False)
     # masking stored integers left them as they were (nodata and clouds alike), without a word
     with pytest.raises(InvalidRequestError, match="cloud masking needs physical values, and B04, B08 holds stored "

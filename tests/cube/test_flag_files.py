@@ -53,3 +53,34 @@ def test_statistics_from_a_timeseries_file_and_their_version(s2_extracted, tiny_
     assert described["collection"] == "s2" and described["path"] == str(s2_extracted.resolve())
     with pytest.raises(InvalidRequestError, match="no statistics at"):
         read_statistics(tmp_path / "missing.parquet", ["B04"])
+
+
+def test_a_parcel_with_statistics_gets_one_row_whatever_its_status_says(s2_extracted, tiny_region, tmp_path):
+    """A status table calling a measured parcel failed (an update whose read failed, beside the first run's
+    statistics) gave it two rows: judged, and "no statistics"."""
+    import shutil
+
+    from cube.extraction_files import STATUS
+
+    copy = shutil.copytree(s2_extracted, tmp_path / "extract")
+    status = read_status(copy)
+    measured = read_timeseries(copy, bands=["B04"]).parcel_id.astype(str).iloc[0]
+    status.loc[status.parcel_id.astype(str) == measured, ["status", "reason"]] = ["failed", "read error"]
+    status.to_parquet(copy / STATUS)
+    declared = pd.read_parquet(tiny_region.parcels).set_index("parcel_id").crop_code
+    flags = flag_files(copy, declared, rules={"min_parcels": 3})  # rules as a mapping, as a JSON file gives them
+    assert flags.parcel_id.is_unique and "no statistics" not in flags.set_index("parcel_id").loc[measured, "not_judged"]
+    assert flags.attrs["rules"]["min_parcels"] == 3
+
+
+def test_files_that_are_no_statistics_get_a_clear_error(s2_extracted, tmp_path):
+    frame = read_timeseries(s2_extracted, bands=["B04", "B08"])
+    frame.to_parquet(tmp_path / "upper.PARQUET")  # an upper-case suffix is still Parquet
+    assert len(read_statistics(tmp_path / "upper.PARQUET", ["B04"])) == len(frame)
+    frame.drop(columns="time").to_csv(tmp_path / "no-time.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
+    for name, message in [("no-time.csv", "lacks the column.s. time"), ("empty.csv", "cannot read .* EmptyDataError"),
+                          ("binary.csv", "cannot read")]:
+        with pytest.raises(InvalidRequestError, match=message):
+            read_statistics(tmp_path / name, ["B04"])
