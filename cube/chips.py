@@ -55,6 +55,7 @@ MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 SHEET_COLUMNS, SHEET_SCALE = 6, 3  # a season contact sheet's panels per row and enlargement (Chip.contact_sheet)
+MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
@@ -69,7 +70,9 @@ INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0), "NDMI": (-0.2, 0.6),
 
 
 def check_chip_size(size: int) -> None:
-    """A clear error for a chip of more than :data:`MAX_SIZE` px a side (or none)."""
+    """A clear error for a chip of more than :data:`MAX_SIZE` px a side (or none, or not a whole number)."""
+    if not isinstance(size, int | np.integer) or isinstance(size, bool):  # 64.5 made 65 px, True 1 px
+        raise InvalidRequestError(f"chip size {size!r}: give a whole number of pixels a side from 1 to {MAX_SIZE}")
     if size < 1:  # too small, not too large
         raise InvalidRequestError(f"chip size {size} px: give a whole number of pixels a side from 1 to {MAX_SIZE}")
     if size > MAX_SIZE:
@@ -115,6 +118,14 @@ class Chip:
         inside = parcel_pixels(self.outline, self.geobox, buffer=0.0) if self.outline is not None else None
         return inside if inside is not None and inside.any() else np.ones(shape, bool)
 
+    def _shown(self, band: str, t: int | None = None) -> np.ndarray:
+        """``band`` (at date index ``t``, else every date) as drawn and written: floats, with SCL's no-data class
+        as NaN, as every other band's no data (it was drawn black, and a GeoTIFF could not say NaN in uint8)."""
+        values = self.data[band].values if t is None else self.data[band].isel(time=t).values
+        if band == "SCL":
+            return np.where(values == SCL_NO_DATA, np.float32(np.nan), values.astype(np.float32))
+        return values
+
     def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's, without a parcel) with data that SCL
         masks (clouds, shadows, ...): pixels outside the swath (SCL 0, no data) are left out, as they are no
@@ -130,7 +141,7 @@ class Chip:
     def nodata_fraction(self) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's) with no value in any shown band: outside
         that orbit's swath or the tile's data, not cloudy."""
-        empty = np.all([np.isnan(self.data[b].values) for b in self.bands], axis=0)
+        empty = np.all([np.isnan(self._shown(b)) for b in self.bands], axis=0)
         return empty[:, self._inside].mean(axis=1)
 
     @property
@@ -173,7 +184,7 @@ class Chip:
         this date (reflectance over 0..0.3) unless ``limits`` gives a pair per band."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         self._check_date(t)
-        layers = [self.data[b].isel(time=t).values for b in self.bands]
+        layers = [self._shown(b, t) for b in self.bands]
         if len(layers) == 3:
             img = render.true_colour(*layers, limits=limits or self.rgb_limits(*layers))
         elif self.bands[0] in INDICES:
@@ -192,7 +203,7 @@ class Chip:
         """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,
         with its unit; tagged with the acquisition time (UTC), its scene and orbit, the parcel and the cube version."""
         self._check_date(t)
-        data = np.stack([self.data[b].isel(time=t).values for b in self.bands])
+        data = np.stack([self._shown(b, t) for b in self.bands]).astype(np.float32, copy=False)
         at = self.data.isel(time=t)
         tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime(TIME_FORMAT),
                 **{name.upper(): str(at[name].values) for name in ("scene_id", "platform", "orbit_state")
@@ -234,13 +245,21 @@ class Chip:
                       classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
         dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
-        each band of three that is no reflectance) is stretched once for the whole season, so its dates compare."""
+        each band of three that is no reflectance) is stretched once for the whole season, so its dates compare.
+        A sheet that would exceed :data:`MAX_SHEET_PIXELS` is a :class:`RequestTooLargeError` before any drawing."""
         labels = self.labels
+        width, height = render.least_sheet_size(len(labels), (self.data.sizes["y"], self.data.sizes["x"]),
+                                                columns=columns, scale=scale)
+        if width * height > MAX_SHEET_PIXELS:
+            raise RequestTooLargeError(f"a season sheet of {len(labels)} dates of {self.data.sizes['x']} px at scale "
+                                       f"{scale} would be at least {width} x {height} px (limit "
+                                       f"{MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range, the size or the "
+                                       f"scale")
         limits = None
         if len(self.bands) == 1 and self.bands[0] not in INDICES:
-            limits = render.robust_limits(self.data[self.bands[0]].values)
+            limits = render.robust_limits(self._shown(self.bands[0]))
         elif len(self.bands) == 3:
-            limits = self.rgb_limits(*(self.data[b].values for b in self.bands))
+            limits = self.rgb_limits(*(self._shown(b) for b in self.bands))
         panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
@@ -314,11 +333,19 @@ def _nearest(version: CubeVersion, date: Any) -> str:
     return f"; the nearest acquisitions: {before[-1]} before, {after[0]} after"
 
 
+def _check_count(bands: Sequence[str]) -> tuple[str, ...]:
+    """``bands`` if they are three (RGB) or one; after :func:`check_bands` too, which merges ``B04`` and ``b04``."""
+    if len(bands) not in (1, 3):
+        raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
+    return tuple(bands)
+
+
 def _locate(where: Any, registry: Any, id_column: str = "parcel_id") -> tuple[BaseGeometry | None, Any, Any]:
     """(parcel geometry or None, parcel id or None, CRS) of what the user pointed at."""
-    if isinstance(where, Point) and registry is None:
+    if isinstance(where, Point):  # with a registry too: the parcel containing a lon/lat point
         check_lonlat(where.bounds, "EPSG:4326", what="the point's coordinates",
                      advice="give a lon/lat point, shapely.geometry.Point(lon, lat)")
+    if isinstance(where, Point) and registry is None:
         return where, None, "EPSG:4326"
     ps = as_parcels(where, registry=registry, id_column=id_column)
     if len(ps) != 1:
@@ -348,19 +375,23 @@ def _padded(data: xr.Dataset, chip_box: tuple[float, float, float, float], resol
     return data.reindex(x=xs, y=ys, method="nearest", tolerance=resolution / 4, fill_value=fill)
 
 
-def _window(ds: xr.Dataset, geom: BaseGeometry, *, size: int, what: str) -> xr.Dataset:
-    """The ``size`` x ``size`` pixels of ``ds`` centred on ``geom`` (in the Dataset's CRS), cut at its edges; an
+def _window(ds: xr.Dataset, geom: BaseGeometry, *, size: int, what: str
+            ) -> tuple[xr.Dataset, tuple[float, float, float, float] | None]:
+    """The pixels of ``ds`` in the ``size`` x ``size`` chip centred on ``geom`` (in the Dataset's CRS), and the
+    chip's box if they are only a part of it (to pad with no data: the chip stays centred on ``geom``); an
     :class:`AreaOutsideCubeError` when none of them lies within it (``what``: the geometry's kind, for it)."""
     geobox = dataset_geobox(ds)
     centre = geom.centroid if geom.geom_type != "Point" else geom
     res = abs(geobox.affine.a)
     col = math.floor((centre.x - geobox.affine.c) / res) - size // 2
     row = math.floor((geobox.affine.f - centre.y) / res) - size // 2
-    ds = ds.isel(y=slice(max(row, 0), max(row, 0) + size), x=slice(max(col, 0), max(col, 0) + size))
-    if not (ds.sizes["y"] and ds.sizes["x"]):  # the chip lies beyond the Dataset: nothing to show
-        raise AreaOutsideCubeError(f"the {what} of the chip lies outside the Dataset's "
-                                   f"{geobox.shape[1]} x {geobox.shape[0]} px")
-    return ds
+    rows, cols = geobox.shape
+    if not (row < rows and col < cols and row + size > 0 and col + size > 0):  # the chip lies beyond the Dataset
+        raise AreaOutsideCubeError(f"the {what} of the chip lies outside the Dataset's {cols} x {rows} px")
+    x0, y1 = geobox.affine.c + col * res, geobox.affine.f - row * res
+    whole = row >= 0 and col >= 0 and row + size <= rows and col + size <= cols
+    return (ds.isel(y=slice(max(row, 0), row + size), x=slice(max(col, 0), col + size)),
+            None if whole else (x0, y1 - size * res, x0 + size * res, y1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,11 +416,17 @@ def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolutio
             centre = local.centroid if local.geom_type != "Point" else local
             chip_box, tile_box = _chip_box(centre, grid, resolution, size), box(*grid.bounds)
             inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
-            if inside and data_footprint(version, tile).intersects(box(*chip_box)):
+            if inside and _has_data(version, tile, chip_box):
                 read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs == grid.crs
-                                             and data_footprint(version, t).intersects(box(*chip_box))]
+                                             and _has_data(version, t, chip_box)]
                 return _ChipTiles(tile, read, chip_box, whole)
     return None
+
+
+def _has_data(version: CubeVersion, tile: str, chip_box: tuple[float, float, float, float]) -> bool:
+    """Whether ``tile`` has data inside the box, not only along its edge (a chip of no data, drawn NaN)."""
+    footprint, area = data_footprint(version, tile), box(*chip_box)
+    return footprint.intersects(area) and not footprint.touches(area)
 
 
 def chip(
@@ -433,21 +470,26 @@ def chip(
         raise InvalidRequestError("no band given: name three bands (RGB) or one band or index, or none for the "
                                   "default")
     bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
-    if len(bands) not in (1, 3):
-        raise InvalidRequestError(f"a chip shows three bands (RGB) or one band/index, got {list(bands)}")
+    _check_count(bands)
     geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset):
+        if "time" not in cube.dims:  # one date selected (ds.isel(time=0)): a chip of that date
+            if "time" not in cube.coords:
+                raise InvalidRequestError("the Dataset has no time: give a Dataset of open_cube, with its dates")
+            cube = cube.expand_dims("time")
         ds, no_dates = as_read(cube, as_of=as_of, time=time)
         if no_dates:
             raise DateNotFoundError(no_dates)
-        bands = tuple(check_bands(bands, list(ds.data_vars)))
+        bands = _check_count(check_bands(bands, list(ds.data_vars)))
         check_decoded(ds, bands_for(bands), "a chip")  # stored integers would be drawn as reflectance
-        ds = _window(ds, _project(geom, crs, dataset_geobox(ds).crs), size=size, what=geom.geom_type.lower())
+        ds, pad_to = _window(ds, _project(geom, crs, dataset_geobox(ds).crs), size=size,
+                             what=geom.geom_type.lower())
+        res = abs(dataset_geobox(ds).affine.a)
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
-        bands = tuple(check_bands(bands, version.spec.band_names))
+        bands = _check_count(check_bands(bands, version.spec.band_names))
         try:
             check_acquisitions(version, time)
         except DateNotFoundError as exc:  # a time that misses: the acquisitions of its day, if any, to choose from

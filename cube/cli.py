@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cardcube.cli import add_endpoint_option, storage_options
 from cardcube.option_types import number, whole_number
@@ -130,7 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     form.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates (a PNG)")
     form.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs, one per date")
     c.add_argument("--out", required=True, help="output folder: ID_COLLECTION_BANDS_TIME.png (.tif) per date, "
-                   "ID_COLLECTION_BANDS_season.png for --sheet (e.g. NL-000042_s2_B04-B03-B02_season.png)")
+                   "ID_COLLECTION_BANDS_season.png for --sheet (e.g. NL-000042_s2_B04-B03-B02_season.png; "
+                   "point_LON_LAT_... for a --point without --parcels); a file of the same name is replaced")
     c.set_defaults(func=_chip)
 
     e = sub.add_parser("extract", help="statistics of every parcel, date and band of a territory (Parquet)",
@@ -300,24 +303,25 @@ def _chip(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
-    from cube.chips import MAX_IMAGE_SIZE, check_image_size, chip
+    from cube.chips import MAX_IMAGE_SIZE, SHEET_SCALE, check_chip_size, check_image_size, chip
 
     out = _local_out(args.out, "folder for the chips")
-    if out.exists() and not out.is_dir():
-        raise InvalidRequestError(f"--out {args.out} is a file: give a folder for the chips (made if missing)")
+    if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
+        raise InvalidRequestError(f"--out {args.out}: {file} is a file: give a folder for the chips (made if "
+                                  f"missing)")
     scale = args.scale if args.scale is not None else max(1, min(4, MAX_IMAGE_SIZE // args.size))
-    check_image_size(args.size, scale)  # before reading
+    if args.sheet:  # panels drawn at SHEET_SCALE unless told; the sheet's own size is checked before drawing
+        scale = args.scale if args.scale is not None else min(scale, SHEET_SCALE)
+    check_chip_size(args.size) if args.geotiff else check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
     result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
                   bands=args.bands, registry=registry, as_of=args.as_of,
                   storage_options=storage_options(args))
     out.mkdir(parents=True, exist_ok=True)
-    # the collection and bands in every name: chips of other bands or of S1 written beside them overwrite nothing
-    subject = result.parcel_id if result.parcel_id is not None else "point"
-    name = re.sub(r"[^\w.-]", "_", f"{subject}_{args.collection}_{'-'.join(result.bands)}")  # "a/b"
+    name = _chip_name(result.parcel_id, args.point, args.collection, result.bands)
     if args.sheet:
         path = out / f"{name}_season.png"
-        result.contact_sheet(scale=min(scale, 3)).write(path)
+        result.contact_sheet(scale=scale).write(path)
         print(f"contact sheet of {len(result.times)} dates -> {path}")
         return 0
     for t, when in enumerate(result.times):
@@ -325,6 +329,18 @@ def _chip(args: argparse.Namespace) -> int:
         result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t, scale=scale)
     print(f"{len(result.times)} chip(s) -> {out}")
     return 0
+
+
+def _chip_name(parcel_id: Any, point: Sequence[float] | None, collection: str, bands: Sequence[str]) -> str:
+    """The start of a chip's file names: the parcel id (or the point), the collection and the bands, so chips of
+    other parcels, points, bands or of S1 written beside them overwrite nothing. Characters a file name cannot
+    hold become ``_`` ("NL/1" is NL_1); leading dots go (``../up`` hid a file); a long id is cut, with a digest
+    of it to keep it apart."""
+    subject = str(parcel_id) if parcel_id is not None else "point_{:.6f}_{:.6f}".format(*point) if point else "point"
+    subject = re.sub(r"[^\w.-]", "_", subject).lstrip(".") or "_"
+    if len(subject) > 100:
+        subject = f"{subject[:80]}_{hashlib.sha256(str(parcel_id).encode()).hexdigest()[:12]}"
+    return f"{subject}_{collection}_{'-'.join(bands)}"
 
 
 def _extract(args: argparse.Namespace) -> int:

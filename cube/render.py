@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +180,22 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
     if Path(path).suffix.lower() != ".png":
         raise InvalidRequestError(f"{os.fspath(path)}: a chip image is written as PNG; give a file name ending .png "
                                   "(or write a GeoTIFF with to_geotiff)")
-    with open(path, "wb") as f:
-        f.write(png_bytes(image))
+    data = png_bytes(image)
+    with _replacing(path) as part, open(part, "wb") as f:
+        f.write(data)
+
+
+@contextmanager
+def _replacing(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary name beside ``path`` to write, renamed to ``path`` once written: a failure halfway leaves
+    nothing (not a file of no pixels), and the file an earlier run wrote stays until the new one is whole."""
+    part = f"{os.fspath(path)}.part"
+    try:
+        yield part
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+    os.replace(part, path)
 
 
 @dataclass(frozen=True)
@@ -335,7 +350,7 @@ def write_geotiff(
         "dtype": arr.dtype.name, "crs": geobox.crs.to_wkt(), "transform": geobox.affine,
         "nodata": nodata, "compress": compress,
     }
-    with rasterio.open(path, "w", **profile) as dst:
+    with _replacing(path) as part, rasterio.open(part, "w", **profile) as dst:
         dst.write(arr)
         for i, name in enumerate(band_names or (), start=1):
             dst.set_band_description(i, name)

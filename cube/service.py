@@ -92,7 +92,15 @@ from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
 from cube import render
-from cube.chips import MAX_IMAGE_SIZE, MAX_SIZE, SHEET_COLUMNS, SHEET_SCALE, check_image_size, chip
+from cube.chips import (
+    MAX_IMAGE_SIZE,
+    MAX_SHEET_PIXELS,
+    MAX_SIZE,
+    SHEET_COLUMNS,
+    SHEET_SCALE,
+    check_image_size,
+    chip,
+)
 from cube.dataset import check_acquisitions, date_span, tile_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
@@ -110,7 +118,6 @@ MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
 MAX_PIXELS = 10_000_000  # pixels of one time series request's windows (1,000 km² at 10 m; ~50 B each in memory)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
-MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}

@@ -440,3 +440,54 @@ def test_a_chip_date_that_is_no_date_is_offered_no_season_of_it():
     assert "season" not in str(foo.value) and "YYYY-MM-DD" in str(foo.value)
     with pytest.raises(InvalidRequestError, match=r"every date of a range: time=2024-05 \(REST: season.png"):
         _one_date("2024-05")
+
+
+def test_a_chip_of_a_dataset_is_centred_where_asked_even_off_its_north_west_edge(tiny_cube, parcels, parcel_id):
+    """The window was shifted, not cut, on the north and west: a point or parcel beyond them got a chip of the
+    Dataset's corner, labelled with the parcel's id."""
+    from shapely.geometry import Point
+
+    from cardcube.errors import AreaOutsideCubeError
+
+    ds = open_cube(tiny_cube, bands=["B04", "B03", "B02", "SCL"], time="2024-06")
+    x0, y1 = float(ds.x.min()) - 5, float(ds.y.max()) + 5  # the Dataset's north-west corner
+    lonlat = gpd.GeoSeries(gpd.points_from_xy([x0 - 60, x0 - 5_000], [y1 + 60, y1 + 5_000]), crs=parcels.crs
+                           ).to_crs(4326)
+    c = chip(ds, Point(lonlat.x[0], lonlat.y[0]), size=32)
+    assert c.data.sizes["x"] == c.data.sizes["y"] == 32
+    assert float(c.data.x.min()) < x0 - 60 < float(c.data.x.max())  # centred on the point, 6 px off the Dataset
+    beyond = (c.data.x.values < x0)[None, :] | (c.data.y.values > y1)[:, None]
+    assert beyond.sum() == 32 * 32 - 10 * 10
+    assert np.isnan(c.data.B04.values[:, beyond]).all() and (c.data.SCL.values[:, beyond] == 0).all()
+    inner = ds.B04.sel(x=c.data.x[c.data.x > x0], y=c.data.y[c.data.y < y1]).values
+    np.testing.assert_array_equal(c.data.B04.values[:, ~beyond].reshape(inner.shape), inner)
+    with pytest.raises(AreaOutsideCubeError, match="outside the Dataset"):
+        chip(ds, Point(lonlat.x[1], lonlat.y[1]), size=32)
+    one = chip(ds.isel(time=0), [parcel_id], registry=parcels, size=16)  # one date selected: a chip of it
+    assert list(one.times) == [ds.time.values[0]]
+
+
+def test_the_scene_class_band_shows_its_no_data_as_no_data(tiny_cube, parcels, parcel_id, tmp_path):
+    """SCL 0 (no data) was drawn opaque black, counted as data, and its GeoTIFF failed half-written (NaN in uint8)."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06", bands="SCL")
+    scl = c.data.SCL.values.copy()
+    scl[0, :4, :4] = 0  # no data over a corner of the first date
+    c = Chip(c.data.assign(SCL=(c.data.SCL.dims, scl)), c.bands, c.outline, c.parcel_id)
+    alpha = c.image(0, outline=False)[..., 3]
+    assert (alpha == 0).tolist() == (scl[0] == 0).tolist()
+    c.to_geotiff(tmp_path / "scl.tif", 0)
+    with rasterio.open(tmp_path / "scl.tif") as src:
+        written = src.read(1)
+    assert np.isnan(written[:4, :4]).all() and (written[4:, 4:] == scl[0, 4:, 4:]).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scl.tif"]  # no part file left
+
+
+def test_chip_requests_that_cannot_be_drawn_right_are_refused(tiny_cube, parcels, parcel_id):
+    with pytest.raises(InvalidRequestError, match=r"three bands \(RGB\) or one band/index, got \['B04', 'B03'\]"):
+        chip(tiny_cube, [parcel_id], registry=parcels, size=8, bands="B04,b04,B03")  # a case variant is one band
+    for size in (64.5, True, "64"):
+        with pytest.raises(InvalidRequestError, match="give a whole number of pixels"):
+            chip(tiny_cube, [parcel_id], registry=parcels, size=size)
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    with pytest.raises(RequestTooLargeError, match=r"a season sheet of \d+ dates of 16 px at scale 400 would be"):
+        c.contact_sheet(scale=400)  # refused before drawing: the CLI had no limit (517 Mpx, 6.5 GB)

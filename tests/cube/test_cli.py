@@ -247,6 +247,10 @@ def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, 
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "16", "--sheet", "--out", str(tmp_path / "chips")]) == 0
     assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_s2_B04-B03-B02_season.png"]
+    lon, lat = slashed.to_crs(4326).geometry.iloc[0].centroid.coords[0]
+    assert main(["chip", "--cube", str(tiny_cube), "--point", str(lon), str(lat), "--size", "16", "--sheet",
+                 "--out", str(tmp_path / "points")]) == 0  # every point was "point_...": the next replaced it
+    assert [p.name for p in (tmp_path / "points").iterdir()] == [f"point_{lon:.6f}_{lat:.6f}_s2_B04-B03-B02_season.png"]
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "1200", "--time", "2024-06-01/2024-06-10", "--out", str(tmp_path / "big")]) == 0
     assert {Image.open(p).size for p in (tmp_path / "big").glob("*.png")} == {(3600, 3600)}  # drawn at scale 3
@@ -279,6 +283,8 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         ("timeseries", *cube, pid, "--bands", "VV", "--out", str(tmp_path / "s.csv")):
             "VV is a band of the s1 cube: add --collection s1",
         ("chip", *cube, pid, "--out", str(tmp_path / "file.png")): "is a file: give a folder for the chips",
+        ("chip", *cube, pid, "--out", str(tmp_path / "file.png" / "sub")):  # found after the reading, as a traceback
+            f"{tmp_path / 'file.png'} is a file: give a folder for the chips",
         ("timeseries", *cube, pid, "--out", "s3://bucket/s.parquet"):
             "--out s3://bucket/s.parquet is a URL: give a local file name ending .parquet or .csv (cardcube extract",
         ("chip", *cube, pid, "--out", "s3://bucket/chips"): "is a URL: give a local folder for the chips",
