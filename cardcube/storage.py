@@ -13,7 +13,9 @@ import errno
 import json
 import os
 import posixpath
+import re
 import socket
+import ssl
 import tempfile
 import threading
 from collections import Counter
@@ -42,6 +44,7 @@ from cardcube.errors import (
 
 StoreLike = str | os.PathLike | Store
 CONNECT_TIMEOUT_S = 5.0  # to reach an S3 endpoint at all
+ANSWER_TIMEOUT_S = 15.0  # for it to answer a first request
 TIMEOUT_ATTEMPTS = 2  # tries of a request to a store opened with a ``timeout``: one retry, for a dropped connection
 
 # botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
@@ -66,11 +69,35 @@ def s3_options_from_env() -> dict[str, Any]:
     return opts
 
 
+_S3_SCHEMES = ("s3", "s3a", "s3n")  # Hadoop's names of S3 (s3fs answers to all): one store, one set of options
+_SCHEME_LIKE = re.compile(r"^(s3|s3a|s3n|gs|gcs|az|abfs|http|https|file):(?!//)", re.IGNORECASE)
+
+
+def normalise_url(location: str) -> str:
+    """``location`` as cardcube reads it: a path as it is; a URL with its scheme in lower case, Hadoop's ``s3a://``
+    as ``s3://`` (with cardcube's S3 options: s3fs alone kept a stale listings cache), and an S3 key without empty
+    or ``.`` segments (``s3://b//x`` made keys starting with "/", another cube than ``s3://b/x``). A URL missing a
+    slash (``s3:/b/x``) is an error: it would be a local folder named "s3:"."""
+    if _SCHEME_LIKE.match(location):
+        raise InvalidRequestError(f"{location} looks like a URL missing a slash: write scheme://bucket/path, e.g. "
+                                  f"s3://{location.split(':', 1)[1].lstrip('/')}")
+    if "://" not in location:
+        return location
+    scheme, rest = location.split("://", 1)
+    scheme = "s3" if scheme.lower() in _S3_SCHEMES else scheme.lower()
+    if scheme != "s3":
+        return f"{scheme}://{rest}"
+    parts = [p for p in rest.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidRequestError(f"{location}: an S3 key has no '..' (no parent folder): write the prefix itself")
+    return "s3://" + "/".join(parts) + ("/" if rest.endswith("/") and len(parts) > 1 else "")
+
+
 def source_options(url: str) -> dict[str, Any]:
     """fsspec options to read a source file at ``url``: for ``s3://``, the environment's endpoint named
     explicitly, so that fsspec's cached filesystem of another endpoint (an earlier ``AWS_ENDPOINT_URL`` of this
     process) is never taken for it."""
-    return s3_options_from_env() if url.startswith("s3://") else {}
+    return s3_options_from_env() if normalise_url(url).startswith("s3://") else {}
 
 
 def gdal_s3_config() -> dict[str, str]:
@@ -86,6 +113,13 @@ def gdal_s3_config() -> dict[str, str]:
     return {k: v for k, v in config.items() if k not in os.environ}
 
 
+def gdal_path(href: str) -> str:
+    """The name GDAL (rasterio) opens ``href`` by: an ``s3://`` URL as the ``/vsis3/`` path it stands for, since
+    rasterio parses a URL and ended the key at a ``#`` or ``?`` in it; anything else as it is."""
+    url = normalise_url(href) if "://" in href else href
+    return "/vsis3/" + url.removeprefix("s3://") if url.startswith("s3://") else href
+
+
 def open_store(
     location: StoreLike, *, storage_options: Mapping[str, Any] | None = None, read_only: bool = False,
     timeout: float | None = None,
@@ -99,7 +133,7 @@ def open_store(
     of back-off. The read timeout is the longest wait for the next bytes, not for a whole object."""
     if isinstance(location, Store):
         return location
-    text = os.fspath(location)
+    text = normalise_url(os.fspath(location))
     if "://" not in text or text.startswith("file://"):
         path = Path(text.removeprefix("file://")).expanduser().absolute()  # ".." is the OS's, through links
         if read_only and not path.exists():
@@ -111,7 +145,7 @@ def open_store(
         opts = _s3_options(storage_options)
         if timeout is not None:
             opts = _bounded(opts, timeout)
-        _check_endpoint(opts, text)
+        _check_endpoint(opts, text, timeout=timeout)
         store = FsspecStore.from_url(text, storage_options=opts, read_only=read_only)
         if timeout is not None:
             store.fs.retries = 1  # s3fs's own loop of tries around botocore's (an attribute, not an option)
@@ -127,15 +161,16 @@ def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
 def check_reachable(url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
     """For an ``s3://`` URL whose endpoint is named (in ``storage_options`` or the environment: Ceph, MinIO),
     one TCP connection to it: :class:`StoreUnavailableError` at once if nothing answers there. Other URLs pass."""
+    url = normalise_url(url)
     if url.startswith("s3://"):
         _check_endpoint(_s3_options(storage_options), url)
 
 
-def _check_endpoint(opts: Mapping[str, Any], location: str) -> None:
+def _check_endpoint(opts: Mapping[str, Any], location: str, *, timeout: float | None = None) -> None:
     """:func:`_check_reachable` for the endpoint of s3fs options ``opts``, if they name one."""
     endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
     if endpoint:
-        _check_reachable(endpoint, location)
+        _check_reachable(endpoint, location, answer_timeout=min(timeout or ANSWER_TIMEOUT_S, ANSWER_TIMEOUT_S))
 
 
 def _bounded(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -148,20 +183,35 @@ def _bounded(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
     return {**opts, "config_kwargs": config}
 
 
-def _check_reachable(endpoint: str, location: str) -> None:
-    """One TCP connection to an S3 endpoint (Ceph, MinIO): a wrong host or port is one clear error at once,
-    where botocore's retries, right for a throttling server, would spend a minute on a refused connection. An
-    endpoint without its scheme (``minio:9000``) is named as such, not as a refused connection to port 80."""
+def _check_reachable(endpoint: str, location: str, *, answer_timeout: float) -> None:
+    """One TCP connection to an S3 endpoint (Ceph, MinIO), and one request on it: a wrong host or port, or a
+    gateway that takes connections but does not answer within ``answer_timeout`` s, is one clear error at once,
+    where botocore's retries, right for a throttling server, would spend minutes on it. An endpoint without its
+    scheme (``minio:9000``) is named as such, not as a refused connection to port 80."""
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise InvalidRequestError(f"the S3 endpoint {endpoint} of {location} is no http:// or https:// URL: write "
                                   f"it with its scheme, e.g. http://{endpoint.split('://')[-1]}")
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+        sock = socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as exc:
         raise StoreUnavailableError(f"cannot reach the S3 endpoint {endpoint} of {location}: "
                                     f"{exc.strerror or exc}") from exc
+    try:  # a gateway that accepts connections and never answers held a batch job for as long as its retries go
+        with sock:
+            if url.scheme == "https":  # only whether it answers: its certificate is the client's to check
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                sock = context.wrap_socket(sock, server_hostname=url.hostname)
+            sock.settimeout(answer_timeout)
+            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode())
+            sock.recv(1)  # any answer, or a closed connection, is an answer
+    except TimeoutError:
+        raise StoreUnavailableError(f"the S3 endpoint {endpoint} of {location} accepts connections but sends no "
+                                    f"answer within {answer_timeout:g} s: is its gateway hung?") from None
+    except OSError:  # reset, TLS refused: the requests will say what is wrong
+        pass
 
 
 def store_url(store: Store) -> str:
@@ -268,6 +318,7 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
     them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
     signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
     :class:`StoreError` a store that fails."""
+    url = normalise_url(url)
     if url.startswith("s3://"):
         opts = _s3_options(storage_options)
         _check_endpoint(opts, url)
@@ -406,7 +457,12 @@ def list_children(store: Store, prefix: str) -> list[str]:
         return [k.split("/", 1)[0] async for k in store.list_dir(prefix)]
 
     with _failures(f"list {prefix} in", store):
-        return sorted(set(sync(_collect())))
+        names = sorted(set(sync(_collect())))
+        if not names and isinstance(store, FsspecStore) and store_url(store).startswith("s3://"):
+            bucket = store.path.split("/")[0]  # zarr lists a missing bucket as empty: no "0 found" of a typo
+            if not sync(store.fs._exists(bucket)):
+                raise StoreError(f"cannot list {prefix} in {store_url(store)}: {_no_bucket(bucket)}")
+        return names
 
 
 def delete_key(store: Store, key: str) -> None:

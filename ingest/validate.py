@@ -35,7 +35,7 @@ from rasterio.windows import Window as RasterWindow
 from cardcube.errors import NoDataOnTileError, SceneContentError, SceneError, SceneGridError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_s3_config, source_options
+from cardcube.storage import gdal_path, gdal_s3_config, source_options
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
@@ -253,7 +253,7 @@ def _any_warped_valid(spec: CubeSpec, tile: TileGrid, windows: dict[int, Window]
     for one without."""
     with rasterio.Env(**gdal_s3_config()):
         for band in spec.bands:
-            with rasterio.open(paths[band.name]) as ds:
+            with rasterio.open(gdal_path(paths[band.name])) as ds:
                 side = spec.chunks.shards(band.resolution)[1]
                 if has_valid_pixel(ds, band, values[band.name], tile, windows[band.resolution],
                                    warped[band.name], side=side):

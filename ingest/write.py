@@ -21,7 +21,7 @@ from zarr.abc.store import Store
 from cardcube.errors import SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_s3_config
+from cardcube.storage import gdal_path, gdal_s3_config
 from cube.shard_reader import values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
@@ -93,7 +93,7 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
     vmap = scene.values.get(band.name, ValueMap(fill))
     href, path = scene.scene.assets[band.name], scene.paths[band.name]  # path: the spooled copy of a remote href
     try:
-        with rasterio.open(path) as ds:
+        with rasterio.open(gdal_path(path)) as ds:
             if band.name in scene.warped:
                 target = TileGrid.from_id(task.tile).geobox(task.resolution)[rows[0]:rows[1], cols[0]:cols[1]]
                 values = read_warped(ds, band, vmap, target, scene.warped[band.name])

@@ -4,6 +4,7 @@ in use, a parcel file that is not one. Each is one clear error (exit status 2 on
 from __future__ import annotations
 
 import socket
+import threading
 
 import pandas as pd
 import pytest
@@ -21,6 +22,18 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def _hangs_up_on_the_first(listener: socket.socket) -> threading.Thread:
+    """A thread that takes the first connection to ``listener`` and closes it (the answer open_store's check
+    waits for), then leaves the later ones unanswered: a store that stops answering once opened."""
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(StoreUnavailableError, match=f"cannot reach the S3 endpoint {endpoint} of s3://bucket/cube"):
@@ -31,6 +44,7 @@ def test_an_unreachable_s3_endpoint_is_a_store_error(monkeypatch, capsys):
     with socket.socket() as gone:  # an endpoint that goes away after the store is opened: botocore's error
         gone.bind(("127.0.0.1", 0))
         gone.listen()
+        _hangs_up_on_the_first(gone)
         store = open_store("s3://bucket/cube", read_only=True, storage_options={
             "endpoint_url": f"http://127.0.0.1:{gone.getsockname()[1]}", "key": "k", "secret": "s",
             "config_kwargs": {"retries": {"max_attempts": 1}}})  # the default retries take up to a minute
@@ -52,6 +66,7 @@ def test_a_store_opened_with_a_timeout_that_does_not_answer_is_unavailable():
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # the kernel completes the handshakes; nobody ever reads
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        _hangs_up_on_the_first(silent)
         store = open_store("s3://bucket/cube", read_only=True, timeout=1.0,
                            storage_options={"endpoint_url": endpoint, "key": "k", "secret": "s"})
         with pytest.raises(StoreUnavailableError, match=r"cannot read s2/x.json from s3://bucket/cube: the store "

@@ -27,3 +27,61 @@ def test_an_http_location_is_named_as_given(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("given", "read"), [
+    ("S3://bucket/cube", "s3://bucket/cube"), ("s3a://bucket/cube", "s3://bucket/cube"),
+    ("s3://bucket//x/./cube", "s3://bucket/x/cube"), ("s3://bucket/", "s3://bucket"), ("/data/cube", "/data/cube"),
+    ("https://host/a//b", "https://host/a//b")])
+def test_urls_are_read_one_way(given, read):
+    from cardcube.storage import normalise_url
+
+    assert normalise_url(given) == read
+
+
+@pytest.mark.parametrize("given", ["s3:/bucket/cube", "s3:bucket/cube", "S3:/bucket", "s3://bucket/a/../b"])
+def test_a_url_that_would_be_a_local_folder_or_climb_out_is_refused(given):
+    from cardcube.errors import InvalidRequestError
+    from cardcube.storage import normalise_url
+
+    with pytest.raises(InvalidRequestError, match=r"missing a slash|no '\.\.'"):
+        normalise_url(given)
+
+
+def test_gdal_opens_an_s3_key_with_url_syntax_literally():
+    from cardcube.storage import gdal_path
+
+    assert gdal_path("s3://src/batch#1/B04.tif") == "/vsis3/src/batch#1/B04.tif"  # rasterio ended the key at '#'
+    assert gdal_path("/tmp/spool/B04.tif") == "/tmp/spool/B04.tif"
+    assert gdal_path("https://host/B04.tif?sig=1") == "https://host/B04.tif?sig=1"
+
+
+def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
+    from cardcube.errors import StoreError
+    from cardcube.storage import list_children, write_bytes
+
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    store = open_store(s3_bucket.url_for("cube").replace("s3://", "s3a://"))
+    assert store_url(store) == s3_bucket.url_for("cube") and not store.fs.dircache.use_listings_cache  # s3 options
+    write_bytes(store, "a/zarr.json", b"{}")
+    assert list_children(store, "a") == ["zarr.json"] and list_children(store, "nothing") == []
+    with pytest.raises(StoreError, match="the bucket no-such-bucket-here does not exist"):  # was an empty list
+        list_children(open_store("s3://no-such-bucket-here/cube"), "_parcels")
+
+
+def test_an_endpoint_that_accepts_connections_and_never_answers_is_named(monkeypatch):
+    """A hung gateway held a batch command for as long as botocore's and s3fs's retries go (tens of minutes)."""
+    import socket
+
+    import cardcube.storage
+    from cardcube.errors import StoreUnavailableError
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    monkeypatch.setattr(cardcube.storage, "ANSWER_TIMEOUT_S", 0.5)
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(StoreUnavailableError, match="accepts connections but sends no answer within"):
+            open_store("s3://bucket/cube", storage_options={"endpoint_url": endpoint})
+    finally:
+        listener.close()

@@ -132,8 +132,11 @@ def _diff(a: Mapping, b: Mapping) -> dict:
 
 
 def classify(method: str, path: str, query: Iterable[str]) -> str:
-    """The counter a request goes to: its method, or LIST for a GET on a bucket (or on the service)."""
+    """The counter a request goes to: its method, or LIST for a GET on a bucket (or on the service), OTHER for
+    another method on the service itself (no S3 operation: ``open_store``'s check that the endpoint answers)."""
     method = method.upper()
+    if method != "GET" and not path.strip("/"):
+        return "OTHER"
     if method == "GET":
         _, _, key = path.lstrip("/").partition("/")
         if not key and not (set(query) & _BUCKET_SETTINGS):
