@@ -49,7 +49,7 @@ from cube.ledger import CubeVersion, data_footprint, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
 from cube.tile_arrays import ArrayCache
-from cube.timeseries import dataset_geobox
+from cube.timeseries import cube_dataset, dataset_geobox
 
 MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
@@ -464,7 +464,7 @@ def chip(
             raise InvalidRequestError(f"give time= (a range) or date= (one acquisition), not both: time={time!r}, "
                                       f"date={date!r}")
         time = _one_date(date)
-    if isinstance(cube, xr.Dataset):
+    if isinstance(cube, xr.Dataset | xr.DataArray):
         collection = cube.attrs.get("cardcube:collection", collection)
     if bands is not None and not band_list(bands):  # bands="," as the time series refuse it: not the default
         raise InvalidRequestError("no band given: name three bands (RGB) or one band or index, or none for the "
@@ -473,11 +473,8 @@ def chip(
     _check_count(bands)
     geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
-    if isinstance(cube, xr.Dataset):
-        if "time" not in cube.dims:  # one date selected (ds.isel(time=0)): a chip of that date
-            if "time" not in cube.coords:
-                raise InvalidRequestError("the Dataset has no time: give a Dataset of open_cube, with its dates")
-            cube = cube.expand_dims("time")
+    if isinstance(cube, xr.Dataset | xr.DataArray):
+        cube = cube_dataset(cube)  # one selected date is a chip of it; y sorted north to south
         ds, no_dates = as_read(cube, as_of=as_of, time=time)
         if no_dates:
             raise DateNotFoundError(no_dates)

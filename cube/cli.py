@@ -272,7 +272,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
     from cube.timeseries import parcel_timeseries
 
-    out = _table_out(args.out, {"--parcels": args.parcels})  # before the work
+    out = _table_out(args.out, {"--parcels": args.parcels}, sidecar=".json")  # before the work
     where, registry = _target(args, args.ids)
     with warnings.catch_warnings(record=True) as caught:  # the parcels without statistics are listed below
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)

@@ -322,7 +322,12 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
     elif k < 0:
         if band.is_flag:
             raise InvalidRequestError(f"{band.name} is a classification layer; it cannot be averaged to {resolution} m")
+        stored = not decode and not (isinstance(band.nodata, float) and math.isnan(band.nodata))
+        if stored:  # stored integers: their nodata is no value to average in (0 made a 2x2 mean half as bright)
+            data = da.where(data != band.nodata, data.astype("float32"), np.nan)
         data = da.coarsen(np.nanmean, data.astype("float32"), {1: -k, 2: -k}, trim_excess=True)
+        if stored:
+            data = da.where(da.isnan(data), np.float32(band.nodata), data)
     return data
 
 

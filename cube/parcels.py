@@ -274,6 +274,9 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
     """The parcel file at local ``path``, called ``name`` in messages (its URL, for a copy)."""
     try:
         if path.endswith(".parquet"):
+            if layer is not None:  # ignored without a word, the whole file was read
+                raise ParcelFileError(f"{name} is GeoParquet, of one layer: --layer {layer} (Python: layer=) names a "
+                                      f"layer of a GeoPackage")
             if b"geo" not in (pq.read_schema(path).metadata or {}):  # a table of numbers (weather, statistics)
                 raise ParcelFileError(f"{name} is not a GeoParquet file (no geometry column): give the parcels with "
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")

@@ -41,7 +41,7 @@ from cube.dataset import (
     compute_reads,
     open_cube,
 )
-from cube.indices import check_bands, stored_bands
+from cube.indices import INDICES, check_bands, stored_bands
 from cube.ledger import CubeVersion, data_footprint, read_version
 from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
@@ -65,8 +65,30 @@ class ParcelStatus:
 
 
 def dataset_geobox(ds: xr.Dataset) -> GeoBox:
-    """The GeoBox of a cube Dataset (its CRS, transform and y/x shape)."""
-    return GeoBox((ds.sizes["y"], ds.sizes["x"]), ds.rio.transform(), ds.rio.crs)
+    """The GeoBox of a cube Dataset (its CRS, transform and y/x shape), from its coordinates: the transform
+    rioxarray keeps in ``spatial_ref`` goes stale when the Dataset is reordered."""
+    return GeoBox((ds.sizes["y"], ds.sizes["x"]), ds.rio.transform(recalc=True), ds.rio.crs)
+
+
+def cube_dataset(ds: Any) -> xr.Dataset:
+    """``ds`` as the Dataset a chip or a time series reads: of ``open_cube``'s shape (``time``, ``y``, ``x`` and
+    a CRS; one selected date is a date still), rows north to south and columns west to east, as the pixel
+    grids of the parcels are (a Dataset sorted by ``y`` measured the wrong pixels). A clear error otherwise."""
+    if isinstance(ds, xr.DataArray):
+        raise InvalidRequestError(f"a DataArray ({ds.name}): give a Dataset, e.g. ds[[{str(ds.name)!r}]] rather "
+                                  f"than ds[{str(ds.name)!r}]")
+    if "time" not in ds.dims and "time" in ds.coords and ds["time"].ndim == 0:
+        ds = ds.expand_dims("time")
+    missing = [d for d in ("time", "y", "x") if d not in ds.dims]
+    if missing or ds.rio.crs is None:
+        said = f"no {', '.join(missing)} dimension" if missing else "no CRS (its spatial_ref)"
+        raise InvalidRequestError(f"the Dataset has {said}: give one of open_cube, with its dates and grid (a "
+                                  f"reduction over time, as ds.mean('time'), is no cube of dates)")
+    if ds.sizes["y"] > 1 and ds["y"].values[0] < ds["y"].values[-1]:
+        ds = ds.isel(y=slice(None, None, -1))
+    if ds.sizes["x"] > 1 and ds["x"].values[0] > ds["x"].values[-1]:
+        ds = ds.isel(x=slice(None, None, -1))
+    return ds
 
 
 def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
@@ -185,6 +207,27 @@ def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple
     return out
 
 
+def _beyond(ps: ParcelSet, geobox: GeoBox) -> dict[Any, float]:
+    """For the parcels of ``ps`` partly beyond ``geobox`` (a Dataset cut across them), the share of their area
+    beyond it, as :func:`outside_shares` gives it for the edge of a cube's data."""
+    sub = ps.to_crs(geobox.crs)
+    geoms = np.asarray(sub.geometries, dtype=object)
+    extent = box(*geobox.boundingbox)
+    partly = shapely.intersects(extent, geoms) & ~shapely.contains(extent, geoms)
+    shares = shapely.area(shapely.difference(geoms[partly], extent)) / shapely.area(geoms[partly])
+    return {pid: float(v) for pid, v in zip(np.asarray(sub.ids, dtype=object)[partly], shares, strict=True)
+            if v > 1e-3}
+
+
+def _check_inputs(bands: Sequence[str], available: Sequence[str]) -> None:
+    """A clear error for an index of a Dataset without the bands it is computed from (the statistics of an index
+    are those of its formula on each pixel, computed from the stored bands)."""
+    for band in bands:
+        if band in INDICES and (missing := [b for b in INDICES[band][0] if b not in available]):
+            raise InvalidRequestError(f"the statistics of {band} are computed from {', '.join(INDICES[band][0])}: "
+                                      f"the Dataset lacks {', '.join(missing)}; keep them in it")
+
+
 def partly_outside(share: float) -> str:
     """The reason an ``ok`` parcel's status gives when ``share`` of its area lies outside the cube's data."""
     return f"{share:.0%} of the parcel lies outside the cube's data: its statistics cover the rest only"
@@ -248,18 +291,24 @@ def parcel_timeseries(
     would give more than ``max_rows`` rows (parcels x dates x bands, before reading; None: no limit), or whose
     windows hold more than ``max_pixels`` pixels (whatever the dates; None: no limit).
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
+    A Dataset is measured on its own grid: a cube location on 10 m pixels, but a Dataset of 20 m bands alone
+    (``open_cube``'s default for them) on 20 m ones unless opened with ``resolution=10``; a parcel the Dataset cuts
+    is measured on the part inside, which its status says.
     """
     buffer = check_buffer(buffer)
     ps = as_parcels(parcels, registry=registry, id_column=id_column)
     stats = stat_list(stats)
-    if isinstance(cube, xr.Dataset):
+    if isinstance(cube, xr.Dataset | xr.DataArray):
+        cube = cube_dataset(cube)
         narrowed, no_dates = as_read(cube, as_of=as_of, time=time)
         version_no = cube.attrs.get("cardcube:version")
         collection = cube.attrs.get("cardcube:collection", collection)
         available = [str(v) for v in cube.data_vars]
         bands = check_bands(bands, available, statistics=True)
+        _check_inputs(bands, available)
         mask = resolve_mask(mask, available, collection)
-        reads, shares = [(narrowed, ps, "")], {}  # the Dataset is the whole cube this call sees
+        reads = [(narrowed, ps, "")]  # the Dataset is the whole cube this call sees, and its edge the data's
+        shares = _beyond(ps, dataset_geobox(cube))
     else:
         store = open_store(cube, storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)

@@ -301,6 +301,8 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
          "f.csv.json", "--out", "f.csv"): "--out f.csv would overwrite the input --rules f.csv.json",
         ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.parquet", "--out", str(tmp_path / "p.parquet")):
             "would overwrite the input --parcels p.parquet",
+        ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.csv.json", "--out", str(tmp_path / "p.csv")):
+            "would overwrite the input --parcels p.csv.json",  # with its record, OUT.json
         # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
         # the parcels of the file a chip was given without an id
         ("timeseries", "--cube", str(tiny_cube), "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):

@@ -271,6 +271,8 @@ def test_a_parcel_file_is_read_from_s3_or_http_as_from_a_path(register: gpd.GeoD
         read_parcels(f"s3://{s3_bucket.name}-gone/parcels.gpkg", storage_options=options)
     with pytest.raises(ParcelFileError, match=f"^{s3_bucket.url_for('lpis/years.gpkg')} holds 2 layers"):
         read_parcels(s3_bucket.url_for("lpis/years.gpkg"), storage_options=options)
+    with pytest.raises(ParcelFileError, match="is GeoParquet, of one layer: --layer parcels_2025"):  # was ignored
+        read_parcels(tmp_path / "parcels.parquet", layer="parcels_2025")
 
 
 def test_a_registry_given_as_text_says_so(register: gpd.GeoDataFrame, tmp_path) -> None:

@@ -316,3 +316,28 @@ def test_s3_gives_the_numbers_of_the_folder(tiny_cube, tiny_region, sample, s3_b
     on_s3 = parcel_timeseries(url, sample, collection="s1", storage_options=opts)
     local = parcel_timeseries(tiny_cube, sample, collection="s1")
     pd.testing.assert_frame_equal(on_s3, local)
+
+
+def test_a_dataset_reordered_or_cut_across_a_parcel_says_so_or_reads_right(tiny_cube, sample):
+    """A Dataset sorted by y (south to north) measured the wrong pixels (its stale transform); one whose box cut a
+    parcel gave the statistics of the part inside as "ok" without a word; an index without its bands, a DataArray
+    or a reduction over time failed with a KeyError or a TypeError."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), time="2024-06")
+    want = parcel_timeseries(ds, sample, bands=["B04", "NDVI"])
+    for reordered in (ds.sortby("y"), ds.sortby("x", ascending=False)):
+        pd.testing.assert_frame_equal(parcel_timeseries(reordered, sample, bands=["B04", "NDVI"]), want)
+    one = sample.iloc[[-1]]
+    x0, y0, x1, y1 = one.total_bounds
+    cut = ds.sel(x=slice(None, (x0 + x1) / 2))  # the western half of the parcel
+    status = parcel_timeseries(cut, one, bands=["B04"]).attrs["parcel_status"][0]
+    assert status["status"] == "ok" and "of the parcel lies outside the cube's data" in status["reason"]
+    share = float(status["reason"].split("%")[0]) / 100
+    inside = one.geometry.iloc[0].intersection(box(float(cut.x.min()) - 5, y0, float(cut.x.max()) + 5, y1))
+    assert share == pytest.approx(1 - inside.area / one.geometry.iloc[0].area, abs=0.01)
+    for bad, band, message in [
+            (ds.cardcube.indices("NDVI")[["NDVI", "SCL"]], "NDVI",
+             "the statistics of NDVI are computed from B08, B04: the Dataset lacks B08, B04"),
+            (ds["B04"], "B04", r"a DataArray \(B04\): give a Dataset"),
+            (ds.mean("time"), "B04", "the Dataset has no time dimension")]:
+        with pytest.raises(InvalidRequestError, match=message):
+            parcel_timeseries(bad, sample, bands=[band])
