@@ -31,7 +31,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
@@ -53,9 +53,11 @@ from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import TIME_FORMAT
 from cardcube.storage import (
+    StoreLike,
     delete_key,
     delete_prefix,
     list_children,
+    open_store,
     read_bytes,
     read_json,
     read_json_many,
@@ -345,9 +347,11 @@ class StoredLayer:
                    for k, t in (("created", self.created), ("last_use", self.last_use))}}
 
 
-def stored_layers(store: Store) -> list[StoredLayer]:
-    """Every label layer in ``store`` (a cube, or the ``layers`` location of :func:`cube.extract.extract`), by tile
-    and digest: a listing per tile and one round of small reads."""
+def stored_layers(store: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> list[StoredLayer]:
+    """Every label layer in ``store`` (a cube, or the ``layers`` location of :func:`cube.extract.extract`: a path,
+    URL or zarr Store), by tile and digest: a listing per tile and one round of small reads."""
+    store = open_store(store, storage_options=storage_options, read_only=True)
+
     def children(prefix: str) -> list[str]:  # less the group metadata zarr writes above an array
         return [name for name in list_children(store, prefix) if name != "zarr.json"]
 
@@ -378,14 +382,16 @@ class LayerPrune:
                 f"kept {len(self.kept)}")
 
 
-def prune_layers(store: Store, *, unused_for: timedelta = DEFAULT_UNUSED_FOR, dry_run: bool = False,
-                 now: datetime | None = None) -> LayerPrune:
-    """Delete the label layers of ``store`` that no run made or read for longer than ``unused_for`` (at ``now``,
+def prune_layers(store: StoreLike, *, unused_for: timedelta = DEFAULT_UNUSED_FOR, dry_run: bool = False,
+                 now: datetime | None = None, storage_options: Mapping[str, Any] | None = None) -> LayerPrune:
+    """Delete the label layers of ``store`` (a path, URL or zarr Store, as for :func:`stored_layers`) that no run
+    made or read for longer than ``unused_for`` (at ``now``,
     default the current time); ``dry_run`` reports without deleting. A layer with no recorded time (a build that
     never finished) is marked as seen now and goes ``unused_for`` later. Each layer's use is read again just
     before it goes (a run that reads it meanwhile keeps it), and its ``layer.json`` goes first: a run that starts
     during the deletion finds the layer incomplete and builds it anew. Keep ``unused_for`` longer than any
     extraction takes (the default is 30 days), as a run that read a layer before the prune reads it on."""
+    store = open_store(store, storage_options=storage_options, read_only=dry_run)
     now = now or datetime.now(UTC)
     try:
         cutoff = now - unused_for

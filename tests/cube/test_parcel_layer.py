@@ -28,7 +28,7 @@ def cube(tiny_cube, tmp_path) -> Path:
 
 
 def _layers(cube: Path) -> dict[str, object]:
-    return {layer.digest: layer for layer in stored_layers(open_store(str(cube)))}
+    return {layer.digest: layer for layer in stored_layers(cube)}
 
 
 def _same(a: Path, b: Path) -> None:
