@@ -456,6 +456,9 @@ def parcel_at(
     """
     reg = registry if isinstance(registry, ParcelSet) else as_parcels(registry)
     src = CRS.from_user_input(crs)
+    if src.is_geographic:  # metres read as degrees: "no position", naming no cause
+        check_lonlat((x, y, x, y), src, what="the point's coordinates",
+                     advice="give lon, lat (Python: or name their CRS, crs=)")
 
     def on_registry(a: float, b: float) -> tuple[float, float]:
         return gpd.GeoSeries([Point(a, b)], crs=src).to_crs(reg.crs).iloc[0].coords[0]

@@ -147,8 +147,11 @@ def test_a_point_of_no_number_is_one_readable_error(tiny_cube, tiny_region, tmp_
                                        "lon/lat in EPSG:4326: give a lon/lat point, shapely.geometry.Point(lon, lat)\n")
     assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--point", "nan", "52",
                  "--out", str(tmp_path / "s.csv")]) == 2
-    assert capsys.readouterr().err == ("cardcube timeseries: error: point (nan, 52.0) in EPSG:4326 has no position in "
-                                       "EPSG:32631\n")
+    assert capsys.readouterr().err == ("cardcube timeseries: error: the point's coordinates (nan, 52.0, nan, 52.0) are "
+                                       "not lon/lat in EPSG:4326: give lon, lat (Python: or name their CRS, crs=)\n")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--point", "682400",
+                 "5843400", "--out", str(tmp_path / "s.csv")]) == 2  # metres: "no position", naming no cause
+    assert "the point's coordinates (682400.0, 5843400.0, " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("option", "value"), [("--scale", "0"), ("--size", "0"), ("--size", "-3")])
