@@ -70,23 +70,30 @@ def s3_options_from_env() -> dict[str, Any]:
 
 
 _S3_SCHEMES = ("s3", "s3a", "s3n")  # Hadoop's names of S3 (s3fs answers to all): one store, one set of options
-_SCHEME_LIKE = re.compile(r"^(s3|s3a|s3n|gs|gcs|az|abfs|http|https|file):(?!//)", re.IGNORECASE)
+_SCHEME_LIKE = re.compile(r"^(s3|s3a|s3n|gs|gcs|az|abfs|http|https):(?!//)", re.IGNORECASE)
 
 
-def normalise_url(location: str) -> str:
-    """``location`` as cardcube reads it: a path as it is; a URL with its scheme in lower case, Hadoop's ``s3a://``
-    as ``s3://`` (with cardcube's S3 options: s3fs alone kept a stale listings cache), and an S3 key without empty
-    or ``.`` segments (``s3://b//x`` made keys starting with "/", another cube than ``s3://b/x``). A URL missing a
-    slash (``s3:/b/x``) is an error: it would be a local folder named "s3:"."""
-    if _SCHEME_LIKE.match(location):
-        raise InvalidRequestError(f"{location} looks like a URL missing a slash: write scheme://bucket/path, e.g. "
-                                  f"s3://{location.split(':', 1)[1].lstrip('/')}")
+def object_url(location: str) -> str:
+    """``location`` as cardcube reads an object (a file) at it: a path as it is; a URL with its scheme in lower
+    case, Hadoop's ``s3a://`` as ``s3://`` (with cardcube's S3 options: s3fs alone kept a stale listings cache).
+    A URL missing a slash (``s3:/b/x``) is an error: it would be a local folder named "s3:"."""
+    if m := _SCHEME_LIKE.match(location):
+        raise InvalidRequestError(f"{location} looks like a URL missing a slash: write {m[1].lower()}://..., e.g. "
+                                  f"{m[1].lower()}://{location.split(':', 1)[1].lstrip('/')}")
     if "://" not in location:
         return location
     scheme, rest = location.split("://", 1)
-    scheme = "s3" if scheme.lower() in _S3_SCHEMES else scheme.lower()
-    if scheme != "s3":
-        return f"{scheme}://{rest}"
+    return f"{'s3' if scheme.lower() in _S3_SCHEMES else scheme.lower()}://{rest}"
+
+
+def normalise_url(location: str) -> str:
+    """``location`` of a cube or an output (a prefix) as cardcube reads it: :func:`object_url`, and an S3 prefix
+    without empty or ``.`` segments (``s3://b//x`` made keys starting with "/", another cube than ``s3://b/x``;
+    an object's key is left as it is, since ``b//x.tif`` and ``b/x.tif`` are two objects)."""
+    location = object_url(location)
+    if not location.startswith("s3://"):
+        return location
+    rest = location.removeprefix("s3://")
     parts = [p for p in rest.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidRequestError(f"{location}: an S3 key has no '..' (no parent folder): write the prefix itself")
@@ -97,7 +104,7 @@ def source_options(url: str) -> dict[str, Any]:
     """fsspec options to read a source file at ``url``: for ``s3://``, the environment's endpoint named
     explicitly, so that fsspec's cached filesystem of another endpoint (an earlier ``AWS_ENDPOINT_URL`` of this
     process) is never taken for it."""
-    return s3_options_from_env() if normalise_url(url).startswith("s3://") else {}
+    return s3_options_from_env() if object_url(url).startswith("s3://") else {}
 
 
 def gdal_s3_config() -> dict[str, str]:
@@ -114,10 +121,13 @@ def gdal_s3_config() -> dict[str, str]:
 
 
 def gdal_path(href: str) -> str:
-    """The name GDAL (rasterio) opens ``href`` by: an ``s3://`` URL as the ``/vsis3/`` path it stands for, since
-    rasterio parses a URL and ended the key at a ``#`` or ``?`` in it; anything else as it is."""
-    url = normalise_url(href) if "://" in href else href
-    return "/vsis3/" + url.removeprefix("s3://") if url.startswith("s3://") else href
+    """The name GDAL (rasterio) opens ``href`` by: an ``s3://`` URL whose key holds a ``#`` or ``?`` as the
+    ``/vsis3/`` path it stands for, since rasterio parses a URL and ended the key there; anything else as it is
+    (rasterio sets up the AWS session of an ``s3://`` URL, with every credential boto3 finds)."""
+    url = object_url(href) if "://" in href else href
+    if url.startswith("s3://") and ("#" in url or "?" in url):
+        return "/vsis3/" + url.removeprefix("s3://")
+    return url
 
 
 def open_store(
@@ -199,19 +209,20 @@ def _check_reachable(endpoint: str, location: str, *, answer_timeout: float) -> 
         raise StoreUnavailableError(f"cannot reach the S3 endpoint {endpoint} of {location}: "
                                     f"{exc.strerror or exc}") from exc
     try:  # a gateway that accepts connections and never answers held a batch job for as long as its retries go
-        with sock:
-            if url.scheme == "https":  # only whether it answers: its certificate is the client's to check
-                context = ssl.create_default_context()
-                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-                sock = context.wrap_socket(sock, server_hostname=url.hostname)
-            sock.settimeout(answer_timeout)
-            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode())
-            sock.recv(1)  # any answer, or a closed connection, is an answer
+        sock.settimeout(answer_timeout)  # the TLS handshake is part of the answer
+        if url.scheme == "https":  # only whether it answers: its certificate is the client's to check
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            sock = context.wrap_socket(sock, server_hostname=url.hostname)
+        sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode())
+        sock.recv(1)  # any answer, or a closed connection, is an answer
     except TimeoutError:
         raise StoreUnavailableError(f"the S3 endpoint {endpoint} of {location} accepts connections but sends no "
                                     f"answer within {answer_timeout:g} s: is its gateway hung?") from None
     except OSError:  # reset, TLS refused: the requests will say what is wrong
         pass
+    finally:
+        sock.close()
 
 
 def store_url(store: Store) -> str:
@@ -318,7 +329,7 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
     them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
     signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
     :class:`StoreError` a store that fails."""
-    url = normalise_url(url)
+    url = object_url(url)
     if url.startswith("s3://"):
         opts = _s3_options(storage_options)
         _check_endpoint(opts, url)
@@ -460,9 +471,21 @@ def list_children(store: Store, prefix: str) -> list[str]:
         names = sorted(set(sync(_collect())))
         if not names and isinstance(store, FsspecStore) and store_url(store).startswith("s3://"):
             bucket = store.path.split("/")[0]  # zarr lists a missing bucket as empty: no "0 found" of a typo
-            if not sync(store.fs._exists(bucket)):
+            if sync(_no_such_bucket(store.fs, bucket)):
                 raise StoreError(f"cannot list {prefix} in {store_url(store)}: {_no_bucket(bucket)}")
         return names
+
+
+async def _no_such_bucket(fs: Any, bucket: str) -> bool:
+    """Whether S3 says ``bucket`` does not exist (404). Anything else is no answer to that: credentials allowed
+    to list a prefix only are refused HEAD on the bucket (403), and s3fs's ``exists`` took that for "missing"."""
+    try:
+        await fs._call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        return True
+    except Exception:  # refused, throttled, unreachable: the listing's own errors say so
+        return False
+    return False
 
 
 def delete_key(store: Store, key: str) -> None:

@@ -389,7 +389,7 @@ def flag_parcels(
     (there is nothing to check).
     """
     declared = declarations(declared)
-    grassland = set(code_list(grassland or (), known=declared.unique()))
+    grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
     unknown = sorted(grassland - set(declared.astype(str)))
     if unknown:
         known = sorted(set(map(str, declared)))
@@ -437,15 +437,15 @@ def flag_parcels(
     no_cut = _judged((out["longest_gap"] <= rules.max_gap) & (out["largest_drop"] < rules.mowing_drop),
                      span["Sentinel-2"], rules, "Sentinel-2") if grass.any() else pd.Series(False, index=out.index)
     radar = pd.Series(False, index=out.index)
-    if s1 is not None and grass.any():
+    if s1 is not None:
         out = out.join(_backscatter_evidence(s1, rules))  # checks the frame first
         _check_radar(s1, out.index, year, rules)
         span["Sentinel-1"] = _season_span(s1["time"].unique(), rules)
-        if span["Sentinel-1"] >= rules.min_season_days:
+        if grass.any() and span["Sentinel-1"] >= rules.min_season_days:
             radar = out["longest_vh_gap"].notna()
             no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
                                   & (out["largest_vh_drop"] < rules.mowing_drop_db))
-        else:  # too short a radar season: the clear dates judge, as without radar
+        elif grass.any():  # too short a radar season: the clear dates judge, as without radar
             warnings.warn(f"the Sentinel-1 dates span {span['Sentinel-1']} days of the season {rules.season[0]} .. "
                           f"{rules.season[1]}, fewer than {rules.min_season_days}: no_mowing is judged on the "
                           f"Sentinel-2 dates", stacklevel=2)

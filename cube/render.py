@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -188,14 +189,19 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
 @contextmanager
 def _replacing(path: str | os.PathLike[str]) -> Iterator[str]:
     """A temporary name beside ``path`` to write, renamed to ``path`` once written: a failure halfway leaves
-    nothing (not a file of no pixels), and the file an earlier run wrote stays until the new one is whole."""
-    part = f"{os.fspath(path)}.part"
+    nothing (not a file of no pixels), and the file an earlier run wrote stays until the new one is whole. A
+    GDAL virtual path (``/vsimem/...``) is written as it is."""
+    target = os.fspath(path)
+    if target.startswith("/vsi"):
+        yield target
+        return
+    folder, name = os.path.split(os.path.abspath(target))
+    part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")  # one of its own per writer
     try:
         yield part
-    except BaseException:
+        os.replace(part, target)
+    finally:
         Path(part).unlink(missing_ok=True)
-        raise
-    os.replace(part, path)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,14 @@ def test_urls_are_read_one_way(given, read):
     assert normalise_url(given) == read
 
 
-@pytest.mark.parametrize("given", ["s3:/bucket/cube", "s3:bucket/cube", "S3:/bucket", "s3://bucket/a/../b"])
+def test_an_object_key_is_read_as_it_is():
+    from cardcube.storage import object_url
+
+    assert object_url("S3A://bucket/src//B04.tif") == "s3://bucket/src//B04.tif"  # another object than src/B04.tif
+
+
+@pytest.mark.parametrize("given", ["s3:/bucket/cube", "s3:bucket/cube", "S3:/bucket", "s3://bucket/a/../b",
+                                   "https:/host/cube"])
 def test_a_url_that_would_be_a_local_folder_or_climb_out_is_refused(given):
     from cardcube.errors import InvalidRequestError
     from cardcube.storage import normalise_url
@@ -52,6 +59,7 @@ def test_gdal_opens_an_s3_key_with_url_syntax_literally():
     from cardcube.storage import gdal_path
 
     assert gdal_path("s3://src/batch#1/B04.tif") == "/vsis3/src/batch#1/B04.tif"  # rasterio ended the key at '#'
+    assert gdal_path("s3a://src/a//B04.tif") == "s3://src/a//B04.tif"  # rasterio's AWS session; the key as it is
     assert gdal_path("/tmp/spool/B04.tif") == "/tmp/spool/B04.tif"
     assert gdal_path("https://host/B04.tif?sig=1") == "https://host/B04.tif?sig=1"
 
@@ -85,3 +93,13 @@ def test_an_endpoint_that_accepts_connections_and_never_answers_is_named(monkeyp
             open_store("s3://bucket/cube", storage_options={"endpoint_url": endpoint})
     finally:
         listener.close()
+
+
+def test_credentials_that_may_only_list_a_prefix_see_an_empty_listing_not_a_missing_bucket(s3_bucket, s3_proxy):
+    """HEAD on the bucket is refused (403) to keys allowed to list a prefix only: that is no missing bucket (s3fs's
+    exists() said it was, and an extraction into a new prefix failed)."""
+    from cardcube.storage import list_children
+
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    s3_proxy.fail_next(4, status=403, code="AccessDenied", methods=["HEAD", "GET"])  # not LIST
+    assert list_children(store, "_parcels") == []

@@ -483,6 +483,10 @@ def test_statistics_of_two_seasons_or_of_other_parcels_are_refused(population):
         flag_parcels(frame, declared, grassland=[3], s1=s1.assign(time=s1.time - pd.Timedelta(days=364)))
     with pytest.raises(InvalidRequestError, match="hold none of the parcels of the Sentinel-2 ones"):
         flag_parcels(frame, declared, grassland=[3], s1=s1.assign(parcel_id="elsewhere-" + s1.parcel_id))
+    # without grassland codes the radar is still checked and shown, not dropped
+    assert "largest_vh_drop" in flag_parcels(frame, declared, s1=s1).columns
+    with pytest.raises(InvalidRequestError, match="VH"):
+        flag_parcels(frame, declared, s1=s1.assign(band="VV"))
     # a radar season too short to judge leaves the judgement to the clear dates, not to nobody
     short = s1[s1.time.between("2024-06-01", "2024-07-15")]
     with pytest.warns(UserWarning, match="no_mowing is judged on the Sentinel-2 dates"):
@@ -512,3 +516,8 @@ def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_rea
         with pytest.raises(InvalidRequestError, match=message):
             MarkerRules(**bad)
     assert MarkerRules(season=["04-15", "10-15"]).season == ("04-15", "10-15")  # as JSON gives it
+    # the grassland codes as an array (a column's unique codes), and code 0 as a code
+    pd.testing.assert_frame_equal(flag_parcels(frame, declared, grassland=np.array([3])),
+                                  flag_parcels(frame, declared, grassland=[3]))
+    zero = flag_parcels(frame, declared.replace(3, 0), grassland=0)
+    assert zero.no_mowing.sum() == flag_parcels(frame, declared, grassland=3).no_mowing.sum() > 0
