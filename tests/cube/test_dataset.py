@@ -298,3 +298,30 @@ def test_a_forked_process_reads_on_threads_of_its_own():
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0 and queue.get(timeout=5) == tuple(range(8))
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # blocks beyond the scene's data: NaN
+def test_stored_integers_averaged_to_20m_leave_their_nodata_out(tiny_region, tmp_path):
+    """open_cube(decode=False, resolution=20) averaged a 10 m band's nodata (0) into its 2 x 2 means: with one
+    pixel of each block nodata, a mean was three quarters of the value, and decoded it said so."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import _rewrite, broken_copy, items_of, write_items
+
+    def holes(band: str, path) -> None:  # one 10 m pixel of every 2 x 2 block of B04 no data
+        if band == "B04":
+            _rewrite(path, data=lambda a: np.where((np.indices(a.shape) % 2 == 1).all(axis=0), 0, a))
+
+    feature = items_of(tiny_region.items, "sentinel-2-l2a")[5]
+    copy = broken_copy(tiny_region.items, feature, "HOLES", holes)
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, [copy], "holes.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS),
+           progress=False, catalog=False)
+    fine = open_cube(cube, bands=["B04"]).B04.values[0]  # decoded at 10 m: NaN where the holes are
+    assert np.isnan(fine).sum() >= fine.size // 4 - fine.shape[0]
+    want = np.nanmean(fine.reshape(fine.shape[0] // 2, 2, fine.shape[1] // 2, 2), axis=(1, 3))
+    stored = open_cube(cube, bands=["B04"], decode=False, resolution=20).B04
+    decoded = xr.decode_cf(stored.to_dataset()).B04.values[0]  # as the attrs say: scale, offset, nodata
+    np.testing.assert_allclose(decoded, want, rtol=1e-6)
+    np.testing.assert_allclose(open_cube(cube, bands=["B04"], resolution=20).B04.values[0], want, rtol=1e-6)
