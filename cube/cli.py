@@ -372,7 +372,7 @@ def _layers(args: argparse.Namespace) -> int:
     if args.dry_run and args.prune is None:
         raise InvalidRequestError("--dry-run goes with --prune AGE: listing deletes nothing anyway")
     unused_for = None if args.prune is None else parse_age(args.prune)  # before any store is opened
-    store = open_store(args.store, storage_options=storage_options(args), read_only=unused_for is None or args.dry_run)
+    store = open_store(args.store, storage_options=storage_options(args), read_only=True)
     if unused_for is not None:
         result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)
         print(json.dumps(result.to_dict()) if args.json else result.summary())

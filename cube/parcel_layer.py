@@ -48,7 +48,7 @@ from shapely.geometry import box
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
-from cardcube.errors import StoreError, StoreUnavailableError
+from cardcube.errors import CorruptDocumentError, StoreError, StoreUnavailableError
 from cardcube.grid import TileGrid
 from cardcube.parallel import run_tasks
 from cardcube.query import TIME_FORMAT
@@ -57,6 +57,7 @@ from cardcube.storage import (
     delete_key,
     delete_prefix,
     list_children,
+    list_keys,
     open_store,
     read_bytes,
     read_json,
@@ -268,9 +269,10 @@ def parcel_layer(
     grid = TileGrid.from_id(tile)
     ps = parcels.to_crs(grid.crs)
     prefix = f"{PARCELS_DIR}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
-    if read_json(store, f"{prefix}/layer.json") is not None:
+    doc = _layer_doc(store, f"{prefix}/layer.json")
+    _mark_used(store, prefix, datetime.now(UTC))  # before a build too: a prune meanwhile keeps what it builds
+    if doc is not None and not _lost_chunks(store, prefix, doc):
         index = pd.read_parquet(io.BytesIO(read_bytes(store, f"{prefix}/index.parquet")))
-        _mark_used(store, prefix, datetime.now(UTC))
         return ParcelLayer(store, prefix, tile, index)
 
     geobox = grid.geobox(LAYER_RESOLUTION)
@@ -293,13 +295,29 @@ def parcel_layer(
     parts = run_tasks(partial(_rasterise_block, buffer=buffer, all_touched=all_touched), tasks, scheduler=scheduler,
                       desc=f"parcel layer {tile}", progress=progress, unit="block")
     index, lost = _merge(parts, ps.ids)
+    chunks = sorted((t[4].start // block, t[5].start // block) for t, p in zip(tasks, parts, strict=True) if len(p[0]))
     write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))
     write_bytes(store, f"{prefix}/lost.parquet", parquet_bytes(pd.DataFrame(lost, columns=["row", "col", "label"])))
     write_json(store, f"{prefix}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
                                                "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
                                                "labelled": int((index.pixels > 0).sum()),
+                                               "chunks": [list(c) for c in chunks],
                                                "created": datetime.now(UTC).strftime(TIME_FORMAT)})
     return ParcelLayer(store, prefix, tile, index)
+
+
+def _lost_chunks(store: Store, prefix: str, doc: dict[str, Any]) -> list[str]:
+    """The label chunks the layer at ``prefix`` stored (its ``layer.json`` lists them) that the store no longer
+    has, each logged: a chunk without any label is not stored, so a lost one would read as "no parcel" and its
+    parcels' statistics would come out from fewer pixels. One listing; none for a layer of an older cardcube."""
+    if not isinstance(doc.get("chunks"), list):
+        return []
+    present = set(list_keys(store, f"{prefix}/labels/c/"))
+    lost = [key for r, c in doc["chunks"] if (key := f"{prefix}/labels/c/{r}/{c}") not in present]
+    if lost:
+        log.warning("label layer %s in %s has lost %d of its %d chunk(s) (%s): building it anew", prefix,
+                    store_url(store), len(lost), len(doc["chunks"]), ", ".join(lost[:3]))
+    return lost
 
 
 def _mark_used(store: Store, prefix: str, now: datetime) -> None:
@@ -313,9 +331,32 @@ def _mark_used(store: Store, prefix: str, now: datetime) -> None:
         log.debug("label layer %s: its use not written down (%s)", prefix, exc)
 
 
+def _layer_doc(store: Store, key: str) -> dict[str, Any] | None:
+    """A layer's JSON document, None if absent or damaged (a write cut short, an edit by hand): a layer whose
+    ``layer.json`` is damaged counts as incomplete, built anew by the next run and pruned as one never finished."""
+    try:
+        doc = read_json(store, key)
+    except CorruptDocumentError as exc:
+        log.warning("%s: taken for an incomplete label layer", exc)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _layer_docs(store: Store, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+    """:func:`_layer_doc` of each of ``keys``, all requested at once (one by one again if one is damaged)."""
+    try:
+        return [doc if isinstance(doc, dict) else None for doc in read_json_many(store, keys)]
+    except CorruptDocumentError:
+        return [_layer_doc(store, key) for key in keys]
+
+
 def _time(doc: Any, key: str) -> datetime | None:
+    """The time ``doc`` records under ``key``; None if it records none or no time (taken as not recorded)."""
     text = doc.get(key) if isinstance(doc, dict) else None
-    return parse_time(text) if isinstance(text, str) else None
+    try:
+        return parse_time(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +397,8 @@ def stored_layers(store: StoreLike, *, storage_options: Mapping[str, Any] | None
         return [name for name in list_children(store, prefix) if name != "zarr.json"]
 
     found = [(tile, digest) for tile in children(PARCELS_DIR) for digest in children(f"{PARCELS_DIR}/{tile}")]
-    docs = read_json_many(store, [f"{PARCELS_DIR}/{t}/{d}/{name}" for t, d in found
-                                  for name in ("layer.json", "used.json")])
+    docs = _layer_docs(store, [f"{PARCELS_DIR}/{t}/{d}/{name}" for t, d in found
+                               for name in ("layer.json", "used.json")])
     return [StoredLayer(tile, digest, layer is not None, layer.get("parcels") if layer else None,
                         _time(layer, "created"), _time(used, "at"))
             for (tile, digest), layer, used in zip(found, docs[::2], docs[1::2], strict=True)]
@@ -391,7 +432,8 @@ def prune_layers(store: StoreLike, *, unused_for: timedelta = DEFAULT_UNUSED_FOR
     before it goes (a run that reads it meanwhile keeps it), and its ``layer.json`` goes first: a run that starts
     during the deletion finds the layer incomplete and builds it anew. Keep ``unused_for`` longer than any
     extraction takes (the default is 30 days), as a run that read a layer before the prune reads it on."""
-    store = open_store(store, storage_options=storage_options, read_only=dry_run)
+    store = open_store(store, storage_options=storage_options, read_only=True)  # a missing folder says so
+    store = store if dry_run else store.with_read_only(False)
     now = now or datetime.now(UTC)
     try:
         cutoff = now - unused_for
@@ -405,7 +447,7 @@ def prune_layers(store: StoreLike, *, unused_for: timedelta = DEFAULT_UNUSED_FOR
             kept.append(layer)
             continue
         if not dry_run:
-            used = _time(read_json(store, f"{layer.prefix}/used.json"), "at")
+            used = _time(_layer_doc(store, f"{layer.prefix}/used.json"), "at")
             if used is not None and used > cutoff:  # read by a run since the listing
                 kept.append(layer)
                 continue

@@ -47,7 +47,7 @@ def test_a_layer_read_again_is_kept_and_one_unused_goes(cube, parcels, tmp_path)
     assert stored_layers(store) == []
     extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
     (full,) = _layers(cube).values()
-    assert full.complete and full.parcels == len(parcels) and full.used is None and full.last_use == full.created
+    assert full.complete and full.parcels == len(parcels) and full.used <= full.created == full.last_use
     _next_second()
     extract(parcels.iloc[:-3], cube, tmp_path / "b", bands=["B08"], progress=False)  # an amended parcel file
     _next_second()
@@ -89,6 +89,65 @@ def test_a_build_that_never_finished_is_kept_for_the_age_given_then_goes(cube, p
             ] == sorted([done.digest, "0123456789abcdef"])
 
 
+def test_a_layer_that_lost_a_chunk_is_built_anew_not_read_as_no_parcel(cube, parcels, tmp_path, caplog):
+    """A label chunk gone from the store (a lifecycle rule, a partial copy) read as "no parcel": its parcels' rows
+    came out "ok" from fewer pixels. The layer lists the chunks it stored; a run finds one lost and builds it anew."""
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (layer,) = _layers(cube).values()
+    chunks = sorted((cube / layer.prefix / "labels" / "c").glob("*/*"))
+    assert len(chunks) == len(json.loads((cube / layer.prefix / "layer.json").read_text())["chunks"]) > 0
+    chunks[0].unlink()
+    with caplog.at_level("WARNING", logger="cube.parcel_layer"):
+        extract(parcels, cube, tmp_path / "b", bands=["B08"], progress=False)
+    assert "has lost 1 of its" in caplog.text and "building it anew" in caplog.text
+    assert chunks[0].exists() and list(_layers(cube)) == [layer.digest]
+    _same(tmp_path / "b", tmp_path / "a")
+
+
+def test_a_prune_during_a_rebuild_keeps_the_layer_being_built(cube, parcels, tmp_path, monkeypatch):
+    """A build that crashed left a layer without its layer.json, marked used long ago; the next extraction builds
+    it again, and a scheduled prune runs meanwhile: it must not delete the layer under the build's feet (the
+    build marks it used before it starts)."""
+    import cube.parcel_layer as parcel_layer
+
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (layer,) = _layers(cube).values()
+    (cube / layer.prefix / "layer.json").unlink()
+    (cube / layer.prefix / "used.json").write_text(json.dumps({"at": "2025-01-01T00:00:00Z"}))
+    pruned = []
+
+    def tasks_with_a_prune(fn, tasks, **kw):
+        pruned.append(prune_layers(cube, unused_for=timedelta(days=30)))
+        return run_tasks(fn, tasks, **kw)
+
+    run_tasks = parcel_layer.run_tasks
+    monkeypatch.setattr(parcel_layer, "run_tasks", tasks_with_a_prune)
+    extract(parcels, cube, tmp_path / "b", bands=["B08"], progress=False)
+    assert pruned[0].deleted == () and [x.digest for x in pruned[0].kept] == [layer.digest]
+    assert _layers(cube)[layer.digest].complete
+    _same(tmp_path / "b", tmp_path / "a")
+
+
+def test_a_damaged_layer_document_is_an_incomplete_layer_not_a_traceback(cube, parcels, tmp_path, capsys):
+    """A cut-short layer.json made `layers` and `--prune` fail (no way out but deleting by hand) and an unreadable
+    time in used.json raised a ValueError: the layer counts as incomplete, is built anew by the next run, and
+    pruned as one never finished; a time that is no time counts as not recorded."""
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    (layer,) = _layers(cube).values()
+    (cube / layer.prefix / "used.json").write_text('{"at": "yesterday"}')
+    assert _layers(cube)[layer.digest].last_use == layer.created
+    (cube / layer.prefix / "layer.json").write_text("{")
+    assert main(["layers", str(cube)]) == 0
+    assert "incomplete (a build that did not finish)" in capsys.readouterr().out
+    extract(parcels, cube, tmp_path / "b", bands=["B08"], progress=False)
+    assert _layers(cube)[layer.digest].complete
+    _same(tmp_path / "b", tmp_path / "a")
+    (cube / layer.prefix / "layer.json").write_text("{")
+    assert main(["layers", str(cube), "--prune", "0"]) == 0
+    assert main(["layers", str(cube), "--prune", "0"]) == 0  # marked seen by the first, gone by the second
+    assert _layers(cube) == {}
+
+
 def test_the_cli_lists_and_prunes_and_refuses_what_it_cannot_do(cube, parcels, tmp_path, capsys):
     extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
     (layer,) = _layers(cube).values()
@@ -109,6 +168,11 @@ def test_the_cli_lists_and_prunes_and_refuses_what_it_cannot_do(cube, parcels, t
     assert "cannot read 'soon' as an age" in capsys.readouterr().err
     assert main(["layers", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    (tmp_path / "a.txt").write_text("")
+    for where, why in (("nowhere", "the folder does not exist"), ("a.txt", "it is a file, not a folder")):
+        assert main(["layers", str(tmp_path / where), "--prune", "0"]) == 2  # not "deleted 0"
+        assert why in capsys.readouterr().err
+        assert not (tmp_path / "nowhere").exists()
     assert _layers(cube)  # nothing was deleted by a refused command
     assert main(["layers", str(cube), "--prune", "0", "--json"]) == 0
     assert [x["digest"] for x in json.loads(capsys.readouterr().out)["deleted"]] == [layer.digest]
@@ -131,11 +195,12 @@ def test_on_s3_and_through_credentials_that_may_only_read(cube, parcels, tmp_pat
                 progress=False)
     _same(tmp_path / "b", tmp_path / "a")
     (listed,) = stored_layers(open_store(url, storage_options=writer))
-    assert listed.digest == layer.digest and listed.used is None  # unrecorded: the run could not write
+    assert listed.digest == layer.digest and listed.used == layer.used  # unrecorded: the run could not write
+    _next_second()
     extract(parcels, url, s3_bucket.url_for("out"), bands=["B08"], storage_options=writer,
             out_storage_options=writer, progress=False)
     (listed,) = stored_layers(open_store(url, storage_options=writer))
-    assert listed.used is not None  # a run that may write records it
+    assert listed.used > layer.used  # a run that may write records it
     result = prune_layers(open_store(url, storage_options=writer), unused_for=timedelta(0))
     assert [x.digest for x in result.deleted] == [layer.digest]
     assert not fs.exists(f"{s3_bucket.name}/cube/{layer.prefix}") and fs.exists(f"{s3_bucket.name}/cube/s2")
