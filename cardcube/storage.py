@@ -146,11 +146,10 @@ def open_store(
     text = normalise_url(os.fspath(location))
     if "://" not in text or text.startswith("file://"):
         path = Path(text.removeprefix("file://")).expanduser().absolute()  # ".." is the OS's, through links
-        if read_only and not path.is_dir():
+        if read_only and not path.exists():
             from cardcube.errors import CubeNotFoundError
 
-            raise CubeNotFoundError(f"no cube at {path}: "
-                                    + ("it is a file, not a folder" if path.exists() else "the folder does not exist"))
+            raise CubeNotFoundError(f"no cube at {path}: the folder does not exist")
         return LocalStore(path, read_only=read_only)
     if text.startswith("s3://"):
         opts = _s3_options(storage_options)

@@ -351,10 +351,16 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}")
         raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}: "
                                    f"{_which_versions(version, versions)}")
-    if record.get("format") != FORMAT:
-        raise CorruptDocumentError(f"{layout.ledger_key(collection, version)} in {store_url(store)} has ledger format "
-                                   f"{record.get('format')!r}, not {FORMAT}: written by another cardcube version?")
-    return CubeVersion.from_dict(record)
+    key = layout.ledger_key(collection, version)
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CorruptDocumentError(f"{key} in {store_url(store)} has ledger format {found!r}, not {FORMAT}: written "
+                                   f"by another cardcube version?")
+    try:
+        return CubeVersion.from_dict(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({type(exc).__name__}: {exc}): not a "
+                                   "ledger record cardcube wrote; restore it from a backup") from None
 
 
 def version_history(store: Store, collection: str, versions: Sequence[int] | None = None) -> list[CubeVersion]:
@@ -381,6 +387,8 @@ def _which_versions(wanted: int, versions: Sequence[int]) -> str:
         return f"it was expired (cardcube expire); {kept}"
     if wanted > versions[-1]:
         return f"the latest is {versions[-1]}"
+    if wanted >= 1:  # versions are numbered without gaps, and expire deletes the oldest only
+        return "its ledger record is missing between kept versions: lost (check the cube with cardcube verify)"
     return f"it was never committed; {kept}"
 
 

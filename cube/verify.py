@@ -11,7 +11,7 @@ the values with the checksum ingest recorded (blosc notices a damaged stream, no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,18 +21,21 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from cardcube.errors import CorruptDocumentError, VersionNotFoundError
 from cardcube.storage import StoreLike, open_store, reading, store_url
 from cube import layout
-from cube.ledger import version_history
+from cube.ledger import CubeVersion, committed_versions, read_version, version_history
 from cube.manifest import read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
-from cube.tile_arrays import open_arrays
+from cube.tile_arrays import ArrayKey, open_arrays
 
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
 IN_FLIGHT = 64
 IN_FLIGHT_DEEP = 8
-LOST_MANIFEST = ("manifest missing while later blocks have theirs: lost (a partial restore?); its shards cannot "
-                 "be checked")
+LOST_MANIFEST = ("manifest missing while a block written before it has its own: lost (a partial restore?); its "
+                 "shards cannot be checked")
+LOST_RECORD = ("ledger record missing between kept versions (versions are numbered without gaps, and expire deletes "
+               "the oldest only): lost (deleted by hand, a partial restore?); that version cannot be read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ class VerifyResult:
                  f"block(s) checked ({how}): {'sound' if self.ok else f'{len(self.problems)} damaged'}"]
         if self.unlisted:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
-                         "earlier than any block with one): not checked")
+                         "maybe earlier than any block with one): not checked")
         lines += [f"  {key}: {problem}" for key, problem in self.problems]
         return "\n".join(lines)
 
@@ -76,40 +79,103 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     """Check every shard that the manifests of the time blocks of ``collection``'s kept versions list: present
     and its index sound, or with ``deep`` every chunk decompressed (see the module text). Reads only."""
     store = open_store(cube, storage_options=storage_options, read_only=True)
-    versions = version_history(store, collection)
+    versions, problems = _history(store, collection)
     spec = versions[-1].spec
-    blocks = sorted({b for v in versions for tile, state in v.tiles.items()
-                     for b in tile_blocks(tile, state, spec.chunks.time)})
-    manifests = read_manifests(store, collection, blocks)
+    written = _written(versions)
+    manifests = read_manifests(store, collection, sorted(written))
     listed = [m for m in manifests.values() if m is not None]
     shards: list[_Shard] = []
     for tile in sorted({m.tile for m in listed}):
-        arrays = open_arrays(store, collection, tile, [(b.resolution, b.name, hot) for b in spec.bands
-                                                       for hot in (False, True)])
+        keys = sorted({(b.resolution, b.name, m.hot) for m in listed if m.tile == tile for b in spec.bands})
+        arrays, unread = _open_arrays(store, collection, tile, keys)
+        problems += unread
         for m in (m for m in listed if m.tile == tile):
             for band in spec.bands:
-                array = arrays[(band.resolution, band.name, m.hot)]
+                array = arrays.get((band.resolution, band.name, m.hot))
+                if array is None:
+                    continue
                 prefix = array.store_path.path
                 shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
                                   (m.block, r, c), crc) for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
-    lost = _lost_manifests(manifests, collection)
-    problems = lost + _check(store, shards, deep=deep, progress=progress)
+    lost = _lost_manifests(manifests, written, collection)
+    problems += lost + _check(store, shards, deep=deep, progress=progress)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
                         len(listed), len(manifests) - len(listed) - len(lost), len(shards), deep, tuple(problems))
 
 
-def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any], collection: str) -> list[tuple[str, str]]:
-    """(key, problem) of each block without a manifest that a block written after it has: blocks of a tile are
-    written in order (cold blocks, then hot slots), and cardcube has kept manifests since some version, so only
-    the blocks written before the first one kept may lack theirs (a partial restore lost the others, and said
-    "sound" of their shards, unchecked)."""
-    lost = []
-    for tile in sorted({t for t, _, _ in manifests}):
-        order = sorted((b for b in manifests if b[0] == tile), key=lambda b: (b[1], b[2]))  # cold, then hot
-        last_kept = max((i for i, b in enumerate(order) if manifests[b] is not None), default=0)
-        lost += [(layout.manifest_key(collection, tile, block, hot=hot), LOST_MANIFEST)
-                 for _, hot, block in order[:last_kept] if manifests[(tile, hot, block)] is None]
-    return lost
+def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tuple[int, int]]:
+    """The time blocks (tile, hot, block) the kept ``versions`` (oldest first) read, each with the earliest and
+    latest version that can have written it. A block is written once, by the ingest that committed the first
+    version reading it: that version, when the one kept before it is its predecessor; a block the oldest kept
+    version reads was written by it or an expired one, no earlier than its newest date's scene was ingested."""
+    written: dict[tuple[str, bool, int], tuple[int, int]] = {}
+    before = 0
+    for v in versions:
+        for tile, state in v.tiles.items():
+            size = v.spec.chunks.time
+            for b in tile_blocks(tile, state, size):
+                if b in written:
+                    continue
+                dates = [h.acquisition for h in state.hot if h.slot == b[2]] if b[1] else \
+                    state.cold[b[2] * size:(b[2] + 1) * size]
+                scenes = [v.scenes[a.scene_id].version for a in dates if a.scene_id in v.scenes]
+                written[b] = (max([before + 1, *scenes]) if before else max(scenes, default=0), v.version)
+        before = v.version
+    return written
+
+
+def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any],
+                    written: Mapping[tuple[str, bool, int], tuple[int, int]], collection: str
+                    ) -> list[tuple[str, str]]:
+    """(key, problem) of each block without a manifest that a block written no later than it has: cardcube has
+    kept manifests since some version, so only the blocks written before the first one kept may lack theirs (a
+    partial restore lost the others; their shards unchecked, verify said "sound"). A block that may have been
+    written before every one with a manifest (by expired versions) is not judged: counted as unlisted."""
+    first_kept = min((written[b][1] for b, m in manifests.items() if m is not None), default=None)
+    return [(layout.manifest_key(collection, tile, block, hot=hot), LOST_MANIFEST)
+            for (tile, hot, block), m in sorted(manifests.items())
+            if m is None and first_kept is not None and first_kept <= written[(tile, hot, block)][0]]
+
+
+def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple[str, str]]]:
+    """The kept versions of ``collection`` that can be read, oldest first, and (key, problem) of each record
+    missing between them or damaged: the versions whose blocks verify cannot know."""
+    numbers = committed_versions(store, collection)
+    present = set(numbers)
+    problems = [(layout.ledger_key(collection, n), LOST_RECORD)
+                for n in range(numbers[0] + 1, numbers[-1]) if n not in present] if numbers else []
+    versions = []
+    for n in numbers:
+        try:
+            versions.append(read_version(store, collection, n))
+        except VersionNotFoundError:  # expired meanwhile
+            continue
+        except CorruptDocumentError as exc:
+            problems.append((layout.ledger_key(collection, n), f"damaged: {exc}"))
+    if not versions:
+        version_history(store, collection)  # raises: no cube, or no version left
+        raise CorruptDocumentError(f"every ledger record of the {collection} cube at {store_url(store)} is damaged: "
+                                   + "; ".join(p for _, p in problems))
+    return versions, problems
+
+
+def _open_arrays(store: Any, collection: str, tile: str, keys: Sequence[ArrayKey]
+                 ) -> tuple[dict[ArrayKey, zarr.Array], list[tuple[str, str]]]:
+    """The arrays ``keys`` of ``tile`` (all their metadata fetched at once), and (key, problem) of each whose
+    ``zarr.json`` is missing or damaged: its shards cannot be read, the others are checked all the same."""
+    try:
+        return open_arrays(store, collection, tile, keys), []
+    except (FileNotFoundError, CorruptDocumentError, ValueError):
+        pass
+    arrays, problems = {}, []
+    for key in keys:
+        try:
+            arrays.update(open_arrays(store, collection, tile, [key]))
+        except (FileNotFoundError, CorruptDocumentError, ValueError) as exc:
+            path = f"{layout.array_path(collection, tile, key[0], key[1], hot=key[2])}/zarr.json"
+            problems.append((path, f"array metadata missing or damaged ({type(exc).__name__}: {exc}); none of "
+                                   "its shards can be read"))
+    return arrays, problems
 
 
 @dataclass(frozen=True, slots=True)

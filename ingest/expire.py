@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -35,13 +36,14 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
+from cardcube.errors import CorruptDocumentError
 from cardcube.grid import is_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
 from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
-from cube.ledger import TileState, read_version, version_history
+from cube.ledger import CubeVersion, TileState, read_version, version_history
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,18 @@ class ExpireResult:
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
                      ) -> list[int]:
     """The versions (of ``(version, created)`` pairs, ascending) superseded for longer than ``older_than``
-    at ``now``: those whose successor was committed before ``now - older_than``. Never the latest."""
+    at ``now``: those whose successor was committed before ``now - older_than``, up to the first one still read,
+    so the records kept are always the newest ones. Never the latest."""
     try:
         cutoff = now - older_than
     except OverflowError:  # before year 1: nothing is that old
         return []
-    return [v for (v, _), (_, successor) in pairwise(created) if successor <= cutoff]
+    expired = []
+    for (v, _), (_, successor) in pairwise(created):
+        if successor > cutoff:  # the oldest only: a record committed under a clock running ahead leaves no gap
+            break
+        expired.append(v)
+    return expired
 
 
 def garbage_blocks(head: TileState, kept: Iterable[TileState], present: Mapping[bool, Iterable[int]], *,
@@ -106,7 +114,7 @@ def _present(store: Store, collection: str, tile: str, resolution: int, name: st
 
 
 def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool,
-                fence: Fence) -> int:
+                fence: Fence | None) -> int:
     """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
     gone: set[tuple[bool, int]] = set()
     for resolution in spec.resolutions:
@@ -127,7 +135,7 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
 
 
 def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_run: bool,
-                     fence: Fence) -> dict[str, int]:
+                     fence: Fence | None) -> dict[str, int]:
     """Delete the folders of tiles no version holds: a new tile's data, written by an ingest killed before it
     committed (what the sweep of the committed tiles never visited). Per tile, the time blocks it had."""
     gone = {}
@@ -139,6 +147,20 @@ def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_
             fence.check()
             delete_prefix(store, f"{collection}/{tile}")
     return gone
+
+
+def _created(store: Store, version: CubeVersion) -> datetime:
+    """When ``version`` was committed, as its ledger record says; a record without a readable UTC time is damaged
+    (expire would have to guess which versions are old)."""
+    try:
+        created = parse_time(version.created)
+    except (ValueError, AttributeError):
+        created = None
+    if created is None or created.tzinfo is None:
+        raise CorruptDocumentError(
+            f"{layout.ledger_key(version.collection, version.version)} in {store_url(store)} records no UTC time of "
+            f"its commit (created: {version.created!r}): nothing expired; restore the record from a backup")
+    return created
 
 
 def expire(
@@ -154,14 +176,17 @@ def expire(
 ) -> ExpireResult:
     """Expire the versions of ``collection`` superseded for longer than ``older_than`` (at ``now``, default
     the current time) and delete the data only they read (see the module text). ``dry_run`` reports
-    without deleting. Takes the writer lock, waiting up to ``wait`` seconds for a running ingest, and
-    checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
+    without deleting, and without the lock (an ingest running meanwhile is not kept waiting; what it has written
+    but not committed yet counts as leftovers then). Takes the writer lock, waiting up to ``wait`` seconds for a
+    running ingest, and checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
     store = open_store(cube, storage_options=storage_options, read_only=True)  # a missing folder says so
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
-    store = store.with_read_only(False)
-    with writer_lock(store, collection, wait=wait, stale_after=stale_after, command="expire") as fence:
+    store = store if dry_run else store.with_read_only(False)
+    lock = nullcontext(None) if dry_run else writer_lock(store, collection, wait=wait, stale_after=stale_after,
+                                                          command="expire")
+    with lock as fence:  # a dry run deletes nothing: it keeps no ingest waiting
         versions = version_history(store, collection)
-        expired = expired_versions([(v.version, parse_time(v.created)) for v in versions], now=now or datetime.now(UTC),
+        expired = expired_versions([(v.version, _created(store, v)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]
         for number in expired if not dry_run else ():

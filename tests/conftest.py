@@ -3,7 +3,8 @@
 ``tiny_region`` is a 2 x 2 km region inside 31UFU over May-July 2024; ``tiny_straddle_region`` the same
 size across the 31UFU/31UGU edge (x = 709800), so each pass gives one scene per tile. Both return the
 :class:`cardcube.synth.SynthResult` (paths to parcels, ground truth, weather, items.json). ``tiny_cube`` and
-``tiny_straddle_cube`` are them ingested with the tests' small chunks, for the tests to read.
+``tiny_straddle_cube`` are them ingested with the tests' small chunks, for the tests to read; ``appended_cube`` is
+``tiny_region``'s S2 scenes ingested in batches, a cube with a history.
 """
 
 from __future__ import annotations
@@ -61,3 +62,20 @@ def tiny_cube(tiny_ingest):
     """``tiny_region`` ingested (S2 and S1) into a local folder cube; returns its root path. Tests read it (an
     extraction adds its parcel layers beside it); a test that changes the cube works on a copy."""
     return tiny_ingest[0]
+
+
+@pytest.fixture(scope="session")
+def appended_cube(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_region``'s S2 scenes loaded 5 dates first, then appended date by date (the hot buffer fills and is
+    compacted twice), then the rest at once: 9 versions. Read it; copy it to change it."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    batches = [features[:5], *([f] for f in features[5:12]), features[12:]]
+    root = tmp_path_factory.mktemp("appended") / "cube"
+    for i, batch in enumerate(batches):
+        ingest(write_items(tiny_region.items, batch, f"append-{i}.json"), root, chunks=ChunkLayout.parse(TEST_CHUNKS),
+               progress=False)
+    return root

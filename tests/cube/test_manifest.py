@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
 from cube.timeseries import parcel_timeseries
 from cube.verify import verify
+from ingest.expire import expire
 from tests.ingest.checks import assert_manifests_match, unlist_shards
 
 
@@ -80,10 +82,10 @@ def test_a_cube_written_before_manifests_reads_a_missing_shard_as_no_data(cube):
     assert result.ok and result.shards == 0 and result.blocks == 0 and result.unlisted > 0
 
 
-def test_a_lost_manifest_is_found_when_a_later_block_has_its_own(cube):
+def test_a_lost_manifest_is_found_when_a_block_of_the_same_ingest_has_its_own(cube):
     """A partial restore lost the manifest of a block and a shard of it: verify said "sound" (the block taken
-    for one written before manifests) and the read gave nodata. A block older than one with a manifest must
-    have had its own: verify reports it lost."""
+    for one written before manifests) and the read gave nodata. A block written by the ingest that wrote one
+    with a manifest (here, the cube's only one) must have had its own: verify reports it lost."""
     manifests = sorted((cube / "s2").glob("*/_manifest/*.json"))
     first = next(p for p in manifests if p.name.startswith("cold-"))
     assert len(manifests) > 1  # later blocks (hot slots, or cold) keep theirs
@@ -91,7 +93,93 @@ def test_a_lost_manifest_is_found_when_a_later_block_has_its_own(cube):
     result = verify(cube, progress=False)
     assert not result.ok and result.unlisted == 0
     assert [(k, p.split(":")[0]) for k, p in result.problems] == [
-        (first.relative_to(cube).as_posix(), "manifest missing while later blocks have theirs")]
+        (first.relative_to(cube).as_posix(), "manifest missing while a block written before it has its own")]
+
+
+def _first_read_by(cube: Path) -> dict[int, list[tuple[str, bool, int]]]:
+    """The time blocks (tile, hot, block) each version of ``cube``'s S2 history read first: those it wrote."""
+    from cube.ledger import committed_versions
+    from cube.manifest import tile_blocks
+
+    store, seen, by = open_store(cube, read_only=True), set(), {}
+    for n in committed_versions(store, "s2"):
+        v = read_version(store, "s2", n)
+        by[n] = [b for t, state in v.tiles.items() for b in tile_blocks(t, state, v.spec.chunks.time) if b not in seen]
+        seen.update(by[n])
+    return by
+
+
+@pytest.fixture
+def history(appended_cube, tmp_path) -> Path:
+    return Path(shutil.copytree(appended_cube, tmp_path / "history"))
+
+
+def test_the_newest_blocks_lost_manifest_is_found(history):
+    """The newest block's manifest and a shard of it lost: verify said "sound" (only blocks older than one with a
+    manifest were judged) and the read gave nodata. A block written after one with a manifest must have its own;
+    blocks written before any (a cube begun by a cardcube without manifests) are counted, not reported."""
+    by = _first_read_by(history)
+    newest = by[max(by)][-1]
+    key = layout.manifest_key("s2", newest[0], newest[2], hot=newest[1])
+    (history / key).unlink()
+    result = verify(history, progress=False)
+    assert [(k, p.split(":")[0]) for k, p in result.problems] == [
+        (key, "manifest missing while a block written before it has its own")]
+
+
+
+def test_blocks_written_before_any_with_a_manifest_are_counted_not_reported(history):
+    """A cube begun by a cardcube without manifests: its first version's blocks (a cold block and hot slots, the
+    hot ones numbered below later cold blocks) have none. They were taken for lost (ordered cold, then hot)."""
+    by = _first_read_by(history)
+    assert {hot for _, hot, _ in by[1]} == {False, True} and all(by[n] for n in sorted(by)[1:3])
+    for tile, hot, block in by[1]:
+        (history / layout.manifest_key("s2", tile, block, hot=hot)).unlink()
+    result = verify(history, progress=False)
+    assert result.ok and result.unlisted == len(by[1]) and result.shards > 0
+    later = history / layout.manifest_key("s2", by[3][0][0], by[3][0][2], hot=by[3][0][1])
+    kept = later.read_bytes()
+    later.unlink()  # written after version 2's blocks, which have theirs: lost
+    assert [k for k, _ in verify(history, progress=False).problems] == [later.relative_to(history).as_posix()]
+    later.write_bytes(kept)
+
+    expire(history, older_than=timedelta(0))  # version 9 alone: its blocks' dates tell when they were written
+    result = verify(history, progress=False)
+    assert result.ok and result.versions == (9,) and 0 < result.unlisted <= len(by[1])
+    newest = history / layout.manifest_key("s2", by[9][-1][0], by[9][-1][2], hot=by[9][-1][1])
+    newest.unlink()
+    assert [k for k, _ in verify(history, progress=False).problems] == [newest.relative_to(history).as_posix()]
+
+
+def test_a_lost_or_damaged_ledger_record_is_reported_and_named_when_asked_for(history):
+    """A ledger record lost between kept versions: verify said "sound", and asking for it said "never committed"
+    (versions have no gaps). A damaged one (a field missing) raised a KeyError."""
+    (history / layout.ledger_key("s2", 4)).unlink()
+    record = history / layout.ledger_key("s2", 6)
+    record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "tiles"}))
+    result = verify(history, progress=False)
+    assert [(k, p.split(":")[0]) for k, p in result.problems] == [
+        (layout.ledger_key("s2", 4), "ledger record missing between kept versions (versions are numbered without "
+                                     "gaps, and expire deletes the oldest only)"),
+        (layout.ledger_key("s2", 6), "damaged")]
+    assert "KeyError: 'tiles'" in result.problems[1][1] and result.shards > 0 and result.versions[-1] == 9
+    from cardcube.errors import CorruptDocumentError, VersionNotFoundError
+
+    with pytest.raises(VersionNotFoundError, match="has no version 4: its ledger record is missing between kept "
+                                                   "versions: lost"):
+        open_cube(history, as_of=4)
+    with pytest.raises(CorruptDocumentError, match=r"v00000006.json in .* is damaged \(KeyError: 'tiles'\)"):
+        open_cube(history, as_of=6)
+
+
+def test_verify_lists_an_array_without_its_metadata_and_checks_the_others(cube):
+    """An array's zarr.json lost: verify stopped with zarr's ArrayNotFoundError, the damage unlisted."""
+    tile = next((cube / "s2").glob("*/cube.zarr")).parent.name
+    meta = layout.array_path("s2", tile, 10, "B04") + "/zarr.json"
+    (cube / meta).unlink()
+    result = verify(cube, progress=False)
+    assert [k for k, _ in result.problems] == [meta] and "none of its shards can be read" in result.problems[0][1]
+    assert result.shards > 0 and not any("/B04/" in k for k, _ in result.problems[1:])
 
 
 def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_cube):

@@ -17,6 +17,7 @@ import pytest
 import xarray as xr
 
 from cardcube.errors import (
+    CorruptDocumentError,
     CubeLockedError,
     CubeNotFoundError,
     InvalidRequestError,
@@ -41,21 +42,9 @@ CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
 EVERYTHING = timedelta(0)
 
 
-@pytest.fixture(scope="module")
-def appended(tiny_region, tmp_path_factory):
-    """A cube loaded with 5 dates, then appended to date by date (the hot buffer fills and is compacted
-    twice), then the rest at once: 9 versions. Tests expire copies of it."""
-    features = items_of(tiny_region.items, "sentinel-2-l2a")
-    batches = [features[:5], *([f] for f in features[5:12]), features[12:]]
-    root = tmp_path_factory.mktemp("appended") / "cube"
-    for i, batch in enumerate(batches):
-        ingest(write_items(tiny_region.items, batch, f"append-{i}.json"), root, chunks=CHUNKS, progress=False)
-    return root
-
-
 @pytest.fixture
-def cube(appended, tmp_path) -> Path:
-    shutil.copytree(appended, tmp_path / "cube")
+def cube(appended_cube, tmp_path) -> Path:
+    shutil.copytree(appended_cube, tmp_path / "cube")
     return tmp_path / "cube"
 
 
@@ -201,10 +190,23 @@ def test_the_service_answers_404_for_a_pinned_version_expired_under_it(cube, tin
         server.close()
 
 
-def test_dry_run_deletes_nothing(cube):
+def test_dry_run_deletes_nothing_and_takes_no_lock(cube):
+    """A dry run wrote the writer lock: an ingest starting meanwhile failed, "being written by expire"."""
     files = sorted(p for p in cube.rglob("*") if p.is_file())
-    result = expire(cube, older_than=EVERYTHING, dry_run=True)
-    assert result.expired and sum(result.deleted.values()) > 0
+    with writer_lock(open_store(cube), "s2"):  # an ingest running: the dry run reports all the same
+        result = expire(cube, older_than=EVERYTHING, dry_run=True)
+        assert result.expired and sum(result.deleted.values()) > 0
+    assert sorted(p for p in cube.rglob("*") if p.is_file()) == files
+
+
+def test_a_record_without_a_readable_time_stops_expire_before_anything_goes(cube):
+    record = cube / layout.ledger_key("s2", 2)
+    files = sorted(p for p in cube.rglob("*") if p.is_file())
+    for created in ("yesterday", "2026-05-01T10:00:00"):  # no time; a time of no zone (which clock?)
+        record.write_text(json.dumps({**json.loads(record.read_text()), "created": created}))
+        with pytest.raises(CorruptDocumentError, match=rf"v00000002.json in .* records no UTC time of its commit "
+                                                       rf"\(created: '{created}'\): nothing expired"):
+            expire(cube, older_than=EVERYTHING)
     assert sorted(p for p in cube.rglob("*") if p.is_file()) == files
 
 
@@ -216,6 +218,9 @@ def test_the_expiry_rule():
     assert expired_versions(created, now=at, older_than=timedelta(days=1)) == [1, 2, 3]
     assert expired_versions(created, now=at, older_than=timedelta(days=30)) == []
     assert expired_versions(created[:1], now=at, older_than=EVERYTHING) == []  # the latest never expires
+    skewed = [(1, t0), (2, t0 + timedelta(days=40)), (3, t0 + timedelta(days=1)), (4, t0 + timedelta(days=2))]
+    assert expired_versions(skewed, now=at, older_than=timedelta(days=1)) == []  # 2 committed by a clock ahead:
+    assert expired_versions(skewed, now=t0 + timedelta(days=50), older_than=timedelta(days=1)) == [1, 2, 3]  # no gap
     assert parse_age("7d") == timedelta(days=7) and parse_age("12h") == timedelta(hours=12)
     assert parse_age("0") == EVERYTHING and parse_age("90s") == timedelta(seconds=90)
     for bad in ("soon", "-1d", "", "nan", "inf"):
@@ -239,7 +244,7 @@ def _expire_command(cube: Path, *extra: str, kill_at: str | None = None) -> subp
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_a_killed_expire_loses_nothing_and_the_rerun_finishes(cube, appended):
+def test_a_killed_expire_loses_nothing_and_the_rerun_finishes(cube, appended_cube):
     before = _read(cube)
     killed = _expire_command(cube, "--older-than", "0", kill_at="expire-records")  # records gone, data not yet
     assert killed.returncode == -9, killed.stderr
@@ -304,11 +309,11 @@ def test_expire_waits_for_a_running_ingest_and_refuses_a_folder_without_a_cube(c
     assert not (cube / "s1").exists() and not (tmp_path / "nothing").exists()
 
 
-def test_expire_on_s3(appended, s3_bucket):
+def test_expire_on_s3(appended_cube, s3_bucket):
     import s3fs
 
     opts = s3_bucket.storage_options()
-    s3fs.S3FileSystem(**opts).put(str(appended) + "/", f"{s3_bucket.name}/cube/", recursive=True)
+    s3fs.S3FileSystem(**opts).put(str(appended_cube) + "/", f"{s3_bucket.name}/cube/", recursive=True)
     url = s3_bucket.url_for("cube")
     # a 10 m and a 20 m band read back; every band's hot keys are checked below
     read = lambda: open_cube(url, bands=["B04", "B11"], decode=False, storage_options=opts,  # noqa: E731
