@@ -13,7 +13,8 @@ the catalog writes and reads them.
 
 from __future__ import annotations
 
-ROOT_KEY = "catalog.json"
+from cube.layout import ROOT_KEY as ROOT_KEY  # the root catalog is the cube's entry: its layout names it
+
 SOURCES_DIR = "sources"
 JSON_MEDIA_TYPE = "application/json"
 ZARR_MEDIA_TYPE = "application/vnd+zarr"

@@ -36,7 +36,7 @@ from cardcube.grid import TileGrid
 from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
-from cube import render
+from cube import layout, render
 from cube.dataset import (
     as_read,
     check_acquisitions,
@@ -484,7 +484,7 @@ def chip(
                              what=geom.geom_type.lower())
         res = abs(dataset_geobox(ds).affine.a)
     else:
-        store = open_store(cube, storage_options=storage_options, read_only=True)
+        store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         bands = _check_count(check_bands(bands, version.spec.band_names))
         try:

@@ -40,6 +40,7 @@ from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import ItemCache, select_tiles, tile_refs
+from cube import layout
 from cube.indices import bands_for, check_bands
 from cube.ledger import (
     Acquisition,
@@ -481,9 +482,7 @@ def open_cube(
     """
     if chunks not in ("storage", "window"):
         raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
-    if isinstance(cube, str | os.PathLike) and os.fspath(cube).endswith("catalog.json"):
-        cube = os.fspath(cube)[: -len("catalog.json")].rstrip("/") or "."
-    store = open_store(cube, storage_options=storage_options, read_only=True)
+    store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
     spec: CubeSpec = version.spec
     names = list(spec.band_names) if bands is None else _stored(bands, spec)

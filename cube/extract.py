@@ -55,6 +55,7 @@ from cardcube.parallel import check_scheduler, run_tasks
 from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, store_url, write_bytes
+from cube import layout
 from cube.dataset import BandReader, check_acquisitions, open_cube
 from cube.extraction_files import (
     MOSAIC,
@@ -421,7 +422,7 @@ def extract(
     buffer = check_buffer(buffer)  # a NaN would reach the manifest and buffer no parcel
     frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)
     ps = as_parcels(frame, id_column=id_column, errors="collect")
-    store = open_store(cube, storage_options=storage_options, read_only=True)
+    store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names), statistics=True)

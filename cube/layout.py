@@ -19,11 +19,23 @@ A cube collection is ``s2`` or ``s1`` (see :mod:`cardcube.spec`); tiles are MGRS
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 LEDGER_DIR = "_ledger"
 MANIFEST_DIR = "_manifest"
 ZARR_NAME = "cube.zarr"
 PARCELS_DIR = "_parcels"
 LOCK_NAME = "_lock.json"
+ROOT_KEY = "catalog.json"  # the STAC root catalog (the catalog's other keys: catalog.keys)
+
+
+def cube_root(location: Any) -> Any:
+    """A cube location as given (path, URL or Store), less a trailing ``catalog.json``: the file a STAC browser is
+    pointed at names its cube too."""
+    if isinstance(location, str | os.PathLike) and os.fspath(location).endswith(ROOT_KEY):
+        return os.fspath(location)[: -len(ROOT_KEY)].rstrip("/") or "."
+    return location
 
 
 def ledger_prefix(collection: str) -> str:

@@ -91,7 +91,7 @@ from cardcube.query import TIME_FORMAT, TIME_HELP
 from cardcube.serving import serve_app
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
-from cube import render
+from cube import layout, render
 from cube.chips import (
     MAX_IMAGE_SIZE,
     MAX_SHEET_PIXELS,
@@ -654,7 +654,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     cors = allowed_origins(origins)
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
-    store = open_store(cube, storage_options=storage_options, read_only=True, timeout=store_timeout)
+    store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True, timeout=store_timeout)
     held = [c for c in CUBE_SPECS if committed_versions(store, c)]
     if not held:  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}"

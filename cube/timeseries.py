@@ -35,6 +35,7 @@ from cardcube.errors import (
 from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
+from cube import layout
 from cube.dataset import (
     as_read,
     check_acquisitions,
@@ -310,7 +311,7 @@ def parcel_timeseries(
         reads = [(narrowed, ps, "")]  # the Dataset is the whole cube this call sees, and its edge the data's
         shares = _beyond(ps, dataset_geobox(cube))
     else:
-        store = open_store(cube, storage_options=storage_options, read_only=True)
+        store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
         version_no = version.version
         available = list(version.spec.band_names)

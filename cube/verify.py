@@ -78,7 +78,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
            storage_options: Mapping[str, Any] | None = None, progress: bool = True) -> VerifyResult:
     """Check every shard that the manifests of the time blocks of ``collection``'s kept versions list: present
     and its index sound, or with ``deep`` every chunk decompressed (see the module text). Reads only."""
-    store = open_store(cube, storage_options=storage_options, read_only=True)
+    store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     versions, problems = _history(store, collection)
     spec = versions[-1].spec
     written = _written(versions)

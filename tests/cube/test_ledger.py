@@ -49,3 +49,25 @@ def test_a_location_inside_a_cube_names_the_cube(tiny_cube, tmp_path, s3_bucket)
     with pytest.raises(CubeNotFoundError) as elsewhere:  # a folder that is in no cube: nothing more to say
         open_cube(tmp_path)
     assert str(elsewhere.value).endswith("no committed version")
+
+
+def test_the_cubes_catalog_json_names_the_cube_to_every_reader(tiny_cube, parcels, tmp_path):
+    """``open_cube`` took the cube's ``catalog.json`` (what a STAC browser is pointed at) as the cube, the other
+    readers did not ("no committed version"): each reads the same from it now."""
+    import numpy as np
+    import pandas as pd
+
+    from cube.chips import chip
+    from cube.extract import extract, read_timeseries
+    from cube.timeseries import parcel_timeseries
+    from cube.verify import verify
+
+    catalog, few = str(tiny_cube / "catalog.json"), parcels.iloc[:3]
+    pd.testing.assert_frame_equal(parcel_timeseries(catalog, few, bands=["B08"]),
+                                  parcel_timeseries(tiny_cube, few, bands=["B08"]))
+    a, b = (chip(where, few.iloc[:1], bands=["B04"]) for where in (catalog, tiny_cube))
+    np.testing.assert_array_equal(a.data.B04.values, b.data.B04.values)
+    assert verify(catalog, progress=False).to_dict() == verify(tiny_cube, progress=False).to_dict()
+    extract(few, catalog, tmp_path / "a", bands=["B08"], progress=False)
+    extract(few, tiny_cube, tmp_path / "b", bands=["B08"], progress=False)
+    pd.testing.assert_frame_equal(read_timeseries(tmp_path / "a"), read_timeseries(tmp_path / "b"))
