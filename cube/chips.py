@@ -429,6 +429,19 @@ def _has_data(version: CubeVersion, tile: str, chip_box: tuple[float, float, flo
     return footprint.intersects(area) and not footprint.touches(area)
 
 
+def check_sheet(version: CubeVersion, time: Any, size: int, *, scale: int = SHEET_SCALE) -> None:
+    """:class:`RequestTooLargeError` for a season sheet of ``size`` px panels at ``scale`` over
+    :data:`MAX_SHEET_PIXELS` whatever its labels, before anything is read: the panels of the fewest dates a tile
+    of ``version`` holds within ``time`` (a chip has those of its tile, or of several) already exceed it.
+    :meth:`Chip.contact_sheet` checks the chip's own dates again before drawing."""
+    dates = min((n for state in version.tiles.values() if (n := len(tile_dates(state, time)))), default=0)
+    width, height = render.least_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=scale)
+    if dates and width * height > MAX_SHEET_PIXELS:
+        raise RequestTooLargeError(f"a season sheet of {dates} dates of {size} px at scale {scale} would be at least "
+                                   f"{width} x {height} px (limit {MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time "
+                                   f"range, the size or the scale")
+
+
 def chip(
     cube: xr.Dataset | StoreLike,
     where: Any,

@@ -303,7 +303,10 @@ def _chip(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
-    from cube.chips import MAX_IMAGE_SIZE, SHEET_SCALE, check_chip_size, check_image_size, chip
+    from cardcube.storage import open_store
+    from cube.chips import MAX_IMAGE_SIZE, SHEET_SCALE, check_chip_size, check_image_size, check_sheet, chip
+    from cube.layout import cube_root
+    from cube.ledger import read_version
 
     out = _local_out(args.out, "folder for the chips")
     if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
@@ -314,9 +317,12 @@ def _chip(args: argparse.Namespace) -> int:
         scale = args.scale if args.scale is not None else min(scale, SHEET_SCALE)
     check_chip_size(args.size) if args.geotiff else check_image_size(args.size, scale)  # before reading
     where, registry = _target(args, [args.id] if args.id else [])
-    result = chip(args.cube, where, collection=args.collection, size=args.size, time=args.time,
-                  bands=args.bands, registry=registry, as_of=args.as_of,
-                  storage_options=storage_options(args))
+    store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
+    version = read_version(store, args.collection, args.as_of)
+    if args.sheet:
+        check_sheet(version, args.time, args.size, scale=scale)  # before reading: it read every date first (8 s)
+    result = chip(store, where, collection=args.collection, size=args.size, time=args.time,
+                  bands=args.bands, registry=registry, as_of=version)
     out.mkdir(parents=True, exist_ok=True)
     name = _chip_name(result.parcel_id, args.point, args.collection, result.bands)
     if args.sheet:

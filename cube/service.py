@@ -96,12 +96,11 @@ from cube.chips import (
     MAX_IMAGE_SIZE,
     MAX_SHEET_PIXELS,
     MAX_SIZE,
-    SHEET_COLUMNS,
-    SHEET_SCALE,
     check_image_size,
+    check_sheet,
     chip,
 )
-from cube.dataset import check_acquisitions, date_span, tile_dates
+from cube.dataset import check_acquisitions, date_span
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER
@@ -576,18 +575,6 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
                                  mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
 
-def _check_sheet(version: CubeVersion, time: str | None, size: int) -> None:
-    """:class:`RequestTooLargeError` for a season sheet over :data:`MAX_SHEET_PIXELS` whatever its labels: the
-    panels of the fewest dates a tile of ``version`` holds within ``time`` (a parcel's chip has those of its tile,
-    or of several) already exceed it."""
-    dates = min((n for state in version.tiles.values() if (n := len(tile_dates(state, time)))), default=0)
-    width, height = render.least_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=SHEET_SCALE)
-    if dates and width * height > MAX_SHEET_PIXELS:
-        raise RequestTooLargeError(f"a season sheet of {dates} dates of {size} px would be at least {width} x "
-                                   f"{height} px (limit {MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range or "
-                                   f"the size")
-
-
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
     """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
 
@@ -610,14 +597,10 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
         version = served.version(collection, as_of)
-        _check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
+        check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
         result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
                       bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
-        sheet = result.contact_sheet()
-        if sheet.image.shape[0] * sheet.image.shape[1] > MAX_SHEET_PIXELS:
-            raise RequestTooLargeError(f"a season sheet of {len(result.times)} dates of {size} px would be "
-                                       f"{sheet.image.shape[1]} x {sheet.image.shape[0]} px (limit "
-                                       f"{MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range or the size")
+        sheet = result.contact_sheet()  # checks the sheet of the parcel's own dates before drawing
         return Response(render.png_bytes(sheet.image), media_type="image/png",
                         headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
 

@@ -76,6 +76,23 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert (tmp_path / "sheet" / f"{pid}_s2_B04-B03-B02_season.png").exists()
 
 
+def test_a_sheet_too_large_is_refused_before_anything_is_read(tiny_cube, tiny_region, tmp_path, capsys):
+    """`chip --sheet --size 1024` read and decoded every date (8 s, 2 GB on the demo) before it was refused; the
+    dates the version holds tell the sheet's least size first, as the REST service does. Shown on a copy of the
+    cube whose B04 shards are gone: a read would fail on them."""
+    import shutil
+
+    cube = shutil.copytree(tiny_cube, tmp_path / "cube")
+    for shard in cube.glob("s2/*/cube.zarr/**/B04/c/**/*"):
+        shard.unlink() if shard.is_file() else None
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    command = ["chip", "--cube", str(cube), "--parcels", str(tiny_region.parcels), pid, "--out", str(tmp_path / "c")]
+    assert main([*command, "--size", "1024", "--sheet"]) == 2
+    assert "a season sheet of 19 dates of 1024 px at scale 3 would be at least" in capsys.readouterr().err
+    assert main([*command, "--size", "16", "--sheet"]) == 2  # a sheet of that size reads, and finds the loss
+    assert "stored are missing" in capsys.readouterr().err
+
+
 def test_parcel_files_without_ids_or_missing_are_one_line_errors(tiny_cube, tiny_region, tmp_path, capsys):
     parcels = gpd.read_parquet(tiny_region.parcels).sort_values("area_ha").iloc[-5:]
     renamed = tmp_path / "field_ids.gpkg"
