@@ -6,7 +6,7 @@ rightly where no scene had data (outside a swath, beyond the area ingested), wro
 (a cold block of ``time`` dates, or one hot-buffer slot) also writes, before it commits, the block's manifest:
 per band, the shards (row, column in the shard grid) it stored, each with a crc32 of its values. A block is
 written once, by one ingest, so its manifest never changes once committed (a crashed run's leftovers are
-rewritten by the next run that writes the block, before anything reads it). A reader that finds a shard
+cleared by the next run that writes the block, before anything reads it). A reader that finds a shard
 missing looks the block's manifest up (:func:`missing_shards`), and :func:`cube.verify.verify` checks a whole
 cube against its manifests. Blocks written before manifests existed have none: their missing shards read as
 nodata, as they always did.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import zarr
@@ -26,7 +26,7 @@ from zarr.storage import MemoryStore
 from cardcube.checkpoints import checkpoint
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_prefix, write_many
+from cardcube.storage import delete_prefix, list_children, write_many
 from cube import layout, tile_arrays
 from cube.ledger import TileState
 
@@ -155,3 +155,29 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
                 arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
                 if arr.shape[0] < length:
                     arr.resize((length, *arr.shape[1:]))
+
+
+def stored_blocks(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool) -> list[int]:
+    """Time-block indices (cold blocks, or hot slots) of the shard folders an array has in the store (one listing)."""
+    prefix = f"{layout.array_path(collection, tile, resolution, name, hot=hot)}/c/"
+    return [int(n) for n in list_children(store, prefix) if n.isdigit()]
+
+
+def clear_blocks(store: Store, spec: CubeSpec, tile: str, blocks: Iterable[tuple[bool, int]], *,
+                 check: Callable[[], None]) -> int:
+    """Delete, in every band array of a committed ``tile``, what is stored in ``blocks`` (hot, block): where a run
+    is about to write, a run that died before its commit may have written other shards of the same block, which
+    readers would take for part of this run's dates. ``check`` runs before each delete (the writer's fence). One
+    listing per array; how many blocks held leftovers."""
+    wanted = {(hot, block) for hot, block in blocks}
+    cleared = set()
+    for resolution in spec.resolutions:
+        for band in spec.bands_at(resolution):
+            for hot in sorted({hot for hot, _ in wanted}):
+                path = layout.array_path(spec.name, tile, resolution, band.name, hot=hot)
+                for block in stored_blocks(store, spec.name, tile, resolution, band.name, hot=hot):
+                    if (hot, block) in wanted:
+                        check()
+                        delete_prefix(store, f"{path}/c/{block}/")
+                        cleared.add((hot, block))
+    return len(cleared)

@@ -31,8 +31,10 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     redone by step 2 of the next run if the process dies here.
 7. ``unlocked``   - delete the lock.
 
-A kill before step 5 leaves version N intact plus invisible garbage that the re-run overwrites; a kill
-after it leaves version N+1 committed, and the re-run publishes it and finds the scenes already in.
+A kill before step 5 leaves version N intact plus invisible garbage, which the next run clears from every time
+block it is about to write (:func:`ingest.arrays.clear_blocks`: it writes only the shards its own scenes touch,
+and the others would read as part of its dates); a kill after it leaves version N+1 committed, and the re-run
+publishes it and finds the scenes already in.
 """
 
 from __future__ import annotations

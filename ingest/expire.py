@@ -44,6 +44,7 @@ from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import CubeVersion, TileState, read_version, version_history
+from ingest.arrays import stored_blocks
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
 log = logging.getLogger(__name__)
@@ -107,19 +108,13 @@ def garbage_blocks(head: TileState, kept: Iterable[TileState], present: Mapping[
             True: sorted(s for s in present.get(True, ()) if s not in live_hot)}
 
 
-def _present(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool) -> list[int]:
-    """Time-block indices of the shard folders an array has in the store (one listing)."""
-    prefix = f"{layout.array_path(collection, tile, resolution, name, hot=hot)}/c/"
-    return [int(n) for n in list_children(store, prefix) if n.isdigit()]
-
-
 def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool,
                 fence: Fence | None) -> int:
     """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
     gone: set[tuple[bool, int]] = set()
     for resolution in spec.resolutions:
         for band in spec.bands_at(resolution):
-            present = {hot: _present(store, spec.name, head.tile, resolution, band.name, hot=hot)
+            present = {hot: stored_blocks(store, spec.name, head.tile, resolution, band.name, hot=hot)
                        for hot in (False, True)}
             for hot, blocks in garbage_blocks(head, kept, present, time_block=spec.chunks.time).items():
                 path = layout.array_path(spec.name, head.tile, resolution, band.name, hot=hot)

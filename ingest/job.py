@@ -37,7 +37,7 @@ from cube.ledger import (
 )
 from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
-from ingest.arrays import ACQUISITION_COORDS, ensure_tile, open_array
+from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.passes import committed_pass_dates, mosaic_passes, product_key, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
@@ -361,6 +361,9 @@ def ingest(
             for tile in {c.scene.tile for c in checked}:
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
+                blocks = {(w.hot, b) for w in plan.writes if w.tile == tile for b in w.blocks(spec.chunks.time)}
+                if tile in head.tiles and clear_blocks(store, spec, tile, blocks, check=fence.check):
+                    log.info("tile %s: cleared what a run that died before its commit left where this run writes", tile)
             # each task counts its own writes, which a worker process could not add to ``counting``
             results = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
                                 scheduler=scheduler, desc="writing shards", progress=progress, unit="shard")
