@@ -79,10 +79,13 @@ class ValueMap:
         return power
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        """``values`` as the cube stores them (a new array only when something changes)."""
-        if self.nodata is None and self.shift == 0 and not self.to_db:
+        """``values`` as the cube stores them (a new array only when something changes). An infinite float (a dB
+        file's 10 log10 of zero power, -inf) is no measurement: it becomes ``fill``, as the cube's own dB of a
+        power <= 0 does."""
+        infinite = np.isinf(values) if values.dtype.kind == "f" else np.zeros((), bool)
+        if self.nodata is None and self.shift == 0 and not self.to_db and not infinite.any():
             return values
-        gone = self.missing(values)
+        gone = self.missing(values) | infinite
         if self.to_db:
             out = stored_db(values).astype(values.dtype)
             out[np.isnan(out)] = self.fill

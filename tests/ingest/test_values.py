@@ -49,6 +49,8 @@ def test_value_map_shifts_valid_dn_and_maps_the_files_nodata():
     out = ValueMap(np.nan, nodata=-32768.0).apply(db)
     np.testing.assert_array_equal(np.isnan(out), [False, True, True, False])
     assert value_map(_scene(), S1_BACKSCATTER.band("VV"), float("nan")).nodata is None  # the cube's own nodata
+    infinite = np.array([-np.inf, -15.0, np.inf], dtype=np.float32)  # 10 log10 of zero power: no measurement
+    np.testing.assert_array_equal(ValueMap(np.nan).apply(infinite), [np.nan, -15.0, np.nan])
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,13 @@ def odd_sources(tiny_region):
     def linear(band, path):
         _rewrite(path, data=lambda a: (10 ** (a / 10)).astype(a.dtype))
 
+    def zero_power(band, path):  # a border of 10 log10(0) = -inf written as dB
+        _rewrite(path, data=lambda a: np.where(np.arange(a.shape[0])[:, None] < 10, -np.inf, a).astype(a.dtype))
+
     holed = broken_copy(items, s1[0], "S1-NODATA", hole, props={"datetime": "2024-01-02T05:00:00Z"})
     lin = broken_copy(items, s1[1], "S1-LINEAR", linear, props={"datetime": "2024-01-03T05:00:00Z"})
-    return write_items(items, [old], "old.json"), write_items(items, [holed, lin], "s1-odd.json"), old
+    inf = broken_copy(items, s1[2], "S1-ZERO-POWER", zero_power, props={"datetime": "2024-01-04T05:00:00Z"})
+    return write_items(items, [old], "old.json"), write_items(items, [holed, lin, inf], "s1-odd.json"), old
 
 
 def _source_and_cube(cube, collection: str, items, feature: dict, band: str, *, decode: bool):
@@ -104,6 +110,11 @@ def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources,
     source, vv = _source_and_cube(tmp_path / "cube", "s1", s1_items, holed, "VV", decode=True)
     np.testing.assert_array_equal(np.isnan(vv), source == -32768)
     assert np.isnan(vv).any() and (vv[source != -32768] == source[source != -32768]).all()
+    zero = items_of(s1_items, "sentinel-1-card-bs")[2]  # -inf dB was stored, and counted as a measurement
+    source, vv = _source_and_cube(tmp_path / "cube", "s1", s1_items, zero, "VV", decode=True)
+    assert np.isinf(source[:10]).all() and np.isfinite(source[10:]).all()
+    np.testing.assert_array_equal(np.isnan(vv), np.isinf(source))
+    np.testing.assert_array_equal(vv[10:], source[10:])
 
 
 VV = S1_BACKSCATTER.band("VV")
