@@ -27,7 +27,7 @@ from cardcube.errors import CubeNotFoundError, InvalidRequestError, StoreUnavail
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import check_reachable, s3_options_from_env, source_options
-from ingest.assets import choose_assets, no_band_reason, scaling_of, unit_of
+from ingest.assets import choose_assets, no_band_reason, nodata_of, scaling_of, unit_of
 
 log = logging.getLogger(__name__)
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -49,6 +49,7 @@ class SourceScene:
     assets: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # raster:bands scale, offset
     units: dict[str, str] = field(default_factory=dict)  # raster:bands unit, where the asset says one ("dB", "linear")
+    nodata: dict[str, float] = field(default_factory=dict)  # raster:bands nodata, where the asset says one
     processing_baseline: float | None = None  # Sentinel-2 L2A: from 04.00, DN carry an offset of -1000
     other_assets: tuple[str, ...] = ()  # the item's asset keys taken for no band (visual, thumbnail, a JP2 twin)
     geometry: dict | None = None  # the item's GeoJSON footprint (lon/lat), to split an item of no tile by
@@ -109,7 +110,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
     orbit = _number(item, "sat:relative_orbit", int)
     raw = {key: asset.to_dict() for key, asset in item.assets.items()}
     chosen = choose_assets(raw, spec)
-    assets, scaling, units = {}, {}, {}
+    assets, scaling, units, nodata = {}, {}, {}, {}
     for band, key in chosen.items():
         # relative to the item's own file when it has one (an item of a static catalog), not to the cwd
         href = item.assets[key].get_absolute_href() or item.assets[key].href
@@ -120,6 +121,8 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
             scaling[band] = said
         if (unit := unit_of(raw[key])) is not None:
             units[band] = unit
+        if (value := nodata_of(raw[key])) is not None:
+            nodata[band] = value
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
@@ -132,6 +135,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         assets=assets,
         scaling=scaling,
         units=units,
+        nodata=nodata,
         processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
         geometry=item.geometry,

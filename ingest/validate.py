@@ -18,6 +18,7 @@ them a scene that needs either is rejected, and the reason names the option.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 import rasterio
 from aiohttp import ClientResponseError
 from odc.geo.geobox import GeoBox
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window as RasterWindow
@@ -69,6 +71,23 @@ class CheckedScene:
     def slices(self) -> tuple[CheckedScene, ...]:
         """What this date's pixels come from, in time order: its parts, or itself alone."""
         return self.parts or (self,)
+
+
+def _file_nodata(scene: SourceScene, band: BandSpec, ds: DatasetReader) -> float | None:
+    """The nodata value of ``band``'s file: its GeoTIFF tag, else what its STAC asset says (``raster:bands``);
+    both, differing, are a :class:`SceneContentError`, as is a file that marks its nodata with a mask band only
+    (cardcube reads values, not masks: the masked pixels would go in as measurements)."""
+    tag, said = ds.nodata, scene.nodata.get(band.name)
+    if tag is not None and said is not None and not (tag == said or (math.isnan(tag) and math.isnan(said))):
+        raise SceneContentError(scene.scene_id, f"band {band.name}: its file's nodata is {tag}, its item's "
+                                                f"raster:bands say {said}; which pixels are nodata is unclear")
+    nodata = tag if tag is not None else said
+    flags = ds.mask_flag_enums[0]
+    if nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
+        raise SceneContentError(scene.scene_id, f"band {band.name} marks its nodata with a mask band, which cardcube "
+                                                "does not read: give the file a nodata value (gdal_translate "
+                                                "-a_nodata), or say it in the item's raster:bands")
+    return nodata
 
 
 def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
@@ -127,7 +146,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
             if check_grid is not None:
                 check_grid(geobox)
             why = linear_power_reason(scene, band, linear_power=linear_power)
-            vmap = value_map(scene, band, ds.nodata, to_db=why is not None)
+            vmap = value_map(scene, band, _file_nodata(scene, band, ds), to_db=why is not None)
             counts = _count(ds, band, vmap)
     except SceneError:
         raise

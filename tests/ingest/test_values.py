@@ -75,6 +75,8 @@ def odd_sources(tiny_region):
         _rewrite(path, data=lambda a: np.where(np.arange(a.shape[0])[:, None] < 10, -np.inf, a).astype(a.dtype))
 
     holed = broken_copy(items, s1[0], "S1-NODATA", hole, props={"datetime": "2024-01-02T05:00:00Z"})
+    for asset in holed["assets"].values():  # the item says the file's nodata (as a provider's would)
+        asset["raster:bands"][0]["nodata"] = -32768
     lin = broken_copy(items, s1[1], "S1-LINEAR", linear, props={"datetime": "2024-01-03T05:00:00Z"})
     inf = broken_copy(items, s1[2], "S1-ZERO-POWER", zero_power, props={"datetime": "2024-01-04T05:00:00Z"})
     return write_items(items, [old], "old.json"), write_items(items, [holed, lin, inf], "s1-odd.json"), old
@@ -115,6 +117,48 @@ def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources,
     assert np.isinf(source[:10]).all() and np.isfinite(source[10:]).all()
     np.testing.assert_array_equal(np.isnan(vv), np.isinf(source))
     np.testing.assert_array_equal(vv[10:], source[10:])
+
+
+def test_nodata_said_by_the_item_or_a_mask_band_is_not_taken_for_data(tiny_region, tmp_path):
+    """Only the GeoTIFF nodata tag was read: -9999 said by the item's raster:bands, or pixels under the file's own
+    mask band, went in as measurements (-9999 dB, 0 dB). The item's value is used; a mask band, or an item and a
+    file that disagree, are refused."""
+    items, s1 = tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")
+
+    def border(value: float, *, mask: bool = False, tag: float | None = None):
+        def edit(band, path):
+            with rasterio.open(path) as src:
+                profile, a = src.profile, src.read(1)
+            a[:20] = value
+            profile.update(driver="GTiff", nodata=tag)
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+                dst.write(a, 1)
+                if mask:
+                    dst.write_mask(np.where(np.arange(a.shape[0])[:, None] < 20, 0, 255).astype(np.uint8)
+                                   * np.ones_like(a, dtype=np.uint8))
+        return edit
+
+    def said(feature: dict, nodata: float) -> dict:
+        for asset in feature["assets"].values():
+            asset["raster:bands"] = [{**asset.get("raster:bands", [{}])[0], "nodata": nodata}]
+        return feature
+
+    by_item = said(broken_copy(items, s1[0], "S1-ITEM-NODATA", border(-9999.0)), -9999)
+    by_mask = broken_copy(items, s1[1], "S1-MASK", border(0.0, mask=True))
+    both = said(broken_copy(items, s1[2], "S1-TWO-NODATA", border(-9999.0, tag=-32768.0)), -9999)
+    for asset in by_mask["assets"].values():  # nothing but the mask says where the nodata is
+        for entry in asset.get("raster:bands", []):
+            entry.pop("nodata", None)
+    source_items = write_items(items, [by_item, by_mask, both], "nodata-said.json")
+    result = ingest(source_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-ITEM-NODATA",)
+    reasons = {r.scene_id: r.reason for r in result.rejected}
+    assert "marks its nodata with a mask band, which cardcube does not read" in reasons["S1-MASK"]
+    assert "its file's nodata is -32768.0, its item's raster:bands say -9999.0" in reasons["S1-TWO-NODATA"]
+    source, vv = _source_and_cube(tmp_path / "cube", "s1", source_items, by_item, "VV", decode=True)
+    assert (source[:20] == -9999).all()
+    np.testing.assert_array_equal(np.isnan(vv), source == -9999)
+    np.testing.assert_array_equal(vv[20:], source[20:])
 
 
 VV = S1_BACKSCATTER.band("VV")
