@@ -372,15 +372,13 @@ def _extract(args: argparse.Namespace) -> int:
 def _layers(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cardcube.option_types import parse_age
-    from cardcube.storage import open_store, store_url
+    from cardcube.storage import open_store, refuse_file, store_url
     from cube.parcel_layer import prune_layers, stored_layers
 
     if args.dry_run and args.prune is None:
         raise InvalidRequestError("--dry-run goes with --prune AGE: listing deletes nothing anyway")
     unused_for = None if args.prune is None else parse_age(args.prune)  # before any store is opened
-    if "://" not in str(args.store) and Path(args.store).is_file():  # a folder of no layers would be "0"
-        raise InvalidRequestError(f"{args.store} is a file: give the folder of a cube, or the --layers location of "
-                                  "an extraction")
+    refuse_file(args.store, "the layers' location")  # a folder of no layers would be "0"
     store = open_store(args.store, storage_options=storage_options(args), read_only=True)
     if unused_for is not None:
         result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)

@@ -34,7 +34,6 @@ The rare parcel that no tile holds whole (only across UTM zones or at a cube edg
 from __future__ import annotations
 
 import math
-import os
 import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,7 +53,7 @@ from cardcube.grid import TileGrid
 from cardcube.parallel import check_scheduler, run_tasks
 from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
-from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, store_url, write_bytes
+from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, refuse_file, store_url, write_bytes
 from cube import layout
 from cube.dataset import BandReader, check_acquisitions, open_cube
 from cube.extraction_files import (
@@ -415,9 +414,7 @@ def extract(
     """
     started = timer.perf_counter()
     for where, given in (("out (--out)", out), ("layers (--layers)", layers)):
-        if isinstance(given, str | os.PathLike) and "://" not in os.fspath(given) and os.path.isfile(given):
-            raise InvalidRequestError(f"{where} {os.fspath(given)} is a file: give a folder (made if missing) or an "
-                                      f"s3:// prefix")
+        refuse_file(given, where)
     check_scheduler(scheduler)  # a misspelt one fails now, not once the manifest is written
     buffer = check_buffer(buffer)  # a NaN would reach the manifest and buffer no parcel
     frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)

@@ -24,7 +24,7 @@ from cardcube.errors import (
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
-from cardcube.storage import CountingStore, StoreLike, open_store, store_url
+from cardcube.storage import CountingStore, StoreLike, open_store, refuse_file, store_url
 from catalog import write_catalog
 from cube.ledger import (
     CubeVersion,
@@ -39,9 +39,9 @@ from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
-from ingest.passes import committed_pass_dates, mosaic_passes, product_key, same_pass_product
+from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
-from ingest.sources import SourceScene, load_scenes
+from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
@@ -73,6 +73,7 @@ class IngestResult:
     empty: tuple[str, ...] = ()  # pieces of split items left out: no valid pixel on their tile (ingest.split)
     mosaicked: tuple[str, ...] = ()  # slices added into the date of an earlier slice of their pass (ingest.passes)
     late: tuple[str, ...] = ()  # slices added as dates of their own: their pass's date was committed before
+    refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
 
     @property
     def ok(self) -> bool:
@@ -92,6 +93,7 @@ class IngestResult:
                 "added": list(self.added), "skipped": list(self.skipped),
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
                 "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
+                "refiled": list(self.refiled),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -103,6 +105,10 @@ class IngestResult:
         lines = [f"{self.collection} cube at {self.cube}: {state}",
                  f"  added {len(self.added)} scene(s), skipped {len(self.skipped)} already present, "
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
+        if self.refiled:
+            lines.append(f"  of those skipped, {len(self.refiled)} offered from other files than the cube read "
+                         f"them from ({', '.join(self.refiled[:3])}{' ...' if len(self.refiled) > 3 else ''}): a "
+                         "scene id goes in once; a corrected product under the same id goes into a new cube")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
@@ -143,11 +149,10 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     todo, skipped, rejected = [], [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
     per_tile = not head.spec.backscatter
-    products: dict[tuple, list[tuple[str, str]]] = {}
+    products: dict[str, list[Product]] = {}  # by tile
     for tile, state in head.tiles.items() if per_tile else ():
-        for a in state.acquisitions:
-            products.setdefault(product_key(tile, a.platform, a.relative_orbit, a.orbit_state), []).append(
-                (a.time, a.scene_id))
+        products[tile] = [Product.of(a.scene_id, a.time, a.platform, a.relative_orbit, a.orbit_state)
+                          for a in state.acquisitions]
     held = {p for r in head.scenes.values() for p in r.piece_ids}  # with the slices mosaicked into a date
     items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
@@ -156,7 +161,7 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
         if record is not None and not record.parts and s.tile == record.tile and s.time != record.time:
             err = DuplicateSceneError(s.scene_id, f"the cube holds a scene of this id at {record.time}, and this one "
                                                   f"is of {s.time}: another product under the same id is not "
-                                                  f"ingested (it was skipped as already present)")
+                                                  f"ingested")
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         # in the cube (an item of no tile offered unsplit, without warp: as pieces), or listed twice alike
@@ -182,10 +187,26 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
             continue
         seen[(s.tile, s.time)] = s.scene_id
         if per_tile:
-            products.setdefault(product_key(s.tile, s.platform, s.relative_orbit, s.orbit_state), []).append(
-                (s.time, s.scene_id))
+            products.setdefault(s.tile, []).append(Product.of(s.scene_id, s.time, s.platform, s.relative_orbit,
+                                                              s.orbit_state))
         todo.append(s)
     return todo, skipped, rejected
+
+
+def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence[str]) -> tuple[str, ...]:
+    """Those of the ``skipped`` scenes (ids the cube holds) offered from other files than its record names: a
+    corrected product republished under its id, or the same files moved. Neither is read again (that would take
+    reading them); the run says so rather than skip them without a word."""
+    refiled = []
+    for s in scenes:
+        record = head.scenes.get(s.scene_id)
+        if s.scene_id in skipped and record is not None and record.sources and any(
+                record.sources.get(band, shown_href(href)) != shown_href(href) for band, href in s.assets.items()):
+            refiled.append(s.scene_id)
+    for scene_id in refiled:
+        log.warning("scene %s is in the cube, read from %s; offered from other files, it was skipped", scene_id,
+                    ", ".join(sorted(set(head.scenes[scene_id].sources.values()))[:2]))
+    return tuple(dict.fromkeys(refiled))
 
 
 def _rejection(scene: SourceScene, err: Exception) -> Rejection:
@@ -309,6 +330,7 @@ def ingest(
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
+    refuse_file(cube, "the cube")  # it said "cannot read s2/_lock.json ...: File exists"
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
@@ -392,6 +414,7 @@ def ingest(
     return IngestResult(
         collection=collection, cube=store_url(store), version=plan.new.version if plan.new else None,
         added=added, skipped=tuple(skipped), rejected=tuple(rejected), compacted=plan.compacted,
+        refiled=_refiled(scenes, plan.head, skipped),
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
         tiles=tuple(sorted({c.scene.tile for c in checked})),

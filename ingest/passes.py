@@ -20,7 +20,9 @@ Pure: no files, no store.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cardcube.spec import PASS_GAP_S
@@ -100,21 +102,41 @@ def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:
     return [group[0] if len(group) == 1 else mosaic(group) for group in group_passes(scenes)]
 
 
-ProductKey = tuple[str, str, int, str]  # tile, platform, relative orbit, orbit state
+@dataclass(frozen=True, slots=True)
+class Product:
+    """A per-tile product's acquisition, as two products of it may tell it apart or not: its platform (normalised:
+    "Sentinel-2A", "sentinel-2a" and "S2A" are one), relative orbit and orbit state, each unknown (``""``, -1) in
+    some items, and its time."""
+
+    scene_id: str
+    time: str
+    platform: str
+    relative_orbit: int
+    orbit_state: str
+
+    @classmethod
+    def of(cls, scene_id: str, time: str, platform: str, relative_orbit: int, orbit_state: str) -> Product:
+        name = re.sub(r"[^a-z0-9]", "", platform.lower())
+        if short := re.fullmatch(r"s([12][a-z])", name):
+            name = f"sentinel{short.group(1)}"
+        return cls(scene_id, time, name, relative_orbit, orbit_state.strip().lower())
+
+    def same_acquisition(self, other: Product) -> bool:
+        """Whether ``other`` is a product of this acquisition: seen within :data:`PASS_GAP_S` (a tile is seen once
+        a pass), and no platform, orbit or orbit state that both say differs."""
+        return (within_pass_gap(self.time, other.time)
+                and all(a == b or not a or not b for a, b in ((self.platform, other.platform),
+                                                              (self.orbit_state, other.orbit_state)))
+                and (self.relative_orbit == other.relative_orbit or -1 in (self.relative_orbit, other.relative_orbit)))
 
 
-def product_key(tile: str, platform: str, relative_orbit: int, orbit_state: str) -> ProductKey:
-    """What two products of one acquisition of a tile share, but their time (:func:`same_pass_product`)."""
-    return tile, platform, relative_orbit, orbit_state
-
-
-def same_pass_product(scene: SourceScene, products: Mapping[ProductKey, Sequence[tuple[str, str]]]) -> str | None:
-    """The scene id among ``products`` (per :func:`product_key`, each product's time and scene id) that ``scene``
-    is another product of: the same tile seen on the same pass (platform, orbit, within :data:`PASS_GAP_S`). For a
-    cube of per-tile products (Sentinel-2 L2A), that is the same acquisition, even where the items' times differ
-    by seconds (a reprocessed product, or another provider's convention for the time)."""
-    key = product_key(scene.tile, scene.platform, scene.relative_orbit, scene.orbit_state)
-    return next((sid for time, sid in products.get(key, ()) if within_pass_gap(time, scene.time)), None)
+def same_pass_product(scene: SourceScene, products: Mapping[str, Sequence[Product]]) -> str | None:
+    """The scene id among ``products`` (by tile) that ``scene`` is another product of
+    (:meth:`Product.same_acquisition`). For a cube of per-tile products (Sentinel-2 L2A), that is the same
+    acquisition, even where the items' times differ by seconds (a reprocessed product, or another provider's
+    convention for the time) or one of them spells the platform otherwise or leaves the orbit out."""
+    this = Product.of(scene.scene_id, scene.time, scene.platform, scene.relative_orbit, scene.orbit_state)
+    return next((p.scene_id for p in products.get(scene.tile, ()) if this.same_acquisition(p)), None)
 
 
 def committed_pass_dates(head: CubeVersion, scenes: Sequence[SourceScene]) -> dict[str, str]:

@@ -169,7 +169,7 @@ def test_the_cli_lists_and_prunes_and_refuses_what_it_cannot_do(cube, parcels, t
     assert main(["layers", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
     (tmp_path / "a.txt").write_text("")
-    for where, why in (("nowhere", "the folder does not exist"), ("a.txt", "a.txt is a file: give the folder")):
+    for where, why in (("nowhere", "the folder does not exist"), ("a.txt", "a.txt is a file: give a folder")):
         assert main(["layers", str(tmp_path / where), "--prune", "0"]) == 2  # not "deleted 0"
         assert why in capsys.readouterr().err
         assert not (tmp_path / "nowhere").exists()

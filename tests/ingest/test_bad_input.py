@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import geopandas as gpd
 import pytest
+import xarray as xr
 
 from cardcube.cli import main
 from cardcube.errors import InvalidRequestError
@@ -182,15 +183,24 @@ def test_of_two_products_of_one_acquisition_in_one_source_the_reason_says_which_
                "source" in rejection.reason
 
 
+@pytest.mark.parametrize("other", ["same metadata", "platform spelled otherwise", "no orbit said"])
 def test_a_reprocessed_product_seconds_apart_from_a_committed_date_is_rejected_as_its_duplicate(bad_batch,
-                                                                                               tiny_region, tmp_path):
+                                                                                               tiny_region, tmp_path,
+                                                                                               other):
     """Another product of one tile's acquisition whose item time differs by seconds (a reprocessing, another
-    provider's time): the same pass, so the same acquisition, not a second date."""
+    provider's time): the same pass, so the same acquisition, not a second date; also where the other provider
+    spells the platform otherwise ("Sentinel-2A", "S2A") or says no orbit (it went in as a second date)."""
     path, good, _ = bad_batch
     ingest(write_items(path, good, "good.json"), tmp_path / "cube", chunks=CHUNKS, progress=False)
     when = datetime.fromisoformat(good[0]["properties"]["datetime"].replace("Z", "+00:00"))
     later = (when + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     again = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"), props={"datetime": later})
+    props = again["properties"]
+    if other == "platform spelled otherwise":
+        assert props["platform"] in ("sentinel-2a", "sentinel-2b")
+        props["platform"] = props["platform"].replace("sentinel-", "S").upper()
+    elif other == "no orbit said":
+        del props["sat:relative_orbit"], props["sat:orbit_state"]
     result = ingest(write_items(path, [again], "seconds-apart.json"), tmp_path / "cube", chunks=CHUNKS,
                     progress=False)
     (rejection,) = result.rejected
@@ -205,6 +215,9 @@ def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch,
     with pytest.raises(InvalidRequestError, match="no sentinel-1-card-bs item for the s1 cube, only 3 of "
                                                   "sentinel-2-l2a"):
         ingest(s2_only, tmp_path / "cube", collection="s1", progress=False)
+    (tmp_path / "a-file").write_text("")  # it said "cannot read s2/_lock.json ...: File exists"
+    with pytest.raises(InvalidRequestError, match="the cube .*a-file is a file: give a folder"):
+        ingest(s2_only, tmp_path / "a-file", progress=False)
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(InvalidRequestError, match="its JSON is a list"):
         ingest(tmp_path / "list.json", tmp_path / "cube", progress=False)
@@ -382,6 +395,23 @@ def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tin
     assert result.skipped == (first["id"],) and [r.kind for r in result.rejected] == ["DuplicateSceneError"]
     assert "the cube holds a scene of this id at" in result.rejected[0].reason and "2024-01-15" in \
         result.rejected[0].reason
+    assert result.refiled == ()  # the same files: nothing to say
+
+
+def test_a_scene_id_the_cube_holds_offered_again_from_other_files_is_skipped_and_said(tiny_region, tmp_path):
+    """A corrected product republished under its id (or the same files moved) was "skipped, already present"
+    without a word: the run names it, and reads nothing of it."""
+    first = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, [first], "first.json"), cube, chunks=CHUNKS, progress=False)
+    before = open_cube(cube, decode=False).compute()
+    corrected = broken_copy(tiny_region.items, first, first["id"], blank)  # same id and time, other files
+    result = ingest(write_items(tiny_region.items, [corrected], "corrected.json"), cube, chunks=CHUNKS,
+                    progress=False)
+    assert result.skipped == (first["id"],) and result.refiled == (first["id"],) and result.ok
+    assert f"of those skipped, 1 offered from other files than the cube read them from ({first['id']})" in \
+        result.summary() and result.to_dict()["refiled"] == [first["id"]]
+    xr.testing.assert_identical(open_cube(cube, decode=False).compute(), before)
 
 
 @pytest.mark.parametrize("wait", ["-1", "nan", "inf"])
