@@ -60,10 +60,12 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def _store(args: argparse.Namespace, *, read_only: bool = False):
-    """The store of ``--cube``, reached through ``--endpoint-url`` if given."""
+    """The store of ``--cube`` (the cube's folder or URL, or its ``catalog.json``), reached through
+    ``--endpoint-url`` if given."""
     from cardcube.storage import open_store
+    from cube.layout import cube_root
 
-    return open_store(args.cube, storage_options=storage_options(args), read_only=read_only)
+    return open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=read_only)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -90,15 +92,16 @@ def _find(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from catalog.route import find_tiles
-    from catalog.write import published_version
-    from cube.ledger import committed_versions
+    from catalog.write import catalog_is_current, published_version
+    from cube.ledger import committed_versions, read_version
 
     store = _store(args, read_only=True)
     refs = find_tiles(store, args.collection, bbox=args.bbox, crs=args.crs, time=args.time)
     for ref in refs:
         print(json.dumps(asdict(ref)))
     published, committed = published_version(store, args.collection), committed_versions(store, args.collection)
-    if published is not None and committed and committed[-1] > published:  # an ingest --no-catalog since
+    if (published is not None and committed and committed[-1] > published  # an ingest --no-catalog since, and
+            and not catalog_is_current(store, read_version(store, args.collection))):  # not one that only rejected
         print(f"the catalog describes version {published} of the {args.collection} cube, which is at version "
               f"{committed[-1]}: its newer dates and tiles are not searched; run cardcube catalog build",
               file=sys.stderr)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pystac
 from odc.geo.geom import Geometry
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -104,13 +105,18 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     if doc is None:
         raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
                                 f"'cardcube catalog build' writes it from the ledger)")
-    if not isinstance(doc, dict):
-        raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its JSON is a "
-                                   f"{type(doc).__name__}): 'cardcube catalog build' writes it anew")
+    if not isinstance(doc, dict) or doc.get("type") != "Collection":  # "{}" listed no tile: "no tile matches"
+        what = f"type {doc.get('type')!r}" if isinstance(doc, dict) else f"JSON is a {type(doc).__name__}"
+        raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its {what}): 'cardcube catalog "
+                                   f"build' writes it anew")
     version = doc.get(VERSION_FIELD)
     token = _store_token(store)
-    item_keys = [io.key(io.href(f"{coll_key.rsplit('/', 1)[0]}/{link['href'].removeprefix('./')}"))
-                 for link in doc.get("links", []) if link.get("rel") == "item"]
+    try:  # relative to the collection, or absolute (valid STAC too, as a publisher normalising links writes them)
+        item_keys = [io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key)))
+                     for link in doc.get("links", []) if isinstance(link, dict) and link.get("rel") == "item"]
+    except (KeyError, TypeError) as exc:
+        raise CorruptDocumentError(f"{coll_key} in {io.base} has an item link without an href ({exc!r}): "
+                                   "'cardcube catalog build' writes it anew") from None
     refs = {key: None if cache is None else cache.get((token, key, version)) for key in item_keys}
     unread = [key for key, ref in refs.items() if ref is None]
     for item_key, item in zip(unread, read_json_many(store, unread), strict=True):  # all at once

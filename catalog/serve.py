@@ -31,7 +31,7 @@ from cardcube.errors import CubeNotFoundError
 from cardcube.serving import serve_app
 from cardcube.storage import StoreLike, key_exists, open_store, store_url
 from catalog import keys
-from cube.layout import LOCK_NAME, PARCELS_DIR
+from cube.layout import LOCK_NAME, PARCELS_DIR, cube_root
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -129,7 +129,7 @@ def _safe_key(path: str) -> str | None:
 def make_app(cube: StoreLike) -> Starlette:
     """The ASGI app serving the cube root ``cube`` (read-only); a root without a catalog is refused at once, as
     ``cardcube serve`` refuses a root without a cube."""
-    store = open_store(cube, read_only=True)
+    store = open_store(cube_root(cube), read_only=True)
     if not key_exists(store, keys.ROOT_KEY):
         raise CubeNotFoundError(f"no STAC catalog at {store_url(store)}: {keys.ROOT_KEY} is missing (a wrong --cube, "
                                 f"or 'cardcube catalog build' writes it from the ledger)")

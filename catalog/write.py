@@ -85,6 +85,11 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
     return CatalogTree(root, collection, source, tuple(items))
 
 
+# what reading a damaged catalog document raises, through pystac or plain JSON access
+DAMAGED = (CorruptDocumentError, pystac.STACError, pystac.STACTypeError, AttributeError, KeyError, TypeError,
+           ValueError)
+
+
 def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
     """The child links of the published root; none if it is absent or no STAC catalog (it is rewritten with
     this collection's links, and a rebuild adds the others)."""
@@ -93,8 +98,7 @@ def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
         if doc is None:
             return []
         old = pystac.Catalog.from_dict(doc, href=io.href(keys.ROOT_KEY), migrate=False)
-    except (CorruptDocumentError, pystac.STACError, pystac.STACTypeError, AttributeError, KeyError, TypeError,
-            ValueError) as exc:
+    except DAMAGED as exc:
         log.warning("%s in %s is no STAC catalog (%s): rewritten", keys.ROOT_KEY, io.base, exc)
         return []
     return list(old.get_child_links())
@@ -106,7 +110,7 @@ def published_version(store: StoreLike, collection: str) -> int | None:
         doc = read_json(open_store(store), keys.collection_key(collection))
     except CorruptDocumentError:  # as good as absent: the next write_catalog replaces it
         return None
-    return None if doc is None else doc.get(VERSION_FIELD)
+    return doc.get(VERSION_FIELD) if isinstance(doc, dict) else None
 
 
 def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False) -> None:
@@ -155,7 +159,9 @@ def _published_children(io: StoreStacIO) -> list[pystac.Link]:
                 pystac.RelType.DERIVED_FROM)
             source_key = None if derived is None else io.key(derived)
             source = None if source_key is None else read_json(io.store, source_key)
-        except (CorruptDocumentError, ValueError):  # a damaged document: a rebuild repairs it
+        except DAMAGED as exc:  # a rebuild repairs it; a writer of the other collection goes on
+            log.warning("%s in %s is no STAC collection (%s): left out of the root until it is rebuilt", key,
+                        io.base, exc)
             continue
         links.append(pystac.Link(pystac.RelType.CHILD, io.href(key), media_type=keys.JSON_MEDIA_TYPE,
                                  title=doc.get("title")))

@@ -81,9 +81,8 @@ from cube.stats import STATS, stat_list
 from cube.timeseries import (
     ParcelStatus,
     assign_tiles,
-    outside_shares,
     parcel_timeseries,
-    partly_outside,
+    read_notes,
     resolve_mask,
 )
 
@@ -453,7 +452,7 @@ def extract(
                None if mask is None else tuple(mask), histogram, time, dates)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
-    shares = outside_shares(version, ps, tiles_of)
+    notes = read_notes(version, ps, tiles_of, time=time)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
@@ -464,7 +463,7 @@ def extract(
         sub = ps.select(mine)
         layer = _label_layer(layer_store, tile, sub, beside_cube=layers is None, buffer=buffer,
                              all_touched=all_touched, block=block, scheduler=scheduler, progress=progress)
-        status.update(_layer_status(layer, sub, shares, buffer=buffer, all_touched=all_touched))
+        status.update(_layer_status(layer, sub, notes, buffer=buffer, all_touched=all_touched))
         selection = time if dates is None else dates[tile]
         times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
                                                                               version, selection, time_block)
@@ -556,17 +555,16 @@ def _refuse_moved_parcels(out: StoreLike, storage_options: Mapping[str, Any] | N
                                   f"grew, and an update would miss their earlier dates; extract into a new --out")
 
 
-def _layer_status(layer: ParcelLayer, parcels: ParcelSet, shares: Mapping[Any, float], *, buffer: float,
+def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, str], *, buffer: float,
                   all_touched: bool) -> dict[Any, ParcelStatus]:
     """The status of each parcel of a tile's label layer: ``too_small`` without a pixel (its area in the reason),
-    else ``ok`` with its pixels (and, in the reason, the share of it outside the cube's data)."""
+    else ``ok`` with its pixels (and, in the reason, ``notes``: :func:`cube.timeseries.read_notes`)."""
     empty = layer.index.parcel_id[layer.index.pixels == 0].tolist()
     metric = parcels.select(empty).to_crs(TileGrid.from_id(layer.tile).crs)  # their area, in m², for the reason
     status = {pid: ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer,
                                                                all_touched=all_touched).reason, layer.tile)
               for pid, geom in zip(metric.ids, metric.geometries, strict=True)}
-    status.update({pid: ParcelStatus(pid, "ok", pixels, partly_outside(shares[pid]) if pid in shares else "",
-                                     layer.tile)
+    status.update({pid: ParcelStatus(pid, "ok", pixels, notes.get(pid, ""), layer.tile)
                    for pid, pixels in zip(layer.index.parcel_id, layer.index.pixels, strict=True) if pixels})
     return status
 

@@ -284,21 +284,28 @@ class CubeVersion:
         )
 
 
-def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
-    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
-    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it. A scene recorded
-    without its window counts as the whole tile."""
+def date_extents(version: CubeVersion, tile: str, acquisitions: Sequence[Acquisition] | None = None
+                 ) -> dict[tuple[float, float, float, float], list[Acquisition]]:
+    """The ``acquisitions`` of ``tile`` (default: all its dates in ``version``) by the extent their scene covers
+    (minx, miny, maxx, maxy in the tile's CRS). A scene recorded without its window counts as the whole tile."""
     grid = TileGrid.from_id(tile)
-    extents = set()
-    for a in version.tiles[tile].acquisitions:
+    extents: dict[tuple[float, float, float, float], list[Acquisition]] = {}
+    for a in version.tiles[tile].acquisitions if acquisitions is None else acquisitions:
         windows = version.scenes[a.scene_id].windows
         if not windows:
-            extents.add(grid.bounds)
-            continue
-        res = min(windows)
-        r, c, h, w = windows[res]
-        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
-    return shapely.union_all([box(*e) for e in sorted(extents)])
+            extent = grid.bounds
+        else:
+            res = min(windows)
+            r, c, h, w = windows[res]
+            extent = (grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res)
+        extents.setdefault(tuple(extent), []).append(a)
+    return extents
+
+
+def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
+    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
+    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it."""
+    return shapely.union_all([box(*e) for e in sorted(date_extents(version, tile))])
 
 
 def committed_versions(store: Store, collection: str) -> list[int]:

@@ -187,8 +187,9 @@ def expire(
         for number in expired if not dry_run else ():
             fence.check()
             delete_key(store, layout.ledger_key(collection, number))
-        if not dry_run and published_version(store, collection) in expired:  # it names a version now gone
-            fence.check()
+        published = published_version(store, collection)
+        if not dry_run and published is not None and published not in {v.version for v in kept}:  # one now gone,
+            fence.check()  # or gone by an earlier run killed before it wrote the catalog
             write_catalog(store, kept[-1], force=True)
         checkpoint("expire-records")
         head = kept[-1]

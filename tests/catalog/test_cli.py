@@ -33,6 +33,12 @@ def test_find_prints_tiles(base_cube, capsys):
                  "--crs", "EPSG:32631", "--time", "2024-04-01/2024-04-30"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["tile"] for r in lines] == ["31UFU", "31UGU"] and lines[0]["zarr_path"] == "s2/31UFU/cube.zarr"
+    assert main(["catalog", "find", "--cube", str(base_cube / "catalog.json"), "--bbox", "705000,5850000,705100,"
+                 "5850100", "--crs", "EPSG:32631", "--time", "2024-04-01/2024-04-30"]) == 0  # the catalog names its
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == lines  # cube, as to open_cube
+    from catalog.serve import make_app
+
+    make_app(base_cube / "catalog.json")  # it said "catalog.json is missing"
 
     assert main(["catalog", "find", "--cube", str(base_cube), "--time", "2019"]) == 0  # an empty search: a note
     out, err = capsys.readouterr()
@@ -51,6 +57,13 @@ def test_find_says_when_the_catalog_is_behind_the_cube(cube, tmp_path, capsys):
     assert "the catalog describes version 1 of the s2 cube, which is at version 2" in err and "catalog build" in err
     assert main(["catalog", "build", "--cube", str(cube)]) == 0
     capsys.readouterr()
+    assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0
+    out, err = capsys.readouterr()
+    assert out and err == ""
+    bad = make_scenes(tmp_path / "bad", days=(45,))  # a version that only rejects a scene changes no data: the
+    next((tmp_path / "bad").rglob("*.tif")).unlink()  # catalog stays as it is, and is not "behind"
+    result = ingest(bad, cube, collection="s2", progress=False)
+    assert result.rejected and result.version == 3
     assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0
     out, err = capsys.readouterr()
     assert out and err == ""

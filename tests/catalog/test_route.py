@@ -17,6 +17,7 @@ from cardcube.storage import CountingStore, open_store
 from catalog.io import StoreStacIO
 from catalog.route import ItemCache, find_tiles, tile_refs
 from catalog.write import build_catalog, write_catalog
+from cube.ledger import read_version
 from tests.catalog.conftest import hand_version
 
 UTM = "EPSG:32631"
@@ -170,12 +171,30 @@ def test_a_damaged_catalog_document_is_a_clear_error_saying_what_repairs_it(cube
     with pytest.raises(CorruptDocumentError, match=r"s2-31UFU.json .*lacks what routing reads \(KeyError: "
                                                    r"'proj:bbox'\): 'cardcube catalog build' writes it anew"):
         find_tiles(cube, "s2")
-    (cube / "s2" / "collection.json").write_text("[]")
-    with pytest.raises(CorruptDocumentError, match="is no STAC collection"):
-        find_tiles(cube, "s2")
+    for damaged in ("[]", "{}"):  # "{}" listed no tile: "no tile matches", exit 0
+        (cube / "s2" / "collection.json").write_text(damaged)
+        with pytest.raises(CorruptDocumentError, match="is no STAC collection"):
+            find_tiles(cube, "s2")
+    write_catalog(cube, read_version(open_store(cube), "s2"), force=True)  # the repair, which a "{}" made fail
+    assert ids(find_tiles(cube, "s2"))
     from cube.dataset import open_cube  # the catalog routes, the ledger holds the truth: reads go on without it
 
     assert open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"]).sizes["time"] > 0
+
+
+def test_absolute_item_hrefs_route_as_relative_ones(cube):
+    """Item links written as absolute hrefs (valid STAC, as a publisher normalising a catalog writes them) were
+    read as relative ones: "item ... is missing", and open_cube read every tile instead."""
+    import json
+
+    before = ids(find_tiles(cube, "s2", bbox=(6.0, 52.6, 6.2, 52.8)))
+    path = cube / "s2" / "collection.json"
+    doc = json.loads(path.read_text())
+    for link in doc["links"]:
+        if link["rel"] == "item":
+            link["href"] = str((path.parent / link["href"]).resolve())
+    path.write_text(json.dumps(doc))
+    assert before and ids(find_tiles(cube, "s2", bbox=(6.0, 52.6, 6.2, 52.8))) == before
 
 
 def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):

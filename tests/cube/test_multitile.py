@@ -60,6 +60,35 @@ def test_parcels_in_the_overlap_read_the_same_from_either_tile(straddle_cube, ti
     np.testing.assert_array_equal(both[0]["B04"].values, both[1]["B04"].values)
 
 
+def test_a_parcel_in_the_overlap_says_the_dates_only_the_other_tile_holds(tiny_straddle_region, tmp_path):
+    """31UGU holds every date, 31UFU its first 3 (later products missing there): a parcel in the overlap, read
+    from 31UFU, got 3 dates as plain "ok", the cube's 6 others over it dropped without a word. Its status says so
+    now, in the time series and the extraction alike, and only for the dates within the time asked for."""
+    from cube.extract import extract, read_status
+
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    ufu = sorted((f for f in features if f["properties"]["grid:code"].endswith("31UFU")),
+                 key=lambda f: f["properties"]["datetime"])
+    keep = [f for f in features if f not in ufu[3:]]
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_straddle_region.items, keep, "uneven.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS),
+           progress=False)
+    _, _, in_both = _split(tiny_straddle_region)
+    some = in_both.iloc[:4]
+    frame = parcel_timeseries(cube, some, bands=["B04"])
+    status = frame.attrs["parcel_status"]
+    assert {s["tile"] for s in status} == {"31UFU"} and frame.groupby("parcel_id").time.nunique().max() == 3
+    missing = len(features) - len(keep)
+    assert all(s["reason"].startswith(f"tile 31UGU holds {missing} more date(s) over it") and
+               "that tile 31UFU, which it is read from, lacks: not read" in s["reason"] for s in status)
+    extract(some, cube, tmp_path / "out", bands=["B04"], progress=False)
+    assert read_status(tmp_path / "out").set_index("parcel_id").reason.to_dict() == {
+        s["parcel_id"]: s["reason"] for s in status}
+    early = f"{ufu[0]['properties']['datetime'][:10]}/{ufu[2]['properties']['datetime'][:10]}"
+    assert all(s["reason"] == "" for s in parcel_timeseries(cube, some, bands=["B04"], time=early
+                                                              ).attrs["parcel_status"])
+
+
 def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region):
     edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right
     _, miny, _, maxy = tiny_straddle_region.bbox

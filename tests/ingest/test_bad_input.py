@@ -216,7 +216,7 @@ def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch,
                                                   "sentinel-2-l2a"):
         ingest(s2_only, tmp_path / "cube", collection="s1", progress=False)
     (tmp_path / "a-file").write_text("")  # it said "cannot read s2/_lock.json ...: File exists"
-    with pytest.raises(InvalidRequestError, match="the cube .*a-file is a file: give a folder"):
+    with pytest.raises(InvalidRequestError, match=r"the cube .*a-file is a file: give a folder"):
         ingest(s2_only, tmp_path / "a-file", progress=False)
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(InvalidRequestError, match="its JSON is a list"):

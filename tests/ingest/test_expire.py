@@ -338,3 +338,26 @@ def test_asking_for_an_expired_or_future_version_says_which_versions_there_are(c
         open_cube(cube, as_of=1)
     with pytest.raises(VersionNotFoundError, match=rf"has no version {latest + 5}: the latest is {latest}"):
         open_cube(cube, as_of=latest + 5)
+
+
+def test_a_rerun_of_an_expire_killed_before_it_rewrote_the_catalog_rewrites_it(cube, monkeypatch):
+    """The catalog named a version the first run had expired (killed between the records and the catalog): the
+    re-run expired nothing more and left the catalog naming a version gone, its dates stale, until an ingest."""
+    import ingest.expire as expiring
+    from catalog.write import published_version, write_catalog
+
+    store = open_store(cube)
+    (cube / "s2" / "collection.json").unlink()  # as if 4 to 9 were ingested without the catalog
+    write_catalog(store, read_version(store, "s2", 3), force=True)
+    assert published_version(store, "s2") == 3
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(expiring, "write_catalog", killed)
+    with pytest.raises(KeyboardInterrupt):
+        expire(cube, older_than=EVERYTHING)
+    assert committed_versions(store, "s2") == [9] and published_version(store, "s2") == 3
+    monkeypatch.undo()
+    assert expire(cube, older_than=EVERYTHING).expired == ()
+    assert published_version(store, "s2") == 9
