@@ -49,8 +49,11 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
     if found:
         clock, mark = clock[: found.start()], found[1]
         if mark != "Z":
-            minutes = int(mark[1:3]) * 60 + int(mark[-2:])
-            offset = np.timedelta64(minutes if mark[0] == "+" else -minutes, "m")
+            hours, minutes = int(mark[1:3]), int(mark[-2:])
+            if hours > 23 or minutes > 59:  # +25:00 shifted the range by a day without a word
+                raise InvalidRequestError(f"time {text!r} has the UTC offset {mark}, which is no offset: hours up to "
+                                          f"23, minutes up to 59 (e.g. +02:00, or Z for UTC)")
+            offset = np.timedelta64((hours * 60 + minutes) * (1 if mark[0] == "+" else -1), "m")
         text = f"{day}T{clock}"
     written = _ISO.fullmatch(text)
     try:

@@ -45,9 +45,10 @@ class OfflineValidator(JsonSchemaSTACValidator):
         if self.extension_dir is not None:
             for path in sorted(self.extension_dir.glob("*/*/schema.json")):
                 doc = json.loads(path.read_text())
-                self.schema_cache.setdefault(doc.get("$id", ""), doc)
+                self.schema_cache.setdefault(doc.get("$id", "").rstrip("#"), doc)  # eo, raster: "...json#"
 
     def _get_schema(self, schema_uri: str) -> dict[str, Any]:
+        schema_uri = schema_uri.rstrip("#")
         if schema_uri not in self.schema_cache and _PROJJSON_URI.match(schema_uri):
             doc = _projjson_schema()
             if doc is not None:

@@ -59,7 +59,9 @@ def test_a_time_selection_is_a_range_or_a_set_of_exact_times():
 
 
 @pytest.mark.parametrize("time", ["spring", "2024-13", "2024-05-02/2024-05-01", ("2024-05",), 2024, (1, 2), 3.5,
-                                  ("2024-05-03T10:00", "2024-05-03T09:59")])
+                                  ("2024-05-03T10:00", "2024-05-03T09:59"),
+                                  "2024-05-02T12:00:00+25:00/2024-05-03", "2024-05-02T12:00+23:99/..",
+                                  "2024-05-02T12:00-99:00"])  # offsets that shifted the range by days
 def test_what_is_not_a_time_range_is_a_clear_error(time):
     with pytest.raises(InvalidRequestError, match="time"):
         parse_time_range(time)

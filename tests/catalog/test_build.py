@@ -142,6 +142,22 @@ def test_documents_validate_offline(spec, validator):
             assert {PROJ, DATACUBE} <= set(checked)
 
 
+@pytest.mark.parametrize("extension", ["eo/v1.1.0", "raster/v1.1.0"])
+def test_the_bundled_schemas_whose_id_ends_with_a_hash_validate_too(validator, extension):
+    """The eo and raster schemas' $id ends with "#": the validator said it had "no offline copy" of them."""
+    version = hand_version(tiles={"31UFU": [iso(T0)]})
+    io = StoreStacIO(MemoryStore())
+    build_catalog(version, io=io).save(io)
+    item = dict(walk_documents(io.store))[keys.item_key(version.collection, "31UFU")]
+    uri = f"https://stac-extensions.github.io/{extension}/schema.json"
+    good = {**item, "stac_extensions": [*item["stac_extensions"], uri]}
+    assert uri in validate_document(good, validator=validator)
+    if extension.startswith("eo"):  # and it checks: a cloud cover that is no number fails
+        bad = {**good, "properties": {**good["properties"], "eo:cloud_cover": "cloudy"}}
+        with pytest.raises(pystac.STACValidationError):
+            validate_document(bad, validator=validator)
+
+
 def test_validation_never_downloads(validator, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("validation tried to fetch a schema")
