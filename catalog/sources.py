@@ -6,6 +6,7 @@ tile items are derived from its scenes, and its links say where the scenes can b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,14 +37,15 @@ class SourceInfo:
     about_url: str
     stac_url: str | None = None
 
-    def links(self) -> list[pystac.Link]:
-        """The licence, the documentation and (when public) the provider's STAC collection of the scenes."""
+    def links(self, *, via: bool = True) -> list[pystac.Link]:
+        """The licence, the documentation and (when public, and ``via``: the scenes were read from it) the
+        provider's STAC collection of the scenes."""
         links = [
             pystac.Link("license", LICENSE_URL, media_type="application/pdf", title="Legal notice on the use of "
                         "Copernicus Sentinel Data and Service Information"),
             pystac.Link("about", self.about_url, media_type="text/html", title=f"{self.title}: documentation"),
         ]
-        if self.stac_url:
+        if self.stac_url and via:
             links.append(pystac.Link("via", self.stac_url, media_type=JSON_MEDIA_TYPE,
                                      title=f"{self.title} at the Copernicus Data Space Ecosystem STAC"))
         return links
@@ -88,15 +90,22 @@ def source_info(source_id: str) -> SourceInfo:
 
 
 def build_source_collection(info: SourceInfo, *, start: datetime | None, end: datetime | None,
-                            bbox: list[float] | None) -> pystac.Collection:
-    """The STAC collection of the source scenes, with the extent the cube holds of them (no items)."""
+                            bbox: list[float] | None, read_from: Sequence[str] = ()) -> pystac.Collection:
+    """The STAC collection of the source scenes, with the extent the cube holds of them (no items).
+    ``read_from``: the STAC collections the scenes were read from (none known: the scenes' own records predate
+    it). Read from others than the Copernicus Data Space Ecosystem's (Earth Search's ``sentinel-2-c1-l2a``), it
+    names neither that host nor its collection as where the scenes are found, and says where they were read."""
+    elsewhere = sorted(set(read_from) - {info.id})
+    description = info.description + (f" This cube's scenes were read from the STAC collection(s) "
+                                       f"{', '.join(elsewhere)}." if elsewhere else "")
+    from_cdse = not read_from or info.id in read_from
     extent = pystac.Extent(pystac.SpatialExtent([bbox or [-180.0, -90.0, 180.0, 90.0]]),
                            pystac.TemporalExtent([[start, end]]))
     summaries = pystac.Summaries({"constellation": [info.constellation], "instruments": list(info.instruments)}
                                  if info.constellation else {})
     collection = pystac.Collection(
-        id=info.id, title=info.title, description=info.description, extent=extent, license=LICENSE,
-        keywords=list(info.keywords), providers=[ESA, CDSE], summaries=summaries,
+        id=info.id, title=info.title, description=description, extent=extent, license=LICENSE,
+        keywords=list(info.keywords), providers=[ESA, CDSE] if from_cdse else [ESA], summaries=summaries,
     )
-    collection.add_links(info.links())
+    collection.add_links(info.links(via=from_cdse))
     return collection

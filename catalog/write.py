@@ -62,6 +62,7 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
         source_info(version.spec.source_collection),
         start=parse_time(span[0]) if span else None, end=parse_time(span[1]) if span else None,
         bbox=collection.extent.spatial.bboxes[0],
+        read_from=sorted({s.collection for s in version.scenes.values() if s.collection}),
     )
     root = build_root()
     root.add_child(collection)

@@ -142,6 +142,26 @@ def test_documents_validate_offline(spec, validator):
             assert {PROJ, DATACUBE} <= set(checked)
 
 
+@pytest.mark.parametrize("read_from", [(), ("sentinel-2-l2a",), ("sentinel-2-c1-l2a",)])
+def test_the_source_collection_names_the_host_the_scenes_were_read_from(read_from, validator):
+    """A cube ingested from Earth Search's sentinel-2-c1-l2a published CDSE as the scenes' host, with a link to
+    CDSE's collection, which they were not read from."""
+    version = hand_version(tiles={"31UFU": [iso(T0)]})
+    version = replace(version, scenes={k: replace(v, collection=read_from[0] if read_from else "")
+                                       for k, v in version.scenes.items()})
+    io = StoreStacIO(MemoryStore())
+    tree = build_catalog(version, io=io)
+    source = tree.source.to_dict()
+    hosts = [p["name"] for p in source["providers"] if "host" in p["roles"]]
+    via = [link["href"] for link in source["links"] if link["rel"] == "via"]
+    if read_from == ("sentinel-2-c1-l2a",):
+        assert hosts == [] and via == [] and "read from the STAC collection(s) sentinel-2-c1-l2a" in \
+            source["description"]
+    else:  # read from CDSE's collection, or records that do not say (older cubes): as before
+        assert hosts == ["Copernicus Data Space Ecosystem"] and via and "read from" not in source["description"]
+    assert validate_document(source, validator=validator)
+
+
 @pytest.mark.parametrize("extension", ["eo/v1.1.0", "raster/v1.1.0"])
 def test_the_bundled_schemas_whose_id_ends_with_a_hash_validate_too(validator, extension):
     """The eo and raster schemas' $id ends with "#": the validator said it had "no offline copy" of them."""
