@@ -90,11 +90,14 @@ class SpoolError(CardcubeError, OSError):
 
 # --- requests on the read side --------------------------------------------------------------------
 class ParcelError(CardcubeError, ValueError):
-    """A parcel cannot be processed; ``parcel_id`` names it and ``reason`` says why."""
+    """A parcel cannot be processed; ``parcel_id`` names it and ``reason`` says why. ``status``: where the
+    parcels of one request all failed, each one's status (:class:`cube.timeseries.ParcelStatus`), for a caller
+    that keeps a status table (an extraction) rather than one error."""
 
-    def __init__(self, parcel_id: object, reason: str) -> None:
+    def __init__(self, parcel_id: object, reason: str, *, status: tuple = ()) -> None:
         self.parcel_id = parcel_id
         self.reason = reason
+        self.status = status
         super().__init__(f"parcel {parcel_id}: {reason}")
 
 

@@ -48,7 +48,7 @@ import pyarrow as pa
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import CardcubeError, InvalidRequestError, ParcelError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
 from cardcube.parallel import check_scheduler, run_tasks
 from cardcube.query import parse_time_selection
@@ -68,6 +68,7 @@ from cube.extraction_files import (
     read_manifest,
     read_status,
     read_timeseries,
+    refuse_other_parameters,
     write_status,
 )
 from cube.indices import bands_for, check_bands, stored_bands
@@ -425,22 +426,24 @@ def extract(
     stats = stat_list(stats)
     parse_time_selection(time)  # a bad range fails before anything is written to ``out``
     tiles_of = assign_tiles(version, ps)
-    if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
-        check_acquisitions(version, time)
-    else:
-        _refuse_moved_parcels(out, out_storage_options, ps, tiles_of, version)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)
-
-    out_store = open_store(out, storage_options=out_storage_options)
-    new = check_manifest(out_store, {
+    manifest = {
         "cube": canonical_url(store), "collection": collection, "version": version.version,
-        "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
+        "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,
-    }, version, time=time, update=update, cube=store)
+    }
+    if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
+        check_acquisitions(version, time)
+    else:  # other parcels are said so, not blamed on the cube's covered area
+        refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
+        _refuse_moved_parcels(out, out_storage_options, ps, tiles_of, version)
+
+    out_store = open_store(out, storage_options=out_storage_options)
+    new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
     dates = None if new is None else {
         tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
         for tile in version.tiles}
@@ -573,13 +576,16 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
                   status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
                   all_touched: bool) -> int | None:
     """Parcels that no tile holds whole, read by ``parcel_timeseries`` into one file, whose metadata keeps
-    their status: the rows written, or None if they failed."""
+    their status: the rows written, or None if none was (they failed, or none could be measured)."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     try:
         frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
                                   stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
                                   time=job.time, as_of=job.version, histogram=job.histogram)
     except CardcubeError as exc:
+        if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status, as on a
+            status.update({s.parcel_id: replace(s, tile=s.tile or tiles[s.parcel_id]) for s in exc.status})  # tile
+            return None
         failures.append(str(exc))
         for pid in sub.ids:
             status[pid] = ParcelStatus(pid, "failed", 0, str(exc), tiles[pid])

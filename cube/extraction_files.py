@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
 from cardcube import __version__
-from cardcube.errors import CubeNotFoundError, InvalidRequestError
+from cardcube.errors import CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.query import parse_time_range
 from cardcube.storage import (
     StoreLike,
@@ -46,7 +46,7 @@ from cardcube.storage import (
 )
 from cube.dataset import tile_dates
 from cube.indices import band_list
-from cube.ledger import CubeVersion, committed_versions
+from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcel_layer import parquet_bytes
 from cube.parcels import uniform_ids
 from cube.stats import FRAME_COLUMNS
@@ -98,10 +98,9 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
                                       f"a new or empty --out, so that nothing of yours is overwritten")
         write_json(out, MANIFEST, {**manifest, "complete": False})
         return None
-    where = f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
-    mismatched = [k for k in manifest if k != "version" and _differs(k, old.get(k), manifest[k])]
-    if mismatched:
-        raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
+    where = _where(out, old)
+    _refuse_other_parameters(old, manifest, where)
+    _refuse_another_cube(old, version, cube, where)
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
         if "update" in old:
             return old["update"]["scenes"]
@@ -127,9 +126,46 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
                                   f"be read from other tiles now: extract into a new --out")
     new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
            for tile, state in version.tiles.items()}
-    write_json(out, MANIFEST, {**old, "version": version.version, "complete": False,
+    write_json(out, MANIFEST, {**old, "version": version.version, "committed": version.created, "complete": False,
                                "update": {"from": old["version"], "scenes": new}})
     return new
+
+def refuse_other_parameters(out: Store, manifest: dict[str, Any]) -> None:
+    """Refuse a run with other parameters than the extraction in ``out`` (if any) was made with, before anything
+    else is compared with it (an update's parcels and tiles): what :func:`check_manifest` checks first."""
+    old = read_json(out, MANIFEST)
+    if old is not None:
+        _refuse_other_parameters(old, manifest, _where(out, old))
+
+
+def _where(out: Store, old: dict[str, Any]) -> str:
+    return f"{store_url(out)} holds an extraction of version {old.get('version')} of {old.get('cube')}"
+
+
+def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
+    mismatched = [k for k in manifest if k not in ("version", "committed") and _differs(k, old.get(k), manifest[k])]
+    if mismatched:
+        raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
+
+
+def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store, where: str) -> None:
+    """Refuse an output read from another cube at the same location (deleted and ingested anew: its version
+    numbers start again): the commit time of the version it was read from is not that version's now."""
+    then = old.get("committed")
+    if not then or not isinstance(old.get("version"), int):
+        return  # an extraction from before the commit time was kept
+    if old["version"] == version.version:
+        now = version.created
+    else:
+        try:
+            now = read_version(cube, version.collection, old["version"]).created
+        except VersionNotFoundError:  # expired: nothing to compare (an update checks the scenes it read)
+            return
+    if now != then:
+        raise InvalidRequestError(f"{where}, committed at {then}; the cube there now has a version "
+                                  f"{old['version']} committed at {now}: another cube at the same location (made "
+                                  f"anew?), whose rows must not be mixed with these; write to a new --out")
+
 
 def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapping[str, int]) -> None:
     """Mark the run complete: its parcels' ``status`` counts, the scenes of ``version`` (within ``time``) read per

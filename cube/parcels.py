@@ -50,22 +50,7 @@ class ParcelSet:
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.geometries):
             raise InvalidRequestError(f"{len(self.ids)} parcel ids for {len(self.geometries)} geometries")
-        missing = [k for k, i in enumerate(self.ids) if i is None or (isinstance(i, float) and math.isnan(i))]
-        if missing:
-            raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
-                                      f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
-        if len(set(self.ids)) != len(self.ids):
-            rows: dict[Hashable, list[int]] = {}
-            for k, i in enumerate(self.ids):
-                rows.setdefault(i, []).append(k)
-            shared = [(i, r) for i, r in rows.items() if len(r) > 1]
-            named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})"
-                              for i, r in shared[:10])
-            raise InvalidRequestError(
-                f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
-                f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
-                f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
-                f"position)")
+        check_ids(self.ids)
         object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
 
     def __len__(self) -> int:
@@ -210,6 +195,28 @@ def uniform_ids(ids: Sequence[Hashable]) -> list[Hashable]:
     return [pid if pd.isna(pid) else str(pid) for pid in ids]  # a missing id stays missing, and refused as such
 
 
+def check_ids(ids: Sequence[Hashable]) -> None:
+    """:class:`InvalidRequestError` unless every parcel of ``ids`` (in the file's order: the rows named are its
+    rows) has an id of its own: none missing (None, NaN, a nullable column's ``pd.NA``), none shared."""
+    missing = [k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
+               or (isinstance(i, float | np.floating) and math.isnan(i))]  # pd.NA: a nullable column's gap
+    if missing:
+        raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
+                                  f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
+    if len(set(ids)) != len(ids):
+        rows: dict[Hashable, list[int]] = {}
+        for k, i in enumerate(ids):
+            rows.setdefault(i, []).append(k)
+        shared = [(i, r) for i, r in rows.items() if len(r) > 1]
+        named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})"
+                          for i, r in shared[:10])
+        raise InvalidRequestError(
+            f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
+            f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
+            f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
+            f"position)")
+
+
 def _build(
     ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
     errors: str = "raise",
@@ -217,6 +224,7 @@ def _build(
     if not ids:
         raise InvalidRequestError("no parcels given")
     ids = uniform_ids(ids)
+    check_ids(ids)  # of every row: a repeated id on a row of no polygon was "has an empty geometry"
     if errors not in ("raise", "collect"):
         raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)

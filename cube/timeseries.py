@@ -446,9 +446,9 @@ def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
     if len(failed) == len(status_frame):
         first = failed.iloc[0]
         err = {"outside": ParcelOutsideCubeError, "too_small": ParcelTooSmallError}.get(first.status, ParcelError)
-        raise err(first.parcel_id, first.reason) if len(failed) == 1 else err(
+        raise err(first.parcel_id, first.reason, status=tuple(status)) if len(failed) == 1 else err(
             ", ".join(map(str, failed.parcel_id[:5])), f"none of the {len(failed)} parcels can be measured; "
-            f"first: parcel {first.parcel_id}: {first.reason}")
+            f"first: parcel {first.parcel_id}: {first.reason}", status=tuple(status))
     if len(failed):
         warnings.warn(f"{len(failed)} of {len(status_frame)} parcels have no statistics: " + "; ".join(
             f"parcel {p}: {r}" for p, r in zip(failed.parcel_id[:3], failed.reason[:3], strict=True)),

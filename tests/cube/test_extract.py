@@ -302,6 +302,29 @@ def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_e
     assert '"complete": true' in (s2_extracted / MANIFEST).read_text()
 
 
+def test_an_extraction_of_another_cube_at_the_same_location_is_not_resumed_into(tiny_region, parcels, tmp_path):
+    """The cube deleted and ingested anew at the same path (its versions numbered from 1 again): a re-run
+    resumed the unfinished extraction of the old cube, mixing rows of both, complete and exit 0."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube, out, few = tmp_path / "cube", tmp_path / "out", parcels.iloc[:20]
+    ingest(write_items(tiny_region.items, features[:4], "old-archive.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    extract(few, cube, out, bands=["B04"], progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))  # as if killed before its end
+    shutil.rmtree(cube)
+    ingest(write_items(tiny_region.items, features[4:8], "new-archive.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    with pytest.raises(InvalidRequestError, match=r"holds an extraction of version 1 of .*, committed at .*; the cube "
+                                                  r"there now has a version 1 committed at .*another cube"):
+        extract(few, cube, out, bands=["B04"], progress=False)
+
+
 def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_written(cube, parcels, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RequestTooLargeError, match="smaller block"):
@@ -333,6 +356,10 @@ def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_writt
     assert "SCL" not in str(refused.value)  # not offered where it is refused
     with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 3\)"):
         extract(parcels.assign(parcel_id=parcels.parcel_id.where(parcels.index != 3, None)), cube, out, progress=False)
+    nullable = parcels.assign(parcel_id=pd.array(range(len(parcels)), dtype="Int64")).copy()
+    nullable.loc[2, "parcel_id"] = pd.NA  # a database's table: rows written with no id, then a KeyError
+    with pytest.raises(InvalidRequestError, match=r"1 parcel\(s\) have no id \(row\(s\) 2\)"):
+        extract(nullable, cube, out, progress=False)
     file = tmp_path / "layers.txt"
     file.write_text("not a folder")
     with pytest.raises(InvalidRequestError, match=r"layers \(--layers\) .*layers.txt is a file: give a folder"):
@@ -493,6 +520,10 @@ def test_an_update_is_refused_when_the_covered_area_grew_and_the_extraction_stay
                                                   r"e.g. .*\(outside -> 31UFU\).*extract into a new --out"):
         extract(parcels, cube, out, update=True, **kw)
     assert (out / MANIFEST).read_bytes() == manifest and len(read_timeseries(out)) == first.rows
+    amended = parcels.assign(geometry=parcels.geometry.translate(xoff=-50_000))  # another parcel file: said so,
+    with pytest.raises(InvalidRequestError, match="with other parcels; write to a new --out"):  # not blamed on
+        extract(amended, cube, out, update=True, **kw)  # the covered area ("31UFU -> outside: ... grew")
+    assert (out / MANIFEST).read_bytes() == manifest
 
 
 def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
@@ -548,7 +579,12 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     unfinished = tmp_path / "unfinished"  # an extraction of version 1 killed before it completed
     shutil.copytree(tmp_path / "whole", unfinished)
     manifest = json.loads((unfinished / MANIFEST).read_text())
-    (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "complete": False}))
+    from cardcube.storage import open_store
+    from cube.ledger import read_version
+
+    committed = read_version(open_store(cube), "s2", 1).created
+    (unfinished / MANIFEST).write_text(json.dumps({**manifest, "version": 1, "committed": committed,
+                                                   "complete": False}))
     with pytest.raises(InvalidRequestError, match=r"unfinished.*as_of=1"):
         extract(parcels, cube, unfinished, update=True, **kw)
     with pytest.raises(InvalidRequestError, match=r"unfinished: resume it with as_of=1 \(--as-of 1\)") as refused:

@@ -156,6 +156,30 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     assert len(set(a[a.parcel_id == "strip"].time)) == len({f["properties"]["datetime"] for f in features})
 
 
+def test_a_parcel_across_tiles_too_small_for_a_pixel_is_too_small_not_failed(straddle_cube, tiny_straddle_region,
+                                                                              tmp_path):
+    """A strip no tile holds whole and too narrow for a pixel was "failed", listed as a failure of the run (exit 1
+    every week); it is too_small as on one tile, and the run has no failure."""
+    import shutil
+
+    import pandas as pd
+
+    from cube.extract import extract, read_status
+
+    cube = shutil.copytree(straddle_cube, tmp_path / "cube")
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    y = (miny + maxy) / 2
+    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
+    thin = gpd.GeoDataFrame({"parcel_id": ["thin"]}, geometry=[box(west - 100, y, east + 100, y + 6)], crs=parcels.crs)
+    result = extract(pd.concat([parcels[["parcel_id", "geometry"]].iloc[:5], thin], ignore_index=True), cube,
+                     tmp_path / "out", bands=["B04"], progress=False)
+    status = read_status(tmp_path / "out").set_index("parcel_id")
+    assert result.failures == () and status.loc["thin", "status"] == "too_small", status.loc["thin", "reason"]
+    assert status.loc["thin", "tile"] == "31UFU+31UGU" and "leaves no pixel after an inward buffer" in \
+        status.loc["thin", "reason"] and not status.loc["thin", "reason"].startswith("parcel thin")
+
+
 def test_a_tile_ingested_without_the_catalog_is_still_read(tiny_straddle_region, tmp_path):
     """The catalog routes reads; a tile an ``ingest --no-catalog`` added is not in it yet, and is read anyway."""
     features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")

@@ -174,6 +174,13 @@ def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFram
 def test_parcel_set_checks(register: gpd.GeoDataFrame) -> None:
     with pytest.raises(InvalidRequestError, match=r"1 parcel id is shared by several parcels: a \(rows 0, 2\)"):
         ParcelSet(("a", "b", "a"), tuple(FIELDS.values()), "EPSG:4326")
+    from shapely.geometry import Polygon
+
+    repeated = gpd.GeoDataFrame({"parcel_id": ["a", "b", "a"]}, crs="EPSG:4326",
+                                geometry=[*list(FIELDS.values())[:2], Polygon()])  # the repeat has no polygon
+    for errors in ("raise", "collect"):  # it said "parcel a: has an empty geometry" of a's good polygon
+        with pytest.raises(InvalidRequestError, match=r"shared by several parcels: a \(rows 0, 2\)"):
+            as_parcels(repeated, errors=errors)
     with pytest.raises(InvalidRequestError, match="no CRS"):
         as_parcels(gpd.GeoDataFrame(geometry=list(FIELDS.values())))
     with pytest.raises(InvalidRequestError, match="cannot read parcels from a float"):
