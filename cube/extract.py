@@ -455,7 +455,7 @@ def extract(
                None if mask is None else tuple(mask), histogram, time, dates)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
-    notes = read_notes(version, ps, tiles_of, time=time)
+    notes = read_notes(version, ps, tiles_of)
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []

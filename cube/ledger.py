@@ -284,28 +284,21 @@ class CubeVersion:
         )
 
 
-def date_extents(version: CubeVersion, tile: str, acquisitions: Sequence[Acquisition] | None = None
-                 ) -> dict[tuple[float, float, float, float], list[Acquisition]]:
-    """The ``acquisitions`` of ``tile`` (default: all its dates in ``version``) by the extent their scene covers
-    (minx, miny, maxx, maxy in the tile's CRS). A scene recorded without its window counts as the whole tile."""
-    grid = TileGrid.from_id(tile)
-    extents: dict[tuple[float, float, float, float], list[Acquisition]] = {}
-    for a in version.tiles[tile].acquisitions if acquisitions is None else acquisitions:
-        windows = version.scenes[a.scene_id].windows
-        if not windows:
-            extent = grid.bounds
-        else:
-            res = min(windows)
-            r, c, h, w = windows[res]
-            extent = (grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res)
-        extents.setdefault(tuple(extent), []).append(a)
-    return extents
-
-
 def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
     """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
-    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it."""
-    return shapely.union_all([box(*e) for e in sorted(date_extents(version, tile))])
+    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it. A scene recorded
+    without its window counts as the whole tile."""
+    grid = TileGrid.from_id(tile)
+    extents = set()
+    for a in version.tiles[tile].acquisitions:
+        windows = version.scenes[a.scene_id].windows
+        if not windows:
+            extents.add(grid.bounds)
+            continue
+        res = min(windows)
+        r, c, h, w = windows[res]
+        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
+    return shapely.union_all([box(*e) for e in sorted(extents)])
 
 
 def committed_versions(store: Store, collection: str) -> list[int]:
@@ -395,7 +388,8 @@ def _which_versions(wanted: int, versions: Sequence[int]) -> str:
     if wanted > versions[-1]:
         return f"the latest is {versions[-1]}"
     if wanted >= 1:  # versions are numbered without gaps, and expire deletes the oldest only
-        return "its ledger record is missing between kept versions: lost (check the cube with cardcube verify)"
+        return ("its ledger record is missing between kept versions: lost, or expired by a cardcube of before "
+                "2026-12-04 (check the cube with cardcube verify)")
     return f"it was never committed; {kept}"
 
 

@@ -33,7 +33,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, PASS_GAP_S, SCL_CLASSES
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
 from cube import layout
 from cube.dataset import (
@@ -41,10 +41,9 @@ from cube.dataset import (
     check_acquisitions,
     compute_reads,
     open_cube,
-    tile_dates,
 )
 from cube.indices import INDICES, check_bands, stored_bands
-from cube.ledger import CubeVersion, data_footprint, date_extents, read_version
+from cube.ledger import CubeVersion, data_footprint, read_version
 from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
@@ -209,59 +208,11 @@ def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple
     return out
 
 
-def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]], *, time: Any = None
-               ) -> dict[Any, str]:
-    """What the status of a parcel read from the tiles ``tiles_of`` gives it (:func:`assign_tiles`) beside "ok":
-    the share of it outside their data (:func:`outside_shares`), and the dates within ``time`` over it that another
-    tile holding it whole has and its own lacks (:func:`dates_elsewhere`; a parcel is read from one tile)."""
-    notes = {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
-    for pid, text in dates_elsewhere(version, ps, tiles_of, time=time).items():
-        notes[pid] = f"{notes[pid]}; {text}" if pid in notes else text
-    return notes
-
-
-def dates_elsewhere(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]], *, time: Any = None
-                    ) -> dict[Any, str]:
-    """For a parcel read from one tile while another tile's data holds it whole too (the tiles' overlap), where
-    that tile has dates within ``time`` over it which its own lacks (a product missing or rejected there, or
-    ingested for one tile only): what its status says of them. They are not read: a parcel is read from one tile,
-    and an acquisition of both tiles (one pass) is one date."""
-    names = sorted(version.tiles)
-    chosen = np.array([names.index(t[0]) if len(t) == 1 else -1 for t in tiles_of])
-    geoms = [np.asarray(ps.to_crs(TileGrid.from_id(n).crs).geometries, dtype=object) for n in names]
-    whole = np.array([shapely.contains(data_footprint(version, n), g) for n, g in zip(names, geoms, strict=True)])
-    candidates = np.flatnonzero((chosen >= 0) & (whole.sum(axis=0) >= 2))  # in the overlap of tiles' data
-    seen: list[dict[int, np.ndarray]] = []  # per tile: candidate -> the times of its dates over it
-    for name, g in zip(names, geoms, strict=True):
-        times: dict[int, list[np.ndarray]] = {}
-        for extent, acqs in date_extents(version, name, tile_dates(version.tiles[name], time)).items():
-            for i in candidates[shapely.contains(box(*extent), g[candidates])] if candidates.size else ():
-                times.setdefault(int(i), []).append(np.array([a.datetime64 for a in acqs]))
-        seen.append({i: np.sort(np.concatenate(t)) for i, t in times.items()})
-    gap = np.timedelta64(int(PASS_GAP_S), "s")
-    notes = {}
-    for i in candidates:
-        own = seen[chosen[i]].get(int(i), np.array([], "datetime64[ns]"))
-        for k, name in enumerate(names):
-            other = seen[k].get(int(i)) if k != chosen[i] else None
-            if other is None:
-                continue
-            missing = other[~_near(other, own, gap)]
-            if missing.size:
-                notes[ps.ids[i]] = (f"tile {name} holds {missing.size} more date(s) over it (from "
-                                    f"{str(missing[0])[:10]}) that tile {names[chosen[i]]}, which it is read from, "
-                                    "lacks: not read (a parcel is read from one tile)")
-                break
-    return notes
-
-
-def _near(times: np.ndarray, sorted_times: np.ndarray, gap: np.timedelta64) -> np.ndarray:
-    """Whether each of ``times`` lies within ``gap`` of one of ``sorted_times`` (one pass: the same acquisition)."""
-    if not len(sorted_times):
-        return np.zeros(len(times), bool)
-    at = np.searchsorted(sorted_times, times)
-    before, after = (sorted_times[np.clip(at + d, 0, len(sorted_times) - 1)] for d in (-1, 0))
-    return (np.abs(times - before) <= gap) | (np.abs(after - times) <= gap)
+def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, str]:
+    """What the status of a parcel read from the tiles ``tiles_of`` (:func:`assign_tiles`) says beside "ok": the
+    share of it outside their data (:func:`outside_shares`). A parcel in the overlap of two tiles' data is read
+    from one, and has that tile's dates only."""
+    return {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
 
 
 def _beyond(ps: ParcelSet, geobox: GeoBox) -> dict[Any, float]:
@@ -435,7 +386,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
                        time=time, as_of=version, bands=needed, tiles=list(tiles), decode=False,
                        chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
-    return reads, read_notes(version, ps, tiles_of, time=time)
+    return reads, read_notes(version, ps, tiles_of)
 
 
 def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:
