@@ -473,17 +473,28 @@ def list_keys(store: Store, prefix: str) -> list[str]:
 
 def list_children(store: Store, prefix: str) -> list[str]:
     """Names directly under ``prefix`` (one delimited listing on S3), sorted."""
+    return list_each(store, [prefix])[prefix]
 
-    async def _collect() -> list[str]:
-        return [k.split("/", 1)[0] async for k in store.list_dir(prefix)]
 
-    with _failures(f"list {prefix} in", store):
-        names = sorted(set(sync(_collect())))
-        if not names and isinstance(store, FsspecStore) and store_url(store).startswith("s3://"):
+def list_each(store: Store, prefixes: Sequence[str]) -> dict[str, list[str]]:
+    """:func:`list_children` of each of ``prefixes``, listed at once: on S3 one round trip's wait for them all,
+    not one after another."""
+
+    async def _collect(prefix: str) -> tuple[str, list[str]]:
+        return prefix, sorted({k.split("/", 1)[0] async for k in store.list_dir(prefix)})
+
+    async def _all() -> dict[str, list[str]]:
+        return dict(await asyncio.gather(*map(_collect, prefixes)))
+
+    shown = ", ".join(prefixes[:2]) + (f" and {len(prefixes) - 2} more" if len(prefixes) > 2 else "")
+    with _failures(f"list {shown} in", store):
+        found = sync(_all())
+        if prefixes and not any(found.values()) and isinstance(store, FsspecStore) and \
+                store_url(store).startswith("s3://"):
             bucket = store.path.split("/")[0]  # zarr lists a missing bucket as empty: no "0 found" of a typo
             if sync(_no_such_bucket(store.fs, bucket)):
-                raise StoreError(f"cannot list {prefix} in {store_url(store)}: {_no_bucket(bucket)}")
-        return names
+                raise StoreError(f"cannot list {shown} in {store_url(store)}: {_no_bucket(bucket)}")
+        return found
 
 
 async def _no_such_bucket(fs: Any, bucket: str) -> bool:

@@ -26,7 +26,7 @@ from zarr.storage import MemoryStore
 from cardcube.checkpoints import checkpoint
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_prefix, list_children, write_many
+from cardcube.storage import delete_prefix, list_children, list_each, write_many
 from cube import layout, tile_arrays
 from cube.ledger import TileState
 
@@ -168,16 +168,17 @@ def clear_blocks(store: Store, spec: CubeSpec, tile: str, blocks: Iterable[tuple
     """Delete, in every band array of a committed ``tile``, what is stored in ``blocks`` (hot, block): where a run
     is about to write, a run that died before its commit may have written other shards of the same block, which
     readers would take for part of this run's dates. ``check`` runs before each delete (the writer's fence). One
-    listing per array; how many blocks held leftovers."""
+    listing per array, all at once; how many blocks held leftovers."""
     wanted = {(hot, block) for hot, block in blocks}
+    hot_of = {f"{layout.array_path(spec.name, tile, resolution, band.name, hot=hot)}/c/": hot
+              for resolution in spec.resolutions for band in spec.bands_at(resolution)
+              for hot in sorted({hot for hot, _ in wanted})}
     cleared = set()
-    for resolution in spec.resolutions:
-        for band in spec.bands_at(resolution):
-            for hot in sorted({hot for hot, _ in wanted}):
-                path = layout.array_path(spec.name, tile, resolution, band.name, hot=hot)
-                for block in stored_blocks(store, spec.name, tile, resolution, band.name, hot=hot):
-                    if (hot, block) in wanted:
-                        check()
-                        delete_prefix(store, f"{path}/c/{block}/")
-                        cleared.add((hot, block))
+    for prefix, names in list_each(store, list(hot_of)).items():
+        hot = hot_of[prefix]
+        for block in (int(n) for n in names if n.isdigit()):
+            if (hot, block) in wanted:
+                check()
+                delete_prefix(store, f"{prefix}{block}/")
+                cleared.add((hot, block))
     return len(cleared)

@@ -197,16 +197,17 @@ def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence
     """Those of the ``skipped`` scenes (ids the cube holds) offered from other files than its record names: a
     corrected product republished under its id, or the same files moved. Neither is read again (that would take
     reading them); the run says so rather than skip them without a word."""
-    refiled = []
+    skipped = set(skipped)
+    refiled: dict[str, None] = {}  # once each, in the order offered (a scene offered twice is skipped twice)
     for s in scenes:
         record = head.scenes.get(s.scene_id)
         if s.scene_id in skipped and record is not None and record.sources and any(
                 record.sources.get(band, shown_href(href)) != shown_href(href) for band, href in s.assets.items()):
-            refiled.append(s.scene_id)
+            refiled[s.scene_id] = None
     for scene_id in refiled:
         log.warning("scene %s is in the cube, read from %s; offered from other files, it was skipped", scene_id,
                     ", ".join(sorted(set(head.scenes[scene_id].sources.values()))[:2]))
-    return tuple(dict.fromkeys(refiled))
+    return tuple(refiled)
 
 
 def _rejection(scene: SourceScene, err: Exception) -> Rejection:

@@ -18,7 +18,6 @@ them a scene that needs either is rejected, and the reason names the option.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,7 +77,7 @@ def _file_nodata(scene: SourceScene, band: BandSpec, ds: DatasetReader) -> float
     both, differing, are a :class:`SceneContentError`, as is a file that marks its nodata with a mask band only
     (cardcube reads values, not masks: the masked pixels would go in as measurements)."""
     tag, said = ds.nodata, scene.nodata.get(band.name)
-    if tag is not None and said is not None and not (tag == said or (math.isnan(tag) and math.isnan(said))):
+    if tag is not None and said is not None and not _same_value(tag, said, ds.dtypes[0]):
         raise SceneContentError(scene.scene_id, f"band {band.name}: its file's nodata is {tag}, its item's "
                                                 f"raster:bands say {said}; which pixels are nodata is unclear")
     nodata = tag if tag is not None else said
@@ -88,6 +87,16 @@ def _file_nodata(scene: SourceScene, band: BandSpec, ds: DatasetReader) -> float
                                                 "does not read: give the file a nodata value (gdal_translate "
                                                 "-a_nodata), or say it in the item's raster:bands")
     return nodata
+
+
+def _same_value(a: float, b: float, dtype: str) -> bool:
+    """Whether ``a`` and ``b`` are one value of a file of ``dtype``, as its pixels are compared with its nodata
+    (float32's lowest, or 0.1, written at float32 precision by one and float64 by the other); NaN is NaN."""
+    if np.dtype(dtype).kind != "f":
+        return a == b
+    with np.errstate(over="ignore", invalid="ignore"):
+        x, y = np.array([a, b]).astype(dtype)
+    return bool(x == y or (np.isnan(x) and np.isnan(y)))
 
 
 def _read_file(scene: SourceScene, band: str, href: str) -> bytes:

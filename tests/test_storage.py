@@ -66,7 +66,7 @@ def test_gdal_opens_an_s3_key_with_url_syntax_literally():
 
 def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
     from cardcube.errors import StoreError
-    from cardcube.storage import list_children, write_bytes
+    from cardcube.storage import list_children, list_each, write_bytes
 
     for name, value in s3_bucket.server.environment().items():
         monkeypatch.setenv(name, value)
@@ -74,8 +74,14 @@ def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
     assert store_url(store) == s3_bucket.url_for("cube") and not store.fs.dircache.use_listings_cache  # s3 options
     write_bytes(store, "a/zarr.json", b"{}")
     assert list_children(store, "a") == ["zarr.json"] and list_children(store, "nothing") == []
+    write_bytes(store, "a/c/3/0", b"x")
+    write_bytes(store, "a/c/1/0", b"x")
+    assert list_each(store, ["a/", "a/c/", "nothing/"]) == {"a/": ["c", "zarr.json"], "a/c/": ["1", "3"],
+                                                            "nothing/": []}  # listed at once, each its own
     with pytest.raises(StoreError, match="the bucket no-such-bucket-here does not exist"):  # was an empty list
         list_children(open_store("s3://no-such-bucket-here/cube"), "_parcels")
+    with pytest.raises(StoreError, match="list a/, b/ and 1 more in .* no-such-bucket-here does not exist"):
+        list_each(open_store("s3://no-such-bucket-here/cube"), ["a/", "b/", "c/"])
 
 
 def test_an_endpoint_that_accepts_connections_and_never_answers_is_named(monkeypatch):

@@ -398,17 +398,20 @@ def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tin
     assert result.refiled == ()  # the same files: nothing to say
 
 
-def test_a_scene_id_the_cube_holds_offered_again_from_other_files_is_skipped_and_said(tiny_region, tmp_path):
+def test_a_scene_id_the_cube_holds_offered_again_from_other_files_is_skipped_and_said(tiny_region, tmp_path,
+                                                                                        caplog):
     """A corrected product republished under its id (or the same files moved) was "skipped, already present"
-    without a word: the run names it, and reads nothing of it."""
+    without a word: the run names it, once even when offered twice, and reads nothing of it."""
     first = items_of(tiny_region.items, "sentinel-2-l2a")[0]
     cube = tmp_path / "cube"
     ingest(write_items(tiny_region.items, [first], "first.json"), cube, chunks=CHUNKS, progress=False)
     before = open_cube(cube, decode=False).compute()
     corrected = broken_copy(tiny_region.items, first, first["id"], blank)  # same id and time, other files
-    result = ingest(write_items(tiny_region.items, [corrected], "corrected.json"), cube, chunks=CHUNKS,
-                    progress=False)
-    assert result.skipped == (first["id"],) and result.refiled == (first["id"],) and result.ok
+    with caplog.at_level("WARNING", logger="ingest"):
+        result = ingest(write_items(tiny_region.items, [corrected, corrected], "corrected.json"), cube,
+                        chunks=CHUNKS, progress=False)
+    assert sum("offered from other files, it was skipped" in r.getMessage() for r in caplog.records) == 1
+    assert first["id"] in result.skipped and result.refiled == (first["id"],) and result.ok
     assert f"of those skipped, 1 offered from other files than the cube read them from ({first['id']})" in \
         result.summary() and result.to_dict()["refiled"] == [first["id"]]
     xr.testing.assert_identical(open_cube(cube, decode=False).compute(), before)

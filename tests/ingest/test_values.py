@@ -149,15 +149,20 @@ def test_nodata_said_by_the_item_or_a_mask_band_is_not_taken_for_data(tiny_regio
     for asset in by_mask["assets"].values():  # nothing but the mask says where the nodata is
         for entry in asset.get("raster:bands", []):
             entry.pop("nodata", None)
-    source_items = write_items(items, [by_item, by_mask, both], "nodata-said.json")
+    lowest = float(np.finfo(np.float32).min)  # float32's lowest, written by the item at float32 precision
+    f32 = said(broken_copy(items, s1[3], "S1-F32-NODATA", border(lowest, tag=lowest)), -3.4028235e+38)
+    source_items = write_items(items, [by_item, by_mask, both, f32], "nodata-said.json")
     result = ingest(source_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
-    assert result.added == ("S1-ITEM-NODATA",)
+    assert sorted(result.added) == ["S1-F32-NODATA", "S1-ITEM-NODATA"]  # one value in the file's type: agreed
     reasons = {r.scene_id: r.reason for r in result.rejected}
     assert "marks its nodata with a mask band, which cardcube does not read" in reasons["S1-MASK"]
     assert "its file's nodata is -32768.0, its item's raster:bands say -9999.0" in reasons["S1-TWO-NODATA"]
     source, vv = _source_and_cube(tmp_path / "cube", "s1", source_items, by_item, "VV", decode=True)
     assert (source[:20] == -9999).all()
     np.testing.assert_array_equal(np.isnan(vv), source == -9999)
+    np.testing.assert_array_equal(vv[20:], source[20:])
+    source, vv = _source_and_cube(tmp_path / "cube", "s1", source_items, f32, "VV", decode=True)
+    assert (source[:20] == np.float32(lowest)).all() and np.isnan(vv[:20]).all()
     np.testing.assert_array_equal(vv[20:], source[20:])
 
 
