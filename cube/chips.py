@@ -263,7 +263,7 @@ class Chip:
         panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
-                                     legend=self._legend(limits))
+                                     legend=self._legend(limits), max_pixels=MAX_SHEET_PIXELS)
         if self.mark is None:
             return sheet
         image = sheet.image.copy()

@@ -24,7 +24,7 @@ from odc.geo.geobox import GeoBox
 from PIL import Image, ImageDraw, ImageFont
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, RequestTooLargeError
 
 __all__ = [
     "ContactSheet",
@@ -235,13 +235,15 @@ class ContactSheet:
 SHEET_FRAME, SHEET_GAP, SHEET_TEXT = 3, 6, 14  # px of a contact sheet's panel frame, gaps and label line
 
 
-def least_sheet_size(n: int, panel: tuple[int, int], *, columns: int, scale: int) -> tuple[int, int]:
+def least_sheet_size(n: int, panel: tuple[int, int], *, columns: int, scale: int, legend: bool = True
+                     ) -> tuple[int, int]:
     """The least width and height in px of a :func:`contact_sheet` of ``n`` panels of ``panel`` (height, width)
-    px: known before any panel is drawn (labels wider than a panel and a legend can only add to it)."""
+    px, with its ``legend`` line or without: known before any panel is drawn (labels, or a legend, wider than
+    the panels can only widen it)."""
     cols = max(1, min(columns, n))
     cell_w = panel[1] * scale + 2 * SHEET_FRAME + SHEET_GAP
     cell_h = panel[0] * scale + 2 * SHEET_FRAME + SHEET_TEXT + SHEET_GAP
-    return cols * cell_w + SHEET_GAP, -(-n // cols) * cell_h + SHEET_GAP
+    return cols * cell_w + SHEET_GAP, -(-n // cols) * cell_h + SHEET_GAP + (SHEET_TEXT + SHEET_GAP) * legend
 
 
 def contact_sheet(
@@ -255,6 +257,7 @@ def contact_sheet(
     scale: int = 4,
     background: tuple[int, int, int] = (40, 40, 40),
     legend: Legend | None = None,
+    max_pixels: int | None = None,
 ) -> ContactSheet:
     """Small multiples of RGBA ``panels`` (same shape, one per date) with a label under each.
 
@@ -263,7 +266,7 @@ def contact_sheet(
     next to the label; NaN fractions (no SCL) are not marked. A date where more than half the pixels have
     no data (``nodata_fraction``: outside the swath) gets a grey frame and "no data" instead: a missing
     image, not a cloudy one. Transparent pixels show the background. A ``legend`` is written on a line
-    under the panels.
+    under the panels. A sheet of more than ``max_pixels`` is a :class:`RequestTooLargeError` before it is made.
     """
     n = len(panels)
     if n == 0 or len(labels) != n or any(f is not None and len(f) != n for f in (cloud_fraction, nodata_fraction)):
@@ -289,8 +292,11 @@ def contact_sheet(
     bar_w, legend_h = 120, (text_h + gap if legend else 0)
     legend_w = 0 if legend is None else font.getlength(legend.text) + (
         font.getlength(f"  {legend.limits[0]:.3g}  {legend.limits[1]:.3g}") + bar_w + 8 if legend.cmap else 0)
-    width = max(cols * cell_w + gap, math.ceil(legend_w) + 2 * gap)
-    sheet = Image.new("RGB", (width, rows * cell_h + gap + legend_h), background)
+    width, height = max(cols * cell_w + gap, math.ceil(legend_w) + 2 * gap), rows * cell_h + gap + legend_h
+    if max_pixels is not None and width * height > max_pixels:  # labels wider than the panels widened it
+        raise RequestTooLargeError(f"a contact sheet of {n} panels would be {width} x {height} px (limit "
+                                   f"{max_pixels / 1e6:.0f} Mpx); give fewer panels or a smaller scale")
+    sheet = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(sheet)
     if legend:
         _draw_legend(sheet, legend, (gap, rows * cell_h + gap), font=font, bar_width=bar_w)

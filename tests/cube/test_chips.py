@@ -491,3 +491,23 @@ def test_chip_requests_that_cannot_be_drawn_right_are_refused(tiny_cube, parcels
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     with pytest.raises(RequestTooLargeError, match=r"a season sheet of \d+ dates of 16 px at scale 400 would be"):
         c.contact_sheet(scale=400)  # refused before drawing: the CLI had no limit (517 Mpx, 6.5 GB)
+
+
+def test_a_season_sheet_stays_within_its_limit_as_drawn(tiny_cube, parcels, parcel_id, monkeypatch):
+    """The limit was checked on the sheet's least size, which left out the legend line: the demo's 49 dates at
+    size=220 gave a 200 with 25.04 Mpx (the README says 413). Labels wider than small panels widen it more."""
+    from cube import chips, render
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    n = c.data.sizes["time"]
+    for scale in (8, 12):  # panels wider than their labels: the least size is the size drawn
+        least = render.least_sheet_size(n, (16, 16), columns=chips.SHEET_COLUMNS, scale=scale)
+        assert c.contact_sheet(scale=scale).image.shape[:2] == least[::-1]
+    drawn = c.contact_sheet(scale=1).image.shape  # 16 px panels under wider labels
+    least = render.least_sheet_size(n, (16, 16), columns=chips.SHEET_COLUMNS, scale=1)
+    assert drawn[1] > least[0] and drawn[0] == least[1]
+    monkeypatch.setattr(chips, "MAX_SHEET_PIXELS", drawn[0] * drawn[1] - 1)
+    with pytest.raises(RequestTooLargeError, match=rf"would be {drawn[1]} x {drawn[0]} px"):
+        c.contact_sheet(scale=1)
+    monkeypatch.setattr(chips, "MAX_SHEET_PIXELS", drawn[0] * drawn[1])
+    assert c.contact_sheet(scale=1).image.shape == drawn
