@@ -91,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _find(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from cardcube.errors import CorruptDocumentError
     from catalog.route import find_tiles
     from catalog.write import catalog_is_current, published_version
     from cube.ledger import committed_versions, read_version
@@ -100,8 +101,12 @@ def _find(args: argparse.Namespace) -> int:
     for ref in refs:
         print(json.dumps(asdict(ref)))
     published, committed = published_version(store, args.collection), committed_versions(store, args.collection)
-    if (published is not None and committed and committed[-1] > published  # an ingest --no-catalog since, and
-            and not catalog_is_current(store, read_version(store, args.collection))):  # not one that only rejected
+    behind = published is not None and committed and committed[-1] > published  # an ingest --no-catalog since
+    try:
+        behind = behind and not catalog_is_current(store, read_version(store, args.collection))  # not a rejection
+    except CorruptDocumentError as exc:  # the tiles found are printed: the damage is a note, for verify
+        print(f"{exc}; check the cube with cardcube verify", file=sys.stderr)
+    if behind:
         print(f"the catalog describes version {published} of the {args.collection} cube, which is at version "
               f"{committed[-1]}: its newer dates and tiles are not searched; run cardcube catalog build",
               file=sys.stderr)

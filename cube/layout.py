@@ -33,8 +33,9 @@ ROOT_KEY = "catalog.json"  # the STAC root catalog (the catalog's other keys: ca
 def cube_root(location: Any) -> Any:
     """A cube location as given (path, URL or Store), less a trailing ``catalog.json``: the file a STAC browser is
     pointed at names its cube too."""
-    if isinstance(location, str | os.PathLike) and os.fspath(location).endswith(ROOT_KEY):
-        return os.fspath(location)[: -len(ROOT_KEY)].rstrip("/") or "."
+    path = os.fspath(location) if isinstance(location, str | os.PathLike) else None
+    if path is not None and (path == ROOT_KEY or path.endswith(f"/{ROOT_KEY}")):  # not a folder s2catalog.json
+        return path[: -len(ROOT_KEY)].rstrip("/") or "."
     return location
 
 

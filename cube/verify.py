@@ -35,7 +35,9 @@ IN_FLIGHT_DEEP = 8
 LOST_MANIFEST = ("manifest missing while a block written before it has its own: lost (a partial restore?); its "
                  "shards cannot be checked")
 LOST_RECORD = ("ledger record missing between kept versions (versions are numbered without gaps, and expire deletes "
-               "the oldest only): lost (deleted by hand, a partial restore?); that version cannot be read")
+               "the oldest only): lost (deleted by hand, a partial restore?), or expired by a cardcube of before "
+               "2026-12-04 under a clock running ahead (harmless: the next expire takes the versions before the "
+               "gap); that version cannot be read")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cardcube.cli import main
+from cube.layout import ledger_key
 
 
 def test_build_regenerates_from_the_ledger(cube, capsys):
@@ -67,6 +68,10 @@ def test_find_says_when_the_catalog_is_behind_the_cube(cube, tmp_path, capsys):
     assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0
     out, err = capsys.readouterr()
     assert out and err == ""
+    (cube / ledger_key("s2", 3)).write_text('{"version": 3}')  # a damaged newest record: the tiles found are
+    assert main(["catalog", "find", "--cube", str(cube), "--time", "2024-05-11"]) == 0  # printed, then exit 2 was
+    found, err = capsys.readouterr()
+    assert found == out and "check the cube with cardcube verify" in err and "v00000003.json" in err
 
 
 @pytest.mark.parametrize("verb", ["build", "serve", "find"])

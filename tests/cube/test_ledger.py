@@ -71,3 +71,13 @@ def test_the_cubes_catalog_json_names_the_cube_to_every_reader(tiny_cube, parcel
     extract(few, catalog, tmp_path / "a", bands=["B08"], progress=False)
     extract(few, tiny_cube, tmp_path / "b", bands=["B08"], progress=False)
     pd.testing.assert_frame_equal(read_timeseries(tmp_path / "a"), read_timeseries(tmp_path / "b"))
+
+
+def test_only_a_file_named_catalog_json_names_its_cube():
+    """A cube folder whose name ends with catalog.json (``s2catalog.json``) became its parent (``s2``)."""
+    from cube.layout import cube_root
+
+    assert cube_root("cubes/demo/catalog.json") == "cubes/demo" and cube_root("catalog.json") == "."
+    assert cube_root("s3://bucket/cube/catalog.json") == "s3://bucket/cube"
+    assert cube_root("cubes/s2catalog.json") == "cubes/s2catalog.json"
+    assert cube_root("s3://bucket/mycatalog.json") == "s3://bucket/mycatalog.json"
