@@ -420,6 +420,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: Python numbers (floats written in full, so a client reads the very numbers
     of the Python API), ISO 8601 times in UTC with "Z" (as ``/collections`` writes them), null for NaN."""
     out = frame.copy()
+    out.attrs.clear()  # pandas deep-copies them at every step (the parcels' statuses: most of the time taken)
     for name in out.columns[[pd.api.types.is_datetime64_any_dtype(t) for t in out.dtypes]]:
         out[name] = out[name].dt.strftime(TIME_FORMAT)
     return out.astype(object).where(out.notna(), None).to_dict("records")

@@ -130,10 +130,13 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
                                    f"{len(names)} bands: {size / 2**20:.0f} MiB to read (limit "
                                    f"{max_bytes / 2**20:.0f} MiB); narrow the time range or the bands, or run "
                                    f"cardcube extract for a territory")
-    windows = compute_reads(*[ds[names].isel(y=w[0], x=w[1]) for _, w, _ in found])
-    labels = np.concatenate([np.full(int(m.sum()), i, dtype=np.int64) for i, (_, _, m) in enumerate(found)])
-    values = {name: np.concatenate([win[name].values[:, m] for win, (_, _, m) in zip(windows, found, strict=True)],
-                                   axis=1) for name in names}
+    # every parcel's pixels, row-major within each, picked at once: one task graph whatever the parcels (a window
+    # per parcel made one graph layer each, and culling thousands of them cost more than the read)
+    where = [np.nonzero(m) for _, _, m in found]
+    ys, xs = (np.concatenate([at[k] + w[k].start for at, (_, w, _) in zip(where, found, strict=True)]) for k in (0, 1))
+    labels = np.concatenate([np.full(len(at[0]), i, dtype=np.int64) for i, at in enumerate(where)])
+    (picked,) = compute_reads(ds[names].isel(y=xr.DataArray(ys, dims="pixel"), x=xr.DataArray(xs, dims="pixel")))
+    values = {name: picked[name].transpose("time", "pixel").values for name in names}
     pixels = ParcelPixels.from_labels(np.array([pid for pid, _, _ in found], dtype=object), labels, ds["time"].values,
                                       values, {n: dict(ds[n].attrs) for n in names},
                                       {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})

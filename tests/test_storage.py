@@ -80,7 +80,7 @@ def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
                                                             "nothing/": []}  # listed at once, each its own
     with pytest.raises(StoreError, match="the bucket no-such-bucket-here does not exist"):  # was an empty list
         list_children(open_store("s3://no-such-bucket-here/cube"), "_parcels")
-    with pytest.raises(StoreError, match="list a/, b/ and 1 more in .* no-such-bucket-here does not exist"):
+    with pytest.raises(StoreError, match=r"list a/, b/ and 1 more in .* no-such-bucket-here does not exist"):
         list_each(open_store("s3://no-such-bucket-here/cube"), ["a/", "b/", "c/"])
 
 
