@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlparse
 
 import pystac
 
@@ -89,16 +90,33 @@ def source_info(source_id: str) -> SourceInfo:
                       about_url="https://dataspace.copernicus.eu")
 
 
+def file_host(href: str) -> str:
+    """Where a scene's file was read: ``scheme://host`` of a URL, "" for a local path."""
+    parsed = urlparse(href)
+    return f"{parsed.scheme}://{parsed.netloc}" if parsed.scheme not in ("", "file") and parsed.netloc else ""
+
+
+def _cdse_host(host: str) -> bool:
+    """Whether ``host`` (:func:`file_host`) is the Copernicus Data Space Ecosystem's (its S3 bucket ``eodata``)."""
+    netloc = urlparse(host).netloc
+    return netloc == "eodata" or netloc.endswith(".copernicus.eu")
+
+
 def build_source_collection(info: SourceInfo, *, start: datetime | None, end: datetime | None,
-                            bbox: list[float] | None, read_from: Sequence[str] = ()) -> pystac.Collection:
+                            bbox: list[float] | None, read_from: Sequence[str] = (),
+                            hosts: Sequence[str] = ()) -> pystac.Collection:
     """The STAC collection of the source scenes, with the extent the cube holds of them (no items).
     ``read_from``: the STAC collections the scenes were read from (none known: the scenes' own records predate
-    it). Read from others than the Copernicus Data Space Ecosystem's (Earth Search's ``sentinel-2-c1-l2a``), it
-    names neither that host nor its collection as where the scenes are found, and says where they were read."""
+    it); ``hosts``: where their files were (:func:`file_host`). Read from another collection than the Copernicus
+    Data Space Ecosystem's (Earth Search's ``sentinel-2-c1-l2a``), or from files at another host (Planetary
+    Computer's collection is also called ``sentinel-2-l2a``), it names neither that host nor its collection as
+    where the scenes are found, and says where they were read. Local files say nothing of their host."""
     elsewhere = sorted(set(read_from) - {info.id})
-    description = info.description + (f" This cube's scenes were read from the STAC collection(s) "
-                                       f"{', '.join(elsewhere)}." if elsewhere else "")
-    from_cdse = not read_from or info.id in read_from
+    other_hosts = sorted(h for h in set(hosts) if h and not _cdse_host(h))
+    said = ([f"the STAC collection(s) {', '.join(elsewhere)}"] if elsewhere else []) + (
+        [f"files at {', '.join(other_hosts)}"] if other_hosts else [])
+    description = info.description + (f" This cube's scenes were read from {' and '.join(said)}." if said else "")
+    from_cdse = (not read_from or info.id in read_from) and not other_hosts
     extent = pystac.Extent(pystac.SpatialExtent([bbox or [-180.0, -90.0, 180.0, 90.0]]),
                            pystac.TemporalExtent([[start, end]]))
     summaries = pystac.Summaries({"constellation": [info.constellation], "instruments": list(info.instruments)}

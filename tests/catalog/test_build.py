@@ -142,12 +142,20 @@ def test_documents_validate_offline(spec, validator):
             assert {PROJ, DATACUBE} <= set(checked)
 
 
-@pytest.mark.parametrize("read_from", [(), ("sentinel-2-l2a",), ("sentinel-2-c1-l2a",)])
-def test_the_source_collection_names_the_host_the_scenes_were_read_from(read_from, validator):
+PC = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/31/U/FU/2024/05/01/B04.tif"
+
+
+@pytest.mark.parametrize(("read_from", "href"), [((), ""), (("sentinel-2-l2a",), "s3://eodata/Sentinel-2/B04.jp2"),
+                                                 (("sentinel-2-l2a",), "/data/scenes/B04.tif"),
+                                                 (("sentinel-2-l2a",), PC),
+                                                 (("sentinel-2-c1-l2a",), "s3://sentinel-cogs/B04.tif")])
+def test_the_source_collection_names_the_host_the_scenes_were_read_from(read_from, href, validator):
     """A cube ingested from Earth Search's sentinel-2-c1-l2a published CDSE as the scenes' host, with a link to
-    CDSE's collection, which they were not read from."""
+    CDSE's collection, which they were not read from; so did one from Planetary Computer, whose collection has
+    CDSE's id (sentinel-2-l2a): the files' host tells."""
     version = hand_version(tiles={"31UFU": [iso(T0)]})
-    version = replace(version, scenes={k: replace(v, collection=read_from[0] if read_from else "")
+    version = replace(version, scenes={k: replace(v, collection=read_from[0] if read_from else "",
+                                                  sources={"B04": href} if href else {})
                                        for k, v in version.scenes.items()})
     io = StoreStacIO(MemoryStore())
     tree = build_catalog(version, io=io)
@@ -155,9 +163,12 @@ def test_the_source_collection_names_the_host_the_scenes_were_read_from(read_fro
     hosts = [p["name"] for p in source["providers"] if "host" in p["roles"]]
     via = [link["href"] for link in source["links"] if link["rel"] == "via"]
     if read_from == ("sentinel-2-c1-l2a",):
-        assert hosts == [] and via == [] and "read from the STAC collection(s) sentinel-2-c1-l2a" in \
-            source["description"]
-    else:  # read from CDSE's collection, or records that do not say (older cubes): as before
+        assert hosts == [] and via == [] and source["description"].endswith(
+            "read from the STAC collection(s) sentinel-2-c1-l2a and files at s3://sentinel-cogs.")
+    elif href == PC:
+        assert hosts == [] and via == [] and source["description"].endswith(
+            "read from files at https://sentinel2l2a01.blob.core.windows.net.")
+    else:  # read from CDSE's collection and host (or local copies), or records that do not say (older cubes)
         assert hosts == ["Copernicus Data Space Ecosystem"] and via and "read from" not in source["description"]
     assert validate_document(source, validator=validator)
 
