@@ -162,15 +162,19 @@ def unit_of(asset: Mapping[str, Any]) -> str | None:
 def nodata_of(asset: Mapping[str, Any]) -> float | None:
     """The nodata value the asset says its file has: ``raster:bands`` (raster extension 1.x), else its one
     ``bands`` entry or the asset itself (``nodata``, STAC 1.1 common metadata); a number, or "nan", "inf",
-    "-inf" as the extension writes those; None if it says none."""
+    "-inf" as the extension writes those (a number written as text, "-9999", off the schema, is read too: it
+    was ignored, and -9999 went in as data); None if it says none."""
     raster = asset.get("raster:bands")
     first = raster[0] if isinstance(raster, list) and raster and isinstance(raster[0], dict) else {}
     for entry in (first, _one_band(asset), asset):
         value = entry.get("nodata")
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf"):
-            return float(value.strip().lower())
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                continue
     return None
 
 

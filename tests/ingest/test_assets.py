@@ -97,3 +97,19 @@ def test_an_earth_search_item_is_keyed_and_scaled_by_cube_band(tiny_region):
     assert scene.scaling["B04"] == (0.0001, 0.0) and "SCL" not in scene.scaling
     assert value_map(scene, S2_L2A.band("B04"), 0).shift == 1000  # so the cube's offset is found for B04
     assert "red-jp2" in scene.other_assets and "visual" in scene.other_assets and "red" not in scene.other_assets
+
+
+def test_the_nodata_an_asset_says_is_read_in_each_form():
+    """Off the raster extension's schema, a number written as text ("-9999") was ignored without a word, and
+    -9999 went in as data where the file had no nodata tag."""
+    import math
+
+    from ingest.assets import nodata_of
+
+    assert nodata_of({"raster:bands": [{"nodata": -9999}]}) == -9999.0
+    assert nodata_of({"raster:bands": [{"nodata": "-9999"}]}) == -9999.0
+    assert math.isnan(nodata_of({"raster:bands": [{"nodata": "nan"}]}))
+    assert nodata_of({"raster:bands": [{"nodata": "-inf"}]}) == -math.inf == nodata_of({"nodata": "-Infinity"})
+    assert nodata_of({"bands": [{"nodata": 0}]}) == 0.0 and nodata_of({"nodata": 0}) == 0.0
+    assert nodata_of({"raster:bands": [{"nodata": "none"}]}) is None and nodata_of({"nodata": True}) is None
+    assert nodata_of({"raster:bands": [{}]}) is None and nodata_of({}) is None
