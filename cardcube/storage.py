@@ -236,9 +236,10 @@ def _check_reachable(endpoint: str, location: str, *, answer_timeout: float) -> 
 
 
 def store_url(store: Store) -> str:
-    """A human-readable location of ``store`` for messages and STAC hrefs."""
+    """A human-readable location of ``store`` for messages and STAC hrefs (a local folder's absolute path: a
+    LocalStore made with a relative one gave STAC hrefs the catalog then refused as outside the cube)."""
     if isinstance(store, LocalStore):
-        return str(store.root)
+        return str(Path(store.root).absolute())
     if isinstance(store, FsspecStore):
         if "://" in store.path:  # HTTP's file system keeps the whole URL as the path (and is "http" for https too)
             return store.path

@@ -55,3 +55,16 @@ def test_catalog_on_s3(s3_bucket):
     assert item.assets["data"].get_absolute_href() == f"{io.base}/s2/31UFU/cube.zarr"
     assert [r.tile for r in find_tiles(store, "s2", bbox=(705_000, 5_850_000, 705_100, 5_850_100),
                                        crs="EPSG:32631")] == ["31UFU", "31UGU"]
+
+
+def test_a_store_made_with_a_relative_path_writes_its_catalog(tmp_path, monkeypatch):
+    """ingest() into LocalStore("relstore") committed the version, then raised "catalog href ... is outside the
+    cube at relstore", leaving the cube without a catalog (and broke the benchmarks' relative --work)."""
+    monkeypatch.chdir(tmp_path)
+    store = LocalStore("relstore", read_only=False)
+    assert StoreStacIO(store).base == str(tmp_path / "relstore")
+    version = hand_version(tiles={"31UFU": ["2024-05-01T10:50:31Z"]})
+    write_catalog(store, version)
+    assert catalog_is_current(store, version) and find_tiles(store, "s2")
+    items = pystac.Catalog.from_file(str(tmp_path / "relstore" / keys.ROOT_KEY)).get_items(recursive=True)
+    assert [item.properties["cardcube:tile"] for item in items] == ["31UFU"]
