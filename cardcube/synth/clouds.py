@@ -47,8 +47,11 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], *, sigma: flo
 
 
 def draw_cloud_cover(rng: np.random.Generator, cloudiness: float) -> float:
-    """Cloud fraction of one date: clear days, overcast days and broken cloud in between."""
+    """Cloud fraction of one date: clear days, overcast days and broken cloud in between (none at all for a
+    ``cloudiness`` of 0)."""
     u = rng.random()
+    if cloudiness == 0:
+        return 0.0
     if u < 0.28 * (1 - cloudiness) / 0.65:
         return float(rng.uniform(0.0, 0.02))
     if u > 1 - 0.16 * cloudiness / 0.35:
@@ -57,8 +60,10 @@ def draw_cloud_cover(rng: np.random.Generator, cloudiness: float) -> float:
     return float(rng.beta(1.3, 1.3 * (1 - mean) / mean))
 
 
-def cloud_layers(rng: np.random.Generator, shape: tuple[int, int], *, cover: float) -> CloudLayers:
-    """Cloud, shadow and cirrus layers of one date over a region of ``shape`` 10 m pixels."""
+def cloud_layers(rng: np.random.Generator, shape: tuple[int, int], *, cover: float, cirrus: bool = True
+                 ) -> CloudLayers:
+    """Cloud, shadow and cirrus layers of one date over a region of ``shape`` 10 m pixels (cirrus on a quarter
+    of the dates, unless ``cirrus`` is False: a cloud-free season)."""
     pad = MAX_SHADOW_PX
     padded = (shape[0] + 2 * pad, shape[1] + 2 * pad)
     h, w = shape
@@ -74,7 +79,7 @@ def cloud_layers(rng: np.random.Generator, shape: tuple[int, int], *, cover: flo
     dr, dc = round(-length * np.cos(azimuth)), round(length * np.sin(azimuth))  # shadow -> its cloud
     shadow = cloud_full[pad + dr:pad + dr + h, pad + dc:pad + dc + w] * np.float32(0.9)
     shadow = np.where(cloud > 0.3, 0, shadow).astype(np.float32)
-    if rng.random() < 0.25:
+    if rng.random() < 0.25 and cirrus:
         streaks = smooth_field(rng, shape, sigma=(3.0, 18.0), octaves=(1.0, 0.3))
         cirrus = (np.clip((streaks - rng.uniform(0.2, 1.6)) / 1.5, 0, 1) * 0.25).astype(np.float32)
     else:

@@ -7,6 +7,8 @@ region's pixel grid and tile windows, lives in :mod:`cardcube.synth.region`.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -30,8 +32,8 @@ class SynthConfig:
 
     ``size_m`` is ``(width, height)`` in metres (rounded to the 20 m lattice); ``origin`` the upper-left
     corner in the tile CRS (``None``: a default placement, across the 31UFU/31UGU edge if ``straddle``).
-    ``cloudiness`` is the mean cloud fraction of a Sentinel-2 date; ``anomaly_fraction`` the share of
-    parcels whose ground truth contradicts the declaration.
+    ``cloudiness`` is the mean cloud fraction of a Sentinel-2 date (0: every date clear, cirrus too);
+    ``anomaly_fraction`` the share of parcels whose ground truth contradicts the declaration.
     """
 
     seed: int = 42
@@ -54,6 +56,8 @@ class SynthConfig:
         size = self.size_m
         if isinstance(size, int | float):
             size = (float(size), float(size))
+        if not all(math.isfinite(float(s)) for s in size):  # nan and inf failed in the rounding
+            raise InvalidRequestError(f"size_m {tuple(size)} is no size in metres; give a number of at least 400")
         size = tuple(float(round(float(s) / 20.0) * 20) for s in size)
         object.__setattr__(self, "size_m", size)
         for name in ("start", "end"):
@@ -72,6 +76,20 @@ class SynthConfig:
             raise InvalidRequestError(f"cloudiness {self.cloudiness} must be within [0, 1]")
         if not 0.2 <= self.mean_parcel_ha <= 20:
             raise InvalidRequestError(f"mean_parcel_ha {self.mean_parcel_ha} must be within [0.2, 20]")
+        if self.start.year != self.end.year:  # the crops' calendar (sowing, mowing, harvest) is one year's
+            raise InvalidRequestError(f"the season {self.start} .. {self.end} spans more than one calendar year: "
+                                      f"the crops are simulated for one year's calendar, so the dates after it "
+                                      f"would show no growth nor any planted event; generate one year at a time")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise InvalidRequestError(f"seed {self.seed!r} must be a whole number of at least 0")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, numbers.Integral) or self.workers < 1:
+            raise InvalidRequestError(f"workers {self.workers!r} must be a whole number of at least 1")
+        if not (self.s1 or self.s2):
+            raise InvalidRequestError("neither Sentinel-1 nor Sentinel-2 scenes asked for: there is nothing to "
+                                      "generate")
+        if self.straddle and self.origin is not None:
+            raise InvalidRequestError("straddle places the region across the 31UFU/31UGU edge and origin places it "
+                                      "where it says: give one of them")
 
     @classmethod
     def demo(cls, **changes: Any) -> SynthConfig:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 
+from cardcube.errors import InvalidRequestError
+from cardcube.grid import TileGrid
 from cardcube.synth import s2
 from cardcube.synth.acquisitions import Acquisition, s1_schedule, s2_schedule
 from cardcube.synth.config import SynthConfig
@@ -112,7 +115,7 @@ class SynthResult:
         lines = [
             f"synthetic region in {self.out_dir}" if paths else "synthetic region",
             f"  seed {c.seed}, tiles {', '.join(self.tiles)}, {w / 1000:g} x {h / 1000:g} km, "
-            f"bbox {tuple(round(v) for v in self.bbox)} (EPSG:32631)",
+            f"bbox {tuple(round(v) for v in self.bbox)} ({TileGrid.from_id(c.tile).crs})",
             f"  season {c.start} .. {c.end}",
             f"  {self.n_parcels} parcels, {self.n_anomalies} planted anomalies",
             f"  {self.n_s2_scenes} Sentinel-2 L2A scenes, {self.n_s1_scenes} Sentinel-1 CARD-BS scenes, "
@@ -127,12 +130,15 @@ class SynthResult:
 
 def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *,
              progress: Callable[[Acquisition], None] | None = None) -> SynthResult:
-    """Generate the region of ``config`` (default: the demo) into ``out_dir``; deterministic for a seed."""
+    """Generate the region of ``config`` (default: the demo) into ``out_dir``; deterministic for a seed. An
+    earlier region's scenes there are replaced (a folder ingest read both regions' scenes as one); a
+    ``scenes`` folder that no earlier run of synth left (no ``region.json`` beside it) is refused."""
     t0 = time.perf_counter()
     config = config or SynthConfig.demo()
     out = Path(out_dir)
+    world = build_world(config)  # checks the region before anything is written
+    _clear_earlier(out)
     out.mkdir(parents=True, exist_ok=True)
-    world = build_world(config)
     _write_tables(world, out)
 
     acquisitions = schedule(config)
@@ -157,6 +163,20 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *,
     )
     _write_region_json(world, result, out / "region.json")
     return replace(result, elapsed_s=time.perf_counter() - t0)
+
+
+def _clear_earlier(out: Path) -> None:
+    """Delete the scenes an earlier :func:`generate` wrote into ``out`` (its ``region.json`` first, so a run
+    stopped meanwhile is no complete region); refuse a ``scenes`` folder of something else."""
+    scenes = out / "scenes"
+    if not scenes.is_dir() or not any(scenes.iterdir()):
+        return
+    if not (out / "region.json").is_file():
+        raise InvalidRequestError(f"{scenes} holds files, and no region.json says an earlier cardcube synth "
+                                  f"wrote them: give another folder, or delete it (a folder ingest would read "
+                                  f"them with the new scenes)")
+    (out / "region.json").unlink()
+    shutil.rmtree(scenes)
 
 
 def schedule(config: SynthConfig) -> tuple[Acquisition, ...]:

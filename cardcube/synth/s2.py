@@ -72,7 +72,7 @@ def render(world: World, acq: Acquisition, spectra: np.ndarray) -> S2Render:
     f32 = np.float32
     rng = rng_for(world.config.seed, S2_STREAM, acq.index)
     cover = draw_cloud_cover(rng, world.config.cloudiness)
-    layers = cloud_layers(rng, world.labels.shape, cover=cover)
+    layers = cloud_layers(rng, world.labels.shape, cover=cover, cirrus=world.config.cloudiness > 0)
     t = world.canopy.day(acq.date)
     labels = world.labels
     is_parcel = labels >= N_BACKGROUND

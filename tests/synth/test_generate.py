@@ -10,6 +10,7 @@ import pytest
 
 from cardcube.synth import SynthConfig, generate
 from cardcube.synth.cli import config_from_args, register
+from cardcube.synth.generate import SynthResult
 
 
 def _digest(root) -> dict[str, str]:
@@ -38,6 +39,45 @@ def test_config_validation():
     assert SynthConfig(size_m=2013).size_m == (2020.0, 2020.0)
     assert SynthConfig.tiny(straddle=True).resolved_origin()[0] < 709_800 < (
         SynthConfig.tiny(straddle=True).resolved_origin()[0] + 2000)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"size_m": float("nan")}, "is no size in metres"), ({"size_m": float("inf")}, "is no size in metres"),
+    ({"seed": -1}, "seed -1 must be a whole number of at least 0"), ({"seed": 1.5}, "seed 1.5"),
+    ({"workers": 0}, "workers 0 must be"), ({"s1": False, "s2": False}, "there is nothing to generate"),
+    ({"straddle": True, "origin": (680_000, 5_845_000)}, "give one of them"),
+    ({"start": dt.date(2024, 11, 1), "end": dt.date(2025, 8, 31)}, "spans more than one calendar year"),
+])
+def test_settings_that_would_fail_or_mislead_are_refused_before_anything_is_written(changes, message, tmp_path):
+    """nan and inf sizes and a negative seed failed with tracebacks (and left an empty folder); zero workers, no
+    satellite, straddle with an origin (ignored, while region.json said "straddle": true) went without a word;
+    a season across the new year wrote a frozen landscape and a ground truth of events before its dates."""
+    with pytest.raises(ValueError, match=message):
+        generate(tmp_path / "out", SynthConfig.tiny(**changes))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_earlier_regions_scenes_are_replaced_and_a_foreign_scenes_folder_refused(tmp_path):
+    """A second run into the same folder kept the first run's scene files: a folder ingest read both regions."""
+    config = SynthConfig.tiny(size_m=1000, end=dt.date(2024, 5, 20), s1=False)
+    first = generate(tmp_path / "out", config)
+    again = generate(tmp_path / "out", config.with_(seed=5, start=dt.date(2024, 5, 11)))
+    tifs = sorted(p.relative_to(again.out_dir) for p in (again.out_dir / "scenes").rglob("*.tif"))
+    assert again.n_s2_scenes < first.n_s2_scenes and len(tifs) == again.n_files - 7
+    assert SynthResult.written(tmp_path / "out", config) is None
+    other = tmp_path / "other"
+    (other / "scenes").mkdir(parents=True)
+    (other / "scenes" / "mine.tif").write_bytes(b"not synth's")
+    with pytest.raises(ValueError, match=r"no region\.json says an earlier cardcube synth wrote them"):
+        generate(other, config)
+    assert (other / "scenes" / "mine.tif").read_bytes() == b"not synth's"
+
+
+def test_a_cloudiness_of_zero_is_a_clear_season(tmp_path):
+    """--cloudiness 0 gave dates up to 22 % cloud: a cover floored at 2 %, and cirrus on a quarter of dates."""
+    region = generate(tmp_path / "clear", SynthConfig.tiny(cloudiness=0.0, s1=False))
+    covers = [f["properties"]["eo:cloud_cover"] for f in json.loads(region.items.read_text())["features"]]
+    assert len(covers) == region.n_s2_scenes > 10 and max(covers) == 0
 
 
 def test_region_json(tiny_region):

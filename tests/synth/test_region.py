@@ -36,7 +36,9 @@ def test_straddle_region_windows():
 def test_region_errors():
     with pytest.raises(ValueError, match="20 m lattice"):
         Region.from_config(SynthConfig.tiny(origin=(680_010.0, 5_845_000.0)))
-    with pytest.raises(ValueError, match=r"outside the known MGRS tiles|does not intersect"):
+    with pytest.raises(ValueError, match=r"outside the MGRS tiles of UTM zone|does not intersect"):
         Region.from_config(SynthConfig.tiny(origin=(400_000.0, 5_845_000.0)))
-    with pytest.raises(ValueError, match="outside the known MGRS tiles"):
+    with pytest.raises(ValueError, match=r"outside the MGRS tiles of UTM zone EPSG:32631 \(a synthetic region lies"):
         Region.from_config(SynthConfig.tiny(origin=(780_000.0, 5_845_000.0), tile="31UGU", size_m=40_000))
+    with pytest.raises(ValueError, match="outside the MGRS tiles"):  # refused at once: a 20 m grid of it was 10 GB
+        Region.from_config(SynthConfig.tiny(size_m=2_000_000))
