@@ -7,13 +7,14 @@ same at scale. ``--from-json results.json`` re-renders a report from a run's raw
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
 
 from benchmarks import harness, report
 from benchmarks.config import SIZES, BenchConfig, parse_size
+from benchmarks.options import check_out, read_json
 from benchmarks.patterns import PATTERNS
 from benchmarks.storage import Tier
 from cardcube.spec import S2_L2A
@@ -52,15 +53,23 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
                    help="scratch folder, new or empty, kept after the run (default a temporary one, removed)")
     p.add_argument("--from-json", type=Path, default=None, help="re-render the report of this results.json")
     args = p.parse_args(argv)
-    if args.from_json is not None and not args.from_json.is_file():
-        p.error(f"--from-json {args.from_json}: no such file")
+    args.results = None
+    if args.from_json is not None:
+        args.results = read_json(p, args.from_json)
+        if not (isinstance(args.results, dict) and {"config", "cells"} <= args.results.keys()):
+            p.error(f"--from-json {args.from_json}: not the results.json of a `python -m benchmarks` run")
     if args.work is not None and args.work.is_dir() and any(args.work.iterdir()):
         # an earlier run's cubes would turn the measured ingest into a no-op (every scene already committed)
         p.error(f"--work {args.work}: must be new or empty")
     try:
-        return BenchConfig(**_settings(args)), args
+        cfg = BenchConfig(**_settings(args))
     except ValueError as exc:  # bad sizes, shapes, patterns, tiers or bands: one line, before any work
         p.error(str(exc))
+    # where the report goes, checked now: a bad folder found after the run lost every figure
+    out = args.from_json.parent if args.from_json is not None else cfg.report_dir
+    check_out(p, out, names=("results.json", "report.md", *report.FIGURES.values()),
+              given=None if args.from_json is not None else args.out)
+    return cfg, args
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -70,6 +79,12 @@ def _settings(args: argparse.Namespace) -> dict:
         unknown = [k for k in args.patterns if k not in PATTERNS]
         if unknown:
             raise ValueError(f"--patterns: unknown {', '.join(unknown)}; known: {', '.join(PATTERNS)}")
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: every reader needs at least 1 I/O thread")
+    if not all(math.isfinite(v) and v >= 0 for v in args.latency):
+        raise ValueError(f"--latency {','.join(f'{v:g}' for v in args.latency)}: give milliseconds >= 0 per request")
+    if not (math.isfinite(args.bandwidth) and args.bandwidth >= 0):
+        raise ValueError(f"--bandwidth {args.bandwidth:g}: give MB/s >= 0 (0: no cap)")
     for flag in ("ingest_tiers", "append_tiers", "sweep_tiers"):
         for name in getattr(args, flag) or ():
             Tier.parse(name)
@@ -96,7 +111,7 @@ def _settings(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     cfg, args = config(argv)
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
+        results = args.results
         out = args.from_json.parent
     else:
         work = args.work or Path(tempfile.mkdtemp(prefix="cardcube-bench-"))

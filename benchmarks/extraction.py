@@ -44,6 +44,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.options import check_out, read_json
+from cardcube.option_types import whole_number
+
 T = TypeVar("T")
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 EXACTEXTRACT_OPS = ("count", "mean", "stdev", "min", "max", "quantile(q=0.25)", "median", "quantile(q=0.75)")
@@ -506,7 +509,7 @@ def report(results: list[dict[str, Any]]) -> str:
               f"{_noise(moments_s, _stored(big))}, still {moments_s / raw_s:.1f}x the floor. The rest is "
               f"per-value work that decompression does not do: every band value gathered through its parcel's "
               f"pixel index and checked against the cloud mask, summed, compared, counted per SCL class, and "
-              f"{big['cardcube']['rows'] / 1e6:.1f} million rows of statistics encoded; blosc only streams bytes.",
+              f"{_rows(big['cardcube']['rows'])} rows of statistics encoded; blosc only streams bytes.",
               "",
               f"**Full Sentinel-2 tile** (100 x 100 km, {FULL_TILE['parcels']:,} parcels, {FULL_TILE['dates']} "
               f"dates in a year, {FULL_TILE['cores']} cores, rates per core of the {big['size_km']:g} km run scaled "
@@ -525,25 +528,37 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_report(out: Path | None, stem: str, text: str, results: list[dict[str, Any]]) -> None:
-    """Print a report; with ``out``, also write it as ``<stem>.md`` beside its figures, ``<stem>.json``."""
-    print(text)
+def _rows(n: float) -> str:
+    """``1.6 million`` from a million on, else the count itself (``33,140``: 0.0 million said nothing)."""
+    return f"{n / 1e6:.1f} million" if n >= 1e6 else f"{n:,.0f}"
+
+
+def save_report(out: Path | None, stem: str, render: Callable[[Any], str], results: Any) -> str:
+    """Print the report ``render`` makes of ``results``; with ``out``, keep the figures first, as
+    ``<stem>.json`` (nothing after the run may cost them), then the report beside them as ``<stem>.md``. The
+    report's text."""
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stem}.md").write_text(text)
         (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        progress(f"figures: {out / f'{stem}.json'}")
+    text = render(results)
+    print(text)
+    if out:
+        (out / f"{stem}.md").write_text(text)
         progress(f"report: {out / f'{stem}.md'}")
     else:
         progress(f"{stem}.md not saved: pass --out DIR to keep the report and its JSON")
+    return text
 
 
 def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem: str,
              render: Callable[[Any], str]) -> Any:
     """``--from-json``: a saved run's results read back, their report printed and written as ``<stem>.md``
     beside them (or in ``out``); the results returned."""
-    if not path.is_file():
-        parser.error(f"--from-json {path}: no such file")
-    results = json.loads(path.read_text())
+    results = read_json(parser, path)
+    if out is not None:
+        check_out(parser, out, names=(f"{stem}.md",))
+        out.mkdir(parents=True, exist_ok=True)
     text = render(results)
     (out or path.parent).joinpath(f"{stem}.md").write_text(text)
     print(text)
@@ -554,8 +569,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km, comma-separated (default 5,10)")
-    p.add_argument("--scenes", type=int, default=DEFAULT_SCENES,
-                   help="scenes timed for exactextract (default 4; at least 2 per process)")
+    p.add_argument("--scenes", type=whole_number(at_least=2), default=DEFAULT_SCENES,
+                   help="scenes timed for exactextract (default 4, at least 2; on all cores, at least 2 per "
+                   "process)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction.md and extraction.json")
     p.add_argument("--from-json", type=Path, default=None, help="re-render extraction.md from an extraction.json")
     p.add_argument("--measure", help=argparse.SUPPRESS)
@@ -586,13 +602,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         rerender(p, args.from_json, args.out, "extraction", report)
         return
+    if args.out is not None:
+        check_out(p, args.out, names=("extraction.md", "extraction.json"))
     results = []
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="cardcube-extract-bench-") as tmp:
             results.append(run_size(size, args.scenes, Path(tmp), os.cpu_count() or 1))
         print(json.dumps(results[-1]["parcel_dates_per_s"]), json.dumps(results[-1]["speedup_vs_exactextract"]),
               json.dumps(results[-1]["times_read_decompress"]), flush=True)
-    save_report(args.out, "extraction", report(results), results)
+    save_report(args.out, "extraction", report, results)
 
 
 def parse_sizes(text: str) -> tuple[float, ...]:

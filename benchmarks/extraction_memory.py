@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import SMALL_BLOCK, in_subprocess, parse_sizes, progress, save_report
+from benchmarks.options import check_out
 
 BLOCKS = (None, SMALL_BLOCK)  # the default block (the cube's shard side), and small blocks
 
@@ -86,15 +87,20 @@ def report(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
-                   help="territory sides in km (default 10,20,30)")
+                   help="territory sides in km, at least two (default 10,20,30)")
     p.add_argument("--work", type=Path, required=True, help="folder for the regions and cubes (reused if there)")
     p.add_argument("--out", type=Path, default=None, help="folder for extraction-memory.md and .json")
     args = p.parse_args(argv)
+    if len(args.sizes) < 2:  # the report is the growth of the peak from one size to the next
+        p.error(f"--sizes {','.join(f'{s:g}' for s in args.sizes)}: give at least two territory sides, to compare "
+                f"the peak memory of one with the next")
+    if args.out is not None:
+        check_out(p, args.out, names=("extraction-memory.md", "extraction-memory.json"))
     results = []
     for size in args.sizes:
         results.append(measure(size, args.work / f"{size:g}km"))
         print(json.dumps(results[-1]), flush=True)
-    save_report(args.out, "extraction-memory", report(results), results)
+    save_report(args.out, "extraction-memory", report, results)
 
 
 if __name__ == "__main__":

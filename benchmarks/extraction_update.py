@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import REPEATS, in_subprocess, parse_sizes, progress, rerender, save_report
+from benchmarks.options import check_out
 
 DEFAULT_SIZES = (10.0,)
 
@@ -97,12 +98,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = p.parse_args(argv)
     if args.from_json is not None:
         return rerender(p, args.from_json, args.out, "extraction-update", report)
+    if args.out is not None:
+        check_out(p, args.out, names=("extraction-update.md", "extraction-update.json"))
     results = []
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="cardcube-update-bench-") as tmp:
             results.append(measure(size, Path(tmp)))
         print(json.dumps({k: results[-1][k] for k in ("size_km", "dates", "update", "whole")}), flush=True)
-    save_report(args.out, "extraction-update", report(results), results)
+    save_report(args.out, "extraction-update", report, results)
     return results
 
 

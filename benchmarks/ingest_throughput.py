@@ -12,6 +12,7 @@ progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from benchmarks.options import check_out
 from cardcube.option_types import number
 from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
@@ -76,6 +78,18 @@ def _stored_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+DEFAULTS = {"size_km": 4.0, "collection": "s2"}
+TARGETS = {"initial_write_amplification": 1.5, "appends_write_amplification": 3.0}  # at most (issue 4)
+
+
+def command(size_km: float, collection: str) -> str:
+    """The command that repeats a run (its settings when not the defaults; ``--out`` only keeps the figures)."""
+    args = ["python -m benchmarks.ingest_throughput"]
+    args += [f"--size-km {size_km:g}"] if size_km != DEFAULTS["size_km"] else []
+    args += [f"--collection {collection}"] if collection != DEFAULTS["collection"] else []
+    return " ".join(args)
+
+
 def output_path(out: Path, collection: str, size_km: float) -> Path:
     """Where ``--out`` puts the JSON: the file itself if it ends in ``.json``, else
     ``ingest-<collection>-<size>km.json`` in that folder (as ``benchmarks/results/ingest-s2-4km.json``)."""
@@ -84,22 +98,27 @@ def output_path(out: Path, collection: str, size_km: float) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size-km", type=number("a side in km", at_least=0.4), default=4.0,
+    p.add_argument("--size-km", type=number("a side in km", at_least=0.4), default=DEFAULTS["size_km"],
                    help="side of the synthetic region (default 4 km, at least 0.4)")
-    p.add_argument("--collection", choices=("s2", "s1"), default="s2")
+    p.add_argument("--collection", choices=("s2", "s1"), default=DEFAULTS["collection"])
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON: a FILE.json, or a folder "
                    "(ingest-<collection>-<size>km.json in it; created if missing)")
     args = p.parse_args(argv)
     out = output_path(args.out, args.collection, args.size_km) if args.out else None
-    if out is not None:
-        try:  # before the run, not after it: a bad folder must not cost the figures
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            p.error(f"--out {args.out}: {exc.strerror}")
-        if out.is_dir():
-            p.error(f"--out {out} is a folder")
+    if out is not None:  # before the run, not after it: a bad folder must not cost the figures
+        check_out(p, out.parent, names=(out.name,), given=args.out)
     with tempfile.TemporaryDirectory(prefix="cardcube-ingest-bench-") as tmp:
         result = run(args.size_km, args.collection, Path(tmp))
+    from benchmarks.harness import environment
+
+    result = {**result, "command": command(args.size_km, args.collection), "date": dt.date.today().isoformat(),
+              "environment": environment(), "targets": TARGETS}
+    if out is not None:  # the figures first, then the lines that say them
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    env = result["environment"]
+    print(f"`{result['command']}`, {result['date']}, {env['cpus']} CPUs ({env['system']} {env['machine']}, "
+          f"Python {env['python']})")
     i, a = result["initial"], result["appends"]
     print(f"{result['scenes']} {args.collection} scenes, {args.size_km:g} x {args.size_km:g} km")
     print(f"initial load : {i['scenes_per_min']:7.1f} scenes/min  {i['MB_per_s']:6.1f} MB/s  "
@@ -112,7 +131,6 @@ def main(argv: list[str] | None = None) -> None:
           f"{e['appended_stored_MB_after']:.1f} MB after expiring {e['versions_expired']} versions "
           f"({e['seconds']:.1f} s)")
     if out is not None:
-        out.write_text(json.dumps(result, indent=1))
         print(f"figures: {out}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
+from benchmarks.options import check_out
 from cardcube.option_types import number, whole_number
 
 Log = Callable[[str], None]
@@ -228,12 +229,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return rerender(p, args.from_json, args.out, "service", report)
     if not 0.4 <= args.size_km <= 10:
         p.error(f"--size-km {args.size_km:g}: give a side from 0.4 to 10 km (a tiny cube is what this measures)")
-    if args.out is not None and ((args.out.exists() and not args.out.is_dir())
-                                 or any(parent.is_file() for parent in args.out.parents)):
-        p.error(f"--out {args.out}: not a folder")
+    if args.out is not None:
+        check_out(p, args.out, names=("service.md", "service.json"))
     with tempfile.TemporaryDirectory(prefix="cardcube-service-bench-") as tmp:
         results = run(args.size_km, args.reps, args.latency, args.bandwidth or None, Path(tmp))
-    save_report(args.out, "service", report(results), results)
+    save_report(args.out, "service", report, results)
     return results
 
 

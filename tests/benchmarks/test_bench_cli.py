@@ -3,9 +3,12 @@ measuring anything (a bad tier or pattern used to surface as a traceback minutes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import __main__ as cli
+from benchmarks import harness
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -19,6 +22,10 @@ from benchmarks import __main__ as cli
     (["--bands", "B99"], "B99"),
     (["--bands", "SCL"], "SCL"),
     (["--from-json", "no-such-results.json"], "no such file"),
+    (["--threads", "0"], "--threads 0"),  # used to fail after generating the region, in the thread pool
+    (["--latency", "-20"], "--latency -20"),  # used to run with a negative latency
+    (["--latency", "20,nan"], "--latency 20,nan"),
+    (["--bandwidth", "-1"], "--bandwidth -1"),
 ])
 def test_bad_arguments_stop_before_any_work(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
@@ -39,3 +46,33 @@ def test_an_earlier_runs_scratch_folder_is_refused(tmp_path, capsys) -> None:
         cli.config(["--work", str(tmp_path)])
     assert "must be new or empty" in capsys.readouterr().err
     assert cli.config(["--work", str(tmp_path / "new")])[1].work == tmp_path / "new"
+
+
+@pytest.mark.parametrize("content", ["not json at all", "[1, 2]", "\xff\xfe"])
+def test_a_from_json_that_is_no_results_json_is_one_line(content: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "afile"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(SystemExit) as stop:
+        cli.config(["--from-json", str(path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"--from-json {path}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("out", "date"), [("afile", None), ("afile/below", None), ("new", "afile")])
+def test_a_bad_out_is_refused_before_the_run(out: str, date: str | None, tmp_path: Path, monkeypatch,
+                                             capsys) -> None:
+    """``--out`` a file, a folder below one, or ``OUT/DATE`` a file, was found by ``report.write`` after the whole
+    run: a traceback, no report printed, no results.json."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "afile").write_text("")
+    monkeypatch.setattr(harness, "run", lambda *a, **k: pytest.fail("the benchmark ran"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--out", str(tmp_path / out), *(["--date", date] if date else [])])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--out" in err and "not a folder" in err and "Traceback" not in err
+
+
+def test_a_new_out_folder_is_taken_and_not_made_before_the_run(tmp_path: Path) -> None:
+    cfg = cli.config(["--out", str(tmp_path / "a" / "b")])[0]
+    assert cfg.report_dir.parent == tmp_path / "a" / "b" and not (tmp_path / "a").exists()

@@ -105,3 +105,35 @@ def test_single_passes_are_not_passed_off_as_medians(latest) -> None:
     results = copy.deepcopy(latest)
     results["config"]["reps"] = results["config"]["min_reps"] = 1
     assert "One repetition per cell: every time is a single cold pass, not a median" in report.render(results)
+
+
+def test_every_request_of_the_headline_is_named(latest) -> None:
+    """A run whose S3 reads also counted the store's check that the endpoint answers said "33 requests (31 GET,
+    0 HEAD, 1 LIST)" and "9 are metadata" with 8 itemised."""
+    results = copy.deepcopy(latest)
+    for c in results["cells"]:
+        if c["layout"] == "tf-sharded" and c["tier"].startswith("s3") and c["summary"]["n"]:
+            c["summary"]["other"] += 1
+            c["summary"]["requests"] += 1
+    text = report.render(results)
+    assert "33 requests (31 GET, 0 HEAD, 1 LIST, 1 other: the check that the S3 endpoint answers)" in text
+    assert ("1 listing of the ledger's versions, 1 read of its record and 6 arrays' `zarr.json` (cold and hot parts "
+            "holding the dates asked for), and 1 other request, `open_store`'s check that the S3 endpoint answers"
+            in text)
+    assert "of the 33 requests of a small parcel's season, 9 are metadata" in text
+    assert "; and the check that the S3 endpoint answers, a `HEAD /` on the service)" in text
+    # none counted: said as before
+    assert "other" not in report.render(latest).split("## Latency by pattern")[0].split("Other figures")[0]
+
+
+def test_a_figure_of_another_run_is_said_to_be_one(latest) -> None:
+    """The report stated "about 2x over a whole season of appends" as if this run had measured it."""
+    text = report.render(latest)
+    assert "over a whole season of one-date appends it is about 2x" not in text
+    stated = report.SEASON_APPENDS
+    assert (f"Not measured in this run: over a whole season of one-date appends (49 dates of a 4 km region), "
+            f"another run, of `python -m benchmarks.ingest_throughput`, measured 1.95x cumulative (its figures: "
+            f"`{stated['json']}`).") in text
+    measured = json.loads((RESULTS.parents[1] / stated["json"]).read_text())  # the figure is that file's
+    assert (measured["size_km"], measured["scenes"]) == (stated["size_km"], stated["scenes"])
+    assert round(measured["appends"]["write_amplification"], 2) == stated["write_amplification"]

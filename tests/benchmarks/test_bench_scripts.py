@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import extraction, extraction_memory, ingest_throughput, tile_creation
+from benchmarks import extraction, extraction_memory, extraction_update, ingest_throughput, service, tile_creation
+from benchmarks.options import check_out
 
 
 def test_ingest_figures_go_to_a_file_or_into_a_folder(tmp_path: Path) -> None:
@@ -28,8 +29,13 @@ def test_ingest_writes_its_figures_into_a_new_folder(tmp_path: Path, monkeypatch
                "expire": {"initial_stored_MB": 1.0, "appended_stored_MB_before": 1.0,
                           "appended_stored_MB_after": 1.0, "versions_expired": 0, "seconds": 0.0}}
     monkeypatch.setattr(ingest_throughput, "run", lambda *a: figures)
-    ingest_throughput.main(["--out", str(tmp_path / "results" / "today")])
-    assert json.loads((tmp_path / "results" / "today" / "ingest-s2-4km.json").read_text()) == figures
+    ingest_throughput.main(["--out", str(tmp_path / "results" / "today"), "--size-km", "1"])
+    saved = json.loads((tmp_path / "results" / "today" / "ingest-s2-1km.json").read_text())
+    assert {k: saved[k] for k in figures} == figures
+    # what repeats it, when and where (it had no command, date or machine)
+    assert saved["command"] == "python -m benchmarks.ingest_throughput --size-km 1"
+    assert saved["date"] and saved["environment"]["cpus"] and saved["targets"]["appends_write_amplification"] == 3
+    assert ingest_throughput.command(4.0, "s2") == "python -m benchmarks.ingest_throughput"
 
 
 @pytest.mark.parametrize("argv", [["--size-km", "0.1"], ["--out", "{file}/below-a-file"]])
@@ -54,9 +60,9 @@ def test_extraction_sizes_take_km() -> None:
 
 
 def test_a_report_not_kept_says_how_to_keep_it(tmp_path: Path, capsys) -> None:
-    extraction.save_report(None, "extraction", "text\n", [])
+    extraction.save_report(None, "extraction", lambda _: "text\n", [])
     assert "--out" in capsys.readouterr().err
-    extraction.save_report(tmp_path / "out", "extraction", "text\n", [{"a": 1}])
+    extraction.save_report(tmp_path / "out", "extraction", lambda _: "text\n", [{"a": 1}])
     assert (tmp_path / "out" / "extraction.md").read_text() == "text\n"
     assert json.loads((tmp_path / "out" / "extraction.json").read_text()) == [{"a": 1}]
 
@@ -67,3 +73,86 @@ def test_tile_creation_counts_the_requests_of_each_latency() -> None:
     assert [r["latency_ms"] for r in rows] == [0.0]
     assert rows[0]["by_kind"]["PUT"] > 0 and rows[0]["requests"] == sum(rows[0]["by_kind"].values())
     assert "| 0 ms |" in tile_creation.table(rows)
+
+
+def test_the_figures_are_kept_before_the_report_is_made(tmp_path: Path) -> None:
+    """A report that fails (one memory size: IndexError) used to lose the JSON too: it was rendered first."""
+    def broken(results):
+        raise IndexError("string index out of range")
+
+    with pytest.raises(IndexError):
+        extraction.save_report(tmp_path / "out", "extraction-memory", broken, [{"size_km": 0.4}])
+    assert json.loads((tmp_path / "out" / "extraction-memory.json").read_text()) == [{"size_km": 0.4}]
+
+
+def test_an_out_folder_is_checked_not_made(tmp_path: Path) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "dir" / "report.md").mkdir(parents=True)
+    check_out(parser, tmp_path / "new" / "deeper", names=("report.md",))
+    assert not (tmp_path / "new").exists()
+    for out, names in ((tmp_path / "afile", ()), (tmp_path / "afile" / "below", ()),
+                       (tmp_path / "dir", ("report.md",))):
+        with pytest.raises(SystemExit):
+            check_out(parser, out, names=names)
+
+
+def _refuses(main, argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def no_runs(monkeypatch) -> None:
+    for module, name in ((extraction, "run_size"), (extraction_memory, "measure"), (extraction_update, "measure"),
+                         (service, "run"), (tile_creation, "measure"), (ingest_throughput, "run")):
+        monkeypatch.setattr(module, name, _no_run)
+
+
+@pytest.mark.parametrize(("main", "stem"), [
+    (extraction.main, "extraction"), (extraction_update.main, "extraction-update"), (service.main, "service"),
+    (lambda argv: extraction_memory.main(["--work", "w", *argv]), "extraction-memory"),
+    (tile_creation.main, "tile-creation")])
+@pytest.mark.parametrize("out", ["afile", "afile/below", "new-with-a-folder-in-place"])
+def test_a_bad_out_is_refused_before_the_run(main, stem: str, out: str, tmp_path: Path, no_runs, capsys) -> None:
+    """A bad ``--out`` was found after the run (minutes of figures lost, with a traceback)."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "new-with-a-folder-in-place" / f"{stem}.json").mkdir(parents=True)
+    assert "--out" in _refuses(main, ["--out", str(tmp_path / out)], capsys)
+
+
+def test_extraction_memory_needs_two_sizes(capsys, no_runs) -> None:
+    """One size measured for minutes, then failed in its report (IndexError), losing both files."""
+    assert "at least two" in _refuses(extraction_memory.main, ["--work", "w", "--sizes", "0.4"], capsys)
+
+
+@pytest.mark.parametrize("scenes", ["0", "1", "x"])
+def test_extraction_refuses_fewer_than_two_scenes(scenes: str, capsys, no_runs) -> None:
+    """``--scenes 0`` and ``1`` silently became 2."""
+    assert "--scenes" in _refuses(extraction.main, ["--scenes", scenes], capsys)
+
+
+@pytest.mark.parametrize("argv", [["--latency-ms", "abc"], ["--latency-ms", "-5"], ["--latency-ms", "0,-5"],
+                                  ["--latency-ms", ""], ["--repeats", "0"]])
+def test_tile_creation_refuses_bad_options(argv: list[str], capsys, no_runs) -> None:
+    """``abc`` and ``--repeats 0`` were tracebacks; a negative latency was taken."""
+    assert argv[0] in _refuses(tile_creation.main, argv, capsys)
+
+
+def test_tile_creation_states_the_command_date_and_machine(tmp_path: Path, monkeypatch, capsys) -> None:
+    rows = [{"latency_ms": 20.0, "seconds": 1.0, "requests": 95, "by_kind": {"PUT": 75, "GET": 20},
+             "peak_in_flight": 8}]
+    monkeypatch.setattr(tile_creation, "measure", lambda latencies, **kw: rows)
+    results = tile_creation.main(["--latency-ms", "20", "--repeats", "1", "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "tile-creation.md").read_text()
+    assert "one run of `python -m benchmarks.tile_creation --latency-ms 20 --repeats 1` on " + results["date"] in text
+    assert f"Machine: {results['environment']['cpus']} CPUs" in text and "| 20 ms | 1.00 s | 95 |" in text
+    assert json.loads((tmp_path / "out" / "tile-creation.json").read_text()) == results
+    assert text in capsys.readouterr().out
+    assert tile_creation.command({**results, "rows": [{**rows[0], "latency_ms": v} for v in (0, 20)],
+                                  "repeats": 3}) == "python -m benchmarks.tile_creation"

@@ -60,3 +60,11 @@ def test_the_memory_report_states_a_command_that_runs() -> None:
     results = json.loads((run / "extraction-memory.json").read_text())
     assert command(results) == "python -m benchmarks.extraction_memory --work DIR"  # --work is required
     assert command(results[:2]) == "python -m benchmarks.extraction_memory --work DIR --sizes 10,20"
+
+
+def test_small_counts_of_rows_are_written_out() -> None:
+    """A 1 km run said "0.0 million rows of statistics encoded"."""
+    results = json.loads((RUNS[-1] / "extraction.json").read_text())
+    assert " million rows of statistics encoded" in report(results)
+    small = [{**results[0], "cardcube": {**results[0]["cardcube"], "rows": 33_140}}]
+    assert "and 33,140 rows of statistics encoded" in report(small)

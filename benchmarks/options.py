@@ -1,0 +1,53 @@
+"""Command-line checks the benchmark scripts share. A run takes minutes and keeps its figures only at its
+end, so a bad option is refused with one argparse error (exit 2) before any work, never as a traceback after."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cardcube.option_types import number
+
+
+def check_out(parser: argparse.ArgumentParser, out: Path, *, names: Iterable[str] = (),
+              given: Path | None = None) -> None:
+    """Refuse ``--out`` unless the figures can be written into the folder ``out`` after the run: nothing but
+    folders in its place and above it, the nearest existing one writable, and none of ``names`` (the files the
+    run writes there) a folder. Nothing is created here. ``given``: the ``--out`` as typed, if ``out`` is
+    derived from it (a dated subfolder, or the folder of a file)."""
+    shown = given if given is not None else out
+    for path in (out, *out.parents):
+        if not path.exists():
+            continue
+        if not path.is_dir():
+            parser.error(f"--out {shown}: {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            parser.error(f"--out {shown}: cannot write in {path}")
+        break
+    for name in names:
+        if (out / name).is_dir():
+            parser.error(f"--out {shown}: {out / name} is a folder")
+
+
+def read_json(parser: argparse.ArgumentParser, path: Path, flag: str = "--from-json") -> Any:
+    """The JSON in the file ``path`` (``--from-json``), or one argparse error naming what is wrong with it."""
+    if not path.is_file():
+        parser.error(f"{flag} {path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        parser.error(f"{flag} {path}: not a JSON file ({exc})")
+
+
+def milliseconds(text: str) -> tuple[float, ...]:
+    """``"0,20"`` -> (0.0, 20.0): latencies per request, comma-separated, each finite and >= 0 ms (argparse
+    reports the error)."""
+    one = number("milliseconds", at_least=0)
+    values = tuple(one(v.strip()) for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, comma-separated (e.g. 0,20), got {text!r}")
+    return values
