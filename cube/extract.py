@@ -482,6 +482,7 @@ def extract(
         chunks += result["chunks"]
         spent.update(result["seconds"])
         cpu.update(result["cpu_seconds"])
+    _check_written(out_store, [key for u in units for _, key in u.times])
 
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
@@ -505,6 +506,20 @@ def extract(
                            None if new is None else sum(map(len, new.values())))
     finish_manifest(out_store, version, time=time, status=result.status)
     return result
+
+
+def _check_written(out: Store, keys: Sequence[str]) -> None:
+    """:class:`StoreError` unless every file the work units said they wrote is in ``out`` as this process
+    sees it: workers of a cluster on other machines wrote a local ``--out`` to their own disks, and the run was
+    marked complete without a row (one listing)."""
+    if not keys:
+        return
+    missing = sorted(set(keys) - set(list_keys(out, f"{TIMESERIES}/")))
+    if missing:
+        raise StoreError(f"{len(missing)} of the {len(keys)} files the work units wrote are not in "
+                              f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "
+                              f"other machines, writing a local --out to their own disks? Give an --out they all "
+                              f"reach (s3://...), or a folder shared with them; the run is not marked complete")
 
 
 def _work_unit(spec: CubeSpec, n_bands: int, *, block: int | None, time_block: int | None) -> tuple[int, int]:

@@ -20,7 +20,13 @@ import zarr
 from shapely.geometry import LineString, Polygon, box
 
 import cardcube
-from cardcube.errors import DateNotFoundError, InvalidRequestError, RequestTooLargeError, StoreError
+from cardcube.errors import (
+    CardcubeError,
+    DateNotFoundError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    StoreError,
+)
 from cardcube.grid import TileGrid
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
@@ -392,6 +398,30 @@ def test_a_dask_cluster_of_two_processes_gives_identical_output(cube, parcels, s
                 scheduler=cluster.scheduler_address, progress=False)
         assert set(cluster.scheduler.clients) == before  # the Client connected for the run is closed after it
     _same(read_timeseries(tmp_path / "out"), _bands(read_timeseries(s2_extracted), "B8A", "NDVI"))
+
+
+@pytest.mark.timeout(240)
+def test_files_the_workers_wrote_where_this_machine_cannot_see_them_are_no_complete_run(cube, parcels, tmp_path,
+                                                                                       monkeypatch):
+    """Workers on other machines wrote a local --out to their own disks: the run said "41040 rows written",
+    marked the extraction complete, and read_timeseries gave 0 rows without a word. Workers in another working
+    folder, given a folder by a relative path, stand for them here."""
+    import os
+
+    from distributed import Client, LocalCluster
+    from zarr.storage import LocalStore
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(os.chdir, str(tmp_path / "elsewhere"))
+        with pytest.raises(StoreError, match=r"files the work units wrote are not in .* as this machine sees it"):
+            extract(parcels, cube, LocalStore("out", read_only=False), bands=["B8A"], block=BLOCK,
+                    time_block=TIME_BLOCK, scheduler=client, progress=False)
+    assert list((tmp_path / "elsewhere" / "out").rglob("*.parquet"))  # where the workers wrote
+    with pytest.raises(CardcubeError, match=r"unfinished|not complete|incomplete"):
+        read_timeseries(tmp_path / "out")  # not taken for a complete extraction of no rows
 
 
 def test_from_s3_to_s3(cube, parcels, s2_extracted, s3_bucket):
