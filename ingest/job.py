@@ -20,6 +20,7 @@ from cardcube.errors import (
     NoDataOnTileError,
     SceneError,
     SpoolError,
+    StoreUnavailableError,
 )
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import run_tasks
@@ -226,7 +227,7 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
     if len(scenes) > 1:
         try:
             files = check_files(scenes[0], spec, linear_power=options["linear_power"], spool=spool)
-        except SpoolError:  # this machine's disk, not the scene: the run stops
+        except (SpoolError, StoreUnavailableError):  # this machine's disk, the sources' endpoint: the run stops
             raise
         except Exception as err:  # a file that fails fails every piece
             return [_rejection(s, err) for s in scenes]
@@ -234,7 +235,7 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
     for scene in scenes:
         try:
             results.append(check_scene(scene, spec, **options, files=files, spool=spool))
-        except SpoolError:
+        except (SpoolError, StoreUnavailableError):
             raise
         except Exception as err:  # one broken scene must not stop the others
             results.append(_rejection(scene, err))

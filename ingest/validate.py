@@ -27,13 +27,22 @@ import fsspec
 import numpy as np
 import rasterio
 from aiohttp import ClientResponseError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ReadTimeoutError
 from odc.geo.geobox import GeoBox
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window as RasterWindow
 
-from cardcube.errors import NoDataOnTileError, SceneContentError, SceneError, SceneGridError, SceneReadError
+from cardcube.errors import (
+    NoDataOnTileError,
+    SceneContentError,
+    SceneError,
+    SceneGridError,
+    SceneReadError,
+    StoreUnavailableError,
+)
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_path, gdal_s3_config, source_options
@@ -115,6 +124,11 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
     except OSError as exc:
         said = str(exc).replace(href, shown)
         raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {said}") from None
+    except (BotoConnectionError, ReadTimeoutError) as exc:  # the S3 endpoint of every s3:// source, not the scene
+        raise StoreUnavailableError(f"cannot read {shown} (band {band} of scene {scene.scene_id}): {exc}; the S3 "
+                                    f"endpoint of the sources (AWS_ENDPOINT_URL) is not answering, which is no "
+                                    f"fault of the scene: nothing of this run is committed, run it again once "
+                                    f"the endpoint answers") from None
 
 
 @dataclass(frozen=True, slots=True)

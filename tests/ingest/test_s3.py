@@ -171,6 +171,36 @@ def test_a_source_in_a_bucket_is_read_with_the_environments_endpoint_not_the_cub
                                        f"do not apply to it)")
 
 
+def test_band_files_behind_an_endpoint_that_does_not_answer_stop_the_run_and_commit_nothing(tiny_region, s3_bucket,
+                                                                                             tmp_path, monkeypatch):
+    """The sources' S3 endpoint down (or workers without AWS_ENDPOINT_URL): every scene was rejected for
+    "EndpointConnectionError", and a version of those rejections, or of the scenes read before, was committed
+    (exit 1), the operator told to fix scenes that were fine. The run stops now, and commits nothing."""
+    import socket
+
+    from cardcube.errors import StoreUnavailableError
+    from tests.ingest.scene_edits import asset_path
+
+    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    client = s3_bucket.server.client()
+    for band in cube_spec("s2").bands:
+        key = f"cogs/{feature['id']}/{band.name}.tif"
+        client.upload_file(str(asset_path(tiny_region.items, feature, band.name)), s3_bucket.name, key)
+        feature["assets"][band.name]["href"] = f"s3://{s3_bucket.name}/{key}"
+    items = write_items(tiny_region.items, [feature], "s3-assets.json")
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name, value in {**s3_bucket.server.environment(), "AWS_ENDPOINT_URL": down}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StoreUnavailableError, match=rf"cannot read s3://{s3_bucket.name}/cogs/.* is not answering, "
+                                                    r"which is no fault of the scene: nothing of this run is "):
+        ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.server.endpoint_url)  # it answers again: the run goes in
+    assert ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False).added == (feature["id"],)
+
+
 def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, tmp_path):
     """A new tile's groups and arrays are made in memory and stored at once: one PUT per object, the same
     objects as on a local folder, and no look-up of each array and its parents (860 requests for an S2 tile)."""
