@@ -517,9 +517,9 @@ def _check_written(out: Store, keys: Sequence[str]) -> None:
     missing = sorted(set(keys) - set(list_keys(out, f"{TIMESERIES}/")))
     if missing:
         raise StoreError(f"{len(missing)} of the {len(keys)} files the work units wrote are not in "
-                              f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "
-                              f"other machines, writing a local --out to their own disks? Give an --out they all "
-                              f"reach (s3://...), or a folder shared with them; the run is not marked complete")
+                         f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "
+                         f"other machines, writing a local --out to their own disks? Give an --out they all reach "
+                         f"(s3://...), or a folder shared with them; the run is not marked complete")
 
 
 def _work_unit(spec: CubeSpec, n_bands: int, *, block: int | None, time_block: int | None) -> tuple[int, int]:

@@ -235,15 +235,14 @@ class ContactSheet:
 SHEET_FRAME, SHEET_GAP, SHEET_TEXT = 3, 6, 14  # px of a contact sheet's panel frame, gaps and label line
 
 
-def least_sheet_size(n: int, panel: tuple[int, int], *, columns: int, scale: int, legend: bool = True
-                     ) -> tuple[int, int]:
+def least_sheet_size(n: int, panel: tuple[int, int], *, columns: int, scale: int) -> tuple[int, int]:
     """The least width and height in px of a :func:`contact_sheet` of ``n`` panels of ``panel`` (height, width)
-    px, with its ``legend`` line or without: known before any panel is drawn (labels, or a legend, wider than
-    the panels can only widen it)."""
+    px with its legend line (a chip's sheet has one): known before any panel is drawn (labels, or a legend,
+    wider than the panels can only widen it)."""
     cols = max(1, min(columns, n))
     cell_w = panel[1] * scale + 2 * SHEET_FRAME + SHEET_GAP
     cell_h = panel[0] * scale + 2 * SHEET_FRAME + SHEET_TEXT + SHEET_GAP
-    return cols * cell_w + SHEET_GAP, -(-n // cols) * cell_h + SHEET_GAP + (SHEET_TEXT + SHEET_GAP) * legend
+    return cols * cell_w + SHEET_GAP, -(-n // cols) * cell_h + SHEET_GAP + SHEET_TEXT + SHEET_GAP
 
 
 def contact_sheet(
