@@ -26,7 +26,7 @@ from zarr.storage import MemoryStore
 from cardcube.checkpoints import checkpoint
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_prefix, list_children, list_each, write_many
+from cardcube.storage import delete_prefix, list_each, write_many
 from cube import layout, tile_arrays
 from cube.ledger import TileState
 
@@ -157,10 +157,14 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
                     arr.resize((length, *arr.shape[1:]))
 
 
-def stored_blocks(store: Store, collection: str, tile: str, resolution: int, name: str, *, hot: bool) -> list[int]:
-    """Time-block indices (cold blocks, or hot slots) of the shard folders an array has in the store (one listing)."""
-    prefix = f"{layout.array_path(collection, tile, resolution, name, hot=hot)}/c/"
-    return [int(n) for n in list_children(store, prefix) if n.isdigit()]
+def stored_blocks(store: Store, spec: CubeSpec, tile: str, *, hot: Iterable[bool] = (False, True)
+                  ) -> dict[tuple[int, str, bool], list[int]]:
+    """Time-block indices (cold blocks, or hot slots) of the shard folders each band array of ``tile`` has in the
+    store, by (resolution, band, hot): one listing per array, all at once (one round trip's wait on S3)."""
+    prefixes = {(resolution, band.name, h): f"{layout.array_path(spec.name, tile, resolution, band.name, hot=h)}/c/"
+                for resolution in spec.resolutions for band in spec.bands_at(resolution) for h in sorted(set(hot))}
+    listed = list_each(store, list(prefixes.values()))
+    return {key: [int(n) for n in listed[prefix] if n.isdigit()] for key, prefix in prefixes.items()}
 
 
 def clear_blocks(store: Store, spec: CubeSpec, tile: str, blocks: Iterable[tuple[bool, int]], *,
@@ -168,17 +172,14 @@ def clear_blocks(store: Store, spec: CubeSpec, tile: str, blocks: Iterable[tuple
     """Delete, in every band array of a committed ``tile``, what is stored in ``blocks`` (hot, block): where a run
     is about to write, a run that died before its commit may have written other shards of the same block, which
     readers would take for part of this run's dates. ``check`` runs before each delete (the writer's fence). One
-    listing per array, all at once; how many blocks held leftovers."""
-    wanted = {(hot, block) for hot, block in blocks}
-    hot_of = {f"{layout.array_path(spec.name, tile, resolution, band.name, hot=hot)}/c/": hot
-              for resolution in spec.resolutions for band in spec.bands_at(resolution)
-              for hot in sorted({hot for hot, _ in wanted})}
+    listing per array, all at once (:func:`stored_blocks`); how many blocks held leftovers."""
+    wanted = set(blocks)
     cleared = set()
-    for prefix, names in list_each(store, list(hot_of)).items():
-        hot = hot_of[prefix]
-        for block in (int(n) for n in names if n.isdigit()):
+    for (resolution, band, hot), stored in stored_blocks(store, spec, tile, hot={h for h, _ in wanted}).items():
+        path = layout.array_path(spec.name, tile, resolution, band, hot=hot)
+        for block in stored:
             if (hot, block) in wanted:
                 check()
-                delete_prefix(store, f"{prefix}{block}/")
+                delete_prefix(store, f"{path}/c/{block}/")
                 cleared.add((hot, block))
     return len(cleared)

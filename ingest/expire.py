@@ -112,10 +112,10 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
                 fence: Fence | None) -> int:
     """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
     gone: set[tuple[bool, int]] = set()
+    stored = stored_blocks(store, spec, head.tile)
     for resolution in spec.resolutions:
         for band in spec.bands_at(resolution):
-            present = {hot: stored_blocks(store, spec.name, head.tile, resolution, band.name, hot=hot)
-                       for hot in (False, True)}
+            present = {hot: stored[(resolution, band.name, hot)] for hot in (False, True)}
             for hot, blocks in garbage_blocks(head, kept, present, time_block=spec.chunks.time).items():
                 path = layout.array_path(spec.name, head.tile, resolution, band.name, hot=hot)
                 for block in blocks:
