@@ -71,6 +71,23 @@ class LockLostError(CommitConflictError):
     """This writer's lock was broken (it was frozen or cut off for too long) and it stopped writing."""
 
 
+class TasksStillRunningError(CardcubeError, RuntimeError):
+    """A run stopped (``why``: Ctrl-C, SIGTERM, an error, a lost scheduler) while some of its tasks ran on, and they
+    had not ended ``grace`` seconds later; ``running`` is how many (-1: the cluster could not be asked)."""
+
+    def __init__(self, running: int, grace: float, where: str, why: str, *, after: str = "") -> None:
+        self.running, self.grace, self.where, self.why = running, grace, where, why
+        if running < 0:
+            state = f"its tasks on {where} may still run (they could not be asked)"
+        else:
+            state = f"{running} of its tasks still ran on {where}, and had not ended {grace:g} s later"
+        super().__init__(f"the run stopped ({why}); {state}{after}")
+
+
+class ClusterError(CardcubeError, RuntimeError):
+    """The dask cluster failed a run: the scheduler was lost, or a task killed the workers that ran it."""
+
+
 class CorruptDocumentError(CardcubeError, ValueError):
     """A JSON document of the cube (ledger record, catalog, manifest) is not valid JSON."""
 

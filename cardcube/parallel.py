@@ -8,11 +8,17 @@ progress bar. ``scheduler`` is ``None``/``"threads"``, ``"processes"``, ``"sync"
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dask
@@ -20,19 +26,25 @@ from dask.callbacks import Callback
 from dask.utils import parse_timedelta
 from tqdm.auto import tqdm
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import ClusterError, InvalidRequestError, TasksStillRunningError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 LOCAL_SCHEDULERS = (None, "threads", "processes", "sync", "synchronous", "single-threaded")
 
 
 def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, scheduler: Any = None,
               desc: str = "", progress: bool = True, unit: str = "task",
-              tally: Callable[[T], Mapping[str, int]] | None = None) -> list[T]:
+              tally: Callable[[T], Mapping[str, int]] | None = None, stop_grace: float | None = None) -> list[T]:
     """``[func(*a) for a in args]`` on dask, in order, with a progress bar; the first error is raised.
     Tasks start in the order given (put the longest first to balance the workers).
 
     ``tally`` turns a task's result into counts (e.g. parcels and chunks done) that the bar sums up.
+
+    A run stopped early (Ctrl-C, SIGTERM, a lost scheduler) starts no more tasks, but the running ones cannot be
+    stopped: dask's threads and a cluster's workers carry them on. With ``stop_grace`` (seconds) it waits that long
+    for them to end before it lets the error through, and raises :class:`TasksStillRunningError` if some may still
+    run: a writer must not let go of its lock while its writes go on (:func:`ingest.commit.writer_lock`).
     """
     if not args:
         return []
@@ -50,12 +62,26 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
         if client is not None:
             from distributed import as_completed
 
+            futures = []
             try:
                 futures = [client.submit(func, *a, pure=False) for a in args]
-                for future in as_completed(futures):
+                for future in as_completed(futures, loop=client.loop):
                     if future.status == "finished":
                         done(future.result())
                 return client.gather(futures)
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):  # the scheduler may be gone: then nothing starts anyway
+                    client.cancel(futures)
+                if (failure := _cluster_failure(exc, client, desc)) is not None:
+                    failure.__cause__ = exc
+                if stop_grace is not None:
+                    keys = {f.key for f in futures}
+                    _await_end(lambda: sum(n if isinstance(n, int) else 1  # a worker that cannot answer may run some
+                                           for n in client.run(_running_here, keys, on_error="return").values()),
+                               stop_grace, "the dask workers", desc, failure or exc)
+                if failure is not None:
+                    raise failure from exc
+                raise
             finally:
                 if client is not scheduler:  # connected here, to an address: not the caller's to keep
                     client.close()
@@ -64,13 +90,96 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
         # Each task is its call bound to its arguments (functools.partial), so dask never walks them for
         # collections: a shard write's dates and checked scenes, or a job holding a cube's ledger, took
         # milliseconds per task to walk (3 s of the demo's S2 ingest)
+        local = "threads" if scheduler in (None, "threads") else scheduler
+        running = _Running() if local == "threads" else None  # a process pool waits for its tasks when shut down
+        calls = [partial(running.call, func, *a) if running else partial(func, *a) for a in args]
         n = len(args)
         name = desc or "task"
-        tasks = [dask.delayed(partial(func, *a), pure=False, traverse=False)(dask_key_name=f"{name}-{n - i:08d}")
-                 for i, a in enumerate(args)]
-        local = "threads" if scheduler in (None, "threads") else scheduler
-        with _Progress({t.key for t in tasks}, done):
-            return list(dask.compute(*tasks, scheduler=local))
+        tasks = [dask.delayed(c, pure=False, traverse=False)(dask_key_name=f"{name}-{n - i:08d}")
+                 for i, c in enumerate(calls)]
+        try:
+            with _Progress({t.key for t in tasks}, done):
+                return list(dask.compute(*tasks, scheduler=local))
+        except BaseException as exc:
+            if running is not None:
+                running.stop()
+                if stop_grace is not None:
+                    _await_end(lambda: running.count, stop_grace, "this process's threads", desc, exc)
+            raise
+
+
+class _NotStarted(Exception):
+    """A task of a stopped run, left out (nobody reads its result)."""
+
+
+class _Running:
+    """How many tasks of one run on dask's local threads are running, so that a stopped run can wait for them (a
+    thread cannot be stopped); once stopped, those not started yet do not start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self._stopped = False
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._stopped:
+                raise _NotStarted("the run was stopped before this task started")
+            self.count += 1
+        try:
+            return func(*args)
+        finally:
+            with self._lock:
+                self.count -= 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+def _cluster_failure(exc: BaseException, client: Any, desc: str) -> ClusterError | None:
+    """What a failure of the cluster itself (not of a task's own work) means, in one line; None for any other."""
+    from concurrent.futures import CancelledError
+
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return ClusterError(
+            f"{desc or 'a task'}: each of the {exc.allowed_failures + 1} dask workers that ran one of its tasks died "
+            f"running it (out of memory? see the workers' logs, the last was {exc.last_worker.address}): give the "
+            f"workers more memory, or the tasks less work")
+    if isinstance(exc, CancelledError):  # FutureCancelledError: "scheduler-connection-lost", a restart
+        reason = getattr(exc, "reason", None) or "cancelled"
+        return ClusterError(f"{desc or 'the run'}: the dask scheduler at {client.scheduler.address} dropped this "
+                            f"run's tasks ({reason}): was it stopped or restarted? Re-run once the cluster is back")
+    return None
+
+
+def _await_end(running: Callable[[], int], grace: float, where: str, desc: str, exc: BaseException) -> None:
+    """Wait up to ``grace`` seconds for ``running()`` tasks of a run stopped by ``exc`` to end; raise
+    :class:`TasksStillRunningError` (from ``exc``) if some still run, or if that cannot be told (the scheduler is
+    gone, a second Ctrl-C)."""
+    deadline = time.monotonic() + grace
+    try:
+        left = running()
+        if left:
+            log.warning("%s stopped: waiting up to %g s for the %d task(s) still running on %s", desc or "the run",
+                        grace, left, where)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = running()
+    except BaseException:
+        left = -1
+    if left:
+        why = ("interrupted: Ctrl-C or SIGTERM" if isinstance(exc, KeyboardInterrupt)
+               else str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}")
+        raise TasksStillRunningError(left, grace, where, why) from exc
+
+
+def _running_here(keys: set, dask_worker: Any = None) -> int:
+    """On a worker (``Client.run``): how many of ``keys`` it is running, cancelled ones included."""
+    state = dask_worker.state
+    return sum(ts.key in keys for ts in (*state.executing, *state.long_running))
 
 
 class _Progress(Callback):
@@ -103,6 +212,33 @@ def check_scheduler(scheduler: Any) -> None:
                                   f"or a Client")
 
 
+def check_workers_see(scheduler: Any, files: Mapping[str, os.PathLike | None]) -> None:
+    """On a cluster, an :class:`InvalidRequestError` unless every worker sees each local file of ``files`` (what
+    it is, e.g. "the cube's folder": a file this process has just written there; None: in an object store). Workers
+    on other machines read and write a local folder on their own disks: an ingest failed there with zarr's
+    ArrayNotFoundError, an extraction's rows were lost."""
+    paths = {what: str(path) for what, path in files.items() if path is not None}
+    if not paths or not is_distributed(scheduler):
+        return
+    client = _client(scheduler)
+    try:
+        seen = client.run(_exist, list(paths.values()), on_error="return")
+    finally:
+        if client is not scheduler:
+            client.close()
+    for i, (what, path) in enumerate(paths.items()):
+        blind = sorted(w for w, found in seen.items() if not (isinstance(found, list) and found[i]))
+        if blind:
+            raise InvalidRequestError(
+                f"{len(blind)} of the {len(seen)} dask workers ({', '.join(blind[:3])}) do not see {what} "
+                f"{Path(path).parent} (is it on this machine's disk only?): with a cluster, give one every worker "
+                f"reaches, s3://... or a volume mounted at the same path on each machine")
+
+
+def _exist(paths: list[str]) -> list[bool]:
+    return [os.path.exists(p) for p in paths]
+
+
 def _client(scheduler: Any):
     check_scheduler(scheduler)
     if not is_distributed(scheduler):
@@ -113,7 +249,7 @@ def _client(scheduler: Any):
 
     _probe(scheduler)  # tcp://host:port, or host:port
     try:
-        return Client(scheduler)
+        return Client(scheduler, set_as_default=False)  # nothing global: a failed start left dask set to it
     except OSError as exc:
         raise InvalidRequestError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
     except ValueError as exc:  # a misspelt scheme (tpc://): distributed names the ones it knows
@@ -134,7 +270,7 @@ def _probe(address: str) -> None:
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=2).close()
     except ConnectionRefusedError:
         raise InvalidRequestError(f"cannot reach the dask scheduler at {address}: connection refused (is "
-                                  f"dask-scheduler running there?)") from None
+                                  f"a dask scheduler running there? `dask scheduler` starts one)") from None
     except OSError:  # a timeout or an unknown name: the Client says more, in its own time
         return
     timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))

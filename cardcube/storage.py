@@ -422,6 +422,13 @@ def _innermost(store: Store) -> Store:
     return store
 
 
+def local_file(store: Store, key: str) -> Path | None:
+    """The file of ``key`` when ``store`` is a local folder (a path only this machine, or a shared volume, holds);
+    None for an object store."""
+    inner = _innermost(store)
+    return Path(inner.root) / key if isinstance(inner, LocalStore) else None
+
+
 def key_exists(store: Store, key: str) -> bool:
     """Whether ``key`` exists (a HEAD on S3)."""
     with _failures(f"look up {key} in", store):
@@ -487,7 +494,8 @@ def list_each(store: Store, prefixes: Sequence[str]) -> dict[str, list[str]]:
     async def _all() -> dict[str, list[str]]:
         return dict(await asyncio.gather(*map(_collect, prefixes)))
 
-    shown = ", ".join(prefixes[:2]) + (f" and {len(prefixes) - 2} more" if len(prefixes) > 2 else "")
+    shown = ", ".join(p or "the top level" for p in prefixes[:2]) + \
+        (f" and {len(prefixes) - 2} more" if len(prefixes) > 2 else "")
     with _failures(f"list {shown} in", store):
         found = sync(_all())
         if prefixes and not any(found.values()) and isinstance(store, FsspecStore) and \

@@ -50,13 +50,23 @@ from zarr.abc.store import Store
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import CardcubeError, InvalidRequestError, ParcelError, RequestTooLargeError, StoreError
 from cardcube.grid import TileGrid
-from cardcube.parallel import check_scheduler, run_tasks
+from cardcube.parallel import check_scheduler, check_workers_see, run_tasks
 from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
-from cardcube.storage import StoreLike, canonical_url, list_keys, open_store, refuse_file, store_url, write_bytes
+from cardcube.storage import (
+    StoreLike,
+    canonical_url,
+    list_keys,
+    local_file,
+    open_store,
+    refuse_file,
+    store_url,
+    write_bytes,
+)
 from cube import layout
 from cube.dataset import BandReader, check_acquisitions, open_cube
 from cube.extraction_files import (
+    MANIFEST,
     MOSAIC,
     PORTABLE_PARQUET,
     TIMESERIES,
@@ -444,6 +454,9 @@ def extract(
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
+    ledger = layout.ledger_key(collection, version.version)
+    check_workers_see(scheduler, {"the cube's folder": local_file(store, ledger),  # before hours of work
+                                  "the output folder (--out)": local_file(out_store, MANIFEST)})
     dates = None if new is None else {
         tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
         for tile in version.tiles}

@@ -29,7 +29,10 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 6. ``published``  - grow the persisted Zarr array shapes to the committed extents (for plain Zarr
                     readers), then update the STAC catalog. Both are derived from the ledger and
                     redone by step 2 of the next run if the process dies here.
-7. ``unlocked``   - delete the lock.
+7. ``unlocked``   - delete the lock. A run stopped early deletes it too, once the shard writes it started have
+                    ended (``stop_grace``, :func:`cardcube.parallel.run_tasks`): dask's threads and a cluster's
+                    workers carry a started write on, and it would land where the next writer writes. Writes
+                    still running after the grace leave the lock in place, to go stale.
 
 A kill before step 5 leaves version N intact plus invisible garbage, which the next run clears from every time
 block it is about to write (:func:`ingest.arrays.clear_blocks`: it writes only the shards its own scenes touch,
@@ -53,7 +56,14 @@ from typing import NoReturn
 
 from zarr.abc.store import Store
 
-from cardcube.errors import CommitConflictError, CubeLockedError, InvalidRequestError, LockLostError, StoreError
+from cardcube.errors import (
+    CommitConflictError,
+    CubeLockedError,
+    InvalidRequestError,
+    LockLostError,
+    StoreError,
+    TasksStillRunningError,
+)
 from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
@@ -62,6 +72,7 @@ from ingest.arrays import publish_shapes
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
+STOP_GRACE = 30.0  # seconds a stopped writer waits for its running writes (Kubernetes' default grace period)
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
 
@@ -71,7 +82,8 @@ class LockInfo:
     """Who holds a writer lock (its JSON object). ``stale_after`` is the holder's own: a writer given a
     shorter one still waits that long before it takes the lock for dead. ``command`` names the kind of writer
     (``ingest``, ``expire``), for the operator looking for it; a lock written before it was recorded says
-    ``writer``."""
+    ``writer``. ``remote_workers``: the holder's writes run on a dask cluster's workers, which outlive its
+    process, so its lock is not taken for dead when the process is (only ``stale_after`` after its heartbeat)."""
 
     owner: str
     host: str
@@ -80,6 +92,7 @@ class LockInfo:
     heartbeat: float
     stale_after: float = STALE_AFTER
     command: str = "writer"
+    remote_workers: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
@@ -103,7 +116,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def _is_stale(info: LockInfo, stale_after: float) -> bool:
-    if info.host == socket.gethostname() and not pid_alive(info.pid):
+    if not info.remote_workers and info.host == socket.gethostname() and not pid_alive(info.pid):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -171,10 +184,16 @@ class Fence:
 
 @contextmanager
 def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = STALE_AFTER,
-                heartbeat: float | None = None, command: str = "ingest") -> Iterator[Fence]:
+                heartbeat: float | None = None, command: str = "ingest",
+                remote_workers: bool = False) -> Iterator[Fence]:
     """Hold the single-writer lock of ``collection`` for the duration of the block; the :class:`Fence`
     it yields is to be checked before each write. The lock is refreshed every ``heartbeat`` seconds
-    (default: ``stale_after`` / 20, at most 30 s); ``command`` says who holds it to writers that find it."""
+    (default: ``stale_after`` / 20, at most 30 s); ``command`` says who holds it to writers that find it;
+    ``remote_workers``: see :class:`LockInfo`.
+
+    The lock is deleted when the block ends, however it ends, except on :class:`TasksStillRunningError`:
+    writes of this writer may still land, so it is left for others to take for dead ``stale_after`` after
+    its last heartbeat (the fence then stops those that have not begun)."""
     key = layout.lock_key(collection)
     every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
     if not 0 < every < stale_after / 2:
@@ -185,7 +204,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     while True:
         lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
-        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command)
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command, remote_workers)
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break
@@ -201,21 +220,38 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             if time.time() >= deadline:
                 raise CubeLockedError(
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
-                    f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). A writer on "
-                    f"another host that died is taken for dead {max(stale_after, info.stale_after):.0f} s after its "
-                    f"last heartbeat"
+                    f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). "
+                    f"{_taken_for_dead(info, stale_after)}"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     fence = Fence(store, key, me.owner, stale_after, lease)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
     beat.start()
+    release = True
     try:
         yield fence
+    except TasksStillRunningError as exc:
+        release = False
+        raise TasksStillRunningError(
+            exc.running, exc.grace, exc.where, exc.why,
+            after=f"; its writes may still land, so the writer lock {key} at {store_url(store)} is left in place: "
+                  f"no other writer starts until it is taken for dead, {stale_after:.0f} s after its last heartbeat "
+                  f"(or delete it once the tasks have ended)"
+        ) from exc.__cause__
     finally:
         stop.set()
         beat.join()
-        _delete_if_owner(store, key, me.owner)
+        if release:
+            _delete_if_owner(store, key, me.owner)
+
+
+def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
+    after = max(stale_after, info.stale_after)
+    if info.remote_workers:
+        return (f"Its writes ran on dask workers, which outlive it: it is taken for dead {after:.0f} s after its last "
+                f"heartbeat, even once its process has ended")
+    return f"A writer on another host that died is taken for dead {after:.0f} s after its last heartbeat"
 
 
 def _as_dict(info: LockInfo) -> dict:

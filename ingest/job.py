@@ -23,10 +23,11 @@ from cardcube.errors import (
     StoreUnavailableError,
 )
 from cardcube.grid import TileGrid, tile_ids
-from cardcube.parallel import run_tasks
+from cardcube.parallel import check_workers_see, is_distributed, run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
-from cardcube.storage import CountingStore, StoreLike, open_store, refuse_file, store_url
+from cardcube.storage import CountingStore, StoreLike, local_file, open_store, refuse_file, store_url
 from catalog import write_catalog
+from cube import layout
 from cube.ledger import (
     CubeVersion,
     Rejection,
@@ -39,7 +40,7 @@ from cube.ledger import (
 from cube.manifest import BlockManifest, block_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
-from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
+from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
 from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.sources import SourceScene, load_scenes, shown_href
@@ -299,6 +300,7 @@ def ingest(
     warp: bool = False,
     tiles: Iterable[str] | None = None,
     spool: Spool = True,
+    stop_grace: float = STOP_GRACE,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -309,7 +311,10 @@ def ingest(
     source's id of the scenes' collection where it is not the cube's own (Earth Search's
     ``sentinel-2-c1-l2a`` for ``sentinel-2-l2a``); assets are matched to bands whatever the provider calls
     them (:mod:`ingest.assets`). ``stale_after``: seconds without a heartbeat after which another
-    writer's lock is taken for dead and broken (give every writer of a cube the same value).
+    writer's lock is taken for dead and broken (give every writer of a cube the same value). ``stop_grace``:
+    seconds a run stopped while its shard writes run (Ctrl-C, SIGTERM, an error) waits for them to end before it
+    lets go of the lock; writes that run on after it keep the lock until it goes stale
+    (:class:`TasksStillRunningError`), so that they cannot land over what the next writer commits.
 
     Two options take scenes that are otherwise rejected, each recorded per scene in the ledger
     (``SceneRecord.converted``, ``SceneRecord.warped``). ``linear_power``: backscatter whose metadata names no
@@ -352,9 +357,11 @@ def ingest(
         scenes = [s for s in scenes if not s.tile or s.tile in wanted]  # one of no tile is still rejected
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     remote = any(is_remote(href) for s in scenes for href in s.assets.values())
-    with (writer_lock(counting._store, collection, wait=wait, stale_after=stale_after) as fence,
+    with (writer_lock(counting._store, collection, wait=wait, stale_after=stale_after,
+                      remote_workers=is_distributed(scheduler)) as fence,
           spool_folder(spool, scheduler=scheduler, remote=remote) as spooled):
         checkpoint("locked")
+        check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection))})
         head = head_or_empty(store, spec0)
         spec = _resolve_spec(head, collection, chunks)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
@@ -390,7 +397,8 @@ def ingest(
                     log.info("tile %s: cleared what a run that died before its commit left where this run writes", tile)
             # each task counts its own writes, which a worker process could not add to ``counting``
             results = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
-                                scheduler=scheduler, desc="writing shards", progress=progress, unit="shard")
+                                scheduler=scheduler, desc="writing shards", progress=progress, unit="shard",
+                                stop_grace=stop_grace)
             written = [n for n, _ in results]
             counting.counts.add("set", n=0, written=sum(written))
             # a compacted block holds old (hot) dates too: only the new dates' share is new data

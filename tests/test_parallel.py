@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from functools import partial
+from pathlib import Path
 
+import dask
 import pytest
 
-from cardcube.errors import InvalidRequestError
-from cardcube.parallel import run_tasks
+from cardcube.errors import ClusterError, InvalidRequestError, TasksStillRunningError
+from cardcube.parallel import check_workers_see, run_tasks
 
 
 def test_tasks_start_in_the_order_given_and_results_come_back_in_order() -> None:
@@ -46,13 +53,16 @@ def test_an_unknown_scheduler_is_a_clear_error() -> None:
 def test_a_scheduler_address_of_an_unknown_scheme_is_a_clear_error() -> None:
     with pytest.raises(InvalidRequestError, match=r"tpc://127.0.0.1:8786: unknown address scheme 'tpc' \(known"):
         run_tasks(abs, [(1,)], progress=False, scheduler="tpc://127.0.0.1:8786")
+    # nor is dask left set to a cluster it never reached (every later compute failed: "no Client active")
+    assert dask.config.get("scheduler", None) is None
 
 
 def test_a_scheduler_address_where_nothing_listens_fails_at_once() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(InvalidRequestError, match="connection refused \\(is dask-scheduler running there"):
+    with pytest.raises(InvalidRequestError, match="connection refused \\(is a dask scheduler running there\\? "
+                                                  "`dask scheduler` starts one"):
         run_tasks(abs, [(1,)], progress=False, scheduler=f"tcp://127.0.0.1:{port}")
 
 
@@ -80,3 +90,136 @@ def test_a_scheduler_address_where_another_service_answers_is_named_so() -> None
         finally:
             for conn in accepted:
                 conn.close()
+
+
+class _Stop(Exception):
+    """The driver stopped while tasks ran (as Ctrl-C or SIGTERM would, raised where the results come back)."""
+
+
+def _held_task(folder: Path, i: int) -> int:
+    """Task 0 returns once task 1 has started; task 1 runs until ``folder/go`` exists, then marks its end."""
+    if i == 0:
+        while not (folder / "started-1").exists():
+            time.sleep(0.01)
+        return 0
+    (folder / "started-1").touch()
+    while not (folder / "go").exists():
+        time.sleep(0.01)
+    (folder / "ended-1").touch()
+    return i
+
+
+def _stop(result: int) -> dict:
+    raise _Stop
+
+
+@contextlib.contextmanager
+def _scheduler(kind: str):
+    if kind == "threads":
+        yield "threads"
+        return
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("kind", ["threads", "cluster"])
+def test_a_stopped_run_waits_for_its_running_tasks_to_end(kind, tmp_path, caplog):
+    """A writer stopped mid-run lets go of its lock only after this returns: a task still running then (dask's
+    threads and a cluster's workers carry on a started task) could land a write over the next writer's."""
+    release = threading.Timer(1.0, (tmp_path / "go").touch)  # lets the held task end, a while after the stop
+    with _scheduler(kind) as scheduler:
+        release.start()
+        with pytest.raises(_Stop):
+            run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], scheduler=scheduler, progress=False, tally=_stop,
+                      stop_grace=300, desc="writing shards")
+        assert (tmp_path / "ended-1").exists()
+    assert "writing shards stopped: waiting up to 300 s for the 1 task(s) still running" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["threads", "cluster"])
+def test_a_stopped_run_whose_tasks_outlive_the_grace_says_so(kind, tmp_path):
+    with _scheduler(kind) as scheduler:
+        try:
+            with pytest.raises(TasksStillRunningError, match=r"the run stopped \(_Stop: \); 1 of its tasks still ran "
+                                                             r"on .*, and had not ended 0.3 s later$") as stopped:
+                run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], scheduler=scheduler, progress=False,
+                          tally=_stop, stop_grace=0.3)
+            assert stopped.value.running == 1 and isinstance(stopped.value.__cause__, _Stop)
+            assert not (tmp_path / "ended-1").exists()
+        finally:
+            (tmp_path / "go").touch()
+
+
+def test_without_a_grace_a_stopped_run_does_not_wait(tmp_path):
+    try:
+        with pytest.raises(_Stop):
+            run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], progress=False, tally=_stop)
+        assert not (tmp_path / "ended-1").exists()
+    finally:
+        (tmp_path / "go").touch()
+
+
+def test_a_task_that_kills_its_workers_is_one_clear_error(tmp_path):
+    """The workers' nanny restarts a worker whose process died (out of memory); a task that killed them all was a
+    traceback ending in distributed's KilledWorker, exit 1 (the status a pipeline reads as 'some data failed')."""
+    distributed = pytest.importorskip("distributed")
+    killed = r"^extracting: each of the 1 dask workers that ran one of its tasks died running it \(out of memory\?"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                     silence_logs=50) as cluster, pytest.raises(ClusterError, match=killed):
+        run_tasks(os._exit, [(3,)], scheduler=cluster.scheduler_address, progress=False, desc="extracting")
+
+
+def _kill_when_started(scheduler: subprocess.Popen, folder: Path) -> None:
+    while not (folder / "started-1").exists():
+        time.sleep(0.02)
+    scheduler.kill()
+
+
+@pytest.mark.parametrize("grace", [None, 60])
+def test_a_lost_scheduler_is_one_clear_error_and_a_writer_keeps_its_lock(grace, tmp_path):
+    """The scheduler killed mid-run: a traceback of distributed's FutureCancelledError, exit 1. Its workers may
+    still be writing, and can no longer be asked: a writer (``stop_grace``) must keep its lock."""
+    pytest.importorskip("distributed")
+    spec = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(spec)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(spec),
+                               "--nthreads", "1", "--no-dashboard", "--no-nanny"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+    try:
+        while not spec.exists() or not spec.read_text():
+            assert scheduler.poll() is None, "the scheduler did not start"
+            time.sleep(0.1)
+        address = json.loads(spec.read_text())["address"]
+        threading.Thread(target=_kill_when_started, args=(scheduler, tmp_path), daemon=True).start()
+        lost = r"writing shards: the dask scheduler at tcp://127.0.0.1:\d+ dropped this run's tasks " \
+               r"\(scheduler-connection-lost\): was it stopped or restarted\?"
+        expected = (ClusterError, lost) if grace is None else \
+            (TasksStillRunningError, rf"the run stopped \({lost}.*\); its tasks on the dask workers may still run")
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+                pytest.raises(expected[0], match=expected[1]):
+            run_tasks(partial(_held_task, tmp_path), [(1,)], scheduler=address, progress=False, stop_grace=grace,
+                      desc="writing shards")
+    finally:
+        (tmp_path / "go").touch()
+        for proc in (worker, scheduler):
+            proc.kill()
+            proc.wait()
+
+
+def test_workers_that_do_not_see_a_local_folder_are_named(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    lock = tmp_path / "cube" / "s2" / "_lock.json"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("{}")
+    check_workers_see("tcp://127.0.0.1:1", {"the cube's folder": None})  # an object store: no cluster is asked
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        check_workers_see(client, {"the cube's folder": lock})
+        blind = rf"^2 of the 2 dask workers \(\w+://.*\) do not see the output folder \(--out\) {tmp_path / 'out'} \(is"
+        with pytest.raises(InvalidRequestError, match=blind):
+            check_workers_see(client, {"the cube's folder": lock, "the output folder (--out)": tmp_path / "out" / "m"})

@@ -82,6 +82,8 @@ def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
         list_children(open_store("s3://no-such-bucket-here/cube"), "_parcels")
     with pytest.raises(StoreError, match=r"list a/, b/ and 1 more in .* no-such-bucket-here does not exist"):
         list_each(open_store("s3://no-such-bucket-here/cube"), ["a/", "b/", "c/"])
+    with pytest.raises(StoreError, match=r"cannot list the top level in s3://no-such-bucket-here/ex: the bucket"):
+        list_children(open_store("s3://no-such-bucket-here/ex"), "")  # it said "cannot list  in" (an output's root)
 
 
 def test_an_endpoint_that_accepts_connections_and_never_answers_is_named(monkeypatch):

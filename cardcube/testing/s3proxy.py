@@ -12,6 +12,7 @@ decompression either way) — and on the way:
   requests) or :meth:`S3Proxy.fail_randomly` (a seeded probability). The body is a proper S3
   ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
   retryable exactly as they would treat AWS;
+* holds back matching requests until told to let them go (:meth:`S3Proxy.hold`): a write that is slow to land;
 * counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket), body bytes each
   way and the most requests waiting for their answer at once, as seen on the wire (server side), in :class:`ProxyStats`.
 
@@ -161,6 +162,8 @@ class S3Proxy:
         self._faults = self._request_bytes = self._response_bytes = 0
         self._in_flight = self._peak_in_flight = 0
         self._seq = 0
+        self._hold: tuple[frozenset[str] | None, str, asyncio.Event] | None = None
+        self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -300,6 +303,37 @@ class S3Proxy:
                 return fault
         return None
 
+    # --- holding requests back --------------------------------------------------------------------
+    def hold(self, methods: Iterable[str] | None = None, *, path_contains: str = "") -> None:
+        """Hold back the requests of ``methods`` (all if None) whose path contains ``path_contains`` from now on,
+        before they reach the server, until :meth:`release`: uploads stuck behind a busy gateway."""
+        with self._lock:
+            self._hold = (_kinds(methods), path_contains, asyncio.Event())
+            self._held = 0
+
+    def release(self) -> None:
+        """Let the held requests through, and hold no more."""
+        with self._lock:
+            hold, self._hold = self._hold, None
+        if hold is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(hold[2].set)
+
+    @property
+    def held(self) -> int:
+        """How many requests the latest :meth:`hold` has held back (released or not)."""
+        with self._lock:
+            return self._held
+
+    def _gate(self, kind: str, path: str) -> asyncio.Event | None:
+        with self._lock:
+            if self._hold is None:
+                return None
+            methods, part, gate = self._hold
+            if (methods is not None and kind not in methods) or part not in path:
+                return None
+            self._held += 1
+            return gate
+
     # --- counters --------------------------------------------------------------------------------
     def snapshot(self) -> ProxyStats:
         with self._lock:
@@ -362,6 +396,8 @@ class S3Proxy:
         await _throttle(len(body), config.upload_bps, started)
         if config.latency_s > 0:
             await asyncio.sleep(config.latency_s)
+        if (gate := self._gate(kind, request.path)) is not None:
+            await gate.wait()
         if fault is not None:
             answer()
             return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")

@@ -1,14 +1,30 @@
-"""Ingest on a dask-distributed cluster (a LocalCluster of 2 worker processes) gives the same cube."""
+"""Ingest on a dask-distributed cluster (a LocalCluster of worker processes): the same cube, and a stop that waits
+for the workers' writes."""
 
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import xarray as xr
 
+from cardcube.errors import CubeLockedError, InvalidRequestError
 from cardcube.spec import ChunkLayout
+from cardcube.storage import delete_key, open_store, read_json
+from cube import layout
 from cube.dataset import open_cube
+from cube.ledger import committed_versions
+from cube.verify import verify
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import ingest_command
+from tests.ingest.scene_edits import items_of, write_items
+
+CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
 
 
 def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_cube, tmp_path):
@@ -39,3 +55,103 @@ def test_a_source_named_by_a_relative_path_is_found_by_workers_of_another_workin
         result = ingest(f"{tiny_region.items.parent.name}/{tiny_region.items.name}", tmp_path / "cube",
                         collection="s1", progress=False, chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
     assert result.ok and not result.rejected and result.added
+
+
+def _stopped_on_a_cluster(items, url: str, proxy, scheduler: str, grace: str) -> subprocess.Popen:
+    """``cardcube ingest`` on the cluster through ``proxy``, SIGTERMed once the proxy holds back a shard upload: a
+    write that a worker started and that is slow to land (a busy gateway)."""
+    proxy.hold(["PUT"], path_contains="/c/")
+    proc = subprocess.Popen(ingest_command(items, url, "s1", "--endpoint-url", proxy.endpoint_url,
+                                           "--scheduler", scheduler, "--stop-grace", grace),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while not proxy.held:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no shard upload was ever held"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    return proc
+
+
+def test_an_ingest_stopped_on_a_cluster_lets_go_of_its_lock_only_once_its_writes_have_landed(
+        tiny_region, s3_bucket, s3_proxy, monkeypatch):
+    """A SIGTERMed ingest whose workers were still writing let go of its lock at once; the next ingest (other scenes)
+    committed, then the late upload landed over its shards: committed pixels changed after the fact, without a word
+    (found with a proxy holding back uploads). The driver now waits for its writes, or leaves the lock in place."""
+    distributed = pytest.importorskip("distributed")
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    lock = layout.lock_key("s1")
+    store = open_store(url, storage_options=direct)
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    ingest(write_items(tiny_region.items, features[:4], "held-first.json"), url, collection="s1", chunks=CHUNKS,
+           storage_options=direct, progress=False)
+    for name, value in s3_bucket.server.environment().items():  # the keys, for the workers and the driver alike
+        monkeypatch.setenv(name, value)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        # 1. the writes end within the grace: the lock goes only after they have landed
+        proc = _stopped_on_a_cluster(write_items(tiny_region.items, features[:12], "held-second.json"), url, s3_proxy,
+                                     cluster.scheduler_address, "300")
+        for line in proc.stderr:  # the driver waits for the upload the proxy holds back, holding the lock
+            if "writing shards stopped: waiting up to 300 s for the" in line:
+                break
+        else:
+            pytest.fail(f"the stopped ingest did not wait for its writes (exit {proc.wait()})")
+        assert read_json(store, lock) is not None
+        s3_proxy.release()
+        assert proc.wait(timeout=300) == 128 + signal.SIGTERM, proc.stderr.read()
+        assert read_json(store, lock) is None and committed_versions(store, "s1") == [1]
+
+        # 2. they outlive the grace: the lock stays (its driver's process has ended: it is not taken for dead then)
+        proc = _stopped_on_a_cluster(write_items(tiny_region.items, features[:12], "held-third.json"), url, s3_proxy,
+                                     cluster.scheduler_address, "0.5")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and "still ran on the dask workers" in err and "is left in place" in err, err
+        assert read_json(store, lock)["remote_workers"] is True
+        other = write_items(tiny_region.items, features[:4] + features[14:20], "held-other.json")
+        with pytest.raises(CubeLockedError, match="Its writes ran on dask workers"):
+            ingest(other, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
+        s3_proxy.release()
+        with distributed.Client(cluster) as client:  # the held task ends; then the operator deletes the lock
+            while sum(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+                time.sleep(0.1)
+    delete_key(store, lock)
+    done = ingest(other, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
+    assert done.ok and done.version == 2
+    assert assert_matches_sources(url, other, "s1", storage_options=direct) > 0
+    assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
+
+
+def _can_unshare_mounts() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs unshare -m (a private mount namespace) for a worker")
+def test_an_ingest_into_a_folder_its_workers_do_not_see_stops_before_writing(tiny_region, tmp_path):
+    """A worker on another machine (here: in a mount namespace of its own, a tmpfs over the cube's folder) wrote a
+    local cube to its own disk: the ingest failed on the workers with zarr's ArrayNotFoundError, a traceback."""
+    distributed = pytest.importorskip("distributed")
+    private = tmp_path / "private"
+    private.mkdir()
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    items = write_items(tiny_region.items, features[:3], "private.json")
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        start = f'mount -t tmpfs tmpfs "{private}" && exec "$0" -m distributed.cli.dask_worker "$1" --nthreads 1 ' \
+                '--no-nanny --no-dashboard'
+        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", start, sys.executable, cluster.scheduler_address],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        blind = rf"1 of the 1 dask workers \(tcp://.*\) do not see the cube's folder {private / 'cube' / 's1'} \(is it"
+        try:
+            client.wait_for_workers(1, timeout=120)
+            with pytest.raises(InvalidRequestError, match=blind):
+                ingest(items, private / "cube", collection="s1", chunks=CHUNKS, progress=False,
+                       scheduler=cluster.scheduler_address)
+        finally:
+            worker.terminate()
+            worker.wait()
+    assert not (private / "cube" / layout.lock_key("s1")).exists()  # let go of, and nothing committed
+    assert committed_versions(open_store(private / "cube"), "s1") == []

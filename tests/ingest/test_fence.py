@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import xarray as xr
 
 from cardcube.checkpoints import STOP_ENV
 from cardcube.cli import main
-from cardcube.errors import CubeLockedError, LockLostError
+from cardcube.errors import CubeLockedError, LockLostError, TasksStillRunningError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
 from cube import layout
@@ -219,4 +220,38 @@ def test_a_lock_is_broken_only_after_the_longer_of_the_two_stale_after(holder, t
         assert read_json(store, key)["owner"] == "e" * 32
     else:
         with writer_lock(store, "s2", stale_after=1) as fence:
+            assert read_json(store, key)["owner"] == fence.owner
+
+
+def test_a_writer_whose_tasks_still_run_leaves_its_lock_in_place(tmp_path):
+    """An ingest stopped while its shard writes run on (on a cluster's workers) keeps its lock: until they end, the
+    next writer must not clear and rewrite the blocks they write to."""
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    told = rf"the run stopped \(interrupted\); 1 of its tasks still ran on the dask workers.*the writer lock {key} at "
+    with pytest.raises(TasksStillRunningError, match=told + ".* is left in place") as stopped, \
+            writer_lock(store, "s2", remote_workers=True) as fence:
+        raise TasksStillRunningError(1, 30, "the dask workers", "interrupted") from KeyboardInterrupt()
+    assert isinstance(stopped.value.__cause__, KeyboardInterrupt)  # what stopped the run, kept
+    assert read_json(store, key)["owner"] == fence.owner
+    with pytest.raises(CubeLockedError, match="Its writes ran on dask workers, which outlive it: it is taken for "
+                                              "dead 600 s after its last heartbeat"):
+        writer_lock(store, "s2").__enter__()
+
+
+@pytest.mark.parametrize("remote_workers", [False, True])
+def test_a_dead_writers_lock_on_this_host_is_broken_at_once_unless_its_writes_ran_on_a_cluster(remote_workers,
+                                                                                               tmp_path):
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = time.time()
+    write_json(store, key, {"owner": "d" * 32, "host": socket.gethostname(), "pid": int(dead.stdout), "started": now,
+                            "heartbeat": now, "stale_after": 600.0, "command": "ingest",
+                            "remote_workers": remote_workers})
+    if remote_workers:  # its process is gone, but the workers it gave writes to may still be writing
+        with pytest.raises(CubeLockedError, match="is being written by ingest dddddddd"):
+            writer_lock(store, "s2").__enter__()
+    else:
+        with writer_lock(store, "s2") as fence:
             assert read_json(store, key)["owner"] == fence.owner
