@@ -561,7 +561,8 @@ def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cu
         return parcel_layer(layer_store, tile, parcels, buffer=buffer, all_touched=all_touched, block=block,
                             scheduler=scheduler, progress=progress)
     except PermissionError as exc:  # a read-only folder, or S3 credentials that may only read
-        raise StoreError(f"cannot store the label layer of tile {tile} in {store_url(layer_store)}: {exc}. "
+        raise StoreError(f"cannot store the label layer of tile {tile} in {store_url(layer_store)}: "
+                         f"{str(exc).rstrip('.')}. "
                          f"Keep label layers where you may write: --layers DIR or s3://... (Python: layers=)"
                          + ("; by default they are kept beside the cube" if beside_cube else "")) from None
 

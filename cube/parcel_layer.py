@@ -50,7 +50,7 @@ from zarr.codecs import BloscCodec
 
 from cardcube.errors import CorruptDocumentError, StoreError, StoreUnavailableError
 from cardcube.grid import TileGrid
-from cardcube.parallel import run_tasks
+from cardcube.parallel import is_distributed, run_tasks
 from cardcube.query import TIME_FORMAT
 from cardcube.storage import (
     StoreLike,
@@ -292,8 +292,16 @@ def parcel_layer(
             hits = np.sort(tree.query(box(*geobox[rows, cols].boundingbox)))
             if hits.size:
                 tasks.append((array, geoms[hits], hits, geobox, rows, cols))
-    parts = run_tasks(partial(_rasterise_block, buffer=buffer, all_touched=all_touched), tasks, scheduler=scheduler,
-                      desc=f"parcel layer {tile}", progress=progress, unit="block")
+    try:
+        parts = run_tasks(partial(_rasterise_block, buffer=buffer, all_touched=all_touched), tasks,
+                          scheduler=scheduler, desc=f"parcel layer {tile}", progress=progress, unit="block")
+    except PermissionError as exc:
+        if not is_distributed(scheduler):
+            raise
+        raise StoreError(  # this process has just written the layer's zarr.json: the workers' credentials are others
+            f"the dask workers may not write the label layer of tile {tile} to {store_url(store)}, where this "
+            f"machine may ({str(exc).rstrip('.')}): are their credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+            f"in the workers' environment) this machine's?") from exc
     index, lost = _merge(parts, ps.ids)
     chunks = sorted((t[4].start // block, t[5].start // block) for t, p in zip(tasks, parts, strict=True) if len(p[0]))
     write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))

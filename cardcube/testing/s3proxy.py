@@ -78,9 +78,10 @@ class Fault:
     status: int = 503
     code: str = "SlowDown"
     methods: frozenset[str] | None = None
+    path_contains: str = ""  # only requests whose path holds this
 
-    def matches(self, kind: str) -> bool:
-        return self.methods is None or kind in self.methods
+    def matches(self, kind: str, path: str = "") -> bool:
+        return (self.methods is None or kind in self.methods) and self.path_contains in path
 
     def body(self, request_id: str) -> bytes:
         message = _MESSAGES.get(self.code, "Injected by cardcube.testing.s3proxy.")
@@ -282,24 +283,26 @@ class S3Proxy:
         code: str = "SlowDown",
         methods: Iterable[str] | None = None,
         seed: int = 0,
+        path_contains: str = "",
     ) -> None:
-        """Answer each request of ``methods`` with an error with ``probability`` (seeded, reproducible)."""
+        """Answer each request of ``methods`` (whose path holds ``path_contains``) with an error with ``probability``
+        (seeded, reproducible)."""
         with self._lock:
-            self._random = (probability, Fault(status, code, _kinds(methods)), random.Random(seed))
+            self._random = (probability, Fault(status, code, _kinds(methods), path_contains), random.Random(seed))
 
     def clear_faults(self) -> None:
         with self._lock:
             self._pending.clear()
             self._random = None
 
-    def _take_fault(self, kind: str) -> Fault | None:
+    def _take_fault(self, kind: str, path: str) -> Fault | None:
         for i, fault in enumerate(self._pending):
-            if fault.matches(kind):
+            if fault.matches(kind, path):
                 del self._pending[i]
                 return fault
         if self._random is not None:
             probability, fault, rng = self._random
-            if fault.matches(kind) and rng.random() < probability:
+            if fault.matches(kind, path) and rng.random() < probability:
                 return fault
         return None
 
@@ -390,7 +393,7 @@ class S3Proxy:
             self._request_bytes += len(body)
             self._seq += 1
             seq = self._seq
-            fault = self._take_fault(kind)
+            fault = self._take_fault(kind, request.path)
             if fault is not None:
                 self._faults += 1
         await _throttle(len(body), config.upload_bps, started)

@@ -755,3 +755,19 @@ def test_chunks_read_count_each_hot_date_as_a_chunk_of_its_own(tiny_region, parc
     ingest(write_items(tiny_region.items, features[:8], "eight.json"), cube, progress=False)
     update = extract(parcels, cube, tmp_path / "six", update=True, **kw)
     assert update.rows > 0 and update.chunks == 2 * one.chunks
+
+
+def test_workers_refused_what_this_machine_may_write_are_named(cube, parcels, s3_bucket, s3_proxy):
+    """Workers with other credentials than the driver's (a Helm chart without the workers' keys): the error told to
+    keep the label layers elsewhere, which did not help."""
+    distributed = pytest.importorskip("distributed")
+    # the label chunks are the only writes the workers make here; the proxy refuses them alone
+    s3_proxy.fail_randomly(1.0, status=403, code="AccessDenied", methods=["PUT"], path_contains="/labels/c/")
+    opts = s3_proxy.storage_options(attempts=1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client, \
+            pytest.raises(StoreError, match=r"^the dask workers may not write the label layer of tile \w+ to "
+                                            r"s3://\S+/layers, where this machine may \(.*\): are their credentials"):
+        extract(parcels, cube, s3_bucket.url_for("out"), bands=["B08"], layers=s3_bucket.url_for("layers"),
+                out_storage_options=opts, progress=False, scheduler=client)
+    assert s3_proxy.snapshot().faults > 0
