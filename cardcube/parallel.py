@@ -201,8 +201,14 @@ def is_distributed(scheduler: Any) -> bool:
 
 
 def check_scheduler(scheduler: Any) -> None:
-    """A clear error for a scheduler no run can use (a misspelling), before any work starts; an address is
-    reached only when the work runs."""
+    """A clear error, before any work starts (nothing written yet), for a scheduler no run can use: a misspelt name,
+    or an address where no dask scheduler answers (connected to once here)."""
+    client = _client(scheduler)
+    if client is not None and client is not scheduler:
+        client.close()
+
+
+def _check_name(scheduler: Any) -> None:
     if not is_distributed(scheduler) or (isinstance(scheduler, str) and ":" in scheduler):
         return
     from distributed import Client
@@ -240,7 +246,7 @@ def _exist(paths: list[str]) -> list[bool]:
 
 
 def _client(scheduler: Any):
-    check_scheduler(scheduler)
+    _check_name(scheduler)
     if not is_distributed(scheduler):
         return None
     if not isinstance(scheduler, str):  # a Client

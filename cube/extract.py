@@ -425,7 +425,7 @@ def extract(
     started = timer.perf_counter()
     for where, given in (("out (--out)", out), ("layers (--layers)", layers)):
         refuse_file(given, where)
-    check_scheduler(scheduler)  # a misspelt one fails now, not once the manifest is written
+    check_scheduler(scheduler)  # a misspelt one, or a wrong address, fails now, not once the manifest is written
     buffer = check_buffer(buffer)  # a NaN would reach the manifest and buffer no parcel
     frame = read_parcels(parcels, id_column=id_column, layer=layer, storage_options=storage_options)
     ps = as_parcels(frame, id_column=id_column, errors="collect")

@@ -23,7 +23,7 @@ from cardcube.errors import (
     StoreUnavailableError,
 )
 from cardcube.grid import TileGrid, tile_ids
-from cardcube.parallel import check_workers_see, is_distributed, run_tasks
+from cardcube.parallel import check_scheduler, check_workers_see, is_distributed, run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, local_file, open_store, refuse_file, store_url
 from catalog import write_catalog
@@ -338,6 +338,7 @@ def ingest(
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
     refuse_file(cube, "the cube")  # it said "cannot read s2/_lock.json ...: File exists"
+    check_scheduler(scheduler)  # a wrong address fails before the cube's folder is made
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)

@@ -28,9 +28,10 @@ from cardcube.errors import (
     StoreError,
 )
 from cardcube.grid import TileGrid
+from cardcube.storage import open_store
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
-from cube.extract import extract, read_status, read_timeseries
+from cube.extract import _check_written, extract, read_status, read_timeseries
 from cube.extraction_files import MANIFEST
 from cube.timeseries import parcel_timeseries
 
@@ -405,7 +406,8 @@ def test_files_the_workers_wrote_where_this_machine_cannot_see_them_are_no_compl
                                                                                        monkeypatch):
     """Workers on other machines wrote a local --out to their own disks: the run said "41040 rows written",
     marked the extraction complete, and read_timeseries gave 0 rows without a word. Workers in another working
-    folder, given a folder by a relative path, stand for them here."""
+    folder, given a folder by a relative path, stand for them here. Refused before any work now, and checked after
+    it too."""
     import os
 
     from distributed import Client, LocalCluster
@@ -416,12 +418,17 @@ def test_files_the_workers_wrote_where_this_machine_cannot_see_them_are_no_compl
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.run(os.chdir, str(tmp_path / "elsewhere"))
-        with pytest.raises(StoreError, match=r"files the work units wrote are not in .* as this machine sees it"):
+        # refused before any work: the workers do not see the manifest this machine has just written
+        with pytest.raises(InvalidRequestError, match=r"2 of the 2 dask workers .* do not see the output folder "
+                                                      r"\(--out\) out \(is it on this machine's disk only\?\)"):
             extract(parcels, cube, LocalStore("out", read_only=False), bands=["B8A"], block=BLOCK,
                     time_block=TIME_BLOCK, scheduler=client, progress=False)
-    assert list((tmp_path / "elsewhere" / "out").rglob("*.parquet"))  # where the workers wrote
+    assert not (tmp_path / "elsewhere" / "out").exists()  # the workers wrote nothing
     with pytest.raises(CardcubeError, match=r"unfinished|not complete|incomplete"):
         read_timeseries(tmp_path / "out")  # not taken for a complete extraction of no rows
+    # and after the work (a worker that joined later): files a unit said it wrote, not found here
+    with pytest.raises(StoreError, match=r"1 of the 1 files the work units wrote are not in .* as this machine sees"):
+        _check_written(open_store(tmp_path / "out"), ["timeseries/31UFU/x.parquet"])
 
 
 def test_from_s3_to_s3(cube, parcels, s2_extracted, s3_bucket):

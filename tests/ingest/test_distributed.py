@@ -4,6 +4,7 @@ for the workers' writes."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -155,3 +156,18 @@ def test_an_ingest_into_a_folder_its_workers_do_not_see_stops_before_writing(tin
             worker.wait()
     assert not (private / "cube" / layout.lock_key("s1")).exists()  # let go of, and nothing committed
     assert committed_versions(open_store(private / "cube"), "s1") == []
+
+
+def test_a_wrong_scheduler_address_fails_before_anything_is_made(tiny_region, tmp_path):
+    """It made the cube's folder (and extract its manifest.json) before the scheduler was reached."""
+    from cube.extract import extract
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(InvalidRequestError, match=f"cannot reach the dask scheduler at {nowhere}: connection refused"):
+        ingest(tiny_region.items, tmp_path / "cube", collection="s1", progress=False, scheduler=nowhere)
+    assert not (tmp_path / "cube").exists()
+    with pytest.raises(InvalidRequestError, match=f"cannot reach the dask scheduler at {nowhere}"):
+        extract(tiny_region.parcels, tmp_path / "cube", tmp_path / "out", progress=False, scheduler=nowhere)
+    assert not (tmp_path / "out").exists()
