@@ -95,7 +95,14 @@ class MarkerRules:
                   "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
                   "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
                   "min_season_days": (self.min_season_days >= 0, ">= 0"),
-                  "max_interpolation_gap": (self.max_interpolation_gap >= 0, ">= 0")}
+                  "max_interpolation_gap": (self.max_interpolation_gap >= self.step,
+                                            f">= step ({self.step}): shorter, hardly a profile point lies between "
+                                            f"two clear dates")}
+        unbounded = [name for name, field in self.__dataclass_fields__.items()
+                     if field.type in ("int", "float") and np.isinf(getattr(self, name))
+                     and not (name == "outlier_z" and getattr(self, name) < 0)]
+        ranges.update({name: (False, "a finite number: an infinite one switches its marker off or on for "
+                                     "every parcel") for name in unbounded})
         whole = [name for name, field in self.__dataclass_fields__.items()
                  if field.type == "int" and not float(getattr(self, name)).is_integer()]
         ranges.update({name: (False, "a whole number") for name in whole})  # step=5.5 moved the grid silently
@@ -388,6 +395,10 @@ def flag_parcels(
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
+    if "mask" in frame.attrs and frame.attrs["mask"] is None and frame.attrs.get("collection", "s2") == "s2":
+        raise InvalidRequestError("the statistics were computed without the cloud mask (mask=None): cloudy dates "
+                                  "would read as bare soil and smear every crop's profile; compute them with the "
+                                  "mask (the default)")
     declared = declarations(declared)
     grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
     unknown = sorted(grassland - set(declared.astype(str)))
@@ -413,8 +424,9 @@ def flag_parcels(
     curves = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
     refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
     if not refs:
-        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels a reference profile needs: "
-                      f"crop_mismatch is not judged (is the crop column right?)", stacklevel=2)
+        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels in these statistics that a reference "
+                      f"profile needs: crop_mismatch is not judged (statistics of more parcels are needed, or is the "
+                      f"crop column right?)", stacklevel=2)
     own, other, nearest = _distances(curves, codes, refs, min_points=rules.min_points)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
@@ -443,6 +455,9 @@ def flag_parcels(
         span["Sentinel-1"] = _season_span(s1["time"].unique(), rules)
         if grass.any() and span["Sentinel-1"] >= rules.min_season_days:
             radar = out["longest_vh_gap"].notna()
+            if without := int((grass & ~radar.to_numpy()).sum()):
+                warnings.warn(f"{without} of the {int(grass.sum())} grassland parcels have no Sentinel-1 statistics "
+                              f"in the season: their mowing is judged on the Sentinel-2 dates", stacklevel=2)
             no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
                                   & (out["largest_vh_drop"] < rules.mowing_drop_db))
         elif grass.any():  # too short a radar season: the clear dates judge, as without radar
@@ -495,8 +510,8 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, r
     cleared of the other markers only (an inspector looks at these by other means)."""
     out = []
     if not reference:
-        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels declare {row.declared}, so it has no "
-                   f"reference profile")
+        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels of the statistics declare {row.declared}, "
+                   f"so it has no reference profile")
     elif np.isnan(row.distance_declared):
         out.append(f"crop_mismatch: {row.clear_dates} clear date(s) give fewer than {rules.min_points} profile "
                    f"points to compare with the {row.declared} reference")

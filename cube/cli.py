@@ -400,6 +400,15 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys each appear once (json keeps the last of a repeated one without a word)."""
+    from cardcube.errors import InvalidRequestError
+
+    if twice := sorted({k for k, _ in pairs if sum(k == other for other, _ in pairs) > 1}):
+        raise InvalidRequestError(f"{', '.join(twice)} given more than once: which value is meant?")
+    return dict(pairs)
+
+
 def _flag(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, MarkerRules, code_list, declarations
@@ -411,10 +420,13 @@ def _flag(args: argparse.Namespace) -> int:
     rules = MarkerRules()
     if args.rules:
         try:
-            rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text()))
+            rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text(), object_pairs_hook=_once_each))
         except (OSError, ValueError) as exc:
             raise InvalidRequestError(f"cannot read the marker rules {args.rules}: {exc}") from None
     options = storage_options(args)
+    if args.id_column == args.crop_column:
+        raise InvalidRequestError(f"--id-column and --crop-column both name the column {args.crop_column!r}: a "
+                                  f"parcel's id and its declared crop are two columns")
     parcels = read_parcels(args.parcels, id_column=args.id_column, layer=args.layer, storage_options=options)
     if args.crop_column not in parcels.columns:
         raise InvalidRequestError(f"{args.parcels} has no column {args.crop_column!r}; columns: "
@@ -426,7 +438,7 @@ def _flag(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         flags = flag_files(args.timeseries, declared, s1=args.s1, grassland=grassland, rules=rules,
-                           storage_options=options)
+                           storage_options=options, geometries=parcels.set_index(args.id_column).geometry)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     inputs = {name: describe_statistics(path, storage_options=options) if path else None

@@ -10,19 +10,23 @@ says which cube version the statistics were read from, so a set of flags can be 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+import numpy as np
 import pandas as pd
+import shapely
 
 from cardcube.errors import InvalidRequestError
 from cube.anomalies import COLUMNS, MARKERS, MarkerRules, declarations, flag_parcels
 from cube.extraction_files import read_manifest, read_status, read_timeseries
 
-__all__ = ["describe_statistics", "flag_files", "read_statistics"]
+__all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
 
 S2_BANDS = ("B04", "B08")  # what the markers read of each source: NDVI of the mean reflectances
 S1_BANDS = ("VH",)
@@ -73,17 +77,30 @@ def flag_files(
     grassland: Iterable[Any] | str | int = (),
     rules: MarkerRules | Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    geometries: gpd.GeoSeries | None = None,
 ) -> pd.DataFrame:
     """:func:`~cube.anomalies.flag_parcels` on the Sentinel-2 statistics at ``timeseries`` (and the Sentinel-1
     ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`, or a mapping of some of its fields),
     plus one row, not judged, for each
     declared parcel an extraction could not measure (with its status and reason). Declared parcels with no
-    statistics at all are named in a warning. Parcel ids are compared as text, so a CSV's and a GeoPackage's ids
-    match."""
+    statistics at all, and parcels of the statistics with no declaration, are counted in a warning. Parcel ids
+    are compared as text, so a CSV's and a GeoPackage's ids match.
+
+    Refused: Sentinel-2 statistics computed without the cloud mask (clouds would read as bare soil), and with
+    ``geometries`` (the declared parcels' outlines, by id) an extraction whose parcels of the same ids are other
+    fields (a parcel file of another region, another year)."""
     declared = declarations(declared)
     declared.index = declared.index.astype(str)
+    _check_masked(timeseries, storage_options)
+    for path in (timeseries, s1):
+        if geometries is not None and path is not None and is_extraction(path):
+            _check_same_fields(path, geometries, storage_options)
     s2_stats = read_statistics(timeseries, S2_BANDS, storage_options=storage_options)
     s1_stats = read_statistics(s1, S1_BANDS, storage_options=storage_options) if s1 is not None else None
+    undeclared = pd.Index(s2_stats.parcel_id.unique()).difference(declared.index)
+    if len(undeclared):
+        warnings.warn(f"{len(undeclared)} of the {s2_stats.parcel_id.nunique()} parcels of the statistics in "
+                      f"{timeseries} have no declaration (e.g. {undeclared[0]}): left out, no row", stacklevel=2)
     if rules is None or isinstance(rules, Mapping):
         rules = MarkerRules.from_dict(rules or {})
     measured = flag_parcels(s2_stats, declared, grassland=grassland, s1=s1_stats, rules=rules)
@@ -95,6 +112,51 @@ def flag_files(
         warnings.warn(f"{len(missing)} declared parcel(s) have no statistics in {timeseries} (e.g. {missing[0]}): "
                       f"not judged, no row", stacklevel=2)
     return flags
+
+
+def statistics_parameters(path: str | Path, *, storage_options: Mapping[str, Any] | None = None
+                          ) -> dict[str, Any]:
+    """How the statistics at ``path`` were computed (cube, collection, version, bands, mask, buffer, all_touched,
+    time), as an extraction's manifest or the ``.json`` beside a ``cardcube timeseries`` file records it; empty for
+    a file that has none (made otherwise)."""
+    if is_extraction(path):
+        return read_manifest(path, storage_options=storage_options)
+    record = Path(f"{path}.json")
+    try:
+        found = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError):  # not ours: the statistics' parameters are unknown, not wrong
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _check_masked(path: str | Path, storage_options: Mapping[str, Any] | None) -> None:
+    parameters = statistics_parameters(path, storage_options=storage_options)
+    if "mask" in parameters and parameters["mask"] is None:
+        raise InvalidRequestError(
+            f"the Sentinel-2 statistics at {path} were computed without the cloud mask (--no-mask): cloudy dates "
+            f"would read as bare soil and smear every crop's profile; compute them with the mask (the default)")
+
+
+def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_options: Mapping[str, Any] | None,
+                       *, least_overlap: float = 0.5) -> None:
+    """Refuse an extraction whose parcels, by id, are other fields than ``geometries`` (overlapping less than
+    ``least_overlap`` of their union): their statistics would be judged against other fields' declarations."""
+    status = read_status(path, storage_options=storage_options)
+    measured = status.set_index(status.parcel_id.astype(str)).geometry
+    given = geometries.set_axis(geometries.index.astype(str))
+    shared = measured.index.intersection(given.index)
+    if not len(shared) or given.crs is None or measured.crs is None:
+        return
+    a = measured.loc[shared].to_numpy()
+    b = given.loc[shared].to_crs(measured.crs).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overlap = shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
+    other = shared[overlap < least_overlap]  # NaN (an empty outline) is left to the extraction's own status
+    if len(other):
+        raise InvalidRequestError(
+            f"{len(other)} of the {len(shared)} parcels both the extraction at {path} and the parcel file hold are "
+            f"other fields there (e.g. {other[0]}: they overlap by less than half): is the parcel file the one "
+            f"extracted? Their statistics would be judged against other fields' declarations")
 
 
 def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[str, Any] | None
@@ -114,18 +176,24 @@ def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[
 
 
 def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Where statistics came from: the path and the cube version they were read from, as an extraction's
-    manifest or a ``cardcube timeseries`` file (its Parquet metadata, or the CSV's ``cube_version`` column) says."""
+    """Where statistics came from, so that a set of flags can be reproduced: the path, the cube, collection and
+    version, and the parameters they were computed with (:func:`statistics_parameters`); for a file also its
+    SHA-256, since a file can be overwritten under the same name."""
+    parameters = statistics_parameters(path, storage_options=storage_options)
+    wanted = ("cube", "collection", "bands", "stats", "mask", "buffer", "all_touched", "time")
+    described = {"path": str(path) if "://" in str(path) else str(Path(path).resolve()),
+                 **{k: parameters[k] for k in wanted if k in parameters}}
     if is_extraction(path):
-        m = read_manifest(path, storage_options=storage_options)
-        return {"path": str(path) if "://" in str(path) else str(Path(path).resolve()), "cube": m.get("cube"),
-                "collection": m.get("collection"), "cube_version": m.get("version")}
+        return {**described, "cube_version": parameters.get("version")}
     source = Path(path).resolve()
+    described["sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+    if "cube_version" in parameters:
+        return {**described, "cube_version": parameters["cube_version"]}
     if source.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
-        return {"path": str(source), "cube_version": attrs.get("cube_version")}
+        return {**described, "cube_version": attrs.get("cube_version")}
     versions = pd.read_csv(source, usecols=lambda c: c == "cube_version")
     found = sorted(versions.cube_version.dropna().unique().tolist()) if "cube_version" in versions else []
-    return {"path": str(source), "cube_version": found[0] if len(found) == 1 else found or None}
+    return {**described, "cube_version": found[0] if len(found) == 1 else found or None}

@@ -239,9 +239,9 @@ def _check_inputs(bands: Sequence[str], available: Sequence[str]) -> None:
                                       f"the Dataset lacks {', '.join(missing)}; keep them in it")
 
 
-def partly_outside(share: float) -> str:
-    """The reason an ``ok`` parcel's status gives when ``share`` of its area lies outside the cube's data."""
-    return f"{share:.0%} of the parcel lies outside the cube's data: its statistics cover the rest only"
+def partly_outside(share: float, data: str = "the cube's data") -> str:
+    """The reason an ``ok`` parcel's status gives when ``share`` of its area lies outside ``data``."""
+    return f"{share:.0%} of the parcel lies outside {data}: its statistics cover the rest only"
 
 
 MAX_READ_BYTES = 8 * 2**30  # stored values one call may read: far beyond a parcel's season (a few MB)
@@ -319,7 +319,7 @@ def parcel_timeseries(
         _check_inputs(bands, available)
         mask = resolve_mask(mask, available, collection)
         reads = [(narrowed, ps, "")]  # the Dataset is the whole cube this call sees, and its edge the data's
-        notes = {pid: partly_outside(v) for pid, v in _beyond(ps, dataset_geobox(cube)).items()}
+        notes = {pid: partly_outside(v, "the Dataset given") for pid, v in _beyond(ps, dataset_geobox(cube)).items()}
     else:
         store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
@@ -360,7 +360,8 @@ def parcel_timeseries(
     frame = pd.concat(frames, ignore_index=True).sort_values(["parcel_id", "time", "band"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no
-    frame.attrs.update(cube_version=version_no, collection=collection,
+    frame.attrs.update(cube_version=version_no, collection=collection,  # mask: what flag_parcels needs to know
+                       mask=None if mask is None else [int(c) for c in mask],
                        parcel_status=status_frame.to_dict("records"))
     return frame
 

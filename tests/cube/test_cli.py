@@ -215,6 +215,17 @@ def test_flag_cli_refuses_what_would_check_nothing(tiny_region, tmp_path, capsys
     assert "no statistics at" in capsys.readouterr().err
 
 
+def test_flag_cli_refuses_rules_given_twice_and_an_id_column_that_is_the_crop_column(tiny_region, tmp_path, capsys):
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"bare_ndvi": 0.25, "bare_ndvi": 0.5}')  # json keeps the last without a word
+    common = ["flag", "--timeseries", str(tmp_path / "nodir"), "--parcels", str(tiny_region.parcels), "--out",
+              str(tmp_path / "f.csv")]
+    assert main([*common, "--rules", str(rules)]) == 2
+    assert "bare_ndvi given more than once: which value is meant?" in capsys.readouterr().err
+    assert main([*common, "--id-column", "crop_code"]) == 2  # was a traceback (KeyError), exit 1
+    assert "--id-column and --crop-column both name the column 'crop_code'" in capsys.readouterr().err
+
+
 def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge(tiny_cube, tiny_region, tmp_path,
                                                                                   capsys):
     parcels = gpd.read_parquet(tiny_region.parcels)

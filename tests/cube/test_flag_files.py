@@ -11,6 +11,7 @@ from cube.anomalies import flag_parcels
 from cube.extract import extract, read_status, read_timeseries
 from cube.flag_files import describe_statistics, flag_files, read_statistics
 from cube.ledger import read_version
+from cube.timeseries import parcel_timeseries
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,63 @@ def test_files_that_are_no_statistics_get_a_clear_error(s2_extracted, tmp_path):
                           ("binary.csv", "cannot read")]:
         with pytest.raises(InvalidRequestError, match=message):
             read_statistics(tmp_path / name, ["B04"])
+
+
+def test_statistics_without_the_cloud_mask_are_refused(tiny_cube, tiny_region, tmp_path, s2_extracted):
+    """Unmasked statistics flagged every meadow of the tiny region as bare soil (120 of 120) without a word: the
+    extraction's manifest and the timeseries file's record said mask null, and nothing read them."""
+    parcels = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"])
+    declared = parcels.set_index("parcel_id").crop_code
+    unmasked = tmp_path / "unmasked"
+    extract(tiny_region.parcels, tiny_cube, unmasked, bands=["B04", "B08"], mask=None, progress=False)
+    refused = r"were computed without the cloud mask .*: cloudy dates would read as bare soil"
+    with pytest.raises(InvalidRequestError, match=refused):
+        flag_files(unmasked, declared, grassland=[265, 266])
+    frame = parcel_timeseries(tiny_cube, tiny_region.parcels, bands=["B04", "B08"], mask=None)  # the Python twin
+    assert frame.attrs["mask"] is None
+    with pytest.raises(InvalidRequestError, match=refused):
+        flag_parcels(frame, declared, grassland=[265, 266])
+    masked = parcel_timeseries(tiny_cube, tiny_region.parcels, bands=["B04", "B08"])
+    assert masked.attrs["mask"] == [0, 1, 3, 8, 9, 10, 11]
+    assert flag_parcels(masked, declared, grassland=[265, 266]).bare_soil.sum() < 10  # of 120 meadows
+    assert flag_files(s2_extracted, declared, grassland=[265, 266]).bare_soil.sum() < 10
+
+
+def test_a_parcel_file_of_other_fields_is_refused_and_undeclared_statistics_are_counted(s2_extracted, tiny_region):
+    """Another region's parcel file whose ids coincide: its 217 parcels were judged against other fields'
+    statistics, and the measured parcels it lacked (3,147 of the demo's 3,364) vanished without a word."""
+    import geopandas as gpd
+
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    declared = parcels.set_index("parcel_id").crop_code
+    geometries = parcels.set_index("parcel_id").geometry
+    assert flag_files(s2_extracted, declared, geometries=geometries).parcel_id.nunique() == len(parcels)
+    moved = geometries.translate(xoff=5_000)  # the same ids, on fields 5 km away
+    with pytest.raises(InvalidRequestError, match=r"^\d+ of the \d+ parcels both the extraction at .* and the parcel "
+                                                  r"file hold are other fields there \(e.g. NL-\d+"):
+        flag_files(s2_extracted, declared, geometries=moved)
+    edited = geometries.copy()
+    edited.iloc[0] = edited.iloc[0].buffer(-2)  # an outline amended a little is the same field
+    flag_files(s2_extracted, declared, geometries=edited)
+    some = declared.iloc[:50]
+    measured = set(read_timeseries(s2_extracted, bands=["B04"]).parcel_id.astype(str))
+    with pytest.warns(UserWarning, match=rf"{len(measured - set(some.index))} of the {len(measured)} parcels of the "
+                                         rf"statistics in .* have no declaration \(e.g. .*\): left out, no row"):
+        flag_files(s2_extracted, some)
+
+
+def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_cube, tiny_region, tmp_path):
+    import hashlib
+    import json
+
+    from cardcube.cli import main
+
+    out = tmp_path / "ts.parquet"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands",
+                 "B04,B08", "--out", str(out), "--buffer", "-5"]) == 0
+    described = describe_statistics(out)
+    record = json.loads(out.with_name("ts.parquet.json").read_text())
+    assert described["cube"] == record["cube"] == str(tiny_cube) and described["collection"] == "s2"
+    assert described["mask"] == "default" and described["buffer"] == -5 and described["bands"] == record["bands"]
+    assert described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert described["cube_version"] == record["cube_version"]

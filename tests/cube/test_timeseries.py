@@ -330,7 +330,7 @@ def test_a_dataset_reordered_or_cut_across_a_parcel_says_so_or_reads_right(tiny_
     x0, y0, x1, y1 = one.total_bounds
     cut = ds.sel(x=slice(None, (x0 + x1) / 2))  # the western half of the parcel
     status = parcel_timeseries(cut, one, bands=["B04"]).attrs["parcel_status"][0]
-    assert status["status"] == "ok" and "of the parcel lies outside the cube's data" in status["reason"]
+    assert status["status"] == "ok" and "of the parcel lies outside the Dataset given" in status["reason"]
     share = float(status["reason"].split("%")[0]) / 100
     inside = one.geometry.iloc[0].intersection(box(float(cut.x.min()) - 5, y0, float(cut.x.max()) + 5, y1))
     assert share == pytest.approx(1 - inside.area / one.geometry.iloc[0].area, abs=0.01)
