@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # stopped, then something to say (writes still running)
+            return 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
         return 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:

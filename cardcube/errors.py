@@ -75,13 +75,13 @@ class TasksStillRunningError(CardcubeError, RuntimeError):
     """A run stopped (``why``: Ctrl-C, SIGTERM, an error, a lost scheduler) while some of its tasks ran on, and they
     had not ended ``grace`` seconds later; ``running`` is how many (-1: the cluster could not be asked)."""
 
-    def __init__(self, running: int, grace: float, where: str, why: str, *, after: str = "") -> None:
+    def __init__(self, running: int, grace: float, where: str, why: str) -> None:
         self.running, self.grace, self.where, self.why = running, grace, where, why
         if running < 0:
-            state = f"its tasks on {where} may still run (they could not be asked)"
+            state = f"its tasks on {where} may still run"
         else:
             state = f"{running} of its tasks still ran on {where}, and had not ended {grace:g} s later"
-        super().__init__(f"the run stopped ({why}); {state}{after}")
+        super().__init__(f"the run stopped ({why}); {state}")
 
 
 class ClusterError(CardcubeError, RuntimeError):

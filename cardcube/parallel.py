@@ -14,8 +14,9 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -58,40 +59,16 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
             bar.set_postfix(totals, refresh=False)
 
     with bar:
-        client = _client(scheduler)
-        if client is not None:
-            from distributed import as_completed
-
-            futures = []
-            try:
-                futures = [client.submit(func, *a, pure=False) for a in args]
-                for future in as_completed(futures, loop=client.loop):
-                    if future.status == "finished":
-                        done(future.result())
-                return client.gather(futures)
-            except BaseException as exc:
-                with contextlib.suppress(BaseException):  # the scheduler may be gone: then nothing starts anyway
-                    client.cancel(futures)
-                if (failure := _cluster_failure(exc, client, desc)) is not None:
-                    failure.__cause__ = exc
-                if stop_grace is not None:
-                    keys = {f.key for f in futures}
-                    _await_end(lambda: sum(n if isinstance(n, int) else 1  # a worker that cannot answer may run some
-                                           for n in client.run(_running_here, keys, on_error="return").values()),
-                               stop_grace, "the dask workers", desc, failure or exc)
-                if failure is not None:
-                    raise failure from exc
-                raise
-            finally:
-                if client is not scheduler:  # connected here, to an address: not the caller's to keep
-                    client.close()
+        with _connected(scheduler) as client:
+            if client is not None:
+                return _run_on_cluster(client, func, args, desc=desc, done=done, stop_grace=stop_grace)
         # dask's local schedulers start independent tasks in reverse key order: name them so that they
         # start in the order given (tests/test_parallel.py checks it).
         # Each task is its call bound to its arguments (functools.partial), so dask never walks them for
         # collections: a shard write's dates and checked scenes, or a job holding a cube's ledger, took
         # milliseconds per task to walk (3 s of the demo's S2 ingest)
         local = "threads" if scheduler in (None, "threads") else scheduler
-        running = _Running() if local == "threads" else None  # a process pool waits for its tasks when shut down
+        running = _Running() if local == "threads" else None
         calls = [partial(running.call, func, *a) if running else partial(func, *a) for a in args]
         n = len(args)
         name = desc or "task"
@@ -104,8 +81,71 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
             if running is not None:
                 running.stop()
                 if stop_grace is not None:
-                    _await_end(lambda: running.count, stop_grace, "this process's threads", desc, exc)
+                    _await_end(lambda _: running.count, stop_grace, "this process's threads", desc, exc)
+            elif stop_grace is not None and isinstance(exc.__context__, BaseException):
+                # a process pool waits for its tasks when it shuts down (dask's "processes"), unless interrupted
+                # again meanwhile; a single thread's write goes on in zarr's I/O loop (see writer_lock)
+                raise TasksStillRunningError(-1, stop_grace, f"dask's {local} workers", _why(exc)) from exc
             raise
+
+
+def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, desc: str,
+                    done: Callable[[T], None], stop_grace: float | None) -> list[T]:
+    """:func:`run_tasks` on a dask-distributed ``client``."""
+    from distributed import as_completed
+
+    # keys chosen before anything is submitted: a stop during the submissions still knows every task sent
+    token = uuid.uuid4().hex[:12]
+    keys = [f"{(desc or 'task').replace(' ', '-')}-{token}-{i:08d}" for i in range(len(args))]
+    futures: list = []
+    try:
+        for key, a in zip(keys, args, strict=True):
+            futures.append(client.submit(func, *a, key=key, pure=False))
+        for future in as_completed(futures, loop=client.loop):
+            if future.status == "finished":
+                done(future.result())
+        return client.gather(futures)
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):  # the scheduler may be gone: then nothing starts anyway
+            client.cancel(futures)
+        failure = _cluster_failure(exc, client, desc)
+        if stop_grace is not None:
+            # the cancel is a message, not a call: the first answers may come before the workers have heard of it
+            _await_end(partial(_running_on_cluster, client, set(keys)), stop_grace, "the dask workers", desc,
+                       failure or exc, settle=CANCEL_SETTLE)
+        if failure is not None:
+            raise failure from exc
+        raise
+
+
+def _running_on_cluster(client: Any, keys: set[str], timeout: float) -> int:
+    """How many of ``keys`` the scheduler still holds or a worker still runs or is about to run (cancelled ones
+    included), asked within ``timeout`` seconds (a frozen worker, a gone scheduler: TimeoutError)."""
+
+    async def ask() -> int:
+        held = await client._run_on_scheduler(_held_by_scheduler, keys)
+        answers = await client._run(_running_here, keys, on_error="return")
+        if bad := [w for w, n in answers.items() if not isinstance(n, int)]:
+            raise RuntimeError(f"the dask worker {bad[0]} could not say what it runs: {answers[bad[0]]}")
+        return held + sum(answers.values())
+
+    return client.sync(ask, callback_timeout=max(timeout, 0.1))
+
+
+def _held_by_scheduler(keys: set[str], dask_scheduler: Any = None) -> int:
+    """On the scheduler (``Client.run_on_scheduler``): how many of ``keys`` it has not released yet."""
+    return sum(k in dask_scheduler.tasks for k in keys)
+
+
+def _running_here(keys: set[str], dask_worker: Any = None) -> int:
+    """On a worker (``Client.run``): how many of ``keys`` it runs (cancelled ones too: a thread cannot be stopped)
+    or holds to run."""
+    tasks = dask_worker.state.tasks
+    return sum(1 for k in keys if (ts := tasks.get(k)) is not None and ts.state not in _SETTLED)
+
+
+_SETTLED = frozenset({"memory", "error", "released", "forgotten"})  # a worker's task states that run nothing
+CANCEL_SETTLE = 0.5  # seconds after a cancel before "nothing runs" is believed
 
 
 class _NotStarted(Exception):
@@ -145,9 +185,9 @@ def _cluster_failure(exc: BaseException, client: Any, desc: str) -> ClusterError
 
     if isinstance(exc, KilledWorker):
         return ClusterError(
-            f"{desc or 'a task'}: each of the {exc.allowed_failures + 1} dask workers that ran one of its tasks died "
-            f"running it (out of memory? see the workers' logs, the last was {exc.last_worker.address}): give the "
-            f"workers more memory, or the tasks less work")
+            f"{desc or 'a task'}: one of its tasks killed the dask worker running it, {exc.allowed_failures + 1} "
+            f"time(s) in a row (out of memory? see the workers' logs, the last was {exc.last_worker.address}): give "
+            f"the workers more memory, or the tasks less work")
     if isinstance(exc, CancelledError):  # FutureCancelledError: "scheduler-connection-lost", a restart
         reason = getattr(exc, "reason", None) or "cancelled"
         return ClusterError(f"{desc or 'the run'}: the dask scheduler at {client.scheduler.address} dropped this "
@@ -155,31 +195,37 @@ def _cluster_failure(exc: BaseException, client: Any, desc: str) -> ClusterError
     return None
 
 
-def _await_end(running: Callable[[], int], grace: float, where: str, desc: str, exc: BaseException) -> None:
-    """Wait up to ``grace`` seconds for ``running()`` tasks of a run stopped by ``exc`` to end; raise
+def _await_end(running: Callable[[float], int], grace: float, where: str, desc: str, exc: BaseException, *,
+               settle: float = 0.0) -> None:
+    """Wait up to ``grace`` seconds for the tasks of a run stopped by ``exc`` to end (``running(seconds)``: how many
+    run, asked within that many seconds; a 0 is believed from ``settle`` seconds on); raise
     :class:`TasksStillRunningError` (from ``exc``) if some still run, or if that cannot be told (the scheduler is
-    gone, a second Ctrl-C)."""
-    deadline = time.monotonic() + grace
+    gone, a worker does not answer, a second interrupt)."""
+    started = time.monotonic()
+    deadline = started + grace
+    told = False
     try:
-        left = running()
-        if left:
-            log.warning("%s stopped: waiting up to %g s for the %d task(s) still running on %s", desc or "the run",
-                        grace, left, where)
-        while left and time.monotonic() < deadline:
+        while (left := running(deadline - time.monotonic())) or time.monotonic() < started + settle:
+            if left and not told:
+                log.warning("%s stopped: waiting up to %g s for the %d task(s) still running on %s",
+                            desc or "the run", grace, left, where)
+                told = True
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.2)
-            left = running()
-    except BaseException:
-        left = -1
+    except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM: stop waiting, and say so
+        raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}, and again while waiting for them") from again
+    except Exception as failed:  # the scheduler is gone, a worker does not answer
+        raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}; whether its tasks still run could not be "
+                                                       f"asked: {type(failed).__name__}: {failed}") from exc
     if left:
-        why = ("interrupted: Ctrl-C or SIGTERM" if isinstance(exc, KeyboardInterrupt)
-               else str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}")
-        raise TasksStillRunningError(left, grace, where, why) from exc
+        raise TasksStillRunningError(left, grace, where, _why(exc)) from exc
 
 
-def _running_here(keys: set, dask_worker: Any = None) -> int:
-    """On a worker (``Client.run``): how many of ``keys`` it is running, cancelled ones included."""
-    state = dask_worker.state
-    return sum(ts.key in keys for ts in (*state.executing, *state.long_running))
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted: Ctrl-C or SIGTERM"
+    return str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}"
 
 
 class _Progress(Callback):
@@ -203,9 +249,8 @@ def is_distributed(scheduler: Any) -> bool:
 def check_scheduler(scheduler: Any) -> None:
     """A clear error, before any work starts (nothing written yet), for a scheduler no run can use: a misspelt name,
     or an address where no dask scheduler answers (connected to once here)."""
-    client = _client(scheduler)
-    if client is not None and client is not scheduler:
-        client.close()
+    with _connected(scheduler):
+        pass
 
 
 def _check_name(scheduler: Any) -> None:
@@ -226,12 +271,8 @@ def check_workers_see(scheduler: Any, files: Mapping[str, os.PathLike | None]) -
     paths = {what: str(path) for what, path in files.items() if path is not None}
     if not paths or not is_distributed(scheduler):
         return
-    client = _client(scheduler)
-    try:
+    with _connected(scheduler) as client:
         seen = client.run(_exist, list(paths.values()), on_error="return")
-    finally:
-        if client is not scheduler:
-            client.close()
     for i, (what, path) in enumerate(paths.items()):
         blind = sorted(w for w, found in seen.items() if not (isinstance(found, list) and found[i]))
         if blind:
@@ -243,6 +284,23 @@ def check_workers_see(scheduler: Any, files: Mapping[str, os.PathLike | None]) -
 
 def _exist(paths: list[str]) -> list[bool]:
     return [os.path.exists(p) for p in paths]
+
+
+@contextlib.contextmanager
+def _connected(scheduler: Any) -> Iterator[Any]:
+    """The dask-distributed Client of ``scheduler`` (None for a local scheduler); one connected here, to an address,
+    is closed after the block (quietly: a client whose scheduler was lost logs its reconnection's traceback)."""
+    client = _client(scheduler)
+    try:
+        yield client
+    finally:
+        if client is not None and client is not scheduler:
+            quiet = logging.getLogger("distributed.client")
+            level, quiet.level = quiet.level, logging.CRITICAL
+            try:
+                client.close()
+            finally:
+                quiet.setLevel(level)
 
 
 def _client(scheduler: Any):

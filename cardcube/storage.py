@@ -18,6 +18,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ import fsspec
 from botocore.exceptions import BotoCoreError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from zarr.abc.store import ByteRequest, Store
+from zarr.core import sync as zarr_sync
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
@@ -420,6 +422,28 @@ def _innermost(store: Store) -> Store:
     while isinstance(store, WrapperStore):
         store = store._store
     return store
+
+
+def pending_io(timeout: float) -> int:
+    """Wait up to ``timeout`` seconds for the store operations running in zarr's I/O loop to end; how many still run.
+    A caller interrupted (Ctrl-C, SIGTERM) while it waited for one stops waiting, but the operation goes on there:
+    a writer must not let go of its lock before its writes have landed."""
+    loop = zarr_sync.loop[0]
+    if loop is None or not loop.is_running():
+        return 0
+
+    async def others() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done())
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = asyncio.run_coroutine_threadsafe(others(), loop).result(max(deadline - time.monotonic(), 0.1))
+        except (TimeoutError, RuntimeError):  # the loop is stuck or closing: what runs there cannot be told
+            return -1
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
 
 
 def local_file(store: Store, key: str) -> Path | None:

@@ -64,7 +64,7 @@ from cardcube.errors import (
     StoreError,
     TasksStillRunningError,
 )
-from cardcube.storage import create_bytes, delete_key, read_json, store_url, write_json
+from cardcube.storage import create_bytes, delete_key, pending_io, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
 from ingest.arrays import publish_shapes
@@ -72,7 +72,7 @@ from ingest.arrays import publish_shapes
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
-STOP_GRACE = 30.0  # seconds a stopped writer waits for its running writes (Kubernetes' default grace period)
+STOP_GRACE = 25.0  # seconds a stopped writer waits for its running writes (within Kubernetes' default 30 s grace)
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
 
@@ -184,16 +184,18 @@ class Fence:
 
 @contextmanager
 def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = STALE_AFTER,
-                heartbeat: float | None = None, command: str = "ingest",
-                remote_workers: bool = False) -> Iterator[Fence]:
+                heartbeat: float | None = None, command: str = "ingest", remote_workers: bool = False,
+                stop_grace: float = STOP_GRACE) -> Iterator[Fence]:
     """Hold the single-writer lock of ``collection`` for the duration of the block; the :class:`Fence`
     it yields is to be checked before each write. The lock is refreshed every ``heartbeat`` seconds
     (default: ``stale_after`` / 20, at most 30 s); ``command`` says who holds it to writers that find it;
     ``remote_workers``: see :class:`LockInfo`.
 
-    The lock is deleted when the block ends, however it ends, except on :class:`TasksStillRunningError`:
-    writes of this writer may still land, so it is left for others to take for dead ``stale_after`` after
-    its last heartbeat (the fence then stops those that have not begun)."""
+    The lock is deleted when the block ends, however it ends, but not while writes of this writer may still land:
+    a block that ends with an error first waits up to ``stop_grace`` seconds for the store operations still running
+    in this process (one whose caller was interrupted goes on), and one that ends with (or while unwinding from)
+    :class:`TasksStillRunningError` leaves the lock for others to take for dead ``stale_after`` after its last
+    heartbeat (the fence then stops the writes that have not begun)."""
     key = layout.lock_key(collection)
     every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
     if not 0 < every < stale_after / 2:
@@ -228,22 +230,35 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
     beat.start()
-    release = True
     try:
         yield fence
-    except TasksStillRunningError as exc:
-        release = False
-        raise TasksStillRunningError(
-            exc.running, exc.grace, exc.where, exc.why,
-            after=f"; its writes may still land, so the writer lock {key} at {store_url(store)} is left in place: "
-                  f"no other writer starts until it is taken for dead, {stale_after:.0f} s after its last heartbeat "
-                  f"(or delete it once the tasks have ended)"
-        ) from exc.__cause__
-    finally:
+    except BaseException as exc:
         stop.set()
         beat.join()
-        if release:
+        # a write this process was waiting for when it was stopped goes on in zarr's I/O loop: let it land first
+        left = pending_io(stop_grace)
+        if left or _still_running(exc):
+            log.warning("the writer lock %s at %s is left in place, as writes of this run may still land (%s): no "
+                        "other writer starts until it is taken for dead, %.0f s after its last heartbeat (or delete "
+                        "it once they have ended)", key, store_url(store),
+                        f"{left} store operation(s) of this process" if left else "its tasks", stale_after)
+        else:
             _delete_if_owner(store, key, me.owner)
+        raise
+    stop.set()
+    beat.join()
+    _delete_if_owner(store, key, me.owner)
+
+
+def _still_running(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or came out of (a second Ctrl-C while unwinding), a :class:`TasksStillRunningError`."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, TasksStillRunningError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def _taken_for_dead(info: LockInfo, stale_after: float) -> str:

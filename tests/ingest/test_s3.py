@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import pytest
 import zarr
 
 from cardcube.errors import CardcubeError
 from cardcube.spec import ChunkLayout, cube_spec
-from cardcube.storage import open_store
+from cardcube.storage import list_keys, open_store, read_json
+from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
 from ingest.job import ingest
@@ -222,3 +228,37 @@ def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, t
     assert group.attrs["cardcube"]["tile"] == "31UFU"
     assert zarr.open_array(open_store(url, storage_options=s3_bucket.storage_options()),
                            path="s2/31UFU/cube.zarr/r10m/x")[:2].tolist() == [600005.0, 600015.0]
+
+
+def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once_it_has_landed(tiny_region, s3_bucket,
+                                                                                                 s3_proxy):
+    """Ctrl-C stops the wait for a write, not the write: it goes on in zarr's I/O loop. With a single thread
+    (``--scheduler sync``) the lock was deleted while the upload was still held, to land after it."""
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    store = open_store(url, storage_options=direct)
+    lock = layout.lock_key("s1")
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    ingest(write_items(tiny_region.items, features[:4], "held-sync-first.json"), url, collection="s1", chunks=CHUNKS,
+           storage_options=direct, progress=False)
+    s3_proxy.hold(["PUT"], path_contains="/c/")
+    seen: dict[str, object] = {}
+
+    def interrupt_then_release() -> None:
+        while not s3_proxy.held:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1.0)  # the interrupted run unwinds meanwhile, up to its lock
+        seen["lock"] = read_json(store, lock)
+        seen["keys"] = set(list_keys(store, "s1/"))
+        s3_proxy.release()
+
+    helper = threading.Thread(target=interrupt_then_release, daemon=True)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        ingest(write_items(tiny_region.items, features[:12], "held-sync.json"), url, collection="s1", chunks=CHUNKS,
+               storage_options=s3_proxy.storage_options(), progress=False, scheduler="sync")
+    helper.join()
+    assert seen["lock"] is not None  # kept while the upload was held
+    assert read_json(store, lock) is None  # and let go of once it had landed
+    assert set(list_keys(store, "s1/")) - seen["keys"]  # the held upload, landed before the lock went
+    assert committed_versions(store, "s1") == [1]
