@@ -8,9 +8,20 @@ REST service maps these classes to status codes in one table at its edge.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class CardcubeError(Exception):
     """Base class of every cardcube error."""
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling (its ``__cause__``, else ``__context__``), and so on."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 # --- source scenes -------------------------------------------------------------------------------

@@ -82,10 +82,11 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
                 running.stop()
                 if stop_grace is not None:
                     _await_end(lambda _: running.count, stop_grace, "this process's threads", desc, exc)
-            elif stop_grace is not None and isinstance(exc.__context__, BaseException):
-                # a process pool waits for its tasks when it shuts down (dask's "processes"), unless interrupted
-                # again meanwhile; a single thread's write goes on in zarr's I/O loop (see writer_lock)
-                raise TasksStillRunningError(-1, stop_grace, f"dask's {local} workers", _why(exc)) from exc
+            elif (stop_grace is not None and local == "processes" and isinstance(exc, KeyboardInterrupt)
+                  and isinstance(exc.__context__, KeyboardInterrupt)):
+                # a process pool waits for its tasks when it shuts down, unless interrupted again meanwhile ("sync":
+                # an interrupted write goes on in zarr's I/O loop, which writer_lock waits for)
+                raise TasksStillRunningError(-1, stop_grace, "dask's worker processes", _why(exc)) from exc
             raise
 
 
@@ -98,6 +99,7 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
     token = uuid.uuid4().hex[:12]
     keys = [f"{(desc or 'task').replace(' ', '-')}-{token}-{i:08d}" for i in range(len(args))]
     futures: list = []
+    workers = set(client.run_on_scheduler(_workers)) if stop_grace is not None else set()
     try:
         for key, a in zip(keys, args, strict=True):
             futures.append(client.submit(func, *a, key=key, pure=False))
@@ -111,25 +113,36 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
         failure = _cluster_failure(exc, client, desc)
         if stop_grace is not None:
             # the cancel is a message, not a call: the first answers may come before the workers have heard of it
-            _await_end(partial(_running_on_cluster, client, set(keys)), stop_grace, "the dask workers", desc,
+            _await_end(partial(_running_on_cluster, client, set(keys), workers), stop_grace, "the dask workers", desc,
                        failure or exc, settle=CANCEL_SETTLE)
         if failure is not None:
             raise failure from exc
         raise
 
 
-def _running_on_cluster(client: Any, keys: set[str], timeout: float) -> int:
+def _running_on_cluster(client: Any, keys: set[str], workers: set[str], timeout: float) -> int:
     """How many of ``keys`` the scheduler still holds or a worker still runs or is about to run (cancelled ones
-    included), asked within ``timeout`` seconds (a frozen worker, a gone scheduler: TimeoutError)."""
+    included), asked within ``timeout`` seconds; an error if that cannot be told: a worker of ``workers`` (those at
+    the start) has left the cluster (its threads may run on, unseen), one does not answer, or the scheduler."""
 
     async def ask() -> int:
         held = await client._run_on_scheduler(_held_by_scheduler, keys)
+        if gone := workers - set(await client._run_on_scheduler(_workers)):
+            raise RuntimeError(f"the dask worker {sorted(gone)[0]} left the cluster during the run: what it runs "
+                               f"cannot be asked")
         answers = await client._run(_running_here, keys, on_error="return")
         if bad := [w for w, n in answers.items() if not isinstance(n, int)]:
             raise RuntimeError(f"the dask worker {bad[0]} could not say what it runs: {answers[bad[0]]}")
         return held + sum(answers.values())
 
-    return client.sync(ask, callback_timeout=max(timeout, 0.1))
+    try:
+        return client.sync(ask, callback_timeout=max(timeout, 0.1))
+    except TimeoutError:
+        raise TimeoutError(f"no answer within {max(timeout, 0.1):.1f} s") from None
+
+
+def _workers(dask_scheduler: Any = None) -> list[str]:
+    return list(dask_scheduler.workers)
 
 
 def _held_by_scheduler(keys: set[str], dask_scheduler: Any = None) -> int:
@@ -202,11 +215,18 @@ def _await_end(running: Callable[[float], int], grace: float, where: str, desc: 
     :class:`TasksStillRunningError` (from ``exc``) if some still run, or if that cannot be told (the scheduler is
     gone, a worker does not answer, a second interrupt)."""
     started = time.monotonic()
-    deadline = started + grace
+    deadline = started + max(grace, settle)  # a 0 before the cancel has reached the workers means nothing
     told = False
+    failed: Exception | None = None
     try:
-        while (left := running(deadline - time.monotonic())) or time.monotonic() < started + settle:
-            if left and not told:
+        while True:
+            try:
+                left, failed = running(deadline - time.monotonic()), None
+            except Exception as exc_asking:  # the scheduler is gone, a worker does not answer: ask again
+                left, failed = -1, exc_asking
+            if not left and time.monotonic() >= started + settle:
+                return
+            if left > 0 and not told:
                 log.warning("%s stopped: waiting up to %g s for the %d task(s) still running on %s",
                             desc or "the run", grace, left, where)
                 told = True
@@ -215,11 +235,10 @@ def _await_end(running: Callable[[float], int], grace: float, where: str, desc: 
             time.sleep(0.2)
     except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM: stop waiting, and say so
         raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}, and again while waiting for them") from again
-    except Exception as failed:  # the scheduler is gone, a worker does not answer
+    if failed is not None:
         raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}; whether its tasks still run could not be "
                                                        f"asked: {type(failed).__name__}: {failed}") from exc
-    if left:
-        raise TasksStillRunningError(left, grace, where, _why(exc)) from exc
+    raise TasksStillRunningError(left, grace, where, _why(exc)) from exc
 
 
 def _why(exc: BaseException) -> str:
@@ -296,11 +315,11 @@ def _connected(scheduler: Any) -> Iterator[Any]:
     finally:
         if client is not None and client is not scheduler:
             quiet = logging.getLogger("distributed.client")
-            level, quiet.level = quiet.level, logging.CRITICAL
+            disabled, quiet.disabled = quiet.disabled, True
             try:
                 client.close()
             finally:
-                quiet.setLevel(level)
+                quiet.disabled = disabled
 
 
 def _client(scheduler: Any):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import posixpath
 import re
@@ -42,9 +43,11 @@ from cardcube.errors import (
     InvalidRequestError,
     StoreError,
     StoreUnavailableError,
+    exception_chain,
 )
 
 StoreLike = str | os.PathLike | Store
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0  # to reach an S3 endpoint at all
 ANSWER_TIMEOUT_S = 15.0  # for it to answer a first request
 TIMEOUT_ATTEMPTS = 2  # tries of a request to a store opened with a ``timeout``: one retry, for a dropped connection
@@ -279,13 +282,8 @@ _UNAVAILABLE = (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutEr
 
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the store cannot be reached or answer now."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, _UNAVAILABLE) or (isinstance(exc, OSError) and exc.errno == errno.EBUSY):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(e, _UNAVAILABLE) or (isinstance(e, OSError) and e.errno == errno.EBUSY)
+               for e in exception_chain(exc))
 
 
 @contextmanager
@@ -424,10 +422,10 @@ def _innermost(store: Store) -> Store:
     return store
 
 
-def pending_io(timeout: float) -> int:
-    """Wait up to ``timeout`` seconds for the store operations running in zarr's I/O loop to end; how many still run.
-    A caller interrupted (Ctrl-C, SIGTERM) while it waited for one stops waiting, but the operation goes on there:
-    a writer must not let go of its lock before its writes have landed."""
+def pending_io(timeout: float, *, what: str = "store operations") -> int:
+    """Wait up to ``timeout`` seconds for the store operations running in zarr's I/O loop to end; how many still run
+    (-1: the loop does not answer). A caller interrupted (Ctrl-C, SIGTERM) while it waited for one stops waiting,
+    but the operation goes on there: a writer must not let go of its lock before its writes have landed."""
     loop = zarr_sync.loop[0]
     if loop is None or not loop.is_running():
         return 0
@@ -436,6 +434,7 @@ def pending_io(timeout: float) -> int:
         return sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done())
 
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         try:
             left = asyncio.run_coroutine_threadsafe(others(), loop).result(max(deadline - time.monotonic(), 0.1))
@@ -443,6 +442,9 @@ def pending_io(timeout: float) -> int:
             return -1
         if not left or time.monotonic() >= deadline:
             return left
+        if not told:
+            log.warning("waiting up to %g s for %s to end (%d)", timeout, what, left)
+            told = True
         time.sleep(0.05)
 
 

@@ -63,6 +63,7 @@ from cardcube.errors import (
     LockLostError,
     StoreError,
     TasksStillRunningError,
+    exception_chain,
 )
 from cardcube.storage import create_bytes, delete_key, pending_io, read_json, store_url, write_json
 from cube import layout
@@ -230,35 +231,28 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
     beat.start()
+    keep = ""
     try:
         yield fence
     except BaseException as exc:
+        if any(isinstance(e, TasksStillRunningError) for e in exception_chain(exc)):  # also a 2nd Ctrl-C unwinding it
+            keep = "its tasks"
+        else:  # a write this process was waiting for when it was stopped goes on in zarr's I/O loop: let it land
+            stop.set()
+            if left := pending_io(stop_grace, what="the store operations this writer was stopped in"):
+                keep = "store operations of this process" if left < 0 else f"{left} store operation(s) of this process"
+        raise
+    finally:
         stop.set()
         beat.join()
-        # a write this process was waiting for when it was stopped goes on in zarr's I/O loop: let it land first
-        left = pending_io(stop_grace)
-        if left or _still_running(exc):
+        if keep:
             log.warning("the writer lock %s at %s is left in place, as writes of this run may still land (%s): no "
-                        "other writer starts until it is taken for dead, %.0f s after its last heartbeat (or delete "
-                        "it once they have ended)", key, store_url(store),
-                        f"{left} store operation(s) of this process" if left else "its tasks", stale_after)
+                        "other writer starts until it is taken for dead%s (or delete it once they have ended)", key,
+                        store_url(store), keep, f", {stale_after:.0f} s after its last heartbeat" if remote_workers
+                        else f": on this host once this process has ended, elsewhere {stale_after:.0f} s after its "
+                             f"last heartbeat")
         else:
             _delete_if_owner(store, key, me.owner)
-        raise
-    stop.set()
-    beat.join()
-    _delete_if_owner(store, key, me.owner)
-
-
-def _still_running(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is, or came out of (a second Ctrl-C while unwinding), a :class:`TasksStillRunningError`."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, TasksStillRunningError):
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
 
 
 def _taken_for_dead(info: LockInfo, stale_after: float) -> str:

@@ -359,7 +359,7 @@ def ingest(
     # the lock is transient bookkeeping, not cube content: it is not counted in bytes_written
     remote = any(is_remote(href) for s in scenes for href in s.assets.values())
     with (writer_lock(counting._store, collection, wait=wait, stale_after=stale_after,
-                      remote_workers=is_distributed(scheduler)) as fence,
+                      remote_workers=is_distributed(scheduler), stop_grace=stop_grace) as fence,
           spool_folder(spool, scheduler=scheduler, remote=remote) as spooled):
         checkpoint("locked")
         check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection))})

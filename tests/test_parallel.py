@@ -17,7 +17,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from cardcube.errors import ClusterError, InvalidRequestError, TasksStillRunningError
+from cardcube.errors import ClusterError, InvalidRequestError, StoreError, TasksStillRunningError
 from cardcube.parallel import check_workers_see, run_tasks
 
 
@@ -182,7 +182,7 @@ def _kill_when_started(scheduler: subprocess.Popen, folder: Path) -> None:
     scheduler.kill()
 
 
-@pytest.mark.parametrize("grace", [None, 60])
+@pytest.mark.parametrize("grace", [None, 3])
 def test_a_lost_scheduler_is_one_clear_error_and_a_writer_keeps_its_lock(grace, tmp_path):
     """The scheduler killed mid-run: a traceback of distributed's FutureCancelledError, exit 1. Its workers may
     still be writing, and can no longer be asked: a writer (``stop_grace``) must keep its lock."""
@@ -317,3 +317,47 @@ def test_a_worker_that_does_not_answer_bounds_the_wait_by_the_grace(tmp_path):
         assert not stopped.is_alive(), "the stopped run still waits for the frozen worker"
         assert isinstance(outcome[0], TasksStillRunningError) and outcome[0].running == -1
         assert "whether its tasks still run could not be asked: TimeoutError" in str(outcome[0])
+
+
+def _task_on(folder: Path, i: int) -> int:
+    import distributed
+
+    (folder / f"worker-{i}").write_text(distributed.get_worker().address)
+    time.sleep(6 if i == 0 else 2)
+    return i
+
+
+async def _drop(address: str, dask_scheduler=None) -> None:
+    await dask_scheduler.remove_worker(address, stimulus_id="a network partition", close=False)
+
+
+def test_a_worker_the_scheduler_dropped_may_still_run_tasks(tmp_path):
+    """A worker cut off from the scheduler (a partition; here removed with close=False) runs its task on, unseen:
+    the stopped run counted 0 and let the lock go 2 s before that task ended."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        def partition() -> None:
+            while not (tmp_path / "worker-0").exists():
+                time.sleep(0.02)
+            client.run_on_scheduler(_drop, (tmp_path / "worker-0").read_text())
+
+        threading.Thread(target=partition, daemon=True).start()
+        with pytest.raises(TasksStillRunningError, match=r"could not be asked: RuntimeError: the dask worker \S+ left "
+                                                         r"the cluster during the run"):
+            run_tasks(partial(_task_on, tmp_path), [(0,), (1,)], scheduler=client, progress=False, tally=_stop,
+                      stop_grace=3)
+
+
+def test_a_task_error_on_one_thread_is_that_error_and_the_lock_goes(tmp_path):
+    """A plain write error raised from another (``StoreError(...) from exc``) under ``--scheduler sync`` was taken
+    for tasks that may still run, and the lock kept for 600 s."""
+    def fails(i: int) -> int:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise StoreError(f"cannot write shard {i}: {exc}") from exc
+
+    for scheduler in ("sync", "threads", "processes"):
+        with pytest.raises(StoreError, match="cannot write shard"):
+            run_tasks(fails, [(0,)], scheduler=scheduler, progress=False, stop_grace=5)
