@@ -99,7 +99,10 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
     token = uuid.uuid4().hex[:12]
     keys = [f"{(desc or 'task').replace(' ', '-')}-{token}-{i:08d}" for i in range(len(args))]
     futures: list = []
-    workers = set(client.run_on_scheduler(_workers)) if stop_grace is not None else set()
+    workers = set(client.run_on_scheduler(_workers))
+    if not workers:  # the tasks wait for one to join, without a word: an ingest or extraction that seems to hang
+        log.warning("the dask cluster at %s has no worker yet: %s waits for one to join", client.scheduler.address,
+                    desc or "the run")
     try:
         for key, a in zip(keys, args, strict=True):
             futures.append(client.submit(func, *a, key=key, pure=False))
