@@ -129,8 +129,8 @@ def _running_on_cluster(client: Any, keys: set[str], workers: set[str], timeout:
     the start) has left the cluster (its threads may run on, unseen), one does not answer, or the scheduler."""
 
     async def ask() -> int:
-        held = await client._run_on_scheduler(_held_by_scheduler, keys)
-        if gone := workers - set(await client._run_on_scheduler(_workers)):
+        held, present = await client._run_on_scheduler(_held_by_scheduler, keys)
+        if gone := workers - set(present):
             raise RuntimeError(f"the dask worker {sorted(gone)[0]} left the cluster during the run: what it runs "
                                f"cannot be asked")
         answers = await client._run(_running_here, keys, on_error="return")
@@ -148,9 +148,10 @@ def _workers(dask_scheduler: Any = None) -> list[str]:
     return list(dask_scheduler.workers)
 
 
-def _held_by_scheduler(keys: set[str], dask_scheduler: Any = None) -> int:
-    """On the scheduler (``Client.run_on_scheduler``): how many of ``keys`` it has not released yet."""
-    return sum(k in dask_scheduler.tasks for k in keys)
+def _held_by_scheduler(keys: set[str], dask_scheduler: Any = None) -> tuple[int, list[str]]:
+    """On the scheduler (``Client.run_on_scheduler``): how many of ``keys`` it has not released yet, and its
+    workers now."""
+    return sum(k in dask_scheduler.tasks for k in keys), _workers(dask_scheduler)
 
 
 def _running_here(keys: set[str], dask_worker: Any = None) -> int:

@@ -39,7 +39,7 @@ from yarl import URL
 
 from cardcube.testing.s3server import s3fs_options
 
-__all__ = ["KINDS", "Fault", "ProxyConfig", "ProxyStats", "S3Proxy", "start_s3_proxy"]
+__all__ = ["KINDS", "Fault", "ProxyConfig", "ProxyStats", "Requests", "S3Proxy", "start_s3_proxy"]
 
 KINDS = ("GET", "HEAD", "PUT", "POST", "DELETE", "LIST", "OTHER")
 _HOP_BY_HOP = frozenset(
@@ -72,16 +72,24 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class Requests:
+    """The requests a fault or a hold applies to: of ``methods`` (kinds as in :data:`KINDS`; all if None) whose
+    path holds ``path_contains``."""
+
+    methods: frozenset[str] | None = None
+    path_contains: str = ""
+
+    def matches(self, kind: str, path: str) -> bool:
+        return (self.methods is None or kind in self.methods) and self.path_contains in path
+
+
+@dataclass(frozen=True)
 class Fault:
-    """An injected S3 error: HTTP ``status`` with S3 error ``code``, for requests of ``methods`` (all if None)."""
+    """An injected S3 error: HTTP ``status`` with S3 error ``code``, for the ``requests`` it applies to."""
 
     status: int = 503
     code: str = "SlowDown"
-    methods: frozenset[str] | None = None
-    path_contains: str = ""  # only requests whose path holds this
-
-    def matches(self, kind: str, path: str = "") -> bool:
-        return (self.methods is None or kind in self.methods) and self.path_contains in path
+    requests: Requests = Requests()
 
     def body(self, request_id: str) -> bytes:
         message = _MESSAGES.get(self.code, "Injected by cardcube.testing.s3proxy.")
@@ -163,7 +171,7 @@ class S3Proxy:
         self._faults = self._request_bytes = self._response_bytes = 0
         self._in_flight = self._peak_in_flight = 0
         self._seq = 0
-        self._hold: tuple[frozenset[str] | None, str, asyncio.Event] | None = None
+        self._hold: tuple[Requests, asyncio.Event] | None = None
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -271,7 +279,7 @@ class S3Proxy:
         self, n: int = 1, *, status: int = 503, code: str = "SlowDown", methods: Iterable[str] | None = None
     ) -> None:
         """Answer the next ``n`` requests of ``methods`` (kinds as in :data:`KINDS`; all if None) with an error."""
-        fault = Fault(status, code, _kinds(methods))
+        fault = Fault(status, code, Requests(_kinds(methods)))
         with self._lock:
             self._pending.extend([fault] * n)
 
@@ -288,7 +296,8 @@ class S3Proxy:
         """Answer each request of ``methods`` (whose path holds ``path_contains``) with an error with ``probability``
         (seeded, reproducible)."""
         with self._lock:
-            self._random = (probability, Fault(status, code, _kinds(methods), path_contains), random.Random(seed))
+            self._random = (probability, Fault(status, code, Requests(_kinds(methods), path_contains)),
+                            random.Random(seed))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -297,12 +306,12 @@ class S3Proxy:
 
     def _take_fault(self, kind: str, path: str) -> Fault | None:
         for i, fault in enumerate(self._pending):
-            if fault.matches(kind, path):
+            if fault.requests.matches(kind, path):
                 del self._pending[i]
                 return fault
         if self._random is not None:
             probability, fault, rng = self._random
-            if fault.matches(kind, path) and rng.random() < probability:
+            if fault.requests.matches(kind, path) and rng.random() < probability:
                 return fault
         return None
 
@@ -311,7 +320,7 @@ class S3Proxy:
         """Hold back the requests of ``methods`` (all if None) whose path contains ``path_contains`` from now on,
         before they reach the server, until :meth:`release`: uploads stuck behind a busy gateway."""
         with self._lock:
-            self._hold = (_kinds(methods), path_contains, asyncio.Event())
+            self._hold = (Requests(_kinds(methods), path_contains), asyncio.Event())
             self._held = 0
 
     def release(self) -> None:
@@ -319,7 +328,7 @@ class S3Proxy:
         with self._lock:
             hold, self._hold = self._hold, None
         if hold is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(hold[2].set)
+            self._loop.call_soon_threadsafe(hold[1].set)
 
     @property
     def held(self) -> int:
@@ -329,13 +338,10 @@ class S3Proxy:
 
     def _gate(self, kind: str, path: str) -> asyncio.Event | None:
         with self._lock:
-            if self._hold is None:
-                return None
-            methods, part, gate = self._hold
-            if (methods is not None and kind not in methods) or part not in path:
+            if self._hold is None or not self._hold[0].matches(kind, path):
                 return None
             self._held += 1
-            return gate
+            return self._hold[1]
 
     # --- counters --------------------------------------------------------------------------------
     def snapshot(self) -> ProxyStats:
