@@ -99,7 +99,7 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
     token = uuid.uuid4().hex[:12]
     keys = [f"{(desc or 'task').replace(' ', '-')}-{token}-{i:08d}" for i in range(len(args))]
     futures: list = []
-    workers = set(client.run_on_scheduler(_workers))
+    since, workers = client.run_on_scheduler(_cluster_now)
     if not workers:  # the tasks wait for one to join, without a word: an ingest or extraction that seems to hang
         log.warning("the dask cluster at %s has no worker yet: %s waits for one to join", client.scheduler.address,
                     desc or "the run")
@@ -116,21 +116,22 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
         failure = _cluster_failure(exc, client, desc)
         if stop_grace is not None:
             # the cancel is a message, not a call: the first answers may come before the workers have heard of it
-            _await_end(partial(_running_on_cluster, client, set(keys), workers), stop_grace, "the dask workers", desc,
-                       failure or exc, settle=CANCEL_SETTLE)
+            _await_end(partial(_running_on_cluster, client, set(keys), set(workers), since), stop_grace,
+                       "the dask workers", desc, failure or exc, settle=CANCEL_SETTLE)
         if failure is not None:
             raise failure from exc
         raise
 
 
-def _running_on_cluster(client: Any, keys: set[str], workers: set[str], timeout: float) -> int:
+def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: float, timeout: float) -> int:
     """How many of ``keys`` the scheduler still holds or a worker still runs or is about to run (cancelled ones
-    included), asked within ``timeout`` seconds; an error if that cannot be told: a worker of ``workers`` (those at
-    the start) has left the cluster (its threads may run on, unseen), one does not answer, or the scheduler."""
+    included), asked within ``timeout`` seconds; an error if that cannot be told: a worker of the run (``workers``
+    at the start, ``since`` on the scheduler's clock, and those that joined since) has left the cluster (its threads
+    may run on, unseen), one does not answer, or the scheduler."""
 
     async def ask() -> int:
-        held, present = await client._run_on_scheduler(_held_by_scheduler, keys)
-        if gone := workers - set(present):
+        held, present, joined = await client._run_on_scheduler(_held_by_scheduler, keys, since)
+        if gone := (workers | set(joined)) - set(present):
             raise RuntimeError(f"the dask worker {sorted(gone)[0]} left the cluster during the run: what it runs "
                                f"cannot be asked")
         answers = await client._run(_running_here, keys, on_error="return")
@@ -144,14 +145,18 @@ def _running_on_cluster(client: Any, keys: set[str], workers: set[str], timeout:
         raise TimeoutError(f"no answer within {max(timeout, 0.1):.1f} s") from None
 
 
-def _workers(dask_scheduler: Any = None) -> list[str]:
-    return list(dask_scheduler.workers)
+def _cluster_now(dask_scheduler: Any = None) -> tuple[float, list[str]]:
+    """On the scheduler (``Client.run_on_scheduler``): its clock, and its workers now."""
+    return time.time(), list(dask_scheduler.workers)
 
 
-def _held_by_scheduler(keys: set[str], dask_scheduler: Any = None) -> tuple[int, list[str]]:
-    """On the scheduler (``Client.run_on_scheduler``): how many of ``keys`` it has not released yet, and its
-    workers now."""
-    return sum(k in dask_scheduler.tasks for k in keys), _workers(dask_scheduler)
+def _held_by_scheduler(keys: set[str], since: float, dask_scheduler: Any = None) -> tuple[int, list[str], list[str]]:
+    """On the scheduler: how many of ``keys`` it has not released yet, its workers now, and the workers that joined
+    at or after ``since`` (from its event log: a worker that joined during the run and left again is no longer
+    among its workers)."""
+    joined = [event["worker"] for at, event in dask_scheduler.get_events("all")
+              if at >= since and isinstance(event, dict) and event.get("action") == "add-worker"]
+    return sum(k in dask_scheduler.tasks for k in keys), _cluster_now(dask_scheduler)[1], joined
 
 
 def _running_here(keys: set[str], dask_worker: Any = None) -> int:

@@ -349,6 +349,52 @@ def test_a_worker_the_scheduler_dropped_may_still_run_tasks(tmp_path):
                       stop_grace=3)
 
 
+def _task_off(folder: Path, i: int) -> int:
+    """Task 0 returns once ``folder/dropped`` exists; the others return at once on the first worker (its address in
+    ``folder/first``), and elsewhere record where they run, then run on until ``folder/go`` exists."""
+    import distributed
+
+    if i == 0:
+        while not (folder / "dropped").exists():
+            time.sleep(0.02)
+        return 0
+    address = distributed.get_worker().address
+    if address != (folder / "first").read_text():
+        (folder / f"on-{i}").write_text(address)
+        while not (folder / "go").exists():
+            time.sleep(0.02)
+    return i
+
+
+def test_a_worker_that_joined_during_the_run_and_was_dropped_may_still_run_tasks(tmp_path):
+    """Only the workers present at the start were compared with those at the stop: a worker that joined during the
+    run (an adaptive cluster scaling up) and was cut off from the scheduler ran its task on, unseen, and the
+    stopped run counted 0."""
+    distributed = pytest.importorskip("distributed")
+    # one task per thread sent ahead (the rest queued at the scheduler): the worker that joins gets one
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                     silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        (tmp_path / "first").write_text(next(iter(client.scheduler_info()["workers"])))
+
+        def join_then_partition() -> None:
+            time.sleep(0.5)
+            cluster.scale(2)
+            while not (started := list(tmp_path.glob("on-*"))):
+                time.sleep(0.02)
+            client.run_on_scheduler(_drop, started[0].read_text())
+            (tmp_path / "dropped").touch()
+
+        threading.Thread(target=join_then_partition, daemon=True).start()
+        try:
+            with pytest.raises(TasksStillRunningError, match=r"could not be asked: RuntimeError: the dask worker "
+                                                             r"\S+ left the cluster during the run"):
+                run_tasks(partial(_task_off, tmp_path), [(i,) for i in range(6)], scheduler=client, progress=False,
+                          tally=_stop, stop_grace=3)
+        finally:
+            (tmp_path / "go").touch()
+
+
 def test_a_task_error_on_one_thread_is_that_error_and_the_lock_goes(tmp_path):
     """A plain write error raised from another (``StoreError(...) from exc``) under ``--scheduler sync`` was taken
     for tasks that may still run, and the lock kept for 600 s."""
