@@ -406,19 +406,28 @@ class _ChipTiles:
 
 def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolution: int, size: int
                 ) -> _ChipTiles | None:
-    """Where to read the chip centred on ``geom`` (in ``crs``): the first tile that holds the whole chip and has
-    data in it, read alone; else the tile holding its centre, read with every tile of its UTM zone with data in
-    the chip (a mosaic); None if no tile has data in the chip."""
+    """Where to read the chip centred on ``geom`` (in ``crs``), trying first the tiles whose data holds most of
+    ``geom``: the tiles of the first tile's UTM zone that hold the
+    whole chip and have data in it (:func:`cube.dataset.open_cube` reads the one holding the chip's data and dates
+    alone, else makes a mosaic of them: a tile's square says nothing of where it has data); else the tile holding
+    its centre, read with every tile of its UTM zone with data in the chip (a mosaic, padded); None if no tile has
+    data in the chip."""
+    def held(tile: str) -> float:  # the share of the parcel (a point: whether) the tile's data holds
+        local, data = _project(geom, crs, TileGrid.from_id(tile).crs), data_footprint(version, tile)
+        return data.intersection(local).area / local.area if local.area else float(data.intersects(local))
+
+    first = sorted(version.tiles, key=lambda t: -held(t))  # stable: by name among equals
     for whole in (True, False):
-        for tile in sorted(version.tiles):
+        for tile in first:
             grid = TileGrid.from_id(tile)
             local = _project(geom, crs, grid.crs)
             centre = local.centroid if local.geom_type != "Point" else local
             chip_box, tile_box = _chip_box(centre, grid, resolution, size), box(*grid.bounds)
             inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
             if inside and _has_data(version, tile, chip_box):
-                read = [tile] if whole else [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs == grid.crs
-                                             and _has_data(version, t, chip_box)]
+                read = [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs == grid.crs
+                        and _has_data(version, t, chip_box)
+                        and (not whole or box(*TileGrid.from_id(t).bounds).contains(box(*chip_box)))]
                 return _ChipTiles(tile, read, chip_box, whole)
     return None
 
@@ -518,10 +527,10 @@ def chip(
                        bands=stored_bands(bands, version.spec.band_names), resolution=res,
                        chunks="window", cache=cache)  # a read per band and block
         pad_to = None if found.whole else found.box
-        if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tile holding the chip
-            held = tile_dates(version.tiles[found.tile])
-            raise DateNotFoundError(f"no acquisition of tile {found.tile}, which holds the chip, within the time range "
-                                    f"{time}: its dates run from {held[0].time[:10]} to {held[-1].time[:10]}")
+        if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tiles holding the chip
+            held = sorted(a.time for t in found.read for a in tile_dates(version.tiles[t]))
+            raise DateNotFoundError(f"no acquisition of tile {'+'.join(found.read)}, which holds the chip, within the "
+                                    f"time range {time}: its dates run from {held[0][:10]} to {held[-1][:10]}")
     if date is not None:
         _check_one(ds, date, collection)  # before reading
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)

@@ -49,6 +49,7 @@ from cube.ledger import (
     acquisition_columns,
     data_footprint,
     read_version,
+    scene_extent,
 )
 from cube.manifest import AbsentShards, confirm_absent
 from cube.shard_reader import read_window
@@ -91,9 +92,14 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
     return dask.compute(*collections)
 
 
-def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | str | None) -> list[TileWindow]:
-    """Tile windows covering the query; a tile that holds the whole area alone is preferred. No area given: the
-    area is where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset."""
+def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | str | None,
+             time: tuple | frozenset = (None, None)) -> list[TileWindow]:
+    """Tile windows covering the query. A tile is read alone when it holds the area's data alone: its square holds
+    the area and, for every date (within ``time``) on which another tile of its UTM zone has data in the area, it
+    has that pass too, with data over all of the other's there (:func:`_holds_passes`). Else a mosaic of the tiles
+    with data in the area, the one holding most of it first. A tile's square is no measure of its data: tiles
+    ingested for part of an area, scenes dropped by a cloud filter, Sentinel-1 pieces. No area given: the area is
+    where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset."""
     names = sorted(version.tiles) if tiles is None else tile_ids(tiles)
     unknown = [t for t in names if t not in version.tiles]
     if unknown:
@@ -101,7 +107,7 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
                                   f"tiles: {', '.join(sorted(version.tiles))}")
     if area[0] is None and area[1] is None and names:
         area, crs = (None, _held(version, names)), None
-    out = []
+    out: list[tuple[TileWindow, bool, BaseGeometry, float]] = []
     for name in names:
         grid = TileGrid.from_id(name)
         full = grid.geobox(resolution)
@@ -116,9 +122,39 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         r0, r1 = math.floor((a.f - maxy) / -a.e), math.ceil((a.f - miny) / -a.e)
         r0, c0 = max(r0, 0), max(c0, 0)
         r1, c1 = min(max(r1, r0 + 1), full.shape[0]), min(max(c1, c0 + 1), full.shape[1])
-        out.append((TileWindow(name, full[r0:r1, c0:c1]), inside))
-    whole = [w for w, inside in out if inside]
-    return whole[:1] if whole else [w for w, _ in out]
+        held = data_footprint(version, name).intersection(geom)  # a point or a line holds no area: held or not
+        share = held.area if geom.area else float(not held.is_empty)
+        out.append((TileWindow(name, full[r0:r1, c0:c1]), inside, geom, share))
+    with_data = sorted((o for o in out if o[3] > 0), key=lambda o: -o[3])  # stable: by name among equals
+    if not with_data:  # nodata only: open_cube says so
+        return [w for w, *_ in out]
+    whole = [o for o in with_data if o[1]]
+    if not whole:
+        return [w for w, *_ in with_data]
+    best, crs_best = whole[0], TileGrid.from_id(whole[0][0].tile).crs
+    zone = [o for o in with_data if o is not best and TileGrid.from_id(o[0].tile).crs == crs_best]
+    if all(_holds_passes(version, best[0].tile, o[0].tile, best[2], time) for o in zone):
+        return [best[0]]
+    return [best[0], *(w for w, *_ in zone)]
+
+
+def _holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry, time: tuple | frozenset) -> bool:
+    """Whether ``tile`` has every date (within ``time``) on which ``other`` (of the same UTM zone) has data in
+    ``area``, the same pass (platform, relative orbit, orbit direction, within :data:`PASS_GAP_S`), with data over
+    all of the other's in the area: then reading ``tile`` alone misses nothing of ``other``'s."""
+    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
+    mine: dict[tuple, list[tuple[np.datetime64, BaseGeometry]]] = {}
+    for a in _time_order(version.tiles[tile], time)[0]:
+        key = (a.platform, a.relative_orbit, a.orbit_state)
+        mine.setdefault(key, []).append((a.datetime64, box(*scene_extent(version, tile, a.scene_id))))
+    for a in _time_order(version.tiles[other], time)[0]:
+        theirs = box(*scene_extent(version, other, a.scene_id)).intersection(area)
+        if theirs.is_empty or theirs.area == 0 < area.area:
+            continue
+        same = mine.get((a.platform, a.relative_orbit, a.orbit_state), [])
+        if not any(abs(t - a.datetime64) <= gap and extent.contains(theirs) for t, extent in same):
+            return False
+    return True
 
 
 def _held(version: CubeVersion, tiles: Sequence[str]) -> Geometry:
@@ -492,7 +528,7 @@ def open_cube(
         raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
     if tiles is None:
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs, items=item_cache)
-    windows = _windows(version, (bbox, geometry), crs, res, tiles)
+    windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time))
     if not windows:
         bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None
         area = "(" + ", ".join(str(float(v)) for v in bounds) + ")" if bounds else "?"  # no np.float64(...)
@@ -559,17 +595,28 @@ def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
 def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
     """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins, on the dates
     of :func:`pass_times`. Integers (every stored band with ``decode=False``, SCL always) are merged on their
-    nodata, as float64 (exact for them), and given back their stored type; floats are merged on NaN as they are."""
+    nodata, as float64 (exact for them), and given back their stored type; floats are merged on NaN as they are.
+    Each date keeps its acquisition metadata (that of the first tile holding it; ``scene_id`` and ``tile`` those of
+    every tile holding it, ``+``-joined): xarray drops a coordinate whose parts disagree. North up, whatever the
+    order of the tiles (an outer join sorts ``y`` ascending)."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately (a bbox or "
                                   "tiles= within one zone)")
     parts = [p.assign_coords(time=times) for p, times in zip(parts, pass_times(parts), strict=True)]
+    per_date = [c for c in parts[0].coords if c != "time" and parts[0][c].dims == ("time",)]
+    metadata = pd.concat([pd.DataFrame({c: p[c].values for c in per_date}, index=pd.Index(p["time"].values, name="t"))
+                          for p in parts])
+    joined = {c: (lambda v: "+".join(dict.fromkeys(v))) if c in ("scene_id", "tile") else "first" for c in per_date}
+    metadata = metadata.groupby(level="t", sort=False).agg(joined)
     packed = [b for b in bands if np.issubdtype(parts[0][b.name].dtype, np.integer) and b.nodata is not None]
-    parts = [p.assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64") for b in packed})
-             for p in parts]
+    parts = [p.drop_vars(per_date).assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64")
+                                           for b in packed}) for p in parts]
     merged = parts[0]
     for p in parts[1:]:
-        merged = merged.drop_vars("tile").combine_first(p.drop_vars("tile"))
+        merged = merged.combine_first(p)
     merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in packed})
-    return merged.rio.write_crs(crs)
+    metadata = metadata.reindex(merged["time"].values)
+    merged = merged.assign_coords({c: ("time", metadata[c].to_numpy()) for c in per_date})
+    merged = merged.sortby("y", ascending=False)
+    return merged.rio.write_crs(crs).rio.write_transform(merged.rio.transform(recalc=True))

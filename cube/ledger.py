@@ -288,17 +288,20 @@ def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
     """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
     without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it. A scene recorded
     without its window counts as the whole tile."""
-    grid = TileGrid.from_id(tile)
-    extents = set()
-    for a in version.tiles[tile].acquisitions:
-        windows = version.scenes[a.scene_id].windows
-        if not windows:
-            extents.add(grid.bounds)
-            continue
-        res = min(windows)
-        r, c, h, w = windows[res]
-        extents.add((grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res))
+    extents = {scene_extent(version, tile, a.scene_id) for a in version.tiles[tile].acquisitions}
     return shapely.union_all([box(*e) for e in sorted(extents)])
+
+
+def scene_extent(version: CubeVersion, tile: str, scene_id: str) -> tuple[float, float, float, float]:
+    """The bounds (in the tile's CRS) of the window a scene of ``tile`` was written to: where that date of the tile
+    has data (a scene recorded without its window: the whole tile)."""
+    grid = TileGrid.from_id(tile)
+    windows = version.scenes[scene_id].windows
+    if not windows:
+        return grid.bounds
+    res = min(windows)
+    r, c, h, w = windows[res]
+    return grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res
 
 
 def committed_versions(store: Store, collection: str) -> list[int]:

@@ -107,7 +107,7 @@ from cube.membership import DEFAULT_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
-from cube.timeseries import parcel_timeseries
+from cube.timeseries import MAX_PIXELS, parcel_timeseries
 from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
@@ -115,7 +115,6 @@ MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcu
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
-MAX_PIXELS = 10_000_000  # pixels of one time series request's windows (1,000 km² at 10 m; ~50 B each in memory)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)

@@ -176,9 +176,10 @@ def scl_codes(mask: Any) -> tuple[int, ...]:
 
 
 def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
-    """The tiles to read each parcel from: the first tile (sorted) whose data holds it whole, else every
-    tile whose data it touches (a mosaic; empty: outside the cube's data, so no parcel is reported with
-    statistics of nodata only). One rule for time series and extraction."""
+    """The tiles to read each parcel from: the tile whose data holds it whole (the one with the most dates, then
+    the first by name), else every tile of one UTM zone whose data it touches (a mosaic: :func:`_one_zone`;
+    empty: outside the cube's data, so no parcel is reported with statistics of nodata only). One rule for time
+    series and extraction."""
     names = sorted(version.tiles)
     whole = np.zeros((len(names), len(ps)), dtype=bool)
     touch = np.zeros_like(whole)
@@ -186,9 +187,32 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
         geoms = np.asarray(ps.to_crs(TileGrid.from_id(name).crs).geometries, dtype=object)
         footprint = data_footprint(version, name)
         whole[k], touch[k] = shapely.contains(footprint, geoms), shapely.intersects(footprint, geoms)
-    first = np.where(whole.any(axis=0), whole.argmax(axis=0), -1)
-    return [(names[f],) if f >= 0 else tuple(n for n, t in zip(names, touch[:, i], strict=True) if t)
-            for i, f in enumerate(first)]
+    # of the tiles whose data holds a parcel whole, the one with the most dates: first by name, a tile newly added
+    # with its last 3 dates took the season away from a parcel its neighbour holds with 19
+    most = np.argsort([-len(version.tiles[n].acquisitions) for n in names], kind="stable")
+    first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1)
+    out = [(names[f],) if f >= 0 else tuple(n for n, t in zip(names, touch[:, i], strict=True) if t)
+           for i, f in enumerate(first)]
+    geometries = ps.geometries
+    return [_one_zone(version, tiles, geometries[i], ps.crs) for i, tiles in enumerate(out)]
+
+
+def _one_zone(version: CubeVersion, tiles: tuple[str, ...], geometry: Any, crs: Any) -> tuple[str, ...]:
+    """``tiles`` if they lie in one UTM zone, else those of the zone whose data holds most of the parcel: tiles of
+    two zones make no mosaic (their pixels are not one lattice), and the parcel's status then says what share of
+    it those tiles' data leave out (:func:`outside_shares`), instead of reading one tile and claiming the rest."""
+    zones: dict[Any, list[str]] = {}
+    for t in tiles:
+        zones.setdefault(TileGrid.from_id(t).crs, []).append(t)
+    if len(zones) < 2:
+        return tiles
+
+    def held(zone: Any) -> float:
+        local = Geometry(geometry, crs).to_crs(zone).geom
+        data = shapely.union_all([data_footprint(version, t) for t in zones[zone]])
+        return data.intersection(local).area / local.area
+
+    return tuple(zones[max(zones, key=held)])
 
 
 def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, float]:
@@ -244,7 +268,8 @@ def partly_outside(share: float, data: str = "the cube's data") -> str:
     return f"{share:.0%} of the parcel lies outside {data}: its statistics cover the rest only"
 
 
-MAX_READ_BYTES = 8 * 2**30  # stored values one call may read: far beyond a parcel's season (a few MB)
+MAX_READ_BYTES = 2 * 2**30  # stored values one call may read (held as float64: 4x that of 16-bit bands in memory)
+MAX_PIXELS = 10_000_000  # pixels of one call's windows (1,000 km² at 10 m; ~50 B each in memory, whatever the dates)
 WINDOW_READ_PIXELS = 512 * 512  # query areas up to this size are read whole, per band and time block
 
 
@@ -283,7 +308,7 @@ def parcel_timeseries(
     cache: ArrayCache | None = None,
     max_bytes: float = MAX_READ_BYTES,
     max_rows: int | None = None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> pd.DataFrame:
     """Per parcel, acquisition and band: count, masked, mean, std, min, max, p25, median, p75.
 
@@ -300,7 +325,8 @@ def parcel_timeseries(
     cannot be measured raises instead, and so do parcels whose windows hold more than ``max_bytes`` of
     stored values over the dates (:class:`RequestTooLargeError`: a territory is a job for ``extract``), or
     would give more than ``max_rows`` rows (parcels x dates x bands, before reading; None: no limit), or whose
-    windows hold more than ``max_pixels`` pixels (whatever the dates; None: no limit).
+    windows hold more than ``max_pixels`` pixels (whatever the dates; None: no limit): a 40 km square is no parcel,
+    and its read took the machine's memory.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     A Dataset is measured on its own grid: a cube location on 10 m pixels, but a Dataset of 20 m bands alone
     (``open_cube``'s default for them) on 20 m ones unless opened with ``resolution=10``; a parcel the Dataset cuts

@@ -1,0 +1,189 @@
+"""Which tiles a query reads where two tiles overlap but hold different data: a tile's square says nothing of
+where, or on which dates, it has data (tiles ingested for part of an area, a scene dropped by a cloud filter,
+Sentinel-1 pieces). Each test failed before the reads looked at the tiles' data: a mosaic parcel read from one
+tile, a chip of no data, dates of the other tile missing, a north/south mosaic upside down."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from cardcube.errors import RequestTooLargeError
+from cardcube.spec import ChunkLayout
+from cardcube.synth import SynthConfig, generate
+from cube.chips import chip
+from cube.dataset import open_cube
+from cube.membership import parcel_pixels
+from cube.timeseries import dataset_geobox, parcel_timeseries
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+from tests.ingest.scene_edits import items_of, write_items
+
+MAY = dict(start=dt.date(2024, 5, 1), end=dt.date(2024, 5, 20), s1=False)
+
+
+def _ingest(items, features, root, name: str) -> None:
+    result = ingest(write_items(items, features, name), root, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    assert result.ok, result.summary()
+
+
+def _on(features: list[dict], tile: str) -> list[dict]:
+    return [f for f in features if f["properties"]["grid:code"].endswith(tile)]
+
+
+@pytest.fixture(scope="module")
+def patchwork(tiny_straddle_region, tmp_path_factory):
+    """31UGU holds the straddle region (x 708240-710240, y 5843000-5845000); 31UFU only a strip north of it and
+    west (x 707000-709800, y 5844000-5845000): in their overlap, 31UFU's square holds ground it has no data of."""
+    root = tmp_path_factory.mktemp("patchwork")
+    north = generate(tmp_path_factory.mktemp("north-strip"),
+                     SynthConfig.tiny(size_m=(2800.0, 1000.0), origin=(707000.0, 5845000.0), seed=3, **MAY))
+    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+           if f["properties"]["datetime"] < "2024-05-21"]
+    _ingest(tiny_straddle_region.items, _on(may, "31UGU"), root, "ugu.json")
+    _ingest(north.items, _on(items_of(north.items, "sentinel-2-l2a"), "31UFU"), root, "ufu.json")
+    return root
+
+
+def _parcel(geom) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"parcel_id": ["P"]}, geometry=[geom], crs="EPSG:32631")
+
+
+def _valid(root, geom, tile: str, band: str = "B04") -> tuple[np.ndarray, np.ndarray]:
+    """Reference: the parcel's pixels with a value in ``tile`` read alone, per date (times, dates x pixels)."""
+    ds = open_cube(root, tiles=tile, bbox=geom.bounds, bands=[band], resolution=10).compute()
+    inside = parcel_pixels(geom, dataset_geobox(ds))
+    return ds.time.values, np.isfinite(ds[band].values[:, inside])
+
+
+def test_a_parcel_no_tile_holds_is_read_from_every_tile_with_its_data(patchwork):
+    """Its north-west part lies in 31UFU's data only, its south in 31UGU's only: it was read from 31UFU alone
+    (whose square holds it), its count on every date that tile's pixels only."""
+    geom = box(707500, 5843800, 708800, 5844400)
+    frame = parcel_timeseries(patchwork, _parcel(geom), bands=["B04"], stats=["count"], mask=None)
+    (status,) = frame.attrs["parcel_status"]
+    assert status["status"] == "ok" and status["tile"] == "31UFU+31UGU"
+    (t_fu, fu), (t_gu, gu) = _valid(patchwork, geom, "31UFU"), _valid(patchwork, geom, "31UGU")
+    np.testing.assert_array_equal(t_fu, t_gu)  # the same passes (the synthetic schedule)
+    want = (fu | gu).sum(axis=1)
+    assert (fu.sum(axis=1) > 0).all() and (gu.sum(axis=1) > 0).all()
+    np.testing.assert_array_equal(frame.sort_values("time")["count"].to_numpy(), want)
+
+
+def test_a_chip_reads_the_tile_holding_its_parcel_s_data(patchwork):
+    """A 128 px chip of a parcel in 31UGU's data alone reaches 31UFU's strip: 31UFU (first by name, its square
+    holds the chip) was read, and the parcel drawn as no data on every date."""  # now: 31UGU's pixels
+    geom = box(708510, 5843520, 708570, 5843580)
+    c = chip(patchwork, _parcel(geom), size=128)
+    assert c.data.sizes["time"] == 4
+    assert (c.nodata_fraction() == 0).sum() == 2  # the other two passes' swath ends west of it
+    alone = open_cube(patchwork, tiles="31UGU", bbox=geom.bounds, bands=["B04"]).compute()
+    at = dict(x=alone.x.values, y=alone.y.values)
+    np.testing.assert_array_equal(c.data["B04"].sel(at).values, alone["B04"].values)
+
+
+def test_an_area_a_tile_s_square_holds_without_its_data_is_read_from_the_tile_with_it(patchwork):
+    """The bbox of a parcel in 31UGU's data alone was read from 31UFU: "the area holds no data of the cube"."""
+    area = (708510, 5843520, 708570, 5843580)
+    ds = open_cube(patchwork, bbox=area, bands=["B04"])
+    assert ds.attrs["cardcube:tiles"] == "31UGU" and bool(np.isfinite(ds["B04"]).any())
+
+
+@pytest.fixture(scope="module")
+def one_date_missing(tiny_straddle_region, tmp_path_factory):
+    """The straddle region's May scenes, without 31UGU's of 2024-05-07 (a cloud filter, a failed download)."""
+    root = tmp_path_factory.mktemp("one-date-missing")
+    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+           if f["properties"]["datetime"] < "2024-05-21"]
+    kept = [f for f in may if not (f["properties"]["grid:code"].endswith("31UGU")
+                                   and f["properties"]["datetime"].startswith("2024-05-07"))]
+    assert len(kept) == len(may) - 1
+    _ingest(tiny_straddle_region.items, kept, root, "kept.json")
+    return root
+
+
+def test_a_date_one_tile_lacks_is_read_from_the_other(one_date_missing, tiny_straddle_region):
+    """31UGU holds the whole region and was read alone: the date only 31UFU holds was missing from open_cube(),
+    and a chip of it said there was no acquisition. Each date keeps its metadata in the mosaic (xarray dropped
+    the coordinates the tiles disagreed on)."""
+    ds = open_cube(one_date_missing, bands=["B04"])
+    days = [str(t)[:10] for t in ds.time.values]
+    assert days == ["2024-05-02", "2024-05-07", "2024-05-12", "2024-05-17"]
+    assert {"platform", "relative_orbit", "orbit_state", "scene_id"} <= set(ds.coords)
+    assert ds["tile"].values[1] == "31UFU" and "31UFU" in ds["tile"].values[0] and "31UGU" in ds["tile"].values[0]
+    assert "T31UFU" in ds["scene_id"].values[1] and "+" not in ds["scene_id"].values[1]
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    overlap = parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+    c = chip(one_date_missing, overlap, size=32, date="2024-05-07")
+    alone = open_cube(one_date_missing, tiles="31UFU", bbox=c.data.rio.bounds(), bands=["B04"], time="2024-05-07")
+    np.testing.assert_array_equal(c.data["B04"].values, alone["B04"].values)
+
+
+def test_a_parcel_two_tiles_hold_is_read_from_the_one_with_the_most_dates(tiny_straddle_region, tmp_path):
+    """The first tile by name was read: 31UFU, lacking a date 31UGU holds (a tile added later with its recent dates
+    only took the season away from the parcels of the overlap)."""
+    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+           if f["properties"]["datetime"] < "2024-05-21"]
+    _ingest(tiny_straddle_region.items, [f for f in may if not (f["properties"]["grid:code"].endswith("31UFU")
+                                         and f["properties"]["datetime"].startswith("2024-05-07"))], tmp_path, "k.json")
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    overlap = parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+    frame = parcel_timeseries(tmp_path, overlap, bands=["B04"], stats=["count"], mask=None)
+    assert frame.attrs["parcel_status"][0]["tile"] == "31UGU"
+    assert [str(t)[:10] for t in frame.time] == ["2024-05-02", "2024-05-07", "2024-05-12", "2024-05-17"]
+
+
+def test_a_north_south_mosaic_is_north_up(tmp_path_factory):
+    """Tiles one above the other: the mosaic came back south up (y ascending), and ``ds.rio.transform()`` put
+    its pixels elsewhere (a parcel rasterised with it had no pixel)."""
+    region = generate(tmp_path_factory.mktemp("north-south"),
+                      SynthConfig.tiny(size_m=(1000.0, 2000.0), origin=(680000.0, 5791240.0), **MAY))
+    features = items_of(region.items, "sentinel-2-l2a")
+    days = sorted({f["properties"]["datetime"][:10] for f in features})
+    root = tmp_path_factory.mktemp("north-south-cube")  # 31UFT the first date, 31UFU (its north half) the last
+    _ingest(region.items, [f for f in _on(features, "31UFT") if f["properties"]["datetime"].startswith(days[0])],
+            root, "ft.json")
+    _ingest(region.items, [f for f in _on(features, "31UFU") if f["properties"]["datetime"].startswith(days[-1])],
+            root, "fu.json")
+    ds = open_cube(root, bbox=region.bbox, bands=["B04"]).compute()
+    assert sorted(ds.attrs["cardcube:tiles"].split(",")) == ["31UFT", "31UFU"]
+    assert (np.diff(ds.y.values) < 0).all() and (np.diff(ds.x.values) > 0).all()
+    transform = ds.rio.transform()
+    assert transform.e < 0 and (transform.c, transform.f) == (region.bbox[0], region.bbox[3])
+    north = open_cube(root, tiles="31UFU", bbox=region.bbox, bands=["B04"]).compute()
+    np.testing.assert_array_equal(ds["B04"].sel(x=north.x, y=north.y).values[-1], north["B04"].values[0])
+
+
+def test_a_parcel_of_tens_of_kilometres_is_refused_before_it_is_read(tiny_cube, tiny_region):
+    """A 40 km square went to be read whole (pixels x dates as float64): MemoryError, or the machine's memory."""
+    minx, miny, _, _ = tiny_region.bbox
+    huge = box(minx, miny - 40_000, minx + 40_000, miny)
+    with pytest.raises(RequestTooLargeError, match=r"pixels \(limit 10,000,000"):
+        parcel_timeseries(tiny_cube, _parcel(huge), bands=["B04"])
+
+
+def test_a_parcel_across_two_utm_zones_is_read_from_the_zone_holding_most_of_it(tmp_path_factory):
+    """Two tiles of different zones make no mosaic: the parcel was read from the first (31UGU), which holds 42 % of
+    it, and its status said 23 % lay outside the cube's data. Now from 32ULD, and the status says what it leaves
+    out."""
+    root = tmp_path_factory.mktemp("two-zones")
+    regions = {}
+    for tile, origin, seed in (("31UGU", (790000.0, 5846000.0), 1), ("32ULD", (384000.0, 5839000.0), 2)):
+        regions[tile] = region = generate(tmp_path_factory.mktemp(f"zone-{tile}"),
+                          SynthConfig.tiny(tile=tile, origin=origin, seed=seed, **MAY))
+        _ingest(region.items, items_of(region.items, "sentinel-2-l2a"), root, f"{tile}.json")
+    parcel = _parcel(box(789302.5, 5845002.5, 790502.5, 5845202.5))
+    frame = parcel_timeseries(root, parcel, bands=["B04"], stats=["count"], mask=None)
+    (status,) = frame.attrs["parcel_status"]
+    local = parcel.to_crs("EPSG:32632")
+    ds = open_cube(root, tiles="32ULD", bbox=local.total_bounds, bands=["B04"], resolution=10).compute()
+    held = box(*regions["32ULD"].bbox).intersection(local.geometry.iloc[0]).area / local.area.iloc[0]
+    assert status["tile"] == "32ULD" and held > 0.5
+    assert status["reason"].startswith(f"{1 - held:.0%} of the parcel lies outside the cube's data")
+    inside = parcel_pixels(local.geometry.iloc[0], dataset_geobox(ds))
+    want = np.isfinite(ds["B04"].values[:, inside]).sum(axis=1)
+    np.testing.assert_array_equal(frame.sort_values("time")["count"].to_numpy(), want)
