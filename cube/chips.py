@@ -407,11 +407,11 @@ class _ChipTiles:
 def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolution: int, size: int
                 ) -> _ChipTiles | None:
     """Where to read the chip centred on ``geom`` (in ``crs``), trying first the tiles whose data holds most of
-    ``geom``: the tiles of the first tile's UTM zone that hold the
-    whole chip and have data in it (:func:`cube.dataset.open_cube` reads the one holding the chip's data and dates
-    alone, else makes a mosaic of them: a tile's square says nothing of where it has data); else the tile holding
-    its centre, read with every tile of its UTM zone with data in the chip (a mosaic, padded); None if no tile has
-    data in the chip."""
+    ``geom``: the tiles of the first one's UTM zone that hold the whole chip and have data in it
+    (:func:`cube.dataset.open_cube` reads the one holding the chip's data and dates alone, else a mosaic of them:
+    a tile's square says nothing of where it has data); else the tile holding its centre, read with every tile of
+    its UTM zone with data in the chip (a mosaic, padded); None if no tile has data in the chip."""
+
     def held(tile: str) -> float:  # the share of the parcel (a point: whether) the tile's data holds
         local, data = _project(geom, crs, TileGrid.from_id(tile).crs), data_footprint(version, tile)
         return data.intersection(local).area / local.area if local.area else float(data.intersects(local))
