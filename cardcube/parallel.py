@@ -156,7 +156,7 @@ def _held_by_scheduler(keys: set[str], since: float, dask_scheduler: Any = None)
     among its workers)."""
     joined = [event["worker"] for at, event in dask_scheduler.get_events("all")
               if at >= since and isinstance(event, dict) and event.get("action") == "add-worker"]
-    return sum(k in dask_scheduler.tasks for k in keys), _cluster_now(dask_scheduler)[1], joined
+    return sum(k in dask_scheduler.tasks for k in keys), list(dask_scheduler.workers), joined
 
 
 def _running_here(keys: set[str], dask_worker: Any = None) -> int:

@@ -45,7 +45,7 @@ from cube.dataset import (
     tile_dates,
 )
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
-from cube.ledger import CubeVersion, data_footprint, read_version
+from cube.ledger import CubeVersion, data_footprint, held_share, read_version
 from cube.membership import parcel_pixels
 from cube.parcels import as_parcels
 from cube.tile_arrays import ArrayCache
@@ -412,9 +412,8 @@ def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolutio
     a tile's square says nothing of where it has data); else the tile holding its centre, read with every tile of
     its UTM zone with data in the chip (a mosaic, padded); None if no tile has data in the chip."""
 
-    def held(tile: str) -> float:  # the share of the parcel (a point: whether) the tile's data holds
-        local, data = _project(geom, crs, TileGrid.from_id(tile).crs), data_footprint(version, tile)
-        return data.intersection(local).area / local.area if local.area else float(data.intersects(local))
+    def held(tile: str) -> float:
+        return held_share(data_footprint(version, tile), _project(geom, crs, TileGrid.from_id(tile).crs))
 
     first = sorted(version.tiles, key=lambda t: -held(t))  # stable: by name among equals
     for whole in (True, False):

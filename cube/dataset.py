@@ -48,6 +48,7 @@ from cube.ledger import (
     TileState,
     acquisition_columns,
     data_footprint,
+    held_share,
     read_version,
     scene_extent,
 )
@@ -122,8 +123,7 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         r0, r1 = math.floor((a.f - maxy) / -a.e), math.ceil((a.f - miny) / -a.e)
         r0, c0 = max(r0, 0), max(c0, 0)
         r1, c1 = min(max(r1, r0 + 1), full.shape[0]), min(max(c1, c0 + 1), full.shape[1])
-        held = data_footprint(version, name).intersection(geom)  # a point or a line holds no area: held or not
-        share = held.area if geom.area else float(not held.is_empty)
+        share = held_share(data_footprint(version, name), geom)
         out.append((TileWindow(name, full[r0:r1, c0:c1]), inside, geom, share))
     with_data = sorted((o for o in out if o[3] > 0), key=lambda o: -o[3])  # stable: by name among equals
     if not with_data:  # nodata only: open_cube says so

@@ -292,6 +292,14 @@ def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
     return shapely.union_all([box(*e) for e in sorted(extents)])
 
 
+def held_share(data: BaseGeometry, geometry: BaseGeometry) -> float:
+    """The share of ``geometry``'s area that ``data`` (a footprint) holds; of a point or a line, 1 where they meet,
+    else 0. How tiles are ranked for a query, a chip or a parcel."""
+    if not geometry.area:
+        return float(data.intersects(geometry))
+    return data.intersection(geometry).area / geometry.area
+
+
 def scene_extent(version: CubeVersion, tile: str, scene_id: str) -> tuple[float, float, float, float]:
     """The bounds (in the tile's CRS) of the window a scene of ``tile`` was written to: where that date of the tile
     has data (a scene recorded without its window: the whole tile)."""

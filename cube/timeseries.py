@@ -20,6 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
 from cardcube.errors import (
@@ -43,7 +44,7 @@ from cube.dataset import (
     open_cube,
 )
 from cube.indices import INDICES, check_bands, stored_bands
-from cube.ledger import CubeVersion, data_footprint, read_version
+from cube.ledger import CubeVersion, data_footprint, held_share, read_version
 from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
@@ -181,26 +182,27 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
     empty: outside the cube's data, so no parcel is reported with statistics of nodata only). One rule for time
     series and extraction."""
     names = sorted(version.tiles)
+    footprints = {name: data_footprint(version, name) for name in names}
     whole = np.zeros((len(names), len(ps)), dtype=bool)
     touch = np.zeros_like(whole)
     for k, name in enumerate(names):
         geoms = np.asarray(ps.to_crs(TileGrid.from_id(name).crs).geometries, dtype=object)
-        footprint = data_footprint(version, name)
-        whole[k], touch[k] = shapely.contains(footprint, geoms), shapely.intersects(footprint, geoms)
+        whole[k], touch[k] = shapely.contains(footprints[name], geoms), shapely.intersects(footprints[name], geoms)
     # of the tiles whose data holds a parcel whole, the one with the most dates: first by name, a tile newly added
     # with its last 3 dates took the season away from a parcel its neighbour holds with 19
     most = np.argsort([-len(version.tiles[n].acquisitions) for n in names], kind="stable")
     first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1)
-    out = [(names[f],) if f >= 0 else tuple(n for n, t in zip(names, touch[:, i], strict=True) if t)
-           for i, f in enumerate(first)]
-    geometries = ps.geometries
-    return [_one_zone(version, tiles, geometries[i], ps.crs) for i, tiles in enumerate(out)]
+    return [(names[f],) if f >= 0 else
+            _one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
+                      Geometry(ps.geometries[i], ps.crs))
+            for i, f in enumerate(first)]
 
 
-def _one_zone(version: CubeVersion, tiles: tuple[str, ...], geometry: Any, crs: Any) -> tuple[str, ...]:
-    """``tiles`` if they lie in one UTM zone, else those of the zone whose data holds most of the parcel: tiles of
-    two zones make no mosaic (their pixels are not one lattice), and the parcel's status then says what share of
-    it those tiles' data leave out (:func:`outside_shares`), instead of reading one tile and claiming the rest."""
+def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], parcel: Geometry) -> tuple[str, ...]:
+    """``tiles`` if they lie in one UTM zone, else those of the zone whose data (``footprints``) holds most of the
+    parcel: tiles of two zones make no mosaic (their pixels are not one lattice), and the parcel's status then
+    says what share of it those tiles' data leave out (:func:`outside_shares`), instead of reading one tile and
+    claiming the rest."""
     zones: dict[Any, list[str]] = {}
     for t in tiles:
         zones.setdefault(TileGrid.from_id(t).crs, []).append(t)
@@ -208,9 +210,7 @@ def _one_zone(version: CubeVersion, tiles: tuple[str, ...], geometry: Any, crs: 
         return tiles
 
     def held(zone: Any) -> float:
-        local = Geometry(geometry, crs).to_crs(zone).geom
-        data = shapely.union_all([data_footprint(version, t) for t in zones[zone]])
-        return data.intersection(local).area / local.area
+        return held_share(shapely.union_all([footprints[t] for t in zones[zone]]), parcel.to_crs(zone).geom)
 
     return tuple(zones[max(zones, key=held)])
 

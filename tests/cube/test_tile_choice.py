@@ -35,6 +35,17 @@ def _on(features: list[dict], tile: str) -> list[dict]:
     return [f for f in features if f["properties"]["grid:code"].endswith(tile)]
 
 
+def _may(region) -> list[dict]:
+    """The region's S2 scenes of 2024-05-01 to 05-20: 4 passes on each tile."""
+    return [f for f in items_of(region.items, "sentinel-2-l2a") if f["properties"]["datetime"] < "2024-05-21"]
+
+
+def _in_the_overlap(region) -> gpd.GeoDataFrame:
+    """A parcel of the straddle region that both tiles' squares and data hold whole."""
+    parcels = gpd.read_parquet(region.parcels)
+    return parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+
+
 @pytest.fixture(scope="module")
 def patchwork(tiny_straddle_region, tmp_path_factory):
     """31UGU holds the straddle region (x 708240-710240, y 5843000-5845000); 31UFU only a strip north of it and
@@ -42,8 +53,7 @@ def patchwork(tiny_straddle_region, tmp_path_factory):
     root = tmp_path_factory.mktemp("patchwork")
     north = generate(tmp_path_factory.mktemp("north-strip"),
                      SynthConfig.tiny(size_m=(2800.0, 1000.0), origin=(707000.0, 5845000.0), seed=3, **MAY))
-    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-           if f["properties"]["datetime"] < "2024-05-21"]
+    may = _may(tiny_straddle_region)
     _ingest(tiny_straddle_region.items, _on(may, "31UGU"), root, "ugu.json")
     _ingest(north.items, _on(items_of(north.items, "sentinel-2-l2a"), "31UFU"), root, "ufu.json")
     return root
@@ -97,8 +107,7 @@ def test_an_area_a_tile_s_square_holds_without_its_data_is_read_from_the_tile_wi
 def one_date_missing(tiny_straddle_region, tmp_path_factory):
     """The straddle region's May scenes, without 31UGU's of 2024-05-07 (a cloud filter, a failed download)."""
     root = tmp_path_factory.mktemp("one-date-missing")
-    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-           if f["properties"]["datetime"] < "2024-05-21"]
+    may = _may(tiny_straddle_region)
     kept = [f for f in may if not (f["properties"]["grid:code"].endswith("31UGU")
                                    and f["properties"]["datetime"].startswith("2024-05-07"))]
     assert len(kept) == len(may) - 1
@@ -116,8 +125,7 @@ def test_a_date_one_tile_lacks_is_read_from_the_other(one_date_missing, tiny_str
     assert {"platform", "relative_orbit", "orbit_state", "scene_id"} <= set(ds.coords)
     assert ds["tile"].values[1] == "31UFU" and "31UFU" in ds["tile"].values[0] and "31UGU" in ds["tile"].values[0]
     assert "T31UFU" in ds["scene_id"].values[1] and "+" not in ds["scene_id"].values[1]
-    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    overlap = parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+    overlap = _in_the_overlap(tiny_straddle_region)
     c = chip(one_date_missing, overlap, size=32, date="2024-05-07")
     alone = open_cube(one_date_missing, tiles="31UFU", bbox=c.data.rio.bounds(), bands=["B04"], time="2024-05-07")
     np.testing.assert_array_equal(c.data["B04"].values, alone["B04"].values)
@@ -126,12 +134,10 @@ def test_a_date_one_tile_lacks_is_read_from_the_other(one_date_missing, tiny_str
 def test_a_parcel_two_tiles_hold_is_read_from_the_one_with_the_most_dates(tiny_straddle_region, tmp_path):
     """The first tile by name was read: 31UFU, lacking a date 31UGU holds (a tile added later with its recent dates
     only took the season away from the parcels of the overlap)."""
-    may = [f for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-           if f["properties"]["datetime"] < "2024-05-21"]
+    may = _may(tiny_straddle_region)
     _ingest(tiny_straddle_region.items, [f for f in may if not (f["properties"]["grid:code"].endswith("31UFU")
                                          and f["properties"]["datetime"].startswith("2024-05-07"))], tmp_path, "k.json")
-    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    overlap = parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+    overlap = _in_the_overlap(tiny_straddle_region)
     frame = parcel_timeseries(tmp_path, overlap, bands=["B04"], stats=["count"], mask=None)
     assert frame.attrs["parcel_status"][0]["tile"] == "31UGU"
     assert [str(t)[:10] for t in frame.time] == ["2024-05-02", "2024-05-07", "2024-05-12", "2024-05-17"]
