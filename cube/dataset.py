@@ -97,7 +97,7 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
              time: tuple | frozenset = (None, None)) -> list[TileWindow]:
     """Tile windows covering the query. A tile is read alone when it holds the area's data alone: its square holds
     the area and, for every date (within ``time``) on which another tile of its UTM zone has data in the area, it
-    has that pass too, with data over all of the other's there (:func:`_holds_passes`). Else a mosaic of the tiles
+    has that pass too, with data over all of the other's there (:func:`holds_passes`). Else a mosaic of the tiles
     with data in the area, the one holding most of it first. A tile's square is no measure of its data: tiles
     ingested for part of an area, scenes dropped by a cloud filter, Sentinel-1 pieces. No area given: the area is
     where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset."""
@@ -133,12 +133,12 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         return [w for w, *_ in with_data]
     best, crs_best = whole[0], TileGrid.from_id(whole[0][0].tile).crs
     zone = [o for o in with_data if o is not best and TileGrid.from_id(o[0].tile).crs == crs_best]
-    if all(_holds_passes(version, best[0].tile, o[0].tile, best[2], time) for o in zone):
+    if all(holds_passes(version, best[0].tile, o[0].tile, best[2], time) for o in zone):
         return [best[0]]
     return [best[0], *(w for w, *_ in zone)]
 
 
-def _holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry, time: tuple | frozenset) -> bool:
+def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry, time: tuple | frozenset) -> bool:
     """Whether ``tile`` has every date (within ``time``) on which ``other`` (of the same UTM zone) has data in
     ``area``, the same pass (platform, relative orbit, orbit direction, within :data:`PASS_GAP_S`), with data over
     all of the other's in the area: then reading ``tile`` alone misses nothing of ``other``'s."""

@@ -3,7 +3,7 @@
 The production job of checks by monitoring. Each time-first chunk already holds a stretch of season for
 its pixels, so the cube is read block by block, each block once, instead of scene by scene:
 
-1. Each parcel goes to one tile (the rule of :func:`cube.timeseries.assign_tiles`). Per tile, the parcels
+1. Each parcel goes to a tile (the rule of :func:`cube.timeseries.assign_tiles`). Per tile, the parcels
    are rasterised once into a stored label layer (:mod:`cube.parcel_layer`), which also gives each
    parcel's pixel count and pixel bounding box.
 2. A parcel's *home block* is the ``block`` x ``block`` square of the tile grid holding its top-left pixel.
@@ -25,9 +25,10 @@ its pixels, so the cube is read block by block, each block once, instead of scen
 
 A pixel of two parcels (overlapping parcels; every common border with ``all_touched`` or an outward buffer)
 counts for both: the label layer lists the pixels each parcel holds beside the label the raster gives them.
-The rare parcel that no tile holds whole (only across UTM zones or at a cube edge) is read through
-``parcel_timeseries`` itself, with all its own pixels. Every input parcel ends up in
-``parcels.parquet`` with its status. The files, the manifest and their readers are in
+A parcel that no tile holds whole (at a cube edge, across UTM zones), or whose tile lacks dates a
+neighbour of its zone holds over it (tiles ingested with different histories, a scene rejected on one tile), is
+read through ``parcel_timeseries`` itself, with all its own pixels, per date from a tile holding it. Every input
+parcel ends up in ``parcels.parquet`` with its status. The files, the manifest and their readers are in
 :mod:`cube.extraction_files`.
 """
 
@@ -38,13 +39,15 @@ import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import shapely
+from tqdm.auto import tqdm
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -435,7 +438,7 @@ def extract(
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
     parse_time_selection(time)  # a bad range fails before anything is written to ``out``
-    tiles_of = assign_tiles(version, ps)
+    tiles_of = assign_tiles(version, ps, time)
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)
@@ -508,7 +511,7 @@ def extract(
             status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})
             units_resumed += 1
         elif (written := _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                                       all_touched=all_touched)) is not None:
+                                       all_touched=all_touched, progress=progress)) is not None:
             rows, files = rows + written, files + 1
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
@@ -584,7 +587,9 @@ def _refuse_moved_parcels(out: StoreLike, storage_options: Mapping[str, Any] | N
         named = ", ".join(f"{pid} ({was[pid] or 'outside'} -> {now[pid] or 'outside'})" for pid in moved[:3])
         raise InvalidRequestError(f"the extraction at {out} holds {len(moved)} parcel(s) read from other tiles "
                                   f"than version {version.version} gives them, e.g. {named}: the cube's covered area "
-                                  f"grew, and an update would miss their earlier dates; extract into a new --out")
+                                  f"grew, or a tile now lacks dates its neighbour holds over them (a scene "
+                                  f"rejected on one tile), and an update would miss or repeat their dates; extract "
+                                  f"into a new --out")
 
 
 def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, str], *, buffer: float,
@@ -601,26 +606,51 @@ def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, st
     return status
 
 
+ACROSS_BATCH_M = 5120.0  # side of the squares in which the parcels read through parcel_timeseries are batched
+
+
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
                   status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
-                  all_touched: bool) -> int | None:
-    """Parcels that no tile holds whole, read by ``parcel_timeseries`` into one file, whose metadata keeps
-    their status: the rows written, or None if none was (they failed, or none could be measured)."""
+                  all_touched: bool, progress: bool = False) -> int | None:
+    """Parcels read from several tiles (no tile holds them whole, or a tile holding them lacks dates another has
+    over them), read by ``parcel_timeseries`` into one file, whose metadata keeps their status: the rows written,
+    or None if none was (they failed, or none could be measured). They are read by tiles and squares of
+    :data:`ACROSS_BATCH_M` (a strip along a tile's edge is no window to read whole)."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
-    try:
-        frame = parcel_timeseries(job.store, sub, collection=job.collection, bands=list(job.bands),
-                                  stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
-                                  time=job.time, as_of=job.version, histogram=job.histogram)
-    except CardcubeError as exc:
-        if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status, as on a
-            status.update({s.parcel_id: replace(s, tile=s.tile or tiles[s.parcel_id]) for s in exc.status})  # tile
-            return None
-        failures.append(str(exc))
-        for pid in sub.ids:
-            status[pid] = ParcelStatus(pid, "failed", 0, str(exc), tiles[pid])
+    frames, measured, failed = [], [], False
+    for batch in tqdm(_batches(sub, tiles), desc="extract across tiles", unit="batch", disable=not progress):
+        try:
+            frame = parcel_timeseries(job.store, batch, collection=job.collection, bands=list(job.bands),
+                                      stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
+                                      time=job.time, as_of=job.version, histogram=job.histogram)
+        except CardcubeError as exc:
+            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status, as
+                measured += [replace(s, tile=s.tile or tiles[s.parcel_id]) for s in exc.status]  # on a tile
+                continue
+            failures.append(str(exc))
+            failed = True
+            status.update({pid: ParcelStatus(pid, "failed", 0, str(exc), tiles[pid]) for pid in batch.ids})
+            continue
+        measured += [ParcelStatus(**s) for s in frame.attrs["parcel_status"]]
+        frames.append(frame)
+    status.update({s.parcel_id: s for s in measured})
+    if failed or not frames:  # no file: a re-run reads them all again
         return None
-    for s in frame.attrs["parcel_status"]:
-        status[s["parcel_id"]] = ParcelStatus(**s)
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs = {**frames[0].attrs, "parcel_status": [asdict(s) for s in measured]}
     write_bytes(job.out, MOSAIC, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
     return len(frame)
 
+
+def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[ParcelSet]:
+    """``ps`` by the tiles they are read from and the square of :data:`ACROSS_BATCH_M` holding their centroid (in
+    the first tile's CRS)."""
+    groups: dict[tuple[str, int, int], list[Any]] = {}
+    for tile in sorted(set(tiles[p] for p in ps.ids)):
+        sub = ps.select([p for p in ps.ids if tiles[p] == tile])
+        crs = TileGrid.from_id(tile.split("+")[0]).crs if tile else sub.crs
+        centres = shapely.centroid(np.asarray(sub.to_crs(crs).geometries, dtype=object))
+        cells = np.floor(shapely.get_coordinates(centres) / ACROSS_BATCH_M).astype(np.int64)
+        for pid, (cx, cy) in zip(sub.ids, cells, strict=True):
+            groups.setdefault((tile, int(cx), int(cy)), []).append(pid)
+    return [ps.select(ids) for _, ids in sorted(groups.items())]

@@ -34,6 +34,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
+from cardcube.query import parse_time_selection
 from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
 from cardcube.storage import StoreLike, open_store
 from cube import layout
@@ -41,6 +42,7 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
+    holds_passes,
     open_cube,
 )
 from cube.indices import INDICES, check_bands, stored_bands
@@ -176,26 +178,37 @@ def scl_codes(mask: Any) -> tuple[int, ...]:
     return tuple(int(c) for c in codes)
 
 
-def assign_tiles(version: CubeVersion, ps: ParcelSet) -> list[tuple[str, ...]]:
+def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None) -> list[tuple[str, ...]]:
     """The tiles to read each parcel from: the tile whose data holds it whole (the one with the most dates, then
-    the first by name), else every tile of one UTM zone whose data it touches (a mosaic: :func:`_one_zone`;
-    empty: outside the cube's data, so no parcel is reported with statistics of nodata only). One rule for time
-    series and extraction."""
+    the first by name), followed by the tiles of its UTM zone with data over it on dates (within ``time``) it lacks
+    (a mosaic per date, as :func:`cube.dataset.open_cube` reads one: tiles ingested with different histories, a
+    scene rejected on one tile); else every tile of one UTM zone whose data it touches (a mosaic:
+    :func:`_one_zone`; empty: outside the cube's data, so no parcel is reported with statistics of nodata only).
+    One rule for time series and extraction."""
     names = sorted(version.tiles)
     footprints = {name: data_footprint(version, name) for name in names}
+    crs = {name: TileGrid.from_id(name).crs for name in names}
+    geoms = {c: np.asarray(ps.to_crs(c).geometries, dtype=object) for c in set(crs.values())}
     whole = np.zeros((len(names), len(ps)), dtype=bool)
     touch = np.zeros_like(whole)
     for k, name in enumerate(names):
-        geoms = np.asarray(ps.to_crs(TileGrid.from_id(name).crs).geometries, dtype=object)
-        whole[k], touch[k] = shapely.contains(footprints[name], geoms), shapely.intersects(footprints[name], geoms)
+        whole[k] = shapely.contains(footprints[name], geoms[crs[name]])
+        touch[k] = shapely.intersects(footprints[name], geoms[crs[name]])
     # of the tiles whose data holds a parcel whole, the one with the most dates: first by name, a tile newly added
     # with its last 3 dates took the season away from a parcel its neighbour holds with 19
     most = np.argsort([-len(version.tiles[n].acquisitions) for n in names], kind="stable")
     first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1)
-    return [(names[f],) if f >= 0 else
-            _one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
-                      Geometry(ps.geometries[i], ps.crs))
-            for i, f in enumerate(first)]
+    selection = parse_time_selection(time)
+    out: list[tuple[str, ...]] = []
+    for i, f in enumerate(first):
+        if f < 0:
+            out.append(_one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
+                                 Geometry(ps.geometries[i], ps.crs)))
+            continue
+        best, area = names[f], geoms[crs[names[f]]][i]
+        out.append((best, *(n for k, n in enumerate(names) if touch[k, i] and n != best and crs[n] == crs[best]
+                            and not holds_passes(version, best, n, area, selection))))
+    return out
 
 
 def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], parcel: Geometry) -> tuple[str, ...]:
@@ -237,8 +250,7 @@ def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple
 
 def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, str]:
     """What the status of a parcel read from the tiles ``tiles_of`` (:func:`assign_tiles`) says beside "ok": the
-    share of it outside their data (:func:`outside_shares`). A parcel in the overlap of two tiles' data is read
-    from one, and has that tile's dates only."""
+    share of it outside their data (:func:`outside_shares`)."""
     return {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
 
 
@@ -399,7 +411,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
     Dataset of its bounding box grown by ``grow`` metres (a positive buffer's reach: the pixels it adds beyond
     the parcels were cut off, fewer the nearer the box's edge) (None: outside the cube's data) and its tiles
     (``+``-joined); and what each parcel's status says of how it was read (:func:`read_notes`)."""
-    tiles_of = assign_tiles(version, ps)
+    tiles_of = assign_tiles(version, ps, time)
     reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
     # the parcels' pixels are the cube's finest (10 m) pixels whatever the bands, as extraction's label layers: a
     # 20 m grid for B05 and SCL alone chose other pixels (centres 20 m apart) and counted them once each

@@ -9,6 +9,7 @@ import datetime as dt
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from shapely.geometry import box
 
@@ -17,6 +18,7 @@ from cardcube.spec import ChunkLayout
 from cardcube.synth import SynthConfig, generate
 from cube.chips import chip
 from cube.dataset import open_cube
+from cube.extract import extract, read_status, read_timeseries
 from cube.membership import parcel_pixels
 from cube.timeseries import dataset_geobox, parcel_timeseries
 from ingest.job import ingest
@@ -41,9 +43,10 @@ def _may(region) -> list[dict]:
 
 
 def _in_the_overlap(region) -> gpd.GeoDataFrame:
-    """A parcel of the straddle region that both tiles' squares and data hold whole."""
+    """The largest parcel of the straddle region that both tiles' squares and data hold whole."""
     parcels = gpd.read_parquet(region.parcels)
-    return parcels[parcels.within(box(708300, 5843000, 709700, 5845000)) & (parcels.area > 5000)].iloc[[0]]
+    inside = parcels[parcels.within(box(708300, 5843000, 709700, 5845000))]
+    return inside.loc[[inside.area.idxmax()]]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +144,66 @@ def test_a_parcel_two_tiles_hold_is_read_from_the_one_with_the_most_dates(tiny_s
     frame = parcel_timeseries(tmp_path, overlap, bands=["B04"], stats=["count"], mask=None)
     assert frame.attrs["parcel_status"][0]["tile"] == "31UGU"
     assert [str(t)[:10] for t in frame.time] == ["2024-05-02", "2024-05-07", "2024-05-12", "2024-05-17"]
+
+
+@pytest.fixture(scope="module")
+def two_histories(tiny_straddle_region, tmp_path_factory):
+    """The straddle region's May scenes without 31UGU's of 2024-05-07 and 31UFU's of 2024-05-12: each tile lacks a
+    date the other holds (a scene rejected on one tile, tiles ingested in other batches)."""
+    root = tmp_path_factory.mktemp("two-histories")
+    dropped = {("31UGU", "2024-05-07"), ("31UFU", "2024-05-12")}
+    kept = [f for f in _may(tiny_straddle_region)
+            if (f["properties"]["grid:code"][-5:], f["properties"]["datetime"][:10]) not in dropped]
+    _ingest(tiny_straddle_region.items, kept, root, "kept.json")
+    return root
+
+
+def test_a_parcel_two_tiles_hold_gets_the_dates_of_both(two_histories, tiny_straddle_region):
+    """It was read from one tile (the one with the most dates): the date only the other holds was left out of
+    its series, as ok, and a ``time`` of that date was a 404 in the REST service. Each date is read from a tile
+    holding it: the numbers are those of that tile's pixels."""
+    overlap = _in_the_overlap(tiny_straddle_region)
+    geom = overlap.geometry.iloc[0]
+    frame = parcel_timeseries(two_histories, overlap, bands=["B04"], stats=["count", "mean"], mask=None, buffer=0)
+    (status,) = frame.attrs["parcel_status"]
+    assert status["status"] == "ok" and sorted(status["tile"].split("+")) == ["31UFU", "31UGU"]
+    days = [str(t)[:10] for t in frame.time]
+    assert days == ["2024-05-02", "2024-05-07", "2024-05-12", "2024-05-17"]
+    for day, row in zip(days, frame.itertuples(), strict=True):
+        tile = {"2024-05-07": "31UFU", "2024-05-12": "31UGU"}.get(day, status["tile"].split("+")[0])
+        ds = open_cube(two_histories, tiles=tile, bbox=geom.bounds, bands=["B04"], time=day, decode=False).compute()
+        assert str(ds.time.values[0])[:10] == day and ds.attrs["cardcube:tiles"] == tile
+        stored, attrs = ds["B04"].values[0][parcel_pixels(geom, dataset_geobox(ds), buffer=0)], ds["B04"].attrs
+        values = stored[stored != attrs["nodata"]] * attrs["scale_factor"] + attrs["add_offset"]
+        assert row.count == values.size > 0
+        assert row.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert parcel_timeseries(two_histories, overlap, bands=["B04"], time="2024-05-07", mask=None).time.size == 1
+
+
+@pytest.mark.parametrize("batch_m", [None, 400.0])
+def test_extraction_reads_the_dates_of_both_tiles_as_parcel_timeseries(two_histories, tiny_straddle_region,
+                                                                        tmp_path, monkeypatch, batch_m):
+    """Extraction read each parcel from one tile as well. The parcels read from several tiles are read in squares
+    (here, with squares of 400 m, in a dozen batches): the same numbers."""
+    if batch_m:
+        monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", batch_m)
+    calls = []
+    monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    result = extract(parcels, two_histories, tmp_path / "out", bands=["B04", "NDVI"], progress=False)
+    assert len(calls) <= 3 if batch_m is None else len(calls) >= 10, len(calls)
+    assert result.status["ok"] > 0 and not result.failures
+    with pytest.warns(UserWarning, match="no statistics"):
+        reference = parcel_timeseries(two_histories, parcels, bands=["B04", "NDVI"])
+    extracted = read_timeseries(tmp_path / "out").drop(columns="tile")
+    key = ["parcel_id", "time", "band"]
+    pd.testing.assert_frame_equal(extracted.sort_values(key, ignore_index=True),
+                                  reference[extracted.columns].sort_values(key, ignore_index=True),
+                                  check_dtype=False, check_exact=True, check_categorical=False)
+    status = read_status(tmp_path / "out").set_index("parcel_id")
+    pid = _in_the_overlap(tiny_straddle_region).parcel_id.iloc[0]
+    assert "+" in status.tile[pid]
+    assert extracted[extracted.parcel_id == pid].time.nunique() == 4
 
 
 def test_a_north_south_mosaic_is_north_up(tmp_path_factory):
