@@ -46,9 +46,11 @@ proxy's own timeout (nginx's and many load balancers' 60 s).
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import io
 import logging
+import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,6 +88,7 @@ from cardcube.errors import (
     RequestTooLargeError,
     StoreError,
     StoreUnavailableError,
+    VersionNotFoundError,
 )
 from cardcube.query import TIME_FORMAT, TIME_HELP
 from cardcube.serving import serve_app
@@ -323,6 +326,7 @@ class _Cors(CORSMiddleware):
                       f"--allow-origin)", headers=kept)
 
 
+COMMITTED = "x-cardcube-committed"  # the commit time of the version an answer read, for its ETag (not sent)
 IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
 
 
@@ -337,18 +341,21 @@ class _Revalidation:
     def __init__(self, app: ASGIApp, served: _ServedCube, identity: str) -> None:
         self.app, self.served, self.identity = app, served, identity
 
-    def etag(self, version: int | str, scope: Scope) -> str:
-        key = f"{self.identity}|{version}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
+    def etag(self, version: int | str, committed: str, scope: Scope) -> str:
+        """The version's number and commit time (a cube built again at the same place has the same numbers), the
+        request's URL and :func:`_identity`."""
+        key = f"{self.identity}|{version}|{committed}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
         return f'W/"{hashlib.sha256(key.encode()).hexdigest()[:20]}"'  # weak: the same, gzipped or not
 
-    async def _current(self, scope: Scope, as_of: str | None) -> int | None:
+    async def _current(self, scope: Scope, as_of: str | None) -> CubeVersion | None:
         """The version the request would read now, if it can be told without an error (else its route says)."""
         try:
             collection = _route_path(scope).split("/")[2]
-            at = None if as_of is None else int(as_of)
-            version = await anyio.to_thread.run_sync(self.served.version, collection, at)
-            return version.version
-        except (CardcubeError, ValueError, IndexError):
+            at = None if as_of is None else int(float(as_of)) if float(as_of).is_integer() else None
+            if at is None and as_of is not None:
+                return None
+            return await anyio.to_thread.run_sync(self.served.version, collection, at)
+        except (CardcubeError, ValueError, IndexError, OverflowError):
             return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -359,8 +366,8 @@ class _Revalidation:
         # a parcel's answer also depends on its geometry in the parcel file, which a restart may amend: revalidated
         cache = IMMUTABLE if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
         wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
-        if wanted and (version := await self._current(scope, as_of)) is not None:
-            tag = self.etag(version, scope)
+        if wanted and (current := await self._current(scope, as_of)) is not None:
+            version, tag = current.version, self.etag(current.version, current.created, scope)
             # weak comparison (RFC 9110 13.1.2): the opaque tags alike, with W/ or without
             # ("*" matches nothing here: whether the answer would be a 200 or an error is told only by reading it)
             if tag.removeprefix("W/") in (t.strip().removeprefix("W/") for t in wanted.split(",")):
@@ -368,12 +375,12 @@ class _Revalidation:
                                                                 "X-Cube-Version": str(version)})(scope, receive, send)
 
         async def tagging(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 200:
+            if message["type"] == "http.response.start":
                 headers = dict(message.get("headers", []))
-                if version := headers.get(b"x-cube-version"):
-                    message["headers"] = [*message.get("headers", []),
-                                          (b"etag", self.etag(version.decode(), scope).encode()),
-                                          (b"cache-control", cache.encode())]
+                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k != COMMITTED.encode()]
+                if message["status"] == 200 and (version := headers.get(b"x-cube-version")):
+                    tag = self.etag(version.decode(), headers.get(COMMITTED.encode(), b"").decode(), scope)
+                    message["headers"] += [(b"etag", tag.encode()), (b"cache-control", cache.encode())]
             await send(message)
 
         await self.app(scope, receive, tagging)
@@ -398,7 +405,7 @@ def _attachment(name: str) -> str:
 
 def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     """The frame of :func:`parcel_timeseries` in ``fmt``; JSON carries the version and the parcels' status."""
-    headers = {"X-Cube-Version": str(frame.attrs["cube_version"])}
+    headers = {}
     if fmt != "json":  # a download a browser saves under a name saying what it holds
         ids = frame["parcel_id"].unique()
         subject = str(ids[0]) if len(ids) == 1 else f"{len(ids)}-parcels"
@@ -448,20 +455,40 @@ class _ServedCube:
                                       f"(cardcube serve --parcels FILE); POST the geometry instead")
         return self.registry.select([parcel_id])
 
+    def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response]) -> Response:
+        """``read`` of the version a request reads, its response tagged with the version (for the ETag). The
+        latest, found expired while being read (an ingest then ``cardcube expire`` within ``refresh`` seconds),
+        is looked up again and read once more: the client asked for the latest, not for that version."""
+        version = self.version(collection, as_of)
+        try:
+            response = read(version)
+        except VersionNotFoundError:
+            if as_of is not None:
+                raise
+            self.versions.forget(collection)
+            if (latest := self.version(collection, None)).version == version.version:
+                raise
+            version, response = latest, read(latest)
+        response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: version.created})
+        return response
+
     def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, buffer: float, all_touched: bool, as_of: int | None, fmt: str) -> Response:
         """The answer of both time series routes: :func:`parcel_timeseries` of ``where`` in ``fmt``."""
-        version = self.version(collection, as_of)
-        check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
-        frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
-                                  stats=stats or STATS, time=time, mask=mask, buffer=buffer, all_touched=all_touched,
-                                  as_of=version, cache=self.arrays, max_bytes=MAX_READ_BYTES,
-                                  max_rows=MAX_ROWS, max_pixels=MAX_PIXELS)
-        if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
-            raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
-                                    f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of them "
-                                    f"on the parcels' tile(s); give another time range")
-        return _timeseries_response(frame, fmt)
+
+        def read(version: CubeVersion) -> Response:
+            check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
+            frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
+                                      stats=stats or STATS, time=time, mask=mask, buffer=buffer,
+                                      all_touched=all_touched, as_of=version, cache=self.arrays,
+                                      max_bytes=MAX_READ_BYTES, max_rows=MAX_ROWS, max_pixels=MAX_PIXELS)
+            if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
+                raise DateNotFoundError(f"no {collection} acquisition of the parcel(s) in "
+                                        f"{f'time={time}' if time else 'the cube'}: {date_span(version)}, none of "
+                                        f"them on the parcels' tile(s); give another time range")
+            return _timeseries_response(frame, fmt)
+
+        return self.answer(collection, as_of, read)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -519,8 +546,7 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
     @app.get("/collections/{collection}")
     @app.head("/collections/{collection}")
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
-        version = served.version(collection, as_of)
-        return JSONResponse(_collection_info(version), headers={"X-Cube-Version": str(version.version)})
+        return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)))
 
 
 def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
@@ -583,12 +609,14 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
-        version = served.version(collection, as_of)
-        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, date=date,
-                      bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
-        return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
-                        headers={"X-Cube-Version": str(version.version),
-                                 "X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
+
+        def read(version: CubeVersion) -> Response:
+            result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, date=date,
+                          bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
+            return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
+                            headers={"X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
+
+        return served.answer(collection, as_of, read)
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
@@ -596,13 +624,16 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
                    size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
-        version = served.version(collection, as_of)
-        check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
-        result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
-                      bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
-        sheet = result.contact_sheet()  # checks the sheet of the parcel's own dates before drawing
-        return Response(render.png_bytes(sheet.image), media_type="image/png",
-                        headers={"X-Cube-Version": str(version.version), "X-Dates": str(len(result.times))})
+
+        def read(version: CubeVersion) -> Response:
+            check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
+            result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
+                          bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
+            sheet = result.contact_sheet()  # checks the sheet of the parcel's own dates before drawing
+            return Response(render.png_bytes(sheet.image), media_type="image/png",
+                            headers={"X-Dates": str(len(result.times))})
+
+        return served.answer(collection, as_of, read)
 
 
 def allowed_origins(origins: Sequence[str]) -> list[str]:
@@ -642,14 +673,16 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     if not held:  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}"
                                 + enclosing_cube(store))
-    versions = VersionCache(store, refresh=refresh)
+    arrays = ArrayCache(array_cache) if array_cache else None
+    # a cube built again at the same place: its objects are other ones, and so are the arrays' shard indexes
+    versions = VersionCache(store, refresh=refresh, on_replaced=lambda _: arrays is not None and arrays.clear())
     for collection in held:  # seen: should its ledger go from the store, a 500 CubeLost, not a 404 or an empty "/"
         versions.get(collection)
     registry = None if parcels is None else as_parcels(read_parcels(parcels, id_column=id_column, layer=layer,
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, versions, ArrayCache(array_cache) if array_cache else None)
+    served = _ServedCube(store, registry, versions, arrays)
     # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
@@ -674,11 +707,32 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
 
 
 def _identity(registry: ParcelSet | None) -> str:
-    """What an answer depends on beside its version and URL: the code, and the parcels ids are looked up in."""
-    from cardcube import __version__
+    """What an answer depends on beside its version and URL: the code (:func:`code_digest`), and the parcels ids
+    are looked up in."""
     from cube.parcel_layer import parcels_digest
 
-    return f"{__version__}|{'' if registry is None else parcels_digest(registry)}"
+    return f"{code_digest()}|{'' if registry is None else parcels_digest(registry)}"
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the code that computes the answers (:func:`files_digest` of cardcube's packages), so that an
+    upgrade changing an answer changes its ETag: the package version is bumped per release, not per fix."""
+    import cardcube
+    import catalog
+    import cube
+    import ingest
+
+    return files_digest([pathlib.Path(p.__file__).parent for p in (cardcube, catalog, cube, ingest)])
+
+
+def files_digest(packages: Sequence[pathlib.Path]) -> str:
+    """A digest of the names and contents of the Python files in the folders ``packages``."""
+    digest = hashlib.sha256()
+    for root in packages:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,

@@ -47,6 +47,12 @@ class ArrayCache:
         self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
         self.absent = AbsentShards(64 * arrays)  # confirm_absent's
 
+    def clear(self) -> None:
+        """Forget everything: the cube was replaced by another at the same place (its objects are other ones)."""
+        self.arrays.clear()
+        self.indexes.clear()
+        self.absent.clear()
+
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,
                 cache: ArrayCache | None = None) -> dict[ArrayKey, zarr.Array]:

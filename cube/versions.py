@@ -2,13 +2,17 @@
 
 On S3 a lookup of the latest version lists the ledger and reads its newest record: a query should not pay it
 each time, yet a new ingest's version must be seen within seconds, and a pinned version that ``cardcube expire``
-removed must stop being served.
+removed must stop being served. A cube wiped and built again at the same place (a reprocessed archive, a
+pipeline re-run from scratch) is noticed by its latest version: a lower number, or the same one committed at
+another time. Everything kept of the old one is then dropped (``on_replaced``: the reader's own caches too).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time as timer
+from collections.abc import Callable
 from typing import Any
 
 from cardcube.errors import CubeLostError, CubeNotFoundError
@@ -19,6 +23,8 @@ from cube.ledger import CubeVersion, read_version
 
 REFRESH = 5.0  # seconds between lookups of the latest version of a collection
 
+log = logging.getLogger(__name__)
+
 
 class VersionCache:
     """The cube versions a long-running reader answers from. A committed version never changes, so a pinned
@@ -26,10 +32,13 @@ class VersionCache:
     seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
     collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
     is seen; a collection once seen that has no version any more is a :class:`CubeLostError` (a 500 from the
-    service), not an unknown collection. Safe to share between threads."""
+    service), not an unknown collection. A latest version that went back, or was committed again (a cube
+    replaced: see the module docstring), drops the pinned versions and calls ``on_replaced`` with the
+    collection. Safe to share between threads."""
 
-    def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32) -> None:
-        self._store, self._refresh = store, refresh
+    def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32,
+                 on_replaced: Callable[[str], None] | None = None) -> None:
+        self._store, self._refresh, self._on_replaced = store, refresh, on_replaced
         self._latest: dict[str, tuple[float, CubeVersion]] = {}
         self._pinned: LRUDict = LRUDict(size)  # (collection, version) -> (last checked, version)
         self._lock = threading.Lock()
@@ -54,13 +63,34 @@ class VersionCache:
                                 f"an unmounted volume?)") from None
         with self._lock:
             self._latest[collection] = (now, version)
+        if seen is not None and (version.version < seen[1].version or (
+                version.version == seen[1].version and version.created != seen[1].created)):
+            self._replaced(collection, seen[1], version)
         return version
+
+    def forget(self, collection: str) -> None:
+        """Look the latest version of ``collection`` up again at the next :meth:`get` (it was expired while
+        being read: an ingest and ``cardcube expire`` within ``refresh`` seconds)."""
+        with self._lock:
+            self._latest.pop(collection, None)
+
+    def _replaced(self, collection: str, old: CubeVersion, new: CubeVersion) -> None:
+        log.warning("the %s cube at %s was replaced: its latest version was %d (committed %s) and is %d (committed "
+                    "%s); what was kept of the old one is dropped", collection, store_url(self._store), old.version,
+                    old.created, new.version, new.created)
+        for key in [k for k in list(self._pinned) if k[0] == collection]:
+            self._pinned.pop(key, None)
+        if self._on_replaced is not None:
+            self._on_replaced(collection)
 
     def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
         now, key = timer.monotonic(), (collection, as_of)
         seen = self._pinned.get(key)
         if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
-            seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
+            self._latest_of(collection)  # nor replaced with the whole cube (which drops it)
+            seen = self._pinned.get(key)
+            if seen is not None:
+                seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
         if seen is None:
             seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
         self._pinned[key] = seen

@@ -774,3 +774,96 @@ def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tin
                         headers={"If-None-Match": pinned.headers["etag"]}).status_code == 304
     finally:
         server.close()
+
+
+def _series(http, url: str, **params) -> pd.DataFrame:
+    r = http.get(url, params={"bands": "B04", "stats": "mean", **params})
+    assert r.status_code == 200, r.text[:300]
+    return _frame(r.json())
+
+
+def test_a_cube_built_again_at_the_same_place_is_served_as_the_new_one(appended_cube, tiny_cube, tiny_region,
+                                                                       parcel_id, tmp_path):
+    """A running service, its cube wiped and built again with other versions (a reprocessed archive): its kept
+    shard indexes pointed into other objects (500 "blosc decompression" on every series until a restart), a
+    pinned version answered the old version's dates with the new cube's values, and the new version 1 had the old
+    one's ETag (a client kept the old numbers with 304s). Now the service sees the latest go back, drops what it
+    kept, and tags answers with each version's commit time."""
+    import shutil
+
+    root = tmp_path / "cube"
+    shutil.copytree(appended_cube, root)  # 9 versions, the first of 5 dates
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    try:
+        http = server.http
+        old_latest, old_first = _series(http, url), _series(http, url, as_of=1)
+        old_tag = http.get(url, params={"bands": "B04", "as_of": 1}).headers["etag"]
+        assert old_first.time.nunique() == 5 < old_latest.time.nunique()
+        shutil.rmtree(root)
+        shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))  # 1 version of every date
+        for as_of in (None, 1):
+            got = _series(http, url, **({} if as_of is None else {"as_of": as_of}))
+            want = parcel_timeseries(root, as_parcels(tiny_region.parcels).select([parcel_id]), bands=["B04"],
+                                     stats=["mean"], as_of=as_of)
+            assert got.time.nunique() == want.time.nunique() == old_latest.time.nunique()
+            np.testing.assert_array_equal(got["mean"].to_numpy(float), want["mean"].to_numpy(float))
+        again = http.get(url, params={"bands": "B04", "as_of": 1}, headers={"If-None-Match": old_tag})
+        assert again.status_code == 200 and again.headers["etag"] != old_tag
+    finally:
+        server.close()
+
+
+def test_the_latest_version_expired_while_served_is_looked_up_again(appended_cube, tiny_region, parcel_id,
+                                                                    tmp_path):
+    """The service took version 7 for the latest (it looks again every --refresh seconds); an ingest committed 8,
+    compacting 7's hot buffer, and ``cardcube expire`` deleted 7 and its hot slots: a request for the latest was a
+    404 VersionNotFound telling the client to read the latest. It now reads 8; a pinned 7 is still a 404."""
+    import shutil
+    import subprocess
+    import sys
+
+    from cube import layout
+
+    root = tmp_path / "cube"
+    shutil.copytree(appended_cube, root)
+    hot = {v: len(read_version(_store(root), "s2", v).tiles["31UFU"].hot) for v in (7, 8)}
+    assert hot[7] > 0 == hot[8]  # 8 compacted 7's hot buffer
+    (root / layout.ledger_key("s2", 9)).unlink()  # the history up to 8,
+    held = (root / layout.ledger_key("s2", 8)).read_bytes()
+    (root / layout.ledger_key("s2", 8)).unlink()  # and 8 not committed yet
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "3600"])
+    try:
+        assert server.http.get(url, params={"bands": "B04"}).headers["x-cube-version"] == "7"
+        (root / layout.ledger_key("s2", 8)).write_bytes(held)  # the commit
+        done = subprocess.run([sys.executable, "-m", "cardcube.cli", "expire", "--cube", str(root),
+                               "--older-than", "0"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert committed_versions(_store(root), "s2") == [8]
+        r = server.http.get(url, params={"bands": "B04"})
+        assert r.status_code == 200 and r.headers["x-cube-version"] == "8", r.text[:300]
+        want = parcel_timeseries(root, as_parcels(tiny_region.parcels).select([parcel_id]), bands=["B04"])
+        assert _frame(r.json()).time.nunique() == want.time.nunique() == 12
+        pinned = server.http.get(url, params={"bands": "B04", "as_of": 7})
+        assert pinned.status_code == 404 and pinned.json()["error"] == "VersionNotFound"
+    finally:
+        server.close()
+
+
+def test_an_etag_names_the_code_that_made_the_answer(tmp_path):
+    """The ETag named the code by its package version, "0.1.0" through every fix: after an upgrade that changed an
+    answer, clients kept the old one with 304s. It names a digest of the code's files now."""
+    import pathlib
+    import shutil
+
+    import cube
+    from cube.service import _identity, code_digest, files_digest
+
+    copy = pathlib.Path(shutil.copytree(pathlib.Path(cube.__file__).parent, tmp_path / "cube",
+                                        ignore=shutil.ignore_patterns("__pycache__")))
+    before = files_digest([copy])
+    assert files_digest([copy]) == before
+    (copy / "stats.py").write_text((copy / "stats.py").read_text() + "\n# a fix\n")
+    assert files_digest([copy]) != before
+    assert _identity(None).startswith(code_digest())
