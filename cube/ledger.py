@@ -237,6 +237,7 @@ class CubeVersion:
     added: tuple[str, ...] = ()
     rejected: tuple[Rejection, ...] = ()
     created: str = ""
+    manifests_since: int = 0  # the first version whose ingest wrote block manifests (0: none known to have)
 
     @classmethod
     def empty(cls, spec: CubeSpec) -> CubeVersion:
@@ -247,7 +248,7 @@ class CubeVersion:
         """The state that follows this one (version + 1), stamped with the current time."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return replace(self, version=self.version + 1, tiles=tiles, scenes=scenes, added=added,
-                       rejected=rejected, created=now)
+                       rejected=rejected, created=now, manifests_since=self.manifests_since or self.version + 1)
 
     @property
     def time_range(self) -> tuple[str, str] | None:
@@ -260,6 +261,7 @@ class CubeVersion:
             "collection": self.collection,
             "version": self.version,
             "created": self.created,
+            "manifests_since": self.manifests_since,
             "spec": self.spec.to_dict(),
             "added": list(self.added),
             "rejected": [r.to_dict() for r in self.rejected],
@@ -281,6 +283,7 @@ class CubeVersion:
             added=tuple(d["added"]),
             rejected=tuple(Rejection.from_dict(r) for r in d["rejected"]),
             created=d.get("created", ""),
+            manifests_since=d.get("manifests_since", 0),
         )
 
 

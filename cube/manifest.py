@@ -9,7 +9,9 @@ written once, by one ingest, so its manifest never changes once committed (a cra
 cleared by the next run that writes the block, before anything reads it). A reader that finds a shard
 missing looks the block's manifest up (:func:`missing_shards`), and :func:`cube.verify.verify` checks a whole
 cube against its manifests. Blocks written before manifests existed have none: their missing shards read as
-nodata, as they always did.
+nodata, as they always did. A block holding a scene ingested at or after the cube's ``manifests_since`` version
+was written with one: a missing shard there without its manifest is lost data too, not nodata (a store answering
+404 for a moment must not make a parcel look outside the swath).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cardcube.errors import CorruptDocumentError, MissingShardError
 from cardcube.lru import LRUDict
 from cardcube.storage import read_json_many, store_url, write_json
 from cube import layout
-from cube.ledger import CubeVersion, TileState, confirm_committed
+from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed
 
 FORMAT = "cardcube-manifest/1"
 
@@ -99,6 +101,24 @@ def tile_blocks(tile: str, state: TileState, time_block: int) -> list[tuple[str,
     return [(tile, False, b) for b in range(len(state.cold) // time_block)] + [(tile, True, h.slot) for h in state.hot]
 
 
+def block_dates(state: TileState, hot: bool, block: int, time_block: int) -> list[Acquisition]:
+    """The acquisitions of a time block of a tile (a cold block of ``time_block`` dates, or a hot slot)."""
+    if hot:
+        return [h.acquisition for h in state.hot if h.slot == block]
+    return state.cold[block * time_block:(block + 1) * time_block]
+
+
+def has_manifest(version: CubeVersion, tile: str, hot: bool, block: int) -> bool:
+    """Whether the block of ``version`` was written with a manifest: it holds a scene ingested at or after the
+    version since which the cube's ingests write them (a block is written no earlier than its scenes)."""
+    state = version.tiles.get(tile)
+    if not version.manifests_since or state is None:
+        return False
+    dates = block_dates(state, hot, block, version.spec.chunks.time)
+    return any(version.scenes[a.scene_id].version >= version.manifests_since for a in dates
+               if a.scene_id in version.scenes)
+
+
 def write_manifests(store: Store, collection: str, manifests: Iterable[BlockManifest]) -> None:
     for m in manifests:
         write_json(store, layout.manifest_key(collection, m.tile, m.block, hot=m.hot), m.to_dict())
@@ -111,19 +131,24 @@ def read_manifests(store: Store, collection: str, blocks: Sequence[tuple[str, bo
     return {b: None if doc is None else BlockManifest.from_dict(doc) for b, doc in zip(blocks, docs, strict=True)}
 
 
-def missing_shards(store: Store, collection: str, keys: Sequence[str], *,
-                   known: MutableMapping[tuple[str, bool, int], BlockManifest | None] | None = None) -> list[str]:
-    """Those of ``keys`` (shards a read found absent) that their block's manifest says were stored: lost data.
-    ``known``: manifests read before, by (tile, hot, block), and filled with those read now (a committed block's
-    manifest never changes)."""
+def missing_shards(store: Store, version: CubeVersion, keys: Sequence[str], *,
+                   known: MutableMapping[tuple[str, bool, int], BlockManifest] | None = None) -> list[str]:
+    """Those of ``keys`` (shards a read of ``version`` found absent) that their block's manifest says were stored,
+    or whose block was written with a manifest that is missing (:func:`has_manifest`): lost data. ``known``:
+    manifests read before, by (tile, hot, block), and filled with those read now (a committed block's manifest
+    never changes; one found missing is looked up again next time: the store may have answered 404 for a
+    moment)."""
     known = {} if known is None else known
     parsed = {key: ShardKey.parse(key) for key in keys}
     wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None} - set(known))
-    known.update(read_manifests(store, collection, wanted))
+    found = read_manifests(store, version.collection, wanted)
+    known.update({b: m for b, m in found.items() if m is not None})
     lost = []
     for key, k in parsed.items():
-        m = None if k is None else known[(k.tile, k.hot, k.block)]
-        if m is not None and m.stores(k.band, k.row, k.col):
+        if k is None:
+            continue
+        m = known.get((k.tile, k.hot, k.block))
+        if m.stores(k.band, k.row, k.col) if m is not None else has_manifest(version, k.tile, k.hot, k.block):
             lost.append(key)
     return lost
 
@@ -137,7 +162,7 @@ class AbsentShards:
     def __init__(self, size: int, *, manifests: int = 256) -> None:
         """Keep up to ``size`` shards and ``manifests`` manifests per collection (a tile's: up to ~100 KB each)."""
         self.keys: MutableMapping[tuple[str, int, str], bool] = LRUDict(size)
-        self.manifests: MutableMapping[str, MutableMapping[tuple[str, bool, int], BlockManifest | None]] = {}
+        self.manifests: MutableMapping[str, MutableMapping[tuple[str, bool, int], BlockManifest]] = {}
         self.lock = threading.Lock()
         self._manifests = manifests
 
@@ -152,7 +177,7 @@ class AbsentShards:
             self.keys.clear()
             self.manifests.clear()
 
-    def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest | None]:
+    def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest]:
         return self.manifests.setdefault(collection, LRUDict(self._manifests))
 
     def __len__(self) -> int:
@@ -176,11 +201,11 @@ def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *
 
 
 def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
-                    known: MutableMapping[tuple[str, bool, int], BlockManifest | None]) -> None:
+                    known: MutableMapping[tuple[str, bool, int], BlockManifest]) -> None:
     hot = [key for key in missing if (k := ShardKey.parse(key)) is not None and k.hot]
     if hot:
         confirm_committed(store, version, hot)
-    lost = missing_shards(store, version.collection, missing, known=known)
+    lost = missing_shards(store, version, missing, known=known)
     if lost:
         raise MissingShardError(
             f"{len(lost)} shard(s) of the {version.collection} cube at {store_url(store)} that its ingest stored "

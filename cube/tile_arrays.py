@@ -13,6 +13,7 @@ from typing import Any
 
 import zarr
 import zarr.api.asynchronous as zarr_async
+import zarr.errors
 from zarr.abc.store import Store
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
@@ -73,6 +74,11 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
     except json.JSONDecodeError as exc:  # a truncated or overwritten zarr.json: the cube's fault, said so
         raise CorruptDocumentError(f"an array document (zarr.json) of tile {tile} in {store_url(store)} is not valid "
                                    f"JSON ({exc}); check the cube with cardcube verify, re-ingest the tile") from None
+    except zarr.errors.ArrayNotFoundError:  # the ledger says the tile holds them: a lost object, or a store amiss
+        raise CorruptDocumentError(
+            f"an array document (zarr.json) of tile {tile} that the cube's ledger reads is missing from "
+            f"{store_url(store)} ({', '.join(paths[k] for k in missing)}): the cube has lost data, or the store "
+            f"answered 404 for an object it holds; check the cube with cardcube verify") from None
     if cache is not None:
         cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}

@@ -25,7 +25,7 @@ from cardcube.errors import CorruptDocumentError, VersionNotFoundError
 from cardcube.storage import StoreLike, open_store, reading, store_url
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
-from cube.manifest import read_manifests, tile_blocks
+from cube.manifest import block_dates, read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
 from cube.tile_arrays import ArrayKey, open_arrays
 
@@ -118,8 +118,7 @@ def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tup
             for b in tile_blocks(tile, state, size):
                 if b in written:
                     continue
-                dates = [h.acquisition for h in state.hot if h.slot == b[2]] if b[1] else \
-                    state.cold[b[2] * size:(b[2] + 1) * size]
+                dates = block_dates(state, b[1], b[2], size)
                 scenes = [v.scenes[a.scene_id].version for a in dates if a.scene_id in v.scenes]
                 written[b] = (max([before + 1, *scenes]) if before else max(scenes, default=0), v.version)
         before = v.version

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cardcube.errors import MissingShardError
@@ -71,8 +72,17 @@ def test_a_lost_shard_is_an_error_where_it_is_read_not_an_area_without_data(cube
     assert int((after != 0).sum()) == 0
 
 
-def test_a_cube_written_before_manifests_reads_a_missing_shard_as_no_data(cube):
+def _written_before_manifests(cube: Path) -> None:
+    """``cube`` as cardcube wrote it before block manifests: no manifest, and no ledger record saying since when."""
     shutil.rmtree(next((cube / "s2").glob("*/_manifest")))
+    for record in (cube / "s2" / "_ledger").glob("v*.json"):
+        doc = json.loads(record.read_text())
+        assert doc.pop("manifests_since") == 1
+        record.write_text(json.dumps(doc))
+
+
+def test_a_cube_written_before_manifests_reads_a_missing_shard_as_no_data(cube):
+    _written_before_manifests(cube)
     for shard in _shards(cube, "B04", 1):
         shard.unlink()
     ds = open_cube(cube, decode=False).B04
@@ -94,6 +104,44 @@ def test_a_lost_manifest_is_found_when_a_block_of_the_same_ingest_has_its_own(cu
     assert not result.ok and result.unlisted == 0
     assert [(k, p.split(":")[0]) for k, p in result.problems] == [
         (first.relative_to(cube).as_posix(), "manifest missing while a block written before it has its own")]
+
+
+def test_a_shard_and_its_manifest_missing_for_a_moment_are_lost_data_not_an_area_without_data(cube, parcels):
+    """A store answering 404 for a moment (a lagging replica, a gateway routed to the wrong zone): the shard and its
+    block's manifest both missing, the block was taken for one written before manifests, and the parcels read
+    as having no pixel with data, an answer a client then kept. The ledger says since which version the cube's
+    ingests write manifests: such a block must have one. The store right again, the same reader reads it (the
+    missing manifest was not kept)."""
+    from cube.tile_arrays import ArrayCache
+
+    some = parcels.iloc[:5]
+    cache = ArrayCache(16)
+    want = parcel_timeseries(cube, some, bands=["B04"], cache=cache)
+    shards = _shards(cube, "B04", 0)
+    manifest = cube / layout.manifest_key("s2", ShardKey.parse(shards[0].relative_to(cube).as_posix()).tile, 0)
+    away = cube.parent / "away"
+    away.mkdir()
+    gone = [*shards, manifest]
+    for i, path in enumerate(gone):
+        path.rename(away / str(i))
+    with pytest.raises(MissingShardError, match="stored are missing"):
+        parcel_timeseries(cube, some, bands=["B04"], cache=cache)
+    for i, path in enumerate(gone):
+        (away / str(i)).rename(path)
+    got = parcel_timeseries(cube, some, bands=["B04"], cache=cache)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_missing_shard_of_a_cube_written_before_manifests_is_no_data_until_ingests_write_them(cube):
+    """The first ingest after an upgrade says in its record that its blocks have manifests (the older ones keep
+    reading as before)."""
+    from cube.manifest import has_manifest
+
+    _written_before_manifests(cube)
+    version = read_version(open_store(cube, read_only=True), "s2")
+    assert version.manifests_since == 0 and not has_manifest(version, "31UFU", False, 0)
+    assert version.next(tiles=version.tiles, scenes=version.scenes, added=(), rejected=()).manifests_since == (
+        version.version + 1)
 
 
 def _first_read_by(cube: Path) -> dict[int, list[tuple[str, bool, int]]]:
@@ -180,6 +228,17 @@ def test_verify_lists_an_array_without_its_metadata_and_checks_the_others(cube):
     result = verify(cube, progress=False)
     assert [k for k, _ in result.problems] == [meta] and "none of its shards can be read" in result.problems[0][1]
     assert result.shards > 0 and not any("/B04/" in k for k, _ in result.problems[1:])
+
+
+def test_a_read_of_an_array_without_its_metadata_names_it_and_verify(cube, parcels):
+    """It was zarr's own ArrayNotFoundError, a 500 "Internal" in the service."""
+    from cardcube.errors import CorruptDocumentError
+
+    tile = next((cube / "s2").glob("*/cube.zarr")).parent.name
+    meta = layout.array_path("s2", tile, 10, "B04") + "/zarr.json"
+    (cube / meta).unlink()
+    with pytest.raises(CorruptDocumentError, match=rf"is missing .*{layout.array_path('s2', tile, 10, 'B04')}.*verify"):
+        parcel_timeseries(cube, parcels.iloc[:3], bands=["B04"])
 
 
 def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_cube):
