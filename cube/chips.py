@@ -287,6 +287,10 @@ def _one_date(date: Any) -> Any:
         raise InvalidRequestError(f"date {date!r} is not a day or a time: give one day as YYYY-MM-DD, or an "
                                   f"acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists "
                                   f"them){season}")
+    try:
+        parse_time_range(date.strip())
+    except InvalidRequestError as exc:  # 2024-06-31: no day of the calendar, said as such, not as a range
+        raise InvalidRequestError(f"date {date!r} is no day or time of the calendar ({exc})") from None
     return f"{date.strip()}/{date.strip()}"
 
 
