@@ -576,10 +576,24 @@ def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
     Sentinel-1 slices theirs); a mosaic on the raw times would show each pass as two half-empty dates. Dates join
     when they share platform, relative orbit and orbit direction and follow each other within
     :data:`~cardcube.spec.PASS_GAP_S`; a part's own dates never join each other."""
-    out = [p["time"].values.copy() for p in parts]
     keys = [list(zip(*(p[name].values.tolist() if name in p.coords else [None] * p.sizes["time"]
                        for name in ("platform", "relative_orbit", "orbit_state")), strict=True)) for p in parts]
-    events = sorted((t, i, j) for i, times in enumerate(out) for j, t in enumerate(times))
+    return _joined([p["time"].values for p in parts], keys)
+
+
+def pass_dates(version: CubeVersion) -> np.ndarray:
+    """The distinct dates of ``version`` over all its tiles, a pass over several tiles once (:func:`pass_times`):
+    what a user counts as the cube's acquisitions."""
+    states = [version.tiles[t] for t in sorted(version.tiles)]
+    times = [np.array([a.datetime64 for a in s.acquisitions], dtype="datetime64[ns]") for s in states]
+    keys = [[(a.platform, a.relative_orbit, a.orbit_state) for a in s.acquisitions] for s in states]
+    return np.unique(np.concatenate([np.empty(0, "datetime64[ns]"), *_joined(times, keys)]))
+
+
+def _joined(times: Sequence[np.ndarray], keys: Sequence[Sequence[tuple]]) -> list[np.ndarray]:
+    """``times`` of several parts, each made the first time of its pass (``keys``: each date's pass key)."""
+    out = [np.asarray(t).copy() for t in times]
+    events = sorted((t, i, j) for i, part in enumerate(out) for j, t in enumerate(part))
     open_pass: dict[tuple, tuple[np.datetime64, np.datetime64, set[int]]] = {}  # key -> (first, last, parts)
     gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
     for t, i, j in events:

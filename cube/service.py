@@ -103,7 +103,7 @@ from cube.chips import (
     check_sheet,
     chip,
 )
-from cube.dataset import check_acquisitions, date_span
+from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER
@@ -387,10 +387,10 @@ class _Revalidation:
 
 
 def _collection_info(version: CubeVersion) -> dict[str, Any]:
-    dates = sorted({a.time for state in version.tiles.values() for a in state.acquisitions})
+    """What ``/`` and ``/collections/{c}`` say of a collection: ``dates`` counts a pass over two tiles once."""
     return {"collection": version.collection, "version": version.version, "created": version.created,
-            "bands": list(version.spec.band_names), "tiles": sorted(version.tiles), "dates": len(dates),
-            "time_range": [dates[0], dates[-1]] if dates else None}
+            "bands": list(version.spec.band_names), "tiles": sorted(version.tiles), "dates": len(pass_dates(version)),
+            "time_range": list(version.time_range) if version.time_range else None}
 
 
 def _attachment(name: str) -> str:

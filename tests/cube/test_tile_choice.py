@@ -15,6 +15,7 @@ from shapely.geometry import box
 
 from cardcube.errors import RequestTooLargeError
 from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
 from cardcube.synth import SynthConfig, generate
 from cube.chips import chip
 from cube.dataset import open_cube
@@ -204,6 +205,25 @@ def test_extraction_reads_the_dates_of_both_tiles_as_parcel_timeseries(two_histo
     pid = _in_the_overlap(tiny_straddle_region).parcel_id.iloc[0]
     assert "+" in status.tile[pid]
     assert extracted[extracted.parcel_id == pid].time.nunique() == 4
+
+
+def test_a_pass_over_two_tiles_counts_once_though_its_granules_carry_their_own_times(tiny_straddle_region, tmp_path):
+    """Real granules of one datatake carry times seconds apart: "/collections/s2" said 8 dates for 4 passes."""
+    from cube.dataset import pass_dates
+    from cube.ledger import read_version
+    from cube.service import _collection_info
+
+    later = []
+    for f in _may(tiny_straddle_region):
+        if f["properties"]["grid:code"].endswith("31UGU"):
+            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00")) + dt.timedelta(seconds=3)
+            f = {**f, "properties": {**f["properties"], "datetime": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        later.append(f)
+    _ingest(tiny_straddle_region.items, later, tmp_path, "later.json")
+    version = read_version(open_store(tmp_path, read_only=True), "s2")
+    assert len({a.time for state in version.tiles.values() for a in state.acquisitions}) == 8
+    assert len(pass_dates(version)) == _collection_info(version)["dates"] == 4
+    assert open_cube(tmp_path, bands=["B04"]).sizes["time"] == 4
 
 
 def test_a_north_south_mosaic_is_north_up(tmp_path_factory):
