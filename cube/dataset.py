@@ -132,6 +132,11 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
     if not whole:
         return [w for w, *_ in with_data]
     best, crs_best = whole[0], TileGrid.from_id(whole[0][0].tile).crs
+    if best[3] < 1 and (others := [o[0].tile for o in with_data if TileGrid.from_id(o[0].tile).crs != crs_best]):
+        # 32ULD's square holds 31UGU's data near the zone edge: that data was left out without a word
+        raise InvalidRequestError(f"the area holds data of tiles of different UTM zones ({best[0].tile}; "
+                                  f"{', '.join(others)}), which make no mosaic: query each zone separately "
+                                  f"(tiles='{best[0].tile}' or tiles='{others[0]}', or a bbox within one zone)")
     zone = [o for o in with_data if o is not best and TileGrid.from_id(o[0].tile).crs == crs_best]
     if all(holds_passes(version, best[0].tile, o[0].tile, best[2], time) for o in zone):
         return [best[0]]

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from cardcube.errors import RequestTooLargeError
+from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cardcube.synth import SynthConfig, generate
@@ -255,16 +256,35 @@ def test_a_parcel_of_tens_of_kilometres_is_refused_before_it_is_read(tiny_cube, 
         parcel_timeseries(tiny_cube, _parcel(huge), bands=["B04"])
 
 
-def test_a_parcel_across_two_utm_zones_is_read_from_the_zone_holding_most_of_it(tmp_path_factory):
-    """Two tiles of different zones make no mosaic: the parcel was read from the first (31UGU), which holds 42 % of
-    it, and its status said 23 % lay outside the cube's data. Now from 32ULD, and the status says what it leaves
-    out."""
+@pytest.fixture(scope="module")
+def two_zones(tmp_path_factory):
+    """A cube of 31UGU's and 32ULD's data, 2 km each, side by side across the zone edge; and their regions."""
     root = tmp_path_factory.mktemp("two-zones")
     regions = {}
     for tile, origin, seed in (("31UGU", (790000.0, 5846000.0), 1), ("32ULD", (384000.0, 5839000.0), 2)):
         regions[tile] = region = generate(tmp_path_factory.mktemp(f"zone-{tile}"),
                           SynthConfig.tiny(tile=tile, origin=origin, seed=seed, **MAY))
         _ingest(region.items, items_of(region.items, "sentinel-2-l2a"), root, f"{tile}.json")
+    return root, regions
+
+
+def test_a_cube_of_two_utm_zones_is_opened_a_zone_at_a_time(two_zones):
+    """``open_cube()`` of the whole cube read 32ULD alone, whose square holds 31UGU's data near the zone edge: the
+    other zone's data was left out without a word."""
+    root, regions = two_zones
+    with pytest.raises(InvalidRequestError, match=r"different UTM zones \(32ULD; 31UGU\).*tiles='31UGU'"):
+        open_cube(root, bands=["B04"])
+    for tile, region in regions.items():
+        ds = open_cube(root, tiles=tile, bands=["B04"])
+        assert ds.attrs["cardcube:tiles"] == tile and ds.rio.crs == TileGrid.from_id(tile).crs
+        assert ds.rio.bounds() == pytest.approx(region.bbox) and bool(np.isfinite(ds["B04"]).any())
+
+
+def test_a_parcel_across_two_utm_zones_is_read_from_the_zone_holding_most_of_it(two_zones):
+    """Two tiles of different zones make no mosaic: the parcel was read from the first (31UGU), which holds 42 % of
+    it, and its status said 23 % lay outside the cube's data. Now from 32ULD, and the status says what it leaves
+    out."""
+    root, regions = two_zones
     parcel = _parcel(box(789302.5, 5845002.5, 790502.5, 5845202.5))
     frame = parcel_timeseries(root, parcel, bands=["B04"], stats=["count"], mask=None)
     (status,) = frame.attrs["parcel_status"]
