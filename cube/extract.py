@@ -39,7 +39,7 @@ import time as timer
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -59,6 +59,7 @@ from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import (
     StoreLike,
     canonical_url,
+    delete_key,
     list_keys,
     local_file,
     open_store,
@@ -77,6 +78,7 @@ from cube.extraction_files import (
     check_manifest,
     finish_manifest,
     holds_extraction,
+    mosaic_key,
     mosaic_status,
     read_manifest,
     read_status,
@@ -504,15 +506,11 @@ def extract(
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     files = sum(len(u.times) for u in units)
-    if across:
-        # an update reads these few parcels' whole season again: a date can be new in one of their tiles only
-        earlier = mosaic_status(out_store) if MOSAIC in done and not (new and any(new.values())) else None
-        if earlier is not None:  # an earlier run's file stands, and says how each of its parcels fared
-            status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})
-            units_resumed += 1
-        elif (written := _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, buffer=buffer,
-                                       all_touched=all_touched, progress=progress)) is not None:
-            rows, files = rows + written, files + 1
+    # an update reads these parcels' whole season again: a date can be new in one of their tiles only
+    written, parts, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, done,
+                                            again=bool(new and any(new.values())), buffer=buffer,
+                                            all_touched=all_touched, progress=progress)
+    rows, files, units_resumed = rows + written, files + parts, units_resumed + resumed
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
@@ -606,40 +604,47 @@ def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, st
     return status
 
 
-ACROSS_BATCH_M = 5120.0  # side of the squares in which the parcels read through parcel_timeseries are batched
+ACROSS_BATCH_M = 2560.0  # side of the squares in which the parcels read through parcel_timeseries are batched
 
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
-                  status: dict[Any, ParcelStatus], failures: list[str], *, buffer: float,
-                  all_touched: bool, progress: bool = False) -> int | None:
+                  status: dict[Any, ParcelStatus], failures: list[str], done: set[str], *, again: bool,
+                  buffer: float, all_touched: bool, progress: bool = False) -> tuple[int, int, int]:
     """Parcels read from several tiles (no tile holds them whole, or a tile holding them lacks dates another has
-    over them), read by ``parcel_timeseries`` into one file, whose metadata keeps their status: the rows written,
-    or None if none was (they failed, or none could be measured). They are read by tiles and squares of
-    :data:`ACROSS_BATCH_M` (a strip along a tile's edge is no window to read whole)."""
+    over them), read by ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip
+    along a tile's edge is no window to read whole, nor its rows a frame to hold), a file each, whose metadata
+    keeps their status; a batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an
+    update). The rows written, the files written, and those found written; files of batches there are no more
+    (an earlier run's) are deleted."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
-    frames, measured, failed = [], [], False
-    for batch in tqdm(_batches(sub, tiles), desc="extract across tiles", unit="batch", disable=not progress):
+    batches = _batches(sub, tiles)
+    rows = written = resumed = 0
+    for i, batch in enumerate(tqdm(batches, desc="extract across tiles", unit="batch",
+                                   disable=not progress or not batches)):
+        key = mosaic_key(i)
+        if key in done and not again and (earlier := mosaic_status(job.out, key)) is not None:
+            status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})  # how each of them fared
+            resumed += 1
+            continue
         try:
             frame = parcel_timeseries(job.store, batch, collection=job.collection, bands=list(job.bands),
                                       stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
                                       time=job.time, as_of=job.version, histogram=job.histogram)
         except CardcubeError as exc:
             if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status, as
-                measured += [replace(s, tile=s.tile or tiles[s.parcel_id]) for s in exc.status]  # on a tile
-                continue
+                status.update({s.parcel_id: replace(s, tile=s.tile or tiles[s.parcel_id])  # on a tile
+                               for s in exc.status})
+                continue  # no file: a re-run reads them again
             failures.append(str(exc))
-            failed = True
             status.update({pid: ParcelStatus(pid, "failed", 0, str(exc), tiles[pid]) for pid in batch.ids})
             continue
-        measured += [ParcelStatus(**s) for s in frame.attrs["parcel_status"]]
-        frames.append(frame)
-    status.update({s.parcel_id: s for s in measured})
-    if failed or not frames:  # no file: a re-run reads them all again
-        return None
-    frame = pd.concat(frames, ignore_index=True)
-    frame.attrs = {**frames[0].attrs, "parcel_status": [asdict(s) for s in measured]}
-    write_bytes(job.out, MOSAIC, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
-    return len(frame)
+        status.update({s["parcel_id"]: ParcelStatus(**s) for s in frame.attrs["parcel_status"]})
+        write_bytes(job.out, key, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
+        rows, written = rows + len(frame), written + 1
+    current = {mosaic_key(i) for i in range(len(batches))}
+    for stale in sorted(k for k in done if k.startswith(MOSAIC) and k not in current):
+        delete_key(job.out, stale)
+    return rows, written, resumed
 
 
 def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[ParcelSet]:

@@ -5,7 +5,7 @@
     <out>/manifest.json                                   cube, collection, version, parameters, scenes read
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>.parquet   the same, dates an update added
-    <out>/timeseries/tile=mosaic/part.parquet             parcels read across tiles
+    <out>/timeseries/tile=mosaic/part-<n>.parquet         parcels read across tiles, a square of them a file
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
@@ -55,7 +55,12 @@ from cube.timeseries import ParcelStatus
 MANIFEST = "manifest.json"
 STATUS = "parcels.parquet"
 TIMESERIES = "timeseries"
-MOSAIC = f"{TIMESERIES}/tile=mosaic/part.parquet"  # the parcels read one by one (across tiles, overlapping)
+MOSAIC = f"{TIMESERIES}/tile=mosaic/"  # the parcels read through parcel_timeseries (across tiles), a file a batch
+
+
+def mosaic_key(batch: int) -> str:
+    """The file of the ``batch``-th batch of parcels read across tiles."""
+    return f"{MOSAIC}part-{batch:05d}.parquet"
 
 # Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
 PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
@@ -184,10 +189,11 @@ def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
     return uniform_ids([i.item() if isinstance(i, np.generic) else i for i in raw])  # as_parcels' ids
 
 
-def mosaic_status(out: Store) -> list[dict[str, Any]] | None:
-    """The status of the parcels read one by one, from the metadata of an earlier run's file (read whole: a
-    fraction of the cube bytes reading those parcels again would take), or None if it does not hold it."""
-    data = read_bytes(out, MOSAIC)
+def mosaic_status(out: Store, key: str) -> list[dict[str, Any]] | None:
+    """The status of the parcels of a batch read across tiles, from the metadata of an earlier run's file ``key``
+    (read whole: a fraction of the cube bytes reading those parcels again would take), or None if it does not
+    hold it."""
+    data = read_bytes(out, key)
     try:
         meta = None if data is None else pq.read_schema(io.BytesIO(data)).metadata
     except pa.ArrowInvalid:

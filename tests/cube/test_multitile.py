@@ -63,9 +63,8 @@ def test_parcels_in_the_overlap_read_the_same_from_either_tile(straddle_cube, ti
 def test_a_parcel_in_the_overlap_is_read_from_one_tile_alike_everywhere(tiny_straddle_region, tmp_path):
     """31UGU holds every date, 31UFU its first 3 (later products missing there): a parcel in the overlap is read
     from one tile, the one with the most dates (the first by name was read before: 3 dates of 19), by the time
-    series and the extraction alike. (A per-date mosaic of both tiles would read the dates one tile lacks: not
-    yet. A note naming them was tried and taken out: a scene's window is its file's bounds, so at a swath's edge
-    it named dates of nodata there.)"""
+    series and the extraction alike; 31UFU has no date 31UGU lacks, so it is not read (see test_tile_choice for
+    tiles that each lack a date the other has)."""
     from cube.extract import extract, read_status, read_timeseries
 
     features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
@@ -138,9 +137,9 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     status = read_status(out).set_index("parcel_id")
     assert (status.loc["strip", "status"], status.loc["strip", "tile"]) == ("ok", "31UFU+31UGU"), \
         status.loc["strip", "reason"]
-    mosaic = pd.read_parquet(out / "timeseries" / "tile=mosaic" / "part.parquet")
-    assert pq.read_schema(out / "timeseries" / "tile=mosaic" / "part.parquet").field("time").type == \
-        pa.timestamp("us")  # as the units' files: Spark reads no TIMESTAMP(NANOS)
+    (part,) = (out / "timeseries" / "tile=mosaic").glob("part-*.parquet")
+    mosaic = pd.read_parquet(part)
+    assert pq.read_schema(part).field("time").type == pa.timestamp("us")  # as the units': Spark reads no NANOS
     seen = mosaic["count"] + mosaic["masked"]  # the strip's pixels inside the region, clear or cloudy
     assert set(mosaic.parcel_id) == {"strip"} and seen.min() == seen.max() > 1000
 
