@@ -23,6 +23,8 @@ from typing import NoReturn
 from botocore.exceptions import BotoCoreError
 
 from cardcube.errors import CardcubeError, DateNotFoundError
+from cardcube.option_types import number
+from cardcube.serving import STORE_TIMEOUT
 
 # Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
 _SUBCOMMAND_MODULES = (
@@ -38,6 +40,15 @@ def add_endpoint_option(p: argparse.ArgumentParser, *, note: str = "") -> None:
     """``--endpoint-url``: the S3 endpoint (Ceph, MinIO) of the stores a command reads and writes (``note``: what
     it does not apply to)."""
     p.add_argument("--endpoint-url", default=None, help=f"S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL{note}")
+
+
+def add_store_timeout_option(p: argparse.ArgumentParser) -> None:
+    """``--store-timeout``: how long a request of an HTTP command (``serve``, ``catalog serve``) to its S3 store may
+    take to fail, so that an outage is answered at once (:data:`cardcube.serving.STORE_TIMEOUT`)."""
+    p.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=STORE_TIMEOUT,
+                   metavar="SECONDS", help=f"seconds a request to an S3 cube may take to fail, retries included "
+                   f"(default {STORE_TIMEOUT:g}): a store out of reach is then a 503 with Retry-After within about "
+                   f"that, not after a minute of retries")
 
 
 def storage_options(args: argparse.Namespace) -> dict | None:

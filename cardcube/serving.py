@@ -1,4 +1,5 @@
-"""Running an ASGI app (the REST service, the catalog server) with uvicorn, for the ``serve`` commands.
+"""What the HTTP commands (``serve``, the REST service; ``catalog serve``) share: running their ASGI app with
+uvicorn, the bound on their store's requests, and their errors in JSON with a status a client can act on.
 
 The address is bound before anything is announced, so a port in use or a bad host is one clear error and
 the "serving on" line is printed only once requests can be answered.
@@ -6,11 +7,38 @@ the "serving on" line is printed only once requests can be answered.
 
 from __future__ import annotations
 
+import logging
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from cardcube.errors import ServeError
+from cardcube.errors import (
+    AmbiguousDateError,
+    CardcubeError,
+    CorruptDocumentError,
+    CorruptShardError,
+    CubeNotFoundError,
+    ParcelError,
+    RequestTooLargeError,
+    ServeError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+if TYPE_CHECKING:  # starlette is imported when an app is made, not by every command's parser
+    from starlette.responses import JSONResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
+RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
+
+# The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
+# (LookupError) or cube; a request too large or a day of several acquisitions, to be told which (ValueErrors too,
+# so first); a parcel that cannot be measured or a bad parameter (ValueError). A status's headers go with it.
+_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
+           (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
+           (ValueError, 422))
+_HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -37,3 +65,49 @@ def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None]
             shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
             announce(f"http://{shown}:{sock.getsockname()[1]}/")
         uvicorn.Server(uvicorn.Config(app, log_level="warning", root_path=root_path.rstrip("/"))).run(sockets=[sock])
+
+
+def error_response(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error as every HTTP command answers it: ``{"error": <kind>, "detail": <why>}``."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+
+
+def cardcube_error_response(exc: CardcubeError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``exc`` answered with the status of :data:`_STATUS` (and its headers: a 503's ``Retry-After``) and
+    ``headers``."""
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    return error_response(status, _kind(exc), str(exc), headers={**_HEADERS.get(status, {}), **(headers or {})})
+
+
+def _kind(exc: CardcubeError) -> str:
+    """The ``error`` of a body: the class name without ``Error``; a plain :class:`ParcelError` (a posted
+    geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
+    return "InvalidParcel" if type(exc) is ParcelError else type(exc).__name__.removesuffix("Error")
+
+
+class UnexpectedErrors:
+    """A bug's 500 (still JSON, with ``headers``, and logged), answered within the app's middleware: Starlette's
+    handler of ``Exception`` runs outside every middleware and raises the exception on, so its 500 had no CORS
+    header (a front end on another origin could not read it) and uvicorn, seeing the exception, dropped the
+    connection."""
+
+    def __init__(self, app: ASGIApp, headers: Mapping[str, str] | None = None) -> None:
+        self.app, self.headers = app, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if scope["type"] != "http" or started:  # nothing else can be answered
+                raise
+            logging.getLogger(__name__).exception("%s %s failed", scope["method"], scope["path"])
+            await error_response(500, "Internal", f"{type(exc).__name__}: {exc}", self.headers)(scope, receive, send)

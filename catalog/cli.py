@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from cardcube.cli import add_endpoint_option, storage_options
+from cardcube.cli import add_endpoint_option, add_store_timeout_option, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    add_store_timeout_option(serve)
     serve.set_defaults(func=_serve)
 
     find = verbs.add_parser("find", help="the tiles a bbox and time range need, from the catalog",
@@ -83,7 +84,8 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from catalog.serve import serve
 
-    serve(_store(args, read_only=True), host=args.host, port=args.port,
+    serve(args.cube, host=args.host, port=args.port, storage_options=storage_options(args),
+          store_timeout=args.store_timeout,
           announce=lambda url: print(f"serving {args.cube} at {url}catalog.json (Ctrl-C to stop)", flush=True))
     return 0
 

@@ -8,6 +8,11 @@ HTML list of its members, as a plain HTTP file server does: a Zarr group has no 
 (so zarr and xarray) finds them in such a page. Read-only; nothing outside the cube root is reachable, nor
 the parcels' label layers an extraction keeps beside the cube (the declared parcels' ids and outlines, not the
 cube's to publish) nor a writer's lock (who runs an ingest, and where).
+
+A store on S3 is read with a bound on each request (``store_timeout``, ``--store-timeout``), and its failures are
+answered as ``cardcube serve`` answers them, in JSON and with the CORS headers (a STAC browser on another origin
+then reports the outage, not a CORS failure): 503 with ``Retry-After`` while it is out of reach, 502 while it
+answers errors (:func:`cardcube.serving.cardcube_error_response`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -27,9 +34,9 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Sto
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from cardcube.errors import CubeNotFoundError
-from cardcube.serving import serve_app
-from cardcube.storage import StoreLike, key_exists, open_store, store_url
+from cardcube.errors import CardcubeError, CubeNotFoundError
+from cardcube.serving import STORE_TIMEOUT, UnexpectedErrors, cardcube_error_response, serve_app
+from cardcube.storage import StoreLike, key_exists, open_store, reading, store_url
 from catalog import keys
 from cube.layout import LOCK_NAME, PARCELS_DIR, cube_root
 
@@ -37,7 +44,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
     "Access-Control-Allow-Headers": "*",
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges",
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges, Retry-After",
 }
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
@@ -70,14 +77,16 @@ def _byte_request(header: str | None, size: int) -> tuple[ByteRequest | None, in
 
 def _size(store: Store, key: str) -> int | None:
     """The size of file ``key``; None if there is none (an S3 prefix "exists" with size 0: no file)."""
-    if not sync(store.exists(key)):
-        return None
-    size = int(sync(store.getsize(key)))
-    return None if size == 0 and sync(_is_folder(store, key)) else size
+    with reading(key, store):
+        if not sync(store.exists(key)):
+            return None
+        size = int(sync(store.getsize(key)))
+        return None if size == 0 and sync(_is_folder(store, key)) else size
 
 
 def _read(store: Store, key: str, request: ByteRequest | None) -> bytes | None:
-    buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
+    with reading(key, store):
+        buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=request))
     return None if buf is None else buf.to_bytes()
 
 
@@ -99,7 +108,8 @@ def _members(store: Store, prefix: str) -> list[str]:
         folders = await asyncio.gather(*(_is_folder(store, f"{prefix}/{name}") for name in names))
         return sorted(f"{name}/" if folder else name for name, folder in zip(names, folders, strict=True))
 
-    return sync(listed())
+    with reading(f"the list of {prefix}/", store):
+        return sync(listed())
 
 
 def _listing(key: str, names: list[str]) -> str:
@@ -126,10 +136,12 @@ def _safe_key(path: str) -> str | None:
     return None if _unpublished(path) else path
 
 
-def make_app(cube: StoreLike) -> Starlette:
-    """The ASGI app serving the cube root ``cube`` (read-only); a root without a catalog is refused at once, as
-    ``cardcube serve`` refuses a root without a cube."""
-    store = open_store(cube_root(cube), read_only=True)
+def make_app(cube: StoreLike, *, storage_options: Mapping[str, Any] | None = None,
+             store_timeout: float | None = STORE_TIMEOUT) -> Starlette:
+    """The ASGI app serving the cube root ``cube`` (read-only, a URL read with ``storage_options``); a root without
+    a catalog is refused at once, as ``cardcube serve`` refuses a root without a cube. ``store_timeout``: seconds a
+    request to an S3 store may take to fail, retries included, as in :func:`cube.service.make_app`."""
+    store = open_store(cube_root(cube), storage_options=storage_options, read_only=True, timeout=store_timeout)
     if not key_exists(store, keys.ROOT_KEY):
         raise CubeNotFoundError(f"no STAC catalog at {store_url(store)}: {keys.ROOT_KEY} is missing (a wrong --cube, "
                                 f"or 'cardcube catalog build' writes it from the ledger)")
@@ -172,13 +184,20 @@ def make_app(cube: StoreLike) -> Starlette:
         return Response("method not allowed: the catalog is read-only (GET, HEAD)", status_code=405,
                         headers={**CORS_HEADERS, "Allow": "GET, HEAD, OPTIONS"}, media_type="text/plain")
 
+    async def failed(request: Request, exc: CardcubeError) -> Response:  # the store's (``reading``): a 502 or 503
+        return cardcube_error_response(exc, headers=CORS_HEADERS)
+
     return Starlette(routes=[
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/{key:path}", document, methods=["GET", "HEAD", "OPTIONS"]),
-    ], exception_handlers={405: not_allowed})
+    ], exception_handlers={405: not_allowed, CardcubeError: failed},
+        middleware=[Middleware(UnexpectedErrors, headers=CORS_HEADERS)])  # a bug's 500 a STAC browser reads too
 
 
 def serve(cube: StoreLike, *, host: str = "127.0.0.1", port: int = 8000,
+          storage_options: Mapping[str, Any] | None = None, store_timeout: float | None = STORE_TIMEOUT,
           announce: Callable[[str], None] | None = None) -> None:
-    """Serve ``cube`` until interrupted; ``announce`` gets the base URL once the server listens."""
-    serve_app(make_app(cube), host=host, port=port, announce=announce)
+    """Serve ``cube`` until interrupted (the arguments as in :func:`make_app`); ``announce`` gets the base URL once
+    the server listens."""
+    serve_app(make_app(cube, storage_options=storage_options, store_timeout=store_timeout), host=host, port=port,
+              announce=announce)

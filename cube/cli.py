@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardcube.cli import add_endpoint_option, storage_options
+from cardcube.cli import add_endpoint_option, add_store_timeout_option, storage_options
 from cardcube.option_types import number, whole_number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
@@ -224,9 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--array-cache", type=whole_number(), default=1024, metavar="N",
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
-    s.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=5.0, metavar="SECONDS",
-                   help="seconds a request to an S3 cube may take to fail, retries included (default 5): a store "
-                   "out of reach is then a 503 with Retry-After within about that, not after a minute of retries")
+    add_store_timeout_option(s)
     s.set_defaults(func=_serve)
 
 

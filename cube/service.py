@@ -49,7 +49,6 @@ import difflib
 import functools
 import hashlib
 import io
-import logging
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -76,22 +75,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zarr.abc.store import Store
 
 from cardcube.errors import (
-    AmbiguousDateError,
     CardcubeError,
-    CorruptDocumentError,
-    CorruptShardError,
     CubeNotFoundError,
     DateNotFoundError,
     InvalidRequestError,
     ParcelError,
     ParcelNotFoundError,
     RequestTooLargeError,
-    StoreError,
-    StoreUnavailableError,
     VersionNotFoundError,
 )
 from cardcube.query import TIME_FORMAT, TIME_HELP
-from cardcube.serving import serve_app
+from cardcube.serving import (
+    RETRY_AFTER,
+    STORE_TIMEOUT,
+    UnexpectedErrors,
+    cardcube_error_response,
+    error_response,
+    serve_app,
+)
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
 from cube import layout, render
@@ -151,22 +152,11 @@ Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scal
 PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
-STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
-RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_PIXELS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES",
            "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
            "allowed_origins", "make_app", "serve"]
-
-
-# The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
-# (LookupError) or cube; a request too large or a day of several acquisitions, to be told which (ValueErrors too,
-# so first); a parcel that cannot be measured or a bad parameter (ValueError). A status's headers go with it.
-_STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
-           (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
-           (ValueError, 422))
-_HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}
 
 
 class ErrorBody(BaseModel):
@@ -190,60 +180,21 @@ TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media 
     "rows}, CSV or Parquet")}}
 
 
-def _status(exc: CardcubeError) -> int:
-    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-
-
-def _kind(exc: CardcubeError) -> str:
-    """The ``error`` of a body: the class name without ``Error``; a plain :class:`ParcelError` (a posted
-    geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
-    return "InvalidParcel" if type(exc) is ParcelError else type(exc).__name__.removesuffix("Error")
-
-
-def _error(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
-
-
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """A routing error (no such route, a method the route does not answer) in the body of every other error."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        return _error(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
+        return error_response(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
     if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body as JSON at all
-        return _error(422, "InvalidRequest", _not_geojson("no UTF-8 JSON, or nested too deep"))
+        return error_response(422, "InvalidRequest", _not_geojson("no UTF-8 JSON, or nested too deep"))
     if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
         allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
-        return _error(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
-                      f"(/docs lists the routes)", headers={"Allow": allowed})
+        return error_response(405, "MethodNotAllowed", f"{where} is not answered; use {allowed or 'another route'} "
+                              f"(/docs lists the routes)", headers={"Allow": allowed})
     kind = "RequestTooLarge" if exc.status_code == 413 else HTTPStatus(exc.status_code).phrase.title().replace(
         " ", "").replace("-", "")  # 413: a body over MAX_BODY_BYTES, named as every request too large
-    return _error(exc.status_code, kind, str(exc.detail), headers=exc.headers)
-
-
-class _Unexpected:
-    """A bug's 500 (still JSON, and logged), answered within the app's middleware: Starlette's handler of
-    ``Exception`` runs outside every middleware and raises the exception on, so its 500 had no CORS header (a
-    front end on another origin could not read it) and uvicorn, seeing the exception, dropped the connection."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def sending(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except Exception as exc:
-            if scope["type"] != "http" or started:  # nothing else can be answered
-                raise
-            logging.getLogger(__name__).exception("%s %s failed", scope["method"], scope["path"])
-            await _error(500, "Internal", f"{type(exc).__name__}: {exc}")(scope, receive, send)
+    return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
 def _too_large(size: str) -> str:
@@ -264,7 +215,7 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            refusal = _error(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
+            refusal = error_response(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
             return await refusal(scope, receive, send)
         received = 0
 
@@ -321,9 +272,9 @@ class _Cors(CORSMiddleware):
         if response.status_code != 400:
             return response
         kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
-        return _error(400, "CorsRefused", f"{response.body.decode()}: this service answers "
-                      f"{', '.join(self.allow_methods)}, to the origins it was started with (cardcube serve "
-                      f"--allow-origin)", headers=kept)
+        return error_response(400, "CorsRefused", f"{response.body.decode()}: this service answers "
+                              f"{', '.join(self.allow_methods)}, to the origins it was started with (cardcube serve "
+                              f"--allow-origin)", headers=kept)
 
 
 COMMITTED = "x-cardcube-committed"  # the commit time of the version an answer read, for its ETag (not sent)
@@ -492,12 +443,12 @@ class _ServedCube:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Every error answered as :class:`ErrorBody`, with the status of :data:`_STATUS` (a bug: 500, logged)."""
+    """Every error answered as :class:`ErrorBody`, with the status of :func:`cardcube.serving.cardcube_error_response`
+    (a bug: 500, logged)."""
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        status = _status(exc)
-        return _error(status, _kind(exc), str(exc), headers=_HEADERS.get(status))
+        return cardcube_error_response(exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -506,7 +457,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         described = _query_parameters(request) or {}
-        return _error(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
+        return error_response(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
 
 
 def _not_geojson(why: str) -> str:
@@ -687,7 +638,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
                          static_url=DOCS_ASSETS)
-    app.add_middleware(_Unexpected)  # within CORS: a bug's 500 is readable from another origin too
+    app.add_middleware(UnexpectedErrors)  # within CORS: a bug's 500 is readable from another origin too
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Revalidation, served=served, identity=_identity(registry))
     # JSON and CSV to a client that accepts it (not PNG or Parquet, compressed already): a season of the demo, all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -173,3 +174,49 @@ def test_folder_listings_are_the_same_on_s3(where, tmp_path, request):
     assert client.get("/a/zarr.json").content == b"{}"
     assert client.get("/a/zarr.json/").status_code == 404
     assert client.get("/a/nothing/").status_code == 404
+
+
+@pytest.mark.s3
+def test_a_store_out_of_reach_is_a_503_and_a_failing_one_a_502_that_a_stac_browser_reads(base_cube, s3_bucket,
+                                                                                        s3_proxy, request):
+    """The cube's store stops answering, goes away, answers errors, while ``catalog serve`` runs: each request is
+    answered within --store-timeout (not after a minute of retries), 503 with Retry-After while the store is out of
+    reach, 502 while it fails, in JSON naming the store and with the CORS header (a bare 500 without it was a CORS
+    failure to a STAC browser on another origin, not an outage), on a connection kept open; the store back, it
+    answers by itself."""
+    client = s3_bucket.server.client()
+    for key in ("catalog.json", "s2/collection.json"):
+        client.upload_file(str(base_cube / key), s3_bucket.name, f"cube/{key}")
+    cube = s3_bucket.url_for("cube")
+    server = ServedCommand(["catalog", "serve", "--cube", cube, "--store-timeout", "1"], ready="/catalog.json",
+                           env=s3_bucket.server.environment(s3_proxy.endpoint_url))
+    request.addfinalizer(server.close)
+    origin = {"Origin": "https://radiantearth.github.io"}
+
+    def get() -> httpx.Response:
+        r = server.http.get("/s2/collection.json", headers=origin, timeout=30)
+        assert r.headers["access-control-allow-origin"] == "*", r.text
+        return r
+
+    def out_of_reach(r: httpx.Response) -> None:
+        assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
+        assert r.json()["error"] == "StoreUnavailable"
+        assert f"s2/collection.json from {cube}: the store cannot be reached or does not answer" in r.json()["detail"]
+
+    assert get().status_code == 200
+    s3_proxy.configure(latency_s=600)  # connections taken, nothing answered: a hung store
+    out_of_reach(get())
+    s3_proxy.configure(latency_s=0)
+    assert get().status_code == 200
+    port = s3_proxy.port
+    s3_proxy.stop()  # gone: connections refused
+    out_of_reach(get())
+    s3_proxy.start(port=port)
+    s3_proxy.fail_randomly(1.0, status=500, code="InternalError")  # there, but failing: no Retry-After
+    r = get()
+    assert r.status_code == 502 and r.json()["error"] == "Store" and "retry-after" not in r.headers, r.text
+    assert f"s2/collection.json from {cube}" in r.json()["detail"]
+    s3_proxy.clear_faults()
+    assert get().json()["id"] == "sentinel-2-l2a-cube"
+    log = os.pread(server.log.fileno(), 1 << 20, 0).decode(errors="replace")
+    assert "Exception in ASGI application" not in log  # answered by the app: uvicorn kept the connection
