@@ -46,7 +46,9 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "*",
     "Access-Control-Expose-Headers": "Content-Length, Content-Range, Accept-Ranges, Retry-After",
 }
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# one range: a set of several is ignored, as a server may, and so are positions past any object (Python reads
+# no number of over 4,300 digits: a 500)
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)
 _MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
 
 
@@ -59,19 +61,20 @@ def _media_type(key: str) -> str:
 
 
 def _byte_request(header: str | None, size: int) -> tuple[ByteRequest | None, int, int] | None:
-    """``(request, first, last)`` for a single-range header; None for a malformed or unsatisfiable one."""
-    if header is None:
-        return None, 0, size - 1
-    m = _RANGE.match(header.strip())
-    if not m or (not m[1] and not m[2]):
-        return None
+    """``(request, first, last)`` of the bytes a Range header asks for: the whole object (request None) for none,
+    or one a server ignores (RFC 9110 14.2: another unit, several ranges, an invalid range such as ``bytes=5-2``);
+    None for a range the object cannot satisfy (a 416): from past its end, or its last 0 bytes."""
+    whole = None, 0, size - 1
+    m = None if header is None else _RANGE.fullmatch(header.strip())
+    if not m or (not m[1] and not m[2]) or (m[1] and m[2] and int(m[2]) < int(m[1])):
+        return whole
     if not m[1]:  # the last n bytes
         n = min(int(m[2]), size)
         return (SuffixByteRequest(n), size - n, size - 1) if n else None
     first = int(m[1])
-    last = min(int(m[2]), size - 1) if m[2] else size - 1
-    if first > last:
+    if first >= size:
         return None
+    last = min(int(m[2]), size - 1) if m[2] else size - 1
     return (OffsetByteRequest(first) if last == size - 1 else RangeByteRequest(first, last + 1)), first, last
 
 

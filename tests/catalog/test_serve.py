@@ -59,6 +59,36 @@ def test_ranges_head_and_cors(client, base_cube):
     assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "*"
 
 
+RANGES = [  # (Range header, status, the object's bytes answered)
+    ("bytes=2-4", 206, slice(2, 5)),
+    ("BYTES=2-4", 206, slice(2, 5)),  # a range unit is case-insensitive
+    ("bytes=5-999999", 206, slice(5, None)),  # the object's last byte, at the most
+    ("bytes=0-1,5-9", 200, slice(None)),  # a set of ranges: ignored, as a server may (one body, not multipart)
+    ("bytes=5-2", 200, slice(None)),  # invalid ranges: ignored (RFC 9110 14.1.1, 14.2)
+    ("bytes=", 200, slice(None)),
+    ("bytes=-", 200, slice(None)),
+    ("items=0-1", 200, slice(None)),  # a unit the server does not know: ignored
+    ("bytes=0-" + "9" * 5000, 200, slice(None)),  # a position past any object: ignored (was a 500)
+    ("bytes=999999-", 416, None),  # valid, but past the object's end
+    ("bytes=-0", 416, None),  # the last 0 bytes: none
+]
+
+
+@pytest.mark.parametrize(("header", "status", "part"), RANGES, ids=[header[:20] for header, _, _ in RANGES])
+def test_only_a_range_past_the_end_is_refused_one_the_server_cannot_use_is_ignored(client, base_cube, header,
+                                                                                  status, part):
+    """A Range header a server does not take (several ranges, another unit, a malformed one) is ignored: the whole
+    object, as HTTP says (RFC 9110 14.2), not a 416, which says the object has no such bytes."""
+    key = "s2/31UFU/cube.zarr/zarr.json"
+    whole = (base_cube / key).read_bytes()
+    r = client.get(f"/{key}", headers={"Range": header})
+    assert r.status_code == status and r.headers["access-control-allow-origin"] == "*", r.text
+    if status == 416:
+        assert r.headers["content-range"] == f"bytes */{len(whole)}"
+    else:
+        assert r.content == whole[part] and ("content-range" in r.headers) == (status == 206)
+
+
 def test_not_found_and_no_escape(client):
     assert client.get("/nothing.json").status_code == 404
     assert client.get("/s2/../../etc/passwd").status_code == 404
