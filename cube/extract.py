@@ -21,7 +21,9 @@ its pixels, so the cube is read block by block, each block once, instead of scen
    dates of scenes it has not read yet are extracted, into files of their own (``...-v<version>.parquet``);
    committed pixels never change, so the rows already written stay exact. The manifest lists the scenes
    read per tile and the versions updated from. An update that gained tiles is refused (parcels might
-   move to another tile); the few parcels read across tiles are read again whole.
+   move to another tile); the parcels read across tiles are read again whole. Each parcel keeps the tiles
+   the extraction gave it (tiles' scenes arrive on other days: a neighbour holding a date its tile lacks for a
+   while must not move it), its status naming a neighbour's dates it lacks.
 
 A pixel of two parcels (overlapping parcels; every common border with ``all_touched`` or an outward buffer)
 counts for both: the label layer lists the pixels each parcel holds beside the label the raster gives them.
@@ -47,6 +49,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
+from odc.geo.geom import Geometry
 from tqdm.auto import tqdm
 from zarr.abc.store import Store
 
@@ -68,7 +71,7 @@ from cardcube.storage import (
     write_bytes,
 )
 from cube import layout
-from cube.dataset import BandReader, check_acquisitions, open_cube
+from cube.dataset import BandReader, check_acquisitions, holds_passes, open_cube
 from cube.extraction_files import (
     MANIFEST,
     MOSAIC,
@@ -451,11 +454,12 @@ def extract(
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block,
     }
+    kept: dict[Any, str] = {}  # an update's notes of parcels kept on their earlier tile (_earlier_tiles)
     if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
         check_acquisitions(version, time)
     else:  # other parcels are said so, not blamed on the cube's covered area
         refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
-        _refuse_moved_parcels(out, out_storage_options, ps, tiles_of, version)
+        tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time)
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
@@ -474,6 +478,7 @@ def extract(
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     notes = read_notes(version, ps, tiles_of)
+    notes.update({pid: "; ".join(filter(None, (notes.get(pid), note))) for pid, note in kept.items()})
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
@@ -568,26 +573,46 @@ def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cu
                          + ("; by default they are kept beside the cube" if beside_cube else "")) from None
 
 
-def _refuse_moved_parcels(out: StoreLike, storage_options: Mapping[str, Any] | None, ps: ParcelSet,
-                          tiles_of: Sequence[tuple[str, ...]], version: CubeVersion) -> None:
-    """Refuse to update an extraction some of whose parcels are read from other tiles now: a parcel outside
-    the data of the earlier version that a new scene covers (a partial swath, then a full one), or one read
-    across tiles that one tile holds whole now. An update would give it the new dates only (or lose its
-    earlier rows with the file of the parcels read across tiles), not the rows a whole extraction gives."""
+def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps: ParcelSet,
+                   tiles_of: Sequence[tuple[str, ...]], version: CubeVersion, time: Any
+                   ) -> tuple[list[tuple[str, ...]], dict[Any, str]]:
+    """The tiles an update reads each parcel from: those of the extraction it updates, whose rows stay. A parcel
+    read from one tile stays on it (the units add that tile's new dates; a neighbour that now holds dates it lacks,
+    as tiles' scenes arrive on other days, would make it a parcel read across tiles, whose whole season would
+    repeat the rows there are): its status then says which tiles' dates over it are not in the extraction. A
+    parcel read across tiles stays so (its whole season is read again by each update). Also the notes for those
+    statuses. Refused, naming them: parcels outside the data of the earlier version that a new scene covers (a
+    partial swath, then a full one): an update would give them the new dates only."""
     try:
         before = read_status(out, storage_options=storage_options)
     except CardcubeError:  # no status yet (an interrupted first run): check_manifest says what is there
-        return
-    now = {pid: "+".join(tiles) for pid, tiles in zip(ps.ids, tiles_of, strict=True)}
+        return list(tiles_of), {}
     was = before[before.status != "invalid"].set_index("parcel_id").tile
-    moved = [pid for pid, tile in was.items() if pid in now and (tile or "") != now[pid]]
+    tiles, notes, moved = list(tiles_of), {}, []
+    for i, (pid, now) in enumerate(zip(ps.ids, tiles_of, strict=True)):
+        earlier = tuple(t for t in (was.get(pid) or "").split("+") if t) if pid in was.index else now
+        if earlier == now:
+            continue
+        if not earlier or not now:
+            moved.append((pid, earlier, now))
+        elif len(earlier) > 1:
+            tiles[i] = now if len(now) > 1 else earlier
+        else:
+            tiles[i] = earlier
+            area = Geometry(ps.geometries[i], ps.crs).to_crs(TileGrid.from_id(earlier[0]).crs).geom
+            lacking = [t for t in now if t != earlier[0] and TileGrid.from_id(t).crs == TileGrid.from_id(
+                earlier[0]).crs and not holds_passes(version, earlier[0], t, area, parse_time_selection(time))]
+            if lacking:
+                notes[pid] = (f"read from {earlier[0]} as in the extraction's first run: the dates "
+                              f"{', '.join(lacking)} holds over it and {earlier[0]} lacks are not in it (a whole "
+                              f"extraction into a new --out has them)")
     if moved:
-        named = ", ".join(f"{pid} ({was[pid] or 'outside'} -> {now[pid] or 'outside'})" for pid in moved[:3])
+        named = ", ".join(f"{pid} ({'+'.join(a) or 'outside'} -> {'+'.join(b) or 'outside'})"
+                          for pid, a, b in moved[:3])
         raise InvalidRequestError(f"the extraction at {out} holds {len(moved)} parcel(s) read from other tiles "
                                   f"than version {version.version} gives them, e.g. {named}: the cube's covered area "
-                                  f"grew, or a tile now lacks dates its neighbour holds over them (a scene "
-                                  f"rejected on one tile), and an update would miss or repeat their dates; extract "
-                                  f"into a new --out")
+                                  f"grew, and an update would miss their earlier dates; extract into a new --out")
+    return tiles, notes
 
 
 def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, str], *, buffer: float,
@@ -623,7 +648,8 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
                                    disable=not progress or not batches)):
         key = mosaic_key(i)
         if key in done and not again and (earlier := mosaic_status(job.out, key)) is not None:
-            status.update({s["parcel_id"]: ParcelStatus(**s) for s in earlier})  # how each of them fared
+            status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
+                           for s in earlier})
             resumed += 1
             continue
         try:
@@ -631,14 +657,15 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
                                       stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
                                       time=job.time, as_of=job.version, histogram=job.histogram)
         except CardcubeError as exc:
-            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status, as
-                status.update({s.parcel_id: replace(s, tile=s.tile or tiles[s.parcel_id])  # on a tile
-                               for s in exc.status})
+            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
+                status.update({s.parcel_id: replace(s, tile=tiles[s.parcel_id]) for s in exc.status})
                 continue  # no file: a re-run reads them again
             failures.append(str(exc))
             status.update({pid: ParcelStatus(pid, "failed", 0, str(exc), tiles[pid]) for pid in batch.ids})
             continue
-        status.update({s["parcel_id"]: ParcelStatus(**s) for s in frame.attrs["parcel_status"]})
+        # the tiles the extraction gave them (an update keeps them: see _earlier_tiles), not those read now
+        status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])
+                       for s in frame.attrs["parcel_status"]})
         write_bytes(job.out, key, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
         rows, written = rows + len(frame), written + 1
     current = {mosaic_key(i) for i in range(len(batches))}

@@ -230,6 +230,64 @@ def test_an_interrupted_extraction_reads_again_only_the_batches_across_tiles_it_
     assert (read_status(out).set_index("parcel_id").status == "ok").sum() == again.status["ok"] > 0
 
 
+def _by_day(region, wanted: set[tuple[str, str]]) -> list[dict]:
+    """The region's May scenes of the (tile, day) pairs ``wanted``."""
+    return [f for f in _may(region) if (f["properties"]["grid:code"][-5:], f["properties"]["datetime"][:10]) in wanted]
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    key = ["parcel_id", "time", "band"]
+    pd.testing.assert_frame_equal(a.drop(columns=["cube_version", "tile"]).sort_values(key, ignore_index=True),
+                                  b.drop(columns=["cube_version", "tile"]).sort_values(key, ignore_index=True),
+                                  check_exact=True, check_categorical=False)
+
+
+def test_an_update_keeps_a_parcel_on_its_tile_while_the_neighbour_s_scene_of_a_date_came_first(
+        tiny_straddle_region, tmp_path):
+    """31UGU's scene of 2024-05-12 was ingested a day before 31UFU's: the parcels of the overlap, read from 31UFU,
+    were then read from 31UGU (more dates), and the update was refused ("extract into a new --out"), every parcel
+    of the territory without its new date. They stay on 31UFU, their status saying what 31UGU holds that it
+    lacks; once 31UFU's scene is in, the extraction equals a whole one."""
+    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
+    parcels = gpd.read_parquet(region.parcels)
+    pid = _in_the_overlap(region).parcel_id.iloc[0]
+    kw = {"bands": ["B04"], "progress": False}
+    days = ("2024-05-02", "2024-05-07")
+    _ingest(region.items, _by_day(region, {(t, d) for t in ("31UFU", "31UGU") for d in days}), cube, "v1.json")
+    extract(parcels, cube, out, **kw)
+    assert read_status(out).set_index("parcel_id").tile[pid] == "31UFU"
+    _ingest(region.items, _by_day(region, {("31UGU", "2024-05-12")}), cube, "v2.json")
+    extract(parcels, cube, out, update=True, **kw)
+    status = read_status(out).set_index("parcel_id")
+    assert status.tile[pid] == "31UFU" and "the dates 31UGU holds over it and 31UFU lacks are not in it" in \
+        status.reason[pid]
+    assert read_timeseries(out).query("parcel_id == @pid").time.nunique() == 2
+    _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "v3.json")
+    extract(parcels, cube, out, update=True, **kw)
+    assert read_status(out).set_index("parcel_id").reason[pid] == ""
+    extract(parcels, cube, tmp_path / "whole", **kw)
+    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+
+
+def test_an_update_reads_a_parcel_read_across_tiles_whole_again_once_one_tile_holds_its_dates(
+        two_histories, tiny_straddle_region, tmp_path):
+    """31UGU's missing scene of 2024-05-07 came later: the parcels read across both tiles, now held by 31UGU with
+    every date, were refused as "read from other tiles"."""
+    import shutil
+
+    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
+    shutil.copytree(two_histories, cube)
+    parcels = gpd.read_parquet(region.parcels)
+    pid = _in_the_overlap(region).parcel_id.iloc[0]
+    extract(parcels, cube, out, bands=["B04"], progress=False)
+    assert "+" in read_status(out).set_index("parcel_id").tile[pid]
+    _ingest(region.items, _by_day(region, {("31UGU", "2024-05-07")}), cube, "late.json")
+    extract(parcels, cube, out, update=True, bands=["B04"], progress=False)
+    extract(parcels, cube, tmp_path / "whole", bands=["B04"], progress=False)
+    assert read_status(tmp_path / "whole").set_index("parcel_id").tile[pid] == "31UGU"
+    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+
+
 def test_a_pass_over_two_tiles_counts_once_though_its_granules_carry_their_own_times(tiny_straddle_region, tmp_path):
     """Real granules of one datatake carry times seconds apart: "/collections/s2" said 8 dates for 4 passes."""
     from cube.dataset import pass_dates
