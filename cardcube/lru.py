@@ -37,6 +37,12 @@ class LRUDict(MutableMapping):
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        """Forget every entry at once (MutableMapping's pops one key at a time, and stops early at a key another
+        thread removed meanwhile)."""
+        with self._lock:
+            self._data.clear()
+
     def __getstate__(self) -> dict:  # a lock cannot be pickled: a copy (a dask worker's) gets its own
         with self._lock:
             return {"size": self._size, "data": OrderedDict(self._data)}

@@ -40,3 +40,36 @@ def test_a_pickled_copy_keeps_its_entries_and_gets_its_own_lock():
     copy = pickle.loads(pickle.dumps(cache))
     copy["c"] = 3
     assert list(copy) == ["b", "c"] and list(cache) == ["a", "b"]
+
+
+def _write_until(cache: LRUDict, writing, stop) -> None:
+    j = 0
+    writing.set()
+    while not stop.is_set():
+        cache[("new", j)] = j
+        j += 1
+
+
+def test_clear_forgets_every_entry_while_other_threads_write():
+    """MutableMapping.clear() popped one key at a time and gave up at the first KeyError, which a thread's insert
+    raised by evicting the key just picked: entries of a replaced cube survived ArrayCache.clear()."""
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads often
+    try:
+        for _ in range(10):
+            cache = LRUDict(2000)
+            for i in range(2000):
+                cache[("old", i)] = i
+            stop, writing = threading.Event(), threading.Event()
+            writer = threading.Thread(target=_write_until, args=(cache, writing, stop))
+            writer.start()
+            writing.wait()
+            cache.clear()
+            stop.set()
+            writer.join()
+            assert not [k for k in list(cache) if k[0] == "old"]
+    finally:
+        sys.setswitchinterval(interval)
