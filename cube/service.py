@@ -76,6 +76,8 @@ from zarr.abc.store import Store
 
 from cardcube.errors import (
     CardcubeError,
+    CorruptDocumentError,
+    CorruptShardError,
     CubeNotFoundError,
     DateNotFoundError,
     InvalidRequestError,
@@ -277,6 +279,8 @@ class _Cors(CORSMiddleware):
                               f"--allow-origin)", headers=kept)
 
 
+# what a read of a version that is no more raises (beside errors of no cardcube kind: an old shard index)
+_GONE = (VersionNotFoundError, CorruptShardError, CorruptDocumentError)
 COMMITTED = "x-cardcube-committed"  # the commit time of the version an answer read, for its ETag (not sent)
 IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
 
@@ -408,16 +412,18 @@ class _ServedCube:
 
     def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response]) -> Response:
         """``read`` of the version a request reads, its response tagged with the version (for the ETag). The
-        latest, found expired while being read (an ingest then ``cardcube expire`` within ``refresh`` seconds),
-        is looked up again and read once more: the client asked for the latest, not for that version."""
+        latest failing to read as a version that is no more (expired by an ingest then ``cardcube expire``, or
+        its cube replaced, within ``refresh`` seconds: a missing object, an array or shard index of the old
+        cube) is looked up again and, if it changed, read once more: the client asked for the latest."""
         version = self.version(collection, as_of)
         try:
             response = read(version)
-        except VersionNotFoundError:
-            if as_of is not None:
+        except Exception as exc:
+            if as_of is not None or (isinstance(exc, CardcubeError) and not isinstance(exc, _GONE)):
                 raise
             self.versions.forget(collection)
-            if (latest := self.version(collection, None)).version == version.version:
+            latest = self.version(collection, None)
+            if (latest.version, latest.created) == (version.version, version.created):
                 raise
             version, response = latest, read(latest)
         response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: version.created})

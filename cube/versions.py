@@ -3,19 +3,21 @@
 On S3 a lookup of the latest version lists the ledger and reads its newest record: a query should not pay it
 each time, yet a new ingest's version must be seen within seconds, and a pinned version that ``cardcube expire``
 removed must stop being served. A cube wiped and built again at the same place (a reprocessed archive, a
-pipeline re-run from scratch) is noticed by its latest version: a lower number, or the same one committed at
-another time. Everything kept of the old one is then dropped (``on_replaced``: the reader's own caches too).
+pipeline re-run from scratch) is noticed by its latest version: a lower number, the same one committed at
+another time, or a higher one whose record of the number seen before was committed at another time. Everything
+kept of the old one is then dropped (``on_replaced``: the reader's own caches too).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time as timer
 from collections.abc import Callable
 from typing import Any
 
-from cardcube.errors import CubeLostError, CubeNotFoundError
+from cardcube.errors import CubeLostError, CubeNotFoundError, VersionNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.storage import key_exists, store_url
 from cube import layout
@@ -32,15 +34,17 @@ class VersionCache:
     seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
     collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
     is seen; a collection once seen that has no version any more is a :class:`CubeLostError` (a 500 from the
-    service), not an unknown collection. A latest version that went back, or was committed again (a cube
-    replaced: see the module docstring), drops the pinned versions and calls ``on_replaced`` with the
-    collection. Safe to share between threads."""
+    service), not an unknown collection. A latest version of another cube (replaced: :meth:`_is_replaced`)
+    makes the pinned versions read before it stale and calls ``on_replaced`` with the collection. Safe to share
+    between threads."""
 
     def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32,
                  on_replaced: Callable[[str], None] | None = None) -> None:
         self._store, self._refresh, self._on_replaced = store, refresh, on_replaced
         self._latest: dict[str, tuple[float, CubeVersion]] = {}
-        self._pinned: LRUDict = LRUDict(size)  # (collection, version) -> (last checked, version)
+        # (collection, version) -> (last checked, version, the collection's cube generation when it was read)
+        self._pinned: LRUDict = LRUDict(size)
+        self._generation: dict[str, int] = {}  # of each collection: one more each time its cube was replaced
         self._lock = threading.Lock()
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
@@ -61,37 +65,48 @@ class VersionCache:
             raise CubeLostError(f"the {collection} cube at {store_url(self._store)} had version {seen[1].version} "
                                 f"and now has none: its ledger is gone from the store (a deleted folder or prefix, "
                                 f"an unmounted volume?)") from None
+        replaced = seen is not None and self._is_replaced(collection, seen[1], version)
         with self._lock:
             self._latest[collection] = (now, version)
-        if seen is not None and (version.version < seen[1].version or (
-                version.version == seen[1].version and version.created != seen[1].created)):
-            self._replaced(collection, seen[1], version)
+            if replaced:
+                self._generation[collection] = self._generation.get(collection, 0) + 1
+        if replaced:
+            log.warning("the %s cube at %s was replaced: its latest version was %d (committed %s) and is %d "
+                        "(committed %s); what was kept of the old one is dropped", collection,
+                        store_url(self._store), seen[1].version, seen[1].created, version.version, version.created)
+            if self._on_replaced is not None:
+                self._on_replaced(collection)
         return version
+
+    def _is_replaced(self, collection: str, old: CubeVersion, new: CubeVersion) -> bool:
+        """Whether ``new``, the latest version now, is of another cube than ``old``, the latest seen before: a
+        lower number, the same one committed at another time, or a higher one whose record of ``old``'s number
+        was committed at another time (a record expired since tells nothing)."""
+        if new.version <= old.version:
+            return new.version < old.version or new.created != old.created
+        try:
+            return read_version(self._store, collection, old.version).created != old.created
+        except VersionNotFoundError:
+            return False
 
     def forget(self, collection: str) -> None:
         """Look the latest version of ``collection`` up again at the next :meth:`get` (it was expired while
-        being read: an ingest and ``cardcube expire`` within ``refresh`` seconds)."""
+        being read: an ingest and ``cardcube expire`` within ``refresh`` seconds), still comparing it with the
+        one seen (a cube replaced meanwhile is noticed)."""
         with self._lock:
-            self._latest.pop(collection, None)
-
-    def _replaced(self, collection: str, old: CubeVersion, new: CubeVersion) -> None:
-        log.warning("the %s cube at %s was replaced: its latest version was %d (committed %s) and is %d (committed "
-                    "%s); what was kept of the old one is dropped", collection, store_url(self._store), old.version,
-                    old.created, new.version, new.created)
-        for key in [k for k in list(self._pinned) if k[0] == collection]:
-            self._pinned.pop(key, None)
-        if self._on_replaced is not None:
-            self._on_replaced(collection)
+            if collection in self._latest:
+                self._latest[collection] = (-math.inf, self._latest[collection][1])
 
     def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
         now, key = timer.monotonic(), (collection, as_of)
         seen = self._pinned.get(key)
         if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired
-            self._latest_of(collection)  # nor replaced with the whole cube (which drops it)
-            seen = self._pinned.get(key)
-            if seen is not None:
-                seen = (now, seen[1]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
+            self._latest_of(collection)  # nor replaced with the whole cube (a new generation)
+            seen = (now, *seen[1:]) if key_exists(self._store, layout.ledger_key(collection, as_of)) else None
+        if seen is not None and seen[2] != self._generation.get(collection, 0):  # of a cube replaced since
+            seen = None
         if seen is None:
-            seen = (now, read_version(self._store, collection, as_of))  # raises for a version expired meanwhile
+            generation = self._generation.get(collection, 0)  # taken before the read: a replacement during it shows
+            seen = (now, read_version(self._store, collection, as_of), generation)  # raises if expired meanwhile
         self._pinned[key] = seen
         return seen[1]

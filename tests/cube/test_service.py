@@ -563,6 +563,56 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
     assert fresh.get("s2").version == first + 1  # refresh 0: the new commit at once
 
 
+def _ledger_of(cube, root):
+    """``root`` holding only the S2 ledger of ``cube`` (what a VersionCache reads), replacing what it held."""
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(cube / "s2" / "_ledger", root / "s2" / "_ledger")
+
+
+@pytest.mark.parametrize("first, then", [("appended", "tiny"), ("tiny", "appended")])
+def test_version_cache_notices_a_cube_built_again_with_fewer_or_more_versions(appended_cube, tiny_cube, tmp_path,
+                                                                              first, then):
+    """A cube rebuilt at the same place up to more versions than the service last saw went unnoticed (only a
+    number going back, or committed again, was), and so did any after a retry of an expired latest (forget()
+    dropped the version seen, the comparison with it, and CubeLost); a pinned version read before it was
+    kept. Each now gives the new cube's versions, and says it was replaced once."""
+    from cardcube.storage import open_store
+    from cube.versions import VersionCache
+
+    cubes, root = {"appended": appended_cube, "tiny": tiny_cube}, tmp_path / "cube"
+    _ledger_of(cubes[first], root)
+    store = open_store(root, read_only=True)
+    replaced = []
+    versions = VersionCache(store, refresh=3600, on_replaced=replaced.append)
+    old_latest, old_first = versions.get("s2"), versions.get("s2", 1)
+    _ledger_of(cubes[then], root)
+    versions.forget("s2")  # as the service's retry of an expired latest does
+    new_latest = versions.get("s2")
+    assert replaced == ["s2"] and new_latest.created != old_latest.created
+    assert new_latest == read_version(store, "s2")
+    assert versions.get("s2", 1).created == read_version(store, "s2", 1).created != old_first.created
+    assert versions.get("s2") is new_latest and replaced == ["s2"]  # said once
+
+
+def test_version_cache_says_a_cube_lost_also_after_a_retry(tiny_cube, tmp_path):
+    import shutil
+
+    from cardcube.errors import CubeLostError
+    from cardcube.storage import open_store
+    from cube.versions import VersionCache
+
+    root = tmp_path / "cube"
+    _ledger_of(tiny_cube, root)
+    versions = VersionCache(open_store(root, read_only=True), refresh=3600)
+    versions.get("s2")
+    shutil.rmtree(root / "s2")
+    versions.forget("s2")
+    with pytest.raises(CubeLostError, match="had version"):  # was CubeNotFound: an "unknown collection"
+        versions.get("s2")
+
+
 def test_version_cache_stops_serving_a_pinned_version_once_it_is_expired(tiny_cube, tmp_path):
     """``cardcube expire`` deletes a version's record and the data only it read: a pinned version is
     checked again after ``refresh`` seconds, so the service answers 404 instead of reading missing data."""
@@ -786,19 +836,21 @@ def _series(http, url: str, **params) -> pd.DataFrame:
     return _frame(r.json())
 
 
+@pytest.mark.parametrize("refresh", ["0", "3600"])
 def test_a_cube_built_again_at_the_same_place_is_served_as_the_new_one(appended_cube, tiny_cube, tiny_region,
-                                                                       parcel_id, tmp_path):
+                                                                       parcel_id, tmp_path, refresh):
     """A running service, its cube wiped and built again with other versions (a reprocessed archive): its kept
     shard indexes pointed into other objects (500 "blosc decompression" on every series until a restart), a
     pinned version answered the old version's dates with the new cube's values, and the new version 1 had the old
     one's ETag (a client kept the old numbers with 304s). Now the service sees the latest go back, drops what it
-    kept, and tags answers with each version's commit time."""
+    kept, and tags answers with each version's commit time; within ``--refresh`` seconds, by the failed read of
+    the latest it took for current (its hot slots are not in the new cube)."""
     import shutil
 
     root = tmp_path / "cube"
     shutil.copytree(appended_cube, root)  # 9 versions, the first of 5 dates
     url = f"/collections/s2/parcels/{parcel_id}/timeseries"
-    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", refresh])
     try:
         http = server.http
         old_latest, old_first = _series(http, url), _series(http, url, as_of=1)
