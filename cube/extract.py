@@ -657,6 +657,8 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
                                       stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
                                       time=job.time, as_of=job.version, histogram=job.histogram)
         except CardcubeError as exc:
+            if key in done:  # an earlier version's file (an update): not this one's
+                delete_key(job.out, key)
             if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
                 status.update({s.parcel_id: replace(s, tile=tiles[s.parcel_id]) for s in exc.status})
                 continue  # no file: a re-run reads them again

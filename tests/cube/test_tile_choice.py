@@ -288,6 +288,39 @@ def test_an_update_reads_a_parcel_read_across_tiles_whole_again_once_one_tile_ho
     _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
 
 
+def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_run(
+        two_histories, tiny_straddle_region, tmp_path, monkeypatch):
+    """A batch failing in an update (the store out of reach for a moment) left the earlier version's file, which
+    the next run took as done: its parcels "ok" without the update's dates. (The outage is raised where the batch
+    is read: a real one would fail the units as well.)"""
+    import shutil
+
+    from cardcube.errors import StoreUnavailableError
+
+    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
+    shutil.copytree(two_histories, cube)
+    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    parcels = gpd.read_parquet(region.parcels)
+    extract(parcels, cube, out, bands=["B04"], progress=False)
+    _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
+    calls = []
+
+    def outage_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreUnavailableError("the store cannot be reached")
+        return parcel_timeseries(*args, **kwargs)
+
+    monkeypatch.setattr("cube.extract.parcel_timeseries", outage_first)
+    failed = extract(parcels, cube, out, update=True, bands=["B04"], progress=False)
+    assert failed.failures and failed.status["failed"] > 0
+    assert not (out / "timeseries" / "tile=mosaic" / "part-00000.parquet").exists()
+    again = extract(parcels, cube, out, update=True, bands=["B04"], progress=False)
+    assert not again.failures and again.status["failed"] == 0
+    extract(parcels, cube, tmp_path / "whole", bands=["B04"], progress=False)
+    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+
+
 def test_a_pass_over_two_tiles_counts_once_though_its_granules_carry_their_own_times(tiny_straddle_region, tmp_path):
     """Real granules of one datatake carry times seconds apart: "/collections/s2" said 8 dates for 4 passes."""
     from cube.dataset import pass_dates
