@@ -98,6 +98,7 @@ from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
 from cube.timeseries import (
+    TILE_RULE,
     ParcelStatus,
     assign_tiles,
     parcel_timeseries,
@@ -452,7 +453,7 @@ def extract(
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
-        "time_block": time_block,
+        "time_block": time_block, "tile_rule": TILE_RULE,
     }
     kept: dict[Any, str] = {}  # an update's notes of parcels kept on their earlier tile (_earlier_tiles)
     if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run

@@ -109,6 +109,10 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
         if "update" in old:
             return old["update"]["scenes"]
+        if not old.get("complete") and old.get("tile_rule") != manifest.get("tile_rule"):
+            raise InvalidRequestError(f"{where}, unfinished, by a cardcube that read some parcels from other tiles "
+                                      f"(those of tile overlaps): resumed, their rows would be repeated; write to a "
+                                      f"new --out")
         return {t: [] for t in version.tiles} if old.get("updated_from") else None
     if not old.get("complete"):
         if old["version"] not in committed_versions(cube, version.collection):
@@ -148,7 +152,8 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed") and _differs(k, old.get(k), manifest[k])]
+    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule")  # see check_manifest
+                  and _differs(k, old.get(k), manifest[k])]
     if mismatched:
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
 

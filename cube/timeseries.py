@@ -178,6 +178,9 @@ def scl_codes(mask: Any) -> tuple[int, ...]:
     return tuple(int(c) for c in codes)
 
 
+TILE_RULE = 2  # of assign_tiles: one more whenever it reads a parcel from other tiles (an extraction records it)
+
+
 def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None) -> list[tuple[str, ...]]:
     """The tiles to read each parcel from: the tile whose data holds it whole (the one with the most dates, then
     the first by name), followed by the tiles of its UTM zone with data over it on dates (within ``time``) it lacks

@@ -321,6 +321,24 @@ def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_
     _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
 
 
+def test_an_extraction_interrupted_under_another_choice_of_tiles_is_not_resumed(two_histories, tiny_straddle_region,
+                                                                                 tmp_path):
+    """One interrupted before the parcels of the overlaps were read across tiles had their rows in its tiles'
+    files; resumed, they were read again across tiles: 1,014 of 1,324 rows twice."""
+    import json
+
+    from cardcube.errors import InvalidRequestError
+
+    parcels, out = gpd.read_parquet(tiny_straddle_region.parcels), tmp_path / "out"
+    extract(parcels, two_histories, out, bands=["B04"], progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tile_rule"] == 2
+    manifest.pop("tile_rule")  # as an earlier cardcube wrote it, before the run completed
+    (out / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(InvalidRequestError, match="unfinished, by a cardcube that read some parcels from other tiles"):
+        extract(parcels, two_histories, out, bands=["B04"], progress=False)
+
+
 def test_a_pass_over_two_tiles_counts_once_though_its_granules_carry_their_own_times(tiny_straddle_region, tmp_path):
     """Real granules of one datatake carry times seconds apart: "/collections/s2" said 8 dates for 4 passes."""
     from cube.dataset import pass_dates
