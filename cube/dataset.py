@@ -147,19 +147,34 @@ def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry
     """Whether ``tile`` has every date (within ``time``) on which ``other`` (of the same UTM zone) has data in
     ``area``, the same pass (platform, relative orbit, orbit direction, within :data:`PASS_GAP_S`), with data over
     all of the other's in the area: then reading ``tile`` alone misses nothing of ``other``'s."""
+    return not bool(lacks_passes(passes_lacking(version, tile, other, time), np.array([area], dtype=object))[0])
+
+
+def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | frozenset) -> BaseGeometry:
+    """Where ``other`` (of the same UTM zone as ``tile``) has data (within ``time``) on a pass ``tile`` has no
+    data of there: the union of its scenes' extents less those of ``tile``'s scenes of the same pass (see
+    :func:`holds_passes`); empty when ``tile`` holds all ``other`` holds."""
     gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
     mine: dict[tuple, list[tuple[np.datetime64, BaseGeometry]]] = {}
     for a in _time_order(version.tiles[tile], time)[0]:
         key = (a.platform, a.relative_orbit, a.orbit_state)
         mine.setdefault(key, []).append((a.datetime64, box(*scene_extent(version, tile, a.scene_id))))
+    parts = []
     for a in _time_order(version.tiles[other], time)[0]:
-        theirs = box(*scene_extent(version, other, a.scene_id)).intersection(area)
-        if theirs.is_empty or theirs.area == 0 < area.area:
-            continue
-        same = mine.get((a.platform, a.relative_orbit, a.orbit_state), [])
-        if not any(abs(t - a.datetime64) <= gap and extent.contains(theirs) for t, extent in same):
-            return False
-    return True
+        theirs = box(*scene_extent(version, other, a.scene_id))
+        same = [extent for t, extent in mine.get((a.platform, a.relative_orbit, a.orbit_state), [])
+                if abs(t - a.datetime64) <= gap]
+        parts.append(theirs.difference(shapely.union_all(same)) if same else theirs)
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def lacks_passes(lacking: BaseGeometry, areas: np.ndarray) -> np.ndarray:
+    """For each of ``areas``, whether it meets ``lacking`` (:func:`passes_lacking`): over a surface for an area,
+    at all for a point or a line."""
+    if lacking.is_empty:
+        return np.zeros(len(areas), dtype=bool)
+    common = shapely.intersection(lacking, areas)
+    return np.where(shapely.area(areas) > 0, shapely.area(common) > 0, ~shapely.is_empty(common))
 
 
 def _held(version: CubeVersion, tiles: Sequence[str]) -> Geometry:

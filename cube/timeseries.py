@@ -42,8 +42,9 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
-    holds_passes,
+    lacks_passes,
     open_cube,
+    passes_lacking,
 )
 from cube.indices import INDICES, check_bands, stored_bands
 from cube.ledger import CubeVersion, data_footprint, held_share, read_version
@@ -201,17 +202,21 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None) -> list[
     # with its last 3 dates took the season away from a parcel its neighbour holds with 19
     most = np.argsort([-len(version.tiles[n].acquisitions) for n in names], kind="stable")
     first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1)
-    selection = parse_time_selection(time)
-    out: list[tuple[str, ...]] = []
-    for i, f in enumerate(first):
-        if f < 0:
-            out.append(_one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
-                                 Geometry(ps.geometries[i], ps.crs)))
-            continue
-        best, area = names[f], geoms[crs[names[f]]][i]
-        out.append((best, *(n for k, n in enumerate(names) if touch[k, i] and n != best and crs[n] == crs[best]
-                            and not holds_passes(version, best, n, area, selection))))
-    return out
+    # the tiles of its zone with data over it on passes its tile lacks there (see holds_passes), pair by pair
+    selection, extra = parse_time_selection(time), [[] for _ in range(len(ps))]
+    for f, best in enumerate(names):
+        held = np.flatnonzero(first == f)
+        for k, other in enumerate(names):
+            near = held[touch[k, held]]
+            if other == best or crs[other] != crs[best] or not near.size:
+                continue
+            lacking = passes_lacking(version, best, other, selection)
+            for i in near[lacks_passes(lacking, geoms[crs[best]][near])]:
+                extra[i].append(other)
+    return [(names[f], *extra[i]) if f >= 0 else
+            _one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
+                      Geometry(ps.geometries[i], ps.crs))
+            for i, f in enumerate(first)]
 
 
 def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], parcel: Geometry) -> tuple[str, ...]:
