@@ -132,23 +132,24 @@ def read_manifests(store: Store, collection: str, blocks: Sequence[tuple[str, bo
 
 
 def missing_shards(store: Store, version: CubeVersion, keys: Sequence[str], *,
-                   known: MutableMapping[tuple[str, bool, int], BlockManifest] | None = None) -> list[str]:
+                   known: MutableMapping[tuple[str, bool, int], BlockManifest | None] | None = None) -> list[str]:
     """Those of ``keys`` (shards a read of ``version`` found absent) that their block's manifest says were stored,
     or whose block was written with a manifest that is missing (:func:`has_manifest`): lost data. ``known``:
-    manifests read before, by (tile, hot, block), and filled with those read now (a committed block's manifest
-    never changes; one found missing is looked up again next time: the store may have answered 404 for a
-    moment)."""
+    manifests read before, by (tile, hot, block), and filled with those read now (a block is written once, and its
+    manifest never changes; None for a block written without one; a manifest found missing that the block was
+    written with is looked up again next time: the store may have answered 404 for a moment)."""
     known = {} if known is None else known
     parsed = {key: ShardKey.parse(key) for key in keys}
     wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None} - set(known))
     found = read_manifests(store, version.collection, wanted)
-    known.update({b: m for b, m in found.items() if m is not None})
+    known.update({b: m for b, m in found.items() if m is not None or not has_manifest(version, *b)})
     lost = []
     for key, k in parsed.items():
         if k is None:
             continue
-        m = known.get((k.tile, k.hot, k.block))
-        if m.stores(k.band, k.row, k.col) if m is not None else has_manifest(version, k.tile, k.hot, k.block):
+        block = (k.tile, k.hot, k.block)
+        m = known[block] if block in known else found[block]
+        if m.stores(k.band, k.row, k.col) if m is not None else has_manifest(version, *block):
             lost.append(key)
     return lost
 
@@ -162,7 +163,7 @@ class AbsentShards:
     def __init__(self, size: int, *, manifests: int = 256) -> None:
         """Keep up to ``size`` shards and ``manifests`` manifests per collection (a tile's: up to ~100 KB each)."""
         self.keys: MutableMapping[tuple[str, int, str], bool] = LRUDict(size)
-        self.manifests: MutableMapping[str, MutableMapping[tuple[str, bool, int], BlockManifest]] = {}
+        self.manifests: MutableMapping[str, MutableMapping[tuple[str, bool, int], BlockManifest | None]] = {}
         self.lock = threading.Lock()
         self._manifests = manifests
 
@@ -177,7 +178,7 @@ class AbsentShards:
             self.keys.clear()
             self.manifests.clear()
 
-    def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest]:
+    def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest | None]:
         return self.manifests.setdefault(collection, LRUDict(self._manifests))
 
     def __len__(self) -> int:
@@ -201,7 +202,7 @@ def confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str], *
 
 
 def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
-                    known: MutableMapping[tuple[str, bool, int], BlockManifest]) -> None:
+                    known: MutableMapping[tuple[str, bool, int], BlockManifest | None]) -> None:
     hot = [key for key in missing if (k := ShardKey.parse(key)) is not None and k.hot]
     if hot:
         confirm_committed(store, version, hot)

@@ -285,6 +285,23 @@ def test_a_query_reads_a_blocks_manifest_once_for_all_its_missing_shards(cube):
     assert manifest_gets == [layout.manifest_key("s2", ShardKey.parse(gone[0].relative_to(cube).as_posix()).tile, 1)]
 
 
+def test_a_cube_written_before_manifests_asks_for_a_blocks_missing_manifest_once(cube):
+    """Its blocks have none: the missing manifest was asked for again for every shard found missing (a 404 round
+    trip each on S3)."""
+    from cardcube.storage import CountingStore
+
+    _written_before_manifests(cube)
+    gone = [shard for band in ("B04", "B08", "B03") for shard in _shards(cube, band, 1)]
+    for shard in gone:
+        shard.unlink()
+    store = CountingStore(open_store(cube, read_only=True))
+    lazy = open_cube(store, decode=False, bands=["B04", "B08", "B03"])
+    store.reset()
+    values = lazy.isel(time=slice(4, 8)).compute()
+    assert len(gone) > 3 and all(int((values[b] != 0).sum()) == 0 for b in ("B04", "B08", "B03"))
+    assert len([k for k in store.keys_read if f"/{layout.MANIFEST_DIR}/" in k]) == 1
+
+
 def _damage(cube: Path) -> dict[str, str]:
     """Lose one shard, cut another short, and flip bytes inside a chunk of a third (its index intact): the keys,
     by what a deep check says of each."""
