@@ -282,13 +282,14 @@ class _Cors(CORSMiddleware):
 # what a read of a version that is no more raises (beside errors of no cardcube kind: an old shard index)
 _GONE = (VersionNotFoundError, CorruptShardError, CorruptDocumentError)
 COMMITTED = "x-cardcube-committed"  # the commit time of the version an answer read, for its ETag (not sent)
-IMMUTABLE = "public, max-age=31536000, immutable"  # an answer pinned by as_of: a committed version never changes
+# an answer pinned by as_of: a committed version never changes, but the cube may be built again at the same place
+PINNED = "public, max-age=3600"
 
 
 class _Revalidation:
     """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at, its
-    URL and what else makes it (``served``: the parcels; the code's version), weak as it names the answer
-    gzipped or not (a strong one names the bytes), and ``Cache-Control``: immutable when pinned by ``as_of``,
+    URL and what else makes it (``served``: the parcels; the code), weak as it names the answer
+    gzipped or not (a strong one names the bytes), and ``Cache-Control``: an hour when pinned by ``as_of``,
     else ``no-cache`` (a browser asks again, with ``If-None-Match``). A request whose ``If-None-Match`` names
     the answer the version it would read gives is a 304, read from nothing: a dashboard re-polling a parcel
     costs a version lookup until an ingest commits."""
@@ -319,7 +320,7 @@ class _Revalidation:
             return await self.app(scope, receive, send)
         as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
         # a parcel's answer also depends on its geometry in the parcel file, which a restart may amend: revalidated
-        cache = IMMUTABLE if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
+        cache = PINNED if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
         wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
         if wanted and (current := await self._current(scope, as_of)) is not None:
             version, tag = current.version, self.etag(current.version, current.created, scope)
