@@ -48,6 +48,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import importlib.metadata
 import io
 import pathlib
 import re
@@ -674,21 +675,25 @@ def _identity(registry: ParcelSet | None) -> str:
 
 @functools.cache
 def code_digest() -> str:
-    """A digest of the code that computes the answers (:func:`files_digest` of cardcube's packages), so that an
+    """A digest of what computes the answers: the files of cardcube's packages (code and data: the tile grid, the
+    schemas) and the versions of the installed distributions (numpy's percentiles, zarr's codecs), so that an
     upgrade changing an answer changes its ETag: the package version is bumped per release, not per fix."""
     import cardcube
     import catalog
     import cube
     import ingest
 
-    return files_digest([pathlib.Path(p.__file__).parent for p in (cardcube, catalog, cube, ingest)])
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    return files_digest([pathlib.Path(p.__file__).parent for p in (cardcube, catalog, cube, ingest)],
+                        "\n".join(installed))
 
 
-def files_digest(packages: Sequence[pathlib.Path]) -> str:
-    """A digest of the names and contents of the Python files in the folders ``packages``."""
-    digest = hashlib.sha256()
+def files_digest(packages: Sequence[pathlib.Path], salt: str = "") -> str:
+    """A digest of the names and contents of the files in the folders ``packages`` (compiled files aside), and
+    ``salt``."""
+    digest = hashlib.sha256(salt.encode())
     for root in packages:
-        for path in sorted(root.rglob("*.py")):
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             digest.update(str(path.relative_to(root.parent)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

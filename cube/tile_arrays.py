@@ -20,7 +20,7 @@ from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError
 from cardcube.lru import LRUDict
-from cardcube.storage import reading, store_url
+from cardcube.storage import key_exists, reading, store_url
 from cube import layout
 from cube.manifest import AbsentShards
 
@@ -75,10 +75,12 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
         raise CorruptDocumentError(f"an array document (zarr.json) of tile {tile} in {store_url(store)} is not valid "
                                    f"JSON ({exc}); check the cube with cardcube verify, re-ingest the tile") from None
     except zarr.errors.ArrayNotFoundError:  # the ledger says the tile holds them: a lost object, or a store amiss
+        lost = [paths[k] for k in missing if not key_exists(store, f"{paths[k]}/zarr.json")] or [
+            paths[k] for k in missing]  # none missing now: the store answered 404 for a moment
         raise CorruptDocumentError(
             f"an array document (zarr.json) of tile {tile} that the cube's ledger reads is missing from "
-            f"{store_url(store)} ({', '.join(paths[k] for k in missing)}): the cube has lost data, or the store "
-            f"answered 404 for an object it holds; check the cube with cardcube verify") from None
+            f"{store_url(store)} ({', '.join(lost)}): the cube has lost data, or the store answered 404 for an "
+            f"object it holds; check the cube with cardcube verify") from None
     if cache is not None:
         cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}
