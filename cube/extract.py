@@ -455,12 +455,14 @@ def extract(
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
         "time_block": time_block, "tile_rule": TILE_RULE,
     }
-    kept: dict[Any, str] = {}  # an update's notes of parcels kept on their earlier tile (_earlier_tiles)
-    if not update or not holds_extraction(out, out_storage_options):  # an update of nothing is a whole run
+    kept: dict[Any, str] = {}  # notes of parcels kept on their earlier tile (_earlier_tiles)
+    held = holds_extraction(out, out_storage_options)
+    if not update or not held:  # an update of nothing is a whole run
         check_acquisitions(version, time)
-    else:  # other parcels are said so, not blamed on the cube's covered area
-        refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
-        tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time)
+    if held:  # an update, or a run again (resumed, or of a finished one): the tiles the parcels were read from
+        if update:  # other parcels are said so, not blamed on the cube's covered area
+            refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
+        tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time, update=update)
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
@@ -575,9 +577,10 @@ def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cu
 
 
 def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps: ParcelSet,
-                   tiles_of: Sequence[tuple[str, ...]], version: CubeVersion, time: Any
+                   tiles_of: Sequence[tuple[str, ...]], version: CubeVersion, time: Any, *, update: bool
                    ) -> tuple[list[tuple[str, ...]], dict[Any, str]]:
-    """The tiles an update reads each parcel from: those of the extraction it updates, whose rows stay. A parcel
+    """The tiles an update, or a run again of the same version (whose rows are there: a finished run's, by an
+    earlier cardcube too), reads each parcel from: those of the extraction there, whose rows stay. A parcel
     read from one tile stays on it (the units add that tile's new dates; a neighbour that now holds dates it lacks,
     as tiles' scenes arrive on other days, would make it a parcel read across tiles, whose whole season would
     repeat the rows there are): its status then says which tiles' dates over it are not in the extraction. A
@@ -587,6 +590,8 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
     try:
         before = read_status(out, storage_options=storage_options)
     except CardcubeError:  # no status yet (an interrupted first run): check_manifest says what is there
+        return list(tiles_of), {}
+    if not update and not (before.cube_version == version.version).all():  # check_manifest refuses the run
         return list(tiles_of), {}
     was = before[before.status != "invalid"].set_index("parcel_id").tile
     tiles, notes, moved = list(tiles_of), {}, []

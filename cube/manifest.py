@@ -30,6 +30,7 @@ from cube import layout
 from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed
 
 FORMAT = "cardcube-manifest/1"
+_UNKNOWN = object()  # a block whose manifest was not looked up yet (None: it has none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +141,17 @@ def missing_shards(store: Store, version: CubeVersion, keys: Sequence[str], *,
     written with is looked up again next time: the store may have answered 404 for a moment)."""
     known = {} if known is None else known
     parsed = {key: ShardKey.parse(key) for key in keys}
-    wanted = sorted({(k.tile, k.hot, k.block) for k in parsed.values() if k is not None} - set(known))
-    found = read_manifests(store, version.collection, wanted)
+    # this call's manifests, taken from ``known`` at once: a bounded one may forget them meanwhile
+    blocks = {b: known.get(b, _UNKNOWN) for b in {(k.tile, k.hot, k.block) for k in parsed.values() if k is not None}}
+    found = read_manifests(store, version.collection, sorted(b for b, m in blocks.items() if m is _UNKNOWN))
+    blocks.update(found)
     known.update({b: m for b, m in found.items() if m is not None or not has_manifest(version, *b)})
     lost = []
     for key, k in parsed.items():
         if k is None:
             continue
-        block = (k.tile, k.hot, k.block)
-        m = known[block] if block in known else found[block]
-        if m.stores(k.band, k.row, k.col) if m is not None else has_manifest(version, *block):
+        m = blocks[(k.tile, k.hot, k.block)]
+        if m.stores(k.band, k.row, k.col) if m is not None else has_manifest(version, k.tile, k.hot, k.block):
             lost.append(key)
     return lost
 

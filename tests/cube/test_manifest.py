@@ -302,6 +302,20 @@ def test_a_cube_written_before_manifests_asks_for_a_blocks_missing_manifest_once
     assert len([k for k in store.keys_read if f"/{layout.MANIFEST_DIR}/" in k]) == 1
 
 
+def test_a_query_over_more_blocks_than_the_manifests_kept_reads_them_all(cube):
+    """A block known before the call and forgotten by the call's own additions (a bounded cache) was looked up in
+    what the call had fetched: KeyError, a 500 in the service."""
+    from cardcube.lru import LRUDict
+    from cube.manifest import missing_shards
+
+    _written_before_manifests(cube)
+    store = open_store(cube, read_only=True)
+    version, known = read_version(store, "s2"), LRUDict(2)
+    keys = [_shards(cube, "B04", block)[0].relative_to(cube).as_posix() for block in (0, 1, 2)]
+    assert missing_shards(store, version, keys[:1], known=known) == []
+    assert missing_shards(store, version, keys, known=known) == []
+
+
 def _damage(cube: Path) -> dict[str, str]:
     """Lose one shard, cut another short, and flip bytes inside a chunk of a third (its index intact): the keys,
     by what a deep check says of each."""

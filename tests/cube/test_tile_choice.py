@@ -262,6 +262,10 @@ def test_an_update_keeps_a_parcel_on_its_tile_while_the_neighbour_s_scene_of_a_d
     assert status.tile[pid] == "31UFU" and "the dates 31UGU holds over it and 31UFU lacks are not in it" in \
         status.reason[pid]
     assert read_timeseries(out).query("parcel_id == @pid").time.nunique() == 2
+    rows = read_timeseries(out)
+    again = extract(parcels, cube, out, **kw)  # the first run's command again (no --update): it moved them to 31UGU
+    assert again.rows == 0 and read_status(out).set_index("parcel_id").tile[pid] == "31UFU"
+    _same_rows(read_timeseries(out), rows)
     _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "v3.json")
     extract(parcels, cube, out, update=True, **kw)
     assert read_status(out).set_index("parcel_id").reason[pid] == ""
