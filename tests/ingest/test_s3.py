@@ -253,10 +253,16 @@ def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once
         s3_proxy.release()
 
     helper = threading.Thread(target=interrupt_then_release, daemon=True)
-    helper.start()
-    with pytest.raises(KeyboardInterrupt):
-        ingest(write_items(tiny_region.items, features[:12], "held-sync.json"), url, collection="s1", chunks=CHUNKS,
-               storage_options=s3_proxy.storage_options(), progress=False, scheduler="sync")
+    # Ctrl-C as in a terminal: a shell without job control starts a background job (`make test &`) with SIGINT
+    # ignored, which Python then keeps ignoring: the SIGINT was lost and the ingest ran to its end
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            ingest(write_items(tiny_region.items, features[:12], "held-sync.json"), url, collection="s1",
+                   chunks=CHUNKS, storage_options=s3_proxy.storage_options(), progress=False, scheduler="sync")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     helper.join()
     assert seen["lock"] is not None  # kept while the upload was held
     assert read_json(store, lock) is None  # and let go of once it had landed
