@@ -71,7 +71,7 @@ from cardcube.storage import (
     write_bytes,
 )
 from cube import layout
-from cube.dataset import BandReader, check_acquisitions, holds_passes, open_cube
+from cube.dataset import BandReader, check_acquisitions, lacks_passes, open_cube, passes_lacking
 from cube.extraction_files import (
     MANIFEST,
     MOSAIC,
@@ -595,6 +595,7 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
         return list(tiles_of), {}
     was = before[before.status != "invalid"].set_index("parcel_id").tile
     tiles, notes, moved = list(tiles_of), {}, []
+    selection, lacking = parse_time_selection(time), {}  # (tile, other) -> passes_lacking, once a pair of tiles
     for i, (pid, now) in enumerate(zip(ps.ids, tiles_of, strict=True)):
         earlier = tuple(t for t in (was.get(pid) or "").split("+") if t) if pid in was.index else now
         if earlier == now:
@@ -604,13 +605,16 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
         elif len(earlier) > 1:
             tiles[i] = now if len(now) > 1 else earlier
         else:
-            tiles[i] = earlier
-            area = Geometry(ps.geometries[i], ps.crs).to_crs(TileGrid.from_id(earlier[0]).crs).geom
-            lacking = [t for t in now if t != earlier[0] and TileGrid.from_id(t).crs == TileGrid.from_id(
-                earlier[0]).crs and not holds_passes(version, earlier[0], t, area, parse_time_selection(time))]
-            if lacking:
-                notes[pid] = (f"read from {earlier[0]} as in the extraction's first run: the dates "
-                              f"{', '.join(lacking)} holds over it and {earlier[0]} lacks are not in it (a whole "
+            tiles[i], (kept,) = earlier, earlier
+            crs = TileGrid.from_id(kept).crs
+            area = np.array([Geometry(ps.geometries[i], ps.crs).to_crs(crs).geom], dtype=object)
+            for other in (t for t in now if t != kept and TileGrid.from_id(t).crs == crs):
+                if (kept, other) not in lacking:
+                    lacking[kept, other] = passes_lacking(version, kept, other, selection)
+            missed = [t for t in now if (kept, t) in lacking and lacks_passes(lacking[kept, t], area)[0]]
+            if missed:
+                notes[pid] = (f"read from {kept} as in the extraction's first run: the dates "
+                              f"{', '.join(missed)} holds over it and {kept} lacks are not in it (a whole "
                               f"extraction into a new --out has them)")
     if moved:
         named = ", ".join(f"{pid} ({'+'.join(a) or 'outside'} -> {'+'.join(b) or 'outside'})"
