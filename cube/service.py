@@ -308,10 +308,11 @@ class _Revalidation:
         """The version the request would read now, if it can be told without an error (else its route says)."""
         try:
             collection = _route_path(scope).split("/")[2]
-            at = None if as_of is None else int(float(as_of)) if float(as_of).is_integer() else None
-            if at is None and as_of is not None:
+            number = None if as_of is None else float(as_of)  # "1.0" is version 1, as the route reads it
+            if number is not None and not number.is_integer():
                 return None
-            return await anyio.to_thread.run_sync(self.served.version, collection, at)
+            return await anyio.to_thread.run_sync(self.served.version, collection,
+                                                  None if number is None else int(number))
         except (CardcubeError, ValueError, IndexError, OverflowError):
             return None
 
