@@ -50,7 +50,6 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from odc.geo.geom import Geometry
-from tqdm.auto import tqdm
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
@@ -117,8 +116,8 @@ __all__ = ["ExtractResult", "extract", "read_manifest", "read_status", "read_tim
 class ExtractResult:
     """What an extraction did: where, from which cube version, how many parcels by status, how much.
 
-    ``units`` counts the output files this run wrote (a work unit's block x one run of dates, and the file of
-    the parcels read one by one), ``rows`` the rows in them; ``units_resumed`` counts the files it found
+    ``units`` counts the output files this run wrote (a work unit's block x one run of dates, a batch of the
+    parcels read across tiles), ``rows`` the rows in them; ``units_resumed`` counts the files it found
     written by an earlier run (interrupted, or finished: then this one writes nothing)."""
 
     out: str
@@ -213,6 +212,22 @@ class _Unit:
 
 
 @dataclass(frozen=True)
+class _Batch:
+    """Parcels read across tiles (:func:`_across_tiles`), through ``parcel_timeseries``, into one file: ``key``,
+    which holds an earlier run's file if ``replaces`` (an update's)."""
+
+    key: str
+    parcels: ParcelSet
+    tiles: Mapping[Any, str]  # the tiles the extraction gives each parcel, joined by "+" (its status says them)
+    replaces: bool = False
+    pixel_dates: int = 0  # the 10 m pixels of its parcels' bounding boxes in each tile read, times its dates
+
+    def cost(self) -> int:
+        """As :meth:`_Unit.cost`."""
+        return self.pixel_dates
+
+
+@dataclass(frozen=True)
 class _Job:
     """Everything a unit needs, picklable for dask-distributed workers."""
 
@@ -228,6 +243,8 @@ class _Job:
     histogram: bool
     time: Any
     dates: Mapping[str, frozenset] | None = None  # an update: per tile, the acquisition times to add
+    buffer: float = DEFAULT_BUFFER  # for the parcels read across tiles (a tile's label layer holds its own)
+    all_touched: bool = False
 
     @property
     def layout(self) -> ChunkLayout:
@@ -279,7 +296,11 @@ class _Job:
         time = self.time if self.dates is None else self.dates[unit.tile]
         return BandReader.open(self.store, self.version, unit.tile, windows, time=time), index
 
-    def __call__(self, unit: _Unit) -> dict[str, Any]:
+    def __call__(self, unit: _Unit | _Batch) -> dict[str, Any]:
+        """A work unit's statistics, or a batch's of parcels read across tiles, written to ``out``."""
+        return self._across(unit) if isinstance(unit, _Batch) else self._unit(unit)
+
+    def _unit(self, unit: _Unit) -> dict[str, Any]:
         layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         window = lab.size
@@ -335,8 +356,37 @@ class _Job:
                 write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
             checkpoint("extract-unit-written")
             rows += table.num_rows
-        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "seconds": dict(spent),
-                "cpu_seconds": dict(spent.cpu)}
+        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "files": [k for _, k in unit.times],
+                "seconds": dict(spent), "cpu_seconds": dict(spent.cpu)}
+
+    def _across(self, batch: _Batch) -> dict[str, Any]:
+        """A batch of parcels read across tiles, into its file, whose metadata keeps their status; a failure (the
+        store out of reach, ...) is theirs, its message in ``failure``: the other parcels go on."""
+        spent, rows, files, failure = _Phases(), 0, [], None
+        try:
+            with spent("across tiles"):
+                frame = parcel_timeseries(self.store, batch.parcels, collection=self.collection, bands=list(self.bands),
+                                          stats=self.stats, mask=self.mask, buffer=self.buffer,
+                                          all_touched=self.all_touched, time=self.time, as_of=self.version,
+                                          histogram=self.histogram)
+        except CardcubeError as exc:
+            if batch.replaces:  # an earlier version's file (an update): not this one's
+                delete_key(self.out, batch.key)
+            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
+                statuses = list(exc.status)  # and no file: a re-run reads them again
+            else:
+                failure = str(exc)
+                statuses = [ParcelStatus(pid, "failed", 0, failure) for pid in batch.parcels.ids]
+        else:
+            statuses = [ParcelStatus(**s) for s in frame.attrs["parcel_status"]]
+            with spent("write"):  # pandas keeps ``frame.attrs`` in the file
+                write_bytes(self.out, batch.key, parquet_bytes(frame, **PORTABLE_PARQUET))
+            checkpoint("extract-unit-written")
+            rows, files = len(frame), [batch.key]
+        # the tiles the extraction gave them (an update keeps them: see _earlier_tiles), not those read now
+        return {"parcels": len(batch.parcels), "chunks": 0, "rows": rows, "files": files, "seconds": dict(spent),
+                "cpu_seconds": dict(spent.cpu), "failure": failure,
+                "status": [replace(s, tile=batch.tiles[s.parcel_id]) for s in statuses]}
 
 
 class _Phases(Counter):
@@ -477,7 +527,7 @@ def extract(
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time, dates)
+               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     notes = read_notes(version, ps, tiles_of)
@@ -499,31 +549,33 @@ def extract(
         tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges)
         units += tile_units
         units_resumed += resumed
-    units.sort(key=_Unit.cost, reverse=True)  # longest first: the workers finish together
-    spent: Counter[str] = Counter()
-    cpu: Counter[str] = Counter()
-    for result in run_tasks(job, [(u,) for u in units], scheduler=scheduler, progress=progress,
-                            desc="extract", unit="block", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")}):
-        rows += result["rows"]
-        chunks += result["chunks"]
-        spent.update(result["seconds"])
-        cpu.update(result["cpu_seconds"])
-    _check_written(out_store, [key for u in units for _, key in u.times])
-
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
-    files = sum(len(u.times) for u in units)
     # an update reads these parcels' whole season again: a date can be new in one of their tiles only
-    written, parts, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, failures, done,
-                                            again=bool(new and any(new.values())), buffer=buffer,
-                                            all_touched=all_touched, progress=progress)
-    rows, files, units_resumed = rows + written, files + parts, units_resumed + resumed
+    batches, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, done,
+                                     again=bool(new and any(new.values())))
+    units_resumed += resumed
+    # longest first: the workers finish together
+    tasks: list[_Unit | _Batch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
+    spent: Counter[str] = Counter()
+    cpu: Counter[str] = Counter()
+    written: list[str] = []
+    for result in run_tasks(job, [(t,) for t in tasks], scheduler=scheduler, progress=progress,
+                            desc="extract", unit="task", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")}):
+        rows += result["rows"]
+        chunks += result["chunks"]
+        written += result["files"]
+        spent.update(result["seconds"])
+        cpu.update(result["cpu_seconds"])
+        status.update({s.parcel_id: s for s in result.get("status", ())})
+        failures += [result["failure"]] if result.get("failure") else []
+    _check_written(out_store, written)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
-                           {s: int(counts.get(s, 0)) for s in STATUSES}, files, units_resumed,
+                           {s: int(counts.get(s, 0)) for s in STATUSES}, len(written), units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent), dict(cpu),
                            None if new is None else sum(map(len, new.values())))
     finish_manifest(out_store, version, time=time, status=result.status)
@@ -643,58 +695,44 @@ ACROSS_BATCH_M = 2560.0  # side of the squares in which the parcels read through
 
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
-                  status: dict[Any, ParcelStatus], failures: list[str], done: set[str], *, again: bool,
-                  buffer: float, all_touched: bool, progress: bool = False) -> tuple[int, int, int]:
-    """Parcels read from several tiles (no tile holds them whole, or a tile holding them lacks dates another has
-    over them), read by ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip
-    along a tile's edge is no window to read whole, nor its rows a frame to hold), a file each, whose metadata
-    keeps their status; a batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an
-    update). The rows written, the files written, and those found written; files of batches there are no more
-    (an earlier run's) are deleted."""
+                  status: dict[Any, ParcelStatus], done: set[str], *, again: bool) -> tuple[list[_Batch], int]:
+    """The batches of the parcels read from several tiles (no tile holds them whole, or a tile holding them lacks
+    dates another has over them) still to read, and how many were found read. They are read by
+    ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
+    is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
+    batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an update): its
+    parcels' statuses go to ``status``. Files of batches there are no more (an earlier run's) are deleted."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
-    batches = _batches(sub, tiles)
-    rows = written = resumed = 0
-    for i, batch in enumerate(tqdm(batches, desc="extract across tiles", unit="batch",
-                                   disable=not progress or not batches)):
+    todo, resumed = [], 0
+    for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
         key = mosaic_key(i)
         if key in done and not again and (earlier := mosaic_status(job.out, key)) is not None:
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
             resumed += 1
             continue
-        try:
-            frame = parcel_timeseries(job.store, batch, collection=job.collection, bands=list(job.bands),
-                                      stats=job.stats, mask=job.mask, buffer=buffer, all_touched=all_touched,
-                                      time=job.time, as_of=job.version, histogram=job.histogram)
-        except CardcubeError as exc:
-            if key in done:  # an earlier version's file (an update): not this one's
-                delete_key(job.out, key)
-            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
-                status.update({s.parcel_id: replace(s, tile=tiles[s.parcel_id]) for s in exc.status})
-                continue  # no file: a re-run reads them again
-            failures.append(str(exc))
-            status.update({pid: ParcelStatus(pid, "failed", 0, str(exc), tiles[pid]) for pid in batch.ids})
-            continue
-        # the tiles the extraction gave them (an update keeps them: see _earlier_tiles), not those read now
-        status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])
-                       for s in frame.attrs["parcel_status"]})
-        write_bytes(job.out, key, parquet_bytes(frame, **PORTABLE_PARQUET))  # pandas keeps ``frame.attrs`` in it
-        rows, written = rows + len(frame), written + 1
-    current = {mosaic_key(i) for i in range(len(batches))}
+        named = {pid: tiles[pid] for pid in batch.ids}
+        dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
+        todo.append(_Batch(key, batch, named, key in done, pixels * dates))
+    current = {mosaic_key(i) for i in range(len(todo) + resumed)}
     for stale in sorted(k for k in done if k.startswith(MOSAIC) and k not in current):
         delete_key(job.out, stale)
-    return rows, written, resumed
+    return todo, resumed
 
 
-def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[ParcelSet]:
+def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[tuple[ParcelSet, int]]:
     """``ps`` by the tiles they are read from and the square of :data:`ACROSS_BATCH_M` holding their centroid (in
-    the first tile's CRS)."""
+    the first tile's CRS), each with the 10 m pixels of its parcels' bounding boxes in all the tiles it reads."""
     groups: dict[tuple[str, int, int], list[Any]] = {}
+    pixels: Counter[Any] = Counter()
     for tile in sorted(set(tiles[p] for p in ps.ids)):
         sub = ps.select([p for p in ps.ids if tiles[p] == tile])
         crs = TileGrid.from_id(tile.split("+")[0]).crs if tile else sub.crs
-        centres = shapely.centroid(np.asarray(sub.to_crs(crs).geometries, dtype=object))
-        cells = np.floor(shapely.get_coordinates(centres) / ACROSS_BATCH_M).astype(np.int64)
-        for pid, (cx, cy) in zip(sub.ids, cells, strict=True):
+        metric = np.asarray(sub.to_crs(crs).geometries, dtype=object)
+        cells = np.floor(shapely.get_coordinates(shapely.centroid(metric)) / ACROSS_BATCH_M).astype(np.int64)
+        x0, y0, x1, y1 = shapely.bounds(metric).T
+        area = np.ceil((x1 - x0) / 10 + 1) * np.ceil((y1 - y0) / 10 + 1) * len(tile.split("+"))
+        for pid, (cx, cy), n in zip(sub.ids, cells, area, strict=True):
             groups.setdefault((tile, int(cx), int(cy)), []).append(pid)
-    return [ps.select(ids) for _, ids in sorted(groups.items())]
+            pixels[tile, int(cx), int(cy)] += int(n)
+    return [(ps.select(ids), pixels[group]) for group, ids in sorted(groups.items())]
