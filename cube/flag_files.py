@@ -91,6 +91,7 @@ def flag_files(
     fields (a parcel file of another region, another year)."""
     declared = declarations(declared)
     declared.index = declared.index.astype(str)
+    _check_collections(timeseries, s1, storage_options)
     _check_masked(timeseries, storage_options)
     for path in (timeseries, s1):
         if geometries is not None and path is not None and is_extraction(path):
@@ -127,6 +128,20 @@ def statistics_parameters(path: str | Path, *, storage_options: Mapping[str, Any
     except (OSError, ValueError):  # not ours: the statistics' parameters are unknown, not wrong
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def _check_collections(timeseries: str | Path, s1: str | Path | None,
+                       storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse statistics given in the other one's place (the recorded collection says which): Sentinel-1 ones as
+    ``timeseries`` were blamed on a cloud mask they never had."""
+    for path, wanted, given in ((timeseries, "s2", "--timeseries (Python: the first argument)"),
+                                (s1, "s1", "--s1 (Python: s1=)")):
+        collection = None if path is None else statistics_parameters(path, storage_options=storage_options).get(
+            "collection")
+        if collection is not None and collection != wanted:
+            right = "--s1 (Python: s1=)" if collection == "s1" else "--timeseries (Python: the first argument)"
+            raise InvalidRequestError(f"the statistics at {path}, given as {given}, are of the {collection} cube: "
+                                      f"pass them as {right}")
 
 
 def _check_masked(path: str | Path, storage_options: Mapping[str, Any] | None) -> None:

@@ -107,6 +107,22 @@ def test_statistics_without_the_cloud_mask_are_refused(tiny_cube, tiny_region, t
     assert flag_files(s2_extracted, declared, grassland=[265, 266]).bare_soil.sum() < 10
 
 
+def test_statistics_given_in_the_other_collection_s_place_are_named_so(tiny_cube, tiny_region, tmp_path,
+                                                                      s2_extracted):
+    """The Sentinel-1 extraction given as --timeseries was refused as "computed without the cloud mask (--no-mask)
+    ... compute them with the mask": a mask Sentinel-1 has not, an option never given."""
+    declared = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"]).set_index("parcel_id").crop_code
+    s1 = tmp_path / "s1"
+    extract(tiny_region.parcels, tiny_cube, s1, collection="s1", bands=["VV", "VH"], progress=False)
+    with pytest.raises(InvalidRequestError, match=r"the statistics at .*s1, given as --timeseries .*, are of the s1 "
+                                                  r"cube: pass them as --s1 \(Python: s1=\)"):
+        flag_files(s1, declared, grassland=[265, 266])
+    with pytest.raises(InvalidRequestError, match=r"given as --s1 .*, are of the s2 cube: pass them as --timeseries"):
+        flag_files(s2_extracted, declared, s1=s2_extracted, grassland=[265, 266])
+    flags = flag_files(s2_extracted, declared, s1=s1, grassland=[265, 266])  # each in its place
+    assert flags.parcel_id.is_unique and len(flags) >= len(declared) - 1
+
+
 def test_a_parcel_file_of_other_fields_is_refused_and_undeclared_statistics_are_counted(s2_extracted, tiny_region):
     """Another region's parcel file whose ids coincide: its 217 parcels were judged against other fields'
     statistics, and the measured parcels it lacked (3,147 of the demo's 3,364) vanished without a word."""
