@@ -55,6 +55,7 @@ MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
 MAX_BYTES = 1 << 30  # decoded float32 bytes of one chip request
 SHEET_COLUMNS, SHEET_SCALE = 6, 3  # a season contact sheet's panels per row and enlargement (Chip.contact_sheet)
+SHEET_ADVICE = "narrow the time range, the size or the scale"  # what the caller of a sheet too large may change
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
@@ -242,19 +243,15 @@ class Chip:
         return render.Legend(f"{band}{self._unit(band)}", "gray", limits)
 
     def contact_sheet(self, *, columns: int = SHEET_COLUMNS, scale: int = SHEET_SCALE,
-                      classes: Sequence[int] = DEFAULT_SCL_MASK) -> render.ContactSheet:
+                      classes: Sequence[int] = DEFAULT_SCL_MASK, advice: str = SHEET_ADVICE) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
         dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
         each band of three that is no reflectance) is stretched once for the whole season, so its dates compare.
-        A sheet that would exceed :data:`MAX_SHEET_PIXELS` is a :class:`RequestTooLargeError` before any drawing."""
+        A sheet that would exceed :data:`MAX_SHEET_PIXELS` is a :class:`RequestTooLargeError` before any drawing,
+        saying ``advice`` (what the caller may change)."""
         labels = self.labels
-        width, height = render.least_sheet_size(len(labels), (self.data.sizes["y"], self.data.sizes["x"]),
-                                                columns=columns, scale=scale)
-        if width * height > MAX_SHEET_PIXELS:
-            raise RequestTooLargeError(f"a season sheet of {len(labels)} dates of {self.data.sizes['x']} px at scale "
-                                       f"{scale} would be at least {width} x {height} px (limit "
-                                       f"{MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time range, the size or the "
-                                       f"scale")
+        _check_sheet_size(len(labels), (self.data.sizes["y"], self.data.sizes["x"]), columns=columns, scale=scale,
+                          advice=advice)
         limits = None
         if len(self.bands) == 1 and self.bands[0] not in INDICES:
             limits = render.robust_limits(self._shown(self.bands[0]))
@@ -441,17 +438,24 @@ def _has_data(version: CubeVersion, tile: str, chip_box: tuple[float, float, flo
     return footprint.intersects(area) and not footprint.touches(area)
 
 
-def check_sheet(version: CubeVersion, time: Any, size: int, *, scale: int = SHEET_SCALE) -> None:
+def check_sheet(version: CubeVersion, time: Any, size: int, *, scale: int = SHEET_SCALE,
+                advice: str = SHEET_ADVICE) -> None:
     """:class:`RequestTooLargeError` for a season sheet of ``size`` px panels at ``scale`` over
     :data:`MAX_SHEET_PIXELS` whatever its labels, before anything is read: the panels of the fewest dates a tile
     of ``version`` holds within ``time`` (a chip has those of its tile, or of several) already exceed it.
     :meth:`Chip.contact_sheet` checks the chip's own dates again before drawing."""
     dates = min((n for state in version.tiles.values() if (n := len(tile_dates(state, time)))), default=0)
-    width, height = render.least_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=scale)
+    _check_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=scale, advice=advice)
+
+
+SHEET_ADVICE = "narrow the time range, the size or the scale"  # what a caller of a season sheet may change
+
+
+def _check_sheet_size(dates: int, panel: tuple[int, int], *, columns: int, scale: int, advice: str) -> None:
+    width, height = render.least_sheet_size(dates, panel, columns=columns, scale=scale)
     if dates and width * height > MAX_SHEET_PIXELS:
-        raise RequestTooLargeError(f"a season sheet of {dates} dates of {size} px at scale {scale} would be at least "
-                                   f"{width} x {height} px (limit {MAX_SHEET_PIXELS / 1e6:.0f} Mpx); narrow the time "
-                                   f"range, the size or the scale")
+        raise RequestTooLargeError(f"a season sheet of {dates} dates of {panel[1]} px at scale {scale} would be at "
+                                   f"least {width} x {height} px (limit {MAX_SHEET_PIXELS / 1e6:.0f} Mpx); {advice}")
 
 
 def chip(

@@ -118,6 +118,7 @@ from cube.timeseries import MAX_PIXELS, parcel_timeseries
 from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
+SEASON_ADVICE = "narrow the time range or the size"  # of a season sheet too large: the route has no scale
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
@@ -586,10 +587,11 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
             raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
 
         def read(version: CubeVersion) -> Response:
-            check_sheet(version, time, size)  # before reading: a refused sheet read and drew every date first
+            # before reading: a refused sheet read and drew every date first (the route has no scale to lower)
+            check_sheet(version, time, size, advice=SEASON_ADVICE)
             result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
                           bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
-            sheet = result.contact_sheet()  # checks the sheet of the parcel's own dates before drawing
+            sheet = result.contact_sheet(advice=SEASON_ADVICE)  # checks the parcel's own dates before drawing
             return Response(render.png_bytes(sheet.image), media_type="image/png",
                             headers={"X-Dates": str(len(result.times))})
 
