@@ -59,6 +59,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
 
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")  # an --out of chip so named is a file's name, no folder
 
 
 def _local_out(out: str, what: str) -> Path:
@@ -310,6 +311,9 @@ def _chip(args: argparse.Namespace) -> int:
     if file := next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None):
         raise InvalidRequestError(f"--out {args.out}: {file} is a file: give a folder for the chips (made if "
                                   f"missing)")
+    if out.suffix.lower() in IMAGE_SUFFIXES and not out.exists():
+        raise InvalidRequestError(f"--out {args.out} is the name of a file: chip writes a folder of chips, a file per "
+                                  f"date (named by parcel, bands and time); give a folder")
     scale = args.scale if args.scale is not None else max(1, min(4, MAX_IMAGE_SIZE // args.size))
     if args.sheet:  # panels drawn at SHEET_SCALE unless told; the sheet's own size is checked before drawing
         scale = args.scale if args.scale is not None else min(scale, SHEET_SCALE)

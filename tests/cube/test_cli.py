@@ -319,6 +319,10 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         ("timeseries", *cube, pid, "--out", "s3://bucket/s.parquet"):
             "--out s3://bucket/s.parquet is a URL: give a local file name ending .parquet or .csv (cardcube extract",
         ("chip", *cube, pid, "--out", "s3://bucket/chips"): "is a URL: give a local folder for the chips",
+        # a file's name: it became a folder chip.png holding the chip
+        ("chip", *cube, pid, "--out", str(tmp_path / "chip.png")): "chip.png is the name of a file: chip writes a "
+            "folder of chips, a file per date (named by parcel, bands and time); give a folder",
+        ("chip", *cube, pid, "--sheet", "--out", "sheet.PNG"): "sheet.PNG is the name of a file",
         ("extract", *cube, "--out", str(tmp_path / "file.png")): "is a file: give a folder",
         ("extract", *cube, "--out", str(tmp_path / "ex"), "--block", "0"): "block (--block) must be a positive number",
         ("extract", *cube, "--out", str(tmp_path / "ex"), "--time-block", "0"):
