@@ -367,8 +367,9 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
     parts = [_lazy(part, name=name, whole=whole)
              for part in _parts(store, version, window.tile, band, rows, cols, kinds, arrays, absent, cache)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-    if not np.array_equal(order, np.arange(data.shape[0])):  # reorder only when dates arrived out of order
-        data = data[order]
+    if not np.array_equal(order, np.arange(data.shape[0])):  # a time range, or dates that arrived out of order
+        run = order.size > 0 and np.array_equal(order, np.arange(order[0], order[0] + order.size))
+        data = data[order[0]:order[0] + order.size] if run else data[order]  # a slice keeps the stored chunks
     if decode and not band.is_flag:
         nodata = band.nodata
         valid = ~da.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data != nodata

@@ -325,3 +325,18 @@ def test_stored_integers_averaged_to_20m_leave_their_nodata_out(tiny_region, tmp
     decoded = xr.decode_cf(stored.to_dataset()).B04.values[0]  # as the attrs say: scale, offset, nodata
     np.testing.assert_allclose(decoded, want, rtol=1e-6)
     np.testing.assert_allclose(open_cube(cube, bands=["B04"], resolution=20).B04.values[0], want, rtol=1e-6)
+
+
+def test_a_time_range_keeps_the_stored_time_chunks(tiny_cube):
+    """A range not starting at the first stored date was a fancy index, which dask rechunked evenly (chunks of 2
+    or 12 dates where the cube stores 4 or 16): each stored chunk read by several tasks."""
+    whole = open_cube(tiny_cube, "s2", bands=["B04"])
+    stored = whole.chunks["time"]
+    assert stored[:3] == (4, 4, 4)  # TEST_CHUNKS: 4 dates a chunk (then the hot dates, one each)
+    edges = np.cumsum((0, *stored))
+    times = whole.time.values
+    ranged = open_cube(tiny_cube, "s2", bands=["B04"], time=f"{str(times[5])[:19]}Z/{str(times[-3])[:19]}Z")
+    np.testing.assert_array_equal(ranged.time.values, times[5:-2])
+    cut = np.cumsum((0, *ranged.chunks["time"])) + 5
+    assert set(cut[1:-1]) <= set(edges), (ranged.chunks["time"], stored)  # boundaries where the cube has them
+    np.testing.assert_array_equal(ranged.B04.values, whole.B04.values[5:-2])
