@@ -59,6 +59,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
 
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
+MANY_PARCELS = 500  # parcels above which `timeseries` points to `extract`
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")  # an --out of chip so named is a file's name, no folder
 
 
@@ -269,10 +270,16 @@ def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
+    from cube.parcels import ParcelSet
     from cube.timeseries import parcel_timeseries
 
     out = _table_out(args.out, {"--parcels": args.parcels}, sidecar=".json")  # before the work
     where, registry = _target(args, args.ids)
+    many = len(where) if isinstance(where, list | ParcelSet) else 1
+    if many > MANY_PARCELS:  # one request, held in memory whole, without a word until its end
+        print(f"note: {many} parcels, read as one request (no progress shown until it ends); for a territory, "
+              f"cardcube extract --parcels {args.parcels} --cube {args.cube} --out DIR is the job: by chunk, with "
+              f"bounded memory and a progress bar, resumable", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:  # the parcels without statistics are listed below
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         warnings.simplefilter("always", NoAcquisitionWarning)

@@ -39,6 +39,21 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
     assert [p["parcel_id"] for p in record["parcels"]] == ids and {p["status"] for p in record["parcels"]} == {"ok"}
 
 
+def test_timeseries_cli_over_many_parcels_points_to_extract(tiny_cube, tiny_region, tmp_path, capsys, monkeypatch):
+    """A whole parcel file (the demo's: 31 s, 2.6 GB) printed nothing until its end, and no word of extract."""
+    monkeypatch.setattr("cube.cli.MANY_PARCELS", 100)  # the tiny region has a couple of hundred
+    command = ["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04",
+               "--stats", "count", "--time", "2024-05-01/2024-05-10"]
+    assert main([*command, "--out", str(tmp_path / "all.csv")]) == 0
+    note = capsys.readouterr().err
+    assert f"parcels, read as one request (no progress shown until it ends); for a territory, cardcube extract " \
+           f"--parcels {tiny_region.parcels} --cube {tiny_cube} --out DIR is the job" in note
+    assert int(note.split("note: ")[1].split()[0]) == len(gpd.read_parquet(tiny_region.parcels))
+    ids = list(gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[:3])
+    assert main([*command[:5], *ids, *command[5:], "--out", str(tmp_path / "few.csv")]) == 0
+    assert "cardcube extract" not in capsys.readouterr().err
+
+
 def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
     pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid,
