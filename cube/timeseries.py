@@ -8,6 +8,7 @@ same functions full-territory extraction uses) on the pixels chosen by :mod:`cub
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -109,10 +110,24 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
             status.append(ParcelStatus(pid, "ok", int(mask.sum())))
         elif not geom.intersects(extent):
             status.append(ParcelStatus(pid, "outside", 0, "outside the cube tile(s) read"))
+        elif not extent.contains(geom) and _has_pixels(geom, geobox, buffer=buffer, all_touched=all_touched):
+            share = geom.difference(extent).area / geom.area  # a Dataset cut across it: the buffer is not to blame
+            status.append(ParcelStatus(pid, "outside", 0, f"{share:.1%} of the parcel lies outside the area read "
+                                                          f"(the Dataset given), and its part inside holds no pixel"))
         else:
             status.append(ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer,
                                                                       all_touched=all_touched).reason))
     return found, status
+
+
+def _has_pixels(geom: BaseGeometry, geobox: GeoBox, *, buffer: float, all_touched: bool) -> bool:
+    """Whether ``geom`` holds a pixel of ``geobox``'s lattice, wherever it lies: on the geobox grown to hold it."""
+    x0, y0, x1, y1 = geom.bounds
+    e = geobox.boundingbox
+    pad = math.ceil(max(e.left - x0, y0 - e.bottom, x1 - e.right, e.top - y1, 0) / abs(geobox.resolution.x)) + 1
+    grown = geobox.pad(pad)
+    win = window_for(geom, grown, buffer=buffer)
+    return bool(win) and bool(parcel_pixels(geom, grown[win], buffer=buffer, all_touched=all_touched).any())
 
 
 def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats: Sequence[str],
