@@ -175,11 +175,6 @@ class AbsentShards:
     def __setstate__(self, state: dict) -> None:
         vars(self).update(state, lock=threading.Lock())
 
-    def clear(self) -> None:
-        with self.lock:
-            self.keys.clear()
-            self.manifests.clear()
-
     def manifests_of(self, collection: str) -> MutableMapping[tuple[str, bool, int], BlockManifest | None]:
         return self.manifests.setdefault(collection, LRUDict(self._manifests))
 

@@ -44,15 +44,16 @@ class ArrayCache:
 
     def __init__(self, arrays: int = 1024) -> None:
         """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
-        self.arrays: MutableMapping[str, zarr.Array] = LRUDict(arrays)
-        self.indexes: MutableMapping[str, Any] = LRUDict(64 * arrays)
-        self.absent = AbsentShards(64 * arrays)  # confirm_absent's
+        self.size = arrays
+        self.clear()
 
     def clear(self) -> None:
-        """Forget everything: the cube was replaced by another at the same place (its objects are other ones)."""
-        self.arrays.clear()
-        self.indexes.clear()
-        self.absent.clear()
+        """Forget everything: the cube was replaced by another at the same place (its objects are other ones).
+        New containers, not emptied ones: a query begun before keeps those it took, so what it still reads of the
+        replaced cube (a shard index, under the path the new cube's shard has) never reaches the later queries."""
+        self.arrays: MutableMapping[str, zarr.Array] = LRUDict(self.size)
+        self.indexes: MutableMapping[str, Any] = LRUDict(64 * self.size)
+        self.absent = AbsentShards(64 * self.size)  # confirm_absent's
 
 
 def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKey], *,
@@ -60,7 +61,8 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
     """Several arrays of a tile, read-only, their metadata fetched concurrently: on S3 one round trip for
     all of a query's ``zarr.json``, not one after another; arrays in ``cache`` are not fetched again."""
     paths = {(res, name, hot): layout.array_path(collection, tile, res, name, hot=hot) for res, name, hot in keys}
-    cached = {key: cache.arrays.get(paths[key]) for key in keys} if cache is not None else {}
+    kept = None if cache is None else cache.arrays  # taken once: a cache cleared meanwhile gets none of these
+    cached = {key: kept.get(paths[key]) for key in keys} if kept is not None else {}
     known = {key: arr for key, arr in cached.items() if arr is not None}
     missing = [key for key in keys if key not in known]
 
@@ -81,8 +83,8 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
             f"an array document (zarr.json) of tile {tile} that the cube's ledger reads is missing from "
             f"{store_url(store)} ({', '.join(lost)}): the cube has lost data, or the store answered 404 for an "
             f"object it holds; check the cube with cardcube verify") from None
-    if cache is not None:
-        cache.arrays.update({paths[key]: arr for key, arr in opened.items()})
+    if kept is not None:
+        kept.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}
     return {key: found[key] for key in keys}
 

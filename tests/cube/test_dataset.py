@@ -340,3 +340,24 @@ def test_a_time_range_keeps_the_stored_time_chunks(tiny_cube):
     cut = np.cumsum((0, *ranged.chunks["time"])) + 5
     assert set(cut[1:-1]) <= set(edges), (ranged.chunks["time"], stored)  # boundaries where the cube has them
     np.testing.assert_array_equal(ranged.B04.values, whole.B04.values[5:-2])
+
+
+def test_what_a_query_begun_before_the_cache_was_cleared_reads_stays_out_of_it(tiny_cube, monkeypatch):
+    """The REST service clears its cache when the cube is replaced at the same place; a query begun before went on
+    and put the old cube's shard indexes and arrays back, under the paths of the new cube's objects."""
+    import cube.tile_arrays as tile_arrays
+    from cube.tile_arrays import ArrayCache
+
+    cache = ArrayCache(16)
+    begun = open_cube(tiny_cube, bands=["B04"], time="2024-06", decode=False, cache=cache)  # lazy: nothing read yet
+    assert len(cache.arrays) > 0 and len(cache.indexes) == 0
+    cache.clear()  # the cube replaced meanwhile
+    begun.compute()  # the query goes on, reading shard indexes
+    assert len(cache.indexes) == 0 and len(cache.arrays) == 0
+    after = open_cube(tiny_cube, bands=["B04"], time="2024-06", decode=False, cache=cache).compute()
+    assert len(cache.indexes) > 0  # a query after the clear fills it again, and reads the same
+    np.testing.assert_array_equal(after.B04.values, begun.B04.values)
+    opening = tile_arrays.sync
+    monkeypatch.setattr(tile_arrays, "sync", lambda c: (cache.clear(), opening(c))[1])  # cleared while it opens
+    open_cube(tiny_cube, bands=["B08"], time="2024-06", decode=False, cache=cache)
+    assert len(cache.arrays) == 0
