@@ -448,9 +448,6 @@ def check_sheet(version: CubeVersion, time: Any, size: int, *, scale: int = SHEE
     _check_sheet_size(dates, (size, size), columns=SHEET_COLUMNS, scale=scale, advice=advice)
 
 
-SHEET_ADVICE = "narrow the time range, the size or the scale"  # what a caller of a season sheet may change
-
-
 def _check_sheet_size(dates: int, panel: tuple[int, int], *, columns: int, scale: int, advice: str) -> None:
     width, height = render.least_sheet_size(dates, panel, columns=columns, scale=scale)
     if dates and width * height > MAX_SHEET_PIXELS:

@@ -134,14 +134,13 @@ def _check_collections(timeseries: str | Path, s1: str | Path | None,
                        storage_options: Mapping[str, Any] | None) -> None:
     """Refuse statistics given in the other one's place (the recorded collection says which): Sentinel-1 ones as
     ``timeseries`` were blamed on a cloud mask they never had."""
-    for path, wanted, given in ((timeseries, "s2", "--timeseries (Python: the first argument)"),
-                                (s1, "s1", "--s1 (Python: s1=)")):
+    places = {"s2": "--timeseries (Python: the first argument)", "s1": "--s1 (Python: s1=)"}
+    for path, wanted in ((timeseries, "s2"), (s1, "s1")):
         collection = None if path is None else statistics_parameters(path, storage_options=storage_options).get(
             "collection")
-        if collection is not None and collection != wanted:
-            right = "--s1 (Python: s1=)" if collection == "s1" else "--timeseries (Python: the first argument)"
-            raise InvalidRequestError(f"the statistics at {path}, given as {given}, are of the {collection} cube: "
-                                      f"pass them as {right}")
+        if collection in places and collection != wanted:
+            raise InvalidRequestError(f"the statistics at {path}, given as {places[wanted]}, are of the {collection} "
+                                      f"cube: pass them as {places[collection]}")
 
 
 def _check_masked(path: str | Path, storage_options: Mapping[str, Any] | None) -> None:
