@@ -112,8 +112,9 @@ def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
             status.append(ParcelStatus(pid, "outside", 0, "outside the cube tile(s) read"))
         elif not extent.contains(geom) and _has_pixels(geom, geobox, buffer=buffer, all_touched=all_touched):
             share = geom.difference(extent).area / geom.area  # a Dataset cut across it: the buffer is not to blame
-            status.append(ParcelStatus(pid, "outside", 0, f"{share:.1%} of the parcel lies outside the area read "
-                                                          f"(the Dataset given), and its part inside holds no pixel"))
+            status.append(ParcelStatus(pid, "outside", 0, f"{share:.1%} of the parcel lies outside the area read (the "
+                                                          f"Dataset given, or the cube's tiles), and its part inside "
+                                                          f"holds no pixel"))
         else:
             status.append(ParcelStatus(pid, "too_small", 0, too_small(pid, geom, buffer=buffer,
                                                                       all_touched=all_touched).reason))

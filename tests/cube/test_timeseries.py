@@ -334,9 +334,10 @@ def test_a_dataset_reordered_or_cut_across_a_parcel_says_so_or_reads_right(tiny_
     share = float(status["reason"].split("%")[0]) / 100
     inside = one.geometry.iloc[0].intersection(box(float(cut.x.min()) - 5, y0, float(cut.x.max()) + 5, y1))
     assert share == pytest.approx(1 - inside.area / one.geometry.iloc[0].area, abs=0.01)
-    # a sliver of it: "too_small", its area "leaves no pixel after an inward buffer" (it held 47 pixels in the cube)
-    with pytest.raises(ParcelOutsideCubeError, match=r"parcel .*: \d+\.\d% of the parcel lies outside the area read "
-                                                      r"\(the Dataset given\), and its part inside holds no pixel$"):
+    # a sliver of it was "too_small": its 4.5 ha "leave no pixel after an inward buffer of 5 m"
+    outside = (r"parcel .*: \d+\.\d% of the parcel lies outside the area read \(the Dataset given, or the cube's "
+               r"tiles\), and its part inside holds no pixel$")
+    with pytest.raises(ParcelOutsideCubeError, match=outside):
         parcel_timeseries(ds.sel(x=slice(None, x0 + 3)), one, bands=["B04"])
     speck = gpd.GeoDataFrame({"parcel_id": ["speck"]}, geometry=[box(x0 - 2, y0, x0 + 2, y0 + 4)], crs=one.crs)
     with pytest.raises(ParcelTooSmallError):  # no pixel wherever it lay: the buffer's doing, as it says
