@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time as timer
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,7 +54,14 @@ from odc.geo.geom import Geometry
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CardcubeError, InvalidRequestError, ParcelError, RequestTooLargeError, StoreError
+from cardcube.errors import (
+    CardcubeError,
+    InvalidRequestError,
+    ParcelError,
+    ParcelsWithoutStatisticsWarning,
+    RequestTooLargeError,
+    StoreError,
+)
 from cardcube.grid import TileGrid
 from cardcube.parallel import check_scheduler, check_workers_see, run_tasks
 from cardcube.query import parse_time_selection
@@ -561,8 +569,11 @@ def extract(
     spent: Counter[str] = Counter()
     cpu: Counter[str] = Counter()
     written: list[str] = []
-    for result in run_tasks(job, [(t,) for t in tasks], scheduler=scheduler, progress=progress,
-                            desc="extract", unit="task", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")}):
+    with warnings.catch_warnings():  # a batch's parcels without statistics are in the status table, not a warning
+        warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)  # (this process's threads: its filters)
+        results = run_tasks(job, [(t,) for t in tasks], scheduler=scheduler, progress=progress, desc="extract",
+                            unit="task", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")})
+    for result in results:
         rows += result["rows"]
         chunks += result["chunks"]
         written += result["files"]

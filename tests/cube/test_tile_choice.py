@@ -6,6 +6,7 @@ tile, a chip of no data, dates of the other tile missing, a north/south mosaic u
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 import geopandas as gpd
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.errors import InvalidRequestError, ParcelsWithoutStatisticsWarning, RequestTooLargeError
 from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
@@ -192,7 +193,15 @@ def test_extraction_reads_the_dates_of_both_tiles_as_parcel_timeseries(two_histo
     calls = []
     monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    result = extract(parcels, two_histories, tmp_path / "out", bands=["B04", "NDVI"], progress=False)
+    x0, y0, _, _ = _in_the_overlap(tiny_straddle_region).to_crs(parcels.crs).total_bounds
+    speck = gpd.GeoDataFrame({"parcel_id": ["speck"]}, geometry=[box(x0 + 1, y0 + 1, x0 + 7, y0 + 7)], crs=parcels.crs)
+    parcels = pd.concat([parcels, speck], ignore_index=True)  # too small, read across tiles with its neighbours
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = extract(parcels, two_histories, tmp_path / "out", bands=["B04", "NDVI"], progress=False)
+    # a batch's parcel without statistics was a warning as well as its status
+    assert read_status(tmp_path / "out").set_index("parcel_id").status["speck"] == "too_small"
+    assert not [w for w in caught if issubclass(w.category, ParcelsWithoutStatisticsWarning)]
     assert len(calls) < 10 if batch_m is None else len(calls) > 20, len(calls)
     assert result.status["ok"] > 0 and not result.failures
     with pytest.warns(UserWarning, match="no statistics"):
