@@ -711,13 +711,15 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     dates another has over them) still to read, and how many were found read. They are read by
     ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
     is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
-    batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an update): its
+    batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an update) and the file
+    is of an earlier version (an interrupted update resumed reads only the batches it had not written): its
     parcels' statuses go to ``status``. Files of batches there are no more (an earlier run's) are deleted."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     todo, resumed = [], 0
+    version = job.version.version if again else None  # an update reads them again, but not its own files twice
     for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
         key = mosaic_key(i)
-        if key in done and not again and (earlier := mosaic_status(job.out, key)) is not None:
+        if key in done and (earlier := mosaic_status(job.out, key, version)) is not None:
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
             resumed += 1

@@ -194,16 +194,17 @@ def _ids(gdf: gpd.GeoDataFrame, id_column: str) -> list[Any]:
     return uniform_ids([i.item() if isinstance(i, np.generic) else i for i in raw])  # as_parcels' ids
 
 
-def mosaic_status(out: Store, key: str) -> list[dict[str, Any]] | None:
+def mosaic_status(out: Store, key: str, version: int | None = None) -> list[dict[str, Any]] | None:
     """The status of the parcels of a batch read across tiles, from the metadata of an earlier run's file ``key``
     (read whole: a fraction of the cube bytes reading those parcels again would take), or None if it does not
-    hold it."""
+    hold it, or (``version`` given) holds it for another cube version."""
     data = read_bytes(out, key)
     try:
         meta = None if data is None else pq.read_schema(io.BytesIO(data)).metadata
     except pa.ArrowInvalid:
         return None
-    return json.loads((meta or {}).get(b"PANDAS_ATTRS", b"{}")).get("parcel_status")
+    attrs = json.loads((meta or {}).get(b"PANDAS_ATTRS", b"{}"))
+    return attrs.get("parcel_status") if version in (None, attrs.get("cube_version")) else None
 
 
 def write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,

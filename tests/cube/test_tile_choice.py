@@ -367,6 +367,40 @@ def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_
     _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
 
 
+def test_an_interrupted_update_reads_again_only_the_batches_across_tiles_it_had_not_written(
+        two_histories, tiny_straddle_region, tmp_path, monkeypatch):
+    """An update reads every batch again (a date may be new in one of their tiles): resumed, it read again those it
+    had written too, and as they ran first (the longest tasks), an update stopped again and again never reached
+    its work units."""
+    import shutil
+
+    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
+    shutil.copytree(two_histories, cube)
+    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    parcels = gpd.read_parquet(region.parcels)
+    kw = {"bands": ["B04"], "progress": False, "scheduler": "sync"}
+    extract(parcels, cube, out, **kw)
+    _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
+    calls = []
+
+    def stopped_at_the_fifth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return parcel_timeseries(*args, **kwargs)
+
+    monkeypatch.setattr("cube.extract.parcel_timeseries", stopped_at_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        extract(parcels, cube, out, update=True, **kw)
+    calls.clear()
+    monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
+    resumed = extract(parcels, cube, out, update=True, **kw)
+    batches = len(list((out / "timeseries" / "tile=mosaic").glob("part-*.parquet")))
+    assert batches > 10 and len(calls) == batches - 4 and resumed.units_resumed >= 4
+    extract(parcels, cube, tmp_path / "whole", bands=["B04"], progress=False)
+    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+
+
 def test_an_extraction_interrupted_under_another_choice_of_tiles_is_not_resumed(two_histories, tiny_straddle_region,
                                                                                  tmp_path):
     """One interrupted before the parcels of the overlaps were read across tiles had their rows in its tiles'
