@@ -397,6 +397,14 @@ class _Job:
                 "status": [replace(s, tile=batch.tiles[s.parcel_id]) for s in statuses]}
 
 
+PHASES = ("read", "statistics", "write", "across tiles")  # of a unit (read, statistics, write) or a batch
+
+
+def _in_order(seconds: Mapping[str, float]) -> dict[str, float]:
+    """``seconds`` by phase in the order of :data:`PHASES`, whatever order the tasks ended in."""
+    return {phase: seconds[phase] for phase in PHASES if phase in seconds}
+
+
 class _Phases(Counter):
     """Seconds a work unit spends in each phase (read, statistics, write): where extraction time goes. ``cpu``:
     the thread's CPU seconds in each, without the waits (for the store, for the GIL, for a core). Blosc decodes
@@ -587,7 +595,8 @@ def extract(
     counts = pd.Series([s.status for s in status.values()]).value_counts()
     result = ExtractResult(store_url(out_store), collection, version.version,
                            {s: int(counts.get(s, 0)) for s in STATUSES}, len(written), units_resumed,
-                           rows, chunks, timer.perf_counter() - started, tuple(failures), dict(spent), dict(cpu),
+                           rows, chunks, timer.perf_counter() - started, tuple(sorted(failures)), _in_order(spent),
+                           _in_order(cpu),
                            None if new is None else sum(map(len, new.values())))
     finish_manifest(out_store, version, time=time, status=result.status)
     return result
