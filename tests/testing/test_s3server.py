@@ -37,7 +37,8 @@ def test_server_starts_answers_and_stop_frees_the_port() -> None:
         server.stop()
     assert server.process.returncode is not None
     assert not _answers(server.port)
-    with socket.socket() as sock:  # the port is free again
+    with socket.socket() as sock:  # the port is free again: for a new server (SO_REUSEADDR, as servers bind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no holder
         sock.bind(("127.0.0.1", server.port))
 
 
