@@ -14,6 +14,7 @@ from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import (
+    CorruptShardError,
     DuplicateSceneError,
     InvalidRequestError,
     LockLostError,
@@ -37,7 +38,7 @@ from cube.ledger import (
     enclosing_cube,
     head_or_empty,
 )
-from cube.manifest import BlockManifest, block_manifests, write_manifests
+from cube.manifest import BlockManifest, block_manifests, has_manifest, read_manifests, write_manifests
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
@@ -47,7 +48,7 @@ from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
-from ingest.write import StoredShard, write_shard
+from ingest.write import HotManifests, StoredShard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -251,11 +252,28 @@ def _by_item(scenes: list[SourceScene]) -> list[list[SourceScene]]:
     return list(groups.values())
 
 
-def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tuple[int, list[StoredShard]]:
+def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence, hot_manifests: HotManifests
+                   ) -> tuple[int, list[StoredShard]]:
     """Run one shard write: the bytes it stored, and the shards."""
     counter = CountingStore(store)
-    stored = write_shard(counter, spec, task, fence)
+    stored = write_shard(counter, spec, task, fence, hot_manifests)
     return counter.bytes_written, stored
+
+
+def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
+    """The manifests of the hot slots ``plan`` moves into cold blocks, by (tile, slot), which their shards are
+    checked against (:func:`ingest.write.write_shard`); raises if a slot written with one lost it, since what it
+    held can then be checked no more (None: a slot written before manifests)."""
+    slots = sorted({(w.tile, True, d.hot_slot) for w in plan.writes for d in w.dates if d.hot_slot is not None})
+    found = read_manifests(store, plan.head.spec.name, slots)
+    lost = [layout.manifest_key(plan.head.spec.name, t, s, hot=True) for (t, _, s), m in found.items()
+            if m is None and has_manifest(plan.head, t, True, s)]
+    if lost:
+        raise CorruptShardError(
+            f"the manifest of {len(lost)} hot-buffer slot(s) this ingest was to move into cold blocks is missing "
+            f"({', '.join(lost)}): their shards can be checked no more, and this run commits nothing. Restore it "
+            "from a backup and run it again (`cardcube verify` lists what else is lost)")
+    return {(t, s): m for (t, _, s), m in found.items()}
 
 
 def _manifests(spec: CubeSpec, writes: Sequence[ShardWrite], stored: Iterable[StoredShard]) -> list[BlockManifest]:
@@ -390,6 +408,7 @@ def ingest(
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
         new_bytes = 0
         if plan.new is not None:
+            hot = _compacted_manifests(store, plan)
             for tile in {c.scene.tile for c in checked}:
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
@@ -397,7 +416,10 @@ def ingest(
                 if tile in head.tiles and clear_blocks(store, spec, tile, blocks, check=fence.check):
                     log.info("tile %s: cleared what a run that died before its commit left where this run writes", tile)
             # each task counts its own writes, which a worker process could not add to ``counting``
-            results = run_tasks(_write_counted, [(counting._store, spec, w, fence) for w in plan.writes],
+            tasks = [(counting._store, spec, w, fence,
+                      {d.hot_slot: hot[(w.tile, d.hot_slot)] for d in w.dates if d.hot_slot is not None})
+                     for w in plan.writes]
+            results = run_tasks(_write_counted, tasks,
                                 scheduler=scheduler, desc="writing shards", progress=progress, unit="shard",
                                 stop_grace=stop_grace)
             written = [n for n, _ in results]

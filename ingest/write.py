@@ -11,6 +11,7 @@ from committed hot-buffer slots.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import rasterio
@@ -18,15 +19,16 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from zarr.abc.store import Store
 
-from cardcube.errors import SceneReadError
+from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_s3_config
-from cube.shard_reader import values_checksum
+from cardcube.storage import gdal_path, gdal_s3_config, read_bytes
+from cube.manifest import BlockManifest
+from cube.shard_reader import check_shard, values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
-from ingest.plan import ShardWrite
+from ingest.plan import DateSource, ShardWrite
 from ingest.sources import REFUSED_ADVICE, shown_href
 from ingest.validate import CheckedScene
 from ingest.values import ValueMap
@@ -41,12 +43,20 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> tuple[int, int] | None:
 StoredShard = tuple[str, bool, int, str, int, int, int]  # tile, hot, time block, band, shard row, column, crc32
 
 
-def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> list[StoredShard]:
+HotManifests = Mapping[int, BlockManifest | None]  # the manifest of each hot slot a write compacts (None: none)
+
+
+def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence,
+                hot_manifests: HotManifests | None = None) -> list[StoredShard]:
     """Write every band of ``task.resolution`` for ``task.dates`` into the task's shard region, checking
     ``fence`` (the writer lock still held) right before each band's write; the shards stored, for the
-    blocks' manifests (:mod:`cube.manifest`): zarr stores none that holds only the fill value."""
+    blocks' manifests (:mod:`cube.manifest`): zarr stores none that holds only the fill value.
+    ``hot_manifests``: the manifests of the committed hot slots among ``task.dates``, by slot, which their
+    values are checked against before they move into a cold block (a slot missing here has none)."""
+    manifests = hot_manifests or {}
     with rasterio.Env(**gdal_s3_config()):  # sources on s3:// are read by GDAL, in byte ranges
-        return [s for band in spec.bands_at(task.resolution) for s in _write_band(store, spec, task, band, fence)]
+        return [s for band in spec.bands_at(task.resolution)
+                for s in _write_band(store, spec, task, band, fence, manifests)]
 
 
 def _holds_data(values: np.ndarray, fill: float) -> bool:
@@ -54,7 +64,8 @@ def _holds_data(values: np.ndarray, fill: float) -> bool:
     return bool(np.any(~np.isnan(values))) if np.isnan(fill) else bool(np.any(values != fill))
 
 
-def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence) -> list[StoredShard]:
+def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence,
+                manifests: HotManifests) -> list[StoredShard]:
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
     fill = band.nodata if band.nodata is not None else 0
@@ -63,13 +74,8 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
         if date.scene is not None:
             for k, part in enumerate(date.scene.slices):  # first valid wins, in time order (ingest.passes)
                 _fill_from(part, block[i], task, band, fill, where_nodata=k > 0)
-            continue
-        wr, wc, wh, ww = date.windows[task.resolution]
-        rows, cols = _overlap(r0, r1, wr, wr + wh), _overlap(c0, c1, wc, wc + ww)
-        if rows is not None and cols is not None:
-            hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
-            block[i, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0] = \
-                hot[date.hot_slot, rows[0]:rows[1], cols[0]:cols[1]]
+        else:
+            block[i] = _hot_values(store, spec, task, band, date, manifests.get(date.hot_slot))
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
@@ -77,6 +83,32 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
     return [(task.tile, task.hot, b, band.name, r0 // sr, c0 // sc, values_checksum(part))
             for b, part in zip(task.blocks(spec.chunks.time), parts, strict=True) if _holds_data(part, fill)]
+
+
+def _hot_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, date: DateSource,
+                manifest: BlockManifest | None) -> np.ndarray:
+    """What the committed hot slot of ``date`` holds of ``band`` in the task's region (one shard of the slot), for a
+    compaction to move into a cold block: checked first, as ``verify --deep`` checks, against the crc32 its
+    manifest records. Read as it is, a lost shard would go into the cold block as nodata and a damaged one as wrong
+    values, for good, with the cold block's new checksum vouching for them."""
+    hot = open_array(store, spec, task.tile, task.resolution, band.name, hot=True)
+    (r0, r1), (c0, c1) = task.rows, task.cols
+    _, sr, sc = hot.shards
+    coords = (date.hot_slot, r0 // sr, c0 // sc)
+    crc = None if manifest is None else manifest.shards.get(band.name, {}).get(coords[1:])
+    try:
+        values = hot[date.hot_slot:date.hot_slot + 1, r0:r1, c0:c1]
+        if crc is None or values_checksum(values) == crc:  # not listed: no data there (or a block of no manifest)
+            return values[0]
+    except (ValueError, RuntimeError):  # an index failing its crc32c, a chunk blosc cannot decode: told below
+        pass
+    key = f"{hot.store_path.path}/c/{'/'.join(map(str, coords))}"
+    problem = check_shard(hot, key, read_bytes(store, key), coords=coords, checksum=crc) or "could not be read"
+    a = date.acquisition
+    raise (MissingShardError if problem == "missing" else CorruptShardError)(
+        f"hot-buffer shard {key} (the date of {a.time}, scene {a.scene_id}): {problem}. This ingest was to "
+        "move the date into a cold block, and commits nothing rather than make the damage the cold block's: restore "
+        "the shard from a backup and run it again (`cardcube verify --deep` lists every damaged shard)")
 
 
 def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: BandSpec, fill: float, *,

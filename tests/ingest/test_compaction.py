@@ -1,0 +1,113 @@
+"""Compaction moves committed hot-buffer dates into a cold block: it must move what ingest wrote, or nothing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardcube.errors import CorruptShardError, MissingShardError
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.dataset import open_cube
+from cube.ledger import read_version
+from cube.verify import verify
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+from tests.ingest.checks import assert_matches_sources
+from tests.ingest.scene_edits import items_of, write_items
+
+
+@pytest.fixture(scope="module")
+def first_nine(tiny_region, tmp_path_factory) -> Path:
+    """The tiny region's first 9 S2 dates: two cold blocks of 4, and hot slot 0."""
+    root = tmp_path_factory.mktemp("compaction") / "cube"
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    ingest(write_items(tiny_region.items, features[:9], "compaction-first.json"), root,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    state = next(iter(read_version(open_store(root, read_only=True), "s2").tiles.values()))
+    assert len(state.cold) == 8 and [h.slot for h in state.hot] == [0]
+    return root
+
+
+@pytest.fixture
+def cube(first_nine, tmp_path) -> Path:
+    return Path(shutil.copytree(first_nine, tmp_path / "cube"))
+
+
+@pytest.fixture(scope="module")
+def next_three(tiny_region) -> Path:
+    """3 more dates: with hot slot 0 they fill cold block 2, so the ingest compacts the slot."""
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    return write_items(tiny_region.items, features[9:12], "compaction-next.json")
+
+
+def _hot_shard(cube: Path) -> Path:
+    """A B04 shard of hot slot 0 (the tiny region spans four 10 m shards)."""
+    return sorted((cube / "s2").glob("*/cube.zarr/hot/r10m/B04/c/0/*/*"))[0]
+
+
+def _lose(shard: Path) -> None:
+    shard.unlink()
+
+
+def _truncate(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes()[:-100])
+
+
+def _flip(shard: Path) -> None:
+    data = bytearray(shard.read_bytes())
+    data[200:210] = bytes(b ^ 0x5A for b in data[200:210])  # inside the first chunk, the index intact
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("damage", "error", "said"), [
+    (_lose, MissingShardError, "missing"),
+    (_truncate, CorruptShardError, "index fails its checksum"),
+    (_flip, CorruptShardError, "values differ from those ingest wrote"),
+])
+def test_a_damaged_hot_shard_stops_its_compaction_and_nothing_is_committed(cube, next_three, tiny_region, damage, error,
+                                                                             said):
+    """A hot shard lost or damaged behind cardcube's back (a lifecycle rule, a partial restore, a bad disk) was read
+    as nodata or wrong values into the cold block the next ingest compacted it into, for good, and `verify --deep`
+    then called the cube sound: the compaction checks the slot against its manifest and refuses."""
+    shard = _hot_shard(cube)
+    sound = shard.read_bytes()
+    before = open_cube(cube, decode=False).B04.isel(time=8).values
+    damage(shard)
+
+    with pytest.raises(error, match=rf"{shard.relative_to(cube).as_posix()} .*: .*{said}.* commits nothing"):
+        ingest(next_three, cube, progress=False)
+    assert read_version(open_store(cube, read_only=True), "s2").version == 1
+
+    shard.write_bytes(sound)  # restored from a backup: the same run goes in, the hot date as it was ingested
+    result = ingest(next_three, cube, progress=False)
+    assert result.version == 2 and result.compacted == 1 and len(result.added) == 3
+    state = next(iter(read_version(open_store(cube, read_only=True), "s2").tiles.values()))
+    assert len(state.cold) == 12 and not state.hot
+    np.testing.assert_array_equal(open_cube(cube, decode=False).B04.isel(time=8).values, before)
+    assert int((before != 0).sum()) > 0
+    twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
+    assert_matches_sources(cube, write_items(tiny_region.items, twelve, "compaction-twelve.json"), "s2")
+    assert verify(cube, deep=True, progress=False).ok
+
+
+def test_a_lost_manifest_of_a_slot_to_compact_stops_the_ingest(cube, next_three):
+    manifest = next((cube / "s2").glob("*/_manifest/hot-000000.json"))
+    manifest.unlink()
+    with pytest.raises(CorruptShardError, match=r"manifest of 1 hot-buffer slot.*hot-000000\.json.*commits nothing"):
+        ingest(next_three, cube, progress=False)
+    assert read_version(open_store(cube, read_only=True), "s2").version == 1
+
+
+def test_the_ingest_command_says_which_shard_in_one_line_and_exits_with_2(cube, next_three):
+    _lose(_hot_shard(cube))
+    done = subprocess.run([sys.executable, "-m", "cardcube.cli", "ingest", str(next_three), "--cube", str(cube),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "error: hot-buffer shard s2/" in done.stderr
+    assert "restore the shard from a backup" in done.stderr
