@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,16 +146,10 @@ def _resolve_spec(head: CubeVersion, collection: str, chunks: ChunkLayout | None
 
 
 def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceScene], list[str], list[Rejection]]:
-    """Split offered scenes into to-check, already-present (skipped) and duplicate acquisitions: of the same tile
-    and time, or, in a cube of per-tile products (Sentinel-2; backscatter slices of one pass may each name the
-    tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`)."""
-    todo, skipped, rejected = [], [], []
-    seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
-    per_tile = not head.spec.backscatter
-    products: dict[str, list[Product]] = {}  # by tile
-    for tile, state in head.tiles.items() if per_tile else ():
-        products[tile] = [Product.of(a.scene_id, a.time, a.platform, a.relative_orbit, a.orbit_state)
-                          for a in state.acquisitions]
+    """Split offered scenes by their ids into candidates, already-present (skipped) and refused: an id the cube
+    holds at another time, or listed twice with other files. Which candidate of an acquisition goes in is
+    :func:`_one_per_acquisition`'s choice, once their files are checked."""
+    candidates, skipped, rejected = [], [], []
     held = {p for r in head.scenes.values() for p in r.piece_ids}  # with the slices mosaicked into a date
     items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
@@ -177,23 +171,46 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         offered[s.scene_id] = s
+        candidates.append(s)
+    return candidates, skipped, rejected
+
+
+def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, failed: Collection[str] = ()
+                         ) -> tuple[list[SourceScene], list[Rejection]]:
+    """Of ``candidates`` (in time order, then by id), those to go in, and the duplicates of an acquisition: of the
+    same tile and time, or, in a cube of per-tile products (Sentinel-2; backscatter slices of one pass may each name
+    the tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`). A committed one
+    is kept; of those offered, the first not ``failed`` (its files checked and refused): a broken product must
+    not keep a sound one of its acquisition out."""
+    chosen, rejected = [], []
+    seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    per_tile = not head.spec.backscatter
+    products: dict[str, list[Product]] = {}  # by tile
+    for tile, state in head.tiles.items() if per_tile else ():
+        products[tile] = [Product.of(a.scene_id, a.time, a.platform, a.relative_orbit, a.orbit_state)
+                          for a in state.acquisitions]
+    times = {s.scene_id: s.time for s in candidates}
+    for s in (s for s in candidates if s.scene_id not in failed):
         other = seen.get((s.tile, s.time)) or (same_pass_product(s, products) if per_tile else None)
         if other is not None:
-            why = ("committed dates never change (extractions rely on it): a reprocessed product goes into a new "
-                   "cube" if other in head.scenes else "two products of one acquisition in the source: the "
-                   "earliest is read (of one time, the one whose id sorts first), whatever their order in the source")
-            when = head.scenes[other].time if other in head.scenes else offered[other].time
+            when = head.scenes[other].time if other in head.scenes else times[other]
             at = s.time if when == s.time else f"{when}, on the pass this one was seen on at {s.time}"
-            err = DuplicateSceneError(s.scene_id, f"tile {s.tile} already has the acquisition of {at} "
-                                                  f"(scene {other}); {why}")
+            if other in head.scenes:
+                why = (f"tile {s.tile} already has the acquisition of {at} (scene {other}); committed dates never "
+                       "change (extractions rely on it): a reprocessed product goes into a new cube")
+            else:
+                why = (f"the acquisition of {at} on tile {s.tile} is read from scene {other}: of two products of one "
+                       "acquisition in the source, the earliest that passes its checks is read (of one time, the one "
+                       "whose id sorts first), whatever their order in the source")
+            err = DuplicateSceneError(s.scene_id, why)
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         seen[(s.tile, s.time)] = s.scene_id
         if per_tile:
             products.setdefault(s.tile, []).append(Product.of(s.scene_id, s.time, s.platform, s.relative_orbit,
                                                               s.orbit_state))
-        todo.append(s)
-    return todo, skipped, rejected
+        chosen.append(s)
+    return chosen, rejected
 
 
 def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence[str]) -> tuple[str, ...]:
@@ -387,10 +404,20 @@ def ingest(
             publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("recovered")
 
-        todo, skipped, rejected = _triage(scenes, head)
-        groups = _by_item(todo)  # a split item's files are read once for all its tiles, in one task
-        results = [r for rs in run_tasks(_check, [(g, spec, options, spooled) for g in groups], scheduler=scheduler,
-                                         desc="checking scenes", progress=progress, unit="item") for r in rs]
+        candidates, skipped, rejected = _triage(scenes, head)
+        outcomes: dict[str, CheckedScene | Rejection] = {}
+        while True:  # the chosen products of each acquisition checked; in their place, if refused, the next ones
+            todo, twins = _one_per_acquisition(candidates, head, {i for i, r in outcomes.items()
+                                                                  if isinstance(r, Rejection)})
+            groups = _by_item([s for s in todo if s.scene_id not in outcomes])  # a split item's files are read once
+            if not groups:
+                break
+            desc = "checking other products of the acquisitions refused" if outcomes else "checking scenes"
+            outcomes.update((r.scene_id, r) for rs in run_tasks(_check, [(g, spec, options, spooled) for g in groups],
+                                                             scheduler=scheduler, desc=desc, progress=progress,
+                                                             unit="item") for r in rs)
+        rejected += twins
+        results = [outcomes[s.scene_id] for s in candidates if s.scene_id in outcomes]
         checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
         late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])
         for piece, date in late.items():
@@ -398,7 +425,7 @@ def ingest(
                         "dates never change, so it goes in as a date of its own", piece, date)
         # a split item's piece with no data on its tile (its nodata collar reaches the tile) is no fault of the
         # item: left out, not rejected, so a routine run offering the item again does not fail on it
-        pieces = {s.scene_id for s in todo if s.item_id}
+        pieces = {s.scene_id for s in candidates if s.item_id}
         found = [r for r in results if isinstance(r, Rejection)]
         empty = [r.scene_id for r in found if r.kind == NoDataOnTileError.__name__ and r.scene_id in pieces]
         rejected += [r for r in found if r.scene_id not in empty]

@@ -178,9 +178,32 @@ def test_of_two_products_of_one_acquisition_in_one_source_the_reason_says_which_
         result = ingest(write_items(path, order, f"{name}.json"), tmp_path / name, chunks=CHUNKS, progress=False)
         assert result.added == (good[0]["id"],), name  # whatever the order in the source
         (rejection,) = result.rejected
-        assert rejection.scene_id == reprocessed["id"] and f"(scene {good[0]['id']})" in rejection.reason
-        assert "the earliest is read (of one time, the one whose id sorts first), whatever their order in the " \
-               "source" in rejection.reason
+        assert rejection.scene_id == reprocessed["id"] and f"is read from scene {good[0]['id']}:" in rejection.reason
+        assert "the earliest that passes its checks is read (of one time, the one whose id sorts first), whatever " \
+               "their order in the source" in rejection.reason
+        assert "already has" not in rejection.reason  # the tile had no such date: it went in with this run
+
+
+def test_a_broken_product_of_an_acquisition_does_not_keep_a_sound_one_out(bad_batch, tiny_region, tmp_path):
+    """Two products of one acquisition in one source (a reprocessing), the first broken: the date went in neither
+    time, the sound one rejected as a duplicate of the broken one ("tile ... already has the acquisition"), on
+    every run offering both, until the broken one was removed from the source."""
+    path, good, _ = bad_batch
+    broken = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N0000"), truncate)
+    sound = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N9"))
+    assert broken["id"] < sound["id"]  # the one read first, were both sound
+    items = write_items(path, [sound, broken, *good[1:]], "broken-twin.json")
+    first = ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert sorted(first.added) == sorted([sound["id"], *(g["id"] for g in good[1:])])
+    assert [(r.scene_id, r.kind) for r in first.rejected] == [(broken["id"], "SceneReadError")]
+    assert "truncated or corrupt" in first.rejected[0].reason
+    assert_matches_sources(tmp_path / "cube", write_items(path, [sound, *good[1:]], "broken-twin-in.json"), "s2")
+
+    again = ingest(items, tmp_path / "cube", progress=False)  # the next routine run
+    assert not again.added and again.skipped == (sound["id"], *(g["id"] for g in good[1:]))
+    (rejection,) = again.rejected
+    assert rejection.scene_id == broken["id"] and f"already has the acquisition of {sound['properties']['datetime']}" \
+        in rejection.reason and sound["id"] in rejection.reason
 
 
 @pytest.mark.parametrize("other", ["same metadata", "platform spelled otherwise", "no orbit said"])
