@@ -175,15 +175,17 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
     return candidates, skipped, rejected
 
 
-def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, failed: Collection[str] = ()
-                         ) -> tuple[list[SourceScene], list[Rejection]]:
+def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, checked: Mapping[str, CheckedScene],
+                         failed: Collection[str]) -> tuple[list[SourceScene], list[Rejection]]:
     """Of ``candidates`` (in time order, then by id), those to go in, and the duplicates of an acquisition: of the
     same tile and time, or, in a cube of per-tile products (Sentinel-2; backscatter slices of one pass may each name
-    the tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`). A committed one
-    is kept; of those offered, the first not ``failed`` (its files checked and refused): a broken product must
-    not keep a sound one of its acquisition out."""
+    the tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`), or, once
+    ``checked``, read from files of the same bytes on the tile (one product under two ids). A committed one is
+    kept; of those offered, the first not ``failed`` (its files checked and refused): a broken product must not
+    keep a sound one of its acquisition out."""
     chosen, rejected = [], []
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
+    files = {(r.tile, _same_bytes(p.checksums)): p.scene_id for r in head.scenes.values() for p in r.parts or (r,)}
     per_tile = not head.spec.backscatter
     products: dict[str, list[Product]] = {}  # by tile
     for tile, state in head.tiles.items() if per_tile else ():
@@ -191,7 +193,15 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, faile
                           for a in state.acquisitions]
     times = {s.scene_id: s.time for s in candidates}
     for s in (s for s in candidates if s.scene_id not in failed):
+        bytes_ = (s.tile, _same_bytes(checked[s.scene_id].checksums)) if s.scene_id in checked else None
         other = seen.get((s.tile, s.time)) or (same_pass_product(s, products) if per_tile else None)
+        if other is None and (copy := files.get(bytes_)) is not None:
+            kept = "the cube holds it" if copy not in times else "it goes in once"
+            err = DuplicateSceneError(s.scene_id, f"its files are the same bytes as those of scene {copy} on tile "
+                                                  f"{s.tile}: one product under two ids (another provider's item of "
+                                                  f"it), and {kept}")
+            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            continue
         if other is not None:
             when = head.scenes[other].time if other in head.scenes else times[other]
             at = s.time if when == s.time else f"{when}, on the pass this one was seen on at {s.time}"
@@ -206,11 +216,18 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, faile
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
         seen[(s.tile, s.time)] = s.scene_id
+        if bytes_ is not None:
+            files[bytes_] = s.scene_id
         if per_tile:
             products.setdefault(s.tile, []).append(Product.of(s.scene_id, s.time, s.platform, s.relative_orbit,
                                                               s.orbit_state))
         chosen.append(s)
     return chosen, rejected
+
+
+def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """A product's band files by their checksums, equal for one product's whatever its id or time."""
+    return tuple(sorted(checksums.items()))
 
 
 def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence[str]) -> tuple[str, ...]:
@@ -368,7 +385,8 @@ def ingest(
     temporary folder, with a local ``scheduler`` only (with a cluster the files are read again from the source);
     a folder (a volume a cluster's workers share, a larger disk): one made in it; False: none, the writes read
     the source again. It takes the disk of the run's checked band files, compressed as in the source, and is
-    removed when the run ends, whether it succeeds or fails. Local files are read where they are.
+    removed when the run ends, whether it succeeds or fails. Local files are read where they are; one changed
+    since its check (:func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -407,8 +425,9 @@ def ingest(
         candidates, skipped, rejected = _triage(scenes, head)
         outcomes: dict[str, CheckedScene | Rejection] = {}
         while True:  # the chosen products of each acquisition checked; in their place, if refused, the next ones
-            todo, twins = _one_per_acquisition(candidates, head, {i for i, r in outcomes.items()
-                                                                  if isinstance(r, Rejection)})
+            todo, twins = _one_per_acquisition(
+                candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
+                {i for i, r in outcomes.items() if isinstance(r, Rejection)})
             groups = _by_item([s for s in todo if s.scene_id not in outcomes])  # a split item's files are read once
             if not groups:
                 break
@@ -417,7 +436,9 @@ def ingest(
                                                              scheduler=scheduler, desc=desc, progress=progress,
                                                              unit="item") for r in rs)
         rejected += twins
-        results = [outcomes[s.scene_id] for s in candidates if s.scene_id in outcomes]
+        chosen = {s.scene_id for s in todo}  # a scene checked in a round may be another's duplicate in the next
+        results = [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
+                   and (s.scene_id in chosen or isinstance(r, Rejection))]
         checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
         late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])
         for piece, date in late.items():

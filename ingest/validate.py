@@ -18,10 +18,12 @@ them a scene that needs either is rejected, and the reason names the option.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import fsspec
 import numpy as np
@@ -54,6 +56,19 @@ from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, va
 from ingest.warp import Window, check_same_ground, has_valid_pixel, tile_windows, valid_pixels, warp_record
 
 WARP_OPTION = "ingest(..., warp=True), cardcube ingest --warp"
+FileStamp = tuple[int, int]
+
+
+def file_stamp(href: str) -> FileStamp | None:
+    """A local file's size and modification time (ns), which another file put in its place or the file rewritten
+    changes (a sync job at work on the source folder); None for a remote file, or none there."""
+    if is_remote(href):
+        return None
+    try:
+        st = os.stat(urlparse(href).path if href.startswith("file:") else href)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +85,7 @@ class CheckedScene:
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # per band, if resampled: how (ingest.warp)
     parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
     paths: dict[str, str] = field(default_factory=dict)  # per band: where the writes read it (CheckedFile.path)
+    stamps: dict[str, FileStamp] = field(default_factory=dict)  # per local band file: CheckedFile.stamp
 
     @property
     def scene_id(self) -> str:
@@ -143,6 +159,7 @@ class CheckedFile:
     values: ValueMap
     converted: str | None  # why it is taken as linear power, None if it is not
     counts: _Counts
+    stamp: FileStamp | None = None  # a local file's, as it was before it was read (file_stamp)
 
 
 def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
@@ -153,6 +170,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     without decoding it). ``spool``: the folder where a remote file that passes is kept for the writes, as read
     (:mod:`ingest.spool`); None: they read it from its href again."""
     sid, href = scene.scene_id, scene.assets[band.name]
+    stamp = file_stamp(href)  # before the read: a file changed while it is read differs from it
     data = _read_file(scene, band.name, href)
     if not data:  # GDAL would say "'driver' is required to read/write dataset"
         raise SceneReadError(sid, f"band {band.name} is an empty file ({href}, 0 bytes)")
@@ -177,7 +195,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
         raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
                                   f"{_gdal_reason(exc)}") from None
     path = keep(spool, href, data, checksum) if spool is not None and is_remote(href) else href
-    return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts)
+    return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts, stamp if path == href else None)
 
 
 def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False,
@@ -197,6 +215,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     off_grid = False  # with ``warp``: some band is not on the tile grid, so the whole scene is resampled
     checksums: dict[str, str] = {}
     paths: dict[str, str] = {}
+    stamps: dict[str, FileStamp] = {}
     values: dict[str, ValueMap] = {}
     converted: dict[str, str] = {}
     valid = total = size = 0
@@ -210,6 +229,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         geobox = file.geobox
         checksums[band.name] = file.checksum
         paths[band.name] = file.path
+        if file.stamp is not None:
+            stamps[band.name] = file.stamp
         size += file.size
         placed = _place_or_warp(tile, band, geobox, href, sid, warp=warp)
         if placed is None:
@@ -247,7 +268,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     if warped and not _any_warped_valid(spec, tile, windows, paths, values, warped):
         raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
-    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths)
+    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths,
+                        stamps=stamps)
 
 
 def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, spool: str | None = None

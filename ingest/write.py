@@ -30,7 +30,7 @@ from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import DateSource, ShardWrite
 from ingest.sources import REFUSED_ADVICE, shown_href
-from ingest.validate import CheckedScene
+from ingest.validate import CheckedScene, file_stamp
 from ingest.values import ValueMap
 from ingest.warp import read_warped, valid_pixels
 
@@ -138,6 +138,11 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
         where = shown_href(href) if path == href else f"its checked copy {path} in the spool (of {shown_href(href)})"
         raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {where} to write it "
                              f"(this run commits nothing): {said}{refused}") from None
+    if band.name in scene.stamps and file_stamp(path) != scene.stamps[band.name]:  # read: was it the file checked?
+        raise SceneReadError(scene.scene_id, f"band {band.name} changed since it was checked ({shown_href(href)}: "
+                             "rewritten, or another file put in its place), so what would go in is not what was "
+                             "checked and hashed; this run commits nothing: run it again once the source folder is "
+                             "settled")
     if where_nodata:
         empty = ~valid_pixels(out, band)
         out[empty] = values[empty]

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from cardcube.checkpoints import STOP_ENV
+
 CHUNKS = "time=4,space=64,shard_space=256"
 
 
@@ -26,6 +28,19 @@ def run_ingest(items: Path, cube: str, collection: str, *extra: str, kill_at: st
         full_env["CARDCUBE_KILL_AT"] = kill_at
     return subprocess.run(ingest_command(items, cube, collection, *extra), env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def stopped_at(command: list[str], step: str, *, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` and return once it has stopped itself (SIGSTOP) at the checkpoint ``step``
+    (``CARDCUBE_STOP_AT``), to be woken by SIGCONT."""
+    full_env = {**os.environ, **(env or {}), STOP_ENV: step}
+    proc = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the process never stopped at {step}"
+        time.sleep(0.05)
+    return proc
 
 
 def kill_after(items: Path, cube: str, collection: str, seconds: float, *, env: dict | None = None) -> int:

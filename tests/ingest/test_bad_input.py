@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import signal
 from datetime import datetime, timedelta
 
 import geopandas as gpd
@@ -17,8 +20,10 @@ from cube.ledger import committed_versions, read_version
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
+from tests.ingest.crashing import ingest_command, stopped_at
 from tests.ingest.http_source import http_server, served
 from tests.ingest.scene_edits import (
+    asset_path,
     blank,
     broken_copy,
     empty,
@@ -27,6 +32,7 @@ from tests.ingest.scene_edits import (
     reproject_label,
     shift,
     truncate,
+    west_part,
     write_items,
 )
 
@@ -204,6 +210,61 @@ def test_a_broken_product_of_an_acquisition_does_not_keep_a_sound_one_out(bad_ba
     (rejection,) = again.rejected
     assert rejection.scene_id == broken["id"] and f"already has the acquisition of {sound['properties']['datetime']}" \
         in rejection.reason and sound["id"] in rejection.reason
+
+
+@pytest.mark.parametrize("change", ["another date's file", "cut to half its width"])
+def test_a_local_file_changed_between_its_check_and_the_writes_goes_in_not_and_commits_nothing(bad_batch, tiny_region,
+                                                                                             tmp_path, change):
+    """A sync job rewriting the source folder while an ingest runs: a local file is read where it is, so what went in
+    was another date's pixels under the checked file's sha256 (``verify --deep`` then said sound), or, a file of
+    another size, a raw traceback (``could not broadcast``) with exit 1."""
+    path, good, _ = bad_batch
+    scene = broken_copy(tiny_region.items, good[2], f"CHANGED-{len(change)}")  # its own files, to change
+    b04 = asset_path(tiny_region.items, scene, "B04")
+    items = write_items(path, [scene], f"changed-{len(change)}.json")
+    cube = tmp_path / "cube"
+    proc = stopped_at(ingest_command(items, str(cube), "s2"), "validated")  # checked, nothing written yet
+    if change == "another date's file":
+        shutil.copy(asset_path(tiny_region.items, good[0], "B04"), b04)  # of the same grid
+    else:
+        west_part(0.5)("B04", b04)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert f"error: scene {scene['id']}: band B04 changed since it was checked" in err and "commits nothing" in err
+    assert not committed_versions(open_store(cube), "s2")
+
+    result = ingest(items, cube, chunks=CHUNKS, progress=False)  # run again: the file as it is now
+    if change == "cut to half its width":  # its bands no longer cover the same ground
+        assert [r.kind for r in result.rejected] == ["SceneGridError"] and not result.added
+        return
+    assert result.added == (scene["id"],) and result.ok
+    assert read_version(open_store(cube), "s2").scenes[scene["id"]].checksums["B04"] == \
+        "sha256:" + hashlib.sha256(b04.read_bytes()).hexdigest()
+    assert_matches_sources(cube, items, "s2")
+
+
+def test_one_product_offered_under_two_ids_goes_in_once(tiny_region, tmp_path):
+    """A Sentinel-1 product offered under a second id, its time a second later (another provider's item of it): it
+    went in as a second date, identical to the first. Sentinel-2's rule of one pass does not apply to backscatter
+    (the slices of a pass may each name the tile); files of the same bytes are one product, whatever the ids."""
+    s1 = items_of(tiny_region.items, "sentinel-1-card-bs")
+    when = datetime.fromisoformat(s1[0]["properties"]["datetime"].replace("Z", "+00:00"))
+    later = (when + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    twin = broken_copy(tiny_region.items, s1[0], s1[0]["id"] + "_OTHER_PROVIDER", props={"datetime": later})
+    both = write_items(tiny_region.items, [twin, s1[0], s1[1]], "s1-twins.json")
+    result = ingest(both, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
+    assert sorted(result.added) == sorted([s1[0]["id"], s1[1]["id"]])
+    (rejection,) = result.rejected
+    assert rejection.scene_id == twin["id"] and rejection.kind == "DuplicateSceneError"
+    assert f"its files are the same bytes as those of scene {s1[0]['id']} on tile" in rejection.reason, rejection.reason
+    assert open_cube(tmp_path / "cube", "s1").sizes["time"] == 2
+
+    alone = ingest(write_items(tiny_region.items, [twin], "s1-twin.json"), tmp_path / "cube", collection="s1",
+                   progress=False)  # offered in a later run: the committed product's
+    (rejection,) = alone.rejected
+    assert not alone.added and rejection.reason.endswith("and the cube holds it")
+    assert f"its files are the same bytes as those of scene {s1[0]['id']} on tile" in rejection.reason
 
 
 @pytest.mark.parametrize("other", ["same metadata", "platform spelled otherwise", "no orbit said"])

@@ -4,7 +4,6 @@ committed meanwhile stays exactly as it was."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import socket
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from cardcube.checkpoints import STOP_ENV
 from cardcube.cli import main
 from cardcube.errors import CubeLockedError, LockLostError, TasksStillRunningError
 from cardcube.spec import ChunkLayout
@@ -29,7 +27,7 @@ from ingest.arrays import ensure_tile
 from ingest.commit import writer_lock
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import CHUNKS, ingest_command
+from tests.ingest.crashing import CHUNKS, ingest_command, stopped_at
 from tests.ingest.scene_edits import items_of, write_items
 
 COLLECTION = "s1"
@@ -53,14 +51,7 @@ def batches(tiny_region):
 
 def _stopped(command: list[str], step: str) -> subprocess.Popen:
     """Start ``command`` (a writer holding the lock) and return once it has stopped itself (SIGSTOP) at ``step``."""
-    proc = subprocess.Popen([*command, "--stale-after", str(HOLDER_STALE_AFTER)], env={**os.environ, STOP_ENV: step},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"the process never stopped at {step}"
-        time.sleep(0.05)
-    return proc
+    return stopped_at([*command, "--stale-after", str(HOLDER_STALE_AFTER)], step)
 
 
 def _frozen(command: list[str], step: str) -> subprocess.Popen:
