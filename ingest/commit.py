@@ -221,9 +221,11 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                 _delete_if_owner(store, key, info.owner)
                 continue
             if time.time() >= deadline:
+                waited = f"waited {wait:g} s; " if wait else ""
                 raise CubeLockedError(
-                    f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; "
-                    f"retry when it has finished, or wait for it (--wait SECONDS; Python: wait=). "
+                    f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; {waited}"
+                    f"retry when it has finished, or wait {'longer ' if wait else ''}for it (--wait SECONDS; Python: "
+                    f"wait=). "
                     f"{_taken_for_dead(info, stale_after)}"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))

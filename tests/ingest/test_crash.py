@@ -141,6 +141,9 @@ def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, 
         assert busy.returncode == 2
         assert "is being written by ingest" in busy.stderr and "pid" in busy.stderr
         assert "--wait SECONDS" in busy.stderr  # what the operator can do about it, in the CLI's words
+        patient = run_ingest(batches[1], cube, COLLECTION, "--wait", "0.5")
+        assert patient.returncode == 2 and "waited 0.5 s; retry when it has finished, or wait longer for it (--wait" \
+            in patient.stderr, patient.stderr
         waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3.0)
