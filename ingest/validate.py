@@ -249,6 +249,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
                 raise _with_warp_hint(problem)
             off_grid = True
         _check_units(sid, band, file.counts, file.converted)
+        _check_flags(sid, band, file.counts)
         valid += file.counts.valid
         total += geobox.shape[0] * geobox.shape[1]
     if not off_grid:
@@ -382,12 +383,14 @@ class _Counts:
     valid: int = 0
     negative: int = 0
     nonpositive: int = 0  # values <= 0 of a band converted from linear power (nodata once converted)
+    unknown: dict[int, int] = field(default_factory=dict)  # of a flag band: its values that are no flag, counted
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
     """Valid (and negative) values of the band, read ``rows`` rows at a time: every block is decoded (a
     truncated file fails here), and a whole 10980 px tile is never in memory at once."""
     valid = negative = nonpositive = 0
+    unknown: dict[int, int] = {}
     for r0 in range(0, ds.height, rows):
         raw = ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0)))
         if vmap.to_db:
@@ -397,7 +400,21 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) 
         valid += int(np.count_nonzero(ok))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
-    return _Counts(valid, negative, nonpositive)
+        if band.is_flag:
+            values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
+            for v, n in zip(values.tolist(), counts.tolist(), strict=True):
+                unknown[v] = unknown.get(v, 0) + n
+    return _Counts(valid, negative, nonpositive, unknown)
+
+
+def _check_flags(scene_id: str, band: BandSpec, counts: _Counts) -> None:
+    """A flag band (the scene classification) must hold its flags only: another value is a corrupt or another
+    product's, and the cloud mask, which masks the classes it names, would take its pixels for clear ones."""
+    if counts.unknown:
+        shown = ", ".join(f"{v} ({n:,} px)" for v, n in sorted(counts.unknown.items())[:5])
+        raise SceneContentError(scene_id, f"band {band.name} holds values that are none of its classes: {shown}; "
+                                          f"its classes are {min(band.flag_values)} to {max(band.flag_values)}, and "
+                                          "the cloud mask would take those pixels for clear ones")
 
 
 def _check_footprints(scene_id: str, windows: dict[int, Window]) -> None:

@@ -108,6 +108,16 @@ def blank(band: str, path: Path) -> None:
              if nodata is None or not np.isnan(nodata) else np.full_like(a, np.nan))
 
 
+def foreign_classes(band: str, path: Path) -> None:
+    """Some scene classification pixels of a value that is no SCL class (255): a corrupt or another product's."""
+    if band == "SCL":
+        def edit(a: np.ndarray) -> np.ndarray:
+            a = a.copy()
+            a[:10][a[:10] != 0] = 255
+            return a
+        _rewrite(path, data=edit)
+
+
 def west_part(share: float) -> Callable[[str, Path], None]:
     """Keep the west ``share`` of every band (a partial swath): the scene covers less of its tile."""
     def edit(band: str, path: Path) -> None:

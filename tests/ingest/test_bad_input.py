@@ -27,6 +27,7 @@ from tests.ingest.scene_edits import (
     blank,
     broken_copy,
     empty,
+    foreign_classes,
     items_of,
     reproject,
     reproject_label,
@@ -57,6 +58,7 @@ def bad_batch(tiny_region):
         "missing": broken_copy(items, src, "BAD-missing", drop="B11", props=when(4)),
         "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
         "empty": broken_copy(items, src, "BAD-empty", empty, props=when(7)),
+        "classes": broken_copy(items, src, "BAD-classes", foreign_classes, props=when(8)),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
     return path, good[:3], broken
@@ -70,6 +72,7 @@ EXPECTED = {
     "missing": ("SceneContentError", "missing band(s) B11"),
     "blank": ("SceneContentError", "nodata"),
     "empty": ("SceneReadError", "band B08 is an empty file ("),
+    "classes": ("SceneContentError", "band SCL holds values that are none of its classes: 255 ("),
 }
 
 
