@@ -65,10 +65,28 @@ def file_stamp(href: str) -> FileStamp | None:
     if is_remote(href):
         return None
     try:
-        st = os.stat(urlparse(href).path if href.startswith("file:") else href)
+        st = os.stat(_local_path(href))
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def file_checksum(href: str) -> str | None:
+    """The checksum of a local file's bytes as ingest records it (a file copied again unchanged has a new
+    :func:`file_stamp`, not a new checksum); None if it cannot be read."""
+    try:
+        with open(_local_path(href), "rb") as f:
+            return _checksum(f.read())
+    except OSError:
+        return None
+
+
+def _local_path(href: str) -> str:
+    return urlparse(href).path if href.startswith("file:") else href
+
+
+def _checksum(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +192,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     data = _read_file(scene, band.name, href)
     if not data:  # GDAL would say "'driver' is required to read/write dataset"
         raise SceneReadError(sid, f"band {band.name} is an empty file ({href}, 0 bytes)")
-    checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+    checksum = _checksum(data)
     try:
         with MemoryFile(data) as mem, mem.open() as ds:
             if ds.count != 1:

@@ -30,7 +30,7 @@ from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import DateSource, ShardWrite
 from ingest.sources import REFUSED_ADVICE, shown_href
-from ingest.validate import CheckedScene, file_stamp
+from ingest.validate import CheckedScene, file_checksum, file_stamp
 from ingest.values import ValueMap
 from ingest.warp import read_warped, valid_pixels
 
@@ -76,6 +76,8 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
                 _fill_from(part, block[i], task, band, fill, where_nodata=k > 0)
         else:
             block[i] = _hot_values(store, spec, task, band, date, manifests.get(date.hot_slot))
+    if np.isnan(fill):  # one NaN: zarr stores no chunk of NaN only (the fill), whose bits would read back otherwise
+        block[np.isnan(block)] = fill  # (x86's invalid operations give NaN with its sign bit set), and the crc differ
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     fence.check()
     sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
@@ -138,7 +140,9 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
         where = shown_href(href) if path == href else f"its checked copy {path} in the spool (of {shown_href(href)})"
         raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {where} to write it "
                              f"(this run commits nothing): {said}{refused}") from None
-    if band.name in scene.stamps and file_stamp(path) != scene.stamps[band.name]:  # read: was it the file checked?
+    # read: was it the file checked? its bytes, where its size or time changed (copied again unchanged)
+    if band.name in scene.stamps and file_stamp(path) != scene.stamps[band.name] \
+            and file_checksum(path) != scene.checksums[band.name]:
         raise SceneReadError(scene.scene_id, f"band {band.name} changed since it was checked ({shown_href(href)}: "
                              "rewritten, or another file put in its place), so what would go in is not what was "
                              "checked and hashed; this run commits nothing: run it again once the source folder is "

@@ -118,6 +118,21 @@ def foreign_classes(band: str, path: Path) -> None:
         _rewrite(path, data=edit)
 
 
+SIGNED_NAN = np.copysign(np.float32(np.nan), np.float32(-1))  # what x86 gives for 0/0, log10(-1): 0xFFC00000
+
+
+def signed_nan_west(band: str, path: Path) -> None:
+    """The western 140 px of a backscatter band, and its other nodata, NaN with the sign bit set: what a provider's
+    own processing on x86 writes; 140 px hold whole 64 px chunks of NaN only, however the scene sits in its shards."""
+    if band in ("VV", "VH"):
+        def edit(a: np.ndarray) -> np.ndarray:
+            a = a.copy()
+            a[:, :140] = np.nan
+            a[np.isnan(a)] = SIGNED_NAN
+            return a
+        _rewrite(path, data=edit)
+
+
 def west_part(share: float) -> Callable[[str, Path], None]:
     """Keep the west ``share`` of every band (a partial swath): the scene covers less of its tile."""
     def edit(band: str, path: Path) -> None:

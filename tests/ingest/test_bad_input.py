@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 from datetime import datetime, timedelta
@@ -244,6 +245,26 @@ def test_a_local_file_changed_between_its_check_and_the_writes_goes_in_not_and_c
     assert result.added == (scene["id"],) and result.ok
     assert read_version(open_store(cube), "s2").scenes[scene["id"]].checksums["B04"] == \
         "sha256:" + hashlib.sha256(b04.read_bytes()).hexdigest()
+    assert_matches_sources(cube, items, "s2")
+
+
+def test_a_local_file_copied_again_unchanged_during_the_run_goes_in(bad_batch, tiny_region, tmp_path):
+    """A sync tool copying a file again with the same bytes (rsync without -t, a download again): its size and time
+    changed, its checksum did not, and the run goes on (it stopped: "changed since it was checked")."""
+    path, good, _ = bad_batch
+    scene = broken_copy(tiny_region.items, good[2], "RECOPIED")
+    b04 = asset_path(tiny_region.items, scene, "B04")
+    items = write_items(path, [scene], "recopied.json")
+    cube = tmp_path / "cube"
+    proc = stopped_at(ingest_command(items, str(cube), "s2"), "validated")
+    data, when = b04.read_bytes(), b04.stat().st_mtime_ns
+    b04.unlink()
+    b04.write_bytes(data)
+    os.utime(b04, ns=(when + 10**9, when + 10**9))  # a second later, whatever the clock's resolution
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert committed_versions(open_store(cube), "s2") == [1]
     assert_matches_sources(cube, items, "s2")
 
 

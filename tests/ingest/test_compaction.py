@@ -19,7 +19,7 @@ from cube.verify import verify
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.scene_edits import items_of, write_items
+from tests.ingest.scene_edits import broken_copy, items_of, signed_nan_west, write_items
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,30 @@ def test_the_ingest_command_says_which_shard_in_one_line_and_exits_with_2(cube, 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "error: hot-buffer shard s2/" in done.stderr
     assert "restore the shard from a backup" in done.stderr
+
+
+@pytest.fixture
+def signed_nan_hot(tiny_region, tmp_path) -> tuple[Path, Path, dict]:
+    """An S1 cube of 5 dates, the fifth in hot slot 0 with its nodata NaN of the sign bit set; the next 3 dates."""
+    s1 = items_of(tiny_region.items, "sentinel-1-card-bs")
+    fifth = broken_copy(tiny_region.items, s1[4], s1[4]["id"] + "_SIGNED_NAN", signed_nan_west)
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, [*s1[:4], fifth], "signed-nan-first.json"), cube, collection="s1",
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    state = next(iter(read_version(open_store(cube, read_only=True), "s1").tiles.values()))
+    assert [h.acquisition.scene_id for h in state.hot] == [fifth["id"]]
+    return cube, write_items(tiny_region.items, s1[5:8], "signed-nan-next.json"), fifth
+
+
+def test_a_backscatter_date_whose_nodata_is_nan_with_the_sign_bit_set_compacts(signed_nan_hot, tiny_region):
+    """zarr stores no chunk of NaN only (the fill): such a chunk reads back as the fill's NaN, whose bits differ. The
+    crc ingest recorded was of the file's NaN, so ``verify --deep`` called the shard damaged, and the compaction
+    refused the sound date for good: ingest now writes one NaN, the fill's."""
+    cube, more, fifth = signed_nan_hot
+    assert verify(cube, "s1", deep=True, progress=False).ok
+    result = ingest(more, cube, collection="s1", progress=False)
+    assert result.compacted == 1 and len(result.added) == 3
+    assert verify(cube, "s1", deep=True, progress=False).ok
+    s1 = items_of(tiny_region.items, "sentinel-1-card-bs")
+    assert_matches_sources(cube, write_items(tiny_region.items, [*s1[:4], fifth, *s1[5:8]], "signed-nan-all.json"),
+                           "s1")  # NaN for NaN, whatever its sign
