@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tiles", type=_tiles, default=None, metavar="31UFU,...",
                    help="only scenes on these MGRS tiles go in (of an item split with --warp, only these tiles); "
                    "the others are left out, neither added nor rejected")
+    p.add_argument("--repair", action="store_true",
+                   help="read the hot-buffer dates among SOURCE's scenes that the cube holds again from their files, "
+                   "which must be the bytes the ledger records (sha256), and write them anew: the way past a lost "
+                   "or damaged hot shard without a backup, which stops every compaction of its tile")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
@@ -192,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
                     storage_options=storage_options(args), scheduler=args.scheduler, progress=not args.quiet,
                     wait=args.wait, catalog=not args.no_catalog, source_collection=args.source_collection,
                     stale_after=args.stale_after, linear_power=args.linear_power, warp=args.warp,
-                    tiles=args.tiles, spool=args.spool, stop_grace=args.stop_grace)
+                    tiles=args.tiles, spool=args.spool, stop_grace=args.stop_grace, repair=args.repair)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0 if result.ok else 1
 

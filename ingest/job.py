@@ -77,6 +77,7 @@ class IngestResult:
     mosaicked: tuple[str, ...] = ()  # slices added into the date of an earlier slice of their pass (ingest.passes)
     late: tuple[str, ...] = ()  # slices added as dates of their own: their pass's date was committed before
     refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
+    repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
 
     @property
     def ok(self) -> bool:
@@ -96,7 +97,7 @@ class IngestResult:
                 "added": list(self.added), "skipped": list(self.skipped),
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
                 "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
-                "refiled": list(self.refiled),
+                "refiled": list(self.refiled), "repaired": list(self.repaired),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -112,6 +113,10 @@ class IngestResult:
             lines.append(f"  of those skipped, {len(self.refiled)} offered from other files than the cube read "
                          f"them from ({', '.join(self.refiled[:3])}{' ...' if len(self.refiled) > 3 else ''}): a "
                          "scene id goes in once; a corrected product under the same id goes into a new cube")
+        if self.repaired:
+            lines.append(f"  read {len(self.repaired)} hot date(s) again from their files, the bytes the ledger "
+                         "records, and wrote them anew (--repair); their old hot slots go with the versions that "
+                         "read them (cardcube expire)")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
@@ -228,6 +233,33 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
 def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """A product's band files by their checksums, equal for one product's whatever its id or time."""
     return tuple(sorted(checksums.items()))
+
+
+def _read_again(scenes: Sequence[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
+                spool: str | None, *, scheduler: Any, progress: bool) -> dict[str, CheckedScene]:
+    """``repair``: the hot dates of ``head`` among the offered ``scenes``, each checked again, its slices mosaicked
+    as before, by its scene id; raises unless each is the bytes the ledger records (sha256), every slice offered."""
+    hot = {h.acquisition.scene_id for state in head.tiles.values() for h in state.hot}
+    pieces = {p for r in head.scenes.values() if r.scene_id in hot for p in r.piece_ids}
+    offered = list({s.scene_id: s for s in scenes if s.scene_id in pieces}.values())  # once each
+    if not offered:
+        return {}
+    results = [r for rs in run_tasks(_check, [(g, spec, options, spool) for g in _by_item(offered)],
+                                     scheduler=scheduler, desc="checking hot dates again", progress=progress,
+                                     unit="item") for r in rs]
+    refused = [r for r in results if isinstance(r, Rejection)]
+    if refused:
+        raise InvalidRequestError(f"repair: {refused[0].reason}; a hot date is read again from the files it was read "
+                                  "from, as they were: this run commits nothing")
+    dates = {c.scene_id: c for c in mosaic_passes([r for r in results if isinstance(r, CheckedScene)])}
+    for sid, c in dates.items():
+        record = head.scenes.get(sid) if sid in hot else None
+        if record is None or [p.checksums for p in c.slices] != [p.checksums for p in record.parts or (record,)]:
+            date = f"the hot date of scene {sid}" if record is not None else f"scene {sid}'s hot date"
+            raise InvalidRequestError(
+                f"repair: {date} cannot be read again as it was: its files offered now are not the bytes the ledger "
+                "records (sha256), or not every slice of its pass is offered; this run commits nothing")
+    return dates
 
 
 def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence[str]) -> tuple[str, ...]:
@@ -353,6 +385,7 @@ def ingest(
     tiles: Iterable[str] | None = None,
     spool: Spool = True,
     stop_grace: float = STOP_GRACE,
+    repair: bool = False,
 ) -> IngestResult:
     """Add the scenes of ``source`` to the ``collection`` cube at ``cube`` as one new version.
 
@@ -387,6 +420,11 @@ def ingest(
     the source again. It takes the disk of the run's checked band files, compressed as in the source, and is
     removed when the run ends, whether it succeeds or fails. Local files are read where they are; one changed
     since its check (:func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
+
+    ``repair``: the hot-buffer dates among the offered scenes the cube holds are read again from their files,
+    which must be the bytes the ledger records (sha256), and written anew, into a new hot slot or the cold block a
+    compaction makes; their old slots go with the versions that read them (:mod:`ingest.expire`). A way past a lost
+    or damaged hot shard without a backup, which stops every compaction of its tile.
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -423,6 +461,10 @@ def ingest(
         checkpoint("recovered")
 
         candidates, skipped, rejected = _triage(scenes, head)
+        again = _read_again(scenes, head, spec, options, spooled, scheduler=scheduler,
+                            progress=progress) if repair else {}
+        redone = {p.scene_id for c in again.values() for p in c.slices}
+        skipped = [i for i in skipped if i not in redone]
         outcomes: dict[str, CheckedScene | Rejection] = {}
         while True:  # the chosen products of each acquisition checked; in their place, if refused, the next ones
             todo, twins = _one_per_acquisition(
@@ -453,11 +495,11 @@ def ingest(
         checkpoint("validated")
 
         head = head if head.version else CubeVersion.empty(spec)
-        plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped)
+        plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again)
         new_bytes = 0
         if plan.new is not None:
             hot = _compacted_manifests(store, plan)
-            for tile in {c.scene.tile for c in checked}:
+            for tile in {c.scene.tile for c in [*checked, *again.values()]}:
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
                 blocks = {(w.hot, b) for w in plan.writes if w.tile == tile for b in w.blocks(spec.chunks.time)}
@@ -506,4 +548,5 @@ def ingest(
         empty=tuple(empty),
         mosaicked=tuple(p.scene_id for c in checked for p in c.parts[1:]),
         late=tuple(late),
+        repaired=tuple(again) if plan.new else (),
     )

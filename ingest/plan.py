@@ -17,6 +17,7 @@ as ingesting everything at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cardcube.grid import TILE_SIZE_M
@@ -106,8 +107,10 @@ def _sources(checked: CheckedScene) -> dict[str, str]:
 
 
 def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: list[Rejection] = (),
-                skipped: list[str] = ()) -> IngestPlan:
-    """Plan adding ``checked`` scenes to ``head``: the write tasks and the next version's state."""
+                skipped: list[str] = (), again: Mapping[str, CheckedScene] | None = None) -> IngestPlan:
+    """Plan adding ``checked`` scenes to ``head``: the write tasks and the next version's state. ``again``: hot
+    dates of ``head`` read again from their files, by scene id, written anew (a new slot, or a cold block)."""
+    again = again or {}
     spec = head.spec
     block = spec.chunks.time
     tiles = dict(head.tiles)
@@ -115,9 +118,10 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
     writes: list[ShardWrite] = []
     compacted = 0
     version = head.version + 1
-    for tile in sorted({c.scene.tile for c in checked}):
+    for tile in sorted({c.scene.tile for c in [*checked, *again.values()]}):
         state = tiles.get(tile, TileState(tile))
-        pending = [DateSource(h.acquisition, scenes[h.acquisition.scene_id].windows, hot_slot=h.slot)
+        pending = [DateSource(h.acquisition, c.windows, scene=c) if (c := again.get(h.acquisition.scene_id))
+                   else DateSource(h.acquisition, scenes[h.acquisition.scene_id].windows, hot_slot=h.slot)
                    for h in state.hot]
         for c in (c for c in checked if c.scene.tile == tile):
             pending.append(DateSource(acquisition_of(c), c.windows, scene=c))
@@ -145,7 +149,7 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
         tiles[tile] = TileState(tile, tuple(cold), tuple(hot), used)
     added = tuple(c.scene_id for c in checked)
     outstanding = outstanding_rejections(head, scenes, rejected)
-    if not added and set(outstanding) == set(head.rejected):
+    if not added and not again and set(outstanding) == set(head.rejected):
         return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
     new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding)
     return IngestPlan(head, new, tuple(writes), tuple(skipped), compacted)

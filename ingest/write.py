@@ -110,7 +110,9 @@ def _hot_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     raise (MissingShardError if problem == "missing" else CorruptShardError)(
         f"hot-buffer shard {key} (the date of {a.time}, scene {a.scene_id}): {problem}. This ingest was to "
         "move the date into a cold block, and commits nothing rather than make the damage the cold block's: restore "
-        "the shard from a backup and run it again (`cardcube verify --deep` lists every damaged shard)")
+        "the shard from a backup, or offer the scene again with --repair (Python: repair=True; read again from its "
+        "files, which must be the bytes the ledger records), and run it again (`cardcube verify --deep` lists every "
+        "damaged shard)")
 
 
 def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: BandSpec, fill: float, *,

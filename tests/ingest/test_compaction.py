@@ -5,21 +5,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cardcube.errors import CorruptShardError, MissingShardError
+from cardcube.errors import CorruptShardError, InvalidRequestError, MissingShardError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import read_version
 from cube.verify import verify
+from ingest.expire import expire
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.scene_edits import broken_copy, items_of, signed_nan_west, write_items
+from tests.ingest.scene_edits import asset_path, broken_copy, items_of, signed_nan_west, write_items
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +106,77 @@ def test_a_lost_manifest_of_a_slot_to_compact_stops_the_ingest(cube, next_three)
     assert read_version(open_store(cube, read_only=True), "s2").version == 1
 
 
-def test_the_ingest_command_says_which_shard_in_one_line_and_exits_with_2(cube, next_three):
+def test_the_ingest_command_says_which_shard_in_one_line_and_exits_with_2(cube, next_three, hot_scene, tiny_region):
     _lose(_hot_shard(cube))
-    done = subprocess.run([sys.executable, "-m", "cardcube.cli", "ingest", str(next_three), "--cube", str(cube),
-                           "--quiet"], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "cardcube.cli", "ingest", "--cube", str(cube), "--quiet"]
+    done = subprocess.run([*command, str(next_three)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "error: hot-buffer shard s2/" in done.stderr
-    assert "restore the shard from a backup" in done.stderr
+    assert "restore the shard from a backup, or offer the scene again with --repair" in done.stderr
+    offered = write_items(tiny_region.items, [hot_scene, *items_of(next_three, "sentinel-2-l2a")], "repair-cli.json")
+    repaired = subprocess.run([*command, str(offered), "--repair"], capture_output=True, text=True, timeout=300)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "added 3 scene(s)" in repaired.stdout and "read 1 hot date(s) again from their files" in repaired.stdout
+
+
+@pytest.fixture(scope="module")
+def hot_scene(tiny_region) -> dict:
+    """The item of hot slot 0's date in ``first_nine``: its ninth S2 scene."""
+    return items_of(tiny_region.items, "sentinel-2-l2a")[8]
+
+
+def test_repair_reads_a_lost_hot_date_again_from_its_files_and_the_compaction_goes_on(cube, next_three, hot_scene,
+                                                                                   tiny_region):
+    """Without a backup a lost hot shard stopped every compaction of its tile for good: ``repair`` reads the date
+    again from its files, the bytes the ledger records, and the next dates go in with it."""
+    lost = _hot_shard(cube)
+    _lose(lost)
+    with pytest.raises(MissingShardError):
+        ingest(next_three, cube, progress=False)
+    offered = [hot_scene, *items_of(next_three, "sentinel-2-l2a")]
+    result = ingest(write_items(tiny_region.items, offered, "repair-and-next.json"), cube, progress=False,
+                    repair=True)
+    assert result.repaired == (hot_scene["id"],) and len(result.added) == 3 and not result.skipped
+    state = next(iter(read_version(open_store(cube, read_only=True), "s2").tiles.values()))
+    assert len(state.cold) == 12 and not state.hot
+    twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
+    assert_matches_sources(cube, write_items(tiny_region.items, twelve, "repair-twelve.json"), "s2")
+    kept = verify(cube, deep=True, progress=False)  # version 1 still reads the lost shard
+    assert [k for k, _ in kept.problems] == [lost.relative_to(cube).as_posix()]
+    expire(cube, "s2", older_than=timedelta(0))  # version 1 and its hot slot go
+    assert verify(cube, deep=True, progress=False).ok
+
+
+def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_region):
+    """With no new date to compact it, the repaired date takes a new hot slot: readable again at once."""
+    _lose(_hot_shard(cube))
+    with pytest.raises(MissingShardError):
+        open_cube(cube, decode=False).B04.isel(time=8).compute()
+    result = ingest(write_items(tiny_region.items, [hot_scene], "repair-alone.json"), cube, progress=False,
+                    repair=True)
+    assert result.version == 2 and result.repaired == (hot_scene["id"],) and not result.added
+    state = next(iter(read_version(open_store(cube, read_only=True), "s2").tiles.values()))
+    assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(1, hot_scene["id"])]
+    nine = items_of(tiny_region.items, "sentinel-2-l2a")[:9]
+    assert_matches_sources(cube, write_items(tiny_region.items, nine, "repair-nine.json"), "s2")
+    expire(cube, "s2", older_than=timedelta(0))
+    assert verify(cube, deep=True, progress=False).ok
+    again = ingest(write_items(tiny_region.items, [hot_scene], "repair-alone.json"), cube, progress=False)
+    assert again.version is None and again.skipped == (hot_scene["id"],)  # without repair: held, skipped
+
+
+def test_repair_refuses_files_that_are_not_the_bytes_the_cube_read(cube, hot_scene, tiny_region):
+    first_b04 = asset_path(tiny_region.items, items_of(tiny_region.items, "sentinel-2-l2a")[0], "B04")
+
+    def another_dates_b04(band: str, path: Path) -> None:
+        if band == "B04":
+            shutil.copy(first_b04, path)
+
+    other = broken_copy(tiny_region.items, hot_scene, hot_scene["id"], another_dates_b04)  # its id, other bytes
+    _lose(_hot_shard(cube))
+    with pytest.raises(InvalidRequestError, match=r"repair: the hot date of scene .* not the bytes the ledger records"):
+        ingest(write_items(tiny_region.items, [other], "repair-other.json"), cube, progress=False, repair=True)
+    assert read_version(open_store(cube, read_only=True), "s2").version == 1
 
 
 @pytest.fixture
