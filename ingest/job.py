@@ -230,6 +230,29 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
     return chosen, rejected
 
 
+def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
+                  spool: str | None, *, scheduler: Any, progress: bool
+                  ) -> tuple[list[CheckedScene | Rejection], list[Rejection]]:
+    """Check the product of each acquisition :func:`_one_per_acquisition` chooses and, in the place of one refused,
+    the next: the outcomes of those chosen and of those refused, in the order of ``candidates``, and the
+    duplicates (a scene checked in one round may be another's duplicate in the next)."""
+    outcomes: dict[str, CheckedScene | Rejection] = {}
+    while True:
+        chosen, twins = _one_per_acquisition(
+            candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
+            {i for i, r in outcomes.items() if isinstance(r, Rejection)})
+        groups = _by_item([s for s in chosen if s.scene_id not in outcomes])  # a split item's files are read once
+        if not groups:
+            break
+        desc = "checking other products of the acquisitions refused" if outcomes else "checking scenes"
+        outcomes.update((r.scene_id, r) for rs in run_tasks(_check, [(g, spec, options, spool) for g in groups],
+                                                         scheduler=scheduler, desc=desc, progress=progress,
+                                                         unit="item") for r in rs)
+    ids = {s.scene_id for s in chosen}
+    return [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
+            and (s.scene_id in ids or isinstance(r, Rejection))], twins
+
+
 def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """A product's band files by their checksums, equal for one product's whatever its id or time."""
     return tuple(sorted(checksums.items()))
@@ -465,22 +488,9 @@ def ingest(
                             progress=progress) if repair else {}
         redone = {p.scene_id for c in again.values() for p in c.slices}
         skipped = [i for i in skipped if i not in redone]
-        outcomes: dict[str, CheckedScene | Rejection] = {}
-        while True:  # the chosen products of each acquisition checked; in their place, if refused, the next ones
-            todo, twins = _one_per_acquisition(
-                candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
-                {i for i, r in outcomes.items() if isinstance(r, Rejection)})
-            groups = _by_item([s for s in todo if s.scene_id not in outcomes])  # a split item's files are read once
-            if not groups:
-                break
-            desc = "checking other products of the acquisitions refused" if outcomes else "checking scenes"
-            outcomes.update((r.scene_id, r) for rs in run_tasks(_check, [(g, spec, options, spooled) for g in groups],
-                                                             scheduler=scheduler, desc=desc, progress=progress,
-                                                             unit="item") for r in rs)
+        results, twins = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
+                                       progress=progress)
         rejected += twins
-        chosen = {s.scene_id for s in todo}  # a scene checked in a round may be another's duplicate in the next
-        results = [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
-                   and (s.scene_id in chosen or isinstance(r, Rejection))]
         checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
         late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])
         for piece, date in late.items():
