@@ -5,7 +5,7 @@ encodes each shard without reading it first. Pixels come from the source COGs (w
 or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto the shard's piece of
 the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from the slices of a
 pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or, when compacting,
-from committed hot-buffer slots.
+from committed hot-buffer slots, each shard checked against its block's manifest first (:mod:`cube.manifest`).
 """
 
 from __future__ import annotations
