@@ -168,7 +168,7 @@ class SceneRecord:
     scene_id: str
     tile: str
     time: str
-    version: int
+    version: int  # the version that wrote its pixels: added it, or read it again (repair)
     checksums: dict[str, str] = field(default_factory=dict)  # band -> "sha256:..." of its file
     windows: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)  # res -> row, col, h, w
     collection: str = ""  # the source STAC collection ("" in records older than this field)
@@ -227,7 +227,8 @@ class Rejection:
 @dataclass(frozen=True, slots=True)
 class CubeVersion:
     """The full state of one cube collection after one commit: ``added`` the scenes this commit brought,
-    ``rejected`` every scene refused by it or an earlier ingest and not in the cube since."""
+    ``rejected`` every scene refused by it or an earlier ingest and not in the cube since, ``repaired`` the hot
+    dates it read again from their files and wrote anew (``ingest(..., repair=True)``)."""
 
     collection: str
     version: int
@@ -238,17 +239,19 @@ class CubeVersion:
     rejected: tuple[Rejection, ...] = ()
     created: str = ""
     manifests_since: int = 0  # the first version whose ingest wrote block manifests (0: none known to have)
+    repaired: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, spec: CubeSpec) -> CubeVersion:
         return cls(collection=spec.name, version=0, spec=spec, tiles={}, scenes={})
 
     def next(self, *, tiles: dict[str, TileState], scenes: dict[str, SceneRecord], added: tuple[str, ...],
-             rejected: tuple[Rejection, ...]) -> CubeVersion:
+             rejected: tuple[Rejection, ...], repaired: tuple[str, ...] = ()) -> CubeVersion:
         """The state that follows this one (version + 1), stamped with the current time."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return replace(self, version=self.version + 1, tiles=tiles, scenes=scenes, added=added,
-                       rejected=rejected, created=now, manifests_since=self.manifests_since or self.version + 1)
+                       rejected=rejected, created=now, manifests_since=self.manifests_since or self.version + 1,
+                       repaired=repaired)
 
     @property
     def time_range(self) -> tuple[str, str] | None:
@@ -264,6 +267,7 @@ class CubeVersion:
             "manifests_since": self.manifests_since,
             "spec": self.spec.to_dict(),
             "added": list(self.added),
+            **({"repaired": list(self.repaired)} if self.repaired else {}),
             "rejected": [r.to_dict() for r in self.rejected],
             "tiles": {k: v.to_dict() for k, v in sorted(self.tiles.items())},
             "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())},
@@ -284,6 +288,7 @@ class CubeVersion:
             rejected=tuple(Rejection.from_dict(r) for r in d["rejected"]),
             created=d.get("created", ""),
             manifests_since=d.get("manifests_since", 0),
+            repaired=tuple(d.get("repaired", ())),
         )
 
 

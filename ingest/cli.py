@@ -147,15 +147,16 @@ def _run_versions(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"committed": committed,
                           "versions": [{"version": v.version, "created": v.created, "added": list(v.added),
-                                        "rejected": [r.scene_id for r in v.rejected]}
+                                        "repaired": list(v.repaired), "rejected": [r.scene_id for r in v.rejected]}
                                        for v in history],
                           "rejected": [r.to_dict() for r in rejected]}))
         return 0
     shown = "" if len(history) == len(committed) else f", the newest {len(history)} below (--last 0: all)"
     print(f"{args.collection} cube at {store_url(store)}: {len(committed)} version(s){shown}")
     for v in history:
-        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s), {len(v.rejected)} rejected "
-              f"and not in the cube")
+        repaired = f", repaired {len(v.repaired)} hot date(s)" if v.repaired else ""
+        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s){repaired}, {len(v.rejected)} "
+              f"rejected and not in the cube")
     print(f"rejected and not in the cube: {len(rejected)} scene(s)")
     for r in rejected:
         print(f"  {r.scene_id} ({r.kind}): {r.reason}")

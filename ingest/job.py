@@ -42,7 +42,7 @@ from cube.manifest import BlockManifest, block_manifests, has_manifest, read_man
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
-from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
+from ingest.passes import Product, committed_pass_dates, mosaic, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
@@ -260,28 +260,36 @@ def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 def _read_again(scenes: Sequence[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
                 spool: str | None, *, scheduler: Any, progress: bool) -> dict[str, CheckedScene]:
-    """``repair``: the hot dates of ``head`` among the offered ``scenes``, each checked again, its slices mosaicked
-    as before, by its scene id; raises unless each is the bytes the ledger records (sha256), every slice offered."""
-    hot = {h.acquisition.scene_id for state in head.tiles.values() for h in state.hot}
-    pieces = {p for r in head.scenes.values() if r.scene_id in hot for p in r.piece_ids}
-    offered = list({s.scene_id: s for s in scenes if s.scene_id in pieces}.values())  # once each
+    """``repair``: the hot dates of ``head`` among the offered ``scenes``, each checked again and made of the
+    slices its record lists (a pass's, mosaicked as before), by its scene id; raises unless every slice of each is
+    offered and is the bytes the ledger records (sha256)."""
+    records = [head.scenes[h.acquisition.scene_id] for state in head.tiles.values() for h in state.hot]
+    of = {p: r for r in records for p in r.piece_ids}
+    offered = list({s.scene_id: s for s in scenes if s.scene_id in of}.values())  # once each
     if not offered:
+        log.warning("repair: none of the offered scenes is a hot date of the cube, so none is read again (a date in "
+                    "a cold block cannot be repaired this way; the scenes of a pass split with warp need --warp)")
         return {}
-    results = [r for rs in run_tasks(_check, [(g, spec, options, spool) for g in _by_item(offered)],
-                                     scheduler=scheduler, desc="checking hot dates again", progress=progress,
-                                     unit="item") for r in rs]
-    refused = [r for r in results if isinstance(r, Rejection)]
+    results = {r.scene_id: r for rs in run_tasks(_check, [(g, spec, options, spool) for g in _by_item(offered)],
+                                                 scheduler=scheduler, desc="checking hot dates again",
+                                                 progress=progress, unit="item") for r in rs}
+    refused = [r for r in results.values() if isinstance(r, Rejection)]
     if refused:
         raise InvalidRequestError(f"repair: {refused[0].reason}; a hot date is read again from the files it was read "
                                   "from, as they were: this run commits nothing")
-    dates = {c.scene_id: c for c in mosaic_passes([r for r in results if isinstance(r, CheckedScene)])}
-    for sid, c in dates.items():
-        record = head.scenes.get(sid) if sid in hot else None
-        if record is None or [p.checksums for p in c.slices] != [p.checksums for p in record.parts or (record,)]:
-            date = f"the hot date of scene {sid}" if record is not None else f"scene {sid}'s hot date"
-            raise InvalidRequestError(
-                f"repair: {date} cannot be read again as it was: its files offered now are not the bytes the ledger "
-                "records (sha256), or not every slice of its pass is offered; this run commits nothing")
+    dates = {}
+    for record in {of[s.scene_id].scene_id: of[s.scene_id] for s in offered}.values():
+        slices = record.parts or (record,)
+        if missing := [p.scene_id for p in slices if p.scene_id not in results]:
+            raise InvalidRequestError(f"repair: the hot date of scene {record.scene_id} is mosaicked from the slices "
+                                      f"of a pass, and {', '.join(missing)} is not offered: offer every slice; this "
+                                      "run commits nothing")
+        got = [results[p.scene_id] for p in slices]
+        if [c.checksums for c in got] != [p.checksums for p in slices]:
+            raise InvalidRequestError(f"repair: the hot date of scene {record.scene_id} cannot be read again as it "
+                                      "was: its files offered now are not the bytes the ledger records (sha256); "
+                                      "this run commits nothing")
+        dates[record.scene_id] = got[0] if len(got) == 1 else mosaic(got)
     return dates
 
 
@@ -550,7 +558,7 @@ def ingest(
         refiled=_refiled(scenes, plan.head, skipped),
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
-        tiles=tuple(sorted({c.scene.tile for c in checked})),
+        tiles=tuple(sorted({c.scene.tile for c in [*checked, *again.values()]})),
         latest=plan.new.version if plan.new else plan.head.version or None,
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),

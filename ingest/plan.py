@@ -18,7 +18,7 @@ as ingesting everything at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
 from cardcube.spec import CubeSpec
@@ -35,10 +35,11 @@ class DateSource:
     windows: dict[int, Window]
     scene: CheckedScene | None = None
     hot_slot: int | None = None
+    repaired: bool = False  # a hot date read again from its files (``scene``), written anew
 
     @property
     def is_new(self) -> bool:
-        return self.scene is not None
+        return self.scene is not None and not self.repaired
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +121,14 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
     version = head.version + 1
     for tile in sorted({c.scene.tile for c in [*checked, *again.values()]}):
         state = tiles.get(tile, TileState(tile))
-        pending = [DateSource(h.acquisition, c.windows, scene=c) if (c := again.get(h.acquisition.scene_id))
-                   else DateSource(h.acquisition, scenes[h.acquisition.scene_id].windows, hot_slot=h.slot)
-                   for h in state.hot]
+        pending = []
+        for h in state.hot:
+            sid = h.acquisition.scene_id
+            if sid in again:  # written anew by this version
+                pending.append(DateSource(h.acquisition, again[sid].windows, scene=again[sid], repaired=True))
+                scenes[sid] = replace(scenes[sid], version=version)
+            else:
+                pending.append(DateSource(h.acquisition, scenes[sid].windows, hot_slot=h.slot))
         for c in (c for c in checked if c.scene.tile == tile):
             pending.append(DateSource(acquisition_of(c), c.windows, scene=c))
             parts = tuple(ScenePart(p.scene_id, p.scene.item_id, p.scene.time, p.checksums, _sources(p),
@@ -151,7 +157,7 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
     outstanding = outstanding_rejections(head, scenes, rejected)
     if not added and not again and set(outstanding) == set(head.rejected):
         return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
-    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding)
+    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding, repaired=tuple(sorted(again)))
     return IngestPlan(head, new, tuple(writes), tuple(skipped), compacted)
 
 

@@ -17,6 +17,7 @@ them a scene that needs either is rejected, and the reason names the option.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -71,9 +72,11 @@ def file_stamp(href: str) -> FileStamp | None:
     return st.st_size, st.st_mtime_ns
 
 
-def file_checksum(href: str) -> str | None:
+@functools.lru_cache(maxsize=256)
+def file_checksum(href: str, stamp: FileStamp | None) -> str | None:
     """The checksum of a local file's bytes as ingest records it (a file copied again unchanged has a new
-    :func:`file_stamp`, not a new checksum); None if it cannot be read."""
+    :func:`file_stamp`, not a new checksum); None if it cannot be read. ``stamp``: its stamp now, so that the
+    shard writes of a process that read it hash it once."""
     try:
         with open(_local_path(href), "rb") as f:
             return _checksum(f.read())

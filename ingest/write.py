@@ -143,8 +143,8 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
         raise SceneReadError(scene.scene_id, f"band {band.name} could not be read again from {where} to write it "
                              f"(this run commits nothing): {said}{refused}") from None
     # read: was it the file checked? its bytes, where its size or time changed (copied again unchanged)
-    if band.name in scene.stamps and file_stamp(path) != scene.stamps[band.name] \
-            and file_checksum(path) != scene.checksums[band.name]:
+    if band.name in scene.stamps and (now := file_stamp(path)) != scene.stamps[band.name] \
+            and file_checksum(path, now) != scene.checksums[band.name]:
         raise SceneReadError(scene.scene_id, f"band {band.name} changed since it was checked ({shown_href(href)}: "
                              "rewritten, or another file put in its place), so what would go in is not what was "
                              "checked and hashed; this run commits nothing: run it again once the source folder is "

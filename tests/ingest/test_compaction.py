@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cardcube.cli import main
 from cardcube.errors import CorruptShardError, InvalidRequestError, MissingShardError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
+from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import read_version
 from cube.verify import verify
@@ -137,6 +140,7 @@ def test_repair_reads_a_lost_hot_date_again_from_its_files_and_the_compaction_go
     result = ingest(write_items(tiny_region.items, offered, "repair-and-next.json"), cube, progress=False,
                     repair=True)
     assert result.repaired == (hot_scene["id"],) and len(result.added) == 3 and not result.skipped
+    assert result.compacted == 1  # the repaired hot date, moved into the cold block
     state = next(iter(read_version(open_store(cube, read_only=True), "s2").tiles.values()))
     assert len(state.cold) == 12 and not state.hot
     twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
@@ -147,7 +151,7 @@ def test_repair_reads_a_lost_hot_date_again_from_its_files_and_the_compaction_go
     assert verify(cube, deep=True, progress=False).ok
 
 
-def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_region):
+def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_region, capsys):
     """With no new date to compact it, the repaired date takes a new hot slot: readable again at once."""
     _lose(_hot_shard(cube))
     with pytest.raises(MissingShardError):
@@ -155,14 +159,33 @@ def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_
     result = ingest(write_items(tiny_region.items, [hot_scene], "repair-alone.json"), cube, progress=False,
                     repair=True)
     assert result.version == 2 and result.repaired == (hot_scene["id"],) and not result.added
-    state = next(iter(read_version(open_store(cube, read_only=True), "s2").tiles.values()))
+    assert result.bytes_new_data == 0 and result.tiles == ("31UFU",)  # no new data: the date was in the cube
+    version = read_version(open_store(cube, read_only=True), "s2")
+    state = version.tiles["31UFU"]
     assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(1, hot_scene["id"])]
+    assert version.repaired == (hot_scene["id"],) and version.scenes[hot_scene["id"]].version == 2
     nine = items_of(tiny_region.items, "sentinel-2-l2a")[:9]
     assert_matches_sources(cube, write_items(tiny_region.items, nine, "repair-nine.json"), "s2")
+    assert main(["versions", "--cube", str(cube)]) == 0
+    assert "version 2  " in (said := capsys.readouterr().out) and "repaired 1 hot date(s)" in said
     expire(cube, "s2", older_than=timedelta(0))
     assert verify(cube, deep=True, progress=False).ok
+    # the new slot was written with a manifest by version 2, now the oldest kept: its loss is found, not taken
+    # for a block written before manifests (its scene's version said 1)
+    key = layout.manifest_key("s2", "31UFU", 1, hot=True)
+    (cube / key).unlink()
+    (problem,) = verify(cube, progress=False).problems
+    assert problem[0] == key and problem[1].startswith("manifest missing"), problem
     again = ingest(write_items(tiny_region.items, [hot_scene], "repair-alone.json"), cube, progress=False)
     assert again.version is None and again.skipped == (hot_scene["id"],)  # without repair: held, skipped
+
+
+def test_repair_matching_no_hot_date_says_so(cube, tiny_region, caplog):
+    cold = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    with caplog.at_level(logging.WARNING, logger="ingest.job"):
+        result = ingest(write_items(tiny_region.items, [cold], "repair-cold.json"), cube, progress=False, repair=True)
+    assert result.version is None and result.skipped == (cold["id"],) and not result.repaired
+    assert "repair: none of the offered scenes is a hot date of the cube" in caplog.text
 
 
 def test_repair_refuses_files_that_are_not_the_bytes_the_cube_read(cube, hot_scene, tiny_region):

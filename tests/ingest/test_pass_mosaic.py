@@ -10,8 +10,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rasterio.enums import Resampling
 
+from cardcube.errors import InvalidRequestError
 from cardcube.grid import TileGrid
 from cardcube.spec import PASS_GAP_S
 from cardcube.storage import open_store
@@ -153,6 +155,34 @@ def test_a_slice_arriving_after_its_pass_date_was_committed_goes_in_as_its_own_d
     assert [d.scene_id for d in version.tiles[TILE].acquisitions] == ["PASS-A_T31UFU", "PASS-B_T31UFU"]
     assert version.scenes["PASS-A_T31UFU"].parts == version.scenes["PASS-B_T31UFU"].parts == ()
     np.testing.assert_array_equal(cube_pixels(cube, "s1", "PASS-A_T31UFU", "VV", target), before)
+    _assert_date_is(cube, "PASS-A_T31UFU", [a])
+    _assert_date_is(cube, "PASS-B_T31UFU", [b])
+
+
+def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_slice(tmp_path):
+    """A hot date mosaicked from two slices is read again from both, mosaicked as before; one slice alone cannot
+    stand in for it."""
+    a, b = _slices(tmp_path)
+    cube = tmp_path / "cube"
+    ingest(_both(a, b), cube, **OPTIONS)
+    with pytest.raises(InvalidRequestError, match=r"PASS-A_T31UFU is mosaicked .* PASS-B_T31UFU is not offered"):
+        ingest(a, cube, **OPTIONS, repair=True)
+    repaired = ingest(_both(a, b), cube, **OPTIONS, repair=True)
+    assert repaired.repaired == ("PASS-A_T31UFU",) and not repaired.added and not repaired.skipped
+    state = read_version(open_store(cube), "s1").tiles[TILE]
+    assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(1, "PASS-A_T31UFU")]
+    _assert_date_is(cube, "PASS-A_T31UFU", [a, b])
+
+
+def test_repair_reads_a_pass_date_and_its_late_slice_date_again_each_as_it_was(tmp_path):
+    """A slice committed as a date of its own after its pass's date: offered together for a repair, each is read
+    again as its record says (mosaicking them anew refused both: "not the bytes the ledger records")."""
+    a, b = _slices(tmp_path)
+    cube = tmp_path / "cube"
+    ingest(a, cube, **OPTIONS)
+    ingest(b, cube, **OPTIONS)
+    repaired = ingest(_both(a, b), cube, **OPTIONS, repair=True)
+    assert repaired.repaired == ("PASS-A_T31UFU", "PASS-B_T31UFU") and repaired.late == ()
     _assert_date_is(cube, "PASS-A_T31UFU", [a])
     _assert_date_is(cube, "PASS-B_T31UFU", [b])
 
