@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "with --scheduler tcp://..., a volume the workers share). It takes the size of the run's "
                        "checked files and is removed when the run ends")
     spool.add_argument("--no-spool", dest="spool", action="store_false",
-                       help="keep nothing: the writes read the network files again")
+                       help="keep nothing: the writes read the network files again, unchecked (a file replaced "
+                       "at the source meanwhile would go in)")
     _add_lock_options(p)
     add_endpoint_option(p, note=" (of the cube: an s3:// SOURCE and its assets are read with $AWS_ENDPOINT_URL)")
     p.add_argument("--no-catalog", action="store_true",
