@@ -369,7 +369,8 @@ def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int]
         raise CorruptShardError(
             f"the manifest of {len(lost)} hot-buffer slot(s) this ingest was to move into cold blocks is missing "
             f"({', '.join(lost)}): their shards can be checked no more, and this run commits nothing. Restore it "
-            "from a backup and run it again (`cardcube verify` lists what else is lost)")
+            "from a backup, or offer their scenes again with --repair (Python: repair=True), and run it again "
+            "(`cardcube verify` lists what else is lost)")
     return {(t, s): m for (t, _, s), m in found.items()}
 
 

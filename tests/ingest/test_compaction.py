@@ -101,12 +101,17 @@ def test_a_damaged_hot_shard_stops_its_compaction_and_nothing_is_committed(cube,
     assert verify(cube, deep=True, progress=False).ok
 
 
-def test_a_lost_manifest_of_a_slot_to_compact_stops_the_ingest(cube, next_three):
+def test_a_lost_manifest_of_a_slot_to_compact_stops_the_ingest_until_a_repair(cube, next_three, hot_scene,
+                                                                              tiny_region):
     manifest = next((cube / "s2").glob("*/_manifest/hot-000000.json"))
     manifest.unlink()
-    with pytest.raises(CorruptShardError, match=r"manifest of 1 hot-buffer slot.*hot-000000\.json.*commits nothing"):
+    with pytest.raises(CorruptShardError, match=r"manifest of 1 hot-buffer slot.*hot-000000\.json.*commits nothing.*"
+                                                r"--repair"):
         ingest(next_three, cube, progress=False)
     assert read_version(open_store(cube, read_only=True), "s2").version == 1
+    offered = write_items(tiny_region.items, [hot_scene, *items_of(next_three, "sentinel-2-l2a")], "repair-m.json")
+    result = ingest(offered, cube, progress=False, repair=True)
+    assert result.repaired == (hot_scene["id"],) and result.compacted == 1 and len(result.added) == 3
 
 
 def test_the_ingest_command_says_which_shard_in_one_line_and_exits_with_2(cube, next_three, hot_scene, tiny_region):
