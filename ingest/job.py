@@ -241,13 +241,11 @@ def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSp
         chosen, twins = _one_per_acquisition(
             candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
             {i for i, r in outcomes.items() if isinstance(r, Rejection)})
-        groups = _by_item([s for s in chosen if s.scene_id not in outcomes])  # a split item's files are read once
-        if not groups:
+        unchecked = [s for s in chosen if s.scene_id not in outcomes]
+        if not unchecked:
             break
         desc = "checking other products of the acquisitions refused" if outcomes else "checking scenes"
-        outcomes.update((r.scene_id, r) for rs in run_tasks(_check, [(g, spec, options, spool) for g in groups],
-                                                         scheduler=scheduler, desc=desc, progress=progress,
-                                                         unit="item") for r in rs)
+        outcomes.update(_checked(unchecked, spec, options, spool, scheduler=scheduler, progress=progress, desc=desc))
     ids = {s.scene_id for s in chosen}
     return [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
             and (s.scene_id in ids or isinstance(r, Rejection))], twins
@@ -270,9 +268,8 @@ def _read_again(scenes: Sequence[SourceScene], head: CubeVersion, spec: CubeSpec
         log.warning("repair: none of the offered scenes is a hot date of the cube, so none is read again (a date in "
                     "a cold block cannot be repaired this way; the scenes of a pass split with warp need --warp)")
         return {}
-    results = {r.scene_id: r for rs in run_tasks(_check, [(g, spec, options, spool) for g in _by_item(offered)],
-                                                 scheduler=scheduler, desc="checking hot dates again",
-                                                 progress=progress, unit="item") for r in rs}
+    results = _checked(offered, spec, options, spool, scheduler=scheduler, progress=progress,
+                       desc="checking hot dates again")
     refused = [r for r in results.values() if isinstance(r, Rejection)]
     if refused:
         raise InvalidRequestError(f"repair: {refused[0].reason}; a hot date is read again from the files it was read "
@@ -339,6 +336,14 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
         except Exception as err:  # one broken scene must not stop the others
             results.append(_rejection(scene, err))
     return results
+
+
+def _checked(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool], spool: str | None, *,
+             scheduler: Any, progress: bool, desc: str) -> dict[str, CheckedScene | Rejection]:
+    """Each of ``scenes`` checked (:func:`_check`; a split item's files read once for all its pieces), by scene id."""
+    tasks = [(g, spec, options, spool) for g in _by_item(scenes)]
+    return {r.scene_id: r for rs in run_tasks(_check, tasks, scheduler=scheduler, desc=desc, progress=progress,
+                                              unit="item") for r in rs}
 
 
 def _by_item(scenes: list[SourceScene]) -> list[list[SourceScene]]:
@@ -515,10 +520,11 @@ def ingest(
 
         head = head if head.version else CubeVersion.empty(spec)
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again)
+        touched = {c.scene.tile for c in [*checked, *again.values()]}  # the tiles this run writes
         new_bytes = 0
         if plan.new is not None:
             hot = _compacted_manifests(store, plan)
-            for tile in {c.scene.tile for c in [*checked, *again.values()]}:
+            for tile in touched:
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it
                 ensure_tile(store, spec, TileGrid.from_id(tile), committed=tile in head.tiles)
                 blocks = {(w.hot, b) for w in plan.writes if w.tile == tile for b in w.blocks(spec.chunks.time)}
@@ -559,7 +565,7 @@ def ingest(
         refiled=_refiled(scenes, plan.head, skipped),
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
-        tiles=tuple(sorted({c.scene.tile for c in [*checked, *again.values()]})),
+        tiles=tuple(sorted(touched)),
         latest=plan.new.version if plan.new else plan.head.version or None,
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),
@@ -567,5 +573,5 @@ def ingest(
         empty=tuple(empty),
         mosaicked=tuple(p.scene_id for c in checked for p in c.parts[1:]),
         late=tuple(late),
-        repaired=tuple(again) if plan.new else (),
+        repaired=plan.new.repaired if plan.new else (),
     )
