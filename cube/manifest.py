@@ -208,5 +208,5 @@ def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
         raise MissingShardError(
             f"{len(lost)} shard(s) of the {version.collection} cube at {store_url(store)} that its ingest stored "
             f"are missing from the store ({', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}): the cube has lost "
-            "data (objects deleted outside cardcube, a partial restore); restore them from a backup, or check the "
-            "whole cube with `cardcube verify`")
+            "data (objects deleted outside cardcube, a partial restore); restore them from a backup or offer their "
+            "dates' scenes again with `cardcube ingest --repair`, and check the whole cube with `cardcube verify`")

@@ -22,10 +22,11 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
+from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, open_store, reading, store_url
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
-from cube.manifest import block_dates, read_manifests, tile_blocks
+from cube.manifest import BlockManifest, block_dates, read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
 from cube.tile_arrays import ArrayKey, open_arrays
 
@@ -73,6 +74,9 @@ class VerifyResult:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
                          "maybe earlier than any block with one): not checked")
         lines += [f"  {key}: {problem}" for key, problem in self.problems]
+        if self.problems:
+            lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
+                         "--repair`, which reads them again from their files")
         return "\n".join(lines)
 
 
@@ -86,21 +90,9 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     written = _written(versions)
     manifests = read_manifests(store, collection, sorted(written))
     listed = [m for m in manifests.values() if m is not None]
-    shards: list[_Shard] = []
-    for tile in sorted({m.tile for m in listed}):
-        keys = sorted({(b.resolution, b.name, m.hot) for m in listed if m.tile == tile for b in spec.bands})
-        arrays, unread = _open_arrays(store, collection, tile, keys)
-        problems += unread
-        for m in (m for m in listed if m.tile == tile):
-            for band in spec.bands:
-                array = arrays.get((band.resolution, band.name, m.hot))
-                if array is None:
-                    continue
-                prefix = array.store_path.path
-                shards += [_Shard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
-                                  (m.block, r, c), crc) for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
+    shards, unread = listed_shards(store, spec, listed)
     lost = _lost_manifests(manifests, written, collection)
-    problems += lost + _check(store, shards, deep=deep, progress=progress)
+    problems += unread + lost + check_shards(store, shards, deep=deep, progress=progress)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
                         len(listed), len(manifests) - len(listed) - len(lost), len(shards), deep, tuple(problems))
 
@@ -160,6 +152,28 @@ def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple
     return versions, problems
 
 
+def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
+                  ) -> tuple[list[ListedShard], list[tuple[str, str]]]:
+    """Every shard ``manifests`` list, and (key, problem) of each array whose metadata cannot be read (none of its
+    shards can be checked)."""
+    shards: list[ListedShard] = []
+    problems = []
+    for tile in sorted({m.tile for m in manifests}):
+        keys = sorted({(b.resolution, b.name, m.hot) for m in manifests if m.tile == tile for b in spec.bands})
+        arrays, unread = _open_arrays(store, spec.name, tile, keys)
+        problems += unread
+        for m in (m for m in manifests if m.tile == tile):
+            for band in spec.bands:
+                array = arrays.get((band.resolution, band.name, m.hot))
+                if array is None:
+                    continue
+                prefix = array.store_path.path
+                shards += [ListedShard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
+                                       (m.block, r, c), crc)
+                           for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
+    return shards, problems
+
+
 def _open_arrays(store: Any, collection: str, tile: str, keys: Sequence[ArrayKey]
                  ) -> tuple[dict[ArrayKey, zarr.Array], list[tuple[str, str]]]:
     """The arrays ``keys`` of ``tile`` (all their metadata fetched at once), and (key, problem) of each whose
@@ -180,23 +194,25 @@ def _open_arrays(store: Any, collection: str, tile: str, keys: Sequence[ArrayKey
 
 
 @dataclass(frozen=True, slots=True)
-class _Shard:
+class ListedShard:
+    """A shard a block manifest lists: its array, store key, place in the shard grid and crc32 of its values."""
+
     array: zarr.Array
     key: str
     coords: tuple[int, int, int]
     checksum: int
 
 
-def _check(store: Any, shards: list[_Shard], *, deep: bool, progress: bool) -> list[tuple[str, str]]:
+def check_shards(store: Any, shards: Sequence[ListedShard], *, deep: bool, progress: bool) -> list[tuple[str, str]]:
     """(key, problem) of each damaged shard of ``shards``, read ``IN_FLIGHT`` at a time through ``store``."""
     proto = default_buffer_prototype()
 
-    async def one(s: _Shard) -> str | None:
+    async def one(s: ListedShard) -> str | None:
         buf = await store.get(s.key, proto, None if deep else SuffixByteRequest(index_size(s.array)))
         data = None if buf is None else buf.to_bytes()
         return check_shard(s.array, s.key, data, coords=s.coords if deep else None, checksum=s.checksum)
 
-    async def batch(part: list[_Shard]) -> list[str | None]:
+    async def batch(part: Sequence[ListedShard]) -> list[str | None]:
         return await asyncio.gather(*(one(s) for s in part))
 
     step = IN_FLIGHT_DEEP if deep else IN_FLIGHT

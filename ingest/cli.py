@@ -71,9 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only scenes on these MGRS tiles go in (of an item split with --warp, only these tiles); "
                    "the others are left out, neither added nor rejected")
     p.add_argument("--repair", action="store_true",
-                   help="read the hot-buffer dates among SOURCE's scenes that the cube holds again from their files, "
-                   "which must be the bytes the ledger records (sha256), and write them anew: the way past a lost "
-                   "or damaged hot shard without a backup, which stops every compaction of its tile")
+                   help="read the dates among SOURCE's scenes that the cube holds again from their files, which "
+                   "must be the bytes the ledger records (sha256): hot-buffer dates are written anew; the lost or "
+                   "damaged shards of a cold block whose dates are all offered are written again, each only if it "
+                   "gets the values ingest wrote there (its manifest's crc32). The way past a lost or damaged shard "
+                   "without a backup (a hot one stops every compaction of its tile)")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,

@@ -42,13 +42,14 @@ from cube.manifest import BlockManifest, block_manifests, has_manifest, read_man
 from cube.tile_arrays import sized_view
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
-from ingest.passes import Product, committed_pass_dates, mosaic, mosaic_passes, same_pass_product
+from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
+from ingest.repair import Repair, ShardRepair, plan_repair
 from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
-from ingest.write import HotManifests, StoredShard, write_shard
+from ingest.write import HotManifests, StoredShard, rewrite_shard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class IngestResult:
     late: tuple[str, ...] = ()  # slices added as dates of their own: their pass's date was committed before
     refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
+    mended: tuple[str, ...] = ()  # cold shards lost or damaged, written again from their dates' files (``repair``)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,7 @@ class IngestResult:
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
                 "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
                 "refiled": list(self.refiled), "repaired": list(self.repaired),
+                "mended": list(self.mended),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -117,6 +120,10 @@ class IngestResult:
             lines.append(f"  read {len(self.repaired)} hot date(s) again from their files, the bytes the ledger "
                          "records, and wrote them anew (--repair); their old hot slots go with the versions that "
                          "read them (cardcube expire)")
+        if self.mended:
+            lines.append(f"  wrote {len(self.mended)} lost or damaged cold shard(s) again from their dates' files, the "
+                         "bytes the ledger records, each holding the values ingest wrote there (the crc32 its block's "
+                         "manifest records): every version reads them as before (--repair)")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
@@ -256,40 +263,6 @@ def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(checksums.items()))
 
 
-def _read_again(scenes: Sequence[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
-                spool: str | None, *, scheduler: Any, progress: bool) -> dict[str, CheckedScene]:
-    """``repair``: the hot dates of ``head`` among the offered ``scenes``, each checked again and made of the
-    slices its record lists (a pass's, mosaicked as before), by its scene id; raises unless every slice of each is
-    offered and is the bytes the ledger records (sha256)."""
-    records = [head.scenes[h.acquisition.scene_id] for state in head.tiles.values() for h in state.hot]
-    of = {p: r for r in records for p in r.piece_ids}
-    offered = list({s.scene_id: s for s in scenes if s.scene_id in of}.values())  # once each
-    if not offered:
-        log.warning("repair: none of the offered scenes is a hot date of the cube, so none is read again (a date in "
-                    "a cold block cannot be repaired this way; the scenes of a pass split with warp need --warp)")
-        return {}
-    results = _checked(offered, spec, options, spool, scheduler=scheduler, progress=progress,
-                       desc="checking hot dates again")
-    refused = [r for r in results.values() if isinstance(r, Rejection)]
-    if refused:
-        raise InvalidRequestError(f"repair: {refused[0].reason}; a hot date is read again from the files it was read "
-                                  "from, as they were: this run commits nothing")
-    dates = {}
-    for record in {of[s.scene_id].scene_id: of[s.scene_id] for s in offered}.values():
-        slices = record.parts or (record,)
-        if missing := [p.scene_id for p in slices if p.scene_id not in results]:
-            raise InvalidRequestError(f"repair: the hot date of scene {record.scene_id} is mosaicked from the slices "
-                                      f"of a pass, and {', '.join(missing)} is not offered: offer every slice; this "
-                                      "run commits nothing")
-        got = [results[p.scene_id] for p in slices]
-        if [c.checksums for c in got] != [p.checksums for p in slices]:
-            raise InvalidRequestError(f"repair: the hot date of scene {record.scene_id} cannot be read again as it "
-                                      "was: its files offered now are not the bytes the ledger records (sha256); "
-                                      "this run commits nothing")
-        dates[record.scene_id] = got[0] if len(got) == 1 else mosaic(got)
-    return dates
-
-
 def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence[str]) -> tuple[str, ...]:
     """Those of the ``skipped`` scenes (ids the cube holds) offered from other files than its record names: a
     corrected product republished under its id, or the same files moved. Neither is read again (that would take
@@ -360,6 +333,26 @@ def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence,
     counter = CountingStore(store)
     stored = write_shard(counter, spec, task, fence, hot_manifests)
     return counter.bytes_written, stored
+
+
+def _mend(counting: CountingStore, spec: CubeSpec, repairs: Sequence[ShardRepair], fence: Fence, *,
+          scheduler: Any, progress: bool, stop_grace: float) -> tuple[str, ...]:
+    """Write the cold shards of ``repairs`` again (:func:`ingest.write.rewrite_shard`), in place, before anything
+    else this run writes; their keys."""
+    for r in repairs:
+        log.warning("repair: %s: %s; written again from its dates' files", r.key, r.problem)
+    tasks = [(counting._store, spec, r.write, r.band, r.checksum, fence) for r in repairs]
+    results = run_tasks(_rewrite_counted, tasks, scheduler=scheduler, desc="writing damaged shards again",
+                        progress=progress, unit="shard", stop_grace=stop_grace)
+    counting.counts.add("set", n=0, written=sum(n for n, _ in results))
+    return tuple(key for _, key in results)
+
+
+def _rewrite_counted(store: Store, spec: CubeSpec, task: ShardWrite, band: str, checksum: int, fence: Fence
+                     ) -> tuple[int, str]:
+    counter = CountingStore(store)
+    key = rewrite_shard(counter, spec, task, band, checksum, fence)
+    return counter.bytes_written, key
 
 
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
@@ -458,10 +451,12 @@ def ingest(
     removed when the run ends, whether it succeeds or fails. Local files are read where they are; one changed
     since its check (:func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
 
-    ``repair``: the hot-buffer dates among the offered scenes the cube holds are read again from their files,
-    which must be the bytes the ledger records (sha256), and written anew, into a new hot slot or the cold block a
-    compaction makes; their old slots go with the versions that read them (:mod:`ingest.expire`). A way past a lost
-    or damaged hot shard without a backup, which stops every compaction of its tile.
+    ``repair``: the dates among the offered scenes the cube holds are read again from their files, which must be
+    the bytes the ledger records (sha256) (:mod:`ingest.repair`): hot-buffer dates are written anew, into a new hot
+    slot or the cold block a compaction makes (their old slots go with the versions that read them,
+    :mod:`ingest.expire`); the lost or damaged shards of a cold block whose dates are all offered are written again
+    in place, each only if it gets the values ingest wrote there. A way past a lost or damaged shard without a
+    backup (a hot one stops every compaction of its tile).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -498,9 +493,14 @@ def ingest(
         checkpoint("recovered")
 
         candidates, skipped, rejected = _triage(scenes, head)
-        again = _read_again(scenes, head, spec, options, spooled, scheduler=scheduler,
-                            progress=progress) if repair else {}
-        redone = {p.scene_id for c in again.values() for p in c.slices}
+        fix = Repair({}, ())
+        if repair:
+            fix = plan_repair(scenes, head, store, lambda found, desc: _checked(
+                found, spec, options, spooled, scheduler=scheduler, progress=progress, desc=desc), progress=progress)
+        again = fix.hot
+        mended = _mend(counting, spec, fix.cold, fence, scheduler=scheduler, progress=progress, stop_grace=stop_grace)
+        redone = {p.scene_id for c in [*again.values(), *(d.scene for r in fix.cold for d in r.write.dates)]
+                  for p in c.slices}
         skipped = [i for i in skipped if i not in redone]
         results, twins = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
                                        progress=progress)
@@ -565,7 +565,7 @@ def ingest(
         refiled=_refiled(scenes, plan.head, skipped),
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
-        tiles=tuple(sorted(touched)),
+        tiles=tuple(sorted(touched | {r.write.tile for r in fix.cold})),
         latest=plan.new.version if plan.new else plan.head.version or None,
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),
@@ -574,4 +574,5 @@ def ingest(
         mosaicked=tuple(p.scene_id for c in checked for p in c.parts[1:]),
         late=tuple(late),
         repaired=plan.new.repaired if plan.new else (),
+        mended=mended,
     )

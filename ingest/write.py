@@ -1,11 +1,13 @@
 """Executing one shard write: gather the dates' pixels, write one whole shard per band.
 
-Each task covers exactly one shard region, so no two tasks ever touch the same stored object and zarr
-encodes each shard without reading it first. Pixels come from the source COGs (windowed reads of a local file,
-or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto the shard's piece of
-the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from the slices of a
-pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or, when compacting,
-from committed hot-buffer slots, each shard checked against its block's manifest first (:mod:`cube.manifest`).
+Each task covers exactly one shard region, so no two tasks ever touch the same stored object (zarr looks the
+shard up before it encodes it: absent, in a block not written yet). Pixels come from the source COGs (windowed
+reads of a local file, or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto
+the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from
+the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or,
+when compacting, from committed hot-buffer slots, each shard checked against its block's manifest first
+(:mod:`cube.manifest`). A repair writes a lost or damaged shard of a committed cold block again
+(:func:`rewrite_shard`, :mod:`ingest.repair`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import rasterio
+import zarr
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from zarr.abc.store import Store
@@ -22,7 +25,7 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_s3_config, read_bytes
+from cardcube.storage import delete_key, gdal_path, gdal_s3_config, read_bytes
 from cube.manifest import BlockManifest
 from cube.shard_reader import check_shard, values_checksum
 from cube.tile_arrays import sized_view
@@ -64,10 +67,50 @@ def _holds_data(values: np.ndarray, fill: float) -> bool:
     return bool(np.any(~np.isnan(values))) if np.isnan(fill) else bool(np.any(values != fill))
 
 
+def rewrite_shard(store: Store, spec: CubeSpec, task: ShardWrite, band: str, checksum: int, fence: Fence) -> str:
+    """Write ``band``'s shard of a committed cold block again (``task``: its region, its dates read again from their
+    files), if the values are those ingest wrote there, the crc32 ``checksum`` its manifest records: every version
+    reading the block then reads what it read before the shard was lost or damaged. Its store key."""
+    values = _block_values(store, spec, task, spec.band(band), {})
+    target = open_array(store, spec, task.tile, task.resolution, band, hot=False, mode="r+")
+    _, sr, sc = target.shards
+    key = f"{target.store_path.path}/c/{task.time_start // spec.chunks.time}/{task.rows[0] // sr}/{task.cols[0] // sc}"
+    if values_checksum(values) != checksum:  # checked before anything is deleted
+        raise CorruptShardError(
+            f"repair: shard {key} read again from its dates' files (the bytes the ledger records) does not hold the "
+            "values ingest wrote (crc32 of the values, against the block's manifest): not written. The files were "
+            "read otherwise then (another cardcube, other options: --warp, --linear-power) or the manifest is "
+            "damaged; restore the shard from a backup")
+    fence.check()
+    delete_key(store, key)  # zarr reads the shard it writes over, and fails on a damaged index
+    _store(target, task, values, fence)
+    return key
+
+
 def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence,
                 manifests: HotManifests) -> list[StoredShard]:
+    block = _block_values(store, spec, task, band, manifests)
+    target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
+    _store(target, task, block, fence)
+    _, sr, sc = target.shards
+    fill = band.nodata if band.nodata is not None else 0
+    parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
+    return [(task.tile, task.hot, b, band.name, task.rows[0] // sr, task.cols[0] // sc, values_checksum(part))
+            for b, part in zip(task.blocks(spec.chunks.time), parts, strict=True) if _holds_data(part, fill)]
+
+
+def _store(target: zarr.Array, task: ShardWrite, values: np.ndarray, fence: Fence) -> None:
+    """Write ``values`` over the task's whole shard region."""
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
+    fence.check()
+    sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = values
+
+
+def _block_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, manifests: HotManifests
+                  ) -> np.ndarray:
+    """The values of ``band`` for the task's dates in its shard region, from their files or committed hot slots."""
+    (r0, r1), (c0, c1) = task.rows, task.cols
     fill = band.nodata if band.nodata is not None else 0
     block = np.full((len(task.dates), r1 - r0, c1 - c0), fill, dtype=band.dtype)
     for i, date in enumerate(task.dates):
@@ -78,13 +121,7 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
             block[i] = _hot_values(store, spec, task, band, date, manifests.get(date.hot_slot))
     if np.isnan(fill):  # one NaN: zarr stores no chunk of NaN only (the fill), whose bits would read back otherwise
         block[np.isnan(block)] = fill  # (x86's invalid operations give NaN with its sign bit set), and the crc differ
-    target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
-    fence.check()
-    sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = block
-    _, sr, sc = target.shards
-    parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
-    return [(task.tile, task.hot, b, band.name, r0 // sr, c0 // sc, values_checksum(part))
-            for b, part in zip(task.blocks(spec.chunks.time), parts, strict=True) if _holds_data(part, fill)]
+    return block
 
 
 def _hot_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, date: DateSource,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -185,12 +186,82 @@ def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_
     assert again.version is None and again.skipped == (hot_scene["id"],)  # without repair: held, skipped
 
 
-def test_repair_matching_no_hot_date_says_so(cube, tiny_region, caplog):
+def test_repair_of_a_sound_cold_block_writes_nothing_and_says_so(cube, tiny_region, caplog):
     cold = items_of(tiny_region.items, "sentinel-2-l2a")[0]
-    with caplog.at_level(logging.WARNING, logger="ingest.job"):
+    before = {p: p.stat().st_mtime_ns for p in (cube / "s2").rglob("*") if p.is_file() and "_lock" not in p.name}
+    with caplog.at_level(logging.WARNING, logger="ingest.repair"):
         result = ingest(write_items(tiny_region.items, [cold], "repair-cold.json"), cube, progress=False, repair=True)
-    assert result.version is None and result.skipped == (cold["id"],) and not result.repaired
-    assert "repair: none of the offered scenes is a hot date of the cube" in caplog.text
+    assert result.version is None and result.skipped == (cold["id"],) and not result.repaired and not result.mended
+    assert "every shard of cold block 0 of tile 31UFU is sound" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_repair_matching_no_date_of_the_cube_says_so(tiny_region, tmp_path, caplog):
+    first = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    with caplog.at_level(logging.WARNING, logger="ingest.repair"):
+        result = ingest(write_items(tiny_region.items, [first], "repair-new.json"), tmp_path / "cube", progress=False,
+                        chunks=ChunkLayout.parse(TEST_CHUNKS), repair=True)
+    assert result.added == (first["id"],) and not result.repaired and not result.mended  # a new scene: added
+    assert "repair: none of the offered scenes is a date of the cube" in caplog.text
+
+
+def _cold_shards(cube: Path, block: int, group: str = "r10m", band: str = "B04") -> list[Path]:
+    return sorted((cube / "s2").glob(f"*/cube.zarr/{group}/{band}/c/{block}/*/*"))
+
+
+def test_repair_writes_lost_and_damaged_cold_shards_again_for_every_version(cube, next_three, tiny_region, capsys):
+    """A cold block is read by every version since it was written: a shard of it lost or damaged is written again
+    in place, from its dates' files, with the values ingest wrote there (the manifest's crc32 says so)."""
+    ingest(next_three, cube, progress=False)  # version 2 compacts hot slot 0: both versions read cold block 0
+    lost, flipped = _cold_shards(cube, 0)[0], _cold_shards(cube, 0, "r20m", "SCL")[-1]
+    _lose(lost)
+    _flip(flipped)
+    with pytest.raises(MissingShardError):
+        open_cube(cube, decode=False, as_of=1).B04.isel(time=0).compute()
+    assert len(verify(cube, deep=True, progress=False).problems) == 2
+    block = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
+    offered = write_items(tiny_region.items, block, "repair-cold-block.json")
+    assert main(["ingest", str(offered), "--cube", str(cube), "--repair", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing to commit" in said and "wrote 2 lost or damaged cold shard(s) again" in said
+    assert verify(cube, deep=True, progress=False).ok
+    twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
+    assert_matches_sources(cube, write_items(tiny_region.items, twelve, "mended-twelve.json"), "s2")
+    nine = items_of(tiny_region.items, "sentinel-2-l2a")[:9]
+    assert_matches_sources(cube, write_items(tiny_region.items, nine, "mended-nine.json"), "s2", as_of=1)
+
+
+def test_a_cold_repair_needs_every_date_of_the_block(cube, tiny_region):
+    lost = _cold_shards(cube, 1)[0]
+    _lose(lost)
+    three = items_of(tiny_region.items, "sentinel-2-l2a")[4:7]
+    with pytest.raises(InvalidRequestError, match=r"cold block 1 of tile 31UFU has 1 lost or damaged shard.*offer the "
+                       r"scenes of them all \(.* not offered\)"):
+        ingest(write_items(tiny_region.items, three, "repair-three.json"), cube, progress=False, repair=True)
+    assert not lost.exists()
+
+
+def test_a_cold_repair_writes_nothing_but_the_values_ingest_wrote(cube, tiny_region):
+    """Files read otherwise than at their ingest (another cardcube, another option) or a manifest damaged: the
+    values read again are not those the manifest vouches for, and the shard is not written."""
+    lost = _cold_shards(cube, 0)[0]
+    _lose(lost)
+    key = cube / layout.manifest_key("s2", "31UFU", 0)
+    doc = json.loads(key.read_text())
+    doc["shards"]["B04"] = [[r, c, crc ^ 1] for r, c, crc in doc["shards"]["B04"]]
+    key.write_text(json.dumps(doc))
+    block = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
+    with pytest.raises(CorruptShardError, match="does not hold the values ingest wrote"):
+        ingest(write_items(tiny_region.items, block, "repair-block.json"), cube, progress=False, repair=True)
+    assert not lost.exists()
+
+
+def test_a_cold_block_whose_manifest_is_lost_is_not_repaired(cube, tiny_region):
+    _lose(_cold_shards(cube, 0)[0])
+    (cube / layout.manifest_key("s2", "31UFU", 0)).unlink()
+    block = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
+    with pytest.raises(InvalidRequestError, match="manifest of cold block 0 of tile 31UFU is lost"):
+        ingest(write_items(tiny_region.items, block, "repair-block.json"), cube, progress=False, repair=True)
 
 
 def test_repair_refuses_files_that_are_not_the_bytes_the_cube_read(cube, hot_scene, tiny_region):
@@ -202,7 +273,7 @@ def test_repair_refuses_files_that_are_not_the_bytes_the_cube_read(cube, hot_sce
 
     other = broken_copy(tiny_region.items, hot_scene, hot_scene["id"], another_dates_b04)  # its id, other bytes
     _lose(_hot_shard(cube))
-    with pytest.raises(InvalidRequestError, match=r"repair: the hot date of scene .* not the bytes the ledger records"):
+    with pytest.raises(InvalidRequestError, match=r"repair: the date of scene .* not the bytes the ledger records"):
         ingest(write_items(tiny_region.items, [other], "repair-other.json"), cube, progress=False, repair=True)
     assert read_version(open_store(cube, read_only=True), "s2").version == 1
 

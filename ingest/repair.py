@@ -1,0 +1,156 @@
+"""Repair: dates a cube holds, read again from the files they were read from, where their shards were lost or damaged.
+
+``ingest(repair=True)`` offers scenes the cube holds; each must be the bytes the ledger records (sha256 of every
+band file, of every slice of a mosaicked pass). Then:
+
+* a *hot* date (one hot-buffer slot) is written anew, into a new slot or the cold block of a compaction
+  (:func:`ingest.plan.plan_ingest`'s ``again``); its old slot goes with the versions that read it (``expire``).
+  A lost or damaged hot shard otherwise stops every compaction of its tile.
+* a *cold* block is written once and read by every version since, so it is mended in place: its shards are
+  checked as ``verify --deep`` checks them, and each lost or damaged one is written again, only if the values read
+  again are those ingest wrote there (the crc32 the block's manifest records). Every version reading the block
+  then reads what it read before the damage. Every date of the block must be offered; a sound block is not
+  written. A block whose manifest is lost cannot be checked, and is not repaired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from zarr.abc.store import Store
+
+from cardcube.errors import InvalidRequestError
+from cardcube.grid import TILE_SIZE_M
+from cube.ledger import CubeVersion, Rejection, SceneRecord
+from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
+from cube.verify import ListedShard, check_shards, listed_shards
+from ingest.passes import mosaic
+from ingest.plan import DateSource, ShardWrite
+from ingest.sources import SourceScene
+from ingest.validate import CheckedScene
+
+log = logging.getLogger(__name__)
+
+Checker = Callable[[list[SourceScene], str], Mapping[str, CheckedScene | Rejection]]  # scenes, progress text
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRepair:
+    """One lost or damaged shard of a cold block to write again: ``write`` holds its region and the block's dates
+    read again; ``checksum`` is the crc32 its manifest records of the values ingest wrote there."""
+
+    write: ShardWrite
+    band: str
+    checksum: int
+    key: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What a repair does: the hot dates to write anew (by scene id) and the cold shards to write again."""
+
+    hot: dict[str, CheckedScene]
+    cold: tuple[ShardRepair, ...]
+
+
+def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, check: Checker, *,
+                progress: bool) -> Repair:
+    """The repair of what ``head`` holds of the offered ``scenes`` (see the module text); raises
+    :class:`InvalidRequestError`, before anything is written, for a date that cannot be read again as it was or a
+    damaged cold block whose dates are not all offered. ``check``: each scene checked, by scene id."""
+    spec = head.spec
+    size = spec.chunks.time
+    hot_records = {h.acquisition.scene_id: head.scenes[h.acquisition.scene_id]
+                   for state in head.tiles.values() for h in state.hot}
+    cold_of = {a.scene_id: (tile, i // size) for tile, state in head.tiles.items()
+               for i, a in enumerate(state.cold[:len(state.cold) // size * size])}
+    of = {p: r for r in head.scenes.values() if r.scene_id in hot_records or r.scene_id in cold_of
+          for p in r.piece_ids}
+    offered = {of[s.scene_id].scene_id for s in scenes if s.scene_id in of}
+    if not offered:
+        log.warning("repair: none of the offered scenes is a date of the cube, so none is read again (the scenes of a "
+                    "pass split with warp need --warp)")
+        return Repair({}, ())
+    blocks = sorted({cold_of[i] for i in offered if i in cold_of})
+    damaged = _damaged_shards(store, head, blocks, progress=progress)
+    needed = [i for i in offered if i in hot_records]
+    for tile, block in sorted({(k.tile, k.block) for k, _, _ in damaged}):
+        dates = [a.scene_id for a in block_dates(head.tiles[tile], False, block, size)]
+        if missing := [i for i in dates if i not in offered]:
+            here = [(s.key, p) for k, s, p in damaged if (k.tile, k.block) == (tile, block)]
+            raise InvalidRequestError(
+                f"repair: cold block {block} of tile {tile} has {len(here)} lost or damaged shard(s) ({here[0][0]}: "
+                f"{here[0][1]}), and a shard holds all the block's {len(dates)} dates: offer the scenes of them all "
+                f"({', '.join(missing)} not offered); this run commits nothing")
+        needed += [i for i in dates if i not in needed]
+    read = _read_again([head.scenes[i] for i in needed], scenes, check, progress=progress)
+    cold = []
+    for k, shard, problem in damaged:
+        res = spec.band(k.band).resolution
+        side, n = spec.chunks.shards(res)[1], round(TILE_SIZE_M / res)
+        dates = tuple(DateSource(a, read[a.scene_id].windows, scene=read[a.scene_id], repaired=True)
+                      for a in block_dates(head.tiles[k.tile], False, k.block, size))
+        write = ShardWrite(k.tile, res, False, k.block * size, dates, (k.row * side, min((k.row + 1) * side, n)),
+                           (k.col * side, min((k.col + 1) * side, n)))
+        cold.append(ShardRepair(write, k.band, shard.checksum, shard.key, problem))
+    return Repair({i: read[i] for i in needed if i in hot_records}, tuple(cold))
+
+
+def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, int]], *, progress: bool
+                    ) -> list[tuple[ShardKey, ListedShard, str]]:
+    """Each lost or damaged shard of the cold ``blocks`` (tile, block), as ``verify --deep`` finds it, with its
+    problem. A block whose manifest is lost raises; one written before manifests cannot be checked (said)."""
+    manifests = read_manifests(store, head.spec.name, [(t, False, b) for t, b in blocks])
+    listed = []
+    for (tile, _, block), m in manifests.items():
+        if m is not None:
+            listed.append(m)
+        elif has_manifest(head, tile, False, block):
+            raise InvalidRequestError(f"repair: the manifest of cold block {block} of tile {tile} is lost, so its "
+                                      "shards cannot be checked nor their values known: restore it from a backup; "
+                                      "this run commits nothing")
+        else:
+            log.warning("repair: cold block %d of tile %s was written before cardcube kept manifests: its shards "
+                        "cannot be checked, and are not repaired", block, tile)
+    shards, unread = listed_shards(store, head.spec, listed)
+    if unread:
+        raise InvalidRequestError(f"repair: {unread[0][0]}: {unread[0][1]}; this run commits nothing")
+    by_key = {s.key: s for s in shards}
+    found = [(ShardKey.parse(key), by_key[key], problem)
+             for key, problem in check_shards(store, shards, deep=True, progress=progress)]
+    for tile, block in sorted({(m.tile, m.block) for m in listed} - {(k.tile, k.block) for k, _, _ in found}):
+        log.warning("repair: every shard of cold block %d of tile %s is sound: its dates are not written again",
+                    block, tile)
+    return found
+
+
+def _read_again(records: Sequence[SceneRecord], scenes: Sequence[SourceScene], check: Checker, *, progress: bool
+                ) -> dict[str, CheckedScene]:
+    """Each of ``records`` read again from the offered ``scenes``: checked, made of the slices it lists (a pass's,
+    mosaicked as before), by scene id; raises unless every slice is offered and is the bytes the ledger records."""
+    if not records:
+        return {}
+    pieces = {p for r in records for p in r.piece_ids}
+    offered = list({s.scene_id: s for s in scenes if s.scene_id in pieces}.values())  # once each
+    results = check(offered, "checking dates again")
+    refused = [r for r in results.values() if isinstance(r, Rejection)]
+    if refused:
+        raise InvalidRequestError(f"repair: {refused[0].reason}; a date is read again from the files it was read "
+                                  "from, as they were: this run commits nothing")
+    dates = {}
+    for record in records:
+        slices = record.parts or (record,)
+        if missing := [p.scene_id for p in slices if p.scene_id not in results]:
+            raise InvalidRequestError(f"repair: the date of scene {record.scene_id} is mosaicked from the slices "
+                                      f"of a pass, and {', '.join(missing)} is not offered: offer every slice; this "
+                                      "run commits nothing")
+        got = [results[p.scene_id] for p in slices]
+        if [c.checksums for c in got] != [p.checksums for p in slices]:
+            raise InvalidRequestError(f"repair: the date of scene {record.scene_id} cannot be read again as it "
+                                      "was: its files offered now are not the bytes the ledger records (sha256); "
+                                      "this run commits nothing")
+        dates[record.scene_id] = got[0] if len(got) == 1 else mosaic(got)
+    return dates
