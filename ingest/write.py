@@ -1,7 +1,7 @@
 """Executing one shard write: gather the dates' pixels, write one whole shard per band.
 
-Each task covers exactly one shard region, so no two tasks ever touch the same stored object (zarr looks the
-shard up before it encodes it: absent, in a block not written yet). Pixels come from the source COGs (windowed
+Each task covers exactly one shard region, so no two tasks ever touch the same stored object, and each writes
+whole shards, which zarr need not read first (:class:`_WholeShards`). Pixels come from the source COGs (windowed
 reads of a local file, or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto
 the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from
 the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or,
@@ -20,12 +20,15 @@ import rasterio
 import zarr
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
-from zarr.abc.store import Store
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import StorePath, WrapperStore
 
 from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_key, gdal_path, gdal_s3_config, read_bytes
+from cardcube.storage import gdal_path, gdal_s3_config, read_bytes
 from cube.manifest import BlockManifest
 from cube.shard_reader import check_shard, values_checksum
 from cube.tile_arrays import sized_view
@@ -81,8 +84,6 @@ def rewrite_shard(store: Store, spec: CubeSpec, task: ShardWrite, band: str, che
             "values ingest wrote (crc32 of the values, against the block's manifest): not written. The files were "
             "read otherwise then (another cardcube, other options: --warp, --linear-power) or the manifest is "
             "damaged; restore the shard from a backup")
-    fence.check()
-    delete_key(store, key)  # zarr reads the shard it writes over, and fails on a damaged index
     _store(target, task, values, fence)
     return key
 
@@ -100,11 +101,24 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
 
 
 def _store(target: zarr.Array, task: ShardWrite, values: np.ndarray, fence: Fence) -> None:
-    """Write ``values`` over the task's whole shard region."""
+    """Write ``values`` over the task's whole shard region, without reading the shard first."""
     (r0, r1), (c0, c1) = task.rows, task.cols
     t0, t1 = task.time_start, task.time_start + len(task.dates)
+    path = StorePath(_WholeShards(target.store_path.store), target.store_path.path)
+    whole = zarr.Array(AsyncArray(target.metadata, path, config=target._async_array.config))
     fence.check()
-    sized_view(target, t1)[t0:t1, r0:r1, c0:c1] = values
+    sized_view(whole, t1)[t0:t1, r0:r1, c0:c1] = values
+
+
+class _WholeShards(WrapperStore[Store]):
+    """A store through which every shard reads as absent. zarr's sharding codec reads the shard it writes to merge
+    the write into it: a request per shard (a 404 on object storage, for a block not written yet), and a failure on
+    the damaged shard a repair writes over. The cube's writes cover whole shards, so there is nothing to merge."""
+
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        if "/c/" in key:
+            return None
+        return await self._store.get(key, prototype, byte_range)
 
 
 def _block_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, manifests: HotManifests

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from zarr.storage import LocalStore
 
 from cardcube.cli import main
-from cardcube.spec import ChunkLayout
+from cardcube.spec import ChunkLayout, cube_spec
 from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
@@ -63,6 +64,27 @@ def test_batches_give_the_same_cube_as_one_ingest(tiny_region, tiny_cube, tmp_pa
     xr.testing.assert_identical(batched.drop_attrs(), once.drop_attrs())
     a, b = (read_version(open_store(p), "s2").tiles for p in (tmp_path / "batched", tiny_cube))
     assert [t.cold for t in a.values()] == [t.cold for t in b.values()]
+
+
+def test_writes_read_no_shard_but_the_hot_dates_they_compact(tiny_region, tmp_path, monkeypatch):
+    """Every band write covers whole shards: zarr's sharding codec would read each one first to merge into it (a 404
+    per shard on object storage; a failure on a damaged one)."""
+    read: list[str] = []
+    get = LocalStore.get
+
+    async def spy(self, key, prototype, byte_range=None):
+        if key.partition("/c/")[0].rpartition("/")[2] in cube_spec("s2").band_names:  # a band's shard
+            read.append(key)
+        return await get(self, key, prototype, byte_range)
+
+    monkeypatch.setattr(LocalStore, "get", spy)
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    first = ingest(write_items(tiny_region.items, features[:6], "writes-first.json"), tmp_path / "cube", chunks=CHUNKS,
+                   progress=False)
+    assert first.version == 1 and read == []  # a cold block and two hot slots written, nothing read
+    second = ingest(write_items(tiny_region.items, features[6:9], "writes-second.json"), tmp_path / "cube",
+                    progress=False)
+    assert second.compacted == 2 and read and all("/hot/" in key for key in read), read  # the two slots moved
 
 
 def test_reingest_is_a_noop_and_versions_can_be_read_back(tiny_region, tmp_path):
