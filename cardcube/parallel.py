@@ -8,6 +8,7 @@ progress bar. ``scheduler`` is ``None``/``"threads"``, ``"processes"``, ``"sync"
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -28,6 +29,7 @@ from dask.utils import parse_timedelta
 from tqdm.auto import tqdm
 
 from cardcube.errors import ClusterError, InvalidRequestError, TasksStillRunningError
+from cardcube.storage import close_store_clients
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -75,8 +77,9 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
         tasks = [dask.delayed(c, pure=False, traverse=False)(dask_key_name=f"{name}-{n - i:08d}")
                  for i, c in enumerate(calls)]
         try:
+            start = {"initializer": worker_process_start} if local == "processes" else {}
             with _Progress({t.key for t in tasks}, done):
-                return list(dask.compute(*tasks, scheduler=local))
+                return list(dask.compute(*tasks, scheduler=local, **start))
         except BaseException as exc:
             if running is not None:
                 running.stop()
@@ -88,6 +91,15 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
                 # an interrupted write goes on in zarr's I/O loop, which writer_lock waits for)
                 raise TasksStillRunningError(-1, stop_grace, "dask's worker processes", _why(exc)) from exc
             raise
+
+
+def worker_process_start() -> None:
+    """Set up a worker process of dask's ``processes`` scheduler: at its exit, the object store clients its tasks
+    opened are closed while zarr's event loop still runs (:func:`cardcube.storage.close_store_clients`); left to
+    the garbage collector, each printed aiohttp's "Unclosed client session" on stderr."""
+    import zarr.core.sync  # noqa: F401  (registers its exit hook, which stops the loop, first: it runs after ours)
+
+    atexit.register(close_store_clients)
 
 
 def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, desc: str,

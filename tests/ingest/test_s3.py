@@ -87,6 +87,17 @@ def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
     assert assert_matches_sources(url, then, "s1", storage_options=direct) > 0
 
 
+def test_an_ingest_on_worker_processes_leaves_no_client_open(tiny_region, s3_bucket):
+    """``--scheduler processes``: each worker process's S3 client is closed while zarr's event loop still runs; left
+    to the garbage collector at exit, each printed aiohttp's "Unclosed client session" on stderr."""
+    url = s3_bucket.url_for("cube")
+    some = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-2-l2a")[:5], "s3-processes.json")
+    done = run_ingest(some, url, "s2", "--scheduler", "processes", env=s3_bucket.server.environment())
+    assert done.returncode == 0, done.stderr
+    assert "Unclosed" not in done.stderr and done.stderr == "", done.stderr
+    assert assert_matches_sources(url, some, "s2", storage_options=s3_bucket.storage_options()) > 0
+
+
 def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucket, s3_proxy, tmp_path, monkeypatch):
     """A provider's STAC items and COGs on S3 (relative hrefs, the endpoint and keys from the environment,
     as for a Ceph or MinIO archive): the same pixels as from the local files, each file downloaded once (the
