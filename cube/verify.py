@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import zarr
 from tqdm.auto import tqdm
 from zarr.abc.store import SuffixByteRequest
@@ -22,19 +23,20 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
-from cardcube.spec import CubeSpec
+from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, reading, store_url
+from catalog.write import published_version
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
-from cube.manifest import BlockManifest, block_dates, read_manifests, tile_blocks
+from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
 from cube.shard_reader import check_shard, index_size
 from cube.tile_arrays import ArrayKey, open_arrays
 
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
 IN_FLIGHT = 64
 IN_FLIGHT_DEEP = 8
-LOST_MANIFEST = ("manifest missing while a block written before it has its own: lost (a partial restore?); its "
-                 "shards cannot be checked")
+LOST_MANIFEST = ("manifest missing while the block was written with one: lost (a partial restore?); its shards "
+                 "cannot be checked")
 LOST_RECORD = ("ledger record missing between kept versions (versions are numbered without gaps, and expire deletes "
                "the oldest only): lost (deleted by hand, a partial restore?), or expired by a cardcube of before "
                "2026-12-04 under a clock running ahead (harmless: the next expire takes the versions before the "
@@ -74,7 +76,7 @@ class VerifyResult:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
                          "maybe earlier than any block with one): not checked")
         lines += [f"  {key}: {problem}" for key, problem in self.problems]
-        if self.problems:
+        if any(ShardKey.parse(key) for key, _ in self.problems):
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
         return "\n".join(lines)
@@ -88,13 +90,50 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     versions, problems = _history(store, collection)
     spec = versions[-1].spec
     written = _written(versions)
-    manifests = read_manifests(store, collection, sorted(written))
+    manifests, damaged = _manifests(store, collection, sorted(written))
     listed = [m for m in manifests.values() if m is not None]
     shards, unread = listed_shards(store, spec, listed)
-    lost = _lost_manifests(manifests, written, collection)
-    problems += unread + lost + check_shards(store, shards, deep=deep, progress=progress)
+    for tile in sorted({t for t, _, _ in written} - {m.tile for m in listed}):  # no manifest left: its arrays
+        unread += _open_arrays(store, collection, tile, sorted({(b.resolution, b.name, hot) for t, hot, _ in written
+                                                                if t == tile for b in spec.bands}))[1]
+    lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
+    found = check_shards(store, shards, deep=deep, progress=progress)
+    problems += damaged + unread + lost + _still_read(store, collection, versions, found)
+    unlisted = len(manifests) - len(listed) - len(lost)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
-                        len(listed), len(manifests) - len(listed) - len(lost), len(shards), deep, tuple(problems))
+                        len(listed), unlisted, len(shards), deep, tuple(problems))
+
+
+def _manifests(store: Any, collection: str, blocks: Sequence[tuple[str, bool, int]]
+               ) -> tuple[dict[tuple[str, bool, int], BlockManifest | None], list[tuple[str, str]]]:
+    """The manifest of each of ``blocks`` (None: none), and (key, problem) of each damaged one (left out)."""
+    try:
+        return read_manifests(store, collection, blocks), []
+    except CorruptDocumentError:
+        pass
+    manifests, damaged = {}, []
+    for b in blocks:  # one at a time, to tell which
+        try:
+            manifests.update(read_manifests(store, collection, [b]))
+        except CorruptDocumentError as exc:
+            damaged.append((layout.manifest_key(collection, b[0], b[2], hot=b[1]), f"damaged: {exc}"))
+    return manifests, damaged
+
+
+def _still_read(store: Any, collection: str, versions: Sequence[CubeVersion], found: list[tuple[str, str]]
+                ) -> list[tuple[str, str]]:
+    """Those of the shards ``found`` damaged that a version still kept reads: an ``expire`` running meanwhile
+    (verify takes no lock) deletes the hot slots of the versions it expires, which are then no loss."""
+    if not any(problem == "missing" for _, problem in found):
+        return found
+    kept = set(committed_versions(store, collection))
+    if kept >= {v.version for v in versions}:
+        return found
+    size = versions[-1].spec.chunks.time
+    read = {b for v in versions if v.version in kept for t, state in v.tiles.items()
+            for b in tile_blocks(t, state, size)}
+    return [(key, problem) for key, problem in found
+            if problem != "missing" or (k := ShardKey.parse(key)) is None or (k.tile, k.hot, k.block) in read]
 
 
 def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tuple[int, int]]:
@@ -118,16 +157,32 @@ def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tup
 
 
 def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any],
-                    written: Mapping[tuple[str, bool, int], tuple[int, int]], collection: str
-                    ) -> list[tuple[str, str]]:
-    """(key, problem) of each block without a manifest that a block written no later than it has: cardcube has
-    kept manifests since some version, so only the blocks written before the first one kept may lack theirs (a
-    partial restore lost the others; their shards unchecked, verify said "sound"). A block that may have been
-    written before every one with a manifest (by expired versions) is not judged: counted as unlisted."""
+                    written: Mapping[tuple[str, bool, int], tuple[int, int]], versions: Mapping[int, CubeVersion],
+                    collection: str) -> list[tuple[str, str]]:
+    """(key, problem) of each block without a manifest that was written with one: the ledger says so (a scene of
+    the block ingested since the cube's ``manifests_since``, :func:`cube.manifest.has_manifest`), or a block written
+    no later than it has one (a cube of before ``manifests_since``). A partial restore lost it; its shards went
+    unchecked, and verify said "sound". The others were written before manifests: counted as unlisted."""
     first_kept = min((written[b][1] for b, m in manifests.items() if m is not None), default=None)
     return [(layout.manifest_key(collection, tile, block, hot=hot), LOST_MANIFEST)
             for (tile, hot, block), m in sorted(manifests.items())
-            if m is None and first_kept is not None and first_kept <= written[(tile, hot, block)][0]]
+            if m is None and ((first_kept is not None and first_kept <= written[(tile, hot, block)][0])
+                              or has_manifest(versions[written[(tile, hot, block)][1]], tile, hot, block))]
+
+
+def lost_newest(store: Any, collection: str, newest: int) -> tuple[int, str] | None:
+    """Whether records newer than ``newest`` (the newest ledger record) were lost, and then the version the catalog
+    publishes and what is wrong: the catalog, written after each commit and never rolled back, names a newer one.
+    A gap between records is seen; a lost newest one was not, and readers read the one before without a word (and
+    ``expire`` or the next ingest took its data for a crashed run's leftovers)."""
+    published = published_version(store, collection)
+    if published is None or published <= newest:
+        return None
+    return published, (f"ledger record missing: the cube's STAC collection publishes version {published}, and the "
+                      f"newest record is version {newest} (records are written before the catalog): lost (a partial "
+                      f"restore?); readers read version {newest}, and the data of the versions after it is still in "
+                      f"the store: restore the record(s) from a backup (to give them up: delete "
+                      f"{collection}/collection.json and run `cardcube catalog build`)")
 
 
 def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple[str, str]]]:
@@ -137,6 +192,8 @@ def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple
     present = set(numbers)
     problems = [(layout.ledger_key(collection, n), LOST_RECORD)
                 for n in range(numbers[0] + 1, numbers[-1]) if n not in present] if numbers else []
+    if numbers and (lost := lost_newest(store, collection, numbers[-1])):
+        problems += [(layout.ledger_key(collection, n), lost[1]) for n in range(numbers[-1] + 1, lost[0] + 1)]
     versions = []
     for n in numbers:
         try:
@@ -162,6 +219,10 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
         keys = sorted({(b.resolution, b.name, m.hot) for m in manifests if m.tile == tile for b in spec.bands})
         arrays, unread = _open_arrays(store, spec.name, tile, keys)
         problems += unread
+        for (res, name, hot), array in sorted(arrays.items()):
+            if wrong := _metadata_problem(array, spec.band(name)):
+                problems.append((f"{array.store_path.path}/zarr.json", wrong))
+                del arrays[(res, name, hot)]
         for m in (m for m in manifests if m.tile == tile):
             for band in spec.bands:
                 array = arrays.get((band.resolution, band.name, m.hot))
@@ -172,6 +233,18 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
                                        (m.block, r, c), crc)
                            for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
     return shards, problems
+
+
+def _metadata_problem(array: zarr.Array, band: BandSpec) -> str | None:
+    """What is wrong with a band array's metadata that would make its sound shards decode to other values: its
+    dtype, or its fill value (a chunk not stored reads as it), not the band's."""
+    if array.dtype != np.dtype(band.dtype):
+        return f"damaged: its dtype is {array.dtype}, the band's {band.dtype}; its shards cannot be checked"
+    fill = band.nodata if band.nodata is not None else 0
+    stored = array.metadata.fill_value
+    if not (stored == fill or (np.isnan(fill) and np.isnan(stored))):
+        return f"damaged: its fill value is {stored}, the band's nodata {fill}; its shards cannot be checked"
+    return None
 
 
 def _open_arrays(store: Any, collection: str, tile: str, keys: Sequence[ArrayKey]

@@ -44,6 +44,7 @@ from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import CubeVersion, TileState, read_version, version_history
+from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
 from ingest.commit import STALE_AFTER, Fence, writer_lock
 
@@ -181,6 +182,8 @@ def expire(
                                                           command="expire")
     with lock as fence:  # a dry run deletes nothing: it keeps no ingest waiting
         versions = version_history(store, collection)
+        if lost := lost_newest(store, collection, versions[-1].version):  # its blocks are no leftovers
+            raise CorruptDocumentError(f"{lost[1]}; nothing expired")
         expired = expired_versions([(v.version, _created(store, v)) for v in versions], now=now or datetime.now(UTC),
                                    older_than=older_than)
         kept = [v for v in versions if v.version not in expired]

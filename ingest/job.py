@@ -14,6 +14,7 @@ from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import (
+    CorruptDocumentError,
     CorruptShardError,
     DuplicateSceneError,
     InvalidRequestError,
@@ -40,6 +41,7 @@ from cube.ledger import (
 )
 from cube.manifest import BlockManifest, block_manifests, has_manifest, read_manifests, write_manifests
 from cube.tile_arrays import sized_view
+from cube.verify import lost_newest
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
 from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
@@ -487,6 +489,9 @@ def ingest(
         checkpoint("locked")
         check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection))})
         head = head_or_empty(store, spec0)
+        if head.version and (lost := lost_newest(counting._store, collection, head.version)):
+            raise CorruptDocumentError(f"{lost[1]}; this ingest commits nothing: it would take the lost version's "
+                                       "number, and its data for a crashed run's leftovers")
         spec = _resolve_spec(head, collection, chunks)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
             publish(store, head, on_catalog=on_catalog, fence=fence)

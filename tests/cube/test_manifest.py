@@ -103,7 +103,7 @@ def test_a_lost_manifest_is_found_when_a_block_of_the_same_ingest_has_its_own(cu
     result = verify(cube, progress=False)
     assert not result.ok and result.unlisted == 0
     assert [(k, p.split(":")[0]) for k, p in result.problems] == [
-        (first.relative_to(cube).as_posix(), "manifest missing while a block written before it has its own")]
+        (first.relative_to(cube).as_posix(), "manifest missing while the block was written with one")]
 
 
 def test_a_shard_and_its_manifest_missing_for_a_moment_are_lost_data_not_an_area_without_data(cube, parcels):
@@ -172,7 +172,7 @@ def test_the_newest_blocks_lost_manifest_is_found(history):
     (history / key).unlink()
     result = verify(history, progress=False)
     assert [(k, p.split(":")[0]) for k, p in result.problems] == [
-        (key, "manifest missing while a block written before it has its own")]
+        (key, "manifest missing while the block was written with one")]
 
 
 
@@ -183,6 +183,8 @@ def test_blocks_written_before_any_with_a_manifest_are_counted_not_reported(hist
     assert {hot for _, hot, _ in by[1]} == {False, True} and all(by[n] for n in sorted(by)[1:3])
     for tile, hot, block in by[1]:
         (history / layout.manifest_key("s2", tile, block, hot=hot)).unlink()
+    for record in (history / "s2" / "_ledger").glob("v*.json"):  # and the ledger says so: since version 2
+        record.write_text(json.dumps({**json.loads(record.read_text()), "manifests_since": 2}))
     result = verify(history, progress=False)
     assert result.ok and result.unlisted == len(by[1]) and result.shards > 0
     later = history / layout.manifest_key("s2", by[3][0][0], by[3][0][2], hot=by[3][0][1])
@@ -218,6 +220,87 @@ def test_a_lost_or_damaged_ledger_record_is_reported_and_named_when_asked_for(hi
         open_cube(history, as_of=4)
     with pytest.raises(CorruptDocumentError, match=r"v00000006.json in .* is damaged \(KeyError: 'tiles'\)"):
         open_cube(history, as_of=6)
+
+
+def test_a_lost_manifest_is_found_from_the_ledger_when_no_block_has_one_left(history):
+    """The ledger says since which version blocks have manifests: verify judged a missing one only against blocks
+    that still had theirs, so a manifest lost with its shard after an expire (the oldest kept block), or a tile's
+    manifests lost together, or the whole tile, were "sound" while every read of them failed."""
+    expire(history, older_than=timedelta(0))
+    tile = next((history / "s2").glob("*/_manifest")).parent
+    oldest = tile / "_manifest" / "cold-000000.json"
+    oldest.unlink()
+    assert [k for k, _ in verify(history, progress=False).problems] == [oldest.relative_to(history).as_posix()]
+    shutil.rmtree(tile / "_manifest")
+    lost = verify(history, progress=False)
+    assert len(lost.problems) == len(_first_read_by(history)[9]) and lost.unlisted == 0
+    assert all(p.startswith("manifest missing while the block was written with one") for _, p in lost.problems)
+    shutil.rmtree(tile)  # every array, shard and manifest of the tile
+    gone = verify(history, progress=False)
+    assert any(k.endswith("/B04/zarr.json") and "none of its shards can be read" in p for k, p in gone.problems)
+    assert not gone.ok
+
+
+def test_a_damaged_manifest_is_listed_and_the_other_blocks_checked(history):
+    """It stopped verify with one error line: nothing else was checked."""
+    key = next((history / "s2").glob("*/_manifest/cold-000000.json"))
+    key.write_text(key.read_text()[:40])
+    result = verify(history, progress=False)
+    assert [k for k, _ in result.problems] == [key.relative_to(history).as_posix()]
+    assert result.problems[0][1].startswith("damaged:") and result.shards > 0 and result.unlisted == 0
+
+
+def test_an_array_whose_fill_value_changed_is_blamed_not_its_shards(cube):
+    """A bit flipped in a zarr.json's fill value: verify --deep blamed each sound shard of the array."""
+    meta = next((cube / "s2").glob("*/cube.zarr/r10m/B04/zarr.json"))
+    meta.write_text(meta.read_text().replace('"fill_value": 0', '"fill_value": 1'))
+    result = verify(cube, deep=True, progress=False)
+    assert result.problems == ((meta.relative_to(cube).as_posix(), "damaged: its fill value is 1, the band's nodata "
+                                "0; its shards cannot be checked"),)
+
+
+def test_a_lost_newest_ledger_record_is_found_and_its_data_kept(history, tiny_region, capsys):
+    """The newest record lost (a partial restore): readers read the one before without a word, verify said
+    "sound", and the next expire or ingest took that version's blocks for a crashed run's leftovers."""
+    from cardcube.cli import main
+    from cardcube.errors import CorruptDocumentError
+    from ingest.job import ingest
+
+    (history / layout.ledger_key("s2", 9)).unlink()
+    before = sorted(p for p in (history / "s2").rglob("*") if p.is_file() and "_lock" not in p.name)
+    result = verify(history, progress=False)
+    assert [k for k, _ in result.problems] == [layout.ledger_key("s2", 9)]
+    assert "publishes version 9, and the newest record is version 8" in result.problems[0][1]
+    with pytest.raises(CorruptDocumentError, match=r"newest record is version 8.*nothing expired"):
+        expire(history, older_than=timedelta(days=7))
+    with pytest.raises(CorruptDocumentError, match=r"newest record is version 8.*this ingest commits nothing"):
+        ingest(tiny_region.items, history, progress=False)
+    assert sorted(p for p in (history / "s2").rglob("*") if p.is_file() and "_lock" not in p.name) == before
+    (history / "s2" / "collection.json").unlink()  # the loss accepted: the catalog rebuilt from the records
+    assert main(["catalog", "build", "--cube", str(history)]) == 0
+    capsys.readouterr()
+    assert verify(history, progress=False).ok and expire(history, older_than=timedelta(days=7)).deleted
+
+
+def test_verify_running_while_expire_runs_reports_no_expired_slot(history, monkeypatch):
+    """verify takes no lock: an expire running meanwhile deletes the hot slots of the versions it expires, which
+    verify reported missing (a sound cube, exit 1)."""
+    import cube.verify
+
+    real = cube.verify.read_manifests
+
+    def then_expire(*args, **kwargs):  # an expire run between verify's reading the ledger and the shards
+        out = real(*args, **kwargs)
+        assert expire(history, older_than=timedelta(0)).deleted
+        return out
+
+    monkeypatch.setattr(cube.verify, "read_manifests", then_expire)
+    result = verify(history, progress=False)
+    assert result.ok and result.versions[0] == 1
+    monkeypatch.setattr(cube.verify, "read_manifests", real)
+    next((history / "s2").glob("*/cube.zarr/r10m/B04/c/0/*/*")).unlink()  # a block version 9 reads: still found
+    monkeypatch.setattr(cube.verify, "read_manifests", then_expire)
+    assert [p for _, p in verify(history, progress=False).problems] == ["missing"]
 
 
 def test_verify_lists_an_array_without_its_metadata_and_checks_the_others(cube):
