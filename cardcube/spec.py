@@ -30,6 +30,7 @@ SCL_CLASSES: dict[int, str] = {
 SCL_NO_DATA = 0  # outside the swath or the tile's data: no observation, not a cloud
 # What a check by monitoring treats as unusable: saturated, shadows, medium/high cloud, cirrus, snow.
 DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
+CLOUD_SCL_CLASSES: tuple[int, ...] = (3, 8, 9, 10)  # cloud shadows, clouds (medium, high probability), thin cirrus
 # The parts of one satellite pass are seconds apart: Sentinel-1 GRD slices some 25 s each, Sentinel-2 granules of
 # one datatake a few seconds from tile to tile. The next pass on the same relative orbit is 5 to 12 days later,
 # another orbit's at least hours away. So two minutes joins every part of a pass, even with one missing, and

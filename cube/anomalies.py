@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from cardcube.errors import InvalidRequestError
+from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
@@ -369,6 +370,40 @@ def _distances(curves: np.ndarray, codes: np.ndarray, refs: Mapping[Any, np.ndar
     return own, other, nearest
 
 
+UNRECORDED = object()  # statistics whose cloud mask no record gives: their rows must tell
+
+
+def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None = UNRECORDED,
+                       where: str = "the statistics") -> None:
+    """Refuse Sentinel-2 statistics of cloudy pixels: cloudy dates would read as bare soil and smear every crop's
+    profile. ``mask``: the SCL classes they were computed without, as recorded (None: no mask); it must hold every
+    cloud class (:data:`~cardcube.spec.CLOUD_SCL_CLASSES`). Without a record (a CSV without its ``.json``, batches
+    joined by ``pd.concat``, which drops differing attrs) the rows tell, where they count the SCL classes of their
+    pixels (``scl_<class>``): more cloud pixels than masked ones is no mask."""
+    advice = "compute them with the cloud mask (the default)"
+    if isinstance(mask, str):  # as a timeseries file's record spells it
+        mask = None if mask.strip().lower() == "none" else DEFAULT_SCL_MASK if mask == "default" else UNRECORDED
+    if mask is None:
+        raise InvalidRequestError(f"{where} were computed without the cloud mask (--no-mask, mask=None): cloudy "
+                                  f"dates would read as bare soil and smear every crop's profile; {advice}")
+    if mask is not UNRECORDED:
+        kept = [c for c in CLOUD_SCL_CLASSES if c not in set(mask)]
+        if kept:
+            raise InvalidRequestError(f"{where} were computed with a mask of SCL classes {list(mask)}, which keeps "
+                                      f"the cloud class(es) {', '.join(f'{c} ({SCL_CLASSES[c]})' for c in kept)}: "
+                                      f"cloudy dates would read as bare soil; {advice}")
+        return
+    columns = [f"scl_{c}" for c in CLOUD_SCL_CLASSES]
+    if "masked" not in frame.columns or not set(columns) <= set(frame.columns):
+        return  # made otherwise: nothing tells
+    cloudy = frame[columns].fillna(0).sum(axis=1) > frame["masked"].fillna(0)
+    if cloudy.any():
+        classes = ", ".join(map(str, CLOUD_SCL_CLASSES))
+        raise InvalidRequestError(f"{where} were computed without the cloud mask: {int(cloudy.sum())} of their "
+                                  f"{len(frame)} rows count more cloud pixels (SCL {classes}) than masked ones; "
+                                  f"{advice}")
+
+
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
@@ -395,10 +430,8 @@ def flag_parcels(
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
     (there is nothing to check).
     """
-    if "mask" in frame.attrs and frame.attrs["mask"] is None and frame.attrs.get("collection", "s2") == "s2":
-        raise InvalidRequestError("the statistics were computed without the cloud mask (mask=None): cloudy dates "
-                                  "would read as bare soil and smear every crop's profile; compute them with the "
-                                  "mask (the default)")
+    if frame.attrs.get("collection", "s2") == "s2":
+        check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
     declared = declarations(declared)
     grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
     unknown = sorted(grassland - set(declared.astype(str)))

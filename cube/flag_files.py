@@ -23,7 +23,7 @@ import pandas as pd
 import shapely
 
 from cardcube.errors import InvalidRequestError
-from cube.anomalies import COLUMNS, MARKERS, MarkerRules, declarations, flag_parcels
+from cube.anomalies import COLUMNS, MARKERS, MarkerRules, check_cloud_masked, declarations, flag_parcels
 from cube.extraction_files import read_manifest, read_status, read_timeseries
 
 __all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
@@ -45,18 +45,7 @@ def read_statistics(path: str | Path, bands: Iterable[str], *,
     if is_extraction(path):
         frame = read_timeseries(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
         return frame.astype({"parcel_id": str})
-    source = Path(path)
-    if not source.exists():
-        raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
-                                  f".parquet/.csv file of cardcube timeseries")
-    try:
-        if source.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(source)
-        else:  # "000042" stays an id, not the number 42
-            frame = pd.read_csv(source, dtype={"parcel_id": str})
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
-                                  f"{type(exc).__name__}: {exc}") from None
+    frame = _table(path)
     missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
     if missing:
         raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
@@ -67,6 +56,21 @@ def read_statistics(path: str | Path, bands: Iterable[str], *,
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the time column of {path} holds no dates: {exc}") from None
     return frame.astype({"parcel_id": str})
+
+
+def _table(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``cardcube timeseries`` file, as they are."""
+    source = Path(path)
+    if not source.exists():
+        raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
+                                  f".parquet/.csv file of cardcube timeseries")
+    try:
+        if source.suffix.lower() == ".parquet":
+            return pd.read_parquet(source)
+        return pd.read_csv(source, dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
+                                  f"{type(exc).__name__}: {exc}") from None
 
 
 def flag_files(
@@ -144,11 +148,14 @@ def _check_collections(timeseries: str | Path, s1: str | Path | None,
 
 
 def _check_masked(path: str | Path, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse Sentinel-2 statistics of cloudy pixels (:func:`~cube.anomalies.check_cloud_masked`): by the mask their
+    record gives, else by their rows' SCL class counts."""
     parameters = statistics_parameters(path, storage_options=storage_options)
-    if "mask" in parameters and parameters["mask"] is None:
-        raise InvalidRequestError(
-            f"the Sentinel-2 statistics at {path} were computed without the cloud mask (--no-mask): cloudy dates "
-            f"would read as bare soil and smear every crop's profile; compute them with the mask (the default)")
+    where = f"the Sentinel-2 statistics at {path}"
+    if "mask" in parameters:
+        check_cloud_masked(pd.DataFrame(), parameters["mask"], where)
+    elif not is_extraction(path):  # an extraction always records it
+        check_cloud_masked(_table(path), where=where)
 
 
 def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_options: Mapping[str, Any] | None,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import geopandas as gpd
 import pandas as pd
 import pytest
 
+from cardcube.cli import main
 from cardcube.errors import InvalidRequestError
 from cardcube.storage import open_store
 from cube.anomalies import flag_parcels
@@ -105,6 +109,38 @@ def test_statistics_without_the_cloud_mask_are_refused(tiny_cube, tiny_region, t
     assert masked.attrs["mask"] == [0, 1, 3, 8, 9, 10, 11]
     assert flag_parcels(masked, declared, grassland=[265, 266]).bare_soil.sum() < 10  # of 120 meadows
     assert flag_files(s2_extracted, declared, grassland=[265, 266]).bare_soil.sum() < 10
+
+
+def test_statistics_of_cloudy_pixels_are_refused_without_a_record_or_with_a_mask_keeping_clouds(tiny_cube, tiny_region,
+                                                                                                 tmp_path):
+    """Only a record saying mask None was refused: a CSV without its record, batches joined by pd.concat (which drops
+    the attrs), a mask of no cloud class ([] or [0]) all flagged every meadow as bare soil (120 of 120)."""
+    parcels = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"])
+    declared = parcels.set_index("parcel_id").crop_code
+    unmasked = tmp_path / "unmasked.csv"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04,B08",
+                 "--no-mask", "--out", str(unmasked)]) == 0
+    Path(f"{unmasked}.json").unlink()  # the CSV alone: its rows count the SCL classes of the pixels they took
+    with pytest.raises(InvalidRequestError, match=r"rows count more cloud pixels \(SCL 3, 8, 9, 10\) than masked"):
+        flag_files(unmasked, declared, grassland=[265, 266])
+    outlines = gpd.read_parquet(tiny_region.parcels)
+    some = [parcel_timeseries(tiny_cube, part, bands=["B04", "B08"], mask=None)
+            for part in (outlines.iloc[:100], outlines.iloc[100:])]
+    joined = pd.concat(some, ignore_index=True)
+    assert "mask" not in joined.attrs
+    with pytest.raises(InvalidRequestError, match="rows count more cloud pixels"):
+        flag_parcels(joined, declared, grassland=[265, 266])
+    nodata_only = parcel_timeseries(tiny_cube, tiny_region.parcels, bands=["B04", "B08"], mask=[0])
+    with pytest.raises(InvalidRequestError, match=r"mask of SCL classes \[0\], which keeps the cloud class\(es\) "
+                                                  r"3 \(cloud_shadows\), 8"):
+        flag_parcels(nodata_only, declared, grassland=[265, 266])
+    extracted = tmp_path / "nodata-only"
+    extract(tiny_region.parcels, tiny_cube, extracted, bands=["B04", "B08"], mask=[0, 3], progress=False)
+    with pytest.raises(InvalidRequestError, match=r"keeps the cloud class\(es\) 8 \(cloud_medium_probability\)"):
+        flag_files(extracted, declared, grassland=[265, 266])
+    masked = parcel_timeseries(tiny_cube, tiny_region.parcels, bands=["B04", "B08"])
+    masked.attrs.clear()  # no record: the rows of masked statistics pass
+    assert flag_parcels(masked, declared, grassland=[265, 266]).bare_soil.sum() < 10
 
 
 def test_statistics_given_in_the_other_collection_s_place_are_named_so(tiny_cube, tiny_region, tmp_path,
