@@ -337,6 +337,10 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
     declared = declared[declared.notna() & (declared.astype(str).str.strip() != "")]
     if pd.api.types.is_float_dtype(declared) and (declared == declared.round()).all():
         declared = declared.astype("int64")  # a blank code made the column float: code 265 is not "265.0"
+    elif declared.dtype == object and len({isinstance(v, str) for v in declared}) > 1:
+        # codes of two sources, numbers and text: 265 and "265" are one crop (as the grassland codes compare)
+        text = declared.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip())
+        declared = text.astype("int64") if text.str.fullmatch(r"-?\d+").all() else text
     return declared
 
 

@@ -520,6 +520,12 @@ def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_rea
     floats = flag_parcels(frame, blank, grassland="3").set_index("parcel_id")
     ints = flag_parcels(frame, declared.drop("early-0"), grassland="3").set_index("parcel_id")
     pd.testing.assert_frame_equal(floats, ints)
+    # codes of two sources, 3 and "3": one crop (the reference profiles took them for two, the grassland for one)
+    mixed = declared.astype(object)
+    mixed.iloc[::2] = mixed.iloc[::2].astype(str)
+    assert {type(c) for c in mixed} == {int, str}
+    pd.testing.assert_frame_equal(flag_parcels(frame, mixed, grassland="3").set_index("parcel_id"),
+                                  flag_parcels(frame, declared, grassland="3").set_index("parcel_id"))
     with pytest.warns(UserWarning, match=r"no parcel declares the grassland code\(s\) 33 \(a typo"):
         flag_parcels(frame, declared, grassland="3,33")
     for bad, message in [(dict(step=5.5), "step = 5.5 .must be a whole number"),
