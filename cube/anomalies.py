@@ -202,11 +202,13 @@ def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -
 
 def reference_profiles(curves: np.ndarray, declared: np.ndarray, *, min_parcels: int = MarkerRules.min_parcels
                        ) -> dict[Any, np.ndarray]:
-    """Per declared crop with at least ``min_parcels`` parcels: the median of their ``curves`` at each
-    grid point (NaN where none of them is defined)."""
+    """Per declared crop with at least ``min_parcels`` parcels that have a profile (a parcel with no clear date has
+    none: a crop of six parcels, five cloudy all season, got one parcel's curve as its reference): the median of
+    their ``curves`` at each grid point (NaN where none of them is defined)."""
     refs = {}
     for code in pd.unique(declared):
         mine = curves[declared == code]
+        mine = mine[~np.isnan(mine).all(axis=1)]
         if len(mine) >= min_parcels:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # grid points no parcel covers stay NaN
@@ -460,10 +462,17 @@ def flag_parcels(
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
     curves = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
     refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
+    declaring = pd.Series(codes)
+    rare = declaring[~declaring.isin(list(refs))].value_counts()
     if not refs:
-        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels in these statistics that a reference "
-                      f"profile needs: crop_mismatch is not judged (statistics of more parcels are needed, or is the "
-                      f"crop column right?)", stacklevel=2)
+        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels with a profile in these statistics that a "
+                      f"reference profile needs: crop_mismatch is not judged (statistics of more parcels are needed, "
+                      f"or is the crop column right?)", stacklevel=2)
+    elif len(rare):
+        warnings.warn(f"{len(rare)} declared crop(s) have fewer than {rules.min_parcels} parcels with a profile in "
+                      f"these statistics, so no reference profile: crop_mismatch is not judged for their "
+                      f"{int(rare.sum())} parcel(s) (column not_judged; e.g. crop {rare.index[0]}: {rare.iloc[0]} "
+                      f"parcel(s))", stacklevel=2)
     own, other, nearest = _distances(curves, codes, refs, min_points=rules.min_points)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
@@ -547,8 +556,8 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, r
     cleared of the other markers only (an inspector looks at these by other means)."""
     out = []
     if not reference:
-        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels of the statistics declare {row.declared}, "
-                   f"so it has no reference profile")
+        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels of the statistics declaring {row.declared} "
+                   f"have a profile (clear dates), so it has no reference profile")
     elif np.isnan(row.distance_declared):
         out.append(f"crop_mismatch: {row.clear_dates} clear date(s) give fewer than {rules.min_points} profile "
                    f"points to compare with the {row.declared} reference")

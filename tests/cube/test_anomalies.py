@@ -431,23 +431,32 @@ def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     rng = np.random.default_rng(9)
     cloudy = np.zeros(DAY.size, bool)
     extra = {"never-clear": _grass([80.0], rng), "rare-1": _arable(120, rng), "rare-2": _arable(120, rng)}
-    frame = pd.concat([frame, _frame(extra, {"never-clear": cloudy, "rare-1": np.ones(DAY.size, bool),
-                                             "rare-2": np.ones(DAY.size, bool)})], ignore_index=True)
-    declared = pd.concat([declared, pd.Series({"never-clear": 3, "rare-1": 9, "rare-2": 9})])
-    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    # six parcels declare crop 8, five of them never clear: one parcel's curve was the crop's "reference"
+    extra.update({f"clouded-{i}": _arable(100, rng) for i in range(6)})
+    clear = {"never-clear": cloudy, "rare-1": np.ones(DAY.size, bool), "rare-2": np.ones(DAY.size, bool),
+             **{f"clouded-{i}": cloudy if i else np.ones(DAY.size, bool) for i in range(6)}}
+    frame = pd.concat([frame, _frame(extra, clear)], ignore_index=True)
+    declared = pd.concat([declared, pd.Series({"never-clear": 3, "rare-1": 9, "rare-2": 9,
+                                               **{f"clouded-{i}": 8 for i in range(6)}})])
+    with pytest.warns(UserWarning, match=r"2 declared crop\(s\) have fewer than 5 parcels with a profile in these "
+                                         r"statistics, so no reference profile: crop_mismatch is not judged for their "
+                                         r"8 parcel\(s\)"):
+        flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
     assert not flags.loc[["never-clear", "rare-1", "rare-2", "unseen-grass"], "flagged"].any()
     never = flags.loc["never-clear", "not_judged"]
     assert "bare_soil: no clear date in the season" in never and "no_mowing: clear dates up to" in never
     assert "crop_mismatch: 0 clear date(s) give fewer than 6 profile points" in never
     assert flags.loc["rare-1", "not_judged"].startswith(
-        "crop_mismatch: fewer than 5 parcels of the statistics declare 9")
+        "crop_mismatch: fewer than 5 parcels of the statistics declaring 9 have a profile")
+    assert flags.loc["clouded-0", "not_judged"].startswith("crop_mismatch: fewer than 5 parcels")
+    assert (flags.nearest_crop != 8).all()  # no other parcel judged against one parcel's curve
     assert "no_mowing: clear dates up to" in flags.loc["unseen-grass", "not_judged"]
     ndvi = ndvi_by_date(frame)  # the rest: only meadows with a longer gap between clear dates in the season
     season = ndvi.loc[:, (ndvi.columns >= "2024-05-01") & (ndvi.columns < "2024-10-01")]
     days = (season.columns - season.columns[0]).days.to_numpy()
     gaps = pd.Series({pid: np.diff(np.r_[0, days[row.notna().to_numpy()], days[-1]]).max()
                       for pid, row in season.iterrows()})
-    rest = flags.index.difference(["never-clear", "rare-1", "rare-2"])
+    rest = flags.index.difference(["never-clear", "rare-1", "rare-2", *(f"clouded-{i}" for i in range(6))])
     want = (declared[rest] == 3) & (gaps[rest] > MarkerRules().max_gap)
     assert want.sum() >= 2 and ((flags.loc[rest, "not_judged"] != "") == want).all()
     with pytest.warns(UserWarning, match="no_mowing is not judged"):
