@@ -86,8 +86,14 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
         raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
     written = {path.resolve(), Path(f"{path}{sidecar}").resolve()}
     for option, given in inputs.items():
-        if given and "://" not in given and Path(given).resolve() in written:
+        if not given or "://" in given:
+            continue
+        source = Path(given).resolve()
+        if source in written:
             raise InvalidRequestError(f"--out {out} would overwrite the input {option} {given}: give another name")
+        if source.is_dir() and path.resolve().is_relative_to(source):  # an extraction's folder: its files are read
+            raise InvalidRequestError(f"--out {out} is inside the input {option} {given}, whose files it would "
+                                      "replace or join: give a name outside it")
     return path
 
 

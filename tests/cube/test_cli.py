@@ -349,6 +349,9 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
          str(tmp_path / "ts.csv")): f"--out {tmp_path / 'ts.csv'} would overwrite the input --timeseries",
         ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--rules",
          "f.csv.json", "--out", "f.csv"): "--out f.csv would overwrite the input --rules f.csv.json",
+        # inside an extraction given as input: its status table replaced, a foreign file among its statistics
+        ("flag", "--timeseries", str(tmp_path / "folder"), "--parcels", str(tiny_region.parcels), "--out",
+         str(tmp_path / "folder" / "parcels.parquet")): "is inside the input --timeseries",
         ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.parquet", "--out", str(tmp_path / "p.parquet")):
             "would overwrite the input --parcels p.parquet",
         ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.csv.json", "--out", str(tmp_path / "p.csv")):
