@@ -276,6 +276,8 @@ def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
+    from cardcube.storage import canonical_url, open_store
+    from cube.layout import cube_root
     from cube.parcels import ParcelSet
     from cube.timeseries import parcel_timeseries
 
@@ -294,7 +296,8 @@ def _timeseries(args: argparse.Namespace) -> int:
                                   **_statistics_arguments(args))
     status = pd.DataFrame(frame.attrs["parcel_status"])
     _write_table(frame, out)
-    record = {"cube": args.cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
+    cube = canonical_url(open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True))
+    record = {"cube": cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
               "time": args.time, **_statistics_arguments(args), "parcels": frame.attrs["parcel_status"],
               "notes": [str(w.message) for w in caught]}
     Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")

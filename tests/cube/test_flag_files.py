@@ -182,18 +182,21 @@ def test_a_parcel_file_of_other_fields_is_refused_and_undeclared_statistics_are_
         flag_files(s2_extracted, some)
 
 
-def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_cube, tiny_region, tmp_path):
+def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_cube, tiny_region, tmp_path,
+                                                                         monkeypatch):
     import hashlib
     import json
+    import os
 
     from cardcube.cli import main
 
     out = tmp_path / "ts.parquet"
-    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands",
+    monkeypatch.chdir(tmp_path)  # the cube named relative to here: the record names it from anywhere
+    assert main(["timeseries", "--cube", os.path.relpath(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands",
                  "B04,B08", "--out", str(out), "--buffer", "-5"]) == 0
     described = describe_statistics(out)
     record = json.loads(out.with_name("ts.parquet.json").read_text())
-    assert described["cube"] == record["cube"] == str(tiny_cube) and described["collection"] == "s2"
+    assert described["cube"] == record["cube"] == str(Path(tiny_cube).resolve()) and described["collection"] == "s2"
     assert described["mask"] == "default" and described["buffer"] == -5 and described["bands"] == record["bands"]
     assert described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert described["cube_version"] == record["cube_version"]
