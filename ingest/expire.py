@@ -124,10 +124,26 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
                         fence.check()  # a new holder of the lock may have committed data past ``head``
                         delete_prefix(store, f"{path}/c/{block}")
                     gone.add((hot, block))
-    for hot, block in sorted(gone) if not dry_run else ():  # after its data: a manifest names what a block holds
+    # after its data: a manifest names what a block holds. Also those of blocks whose data is gone already (a run
+    # killed between the two: its re-run found no data there, and left them for good)
+    checkpoint("expire-shards")
+    listed = _manifest_blocks(store, spec.name, head.tile)
+    orphans = {(hot, b) for hot, blocks in garbage_blocks(head, kept, listed, time_block=spec.chunks.time).items()
+               for b in blocks}
+    for hot, block in sorted(gone | orphans) if not dry_run else ():
         fence.check()
         delete_key(store, layout.manifest_key(spec.name, head.tile, block, hot=hot))
     return len(gone)
+
+
+def _manifest_blocks(store: Store, collection: str, tile: str) -> dict[bool, list[int]]:
+    """The time blocks of ``tile`` that have a manifest in the store, by ``hot``."""
+    found: dict[bool, list[int]] = {False: [], True: []}
+    for name in list_children(store, f"{collection}/{tile}/{layout.MANIFEST_DIR}/"):
+        kind, _, number = name.removesuffix(".json").partition("-")
+        if kind in ("hot", "cold") and number.isdigit():
+            found[kind == "hot"].append(int(number))
+    return found
 
 
 def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_run: bool,

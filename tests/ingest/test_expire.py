@@ -31,6 +31,7 @@ from catalog.build import parse_time
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import Acquisition, CubeVersion, committed_versions, read_version
+from cube.verify import verify
 from ingest.commit import writer_lock
 from ingest.expire import expire, expired_versions
 from ingest.job import ingest
@@ -257,6 +258,19 @@ def test_a_killed_expire_loses_nothing_and_the_rerun_finishes(cube, appended_cub
     assert _hot_on_disk(cube) == {s.slot for t in read_version(open_store(cube), "s2").tiles.values() for s in t.hot}
     bad = _expire_command(cube, "--older-than", "a week")
     assert bad.returncode == 2 and "cannot read 'a week' as an age" in bad.stderr
+
+
+def test_an_expire_killed_between_a_blocks_shards_and_its_manifest_leaves_no_manifest_behind(cube):
+    """The re-run found no shards of the blocks, so it left their manifests for good."""
+    killed = _expire_command(cube, "--older-than", "0", kill_at="expire-shards")
+    assert killed.returncode == -9, killed.stderr
+    assert _expire_command(cube, "--older-than", "0").returncode == 0
+    head = read_version(open_store(cube), "s2")
+    for tile, state in head.tiles.items():
+        kept = {f"hot-{s.slot:06d}.json" for s in state.hot} | {f"cold-{b:06d}.json"
+                                                                for b in range(len(state.cold) // 4)}
+        assert {p.name for p in (cube / "s2" / tile / "_manifest").iterdir()} == kept
+    assert verify(cube, progress=False).ok
 
 
 def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes(tiny_region, tmp_path):
