@@ -88,12 +88,14 @@ from cube.extraction_files import (
     check_manifest,
     finish_manifest,
     holds_extraction,
+    is_partial,
     mosaic_key,
     mosaic_status,
     read_manifest,
     read_status,
     read_timeseries,
     refuse_other_parameters,
+    statistics_keys,
     write_status,
 )
 from cube.indices import bands_for, check_bands, stored_bands
@@ -539,7 +541,9 @@ def extract(
         tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
         for tile in version.tiles}
     suffix = "" if new is None else f"-v{version.version:08d}"  # an update's files beside the first run's
-    done = set(list_keys(out_store, f"{TIMESERIES}/"))
+    for leftover in (k for k in list_keys(out_store, "") if is_partial(k)):  # of a run killed while writing
+        delete_key(out_store, leftover)
+    done = set(statistics_keys(out_store))
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
@@ -608,7 +612,7 @@ def _check_written(out: Store, keys: Sequence[str]) -> None:
     marked complete without a row (one listing)."""
     if not keys:
         return
-    missing = sorted(set(keys) - set(list_keys(out, f"{TIMESERIES}/")))
+    missing = sorted(set(keys) - set(statistics_keys(out)))
     if missing:
         raise StoreError(f"{len(missing)} of the {len(keys)} files the work units wrote are not in "
                          f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "

@@ -89,6 +89,20 @@ def _differs(key: str, old: Any, new: Any) -> bool:
     return old != new
 
 
+PARTIAL = ".partial"  # zarr's local store writes <name>.<uuid>.partial, then renames it: a kill leaves it behind
+
+
+def is_partial(key: str) -> bool:
+    """Whether ``key`` is a file a killed write left half done (never one of an extraction's)."""
+    return key.endswith(PARTIAL)
+
+
+def statistics_keys(store: Store) -> list[str]:
+    """The statistics files of the extraction in ``store``: its Parquet files under ``timeseries/``, not a write's
+    leftover (read as one more file, it repeated rows or failed the read)."""
+    return [k for k in list_keys(store, f"{TIMESERIES}/") if k.endswith(".parquet")]
+
+
 def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
                    cube: Store) -> dict[str, list[str]] | None:
     """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
@@ -96,7 +110,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
     old = read_json(out, MANIFEST)
     if old is None:
-        others = list_children(out, "")
+        others = [name for name in list_children(out, "") if not is_partial(name)]
         if others:  # parcels.parquet would overwrite a parcel file of the same name
             listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
             raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
@@ -267,7 +281,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     """
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
-    keys = list_keys(store, f"{TIMESERIES}/")
+    keys = statistics_keys(store)
     where = f"the extraction at {store_url(store)}"
     filters = None
     if bands is not None:

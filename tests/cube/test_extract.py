@@ -282,12 +282,28 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
     assert set(read_timeseries(out, allow_incomplete=True).band) == {"B04", "NDVI"}
     env.pop("CARDCUBE_KILL_AT")
     first = len(pd.read_parquet(written[0]))
+    # a kill inside a file's write leaves the local store's temporary file (written whole, or cut): read as one more
+    # file of the dataset, it repeated rows or failed the read
+    shutil.copy(written[0], written[0].with_name("r00000c00000t0004.0123456789abcdef.partial"))
+    written[0].with_name("r00000c00000t0008.fedcba9876543210.partial").write_bytes(written[0].read_bytes()[:100])
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "(1 already there from an earlier run)" in done.stdout
     rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1])  # what the resumed run itself wrote
-    assert rows + first == len(read_timeseries(out))
+    assert rows + first == len(read_timeseries(out)) == pq.ParquetDataset(out / "timeseries").read().num_rows
+    assert not list(out.rglob("*.partial"))
     _same(read_timeseries(out), _bands(read_timeseries(s2_extracted), "B04", "NDVI"))
+
+
+def test_a_run_killed_writing_its_manifest_is_no_stranger_s_folder(cube, parcels, tmp_path):
+    """The temporary file of the first manifest.json, left by a kill, made every run refuse the folder as holding
+    other files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.0123456789abcdef.partial").write_text('{"cardcube:')
+    result = extract(parcels, cube, out, bands=["B04"], block=BLOCK, progress=False)
+    assert not result.failures and sorted(p.name for p in out.iterdir()) == ["manifest.json", "parcels.parquet",
+                                                                         "timeseries"]
 
 
 def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_extracted):
