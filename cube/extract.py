@@ -73,6 +73,7 @@ from cardcube.storage import (
     list_keys,
     local_file,
     open_store,
+    read_json,
     refuse_file,
     store_url,
     write_bytes,
@@ -83,6 +84,7 @@ from cube.extraction_files import (
     MANIFEST,
     MOSAIC,
     PORTABLE_PARQUET,
+    STATUS,
     TIMESERIES,
     TIMESERIES_PARQUET,
     check_manifest,
@@ -528,8 +530,8 @@ def extract(
     if not update or not held:  # an update of nothing is a whole run
         check_acquisitions(version, time)
     if held:  # an update, or a run again (resumed, or of a finished one): the tiles the parcels were read from
-        if update:  # other parcels are said so, not blamed on the cube's covered area
-            refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
+        # other parcels are said so, not blamed on the cube's covered area
+        refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
         tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time, update=update)
 
     out_store = open_store(out, storage_options=out_storage_options)
@@ -666,6 +668,13 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
     try:
         before = read_status(out, storage_options=storage_options)
     except CardcubeError:  # no status yet (an interrupted first run): check_manifest says what is there
+        there = read_json(open_store(out, storage_options=storage_options), MANIFEST) or {}
+        if there.get("complete") or "update" in there or "updated_from" in there:  # it had one: lost
+            raise InvalidRequestError(
+                f"the extraction at {out} was finished, and its status table {STATUS} is missing (deleted, or not "
+                "copied with it): it says which tiles each parcel's rows were read from, without which they would "
+                f"be read again from others and the rows there taken for stale ones; restore {STATUS}, or extract "
+                "into a new --out") from None
         return list(tiles_of), {}
     if not update and not (before.cube_version == version.version).all():  # check_manifest refuses the run
         return list(tiles_of), {}

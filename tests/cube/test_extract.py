@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely.affinity
 import zarr
 from shapely.geometry import LineString, Polygon, box
 
@@ -323,6 +324,31 @@ def test_a_rerun_is_a_no_op_and_other_parameters_are_refused(cube, parcels, s2_e
     with pytest.raises(InvalidRequestError, match="other bands"):
         extract(parcels, cube, s2_extracted, bands=["B04"], block=BLOCK, time_block=TIME_BLOCK, progress=False)
     assert '"complete": true' in (s2_extracted / MANIFEST).read_text()
+
+
+def test_a_finished_extraction_without_its_status_table_is_refused_not_cut(cube, parcels, s2_extracted, tmp_path):
+    """parcels.parquet lost (not copied with the folder): the run took the extraction for an interrupted first one,
+    read parcels from other tiles than their rows were and deleted those rows as stale (4,104 rows became 893)."""
+    out = Path(shutil.copytree(s2_extracted, tmp_path / "copy"))
+    (out / "parcels.parquet").unlink()
+    before = sorted(p.name for p in (out / "timeseries").rglob("*.parquet"))
+    for update in (False, True):
+        with pytest.raises(InvalidRequestError, match=r"finished, and its status table parcels\.parquet is missing"):
+            extract(parcels, cube, out, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK, update=update,
+                    progress=False)
+    assert sorted(p.name for p in (out / "timeseries").rglob("*.parquet")) == before
+
+
+def test_other_parcels_are_named_so_not_blamed_on_the_cube(cube, parcels, s2_extracted, tmp_path):
+    """A parcel redrawn outside the data, run again into a finished extraction: refused as "the cube's covered area
+    grew" (an update was told "other parcels")."""
+    out = Path(shutil.copytree(s2_extracted, tmp_path / "copy"))
+    moved = parcels.copy()
+    moved.loc[moved.index[0], "geometry"] = shapely.affinity.translate(moved.geometry.iloc[0], 50_000, 0)
+    for update in (False, True):
+        with pytest.raises(InvalidRequestError, match="with other parcels; write to a new --out"):
+            extract(moved, cube, out, bands=S2_BANDS, block=BLOCK, time_block=TIME_BLOCK, update=update,
+                    progress=False)
 
 
 def test_an_extraction_of_another_cube_at_the_same_location_is_not_resumed_into(tiny_region, parcels, tmp_path):
