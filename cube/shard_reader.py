@@ -131,9 +131,13 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
             blobs = sync(_fetch(store, keys, needed, layout, gap, indexes))
     if sum(len(found or ()) for found in blobs) < sum(map(len, needed)):
         out.fill(layout.fill)  # where no chunk is stored (else the chunks cover the window)
-    for coords, found in zip(shards, blobs, strict=True):
+    for key, coords, found in zip(keys, shards, blobs, strict=True):
         for chunk_coords, data in found or ():
-            _place(out, layout, coords, chunk_coords, data, bounds)
+            try:
+                _place(out, layout, coords, chunk_coords, data, bounds)
+            except (RuntimeError, ValueError) as exc:  # blosc: "error during blosc decompression: -1"; a wrong size
+                raise CorruptShardError(f"{key}: its chunk {chunk_coords} does not decode ({exc}): the shard is "
+                                        "damaged; `cardcube verify --deep` lists every damaged shard") from None
     missing = [key for key, found in zip(keys, blobs, strict=True) if found is None]
     if missing and on_missing is not None:
         on_missing(missing)

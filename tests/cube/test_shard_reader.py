@@ -192,6 +192,13 @@ def test_damaged_shard_is_an_error(tmp_path, through_store: bool) -> None:
     write_bytes(store, key, good[:-(16 * n + 4)] + bytes(numcodecs.CRC32C().encode(raw)))
     with pytest.raises(CorruptShardError, match="past the end"):
         read_window(arr, window)
+    blob = bytearray(good)  # the index sound, a chunk's bytes not: blosc's RuntimeError, a raw traceback
+    index = np.frombuffer(good[-(16 * n + 4):-4], "<u8").reshape(n, 2)
+    offset, length = next((o, ln) for o, ln in index if o != 2**64 - 1)
+    blob[int(offset):int(offset + length)] = bytes(int(length))
+    write_bytes(store, key, bytes(blob))
+    with pytest.raises(CorruptShardError, match=r"band/c/0/0/0: its chunk \(\d+, \d+, \d+\) does not decode"):
+        read_window(arr, window)
 
 
 def test_other_layouts_are_read_by_zarr(tmp_path) -> None:
