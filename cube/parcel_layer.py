@@ -3,10 +3,10 @@
 Full-territory extraction reads every pixel of the cube once; the question "which parcel is this pixel
 in" has the same answer for every date and band, so it is answered once per tile and kept::
 
-    <root>/_parcels/<tile>/<digest>/labels/        Zarr v3 int32 array, the tile's 10 m grid; -1 = no parcel
-    <root>/_parcels/<tile>/<digest>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1, shared
-    <root>/_parcels/<tile>/<digest>/lost.parquet   row, col, label: pixels of a parcel labelled as another's
-    <root>/_parcels/<tile>/<digest>/layer.json     written last: a layer without it is incomplete
+    <root>/_parcels/<tile>/<digest>/<build>/labels/        Zarr v3 int32 array, the tile's 10 m grid; -1 = no parcel
+    <root>/_parcels/<tile>/<digest>/<build>/index.parquet  label, parcel_id, pixels, row0, row1, col0, col1, shared
+    <root>/_parcels/<tile>/<digest>/<build>/lost.parquet   row, col, label: pixels of a parcel labelled as another's
+    <root>/_parcels/<tile>/<digest>/layer.json     written last, naming its build: a layer without it is incomplete
     <root>/_parcels/<tile>/<digest>/used.json      when a run last found the layer stored and read it
 
 ``digest`` hashes the tile, the parcels (ids and geometry, in the tile CRS) and the pixel rule (buffer,
@@ -20,6 +20,10 @@ or a register's duplicate. The raster gives such a pixel to one of them; the oth
 listed in ``lost.parquet`` (each parcel rasterised alone over its own window, the rule of
 :func:`cube.membership.parcel_pixels`), so that every parcel keeps all its pixels, as in ``parcel_timeseries``.
 
+Each build writes a folder of its own (layers of before 2026-12-05 lie at the digest itself): two runs building one
+layer at once (the weekly Sentinel-1 and Sentinel-2 extractions of a new parcel file) each read their own, where
+the second build emptied the labels under the first run (most of its parcels came out without a pixel, "ok").
+
 Every new parcel file (an amended declaration changes the digest of each tile it touches) leaves a new layer;
 :func:`prune_layers` deletes those no run has used for a given time (``cardcube layers --prune``), as
 :func:`ingest.expire.expire` does for old cube versions.
@@ -31,6 +35,7 @@ import hashlib
 import io
 import json
 import logging
+import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -268,13 +273,18 @@ def parcel_layer(
     """
     grid = TileGrid.from_id(tile)
     ps = parcels.to_crs(grid.crs)
-    prefix = f"{PARCELS_DIR}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
-    doc = _layer_doc(store, f"{prefix}/layer.json")
-    _mark_used(store, prefix, datetime.now(UTC))  # before a build too: a prune meanwhile keeps what it builds
-    if doc is not None and not _lost_chunks(store, prefix, doc):
-        index = pd.read_parquet(io.BytesIO(read_bytes(store, f"{prefix}/index.parquet")))
-        return ParcelLayer(store, prefix, tile, index)
+    layer = f"{PARCELS_DIR}/{tile}/{layer_digest(tile, ps, buffer=buffer, all_touched=all_touched)}"
+    doc = _layer_doc(store, f"{layer}/layer.json")
+    _mark_used(store, layer, datetime.now(UTC))  # before a build too: a prune meanwhile keeps what it builds
+    damaged = None
+    if doc is not None:
+        if not _lost_chunks(store, prefix := _build_prefix(layer, doc), doc):
+            index = pd.read_parquet(io.BytesIO(read_bytes(store, f"{prefix}/index.parquet")))
+            return ParcelLayer(store, prefix, tile, index)
+        damaged = prefix
 
+    build = uuid.uuid4().hex[:16]
+    prefix = f"{layer}/{build}"  # this build's own: another run's build of the same layer is not touched
     geobox = grid.geobox(LAYER_RESOLUTION)
     array = zarr.create_array(store, name=f"{prefix}/labels", shape=geobox.shape, chunks=(block, block),
                               dtype="int32", fill_value=-1, overwrite=True, zarr_format=3,
@@ -306,12 +316,22 @@ def parcel_layer(
     chunks = sorted((t[4].start // block, t[5].start // block) for t, p in zip(tasks, parts, strict=True) if len(p[0]))
     write_bytes(store, f"{prefix}/index.parquet", parquet_bytes(index))
     write_bytes(store, f"{prefix}/lost.parquet", parquet_bytes(pd.DataFrame(lost, columns=["row", "col", "label"])))
-    write_json(store, f"{prefix}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
-                                               "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
-                                               "labelled": int((index.pixels > 0).sum()),
-                                               "chunks": [list(c) for c in chunks],
-                                               "created": datetime.now(UTC).strftime(TIME_FORMAT)})
+    write_json(store, f"{layer}/layer.json", {"tile": tile, "parcels": len(ps), "buffer": buffer,
+                                              "all_touched": all_touched, "resolution": LAYER_RESOLUTION,
+                                              "labelled": int((index.pixels > 0).sum()),
+                                              "chunks": [list(c) for c in chunks], "build": build,
+                                              "created": datetime.now(UTC).strftime(TIME_FORMAT)})
+    if damaged is not None:  # the build this one replaces, which lost chunks
+        for part in ("labels", "index.parquet", "lost.parquet") if damaged == layer else ("",):
+            delete_prefix(store, f"{damaged}/{part}".rstrip("/"))
     return ParcelLayer(store, prefix, tile, index)
+
+
+def _build_prefix(layer: str, doc: dict[str, Any]) -> str:
+    """Where the files of the build ``doc`` (a layer's ``layer.json``) names lie: its folder in the layer's, or the
+    layer's own for a layer of before builds had folders."""
+    build = doc.get("build")
+    return f"{layer}/{build}" if isinstance(build, str) and build.isalnum() else layer
 
 
 def _lost_chunks(store: Store, prefix: str, doc: dict[str, Any]) -> list[str]:

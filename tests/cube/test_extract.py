@@ -89,8 +89,8 @@ def test_every_parcel_gets_the_numbers_of_parcel_timeseries(cube, parcels, s2_ex
 
 def test_parcels_cross_unit_edges_and_keep_exact_percentiles(cube, parcels, s2_extracted):
     """The test above is only meaningful if units split parcels; check they do, and check one by hand."""
-    layer = next(d for d in (cube / "_parcels" / "31UFU").glob("*/")
-                 if json.loads((d / "layer.json").read_text())["parcels"] == len(parcels))
+    layer = next(d / doc["build"] for d in (cube / "_parcels" / "31UFU").glob("*/")
+                 if (doc := json.loads((d / "layer.json").read_text()))["parcels"] == len(parcels))
     index = pd.read_parquet(layer / "index.parquet")
     ok = index[index.pixels > 0]
     crossing = ok[(ok.row1 - 1) // BLOCK > ok.row0 // BLOCK]
@@ -189,7 +189,7 @@ def test_all_touched_and_an_outward_buffer_keep_every_parcels_pixels_by_block(cu
         _same(read_timeseries(out).drop(columns="tile"), want)
         assert not (out / "timeseries" / "tile=mosaic").exists()
         made = {d: json.loads((d / "layer.json").read_text()) for d in (cube / "_parcels" / "31UFU").glob("*/")}
-        layer = next(d for d, doc in made.items() if (doc["buffer"], doc["all_touched"]) ==
+        layer = next(d / doc["build"] for d, doc in made.items() if (doc["buffer"], doc["all_touched"]) ==
                      (kw["buffer"], kw.get("all_touched", False)) and doc["parcels"] == len(parcels))
         index, lost = (pd.read_parquet(layer / f) for f in ("index.parquet", "lost.parquet"))
         assert index.shared.mean() > 0.5 and len(lost) > 10 * index.shared.sum()  # borders: pixels of two parcels

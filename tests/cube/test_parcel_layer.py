@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import zarr
@@ -16,7 +17,8 @@ from cardcube.cli import main
 from cardcube.storage import open_store
 from cardcube.testing.s3proxy import start_s3_proxy
 from cube.extract import extract, read_timeseries
-from cube.parcel_layer import prune_layers, stored_layers
+from cube.parcel_layer import parcel_layer, prune_layers, stored_layers
+from cube.parcels import as_parcels
 
 
 @pytest.fixture()
@@ -94,14 +96,35 @@ def test_a_layer_that_lost_a_chunk_is_built_anew_not_read_as_no_parcel(cube, par
     came out "ok" from fewer pixels. The layer lists the chunks it stored; a run finds one lost and builds it anew."""
     extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
     (layer,) = _layers(cube).values()
-    chunks = sorted((cube / layer.prefix / "labels" / "c").glob("*/*"))
-    assert len(chunks) == len(json.loads((cube / layer.prefix / "layer.json").read_text())["chunks"]) > 0
+    doc = json.loads((cube / layer.prefix / "layer.json").read_text())
+    chunks = sorted((cube / layer.prefix / doc["build"] / "labels" / "c").glob("*/*"))
+    assert len(chunks) == len(doc["chunks"]) > 0
     chunks[0].unlink()
     with caplog.at_level("WARNING", logger="cube.parcel_layer"):
         extract(parcels, cube, tmp_path / "b", bands=["B08"], progress=False)
     assert "has lost 1 of its" in caplog.text and "building it anew" in caplog.text
-    assert chunks[0].exists() and list(_layers(cube)) == [layer.digest]
+    rebuilt = json.loads((cube / layer.prefix / "layer.json").read_text())["build"]
+    assert list(_layers(cube)) == [layer.digest] and (cube / layer.prefix / rebuilt / "labels" / "c").is_dir()
+    assert sorted(p.name for p in (cube / layer.prefix).iterdir()) == sorted([rebuilt, "layer.json", "used.json",
+                                                                         "zarr.json"])  # the damaged build gone
     _same(tmp_path / "b", tmp_path / "a")
+
+
+def test_two_runs_building_one_layer_at_once_each_read_their_own(cube, parcels, tmp_path):
+    """The second build emptied the labels (zarr's overwrite) and wrote its own under the first run, whose parcels
+    came out without a pixel ("ok"), or with a parcel file in another order, with other parcels' pixels."""
+    store = open_store(cube)
+    first = parcel_layer(store, "31UFU", as_parcels(parcels), buffer=-5, block=256, progress=False)
+    window = (slice(int(first.index.row0.min()), int(first.index.row1.max())),
+              slice(int(first.index.col0.min()), int(first.index.col1.max())))
+    want = first.labels(*window)
+    (cube / first.prefix).parent.joinpath("layer.json").unlink()  # as a second run that started before saw it
+    second = parcel_layer(store, "31UFU", as_parcels(parcels.iloc[::-1]), buffer=-5, block=256, progress=False)
+    assert second.prefix != first.prefix and (want >= 0).sum() > 0
+    np.testing.assert_array_equal(first.labels(*window), want)
+    got = second.labels(*window)
+    np.testing.assert_array_equal(np.where(got >= 0, second.index.parcel_id.to_numpy()[got], None),
+                                  np.where(want >= 0, first.index.parcel_id.to_numpy()[want], None))
 
 
 def test_a_prune_during_a_rebuild_keeps_the_layer_being_built(cube, parcels, tmp_path, monkeypatch):
