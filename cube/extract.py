@@ -36,6 +36,7 @@ parcel ends up in ``parcels.parquet`` with its status. The files, the manifest a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time as timer
 import warnings
@@ -441,20 +442,28 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     narrow = ok[~wide]
     groups = [(f"r{br * block:05d}c{bc * block:05d}", group, times)
               for (br, bc), group in narrow.groupby([narrow.row0 // block, narrow.col0 // block], sort=True)]
-    groups += [(f"r{p.row0:05d}c{p.col0:05d}l{p.label}", ok.loc[[i]],
-                _shorter_runs(times, block * block, (p.row1 - p.row0) * (p.col1 - p.col0)))
+    # named by its id, not its label (its row in the parcel file): resumed with the parcels re-sorted and the layer
+    # built anew, it was written again under its new label. An earlier cardcube's name (by label) is found too
+    groups += [(f"r{p.row0:05d}c{p.col0:05d}p{_id_hash(p.parcel_id)}", ok.loc[[i]],
+                _shorter_runs(times, block * block, (p.row1 - p.row0) * (p.col1 - p.col0)),
+                f"r{p.row0:05d}c{p.col0:05d}l{p.label}")
                for i, p in ok[wide].iterrows()]
     units, resumed = [], 0
-    for name, group, runs in groups:
+    for name, group, runs, *before in groups:
         rows = slice(int(group.row0.min()), int(group.row1.max()))
         cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{name}t{t.start:04d}{suffix}.parquet") for t in runs]
-        todo = tuple((t, k) for t, k in keys if k not in done)
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{{}}t{t.start:04d}{suffix}.parquet") for t in runs]
+        todo = tuple((t, k.format(name)) for t, k in keys if not {k.format(n) for n in (name, *before)} & done)
         resumed += len(keys) - len(todo)
         if todo:
             units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
                                group.parcel_id.to_numpy(object), todo, time_edges))
     return units, resumed
+
+
+def _id_hash(parcel_id: Any) -> str:
+    """A short name of a parcel id for a file name (ids are of one type in a run: text, or whole numbers)."""
+    return hashlib.sha256(str(parcel_id).encode()).hexdigest()[:12]
 
 
 def _shorter_runs(times: list[slice], block_pixels: int, window_pixels: int) -> list[slice]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from cardcube.testing.s3proxy import start_s3_proxy
 from cube.dataset import open_cube
 from cube.extract import _check_written, extract, read_status, read_timeseries
 from cube.extraction_files import MANIFEST
+from cube.membership import DEFAULT_BUFFER
+from cube.parcel_layer import parcel_layer
+from cube.parcels import as_parcels
 from cube.timeseries import parcel_timeseries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,10 +239,26 @@ def test_a_parcel_larger_than_a_block_is_a_unit_of_its_own_read_in_shorter_runs(
     some = pd.concat([parcels.iloc[1:20], split], ignore_index=True)
     extract(some, cube, tmp_path / "out", bands=["B04", "NDVI"], block=BLOCK, time_block=TIME_BLOCK, progress=False)
     _same(read_timeseries(tmp_path / "out").drop(columns="tile"), parcel_timeseries(cube, some, bands=["B04", "NDVI"]))
-    own = [p for p in (tmp_path / "out" / "timeseries").rglob("*.parquet") if "l" in p.stem.split("t")[0]]
+    own = [p for p in (tmp_path / "out" / "timeseries").rglob("*.parquet") if "p" in p.stem.split("t")[0]]
     assert own and set(pd.concat(pd.read_parquet(p) for p in own).parcel_id) == {"split"}
     dates = read_timeseries(tmp_path / "out").time.nunique()
     assert len(own) > -(-dates // TIME_BLOCK)  # more runs than the blocks' time runs: fewer dates each
+    # resumed with the parcels re-sorted and the layer built anew (elsewhere, or pruned): the wide parcel's files
+    # were named by its label, its row in the file, and written again under its new one
+    manifest = tmp_path / "out" / MANIFEST
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    again = extract(some.iloc[::-1], cube, tmp_path / "out", bands=["B04", "NDVI"], block=BLOCK,
+                    time_block=TIME_BLOCK, layers=tmp_path / "layers", progress=False)
+    assert again.rows == 0 and not read_timeseries(tmp_path / "out").duplicated(["parcel_id", "time", "band"]).any()
+    # an earlier cardcube's names, by label, are found as written
+    layer = parcel_layer(open_store(cube), "31UFU", as_parcels(some), buffer=DEFAULT_BUFFER, progress=False)
+    label = int(layer.index.set_index("parcel_id").label["split"])
+    for p in own:
+        p.rename(p.with_name(re.sub(r"p[0-9a-f]{12}t", f"l{label}t", p.name)))
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    again = extract(some, cube, tmp_path / "out", bands=["B04", "NDVI"], block=BLOCK, time_block=TIME_BLOCK,
+                    progress=False)
+    assert again.rows == 0 and again.units_resumed > len(own)
 
 
 def test_every_file_stores_times_that_spark_reads(cube, parcels, tmp_path):
