@@ -561,7 +561,7 @@ def extract(
                None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
-    notes = read_notes(version, ps, tiles_of)
+    notes = read_notes(version, ps, tiles_of, time)
     notes.update({pid: "; ".join(filter(None, (notes.get(pid), note))) for pid, note in kept.items()})
     units: list[_Unit] = []
     units_resumed = rows = chunks = 0

@@ -46,6 +46,7 @@ from cube.dataset import (
     lacks_passes,
     open_cube,
     passes_lacking,
+    tile_dates,
 )
 from cube.indices import INDICES, check_bands, stored_bands
 from cube.ledger import CubeVersion, data_footprint, held_share, read_version
@@ -272,10 +273,20 @@ def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple
     return out
 
 
-def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, str]:
+def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]], time: Any = None
+               ) -> dict[Any, str]:
     """What the status of a parcel read from the tiles ``tiles_of`` (:func:`assign_tiles`) says beside "ok": the
-    share of it outside their data (:func:`outside_shares`)."""
-    return {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
+    share of it outside their data (:func:`outside_shares`), and that they hold no date ``time`` selects (another
+    tile does: the run goes on), so it has no row."""
+    notes = {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
+    if time is None:
+        return notes
+    dateless = {tile for tile, state in version.tiles.items() if not tile_dates(state, time)}
+    for pid, tiles in zip(ps.ids, tiles_of, strict=True):
+        if tiles and set(tiles) <= dateless:
+            said = f"no acquisition of tile {'+'.join(tiles)} within the time range {time}: no row"
+            notes[pid] = f"{notes[pid]}; {said}" if pid in notes else said
+    return notes
 
 
 def _beyond(ps: ParcelSet, geobox: GeoBox) -> dict[Any, float]:
@@ -452,7 +463,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
                        time=time, as_of=version, bands=needed, tiles=list(tiles), decode=False,
                        chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
-    return reads, read_notes(version, ps, tiles_of)
+    return reads, read_notes(version, ps, tiles_of, time)
 
 
 def _checked_status(status: Sequence[ParcelStatus]) -> pd.DataFrame:

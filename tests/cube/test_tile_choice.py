@@ -183,6 +183,21 @@ def test_a_parcel_two_tiles_hold_gets_the_dates_of_both(two_histories, tiny_stra
     assert parcel_timeseries(two_histories, overlap, bands=["B04"], time="2024-05-07", mask=None).time.size == 1
 
 
+def test_a_parcel_whose_tile_holds_no_date_of_the_time_range_says_so(two_histories, tiny_straddle_region, tmp_path):
+    """31UGU lacks 2024-05-07, which 31UFU holds: its own parcels had status "ok", pixels, no reason, and no row."""
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    extract(parcels, two_histories, tmp_path / "out", bands=["B04"], time="2024-05-07", progress=False)
+    status = read_status(tmp_path / "out").set_index("parcel_id")
+    measured = set(read_timeseries(tmp_path / "out").parcel_id)
+    said = status.reason.str.contains("no acquisition of tile 31UGU within the time range 2024-05-07: no row")
+    assert said.sum() > 10 and (status.tile[said] == "31UGU").all() and (status.status[said] == "ok").all()
+    assert not set(status.index[said]) & measured
+    assert set(status.index[(status.status == "ok") & ~said]) == measured
+    frame = parcel_timeseries(two_histories, parcels, bands=["B04"], time="2024-05-07")
+    reasons = pd.DataFrame(frame.attrs["parcel_status"]).set_index("parcel_id").reason
+    pd.testing.assert_series_equal(reasons.sort_index(), status.reason.sort_index(), check_names=False)
+
+
 @pytest.mark.parametrize("batch_m", [None, 400.0])
 def test_extraction_reads_the_dates_of_both_tiles_as_parcel_timeseries(two_histories, tiny_straddle_region,
                                                                         tmp_path, monkeypatch, batch_m):
