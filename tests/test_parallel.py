@@ -98,16 +98,23 @@ class _Stop(Exception):
 
 
 def _held_task(folder: Path, i: int) -> int:
-    """Task 0 returns once task 1 has started; task 1 runs until ``folder/go`` exists, then marks its end."""
+    """Task 0 returns once task 1 has started; task 1 runs until ``folder/go`` exists, then marks its end. Each
+    waits two minutes at most (a failure, not a hang: a thread of the test's own process outlives any timeout)."""
     if i == 0:
-        while not (folder / "started-1").exists():
-            time.sleep(0.01)
+        _wait_for(folder / "started-1")
         return 0
     (folder / "started-1").touch()
-    while not (folder / "go").exists():
-        time.sleep(0.01)
+    _wait_for(folder / "go")
     (folder / "ended-1").touch()
     return i
+
+
+def _wait_for(path: Path, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit  # only so a broken run ends; nothing about time is asserted
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path.name} did not appear")
+        time.sleep(0.01)
 
 
 def _stop(result: int) -> dict:
