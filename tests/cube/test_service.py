@@ -882,6 +882,7 @@ def test_the_latest_version_expired_while_served_is_looked_up_again(appended_cub
     import subprocess
     import sys
 
+    from catalog import rebuild_catalog
     from cube import layout
 
     root = tmp_path / "cube"
@@ -890,7 +891,9 @@ def test_the_latest_version_expired_while_served_is_looked_up_again(appended_cub
     assert hot[7] > 0 == hot[8]  # 8 compacted 7's hot buffer
     (root / layout.ledger_key("s2", 9)).unlink()  # the history up to 8,
     held = (root / layout.ledger_key("s2", 8)).read_bytes()
-    (root / layout.ledger_key("s2", 8)).unlink()  # and 8 not committed yet
+    (root / layout.ledger_key("s2", 8)).unlink()  # and 8 not committed yet: the catalog of 7 (one of 9 says 9 is lost)
+    (root / "s2" / "collection.json").unlink()
+    rebuild_catalog(root)
     url = f"/collections/s2/parcels/{parcel_id}/timeseries"
     server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "3600"])
     try:
