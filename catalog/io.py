@@ -9,6 +9,7 @@ unchanged catalog changes nothing (not even a modification time).
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +29,9 @@ def store_base(store: Store) -> str:
     inner = store
     while not isinstance(inner, LocalStore | FsspecStore) and isinstance(getattr(inner, "_store", None), Store):
         inner = inner._store
-    if isinstance(inner, LocalStore | FsspecStore):
+    if isinstance(inner, LocalStore):  # "a/../b" as pystac makes hrefs absolute: "b"
+        return os.path.normpath(os.path.abspath(inner.root))
+    if isinstance(inner, FsspecStore):
         return store_url(inner).rstrip("/")
     return _MEMORY_BASE
 

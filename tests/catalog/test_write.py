@@ -68,6 +68,21 @@ def test_a_folder_name_that_reads_as_url_syntax_keeps_every_link(base_cube, tmp_
     assert [ref.zarr_path for ref in find_tiles(cube, "s2")] == ["s2/31UFU/cube.zarr", "s2/31UGU/cube.zarr"]
 
 
+def test_a_cube_named_through_a_parent_folder_keeps_its_source_collection(base_cube, scenes_dir, tmp_path, caplog,
+                                                                         monkeypatch):
+    """"elsewhere/../cube": pystac took the source collection's href for one outside the cube (it makes hrefs
+    absolute without the ".."), warned on every ingest and left it out of a root it wrote."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="catalog.write"):
+        assert ingest(scenes_dir, "elsewhere/../cube", collection="s2", progress=False).version == 1
+        assert rebuild_catalog("elsewhere/../cube") == {"s2": 1}
+    assert "is no STAC collection" not in caplog.text
+    assert sorted(snapshot(tmp_path / "cube")) == sorted(snapshot(base_cube)) and len(_validate(tmp_path / "cube")) == 5
+    root = pystac.Catalog.from_file(str(tmp_path / "cube" / "catalog.json"))
+    assert {c.id for c in root.get_children()} == {"sentinel-2-l2a-cube", "sentinel-2-l2a"}
+
+
 def test_catalog_is_current_and_idempotent(cube):
     store = open_store(cube)
     version = read_version(store, "s2")
