@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +46,12 @@ from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_ar
 from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
 from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
-from ingest.repair import Repair, ShardRepair, plan_repair
+from ingest.repair import Repair, plan_repair
 from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
-from ingest.write import HotManifests, StoredShard, rewrite_shard, write_shard
+from ingest.write import HotManifests, StoredShard, rebuild_shards, rewrite_shard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -337,24 +337,40 @@ def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence,
     return counter.bytes_written, stored
 
 
-def _mend(counting: CountingStore, spec: CubeSpec, repairs: Sequence[ShardRepair], fence: Fence, *,
-          scheduler: Any, progress: bool, stop_grace: float) -> tuple[str, ...]:
-    """Write the cold shards of ``repairs`` again (:func:`ingest.write.rewrite_shard`), in place, before anything
-    else this run writes; their keys."""
-    for r in repairs:
+def _mend(counting: CountingStore, spec: CubeSpec, fix: Repair, fence: Fence, *, scheduler: Any, progress: bool,
+          stop_grace: float) -> tuple[str, ...]:
+    """Write the lost or damaged shards of cold blocks again, in place, before anything else this run writes: those
+    ``fix`` found (:func:`ingest.write.rewrite_shard`), and those of the blocks whose manifest is lost, whose manifest
+    is then written anew (:func:`ingest.write.rebuild_shards`). The keys written."""
+    for r in fix.cold:
         log.warning("repair: %s: %s; written again from its dates' files", r.key, r.problem)
-    tasks = [(counting._store, spec, r.write, r.band, r.checksum, fence) for r in repairs]
-    results = run_tasks(_rewrite_counted, tasks, scheduler=scheduler, desc="writing damaged shards again",
+    tasks = [(_rewrite, counting._store, spec, r.write, fence, r.band, r.checksum) for r in fix.cold]
+    tasks += [(_rebuild, counting._store, spec, w, fence) for w in fix.unlisted]
+    results = run_tasks(_counted, tasks, scheduler=scheduler, desc="writing damaged shards again",
                         progress=progress, unit="shard", stop_grace=stop_grace)
-    counting.counts.add("set", n=0, written=sum(n for n, _ in results))
-    return tuple(key for _, key in results)
+    counting.counts.add("set", n=0, written=sum(n for n, _, _ in results))
+    if fix.unlisted:
+        fence.check()
+        stored = (s for *_, shards in results for s in shards)
+        write_manifests(counting._store, spec.name, _manifests(spec, fix.unlisted, stored))
+    return tuple(key for _, keys, _ in results for key in keys)
 
 
-def _rewrite_counted(store: Store, spec: CubeSpec, task: ShardWrite, band: str, checksum: int, fence: Fence
-                     ) -> tuple[int, str]:
+def _rewrite(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence, band: str, checksum: int
+             ) -> tuple[list[str], list[StoredShard]]:
+    return [rewrite_shard(store, spec, task, band, checksum, fence)], []
+
+
+def _rebuild(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tuple[list[str], list[StoredShard]]:
+    stored, written = rebuild_shards(store, spec, task, fence)
+    return written, stored
+
+
+def _counted(write: Callable[..., tuple[list[str], list[StoredShard]]], store: Store, *args: Any
+             ) -> tuple[int, list[str], list[StoredShard]]:
+    """Run one repair write: the bytes it stored, the keys it wrote and the shards its block stores."""
     counter = CountingStore(store)
-    key = rewrite_shard(counter, spec, task, band, checksum, fence)
-    return counter.bytes_written, key
+    return counter.bytes_written, *write(counter, *args)
 
 
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
@@ -457,8 +473,9 @@ def ingest(
     the bytes the ledger records (sha256) (:mod:`ingest.repair`): hot-buffer dates are written anew, into a new hot
     slot or the cold block a compaction makes (their old slots go with the versions that read them,
     :mod:`ingest.expire`); the lost or damaged shards of a cold block whose dates are all offered are written again
-    in place, each only if it gets the values ingest wrote there. A way past a lost or damaged shard without a
-    backup (a hot one stops every compaction of its tile).
+    in place, each only if it gets the values ingest wrote there (its manifest lost: those of its files, and the
+    manifest is written anew). A way past a lost or damaged shard without a backup (a hot one stops every compaction
+    of its tile).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
@@ -503,8 +520,8 @@ def ingest(
             fix = plan_repair(scenes, head, store, lambda found, desc: _checked(
                 found, spec, options, spooled, scheduler=scheduler, progress=progress, desc=desc), progress=progress)
         again = fix.hot
-        mended = _mend(counting, spec, fix.cold, fence, scheduler=scheduler, progress=progress, stop_grace=stop_grace)
-        redone = {p.scene_id for c in [*again.values(), *(d.scene for r in fix.cold for d in r.write.dates)]
+        mended = _mend(counting, spec, fix, fence, scheduler=scheduler, progress=progress, stop_grace=stop_grace)
+        redone = {p.scene_id for c in [*again.values(), *(d.scene for w in fix.cold_writes for d in w.dates)]
                   for p in c.slices}
         skipped = [i for i in skipped if i not in redone]
         results, twins = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
@@ -570,7 +587,7 @@ def ingest(
         refiled=_refiled(scenes, plan.head, skipped),
         bytes_written=counting.bytes_written, bytes_new_data=new_bytes,
         seconds=time.perf_counter() - started, source_bytes=source_bytes,
-        tiles=tuple(sorted(touched | {r.write.tile for r in fix.cold})),
+        tiles=tuple(sorted(touched | {w.tile for w in fix.cold_writes})),
         latest=plan.new.version if plan.new else plan.head.version or None,
         converted=tuple(c.scene_id for c in checked if c.converted),
         warped=tuple(c.scene_id for c in checked if c.warped),

@@ -83,7 +83,7 @@ def acquisition_of(checked: CheckedScene) -> Acquisition:
                        orbit_state=s.orbit_state, cloud_cover=s.cloud_cover)
 
 
-def _shard_writes(spec: CubeSpec, tile: str, *, hot: bool, time_start: int,
+def shard_writes(spec: CubeSpec, tile: str, *, hot: bool, time_start: int,
                   dates: list[DateSource]) -> list[ShardWrite]:
     """One write per shard (at each resolution) that any of ``dates`` has pixels in."""
     out = []
@@ -141,13 +141,13 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
         cold = list(state.cold)
         while len(pending) >= block:
             dates, pending = pending[:block], pending[block:]
-            writes += _shard_writes(spec, tile, hot=False, time_start=len(cold), dates=dates)
+            writes += shard_writes(spec, tile, hot=False, time_start=len(cold), dates=dates)
             cold += [d.acquisition for d in dates]
             compacted += sum(not d.is_new for d in dates)
         hot, used = [], state.hot_slots_used
         for d in pending:
             if d.hot_slot is None:
-                writes += _shard_writes(spec, tile, hot=True, time_start=used, dates=[d])
+                writes += shard_writes(spec, tile, hot=True, time_start=used, dates=[d])
                 hot.append(HotSlot(used, d.acquisition))
                 used += 1
             else:

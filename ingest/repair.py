@@ -10,7 +10,10 @@ band file, of every slice of a mosaicked pass). Then:
   checked as ``verify --deep`` checks them, and each lost or damaged one is written again, only if the values read
   again are those ingest wrote there (the crc32 the block's manifest records). Every version reading the block
   then reads what it read before the damage. Every date of the block must be offered; a sound block is not
-  written. A block whose manifest is lost cannot be checked, and is not repaired.
+  written. A block whose manifest is lost has nothing to check against but its dates' files: each shard is
+  compared with the values read again, kept if it holds them, written again if lost or undecodable, and the
+  manifest is written anew from them; a shard holding other values stops the repair (which is right, no record
+  tells). A block written before manifests cannot be checked, and is not repaired.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cube.ledger import CubeVersion, Rejection, SceneRecord
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
 from cube.verify import ListedShard, check_shards, listed_shards
 from ingest.passes import mosaic
-from ingest.plan import DateSource, ShardWrite
+from ingest.plan import DateSource, ShardWrite, shard_writes
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 
@@ -50,10 +53,18 @@ class ShardRepair:
 
 @dataclass(frozen=True, slots=True)
 class Repair:
-    """What a repair does: the hot dates to write anew (by scene id) and the cold shards to write again."""
+    """What a repair does: the hot dates to write anew (by scene id), the cold shards to write again, and the
+    shard regions of the cold blocks whose manifest is lost, with their dates read again
+    (:func:`ingest.write.rebuild_shards`)."""
 
     hot: dict[str, CheckedScene]
     cold: tuple[ShardRepair, ...]
+    unlisted: tuple[ShardWrite, ...] = ()
+
+    @property
+    def cold_writes(self) -> tuple[ShardWrite, ...]:
+        """Every write into the committed cold blocks, with the dates it reads again."""
+        return (*(r.write for r in self.cold), *self.unlisted)
 
 
 def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, check: Checker, *,
@@ -75,43 +86,49 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
                     "pass split with warp need --warp)")
         return Repair({}, ())
     blocks = sorted({cold_of[i] for i in offered if i in cold_of})
-    damaged = _damaged_shards(store, head, blocks, progress=progress)
+    damaged, unlisted = _damaged_shards(store, head, blocks, progress=progress)
     needed = [i for i in offered if i in hot_records]
-    for tile, block in sorted({(k.tile, k.block) for k, _, _ in damaged}):
+    found: dict[tuple[str, int], list[str]] = {}
+    for k, shard, problem in damaged:
+        found.setdefault((k.tile, k.block), []).append(f"{shard.key}: {problem}")
+    broken = {b: f"{len(said)} lost or damaged shard(s) ({said[0]})" for b, said in found.items()}
+    broken.update({b: "lost its manifest" for b in unlisted})
+    for (tile, block), what in sorted(broken.items()):
         dates = [a.scene_id for a in block_dates(head.tiles[tile], False, block, size)]
         if missing := [i for i in dates if i not in offered]:
-            here = [(s.key, p) for k, s, p in damaged if (k.tile, k.block) == (tile, block)]
             raise InvalidRequestError(
-                f"repair: cold block {block} of tile {tile} has {len(here)} lost or damaged shard(s) ({here[0][0]}: "
-                f"{here[0][1]}), and a shard holds all the block's {len(dates)} dates: offer the scenes of them all "
-                f"({', '.join(missing)} not offered); this run commits nothing")
+                f"repair: cold block {block} of tile {tile} has {what}, and a shard holds all the block's "
+                f"{len(dates)} dates: offer the scenes of them all ({', '.join(missing)} not offered); this run "
+                "commits nothing")
         needed += [i for i in dates if i not in needed]
     read = _read_again([head.scenes[i] for i in needed], scenes, check, progress=progress)
+    def sources(tile: str, block: int) -> list[DateSource]:  # the block's dates, read again
+        return [DateSource(a, read[a.scene_id].windows, scene=read[a.scene_id], repaired=True)
+                for a in block_dates(head.tiles[tile], False, block, size)]
+
     cold = []
     for k, shard, problem in damaged:
         res = spec.band(k.band).resolution
         side, n = spec.chunks.shards(res)[1], round(TILE_SIZE_M / res)
-        dates = tuple(DateSource(a, read[a.scene_id].windows, scene=read[a.scene_id], repaired=True)
-                      for a in block_dates(head.tiles[k.tile], False, k.block, size))
-        write = ShardWrite(k.tile, res, False, k.block * size, dates, (k.row * side, min((k.row + 1) * side, n)),
-                           (k.col * side, min((k.col + 1) * side, n)))
+        write = ShardWrite(k.tile, res, False, k.block * size, tuple(sources(k.tile, k.block)),
+                           (k.row * side, min((k.row + 1) * side, n)), (k.col * side, min((k.col + 1) * side, n)))
         cold.append(ShardRepair(write, k.band, shard.checksum, shard.key, problem))
-    return Repair({i: read[i] for i in needed if i in hot_records}, tuple(cold))
+    rebuilt = [w for tile, block in unlisted
+               for w in shard_writes(spec, tile, hot=False, time_start=block * size, dates=sources(tile, block))]
+    return Repair({i: read[i] for i in needed if i in hot_records}, tuple(cold), tuple(rebuilt))
 
 
 def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, int]], *, progress: bool
-                    ) -> list[tuple[ShardKey, ListedShard, str]]:
+                    ) -> tuple[list[tuple[ShardKey, ListedShard, str]], list[tuple[str, int]]]:
     """Each lost or damaged shard of the cold ``blocks`` (tile, block), as ``verify --deep`` finds it, with its
-    problem. A block whose manifest is lost raises; one written before manifests cannot be checked (said)."""
+    problem, and the blocks whose manifest is lost; one written before manifests cannot be checked (said)."""
     manifests = read_manifests(store, head.spec.name, [(t, False, b) for t, b in blocks])
-    listed = []
+    listed, unlisted = [], []
     for (tile, _, block), m in manifests.items():
         if m is not None:
             listed.append(m)
         elif has_manifest(head, tile, False, block):
-            raise InvalidRequestError(f"repair: the manifest of cold block {block} of tile {tile} is lost, so its "
-                                      "shards cannot be checked nor their values known: restore it from a backup; "
-                                      "this run commits nothing")
+            unlisted.append((tile, block))
         else:
             log.warning("repair: cold block %d of tile %s was written before cardcube kept manifests: its shards "
                         "cannot be checked, and are not repaired", block, tile)
@@ -124,7 +141,7 @@ def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str,
     for tile, block in sorted({(m.tile, m.block) for m in listed} - {(k.tile, k.block) for k, _, _ in found}):
         log.warning("repair: every shard of cold block %d of tile %s is sound: its dates are not written again",
                     block, tile)
-    return found
+    return found, unlisted
 
 
 def _read_again(records: Sequence[SceneRecord], scenes: Sequence[SourceScene], check: Checker, *, progress: bool

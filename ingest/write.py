@@ -88,6 +88,35 @@ def rewrite_shard(store: Store, spec: CubeSpec, task: ShardWrite, band: str, che
     return key
 
 
+def rebuild_shards(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tuple[list[StoredShard], list[str]]:
+    """The shards of a committed cold block whose manifest is lost, in the task's region, each band's values read
+    again from the dates' files (``task``) and compared with the shard stored: one that holds them is kept, one lost
+    or that does not decode is written again; one holding other values stops the repair (the files and the shard
+    disagree, and no manifest tells which is right). The shards the block stores there (for its manifest anew) and
+    the keys written."""
+    stored, written = [], []
+    for band in spec.bands_at(task.resolution):
+        values = _block_values(store, spec, task, band, {})
+        target = open_array(store, spec, task.tile, task.resolution, band.name, hot=False, mode="r+")
+        _, sr, sc = target.shards
+        coords = (task.time_start // spec.chunks.time, task.rows[0] // sr, task.cols[0] // sc)
+        key = f"{target.store_path.path}/c/{'/'.join(map(str, coords))}"
+        data, crc = read_bytes(store, key), values_checksum(values)
+        holds = _holds_data(values, band.nodata if band.nodata is not None else 0)
+        sound = data is not None and check_shard(target, key, data, coords=coords) is None
+        if sound and (not holds or check_shard(target, key, data, coords=coords, checksum=crc) is not None):
+            raise CorruptShardError(
+                f"repair: shard {key} holds other values than its dates' files give (the bytes the ledger records), "
+                "and its block's manifest, which would tell which is right, is lost: not repaired; restore the shard "
+                "and the manifest from a backup")
+        if holds and not sound:
+            _store(target, task, values, fence)
+            written.append(key)
+        if holds:
+            stored.append((task.tile, False, coords[0], band.name, coords[1], coords[2], crc))
+    return stored, written
+
+
 def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence,
                 manifests: HotManifests) -> list[StoredShard]:
     block = _block_values(store, spec, task, band, manifests)

@@ -256,12 +256,40 @@ def test_a_cold_repair_writes_nothing_but_the_values_ingest_wrote(cube, tiny_reg
     assert not lost.exists()
 
 
-def test_a_cold_block_whose_manifest_is_lost_is_not_repaired(cube, tiny_region):
-    _lose(_cold_shards(cube, 0)[0])
-    (cube / layout.manifest_key("s2", "31UFU", 0)).unlink()
+def test_a_cold_block_whose_manifest_is_lost_is_checked_against_its_files_and_its_manifest_written_anew(cube,
+                                                                                                      tiny_region):
+    """A lost manifest left its block's lost shards beyond repair: nothing recorded the values to write. The
+    block's dates read again (the bytes the ledger records) say them: a shard holding them is kept, a lost one is
+    written again, and the manifest is written anew, the one ingest wrote."""
+    key = cube / layout.manifest_key("s2", "31UFU", 0)
+    written = json.loads(key.read_text())
+    key.unlink()
+    lost = _cold_shards(cube, 0)[0]
+    _lose(lost)
     block = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
-    with pytest.raises(InvalidRequestError, match="manifest of cold block 0 of tile 31UFU is lost"):
+    with pytest.raises(InvalidRequestError, match=r"cold block 0 of tile 31UFU has lost its manifest.*offer the "
+                                                  r"scenes of them all"):
+        ingest(write_items(tiny_region.items, block[:3], "repair-three.json"), cube, progress=False, repair=True)
+    kept = {p: p.stat().st_mtime_ns for p in _cold_shards(cube, 0) + _cold_shards(cube, 0, "r20m", "SCL")}
+    result = ingest(write_items(tiny_region.items, block, "repair-block.json"), cube, progress=False, repair=True)
+    assert result.mended == (lost.relative_to(cube).as_posix(),) and result.version is None
+    assert json.loads(key.read_text()) == written
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the sound shards were not written
+    assert verify(cube, deep=True, progress=False).ok
+    nine = items_of(tiny_region.items, "sentinel-2-l2a")[:9]
+    assert_matches_sources(cube, write_items(tiny_region.items, nine, "rebuilt-nine.json"), "s2")
+
+
+def test_a_cold_shard_disagreeing_with_its_files_without_a_manifest_is_not_overwritten(cube, tiny_region):
+    """No record tells whether the files or the shard are right: the repair stops, and writes nothing there."""
+    (cube / layout.manifest_key("s2", "31UFU", 0)).unlink()
+    b04, b03 = _cold_shards(cube, 0)[0], _cold_shards(cube, 0, band="B03")[0]
+    shutil.copy(b03, b04)  # a sound shard of other values
+    block = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
+    with pytest.raises(CorruptShardError, match="holds other values than its dates' files give"):
         ingest(write_items(tiny_region.items, block, "repair-block.json"), cube, progress=False, repair=True)
+    assert b04.read_bytes() == b03.read_bytes()
+    assert not (cube / layout.manifest_key("s2", "31UFU", 0)).exists()
 
 
 def test_repair_refuses_files_that_are_not_the_bytes_the_cube_read(cube, hot_scene, tiny_region):
