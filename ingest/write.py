@@ -7,7 +7,7 @@ the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ing
 the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or,
 when compacting, from committed hot-buffer slots, each shard checked against its block's manifest first
 (:mod:`cube.manifest`). A repair writes a lost or damaged shard of a committed cold block again
-(:func:`rewrite_shard`, :mod:`ingest.repair`).
+(:func:`rewrite_shard`; :func:`rebuild_shards` for a block whose manifest is lost, :mod:`ingest.repair`).
 """
 
 from __future__ import annotations
@@ -76,9 +76,8 @@ def rewrite_shard(store: Store, spec: CubeSpec, task: ShardWrite, band: str, che
     reading the block then reads what it read before the shard was lost or damaged. Its store key."""
     values = _block_values(store, spec, task, spec.band(band), {})
     target = open_array(store, spec, task.tile, task.resolution, band, hot=False, mode="r+")
-    _, sr, sc = target.shards
-    key = f"{target.store_path.path}/c/{task.time_start // spec.chunks.time}/{task.rows[0] // sr}/{task.cols[0] // sc}"
-    if values_checksum(values) != checksum:  # checked before anything is deleted
+    key = _cold_key(target, spec, task)[0]
+    if values_checksum(values) != checksum:
         raise CorruptShardError(
             f"repair: shard {key} read again from its dates' files (the bytes the ledger records) does not hold the "
             "values ingest wrote (crc32 of the values, against the block's manifest): not written. The files were "
@@ -98,9 +97,7 @@ def rebuild_shards(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence)
     for band in spec.bands_at(task.resolution):
         values = _block_values(store, spec, task, band, {})
         target = open_array(store, spec, task.tile, task.resolution, band.name, hot=False, mode="r+")
-        _, sr, sc = target.shards
-        coords = (task.time_start // spec.chunks.time, task.rows[0] // sr, task.cols[0] // sc)
-        key = f"{target.store_path.path}/c/{'/'.join(map(str, coords))}"
+        key, coords = _cold_key(target, spec, task)
         data, crc = read_bytes(store, key), values_checksum(values)
         holds = _holds_data(values, band.nodata if band.nodata is not None else 0)
         sound = data is not None and check_shard(target, key, data, coords=coords) is None
@@ -115,6 +112,13 @@ def rebuild_shards(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence)
         if holds:
             stored.append((task.tile, False, coords[0], band.name, coords[1], coords[2], crc))
     return stored, written
+
+
+def _cold_key(target: zarr.Array, spec: CubeSpec, task: ShardWrite) -> tuple[str, tuple[int, int, int]]:
+    """The store key and shard-grid place of the task's shard of a cold block in ``target``."""
+    _, sr, sc = target.shards
+    coords = (task.time_start // spec.chunks.time, task.rows[0] // sr, task.cols[0] // sc)
+    return f"{target.store_path.path}/c/{'/'.join(map(str, coords))}", coords
 
 
 def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence,
