@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from zarr.abc.store import Store
 
@@ -51,9 +51,10 @@ from ingest.sources import SourceScene, load_scenes, shown_href
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene
-from ingest.write import HotManifests, StoredShard, rebuild_shards, rewrite_shard, write_shard
+from ingest.write import StoredShard, rebuild_shards, rewrite_shard, write_shard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,12 +330,12 @@ def _by_item(scenes: list[SourceScene]) -> list[list[SourceScene]]:
     return list(groups.values())
 
 
-def _write_counted(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence, hot_manifests: HotManifests
-                   ) -> tuple[int, list[StoredShard]]:
-    """Run one shard write: the bytes it stored, and the shards."""
+def _counted(write: Callable[..., T], store: Store, *args: Any) -> tuple[int, T]:
+    """Run one write task, ``write(store, *args)``: the bytes it stored, and what it returns. Each task counts its
+    own writes, which a worker process could not add to the run's ``CountingStore``."""
     counter = CountingStore(store)
-    stored = write_shard(counter, spec, task, fence, hot_manifests)
-    return counter.bytes_written, stored
+    done = write(counter, *args)
+    return counter.bytes_written, done
 
 
 def _mend(counting: CountingStore, spec: CubeSpec, fix: Repair, fence: Fence, *, scheduler: Any, progress: bool,
@@ -348,29 +349,26 @@ def _mend(counting: CountingStore, spec: CubeSpec, fix: Repair, fence: Fence, *,
     tasks += [(_rebuild, counting._store, spec, w, fence) for w in fix.unlisted]
     results = run_tasks(_counted, tasks, scheduler=scheduler, desc="writing damaged shards again",
                         progress=progress, unit="shard", stop_grace=stop_grace)
-    counting.counts.add("set", n=0, written=sum(n for n, _, _ in results))
+    counting.counts.add("set", n=0, written=sum(n for n, _ in results))
     if fix.unlisted:
         fence.check()
-        stored = (s for *_, shards in results for s in shards)
+        stored = (s for _, (_, shards) in results for s in shards)
         write_manifests(counting._store, spec.name, _manifests(spec, fix.unlisted, stored))
-    return tuple(key for _, keys, _ in results for key in keys)
+    return tuple(key for _, (keys, _) in results for key in keys)
 
 
 def _rewrite(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence, band: str, checksum: int
              ) -> tuple[list[str], list[StoredShard]]:
+    """A repair write of :func:`_mend`: the keys written, and the shards of a manifest written anew (none)."""
     return [rewrite_shard(store, spec, task, band, checksum, fence)], []
 
 
 def _rebuild(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tuple[list[str], list[StoredShard]]:
+    """A repair write of :func:`_mend` in a block whose manifest is lost: the keys written, and the block's shards."""
     stored, written = rebuild_shards(store, spec, task, fence)
     return written, stored
 
 
-def _counted(write: Callable[..., tuple[list[str], list[StoredShard]]], store: Store, *args: Any
-             ) -> tuple[int, list[str], list[StoredShard]]:
-    """Run one repair write: the bytes it stored, the keys it wrote and the shards its block stores."""
-    counter = CountingStore(store)
-    return counter.bytes_written, *write(counter, *args)
 
 
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
@@ -552,11 +550,10 @@ def ingest(
                 blocks = {(w.hot, b) for w in plan.writes if w.tile == tile for b in w.blocks(spec.chunks.time)}
                 if tile in head.tiles and clear_blocks(store, spec, tile, blocks, check=fence.check):
                     log.info("tile %s: cleared what a run that died before its commit left where this run writes", tile)
-            # each task counts its own writes, which a worker process could not add to ``counting``
-            tasks = [(counting._store, spec, w, fence,
+            tasks = [(write_shard, counting._store, spec, w, fence,
                       {d.hot_slot: hot[(w.tile, d.hot_slot)] for d in w.dates if d.hot_slot is not None})
                      for w in plan.writes]
-            results = run_tasks(_write_counted, tasks,
+            results = run_tasks(_counted, tasks,
                                 scheduler=scheduler, desc="writing shards", progress=progress, unit="shard",
                                 stop_grace=stop_grace)
             written = [n for n, _ in results]
