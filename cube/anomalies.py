@@ -377,6 +377,7 @@ def _distances(curves: np.ndarray, codes: np.ndarray, refs: Mapping[Any, np.ndar
 
 
 UNRECORDED = object()  # statistics whose cloud mask no record gives: their rows must tell
+CLOUD_COLUMNS = tuple(f"scl_{c}" for c in CLOUD_SCL_CLASSES)  # the rows' counts of cloud pixels, masked or not
 
 
 def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None = UNRECORDED,
@@ -399,10 +400,9 @@ def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None 
                                       f"the cloud class(es) {', '.join(f'{c} ({SCL_CLASSES[c]})' for c in kept)}: "
                                       f"cloudy dates would read as bare soil; {advice}")
         return
-    columns = [f"scl_{c}" for c in CLOUD_SCL_CLASSES]
-    if "masked" not in frame.columns or not set(columns) <= set(frame.columns):
+    if "masked" not in frame.columns or not set(CLOUD_COLUMNS) <= set(frame.columns):
         return  # made otherwise: nothing tells
-    cloudy = frame[columns].fillna(0).sum(axis=1) > frame["masked"].fillna(0)
+    cloudy = frame[list(CLOUD_COLUMNS)].fillna(0).sum(axis=1) > frame["masked"].fillna(0)
     if cloudy.any():
         classes = ", ".join(map(str, CLOUD_SCL_CLASSES))
         raise InvalidRequestError(f"{where} were computed without the cloud mask: {int(cloudy.sum())} of their "

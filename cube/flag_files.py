@@ -23,7 +23,16 @@ import pandas as pd
 import shapely
 
 from cardcube.errors import InvalidRequestError
-from cube.anomalies import COLUMNS, MARKERS, MarkerRules, check_cloud_masked, declarations, flag_parcels
+from cube.anomalies import (
+    CLOUD_COLUMNS,
+    COLUMNS,
+    MARKERS,
+    UNRECORDED,
+    MarkerRules,
+    check_cloud_masked,
+    declarations,
+    flag_parcels,
+)
 from cube.extraction_files import read_manifest, read_status, read_timeseries
 
 __all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
@@ -41,36 +50,33 @@ def is_extraction(path: str | Path) -> bool:
 def read_statistics(path: str | Path, bands: Iterable[str], *,
                     storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The statistics the markers read (:data:`~cube.anomalies.COLUMNS`), parcel ids as text: of ``bands`` from an
-    extraction, every band of a ``cardcube timeseries`` file."""
+    extraction, every band of a ``cardcube timeseries`` file, with its rows' counts of cloud pixels where it has
+    them (:data:`~cube.anomalies.CLOUD_COLUMNS`: they tell whether the file was cloud-masked)."""
     if is_extraction(path):
         frame = read_timeseries(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
         return frame.astype({"parcel_id": str})
-    frame = _table(path)
-    missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
-    if missing:
-        raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
-                                  f"{', '.join(missing)} (it has {', '.join(map(str, frame.columns[:12]))})")
-    frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS) if c in frame.columns]]
-    try:
-        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"the time column of {path} holds no dates: {exc}") from None
-    return frame.astype({"parcel_id": str})
-
-
-def _table(path: str | Path) -> pd.DataFrame:
-    """The rows of a ``cardcube timeseries`` file, as they are."""
     source = Path(path)
     if not source.exists():
         raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
                                   f".parquet/.csv file of cardcube timeseries")
     try:
         if source.suffix.lower() == ".parquet":
-            return pd.read_parquet(source)
-        return pd.read_csv(source, dtype={"parcel_id": str})  # "000042" stays an id, not the number 42
+            frame = pd.read_parquet(source)
+        else:  # "000042" stays an id, not the number 42
+            frame = pd.read_csv(source, dtype={"parcel_id": str})
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
                                   f"{type(exc).__name__}: {exc}") from None
+    missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
+    if missing:
+        raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
+                                  f"{', '.join(missing)} (it has {', '.join(map(str, frame.columns[:12]))})")
+    frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS, *CLOUD_COLUMNS) if c in frame.columns]]
+    try:
+        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the time column of {path} holds no dates: {exc}") from None
+    return frame.astype({"parcel_id": str})
 
 
 def flag_files(
@@ -96,11 +102,11 @@ def flag_files(
     declared = declarations(declared)
     declared.index = declared.index.astype(str)
     _check_collections(timeseries, s1, storage_options)
-    _check_masked(timeseries, storage_options)
     for path in (timeseries, s1):
         if geometries is not None and path is not None and is_extraction(path):
             _check_same_fields(path, geometries, storage_options)
     s2_stats = read_statistics(timeseries, S2_BANDS, storage_options=storage_options)
+    _check_masked(timeseries, s2_stats, storage_options)
     s1_stats = read_statistics(s1, S1_BANDS, storage_options=storage_options) if s1 is not None else None
     undeclared = pd.Index(s2_stats.parcel_id.unique()).difference(declared.index)
     if len(undeclared):
@@ -147,15 +153,12 @@ def _check_collections(timeseries: str | Path, s1: str | Path | None,
                                       f"cube: pass them as {places[collection]}")
 
 
-def _check_masked(path: str | Path, storage_options: Mapping[str, Any] | None) -> None:
-    """Refuse Sentinel-2 statistics of cloudy pixels (:func:`~cube.anomalies.check_cloud_masked`): by the mask their
-    record gives, else by their rows' SCL class counts."""
-    parameters = statistics_parameters(path, storage_options=storage_options)
-    where = f"the Sentinel-2 statistics at {path}"
-    if "mask" in parameters:
-        check_cloud_masked(pd.DataFrame(), parameters["mask"], where)
-    elif not is_extraction(path):  # an extraction always records it
-        check_cloud_masked(_table(path), where=where)
+def _check_masked(path: str | Path, frame: pd.DataFrame, storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse the Sentinel-2 statistics ``frame`` read from ``path`` if of cloudy pixels
+    (:func:`~cube.anomalies.check_cloud_masked`): by the mask their record gives, else by their rows' SCL class
+    counts."""
+    mask = statistics_parameters(path, storage_options=storage_options).get("mask", UNRECORDED)
+    check_cloud_masked(frame, mask, f"the Sentinel-2 statistics at {path}")
 
 
 def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_options: Mapping[str, Any] | None,
