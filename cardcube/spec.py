@@ -56,6 +56,11 @@ class BandSpec:
     flag_meanings: tuple[str, ...] | None = None
 
     @property
+    def fill(self) -> float | int:
+        """The value the cube stores where there is no data (its arrays' fill value): ``nodata``, else 0."""
+        return self.nodata if self.nodata is not None else 0
+
+    @property
     def is_flag(self) -> bool:
         """True for a classification layer (SCL): never scaled, never averaged."""
         return self.flag_values is not None

@@ -240,7 +240,7 @@ def _metadata_problem(array: zarr.Array, band: BandSpec) -> str | None:
     dtype, or its fill value (a chunk not stored reads as it), not the band's."""
     if array.dtype != np.dtype(band.dtype):
         return f"damaged: its dtype is {array.dtype}, the band's {band.dtype}; its shards cannot be checked"
-    fill = band.nodata if band.nodata is not None else 0
+    fill = band.fill
     stored = array.metadata.fill_value
     if not (stored == fill or (np.isnan(fill) and np.isnan(stored))):
         return f"damaged: its fill value is {stored}, the band's nodata {fill}; its shards cannot be checked"

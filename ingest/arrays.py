@@ -74,7 +74,7 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
     chunks = spec.chunks.chunks(resolution, hot=hot)
     shards = spec.chunks.shards(resolution, hot=hot)
     for band in spec.bands_at(resolution):
-        fill = band.nodata if band.nodata is not None else 0
+        fill = band.fill
         group.create_array(
             band.name, shape=(0, ny, nx), dtype=band.dtype, chunks=chunks, shards=shards,
             compressors=_compressor(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),

@@ -150,7 +150,7 @@ def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None, *, 
     """The :class:`ValueMap` of ``band``'s file in ``scene`` (``to_db``: its values are linear power, see
     :func:`linear_power_reason`); :class:`SceneContentError` if its scale is not the cube's or its offset is not
     a whole number of DN away."""
-    fill = band.nodata if band.nodata is not None else 0
+    fill = band.fill
     nodata = None if file_nodata is None or _same(file_nodata, fill) else file_nodata
     if to_db:
         return ValueMap(fill, nodata, to_db=True)

@@ -130,7 +130,7 @@ def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBo
     """``band``'s values of ``ds`` resampled onto ``target`` (a piece of the tile grid), as the cube stores them:
     the file's values mapped by ``vmap`` first, backscatter resampled in linear power (``how``: from
     :func:`warp_record`)."""
-    fill = band.nodata if band.nodata is not None else 0
+    fill = band.fill
     scale = float(how["scale"])
     window = _source_window(ds, target, _PAD + math.ceil(1 / scale))
     if window is None:

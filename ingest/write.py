@@ -99,7 +99,7 @@ def rebuild_shards(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence)
         target = open_array(store, spec, task.tile, task.resolution, band.name, hot=False, mode="r+")
         key, coords = _cold_key(target, spec, task)
         data, crc = read_bytes(store, key), values_checksum(values)
-        holds = _holds_data(values, band.nodata if band.nodata is not None else 0)
+        holds = _holds_data(values, band.fill)
         sound = data is not None and check_shard(target, key, data, coords=coords) is None
         if sound and (not holds or check_shard(target, key, data, coords=coords, checksum=crc) is not None):
             raise CorruptShardError(
@@ -127,7 +127,7 @@ def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
     target = open_array(store, spec, task.tile, task.resolution, band.name, hot=task.hot, mode="r+")
     _store(target, task, block, fence)
     _, sr, sc = target.shards
-    fill = band.nodata if band.nodata is not None else 0
+    fill = band.fill
     parts = [block[i:i + 1] for i in range(len(task.dates))] if task.hot else [block]
     return [(task.tile, task.hot, b, band.name, task.rows[0] // sr, task.cols[0] // sc, values_checksum(part))
             for b, part in zip(task.blocks(spec.chunks.time), parts, strict=True) if _holds_data(part, fill)]
@@ -158,7 +158,7 @@ def _block_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec
                   ) -> np.ndarray:
     """The values of ``band`` for the task's dates in its shard region, from their files or committed hot slots."""
     (r0, r1), (c0, c1) = task.rows, task.cols
-    fill = band.nodata if band.nodata is not None else 0
+    fill = band.fill
     block = np.full((len(task.dates), r1 - r0, c1 - c0), fill, dtype=band.dtype)
     for i, date in enumerate(task.dates):
         if date.scene is not None:
