@@ -17,7 +17,7 @@ as ingesting everything at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
@@ -35,7 +35,7 @@ class DateSource:
     windows: dict[int, Window]
     scene: CheckedScene | None = None
     hot_slot: int | None = None
-    repaired: bool = False  # a hot date read again from its files (``scene``), written anew
+    repaired: bool = False  # a date the cube holds, read again from its files (``scene``) by a repair
 
     @property
     def is_new(self) -> bool:
@@ -84,21 +84,28 @@ def acquisition_of(checked: CheckedScene) -> Acquisition:
 
 
 def shard_writes(spec: CubeSpec, tile: str, *, hot: bool, time_start: int,
-                  dates: list[DateSource]) -> list[ShardWrite]:
+                 dates: list[DateSource]) -> list[ShardWrite]:
     """One write per shard (at each resolution) that any of ``dates`` has pixels in."""
     out = []
     for res in spec.resolutions:
         side = spec.chunks.shards(res, hot=hot)[1]
-        n = round(TILE_SIZE_M / res)
         touched: set[tuple[int, int]] = set()
         for d in dates:
             r, c, h, w = d.windows[res]
             touched.update((i, j) for i in range(r // side, (r + h - 1) // side + 1)
                            for j in range(c // side, (c + w - 1) // side + 1))
-        for i, j in sorted(touched):
-            out.append(ShardWrite(tile, res, hot, time_start, tuple(dates),
-                                  (i * side, min((i + 1) * side, n)), (j * side, min((j + 1) * side, n))))
+        out += [shard_write(spec, tile, res, i, j, hot=hot, time_start=time_start, dates=dates)
+                for i, j in sorted(touched)]
     return out
+
+
+def shard_write(spec: CubeSpec, tile: str, resolution: int, row: int, col: int, *, hot: bool, time_start: int,
+                dates: Sequence[DateSource]) -> ShardWrite:
+    """The write of ``dates`` into the shard at ``row``, ``col`` of the shard grid at ``resolution`` (the tile's
+    edge shards are cut at its edge)."""
+    side, n = spec.chunks.shards(resolution, hot=hot)[1], round(TILE_SIZE_M / resolution)
+    return ShardWrite(tile, resolution, hot, time_start, tuple(dates), (row * side, min((row + 1) * side, n)),
+                      (col * side, min((col + 1) * side, n)))
 
 
 def _sources(checked: CheckedScene) -> dict[str, str]:

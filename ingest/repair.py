@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from zarr.abc.store import Store
 
 from cardcube.errors import InvalidRequestError
-from cardcube.grid import TILE_SIZE_M
 from cube.ledger import CubeVersion, Rejection, SceneRecord
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
 from cube.verify import ListedShard, check_shards, listed_shards
 from ingest.passes import mosaic
-from ingest.plan import DateSource, ShardWrite, shard_writes
+from ingest.plan import DateSource, ShardWrite, shard_write, shard_writes
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 
@@ -102,16 +101,15 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
                 "commits nothing")
         needed += [i for i in dates if i not in needed]
     read = _read_again([head.scenes[i] for i in needed], scenes, check, progress=progress)
+
     def sources(tile: str, block: int) -> list[DateSource]:  # the block's dates, read again
         return [DateSource(a, read[a.scene_id].windows, scene=read[a.scene_id], repaired=True)
                 for a in block_dates(head.tiles[tile], False, block, size)]
 
     cold = []
     for k, shard, problem in damaged:
-        res = spec.band(k.band).resolution
-        side, n = spec.chunks.shards(res)[1], round(TILE_SIZE_M / res)
-        write = ShardWrite(k.tile, res, False, k.block * size, tuple(sources(k.tile, k.block)),
-                           (k.row * side, min((k.row + 1) * side, n)), (k.col * side, min((k.col + 1) * side, n)))
+        write = shard_write(spec, k.tile, spec.band(k.band).resolution, k.row, k.col, hot=False,
+                            time_start=k.block * size, dates=sources(k.tile, k.block))
         cold.append(ShardRepair(write, k.band, shard.checksum, shard.key, problem))
     rebuilt = [w for tile, block in unlisted
                for w in shard_writes(spec, tile, hot=False, time_start=block * size, dates=sources(tile, block))]
