@@ -321,9 +321,11 @@ def parcel_layer(
                                               "labelled": int((index.pixels > 0).sum()),
                                               "chunks": [list(c) for c in chunks], "build": build,
                                               "created": datetime.now(UTC).strftime(TIME_FORMAT)})
-    if damaged is not None:  # the build this one replaces, which lost chunks
-        for part in ("labels", "index.parquet", "lost.parquet") if damaged == layer else ("",):
-            delete_prefix(store, f"{damaged}/{part}".rstrip("/"))
+    if damaged == layer:  # the build this one replaces, which lost chunks: of before builds had folders
+        for part in ("labels", "index.parquet", "lost.parquet"):
+            delete_prefix(store, f"{layer}/{part}")
+    elif damaged is not None:  # ... in a folder of its own
+        delete_prefix(store, damaged)
     return ParcelLayer(store, prefix, tile, index)
 
 
