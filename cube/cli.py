@@ -388,7 +388,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from cardcube.errors import InvalidRequestError
+    from cardcube.errors import CubeNotFoundError, InvalidRequestError
     from cardcube.option_types import parse_age
     from cardcube.storage import open_store, refuse_file, store_url
     from cube.parcel_layer import prune_layers, stored_layers
@@ -397,7 +397,11 @@ def _layers(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--dry-run goes with --prune AGE: listing deletes nothing anyway")
     unused_for = None if args.prune is None else parse_age(args.prune)  # before any store is opened
     refuse_file(args.store, "the layers' location")  # a folder of no layers would be "0"
-    store = open_store(args.store, storage_options=storage_options(args), read_only=True)
+    try:
+        store = open_store(args.store, storage_options=storage_options(args), read_only=True)
+    except CubeNotFoundError:  # not "no cube": the URL may be the extractions' --layers location
+        raise InvalidRequestError(f"nothing at {args.store}: the folder does not exist (give the cube, or the "
+                                  "--layers location of cardcube extract)") from None
     if unused_for is not None:
         result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)
         print(json.dumps(result.to_dict()) if args.json else result.summary())
