@@ -112,16 +112,17 @@ def source_options(url: str) -> dict[str, Any]:
     return s3_options_from_env() if object_url(url).startswith("s3://") else {}
 
 
-def gdal_s3_config() -> dict[str, str]:
-    """GDAL's ``/vsis3/`` settings for the endpoint in the environment, so rasterio reads ``s3://`` sources
-    from Ceph or MinIO as s3fs does (GDAL does not read ``AWS_ENDPOINT_URL``); settings already in the
-    environment win."""
-    endpoint = s3_options_from_env().get("endpoint_url")
-    if not endpoint:
-        return {}
-    url = urlparse(endpoint)
-    config = {"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"), "AWS_VIRTUAL_HOSTING": "FALSE",
-              "AWS_HTTPS": "YES" if url.scheme == "https" else "NO"}
+def gdal_source_config() -> dict[str, str]:
+    """GDAL's settings to read source files: ``/vsis3/`` with the endpoint in the environment, so rasterio reads
+    ``s3://`` sources from Ceph or MinIO as s3fs does (GDAL does not read ``AWS_ENDPOINT_URL``); and no file read
+    over the network cached from one open to the next (GDAL keeps a file's size and bytes per process
+    otherwise, and a later open, a later run's, read a file replaced since as a mix of both). Settings already in
+    the environment win."""
+    config = {"CPL_VSIL_CURL_NON_CACHED": "/vsis3/:/vsicurl/"}  # prefixes: every s3:// and http(s):// file
+    if endpoint := s3_options_from_env().get("endpoint_url"):
+        url = urlparse(endpoint)
+        config |= {"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"), "AWS_VIRTUAL_HOSTING": "FALSE",
+                   "AWS_HTTPS": "YES" if url.scheme == "https" else "NO"}
     return {k: v for k, v in config.items() if k not in os.environ}
 
 

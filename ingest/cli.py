@@ -93,8 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "with --scheduler tcp://..., a volume the workers share). It takes the size of the run's "
                        "checked files and is removed when the run ends")
     spool.add_argument("--no-spool", dest="spool", action="store_false",
-                       help="keep nothing: the writes read the network files again, unchecked (a file replaced "
-                       "at the source meanwhile would go in)")
+                       help="keep nothing: the writes read the network files again, by windows, and compare "
+                       "each file's size and ETag with the check's (a file replaced at the source meanwhile stops "
+                       "the run)")
     _add_lock_options(p)
     add_endpoint_option(p, note=" (of the cube: an s3:// SOURCE and its assets are read with $AWS_ENDPOINT_URL)")
     p.add_argument("--no-catalog", action="store_true",

@@ -464,8 +464,9 @@ def ingest(
     temporary folder, with a local ``scheduler`` only (with a cluster the files are read again from the source);
     a folder (a volume a cluster's workers share, a larger disk): one made in it; False: none, the writes read
     the source again. It takes the disk of the run's checked band files, compressed as in the source, and is
-    removed when the run ends, whether it succeeds or fails. Local files are read where they are; one changed
-    since its check (:func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
+    removed when the run ends, whether it succeeds or fails. Local files are read where they are. A file the
+    writes read where it is (local, or remote without a spool) that changed since its check (its size and time,
+    or its server's ETag: :func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
 
     ``repair``: the dates among the offered scenes the cube holds are read again from their files, which must be
     the bytes the ledger records (sha256) (:mod:`ingest.repair`): hot-buffer dates are written anew, into a new hot

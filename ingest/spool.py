@@ -2,7 +2,8 @@
 
 The checks read every band file whole and hash it (:mod:`ingest.validate`); the writes then read it again by
 windows. For a file behind a URL (``https://``, ``s3://``) that second read would download it again, and might
-get other bytes than those checked and hashed (a file replaced at the source in between goes in unnoticed).
+get other bytes than those checked and hashed (a file replaced at the source in between: without the spool,
+the writes compare its server's ETag with the check's, :func:`ingest.validate.file_stamp`, and stop the run).
 So a remote file that passed its checks is written, as read, into the spool folder, and the writes read that
 copy: each byte is downloaded once, and what goes in is what the ledger's checksum names. A local file is
 never copied. The spool takes the disk of the whole run's checked band files, compressed as in the source,

@@ -48,7 +48,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_s3_config, source_options
+from cardcube.storage import gdal_path, gdal_source_config, source_options
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
@@ -57,19 +57,32 @@ from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, va
 from ingest.warp import Window, check_same_ground, has_valid_pixel, tile_windows, valid_pixels, warp_record
 
 WARP_OPTION = "ingest(..., warp=True), cardcube ingest --warp"
-FileStamp = tuple[int, int]
+FileStamp = tuple[int, int | str]  # size, and a local file's modification time (ns) or a remote one's ETag
 
 
 def file_stamp(href: str) -> FileStamp | None:
-    """A local file's size and modification time (ns), which another file put in its place or the file rewritten
-    changes (a sync job at work on the source folder); None for a remote file, or none there."""
+    """A band file's size and modification time (ns), or, over the network, its size and the ETag (else
+    Last-Modified) its server gives in answer to a HEAD: what another file put in its place or the file rewritten
+    changes (a sync job at work on the source folder, a producer republishing a scene). None if there is no such
+    file or no answer (a signed URL that refuses a HEAD and a GET alike): then nothing is compared."""
     if is_remote(href):
-        return None
+        return _remote_stamp(href)
     try:
         st = os.stat(_local_path(href))
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def _remote_stamp(href: str) -> FileStamp | None:
+    try:
+        fs, path = fsspec.core.url_to_fs(href, **source_options(href))
+        fs.invalidate_cache(path)  # s3fs answers from its listings' cache otherwise
+        info = fs.info(path)  # HEAD (fsspec's HTTP: a GET's headers if HEAD is refused, without its body)
+    except (OSError, ClientResponseError, BotoConnectionError, ReadTimeoutError):
+        return None
+    tag = info.get("ETag") or info.get("LastModified") or info.get("Last-Modified") or ""
+    return None if info.get("size") is None else (int(info["size"]), str(tag))
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +119,7 @@ class CheckedScene:
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # per band, if resampled: how (ingest.warp)
     parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
     paths: dict[str, str] = field(default_factory=dict)  # per band: where the writes read it (CheckedFile.path)
-    stamps: dict[str, FileStamp] = field(default_factory=dict)  # per local band file: CheckedFile.stamp
+    stamps: dict[str, FileStamp] = field(default_factory=dict)  # per band read again from its href: CheckedFile.stamp
 
     @property
     def scene_id(self) -> str:
@@ -180,7 +193,7 @@ class CheckedFile:
     values: ValueMap
     converted: str | None  # why it is taken as linear power, None if it is not
     counts: _Counts
-    stamp: FileStamp | None = None  # a local file's, as it was before it was read (file_stamp)
+    stamp: FileStamp | None = None  # as it was before it was read (file_stamp); None for one read from the spool
 
 
 def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
@@ -191,7 +204,8 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     without decoding it). ``spool``: the folder where a remote file that passes is kept for the writes, as read
     (:mod:`ingest.spool`); None: they read it from its href again."""
     sid, href = scene.scene_id, scene.assets[band.name]
-    stamp = file_stamp(href)  # before the read: a file changed while it is read differs from it
+    spooled = spool is not None and is_remote(href)  # then the writes read the bytes read here: no stamp
+    stamp = None if spooled else file_stamp(href)  # before the read: a file changed while it is read differs
     data = _read_file(scene, band.name, href)
     if not data:  # GDAL would say "'driver' is required to read/write dataset"
         raise SceneReadError(sid, f"band {band.name} is an empty file ({href}, 0 bytes)")
@@ -215,8 +229,8 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     except (RasterioError, OSError, ValueError) as exc:
         raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
                                   f"{_gdal_reason(exc)}") from None
-    path = keep(spool, href, data, checksum) if spool is not None and is_remote(href) else href
-    return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts, stamp if path == href else None)
+    path = keep(spool, href, data, checksum) if spooled else href
+    return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts, stamp)
 
 
 def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, warp: bool = False,
@@ -337,7 +351,7 @@ def _any_warped_valid(spec: CubeSpec, tile: TileGrid, windows: dict[int, Window]
     says nothing of it (its data may all lie beyond the tile), so the tile window is warped as the writer will,
     band after band until one valid pixel is found: cheap for a scene with data on the tile, the whole window
     for one without."""
-    with rasterio.Env(**gdal_s3_config()):
+    with rasterio.Env(**gdal_source_config()):
         for band in spec.bands:
             with rasterio.open(gdal_path(paths[band.name])) as ds:
                 side = spec.chunks.shards(band.resolution)[1]

@@ -28,7 +28,7 @@ from zarr.storage import StorePath, WrapperStore
 from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_s3_config, read_bytes
+from cardcube.storage import gdal_path, gdal_source_config, read_bytes
 from cube.manifest import BlockManifest
 from cube.shard_reader import check_shard, values_checksum
 from cube.tile_arrays import sized_view
@@ -36,6 +36,7 @@ from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import DateSource, ShardWrite
 from ingest.sources import REFUSED_ADVICE, shown_href
+from ingest.spool import is_remote
 from ingest.validate import CheckedScene, file_checksum, file_stamp
 from ingest.values import ValueMap
 from ingest.warp import read_warped, valid_pixels
@@ -60,7 +61,7 @@ def write_shard(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence,
     ``hot_manifests``: the manifests of the committed hot slots among ``task.dates``, by slot, which their
     values are checked against before they move into a cold block (a slot missing here has none)."""
     manifests = hot_manifests or {}
-    with rasterio.Env(**gdal_s3_config()):  # sources on s3:// are read by GDAL, in byte ranges
+    with rasterio.Env(**gdal_source_config()):  # sources on s3:// are read by GDAL, in byte ranges
         return [s for band in spec.bands_at(task.resolution)
                 for s in _write_band(store, spec, task, band, fence, manifests)]
 
@@ -228,11 +229,12 @@ def _fill_from(scene: CheckedScene, shard: np.ndarray, task: ShardWrite, band: B
                              f"(this run commits nothing): {said}{refused}") from None
     # read: was it the file checked? its bytes, where its size or time changed (copied again unchanged)
     if band.name in scene.stamps and (now := file_stamp(path)) != scene.stamps[band.name] \
-            and file_checksum(path, now) != scene.checksums[band.name]:
-        raise SceneReadError(scene.scene_id, f"band {band.name} changed since it was checked ({shown_href(href)}: "
-                             "rewritten, or another file put in its place), so what would go in is not what was "
-                             "checked and hashed; this run commits nothing: run it again once the source folder is "
-                             "settled")
+            and (is_remote(path) or file_checksum(path, now) != scene.checksums[band.name]):
+        what = "changed since it was checked" if now is not None else \
+            "could not be looked up again to tell it is the file checked (gone, or its server no longer answers)"
+        raise SceneReadError(scene.scene_id, f"band {band.name} {what} ({shown_href(href)}: rewritten, or another "
+                             "file put in its place?), so what would go in may not be what was checked and hashed; "
+                             "this run commits nothing: run it again once the source is settled")
     if where_nodata:
         empty = ~valid_pixels(out, band)
         out[empty] = values[empty]

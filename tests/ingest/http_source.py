@@ -11,7 +11,8 @@ from contextlib import contextmanager
 
 # Serves the folder argv[1] with byte ranges (GDAL reads by ranges) and counts the body bytes sent per path,
 # answered at /__counts. With a folder argv[2]: once a file was sent whole (a check's read), it is served from
-# there, the same path under the other folder: a file replaced at the source after it was checked.
+# there, the same path under the other folder: a file replaced at the source after it was checked. Each answer has
+# an ETag, as a web server's or S3's has.
 COUNTING_SERVER = """
 import json, os, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,8 @@ class Counting(BaseHTTPRequestHandler):
             return self.answer(404, b"", {}, body)
         with open(local, "rb") as f:
             data = f.read()
-        size, status, headers = len(data), 200, {"Accept-Ranges": "bytes"}
+        size, status, stat = len(data), 200, os.stat(local)  # an ETag as nginx makes it: time and size
+        headers = {"Accept-Ranges": "bytes", "ETag": f'"{stat.st_mtime_ns:x}-{size:x}"'}
         if "Range" in self.headers:
             first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
             start, end = (size - int(last), size) if not first else (int(first), min(int(last or size), size - 1) + 1)

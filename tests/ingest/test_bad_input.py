@@ -415,13 +415,16 @@ import functools, sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 served = set()
 class Once(SimpleHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self, head=False):
         if self.path in served:
             self.send_error(403, "Server failed to authenticate the request")
             return
+        if head:  # the check's HEAD before its read: an expiry after the read, not before it
+            return super().do_HEAD()
         served.add(self.path)
         super().do_GET()
-    do_HEAD = do_GET
+    def do_HEAD(self):
+        self.do_GET(head=True)
     def log_message(self, *args):
         pass
 server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Once, directory=sys.argv[1]))

@@ -218,6 +218,43 @@ def test_band_files_behind_an_endpoint_that_does_not_answer_stop_the_run_and_com
     assert ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False).added == (feature["id"],)
 
 
+def test_without_the_spool_a_band_file_replaced_in_its_bucket_after_its_check_stops_the_run(
+        tiny_region, s3_bucket, tmp_path, monkeypatch):
+    """``spool=False``: the writes read the sources in the bucket again, by windows. A band file replaced by
+    another scene's between the checks and the writes stops the run, which commits nothing (it went in under the
+    checked file's sha256). Put back, it goes in, with its own pixels: GDAL kept the replaced file's bytes from
+    the first run in this process, and the second wrote them."""
+    from cardcube.errors import SceneReadError
+    from tests.ingest.scene_edits import asset_path
+
+    first, other = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    local = write_items(tiny_region.items, [first], "first.json")
+    same, replaced = asset_path(tiny_region.items, first, "B04"), asset_path(tiny_region.items, other, "B04")
+    client, key = s3_bucket.server.client(), f"cogs/{first['id']}/B04.tif"
+    for band in cube_spec("s2").bands:
+        name = f"cogs/{first['id']}/{band.name}.tif"
+        client.upload_file(str(asset_path(tiny_region.items, first, band.name)), s3_bucket.name, name)
+        first["assets"][band.name]["href"] = f"s3://{s3_bucket.name}/{name}"
+    items = write_items(tiny_region.items, [first], "s3-assets.json")
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+
+    def put_at_validated(path):
+        def at(step):
+            if step == "validated":
+                client.upload_file(str(path), s3_bucket.name, key)
+        return at
+
+    monkeypatch.setattr("ingest.job.checkpoint", put_at_validated(replaced))
+    with pytest.raises(SceneReadError, match=rf"band B04 changed since it was checked \(s3://{s3_bucket.name}/"):
+        ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False, spool=False)
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == []
+    client.upload_file(str(same), s3_bucket.name, key)
+    monkeypatch.setattr("ingest.job.checkpoint", put_at_validated(same))
+    assert ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False, spool=False).added == (first["id"],)
+    assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
+
+
 def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, tmp_path):
     """A new tile's groups and arrays are made in memory and stored at once: one PUT per object, the same
     objects as on a local folder, and no look-up of each array and its parents (860 requests for an S2 tile)."""
