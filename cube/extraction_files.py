@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
 from cardcube import __version__
-from cardcube.errors import CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import CommitConflictError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.query import parse_time_range
 from cardcube.storage import (
     StoreLike,
@@ -115,8 +115,11 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
             listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
             raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
                                       f"a new or empty --out, so that nothing of yours is overwritten")
-        write_json(out, MANIFEST, {**manifest, "complete": False})
-        return None
+        try:
+            write_json(out, MANIFEST, {**manifest, "complete": False}, create_only=True)
+            return None
+        except CommitConflictError:  # another run started into out a moment ago: compared with it below
+            old = read_json(out, MANIFEST)
     where = _where(out, old)
     _refuse_other_parameters(old, manifest, where)
     _refuse_another_cube(old, version, cube, where)

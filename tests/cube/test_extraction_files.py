@@ -62,3 +62,40 @@ def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_ne
     assert check_manifest(out, PARAMETERS, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
     finish_manifest(out, newer, time=None, status={"ok": 1})
     assert read_manifest(out)["updated_from"] == [1]
+
+
+def test_two_runs_started_together_into_one_empty_output_are_not_both_let_in(tmp_path, monkeypatch):
+    """Both found no manifest, and both wrote theirs (the last one stayed), so runs with other parameters wrote
+    their rows into one output. The manifest is created only if absent: the run that loses the race is compared
+    with the other's, as with any run found there."""
+    import threading
+
+    from zarr.storage import LocalStore
+
+    from cube import extraction_files
+
+    both_looked, listed = threading.Barrier(2, timeout=60), extraction_files.list_children
+
+    def list_children(store, prefix):  # each run has found no manifest when it lists the folder
+        both_looked.wait()
+        return listed(store, prefix)
+
+    monkeypatch.setattr(extraction_files, "list_children", list_children)
+    version, outcomes = _version(1, ["S2A_1"]), {}
+
+    def run(block):
+        try:
+            outcomes[block] = check_manifest(LocalStore(tmp_path), {**PARAMETERS, "block": block}, version,
+                                             time=None, update=False, cube=MemoryStore())
+        except InvalidRequestError as exc:
+            outcomes[block] = exc
+
+    runs = [threading.Thread(target=run, args=(block,)) for block in (256, 512)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join()
+    winner = read_json(LocalStore(tmp_path), MANIFEST)["block"]
+    loser = 512 if winner == 256 else 256
+    assert outcomes[winner] is None
+    assert isinstance(outcomes[loser], InvalidRequestError) and "with other block" in str(outcomes[loser])
