@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-data", help="working folder (default ./demo-data)")
     p.add_argument("--tiny", action="store_true", help="a tiny region (seconds instead of minutes)")
     p.add_argument("--seed", type=int, default=42, help="random seed of the synthetic region (default 42)")
-    p.add_argument("--fresh", action="store_true", help="delete the working folder first")
+    p.add_argument("--fresh", action="store_true", help="delete the working folder first (only one an earlier demo "
+                   "made: a folder holding other files is refused)")
     p.set_defaults(func=run)
 
 
@@ -77,13 +78,23 @@ def _split_items(items: Path, late: int) -> tuple[Path, Path]:
             write_features([f for f in features if f["id"] in later], items.parent / "items-later.json"))
 
 
-def _claim(out: Path, settings: dict) -> None:
-    """Record the demo's settings in ``out``; a folder holding another demo (another seed or size) is refused:
-    its cube would keep the other region's scenes while the steps read this one's parcels."""
+def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
+    """Record the demo's settings in ``out`` (emptied first if ``fresh``). Refused: a folder holding anything but
+    a demo, which ``--fresh`` would delete and the steps write into; and, unless ``fresh``, one holding another
+    demo (another seed or size), whose cube would keep the other region's scenes while the steps read this one's
+    parcels."""
     from cardcube.errors import InvalidRequestError
 
     mark = out / "demo.json"
-    if mark.exists() and json.loads(mark.read_text()) != settings:
+    if out.exists() and not out.is_dir():
+        raise InvalidRequestError(f"--out {out} is a file: give the demo a folder of its own (made if missing)")
+    if out.exists() and not mark.exists() and (held := sorted(p.name for p in out.iterdir())):
+        listed = ", ".join(held[:4]) + (" ..." if len(held) > 4 else "")
+        raise InvalidRequestError(f"{out} holds {listed} but no demo (demo.json): give --out a new or empty folder, "
+                                  "so that nothing of yours is deleted or overwritten")
+    if fresh and mark.exists():
+        shutil.rmtree(out)
+    elif mark.exists() and json.loads(mark.read_text()) != settings:
         raise InvalidRequestError(f"{out} holds the demo of {mark.read_text().strip()}, not {json.dumps(settings)}: "
                                   f"pass --fresh to replace it, or --out another folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -108,9 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ingest.job import ingest
 
     out = Path(args.out)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    _claim(out, {"seed": args.seed, "tiny": args.tiny})
+    _claim(out, {"seed": args.seed, "tiny": args.tiny}, fresh=args.fresh)
     started = time.perf_counter()
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 

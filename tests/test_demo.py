@@ -45,3 +45,29 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     other = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--seed", "7", "--out", str(out)],
                            capture_output=True, text=True, timeout=600, cwd=REPO)
     assert other.returncode == 2 and "pass --fresh to replace it" in other.stderr  # not mixed into seed 42's cube
+
+
+def test_a_folder_that_holds_no_demo_is_neither_deleted_nor_written_into(tmp_path, capsys):
+    """``--fresh --out DIR`` deleted DIR whatever it held (a typo away from a home folder or a checkout), and
+    without --fresh the steps wrote into it: both are refused now, and the folder is left as it was."""
+    from cardcube.cli import main
+
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("four years")
+    for fresh in ([], ["--fresh"]):
+        assert main(["demo", "--tiny", "--out", str(mine), *fresh]) == 2
+        assert f"{mine} holds thesis.txt but no demo (demo.json): give --out a new or empty folder" in \
+            capsys.readouterr().err
+        assert [p.name for p in mine.iterdir()] == ["thesis.txt"] and (mine / "thesis.txt").read_text()
+    assert main(["demo", "--tiny", "--out", str(mine / "thesis.txt")]) == 2
+    assert "is a file: give the demo a folder of its own" in capsys.readouterr().err
+    from cardcube.demo import _claim
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "demo.json").write_text('{"seed": 7, "tiny": true}')
+    (earlier / "flags.csv").write_text("")
+    _claim(earlier, {"seed": 42, "tiny": True}, fresh=True)  # an earlier demo's folder: emptied, then claimed
+    assert [p.name for p in earlier.iterdir()] == ["demo.json"]
+    assert (earlier / "demo.json").read_text() == '{"seed": 42, "tiny": true}'
