@@ -8,6 +8,7 @@ sweep (:mod:`benchmarks.sweep`). The result is a plain dict (the raw JSON of the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import platform
@@ -158,6 +159,7 @@ def environment() -> dict[str, Any]:
 def run(cfg: BenchConfig, work: Path, *, region: SynthResult | None = None, log: Log = print) -> dict[str, Any]:
     """Run everything ``cfg`` asks for in the scratch folder ``work``; the raw results. ``region``: an
     already generated synthetic region to use instead of generating one of ``cfg.size_km``."""
+    work = work.absolute()  # items name their files by absolute paths, and odc-stac needs absolute roots
     fix_allocator()
     started = time.perf_counter()
     phases: dict[str, float] = {}
@@ -171,6 +173,7 @@ def run(cfg: BenchConfig, work: Path, *, region: SynthResult | None = None, log:
     if region is None:
         log(f"generating a {cfg.size_km:g} x {cfg.size_km:g} km region ...")
         region = generate(work / "source", SynthConfig.demo(size_m=cfg.size_km * 1000, seed=cfg.seed))
+    region = dataclasses.replace(region, out_dir=region.out_dir.absolute())
     t = phase("generate", t)
     workload = Workload.prepare(region, work / "items", appends=cfg.appends, bands=cfg.bands)
     wanted = [PATTERNS[k] for k in (cfg.patterns or PATTERNS)]

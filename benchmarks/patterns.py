@@ -136,7 +136,7 @@ class Workload:
 
 def _absolute(feature: dict, root: Path) -> dict:
     """``feature`` with its asset hrefs made absolute paths under ``root``."""
-    assets = {k: {**a, "href": str(root / a["href"])} for k, a in feature["assets"].items()}
+    assets = {k: {**a, "href": str(root.absolute() / a["href"])} for k, a in feature["assets"].items()}
     return {**feature, "assets": assets}
 
 
@@ -291,6 +291,12 @@ def _extract_layers(w: Workload, cube: Path) -> None:
 
 
 def _ingest_result(res: Any) -> dict[str, Any]:
+    """The figures of a measured ingest; a scene rejected fails the cell (timed, it measured a run that read next
+    to nothing: a relative --work once made every band file "not found")."""
+    if res.rejected:
+        first = res.rejected[0]
+        raise RuntimeError(f"the measured ingest rejected {len(res.rejected)} scene(s), so its figures measure no "
+                           f"real run: {first.scene_id}: {first.reason}")
     return {"checksum": float(len(res.added)), "scenes": len(res.added), "bytes_new_data": res.bytes_new_data,
             "bytes_written_store": res.bytes_written, "write_amplification": res.write_amplification}
 

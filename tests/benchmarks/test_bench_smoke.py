@@ -10,6 +10,7 @@ section are checked on made-up figures (its reads are the same cells as above).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -26,7 +27,11 @@ def bench(tiny_region, tmp_path_factory):
     cfg = BenchConfig(size="tiny", size_km=2.0, reps=1, min_reps=1, latencies_ms=(5.0,),
                       patterns=("parcel-small", "chip-1", "ingest", "append"), ingest_tiers=("folder",),
                       append_tiers=("folder",), appends=1, sweep=(), out=out, date="smoke")
-    results = harness.run(cfg, tmp_path_factory.mktemp("bench-work"), region=tiny_region, log=lambda _: None)
+    work, here = tmp_path_factory.mktemp("bench-work"), tmp_path_factory.getbasetemp()
+    region = replace(tiny_region, out_dir=tiny_region.out_dir.relative_to(here))
+    with pytest.MonkeyPatch.context() as patch:  # relative folders, as typed: the COG readers got them relative
+        patch.chdir(here)
+        results = harness.run(cfg, work.relative_to(here), region=region, log=lambda _: None)
     path = report.write(results, cfg.report_dir)
     return results, path
 
