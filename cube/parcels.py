@@ -307,6 +307,9 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
                               f"(Python: id_column=)")
+    if not isinstance(frame, gpd.GeoDataFrame):  # a table without geometry (a CSV export of the register)
+        raise ParcelFileError(f"{name} has no geometry column: give the parcels with their geometries (GeoParquet, "
+                              f"GeoPackage, GeoJSON)")
     if frame.crs is None:  # refused later as "set one with GeoDataFrame.set_crs", naming no file: no help on the CLI
         raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
                               f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "

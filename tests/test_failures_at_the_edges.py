@@ -137,6 +137,9 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
     pd.DataFrame({"parcel_id": ["a"], "rain_mm": [3.0]}).to_parquet(tmp_path / "weather.parquet")
     with pytest.raises(ParcelFileError, match=r"weather\.parquet is not a GeoParquet file \(no geometry column\)"):
         read_parcels(tmp_path / "weather.parquet")
+    pd.DataFrame({"parcel_id": ["a"], "crop_code": [259]}).to_csv(tmp_path / "register.csv", index=False)
+    with pytest.raises(ParcelFileError, match=r"register\.csv has no geometry column: give the parcels with their "):
+        read_parcels(tmp_path / "register.csv")  # an AttributeError ('DataFrame' object has no attribute 'crs')
 
 
 def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
