@@ -45,7 +45,8 @@ def _statistics_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", default=None, help="comma-separated statistics: mean, std, min, max, median and any "
                    "percentile pNN (default: mean,std,min,max,p25,median,p75); count and masked are always written")
     p.add_argument("--buffer", type=number("a number of metres"), default=-5.0,
-                   help="inward buffer in metres (default -5)")
+                   help="metres the parcel is grown (> 0) or shrunk (< 0) before its pixels are chosen, -100 to "
+                   "100 (default -5: half a 10 m pixel inwards, off the field's edge)")
     p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
     p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
 

@@ -24,19 +24,24 @@ from shapely.geometry.base import BaseGeometry
 from cardcube.errors import InvalidRequestError
 
 DEFAULT_BUFFER = -5.0  # metres; half a 10 m pixel inwards
+MAX_BUFFER = 100.0  # metres a parcel may be grown or shrunk by (a field's edge is a few metres)
 
-__all__ = ["DEFAULT_BUFFER", "buffered", "check_buffer", "label_pixels", "parcel_pixels", "window_for"]
+__all__ = ["DEFAULT_BUFFER", "MAX_BUFFER", "buffered", "check_buffer", "label_pixels", "parcel_pixels", "window_for"]
 
 
 def check_buffer(buffer: float) -> float:
-    """``buffer`` as a float, refused unless it is a finite number of metres (NaN and infinities buffer no
-    parcel: shapely returns no geometry for NaN and raises for infinities)."""
+    """``buffer`` as a float, refused unless it is a finite number of metres within :data:`MAX_BUFFER` (NaN and
+    infinities buffer no parcel: shapely returns no geometry for NaN and raises for infinities; 100 km grew every
+    parcel's window to its whole tile, and gigabytes of masks were built before any limit was checked)."""
     try:
         value = float(buffer)
     except (TypeError, ValueError):
         raise InvalidRequestError(f"buffer {buffer!r} is not a number of metres") from None
     if not math.isfinite(value):
         raise InvalidRequestError(f"buffer {buffer!r}: give a finite number of metres (default {DEFAULT_BUFFER:g})")
+    if abs(value) > MAX_BUFFER:
+        raise InvalidRequestError(f"buffer {value:g} m: give -{MAX_BUFFER:g} to {MAX_BUFFER:g} metres (default "
+                                  f"{DEFAULT_BUFFER:g}; it moves a parcel's edge, which is a few metres wide)")
     return value
 
 

@@ -110,7 +110,7 @@ from cube.chips import (
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
-from cube.membership import DEFAULT_BUFFER
+from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
@@ -124,7 +124,6 @@ MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 v
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
-MAX_BUFFER = 100.0  # metres a request may buffer a parcel by, either way (a field's edge is a few metres)
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]

@@ -98,13 +98,20 @@ def cube_dataset(ds: Any) -> xr.Dataset:
     return ds
 
 
-def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool
+def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool,
+             max_pixels: int | None = None
              ) -> tuple[list[tuple[Any, tuple[slice, slice], np.ndarray]], list[ParcelStatus]]:
-    """Each parcel's window and pixel mask on ``geobox``, and the status of every parcel."""
+    """Each parcel's window and pixel mask on ``geobox``, and the status of every parcel; refused if the windows
+    hold more than ``max_pixels`` pixels, before any mask is made (each is as large as its window)."""
+    windows = [(pid, geom, window_for(geom, geobox, buffer=buffer)) for pid, geom in ps]
+    pixels = sum((w[0].stop - w[0].start) * (w[1].stop - w[1].start) for *_, w in windows if w)
+    if max_pixels is not None and pixels > max_pixels:  # memory grows with pixels even for one date (~50 B each)
+        raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels (limit {max_pixels:,}: some "
+                                   f"{max_pixels * 1e-4 * abs(geobox.resolution.x) ** 2:,.0f} ha); query a field or "
+                                   f"a farm, or run cardcube extract for a territory")
     extent = box(*geobox.boundingbox)
     found, status = [], []
-    for pid, geom in ps:
-        win = window_for(geom, geobox, buffer=buffer)
+    for pid, geom, win in windows:
         mask = parcel_pixels(geom, geobox[win], buffer=buffer, all_touched=all_touched) if win else None
         if mask is not None and mask.any():
             found.append((pid, win, mask))
@@ -136,15 +143,12 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
                   mask: Sequence[int] | None, buffer: float, all_touched: bool, histogram: bool,
                   max_bytes: float, max_pixels: int | None) -> tuple[list[pd.DataFrame], list[ParcelStatus]]:
     geobox = dataset_geobox(ds)
-    found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched)
+    found, status = _members(ps.to_crs(geobox.crs), geobox, buffer=buffer, all_touched=all_touched,
+                             max_pixels=max_pixels)
     if not found:
         return [], status
     names = [b for b in stored_bands(bands, list(ds.data_vars), scl=mask is not None or histogram) if b in ds]
     pixels = sum(int(m.size) for _, _, m in found)
-    if max_pixels is not None and pixels > max_pixels:  # memory grows with pixels even for one date (~50 B each)
-        raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels (limit {max_pixels:,}: some "
-                                   f"{max_pixels * 1e-4 * ds.rio.resolution()[0] ** 2:,.0f} ha); query a field or a "
-                                   f"farm, or run cardcube extract for a territory")
     size = pixels * ds.sizes["time"] * sum(ds[n].dtype.itemsize for n in names)
     if size > max_bytes:
         raise RequestTooLargeError(f"the parcels' windows hold {pixels:,} pixels x {ds.sizes['time']} dates x "

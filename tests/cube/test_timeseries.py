@@ -16,6 +16,7 @@ from cardcube.errors import (
     ParcelNotFoundError,
     ParcelOutsideCubeError,
     ParcelTooSmallError,
+    RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
@@ -97,6 +98,28 @@ def test_a_positive_buffer_keeps_every_pixel_it_reaches(tiny_cube, parcels, samp
     together = parcel_timeseries(tiny_cube, parcels, bands=["B04"], buffer=buffer)
     alone = parcel_timeseries(tiny_cube, sample, bands=["B04"], buffer=buffer)
     pd.testing.assert_frame_equal(together[together.parcel_id.isin(sample.parcel_id)].reset_index(drop=True), alone)
+
+
+def test_a_buffer_of_kilometres_is_refused_and_too_many_pixels_before_any_mask_is_made(tiny_cube, parcels, tiny_region,
+                                                                                        monkeypatch, capsys, tmp_path):
+    """``--buffer 100000`` over the tiny region's parcels ran for minutes and gigabytes (each parcel's mask grew to
+    its whole tile, and the pixel limit was checked once every mask was made): a buffer is bounded as the REST
+    service bounds it, and the limit is checked on the windows, before any mask."""
+    from cardcube.cli import main
+    from cube import timeseries
+    from cube.membership import MAX_BUFFER
+
+    for buffer in (MAX_BUFFER + 1, -1e5):
+        with pytest.raises(InvalidRequestError, match=rf"buffer {buffer:g} m: give -100 to 100 metres"):
+            parcel_timeseries(tiny_cube, parcels, bands=["B04"], buffer=buffer)
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04",
+                 "--buffer", "100000", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "buffer 100000 m: give -100 to 100 metres" in capsys.readouterr().err
+    masks = []
+    monkeypatch.setattr(timeseries, "parcel_pixels", lambda *a, **k: masks.append(a) or np.ones((1, 1), bool))
+    with pytest.raises(RequestTooLargeError, match=r"the parcels' windows hold [\d,]+ pixels \(limit 1,000: "):
+        parcel_timeseries(tiny_cube, parcels, bands=["B04"], buffer=MAX_BUFFER, max_pixels=1000)
+    assert masks == []
 
 
 def test_scl_histogram_counts_every_parcel_pixel(tiny_cube, sample):
