@@ -561,14 +561,54 @@ async def _no_such_bucket(fs: Any, bucket: str) -> bool:
 
 
 def delete_key(store: Store, key: str) -> None:
-    with _failures(f"delete {key} from", store):
-        sync(store.delete(key))
+    """Delete one object (none there: nothing to do); :class:`StoreError` if the store does not."""
+    _delete(store, key, prefix=False)
 
 
 def delete_prefix(store: Store, prefix: str) -> None:
-    """Delete every key under ``prefix`` (batched deletes on S3)."""
-    with _failures(f"delete {prefix} from", store):
-        sync(store.delete_dir(prefix))
+    """Delete every key under ``prefix`` (batched deletes on S3); :class:`StoreError` if one stays."""
+    _delete(store, prefix, prefix=True)
+
+
+_DELETE_TRIES = 4  # a key S3 fails with a transient error is deleted again, this many times in all
+_TRANSIENT = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
+
+
+def _delete(store: Store, key: str, *, prefix: bool) -> None:
+    inner = _innermost(store)
+    with _failures(f"delete {key} from", store):
+        if isinstance(inner, FsspecStore) and "s3" in (inner.fs.protocol or ()):
+            inner._check_writable()
+            sync(_s3_delete(inner, key, prefix=prefix))
+        else:
+            sync(store.delete_dir(key) if prefix else store.delete(key))
+
+
+async def _s3_delete(store: FsspecStore, key: str, *, prefix: bool) -> None:
+    """Delete ``key`` (or every object under it) from an S3 store, reading the answer: S3 refuses or fails keys of
+    a DeleteObjects one by one, in an HTTP 200 answer, which s3fs (and so zarr) leaves unread, so that a refused
+    delete (a bucket policy, Object Lock) or a failed one (InternalError) passed for done, and a killed run's
+    leftovers were read as the next run's date. Transient errors are tried again; the others raise."""
+    fs, path = store.fs, f"{store.path.rstrip('/')}/{key}"
+    bucket = path.split("/")[0]
+    names = [p.partition("/")[2] for p in await fs._find(path)] if prefix else [path.partition("/")[2]]
+    for attempt in range(_DELETE_TRIES):
+        errors = []
+        for start in range(0, len(names), 1000):  # S3's most keys per request
+            answer = await fs._call_s3("delete_objects", Bucket=bucket, Delete={
+                "Objects": [{"Key": name} for name in names[start:start + 1000]], "Quiet": True})
+            errors += answer.get("Errors", [])
+        names = [e["Key"] for e in errors if e.get("Code") in _TRANSIENT]
+        if not names or len(names) < len(errors) or attempt == _DELETE_TRIES - 1:
+            break
+        await asyncio.sleep(0.1 * 4**attempt)
+    fs.invalidate_cache(path)
+    if errors:
+        first = errors[0]
+        raise StoreError(f"S3 did not delete {len(errors)} object(s) under {store_url(store)}, among them "
+                         f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')} (a bucket policy or "
+                         f"Object Lock refusing deletes, or a fault of the store); what this command does after "
+                         f"the delete was not done")
 
 
 class RequestCounts:

@@ -111,3 +111,29 @@ def test_credentials_that_may_only_list_a_prefix_see_an_empty_listing_not_a_miss
     store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
     s3_proxy.fail_next(4, status=403, code="AccessDenied", methods=["HEAD", "GET"])  # not LIST
     assert list_children(store, "_parcels") == []
+
+
+def test_a_delete_s3_refuses_or_fails_key_by_key_raises_and_a_transient_failure_is_tried_again(s3_bucket, s3_proxy):
+    """S3 answers a DeleteObjects with HTTP 200 and an error per key it refuses (a bucket policy, Object Lock) or
+    fails (InternalError); s3fs, and so zarr, left those unread, and every delete of cardcube passed for done (an
+    expire went on to delete the data of a version whose record stayed; a killed run's leftovers were read as the
+    next run's date)."""
+    from cardcube.errors import StoreError
+    from cardcube.storage import delete_key, delete_prefix, list_keys, write_bytes
+
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    for key in ("p/a", "p/b/1", "p/c", "q"):
+        write_bytes(store, key, b"x")
+    s3_proxy.refuse_deletes("p/b/")
+    with pytest.raises(StoreError, match=r"S3 did not delete 1 object\(s\) under s3://.*, among them "
+                                         r"cube/p/b/1: AccessDenied"):
+        delete_prefix(store, "p")
+    assert list_keys(store, "") == ["p/b/1", "q"]  # the others went
+    s3_proxy.refuse_deletes("q", code="AccessDenied")
+    with pytest.raises(StoreError, match="cube/q: AccessDenied"):
+        delete_key(store, "q")
+    s3_proxy.refuse_deletes("cube/", code="InternalError", times=2)  # failed twice, deleted the third time
+    delete_prefix(store, "p")
+    delete_key(store, "q")
+    assert list_keys(store, "") == [] and s3_proxy.refused == ["cube/p/b/1", "cube/q", *["cube/p/b/1"] * 2]
+    delete_key(store, "nothing-there")  # as on a folder: nothing to do

@@ -12,6 +12,8 @@ decompression either way) — and on the way:
   requests) or :meth:`S3Proxy.fail_randomly` (a seeded probability). The body is a proper S3
   ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
   retryable exactly as they would treat AWS;
+* refuses chosen keys of multi-object deletes as S3 does, with an error per key in an HTTP 200 answer
+  (:meth:`S3Proxy.refuse_deletes`): a bucket policy or Object Lock, or a transient fault of some keys;
 * holds back matching requests until told to let them go (:meth:`S3Proxy.hold`): a write that is slow to land;
 * counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket), body bytes each
   way and the most requests waiting for their answer at once, as seen on the wire (server side), in :class:`ProxyStats`.
@@ -26,6 +28,7 @@ import asyncio
 import random
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +40,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from cardcube.testing.s3server import s3fs_options
+from cardcube.testing.s3server import s3_client, s3fs_options
 
 __all__ = ["KINDS", "Fault", "ProxyConfig", "ProxyStats", "Requests", "S3Proxy", "start_s3_proxy"]
 
@@ -172,6 +175,8 @@ class S3Proxy:
         self._in_flight = self._peak_in_flight = 0
         self._seq = 0
         self._hold: tuple[Requests, asyncio.Event] | None = None
+        self._refusal: tuple[str, str, int | None] | None = None  # refuse_deletes: key part, code, times left
+        self.refused: list[str] = []  # the keys of deletes refused so far
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -299,10 +304,31 @@ class S3Proxy:
             self._random = (probability, Fault(status, code, Requests(_kinds(methods), path_contains)),
                             random.Random(seed))
 
+    def refuse_deletes(self, key_contains: str, *, code: str = "AccessDenied", times: int | None = None) -> None:
+        """Refuse to delete the keys holding ``key_contains`` in multi-object deletes (DeleteObjects, which s3fs
+        sends for every delete) as S3 does: HTTP 200, with an ``<Error>`` of ``code`` per refused key; the first
+        ``times`` keys (all if None). The other keys of each request are deleted upstream. ``AccessDenied``: a bucket
+        policy or Object Lock; ``InternalError``, ``SlowDown``: faults a client is to try again."""
+        with self._lock:
+            self._refusal = (key_contains, code, times)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._pending.clear()
             self._random = None
+            self._refusal = None
+
+    def _refused(self, keys: list[str]) -> tuple[list[str], str]:
+        """Which of a delete's ``keys`` :meth:`refuse_deletes` refuses, and with what code."""
+        with self._lock:
+            if self._refusal is None:
+                return [], ""
+            part, code, left = self._refusal
+            refused = [k for k in keys if part in k][:left]
+            if left is not None:
+                self._refusal = (part, code, left - len(refused))
+            self.refused.extend(refused)
+            return refused, code
 
     def _take_fault(self, kind: str, path: str) -> Fault | None:
         for i, fault in enumerate(self._pending):
@@ -410,7 +436,28 @@ class S3Proxy:
         if fault is not None:
             answer()
             return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")
+        if kind == "POST" and "delete" in request.query and self._refusal is not None:
+            return await self._delete_refusing(request, body, answer)
         return await self._forward(request, body, config, answer)
+
+    async def _delete_refusing(self, request: web.Request, body: bytes, answer: Callable[[], None]
+                               ) -> web.StreamResponse:
+        """A DeleteObjects under :meth:`refuse_deletes`: its other keys deleted upstream by a request of the proxy's
+        own (the client's is signed for its body), an error per refused key."""
+        bucket = request.path.strip("/").split("/")[0]
+        keys = [e.text or "" for e in ET.fromstring(body).iter() if e.tag.rpartition("}")[2] == "Key"]
+        refused, code = self._refused(keys)
+        if others := [{"Key": k} for k in keys if k not in refused]:
+            await asyncio.to_thread(s3_client(self.upstream_url).delete_objects, Bucket=bucket,
+                                    Delete={"Objects": others, "Quiet": True})
+        errors = "".join(f"<Error><Key>{escape(k)}</Key><Code>{escape(code)}</Code><Message>"
+                         f"{escape(_MESSAGES.get(code, 'Refused by cardcube.testing.s3proxy.'))}</Message></Error>"
+                         for k in refused)
+        payload = ('<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="http://s3.amazonaws.com/doc/'
+                   f'2006-03-01/">{errors}</DeleteResult>').encode()
+        self._count_response(200, len(payload))
+        answer()
+        return web.Response(status=200, body=payload, content_type="application/xml")
 
     async def _reply_fault(self, request: web.Request, fault: Fault, request_id: str) -> web.StreamResponse:
         payload = b"" if request.method == "HEAD" else fault.body(request_id)

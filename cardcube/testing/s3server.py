@@ -24,12 +24,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "s3fs_options", "start_s3_server"]
+__all__ = ["ACCESS_KEY", "REGION", "SECRET_KEY", "S3Server", "s3_client", "s3fs_options", "start_s3_server"]
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 REGION = "us-east-1"
 _PORT_PREFIX = "CARDCUBE_S3SERVER_PORT "
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client for the test server (or a proxy in front of it) at ``endpoint_url``."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY)
 
 
 def s3fs_options(
@@ -90,15 +98,7 @@ class S3Server:
 
     def client(self, endpoint_url: str | None = None) -> Any:
         """A boto3 S3 client for this server (or for a proxy in front of it)."""
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
+        return s3_client(endpoint_url or self.endpoint_url)
 
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name``; returns its ``s3://`` URL."""

@@ -344,6 +344,34 @@ def test_expire_on_s3(appended_cube, s3_bucket):
     assert [k for k in keys if layout.version_of_key(k) is not None] == [f"cube/{layout.ledger_key('s2', 9)}"]
 
 
+def test_expire_on_s3_stops_at_a_record_s3_refuses_to_delete_and_every_version_stays_readable(appended_cube,
+                                                                                               s3_bucket, s3_proxy):
+    """S3 refusing a ledger record's delete (a bucket policy, Object Lock) in its HTTP 200 answer: expire said
+    "expired 1 version(s)", and deleted the hot slots the version still listed reads. It stops now, having
+    deleted no data; a transient failure of the delete is tried again."""
+    import s3fs
+
+    from cardcube.errors import StoreError
+
+    s3fs.S3FileSystem(**s3_bucket.storage_options()).put(str(appended_cube) + "/", f"{s3_bucket.name}/cube/",
+                                                          recursive=True)
+    url, opts = s3_bucket.url_for("cube"), s3_proxy.storage_options()
+    read = lambda v: open_cube(url, bands=["B04"], decode=False, storage_options=opts, as_of=v,  # noqa: E731
+                               chunks="window").compute().drop_attrs()
+    versions = committed_versions(open_store(url, storage_options=opts), "s2")
+    before = {v: read(v) for v in versions}
+    s3_proxy.refuse_deletes("/_ledger/")
+    with pytest.raises(StoreError, match=r"S3 did not delete 1 object\(s\) .* among them cube/s2/_ledger/v0*1\.json: "
+                                         r"AccessDenied"):
+        expire(url, older_than=EVERYTHING, storage_options=opts)
+    assert committed_versions(open_store(url, storage_options=opts), "s2") == versions
+    for v in versions:
+        xr.testing.assert_identical(read(v), before[v])
+    s3_proxy.refuse_deletes("/_ledger/", code="SlowDown", times=1)
+    assert len(expire(url, older_than=EVERYTHING, storage_options=opts).expired) == len(versions) - 1
+    xr.testing.assert_identical(read(None), before[versions[-1]])
+
+
 def test_asking_for_an_expired_or_future_version_says_which_versions_there_are(cube):
     latest = committed_versions(open_store(cube), "s2")[-1]
     expire(cube, older_than=EVERYTHING)
