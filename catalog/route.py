@@ -24,7 +24,7 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
-from cardcube.storage import StoreLike, open_store, read_json, read_json_many
+from cardcube.storage import StoreLike, list_children, open_store, read_json, read_json_many
 from catalog import keys
 from catalog.build import VERSION_FIELD
 from catalog.io import StoreStacIO, store_base
@@ -103,6 +103,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     coll_key = keys.collection_key(collection)
     doc = read_json(store, coll_key)
     if doc is None:
+        list_children(store, "")  # a missing bucket says so (a key of one reads as None)
         raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
                                 f"'cardcube catalog build' writes it from the ledger)")
     if not isinstance(doc, dict) or doc.get("type") != "Collection":  # "{}" listed no tile: "no tile matches"

@@ -391,7 +391,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _layers(args: argparse.Namespace) -> int:
     from cardcube.errors import CubeNotFoundError, InvalidRequestError
     from cardcube.option_types import parse_age
-    from cardcube.storage import open_store, refuse_file, store_url
+    from cardcube.storage import list_children, open_store, refuse_file, store_url
     from cube.parcel_layer import prune_layers, stored_layers
 
     if args.dry_run and args.prune is None:
@@ -403,6 +403,9 @@ def _layers(args: argparse.Namespace) -> int:
     except CubeNotFoundError:  # not "no cube": the URL may be the extractions' --layers location
         raise InvalidRequestError(f"nothing at {args.store}: the folder does not exist (give the cube, or the "
                                   "--layers location of cardcube extract)") from None
+    if store_url(store).startswith("s3://") and not list_children(store, ""):  # a prefix exists by its objects
+        raise InvalidRequestError(f"nothing at {store_url(store)}: no object under that prefix (give the cube, or "
+                                  "the --layers location of cardcube extract)")
     if unused_for is not None:
         result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)
         print(json.dumps(result.to_dict()) if args.json else result.summary())

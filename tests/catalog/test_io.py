@@ -57,6 +57,17 @@ def test_catalog_on_s3(s3_bucket):
                                        crs="EPSG:32631")] == ["31UFU", "31UGU"]
 
 
+@pytest.mark.s3
+def test_finding_tiles_in_a_bucket_that_does_not_exist_says_so(s3_bucket):
+    """It said the catalog was missing and to run 'cardcube catalog build', which then said the bucket does not
+    exist."""
+    from cardcube.errors import StoreError
+
+    store = open_store(f"s3://{s3_bucket.name}-missing/cube", storage_options=s3_bucket.storage_options())
+    with pytest.raises(StoreError, match=rf"the bucket {s3_bucket.name}-missing does not exist"):
+        find_tiles(store, "s2")
+
+
 def test_a_store_made_with_a_relative_path_writes_its_catalog(tmp_path, monkeypatch):
     """ingest() into LocalStore("relstore") committed the version, then raised "catalog href ... is outside the
     cube at relstore", leaving the cube without a catalog (and broke the benchmarks' relative --work)."""

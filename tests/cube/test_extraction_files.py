@@ -99,3 +99,13 @@ def test_two_runs_started_together_into_one_empty_output_are_not_both_let_in(tmp
     loser = 512 if winner == 256 else 256
     assert outcomes[winner] is None
     assert isinstance(outcomes[loser], InvalidRequestError) and "with other block" in str(outcomes[loser])
+
+
+def test_an_output_prefix_that_is_an_object_on_s3_is_named_so(s3_bucket):
+    """``--out s3://bucket/results`` where ``results`` is an object: "... holds  but no extraction", no name."""
+    from cardcube.storage import open_store
+
+    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="results", Body=b"a report")
+    out = open_store(s3_bucket.url_for("results"), storage_options=s3_bucket.storage_options())
+    with pytest.raises(InvalidRequestError, match=rf"s3://{s3_bucket.name}/results is an object, not a prefix: give "):
+        check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=MemoryStore())

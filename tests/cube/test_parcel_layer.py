@@ -229,3 +229,18 @@ def test_on_s3_and_through_credentials_that_may_only_read(cube, parcels, tmp_pat
     result = prune_layers(open_store(url, storage_options=writer), unused_for=timedelta(0))
     assert [x.digest for x in result.deleted] == [layer.digest]
     assert not fs.exists(f"{s3_bucket.name}/cube/{layer.prefix}") and fs.exists(f"{s3_bucket.name}/cube/s2")
+
+
+def test_on_s3_a_prefix_holding_nothing_is_refused_not_listed_as_no_layers(s3_bucket, capsys, monkeypatch):
+    """``layers s3://bucket/cueb`` (a typo) said "0" and ``--prune`` "deleted 0", exit 0, where a missing folder
+    is refused: a scheduled prune with a wrong URL reported success for ever."""
+    from cardcube.storage import write_bytes
+
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    write_bytes(open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options()), "s2/x", b"")
+    for prune in ([], ["--prune", "30d"]):
+        assert main(["layers", s3_bucket.url_for("cueb"), *prune]) == 2
+        assert f"nothing at {s3_bucket.url_for('cueb')}: no object under that prefix" in capsys.readouterr().err
+    assert main(["layers", s3_bucket.url_for("cube")]) == 0
+    assert f"label layers at {s3_bucket.url_for('cube')}: 0" in capsys.readouterr().out
