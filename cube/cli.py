@@ -77,7 +77,7 @@ def _local_out(out: str, what: str) -> Path:
 def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") -> Path:
     """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv,
     and neither it nor its ``sidecar`` (a suffix: ``.json``) one of the command's ``inputs`` (option: path), which
-    the output would replace."""
+    the output would replace; an existing file only if it is an earlier output (its sidecar beside it)."""
     from cardcube.errors import InvalidRequestError
 
     path = _local_out(out, "file name ending .parquet or .csv")
@@ -85,6 +85,10 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
         raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
+    if sidecar and path.is_file() and not Path(f"{path}{sidecar}").is_file():
+        raise InvalidRequestError(f"--out {out} exists, and is no earlier output of cardcube (none has its "
+                                  f"{path.name}{sidecar} beside it), which would be replaced: give a new name, or "
+                                  f"delete it first")
     written = {path.resolve(), Path(f"{path}{sidecar}").resolve()}
     for option, given in inputs.items():
         if not given or "://" in given:
@@ -121,7 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ids", nargs="*", help="parcel ids from --parcels (default: all of them)")
     p.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="the parcel containing this point")
     _statistics_options(p)
-    p.add_argument("--out", required=True, help="output .csv or .parquet")
+    p.add_argument("--out", required=True, help="output .csv or .parquet, with OUT.json beside it recording the "
+                   "query (an earlier output is replaced; another file of that name is refused)")
     p.set_defaults(func=_timeseries)
 
     c = sub.add_parser("chip", help="PNG/GeoTIFF chips and a season contact sheet of a parcel or point",
@@ -208,7 +213,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--rules", help="JSON file of marker thresholds to change (fields of MarkerRules, e.g. "
                    '{"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}); the others keep their defaults')
     f.add_argument("--out", required=True, help="output .csv or .parquet; beside it, OUT.json records the rules "
-                   "and inputs, so the flags can be reproduced")
+                   "and inputs, so the flags can be reproduced (an earlier output is replaced; another file of that "
+                   "name is refused)")
     f.set_defaults(func=_flag)
 
     s = sub.add_parser("serve", help="the REST service: parcel time series and chips over HTTP",

@@ -52,6 +52,8 @@ def test_timeseries_cli_over_many_parcels_points_to_extract(tiny_cube, tiny_regi
     ids = list(gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[:3])
     assert main([*command[:5], *ids, *command[5:], "--out", str(tmp_path / "few.csv")]) == 0
     assert "cardcube extract" not in capsys.readouterr().err
+    assert main([*command[:5], *ids[:1], *command[5:], "--out", str(tmp_path / "few.csv")]) == 0  # an earlier output
+    assert set(pd.read_csv(tmp_path / "few.csv").parcel_id) == {ids[0]}  # replaced
 
 
 def test_timeseries_cli_says_when_no_date_falls_in_the_time_range(tiny_cube, tiny_region, tmp_path, capsys):
@@ -321,6 +323,7 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
     cube = ["--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels)]
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.png").write_bytes(b"")
+    (tmp_path / "folder" / "weather.csv").write_text("day,rain_mm\n")  # no output of cardcube: not replaced
     refused = {
         ("timeseries", *cube, pid, "--out", str(tmp_path / "folder")): "is a folder: give a file name ending .parquet",
         ("timeseries", *cube, pid, "--out", str(tmp_path / "s.txt")): "give a file name ending .parquet or .csv",
@@ -356,6 +359,11 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
             "would overwrite the input --parcels p.parquet",
         ("timeseries", "--cube", str(tiny_cube), "--parcels", "p.csv.json", "--out", str(tmp_path / "p.csv")):
             "would overwrite the input --parcels p.csv.json",  # with its record, OUT.json
+        ("timeseries", *cube, pid, "--out", str(tmp_path / "folder" / "weather.csv")):
+            f"--out {tmp_path / 'folder' / 'weather.csv'} exists, and is no earlier output of cardcube (none has its "
+            "weather.csv.json beside it), which would be replaced: give a new name, or delete it first",
+        ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--out",
+         str(tmp_path / "folder" / "weather.csv")): "exists, and is no earlier output of cardcube",
         # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
         # the parcels of the file a chip was given without an id
         ("timeseries", "--cube", str(tiny_cube), "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):
