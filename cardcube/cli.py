@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     quiet_rasterio_threads()
+    command = " ".join(filter(None, (args.command, getattr(args, "verb", None))))  # as argparse names it
     try:
         with _sigterm_unwinds():
             code = int(args.func(args) or 0)
@@ -117,20 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CardcubeError as exc:
         if args.verbose:
             raise
-        print(f"cardcube {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cardcube {command}: error: {exc}", file=sys.stderr)
         if isinstance(exc.__cause__, KeyboardInterrupt):  # stopped, then something to say (writes still running)
             return 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
         return 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise
-        print(f"cardcube {args.command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
+        print(f"cardcube {command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
         return 2
     except Terminated:
-        print(f"cardcube {args.command}: terminated", file=sys.stderr)
+        print(f"cardcube {command}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"cardcube {args.command}: interrupted", file=sys.stderr)
+        print(f"cardcube {command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -84,7 +84,9 @@ def test_help(verb, capsys):
 def test_find_names_a_bbox_that_is_no_numbers(base_cube, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["catalog", "find", "--cube", str(base_cube), "--bbox", "a,b,c,d"])
-    assert exc.value.code == 2 and "bbox 'a,b,c,d' needs four numbers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "bbox 'a,b,c,d' needs four numbers" in err
+    assert err.splitlines()[-1].startswith("cardcube catalog find: error: ")  # as cardcube's own errors say it
 
 
 def test_find_refuses_a_bbox_of_no_area(base_cube, capsys):
@@ -92,5 +94,5 @@ def test_find_refuses_a_bbox_of_no_area(base_cube, capsys):
     assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705000,5850000",
                  "--crs", "EPSG:32631"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("cardcube catalog: error: bbox (705000.0, 5850000.0, 705000.0, 5850000.0) "
+    assert out == "" and err.startswith("cardcube catalog find: error: bbox (705000.0, 5850000.0, 705000.0, 5850000.0) "
                                         "has no area")
