@@ -58,7 +58,7 @@ class BenchConfig:
     bands: tuple[str, ...] = ("B04", "B08", "NDVI")  # what a parcel season asks for; ("all",) = every band
     sweep: tuple[str, ...] = SWEEP
     sweep_reps: int = 2
-    sweep_tiers: tuple[str, ...] = ("s3-20ms",)  # the last one scores the shapes
+    sweep_tiers: tuple[str, ...] = ("s3-20ms",)  # the slowest scores the shapes
     patterns: tuple[str, ...] | None = None  # None: every registered pattern
     out: Path = Path("benchmarks/results")
     date: str = field(default_factory=lambda: dt.date.today().isoformat())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,12 @@ def run(cfg: BenchConfig, region: SynthResult, workload: Workload, places: Place
                                    reps=cfg.sweep_reps, log=log):
                 next(s for s in shapes if s["slug"] == cell.layout)["cells"].append(cell.to_dict())
     return {"tiers": [t.name for t in tiers], "patterns": list(PATTERN_KEYS), "shapes": shapes,
-            "recommendation": recommend(shapes, tiers[-1].name)}
+            "recommendation": recommend(shapes, scoring_tier(tiers).name)}
+
+
+def scoring_tier(tiers: Sequence[Tier]) -> Tier:
+    """The tier the shapes are scored on: the slowest swept (the most latency; the last given of equals)."""
+    return sorted(tiers, key=lambda t: t.latency_ms)[-1]
 
 
 def median_of(shape: dict[str, Any], pattern: str, tier: str) -> float | None:

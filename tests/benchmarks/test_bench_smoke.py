@@ -121,3 +121,11 @@ def test_sweep_keeps_the_default_unless_clearly_beaten(factor, keeps, tmp_path):
     assert rec["choice"] in text and "score" in text
     report.plot_sweep(results, tmp_path)
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_the_sweep_is_scored_on_its_slowest_tier_as_its_report_says():
+    """It was scored on the last tier given to --sweep-tiers: ``s3-50ms,s3-20ms`` scored on s3-20ms."""
+    from benchmarks.storage import Tier
+
+    assert sweep.scoring_tier([Tier.parse("s3-50ms"), Tier.parse("s3-20ms")]).name == "s3-50ms"
+    assert sweep.scoring_tier([Tier.parse("s3-20ms"), Tier.parse("s3-20ms", bandwidth_mbps=50)]).bandwidth_mbps == 50
