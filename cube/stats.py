@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardcube.decibels import LN10_OVER_10, linear_to_db
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, RequestTooLargeError
 from cube import kernels
 
 STATS: tuple[str, ...] = ("count", "mean", "std", "min", "max", "p25", "median", "p75")
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 _PERCENTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?|100)")
+MAX_STATS = 32  # statistics one request asks for: a column each, on every row (the service's limit counts rows)
 
 
 def _percentile_of(stat: str) -> float | None:
@@ -85,6 +86,9 @@ def stat_list(stats: Sequence[str] | str) -> list[str]:
     all parse ``stats`` with."""
     names = stats.split(",") if isinstance(stats, str) else list(stats)
     wanted = list(dict.fromkeys(str(s).strip().lower() for s in names if str(s).strip()))
+    if len(wanted) > MAX_STATS:  # 10,000 percentiles in a query string made answers of gigabytes
+        raise RequestTooLargeError(f"{len(wanted):,} statistics asked for (limit {MAX_STATS}, a column each): "
+                                   "ask for fewer, or compute the others from the values")
     check_stats(wanted)
     spelled: dict[float, str] = {}
     for s in wanted:

@@ -390,6 +390,9 @@ def test_posted_parcels_that_cannot_be_measured(http, tiny_cube, parcels, parcel
     wide = mapping(box(centre.x - 6000, centre.y - 6000, centre.x + 6000, centre.y + 6000))  # 144 km², 19 dates
     r = post(wide, crs=parcels.crs.to_string())
     assert r.status_code == 413 and "MiB to read" in r.json()["detail"], r.text
+    r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries",  # 27 MiB of JSON for 413 rows
+                 params={"stats": ",".join(f"p50.{i:04d}" for i in range(1, 2000))})
+    assert r.status_code == 413 and "1,999 statistics asked for (limit 32" in r.json()["detail"], r.text
     geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
     mixed = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": "a", "geometry": geom},
                                                        {"type": "Feature", "geometry": geom}]}  # "a" and 1

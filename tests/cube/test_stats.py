@@ -400,3 +400,10 @@ def test_stat_list_is_one_parser_for_the_cli_the_service_and_python() -> None:
                          ("p90, P90.0", "p90 and p90.0 are one percentile")):  # were two equal columns
         with pytest.raises(InvalidRequestError, match=message):
             stat_list(bad)
+    from cardcube.errors import RequestTooLargeError
+    from cube.stats import MAX_STATS
+
+    many = [f"p{q / 100:g}" for q in range(1, MAX_STATS + 2)]  # a column each, on every row of an answer
+    assert stat_list(many[:MAX_STATS]) == many[:MAX_STATS]
+    with pytest.raises(RequestTooLargeError, match=rf"{MAX_STATS + 1} statistics asked for \(limit {MAX_STATS}"):
+        stat_list(",".join(many))
