@@ -34,6 +34,7 @@ from cardcube.storage import close_store_clients
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 LOCAL_SCHEDULERS = (None, "threads", "processes", "sync", "synchronous", "single-threaded")
+WORKER_CHECK_S = 10.0  # how often a run on a cluster asks whether it still has a worker
 
 
 def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, scheduler: Any = None,
@@ -118,9 +119,10 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
     try:
         for key, a in zip(keys, args, strict=True):
             futures.append(client.submit(func, *a, key=key, pure=False))
-        for future in as_completed(futures, loop=client.loop):
-            if future.status == "finished":
-                done(future.result())
+        with _watching_workers(client, desc):
+            for future in as_completed(futures, loop=client.loop):
+                if future.status == "finished":
+                    done(future.result())
         return client.gather(futures)
     except BaseException as exc:
         with contextlib.suppress(BaseException):  # the scheduler may be gone: then nothing starts anyway
@@ -133,6 +135,34 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
         if failure is not None:
             raise failure from exc
         raise
+
+
+@contextlib.contextmanager
+def _watching_workers(client: Any, desc: str) -> Iterator[None]:
+    """Say when the cluster has lost every worker during the run (dask waits for one to join, without a word: a run
+    that seems to hang; a worker killed by the OOM killer, a node drained), and when one is back."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        alone = False
+        while not stop.wait(WORKER_CHECK_S):
+            try:
+                workers = client.run_on_scheduler(_cluster_now)[1]
+            except Exception:  # the scheduler gone: the run's own wait fails and says so
+                continue
+            if not workers and not alone:
+                log.warning("the dask cluster at %s has no worker any more: %s waits for one to join (its tasks "
+                            "are run again there)", client.scheduler.address, desc or "the run")
+            elif workers and alone:
+                log.warning("a dask worker joined: %s goes on", desc or "the run")
+            alone = not workers
+
+    watcher = threading.Thread(target=watch, name="cardcube-worker-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: float, timeout: float) -> int:

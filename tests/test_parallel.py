@@ -424,3 +424,33 @@ def test_a_cluster_without_workers_is_said_to_be_waited_for(caplog):
         threading.Timer(1.0, cluster.scale, args=(1,)).start()  # a worker joins later; the run then completes
         assert run_tasks(abs, [(-3,)], scheduler=client, progress=False, desc="writing shards") == [3]
     assert "has no worker yet: writing shards waits for one to join" in caplog.text
+
+
+def _sleep_then(i: int) -> int:
+    time.sleep(1.0)
+    return i
+
+
+def test_a_cluster_that_loses_every_worker_during_the_run_says_so(caplog, monkeypatch):
+    """The only worker killed (the OOM killer, a node drained): the run waited for one to join without a word."""
+    distributed = pytest.importorskip("distributed")
+    from cardcube import parallel
+
+    monkeypatch.setattr(parallel, "WORKER_CHECK_S", 0.1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+
+        def lose_then_add() -> None:
+            time.sleep(0.3)
+            cluster.scale(0)
+            deadline = time.monotonic() + 30  # only so the run ends without the warning (the old code)
+            while "no worker any more" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cluster.scale(1)
+
+        threading.Thread(target=lose_then_add, daemon=True).start()
+        assert run_tasks(_sleep_then, [(1,), (2,), (3,)], scheduler=client, progress=False,
+                         desc="writing shards") == [1, 2, 3]
+    assert f"the dask cluster at {cluster.scheduler_address} has no worker any more: writing shards waits for " \
+           "one to join" in caplog.text
+    assert "a dask worker joined: writing shards goes on" in caplog.text
