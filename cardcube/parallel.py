@@ -152,7 +152,8 @@ def _watching_workers(client: Any, desc: str) -> Iterator[None]:
                 continue
             if not workers and not alone:
                 log.warning("the dask cluster at %s has no worker any more: %s waits for one to join (its tasks "
-                            "are run again there)", client.scheduler.address, desc or "the run")
+                            "are run again there; the scheduler's distributed.scheduler.no-workers-timeout fails "
+                            "them instead)", client.scheduler.address, desc or "the run")
             elif workers and alone:
                 log.warning("a dask worker joined: %s goes on", desc or "the run")
             alone = not workers
