@@ -246,6 +246,7 @@ def _cluster_failure(exc: BaseException, client: Any, desc: str) -> ClusterError
     """What a failure of the cluster itself (not of a task's own work) means, in one line; None for any other."""
     from concurrent.futures import CancelledError
 
+    from botocore.exceptions import NoCredentialsError
     from distributed.scheduler import KilledWorker
 
     if isinstance(exc, KilledWorker):
@@ -253,6 +254,11 @@ def _cluster_failure(exc: BaseException, client: Any, desc: str) -> ClusterError
             f"{desc or 'a task'}: one of its tasks killed the dask worker running it, {exc.allowed_failures + 1} "
             f"time(s) in a row (out of memory? see the workers' logs, the last was {exc.last_worker.address}): give "
             f"the workers more memory, or the tasks less work")
+    if isinstance(exc, NoCredentialsError) or isinstance(exc.__cause__, NoCredentialsError):  # raised on a worker
+        return ClusterError(
+            f"{desc or 'a task'}: a dask worker found no credentials for S3 ({exc.__cause__ or exc}), where this "
+            f"machine has them: start the workers with the store's keys too (AWS_ACCESS_KEY_ID and "
+            f"AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL for Ceph or MinIO, in their environment)")
     if isinstance(exc, CancelledError):  # FutureCancelledError: "scheduler-connection-lost", a restart
         reason = getattr(exc, "reason", None) or "cancelled"
         return ClusterError(f"{desc or 'the run'}: the dask scheduler at {client.scheduler.address} dropped this "

@@ -175,3 +175,32 @@ def test_a_wrong_scheduler_address_fails_before_anything_is_made(tiny_region, tm
     with pytest.raises(InvalidRequestError, match=f"cannot reach the dask scheduler at {nowhere}"):
         extract(tiny_region.parcels, tmp_path / "cube", tmp_path / "out", progress=False, scheduler=nowhere)
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_without_the_stores_keys_are_named(tiny_region, s3_bucket, monkeypatch):
+    """The driver had the S3 keys in its environment and the workers not (a Helm chart without them): the run
+    ended in "NoCredentialsError: Unable to locate credentials", which its operator's shell had."""
+    import os
+
+    distributed = pytest.importorskip("distributed")
+    from cardcube.errors import ClusterError
+
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    items = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:1], "keyless.json")
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                   "--nthreads", "1", "--no-nanny", "--no-dashboard"], env=bare,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client.wait_for_workers(1, timeout=120)
+            with pytest.raises(ClusterError, match=r"a dask worker found no credentials for S3 \(.*\), where this "
+                                                   r"machine has them: start the workers with the store's keys"):
+                ingest(items, s3_bucket.url_for("cube"), collection="s1", chunks=CHUNKS, progress=False,
+                       scheduler=cluster.scheduler_address)
+        finally:
+            worker.terminate()
+            worker.wait()
+    assert committed_versions(open_store(s3_bucket.url_for("cube")), "s1") == []
