@@ -119,7 +119,7 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
     try:
         for key, a in zip(keys, args, strict=True):
             futures.append(client.submit(func, *a, key=key, pure=False))
-        with _watching_workers(client, desc):
+        with _watching_workers(client, desc, alone=not workers):
             for future in as_completed(futures, loop=client.loop):
                 if future.status == "finished":
                     done(future.result())
@@ -138,13 +138,13 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
 
 
 @contextlib.contextmanager
-def _watching_workers(client: Any, desc: str) -> Iterator[None]:
+def _watching_workers(client: Any, desc: str, *, alone: bool) -> Iterator[None]:
     """Say when the cluster has lost every worker during the run (dask waits for one to join, without a word: a run
-    that seems to hang; a worker killed by the OOM killer, a node drained), and when one is back."""
+    that seems to hang; a worker killed by the OOM killer, a node drained), and when one is back. ``alone``: it had
+    none at the start (said then)."""
     stop = threading.Event()
 
-    def watch() -> None:
-        alone = False
+    def watch(alone: bool) -> None:
         while not stop.wait(WORKER_CHECK_S):
             try:
                 workers = client.run_on_scheduler(_cluster_now)[1]
@@ -158,7 +158,7 @@ def _watching_workers(client: Any, desc: str) -> Iterator[None]:
                 log.warning("a dask worker joined: %s goes on", desc or "the run")
             alone = not workers
 
-    watcher = threading.Thread(target=watch, name="cardcube-worker-watch", daemon=True)
+    watcher = threading.Thread(target=watch, args=(alone,), name="cardcube-worker-watch", daemon=True)
     watcher.start()
     try:
         yield

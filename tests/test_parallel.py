@@ -416,14 +416,19 @@ def test_a_task_error_on_one_thread_is_that_error_and_the_lock_goes(tmp_path):
             run_tasks(fails, [(0,)], scheduler=scheduler, progress=False, stop_grace=5)
 
 
-def test_a_cluster_without_workers_is_said_to_be_waited_for(caplog):
-    """An ingest pointed at a scheduler whose workers had not started (or crashed) sat at 0 % without a word."""
+def test_a_cluster_without_workers_is_said_to_be_waited_for(caplog, monkeypatch):
+    """An ingest pointed at a scheduler whose workers had not started (or crashed) sat at 0 % without a word. Said
+    once, and not again as a worker lost during the run (the watch of :func:`run_tasks` knows there was none)."""
     distributed = pytest.importorskip("distributed")
+    from cardcube import parallel
+
+    monkeypatch.setattr(parallel, "WORKER_CHECK_S", 0.1)
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None, silence_logs=50) as cluster, \
             distributed.Client(cluster) as client:
         threading.Timer(1.0, cluster.scale, args=(1,)).start()  # a worker joins later; the run then completes
         assert run_tasks(abs, [(-3,)], scheduler=client, progress=False, desc="writing shards") == [3]
     assert "has no worker yet: writing shards waits for one to join" in caplog.text
+    assert "no worker any more" not in caplog.text  # watched ten times before the worker joined
 
 
 def _sleep_then(i: int) -> int:
