@@ -323,6 +323,9 @@ def index_size(array: zarr.Array) -> int:
     return _layout_of(array).index_bytes
 
 
+VALUES_DIFFER = "its values differ from those ingest wrote (crc32 of the decoded values)"  # of a shard that decodes
+
+
 def check_shard(array: zarr.Array, key: str, data: bytes | None, *, coords: tuple[int, ...] | None = None,
                 checksum: int | None = None) -> str | None:
     """What is wrong with shard ``key`` of ``array`` given its bytes, or None when it is sound. ``data`` is None
@@ -355,7 +358,7 @@ def check_shard(array: zarr.Array, key: str, data: bytes | None, *, coords: tupl
         except (RuntimeError, ValueError) as exc:  # blosc: "error during blosc decompression: -1"; a wrong size
             return f"the chunk at byte {offset} does not decode ({exc})"
     if checksum is not None and values_checksum(values) != checksum:
-        return "its values differ from those ingest wrote (crc32 of the decoded values)"
+        return VALUES_DIFFER
     return None
 
 

@@ -30,7 +30,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_path, gdal_source_config, read_bytes
 from cube.manifest import BlockManifest
-from cube.shard_reader import check_shard, values_checksum
+from cube.shard_reader import VALUES_DIFFER, check_shard, values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
@@ -101,8 +101,9 @@ def rebuild_shards(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence)
         key, coords = _cold_key(target, spec, task)
         data, crc = read_bytes(store, key), values_checksum(values)
         holds = _holds_data(values, band.fill)
-        sound = data is not None and check_shard(target, key, data, coords=coords) is None
-        if sound and (not holds or check_shard(target, key, data, coords=coords, checksum=crc) is not None):
+        problem = check_shard(target, key, data, coords=coords, checksum=crc if holds else None)  # decoded once
+        sound = problem is None or problem == VALUES_DIFFER
+        if sound and (not holds or problem is not None):
             raise CorruptShardError(
                 f"repair: shard {key} holds other values than its dates' files give (the bytes the ledger records), "
                 "and its block's manifest, which would tell which is right, is lost: not repaired; restore the shard "
