@@ -323,6 +323,11 @@ def index_size(array: zarr.Array) -> int:
     return _layout_of(array).index_bytes
 
 
+def shard_key(array: zarr.Array, coords: tuple[int, ...]) -> str:
+    """The store key of ``array``'s shard at ``coords`` in its shard grid."""
+    return f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+
+
 VALUES_DIFFER = "its values differ from those ingest wrote (crc32 of the decoded values)"  # of a shard that decodes
 
 

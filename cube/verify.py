@@ -29,7 +29,7 @@ from catalog.write import published_version
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
-from cube.shard_reader import check_shard, index_size
+from cube.shard_reader import check_shard, index_size, shard_key
 from cube.tile_arrays import ArrayKey, open_arrays
 
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
@@ -228,9 +228,7 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
                 array = arrays.get((band.resolution, band.name, m.hot))
                 if array is None:
                     continue
-                prefix = array.store_path.path
-                shards += [ListedShard(array, f"{prefix}/{array.metadata.encode_chunk_key((m.block, r, c))}",
-                                       (m.block, r, c), crc)
+                shards += [ListedShard(array, shard_key(array, (m.block, r, c)), (m.block, r, c), crc)
                            for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
     return shards, problems
 

@@ -30,7 +30,7 @@ from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import gdal_path, gdal_source_config, read_bytes
 from cube.manifest import BlockManifest
-from cube.shard_reader import VALUES_DIFFER, check_shard, values_checksum
+from cube.shard_reader import VALUES_DIFFER, check_shard, shard_key, values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
@@ -120,7 +120,7 @@ def _cold_key(target: zarr.Array, spec: CubeSpec, task: ShardWrite) -> tuple[str
     """The store key and shard-grid place of the task's shard of a cold block in ``target``."""
     _, sr, sc = target.shards
     coords = (task.time_start // spec.chunks.time, task.rows[0] // sr, task.cols[0] // sc)
-    return f"{target.store_path.path}/c/{'/'.join(map(str, coords))}", coords
+    return shard_key(target, coords), coords
 
 
 def _write_band(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, fence: Fence,
@@ -190,7 +190,7 @@ def _hot_values(store: Store, spec: CubeSpec, task: ShardWrite, band: BandSpec, 
             return values[0]
     except (ValueError, RuntimeError):  # an index failing its crc32c, a chunk blosc cannot decode: told below
         pass
-    key = f"{hot.store_path.path}/c/{'/'.join(map(str, coords))}"
+    key = shard_key(hot, coords)
     problem = check_shard(hot, key, read_bytes(store, key), coords=coords, checksum=crc) or "could not be read"
     a = date.acquisition
     raise (MissingShardError if problem == "missing" else CorruptShardError)(
