@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError
 
-from cardcube.errors import CardcubeError, DateNotFoundError
+from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
 from cardcube.option_types import number
 from cardcube.serving import STORE_TIMEOUT
 
@@ -102,6 +102,25 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``cardcube`` command line; its exit status."""
+    return _main(argv)[0]
+
+
+def run() -> NoReturn:
+    """The ``cardcube`` command: :func:`main`, then exit. A run stopped with tasks still running past its
+    ``--stop-grace`` (which it has said, leaving its lock in place) ends at once: Python's exit would wait for
+    dask's threads to end their writes, for as long as a store holds them back, and fail zarr's pending ones with
+    tracebacks. Cutting them is what a kill does, which the cube is built to survive (nothing is committed)."""
+    code, tasks_left = _main(None)
+    if tasks_left:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """The exit status of a command line, and whether it stopped with tasks still running."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -111,29 +130,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_unwinds():
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # here, not at exit: a reader gone (| head) is a broken pipe, below
-            return code
+            return code, False
     except BrokenPipeError:  # the reader of stdout went away (| head, | grep -q), once the work was done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may exit's flush fail again
-        return 128 + signal.SIGPIPE  # as a process killed by SIGPIPE, and no error: the shell's convention
+        return 128 + signal.SIGPIPE, False  # as a process killed by SIGPIPE, and no error: the shell's convention
     except CardcubeError as exc:
         if args.verbose:
             raise
         print(f"cardcube {command}: error: {exc}", file=sys.stderr)
         if isinstance(exc.__cause__, KeyboardInterrupt):  # stopped, then something to say (writes still running)
-            return 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
-        return 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
+            code = 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
+        else:
+            code = 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
+        return code, isinstance(exc, TasksStillRunningError)
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise
         print(f"cardcube {command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
-        return 2
+        return 2, False
     except Terminated:
         print(f"cardcube {command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return 128 + signal.SIGTERM, False
     except KeyboardInterrupt:
         print(f"cardcube {command}: interrupted", file=sys.stderr)
-        return 130
+        return 130, False
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -488,6 +488,8 @@ class S3Proxy:
             # Counters move before the bytes do, so a client that has its answer sees them counted.
             self._count_response(upstream.status, 0)
             answer()
+            if request.transport is None or request.transport.is_closing():  # the client left (a held request):
+                return response  # forwarded all the same, as a gateway may complete a PUT its client gave up on
             await response.prepare(request)
             sent = 0
             started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -16,9 +17,10 @@ from cardcube.storage import list_keys, open_store, read_json
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
+from cube.verify import verify
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import run_ingest
+from tests.ingest.crashing import ingest_command, run_ingest
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -316,3 +318,41 @@ def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once
     assert read_json(store, lock) is None  # and let go of once it had landed
     assert set(list_keys(store, "s1/")) - seen["keys"]  # the held upload, landed before the lock went
     assert committed_versions(store, "s1") == [1]
+
+
+def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_error(tiny_region, s3_bucket, s3_proxy):
+    """A SIGTERMed ingest whose writes outlived ``--stop-grace`` said so, then lingered until the store let them
+    end (for ever, for an upload that never does), its pending writes failing at Python's exit with tracebacks and
+    asyncio's "Task was destroyed but it is pending!". It now ends with its grace, as a kill would end it."""
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    store = open_store(url, storage_options=direct)
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    ingest(write_items(tiny_region.items, features[:4], "grace-first.json"), url, collection="s1", chunks=CHUNKS,
+           storage_options=direct, progress=False)
+    items = write_items(tiny_region.items, features[:12], "grace-second.json")
+    s3_proxy.hold(["PUT"], path_contains="/c/")
+    try:
+        proc = subprocess.Popen(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
+                                               "--stop-grace", "0.5"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **s3_bucket.server.environment()})
+        deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+        while not s3_proxy.held:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no shard upload was ever held"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)  # while the upload is held: it lingered until its release
+    finally:
+        s3_proxy.release()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = err.splitlines()
+    assert len(lines) == 3, err  # nothing but what the stop has to say
+    assert lines[0].startswith("writing shards stopped: waiting up to 0.5 s for the")
+    assert "is left in place, as writes of this run may still land" in lines[1]
+    assert lines[2].startswith("cardcube ingest: error: the run stopped (interrupted: Ctrl-C or SIGTERM); ")
+    assert read_json(store, layout.lock_key("s1")) is not None
+    done = ingest(items, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)  # its
+    assert done.ok and done.version == 2  # process has ended: the lock is taken for dead, the run done again
+    assert assert_matches_sources(url, items, "s1", storage_options=direct) > 0
+    assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
