@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError
 
 from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
 from cardcube.option_types import number
+from cardcube.parallel import STOP_GRACE
 from cardcube.serving import STORE_TIMEOUT
 
 # Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
@@ -49,6 +50,14 @@ def add_store_timeout_option(p: argparse.ArgumentParser) -> None:
                    metavar="SECONDS", help=f"seconds a request to an S3 cube may take to fail, retries included "
                    f"(default {STORE_TIMEOUT:g}): a store out of reach is then a 503 with Retry-After within about "
                    f"that, not after a minute of retries")
+
+
+def add_stop_grace_option(p: argparse.ArgumentParser, *, tasks: str, then: str) -> None:
+    """``--stop-grace``: how long a stopped run waits for its running ``tasks`` (:data:`STOP_GRACE`); ``then``: what
+    becomes of those still running."""
+    p.add_argument("--stop-grace", type=number("a number of seconds", at_least=0), default=STOP_GRACE,
+                   metavar="SECONDS", help=f"when the run is stopped (Ctrl-C, SIGTERM, an error) while {tasks} run, "
+                   f"wait this long for them to end (default {STOP_GRACE:.0f}); {then}")
 
 
 def storage_options(args: argparse.Namespace) -> dict | None:

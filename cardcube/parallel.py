@@ -34,6 +34,7 @@ from cardcube.storage import close_store_clients
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 LOCAL_SCHEDULERS = (None, "threads", "processes", "sync", "synchronous", "single-threaded")
+STOP_GRACE = 25.0  # seconds a stopped run waits for its running tasks (within Kubernetes' default 30 s grace)
 WORKER_CHECK_S = 10.0  # how often a run on a cluster asks whether it still has a worker
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardcube.cli import add_endpoint_option, add_store_timeout_option, storage_options
+from cardcube.cli import add_endpoint_option, add_stop_grace_option, add_store_timeout_option, storage_options
 from cardcube.option_types import number, whole_number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
@@ -175,6 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
     e.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
     _layer_option(e)
+    add_stop_grace_option(e, tasks="work units", then="those still running then, on a dask cluster's workers, "
+                          "may write their files after the command has ended (it says so)")
     e.add_argument("--update", action="store_true",
                    help="--out holds a complete extraction of an earlier cube version: add the new dates only")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -380,7 +382,7 @@ def _extract(args: argparse.Namespace) -> int:
     result = extract(args.parcels, args.cube, args.out, collection=args.collection, time=args.time,
                      as_of=args.as_of, block=args.block, time_block=args.time_block, scheduler=args.scheduler,
                      id_column=args.id_column, layer=args.layer, layers=args.layers, progress=not args.quiet,
-                     update=args.update,
+                     update=args.update, stop_grace=args.stop_grace,
                      storage_options=storage_options(args), out_storage_options=storage_options(args),
                      **_statistics_arguments(args))
     print(json.dumps(result.to_dict()) if args.json else result.summary())

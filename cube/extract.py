@@ -37,6 +37,7 @@ parcel ends up in ``parcels.parquet`` with its status. The files, the manifest a
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time as timer
 import warnings
@@ -62,9 +63,10 @@ from cardcube.errors import (
     ParcelsWithoutStatisticsWarning,
     RequestTooLargeError,
     StoreError,
+    TasksStillRunningError,
 )
 from cardcube.grid import TileGrid
-from cardcube.parallel import check_scheduler, check_workers_see, run_tasks
+from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, run_tasks
 from cardcube.query import parse_time_selection
 from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import (
@@ -94,11 +96,14 @@ from cube.extraction_files import (
     is_partial,
     mosaic_key,
     mosaic_status,
+    new_run,
     read_manifest,
     read_status,
     read_timeseries,
     refuse_other_parameters,
+    run_of,
     statistics_keys,
+    statistics_name,
     write_status,
 )
 from cube.indices import bands_for, check_bands, stored_bands
@@ -117,6 +122,8 @@ from cube.timeseries import (
     read_notes,
     resolve_mask,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
@@ -258,6 +265,7 @@ class _Job:
     dates: Mapping[str, frozenset] | None = None  # an update: per tile, the acquisition times to add
     buffer: float = DEFAULT_BUFFER  # for the parcels read across tiles (a tile's label layer holds its own)
     all_touched: bool = False
+    run: str = ""  # the run the manifest names, which names the files (cube.extraction_files)
 
     @property
     def layout(self) -> ChunkLayout:
@@ -430,9 +438,10 @@ class _Phases(Counter):
 
 
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = "",
-           time_edges: tuple[int, ...] = ()) -> tuple[list[_Unit], int]:
+           time_edges: tuple[int, ...] = (), run: str = "") -> tuple[list[_Unit], int]:
     """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
-    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's).
+    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's;
+    ``run``: the extraction's run, last in it).
 
     A parcel wider or taller than a block (a MultiPolygon with distant parts, a huge pasture) would stretch
     its home block's window without limit: it is a unit of its own, its window its own bounding box, read
@@ -452,7 +461,8 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     for name, group, runs, *before in groups:
         rows = slice(int(group.row0.min()), int(group.row1.max()))
         cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{{}}t{t.start:04d}{suffix}.parquet") for t in runs]
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/" + statistics_name(f"{{}}t{t.start:04d}{suffix}", run))
+                for t in runs]
         todo = tuple((t, k.format(name)) for t, k in keys if not {k.format(n) for n in (name, *before)} & done)
         resumed += len(keys) - len(todo)
         if todo:
@@ -496,6 +506,7 @@ def extract(
     layers: StoreLike | None = None,
     progress: bool = True,
     update: bool = False,
+    stop_grace: float = STOP_GRACE,
 ) -> ExtractResult:
     """Statistics of every parcel, date and band, as in :func:`cube.timeseries.parcel_timeseries`,
     written to ``out`` (a folder or ``s3://`` URL) as Parquet with the cube version read.
@@ -509,6 +520,7 @@ def extract(
     by default beside the cube, whose store must then be writable for a new parcel set.
     Interrupted runs resume. ``update``: ``out`` holds a complete extraction of an earlier version of the
     cube; add the dates of this version that it lacks (its rows stay; see the module docstring).
+    ``stop_grace``: how long a stopped run waits for its running tasks (:func:`cardcube.parallel.run_tasks`).
     """
     started = timer.perf_counter()
     for where, given in (("out (--out)", out), ("layers (--layers)", layers)):
@@ -532,7 +544,7 @@ def extract(
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
-        "time_block": time_block, "tile_rule": TILE_RULE,
+        "time_block": time_block, "tile_rule": TILE_RULE, "run": new_run(),
     }
     kept: dict[Any, str] = {}  # notes of parcels kept on their earlier tile (_earlier_tiles)
     held = holds_extraction(out, out_storage_options)
@@ -545,6 +557,7 @@ def extract(
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
+    run = run_of(read_json(out_store, MANIFEST))  # this run's, or the one it resumes or updates
     ledger = layout.ledger_key(collection, version.version)
     check_workers_see(scheduler, {"the cube's folder": local_file(store, ledger),  # before hours of work
                                   "the output folder (--out)": local_file(out_store, MANIFEST)})
@@ -554,11 +567,11 @@ def extract(
     suffix = "" if new is None else f"-v{version.version:08d}"  # an update's files beside the first run's
     for leftover in (k for k in list_keys(out_store, "") if is_partial(k)):  # of a run killed while writing
         delete_key(out_store, leftover)
-    done = set(statistics_keys(out_store))
+    done = set(statistics_keys(out_store, run))
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched)
+               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run)
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     notes = read_notes(version, ps, tiles_of, time)
@@ -577,7 +590,8 @@ def extract(
         selection = time if dates is None else dates[tile]
         times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
                                                                               version, selection, time_block)
-        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges)
+        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges,
+                                     run=run)
         units += tile_units
         units_resumed += resumed
     for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
@@ -594,8 +608,15 @@ def extract(
     written: list[str] = []
     with warnings.catch_warnings():  # a batch's parcels without statistics are in the status table, not a warning
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)  # (this process's threads: its filters)
-        results = run_tasks(job, [(t,) for t in tasks], scheduler=scheduler, progress=progress, desc="extract",
-                            unit="task", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")})
+        try:
+            results = run_tasks(job, [(t,) for t in tasks], scheduler=scheduler, progress=progress, desc="extract",
+                                unit="task", tally=lambda r: {k: r[k] for k in ("parcels", "chunks")},
+                                stop_grace=stop_grace)
+        except TasksStillRunningError:
+            log.warning("files of this run (%s) may still land in %s: the same command resumes it, writing the same "
+                        "rows; a run started anew there ignores them (its files are named by its own run)",
+                        run, store_url(out_store))
+            raise
     for result in results:
         rows += result["rows"]
         chunks += result["chunks"]
@@ -604,7 +625,7 @@ def extract(
         cpu.update(result["cpu_seconds"])
         status.update({s.parcel_id: s for s in result.get("status", ())})
         failures += [result["failure"]] if result.get("failure") else []
-    _check_written(out_store, written)
+    _check_written(out_store, written, run)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
@@ -617,13 +638,13 @@ def extract(
     return result
 
 
-def _check_written(out: Store, keys: Sequence[str]) -> None:
+def _check_written(out: Store, keys: Sequence[str], run: str) -> None:
     """:class:`StoreError` unless every file the work units said they wrote is in ``out`` as this process
     sees it: workers of a cluster on other machines wrote a local ``--out`` to their own disks, and the run was
     marked complete without a row (one listing)."""
     if not keys:
         return
-    missing = sorted(set(keys) - set(statistics_keys(out)))
+    missing = sorted(set(keys) - set(statistics_keys(out, run)))
     if missing:
         raise StoreError(f"{len(missing)} of the {len(keys)} files the work units wrote are not in "
                          f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "
@@ -749,7 +770,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     todo, resumed = [], 0
     version = job.version.version if again else None  # an update reads them again, but not its own files twice
     for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
-        key = mosaic_key(i)
+        key = mosaic_key(i, job.run)
         if key in done and (earlier := mosaic_status(job.out, key, version)) is not None:
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
@@ -758,7 +779,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
         named = {pid: tiles[pid] for pid in batch.ids}
         dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
         todo.append(_Batch(key, batch, named, key in done, pixels * dates))
-    current = {mosaic_key(i) for i in range(len(todo) + resumed)}
+    current = {mosaic_key(i, job.run) for i in range(len(todo) + resumed)}
     for stale in sorted(k for k in done if k.startswith(MOSAIC) and k not in current):
         delete_key(job.out, stale)
     return todo, resumed

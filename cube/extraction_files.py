@@ -2,14 +2,18 @@
 
 ::
 
-    <out>/manifest.json                                   cube, collection, version, parameters, scenes read
-    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>.parquet  parcel_id, time, band, count, masked, mean, ...
-    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>.parquet   the same, dates an update added
-    <out>/timeseries/tile=mosaic/part-<n>.parquet         parcels read across tiles, a square of them a file
+    <out>/manifest.json                                   cube, collection, version, parameters, run, scenes read
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-<run>.parquet  parcel_id, time, band, count, masked, mean, ...
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>-<run>.parquet   the same, dates an update added
+    <out>/timeseries/tile=mosaic/part-<n>-<run>.parquet   parcels read across tiles, a square of them a file
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
 mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update records the scenes it adds.
+Its ``run``, drawn when it is written, names every statistics file, and only files of that name are the
+extraction's (:func:`statistics_keys`): a task of a stopped run on a dask cluster that writes on after its driver
+has gone cannot slip its rows into a run started anew in the same folder (its resumption writes the same rows).
+An extraction from before runs were named (no ``run``) names its files without it.
 :func:`finish_manifest` marks the run complete with the scenes read per tile. The readers refuse an unfinished
 extraction unless asked to read what is there.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -58,9 +63,19 @@ TIMESERIES = "timeseries"
 MOSAIC = f"{TIMESERIES}/tile=mosaic/"  # the parcels read through parcel_timeseries (across tiles), a file a batch
 
 
-def mosaic_key(batch: int) -> str:
+def new_run() -> str:
+    """A name for a new extraction run, drawn when its manifest is written."""
+    return uuid.uuid4().hex[:12]
+
+
+def statistics_name(stem: str, run: str) -> str:
+    """The name of a statistics file of run ``run`` ("" for an extraction from before runs were named)."""
+    return f"{stem}-{run}.parquet" if run else f"{stem}.parquet"
+
+
+def mosaic_key(batch: int, run: str) -> str:
     """The file of the ``batch``-th batch of parcels read across tiles."""
-    return f"{MOSAIC}part-{batch:05d}.parquet"
+    return MOSAIC + statistics_name(f"part-{batch:05d}", run)
 
 # Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
 PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
@@ -97,10 +112,16 @@ def is_partial(key: str) -> bool:
     return key.endswith(PARTIAL)
 
 
-def statistics_keys(store: Store) -> list[str]:
-    """The statistics files of the extraction in ``store``: its Parquet files under ``timeseries/``, not a write's
-    leftover (read as one more file, it repeated rows or failed the read)."""
-    return [k for k in list_keys(store, f"{TIMESERIES}/") if k.endswith(".parquet")]
+def statistics_keys(store: Store, run: str) -> list[str]:
+    """The statistics files of the extraction in ``store``, whose manifest names ``run``: its Parquet files under
+    ``timeseries/`` of that run, not a write's leftover (read as one more file, it repeated rows or failed the
+    read), nor a file of another run (a stopped one's late write: other parameters, maybe)."""
+    return [k for k in list_keys(store, f"{TIMESERIES}/") if k.endswith(f"-{run}.parquet" if run else ".parquet")]
+
+
+def run_of(manifest: Mapping[str, Any]) -> str:
+    """The run an extraction's manifest names ("" for one from before runs were named)."""
+    return manifest.get("run", "")
 
 
 def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
@@ -172,7 +193,7 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule")  # see check_manifest
+    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "run")  # see check_manifest
                   and _differs(k, old.get(k), manifest[k])]
     if mismatched:
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out")
@@ -287,7 +308,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     """
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
-    keys = statistics_keys(store)
+    keys = statistics_keys(store, run_of(manifest))
     where = f"the extraction at {store_url(store)}"
     filters = None
     if bands is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from cardcube.cli import add_endpoint_option, storage_options
+from cardcube.cli import add_endpoint_option, add_stop_grace_option, storage_options
 from cardcube.option_types import number, whole_number
 from cardcube.spec import CUBE_SPECS, ChunkLayout
-from ingest.commit import STALE_AFTER, STOP_GRACE
+from ingest.commit import STALE_AFTER
 
 
 def _chunks(text: str) -> ChunkLayout:
@@ -80,11 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
                    help="dask scheduler: threads (default), processes, sync, or a tcp://host:port address")
-    p.add_argument("--stop-grace", type=number("a number of seconds", at_least=0), default=STOP_GRACE,
-                   metavar="SECONDS",
-                   help="when the run is stopped (Ctrl-C, SIGTERM, an error) while shard writes run, wait this long "
-                   f"for them to end before letting go of the lock (default {STOP_GRACE:.0f}); writes still running "
-                   "then keep the lock until it goes stale (--stale-after)")
+    add_stop_grace_option(p, tasks="shard writes", then="writes still running then keep the lock until it goes "
+                          "stale (--stale-after)")
     spool = p.add_mutually_exclusive_group()
     spool.add_argument("--spool", default=True, metavar="DIR",
                        help="keep the band files read over the network (https://, s3://), once checked, in a "

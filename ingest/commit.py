@@ -65,6 +65,7 @@ from cardcube.errors import (
     TasksStillRunningError,
     exception_chain,
 )
+from cardcube.parallel import STOP_GRACE
 from cardcube.storage import create_bytes, delete_key, pending_io, read_json, store_url, write_json
 from cube import layout
 from cube.ledger import CubeVersion
@@ -73,7 +74,6 @@ from ingest.arrays import publish_shapes
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
-STOP_GRACE = 25.0  # seconds a stopped writer waits for its running writes (within Kubernetes' default 30 s grace)
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
 

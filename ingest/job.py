@@ -25,7 +25,7 @@ from cardcube.errors import (
     StoreUnavailableError,
 )
 from cardcube.grid import TileGrid, tile_ids
-from cardcube.parallel import check_scheduler, check_workers_see, is_distributed, run_tasks
+from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, is_distributed, run_tasks
 from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import CountingStore, StoreLike, local_file, open_store, refuse_file, store_url
 from catalog import write_catalog
@@ -43,7 +43,7 @@ from cube.manifest import BlockManifest, block_manifests, has_manifest, read_man
 from cube.tile_arrays import sized_view
 from cube.verify import lost_newest
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
-from ingest.commit import STALE_AFTER, STOP_GRACE, Fence, commit, publish, writer_lock
+from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.repair import Repair, plan_repair

@@ -490,7 +490,57 @@ def test_files_the_workers_wrote_where_this_machine_cannot_see_them_are_no_compl
         read_timeseries(tmp_path / "out")  # not taken for a complete extraction of no rows
     # and after the work (a worker that joined later): files a unit said it wrote, not found here
     with pytest.raises(StoreError, match=r"1 of the 1 files the work units wrote are not in .* as this machine sees"):
-        _check_written(open_store(tmp_path / "out"), ["timeseries/31UFU/x.parquet"])
+        _check_written(open_store(tmp_path / "out"), ["timeseries/31UFU/x-0a1b2c.parquet"], "0a1b2c")
+
+
+@pytest.mark.timeout(300)
+def test_files_a_stopped_run_s_workers_write_late_are_not_a_new_run_s(cube, parcels, s2_extracted, tiny_region,
+                                                                     s3_bucket, s3_proxy, monkeypatch):
+    """A SIGTERMed extraction on a cluster ended at once while its workers' units ran on; their files landed
+    later, over those of a run started anew in the cleared --out with other bands, which read them as its own: a
+    complete B08 extraction of B04 rows. The run now waits for its units (--stop-grace), says what may still
+    land, and a new run reads only the files named by its own run."""
+    import signal
+    import time
+
+    import distributed
+
+    url, direct = s3_bucket.url_for("out"), s3_bucket.storage_options()
+    for name, value in s3_bucket.server.environment().items():  # the keys, for the workers and the driver alike
+        monkeypatch.setenv(name, value)
+    client = s3_bucket.server.client()
+    s3_proxy.hold(["PUT"], path_contains="/timeseries/")  # the first run's uploads are slow to land
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels),
+                                 "--cube", str(cube), "--out", url, "--bands", "B04", "--block", str(BLOCK),
+                                 "--time-block", str(TIME_BLOCK), "--scheduler", cluster.scheduler_address,
+                                 "--endpoint-url", s3_proxy.endpoint_url, "--stop-grace", "1", "--quiet"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 200  # only so a broken run ends; nothing about time is asserted
+        while not s3_proxy.held:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no upload was ever held"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "extract stopped: waiting up to 1 s for the" in err
+        assert re.search(r"files of this run \(\w+\) may still land in s3://", err), err
+        assert "cardcube extract: error: the run stopped (interrupted: Ctrl-C or SIGTERM); " in err
+        listed = client.list_objects_v2(Bucket=s3_bucket.name, Prefix="out/").get("Contents", [])
+        for key in (o["Key"] for o in listed):  # start over
+            client.delete_object(Bucket=s3_bucket.name, Key=key)
+        extract(parcels, cube, url, bands=["B08"], block=BLOCK, time_block=TIME_BLOCK, progress=False,
+                out_storage_options=direct)
+        s3_proxy.release()  # the first run's uploads land
+        with distributed.Client(cluster) as workers:
+            while sum(workers.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+                time.sleep(0.1)
+    run = json.loads(client.get_object(Bucket=s3_bucket.name, Key="out/manifest.json")["Body"].read())["run"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket.name, Prefix="out/timeseries/")["Contents"]]
+    assert any(not k.endswith(f"-{run}.parquet") for k in keys)  # the late files are there
+    _same(read_timeseries(url, storage_options=direct), _bands(read_timeseries(s2_extracted), "B08"))
 
 
 def test_from_s3_to_s3(cube, parcels, s2_extracted, s3_bucket):
@@ -658,7 +708,8 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
 
     assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
-    assert added and all(p.name.endswith("-v00000002.parquet") for p in added)
+    run = json.loads((out / "manifest.json").read_text())["run"]  # of the first run, which names the update's too
+    assert added and all(p.name.endswith(f"-v00000002-{run}.parquet") for p in added)
     new_times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in [features[6], *features[12:]]}
     assert set(pd.concat([pd.read_parquet(p) for p in added]).time) == new_times
     whole = extract(parcels, cube, tmp_path / "whole", **kw)
