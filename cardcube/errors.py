@@ -112,6 +112,15 @@ class StoreUnavailableError(StoreError):
     Down after every retry): an outage that may pass, where asking again later can succeed."""
 
 
+class ServiceBusyError(CardcubeError):
+    """The service reads the cube for as many requests as it may at once, and a request waited its time for a turn:
+    asking again later can succeed."""
+
+
+class ClientGoneError(CardcubeError):
+    """The client of a request closed its connection while the request waited for its turn: nothing was read."""
+
+
 class SpoolError(CardcubeError, OSError):
     """The spool folder cannot take a checked file (full, gone, not writable): no scene's fault, the run stops."""
 

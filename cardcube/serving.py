@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from cardcube.errors import (
     AmbiguousDateError,
     CardcubeError,
+    ClientGoneError,
     CorruptDocumentError,
     CorruptShardError,
     CubeNotFoundError,
     ParcelError,
     RequestTooLargeError,
     ServeError,
+    ServiceBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -30,12 +32,14 @@ if TYPE_CHECKING:  # starlette is imported when an app is made, not by every com
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STORE_TIMEOUT = 5.0  # seconds an S3 request may take to fail, retries included (cardcube.storage.open_store)
-RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach
+RETRY_AFTER = 10  # seconds a client is told to wait (Retry-After) when the store is out of reach, or the service busy
 
 # The first match gives the status: a store out of reach (a StoreError, so first); unknown parcel, version, date
 # (LookupError) or cube; a request too large or a day of several acquisitions, to be told which (ValueErrors too,
-# so first); a parcel that cannot be measured or a bad parameter (ValueError). A status's headers go with it.
+# so first); a parcel that cannot be measured or a bad parameter (ValueError); a service too busy to read, a client
+# gone before its request's turn (499, nginx's "client closed request": in the logs only). Headers go with a status.
 _STATUS = ((CorruptDocumentError, 500), (CorruptShardError, 500), (StoreUnavailableError, 503), (StoreError, 502),
+           (ServiceBusyError, 503), (ClientGoneError, 499),
            (RequestTooLargeError, 413), (AmbiguousDateError, 409), (LookupError, 404), (CubeNotFoundError, 404),
            (ValueError, 422))
 _HEADERS = {503: {"Retry-After": str(RETRY_AFTER)}}

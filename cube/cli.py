@@ -242,6 +242,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="opened arrays kept between requests, with their shard indexes (default 1024; 0: none, "
                    "each request reads the arrays' metadata and shard indexes again)")
     add_store_timeout_option(s)
+    s.add_argument("--reads", type=whole_number(at_least=1), default=4, metavar="N",
+                   help="requests reading the cube at once, time series and images (default 4: memory is bounded by "
+                   "N times a request's); the others wait their turn")
+    s.add_argument("--read-wait", type=number("a number of seconds", at_least=0), default=10.0, metavar="SECONDS",
+                   help="how long a request waits for its turn to read before a 503 Busy with Retry-After (default "
+                   "10)")
     s.set_defaults(func=_serve)
 
 
@@ -500,6 +506,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
           array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
+          reads=args.reads, read_wait=args.read_wait,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -40,11 +40,14 @@ OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
 
 A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
 outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
-proxy's own timeout (nginx's and many load balancers' 60 s).
+proxy's own timeout (nginx's and many load balancers' 60 s). At most ``reads`` requests read the cube at once (time
+series and images, :class:`_ReadSlots`); the others wait their turn up to ``read_wait`` seconds, then are a 503 Busy
+with ``Retry-After``, so the process's memory is bounded, and the routes that read nothing answer at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 import hashlib
@@ -52,7 +55,7 @@ import importlib.metadata
 import io
 import pathlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -77,6 +80,7 @@ from zarr.abc.store import Store
 
 from cardcube.errors import (
     CardcubeError,
+    ClientGoneError,
     CorruptDocumentError,
     CorruptShardError,
     CubeNotFoundError,
@@ -85,6 +89,7 @@ from cardcube.errors import (
     ParcelError,
     ParcelNotFoundError,
     RequestTooLargeError,
+    ServiceBusyError,
     VersionNotFoundError,
 )
 from cardcube.query import TIME_FORMAT, TIME_HELP
@@ -124,6 +129,8 @@ MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 v
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
+READS = 4  # requests reading the cube at once (each reads its chunks READ_THREADS at a time); the others wait
+READ_WAIT = 10.0  # seconds a request waits for its turn to read before a 503 Busy
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
@@ -390,15 +397,45 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
+class _ReadSlots:
+    """A dependency of the routes that read the cube: at most ``size`` of their requests read at once; the others
+    wait their turn on the event loop (holding none of the threads the routes run in) up to ``wait`` seconds, then
+    are a :class:`ServiceBusyError` (503, Retry-After); one whose client has gone meanwhile reads nothing. Each
+    request was bounded, not their number: 20 POSTs of 41,000 rows held 2.3 GB at once, and requests whose clients
+    had given up on a slow store kept every thread, so that the routes reading nothing did not answer either."""
+
+    def __init__(self, size: int, wait: float) -> None:
+        if size < 1:
+            raise InvalidRequestError(f"reads={size}: at least one request must be able to read the cube")
+        self.size, self.wait = size, wait
+        self._free: asyncio.Semaphore | None = None  # made in the server's event loop, by its first request
+
+    async def __call__(self, request: Request) -> AsyncIterator[None]:
+        free = self._free = self._free or asyncio.Semaphore(self.size)
+        try:
+            await asyncio.wait_for(free.acquire(), self.wait)
+        except TimeoutError:
+            raise ServiceBusyError(f"the service is reading the cube for {self.size} other requests, as many as it "
+                                   f"reads for at once, and this one waited {self.wait:g} s for its turn: ask again "
+                                   f"later") from None
+        try:
+            if await request.is_disconnected():
+                raise ClientGoneError("the client closed the connection while its request waited its turn")
+            yield
+        finally:
+            free.release()
+
+
 @dataclass(frozen=True, slots=True)
 class _ServedCube:
     """What the routes read from: the cube's store, the registry parcel ids in URLs are looked up in (None: ids
-    are refused), and what is kept between requests (versions; opened arrays, None for none)."""
+    are refused), what is kept between requests (versions; opened arrays, None for none), and the turns to read."""
 
     store: Store
     registry: ParcelSet | None
     versions: VersionCache
     arrays: ArrayCache | None
+    reads: _ReadSlots
 
     def version(self, collection: str, as_of: int | None) -> CubeVersion:
         """The version a request reads: ``as_of`` or the latest, of a known collection."""
@@ -543,16 +580,20 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
 
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
+    reading = [Depends(served.reads)]
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE,
+              dependencies=reading)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE,
+              dependencies=reading)
     def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
                       time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, format: Format = "json") -> Response:
         return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
                                  mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
 
-    @app.post("/collections/{collection}/timeseries", responses=TABLE)
+    @app.post("/collections/{collection}/timeseries", responses=TABLE,
+              dependencies=reading)
     def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
                       stats: Stats = None, time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
                       all_touched: AllTouched = False, as_of: AsOf = None, crs: Crs = "EPSG:4326",
@@ -563,9 +604,12 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
 
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
     """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
+    reading = [Depends(served.reads)]
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG,
+              dependencies=reading)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG,
+              dependencies=reading)
     def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
                  size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
         check_image_size(size, scale)  # before reading
@@ -578,8 +622,10 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
 
         return served.answer(collection, as_of, read)
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG,
+              dependencies=reading)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG,
+              dependencies=reading)
     def season_png(collection: Collection, parcel_id: ParcelId, time: Time = None, bands: ImageBands = None,
                    size: PanelSize = 64, as_of: AsOf = None) -> Response:
         if size > MAX_SEASON_SIZE:
@@ -615,7 +661,7 @@ def allowed_origins(origins: Sequence[str]) -> list[str]:
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
              array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
-             origins: Sequence[str] = ("*",)) -> FastAPI:
+             origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
     several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
     parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
@@ -625,8 +671,10 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     may take to fail, retries included, so an outage answers 503 at once (:func:`cardcube.storage.open_store`;
     None: the library's patient defaults); ``origins``: the web pages that may read the answers
     (:func:`allowed_origins`; default any: behind an agency's firewall, name its dashboards, as a page from
-    anywhere opened in a browser inside could otherwise read the parcels' answers)."""
+    anywhere opened in a browser inside could otherwise read the parcels' answers); ``reads``: requests reading the
+    cube at once, the others waiting their turn up to ``read_wait`` seconds (:class:`_ReadSlots`)."""
     cors = allowed_origins(origins)
+    slots = _ReadSlots(reads, read_wait)
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True, timeout=store_timeout)
@@ -643,7 +691,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, versions, arrays)
+    served = _ServedCube(store, registry, versions, arrays, slots)
     # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
@@ -703,11 +751,13 @@ def files_digest(packages: Sequence[pathlib.Path], salt: str = "") -> str:
 def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port: int = 8080,
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
           refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
-          origins: Sequence[str] = ("*",), announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
+          origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT,
+          announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
     OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
-                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout, origins=origins)
+                   refresh=refresh, array_cache=array_cache, store_timeout=store_timeout, origins=origins,
+                   reads=reads, read_wait=read_wait)
     serve_app(app, host=host, port=port, announce=announce, root_path=root_path)

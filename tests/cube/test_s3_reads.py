@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -220,6 +221,58 @@ def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recove
         s3_proxy.clear_faults()
         assert get("B02").status_code == 200
     finally:
+        server.close()
+
+
+def test_the_rest_service_reads_for_so_many_requests_at_once_and_answers_the_others(tiny_region, bucket, s3_server,
+                                                                                   s3_proxy):
+    """Each request was bounded, not how many read at once: 20 POSTs held 2.3 GB, and requests whose clients had
+    given up on a slow store kept every thread of the service, which then answered nothing, not even the routes
+    that read nothing. Now --reads of them read at once; the others wait their turn, reading nothing, up to
+    --read-wait seconds, then are a 503 with Retry-After."""
+    from cardcube.testing.served import ServedCommand
+
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[3]
+    server = ServedCommand(["serve", "--cube", bucket, "--parcels", tiny_region.parcels, "--refresh", "600",
+                            "--reads", "1", "--read-wait", "2", "--store-timeout", "300"],  # a held read waits
+                           env=s3_server.environment(s3_proxy.endpoint_url))
+
+    def series(bands: str, timeout: float = 60):
+        return server.http.get(f"/collections/s2/parcels/{pid}/timeseries", params={"bands": bands},
+                               timeout=timeout)
+
+    def settled() -> int:  # the shard reads held back, once no more arrive
+        held = -1
+        while held != s3_proxy.held:
+            held = s3_proxy.held
+            time.sleep(0.5)
+        return held
+
+    try:
+        assert series("B04").status_code == 200  # the version kept (--refresh)
+        s3_proxy.hold(["GET"], path_contains="/c/")  # a store slow to give the shards
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(series, "B08")  # takes the one turn, and waits on the store
+            deadline = time.monotonic() + 60  # only so a broken run ends; nothing about time is asserted
+            while not s3_proxy.held:
+                assert not first.done(), first.result().text
+                assert time.monotonic() < deadline, "the first request read no shard"
+                time.sleep(0.05)
+            reading = settled()
+            gone = [pool.submit(series, "B8A", 0.5) for _ in range(3)]  # their clients give up
+            for abandoned in gone:
+                with pytest.raises(Exception, match="timed out"):
+                    abandoned.result()
+            busy = series("B04")
+            assert busy.status_code == 503 and int(busy.headers["Retry-After"]) > 0, busy.text
+            assert busy.json()["error"] == "ServiceBusy" and "waited 2 s for its turn" in busy.json()["detail"]
+            assert server.http.get("/collections/s2", timeout=30).status_code == 200  # reads nothing: answered
+            assert settled() == reading  # the requests waiting their turn read nothing
+            s3_proxy.release()
+            assert first.result().status_code == 200
+        assert series("B8A").status_code == 200  # the turn is free again
+    finally:
+        s3_proxy.release()
         server.close()
 
 

@@ -749,6 +749,41 @@ def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parce
     assert r.status_code == 200 and r.json()["rows"]
 
 
+def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_nothing():
+    """The service reads for so many requests at once (``--reads``): one whose client has gone by its turn is
+    answered nothing and frees the turn (tests/cube/test_s3_reads.py has the turns on a real server)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from cardcube.errors import ClientGoneError
+    from cube.service import _ReadSlots
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def connected():  # a client that is still there sends nothing more
+        await asyncio.sleep(3600)
+
+    async def gone():
+        return {"type": "http.disconnect"}
+
+    async def turns() -> None:
+        slots = _ReadSlots(1, 30)
+        reading = slots(Request(scope, connected))
+        await reading.__anext__()  # the one turn taken
+        waiting = asyncio.ensure_future(slots(Request(scope, gone)).__anext__())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # waits its turn
+        await reading.aclose()  # the first request answered
+        with pytest.raises(ClientGoneError, match="closed the connection while its request waited its turn"):
+            await waiting
+        after = slots(Request(scope, connected))
+        await asyncio.wait_for(after.__anext__(), 5)  # the turn was freed
+        await after.aclose()
+
+    asyncio.run(turns())
+
+
 def test_a_cube_gone_from_its_store_is_a_500_not_an_unknown_collection(tiny_cube, tiny_region, parcel_id, tmp_path):
     """The cube's folder gone while the service runs (deleted, a volume unmounted): every route answers 500
     CubeLost naming what was served, "/" too (a health check sees it), instead of 404s and an empty "/"; the cube
