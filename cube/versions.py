@@ -33,15 +33,16 @@ class VersionCache:
     one is read once (the 32 most recent kept) and afterwards only checked, at most every ``refresh``
     seconds, to still exist (``cardcube expire`` may have removed it and its data); the latest of a
     collection is looked up again at most every ``refresh`` seconds, after which a new ingest's version
-    is seen; a collection once seen that has no version any more is a :class:`CubeLostError` (a 500 from the
-    service), not an unknown collection. A latest version of another cube (replaced: :meth:`_is_replaced`)
-    makes the pinned versions read before it stale and calls ``on_replaced`` with the collection. Safe to share
-    between threads."""
+    is seen, and so is a collection not in the cube (``GET /`` listed it on every call); a collection once
+    seen that has no version any more is a :class:`CubeLostError` (a 500 from the service), not an unknown
+    collection. A latest version of another cube (replaced: :meth:`_is_replaced`) makes the pinned versions
+    read before it stale and calls ``on_replaced`` with the collection. Safe to share between threads."""
 
     def __init__(self, store: Any, *, refresh: float = REFRESH, size: int = 32,
                  on_replaced: Callable[[str], None] | None = None) -> None:
         self._store, self._refresh, self._on_replaced = store, refresh, on_replaced
         self._latest: dict[str, tuple[float, CubeVersion]] = {}
+        self._absent: dict[str, tuple[float, str]] = {}  # collection -> (when found absent, the error's message)
         # (collection, version) -> (last checked, version, the collection's cube generation when it was read)
         self._pinned: LRUDict = LRUDict(size)
         self._generation: dict[str, int] = {}  # of each collection: one more each time its cube was replaced
@@ -54,13 +55,17 @@ class VersionCache:
     def _latest_of(self, collection: str) -> CubeVersion:
         now = timer.monotonic()
         with self._lock:
-            seen = self._latest.get(collection)
+            seen, absent = self._latest.get(collection), self._absent.get(collection)
         if seen is not None and now - seen[0] < self._refresh:
             return seen[1]
+        if seen is None and absent is not None and now - absent[0] < self._refresh:
+            raise CubeNotFoundError(absent[1])
         try:
             version = read_version(self._store, collection)
-        except CubeNotFoundError:
+        except CubeNotFoundError as exc:
             if seen is None:  # never served: no such collection here
+                with self._lock:
+                    self._absent[collection] = (now, str(exc))
                 raise
             raise CubeLostError(f"the {collection} cube at {store_url(self._store)} had version {seen[1].version} "
                                 f"and now has none: its ledger is gone from the store (a deleted folder or prefix, "

@@ -547,6 +547,7 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
     import json
     import shutil
 
+    from cardcube.errors import CubeNotFoundError
     from cardcube.storage import CountingStore, open_store
     from cube import layout
     from cube.versions import VersionCache
@@ -566,6 +567,19 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
     (root / layout.ledger_key("s2", first + 1)).write_text(json.dumps({**record, "version": first + 1}))
     assert cached.get("s2").version == first  # within refresh: the version it had
     assert fresh.get("s2").version == first + 1  # refresh 0: the new commit at once
+    for cache in (cached, fresh):  # a collection the cube lacks: `GET /` listed its ledger on every call
+        with pytest.raises(CubeNotFoundError):
+            cache.get("s1")
+    store.counts.requests.clear()
+    with pytest.raises(CubeNotFoundError, match="s1"):
+        cached.get("s1")
+    assert not store.requests  # within refresh, said from memory
+    with pytest.raises(CubeNotFoundError, match="s1"):
+        fresh.get("s1")
+    assert store.requests["list"] > 0  # refresh 0: looked up again
+    (root / "s1" / "_ledger").mkdir(parents=True)
+    shutil.copy(root / layout.ledger_key("s2", first), root / layout.ledger_key("s1", first))
+    assert fresh.get("s1").version == first  # ingested since: found at the next lookup
 
 
 def _ledger_of(cube, root):
