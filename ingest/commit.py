@@ -6,8 +6,8 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 1. ``locked``     - create ``C/_lock.json`` with a create-only write (``If-None-Match: *`` on S3, an
                     exclusive link on a folder). A second ingest finds it and stops with
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
-                    dead pid) or not refreshed for ``stale_after`` seconds (the holder's, if longer)
-                    is broken and taken over.
+                    boot and pid namespace, dead pid) or not refreshed for ``stale_after`` seconds (the
+                    holder's, if longer) is broken and taken over.
                     The holder checks a :class:`Fence` before every write and delete, and stops with
                     :class:`LockLostError` once its lock is gone or its lease (a refresh within half
                     of ``stale_after``) has lapsed: a writer that was frozen, not dead, when its lock
@@ -52,6 +52,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn
 
 from zarr.abc.store import Store
@@ -84,7 +85,9 @@ class LockInfo:
     shorter one still waits that long before it takes the lock for dead. ``command`` names the kind of writer
     (``ingest``, ``expire``), for the operator looking for it; a lock written before it was recorded says
     ``writer``. ``remote_workers``: the holder's writes run on a dask cluster's workers, which outlive its
-    process, so its lock is not taken for dead when the process is (only ``stale_after`` after its heartbeat)."""
+    process, so its lock is not taken for dead when the process is (only ``stale_after`` after its heartbeat).
+    ``pid_namespace``: where ``pid`` names the holder (:func:`pid_namespace`); None in a lock of a cardcube before
+    2026-12-05, or of a system that does not tell it."""
 
     owner: str
     host: str
@@ -94,6 +97,7 @@ class LockInfo:
     stale_after: float = STALE_AFTER
     command: str = "writer"
     remote_workers: bool = False
+    pid_namespace: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
@@ -106,7 +110,7 @@ class LockInfo:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (one of another user's counts as running)."""
+    """Whether a process ``pid`` runs in this process's pid namespace (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,8 +120,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace in this boot of its machine (``<boot id> pid:[<inode>]``): the processes whose
+    pids :func:`pid_alive` can tell. None where Linux's ``/proc`` does not say. A host name does not tell it: the
+    containers of a pod, or on the host network, share their host's name, each with its own pids, and a live
+    writer's pid in one is no process (or another one) in the next; a reboot starts the pids anew."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
 def _is_stale(info: LockInfo, stale_after: float) -> bool:
-    if not info.remote_workers and info.host == socket.gethostname() and not pid_alive(info.pid):
+    """Whether the lock ``info`` is taken for dead: its holder's process is gone (told only where its pid is one of
+    this process's pid namespace, and its writes did not run on a cluster), or its heartbeat is older than the
+    longer of ``stale_after`` and the holder's. A lock that does not say its pid namespace (a cardcube before
+    2026-12-05) waits for its heartbeat: until then, another pid namespace's live writer lost its lock at once."""
+    if (not info.remote_workers and info.host == socket.gethostname() and info.pid_namespace is not None
+            and info.pid_namespace == pid_namespace() and not pid_alive(info.pid)):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -207,7 +228,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     while True:
         lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
-        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command, remote_workers)
+        me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command, remote_workers,
+                      pid_namespace())
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break
@@ -251,8 +273,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             log.warning("the writer lock %s at %s is left in place, as writes of this run may still land (%s): no "
                         "other writer starts until it is taken for dead%s (or delete it once they have ended)", key,
                         store_url(store), keep, f", {stale_after:.0f} s after its last heartbeat" if remote_workers
-                        else f": on this host once this process has ended, elsewhere {stale_after:.0f} s after its "
-                             f"last heartbeat")
+                        else f": in this pid namespace of this host once this process has ended, elsewhere "
+                             f"{stale_after:.0f} s after its last heartbeat")
         else:
             _delete_if_owner(store, key, me.owner)
 
@@ -262,7 +284,12 @@ def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
     if info.remote_workers:
         return (f"Its writes ran on dask workers, which outlive it: it is taken for dead {after:.0f} s after its last "
                 f"heartbeat, even once its process has ended")
-    return f"A writer on another host that died is taken for dead {after:.0f} s after its last heartbeat"
+    if info.pid_namespace is None:
+        return (f"Its lock does not say in which pid namespace its pid {info.pid} is (a cardcube before 2026-12-05): "
+                f"it is taken for dead {after:.0f} s after its last heartbeat, even once its process has ended "
+                f"(delete it by hand once it has)")
+    return (f"A writer on another host, or in another pid namespace of this one (another container), that died is "
+            f"taken for dead {after:.0f} s after its last heartbeat")
 
 
 def _as_dict(info: LockInfo) -> dict:

@@ -24,10 +24,11 @@ from cube.dataset import open_cube
 from cube.ledger import committed_versions
 from ingest import job
 from ingest.arrays import ensure_tile
-from ingest.commit import writer_lock
+from ingest.commit import pid_alive, pid_namespace, writer_lock
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import CHUNKS, ingest_command, stopped_at
+from tests.ingest.namespaces import can_unshare_pids, in_another_pid_namespace
 from tests.ingest.scene_edits import items_of, write_items
 
 COLLECTION = "s1"
@@ -247,10 +248,51 @@ def test_a_dead_writers_lock_on_this_host_is_broken_at_once_unless_its_writes_ra
     now = time.time()
     write_json(store, key, {"owner": "d" * 32, "host": socket.gethostname(), "pid": int(dead.stdout), "started": now,
                             "heartbeat": now, "stale_after": 600.0, "command": "ingest",
-                            "remote_workers": remote_workers})
+                            "remote_workers": remote_workers, "pid_namespace": pid_namespace()})
     if remote_workers:  # its process is gone, but the workers it gave writes to may still be writing
         with pytest.raises(CubeLockedError, match="is being written by ingest dddddddd"):
             writer_lock(store, "s2").__enter__()
     else:
         with writer_lock(store, "s2") as fence:
             assert read_json(store, key)["owner"] == fence.owner
+
+
+def test_a_lock_of_a_cardcube_that_did_not_record_its_pid_namespace_waits_for_its_heartbeat(tmp_path):
+    """Its pid, dead here, may be a live writer's in another pid namespace: it is not taken for dead at once."""
+    store = open_store(str(tmp_path / "cube"))
+    key = layout.lock_key("s2")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = time.time()
+    write_json(store, key, {"owner": "d" * 32, "host": socket.gethostname(), "pid": int(dead.stdout), "started": now,
+                            "heartbeat": now, "stale_after": 600.0, "command": "ingest"})
+    old = rf"its pid {int(dead.stdout)} is \(a cardcube before 2026-12-05\): it is taken for dead 600 s after"
+    with pytest.raises(CubeLockedError, match=old):
+        writer_lock(store, "s2").__enter__()
+    assert read_json(store, key)["owner"] == "d" * 32
+
+
+HOLD_THE_LOCK = """
+from cardcube.storage import open_store
+from ingest.commit import pid_alive, pid_namespace, writer_lock
+with writer_lock(open_store(sys.argv[1]), "s2") as fence:
+    print(fence.owner, flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not can_unshare_pids(), reason="needs unshare -pf (a pid namespace of its own) for the holder")
+def test_a_live_writers_lock_in_another_pid_namespace_of_this_host_is_not_broken(tmp_path):
+    """A container on the host network (the same host name, pids of its own) holds the lock, its heartbeat fresh:
+    its pid names no process here, and the lock was broken at once; two writers then ran on one cube."""
+    cube = str(tmp_path / "cube")
+    store = open_store(cube)
+    with in_another_pid_namespace(HOLD_THE_LOCK, cube) as (pid, owner):
+        held = read_json(store, layout.lock_key("s2"))
+        assert held["owner"] == owner and held["pid"] == pid and held["host"] == socket.gethostname()
+        assert not pid_alive(pid)  # what the old rule went by
+        with pytest.raises(CubeLockedError, match=rf"is being written by ingest {owner[:8]} \(pid {pid} on .*A writer "
+                                                  r"on another host, or in another pid namespace of this one \(another "
+                                                  r"container\), that died is taken for dead 600 s after"):
+            writer_lock(store, "s2").__enter__()
+        assert read_json(store, layout.lock_key("s2"))["owner"] == owner
+    assert read_json(store, layout.lock_key("s2")) is None  # its holder let go of it
