@@ -13,6 +13,7 @@ until the run ends.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import posixpath
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 
 from cardcube.errors import InvalidRequestError, SpoolError
 from cardcube.parallel import is_distributed
-from ingest.commit import pid_alive
+from ingest.commit import pid_alive, pid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def spool_folder(spool: Spool, *, scheduler: object, remote: bool) -> Iterator[s
         return
     where = None if spool is True else Path(spool).resolve()  # absolute: workers may run in another folder
     remove_dead_spools(where)
-    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=where)
+    space = _space()
+    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{socket.gethostname()}-{os.getpid()}-{f'{space}-' if space else ''}",
+                              dir=where)
     try:
         yield folder
     finally:
@@ -68,25 +71,43 @@ def _remove(folder: str, attempts: int = 5) -> None:
         if not os.path.exists(folder):
             return
         time.sleep(0.1 * (attempt + 1))
-    log.warning("could not remove the spool folder %s yet: the next ingest on this host removes it", folder)
+    log.warning("could not remove the spool folder %s yet: the next ingest on this host (in this pid namespace) "
+                "removes it", folder)
 
 
 _PREFIX = "cardcube-spool-"
 
 
+def _space() -> str | None:
+    """This process's boot and pid namespace (:func:`ingest.commit.pid_namespace`) as part of a folder's name (12 hex
+    digits), or None where the system does not tell them."""
+    space = pid_namespace()
+    return None if space is None else hashlib.sha256(space.encode()).hexdigest()[:12]
+
+
 def remove_dead_spools(where: str | os.PathLike | None = None) -> list[str]:
-    """Remove the spool folders in ``where`` (default: the system's temporary folder) of runs on this host whose
-    process is gone: a run killed (kill -9, the OOM killer) cleans up nothing, and its spool holds the run's band
-    files. Its folder is named by host and process id; another host's (a volume the workers share) are left
-    alone. Returns the folders removed."""
-    host = socket.gethostname()
+    """Remove the spool folders in ``where`` (default: the system's temporary folder) of runs whose process is
+    provably gone: a run killed (kill -9, the OOM killer) cleans up nothing, and its spool holds the run's band
+    files. A folder is named ``<host>-<pid>-<space>-`` (:func:`_space`), and only one of this host, boot and pid
+    namespace is told dead by its pid: another host's (a volume the workers share) and another pid namespace's
+    (a container on the host network sharing the volume: its live run's pid is no process here) are left alone.
+    So is one named without its pid namespace (by a cardcube before 2026-12-05), whose pid is dead here: it may be
+    a live run's elsewhere, so it is named in a warning, to delete by hand. Returns the folders removed."""
+    host, space = socket.gethostname(), _space()
     removed = []
     for path in glob.glob(os.path.join(where or tempfile.gettempdir(), f"{glob.escape(_PREFIX + host)}-*-*")):
-        pid = os.path.basename(path)[len(_PREFIX + host) + 1:].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)) and os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-            log.warning("removed the spool folder %s of an ingest that died (pid %s)", path, pid)
-            removed.append(path)
+        pid, *rest = os.path.basename(path)[len(_PREFIX + host) + 1:].split("-")  # mkdtemp's part holds no "-"
+        ours, older = len(rest) == 2 and space is not None and rest[0] == space, len(rest) == 1
+        if not (pid.isdigit() and (ours or older) and os.path.isdir(path)) or pid_alive(int(pid)):
+            continue
+        if older:
+            log.warning("left the spool folder %s alone: no process here has its pid %s, but it does not say in "
+                        "which pid namespace its ingest ran (a cardcube before 2026-12-05), which may run on in "
+                        "another (a container); delete it once no such ingest runs", path, pid)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("removed the spool folder %s of an ingest that died (pid %s)", path, pid)
+        removed.append(path)
     return removed
 
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,12 +29,14 @@ from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest import job
 from ingest.arrays import ensure_tile
+from ingest.commit import pid_alive
 from ingest.job import ingest
-from ingest.spool import spool_folder
+from ingest.spool import remove_dead_spools, spool_folder
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
+from tests.ingest.namespaces import can_unshare_pids, in_another_pid_namespace
 from tests.ingest.scene_edits import asset_path, broken_copy, items_of, truncate, write_items
 
 CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
@@ -204,6 +207,35 @@ def test_the_spool_of_an_ingest_killed_by_sigkill_is_removed_by_the_next_run(tin
     assert "removed the spool folder" in again.stderr and str(dead) in again.stderr
     assert set(spool.iterdir()) == {live, elsewhere}
     assert assert_matches_sources(cube, write_items(tiny_region.items, pair, "killed-local.json"), "s1") > 0
+
+
+HOLD_A_SPOOL = """
+from ingest.commit import pid_alive
+from ingest.spool import remove_dead_spools, spool_folder
+with spool_folder(sys.argv[1], scheduler=None, remote=True) as folder:
+    print(folder, flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not can_unshare_pids(), reason="needs unshare -pf (a pid namespace of its own) for the run")
+def test_a_live_runs_spool_in_another_pid_namespace_of_this_host_is_left_alone(tmp_path, caplog):
+    """A container on the host network (the same host name, pids of its own) sharing the --spool volume: its live
+    run's pid names no process here, and the next ingest here deleted its spool (that run then failed). A folder
+    named by an older cardcube, without its pid namespace, is left too, and named."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    older = spool / f"cardcube-spool-{socket.gethostname()}-{int(dead.stdout)}-x"
+    older.mkdir()
+    with in_another_pid_namespace(HOLD_A_SPOOL, str(spool)) as (pid, folder):
+        assert Path(folder).parent == spool and f"-{pid}-" in Path(folder).name
+        assert not pid_alive(pid)  # what the old rule went by
+        assert remove_dead_spools(spool) == []
+        assert Path(folder).is_dir()
+    assert not Path(folder).exists()  # its own run removed it at its end
+    assert set(spool.iterdir()) == {older}
+    assert f"left the spool folder {older} alone: no process here has its pid" in caplog.text
 
 
 def test_a_spool_that_cannot_take_a_file_stops_the_run_and_rejects_no_scene(tiny_region, pair, tmp_path):
