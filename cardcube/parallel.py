@@ -341,7 +341,7 @@ def _check_name(scheduler: Any) -> None:
                                   f"or a Client")
 
 
-def check_workers_see(scheduler: Any, files: Mapping[str, os.PathLike | None]) -> None:
+def check_workers_see(scheduler: Any, files: Mapping[str, str | os.PathLike | None]) -> None:
     """On a cluster, an :class:`InvalidRequestError` unless every worker sees each local file of ``files`` (what
     it is, e.g. "the cube's folder": a file this process has just written there; None: in an object store). Workers
     on other machines read and write a local folder on their own disks: an ingest failed there with zarr's

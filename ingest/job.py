@@ -503,7 +503,10 @@ def ingest(
                       remote_workers=is_distributed(scheduler), stop_grace=stop_grace) as fence,
           spool_folder(spool, scheduler=scheduler, remote=remote) as spooled):
         checkpoint("locked")
-        check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection))})
+        # before any download: a worker that did not see the spool (the run's folder in --spool DIR, named by DIR)
+        # failed after the checks' downloads, blaming the disk's room
+        check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection)),
+                                      "the spool folder": spooled})
         head = head_or_empty(store, spec0)
         if head.version and (lost := lost_newest(counting._store, collection, head.version)):
             raise CorruptDocumentError(f"{lost[1]}; this ingest commits nothing: it would take the lost version's "

@@ -12,6 +12,7 @@ until the run ends.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import logging
@@ -126,6 +127,18 @@ def keep(folder: str, href: str, data: bytes, checksum: str) -> str:
     except OSError as exc:
         if partial is not None:  # a full disk: the part written goes
             Path(partial).unlink(missing_ok=True)
-        raise SpoolError(f"cannot keep a checked file in the spool folder {folder} ({exc}): give a folder with "
-                         f"room for the run's band files (--spool DIR, ingest(..., spool=DIR))") from None
+        raise SpoolError(f"cannot keep a checked file in the spool folder {folder} ({exc}): {_remedy(exc)} "
+                         f"(--spool DIR, ingest(..., spool=DIR))") from None
     return path
+
+
+def _remedy(exc: OSError) -> str:
+    """What to do about the spool folder that failed with ``exc``: not always a full disk (a worker that does not see
+    the folder was told to find one with room)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "give a folder with room for the run's band files"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return (f"the folder is gone, or not seen on {socket.gethostname()} (a dask worker on another machine, or in "
+                f"a container without its volume?): give a folder every worker of the run sees, which nothing else "
+                f"deletes while the run lasts")
+    return "give a folder the run (each of its workers) can write to, with room for the run's band files"

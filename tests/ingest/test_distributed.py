@@ -24,6 +24,7 @@ from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command
+from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
@@ -160,6 +161,37 @@ def test_an_ingest_into_a_folder_its_workers_do_not_see_stops_before_writing(tin
             worker.wait()
     assert not (private / "cube" / layout.lock_key("s1")).exists()  # let go of, and nothing committed
     assert committed_versions(open_store(private / "cube"), "s1") == []
+
+
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs unshare -m (a private mount namespace) for a worker")
+def test_an_ingest_whose_workers_do_not_see_its_spool_folder_stops_before_any_download(tiny_region, tmp_path):
+    """A worker that sees the cube's folder but not --spool DIR (here: a tmpfs over it in its mount namespace)
+    downloaded the files for the checks, then failed to keep them, telling to give a folder with room."""
+    distributed = pytest.importorskip("distributed")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+    with http_server(COUNTING_SERVER, str(tiny_region.items.parent)) as base, \
+            distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                                     silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        items = write_items(tiny_region.items, [served(f, base) for f in features], "blind-spool.json")
+        start = f'mount -t tmpfs tmpfs "{spool}" && exec "$0" -m distributed.cli.dask_worker "$1" --nthreads 1 ' \
+                '--no-nanny --no-dashboard'
+        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", start, sys.executable, cluster.scheduler_address],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        blind = rf"1 of the 1 dask workers \(tcp://.*\) do not see the spool folder {spool} \(is it"
+        try:
+            client.wait_for_workers(1, timeout=120)
+            with pytest.raises(InvalidRequestError, match=blind):
+                ingest(items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False,
+                       scheduler=cluster.scheduler_address, spool=spool)
+            assert bytes_sent(base) == {}  # nothing downloaded
+        finally:
+            worker.terminate()
+            worker.wait()
+    assert list(spool.iterdir()) == []  # the run's folder removed
+    assert read_json(open_store(tmp_path / "cube"), layout.lock_key("s1")) is None
+    assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
 
 
 def test_a_wrong_scheduler_address_fails_before_anything_is_made(tiny_region, tmp_path):

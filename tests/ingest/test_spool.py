@@ -21,7 +21,7 @@ import xarray as xr
 
 from cardcube.checkpoints import KILL_ENV
 from cardcube.cli import main
-from cardcube.errors import InvalidRequestError, LockLostError, SceneReadError
+from cardcube.errors import InvalidRequestError, LockLostError, SceneReadError, SpoolError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store, read_json, write_json
 from cube import layout
@@ -31,7 +31,7 @@ from ingest import job
 from ingest.arrays import ensure_tile
 from ingest.commit import pid_alive
 from ingest.job import ingest
-from ingest.spool import remove_dead_spools, spool_folder
+from ingest.spool import keep, remove_dead_spools, spool_folder
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command
@@ -211,7 +211,7 @@ def test_the_spool_of_an_ingest_killed_by_sigkill_is_removed_by_the_next_run(tin
 
 HOLD_A_SPOOL = """
 from ingest.commit import pid_alive
-from ingest.spool import remove_dead_spools, spool_folder
+from ingest.spool import keep, remove_dead_spools, spool_folder
 with spool_folder(sys.argv[1], scheduler=None, remote=True) as folder:
     print(folder, flush=True)
     sys.stdin.read()
@@ -253,8 +253,21 @@ def test_a_spool_that_cannot_take_a_file_stops_the_run_and_rejects_no_scene(tiny
         run = subprocess.run(ingest_command(items, str(tmp_path / "cube"), "s1", "--spool", str(spool)),
                              capture_output=True, text=True, timeout=300, preexec_fn=small_files)
     assert run.returncode == 2 and "cannot keep a checked file in the spool folder" in run.stderr, run.stderr
+    assert "give a folder with room for the run's band files" in run.stderr
     assert run.stderr.count("\n") == 1 and list(spool.iterdir()) == []
     assert committed_versions(open_store(tmp_path / "cube"), "s1") == []
+
+
+def test_a_spool_folder_gone_or_not_seen_is_named_so_not_as_one_without_room(tmp_path):
+    """A dask worker that does not see the spool folder (or a folder deleted under a run) failed with ENOENT, and
+    was told to give a folder with room for the run's band files."""
+    gone = tmp_path / "gone"
+    said = (rf"in the spool folder {gone} \(\[Errno 2\] No such file or directory: .*\): the folder is gone, or not "
+            rf"seen on {socket.gethostname()} \(a dask worker on another machine, or in a container without its "
+            r"volume\?\): give a folder every worker of the run sees")
+    with pytest.raises(SpoolError, match=said) as failed:
+        keep(str(gone), "https://example.com/VV.tif", b"tiff", "sha256:" + "0" * 64)
+    assert "room" not in str(failed.value)
 
 
 def test_a_spooled_copy_gone_before_the_writes_is_named_as_the_spools(tiny_region, pair, tmp_path, monkeypatch):
