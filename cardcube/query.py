@@ -94,7 +94,8 @@ def _beyond(year: int, value: Any, *, end: bool) -> np.datetime64 | None:
 
 def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
     """A start bound, or an exclusive end bound just after the whole period written: ``2024-05`` ends with
-    May, ``2024-05-03`` with that day, an instant (datetime, datetime64) with itself."""
+    May, ``2024-05-03`` with that day, a datetime with itself; a datetime64 is the period of its unit, as its text
+    is (``np.datetime64("2024-05")`` is May, a ``datetime64[ns]`` one nanosecond)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         return None
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -112,15 +113,15 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         value = np.datetime64(value, "ns")
-    parsed = value.astype("datetime64[ns]")
-    return parsed + np.timedelta64(1, "ns") if end else parsed
+    # + 1 is one of its own unit: a day's or a month's datetime64 (``.astype("datetime64[D]")``) was its midnight
+    return (value + 1 if end else value).astype("datetime64[ns]")
 
 
 def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
     """``[lo, hi)`` in UTC from ``"2024-05"`` (a period: that month), ``"2024-04-01/2024-05-31"``,
     ``"2024-04-01/.."``, a ``(start, end)`` pair of strings, dates, datetimes or datetime64 (None or ``..``:
-    open), or one date, datetime or datetime64 (that day, that instant). Ends are inclusive of the period
-    they write. An empty range is an error, not an empty result."""
+    open), or one date, datetime or datetime64 (that day, that instant, the period of its unit). Ends are
+    inclusive of the period they write. An empty range is an error, not an empty result."""
     if time is None:
         return None, None
     if isinstance(time, date | np.datetime64):  # one date or instant: that period

@@ -272,8 +272,9 @@ class Chip:
 
 
 def _one_date(date: Any) -> Any:
-    """The time range of ``chip(date=)``: the day or the instant ``date`` writes (cardcube.query reads it)."""
-    if isinstance(date, dt.date | np.datetime64):
+    """The time range of ``chip(date=)``: the day or the instant ``date`` writes (cardcube.query reads it; a
+    datetime64 comes as its text, see :func:`chip`)."""
+    if isinstance(date, dt.date):
         return date
     if not isinstance(date, str) or not ONE_DATE.fullmatch(date.strip()):
         try:  # a month or a range: each of its dates is a panel of the season sheet
@@ -479,12 +480,14 @@ def chip(
     with no data (NaN, SCL 0) beyond them. The ids of a GeoDataFrame (``where`` or ``registry``) are in its
     ``id_column``, as for :func:`parcel_timeseries`.
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
-    ``date`` (instead of ``time``) asks for one acquisition: a day (``"2024-05-04"``, a ``datetime.date``) or its
-    time (``"2024-05-04T17:23:48Z"``, as ``Chip.times`` and the time series give it); a day holding several
-    acquisitions over the chip (Sentinel-1's dawn and dusk passes) is an :class:`AmbiguousDateError` listing their
-    times and orbits, rather than a chip of the first.
+    ``date`` (instead of ``time``) asks for one acquisition: a day (``"2024-05-04"``, a ``datetime.date``, a
+    ``datetime64`` of a day) or its time (``"2024-05-04T17:23:48Z"``, as ``Chip.times`` and the time series give
+    it); a day holding several acquisitions over the chip (Sentinel-1's dawn and dusk passes) is an
+    :class:`AmbiguousDateError` listing their times and orbits, rather than a chip of the first.
     """
     check_chip_size(size)
+    if isinstance(date, np.datetime64):  # at its unit's precision: a day's is a day, a month's refused as "2024-05"
+        date = str(np.datetime_as_string(date))
     if date is not None:
         if time is not None:
             raise InvalidRequestError(f"give time= (a range) or date= (one acquisition), not both: time={time!r}, "

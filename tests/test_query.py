@@ -40,11 +40,24 @@ def test_instants_and_dates_as_python_objects():
     naive = datetime(2024, 5, 3, 10, 50, 31, tzinfo=UTC).replace(tzinfo=None)
     assert parse_time_range((None, naive))[1] == ns("2024-05-03T10:50:31.000000001")
     assert parse_time_range((date(2024, 5, 3), date(2024, 5, 3))) == (ns("2024-05-03"), ns("2024-05-04"))
-    stamp = np.datetime64("2024-05-03T10:50:31.5")
+    stamp = np.datetime64("2024-05-03T10:50:31.5", "ns")  # a cube's time: that nanosecond
     assert parse_time_range((stamp, stamp)) == (ns("2024-05-03T10:50:31.5"), ns("2024-05-03T10:50:31.500000001"))
     assert parse_time_range(None) == (None, None)
     assert parse_time_range(date(2024, 5, 3)) == (ns("2024-05-03"), ns("2024-05-04"))  # one date: that day
     assert parse_time_range(stamp) == parse_time_range((stamp, stamp))
+
+
+@pytest.mark.parametrize(("text", "lo", "hi"), [
+    ("2024-05", "2024-05-01", "2024-06-01"),
+    ("2024-05-03", "2024-05-03", "2024-05-04"),
+    ("2024-05-03T10:50:31", "2024-05-03T10:50:31", "2024-05-03T10:50:32"),
+    ("2024-05-03T10:50:31.5", "2024-05-03T10:50:31.5", "2024-05-03T10:50:31.501"),
+])
+def test_a_datetime64_is_the_period_of_its_unit_as_its_text_is(text, lo, hi):
+    """``np.datetime64("2024-05")`` (or a time series' ``.astype("datetime64[D]")``) was the instant of its
+    midnight: a time series of May was empty, its warning saying May held no acquisition."""
+    assert parse_time_range(np.datetime64(text)) == parse_time_range(text) == (ns(lo), ns(hi))
+    assert parse_time_range((np.datetime64(text), None)) == (ns(lo), None)
 
 
 def test_a_time_selection_is_a_range_or_a_set_of_exact_times():

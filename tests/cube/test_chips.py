@@ -412,6 +412,21 @@ def test_a_day_of_two_sentinel1_passes_is_a_choice_not_the_first(two_pass_cube, 
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", date="2024-05")
 
 
+def test_a_datetime64_date_is_the_day_it_writes(two_pass_cube, two_pass_region, two_pass_days):
+    """``np.datetime64("2024-05-01")`` (a time series' ``time.values.astype("datetime64[D]")``) was the instant of
+    its midnight: "no acquisition at 2024-05-01; 2024-05-01 holds ..."; a month's is refused as the text is."""
+    parcels = gpd.read_parquet(two_pass_region.parcels)
+    pid = parcels.sort_values("area_ha").parcel_id.iloc[-1]
+    single, (first, _) = two_pass_days
+    one = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=np.datetime64(single))
+    assert [f"{t:%Y-%m-%d}" for t in pd.to_datetime(one.times)] == [single]
+    when = np.datetime64(first[0].rstrip("Z"), "ns")  # a cube's time, to the nanosecond: that pass
+    assert list(chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=when).times) == [when]
+    with pytest.raises(InvalidRequestError, match=r"'2024-05' is not a day or a time: .*every date of a range: "
+                                                  r"time=2024-05 "):
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=np.datetime64("2024-05"))
+
+
 def test_a_day_without_an_acquisition_names_the_nearest_ones(tiny_cube, tiny_region, parcels, parcel_id):
     """An inspector's chip of a day between two passes said only that the cube holds dates from May to July."""
     import itertools
