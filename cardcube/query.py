@@ -42,9 +42,12 @@ class _NotISO(InvalidRequestError):
 
 def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
     """An ISO 8601 date or time at the precision written (to the nanosecond), and its UTC offset. Only ISO
-    forms: numpy alone would also take ``20240610`` (the year 20,240,610), ``today`` and ``NaT``."""
+    forms: numpy alone would also take ``20240610`` (the year 20,240,610), ``today`` and ``NaT``. The time may
+    follow the day after a space (RFC 3339, and pandas' print of a time: ``2024-05-10 05:49:54+00:00``)."""
     text, offset = text.strip(), np.timedelta64(0, "m")
     day, sep, clock = text.partition("T")
+    if not sep:  # its offset was looked for after a "T" only: "2024-05-10 05:49:54Z" was no time
+        day, sep, clock = text.partition(" ")
     found = _OFFSET.search(clock) if sep else None
     if found:
         clock, mark = clock[: found.start()], found[1]

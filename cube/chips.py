@@ -61,8 +61,9 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
-# one acquisition: a day, or a time (to the minute or second, "Z" or an offset), as chip(date=) takes it as text
-ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+# one acquisition: a day, or a time (to the minute or second, "Z" or an offset; after a "T" or a space, as time=
+# takes it and pandas prints it), as chip(date=) takes it as text
+ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
 # an index's range on its colour map where NDVI's 0..1 would clip farmland to one colour: NDWI is negative over
 # land (-0.6 over crops), water above 0; NDMI and NBR go below 0 over bare soil; RVI exceeds 1 under dense canopy
 # and speckle (its theoretical range is 0..4)
@@ -292,6 +293,11 @@ def _one_date(date: Any) -> Any:
     return f"{date.strip()}/{date.strip()}"
 
 
+def _is_time(text: str) -> bool:
+    """Whether ``text`` (a chip date) writes a time of day, not a day alone ("T" or a space before it)."""
+    return bool((one := ONE_DATE.fullmatch(text.strip())) and one[1])
+
+
 def _check_one(ds: xr.Dataset, date: Any, collection: str) -> None:
     """:class:`AmbiguousDateError` if ``date`` (a day) holds more than one acquisition of ``ds``, listing them."""
     if ds.sizes["time"] < 2:
@@ -310,7 +316,7 @@ def _check_one(ds: xr.Dataset, date: Any, collection: str) -> None:
 def _missed(version: CubeVersion, date: Any) -> str | None:
     """For ``chip(date=)`` given a time no acquisition has: the acquisitions of that day, as a message (None for no
     time, or a day without any)."""
-    if date is None or (isinstance(date, str) and "T" not in date) or type(date) is dt.date:
+    if date is None or (isinstance(date, str) and not _is_time(date)) or type(date) is dt.date:
         return None
     when = pd.Timestamp(date.strip() if isinstance(date, str) else date)
     day = (when.tz_convert("UTC") if when.tzinfo is not None else when).strftime("%Y-%m-%d")

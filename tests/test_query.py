@@ -60,6 +60,17 @@ def test_a_datetime64_is_the_period_of_its_unit_as_its_text_is(text, lo, hi):
     assert parse_time_range((np.datetime64(text), None)) == (ns(lo), None)
 
 
+@pytest.mark.parametrize("text", ["2024-05-03 10:50:31", "2024-05-03 10:50:31Z", "2024-05-03 10:50:31+00:00",
+                                  "2024-05-03 12:50:31+02:00", " 2024-05-03 08:50:31-0200 "])
+def test_a_time_after_a_space_is_read_as_after_a_t(text):
+    """pandas prints a time series' time as ``2024-05-03 10:50:31+00:00``: without its offset it was taken, with
+    it (``Z`` or ``+00:00``) it was no ISO 8601 time."""
+    assert parse_time_range(text) == parse_time_range("2024-05-03T10:50:31Z")
+    assert parse_time_range(f"{text}/..") == (ns("2024-05-03T10:50:31"), None)
+    with pytest.raises(InvalidRequestError, match="write it %2B"):  # its "+" lost in a URL, as after a "T"
+        parse_time_range("2024-05-03 12:50:31 02:00")
+
+
 def test_a_time_selection_is_a_range_or_a_set_of_exact_times():
     times = np.array(["2024-05-03T10:50:31", "2024-05-08T10:50:29", "2024-06-02T10:50:31"], dtype="datetime64[ns]")
     assert parse_time_selection("2024-05") == parse_time_range("2024-05")

@@ -427,6 +427,22 @@ def test_a_datetime64_date_is_the_day_it_writes(two_pass_cube, two_pass_region, 
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=np.datetime64("2024-05"))
 
 
+def test_a_chip_date_takes_a_time_written_with_a_space(two_pass_cube, two_pass_region, two_pass_days):
+    """A time as pandas prints the time series' (``2024-05-04 05:49:55``, with ``+00:00`` if aware) was "not a day
+    or a time", offered a season sheet of that one instant, while ``time=`` took it."""
+    parcels = gpd.read_parquet(two_pass_region.parcels)
+    pid = parcels.sort_values("area_ha").parcel_id.iloc[-1]
+    _, (first, second) = two_pass_days
+    when = pd.Timestamp(first[0])
+    for given in (str(when), str(when.tz_convert(None)), f"{when:%Y-%m-%d %H:%M:%SZ}"):
+        c = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=given)
+        assert pd.Timestamp(c.times[0], tz="UTC") == when and c.data.sizes["time"] == 1
+    late = f"{when + pd.Timedelta(seconds=1):%Y-%m-%d %H:%M:%S}"  # a second after the pass: that day's passes named
+    with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}; .* holds {first[0]} "
+                                                f"\\({first[1]}\\); {second[0]}"):
+        chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=late)
+
+
 def test_a_day_without_an_acquisition_names_the_nearest_ones(tiny_cube, tiny_region, parcels, parcel_id):
     """An inspector's chip of a day between two passes said only that the cube holds dates from May to July."""
     import itertools
