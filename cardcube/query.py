@@ -65,10 +65,10 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
         return np.datetime64(text[: written.end(1) if written[1] else None]), offset  # beyond ns: cut
     except ValueError:
         raise _NotISO(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) or an ISO "
-                      f"range start/end{_space_for_plus(text)}") from None
+                      f"range start/end{space_for_plus(text)}") from None
 
 
-def _space_for_plus(text: str) -> str:
+def space_for_plus(text: str) -> str:
     """A hint for a time whose UTC offset lost its "+" to URL decoding ("12:50:32 02:00"), else ""."""
     if re.search(r"\d \d\d(:?\d\d)?$", str(text).strip()):
         return " (a UTC offset's '+' reaches a URL's query as a space: write it %2B, or give the time in UTC with Z)"
@@ -147,7 +147,7 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
                 raise InvalidRequestError(str(exc)) from None
             raise InvalidRequestError(f"time {time!r} is not an ISO 8601 range ({value!r} is no date): use "
                                       f"YYYY-MM-DD, YYYY-MM (a month) or an ISO range start/end"
-                                      f"{_space_for_plus(value)}") from None
+                                      f"{space_for_plus(value)}") from None
     lo, hi = bounds
     if lo is not None and hi is not None and lo >= hi:
         raise InvalidRequestError(f"empty time range {time!r}: it ends before it starts")

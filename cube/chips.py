@@ -33,7 +33,7 @@ from cardcube.errors import (
     RequestTooLargeError,
 )
 from cardcube.grid import TileGrid
-from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range
+from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range, space_for_plus
 from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import layout, render
@@ -285,7 +285,7 @@ def _one_date(date: Any) -> Any:
             season = ""
         raise InvalidRequestError(f"date {date!r} is not a day or a time: give one day as YYYY-MM-DD, or an "
                                   f"acquisition's time as YYYY-MM-DDTHH:MM:SSZ (a parcel's timeseries lists "
-                                  f"them){season}")
+                                  f"them){season}{space_for_plus(date)}")
     try:
         parse_time_range(date.strip())
     except InvalidRequestError as exc:  # 2024-06-31: no day of the calendar, said as such, not as a range

@@ -471,6 +471,9 @@ def test_a_chip_date_that_is_no_date_is_offered_no_season_of_it():
     assert "season" not in str(foo.value) and "YYYY-MM-DD" in str(foo.value)
     with pytest.raises(InvalidRequestError, match=r"every date of a range: time=2024-05 \(REST: season.png"):
         _one_date("2024-05")
+    with pytest.raises(InvalidRequestError, match=r"lists them\) \(a UTC offset's '\+' reaches a URL's query as a "
+                                                  r"space: write it %2B"):  # as time= hints it
+        _one_date("2024-05-10T07:49:54 02:00")
 
 
 def test_a_chip_of_a_dataset_is_centred_where_asked_even_off_its_north_west_edge(tiny_cube, parcels, parcel_id):

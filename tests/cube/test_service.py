@@ -300,6 +300,8 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "date '2024-06-31' is no day or time of the calendar"),  # was "... is not an ISO 8601 range"
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2024-06-10T10:50:31 02:00/.."}, 422,
      "InvalidRequest", "write it %2B"),  # an unencoded "+02:00"
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-10T10:50:31 02:00"}, 422,
+     "InvalidRequest", "write it %2B"),  # the same lost "+" in a chip's date: a bare "not a day or a time"
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
     polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]) if method == "POST" else None
