@@ -298,18 +298,28 @@ def _is_time(text: str) -> bool:
     return bool((one := ONE_DATE.fullmatch(text.strip())) and one[1])
 
 
-def _check_one(ds: xr.Dataset, date: Any, collection: str) -> None:
-    """:class:`AmbiguousDateError` if ``date`` (a day) holds more than one acquisition of ``ds``, listing them."""
+def _one_pass(result: Chip, date: Any, collection: str) -> Chip:
+    """``result`` (read for ``date``, a day) of its one acquisition with data over the parcel (over the chip, for a
+    point), or :class:`AmbiguousDateError` listing those that have (every one, if none has). A pass whose swath
+    misses the parcel made the day ambiguous and was offered as the date to give, a chip of no data; the chip's
+    pixels of the day's few dates tell (as :meth:`Chip.nodata_fraction` does), the ledger's scene extents do not."""
+    ds = result.data
     if ds.sizes["time"] < 2:
-        return
-    times = [pd.Timestamp(t).strftime(TIME_FORMAT) for t in ds["time"].values]
+        return result
+    seen = np.flatnonzero(result.nodata_fraction() < 1)
+    if len(seen) == 1:
+        return replace(result, data=ds.isel(time=seen))
+    over = "the parcel" if result.outline is not None else "the chip"
+    dates = seen if len(seen) else range(ds.sizes["time"])
+    times = [pd.Timestamp(ds["time"].values[t]).strftime(TIME_FORMAT) for t in dates]
     listed = []
-    for t, when in enumerate(times):  # Sentinel-1's passes differ by their orbit (and so their look direction)
+    for t, when in zip(dates, times, strict=True):  # Sentinel-1's passes differ by their orbit (and look direction)
         orbit = [str(ds["orbit_state"].values[t])] if "orbit_state" in ds.coords else []
         if "relative_orbit" in ds.coords:
             orbit.append(f"relative orbit {int(ds['relative_orbit'].values[t])}")
         listed.append(f"{when} ({', '.join(orbit)})" if orbit else when)
-    raise AmbiguousDateError(f"date {date} holds {len(times)} acquisitions of the {collection} cube over the chip: "
+    which = f"with data over {over}" if len(seen) else f"over the chip, none with data over {over}"
+    raise AmbiguousDateError(f"date {date} holds {len(times)} acquisitions of the {collection} cube {which}: "
                              f"{'; '.join(listed)}; give one of these times as the date, e.g. date={times[-1]}")
 
 
@@ -488,8 +498,9 @@ def chip(
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     ``date`` (instead of ``time``) asks for one acquisition: a day (``"2024-05-04"``, a ``datetime.date``, a
     ``datetime64`` of a day) or its time (``"2024-05-04T17:23:48Z"``, as ``Chip.times`` and the time series give
-    it); a day holding several acquisitions over the chip (Sentinel-1's dawn and dusk passes) is an
-    :class:`AmbiguousDateError` listing their times and orbits, rather than a chip of the first.
+    it); a day holding several acquisitions with data over the parcel (Sentinel-1's dawn and dusk passes; over the
+    chip, for a point) is an :class:`AmbiguousDateError` listing their times and orbits, rather than a chip of the
+    first; a day of one such acquisition is its chip, whatever passes without data there the day holds too.
     """
     check_chip_size(size)
     if isinstance(date, np.datetime64):  # at its unit's precision: a day's is a day, a month's refused as "2024-05"
@@ -544,8 +555,6 @@ def chip(
             held = sorted(a.time for t in found.read for a in tile_dates(version.tiles[t]))
             raise DateNotFoundError(f"no acquisition of tile {'+'.join(found.read)}, which holds the chip, within the "
                                     f"time range {time}: its dates run from {held[0][:10]} to {held[-1][:10]}")
-    if date is not None:
-        _check_one(ds, date, collection)  # before reading
     n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "
@@ -560,5 +569,7 @@ def chip(
         data = _padded(data, pad_to, res)
     local = _project(geom, crs, data.rio.crs)
     if local.geom_type == "Point":  # a point no parcel was looked up for: the chip is centred on it
-        return Chip(data, tuple(bands), point=local)
-    return Chip(data, tuple(bands), local, pid)
+        result = Chip(data, tuple(bands), point=local)
+    else:
+        result = Chip(data, tuple(bands), local, pid)
+    return result if date is None else _one_pass(result, date, collection)

@@ -412,6 +412,48 @@ def test_a_day_of_two_sentinel1_passes_is_a_choice_not_the_first(two_pass_cube, 
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", date="2024-05")
 
 
+@pytest.fixture(scope="module")
+def partial_dusk_cube(two_pass_region, two_pass_days, tmp_path_factory):
+    """``two_pass_region`` with the dusk pass of its first day of two passes cut by its swath's edge: no data over
+    the east 60 % of the region (its scene's extent unchanged). Returns the cube's root."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import broken_copy, east_nodata, items_of, write_items
+
+    _, (_, dusk) = two_pass_days
+    features = [broken_copy(two_pass_region.items, f, f["id"], east_nodata(0.6))
+                if f["properties"]["datetime"] == dusk[0] else f
+                for f in items_of(two_pass_region.items, "sentinel-1-card-bs")]
+    root = tmp_path_factory.mktemp("partial-dusk")
+    ingest(write_items(two_pass_region.items, features, "items-partial-dusk.json"), root, collection="s1",
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    return root
+
+
+def test_a_pass_without_data_over_the_parcel_makes_no_day_ambiguous(partial_dusk_cube, two_pass_region,
+                                                                    two_pass_days):
+    """A day of a dawn pass over the parcel and a dusk pass whose swath misses it was a 409 "over the chip" that
+    offered the dusk pass's time, a chip of no data: it is the dawn pass's chip. Where both passes have data over
+    the parcel, the day is still a choice between them."""
+    parcels = gpd.read_parquet(two_pass_region.parcels)
+    _, (dawn, dusk) = two_pass_days
+    day = dawn[0][:10]
+    x = parcels.geometry.centroid.x
+    east = parcels[(x > x.quantile(0.85)) & (parcels.area_ha > 1)].parcel_id.iloc[0]
+    west = parcels[(x < x.quantile(0.15)) & (parcels.area_ha > 1)].parcel_id.iloc[0]
+    both = chip(partial_dusk_cube, [east], registry=parcels, collection="s1", size=32, time=f"{day}/{day}")
+    assert both.nodata_fraction().tolist() == [0.0, 1.0]  # the set-up: the dusk pass has no pixel over it
+    c = chip(partial_dusk_cube, [east], registry=parcels, collection="s1", size=32, date=day)
+    assert pd.Timestamp(c.times[0], tz="UTC") == pd.Timestamp(dawn[0]) and c.data.sizes["time"] == 1
+    np.testing.assert_array_equal(c.image(0), both.image(0))
+    point = parcels.to_crs(4326).set_index("parcel_id").geometry[east].centroid  # no parcel: the chip's pixels
+    assert list(chip(partial_dusk_cube, point, collection="s1", size=8, date=day).times) == [both.times[0]]
+    with pytest.raises(AmbiguousDateError, match=f"date {day} holds 2 acquisitions of the s1 cube with data over "
+                                                 f"the parcel: {dawn[0]} .*; {dusk[0]} .*date={dusk[0]}$"):
+        chip(partial_dusk_cube, [west], registry=parcels, collection="s1", size=32, date=day)
+
+
 def test_a_datetime64_date_is_the_day_it_writes(two_pass_cube, two_pass_region, two_pass_days):
     """``np.datetime64("2024-05-01")`` (a time series' ``time.values.astype("datetime64[D]")``) was the instant of
     its midnight: "no acquisition at 2024-05-01; 2024-05-01 holds ..."; a month's is refused as the text is."""

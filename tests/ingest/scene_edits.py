@@ -148,6 +148,17 @@ def west_part(share: float) -> Callable[[str, Path], None]:
     return edit
 
 
+def east_nodata(share: float) -> Callable[[str, Path], None]:
+    """No data (NaN) over the east ``share`` of every band, within the scene's extent: a swath edge crossing it."""
+    def edit(band: str, path: Path) -> None:
+        def cut(arr: np.ndarray) -> np.ndarray:
+            arr = arr.copy()
+            arr[:, round(arr.shape[1] * (1 - share)):] = np.nan
+            return arr
+        _rewrite(path, data=cut)
+    return edit
+
+
 def _rewrite(path: Path, *, crs: str | None = None, transform: Affine | None = None, data=None) -> None:
     with rasterio.open(path) as src:
         profile = src.profile
