@@ -34,7 +34,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range, space_for_plus
-from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
+from cardcube.spec import DEFAULT_SCL_MASK, PASS_GAP_S, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import layout, render
 from cube.dataset import (
@@ -293,9 +293,33 @@ def _one_date(date: Any) -> Any:
     return f"{date.strip()}/{date.strip()}"
 
 
-def _is_time(text: str) -> bool:
-    """Whether ``text`` (a chip date) writes a time of day, not a day alone ("T" or a space before it)."""
-    return bool((one := ONE_DATE.fullmatch(text.strip())) and one[1])
+def _is_time(date: Any) -> bool:
+    """Whether ``date`` (a chip's) is a time of day, not a day alone: a datetime, or text with a time after a
+    "T" or a space."""
+    if isinstance(date, str):
+        return bool((one := ONE_DATE.fullmatch(date.strip())) and one[1])
+    return isinstance(date, dt.datetime)
+
+
+def _same_pass(version: CubeVersion, tiles: Sequence[str], time: Any) -> frozenset | None:
+    """The exact times on ``tiles`` (the chip's) of the passes a chip date's ``time`` names on any tile, where one
+    of ``tiles`` holds such a pass at another time of its own (its product's sensing time, seconds from another
+    tile's: the time series may read that one); None where ``tiles`` hold them at ``time`` already. A pass is as
+    :func:`cube.dataset.pass_times` joins tiles: its platform, relative orbit and orbit direction, within
+    :data:`~cardcube.spec.PASS_GAP_S`; a tile holding a date within ``time`` keeps that date alone."""
+    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
+    asked = [a for state in version.tiles.values() for a in tile_dates(state, time)]
+    kept, moved = set(), False
+    for tile in tiles:
+        state = version.tiles[tile]
+        own = tile_dates(state, time)
+        if not own:
+            own = [a for a in state.acquisitions for b in asked
+                   if (a.platform, a.relative_orbit, a.orbit_state) == (b.platform, b.relative_orbit, b.orbit_state)
+                   and abs(a.datetime64 - b.datetime64) <= gap]
+            moved |= bool(own)
+        kept.update(a.datetime64 for a in own)
+    return frozenset(kept) if moved else None
 
 
 def _one_pass(result: Chip, date: Any, collection: str) -> Chip:
@@ -326,7 +350,7 @@ def _one_pass(result: Chip, date: Any, collection: str) -> Chip:
 def _missed(version: CubeVersion, date: Any) -> str | None:
     """For ``chip(date=)`` given a time no acquisition has: the acquisitions of that day, as a message (None for no
     time, or a day without any)."""
-    if date is None or (isinstance(date, str) and not _is_time(date)) or type(date) is dt.date:
+    if date is None or not _is_time(date):
         return None
     when = pd.Timestamp(date.strip() if isinstance(date, str) else date)
     day = (when.tz_convert("UTC") if when.tzinfo is not None else when).strftime("%Y-%m-%d")
@@ -498,8 +522,9 @@ def chip(
     ``cache`` keeps opened arrays between calls (see :func:`cube.dataset.open_cube`).
     ``date`` (instead of ``time``) asks for one acquisition: a day (``"2024-05-04"``, a ``datetime.date``, a
     ``datetime64`` of a day) or its time (``"2024-05-04T17:23:48Z"``, as ``Chip.times`` and the time series give
-    it); a day holding several acquisitions with data over the parcel (Sentinel-1's dawn and dusk passes; over the
-    chip, for a point) is an :class:`AmbiguousDateError` listing their times and orbits, rather than a chip of the
+    it; a pass's time on another tile is that pass on the chip's tile, at its own time: :func:`_same_pass`); a
+    day holding several acquisitions with data over the parcel (Sentinel-1's dawn and dusk passes; over the chip,
+    for a point) is an :class:`AmbiguousDateError` listing their times and orbits, rather than a chip of the
     first; a day of one such acquisition is its chip, whatever passes without data there the day holds too.
     """
     check_chip_size(size)
@@ -547,6 +572,8 @@ def chip(
             lonlat = crs is not None and CRS.from_user_input(crs).is_geographic
             at = f"lon {c.x:.6g}, lat {c.y:.6g}" if lonlat else f"{c.x:.6g}, {c.y:.6g}"
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {at} ({crs}): {reason}")
+        if _is_time(date):  # a pass's time on another tile (as the time series may give it): the chip's tile's own
+            time = _same_pass(version, found.read, time) or time
         ds = open_cube(store, collection, bbox=found.box, time=time, as_of=version, tiles=found.read,
                        bands=stored_bands(bands, version.spec.band_names), resolution=res,
                        chunks="window", cache=cache)  # a read per band and block

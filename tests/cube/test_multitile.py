@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -287,3 +288,38 @@ def test_tiles_as_one_string_name_tiles_not_characters(straddle_cube, tiny_strad
     assert ds.attrs["cardcube:tiles"] == "31UGU"
     both = open_cube(straddle_cube, tiles="31UFU,31UGU", bbox=bbox, bands=["B04"])
     assert both.attrs["cardcube:tiles"] == "31UGU"  # of the two, the one holding the area whole
+
+
+def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_tile(tiny_straddle_region, tmp_path):
+    """One Sentinel-1 pass with a sensing time on 31UGU 20 s after 31UFU's (products of consecutive slices): a
+    parcel near 31UFU's east edge has its series from one tile, its 128 px chip from the other, and the chip
+    refused each pass time of the series ("no acquisition of tile 31UGU ... within the time range"). It is that
+    pass's chip from the chip's tile, at that tile's own time, as a date of that time gives it."""
+    import datetime as dt
+
+    features = items_of(tiny_straddle_region.items, "sentinel-1-card-bs")
+    first = sorted({f["properties"]["datetime"][:10] for f in features})[:2]
+    features = [f for f in features if f["properties"]["datetime"][:10] in first]
+    for f in features:
+        if f["properties"]["grid:code"].endswith("31UGU"):
+            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
+            f["properties"]["datetime"] = (t + dt.timedelta(seconds=20)).isoformat().replace("+00:00", "Z")
+    ingest(write_items(tiny_straddle_region.items, features, "s1-seconds-apart.json"), tmp_path, collection="s1",
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    x = parcels.to_crs(32631).geometry.centroid.x
+    edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right
+    near = parcels[(x > edge - 600) & (x < edge - 100)].parcel_id.tolist()[:4]
+    series = parcel_timeseries(tmp_path, near, registry=parcels, collection="s1", bands=["VH"])
+    assert len(series) and {s["tile"] for s in series.attrs["parcel_status"]} == {"31UFU"}  # the set-up
+    for pid, when in series[["parcel_id", "time"]].itertuples(index=False):
+        given = f"{when:%Y-%m-%dT%H:%M:%SZ}"
+        c = chip(tmp_path, [pid], registry=parcels, collection="s1", bands="VH", date=given)
+        assert c.data.attrs["cardcube:tiles"] == "31UGU" and c.data.sizes["time"] == 1
+        own = pd.Timestamp(c.times[0], tz="UTC")
+        assert own - pd.Timestamp(given) == pd.Timedelta(seconds=20)  # 31UGU's time of that pass
+        same = chip(tmp_path, [pid], registry=parcels, collection="s1", bands="VH", date=own.to_pydatetime())
+        np.testing.assert_array_equal(c.data["VH"].values, same.data["VH"].values)
+    late = f"{series.time.iloc[0] + pd.Timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"  # no pass's time: refused as before
+    with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}"):
+        chip(tmp_path, [near[0]], registry=parcels, collection="s1", bands="VH", date=late)
