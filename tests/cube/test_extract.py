@@ -39,6 +39,7 @@ from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import parcel_layer
 from cube.parcels import as_parcels
 from cube.timeseries import parcel_timeseries
+from tests.ingest.crashing import stopped_while_held
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK = 64  # small work units, so that many parcels cross a unit's edge
@@ -512,17 +513,11 @@ def test_files_a_stopped_run_s_workers_write_late_are_not_a_new_run_s(cube, parc
     s3_proxy.hold(["PUT"], path_contains="/timeseries/")  # the first run's uploads are slow to land
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=50) as cluster:
-        proc = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels),
-                                 "--cube", str(cube), "--out", url, "--bands", "B04", "--block", str(BLOCK),
-                                 "--time-block", str(TIME_BLOCK), "--scheduler", cluster.scheduler_address,
-                                 "--endpoint-url", s3_proxy.endpoint_url, "--stop-grace", "1", "--quiet"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 200  # only so a broken run ends; nothing about time is asserted
-        while not s3_proxy.held:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no upload was ever held"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc = stopped_while_held([sys.executable, "-m", "cardcube.cli", "extract", "--parcels",
+                                   str(tiny_region.parcels), "--cube", str(cube), "--out", url, "--bands", "B04",
+                                   "--block", str(BLOCK), "--time-block", str(TIME_BLOCK), "--scheduler",
+                                   cluster.scheduler_address, "--endpoint-url", s3_proxy.endpoint_url,
+                                   "--stop-grace", "1", "--quiet"], s3_proxy)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "extract stopped: waiting up to 1 s for the" in err

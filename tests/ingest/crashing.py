@@ -55,3 +55,17 @@ def kill_after(items: Path, cube: str, collection: str, seconds: float, *, env: 
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     return proc.wait(timeout=60)
+
+
+def stopped_while_held(command: list[str], proxy, *, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` and SIGTERM it once ``proxy`` holds back one of its requests (:meth:`S3Proxy.hold`, set
+    by the caller): a write slow to land, behind a busy gateway."""
+    proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while not proxy.held:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no request was ever held"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    return proc

@@ -3,12 +3,15 @@ for the workers' writes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -23,7 +26,7 @@ from cube.verify import verify
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import ingest_command
+from tests.ingest.crashing import ingest_command, stopped_while_held
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import items_of, write_items
 
@@ -64,16 +67,8 @@ def _stopped_on_a_cluster(items, url: str, proxy, scheduler: str, grace: str) ->
     """``cardcube ingest`` on the cluster through ``proxy``, SIGTERMed once the proxy holds back a shard upload: a
     write that a worker started and that is slow to land (a busy gateway)."""
     proxy.hold(["PUT"], path_contains="/c/")
-    proc = subprocess.Popen(ingest_command(items, url, "s1", "--endpoint-url", proxy.endpoint_url,
-                                           "--scheduler", scheduler, "--stop-grace", grace),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    while not proxy.held:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no shard upload was ever held"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    return proc
+    return stopped_while_held(ingest_command(items, url, "s1", "--endpoint-url", proxy.endpoint_url,
+                                             "--scheduler", scheduler, "--stop-grace", grace), proxy)
 
 
 def test_an_ingest_stopped_on_a_cluster_lets_go_of_its_lock_only_once_its_writes_have_landed(
@@ -135,6 +130,22 @@ def _can_unshare_mounts() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _worker_not_seeing(folder: Path, client) -> Iterator[None]:
+    """A dask worker of ``client``'s cluster for which ``folder`` is another one (a tmpfs over it, in a mount
+    namespace of its own): a worker on another machine, where the path is no shared folder."""
+    start = f'mount -t tmpfs tmpfs "{folder}" && exec "$0" -m distributed.cli.dask_worker "$1" --nthreads 1 ' \
+            '--no-nanny --no-dashboard'
+    worker = subprocess.Popen(["unshare", "-m", "sh", "-c", start, sys.executable, client.scheduler.address],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client.wait_for_workers(1, timeout=120)
+        yield
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
 @pytest.mark.skipif(not _can_unshare_mounts(), reason="needs unshare -m (a private mount namespace) for a worker")
 def test_an_ingest_into_a_folder_its_workers_do_not_see_stops_before_writing(tiny_region, tmp_path):
     """A worker on another machine (here: in a mount namespace of its own, a tmpfs over the cube's folder) wrote a
@@ -146,19 +157,10 @@ def test_an_ingest_into_a_folder_its_workers_do_not_see_stops_before_writing(tin
     items = write_items(tiny_region.items, features[:3], "private.json")
     with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
-        start = f'mount -t tmpfs tmpfs "{private}" && exec "$0" -m distributed.cli.dask_worker "$1" --nthreads 1 ' \
-                '--no-nanny --no-dashboard'
-        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", start, sys.executable, cluster.scheduler_address],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         blind = rf"1 of the 1 dask workers \(tcp://.*\) do not see the cube's folder {private / 'cube' / 's1'} \(is it"
-        try:
-            client.wait_for_workers(1, timeout=120)
-            with pytest.raises(InvalidRequestError, match=blind):
-                ingest(items, private / "cube", collection="s1", chunks=CHUNKS, progress=False,
-                       scheduler=cluster.scheduler_address)
-        finally:
-            worker.terminate()
-            worker.wait()
+        with _worker_not_seeing(private, client), pytest.raises(InvalidRequestError, match=blind):
+            ingest(items, private / "cube", collection="s1", chunks=CHUNKS, progress=False,
+                   scheduler=cluster.scheduler_address)
     assert not (private / "cube" / layout.lock_key("s1")).exists()  # let go of, and nothing committed
     assert committed_versions(open_store(private / "cube"), "s1") == []
 
@@ -175,20 +177,12 @@ def test_an_ingest_whose_workers_do_not_see_its_spool_folder_stops_before_any_do
             distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
                                      silence_logs=50) as cluster, distributed.Client(cluster) as client:
         items = write_items(tiny_region.items, [served(f, base) for f in features], "blind-spool.json")
-        start = f'mount -t tmpfs tmpfs "{spool}" && exec "$0" -m distributed.cli.dask_worker "$1" --nthreads 1 ' \
-                '--no-nanny --no-dashboard'
-        worker = subprocess.Popen(["unshare", "-m", "sh", "-c", start, sys.executable, cluster.scheduler_address],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         blind = rf"1 of the 1 dask workers \(tcp://.*\) do not see the spool folder {spool} \(is it"
-        try:
-            client.wait_for_workers(1, timeout=120)
+        with _worker_not_seeing(spool, client):
             with pytest.raises(InvalidRequestError, match=blind):
                 ingest(items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False,
                        scheduler=cluster.scheduler_address, spool=spool)
             assert bytes_sent(base) == {}  # nothing downloaded
-        finally:
-            worker.terminate()
-            worker.wait()
     assert list(spool.iterdir()) == []  # the run's folder removed
     assert read_json(open_store(tmp_path / "cube"), layout.lock_key("s1")) is None
     assert committed_versions(open_store(tmp_path / "cube"), "s1") == []

@@ -20,7 +20,7 @@ from cube.ledger import committed_versions
 from cube.verify import verify
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import ingest_command, run_ingest
+from tests.ingest.crashing import ingest_command, run_ingest, stopped_while_held
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -170,7 +170,6 @@ def test_a_source_in_a_bucket_is_read_with_the_environments_endpoint_not_the_cub
     fsspec keeps the S3 clients of a process, made with the endpoint of their time.)"""
     import os
     import socket
-    import subprocess
     import sys
 
     s3_bucket.server.client().upload_file(str(tiny_region.items), s3_bucket.name, "archive/items.json")
@@ -332,16 +331,8 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
     items = write_items(tiny_region.items, features[:12], "grace-second.json")
     s3_proxy.hold(["PUT"], path_contains="/c/")
     try:
-        proc = subprocess.Popen(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
-                                               "--stop-grace", "0.5"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, **s3_bucket.server.environment()})
-        deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-        while not s3_proxy.held:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no shard upload was ever held"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc = stopped_while_held(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
+                                                 "--stop-grace", "0.5"), s3_proxy, env=s3_bucket.server.environment())
         _, err = proc.communicate(timeout=120)  # while the upload is held: it lingered until its release
     finally:
         s3_proxy.release()
