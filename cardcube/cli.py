@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError
 
-from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
+from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError, exception_chain
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
 from cardcube.serving import STORE_TIMEOUT
@@ -119,9 +120,13 @@ def run() -> NoReturn:
     """The ``cardcube`` command: :func:`main`, then exit. A run stopped with tasks still running past its
     ``--stop-grace`` (which it has said, leaving its lock in place) ends at once: Python's exit would wait for
     dask's threads to end their writes, for as long as a store holds them back, and fail zarr's pending ones with
-    tracebacks. Cutting them is what a kill does, which the cube is built to survive (nothing is committed)."""
+    tracebacks. Cutting them is what a kill does, which the cube is built to survive (nothing is committed; the
+    lock, left in place, says how long what was sent may still land). Worker processes of ``--scheduler processes``
+    are killed first, or they would run on, and their queued tasks too, after this process had ended."""
     code, tasks_left = _main(None)
     if tasks_left:
+        for child in multiprocessing.active_children():
+            child.kill()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -129,7 +134,8 @@ def run() -> NoReturn:
 
 
 def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
-    """The exit status of a command line, and whether it stopped with tasks still running."""
+    """The exit status of a command line, and whether it stopped with tasks still running (said by the error, or
+    by one it was raised while handling: a second Ctrl-C while the run unwinds)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -151,18 +157,23 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
             code = 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
         else:
             code = 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
-        return code, isinstance(exc, TasksStillRunningError)
+        return code, _left_running(exc)
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise
         print(f"cardcube {command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
         return 2, False
-    except Terminated:
+    except Terminated as exc:
         print(f"cardcube {command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM, False
-    except KeyboardInterrupt:
+        return 128 + signal.SIGTERM, _left_running(exc)
+    except KeyboardInterrupt as exc:
         print(f"cardcube {command}: interrupted", file=sys.stderr)
-        return 130, False
+        return 130, _left_running(exc)
+
+
+def _left_running(exc: BaseException) -> bool:
+    """Whether ``exc`` or an error it was raised from or while handling says the run left tasks running."""
+    return any(isinstance(e, TasksStillRunningError) for e in exception_chain(exc))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ from ingest.arrays import publish_shapes
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
+SETTLE = 60.0  # seconds within which a write whose process has ended has landed or failed (an S3 PUT fully sent)
 
 STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
 
@@ -87,7 +88,9 @@ class LockInfo:
     ``writer``. ``remote_workers``: the holder's writes run on a dask cluster's workers, which outlive its
     process, so its lock is not taken for dead when the process is (only ``stale_after`` after its heartbeat).
     ``pid_namespace``: where ``pid`` names the holder (:func:`pid_namespace`); None in a lock of a cardcube before
-    2026-12-05, or of a system that does not tell it."""
+    2026-12-05, or of a system that does not tell it. ``settles``: the holder left writes running when it ended
+    (past its stop grace), which may land until this time (epoch seconds): not taken for dead before, whatever its
+    process."""
 
     owner: str
     host: str
@@ -98,6 +101,7 @@ class LockInfo:
     command: str = "writer"
     remote_workers: bool = False
     pid_namespace: str | None = None
+    settles: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
@@ -138,7 +142,8 @@ def _is_stale(info: LockInfo, stale_after: float) -> bool:
     longer of ``stale_after`` and the holder's. A lock that does not say its pid namespace (a cardcube before
     2026-12-05) waits for its heartbeat: until then, another pid namespace's live writer lost its lock at once."""
     if (not info.remote_workers and info.host == socket.gethostname() and info.pid_namespace is not None
-            and info.pid_namespace == pid_namespace() and not pid_alive(info.pid)):
+            and info.pid_namespace == pid_namespace() and time.time() >= (info.settles or 0)
+            and not pid_alive(info.pid)):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -270,11 +275,13 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
         stop.set()
         beat.join()
         if keep:
+            if not remote_workers:  # this process may end before they do (cardcube.cli.run): a write it sent lands
+                _mark_settling(store, key, me)  # a moment later still, as a gateway completes a PUT received whole
             log.warning("the writer lock %s at %s is left in place, as writes of this run may still land (%s): no "
                         "other writer starts until it is taken for dead%s (or delete it once they have ended)", key,
                         store_url(store), keep, f", {stale_after:.0f} s after its last heartbeat" if remote_workers
-                        else f": in this pid namespace of this host once this process has ended, elsewhere "
-                             f"{stale_after:.0f} s after its last heartbeat")
+                        else f": in this pid namespace of this host once this process has ended and {SETTLE:.0f} s "
+                             f"have passed, elsewhere {stale_after:.0f} s after its last heartbeat")
         else:
             _delete_if_owner(store, key, me.owner)
 
@@ -288,8 +295,23 @@ def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
         return (f"Its lock does not say in which pid namespace its pid {info.pid} is (a cardcube before 2026-12-05): "
                 f"it is taken for dead {after:.0f} s after its last heartbeat, even once its process has ended "
                 f"(delete it by hand once it has)")
+    if info.settles is not None and (left := info.settles - time.time()) > 0:
+        return (f"It was stopped leaving writes running, which may land for {left:.0f} s more: on this host it is "
+                f"taken for dead then, once its process has ended; elsewhere {after:.0f} s after its last heartbeat")
     return (f"A writer on another host, or in another pid namespace of this one (another container), that died is "
             f"taken for dead {after:.0f} s after its last heartbeat")
+
+
+def _mark_settling(store: Store, key: str, me: LockInfo) -> None:
+    """Record in ``me``'s lock (if still its) that writes it leaves running may land for :data:`SETTLE` seconds
+    more: until 2026-12-05 the next writer on this host broke it as soon as this process had ended."""
+    now = time.time()
+    try:
+        current = read_json(store, key)
+        if current is not None and current.get("owner") == me.owner:
+            write_json(store, key, {**_as_dict(me), "heartbeat": now, "settles": now + SETTLE})
+    except StoreError as exc:  # the lock as it was: taken for dead once this process has ended
+        log.warning("could not record in the writer lock %s that writes may still land: %s", key, exc)
 
 
 def _as_dict(info: LockInfo) -> dict:

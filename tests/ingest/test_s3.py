@@ -7,13 +7,14 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zarr
 
 from cardcube.errors import CardcubeError
 from cardcube.spec import ChunkLayout, cube_spec
-from cardcube.storage import list_keys, open_store, read_json
+from cardcube.storage import delete_key, list_keys, open_store, read_json
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
@@ -105,7 +106,6 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     as for a Ceph or MinIO archive): the same pixels as from the local files, each file downloaded once (the
     writes read the spool's copy; counted by a proxy in front of the server), and a clear error for a
     source that is not there."""
-    from pathlib import Path
 
     from cardcube.errors import CubeNotFoundError
     from tests.ingest.scene_edits import asset_path
@@ -319,12 +319,17 @@ def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once
     assert committed_versions(store, "s1") == [1]
 
 
-def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_error(tiny_region, s3_bucket, s3_proxy):
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_error(tiny_region, s3_bucket, s3_proxy,
+                                                                                   scheduler):
     """A SIGTERMed ingest whose writes outlived ``--stop-grace`` said so, then lingered until the store let them
     end (for ever, for an upload that never does), its pending writes failing at Python's exit with tracebacks and
-    asyncio's "Task was destroyed but it is pending!". It now ends with its grace, as a kill would end it."""
+    asyncio's "Task was destroyed but it is pending!". It now ends with its grace, as a kill would end it; the
+    worker processes of ``--scheduler processes`` with it (they ran on, queued tasks too, once it had ended), and
+    its lock says for how long an upload it sent may still land (the next run here took it at once)."""
     url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     store = open_store(url, storage_options=direct)
+    lock = layout.lock_key("s1")
     features = items_of(tiny_region.items, "sentinel-1-card-bs")
     ingest(write_items(tiny_region.items, features[:4], "grace-first.json"), url, collection="s1", chunks=CHUNKS,
            storage_options=direct, progress=False)
@@ -332,18 +337,53 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
     s3_proxy.hold(["PUT"], path_contains="/c/")
     try:
         proc = stopped_while_held(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
-                                                 "--stop-grace", "0.5"), s3_proxy, env=s3_bucket.server.environment())
+                                                 "--stop-grace", "0.5", "--scheduler", scheduler), s3_proxy,
+                                  env=s3_bucket.server.environment())
+        workers = _children(proc.pid)
+        if scheduler == "processes":  # a process pool cannot be asked: it waits for its tasks unless stopped again
+            time.sleep(2)
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)  # while the upload is held: it lingered until its release
+        assert not [w for w in workers if _alive(w)], "worker processes outlived the run"
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        # nothing but what the stop has to say (and, of a killed pool, multiprocessing's resource tracker cleaning up
+        # its semaphores: "leaked semaphore objects to clean up at shutdown", a warning it gives on its own)
+        lines = [line for line in err.splitlines() if "resource_tracker" not in line]
+        assert len(lines) == 3 - (scheduler == "processes"), err
+        assert scheduler == "processes" or lines[0].startswith("writing shards stopped: waiting up to 0.5 s for")
+        assert "is left in place, as writes of this run may still land" in lines[-2]
+        assert lines[-1].startswith("cardcube ingest: error: the run stopped (interrupted: Ctrl-C or SIGTERM")
+        assert read_json(store, lock)["settles"] > time.time()
+        with pytest.raises(CardcubeError, match=r"stopped leaving writes running, which may land for \d+ s more"):
+            ingest(items, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
     finally:
         s3_proxy.release()
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    lines = err.splitlines()
-    assert len(lines) == 3, err  # nothing but what the stop has to say
-    assert lines[0].startswith("writing shards stopped: waiting up to 0.5 s for the")
-    assert "is left in place, as writes of this run may still land" in lines[1]
-    assert lines[2].startswith("cardcube ingest: error: the run stopped (interrupted: Ctrl-C or SIGTERM); ")
-    assert read_json(store, layout.lock_key("s1")) is not None
-    done = ingest(items, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)  # its
-    assert done.ok and done.version == 2  # process has ended: the lock is taken for dead, the run done again
+    delete_key(store, lock)  # as the operator may, once its writes have landed
+    done = ingest(items, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
+    assert done.ok and done.version == 2
     assert assert_matches_sources(url, items, "s1", storage_options=direct) > 0
     assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(_stat(int(entry))[1]) == pid:
+                found.append(int(entry))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the process's name: its state, its parent, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
