@@ -304,7 +304,8 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     unless ``allow_incomplete``.
 
     Reads all files into memory: for a territory, select the bands and columns you need, or query the
-    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/``, partitioned by ``tile=``).
+    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/*/*-<run>.parquet``, the manifest's
+    ``run``, partitioned by ``tile=``: a stopped run's late files may lie beside them).
     """
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)

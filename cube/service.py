@@ -407,13 +407,13 @@ class _ReadSlots:
     def __init__(self, size: int, wait: float) -> None:
         if size < 1:
             raise InvalidRequestError(f"reads={size}: at least one request must be able to read the cube")
-        self.size, self.wait = size, wait
-        self._free: asyncio.Semaphore | None = None  # made in the server's event loop, by its first request
+        self.size, self.wait, self._free = size, wait, asyncio.Semaphore(size)
 
     async def __call__(self, request: Request) -> AsyncIterator[None]:
-        free = self._free = self._free or asyncio.Semaphore(self.size)
+        free = self._free
         try:
-            await asyncio.wait_for(free.acquire(), self.wait)
+            async with asyncio.timeout(self.wait):  # a free turn is taken at once, with a wait of 0 too
+                await free.acquire()
         except TimeoutError:
             raise ServiceBusyError(f"the service is reading the cube for {self.size} other requests, as many as it "
                                    f"reads for at once, and this one waited {self.wait:g} s for its turn: ask again "

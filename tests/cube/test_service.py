@@ -772,7 +772,7 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
 
     from starlette.requests import Request
 
-    from cardcube.errors import ClientGoneError
+    from cardcube.errors import ClientGoneError, ServiceBusyError
     from cube.service import _ReadSlots
 
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
@@ -796,6 +796,12 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
         after = slots(Request(scope, connected))
         await asyncio.wait_for(after.__anext__(), 5)  # the turn was freed
         await after.aclose()
+        at_once = _ReadSlots(1, 0)  # no wait: a free turn all the same (asyncio.wait_for(..., 0) gave none)
+        reading = at_once(Request(scope, connected))
+        await reading.__anext__()
+        with pytest.raises(ServiceBusyError, match="waited 0 s for its turn"):
+            await at_once(Request(scope, connected)).__anext__()
+        await reading.aclose()
 
     asyncio.run(turns())
 
