@@ -292,7 +292,8 @@ def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
         return (f"Its writes ran on dask workers, which outlive it: it is taken for dead {after:.0f} s after its last "
                 f"heartbeat, even once its process has ended")
     if info.pid_namespace is None:
-        return (f"Its lock does not say in which pid namespace its pid {info.pid} is (a cardcube before 2026-12-05): "
+        return (f"Its lock does not say in which pid namespace its pid {info.pid} is (a cardcube before 2026-12-05, "
+                f"or a system without Linux's /proc): "
                 f"it is taken for dead {after:.0f} s after its last heartbeat, even once its process has ended "
                 f"(delete it by hand once it has)")
     if info.settles is not None and (left := info.settles - time.time()) > 0:
