@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import extraction, extraction_memory, extraction_update, ingest_throughput, service, tile_creation
+from benchmarks import (
+    extraction,
+    extraction_memory,
+    extraction_update,
+    ingest_throughput,
+    service,
+    service_load,
+    tile_creation,
+)
 from benchmarks.options import check_out
 
 
@@ -110,12 +118,14 @@ def _refuses(main, argv: list[str], capsys) -> str:
 @pytest.fixture
 def no_runs(monkeypatch) -> None:
     for module, name in ((extraction, "run_size"), (extraction_memory, "measure"), (extraction_update, "measure"),
-                         (service, "run"), (tile_creation, "measure"), (ingest_throughput, "run")):
+                         (service, "run"), (service_load, "run"), (tile_creation, "measure"),
+                         (ingest_throughput, "run")):
         monkeypatch.setattr(module, name, _no_run)
 
 
 @pytest.mark.parametrize(("main", "stem"), [
     (extraction.main, "extraction"), (extraction_update.main, "extraction-update"), (service.main, "service"),
+    (service_load.main, "service-load"),
     (lambda argv: extraction_memory.main(["--work", "w", *argv]), "extraction-memory"),
     (tile_creation.main, "tile-creation")])
 @pytest.mark.parametrize("out", ["afile", "afile/below", "new-with-a-folder-in-place"])
