@@ -51,3 +51,14 @@ def milliseconds(text: str) -> tuple[float, ...]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected milliseconds, comma-separated (e.g. 0,20), got {text!r}")
     return values
+
+
+def add_s3_options(parser: argparse.ArgumentParser, *, latency_ms: float, bandwidth_mbps: float) -> None:
+    """``--latency`` and ``--bandwidth`` of the proxy an S3 benchmark reads through (:mod:`benchmarks.storage`),
+    and ``--out`` and ``--from-json`` of its report (``<stem>.md`` and ``<stem>.json``, named by ``prog``)."""
+    parser.add_argument("--latency", type=number("milliseconds", at_least=0), default=latency_ms,
+                        help=f"ms added per S3 request (default {latency_ms:g})")
+    parser.add_argument("--bandwidth", type=number("MB/s", at_least=0), default=bandwidth_mbps,
+                        help=f"MB/s per S3 response (default {bandwidth_mbps:g}; 0: no cap)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the report and its JSON")
+    parser.add_argument("--from-json", type=Path, default=None, help="re-render the report from its JSON")

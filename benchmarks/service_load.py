@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import check_out
-from cardcube.option_types import number, whole_number
+from benchmarks.options import add_s3_options, check_out
+from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
 DEFAULTS = {"reads": (1, 4, 16), "clients": (1, 8), "requests": 3, "parcels": 40, "latency_ms": 20.0,
@@ -215,12 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                    help="POSTs per client (default 3)")
     p.add_argument("--parcels", type=whole_number(at_least=1), default=DEFAULTS["parcels"],
                    help="parcels per POST (default 40)")
-    p.add_argument("--latency", type=number("milliseconds", at_least=0), default=DEFAULTS["latency_ms"],
-                   help="ms added per S3 request (default 20)")
-    p.add_argument("--bandwidth", type=number("MB/s", at_least=0), default=DEFAULTS["bandwidth_mbps"],
-                   help="MB/s per S3 response (default 100; 0: no cap)")
-    p.add_argument("--out", type=Path, default=None, help="folder for service-load.md and service-load.json")
-    p.add_argument("--from-json", type=Path, default=None, help="re-render service-load.md from its JSON")
+    add_s3_options(p, latency_ms=DEFAULTS["latency_ms"], bandwidth_mbps=DEFAULTS["bandwidth_mbps"])
     args = p.parse_args(argv)
     if args.from_json is not None:
         return rerender(p, args.from_json, args.out, "service-load", report)

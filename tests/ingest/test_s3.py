@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zarr
@@ -279,16 +280,21 @@ def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, t
                            path="s2/31UFU/cube.zarr/r10m/x")[:2].tolist() == [600005.0, 600015.0]
 
 
+def _cube_of_four_dates(tiny_region, s3_bucket) -> tuple[str, dict, Any, list]:
+    """An S1 cube of the region's first 4 scenes in the bucket: its URL, storage options, store, and the scenes."""
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    features = items_of(tiny_region.items, "sentinel-1-card-bs")
+    ingest(write_items(tiny_region.items, features[:4], "first-four.json"), url, collection="s1", chunks=CHUNKS,
+           storage_options=direct, progress=False)
+    return url, direct, open_store(url, storage_options=direct), features
+
+
 def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once_it_has_landed(tiny_region, s3_bucket,
                                                                                                  s3_proxy):
     """Ctrl-C stops the wait for a write, not the write: it goes on in zarr's I/O loop. With a single thread
     (``--scheduler sync``) the lock was deleted while the upload was still held, to land after it."""
-    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
-    store = open_store(url, storage_options=direct)
+    url, _, store, features = _cube_of_four_dates(tiny_region, s3_bucket)
     lock = layout.lock_key("s1")
-    features = items_of(tiny_region.items, "sentinel-1-card-bs")
-    ingest(write_items(tiny_region.items, features[:4], "held-sync-first.json"), url, collection="s1", chunks=CHUNKS,
-           storage_options=direct, progress=False)
     s3_proxy.hold(["PUT"], path_contains="/c/")
     seen: dict[str, object] = {}
 
@@ -327,12 +333,8 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
     asyncio's "Task was destroyed but it is pending!". It now ends with its grace, as a kill would end it; the
     worker processes of ``--scheduler processes`` with it (they ran on, queued tasks too, once it had ended), and
     its lock says for how long an upload it sent may still land (the next run here took it at once)."""
-    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
-    store = open_store(url, storage_options=direct)
+    url, direct, store, features = _cube_of_four_dates(tiny_region, s3_bucket)
     lock = layout.lock_key("s1")
-    features = items_of(tiny_region.items, "sentinel-1-card-bs")
-    ingest(write_items(tiny_region.items, features[:4], "grace-first.json"), url, collection="s1", chunks=CHUNKS,
-           storage_options=direct, progress=False)
     items = write_items(tiny_region.items, features[:12], "grace-second.json")
     s3_proxy.hold(["PUT"], path_contains="/c/")
     try:
