@@ -35,14 +35,16 @@ and orbits so that one is asked for by its time; 413 a request too large (a POST
 refused before it is read whole); 422 a parcel that cannot be measured or a bad parameter; 500 a fault of the
 server or the cube (a corrupt document or shard), 502 its store failing (an error answered after every retry), 503
 its store out of reach (refused or dropped connections, no answer within ``store_timeout`` seconds, Slow Down after
-every retry), with a ``Retry-After`` header: the service answers by itself again once the store is back. The
-OpenAPI document (``/docs``) lists them with :class:`ErrorBody`.
+every retry; ``ServiceBusy``: as many requests are reading as it reads for at once, and this one waited its time),
+with a ``Retry-After`` header: the service answers by itself again once the store is back. The OpenAPI document
+(``/docs``) lists them with :class:`ErrorBody`.
 
 A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
 outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
 proxy's own timeout (nginx's and many load balancers' 60 s). At most ``reads`` requests read the cube at once (time
 series and images, :class:`_ReadSlots`); the others wait their turn up to ``read_wait`` seconds, then are a 503 Busy
-with ``Retry-After``, so the process's memory is bounded, and the routes that read nothing answer at once.
+with ``Retry-After``, so the memory of the answers being made is bounded, and the routes that read nothing
+answer at once.
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "the request would read or draw too much"),
         (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"),
         (502, "the cube's store answered an error after every retry"),
-        (503, "the cube's store cannot be reached or does not answer: ask again after Retry-After seconds"))}
+        (503, "the cube's store cannot be reached or does not answer, or the service is reading for as many requests "
+              "as it may at once: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in FORMATS.values()}, "description": (
     "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, parcels, columns, "
