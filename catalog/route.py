@@ -58,7 +58,7 @@ class TileRef:
         return f"{root.rstrip('/')}/{self.zarr_path}"
 
     def overlaps(self, lo: np.datetime64 | None, hi: np.datetime64 | None) -> bool:
-        """True if the tile has dates in ``[lo, hi)`` by its first and last date (None: open)."""
+        """True if the span of the tile's dates, from its first to its last, meets ``[lo, hi)`` (None: open)."""
         start, end = _as_datetime64(self.start), _as_datetime64(self.end)
         return (lo is None or end >= lo) and (hi is None or start < hi)
 
@@ -137,7 +137,9 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
 def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, float, float, float] | None = None,
                geometry: Any = None, crs: Any = None, time: TimeLike = None,
                cache: ItemCache | None = None) -> list[TileRef]:
-    """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and have dates in ``time``.
+    """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and whose dates span ``time`` in part: a
+    tile's item gives its first and last date, not each one, so a range between two of its dates finds it too
+    (where it is read, it gives no date of that range).
 
     ``geometry`` is a shapely geometry, a GeoJSON mapping or an ``odc.geo`` Geometry; ``bbox`` is
     ``(minx, miny, maxx, maxy)``; both are in ``crs`` (default WGS84, or the Geometry's own CRS). Without
