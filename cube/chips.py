@@ -34,14 +34,16 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range, space_for_plus
-from cardcube.spec import DEFAULT_SCL_MASK, PASS_GAP_S, SCL_NO_DATA, cube_spec
+from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import layout, render
 from cube.dataset import (
+    PASS_GAP,
     as_read,
     check_acquisitions,
     compute_reads,
     open_cube,
+    pass_key,
     tile_dates,
 )
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
@@ -306,8 +308,7 @@ def _same_pass(version: CubeVersion, tiles: Sequence[str], time: Any) -> frozens
     of ``tiles`` holds such a pass at another time of its own (its product's sensing time, seconds from another
     tile's: the time series may read that one); None where ``tiles`` hold them at ``time`` already. A pass is as
     :func:`cube.dataset.pass_times` joins tiles: its platform, relative orbit and orbit direction, within
-    :data:`~cardcube.spec.PASS_GAP_S`; a tile holding a date within ``time`` keeps that date alone."""
-    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
+    :data:`~cube.dataset.PASS_GAP`; a tile holding a date within ``time`` keeps that date alone."""
     asked = [a for state in version.tiles.values() for a in tile_dates(state, time)]
     kept, moved = set(), False
     for tile in tiles:
@@ -315,8 +316,7 @@ def _same_pass(version: CubeVersion, tiles: Sequence[str], time: Any) -> frozens
         own = tile_dates(state, time)
         if not own:
             own = [a for a in state.acquisitions for b in asked
-                   if (a.platform, a.relative_orbit, a.orbit_state) == (b.platform, b.relative_orbit, b.orbit_state)
-                   and abs(a.datetime64 - b.datetime64) <= gap]
+                   if pass_key(a) == pass_key(b) and abs(a.datetime64 - b.datetime64) <= PASS_GAP]
             moved |= bool(own)
         kept.update(a.datetime64 for a in own)
     return frozenset(kept) if moved else None

@@ -72,6 +72,7 @@ class TileWindow:
 
 
 READ_THREADS = 16  # dask threads for an interactive read: requests in flight, not cores (little to decode)
+PASS_GAP = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")  # two dates of one pass on neighbouring tiles, at most
 
 
 @cache
@@ -143,6 +144,12 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
     return [best[0], *(w for w, *_ in zone)]
 
 
+def pass_key(a: Acquisition) -> tuple:
+    """What the dates of one pass share on every tile: platform, relative orbit and orbit direction (their times
+    differ by up to :data:`PASS_GAP`, each tile's product its own sensing time)."""
+    return (a.platform, a.relative_orbit, a.orbit_state)
+
+
 def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry, time: tuple | frozenset) -> bool:
     """Whether ``tile`` has every date (within ``time``) on which ``other`` (of the same UTM zone) has data in
     ``area``, the same pass (platform, relative orbit, orbit direction, within :data:`PASS_GAP_S`), with data over
@@ -154,16 +161,13 @@ def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | fr
     """Where ``other`` (of the same UTM zone as ``tile``) has data (within ``time``) on a pass ``tile`` has no
     data of there: the union of its scenes' extents less those of ``tile``'s scenes of the same pass (see
     :func:`holds_passes`); empty when ``tile`` holds all ``other`` holds."""
-    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
     mine: dict[tuple, list[tuple[np.datetime64, BaseGeometry]]] = {}
     for a in _time_order(version.tiles[tile], time)[0]:
-        key = (a.platform, a.relative_orbit, a.orbit_state)
-        mine.setdefault(key, []).append((a.datetime64, box(*scene_extent(version, tile, a.scene_id))))
+        mine.setdefault(pass_key(a), []).append((a.datetime64, box(*scene_extent(version, tile, a.scene_id))))
     parts = []
     for a in _time_order(version.tiles[other], time)[0]:
         theirs = box(*scene_extent(version, other, a.scene_id))
-        same = [extent for t, extent in mine.get((a.platform, a.relative_orbit, a.orbit_state), [])
-                if abs(t - a.datetime64) <= gap]
+        same = [extent for t, extent in mine.get(pass_key(a), []) if abs(t - a.datetime64) <= PASS_GAP]
         parts.append(theirs.difference(shapely.union_all(same)) if same else theirs)
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
@@ -607,7 +611,7 @@ def pass_dates(version: CubeVersion) -> np.ndarray:
     what a user counts as the cube's acquisitions."""
     states = [version.tiles[t] for t in sorted(version.tiles)]
     times = [np.array([a.datetime64 for a in s.acquisitions], dtype="datetime64[ns]") for s in states]
-    keys = [[(a.platform, a.relative_orbit, a.orbit_state) for a in s.acquisitions] for s in states]
+    keys = [[pass_key(a) for a in s.acquisitions] for s in states]
     return np.unique(np.concatenate([np.empty(0, "datetime64[ns]"), *_joined(times, keys)]))
 
 
@@ -616,11 +620,10 @@ def _joined(times: Sequence[np.ndarray], keys: Sequence[Sequence[tuple]]) -> lis
     out = [np.asarray(t).copy() for t in times]
     events = sorted((t, i, j) for i, part in enumerate(out) for j, t in enumerate(part))
     open_pass: dict[tuple, tuple[np.datetime64, np.datetime64, set[int]]] = {}  # key -> (first, last, parts)
-    gap = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")
     for t, i, j in events:
         key = keys[i][j]
         first, last, seen = open_pass.get(key, (t, t, set()))
-        if t - last > gap or i in seen:
+        if t - last > PASS_GAP or i in seen:
             first, seen = t, set()
         out[i][j] = first
         open_pass[key] = (first, t, seen | {i})
