@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError
 
-from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError, exception_chain
+from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
 from cardcube.serving import STORE_TIMEOUT
@@ -157,7 +157,7 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
             code = 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
         else:
             code = 1 if isinstance(exc, DateNotFoundError) else 2  # nothing to measure, as timeseries' empty file
-        return code, _left_running(exc)
+        return code, TasksStillRunningError.in_chain(exc)
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise
@@ -165,15 +165,10 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
         return 2, False
     except Terminated as exc:
         print(f"cardcube {command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM, _left_running(exc)
+        return 128 + signal.SIGTERM, TasksStillRunningError.in_chain(exc)
     except KeyboardInterrupt as exc:
         print(f"cardcube {command}: interrupted", file=sys.stderr)
-        return 130, _left_running(exc)
-
-
-def _left_running(exc: BaseException) -> bool:
-    """Whether ``exc`` or an error it was raised from or while handling says the run left tasks running."""
-    return any(isinstance(e, TasksStillRunningError) for e in exception_chain(exc))
+        return 130, TasksStillRunningError.in_chain(exc)
 
 
 if __name__ == "__main__":

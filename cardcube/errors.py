@@ -94,6 +94,12 @@ class TasksStillRunningError(CardcubeError, RuntimeError):
             state = f"{running} of its tasks still ran on {where}, and had not ended {grace:g} s later"
         super().__init__(f"the run stopped ({why}); {state}")
 
+    @staticmethod
+    def in_chain(exc: BaseException) -> bool:
+        """Whether ``exc``, or an error it was raised from or while handling (a second Ctrl-C unwinding the run), says
+        a run left tasks running."""
+        return any(isinstance(e, TasksStillRunningError) for e in exception_chain(exc))
+
 
 class ClusterError(CardcubeError, RuntimeError):
     """The dask cluster failed a run: the scheduler was lost, or a task killed the workers that ran it."""

@@ -64,7 +64,6 @@ from cardcube.errors import (
     LockLostError,
     StoreError,
     TasksStillRunningError,
-    exception_chain,
 )
 from cardcube.parallel import STOP_GRACE
 from cardcube.storage import create_bytes, delete_key, pending_io, read_json, store_url, write_json
@@ -264,7 +263,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     try:
         yield fence
     except BaseException as exc:
-        if any(isinstance(e, TasksStillRunningError) for e in exception_chain(exc)):  # also a 2nd Ctrl-C unwinding it
+        if TasksStillRunningError.in_chain(exc):
             keep = "its tasks"
         else:  # a write this process was waiting for when it was stopped goes on in zarr's I/O loop: let it land
             stop.set()
