@@ -36,11 +36,16 @@ def stopped_at(command: list[str], step: str, *, env: dict | None = None) -> sub
     full_env = {**os.environ, **(env or {}), STOP_ENV: step}
     proc = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
+    while proc_stat(proc.pid)[0] != "T":
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"the process never stopped at {step}"
         time.sleep(0.05)
     return proc
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the process's name: its state (T stopped, Z ended), its parent, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def kill_after(items: Path, cube: str, collection: str, seconds: float, *, env: dict | None = None) -> int:

@@ -3,7 +3,6 @@ re-running the same command completes it. Two ingests at once: one waits or fail
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -16,7 +15,6 @@ import pytest
 import xarray as xr
 import zarr
 
-from cardcube.checkpoints import STOP_ENV
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog import catalog_is_current
@@ -27,7 +25,7 @@ from ingest.commit import STEPS, writer_lock
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources
-from tests.ingest.crashing import ingest_command, kill_after, run_ingest
+from tests.ingest.crashing import ingest_command, kill_after, run_ingest, stopped_at
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout.parse("time=4,space=64,shard_space=256")
@@ -114,13 +112,7 @@ def test_an_ingest_terminated_by_sigterm_lets_go_of_its_lock(batches, started, r
     """SIGTERM (timeout, Kubernetes stopping a pod) unwinds like Ctrl-C: the lock is released, not left to block
     the cube for --stale-after seconds to the next run on another host, which cannot see the holder is gone."""
     cube = _started_cube(started, tmp_path / "cube")
-    proc = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION), env={**os.environ, STOP_ENV: step},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(")")[-1].split()[0] != "T":  # stopped at the step
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"the ingest never stopped at {step}"
-        time.sleep(0.05)
+    proc = stopped_at(ingest_command(batches[1], cube, COLLECTION), step)
     assert (Path(cube) / layout.lock_key(COLLECTION)).exists()
     proc.send_signal(signal.SIGTERM)  # pending while stopped, handled once it runs again
     proc.send_signal(signal.SIGCONT)

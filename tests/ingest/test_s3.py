@@ -22,7 +22,7 @@ from cube.ledger import committed_versions
 from cube.verify import verify
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import ingest_command, run_ingest, stopped_while_held
+from tests.ingest.crashing import ingest_command, proc_stat, run_ingest, stopped_while_held
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -376,20 +376,15 @@ def _children(pid: int) -> list[int]:
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if int(_stat(int(entry))[1]) == pid:
+            if int(proc_stat(int(entry))[1]) == pid:
                 found.append(int(entry))
         except OSError:  # ended meanwhile
             pass
     return found
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the process's name: its state, its parent, ..."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def _alive(pid: int) -> bool:
     try:
-        return _stat(pid)[0] != "Z"  # a zombie has ended
+        return proc_stat(pid)[0] != "Z"  # a zombie has ended
     except OSError:
         return False
