@@ -375,6 +375,44 @@ def _nearest(version: CubeVersion, date: Any) -> str:
     return f"; the nearest acquisitions: {before[-1]} before, {after[0]} after"
 
 
+def check_chip(version: CubeVersion, *, date: Any = None, time: Any = None,
+               bands: Sequence[str] | str | None = None) -> tuple[Any, tuple[str, ...]]:
+    """The time range :func:`chip` of ``version`` reads and the bands it shows, checked as it checks them before
+    reading anything: the REST service asks before a request's turn to read, so that a request's own fault (a
+    date that is none, or of no acquisition; an unknown band) is answered at once."""
+    time = _chip_time(date, time)
+    return time, _checked_on(version, _requested_bands(bands, version.collection), time, date)
+
+
+def _chip_time(date: Any, time: Any) -> Any:
+    """The time range of a chip of ``time`` (a range) or ``date`` (one acquisition), not both."""
+    if date is None:
+        return time
+    if time is not None:
+        raise InvalidRequestError(f"give time= (a range) or date= (one acquisition), not both: time={time!r}, "
+                                  f"date={date!r}")
+    return _one_date(date)
+
+
+def _requested_bands(bands: Sequence[str] | str | None, collection: str) -> tuple[str, ...]:
+    """The bands asked for, three (RGB) or one, or the collection's default for none."""
+    if bands is not None and not band_list(bands):  # bands="," as the time series refuse it: not the default
+        raise InvalidRequestError("no band given: name three bands (RGB) or one band or index, or none for the "
+                                  "default")
+    return _check_count(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
+
+
+def _checked_on(version: CubeVersion, bands: tuple[str, ...], time: Any, date: Any) -> tuple[str, ...]:
+    """``bands`` as ``version`` names them, once they and ``time`` are found there (a time that misses says the
+    acquisitions of its day, if any, to choose from)."""
+    bands = _check_count(check_bands(bands, version.spec.band_names))
+    try:
+        check_acquisitions(version, time)
+    except DateNotFoundError as exc:
+        raise DateNotFoundError(_missed(version, date) or str(exc) + _nearest(version, date)) from None
+    return bands
+
+
 def _check_count(bands: Sequence[str]) -> tuple[str, ...]:
     """``bands`` if they are three (RGB) or one; after :func:`check_bands` too, which merges ``B04`` and ``b04``."""
     if len(bands) not in (1, 3):
@@ -530,18 +568,10 @@ def chip(
     check_chip_size(size)
     if isinstance(date, np.datetime64):  # at its unit's precision: a day's is a day, a month's refused as "2024-05"
         date = str(np.datetime_as_string(date))
-    if date is not None:
-        if time is not None:
-            raise InvalidRequestError(f"give time= (a range) or date= (one acquisition), not both: time={time!r}, "
-                                      f"date={date!r}")
-        time = _one_date(date)
+    time = _chip_time(date, time)
     if isinstance(cube, xr.Dataset | xr.DataArray):
         collection = cube.attrs.get("cardcube:collection", collection)
-    if bands is not None and not band_list(bands):  # bands="," as the time series refuse it: not the default
-        raise InvalidRequestError("no band given: name three bands (RGB) or one band or index, or none for the "
-                                  "default")
-    bands = tuple(band_list(bands or ()) or DEFAULT_BANDS.get(collection, TRUE_COLOUR))
-    _check_count(bands)
+    bands = _requested_bands(bands, collection)
     geom, pid, crs = _locate(where, registry, id_column)
     pad_to = None  # the whole chip's box, where only a part of it is read
     if isinstance(cube, xr.Dataset | xr.DataArray):
@@ -557,11 +587,7 @@ def chip(
     else:
         store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
         version = read_version(store, collection, as_of)
-        bands = _check_count(check_bands(bands, version.spec.band_names))
-        try:
-            check_acquisitions(version, time)
-        except DateNotFoundError as exc:  # a time that misses: the acquisitions of its day, if any, to choose from
-            raise DateNotFoundError(_missed(version, date) or str(exc) + _nearest(version, date)) from None
+        bands = _checked_on(version, bands, time, date)
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         found = _chip_tiles(version, geom, crs, resolution=res, size=size)
         if found is None:

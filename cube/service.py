@@ -50,6 +50,7 @@ answer at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -60,7 +61,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import anyio
@@ -110,18 +111,20 @@ from cube.chips import (
     MAX_IMAGE_SIZE,
     MAX_SHEET_PIXELS,
     MAX_SIZE,
+    check_chip,
     check_image_size,
     check_sheet,
     chip,
 )
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
+from cube.indices import check_bands
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
-from cube.stats import STATS
+from cube.stats import STATS, stat_list
 from cube.tile_arrays import ArrayCache
-from cube.timeseries import MAX_PIXELS, parcel_timeseries
+from cube.timeseries import MAX_PIXELS, parcel_timeseries, resolve_mask
 from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
@@ -165,6 +168,7 @@ PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date'
 Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
 
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
+Checked = TypeVar("Checked")  # what a route checks before its turn to read, and reads with
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_PIXELS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES",
            "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
@@ -412,7 +416,9 @@ class _ReadSlots:
             raise InvalidRequestError(f"reads={size}: at least one request must be able to read the cube")
         self.size, self.wait, self._free = size, wait, asyncio.Semaphore(size)
 
-    async def __call__(self, request: Request) -> AsyncIterator[None]:
+    @contextlib.asynccontextmanager
+    async def turn(self, request: Request) -> AsyncIterator[None]:
+        """The request's turn to read, for the ``async with`` block."""
         free = self._free
         try:
             async with asyncio.timeout(self.wait):  # a free turn is taken at once, with a wait of 0 too
@@ -453,6 +459,15 @@ class _ServedCube:
                                       f"(cardcube serve --parcels FILE); POST the geometry instead")
         return self.registry.select([parcel_id])
 
+    async def in_turn(self, request: Request, check: Callable[[], Checked], read: Callable[[Checked], Response]
+                      ) -> Response:
+        """``read`` of what ``check`` gives, in threads, once the request has its turn to read the cube; ``check``
+        runs before, without a turn: a request's own fault (an unknown parcel or band, a date of no acquisition)
+        is answered at once, not after waiting behind the requests that read, as a 503 when they took long."""
+        checked = await anyio.to_thread.run_sync(check)
+        async with self.reads.turn(request):
+            return await anyio.to_thread.run_sync(read, checked)
+
     def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response]) -> Response:
         """``read`` of the version a request reads, its response tagged with the version (for the ETag). The
         latest failing to read as a version that is no more (expired by an ingest then ``cardcube expire``, or
@@ -471,6 +486,16 @@ class _ServedCube:
             version, response = latest, read(latest)
         response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: version.created})
         return response
+
+    def check_timeseries(self, collection: str, *, bands: str | None, stats: str | None, time: str | None,
+                         mask: str, as_of: int | None) -> None:
+        """The time series query's faults, found before its turn to read (:meth:`timeseries` checks them as it
+        reads): unknown bands, statistics or version, a mask the bands lack, a time range of no acquisition."""
+        version = self.version(collection, as_of)
+        stat_list(stats or STATS)
+        check_bands(bands or None, version.spec.band_names, statistics=True)
+        resolve_mask(mask, version.spec.band_names, collection)
+        check_acquisitions(version, time)
 
     def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
                    mask: str, buffer: float, all_touched: bool, as_of: int | None, fmt: str) -> Response:
@@ -583,67 +608,81 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
 
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
-    reading = [Depends(served.reads)]
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE,
-              dependencies=reading)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE,
-              dependencies=reading)
-    def parcel_series(collection: Collection, parcel_id: ParcelId, bands: Bands = None, stats: Stats = None,
-                      time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
-                      all_touched: AllTouched = False, as_of: AsOf = None, format: Format = "json") -> Response:
-        return served.timeseries(collection, served.parcel(parcel_id), bands=bands, stats=stats, time=time,
-                                 mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
+    async def parcel_series(request: Request, collection: Collection, parcel_id: ParcelId, bands: Bands = None,
+                            stats: Stats = None, time: Time = None, mask: Mask = "default",
+                            buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
+                            format: Format = "json") -> Response:
+        def check() -> ParcelSet:
+            served.check_timeseries(collection, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of)
+            return served.parcel(parcel_id)
 
-    @app.post("/collections/{collection}/timeseries", responses=TABLE,
-              dependencies=reading)
-    def posted_series(collection: Collection, geojson: Annotated[dict[str, Any], Body()], bands: Bands = None,
-                      stats: Stats = None, time: Time = None, mask: Mask = "default", buffer: Buffer = DEFAULT_BUFFER,
-                      all_touched: AllTouched = False, as_of: AsOf = None, crs: Crs = "EPSG:4326",
-                      format: Format = "json") -> Response:
-        return served.timeseries(collection, _posted_parcels(geojson, crs), bands=bands, stats=stats, time=time,
-                                 mask=mask, buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
+        return await served.in_turn(request, check, lambda parcel: served.timeseries(
+            collection, parcel, bands=bands, stats=stats, time=time, mask=mask, buffer=buffer,
+            all_touched=all_touched, as_of=as_of, fmt=format))
+
+    @app.post("/collections/{collection}/timeseries", responses=TABLE)
+    async def posted_series(request: Request, collection: Collection, geojson: Annotated[dict[str, Any], Body()],
+                            bands: Bands = None, stats: Stats = None, time: Time = None, mask: Mask = "default",
+                            buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
+                            crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
+        def check() -> ParcelSet:
+            served.check_timeseries(collection, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of)
+            return _posted_parcels(geojson, crs)
+
+        return await served.in_turn(request, check, lambda parcels: served.timeseries(
+            collection, parcels, bands=bands, stats=stats, time=time, mask=mask, buffer=buffer,
+            all_touched=all_touched, as_of=as_of, fmt=format))
 
 
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
     """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
-    reading = [Depends(served.reads)]
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG,
-              dependencies=reading)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG,
-              dependencies=reading)
-    def chip_png(collection: Collection, parcel_id: ParcelId, date: Day, bands: ImageBands = None,
-                 size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None) -> Response:
-        check_image_size(size, scale)  # before reading
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    async def chip_png(request: Request, collection: Collection, parcel_id: ParcelId, date: Day,
+                       bands: ImageBands = None, size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None
+                       ) -> Response:
+        def check() -> ParcelSet:
+            check_image_size(size, scale)
+            check_chip(served.version(collection, as_of), date=date, bands=bands or None)
+            return served.parcel(parcel_id)
 
-        def read(version: CubeVersion) -> Response:
-            result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, date=date,
-                          bands=bands or None, as_of=version, cache=served.arrays)  # one acquisition
+        def read(parcel: ParcelSet, version: CubeVersion) -> Response:
+            result = chip(served.store, parcel, collection=collection, size=size, date=date, bands=bands or None,
+                          as_of=version, cache=served.arrays)  # one acquisition
             return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                             headers={"X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
 
-        return served.answer(collection, as_of, read)
+        return await served.in_turn(request, check, lambda parcel: served.answer(
+            collection, as_of, functools.partial(read, parcel)))
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG,
-              dependencies=reading)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG,
-              dependencies=reading)
-    def season_png(collection: Collection, parcel_id: ParcelId, time: Time = None, bands: ImageBands = None,
-                   size: PanelSize = 64, as_of: AsOf = None) -> Response:
-        if size > MAX_SEASON_SIZE:
-            raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per date")
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
+              responses=PNG)
+    async def season_png(request: Request, collection: Collection, parcel_id: ParcelId, time: Time = None,
+                         bands: ImageBands = None, size: PanelSize = 64, as_of: AsOf = None) -> Response:
+        def check() -> ParcelSet:
+            if size > MAX_SEASON_SIZE:
+                raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per "
+                                           f"date")
+            version = served.version(collection, as_of)
+            check_chip(version, time=time, bands=bands or None)
+            check_sheet(version, time, size, advice=SEASON_ADVICE)  # a refused sheet read and drew every date
+            return served.parcel(parcel_id)
 
-        def read(version: CubeVersion) -> Response:
-            # before reading: a refused sheet read and drew every date first (the route has no scale to lower)
-            check_sheet(version, time, size, advice=SEASON_ADVICE)
-            result = chip(served.store, served.parcel(parcel_id), collection=collection, size=size, time=time,
+        def read(parcel: ParcelSet, version: CubeVersion) -> Response:
+            check_sheet(version, time, size, advice=SEASON_ADVICE)  # the version read may be a newer one
+            result = chip(served.store, parcel, collection=collection, size=size, time=time,
                           bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
             sheet = result.contact_sheet(advice=SEASON_ADVICE)  # checks the parcel's own dates before drawing
             return Response(render.png_bytes(sheet.image), media_type="image/png",
                             headers={"X-Dates": str(len(result.times))})
 
-        return served.answer(collection, as_of, read)
+        return await served.in_turn(request, check, lambda parcel: served.answer(
+            collection, as_of, functools.partial(read, parcel)))
 
 
 def allowed_origins(origins: Sequence[str]) -> list[str]:

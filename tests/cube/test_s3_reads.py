@@ -263,6 +263,20 @@ def test_the_rest_service_reads_for_so_many_requests_at_once_and_answers_the_oth
             for abandoned in gone:
                 with pytest.raises(Exception, match="timed out"):
                     abandoned.result()
+            # a request's own fault is answered at once, not after waiting for a turn (a 503 then)
+            parcel = f"/collections/s2/parcels/{pid}"
+            for path, params, status in (
+                    ("/collections/s2/parcels/no-such-parcel/timeseries", {}, 404),
+                    (f"{parcel}/timeseries", {"bands": "B99"}, 422),
+                    (f"{parcel}/timeseries", {"time": "1990-01"}, 404),
+                    (f"{parcel}/timeseries", {"buffer": "wide"}, 422),
+                    (f"{parcel}/chip.png", {"date": "2024-13-45"}, 422),
+                    (f"{parcel}/chip.png", {"date": "1990-01-01"}, 404),
+                    (f"{parcel}/season.png", {"bands": "B99"}, 422)):
+                r = server.http.get(path, params=params, timeout=60)
+                assert r.status_code == status, (path, params, r.text)
+            r = server.http.post("/collections/s2/timeseries", json={"type": "Point"}, timeout=60)
+            assert r.status_code == 422 and r.json()["error"] == "InvalidRequest", r.text
             busy = series("B04")
             assert busy.status_code == 503 and int(busy.headers["Retry-After"]) > 0, busy.text
             assert busy.json()["error"] == "ServiceBusy" and "waited 2 s for its turn" in busy.json()["detail"]

@@ -785,23 +785,21 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
 
     async def turns() -> None:
         slots = _ReadSlots(1, 30)
-        reading = slots(Request(scope, connected))
-        await reading.__anext__()  # the one turn taken
-        waiting = asyncio.ensure_future(slots(Request(scope, gone)).__anext__())
+        reading = slots.turn(Request(scope, connected))
+        await reading.__aenter__()  # the one turn taken
+        waiting = asyncio.ensure_future(slots.turn(Request(scope, gone)).__aenter__())
         await asyncio.sleep(0.1)
         assert not waiting.done()  # waits its turn
-        await reading.aclose()  # the first request answered
+        await reading.__aexit__(None, None, None)  # the first request answered
         with pytest.raises(ClientGoneError, match="closed the connection while its request waited its turn"):
             await waiting
-        after = slots(Request(scope, connected))
-        await asyncio.wait_for(after.__anext__(), 5)  # the turn was freed
-        await after.aclose()
+        async with asyncio.timeout(5), slots.turn(Request(scope, connected)):  # the turn was freed
+            pass
         at_once = _ReadSlots(1, 0)  # no wait: a free turn all the same (asyncio.wait_for(..., 0) gave none)
-        reading = at_once(Request(scope, connected))
-        await reading.__anext__()
-        with pytest.raises(ServiceBusyError, match="waited 0 s for its turn"):
-            await at_once(Request(scope, connected)).__anext__()
-        await reading.aclose()
+        async with at_once.turn(Request(scope, connected)):
+            with pytest.raises(ServiceBusyError, match="waited 0 s for its turn"):
+                async with at_once.turn(Request(scope, connected)):
+                    pass
 
     asyncio.run(turns())
 
