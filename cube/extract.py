@@ -94,6 +94,7 @@ from cube.extraction_files import (
     finish_manifest,
     holds_extraction,
     is_partial,
+    mosaic_batch,
     mosaic_key,
     mosaic_status,
     new_run,
@@ -101,6 +102,7 @@ from cube.extraction_files import (
     read_status,
     read_timeseries,
     refuse_other_parameters,
+    run_keys,
     run_of,
     statistics_keys,
     statistics_name,
@@ -233,13 +235,11 @@ class _Unit:
 
 @dataclass(frozen=True)
 class _Batch:
-    """Parcels read across tiles (:func:`_across_tiles`), through ``parcel_timeseries``, into one file: ``key``,
-    which holds an earlier run's file if ``replaces`` (an update's)."""
+    """Parcels read across tiles (:func:`_across_tiles`), through ``parcel_timeseries``, into one file: ``key``."""
 
     key: str
     parcels: ParcelSet
     tiles: Mapping[Any, str]  # the tiles the extraction gives each parcel, joined by "+" (its status says them)
-    replaces: bool = False
     pixel_dates: int = 0  # the 10 m pixels of its parcels' bounding boxes in each tile read, times its dates
 
     def cost(self) -> int:
@@ -390,9 +390,7 @@ class _Job:
                                           stats=self.stats, mask=self.mask, buffer=self.buffer,
                                           all_touched=self.all_touched, time=self.time, as_of=self.version,
                                           histogram=self.histogram)
-        except CardcubeError as exc:
-            if batch.replaces:  # an earlier version's file (an update): not this one's
-                delete_key(self.out, batch.key)
+        except CardcubeError as exc:  # an update's earlier file of the batch goes too, by the driver (extract)
             if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
                 statuses = list(exc.status)  # and no file: a re-run reads them again
             else:
@@ -553,7 +551,10 @@ def extract(
     if held:  # an update, or a run again (resumed, or of a finished one): the tiles the parcels were read from
         # other parcels are said so, not blamed on the cube's covered area
         refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
-        tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time, update=update)
+        there = read_json(open_store(out, storage_options=out_storage_options), MANIFEST) or {}
+        resumes_update = "update" in there and there.get("version") == version.version  # with --update or not
+        tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time,
+                                        update=update or resumes_update)
 
     out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
@@ -598,8 +599,8 @@ def extract(
         status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     # an update reads these parcels' whole season again: a date can be new in one of their tiles only
-    batches, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, done,
-                                     again=bool(new and any(new.values())))
+    again = bool(new and any(new.values()))
+    batches, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, done, again=again)
     units_resumed += resumed
     # longest first: the workers finish together
     tasks: list[_Unit | _Batch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
@@ -626,6 +627,10 @@ def extract(
         status.update({s.parcel_id: s for s in result.get("status", ())})
         failures += [result["failure"]] if result.get("failure") else []
     _check_written(out_store, written, run)
+    if again:  # an update's batch files replace the earlier ones, a failed batch's too (no stale rows)
+        for earlier in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC)
+                        and mosaic_batch(k)[1] < version.version):
+            delete_key(out_store, earlier)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
@@ -706,7 +711,9 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
                 f"be read again from others and the rows there taken for stale ones; restore {STATUS}, or extract "
                 "into a new --out") from None
         return list(tiles_of), {}
-    if not update and not (before.cube_version == version.version).all():  # check_manifest refuses the run
+    # a run of another version than the extraction's, not an update: check_manifest refuses it (an update resumed,
+    # with update=True or not, comes as one)
+    if not update and not (before.cube_version == version.version).all():
         return list(tiles_of), {}
     was = before[before.status != "invalid"].set_index("parcel_id").tile
     tiles, notes, moved = list(tiles_of), {}, []
@@ -763,24 +770,27 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     dates another has over them) still to read, and how many were found read. They are read by
     ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
     is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
-    batch whose file is in ``done`` (the files there) is not read again, unless ``again`` (an update) and the file
-    is of an earlier version (an interrupted update resumed reads only the batches it had not written): its
-    parcels' statuses go to ``status``. Files of batches there are no more (an earlier run's) are deleted."""
+    batch with a file in ``done`` (the files there, the latest of each batch) is not read again, unless ``again``
+    (an update) and the file is of an earlier version (an interrupted update resumed reads only the batches it had
+    not written): its parcels' statuses go to ``status``. An update writes files of its own (:func:`mosaic_key`),
+    which :func:`extract` lets replace the earlier ones once it has run. Files of batches there are no more (an
+    earlier run's) are deleted."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     todo, resumed = [], 0
     version = job.version.version if again else None  # an update reads them again, but not its own files twice
+    there = {mosaic_batch(k)[0]: k for k in done if k.startswith(MOSAIC)}
     for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
-        key = mosaic_key(i, job.run)
-        if key in done and (earlier := mosaic_status(job.out, key, version)) is not None:
+        key = there.get(i)
+        if key is not None and (earlier := mosaic_status(job.out, key, version)) is not None:
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
             resumed += 1
             continue
         named = {pid: tiles[pid] for pid in batch.ids}
         dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
-        todo.append(_Batch(key, batch, named, key in done, pixels * dates))
-    current = {mosaic_key(i, job.run) for i in range(len(todo) + resumed)}
-    for stale in sorted(k for k in done if k.startswith(MOSAIC) and k not in current):
+        todo.append(_Batch(mosaic_key(i, job.run, job.version.version), batch, named, pixels * dates))
+    for stale in (k for k in run_keys(job.out, job.run) if k.startswith(MOSAIC)
+                  and mosaic_batch(k)[0] >= len(todo) + resumed):  # each version's, a late one's too
         delete_key(job.out, stale)
     return todo, resumed
 

@@ -5,7 +5,8 @@
     <out>/manifest.json                                   cube, collection, version, parameters, run, scenes read
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-<run>.parquet  parcel_id, time, band, count, masked, mean, ...
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>-<run>.parquet   the same, dates an update added
-    <out>/timeseries/tile=mosaic/part-<n>-<run>.parquet   parcels read across tiles, a square of them a file
+    <out>/timeseries/tile=mosaic/part-<n>-v<version>-<run>.parquet   parcels read across tiles, a square of them
+                                                          a file, each update's anew (the latest is read)
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
@@ -23,8 +24,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,9 +75,35 @@ def statistics_name(stem: str, run: str) -> str:
     return f"{stem}-{run}.parquet" if run else f"{stem}.parquet"
 
 
-def mosaic_key(batch: int, run: str) -> str:
-    """The file of the ``batch``-th batch of parcels read across tiles."""
-    return MOSAIC + statistics_name(f"part-{batch:05d}", run)
+def mosaic_key(batch: int, run: str, version: int) -> str:
+    """The file of the ``batch``-th batch of parcels read across tiles, of the cube's ``version``: an update, which
+    reads their whole season again, writes it beside the earlier version's (which it supersedes:
+    :func:`superseded`), so that a task of a stopped run writing an earlier version's file late never replaces a
+    later version's."""
+    return MOSAIC + statistics_name(f"part-{batch:05d}-v{version:08d}", run)
+
+
+_MOSAIC_NAME = re.compile(r"part-(\d+)(?:-v(\d+))?(?:-|\.parquet$)")
+
+
+def mosaic_batch(key: str) -> tuple[int, int]:
+    """The batch number of a file of parcels read across tiles, and its version (0: unnamed, a file of a cardcube
+    from before 2026-12-05)."""
+    found = _MOSAIC_NAME.match(key.rsplit("/", 1)[-1])
+    if found is None:
+        raise ValueError(f"{key} is no file of a batch read across tiles")
+    return int(found[1]), int(found[2] or 0)
+
+
+def superseded(keys: Iterable[str]) -> set[str]:
+    """The files of batches read across tiles in ``keys`` that a later version's file of the same batch replaces."""
+    latest: dict[int, tuple[int, str]] = {}
+    mosaics = [k for k in keys if k.startswith(MOSAIC)]
+    for key in mosaics:
+        batch, version = mosaic_batch(key)
+        if batch not in latest or version > latest[batch][0]:
+            latest[batch] = (version, key)
+    return set(mosaics) - {key for _, key in latest.values()}
 
 # Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
 PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
@@ -112,11 +140,19 @@ def is_partial(key: str) -> bool:
     return key.endswith(PARTIAL)
 
 
-def statistics_keys(store: Store, run: str) -> list[str]:
-    """The statistics files of the extraction in ``store``, whose manifest names ``run``: its Parquet files under
-    ``timeseries/`` of that run, not a write's leftover (read as one more file, it repeated rows or failed the
-    read), nor a file of another run (a stopped one's late write: other parameters, maybe)."""
+def run_keys(store: Store, run: str) -> list[str]:
+    """Every statistics file of run ``run`` in ``store``: its Parquet files under ``timeseries/``, not a write's
+    leftover (read as one more file, it repeated rows or failed the read), nor a file of another run (a stopped
+    one's late write: other parameters, maybe)."""
     return [k for k in list_keys(store, f"{TIMESERIES}/") if k.endswith(f"-{run}.parquet" if run else ".parquet")]
+
+
+def statistics_keys(store: Store, run: str) -> list[str]:
+    """The statistics files of the extraction in ``store``, whose manifest names ``run``: :func:`run_keys` but
+    those a later version's file of their batch supersedes (a stopped run's late write of an earlier one)."""
+    keys = run_keys(store, run)
+    old = superseded(keys)
+    return [k for k in keys if k not in old]
 
 
 def run_of(manifest: Mapping[str, Any]) -> str:

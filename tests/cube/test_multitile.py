@@ -323,3 +323,80 @@ def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_til
     late = f"{series.time.iloc[0] + pd.Timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"  # no pass's time: refused as before
     with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}"):
         chip(tmp_path, [near[0]], registry=parcels, collection="s1", bands="VH", date=late)
+
+
+def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(
+        tiny_straddle_region, tmp_path, monkeypatch):
+    """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
+    plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
+    deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
+    late replaced the update's rows with the earlier version's, and one failing late deleted them. An update's
+    batch files are named by its version; the readers take each batch's latest, and only the driver deletes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cube.extract as extract_module
+    from cardcube.errors import StoreError
+    from cube.extract import extract, read_status, read_timeseries
+
+    items = tiny_straddle_region.items
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    y = (miny + maxy) / 2
+    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
+    strip = gpd.GeoDataFrame({"parcel_id": ["strip"]}, geometry=[box(west - 100, y, east + 100, y + 60)],
+                             crs=parcels.crs)
+    some = tmp_path / "some.parquet"
+    pd.concat([parcels[["parcel_id", "geometry"]], strip], ignore_index=True).to_parquet(some)
+    features = items_of(items, "sentinel-2-l2a")
+    # 6 dates of both tiles but one of 31UGU: parcels it holds whole are read across tiles until that date comes
+    first = features[:5] + features[6:12]
+    assert features[5]["properties"]["grid:code"].endswith("31UGU")
+    cube, out, whole = tmp_path / "cube", tmp_path / "out", tmp_path / "whole"
+    ingest(write_items(items, first, "strip-first.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS),
+           progress=False)
+    kw = {"bands": ["B04"], "block": 64, "time_block": 4, "progress": False}
+    extract(some, cube, out, **kw)
+    mosaic = out / "timeseries" / "tile=mosaic"
+    earlier = {p: p.read_bytes() for p in mosaic.glob("part-*.parquet")}
+    across = read_status(out).set_index("parcel_id").tile.str.contains("+", regex=False)
+    assert across.sum() > 1, across  # the strip, and the parcels crossing 31UFU's edge until 31UGU's date comes
+    ingest(items, cube, progress=False)
+
+    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(some), "--cube", str(cube), "--out",
+           str(out), "--bands", "B04", "--block", "64", "--time-block", "4", "--scheduler", "sync", "--quiet"]
+    env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    assert subprocess.run([*cmd, "--update"], env=env, capture_output=True, text=True,
+                          timeout=300).returncode == -9
+    env.pop("CARDCUBE_KILL_AT")
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # without --update
+    assert resumed.returncode == 0, resumed.stderr
+    extract(some, cube, whole, **kw)
+
+    def rows(where: Path) -> pd.DataFrame:  # the files a parcel's rows are in aside (across tiles it stays so)
+        return read_timeseries(where).drop(columns=["cube_version", "tile"]).sort_values(
+            ["parcel_id", "time", "band"], ignore_index=True)
+
+    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
+    run = json.loads((out / "manifest.json").read_text())["run"]
+    updated = set(mosaic.glob("part-*.parquet"))  # the first run's files replaced by the update's, named anew
+    assert {p.name for p in updated} == {p.name.replace("v00000001", "v00000002") for p in earlier}
+    assert all(p.name.endswith(f"-{run}.parquet") for p in updated) and not set(earlier) & updated
+
+    for path, data in earlier.items():  # a stopped run's tasks write late: read beside the update's, not instead
+        path.write_bytes(data)
+    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
+
+    def unreachable(*args, **kwargs):
+        raise StoreError("the store does not answer")
+
+    # a stopped update's task whose store fails late: the batch looked undone, so it is read again, and fails
+    monkeypatch.setattr(extract_module, "mosaic_status", lambda *args, **kwargs: None)
+    monkeypatch.setattr(extract_module, "parcel_timeseries", unreachable)
+    failed = extract(some, cube, out, update=True, **kw)
+    assert failed.failures and all(p.exists() for p in updated)  # the update's files stay: no task deletes one
+    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
