@@ -9,7 +9,9 @@ the item skips the tiles already in, and the ledger keeps the item's id beside i
 pieces that the consecutive slices of one pass lay on one tile become one date (:mod:`ingest.passes`).
 
 The footprint only chooses the tiles; what goes into each is read from the raster, and a tile the footprint
-overlaps with nodata only (a GRD's collar over a tile's corner) is rejected by the checks, not written empty.
+overlaps with nodata only (a GRD's collar over a tile's corner) is rejected by the checks, not written empty. The
+checks also hold the raster to the footprint (:func:`ingest.warp.check_item_ground`): files whose geotransform or
+CRS label puts them elsewhere would go in where they say, on the tiles the footprint chose.
 Without ``warp`` nothing is split: such an item is rejected, and the reason names the option. Only backscatter
 items are split (:func:`splits_items`): a Sentinel-2 L2A product is made per tile, so one naming no tile lacks
 its metadata rather than covering several tiles.

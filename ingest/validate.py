@@ -54,7 +54,15 @@ from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
 from ingest.split import splits_items
 from ingest.spool import is_remote, keep
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
-from ingest.warp import Window, check_same_ground, has_valid_pixel, tile_windows, valid_pixels, warp_record
+from ingest.warp import (
+    Window,
+    check_item_ground,
+    check_same_ground,
+    has_valid_pixel,
+    tile_windows,
+    valid_pixels,
+    warp_record,
+)
 
 WARP_OPTION = "ingest(..., warp=True), cardcube ingest --warp"
 FileStamp = tuple[int, int | str]  # size, and a local file's modification time (ns) or a remote one's ETag
@@ -294,9 +302,11 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
             if not warp:
                 raise _with_warp_hint(exc) from None
             off_grid = True
+    if off_grid:
+        check_same_ground(tile, geoboxes, scene_id=sid)
+    check_item_ground(tile, geoboxes.values(), scene.geometry, scene_id=sid)  # the files lie under the item's geometry
     warped: dict[str, dict[str, Any]] = {}
     if off_grid:  # every band resampled, on the tile pixels the scene's footprint covers
-        check_same_ground(tile, geoboxes, scene_id=sid)
         windows = tile_windows(tile, spec, geoboxes.values(), scene_id=sid)
         warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
     if valid == 0:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject
@@ -45,6 +46,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from ingest.values import ValueMap, stored_db
 
 Window = tuple[int, int, int, int]  # row, col, height, width in tile pixels
+Bounds = tuple[float, float, float, float]  # minx, miny, maxx, maxy
 
 _EPS = 1e-6  # pixels: a footprint edge this close to a lattice line is on it
 _PAD = 2  # source pixels read beyond a target's footprint, so a kernel at its edge sees what a whole warp sees
@@ -78,20 +80,56 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
             for res in spec.resolutions}
 
 
+def shares_ground(a: Bounds, b: Bounds) -> bool:
+    """Whether boxes ``a`` and ``b`` (minx, miny, maxx, maxy) are one ground: at least half of the smaller's area in
+    common. Two footprints of one scene are, where a geotransform or a CRS label is wrong they are far apart; a NaN
+    box (a footprint beyond its CRS's domain) is no ground."""
+    common = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return bool(common >= 0.5 * smaller)
+
+
 def check_same_ground(tile: TileGrid, footprints: Mapping[str, GeoBox], *, scene_id: str) -> None:
-    """:class:`SceneGridError` if a band's footprint is not the others' ground: each band is resampled onto
-    the tile on its own, so a band file labelled with another CRS, or of another scene, went in as nodata
-    (or as another place) over the union of the footprints. Bands share at least half of the smaller's box."""
+    """:class:`SceneGridError` if a band's footprint is not the others' ground (:func:`shares_ground`): each band is
+    resampled onto the tile on its own, so a band file labelled with another CRS, or of another scene, went in as
+    nodata (or as another place) over the union of the footprints."""
     boxes = {name: footprint_bounds(g, tile.crs) for name, g in footprints.items()}
     first, (ax0, ay0, ax1, ay1) = next(iter(boxes.items()))
     for name, (bx0, by0, bx1, by1) in boxes.items():
-        common = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
-        smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
-        if not common >= 0.5 * smaller:  # NaN (a footprint beyond the CRS's domain) is no ground either
+        if not shares_ground(boxes[first], boxes[name]):
             raise SceneGridError(scene_id, f"band {name} covers other ground than band {first} (in {tile.crs}: "
                                            f"{bx0:.0f}, {by0:.0f}, {bx1:.0f}, {by1:.0f} against {ax0:.0f}, "
                                            f"{ay0:.0f}, {ax1:.0f}, {ay1:.0f}): a band file labelled with another "
                                            f"CRS, or of another scene")
+
+
+def check_item_ground(tile: TileGrid, footprints: Iterable[GeoBox], geometry: Mapping[str, Any] | None, *,
+                      scene_id: str) -> None:
+    """:class:`SceneGridError` if the files' footprint (the union of ``footprints``) and the item's ``geometry``
+    (GeoJSON, lon/lat) are not one ground (:func:`shares_ground`, the rule bands are held to). One of the two is
+    wrong, most likely the files' geotransform or CRS label: the data would go in where the files say, on the tiles
+    the geometry chose (an item of no tile is split by it, :mod:`ingest.split`). A geometry that cannot be placed
+    in the tile's CRS (none, of no area, beyond the CRS's domain) proves nothing and is let be."""
+    if not geometry:
+        return
+    try:
+        said = Geometry(geometry, "EPSG:4326").to_crs(tile.crs, resolution=0.01).boundingbox
+    except (ValueError, TypeError, KeyError, AttributeError):  # not GeoJSON
+        return
+    item = said.left, said.bottom, said.right, said.top
+    if not all(math.isfinite(v) for v in item) or said.left >= said.right or said.bottom >= said.top:
+        return
+    boxes = [footprint_bounds(g, tile.crs) for g in footprints]
+    files = min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+    if shares_ground(files, item):
+        return
+    tminx, tminy, tmaxx, tmaxy = tile.bounds
+    on_tile = files[0] < tmaxx and files[2] > tminx and files[1] < tmaxy and files[3] > tminy
+    missed = "" if on_tile else f", and its files' footprint does not overlap tile {tile.tile_id}"
+    shown = ", ".join(f"{v:.0f}" for v in files), ", ".join(f"{v:.0f}" for v in item)
+    raise SceneGridError(scene_id, f"its files' footprint ({shown[0]} in {tile.crs}) and its item's geometry "
+                                   f"({shown[1]}) do not cover the same ground{missed}: a wrong geotransform or CRS "
+                                   f"label in its files (or a geometry of another scene)")
 
 
 def pixel_size(geobox: GeoBox, crs: Any) -> float:

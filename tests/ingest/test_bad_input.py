@@ -495,6 +495,20 @@ def test_with_warp_a_band_labelled_with_another_crs_is_rejected_not_nodata(tiny_
     assert "band B08 covers other ground than band" in result.rejected[0].reason
 
 
+def test_a_scene_whose_files_lie_off_its_item_geometry_on_its_tile_is_rejected(tiny_region, tmp_path):
+    """A scene naming its tile, its files moved 20 km west on the tile's own pixel lattice (a wrong geotransform):
+    it went in there without a word, with or without warp. Its item's geometry says where it is."""
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    moved = broken_copy(tiny_region.items, src, "S1-MOVED-20KM", shift(-19_980.0))
+    path = write_items(tiny_region.items, [moved], "moved.json")
+    for warp in (False, True):
+        result = ingest(path, tmp_path / f"cube-{warp}", collection="s1", chunks=CHUNKS, warp=warp, progress=False)
+        (rejection,) = result.rejected
+        assert not result.added and rejection.kind == "SceneGridError", rejection
+        assert "and its item's geometry (" in rejection.reason and "do not cover the same ground" in rejection.reason
+        assert not read_version(open_store(tmp_path / f"cube-{warp}"), "s1").tiles
+
+
 def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tiny_region, tmp_path):
     """Within one run, one id with two times is a DuplicateSceneError; offered in a later run it was "skipped,
     already present", exit 0, its other time unsaid. The same item again is still skipped."""

@@ -29,7 +29,7 @@ from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
-from tests.ingest.scene_edits import broken_copy, items_of, write_items
+from tests.ingest.scene_edits import _rewrite, broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels, reference_warp
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)  # a 3 km scene spans a few shards of each tile
@@ -265,6 +265,37 @@ def test_an_item_rejected_without_warp_and_then_split_with_it_leaves_no_rejectio
     again = ingest(item, cube, **options)
     assert again.skipped == ("RTC-LATER",) and again.ok and again.version is None
     assert read_version(open_store(cube), "s1").rejected == ()
+
+
+def test_a_split_item_whose_files_lie_off_its_geometry_is_rejected_naming_both_and_the_rest_goes_in(tmp_path):
+    """The geometry picks the tiles, the files say where the pixels go: files 30 km east of their item's geometry
+    (a wrong geotransform), or labelled with zone 32's CRS, went in where the files say (or were rejected as "does
+    not overlap tile" only). Every piece is rejected, before anything is written, naming both boxes and the likely
+    cause; a sound item of the same run goes in."""
+    good = _rtc_item(tmp_path, "RTC-GOOD", x0=603003, y0=5842007)
+    shifted = _rtc_item(tmp_path, "RTC-SHIFTED", x0=706003, y0=5846007, time="2024-05-04T05:50:00Z")
+    relabelled = _rtc_item(tmp_path, "RTC-RELABELLED", x0=603003, y0=5842007, time="2024-05-03T05:50:00Z")
+    for band in ("vv", "vh"):
+        _rewrite(tmp_path / "RTC-SHIFTED" / f"{band}.tif", transform=Affine(10, 0, 736003, 0, -10, 5846007))
+        _rewrite(tmp_path / "RTC-RELABELLED" / f"{band}.tif", crs="EPSG:32632")
+    features = [json.loads(p.read_text())["features"][0] for p in (good, shifted, relabelled)]
+    items = write_items(good, features, "three.json")
+    cube = tmp_path / "cube"
+    result = ingest(items, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.added == ("RTC-GOOD_T31UEU", "RTC-GOOD_T31UFU")
+    rejected = {r.scene_id: r for r in result.rejected}
+    assert {sid.split("_T")[0] for sid in rejected} == {"RTC-SHIFTED", "RTC-RELABELLED"}
+    assert {"RTC-SHIFTED_T31UFU", "RTC-SHIFTED_T31UGU", "RTC-RELABELLED_T31UEU", "RTC-RELABELLED_T31UFU"} <= set(
+        rejected)
+    for r in rejected.values():
+        assert r.kind == "SceneGridError" and "do not cover the same ground" in r.reason, r.reason
+        assert r.reason.endswith("a wrong geotransform or CRS label in its files (or a geometry of another scene)")
+    assert "its files' footprint (736003, 5844007, 739003, 5846007 in EPSG:32631) and its item's geometry (706003, " \
+        "5844007, 709003, 5846007)" in rejected["RTC-SHIFTED_T31UGU"].reason
+    assert "does not overlap tile 31UFU" in rejected["RTC-SHIFTED_T31UFU"].reason  # the files miss this tile too
+    version = read_version(open_store(cube), "s1")
+    assert set(version.tiles) == {"31UEU", "31UFU"} and set(version.scenes) == set(result.added)
+    assert {r.scene_id for r in version.rejected} == set(rejected)
 
 
 def test_split_by_tile_names_each_piece_by_item_and_tile():
