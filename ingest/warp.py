@@ -21,9 +21,19 @@ shard's values are then those of one GDAL warp of the whole scene (to float32 ro
 with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, which
 rasterio's reproject does not let us turn off: thousandths of a dB).
 
+The window a warped scene is written to and recorded with (:func:`data_windows`) is the bounding box, on the
+tile, of where its valid pixels reach, not of its raster: a GRD's raster on a UTM grid of its own is mostly
+nodata collar around its rotated footprint, and the window is what the ledger, the catalog's geometry and the
+parcels' ``ok``/``outside`` take for where the date holds data. It is found from the file's blocks of
+:data:`VALID_BLOCK` pixels that hold a valid one (:func:`valid_blocks`, counted as the checks read the file),
+each grown by the kernel's reach (:func:`kernel_reach`), so it holds every pixel a warp of the whole footprint
+makes valid (no value changes: a pixel's value does not depend on the window), and at most a block and the reach
+of collar beyond them. The collar inside the bounding box (a GRD's edge across the tile) is still in it.
+
 A footprint that overlaps the tile may hold no data there (the nodata collar of a GRD footprint over a tile's
-corner): :func:`has_valid_pixel` warps the tile window piece by piece as the writer will, so such a scene is
-rejected before anything is written instead of going in as an empty date.
+corner): :func:`has_valid_pixel` warps the window piece by piece as the writer will, so such a scene is
+rejected before anything is written instead of going in as an empty date (without warping at all when no
+valid block reaches the tile).
 """
 
 from __future__ import annotations
@@ -33,8 +43,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
+from odc.geo.geom import box as geom_box
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject
@@ -50,6 +62,7 @@ Bounds = tuple[float, float, float, float]  # minx, miny, maxx, maxy
 
 _EPS = 1e-6  # pixels: a footprint edge this close to a lattice line is on it
 _PAD = 2  # source pixels read beyond a target's footprint, so a kernel at its edge sees what a whole warp sees
+VALID_BLOCK = 32  # source pixels: the side of the blocks a file's valid pixels are kept by (valid_blocks)
 
 
 def footprint_bounds(geobox: GeoBox, crs: Any) -> tuple[float, float, float, float]:
@@ -63,6 +76,28 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
     """The window of tile pixels, at each of ``spec``'s resolutions, that the union of ``footprints`` covers:
     clipped to the tile and snapped outward to the coarsest resolution, so every resolution covers the same
     ground. :class:`SceneGridError` if the footprints do not overlap the tile."""
+    return _snapped(tile, spec, _on_tile(tile, footprints, scene_id=scene_id))
+
+
+def data_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], data: Iterable[np.ndarray], *,
+                 scene_id: str) -> dict[int, Window]:
+    """:func:`tile_windows` shrunk to the bounding box of ``data`` (each band's :func:`valid_boxes`) on the tile:
+    the tile pixels the scene can hold a valid pixel in once resampled, its nodata collar left out. This is the
+    window written and recorded, so what the ledger, the catalog and the parcels take for where the date holds
+    data is where its data are, to a block of source pixels. Empty if no valid pixel reaches the tile."""
+    lo_x, lo_y, hi_x, hi_y = _on_tile(tile, footprints, scene_id=scene_id)
+    boxes = np.concatenate([np.empty((0, 4)), *(np.reshape(b, (-1, 4)) for b in data)])
+    near = (boxes[:, 0] < hi_x) & (boxes[:, 2] > lo_x) & (boxes[:, 1] < hi_y) & (boxes[:, 3] > lo_y)  # NaN: not
+    if not near.any():
+        return {}
+    b = boxes[near]
+    return _snapped(tile, spec, (max(lo_x, b[:, 0].min()), max(lo_y, b[:, 1].min()),
+                                 min(hi_x, b[:, 2].max()), min(hi_y, b[:, 3].max())))
+
+
+def _on_tile(tile: TileGrid, footprints: Iterable[GeoBox], *, scene_id: str) -> Bounds:
+    """The bounding box of the union of ``footprints`` in ``tile``'s CRS, clipped to the tile;
+    :class:`SceneGridError` if they do not overlap it."""
     boxes = [footprint_bounds(g, tile.crs) for g in footprints]
     minx, miny = min(b[0] for b in boxes), min(b[1] for b in boxes)
     maxx, maxy = max(b[2] for b in boxes), max(b[3] for b in boxes)
@@ -71,6 +106,12 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
     if lo_x >= hi_x or lo_y >= hi_y:
         raise SceneGridError(scene_id, f"its footprint ({minx:.0f}, {miny:.0f}, {maxx:.0f}, {maxy:.0f} in {tile.crs}) "
                                        f"does not overlap tile {tile.tile_id}")
+    return lo_x, lo_y, hi_x, hi_y
+
+
+def _snapped(tile: TileGrid, spec: CubeSpec, bounds: Bounds) -> dict[int, Window]:
+    """The tile pixels covering ``bounds`` (within the tile), snapped outward to the coarsest resolution."""
+    lo_x, lo_y, hi_x, hi_y = bounds
     coarse = max(spec.resolutions)
     c0 = math.floor((lo_x - tile.ulx) / coarse + _EPS)
     c1 = math.ceil((hi_x - tile.ulx) / coarse - _EPS)
@@ -78,6 +119,59 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
     r1 = math.ceil((tile.uly - lo_y) / coarse - _EPS)
     return {res: (r0 * (coarse // res), c0 * (coarse // res), (r1 - r0) * (coarse // res), (c1 - c0) * (coarse // res))
             for res in spec.resolutions}
+
+
+def valid_blocks(ok: np.ndarray, side: int = VALID_BLOCK) -> np.ndarray:
+    """Which ``side`` x ``side`` blocks of the mask ``ok`` hold a True (the last row and column of blocks cut at
+    its edge): a file's valid pixels, coarse enough to be kept for every file of a run and placed on any tile."""
+    h, w = ok.shape
+    padded = np.zeros((-(-h // side) * side, -(-w // side) * side), dtype=bool)
+    padded[:h, :w] = ok
+    return padded.reshape(padded.shape[0] // side, side, padded.shape[1] // side, side).any(axis=(1, 3))
+
+
+def valid_boxes(geobox: GeoBox, blocks: np.ndarray, crs: Any, *, pad: int, near: Bounds | None = None) -> np.ndarray:
+    """The boxes (n x 4: minx, miny, maxx, maxy in ``crs``) of the blocks of ``geobox``'s pixels that hold a valid
+    one (``blocks``: :func:`valid_blocks`), each grown by ``pad`` source pixels (:func:`kernel_reach`): where the
+    file, resampled, can hold a valid pixel, since a target pixel's value comes from the source pixels within its
+    kernel's reach. A block's edges are straight lines in ``crs`` too, to a small fraction of a pixel. ``near``: a
+    box in ``crs`` (a tile's); the blocks well away from it are left out unplaced (a whole GRD on one tile)."""
+    rows, cols = np.nonzero(blocks)
+    h, w = geobox.shape
+    if near is not None:
+        c_lo, r_lo, c_hi, r_hi = _pixel_bounds(geobox, near, crs, margin=pad + VALID_BLOCK)
+        keep = (cols * VALID_BLOCK < c_hi) & ((cols + 1) * VALID_BLOCK > c_lo)
+        keep &= (rows * VALID_BLOCK < r_hi) & ((rows + 1) * VALID_BLOCK > r_lo)
+        rows, cols = rows[keep], cols[keep]
+    x0, x1 = cols * VALID_BLOCK - pad, np.minimum((cols + 1) * VALID_BLOCK, w) + pad
+    y0, y1 = rows * VALID_BLOCK - pad, np.minimum((rows + 1) * VALID_BLOCK, h) + pad
+    corners = np.concatenate([x0, x1, x0, x1]).astype(float), np.concatenate([y0, y0, y1, y1]).astype(float)
+    x, y = geobox.affine * corners
+    if geobox.crs != CRS(crs):
+        x, y = geobox.crs.transformer_to_crs(crs)(x, y)
+    x, y = np.reshape(x, (4, -1)), np.reshape(y, (4, -1))
+    return np.stack([x.min(axis=0), y.min(axis=0), x.max(axis=0), y.max(axis=0)], axis=1)
+
+
+def _pixel_bounds(geobox: GeoBox, bounds: Bounds, crs: Any, *, margin: int) -> tuple[float, float, float, float]:
+    """The columns and rows (c0, r0, c1, r1) of ``geobox``'s pixel grid that ``bounds`` (in ``crs``) cover, grown by
+    ``margin`` pixels; the whole grid's range unbounded where ``bounds`` cannot be placed in it (beyond its CRS's
+    domain)."""
+    step = max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 64  # its edges densified: curved in geobox's CRS
+    try:
+        bb = geom_box(*bounds, crs).to_crs(geobox.crs, resolution=step).boundingbox
+    except ValueError:
+        return -math.inf, -math.inf, math.inf, math.inf
+    cols, rows = (~geobox.affine) * (np.array([bb.left, bb.right, bb.left, bb.right]),
+                                     np.array([bb.bottom, bb.bottom, bb.top, bb.top]))
+    box = cols.min() - margin, rows.min() - margin, cols.max() + margin, rows.max() + margin
+    return box if all(math.isfinite(v) for v in box) else (-math.inf, -math.inf, math.inf, math.inf)
+
+
+def kernel_reach(how: Mapping[str, Any]) -> int:
+    """How many source pixels beyond a target pixel's footprint its value may come from (``how``: from
+    :func:`warp_record`): the resampling kernel's radius at GDAL's kernel scale, and a margin."""
+    return _PAD + math.ceil(1 / float(how["scale"]))
 
 
 def shares_ground(a: Bounds, b: Bounds) -> bool:
@@ -170,7 +264,7 @@ def read_warped(ds: DatasetReader, band: BandSpec, vmap: ValueMap, target: GeoBo
     :func:`warp_record`)."""
     fill = band.fill
     scale = float(how["scale"])
-    window = _source_window(ds, target, _PAD + math.ceil(1 / scale))
+    window = _source_window(ds, target, kernel_reach(how))
     if window is None:
         return np.full(target.shape, fill, dtype=band.dtype)
     raw = ds.read(1, window=window)

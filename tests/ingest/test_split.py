@@ -12,8 +12,11 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pytest
 import rasterio
+import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
@@ -23,7 +26,8 @@ from cardcube.cli import main
 from cardcube.grid import TileGrid, tiles_overlapping
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
-from cube.ledger import read_version
+from cube.ledger import read_version, scene_extent
+from cube.timeseries import parcel_timeseries
 from ingest import validate
 from ingest.job import ingest
 from ingest.sources import SourceScene
@@ -230,6 +234,30 @@ def test_a_tile_overlapped_by_the_nodata_collar_only_is_left_out_and_the_other_t
     again = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
     assert again.ok and again.version is None and again.skipped == ("RTC-COLLAR_T31UFU",)
     assert again.empty == ("RTC-COLLAR_T31UEU",)
+
+
+def test_a_warped_scenes_window_is_where_its_data_reach_not_its_nodata_collar(tmp_path):
+    """The raster covers x 613003-616003, its data only east of 614500 (the west half a GRD's collar). The window
+    written and recorded was the raster's, collar and all, so the date's extent (the catalog's geometry, routing)
+    claimed the collar and a parcel wholly in it was "ok" with no pixel on its only date. Now the window starts
+    within a block of source pixels and the kernel's reach west of the data, the pixels are those of one reproject of
+    the file as before, and that parcel is outside."""
+    item = _rtc_item(tmp_path, "RTC-WEST-COLLAR", x0=613003, y0=5842007, data_east_of=614500)
+    cube = tmp_path / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.added == ("RTC-WEST-COLLAR_T31UFU",) and result.ok
+    _assert_tile_matches(cube, item, "RTC-WEST-COLLAR_T31UFU", "31UFU", same_crs=True)  # no valid pixel lost
+    version = read_version(open_store(cube), "s1")
+    west, south, east, north = scene_extent(version, "31UFU", "RTC-WEST-COLLAR_T31UFU")
+    assert 614500 - (32 + 3) * 10 - 10 <= west < 614500 and (south, east, north) == (5840000, 616010, 5842010)
+    parcels = gpd.GeoDataFrame({"parcel_id": ["IN-COLLAR", "ON-THE-EDGE"]}, crs="EPSG:32631",
+                               geometry=[shapely.box(613300, 5840500, 613900, 5841500),
+                                         shapely.box(614200, 5840500, 614800, 5841500)])
+    with pytest.warns(UserWarning, match="1 of 2 parcels have no statistics"):
+        frame = parcel_timeseries(cube, parcels, collection="s1", bands=["VV"])
+    status = {s["parcel_id"]: s for s in frame.attrs["parcel_status"]}
+    assert status["IN-COLLAR"]["status"] == "outside" and status["ON-THE-EDGE"]["status"] == "ok"
+    assert frame.loc[frame.parcel_id == "ON-THE-EDGE", "count"].item() > 0
 
 
 def test_a_scene_naming_its_tile_with_nodata_only_there_is_rejected_before_anything_is_written(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
@@ -22,7 +23,17 @@ from cardcube.storage import open_store
 from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.values import ValueMap
-from ingest.warp import read_warped, resampling_for, tile_windows, warp_record
+from ingest.warp import (
+    VALID_BLOCK,
+    data_windows,
+    kernel_reach,
+    read_warped,
+    resampling_for,
+    tile_windows,
+    valid_blocks,
+    valid_boxes,
+    warp_record,
+)
 from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels as _cube
 from tests.ingest.warp_checks import reference_warp as _reference
@@ -214,3 +225,39 @@ def test_finer_pixels_are_averaged_in_linear_power_whatever_the_shard():
     expected = 10 * np.log10(np.nanmean(power, axis=(1, 3)))
     np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-4)
     np.testing.assert_array_equal(whole, halves)
+
+
+@pytest.mark.parametrize("crs, res", [("EPSG:32632", 10.0), ("EPSG:4326", 0.0001)])
+def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_leaves_the_collar_out(crs, res):
+    """A GRD-like file (its data a sheared band, nodata collar around it, like a whole GRD's rotated footprint on a
+    UTM grid) of another CRS onto 31UGU: the window from its valid blocks (data_windows) holds every valid pixel that
+    warping the whole footprint window gives, and is the bounding box of those pixels to a block and the kernel's
+    reach, where the footprint window (tile_windows) holds the collar too."""
+    tile = TileGrid.from_id("31UGU")
+    x, y = CRS("EPSG:32631").transformer_to_crs(crs)(752003.0, 5846007.0)
+    n = 400
+    rows, cols = np.mgrid[0:n, 0:n]
+    db = (-15 + np.random.default_rng(3).standard_normal((n, n))).astype(np.float32)
+    db[(cols < 0.3 * rows + 150) | (cols > 0.3 * rows + 250) | (rows < 30)] = np.nan  # data: a sheared band
+    with rasterio.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=n, height=n, count=1, dtype="float32", crs=crs, nodata=np.nan,
+                      transform=Affine(res, 0, x, 0, -res, y)) as dst:
+            dst.write(db, 1)
+        with mem.open() as ds:
+            geobox = GeoBox(ds.shape, ds.transform, ds.crs)
+            vv = S1_BACKSCATTER.band("VV")
+            how = warp_record(vv, geobox, tile)
+            boxes = valid_boxes(geobox, valid_blocks(~np.isnan(db)), tile.crs, pad=kernel_reach(how),
+                                near=tile.bounds)
+            data = data_windows(tile, S1_BACKSCATTER, [geobox], [boxes], scene_id="x")[10]
+            whole = tile_windows(tile, S1_BACKSCATTER, [geobox], scene_id="x")[10]
+            r, c, h, w = whole
+            warped = read_warped(ds, vv, ValueMap(np.nan), tile.geobox(10)[r:r + h, c:c + w], how)
+    vr, vc = np.nonzero(~np.isnan(warped))
+    vr, vc = vr + r, vc + c  # tile pixels
+    dr, dc, dh, dw = data
+    assert vr.size > 10_000 and dh * dw < 0.8 * h * w
+    assert dr <= vr.min() and vr.max() < dr + dh and dc <= vc.min() and vc.max() < dc + dw  # nothing cut
+    margin = (VALID_BLOCK + kernel_reach(how)) * how["scale"] * 1.6 + 2  # a block and the reach, in tile pixels
+    assert vr.min() - dr < margin and dr + dh - vr.max() < margin and vc.min() - dc < margin
+    assert dc + dw - vc.max() < margin
