@@ -7,7 +7,7 @@ attributes, so a cube describes itself and a reader never needs the writer's cod
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cardcube.errors import InvalidRequestError
@@ -54,6 +54,21 @@ class BandSpec:
     center_wavelength: float | None = None  # micrometres
     flag_values: tuple[int, ...] | None = None
     flag_meanings: tuple[str, ...] | None = None
+
+    def _key(self) -> tuple[Any, ...]:
+        """The fields, a NaN nodata as the text Zarr writes it: NaN != NaN, and hash(nan) is its object's id."""
+        nan = isinstance(self.nodata, float) and math.isnan(self.nodata)
+        return tuple("NaN" if nan and f.name == "nodata" else getattr(self, f.name) for f in fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, two NaN nodata equal: an S1 spec read back from the ledger is the spec it was written
+        from (the dataclass's own ``==`` said not, so every S1 version looked like new data to the catalog)."""
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     @property
     def fill(self) -> float | int:

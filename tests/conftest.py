@@ -4,10 +4,13 @@
 size across the 31UFU/31UGU edge (x = 709800), so each pass gives one scene per tile. Both return the
 :class:`cardcube.synth.SynthResult` (paths to parcels, ground truth, weather, items.json). ``tiny_cube`` and
 ``tiny_straddle_cube`` are them ingested with the tests' small chunks, for the tests to read; ``appended_cube`` is
-``tiny_region``'s S2 scenes ingested in batches, a cube with a history.
+``tiny_region``'s S2 scenes ingested in batches, a cube with a history. ``two_pass_region`` is three weeks of
+Sentinel-1 alone with two passes (dawn descending, dusk ascending) on some days; ``two_pass_cube`` it ingested.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pytest
 
@@ -78,4 +81,24 @@ def appended_cube(tiny_region: SynthResult, tmp_path_factory: pytest.TempPathFac
     for i, batch in enumerate(batches):
         ingest(write_items(tiny_region.items, batch, f"append-{i}.json"), root, chunks=ChunkLayout.parse(TEST_CHUNKS),
                progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_pass_region(tmp_path_factory: pytest.TempPathFactory) -> SynthResult:
+    """Three weeks of Sentinel-1 alone, each orbit every 3 days (the synthetic descending pass at dawn from the
+    first day, the ascending one at dusk from the fourth): from May 4 on, two acquisitions a day, as two real
+    tracks' cycles meet on some days."""
+    return generate(tmp_path_factory.mktemp("two-pass"),
+                    SynthConfig.tiny(s2=False, s1_revisit_days=3, end=dt.date(2024, 5, 20)))
+
+
+@pytest.fixture(scope="session")
+def two_pass_cube(two_pass_region: SynthResult, tmp_path_factory: pytest.TempPathFactory):
+    """``two_pass_region`` ingested into a folder cube of its S1 collection; returns its root path."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+
+    root = tmp_path_factory.mktemp("two-pass-cube")
+    ingest(two_pass_region.items, root, collection="s1", chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
     return root

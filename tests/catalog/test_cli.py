@@ -96,3 +96,20 @@ def test_find_refuses_a_bbox_of_no_area(base_cube, capsys):
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("cardcube catalog find: error: bbox (705000.0, 5850000.0, 705000.0, 5850000.0) "
                                         "has no area")
+
+
+def test_find_says_nothing_of_a_sentinel1_version_that_changed_no_data(two_pass_cube, two_pass_region, tmp_path,
+                                                                       capsys):
+    """After an S1 ``ingest --no-catalog`` that only rejected a scene, find warned that the catalog was behind."""
+    import shutil
+
+    from ingest.job import ingest
+    from tests.catalog.test_write import rejected_s1_scene
+
+    cube = shutil.copytree(two_pass_cube, tmp_path / "cube")
+    result = ingest(rejected_s1_scene(two_pass_region, tmp_path), cube, collection="s1", catalog=False,
+                    progress=False)
+    assert result.rejected and result.version == 2
+    assert main(["catalog", "find", "--cube", str(cube), "--collection", "s1"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["tile"] for line in out.splitlines()] == ["31UFU"] and err == ""

@@ -268,3 +268,24 @@ def test_s1_and_s2_publishing_at_once_both_stay_linked_from_the_root(tmp_path, m
         "sentinel-1-card-bs", "sentinel-1-card-bs-cube", "sentinel-2-l2a", "sentinel-2-l2a-cube"]
     titles = {link.get_absolute_href(): link.title for link in root.get_child_links()}
     assert titles[str(tmp_path / "sources" / "sentinel-1-card-bs" / "collection.json")] == "Sentinel-1 CARD backscatter"
+
+
+def rejected_s1_scene(region, tmp_path: Path) -> Path:
+    """An items file of one copy of ``region``'s last S1 scene, its VV file cut short: every ingest rejects it."""
+    from tests.ingest.scene_edits import broken_copy, items_of, truncate, write_items
+
+    last = items_of(region.items, "sentinel-1-card-bs")[-1]
+    return write_items(region.items, [broken_copy(region.items, last, last["id"] + "_CUT", truncate)],
+                       f"rejected-{tmp_path.name}.json")
+
+
+def test_a_sentinel1_version_that_changes_no_data_leaves_the_catalog_as_it_is(two_pass_cube, two_pass_region,
+                                                                               tmp_path):
+    """The S1 spec's NaN nodata made the version read back unequal to itself: an ingest whose every scene was
+    rejected rewrote every S1 document under its version."""
+    cube = Path(shutil.copytree(two_pass_cube, tmp_path / "cube"))
+    before = snapshot(cube)
+    result = ingest(rejected_s1_scene(two_pass_region, tmp_path), cube, collection="s1", progress=False)
+    assert result.rejected and not result.added and result.version == 2
+    assert snapshot(cube) == before and published_version(cube, "s1") == 1
+    assert catalog_is_current(cube, read_version(open_store(cube), "s1"))
