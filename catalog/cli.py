@@ -91,8 +91,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _find(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from cardcube.errors import CorruptDocumentError
     from catalog.route import find_tiles
     from catalog.write import catalog_is_current, published_version
@@ -101,7 +99,7 @@ def _find(args: argparse.Namespace) -> int:
     store = _store(args, read_only=True)
     refs = find_tiles(store, args.collection, bbox=args.bbox, crs=args.crs, time=args.time)
     for ref in refs:
-        print(json.dumps(asdict(ref)))
+        print(json.dumps(ref.to_dict()))
     published, committed = published_version(store, args.collection), committed_versions(store, args.collection)
     behind = published is not None and committed and committed[-1] > published  # an ingest --no-catalog since
     try:

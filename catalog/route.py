@@ -11,7 +11,7 @@ neighbouring tiles) and to no other.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,11 @@ class TileRef:
     end: str  # last date
     dates: int
     version: int  # ledger version the catalog reflects
+    span: tuple[np.datetime64, np.datetime64] = field(repr=False)  # start and end, parsed when the item is read
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference as JSON takes it (``catalog find`` prints it): the item's own time texts, not ``span``."""
+        return {k: v for k, v in asdict(self).items() if k != "span"}
 
     @property
     def footprint(self) -> Geometry:
@@ -59,7 +64,7 @@ class TileRef:
 
     def overlaps(self, lo: np.datetime64 | None, hi: np.datetime64 | None) -> bool:
         """True if the span of the tile's dates, from its first to its last, meets ``[lo, hi)`` (None: open)."""
-        start, end = _as_datetime64(self.start), _as_datetime64(self.end)
+        start, end = self.span
         return (lo is None or end >= lo) and (hi is None or start < hi)
 
 
@@ -87,11 +92,13 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
     tile = props["cardcube:tile"]
     data_href = doc["assets"]["data"]["href"]
     zarr_path = "/".join([*item_key.split("/")[:-1], data_href.removeprefix("./")])
+    # parsed here, so a damaged time is the item's fault (CorruptDocumentError), not a crash of every query
+    span = (_as_datetime64(props["start_datetime"]), _as_datetime64(props["end_datetime"]))
     return TileRef(
         collection=collection, tile=tile, item_id=doc["id"], zarr_path=zarr_path,
         bbox=tuple(doc["bbox"]), crs=props["proj:code"], proj_bbox=tuple(props["proj:bbox"]),
         start=props["start_datetime"], end=props["end_datetime"], dates=props["cardcube:dates"],
-        version=props[VERSION_FIELD],
+        version=props[VERSION_FIELD], span=span,
     )
 
 

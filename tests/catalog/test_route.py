@@ -182,6 +182,32 @@ def test_a_damaged_catalog_document_is_a_clear_error_saying_what_repairs_it(cube
     assert open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"]).sizes["time"] > 0
 
 
+@pytest.mark.parametrize("end", [None, "19/05/2024"])
+def test_an_item_time_edited_into_no_time_is_the_items_fault(cube, end, capsys, caplog):
+    """An ``end_datetime`` of null or no ISO 8601 was parsed at each query, outside the item's checks: find and
+    ``catalog find`` crashed (AttributeError, ValueError), and open_cube did too instead of reading without it."""
+    import json
+    import logging
+
+    from cardcube.cli import main
+    from cardcube.errors import CorruptDocumentError
+    from cube.dataset import open_cube
+
+    item = cube / "s2" / "31UFU" / "s2-31UFU.json"
+    doc = json.loads(item.read_text())
+    doc["properties"]["end_datetime"] = end
+    item.write_text(json.dumps(doc))
+    with pytest.raises(CorruptDocumentError, match=r"s2-31UFU.json .*lacks what routing reads \((Attribute|Value)"):
+        find_tiles(cube, "s2")
+    assert main(["catalog", "find", "--cube", str(cube)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("cardcube catalog find: error: catalog item s2/31UFU/s2-31UFU.json")
+    with caplog.at_level(logging.WARNING):
+        read = open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), crs=UTM, bands=["B04"])
+    assert read.sizes["time"] == 3 and "reading without it" in caplog.text
+
+
 def test_absolute_item_hrefs_route_as_relative_ones(cube):
     """Item links written as absolute hrefs (valid STAC, as a publisher normalising a catalog writes them) were
     read as relative ones: "item ... is missing", and open_cube read every tile instead."""
