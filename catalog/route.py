@@ -87,11 +87,11 @@ def _as_datetime64(value: str) -> np.datetime64:
     return np.datetime64(value.strip().removesuffix("Z"), "ns")
 
 
-def _tile_ref(doc: dict[str, Any], collection: str, item_key: str) -> TileRef:
+def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStacIO) -> TileRef:
     props = doc["properties"]
     tile = props["cardcube:tile"]
-    data_href = doc["assets"]["data"]["href"]
-    zarr_path = "/".join([*item_key.split("/")[:-1], data_href.removeprefix("./")])
+    # relative to the item, or absolute (valid STAC, as item links may be); one outside the cube is refused
+    zarr_path = io.key(pystac.utils.make_absolute_href(doc["assets"]["data"]["href"], io.href(item_key)))
     # parsed here, so a damaged time is the item's fault (CorruptDocumentError), not a crash of every query
     span = (_as_datetime64(props["start_datetime"]), _as_datetime64(props["end_datetime"]))
     return TileRef(
@@ -131,7 +131,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
         if item is None:
             raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
         try:
-            refs[item_key] = _tile_ref(item, collection, item_key)
+            refs[item_key] = _tile_ref(item, collection, item_key, io)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise CorruptDocumentError(f"catalog item {item_key} in {io.base} lacks what routing reads "
                                        f"({type(exc).__name__}: {exc}): 'cardcube catalog build' writes it anew"

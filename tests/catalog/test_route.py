@@ -223,6 +223,26 @@ def test_absolute_item_hrefs_route_as_relative_ones(cube):
     assert before and ids(find_tiles(cube, "s2", bbox=(6.0, 52.6, 6.2, 52.8))) == before
 
 
+def test_an_absolute_data_asset_href_gives_the_tiles_zarr_path(cube):
+    """An absolute ``data`` href was joined to the item's folder: ``s2/31UFU//abs/.../cube.zarr``."""
+    import json
+
+    from cardcube.errors import CorruptDocumentError
+
+    item = cube / "s2" / "31UFU" / "s2-31UFU.json"
+    doc = json.loads(item.read_text())
+    doc["assets"]["data"]["href"] = str(item.parent / "cube.zarr")
+    item.write_text(json.dumps(doc))
+    ref = find_tiles(cube, "s2", geometry=IN_FU, crs=UTM)[0]
+    assert ref.zarr_path == "s2/31UFU/cube.zarr" and (cube / ref.zarr_path / "zarr.json").exists()
+    for outside in (str(cube.parent / "elsewhere" / "cube.zarr"), "../../../elsewhere/cube.zarr"):
+        doc["assets"]["data"]["href"] = outside
+        item.write_text(json.dumps(doc))
+        with pytest.raises(CorruptDocumentError, match=r"s2-31UFU.json .*catalog href .*elsewhere/cube.zarr is "
+                                                       r"outside the cube"):
+            find_tiles(cube, "s2")
+
+
 def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):
     """A UTM box given without its CRS would route to nothing, silently: it is an error naming ``crs``."""
     with pytest.raises(InvalidRequestError, match=r"not lon/lat.*crs="):
