@@ -24,6 +24,7 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
+from cardcube.spec import cube_spec
 from cardcube.storage import StoreLike, list_children, open_store, read_json, read_json_many
 from catalog import keys
 from catalog.build import VERSION_FIELD
@@ -105,6 +106,7 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStac
 def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = None) -> list[TileRef]:
     """Every tile of ``collection`` as the catalog lists it; items found in ``cache`` are not read again, and
     those read (all requested at once) are added to it (None: every item is read)."""
+    cube_spec(collection)  # "S1" or the STAC id: "unknown cube collection", as open_cube says, before any read
     store = open_store(store, read_only=True)
     io = StoreStacIO(store)
     coll_key = keys.collection_key(collection)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -156,6 +157,17 @@ def test_new_version_is_seen(cube, tmp_path):
 def test_missing_catalog(tmp_path):
     with pytest.raises(CubeNotFoundError, match="catalog build"):
         find_tiles(MemoryStore(), "s2")
+
+
+@pytest.mark.parametrize("name", ["S1", "sentinel-1-card-bs-cube", "../../other/s1"])
+def test_an_unknown_collection_is_named_so_before_any_read(name):
+    """A typo or the STAC id got "...collection.json is missing; 'cardcube catalog build' writes it", and a path
+    read a collection outside the cube."""
+    store = CountingStore(MemoryStore())
+    for call in (find_tiles, tile_refs):
+        with pytest.raises(InvalidRequestError, match=rf"unknown cube collection '{re.escape(name)}'; known: s2, s1"):
+            call(store, name)
+    assert store.keys_read == []
 
 
 def test_a_damaged_catalog_document_is_a_clear_error_saying_what_repairs_it(cube):
