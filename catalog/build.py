@@ -30,18 +30,21 @@ from pystac.extensions.datacube import (
     VariableType,
 )
 from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.sat import OrbitState, SatExtension
 from shapely import orient_polygons
 
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from catalog import keys
-from catalog.sources import CARDCUBE, ESA, LICENSE, source_info
+from catalog.sources import CARDCUBE, ESA, LICENSE, SourceInfo, source_info
 from cube.layout import ZARR_NAME, resolution_group
-from cube.ledger import CubeVersion, data_footprint
+from cube.ledger import Acquisition, CubeVersion, data_footprint
 
 VERSION_FIELD = "cardcube:version"
 # the datacube version whose variables have nodata and data_type (pystac declares v2.2.0, which has neither)
 DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"
+# the SAR extension version of the offline copies (pystac declares v1.0.0, which has none); its fields are the same
+SAR_SCHEMA = "https://stac-extensions.github.io/sar/v1.3.0/schema.json"
 COORD_DIGITS = 7  # about 1 cm in WGS84 degrees
 FOOTPRINT_SEGMENT_M = 10_000.0  # densify the UTM square before reprojecting, so WGS84 edges follow the curve
 # per-date coordinates stored along time in every resolution group (see ingest.arrays)
@@ -161,7 +164,7 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
         "description": f"All dates of MGRS tile {tile} in one time-first Zarr v3 group.",
         "constellation": info.constellation or None,
         "instruments": list(info.instruments) or None,
-        "platforms": sorted({a.platform for a in state.acquisitions if a.platform}),
+        "platform": _one(a.platform for a in state.acquisitions),  # STAC's is one value: else see the summaries
         "cardcube:collection": version.collection,
         "cardcube:tile": tile,
         "cardcube:dates": len(times),
@@ -219,13 +222,18 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
               max(b[3] for b in bboxes)] if bboxes else [-180.0, -90.0, 180.0, 90.0])
     span = version.time_range
     start, end = (parse_time(span[0]), parse_time(span[1])) if span else (None, None)
-    summaries = {"cardcube:tile": sorted(version.tiles), "platforms": sorted(
-        {a.platform for t in version.tiles.values() for a in t.acquisitions if a.platform}),
-        # the STAC collections the scenes were read from (an Earth Search ingest: sentinel-2-c1-l2a)
-        "cardcube:source_collections": sorted({s.collection for s in version.scenes.values() if s.collection})}
+    acquisitions = [a for t in version.tiles.values() for a in t.acquisitions]
+    summaries = {"cardcube:tile": sorted(version.tiles), "platform": sorted({a.platform for a in acquisitions
+                                                                             if a.platform}),
+                 # the STAC collections the scenes were read from (an Earth Search ingest: sentinel-2-c1-l2a)
+                 "cardcube:source_collections": sorted({s.collection for s in version.scenes.values()
+                                                        if s.collection}),
+                 **_orbit_summaries(acquisitions), **_sar_summaries(spec, info)}
     summaries = {k: v for k, v in summaries.items() if v}  # STAC: a summary lists at least one value
     if info.constellation:
         summaries.update(constellation=[info.constellation], instruments=list(info.instruments))
+    extensions = [uri for prefix, uri in (("sat:", SatExtension.get_schema_uri()), ("sar:", SAR_SCHEMA))
+                  if any(k.startswith(prefix) for k in summaries)]
     collection = pystac.Collection(
         id=cube_collection_id(spec),
         title=spec.title,
@@ -236,6 +244,7 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
         keywords=[*info.keywords, "datacube", "Zarr", "time series", "CAP", "checks by monitoring"],
         providers=[ESA, CARDCUBE],
         summaries=pystac.Summaries(summaries),
+        stac_extensions=extensions,
         extra_fields={"cardcube:collection": version.collection, VERSION_FIELD: version.version,
                       "cardcube:scenes": len(version.scenes)},
     )
@@ -245,6 +254,31 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
     for item in items:
         collection.add_item(item)
     return collection
+
+
+def _one(values: Iterable[str]) -> str | None:
+    """The one value of ``values`` (empty ones aside), None for none or several."""
+    distinct = set(filter(None, values))
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _orbit_summaries(acquisitions: Iterable[Acquisition]) -> dict[str, list]:
+    """The orbit directions and relative orbits of the dates (sat extension), those the sources gave: a cube of
+    two passes a day says it holds dawn-descending and dusk-ascending dates, on which tracks."""
+    acquisitions = list(acquisitions)
+    states = {a.orbit_state for a in acquisitions} & {s.value for s in OrbitState}
+    return {"sat:orbit_state": sorted(states),
+            "sat:relative_orbit": sorted({a.relative_orbit for a in acquisitions if a.relative_orbit > 0})}
+
+
+def _sar_summaries(spec: CubeSpec, info: SourceInfo) -> dict[str, list]:
+    """The SAR fields of a backscatter cube (sar extension): its bands' polarisations, and the source's mode and
+    radar band."""
+    if not spec.backscatter:
+        return {}
+    return {"sar:polarizations": [b.name for b in spec.bands if b.units == "dB"],
+            "sar:instrument_mode": [info.instrument_mode] if info.instrument_mode else [],
+            "sar:frequency_band": [info.frequency_band] if info.frequency_band else []}
 
 
 def cube_collection_id(spec: CubeSpec) -> str:

@@ -37,6 +37,8 @@ class SourceInfo:
     keywords: tuple[str, ...]
     about_url: str
     stac_url: str | None = None
+    instrument_mode: str = ""  # SAR sources: the mode every scene was taken in (sar:instrument_mode)
+    frequency_band: str = ""  # SAR sources: the radar band (sar:frequency_band)
 
     def links(self, *, via: bool = True) -> list[pystac.Link]:
         """The licence, the documentation and (when public, and ``via``: the scenes were read from it) the
@@ -75,6 +77,8 @@ SOURCES: dict[str, SourceInfo] = {
             instruments=("c-sar",),
             keywords=("Copernicus", "Sentinel-1", "SAR", "C-band", "backscatter", "gamma0", "CEOS-ARD"),
             about_url="https://sentiwiki.copernicus.eu/web/s1-products",
+            instrument_mode="IW",
+            frequency_band="C",
         ),
     )
 }

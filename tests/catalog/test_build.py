@@ -223,3 +223,40 @@ def test_variable_nodata_and_data_type_are_validated(validator):
         bad["properties"]["cube:variables"]["B04"][field] = wrong
         with pytest.raises(pystac.STACValidationError):
             validate_document(bad, validator=validator)
+
+
+SAT = "https://stac-extensions.github.io/sat/v1.0.0/schema.json"
+SAR = "https://stac-extensions.github.io/sar/v1.3.0/schema.json"  # the newest offline copy
+
+
+def test_a_sentinel1_collection_says_which_passes_and_polarisations_it_holds(two_pass_cube):
+    """The collection said nothing a STAC client reads of the passes (dawn descending on track 37, dusk ascending
+    on 88) nor of the SAR data, and published its satellites under ``platforms``, which STAC does not define."""
+    import json
+
+    from catalog.validate import validate_catalog
+
+    doc = json.loads((two_pass_cube / "s1" / "collection.json").read_text())
+    summaries = doc["summaries"]
+    assert summaries["sat:orbit_state"] == ["ascending", "descending"] and summaries["sat:relative_orbit"] == [37, 88]
+    assert (summaries["sar:polarizations"], summaries["sar:instrument_mode"], summaries["sar:frequency_band"]) == (
+        ["VV", "VH"], ["IW"], ["C"])
+    assert summaries["platform"] == ["sentinel-1a", "sentinel-1b"] and "platforms" not in summaries
+    assert {SAT, SAR} <= set(doc["stac_extensions"])
+    item = json.loads((two_pass_cube / "s1" / "31UFU" / "s1-31UFU.json").read_text())["properties"]
+    assert "platform" not in item and "platforms" not in item  # two satellites: STAC's platform is one value
+    checked = validate_catalog(two_pass_cube)
+    assert {SAT, SAR} <= set(checked["s1/collection.json"])
+
+
+def test_a_tile_of_one_satellite_names_it_as_stac_does(validator):
+    """An S2 collection: ``platform`` is the item's one satellite, the sat summaries its orbit, and no sar."""
+    version = hand_version()
+    item = build_tile_item(version, "31UFU")
+    assert item.common_metadata.platform == "sentinel-2a" and "platforms" not in item.properties
+    coll = build_cube_collection(version, [])  # the summaries come from the ledger, not the items
+    assert coll.summaries.lists["platform"] == ["sentinel-2a"]
+    assert coll.summaries.lists["sat:relative_orbit"] == [51] and coll.summaries.lists["sat:orbit_state"] == [
+        "descending"]
+    assert coll.stac_extensions == [SAT] and not any(k.startswith("sar:") for k in coll.summaries.lists)
+    assert SAT in validate_document(coll.to_dict(include_self_link=False), validator=validator)
