@@ -36,7 +36,7 @@ from shapely import orient_polygons
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from catalog import keys
-from catalog.sources import CARDCUBE, ESA, LICENSE, SourceInfo, source_info
+from catalog.sources import CARDCUBE, ESA, LICENSE, Processing, SourceInfo, source_info
 from cube.layout import ZARR_NAME, resolution_group
 from cube.ledger import Acquisition, CubeVersion, data_footprint
 
@@ -159,9 +159,12 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
     geometry, bbox = footprint(version, tile)
     info = source_info(spec.source_collection)
     created = parse_time(version.created) if version.created else None
+    done = Processing.of(version.scenes[sid] for sid in dict.fromkeys(a.scene_id for a in state.acquisitions)
+                         if sid in version.scenes)
     properties = {
         "title": f"{spec.title}, tile {tile}",
-        "description": f"All dates of MGRS tile {tile} in one time-first Zarr v3 group.",
+        "description": " ".join(filter(None, (f"All dates of MGRS tile {tile} in one time-first Zarr v3 group.",
+                                              done.sentence("its {} dates")))),
         "constellation": info.constellation or None,
         "instruments": list(info.instruments) or None,
         "platform": _one(a.platform for a in state.acquisitions),  # STAC's is one value: else see the summaries
@@ -169,6 +172,7 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
         "cardcube:tile": tile,
         "cardcube:dates": len(times),
         "cardcube:hot_dates": len(state.hot),
+        **done.fields(),
         VERSION_FIELD: version.version,
     }
     item = pystac.Item(

@@ -26,7 +26,7 @@ from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
 from catalog.build import VERSION_FIELD, build_cube_collection, build_root, build_tile_item, parse_time
 from catalog.io import StoreStacIO
-from catalog.sources import build_source_collection, file_host, source_info
+from catalog.sources import Processing, build_source_collection, file_host, source_info
 from cube.ledger import CubeVersion, committed_versions, read_version
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
         bbox=collection.extent.spatial.bboxes[0],
         read_from=sorted({s.collection for s in version.scenes.values() if s.collection}),
         hosts=sorted({file_host(href) for s in version.scenes.values() for href in s.sources.values()}),
+        processing=Processing.of(version.scenes.values()),
     )
     root = build_root()
     root.add_child(collection)

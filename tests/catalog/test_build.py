@@ -260,3 +260,37 @@ def test_a_tile_of_one_satellite_names_it_as_stac_does(validator):
         "descending"]
     assert coll.stac_extensions == [SAT] and not any(k.startswith("sar:") for k in coll.summaries.lists)
     assert SAT in validate_document(coll.to_dict(include_self_link=False), validator=validator)
+
+
+def test_the_catalog_says_how_many_dates_were_resampled_and_converted(validator):
+    """The ledger recorded ``--warp`` and linear power per scene, but no catalog document said it: the source
+    collection called the scenes "on the MGRS tiling grid"."""
+    from cube.ledger import ScenePart
+
+    version = replace(hand_version(tiles={"31UFU": [iso(T0), "2024-04-06T10:50:31Z", "2024-04-11T10:50:31Z"],
+                                          "31UGU": [iso(T0)]}),
+                      collection="s1", spec=S1_BACKSCATTER)
+    how = {"resampling": "bilinear", "crs": "EPSG:32632", "transform": [10, 0, 300000, 0, -10, 5850000], "scale": 1}
+    fu = sorted(s for s in version.scenes if "31UFU" in s)
+    scenes = dict(version.scenes)
+    scenes[fu[0]] = replace(scenes[fu[0]], warped={"VV": how, "VH": how}, converted={"VV": "unit linear"})
+    scenes[fu[1]] = replace(scenes[fu[1]], parts=(  # a pass of two slices, the second warped from geographic
+        ScenePart(fu[1], "", scenes[fu[1]].time),
+        ScenePart("slice-2", "item-2", scenes[fu[1]].time, warped={"VV": {**how, "crs": "EPSG:4326"}})))
+    version = replace(version, scenes=scenes)
+    props = build_tile_item(version, "31UFU").properties
+    assert (props["cardcube:warped_dates"], props["cardcube:resampling"], props["cardcube:source_crs"],
+            props["cardcube:converted_dates"]) == (2, ["bilinear"], ["EPSG:32632", "EPSG:4326"], 1)
+    assert props["description"].endswith("2 of its 3 dates were resampled onto the tile grid (ingest --warp, "
+                                         "bilinear from EPSG:32632, EPSG:4326); 1 was converted from linear power "
+                                         "to dB.")
+    untouched = build_tile_item(version, "31UGU").properties  # a tile of dates taken as they were says nothing
+    assert not any(k.startswith(("cardcube:warped", "cardcube:converted")) for k in untouched)
+    assert "resampled" not in untouched["description"]
+    io = StoreStacIO(MemoryStore())
+    build_catalog(version, io=io).save(io)
+    docs = dict(walk_documents(io.store))
+    source = docs[keys.source_collection_key(S1_BACKSCATTER.source_collection)]["description"]
+    assert "2 of this cube's 4 scenes were resampled onto the tile grid (ingest --warp" in source
+    for key, doc in docs.items():
+        validate_document(doc, validator=validator, href=key)
