@@ -129,6 +129,8 @@ def _time_dimension(times: list[datetime]) -> TemporalDimension:
     dim.dim_type = DimensionType.TEMPORAL
     dim.extent = [_iso(times[0]), _iso(times[-1])] if times else [None, None]
     dim.step = _iso_step(times)
+    if times:  # each one: a time range between two dates (Sentinel-1's are irregular) finds no tile in the router
+        dim.values = [_iso(t) for t in times]
     dim.description = "acquisition times (UTC) of the tile's dates, compacted and hot buffer together"
     return dim
 

@@ -10,6 +10,7 @@ neighbouring tiles) and to no other.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -49,10 +50,13 @@ class TileRef:
     dates: int
     version: int  # ledger version the catalog reflects
     span: tuple[np.datetime64, np.datetime64] = field(repr=False)  # start and end, parsed when the item is read
+    # every date, sorted (the item's cube:dimensions time values); None in a catalog of a cardcube before them
+    times: tuple[np.datetime64, ...] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The reference as JSON takes it (``catalog find`` prints it): the item's own time texts, not ``span``."""
-        return {k: v for k, v in asdict(self).items() if k != "span"}
+        """The reference as JSON takes it (``catalog find`` prints it): the item's own time texts, not the parsed
+        ``span`` and ``times``."""
+        return {k: v for k, v in asdict(self).items() if k not in ("span", "times")}
 
     @property
     def footprint(self) -> Geometry:
@@ -64,9 +68,15 @@ class TileRef:
         return f"{root.rstrip('/')}/{self.zarr_path}"
 
     def overlaps(self, lo: np.datetime64 | None, hi: np.datetime64 | None) -> bool:
-        """True if the span of the tile's dates, from its first to its last, meets ``[lo, hi)`` (None: open)."""
+        """True if a date of the tile is in ``[lo, hi)`` (None: open); where the item lists no dates (an older
+        catalog), if the span from its first date to its last meets it."""
         start, end = self.span
-        return (lo is None or end >= lo) and (hi is None or start < hi)
+        if not ((lo is None or end >= lo) and (hi is None or start < hi)):
+            return False
+        if self.times is None or lo is None or hi is None:  # an open range meeting the span holds an end date
+            return True
+        first = bisect.bisect_left(self.times, lo)
+        return first < len(self.times) and self.times[first] < hi
 
 
 class ItemCache(LRUDict):
@@ -95,11 +105,13 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStac
     zarr_path = io.key(pystac.utils.make_absolute_href(doc["assets"]["data"]["href"], io.href(item_key)))
     # parsed here, so a damaged time is the item's fault (CorruptDocumentError), not a crash of every query
     span = (_as_datetime64(props["start_datetime"]), _as_datetime64(props["end_datetime"]))
+    values = props.get("cube:dimensions", {}).get("time", {}).get("values")
+    times = None if values is None else tuple(sorted(_as_datetime64(v) for v in values))
     return TileRef(
         collection=collection, tile=tile, item_id=doc["id"], zarr_path=zarr_path,
         bbox=tuple(doc["bbox"]), crs=props["proj:code"], proj_bbox=tuple(props["proj:bbox"]),
         start=props["start_datetime"], end=props["end_datetime"], dates=props["cardcube:dates"],
-        version=props[VERSION_FIELD], span=span,
+        version=props[VERSION_FIELD], span=span, times=times,
     )
 
 
@@ -146,9 +158,9 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
 def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, float, float, float] | None = None,
                geometry: Any = None, crs: Any = None, time: TimeLike = None,
                cache: ItemCache | None = None) -> list[TileRef]:
-    """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and whose dates span ``time`` in part: a
-    tile's item gives its first and last date, not each one, so a range between two of its dates finds it too
-    (where it is read, it gives no date of that range).
+    """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and hold a date in ``time``: a tile's item
+    lists each of its dates, so a range between two of them does not find it (the item of a catalog written
+    before that gives its first and last date only, and a range between them finds it).
 
     ``geometry`` is a shapely geometry, a GeoJSON mapping or an ``odc.geo`` Geometry; ``bbox`` is
     ``(minx, miny, maxx, maxy)``; both are in ``crs`` (default WGS84, or the Geometry's own CRS). Without

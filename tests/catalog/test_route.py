@@ -154,6 +154,27 @@ def test_new_version_is_seen(cube, tmp_path):
     assert {r.version for r in tile_refs(cube, "s2", cache=cache)} == {2}
 
 
+def test_a_time_range_between_two_dates_of_a_tile_does_not_find_it(memory_cube):
+    """A tile's item gave its first and last date only, so a range between two of them found the tile, which then
+    gave no date of it. An item without the dates (a catalog of a cardcube before them) still routes by the span."""
+    import json
+
+    from cardcube.storage import read_json, write_bytes
+
+    both = dict(geometry=STRADDLE, crs=UTM)
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04-12/2024-04-20")) == []  # between 31UFU's dates
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-05-06/2024-06-29")) == []  # between 31UGU's
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-04-11")) == ["31UFU"]
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-06-15/2024-07")) == ["31UGU"]
+    (ref,) = find_tiles(memory_cube, "s2", geometry=IN_GU, crs=UTM)
+    assert ref.times == (np.datetime64("2024-05-05T10:50:31"), np.datetime64("2024-06-30T10:50:31"))
+    key = "s2/31UGU/s2-31UGU.json"
+    doc = read_json(memory_cube, key)
+    del doc["properties"]["cube:dimensions"]["time"]["values"]
+    write_bytes(memory_cube, key, json.dumps(doc).encode())
+    assert ids(find_tiles(memory_cube, "s2", **both, time="2024-05-06/2024-06-29")) == ["31UGU"]
+
+
 def test_missing_catalog(tmp_path):
     with pytest.raises(CubeNotFoundError, match="catalog build"):
         find_tiles(MemoryStore(), "s2")
