@@ -38,6 +38,17 @@ def _split(tiny_straddle_region):
     return parcels, crossing, in_both
 
 
+def _with_strip(tiny_straddle_region) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The region's parcels, and a strip from west of 31UGU's edge to east of 31UFU's, longer than their overlap:
+    no tile holds it whole."""
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    y = (miny + maxy) / 2
+    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
+    return parcels, gpd.GeoDataFrame({"parcel_id": ["strip"]}, geometry=[box(west - 100, y, east + 100, y + 60)],
+                                     crs=parcels.crs)
+
+
 def test_a_parcel_crossing_the_tile_edge_is_read_whole_from_the_other_tile(straddle_cube, tiny_straddle_region):
     _, crossing, _ = _split(tiny_straddle_region)
     assert len(crossing)
@@ -120,12 +131,7 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     from tests.ingest.scene_edits import write_items
 
     items = tiny_straddle_region.items
-    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    _, miny, _, maxy = tiny_straddle_region.bbox
-    y = (miny + maxy) / 2
-    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
-    strip = gpd.GeoDataFrame({"parcel_id": ["strip"]}, geometry=[box(west - 100, y, east + 100, y + 60)],
-                             crs=parcels.crs)
+    parcels, strip = _with_strip(tiny_straddle_region)
     some = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:30], strip], ignore_index=True)
     features = items_of(items, "sentinel-2-l2a")
     last = sorted({f["properties"]["datetime"] for f in features})[-2]  # the last two passes come later
@@ -343,12 +349,7 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     from cube.extract import extract, read_status, read_timeseries
 
     items = tiny_straddle_region.items
-    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    _, miny, _, maxy = tiny_straddle_region.bbox
-    y = (miny + maxy) / 2
-    west, east = TileGrid.from_id("31UGU").bounds[0], TileGrid.from_id("31UFU").bounds[2]
-    strip = gpd.GeoDataFrame({"parcel_id": ["strip"]}, geometry=[box(west - 100, y, east + 100, y + 60)],
-                             crs=parcels.crs)
+    parcels, strip = _with_strip(tiny_straddle_region)
     some = tmp_path / "some.parquet"
     pd.concat([parcels[["parcel_id", "geometry"]], strip], ignore_index=True).to_parquet(some)
     features = items_of(items, "sentinel-2-l2a")
