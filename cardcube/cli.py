@@ -163,12 +163,11 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
             raise
         print(f"cardcube {command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
         return 2, False
-    except Terminated as exc:
-        print(f"cardcube {command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM, TasksStillRunningError.in_chain(exc)
-    except KeyboardInterrupt as exc:
-        print(f"cardcube {command}: interrupted", file=sys.stderr)
-        return 130, TasksStillRunningError.in_chain(exc)
+    except KeyboardInterrupt as exc:  # Terminated too
+        said = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        then = f": {args.on_stop}" if getattr(args, "on_stop", None) else ""  # what a command set_defaults says
+        print(f"cardcube {command}: {said}{then}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130, TasksStillRunningError.in_chain(exc)
 
 
 if __name__ == "__main__":

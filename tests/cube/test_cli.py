@@ -432,3 +432,26 @@ def test_threaded_label_layers_warn_of_no_missing_geotransform_on_the_command_li
     run = subprocess.run([sys.executable, "-c", _THREADED_LABELS, "quiet"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0 and "NotGeoreferencedWarning" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "Terminated"])
+def test_an_extraction_stopped_says_the_same_command_resumes_it(tiny_cube, tiny_region, tmp_path, capsys,
+                                                                  monkeypatch, stop):
+    """A stopped extraction whose tasks ended within the grace said only "terminated"; it says how to go on."""
+    import signal
+
+    import cardcube.cli
+    import cube.cli
+
+    raised = cardcube.cli.Terminated if stop == "Terminated" else stop
+
+    def stopped(args):
+        raise raised()
+
+    monkeypatch.setattr(cube.cli, "_extract", stopped)
+    code = main(["extract", "--parcels", str(tiny_region.parcels), "--cube", str(tiny_cube), "--out",
+                 str(tmp_path / "out")])
+    said = "terminated" if stop == "Terminated" else "interrupted"
+    assert code == (128 + signal.SIGTERM if stop == "Terminated" else 130)
+    assert capsys.readouterr().err == (f"cardcube extract: {said}: the same command resumes it (the files written "
+                                       f"stay)\n")
