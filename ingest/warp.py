@@ -19,7 +19,8 @@ is fixed from the pixel sizes rather than left to GDAL, which derives it from ea
 so a pixel's value does not depend on the shard it is written in. Within one CRS (a shifted lattice) a
 shard's values are then those of one GDAL warp of the whole scene (to float32 rounding); across CRSs they agree
 with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolation of coordinates, which
-rasterio's reproject does not let us turn off: thousandths of a dB).
+rasterio's reproject does not let us turn off: thousandths of a dB between UTM zones; from a geographic CRS up to
+tenths of a dB per pixel, where the whole warp's approximation is the coarser of the two).
 
 The window a warped scene is written to and recorded with (:func:`data_windows`) is the bounding box, on the
 tile, of where its valid pixels reach, not of its raster: a GRD's raster on a UTM grid of its own is mostly
