@@ -600,8 +600,8 @@ def extract(
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     # an update reads these parcels' whole season again: a date can be new in one of their tiles only
     again = bool(new and any(new.values()))
-    batches, resumed = _across_tiles(job, ps.select(across), tiles_of, ps, status, done, again=again)
-    units_resumed += resumed
+    batches, kept_batches = _across_tiles(job, ps.select(across), tiles_of, ps, status, done, again=again)
+    units_resumed += len(kept_batches)
     # longest first: the workers finish together
     tasks: list[_Unit | _Batch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
     spent: Counter[str] = Counter()
@@ -627,10 +627,11 @@ def extract(
         status.update({s.parcel_id: s for s in result.get("status", ())})
         failures += [result["failure"]] if result.get("failure") else []
     _check_written(out_store, written, run)
-    if again:  # an update's batch files replace the earlier ones, a failed batch's too (no stale rows)
-        for earlier in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC)
-                        and mosaic_batch(k)[1] < version.version):
-            delete_key(out_store, earlier)
+    # a batch's file kept or written now replaces its others: an update's earlier ones (a failed batch's too: no
+    # stale rows), those of batches there are no more, late ones of a stopped run
+    mosaics = set(kept_batches) | {k for k in written if k.startswith(MOSAIC)}
+    for other in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC) and k not in mosaics):
+        delete_key(out_store, other)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
     counts = pd.Series([s.status for s in status.values()]).value_counts()
@@ -639,7 +640,7 @@ def extract(
                            rows, chunks, timer.perf_counter() - started, tuple(sorted(failures)), _in_order(spent),
                            _in_order(cpu),
                            None if new is None else sum(map(len, new.values())))
-    finish_manifest(out_store, version, time=time, status=result.status)
+    finish_manifest(out_store, version, time=time, status=result.status, mosaics=sorted(mosaics))
     return result
 
 
@@ -765,34 +766,30 @@ ACROSS_BATCH_M = 2560.0  # side of the squares in which the parcels read through
 
 
 def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
-                  status: dict[Any, ParcelStatus], done: set[str], *, again: bool) -> tuple[list[_Batch], int]:
+                  status: dict[Any, ParcelStatus], done: set[str], *, again: bool) -> tuple[list[_Batch], list[str]]:
     """The batches of the parcels read from several tiles (no tile holds them whole, or a tile holding them lacks
-    dates another has over them) still to read, and how many were found read. They are read by
+    dates another has over them) still to read, and the files of those found read. They are read by
     ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
     is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
     batch with a file in ``done`` (the files there, the latest of each batch) is not read again, unless ``again``
     (an update) and the file is of an earlier version (an interrupted update resumed reads only the batches it had
-    not written): its parcels' statuses go to ``status``. An update writes files of its own (:func:`mosaic_key`),
-    which :func:`extract` lets replace the earlier ones once it has run. Files of batches there are no more (an
-    earlier run's) are deleted."""
+    not written): its parcels' statuses go to ``status``. An update writes files of its own (:func:`mosaic_key`);
+    :func:`extract` deletes every other file of a batch once it has run."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
-    todo, resumed = [], 0
+    todo, kept = [], []
     version = job.version.version if again else None  # an update reads them again, but not its own files twice
-    there = {mosaic_batch(k)[0]: k for k in done if k.startswith(MOSAIC)}
+    there = {named[0]: k for k in done if k.startswith(MOSAIC) and (named := mosaic_batch(k)) is not None}
     for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
         key = there.get(i)
         if key is not None and (earlier := mosaic_status(job.out, key, version)) is not None:
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
-            resumed += 1
+            kept.append(key)
             continue
         named = {pid: tiles[pid] for pid in batch.ids}
         dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
         todo.append(_Batch(mosaic_key(i, job.run, job.version.version), batch, named, pixels * dates))
-    for stale in (k for k in run_keys(job.out, job.run) if k.startswith(MOSAIC)
-                  and mosaic_batch(k)[0] >= len(todo) + resumed):  # each version's, a late one's too
-        delete_key(job.out, stale)
-    return todo, resumed
+    return todo, kept
 
 
 def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[tuple[ParcelSet, int]]:

@@ -86,24 +86,24 @@ def mosaic_key(batch: int, run: str, version: int) -> str:
 _MOSAIC_NAME = re.compile(r"part-(\d+)(?:-v(\d+))?(?:-|\.parquet$)")
 
 
-def mosaic_batch(key: str) -> tuple[int, int]:
-    """The batch number of a file of parcels read across tiles, and its version (0: unnamed, a file of a cardcube
-    from before 2026-12-05)."""
+def mosaic_batch(key: str) -> tuple[int, int] | None:
+    """The batch number of a file of parcels read across tiles, and the version in its name (0: none, a file of a
+    cardcube from before 2026-12-05); None for a name of no batch (``part.parquet``, the whole mosaic in one file,
+    of a cardcube from before 2026-12-04)."""
     found = _MOSAIC_NAME.match(key.rsplit("/", 1)[-1])
-    if found is None:
-        raise ValueError(f"{key} is no file of a batch read across tiles")
-    return int(found[1]), int(found[2] or 0)
+    return None if found is None else (int(found[1]), int(found[2] or 0))
 
 
 def superseded(keys: Iterable[str]) -> set[str]:
-    """The files of batches read across tiles in ``keys`` that a later version's file of the same batch replaces."""
+    """The files of batches read across tiles in ``keys`` that a file of the same batch named by a later version
+    replaces (a stopped run's late write of an earlier version's, while a run is unfinished: a finished one lists
+    its files in the manifest, :func:`extraction_keys`)."""
     latest: dict[int, tuple[int, str]] = {}
-    mosaics = [k for k in keys if k.startswith(MOSAIC)]
-    for key in mosaics:
-        batch, version = mosaic_batch(key)
-        if batch not in latest or version > latest[batch][0]:
-            latest[batch] = (version, key)
-    return set(mosaics) - {key for _, key in latest.values()}
+    named = [(k, mosaic_batch(k)) for k in keys if k.startswith(MOSAIC)]
+    for key, batch in named:
+        if batch is not None and (batch[0] not in latest or batch[1] > latest[batch[0]][0]):
+            latest[batch[0]] = (batch[1], key)
+    return {k for k, batch in named if batch is not None} - {key for _, key in latest.values()}
 
 # Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
 PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
@@ -145,6 +145,18 @@ def run_keys(store: Store, run: str) -> list[str]:
     leftover (read as one more file, it repeated rows or failed the read), nor a file of another run (a stopped
     one's late write: other parameters, maybe)."""
     return [k for k in list_keys(store, f"{TIMESERIES}/") if k.endswith(f"-{run}.parquet" if run else ".parquet")]
+
+
+def extraction_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
+    """The statistics files of the extraction whose manifest is ``manifest``: :func:`statistics_keys`, but where the
+    extraction is finished and lists the files of its parcels read across tiles (``mosaics``), those alone: a
+    stopped run's file landing late beside them, of an earlier version, is none of its rows."""
+    keys = statistics_keys(store, run_of(manifest))
+    if not manifest.get("complete") or "mosaics" not in manifest:
+        return keys
+    listed = set(manifest["mosaics"])
+    return [k for k in keys if not k.startswith(MOSAIC)] + [k for k in run_keys(store, run_of(manifest))
+                                                            if k in listed]
 
 
 def statistics_keys(store: Store, run: str) -> list[str]:
@@ -254,14 +266,17 @@ def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store,
                                   f"anew?), whose rows must not be mixed with these; write to a new --out")
 
 
-def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapping[str, int]) -> None:
+def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapping[str, int],
+                    mosaics: Sequence[str] = ()) -> None:
     """Mark the run complete: its parcels' ``status`` counts, the scenes of ``version`` (within ``time``) read per
-    tile, which the next update starts from, and the versions updated from."""
+    tile, which the next update starts from, the versions updated from, and the files of its parcels read across
+    tiles (``mosaics``: :func:`extraction_keys`)."""
     old = read_json(out, MANIFEST)
     scenes = {tile: [a.scene_id for a in tile_dates(state, time)] for tile, state in sorted(version.tiles.items())}
     history = old.get("updated_from", []) + ([old["update"]["from"]] if "update" in old else [])
     write_json(out, MANIFEST, {**{k: v for k, v in old.items() if k != "update"}, "complete": True,
                                "status": dict(status), "scenes": scenes, "updated_from": history,
+                               "mosaics": sorted(mosaics),
                                "software": f"cardcube {__version__}",
                                "finished": datetime.now(UTC).isoformat(timespec="seconds")})
 
@@ -345,7 +360,7 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     """
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
-    keys = statistics_keys(store, run_of(manifest))
+    keys = extraction_keys(store, manifest)
     where = f"the extraction at {store_url(store)}"
     filters = None
     if bands is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -331,41 +333,55 @@ def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_til
         chip(tmp_path, [near[0]], registry=parcels, collection="s1", bands="VH", date=late)
 
 
-def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(
-        tiny_straddle_region, tmp_path, monkeypatch):
-    """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
-    plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
-    deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
-    late replaced the update's rows with the earlier version's, and one failing late deleted them. An update's
-    batch files are named by its version; the readers take each batch's latest, and only the driver deletes."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import cube.extract as extract_module
-    from cardcube.errors import StoreError
-    from cube.extract import extract, read_status, read_timeseries
+def _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path: Path) -> tuple[Path, Path, Path, dict]:
+    """The region's parcels and the strip (a file), a cube of 6 dates of both tiles but one of 31UGU (the parcels
+    it holds whole are read across tiles until that date comes: a file a batch of them), extracted into ``out``,
+    then given every scene (version 2): its parcels file, cube, ``out`` and the extraction's options."""
+    from cube.extract import extract, read_status
 
     items = tiny_straddle_region.items
     parcels, strip = _with_strip(tiny_straddle_region)
     some = tmp_path / "some.parquet"
     pd.concat([parcels[["parcel_id", "geometry"]], strip], ignore_index=True).to_parquet(some)
     features = items_of(items, "sentinel-2-l2a")
-    # 6 dates of both tiles but one of 31UGU: parcels it holds whole are read across tiles until that date comes
-    first = features[:5] + features[6:12]
     assert features[5]["properties"]["grid:code"].endswith("31UGU")
-    cube, out, whole = tmp_path / "cube", tmp_path / "out", tmp_path / "whole"
-    ingest(write_items(items, first, "strip-first.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS),
-           progress=False)
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    ingest(write_items(items, features[:5] + features[6:12], "strip-first.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
     kw = {"bands": ["B04"], "block": 64, "time_block": 4, "progress": False}
     extract(some, cube, out, **kw)
+    across = read_status(out).set_index("parcel_id").tile.str.contains("+", regex=False)
+    assert across.sum() > 1, across  # the strip, and the parcels crossing 31UFU's edge
+    ingest(items, cube, progress=False)
+    return some, cube, out, kw
+
+
+def _rows(where: Path) -> pd.DataFrame:
+    """An extraction's rows, the files they are in aside (a parcel read across tiles stays so after an update)."""
+    from cube.extract import read_timeseries
+
+    return read_timeseries(where).drop(columns=["cube_version", "tile"]).sort_values(
+        ["parcel_id", "time", "band"], ignore_index=True)
+
+
+def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(
+        tiny_straddle_region, tmp_path, monkeypatch):
+    """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
+    plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
+    deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
+    late replaced the update's rows with the earlier version's. An update's batch files are named by its version,
+    the manifest lists those of the finished run, and only the driver deletes the others."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from cube.extract import extract
+
+    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    whole = tmp_path / "whole"
     mosaic = out / "timeseries" / "tile=mosaic"
     earlier = {p: p.read_bytes() for p in mosaic.glob("part-*.parquet")}
-    across = read_status(out).set_index("parcel_id").tile.str.contains("+", regex=False)
-    assert across.sum() > 1, across  # the strip, and the parcels crossing 31UFU's edge until 31UGU's date comes
-    ingest(items, cube, progress=False)
 
     cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(some), "--cube", str(cube), "--out",
            str(out), "--bands", "B04", "--block", "64", "--time-block", "4", "--scheduler", "sync", "--quiet"]
@@ -378,11 +394,7 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     assert resumed.returncode == 0, resumed.stderr
     extract(some, cube, whole, **kw)
 
-    def rows(where: Path) -> pd.DataFrame:  # the files a parcel's rows are in aside (across tiles it stays so)
-        return read_timeseries(where).drop(columns=["cube_version", "tile"]).sort_values(
-            ["parcel_id", "time", "band"], ignore_index=True)
-
-    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
     run = json.loads((out / "manifest.json").read_text())["run"]
     updated = set(mosaic.glob("part-*.parquet"))  # the first run's files replaced by the update's, named anew
     assert {p.name for p in updated} == {p.name.replace("v00000001", "v00000002") for p in earlier}
@@ -390,14 +402,89 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
 
     for path, data in earlier.items():  # a stopped run's tasks write late: read beside the update's, not instead
         path.write_bytes(data)
-    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
+
+
+def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_next_run(tiny_straddle_region,
+                                                                                        tmp_path, monkeypatch):
+    """A task of an update whose read of a batch across tiles failed deleted the batch's file, which a stopped
+    run's late task did too, after the update it was stopped in had been resumed and finished. Now only the driver
+    deletes, once the run is over: the earlier version's file of a failed batch goes (its parcels "failed", no
+    rows of another version), and the next run reads them."""
+    import cube.extract as extract_module
+    from cardcube.errors import StoreError
+    from cube.extract import extract, read_status
+
+    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    across = read_status(out).query("tile.str.contains('+', regex=False)").parcel_id
 
     def unreachable(*args, **kwargs):
         raise StoreError("the store does not answer")
 
-    # a stopped update's task whose store fails late: the batch looked undone, so it is read again, and fails
-    monkeypatch.setattr(extract_module, "mosaic_status", lambda *args, **kwargs: None)
-    monkeypatch.setattr(extract_module, "parcel_timeseries", unreachable)
-    failed = extract(some, cube, out, update=True, **kw)
-    assert failed.failures and all(p.exists() for p in updated)  # the update's files stay: no task deletes one
-    pd.testing.assert_frame_equal(rows(out), rows(whole), check_exact=True, check_categorical=False)
+    with monkeypatch.context() as patched:
+        patched.setattr(extract_module, "parcel_timeseries", unreachable)
+        failed = extract(some, cube, out, update=True, **kw)
+    assert failed.failures and failed.status["failed"] == len(across)
+    assert not list((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))
+    assert set(read_status(out).set_index("parcel_id").status[across]) == {"failed"}
+    assert not set(_rows(out).parcel_id) & set(across)  # no rows of version 1 under a version 2 extraction
+    again = extract(some, cube, out, update=True, **kw)
+    assert not again.failures and again.status["failed"] == 0
+    extract(some, cube, tmp_path / "whole", **kw)
+    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+
+
+def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed_with_its_files(
+        tiny_straddle_region, tmp_path, monkeypatch):
+    """An update stopped under the cardcube before batch files were named by version, resumed after an upgrade:
+    its batch files across tiles (``part-<n>-<run>.parquet``, of version 2) were taken for done, then deleted as
+    an earlier version's: the parcels' rows were lost. And an extraction of a cardcube before batches (the
+    whole mosaic in ``part.parquet``) could not be read."""
+    import json
+    import shutil
+
+    import cube.extract as extract_module
+    from cube.extract import extract, read_timeseries
+
+    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.pop("mosaics", None)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for path in (out / "timeseries" / "tile=mosaic").glob("*.parquet"):  # as the cardcube before named them
+        path.rename(path.with_name(path.name.replace("-v00000001", "")))
+    write_bytes = extract_module.write_bytes
+
+    class Stopped(BaseException):
+        pass
+
+    def as_before(store, key, data, *args, **kwargs):  # a batch's file by its old name, then the stop
+        mosaic = "tile=mosaic/" in key
+        write_bytes(store, key.replace("-v00000002", "") if mosaic else key, data, *args, **kwargs)
+        if mosaic:
+            raise Stopped
+
+    with monkeypatch.context() as patched:
+        patched.setattr(extract_module, "write_bytes", as_before)
+        with pytest.raises(Stopped):
+            extract(some, cube, out, update=True, scheduler="sync", **kw)
+    legacy = sorted((out / "timeseries" / "tile=mosaic").glob(f"part-?????-{manifest['run']}.parquet"))
+    assert len(legacy) > 1  # the one the update wrote, the others still of version 1
+    resumed = extract(some, cube, out, update=True, **kw)
+    assert resumed.units_resumed >= 1 and sum(p.exists() for p in legacy) == 1  # the update's kept
+    extract(some, cube, tmp_path / "whole", **kw)
+    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+
+    old = tmp_path / "old"  # as a cardcube before runs and batches wrote it: no run, one mosaic file
+    shutil.copytree(tmp_path / "whole", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    run = manifest.pop("run")
+    manifest.pop("mosaics", None)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for path in (old / "timeseries").rglob("*.parquet"):
+        path.rename(path.with_name(path.name.replace(f"-{run}", "")))
+    mosaics = sorted((old / "timeseries" / "tile=mosaic").glob("*.parquet"))
+    pd.concat([pd.read_parquet(p) for p in mosaics]).to_parquet(mosaics[0].parent / "part.parquet")
+    for path in mosaics:
+        path.unlink()
+    pd.testing.assert_frame_equal(read_timeseries(old).drop(columns="tile"), read_timeseries(tmp_path / "whole")
+                                  .drop(columns="tile"), check_exact=True, check_categorical=False)
