@@ -47,12 +47,32 @@ class VersionCache:
         self._pinned: LRUDict = LRUDict(size)
         self._generation: dict[str, int] = {}  # of each collection: one more each time its cube was replaced
         self._lock = threading.Lock()
+        self._lookups: dict[str, threading.Lock] = {}  # per collection: one lookup of its latest at a time
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
         """``collection``'s version ``as_of``, or its latest."""
         return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
 
     def _latest_of(self, collection: str) -> CubeVersion:
+        """The latest version, looked up once for the threads asking while it is due: they wait for the one
+        that reads the ledger and take its answer (each read it, all at once, when ``refresh`` ran out)."""
+        asked = timer.monotonic()
+        known = self._known(collection)
+        if known is not None:
+            return known
+        with self._lock:
+            lookup = self._lookups.setdefault(collection, threading.Lock())
+        with lookup:
+            with self._lock:
+                seen = self._latest.get(collection)
+            # another thread's lookup while this one waited: begun after it asked, or as recent as ``refresh`` allows
+            if seen is not None and (seen[0] >= asked or timer.monotonic() - seen[0] < self._refresh):
+                return seen[1]
+            return self._look_up(collection)
+
+    def _known(self, collection: str) -> CubeVersion | None:
+        """The latest version seen within ``refresh`` seconds, None if a lookup is due; a collection found absent
+        within them is a :class:`CubeNotFoundError`."""
         now = timer.monotonic()
         with self._lock:
             seen, absent = self._latest.get(collection), self._absent.get(collection)
@@ -60,6 +80,12 @@ class VersionCache:
             return seen[1]
         if seen is None and absent is not None and now - absent[0] < self._refresh:
             raise CubeNotFoundError(absent[1])
+        return None
+
+    def _look_up(self, collection: str) -> CubeVersion:
+        now = timer.monotonic()
+        with self._lock:
+            seen = self._latest.get(collection)
         try:
             version = read_version(self._store, collection)
         except CubeNotFoundError as exc:

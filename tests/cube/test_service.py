@@ -592,6 +592,34 @@ def _ledger_of(cube, root):
     shutil.copytree(cube / "s2" / "_ledger", root / "s2" / "_ledger")
 
 
+def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(tiny_cube, monkeypatch):
+    """The requests that find the latest version due each read the ledger, all at once: now one reads it and the
+    others take its answer (the service checks each request before its turn to read, the lookup included)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cube.versions
+    from cardcube.storage import open_store
+    from cube.versions import VersionCache
+
+    read_version, reads, started = cube.versions.read_version, [], threading.Event()
+
+    def slow(store, collection, *args, **kwargs):
+        reads.append(collection)
+        started.set()
+        threading.Event().wait(0.5)  # a store slow to answer, while the others ask
+        return read_version(store, collection, *args, **kwargs)
+
+    monkeypatch.setattr(cube.versions, "read_version", slow)
+    versions = VersionCache(open_store(tiny_cube, read_only=True), refresh=3600)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(versions.get, "s2")
+        started.wait(60)  # the first lookup under way: the others ask while it reads
+        others = [pool.submit(versions.get, "s2") for _ in range(7)]
+        got = [first.result(), *(f.result() for f in others)]
+    assert reads == ["s2"] and len({v.version for v in got}) == 1
+
+
 @pytest.mark.parametrize("first, then", [("appended", "tiny"), ("tiny", "appended")])
 def test_version_cache_notices_a_cube_built_again_with_fewer_or_more_versions(appended_cube, tiny_cube, tmp_path,
                                                                               first, then):
