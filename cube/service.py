@@ -118,13 +118,12 @@ from cube.chips import (
 )
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
-from cube.indices import check_bands
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
 from cube.parcels import ParcelSet, as_parcels, read_parcels
-from cube.stats import STATS, stat_list
+from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
-from cube.timeseries import MAX_PIXELS, parcel_timeseries, resolve_mask
+from cube.timeseries import MAX_PIXELS, check_query, parcel_timeseries
 from cube.versions import REFRESH, VersionCache
 
 MAX_SEASON_SIZE = 512  # px per panel of a season sheet (a chip alone may be up to cube.chips.MAX_SIZE)
@@ -492,9 +491,7 @@ class _ServedCube:
         """The time series query's faults, found before its turn to read (:meth:`timeseries` checks them as it
         reads): unknown bands, statistics or version, a mask the bands lack, a time range of no acquisition."""
         version = self.version(collection, as_of)
-        stat_list(stats or STATS)
-        check_bands(bands or None, version.spec.band_names, statistics=True)
-        resolve_mask(mask, version.spec.band_names, collection)
+        check_query(version, bands=bands or None, stats=stats or STATS, mask=mask)
         check_acquisitions(version, time)
 
     def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,

@@ -168,6 +168,15 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
 
 
+def check_query(version: CubeVersion, *, bands: Sequence[str] | str | None, stats: Sequence[str] | str,
+                mask: Sequence[int] | str | None) -> tuple[list[str], list[str], Sequence[int] | None]:
+    """The bands, statistics and mask of a time series of ``version``, checked as :func:`parcel_timeseries` checks
+    them before reading (the REST service too, before a request's turn to read)."""
+    available = list(version.spec.band_names)
+    return (check_bands(bands, available, statistics=True), stat_list(stats),
+            resolve_mask(mask, available, version.collection))
+
+
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str
                  ) -> Sequence[int] | None:
     """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band, ``"none"``
@@ -402,8 +411,7 @@ def parcel_timeseries(
         version = read_version(store, collection, as_of)
         version_no = version.version
         available = list(version.spec.band_names)
-        bands = check_bands(bands, available, statistics=True)
-        mask = resolve_mask(mask, available, collection)
+        bands, stats, mask = check_query(version, bands=bands, stats=stats, mask=mask)
         no_dates = ""
         if time is not None:
             try:
