@@ -49,14 +49,21 @@ class TileRef:
     end: str  # last date
     dates: int
     version: int  # ledger version the catalog reflects
-    span: tuple[np.datetime64, np.datetime64] = field(repr=False)  # start and end, parsed when the item is read
     # every date, sorted (the item's cube:dimensions time values); None in a catalog of a cardcube before them
     times: tuple[np.datetime64, ...] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The reference as JSON takes it (``catalog find`` prints it): the item's own time texts, not the parsed
-        ``span`` and ``times``."""
-        return {k: v for k, v in asdict(self).items() if k not in ("span", "times")}
+        ``times``."""
+        return {k: v for k, v in asdict(self).items() if k != "times"}
+
+    def __post_init__(self) -> None:  # a damaged time fails where the item is read (its CorruptDocumentError)
+        self.span  # noqa: B018
+
+    @property
+    def span(self) -> tuple[np.datetime64, np.datetime64]:
+        """``start`` and ``end``, parsed."""
+        return _as_datetime64(self.start), _as_datetime64(self.end)
 
     @property
     def footprint(self) -> Geometry:
@@ -103,15 +110,13 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStac
     tile = props["cardcube:tile"]
     # relative to the item, or absolute (valid STAC, as item links may be); one outside the cube is refused
     zarr_path = io.key(pystac.utils.make_absolute_href(doc["assets"]["data"]["href"], io.href(item_key)))
-    # parsed here, so a damaged time is the item's fault (CorruptDocumentError), not a crash of every query
-    span = (_as_datetime64(props["start_datetime"]), _as_datetime64(props["end_datetime"]))
     values = props.get("cube:dimensions", {}).get("time", {}).get("values")
     times = None if values is None else tuple(sorted(_as_datetime64(v) for v in values))
     return TileRef(
         collection=collection, tile=tile, item_id=doc["id"], zarr_path=zarr_path,
         bbox=tuple(doc["bbox"]), crs=props["proj:code"], proj_bbox=tuple(props["proj:bbox"]),
         start=props["start_datetime"], end=props["end_datetime"], dates=props["cardcube:dates"],
-        version=props[VERSION_FIELD], span=span, times=times,
+        version=props[VERSION_FIELD], times=times,
     )
 
 

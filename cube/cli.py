@@ -181,7 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--out holds a complete extraction of an earlier cube version: add the new dates only")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
-    e.set_defaults(func=_extract, on_stop="the same command resumes it (the files written stay)")
+    e.set_defaults(func=_extract, on_stop="the same command resumes it, the files written kept (with --as-of "
+                   "the version it read, should the cube gain one meanwhile: the manifest names it)")
 
     g = sub.add_parser("layers", help="list the parcels' label layers extract keeps, and delete the unused ones",
                        description="List the label layers cardcube extract keeps (one per tile and parcel file: an "

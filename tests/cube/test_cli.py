@@ -453,5 +453,6 @@ def test_an_extraction_stopped_says_the_same_command_resumes_it(tiny_cube, tiny_
                  str(tmp_path / "out")])
     said = "terminated" if stop == "Terminated" else "interrupted"
     assert code == (128 + signal.SIGTERM if stop == "Terminated" else 130)
-    assert capsys.readouterr().err == (f"cardcube extract: {said}: the same command resumes it (the files written "
-                                       f"stay)\n")
+    assert capsys.readouterr().err == (f"cardcube extract: {said}: the same command resumes it, the files written "
+                                       f"kept (with --as-of the version it read, should the cube gain one "
+                                       f"meanwhile: the manifest names it)\n")
