@@ -627,10 +627,12 @@ def extract(
         status.update({s.parcel_id: s for s in result.get("status", ())})
         failures += [result["failure"]] if result.get("failure") else []
     _check_written(out_store, written, run)
-    # a batch's file kept or written now replaces its others: an update's earlier ones (a failed batch's too: no
-    # stale rows), those of batches there are no more, late ones of a stopped run
+    # a batch's file kept or written now replaces those of earlier versions: an update's (a failed batch's too: no
+    # stale rows), a stopped run's landing late; never one of this version, which another run into ``out`` at once
+    # may have written and listed
     mosaics = set(kept_batches) | {k for k in written if k.startswith(MOSAIC)}
-    for other in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC) and k not in mosaics):
+    for other in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC) and k not in mosaics
+                  and (mosaic_batch(k) or (0, 0))[1] < version.version):
         delete_key(out_store, other)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)

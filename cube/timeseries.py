@@ -173,8 +173,8 @@ def check_query(version: CubeVersion, *, bands: Sequence[str] | str | None, stat
     """The bands, statistics and mask of a time series of ``version``, checked as :func:`parcel_timeseries` checks
     them before reading (the REST service too, before a request's turn to read)."""
     available = list(version.spec.band_names)
-    return (check_bands(bands, available, statistics=True), stat_list(stats),
-            resolve_mask(mask, available, version.collection))
+    stats = stat_list(stats)  # first, as parcel_timeseries has always said
+    return check_bands(bands, available, statistics=True), stats, resolve_mask(mask, available, version.collection)
 
 
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str

@@ -15,6 +15,7 @@ import math
 import threading
 import time as timer
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from cardcube.errors import CubeLostError, CubeNotFoundError, VersionNotFoundError
@@ -47,28 +48,36 @@ class VersionCache:
         self._pinned: LRUDict = LRUDict(size)
         self._generation: dict[str, int] = {}  # of each collection: one more each time its cube was replaced
         self._lock = threading.Lock()
-        self._lookups: dict[str, threading.Lock] = {}  # per collection: one lookup of its latest at a time
+        self._lookups: dict[str, Future] = {}  # per collection: the lookup of its latest under way, if any
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
         """``collection``'s version ``as_of``, or its latest."""
         return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
 
     def _latest_of(self, collection: str) -> CubeVersion:
-        """The latest version, looked up once for the threads asking while it is due: they wait for the one
-        that reads the ledger and take its answer (each read it, all at once, when ``refresh`` ran out)."""
-        asked = timer.monotonic()
+        """The latest version, looked up once for the threads asking while a lookup is under way: they take its
+        answer, or its error (each read the ledger, all at once, when ``refresh`` ran out)."""
         known = self._known(collection)
         if known is not None:
             return known
         with self._lock:
-            lookup = self._lookups.setdefault(collection, threading.Lock())
-        with lookup:
+            lookup = self._lookups.get(collection)
+            mine = lookup is None
+            if mine:
+                lookup = self._lookups[collection] = Future()
+        if not mine:
+            return lookup.result()
+        try:
+            version = self._look_up(collection)
+        except BaseException as exc:
+            lookup.set_exception(exc)
+            raise
+        else:
+            lookup.set_result(version)
+            return version
+        finally:
             with self._lock:
-                seen = self._latest.get(collection)
-            # another thread's lookup while this one waited: begun after it asked, or as recent as ``refresh`` allows
-            if seen is not None and (seen[0] >= asked or timer.monotonic() - seen[0] < self._refresh):
-                return seen[1]
-            return self._look_up(collection)
+                del self._lookups[collection]
 
     def _known(self, collection: str) -> CubeVersion | None:
         """The latest version seen within ``refresh`` seconds, None if a lookup is due; a collection found absent

@@ -488,3 +488,24 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
         path.unlink()
     pd.testing.assert_frame_equal(read_timeseries(old).drop(columns="tile"), read_timeseries(tmp_path / "whole")
                                   .drop(columns="tile"), check_exact=True, check_categorical=False)
+
+
+def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_straddle_region, tmp_path,
+                                                                         monkeypatch):
+    """Two runs into one --out at once, of one version: one whose read of a batch failed deleted, once it had run,
+    that batch's file the other had written and listed (its manifest then named a file gone, its parcels "ok" and
+    without rows). A run deletes only files of earlier versions."""
+    import cube.extract as extract_module
+    from cardcube.errors import StoreError
+    from cube.extract import extract
+
+    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    written = set((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))  # the other run's, say
+
+    def unreachable(*args, **kwargs):
+        raise StoreError("the store does not answer")
+
+    monkeypatch.setattr(extract_module, "mosaic_status", lambda *args, **kwargs: None)  # not yet written, it saw
+    monkeypatch.setattr(extract_module, "parcel_timeseries", unreachable)
+    failed = extract(some, cube, out, as_of=1, **kw)
+    assert failed.failures and written and all(p.exists() for p in written)

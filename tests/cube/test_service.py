@@ -592,13 +592,16 @@ def _ledger_of(cube, root):
     shutil.copytree(cube / "s2" / "_ledger", root / "s2" / "_ledger")
 
 
-def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(tiny_cube, monkeypatch):
+@pytest.mark.parametrize("store_fails", [False, True])
+def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(tiny_cube, monkeypatch, store_fails):
     """The requests that find the latest version due each read the ledger, all at once: now one reads it and the
-    others take its answer (the service checks each request before its turn to read, the lookup included)."""
+    others take its answer, or its error, rather than each trying again in turn (the service checks each request
+    before its turn to read, the lookup included)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import cube.versions
+    from cardcube.errors import StoreError
     from cardcube.storage import open_store
     from cube.versions import VersionCache
 
@@ -608,6 +611,8 @@ def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(t
         reads.append(collection)
         started.set()
         threading.Event().wait(0.5)  # a store slow to answer, while the others ask
+        if store_fails:
+            raise StoreError("the store does not answer")
         return read_version(store, collection, *args, **kwargs)
 
     monkeypatch.setattr(cube.versions, "read_version", slow)
@@ -615,9 +620,13 @@ def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(t
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(versions.get, "s2")
         started.wait(60)  # the first lookup under way: the others ask while it reads
-        others = [pool.submit(versions.get, "s2") for _ in range(7)]
-        got = [first.result(), *(f.result() for f in others)]
-    assert reads == ["s2"] and len({v.version for v in got}) == 1
+        asked = [first, *(pool.submit(versions.get, "s2") for _ in range(7))]
+        got = [f.exception() if store_fails else f.result() for f in asked]
+    assert reads == ["s2"]
+    if store_fails:
+        assert all(isinstance(e, StoreError) for e in got)
+    else:
+        assert len({v.version for v in got}) == 1
 
 
 @pytest.mark.parametrize("first, then", [("appended", "tiny"), ("tiny", "appended")])

@@ -372,3 +372,16 @@ def test_a_dataset_reordered_or_cut_across_a_parcel_says_so_or_reads_right(tiny_
             (ds.mean("time"), "B04", "the Dataset has no time dimension")]:
         with pytest.raises(InvalidRequestError, match=message):
             parcel_timeseries(bad, sample, bands=[band])
+
+
+def test_check_query_says_a_bad_statistic_before_a_bad_band(tiny_cube, tiny_region):
+    """The REST service checks a query before its turn to read with check_query: the same first error as
+    parcel_timeseries gives, a statistic before a band."""
+    from cube.ledger import read_version
+    from cube.timeseries import check_query
+
+    version = read_version(open_store(tiny_cube, read_only=True), "s2")
+    with pytest.raises(InvalidRequestError, match="unknown statistic"):
+        check_query(version, bands="B99", stats="bogus", mask="default")
+    with pytest.raises(InvalidRequestError, match="unknown statistic"):
+        parcel_timeseries(tiny_cube, gpd.read_parquet(tiny_region.parcels).iloc[:1], bands="B99", stats="bogus")
