@@ -91,6 +91,7 @@ from cube.extraction_files import (
     TIMESERIES,
     TIMESERIES_PARQUET,
     check_manifest,
+    check_still_of,
     finish_manifest,
     holds_extraction,
     is_partial,
@@ -627,6 +628,7 @@ def extract(
         status.update({s.parcel_id: s for s in result.get("status", ())})
         failures += [result["failure"]] if result.get("failure") else []
     _check_written(out_store, written, run)
+    check_still_of(out_store, version)
     # a batch's file kept or written now replaces those of earlier versions: an update's (a failed batch's too: no
     # stale rows), a stopped run's landing late; never one of this version, which another run into ``out`` at once
     # may have written and listed

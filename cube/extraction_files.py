@@ -266,6 +266,17 @@ def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store,
                                   f"anew?), whose rows must not be mixed with these; write to a new --out")
 
 
+def check_still_of(out: Store, version: CubeVersion) -> None:
+    """:class:`InvalidRequestError` if the extraction in ``out`` is no more of ``version``: an ``--update`` into
+    it, started while this run went on, finished first, and this run's status table and manifest would put the
+    earlier version's back over it."""
+    now = read_json(out, MANIFEST) or {}
+    if now.get("version") != version.version:
+        raise InvalidRequestError(f"{_where(out, now)}: another run (an --update) made it so while this run of "
+                                  f"version {version.version} went on; this run's status table and manifest are "
+                                  f"not written over it (its files stay: rows of version {version.version})")
+
+
 def finish_manifest(out: Store, version: CubeVersion, *, time: Any, status: Mapping[str, int],
                     mosaics: Sequence[str] = ()) -> None:
     """Mark the run complete: its parcels' ``status`` counts, the scenes of ``version`` (within ``time``) read per

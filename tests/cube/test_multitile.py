@@ -509,3 +509,32 @@ def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_st
     monkeypatch.setattr(extract_module, "parcel_timeseries", unreachable)
     failed = extract(some, cube, out, as_of=1, **kw)
     assert failed.failures and written and all(p.exists() for p in written)
+
+
+def test_a_run_an_update_overtook_does_not_write_its_version_back(tiny_straddle_region, tmp_path, monkeypatch):
+    """A run of version 1 into an extraction, and an --update to version 2 started while it went on and finished
+    first: the run's status table and manifest put version 1 back over the update's (complete, its scenes), so the
+    next update repeated rows. It now says so and writes neither."""
+    import json
+
+    import cube.extract as extract_module
+    from cardcube.errors import InvalidRequestError
+    from cube.extract import extract
+
+    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    check_written, overtaken = extract_module._check_written, []
+
+    def update_meanwhile(*args, **kwargs):
+        check_written(*args, **kwargs)
+        if not overtaken:  # the first run's check: the update runs (its own check passes by)
+            overtaken.append("update")
+            overtaken.append(extract(some, cube, out, update=True, **kw))
+
+    monkeypatch.setattr(extract_module, "_check_written", update_meanwhile)
+    with pytest.raises(InvalidRequestError, match=r"another run \(an --update\) made it so while this run of "):
+        extract(some, cube, out, as_of=1, **kw)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert overtaken and manifest["version"] == 2 and manifest["complete"] and manifest["updated_from"] == [1]
+    monkeypatch.undo()
+    extract(some, cube, tmp_path / "whole", **kw)
+    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
