@@ -654,7 +654,7 @@ def _check_written(out: Store, keys: Sequence[str], run: str) -> None:
     marked complete without a row (one listing)."""
     if not keys:
         return
-    missing = sorted(set(keys) - set(statistics_keys(out, run)))
+    missing = sorted(set(keys) - set(run_keys(out, run)))
     if missing:
         raise StoreError(f"{len(missing)} of the {len(keys)} files the work units wrote are not in "
                          f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "

@@ -97,9 +97,12 @@ def mosaic_batch(key: str) -> tuple[int, int] | None:
 def superseded(keys: Iterable[str]) -> set[str]:
     """The files of batches read across tiles in ``keys`` that a file of the same batch named by a later version
     replaces (a stopped run's late write of an earlier version's, while a run is unfinished: a finished one lists
-    its files in the manifest, :func:`extraction_keys`)."""
+    its files in the manifest, :func:`extraction_keys`); beside the whole mosaic of a cardcube before batches
+    (``part.parquet``), every batch's file, until a run ends and deletes it."""
     latest: dict[int, tuple[int, str]] = {}
     named = [(k, mosaic_batch(k)) for k in keys if k.startswith(MOSAIC)]
+    if whole := {k for k, batch in named if batch is None}:  # part.parquet: the rows of every batch, until a run
+        return {k for k, _ in named} - whole  # of this cardcube ends (and deletes it): its files, beside, repeat them
     for key, batch in named:
         if batch is not None and (batch[0] not in latest or batch[1] > latest[batch[0]][0]):
             latest[batch[0]] = (batch[1], key)

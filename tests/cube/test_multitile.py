@@ -488,6 +488,21 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
         path.unlink()
     pd.testing.assert_frame_equal(read_timeseries(old).drop(columns="tile"), read_timeseries(tmp_path / "whole")
                                   .drop(columns="tile"), check_exact=True, check_categorical=False)
+    def stop_after_a_batch(store, key, data, *args, **kwargs):
+        write_bytes(store, key, data, *args, **kwargs)
+        if "tile=mosaic/" in key:
+            raise Stopped
+
+    with monkeypatch.context() as patched:  # run again, and stopped once it has written a batch's file beside it
+        patched.setattr(extract_module, "write_bytes", stop_after_a_batch)
+        with pytest.raises(Stopped):
+            extract(some, cube, old, scheduler="sync", **kw)
+    assert sorted(p.name for p in (old / "timeseries" / "tile=mosaic").glob("*.parquet")) == [
+        "part-00000-v00000002.parquet", "part.parquet"]
+    pd.testing.assert_frame_equal(_rows(old), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    extract(some, cube, old, **kw)  # resumed to its end: the batches' files replace part.parquet
+    assert not (old / "timeseries" / "tile=mosaic" / "part.parquet").exists()
+    pd.testing.assert_frame_equal(_rows(old), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
 
 
 def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_straddle_region, tmp_path,
