@@ -376,12 +376,12 @@ def _nearest(version: CubeVersion, date: Any) -> str:
 
 
 def check_chip(version: CubeVersion, *, date: Any = None, time: Any = None,
-               bands: Sequence[str] | str | None = None) -> tuple[Any, tuple[str, ...]]:
-    """The time range :func:`chip` of ``version`` reads and the bands it shows, checked as it checks them before
-    reading anything: the REST service asks before a request's turn to read, so that a request's own fault (a
-    date that is none, or of no acquisition; an unknown band) is answered at once."""
+               bands: Sequence[str] | str | None = None) -> None:
+    """Check the time range and bands of a chip of ``version`` as :func:`chip` checks them before reading anything:
+    the REST service asks before a request's turn to read, so that a request's own fault (a date that is none, or
+    of no acquisition; an unknown band) is answered at once."""
     time = _chip_time(date, time)
-    return time, _checked_on(version, _requested_bands(bands, version.collection), time, date)
+    _checked_on(version, _requested_bands(bands, version.collection), time, date)
 
 
 def _chip_time(date: Any, time: Any) -> Any:

@@ -549,15 +549,15 @@ def extract(
     held = holds_extraction(out, out_storage_options)
     if not update or not held:  # an update of nothing is a whole run
         check_acquisitions(version, time)
+    out_store = open_store(out, storage_options=out_storage_options)
     if held:  # an update, or a run again (resumed, or of a finished one): the tiles the parcels were read from
         # other parcels are said so, not blamed on the cube's covered area
-        refuse_other_parameters(open_store(out, storage_options=out_storage_options), manifest)
-        there = read_json(open_store(out, storage_options=out_storage_options), MANIFEST) or {}
+        refuse_other_parameters(out_store, manifest)
+        there = read_json(out_store, MANIFEST) or {}
         resumes_update = "update" in there and there.get("version") == version.version  # with --update or not
         tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time,
                                         update=update or resumes_update)
 
-    out_store = open_store(out, storage_options=out_storage_options)
     new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
     run = run_of(read_json(out_store, MANIFEST))  # this run's, or the one it resumes or updates
     ledger = layout.ledger_key(collection, version.version)

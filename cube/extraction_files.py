@@ -153,19 +153,22 @@ def run_keys(store: Store, run: str) -> list[str]:
 def extraction_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
     """The statistics files of the extraction whose manifest is ``manifest``: :func:`statistics_keys`, but where the
     extraction is finished and lists the files of its parcels read across tiles (``mosaics``), those alone: a
-    stopped run's file landing late beside them, of an earlier version, is none of its rows."""
-    keys = statistics_keys(store, run_of(manifest))
+    stopped run's file landing late beside them, of an earlier version, is none of its rows (one listing)."""
+    keys = run_keys(store, run_of(manifest))
     if not manifest.get("complete") or "mosaics" not in manifest:
-        return keys
+        return _latest(keys)
     listed = set(manifest["mosaics"])
-    return [k for k in keys if not k.startswith(MOSAIC)] + [k for k in run_keys(store, run_of(manifest))
-                                                            if k in listed]
+    return [k for k in keys if not k.startswith(MOSAIC) or k in listed]
 
 
 def statistics_keys(store: Store, run: str) -> list[str]:
     """The statistics files of the extraction in ``store``, whose manifest names ``run``: :func:`run_keys` but
     those a later version's file of their batch supersedes (a stopped run's late write of an earlier one)."""
-    keys = run_keys(store, run)
+    return _latest(run_keys(store, run))
+
+
+def _latest(keys: list[str]) -> list[str]:
+    """``keys`` but those :func:`superseded` names."""
     old = superseded(keys)
     return [k for k in keys if k not in old]
 
