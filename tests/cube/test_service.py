@@ -606,16 +606,24 @@ def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(t
     from cube.versions import VersionCache
 
     read_version, reads, started = cube.versions.read_version, [], threading.Event()
+    waiting = threading.Semaphore(0)  # a release per thread waiting for the lookup under way
 
-    def slow(store, collection, *args, **kwargs):
+    class Waited(cube.versions.Future):
+        def result(self, timeout=None):
+            waiting.release()
+            return super().result(timeout)
+
+    def slow(store, collection, *args, **kwargs):  # a store slow to answer: it answers once the others wait
         reads.append(collection)
         started.set()
-        threading.Event().wait(0.5)  # a store slow to answer, while the others ask
+        for _ in range(7):  # bounded, so the code before (every thread reading) fails rather than hangs
+            waiting.acquire(timeout=10)
         if store_fails:
             raise StoreError("the store does not answer")
         return read_version(store, collection, *args, **kwargs)
 
     monkeypatch.setattr(cube.versions, "read_version", slow)
+    monkeypatch.setattr(cube.versions, "Future", Waited)
     versions = VersionCache(open_store(tiny_cube, read_only=True), refresh=3600)
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(versions.get, "s2")
