@@ -6,8 +6,9 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 1. ``locked``     - create ``C/_lock.json`` with a create-only write (``If-None-Match: *`` on S3, an
                     exclusive link on a folder). A second ingest finds it and stops with
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
-                    boot and pid namespace, dead pid) or not refreshed for ``stale_after`` seconds (the
-                    holder's, if longer) is broken and taken over.
+                    boot and pid namespace, dead pid; on an object store only :data:`SETTLE` seconds after it
+                    can last have been alive, as uploads it sent may still land) or not refreshed for
+                    ``stale_after`` seconds (the holder's, if longer) is broken and taken over.
                     The holder checks a :class:`Fence` before every write and delete, and stops with
                     :class:`LockLostError` once its lock is gone or its lease (a refresh within half
                     of ``stale_after``) has lapsed: a writer that was frozen, not dead, when its lock
@@ -66,7 +67,16 @@ from cardcube.errors import (
     TasksStillRunningError,
 )
 from cardcube.parallel import STOP_GRACE
-from cardcube.storage import create_bytes, delete_key, pending_io, read_json, store_url, write_json
+from cardcube.storage import (
+    create_bytes,
+    delete_key,
+    local_file,
+    pending_io,
+    read_bytes,
+    read_json,
+    store_url,
+    write_json,
+)
 from cube import layout
 from cube.ledger import CubeVersion
 from ingest.arrays import publish_shapes
@@ -89,7 +99,8 @@ class LockInfo:
     ``pid_namespace``: where ``pid`` names the holder (:func:`pid_namespace`); None in a lock of a cardcube before
     2026-12-05, or of a system that does not tell it. ``settles``: the holder left writes running when it ended
     (past its stop grace), which may land until this time (epoch seconds): not taken for dead before, whatever its
-    process."""
+    process. ``beat``: seconds between its heartbeats (None in a lock of a cardcube before 2026-12-05: the
+    default, :func:`default_beat`)."""
 
     owner: str
     host: str
@@ -101,10 +112,16 @@ class LockInfo:
     remote_workers: bool = False
     pid_namespace: str | None = None
     settles: float | None = None
+    beat: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
         return cls(**{f: d[f] for f in cls.__slots__ if f in d})
+
+    def last_alive(self) -> float:
+        """The latest moment (epoch seconds) its holder can have been alive without a heartbeat since: it would
+        have written the next one by then."""
+        return self.heartbeat + (self.beat if self.beat is not None else default_beat(self.stale_after))
 
     def describe(self) -> str:
         now = time.time()
@@ -135,14 +152,23 @@ def pid_namespace() -> str | None:
         return None
 
 
-def _is_stale(info: LockInfo, stale_after: float) -> bool:
+def default_beat(stale_after: float) -> float:
+    """Seconds between a lock's heartbeats unless told: a twentieth of ``stale_after``, at most 30 s."""
+    return min(30.0, stale_after / 20)
+
+
+def _is_stale(info: LockInfo, stale_after: float, *, in_flight: bool) -> bool:
     """Whether the lock ``info`` is taken for dead: its holder's process is gone (told only where its pid is one of
     this process's pid namespace, and its writes did not run on a cluster), or its heartbeat is older than the
     longer of ``stale_after`` and the holder's. A lock that does not say its pid namespace (a cardcube before
-    2026-12-05) waits for its heartbeat: until then, another pid namespace's live writer lost its lock at once."""
+    2026-12-05) waits for its heartbeat: until then, another pid namespace's live writer lost its lock at once.
+    ``in_flight``: the store may still complete writes of a process that has ended (an object store, whose gateway
+    answers an upload fully sent before the process was killed): its lock is then taken for dead :data:`SETTLE`
+    seconds after its holder can last have been alive, not at once (until 2026-12-05 such late uploads of a
+    SIGKILLed ingest landed in the hot slots the next one had just committed)."""
+    settled = max(info.settles or 0, info.last_alive() + SETTLE if in_flight else 0)
     if (not info.remote_workers and info.host == socket.gethostname() and info.pid_namespace is not None
-            and info.pid_namespace == pid_namespace() and time.time() >= (info.settles or 0)
-            and not pid_alive(info.pid)):
+            and info.pid_namespace == pid_namespace() and time.time() >= settled and not pid_alive(info.pid)):
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -223,17 +249,18 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     :class:`TasksStillRunningError` leaves the lock for others to take for dead ``stale_after`` after its last
     heartbeat (the fence then stops the writes that have not begun)."""
     key = layout.lock_key(collection)
-    every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
+    every = heartbeat if heartbeat is not None else default_beat(stale_after)
     if not 0 < every < stale_after / 2:
         raise InvalidRequestError(f"the heartbeat ({every} s) must be positive and shorter than half of "
                                   f"stale_after ({stale_after} s)")
     owner = uuid.uuid4().hex
     deadline = time.time() + wait
+    in_flight = local_file(store, key) is None  # an object store: a dead writer's uploads may still land
     while True:
         lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
         me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command, remote_workers,
-                      pid_namespace())
+                      pid_namespace(), beat=every)
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break
@@ -241,8 +268,10 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             current = read_json(store, key)
             if current is None:
                 continue  # released in between: try again
+            if current.get("owner") == owner:  # its own: the store's answer to the write was lost, and it was retried
+                break
             info = LockInfo.from_dict(current)
-            if _is_stale(info, stale_after):
+            if _is_stale(info, stale_after, in_flight=in_flight):
                 log.warning("breaking stale lock of %s on %s", info.describe(), store_url(store))
                 _delete_if_owner(store, key, info.owner)
                 continue
@@ -252,7 +281,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                     f"the {collection} cube at {store_url(store)} is being written by {info.describe()}; {waited}"
                     f"retry when it has finished, or wait {'longer ' if wait else ''}for it (--wait SECONDS; Python: "
                     f"wait=). "
-                    f"{_taken_for_dead(info, stale_after)}"
+                    f"{_taken_for_dead(info, stale_after, in_flight=in_flight)}"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     fence = Fence(store, key, me.owner, stale_after, lease)
@@ -285,7 +314,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             _delete_if_owner(store, key, me.owner)
 
 
-def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
+def _taken_for_dead(info: LockInfo, stale_after: float, *, in_flight: bool) -> str:
     after = max(stale_after, info.stale_after)
     if info.remote_workers:
         return (f"Its writes ran on dask workers, which outlive it: it is taken for dead {after:.0f} s after its last "
@@ -298,6 +327,10 @@ def _taken_for_dead(info: LockInfo, stale_after: float) -> str:
     if info.settles is not None and (left := info.settles - time.time()) > 0:
         return (f"It was stopped leaving writes running, which may land for {left:.0f} s more: on this host it is "
                 f"taken for dead then, once its process has ended; elsewhere {after:.0f} s after its last heartbeat")
+    if in_flight and (left := info.last_alive() + SETTLE - time.time()) > 0:
+        return (f"Uploads it sent may still land (the store may complete them after its process has ended): on this "
+                f"host it is taken for dead in {left:.0f} s if its process has ended, elsewhere {after:.0f} s after "
+                f"its last heartbeat")
     return (f"A writer on another host, or in another pid namespace of this one (another container), that died is "
             f"taken for dead {after:.0f} s after its last heartbeat")
 
@@ -348,9 +381,12 @@ def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
     data = json.dumps(new.to_dict(), indent=1).encode()
     if fence is not None:
         fence.check()
+    key = layout.ledger_key(new.collection, new.version)
     try:
-        create_bytes(store, layout.ledger_key(new.collection, new.version), data)
+        create_bytes(store, key, data)
     except CommitConflictError:
+        if read_bytes(store, key) == data:  # its own: the store's answer to the write was lost, and it was retried
+            return
         raise CommitConflictError(
             f"version {new.version} of the {new.collection} cube at {store_url(store)} was committed by "
             f"another writer meanwhile; nothing of this run became visible, re-run the ingest"

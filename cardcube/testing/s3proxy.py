@@ -11,7 +11,8 @@ decompression either way) — and on the way:
 * injects S3 errors instead of forwarding: :meth:`S3Proxy.fail_next` (the next ``n`` matching
   requests) or :meth:`S3Proxy.fail_randomly` (a seeded probability). The body is a proper S3
   ``<Error>`` document (``SlowDown``/503, ``InternalError``/500), so botocore and s3fs treat it as
-  retryable exactly as they would treat AWS;
+  retryable exactly as they would treat AWS; or after forwarding them (``fail_next(answer_lost=True)``): the
+  write done, its answer lost;
 * refuses chosen keys of multi-object deletes as S3 does, with an error per key in an HTTP 200 answer
   (:meth:`S3Proxy.refuse_deletes`): a bucket policy or Object Lock, or a transient fault of some keys;
 * holds back matching requests until told to let them go (:meth:`S3Proxy.hold`): a write that is slow to land;
@@ -88,11 +89,14 @@ class Requests:
 
 @dataclass(frozen=True)
 class Fault:
-    """An injected S3 error: HTTP ``status`` with S3 error ``code``, for the ``requests`` it applies to."""
+    """An injected S3 error: HTTP ``status`` with S3 error ``code``, for the ``requests`` it applies to.
+    ``answer_lost``: the request reaches the server all the same, and the error replaces its answer (a gateway's
+    500, or a connection cut, after the store did the write)."""
 
     status: int = 503
     code: str = "SlowDown"
     requests: Requests = Requests()
+    answer_lost: bool = False
 
     def body(self, request_id: str) -> bytes:
         message = _MESSAGES.get(self.code, "Injected by cardcube.testing.s3proxy.")
@@ -281,10 +285,12 @@ class S3Proxy:
 
     # --- faults ----------------------------------------------------------------------------------
     def fail_next(
-        self, n: int = 1, *, status: int = 503, code: str = "SlowDown", methods: Iterable[str] | None = None
+        self, n: int = 1, *, status: int = 503, code: str = "SlowDown", methods: Iterable[str] | None = None,
+        path_contains: str = "", answer_lost: bool = False,
     ) -> None:
-        """Answer the next ``n`` requests of ``methods`` (kinds as in :data:`KINDS`; all if None) with an error."""
-        fault = Fault(status, code, Requests(_kinds(methods)))
+        """Answer the next ``n`` requests of ``methods`` (kinds as in :data:`KINDS`; all if None) whose path holds
+        ``path_contains`` with an error; ``answer_lost``: after forwarding them (:class:`Fault`)."""
+        fault = Fault(status, code, Requests(_kinds(methods), path_contains), answer_lost)
         with self._lock:
             self._pending.extend([fault] * n)
 
@@ -362,6 +368,13 @@ class S3Proxy:
         with self._lock:
             return self._held
 
+    @property
+    def in_flight(self) -> int:
+        """How many requests have arrived whose answer has not begun to leave (held ones among them): 0 once the
+        released ones have reached the server and been answered, their clients alive or not."""
+        with self._lock:
+            return self._in_flight
+
     def _gate(self, kind: str, path: str) -> asyncio.Event | None:
         with self._lock:
             if self._hold is None or not self._hold[0].matches(kind, path):
@@ -434,6 +447,8 @@ class S3Proxy:
         if (gate := self._gate(kind, request.path)) is not None:
             await gate.wait()
         if fault is not None:
+            if fault.answer_lost:
+                await self._forward(request, body, config, lambda: None, lost=True)
             answer()
             return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")
         if kind == "POST" and "delete" in request.query and self._refusal is not None:
@@ -468,7 +483,7 @@ class S3Proxy:
         return web.Response(status=fault.status, body=payload, headers=headers)
 
     async def _forward(self, request: web.Request, body: bytes, config: ProxyConfig,
-                       answer: Callable[[], None]) -> web.StreamResponse:
+                       answer: Callable[[], None], *, lost: bool = False) -> web.StreamResponse:
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
         url = URL(self.upstream_url + request.raw_path, encoded=True)
         async with self._session.request(
@@ -485,6 +500,9 @@ class S3Proxy:
                     response.headers.add(k, v)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
+            if lost:  # done upstream; the caller answers with its fault
+                await upstream.read()
+                return response
             # Counters move before the bytes do, so a client that has its answer sees them counted.
             self._count_response(upstream.status, 0)
             answer()

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import zarr
 
-from cardcube.errors import CardcubeError
+from cardcube.errors import CardcubeError, CubeLockedError
 from cardcube.spec import ChunkLayout, cube_spec
 from cardcube.storage import delete_key, list_keys, open_store, read_json
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions
 from cube.verify import verify
+from ingest import commit
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command, proc_stat, run_ingest, stopped_while_held
@@ -56,6 +57,26 @@ def test_transient_errors_are_retried_and_the_ingest_completes(tiny_region, s3_b
     assert assert_matches_sources(url, some, "s1", storage_options=s3_bucket.storage_options()) > 0
 
 
+@pytest.mark.parametrize("key", ["/_ledger/v", "/_lock.json"])
+def test_a_create_only_write_whose_answer_was_lost_is_found_to_be_the_runs_own(tiny_region, s3_bucket, s3_proxy, key):
+    """The answer to the ledger record's (or the lock's) create-only PUT is lost after the store made it: the client
+    tries again and is refused (412) by what it wrote itself. The run said "committed by another writer meanwhile;
+    nothing of this run became visible" of the version it had committed (and left the catalog behind it), or took
+    its own lock for another writer's, refused to run and left that lock for others to wait on."""
+    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    some = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:4], "lost-answer.json")
+    s3_proxy.fail_next(1, status=500, code="InternalError", methods=["PUT"], path_contains=key, answer_lost=True)
+    result = ingest(some, url, collection="s1", chunks=CHUNKS, progress=False,
+                    storage_options=s3_proxy.storage_options(attempts=3))
+    assert s3_proxy.snapshot().faults == 1
+    assert result.ok and result.version == 1
+    store = open_store(url, storage_options=direct)
+    assert committed_versions(store, "s1") == [1]
+    assert read_json(store, layout.lock_key("s1")) is None  # released
+    assert read_json(store, "s1/collection.json")["extent"]["temporal"]["interval"][0][0] is not None  # published
+    assert assert_matches_sources(url, some, "s1", storage_options=direct) > 0
+
+
 def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_region, s3_bucket, s3_proxy):
     url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     features = items_of(tiny_region.items, "sentinel-1-card-bs")
@@ -75,18 +96,19 @@ def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_regio
 
 
 @pytest.mark.parametrize("step", ["written", "committed"])
-def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step):
+def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step, monkeypatch):
     url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     features = items_of(tiny_region.items, "sentinel-1-card-bs")
     first = write_items(tiny_region.items, features[:5], f"s3-kill-{step}-first.json")
     then = write_items(tiny_region.items, features[:10], f"s3-kill-{step}.json")  # 5 more: into a second time block
     ingest(first, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
-    killed = run_ingest(then, url, "s1", kill_at=step, env=s3_bucket.server.environment())
+    killed = run_ingest(then, url, "s1", "--stale-after", "20", kill_at=step, env=s3_bucket.server.environment())
     assert killed.returncode == -9
     expected = 2 if step == "committed" else 1
     assert open_cube(url, "s1", storage_options=direct).attrs["cardcube:version"] == expected
-    done = run_ingest(then, url, "s1", env=s3_bucket.server.environment())
-    assert done.returncode == 0, done.stderr
+    monkeypatch.setattr(commit, "SETTLE", 0.5)  # its uploads have landed by then (its lock: a heartbeat a second)
+    done = ingest(then, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False, wait=60)
+    assert done.ok
     assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
     assert assert_matches_sources(url, then, "s1", storage_options=direct) > 0
 
@@ -287,6 +309,38 @@ def _cube_of_four_dates(tiny_region, s3_bucket) -> tuple[str, dict, Any, list]:
     ingest(write_items(tiny_region.items, features[:4], "first-four.json"), url, collection="s1", chunks=CHUNKS,
            storage_options=direct, progress=False)
     return url, direct, open_store(url, storage_options=direct), features
+
+
+def test_uploads_a_killed_ingest_sent_that_land_late_cannot_overwrite_the_next_ingests_dates(tiny_region, s3_bucket,
+                                                                                            s3_proxy, monkeypatch):
+    """A SIGKILLed ingest records nothing, but uploads it had sent go on behind a gateway and land later. The next
+    ingest on the host took its lock at once (its pid gone), wrote the same hot slots and committed, and the late
+    uploads then replaced a committed date's pixels with another date's. The lock of a dead writer on an object store
+    is now taken for dead :data:`SETTLE` seconds after it can last have written, not at once."""
+    url, direct, _, features = _cube_of_four_dates(tiny_region, s3_bucket)
+    killed = write_items(tiny_region.items, features[:6], "killed.json")  # 2 new dates, into the first hot slots
+    then = write_items(tiny_region.items, [*features[:4], features[6]], "then.json")  # another date, into the first
+    s3_proxy.hold(["PUT"], path_contains="/c/")
+    proc = subprocess.Popen(ingest_command(killed, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
+                                           "--stale-after", "20"), env={**os.environ, **s3_bucket.server.environment()},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
+    while not s3_proxy.held:
+        assert proc.poll() is None and time.monotonic() < deadline, "no upload was ever held"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    with pytest.raises(CubeLockedError, match=r"Uploads it sent may still land .* taken for dead in \d+ s"):
+        ingest(then, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
+    s3_proxy.release()  # the gateway lets them through: they land
+    while s3_proxy.in_flight:
+        assert time.monotonic() < deadline, "the held uploads never landed"
+        time.sleep(0.05)
+    monkeypatch.setattr(commit, "SETTLE", 0.5)  # as if the minute had passed
+    done = ingest(then, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False, wait=60)
+    assert done.ok and done.version == 2
+    assert assert_matches_sources(url, then, "s1", storage_options=direct) > 0
+    assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
 
 
 def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once_it_has_landed(tiny_region, s3_bucket,
