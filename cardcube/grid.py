@@ -107,6 +107,14 @@ class TileGrid:
         n = round(self.size_m / resolution)
         return GeoBox((n, n), Affine(resolution, 0.0, self.ulx, 0.0, -resolution, self.uly), self.crs)
 
+    def window_bounds(self, window: tuple[int, int, int, int], resolution: float
+                      ) -> tuple[float, float, float, float]:
+        """The box ``(minx, miny, maxx, maxy)``, in the tile's CRS, of ``window`` (row, col, height, width in tile
+        pixels of ``resolution`` metres)."""
+        r, c, h, w = window
+        return (self.ulx + c * resolution, self.uly - (r + h) * resolution, self.ulx + (c + w) * resolution,
+                self.uly - r * resolution)
+
     def window(self, geobox: GeoBox, *, scene_id: str = "?") -> tuple[int, int]:
         """Pixel offset ``(row, col)`` of ``geobox`` inside this tile at the same resolution.
 

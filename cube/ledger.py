@@ -316,8 +316,7 @@ def scene_extent(version: CubeVersion, tile: str, scene_id: str) -> tuple[float,
     if not windows:
         return grid.bounds
     res = min(windows)
-    r, c, h, w = windows[res]
-    return grid.ulx + c * res, grid.uly - (r + h) * res, grid.ulx + (c + w) * res, grid.uly - r * res
+    return grid.window_bounds(windows[res], res)
 
 
 def committed_versions(store: Store, collection: str) -> list[int]:
