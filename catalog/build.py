@@ -140,7 +140,7 @@ def _iso(t: datetime) -> str:
 
 
 def footprint(version: CubeVersion, tile: str) -> tuple[dict, list[float]]:
-    """GeoJSON geometry and bbox in WGS84 of where ``tile`` holds data in ``version`` (its scenes' extents,
+    """GeoJSON geometry and bbox in WGS84 of where ``tile`` holds data in ``version`` (its scenes' areas,
     :func:`~cube.ledger.data_footprint`; the whole tile square while it has none), its edges densified so
     they follow the UTM lines. A STAC browser's map shows the data, not a 110 km square around it."""
     grid = TileGrid.from_id(tile)

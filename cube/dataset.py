@@ -50,7 +50,7 @@ from cube.ledger import (
     data_footprint,
     held_share,
     read_version,
-    scene_extent,
+    scene_area,
 )
 from cube.manifest import AbsentShards, confirm_absent
 from cube.shard_reader import read_window
@@ -159,15 +159,15 @@ def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry
 
 def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | frozenset) -> BaseGeometry:
     """Where ``other`` (of the same UTM zone as ``tile``) has data (within ``time``) on a pass ``tile`` has no
-    data of there: the union of its scenes' extents less those of ``tile``'s scenes of the same pass (see
-    :func:`holds_passes`); empty when ``tile`` holds all ``other`` holds."""
+    data of there: the union of its scenes' areas (:func:`cube.ledger.scene_area`) less those of ``tile``'s scenes
+    of the same pass (see :func:`holds_passes`); empty when ``tile`` holds all ``other`` holds."""
     mine: dict[tuple, list[tuple[np.datetime64, BaseGeometry]]] = {}
     for a in _time_order(version.tiles[tile], time)[0]:
-        mine.setdefault(pass_key(a), []).append((a.datetime64, box(*scene_extent(version, tile, a.scene_id))))
+        mine.setdefault(pass_key(a), []).append((a.datetime64, scene_area(version, tile, a.scene_id)))
     parts = []
     for a in _time_order(version.tiles[other], time)[0]:
-        theirs = box(*scene_extent(version, other, a.scene_id))
-        same = [extent for t, extent in mine.get(pass_key(a), []) if abs(t - a.datetime64) <= PASS_GAP]
+        theirs = scene_area(version, other, a.scene_id)
+        same = [area for t, area in mine.get(pass_key(a), []) if abs(t - a.datetime64) <= PASS_GAP]
         parts.append(theirs.difference(shapely.union_all(same)) if same else theirs)
     return shapely.union_all(parts) if parts else shapely.Polygon()
 

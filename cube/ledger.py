@@ -11,6 +11,7 @@ read exactly as it was ("as of").
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry import box
+from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
@@ -163,7 +164,10 @@ class SceneRecord:
     method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was; ``item``: the
     STAC item of no tile this scene is one tile's piece of (:mod:`ingest.split`), empty for an item of one tile;
     ``parts``: every slice of a pass mosaicked into this date, in time order (:mod:`ingest.passes`; the first is
-    the scene itself), empty for a date of one scene."""
+    the scene itself), empty for a date of one scene; ``footprint``: of a resampled scene, the polygon in its window
+    that its valid pixels can reach (:func:`ingest.warp.data_polygon`; of a pass, the union of its slices'), as
+    :func:`footprint_record` writes it, None for a scene taken as it was and in records older than this field (its
+    window's box is its area then: :func:`scene_area`)."""
 
     scene_id: str
     tile: str
@@ -178,6 +182,7 @@ class SceneRecord:
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # band -> resampling, crs, transform, scale
     item: str = ""  # the STAC item this scene is one tile's piece of (an item of no tile, split with warp)
     parts: tuple[ScenePart, ...] = ()  # the slices of a pass mosaicked into this date (ingest.passes)
+    footprint: dict[str, Any] | None = None  # GeoJSON-like, in the tile's CRS: where in its window it holds data
 
     @property
     def piece_ids(self) -> tuple[str, ...]:
@@ -198,6 +203,8 @@ class SceneRecord:
             d["item"] = self.item
         if self.parts:
             d["parts"] = [p.to_dict() for p in self.parts]
+        if self.footprint is not None:
+            d["footprint"] = self.footprint
         return d
 
     @classmethod
@@ -293,11 +300,11 @@ class CubeVersion:
 
 
 def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
-    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' extents (empty
-    without scenes). A tile is a 110 km square; the scenes ingested may cover a part of it. A scene recorded
-    without its window counts as the whole tile."""
-    extents = {scene_extent(version, tile, a.scene_id) for a in version.tiles[tile].acquisitions}
-    return shapely.union_all([box(*e) for e in sorted(extents)])
+    """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' areas
+    (:func:`scene_area`; empty without scenes). A tile is a 110 km square; the scenes ingested may cover a part of
+    it. A scene recorded without its window counts as the whole tile."""
+    areas = {scene_area(version, tile, a.scene_id) for a in version.tiles[tile].acquisitions}
+    return shapely.union_all(sorted(areas, key=lambda a: (a.bounds, a.wkb)))
 
 
 def held_share(data: BaseGeometry, geometry: BaseGeometry) -> float:
@@ -309,10 +316,35 @@ def held_share(data: BaseGeometry, geometry: BaseGeometry) -> float:
 
 
 def scene_extent(version: CubeVersion, tile: str, scene_id: str) -> tuple[float, float, float, float]:
-    """The bounds (in the tile's CRS) of the window a scene of ``tile`` was written to: where that date of the tile
-    has data (a scene recorded without its window: the whole tile)."""
-    grid = TileGrid.from_id(tile)
-    windows = version.scenes[scene_id].windows
+    """The bounds (in the tile's CRS) of the window a scene of ``tile`` was written to (a scene recorded without
+    its window: the whole tile). Where that date has data is :func:`scene_area`, within it."""
+    return _extent(TileGrid.from_id(tile), version.scenes[scene_id].windows)
+
+
+def scene_area(version: CubeVersion, tile: str, scene_id: str) -> BaseGeometry:
+    """Where a scene of ``tile`` holds data, in the tile's CRS (:func:`data_area` of its record)."""
+    record = version.scenes[scene_id]
+    return data_area(TileGrid.from_id(tile), record.windows,
+                     None if record.footprint is None else shape(record.footprint))
+
+
+def data_area(grid: TileGrid, windows: dict[int, tuple[int, int, int, int]], footprint: BaseGeometry | None
+              ) -> BaseGeometry:
+    """Where a scene written to ``windows`` of ``grid``'s tile holds data: the box of its window (the whole tile
+    without one), within ``footprint`` when it has one (a resampled scene's: its nodata collar inside the box left
+    out, :func:`ingest.warp.data_polygon`)."""
+    area = box(*_extent(grid, windows))
+    return area if footprint is None else area.intersection(footprint)
+
+
+def footprint_record(footprint: BaseGeometry) -> dict[str, Any]:
+    """``footprint`` (a polygon in a tile's CRS) as a :class:`SceneRecord` keeps it: GeoJSON-like (in the tile's
+    metres, not lon/lat), its coordinates to the millimetre."""
+    return json.loads(shapely.to_geojson(shapely.set_precision(footprint, 0.001)))
+
+
+def _extent(grid: TileGrid, windows: dict[int, tuple[int, int, int, int]]) -> tuple[float, float, float, float]:
+    """The bounds of ``windows`` (the finest one's) on ``grid``; the whole tile without windows."""
     if not windows:
         return grid.bounds
     res = min(windows)

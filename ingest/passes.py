@@ -25,8 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import shapely
+
+from cardcube.grid import TileGrid
 from cardcube.spec import PASS_GAP_S
-from cube.ledger import CubeVersion
+from cube.ledger import CubeVersion, data_area
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 from ingest.warp import Window
@@ -91,10 +94,16 @@ def _union(windows: Sequence[Window]) -> Window:
 
 def mosaic(parts: Sequence[CheckedScene]) -> CheckedScene:
     """One date of the slices ``parts`` (one pass on one tile, in time order): the earliest slice's scene, time and
-    files as its own, the windows that hold them all, and every slice as a part, for the writer and the ledger."""
+    files as its own, the windows that hold them all, where in them they hold data (the union of the slices' areas,
+    :func:`cube.ledger.data_area`; None if no slice has a footprint) and every slice as a part, for the writer and
+    the ledger."""
     first = parts[0]
     windows = {res: _union([p.windows[res] for p in parts]) for res in first.windows}
-    return dataclasses.replace(first, windows=windows, parts=tuple(parts))
+    footprint = None
+    if any(p.footprint is not None for p in parts):
+        grid = TileGrid.from_id(first.scene.tile)
+        footprint = shapely.union_all([data_area(grid, p.windows, p.footprint) for p in parts])
+    return dataclasses.replace(first, windows=windows, parts=tuple(parts), footprint=footprint)
 
 
 def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:

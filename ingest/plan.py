@@ -22,7 +22,16 @@ from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
 from cardcube.spec import CubeSpec
-from cube.ledger import Acquisition, CubeVersion, HotSlot, Rejection, ScenePart, SceneRecord, TileState
+from cube.ledger import (
+    Acquisition,
+    CubeVersion,
+    HotSlot,
+    Rejection,
+    ScenePart,
+    SceneRecord,
+    TileState,
+    footprint_record,
+)
 from ingest.sources import shown_href
 from ingest.validate import CheckedScene, Window
 
@@ -143,7 +152,8 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
             scenes[c.scene_id] = SceneRecord(c.scene_id, tile, c.scene.time, version, c.checksums, c.windows,
                                              c.scene.collection, _sources(c), c.scene.processing_baseline,
                                              converted=dict(c.converted), warped=dict(c.warped),
-                                             item=c.scene.item_id, parts=parts)
+                                             item=c.scene.item_id, parts=parts,
+                                             footprint=None if c.footprint is None else footprint_record(c.footprint))
         pending.sort(key=lambda d: (d.acquisition.time, d.acquisition.scene_id))
         cold = list(state.cold)
         while len(pending) >= block:

@@ -37,6 +37,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window as RasterWindow
+from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import (
     NoDataOnTileError,
@@ -59,6 +60,7 @@ from ingest.warp import (
     Window,
     check_item_ground,
     check_same_ground,
+    data_polygon,
     data_windows,
     has_valid_pixel,
     kernel_reach,
@@ -132,6 +134,7 @@ class CheckedScene:
     parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
     paths: dict[str, str] = field(default_factory=dict)  # per band: where the writes read it (CheckedFile.path)
     stamps: dict[str, FileStamp] = field(default_factory=dict)  # per band read again from its href: CheckedFile.stamp
+    footprint: BaseGeometry | None = None  # resampled: where in its windows its valid pixels reach (data_polygon)
 
     @property
     def scene_id(self) -> str:
@@ -312,18 +315,20 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         check_same_ground(tile, geoboxes, scene_id=sid)
     check_item_ground(tile, geoboxes.values(), scene.geometry, scene_id=sid)  # the files lie under the item's geometry
     warped: dict[str, dict[str, Any]] = {}
+    footprint = None
     if off_grid:  # every band resampled, on the tile pixels its valid pixels reach (its collar left out)
         warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
         reach = [valid_boxes(geoboxes[b.name], blocks[b.name], tile.crs, pad=kernel_reach(warped[b.name]),
                              near=tile.bounds) for b in spec.bands if blocks[b.name] is not None]
         windows = data_windows(tile, spec, geoboxes.values(), reach, scene_id=sid)  # {}: no valid pixel reaches it
+        footprint = data_polygon(tile, windows, reach) if windows else None
     if valid == 0:
         raise SceneContentError(sid, "every pixel of every band is nodata")
     if warped and not (windows and _any_warped_valid(spec, tile, windows, paths, values, warped)):
         raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
     return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths,
-                        stamps=stamps)
+                        stamps=stamps, footprint=footprint)
 
 
 def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, spool: str | None = None

@@ -22,14 +22,16 @@ with it to GDAL's approximate transformer (1/8 pixel tolerance in its interpolat
 rasterio's reproject does not let us turn off: thousandths of a dB between UTM zones; from a geographic CRS up to
 tenths of a dB per pixel, where the whole warp's approximation is the coarser of the two).
 
-The window a warped scene is written to and recorded with (:func:`data_windows`) is the bounding box, on the
-tile, of where its valid pixels reach, not of its raster: a GRD's raster on a UTM grid of its own is mostly
-nodata collar around its rotated footprint, and the window is what the ledger, the catalog's geometry and the
-parcels' ``ok``/``outside`` take for where the date holds data. It is found from the file's blocks of
-:data:`VALID_BLOCK` pixels that hold a valid one (:func:`valid_blocks`, counted as the checks read the file),
-each grown by the kernel's reach (:func:`kernel_reach`), so it holds every pixel a warp of the whole footprint
-makes valid (no value changes: a pixel's value does not depend on the window), and at most a block and the reach
-of collar beyond them. The collar inside the bounding box (a GRD's edge across the tile) is still in it.
+Where a warped scene holds data on its tile is found from its valid pixels, not its raster: a GRD's raster on a
+UTM grid of its own is mostly nodata collar around its rotated footprint, and that area is what the ledger, the
+catalog's geometry and the parcels' ``ok``/``outside`` take for where the date holds data. It is found from the
+file's blocks of :data:`VALID_BLOCK` pixels that hold a valid one (:func:`valid_blocks`, counted as the checks read
+the file), each grown by the kernel's reach (:func:`kernel_reach`), so it holds every pixel a warp of the whole
+footprint makes valid (no value changes: a pixel's value does not depend on the window), and at most a block and
+the reach of collar beyond them. The window the scene is written to and recorded with (:func:`data_windows`) is
+those blocks' bounding box on the tile; the polygon recorded beside it (:func:`data_polygon`, the convex hull of the
+blocks within the window) leaves out the collar inside that box too (a GRD's slanted edge across the tile), and the
+ledger takes the window's box within that polygon for the date's area (:func:`cube.ledger.scene_area`).
 
 A footprint that overlaps the tile may hold no data there (the nodata collar of a GRD footprint over a tile's
 corner): :func:`has_valid_pixel` warps the window piece by piece as the writer will, so such a scene is
@@ -44,6 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import shapely
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
@@ -52,6 +55,7 @@ from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject
 from rasterio.windows import Window as RasterWindow
+from shapely.geometry import Polygon
 
 from cardcube.errors import SceneGridError
 from cardcube.grid import TILE_SIZE_M, TileGrid
@@ -84,16 +88,36 @@ def data_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], d
                  scene_id: str) -> dict[int, Window]:
     """:func:`tile_windows` shrunk to the bounding box of ``data`` (each band's :func:`valid_boxes`) on the tile:
     the tile pixels the scene can hold a valid pixel in once resampled, its nodata collar left out. This is the
-    window written and recorded, so what the ledger, the catalog and the parcels take for where the date holds
-    data is where its data are, to a block of source pixels. Empty if no valid pixel reaches the tile."""
-    lo_x, lo_y, hi_x, hi_y = _on_tile(tile, footprints, scene_id=scene_id)
-    boxes = np.concatenate([np.empty((0, 4)), *(np.reshape(b, (-1, 4)) for b in data)])
-    near = (boxes[:, 0] < hi_x) & (boxes[:, 2] > lo_x) & (boxes[:, 1] < hi_y) & (boxes[:, 3] > lo_y)  # NaN: not
-    if not near.any():
+    window written and recorded; what the ledger, the catalog and the parcels take for where the date holds data is
+    its box within :func:`data_polygon`, where its data are to a block of source pixels. Empty if no valid pixel
+    reaches the tile."""
+    lo_x, lo_y, hi_x, hi_y = on_tile = _on_tile(tile, footprints, scene_id=scene_id)
+    b = _meeting(data, on_tile)
+    if not len(b):
         return {}
-    b = boxes[near]
     return _snapped(tile, spec, (max(lo_x, b[:, 0].min()), max(lo_y, b[:, 1].min()),
                                  min(hi_x, b[:, 2].max()), min(hi_y, b[:, 3].max())))
+
+
+def data_polygon(tile: TileGrid, windows: Mapping[int, Window], data: Iterable[np.ndarray]) -> Polygon:
+    """Where in ``windows`` (:func:`data_windows`) the scene's valid pixels can reach: the convex hull of the boxes of
+    ``data`` (each band's :func:`valid_boxes`) that meet the window, clipped to the window's box. It holds each box's
+    part in the window, so every pixel the writer makes valid, and leaves out the collar inside the window that no
+    box reaches (a GRD's slanted edge across the tile), in a few vertices (a convex hull). A box beyond the window
+    adds nothing: nothing is written there."""
+    res = min(windows)
+    bounds = tile.window_bounds(windows[res], res)
+    b = _meeting(data, bounds)
+    corners = np.concatenate([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]])
+    return shapely.multipoints(corners).convex_hull.intersection(shapely.box(*bounds))
+
+
+def _meeting(data: Iterable[np.ndarray], bounds: Bounds) -> np.ndarray:
+    """The boxes of ``data`` (n x 4 arrays, :func:`valid_boxes`) that overlap ``bounds``, as one array (a NaN box
+    overlaps nothing)."""
+    boxes = np.concatenate([np.empty((0, 4)), *(np.reshape(b, (-1, 4)) for b in data)])
+    lo_x, lo_y, hi_x, hi_y = bounds
+    return boxes[(boxes[:, 0] < hi_x) & (boxes[:, 2] > lo_x) & (boxes[:, 1] < hi_y) & (boxes[:, 3] > lo_y)]
 
 
 def _on_tile(tile: TileGrid, footprints: Iterable[GeoBox], *, scene_id: str) -> Bounds:

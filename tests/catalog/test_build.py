@@ -19,6 +19,7 @@ from catalog.build import build_cube_collection, build_tile_item, dimension_name
 from catalog.io import StoreStacIO
 from catalog.validate import validate_document, walk_documents
 from catalog.write import build_catalog
+from cube.ledger import footprint_record
 from tests.catalog.conftest import T0, hand_version, iso
 
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
@@ -100,6 +101,29 @@ def test_footprint_is_where_the_tile_holds_data(validator):
     assert item.properties["proj:bbox"] == [600000.0, 5790240.0, 709800.0, 5900040.0]
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
     assert validate_document(doc, validator=validator, extensions=False)
+
+
+def test_footprint_follows_a_resampled_scenes_polygon_within_its_window(validator):
+    """A warped scene's window holds a triangle of nodata collar (a GRD's slanted edge across it), which its record's
+    polygon leaves out: the item's geometry is the window less that triangle, in WGS84, and it validates."""
+    version = hand_version(tiles={"31UFU": [iso(T0)]}, hot=1)
+    (scene_id,) = version.scenes
+    x0, y0 = 600_000 + 1_000 * 10, 5_900_040 - 2_000 * 10  # the window's upper-left corner: row 2000, col 1000
+    window = box(x0, y0 - 5_000, x0 + 5_000, y0)
+    polygon = shapely.Polygon([(x0, y0), (x0 + 5_000, y0), (x0 + 5_000, y0 - 5_000), (x0 + 1_500, y0 - 5_000),
+                               (x0, y0 - 2_000)])
+    record = replace(version.scenes[scene_id], windows={10: (2_000, 1_000, 500, 500), 20: (1_000, 500, 250, 250)},
+                     footprint=footprint_record(polygon.intersection(window)))
+    item = build_tile_item(replace(version, scenes={scene_id: record}), "31UFU")
+    expected = Geometry(polygon, "EPSG:32631").to_crs("EPSG:4326").geom
+    footprint = shape(item.geometry)
+    assert item.geometry["type"] == "Polygon" and footprint.is_valid and footprint.exterior.is_ccw
+    assert footprint.symmetric_difference(expected).area < 1e-4 * expected.area
+    assert footprint.area < 0.95 * Geometry(window, "EPSG:32631").to_crs("EPSG:4326").geom.area  # the collar: out
+    assert item.bbox == pytest.approx(list(expected.bounds), abs=1e-7)
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    assert validate_document(doc, validator=validator, extensions=False)
+    assert {PROJ, DATACUBE} <= set(validate_document(doc, validator=validator))
 
 
 def test_collection_extent_and_metadata():

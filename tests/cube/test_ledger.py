@@ -1,10 +1,29 @@
-"""The ledger's records as the arrays readers and writers use."""
+"""The ledger's records: as the arrays readers and writers use, and where each date holds data."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
-from cube.ledger import Acquisition, acquisition_columns
+import numpy as np
+import shapely
+from shapely.geometry import Polygon, box, shape
+
+from cardcube.spec import S1_BACKSCATTER
+from cardcube.storage import open_store
+from cube import layout
+from cube.ledger import (
+    Acquisition,
+    CubeVersion,
+    HotSlot,
+    SceneRecord,
+    TileState,
+    acquisition_columns,
+    data_footprint,
+    footprint_record,
+    read_version,
+    scene_area,
+    scene_extent,
+)
 
 
 def test_acquisition_columns_type_each_field_as_the_coordinate_arrays_store_it():
@@ -81,3 +100,33 @@ def test_only_a_file_named_catalog_json_names_its_cube():
     assert cube_root("s3://bucket/cube/catalog.json") == "s3://bucket/cube"
     assert cube_root("cubes/s2catalog.json") == "cubes/s2catalog.json"
     assert cube_root("s3://bucket/mycatalog.json") == "s3://bucket/mycatalog.json"
+
+
+def test_a_scene_taken_as_it_was_records_no_polygon_and_its_area_is_its_windows_box(tiny_cube):
+    """Records of scenes on the tile grid (and of cubes older than the field) are as they always were: no
+    ``footprint`` in their JSON, read back the same, and a date's area is its window's box."""
+    for collection in ("s1", "s2"):
+        version = read_version(open_store(tiny_cube), collection)
+        stored = json.loads((tiny_cube / layout.ledger_key(collection, version.version)).read_text())
+        assert stored["scenes"] == version.to_dict()["scenes"] and "footprint" not in json.dumps(stored["scenes"])
+        for tile, state in version.tiles.items():
+            boxes = [box(*scene_extent(version, tile, a.scene_id)) for a in state.acquisitions]
+            assert all(version.scenes[a.scene_id].footprint is None for a in state.acquisitions)
+            areas = [scene_area(version, tile, a.scene_id) for a in state.acquisitions]
+            assert all(area.equals(b) for area, b in zip(areas, boxes, strict=True))
+            assert data_footprint(version, tile).equals(shapely.union_all(boxes))
+
+
+def test_a_polygon_round_trips_to_the_millimetre_and_bounds_its_scenes_area():
+    triangle = Polygon([(600_000.0, 5_900_040.0), (600_300.12345, 5_900_040.0), (600_000.0, 5_899_000.98765)])
+    record = SceneRecord("X_T31UFU", "31UFU", "2024-05-02T05:50:00Z", 1, windows={10: (0, 0, 50, 50)},
+                         footprint=footprint_record(triangle))
+    assert record.footprint["type"] == "Polygon" and [600300.123, 5900040.0] in record.footprint["coordinates"][0]
+    assert SceneRecord.from_dict(record.to_dict()) == record
+    acquisition = HotSlot(0, Acquisition(record.time, record.scene_id, "sentinel-1a", 37, "descending"))
+    version = CubeVersion("s1", 1, S1_BACKSCATTER, {"31UFU": TileState("31UFU", hot=(acquisition,), hot_slots_used=1)},
+                          {record.scene_id: record})
+    area = scene_area(version, "31UFU", record.scene_id)  # the window (500 m square) within the triangle
+    assert area.equals(shape(record.footprint).intersection(Polygon.from_bounds(600_000, 5_899_540, 600_500,
+                                                                                5_900_040)))
+    assert 0 < area.area < triangle.area

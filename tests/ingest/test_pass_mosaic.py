@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from rasterio.enums import Resampling
+from shapely.geometry import Polygon, shape
 
 from cardcube.errors import InvalidRequestError
 from cardcube.grid import TileGrid
 from cardcube.spec import PASS_GAP_S
 from cardcube.storage import open_store
 from cube.dataset import open_cube
-from cube.ledger import ScenePart, SceneRecord, read_version
+from cube.ledger import ScenePart, SceneRecord, read_version, scene_extent
 from ingest.job import ingest
-from ingest.passes import group_passes, mosaic_passes
+from ingest.passes import group_passes, mosaic, mosaic_passes
 from ingest.sources import SourceScene
 from ingest.validate import CheckedScene
 from tests.ingest.scene_edits import items_of, write_items
@@ -32,11 +35,11 @@ OPTIONS = {"collection": "s1", "chunks": CHUNKS, "progress": False, "warp": True
 WITHIN_31UFU = 620003  # a footprint's west edge inside 31UFU only; 608503 reaches into 31UEU (east edge 609780)
 
 
-def _slices(folder: Path, *, x0: float = WITHIN_31UFU, collar: tuple[float | None, float | None] = (None, None)
-            ) -> tuple[Path, Path]:
+def _slices(folder: Path, *, x0: float = WITHIN_31UFU, collar: tuple[float | None, float | None] = (None, None),
+            slope: float = 0.0) -> tuple[Path, Path]:
     """Slices PASS-A (rows 0-110, 05:50:00) and PASS-B (rows 100-200, 05:50:25, 0.5 dB brighter) of one 200 x 300
-    footprint of one descending pass; ``collar``: each one's ``data_east_of``."""
-    common = {"x0": x0, "y0": 5842007, "shape": (200, 300), "footprint": "PASS"}
+    footprint of one descending pass; ``collar``: each one's ``data_east_of``, its edge leaning ``slope``."""
+    common = {"x0": x0, "y0": 5842007, "shape": (200, 300), "footprint": "PASS", "slope": slope}
     a = _rtc_item(folder, "PASS-A", rows=(0, 110), time="2024-05-02T05:50:00Z", data_east_of=collar[0], **common)
     b = _rtc_item(folder, "PASS-B", rows=(100, 200), time="2024-05-02T05:50:25Z", data_east_of=collar[1],
                   gain_db=0.5, **common)
@@ -165,12 +168,15 @@ def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_sl
     a, b = _slices(tmp_path)
     cube = tmp_path / "cube"
     ingest(_both(a, b), cube, **OPTIONS)
+    footprint = read_version(open_store(cube), "s1").scenes["PASS-A_T31UFU"].footprint
     with pytest.raises(InvalidRequestError, match=r"PASS-A_T31UFU is mosaicked .* PASS-B_T31UFU is not offered"):
         ingest(a, cube, **OPTIONS, repair=True)
     repaired = ingest(_both(a, b), cube, **OPTIONS, repair=True)
     assert repaired.repaired == ("PASS-A_T31UFU",) and not repaired.added and not repaired.skipped
-    state = read_version(open_store(cube), "s1").tiles[TILE]
+    version = read_version(open_store(cube), "s1")
+    state = version.tiles[TILE]
     assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(1, "PASS-A_T31UFU")]
+    assert footprint is not None and version.scenes["PASS-A_T31UFU"].footprint == footprint  # where its data are
     _assert_date_is(cube, "PASS-A_T31UFU", [a, b])
 
 
@@ -226,6 +232,27 @@ def test_a_broken_slice_is_rejected_on_its_own_and_the_rest_of_its_pass_goes_in(
     _assert_date_is(cube, "PASS-A_T31UFU", [a])
 
 
+def test_a_pass_dates_polygon_is_the_union_of_its_slices(tmp_path):
+    """Each slice's data east of one slanted edge (a GRD's): the date of both records the union of the polygons each
+    slice records on its own, which holds every valid pixel of the date and leaves the collar out."""
+    a, b = _slices(tmp_path / "items", collar=(620500, 620500), slope=1.0)
+    cubes = {"A": [a], "B": [b], "AB": [a, b]}
+    footprints = {}
+    for name, items in cubes.items():
+        result = ingest(items[0] if len(items) == 1 else _both(*items), tmp_path / name, **OPTIONS)
+        assert result.ok and result.added == (f"{items[0].stem}_T31UFU",)
+        footprints[name] = shape(read_version(open_store(tmp_path / name), "s1").scenes[result.added[0]].footprint)
+    union = shapely.union_all([footprints["A"], footprints["B"]])
+    assert footprints["AB"].symmetric_difference(union).area < 1.0  # m², the millimetres rounded
+    assert footprints["AB"].area > 1.2 * max(footprints["A"].area, footprints["B"].area)
+    target = _on_tile(TileGrid.from_id(TILE), _file(a, "VV"), _file(b, "VV"), pad=3)
+    x, y = np.meshgrid(target.coords["x"].values, target.coords["y"].values)
+    got = ~np.isnan(cube_pixels(tmp_path / "AB", "s1", "PASS-A_T31UFU", "VV", target))
+    assert got.sum() > 100 * 100 and shapely.contains_xy(footprints["AB"], x[got], y[got]).all()
+    window = shapely.box(*scene_extent(read_version(open_store(tmp_path / "AB"), "s1"), TILE, "PASS-A_T31UFU"))
+    assert window.area - footprints["AB"].area > 0.2e6  # m²: the collar beside the edge, inside the window
+
+
 def _piece(item: str, time: str, *, tile: str = TILE, orbit: int = 37, of_item: bool = True,
            window: tuple[int, int, int, int] = (0, 0, 10, 10)) -> CheckedScene:
     scene = SourceScene(f"{item}_T{tile}", RTC, tile, time, "sentinel-1a", orbit, "descending", None,
@@ -250,6 +277,18 @@ def test_the_slices_of_a_pass_are_those_of_one_tile_orbit_and_time_each_within_t
     assert [d.scene_id for d in dates] == ["A_T31UFU", "H_T31UFU", "F_T31UFU", "E_T31UFU", "D_T31UFU", "G_T31UEU"]
     assert dates[0].windows == {10: (0, 0, 18, 15)} and dates[0].parts == (a, b, c) and dates[0].scene is a.scene
     assert all(d.parts == () for d in dates[1:])
+
+
+def test_a_pass_dates_polygon_counts_a_slice_without_one_by_its_windows_box_and_none_without_any():
+    grid = TileGrid.from_id(TILE)
+    a = replace(_piece("A", "2024-05-02T05:50:00Z", window=(0, 5, 10, 10)),
+                footprint=Polygon([grid.window_bounds((0, 5, 10, 10), 10)[:2], (grid.ulx + 150, grid.uly),
+                                   (grid.ulx + 50, grid.uly)]))
+    b = _piece("B", "2024-05-02T05:50:25Z", window=(8, 0, 10, 10))
+    c = _piece("C", "2024-05-02T05:50:50Z", window=(5, 5, 10, 10))
+    assert mosaic([a, b]).footprint.equals(shapely.union_all([a.footprint,
+                                                              shapely.box(*grid.window_bounds((8, 0, 10, 10), 10))]))
+    assert mosaic([b, c]).footprint is None
 
 
 def test_a_record_without_parts_serialises_as_before_and_one_with_parts_round_trips():

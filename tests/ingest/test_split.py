@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
+import warnings
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -19,19 +21,25 @@ import rasterio
 import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import box
+from odc.geo.geom import Geometry, box
 from rasterio.enums import Resampling
+from shapely.geometry import shape
 
 from cardcube.cli import main
 from cardcube.grid import TileGrid, tiles_overlapping
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
-from cube.ledger import read_version, scene_extent
-from cube.timeseries import parcel_timeseries
+from catalog import keys
+from catalog.validate import validate_catalog
+from cube import layout
+from cube.extract import extract, read_status
+from cube.ledger import data_footprint, read_version, scene_extent
+from cube.timeseries import parcel_timeseries, partly_outside
 from ingest import validate
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
+from ingest.warp import VALID_BLOCK, kernel_reach
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import _rewrite, broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels, reference_warp
@@ -43,10 +51,12 @@ RTC = "sentinel-1-rtc"
 
 def _rtc_item(folder: Path, item_id: str, *, x0: float, y0: float, shape: tuple[int, int] = (200, 300),
               data_east_of: float | None = None, tile: str | None = None, time: str = "2024-05-02T05:50:00Z",
-              rows: tuple[int, int] | None = None, footprint: str | None = None, gain_db: float = 0.0) -> Path:
+              rows: tuple[int, int] | None = None, footprint: str | None = None, gain_db: float = 0.0,
+              slope: float = 0.0) -> Path:
     """An ItemCollection of one item as Planetary Computer writes sentinel-1-rtc: VV and VH in linear power (no
     unit), nodata -32768, 10 m pixels in EPSG:32631 from its own origin ``(x0, y0)``, no MGRS tile (unless
-    ``tile``), its geometry the raster's footprint. ``data_east_of``: nodata west of that easting (a collar).
+    ``tile``), its geometry the raster's footprint. ``data_east_of``: nodata west of that easting (a collar) at the
+    footprint's top, and west of an edge leaning ``slope`` m east per m south below it (a GRD's slanted edge).
     A slice of a pass: ``rows`` of the ``shape`` raster of ``footprint`` (its values, drawn from that name, the same
     for every slice of it), ``gain_db`` brighter."""
     folder = folder / item_id
@@ -61,7 +71,8 @@ def _rtc_item(folder: Path, item_id: str, *, x0: float, y0: float, shape: tuple[
         power = (10 ** (db / 10)).astype(np.float32)
         if data_east_of is not None:
             east = (transform * (np.arange(shape[1]) + 0.5, 0))[0]
-            power[:, east <= data_east_of] = NODATA
+            south = y0 - (transform * (0, np.arange(size[0]) + 0.5))[1]  # of the footprint's top
+            power[east[None, :] <= data_east_of + slope * south[:, None]] = NODATA
         with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=size[1], height=size[0], count=1,
                            dtype="float32", crs="EPSG:32631", transform=transform, nodata=NODATA) as dst:
             dst.write(power, 1)
@@ -258,6 +269,113 @@ def test_a_warped_scenes_window_is_where_its_data_reach_not_its_nodata_collar(tm
     status = {s["parcel_id"]: s for s in frame.attrs["parcel_status"]}
     assert status["IN-COLLAR"]["status"] == "outside" and status["ON-THE-EDGE"]["status"] == "ok"
     assert frame.loc[frame.parcel_id == "ON-THE-EDGE", "count"].item() > 0
+
+
+SLANT = "RTC-SLANT_T31UFU"
+# a GRD piece of x 613003-617003, y 5839007-5842007: data east of an edge from 613500 at its top leaning 1 m east
+# per m south (to 616500 at its bottom), so the window's box holds a triangle of nodata collar in its south-west
+IN_THE_COLLAR = shapely.box(613400, 5839100, 613900, 5839600)
+ACROSS_THE_EDGE = shapely.box(613900, 5840300, 615400, 5840700)
+ACROSS_THE_SLANT = {"parcel_id": ["IN-THE-COLLAR", "ACROSS-THE-EDGE"], "geometry": [IN_THE_COLLAR, ACROSS_THE_EDGE]}
+
+
+@pytest.fixture(scope="module")
+def slanted(tmp_path_factory) -> tuple[Path, Path]:
+    """The item and the cube it went into (read it; copy it to change it)."""
+    folder = tmp_path_factory.mktemp("slanted")
+    item = _rtc_item(folder, "RTC-SLANT", x0=613003, y0=5842007, shape=(300, 400), data_east_of=613500, slope=1.0)
+    cube = folder / "cube"
+    result = ingest(item, cube, collection="s1", chunks=CHUNKS, progress=False, warp=True, source_collection=RTC)
+    assert result.added == (SLANT,) and result.ok
+    return item, cube
+
+
+def _data_reach(item: Path, record) -> shapely.Polygon:
+    """Where the file's valid pixels could make a warped pixel valid, from its valid mask alone: the convex hull of
+    their centres, grown by a block of valid_blocks and the kernel's reach, diagonally (the most the scene's polygon
+    may claim beyond them), and a metre."""
+    with rasterio.open(item.parent / item.stem / "vv.tif") as src:
+        rows, cols = np.nonzero(src.read(1) != NODATA)
+        x, y = src.transform * (cols + 0.5, rows + 0.5)
+    reach = math.hypot(VALID_BLOCK + kernel_reach(record.warped["VV"]), VALID_BLOCK + kernel_reach(record.warped["VV"]))
+    return shapely.multipoints(np.column_stack([x, y])).convex_hull.buffer(reach * 10 + 1)
+
+
+def test_a_warped_scenes_polygon_holds_every_pixel_it_wrote_and_leaves_the_collar_inside_its_window_out(slanted):
+    """The window (the box of where the data reach) holds a triangle of collar beside a GRD's slanted edge; the
+    polygon recorded with it holds every valid pixel of the date in the cube, and none of that collar."""
+    item, cube = slanted
+    _assert_tile_matches(cube, item, SLANT, "31UFU", same_crs=True)  # no valid pixel lost
+    version = read_version(open_store(cube), "s1")
+    record = version.scenes[SLANT]
+    polygon, window = shape(record.footprint), shapely.box(*scene_extent(version, "31UFU", SLANT))
+    assert record.footprint["type"] == "Polygon" and len(record.footprint["coordinates"][0]) < 25
+    assert polygon.covered_by(window) and data_footprint(version, "31UFU").equals(polygon)  # the date's area
+    target = _on_tile(TileGrid.from_id("31UFU"), item.parent / item.stem / "vv.tif", pad=3)
+    x, y = np.meshgrid(target.coords["x"].values, target.coords["y"].values)  # the pixel centres
+    for band in ("VV", "VH"):
+        valid = ~np.isnan(cube_pixels(cube, "s1", SLANT, band, target))
+        assert valid.sum() > 0.4 * 300 * 400 and shapely.contains_xy(polygon, x[valid], y[valid]).all()
+    collar = window.difference(_data_reach(item, record))  # the window's nodata, from the file's valid mask alone
+    assert collar.area > 0.5e6  # m²: a triangle of the window in the south-west
+    assert polygon.intersection(collar).area < 1.0 and window.area - polygon.area > collar.area
+    # the tile's STAC geometry (where the tile holds data) follows it, and the catalog validates
+    item_geometry = shape(json.loads((cube / keys.item_key("s1", "31UFU")).read_text())["geometry"])
+    expected = Geometry(polygon, "EPSG:32631").to_crs("EPSG:4326").geom
+    assert item_geometry.symmetric_difference(expected).area < 1e-4 * expected.area
+    assert validate_catalog(cube)
+
+
+def test_a_parcel_in_the_collar_inside_a_warped_scenes_window_is_outside_and_one_across_its_edge_says_its_share(
+        slanted, tmp_path):
+    """Inside the window, beyond the polygon: the parcel in the collar was ``ok`` with a count of 0 on the only
+    date, in a time series and an extraction alike, and the parcel across the polygon's edge was ``ok`` with no
+    word of the part of it that holds no data."""
+    item, cube = slanted
+    version = read_version(open_store(cube), "s1")
+    window = shapely.box(*scene_extent(version, "31UFU", SLANT))
+    assert window.contains(IN_THE_COLLAR) and window.contains(ACROSS_THE_EDGE)
+    assert not IN_THE_COLLAR.intersects(_data_reach(item, version.scenes[SLANT]))  # no valid pixel can reach it
+    parcels = gpd.GeoDataFrame(ACROSS_THE_SLANT, crs="EPSG:32631")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        frame = parcel_timeseries(cube, parcels, collection="s1", bands=["VV"])
+    extract(parcels, cube, tmp_path / "out", collection="s1", bands=["VV"], layers=tmp_path / "layers",
+            progress=False)
+    status = {s["parcel_id"]: s for s in frame.attrs["parcel_status"]}
+    extracted = read_status(tmp_path / "out").set_index("parcel_id")
+    assert (status["IN-THE-COLLAR"]["status"], extracted.loc["IN-THE-COLLAR", "status"]) == ("outside", "outside")
+    assert "outside the data of every tile" in status["IN-THE-COLLAR"]["reason"]
+    assert "outside the data of every tile" in extracted.loc["IN-THE-COLLAR", "reason"]
+    assert any("1 of 2 parcels have no statistics" in str(w.message) for w in said)
+    assert set(frame.parcel_id) == {"ACROSS-THE-EDGE"} and frame["count"].item() > 0
+
+    share = ACROSS_THE_EDGE.difference(shape(version.scenes[SLANT].footprint)).area / ACROSS_THE_EDGE.area
+    assert 0.1 < share < 0.9  # the parcel's part beyond the polygon: its statistics cover the rest only
+    assert status["ACROSS-THE-EDGE"]["status"] == "ok" and status["ACROSS-THE-EDGE"]["reason"] == partly_outside(share)
+    assert extracted.loc["ACROSS-THE-EDGE", "status"] == "ok"
+    assert extracted.loc["ACROSS-THE-EDGE", "reason"] == partly_outside(share)
+
+
+def test_a_warped_scene_recorded_without_its_polygon_reads_as_before(slanted, tmp_path):
+    """A cube ingested before scenes recorded their polygon: the window's box is where the date holds data, as it
+    was, so the parcel in its collar is ``ok`` with no pixel, and nothing else changes."""
+    _, cube = slanted
+    old = Path(shutil.copytree(cube, tmp_path / "cube"))
+    key = old / layout.ledger_key("s1", 1)
+    record = json.loads(key.read_text())
+    del record["scenes"][SLANT]["footprint"]
+    key.write_text(json.dumps(record))
+    version = read_version(open_store(old), "s1")
+    assert version.scenes[SLANT].footprint is None and "footprint" not in version.scenes[SLANT].to_dict()
+    assert version.to_dict()["scenes"] == record["scenes"]
+    assert data_footprint(version, "31UFU").equals(shapely.box(*scene_extent(version, "31UFU", SLANT)))
+    frame = parcel_timeseries(old, gpd.GeoDataFrame(ACROSS_THE_SLANT, crs="EPSG:32631"), collection="s1",
+                              bands=["VV"])
+    status = {s["parcel_id"]: s for s in frame.attrs["parcel_status"]}
+    assert status["IN-THE-COLLAR"]["status"] == status["ACROSS-THE-EDGE"]["status"] == "ok"
+    assert status["IN-THE-COLLAR"]["reason"] == status["ACROSS-THE-EDGE"]["reason"] == ""
+    assert frame.loc[frame.parcel_id == "IN-THE-COLLAR", "count"].item() == 0
 
 
 def test_a_scene_naming_its_tile_with_nodata_only_there_is_rejected_before_anything_is_written(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from affine import Affine
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
@@ -25,6 +26,7 @@ from ingest.job import ingest
 from ingest.values import ValueMap
 from ingest.warp import (
     VALID_BLOCK,
+    data_polygon,
     data_windows,
     kernel_reach,
     read_warped,
@@ -232,7 +234,8 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     """A GRD-like file (its data a sheared band, nodata collar around it, like a whole GRD's rotated footprint on a
     UTM grid) of another CRS onto 31UGU: the window from its valid blocks (data_windows) holds every valid pixel that
     warping the whole footprint window gives, and is the bounding box of those pixels to a block and the kernel's
-    reach, where the footprint window (tile_windows) holds the collar too."""
+    reach, where the footprint window (tile_windows) holds the collar too; the polygon within it (data_polygon) holds
+    those pixels too, and leaves out the collar beside the band's slanted edges."""
     tile = TileGrid.from_id("31UGU")
     x, y = CRS("EPSG:32631").transformer_to_crs(crs)(752003.0, 5846007.0)
     n = 400
@@ -261,3 +264,14 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     margin = (VALID_BLOCK + kernel_reach(how)) * how["scale"] * 1.6 + 2  # a block and the reach, in tile pixels
     assert vr.min() - dr < margin and dr + dh - vr.max() < margin and vc.min() - dc < margin
     assert dc + dw - vc.max() < margin
+    # the polygon within it: every pixel of that warp that is valid, and not the collar beside the band's slanted
+    # edges (two triangles of the box)
+    polygon = data_polygon(tile, {10: data}, [boxes])
+    square = shapely.box(*tile.window_bounds(data, 10))
+    assert polygon.covered_by(square) and shapely.contains_xy(polygon, *_centres(tile, vr, vc)).all()
+    assert square.area - polygon.area > 0.2 * square.area and len(polygon.exterior.coords) < 25  # a few vertices
+
+
+def _centres(tile: TileGrid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centres, in ``tile``'s CRS, of its 10 m pixels at ``rows``, ``cols``."""
+    return tile.ulx + (cols + 0.5) * 10, tile.uly - (rows + 0.5) * 10
