@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time as timer
 import warnings
 from collections import Counter
@@ -130,6 +131,7 @@ log = logging.getLogger(__name__)
 
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
+LATE_ROWS = "its rows begin with the dates of version"  # a parcel an update found inside the data (_earlier_tiles)
 
 # the readers of what ``extract`` writes live in cube.extraction_files, and are part of this module's API
 __all__ = ["ExtractResult", "extract", "read_manifest", "read_status", "read_timeseries"]
@@ -703,8 +705,11 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
     as tiles' scenes arrive on other days, would make it a parcel read across tiles, whose whole season would
     repeat the rows there are): its status then says which tiles' dates over it are not in the extraction. A
     parcel read across tiles stays so (its whole season is read again by each update). Also the notes for those
-    statuses. Refused, naming them: parcels outside the data of the earlier version that a new scene covers (a
-    partial swath, then a full one): an update would give them the new dates only."""
+    statuses. A parcel outside the data of the earlier version that a new scene covers (a partial swath, then a
+    full one; a GRD's collar, then another orbit) is read from its tiles now: read from one, its rows begin with the
+    new dates, which its status says (the earlier dates hold no data over it: a whole extraction has their rows of
+    count 0); read across tiles, its whole season. Refused, naming them: parcels the data of the new version no
+    longer hold."""
     try:
         before = read_status(out, storage_options=storage_options)
     except CardcubeError:  # no status yet (an interrupted first run): check_manifest says what is there
@@ -721,14 +726,22 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
     if not update and not (before.cube_version == version.version).all():
         return list(tiles_of), {}
     was = before[before.status != "invalid"].set_index("parcel_id").tile
+    late = {pid: note.group(0) for pid, reason in zip(before.parcel_id, before.reason.fillna(""), strict=True)
+            if (note := re.search(rf"{LATE_ROWS} \d+ \([^)]*\)", reason))}  # said once, said on
     tiles, notes, moved = list(tiles_of), {}, []
     selection, lacking = parse_time_selection(time), {}  # (tile, other) -> passes_lacking, once a pair of tiles
     for i, (pid, now) in enumerate(zip(ps.ids, tiles_of, strict=True)):
         earlier = tuple(t for t in (was.get(pid) or "").split("+") if t) if pid in was.index else now
         if earlier == now:
+            if pid in late:
+                notes[pid] = late[pid]
             continue
-        if not earlier or not now:
+        if not now:
             moved.append((pid, earlier, now))
+        elif not earlier:  # outside the earlier dates' data, so they hold nothing over it: its tiles are now's
+            if len(now) == 1:
+                notes[pid] = (f"{LATE_ROWS} {version.version} (outside the data of the earlier dates, which hold "
+                              f"none over it; a whole extraction into a new --out has their rows of count 0)")
         elif len(earlier) > 1:
             tiles[i] = now if len(now) > 1 else earlier
         else:
@@ -747,8 +760,8 @@ def _earlier_tiles(out: StoreLike, storage_options: Mapping[str, Any] | None, ps
         named = ", ".join(f"{pid} ({'+'.join(a) or 'outside'} -> {'+'.join(b) or 'outside'})"
                           for pid, a, b in moved[:3])
         raise InvalidRequestError(f"the extraction at {out} holds {len(moved)} parcel(s) read from other tiles "
-                                  f"than version {version.version} gives them, e.g. {named}: the cube's covered area "
-                                  f"grew, and an update would miss their earlier dates; extract into a new --out")
+                                  f"than version {version.version} gives them, e.g. {named}: the cube's data no "
+                                  f"longer hold them; extract into a new --out")
     return tiles, notes
 
 

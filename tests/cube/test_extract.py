@@ -636,11 +636,13 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     assert written.no_mowing.tolist() == with_radar.no_mowing.tolist()
 
 
-def test_an_update_is_refused_when_the_covered_area_grew_and_the_extraction_stays_whole(tiny_region, parcels,
-                                                                                        tmp_path):
+def test_an_update_after_the_covered_area_grew_gives_the_parcels_inside_now_the_new_dates_and_says_so(
+        tiny_region, parcels, tmp_path):
     """Early scenes cover the west of the region only (a partial swath), a later one all of it: the parcels
-    outside before are inside now, and an update would give them the new date only (it did, silently: 110
-    rows of 152). It is refused, naming them, and the extraction it would have updated stays complete."""
+    outside before are inside now. An update gave them the new date only, silently (110 rows of 152); then it was
+    refused, and every update of an S1 extraction whose first dates' GRD collars left parcels outside was refused.
+    It now reads them from their tile: their rows begin with the new date, as their status says, and equal a whole
+    extraction's but for the rows of count 0 of the dates that held no data over them; the note stays."""
     from ingest.job import ingest
     from tests.ingest.scene_edits import broken_copy, items_of, west_part, write_items
 
@@ -660,14 +662,25 @@ def test_an_update_is_refused_when_the_covered_area_grew_and_the_extraction_stay
     assert first.status["outside"] > 0 and first.status["ok"] > 0
     manifest = (out / MANIFEST).read_bytes()
     ingest(write_items(tiny_region.items, features[3:4], "full.json"), cube, progress=False)
-    with pytest.raises(InvalidRequestError, match=r"parcel\(s\) read from other tiles than version 2 gives them, "
-                                                  r"e.g. .*\(outside -> 31UFU\).*extract into a new --out"):
-        extract(parcels, cube, out, update=True, **kw)
-    assert (out / MANIFEST).read_bytes() == manifest and len(read_timeseries(out)) == first.rows
     amended = parcels.assign(geometry=parcels.geometry.translate(xoff=-50_000))  # another parcel file: said so,
     with pytest.raises(InvalidRequestError, match="with other parcels; write to a new --out"):  # not blamed on
-        extract(amended, cube, out, update=True, **kw)  # the covered area ("31UFU -> outside: ... grew")
+        extract(amended, cube, out, update=True, **kw)  # the covered area ("31UFU -> outside")
     assert (out / MANIFEST).read_bytes() == manifest
+    was_outside = set(read_status(out).query("status == 'outside'").parcel_id)
+    extract(parcels, cube, out, update=True, **kw)
+    extract(parcels, cube, out, **kw)  # a run again keeps what the update said
+    status = read_status(out).set_index("parcel_id")
+    assert (status.loc[list(was_outside), "status"] == "ok").all()
+    assert status.loc[list(was_outside), "reason"].str.contains("its rows begin with the dates of version 2").all()
+    assert not status.drop(index=list(was_outside)).reason.fillna("").str.contains("rows begin").any()
+    whole = extract(parcels, cube, tmp_path / "whole", **kw)
+    assert whole.status["outside"] == 0
+    key = ["parcel_id", "time", "band"]
+    got = read_timeseries(out).drop(columns="cube_version").sort_values(key).reset_index(drop=True)
+    want = read_timeseries(tmp_path / "whole").drop(columns="cube_version")
+    earlier = want.parcel_id.isin(was_outside) & (want.time < got.time.max())
+    assert (want[earlier]["count"] == 0).all() and earlier.any()  # the dates that held no data over them
+    pd.testing.assert_frame_equal(got, want[~earlier].sort_values(key).reset_index(drop=True))
 
 
 def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
