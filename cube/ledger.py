@@ -247,6 +247,8 @@ class CubeVersion:
     created: str = ""
     manifests_since: int = 0  # the first version whose ingest wrote block manifests (0: none known to have)
     repaired: tuple[str, ...] = ()
+    # tile -> data_footprint, made once per version object (the REST service keeps one across its requests)
+    footprints: dict[str, BaseGeometry] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def empty(cls, spec: CubeSpec) -> CubeVersion:
@@ -302,9 +304,13 @@ class CubeVersion:
 def data_footprint(version: CubeVersion, tile: str) -> BaseGeometry:
     """Where ``tile`` holds data in ``version``, in the tile's CRS: the union of its scenes' areas
     (:func:`scene_area`; empty without scenes). A tile is a 110 km square; the scenes ingested may cover a part of
-    it. A scene recorded without its window counts as the whole tile."""
+    it. A scene recorded without its window counts as the whole tile. Made once per ``version`` object: the union
+    of hundreds of warped scenes' polygons takes tens of milliseconds, and every query asks it of every tile."""
+    if (known := version.footprints.get(tile)) is not None:
+        return known
     areas = {scene_area(version, tile, a.scene_id) for a in version.tiles[tile].acquisitions}
-    return shapely.union_all(sorted(areas, key=lambda a: (a.bounds, a.wkb)))
+    version.footprints[tile] = union = shapely.union_all(sorted(areas, key=lambda a: (a.bounds, a.wkb)))
+    return union
 
 
 def held_share(data: BaseGeometry, geometry: BaseGeometry) -> float:

@@ -134,7 +134,8 @@ class CheckedScene:
     parts: tuple[CheckedScene, ...] = ()  # a date mosaicked from a pass's slices (ingest.passes): each, in time order
     paths: dict[str, str] = field(default_factory=dict)  # per band: where the writes read it (CheckedFile.path)
     stamps: dict[str, FileStamp] = field(default_factory=dict)  # per band read again from its href: CheckedFile.stamp
-    footprint: BaseGeometry | None = None  # resampled: where in its windows its valid pixels reach (data_polygon)
+    footprint: BaseGeometry | None = None  # resampled: where in its windows its valid pixels reach (data_polygon),
+    # None where that is their whole box
 
     @property
     def scene_id(self) -> str:

@@ -99,17 +99,19 @@ def data_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], d
                                  min(hi_x, b[:, 2].max()), min(hi_y, b[:, 3].max())))
 
 
-def data_polygon(tile: TileGrid, windows: Mapping[int, Window], data: Iterable[np.ndarray]) -> Polygon:
+def data_polygon(tile: TileGrid, windows: Mapping[int, Window], data: Iterable[np.ndarray]) -> Polygon | None:
     """Where in ``windows`` (:func:`data_windows`) the scene's valid pixels can reach: the convex hull of the boxes of
     ``data`` (each band's :func:`valid_boxes`) that meet the window, clipped to the window's box. It holds each box's
     part in the window, so every pixel the writer makes valid, and leaves out the collar inside the window that no
     box reaches (a GRD's slanted edge across the tile), in a few vertices (a convex hull). A box beyond the window
-    adds nothing: nothing is written there."""
+    adds nothing: nothing is written there. None when it is the window's whole box: nothing to record."""
     res = min(windows)
     bounds = tile.window_bounds(windows[res], res)
     b = _meeting(data, bounds)
     corners = np.concatenate([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]])
-    return shapely.multipoints(corners).convex_hull.intersection(shapely.box(*bounds))
+    window = shapely.box(*bounds)
+    polygon = shapely.multipoints(corners).convex_hull.intersection(window)
+    return None if polygon.equals(window) else polygon
 
 
 def _meeting(data: Iterable[np.ndarray], bounds: Bounds) -> np.ndarray:

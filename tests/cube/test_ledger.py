@@ -130,3 +130,18 @@ def test_a_polygon_round_trips_to_the_millimetre_and_bounds_its_scenes_area():
     assert area.equals(shape(record.footprint).intersection(Polygon.from_bounds(600_000, 5_899_540, 600_500,
                                                                                 5_900_040)))
     assert 0 < area.area < triangle.area
+
+
+def test_a_tiles_footprint_is_made_once_per_version_and_anew_for_the_next(tiny_cube):
+    """Every query takes the footprint of every tile (the union of its dates' areas, tens of milliseconds over
+    hundreds of warped scenes' polygons): a version object keeps it, so the REST service's requests on one version
+    make it once; the next version, and the version read again, make their own."""
+    version = read_version(open_store(tiny_cube), "s1")
+    tile = next(iter(version.tiles))
+    first = data_footprint(version, tile)
+    assert data_footprint(version, tile) is first and version.footprints == {tile: first}
+    later = version.next(tiles={}, scenes={}, added=(), rejected=())
+    assert later.footprints == {}  # not carried on
+    again = read_version(open_store(tiny_cube), "s1")
+    assert again == version and again.footprints == {}
+    assert data_footprint(again, tile) is not first and data_footprint(again, tile).equals(first)

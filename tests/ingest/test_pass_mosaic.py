@@ -176,7 +176,7 @@ def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_sl
     version = read_version(open_store(cube), "s1")
     state = version.tiles[TILE]
     assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(1, "PASS-A_T31UFU")]
-    assert footprint is not None and version.scenes["PASS-A_T31UFU"].footprint == footprint  # where its data are
+    assert version.scenes["PASS-A_T31UFU"].footprint == footprint  # where its data are (None: the whole window)
     _assert_date_is(cube, "PASS-A_T31UFU", [a, b])
 
 

@@ -270,6 +270,9 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     square = shapely.box(*tile.window_bounds(data, 10))
     assert polygon.covered_by(square) and shapely.contains_xy(polygon, *_centres(tile, vr, vc)).all()
     assert square.area - polygon.area > 0.2 * square.area and len(polygon.exterior.coords) < 25  # a few vertices
+    # data filling the window leave nothing out: no polygon, rather than its box again in every ledger version
+    full = np.array([shapely.box(*tile.window_bounds(data, 10)).buffer(50, join_style="mitre").bounds])
+    assert data_polygon(tile, {10: data}, [full]) is None
 
 
 def _centres(tile: TileGrid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
