@@ -160,16 +160,28 @@ def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry
 def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | frozenset) -> BaseGeometry:
     """Where ``other`` (of the same UTM zone as ``tile``) has data (within ``time``) on a pass ``tile`` has no
     data of there: the union of its scenes' areas (:func:`cube.ledger.scene_area`) less those of ``tile``'s scenes
-    of the same pass (see :func:`holds_passes`); empty when ``tile`` holds all ``other`` holds."""
-    mine: dict[tuple, list[tuple[np.datetime64, BaseGeometry]]] = {}
+    of the same pass holding every slice ``other``'s date holds (see :func:`holds_passes`); empty when ``tile``
+    holds all ``other`` holds. An area holds more than the data (a window's box, a polygon's margin), so a date of
+    ``tile`` lacking a slice of ``other``'s (a slice refused there) takes nothing away: where its box or margin lies
+    over that slice's data, ``other``'s pixels were never read."""
+    mine: dict[tuple, list[tuple[np.datetime64, tuple[int, frozenset[str]], BaseGeometry]]] = {}
     for a in _time_order(version.tiles[tile], time)[0]:
-        mine.setdefault(pass_key(a), []).append((a.datetime64, scene_area(version, tile, a.scene_id)))
+        mine.setdefault(pass_key(a), []).append((a.datetime64, _slices(version, a.scene_id),
+                                                 scene_area(version, tile, a.scene_id)))
     parts = []
     for a in _time_order(version.tiles[other], time)[0]:
-        theirs = scene_area(version, other, a.scene_id)
-        same = [area for t, area in mine.get(pass_key(a), []) if abs(t - a.datetime64) <= PASS_GAP]
+        theirs, (n, items) = scene_area(version, other, a.scene_id), _slices(version, a.scene_id)
+        same = [area for t, (held, held_items), area in mine.get(pass_key(a), [])
+                if abs(t - a.datetime64) <= PASS_GAP and held >= n and items <= held_items]
         parts.append(theirs.difference(shapely.union_all(same)) if same else theirs)
     return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def _slices(version: CubeVersion, scene_id: str) -> tuple[int, frozenset[str]]:
+    """How many slices of its pass a date holds (:mod:`ingest.passes`), and the split STAC items they are pieces of
+    (the same on every tile; a tile's own products are named by tile, and each has its own sensing time)."""
+    record = version.scenes[scene_id]
+    return 1 + len(record.parts), frozenset(record.items)
 
 
 def lacks_passes(lacking: BaseGeometry, areas: np.ndarray) -> np.ndarray:

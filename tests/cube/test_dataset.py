@@ -361,3 +361,34 @@ def test_what_a_query_begun_before_the_cache_was_cleared_reads_stays_out_of_it(t
     monkeypatch.setattr(tile_arrays, "sync", lambda c: (cache.clear(), opening(c))[1])  # cleared while it opens
     open_cube(tiny_cube, bands=["B08"], time="2024-06", decode=False, cache=cache)
     assert len(cache.arrays) == 0
+
+
+def test_a_tiles_date_lacking_a_slice_of_its_neighbours_takes_nothing_away_from_what_the_neighbour_adds():
+    """31UFU holds a pass's date mosaicked from two slices, 31UEU the same pass from one (the other refused there):
+    where 31UEU's area (a window's box, a polygon's margin: more than its data) lay over the second slice's data,
+    31UFU's pixels of the date were never read for a parcel or a box read from 31UEU. A date holding every slice
+    of the neighbour's (as many, and every split item of them) still takes its area away: nothing to add."""
+    from cardcube.spec import S1_BACKSCATTER
+    from cube.dataset import passes_lacking
+    from cube.ledger import Acquisition, CubeVersion, HotSlot, ScenePart, SceneRecord, TileState
+
+    def date(tile: str, col: int, items: tuple[str, ...], *, parts: tuple[str, ...] = ()) -> tuple[TileState, dict]:
+        """A date of one pass on ``tile``, its window the same 5 km square of ground on either tile."""
+        sid = f"{items[0]}_T{tile}"
+        record = SceneRecord(sid, tile, "2024-05-02T05:50:00Z", 1, windows={10: (0, col, 500, 500)}, item=items[0],
+                             parts=tuple(ScenePart(f"{i}_T{tile}", i, "2024-05-02T05:50:20Z") for i in parts))
+        slot = HotSlot(0, Acquisition(record.time, sid, "sentinel-1a", 37, "descending"))
+        return TileState(tile, hot=(slot,), hot_slots_used=1), {sid: record}
+
+    def version(eu: tuple[TileState, dict], fu: tuple[TileState, dict]) -> CubeVersion:
+        return CubeVersion("s1", 1, S1_BACKSCATTER, {"31UEU": eu[0], "31UFU": fu[0]}, {**eu[1], **fu[1]})
+
+    ALL = (None, None)  # every date (parse_time_selection(None))
+    both = date("31UFU", 0, ("A",), parts=("B",))  # 31UFU's columns from x 600000, 31UEU's from x 499980
+    one = version(date("31UEU", 10_002, ("A",)), both)
+    assert passes_lacking(one, "31UEU", "31UFU", ALL).area == pytest.approx(5_000 * 5_000)  # read 31UFU too
+    assert passes_lacking(one, "31UFU", "31UEU", ALL).is_empty  # 31UFU holds all 31UEU holds
+    whole = version(date("31UEU", 10_002, ("A",), parts=("B",)), both)
+    assert passes_lacking(whole, "31UEU", "31UFU", ALL).is_empty
+    other = version(date("31UEU", 10_002, ("C",), parts=("B",)), both)  # as many slices, not the same ones
+    assert passes_lacking(other, "31UEU", "31UFU", ALL).area == pytest.approx(5_000 * 5_000)
