@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -415,6 +416,10 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     try:
         return CubeVersion.from_dict(record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if unknown := re.search(r"unexpected keyword argument '(\w+)'", str(exc)):  # a field added since
+            raise CorruptDocumentError(f"{key} in {store_url(store)} holds a field this cardcube does not know "
+                                       f"({unknown.group(1)!r}): written by a newer cardcube, upgrade this one to "
+                                       f"read it (if none wrote it, the record is damaged)") from None
         raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({type(exc).__name__}: {exc}): not a "
                                    "ledger record cardcube wrote; restore it from a backup") from None
 

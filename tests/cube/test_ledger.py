@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import shapely
 from shapely.geometry import Polygon, box, shape
 
@@ -145,3 +146,23 @@ def test_a_tiles_footprint_is_made_once_per_version_and_anew_for_the_next(tiny_c
     again = read_version(open_store(tiny_cube), "s1")
     assert again == version and again.footprints == {}
     assert data_footprint(again, tile) is not first and data_footprint(again, tile).equals(first)
+
+
+def test_a_record_holding_a_field_of_a_newer_cardcube_says_so_rather_than_restore_a_backup(tiny_cube, tmp_path):
+    """A ledger field added by a later release (as ``footprint`` on 2026-12-05) made an older cardcube call the
+    record damaged and advise restoring a backup: an operator of a host not yet upgraded would roll the cube back."""
+    import shutil
+
+    from cardcube.errors import CorruptDocumentError
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube, cube)
+    version = read_version(open_store(cube), "s1")
+    path = cube / layout.ledger_key("s1", version.version)
+    record = json.loads(path.read_text())
+    next(iter(record["scenes"].values()))["shimmer"] = [1, 2]
+    path.write_text(json.dumps(record))
+    with pytest.raises(CorruptDocumentError, match=r"holds a field this cardcube does not know \('shimmer'\): "
+                                                   r"written by a newer cardcube") as err:
+        read_version(open_store(cube), "s1")
+    assert "restore it from a backup" not in str(err.value)
