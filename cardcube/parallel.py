@@ -96,12 +96,32 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
 
 
 def worker_process_start() -> None:
-    """Set up a worker process of dask's ``processes`` scheduler: at its exit, the object store clients its tasks
-    opened are closed while zarr's event loop still runs (:func:`cardcube.storage.close_store_clients`); left to
-    the garbage collector, each printed aiohttp's "Unclosed client session" on stderr."""
+    """Set up a worker process of dask's ``processes`` scheduler: it dies with the process that started it
+    (:func:`_die_with_parent`), and at its exit the object store clients its tasks opened are closed while zarr's
+    event loop still runs (:func:`cardcube.storage.close_store_clients`); left to the garbage collector, each
+    printed aiohttp's "Unclosed client session" on stderr."""
     import zarr.core.sync  # noqa: F401  (registers its exit hook, which stops the loop, first: it runs after ours)
 
+    _die_with_parent()
     atexit.register(close_store_clients)
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill this process (SIGKILL) when its parent ends, however it ends: a driver killed outright (``kill
+    -9``, the OOM killer) leaves no one to stop its pool's processes, which wrote on after the next run had taken
+    the writer lock for dead and written the same shards (until 2026-12-05). Elsewhere, nothing."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    parent = multiprocessing.parent_process()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if parent is not None and os.getppid() != parent.pid:  # it ended before the line above
+        os._exit(1)
 
 
 def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, desc: str,

@@ -99,8 +99,8 @@ class LockInfo:
     ``pid_namespace``: where ``pid`` names the holder (:func:`pid_namespace`); None in a lock of a cardcube before
     2026-12-05, or of a system that does not tell it. ``settles``: the holder left writes running when it ended
     (past its stop grace), which may land until this time (epoch seconds): not taken for dead before, whatever its
-    process. ``beat``: seconds between its heartbeats (None in a lock of a cardcube before 2026-12-05: the
-    default, :func:`default_beat`)."""
+    process. ``lease``: how long after its last heartbeat it may still write (its fence lets it write while a
+    refresh is that recent; None in a lock of a cardcube before 2026-12-05, whose lease was half ``stale_after``)."""
 
     owner: str
     host: str
@@ -112,16 +112,29 @@ class LockInfo:
     remote_workers: bool = False
     pid_namespace: str | None = None
     settles: float | None = None
-    beat: float | None = None
+    lease: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> LockInfo:
         return cls(**{f: d[f] for f in cls.__slots__ if f in d})
 
-    def last_alive(self) -> float:
-        """The latest moment (epoch seconds) its holder can have been alive without a heartbeat since: it would
-        have written the next one by then."""
-        return self.heartbeat + (self.beat if self.beat is not None else default_beat(self.stale_after))
+    def writes_until(self) -> float:
+        """The latest moment (epoch seconds) its holder can have sent a write: its lease from its last heartbeat
+        (a holder whose refreshes fail stops writing then)."""
+        return self.heartbeat + (self.lease if self.lease is not None else self.stale_after / 2)
+
+    def settled(self, *, in_flight: bool) -> float:
+        """When the writes of its holder, if its process has ended, have all landed or failed: at once in a local
+        folder (a dead process's write lands with it or not at all), :data:`SETTLE` seconds after the last it can
+        have sent on an object store (its gateway may complete an upload sent whole); and not before writes it left
+        running when it stopped (``settles``) have settled."""
+        return max(self.writes_until() + SETTLE if in_flight else 0, self.settles or 0)
+
+    def ended_here(self) -> bool:
+        """Whether its holder's process is known to have ended: a process of this host and pid namespace (told by
+        its lock), whose writes did not run on a cluster (its workers outlive it), and whose pid is gone."""
+        return (not self.remote_workers and self.host == socket.gethostname() and self.pid_namespace is not None
+                and self.pid_namespace == pid_namespace() and not pid_alive(self.pid))
 
     def describe(self) -> str:
         now = time.time()
@@ -162,13 +175,10 @@ def _is_stale(info: LockInfo, stale_after: float, *, in_flight: bool) -> bool:
     this process's pid namespace, and its writes did not run on a cluster), or its heartbeat is older than the
     longer of ``stale_after`` and the holder's. A lock that does not say its pid namespace (a cardcube before
     2026-12-05) waits for its heartbeat: until then, another pid namespace's live writer lost its lock at once.
-    ``in_flight``: the store may still complete writes of a process that has ended (an object store, whose gateway
-    answers an upload fully sent before the process was killed): its lock is then taken for dead :data:`SETTLE`
-    seconds after its holder can last have been alive, not at once (until 2026-12-05 such late uploads of a
-    SIGKILLed ingest landed in the hot slots the next one had just committed)."""
-    settled = max(info.settles or 0, info.last_alive() + SETTLE if in_flight else 0)
-    if (not info.remote_workers and info.host == socket.gethostname() and info.pid_namespace is not None
-            and info.pid_namespace == pid_namespace() and time.time() >= settled and not pid_alive(info.pid)):
+    ``in_flight``: the store may still complete writes of a process that has ended (an object store): its lock is
+    then taken for dead once they have settled (:meth:`LockInfo.settled`), not at once (until 2026-12-05 such late
+    uploads of a SIGKILLed ingest landed in the hot slots the next one had just committed)."""
+    if time.time() >= info.settled(in_flight=in_flight) and info.ended_here():
         return True
     return time.time() - info.heartbeat > max(stale_after, info.stale_after)
 
@@ -256,11 +266,14 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     owner = uuid.uuid4().hex
     deadline = time.time() + wait
     in_flight = local_file(store, key) is None  # an object store: a dead writer's uploads may still land
+    # on one, the next writer waits out this lease after a kill: three beats (a refresh failing after its retries
+    # and the next one in time), not minutes
+    limit = min(stale_after / 2, 3 * every) if in_flight else stale_after / 2
     while True:
-        lease = _Lease(stale_after / 2)  # from before the write: the lease never outlasts the lock
+        lease = _Lease(limit)  # from before the write: the lease never outlasts the lock
         now = time.time()  # each attempt's own: after a wait, an older heartbeat would look stale at once
         me = LockInfo(owner, socket.gethostname(), os.getpid(), now, now, stale_after, command, remote_workers,
-                      pid_namespace(), beat=every)
+                      pid_namespace(), lease=limit)
         try:
             write_json(store, key, _as_dict(me), create_only=True)
             break
@@ -324,13 +337,13 @@ def _taken_for_dead(info: LockInfo, stale_after: float, *, in_flight: bool) -> s
                 f"or a system without Linux's /proc): "
                 f"it is taken for dead {after:.0f} s after its last heartbeat, even once its process has ended "
                 f"(delete it by hand once it has)")
-    if info.settles is not None and (left := info.settles - time.time()) > 0:
+    left = info.settled(in_flight=in_flight) - time.time()
+    if info.settles is not None and left > 0:
         return (f"It was stopped leaving writes running, which may land for {left:.0f} s more: on this host it is "
                 f"taken for dead then, once its process has ended; elsewhere {after:.0f} s after its last heartbeat")
-    if in_flight and (left := info.last_alive() + SETTLE - time.time()) > 0:
-        return (f"Uploads it sent may still land (the store may complete them after its process has ended): on this "
-                f"host it is taken for dead in {left:.0f} s if its process has ended, elsewhere {after:.0f} s after "
-                f"its last heartbeat")
+    if left > 0 and info.ended_here():
+        return (f"Its process has ended, but uploads it sent may still land (the store may complete them after it "
+                f"has ended): it is taken for dead in {left:.0f} s")
     return (f"A writer on another host, or in another pid namespace of this one (another container), that died is "
             f"taken for dead {after:.0f} s after its last heartbeat")
 

@@ -74,3 +74,23 @@ def stopped_while_held(command: list[str], proxy, *, env: dict | None = None) ->
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     return proc
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(proc_stat(int(entry))[1]) == pid:
+                found.append(int(entry))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended)."""
+    try:
+        return proc_stat(pid)[0] != "Z"
+    except OSError:
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 
@@ -28,7 +29,7 @@ def test_the_lock_heartbeat_goes_on_after_a_failed_refresh(s3_bucket, s3_proxy):
     store.fs.retries = 1  # one try per request: the refresh fails at once
     direct = open_store(url, storage_options=s3_bucket.storage_options())
     key = layout.lock_key("s2")
-    with writer_lock(store, "s2", heartbeat=0.05) as me:
+    with writer_lock(store, "s2", heartbeat=0.5) as me:  # its lease: 1.5 s, a refresh failing and the next in time
         s3_proxy.fail_randomly(1.0, status=500, code="InternalError", methods=["GET"])  # the refresh reads first
         _wait_for(lambda: s3_proxy.snapshot().faults > 0, "a refresh of the lock failed")
         s3_proxy.clear_faults()
@@ -92,3 +93,44 @@ def test_a_fence_check_on_s3_is_one_request(s3_bucket, s3_proxy):
         s3_proxy.reset_counters()
         assert read_json(store, "s2/missing.json") is None
         assert s3_proxy.snapshot().requests == {"GET": 1}
+
+
+def test_a_writer_on_an_object_store_writes_for_three_heartbeats_without_a_refresh_and_its_lock_says_so(s3_bucket,
+                                                                                                       tmp_path):
+    """A writer whose refreshes failed wrote on for half of ``stale_after`` (5 minutes), while the next writer on
+    its host took its lock SETTLE seconds after one heartbeat interval once it was killed: an upload sent in those
+    minutes landed in what that writer committed. On an object store its lease is now three heartbeats, and its lock
+    records it; in a folder, where a dead writer's writes land with it, it stays half of ``stale_after``."""
+    s3 = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options())
+    with writer_lock(s3, "s2", stale_after=600) as fence:
+        held = commit.LockInfo.from_dict(read_json(s3, layout.lock_key("s2")))
+        assert fence.lease.limit == held.lease == 90 and held.writes_until() == held.heartbeat + 90
+        assert held.settled(in_flight=True) == held.heartbeat + 90 + commit.SETTLE
+    folder = open_store(tmp_path / "cube")
+    with writer_lock(folder, "s2", stale_after=600) as fence:
+        held = commit.LockInfo.from_dict(read_json(folder, layout.lock_key("s2")))
+        assert fence.lease.limit == held.lease == 300 and held.settled(in_flight=False) == 0
+
+
+def test_the_lock_error_says_when_a_dead_writers_uploads_have_settled_and_only_of_a_dead_writer():
+    """On an object store the error of a run refused by another's lock said "taken for dead in N s" of every lock:
+    of a live writer's too, and of another host's, which are not; and of a lock whose writes were left running
+    (``settles``) one heartbeat too early, so a run waiting as told was refused again."""
+    now = time.time()
+    live = commit.LockInfo("a" * 32, commit.socket.gethostname(), commit.os.getpid(), now, now, 600.0, "ingest",
+                           pid_namespace=commit.pid_namespace(), lease=90.0)
+    said = commit._taken_for_dead(live, 600.0, in_flight=True)
+    assert "taken for dead in" not in said and "600 s after its last heartbeat" in said
+    dead = dataclasses.replace(live, pid=2**22 + 1)  # no process (above the kernel's pid_max)
+    assert commit._is_stale(dead, 600.0, in_flight=False) and not commit._is_stale(dead, 600.0, in_flight=True)
+    assert _seconds_left(commit._taken_for_dead(dead, 600.0, in_flight=True)) == pytest.approx(90 + commit.SETTLE,
+                                                                                                abs=2)
+    stopped = dataclasses.replace(dead, settles=now + 30)  # its stopped writes settle before its lease's uploads
+    said = commit._taken_for_dead(stopped, 600.0, in_flight=True)
+    assert "may land for" in said and _seconds_left(said.replace("may land for", "taken for dead in")) == \
+        pytest.approx(90 + commit.SETTLE, abs=2)
+
+
+def _seconds_left(said: str) -> float:
+    """N of "taken for dead in N s"."""
+    return float(said.split("taken for dead in ")[1].split(" s")[0])

@@ -23,7 +23,7 @@ from cube.verify import verify
 from ingest import commit
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import ingest_command, proc_stat, run_ingest, stopped_while_held
+from tests.ingest.crashing import alive, children, ingest_command, run_ingest, stopped_while_held
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -330,7 +330,8 @@ def test_uploads_a_killed_ingest_sent_that_land_late_cannot_overwrite_the_next_i
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    with pytest.raises(CubeLockedError, match=r"Uploads it sent may still land .* taken for dead in \d+ s"):
+    with pytest.raises(CubeLockedError, match=r"Its process has ended, but uploads it sent may still land .* "
+                                              r"taken for dead in \d+ s"):
         ingest(then, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
     s3_proxy.release()  # the gateway lets them through: they land
     while s3_proxy.in_flight:
@@ -395,16 +396,16 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
         proc = stopped_while_held(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
                                                  "--stop-grace", "0.5", "--scheduler", scheduler), s3_proxy,
                                   env=s3_bucket.server.environment())
-        workers = [p for p in _children(proc.pid)  # multiprocessing's resource tracker ends by itself, cleaning up
+        workers = [p for p in children(proc.pid)  # multiprocessing's resource tracker ends by itself, cleaning up
                    if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
         if scheduler == "processes":  # a process pool cannot be asked: it waits for its tasks unless stopped again
             time.sleep(2)
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)  # while the upload is held: it lingered until its release
         deadline = time.monotonic() + 30  # a killed process takes a moment to end; the held upload none
-        while [w for w in workers if _alive(w)] and time.monotonic() < deadline:
+        while [w for w in workers if alive(w)] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [w for w in workers if _alive(w)], "worker processes outlived the run"
+        assert not [w for w in workers if alive(w)], "worker processes outlived the run"
         assert proc.returncode == 128 + signal.SIGTERM, err
         # nothing but what the stop has to say (and, of a killed pool, multiprocessing's resource tracker cleaning up
         # its semaphores: "leaked semaphore objects to clean up at shutdown", a warning it gives on its own)
@@ -423,22 +424,3 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
     assert done.ok and done.version == 2
     assert assert_matches_sources(url, items, "s1", storage_options=direct) > 0
     assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``."""
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(proc_stat(int(entry))[1]) == pid:
-                found.append(int(entry))
-        except OSError:  # ended meanwhile
-            pass
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return proc_stat(pid)[0] != "Z"  # a zombie has ended
-    except OSError:
-        return False
