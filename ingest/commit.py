@@ -6,13 +6,14 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 1. ``locked``     - create ``C/_lock.json`` with a create-only write (``If-None-Match: *`` on S3, an
                     exclusive link on a folder). A second ingest finds it and stops with
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
-                    boot and pid namespace, dead pid; on an object store only :data:`SETTLE` seconds after it
-                    can last have been alive, as uploads it sent may still land) or not refreshed for
+                    boot and pid namespace, dead pid; on an object store only :data:`SETTLE` seconds after
+                    its lease, as uploads it sent may still land) or not refreshed for
                     ``stale_after`` seconds (the holder's, if longer) is broken and taken over.
                     The holder checks a :class:`Fence` before every write and delete, and stops with
                     :class:`LockLostError` once its lock is gone or its lease (a refresh within half
-                    of ``stale_after``) has lapsed: a writer that was frozen, not dead, when its lock
-                    was broken wakes up to find it so, instead of writing where the new holder did.
+                    of ``stale_after``; on an object store, three heartbeats) has lapsed: a writer that
+                    was frozen, not dead, when its lock was broken wakes up to find it so, instead of
+                    writing where the new holder did.
 2. ``recovered``  - roll forward whatever a crashed predecessor committed but did not finish
                     publishing (array shapes, catalog): idempotent.
 3. ``validated``  - every source band read in full and checked (nothing written yet).
