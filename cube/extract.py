@@ -536,7 +536,7 @@ def extract(
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
     parse_time_selection(time)  # a bad range fails before anything is written to ``out``
-    tiles_of = assign_tiles(version, ps, time)
+    tiles_of = assign_tiles(version, ps, time, reach=max(buffer, 0.0))
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
     block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)

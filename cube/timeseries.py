@@ -212,17 +212,22 @@ def scl_codes(mask: Any) -> tuple[int, ...]:
 TILE_RULE = 2  # of assign_tiles: one more whenever it reads a parcel from other tiles (an extraction records it)
 
 
-def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None) -> list[tuple[str, ...]]:
+def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None, *, reach: float = 0.0
+                 ) -> list[tuple[str, ...]]:
     """The tiles to read each parcel from: the tile whose data holds it whole (the one with the most dates, then
     the first by name), followed by the tiles of its UTM zone with data over it on dates (within ``time``) it lacks
     (a mosaic per date, as :func:`cube.dataset.open_cube` reads one: tiles ingested with different histories, a
     scene rejected on one tile); else every tile of one UTM zone whose data it touches (a mosaic:
     :func:`_one_zone`; empty: outside the cube's data, so no parcel is reported with statistics of nodata only).
+    ``reach``: how far a parcel's pixels reach beyond its outline (a positive buffer), judged by its outline grown
+    so far (until 2026-12-05, a parcel just beyond the data whose grown outline held some was ``outside``).
     One rule for time series and extraction."""
     names = sorted(version.tiles)
     footprints = {name: data_footprint(version, name) for name in names}
     crs = {name: TileGrid.from_id(name).crs for name in names}
     geoms = {c: np.asarray(ps.to_crs(c).geometries, dtype=object) for c in set(crs.values())}
+    if reach > 0:
+        geoms = {c: shapely.buffer(g, reach) for c, g in geoms.items()}
     whole = np.zeros((len(names), len(ps)), dtype=bool)
     touch = np.zeros_like(whole)
     for k, name in enumerate(names):
@@ -458,7 +463,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
     Dataset of its bounding box grown by ``grow`` metres (a positive buffer's reach: the pixels it adds beyond
     the parcels were cut off, fewer the nearer the box's edge) (None: outside the cube's data) and its tiles
     (``+``-joined); and what each parcel's status says of how it was read (:func:`read_notes`)."""
-    tiles_of = assign_tiles(version, ps, time)
+    tiles_of = assign_tiles(version, ps, time, reach=grow)
     reads: list[tuple[xr.Dataset | None, ParcelSet, str]] = []
     # the parcels' pixels are the cube's finest (10 m) pixels whatever the bands, as extraction's label layers: a
     # 20 m grid for B05 and SCL alone chose other pixels (centres 20 m apart) and counted them once each

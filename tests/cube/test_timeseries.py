@@ -385,3 +385,35 @@ def test_check_query_says_a_bad_statistic_before_a_bad_band(tiny_cube, tiny_regi
         check_query(version, bands="B99", stats="bogus", mask="default")
     with pytest.raises(InvalidRequestError, match="unknown statistic"):
         parcel_timeseries(tiny_cube, gpd.read_parquet(tiny_region.parcels).iloc[:1], bands="B99", stats="bogus")
+
+
+def test_a_parcel_just_beyond_the_data_whose_grown_outline_holds_some_is_measured_with_a_positive_buffer(
+        tiny_cube, tmp_path):
+    """A parcel 40 m beyond the edge of the cube's data, read with ``buffer=100``: its grown outline holds 60 m of
+    the data, yet the tile choice judged its outline alone and called it ``outside``. It is judged by its grown
+    outline now, in time series and extraction alike, and its counts are numpy's over the pixels whose centres lie
+    in that outline."""
+    import shapely
+
+    from cube.extract import read_status, read_timeseries
+    from cube.ledger import data_footprint, read_version
+
+    version = read_version(open_store(tiny_cube), "s2")
+    tile = next(iter(version.tiles))
+    x0, _, x1, top = data_footprint(version, tile).bounds
+    x = (x0 + x1) / 2
+    outline = box(x - 100, top + 40, x + 100, top + 140)
+    parcel = gpd.GeoDataFrame({"parcel_id": ["NORTH"]}, geometry=[outline], crs=TileGrid.from_id(tile).crs)
+    with pytest.raises(ParcelOutsideCubeError):
+        parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None, buffer=0)
+    frame = parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None, buffer=100)
+    assert frame.attrs["parcel_status"][0]["status"] == "ok"
+    cube = open_cube(tiny_cube, "s2", bands="B04", bbox=shapely.buffer(outline, 150).bounds).B04.load()
+    xs, ys = np.meshgrid(cube.x.values, cube.y.values)
+    inside = shapely.contains_xy(shapely.buffer(outline, 100), xs, ys)
+    want = [int((inside & ~np.isnan(cube.sel(time=t).values)).sum()) for t in cube.time.values]
+    assert max(want) > 0
+    assert frame.set_index("time").loc[cube.time.values, "count"].tolist() == want
+    extract(parcel, tiny_cube, tmp_path / "out", bands=["B04"], mask=None, buffer=100, progress=False)
+    assert read_status(tmp_path / "out").status.tolist() == ["ok"]
+    assert read_timeseries(tmp_path / "out")["count"].tolist() == want
