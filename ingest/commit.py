@@ -166,11 +166,6 @@ def pid_namespace() -> str | None:
         return None
 
 
-def default_beat(stale_after: float) -> float:
-    """Seconds between a lock's heartbeats unless told: a twentieth of ``stale_after``, at most 30 s."""
-    return min(30.0, stale_after / 20)
-
-
 def _is_stale(info: LockInfo, stale_after: float, *, in_flight: bool) -> bool:
     """Whether the lock ``info`` is taken for dead: its holder's process is gone (told only where its pid is one of
     this process's pid namespace, and its writes did not run on a cluster), or its heartbeat is older than the
@@ -260,7 +255,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
     :class:`TasksStillRunningError` leaves the lock for others to take for dead ``stale_after`` after its last
     heartbeat (the fence then stops the writes that have not begun)."""
     key = layout.lock_key(collection)
-    every = heartbeat if heartbeat is not None else default_beat(stale_after)
+    every = heartbeat if heartbeat is not None else min(30.0, stale_after / 20)
     if not 0 < every < stale_after / 2:
         raise InvalidRequestError(f"the heartbeat ({every} s) must be positive and shorter than half of "
                                   f"stale_after ({stale_after} s)")

@@ -62,9 +62,10 @@ def kill_after(items: Path, cube: str, collection: str, seconds: float, *, env: 
     return proc.wait(timeout=60)
 
 
-def stopped_while_held(command: list[str], proxy, *, env: dict | None = None) -> subprocess.Popen:
-    """Start ``command`` and SIGTERM it once ``proxy`` holds back one of its requests (:meth:`S3Proxy.hold`, set
-    by the caller): a write slow to land, behind a busy gateway."""
+def stopped_while_held(command: list[str], proxy, *, env: dict | None = None,
+                       sig: signal.Signals = signal.SIGTERM) -> subprocess.Popen:
+    """Start ``command`` and send it ``sig`` once ``proxy`` holds back one of its requests (:meth:`S3Proxy.hold`,
+    set by the caller): a write slow to land, behind a busy gateway."""
     proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
@@ -72,7 +73,7 @@ def stopped_while_held(command: list[str], proxy, *, env: dict | None = None) ->
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no request was ever held"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     return proc
 
 
@@ -86,6 +87,20 @@ def children(pid: int) -> list[int]:
         except OSError:  # ended meanwhile
             pass
     return found
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The worker processes of ``pid``'s process pool: its children but multiprocessing's resource tracker, which
+    ends by itself, cleaning up."""
+    return [p for p in children(pid) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def still_running(pids: list[int], *, within: float = 30) -> list[int]:
+    """Those of ``pids`` still running after up to ``within`` seconds (a killed process takes a moment to end)."""
+    deadline = time.monotonic() + within
+    while (running := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running
 
 
 def alive(pid: int) -> bool:

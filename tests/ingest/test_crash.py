@@ -25,7 +25,7 @@ from ingest.commit import STEPS, writer_lock
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources
-from tests.ingest.crashing import alive, children, ingest_command, kill_after, run_ingest, stopped_at
+from tests.ingest.crashing import ingest_command, kill_after, pool_workers, run_ingest, still_running, stopped_at
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout.parse("time=4,space=64,shard_space=256")
@@ -115,18 +115,12 @@ def test_the_worker_processes_of_an_ingest_killed_outright_end_with_it(batches, 
     proc = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--scheduler", "processes"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    workers: list[int] = []
-    while not workers:
+    while not (workers := pool_workers(proc.pid)):
         assert proc.poll() is None and time.monotonic() < deadline, "no worker process was seen"
-        workers = [p for p in children(proc.pid)  # multiprocessing's resource tracker ends by itself
-                   if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    deadline = time.monotonic() + 30  # a killed process takes a moment to end
-    while [w for w in workers if alive(w)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [w for w in workers if alive(w)], "worker processes outlived their driver"
+    assert not still_running(workers), "worker processes outlived their driver"
     done = run_ingest(batches[1], cube, COLLECTION)
     assert done.returncode == 0, done.stderr
     assert _state(cube, reference) == 2

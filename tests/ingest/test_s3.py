@@ -23,7 +23,7 @@ from cube.verify import verify
 from ingest import commit
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import alive, children, ingest_command, run_ingest, stopped_while_held
+from tests.ingest.crashing import ingest_command, pool_workers, run_ingest, still_running, stopped_while_held
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -321,19 +321,15 @@ def test_uploads_a_killed_ingest_sent_that_land_late_cannot_overwrite_the_next_i
     killed = write_items(tiny_region.items, features[:6], "killed.json")  # 2 new dates, into the first hot slots
     then = write_items(tiny_region.items, [*features[:4], features[6]], "then.json")  # another date, into the first
     s3_proxy.hold(["PUT"], path_contains="/c/")
-    proc = subprocess.Popen(ingest_command(killed, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
-                                           "--stale-after", "20"), env={**os.environ, **s3_bucket.server.environment()},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
-    while not s3_proxy.held:
-        assert proc.poll() is None and time.monotonic() < deadline, "no upload was ever held"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    proc = stopped_while_held(ingest_command(killed, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
+                                             "--stale-after", "20"), s3_proxy, env=s3_bucket.server.environment(),
+                              sig=signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     with pytest.raises(CubeLockedError, match=r"Its process has ended, but uploads it sent may still land .* "
                                               r"taken for dead in \d+ s"):
         ingest(then, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
     s3_proxy.release()  # the gateway lets them through: they land
+    deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
     while s3_proxy.in_flight:
         assert time.monotonic() < deadline, "the held uploads never landed"
         time.sleep(0.05)
@@ -396,16 +392,12 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
         proc = stopped_while_held(ingest_command(items, url, "s1", "--endpoint-url", s3_proxy.endpoint_url,
                                                  "--stop-grace", "0.5", "--scheduler", scheduler), s3_proxy,
                                   env=s3_bucket.server.environment())
-        workers = [p for p in children(proc.pid)  # multiprocessing's resource tracker ends by itself, cleaning up
-                   if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+        workers = pool_workers(proc.pid)
         if scheduler == "processes":  # a process pool cannot be asked: it waits for its tasks unless stopped again
             time.sleep(2)
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)  # while the upload is held: it lingered until its release
-        deadline = time.monotonic() + 30  # a killed process takes a moment to end; the held upload none
-        while [w for w in workers if alive(w)] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [w for w in workers if alive(w)], "worker processes outlived the run"
+        assert not still_running(workers), "worker processes outlived the run"  # the held upload holds none
         assert proc.returncode == 128 + signal.SIGTERM, err
         # nothing but what the stop has to say (and, of a killed pool, multiprocessing's resource tracker cleaning up
         # its semaphores: "leaked semaphore objects to clean up at shutdown", a warning it gives on its own)
