@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -20,9 +21,11 @@ import ssl
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -400,7 +403,7 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
     outer, store = store, _innermost(store)
     with _failures(f"create {key} in", store):
         try:
-            if isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ()):
+            if _is_s3(store):
                 path = f"{store.path.rstrip('/')}/{key}"
                 sync(store.fs._pipe_file(path, data, mode="create"))
             elif isinstance(store, LocalStore):
@@ -415,6 +418,104 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
             ) from exc
     if isinstance(outer, CountingStore):
         outer.counts.add("set", written=len(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """An object's bytes as read, and the store's tag of that version of it (S3's ETag; a local file's device,
+    inode and modification time): what :func:`replace_bytes` checks is still there before it replaces it."""
+
+    data: bytes
+    tag: str
+
+
+def read_tagged(store: Store, key: str) -> Tagged | None:
+    """The object at ``key`` with its version's tag (one GET on S3), or ``None`` if absent."""
+    inner = _innermost(store)
+    with _failures(f"read {key} from", store):
+        if _is_s3(inner):
+            bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
+            try:
+                answer = sync(inner.fs._call_s3("get_object", Bucket=bucket, Key=name))
+            except FileNotFoundError:
+                return None
+            data = sync(_body(answer))
+            tagged = Tagged(data, answer["ETag"])
+        elif (path := local_file(inner, key)) is not None:
+            try:
+                with path.open("rb") as f:
+                    tagged = Tagged(f.read(), _file_tag(os.fstat(f.fileno())))
+            except FileNotFoundError:
+                return None
+        else:  # a store without tags: its bytes stand for the version
+            data = read_bytes(inner, key)
+            tagged = None if data is None else Tagged(data, "")
+    if isinstance(store, CountingStore) and tagged is not None:
+        store.counts.add("get", read=len(tagged.data), keys=[key])
+    return tagged
+
+
+async def _body(answer: dict) -> bytes:
+    async with answer["Body"] as stream:
+        return await stream.read()
+
+
+def _file_tag(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> None:
+    """Replace the object at ``key`` with ``data`` only if it is still the version ``expected`` (a compare-and-swap);
+    else :class:`CommitConflictError` (it changed or went meanwhile). Two writers that read the same version and
+    both replace it: one wins, the other is told, where a read, a check and a delete let the second delete what
+    the first had just written.
+
+    S3 uses a conditional PUT (``If-Match``: AWS since 2024-11, Ceph RGW, MinIO); a local folder locks the file
+    (``flock``), checks it is still the one at ``key`` and unchanged, and renames the new one over it; another
+    store checks the bytes then writes, not atomically (a documented limitation, as :func:`create_bytes`)."""
+    inner = _innermost(store)
+    with _failures(f"replace {key} in", store):
+        try:
+            if _is_s3(inner):
+                bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
+                try:
+                    sync(inner.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfMatch=expected.tag))
+                finally:
+                    inner.fs.invalidate_cache(f"{bucket}/{name}")
+            elif (path := local_file(inner, key)) is not None:
+                _replace_file(path, data, expected)
+            else:
+                if read_bytes(inner, key) != expected.data:
+                    raise FileExistsError(key)
+                write_bytes(inner, key, data)
+        except FileNotFoundError as exc:
+            raise CommitConflictError(f"{key} was deleted from {store_url(store)} meanwhile") from exc
+        except OSError as exc:
+            if not (isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL):  # s3fs: 412 Precondition Failed
+                raise
+            raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile") from exc
+    if isinstance(store, CountingStore):
+        store.counts.add("set", written=len(data))
+
+
+def _replace_file(path: Path, data: bytes, expected: Tagged) -> None:
+    """:func:`replace_bytes` in a local folder: the file at ``path`` locked, found to be the one read (the same
+    file at the path, unchanged), then replaced by a rename, the lock held throughout; FileExistsError if not."""
+    with path.open("rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # a second replacer waits here, then finds the path holds another file
+        if _file_tag(os.fstat(f.fileno())) != expected.tag or _file_tag(path.stat()) != expected.tag:
+            raise FileExistsError(path)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _is_s3(store: Store) -> bool:
+    return isinstance(store, FsspecStore) and "s3" in (store.fs.protocol or ())
 
 
 def close_store_clients() -> None:
@@ -479,7 +580,7 @@ def key_exists(store: Store, key: str) -> bool:
 
 def read_json(store: Store, key: str) -> Any | None:
     """The JSON document at ``key``, or ``None`` if absent; :class:`CorruptDocumentError` if it is not JSON."""
-    return _parse_json(store, key, read_bytes(store, key))
+    return parse_json(store, key, read_bytes(store, key))
 
 
 def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
@@ -493,11 +594,12 @@ def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
         return []
     with _failures(f"read {_some(keys)} from", store):
         bufs = sync(_get_all())
-    return [_parse_json(store, key, None if buf is None else buf.to_bytes())
+    return [parse_json(store, key, None if buf is None else buf.to_bytes())
             for key, buf in zip(keys, bufs, strict=True)]
 
 
-def _parse_json(store: Store, key: str, data: bytes | None) -> Any | None:
+def parse_json(store: Store, key: str, data: bytes | None) -> Any | None:
+    """``data`` read from ``key`` as JSON (``None`` stays ``None``); :class:`CorruptDocumentError` if it is not."""
     if data is None:
         return None
     try:
@@ -506,9 +608,13 @@ def _parse_json(store: Store, key: str, data: bytes | None) -> Any | None:
         raise CorruptDocumentError(f"{key} in {store_url(store)} is not valid JSON ({exc})") from None
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the bytes of a JSON document, as :func:`write_json` writes it."""
+    return json.dumps(obj, indent=1, sort_keys=False, default=str).encode()
+
+
 def write_json(store: Store, key: str, obj: Any, *, create_only: bool = False) -> None:
-    data = json.dumps(obj, indent=1, sort_keys=False, default=str).encode()
-    (create_bytes if create_only else write_bytes)(store, key, data)
+    (create_bytes if create_only else write_bytes)(store, key, json_bytes(obj))
 
 
 def list_keys(store: Store, prefix: str) -> list[str]:
@@ -577,7 +683,7 @@ _TRANSIENT = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "Requ
 def _delete(store: Store, key: str, *, prefix: bool) -> None:
     inner = _innermost(store)
     with _failures(f"delete {key} from", store):
-        if isinstance(inner, FsspecStore) and "s3" in (inner.fs.protocol or ()):
+        if _is_s3(inner):
             inner._check_writable()
             sync(_s3_delete(inner, key, prefix=prefix))
         else:

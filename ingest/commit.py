@@ -8,7 +8,9 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
                     :class:`CubeLockedError`, or waits. A lock left by a killed process (same host,
                     boot and pid namespace, dead pid; on an object store only :data:`SETTLE` seconds after
                     its lease, as uploads it sent may still land) or not refreshed for
-                    ``stale_after`` seconds (the holder's, if longer) is broken and taken over.
+                    ``stale_after`` seconds (the holder's, if longer) is taken over: replaced by the new
+                    holder's only if it is still the lock that was read (``If-Match`` on S3, a locked
+                    rename on a folder), so of two writers that find it stale one gets it.
                     The holder checks a :class:`Fence` before every write and delete, and stops with
                     :class:`LockLostError` once its lock is gone or its lease (a refresh within half
                     of ``stale_after``; on an object store, three heartbeats) has lapsed: a writer that
@@ -71,10 +73,14 @@ from cardcube.parallel import STOP_GRACE
 from cardcube.storage import (
     create_bytes,
     delete_key,
+    json_bytes,
     local_file,
+    parse_json,
     pending_io,
     read_bytes,
     read_json,
+    read_tagged,
+    replace_bytes,
     store_url,
     write_json,
 )
@@ -274,16 +280,20 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             write_json(store, key, _as_dict(me), create_only=True)
             break
         except CommitConflictError:
-            current = read_json(store, key)
-            if current is None:
+            found = read_tagged(store, key)
+            if found is None:
                 continue  # released in between: try again
+            current = parse_json(store, key, found.data)
             if current.get("owner") == owner:  # its own: the store's answer to the write was lost, and it was retried
                 break
             info = LockInfo.from_dict(current)
             if _is_stale(info, stale_after, in_flight=in_flight):
                 log.warning("breaking stale lock of %s on %s", info.describe(), store_url(store))
-                _delete_if_owner(store, key, info.owner)
-                continue
+                try:  # the lock as it was read, not whatever is there now: another writer may have broken it first
+                    replace_bytes(store, key, json_bytes(_as_dict(me)), expected=found)
+                except CommitConflictError:
+                    continue
+                break
             if time.time() >= deadline:
                 waited = f"waited {wait:g} s; " if wait else ""
                 raise CubeLockedError(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
 import types
 
 import pytest
 
-from cardcube.errors import LockLostError
-from cardcube.storage import delete_key, open_store, read_json
+from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError
+from cardcube.storage import delete_key, open_store, read_json, read_tagged, replace_bytes, write_json
 from cube import layout
 from ingest import commit
 from ingest.commit import writer_lock
@@ -134,3 +136,80 @@ def test_the_lock_error_says_when_a_dead_writers_uploads_have_settled_and_only_o
 def _seconds_left(said: str) -> float:
     """N of "taken for dead in N s"."""
     return float(said.split("taken for dead in ")[1].split(" s")[0])
+
+
+def _stale_lock(owner: str) -> dict:
+    """The lock of a writer on another host whose last heartbeat is long past: taken for dead by anyone."""
+    long_ago = time.time() - 10 * commit.STALE_AFTER
+    return dataclasses.asdict(commit.LockInfo(owner, "elsewhere", 1, long_ago, long_ago))
+
+
+@pytest.fixture(params=["folder", "s3"])
+def lock_store(request, tmp_path):
+    if request.param == "folder":
+        return open_store(str(tmp_path / "cube"))
+    bucket = request.getfixturevalue("s3_bucket")
+    return open_store(bucket.url_for("cube"), storage_options=bucket.storage_options())
+
+
+def test_of_two_writers_that_find_the_same_stale_lock_one_takes_it_and_the_other_is_refused(lock_store, monkeypatch):
+    """Writer B judges the lock stale; before it acts, writer A (which judged it stale too) takes it. B must not
+    take it from A: until 2026-12-05 B deleted whatever lock was there by then, A's, and both wrote."""
+    key = layout.lock_key("s2")
+    write_json(lock_store, key, _stale_lock("dead" * 8))
+    holders: list = []
+    stack = contextlib.ExitStack()
+
+    def at_the_break(real):
+        def act(*args, **kwargs):
+            if not holders:  # B's turn: A, one step ahead, takes the lock first (its own break goes through)
+                holders.append(None)
+                holders[0] = stack.enter_context(writer_lock(lock_store, "s2"))
+            return real(*args, **kwargs)
+        return act
+
+    # the break as it is done: a conditional replace now, a delete (then a create) before 2026-12-05
+    for name in ("replace_bytes", "delete_key"):
+        if hasattr(commit, name):
+            monkeypatch.setattr(commit, name, at_the_break(getattr(commit, name)))
+    with stack:
+        with pytest.raises(CubeLockedError, match="is being written by ingest"), writer_lock(lock_store, "s2"):
+            pass
+        assert holders, "writer B never acted on the stale lock"
+        assert read_json(lock_store, key)["owner"] == holders[0].owner  # A's lock, as long as A holds it
+    assert read_json(lock_store, key) is None  # A let go at the end
+
+
+def test_replacing_an_object_replaces_only_the_version_read(lock_store):
+    key = "c/_lock.json"
+    write_json(lock_store, key, {"v": 1})
+    read = read_tagged(lock_store, key)
+    assert read is not None and json.loads(read.data) == {"v": 1}
+    replace_bytes(lock_store, key, b'{"v": 2}', expected=read)
+    with pytest.raises(CommitConflictError, match="changed by another writer"):  # a second writer that read v1
+        replace_bytes(lock_store, key, b'{"v": 3}', expected=read)
+    assert read_json(lock_store, key) == {"v": 2}
+    delete_key(lock_store, key)
+    with pytest.raises(CommitConflictError, match="deleted"):
+        replace_bytes(lock_store, key, b'{"v": 4}', expected=read)
+    assert read_tagged(lock_store, key) is None and read_json(lock_store, key) is None
+
+
+def test_a_stale_lock_taken_over_though_the_answer_was_lost_is_found_to_be_the_writers_own(s3_bucket, s3_proxy,
+                                                                                          monkeypatch):
+    """The conditional PUT that takes a stale lock over lands, but its answer is lost: the client tries it again and
+    is refused (412) by the lock it wrote itself; the writer must find the lock its own, not another's."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=3))
+    write_json(store, key, _stale_lock("dead" * 8))
+    real = commit.replace_bytes
+
+    def answer_lost(*args, **kwargs):
+        s3_proxy.fail_next(1, status=500, code="InternalError", methods=["PUT"], path_contains=key, answer_lost=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit, "replace_bytes", answer_lost)
+    with writer_lock(store, "s2") as me:
+        assert s3_proxy.snapshot().faults == 1
+        assert read_json(store, key)["owner"] == me.owner
+    assert read_json(store, key) is None
