@@ -71,6 +71,7 @@ from cardcube.errors import (
 )
 from cardcube.parallel import STOP_GRACE
 from cardcube.storage import (
+    Tagged,
     create_bytes,
     delete_key,
     json_bytes,
@@ -359,11 +360,17 @@ def _mark_settling(store: Store, key: str, me: LockInfo) -> None:
     more: until 2026-12-05 the next writer on this host broke it as soon as this process had ended."""
     now = time.time()
     try:
-        current = read_json(store, key)
-        if current is not None and current.get("owner") == me.owner:
-            write_json(store, key, {**_as_dict(me), "heartbeat": now, "settles": now + SETTLE})
-    except StoreError as exc:  # the lock as it was: taken for dead once this process has ended
+        if (found := _own_lock(store, key, me.owner)) is not None:
+            replace_bytes(store, key, json_bytes({**_as_dict(me), "heartbeat": now, "settles": now + SETTLE}),
+                          expected=found)
+    except (StoreError, CommitConflictError) as exc:  # the lock as it was: taken for dead once this process has ended
         log.warning("could not record in the writer lock %s that writes may still land: %s", key, exc)
+
+
+def _own_lock(store: Store, key: str, owner: str) -> Tagged | None:
+    """The lock at ``key`` as read (to be replaced only if unchanged: :func:`replace_bytes`), if ``owner``'s."""
+    found = read_tagged(store, key)
+    return found if found is not None and parse_json(store, key, found.data).get("owner") == owner else None
 
 
 def _as_dict(info: LockInfo) -> dict:
@@ -373,18 +380,21 @@ def _as_dict(info: LockInfo) -> dict:
 def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) -> None:
     """Refresh the lock every ``every`` seconds until ``stop``. A failed refresh is tried again at the next
     beat: a thread that died on one network error would let other hosts break a live writer's lock. Once
-    the lease has lapsed (the process was frozen) or the lock is another's, it stops for good: a refresh
-    then could overwrite the lock of the writer that took over."""
+    the lease has lapsed (the process was frozen) or the lock is another's, it stops for good. A refresh replaces
+    only the lock it read as its own (:func:`replace_bytes`): one written after a writer that took the lock over
+    had replaced it would have overwritten that writer's."""
     lease = fence.lease
     assert lease is not None
     while not stop.wait(every):
         mono, wall = time.monotonic(), time.time()  # before the checks: a freeze after them cannot renew the lease
         try:
-            current = read_json(fence.store, fence.key)
-            if current is None or current.get("owner") != fence.owner or lease.lapsed():
+            found = _own_lock(fence.store, fence.key, fence.owner)
+            if found is None or lease.lapsed():
                 return  # lost: the fence stops the writer at its next write
-            write_json(fence.store, fence.key, {**_as_dict(me), "heartbeat": wall})
+            replace_bytes(fence.store, fence.key, json_bytes({**_as_dict(me), "heartbeat": wall}), expected=found)
             lease.renew(mono, wall)
+        except CommitConflictError:
+            continue  # changed since read (taken over, or this refresh's own PUT retried): the next beat tells whose
         except StoreError as exc:
             log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", fence.key, every, exc)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
 import time
 import types
 
@@ -213,3 +214,33 @@ def test_a_stale_lock_taken_over_though_the_answer_was_lost_is_found_to_be_the_w
         assert s3_proxy.snapshot().faults == 1
         assert read_json(store, key)["owner"] == me.owner
     assert read_json(store, key) is None
+
+
+def test_a_refresh_does_not_overwrite_the_lock_of_a_writer_that_took_it_over_after_it_was_read(lock_store,
+                                                                                                monkeypatch):
+    """The heartbeat reads the lock, finds it its own, and is about to write the refresh when another writer takes
+    the lock over (it took this one for dead). The refresh must not land over the new holder's lock: until
+    2026-12-05 it did, and both wrote."""
+    key = layout.lock_key("s2")
+    other = _stale_lock("b" * 32) | {"heartbeat": time.time()}  # the writer that took over: alive
+    refreshed = threading.Event()
+
+    def at_the_refresh(real):
+        def write(*args, **kwargs):
+            if threading.current_thread() is threading.main_thread() or refreshed.is_set():
+                return real(*args, **kwargs)
+            write_json(lock_store, key, other)  # the takeover, between the heartbeat's read and its write
+            try:
+                return real(*args, **kwargs)
+            finally:
+                refreshed.set()
+        return write
+
+    for name in ("replace_bytes", "write_json"):  # the refresh as it is written: a conditional replace now
+        if hasattr(commit, name):
+            monkeypatch.setattr(commit, name, at_the_refresh(getattr(commit, name)))
+    with pytest.raises(LockLostError), writer_lock(lock_store, "s2", heartbeat=0.1) as fence:
+        _wait_for(refreshed.is_set, "the heartbeat refreshed the lock")
+        assert read_json(lock_store, key)["owner"] == other["owner"]
+        fence.check()
+    assert read_json(lock_store, key)["owner"] == other["owner"]  # not deleted by the writer that lost it
