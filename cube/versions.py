@@ -48,27 +48,30 @@ class VersionCache:
         self._pinned: LRUDict = LRUDict(size)
         self._generation: dict[str, int] = {}  # of each collection: one more each time its cube was replaced
         self._lock = threading.Lock()
-        self._lookups: dict[str, Future] = {}  # per collection: the lookup of its latest under way, if any
+        self._lookups: dict[tuple[str, int | None], Future] = {}  # the lookups under way (:meth:`_once`)
 
     def get(self, collection: str, as_of: int | None = None) -> CubeVersion:
         """``collection``'s version ``as_of``, or its latest."""
         return self._latest_of(collection) if as_of is None else self._pinned_of(collection, as_of)
 
     def _latest_of(self, collection: str) -> CubeVersion:
-        """The latest version, looked up once for the threads asking while a lookup is under way: they take its
-        answer, or its error (each read the ledger, all at once, when ``refresh`` ran out)."""
+        """The latest version, looked up at most every ``refresh`` seconds, once for the threads asking then."""
         known = self._known(collection)
-        if known is not None:
-            return known
+        return known if known is not None else self._once((collection, None), lambda: self._look_up(collection))
+
+    def _once(self, key: tuple[str, int | None], look_up: Callable[[], CubeVersion]) -> CubeVersion:
+        """``look_up()`` run once for the threads asking for ``key`` (a collection and a pinned version, or None for
+        its latest) while it runs: they take its answer, or its error (each read the ledger, all at once, when
+        ``refresh`` ran out)."""
         with self._lock:
-            lookup = self._lookups.get(collection)
+            lookup = self._lookups.get(key)
             mine = lookup is None
             if mine:
-                lookup = self._lookups[collection] = Future()
+                lookup = self._lookups[key] = Future()
         if not mine:
             return lookup.result()
         try:
-            version = self._look_up(collection)
+            version = look_up()
         except BaseException as exc:
             lookup.set_exception(exc)
             raise
@@ -77,7 +80,7 @@ class VersionCache:
             return version
         finally:
             with self._lock:
-                del self._lookups[collection]
+                del self._lookups[key]
 
     def _known(self, collection: str) -> CubeVersion | None:
         """The latest version seen within ``refresh`` seconds, None if a lookup is due; a collection found absent
@@ -138,6 +141,15 @@ class VersionCache:
                 self._latest[collection] = (-math.inf, self._latest[collection][1])
 
     def _pinned_of(self, collection: str, as_of: int) -> CubeVersion:
+        """Version ``as_of``: as kept, while checked within ``refresh`` seconds and of the cube seen now; else
+        checked (or read) once for the threads asking then."""
+        seen = self._pinned.get((collection, as_of))
+        if seen is not None and timer.monotonic() - seen[0] < self._refresh and seen[2] == self._generation.get(
+                collection, 0):
+            return seen[1]
+        return self._once((collection, as_of), lambda: self._check_pinned(collection, as_of))
+
+    def _check_pinned(self, collection: str, as_of: int) -> CubeVersion:
         now, key = timer.monotonic(), (collection, as_of)
         seen = self._pinned.get(key)
         if seen is not None and now - seen[0] >= self._refresh:  # due for a check that it was not expired

@@ -592,11 +592,13 @@ def _ledger_of(cube, root):
     shutil.copytree(cube / "s2" / "_ledger", root / "s2" / "_ledger")
 
 
+@pytest.mark.parametrize("as_of", [None, 1])
 @pytest.mark.parametrize("store_fails", [False, True])
-def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(tiny_cube, monkeypatch, store_fails):
-    """The requests that find the latest version due each read the ledger, all at once: now one reads it and the
-    others take its answer, or its error, rather than each trying again in turn (the service checks each request
-    before its turn to read, the lookup included)."""
+def test_version_cache_looks_up_a_version_once_for_the_threads_asking_at_once(tiny_cube, monkeypatch, store_fails,
+                                                                              as_of):
+    """The requests that find the latest version due (or a pinned one not read yet) each read the ledger, all at
+    once: now one reads it and the others take its answer, or its error, rather than each trying again in turn (the
+    service checks each request before its turn to read, the lookup included). Pinned versions until 2026-12-05."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -626,9 +628,9 @@ def test_version_cache_looks_up_the_latest_once_for_the_threads_asking_at_once(t
     monkeypatch.setattr(cube.versions, "Future", Waited)
     versions = VersionCache(open_store(tiny_cube, read_only=True), refresh=3600)
     with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(versions.get, "s2")
+        first = pool.submit(versions.get, "s2", as_of)
         started.wait(60)  # the first lookup under way: the others ask while it reads
-        asked = [first, *(pool.submit(versions.get, "s2") for _ in range(7))]
+        asked = [first, *(pool.submit(versions.get, "s2", as_of) for _ in range(7))]
         got = [f.exception() if store_fails else f.result() for f in asked]
     assert reads == ["s2"]
     if store_fails:
