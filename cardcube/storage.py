@@ -436,11 +436,9 @@ def read_tagged(store: Store, key: str) -> Tagged | None:
         if _is_s3(inner):
             bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
             try:
-                answer = sync(inner.fs._call_s3("get_object", Bucket=bucket, Key=name))
+                tagged = sync(_get_tagged(inner.fs, bucket, name))
             except FileNotFoundError:
                 return None
-            data = sync(_body(answer))
-            tagged = Tagged(data, answer["ETag"])
         elif (path := local_file(inner, key)) is not None:
             try:
                 with path.open("rb") as f:
@@ -455,9 +453,18 @@ def read_tagged(store: Store, key: str) -> Tagged | None:
     return tagged
 
 
-async def _body(answer: dict) -> bytes:
-    async with answer["Body"] as stream:
-        return await stream.read()
+async def _get_tagged(fs: Any, bucket: str, name: str) -> Tagged:
+    """One GET of an object with its ETag, tried again as s3fs tries its reads (a body cut off midway too)."""
+    from s3fs.core import _error_wrapper as s3_error_wrapper  # s3fs loads in 0.2 s: not for every command
+
+    async def call_and_read() -> Tagged:
+        answer = await fs._call_s3("get_object", Bucket=bucket, Key=name)
+        try:
+            return Tagged(await answer["Body"].read(), answer["ETag"])
+        finally:
+            answer["Body"].close()
+
+    return await s3_error_wrapper(call_and_read, retries=fs.retries)
 
 
 def _file_tag(st: os.stat_result) -> str:
