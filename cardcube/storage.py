@@ -505,13 +505,52 @@ def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> N
         store.counts.add("set", written=len(data))
 
 
-def _replace_file(path: Path, data: bytes, expected: Tagged) -> None:
-    """:func:`replace_bytes` in a local folder: the file at ``path`` locked, found to be the one read (the same
-    file at the path, unchanged), then replaced by a rename, the lock held throughout; FileExistsError if not."""
+def delete_if_unchanged(store: Store, key: str, *, expected: Tagged) -> None:
+    """Delete the object at ``key`` only if it is still the version ``expected``; :class:`CommitConflictError` if it
+    changed meanwhile (nothing there: nothing to do). S3 uses a conditional DELETE (``If-Match``: AWS and Ceph RGW);
+    a local folder locks the file and checks it as :func:`replace_bytes` does; another store checks its bytes."""
+    inner = _innermost(store)
+    with _failures(f"delete {key} from", store):
+        try:
+            if _is_s3(inner):
+                inner._check_writable()
+                bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
+                try:
+                    sync(inner.fs._call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=expected.tag))
+                finally:
+                    inner.fs.invalidate_cache(f"{bucket}/{name}")
+            elif (path := local_file(inner, key)) is not None:
+                with _locked_as_read(path, expected):
+                    path.unlink()
+            else:
+                if read_bytes(inner, key) != expected.data:
+                    raise FileExistsError(key)
+                delete_key(inner, key)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if not (isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL):  # s3fs: 412 Precondition Failed
+                raise
+            raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile") from exc
+    if isinstance(store, CountingStore):
+        store.counts.add("delete", keys=[key])
+
+
+@contextmanager
+def _locked_as_read(path: Path, expected: Tagged) -> Iterator[None]:
+    """Hold the file at ``path`` locked (``flock``) while it is the one read (the same file at the path, unchanged);
+    FileExistsError if it is not: a second writer waits for the first's lock, then finds the path holds another
+    file, or none."""
     with path.open("rb") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # a second replacer waits here, then finds the path holds another file
+        fcntl.flock(f, fcntl.LOCK_EX)
         if _file_tag(os.fstat(f.fileno())) != expected.tag or _file_tag(path.stat()) != expected.tag:
             raise FileExistsError(path)
+        yield
+
+
+def _replace_file(path: Path, data: bytes, expected: Tagged) -> None:
+    """:func:`replace_bytes` in a local folder: the file at ``path`` replaced by a rename while locked as read."""
+    with _locked_as_read(path, expected):
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
         try:
             tmp.write_bytes(data)

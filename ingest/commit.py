@@ -73,7 +73,7 @@ from cardcube.parallel import STOP_GRACE
 from cardcube.storage import (
     Tagged,
     create_bytes,
-    delete_key,
+    delete_if_unchanged,
     json_bytes,
     local_file,
     parse_json,
@@ -400,9 +400,14 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
 
 
 def _delete_if_owner(store: Store, key: str, owner: str) -> None:
-    current = read_json(store, key)
-    if current is not None and current.get("owner") == owner:
-        delete_key(store, key)
+    """Let go of ``owner``'s lock: delete it only as it was read (:func:`delete_if_unchanged`). A writer that took it
+    over meanwhile (it took this one for dead) keeps its own: until 2026-12-05 it was deleted."""
+    if (found := _own_lock(store, key, owner)) is not None:
+        try:
+            delete_if_unchanged(store, key, expected=found)
+        except CommitConflictError:
+            log.warning("the writer lock %s at %s was taken over by another writer before this one let go of it",
+                        key, store_url(store))
 
 
 def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:

@@ -12,7 +12,15 @@ import types
 import pytest
 
 from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError
-from cardcube.storage import delete_key, open_store, read_json, read_tagged, replace_bytes, write_json
+from cardcube.storage import (
+    delete_if_unchanged,
+    delete_key,
+    open_store,
+    read_json,
+    read_tagged,
+    replace_bytes,
+    write_json,
+)
 from cube import layout
 from ingest import commit
 from ingest.commit import writer_lock
@@ -190,7 +198,12 @@ def test_replacing_an_object_replaces_only_the_version_read(lock_store):
     with pytest.raises(CommitConflictError, match="changed by another writer"):  # a second writer that read v1
         replace_bytes(lock_store, key, b'{"v": 3}', expected=read)
     assert read_json(lock_store, key) == {"v": 2}
-    delete_key(lock_store, key)
+    with pytest.raises(CommitConflictError, match="changed by another writer"):  # nor delete it
+        delete_if_unchanged(lock_store, key, expected=read)
+    assert read_json(lock_store, key) == {"v": 2}
+    delete_if_unchanged(lock_store, key, expected=read_tagged(lock_store, key))
+    assert read_json(lock_store, key) is None
+    delete_if_unchanged(lock_store, key, expected=read)  # gone already: nothing to do
     with pytest.raises(CommitConflictError, match="deleted"):
         replace_bytes(lock_store, key, b'{"v": 4}', expected=read)
     assert read_tagged(lock_store, key) is None and read_json(lock_store, key) is None
@@ -244,3 +257,27 @@ def test_a_refresh_does_not_overwrite_the_lock_of_a_writer_that_took_it_over_aft
         assert read_json(lock_store, key)["owner"] == other["owner"]
         fence.check()
     assert read_json(lock_store, key)["owner"] == other["owner"]  # not deleted by the writer that lost it
+
+
+def test_letting_go_of_a_lock_taken_over_after_it_was_read_leaves_the_new_holders(lock_store, monkeypatch):
+    """The writer ends, reads its lock (its own) and is about to delete it when another writer takes the lock over
+    (it took this one for dead). The delete must not take the new holder's lock: until 2026-12-05 it did."""
+    key = layout.lock_key("s2")
+    other = _stale_lock("c" * 32) | {"heartbeat": time.time()}
+    taken = []
+
+    def at_the_release(real):
+        def delete(*args, **kwargs):
+            if not taken:
+                taken.append(True)
+                write_json(lock_store, key, other)  # the takeover, between the release's read and its delete
+            return real(*args, **kwargs)
+        return delete
+
+    for name in ("delete_if_unchanged", "delete_key"):  # the release as it is done: a conditional delete now
+        if hasattr(commit, name):
+            monkeypatch.setattr(commit, name, at_the_release(getattr(commit, name)))
+    with writer_lock(lock_store, "s2"):
+        pass
+    assert taken, "the writer never let go of its lock"
+    assert read_json(lock_store, key)["owner"] == other["owner"]
