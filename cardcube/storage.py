@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -434,9 +434,8 @@ def read_tagged(store: Store, key: str) -> Tagged | None:
     inner = _innermost(store)
     with _failures(f"read {key} from", store):
         if _is_s3(inner):
-            bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
             try:
-                tagged = sync(_get_tagged(inner.fs, bucket, name))
+                tagged = sync(_get_tagged(inner.fs, *_s3_object(inner, key)))
             except FileNotFoundError:
                 return None
         elif (path := local_file(inner, key)) is not None:
@@ -481,26 +480,15 @@ def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> N
     (``flock``), checks it is still the one at ``key`` and unchanged, and renames the new one over it; another
     store checks the bytes then writes, not atomically (a documented limitation, as :func:`create_bytes`)."""
     inner = _innermost(store)
-    with _failures(f"replace {key} in", store):
-        try:
-            if _is_s3(inner):
-                bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
-                try:
-                    sync(inner.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfMatch=expected.tag))
-                finally:
-                    inner.fs.invalidate_cache(f"{bucket}/{name}")
-            elif (path := local_file(inner, key)) is not None:
-                _replace_file(path, data, expected)
-            else:
-                if read_bytes(inner, key) != expected.data:
-                    raise FileExistsError(key)
-                write_bytes(inner, key, data)
-        except FileNotFoundError as exc:
-            raise CommitConflictError(f"{key} was deleted from {store_url(store)} meanwhile") from exc
-        except OSError as exc:
-            if not (isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL):  # s3fs: 412 Precondition Failed
-                raise
-            raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile") from exc
+    with _if_unchanged(store, f"replace {key} in", key):
+        if _is_s3(inner):
+            bucket, name = _s3_object(inner, key)
+            sync(inner.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfMatch=expected.tag))
+        elif (path := local_file(inner, key)) is not None:
+            _replace_file(path, data, expected)
+        else:
+            _check_bytes(inner, key, expected)
+            write_bytes(inner, key, data)
     if isinstance(store, CountingStore):
         store.counts.add("set", written=len(data))
 
@@ -510,30 +498,54 @@ def delete_if_unchanged(store: Store, key: str, *, expected: Tagged) -> None:
     changed meanwhile (nothing there: nothing to do). S3 uses a conditional DELETE (``If-Match``: AWS and Ceph RGW);
     a local folder locks the file and checks it as :func:`replace_bytes` does; another store checks its bytes."""
     inner = _innermost(store)
-    with _failures(f"delete {key} from", store):
+    with _if_unchanged(store, f"delete {key} from", key), suppress(FileNotFoundError):
+        if _is_s3(inner):
+            inner._check_writable()
+            bucket, name = _s3_object(inner, key)
+            sync(inner.fs._call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=expected.tag))
+        elif (path := local_file(inner, key)) is not None:
+            with _locked_as_read(path, expected):
+                path.unlink()
+        else:
+            _check_bytes(inner, key, expected)
+            delete_key(inner, key)
+    if isinstance(store, CountingStore):
+        store.counts.add("delete", keys=[key])
+
+
+@contextmanager
+def _if_unchanged(store: Store, doing: str, key: str) -> Iterator[None]:
+    """A conditional write's refusal (S3's 412 Precondition Failed, a local file found changed, a missing object) as
+    :class:`CommitConflictError`; the store's other failures as :class:`StoreError` (:func:`_failures`)."""
+    inner = _innermost(store)
+    with _failures(doing, store):
         try:
-            if _is_s3(inner):
-                inner._check_writable()
-                bucket, _, name = f"{inner.path.rstrip('/')}/{key}".partition("/")
-                try:
-                    sync(inner.fs._call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=expected.tag))
-                finally:
-                    inner.fs.invalidate_cache(f"{bucket}/{name}")
-            elif (path := local_file(inner, key)) is not None:
-                with _locked_as_read(path, expected):
-                    path.unlink()
-            else:
-                if read_bytes(inner, key) != expected.data:
-                    raise FileExistsError(key)
-                delete_key(inner, key)
-        except FileNotFoundError:
-            return
+            yield
+        except FileNotFoundError as exc:
+            raise CommitConflictError(f"{key} was deleted from {store_url(store)} meanwhile") from exc
         except OSError as exc:
             if not (isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL):  # s3fs: 412 Precondition Failed
                 raise
             raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile") from exc
-    if isinstance(store, CountingStore):
-        store.counts.add("delete", keys=[key])
+        finally:
+            if _is_s3(inner):
+                inner.fs.invalidate_cache("/".join(_s3_object(inner, key)))
+
+
+def _s3_object(store: FsspecStore, key: str) -> tuple[str, str]:
+    """The bucket and object name of ``key`` in an S3 store."""
+    bucket, _, name = f"{store.path.rstrip('/')}/{key}".partition("/")
+    return bucket, name
+
+
+def _check_bytes(store: Store, key: str, expected: Tagged) -> None:
+    """FileExistsError unless ``key`` holds ``expected``'s bytes (a store without tags; not atomic with what
+    follows)."""
+    found = read_bytes(store, key)
+    if found is None:
+        raise FileNotFoundError(key)
+    if found != expected.data:
+        raise FileExistsError(key)
 
 
 @contextmanager
