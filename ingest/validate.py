@@ -56,7 +56,6 @@ from ingest.split import splits_items
 from ingest.spool import is_remote, keep
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
 from ingest.warp import (
-    VALID_BLOCK,
     Window,
     check_item_ground,
     check_same_ground,
@@ -64,9 +63,9 @@ from ingest.warp import (
     data_windows,
     has_valid_pixel,
     kernel_reach,
-    valid_blocks,
-    valid_boxes,
+    valid_extents,
     valid_pixels,
+    valid_reach,
     warp_record,
 )
 
@@ -263,7 +262,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     _check_assets(scene, spec)
     windows: dict[int, Window] = {}
     geoboxes: dict[str, GeoBox] = {}
-    blocks: dict[str, np.ndarray | None] = {}  # per band: which blocks of its file hold a valid value
+    extents: dict[str, np.ndarray | None] = {}  # per band: where its file's valid pixels are, row by row
     off_grid = False  # with ``warp``: some band is not on the tile grid, so the whole scene is resampled
     checksums: dict[str, str] = {}
     paths: dict[str, str] = {}
@@ -289,7 +288,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
             off_grid = True
         row, col = placed or (-1, -1)
         geoboxes[band.name] = geobox
-        blocks[band.name] = file.counts.blocks
+        extents[band.name] = file.counts.extents
         if file.converted is not None:
             converted[band.name] = file.converted
         values[band.name] = file.values
@@ -319,8 +318,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     footprint = None
     if off_grid:  # every band resampled, on the tile pixels its valid pixels reach (its collar left out)
         warped = {b.name: warp_record(b, geoboxes[b.name], tile) for b in spec.bands}
-        reach = [valid_boxes(geoboxes[b.name], blocks[b.name], tile.crs, pad=kernel_reach(warped[b.name]),
-                             near=tile.bounds) for b in spec.bands if blocks[b.name] is not None]
+        reach = [valid_reach(geoboxes[b.name], extents[b.name], tile.crs, pad=kernel_reach(warped[b.name]),
+                             near=tile.bounds) for b in spec.bands if extents[b.name] is not None]
         windows = data_windows(tile, spec, geoboxes.values(), reach, scene_id=sid)  # {}: no valid pixel reaches it
         footprint = data_polygon(tile, windows, reach) if windows else None
     if valid == 0:
@@ -443,16 +442,17 @@ class _Counts:
     negative: int = 0
     nonpositive: int = 0  # values <= 0 of a band converted from linear power (nodata once converted)
     unknown: dict[int, int] = field(default_factory=dict)  # of a flag band: its values that are no flag, counted
-    blocks: np.ndarray | None = field(default=None, compare=False)  # which blocks hold a valid value (valid_blocks)
+    extents: np.ndarray | None = field(default=None, compare=False)  # where its rows' valid values are (valid_extents)
 
 
-def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 32 * VALID_BLOCK) -> _Counts:
-    """Valid (and negative) values of the band, and the blocks of pixels that hold one (where a warped scene's
-    window goes, :func:`ingest.warp.data_windows`), read ``rows`` rows at a time (whole blocks): every block is
-    decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
+def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
+    """Valid (and negative) values of the band, and where each row's valid values lie
+    (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go), read ``rows`` rows at a
+    time: every block is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at
+    once."""
     valid = negative = nonpositive = 0
     unknown: dict[int, int] = {}
-    blocks = []
+    extents = []
     for r0 in range(0, ds.height, rows):
         raw = ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0)))
         if vmap.to_db:
@@ -460,14 +460,14 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 32 * V
         block = vmap.apply(raw)
         ok = valid_pixels(block, band)
         valid += int(np.count_nonzero(ok))
-        blocks.append(valid_blocks(ok))
+        extents.append(valid_extents(ok))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
         if band.is_flag:
             values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
-    return _Counts(valid, negative, nonpositive, unknown, np.concatenate(blocks) if blocks else None)
+    return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None)
 
 
 def _check_flags(scene_id: str, band: BandSpec, counts: _Counts) -> None:

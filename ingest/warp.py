@@ -24,19 +24,21 @@ tenths of a dB per pixel, where the whole warp's approximation is the coarser of
 
 Where a warped scene holds data on its tile is found from its valid pixels, not its raster: a GRD's raster on a
 UTM grid of its own is mostly nodata collar around its rotated footprint, and that area is what the ledger, the
-catalog's geometry and the parcels' ``ok``/``outside`` take for where the date holds data. It is found from the
-file's blocks of :data:`VALID_BLOCK` pixels that hold a valid one (:func:`valid_blocks`, counted as the checks read
-the file), each grown by the kernel's reach (:func:`kernel_reach`), so it holds every pixel a warp of the whole
-footprint makes valid (no value changes: a pixel's value does not depend on the window), and at most a block and
-the reach of collar beyond them. The window the scene is written to and recorded with (:func:`data_windows`) is
-those blocks' bounding box on the tile; the polygon recorded beside it (:func:`data_polygon`, the convex hull of the
-blocks within the window) leaves out the collar inside that box too (a GRD's slanted edge across the tile), and the
-ledger takes the window's box within that polygon for the date's area (:func:`cube.ledger.scene_area`).
+catalog's geometry and the parcels' ``ok``/``outside`` take for where the date holds data. It is found from
+where each row of the file holds valid pixels (:func:`valid_extents`, counted as the checks read the file): the
+convex hull of its valid pixels near the tile, each grown by the kernel's reach (:func:`kernel_reach`,
+:func:`valid_reach`), so it holds every pixel a warp of the whole footprint makes valid (no value changes: a
+pixel's value does not depend on the window), and no more collar beyond them than the reach (a pixel's box grown
+by it: some 30 m at 10 m, 50 m at a corner). The window the scene is written to and recorded with
+(:func:`data_windows`) is that hull's bounding box on the tile; the polygon recorded beside it
+(:func:`data_polygon`, the hull within the window) leaves out the collar inside that box too (a GRD's slanted edge
+across the tile), and the ledger takes the window's box within that polygon for the date's area
+(:func:`cube.ledger.scene_area`).
 
 A footprint that overlaps the tile may hold no data there (the nodata collar of a GRD footprint over a tile's
 corner): :func:`has_valid_pixel` warps the window piece by piece as the writer will, so such a scene is
 rejected before anything is written instead of going in as an empty date (without warping at all when no
-valid block reaches the tile).
+valid pixel's reach meets the tile).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from rasterio.io import DatasetReader
 from rasterio.warp import reproject
 from rasterio.windows import Window as RasterWindow
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import SceneGridError
 from cardcube.grid import TILE_SIZE_M, TileGrid
@@ -67,7 +70,9 @@ Bounds = tuple[float, float, float, float]  # minx, miny, maxx, maxy
 
 _EPS = 1e-6  # pixels: a footprint edge this close to a lattice line is on it
 _PAD = 2  # source pixels read beyond a target's footprint, so a kernel at its edge sees what a whole warp sees
-VALID_BLOCK = 32  # source pixels: the side of the blocks a file's valid pixels are kept by (valid_blocks)
+VALID_PIECE = 1024  # source pixels: the pieces of a file's rows whose valid pixels' extent is kept (valid_extents)
+_EDGE = 32  # source pixels: the longest side of a file's hull placed in another CRS as a straight line
+_SLACK = 0.5  # tile CRS units (m): the most a hull's side is moved out to drop a vertex (valid_reach)
 
 
 def footprint_bounds(geobox: GeoBox, crs: Any) -> tuple[float, float, float, float]:
@@ -86,40 +91,29 @@ def tile_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], *
 
 def data_windows(tile: TileGrid, spec: CubeSpec, footprints: Iterable[GeoBox], data: Iterable[np.ndarray], *,
                  scene_id: str) -> dict[int, Window]:
-    """:func:`tile_windows` shrunk to the bounding box of ``data`` (each band's :func:`valid_boxes`) on the tile:
+    """:func:`tile_windows` shrunk to the bounding box of ``data`` (each band's :func:`valid_reach`) on the tile:
     the tile pixels the scene can hold a valid pixel in once resampled, its nodata collar left out. This is the
     window written and recorded; what the ledger, the catalog and the parcels take for where the date holds data is
-    its box within :func:`data_polygon`, where its data are to a block of source pixels. Empty if no valid pixel
-    reaches the tile."""
-    lo_x, lo_y, hi_x, hi_y = on_tile = _on_tile(tile, footprints, scene_id=scene_id)
-    b = _meeting(data, on_tile)
-    if not len(b):
-        return {}
-    return _snapped(tile, spec, (max(lo_x, b[:, 0].min()), max(lo_y, b[:, 1].min()),
-                                 min(hi_x, b[:, 2].max()), min(hi_y, b[:, 3].max())))
+    its box within :func:`data_polygon`. Empty if no valid pixel reaches the tile."""
+    on_tile = shapely.box(*_on_tile(tile, footprints, scene_id=scene_id))
+    reach = _hull(data).intersection(on_tile)
+    return _snapped(tile, spec, reach.bounds) if reach.area > 0 else {}
 
 
 def data_polygon(tile: TileGrid, windows: Mapping[int, Window], data: Iterable[np.ndarray]) -> Polygon | None:
-    """Where in ``windows`` (:func:`data_windows`) the scene's valid pixels can reach: the convex hull of the boxes of
-    ``data`` (each band's :func:`valid_boxes`) that meet the window, clipped to the window's box. It holds each box's
-    part in the window, so every pixel the writer makes valid, and leaves out the collar inside the window that no
-    box reaches (a GRD's slanted edge across the tile), in a few vertices (a convex hull). A box beyond the window
-    adds nothing: nothing is written there. None when it is the window's whole box: nothing to record."""
+    """Where in ``windows`` (:func:`data_windows`) the scene's valid pixels can reach: the convex hull of ``data``
+    (each band's :func:`valid_reach`) clipped to the window's box. It holds every pixel the writer makes valid, and
+    leaves out the collar inside the window beyond the valid pixels' reach (a GRD's slanted edge across the tile),
+    in a few vertices (a convex hull). None when it is the window's whole box: nothing to record."""
     res = min(windows)
-    bounds = tile.window_bounds(windows[res], res)
-    b = _meeting(data, bounds)
-    corners = np.concatenate([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]])
-    window = shapely.box(*bounds)
-    polygon = shapely.multipoints(corners).convex_hull.intersection(window)
+    window = shapely.box(*tile.window_bounds(windows[res], res))
+    polygon = _hull(data).intersection(window)
     return None if polygon.equals(window) else polygon
 
 
-def _meeting(data: Iterable[np.ndarray], bounds: Bounds) -> np.ndarray:
-    """The boxes of ``data`` (n x 4 arrays, :func:`valid_boxes`) that overlap ``bounds``, as one array (a NaN box
-    overlaps nothing)."""
-    boxes = np.concatenate([np.empty((0, 4)), *(np.reshape(b, (-1, 4)) for b in data)])
-    lo_x, lo_y, hi_x, hi_y = bounds
-    return boxes[(boxes[:, 0] < hi_x) & (boxes[:, 2] > lo_x) & (boxes[:, 1] < hi_y) & (boxes[:, 3] > lo_y)]
+def _hull(data: Iterable[np.ndarray]) -> BaseGeometry:
+    """The convex hull of the points of ``data`` (n x 2 arrays, :func:`valid_reach`); empty if there are none."""
+    return shapely.multipoints(np.concatenate([np.empty((0, 2)), *data])).convex_hull
 
 
 def _on_tile(tile: TileGrid, footprints: Iterable[GeoBox], *, scene_id: str) -> Bounds:
@@ -148,36 +142,54 @@ def _snapped(tile: TileGrid, spec: CubeSpec, bounds: Bounds) -> dict[int, Window
             for res in spec.resolutions}
 
 
-def valid_blocks(ok: np.ndarray, side: int = VALID_BLOCK) -> np.ndarray:
-    """Which ``side`` x ``side`` blocks of the mask ``ok`` hold a True (the last row and column of blocks cut at
-    its edge): a file's valid pixels, coarse enough to be kept for every file of a run and placed on any tile."""
+def valid_extents(ok: np.ndarray, side: int = VALID_PIECE) -> np.ndarray:
+    """Where the True pixels of each row of the mask ``ok`` lie, piece by piece of ``side`` columns (the last cut at
+    its edge): per row and piece, the column of the first True in the piece and one past the last (0, 0 where there
+    is none), as h x pieces x 2. A file's valid pixels to the pixel at the edges of their rows, small enough (4 bytes
+    a piece of a row) to be kept for a whole GRD and placed on any tile."""
     h, w = ok.shape
-    padded = np.zeros((-(-h // side) * side, -(-w // side) * side), dtype=bool)
-    padded[:h, :w] = ok
-    return padded.reshape(padded.shape[0] // side, side, padded.shape[1] // side, side).any(axis=(1, 3))
+    padded = np.zeros((h, -(-w // side) * side), dtype=bool)
+    padded[:, :w] = ok
+    pieces = padded.reshape(h, -1, side)
+    extent = np.stack([pieces.argmax(axis=2), side - pieces[..., ::-1].argmax(axis=2)], axis=2)
+    extent[~pieces.any(axis=2)] = 0
+    return extent.astype(np.min_scalar_type(side))
 
 
-def valid_boxes(geobox: GeoBox, blocks: np.ndarray, crs: Any, *, pad: int, near: Bounds | None = None) -> np.ndarray:
-    """The boxes (n x 4: minx, miny, maxx, maxy in ``crs``) of the blocks of ``geobox``'s pixels that hold a valid
-    one (``blocks``: :func:`valid_blocks`), each grown by ``pad`` source pixels (:func:`kernel_reach`): where the
-    file, resampled, can hold a valid pixel, since a target pixel's value comes from the source pixels within its
-    kernel's reach. A block's edges are straight lines in ``crs`` too, to a small fraction of a pixel. ``near``: a
-    box in ``crs`` (a tile's); the blocks well away from it are left out unplaced (a whole GRD on one tile)."""
-    rows, cols = np.nonzero(blocks)
-    h, w = geobox.shape
+def valid_reach(geobox: GeoBox, extents: np.ndarray, crs: Any, *, pad: int, near: Bounds | None = None
+                ) -> np.ndarray:
+    """Where the file resampled can hold a valid pixel: the vertices (n x 2: x, y in ``crs``) of the convex hull of
+    its valid pixels (``extents``: :func:`valid_extents`), each grown by ``pad`` source pixels
+    (:func:`kernel_reach`), since a target pixel's value comes from the source pixels within its kernel's reach.
+    The hull is taken on the file's grid, of the first and last valid pixel of each row (so it is the valid pixels'
+    hull to the pixel); placed in another CRS its sides are cut every :data:`_EDGE` pixels, each a straight line
+    there too to a small fraction of a pixel, and the vertices of that hull that add less than :data:`_SLACK` are
+    dropped, its sides moved out by as much. ``near``: a box in ``crs`` (a tile's); only the rows, and pieces of
+    them, within the kernel's reach of it are taken (a whole GRD on one tile). No vertex if no valid pixel is."""
+    h, n = extents.shape[:2]
+    rows, pieces = (0, h), (0, n)
     if near is not None:
-        c_lo, r_lo, c_hi, r_hi = _pixel_bounds(geobox, near, crs, margin=pad + VALID_BLOCK)
-        keep = (cols * VALID_BLOCK < c_hi) & ((cols + 1) * VALID_BLOCK > c_lo)
-        keep &= (rows * VALID_BLOCK < r_hi) & ((rows + 1) * VALID_BLOCK > r_lo)
-        rows, cols = rows[keep], cols[keep]
-    x0, x1 = cols * VALID_BLOCK - pad, np.minimum((cols + 1) * VALID_BLOCK, w) + pad
-    y0, y1 = rows * VALID_BLOCK - pad, np.minimum((rows + 1) * VALID_BLOCK, h) + pad
-    corners = np.concatenate([x0, x1, x0, x1]).astype(float), np.concatenate([y0, y0, y1, y1]).astype(float)
-    x, y = geobox.affine * corners
-    if geobox.crs != CRS(crs):
+        c0, r0, c1, r1 = _pixel_bounds(geobox, near, crs, margin=pad + 1)
+        rows = int(np.clip(np.floor(r0), 0, h)), int(np.clip(np.ceil(r1), 0, h))
+        pieces = int(np.clip(np.floor(c0 / VALID_PIECE), 0, n)), int(np.clip(np.ceil(c1 / VALID_PIECE), 0, n))
+    part = extents[rows[0]:rows[1], pieces[0]:pieces[1]].astype(np.int64)
+    held = part[..., 1] > 0
+    r = np.nonzero(held.any(axis=1))[0]
+    if not r.size:
+        return np.empty((0, 2))
+    first, last = held[r].argmax(axis=1), held.shape[1] - 1 - held[r, ::-1].argmax(axis=1)
+    x0 = (pieces[0] + first) * VALID_PIECE + part[r, first, 0] - pad
+    x1 = (pieces[0] + last) * VALID_PIECE + part[r, last, 1] + pad
+    y0, y1 = rows[0] + r - pad, rows[0] + r + 1 + pad
+    hull = shapely.multipoints(np.column_stack([np.concatenate([x0, x1, x0, x1]),
+                                                np.concatenate([y0, y0, y1, y1])])).convex_hull
+    other = geobox.crs != CRS(crs)
+    x, y = geobox.affine * shapely.get_coordinates(shapely.segmentize(hull, _EDGE) if other else hull).T
+    if other:
         x, y = geobox.crs.transformer_to_crs(crs)(x, y)
-    x, y = np.reshape(x, (4, -1)), np.reshape(y, (4, -1))
-    return np.stack([x.min(axis=0), y.min(axis=0), x.max(axis=0), y.max(axis=0)], axis=1)
+    placed = np.column_stack([x, y])
+    placed = shapely.multipoints(placed[np.isfinite(placed).all(axis=1)]).convex_hull
+    return shapely.get_coordinates(placed.simplify(_SLACK).buffer(_SLACK, join_style="mitre"))
 
 
 def _pixel_bounds(geobox: GeoBox, bounds: Bounds, crs: Any, *, margin: int) -> tuple[float, float, float, float]:

@@ -39,7 +39,7 @@ from ingest import validate
 from ingest.job import ingest
 from ingest.sources import SourceScene
 from ingest.split import split_by_tile
-from ingest.warp import VALID_BLOCK, kernel_reach
+from ingest.warp import kernel_reach
 from tests.ingest.http_source import COUNTING_SERVER, bytes_sent, http_server, served
 from tests.ingest.scene_edits import _rewrite, broken_copy, items_of, write_items
 from tests.ingest.warp_checks import cube_pixels, reference_warp
@@ -280,7 +280,7 @@ def test_a_warped_scenes_window_is_where_its_data_reach_not_its_nodata_collar(tm
 SLANT = "RTC-SLANT_T31UFU"
 # a GRD piece of x 613003-617003, y 5839007-5842007: data east of an edge from 613500 at its top leaning 1 m east
 # per m south (to 616500 at its bottom), so the window's box holds a triangle of nodata collar in its south-west
-IN_THE_COLLAR = shapely.box(613400, 5839100, 613900, 5839600)
+IN_THE_COLLAR = shapely.box(613600, 5839100, 614100, 5839600)
 ACROSS_THE_EDGE = shapely.box(613900, 5840300, 615400, 5840700)
 ACROSS_THE_SLANT = {"parcel_id": ["IN-THE-COLLAR", "ACROSS-THE-EDGE"], "geometry": [IN_THE_COLLAR, ACROSS_THE_EDGE]}
 
@@ -296,15 +296,20 @@ def slanted(tmp_path_factory) -> tuple[Path, Path]:
     return item, cube
 
 
-def _data_reach(item: Path, record) -> shapely.Polygon:
-    """Where the file's valid pixels could make a warped pixel valid, from its valid mask alone: the convex hull of
-    their centres, grown by a block of valid_blocks and the kernel's reach, diagonally (the most the scene's polygon
-    may claim beyond them), and a metre."""
+def _valid_hull(item: Path) -> shapely.Polygon:
+    """The convex hull of the centres of the file's valid pixels, from its valid mask alone."""
     with rasterio.open(item.parent / item.stem / "vv.tif") as src:
         rows, cols = np.nonzero(src.read(1) != NODATA)
         x, y = src.transform * (cols + 0.5, rows + 0.5)
-    reach = math.hypot(VALID_BLOCK + kernel_reach(record.warped["VV"]), VALID_BLOCK + kernel_reach(record.warped["VV"]))
-    return shapely.multipoints(np.column_stack([x, y])).convex_hull.buffer(reach * 10 + 1)
+    return shapely.multipoints(np.column_stack([x, y])).convex_hull
+
+
+def _data_reach(item: Path, record) -> shapely.Polygon:
+    """Where the file's valid pixels could make a warped pixel valid: the hull of their centres (_valid_hull), grown
+    by half a pixel and the kernel's reach, diagonally (the most the scene's polygon may claim beyond them: the
+    corner of a pixel's box grown by the reach), and a metre."""
+    reach = math.hypot(kernel_reach(record.warped["VV"]) + 0.5, kernel_reach(record.warped["VV"]) + 0.5)
+    return _valid_hull(item).buffer(reach * 10 + 1)
 
 
 def test_a_warped_scenes_polygon_holds_every_pixel_it_wrote_and_leaves_the_collar_inside_its_window_out(slanted):

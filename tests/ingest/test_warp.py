@@ -25,15 +25,14 @@ from cube.ledger import read_version
 from ingest.job import ingest
 from ingest.values import ValueMap
 from ingest.warp import (
-    VALID_BLOCK,
     data_polygon,
     data_windows,
     kernel_reach,
     read_warped,
     resampling_for,
     tile_windows,
-    valid_blocks,
-    valid_boxes,
+    valid_extents,
+    valid_reach,
     warp_record,
 )
 from tests.ingest.scene_edits import _rewrite, asset_path, broken_copy, items_of, write_items
@@ -232,9 +231,9 @@ def test_finer_pixels_are_averaged_in_linear_power_whatever_the_shard():
 @pytest.mark.parametrize("crs, res", [("EPSG:32632", 10.0), ("EPSG:4326", 0.0001)])
 def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_leaves_the_collar_out(crs, res):
     """A GRD-like file (its data a sheared band, nodata collar around it, like a whole GRD's rotated footprint on a
-    UTM grid) of another CRS onto 31UGU: the window from its valid blocks (data_windows) holds every valid pixel that
-    warping the whole footprint window gives, and is the bounding box of those pixels to a block and the kernel's
-    reach, where the footprint window (tile_windows) holds the collar too; the polygon within it (data_polygon) holds
+    UTM grid) of another CRS onto 31UGU: the window from its valid pixels (data_windows) holds every valid pixel that
+    warping the whole footprint window gives, and is the bounding box of those pixels to the kernel's reach,
+    where the footprint window (tile_windows) holds the collar too; the polygon within it (data_polygon) holds
     those pixels too, and leaves out the collar beside the band's slanted edges."""
     tile = TileGrid.from_id("31UGU")
     x, y = CRS("EPSG:32631").transformer_to_crs(crs)(752003.0, 5846007.0)
@@ -250,9 +249,9 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
             geobox = GeoBox(ds.shape, ds.transform, ds.crs)
             vv = S1_BACKSCATTER.band("VV")
             how = warp_record(vv, geobox, tile)
-            boxes = valid_boxes(geobox, valid_blocks(~np.isnan(db)), tile.crs, pad=kernel_reach(how),
+            reach = valid_reach(geobox, valid_extents(~np.isnan(db)), tile.crs, pad=kernel_reach(how),
                                 near=tile.bounds)
-            data = data_windows(tile, S1_BACKSCATTER, [geobox], [boxes], scene_id="x")[10]
+            data = data_windows(tile, S1_BACKSCATTER, [geobox], [reach], scene_id="x")[10]
             whole = tile_windows(tile, S1_BACKSCATTER, [geobox], scene_id="x")[10]
             r, c, h, w = whole
             warped = read_warped(ds, vv, ValueMap(np.nan), tile.geobox(10)[r:r + h, c:c + w], how)
@@ -261,17 +260,17 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     dr, dc, dh, dw = data
     assert vr.size > 10_000 and dh * dw < 0.8 * h * w
     assert dr <= vr.min() and vr.max() < dr + dh and dc <= vc.min() and vc.max() < dc + dw  # nothing cut
-    margin = (VALID_BLOCK + kernel_reach(how)) * how["scale"] * 1.6 + 2  # a block and the reach, in tile pixels
+    margin = (kernel_reach(how) + 1) * how["scale"] * 1.6 + 2  # the reach and a pixel, in tile pixels
     assert vr.min() - dr < margin and dr + dh - vr.max() < margin and vc.min() - dc < margin
     assert dc + dw - vc.max() < margin
     # the polygon within it: every pixel of that warp that is valid, and not the collar beside the band's slanted
     # edges (two triangles of the box)
-    polygon = data_polygon(tile, {10: data}, [boxes])
+    polygon = data_polygon(tile, {10: data}, [reach])
     square = shapely.box(*tile.window_bounds(data, 10))
     assert polygon.covered_by(square) and shapely.contains_xy(polygon, *_centres(tile, vr, vc)).all()
     assert square.area - polygon.area > 0.2 * square.area and len(polygon.exterior.coords) < 25  # a few vertices
     # data filling the window leave nothing out: no polygon, rather than its box again in every ledger version
-    full = np.array([shapely.box(*tile.window_bounds(data, 10)).buffer(50, join_style="mitre").bounds])
+    full = shapely.get_coordinates(square.buffer(50, join_style="mitre"))
     assert data_polygon(tile, {10: data}, [full]) is None
 
 
