@@ -283,6 +283,7 @@ SLANT = "RTC-SLANT_T31UFU"
 IN_THE_COLLAR = shapely.box(613600, 5839100, 614100, 5839600)
 ACROSS_THE_EDGE = shapely.box(613900, 5840300, 615400, 5840700)
 ACROSS_THE_SLANT = {"parcel_id": ["IN-THE-COLLAR", "ACROSS-THE-EDGE"], "geometry": [IN_THE_COLLAR, ACROSS_THE_EDGE]}
+BESIDE_THE_SLANT = shapely.box(614500, 5840560, 614600, 5840660)  # a hectare some 170 m west of the slanted edge
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +367,33 @@ def test_a_parcel_in_the_collar_inside_a_warped_scenes_window_is_outside_and_one
     assert status["ACROSS-THE-EDGE"]["status"] == "ok" and status["ACROSS-THE-EDGE"]["reason"] == partly_outside(share)
     assert extracted.loc["ACROSS-THE-EDGE", "status"] == "ok"
     assert extracted.loc["ACROSS-THE-EDGE", "reason"] == partly_outside(share)
+
+
+def test_a_parcel_beside_a_warped_scenes_slanted_edge_beyond_the_kernels_reach_is_outside(slanted, tmp_path):
+    """A hectare beside the slanted edge, farther from the valid pixels than the kernel's reach but within a block of
+    32 source pixels of them: the polygon (the hull of the blocks holding a valid pixel, its side out by up to a
+    block's diagonal along a slanted edge) held it, so it was ``ok`` with a count of 0. The polygon is the valid
+    pixels' hull grown by the reach now: it is ``outside``, in a time series and an extraction alike."""
+    item, cube = slanted
+    version = read_version(open_store(cube), "s1")
+    record = version.scenes[SLANT]
+    assert shapely.box(*scene_extent(version, "31UFU", SLANT)).contains(BESIDE_THE_SLANT)
+    reach = kernel_reach(record.warped["VV"]) * 10  # m
+    assert 2 * reach < BESIDE_THE_SLANT.distance(_valid_hull(item)) < 32 * 10 / math.sqrt(2)  # a block's half-diagonal
+    parcels = gpd.GeoDataFrame({"parcel_id": ["BESIDE-THE-SLANT", "IN-THE-DATA"],
+                                "geometry": [BESIDE_THE_SLANT, shapely.box(616000, 5841500, 616300, 5841800)]},
+                               crs="EPSG:32631")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # that a parcel has no statistics
+        frame = parcel_timeseries(cube, parcels, collection="s1", bands=["VV"])
+    extract(parcels, cube, tmp_path / "out", collection="s1", bands=["VV"], layers=tmp_path / "layers",
+            progress=False)
+    status = {s["parcel_id"]: s for s in frame.attrs["parcel_status"]}["BESIDE-THE-SLANT"]
+    extracted = read_status(tmp_path / "out").set_index("parcel_id").loc["BESIDE-THE-SLANT"]
+    assert (status["status"], extracted["status"]) == ("outside", "outside")
+    assert "outside the data of every tile" in status["reason"] and "outside the data" in extracted["reason"]
+    assert set(frame.parcel_id) == {"IN-THE-DATA"} and frame["count"].item() > 0
+    assert not shape(record.footprint).intersects(BESIDE_THE_SLANT)
 
 
 def test_a_warped_scene_recorded_without_its_polygon_reads_as_before(slanted, tmp_path):

@@ -15,6 +15,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
+from scipy.spatial import cKDTree
 
 from cardcube.cli import main
 from cardcube.errors import SceneGridError
@@ -228,13 +229,14 @@ def test_finer_pixels_are_averaged_in_linear_power_whatever_the_shard():
     np.testing.assert_array_equal(whole, halves)
 
 
-@pytest.mark.parametrize("crs, res", [("EPSG:32632", 10.0), ("EPSG:4326", 0.0001)])
-def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_leaves_the_collar_out(crs, res):
+SHEARED = [("EPSG:32632", 10.0, 0), ("EPSG:4326", 0.0001, 0), ("EPSG:32631", 10.0, 12)]  # crs, pixel, turn (°)
+
+
+def _sheared(crs: str, res: float, turn: float) -> tuple[TileGrid, dict, np.ndarray, tuple, tuple, np.ndarray]:
     """A GRD-like file (its data a sheared band, nodata collar around it, like a whole GRD's rotated footprint on a
-    UTM grid) of another CRS onto 31UGU: the window from its valid pixels (data_windows) holds every valid pixel that
-    warping the whole footprint window gives, and is the bounding box of those pixels to the kernel's reach,
-    where the footprint window (tile_windows) holds the collar too; the polygon within it (data_polygon) holds
-    those pixels too, and leaves out the collar beside the band's slanted edges."""
+    UTM grid) of another CRS, or of 31UGU's on a grid turned by ``turn`` degrees, onto 31UGU: its tile, how it is
+    warped, its reach (valid_reach), its data window (data_windows) and footprint window (tile_windows) at 10 m,
+    and the tile pixels (rows, cols) a warp of that whole footprint window makes valid."""
     tile = TileGrid.from_id("31UGU")
     x, y = CRS("EPSG:32631").transformer_to_crs(crs)(752003.0, 5846007.0)
     n = 400
@@ -243,7 +245,7 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     db[(cols < 0.3 * rows + 150) | (cols > 0.3 * rows + 250) | (rows < 30)] = np.nan  # data: a sheared band
     with rasterio.MemoryFile() as mem:
         with mem.open(driver="GTiff", width=n, height=n, count=1, dtype="float32", crs=crs, nodata=np.nan,
-                      transform=Affine(res, 0, x, 0, -res, y)) as dst:
+                      transform=Affine.translation(x, y) * Affine.rotation(turn) * Affine.scale(res, -res)) as dst:
             dst.write(db, 1)
         with mem.open() as ds:
             geobox = GeoBox(ds.shape, ds.transform, ds.crs)
@@ -256,7 +258,16 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
             r, c, h, w = whole
             warped = read_warped(ds, vv, ValueMap(np.nan), tile.geobox(10)[r:r + h, c:c + w], how)
     vr, vc = np.nonzero(~np.isnan(warped))
-    vr, vc = vr + r, vc + c  # tile pixels
+    return tile, how, reach, data, whole, np.stack([vr + r, vc + c])  # tile pixels
+
+
+@pytest.mark.parametrize("crs, res, turn", SHEARED)
+def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_leaves_the_collar_out(crs, res, turn):
+    """The window from the file's valid pixels (data_windows) holds every valid pixel that warping the whole
+    footprint window gives, and is the bounding box of those pixels to the kernel's reach, where the footprint
+    window (tile_windows) holds the collar too; the polygon within it (data_polygon) holds those pixels too, and
+    leaves out the collar beside the band's slanted edges."""
+    tile, how, reach, data, (_, _, h, w), (vr, vc) = _sheared(crs, res, turn)
     dr, dc, dh, dw = data
     assert vr.size > 10_000 and dh * dw < 0.8 * h * w
     assert dr <= vr.min() and vr.max() < dr + dh and dc <= vc.min() and vc.max() < dc + dw  # nothing cut
@@ -272,6 +283,21 @@ def test_the_data_window_holds_every_valid_pixel_of_the_whole_window_warped_and_
     # data filling the window leave nothing out: no polygon, rather than its box again in every ledger version
     full = shapely.get_coordinates(square.buffer(50, join_style="mitre"))
     assert data_polygon(tile, {10: data}, [full]) is None
+
+
+@pytest.mark.parametrize("crs, res, turn", SHEARED)
+def test_the_polygon_is_the_valid_pixels_to_the_kernels_reach_and_a_pixel(crs, res, turn):
+    """No point of the polygon (data_polygon) lies farther from a valid pixel of the warp than the kernel's reach
+    and a pixel, diagonally (the corner of a pixel's box grown by the reach), along its slanted edges too: it
+    leaves no strip of collar a parcel could lie in (a block of source pixels and the reach, some 450 m, before)."""
+    tile, how, reach, data, _, (vr, vc) = _sheared(crs, res, turn)
+    polygon = data_polygon(tile, {10: data}, [reach])
+    ring = polygon.exterior
+    edge = shapely.get_coordinates(shapely.line_interpolate_point(ring, np.arange(0, ring.length, 1.0)))
+    far = cKDTree(np.column_stack(_centres(tile, vr, vc))).query(edge)[0].max()  # m: the farthest point (convex)
+    source_pixel = how["scale"] * 10  # m
+    assert far <= (kernel_reach(how) + 1) * source_pixel * math.sqrt(2) + 1
+    assert far > kernel_reach(how) * source_pixel * 0.5  # the reach is kept: no valid pixel cut off
 
 
 def _centres(tile: TileGrid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
