@@ -150,9 +150,10 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
             client.cancel(futures)
         failure = _cluster_failure(exc, client, desc)
         if stop_grace is not None:
-            # the cancel is a message, not a call: the first answers may come before the workers have heard of it
-            _await_end(partial(_running_on_cluster, client, set(keys), set(workers), since), stop_grace,
-                       "the dask workers", desc, failure or exc, settle=CANCEL_SETTLE)
+            heard = _after_all_sent(client, token)
+            # without them, a 0 is believed only once the cancel (a message, not a call) has likely reached the workers
+            _await_end(partial(_running_on_cluster, client, set(keys), set(workers), since, heard), stop_grace,
+                       "the dask workers", desc, failure or exc, settle=0.0 if heard else CANCEL_SETTLE)
         if failure is not None:
             raise failure from exc
         raise
@@ -187,11 +188,31 @@ def _watching_workers(client: Any, desc: str, *, alone: bool) -> Iterator[None]:
         stop.set()
 
 
-def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: float, timeout: float) -> int:
+def _after_all_sent(client: Any, token: str) -> list:
+    """A no-op task for each worker now, sent after everything the scheduler has sent it (the stopped run's tasks,
+    their cancel): the scheduler's messages to a worker arrive in order, and a question (``Client.run``) can
+    overtake them, so a worker asked before a task sent to it had reached it said nothing ran, and the run let go
+    of its lock while that task started (2 stops in 6 on 2 cores under a load of 6). Once its no-op has run, a
+    worker has heard of all of them. None sent ([]) if the scheduler does not take them."""
+    try:
+        workers = client.run_on_scheduler(_cluster_now)[1]
+        return [client.submit(_heard, key=f"heard-{token}-{i}", workers=[w], allow_other_workers=False, pure=False,
+                              priority=2**30) for i, w in enumerate(workers)]
+    except Exception:  # the scheduler is gone or does not answer: the question after it says so
+        return []
+
+
+def _heard() -> None:
+    """On a worker: nothing (:func:`_after_all_sent`)."""
+
+
+def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: float, heard: Sequence[Any],
+                        timeout: float) -> int:
     """How many of ``keys`` the scheduler still holds or a worker still runs or is about to run (cancelled ones
     included), asked within ``timeout`` seconds; an error if that cannot be told: a worker of the run (``workers``
     at the start, ``since`` on the scheduler's clock, and those that joined since) has left the cluster (its threads
-    may run on, unseen), one does not answer, or the scheduler."""
+    may run on, unseen), one does not answer, or the scheduler, or none runs but a worker has not yet run its no-op
+    of ``heard`` (:func:`_after_all_sent`: its "none" may predate tasks sent to it)."""
 
     async def ask() -> int:
         held, present, joined = await client._run_on_scheduler(_held_by_scheduler, keys, since)
@@ -201,7 +222,11 @@ def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: f
         answers = await client._run(_running_here, keys, on_error="return")
         if bad := [w for w, n in answers.items() if not isinstance(n, int)]:
             raise RuntimeError(f"the dask worker {bad[0]} could not say what it runs: {answers[bad[0]]}")
-        return held + sum(answers.values())
+        running = held + sum(answers.values())
+        if not running and (unheard := sum(f.status != "finished" for f in heard)):
+            raise RuntimeError(f"{unheard} dask worker(s) had not yet heard of all the scheduler sent them (the "
+                               f"run's tasks and their cancel)")
+        return running
 
     try:
         return client.sync(ask, callback_timeout=max(timeout, 0.1))

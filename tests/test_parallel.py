@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -13,6 +14,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import dask
 import pytest
@@ -257,9 +259,10 @@ def _timed_task(folder: Path, i: int, *_: object) -> int:
     return i
 
 
-def _late(folder: Path, returned: float) -> list[str]:
-    """The tasks that ended after ``returned`` (once all that started have had the time to end)."""
-    time.sleep(1.5)
+def _late(folder: Path, returned: float, *, after: float = 1.5) -> list[str]:
+    """The tasks that ended after ``returned`` (once all that started, or were about to, have had ``after`` seconds
+    to end)."""
+    time.sleep(after)
     return sorted(p.name for p in folder.glob("end-*") if float(p.read_text()) > returned)
 
 
@@ -293,6 +296,43 @@ def test_a_stop_right_after_the_submissions_waits_for_the_tasks_the_cancel_has_n
                 run_tasks(partial(_timed_task, folder), [(i,) for i in range(6)], scheduler=cluster.scheduler_address,
                           progress=False, stop_grace=60)
             assert not _late(folder, time.time()), attempt
+
+
+def _lagging(stream: Any, loop: Any, lag: float) -> None:
+    """Make a scheduler's ``stream`` to a worker deliver each message ``lag`` seconds late, in order."""
+    send, pending = stream.send, collections.deque()
+
+    def due() -> None:
+        while pending and pending[0][0] <= time.monotonic():
+            send(*pending.popleft()[1])
+
+    def late(*msgs: Any) -> None:
+        pending.append((time.monotonic() + lag, msgs))
+        loop.call_later(lag, due)
+
+    stream.send = late
+
+
+def test_a_stop_whose_question_overtakes_the_tasks_sent_to_a_worker_waits_for_them(tmp_path, monkeypatch):
+    """The scheduler's messages to a worker (its tasks, their cancel) go in order on one stream, where the stopped
+    run's question whether anything runs is a call of its own: on a loaded machine the question came first, the
+    worker said nothing ran, and the run let go of its lock while the tasks sent to it started (2 stops in 6 under
+    a load of 6 on 2 cores; the CI's ``['end-0', 'end-1']`` of the test above). Here the stream lags by 1 s."""
+    distributed = pytest.importorskip("distributed")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "as_completed", interrupted)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        for stream in cluster.scheduler.stream_comms.values():
+            _lagging(stream, cluster.scheduler.loop, 1.0)
+        with pytest.raises(KeyboardInterrupt):
+            run_tasks(partial(_timed_task, tmp_path), [(i,) for i in range(6)], scheduler=cluster.scheduler_address,
+                      progress=False, stop_grace=60)
+        assert not _late(tmp_path, time.time(), after=3.0)  # a task the worker hears of 1 s late ends 2 s late
+        assert list(tmp_path.glob("start-*")), "no task started: the test tells nothing"
 
 
 def test_a_worker_that_does_not_answer_bounds_the_wait_by_the_grace(tmp_path):
