@@ -145,6 +145,16 @@ def test_in_crs_follows_the_curved_edges():
     assert in_crs(Geometry(box(100, 10, 101, 11), "EPSG:4326"), "EPSG:32631").is_empty  # far outside the zone
 
 
+def test_in_crs_follows_an_edge_on_the_crs_origin():
+    """A Web Mercator box whose west edge is the Greenwich meridian (x = 0): that edge is a curve in UTM zone 32 too,
+    and the box reprojected holds a point just inside it (odc-geo's densify left that edge straight, 7 km east)."""
+    mercator = Geometry(box(0, 5_500_000, 2_000_000, 9_000_000), "EPSG:3857")
+    lon, lat = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(1_000, 7_250_000)
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(lon, lat)
+    utm = in_crs(mercator, "EPSG:32632")
+    assert utm.is_valid and utm.contains(Point(x, y)) and utm.exterior.distance(Point(x, y)) < 1_000
+
+
 def test_a_range_that_is_no_iso_range_is_quoted_whole():
     with pytest.raises(InvalidRequestError) as refused:
         parse_time_range("01/05/2024")  # a European date: split at the slash, it is no range either

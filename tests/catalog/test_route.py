@@ -98,6 +98,22 @@ def test_time_filtering(memory_cube):
     assert ids(find_tiles(memory_cube, "s2", time=(np.datetime64("2024-06-30T10:50:31"), None))) == ["31UGU"]
 
 
+@pytest.fixture
+def zones_cube():
+    """A catalog in memory of a tile on each side of the 6 E zone boundary: 31UGU (zone 31) and 32ULD (zone 32)."""
+    version = hand_version(tiles={"31UGU": ["2024-05-05T10:50:31Z"], "32ULD": ["2024-05-05T10:50:31Z"]}, hot=0)
+    store = MemoryStore()
+    io = StoreStacIO(store)
+    build_catalog(version, io=io).save(io)
+    return store
+
+
+def test_a_web_mercator_box_from_greenwich_finds_the_tiles_of_the_next_zone(zones_cube):
+    """A box of Web Mercator (a web map's CRS) from the Greenwich meridian (x = 0) to 18 E: its west edge, a curve in
+    UTM zone 32, was reprojected as a straight line 500 km east, and 32ULD (6 to 7.6 E) was left out."""
+    assert ids(find_tiles(zones_cube, "s2", bbox=(0, -20e6, 2e6, 20e6), crs="EPSG:3857")) == ["31UGU", "32ULD"]
+
+
 def test_bad_queries_are_clear_errors():
     with pytest.raises(InvalidRequestError, match="time"):
         find_tiles(MemoryStore(), "s2", time="spring")
