@@ -230,17 +230,28 @@ def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     """``area`` as a shapely geometry in ``crs``, its edges densified first: a straight edge in one CRS is a
     curve in another, and reprojecting only the corners would cut it short. An area in lon/lat is first cut
     to where ``crs`` is meant for (a UTM zone's 6 degrees, and :data:`ZONE_MARGIN` around them), so a query
-    of the whole world finds every tile instead of reprojecting into nonsense."""
+    of the whole world finds every tile instead of reprojecting into nonsense; so is one in another projected CRS
+    that reaches beyond there (a web map's view of the world in Web Mercator), taken to lon/lat first."""
     if area.crs == crs:
         return area.geom
     use = pyproj.CRS.from_user_input(crs).area_of_use
-    if area.crs.geographic and use is not None:  # with a margin: MGRS tiles reach past their zone's edges
+    if use is not None:  # with a margin: MGRS tiles reach past their zone's edges
         west, south, east, north = use.bounds
         near = box(west - ZONE_MARGIN, max(south - ZONE_MARGIN, -90), east + ZONE_MARGIN, min(north + ZONE_MARGIN, 90))
+        area = area if area.crs.geographic else _lonlat_beyond(area, near)
+    if area.crs.geographic and use is not None:
         area = Geometry(area.geom.intersection(near), area.crs)
         if area.geom.is_empty:
             return area.geom
     return densified(area).to_crs(crs).geom
+
+
+def _lonlat_beyond(area: Geometry, near: BaseGeometry) -> Geometry:
+    """``area`` (projected) in lon/lat where that reaches beyond ``near`` (lon/lat), else ``area`` as it is: reprojected
+    from one projected CRS into another whole, its parts far from the other's zone fold over or go to infinity (a
+    Web Mercator box of the world was an invalid polygon in UTM, and found no tile)."""
+    lonlat = densified(area).to_crs("EPSG:4326")
+    return lonlat if lonlat.geom.is_valid and not near.contains(lonlat.geom) else area
 
 
 def densified(area: Geometry, parts: int = 32) -> Geometry:

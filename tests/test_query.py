@@ -12,7 +12,7 @@ from pyproj import Transformer
 from shapely.geometry import Point, box, mapping
 
 from cardcube.errors import InvalidRequestError
-from cardcube.query import in_crs, in_time_selection, parse_time_range, parse_time_selection, query_geometry
+from cardcube.query import densified, in_crs, in_time_selection, parse_time_range, parse_time_selection, query_geometry
 
 ns = lambda text: np.datetime64(text, "ns")  # noqa: E731
 
@@ -153,6 +153,17 @@ def test_in_crs_follows_an_edge_on_the_crs_origin():
     x, y = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform(lon, lat)
     utm = in_crs(mercator, "EPSG:32632")
     assert utm.is_valid and utm.contains(Point(x, y)) and utm.exterior.distance(Point(x, y)) < 1_000
+
+
+def test_in_crs_cuts_a_projected_area_beyond_the_zone_in_lonlat():
+    """A Web Mercator box of the world in UTM zone 31: cut to the zone (and its margin) in lon/lat, as a lon/lat box
+    of the world is, where reprojected whole it was an invalid polygon that held nothing; an area within the zone's
+    reach is reprojected as it is."""
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:32631", always_xy=True).transform(2.0, 51.0)
+    world = in_crs(Geometry(box(-20_037_508, -20_000_000, 20_037_508, 20_000_000), "EPSG:3857"), "EPSG:32631")
+    assert world.is_valid and world.contains(Point(x, y))
+    near = Geometry(box(600_000, 5_800_000, 700_000, 5_900_000), "EPSG:32632")
+    assert in_crs(near, "EPSG:32631").equals(densified(near).to_crs("EPSG:32631").geom)
 
 
 def test_a_range_that_is_no_iso_range_is_quoted_whole():

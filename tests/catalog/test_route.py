@@ -114,6 +114,14 @@ def test_a_web_mercator_box_from_greenwich_finds_the_tiles_of_the_next_zone(zone
     assert ids(find_tiles(zones_cube, "s2", bbox=(0, -20e6, 2e6, 20e6), crs="EPSG:3857")) == ["31UGU", "32ULD"]
 
 
+def test_a_web_mercator_box_of_the_world_finds_every_tile(zones_cube):
+    """A web map's view of the whole world, in its Web Mercator: reprojected whole into a UTM zone it was an invalid
+    polygon, and found no tile without a word; cut to the zone in lon/lat first, as a lon/lat box of the world is."""
+    world = (-20_037_508, -20_000_000, 20_037_508, 20_000_000)
+    assert ids(find_tiles(zones_cube, "s2", bbox=world, crs="EPSG:3857")) == ["31UGU", "32ULD"]
+    assert ids(find_tiles(zones_cube, "s2", bbox=(-10e6, 5e6, 10e6, 9e6), crs="EPSG:3857")) == ["31UGU", "32ULD"]
+
+
 def test_bad_queries_are_clear_errors():
     with pytest.raises(InvalidRequestError, match="time"):
         find_tiles(MemoryStore(), "s2", time="spring")
