@@ -16,8 +16,9 @@ a territory is checked from its extraction output without reading the cube again
    - ``crop_mismatch``: the RMS distance to the declared crop's reference profile is at least
      ``mismatch_ratio`` times the distance to the nearest other crop's (named in ``nearest_crop``), and
      unusual among the parcels declaring that crop (robust z-score, median and MAD, of at least
-     ``outlier_z``): where two crops look alike, or a crop is sown in two waves, a parcel nearer the other
-     crop's reference is not flagged as long as it is typical of its own;
+     ``outlier_z``; among at least ``min_parcels`` distances, else not judged): where two crops look alike, or a
+     crop is sown in two waves, a parcel nearer the other crop's reference is not flagged as long as it is typical
+     of its own;
    - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
    - ``no_mowing`` (declared grassland): no drop between observations at most ``max_gap`` days apart in
      the season, although no gap between its observations there is longer (a parcel seen too rarely is
@@ -284,13 +285,17 @@ def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[fl
     return pd.DataFrame(rows, index=series.index, columns=["low", "low_date", "drop", "gap"])
 
 
-def _robust_z(distance: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Each distance as a robust z-score within its crop: (d - median) / (1.4826 MAD), NaN where undefined."""
+def _robust_z(distance: np.ndarray, codes: np.ndarray, *, min_parcels: int = MarkerRules.min_parcels) -> np.ndarray:
+    """Each distance as a robust z-score within its crop: (d - median) / (1.4826 MAD), 0 at the median itself (a MAD
+    of 0: most of them alike); NaN without a distance, and for a crop of fewer than ``min_parcels`` distances, too few
+    to tell an unusual one (of two, each is 0.67 from their median whatever they are: a wrong crop 20x nearer another
+    crop's reference was cleared)."""
     d, crop = pd.Series(distance), pd.Series(codes).astype(str)
     median = d.groupby(crop).transform("median")
     mad = (d - median).abs().groupby(crop).transform("median")
     with np.errstate(divide="ignore", invalid="ignore"):
-        return ((d - median) / (1.4826 * mad)).to_numpy()
+        z = ((d - median) / (1.4826 * mad)).where(d != median, 0.0).where(d.notna())
+    return z.where(d.groupby(crop).transform("count") >= min_parcels).to_numpy()
 
 
 def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
@@ -480,7 +485,8 @@ def flag_parcels(
     nearest = pd.array(nearest.tolist(), dtype=pd.Series(codes).convert_dtypes().dtype)
     out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
-                        "ratio": ratio, "distance_z": _robust_z(own, codes)}, index=ndvi.index)
+                        "ratio": ratio, "distance_z": _robust_z(own, codes, min_parcels=rules.min_parcels)},
+                       index=ndvi.index)
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     year = _season_year(ndvi.columns, rules, "Sentinel-2")
     if year is None and grass.any():
@@ -563,6 +569,10 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, r
                    f"points to compare with the {row.declared} reference")
     elif np.isnan(row.distance_nearest):
         out.append("crop_mismatch: no other crop's reference profile shares enough points to compare with")
+    elif np.isnan(row.distance_z):
+        out.append(f"crop_mismatch: fewer than {rules.min_parcels} parcels declaring {row.declared} have the "
+                   f"{rules.min_points} profile points a distance to its reference needs, too few to tell an unusual "
+                   f"one")
     if grass:
         if np.isnan(row.min_ndvi):
             out.append("bare_soil: no clear date in the season")

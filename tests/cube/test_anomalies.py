@@ -464,6 +464,30 @@ def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]
 
 
+def test_a_crop_with_too_few_distances_for_a_z_score_is_not_judged_rather_than_cleared():
+    """Five parcels declare crop 5, enough for a reference, but three were clear on three dates only: two parcels have
+    a distance to it, and of two each is 0.67 from their median whatever it grows. The late crop among them, far
+    nearer crop 2's reference, was not flagged and not_judged said nothing; now it names the z-score's want."""
+    rng = np.random.default_rng(11)
+    curves, declared = {}, {}
+    for i in range(20):
+        curves[f"early-{i}"], declared[f"early-{i}"] = _arable(90, rng), 1
+        curves[f"late-{i}"], declared[f"late-{i}"] = _arable(160, rng), 2
+    curves["seen"], curves["late-as-5"] = _arable(90, rng), _arable(160, rng)
+    curves.update({f"glimpsed-{i}": _arable(90, rng) for i in range(3)})
+    declared.update({pid: 5 for pid in ("seen", "late-as-5", "glimpsed-0", "glimpsed-1", "glimpsed-2")})
+    clear = {pid: np.ones(DAY.size, bool) for pid in curves}
+    for i in range(3):
+        first = 60 + 5 * i
+        clear[f"glimpsed-{i}"] = np.isin(DAY, [first, first + 5, first + 10])  # a few profile points, not six
+    flags = flag_parcels(_frame(curves, clear), pd.Series(declared)).set_index("parcel_id")
+    wrong = flags.loc["late-as-5"]
+    assert wrong.ratio > 5 and wrong.nearest_crop == 2 and not wrong.crop_mismatch and np.isnan(wrong.distance_z)
+    for pid in ("late-as-5", "seen"):
+        assert "fewer than 5 parcels declaring 5 have the 6 profile points" in flags.loc[pid, "not_judged"]
+    assert (flags.loc[[f"late-{i}" for i in range(20)], "not_judged"] == "").all()
+
+
 def test_a_pass_without_a_relative_orbit_is_a_track_of_its_own():
     """Tracks are grouped by orbit_state and relative_orbit (by column: a territory's frame has millions of
     rows); a row without a relative orbit is a track of its own, not dropped."""
