@@ -608,14 +608,17 @@ def chip(
             held = sorted(a.time for t in found.read for a in tile_dates(version.tiles[t]))
             raise DateNotFoundError(f"no acquisition of tile {'+'.join(found.read)}, which holds the chip, within the "
                                     f"time range {time}: its dates run from {held[0][:10]} to {held[-1][:10]}")
-    n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(bands) + 1)
+    stored = stored_bands(bands, list(ds.data_vars))
+    derived = [b for b in bands if b in INDICES]
+    # every array the chip holds at once: the stored bands read (an index's inputs, SCL) and the indices made
+    n_bytes = ds.sizes["time"] * ds.sizes["y"] * ds.sizes["x"] * 4 * (len(stored) + len(derived))
     if n_bytes > MAX_BYTES:
         raise RequestTooLargeError(f"the chip would read {n_bytes / 1e9:.1f} GB ({ds.sizes['time']} dates); "
                                    f"narrow the time range (limit {MAX_BYTES / 1e9:.1f} GB)")
     # the stored bands read, the indices computed from them after: dask.compute of a Dataset loses a variable that
     # another is computed from (dask/xarray#11329), so VV, VH, VH_VV at once failed with "Missing dependency"
-    (data,) = compute_reads(ds[[b for b in dict.fromkeys([*bands_for(bands), "SCL"]) if b in ds]])
-    if derived := [b for b in bands if b in INDICES]:
+    (data,) = compute_reads(ds[stored])
+    if derived:
         data = add_indices(data, derived)
     data = data[list(dict.fromkeys([*bands, *(["SCL"] if "SCL" in data else [])]))]
     if pad_to is not None:  # the chip crosses the edge of the tiles holding data: no data beyond them

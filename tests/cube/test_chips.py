@@ -587,3 +587,21 @@ def test_a_season_sheet_stays_within_its_limit_as_drawn(tiny_cube, parcels, parc
         c.contact_sheet(scale=1)
     monkeypatch.setattr(chips, "MAX_SHEET_PIXELS", drawn[0] * drawn[1])
     assert c.contact_sheet(scale=1).image.shape == drawn
+
+
+def test_the_size_limit_counts_every_array_an_index_chip_holds(tiny_cube, tiny_region, monkeypatch):
+    """An NDVI chip holds B04, B08, SCL and NDVI: four arrays of its dates, where the limit counted two (the bands
+    asked for and one), so a chip twice the limit went through."""
+    import cube.chips
+
+    x, y = (tiny_region.bbox[0] + tiny_region.bbox[2]) / 2, (tiny_region.bbox[1] + tiny_region.bbox[3]) / 2
+    lon, lat = gpd.GeoSeries(gpd.points_from_xy([x], [y]), crs=32631).to_crs(4326).iloc[0].coords[0]
+    from shapely.geometry import Point
+
+    one = chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI", time="2024-06")
+    array = one.data.sizes["time"] * 16 * 16 * 4  # one float32 array of the chip's dates
+    monkeypatch.setattr(cube.chips, "MAX_BYTES", 3 * array)
+    with pytest.raises(RequestTooLargeError, match="narrow the time range"):
+        chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI", time="2024-06")
+    monkeypatch.setattr(cube.chips, "MAX_BYTES", 4 * array)
+    assert chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI", time="2024-06").bands == ("NDVI",)
