@@ -62,11 +62,17 @@ class StoreStacIO(pystac.StacIO):
         if text.startswith(self._href_base + "/"):
             text = text[len(self._href_base) + 1:]
         elif "://" in text or text.startswith("/"):
-            raise CorruptDocumentError(f"catalog href {text} is outside the cube at {self.base}")
+            raise self._outside(text)
         key = posixpath.normpath(text)
         if key.startswith("../") or key == "..":
-            raise CorruptDocumentError(f"catalog href {text} is outside the cube at {self.base}")
+            raise self._outside(text)
         return key
+
+    def _outside(self, href: str) -> CorruptDocumentError:
+        return CorruptDocumentError(
+            f"catalog href {href} is outside the cube at {self.base} (a catalog with absolute links, copied or "
+            f"moved from elsewhere?): `cardcube catalog build --cube {self.base}` writes it anew from the ledger, "
+            f"with relative links")
 
     def read_text(self, source: str | pystac.Link, *args: Any, **kwargs: Any) -> str:
         key = self.key(source)
