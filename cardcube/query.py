@@ -17,7 +17,7 @@ import pandas as pd
 import pyproj
 import shapely
 from odc.geo.geom import Geometry
-from shapely.geometry import box, shape
+from shapely.geometry import MultiPolygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError
@@ -195,11 +195,16 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
         except pyproj.exceptions.CRSError:
             raise InvalidRequestError(f"unknown CRS {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
     if bbox is not None:
-        if len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[0] > bbox[2] or bbox[1] > bbox[3]:
+        geographic = pyproj.CRS.from_user_input(crs or default_crs).is_geographic
+        if (len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[1] > bbox[3]
+                or (bbox[0] > bbox[2] and not geographic)):
             raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
         if bbox[0] == bbox[2] or bbox[1] == bbox[3]:  # its box is empty once reprojected: no tile, not a word why
             raise InvalidRequestError(f"bbox {tuple(bbox)} has no area (minx = maxx or miny = maxy): give a box "
                                       f"around the place, e.g. a few metres around a point")
+        minx, miny, maxx, maxy = bbox
+        if minx > maxx:  # across the antimeridian, as STAC and GeoJSON write it: its two sides
+            return Geometry(MultiPolygon([box(minx, miny, 180, maxy), box(-180, miny, maxx, maxy)]), crs or default_crs)
         return Geometry(box(*bbox), crs or default_crs)
     if geometry is None:
         return None

@@ -104,9 +104,14 @@ def test_query_geometry_forms():
         query_geometry((1, 2, 3, 4), Point(1, 2), None, default_crs="EPSG:4326")
     with pytest.raises(InvalidRequestError, match="unknown CRS"):
         query_geometry((1, 2, 3, 4), None, "EPSG:99999", default_crs="EPSG:4326")
-    for bad in [(3, 2, 1, 4), (1, 2, 3), (float("nan"), 2, 3, 4)]:
+    for bad in [(1, 4, 3, 2), (1, 2, 3), (float("nan"), 2, 3, 4)]:
         with pytest.raises(InvalidRequestError, match="bbox"):
             query_geometry(bad, None, None, default_crs="EPSG:4326")
+    # minx > maxx: across the antimeridian in lon/lat (as STAC writes it), refused in metres
+    across = query_geometry((170, 2, -170, 4), None, None, default_crs="EPSG:4326")
+    assert across.geom.equals(box(170, 2, 180, 4).union(box(-180, 2, -170, 4))) and across.geom.area == 40
+    with pytest.raises(InvalidRequestError, match=r"is not \(minx, miny, maxx, maxy\)"):
+        query_geometry((3, 2, 1, 4), None, None, default_crs="EPSG:32631")
     for flat in [(5.67, 52.71, 5.67, 52.71), (5.67, 52.71, 5.68, 52.71)]:  # found no tile, and said nothing else
         with pytest.raises(InvalidRequestError, match=r"has no area \(minx = maxx or miny = maxy\)"):
             query_geometry(flat, None, None, default_crs="EPSG:4326")

@@ -311,6 +311,9 @@ def test_coordinates_that_are_no_lonlat_are_a_clear_error(base_cube, capsys):
     with pytest.raises(InvalidRequestError, match="not lon/lat"):
         find_tiles(base_cube, "s2", geometry=IN_FU, crs="EPSG:4326")
     assert ids(find_tiles(base_cube, "s2", bbox=(-180, -90, 180, 90))) == ["31UFU", "31UGU"]  # the world
+    # across the antimeridian, as STAC writes it (minx > maxx): from 5 E east to 170 W; was refused
+    assert ids(find_tiles(base_cube, "s2", bbox=(5.0, 52.0, -170.0, 53.5))) == ["31UFU", "31UGU"]
+    assert ids(find_tiles(base_cube, "s2", bbox=(170.0, 52.0, -170.0, 53.5))) == []
     from cardcube.cli import main
 
     assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705100,5850100"]) == 2
