@@ -34,7 +34,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import TIME_FORMAT, check_lonlat, parse_time_range, space_for_plus
-from cardcube.spec import DEFAULT_SCL_MASK, SCL_NO_DATA, cube_spec
+from cardcube.spec import CLOUD_SCL_CLASSES, SCL_NO_DATA, cube_spec
 from cardcube.storage import StoreLike, open_store
 from cube import layout, render
 from cube.dataset import (
@@ -130,10 +130,11 @@ class Chip:
             return np.where(values == SCL_NO_DATA, np.float32(np.nan), values.astype(np.float32))
         return values
 
-    def cloud_fraction(self, classes: Sequence[int] = DEFAULT_SCL_MASK) -> np.ndarray:
+    def cloud_fraction(self, classes: Sequence[int] = CLOUD_SCL_CLASSES) -> np.ndarray:
         """Per date, the share of the parcel's pixels (or the chip's, without a parcel) with data that SCL
-        masks (clouds, shadows, ...): pixels outside the swath (SCL 0, no data) are left out, as they are no
-        cloud (:meth:`nodata_fraction` counts them). NaN without an SCL layer (Sentinel-1 sees through
+        calls cloud (shadows, clouds, cirrus; not snow nor saturated pixels, which the statistics' default mask
+        masks too; ``classes`` to count others): pixels outside the swath (SCL 0, no data) are left out, as they
+        are no cloud (:meth:`nodata_fraction` counts them). NaN without an SCL layer (Sentinel-1 sees through
         clouds) or without a pixel with data."""
         if "SCL" not in self.data:
             return np.full(self.data.sizes["time"], np.nan)
@@ -246,7 +247,7 @@ class Chip:
         return render.Legend(f"{band}{self._unit(band)}", "gray", limits)
 
     def contact_sheet(self, *, columns: int = SHEET_COLUMNS, scale: int = SHEET_SCALE,
-                      classes: Sequence[int] = DEFAULT_SCL_MASK, advice: str = SHEET_ADVICE) -> render.ContactSheet:
+                      classes: Sequence[int] = CLOUD_SCL_CLASSES, advice: str = SHEET_ADVICE) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
         dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
         each band of three that is no reflectance) is stretched once for the whole season, so its dates compare.

@@ -605,3 +605,17 @@ def test_the_size_limit_counts_every_array_an_index_chip_holds(tiny_cube, tiny_r
         chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI", time="2024-06")
     monkeypatch.setattr(cube.chips, "MAX_BYTES", 4 * array)
     assert chip(tiny_cube, Point(lon, lat), size=16, bands="NDVI", time="2024-06").bands == ("NDVI",)
+
+
+def test_the_sheet_frames_clouds_red_not_snow_nor_saturated_pixels(tiny_cube, parcels, parcel_id):
+    """Its label says "% cloud": snow (SCL 11) and saturated pixels (SCL 1), which the statistics mask too, were
+    counted as cloud and their dates framed red."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32)
+    data = c.data.copy(deep=True)
+    scl = data["SCL"].values
+    scl[0], scl[1], scl[2] = 11, 1, 9  # a date of snow, one of saturated pixels, one of cloud
+    data["SCL"].values = scl
+    edited = Chip(data, c.bands, c.outline, c.parcel_id)
+    assert list(edited.cloud_fraction()[:3]) == [0.0, 0.0, 1.0]
+    assert list(edited.contact_sheet(scale=1).cloudy[:3]) == [False, False, True]
+    assert edited.cloud_fraction(classes=(1, 11))[:2].tolist() == [1.0, 1.0]  # counted when asked for
