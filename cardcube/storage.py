@@ -412,7 +412,9 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
                 if sync(store.exists(key)):
                     raise FileExistsError(key)
                 sync(store.set(key, buf))
-        except FileExistsError as exc:  # a lost race is no store failure
+        except OSError as exc:  # a lost race is no store failure (AWS: 409 if the other create was under way)
+            if not (isinstance(exc, FileExistsError) or _s3_error(exc)[0] in _CONDITION_FAILED):
+                raise
             raise CommitConflictError(
                 f"{key} already exists in {store_url(store)}: another writer got there first"
             ) from exc
@@ -524,12 +526,33 @@ def _if_unchanged(store: Store, doing: str, key: str) -> Iterator[None]:
         except FileNotFoundError as exc:
             raise CommitConflictError(f"{key} was deleted from {store_url(store)} meanwhile") from exc
         except OSError as exc:
-            if not (isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL):  # s3fs: 412 Precondition Failed
-                raise
-            raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile") from exc
+            code, status = _s3_error(exc)
+            if isinstance(exc, FileExistsError) or status == 412 or code in _CONDITION_FAILED:
+                raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile"
+                                          ) from exc
+            if status in (400, 501) and _is_s3(inner):  # s3fs makes a 400 the OSError(EINVAL) of a 412 too
+                raise StoreError(f"cannot {doing} {store_url(store)}: the store refused a conditional request "
+                                 f"(If-Match) with {status} {code}: {exc}. The writer lock needs an S3 store that "
+                                 f"takes If-Match on PUT and DELETE (AWS S3, MinIO, Ceph RGW of 2024 or later)"
+                                 ) from exc
+            raise
         finally:
             if _is_s3(inner):
                 inner.fs.invalidate_cache("/".join(_s3_object(inner, key)))
+
+
+# S3's answers to a conditional request whose condition did not hold: 412 (its code as AWS, MinIO and Ceph name it),
+# and AWS's 409 when another conditional write of the key was under way (it says: read the object again, retry)
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def _s3_error(exc: BaseException) -> tuple[str, int | None]:
+    """The S3 error code and HTTP status of the answer s3fs turned into ``exc`` (its cause), or ``("", None)``: s3fs
+    makes OSError(EINVAL) of a 412 and of a 400 (InvalidArgument, InvalidRequest) alike."""
+    response = getattr(exc.__cause__, "response", None)
+    if not isinstance(response, Mapping):
+        return "", None
+    return str(response.get("Error", {}).get("Code", "")), response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _s3_object(store: FsspecStore, key: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import types
 import pytest
 from zarr.storage import MemoryStore
 
-from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError
+from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError, StoreError
 from cardcube.storage import (
     delete_if_unchanged,
     delete_key,
@@ -285,3 +285,48 @@ def test_letting_go_of_a_lock_taken_over_after_it_was_read_leaves_the_new_holder
         pass
     assert taken, "the writer never let go of its lock"
     assert read_json(lock_store, key)["owner"] == other["owner"]
+
+
+def _arm_before(monkeypatch, s3_proxy, key: str, *, status: int, code: str, times: int = 1) -> list:
+    """Answer the next conditional replace of the lock (the stale lock's takeover) with ``status``/``code``, armed
+    right before each of the first ``times`` calls (the create-only PUT before it must reach the store); the calls."""
+    real, calls = commit.replace_bytes, []
+
+    def armed(*args, **kwargs):
+        calls.append(None)
+        assert len(calls) < 20, "the takeover is tried again and again (a busy loop)"
+        if len(calls) <= times:
+            s3_proxy.fail_next(1, status=status, code=code, methods=["PUT"], path_contains=key)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit, "replace_bytes", armed)
+    return calls
+
+
+def test_a_store_that_refuses_if_match_is_a_clear_error_not_a_conflict_tried_forever(s3_bucket, s3_proxy,
+                                                                                     monkeypatch):
+    """A store that does not take If-Match answers 400 (InvalidArgument, InvalidRequest) or 501: s3fs makes a 400 the
+    OSError(EINVAL) it makes of a 412 too. Taken for "changed meanwhile", the takeover of a stale lock was tried again
+    at once, forever (three requests a turn, no wait, no deadline), and a refresh failed without a word."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    write_json(store, key, _stale_lock("dead" * 8))
+    calls = _arm_before(monkeypatch, s3_proxy, key, status=400, code="InvalidArgument", times=100)
+    with pytest.raises(StoreError, match="If-Match"), writer_lock(store, "s2"):
+        pass
+    assert len(calls) == 1
+    assert read_json(store, key)["owner"] == "dead" * 8
+
+
+def test_a_conditional_write_that_meets_a_concurrent_one_is_a_conflict(s3_bucket, s3_proxy, monkeypatch):
+    """AWS answers a conditional write that meets another one on the same key with 409 ConditionalRequestConflict
+    (fetch the object again and retry, it says). It was a StoreError: of two writers taking a stale lock over at once,
+    the one told so failed, where it is to read the lock again (and take it, wait, or be told who holds it)."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    write_json(store, key, _stale_lock("dead" * 8))
+    calls = _arm_before(monkeypatch, s3_proxy, key, status=409, code="ConditionalRequestConflict")
+    with writer_lock(store, "s2") as me:
+        assert read_json(store, key)["owner"] == me.owner
+    assert len(calls) == 2
+
