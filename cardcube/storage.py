@@ -485,7 +485,7 @@ def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> N
     with _if_unchanged(store, f"replace {key} in", key):
         if _is_s3(inner):
             bucket, name = _s3_object(inner, key)
-            sync(inner.fs._call_s3("put_object", Bucket=bucket, Key=name, Body=data, IfMatch=expected.tag))
+            sync(_if_match(inner.fs, "put_object", Bucket=bucket, Key=name, Body=data, IfMatch=expected.tag))
         elif (path := local_file(inner, key)) is not None:
             _replace_file(path, data, expected)
         else:
@@ -504,7 +504,7 @@ def delete_if_unchanged(store: Store, key: str, *, expected: Tagged) -> None:
         if _is_s3(inner):
             inner._check_writable()
             bucket, name = _s3_object(inner, key)
-            sync(inner.fs._call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=expected.tag))
+            sync(_if_match(inner.fs, "delete_object", Bucket=bucket, Key=name, IfMatch=expected.tag))
         elif (path := local_file(inner, key)) is not None:
             with _locked_as_read(path, expected):
                 path.unlink()
@@ -553,6 +553,20 @@ def _s3_error(exc: BaseException) -> tuple[str, int | None]:
     if not isinstance(response, Mapping):
         return "", None
     return str(response.get("Error", {}).get("Code", "")), response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+async def _if_match(fs: Any, method: str, **kwargs: Any) -> Any:
+    """``fs._call_s3(method, **kwargs)`` with its ``IfMatch``, refused if s3fs would drop it: it sends only the
+    parameters its botocore knows, and one from before S3's If-Match (2024-11) sent the request unconditionally."""
+    await fs.set_session()
+    s3 = await fs.get_s3(kwargs.get("Bucket"))
+    if "IfMatch" not in fs._filter_kwargs(getattr(s3, method), {"IfMatch": kwargs["IfMatch"]}):
+        import botocore
+
+        raise StoreError(f"this botocore ({botocore.__version__}) does not know S3's If-Match on {method}, and the "
+                         f"request would go unconditionally: upgrade botocore (and aiobotocore) to a release of "
+                         f"2024-12 or later")
+    return await fs._call_s3(method, **kwargs)
 
 
 def _s3_object(store: FsspecStore, key: str) -> tuple[str, str]:

@@ -330,3 +330,21 @@ def test_a_conditional_write_that_meets_a_concurrent_one_is_a_conflict(s3_bucket
         assert read_json(store, key)["owner"] == me.owner
     assert len(calls) == 2
 
+
+def test_a_client_that_would_drop_if_match_is_refused_not_written_unconditionally(lock_store, monkeypatch):
+    """s3fs sends only the parameters its botocore knows: with a botocore from before S3's If-Match (2024-11; the
+    project asks for >= 1.35), the header was dropped without a word and every replace and delete went through, the
+    takeover and the refresh over another writer's lock too."""
+    from s3fs.utils import ParamKwargsHelper
+
+    real = ParamKwargsHelper._get_valid_keys
+    monkeypatch.setattr(ParamKwargsHelper, "_get_valid_keys", lambda self, name: real(self, name) - {"IfMatch"})
+    key = "c/_lock.json"
+    write_json(lock_store, key, {"v": 1})
+    read = read_tagged(lock_store, key)
+    write_json(lock_store, key, {"v": 2})  # another writer's
+    with pytest.raises((CommitConflictError, StoreError)):
+        replace_bytes(lock_store, key, b'{"v": 3}', expected=read)
+    with pytest.raises((CommitConflictError, StoreError)):
+        delete_if_unchanged(lock_store, key, expected=read)
+    assert read_json(lock_store, key) == {"v": 2}
