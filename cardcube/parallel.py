@@ -150,7 +150,11 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
             client.cancel(futures)
         failure = _cluster_failure(exc, client, desc)
         if stop_grace is not None:
-            heard = _after_all_sent(client, token)
+            try:
+                heard = _after_all_sent(client, token)
+            except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM already: as in _await_end
+                raise TasksStillRunningError(-1, stop_grace, "the dask workers",
+                                             f"{_why(failure or exc)}, and again while waiting for them") from again
             # without them, a 0 is believed only once the cancel (a message, not a call) has likely reached the workers
             _await_end(partial(_running_on_cluster, client, set(keys), set(workers), since, heard), stop_grace,
                        "the dask workers", desc, failure or exc, settle=0.0 if heard else CANCEL_SETTLE)

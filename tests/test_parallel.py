@@ -499,3 +499,34 @@ def test_a_cluster_that_loses_every_worker_during_the_run_says_so(caplog, monkey
     assert f"the dask cluster at {cluster.scheduler_address} has no worker any more: writing shards waits for " \
            "one to join" in caplog.text
     assert "a dask worker joined: writing shards goes on" in caplog.text
+
+
+def test_a_second_interrupt_while_the_stop_sends_its_no_ops_says_the_tasks_may_still_run(tmp_path, monkeypatch):
+    """A second Ctrl-C while the stopped run sends each worker its no-op (a call to the scheduler first, which a
+    loaded or frozen scheduler answers late) escaped as a bare KeyboardInterrupt: without TasksStillRunningError in its
+    chain, the writer lock was deleted while the run's tasks ran on the workers."""
+    distributed = pytest.importorskip("distributed")
+    from cardcube import parallel
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "as_completed", interrupted)
+    monkeypatch.setattr(parallel, "_after_all_sent", interrupted)  # the second Ctrl-C, while it waits for an answer
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        with pytest.raises(BaseException) as raised:
+            run_tasks(partial(_timed_task, tmp_path), [(i,) for i in range(2)], scheduler=cluster.scheduler_address,
+                      progress=False, stop_grace=60)
+        assert TasksStillRunningError.in_chain(raised.value), repr(raised.value)
+        assert "and again while waiting" in str(next(e for e in _chain(raised.value)
+                                                     if isinstance(e, TasksStillRunningError)))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
