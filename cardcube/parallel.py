@@ -150,8 +150,8 @@ def _run_on_cluster(client: Any, func: Callable[..., T], args: Sequence[tuple[An
             client.cancel(futures)
         failure = _cluster_failure(exc, client, desc)
         if stop_grace is not None:
-            try:
-                heard = _after_all_sent(client, token)
+            try:  # bounded by the grace too, and the wait after it by its own
+                heard = _after_all_sent(client, token, stop_grace)
             except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM already: as in _await_end
                 raise TasksStillRunningError(-1, stop_grace, "the dask workers",
                                              f"{_why(failure or exc)}, and again while waiting for them") from again
@@ -192,14 +192,15 @@ def _watching_workers(client: Any, desc: str, *, alone: bool) -> Iterator[None]:
         stop.set()
 
 
-def _after_all_sent(client: Any, token: str) -> list:
+def _after_all_sent(client: Any, token: str, timeout: float) -> list:
     """A no-op task for each worker now, sent after everything the scheduler has sent it (the stopped run's tasks,
     their cancel): the scheduler's messages to a worker arrive in order, and a question (``Client.run``) can
     overtake them, so a worker asked before a task sent to it had reached it said nothing ran, and the run let go
     of its lock while that task started (2 stops in 6 on 2 cores under a load of 6). Once its no-op has run, a
-    worker has heard of all of them. None sent ([]) if the scheduler does not take them."""
+    worker has heard of all of them. None sent ([]) if the scheduler does not take them, or does not say its workers
+    within ``timeout`` seconds (a frozen scheduler held the stopped run here forever)."""
     try:
-        workers = client.run_on_scheduler(_cluster_now)[1]
+        workers = client.sync(client._run_on_scheduler, _cluster_now, callback_timeout=max(timeout, 0.1))[1]
         return [client.submit(_heard, key=f"heard-{token}-{i}", workers=[w], allow_other_workers=False, pure=False,
                               priority=2**30) for i, w in enumerate(workers)]
     except Exception:  # the scheduler is gone or does not answer: the question after it says so

@@ -530,3 +530,51 @@ def _chain(exc: BaseException) -> list[BaseException]:
         exc = exc.__cause__ or exc.__context__
     return seen
 
+
+def test_a_scheduler_that_does_not_answer_bounds_the_stopped_runs_wait_by_the_grace(tmp_path):
+    """A frozen scheduler (a paused container) held the stopped run forever in the call that lists its workers for
+    their no-ops, a call without a timeout, where the question after it is bounded by the grace."""
+    distributed = pytest.importorskip("distributed")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(file)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (file.exists() and file.read_text().strip().endswith("}")):
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        address = json.loads(file.read_text())["address"]
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "2",
+                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+
+            def freeze_then_stop(result: int) -> dict:
+                os.kill(scheduler.pid, signal.SIGSTOP)
+                raise _Stop
+
+            outcome: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], scheduler=client, progress=False,
+                              tally=freeze_then_stop, stop_grace=2)
+                except BaseException as exc:  # what the run raised is the result
+                    outcome.append(exc)
+
+            stopped = threading.Thread(target=run, daemon=True)
+            stopped.start()
+            stopped.join(60)  # only so a hang ends the test
+            os.kill(scheduler.pid, signal.SIGCONT)
+            (tmp_path / "go").touch()
+            assert not stopped.is_alive(), "the stopped run still waits for the frozen scheduler"
+            assert isinstance(outcome[0], TasksStillRunningError) and outcome[0].running == -1
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                os.kill(process.pid, signal.SIGCONT)
+                process.kill()
+                process.wait()
