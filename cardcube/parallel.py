@@ -196,7 +196,7 @@ def _after_all_sent(client: Any, token: str, timeout: float) -> list:
     """A no-op task for each worker now, sent after everything the scheduler has sent it (the stopped run's tasks,
     their cancel): the scheduler's messages to a worker arrive in order, and a question (``Client.run``) can
     overtake them, so a worker asked before a task sent to it had reached it said nothing ran, and the run let go
-    of its lock while that task started (2 stops in 6 on 2 cores under a load of 6). Once its no-op has run, a
+    of its lock while that task started (2 stops in 6 on 2 cores under a load of 6). Once it holds its no-op, a
     worker has heard of all of them. None sent ([]) if the scheduler does not take them, or does not say its workers
     within ``timeout`` seconds (a frozen scheduler held the stopped run here forever)."""
     try:
@@ -216,19 +216,22 @@ def _running_on_cluster(client: Any, keys: set[str], workers: set[str], since: f
     """How many of ``keys`` the scheduler still holds or a worker still runs or is about to run (cancelled ones
     included), asked within ``timeout`` seconds; an error if that cannot be told: a worker of the run (``workers``
     at the start, ``since`` on the scheduler's clock, and those that joined since) has left the cluster (its threads
-    may run on, unseen), one does not answer, or the scheduler, or none runs but a worker has not yet run its no-op
-    of ``heard`` (:func:`_after_all_sent`: its "none" may predate tasks sent to it)."""
+    may run on, unseen), one does not answer, or the scheduler, or none runs but a worker has not yet received its
+    no-op of ``heard`` (:func:`_after_all_sent`: its "none" may predate tasks sent to it). A worker holding its no-op
+    has handled all the scheduler sent it before (in order): it need not have run it, which waits for a free thread
+    (all may run other work: another client's, or none on a worker paused for memory)."""
 
     async def ask() -> int:
         held, present, joined = await client._run_on_scheduler(_held_by_scheduler, keys, since)
         if gone := (workers | set(joined)) - set(present):
             raise RuntimeError(f"the dask worker {sorted(gone)[0]} left the cluster during the run: what it runs "
                                f"cannot be asked")
-        answers = await client._run(_running_here, keys, on_error="return")
-        if bad := [w for w, n in answers.items() if not isinstance(n, int)]:
+        answers = await client._run(_running_here, keys, {f.key for f in heard}, on_error="return")
+        if bad := [w for w, a in answers.items() if not isinstance(a, tuple)]:
             raise RuntimeError(f"the dask worker {bad[0]} could not say what it runs: {answers[bad[0]]}")
-        running = held + sum(answers.values())
-        if not running and (unheard := sum(f.status != "finished" for f in heard)):
+        running = held + sum(n for n, _ in answers.values())
+        received = set().union(*(got for _, got in answers.values()))
+        if not running and (unheard := sum(f.status != "finished" and f.key not in received for f in heard)):
             raise RuntimeError(f"{unheard} dask worker(s) had not yet heard of all the scheduler sent them (the "
                                f"run's tasks and their cancel)")
         return running
@@ -253,11 +256,12 @@ def _held_by_scheduler(keys: set[str], since: float, dask_scheduler: Any = None)
     return sum(k in dask_scheduler.tasks for k in keys), list(dask_scheduler.workers), joined
 
 
-def _running_here(keys: set[str], dask_worker: Any = None) -> int:
+def _running_here(keys: set[str], heard: set[str], dask_worker: Any = None) -> tuple[int, list[str]]:
     """On a worker (``Client.run``): how many of ``keys`` it runs (cancelled ones too: a thread cannot be stopped)
-    or holds to run."""
+    or holds to run, and which of ``heard`` (:func:`_after_all_sent`) it holds, in any state."""
     tasks = dask_worker.state.tasks
-    return sum(1 for k in keys if (ts := tasks.get(k)) is not None and ts.state not in _SETTLED)
+    return (sum(1 for k in keys if (ts := tasks.get(k)) is not None and ts.state not in _SETTLED),
+            [k for k in heard if k in tasks])
 
 
 _SETTLED = frozenset({"memory", "error", "released", "forgotten"})  # a worker's task states that run nothing

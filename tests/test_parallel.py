@@ -578,3 +578,35 @@ def test_a_scheduler_that_does_not_answer_bounds_the_stopped_runs_wait_by_the_gr
                 os.kill(process.pid, signal.SIGCONT)
                 process.kill()
                 process.wait()
+
+
+def _busy(folder: Path) -> None:
+    """Another job's task: holds its worker's thread until ``folder/go`` exists."""
+    (folder / "busy").touch()
+    _wait_for(folder / "go")
+
+
+def test_a_stop_on_a_worker_whose_threads_run_other_work_does_not_wait_for_a_free_thread(tmp_path, monkeypatch):
+    """A worker tells it has heard of all the scheduler sent it before the stopped run's no-op once it holds the no-op
+    (its messages are handled in order), not once a thread has run it: on a cluster whose threads were all busy with
+    other work (another client's, a worker paused for memory), nothing of the run ran, yet it said its tasks may still
+    run and left the writer lock for others to take for dead."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as other:
+        other_work = other.submit(_busy, tmp_path, pure=False)
+        _wait_for(tmp_path / "busy")
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(distributed, "as_completed", interrupted)
+        try:
+            with pytest.raises(KeyboardInterrupt) as raised:
+                run_tasks(partial(_timed_task, tmp_path), [(i,) for i in range(2)],
+                          scheduler=cluster.scheduler_address, progress=False, stop_grace=3)
+            assert not TasksStillRunningError.in_chain(raised.value), str(raised.value)
+            assert not list(tmp_path.glob("start-*"))
+        finally:
+            (tmp_path / "go").touch()
+            other_work.result(timeout=60)
