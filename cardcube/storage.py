@@ -497,7 +497,8 @@ def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> N
 
 def delete_if_unchanged(store: Store, key: str, *, expected: Tagged) -> None:
     """Delete the object at ``key`` only if it is still the version ``expected``; :class:`CommitConflictError` if it
-    changed meanwhile (nothing there: nothing to do). S3 uses a conditional DELETE (``If-Match``: AWS and Ceph RGW);
+    changed meanwhile (nothing there: nothing to do). S3 uses a conditional DELETE (``If-Match``: AWS and Ceph RGW;
+    MinIO ignores it, and deletes unconditionally);
     a local folder locks the file and checks it as :func:`replace_bytes` does; another store checks its bytes."""
     inner = _innermost(store)
     with _if_unchanged(store, f"delete {key} from", key), suppress(FileNotFoundError):
@@ -592,7 +593,9 @@ def _locked_as_read(path: Path, expected: Tagged) -> Iterator[None]:
     file, or none."""
     with path.open("rb") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        if _file_tag(os.fstat(f.fileno())) != expected.tag or _file_tag(path.stat()) != expected.tag:
+        # its bytes too: a file system with coarse times may give a later file the freed inode, time and size
+        if (_file_tag(os.fstat(f.fileno())) != expected.tag or _file_tag(path.stat()) != expected.tag
+                or f.read() != expected.data):
             raise FileExistsError(path)
         yield
 
