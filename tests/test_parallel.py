@@ -335,6 +335,23 @@ def test_a_stop_whose_question_overtakes_the_tasks_sent_to_a_worker_waits_for_th
         assert list(tmp_path.glob("start-*")), "no task started: the test tells nothing"
 
 
+def _stopped_in_a_thread(client: Any, folder: Path, tally: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """A run of two held tasks on ``client`` stopped by ``tally`` (grace 2 s), started in a thread; what it raises
+    goes into the list."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_tasks(partial(_held_task, folder), [(0,), (1,)], scheduler=client, progress=False, tally=tally,
+                      stop_grace=2)
+        except BaseException as exc:  # what the run raised is the result
+            outcome.append(exc)
+
+    stopped = threading.Thread(target=run, daemon=True)
+    stopped.start()
+    return stopped, outcome
+
+
 def test_a_worker_that_does_not_answer_bounds_the_wait_by_the_grace(tmp_path):
     """A frozen worker (a paused container, a suspended VM) held the stopped run's question forever (400 s and
     counting with a grace of 2 s): the pod was killed instead of exiting with its message."""
@@ -347,17 +364,7 @@ def test_a_worker_that_does_not_answer_bounds_the_wait_by_the_grace(tmp_path):
             os.kill(pid, signal.SIGSTOP)
             raise _Stop
 
-        outcome: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], scheduler=client, progress=False,
-                          tally=freeze_then_stop, stop_grace=2)
-            except BaseException as exc:  # what the run raised is the result
-                outcome.append(exc)
-
-        stopped = threading.Thread(target=run, daemon=True)
-        stopped.start()
+        stopped, outcome = _stopped_in_a_thread(client, tmp_path, freeze_then_stop)
         stopped.join(120)  # only so a hang ends the test; nothing about time is asserted
         os.kill(pid, signal.SIGCONT)
         (tmp_path / "go").touch()
@@ -556,17 +563,7 @@ def test_a_scheduler_that_does_not_answer_bounds_the_stopped_runs_wait_by_the_gr
                 os.kill(scheduler.pid, signal.SIGSTOP)
                 raise _Stop
 
-            outcome: list[BaseException] = []
-
-            def run() -> None:
-                try:
-                    run_tasks(partial(_held_task, tmp_path), [(0,), (1,)], scheduler=client, progress=False,
-                              tally=freeze_then_stop, stop_grace=2)
-                except BaseException as exc:  # what the run raised is the result
-                    outcome.append(exc)
-
-            stopped = threading.Thread(target=run, daemon=True)
-            stopped.start()
+            stopped, outcome = _stopped_in_a_thread(client, tmp_path, freeze_then_stop)
             stopped.join(60)  # only so a hang ends the test
             os.kill(scheduler.pid, signal.SIGCONT)
             (tmp_path / "go").touch()
