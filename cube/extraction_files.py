@@ -186,13 +186,16 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     old = read_json(out, MANIFEST)
     if old is None:
         others = [name for name in list_children(out, "") if not is_partial(name)]
-        if "" in others:  # S3 lists an object named as the prefix as "" under it
+        if MANIFEST in others:  # another run started into out between the read and the listing: compared with it
+            old = read_json(out, MANIFEST)
+        elif "" in others:  # S3 lists an object named as the prefix as "" under it
             raise InvalidRequestError(f"{store_url(out)} is an object, not a prefix: give --out a new or empty "
                                       "prefix (a folder)")
-        if others:  # parcels.parquet would overwrite a parcel file of the same name
+        elif others:  # parcels.parquet would overwrite a parcel file of the same name
             listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
             raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
                                       f"a new or empty --out, so that nothing of yours is overwritten")
+    if old is None:
         try:
             write_json(out, MANIFEST, {**manifest, "complete": False}, create_only=True)
             return None

@@ -101,6 +101,29 @@ def test_two_runs_started_together_into_one_empty_output_are_not_both_let_in(tmp
     assert isinstance(outcomes[loser], InvalidRequestError) and "with other block" in str(outcomes[loser])
 
 
+def test_a_run_that_lists_the_output_after_another_run_started_into_it_is_compared_with_that_run(tmp_path,
+                                                                                                  monkeypatch):
+    """The other run created its manifest between this run's read of it (none) and its listing of the folder: it
+    was "... holds manifest.json but no extraction (manifest.json)" (the race of the test above, at times, under
+    load), not the comparison of the two runs."""
+    from zarr.storage import LocalStore
+
+    from cube import extraction_files
+
+    out, version = LocalStore(tmp_path), _version(1, ["S2A_1"])
+    assert check_manifest(out, {**PARAMETERS, "block": 256}, version, time=None, update=False,
+                          cube=MemoryStore()) is None  # the other run
+    reads, read = [], extraction_files.read_json
+
+    def read_before_it(store, key):  # this run's first read of the manifest came before the other run wrote it
+        reads.append(key)
+        return None if len(reads) == 1 else read(store, key)
+
+    monkeypatch.setattr(extraction_files, "read_json", read_before_it)
+    with pytest.raises(InvalidRequestError, match="with other block"):
+        check_manifest(out, {**PARAMETERS, "block": 512}, version, time=None, update=False, cube=MemoryStore())
+
+
 def test_an_output_prefix_that_is_an_object_on_s3_is_named_so(s3_bucket):
     """``--out s3://bucket/results`` where ``results`` is an object: "... holds  but no extraction", no name."""
     from cardcube.storage import open_store
