@@ -251,8 +251,11 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
         providers=[ESA, CARDCUBE],
         summaries=pystac.Summaries(summaries),
         stac_extensions=extensions,
+        # updated: when the version was committed (STAC common metadata), which tells a cube rebuilt at the same
+        # place (its versions numbered anew) from the one before (catalog.route.ItemCache)
         extra_fields={"cardcube:collection": version.collection, VERSION_FIELD: version.version,
-                      "cardcube:scenes": len(version.scenes)},
+                      "cardcube:scenes": len(version.scenes),
+                      **({"updated": version.created} if version.created else {})},
     )
     collection.add_links(info.links()[:1])  # the licence link
     collection.item_assets = {"data": pystac.ItemAssetDefinition.create(

@@ -87,9 +87,10 @@ class TileRef:
 
 
 class ItemCache(LRUDict):
-    """Parsed tile items (:class:`TileRef`) by store, item key and catalog version, kept by their owner from one
-    routing call to the next. An entry never goes stale: a new ledger version is a new key. Safe to share
-    between threads."""
+    """Parsed tile items (:class:`TileRef`) by store, item key and catalog version (its number and when it was
+    committed), kept by their owner from one routing call to the next. An entry never goes stale: a new ledger
+    version is a new key, and so is a version of a cube wiped and built again at the same place (until 2026-12-05
+    its items were those of the old cube's version of that number). Safe to share between threads."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         super().__init__(size)
@@ -136,7 +137,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
         what = f"type {doc.get('type')!r}" if isinstance(doc, dict) else f"JSON is a {type(doc).__name__}"
         raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its {what}): 'cardcube catalog "
                                    f"build' writes it anew")
-    version = doc.get(VERSION_FIELD)
+    version = doc.get(VERSION_FIELD), doc.get("updated")  # a rebuilt cube numbers its versions anew: when, too
     token = _store_token(store)
     try:  # relative to the collection, or absolute (valid STAC too, as a publisher normalising links writes them)
         item_keys = [io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key)))

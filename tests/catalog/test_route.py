@@ -178,6 +178,26 @@ def test_new_version_is_seen(cube, tmp_path):
     assert {r.version for r in tile_refs(cube, "s2", cache=cache)} == {2}
 
 
+def test_a_cube_built_again_at_the_same_place_is_seen_through_the_cache(tmp_path):
+    """A cube wiped and built again numbers its versions anew: version 3 of the new cube was served from the cache
+    as the old cube's version 3 (its items, its dates)."""
+    import dataclasses
+    from datetime import timedelta
+
+    from tests.catalog.conftest import T0, iso
+
+    store, cache = open_store(str(tmp_path / "cube")), ItemCache()
+    old = hand_version(version=3)
+    write_catalog(store, old)
+    before = tile_refs(store, "s2", cache=cache)
+    new = dataclasses.replace(hand_version(tiles={"31UFU": [iso(T0 + timedelta(days=d)) for d in (1, 2)]},
+                                           version=3), created="2024-07-01T00:00:00.000000Z")
+    write_catalog(store, new, force=True)
+    after = tile_refs(store, "s2", cache=cache)
+    assert before[0].version == after[0].version == 3
+    assert after[0].dates == 2 and before[0].dates == 4  # the new cube's items, not the cached ones
+
+
 def test_a_time_range_between_two_dates_of_a_tile_does_not_find_it(memory_cube):
     """A tile's item gave its first and last date only, so a range between two of them found the tile, which then
     gave no date of it. An item without the dates (a catalog of a cardcube before them) still routes by the span."""
