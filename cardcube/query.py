@@ -195,9 +195,8 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
         except pyproj.exceptions.CRSError:
             raise InvalidRequestError(f"unknown CRS {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
     if bbox is not None:
-        geographic = pyproj.CRS.from_user_input(crs or default_crs).is_geographic
         if (len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[1] > bbox[3]
-                or (bbox[0] > bbox[2] and not geographic)):
+                or (bbox[0] > bbox[2] and not pyproj.CRS.from_user_input(crs or default_crs).is_geographic)):
             raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
         if bbox[0] == bbox[2] or bbox[1] == bbox[3]:  # its box is empty once reprojected: no tile, not a word why
             raise InvalidRequestError(f"bbox {tuple(bbox)} has no area (minx = maxx or miny = maxy): give a box "
@@ -243,20 +242,19 @@ def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     if use is not None:  # with a margin: MGRS tiles reach past their zone's edges
         west, south, east, north = use.bounds
         near = box(west - ZONE_MARGIN, max(south - ZONE_MARGIN, -90), east + ZONE_MARGIN, min(north + ZONE_MARGIN, 90))
-        area = area if area.crs.geographic else _lonlat_beyond(area, near)
-    if area.crs.geographic and use is not None:
+        if not area.crs.geographic:
+            # reprojected whole from one projected CRS into another, the parts of an area far from the other's zone
+            # fold over or go to infinity (a Web Mercator box of the world was an invalid polygon in UTM, and found
+            # no tile): one that reaches beyond there is cut in lon/lat
+            dense = densified(area)
+            lonlat = dense.to_crs("EPSG:4326")
+            if not lonlat.geom.is_valid or near.contains(lonlat.geom):
+                return dense.to_crs(crs).geom
+            area = lonlat
         area = Geometry(area.geom.intersection(near), area.crs)
         if area.geom.is_empty:
             return area.geom
     return densified(area).to_crs(crs).geom
-
-
-def _lonlat_beyond(area: Geometry, near: BaseGeometry) -> Geometry:
-    """``area`` (projected) in lon/lat where that reaches beyond ``near`` (lon/lat), else ``area`` as it is: reprojected
-    from one projected CRS into another whole, its parts far from the other's zone fold over or go to infinity (a
-    Web Mercator box of the world was an invalid polygon in UTM, and found no tile)."""
-    lonlat = densified(area).to_crs("EPSG:4326")
-    return lonlat if lonlat.geom.is_valid and not near.contains(lonlat.geom) else area
 
 
 def densified(area: Geometry, parts: int = 32) -> Geometry:
