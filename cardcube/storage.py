@@ -404,8 +404,7 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
     with _failures(f"create {key} in", store):
         try:
             if _is_s3(store):
-                path = f"{store.path.rstrip('/')}/{key}"
-                sync(store.fs._pipe_file(path, data, mode="create"))
+                sync(store.fs._pipe_file("/".join(_s3_object(store, key)), data, mode="create"))
             elif isinstance(store, LocalStore):
                 sync(store._set(key, buf, exclusive=True))
             else:  # not atomic: a check then a write; documented limitation for other stores
@@ -498,8 +497,8 @@ def replace_bytes(store: Store, key: str, data: bytes, *, expected: Tagged) -> N
 def delete_if_unchanged(store: Store, key: str, *, expected: Tagged) -> None:
     """Delete the object at ``key`` only if it is still the version ``expected``; :class:`CommitConflictError` if it
     changed meanwhile (nothing there: nothing to do). S3 uses a conditional DELETE (``If-Match``: AWS and Ceph RGW;
-    MinIO ignores it, and deletes unconditionally);
-    a local folder locks the file and checks it as :func:`replace_bytes` does; another store checks its bytes."""
+    MinIO ignores it, and deletes unconditionally); a local folder locks the file and checks it as
+    :func:`replace_bytes` does; another store checks its bytes."""
     inner = _innermost(store)
     with _if_unchanged(store, f"delete {key} from", key), suppress(FileNotFoundError):
         if _is_s3(inner):
