@@ -381,6 +381,14 @@ def _task_on(folder: Path, i: int) -> int:
     return i
 
 
+def _address_in(folder: Path, pattern: str) -> str:
+    """The worker address a task wrote to a file of ``folder`` matching ``pattern``, once written: the file exists
+    before its text does, and a drop of '' left task 0 waiting for ever (the test hung 600 s on a loaded machine)."""
+    while not (written := [text for p in folder.glob(pattern) if (text := p.read_text())]):
+        time.sleep(0.02)
+    return written[0]
+
+
 async def _drop(address: str, dask_scheduler=None) -> None:
     await dask_scheduler.remove_worker(address, stimulus_id="a network partition", close=False)
 
@@ -392,9 +400,7 @@ def test_a_worker_the_scheduler_dropped_may_still_run_tasks(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
         def partition() -> None:
-            while not (tmp_path / "worker-0").exists():
-                time.sleep(0.02)
-            client.run_on_scheduler(_drop, (tmp_path / "worker-0").read_text())
+            client.run_on_scheduler(_drop, _address_in(tmp_path, "worker-0"))
 
         threading.Thread(target=partition, daemon=True).start()
         with pytest.raises(TasksStillRunningError, match=r"could not be asked: RuntimeError: the dask worker \S+ left "
@@ -434,9 +440,7 @@ def test_a_worker_that_joined_during_the_run_and_was_dropped_may_still_run_tasks
         def join_then_partition() -> None:
             time.sleep(0.5)
             cluster.scale(2)
-            while not (started := list(tmp_path.glob("on-*"))):
-                time.sleep(0.02)
-            client.run_on_scheduler(_drop, started[0].read_text())
+            client.run_on_scheduler(_drop, _address_in(tmp_path, "on-*"))
             (tmp_path / "dropped").touch()
 
         threading.Thread(target=join_then_partition, daemon=True).start()
