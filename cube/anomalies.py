@@ -439,7 +439,9 @@ def flag_parcels(
     none of them, a selection of parcels without grassland). ``s1``: Sentinel-1 statistics of
     the same parcels (``VH`` means per date, with ``orbit_state`` and ``relative_orbit``), for the mowing
     marker; parcels it lacks fall back to NDVI. Parcels of ``frame`` without a declaration are left out
-    (there is nothing to check).
+    (there is nothing to check). Dates in two years' seasons are refused if a parcel declares grassland (the winter
+    would read as a gap in the season); without, only crop_mismatch is judged, with no season evidence (``min_ndvi``
+    ... ``longest_gap`` missing).
     """
     if frame.attrs.get("collection", "s2") == "s2":
         check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
@@ -488,12 +490,17 @@ def flag_parcels(
                         "ratio": ratio, "distance_z": _robust_z(own, codes, min_parcels=rules.min_parcels)},
                        index=ndvi.index)
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
-    year = _season_year(ndvi.columns, rules, "Sentinel-2")
+    # crop_mismatch reads no season: without grassland, dates of two seasons (winter crops' September to August) are
+    # judged, their season evidence left blank rather than two seasons' taken for one
+    seasons = set(pd.DatetimeIndex(ndvi.columns)[_in_season(ndvi.columns, rules)].year)
+    two_seasons = len(seasons) > 1 and not grass.any()
+    year = None if two_seasons else _season_year(ndvi.columns, rules, "Sentinel-2")
     if year is None and grass.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}, "
                                   f"which the grassland markers judge")
-    out = out.join(_season_evidence(ndvi, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"],
-                                                           axis=1))
+    seasonal = ndvi.iloc[:, :0] if two_seasons else ndvi
+    out = out.join(_season_evidence(seasonal, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop",
+                                                               "longest_gap"], axis=1))
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
     span = {"Sentinel-2": _season_span(ndvi.columns, rules), "Sentinel-1": 0}  # days of the season each spans

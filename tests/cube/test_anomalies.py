@@ -541,6 +541,20 @@ def test_statistics_of_two_seasons_or_of_other_parcels_are_refused(population):
     assert with_short.no_mowing.sum() > 0
 
 
+def test_an_agricultural_year_of_winter_crops_is_judged_for_crop_mismatch(population):
+    """Statistics from September to August (winter crops are sown the autumn before) hold dates of two seasons: they
+    were refused ("flag one year at a time") also without grassland codes, where no marker reads the season; the
+    advice, --time 2024, cut off the sowing. Now crop_mismatch is judged, and no season's evidence mixes two."""
+    frame, declared, _ = population
+    a_year_earlier = frame.assign(time=frame.time - pd.Timedelta(days=364))
+    sown = pd.concat([a_year_earlier[a_year_earlier.time >= "2023-09-01"], frame])
+    flags = flag_parcels(sown, declared)
+    assert set(flags.parcel_id[flags.crop_mismatch]) == {"late-as-early-1", "late-as-early-2", "early-as-grass"}
+    assert flags.min_ndvi.isna().all() and flags.longest_gap.isna().all()
+    with pytest.raises(InvalidRequestError, match="dates in the seasons of 2023, 2024"):
+        flag_parcels(sown, declared, grassland=[3])  # the winter would read as a gap in the season
+
+
 def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_read_right(population):
     frame, declared, _ = population
     with pytest.raises(InvalidRequestError, match=r"1 parcel id\(s\) are declared twice \(e.g. 'grass-0'\)"):
