@@ -186,16 +186,17 @@ def _dates(times: Iterable[Any]) -> np.ndarray:
 def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
     """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
     NaN outside its first and last clear date, strictly inside a gap of more than ``max_gap`` days between
-    two clear dates (nothing is known there), and for a parcel with fewer than two clear dates."""
-    days = _days(ndvi.columns)
+    two clear dates (nothing is known there; whole UTC dates, :func:`_dates`), and for a parcel with fewer than two
+    clear dates."""
+    days, dates = _days(ndvi.columns), _dates(ndvi.columns)
     out = np.full((len(ndvi), grid.size), np.nan)
     for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
         ok = ~np.isnan(row)
         if ok.sum() >= 2:
-            d = days[ok]
+            d, whole = days[ok], dates[ok]
             inside = (grid >= d[0]) & (grid <= d[-1])
             g = grid[inside]
-            before, after = d[np.searchsorted(d, g, side="right") - 1], d[np.searchsorted(d, g, side="left")]
+            before, after = whole[np.searchsorted(d, g, side="right") - 1], whole[np.searchsorted(d, g, side="left")]
             known = after - before <= max_gap
             out[i, np.flatnonzero(inside)[known]] = np.interp(g[known], d, row[ok])
     return out

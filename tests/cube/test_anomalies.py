@@ -323,6 +323,18 @@ def test_profiles_are_not_drawn_across_weeks_of_clouds():
     np.testing.assert_allclose(profiles(ndvi, grid)[0], want)  # no limit: the straight line
 
 
+def test_profiles_count_the_gap_between_clear_dates_in_whole_days():
+    """Two orbits pass minutes apart: clear dates 30 days apart measured 30.007 days, over a max_gap of 30, and the
+    profile between them was dropped, as the season's gaps were before they were counted in whole days."""
+    ndvi = pd.DataFrame([[0.2, 0.6, 0.4]], columns=pd.DatetimeIndex(["2024-05-01 10:56", "2024-05-31 11:06",
+                                                                     "2024-06-10 10:56"]))
+    days = (ndvi.columns - pd.Timestamp("1970-01-01")).total_seconds().to_numpy() / 86400
+    grid = np.arange(days[0], days[-1], 5.0)
+    curves = profiles(ndvi, grid, max_gap=30)
+    np.testing.assert_allclose(curves[0], np.interp(grid, days, ndvi.to_numpy()[0]))
+    assert np.isnan(profiles(ndvi, grid, max_gap=29)[0, 1:6]).all()  # a longer gap than allowed still is one
+
+
 def test_a_crop_clouded_over_its_peak_is_not_flagged_as_another():
     """A late crop declared right but without a clear date for 100 days around its peak: a straight line
     across the gap looks like a flat fallow's profile, so its flag would be the clouds', not the field's."""
