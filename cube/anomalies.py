@@ -144,7 +144,8 @@ def _is_month_day(text: Any) -> bool:
 def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clear) -> pd.DataFrame:
     """Parcels x dates: NDVI of the mean B04 and B08 reflectance where at least ``min_clear`` of the
     parcel's pixels are clear, else NaN. ``frame`` is a statistics frame (``parcel_id, time, band, count,
-    masked, mean``)."""
+    masked, mean``). A mean below 0 (L2A's offset leaves noise below 0 over water and shadow) is taken as 0, so the
+    NDVI stays in [-1, 1] (it was -5 or -inf); NaN where both are 0."""
     missing = {"parcel_id", "time", "band", "count", "masked", "mean"} - set(frame.columns)
     if missing:
         raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
@@ -155,7 +156,7 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
                                   f"{sorted(frame['band'].unique())} (Sentinel-1 statistics go to s1=, in the CLI "
                                   f"--s1)")
     wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
-    red, nir = wide[("mean", "B04")], wide[("mean", "B08")]
+    red, nir = wide[("mean", "B04")].clip(lower=0), wide[("mean", "B08")].clip(lower=0)
     pixels = wide[("count", "B04")] + wide[("masked", "B04")]
     clear = wide[("count", "B04")] / pixels.where(pixels > 0)
     ndvi = ((nir - red) / (nir + red)).where(clear >= min_clear)

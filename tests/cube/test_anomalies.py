@@ -112,6 +112,27 @@ def test_ndvi_by_date_is_the_ndvi_of_the_mean_reflectances(population):
         ndvi_by_date(frame.drop(columns="mean"))
 
 
+def test_ndvi_of_negative_mean_reflectances_stays_an_ndvi(population):
+    """L2A reflectance is DN / 10000 - 0.1: over water or shadow a parcel's mean red or near-infrared can be below 0.
+    Their NDVI was -5 or -inf: a meadow "bare soil (NDVI -inf)", and a crop's distances infinite, its ratio NaN, its
+    crop_mismatch unjudged without a word in not_judged. A negative mean is taken as 0: NDVI stays in [-1, 1]."""
+    frame, declared, _ = population
+    frame = frame.copy()
+    clear = ndvi_by_date(frame).notna()
+    planted = {"early-0": (0.003, -0.003), "grass-0": (0.003, -0.002), "grass-1": (-0.003, 0.2),
+               "grass-2": (-0.001, -0.002)}
+    want = {"early-0": -1.0, "grass-0": -1.0, "grass-1": 1.0, "grass-2": np.nan}
+    for pid, (red, nir) in planted.items():
+        when = clear.loc[pid][clear.loc[pid]].index[20]
+        row = (frame.parcel_id == pid) & (frame.time == when)
+        frame.loc[row & (frame.band == "B04"), "mean"] = red
+        frame.loc[row & (frame.band == "B08"), "mean"] = nir
+        np.testing.assert_equal(ndvi_by_date(frame).loc[pid, when], want[pid])
+    flags = flag_parcels(frame, declared, grassland=[3]).set_index("parcel_id")
+    assert np.isfinite(flags.loc["early-0", ["distance_declared", "ratio", "distance_z"]].astype(float)).all()
+    assert flags.loc["grass-0", "min_ndvi"] == -1 and "NDVI -1.00 < 0.3" in flags.loc["grass-0", "reasons"]
+
+
 def test_profiles_and_references_against_numpy():
     ndvi = pd.DataFrame([[np.nan, 0.2, np.nan, 0.6, 0.4, np.nan], [0.1] + [np.nan] * 5],
                         columns=pd.date_range("2024-05-01", periods=6, freq="10D"))
