@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 
 def _normalised_difference(a: str, b: str) -> Callable[[xr.Dataset], xr.DataArray]:
-    return lambda ds: (ds[a] - ds[b]) / (ds[a] + ds[b])
+    """``(a - b) / (a + b)`` of two reflectances, each below 0 taken as 0 (L2A's offset leaves water and shadow
+    pixels below 0, whose index was inf or -5), so it stays in [-1, 1]; NaN where both are 0."""
+    def index(ds: xr.Dataset) -> xr.DataArray:
+        x, y = ds[a].clip(min=0), ds[b].clip(min=0)
+        return (x - y) / (x + y)
+    return index
 
 
 def _db_to_linear(x: xr.DataArray) -> xr.DataArray:

@@ -51,7 +51,7 @@ def test_odc_geo_reads_the_grid_of_a_cube_dataset(tiny_cube):
 def test_indices_in_any_case_and_stored_integers_refused(tiny_cube):
     ds = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06")
     ndvi = ds.cardcube.indices("ndvi")["NDVI"].values
-    b04, b08 = (ds[b].values.astype(np.float64) for b in ("B04", "B08"))
+    b04, b08 = (ds[b].values.astype(np.float64).clip(0) for b in ("B04", "B08"))  # shadows read below 0
     np.testing.assert_allclose(ndvi, (b08 - b04) / (b08 + b04), rtol=1e-6)
     assert add_indices(ds, "NDVI").NDVI.identical(add_indices(ds, ["NDVI"]).NDVI)  # one name, not four letters
     raw = open_cube(tiny_cube, bands=["B04", "B08", "SCL"], time="2024-06", decode=False)

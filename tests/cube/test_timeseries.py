@@ -24,6 +24,7 @@ from cardcube.storage import CountingStore, open_store
 from cube.chips import chip
 from cube.dataset import open_cube
 from cube.extract import extract
+from cube.indices import add_indices
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -166,6 +167,23 @@ def test_indices_are_computed_per_pixel(tiny_cube, sample):
     ndvi = frame[frame.band == "NDVI"]
     assert ndvi["max"].max() <= 1.0 and ndvi["min"].min() >= -1.0
     assert (ndvi["count"].to_numpy() == frame[frame.band == "B04"]["count"].to_numpy()).all()
+
+
+def test_the_ndvi_of_pixels_dark_below_zero_stays_an_ndvi(tiny_cube, sample):
+    """L2A reflectance is DN / 10000 - 0.1: water and shadow pixels read below 0. At DN 999 (red) and 1001 (near
+    infrared) their sum is 0 and the NDVI inf, and so was the parcel's mean; at 1003 and 995, 4. A reflectance
+    below 0 is taken as 0, so the NDVI of every pixel stays in [-1, 1]."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "B08"], decode=False).load()
+    ds["B04"][0], ds["B08"][0] = 999, 1001
+    ds["B04"][1], ds["B08"][1] = 1003, 995
+    frame = parcel_timeseries(ds, sample, bands=["NDVI"], mask=None)
+    first = frame[frame.time.isin(ds.time.values[:2])].sort_values(["parcel_id", "time"])
+    assert len(first) == 2 * len(sample) and (first["count"] > 0).all()
+    np.testing.assert_array_equal(first["mean"], np.tile([1.0, -1.0], len(sample)))
+    decoded = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "B08"], time="2024-06").load()
+    decoded["B04"][0], decoded["B08"][0] = -0.0001, 0.0001
+    ndvi = add_indices(decoded, "NDVI").NDVI
+    assert (ndvi[0] == 1).all() and float(ndvi.min()) >= -1 and float(ndvi.max()) <= 1
 
 
 def test_time_narrows_a_dataset_as_it_narrows_the_cube(tiny_cube, sample):
