@@ -554,15 +554,25 @@ def _reasons(row: Any, rules: MarkerRules, *, radar: bool) -> str:
         out.append(f"NDVI profile {row.ratio:.1f}x closer to crop {row.nearest_crop} than to the declared "
                    f"{row.declared} (an outlier among the {row.declared} parcels: z = {row.distance_z:.1f})")
     if row.bare_soil:
-        out.append(f"bare soil in the season (NDVI {row.min_ndvi:.2f} < {rules.bare_ndvi} on "
+        out.append(f"bare soil in the season (NDVI {_below(row.min_ndvi, rules.bare_ndvi, 2)} < {rules.bare_ndvi} on "
                    f"{row.min_ndvi_date:%Y-%m-%d})")
     if row.no_mowing and radar:
-        out.append(f"no mowing seen: largest VH drop {row.largest_vh_drop:.1f} dB < {rules.mowing_drop_db} between "
-                   f"Sentinel-1 passes of one track, which saw the season at most {row.longest_vh_gap:.0f} days apart")
+        out.append(f"no mowing seen: largest VH drop {_below(row.largest_vh_drop, rules.mowing_drop_db, 1)} dB < "
+                   f"{rules.mowing_drop_db} between Sentinel-1 passes of one track, which saw the season at most "
+                   f"{row.longest_vh_gap:.0f} days apart")
     elif row.no_mowing:
-        out.append(f"no mowing seen: largest NDVI drop {row.largest_drop:.2f} < {rules.mowing_drop}, clear dates "
-                   f"at most {row.longest_gap:.0f} days apart")
+        out.append(f"no mowing seen: largest NDVI drop {_below(row.largest_drop, rules.mowing_drop, 2)} < "
+                   f"{rules.mowing_drop}, clear dates at most {row.longest_gap:.0f} days apart")
     return "; ".join(out)
+
+
+def _below(value: float, limit: float, digits: int) -> str:
+    """``value`` (below ``limit``) with ``digits`` decimals, or more where those round it to the limit: 0.2996 is
+    "0.2996", not "0.30", which a reason would say is below 0.3."""
+    for d in range(digits, 10):
+        if float(text := f"{value:.{d}f}") < limit:
+            return text
+    return repr(value)
 
 
 def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, radar: bool,

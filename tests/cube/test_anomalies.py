@@ -457,6 +457,21 @@ def test_bare_soil_names_the_date_to_look_at(population):
     assert f"on {in_season.idxmin():%Y-%m-%d}" in flags.loc["ploughed", "reasons"]
 
 
+def test_a_reason_never_says_a_value_is_below_a_threshold_it_rounds_to(population):
+    """A meadow at NDVI 0.2996 read "bare soil in the season (NDVI 0.30 < 0.3 ...)", and a drop of 0.0796 "largest
+    NDVI drop 0.08 < 0.08": what an inspector reads as false. The value is written with the decimals that show it."""
+    frame, declared, _ = population
+    low, flat = np.full(DAY.size, 0.75), np.full(DAY.size, 0.75)
+    low[(DAY > 90) & (DAY < 100)] = 0.2996
+    flat[DAY == 100] -= 0.0796
+    meadows = _frame({"low": low, "flat": flat}, {"low": np.ones(DAY.size, bool), "flat": np.ones(DAY.size, bool)})
+    flags = flag_parcels(pd.concat([frame, meadows]), pd.concat([declared, pd.Series({"low": 3, "flat": 3})]),
+                         grassland=[3]).set_index("parcel_id")
+    assert flags.loc["low", "bare_soil"] and "(NDVI 0.2996 < 0.3 on" in flags.loc["low", "reasons"]
+    assert flags.loc["flat", "no_mowing"] and "largest NDVI drop 0.0796 < 0.08," in flags.loc["flat", "reasons"]
+    assert "(NDVI 0.12 < 0.3 on" in flags.loc["ploughed", "reasons"]  # two decimals where they show it
+
+
 def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     """A meadow never clear all season, a crop only two parcels declare, a meadow with weeks of clouds:
     not flagged, and not_judged says which markers the data could not judge and why; the others say nothing."""
