@@ -231,6 +231,14 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     if gained:
         raise InvalidRequestError(f"{where}; the cube has gained tile(s) {', '.join(gained)} since, so parcels may "
                                   f"be read from other tiles now: extract into a new --out")
+    # committed dates never go: a scene read then and missing now is another cube's (made anew where its version of
+    # the extraction's number has expired, so that _refuse_another_cube had no commit time to compare)
+    held = {tile: {a.scene_id for a in tile_dates(state, time)} for tile, state in version.tiles.items()}
+    gone = [s for tile, ids in sorted(old["scenes"].items()) for s in ids if s not in held.get(tile, ())]
+    if gone:
+        raise InvalidRequestError(f"{where}; the cube there no longer holds {len(gone)} scene(s) it read, e.g. "
+                                  f"{gone[0]}: another cube at the same location (made anew?), whose rows must not "
+                                  f"be mixed with these; write to a new --out")
     new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
            for tile, state in version.tiles.items()}
     write_json(out, MANIFEST, {**old, "version": version.version, "committed": version.created, "complete": False,

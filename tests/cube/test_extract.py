@@ -899,3 +899,29 @@ def test_workers_refused_what_this_machine_may_write_are_named(cube, parcels, s3
         extract(parcels, cube, s3_bucket.url_for("out"), bands=["B08"], layers=s3_bucket.url_for("layers"),
                 out_storage_options=opts, progress=False, scheduler=client)
     assert s3_proxy.snapshot().faults > 0
+
+
+def test_an_update_from_a_cube_made_anew_at_the_same_place_is_refused_once_its_version_expired(tiny_region, parcels,
+                                                                                               tmp_path):
+    """The cube deleted and ingested anew at the same place (a reprocessed product goes into a new cube), its
+    version of the extraction's number expired there: nothing compared the commit time, and an update kept the rows
+    of a scene the cube no longer holds beside the new cube's (19 dates of 18). The scenes read are checked."""
+    from datetime import timedelta
+
+    from ingest.expire import expire
+    from ingest.job import ingest
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    kw = {"bands": ["B04"], "block": BLOCK, "progress": False}
+    ingest(write_items(tiny_region.items, features[:6], "anew-first.json"), cube, progress=False)
+    extract(parcels, cube, out, **kw)
+    manifest = (out / MANIFEST).read_bytes()
+    shutil.rmtree(cube)
+    ingest(write_items(tiny_region.items, features[:3] + features[4:8], "anew-1.json"), cube, progress=False)
+    ingest(write_items(tiny_region.items, features[:3] + features[4:], "anew-2.json"), cube, progress=False)
+    expire(cube, older_than=timedelta(0))  # its version 1 is gone: no commit time to compare
+    with pytest.raises(InvalidRequestError, match=rf"no longer holds 1 scene\(s\) it read, e.g. {features[3]['id']}"):
+        extract(parcels, cube, out, update=True, **kw)
+    assert (out / MANIFEST).read_bytes() == manifest
