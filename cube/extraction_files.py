@@ -178,12 +178,22 @@ def run_of(manifest: Mapping[str, Any]) -> str:
     return manifest.get("run", "")
 
 
+def _manifest(store: Store) -> dict[str, Any] | None:
+    """The manifest of the extraction in ``store``, None if it holds none; a clear error for a ``manifest.json`` of
+    no extraction (another tool's, in a folder given as --out), which is neither compared with nor written over."""
+    doc = read_json(store, MANIFEST)
+    if doc is not None and not (isinstance(doc, dict) and {"cube", "version"} <= doc.keys()):
+        raise InvalidRequestError(f"{store_url(store)} holds a {MANIFEST} of no extraction (of cardcube extract's): "
+                                  f"give the --out of an extraction, or extract into a new or empty --out")
+    return doc
+
+
 def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
                    cube: Store) -> dict[str, list[str]] | None:
     """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
     ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
     whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
-    old = read_json(out, MANIFEST)
+    old = _manifest(out)
     if old is None:
         others = [name for name in list_children(out, "") if not is_partial(name)]
         if MANIFEST in others:  # another run started into out between the read and the listing: compared with it
@@ -248,7 +258,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
 def refuse_other_parameters(out: Store, manifest: dict[str, Any]) -> None:
     """Refuse a run with other parameters than the extraction in ``out`` (if any) was made with, before anything
     else is compared with it (an update's parcels and tiles): what :func:`check_manifest` checks first."""
-    old = read_json(out, MANIFEST)
+    old = _manifest(out)
     if old is not None:
         _refuse_other_parameters(old, manifest, _where(out, old))
 
@@ -364,7 +374,7 @@ def holds_extraction(out: StoreLike, storage_options: Mapping[str, Any] | None =
 def _finished(store: Any, *, allow_incomplete: bool) -> dict[str, Any]:
     """The manifest of the extraction at ``store``; a clear error if it holds none, or an unfinished one (its
     files hold only some parcels) and ``allow_incomplete`` is not set."""
-    manifest = read_json(store, MANIFEST)
+    manifest = _manifest(store)
     if manifest is None:
         raise InvalidRequestError(f"no extraction at {store_url(store)}: it has no {MANIFEST} (give the --out folder "
                                   f"of cardcube extract)")

@@ -10,7 +10,13 @@ from zarr.storage import MemoryStore
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import cube_spec
 from cardcube.storage import read_json, write_json
-from cube.extraction_files import MANIFEST, check_manifest, finish_manifest, read_manifest
+from cube.extraction_files import (
+    MANIFEST,
+    check_manifest,
+    finish_manifest,
+    read_manifest,
+    refuse_other_parameters,
+)
 from cube.ledger import Acquisition, CubeVersion, TileState
 
 PARAMETERS = {"cube": "memory://cube", "collection": "s2", "version": 1, "bands": ["B04"], "block": 256}
@@ -62,6 +68,19 @@ def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_ne
     assert check_manifest(out, PARAMETERS, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
     finish_manifest(out, newer, time=None, status={"ok": 1})
     assert read_manifest(out)["updated_from"] == [1]
+
+
+@pytest.mark.parametrize("document", [[1, 2], {"name": "a web app"}])
+def test_a_manifest_of_no_extraction_is_named_so(document):
+    """A folder holding another tool's manifest.json, given as --out: a JSON list failed with an AttributeError, an
+    object was "an extraction of version None of None with other cube, collection, ..."."""
+    out = MemoryStore()
+    write_json(out, MANIFEST, document)
+    for refused in (lambda: refuse_other_parameters(out, PARAMETERS), lambda: read_manifest(out),
+                    lambda: check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=True, cube=out)):
+        with pytest.raises(InvalidRequestError, match=r"holds a manifest\.json of no extraction"):
+            refused()
+    assert read_json(out, MANIFEST) == document
 
 
 def test_two_runs_started_together_into_one_empty_output_are_not_both_let_in(tmp_path, monkeypatch):
