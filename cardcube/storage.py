@@ -669,6 +669,24 @@ def local_file(store: Store, key: str) -> Path | None:
     return Path(inner.root) / key if isinstance(inner, LocalStore) else None
 
 
+@contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary name beside the local file ``path`` to write, renamed to ``path`` once written: a failure
+    halfway (Ctrl-C, a full disk) leaves nothing, and the file an earlier run wrote stays whole until the new one
+    is. A GDAL virtual path (``/vsimem/...``) is written as it is."""
+    target = os.fspath(path)
+    if target.startswith("/vsi"):
+        yield target
+        return
+    folder, name = os.path.split(os.path.abspath(target))
+    part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")  # one of its own per writer
+    try:
+        yield part
+        os.replace(part, target)
+    finally:
+        Path(part).unlink(missing_ok=True)
+
+
 def key_exists(store: Store, key: str) -> bool:
     """Whether ``key`` exists (a HEAD on S3)."""
     with _failures(f"look up {key} in", store):

@@ -102,17 +102,22 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
     return path
 
 
-def _write_table(frame: pd.DataFrame, path: Path) -> None:
+def _write_table(frame: pd.DataFrame, path: Path, record: dict[str, Any]) -> None:
     """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked;
-    CSV times in UTC with their ``Z``, as the REST service and the chips' tags write them."""
+    CSV times in UTC with their ``Z``, as the REST service and the chips' tags write them. ``record`` goes beside
+    it as JSON (``OUT.json``). Each is written whole or not at all: a run stopped halfway (Ctrl-C, a full disk)
+    leaves an earlier run's output and record as they were, not a truncated table that still parses."""
     from cardcube.query import TIME_FORMAT
+    from cardcube.storage import replacing
     from cube.extraction_files import PORTABLE_PARQUET
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".parquet":
-        frame.to_parquet(path, **PORTABLE_PARQUET)
-    else:
-        frame.to_csv(path, index=False, date_format=TIME_FORMAT)
+    with replacing(path) as table, replacing(f"{path}.json") as sidecar:
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(table, **PORTABLE_PARQUET)
+        else:
+            frame.to_csv(table, index=False, date_format=TIME_FORMAT)
+        Path(sidecar).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -311,12 +316,11 @@ def _timeseries(args: argparse.Namespace) -> int:
                                   time=args.time, as_of=args.as_of, storage_options=storage_options(args),
                                   **_statistics_arguments(args))
     status = pd.DataFrame(frame.attrs["parcel_status"])
-    _write_table(frame, out)
     cube = canonical_url(open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True))
     record = {"cube": cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
               "time": args.time, **_statistics_arguments(args), "parcels": frame.attrs["parcel_status"],
               "notes": [str(w.message) for w in caught]}
-    Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _write_table(frame, out, record)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out} (every parcel's status and the parameters: {out}.json)")
     for row in status[status.status != "ok"].itertuples():
@@ -488,8 +492,7 @@ def _flag(args: argparse.Namespace) -> int:
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
               "id_column": args.id_column, "layer": args.layer, "endpoint_url": args.endpoint_url,
               "inputs": inputs, "notes": [str(w.message) for w in caught]}
-    _write_table(flags, out)
-    Path(f"{out}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _write_table(flags, out, record)
     counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
     print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out} (rules and inputs: "
           f"{out}.json)")

@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError, RequestTooLargeError
+from cardcube.storage import replacing
 
 __all__ = [
     "ContactSheet",
@@ -182,26 +181,8 @@ def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
         raise InvalidRequestError(f"{os.fspath(path)}: a chip image is written as PNG; give a file name ending .png "
                                   "(or write a GeoTIFF with to_geotiff)")
     data = png_bytes(image)
-    with _replacing(path) as part, open(part, "wb") as f:
+    with replacing(path) as part, open(part, "wb") as f:
         f.write(data)
-
-
-@contextmanager
-def _replacing(path: str | os.PathLike[str]) -> Iterator[str]:
-    """A temporary name beside ``path`` to write, renamed to ``path`` once written: a failure halfway leaves
-    nothing (not a file of no pixels), and the file an earlier run wrote stays until the new one is whole. A
-    GDAL virtual path (``/vsimem/...``) is written as it is."""
-    target = os.fspath(path)
-    if target.startswith("/vsi"):
-        yield target
-        return
-    folder, name = os.path.split(os.path.abspath(target))
-    part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")  # one of its own per writer
-    try:
-        yield part
-        os.replace(part, target)
-    finally:
-        Path(part).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -361,7 +342,7 @@ def write_geotiff(
         "dtype": arr.dtype.name, "crs": geobox.crs.to_wkt(), "transform": geobox.affine,
         "nodata": nodata, "compress": compress,
     }
-    with _replacing(path) as part, rasterio.open(part, "w", **profile) as dst:
+    with replacing(path) as part, rasterio.open(part, "w", **profile) as dst:
         dst.write(arr)
         for i, name in enumerate(band_names or (), start=1):
             dst.set_band_description(i, name)

@@ -456,3 +456,28 @@ def test_an_extraction_stopped_says_the_same_command_resumes_it(tiny_cube, tiny_
     assert capsys.readouterr().err == (f"cardcube extract: {said}: the same command resumes it, the files written "
                                        f"kept (with --as-of the version it read, should the cube gain one "
                                        f"meanwhile: the manifest names it)\n")
+
+
+def test_a_table_whose_writing_fails_halfway_leaves_the_earlier_output_whole(tiny_cube, tiny_region, tmp_path):
+    """The table was written in place, then its record: a run stopped halfway (a full disk, Ctrl-C) left a
+    truncated CSV that still parses beside the earlier run's record. Here the OS refuses writes past 64 KiB
+    (``RLIMIT_FSIZE``, as a full disk would), and the earlier output and record stay as they were."""
+    resource, signal = pytest.importorskip("resource"), pytest.importorskip("signal")
+    ids = list(gpd.read_parquet(tiny_region.parcels).parcel_id)
+    out = tmp_path / "stats.csv"
+    command = ["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--out", str(out)]
+    assert main([*command[:5], ids[0], *command[5:], "--bands", "B04", "--stats", "count"]) == 0
+    earlier = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert set(earlier) == {"stats.csv", "stats.csv.json"} and len(earlier["stats.csv"]) < 2**16
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, limits[1]))
+        try:
+            code = main([*command[:5], *ids, *command[5:], "--bands", "B04,B08,NDVI"])
+        except OSError as exc:  # the CLI's one error line, or the error itself
+            code = exc.errno
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert code != 0
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == earlier
