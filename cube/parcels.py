@@ -353,10 +353,20 @@ def _shape(obj: Any, where: str) -> BaseGeometry:
         raise InvalidRequestError(f"{where}: malformed GeoJSON geometry (coordinates nested too deep)") from None
 
 
+def _json_kind(value: Any) -> str:
+    """What ``value`` is in JSON's words (a client posting GeoJSON knows no Python types)."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return next((kind for t, kind in kinds.items() if isinstance(value, t)), "an object")
+
+
 def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
     kind = obj.get("type")
     if kind == "FeatureCollection":
-        features = list(obj.get("features") or [])
+        features = obj.get("features") or []
+        if isinstance(features, str | bytes | Mapping) or not isinstance(features, Iterable):  # list() of a dict
+            raise InvalidRequestError(f"the features of a FeatureCollection are an array of Features, not "  # took
+                                      f"{_json_kind(features)}")  # its keys for the features, of a number: a 500
+        features = list(features)
     elif kind == "Feature":
         features = [obj]
     elif kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "LineString", "MultiLineString"):
@@ -368,6 +378,9 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
         if not isinstance(feat, Mapping):
             raise InvalidRequestError(f"feature {i} is not a GeoJSON Feature: {str(feat)[:80]}")
         props = feat.get("properties") or {}
+        if not isinstance(props, Mapping):
+            raise InvalidRequestError(f"feature {i}: its properties are an object (or null), not "
+                                      f"{_json_kind(props)}")
         pid = props.get(id_column, feat.get("id", i))
         if not isinstance(pid, str | int) or isinstance(pid, bool):
             raise InvalidRequestError(f"feature {i}: its id {str(pid)[:40]!r} is not a string or an integer")

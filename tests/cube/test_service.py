@@ -431,6 +431,24 @@ def test_posted_input_that_no_parcel_has_is_a_4xx_saying_so(http, parcels, parce
     assert r.status_code == 413 and "pixels (limit 10,000,000" in r.json()["detail"], r.text
 
 
+@pytest.mark.parametrize(("member", "value", "says"), [
+    ("features", 5, "the features of a FeatureCollection are an array of Features, not a number"),
+    ("features", True, "the features of a FeatureCollection are an array of Features, not a boolean"),
+    ("features", {"a": {"type": "Feature"}}, "the features of a FeatureCollection are an array of Features, not an "
+                                             "object"),
+    ("properties", [1, 2], "feature 0: its properties are an object (or null), not an array"),
+    ("properties", "note", "feature 0: its properties are an object (or null), not a string"),
+])
+def test_posted_members_of_the_wrong_json_type_are_a_422(http, parcels, parcel_id, member, value, says):
+    """A FeatureCollection's features not a list, or a Feature's properties not an object, were a 500 (the list
+    of a dict's keys or a string's letters was taken for the features)."""
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    features = [{"type": "Feature", "properties": value if member == "properties" else {}, "geometry": geom}]
+    body = {"type": "FeatureCollection", "features": value if member == "features" else features}
+    r = http.post("/collections/s2/timeseries", json=body, params={"bands": "B04"})
+    assert r.status_code == 422 and r.json()["error"] == "InvalidRequest" and says in r.json()["detail"], r.text
+
+
 def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
     """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
     first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
