@@ -347,7 +347,8 @@ def _shape(obj: Any, where: str) -> BaseGeometry:
     """A shapely geometry of GeoJSON ``obj``; malformed coordinates are the user's input error."""
     try:
         return shape(obj)
-    except (ValueError, TypeError, AttributeError, IndexError, KeyError, shapely.errors.GEOSException) as exc:
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,  # an integer beyond floats
+            shapely.errors.ShapelyError) as exc:  # GEOS's, and an unknown type within a GeometryCollection
         raise InvalidRequestError(f"{where}: malformed GeoJSON geometry ({type(exc).__name__}: {exc})") from None
     except RecursionError:  # coordinates nested hundreds of levels deep
         raise InvalidRequestError(f"{where}: malformed GeoJSON geometry (coordinates nested too deep)") from None

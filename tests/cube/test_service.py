@@ -449,6 +449,18 @@ def test_posted_members_of_the_wrong_json_type_are_a_422(http, parcels, parcel_i
     assert r.status_code == 422 and r.json()["error"] == "InvalidRequest" and says in r.json()["detail"], r.text
 
 
+def test_posted_coordinates_or_members_shapely_cannot_read_are_a_422(http, parcels, parcel_id):
+    """An integer coordinate beyond a float (1 followed by 400 zeros: JSON has no limit) and a FeatureCollection
+    within a GeometryCollection were a 500 (OverflowError, shapely's GeometryTypeError)."""
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    body = json.dumps(geom).replace(repr(geom["coordinates"][0][1][0]), "1" + "0" * 400, 1)
+    r = http.post("/collections/s2/timeseries", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "malformed GeoJSON geometry (OverflowError" in r.json()["detail"], r.text
+    nested = {"type": "GeometryCollection", "geometries": [geom, {"type": "FeatureCollection", "features": []}]}
+    r = http.post("/collections/s2/timeseries", json=nested)
+    assert r.status_code == 422 and "malformed GeoJSON geometry (GeometryTypeError" in r.json()["detail"], r.text
+
+
 def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
     """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
     first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
