@@ -172,12 +172,15 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
     """``geom`` as a valid (Multi)Polygon, and whether it had to be repaired."""
     if geom is None or geom.is_empty:
         raise ParcelError(pid, "has an empty geometry")
-    if isinstance(geom, shapely.GeometryCollection):
-        geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
+    repaired = False
+    if isinstance(geom, shapely.GeometryCollection):  # its polygons made valid first: GEOS's union of an invalid
+        parts = [_polygonal(pid, g, repair=repair) for g in geom.geoms  # one raised a TopologyException (a 500)
+                 if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
+        geom, repaired = shapely.union_all([g for g, _ in parts]), any(r for _, r in parts)
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
         raise ParcelError(pid, f"is a {geom.geom_type}, not a polygon")
     if geom.is_valid:
-        return geom, False
+        return geom, repaired
     reason = shapely.is_valid_reason(geom)
     if not repair:
         raise ParcelError(pid, f"invalid geometry ({reason})")

@@ -461,6 +461,23 @@ def test_posted_coordinates_or_members_shapely_cannot_read_are_a_422(http, parce
     assert r.status_code == 422 and "malformed GeoJSON geometry (GeometryTypeError" in r.json()["detail"], r.text
 
 
+def test_a_posted_geometry_collection_of_an_invalid_polygon_is_repaired_as_the_polygon_is(http, tiny_cube, parcels,
+                                                                                          parcel_id):
+    """A GeometryCollection holding a self-intersecting polygon (a bow tie) and a parcel was a 500 (GEOS's union
+    of an invalid polygon: a TopologyException); each polygon is now made valid first, as one posted alone is."""
+    import shapely
+
+    geom = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
+    x0, y0, x1, y1 = geom.bounds
+    bow_tie = Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1), (x0, y0)])
+    assert not bow_tie.is_valid
+    collection = {"type": "GeometryCollection", "geometries": [mapping(bow_tie), mapping(geom)]}
+    r = http.post("/collections/s2/timeseries", json=collection, params={"bands": "B04"})
+    assert r.status_code == 200, r.text
+    union = shapely.union_all([shapely.make_valid(bow_tie, method="structure", keep_collapsed=False), geom])
+    _assert_same(_frame(r.json()), parcel_timeseries(tiny_cube, union, bands=["B04"]))
+
+
 def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
     """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
     first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
