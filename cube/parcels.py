@@ -172,6 +172,8 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
     """``geom`` as a valid (Multi)Polygon, and whether it had to be repaired."""
     if geom is None or geom.is_empty:
         raise ParcelError(pid, "has an empty geometry")
+    if not np.isfinite(shapely.get_coordinates(geom)).all():  # the repair dropped the vertex: another polygon
+        raise ParcelError(pid, "has a coordinate that is no finite number (NaN or infinite)")
     repaired = False
     if isinstance(geom, shapely.GeometryCollection):  # its polygons made valid first: GEOS's union of an invalid
         parts = [_polygonal(pid, g, repair=repair) for g in geom.geoms  # one raised a TopologyException (a 500)

@@ -478,6 +478,19 @@ def test_a_posted_geometry_collection_of_an_invalid_polygon_is_repaired_as_the_p
     _assert_same(_frame(r.json()), parcel_timeseries(tiny_cube, union, bands=["B04"]))
 
 
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_posted_coordinate_that_is_no_number_is_refused_not_dropped(http, parcels, parcel_id, bad):
+    """Python's JSON reads NaN and Infinity (and 1e400 as infinity): a vertex of them made the polygon invalid, its
+    repair dropped the vertex, and the series of another polygon was answered, status "ok"."""
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    body = json.dumps(geom).replace(repr(geom["coordinates"][0][1][0]), bad, 1)
+    assert bad in body
+    r = http.post("/collections/s2/timeseries", content=body, headers={"content-type": "application/json"},
+                  params={"bands": "B04"})
+    assert r.status_code == 422 and r.json()["error"] == "InvalidParcel", r.text[:300]
+    assert "parcel 0: has a coordinate that is no finite number (NaN or infinite)" in r.json()["detail"]
+
+
 def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube, two_pass_region, two_pass_days):
     """chip.png?date= on a day of a dawn and a dusk pass: 409 listing both times and orbit directions (not the
     first pass's chip); either time is then that pass's chip, the Python chip's, and X-Acquired says it; a day
