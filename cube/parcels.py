@@ -26,7 +26,14 @@ from pyproj import CRS
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
+from cardcube.errors import (
+    InvalidRequestError,
+    ParcelError,
+    ParcelFileError,
+    ParcelNotFoundError,
+    ParcelTooSmallError,
+    RequestTooLargeError,
+)
 from cardcube.query import check_lonlat
 from cardcube.storage import local_copy
 
@@ -222,14 +229,38 @@ def check_ids(ids: Sequence[Hashable]) -> None:
             f"position)")
 
 
+def check_repair(ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], max_repair: int) -> None:
+    """:class:`RequestTooLargeError` if the geometries to be made valid polygons by an overlay (an invalid one's
+    repair, a GeometryCollection's union) hold too many vertices: the work grows with the square of the vertices
+    where edges cross (an outline of 3,000 vertices crossing itself at random: 30 s and 2.3 GB to repair; of
+    10,000, more memory than the machine had). ``max_repair``: the vertices of one such geometry; several are
+    counted by the square of each."""
+    work = 0
+    for pid, geom in zip(ids, geoms, strict=True):
+        collection = isinstance(geom, shapely.GeometryCollection) and len(geom.geoms) > 1
+        if geom is None or geom.is_empty or (geom.is_valid and not collection):
+            continue
+        vertices = shapely.get_num_coordinates(geom)
+        work += vertices**2
+        if work > max_repair**2:
+            what = (f"a GeometryCollection of {len(geom.geoms)} geometries" if geom.is_valid else
+                    f"an invalid geometry ({shapely.is_valid_reason(geom)})")
+            raise RequestTooLargeError(f"parcel {pid}: {what} of {vertices:,} vertices, too many to make a valid "
+                                       f"polygon of here (the work grows with their square: limit {max_repair:,} "
+                                       f"vertices, fewer for several such parcels); repair it first "
+                                       f"(shapely.make_valid, PostGIS ST_MakeValid, QGIS Fix Geometries)")
+
+
 def _build(
     ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
-    errors: str = "raise",
+    errors: str = "raise", max_repair: int | None = None,
 ) -> ParcelSet:
     if not ids:
         raise InvalidRequestError("no parcels given")
     ids = uniform_ids(ids)
     check_ids(ids)  # of every row: a repeated id on a row of no polygon was "has an empty geometry"
+    if max_repair is not None:
+        check_repair(ids, geoms, max_repair)
     if errors not in ("raise", "collect"):
         raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)
@@ -408,6 +439,7 @@ def as_parcels(
     id_column: str = "parcel_id",
     repair: bool = True,
     errors: str = "raise",
+    max_repair: int | None = None,
 ) -> ParcelSet:
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
@@ -420,7 +452,9 @@ def as_parcels(
     ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
     made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
     ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
-    listed in ``.rejected`` with the reason instead.
+    listed in ``.rejected`` with the reason instead. ``max_repair``: the vertices an invalid parcel or a
+    GeometryCollection may have to be made a valid polygon (:func:`check_repair`; None: any), for input of
+    unknown origin (a posted parcel).
     """
     if isinstance(parcels, ParcelSet):
         return parcels if crs is None else parcels.to_crs(crs)
@@ -428,16 +462,16 @@ def as_parcels(
         parcels = read_parcels(parcels, id_column=id_column)
     if isinstance(parcels, gpd.GeoDataFrame | gpd.GeoSeries):
         ids, geoms, src = _from_frame(parcels, id_column)
-        return _build(ids, geoms, src, crs, repair=repair, errors=errors)
+        return _build(ids, geoms, src, crs, repair=repair, errors=errors, max_repair=max_repair)
     if isinstance(parcels, Point):
         reg = _registry(registry, "a point", id_column)
         pid = parcel_at(parcels.x, parcels.y, reg, crs=src_crs or WGS84)
         return as_parcels(reg.select([pid]), crs=crs)
     if isinstance(parcels, BaseGeometry):
-        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors)
+        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors, max_repair=max_repair)
     if isinstance(parcels, Mapping):
         ids, geoms = _from_geojson(parcels, id_column)
-        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors)
+        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors, max_repair=max_repair)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
     if (column := _id_column_values(parcels)) is not None:

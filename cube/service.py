@@ -131,6 +131,7 @@ SEASON_ADVICE = "narrow the time range or the size"  # of a season sheet too lar
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
+MAX_REPAIRED_VERTICES = 1000  # of a posted parcel made valid: the work grows with their square (3,000: 30 s, 2.3 GB)
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 READS = 4  # requests reading the cube at once (each reads its chunks READ_THREADS at a time); the others wait
@@ -170,8 +171,8 @@ ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of
 Checked = TypeVar("Checked")  # what a route checks before its turn to read, and reads with
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_PIXELS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES",
-           "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
-           "allowed_origins", "make_app", "serve"]
+           "MAX_REPAIRED_VERTICES", "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER",
+           "STORE_TIMEOUT", "VersionCache", "allowed_origins", "make_app", "serve"]
 
 
 class ErrorBody(BaseModel):
@@ -587,7 +588,7 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
         raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
                                    f"run `cardcube extract` for a territory")
     try:
-        posted = as_parcels(geojson, src_crs=src_crs)
+        posted = as_parcels(geojson, src_crs=src_crs, max_repair=MAX_REPAIRED_VERTICES)
     except ParcelError as exc:
         if type(exc) is not ParcelError:
             raise
