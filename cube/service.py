@@ -380,7 +380,8 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
     headers = {}
     if fmt != "json":  # a download a browser saves under a name saying what it holds
         ids = frame["parcel_id"].unique()
-        subject = str(ids[0]) if len(ids) == 1 else f"{len(ids)}-parcels"
+        # a posted id may be as long as the body: a header of 100 kB, which a reverse proxy answers with a 502
+        subject = str(ids[0])[:100] if len(ids) == 1 else f"{len(ids)}-parcels"
         headers["Content-Disposition"] = _attachment(f"{subject}_{frame.attrs['collection']}"
                                                      f"_v{frame.attrs['cube_version']}.{fmt}")
     if fmt == "csv":

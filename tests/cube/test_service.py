@@ -181,6 +181,19 @@ def test_a_download_of_a_parcel_id_beyond_ascii_is_named_in_utf8(http, parcels, 
     assert set(rows["parcel_id"]) == {"Žatec-7/ü"} and len(rows) > 0
 
 
+def test_a_download_of_a_very_long_posted_id_is_named_in_a_header_a_proxy_passes(http, parcels, parcel_id):
+    """A posted id of 100,000 characters named the CSV or Parquet file in a Content-Disposition header of 100 kB
+    (nginx passes 4 to 8 kB of an answer's headers: a 502); the name keeps the id's first 100 characters, the
+    rows the whole id."""
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    long_id = "Ž" + "x" * 100_000
+    r = http.post("/collections/s2/timeseries", json={"type": "Feature", "id": long_id, "geometry": geom},
+                  params={"bands": "B04", "format": "csv"})
+    assert r.status_code == 200 and len(r.headers["content-disposition"]) < 1000, len(r.headers["content-disposition"])
+    assert r.headers["content-disposition"].startswith(f'attachment; filename="_{"x" * 99}_s2_v')
+    assert set(pd.read_csv(io.StringIO(r.text))["parcel_id"]) == {long_id}
+
+
 def test_posted_geojson_and_unmasked_series(http, tiny_cube, parcels, parcel_id):
     geom = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
     feature = {"type": "Feature", "properties": {"parcel_id": "mine"}, "geometry": mapping(geom)}
