@@ -104,6 +104,10 @@ def test_geojson_kinds() -> None:
             {"type": "Feature", "id": "B", "properties": {}, "geometry": {"type": "Polygon", "coordinates": 7}}]})
     with pytest.raises(InvalidRequestError, match="feature 0 is not a GeoJSON Feature"):
         as_parcels({"type": "FeatureCollection", "features": ["x"]})
+    bare = mapping(FIELDS["NL-002"])  # a geometry among the features was "has an empty geometry"
+    with pytest.raises(InvalidRequestError, match=r"feature 0 is a bare geometry \(Polygon\), not a Feature: wrap "
+                                                  r"it as \{\"type\": \"Feature\""):
+        as_parcels({"type": "FeatureCollection", "features": [bare]})
 
 
 def test_shapely_polygon_and_its_crs() -> None:
