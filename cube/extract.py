@@ -788,17 +788,20 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
     dates another has over them) still to read, and the files of those found read. They are read by
     ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
     is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
-    batch with a file in ``done`` (the files there, the latest of each batch) is not read again, unless ``again``
-    (an update) and the file is of an earlier version (an interrupted update resumed reads only the batches it had
-    not written): its parcels' statuses go to ``status``. An update writes files of its own (:func:`mosaic_key`);
-    :func:`extract` deletes every other file of a batch once it has run."""
+    batch with a file in ``done`` (the files there, the latest of each batch) is not read again, its parcels'
+    statuses going to ``status``, unless ``again`` (an update) and the file is of an earlier version (an interrupted
+    update resumed reads only the batches it had not written), or the file holds other parcels than the batch (an
+    update of no new date within ``time`` whose parcels' tiles changed, and so the batches numbered: the batch's
+    file by its number repeated some parcels' rows and lost others'). An update writes files of its own
+    (:func:`mosaic_key`); :func:`extract` deletes every other file of a batch once it has run."""
     tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
     todo, kept = [], []
     version = job.version.version if again else None  # an update reads them again, but not its own files twice
     there = {named[0]: k for k in done if k.startswith(MOSAIC) and (named := mosaic_batch(k)) is not None}
     for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
         key = there.get(i)
-        if key is not None and (earlier := mosaic_status(job.out, key, version)) is not None:
+        if key is not None and (earlier := mosaic_status(job.out, key, version)) is not None and \
+                {s["parcel_id"] for s in earlier} == set(batch.ids):
             status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
                            for s in earlier})
             kept.append(key)

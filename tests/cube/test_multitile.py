@@ -553,3 +553,33 @@ def test_a_run_an_update_overtook_does_not_write_its_version_back(tiny_straddle_
     monkeypatch.undo()
     extract(some, cube, tmp_path / "whole", **kw)
     pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+
+
+def test_an_update_of_dates_beyond_its_time_range_keeps_the_parcels_read_across_tiles(tiny_straddle_region,
+                                                                                      tmp_path):
+    """May, each tile lacking a date of it the other holds: the parcels of the overlap are read across tiles,
+    31UFU first (as many dates); 31UGU's June scenes came later, none of them in the time range, but 31UGU has the
+    most dates now, so those parcels are read from it first, in the batches of the parcels crossing 31UFU's edge.
+    The update kept the first run's batch files by their numbers, now of other parcels: it deleted two and failed
+    (KeyError), their parcels' rows gone. A batch whose file holds other parcels is read again."""
+    from cube.extract import extract, read_status
+
+    items = tiny_straddle_region.items
+    dropped = {("31UGU", "2024-05-07"), ("31UFU", "2024-05-12")}
+    features = [(f["properties"]["grid:code"][-5:], f["properties"]["datetime"], f)
+                for f in items_of(items, "sentinel-2-l2a")]
+    may = [f for tile, when, f in features if when < "2024-05-21" and (tile, when[:10]) not in dropped]
+    june = [f for tile, when, f in features if when.startswith("2024-06") and tile == "31UGU"][:2]
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)[["parcel_id", "geometry"]]
+    cube, out, whole = tmp_path / "cube", tmp_path / "out", tmp_path / "whole"
+    ingest(write_items(items, may, "may.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    kw = {"bands": ["B04"], "time": "2024-05-01/2024-05-20", "progress": False}
+    extract(parcels, cube, out, **kw)
+    assert set(read_status(out).tile) == {"31UGU", "31UFU+31UGU", "31UGU+31UFU"}
+    ingest(write_items(items, june, "june.json"), cube, progress=False)
+    assert extract(parcels, cube, out, update=True, **kw).new_scenes == 0
+    extract(parcels, cube, whole, **kw)
+    assert set(read_status(whole).tile) == {"31UGU", "31UGU+31UFU"}
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
+    columns = ["parcel_id", "status", "reason", "tile", "pixels"]
+    pd.testing.assert_frame_equal(read_status(out)[columns], read_status(whole)[columns])
