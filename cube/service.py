@@ -107,6 +107,7 @@ from cardcube.serving import (
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
 from cube import layout, render
+from cube.buffer_trial import check_bufferable
 from cube.chips import (
     MAX_IMAGE_SIZE,
     MAX_SHEET_PIXELS,
@@ -631,9 +632,12 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
             served.check_timeseries(collection, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of)
             return _posted_parcels(geojson, crs)
 
-        return await served.in_turn(request, check, lambda parcels: served.timeseries(
-            collection, parcels, bands=bands, stats=stats, time=time, mask=mask, buffer=buffer,
-            all_touched=all_touched, as_of=as_of, fmt=format))
+        def read(parcels: ParcelSet) -> Response:  # the buffer's cost tried in its turn: at most `reads` at once
+            check_bufferable(parcels.ids, parcels.geometries, parcels.crs, buffer)
+            return served.timeseries(collection, parcels, bands=bands, stats=stats, time=time, mask=mask,
+                                     buffer=buffer, all_touched=all_touched, as_of=as_of, fmt=format)
+
+        return await served.in_turn(request, check, read)
 
 
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:

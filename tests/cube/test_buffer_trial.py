@@ -1,0 +1,43 @@
+"""A posted parcel's buffer tried in a child process with a time and memory limit (``cube.buffer_trial``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+
+from cardcube.errors import RequestTooLargeError
+from cube.buffer_trial import check_bufferable
+
+UTM = "EPSG:32631"
+
+
+def star(spikes: int, x: float = 650_000, y: float = 5_800_000) -> shapely.Polygon:
+    """A valid polygon of ``spikes`` narrow spikes 500 m long around a core of 50 m: an outline that folds back
+    within any buffer of a few metres."""
+    angles = np.linspace(0, 2 * np.pi, 2 * spikes, endpoint=False)
+    radii = np.where(np.arange(2 * spikes) % 2 == 0, 500.0, 50.0)
+    return shapely.Polygon(np.c_[x + radii * np.cos(angles), y + radii * np.sin(angles)])
+
+
+def test_fields_are_buffered_within_the_limits():
+    fields = [shapely.Point(650_000 + 300 * i, 5_800_000).buffer(100, quad_segs=100) for i in range(200)]
+    assert all(f.is_valid for f in fields) and shapely.get_num_coordinates(fields[0]) > 400
+    check_bufferable([f"f{i}" for i in range(200)], fields, UTM, -5.0)
+    check_bufferable(["s"], [star(2000)], UTM, 0.0)  # no buffer, no work: no child
+
+
+def test_a_buffer_over_the_time_limit_is_refused_and_its_child_stopped():
+    """A star of 1,000 spikes shrunk by 100 m: 15 s and 2.4 GB in GEOS, stopped at the limit."""
+    parcel = star(1000)
+    assert parcel.is_valid
+    with pytest.raises(RequestTooLargeError, match=r"the buffer of -100 m of the parcel\(s\) s1 (did not end "
+                                                   r"within 0\.5 s|took more memory than it may).*simplify it first"):
+        check_bufferable(["s1"], [parcel], UTM, -100.0, seconds=0.5)
+
+
+def test_a_buffer_over_the_memory_limit_is_refused():
+    with pytest.raises(RequestTooLargeError, match=r"(took more memory than it may|ended its process).*\(the "
+                                                   r"limits: 60 s, 64 MiB\)"):
+        check_bufferable(["a", "b", "c", "d"], [star(50), star(50), star(50), star(1000)], UTM, -100.0, seconds=60,
+                         memory=64 * 2**20)
