@@ -6,7 +6,8 @@ and 2.4 GB, a square with a 1 km edge of 10,000 teeth 1 m high shrunk by 5 m 19 
 more memory than the machine had. A thread cannot be stopped, so the REST service tries a posted parcel's buffer
 in a child process with a time and memory limit before it reads, and refuses the parcels whose buffer exceeds
 them (:func:`check_bufferable`). The child comes from multiprocessing's fork server (a fork of a process that has
-imported shapely, not of the server with its threads): some 15 ms a request.
+imported shapely, not of the server with its threads): some 25 ms a POST of a few thousand vertices
+(``benchmarks/buffer_trial.py``).
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import RequestTooLargeError
 
+TRIED_FROM = 500  # vertices of a POST's parcels: below, the worst buffer (a star of 250 spikes shrunk by 100 m)
+# takes 0.7 s and 180 MB, and a trial (25 ms) would cost a POST of a field or a few more than their buffer
 BUFFER_SECONDS = 5.0  # a buffer of 1,000 fields of 400 vertices each takes 0.2 s
 BUFFER_MEMORY = 512 * 2**20  # bytes the trial may allocate beyond what the child starts with
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUFFER_MEMORY", "BUFFER_SECONDS", "check_bufferable"]
+__all__ = ["BUFFER_MEMORY", "BUFFER_SECONDS", "TRIED_FROM", "check_bufferable"]
 
 
 def check_bufferable(ids: Sequence[object], geometries: Sequence[BaseGeometry], crs: object, distance: float, *,
                      seconds: float = BUFFER_SECONDS, memory: int = BUFFER_MEMORY) -> None:
     """:class:`RequestTooLargeError` unless the parcels (``geometries`` in ``crs``) are buffered by ``distance``
     metres within ``seconds`` and ``memory`` bytes, in their UTM zone; tried in a child process, killed at the
-    limit. A buffer of 0 is no work."""
-    if not distance or not len(geometries):
+    limit. A buffer of 0 is no work, and parcels of fewer than :data:`TRIED_FROM` vertices in all are not tried."""
+    if not distance or shapely.get_num_coordinates(np.asarray(geometries, dtype=object)).sum() < TRIED_FROM:
         return
     lonlat = gpd.GeoSeries(list(geometries), crs=crs).to_crs(4326)
     west, south, east, north = lonlat.total_bounds

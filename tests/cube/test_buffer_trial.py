@@ -7,7 +7,7 @@ import pytest
 import shapely
 
 from cardcube.errors import RequestTooLargeError
-from cube.buffer_trial import check_bufferable
+from cube.buffer_trial import TRIED_FROM, check_bufferable
 
 UTM = "EPSG:32631"
 
@@ -25,6 +25,9 @@ def test_fields_are_buffered_within_the_limits():
     assert all(f.is_valid for f in fields) and shapely.get_num_coordinates(fields[0]) > 400
     check_bufferable([f"f{i}" for i in range(200)], fields, UTM, -5.0)
     check_bufferable(["s"], [star(2000)], UTM, 0.0)  # no buffer, no work: no child
+    check_bufferable(["s"], [star(200)], UTM, -100.0, seconds=0.0)  # too few vertices to cost much: not tried
+    with pytest.raises(RequestTooLargeError, match="did not end within 0 s"):  # as the same with more
+        check_bufferable(["s"], [star(TRIED_FROM // 2)], UTM, -100.0, seconds=0.0)
 
 
 def test_a_buffer_over_the_time_limit_is_refused_and_its_child_stopped():
