@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import (
+    buffer_trial,
     extraction,
     extraction_memory,
     extraction_update,
@@ -119,7 +120,8 @@ def _refuses(main, argv: list[str], capsys) -> str:
 def no_runs(monkeypatch) -> None:
     for module, name in ((extraction, "run_size"), (extraction_memory, "measure"), (extraction_update, "measure"),
                          (service, "run"), (service_load, "run"), (tile_creation, "measure"),
-                         (ingest_throughput, "run")):
+                         (ingest_throughput, "run"), (buffer_trial, "measure_fields"),
+                         (buffer_trial, "measure_folded")):
         monkeypatch.setattr(module, name, _no_run)
 
 
@@ -127,7 +129,7 @@ def no_runs(monkeypatch) -> None:
     (extraction.main, "extraction"), (extraction_update.main, "extraction-update"), (service.main, "service"),
     (service_load.main, "service-load"),
     (lambda argv: extraction_memory.main(["--work", "w", *argv]), "extraction-memory"),
-    (tile_creation.main, "tile-creation")])
+    (tile_creation.main, "tile-creation"), (buffer_trial.main, "buffer-trial")])
 @pytest.mark.parametrize("out", ["afile", "afile/below", "new-with-a-folder-in-place"])
 def test_a_bad_out_is_refused_before_the_run(main, stem: str, out: str, tmp_path: Path, no_runs, capsys) -> None:
     """A bad ``--out`` was found after the run (minutes of figures lost, with a traceback)."""
