@@ -6,8 +6,10 @@ and 2.4 GB, a square with a 1 km edge of 10,000 teeth 1 m high shrunk by 5 m 19 
 more memory than the machine had. A thread cannot be stopped, so the REST service tries a posted parcel's buffer
 in a child process with a time and memory limit before it reads, and refuses the parcels whose buffer exceeds
 them (:func:`check_bufferable`). The child comes from multiprocessing's fork server (a fork of a process that has
-imported shapely, not of the server with its threads): some 25 ms a POST of a few thousand vertices
-(``benchmarks/buffer_trial.py``).
+imported shapely, not of the server with its threads); it imports the server's main module anew (Python 3.11's fork
+server does not preload "__main__" as set): some 10 ms a request for a light main module, 0.3 s under ``cardcube
+serve`` (its script imports cardcube.cli). That start is no part of the time limit, which counts from the child's
+word that it runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TRIED_FROM = 500  # vertices of a POST's parcels: below, the worst buffer (a sta
 # takes 0.7 s and 180 MB, and a trial (25 ms) would cost a POST of a field or a few more than their buffer
 BUFFER_SECONDS = 5.0  # a buffer of 1,000 fields of 400 vertices each takes 0.2 s
 BUFFER_MEMORY = 512 * 2**20  # bytes the trial may allocate beyond what the child starts with
+START_SECONDS = 60.0  # for the child to start (and import the server's main module): beyond, the trial is not made
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +57,21 @@ def check_bufferable(ids: Sequence[object], geometries: Sequence[BaseGeometry], 
                             name="cardcube-buffer-trial", daemon=True)
     child.start()
     sent.close()
+    started = False  # the time limit counts from the child's word: its start (a main module imported) is not the trial
     try:
-        outcome = answer.recv() if answer.poll(seconds) else f"did not end within {seconds:g} s"
+        started = answer.poll(START_SECONDS) and answer.recv() == "started"
+        outcome = (answer.recv() if answer.poll(seconds) else f"did not end within {seconds:g} s") if started else None
     except EOFError:  # the child ended without a word
         outcome = None
     finally:
         child.kill()
         child.join()
         answer.close()
-    if outcome is None and child.exitcode is not None and child.exitcode < 0:  # killed: the kernel's OOM killer
+    if outcome is None and started and child.exitcode is not None and child.exitcode < 0:  # the kernel's OOM killer
         outcome = f"ended its process (signal {-child.exitcode})"
     elif outcome is None:  # it failed to start: no word on the parcels, whose buffer is then done unbounded
-        log.warning("the buffer's trial of the parcel(s) %s could not run (its process exited with %s): done "
-                    "without", ", ".join(map(str, ids[:3])), child.exitcode)
+        log.warning("the buffer's trial of the parcel(s) %s could not run (its process did not start within %g s, or "
+                    "exited with %s): done without", ", ".join(map(str, ids[:3])), START_SECONDS, child.exitcode)
         return
     if outcome != "ok":
         raise RequestTooLargeError(
@@ -79,7 +84,8 @@ def check_bufferable(ids: Sequence[object], geometries: Sequence[BaseGeometry], 
 
 def _buffer(wkb: np.ndarray, distance: float, memory: int, sent: Connection) -> None:
     """In the child: buffer the parcels under an address-space limit of ``memory`` bytes beyond the child's own,
-    and say "ok" or what stopped it."""
+    and say "started", then "ok" or what stopped it."""
+    sent.send("started")
     try:
         with open("/proc/self/statm") as f:  # Linux: pages of address space now
             size = int(f.read().split()[0]) * resource.getpagesize()

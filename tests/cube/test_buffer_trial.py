@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import shapely
@@ -9,6 +14,7 @@ import shapely
 from cardcube.errors import RequestTooLargeError
 from cube.buffer_trial import TRIED_FROM, check_bufferable
 
+REPO = Path(__file__).resolve().parents[2]
 UTM = "EPSG:32631"
 
 
@@ -44,3 +50,24 @@ def test_a_buffer_over_the_memory_limit_is_refused():
                                                    r"limits: 60 s, 64 MiB\)"):
         check_bufferable(["a", "b", "c", "d"], [star(50), star(50), star(50), star(1000)], UTM, -100.0, seconds=60,
                          memory=64 * 2**20)
+
+
+def test_a_child_slow_to_start_is_not_taken_for_a_costly_buffer(tmp_path):
+    """The child imports the server's main module anew (Python 3.11's fork server does not preload it): the
+    ``cardcube`` script's cardcube.cli, 0.3 s on an idle machine, more on a busy one. Its start is no part of the
+    buffer's time: a main module slow to import (here, by a sleep in the child alone) refused a field's buffer."""
+    main = tmp_path / "slow_main.py"
+    main.write_text(
+        "import time\n"
+        "if __name__ == '__mp_main__':  # in the trial's child\n"
+        "    time.sleep(3)\n"
+        "if __name__ == '__main__':\n"
+        "    import shapely\n"
+        "    from cube.buffer_trial import check_bufferable\n"
+        "    field = shapely.Point(650_000, 5_800_000).buffer(100)\n"
+        "    check_bufferable(['f'], [field], 'EPSG:32631', -5.0, seconds=1.0)\n"
+        "    print('accepted')\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(main)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "accepted", done.stderr[-2000:]
