@@ -183,9 +183,19 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
         raise ParcelError(pid, "has a coordinate that is no finite number (NaN or infinite)")
     repaired = False
     if isinstance(geom, shapely.GeometryCollection):  # its polygons made valid first: GEOS's union of an invalid
-        parts = [_polygonal(pid, g, repair=repair) for g in geom.geoms  # one raised a TopologyException (a 500)
-                 if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
-        geom, repaired = shapely.union_all([g for g, _ in parts]), any(r for _, r in parts)
+        parts, flat = [], []  # one raised a TopologyException (a 500)
+        for g in geom.geoms:
+            if g.geom_type not in ("Polygon", "MultiPolygon") or g.is_empty:
+                continue
+            try:
+                parts.append(_polygonal(pid, g, repair=repair))
+            except ParcelError as exc:  # no area left after repair: left out, as its lines are, if a polygon is left
+                if not repair:
+                    raise
+                flat.append(exc)
+        if flat and not parts:
+            raise flat[0]
+        geom, repaired = shapely.union_all([g for g, _ in parts]), bool(flat) or any(r for _, r in parts)
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
         raise ParcelError(pid, f"is a {geom.geom_type}, not a polygon")
     if geom.is_valid:

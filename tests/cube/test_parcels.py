@@ -156,6 +156,22 @@ def test_invalid_geometries_are_repaired_or_reported() -> None:
         as_parcels(fc)
 
 
+def test_a_collections_polygon_of_no_area_is_left_out_as_its_lines_are() -> None:
+    """A GeometryCollection of a field and a polygon of no area (three points on a line: a sliver an overlay left)
+    is the field, as a collection's lines and points are left out; its parts were made valid one by one since
+    2026-12-05, and the part of no area left after repair refused the whole parcel."""
+    field = box(5.40, 52.50, 5.41, 52.51)
+    flat = Polygon([(5.42, 52.50), (5.43, 52.50), (5.44, 52.50)])
+    assert not flat.is_valid and flat.area == 0
+    collection = {"type": "GeometryCollection", "geometries": [mapping(field), mapping(flat)]}
+    ps = as_parcels({"type": "Feature", "id": "gc", "geometry": collection})
+    assert ps.geometries[0].equals(field) and ps.repaired == ("gc",)
+    line = LineString([(5.4, 52.5), (5.5, 52.6)])
+    alone = {"type": "GeometryCollection", "geometries": [mapping(flat), mapping(line)]}
+    with pytest.raises(ParcelError, match=r"parcel gc: invalid geometry .* with no area left after repair"):
+        as_parcels({"type": "Feature", "id": "gc", "geometry": alone})
+
+
 def test_buffer_too_small_names_parcel_area_and_buffer(register: gpd.GeoDataFrame) -> None:
     strip = box(5.4000, 52.5000, 5.4030, 52.50006)  # ~205 m x 6.7 m
     gdf = gpd.GeoDataFrame({"parcel_id": ["big", "strip"]}, geometry=[FIELDS["NL-001"], strip], crs=4326)
