@@ -6,10 +6,11 @@ and 2.4 GB, a square with a 1 km edge of 10,000 teeth 1 m high shrunk by 5 m 19 
 more memory than the machine had. A thread cannot be stopped, so the REST service tries a posted parcel's buffer
 in a child process with a time and memory limit before it reads, and refuses the parcels whose buffer exceeds
 them (:func:`check_bufferable`). The child comes from multiprocessing's fork server (a fork of a process that has
-imported shapely, not of the server with its threads); it imports the server's main module anew (Python 3.11's fork
-server does not preload "__main__" as set): some 10 ms a request for a light main module, 0.3 s under ``cardcube
-serve`` (its script imports cardcube.cli). That start is no part of the time limit, which counts from the child's
-word that it runs.
+imported shapely and the modules of the server's main script, not of the server with its threads): 25-70 ms a POST
+(``benchmarks/buffer_trial.py``). It runs the main script again (Python 3.11's fork server does not preload
+"__main__"), which is quick when its imports are done, as they are for ``cardcube serve`` and ``uvicorn``; a
+script that does more at its top (an app made there, rather than by uvicorn's ``--factory``) does it in every
+child. That start is no part of the time limit, which counts from the child's word that it runs.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import logging
 import math
 import multiprocessing
 import resource
+import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from types import ModuleType
 
 import geopandas as gpd
 import numpy as np
@@ -51,7 +54,7 @@ def check_bufferable(ids: Sequence[object], geometries: Sequence[BaseGeometry], 
     zone = min(max(math.floor(((west + east) / 2 + 180) / 6) + 1, 1), 60)  # estimate_utm_crs took 60 ms a request
     metric = lonlat.to_crs((32600 if south + north >= 0 else 32700) + zone)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])  # once, in the fork server this process starts first
+    context.set_forkserver_preload([__name__, *_main_imports()])  # once, in the fork server this process starts
     answer, sent = context.Pipe(duplex=False)
     child = context.Process(target=_buffer, args=(shapely.to_wkb(metric.values), distance, memory, sent),
                             name="cardcube-buffer-trial", daemon=True)
@@ -80,6 +83,16 @@ def check_bufferable(ids: Sequence[object], geometries: Sequence[BaseGeometry], 
             f"outline that folds back within the buffer (narrow spikes, dense teeth) costs GEOS the square of its "
             f"vertices; "
             f"simplify it first (shapely.simplify, PostGIS ST_SimplifyPreserveTopology), or ask with buffer=0")
+
+
+def _main_imports() -> list[str]:
+    """The modules the server's main script took its names from (``cardcube.cli`` for the ``cardcube`` command,
+    ``uvicorn.main`` for ``uvicorn``): a child of the fork server runs the script again (Python 3.11's fork server
+    does not preload "__main__"), and finds them imported rather than import them anew, 0.3 s a POST."""
+    main = sys.modules.get("__main__")
+    names = {value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+             for value in vars(main).values()} if main is not None else set()
+    return sorted(n for n in names if isinstance(n, str) and n != "__main__" and n in sys.modules)
 
 
 def _buffer(wkb: np.ndarray, distance: float, memory: int, sent: Connection) -> None:

@@ -64,10 +64,34 @@ def test_a_child_slow_to_start_is_not_taken_for_a_costly_buffer(tmp_path):
         "if __name__ == '__main__':\n"
         "    import shapely\n"
         "    from cube.buffer_trial import check_bufferable\n"
-        "    field = shapely.Point(650_000, 5_800_000).buffer(100)\n"
+        "    field = shapely.Point(650_000, 5_800_000).buffer(100, quad_segs=200)  # tried: 801 vertices\n"
         "    check_bufferable(['f'], [field], 'EPSG:32631', -5.0, seconds=1.0)\n"
         "    print('accepted')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(main)], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "accepted", done.stderr[-2000:]
+
+
+def test_the_modules_of_the_servers_main_script_are_imported_once_not_in_each_child(tmp_path):
+    """Each child ran the server's main script again and imported what it imports (the ``cardcube`` command's
+    cardcube.cli: 0.5 s a POST under `cardcube serve`, against 0.1 s without a buffer); those modules are now
+    imported once, in the fork server. Here the script's module counts its imports in a file."""
+    (tmp_path / "heavy.py").write_text("import os\nwith open(os.environ['IMPORTS'], 'a') as f:\n    f.write('x')\n"
+                                      "def main():\n    pass\n")
+    main = tmp_path / "serve_main.py"
+    main.write_text(
+        "from heavy import main  # as the cardcube command's script: from cardcube.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    import shapely\n"
+        "    from cube.buffer_trial import check_bufferable\n"
+        "    field = shapely.Point(650_000, 5_800_000).buffer(100, quad_segs=200)\n"
+        "    for _ in range(3):\n"
+        "        check_bufferable(['f'], [field], 'EPSG:32631', -5.0)\n"
+        "    print('accepted')\n")
+    imports = tmp_path / "imports.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "IMPORTS": str(imports)}
+    done = subprocess.run([sys.executable, str(main)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "accepted", done.stderr[-2000:]
+    assert imports.read_text() == "xx"  # the server's, the fork server's; none in the three children
