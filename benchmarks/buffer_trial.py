@@ -1,4 +1,4 @@
-"""The REST service's trial of a posted parcel's buffer (:mod:`cube.buffer_trial`): what it adds to a POST, and
+"""The REST service's trial of a posted parcel's buffer (:mod:`cube.geometry_trial`): what it adds to a POST, and
 what it stops.
 
 Run: ``python -m benchmarks.buffer_trial [--reps 9] [--out DIR]``. Fields of the synthetic landscape (the demo's
@@ -28,7 +28,7 @@ from benchmarks.extraction import progress, rerender, save_report
 from benchmarks.options import check_out
 from cardcube.errors import RequestTooLargeError
 from cardcube.option_types import whole_number
-from cube.buffer_trial import BUFFER_MEMORY, BUFFER_SECONDS, TRIED_FROM, check_bufferable
+from cube.geometry_trial import LIMIT_MEMORY, LIMIT_SECONDS, TRIED_FROM, check_bufferable
 
 STEM = "buffer-trial"
 SIZES = (1, 40, 1000)  # parcels per POST (1,000: the service's limit)
@@ -122,8 +122,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Machine: {results['cores']} cores. One run of `python -m benchmarks.buffer_trial`; medians of "
         f"{results['reps']} warm runs. The service tries each POST's buffer in a child process of "
-        f"multiprocessing's fork server, stopped at {BUFFER_SECONDS:g} s or {BUFFER_MEMORY // 2**20} MiB, before "
-        "it reads (`cube.buffer_trial`); the buffer itself is then done again where the parcels are read.",
+        f"multiprocessing's fork server, stopped at {LIMIT_SECONDS:g} s or {LIMIT_MEMORY // 2**20} MiB, before "
+        "it reads (`cube.geometry_trial`); the buffer itself is then done again where the parcels are read.",
         "",
         "## What the trial adds to a POST",
         "",

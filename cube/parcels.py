@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,20 +26,13 @@ from pyproj import CRS
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from cardcube.errors import (
-    InvalidRequestError,
-    ParcelError,
-    ParcelFileError,
-    ParcelNotFoundError,
-    ParcelTooSmallError,
-    RequestTooLargeError,
-)
+from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
 from cardcube.query import check_lonlat
 from cardcube.storage import local_copy
 
 WGS84 = CRS.from_epsg(4326)
 
-__all__ = ["ParcelSet", "as_parcels", "parcel_at", "read_parcels", "too_small"]
+__all__ = ["Overlay", "ParcelSet", "as_parcels", "needs_overlay", "parcel_at", "polygonal", "read_parcels", "too_small"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,8 +168,9 @@ def too_small(parcel_id: Hashable, geometry: BaseGeometry, *, buffer: float,
     )
 
 
-def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tuple[BaseGeometry, bool]:
-    """``geom`` as a valid (Multi)Polygon, and whether it had to be repaired."""
+def polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tuple[BaseGeometry, bool]:
+    """``geom`` as a valid (Multi)Polygon, and whether it had to be repaired; :class:`ParcelError` if it is none
+    (``repair=False``: an invalid one too)."""
     if geom is None or geom.is_empty:
         raise ParcelError(pid, "has an empty geometry")
     if not np.isfinite(shapely.get_coordinates(geom)).all():  # the repair dropped the vertex: another polygon
@@ -188,7 +182,7 @@ def _polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tup
             if g.geom_type not in ("Polygon", "MultiPolygon") or g.is_empty:
                 continue
             try:
-                parts.append(_polygonal(pid, g, repair=repair))
+                parts.append(polygonal(pid, g, repair=repair))
             except ParcelError as exc:  # no area left after repair: left out, as its lines are, if a polygon is left
                 if not repair:
                     raise
@@ -239,45 +233,40 @@ def check_ids(ids: Sequence[Hashable]) -> None:
             f"position)")
 
 
-def check_repair(ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], max_repair: int) -> None:
-    """:class:`RequestTooLargeError` if the geometries to be made valid polygons by an overlay (an invalid one's
-    repair, a GeometryCollection's union) hold too many vertices: the work grows with the square of the vertices
-    where edges cross (an outline of 3,000 vertices crossing itself at random: 30 s and 2.3 GB to repair; of
-    10,000, more memory than the machine had). ``max_repair``: the vertices of one such geometry; several are
-    counted by the square of each."""
-    work = 0
-    for pid, geom in zip(ids, geoms, strict=True):
-        collection = isinstance(geom, shapely.GeometryCollection) and len(geom.geoms) > 1
-        if geom is None or geom.is_empty or (geom.is_valid and not collection):
-            continue
-        vertices = shapely.get_num_coordinates(geom)
-        work += vertices**2
-        if work > max_repair**2:
-            what = (f"a GeometryCollection of {len(geom.geoms)} geometries" if geom.is_valid else
-                    f"an invalid geometry ({shapely.is_valid_reason(geom)})")
-            raise RequestTooLargeError(f"parcel {pid}: {what} of {vertices:,} vertices, too many to make a valid "
-                                       f"polygon of here (the work grows with their square: limit {max_repair:,} "
-                                       f"vertices, fewer for several such parcels); repair it first "
-                                       f"(shapely.make_valid, PostGIS ST_MakeValid, QGIS Fix Geometries)")
+def needs_overlay(geom: BaseGeometry | None) -> bool:
+    """Whether :func:`polygonal` makes ``geom`` a polygon by an overlay (an invalid one's repair, a collection's
+    union): work that grows with the square of its vertices where its edges cross (an outline of 3,000 vertices
+    crossing itself at random: 50 s and 2.3 GB), where a valid polygon is only checked."""
+    if geom is None or geom.is_empty:
+        return False
+    return not geom.is_valid or (isinstance(geom, shapely.GeometryCollection) and len(geom.geoms) > 1)
+
+
+Overlay = Callable[[Sequence[Hashable], Sequence[BaseGeometry], bool], list["tuple[BaseGeometry, bool] | ParcelError"]]
 
 
 def _build(
     ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
-    errors: str = "raise", max_repair: int | None = None,
+    errors: str = "raise", overlay: Overlay | None = None,
 ) -> ParcelSet:
     if not ids:
         raise InvalidRequestError("no parcels given")
     ids = uniform_ids(ids)
     check_ids(ids)  # of every row: a repeated id on a row of no polygon was "has an empty geometry"
-    if max_repair is not None:
-        check_repair(ids, geoms, max_repair)
     if errors not in ("raise", "collect"):
         raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)
+    overlaid: dict[int, tuple[BaseGeometry, bool] | ParcelError] = {}
+    if overlay is not None and (costly := [k for k, g in enumerate(geoms) if needs_overlay(g)]):
+        overlaid = dict(zip(costly, overlay([ids[k] for k in costly], [geoms[k] for k in costly], repair),
+                            strict=True))
     kept, fixed, repaired, rejected = [], [], [], []
-    for pid, g in zip(ids, geoms, strict=True):
+    for k, (pid, g) in enumerate(zip(ids, geoms, strict=True)):
         try:
-            geom, was_repaired = _polygonal(pid, g, repair=repair)
+            done = overlaid[k] if k in overlaid else polygonal(pid, g, repair=repair)
+            if isinstance(done, ParcelError):
+                raise done
+            geom, was_repaired = done
         except ParcelError as exc:
             if errors == "raise":
                 raise
@@ -453,7 +442,7 @@ def as_parcels(
     id_column: str = "parcel_id",
     repair: bool = True,
     errors: str = "raise",
-    max_repair: int | None = None,
+    overlay: Overlay | None = None,
 ) -> ParcelSet:
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
@@ -466,9 +455,9 @@ def as_parcels(
     ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
     made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
     ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
-    listed in ``.rejected`` with the reason instead. ``max_repair``: the vertices an invalid parcel or a
-    GeometryCollection may have to be made a valid polygon (:func:`check_repair`; None: any), for input of
-    unknown origin (a posted parcel).
+    listed in ``.rejected`` with the reason instead. ``overlay``: where the parcels that need an overlay
+    (:func:`needs_overlay`) are made polygons, all at once, as :func:`polygonal` each (None: here); for input of
+    unknown origin, in a child process with limits (:func:`cube.geometry_trial.polygonal_in_child`: a posted parcel).
     """
     if isinstance(parcels, ParcelSet):
         return parcels if crs is None else parcels.to_crs(crs)
@@ -476,16 +465,16 @@ def as_parcels(
         parcels = read_parcels(parcels, id_column=id_column)
     if isinstance(parcels, gpd.GeoDataFrame | gpd.GeoSeries):
         ids, geoms, src = _from_frame(parcels, id_column)
-        return _build(ids, geoms, src, crs, repair=repair, errors=errors, max_repair=max_repair)
+        return _build(ids, geoms, src, crs, repair=repair, errors=errors, overlay=overlay)
     if isinstance(parcels, Point):
         reg = _registry(registry, "a point", id_column)
         pid = parcel_at(parcels.x, parcels.y, reg, crs=src_crs or WGS84)
         return as_parcels(reg.select([pid]), crs=crs)
     if isinstance(parcels, BaseGeometry):
-        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors, max_repair=max_repair)
+        return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors, overlay=overlay)
     if isinstance(parcels, Mapping):
         ids, geoms = _from_geojson(parcels, id_column)
-        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors, max_repair=max_repair)
+        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors, overlay=overlay)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
     if (column := _id_column_values(parcels)) is not None:

@@ -58,7 +58,8 @@ import importlib.metadata
 import io
 import pathlib
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
@@ -75,6 +76,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from pyproj import CRS
 from pyproj.exceptions import CRSError
+from shapely.geometry.base import BaseGeometry
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.routing import Match
@@ -107,7 +109,6 @@ from cardcube.serving import (
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, store_url
 from cube import layout, render
-from cube.buffer_trial import check_bufferable
 from cube.chips import (
     MAX_IMAGE_SIZE,
     MAX_SHEET_PIXELS,
@@ -119,9 +120,10 @@ from cube.chips import (
 )
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
+from cube.geometry_trial import check_bufferable, polygonal_in_child
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
-from cube.parcels import ParcelSet, as_parcels, read_parcels
+from cube.parcels import Overlay, ParcelSet, as_parcels, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
 from cube.timeseries import MAX_PIXELS, check_query, parcel_timeseries
@@ -132,7 +134,6 @@ SEASON_ADVICE = "narrow the time range or the size"  # of a season sheet too lar
 MAX_POSTED_PARCELS = 1000  # parcels per POST: a territory is a job for ``cardcube extract``, not a request
 MAX_BODY_BYTES = 32 * 2**20  # bytes of a POST body: 1,000 parcels of some 400 vertices each (JSON held ~7x in memory)
 MAX_READ_BYTES = 512 * 2**20  # stored values one time series request may read (a 10 km polygon's season: 150 MB)
-MAX_REPAIRED_VERTICES = 1000  # of a posted parcel made valid: the work grows with their square (3,000: 30 s, 2.3 GB)
 MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans a thousandth of it)
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 READS = 4  # requests reading the cube at once (each reads its chunks READ_THREADS at a time); the others wait
@@ -172,8 +173,8 @@ ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of
 Checked = TypeVar("Checked")  # what a route checks before its turn to read, and reads with
 
 __all__ = ["ARRAY_CACHE", "FORMATS", "MAX_BODY_BYTES", "MAX_PIXELS", "MAX_POSTED_PARCELS", "MAX_READ_BYTES",
-           "MAX_REPAIRED_VERTICES", "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER",
-           "STORE_TIMEOUT", "VersionCache", "allowed_origins", "make_app", "serve"]
+           "MAX_ROWS", "MAX_SEASON_SIZE", "MAX_SHEET_PIXELS", "REFRESH", "RETRY_AFTER", "STORE_TIMEOUT", "VersionCache",
+           "allowed_origins", "make_app", "serve"]
 
 
 class ErrorBody(BaseModel):
@@ -447,12 +448,20 @@ class _ServedCube:
     versions: VersionCache
     arrays: ArrayCache | None
     reads: _ReadSlots
+    overlays: threading.BoundedSemaphore  # posted parcels made polygons in child processes at once (as many as reads)
 
     def version(self, collection: str, as_of: int | None) -> CubeVersion:
         """The version a request reads: ``as_of`` or the latest, of a known collection."""
         if collection not in CUBE_SPECS:
             raise CubeNotFoundError(f"unknown collection {collection!r}; collections: {', '.join(CUBE_SPECS)}")
         return self.versions.get(collection, as_of)
+
+    def overlay(self, ids: Sequence[Hashable], geometries: Sequence[BaseGeometry], repair: bool
+                ) -> list[tuple[BaseGeometry, bool] | ParcelError]:
+        """Posted parcels made polygons (:data:`cube.parcels.Overlay`) in a child process with limits, as many at
+        once as requests read: this is done before a request's turn to read, and each child may take 512 MiB."""
+        with self.overlays:
+            return polygonal_in_child(ids, geometries, repair)
 
     def parcel(self, parcel_id: str) -> ParcelSet:
         """The parcel of the registry with id ``parcel_id``."""
@@ -574,9 +583,9 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
         return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)))
 
 
-def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
-    """The parcels of a posted GeoJSON in ``crs``; too many, or a geometry that is no parcel, is refused with how
-    to ask instead."""
+def _posted_parcels(geojson: dict[str, Any], crs: str, overlay: Overlay) -> ParcelSet:
+    """The parcels of a posted GeoJSON in ``crs``, made polygons by ``overlay`` where they need one; too many, or a
+    geometry that is no parcel, is refused with how to ask instead."""
     try:
         src_crs = CRS.from_user_input(crs)
     except CRSError:
@@ -590,7 +599,7 @@ def _posted_parcels(geojson: dict[str, Any], crs: str) -> ParcelSet:
         raise RequestTooLargeError(f"{len(features)} parcels in one request (limit {MAX_POSTED_PARCELS}); "
                                    f"run `cardcube extract` for a territory")
     try:
-        posted = as_parcels(geojson, src_crs=src_crs, max_repair=MAX_REPAIRED_VERTICES)
+        posted = as_parcels(geojson, src_crs=src_crs, overlay=overlay)
     except ParcelError as exc:
         if type(exc) is not ParcelError:
             raise
@@ -630,7 +639,7 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
                             crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
         def check() -> ParcelSet:
             served.check_timeseries(collection, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of)
-            return _posted_parcels(geojson, crs)
+            return _posted_parcels(geojson, crs, served.overlay)
 
         def read(parcels: ParcelSet) -> Response:  # the buffer's cost tried in its turn: at most `reads` at once
             check_bufferable(parcels.ids, parcels.geometries, parcels.crs, buffer)
@@ -736,7 +745,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, versions, arrays, slots)
+    served = _ServedCube(store, registry, versions, arrays, slots, threading.BoundedSemaphore(reads))
     # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],

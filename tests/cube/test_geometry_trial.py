@@ -1,4 +1,4 @@
-"""A posted parcel's buffer tried in a child process with a time and memory limit (``cube.buffer_trial``)."""
+"""Geometry work on posted parcels in a child process with a time and memory limit (``cube.geometry_trial``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from cardcube.errors import RequestTooLargeError
-from cube.buffer_trial import TRIED_FROM, check_bufferable
+from cube.geometry_trial import TRIED_FROM, check_bufferable
 
 REPO = Path(__file__).resolve().parents[2]
 UTM = "EPSG:32631"
@@ -63,7 +63,7 @@ def test_a_child_slow_to_start_is_not_taken_for_a_costly_buffer(tmp_path):
         "    time.sleep(3)\n"
         "if __name__ == '__main__':\n"
         "    import shapely\n"
-        "    from cube.buffer_trial import check_bufferable\n"
+        "    from cube.geometry_trial import check_bufferable\n"
         "    field = shapely.Point(650_000, 5_800_000).buffer(100, quad_segs=200)  # tried: 801 vertices\n"
         "    check_bufferable(['f'], [field], 'EPSG:32631', -5.0, seconds=1.0)\n"
         "    print('accepted')\n")
@@ -84,7 +84,7 @@ def test_the_modules_of_the_servers_main_script_are_imported_once_not_in_each_ch
         "from heavy import main  # as the cardcube command's script: from cardcube.cli import main\n"
         "if __name__ == '__main__':\n"
         "    import shapely\n"
-        "    from cube.buffer_trial import check_bufferable\n"
+        "    from cube.geometry_trial import check_bufferable\n"
         "    field = shapely.Point(650_000, 5_800_000).buffer(100, quad_segs=200)\n"
         "    for _ in range(3):\n"
         "        check_bufferable(['f'], [field], 'EPSG:32631', -5.0)\n"
@@ -95,3 +95,26 @@ def test_the_modules_of_the_servers_main_script_are_imported_once_not_in_each_ch
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "accepted", done.stderr[-2000:]
     assert imports.read_text() == "xx"  # the server's, the fork server's; none in the three children
+
+
+def test_polygons_made_in_the_child_are_those_made_here():
+    """A parcel that needs an overlay (a repair, a collection's union) made in the child: the same polygon and the
+    same reasons as :func:`cube.parcels.polygonal` here, and a refusal past the limits."""
+    from cardcube.errors import ParcelError
+    from cube.geometry_trial import polygonal_in_child
+    from cube.parcels import polygonal
+
+    bow_tie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    line = shapely.Polygon([(0, 0), (1, 0), (2, 0)])
+    pair = shapely.GeometryCollection([shapely.box(0, 0, 1, 1), shapely.box(0.5, 0.5, 2, 2)])
+    ids, geoms = ["bow", "line", "pair"], [bow_tie, line, pair]
+    made = polygonal_in_child(ids, geoms, True)
+    assert made[0][1] and made[0][0].equals(polygonal("bow", bow_tie, repair=True)[0])
+    assert isinstance(made[1], ParcelError) and made[1].parcel_id == "line" and "no area left" in made[1].reason
+    assert made[2][0].equals(polygonal("pair", pair, repair=True)[0])
+    assert "invalid geometry" in polygonal_in_child(["bow"], [bow_tie], False)[0].reason
+    rng = np.random.default_rng(0)
+    scribble = shapely.Polygon(rng.uniform(0, 300, (3000, 2)))
+    with pytest.raises(RequestTooLargeError, match=r"making valid polygons of the parcel\(s\) s .*\(the limits: "
+                                                   r"60 s, 64 MiB\): a repair's work grows"):
+        polygonal_in_child(["s"], [scribble], True, seconds=60, memory=64 * 2**20)
