@@ -271,16 +271,10 @@ def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], wher
     mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "run")  # see check_manifest
                   and _differs(k, old.get(k), manifest[k])]
     if mismatched:
-        then = "; ".join(f"{k} {_shown(old.get(k))}" for k in mismatched if k not in ("cube", "parcels"))
+        then = ", ".join(f"{k}={old.get(k)!r}" for k in mismatched if k not in ("cube", "parcels"))
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out"
-                                  + (f", or give that run's {then}" if then else ""))
-
-
-def _shown(value: Any) -> str:
-    """A parameter's value as the command line takes it: ``B04,B08`` for a list, ``none`` for None."""
-    if value is None:
-        return "none"
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                                  + (f", or run it as that run was: {then} (extract()'s parameters; the command's "
+                                     f"options of those names)" if then else ""))
 
 
 def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store, where: str) -> None:

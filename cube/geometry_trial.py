@@ -105,6 +105,10 @@ def _in_child(target: Callable[..., Any], args: tuple[Any, ...], seconds: float,
                             daemon=True)
     try:
         child.start()
+    except OSError as exc:  # no process to be had (the fork server's limit): the work is done here
+        log.warning("the %s could not be made in a child process (%s): made without limits", what, exc)
+        answer.close()
+        return None
     finally:
         sent.close()
     started = False  # the time limit counts from the child's word: its start (the main script run again) is not

@@ -413,7 +413,7 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
     for i, feat in enumerate(features):
         if not isinstance(feat, Mapping):
             raise InvalidRequestError(f"feature {i} is not a GeoJSON Feature: {str(feat)[:80]}")
-        if "geometry" not in feat and "coordinates" in feat:  # was "has an empty geometry"
+        if "geometry" not in feat and ("coordinates" in feat or "geometries" in feat):  # "has an empty geometry"
             raise InvalidRequestError(f"feature {i} is a bare geometry ({str(feat.get('type'))[:40]}), not a "
                                       f"Feature: wrap it as {{\"type\": \"Feature\", \"geometry\": ..., "
                                       f"\"properties\": {{\"{id_column}\": ...}}}}")

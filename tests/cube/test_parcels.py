@@ -108,6 +108,8 @@ def test_geojson_kinds() -> None:
     with pytest.raises(InvalidRequestError, match=r"feature 0 is a bare geometry \(Polygon\), not a Feature: wrap "
                                                   r"it as \{\"type\": \"Feature\""):
         as_parcels({"type": "FeatureCollection", "features": [bare]})
+    with pytest.raises(InvalidRequestError, match=r"feature 0 is a bare geometry \(GeometryCollection\)"):
+        as_parcels({"type": "FeatureCollection", "features": [{"type": "GeometryCollection", "geometries": [bare]}]})
 
 
 def test_shapely_polygon_and_its_crs() -> None:
