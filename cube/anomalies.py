@@ -542,8 +542,10 @@ def _check_radar(s1: pd.DataFrame, parcels: pd.Index, year: int | None, rules: M
     if not s1["parcel_id"].isin(parcels).any():
         raise InvalidRequestError(f"the Sentinel-1 statistics hold none of the parcels of the Sentinel-2 ones (e.g. "
                                   f"{s1['parcel_id'].iloc[0]!r} against {parcels[0]!r}): are they of this territory?")
+    if year is None:  # two seasons without grassland: no marker reads Sentinel-1, nor a season
+        return
     radar_year = _season_year(s1["time"].unique(), rules, "Sentinel-1")
-    if year is not None and radar_year is not None and radar_year != year:
+    if radar_year is not None and radar_year != year:
         raise InvalidRequestError(f"the Sentinel-1 statistics are of the {radar_year} season, the Sentinel-2 ones of "
                                   f"{year}'s")
 

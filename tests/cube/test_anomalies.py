@@ -601,6 +601,8 @@ def test_an_agricultural_year_of_winter_crops_is_judged_for_crop_mismatch(popula
     assert flags.min_ndvi.isna().all() and flags.longest_gap.isna().all()
     with pytest.raises(InvalidRequestError, match="dates in the seasons of 2023, 2024"):
         flag_parcels(sown, declared, grassland=[3])  # the winter would read as a gap in the season
+    radar = sown[sown.band == "B04"].assign(band="VH")  # Sentinel-1 of the same year: no marker reads it here
+    pd.testing.assert_frame_equal(flag_parcels(sown, declared, s1=radar)[flags.columns], flags)
 
 
 def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_read_right(population):
