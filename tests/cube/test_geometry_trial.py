@@ -104,7 +104,11 @@ def test_polygons_made_in_the_child_are_those_made_here():
     from cube.geometry_trial import polygonal_in_child
     from cube.parcels import polygonal
 
-    bow_tie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    ring = np.c_[np.cos(np.linspace(0, 2 * np.pi, 600, endpoint=False)), np.sin(np.linspace(0, 2 * np.pi, 600,
+                                                                                          endpoint=False))]
+    ring[[5, 6]] = ring[[6, 5]]
+    bow_tie = shapely.Polygon(ring)  # a circle of 600 vertices crossing itself once: over TRIED_FROM
+    assert not bow_tie.is_valid
     line = shapely.Polygon([(0, 0), (1, 0), (2, 0)])
     pair = shapely.GeometryCollection([shapely.box(0, 0, 1, 1), shapely.box(0.5, 0.5, 2, 2)])
     ids, geoms = ["bow", "line", "pair"], [bow_tie, line, pair]
@@ -113,6 +117,10 @@ def test_polygons_made_in_the_child_are_those_made_here():
     assert isinstance(made[1], ParcelError) and made[1].parcel_id == "line" and "no area left" in made[1].reason
     assert made[2][0].equals(polygonal("pair", pair, repair=True)[0])
     assert "invalid geometry" in polygonal_in_child(["bow"], [bow_tie], False)[0].reason
+    with pytest.raises(RequestTooLargeError, match="did not end within 0 s"):  # made in the child, stopped at once
+        polygonal_in_child(ids, geoms, True, seconds=0)
+    few = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])  # under TRIED_FROM: made here, whatever the limit
+    assert polygonal_in_child(["few"], [few], True, seconds=0)[0][0].equals(polygonal("few", few, repair=True)[0])
     rng = np.random.default_rng(0)
     scribble = shapely.Polygon(rng.uniform(0, 300, (3000, 2)))
     with pytest.raises(RequestTooLargeError, match=r"making valid polygons of the parcel\(s\) s .*\(the limits: "
