@@ -242,6 +242,8 @@ def in_crs(area: Geometry, crs: Any) -> BaseGeometry:
     if use is not None:  # with a margin: MGRS tiles reach past their zone's edges
         west, south, east, north = use.bounds
         near = box(west - ZONE_MARGIN, max(south - ZONE_MARGIN, -90), east + ZONE_MARGIN, min(north + ZONE_MARGIN, 90))
+        # and 360 degrees away: zone 1's tiles reach west over the antimeridian, to longitudes written 179 E
+        near = shapely.union_all([shapely.affinity.translate(near, xoff=dx) for dx in (-360, 0, 360)])
         if not area.crs.geographic:
             # reprojected whole from one projected CRS into another, the parts of an area far from the other's zone
             # fold over or go to infinity (a Web Mercator box of the world was an invalid polygon in UTM, and found

@@ -122,6 +122,19 @@ def test_a_web_mercator_box_of_the_world_finds_every_tile(zones_cube):
     assert ids(find_tiles(zones_cube, "s2", bbox=(-10e6, 5e6, 10e6, 9e6), crs="EPSG:3857")) == ["31UGU", "32ULD"]
 
 
+def test_a_tile_across_the_antimeridian_is_found_on_both_sides_of_it():
+    """01KAB (Fiji, UTM zone 1) reaches west over the antimeridian to 179.24 E: a box there, written as lon/lat are,
+    found no tile, since the query was cut to zone 1's longitudes (180 W to 174 W, and a margin) as written."""
+    version = hand_version(tiles={"01KAB": ["2024-05-05T10:50:31Z"]}, hot=0)
+    store = MemoryStore()
+    io = StoreStacIO(store)
+    build_catalog(version, io=io).save(io)
+    for bbox in ((179.5, -17.1, 179.6, -17.0), (-179.8, -17.1, -179.75, -17.0), (179.9, -17.1, -179.9, -17.0)):
+        assert ids(find_tiles(store, "s2", bbox=bbox)) == ["01KAB"], bbox
+    assert ids(find_tiles(store, "s2", bbox=(178.9, -17.1, 179.0, -17.0))) == []  # west of the tile
+    assert ids(find_tiles(store, "s2", bbox=(-179.6, -17.1, -179.5, -17.0))) == []  # east of it
+
+
 def test_bad_queries_are_clear_errors():
     with pytest.raises(InvalidRequestError, match="time"):
         find_tiles(MemoryStore(), "s2", time="spring")
