@@ -142,13 +142,34 @@ def _iso(t: datetime) -> str:
 def footprint(version: CubeVersion, tile: str) -> tuple[dict, list[float]]:
     """GeoJSON geometry and bbox in WGS84 of where ``tile`` holds data in ``version`` (its scenes' areas,
     :func:`~cube.ledger.data_footprint`; the whole tile square while it has none), its edges densified so
-    they follow the UTM lines. A STAC browser's map shows the data, not a 110 km square around it."""
+    they follow the UTM lines. A STAC browser's map shows the data, not a 110 km square around it. Data across the
+    antimeridian is cut there (RFC 7946 3.1.9), and its bbox runs from west to east across it (west > east)."""
     grid = TileGrid.from_id(tile)
     area = data_footprint(version, tile)
     extent = Geometry(area, grid.crs) if not area.is_empty else grid.geobox(10).extent
-    wgs84 = orient_polygons(extent.segmented(FOOTPRINT_SEGMENT_M).to_crs("EPSG:4326").geom)
+    dense = extent.segmented(FOOTPRINT_SEGMENT_M)
+    wgs84 = dense.to_crs("EPSG:4326")
+    if wgs84.boundingbox.span_x > 180:  # round the world the long way: across the antimeridian (cut: 5 times slower)
+        wgs84 = dense.to_crs("EPSG:4326", wrapdateline=True)
+    wgs84 = orient_polygons(wgs84.geom)
     wgs84 = shapely.transform(wgs84, lambda xy: np.round(xy, COORD_DIGITS))
-    return json.loads(shapely.to_geojson(wgs84)), [round(v, COORD_DIGITS) for v in wgs84.bounds]
+    minx, _, maxx, _ = wgs84.bounds
+    parts = [g.bounds for g in shapely.get_parts(wgs84)]
+    return json.loads(shapely.to_geojson(wgs84)), _union(parts, across=minx == -180 and maxx == 180)
+
+
+def _union(bboxes: list, *, across: bool = False) -> list[float]:
+    """The WGS84 bbox around ``bboxes``. Where one runs across the antimeridian (west > east, as STAC writes it), or
+    ``across`` they lie on both sides of it, longitudes are taken from 0 to 360, so the union runs across it too."""
+    south, north = min(b[1] for b in bboxes), max(b[3] for b in bboxes)
+    if not across and all(b[0] <= b[2] for b in bboxes):
+        return [min(b[0] for b in bboxes), south, max(b[2] for b in bboxes), north]
+    spans = [(b[0] % 360, b[0] % 360 + (b[2] - b[0] if b[0] <= b[2] else b[2] - b[0] + 360)) for b in bboxes]
+    west, east = min(w for w, _ in spans), max(e for _, e in spans)
+    if east - west >= 360:
+        return [-180.0, south, 180.0, north]
+    west, east = (round(lon - 360 if lon > 180 else lon, COORD_DIGITS) for lon in (west, east))
+    return [west, south, east, north]
 
 
 def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
@@ -224,8 +245,7 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
     items = list(items)
     info = source_info(spec.source_collection)
     bboxes = [i.bbox for i in items if i.bbox]
-    union = ([min(b[0] for b in bboxes), min(b[1] for b in bboxes), max(b[2] for b in bboxes),
-              max(b[3] for b in bboxes)] if bboxes else [-180.0, -90.0, 180.0, 90.0])
+    union = _union(bboxes) if bboxes else [-180.0, -90.0, 180.0, 90.0]
     span = version.time_range
     start, end = (parse_time(span[0]), parse_time(span[1])) if span else (None, None)
     acquisitions = [a for t in version.tiles.values() for a in t.acquisitions]

@@ -126,6 +126,26 @@ def test_footprint_follows_a_resampled_scenes_polygon_within_its_window(validato
     assert {PROJ, DATACUBE} <= set(validate_document(doc, validator=validator))
 
 
+def test_a_tile_across_the_antimeridian_is_drawn_on_both_sides_of_it(validator):
+    """01KAB (Fiji, UTM zone 1) reaches from 179.24 E over the antimeridian to 179.72 W. Its footprint was one
+    polygon from one side to the other, round the world the long way, and its bbox (-180, 180) spanned every
+    longitude: a STAC browser drew a band round the globe, and a bbox search found it at any longitude. It is cut at
+    the antimeridian (RFC 7946 3.1.9), and its bbox and its collection's run west to east across 180, as STAC has."""
+    version = hand_version(tiles={"01KAB": [iso(T0)], "01KBB": [iso(T0)]})
+    item, east_of_it = (build_tile_item(version, t) for t in ("01KAB", "01KBB"))
+    footprint = shape(item.geometry)
+    assert item.geometry["type"] == "MultiPolygon" and footprint.is_valid
+    assert all(p.exterior.is_ccw for p in footprint.geoms)
+    assert sum(p.bounds[2] - p.bounds[0] for p in footprint.geoms) < 1.1  # 110 km at 17 S: about 1.04 degrees
+    west, south, east, north = item.bbox
+    assert 179.2 < west < 179.3 and -179.8 < east < -179.7 and -17.3 < south < north < -16.2
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    assert validate_document(doc, validator=validator, extensions=False)
+    union = build_cube_collection(version, [item, east_of_it]).extent.spatial.bboxes[0]
+    assert union == [west, min(south, east_of_it.bbox[1]), east_of_it.bbox[2], max(north, east_of_it.bbox[3])]
+    assert east < union[2] < -178
+
+
 def test_collection_extent_and_metadata():
     version = hand_version(tiles={"31UFU": [iso(T0), "2024-05-01T10:50:31Z"], "31UGU": ["2024-03-01T10:50:31Z"]})
     items = [build_tile_item(version, t) for t in sorted(version.tiles)]
