@@ -121,6 +121,42 @@ def test_parcel_layers_and_the_writer_lock_are_not_published(base_cube, tmp_path
     assert client.get("/s2/collection.json").status_code == 200
 
 
+def test_a_document_replaced_while_it_is_served_is_answered_whole(cube, monkeypatch):
+    """Every ingest replaces the catalog's documents and the arrays' zarr.json. One replaced by a longer or shorter one
+    between the server's look at its size and its read went out with the old size as its Content-Length: the client
+    got a broken connection (httpx: 'peer closed connection without sending complete message body'). The length
+    is the bytes read, as the ingest's rename makes them one document or the other, never a mix."""
+    import threading
+
+    import uvicorn
+
+    from cardcube.serving import listen
+    from catalog import serve
+
+    path = cube / "s2" / "collection.json"
+    longer = path.read_bytes().replace(b'"links"', b'"cardcube:note": "' + b"x" * 5000 + b'", "links"')
+    read = serve._read
+
+    def replaced_meanwhile(store, key, request):  # an ingest publishing now: its rename between size and read
+        path.write_bytes(longer)
+        return read(store, key, request)
+
+    monkeypatch.setattr(serve, "_read", replaced_meanwhile)
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(serve.make_app(cube), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}/", timeout=30) as client:
+            while not server.started:
+                thread.join(0.01)
+            r = client.get("/s2/collection.json")
+            assert r.status_code == 200 and r.content == longer
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
 def test_a_root_without_a_catalog_is_refused_at_start(tmp_path):
     with pytest.raises(AssertionError, match=f"no STAC catalog at .*{tmp_path.name}: catalog.json is missing"):
         ServedCommand(["catalog", "serve", "--cube", tmp_path], ready="/catalog.json", timeout=30)
