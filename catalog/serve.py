@@ -50,6 +50,7 @@ CORS_HEADERS = {
 # no number of over 4,300 digits: a 500)
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.IGNORECASE)
 _MEDIA_TYPES = {".json": keys.JSON_MEDIA_TYPE}
+MAX_KEY_BYTES = 1024  # S3's longest key; a folder's path of 4,096 bytes or more fails to be read (a 502), not found
 
 
 def _media_type(key: str) -> str:
@@ -134,7 +135,8 @@ def _unpublished(key: str) -> bool:
 def _safe_key(path: str) -> str | None:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path \
-            or "\x00" in path or any(len(p.encode()) > 255 for p in parts):  # no file has such a name: a 404
+            or "\x00" in path or any(len(p.encode()) > 255 for p in parts) \
+            or len(path.encode()) > MAX_KEY_BYTES:  # no file has such a name: a 404
         return None
     return None if _unpublished(path) else path
 

@@ -102,6 +102,14 @@ def test_not_found_and_no_escape(client):
     assert r.status_code in (302, 307) and r.headers["location"] == "catalog.json"  # under a proxy's prefix too
 
 
+def test_a_path_longer_than_any_file_name_is_not_found(client):
+    """A path of short enough parts, but longer than a file's path can be (PATH_MAX, 4,096 bytes), was a 502 'cannot
+    read' of the store, as if it failed, with the path in it: no key is that long (1,024 bytes at the most on S3)."""
+    r = client.get("/" + "/".join(["x" * 250] * 20))
+    assert r.status_code == 404 and r.headers["access-control-allow-origin"] == "*"
+    assert client.get("/" + "/".join(["x" * 250] * 20) + "/").status_code == 404  # as a folder
+
+
 def test_parcel_layers_and_the_writer_lock_are_not_published(base_cube, tmp_path, request):
     """An extraction keeps its label layers (the declared parcels' ids and outlines) beside the cube, and an
     ingest its lock (who writes, from where): neither is the catalog's to publish, listed or fetched."""
