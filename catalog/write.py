@@ -129,7 +129,7 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     store = open_store(store)
     if not force and catalog_is_current(store, version):
         return
-    if force and (published_version(store, version.collection) or 0) > version.version:  # never rolled back
+    if force and _newer(store, published_version(store, version.collection), version):  # never rolled back
         return
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
@@ -183,6 +183,13 @@ def _same_data(store: Store, published: int, version: CubeVersion) -> bool:
     return old.spec == version.spec and old.tiles == version.tiles and old.scenes == version.scenes
 
 
+def _newer(store: Store, published: int | None, version: CubeVersion) -> bool:
+    """Whether ``published`` is a version of the cube after ``version``: one the ledger does not hold is the catalog
+    left of a cube wiped and built again at the same place, which numbers its versions anew."""
+    return published is not None and published > version.version and published in committed_versions(
+        store, version.collection)
+
+
 def _has_root_link(store: Store, collection: str) -> bool:
     io = StoreStacIO(store)
     wanted = io.href(keys.collection_key(collection))
@@ -193,13 +200,15 @@ def catalog_is_current(store: StoreLike, version: CubeVersion) -> bool:
     """True if the published catalog needs nothing for ``version``: recovery calls :func:`write_catalog` if False.
 
     That is when the root links to the collection and its catalog was written for ``version``, for an
-    earlier version holding the same data (see :func:`write_catalog`), or for a newer version.
+    earlier version holding the same data (see :func:`write_catalog`), or for a newer version the ledger holds.
     """
     store = open_store(store)
     published = published_version(store, version.collection)
     if published is None:
         return False
     if published < version.version and not _same_data(store, published, version):
+        return False
+    if published > version.version and not _newer(store, published, version):
         return False
     return _has_root_link(store, version.collection)
 

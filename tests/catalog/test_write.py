@@ -110,6 +110,26 @@ def test_a_rebuild_never_rolls_the_catalog_back(cube, tmp_path):
     assert published_version(store, "s2") == 2 and snapshot(cube) == latest
 
 
+def test_the_catalog_left_by_a_cube_wiped_and_built_again_is_replaced(cube, tmp_path):
+    """A cube's ledger and tiles wiped (a pipeline run again from scratch) and built again at the same place number
+    its versions anew, while the catalog left of the old cube named its version 2: the new cube's version 1 was
+    taken for an older one, never to roll back to. Its ingest published nothing, and 'catalog build' kept the old
+    catalog too (saying 'catalog of version 1'), whose items were gone: catalog find failed on them. A published
+    version the ledger does not hold is no newer one."""
+    assert ingest(make_scenes(tmp_path / "more", days=(20,)), cube, collection="s2", progress=False).version == 2
+    left = (cube / "s2" / "collection.json").read_bytes()
+    for gone in ("_ledger", "31UFU", "31UGU"):
+        shutil.rmtree(cube / "s2" / gone)
+    again = make_scenes(tmp_path / "again", tiles=("31UFU",), days=(30,))
+    assert ingest(again, cube, collection="s2", progress=False).version == 1
+    assert published_version(cube, "s2") == 1
+    assert [(r.tile, r.dates) for r in find_tiles(cube, "s2")] == [("31UFU", 1)]
+    (cube / "s2" / "collection.json").write_bytes(left)  # the old catalog once more (a backup restored)
+    assert rebuild_catalog(cube) == {"s2": 1} and published_version(cube, "s2") == 1
+    assert [(r.tile, r.dates) for r in find_tiles(cube, "s2")] == [("31UFU", 1)]
+    assert _validate(cube)
+
+
 def test_a_rebuild_drops_the_link_to_a_collection_deleted_since(cube):
     """``rm -r s1`` then ``catalog build``: the root kept linking s1's collection, and pystac failed on it."""
     import json
