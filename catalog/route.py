@@ -22,7 +22,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CorruptDocumentError, CubeNotFoundError
+from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
 from cardcube.spec import cube_spec
@@ -190,6 +190,8 @@ def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike, *, default_crs: A
     """The query's area and ``[start, end)``; coordinates in a geographic CRS must be lon/lat, since a box in
     metres read as degrees would route to no tile without a word."""
     query = query_geometry(bbox, geometry, crs, default_crs=default_crs)
+    if query is not None and (query.geom is None or query.geom.is_empty):  # its bounds are NaN: 'not lon/lat'
+        raise InvalidRequestError("the geometry is empty (no feature, no coordinates): give the area to search")
     if query is not None and query.crs.geographic:
         check_lonlat(query.boundingbox, query.crs, what="coordinates",
                      advice="name their CRS (crs= in Python, --crs on the command line, e.g. EPSG:32631)")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from odc.geo.geom import Geometry
-from shapely.geometry import Point, box, mapping
+from shapely.geometry import Point, Polygon, box, mapping
 from zarr.storage import MemoryStore
 
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
@@ -140,6 +140,16 @@ def test_bad_queries_are_clear_errors():
         find_tiles(MemoryStore(), "s2", time="spring")
     with pytest.raises(InvalidRequestError, match="either"):
         find_tiles(MemoryStore(), "s2", bbox=(0, 0, 1, 1), geometry=IN_FU)
+
+
+@pytest.mark.parametrize("empty", [Polygon(), {"type": "FeatureCollection", "features": []},
+                                   {"type": "MultiPolygon", "coordinates": []}], ids=["shapely", "features", "geojson"])
+def test_an_empty_geometry_is_named_so(memory_cube, empty):
+    """An empty geometry (no feature, no coordinates) was 'coordinates (nan, nan, nan, nan) are not lon/lat: name their
+    CRS', and with a CRS named it found no tile without a word."""
+    for crs in (None, UTM):
+        with pytest.raises(InvalidRequestError, match="the geometry is empty"):
+            find_tiles(memory_cube, "s2", geometry=empty, crs=crs)
 
 
 def test_reads_only_the_collection_when_warm(memory_cube):
