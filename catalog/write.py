@@ -113,7 +113,8 @@ def published_version(store: StoreLike, collection: str) -> int | None:
         doc = read_json(open_store(store), keys.collection_key(collection))
     except CorruptDocumentError:  # as good as absent: the next write_catalog replaces it
         return None
-    return doc.get(VERSION_FIELD) if isinstance(doc, dict) else None
+    number = doc.get(VERSION_FIELD) if isinstance(doc, dict) else None
+    return number if type(number) is int else None  # one edited into no number: as absent, rewritten
 
 
 def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False) -> None:

@@ -20,6 +20,19 @@ def test_build_regenerates_from_the_ledger(cube, capsys):
     assert (cube / "catalog.json").exists()
 
 
+@pytest.mark.parametrize("number", ["1", [1], {"version": 1}])
+def test_a_version_number_edited_into_no_number_is_rebuilt(cube, capsys, number):
+    """A collection whose cardcube:version is no whole number (edited by hand): catalog find and catalog build, which
+    writes a damaged catalog anew, failed on it with a TypeError's traceback ('>' between str and int)."""
+    path = cube / "s2" / "collection.json"
+    before = path.read_bytes()
+    path.write_text(json.dumps({**json.loads(before), "cardcube:version": number}))
+    assert main(["catalog", "find", "--cube", str(cube)]) == 0
+    assert '"tile": "31UFU"' in capsys.readouterr().out
+    assert main(["catalog", "build", "--cube", str(cube)]) == 0
+    assert "s2: catalog of version 1" in capsys.readouterr().out and path.read_bytes() == before
+
+
 def test_build_and_find_without_cube_are_one_line_errors(tmp_path, capsys):
     assert main(["catalog", "build", "--cube", str(tmp_path)]) == 2
     assert "error: no cube collection with a committed version" in capsys.readouterr().err
