@@ -138,6 +138,9 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
         raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its {what}): 'cardcube catalog "
                                    f"build' writes it anew")
     version = doc.get(VERSION_FIELD), doc.get("updated")  # a rebuilt cube numbers its versions anew: when, too
+    if not all(isinstance(v, int | float | str | None) for v in version):  # a key of the cache: a list is no key
+        raise CorruptDocumentError(f"{coll_key} in {io.base} has a {VERSION_FIELD} or updated that is no number or "
+                                   "time: 'cardcube catalog build' writes it anew")
     token = _store_token(store)
     try:  # relative to the collection, or absolute (valid STAC too, as a publisher normalising links writes them)
         item_keys = [io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key)))

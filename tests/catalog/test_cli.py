@@ -20,15 +20,19 @@ def test_build_regenerates_from_the_ledger(cube, capsys):
     assert (cube / "catalog.json").exists()
 
 
-@pytest.mark.parametrize("number", ["1", [1], {"version": 1}])
-def test_a_version_number_edited_into_no_number_is_rebuilt(cube, capsys, number):
+@pytest.mark.parametrize(("number", "found"), [("1", True), ([1], False), ({"version": 1}, False)])
+def test_a_version_number_edited_into_no_number_is_rebuilt(cube, capsys, number, found):
     """A collection whose cardcube:version is no whole number (edited by hand): catalog find and catalog build, which
     writes a damaged catalog anew, failed on it with a TypeError's traceback ('>' between str and int)."""
     path = cube / "s2" / "collection.json"
     before = path.read_bytes()
     path.write_text(json.dumps({**json.loads(before), "cardcube:version": number}))
-    assert main(["catalog", "find", "--cube", str(cube)]) == 0
-    assert '"tile": "31UFU"' in capsys.readouterr().out
+    status = main(["catalog", "find", "--cube", str(cube)])
+    out, err = capsys.readouterr()
+    if found:
+        assert status == 0 and '"tile": "31UFU"' in out
+    else:  # a list or an object keys no item cache: the collection's damage, in one line
+        assert status == 2 and "'cardcube catalog build' writes it anew" in err and "Traceback" not in err
     assert main(["catalog", "build", "--cube", str(cube)]) == 0
     assert "s2: catalog of version 1" in capsys.readouterr().out and path.read_bytes() == before
 

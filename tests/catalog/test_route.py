@@ -282,6 +282,23 @@ def test_a_damaged_catalog_document_is_a_clear_error_saying_what_repairs_it(cube
     assert open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"]).sizes["time"] > 0
 
 
+@pytest.mark.parametrize("field", ["cardcube:version", "updated"])
+def test_a_collection_version_edited_into_a_list_is_the_collections_damage(cube, field):
+    """The collection's version and commit time key the caller's item cache: one edited into a list was a TypeError
+    (unhashable type) out of tile_refs and open_cube, which reads on from the ledger when the catalog is damaged."""
+    import json
+
+    from cardcube.errors import CorruptDocumentError
+    from cube.dataset import open_cube
+
+    path = cube / "s2" / "collection.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: [1]}))
+    with pytest.raises(CorruptDocumentError, match="'cardcube catalog build' writes it anew"):
+        tile_refs(cube, "s2", cache=ItemCache())
+    ds = open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"], item_cache=ItemCache())
+    assert ds.sizes["time"] > 0
+
+
 @pytest.mark.parametrize("end", [None, "19/05/2024"])
 def test_an_item_time_edited_into_no_time_is_the_items_fault(cube, end, capsys, caplog):
     """An ``end_datetime`` of null or no ISO 8601 was parsed at each query, outside the item's checks: find and
