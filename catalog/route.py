@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pyproj
 import pystac
 from odc.geo.geom import Geometry
 from shapely.geometry import box
@@ -57,8 +58,11 @@ class TileRef:
         ``times``."""
         return {k: v for k, v in asdict(self).items() if k != "times"}
 
-    def __post_init__(self) -> None:  # a damaged time fails where the item is read (its CorruptDocumentError)
+    def __post_init__(self) -> None:  # a damaged time, square or CRS fails where the item is read (its damage)
         self.span  # noqa: B018
+        if len(self.proj_bbox) != 4 or not all(isinstance(v, int | float) for v in self.proj_bbox):
+            raise ValueError(f"proj:bbox {list(self.proj_bbox)} is no (minx, miny, maxx, maxy)")
+        pyproj.CRS.from_user_input(self.crs)
 
     @property
     def span(self) -> tuple[np.datetime64, np.datetime64]:
@@ -155,7 +159,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
             raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
         try:
             refs[item_key] = _tile_ref(item, collection, item_key, io)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError, pyproj.exceptions.CRSError) as exc:
             raise CorruptDocumentError(f"catalog item {item_key} in {io.base} lacks what routing reads "
                                        f"({type(exc).__name__}: {exc}): 'cardcube catalog build' writes it anew"
                                        ) from None

@@ -299,6 +299,25 @@ def test_a_collection_version_edited_into_a_list_is_the_collections_damage(cube,
     assert ds.sizes["time"] > 0
 
 
+@pytest.mark.parametrize(("field", "value"), [("proj:bbox", [1, 2, 3]), ("proj:bbox", ["a", "b", "c", "d"]),
+                                              ("proj:code", "EPSG:999999"), ("proj:code", None)])
+def test_an_item_square_or_crs_edited_into_none_is_the_items_fault(cube, field, value):
+    """A tile's square and CRS were first used to test the query against, outside the item's checks: an item whose
+    proj:bbox or proj:code was edited into none made catalog find and open_cube fail with a traceback (TypeError,
+    ValueError, pyproj's CRSError), where a damaged item is a CorruptDocumentError and open_cube reads on."""
+    import json
+
+    from cardcube.errors import CorruptDocumentError
+    from cube.dataset import open_cube
+
+    path = cube / "s2" / "31UFU" / "s2-31UFU.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "properties": {**doc["properties"], field: value}}))
+    with pytest.raises(CorruptDocumentError, match=r"s2-31UFU\.json .*lacks what routing reads"):
+        find_tiles(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), crs=UTM)
+    assert open_cube(cube, "s2", bbox=(700_000, 5_849_800, 700_200, 5_850_000), bands=["B04"]).sizes["time"] > 0
+
+
 @pytest.mark.parametrize("end", [None, "19/05/2024"])
 def test_an_item_time_edited_into_no_time_is_the_items_fault(cube, end, capsys, caplog):
     """An ``end_datetime`` of null or no ISO 8601 was parsed at each query, outside the item's checks: find and
