@@ -254,6 +254,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--read-wait", type=number("a number of seconds", at_least=0), default=10.0, metavar="SECONDS",
                    help="how long a request waits for its turn to read before a 503 Busy with Retry-After (default "
                    "10)")
+    s.add_argument("--body-wait", type=number("a number of seconds", at_least=0), default=60.0, metavar="SECONDS",
+                   help="how long a POST body may take to arrive whole before a 408 (default 60)")
     s.set_defaults(func=_serve)
 
 
@@ -510,7 +512,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
           array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
-          reads=args.reads, read_wait=args.read_wait,
+          reads=args.reads, read_wait=args.read_wait, body_wait=args.body_wait,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

@@ -138,6 +138,7 @@ MAX_POSTED_DEGREES = 1.0  # a posted parcel's span in lon or lat (a field spans 
 MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x 2 bands (JSON: ~40 MB, 300 MB to make)
 READS = 4  # requests reading the cube at once (each reads its chunks READ_THREADS at a time); the others wait
 READ_WAIT = 10.0  # seconds a request waits for its turn to read before a 503 Busy
+BODY_WAIT = 60.0  # seconds a request's body may take to arrive whole (32 MiB in a minute: 4.5 Mbit/s)
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
@@ -224,10 +225,14 @@ def _too_large(size: str) -> str:
 class _BodyLimit:
     """A POST body over :data:`MAX_BODY_BYTES` is a 413, said by its Content-Length before it is read, or once
     that much of a body without one has arrived: the whole body was read and parsed first, whatever its size (a
-    322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute)."""
+    322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute). One not whole ``wait`` seconds
+    after its first part was asked for is a 408: a client that stopped sending (or a Content-Length larger than
+    what it sends) held its connection and what it had sent, up to 32 MiB, for ever (uvicorn bounds no body's
+    reading)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, wait: float = BODY_WAIT) -> None:
         self.app = app
+        self.wait = wait
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -236,11 +241,19 @@ class _BodyLimit:
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             refusal = error_response(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
             return await refusal(scope, receive, send)
-        received = 0
+        received, deadline, whole = 0, None, False
 
         async def receiving() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline, whole
+            if whole:  # the body is in: what follows is the wait for a disconnect, for as long as the answer takes
+                return await receive()
+            deadline = deadline if deadline is not None else anyio.current_time() + self.wait
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0)) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise HTTPException(408, f"the request body was not whole within {self.wait:g} s (it had "
+                                         f"{received:,} bytes): send it at once, and no Content-Length beyond it")
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > MAX_BODY_BYTES:
                 raise HTTPException(413, _too_large(f"over {MAX_BODY_BYTES // 2**20} MiB"))
@@ -715,7 +728,8 @@ def allowed_origins(origins: Sequence[str]) -> list[str]:
 def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[str, Any] | None = None,
              id_column: str = "parcel_id", layer: str | None = None, refresh: float = REFRESH,
              array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
-             origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT) -> FastAPI:
+             origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT,
+             body_wait: float = BODY_WAIT) -> FastAPI:
     """The ASGI app serving ``cube`` (read-only); ``parcels`` (a parcel file, its ``layer`` if it holds
     several, a path or URL read with ``storage_options`` as the cube; or a GeoDataFrame) is the registry that
     parcel ids in URLs are looked up in; ``refresh``: seconds between lookups of the latest version (0: every
@@ -726,7 +740,8 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     None: the library's patient defaults); ``origins``: the web pages that may read the answers
     (:func:`allowed_origins`; default any: behind an agency's firewall, name its dashboards, as a page from
     anywhere opened in a browser inside could otherwise read the parcels' answers); ``reads``: requests reading the
-    cube at once, the others waiting their turn up to ``read_wait`` seconds (:class:`_ReadSlots`)."""
+    cube at once, the others waiting their turn up to ``read_wait`` seconds (:class:`_ReadSlots`); ``body_wait``:
+    seconds a POST body may take to arrive whole, then a 408 (:class:`_BodyLimit`)."""
     cors = allowed_origins(origins)
     slots = _ReadSlots(reads, read_wait)
     if array_cache < 0:
@@ -751,7 +766,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
                          static_url=DOCS_ASSETS)
     app.add_middleware(UnexpectedErrors)  # within CORS: a bug's 500 is readable from another origin too
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(_BodyLimit, wait=body_wait)
     app.add_middleware(_Revalidation, served=served, identity=_identity(registry))
     # JSON and CSV to a client that accepts it (not PNG or Parquet, compressed already): a season of the demo, all
     # bands, 214 -> 17 kB in JSON, 84 -> 14 kB in CSV
@@ -806,12 +821,12 @@ def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
           refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
           origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT,
-          announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
+          body_wait: float = BODY_WAIT, announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
     OpenAPI document there."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
                    refresh=refresh, array_cache=array_cache, store_timeout=store_timeout, origins=origins,
-                   reads=reads, read_wait=read_wait)
+                   reads=reads, read_wait=read_wait, body_wait=body_wait)
     serve_app(app, host=host, port=port, announce=announce, root_path=root_path)

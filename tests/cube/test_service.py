@@ -942,6 +942,39 @@ def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parce
     assert r.status_code == 200 and r.json()["rows"]
 
 
+def test_a_posted_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ever(tiny_cube, tiny_region):
+    """A client that stopped sending its body (or said a Content-Length beyond it) held its connection and what it
+    had sent, up to 32 MiB each, for ever: uvicorn bounds no body's reading. Now the body must be whole within
+    --body-wait seconds (here 2), else a 408; a body sent at once is answered as before."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import geopandas as gpd
+
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tiny_region.parcels, "--body-wait", "2"])
+    try:
+        where = urlsplit(server.base)
+        with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
+            sock.sendall(b"POST /collections/s2/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 1000\r\n\r\n{\"type\": \"Feat")
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer[:300]
+        error = json.loads(body)
+        assert error["error"] == "RequestTimeout" and "not whole within 2 s (it had 14 bytes)" in error["detail"]
+        field = gpd.read_parquet(tiny_region.parcels).to_crs(4326).geometry.iloc[10]
+        feature = {"type": "Feature", "properties": {}, "geometry": mapping(field)}
+        r = server.http.post("collections/s2/timeseries", json=feature, params={"bands": "B04"})
+        assert r.status_code == 200 and r.json()["rows"], r.text[:300]
+    finally:
+        server.close()
+
+
 def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_nothing():
     """The service reads for so many requests at once (``--reads``): one whose client has gone by its turn is
     answered nothing and frees the turn (tests/cube/test_s3_reads.py has the turns on a real server)."""
