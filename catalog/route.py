@@ -26,11 +26,12 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
-from cardcube.spec import cube_spec
+from cardcube.spec import CUBE_SPECS, cube_spec
 from cardcube.storage import StoreLike, list_children, open_store, read_json, read_json_many
 from catalog import keys
 from catalog.build import VERSION_FIELD
 from catalog.io import StoreStacIO, store_base
+from cube.ledger import committed_versions
 
 CACHE_SIZE = 512
 
@@ -135,6 +136,12 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     doc = read_json(store, coll_key)
     if doc is None:
         list_children(store, "")  # a missing bucket says so (a key of one reads as None)
+        if not committed_versions(store, collection):  # catalog build would fail too: "no cube collection"
+            held = [c for c in CUBE_SPECS if c != collection and committed_versions(store, c)]
+            if not held:
+                raise CubeNotFoundError(f"no cube at {io.base}: no committed version of {' or '.join(CUBE_SPECS)}")
+            raise CubeNotFoundError(f"the cube at {io.base} holds no {collection!r} collection (no committed "
+                                    f"version); it holds {', '.join(held)}")
         raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
                                 f"'cardcube catalog build' writes it from the ledger)")
     if not isinstance(doc, dict) or doc.get("type") != "Collection":  # "{}" listed no tile: "no tile matches"

@@ -242,9 +242,15 @@ def test_a_time_range_between_two_dates_of_a_tile_does_not_find_it(memory_cube):
     assert ids(find_tiles(memory_cube, "s2", **both, time="2024-05-06/2024-06-29")) == ["31UGU"]
 
 
-def test_missing_catalog(tmp_path):
-    with pytest.raises(CubeNotFoundError, match="catalog build"):
+def test_missing_catalog(tmp_path, cube):
+    with pytest.raises(CubeNotFoundError, match=r"no cube at memory://.*: no committed version of s2 or s1"):
         find_tiles(MemoryStore(), "s2")
+    # a collection the cube does not hold: "catalog build writes it" sent the user to a command that failed too
+    with pytest.raises(CubeNotFoundError, match=r"holds no 's1' collection \(no committed version\); it holds s2$"):
+        find_tiles(cube, "s1")
+    (cube / "s2" / "collection.json").unlink()  # one it holds: the catalog build that repairs it
+    with pytest.raises(CubeNotFoundError, match=r"s2/collection.json is missing; 'cardcube catalog build' writes it"):
+        find_tiles(cube, "s2")
 
 
 @pytest.mark.parametrize("name", ["S1", "sentinel-1-card-bs-cube", "../../other/s1"])
