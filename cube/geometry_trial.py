@@ -77,11 +77,10 @@ def polygonal_in_child(ids: Sequence[Hashable], geometries: Sequence[BaseGeometr
     process within ``seconds`` and ``memory`` bytes; :class:`RequestTooLargeError` past them. An
     :data:`cube.parcels.Overlay` for parcels of unknown origin. Parcels of fewer than :data:`TRIED_FROM` vertices
     in all are made here (the worst, an outline of 300 vertices crossing itself at random: 0.2 s, 60 MB)."""
-    if shapely.get_num_coordinates(np.asarray(geometries, dtype=object)).sum() < TRIED_FROM:
-        return [_polygonal_or_error(pid, g, repair) for pid, g in zip(ids, geometries, strict=True)]
-    outcome = _in_child(_polygonals, (list(ids), shapely.to_wkb(np.asarray(geometries, dtype=object)), repair),
-                        seconds, memory, f"polygon of {ids[0]}")
-    if outcome is None:  # the child could not run: here, unbounded
+    array = np.asarray(geometries, dtype=object)
+    outcome = None if shapely.get_num_coordinates(array).sum() < TRIED_FROM else _in_child(
+        _polygonals, (list(ids), shapely.to_wkb(array), repair), seconds, memory, f"polygon of {ids[0]}")
+    if outcome is None:  # few vertices, or the child could not run: here
         return [_polygonal_or_error(pid, g, repair) for pid, g in zip(ids, geometries, strict=True)]
     if outcome[0] == "refused":
         raise RequestTooLargeError(
