@@ -197,7 +197,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     if old is None:
         others = [name for name in list_children(out, "") if not is_partial(name)]
         if MANIFEST in others:  # another run started into out between the read and the listing: compared with it
-            old = read_json(out, MANIFEST)
+            old = _manifest(out)
         elif "" in others:  # S3 lists an object named as the prefix as "" under it
             raise InvalidRequestError(f"{store_url(out)} is an object, not a prefix: give --out a new or empty "
                                       "prefix (a folder)")
