@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LIMIT_MEMORY", "LIMIT_SECONDS", "TRIED_FROM", "check_bufferable", "polygonal_in_child"]
 
 Outcome = tuple[str, Any]  # ("ok", the result) or ("refused", why) from the child
+Refusal = tuple[str, int]  # why the child's work was stopped, and the index of the parcel it was working on (-1)
 
 
 def check_bufferable(ids: Sequence[Hashable], geometries: Sequence[BaseGeometry], crs: object, distance: float, *,
@@ -64,7 +65,7 @@ def check_bufferable(ids: Sequence[Hashable], geometries: Sequence[BaseGeometry]
     outcome = _in_child(_buffer, (shapely.to_wkb(metric.values), distance), seconds, memory, f"buffer of {ids[0]}")
     if outcome is not None and outcome[0] == "refused":
         raise RequestTooLargeError(
-            f"the buffer of {distance:g} m of the parcel(s) {_named(ids)} {outcome[1]} (the limits: {seconds:g} s, "
+            f"the buffer of {distance:g} m of {_costly(ids, outcome[1])} (the limits: {seconds:g} s, "
             f"{memory // 2**20} MiB). An outline that folds back within the buffer (narrow spikes, dense teeth) "
             f"costs GEOS the square of its vertices; simplify it first (shapely.simplify, PostGIS "
             f"ST_SimplifyPreserveTopology), or ask with buffer=0")
@@ -84,26 +85,32 @@ def polygonal_in_child(ids: Sequence[Hashable], geometries: Sequence[BaseGeometr
         return [_polygonal_or_error(pid, g, repair) for pid, g in zip(ids, geometries, strict=True)]
     if outcome[0] == "refused":
         raise RequestTooLargeError(
-            f"making valid polygons of the parcel(s) {_named(ids)} {outcome[1]} (the limits: {seconds:g} s, "
+            f"making a valid polygon of {_costly(ids, outcome[1])} (the limits: {seconds:g} s, "
             f"{memory // 2**20} MiB): a repair's work grows with the square of the vertices where edges cross; "
             f"repair them first (shapely.make_valid, PostGIS ST_MakeValid, QGIS Fix Geometries)")
     return [ParcelError(pid, done) if isinstance(done, str) else (shapely.from_wkb(done[0]), done[1])
             for pid, done in zip(ids, outcome[1], strict=True)]
 
 
-def _named(ids: Sequence[Hashable]) -> str:
-    return f"{', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''}"
+def _costly(ids: Sequence[Hashable], refusal: Refusal) -> str:
+    """The parcel the child was working on when stopped, and what stopped it; the first ids if it is unknown."""
+    why, at = refusal
+    if 0 <= at < len(ids):
+        return f"the parcel {ids[at]!s}{f' ({at + 1:,} of {len(ids):,} posted)' if len(ids) > 1 else ''} {why}"
+    return f"the parcel(s) {', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''} {why}"
 
 
 def _in_child(target: Callable[..., Any], args: tuple[Any, ...], seconds: float, memory: int, what: str
               ) -> Outcome | None:
-    """``target(*args)`` in a child process of the fork server, under an address-space limit of ``memory`` bytes
-    beyond its own, stopped after ``seconds``: ("ok", what it returned) or ("refused", why); None if it did not
-    start within :data:`START_SECONDS` or failed without a word of cost (the caller then does the work itself)."""
+    """``target(*args, at)`` in a child process of the fork server, under an address-space limit of ``memory``
+    bytes beyond its own, stopped after ``seconds``: ("ok", what it returned) or ("refused", a :data:`Refusal`: why,
+    and the parcel the target was at, by the index it keeps in ``at``); None if it did not start within
+    :data:`START_SECONDS` or failed without a word of cost (the caller then does the work itself)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__, *_main_imports()])  # once, in the fork server this process starts
     answer, sent = context.Pipe(duplex=False)
-    child = context.Process(target=_limited, args=(target, args, memory, sent), name="cardcube-geometry-trial",
+    at = context.Value("q", -1, lock=False)  # shared memory: still read when the child is killed
+    child = context.Process(target=_limited, args=(target, (*args, at), memory, sent), name="cardcube-geometry-trial",
                             daemon=True)
     try:
         child.start()
@@ -130,7 +137,7 @@ def _in_child(target: Callable[..., Any], args: tuple[Any, ...], seconds: float,
         log.warning("the %s could not be made in a child process (it did not start within %g s, or failed: %s): "
                     "made without limits", what, START_SECONDS, outcome[1] if outcome else child.exitcode)
         return None
-    return outcome
+    return ("refused", (outcome[1], at.value)) if outcome[0] == "refused" else outcome
 
 
 def _main_imports() -> list[str]:
@@ -162,14 +169,17 @@ def _limited(target: Callable[..., Any], args: tuple[Any, ...], memory: int, sen
             sent.send(("failed", f"{type(exc).__name__}: {str(exc)[:200]}"))
 
 
-def _buffer(wkb: np.ndarray, distance: float) -> None:
-    shapely.buffer(shapely.from_wkb(wkb), distance)
+def _buffer(wkb: np.ndarray, distance: float, at: Any) -> None:
+    """Each parcel buffered, one at a time, its index in ``at`` (a shared ``multiprocessing.Value``)."""
+    for at.value, geom in enumerate(shapely.from_wkb(wkb)):
+        shapely.buffer(geom, distance)
 
 
-def _polygonals(ids: list[Hashable], wkb: np.ndarray, repair: bool) -> list[tuple[bytes, bool] | str]:
-    """:func:`cube.parcels.polygonal` of each, as WKB and whether repaired, or the reason it is no polygon."""
+def _polygonals(ids: list[Hashable], wkb: np.ndarray, repair: bool, at: Any) -> list[tuple[bytes, bool] | str]:
+    """:func:`cube.parcels.polygonal` of each, as WKB and whether repaired, or the reason it is no polygon; the
+    index of the parcel at work in ``at``."""
     out = []
-    for pid, geom in zip(ids, shapely.from_wkb(wkb), strict=True):
+    for at.value, (pid, geom) in enumerate(zip(ids, shapely.from_wkb(wkb), strict=True)):
         done = _polygonal_or_error(pid, geom, repair)
         out.append(done.reason if isinstance(done, ParcelError) else (shapely.to_wkb(done[0]), done[1]))
     return out

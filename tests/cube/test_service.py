@@ -530,7 +530,7 @@ def test_a_posted_outline_crossing_itself_too_often_to_repair_is_refused_and_che
 
     r = post(scribble(3000))
     assert r.status_code == 413 and r.json()["error"] == "RequestTooLarge", r.text[:300]
-    assert "making valid polygons of the parcel(s) 0 " in r.json()["detail"]
+    assert "making a valid polygon of the parcel 0 " in r.json()["detail"]
     assert f"(the limits: {LIMIT_SECONDS:g} s, {LIMIT_MEMORY // 2**20} MiB)" in r.json()["detail"]
     twelve = {"type": "FeatureCollection", "features": [{"type": "Feature", "id": f"p{i}", "properties": {},
                                                         "geometry": bow_tied(301)} for i in range(12)]}
@@ -555,7 +555,7 @@ def test_a_posted_parcel_too_costly_to_buffer_is_refused_and_the_service_goes_on
     spiky = {"type": "Polygon", "coordinates": [[*np.c_[lon, lat].tolist(), [lon[0], lat[0]]]]}
     r = http.post("/collections/s2/timeseries", json=spiky, params={"bands": "B04", "buffer": -100})
     assert r.status_code == 413 and r.json()["error"] == "RequestTooLarge", r.text[:300]
-    assert "the buffer of -100 m of the parcel(s) 0 " in r.json()["detail"]
+    assert "the buffer of -100 m of the parcel 0 " in r.json()["detail"]
     assert f"(the limits: {LIMIT_SECONDS:g} s, {LIMIT_MEMORY // 2**20} MiB)" in r.json()["detail"]
     r = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"})
     assert r.status_code == 200 and r.json()
