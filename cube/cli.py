@@ -105,11 +105,14 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
 def _write_table(frame: pd.DataFrame, path: Path, record: dict[str, Any]) -> None:
     """``frame`` as Parquet (portable: Spark reads its times) or CSV, by the suffix :func:`_table_out` checked;
     CSV times in UTC with their ``Z``, as the REST service and the chips' tags write them. ``record`` goes beside
-    it as JSON (``OUT.json``). Each is written whole or not at all: a run stopped halfway (Ctrl-C, a full disk)
-    leaves an earlier run's output and record as they were, not a truncated table that still parses."""
+    it as JSON (``OUT.json``), with the table's size and SHA-256 (:func:`cube.flag_files.statistics_parameters`
+    trusts a record of its table alone). Each is written whole or not at all: a run stopped halfway (Ctrl-C, a full
+    disk) leaves an earlier run's output and record as they were, not a truncated table that still parses; stopped
+    between the two renames, a new record beside the old table, which its digest tells."""
     from cardcube.query import TIME_FORMAT
     from cardcube.storage import replacing
     from cube.extraction_files import PORTABLE_PARQUET
+    from cube.flag_files import table_digest
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as table, replacing(f"{path}.json") as sidecar:
@@ -117,6 +120,7 @@ def _write_table(frame: pd.DataFrame, path: Path, record: dict[str, Any]) -> Non
             frame.to_parquet(table, **PORTABLE_PARQUET)
         else:
             frame.to_csv(table, index=False, date_format=TIME_FORMAT)
+        record = {**record, "table": table_digest(table)}
         Path(sidecar).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 

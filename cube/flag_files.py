@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -135,9 +136,20 @@ def statistics_parameters(path: str | Path, *, storage_options: Mapping[str, Any
     record = Path(f"{path}.json")
     try:
         found = json.loads(record.read_text()) if record.is_file() else {}
+        if isinstance(found, dict) and "table" in found and found["table"] != table_digest(path):
+            warnings.warn(f"the record {record} is not of the table beside it (its size and SHA-256 differ: a run "
+                          f"stopped between writing the two?): the statistics' parameters are taken as unknown",
+                          stacklevel=2)
+            return {}
     except (OSError, ValueError):  # not ours: the statistics' parameters are unknown, not wrong
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def table_digest(path: str | Path) -> dict[str, Any]:
+    """The size and SHA-256 of the local file ``path``: what a table's record says it was written beside."""
+    with open(path, "rb") as f:
+        return {"bytes": os.fstat(f.fileno()).st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
 
 
 def _check_collections(timeseries: str | Path, s1: str | Path | None,
@@ -210,7 +222,7 @@ def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] 
     if is_extraction(path):
         return {**described, "cube_version": parameters.get("version")}
     source = Path(path).resolve()
-    described["sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+    described["sha256"] = table_digest(source)["sha256"]
     if "cube_version" in parameters:
         return {**described, "cube_version": parameters["cube_version"]}
     if source.suffix.lower() == ".parquet":

@@ -13,7 +13,7 @@ from cardcube.errors import InvalidRequestError
 from cardcube.storage import open_store
 from cube.anomalies import flag_parcels
 from cube.extract import extract, read_status, read_timeseries
-from cube.flag_files import describe_statistics, flag_files, read_statistics
+from cube.flag_files import describe_statistics, flag_files, read_statistics, statistics_parameters
 from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
 
@@ -198,5 +198,18 @@ def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_c
     record = json.loads(out.with_name("ts.parquet.json").read_text())
     assert described["cube"] == record["cube"] == str(Path(tiny_cube).resolve()) and described["collection"] == "s2"
     assert described["mask"] == "default" and described["buffer"] == -5 and described["bands"] == record["bands"]
-    assert described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() == record["table"]["sha256"]
     assert described["cube_version"] == record["cube_version"]
+
+
+def test_a_record_beside_another_table_is_not_taken_for_its_parameters(tiny_cube, tiny_region, tmp_path):
+    """The table and its record are two renames: a run stopped between them leaves a new record beside an older
+    table (or a table copied over by hand). The record's digest tells: its parameters are then unknown, not
+    taken for the table's."""
+    out = tmp_path / "ts.csv"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04",
+                 "--out", str(out), "--no-mask"]) == 0
+    assert statistics_parameters(out)["mask"] is None
+    out.write_text(out.read_text().replace("\n", "\r\n"))  # another table of that name
+    with pytest.warns(UserWarning, match=r"ts\.csv\.json is not of the table beside it"):
+        assert statistics_parameters(out) == {}
