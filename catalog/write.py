@@ -109,12 +109,22 @@ def _existing_children(io: StoreStacIO) -> list[pystac.Link]:
 
 def published_version(store: StoreLike, collection: str) -> int | None:
     """The ledger version the published catalog of ``collection`` reflects, or None if there is none."""
+    published = _published(open_store(store), collection)
+    return None if published is None else published[0]
+
+
+def _published(store: Store, collection: str) -> tuple[int, str | None] | None:
+    """The version the published catalog of ``collection`` reflects, and when that version was committed (its
+    collection's "updated"; None in a catalog without it), or None if there is none."""
     try:
-        doc = read_json(open_store(store), keys.collection_key(collection))
+        doc = read_json(store, keys.collection_key(collection))
     except CorruptDocumentError:  # as good as absent: the next write_catalog replaces it
         return None
     number = doc.get(VERSION_FIELD) if isinstance(doc, dict) else None
-    return number if type(number) is int else None  # one edited into no number: as absent, rewritten
+    if type(number) is not int:  # one edited into no number: as absent, rewritten
+        return None
+    updated = doc.get("updated")
+    return number, updated if isinstance(updated, str) else None
 
 
 def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False) -> None:
@@ -130,8 +140,9 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     store = open_store(store)
     if not force and catalog_is_current(store, version):
         return
-    if force and _newer(store, published_version(store, version.collection), version):  # never rolled back
-        return
+    published = _published(store, version.collection)
+    if force and published is not None and published[0] > version.version and _ledgers(store, published, version):
+        return  # never rolled back
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
     build_catalog(version, io=io, others=_published_children(io) if force else _existing_children(io)).save(io)
@@ -175,20 +186,20 @@ def _published_children(io: StoreStacIO) -> list[pystac.Link]:
     return links
 
 
-def _same_data(store: Store, published: int, version: CubeVersion) -> bool:
-    """True if ``published`` and ``version`` hold the same tiles, dates and scenes (one ledger GET)."""
-    try:
-        old = read_version(store, version.collection, published)
-    except (VersionNotFoundError, CubeNotFoundError):
-        return False
-    return old.spec == version.spec and old.tiles == version.tiles and old.scenes == version.scenes
-
-
-def _newer(store: Store, published: int | None, version: CubeVersion) -> bool:
-    """Whether ``published`` is a version of the cube after ``version``: one the ledger does not hold is the catalog
-    left of a cube wiped and built again at the same place, which numbers its versions anew."""
-    return published is not None and published > version.version and published in committed_versions(
-        store, version.collection)
+def _ledgers(store: Store, published: tuple[int, str | None], version: CubeVersion) -> CubeVersion | None:
+    """The ledger's version the ``published`` catalog (its version, and when that was committed) was written for,
+    ``version`` itself or another (one ledger GET); None if the ledger holds no such version, or one committed at
+    another time: the catalog left of a cube wiped and built again at the same place, which numbers its versions
+    anew (a catalog of the same number, or of a number the new ledger has reached, is no catalog of it)."""
+    number, updated = published
+    if number == version.version:
+        found = version
+    else:
+        try:
+            found = read_version(store, version.collection, number)
+        except (VersionNotFoundError, CubeNotFoundError):
+            return None
+    return None if updated and found.created and updated != found.created else found
 
 
 def _has_root_link(store: Store, collection: str) -> bool:
@@ -204,12 +215,12 @@ def catalog_is_current(store: StoreLike, version: CubeVersion) -> bool:
     earlier version holding the same data (see :func:`write_catalog`), or for a newer version the ledger holds.
     """
     store = open_store(store)
-    published = published_version(store, version.collection)
-    if published is None:
+    published = _published(store, version.collection)
+    written_for = None if published is None else _ledgers(store, published, version)
+    if written_for is None:
         return False
-    if published < version.version and not _same_data(store, published, version):
-        return False
-    if published > version.version and not _newer(store, published, version):
+    if written_for.version < version.version and (written_for.spec, written_for.tiles, written_for.scenes) != (
+            version.spec, version.tiles, version.scenes):  # the data changed since
         return False
     return _has_root_link(store, version.collection)
 

@@ -130,6 +130,25 @@ def test_the_catalog_left_by_a_cube_wiped_and_built_again_is_replaced(cube, tmp_
     assert _validate(cube)
 
 
+def test_a_catalog_left_of_a_wiped_cube_is_not_current_for_the_same_version_number_of_the_new_one(cube, tmp_path):
+    """The catalog left of a wiped cube's version 2 (its publication after the new cube's commits lost, or a
+    backup restored) was taken as current for the new cube's version 2: same number. Its items named the old
+    tiles and dates until someone ran 'catalog build'. The version's commit time tells them apart."""
+    assert ingest(make_scenes(tmp_path / "more", days=(20,)), cube, collection="s2", progress=False).version == 2
+    left = (cube / "s2" / "collection.json").read_bytes()
+    for gone in ("_ledger", "31UFU", "31UGU"):
+        shutil.rmtree(cube / "s2" / gone)
+    for n, day in ((1, 30), (2, 35)):
+        again = make_scenes(tmp_path / f"again{n}", tiles=("31UFU",), days=(day,))
+        assert ingest(again, cube, collection="s2", progress=False).version == n
+    new = read_version(open_store(cube), "s2")
+    assert catalog_is_current(cube, new)
+    (cube / "s2" / "collection.json").write_bytes(left)
+    assert published_version(cube, "s2") == new.version == 2 and not catalog_is_current(cube, new)
+    write_catalog(cube, new)  # as the next ingest's recovery does
+    assert catalog_is_current(cube, new) and [(r.tile, r.dates) for r in find_tiles(cube, "s2")] == [("31UFU", 2)]
+
+
 def test_a_rebuild_drops_the_link_to_a_collection_deleted_since(cube):
     """``rm -r s1`` then ``catalog build``: the root kept linking s1's collection, and pystac failed on it."""
     import json
