@@ -219,11 +219,12 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     without decoding it). ``spool``: the folder where a remote file that passes is kept for the writes, as read
     (:mod:`ingest.spool`); None: they read it from its href again."""
     sid, href = scene.scene_id, scene.assets[band.name]
+    shown = shown_href(href)  # a signed URL's signature is a credential: never in a reason, which the ledger keeps
     spooled = spool is not None and is_remote(href)  # then the writes read the bytes read here: no stamp
     stamp = None if spooled else file_stamp(href)  # before the read: a file changed while it is read differs
     data = _read_file(scene, band.name, href)
     if not data:  # GDAL would say "'driver' is required to read/write dataset"
-        raise SceneReadError(sid, f"band {band.name} is an empty file ({href}, 0 bytes)")
+        raise SceneReadError(sid, f"band {band.name} is an empty file ({shown}, 0 bytes)")
     checksum = _checksum(data)
     try:
         with MemoryFile(data) as mem, mem.open() as ds:
@@ -242,7 +243,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     except SceneError:
         raise
     except (RasterioError, OSError, ValueError) as exc:
-        raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({href}, {len(data):,} bytes): "
+        raise SceneReadError(sid, f"band {band.name} is truncated or corrupt ({shown}, {len(data):,} bytes): "
                                   f"{_gdal_reason(exc)}") from None
     path = keep(spool, href, data, checksum) if spooled else href
     return CheckedFile(path, checksum, len(data), geobox, vmap, why, counts, stamp)
@@ -400,7 +401,8 @@ def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: 
     CRS first, then its pixel size, then :meth:`TileGrid.window`)."""
     tile.check_crs(geobox, scene_id=scene_id)
     if abs(geobox.affine.a - band.resolution) > 1e-9:
-        raise SceneGridError(scene_id, f"band {band.name} ({href.rsplit('/', 1)[-1]}) has {geobox.affine.a:g} m "
+        name = shown_href(href).rsplit("/", 1)[-1]
+        raise SceneGridError(scene_id, f"band {band.name} ({name}) has {geobox.affine.a:g} m "
                                        f"pixels, expected {band.resolution} m")
     return tile.window(geobox, scene_id=scene_id)
 

@@ -33,6 +33,7 @@ from tests.ingest.scene_edits import (
     reproject,
     reproject_label,
     shift,
+    stretch,
     truncate,
     west_part,
     write_items,
@@ -449,6 +450,26 @@ def test_a_signed_urls_signature_is_kept_nowhere_in_the_cube(bad_batch, tiny_reg
     assert stored and not [p for p in stored if b"SECRET" in p.read_bytes()]
     record = read_version(open_store(cube), "s2").scenes[good[0]["id"]]
     assert all(href.endswith("?<signature hidden>") for href in record.sources.values()) and record.sources
+
+
+def test_a_rejected_signed_urls_signature_is_in_no_reason(bad_batch, tiny_region, tmp_path):
+    """A truncated, empty or off-grid file behind a signed URL: its rejection named the file by its href whole,
+    signature and all, in the run's output and in the ledger, which `catalog serve` publishes."""
+    from tests.ingest.http_source import COUNTING_SERVER
+
+    path, _, broken = bad_batch
+    items = tiny_region.items
+    stretched = broken_copy(items, items_of(items, "sentinel-2-l2a")[3], "BAD-stretched", stretch(1.00001),
+                            props={"datetime": "2024-01-09T10:00:00Z"})
+    cube = tmp_path / "cube"
+    with http_server(COUNTING_SERVER, str(items.parent)) as base:
+        signed = [served(item, base, "?se=2030-01-01&sig=SECRET")
+                  for item in (broken["truncated"], broken["empty"], stretched)]
+        result = ingest(write_items(path, signed, "signed-bad.json"), cube, chunks=CHUNKS, progress=False)
+    reasons = {r.scene_id: r.reason for r in result.rejected}
+    assert set(reasons) == {i["id"] for i in signed}
+    assert all("SECRET" not in reason and "?<signature hidden>" in reason for reason in reasons.values()), reasons
+    assert not [p for p in cube.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
 
 
 def test_a_signature_expiring_between_the_checks_and_the_writes_fails_the_run_and_commits_nothing(
