@@ -232,6 +232,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
                 raise SceneContentError(sid, f"band {band.name} has {ds.count} layers, expected 1")
             if ds.dtypes[0] != band.dtype:
                 raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}")
+            _check_description(scene, band, href, ds.descriptions[0])
             if ds.crs is None:
                 raise SceneGridError(sid, f"band {band.name} has no CRS")
             geobox = GeoBox(ds.shape, ds.transform, ds.crs)
@@ -410,6 +411,18 @@ def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: 
 def _with_warp_hint(exc: SceneGridError) -> SceneGridError:
     """The strict rejection of a scene off the tile grid, saying how to take it all the same."""
     return SceneGridError(exc.scene_id, f"{exc.reason} (to resample it onto the tile grid: {WARP_OPTION})")
+
+
+def _check_description(scene: SourceScene, band: BandSpec, href: str, description: str | None) -> None:
+    """A file whose band description (its GDAL/GeoTIFF band name) is another band of the cube is that band's: an
+    item whose assets point at each other's files (swapped in a hand-made catalog) would put red in B08 and NIR in
+    B04, silently, and a committed date never changes."""
+    said = (description or "").strip().upper()
+    other = next((name for name in scene.assets if name.upper() == said and name != band.name), None)
+    if other is not None:
+        name = shown_href(href).rsplit("/", 1)[-1]
+        raise SceneContentError(scene.scene_id, f"band {band.name}'s file ({name}) says it is band "
+                                                f"{other} (its band description): are the item's assets swapped?")
 
 
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:

@@ -51,6 +51,12 @@ def broken_copy(items_path: Path, feature: dict, new_id: str, edit: Callable[[st
     return item
 
 
+def swap_assets(feature: dict, a: str, b: str) -> dict:
+    """``feature`` with the files of bands ``a`` and ``b`` swapped: a hand-made catalog's copy-paste slip."""
+    assets = dict(feature["assets"], **{a: feature["assets"][b], b: feature["assets"][a]})
+    return dict(feature, assets=assets)
+
+
 def truncate(band: str, path: Path) -> None:
     """Cut the last third of one band's file: the header still opens, the last blocks fail."""
     if band in ("B04", "VV"):

@@ -34,6 +34,7 @@ from tests.ingest.scene_edits import (
     reproject_label,
     shift,
     stretch,
+    swap_assets,
     truncate,
     west_part,
     write_items,
@@ -61,6 +62,7 @@ def bad_batch(tiny_region):
         "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
         "empty": broken_copy(items, src, "BAD-empty", empty, props=when(7)),
         "classes": broken_copy(items, src, "BAD-classes", foreign_classes, props=when(8)),
+        "swapped": swap_assets(broken_copy(items, src, "BAD-swapped", props=when(9)), "B04", "B08"),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
     return path, good[:3], broken
@@ -75,6 +77,8 @@ EXPECTED = {
     "blank": ("SceneContentError", "nodata"),
     "empty": ("SceneReadError", "band B08 is an empty file ("),
     "classes": ("SceneContentError", "band SCL holds values that are none of its classes: 255 ("),
+    "swapped": ("SceneContentError", "band B04's file (B08.tif) says it is band B08 (its band description): are the "
+                                     "item's assets swapped?"),
 }
 
 
