@@ -272,6 +272,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     values: dict[str, ValueMap] = {}
     converted: dict[str, str] = {}
     valid = total = size = 0
+    counts: dict[str, int] = {}  # valid pixels per band
     for band in spec.bands:
         href = scene.assets[band.name]
         if files is None:  # placed before it is decoded, as the file is read
@@ -306,6 +307,8 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         _check_flags(sid, band, file.counts)
         valid += file.counts.valid
         total += geobox.shape[0] * geobox.shape[1]
+        counts[band.name] = file.counts.valid
+    _check_blank_bands(scene, spec, counts)
     if not off_grid:
         try:
             _check_footprints(sid, windows)
@@ -423,6 +426,19 @@ def _check_description(scene: SourceScene, band: BandSpec, href: str, descriptio
         name = shown_href(href).rsplit("/", 1)[-1]
         raise SceneContentError(scene.scene_id, f"band {band.name}'s file ({name}) says it is band "
                                                 f"{other} (its band description): are the item's assets swapped?")
+
+
+def _check_blank_bands(scene: SourceScene, spec: CubeSpec, valid: Mapping[str, int]) -> None:
+    """A band nodata at every pixel while another band of its resolution, of the same pixels, holds data is a broken
+    file (a failed download or conversion that left a valid GeoTIFF of nodata): taken in, its date would lack that
+    band for good, as a committed date never changes and a product offered again for it is a duplicate."""
+    for band in spec.bands:
+        others = [b.name for b in spec.bands_at(band.resolution) if valid[b.name]]
+        if not valid[band.name] and others:
+            name = shown_href(scene.assets[band.name]).rsplit("/", 1)[-1]
+            raise SceneContentError(scene.scene_id, f"band {band.name} ({name}) is nodata at every pixel, where the "
+                                                    f"other {band.resolution} m bands hold data ({', '.join(others)}): "
+                                                    "a broken file? fix it and offer the scene again")
 
 
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:

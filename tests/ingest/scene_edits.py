@@ -123,6 +123,14 @@ def blank(band: str, path: Path) -> None:
              if nodata is None or not np.isnan(nodata) else np.full_like(a, np.nan))
 
 
+def blank_band(name: str) -> Callable[[str, Path], None]:
+    """Band ``name`` nodata at every pixel, the others as they were: a failed download or conversion of one file."""
+    def edit(band: str, path: Path) -> None:
+        if band == name:
+            blank(band, path)
+    return edit
+
+
 def foreign_classes(band: str, path: Path) -> None:
     """Some scene classification pixels of a value that is no SCL class (255): a corrupt or another product's."""
     if band == "SCL":

@@ -26,6 +26,7 @@ from tests.ingest.http_source import http_server, served
 from tests.ingest.scene_edits import (
     asset_path,
     blank,
+    blank_band,
     broken_copy,
     empty,
     foreign_classes,
@@ -62,6 +63,7 @@ def bad_batch(tiny_region):
         "blank": broken_copy(items, src, "BAD-blank", blank, props=when(5)),
         "empty": broken_copy(items, src, "BAD-empty", empty, props=when(7)),
         "classes": broken_copy(items, src, "BAD-classes", foreign_classes, props=when(8)),
+        "band-blank": broken_copy(items, src, "BAD-band-blank", blank_band("B11"), props=when(10)),
         "swapped": swap_assets(broken_copy(items, src, "BAD-swapped", props=when(9)), "B04", "B08"),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
@@ -77,6 +79,8 @@ EXPECTED = {
     "blank": ("SceneContentError", "nodata"),
     "empty": ("SceneReadError", "band B08 is an empty file ("),
     "classes": ("SceneContentError", "band SCL holds values that are none of its classes: 255 ("),
+    "band-blank": ("SceneContentError", "band B11 (B11.tif) is nodata at every pixel, where the other 20 m bands "
+                                        "hold data (B05, B06, B07, B8A, B12, SCL)"),
     "swapped": ("SceneContentError", "band B04's file (B08.tif) says it is band B08 (its band description): are the "
                                      "item's assets swapped?"),
 }
