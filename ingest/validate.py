@@ -309,6 +309,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         total += geobox.shape[0] * geobox.shape[1]
         counts[band.name] = file.counts.valid
     _check_blank_bands(scene, spec, counts)
+    _check_distinct_files(scene, checksums, counts)
     if not off_grid:
         try:
             _check_footprints(sid, windows)
@@ -439,6 +440,18 @@ def _check_blank_bands(scene: SourceScene, spec: CubeSpec, valid: Mapping[str, i
             raise SceneContentError(scene.scene_id, f"band {band.name} ({name}) is nodata at every pixel, where the "
                                                     f"other {band.resolution} m bands hold data ({', '.join(others)}): "
                                                     "a broken file? fix it and offer the scene again")
+
+
+def _check_distinct_files(scene: SourceScene, checksums: Mapping[str, str], valid: Mapping[str, int]) -> None:
+    """Two bands holding data read from the same bytes are one file given twice (an asset's href copied into another
+    asset): no two bands of a product are alike, and the one band's values would go in as the other's for good."""
+    first: dict[str, str] = {}
+    for band, checksum in checksums.items():
+        other = first.setdefault(checksum, band)
+        if other != band and valid[band]:
+            names = {b: shown_href(scene.assets[b]).rsplit("/", 1)[-1] for b in (other, band)}
+            raise SceneContentError(scene.scene_id, f"bands {other} ({names[other]}) and {band} ({names[band]}) are "
+                                                    "the same bytes: one file given for two bands?")
 
 
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:

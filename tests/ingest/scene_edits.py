@@ -57,6 +57,16 @@ def swap_assets(feature: dict, a: str, b: str) -> dict:
     return dict(feature, assets=assets)
 
 
+def one_file_twice(feature: dict, band: str, twice: str) -> dict:
+    """``feature`` with band ``twice`` read from ``band``'s file: an asset's href copied into another asset."""
+    return dict(feature, assets=dict(feature["assets"], **{twice: feature["assets"][band]}))
+
+
+def undescribed(band: str, path: Path) -> None:
+    """The same pixels without a band description, as many providers' files have none."""
+    _rewrite(path)
+
+
 def truncate(band: str, path: Path) -> None:
     """Cut the last third of one band's file: the header still opens, the last blocks fail."""
     if band in ("B04", "VV"):

@@ -31,12 +31,14 @@ from tests.ingest.scene_edits import (
     empty,
     foreign_classes,
     items_of,
+    one_file_twice,
     reproject,
     reproject_label,
     shift,
     stretch,
     swap_assets,
     truncate,
+    undescribed,
     west_part,
     write_items,
 )
@@ -64,6 +66,8 @@ def bad_batch(tiny_region):
         "empty": broken_copy(items, src, "BAD-empty", empty, props=when(7)),
         "classes": broken_copy(items, src, "BAD-classes", foreign_classes, props=when(8)),
         "band-blank": broken_copy(items, src, "BAD-band-blank", blank_band("B11"), props=when(10)),
+        "same-file": one_file_twice(broken_copy(items, src, "BAD-same-file", undescribed, props=when(11)), "B04",
+                                    "B03"),
         "swapped": swap_assets(broken_copy(items, src, "BAD-swapped", props=when(9)), "B04", "B08"),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
@@ -81,6 +85,8 @@ EXPECTED = {
     "classes": ("SceneContentError", "band SCL holds values that are none of its classes: 255 ("),
     "band-blank": ("SceneContentError", "band B11 (B11.tif) is nodata at every pixel, where the other 20 m bands "
                                         "hold data (B05, B06, B07, B8A, B12, SCL)"),
+    "same-file": ("SceneContentError", "bands B03 (B04.tif) and B04 (B04.tif) are the same bytes: one file given for "
+                                       "two bands?"),
     "swapped": ("SceneContentError", "band B04's file (B08.tif) says it is band B08 (its band description): are the "
                                      "item's assets swapped?"),
 }
