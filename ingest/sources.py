@@ -112,6 +112,9 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
     chosen = choose_assets(raw, spec)
     assets, scaling, units, nodata = {}, {}, {}, {}
     for band, key in chosen.items():
+        if not str(raw[key].get("href") or "").strip():  # pystac would make it the item's folder: "Is a directory"
+            assets[band] = ""  # validate's reason: no href
+            continue
         # relative to the item's own file when it has one (an item of a static catalog), not to the cwd
         href = item.assets[key].get_absolute_href() or item.assets[key].href
         if base and not re.match(r"^[a-z][a-z0-9+.-]*://", href) and not os.path.isabs(href):

@@ -372,6 +372,8 @@ def _check_assets(scene: SourceScene, spec: CubeSpec) -> None:
     if missing:
         others = f" (its other assets: {', '.join(scene.other_assets)})" if scene.other_assets else ""
         raise SceneContentError(scene.scene_id, f"missing band(s) {', '.join(missing)}{others}")
+    if empty := [b for b in spec.band_names if not scene.assets[b]]:
+        raise SceneContentError(scene.scene_id, f"band {', '.join(empty)}'s asset has no href")
 
 
 def _any_warped_valid(spec: CubeSpec, tile: TileGrid, windows: dict[int, Window], paths: dict[str, str],

@@ -57,6 +57,11 @@ def swap_assets(feature: dict, a: str, b: str) -> dict:
     return dict(feature, assets=assets)
 
 
+def without_href(feature: dict, band: str) -> dict:
+    """``feature`` with band ``band``'s asset href empty: an asset whose file was never filled in."""
+    return dict(feature, assets=dict(feature["assets"], **{band: dict(feature["assets"][band], href="")}))
+
+
 def one_file_twice(feature: dict, band: str, twice: str) -> dict:
     """``feature`` with band ``twice`` read from ``band``'s file: an asset's href copied into another asset."""
     return dict(feature, assets=dict(feature["assets"], **{twice: feature["assets"][band]}))

@@ -40,6 +40,7 @@ from tests.ingest.scene_edits import (
     truncate,
     undescribed,
     west_part,
+    without_href,
     write_items,
 )
 
@@ -69,6 +70,7 @@ def bad_batch(tiny_region):
         "same-file": one_file_twice(broken_copy(items, src, "BAD-same-file", undescribed, props=when(11)), "B04",
                                     "B03"),
         "swapped": swap_assets(broken_copy(items, src, "BAD-swapped", props=when(9)), "B04", "B08"),
+        "no-href": without_href(broken_copy(items, src, "BAD-no-href", props=when(12)), "B12"),
     }
     path = write_items(items, [*good[:3], *broken.values()], "bad-batch.json")
     return path, good[:3], broken
@@ -87,6 +89,7 @@ EXPECTED = {
                                         "hold data (B05, B06, B07, B8A, B12, SCL)"),
     "same-file": ("SceneContentError", "bands B03 (B04.tif) and B04 (B04.tif) are the same bytes: one file given for "
                                        "two bands?"),
+    "no-href": ("SceneContentError", "band B12's asset has no href"),
     "swapped": ("SceneContentError", "band B04's file (B08.tif) says it is band B08 (its band description): are the "
                                      "item's assets swapped?"),
 }
