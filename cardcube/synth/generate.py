@@ -7,7 +7,8 @@ Output layout (all paths relative to ``out_dir``)::
     weather.parquet, weather.csv      daily weather driving the phenology
     scenes/<collection>/<product>/    one COG per band and scene
     items.json                        STAC ItemCollection of every scene
-    region.json                       the parameters and counts of this run
+    region.json                       the parameters and counts of this run (written last: the region is whole)
+    synth-partial                     while a run writes (gone once region.json is): the folder is synth's
 
 Scenes are rendered in a thread pool (numpy and GDAL release the GIL); every pass draws from its own
 random stream, so the bytes do not depend on the number of threads or the order of completion.
@@ -43,6 +44,10 @@ from cardcube.synth.world import World, build_world
 
 # GeoPackage stores a "last change" timestamp; pin it so two runs give identical bytes.
 FIXED_OGR_DATE = "2024-01-01T00:00:00Z"
+# What a run writes at the top of its folder: files of that name there, no run's, are refused, not replaced.
+OUTPUTS = ("parcels.gpkg", "parcels.parquet", "ground_truth.parquet", "weather.parquet", "weather.csv", "scenes",
+           "items.json", "region.json")
+PARTIAL = "synth-partial"  # a run's mark while it writes: one stopped (Ctrl-C) may be run again into its folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +136,14 @@ class SynthResult:
 def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *,
              progress: Callable[[Acquisition], None] | None = None) -> SynthResult:
     """Generate the region of ``config`` (default: the demo) into ``out_dir``; deterministic for a seed. An
-    earlier region's scenes there are replaced (a folder ingest read both regions' scenes as one); a
-    ``scenes`` folder that no earlier run of synth left (no ``region.json`` beside it) is refused."""
+    earlier region's scenes there are replaced (a folder ingest read both regions' scenes as one), also a run's
+    stopped halfway; files of synth's names (``scenes``, ``parcels.gpkg``, ...) that no run of synth left (no
+    ``region.json`` nor ``synth-partial`` beside them) are refused, as is an ``out_dir`` that is a file."""
     t0 = time.perf_counter()
     config = config or SynthConfig.demo()
     out = Path(out_dir)
     world = build_world(config)  # checks the region before anything is written
     _clear_earlier(out)
-    out.mkdir(parents=True, exist_ok=True)
     _write_tables(world, out)
 
     acquisitions = schedule(config)
@@ -162,21 +167,30 @@ def generate(out_dir: str | os.PathLike, config: SynthConfig | None = None, *,
         n_files=sum(len(s.assets) for s in scenes) + 7,
     )
     _write_region_json(world, result, out / "region.json")
+    (out / PARTIAL).unlink()
     return replace(result, elapsed_s=time.perf_counter() - t0)
 
 
 def _clear_earlier(out: Path) -> None:
-    """Delete the scenes an earlier :func:`generate` wrote into ``out`` (its ``region.json`` first, so a run
-    stopped meanwhile is no complete region); refuse a ``scenes`` folder of something else."""
+    """Make ``out`` (if missing) and mark it as a run's (:data:`PARTIAL`), then delete the scenes an earlier
+    :func:`generate` wrote into it, whole or stopped halfway (its ``region.json`` first, so a run stopped meanwhile
+    is no complete region); refuse ``out`` if it is a file, or holds files of synth's names that no run of synth
+    left there (a ``scenes`` folder, parcels of the user's)."""
+    if out.exists() and not out.is_dir():
+        raise InvalidRequestError(f"{out} is a file: give synth a folder (made if missing)")
     scenes = out / "scenes"
-    if not scenes.is_dir() or not any(scenes.iterdir()):
-        return
-    if not (out / "region.json").is_file():
-        raise InvalidRequestError(f"{scenes} holds files, and no region.json says an earlier cardcube synth "
-                                  f"wrote them: give another folder, or delete it (a folder ingest would read "
-                                  f"them with the new scenes)")
-    (out / "region.json").unlink()
-    shutil.rmtree(scenes)
+    if not (out / "region.json").is_file() and not (out / PARTIAL).is_file():
+        if scenes.is_dir() and any(scenes.iterdir()):
+            raise InvalidRequestError(f"{scenes} holds files, and no region.json says an earlier cardcube synth "
+                                      f"wrote them: give another folder, or delete it (a folder ingest would read "
+                                      f"them with the new scenes)")
+        if held := [name for name in OUTPUTS if name != "scenes" and (out / name).exists()]:
+            raise InvalidRequestError(f"{out} holds {', '.join(held)}, and no region.json says an earlier cardcube "
+                                      f"synth wrote them: give another folder (synth would replace them)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTIAL).touch()
+    (out / "region.json").unlink(missing_ok=True)
+    shutil.rmtree(scenes, ignore_errors=True)
 
 
 def schedule(config: SynthConfig) -> tuple[Acquisition, ...]:

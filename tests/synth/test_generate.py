@@ -73,6 +73,34 @@ def test_an_earlier_regions_scenes_are_replaced_and_a_foreign_scenes_folder_refu
     assert (other / "scenes" / "mine.tif").read_bytes() == b"not synth's"
 
 
+def test_a_run_stopped_halfway_is_run_again_and_files_of_another_refused(tmp_path):
+    """A run stopped while writing scenes (Ctrl-C in the first step of `make demo`) left a scenes folder and no
+    region.json: the same command was then refused, the folder "not synth's"; and parcels of the user's in the
+    folder (no scenes) were replaced without a word, as was a file given for the folder failed with a bare
+    FileExistsError."""
+    config = SynthConfig.tiny(size_m=1000, end=dt.date(2024, 5, 20), s1=False)
+
+    def stop(acquisition) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path / "out", config, progress=stop)
+    assert any((tmp_path / "out" / "scenes").rglob("*.tif")) and not (tmp_path / "out" / "region.json").exists()
+    again = generate(tmp_path / "out", config)
+    assert SynthResult.written(tmp_path / "out", config) == again
+    assert len(_digest(again.out_dir)) == again.n_files  # the stopped run's mark gone too
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "parcels.gpkg").write_bytes(b"the register")
+    with pytest.raises(ValueError, match=r"holds parcels\.gpkg, and no region\.json says an earlier cardcube synth"):
+        generate(mine, config)
+    assert [p.name for p in mine.iterdir()] == ["parcels.gpkg"]
+    assert (mine / "parcels.gpkg").read_bytes() == b"the register"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file: give synth a folder"):
+        generate(tmp_path / "file", config)
+
+
 def test_a_cloudiness_of_zero_is_a_clear_season(tmp_path):
     """--cloudiness 0 gave dates up to 22 % cloud: a cover floored at 2 %, and cirrus on a quarter of dates."""
     region = generate(tmp_path / "clear", SynthConfig.tiny(cloudiness=0.0, s1=False))
