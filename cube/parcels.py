@@ -335,6 +335,9 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
     except ParcelFileError:
         raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
+        if os.path.isdir(path):  # GDAL reads a folder of shapefiles; of anything else it said "not recognized"
+            raise ParcelFileError(f"{name} is a folder, of no parcel file GDAL reads: give the parcel file "
+                                  f"(GeoPackage, GeoParquet, GeoJSON, shapefile)") from None
         raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
     if frame.empty:  # "no parcels given", later, named no file
         raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")

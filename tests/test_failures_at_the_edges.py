@@ -142,6 +142,14 @@ def test_a_file_that_is_no_parcel_file(tmp_path):
         read_parcels(tmp_path / "register.csv")  # an AttributeError ('DataFrame' object has no attribute 'crs')
 
 
+def test_a_folder_given_for_the_parcels_is_named(tmp_path):
+    """A folder given for --parcels (the region's folder, not its parcels.gpkg) said GDAL's "not recognized as being
+    in a supported file format ... prefixing the file path with '<DRIVER>:', e.g. 'CSV:path'"."""
+    (tmp_path / "region").mkdir()
+    with pytest.raises(ParcelFileError, match=r"region is a folder, of no parcel file GDAL reads: give the parcel"):
+        read_parcels(tmp_path / "region")
+
+
 def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
     from shapely.geometry import Point
 
