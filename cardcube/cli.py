@@ -3,7 +3,9 @@
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own
 ``cli`` module, so this file only assembles them and turns cardcube errors, and failures of the disk or
 the network, into a one-line message and exit status 2 (``cardcube -v COMMAND``: the traceback); 1 when no
-acquisition falls within ``--time`` (:class:`~cardcube.errors.DateNotFoundError`).
+acquisition falls within ``--time`` (:class:`~cardcube.errors.DateNotFoundError`). A command given ``--json`` then
+prints the error as its JSON document too, ``{"error": <kind>, "detail": <message>}`` as the REST service answers
+one, so a script reading its output reads JSON whether it succeeded or not.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import multiprocessing
 import os
@@ -26,7 +29,7 @@ from botocore.exceptions import BotoCoreError
 from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
-from cardcube.serving import STORE_TIMEOUT
+from cardcube.serving import STORE_TIMEOUT, error_kind
 
 # Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
 _SUBCOMMAND_MODULES = (
@@ -133,6 +136,14 @@ def run() -> NoReturn:
     sys.exit(code)
 
 
+def _say(args: argparse.Namespace, command: str, kind: str, message: str) -> None:
+    """An error or a stop, ``message``, on stderr; with ``--json`` also on stdout, as the command's JSON document
+    (``{"error": kind, "detail": message}``): a script reads JSON whatever the outcome, not an empty output."""
+    print(f"cardcube {command}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": kind, "detail": message.removeprefix("error: ")}))
+
+
 def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
     """The exit status of a command line, and whether it stopped with tasks still running (said by the error, or
     by one it was raised while handling: a second Ctrl-C while the run unwinds)."""
@@ -152,7 +163,7 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
     except CardcubeError as exc:
         if args.verbose:
             raise
-        print(f"cardcube {command}: error: {exc}", file=sys.stderr)
+        _say(args, command, error_kind(exc), f"error: {exc}")
         if isinstance(exc.__cause__, KeyboardInterrupt):  # stopped, then something to say (writes still running)
             code = 128 + signal.SIGTERM if isinstance(exc.__cause__, Terminated) else 130
         else:
@@ -161,12 +172,12 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
     except (OSError, BotoCoreError) as exc:  # the disk or the network, outside cardcube's own checks
         if args.verbose:
             raise
-        print(f"cardcube {command}: error: {type(exc).__name__}: {exc} (-v shows where)", file=sys.stderr)
+        _say(args, command, error_kind(exc), f"error: {type(exc).__name__}: {exc} (-v shows where)")
         return 2, False
     except KeyboardInterrupt as exc:  # Terminated too
         said = "terminated" if isinstance(exc, Terminated) else "interrupted"
         then = f": {args.on_stop}" if getattr(args, "on_stop", None) else ""  # what a command set_defaults says
-        print(f"cardcube {command}: {said}{then}", file=sys.stderr)
+        _say(args, command, said.capitalize(), f"{said}{then}")
         return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130, TasksStillRunningError.in_chain(exc)
 
 

@@ -82,12 +82,12 @@ def cardcube_error_response(exc: CardcubeError, headers: Mapping[str, str] | Non
     """``exc`` answered with the status of :data:`_STATUS` (and its headers: a 503's ``Retry-After``) and
     ``headers``."""
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-    return error_response(status, _kind(exc), str(exc), headers={**_HEADERS.get(status, {}), **(headers or {})})
+    return error_response(status, error_kind(exc), str(exc), headers={**_HEADERS.get(status, {}), **(headers or {})})
 
 
-def _kind(exc: CardcubeError) -> str:
-    """The ``error`` of a body: the class name without ``Error``; a plain :class:`ParcelError` (a posted
-    geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
+def error_kind(exc: BaseException) -> str:
+    """The ``error`` of a body (and of a command's ``--json`` error): the class name without ``Error``; a plain
+    :class:`ParcelError` (a posted geometry that is no polygon, or beyond repair) is ``InvalidParcel``."""
     return "InvalidParcel" if type(exc) is ParcelError else type(exc).__name__.removesuffix("Error")
 
 

@@ -150,6 +150,23 @@ def test_a_folder_given_for_the_parcels_is_named(tmp_path):
         read_parcels(tmp_path / "region")
 
 
+def test_a_json_command_answers_its_error_in_json(tmp_path, capsys):
+    """With --json, an error printed nothing on stdout: a script parsing the command's output met an empty one
+    (JSONDecodeError) in place of the error, which was on stderr alone."""
+    import json
+
+    (tmp_path / "empty").mkdir()
+    assert main(["versions", "--cube", str(tmp_path / "empty"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": "CubeNotFound",
+                                        "detail": f"no 's2' cube at {tmp_path / 'empty'}: no committed version"}
+    assert captured.err.startswith("cardcube versions: error: no 's2' cube at")  # the line as without --json
+    assert main(["layers", str(tmp_path / "missing"), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "InvalidRequest"
+    assert main(["versions", "--cube", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().out == ""  # without --json, stdout is left alone
+
+
 def test_an_area_or_point_outside_the_cube_is_named(tiny_cube):
     from shapely.geometry import Point
 
