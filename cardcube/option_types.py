@@ -59,6 +59,17 @@ def day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
+def path_prefix(text: str) -> str:
+    """The type of a URL path prefix (``serve --root-path /cardcube``): from the root, ``/`` first. Without it,
+    ``cardcube`` made the docs page's links relative (``cardcube/openapi.json``), read from ``/cardcube/docs`` as
+    ``/cardcube/cardcube/openapi.json``: a page without its API; a whole URL is no prefix either."""
+    if (text and not text.startswith("/")) or "://" in text or "?" in text or "#" in text:
+        path = text.split("://", 1)[-1].partition("/")[2] if "://" in text else text
+        raise argparse.ArgumentTypeError(f"expected a path prefix from the root, e.g. /{path.strip('/') or 'cardcube'}"
+                                         f", got {text!r}")
+    return text
+
+
 def parse_age(text: str) -> timedelta:
     """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"`` or ``"0"`` as a duration. The unit is required (but for 0): the
     ages say what deleting commands may delete, and ``7`` meant as a week would be 7 seconds."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cardcube.cli import add_endpoint_option, add_stop_grace_option, add_store_timeout_option, storage_options
-from cardcube.option_types import number, whole_number
+from cardcube.option_types import number, path_prefix, whole_number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -240,7 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    s.add_argument("--root-path", default="", metavar="PREFIX",
+    s.add_argument("--root-path", type=path_prefix, default="", metavar="PREFIX",
                    help="path prefix under which a reverse proxy serves it, stripping it (e.g. /cardcube): "
                    "/docs then loads the OpenAPI document from PREFIX/openapi.json")
     s.add_argument("--allow-origin", action="append", metavar="ORIGIN", dest="origins",

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from cardcube.option_types import day, number, whole_number
+from cardcube.option_types import day, number, path_prefix, whole_number
 
 SECONDS = "a number of seconds"
 
@@ -22,6 +22,9 @@ SECONDS = "a number of seconds"
     (whole_number(), "0", 0),
     (whole_number(at_least=1), " 12 ", 12),
     (day, "2024-05-01", date(2024, 5, 1)),
+    (path_prefix, "/cardcube", "/cardcube"),
+    (path_prefix, "/cardcube/", "/cardcube/"),
+    (path_prefix, "", ""),
 ])
 def test_a_number_within_the_bounds_is_taken(kind, text: str, value) -> None:
     got = kind(text)
@@ -42,6 +45,11 @@ def test_a_number_within_the_bounds_is_taken(kind, text: str, value) -> None:
     (whole_number(at_least=1), "0", "expected a whole number >= 1, got '0'"),
     (day, "2024-7-1", "expected a date YYYY-MM-DD, got '2024-7-1'"),
     (day, "2024-02-30", "expected a date YYYY-MM-DD, got '2024-02-30'"),
+    # the docs page of --root-path cardcube asked for /cardcube/cardcube/openapi.json
+    (path_prefix, "cardcube", "expected a path prefix from the root, e.g. /cardcube, got 'cardcube'"),
+    (path_prefix, "api/cardcube/", "expected a path prefix from the root, e.g. /api/cardcube, got 'api/cardcube/'"),
+    (path_prefix, "https://gis.example.org/cardcube", "expected a path prefix from the root, e.g. /cardcube, got "
+                                                      "'https://gis.example.org/cardcube'"),
 ])
 def test_anything_else_is_refused_naming_the_constraint(kind, text: str, says: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError) as refused:
@@ -56,3 +64,14 @@ def test_argparse_reports_the_refusal_with_the_option(capsys) -> None:
         p.parse_args(["--refresh", "-1"])
     assert stop.value.code == 2
     assert "argument --refresh: expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_root_path_not_from_the_root(capsys) -> None:
+    """``cardcube serve --root-path cardcube`` served a docs page whose API, behind the proxy, was not found."""
+    from cardcube.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["serve", "--cube", "cube", "--root-path", "cardcube"])
+    assert stop.value.code == 2
+    assert "argument --root-path: expected a path prefix from the root, e.g. /cardcube" in capsys.readouterr().err
+    assert build_parser().parse_args(["serve", "--cube", "cube", "--root-path", "/cardcube/"]).root_path == "/cardcube/"
