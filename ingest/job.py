@@ -26,8 +26,16 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, is_distributed, run_tasks
-from cardcube.spec import ChunkLayout, CubeSpec, cube_spec
-from cardcube.storage import CountingStore, StoreLike, local_file, open_store, refuse_file, store_url
+from cardcube.spec import CUBE_SPECS, ChunkLayout, CubeSpec, cube_spec
+from cardcube.storage import (
+    CountingStore,
+    StoreLike,
+    list_children,
+    local_file,
+    open_store,
+    refuse_file,
+    store_url,
+)
 from catalog import write_catalog
 from cube import layout
 from cube.ledger import (
@@ -413,6 +421,21 @@ def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, 
                 sized_view(arr, stop)[start:stop] = vals
 
 
+def _refuse_others_files(store: Store, collection: str) -> None:
+    """A cube no collection of which has a version yet is made in a new or empty location, or in one a run that
+    died before its first commit left (the cube's ``zarr.json`` and collection folders): refused where other files
+    are, as its ``catalog.json`` and ``zarr.json`` would replace files of those names (the scenes' folder given as
+    the cube: its static STAC catalog was overwritten without a word)."""
+    if any(committed_versions(store, other) for other in CUBE_SPECS if other != collection):
+        return
+    own = {"zarr.json", *CUBE_SPECS}
+    if others := [name for name in list_children(store, "") if name not in own and not name.startswith(".")]:
+        listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+        raise InvalidRequestError(f"{store_url(store)} holds {listed} but no cube: give --cube (Python: cube=) a new "
+                                  "or empty folder or prefix, so that nothing of yours is overwritten (a cube "
+                                  "writes its catalog.json and zarr.json there)")
+
+
 def ingest(
     source: str | os.PathLike,
     cube: StoreLike,
@@ -483,8 +506,10 @@ def ingest(
     counting = CountingStore(open_store(cube, storage_options=storage_options))
     store: Store = counting
     spec0 = cube_spec(collection)
-    if not committed_versions(counting._store, collection) and (inside := enclosing_cube(counting._store)):
-        raise InvalidRequestError(f"ingest would make a new cube at {store_url(counting._store)}{inside}")
+    if not committed_versions(counting._store, collection):
+        if inside := enclosing_cube(counting._store):
+            raise InvalidRequestError(f"ingest would make a new cube at {store_url(counting._store)}{inside}")
+        _refuse_others_files(counting._store, collection)
     if linear_power and not spec0.backscatter:
         raise InvalidRequestError(f"linear_power=True (--linear-power) is for backscatter: the {collection} cube has "
                                   f"no band in dB")

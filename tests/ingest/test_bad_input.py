@@ -520,6 +520,26 @@ def test_an_ingest_into_a_folder_inside_a_cube_is_refused_naming_the_cube(tiny_r
     assert sorted(p.relative_to(tiny_cube) for p in tiny_cube.rglob("*")) == before
 
 
+def test_a_new_cube_in_a_folder_of_other_files_is_refused(tiny_region, tmp_path):
+    """``ingest --cube`` given the scenes' folder (or any folder of the user's) made the cube there, its
+    catalog.json replacing the scenes' own static STAC catalog without a word. A cube a run left before its first
+    commit, and a new collection of a cube, still go in."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    (scenes / "catalog.json").write_text('{"type": "Catalog", "id": "mine"}')
+    items = tiny_region.items
+    with pytest.raises(InvalidRequestError, match=r"scenes holds catalog\.json but no cube: give --cube \(Python: "
+                                                  r"cube=\) a new or empty folder"):
+        ingest(items, scenes, chunks=CHUNKS, progress=False)
+    assert [p.name for p in scenes.iterdir()] == ["catalog.json"]
+    assert (scenes / "catalog.json").read_text() == '{"type": "Catalog", "id": "mine"}'
+    cube = tmp_path / "cube"
+    (cube / "s2").mkdir(parents=True)  # what a first run killed before its commit leaves
+    (cube / "zarr.json").write_text("{}")
+    assert ingest(items, cube, chunks=CHUNKS, progress=False, catalog=False).version == 1
+    assert ingest(items, cube, collection="s1", chunks=CHUNKS, progress=False).version == 1
+
+
 def test_with_warp_a_band_labelled_with_another_crs_is_rejected_not_nodata(tiny_region, tmp_path):
     """--warp resamples each band on its own: a scene with one band file labelled EPSG:32632 (the others on the
     tile) went in with that band all nodata over the union of the footprints (a window 15 times the scene's)."""
