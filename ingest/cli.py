@@ -139,9 +139,10 @@ def _register_versions(sub: argparse._SubParsersAction) -> None:
 
 def _run_versions(args: argparse.Namespace) -> int:
     from cardcube.storage import open_store, store_url
+    from cube.layout import cube_root
     from cube.ledger import committed_versions, version_history
 
-    store = open_store(args.cube, storage_options=storage_options(args), read_only=True)
+    store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
     committed = committed_versions(store, args.collection)
     history = version_history(store, args.collection, committed[-args.last:] if args.last else committed)
     rejected = history[-1].rejected

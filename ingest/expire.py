@@ -191,7 +191,8 @@ def expire(
     without deleting, and without the lock (an ingest running meanwhile is not kept waiting; what it has written
     but not committed yet counts as leftovers then). Takes the writer lock, waiting up to ``wait`` seconds for a
     running ingest, and checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
-    store = open_store(cube, storage_options=storage_options, read_only=True)  # a missing folder says so
+    # a missing folder says so; CUBE/catalog.json (a STAC browser's address) names the cube, as for every reader
+    store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
     store = store if dry_run else store.with_read_only(False)
     lock = nullcontext(None) if dry_run else writer_lock(store, collection, wait=wait, stale_after=stale_after,

@@ -49,3 +49,16 @@ def test_each_version_line_counts_the_scenes_added_and_rejected(tmp_path, capsys
     assert lines[2].endswith("added 2 scene(s), 2 rejected and not in the cube")  # S900 is still out
     assert main(["versions", "--cube", str(tmp_path / "cube"), "--collection", "s2", "--json"]) == 0
     assert [v["rejected"] for v in json.loads(capsys.readouterr().out)["versions"]] == [["S900"], ["S900", "S901"]]
+
+
+def test_versions_and_expire_take_the_cube_by_its_catalog_json(tmp_path, capsys):
+    """CUBE/catalog.json (what a STAC browser is pointed at, what ``catalog serve`` prints) names the cube for
+    timeseries, chip, extract and verify; versions and expire said "no 's2' cube at .../catalog.json"."""
+    store = open_store(tmp_path / "cube")
+    head = plan_ingest(CubeVersion.empty(SPEC), [scene(0)]).new
+    commit(store, head)
+    root = str(tmp_path / "cube" / "catalog.json")
+    assert main(["versions", "--cube", root, "--collection", "s2"]) == 0
+    assert capsys.readouterr().out.startswith(f"s2 cube at {tmp_path / 'cube'}: 1 version(s)")
+    assert main(["expire", "--cube", root, "--collection", "s2", "--dry-run"]) == 0
+    assert "would expire 0 version(s), kept version 1" in capsys.readouterr().out
