@@ -61,6 +61,11 @@ class CubeNotFoundError(CardcubeError, FileNotFoundError):
     """No cube (or no such collection / tile in it) at the given location."""
 
 
+class SourceNotFoundError(CardcubeError, FileNotFoundError):
+    """No scenes' source (ingest's SOURCE: a STAC document or a folder) at the given location; not the cube, whose
+    name it had (``cardcube ingest --json`` said ``"error": "CubeNotFound"`` of a mistyped items.json)."""
+
+
 class CubeLostError(CardcubeError):
     """A collection a long-running reader (the REST service) has served has no committed version any more: its
     ledger is gone from the store (a deleted folder or prefix, an unmounted volume), a fault of the store."""

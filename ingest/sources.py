@@ -23,7 +23,7 @@ import pystac
 from botocore.exceptions import BotoCoreError
 from pystac.stac_io import DefaultStacIO
 
-from cardcube.errors import CubeNotFoundError, InvalidRequestError, StoreUnavailableError
+from cardcube.errors import InvalidRequestError, SourceNotFoundError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import check_reachable, s3_options_from_env, source_options
@@ -196,7 +196,7 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
         with fsspec.open(path, "rb", **source_options(path)) as f:
             doc = json.load(f)
     except FileNotFoundError:
-        raise CubeNotFoundError(f"source {path} does not exist") from None
+        raise SourceNotFoundError(f"source {path} does not exist") from None
     except ValueError:  # not UTF-8, or not JSON: a Parquet or GeoPackage file given as scenes
         raise InvalidRequestError(f"{path} is not STAC JSON (an ItemCollection, a catalog) or a folder of scenes: "
                                   f"give the scenes' STAC document or their folder") from None
@@ -293,7 +293,7 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
         path = Path(text).absolute()  # its files are read by the workers, of another working directory on a cluster
         text = str(path)
         if not path.exists():
-            raise CubeNotFoundError(f"source {text} does not exist")
+            raise SourceNotFoundError(f"source {text} does not exist")
         if path.is_dir():  # its STAC document, else its product folders
             found = next((path / n for n in ("items.json", "catalog.json", "collection.json") if (path / n).exists()),
                          None)

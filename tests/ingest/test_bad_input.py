@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from cardcube.cli import main
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, SourceNotFoundError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.dataset import open_cube
@@ -357,7 +357,7 @@ def test_sources_and_layouts_that_cannot_be_ingested_are_clear_errors(bad_batch,
 
 
 def test_unknown_source_and_collection_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(SourceNotFoundError, match="does not exist"):  # a FileNotFoundError, not CubeNotFound
         ingest(tmp_path / "nowhere.json", tmp_path / "cube", progress=False)
     with pytest.raises(ValueError, match="unknown cube collection"):
         ingest(tmp_path, tmp_path / "cube", collection="s3", progress=False)

@@ -130,7 +130,7 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
     writes read the spool's copy; counted by a proxy in front of the server), and a clear error for a
     source that is not there."""
 
-    from cardcube.errors import CubeNotFoundError
+    from cardcube.errors import SourceNotFoundError
     from tests.ingest.scene_edits import asset_path
 
     features = items_of(tiny_region.items, "sentinel-2-l2a")[:4]
@@ -154,7 +154,7 @@ def test_sources_in_a_bucket_are_ingested_like_local_files(tiny_region, s3_bucke
                   progress=False).added == result.added
     assert (s3_proxy.snapshot() - before).total == 0  # not through fsspec's filesystem of the former endpoint
     assert assert_matches_sources(tmp_path / "cube", local, "s2") > 0
-    with pytest.raises(CubeNotFoundError, match="does not exist"):
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
         ingest(f"s3://{s3_bucket.name}/archive/nothing.json", tmp_path / "other", progress=False)
 
 
