@@ -27,7 +27,7 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, CubeSpec, cube_spec
-from cardcube.storage import key_exists, list_keys, read_json, store_at, store_url
+from cardcube.storage import key_exists, list_keys, local_file, read_json, store_at, store_url
 from cube import layout
 
 FORMAT = "cardcube-ledger/1"
@@ -381,6 +381,15 @@ def enclosing_cube(store: Store) -> str:
     return ""
 
 
+def _no_cube_hint(store: Store) -> str:
+    """What a location holding no cube is instead, for the error: a local file, or a place inside a cube
+    (:func:`enclosing_cube`); else ""."""
+    path = local_file(store, "")
+    if path is not None and path.is_file():
+        return "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix"
+    return enclosing_cube(store)
+
+
 def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
     """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
     A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
@@ -395,7 +404,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         versions = committed_versions(store, collection)
         if not versions:
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                    + enclosing_cube(store))
+                                    + _no_cube_hint(store))
         version = versions[-1]
     if not isinstance(version, int | np.integer) or isinstance(version, bool):
         raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
@@ -436,7 +445,7 @@ def version_history(store: Store, collection: str, versions: Sequence[int] | Non
             continue
     if not history:
         raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                + enclosing_cube(store))
+                                + _no_cube_hint(store))
     return history
 
 

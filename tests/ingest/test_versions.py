@@ -62,3 +62,13 @@ def test_versions_and_expire_take_the_cube_by_its_catalog_json(tmp_path, capsys)
     assert capsys.readouterr().out.startswith(f"s2 cube at {tmp_path / 'cube'}: 1 version(s)")
     assert main(["expire", "--cube", root, "--collection", "s2", "--dry-run"]) == 0
     assert "would expire 0 version(s), kept version 1" in capsys.readouterr().out
+
+
+def test_a_file_given_for_the_cube_is_said_to_be_one(tmp_path, capsys):
+    """A file given as --cube (the items.json beside it) said "no committed version", as of an empty folder."""
+    items = tmp_path / "items.json"
+    items.write_text("{}")
+    for command in (["versions"], ["verify"], ["expire", "--dry-run"]):
+        assert main([*command, "--cube", str(items)]) == 2
+        assert f"no 's2' cube at {items}: no committed version; it is a file: a cube is a folder" in \
+            capsys.readouterr().err
