@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-s1", action="store_true", help="skip Sentinel-1 scenes")
     p.add_argument("--no-s2", action="store_true", help="skip Sentinel-2 scenes")
     p.add_argument("--workers", type=int, help="threads rendering scenes (2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                   help="no progress bar (--quiet, as for ingest, extract and verify)")
     p.set_defaults(func=run)
 
 

@@ -121,7 +121,7 @@ def test_cli_runs(tmp_path, capsys):
 
     from cardcube import cli
 
-    argv = ["synth", str(tmp_path / "out"), "--tiny", "--seed", "3", "--end", "2024-05-12", "--no-progress"]
+    argv = ["synth", str(tmp_path / "out"), "--tiny", "--seed", "3", "--end", "2024-05-12", "--quiet"]
     try:
         code = cli.main(argv)
     except ModuleNotFoundError as exc:  # another package's CLI module is not there yet
@@ -132,8 +132,9 @@ def test_cli_runs(tmp_path, capsys):
         args = parser.parse_args(argv)
         code = args.func(args)
     assert code == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "parcels" in out and "Sentinel-1" in out
+    assert "acquisitions" not in err and "pass/s" not in err  # --quiet (as ingest's, extract's): no progress bar
     assert (tmp_path / "out" / "items.json").exists()
 
 
