@@ -271,10 +271,27 @@ def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], wher
     mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "run")  # see check_manifest
                   and _differs(k, old.get(k), manifest[k])]
     if mismatched:
-        then = ", ".join(f"{k}={old.get(k)!r}" for k in mismatched if k not in ("cube", "parcels"))
+        shown = [k for k in mismatched if k not in ("cube", "parcels")]
+        options = " ".join(_as_option(k, old.get(k)) for k in shown)
+        then = ", ".join(f"{k}={old.get(k)!r}" for k in shown)
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out"
-                                  + (f", or run it as that run was: {then} (extract()'s parameters; the command's "
-                                     f"options of those names)" if then else ""))
+                                  + (f", or run it as that run was: {options} (Python: {then})" if shown else ""))
+
+
+def _as_option(key: str, value: Any) -> str:
+    """A parameter of an earlier run as ``cardcube extract``'s option that gives it (``bands=['B04', 'B08']``:
+    ``--bands B04,B08``); as a Python argument where the command has no such option (a cloud mask of other
+    classes, a histogram)."""
+    flag = f"--{key.replace('_', '-')}"
+    if key in ("bands", "stats") and isinstance(value, list):
+        return f"{flag} {','.join(map(str, value))}"
+    if key in ("all_touched", "time", "block", "time_block", "buffer"):
+        if value is None or value is False:
+            return f"(no {flag})"
+        return flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+    if key == "mask" and value is None:
+        return "--no-mask"
+    return f"{key}={value!r}"
 
 
 def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store, where: str) -> None:

@@ -47,10 +47,24 @@ def test_the_same_parameters_written_another_way_resume_the_run():
     check_manifest(out, first, version, time="2024-05", update=False, cube=out)
     same = {**first, "bands": ["B08", "B04"], "time": "2024-05-01/2024-05-31"}
     assert check_manifest(out, same, version, time=same["time"], update=False, cube=out) is None
-    with pytest.raises(InvalidRequestError, match=r"with other bands, time; .* as that run was: bands=\['B04', "
-                                                  r"'B08'\], time='2024-05' \(extract\(\)'s parameters"):
+    with pytest.raises(InvalidRequestError, match=r"with other bands, time; .* as that run was: --bands B04,B08 "
+                                                  r"--time 2024-05 \(Python: bands=\['B04', 'B08'\], "
+                                                  r"time='2024-05'\)"):
         check_manifest(out, {**first, "bands": ["B04"], "time": "2024-05-01/2024-05-30"}, version, time=None,
                        update=False, cube=out)
+
+
+def test_a_run_with_other_parameters_is_told_the_earlier_runs_options():
+    """The refusal gave the earlier run's parameters as Python arguments (``bands=['B04', 'B08']``) to a user of
+    the command line: now as its options, the Python ones beside."""
+    out, version = MemoryStore(), _version(1, ["S2A_1"])
+    first = {**PARAMETERS, "buffer": -5.0, "all_touched": False, "mask": None, "time": None}
+    check_manifest(out, first, version, time=None, update=False, cube=out)
+    other = {**first, "buffer": 0.0, "all_touched": True, "mask": [3, 8, 9], "time": "2024-05"}
+    with pytest.raises(InvalidRequestError, match=r"as that run was: --buffer -5 \(no --all-touched\) --no-mask "
+                                                  r"\(no --time\) \(Python: buffer=-5\.0, all_touched=False, "
+                                                  r"mask=None, time=None\)$"):
+        check_manifest(out, other, version, time="2024-05", update=False, cube=out)
 
 
 def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
@@ -62,7 +76,7 @@ def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_ne
     check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
     finish_manifest(out, _version(1, ["S2A_1"]), time=None, status={"ok": 1})
     with pytest.raises(InvalidRequestError, match=f"with other block; write to a new --out, or run it as that run "
-                                                  f"was: block={PARAMETERS['block']} "):
+                                                  f"was: --block {PARAMETERS['block']} \\(Python: block="):
         check_manifest(out, {**PARAMETERS, "block": 512}, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
     newer = _version(2, ["S2A_1", "S2A_2"])
     with pytest.raises(InvalidRequestError, match="pass update=True"):
