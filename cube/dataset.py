@@ -428,6 +428,29 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
     return [acqs[i] for i in order], order
 
 
+def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:
+    """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass one of them has within it is
+    selected on each of them, at that tile's own time (:func:`pass_key`, within :data:`PASS_GAP`), as
+    :func:`pass_times` makes it one date of the mosaic. A pass's tiles carry their own sensing times, seconds
+    apart: a time series' time of a mosaic date (its earliest) selected that date on one tile alone, and the other
+    tile's pixels of it came out as masked. ``time`` itself where it selects every pass whole already."""
+    if (isinstance(time, tuple) and time == (None, None)) or len(tiles) < 2:
+        return time
+    held = {tile: _time_order(version.tiles[tile], time)[0] for tile in tiles}
+    asked: dict[tuple, list[np.datetime64]] = {}
+    for a in itertools.chain(*held.values()):
+        asked.setdefault(pass_key(a), []).append(a.datetime64)
+    kept, added = {a.datetime64 for a in itertools.chain(*held.values())}, False
+    for tile in tiles:
+        mine = {a.datetime64 for a in held[tile]}
+        for a in version.tiles[tile].acquisitions:
+            near = asked.get(pass_key(a), ())
+            if a.datetime64 not in mine and any(abs(a.datetime64 - t) <= PASS_GAP for t in near):
+                kept.add(a.datetime64)
+                added = True
+    return frozenset(kept) if added else time
+
+
 def tile_dates(state: TileState, time: TimeSelection = None) -> list[Acquisition]:
     """The acquisitions of a tile (at one version) that ``time`` selects, in time order."""
     return _time_order(state, parse_time_selection(time))[0]
@@ -582,7 +605,8 @@ def open_cube(
                                    f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
                                    f"Dataset of it would be nodata only")
     token = f"{abs(hash(store_url(store))):x}-v{version.version}"
-    parts = [_tile_dataset(store, version, w, band_specs, res, parse_time_selection(time), decode=decode, token=token,
+    selection = pass_selection(version, [w.tile for w in windows], parse_time_selection(time))
+    parts = [_tile_dataset(store, version, w, band_specs, res, selection, decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
     ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)

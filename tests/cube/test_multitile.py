@@ -278,6 +278,35 @@ def test_one_pass_seconds_apart_on_two_tiles_is_one_date_of_a_mosaic(straddle_cu
     np.testing.assert_array_equal(got["SCL"].values, want["SCL"].values)
 
 
+def test_the_time_a_mosaic_date_is_given_selects_that_date_whole(tiny_straddle_region, tmp_path):
+    """31UGU's products of each pass 4 s after 31UFU's: the strip (no tile holds it) has each pass as one date, at
+    31UFU's time. Asked again with that time (time=, as a time series gives it), the date was 31UFU's alone: the
+    strip's pixels of 31UGU came out masked, its statistics those of a part. Now the pass is read whole."""
+    import datetime as dt
+
+    every = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    passes = sorted({f["properties"]["datetime"][:10] for f in every})[:3]
+    features = [f for f in every if f["properties"]["datetime"][:10] in passes]
+    for f in features:
+        if f["properties"]["grid:code"].endswith("31UGU"):
+            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
+            f["properties"]["datetime"] = (t + dt.timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
+    ingest(write_items(tiny_straddle_region.items, features, "items-4s-apart.json"), tmp_path, collection="s2",
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    _, strip = _with_strip(tiny_straddle_region)
+    series = parcel_timeseries(tmp_path, strip, bands=["B04"], mask=None)
+    assert series.attrs["parcel_status"][0]["tile"] == "31UFU+31UGU" and len(series) == 3  # the set-up
+    area = strip.total_bounds
+    whole = open_cube(tmp_path, bbox=tuple(area), bands=["B04"]).compute()
+    for when in series.time:
+        for given in (when, f"{when:%Y-%m-%dT%H:%M:%SZ}"):
+            one = parcel_timeseries(tmp_path, strip, bands=["B04"], mask=None, time=given)
+            pd.testing.assert_frame_equal(one, series[series.time == when].reset_index(drop=True))
+            ds = open_cube(tmp_path, bbox=tuple(area), bands=["B04"], time=given)
+            assert ds.sizes["time"] == 1
+            np.testing.assert_array_equal(ds["B04"].values[0], whole["B04"].sel(time=when).values)
+
+
 def test_a_cube_opened_without_an_area_holds_every_tile_s_data(straddle_cube, tiny_straddle_region):
     """No bbox: where any tile holds data, not the first tile's footprint alone (31UFU ends inside the region)."""
     minx, miny, maxx, maxy = tiny_straddle_region.bbox
