@@ -296,7 +296,12 @@ def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str
     """What the status of a parcel read from the tiles ``tiles_of`` (:func:`assign_tiles`) says beside "ok": the
     share of it outside their data (:func:`outside_shares`), and that they hold no date ``time`` selects (another
     tile does: the run goes on), so it has no row."""
-    notes = {pid: partly_outside(v) for pid, v in outside_shares(version, ps, tiles_of).items()}
+    shares = outside_shares(version, ps, tiles_of)
+    read = dict(zip(ps.ids, tiles_of, strict=True))
+    beyond = _other_zones(version, ps, read, shares)
+    notes = {pid: partly_outside(v, f"the data of tile(s) {'+'.join(read[pid])} read (in tile(s) "
+                                    f"{'+'.join(beyond[pid])} of another UTM zone: no mosaic across zones)")
+             if pid in beyond else partly_outside(v) for pid, v in shares.items()}
     if time is None:
         return notes
     dateless = {tile for tile, state in version.tiles.items() if not tile_dates(state, time)}
@@ -305,6 +310,24 @@ def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str
             said = f"no acquisition of tile {'+'.join(tiles)} within the time range {time}: no row"
             notes[pid] = f"{notes[pid]}; {said}" if pid in notes else said
     return notes
+
+
+def _other_zones(version: CubeVersion, ps: ParcelSet, read: Mapping[Any, tuple[str, ...]], shares: Mapping[Any, float]
+                 ) -> dict[Any, list[str]]:
+    """For the parcels of ``shares`` (partly outside the data of the tiles ``read``), the tiles of other UTM zones
+    whose data holds some of that part: it is not outside the cube's data, as their status said, but in a zone
+    :func:`_one_zone` did not read (no mosaic across zones)."""
+    out: dict[Any, list[str]] = {}
+    for pid in shares:
+        zone = TileGrid.from_id(read[pid][0]).crs
+        covered = shapely.union_all([Geometry(shapely.segmentize(data_footprint(version, t), 1000.0),
+                                              TileGrid.from_id(t).crs).to_crs(zone).geom for t in read[pid]])
+        rest = Geometry(Geometry(ps.geometry(pid), ps.crs).to_crs(zone).geom.difference(covered), zone)
+        others = [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs != zone
+                  and held_share(data_footprint(version, t), rest.to_crs(TileGrid.from_id(t).crs).geom) > 0]
+        if others:
+            out[pid] = others
+    return out
 
 
 def _beyond(ps: ParcelSet, geobox: GeoBox) -> dict[Any, float]:

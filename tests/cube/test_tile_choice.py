@@ -12,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from pyproj import Transformer
 from shapely.geometry import box
 
 from cardcube.errors import InvalidRequestError, ParcelsWithoutStatisticsWarning, RequestTooLargeError
@@ -524,3 +525,24 @@ def test_a_parcel_across_two_utm_zones_is_read_from_the_zone_holding_most_of_it(
     inside = parcel_pixels(local.geometry.iloc[0], dataset_geobox(ds))
     want = np.isfinite(ds["B04"].values[:, inside]).sum(axis=1)
     np.testing.assert_array_equal(frame.sort_values("time")["count"].to_numpy(), want)
+
+
+def test_a_parcel_read_from_one_zone_says_where_the_rest_of_it_lies(tmp_path_factory):
+    """31UGU's data and 32ULD's 1 km further east, over the same ground in part: a strip from 31UGU's data to east
+    of it is read from 31UGU (no mosaic across zones), and its status said a quarter of it lay outside the cube's
+    data, which holds it in 32ULD."""
+    ugu, uld = TileGrid.from_id("31UGU"), TileGrid.from_id("32ULD")
+    west = (ugu.ulx + 40_000.0, ugu.uly - 55_040.0)
+    x, y = Transformer.from_crs(ugu.crs, uld.crs, always_xy=True).transform(west[0] + 1000.0, west[1])
+    east = (uld.ulx + round((x - uld.ulx) / 20) * 20.0, uld.uly + round((y - uld.uly) / 20) * 20.0)
+    root = tmp_path_factory.mktemp("zones-apart")
+    for tile, origin in (("31UGU", west), ("32ULD", east)):
+        region = generate(tmp_path_factory.mktemp(f"apart-{tile}"),
+                          SynthConfig.tiny(tile=tile, origin=origin, size_m=(2_000.0, 400.0), **MAY))
+        _ingest(region.items, items_of(region.items, "sentinel-2-l2a"), root, f"{tile}.json")
+    y0 = west[1] - 200
+    strip = _parcel(box(west[0] + 503, y0 - 100, west[0] + 2503, y0))
+    (status,) = parcel_timeseries(root, strip, bands=["B04"], stats=["count"]).attrs["parcel_status"]
+    assert status["tile"] == "31UGU" and status["reason"] == (
+        "25% of the parcel lies outside the data of tile(s) 31UGU read (in tile(s) 32ULD of another UTM zone: no "
+        "mosaic across zones): its statistics cover the rest only")
