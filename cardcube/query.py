@@ -195,11 +195,13 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
         except pyproj.exceptions.CRSError:
             raise InvalidRequestError(f"unknown CRS {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
     if bbox is not None:
+        # in plain numbers: a GeoDataFrame's total_bounds was said as (np.float64(5.67), ...)
+        said = "(" + ", ".join(map(str, (v.item() if isinstance(v, np.generic) else v for v in bbox))) + ")"
         if (len(bbox) != 4 or not all(map(math.isfinite, bbox)) or bbox[1] > bbox[3]
                 or (bbox[0] > bbox[2] and not pyproj.CRS.from_user_input(crs or default_crs).is_geographic)):
-            raise InvalidRequestError(f"bbox {tuple(bbox)} is not (minx, miny, maxx, maxy)")
+            raise InvalidRequestError(f"bbox {said} is not (minx, miny, maxx, maxy)")
         if bbox[0] == bbox[2] or bbox[1] == bbox[3]:  # its box is empty once reprojected: no tile, not a word why
-            raise InvalidRequestError(f"bbox {tuple(bbox)} has no area (minx = maxx or miny = maxy): give a box "
+            raise InvalidRequestError(f"bbox {said} has no area (minx = maxx or miny = maxy): give a box "
                                       f"around the place, e.g. a few metres around a point")
         minx, miny, maxx, maxy = bbox
         if minx > maxx:  # across the antimeridian, as STAC and GeoJSON write it: its two sides

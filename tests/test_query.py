@@ -115,6 +115,10 @@ def test_query_geometry_forms():
     for flat in [(5.67, 52.71, 5.67, 52.71), (5.67, 52.71, 5.68, 52.71)]:  # found no tile, and said nothing else
         with pytest.raises(InvalidRequestError, match=r"has no area \(minx = maxx or miny = maxy\)"):
             query_geometry(flat, None, None, default_crs="EPSG:4326")
+    # a GeoDataFrame's total_bounds (numpy floats) said "bbox (np.float64(5.67), np.float64(52.71), ...)"
+    for bad, said in [((5.67, 52.71, 5.67, 52.71), "has no area"), ((5.68, 52.72, 5.67, 52.71), "is not")]:
+        with pytest.raises(InvalidRequestError, match=rf"^bbox \(5.6\d, 52.7\d, 5.6\d, 52.7\d\) {said}"):
+            query_geometry(np.array(bad), None, None, default_crs="EPSG:32631")
 
 
 def test_a_parcel_frame_is_an_area_in_its_own_crs():
