@@ -488,9 +488,10 @@ class _ChipTiles:
 def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolution: int, size: int
                 ) -> _ChipTiles | None:
     """Where to read the chip centred on ``geom`` (in ``crs``), trying first the tiles whose data holds most of
-    ``geom``: the tiles of the first one's UTM zone that hold the whole chip and have data in it
+    ``geom``: the first one whose square holds the whole chip, with every tile of its UTM zone with data in the chip
     (:func:`cube.dataset.open_cube` reads the one holding the chip's data and dates alone, else a mosaic of them:
-    a tile's square says nothing of where it has data); else the tile holding its centre, read with every tile of
+    a tile's square says nothing of where it has data; until 2026-12-05 a tile whose square ends within the chip
+    was left out, and its data there drawn as no data); else the tile holding its centre, read with every tile of
     its UTM zone with data in the chip (a mosaic, padded); None if no tile has data in the chip."""
 
     def held(tile: str) -> float:
@@ -506,8 +507,7 @@ def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolutio
             inside = tile_box.contains(box(*chip_box)) if whole else tile_box.contains(centre)
             if inside and _has_data(version, tile, chip_box):
                 read = [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs == grid.crs
-                        and _has_data(version, t, chip_box)
-                        and (not whole or box(*TileGrid.from_id(t).bounds).contains(box(*chip_box)))]
+                        and _has_data(version, t, chip_box)]
                 return _ChipTiles(tile, read, chip_box, whole)
     return None
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyproj import Transformer
-from shapely.geometry import box
+from shapely.geometry import Point, box
 
 from cardcube.errors import InvalidRequestError, ParcelsWithoutStatisticsWarning, RequestTooLargeError
 from cardcube.grid import TileGrid
@@ -101,6 +101,24 @@ def test_a_chip_reads_the_tile_holding_its_parcel_s_data(patchwork):
     alone = open_cube(patchwork, tiles="31UGU", bbox=geom.bounds, bands=["B04"]).compute()
     at = dict(x=alone.x.values, y=alone.y.values)
     np.testing.assert_array_equal(c.data["B04"].sel(at).values, alone["B04"].values)
+
+
+def test_a_chip_across_a_tile_s_edge_shows_that_tile_s_data(tmp_path_factory):
+    """31UGU's data east of x 709500, 31UFU's west of its edge (x 709800): a 64 px chip at x 709600 lies in 31UGU's
+    square alone, and was read from 31UGU alone, 31UFU's pixels west of 709500 drawn as no data (its square ends
+    within the chip). Now a mosaic of both, as open_cube reads the chip's box."""
+    root = tmp_path_factory.mktemp("edge-chip")
+    for tile, origin in (("31UGU", (709500.0, 5845000.0)), ("31UFU", (708000.0, 5845000.0))):
+        region = generate(tmp_path_factory.mktemp(f"edge-{tile}"),
+                          SynthConfig.tiny(tile=tile, origin=origin, size_m=(1800.0, 1000.0), **MAY))
+        _ingest(region.items, _on(items_of(region.items, "sentinel-2-l2a"), tile), root, f"{tile}.json")
+    c = chip(root, Point(*Transformer.from_crs(32631, 4326, always_xy=True).transform(709600, 5844500)),
+             size=64, bands="B04")
+    west = c.data["B04"].sel(x=slice(None, 709500)).values
+    assert west.shape[-1] == 22 and not np.isnan(west).all(axis=(1, 2)).any()  # 31UFU's data on every date
+    box_ = c.geobox.boundingbox
+    want = open_cube(root, bbox=(box_.left, box_.bottom, box_.right, box_.top), bands=["B04"]).compute()
+    np.testing.assert_array_equal(c.data["B04"].values, want["B04"].values)
 
 
 def test_an_area_a_tile_s_square_holds_without_its_data_is_read_from_the_tile_with_it(patchwork):
