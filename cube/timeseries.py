@@ -318,13 +318,19 @@ def _other_zones(version: CubeVersion, ps: ParcelSet, read: Mapping[Any, tuple[s
     whose data holds some of that part: it is not outside the cube's data, as their status said, but in a zone
     :func:`_one_zone` did not read (no mosaic across zones)."""
     out: dict[Any, list[str]] = {}
+    crs = {t: TileGrid.from_id(t).crs for t in version.tiles}
+    if len(set(crs.values())) < 2:  # one zone: nothing of another (the common case, no geometry work)
+        return out
+    covered: dict[tuple[str, ...], BaseGeometry] = {}  # the data of the tiles read, in their zone: once per set
     for pid in shares:
-        zone = TileGrid.from_id(read[pid][0]).crs
-        covered = shapely.union_all([Geometry(shapely.segmentize(data_footprint(version, t), 1000.0),
-                                              TileGrid.from_id(t).crs).to_crs(zone).geom for t in read[pid]])
-        rest = Geometry(Geometry(ps.geometry(pid), ps.crs).to_crs(zone).geom.difference(covered), zone)
-        others = [t for t in sorted(version.tiles) if TileGrid.from_id(t).crs != zone
-                  and held_share(data_footprint(version, t), rest.to_crs(TileGrid.from_id(t).crs).geom) > 0]
+        tiles = read[pid]
+        zone = crs[tiles[0]]
+        if tiles not in covered:
+            covered[tiles] = shapely.union_all([Geometry(shapely.segmentize(data_footprint(version, t), 1000.0),
+                                                         crs[t]).to_crs(zone).geom for t in tiles])
+        rest = Geometry(Geometry(ps.geometry(pid), ps.crs).to_crs(zone).geom.difference(covered[tiles]), zone)
+        others = [t for t in sorted(version.tiles) if crs[t] != zone
+                  and held_share(data_footprint(version, t), rest.to_crs(crs[t]).geom) > 0]
         if others:
             out[pid] = others
     return out
