@@ -135,6 +135,9 @@ class CheckedScene:
     stamps: dict[str, FileStamp] = field(default_factory=dict)  # per band read again from its href: CheckedFile.stamp
     footprint: BaseGeometry | None = None  # resampled: where in its windows its valid pixels reach (data_polygon),
     # None where that is their whole box
+    coverage: np.ndarray | None = field(default=None, compare=False)  # on the tile grid: where in its finest window
+    # its valid pixels are, per cell (coverage_cells): what tells another datastrip's product of its acquisition from
+    # a reprocessing (ingest.passes.another_part); None for one resampled
 
     @property
     def scene_id(self) -> str:
@@ -273,6 +276,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     converted: dict[str, str] = {}
     valid = total = size = 0
     counts: dict[str, int] = {}  # valid pixels per band
+    cells: dict[str, _Counts] = {}  # per band: its counts, with where its valid pixels are (coverage_cells)
     for band in spec.bands:
         href = scene.assets[band.name]
         if files is None:  # placed before it is decoded, as the file is read
@@ -308,6 +312,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         valid += file.counts.valid
         total += geobox.shape[0] * geobox.shape[1]
         counts[band.name] = file.counts.valid
+        cells[band.name] = file.counts
     _check_blank_bands(scene, spec, counts)
     _check_distinct_files(scene, checksums, counts)
     if not off_grid:
@@ -333,8 +338,9 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     if warped and not (windows and _any_warped_valid(spec, tile, windows, paths, values, warped)):
         raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
+    coverage = None if off_grid else _coverage(spec, cells)
     return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths,
-                        stamps=stamps, footprint=footprint)
+                        stamps=stamps, footprint=footprint, coverage=coverage)
 
 
 def check_files(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = False, spool: str | None = None
@@ -489,16 +495,19 @@ class _Counts:
     nonpositive: int = 0  # values <= 0 of a band converted from linear power (nodata once converted)
     unknown: dict[int, int] = field(default_factory=dict)  # of a flag band: its values that are no flag, counted
     extents: np.ndarray | None = field(default=None, compare=False)  # where its rows' valid values are (valid_extents)
+    cells: np.ndarray | None = field(default=None, compare=False)  # where its valid values are (coverage_cells)
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
-    """Valid (and negative) values of the band, and where each row's valid values lie
-    (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go), read ``rows`` rows at a
-    time: every block is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at
-    once."""
+    """Valid (and negative) values of the band, where each row's valid values lie
+    (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and where they are by cells
+    (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block is decoded (a
+    truncated file fails here), and a whole 10980 px tile is never in memory at once."""
     valid = negative = nonpositive = 0
     unknown: dict[int, int] = {}
-    extents = []
+    extents, cells = [], []
+    side = _cell_side(ds.height, ds.width)
+    rows = max(1, rows // side) * side
     for r0 in range(0, ds.height, rows):
         raw = ds.read(1, window=RasterWindow(0, r0, ds.width, min(rows, ds.height - r0)))
         if vmap.to_db:
@@ -507,13 +516,48 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) 
         ok = valid_pixels(block, band)
         valid += int(np.count_nonzero(ok))
         extents.append(valid_extents(ok))
+        cells.append(coverage_cells(ok, side))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
         if band.is_flag:
             values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
-    return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None)
+    return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None,
+                   np.concatenate(cells) if cells else None)
+
+
+COVERAGE_CELLS = 128  # cells along a file's longer side in its coverage map: 86 px (860 m) on a 10980 px S2 tile
+SOME, FULL = 1, 2  # a cell of a coverage map holding some valid pixel, or valid pixels only (0: none)
+
+
+def _cell_side(height: int, width: int) -> int:
+    """The side in pixels of a coverage map's cells over a file of ``height`` x ``width`` (:data:`COVERAGE_CELLS`)."""
+    return max(1, -(-max(height, width) // COVERAGE_CELLS))
+
+
+def coverage_cells(ok: np.ndarray, side: int) -> np.ndarray:
+    """Where the valid pixels ``ok`` (bool, rows x columns) are, in cells of ``side`` x ``side`` px (those of the last
+    row and column smaller): per cell 0 (none valid), :data:`SOME` or :data:`FULL` (every pixel valid)."""
+    h, w = ok.shape
+    rows, cols = -(-h // side), -(-w // side)
+    padded = np.zeros((rows * side, cols * side), bool)
+    padded[:h, :w] = ok
+    some = padded.reshape(rows, side, cols, side).any(axis=(1, 3))
+    padded[h:, :] = padded[:, w:] = True  # beyond the file: no nodata of it
+    full = padded.reshape(rows, side, cols, side).all(axis=(1, 3))
+    return np.where(full, FULL, np.where(some, SOME, 0)).astype(np.uint8)
+
+
+def _coverage(spec: CubeSpec, counts: Mapping[str, _Counts]) -> np.ndarray | None:
+    """A scene's coverage map: its finest bands' (:func:`coverage_cells`), a cell full where each of them is full and
+    holding some valid pixel where one of them does. None if they differ in shape (files of other extents)."""
+    maps = [counts[b.name].cells for b in spec.bands_at(min(b.resolution for b in spec.bands))]
+    if any(m is None or m.shape != maps[0].shape for m in maps):
+        return None
+    full = np.logical_and.reduce([m == FULL for m in maps])
+    some = np.logical_or.reduce([m > 0 for m in maps])
+    return np.where(full, FULL, np.where(some, SOME, 0)).astype(np.uint8)
 
 
 def _check_flags(scene_id: str, band: BandSpec, counts: _Counts) -> None:
