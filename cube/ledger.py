@@ -125,8 +125,9 @@ class TileState:
 
 @dataclass(frozen=True, slots=True)
 class ScenePart:
-    """One slice of a pass mosaicked into a date (:mod:`ingest.passes`): its tile piece's scene id, the STAC item,
-    its time, and where its pixels came from (as :class:`SceneRecord` says it of a scene)."""
+    """One slice of a pass mosaicked into a date, or one product of a Sentinel-2 acquisition holding part of the tile
+    (:mod:`ingest.passes`): its tile piece's scene id, the STAC item (a slice's), its time, and where its pixels
+    came from (as :class:`SceneRecord` says it of a scene)."""
 
     scene_id: str
     item: str
@@ -164,7 +165,8 @@ class SceneRecord:
     converted from linear power to dB (``converted``) and how it was resampled onto the tile grid (``warped``:
     method, source CRS and transform; :mod:`ingest.warp`), both empty for a scene taken as it was; ``item``: the
     STAC item of no tile this scene is one tile's piece of (:mod:`ingest.split`), empty for an item of one tile;
-    ``parts``: every slice of a pass mosaicked into this date, in time order (:mod:`ingest.passes`; the first is
+    ``parts``: every slice of a pass mosaicked into this date, or every product of a Sentinel-2 acquisition each
+    holding part of the tile (a datastrip boundary crosses it), in time order (:mod:`ingest.passes`; the first is
     the scene itself), empty for a date of one scene; ``footprint``: of a resampled scene, the polygon in its window
     that its valid pixels can reach (:func:`ingest.warp.data_polygon`; of a pass, the union of its slices'), as
     :func:`footprint_record` writes it, None for a scene taken as it was and in records older than this field (its
@@ -182,7 +184,7 @@ class SceneRecord:
     converted: dict[str, str] = field(default_factory=dict)  # band -> why it was taken as linear power
     warped: dict[str, dict[str, Any]] = field(default_factory=dict)  # band -> resampling, crs, transform, scale
     item: str = ""  # the STAC item this scene is one tile's piece of (an item of no tile, split with warp)
-    parts: tuple[ScenePart, ...] = ()  # the slices of a pass mosaicked into this date (ingest.passes)
+    parts: tuple[ScenePart, ...] = ()  # the slices of a pass, products of a split tile, in this date (ingest.passes)
     footprint: dict[str, Any] | None = None  # GeoJSON-like, in the tile's CRS: where in its window it holds data
 
     @property

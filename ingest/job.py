@@ -52,7 +52,15 @@ from cube.tile_arrays import sized_view
 from cube.verify import lost_newest
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
-from ingest.passes import Product, committed_pass_dates, mosaic_passes, same_pass_product
+from ingest.passes import (
+    Product,
+    another_part,
+    committed_pass_dates,
+    covers,
+    mosaic_parts,
+    mosaic_passes,
+    same_pass_product,
+)
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.repair import Repair, plan_repair
 from ingest.sources import SourceScene, load_scenes, shown_href
@@ -86,7 +94,8 @@ class IngestResult:
     warped: tuple[str, ...] = ()  # scenes added resampled onto the tile grid (``warp``)
     outside: tuple[str, ...] = ()  # scenes left out, on none of the ``tiles`` asked for
     empty: tuple[str, ...] = ()  # pieces of split items left out: no valid pixel on their tile (ingest.split)
-    mosaicked: tuple[str, ...] = ()  # slices added into the date of an earlier slice of their pass (ingest.passes)
+    mosaicked: tuple[str, ...] = ()  # slices added into the date of an earlier slice of their pass, products into
+    # the date of another product of their acquisition holding another part of the tile (ingest.passes)
     late: tuple[str, ...] = ()  # slices added as dates of their own: their pass's date was committed before
     refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
@@ -141,7 +150,9 @@ class IngestResult:
             lines.append(f"  left out {len(self.empty)} tile piece(s) of split items with no data on their tile")
         if self.mosaicked:
             lines.append(f"  mosaicked {len(self.mosaicked)} slice piece(s) into the date of an earlier slice of "
-                         "their pass on the tile")
+                         "their pass on the tile" if cube_spec(self.collection).backscatter else
+                         f"  mosaicked {len(self.mosaicked)} product(s) into the date of another product of their "
+                         "acquisition, each holding another part of the tile (a datastrip boundary crosses it)")
         if self.late:
             lines.append(f"  added {len(self.late)} slice piece(s) as dates of their own: their pass's date on the "
                          "tile was committed by an earlier run, and committed dates never change")
@@ -199,14 +210,20 @@ def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceSc
 
 
 def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, checked: Mapping[str, CheckedScene],
-                         failed: Collection[str]) -> tuple[list[SourceScene], list[Rejection]]:
+                         failed: Collection[str]) -> tuple[list[SourceScene], list[Rejection], dict[str, str]]:
     """Of ``candidates`` (in time order, then by id), those to go in, and the duplicates of an acquisition: of the
     same tile and time, or, in a cube of per-tile products (Sentinel-2; backscatter slices of one pass may each name
     the tile), of the same tile and pass seconds apart (:func:`ingest.passes.same_pass_product`), or, once
     ``checked``, read from files of the same bytes on the tile (one product under two ids). A committed one is
     kept; of those offered, the first not ``failed`` (its files checked and refused): a broken product must not
-    keep a sound one of its acquisition out."""
+    keep a sound one of its acquisition out. In a cube of per-tile products, another product of an acquisition
+    chosen in this run that holds another part of the tile (a datastrip boundary crosses it) is a part of its date,
+    named in the third value (:func:`ingest.passes.another_part`): chosen, to be checked, while the date's products
+    checked so far leave some of their windows without data (:func:`ingest.passes.covers`), kept once checked if it
+    is a part, a duplicate otherwise."""
     chosen, rejected = [], []
+    parts: dict[str, list[CheckedScene]] = {}  # per date chosen in this run: its products checked so far
+    part_of: dict[str, str] = {}  # per product that is a part of another's date: that date's scene id
     seen = {(r.tile, r.time): r.scene_id for r in head.scenes.values()}
     files = {(r.tile, _same_bytes(p.checksums)): p.scene_id for r in head.scenes.values() for p in r.parts or (r,)}
     per_tile = not head.spec.backscatter
@@ -225,16 +242,33 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
                                                   f"it), and {kept}")
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
+        read = ""  # of a product checked for holding another part of the tile: why it is no such part
+        if other is not None and per_tile and other in times and other in checked:
+            date = parts.setdefault(other, [checked[other]])
+            if s.scene_id not in checked and not covers(date):  # it may hold the rest of the tile: read it
+                chosen.append(s)
+                continue
+            if s.scene_id in checked and another_part(checked[s.scene_id], date):
+                date.append(checked[s.scene_id])
+                part_of[s.scene_id] = other
+                files[bytes_] = s.scene_id  # a copy of it under another id and time is a copy of it
+                chosen.append(s)
+                continue
+            if s.scene_id in checked:
+                read = (f" (its valid pixels lie where those of scene {' and '.join(p.scene_id for p in date)} do, "
+                        "so it holds no other part of the tile, as another datastrip's product would)")
         if other is not None:
             when = head.scenes[other].time if other in head.scenes else times[other]
             at = s.time if when == s.time else f"{when}, on the pass this one was seen on at {s.time}"
             if other in head.scenes:
                 why = (f"tile {s.tile} already has the acquisition of {at} (scene {other}); committed dates never "
-                       "change (extractions rely on it): a reprocessed product goes into a new cube")
+                       "change (extractions rely on it): a reprocessed product goes into a new cube, and another "
+                       "datastrip's product of it, holding another part of the tile, goes into its date only when "
+                       "offered in the run that commits it")
             else:
                 why = (f"the acquisition of {at} on tile {s.tile} is read from scene {other}: of two products of one "
                        "acquisition in the source, the earliest that passes its checks is read (of one time, the one "
-                       "whose id sorts first), whatever their order in the source")
+                       f"whose id sorts first), whatever their order in the source{read}")
             err = DuplicateSceneError(s.scene_id, why)
             rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
             continue
@@ -245,18 +279,19 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
             products.setdefault(s.tile, []).append(Product.of(s.scene_id, s.time, s.platform, s.relative_orbit,
                                                               s.orbit_state))
         chosen.append(s)
-    return chosen, rejected
+    return chosen, rejected, part_of
 
 
 def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
                   spool: str | None, *, scheduler: Any, progress: bool
-                  ) -> tuple[list[CheckedScene | Rejection], list[Rejection]]:
+                  ) -> tuple[list[CheckedScene | Rejection], list[Rejection], dict[str, str]]:
     """Check the product of each acquisition :func:`_one_per_acquisition` chooses and, in the place of one refused,
-    the next: the outcomes of those chosen and of those refused, in the order of ``candidates``, and the
-    duplicates (a scene checked in one round may be another's duplicate in the next)."""
+    the next, and the products that may hold another part of a date's tile: the outcomes of those chosen and of
+    those refused, in the order of ``candidates``, the duplicates (a scene checked in one round may be another's
+    duplicate in the next) and, per product that is another part of a date, that date's scene id."""
     outcomes: dict[str, CheckedScene | Rejection] = {}
     while True:
-        chosen, twins = _one_per_acquisition(
+        chosen, twins, part_of = _one_per_acquisition(
             candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
             {i for i, r in outcomes.items() if isinstance(r, Rejection)})
         unchecked = [s for s in chosen if s.scene_id not in outcomes]
@@ -266,7 +301,7 @@ def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSp
         outcomes.update(_checked(unchecked, spec, options, spool, scheduler=scheduler, progress=progress, desc=desc))
     ids = {s.scene_id for s in chosen}
     return [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
-            and (s.scene_id in ids or isinstance(r, Rejection))], twins
+            and (s.scene_id in ids or isinstance(r, Rejection))], twins, part_of
 
 
 def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -551,10 +586,11 @@ def ingest(
         redone = {p.scene_id for c in [*again.values(), *(d.scene for w in fix.cold_writes for d in w.dates)]
                   for p in c.slices}
         skipped = [i for i in skipped if i not in redone]
-        results, twins = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
-                                       progress=progress)
+        results, twins, part_of = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
+                                                progress=progress)
         rejected += twins
-        checked = mosaic_passes([r for r in results if isinstance(r, CheckedScene)])  # a pass's slices: one date
+        # an acquisition's products each holding part of the tile, a pass's slices: one date
+        checked = mosaic_passes(mosaic_parts([r for r in results if isinstance(r, CheckedScene)], part_of))
         late = committed_pass_dates(head, [p.scene for c in checked for p in c.slices])
         for piece, date in late.items():
             log.warning("scene %s: a slice of the pass whose date %s on its tile was committed before; committed "

@@ -14,6 +14,16 @@ Only slices offered in the same run are mosaicked: a committed date never change
 updates rely on it), so a slice arriving after its pass's date on the tile was committed goes in as a date of
 its own, and :func:`committed_pass_dates` names the date it would have joined, for the run to say so.
 
+A Sentinel-2 acquisition on a tile may come as two (or more) products too, each holding part of the tile (a
+datastrip boundary crosses it: Earth Search's ``..._0_L2A`` / ``..._1_L2A`` items, seconds apart), each file the
+whole tile with nodata where the other holds data. Their windows are the same (the whole tile), so what tells
+them from a reprocessed product is where their valid pixels are (:attr:`CheckedScene.coverage`): a product
+whose fully valid cells barely meet those of the products of its date so far (:func:`another_part`) is another
+part of it, mosaicked into its date as a pass's slices are (:func:`mosaic_parts`); one holding data where they
+do is a duplicate. A product is read for that only while the date's products leave some of their windows
+without data (:func:`covers`): a reprocessing of a product covering its tile is a duplicate unread. As for
+slices, only the products of one run: a part arriving after its date was committed is a duplicate.
+
 Pure: no files, no store.
 """
 
@@ -25,13 +35,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import shapely
 
 from cardcube.grid import TileGrid
 from cardcube.spec import PASS_GAP_S
 from cube.ledger import CubeVersion, data_area
 from ingest.sources import SourceScene
-from ingest.validate import CheckedScene
+from ingest.validate import FULL, CheckedScene
 from ingest.warp import Window
 
 
@@ -109,6 +120,57 @@ def mosaic(parts: Sequence[CheckedScene]) -> CheckedScene:
 def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:
     """``scenes`` with the slices of each pass on each tile mosaicked into one date (:func:`mosaic`)."""
     return [group[0] if len(group) == 1 else mosaic(group) for group in group_passes(scenes)]
+
+
+COVERED = 0.95  # a date's share of coverage cells holding data, from which it covers its windows: no other part
+SHARED = 0.10  # the most of the fewer valid cells two parts of one date may both hold in full (their boundary's none)
+
+
+def coverage(parts: Sequence[CheckedScene]) -> np.ndarray | None:
+    """Where the valid pixels of ``parts`` (products of one date, on the same windows) are, together: each cell as
+    the most of it any holds (:attr:`CheckedScene.coverage`; full in one, full); None if one has no map (resampled)
+    or they differ in shape."""
+    maps = [p.coverage for p in parts]
+    if any(m is None or m.shape != maps[0].shape for m in maps):
+        return None
+    return np.maximum.reduce(maps)
+
+
+def covers(parts: Sequence[CheckedScene]) -> bool:
+    """Whether ``parts`` (a date's products so far) hold data in nearly all their windows (:data:`COVERED` of the
+    coverage cells), so that no other product of the acquisition can add to it; True where that cannot be told (a
+    product resampled): another product of it is then a duplicate, as before."""
+    union = coverage(parts)
+    return union is None or float(np.count_nonzero(union)) >= COVERED * union.size
+
+
+def another_part(scene: CheckedScene, parts: Sequence[CheckedScene]) -> bool:
+    """Whether ``scene``, a product of the acquisition of the date of ``parts`` (its products so far, the first the
+    date's), holds another part of the tile: on the same windows, with valid pixels in full in few of the cells where
+    theirs are in full (fewer than :data:`SHARED` of the valid cells of the smaller of the two; along the boundary
+    between two datastrips, a cell holds some of each, full in neither). A reprocessed product holds data where they
+    do: a duplicate."""
+    union = coverage(parts)
+    if scene.coverage is None or union is None or scene.coverage.shape != union.shape or any(
+            p.windows != scene.windows for p in parts):
+        return False
+    shared = np.count_nonzero((scene.coverage == FULL) & (union == FULL))
+    smaller = min(np.count_nonzero(scene.coverage), np.count_nonzero(union))
+    return bool(smaller) and shared < SHARED * smaller
+
+
+def mosaic_parts(scenes: Sequence[CheckedScene], part_of: Mapping[str, str]) -> list[CheckedScene]:
+    """``scenes`` with the products that are parts of another's date (``part_of``: the date's scene id, per part)
+    mosaicked into it (:func:`mosaic`: first valid wins, in time order), in the order of the dates' products."""
+    groups: dict[str, list[CheckedScene]] = {}
+    for c in scenes:
+        groups.setdefault(part_of.get(c.scene_id, c.scene_id), []).append(c)
+    dates = []
+    for date, group in groups.items():
+        group.sort(key=lambda c: (c.scene.time, c.scene_id))
+        assert group[0].scene_id == date, (date, [c.scene_id for c in group])
+        dates.append(group[0] if len(group) == 1 else mosaic(group))
+    return dates
 
 
 @dataclass(frozen=True, slots=True)

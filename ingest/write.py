@@ -1,13 +1,14 @@
 """Executing one shard write: gather the dates' pixels, write one whole shard per band.
 
-Each task covers exactly one shard region, so no two tasks ever touch the same stored object, and each writes
-whole shards, which zarr need not read first (:class:`_WholeShards`). Pixels come from the source COGs (windowed
-reads of a local file, or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto
-the shard's piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from
-the slices of a pass, :mod:`ingest.passes`, from each slice in time order, where the earlier left nodata) or,
-when compacting, from committed hot-buffer slots, each shard checked against its block's manifest first
-(:mod:`cube.manifest`). A repair writes a lost or damaged shard of a committed cold block again
-(:func:`rewrite_shard`; :func:`rebuild_shards` for a block whose manifest is lost, :mod:`ingest.repair`).
+Each task covers exactly one shard region, so no two tasks ever touch the same stored object, and each writes whole
+shards, which zarr need not read first (:class:`_WholeShards`). Pixels come from the source COGs (windowed reads of
+a local file, or of the checked copy of a remote one in the spool, :mod:`ingest.spool`; resampled onto the shard's
+piece of the tile grid for a scene ingested with ``warp``, :mod:`ingest.warp`; a date mosaicked from the slices of a
+pass or the products of a Sentinel-2 acquisition each holding part of the tile, :mod:`ingest.passes`, from each in
+time order, where the earlier left nodata) or, when compacting, from committed hot-buffer slots, each shard checked
+against its block's manifest first (:mod:`cube.manifest`). A repair writes a lost or damaged shard of a committed
+cold block again (:func:`rewrite_shard`; :func:`rebuild_shards` for a block whose manifest is lost,
+:mod:`ingest.repair`).
 """
 
 from __future__ import annotations
