@@ -215,7 +215,8 @@ class CheckedFile:
 
 
 def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False,
-               check_grid: Callable[[GeoBox], object] | None = None, spool: str | None = None) -> CheckedFile:
+               check_grid: Callable[[GeoBox], object] | None = None, spool: str | None = None,
+               coverage: bool = False) -> CheckedFile:
     """Read ``band``'s file of ``scene`` whole (one at a time in memory), hash it, check its layers, dtype and CRS
     and count its valid values; raise a :class:`SceneError` subclass naming the problem. ``check_grid``: run on
     the file's grid before its values are decoded (a scene's placement on its tile: a file off it is rejected
@@ -243,7 +244,7 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
                 check_grid(geobox)
             why = linear_power_reason(scene, band, linear_power=linear_power)
             vmap = value_map(scene, band, _file_nodata(scene, band, ds), to_db=why is not None)
-            counts = _count(ds, band, vmap)
+            counts = _count(ds, band, vmap, coverage=coverage)
     except SceneError:
         raise
     except (RasterioError, OSError, ValueError) as exc:
@@ -277,10 +278,12 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     valid = total = size = 0
     counts: dict[str, int] = {}  # valid pixels per band
     cells: dict[str, _Counts] = {}  # per band: its counts, with where its valid pixels are (coverage_cells)
+    # a coverage map of the finest bands of a cube of per-tile products (Sentinel-2): 0.16 s of numpy a 10980 px band
+    finest = -1 if spec.backscatter else min(b.resolution for b in spec.bands)
     for band in spec.bands:
         href = scene.assets[band.name]
         if files is None:  # placed before it is decoded, as the file is read
-            file = check_file(scene, band, linear_power=linear_power, spool=spool,
+            file = check_file(scene, band, linear_power=linear_power, spool=spool, coverage=band.resolution == finest,
                               check_grid=lambda g, b=band, h=href: _place_or_warp(tile, b, g, h, sid, warp=warp))
         else:
             file = files[band.name]
@@ -498,11 +501,12 @@ class _Counts:
     cells: np.ndarray | None = field(default=None, compare=False)  # where its valid values are (coverage_cells)
 
 
-def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) -> _Counts:
+def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, *, coverage: bool = False
+           ) -> _Counts:
     """Valid (and negative) values of the band, where each row's valid values lie
-    (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and where they are by cells
-    (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block is decoded (a
-    truncated file fails here), and a whole 10980 px tile is never in memory at once."""
+    (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and, if ``coverage``, where
+    they are by cells (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block
+    is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
     valid = negative = nonpositive = 0
     unknown: dict[int, int] = {}
     extents, cells = [], []
@@ -516,7 +520,8 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024) 
         ok = valid_pixels(block, band)
         valid += int(np.count_nonzero(ok))
         extents.append(valid_extents(ok))
-        cells.append(coverage_cells(ok, side))
+        if coverage:
+            cells.append(coverage_cells(ok, side))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
         if band.is_flag:
