@@ -465,15 +465,25 @@ def _check_distinct_files(scene: SourceScene, checksums: Mapping[str, str], vali
                                                     "the same bytes: one file given for two bands?")
 
 
+ZEROS_DB = 0.01  # the most of a dB band's values that may be exactly 0 dB (a measurement of a power of exactly 1)
+
+
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:
     """Backscatter must end up in dB: a band taken as linear power must hold positive values, and a band
-    taken as dB (or converted) must be mostly negative, as land backscatter in dB is."""
+    taken as dB (or converted) must be mostly negative, as land backscatter in dB is, and hardly ever exactly 0 dB
+    (:data:`ZEROS_DB`): many such values are a nodata border of 0 the file does not declare, which would go in as
+    measurements."""
     if band.units != "dB":
         return
     if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
         share = counts.nonpositive / (counts.valid + counts.nonpositive)
         raise SceneContentError(scene_id, f"band {band.name} is taken as linear power ({linear_why}), but {share:.0%} "
                                           f"of its values are <= 0, which power never is: is it in dB already?")
+    if counts.zeros > ZEROS_DB * counts.valid:
+        raise SceneContentError(scene_id, f"band {band.name} holds {counts.zeros / counts.valid:.0%} values of exactly "
+                                          "0 dB, which backscatter hardly ever is: a nodata border written as 0 and "
+                                          "not declared? Say its nodata (the GeoTIFF's nodata tag, or its STAC "
+                                          "asset's raster:bands nodata 0)")
     if counts.valid and counts.negative < counts.valid / 2:
         said = "" if linear_why is None else f" even after converting it from linear power ({linear_why})"
         hint = "" if linear_why is not None else (
@@ -499,6 +509,7 @@ class _Counts:
     unknown: dict[int, int] = field(default_factory=dict)  # of a flag band: its values that are no flag, counted
     extents: np.ndarray | None = field(default=None, compare=False)  # where its rows' valid values are (valid_extents)
     cells: np.ndarray | None = field(default=None, compare=False)  # where its valid values are (coverage_cells)
+    zeros: int = 0  # of a band in dB: its values of exactly 0 dB (a nodata border written as 0, not declared)
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, *, coverage: bool = False
@@ -507,7 +518,7 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
     (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and, if ``coverage``, where
     they are by cells (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block
     is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
-    valid = negative = nonpositive = 0
+    valid = negative = nonpositive = zeros = 0
     unknown: dict[int, int] = {}
     extents, cells = [], []
     side = _cell_side(ds.height, ds.width)
@@ -524,12 +535,13 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
             cells.append(coverage_cells(ok, side))
         if band.units == "dB":
             negative += int(np.count_nonzero(block[ok] < 0))
+            zeros += int(np.count_nonzero(block[ok] == 0))
         if band.is_flag:
             values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
     return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None,
-                   np.concatenate(cells) if cells else None)
+                   np.concatenate(cells) if cells else None, zeros)
 
 
 COVERAGE_CELLS = 128  # cells along a file's longer side in its coverage map: 86 px (860 m) on a 10980 px S2 tile

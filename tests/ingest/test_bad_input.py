@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -565,6 +567,44 @@ def test_a_scene_whose_files_lie_off_its_item_geometry_on_its_tile_is_rejected(t
         assert not result.added and rejection.kind == "SceneGridError", rejection
         assert "and its item's geometry (" in rejection.reason and "do not cover the same ground" in rejection.reason
         assert not read_version(open_store(tmp_path / f"cube-{warp}"), "s1").tiles
+
+
+def test_backscatter_with_an_undeclared_nodata_border_of_0_db_is_rejected(tiny_region, tmp_path):
+    """A dB file whose border is 0.0 with no nodata said (neither its GeoTIFF tag nor its item): the border went in
+    as measurements of 0 dB (10 % of the pixels here), passing the "mostly negative" check. Said as nodata 0 by its
+    item, it goes in with those pixels as nodata."""
+    import rasterio
+
+    def zero_border(band: str, path: Path) -> None:
+        with rasterio.open(path) as src:
+            profile, arr = src.profile, src.read(1)
+        arr = np.where(np.isnan(arr), 0, arr)
+        arr[:, :20] = 0
+        profile.update(driver="GTiff", nodata=None)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr, 1)
+
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    bordered = broken_copy(tiny_region.items, src, "S1-ZERO-BORDER", zero_border)
+    for asset in bordered["assets"].values():
+        for described in asset.get("raster:bands", []):
+            described.pop("nodata", None)
+    result = ingest(write_items(tiny_region.items, [bordered], "zeros.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert not result.added and rejection.kind == "SceneContentError"
+    assert "band VH holds 10% values of exactly 0 dB" in rejection.reason or \
+        "band VV holds 10% values of exactly 0 dB" in rejection.reason
+    assert "Say its nodata" in rejection.reason
+    for asset in bordered["assets"].values():
+        asset["raster:bands"] = [{**(asset.get("raster:bands") or [{}])[0], "nodata": 0}]
+    result = ingest(write_items(tiny_region.items, [bordered], "said.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-ZERO-BORDER",)
+    vv = open_cube(tmp_path / "cube", "s1", bands=["VV"]).VV.isel(time=0)
+    with rasterio.open(asset_path(tiny_region.items, bordered, "VV")) as f:
+        left = f.bounds.left
+    assert np.isnan(vv.sel(x=slice(left, left + 200)).values).all()  # the 20 px border: nodata, not 0 dB
 
 
 def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tiny_region, tmp_path):
