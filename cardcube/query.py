@@ -129,6 +129,11 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
         return None, None
     if isinstance(time, date | np.datetime64):  # one date or instant: that period
         time = (time, time)
+    if isinstance(time, int | float) and not isinstance(time, bool):
+        raise InvalidRequestError(f"time {time!r} is a number, not a date: give it as text, e.g. '{time}' (a year), "
+                                  "'2024-05' or '2024-05-01/2024-06-30'")
+    if isinstance(time, str) and not time.strip():  # an empty shell variable: every date, as if none were given
+        raise InvalidRequestError("time '' is empty: give a date, a month or a range start/end (none: every date)")
     if isinstance(time, str):
         start, sep, end = time.partition("/")
         if not sep:

@@ -91,6 +91,15 @@ def test_what_is_not_a_time_range_is_a_clear_error(time):
         parse_time_range(time)
 
 
+@pytest.mark.parametrize(("time", "said"), [("", "time '' is empty"), ("  ", "time '' is empty"),
+                                            (2024, "time 2024 is a number, not a date: give it as text, e.g. '2024'"),
+                                            (2024.5, "time 2024.5 is a number")])
+def test_an_empty_time_or_a_number_is_said_so(time, said):
+    """``--time ""`` (an empty shell variable) read every date without a word; ``time=2024`` was "not a range"."""
+    with pytest.raises(InvalidRequestError, match=said):
+        parse_time_range(time)
+
+
 def test_query_geometry_forms():
     assert query_geometry(None, None, None, default_crs="EPSG:4326") is None
     a = query_geometry((1, 2, 3, 4), None, None, default_crs="EPSG:32631")
