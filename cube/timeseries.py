@@ -412,7 +412,8 @@ def parcel_timeseries(
     indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
-    ``frame.attrs`` hold ``cube_version`` and ``parcel_status`` (one record per parcel: ok / outside /
+    ``frame.attrs`` hold ``cube_version``, the ``bands`` and ``stats`` read (as resolved: ``b04,B04`` is B04 once;
+    no bands, every band) and ``parcel_status`` (one record per parcel: ok / outside /
     too_small with the reason; plain dicts, so the frame still writes to Parquet). ``time`` selects the dates
     of a Dataset too; none within it gives an empty frame and a :class:`NoAcquisitionWarning` naming the dates
     there are. A single parcel that
@@ -480,7 +481,7 @@ def parcel_timeseries(
     frame = frame.reset_index(drop=True)
     frame["cube_version"] = version_no
     frame.attrs.update(cube_version=version_no, collection=collection,  # mask: what flag_parcels needs to know
-                       mask=None if mask is None else [int(c) for c in mask],
+                       mask=None if mask is None else [int(c) for c in mask], bands=list(bands), stats=list(stats),
                        parcel_status=status_frame.to_dict("records"))
     return frame
 

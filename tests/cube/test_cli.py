@@ -25,7 +25,7 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
     ids = list(parcels.parcel_id.iloc[10:12])
     out = tmp_path / "stats.parquet"
     code = main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids,
-                 "--bands", "B04,NDVI", "--stats", "count, mean,p10", "--out", str(out)])
+                 "--bands", "b04,NDVI,B04", "--stats", "count, MEAN,p10,mean", "--out", str(out)])
     assert code == 0 and "from cube version 1" in capsys.readouterr().out
     written = pd.read_parquet(out)
     assert "p10" in written.columns and "median" not in written.columns
@@ -35,7 +35,8 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
                                   check_categorical=False, check_dtype=False)
     assert pq.read_schema(out).field("time").type == pa.timestamp("us")  # Spark reads no TIMESTAMP(NANOS)
     record = json.loads((tmp_path / "stats.parquet.json").read_text())  # what a CSV cannot carry, beside it
-    assert record["cube_version"] == 1 and record["collection"] == "s2" and record["bands"] == "B04,NDVI"
+    assert record["cube_version"] == 1 and record["collection"] == "s2" and record["bands"] == ["B04", "NDVI"]
+    assert record["stats"] == ["count", "mean", "p10"]  # as read, not as typed ("count, MEAN,p10,mean")
     assert [p["parcel_id"] for p in record["parcels"]] == ids and {p["status"] for p in record["parcels"]} == {"ok"}
 
 
