@@ -341,6 +341,8 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
     if frame.empty:  # "no parcels given", later, named no file
         raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
+    if id_column not in frame.columns and (ids := _feature_ids(path, len(frame))) is not None:
+        frame[id_column] = ids
     if id_column not in frame.columns:
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
@@ -353,6 +355,25 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
                               f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
                               f"read the file with geopandas and .set_crs)")
     return frame
+
+
+def _feature_ids(path: str, count: int) -> list[Any] | None:
+    """The ids of the ``count`` features of the GeoJSON file at ``path`` (RFC 7946's Feature ``id``, as a
+    FeatureCollection given in Python or posted uses them), if every feature has one; None for another format.
+    GDAL takes integer ids for its feature ids, which a read leaves out: the file had "no 'parcel_id' column"."""
+    import json
+
+    if path.endswith(".parquet") or pyogrio.read_info(path).get("driver") != "GeoJSON":
+        return None
+    try:
+        with open(path, "rb") as f:
+            features = json.load(f).get("features")
+    except (OSError, ValueError, AttributeError):  # GeoJSON sequences, a bare Feature: no ids to take
+        return None
+    if not isinstance(features, list) or len(features) != count:
+        return None
+    ids = [f.get("id") if isinstance(f, dict) else None for f in features]
+    return None if any(i is None for i in ids) else ids
 
 
 def _clean_id(value: Any) -> Hashable:

@@ -341,3 +341,26 @@ def test_a_parcel_file_without_a_crs_is_named(register: gpd.GeoDataFrame, tmp_pa
             read_parcels(path)
     register.to_file(tmp_path / "with.gpkg")
     assert read_parcels(tmp_path / "with.gpkg").crs == register.crs
+
+
+def test_a_geojson_file_of_feature_ids_is_read_by_them(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A GeoJSON file whose Features carry integer ids (RFC 7946) had "no 'parcel_id' column": GDAL takes such ids
+    for its feature ids, which a read leaves out. They are the parcels' ids, as for the same FeatureCollection given
+    in Python or posted; a file whose features lack some id is still refused, naming the column."""
+    import json
+
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    collection = json.loads(register[["geometry"]].iloc[:3].to_crs(4326).to_json())
+    for i, feature in enumerate(collection["features"]):
+        feature["id"], feature["properties"] = 100 + i, {}
+    path = tmp_path / "ids.geojson"
+    path.write_text(json.dumps(collection))
+    for column in ("parcel_id", "id"):
+        assert read_parcels(path, id_column=column)[column].tolist() == [100, 101, 102]
+    assert as_parcels(read_parcels(path)).ids == as_parcels(collection).ids == (100, 101, 102)
+    del collection["features"][1]["id"]
+    path.write_text(json.dumps(collection))
+    with pytest.raises(ParcelFileError, match=r"has no 'parcel_id' column"):
+        read_parcels(path)
