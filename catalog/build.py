@@ -40,6 +40,7 @@ from catalog.sources import CARDCUBE, ESA, LICENSE, Processing, SourceInfo, sour
 from cube.layout import ZARR_NAME, resolution_group
 from cube.ledger import Acquisition, CubeVersion, data_footprint
 
+CATALOG_ID = "cardcube"  # the root catalog's id: what tells a cube's catalog.json from another's
 VERSION_FIELD = "cardcube:version"
 # the datacube version whose variables have nodata and data_type (pystac declares v2.2.0, which has neither)
 DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"
@@ -318,7 +319,7 @@ def cube_collection_id(spec: CubeSpec) -> str:
 def build_root(*, title: str = "cardcube", description: str | None = None) -> pystac.Catalog:
     """The root catalog of a cube root (children are added by the writer)."""
     return pystac.Catalog(
-        id="cardcube", title=title,
+        id=CATALOG_ID, title=title,
         description=description or "Sentinel-1/2 CARD scenes reorganised into time-first Zarr v3 cubes per MGRS "
         "tile, for EU Common Agricultural Policy checks by monitoring.",
         catalog_type=pystac.CatalogType.SELF_CONTAINED,

@@ -33,10 +33,13 @@ from cardcube.storage import (
     list_children,
     local_file,
     open_store,
+    read_json,
     refuse_file,
     store_url,
 )
 from catalog import write_catalog
+from catalog.build import CATALOG_ID
+from catalog.keys import SOURCES_DIR
 from cube import layout
 from cube.ledger import (
     CubeVersion,
@@ -456,6 +459,15 @@ def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, 
                 sized_view(arr, stop)[start:stop] = vals
 
 
+def _cube_catalog(store: Store) -> bool:
+    """Whether the root ``catalog.json`` is a cube's (:func:`catalog.build.build_catalog`'s id), not the user's."""
+    try:
+        doc = read_json(store, layout.ROOT_KEY)
+    except CorruptDocumentError:
+        return False
+    return isinstance(doc, dict) and doc.get("id") == CATALOG_ID
+
+
 def _refuse_others_files(store: Store, collection: str) -> None:
     """A cube no collection of which has a version yet is made in a new or empty location, or in one a run that
     died before its first commit left (the cube's ``zarr.json`` and collection folders): refused where other files
@@ -463,8 +475,11 @@ def _refuse_others_files(store: Store, collection: str) -> None:
     the cube: its static STAC catalog was overwritten without a word)."""
     if any(committed_versions(store, other) for other in CUBE_SPECS if other != collection):
         return
+    names = list_children(store, "")
     own = {"zarr.json", *CUBE_SPECS}
-    if others := [name for name in list_children(store, "") if name not in own and not name.startswith(".")]:
+    if layout.ROOT_KEY in names and _cube_catalog(store):  # of a cube wiped (its collections' folders removed)
+        own |= {layout.ROOT_KEY, SOURCES_DIR}
+    if others := [name for name in names if name not in own and not name.startswith(".")]:
         listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
         raise InvalidRequestError(f"{store_url(store)} holds {listed} but no cube: give --cube (Python: cube=) a new "
                                   "or empty folder or prefix, so that nothing of yours is overwritten (a cube "

@@ -542,6 +542,21 @@ def test_a_new_cube_in_a_folder_of_other_files_is_refused(tiny_region, tmp_path)
     assert ingest(items, cube, collection="s1", chunks=CHUNKS, progress=False).version == 1
 
 
+def test_a_cube_wiped_and_built_again_at_its_place_is_no_folder_of_other_files(tiny_region, tmp_path):
+    """``rm -r CUBE/s2`` (a pipeline run again from scratch) leaves the cube's own catalog.json and sources/ at its
+    root: they were taken for the user's files, and the new cube refused. A catalog of another's still is."""
+    first = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-2-l2a")[:1], "wiped.json")
+    cube = tmp_path / "cube"
+    assert ingest(first, cube, chunks=CHUNKS, progress=False).version == 1
+    shutil.rmtree(cube / "s2")
+    assert {"catalog.json", "sources"} <= {p.name for p in cube.iterdir()}
+    assert ingest(first, cube, chunks=CHUNKS, progress=False).version == 1
+    shutil.rmtree(cube / "s2")
+    (cube / "catalog.json").write_text('{"type": "Catalog", "id": "mine"}')
+    with pytest.raises(InvalidRequestError, match=r"holds catalog\.json, sources but no cube"):
+        ingest(first, cube, chunks=CHUNKS, progress=False)
+
+
 def test_with_warp_a_band_labelled_with_another_crs_is_rejected_not_nodata(tiny_region, tmp_path):
     """--warp resamples each band on its own: a scene with one band file labelled EPSG:32632 (the others on the
     tile) went in with that band all nodata over the union of the footprints (a window 15 times the scene's)."""
