@@ -430,25 +430,22 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
 
 def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:
     """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass one of them has within it is
-    selected on each of them, at that tile's own time (:func:`pass_key`, within :data:`PASS_GAP`), as
-    :func:`pass_times` makes it one date of the mosaic. A pass's tiles carry their own sensing times, seconds
-    apart: a time series' time of a mosaic date (its earliest) selected that date on one tile alone, and the other
-    tile's pixels of it came out as masked. ``time`` itself where it selects every pass whole already."""
+    selected on each of them, at that tile's own time: the dates :func:`pass_times` makes one date of the mosaic
+    with one selected (:func:`_joined`, as it groups them: no other date of a tile holding two of one pass, a pass
+    chained over tiles whole). A pass's tiles carry their own sensing times, seconds apart: a time series' time of
+    a mosaic date (its earliest) selected that date on one tile alone, and the other tile's pixels of it came out as
+    masked. ``time`` itself where it selects every pass whole already."""
     if (isinstance(time, tuple) and time == (None, None)) or len(tiles) < 2:
         return time
-    held = {tile: _time_order(version.tiles[tile], time)[0] for tile in tiles}
-    asked: dict[tuple, list[np.datetime64]] = {}
-    for a in itertools.chain(*held.values()):
-        asked.setdefault(pass_key(a), []).append(a.datetime64)
-    kept, added = {a.datetime64 for a in itertools.chain(*held.values())}, False
-    for tile in tiles:
-        mine = {a.datetime64 for a in held[tile]}
-        for a in version.tiles[tile].acquisitions:
-            near = asked.get(pass_key(a), ())
-            if a.datetime64 not in mine and any(abs(a.datetime64 - t) <= PASS_GAP for t in near):
-                kept.add(a.datetime64)
-                added = True
-    return frozenset(kept) if added else time
+    acqs = [version.tiles[tile].acquisitions for tile in tiles]
+    times = [np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs]
+    joined = _joined(times, [[pass_key(a) for a in tile] for tile in acqs])  # each date's mosaic date
+    picked = [in_time_selection(t, time) for t in times]
+    asked = {first for j, p in zip(joined, picked, strict=True) for first in j[p].tolist()}
+    kept = {t for ts, j in zip(times, joined, strict=True) for t, first in zip(ts.tolist(), j.tolist(), strict=True)
+            if first in asked}
+    held = {t for ts, p in zip(times, picked, strict=True) for t in ts[p].tolist()}
+    return time if kept == held else frozenset(np.datetime64(t, "ns") for t in kept)
 
 
 def tile_dates(state: TileState, time: TimeSelection = None) -> list[Acquisition]:

@@ -307,6 +307,30 @@ def test_the_time_a_mosaic_date_is_given_selects_that_date_whole(tiny_straddle_r
             np.testing.assert_array_equal(ds["B04"].values[0], whole["B04"].sel(time=when).values)
 
 
+def test_a_time_selects_the_mosaic_date_it_names_as_pass_times_groups_it():
+    """31UGU holds two dates of one pass (a slice that came after its pass's date was committed: a date of its own,
+    25 s later), 31UFU the pass 5 s after 31UGU's first: time= the first mosaic date also read the late slice's, a
+    date not asked for (not on 31UGU alone). A pass chained over three tiles, the last beyond PASS_GAP of the
+    first, is one date of the mosaic: the third tile's part of it was left out."""
+    from cardcube.query import parse_time_selection
+    from cardcube.spec import cube_spec
+    from cube.dataset import pass_selection
+    from cube.ledger import Acquisition, CubeVersion, TileState
+
+    def version(tiles: dict[str, list[str]]) -> CubeVersion:
+        return CubeVersion("s1", 1, cube_spec("s1"), {tile: TileState(tile, tuple(
+            Acquisition(f"2024-05-02T{t}Z", f"{tile}-{t}", "sentinel-1a", 88, "ascending") for t in times))
+            for tile, times in tiles.items()}, {})
+
+    def selected(v: CubeVersion, tiles: list[str]) -> list[str]:
+        sel = pass_selection(v, tiles, parse_time_selection(frozenset({"2024-05-02T05:50:00Z"})))
+        return sorted(f"{t}"[11:19] for t in sel)
+    late = version({"31UFU": ["05:50:05"], "31UGU": ["05:50:00", "05:50:25"]})
+    assert selected(late, ["31UFU", "31UGU"]) == ["05:50:00", "05:50:05"]
+    chained = version({"31UFU": ["05:50:00"], "31UGU": ["05:51:40"], "31UFT": ["05:53:20"]})
+    assert selected(chained, ["31UFU", "31UGU", "31UFT"]) == ["05:50:00", "05:51:40", "05:53:20"]
+
+
 def test_a_cube_opened_without_an_area_holds_every_tile_s_data(straddle_cube, tiny_straddle_region):
     """No bbox: where any tile holds data, not the first tile's footprint alone (31UFU ends inside the region)."""
     minx, miny, maxx, maxy = tiny_straddle_region.bbox
