@@ -122,7 +122,9 @@ def mosaic_passes(scenes: Sequence[CheckedScene]) -> list[CheckedScene]:
     return [group[0] if len(group) == 1 else mosaic(group) for group in group_passes(scenes)]
 
 
-COVERED = 0.95  # a date's share of coverage cells holding data, from which it covers its windows: no other part
+COVERED = 1.0  # a date's share of coverage cells holding data, from which it covers its windows: no other part
+# (every cell: at 0.95 a part holding up to 5% of the tile, a datastrip boundary near its corner, went unread as a
+# duplicate, its pixels lost for that date for good; a reprocessing of a product with nodata is read, at worst)
 SHARED = 0.10  # the most of the fewer valid cells two parts of one date may both hold in full (their boundary's none)
 
 
@@ -137,7 +139,7 @@ def coverage(parts: Sequence[CheckedScene]) -> np.ndarray | None:
 
 
 def covers(parts: Sequence[CheckedScene]) -> bool:
-    """Whether ``parts`` (a date's products so far) hold data in nearly all their windows (:data:`COVERED` of the
+    """Whether ``parts`` (a date's products so far) hold data in all their windows (:data:`COVERED` of the
     coverage cells), so that no other product of the acquisition can add to it; True where that cannot be told (a
     product resampled): another product of it is then a duplicate, as before."""
     union = coverage(parts)

@@ -117,6 +117,20 @@ def test_products_each_holding_part_of_the_tile_go_in_as_one_date_holding_them_a
     assert both  # the strips two parts hold: the earlier product's pixels won there
 
 
+def test_a_part_holding_a_corner_of_the_tile_goes_into_its_date(tiny_region, tmp_path):
+    """A datastrip boundary near the tile's corner: the first product holds some 97% of the tile, the other the
+    rest. The first was taken as covering its tile (95% of its cells), the other a duplicate unread: its pixels
+    were lost for that date for good."""
+    big, small = _parts(tiny_region, "corner", (0.9,))
+    a, nodata, bounds = _read(tiny_region, big, "B04")
+    b, _, _ = _read(tiny_region, small, "B04")
+    assert 0 < ((a == nodata) & (b != nodata)).mean() < 0.05  # the set-up
+    cube = tmp_path / "cube"
+    result = ingest(write_items(tiny_region.items, [big, small], "corner.json"), cube, chunks=CHUNKS, progress=False)
+    assert result.added == (big["id"],) and result.mosaicked == (small["id"],) and not result.rejected
+    np.testing.assert_array_equal(_date(cube, big["id"], "B04", 10, bounds), np.where(a != nodata, a, b))
+
+
 def test_a_reprocessed_product_of_a_product_covering_its_tile_is_a_duplicate_its_files_unread(tiny_region, tmp_path,
                                                                                              reads):
     """The common case costs nothing: a product holding data all over its tile leaves no other part to read."""
