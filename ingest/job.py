@@ -476,7 +476,7 @@ def _refuse_others_files(store: Store, collection: str) -> None:
     if any(committed_versions(store, other) for other in CUBE_SPECS if other != collection):
         return
     names = list_children(store, "")
-    own = {"zarr.json", *CUBE_SPECS}
+    own = {"zarr.json", *CUBE_SPECS, "lost+found"}  # and a file system's own, of a volume mounted for the cube
     if layout.ROOT_KEY in names and _cube_catalog(store):  # of a cube wiped (its collections' folders removed)
         own |= {layout.ROOT_KEY, SOURCES_DIR}
     if others := [name for name in names if name not in own and not name.startswith(".")]:

@@ -551,6 +551,9 @@ def test_a_cube_wiped_and_built_again_at_its_place_is_no_folder_of_other_files(t
     shutil.rmtree(cube / "s2")
     assert {"catalog.json", "sources"} <= {p.name for p in cube.iterdir()}
     assert ingest(first, cube, chunks=CHUNKS, progress=False).version == 1
+    volume = tmp_path / "volume"  # a disk mounted for the cube: its file system's lost+found at the top
+    (volume / "lost+found").mkdir(parents=True)
+    assert ingest(first, volume, chunks=CHUNKS, progress=False).version == 1
     shutil.rmtree(cube / "s2")
     (cube / "catalog.json").write_text('{"type": "Catalog", "id": "mine"}')
     with pytest.raises(InvalidRequestError, match=r"holds catalog\.json, sources but no cube"):
