@@ -65,6 +65,11 @@ def test_a_run_with_other_parameters_is_told_the_earlier_runs_options():
                                                   r"\(no --time\) \(Python: buffer=-5\.0, all_touched=False, "
                                                   r"mask=None, time=None\)$"):
         check_manifest(out, other, version, time="2024-05", update=False, cube=out)
+    out = MemoryStore()  # a time given in Python as a pair (recorded as its text) has no --time of that text
+    pair = {**first, "time": str(("2024-05-01", "2024-06-01"))}
+    check_manifest(out, pair, version, time=None, update=False, cube=out)
+    with pytest.raises(InvalidRequestError, match=r"as that run was: time=\('2024-05-01', '2024-06-01'\) \(Python"):
+        check_manifest(out, first, version, time=None, update=False, cube=out)
 
 
 def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
