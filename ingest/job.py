@@ -59,6 +59,7 @@ from ingest.passes import (
     Product,
     another_part,
     committed_pass_dates,
+    coverage,
     covers,
     mosaic_parts,
     mosaic_passes,
@@ -257,7 +258,7 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
                 files[bytes_] = s.scene_id  # a copy of it under another id and time is a copy of it
                 chosen.append(s)
                 continue
-            if s.scene_id in checked:
+            if s.scene_id in checked and coverage([checked[s.scene_id], *date]) is not None:  # compared
                 read = (f" (its valid pixels lie where those of scene {' and '.join(p.scene_id for p in date)} do, "
                         "so it holds no other part of the tile, as another datastrip's product would)")
         if other is not None:
