@@ -23,7 +23,7 @@ from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.reference import reference_stats
-from tests.ingest.scene_edits import asset_path, items_of, write_items
+from tests.ingest.scene_edits import asset_path, items_of, later_on_tile, write_items
 
 
 @pytest.fixture(scope="module")
@@ -246,23 +246,28 @@ def test_a_chip_no_tile_holds_whole_is_a_mosaic_of_the_tiles(straddle_cube, tiny
     assert c.data["SCL"].dtype == np.uint8 and (c.data["SCL"].values[0] != 0).sum() == np.isfinite(got).sum()
 
 
+def _passes_seconds_apart(region, source: str, days: int, seconds: float, cube) -> list[dict]:
+    """The ``source`` collection's scenes of the region's first ``days`` days, 31UGU's ``seconds`` after 31UFU's,
+    ingested into ``cube``: the features ingested."""
+    every = items_of(region.items, source)
+    first = sorted({f["properties"]["datetime"][:10] for f in every})[:days]
+    features = [f for f in every if f["properties"]["datetime"][:10] in first]
+    later_on_tile(features, "31UGU", seconds)
+    ingest(write_items(region.items, features, f"{source}-{seconds}s-apart.json"), cube,
+           collection="s1" if source.startswith("sentinel-1") else "s2", chunks=ChunkLayout.parse(TEST_CHUNKS),
+           progress=False)
+    return features
+
+
 def test_one_pass_seconds_apart_on_two_tiles_is_one_date_of_a_mosaic(straddle_cube, tiny_straddle_region, tmp_path):
     """Real Sentinel-2 granules of one datatake carry their own sensing times, seconds apart from tile to tile. A
     read across the tile edge shows each pass once, at its earliest time, with the same pixels as when the two
     tiles' times agree; not two half-empty dates seconds apart."""
-    import datetime as dt
 
     # the first 6 passes (a time block and a half of the tests' chunks), each on both tiles
-    every = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-    passes = sorted({f["properties"]["datetime"][:10] for f in every})[:6]
-    features = [f for f in every if f["properties"]["datetime"][:10] in passes]
+    features = _passes_seconds_apart(tiny_straddle_region, "sentinel-2-l2a", 6, 4, tmp_path)
+    passes = sorted({f["properties"]["datetime"][:10] for f in features})
     assert len(features) == 12
-    for f in features:
-        if f["properties"]["grid:code"].endswith("31UGU"):
-            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
-            f["properties"]["datetime"] = (t + dt.timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
-    shifted = write_items(tiny_straddle_region.items, features, "items-seconds-apart.json")
-    ingest(shifted, tmp_path, collection="s2", chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
     west, edge = TileGrid.from_id("31UGU").ulx - 1000, TileGrid.from_id("31UFU").geobox(10).boundingbox.right
     _, miny, _, maxy = tiny_straddle_region.bbox
     area = (west, miny, edge + 200, maxy)
@@ -282,17 +287,8 @@ def test_the_time_a_mosaic_date_is_given_selects_that_date_whole(tiny_straddle_r
     """31UGU's products of each pass 4 s after 31UFU's: the strip (no tile holds it) has each pass as one date, at
     31UFU's time. Asked again with that time (time=, as a time series gives it), the date was 31UFU's alone: the
     strip's pixels of 31UGU came out masked, its statistics those of a part. Now the pass is read whole."""
-    import datetime as dt
 
-    every = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
-    passes = sorted({f["properties"]["datetime"][:10] for f in every})[:3]
-    features = [f for f in every if f["properties"]["datetime"][:10] in passes]
-    for f in features:
-        if f["properties"]["grid:code"].endswith("31UGU"):
-            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
-            f["properties"]["datetime"] = (t + dt.timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
-    ingest(write_items(tiny_straddle_region.items, features, "items-4s-apart.json"), tmp_path, collection="s2",
-           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    _passes_seconds_apart(tiny_straddle_region, "sentinel-2-l2a", 3, 4, tmp_path)
     _, strip = _with_strip(tiny_straddle_region)
     series = parcel_timeseries(tmp_path, strip, bands=["B04"], mask=None)
     assert series.attrs["parcel_status"][0]["tile"] == "31UFU+31UGU" and len(series) == 3  # the set-up
@@ -356,17 +352,8 @@ def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_til
     parcel near 31UFU's east edge has its series from one tile, its 128 px chip from the other, and the chip
     refused each pass time of the series ("no acquisition of tile 31UGU ... within the time range"). It is that
     pass's chip from the chip's tile, at that tile's own time, as a date of that time gives it."""
-    import datetime as dt
 
-    features = items_of(tiny_straddle_region.items, "sentinel-1-card-bs")
-    first = sorted({f["properties"]["datetime"][:10] for f in features})[:2]
-    features = [f for f in features if f["properties"]["datetime"][:10] in first]
-    for f in features:
-        if f["properties"]["grid:code"].endswith("31UGU"):
-            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
-            f["properties"]["datetime"] = (t + dt.timedelta(seconds=20)).isoformat().replace("+00:00", "Z")
-    ingest(write_items(tiny_straddle_region.items, features, "s1-seconds-apart.json"), tmp_path, collection="s1",
-           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    _passes_seconds_apart(tiny_straddle_region, "sentinel-1-card-bs", 2, 20, tmp_path)
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
     x = parcels.to_crs(32631).geometry.centroid.x
     edge = TileGrid.from_id("31UFU").geobox(10).boundingbox.right

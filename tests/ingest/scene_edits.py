@@ -57,6 +57,17 @@ def swap_assets(feature: dict, a: str, b: str) -> dict:
     return dict(feature, assets=assets)
 
 
+def later_on_tile(features: list[dict], tile: str, seconds: float) -> None:
+    """Shift the acquisition time of ``features`` of ``tile`` by ``seconds``, in place: a pass whose products on two
+    tiles carry sensing times seconds apart, as real granules and slices do."""
+    import datetime as dt
+
+    for f in features:
+        if f["properties"]["grid:code"].endswith(tile):
+            t = dt.datetime.fromisoformat(f["properties"]["datetime"].replace("Z", "+00:00"))
+            f["properties"]["datetime"] = (t + dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
 def without_href(feature: dict, band: str) -> dict:
     """``feature`` with band ``band``'s asset href empty: an asset whose file was never filled in."""
     return dict(feature, assets=dict(feature["assets"], **{band: dict(feature["assets"][band], href="")}))
