@@ -153,10 +153,10 @@ class IngestResult:
         if self.empty:
             lines.append(f"  left out {len(self.empty)} tile piece(s) of split items with no data on their tile")
         if self.mosaicked:
-            lines.append(f"  mosaicked {len(self.mosaicked)} slice piece(s) into the date of an earlier slice of "
-                         "their pass on the tile" if cube_spec(self.collection).backscatter else
-                         f"  mosaicked {len(self.mosaicked)} product(s) into the date of another product of their "
-                         "acquisition, each holding another part of the tile (a datastrip boundary crosses it)")
+            what = ("slice piece(s) into the date of an earlier slice of their pass on the tile"
+                    if cube_spec(self.collection).backscatter else "product(s) into the date of another product of "
+                    "their acquisition, each holding another part of the tile (a datastrip boundary crosses it)")
+            lines.append(f"  mosaicked {len(self.mosaicked)} {what}")
         if self.late:
             lines.append(f"  added {len(self.late)} slice piece(s) as dates of their own: their pass's date on the "
                          "tile was committed by an earlier run, and committed dates never change")
