@@ -417,7 +417,7 @@ def _place(tile: TileGrid, band: BandSpec, geobox: GeoBox, href: str, scene_id: 
     CRS first, then its pixel size, then :meth:`TileGrid.window`)."""
     tile.check_crs(geobox, scene_id=scene_id)
     if abs(geobox.affine.a - band.resolution) > 1e-9:
-        name = shown_href(href).rsplit("/", 1)[-1]
+        name = _file_name(href)
         raise SceneGridError(scene_id, f"band {band.name} ({name}) has {geobox.affine.a:g} m "
                                        f"pixels, expected {band.resolution} m")
     return tile.window(geobox, scene_id=scene_id)
@@ -428,6 +428,11 @@ def _with_warp_hint(exc: SceneGridError) -> SceneGridError:
     return SceneGridError(exc.scene_id, f"{exc.reason} (to resample it onto the tile grid: {WARP_OPTION})")
 
 
+def _file_name(href: str) -> str:
+    """The name of the file at ``href`` for a reason (a signed URL's signature left out: the ledger keeps it)."""
+    return shown_href(href).rsplit("/", 1)[-1]
+
+
 def _check_description(scene: SourceScene, band: BandSpec, href: str, description: str | None) -> None:
     """A file whose band description (its GDAL/GeoTIFF band name) is another band of the cube is that band's: an
     item whose assets point at each other's files (swapped in a hand-made catalog) would put red in B08 and NIR in
@@ -435,7 +440,7 @@ def _check_description(scene: SourceScene, band: BandSpec, href: str, descriptio
     said = (description or "").strip().upper()
     other = next((name for name in scene.assets if name.upper() == said and name != band.name), None)
     if other is not None:
-        name = shown_href(href).rsplit("/", 1)[-1]
+        name = _file_name(href)
         raise SceneContentError(scene.scene_id, f"band {band.name}'s file ({name}) says it is band "
                                                 f"{other} (its band description): are the item's assets swapped?")
 
@@ -447,7 +452,7 @@ def _check_blank_bands(scene: SourceScene, spec: CubeSpec, valid: Mapping[str, i
     for band in spec.bands:
         others = [b.name for b in spec.bands_at(band.resolution) if valid[b.name]]
         if not valid[band.name] and others:
-            name = shown_href(scene.assets[band.name]).rsplit("/", 1)[-1]
+            name = _file_name(scene.assets[band.name])
             raise SceneContentError(scene.scene_id, f"band {band.name} ({name}) is nodata at every pixel, where the "
                                                     f"other {band.resolution} m bands hold data ({', '.join(others)}): "
                                                     "a broken file? fix it and offer the scene again")
@@ -460,7 +465,7 @@ def _check_distinct_files(scene: SourceScene, checksums: Mapping[str, str], vali
     for band, checksum in checksums.items():
         other = first.setdefault(checksum, band)
         if other != band and valid[band]:
-            names = {b: shown_href(scene.assets[b]).rsplit("/", 1)[-1] for b in (other, band)}
+            names = {b: _file_name(scene.assets[b]) for b in (other, band)}
             raise SceneContentError(scene.scene_id, f"bands {other} ({names[other]}) and {band} ({names[band]}) are "
                                                     "the same bytes: one file given for two bands?")
 
