@@ -384,12 +384,13 @@ def enclosing_cube(store: Store) -> str:
 
 
 def _no_cube_hint(store: Store) -> str:
-    """What a location holding no cube is instead, for the error: a local file, or a place inside a cube
-    (:func:`enclosing_cube`); else ""."""
+    """What a location holding no cube is instead, for the error: a place inside a cube (:func:`enclosing_cube`:
+    a collection's document, a tile's), or a local file; else ""."""
+    if inside := enclosing_cube(store):
+        return inside
     path = local_file(store, "")
-    if path is not None and path.is_file():
-        return "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix"
-    return enclosing_cube(store)
+    return "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix" if (
+        path is not None and path.is_file()) else ""
 
 
 def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
