@@ -485,12 +485,12 @@ def _flag(args: argparse.Namespace) -> int:
                                   f"{', '.join(map(str, parcels.columns))}")
     declared = declarations(parcels.set_index(args.id_column)[args.crop_column])
     grassland = code_list(args.grassland, known=declared.unique())
-    if not grassland:
-        print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         flags = flag_files(args.timeseries, declared, s1=args.s1, grassland=grassland, rules=rules,
                            storage_options=options, geometries=parcels.set_index(args.id_column).geometry)
+    if not grassland:  # once the flags are made: not a line before an error about the statistics
+        print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
     inputs = {name: describe_statistics(path, storage_options=options) if path else None
