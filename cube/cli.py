@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write an image chip around a parcel (id from --parcels) or a lon/lat point: "
                        "one PNG per date (or a contact sheet of the season) with the parcel outline.")
     _common(c)
-    c.add_argument("id", nargs="?", help="parcel id from --parcels")
+    c.add_argument("id", nargs="*", help="parcel id from --parcels (one: the chips of one parcel)")
     c.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"),
                    help="a lon/lat point: with --parcels the chip of the parcel containing it, else a chip centred on "
                    "it (a cross marks it)")
@@ -361,7 +361,11 @@ def _chip(args: argparse.Namespace) -> int:
     if args.sheet:  # panels drawn at SHEET_SCALE unless told; the sheet's own size is checked before drawing
         scale = args.scale if args.scale is not None else min(scale, SHEET_SCALE)
     check_chip_size(args.size) if args.geotiff else check_image_size(args.size, scale)  # before reading
-    where, registry = _target(args, [args.id] if args.id else [])
+    if len(args.id) > 1:  # argparse said "unrecognized arguments" under the top-level usage
+        raise InvalidRequestError(f"chip writes the chips of one parcel, {len(args.id)} ids given "
+                                  f"({', '.join(args.id[:3])}{', ...' if len(args.id) > 3 else ''}): run it once "
+                                  f"per parcel")
+    where, registry = _target(args, args.id)
     store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
     version = read_version(store, args.collection, args.as_of)
     if args.sheet:

@@ -94,6 +94,15 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert (tmp_path / "sheet" / f"{pid}_s2_B04-B03-B02_season.png").exists()
 
 
+def test_chip_cli_given_two_ids_says_it_writes_one_parcel_s(tiny_cube, tiny_region, tmp_path, capsys):
+    """It printed the top-level usage and "unrecognized arguments" (the second id)."""
+    a, b = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20:22]
+    assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), a, b, "--out",
+                 str(tmp_path / "c")]) == 2
+    assert f"chip writes the chips of one parcel, 2 ids given ({a}, {b}): run it once per parcel" in \
+        capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
 def test_a_sheet_too_large_is_refused_before_anything_is_read(tiny_cube, tiny_region, tmp_path, capsys):
     """`chip --sheet --size 1024` read and decoded every date (8 s, 2 GB on the demo) before it was refused; the
     dates the version holds tell the sheet's least size first, as the REST service does. Shown on a copy of the
