@@ -138,11 +138,12 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     rewritten.
     """
     store = open_store(store)
-    if not force and catalog_is_current(store, version):
+    if force:  # a rebuild: of any version but one older than the catalog's
+        published = _published(store, version.collection)
+        if published is not None and published[0] > version.version and _ledgers(store, published, version):
+            return  # never rolled back
+    elif catalog_is_current(store, version):
         return
-    published = _published(store, version.collection)
-    if force and published is not None and published[0] > version.version and _ledgers(store, published, version):
-        return  # never rolled back
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
     build_catalog(version, io=io, others=_published_children(io) if force else _existing_children(io)).save(io)
