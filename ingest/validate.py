@@ -539,8 +539,9 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
         if coverage:
             cells.append(coverage_cells(ok, side))
         if band.units == "dB":
-            negative += int(np.count_nonzero(block[ok] < 0))
-            zeros += int(np.count_nonzero(block[ok] == 0))
+            values = block[ok]  # a copy: once, for both counts
+            negative += int(np.count_nonzero(values < 0))
+            zeros += int(np.count_nonzero(values == 0))
         if band.is_flag:
             values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
