@@ -85,12 +85,13 @@ def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
     demo (another seed or size), whose cube would keep the other region's scenes while the steps read this one's
     parcels."""
     from cardcube.errors import InvalidRequestError
+    from cardcube.storage import listed_names
 
     mark = out / "demo.json"
     if out.exists() and not out.is_dir():
         raise InvalidRequestError(f"--out {out} is a file: give the demo a folder of its own (made if missing)")
     if out.exists() and not mark.exists() and (held := sorted(p.name for p in out.iterdir())):
-        listed = ", ".join(held[:4]) + (" ..." if len(held) > 4 else "")
+        listed = listed_names(held, most=4)
         raise InvalidRequestError(f"{out} holds {listed} but no demo (demo.json): give --out a new or empty folder, "
                                   "so that nothing of yours is deleted or overwritten")
     if fresh and mark.exists():

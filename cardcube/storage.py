@@ -377,9 +377,9 @@ def write_bytes(store: Store, key: str, data: bytes) -> None:
         sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
 
-def _some(keys: Sequence[str]) -> str:
-    """The first two of ``keys``, for a message about them all."""
-    return ", ".join(keys[:2]) + (" ..." if len(keys) > 2 else "")
+def listed_names(names: Sequence[str], *, most: int) -> str:
+    """The first ``most`` of ``names`` (keys, a location's children), for a message about them all."""
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
@@ -390,7 +390,7 @@ def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
         await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(data)) for key, data in objects.items()))
 
     if objects:
-        with _failures(f"write {_some(list(objects))} to", store):
+        with _failures(f"write {listed_names(list(objects), most=2)} to", store):
             sync(_set_all())
 
 
@@ -707,7 +707,7 @@ def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
 
     if not keys:
         return []
-    with _failures(f"read {_some(keys)} from", store):
+    with _failures(f"read {listed_names(keys, most=2)} from", store):
         bufs = sync(_get_all())
     return [parse_json(store, key, None if buf is None else buf.to_bytes())
             for key, buf in zip(keys, bufs, strict=True)]

@@ -44,6 +44,7 @@ from cardcube.storage import (
     StoreLike,
     list_children,
     list_keys,
+    listed_names,
     open_store,
     read_bytes,
     read_json,
@@ -202,7 +203,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
             raise InvalidRequestError(f"{store_url(out)} is an object, not a prefix: give --out a new or empty "
                                       "prefix (a folder)")
         elif others:  # parcels.parquet would overwrite a parcel file of the same name
-            listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+            listed = listed_names(others, most=4)
             raise InvalidRequestError(f"{store_url(out)} holds {listed} but no extraction ({MANIFEST}): extract into "
                                       f"a new or empty --out, so that nothing of yours is overwritten")
     if old is None:

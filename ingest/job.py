@@ -31,6 +31,7 @@ from cardcube.storage import (
     CountingStore,
     StoreLike,
     list_children,
+    listed_names,
     local_file,
     open_store,
     read_json,
@@ -481,7 +482,7 @@ def _refuse_others_files(store: Store, collection: str) -> None:
     if layout.ROOT_KEY in names and _cube_catalog(store):  # of a cube wiped (its collections' folders removed)
         own |= {layout.ROOT_KEY, SOURCES_DIR}
     if others := [name for name in names if name not in own and not name.startswith(".")]:
-        listed = ", ".join(others[:4]) + (" ..." if len(others) > 4 else "")
+        listed = listed_names(others, most=4)
         raise InvalidRequestError(f"{store_url(store)} holds {listed} but no cube: give --cube (Python: cube=) a new "
                                   "or empty folder or prefix, so that nothing of yours is overwritten (a cube "
                                   "writes its catalog.json and zarr.json there)")
