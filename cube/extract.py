@@ -112,7 +112,7 @@ from cube.extraction_files import (
 )
 from cube.indices import bands_for, check_bands, stored_bands
 from cube.ledger import CubeVersion, read_version
-from cube.membership import DEFAULT_BUFFER, check_buffer
+from cube.membership import DEFAULT_BUFFER, PIXEL_RULE, check_buffer
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
@@ -545,7 +545,7 @@ def extract(
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": None if time is None else str(time), "histogram": histogram, "block": block,
-        "time_block": time_block, "tile_rule": TILE_RULE, "run": new_run(),
+        "time_block": time_block, "tile_rule": TILE_RULE, "pixel_rule": PIXEL_RULE, "run": new_run(),
     }
     kept: dict[Any, str] = {}  # notes of parcels kept on their earlier tile (_earlier_tiles)
     held = holds_extraction(out, out_storage_options)

@@ -269,14 +269,19 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "run")  # see check_manifest
-                  and _differs(k, old.get(k), manifest[k])]
+    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run")
+                  and _differs(k, old.get(k), manifest[k])]  # the rules: see check_manifest and below
     if mismatched:
         shown = [k for k in mismatched if k not in ("cube", "parcels")]
         options = " ".join(_as_option(k, old.get(k)) for k in shown)
         then = ", ".join(f"{k}={old.get(k)!r}" for k in shown)
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out"
                                   + (f", or run it as that run was: {options} (Python: {then})" if shown else ""))
+    if old.get("pixel_rule", 1) != manifest.get("pixel_rule", 1):  # 1: before extractions recorded it
+        raise InvalidRequestError(f"{where} by a cardcube whose pixel rule differs (rule {old.get('pixel_rule', 1)}, "
+                                  f"now {manifest.get('pixel_rule')}: a pixel centre on a parcel's buffered outline "
+                                  "was the parcel's on some sides only), so a parcel's earlier rows and this run's "
+                                  "could count other pixels; write to a new --out")
 
 
 def _as_option(key: str, value: Any) -> str:

@@ -5,6 +5,12 @@ parcel when its centre lies inside the parcel polygon, after an inward buffer th
 pixels (field margins, hedges, neighbouring crops) out of the statistics. ``all_touched=True`` takes
 every pixel the polygon touches instead (useful for drawing, never for statistics).
 
+A centre exactly on an inward-buffered outline belongs to the parcel, on every side: with the default half-pixel
+buffer that is a pixel wholly inside a field whose edges are pixel edges (a register drawn on the 10 m grid).
+GDAL alone would keep such centres on three sides of a square field and drop them on the fourth (90 of a
+10 x 10 pixel field's 100). Without a buffer GDAL's own rule stands: it gives a centre on the common edge of
+two parcels to one of them.
+
 All functions are pure: a shapely geometry in the CRS of an ``odc.geo.GeoBox`` in, numpy arrays out.
 Buffer distances are in the units of that CRS, i.e. metres on the UTM tile grids.
 """
@@ -25,8 +31,11 @@ from cardcube.errors import InvalidRequestError
 
 DEFAULT_BUFFER = -5.0  # metres; half a 10 m pixel inwards
 MAX_BUFFER = 100.0  # metres a parcel may be grown or shrunk by (a field's edge is a few metres)
+ON_OUTLINE = 1e-6  # metres an inward buffer is eased by, so that a pixel centre on the outline is inside
+PIXEL_RULE = 2  # one more whenever which pixels a parcel holds changes (label layers and extractions record it)
 
-__all__ = ["DEFAULT_BUFFER", "MAX_BUFFER", "buffered", "check_buffer", "label_pixels", "parcel_pixels", "window_for"]
+__all__ = ["DEFAULT_BUFFER", "MAX_BUFFER", "PIXEL_RULE", "buffered", "check_buffer", "label_pixels", "parcel_pixels",
+           "window_for"]
 
 
 def check_buffer(buffer: float) -> float:
@@ -54,10 +63,11 @@ def _check_grid(geobox: GeoBox, buffer: float) -> None:
 
 
 def buffered(geometry: BaseGeometry | None, buffer: float) -> BaseGeometry | None:
-    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``); None if nothing remains."""
+    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``, less :data:`ON_OUTLINE`); None if nothing
+    remains."""
     if geometry is None or geometry.is_empty:
         return None
-    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer)
+    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer + ON_OUTLINE if buffer < 0 else buffer)
     return None if out.is_empty else out
 
 

@@ -10,8 +10,8 @@ in" has the same answer for every date and band, so it is answered once per tile
     <root>/_parcels/<tile>/<digest>/used.json      when a run last found the layer stored and read it
 
 ``digest`` hashes the tile, the parcels (ids and geometry, in the tile CRS) and the pixel rule (buffer,
-all_touched), so a layer is reused exactly when it would come out the same. Labels follow
-:func:`cube.membership.label_pixels`, i.e. the pixel rule of :func:`cube.timeseries.parcel_timeseries`.
+all_touched, :data:`cube.membership.PIXEL_RULE`), so a layer is reused exactly when it would come out the same.
+Labels follow :func:`cube.membership.label_pixels`, i.e. the pixel rule of :func:`cube.timeseries.parcel_timeseries`.
 The raster is built block by block (parallel, bounded memory), each block rasterising only the parcels
 that meet it; the index records each parcel's pixel count and pixel bounding box (end-exclusive), which
 extraction uses to give every parcel one home block, and whether the parcel shares pixels with another one.
@@ -73,7 +73,7 @@ from cardcube.storage import (
 )
 from catalog.build import parse_time
 from cube.layout import PARCELS_DIR
-from cube.membership import buffered, label_pixels, shared_pixels
+from cube.membership import PIXEL_RULE, buffered, label_pixels, shared_pixels
 from cube.parcels import ParcelSet
 
 LAYER_RESOLUTION = 10
@@ -102,7 +102,7 @@ def parcels_digest(parcels: ParcelSet) -> str:
 
 def layer_digest(tile: str, parcels: ParcelSet, *, buffer: float, all_touched: bool) -> str:
     """A short hash of everything the label raster depends on."""
-    key = json.dumps([LAYER_FORMAT, tile, buffer, all_touched, parcels_digest(parcels)])
+    key = json.dumps([LAYER_FORMAT, PIXEL_RULE, tile, buffer, all_touched, parcels_digest(parcels)])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

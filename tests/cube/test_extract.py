@@ -225,7 +225,7 @@ def test_a_parcel_on_the_edge_of_the_data_says_how_much_of_it_lies_outside(cube,
         assert status.loc["edge", "reason"].startswith("50% of the parcel lies outside the cube's data")
         assert status.loc[two.parcel_id[0], "reason"] == ""
     counts = frame[frame.parcel_id == "edge"]["count"]
-    assert 0 < counts.max() <= 10 * 9  # values from the inner half only (95 x 90 m after the 5 m buffer)
+    assert 0 < counts.max() <= 10 * 10  # the inner half only: its 10 x 10 pixels (its edges lie on pixel edges)
 
 
 def test_a_parcel_larger_than_a_block_is_a_unit_of_its_own_read_in_shorter_runs(cube, parcels, tmp_path):

@@ -91,6 +91,24 @@ def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_ne
     assert read_manifest(out)["updated_from"] == [1]
 
 
+def test_an_extraction_made_under_another_pixel_rule_is_not_updated():
+    """Its parcels with pixel centres on their buffered outline had one side's border pixels left out (rule 1, not
+    recorded): an update would count them for the new dates alone."""
+    from cube.membership import PIXEL_RULE
+
+    out, now = MemoryStore(), {**PARAMETERS, "pixel_rule": PIXEL_RULE}
+    check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
+    finish_manifest(out, _version(1, ["S2A_1"]), time=None, status={"ok": 1})
+    newer = _version(2, ["S2A_1", "S2A_2"])
+    with pytest.raises(InvalidRequestError, match=rf"pixel rule differs \(rule 1, now {PIXEL_RULE}: .* write to a "
+                                                  r"new --out$"):
+        check_manifest(out, now, newer, time=None, update=True, cube=out)
+    out = MemoryStore()
+    check_manifest(out, now, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
+    finish_manifest(out, _version(1, ["S2A_1"]), time=None, status={"ok": 1})
+    assert check_manifest(out, now, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
+
+
 @pytest.mark.parametrize("document", [[1, 2], {"name": "a web app"}])
 def test_a_manifest_of_no_extraction_is_named_so(document):
     """A folder holding another tool's manifest.json, given as --out: a JSON list failed with an AttributeError, an

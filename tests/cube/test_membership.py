@@ -64,6 +64,23 @@ def test_centre_rule_matches_shapely(geobox: GeoBox, buffer: float) -> None:
         np.testing.assert_array_equal(mask, ref)
 
 
+def test_a_field_on_pixel_edges_keeps_every_pixel_wholly_inside_it(geobox: GeoBox) -> None:
+    """Edges on the 10 m grid put the buffered outline through pixel centres: every side alike, the pixels wholly
+    inside the field kept (GDAL alone kept three sides' and dropped the fourth's: 90 of 100)."""
+    xs, ys = centres(geobox)
+    x, y = X0 + 60, Y0 - 50  # pixel edges: col 6, row 5
+    fields = [box(x, y - 100, x + 100, y), box(x + 100, y - 100, x + 220, y)]  # 10 x 10 px, 12 x 10 px beside it
+    labels = label_pixels(fields, geobox)
+    for i, field in enumerate(fields):
+        mask = parcel_pixels(field, geobox)
+        np.testing.assert_array_equal(mask, shapely.intersects_xy(field.buffer(-5.0), xs, ys))
+        np.testing.assert_array_equal(mask, shapely.covers(field, pixel_boxes(geobox)))
+        np.testing.assert_array_equal(labels == i, mask)
+    assert [int((labels == i).sum()) for i in range(2)] == [100, 120]
+    # A hair inside the grid the border pixels are no longer wholly in the field.
+    assert parcel_pixels(box(x + 0.01, y - 99.99, x + 99.99, y - 0.01), geobox).sum() == 64
+
+
 def test_inward_buffer_keeps_pixel_centres_away_from_the_border(geobox: GeoBox) -> None:
     xs, ys = centres(geobox)
     for poly in polygons(geobox, seed=2):
