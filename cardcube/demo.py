@@ -104,6 +104,19 @@ def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cardcube.errors import InvalidRequestError
+
+    out = Path(args.out)
+    _claim(out, {"seed": args.seed, "tiny": args.tiny}, fresh=args.fresh)
+    try:
+        return _tour(out, args)
+    except InvalidRequestError as exc:  # what an earlier run left there (an extraction an older cardcube made)
+        raise InvalidRequestError(f"{exc}\n  ({out} is the demo's own folder: `cardcube demo --fresh` starts it "
+                                  "over)") from None
+
+
+def _tour(out: Path, args: argparse.Namespace) -> int:
+    """The demo's seven steps in ``out``."""
     import geopandas as gpd
     import pandas as pd
 
@@ -120,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     from ingest.expire import expire
     from ingest.job import ingest
 
-    out = Path(args.out)
-    _claim(out, {"seed": args.seed, "tiny": args.tiny}, fresh=args.fresh)
     started = time.perf_counter()
     config = SynthConfig.tiny(seed=args.seed) if args.tiny else SynthConfig.demo(seed=args.seed)
 

@@ -46,6 +46,12 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     other = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--seed", "7", "--out", str(out)],
                            capture_output=True, text=True, timeout=600, cwd=REPO)
     assert other.returncode == 2 and "pass --fresh to replace it" in other.stderr  # not mixed into seed 42's cube
+    manifest = out / "extract" / "manifest.json"  # as a cardcube of another pixel rule left it
+    manifest.write_text(manifest.read_text().replace('"pixel_rule": ', '"pixel_rule": 1, "was": '))
+    older = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert older.returncode == 2 and "pixel rule differs" in older.stderr, older.stderr[-3000:]
+    assert f"({out} is the demo's own folder: `cardcube demo --fresh` starts it over)" in older.stderr
 
 
 def test_a_folder_that_holds_no_demo_is_neither_deleted_nor_written_into(tmp_path, capsys):
