@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from cardcube.errors import InvalidRequestError
 
@@ -48,7 +45,10 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
     if radar is not None:
         radar_band = _band_of(radar, radar_band, "mean", "radar")
     parcels = list(dict.fromkeys(optical.parcel_id))
-    fig, axes = plt.subplots(len(parcels), 1, figsize=(9, 2.6 * len(parcels)), sharex=True, squeeze=False)
+    # a Figure of its own, not pyplot's: drawing a file needs no backend, and choosing one (matplotlib.use("Agg") on
+    # import) took a notebook's inline plots away for the rest of its session
+    fig = Figure(figsize=(9, 2.6 * len(parcels)))
+    axes = fig.subplots(len(parcels), 1, sharex=True, squeeze=False)
     for ax, pid in zip(axes[:, 0], parcels, strict=True):
         rows = optical[(optical.parcel_id == pid) & (optical.band == band)]
         valid = rows["count"] / (rows["count"] + rows["masked"]).clip(lower=1)
@@ -75,4 +75,3 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -3,6 +3,11 @@ limits of its panel."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,7 +54,13 @@ def test_values_beyond_the_usual_range_are_drawn_not_cut_off(tmp_path, monkeypat
                           "orbit_state": ["ascending", "descending"] * 4,
                           "mean": [-12.0, -2.0, -33.5, -11.0, -12.0, -10.0, -11.0, -9.0]})
     figures = []
-    monkeypatch.setattr(plots.plt, "close", figures.append)
+
+    class Kept(plots.Figure):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(plots, "Figure", Kept)
     plots.plot_timeseries(optical, tmp_path / "ts.png", radar=radar, radar_band="VV")
     assert (tmp_path / "ts.png").stat().st_size > 0
     (fig,) = figures
@@ -59,3 +70,23 @@ def test_values_beyond_the_usual_range_are_drawn_not_cut_off(tmp_path, monkeypat
     np.testing.assert_allclose(dry_radar.get_ylim(), (-30.0, -5.0))
     assert wet_radar.get_ylabel() == "VV (dB)" and [line.get_label() for line in wet_radar.lines] == [
         "S1 VV ascending", "S1 VV descending"]
+
+
+def test_drawing_leaves_the_notebook_backend_alone(tmp_path) -> None:
+    """Importing cube.plots and drawing a file keep the backend the session chose (a notebook's inline one): the
+    module chose Agg for the whole process on import, and a notebook's figures were no longer shown after it."""
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+import pandas as pd
+from cube.plots import plot_timeseries
+times = pd.date_range("2024-05-01", periods=3, freq="5D")
+plot_timeseries(pd.DataFrame({{"parcel_id": "A", "time": times, "band": "NDVI", "count": 9, "masked": 0,
+                               "median": [0.2, 0.5, 0.7]}}), {str(tmp_path / "ts.png")!r})
+print(matplotlib.get_backend())
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "svg"
+    assert (tmp_path / "ts.png").stat().st_size > 0
