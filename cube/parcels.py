@@ -280,8 +280,9 @@ def _build(
         raise ParcelError(rejected[0][0], f"{rejected[0][1]}; none of the {len(ids)} parcels is a polygon")
     if src.is_geographic:
         check_lonlat(tuple(shapely.total_bounds(np.asarray(fixed, dtype=object))), src.to_string(),
-                     what="parcel coordinates", advice="say their CRS (a GeoDataFrame's own; src_crs= in Python; "
-                     "crs= in a REST request, e.g. crs=EPSG:32631)")
+                     what="parcel coordinates", advice="say their CRS (a GeoDataFrame's own; a shapely geometry's "
+                     "as geopandas.GeoSeries([geometry], crs=...), which parcel_timeseries and chip take, or "
+                     "as_parcels(..., src_crs=...); crs= in a REST request, e.g. crs=EPSG:32631)")
     parcels = ParcelSet(tuple(kept), tuple(fixed), src, tuple(repaired), tuple(rejected))
     return parcels if crs is None else parcels.to_crs(crs)
 

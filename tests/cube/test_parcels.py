@@ -115,10 +115,15 @@ def test_geojson_kinds() -> None:
 def test_shapely_polygon_and_its_crs() -> None:
     ps = as_parcels(FIELDS["NL-003"], crs=UTM)
     utm_poly = ps.geometries[0]
-    with pytest.raises(InvalidRequestError, match=r"say their CRS .*src_crs= in Python"):
-        as_parcels(utm_poly, crs=UTM)  # UTM metres are no lon/lat: the way out works from parcel_timeseries too
+    with pytest.raises(InvalidRequestError, match=r"say their CRS .*geopandas\.GeoSeries\(\[geometry\], crs=\.\.\.\), "
+                                                  r"which parcel_timeseries and chip take, or as_parcels\(\.\.\., "
+                                                  r"src_crs=\.\.\.\)"):
+        as_parcels(utm_poly, crs=UTM)  # UTM metres are no lon/lat
     again = as_parcels(utm_poly, src_crs=UTM, crs=UTM)
     assert again.geometries[0].equals(utm_poly)
+    # the way out from parcel_timeseries and chip, which take no src_crs= (the advice named it alone: a TypeError)
+    series = as_parcels(gpd.GeoSeries([utm_poly], crs=UTM), crs=UTM)
+    assert series.ids == (0,) and series.geometries[0].equals(utm_poly)
 
 
 def test_lookup_by_id_and_point(register: gpd.GeoDataFrame) -> None:
