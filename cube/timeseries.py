@@ -95,6 +95,13 @@ def cube_dataset(ds: Any) -> xr.Dataset:
         ds = ds.isel(y=slice(None, None, -1))
     if ds.sizes["x"] > 1 and ds["x"].values[0] > ds["x"].values[-1]:
         ds = ds.isel(x=slice(None, None, -1))
+    for dim in ("y", "x"):  # the grid is one step and an origin: columns picked or areas merged with a gap have none
+        steps = np.diff(np.asarray(ds[dim].values, dtype=np.float64))
+        if steps.size > 1 and (steps[0] == 0 or np.abs(steps - steps[0]).max() > 1e-6 * abs(steps[0])):
+            raise InvalidRequestError(f"the Dataset's {dim} coordinates are not evenly spaced (steps of "
+                                      f"{abs(steps).min():g} to {abs(steps).max():g}): they are no grid of pixels "
+                                      f"for the parcels; give it a contiguous area (ds.sel({dim}=slice(...)), not "
+                                      f"{dim} values picked, nor areas merged with a gap between them)")
     return ds
 
 

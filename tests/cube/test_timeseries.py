@@ -8,6 +8,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from shapely.geometry import Point, box
 
 from cardcube.errors import (
@@ -390,6 +391,25 @@ def test_a_dataset_reordered_or_cut_across_a_parcel_says_so_or_reads_right(tiny_
             (ds.mean("time"), "B04", "the Dataset has no time dimension")]:
         with pytest.raises(InvalidRequestError, match=message):
             parcel_timeseries(bad, sample, bands=[band])
+
+
+def test_a_dataset_of_no_even_grid_is_refused_not_measured_on_a_made_up_one(tiny_cube, sample):
+    """Two areas merged with a gap between them, or columns picked, leave x unevenly spaced: the parcels were
+    measured on a grid made up from the first and last coordinates (other pixels than theirs, without a word)."""
+    one = sample.iloc[[-1]]
+    x0, y0, x1, y1 = one.total_bounds
+    ds = open_cube(tiny_cube, bbox=(x0 - 500, y0 - 20, x1 + 500, y1 + 20), bands=["B04", "B02", "B03", "SCL"],
+                   time="2024-06")
+    parcel_timeseries(ds, one, bands=["B04"])  # contiguous: measured
+    merged = xr.merge([ds.sel(x=slice(None, x1 + 20)), ds.sel(x=slice(x1 + 300, None))], join="outer",
+                      compat="no_conflicts")
+    picked = ds.isel(y=[*range(ds.sizes["y"] // 2), *range(ds.sizes["y"] // 2 + 3, ds.sizes["y"])])
+    for uneven, dim in ((merged, "x"), (picked, "y")):
+        message = f"the Dataset's {dim} coordinates are not evenly spaced"
+        with pytest.raises(InvalidRequestError, match=message):
+            parcel_timeseries(uneven, one, bands=["B04"])
+        with pytest.raises(InvalidRequestError, match=message):
+            chip(uneven, one, size=16)
 
 
 def test_check_query_says_a_bad_statistic_before_a_bad_band(tiny_cube, tiny_region):
