@@ -36,7 +36,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.query import parse_time_selection
-from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES
+from cardcube.spec import CUBE_SPECS, DEFAULT_SCL_MASK, SCL_CLASSES, SCL_NO_DATA
 from cardcube.storage import StoreLike, open_store
 from cube import layout
 from cube.dataset import (
@@ -102,7 +102,22 @@ def cube_dataset(ds: Any) -> xr.Dataset:
                                       f"{abs(steps).min():g} to {abs(steps).max():g}): they are no grid of pixels "
                                       f"for the parcels; give it a contiguous area (ds.sel({dim}=slice(...)), not "
                                       f"{dim} values picked, nor areas merged with a gap between them)")
+    if "SCL" in ds.data_vars and np.issubdtype(ds["SCL"].dtype, np.floating):  # ds.where(...), a reindex, a merge
+        ds = ds.assign(SCL=xr.apply_ufunc(scl_classes, ds["SCL"], dask="parallelized", output_dtypes=[np.uint8],
+                                          keep_attrs=True))
     return ds
+
+
+def scl_classes(values: np.ndarray) -> np.ndarray:
+    """A float SCL layer as the class codes it holds, NaN as no data (class 0): ``ds.where(...)``, a reindex or a
+    merge make SCL float, with NaN where they leave no value, which the statistics refused as "classes float32 ...
+    must be integer" and a chip's cloud share counted as seen. Any other value is no class (a mean of classes)."""
+    codes = np.where(np.isnan(values), SCL_NO_DATA, values)
+    if not np.isin(codes, list(SCL_CLASSES)).all():
+        bad = codes[~np.isin(codes, list(SCL_CLASSES))].flat[0]
+        raise InvalidRequestError(f"the Dataset's SCL holds {bad:g}, no scene class code ({min(SCL_CLASSES)} to "
+                                  f"{max(SCL_CLASSES)}): keep SCL as open_cube reads it (not resampled or averaged)")
+    return codes.astype(np.uint8)
 
 
 def _members(ps: ParcelSet, geobox: GeoBox, *, buffer: float, all_touched: bool,

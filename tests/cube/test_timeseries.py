@@ -412,6 +412,23 @@ def test_a_dataset_of_no_even_grid_is_refused_not_measured_on_a_made_up_one(tiny
             chip(uneven, one, size=16)
 
 
+def test_a_dataset_whose_scl_became_float_reads_as_the_one_read(tiny_cube, sample):
+    """``ds.where(...)``, a reindex or a merge make SCL float, NaN where they leave no value: the statistics failed
+    with "classes float32 ... must be integer", and a chip counted NaN as seen (cloud share 0 outside the swath)."""
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "B03", "B02", "SCL"])
+    want = parcel_timeseries(ds, sample, bands=["B04"])
+    x = ds["x"].values
+    for floated in (ds.where(ds["B04"] > -1), ds.where(ds["SCL"] != 0),
+                    ds.reindex(x=np.arange(x[0] - 100, x[-1] + 100, 10.0))):
+        assert floated["SCL"].dtype.kind == "f"
+        pd.testing.assert_frame_equal(parcel_timeseries(floated, sample, bands=["B04"]), want)
+    one = sample.parcel_id.iloc[0]
+    shown = chip(ds.where(ds["SCL"] != 0), one, registry=sample, size=16)
+    np.testing.assert_array_equal(shown.cloud_fraction(), chip(ds, one, registry=sample, size=16).cloud_fraction())
+    with pytest.raises(InvalidRequestError, match=r"the Dataset's SCL holds \d.*, no scene class code \(0 to 11\)"):
+        parcel_timeseries(ds.resample(time="1MS").mean(), sample, bands=["B04"])
+
+
 def test_check_query_says_a_bad_statistic_before_a_bad_band(tiny_cube, tiny_region):
     """The REST service checks a query before its turn to read with check_query: the same first error as
     parcel_timeseries gives, a statistic before a band."""
