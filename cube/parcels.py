@@ -214,6 +214,10 @@ def uniform_ids(ids: Sequence[Hashable]) -> list[Hashable]:
 def check_ids(ids: Sequence[Hashable]) -> None:
     """:class:`InvalidRequestError` unless every parcel of ``ids`` (in the file's order: the rows named are its
     rows) has an id of its own: none missing (None, NaN, a nullable column's ``pd.NA``), none shared."""
+    if tuples := [k for k, i in enumerate(ids) if isinstance(i, tuple)]:  # a frame's MultiIndex: a 2-D id array
+        raise InvalidRequestError(f"parcel ids are single values (text or integers), not tuples such as "
+                                  f"{ids[tuples[0]]!r} (row {tuples[0]}): a frame indexed by several levels needs its "
+                                  f"id column named (id_column=, after reset_index()), or one id made of the levels")
     missing = [k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
                or (isinstance(i, float | np.floating) and math.isnan(i))]  # pd.NA: a nullable column's gap
     if missing:

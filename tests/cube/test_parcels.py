@@ -71,6 +71,18 @@ def test_a_frame_whose_ids_are_in_another_column_is_no_frame_of_row_numbers(regi
         as_parcels(["NL-002"], registry=renamed)
 
 
+def test_a_frame_indexed_by_several_levels_is_told_to_name_its_id_column(register: gpd.GeoDataFrame) -> None:
+    """A MultiIndex (a register indexed by farm and field) gave tuple ids, which became a 2-D array of ids and failed
+    deep in the statistics, after the cube was read, with "'<' not supported between instances of 'int' and 'str'"."""
+    levels = register.assign(farm=[7, 7, 8]).set_index(["farm", "parcel_id"])
+    said = r"parcel ids are single values \(text or integers\), not tuples such as \(7, 'NL-001'\) \(row 0\)"
+    with pytest.raises(InvalidRequestError, match=said + ".*id_column="):
+        as_parcels(levels)
+    with pytest.raises(InvalidRequestError, match="not tuples"):
+        as_parcels(register.assign(parcel_id=[("a", 1), ("b", 2), ("c", 3)]))
+    assert as_parcels(levels.reset_index()).ids == tuple(FIELDS)
+
+
 def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.GeoDataFrame) -> None:
     """Parcel 1 of a register of text ids was "unknown parcel id(s) 1 (3 parcels registered)", nothing more."""
     with pytest.raises(ParcelNotFoundError, match=r"unknown parcel id\(s\) 1 \(3 parcels registered\); the registered "
