@@ -587,11 +587,14 @@ def open_cube(
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs, items=item_cache)
     windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time))
     if not windows:
-        bounds = tuple(bbox) if bbox is not None else geometry.bounds if isinstance(geometry, BaseGeometry) else None
+        # the area's bounds in any form it came (a GeoJSON dict, a GeoDataFrame: they were "the area ?", no hint)
+        asked = query_geometry(bbox, geometry, crs, default_crs=None)
+        bounds = tuple(bbox) if bbox is not None else asked.geom.bounds if asked and not asked.geom.is_empty else None
         area = "(" + ", ".join(str(float(v)) for v in bounds) + ")" if bounds else "?"  # no np.float64(...)
+        said = crs or (asked.crs if asked is not None and asked.crs is not None else None)
         minx, miny, maxx, maxy = map(float, bounds or (np.nan,) * 4)
-        lonlat = crs is None and -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90  # metres of a tile are not
-        raise AreaOutsideCubeError(f"the area {area} (in {crs or 'the tile CRS'}) does not intersect any tile of the "
+        lonlat = said is None and -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90  # metres of a tile are not
+        raise AreaOutsideCubeError(f"the area {area} (in {said or 'the tile CRS'}) does not intersect any tile of the "
                                    f"{collection} cube (tiles: {', '.join(sorted(version.tiles))})"
                                    + ("; lon/lat? say so with crs='EPSG:4326'" if lonlat else ""))
     footprints = {w.tile: data_footprint(version, w.tile) for w in windows}

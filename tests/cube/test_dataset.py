@@ -84,6 +84,18 @@ def test_an_area_in_lon_lat_without_its_crs_is_named_so(tiny_cube):
     with pytest.raises(AreaOutsideCubeError) as far:  # metres beside the tile: no lon/lat hint
         open_cube(tiny_cube, bbox=(100.0, 100.0, 200.0, 200.0), crs="EPSG:32631")
     assert "lon/lat" not in str(far.value)
+    # a GeoJSON dict or FeatureCollection, or a GeoDataFrame without a CRS, in lon/lat: "the area ?" and no hint
+    import geopandas as gpd
+    from shapely.geometry import box, mapping
+
+    lonlat = box(5.664432815, 52.706282, 5.6950396, 52.72486516)
+    for given in (mapping(lonlat), gpd.GeoSeries([lonlat]).__geo_interface__, gpd.GeoDataFrame(geometry=[lonlat])):
+        said = r"the area \(5.664432815, 52.706282, 5.6950396, 52.72486516\) \(in the tile CRS\) .*; lon/lat\? say so"
+        with pytest.raises(AreaOutsideCubeError, match=said):
+            open_cube(tiny_cube, geometry=given)
+    with pytest.raises(AreaOutsideCubeError, match=r"the area \(3000000.0, 3000000.0, 3000100.0, 3000100.0\) \(in "
+                                                   r"EPSG:3035\) does not intersect"):  # its own CRS, not the tile's
+        open_cube(tiny_cube, geometry=gpd.GeoDataFrame(geometry=[box(3e6, 3e6, 3e6 + 100, 3e6 + 100)], crs=3035))
 
 
 def test_an_area_beside_the_data_of_its_tile_is_no_dataset_of_nodata(tiny_cube, tiny_region):
