@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from cardcube.errors import InvalidRequestError
 
 TimeBound = str | date | datetime | np.datetime64 | None
-TimeLike = str | date | np.datetime64 | tuple[TimeBound, TimeBound] | None
+TimeLike = str | date | np.datetime64 | tuple[TimeBound, TimeBound] | slice | None
 TimeSelection = TimeLike | frozenset  # a time range, or the exact acquisition times to keep (an extraction's update)
 TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 2024-04-01/..) or one period "
              "(2024-05); ends include their whole day or month")  # for the command line's --time
@@ -122,13 +122,18 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
 
 def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime64 | None]:
     """``[lo, hi)`` in UTC from ``"2024-05"`` (a period: that month), ``"2024-04-01/2024-05-31"``,
-    ``"2024-04-01/.."``, a ``(start, end)`` pair of strings, dates, datetimes or datetime64 (None or ``..``:
-    open), or one date, datetime or datetime64 (that day, that instant, the period of its unit). Ends are
-    inclusive of the period they write. An empty range is an error, not an empty result."""
+    ``"2024-04-01/.."``, a ``(start, end)`` pair (or ``slice(start, end)``, as xarray's ``sel`` takes) of strings,
+    dates, datetimes or datetime64 (None or ``..``: open), or one date, datetime or datetime64 (that day, that
+    instant, the period of its unit). Ends are inclusive of the period they write. An empty range is an error, not
+    an empty result."""
     if time is None:
         return None, None
     if isinstance(time, date | np.datetime64):  # one date or instant: that period
         time = (time, time)
+    if isinstance(time, slice):  # xarray's sel(time=slice("2024-04", "2024-06")): both ends whole, as a pair's
+        if time.step is not None:
+            raise InvalidRequestError(f"time {time!r}: a time slice takes no step (start and end only)")
+        time = (time.start, time.stop)
     if isinstance(time, int | float) and not isinstance(time, bool):
         raise InvalidRequestError(f"time {time!r} is a number, not a date: give it as text, e.g. '{time}' (a year), "
                                   "'2024-05' or '2024-05-01/2024-06-30'")

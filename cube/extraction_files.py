@@ -289,7 +289,7 @@ def _as_option(key: str, value: Any) -> str:
     ``--bands B04,B08``); as a Python argument where the command has no such option (a cloud mask of other
     classes, a histogram)."""
     flag = f"--{key.replace('_', '-')}"
-    if key == "time" and isinstance(value, str) and value.startswith(("(", "[")):  # a pair given in Python
+    if key == "time" and isinstance(value, str) and value.startswith(("(", "[", "slice(")):  # given in Python
         return f"time={value}"
     if key in ("bands", "stats") and isinstance(value, list):
         return f"{flag} {','.join(map(str, value))}"

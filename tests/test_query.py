@@ -47,6 +47,14 @@ def test_instants_and_dates_as_python_objects():
     assert parse_time_range(stamp) == parse_time_range((stamp, stamp))
 
 
+def test_a_slice_is_a_pair_as_xarray_writes_it():
+    """``time=slice("2024-04", "2024-06")``, as ``ds.sel`` takes it, was "not a range": the ends whole, as a pair's."""
+    assert parse_time_range(slice("2024-04", "2024-06")) == parse_time_range("2024-04/2024-06")
+    assert parse_time_range(slice(None, date(2024, 4, 30))) == (None, ns("2024-05-01"))
+    with pytest.raises(InvalidRequestError, match="takes no step"):
+        parse_time_range(slice("2024-04", "2024-06", 2))
+
+
 @pytest.mark.parametrize(("text", "lo", "hi"), [
     ("2024-05", "2024-05-01", "2024-06-01"),
     ("2024-05-03", "2024-05-03", "2024-05-04"),
