@@ -46,7 +46,9 @@ LOST_RECORD = ("ledger record missing between kept versions (versions are number
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """What :func:`verify` found: ``problems`` are (shard key, what is wrong); ``unlisted`` counts the time blocks
-    without a manifest (written before manifests existed), whose shards could not be checked."""
+    without a manifest (written before manifests existed), whose shards could not be checked; ``superseded`` the
+    damaged shards only versions older than the latest read (a repair or a compaction gave their dates another
+    copy since): offering their scenes to ``--repair`` again mends nothing, ``expire`` drops them."""
 
     collection: str
     cube: str
@@ -56,6 +58,7 @@ class VerifyResult:
     shards: int
     deep: bool
     problems: tuple[tuple[str, str], ...]
+    superseded: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -64,7 +67,8 @@ class VerifyResult:
     def to_dict(self) -> dict[str, Any]:
         return {"collection": self.collection, "cube": self.cube, "versions": list(self.versions),
                 "blocks": self.blocks, "unlisted": self.unlisted, "shards": self.shards, "deep": self.deep,
-                "ok": self.ok, "problems": [{"key": k, "problem": p} for k, p in self.problems]}
+                "ok": self.ok, "problems": [{"key": k, "problem": p} for k, p in self.problems],
+                "superseded": list(self.superseded)}
 
     def summary(self) -> str:
         how = "read whole and decompressed" if self.deep else "their indexes read"
@@ -75,10 +79,15 @@ class VerifyResult:
         if self.unlisted:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
                          "maybe earlier than any block with one): not checked")
-        lines += [f"  {key}: {problem}" for key, problem in self.problems]
-        if any(ShardKey.parse(key) for key, _ in self.problems):
+        old = set(self.superseded)
+        lines += [f"  {key}: {problem}" + (" (read only by versions older than the latest)" if key in old else "")
+                  for key, problem in self.problems]
+        if any(ShardKey.parse(key) and key not in old for key, _ in self.problems):
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
+        if old:  # a repair wrote their dates anew: another --repair would only write yet another copy
+            lines.append("  the latest version reads another copy of the dates of those read only by older versions: "
+                         "`cardcube expire` deletes them with the versions that read them")
         return "\n".join(lines)
 
 
@@ -100,8 +109,11 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
     unlisted = len(manifests) - len(listed) - len(lost)
+    latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
+    superseded = tuple(key for key, _ in problems
+                       if (k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
-                        len(listed), unlisted, len(shards), deep, tuple(problems))
+                        len(listed), unlisted, len(shards), deep, tuple(problems), superseded)
 
 
 def _manifests(store: Any, collection: str, blocks: Sequence[tuple[str, bool, int]]

@@ -186,6 +186,24 @@ def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_
     assert again.version is None and again.skipped == (hot_scene["id"],)  # without repair: held, skipped
 
 
+def test_verify_sends_a_shard_only_older_versions_read_to_expire_not_to_another_repair(cube, hot_scene, tiny_region,
+                                                                                       capsys):
+    """After a repair the lost slot is still read by the version before it, so verify lists it; it told to offer
+    the scene to ``--repair`` again, which only wrote one more copy of the date, version after version, and the
+    same report each time."""
+    lost = _hot_shard(cube)
+    key = lost.relative_to(cube).as_posix()
+    _lose(lost)
+    before = verify(cube, progress=False)  # the latest version reads it: a repair mends it
+    assert before.superseded == () and "--repair" in before.summary()
+    ingest(write_items(tiny_region.items, [hot_scene], "repair-alone.json"), cube, progress=False, repair=True)
+    after = verify(cube, progress=False)
+    assert [k for k, _ in after.problems] == [key] and after.superseded == (key,)
+    assert "--repair" not in after.summary() and "`cardcube expire`" in after.summary()
+    assert main(["verify", "--cube", str(cube), "--json", "--quiet"]) == 1
+    assert json.loads(capsys.readouterr().out)["superseded"] == [key]
+
+
 def test_repair_of_a_sound_cold_block_writes_nothing_and_says_so(cube, tiny_region, caplog):
     cold = items_of(tiny_region.items, "sentinel-2-l2a")[0]
     before = {p: p.stat().st_mtime_ns for p in (cube / "s2").rglob("*") if p.is_file() and "_lock" not in p.name}
