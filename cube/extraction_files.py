@@ -250,6 +250,14 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
         raise InvalidRequestError(f"{where}; the cube there no longer holds {len(gone)} scene(s) it read, e.g. "
                                   f"{gone[0]}: another cube at the same location (made anew?), whose rows must not "
                                   f"be mixed with these; write to a new --out")
+    # a repair writes a date anew (a new version on its record): the rows read before may hold a damaged shard's values
+    redone = sorted((record.version, s) for ids in old["scenes"].values() for s in ids
+                    if (record := version.scenes.get(s)) is not None and record.version > old["version"])
+    if redone:
+        raise InvalidRequestError(f"{where}; {len(redone)} scene(s) it read were written anew by `cardcube ingest "
+                                  f"--repair` since (e.g. {redone[0][1]}, in version {redone[0][0]}): its rows of "
+                                  f"them were read from the shards the repair replaced, which may have held damaged "
+                                  f"values; extract into a new --out")
     new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
            for tile, state in version.tiles.items()}
     write_json(out, MANIFEST, {**old, "version": version.version, "committed": version.created, "complete": False,

@@ -144,11 +144,13 @@ class IngestResult:
         if self.repaired:
             lines.append(f"  read {len(self.repaired)} hot date(s) again from their files, the bytes the ledger "
                          "records, and wrote them anew (--repair); their old hot slots go with the versions that "
-                         "read them (cardcube expire)")
+                         "read them (cardcube expire); an extraction that read them before is not updated (its rows "
+                         "of them may hold the damaged values): extract anew")
         if self.mended:
             lines.append(f"  wrote {len(self.mended)} lost or damaged cold shard(s) again from their dates' files, the "
                          "bytes the ledger records, each holding the values ingest wrote there (the crc32 its block's "
-                         "manifest records): every version reads them as before (--repair)")
+                         "manifest records): every version reads them as before (--repair); what was read from them "
+                         "while damaged (an extraction, a flag file) is not: extract it anew")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:

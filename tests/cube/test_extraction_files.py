@@ -109,6 +109,24 @@ def test_an_extraction_made_under_another_pixel_rule_is_not_updated():
     assert check_manifest(out, now, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
 
 
+def test_an_update_after_a_repair_of_dates_it_read_is_refused():
+    """``ingest --repair`` writes a damaged date anew: the extraction's rows of it may hold the damaged values (a bit
+    flipped that still decodes), and the update, finding no new scene, kept them ("no scene new since the last run")."""
+    from cube.ledger import SceneRecord
+
+    out, first = MemoryStore(), _version(1, ["S2A_1", "S2A_2"])
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    records = {s: SceneRecord(s, "31UFU", a.time, 1) for s, a in (("S2A_1", first.tiles["31UFU"].cold[0]),
+                                                                  ("S2A_2", first.tiles["31UFU"].cold[1]))}
+    added = replace(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), scenes=records)
+    repaired = replace(added, version=3, scenes={**records, "S2A_2": replace(records["S2A_2"], version=3)})
+    with pytest.raises(InvalidRequestError, match=r"1 scene\(s\) it read were written anew by `cardcube ingest "
+                                                  r"--repair` since \(e\.g\. S2A_2, in version 3\).* new --out$"):
+        check_manifest(out, PARAMETERS, repaired, time=None, update=True, cube=out)
+    assert check_manifest(out, PARAMETERS, added, time=None, update=True, cube=out) == {"31UFU": ["S2A_3"]}
+
+
 @pytest.mark.parametrize("document", [[1, 2], {"name": "a web app"}])
 def test_a_manifest_of_no_extraction_is_named_so(document):
     """A folder holding another tool's manifest.json, given as --out: a JSON list failed with an AttributeError, an
