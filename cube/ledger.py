@@ -237,8 +237,9 @@ class Rejection:
 @dataclass(frozen=True, slots=True)
 class CubeVersion:
     """The full state of one cube collection after one commit: ``added`` the scenes this commit brought,
-    ``rejected`` every scene refused by it or an earlier ingest and not in the cube since, ``repaired`` the hot
-    dates it read again from their files and wrote anew (``ingest(..., repair=True)``)."""
+    ``rejected`` every scene refused by it or an earlier ingest and not in the cube since, ``repaired`` the dates
+    it read again from their files and wrote anew (``ingest(..., repair=True)``): hot dates into new slots, and the
+    dates of cold blocks whose lost or damaged shards it mended in place."""
 
     collection: str
     version: int

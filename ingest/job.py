@@ -51,7 +51,15 @@ from cube.ledger import (
     enclosing_cube,
     head_or_empty,
 )
-from cube.manifest import BlockManifest, block_manifests, has_manifest, read_manifests, write_manifests
+from cube.manifest import (
+    BlockManifest,
+    ShardKey,
+    block_dates,
+    block_manifests,
+    has_manifest,
+    read_manifests,
+    write_manifests,
+)
 from cube.tile_arrays import sized_view
 from cube.verify import lost_newest
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
@@ -149,8 +157,9 @@ class IngestResult:
         if self.mended:
             lines.append(f"  wrote {len(self.mended)} lost or damaged cold shard(s) again from their dates' files, the "
                          "bytes the ledger records, each holding the values ingest wrote there (the crc32 its block's "
-                         "manifest records): every version reads them as before (--repair); what was read from them "
-                         "while damaged (an extraction, a flag file) is not: extract it anew")
+                         "manifest records): every version reads them as before (--repair); this version records the "
+                         "repair of their dates, and what was read of them while damaged (an extraction, a flag file) "
+                         "is not updated: extract it anew")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
@@ -407,6 +416,13 @@ def _mend(counting: CountingStore, spec: CubeSpec, fix: Repair, fence: Fence, *,
     return tuple(key for _, (keys, _) in results for key in keys)
 
 
+def _mended_dates(head: CubeVersion, keys: Sequence[str]) -> list[str]:
+    """The scene ids of the cold blocks that shards ``keys`` (written by :func:`_mend`) belong to."""
+    blocks = {(k.tile, k.block) for k in map(ShardKey.parse, keys) if k is not None}
+    size = head.spec.chunks.time
+    return sorted({a.scene_id for tile, block in blocks for a in block_dates(head.tiles[tile], False, block, size)})
+
+
 def _rewrite(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence, band: str, checksum: int
              ) -> tuple[list[str], list[StoredShard]]:
     """A repair write of :func:`_mend`: the keys written, and the shards of a manifest written anew (none)."""
@@ -417,8 +433,6 @@ def _rebuild(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tu
     """A repair write of :func:`_mend` in a block whose manifest is lost: the keys written, and the block's shards."""
     stored, written = rebuild_shards(store, spec, task, fence)
     return written, stored
-
-
 
 
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
@@ -623,7 +637,8 @@ def ingest(
         checkpoint("validated")
 
         head = head if head.version else CubeVersion.empty(spec)
-        plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again)
+        plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again,
+                                       mended=_mended_dates(head, mended))
         touched = {c.scene.tile for c in [*checked, *again.values()]}  # the tiles this run writes
         new_bytes = 0
         if plan.new is not None:
@@ -676,6 +691,6 @@ def ingest(
         empty=tuple(empty),
         mosaicked=tuple(p.scene_id for c in checked for p in c.parts[1:]),
         late=tuple(late),
-        repaired=plan.new.repaired if plan.new else (),
+        repaired=tuple(sorted(again)),
         mended=mended,
     )

@@ -124,9 +124,12 @@ def _sources(checked: CheckedScene) -> dict[str, str]:
 
 
 def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: list[Rejection] = (),
-                skipped: list[str] = (), again: Mapping[str, CheckedScene] | None = None) -> IngestPlan:
+                skipped: list[str] = (), again: Mapping[str, CheckedScene] | None = None,
+                mended: Sequence[str] = ()) -> IngestPlan:
     """Plan adding ``checked`` scenes to ``head``: the write tasks and the next version's state. ``again``: hot
-    dates of ``head`` read again from their files, by scene id, written anew (a new slot, or a cold block)."""
+    dates of ``head`` read again from their files, by scene id, written anew (a new slot, or a cold block);
+    ``mended``: cold dates whose block a repair wrote into, in place (already written): the version records them,
+    so that what was read of them before (an extraction, a cached answer) can tell."""
     again = again or {}
     spec = head.spec
     block = spec.chunks.time
@@ -170,11 +173,14 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
             else:
                 hot.append(HotSlot(d.hot_slot, d.acquisition))
         tiles[tile] = TileState(tile, tuple(cold), tuple(hot), used)
+    for sid in mended:
+        scenes[sid] = replace(scenes[sid], version=version)
     added = tuple(c.scene_id for c in checked)
     outstanding = outstanding_rejections(head, scenes, rejected)
-    if not added and not again and set(outstanding) == set(head.rejected):
+    if not added and not again and not mended and set(outstanding) == set(head.rejected):
         return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
-    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding, repaired=tuple(sorted(again)))
+    new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding,
+                    repaired=tuple(sorted({*again, *mended})))
     return IngestPlan(head, new, tuple(writes), tuple(skipped), compacted)
 
 

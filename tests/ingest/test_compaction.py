@@ -241,7 +241,11 @@ def test_repair_writes_lost_and_damaged_cold_shards_again_for_every_version(cube
     offered = write_items(tiny_region.items, block, "repair-cold-block.json")
     assert main(["ingest", str(offered), "--cube", str(cube), "--repair", "--quiet"]) == 0
     said = capsys.readouterr().out
-    assert "nothing to commit" in said and "wrote 2 lost or damaged cold shard(s) again" in said
+    assert "wrote 2 lost or damaged cold shard(s) again" in said and "this version records the repair" in said
+    # the ledger, an inspector's audit trail, says so: what was read of the block before (an extraction) can tell
+    version = read_version(open_store(cube, read_only=True), "s2")
+    assert version.version == 3 and version.repaired == tuple(sorted(b["id"] for b in block))
+    assert {version.scenes[b["id"]].version for b in block} == {3} and not version.added
     assert verify(cube, deep=True, progress=False).ok
     twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
     assert_matches_sources(cube, write_items(tiny_region.items, twelve, "mended-twelve.json"), "s2")
@@ -291,7 +295,7 @@ def test_a_cold_block_whose_manifest_is_lost_is_checked_against_its_files_and_it
         ingest(write_items(tiny_region.items, block[:3], "repair-three.json"), cube, progress=False, repair=True)
     kept = {p: p.stat().st_mtime_ns for p in _cold_shards(cube, 0) + _cold_shards(cube, 0, "r20m", "SCL")}
     result = ingest(write_items(tiny_region.items, block, "repair-block.json"), cube, progress=False, repair=True)
-    assert result.mended == (lost.relative_to(cube).as_posix(),) and result.version is None
+    assert result.mended == (lost.relative_to(cube).as_posix(),) and result.version == 2 and not result.repaired
     assert result.bytes_written >= lost_size  # the shard written again (its count was taken before the write: 0)
     assert json.loads(key.read_text()) == written
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the sound shards were not written
