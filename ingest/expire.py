@@ -46,7 +46,7 @@ from cube import layout
 from cube.ledger import CubeVersion, TileState, read_version, version_history
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
-from ingest.commit import STALE_AFTER, Fence, writer_lock
+from ingest.commit import STALE_AFTER, Fence, publish, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,11 @@ def expire(
             fence.check()
             delete_key(store, layout.ledger_key(collection, number))
         published = published_version(store, collection)
-        if not dry_run and published is not None and published not in {v.version for v in kept}:  # one now gone,
-            fence.check()  # or gone by an earlier run killed before it wrote the catalog
-            write_catalog(store, kept[-1], force=True)
+        if not dry_run and published is not None and published != kept[-1].version:
+            # the head, committed by an ingest killed before it published it (as the next ingest does first), or a
+            # catalog naming a version now gone (or gone by an earlier run killed before it wrote the catalog)
+            force = published not in {v.version for v in kept}
+            publish(store, kept[-1], on_catalog=lambda s, v: write_catalog(s, v, force=force), fence=fence)
         checkpoint("expire-records")
         head = kept[-1]
         deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],

@@ -403,3 +403,18 @@ def test_a_rerun_of_an_expire_killed_before_it_rewrote_the_catalog_rewrites_it(c
     monkeypatch.undo()
     assert expire(cube, older_than=EVERYTHING).expired == ()
     assert published_version(store, "s2") == 9
+
+
+def test_expire_publishes_the_head_an_ingest_killed_after_its_commit_left_unpublished(cube):
+    """An ingest killed between its commit and its publish leaves the catalog a version behind; a scheduled expire
+    (which takes the writer lock as ingest does) left it so, naming the previous version, until the next ingest."""
+    from catalog.write import published_version, write_catalog
+
+    store = open_store(cube)
+    head = read_version(store, "s2")
+    (cube / "s2" / "collection.json").unlink()  # as the catalog was before the last ingest's publish
+    write_catalog(store, read_version(store, "s2", head.version - 1), force=True)
+    assert published_version(store, "s2") == head.version - 1
+    assert expire(cube, older_than=timedelta(days=365)).expired == ()  # nothing old enough: only the catalog
+    assert published_version(store, "s2") == head.version
+
