@@ -5,8 +5,9 @@ parcel when its centre lies inside the parcel polygon, after an inward buffer th
 pixels (field margins, hedges, neighbouring crops) out of the statistics. ``all_touched=True`` takes
 every pixel the polygon touches instead (useful for drawing, never for statistics).
 
-A centre exactly on an inward-buffered outline belongs to the parcel, on every side: with the default half-pixel
-buffer that is a pixel wholly inside a field whose edges are pixel edges (a register drawn on the 10 m grid).
+A centre on an inward-buffered outline (within :data:`ON_OUTLINE` of it) belongs to the parcel, on every side:
+with the default half-pixel buffer that is a pixel wholly inside a field whose edges are pixel edges (a register
+drawn on the 10 m grid).
 GDAL alone would keep such centres on three sides of a square field and drop them on the fourth (90 of a
 10 x 10 pixel field's 100). Without a buffer GDAL's own rule stands: it gives a centre on the common edge of
 two parcels to one of them.
@@ -31,7 +32,11 @@ from cardcube.errors import InvalidRequestError
 
 DEFAULT_BUFFER = -5.0  # metres; half a 10 m pixel inwards
 MAX_BUFFER = 100.0  # metres a parcel may be grown or shrunk by (a field's edge is a few metres)
-ON_OUTLINE = 1e-6  # metres an inward buffer is eased by, so that a pixel centre on the outline is inside
+# the share of an inward buffer it is eased by (1 mm of the default 5 m), so that a pixel centre on the outline is
+# inside: GEOS's shrink is exact to 5e-5 of its distance only where a field collapses (one twice the buffer wide:
+# eased by a micrometre, a 10 m strip of the 10 m grid kept none or half of its pixels); a share, not metres, so
+# that a shrink of less than the ease does not grow the parcel
+ON_OUTLINE = 2e-4
 PIXEL_RULE = 2  # one more whenever which pixels a parcel holds changes (label layers and extractions record it)
 
 __all__ = ["DEFAULT_BUFFER", "MAX_BUFFER", "PIXEL_RULE", "buffered", "check_buffer", "label_pixels", "parcel_pixels",
@@ -63,11 +68,11 @@ def _check_grid(geobox: GeoBox, buffer: float) -> None:
 
 
 def buffered(geometry: BaseGeometry | None, buffer: float) -> BaseGeometry | None:
-    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``, less :data:`ON_OUTLINE`); None if nothing
-    remains."""
+    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``, eased by :data:`ON_OUTLINE` of it); None if
+    nothing remains."""
     if geometry is None or geometry.is_empty:
         return None
-    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer + ON_OUTLINE if buffer < 0 else buffer)
+    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer * (1 - ON_OUTLINE) if buffer < 0 else buffer)
     return None if out.is_empty else out
 
 
