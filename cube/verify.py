@@ -87,7 +87,8 @@ class VerifyResult:
                          "--repair`, which reads them again from their files")
         if old:  # a repair wrote their dates anew: another --repair would only write yet another copy
             lines.append("  the latest version reads another copy of the dates of those read only by older versions: "
-                         "`cardcube expire` deletes them with the versions that read them")
+                         "`cardcube expire` deletes them with the versions that read them, once those have been "
+                         "superseded for longer than its --older-than (7d by default)")
         return "\n".join(lines)
 
 

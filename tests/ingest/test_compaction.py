@@ -202,6 +202,10 @@ def test_verify_sends_a_shard_only_older_versions_read_to_expire_not_to_another_
     assert "--repair" not in after.summary() and "`cardcube expire`" in after.summary()
     assert main(["verify", "--cube", str(cube), "--json", "--quiet"]) == 1
     assert json.loads(capsys.readouterr().out)["superseded"] == [key]
+    # expire keeps the versions superseded for less than --older-than (7 days): the advice says so
+    assert expire(cube).expired == () and verify(cube, progress=False).superseded == (key,)
+    assert "superseded for longer than its --older-than (7d by default)" in after.summary()
+    assert expire(cube, older_than=timedelta(0)).expired and verify(cube, progress=False).ok
 
 
 def test_repair_of_a_sound_cold_block_writes_nothing_and_says_so(cube, tiny_region, caplog):
