@@ -27,6 +27,7 @@ MANIFEST_DIR = "_manifest"
 ZARR_NAME = "cube.zarr"
 PARCELS_DIR = "_parcels"
 LOCK_NAME = "_lock.json"
+MENDING_NAME = "_mending.json"  # the cold dates a repair writes into in place, until a version records them
 ROOT_KEY = "catalog.json"  # the STAC root catalog (the catalog's other keys: catalog.keys)
 
 
@@ -57,6 +58,10 @@ def version_of_key(key: str) -> int | None:
 
 def lock_key(collection: str) -> str:
     return f"{collection}/{LOCK_NAME}"
+
+
+def mending_key(collection: str) -> str:
+    return f"{collection}/{MENDING_NAME}"
 
 
 def tile_zarr_path(collection: str, tile: str) -> str:

@@ -30,6 +30,7 @@ from cardcube.spec import CUBE_SPECS, ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import (
     CountingStore,
     StoreLike,
+    delete_key,
     list_children,
     listed_names,
     local_file,
@@ -37,6 +38,7 @@ from cardcube.storage import (
     read_json,
     refuse_file,
     store_url,
+    write_json,
 )
 from catalog import write_catalog
 from catalog.build import CATALOG_ID
@@ -615,6 +617,13 @@ def ingest(
             fix = plan_repair(scenes, head, store, lambda found, desc: _checked(
                 found, spec, options, spooled, scheduler=scheduler, progress=progress, desc=desc), progress=progress)
         again = fix.hot
+        # the dates of the cold blocks mended in place, kept until a version records them: a run failing or killed
+        # after the mend (a compaction stopped by a damaged hot shard) left no trace, and its rerun found them sound
+        pending = [i for i in read_json(store, layout.mending_key(collection)) or () if i in head.scenes]
+        mending = sorted({*pending, *(d.acquisition.scene_id for w in fix.cold_writes for d in w.dates)})
+        if len(mending) > len(pending):
+            fence.check()
+            write_json(store, layout.mending_key(collection), mending)
         mended = _mend(counting, spec, fix, fence, scheduler=scheduler, progress=progress, stop_grace=stop_grace)
         redone = {p.scene_id for c in [*again.values(), *(d.scene for w in fix.cold_writes for d in w.dates)]
                   for p in c.slices}
@@ -638,7 +647,10 @@ def ingest(
 
         head = head if head.version else CubeVersion.empty(spec)
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again,
-                                       mended=_mended_dates(head, mended))
+                                       mended=sorted({*pending, *_mended_dates(head, mended)}))
+        if mending and plan.new is None:  # the blocks found sound after all: nothing to record
+            fence.check()
+            delete_key(store, layout.mending_key(collection))
         touched = {c.scene.tile for c in [*checked, *again.values()]}  # the tiles this run writes
         new_bytes = 0
         if plan.new is not None:
@@ -668,6 +680,9 @@ def ingest(
             commit(store, plan.new, fence)
             checkpoint("committed")
             try:
+                if mending:  # recorded now (a lock lost first: recorded again by the next ingest)
+                    fence.check()
+                    delete_key(store, layout.mending_key(collection))
                 publish(store, plan.new, on_catalog=on_catalog, fence=fence)
             except LockLostError as exc:  # committed all the same: the next writer publishes it first (step 2)
                 log.warning("version %d is committed, but publishing it (array shapes, catalog) is left to the next "

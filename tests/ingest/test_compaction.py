@@ -257,6 +257,29 @@ def test_repair_writes_lost_and_damaged_cold_shards_again_for_every_version(cube
     assert_matches_sources(cube, write_items(tiny_region.items, nine, "mended-nine.json"), "s2", as_of=1)
 
 
+def test_a_cold_mend_of_a_run_that_fails_after_it_is_recorded_by_the_next_version(cube, tiny_region):
+    """The mend writes in place before anything else: a run failing after it (here a compaction stopped by a damaged
+    hot shard; or killed) committed nothing, its rerun found the block sound, and no version recorded its dates, so an
+    extraction's update kept the rows it had read of them from the damaged shard."""
+    _flip(_cold_shards(cube, 0)[0])
+    _flip(_hot_shard(cube))
+    s2 = items_of(tiny_region.items, "sentinel-2-l2a")
+    block = s2[:4]
+    with pytest.raises(CorruptShardError):  # the cold shard mended, then the compaction of hot slot 0 refused
+        ingest(write_items(tiny_region.items, [*block, *s2[9:12]], "mend-then-fail.json"), cube, progress=False,
+               repair=True)
+    assert [k for k, _ in verify(cube, deep=True, progress=False).problems] == [
+        _hot_shard(cube).relative_to(cube).as_posix()]  # the cold one mended
+    result = ingest(write_items(tiny_region.items, [*block, s2[8], *s2[9:12]], "mend-again.json"), cube,
+                    progress=False, repair=True)
+    version = read_version(open_store(cube, read_only=True), "s2")
+    assert result.mended == () and version.version == 2  # the block was sound by then
+    assert set(version.repaired) == {b["id"] for b in block} | {s2[8]["id"]}
+    assert {version.scenes[b["id"]].version for b in block} == {2}
+    assert not (cube / layout.mending_key("s2")).exists()
+    assert ingest(write_items(tiny_region.items, block, "sound.json"), cube, progress=False).version is None
+
+
 def test_a_cold_repair_needs_every_date_of_the_block(cube, tiny_region):
     lost = _cold_shards(cube, 1)[0]
     _lose(lost)
