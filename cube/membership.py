@@ -5,12 +5,11 @@ parcel when its centre lies inside the parcel polygon, after an inward buffer th
 pixels (field margins, hedges, neighbouring crops) out of the statistics. ``all_touched=True`` takes
 every pixel the polygon touches instead (useful for drawing, never for statistics).
 
-A centre on an inward-buffered outline (within :data:`ON_OUTLINE` of it) belongs to the parcel, on every side:
-with the default half-pixel buffer that is a pixel wholly inside a field whose edges are pixel edges (a register
-drawn on the 10 m grid).
-GDAL alone would keep such centres on three sides of a square field and drop them on the fourth (90 of a
-10 x 10 pixel field's 100). Without a buffer GDAL's own rule stands: it gives a centre on the common edge of
-two parcels to one of them.
+A centre on a buffered outline (within :data:`ON_OUTLINE` of it) belongs to the parcel, on every side: with the
+default half-pixel inward buffer that is a pixel wholly inside a field whose edges are pixel edges (a register
+drawn on the 10 m grid), with half a pixel outward the ring of pixels the field's edge halves. GDAL alone would
+keep such centres on three sides of a square field and drop them on the fourth (90 of a 10 x 10 pixel field's
+100). Without a buffer GDAL's own rule stands: it gives a centre on the common edge of two parcels to one of them.
 
 All functions are pure: a shapely geometry in the CRS of an ``odc.geo.GeoBox`` in, numpy arrays out.
 Buffer distances are in the units of that CRS, i.e. metres on the UTM tile grids.
@@ -32,7 +31,7 @@ from cardcube.errors import InvalidRequestError
 
 DEFAULT_BUFFER = -5.0  # metres; half a 10 m pixel inwards
 MAX_BUFFER = 100.0  # metres a parcel may be grown or shrunk by (a field's edge is a few metres)
-# the share of an inward buffer it is eased by (1 mm of the default 5 m), so that a pixel centre on the outline is
+# the share of a buffer it is eased outwards by (1 mm of the default 5 m), so that a pixel centre on the outline is
 # inside: GEOS's shrink is exact to 5e-5 of its distance only where a field collapses (one twice the buffer wide:
 # eased by a micrometre, a 10 m strip of the 10 m grid kept none or half of its pixels); a share, not metres, so
 # that a shrink of less than the ease does not grow the parcel
@@ -68,11 +67,11 @@ def _check_grid(geobox: GeoBox, buffer: float) -> None:
 
 
 def buffered(geometry: BaseGeometry | None, buffer: float) -> BaseGeometry | None:
-    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``, eased by :data:`ON_OUTLINE` of it); None if
-    nothing remains."""
+    """``geometry`` grown (``buffer > 0``) or shrunk (``buffer < 0``), eased outwards by :data:`ON_OUTLINE` of the
+    buffer; None if nothing remains."""
     if geometry is None or geometry.is_empty:
         return None
-    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer * (1 - ON_OUTLINE) if buffer < 0 else buffer)
+    out = geometry if buffer == 0 else shapely.buffer(geometry, buffer + abs(buffer) * ON_OUTLINE)
     return None if out.is_empty else out
 
 

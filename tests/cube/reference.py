@@ -14,12 +14,12 @@ from tests.ingest.scene_edits import asset_path, items_of
 
 
 def centre_pixels(geometry: BaseGeometry, transform, shape, *, buffer: float) -> np.ndarray:
-    """Pixel-centre-in-buffered-polygon mask on a raster grid (shapely, not rasterio); a centre on an inward-buffered
-    outline is in."""
+    """Pixel-centre-in-buffered-polygon mask on a raster grid (shapely, not rasterio); a centre on a buffered outline
+    is in."""
     rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
     xs = transform.c + (cols + 0.5) * transform.a
     ys = transform.f + (rows + 0.5) * transform.e
-    inside = shapely.intersects_xy if buffer < 0 else shapely.contains_xy
+    inside = shapely.intersects_xy if buffer else shapely.contains_xy
     return inside(geometry.buffer(buffer), xs, ys)
 
 

@@ -79,6 +79,12 @@ def test_a_field_on_pixel_edges_keeps_every_pixel_wholly_inside_it(geobox: GeoBo
     assert [int((labels == i).sum()) for i in range(2)] == [100, 120]
     # A hair inside the grid the border pixels are no longer wholly in the field.
     assert parcel_pixels(box(x + 0.01, y - 99.99, x + 99.99, y - 0.01), geobox).sum() == 64
+    # Grown by half a pixel, the ring the field's edge halves is the field's on every side alike, but for its corner
+    # pixels, whose centres lie 7 m from the field (GDAL: one side of the ring left out, 130 pixels)
+    grown = parcel_pixels(fields[0], geobox, buffer=5.0)
+    np.testing.assert_array_equal(grown, shapely.intersects_xy(fields[0].buffer(5.0), xs, ys))
+    rows, cols = np.nonzero(grown)
+    assert grown.sum() == 12 * 12 - 4 and (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 15, 5, 16)
 
 
 @pytest.mark.parametrize(("res", "buffer"), [(10.0, -5.0), (60.0, -30.0)])
