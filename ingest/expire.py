@@ -207,12 +207,12 @@ def expire(
         for number in expired if not dry_run else ():
             fence.check()
             delete_key(store, layout.ledger_key(collection, number))
-        published = published_version(store, collection)
-        if not dry_run and published is not None and published != kept[-1].version:
-            # the head, committed by an ingest killed before it published it (as the next ingest does first), or a
-            # catalog naming a version now gone (or gone by an earlier run killed before it wrote the catalog)
-            force = published not in {v.version for v in kept}
-            publish(store, kept[-1], on_catalog=lambda s, v: write_catalog(s, v, force=force), fence=fence)
+        if not dry_run:  # the head published (idempotent), as the next ingest does first: an ingest killed after its
+            # commit left it unpublished; a catalog naming a version now gone (or gone by a run killed before) redone
+            published = published_version(store, collection)
+            force = published is not None and published not in {v.version for v in kept}
+            on_catalog = None if published is None else lambda s, v: write_catalog(s, v, force=force)  # a cube's own
+            publish(store, kept[-1], on_catalog=on_catalog, fence=fence)
         checkpoint("expire-records")
         head = kept[-1]
         deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],

@@ -417,4 +417,16 @@ def test_expire_publishes_the_head_an_ingest_killed_after_its_commit_left_unpubl
     assert published_version(store, "s2") == head.version - 1
     assert expire(cube, older_than=timedelta(days=365)).expired == ()  # nothing old enough: only the catalog
     assert published_version(store, "s2") == head.version
+    # a cube without a catalog (ingest(catalog=False)) gets its arrays' shapes published, and no catalog
+    from ingest.arrays import open_array
+
+    for name in ("catalog.json", "s2/collection.json"):
+        (cube / name).unlink()
+    tile = sorted(head.tiles)[0]
+    b04 = open_array(store, head.spec, tile, 10, "B04", hot=False, mode="r+")
+    length = b04.shape[0]
+    b04.resize((length - 1, *b04.shape[1:]))  # as the arrays' shapes are before a commit is published
+    expire(cube, older_than=timedelta(days=365))
+    assert open_array(store, head.spec, tile, 10, "B04", hot=False, mode="r").shape[0] == length
+    assert published_version(store, "s2") is None and not (cube / "catalog.json").exists()
 
