@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -396,6 +397,32 @@ def _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path: Path) -> t
     return some, cube, out, kw
 
 
+@pytest.fixture(scope="module")
+def _before_31ugu_once(tiny_straddle_region, tmp_path_factory) -> tuple[Path, tuple[Path, Path, Path, dict], Path]:
+    """:func:`_extracted_before_a_date_of_31ugu` made once for the module in ``work``, a copy of it kept in
+    ``template``, and a whole extraction of the cube's version 2 (the reference the updates must equal)."""
+    from cube.extract import extract
+
+    root = tmp_path_factory.mktemp("before-31ugu")
+    (root / "work").mkdir()
+    state = _extracted_before_a_date_of_31ugu(tiny_straddle_region, root / "work")
+    shutil.copytree(root / "work", root / "template", symlinks=True)
+    some, cube, _, kw = state
+    extract(some, cube, root / "whole", **kw)
+    return root, state, root / "whole"
+
+
+@pytest.fixture
+def before_31ugu(_before_31ugu_once) -> tuple[Path, Path, Path, dict, Path]:
+    """:func:`_extracted_before_a_date_of_31ugu` for one test to change (its parcels file, cube, ``out`` and the
+    extraction's options), and the whole extraction of version 2 (read only): the module's copy restored at the
+    same place (an extraction names its cube by path), so each test starts from the state it made."""
+    root, state, whole = _before_31ugu_once
+    shutil.rmtree(root / "work")
+    shutil.copytree(root / "template", root / "work", symlinks=True)
+    return (*state, whole)
+
+
 def _rows(where: Path) -> pd.DataFrame:
     """An extraction's rows, the files they are in aside (a parcel read across tiles stays so after an update)."""
     from cube.extract import read_timeseries
@@ -404,8 +431,7 @@ def _rows(where: Path) -> pd.DataFrame:
         ["parcel_id", "time", "band"], ignore_index=True)
 
 
-def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(
-        tiny_straddle_region, tmp_path, monkeypatch):
+def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(before_31ugu):
     """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
     plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
     deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
@@ -416,10 +442,7 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     import subprocess
     import sys
 
-    from cube.extract import extract
-
-    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
-    whole = tmp_path / "whole"
+    some, cube, out, _, whole = before_31ugu
     mosaic = out / "timeseries" / "tile=mosaic"
     earlier = {p: p.read_bytes() for p in mosaic.glob("part-*.parquet")}
 
@@ -432,7 +455,6 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     env.pop("CARDCUBE_KILL_AT")
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # without --update
     assert resumed.returncode == 0, resumed.stderr
-    extract(some, cube, whole, **kw)
 
     pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
     run = json.loads((out / "manifest.json").read_text())["run"]
@@ -445,8 +467,7 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
 
 
-def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_next_run(tiny_straddle_region,
-                                                                                        tmp_path, monkeypatch):
+def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_next_run(before_31ugu, monkeypatch):
     """A task of an update whose read of a batch across tiles failed deleted the batch's file, which a stopped
     run's late task did too, after the update it was stopped in had been resumed and finished. Now only the driver
     deletes, once the run is over: the earlier version's file of a failed batch goes (its parcels "failed", no
@@ -455,7 +476,7 @@ def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_ne
     from cardcube.errors import StoreError
     from cube.extract import extract, read_status
 
-    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    some, cube, out, kw, whole = before_31ugu
     across = read_status(out).query("tile.str.contains('+', regex=False)").parcel_id
 
     def unreachable(*args, **kwargs):
@@ -470,12 +491,11 @@ def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_ne
     assert not set(_rows(out).parcel_id) & set(across)  # no rows of version 1 under a version 2 extraction
     again = extract(some, cube, out, update=True, **kw)
     assert not again.failures and again.status["failed"] == 0
-    extract(some, cube, tmp_path / "whole", **kw)
-    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
 
 
 def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed_with_its_files(
-        tiny_straddle_region, tmp_path, monkeypatch):
+        before_31ugu, tmp_path, monkeypatch):
     """An update stopped under the cardcube before batch files were named by version, resumed after an upgrade:
     its batch files across tiles (``part-<n>-<run>.parquet``, of version 2) were taken for done, then deleted as
     an earlier version's: the parcels' rows were lost. And an extraction of a cardcube before batches (the
@@ -486,7 +506,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
     import cube.extract as extract_module
     from cube.extract import extract, read_timeseries
 
-    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    some, cube, out, kw, whole = before_31ugu
     manifest = json.loads((out / "manifest.json").read_text())
     manifest.pop("mosaics", None)
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -511,11 +531,10 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
     assert len(legacy) > 1  # the one the update wrote, the others still of version 1
     resumed = extract(some, cube, out, update=True, **kw)
     assert resumed.units_resumed >= 1 and sum(p.exists() for p in legacy) == 1  # the update's kept
-    extract(some, cube, tmp_path / "whole", **kw)
-    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
 
     old = tmp_path / "old"  # as a cardcube before runs and batches wrote it: no run, one mosaic file
-    shutil.copytree(tmp_path / "whole", old)
+    shutil.copytree(whole, old)
     manifest = json.loads((old / "manifest.json").read_text())
     run = manifest.pop("run")
     manifest.pop("mosaics", None)
@@ -526,7 +545,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
     pd.concat([pd.read_parquet(p) for p in mosaics]).to_parquet(mosaics[0].parent / "part.parquet")
     for path in mosaics:
         path.unlink()
-    pd.testing.assert_frame_equal(read_timeseries(old).drop(columns="tile"), read_timeseries(tmp_path / "whole")
+    pd.testing.assert_frame_equal(read_timeseries(old).drop(columns="tile"), read_timeseries(whole)
                                   .drop(columns="tile"), check_exact=True, check_categorical=False)
     def stop_after_a_batch(store, key, data, *args, **kwargs):
         write_bytes(store, key, data, *args, **kwargs)
@@ -539,14 +558,13 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
             extract(some, cube, old, scheduler="sync", **kw)
     assert sorted(p.name for p in (old / "timeseries" / "tile=mosaic").glob("*.parquet")) == [
         "part-00000-v00000002.parquet", "part.parquet"]
-    pd.testing.assert_frame_equal(_rows(old), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(old), _rows(whole), check_exact=True, check_categorical=False)
     extract(some, cube, old, **kw)  # resumed to its end: the batches' files replace part.parquet
     assert not (old / "timeseries" / "tile=mosaic" / "part.parquet").exists()
-    pd.testing.assert_frame_equal(_rows(old), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(old), _rows(whole), check_exact=True, check_categorical=False)
 
 
-def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_straddle_region, tmp_path,
-                                                                         monkeypatch):
+def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(before_31ugu, monkeypatch):
     """Two runs into one --out at once, of one version: one whose read of a batch failed deleted, once it had run,
     that batch's file the other had written and listed (its manifest then named a file gone, its parcels "ok" and
     without rows). A run deletes only files of earlier versions."""
@@ -554,7 +572,7 @@ def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_st
     from cardcube.errors import StoreError
     from cube.extract import extract
 
-    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    some, cube, out, kw, _ = before_31ugu
     written = set((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))  # the other run's, say
 
     def unreachable(*args, **kwargs):
@@ -566,7 +584,7 @@ def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(tiny_st
     assert failed.failures and written and all(p.exists() for p in written)
 
 
-def test_a_run_an_update_overtook_does_not_write_its_version_back(tiny_straddle_region, tmp_path, monkeypatch):
+def test_a_run_an_update_overtook_does_not_write_its_version_back(before_31ugu, monkeypatch):
     """A run of version 1 into an extraction, and an --update to version 2 started while it went on and finished
     first: the run's status table and manifest put version 1 back over the update's (complete, its scenes), so the
     next update repeated rows. It now says so and writes neither."""
@@ -576,7 +594,7 @@ def test_a_run_an_update_overtook_does_not_write_its_version_back(tiny_straddle_
     from cardcube.errors import InvalidRequestError
     from cube.extract import extract
 
-    some, cube, out, kw = _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path)
+    some, cube, out, kw, whole = before_31ugu
     check_written, overtaken = extract_module._check_written, []
 
     def update_meanwhile(*args, **kwargs):
@@ -591,8 +609,7 @@ def test_a_run_an_update_overtook_does_not_write_its_version_back(tiny_straddle_
     manifest = json.loads((out / "manifest.json").read_text())
     assert overtaken and manifest["version"] == 2 and manifest["complete"] and manifest["updated_from"] == [1]
     monkeypatch.undo()
-    extract(some, cube, tmp_path / "whole", **kw)
-    pd.testing.assert_frame_equal(_rows(out), _rows(tmp_path / "whole"), check_exact=True, check_categorical=False)
+    pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
 
 
 def test_an_update_of_dates_beyond_its_time_range_keeps_the_parcels_read_across_tiles(tiny_straddle_region,
