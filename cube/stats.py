@@ -200,7 +200,7 @@ def _weights(index: np.ndarray, starts: np.ndarray, sizes: np.ndarray, weight: n
         if at is not None:
             raise InvalidRequestError("at (mask positions) is only meaningful with weight")
         return sizes, empty, empty
-    weight = np.asarray(weight, dtype=np.int64)
+    weight = np.ascontiguousarray(weight, dtype=np.int64)  # as index and at: a strided one compiled the kernel again
     if weight.shape != index.shape or (weight.size and weight.min() < 1):
         raise InvalidRequestError(f"weight must be positive counts, one per index entry ({index.size}), got "
                                   f"{weight.shape}")
