@@ -529,7 +529,9 @@ def test_a_new_cube_in_a_folder_of_other_files_is_refused(tiny_region, tmp_path)
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     (scenes / "catalog.json").write_text('{"type": "Catalog", "id": "mine"}')
-    items = tiny_region.items
+    # a scene of each collection: what is checked is where the cube goes, not how many dates go in
+    items = write_items(tiny_region.items, [*items_of(tiny_region.items, "sentinel-2-l2a")[:1],
+                                            *items_of(tiny_region.items, "sentinel-1-card-bs")[:1]], "new-cube.json")
     with pytest.raises(InvalidRequestError, match=r"scenes holds catalog\.json but no cube: give --cube \(Python: "
                                                   r"cube=\) a new or empty folder"):
         ingest(items, scenes, chunks=CHUNKS, progress=False)
