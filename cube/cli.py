@@ -345,7 +345,7 @@ def _chip(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import InvalidRequestError
-    from cardcube.storage import open_store
+    from cardcube.storage import listed_names, open_store
     from cube.chips import MAX_IMAGE_SIZE, SHEET_SCALE, check_chip_size, check_image_size, check_sheet, chip
     from cube.layout import cube_root
     from cube.ledger import read_version
@@ -363,8 +363,7 @@ def _chip(args: argparse.Namespace) -> int:
     check_chip_size(args.size) if args.geotiff else check_image_size(args.size, scale)  # before reading
     if len(args.id) > 1:  # argparse said "unrecognized arguments" under the top-level usage
         raise InvalidRequestError(f"chip writes the chips of one parcel, {len(args.id)} ids given "
-                                  f"({', '.join(args.id[:3])}{', ...' if len(args.id) > 3 else ''}): run it once "
-                                  f"per parcel")
+                                  f"({listed_names(args.id, most=3)}): run it once per parcel")
     where, registry = _target(args, args.id)
     store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
     version = read_version(store, args.collection, args.as_of)

@@ -113,8 +113,9 @@ def scl_classes(values: np.ndarray) -> np.ndarray:
     merge make SCL float, with NaN where they leave no value, which the statistics refused as "classes float32 ...
     must be integer" and a chip's cloud share counted as seen. Any other value is no class (a mean of classes)."""
     codes = np.where(np.isnan(values), SCL_NO_DATA, values)
-    if not np.isin(codes, list(SCL_CLASSES)).all():
-        bad = codes[~np.isin(codes, list(SCL_CLASSES))].flat[0]
+    known = np.isin(codes, list(SCL_CLASSES))
+    if not known.all():
+        bad = codes[~known].flat[0]
         raise InvalidRequestError(f"the Dataset's SCL holds {bad:g}, no scene class code ({min(SCL_CLASSES)} to "
                                   f"{max(SCL_CLASSES)}): keep SCL as open_cube reads it (not resampled or averaged)")
     return codes.astype(np.uint8)
