@@ -42,8 +42,8 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
-    open_cube,
     pass_key,
+    read_cube,
     tile_dates,
 )
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
@@ -601,7 +601,7 @@ def chip(
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {at} ({crs}): {reason}")
         if _is_time(date):  # a pass's time on another tile (as the time series may give it): the chip's tile's own
             time = _same_pass(version, found.read, time) or time
-        ds = open_cube(store, collection, bbox=found.box, time=time, as_of=version, tiles=found.read,
+        ds = read_cube(store, version, bbox=found.box, time=time, tiles=found.read,
                        bands=stored_bands(bands, version.spec.band_names), resolution=res,
                        chunks="window", cache=cache)  # a read per band and block
         pad_to = None if found.whole else found.box

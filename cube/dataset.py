@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,13 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import AreaOutsideCubeError, CorruptDocumentError, DateNotFoundError, InvalidRequestError
+from cardcube.errors import (
+    AreaOutsideCubeError,
+    CorruptDocumentError,
+    DateNotFoundError,
+    InvalidRequestError,
+    NoAcquisitionWarning,
+)
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
@@ -573,10 +580,37 @@ def open_cube(
     the catalog's tile items kept by a caller that routes query after query (:class:`catalog.route.ItemCache`), so
     routing reads the collection document only.
     """
-    if chunks not in ("storage", "window"):
-        raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
+    ds = read_cube(store, version, bbox=bbox, geometry=geometry, crs=crs, time=time, bands=bands,
+                   resolution=resolution, decode=decode, tiles=tiles, chunks=chunks, cache=cache, item_cache=item_cache)
+    if not ds.sizes["time"]:
+        warnings.warn(_no_dates(version, ds.attrs["cardcube:tiles"].split(","), time), NoAcquisitionWarning,
+                      stacklevel=2)
+    return ds
+
+
+def read_cube(
+    store: Store,
+    version: CubeVersion,
+    *,
+    bbox: tuple[float, float, float, float] | None = None,
+    geometry: BaseGeometry | Mapping | None = None,
+    crs: Any = None,
+    time: TimeSelection = None,
+    bands: Sequence[str] | str | None = None,
+    resolution: int | None = None,
+    decode: bool = True,
+    tiles: Sequence[str] | str | None = None,
+    chunks: str = "storage",
+    cache: ArrayCache | None = None,
+    item_cache: ItemCache | None = None,
+) -> xr.Dataset:
+    """:func:`open_cube` of the ``store`` and ``version`` a reader holds already, without its warning of a Dataset of
+    no dates: the readers built on it (time series, chips, extraction) say that their own way."""
+    if chunks not in ("storage", "window"):
+        raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
+    collection = version.collection
     spec: CubeSpec = version.spec
     names = list(spec.band_names) if bands is None else _stored(bands, spec)
     band_specs = [spec.band(n) for n in names]
@@ -617,6 +651,16 @@ def open_cube(
                      "cardcube:cube": store_url(store), "cardcube:tiles": ",".join(w.tile for w in windows),
                      "title": spec.title})
     return ds
+
+
+def _no_dates(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -> str:
+    """Why a Dataset of ``tiles`` has no date: none of the cube within ``time``, or none of these tiles (the
+    cube's other tiles have some): a Dataset of no date would otherwise look like a cube without data."""
+    within = "" if time is None else f" within the time range {time}"
+    if any(tile_dates(state, time) for state in version.tiles.values()):
+        return f"no acquisition of tile(s) {', '.join(tiles)}{within}, though other tiles of the cube have some " \
+               f"({date_span(version)}): the Dataset has no dates"
+    return f"no acquisition{within}: {date_span(version)}; the Dataset has no dates"
 
 
 def _stored(bands: Sequence[str] | str, spec: CubeSpec) -> list[str]:

@@ -83,7 +83,7 @@ from cardcube.storage import (
     write_bytes,
 )
 from cube import layout
-from cube.dataset import BandReader, check_acquisitions, lacks_passes, open_cube, passes_lacking
+from cube.dataset import BandReader, check_acquisitions, lacks_passes, passes_lacking, read_cube
 from cube.extraction_files import (
     MANIFEST,
     MOSAIC,
@@ -187,7 +187,7 @@ def _time_blocks(store: Store, collection: str, tile: str, name: str, version: C
     and a short tail (the few dates of the hot buffer) read with the last run if the two hold at most
     :func:`_longest_run` dates, as each run has a fixed cost. Also the edges of the stored chunks among the dates
     (a cold block's 16, the hot buffer's one each), for :func:`_time_chunks` to count the chunks a run reads."""
-    ds = open_cube(store, collection, tiles=[tile], bands=[name], as_of=version, time=time, decode=False)
+    ds = read_cube(store, version, tiles=[tile], bands=[name], time=time, decode=False)
     sizes = ds[name].chunks[0]
     edges = tuple(int(e) for e in np.cumsum((0, *sizes)))
     runs, start, stop = [], 0, 0

@@ -44,8 +44,8 @@ from cube.dataset import (
     check_acquisitions,
     compute_reads,
     lacks_passes,
-    open_cube,
     passes_lacking,
+    read_cube,
     tile_dates,
 )
 from cube.indices import INDICES, check_bands, stored_bands
@@ -529,8 +529,8 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
         crs = TileGrid.from_id(tiles[0]).crs
         minx, miny, maxx, maxy = sub.to_crs(crs).bounds
         # stored integers, decoded in float64 here: exact statistics, half the bytes moved
-        ds = open_cube(store, version.collection, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
-                       time=time, as_of=version, bands=needed, tiles=list(tiles), decode=False,
+        ds = read_cube(store, version, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
+                       time=time, bands=needed, tiles=list(tiles), decode=False,
                        chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
         reads.append((ds, sub, "+".join(tiles)))
     return reads, read_notes(version, ps, tiles_of, time)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, NoAcquisitionWarning
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube.dataset import open_cube, pass_times
 from cube.indices import add_indices, check_bands
@@ -352,6 +352,19 @@ def test_a_time_range_keeps_the_stored_time_chunks(tiny_cube):
     cut = np.cumsum((0, *ranged.chunks["time"])) + 5
     assert set(cut[1:-1]) <= set(edges), (ranged.chunks["time"], stored)  # boundaries where the cube has them
     np.testing.assert_array_equal(ranged.B04.values, whole.B04.values[5:-2])
+
+
+def test_a_time_range_beside_the_cube_s_dates_warns_naming_them(tiny_cube, recwarn):
+    """A Dataset of no date looked like a cube without data: no word that the range missed the season."""
+    times = open_cube(tiny_cube, "s2", bands=["B04"]).time.values
+    first, last = (str(t)[:10] for t in (times[0], times[-1]))
+    with pytest.warns(NoAcquisitionWarning, match=rf"no acquisition within the time range 2030-01-01/2030-02-01: "
+                                                  rf"version \d+ of the s2 cube holds dates from {first} to {last}"):
+        ds = open_cube(tiny_cube, "s2", bands=["B04"], time="2030-01-01/2030-02-01")
+    assert ds.sizes["time"] == 0
+    recwarn.clear()
+    assert open_cube(tiny_cube, "s2", bands=["B04"], time=f"{first}/{last}").sizes["time"] == len(times)
+    assert not [w for w in recwarn if issubclass(w.category, NoAcquisitionWarning)]
 
 
 def test_what_a_query_begun_before_the_cache_was_cleared_reads_stays_out_of_it(tiny_cube, monkeypatch):
