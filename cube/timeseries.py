@@ -61,8 +61,8 @@ from cube.tile_arrays import ArrayCache
 class ParcelStatus:
     """Why a parcel has (or has no) statistics: ``ok``, ``outside``, ``too_small`` or ``invalid`` (a parcel of
     a file that is no polygon, e.g. an empty geometry; extraction adds ``failed``), with its pixels and the
-    tile(s) it was read from (``+``-joined). ``reason`` does not repeat the parcel id, in time series and
-    extraction status tables alike."""
+    tile(s) it was read from (``+``-joined; of a Dataset, the tiles it was read from). ``reason`` does not repeat
+    the parcel id, in time series and extraction status tables alike."""
 
     parcel_id: Any
     status: str
@@ -468,7 +468,8 @@ def parcel_timeseries(
         bands = check_bands(bands, available, statistics=True)
         _check_inputs(bands, available)
         mask = resolve_mask(mask, available, collection)
-        reads = [(narrowed, ps, "")]  # the Dataset is the whole cube this call sees, and its edge the data's
+        # the Dataset is the whole cube this call sees, and its edge the data's; its parcels read from its tiles
+        reads = [(narrowed, ps, cube.attrs.get("cardcube:tiles", "").replace(",", "+"))]
         notes = {pid: partly_outside(v, "the Dataset given") for pid, v in _beyond(ps, dataset_geobox(cube)).items()}
     else:
         store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)

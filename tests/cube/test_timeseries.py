@@ -209,7 +209,9 @@ def test_a_dataset_is_the_version_it_was_read_at(tiny_cube, parcels, sample):
     """as_of given with a Dataset was ignored: the numbers of the Dataset's version, labelled with it, silently."""
     ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), decode=False)
     held = ds.attrs["cardcube:version"]
-    assert parcel_timeseries(ds, sample, bands=["B04"], as_of=held).attrs["cube_version"] == held
+    frame = parcel_timeseries(ds, sample, bands=["B04"], as_of=held)
+    assert frame.attrs["cube_version"] == held
+    assert {s["tile"] for s in frame.attrs["parcel_status"]} == {"31UFU"}  # the tile, as of the cube (was "")
     with pytest.raises(InvalidRequestError, match=rf"the Dataset was read at version {held} of the cube, not 99: "
                                                   r"open it with open_cube\(..., as_of=99\)"):
         parcel_timeseries(ds, sample, bands=["B04"], as_of=99)
