@@ -103,6 +103,8 @@ def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.nda
                                for r in results]).reshape(-1).take(stacked)
     for name, arr in (per_date or {}).items():
         arr = np.asarray(arr)
+        if arr.dtype == object and not arr.size:  # a text column (platform) of no date: text still, not Arrow's null
+            arr = arr.astype(str)
         data[name] = (_column(arr[by_time], time_row) if arr.ndim == 1 else
                       _column(arr.reshape(-1), parcel_time))
     return pa.table(data)

@@ -199,7 +199,9 @@ def test_time_narrows_a_dataset_as_it_narrows_the_cube(tiny_cube, sample):
     pd.testing.assert_frame_equal(from_dataset, parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2024-06"),
                                   check_exact=True)
     with pytest.warns(NoAcquisitionWarning, match="within the time range 2023-06: version .* holds dates from 2024"):
-        assert parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2023-06").empty
+        empty = parcel_timeseries(tiny_cube, sample, bands=["B04"], time="2023-06")
+    assert empty.empty
+    pd.testing.assert_series_equal(empty.dtypes, from_dataset.dtypes)  # platform was object, not text: a concat mixed
     with pytest.warns(NoAcquisitionWarning, match="no date of the Dataset falls within the time range 2023-06; its "
                                                   "dates run from 2024"):
         assert parcel_timeseries(ds, sample, bands=["B04"], time="2023-06").empty
