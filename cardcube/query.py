@@ -164,6 +164,24 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
     return lo, hi
 
 
+def time_text(time: TimeSelection) -> str | None:
+    """``time`` as ``--time`` writes it (``start/end``, ``..`` for an open end) where that text selects the same
+    range: a pair or a slice given in Python is then recorded (an extraction's manifest) as the same run as its
+    text; anything else as its own text."""
+    if time is None:
+        return None
+    if isinstance(time, slice | tuple):
+        ends = (time.start, time.stop) if isinstance(time, slice) else time
+        if len(ends) == 2:
+            text = "/".join(".." if e is None else str(e) for e in ends)
+            try:
+                if parse_time_range(text) == parse_time_range(time):
+                    return text
+            except InvalidRequestError:
+                pass
+    return str(time)
+
+
 def in_time_range(times: np.ndarray, span: tuple[np.datetime64 | None, np.datetime64 | None]) -> np.ndarray:
     """Which of ``times`` (datetime64) lie in ``span``, ``[lo, hi)`` as :func:`parse_time_range` gives it."""
     lo, hi = span

@@ -68,7 +68,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, run_tasks
-from cardcube.query import parse_time_selection
+from cardcube.query import parse_time_selection, time_text
 from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import (
     StoreLike,
@@ -544,7 +544,7 @@ def extract(
         "cube": canonical_url(store), "collection": collection, "version": version.version,
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
-        "time": None if time is None else str(time), "histogram": histogram, "block": block,
+        "time": time_text(time), "histogram": histogram, "block": block,
         "time_block": time_block, "tile_rule": TILE_RULE, "pixel_rule": PIXEL_RULE, "run": new_run(),
     }
     kept: dict[Any, str] = {}  # notes of parcels kept on their earlier tile (_earlier_tiles)

@@ -395,6 +395,19 @@ def test_an_extraction_of_another_cube_at_the_same_location_is_not_resumed_into(
         extract(few, cube, out, bands=["B04"], progress=False)
 
 
+def test_a_time_range_given_in_python_is_the_same_run_as_its_text(cube, parcels, tmp_path):
+    """``time=slice(a, b)`` or ``(a, b)`` was recorded as its Python text: an update with ``--time a/b`` (or
+    the other form) was refused as a run "with other time"."""
+    out, few = tmp_path / "out", parcels.iloc[:10]
+    first = extract(few, cube, out, bands=["B04"], time=slice("2024-05", "2024-06"), progress=False)
+    assert json.loads((out / MANIFEST).read_text())["time"] == "2024-05/2024-06"
+    for same in ("2024-05/2024-06", ("2024-05-01", "2024-06-30"), slice("2024-05", "2024-06")):
+        assert extract(few, cube, out, bands=["B04"], time=same, update=True, progress=False).rows == 0
+    with pytest.raises(InvalidRequestError, match="with other time"):
+        extract(few, cube, out, bands=["B04"], time=("2024-05", "2024-07"), update=True, progress=False)
+    assert first.rows > 0
+
+
 def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_written(cube, parcels, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RequestTooLargeError, match="smaller block"):
