@@ -108,10 +108,32 @@ def cube_dataset(ds: Any) -> xr.Dataset:
             raise InvalidRequestError(f"the Dataset's two {dim} coordinates lie {abs(steps[0]):g} apart, where its "
                                       f"pixels are {pixel[dim]:g} wide: they are no grid of pixels for the parcels; "
                                       f"give it a contiguous area (ds.sel({dim}=slice(...)), not {dim} values picked)")
+    _check_packing(ds)
     if "SCL" in ds.data_vars and np.issubdtype(ds["SCL"].dtype, np.floating):  # ds.where(...), a reindex, a merge
         ds = ds.assign(SCL=xr.apply_ufunc(scl_classes, ds["SCL"], dask="parallelized", output_dtypes=[np.uint8],
                                           keep_attrs=True))
     return ds
+
+
+def _check_packing(ds: xr.Dataset) -> None:
+    """A clear error for a cube band whose attributes, which say how to read its values, were lost
+    (``xr.set_options(keep_attrs=False)``, a Dataset built by hand): stored integers without their ``scale_factor``
+    were measured as reflectance (a mean of 1425), backscatter without ``units: dB`` averaged in dB, not in linear
+    power. A band whose attributes say otherwise (converted on purpose) is read as they say."""
+    specs = {b.name: b for spec in CUBE_SPECS.values() for b in spec.bands}
+    for name, var in ds.data_vars.items():
+        band = specs.get(str(name))
+        if band is None or band.flag_values is not None:
+            continue
+        lost = ("scale_factor" if var.dtype.kind in "iu" and "scale_factor" not in var.attrs else
+                "units" if band.units == "dB" and var.dtype.kind == "f" and "units" not in var.attrs else None)
+        if lost:
+            said = ("stored integers without their scale_factor, add_offset and nodata" if lost == "scale_factor"
+                    else "backscatter without its units (dB)")
+            raise InvalidRequestError(f"the Dataset's {name} holds {said}: its attributes were lost (xarray drops "
+                                      f"them under keep_attrs=False), so its values cannot be read right; give "
+                                      f"{name} the attributes open_cube gives it (ds[{str(name)!r}].attrs.update(...)) "
+                                      f"or open the cube again")
 
 
 def scl_classes(values: np.ndarray) -> np.ndarray:

@@ -234,6 +234,24 @@ def test_a_dataset_without_scl_is_not_read_unmasked_by_default(tiny_cube, sample
     assert not parcel_timeseries(s1, sample, bands=["VH"]).empty
 
 
+def test_a_dataset_whose_bands_lost_their_attributes_is_refused_not_read_in_other_units(tiny_cube, sample):
+    """Under ``keep_attrs=False`` ``VV * 1`` has no ``units: dB`` (it was averaged in dB, 0.6 dB below the mean of
+    linear power) and stored B04 no ``scale_factor`` (measured as reflectance: a mean of 1425), without a word."""
+    s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds))
+    s2 = open_cube(tiny_cube, bbox=tuple(sample.total_bounds), bands=["B04", "SCL"], decode=False)
+    with xr.set_options(keep_attrs=False):
+        lost = [(s1.assign(VH=s1["VH"] * 1), "VH", r"the Dataset's VH holds backscatter without its units \(dB\)"),
+                (s2.assign(B04=s2["B04"] + 0), "B04", "the Dataset's B04 holds stored integers without their "
+                                                      "scale_factor, add_offset and nodata")]
+    for ds, band, message in lost:
+        with pytest.raises(InvalidRequestError, match=message + ": its attributes were lost"):
+            parcel_timeseries(ds, sample, bands=[band])
+    linear = s1.assign(VH=(10 ** (s1["VH"] / 10)).assign_attrs(units="1"))  # converted on purpose: read as it says
+    want = 10 ** (parcel_timeseries(s1, sample, bands=["VH"], stats=["mean"])["mean"] / 10)
+    got = parcel_timeseries(linear, sample, bands=["VH"], stats=["mean"])["mean"]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_s1_indices_of_a_dataset_are_the_cubes_own(tiny_cube, sample):
     """RVI of a decoded Dataset (float32 bands) was computed in float32, a few ulps off the cube location's numbers."""
     s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds))
