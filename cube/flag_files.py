@@ -2,10 +2,11 @@
 of ``cardcube timeseries`` (a ``.parquet`` or ``.csv`` file), with every declared parcel accounted for.
 
 :func:`flag_parcels` judges the parcels it has statistics of. Over a whole territory that is not enough: a
-declared parcel the extraction could not measure (too small, outside the cube, invalid) would have no row,
-and no row reads as cleared. :func:`flag_files` adds a row for each, not judged, with the extraction's
-status and reason, and warns of declared parcels that have no statistics at all. :func:`describe_statistics`
-says which cube version the statistics were read from, so a set of flags can be reproduced.
+declared parcel the extraction (or ``cardcube timeseries``) could not measure (too small, outside the cube,
+invalid) would have no row, and no row reads as cleared. :func:`flag_files` adds a row for each, not judged, with
+its status and reason (the extraction's status table, a timeseries file's record), and warns of declared parcels
+that have no statistics at all. :func:`describe_statistics` says which cube version the statistics were read from,
+so a set of flags can be reproduced.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def flag_files(
     """:func:`~cube.anomalies.flag_parcels` on the Sentinel-2 statistics at ``timeseries`` (and the Sentinel-1
     ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`, or a mapping of some of its fields),
     plus one row, not judged, for each
-    declared parcel an extraction could not measure (with its status and reason). Declared parcels with no
+    declared parcel the statistics could not measure (with its status and reason, from an extraction's status table
+    or the record beside a ``cardcube timeseries`` file). Declared parcels with no
     statistics at all, and parcels of the statistics with no declaration, are counted in a warning. Parcel ids
     are compared as text, so a CSV's and a GeoPackage's ids match.
 
@@ -195,14 +197,32 @@ def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_opti
             f"extracted? Their statistics would be judged against other fields' declarations")
 
 
+def _status(path: str | Path, storage_options: Mapping[str, Any] | None) -> pd.DataFrame | None:
+    """Every parcel's status (``parcel_id``, ``status``, ``reason``) of the statistics at ``path``: an extraction's
+    status table, or the statuses a ``cardcube timeseries`` file's record (its ``.json``) or a Parquet file's own
+    metadata (``frame.attrs`` as ``parcel_timeseries`` gives them) lists; None for a file with neither."""
+    if is_extraction(path):
+        return read_status(path, storage_options=storage_options)
+    listed = statistics_parameters(path, storage_options=storage_options).get("parcels")
+    if listed is None and Path(path).suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        attrs = json.loads((pq.read_schema(path).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+        listed = attrs.get("parcel_status")
+    if not isinstance(listed, list) or not all(isinstance(s, dict) and {"parcel_id", "status"} <= s.keys()
+                                               for s in listed):
+        return None
+    return pd.DataFrame(listed, columns=["parcel_id", "status", "reason"]).fillna({"reason": ""})
+
+
 def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[str, Any] | None
                 ) -> pd.DataFrame | None:
-    """Rows of flags for the ``declared`` parcels an extraction at ``path`` could not measure: not judged, and why.
-    None for statistics from a file, which has no status table. (A parcel the status table calls failed may have
-    statistics of an earlier run: the caller leaves those it judged out of ``declared``.)"""
-    if not is_extraction(path):
+    """Rows of flags for the ``declared`` parcels the statistics at ``path`` could not measure (by their status:
+    :func:`_status`): not judged, and why. None for a file whose record lists no status. (A parcel the status table
+    calls failed may have statistics of an earlier run: the caller leaves those it judged out of ``declared``.)"""
+    status = _status(path, storage_options)
+    if status is None:
         return None
-    status = read_status(path, storage_options=storage_options)
     status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
     ids = status.parcel_id.astype(str)
     return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,

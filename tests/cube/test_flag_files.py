@@ -213,3 +213,27 @@ def test_a_record_beside_another_table_is_not_taken_for_its_parameters(tiny_cube
     out.write_text(out.read_text().replace("\n", "\r\n"))  # another table of that name
     with pytest.warns(UserWarning, match=r"ts\.csv\.json is not of the table beside it"):
         assert statistics_parameters(out) == {}
+
+
+def test_a_timeseries_file_s_unmeasured_parcels_get_a_row_not_judged(tiny_cube, tiny_region, tmp_path):
+    """A declared parcel ``cardcube timeseries`` could not measure (too small) had no row in the flags of its file,
+    only a note, although the file's record lists its status and reason: as from an extraction, it gets a row, not
+    judged, with them. A Parquet file written from the frame in Python carries the statuses in its own metadata."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    declared = parcels.set_index("parcel_id").crop_code
+    out = tmp_path / "ts.csv"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--bands", "B04,B08",
+                 "--out", str(out)]) == 0
+    status = pd.DataFrame(statistics_parameters(out)["parcels"])
+    unmeasured = status[status.status != "ok"]
+    assert len(unmeasured)  # the tiny region has a parcel too small for a pixel
+    with pytest.warns(UserWarning, match="have no statistics"):  # the parcel too small
+        frame = parcel_timeseries(tiny_cube, parcels, bands=["B04", "B08"])
+    frame.to_parquet(tmp_path / "ts.parquet")
+    for path in (out, tmp_path / "ts.parquet"):
+        flags = flag_files(path, declared).set_index("parcel_id")
+        assert flags.index.is_unique and set(flags.index) == set(declared.index)
+        rows = flags.loc[unmeasured.parcel_id.astype(str)]
+        assert not rows.flagged.any() and rows.not_judged.tolist() == [
+            f"every marker: no statistics ({s}: {r})" for s, r in zip(unmeasured.status, unmeasured.reason,
+                                                                      strict=True)]
