@@ -55,6 +55,14 @@ INDICES: dict[str, tuple[tuple[str, ...], Callable[[xr.Dataset], xr.DataArray], 
 DB_RATIOS = frozenset({"VH_VV"})
 
 
+def units_of(name: str) -> str:
+    """The units of a band's or index's physical values, as its variable's ``units`` attribute says them: ``dB`` for
+    backscatter and a ratio of it (:data:`DB_RATIOS`), ``1`` for reflectances and the other indices."""
+    if name in INDICES:
+        return "dB" if name in DB_RATIOS else "1"
+    return next((band.units for spec in CUBE_SPECS.values() for band in spec.bands if band.name == name), "1")
+
+
 def bands_for(names: Sequence[str]) -> tuple[str, ...]:
     """The stored bands needed to compute the given bands and index names."""
     out: list[str] = []

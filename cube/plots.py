@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cardcube.errors import InvalidRequestError
+from cube.indices import units_of
 
 
 def _band_of(frame: pd.DataFrame, band: str, statistic: str, what: str) -> str:
@@ -24,23 +25,42 @@ def _band_of(frame: pd.DataFrame, band: str, statistic: str, what: str) -> str:
     return name
 
 
-def _span(values: pd.Series, usual: tuple[float, float]) -> tuple[float, float]:
+def _span(values: pd.Series, usual: tuple[float, float] | None) -> tuple[float, float]:
     """Axis limits: the ``usual`` range (the same on every panel, so panels compare), widened to every value
-    with a margin of 5 % of it: a value beyond it (water's NDVI, VV above -5 dB) is drawn, not cut off."""
+    with a margin of 5 % of it: a value beyond it (water's NDVI, VV above -5 dB) is drawn, not cut off. Without a
+    usual range (a band of no known range, e.g. RVI), the values' own with that margin."""
+    finite = values[pd.notna(values)]
+    if usual is None:
+        if not len(finite):
+            return 0.0, 1.0
+        usual = (float(finite.min()), float(finite.max()))
+        if usual[0] == usual[1]:
+            usual = (usual[0] - 0.5, usual[1] + 0.5)
     lo, hi = usual
     margin = 0.05 * (hi - lo)
-    finite = values[pd.notna(values)]
     if not len(finite):
         return usual
     return min(lo, finite.min() - margin), max(hi, finite.max() + margin)
+
+
+def _label(band: str, statistic: str) -> str:
+    """An axis label naming the band, the statistic drawn and its units (none for reflectance and indices)."""
+    units = units_of(band)
+    return f"{band} {statistic}" + (f" ({units})" if units != "1" else "")
+
+
+# the range of each panel's axis whatever the values (widened to hold them): parcels compare at a glance
+USUAL_RANGE = {"1": (-0.2, 1.0), "dB": (-30.0, -5.0)}
+PAD = pd.Timedelta(days=3)  # beyond the first and last date: a season of one date is a few days, not years
 
 
 def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd.DataFrame | None = None,
                     band: str = "NDVI", radar_band: str = "VH", titles: Mapping | None = None,
                     min_valid: float = 0.5) -> None:
     """One panel per parcel: the median of ``band`` over clear dates (dates with fewer than
-    ``min_valid`` of the parcel's pixels valid are drawn hollow), and S1 ``radar_band`` means per orbit
-    direction on a second axis (bands in any case)."""
+    ``min_valid`` of the parcel's pixels valid are drawn hollow, dates with none as a grey tick at the bottom), and
+    S1 ``radar_band`` means per orbit direction on a second axis (bands in any case); each axis names the statistic
+    and its units, the dates' axis spans the statistics' dates."""
     band = _band_of(optical, band, "median", "optical")
     if radar is not None:
         radar_band = _band_of(radar, radar_band, "mean", "radar")
@@ -56,8 +76,13 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
         ax.plot(clear.time, clear["median"], "o-", color="tab:green", label=f"{band} median, clear")
         cloudy = rows[(valid < min_valid) & (rows["count"] > 0)]
         ax.plot(cloudy.time, cloudy["median"], "o", mfc="none", color="tab:green", alpha=0.5, label="mostly masked")
-        ax.set_ylim(*_span(rows["median"], (-0.2, 1.0)))
-        ax.set_ylabel(band)
+        # dates without a valid pixel (clouds, outside the swath): a tick at the bottom, so an empty panel is seen
+        # to be one of clouded dates, not of no acquisition
+        unseen = rows[rows["count"] == 0]
+        ax.plot(unseen.time, [0.02] * len(unseen), "|", color="tab:gray", ms=8, transform=ax.get_xaxis_transform(),
+                label="no valid pixel")
+        ax.set_ylim(*_span(rows["median"], USUAL_RANGE.get(units_of(band))))
+        ax.set_ylabel(_label(band, "median"))
         ax.set_title((titles or {}).get(pid, str(pid)), fontsize=10, loc="left")
         if radar is not None:
             twin = ax.twinx()
@@ -66,12 +91,17 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
                 r = mine[mine.orbit_state == direction]
                 twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8,
                           label=f"S1 {radar_band} {direction}")
-            twin.set_ylabel(f"{radar_band} (dB)")
-            twin.set_ylim(*_span(mine["mean"], (-30.0, -5.0)))
+            twin.set_ylabel(_label(radar_band, "mean"))
+            twin.set_ylim(*_span(mine["mean"], USUAL_RANGE["dB"] if radar_band in ("VV", "VH") else None))
         ax.grid(alpha=0.3)
+    times = pd.concat([optical[optical.parcel_id.isin(parcels)].time,
+                       *([radar[radar.parcel_id.isin(parcels)].time] if radar is not None else [])])
+    if len(times):  # the dates of the statistics, whichever are drawn (none clear: matplotlib showed 1970)
+        axes[0, 0].set_xlim(times.min() - PAD, times.max() + PAD)
+    axes[-1, 0].set_xlabel("acquisition date (UTC)")
     handles = [h for ax in fig.axes for h in ax.get_legend_handles_labels()[0]]
     labels = [lab for ax in fig.axes for lab in ax.get_legend_handles_labels()[1]]
     unique = dict(zip(labels, handles, strict=True))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=4, fontsize=8)
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=5, fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)

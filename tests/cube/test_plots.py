@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.dates
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,7 +69,7 @@ def test_values_beyond_the_usual_range_are_drawn_not_cut_off(tmp_path, monkeypat
     assert wet.get_ylim()[0] < -0.45 and wet_radar.get_ylim()[0] < -33.5 < -2.0 < wet_radar.get_ylim()[1]
     np.testing.assert_allclose(dry.get_ylim(), (-0.2, 1.0))
     np.testing.assert_allclose(dry_radar.get_ylim(), (-30.0, -5.0))
-    assert wet_radar.get_ylabel() == "VV (dB)" and [line.get_label() for line in wet_radar.lines] == [
+    assert wet_radar.get_ylabel() == "VV mean (dB)" and [line.get_label() for line in wet_radar.lines] == [
         "S1 VV ascending", "S1 VV descending"]
 
 
@@ -90,3 +91,43 @@ print(matplotlib.get_backend())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == "svg"
     assert (tmp_path / "ts.png").stat().st_size > 0
+
+
+def _figures(monkeypatch) -> list:
+    """The Figures plot_timeseries draws, kept for the test to look at."""
+    figures = []
+
+    class Kept(plots.Figure):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(plots, "Figure", Kept)
+    return figures
+
+
+def test_one_date_or_none_clear_is_drawn_on_the_statistics_dates_with_labelled_axes(tmp_path, monkeypatch) -> None:
+    """A parcel of one date had an axis of four years (2022 to 2026), and one with no clear date an axis of the hours
+    of 1970-01-01 and an empty panel: the dates' axis spans the statistics' dates, says they are UTC, and a date
+    without a valid pixel is a tick. The value axes name the statistic and its units: RVI was labelled dB."""
+    figures = _figures(monkeypatch)
+    day = pd.Timestamp("2024-05-01 10:50")
+    one = pd.DataFrame({"parcel_id": "A", "time": [day], "band": "NDVI", "count": 10, "masked": 0, "median": [0.5]})
+    plots.plot_timeseries(one, tmp_path / "one.png")
+    times = pd.date_range("2024-06-01 10:50", periods=3, freq="5D")
+    cloudy = pd.DataFrame({"parcel_id": "B", "time": times, "band": "NDVI", "count": 0, "masked": 10,
+                           "median": np.nan})
+    radar = pd.DataFrame({"parcel_id": "B", "time": times, "band": "RVI", "mean": [0.4, 0.5, 0.45],
+                          "orbit_state": "ascending"})
+    plots.plot_timeseries(cloudy, tmp_path / "cloudy.png", radar=radar, radar_band="RVI")
+    (single,), (clouded, rvi) = figures[0].axes, figures[1].axes
+    date = matplotlib.dates.date2num
+    lo, hi = single.get_xlim()
+    assert date(day - pd.Timedelta(days=10)) < lo < date(day) < hi < date(day + pd.Timedelta(days=10))
+    lo, hi = clouded.get_xlim()
+    assert lo < date(times[0]) and date(times[-1]) < hi < date(times[-1] + pd.Timedelta(days=10))
+    assert single.get_xlabel() == clouded.get_xlabel() == "acquisition date (UTC)"
+    assert single.get_ylabel() == "NDVI median"
+    (ticks,) = [line for line in clouded.lines if line.get_label() == "no valid pixel"]
+    assert len(ticks.get_xdata()) == 3
+    assert rvi.get_ylabel() == "RVI mean" and rvi.get_ylim()[0] > 0  # a ratio of powers: no dB, nor -30
