@@ -325,7 +325,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     cube = canonical_url(open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True))
     record = {"cube": cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
               "time": args.time, **_statistics_arguments(args), "bands": frame.attrs["bands"],  # as read: B04 once
-              "stats": frame.attrs["stats"], "parcels": frame.attrs["parcel_status"],
+              "stats": frame.attrs["stats"], "units": frame.attrs["units"], "parcels": frame.attrs["parcel_status"],
               "notes": [str(w.message) for w in caught]}
     _write_table(frame, out, record)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "

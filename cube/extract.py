@@ -110,7 +110,7 @@ from cube.extraction_files import (
     statistics_name,
     write_status,
 )
-from cube.indices import bands_for, check_bands, stored_bands
+from cube.indices import bands_for, check_bands, stored_bands, units_of
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, PIXEL_RULE, check_buffer
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
@@ -543,6 +543,7 @@ def extract(
     manifest = {
         "cube": canonical_url(store), "collection": collection, "version": version.version,
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
+        "units": {band: units_of(band) for band in bands},  # of every statistic but count and masked
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": time_text(time), "histogram": histogram, "block": block,
         "time_block": time_block, "tile_rule": TILE_RULE, "pixel_rule": PIXEL_RULE, "run": new_run(),

@@ -277,7 +277,7 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run")
+    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run", "units")
                   and _differs(k, old.get(k), manifest[k])]  # the rules: see check_manifest and below
     if mismatched:
         shown = [k for k in mismatched if k not in ("cube", "parcels")]

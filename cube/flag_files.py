@@ -236,7 +236,7 @@ def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] 
     version, and the parameters they were computed with (:func:`statistics_parameters`); for a file also its
     SHA-256, since a file can be overwritten under the same name."""
     parameters = statistics_parameters(path, storage_options=storage_options)
-    wanted = ("cube", "collection", "bands", "stats", "mask", "buffer", "all_touched", "time")
+    wanted = ("cube", "collection", "bands", "stats", "units", "mask", "buffer", "all_touched", "time")
     described = {"path": str(path) if "://" in str(path) else str(Path(path).resolve()),
                  **{k: parameters[k] for k in wanted if k in parameters}}
     if is_extraction(path):

@@ -196,8 +196,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "as it may at once: ask again after Retry-After seconds"))}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in FORMATS.values()}, "description": (
-    "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, parcels, columns, "
-    "rows}, CSV or Parquet")}}
+    "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, units, parcels, "
+    "columns, rows}, CSV or Parquet (the units of each band: in the Parquet metadata, pandas attrs)")}}
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -406,7 +406,8 @@ def _timeseries_response(frame: pd.DataFrame, fmt: str) -> Response:
         frame.to_parquet(buf, index=False, **PORTABLE_PARQUET)  # as the CLI writes it: Spark reads its times
         return Response(buf.getvalue(), media_type=FORMATS[fmt], headers=headers)
     body = {"collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
-            "parcels": frame.attrs["parcel_status"], "columns": list(frame.columns), "rows": _records(frame)}
+            "units": frame.attrs["units"], "parcels": frame.attrs["parcel_status"], "columns": list(frame.columns),
+            "rows": _records(frame)}
     return JSONResponse(body, headers=headers)
 
 

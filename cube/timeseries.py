@@ -48,7 +48,7 @@ from cube.dataset import (
     read_cube,
     tile_dates,
 )
-from cube.indices import INDICES, check_bands, stored_bands
+from cube.indices import INDICES, check_bands, stored_bands, units_of
 from cube.ledger import CubeVersion, data_footprint, held_share, read_version
 from cube.membership import DEFAULT_BUFFER, check_buffer, parcel_pixels, window_for
 from cube.parcels import ParcelSet, as_parcels, too_small
@@ -464,7 +464,8 @@ def parcel_timeseries(
     cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version``, the ``bands`` and ``stats`` read (as resolved: ``b04,B04`` is B04 once;
-    no bands, every band) and ``parcel_status`` (one record per parcel: ok / outside /
+    no bands, every band), the ``units`` of each band's statistics (``dB``, or ``1`` for reflectance and indices)
+    and ``parcel_status`` (one record per parcel: ok / outside /
     too_small with the reason; plain dicts, so the frame still writes to Parquet). ``time`` selects the dates
     of a Dataset too; none within it gives an empty frame and a :class:`NoAcquisitionWarning` naming the dates
     there are. A single parcel that
@@ -534,6 +535,7 @@ def parcel_timeseries(
     frame["cube_version"] = version_no
     frame.attrs.update(cube_version=version_no, collection=collection,  # mask: what flag_parcels needs to know
                        mask=None if mask is None else [int(c) for c in mask], bands=list(bands), stats=list(stats),
+                       units={band: units_of(band) for band in bands},  # of every statistic but count and masked
                        parcel_status=status_frame.to_dict("records"))
     return frame
 

@@ -158,6 +158,7 @@ def test_every_input_parcel_has_a_status_with_its_reason(cube, parcels, tmp_path
     assert (status.cube_version == result.version).all()  # the audit trail: what was read, by what
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["software"] == f"cardcube {cardcube.__version__}" and manifest["finished"].endswith("+00:00")
+    assert manifest["units"] == {band: "1" for band in manifest["bands"]}  # reflectance: what the numbers are in
 
 
 def test_overlapping_parcels_each_keep_all_their_pixels(cube, parcels, tmp_path, monkeypatch):

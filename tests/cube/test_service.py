@@ -141,6 +141,7 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
     assert r.status_code == 200 and r.headers["x-cube-version"] == str(want.attrs["cube_version"])
     body = r.json()
     assert body["cube_version"] == want.attrs["cube_version"] and body["parcels"][0]["status"] == "ok"
+    assert body["units"] == {"B04": "1", "B08": "1", "NDVI": "1"}
     assert body["parcels"][0]["pixels"] == want.attrs["parcel_status"][0]["pixels"] > 0
     assert want["time"].min() >= pd.Timestamp("2024-04-01") and want["time"].max() < pd.Timestamp("2024-09-01")
     assert body["rows"][0]["time"].startswith("2024-") and any(row["p90"] is None for row in body["rows"]) == \

@@ -139,6 +139,28 @@ def test_s1_means_average_linear_power_and_report_db(tiny_cube, tiny_region, sam
     assert (frame["mean"] > frame["median"] - 0.5).mean() > 0.9  # linear mean sits above the dB median
 
 
+def test_the_units_of_each_band_travel_with_the_statistics(tiny_cube, sample, tmp_path):
+    """Nothing said what the numbers were in (reflectance or dB; RVI, a ratio of powers, no dB): the frame's attrs
+    give each band's units, and so do a Parquet file of it and the record of ``cardcube timeseries``."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from cardcube.cli import main
+
+    s2 = parcel_timeseries(tiny_cube, sample.iloc[:2], bands=["B04", "B11", "NDVI"], stats=["mean"])
+    s1 = parcel_timeseries(tiny_cube, sample.iloc[:2], collection="s1", bands=["VH", "VH_VV", "RVI"], stats=["mean"])
+    assert s2.attrs["units"] == {"B04": "1", "B11": "1", "NDVI": "1"}
+    assert s1.attrs["units"] == {"VH": "dB", "VH_VV": "dB", "RVI": "1"}
+    s1.to_parquet(tmp_path / "s1.parquet")
+    assert json.loads(pq.read_schema(tmp_path / "s1.parquet").metadata[b"PANDAS_ATTRS"])["units"]["VH"] == "dB"
+    out = tmp_path / "ts.csv"
+    sample.iloc[:2].to_parquet(tmp_path / "parcels.parquet")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "parcels.parquet"), "--collection",
+                 "s1", "--bands", "VH,RVI", "--out", str(out)]) == 0
+    assert json.loads((tmp_path / "ts.csv.json").read_text())["units"] == {"VH": "dB", "RVI": "1"}
+
+
 def test_reprojected_parcels_give_the_same_numbers(tiny_cube, sample):
     utm = parcel_timeseries(tiny_cube, sample, bands=["B08"])
     lonlat = parcel_timeseries(tiny_cube, sample.to_crs("EPSG:4326"), bands=["B08"])
