@@ -54,13 +54,31 @@ USUAL_RANGE = {"1": (-0.2, 1.0), "dB": (-30.0, -5.0)}
 PAD = pd.Timedelta(days=3)  # beyond the first and last date: a season of one date is a few days, not years
 
 
+TRACK_COLOURS = {"ascending": ("tab:blue", "tab:cyan", "navy"), "descending": ("tab:purple", "tab:pink", "indigo")}
+
+
+def _tracks(radar: pd.DataFrame, band: str) -> list[tuple[str, pd.DataFrame, str]]:
+    """A line per track of ``radar`` (one parcel's rows): orbit direction and, where the rows give it, relative
+    orbit, as the mowing marker compares passes (two tracks of one direction see a field at other incidence angles,
+    at levels a dB or two apart: one line through both drew a drop at every pass). Each with its label and colour."""
+    keys = ["orbit_state", "relative_orbit"] if "relative_orbit" in radar else ["orbit_state"]
+    out = []
+    for direction, colours in TRACK_COLOURS.items():
+        rows = radar[radar.orbit_state == direction]
+        groups = list(rows.groupby(keys[1:], dropna=False)) if len(keys) > 1 else [((), rows)]
+        for k, (track, r) in enumerate(groups):
+            orbit = f" {int(track[0])}" if len(groups) > 1 and pd.notna(track[0]) else ""
+            out.append((f"S1 {band} {direction}{orbit}", r, colours[k % len(colours)]))
+    return out
+
+
 def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd.DataFrame | None = None,
                     band: str = "NDVI", radar_band: str = "VH", titles: Mapping | None = None,
                     min_valid: float = 0.5) -> None:
     """One panel per parcel: the median of ``band`` over clear dates (dates with fewer than
     ``min_valid`` of the parcel's pixels valid are drawn hollow, dates with none as a grey tick at the bottom), and
-    S1 ``radar_band`` means per orbit direction on a second axis (bands in any case); each axis names the statistic
-    and its units, the dates' axis spans the statistics' dates."""
+    S1 ``radar_band`` means per track (orbit direction and relative orbit) on a second axis (bands in any case);
+    each axis names the statistic and its units, the dates' axis spans the statistics' dates."""
     band = _band_of(optical, band, "median", "optical")
     if radar is not None:
         radar_band = _band_of(radar, radar_band, "mean", "radar")
@@ -87,10 +105,8 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
         if radar is not None:
             twin = ax.twinx()
             mine = radar[(radar.parcel_id == pid) & (radar.band == radar_band)]
-            for direction, colour in (("ascending", "tab:blue"), ("descending", "tab:purple")):
-                r = mine[mine.orbit_state == direction]
-                twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8,
-                          label=f"S1 {radar_band} {direction}")
+            for label, r, colour in _tracks(mine, radar_band):
+                twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8, label=label)
             twin.set_ylabel(_label(radar_band, "mean"))
             twin.set_ylim(*_span(mine["mean"], USUAL_RANGE["dB"] if radar_band in ("VV", "VH") else None))
         ax.grid(alpha=0.3)

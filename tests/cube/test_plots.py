@@ -131,3 +131,22 @@ def test_one_date_or_none_clear_is_drawn_on_the_statistics_dates_with_labelled_a
     (ticks,) = [line for line in clouded.lines if line.get_label() == "no valid pixel"]
     assert len(ticks.get_xdata()) == 3
     assert rvi.get_ylabel() == "RVI mean" and rvi.get_ylim()[0] > 0  # a ratio of powers: no dB, nor -30
+
+
+def test_each_track_of_an_orbit_direction_is_a_line_of_its_own(tmp_path, monkeypatch) -> None:
+    """Two descending tracks see a meadow 1.5 dB apart (other incidence angles): one line through both zigzagged by
+    1.5 dB at every pass, drawing a cut at each. A track is a line, named by its relative orbit where a direction has
+    several; one track a direction keeps the direction's name."""
+    figures = _figures(monkeypatch)
+    times = pd.date_range("2024-05-01 05:50", periods=8, freq="3D")
+    optical = pd.DataFrame({"parcel_id": "A", "time": times, "band": "NDVI", "count": 10, "masked": 0, "median": 0.7})
+    orbit = np.array([37, 139] * 4)
+    radar = pd.DataFrame({"parcel_id": "A", "time": times, "band": "VH", "orbit_state": "descending",
+                          "relative_orbit": orbit, "mean": np.where(orbit == 37, -20.0, -18.5)})
+    plots.plot_timeseries(optical, tmp_path / "ts.png", radar=radar)
+    (_, twin), = [figures[0].axes]
+    lines = {line.get_label(): line for line in twin.lines}
+    assert sorted(lines) == ["S1 VH descending 139", "S1 VH descending 37"]
+    assert set(lines["S1 VH descending 37"].get_ydata()) == {-20.0}  # no zigzag
+    plots.plot_timeseries(optical, tmp_path / "one.png", radar=radar[radar.relative_orbit == 37])
+    assert [line.get_label() for line in figures[1].axes[1].lines] == ["S1 VH descending"]
