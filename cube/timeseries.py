@@ -115,6 +115,14 @@ def cube_dataset(ds: Any) -> xr.Dataset:
     return ds
 
 
+def _units(cube: Any, band: str) -> str:
+    """The units of ``band``'s statistics: a Dataset's band's as its attributes say (converted on purpose, they are
+    read so), else the cube's."""
+    if isinstance(cube, xr.Dataset) and band in cube.data_vars and "units" in cube[band].attrs:
+        return str(cube[band].attrs["units"])
+    return units_of(band)
+
+
 def _check_packing(ds: xr.Dataset) -> None:
     """A clear error for a cube band whose attributes, which say how to read its values, were lost
     (``xr.set_options(keep_attrs=False)``, a Dataset built by hand): stored integers without their ``scale_factor``
@@ -535,7 +543,7 @@ def parcel_timeseries(
     frame["cube_version"] = version_no
     frame.attrs.update(cube_version=version_no, collection=collection,  # mask: what flag_parcels needs to know
                        mask=None if mask is None else [int(c) for c in mask], bands=list(bands), stats=list(stats),
-                       units={band: units_of(band) for band in bands},  # of every statistic but count and masked
+                       units={band: _units(cube, band) for band in bands},  # of every statistic but count, masked
                        parcel_status=status_frame.to_dict("records"))
     return frame
 

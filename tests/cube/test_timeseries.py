@@ -270,8 +270,9 @@ def test_a_dataset_whose_bands_lost_their_attributes_is_refused_not_read_in_othe
             parcel_timeseries(ds, sample, bands=[band])
     linear = s1.assign(VH=(10 ** (s1["VH"] / 10)).assign_attrs(units="1"))  # converted on purpose: read as it says
     want = 10 ** (parcel_timeseries(s1, sample, bands=["VH"], stats=["mean"])["mean"] / 10)
-    got = parcel_timeseries(linear, sample, bands=["VH"], stats=["mean"])["mean"]
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    got = parcel_timeseries(linear, sample, bands=["VH"], stats=["mean"])
+    np.testing.assert_allclose(got["mean"], want, rtol=1e-5)
+    assert got.attrs["units"] == {"VH": "1"}  # as read, not the cube's dB
 
 
 def test_s1_indices_of_a_dataset_are_the_cubes_own(tiny_cube, sample):
