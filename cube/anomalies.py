@@ -19,7 +19,8 @@ a territory is checked from its extraction output without reading the cube again
      ``outlier_z``; among at least ``min_parcels`` distances, else not judged): where two crops look alike, or a
      crop is sown in two waves, a parcel nearer the other crop's reference is not flagged as long as it is typical
      of its own;
-   - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed;
+   - ``bare_soil`` (declared grassland): a clear NDVI below ``bare_ndvi`` in the season, i.e. ploughed; a meadow
+     whose clear dates there lie more than ``max_bare_gap`` days apart is not cleared of it (not judged);
    - ``no_mowing`` (declared grassland): no drop between observations at most ``max_gap`` days apart in
      the season, although no gap between its observations there is longer (a parcel seen too rarely is
      not flagged: a cut could hide in the gap). Judged only where the statistics' dates span at least
@@ -80,6 +81,8 @@ class MarkerRules:
     season: tuple[str, str] = ("05-01", "09-30")
     min_season_days: int = 60  # days of the season the dates must span for no_mowing to be judged at all
     max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
+    max_bare_gap: int = 30  # days between clear dates for bare_soil to clear a meadow (a ploughing re-sown is low
+    # for about a month)
 
     def __post_init__(self) -> None:
         if isinstance(self.season, list):  # as JSON gives it
@@ -97,6 +100,7 @@ class MarkerRules:
                   "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
                   "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
                   "min_season_days": (self.min_season_days >= 0, ">= 0"),
+                  "max_bare_gap": (self.max_bare_gap >= 1, ">= 1"),
                   "max_interpolation_gap": (self.max_interpolation_gap >= self.step,
                                             f">= step ({self.step}): shorter, hardly a profile point lies between "
                                             f"two clear dates")}
@@ -597,6 +601,9 @@ def _not_judged(row: Any, rules: MarkerRules, *, grass: bool, reference: bool, r
     if grass:
         if np.isnan(row.min_ndvi):
             out.append("bare_soil: no clear date in the season")
+        elif not row.bare_soil and row.longest_gap > rules.max_bare_gap:
+            out.append(f"bare_soil: clear dates up to {row.longest_gap:.0f} days apart in the season, more than "
+                       f"{rules.max_bare_gap}: a ploughing could hide in the gap")
         what, gap, drop = ("Sentinel-1", row.longest_vh_gap, row.largest_vh_drop) if radar else (
             "Sentinel-2", row.longest_gap, row.largest_drop)
         seen = "passes of the best Sentinel-1 track" if radar else "clear dates"

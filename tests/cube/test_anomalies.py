@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import geopandas as gpd
@@ -507,6 +508,12 @@ def test_what_cannot_be_judged_is_said_not_passed_as_fine(population):
     rest = flags.index.difference(["never-clear", "rare-1", "rare-2", *(f"clouded-{i}" for i in range(6))])
     want = (declared[rest] == 3) & (gaps[rest] > MarkerRules().max_gap)
     assert want.sum() >= 2 and ((flags.loc[rest, "not_judged"] != "") == want).all()
+    # a meadow seen clearly less often than a ploughing stays bare is not cleared of bare_soil (it was, on one date)
+    unploughed = (declared[rest] == 3) & (gaps[rest] > MarkerRules().max_bare_gap) & ~flags.loc[rest, "bare_soil"]
+    assert unploughed.sum() >= 1 and unploughed.sum() < want.sum()
+    assert (flags.loc[rest, "not_judged"].str.contains("bare_soil: clear dates up to") == unploughed).all()
+    assert re.search(r"bare_soil: clear dates up to \d+ days apart in the season, more than 30: a ploughing could "
+                     r"hide in the gap", flags.loc["unseen-grass", "not_judged"])
     with pytest.warns(UserWarning, match="no_mowing is not judged"):
         june = flag_parcels(frame[frame.time.between("2024-06-01", "2024-06-30")], declared, grassland=[3])
     assert "no_mowing: the Sentinel-2 dates span" in june.set_index("parcel_id").loc["grass-0", "not_judged"]
