@@ -78,3 +78,17 @@ def test_a_folder_that_holds_no_demo_is_neither_deleted_nor_written_into(tmp_pat
     _claim(earlier, {"seed": 42, "tiny": True}, fresh=True)  # an earlier demo's folder: emptied, then claimed
     assert [p.name for p in earlier.iterdir()] == ["demo.json"]
     assert (earlier / "demo.json").read_text() == '{"seed": 42, "tiny": true}'
+
+
+def test_the_score_counts_each_planted_kind_by_its_own_marker():
+    """A wrong crop flagged for bare soil alone counted as found: the score's 'wrong_crop 63/64' could hide it."""
+    from cardcube.demo import _score
+
+    flags = pd.DataFrame({"parcel_id": ["a", "b", "c", "d"], "flagged": [True, True, True, False],
+                          "crop_mismatch": [True, False, False, False], "bare_soil": [False, True, True, False],
+                          "no_mowing": False, "not_judged": ""})
+    truth = pd.DataFrame({"parcel_id": ["a", "b", "c", "d"],
+                          "anomaly_kind": ["wrong_crop", "wrong_crop", "ploughed_grassland", None]})
+    score = _score(flags, truth)
+    assert "3 of the 3 planted anomalies (ploughed_grassland 1/1, wrong_crop 1/2 (+1 by another marker))" in score
+    assert "0 of the 1 others measured" in score
