@@ -48,7 +48,11 @@ def _statistics_options(p: argparse.ArgumentParser) -> None:
                    help="metres the parcel is grown (> 0) or shrunk (< 0) before its pixels are chosen, -100 to "
                    "100 (default -5: half a 10 m pixel inwards, off the field's edge)")
     p.add_argument("--all-touched", action="store_true", help="every pixel the parcel touches, not centres")
-    p.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
+    masks = p.add_mutually_exclusive_group()
+    masks.add_argument("--mask", default=None, metavar="CODES", help="comma-separated SCL classes to leave out "
+                       "(default: 0,1,3,8,9,10,11: no data, defective, cloud shadows, clouds, cirrus, snow; e.g. "
+                       "0,1,2,3,7,8,9,10,11 also leaves out dark areas and unclassified pixels)")
+    masks.add_argument("--no-mask", action="store_true", help="do not mask clouds with SCL")
 
 
 def _statistics_arguments(args: argparse.Namespace) -> dict:
@@ -56,7 +60,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
     from cube.stats import STATS
 
     return {"bands": args.bands, "stats": STATS if args.stats is None else args.stats, "buffer": args.buffer,
-            "all_touched": args.all_touched, "mask": None if args.no_mask else "default"}
+            "all_touched": args.all_touched, "mask": None if args.no_mask else args.mask or "default"}
 
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
@@ -325,6 +329,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     cube = canonical_url(open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True))
     record = {"cube": cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
               "time": args.time, **_statistics_arguments(args), "bands": frame.attrs["bands"],  # as read: B04 once
+              "mask": frame.attrs["mask"],  # the SCL classes left out, as resolved
               "stats": frame.attrs["stats"], "units": frame.attrs["units"], "parcels": frame.attrs["parcel_status"],
               "notes": [str(w.message) for w in caught]}
     _write_table(frame, out, record)

@@ -10,7 +10,7 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /                                         the collections in the cube, with version and dates
     GET  /collections/{c}                          one collection: version, bands, tiles, dates
     GET  /collections/{c}/parcels/{id}/timeseries  ?bands=B04,NDVI&stats=mean,median&time=2024-04-01/2024-09-30
-                                                   &mask=default|none&buffer=-5&all_touched=false
+                                                   &mask=default|none|0,1,3&buffer=-5&all_touched=false
                                                    &as_of=N&format=json|csv|parquet
     POST /collections/{c}/timeseries               the same for GeoJSON (geometry, Feature, FeatureCollection)
     GET  /collections/{c}/parcels/{id}/chip.png    ?date=2024-06-01 (or 2024-06-01T17:23:48Z)&bands=B04,B03,B02
@@ -142,7 +142,9 @@ BODY_WAIT = 60.0  # seconds a request's body may take to arrive whole (32 MiB in
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 Format = Annotated[str, Query(pattern="^(json|csv|parquet)$", description="json, csv or parquet")]
-Mask = Annotated[str, Query(pattern="^(default|none)$", description="default: SCL clouds and shadows; none")]
+Mask = Annotated[str, Query(pattern="^(default|none|[0-9]+(,[0-9]+)*)$",
+                            description="default: SCL clouds and shadows; none; or the SCL classes to leave out, "
+                                        "e.g. 0,1,2,3,7,8,9,10,11")]
 Collection = Annotated[str, Path(description=f"the collection: {' or '.join(CUBE_SPECS)}")]
 ParcelId = Annotated[str, Path(description="a parcel id of the service's parcel file (--parcels); may hold '/'")]
 Bands = Annotated[str | None, Query(description="comma-separated bands and indices, e.g. B04,B08,NDVI (default: "

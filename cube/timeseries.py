@@ -9,6 +9,7 @@ same functions full-territory extraction uses) on the pixels chosen by :mod:`cub
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -239,11 +240,13 @@ def check_query(version: CubeVersion, *, bands: Sequence[str] | str | None, stat
 def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], collection: str
                  ) -> Sequence[int] | None:
     """The SCL classes to mask: ``"default"`` is :data:`DEFAULT_SCL_MASK` where there is an SCL band, ``"none"``
-    (as the REST service spells it) None; any other text is an error (its letters are no class codes)."""
-    if isinstance(mask, str):
+    (as the REST service spells it) None, ``"3,8,9,10"`` those codes (``--mask``); any other text is an error."""
+    if isinstance(mask, str) and re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", mask):  # "3,8,9,10" (--mask, REST)
+        mask = [int(c) for c in mask.split(",")]
+    elif isinstance(mask, str):
         if mask.strip().lower() not in ("default", "none"):
-            raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or a list of SCL class "
-                                      f"codes, e.g. [3, 8, 9, 10]")
+            raise InvalidRequestError(f"mask {mask!r}: give 'default', 'none' (or None) or SCL class codes, e.g. "
+                                      f"[3, 8, 9, 10] or '3,8,9,10'")
         mask = None if mask.strip().lower() == "none" else "default"
     if isinstance(mask, str):  # "default" (an array's == is elementwise)
         if "SCL" not in available and collection in CUBE_SPECS and "SCL" in CUBE_SPECS[collection].band_names:

@@ -40,6 +40,25 @@ def test_timeseries_cli_writes_the_api_frame(tiny_cube, tiny_region, tmp_path, c
     assert [p["parcel_id"] for p in record["parcels"]] == ids and {p["status"] for p in record["parcels"]} == {"ok"}
 
 
+def test_timeseries_cli_takes_the_scl_classes_to_mask(tiny_cube, tiny_region, tmp_path, capsys):
+    """--no-mask was the one choice: an agency masking dark areas and unclassified pixels too had no option."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    ids, out = list(parcels.parcel_id.iloc[10:12]), tmp_path / "stats.parquet"
+    strict = [0, 1, 2, 3, 7, 8, 9, 10, 11]
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids,
+                 "--bands", "B04", "--mask", ",".join(map(str, strict)), "--out", str(out)]) == 0
+    expected = parcel_timeseries(tiny_cube, ids, registry=parcels, bands=["B04"], mask=strict)
+    pd.testing.assert_frame_equal(pd.read_parquet(out).reset_index(drop=True), expected.reset_index(drop=True),
+                                  check_categorical=False, check_dtype=False)
+    assert (expected["masked"] > parcel_timeseries(tiny_cube, ids, registry=parcels, bands=["B04"])["masked"]).any()
+    assert json.loads((tmp_path / "stats.parquet.json").read_text())["mask"] == strict
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids, "--mask", "3",
+              "--no-mask", "--out", str(out)])
+    assert refused.value.code == 2 and "not allowed with argument --mask" in capsys.readouterr().err
+
+
 def test_timeseries_cli_over_many_parcels_points_to_extract(tiny_cube, tiny_region, tmp_path, capsys, monkeypatch):
     """A whole parcel file (the demo's: 31 s, 2.6 GB) printed nothing until its end, and no word of extract."""
     monkeypatch.setattr("cube.cli.MANY_PARCELS", 100)  # the tiny region has a couple of hundred

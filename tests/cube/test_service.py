@@ -206,6 +206,10 @@ def test_posted_geojson_and_unmasked_series(http, tiny_cube, parcels, parcel_id)
     unmasked = _frame(r.json())
     assert (_frame(masked)["count"] <= unmasked["count"]).all()  # clouds masked by default, not with mask=none
     assert (_frame(masked)["count"] < unmasked["count"]).any()
+    strict = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries",
+                      params={"bands": "B08", "mask": "2,3,7,8,9,10"})
+    _assert_same(_frame(strict.json()), parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, bands=["B08"],
+                                                          mask=[2, 3, 7, 8, 9, 10]))
     local = parcels.crs.to_string()
     utm = {"type": "Feature", "properties": {}, "geometry": mapping(parcels.set_index("parcel_id").geometry[parcel_id])}
     r = http.post("/collections/s2/timeseries", json=utm, params={"bands": "B08", "mask": "none", "crs": local})

@@ -368,6 +368,10 @@ def test_a_collection_version_or_mask_of_the_wrong_kind_says_so(tiny_cube, sampl
                                   parcel_timeseries(tiny_cube, sample, bands=["B04"]))
     with pytest.raises(InvalidRequestError, match="mask 'clouds': give 'default', 'none'"):
         parcel_timeseries(tiny_cube, sample, mask="clouds")
+    pd.testing.assert_frame_equal(parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=" 2,3, 8,9,10"),
+                                  parcel_timeseries(tiny_cube, sample, bands=["B04"], mask=[2, 3, 8, 9, 10]))
+    with pytest.raises(InvalidRequestError, match=r"mask \[3, 99\]: give a list of SCL class codes"):
+        parcel_timeseries(tiny_cube, sample, mask="3,99")
 
 
 @pytest.mark.parametrize("mask", [[99], [3.5], ["9"], 9, [True]])
