@@ -19,8 +19,11 @@ its pixels, so the cube is read block by block, each block once, instead of scen
    the cube version and parameters, and a run with other ones is refused rather than mixed in.
 4. As new dates arrive, ``update=True`` brings a complete extraction to the cube's new version: only the
    dates of scenes it has not read yet are extracted, into files of their own (``...-v<version>.parquet``);
-   committed pixels never change, so the rows already written stay exact. The manifest lists the scenes
-   read per tile and the versions updated from. An update that gained tiles is refused (parcels might
+   committed pixels never change, so the rows already written stay exact, but those of dates a repair has
+   written anew since (``ingest --repair``: a damaged shard may have decoded, to other values), which it reads
+   again like new ones, their earlier rows dropped first (:func:`cube.extraction_files.drop_replaced`). The
+   manifest lists the scenes read per tile, the version whose pixels each one's rows read, and the versions
+   updated from. An update that gained tiles is refused (parcels might
    move to another tile); the parcels read across tiles are read again whole. Each parcel keeps the tiles
    the extraction gave it (tiles' scenes arrive on other days: a neighbour holding a date its tile lacks for a
    while must not move it), its status naming a neighbour's dates it lacks.
@@ -93,6 +96,7 @@ from cube.extraction_files import (
     TIMESERIES_PARQUET,
     check_manifest,
     check_still_of,
+    drop_replaced,
     finish_manifest,
     holds_extraction,
     is_partial,
@@ -108,6 +112,7 @@ from cube.extraction_files import (
     run_of,
     statistics_keys,
     statistics_name,
+    version_tag,
     write_status,
 )
 from cube.indices import bands_for, check_bands, stored_bands, units_of
@@ -157,7 +162,8 @@ class ExtractResult:
     failures: Sequence[str] = field(default_factory=tuple)
     phase_seconds: Mapping[str, float] = field(default_factory=dict)  # worker time by phase, summed over units
     phase_cpu_seconds: Mapping[str, float] = field(default_factory=dict)  # of which the threads' CPU time
-    new_scenes: int | None = None  # an update's scenes not extracted before (None: not an update)
+    new_scenes: int | None = None  # an update's scenes not extracted before (None: not an update), and those
+    replaced: int = 0  # ... of them it read again, a repair having written them anew since (their rows replaced)
 
     @property
     def parcels(self) -> int:
@@ -168,12 +174,16 @@ class ExtractResult:
         return {"out": self.out, "collection": self.collection, "version": self.version, "status": dict(self.status),
                 "units": self.units, "units_resumed": self.units_resumed, "rows": self.rows, "chunks": self.chunks,
                 "seconds": self.seconds, "failures": list(self.failures), "phase_seconds": dict(self.phase_seconds),
-                "phase_cpu_seconds": dict(self.phase_cpu_seconds), "new_scenes": self.new_scenes}
+                "phase_cpu_seconds": dict(self.phase_cpu_seconds), "new_scenes": self.new_scenes,
+                "replaced": self.replaced}
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
         resumed = (" (no scene new since the last run: the extraction holds them all)" if self.new_scenes == 0 else
                    f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else "")
+        if self.replaced:
+            resumed += (f" ({self.replaced} date(s) read again, written anew by `cardcube ingest --repair` since: "
+                        "their earlier rows replaced)")
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
         return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
                 f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
@@ -532,6 +542,8 @@ def extract(
     ps = as_parcels(frame, id_column=id_column, errors="collect")
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     version = read_version(store, collection, as_of)
+    # the latest version's records say which cold dates a repair has mended since: in place, read by every version
+    head = version if as_of is None else read_version(store, collection)
     spec = version.spec
     bands = check_bands(bands, list(spec.band_names), statistics=True)
     stats = stat_list(stats)
@@ -561,15 +573,18 @@ def extract(
         tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time,
                                         update=update or resumes_update)
 
-    new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store)
-    run = run_of(read_json(out_store, MANIFEST))  # this run's, or the one it resumes or updates
+    new = check_manifest(out_store, manifest, version, time=time, update=update, cube=store, head=head)
+    there = read_json(out_store, MANIFEST)
+    run = run_of(there)  # this run's, or the one it resumes or updates
+    drop_replaced(out_store, there, version)  # an update's dates a repair wrote anew: their earlier rows go first
+    replaced = sum(map(len, (there.get("update") or {}).get("replaced", {}).values()))
     ledger = layout.ledger_key(collection, version.version)
     check_workers_see(scheduler, {"the cube's folder": local_file(store, ledger),  # before hours of work
                                   "the output folder (--out)": local_file(out_store, MANIFEST)})
     dates = None if new is None else {
         tile: frozenset(a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in set(new[tile]))
         for tile in version.tiles}
-    suffix = "" if new is None else f"-v{version.version:08d}"  # an update's files beside the first run's
+    suffix = "" if new is None else version_tag(version.version)  # an update's files beside the first run's
     for leftover in (k for k in list_keys(out_store, "") if is_partial(k)):  # of a run killed while writing
         delete_key(out_store, leftover)
     done = set(statistics_keys(out_store, run))
@@ -646,7 +661,7 @@ def extract(
                            {s: int(counts.get(s, 0)) for s in STATUSES}, len(written), units_resumed,
                            rows, chunks, timer.perf_counter() - started, tuple(sorted(failures)), _in_order(spent),
                            _in_order(cpu),
-                           None if new is None else sum(map(len, new.values())))
+                           None if new is None else sum(map(len, new.values())), replaced)
     finish_manifest(out_store, version, time=time, status=result.status, mosaics=sorted(mosaics))
     return result
 

@@ -10,7 +10,10 @@
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
-mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update records the scenes it adds.
+mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update records the scenes it adds. Its
+``reads`` keep, per scene, the version whose pixels the rows read (:func:`scene_reads`): a date a repair has written
+anew since is read again by an update (``update.replaced``, whose earlier rows :func:`drop_replaced` drops) or by the
+resumption of an unfinished run (which deletes its files holding it).
 Its ``run``, drawn when it is written, names every statistics file, and only files of that name are the
 extraction's (:func:`statistics_keys`): a task of a stopped run on a dask cluster that writes on after its driver
 has gone cannot slip its rows into a run started anew in the same folder (its resumption writes the same rows).
@@ -34,14 +37,17 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from zarr.abc.store import Store
 
 from cardcube import __version__
+from cardcube.checkpoints import checkpoint
 from cardcube.errors import CommitConflictError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.query import parse_time_range
 from cardcube.storage import (
     StoreLike,
+    delete_key,
     list_children,
     list_keys,
     listed_names,
@@ -190,10 +196,16 @@ def _manifest(store: Store) -> dict[str, Any] | None:
 
 
 def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *, time: Any, update: bool,
-                   cube: Store) -> dict[str, list[str]] | None:
+                   cube: Store, head: CubeVersion | None = None) -> dict[str, list[str]] | None:
     """Refuse to mix two extractions in one output: same cube and parameters, and the same version unless
-    ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption adds; None for a
-    whole run. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed."""
+    ``update``. Returns, per tile, the scenes (within ``time``) an update or its resumption reads: those new since
+    the extraction's version, and those a repair has written anew since it read them (the manifest's
+    ``update.replaced``, whose earlier rows :func:`drop_replaced` drops); None for a whole run. An unfinished run
+    resumed forgets its files holding dates a repair has written anew since it began (:func:`_read_again`), so that
+    it reads them again. ``cube`` is looked up only to say whether an unfinished run's version can still be resumed;
+    ``head``: the cube's latest version (default ``version``), whose records say which cold dates a repair has
+    mended in place since (every version reads them so: :func:`scene_reads`)."""
+    head = version if head is None else head
     old = _manifest(out)
     if old is None:
         others = [name for name in list_children(out, "") if not is_partial(name)]
@@ -208,7 +220,9 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
                                       f"a new or empty --out, so that nothing of yours is overwritten")
     if old is None:
         try:
-            write_json(out, MANIFEST, {**manifest, "complete": False}, create_only=True)
+            reads = scene_reads(version, head, [a.scene_id for state in version.tiles.values()
+                                                for a in tile_dates(state, time)])
+            write_json(out, MANIFEST, {**manifest, "complete": False, "reads": reads}, create_only=True)
             return None
         except CommitConflictError:  # another run started into out a moment ago: compared with it below
             old = read_json(out, MANIFEST)
@@ -216,6 +230,11 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     _refuse_other_parameters(old, manifest, where)
     _refuse_another_cube(old, version, cube, where)
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
+        if stale := _stale(old, version, head, time):
+            if old.get("complete"):
+                raise InvalidRequestError(f"{where}; {_repaired(stale, head)}: update it (--update) to the latest "
+                                          "version, which reads them again, or extract into a new --out")
+            old = _read_again(out, old, version, head, stale, time)
         if "update" in old:
             return old["update"]["scenes"]
         if not old.get("complete") and old.get("tile_rule") != manifest.get("tile_rule"):
@@ -250,19 +269,170 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
         raise InvalidRequestError(f"{where}; the cube there no longer holds {len(gone)} scene(s) it read, e.g. "
                                   f"{gone[0]}: another cube at the same location (made anew?), whose rows must not "
                                   f"be mixed with these; write to a new --out")
-    # a repair writes a date anew (a new version on its record): the rows read before may hold a damaged shard's values
-    redone = sorted((record.version, s) for ids in old["scenes"].values() for s in ids
-                    if (record := version.scenes.get(s)) is not None and record.version > old["version"])
-    if redone:
-        raise InvalidRequestError(f"{where}; {len(redone)} scene(s) it read were written anew by `cardcube ingest "
-                                  f"--repair` since (e.g. {redone[0][1]}, in version {redone[0][0]}): its rows of "
-                                  f"them were read from the shards the repair replaced, which may have held damaged "
-                                  f"values; extract into a new --out")
-    new = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id not in set(old["scenes"][tile])]
+    # a repair writes a date anew (a new version on its record): the rows read before may hold a damaged shard's
+    # values, so its dates are read again, their earlier rows dropped (:func:`drop_replaced`) before the new ones land
+    stale = _stale(old, version, head, time)
+    again = {s for ids in stale.values() for s in ids}
+    new = {tile: [a.scene_id for a in tile_dates(state, time)
+                  if a.scene_id not in set(old["scenes"][tile]) or a.scene_id in again]
            for tile, state in version.tiles.items()}
+    reads = {**_reads(old, version, time), **scene_reads(version, head, [s for ids in new.values() for s in ids])}
     write_json(out, MANIFEST, {**old, "version": version.version, "committed": version.created, "complete": False,
-                               "update": {"from": old["version"], "scenes": new}})
+                               "reads": reads, "update": {"from": old["version"], "scenes": new, "replaced": stale}})
     return new
+
+
+READ_AGAIN = "extract-rows-replaced"  # the checkpoint after each file an update's repaired dates are dropped from
+
+
+def scene_reads(version: CubeVersion, head: CubeVersion, scenes: Iterable[str]) -> dict[str, int]:
+    """Per scene of ``scenes`` in ``version``, the version that wrote the pixels a read of ``version`` gets now (the
+    manifest's ``reads``, kept per scene: an update or a resumption compares them with :func:`_stale`). A date in a
+    hot slot of ``version`` is read from that slot: its record in ``version`` (a repair since writes the date into
+    a new slot, which ``version`` does not read). A date in a cold block is read where a repair mends it, in place,
+    for every version alike: its record in ``head``, the latest version (so an extraction ``as_of`` an earlier
+    version, made after a mend, read the mended values). A scene without a record (none: 0) was never rewritten."""
+    cold = {a.scene_id for state in version.tiles.values() for a in state.cold}
+    reads = {}
+    for scene in scenes:
+        record = (head if scene in cold and scene in head.scenes else version).scenes.get(scene)
+        reads[scene] = 0 if record is None else record.version
+    return reads
+
+
+def _reads(old: Mapping[str, Any], version: CubeVersion, time: Any) -> dict[str, int]:
+    """What the rows of the extraction whose manifest is ``old`` read of each scene (:func:`scene_reads`); for a
+    manifest from before they were kept, the extraction's version for each scene it read (the scenes it lists and
+    its update adds; unfinished, every scene of ``version`` within ``time``): every repair up to it is in them."""
+    if "reads" in old:
+        return {s: int(v) for s, v in old["reads"].items()}
+    if "scenes" in old:
+        ids = [s for ids in [*old["scenes"].values(), *old.get("update", {}).get("scenes", {}).values()] for s in ids]
+    else:
+        ids = [a.scene_id for state in version.tiles.values() for a in tile_dates(state, time)]
+    return dict.fromkeys(ids, old["version"])
+
+
+def _stale(old: Mapping[str, Any], version: CubeVersion, head: CubeVersion, time: Any) -> dict[str, list[str]]:
+    """Per tile of ``version``, the scenes (within ``time``) whose rows the extraction ``old`` holds were read from
+    other pixels than a read of ``version`` gets now: a repair has written them anew since (``ingest --repair``: a
+    damaged shard may have decoded, to other values)."""
+    reads = _reads(old, version, time)
+    now = scene_reads(version, head, reads)
+    stale = {tile: [a.scene_id for a in tile_dates(state, time)
+                    if a.scene_id in now and now[a.scene_id] > reads[a.scene_id]]
+             for tile, state in sorted(version.tiles.items())}
+    return {tile: ids for tile, ids in stale.items() if ids}
+
+
+def _repaired(stale: Mapping[str, Sequence[str]], head: CubeVersion) -> str:
+    """What :func:`_stale` found, for a message."""
+    first = min((head.scenes[s].version if s in head.scenes else 0, s) for ids in stale.values() for s in ids)
+    return (f"{sum(map(len, stale.values()))} scene(s) it read were written anew by `cardcube ingest --repair` since "
+            f"(e.g. {first[1]}, in version {first[0]})")
+
+
+def version_tag(version: int) -> str:
+    """What names the statistics files an update to ``version`` writes, after their unit and dates."""
+    return f"-v{version:08d}"
+
+
+def update_suffix(version: int, run: str) -> str:
+    """How the statistics files an update to ``version`` writes end (:func:`statistics_name`)."""
+    return statistics_name(version_tag(version), run)
+
+
+def _tile_keys(keys: Iterable[str], tile: str) -> list[str]:
+    """Those of ``keys`` (statistics files) in ``tile``'s partition."""
+    return [k for k in keys if k.startswith(f"{TIMESERIES}/tile={tile}/")]
+
+
+def _times(version: CubeVersion, tile: str, scenes: Iterable[str]) -> pa.Array:
+    """The acquisition times of ``scenes`` on ``tile``, as the statistics files store them."""
+    wanted = set(scenes)
+    return pa.array([a.datetime64 for a in version.tiles[tile].acquisitions if a.scene_id in wanted],
+                    pa.timestamp("ns"))
+
+
+def _holding(table: pa.Table, times: pa.Array) -> pa.Array:
+    """Whether each row of ``table`` (a statistics file) is of one of ``times``."""
+    kind = pa.timestamp("ns", table.schema.field("time").type.tz)  # lossless, whatever unit the file has
+    return pc.is_in(table["time"].cast(kind), value_set=times.cast(kind))
+
+
+def _read_table(out: Store, key: str) -> pa.Table | None:
+    data = read_bytes(out, key)
+    return None if data is None else pq.read_table(io.BytesIO(data))
+
+
+def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: CubeVersion,
+                stale: Mapping[str, Sequence[str]], time: Any) -> dict[str, Any]:
+    """Make the unfinished run of ``old`` read the ``stale`` dates again (:func:`_stale`: a repair wrote them anew
+    since it began): delete its files that hold them (a whole run's; an update's, every one of their tiles: the dates
+    it reads there change) and of parcels read across tiles, which the resumption writes again; then record them in
+    the manifest (an update's: read again, its earlier runs' rows of them dropped). Files first: a run killed between
+    finds the dates stale again, and deletes the rest."""
+    run, update = run_of(old), old.get("update")
+    mine = [k for k in run_keys(out, run) if not k.startswith(MOSAIC)]
+    if update is not None:
+        mine = [k for k in mine if k.endswith(update_suffix(version.version, run))]
+    gone = [k for k in run_keys(out, run) if k.startswith(MOSAIC)  # an update's: those of its version
+            and (update is None or (mosaic_batch(k) or (0, 0))[1] == version.version)]
+    for tile, ids in stale.items():
+        keys = _tile_keys(mine, tile)
+        if update is None:
+            times = _times(version, tile, ids)
+            keys = [k for k in keys if (t := _read_table(out, k)) is not None and pc.any(_holding(t, times)).as_py()]
+        gone += keys
+    for key in gone:
+        delete_key(out, key)
+    doc = {**old, "reads": {**_reads(old, version, time),
+                            **scene_reads(version, head, [s for ids in stale.values() for s in ids])}}
+    if update is not None:
+        again = {s for ids in stale.values() for s in ids}
+        adds = {tile: [a.scene_id for a in tile_dates(state, time)
+                       if a.scene_id in again or a.scene_id in set(update["scenes"].get(tile, ()))]
+                for tile, state in version.tiles.items()}
+        replaced = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id in again
+                           or a.scene_id in set(update.get("replaced", {}).get(tile, ()))]
+                    for tile, state in version.tiles.items()}
+        doc["update"] = {**update, "scenes": adds, "replaced": {t: ids for t, ids in replaced.items() if ids}}
+    write_json(out, MANIFEST, doc)
+    return doc
+
+
+def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion) -> int:
+    """Drop from the statistics files of the runs before an update (``manifest``'s, unfinished) the rows of the dates
+    it reads again (``update.replaced``: a repair wrote them anew), each file written anew without them (deleted,
+    left with none), so that the update's rows of them are their only ones. Every file is written whole, at once,
+    and dropping the rows of a file that holds none leaves it as it is: an update killed meanwhile drops the rest
+    when resumed. The files of parcels read across tiles are read again whole by the update. Returns how many files
+    it changed."""
+    replaced = (manifest.get("update") or {}).get("replaced") or {}
+    if not replaced:
+        return 0
+    run = run_of(manifest)
+    earlier = [k for k in run_keys(out, run)
+               if not k.startswith(MOSAIC) and not k.endswith(update_suffix(manifest["version"], run))]
+    changed = 0
+    for tile, ids in sorted(replaced.items()):
+        times = _times(version, tile, ids)
+        for key in _tile_keys(earlier, tile):
+            table = _read_table(out, key)
+            if table is None:
+                continue
+            drop = _holding(table, times)
+            if not pc.any(drop).as_py():
+                continue
+            kept = table.filter(pc.invert(drop))
+            if kept.num_rows:
+                write_bytes(out, key, parquet_bytes(kept, **TIMESERIES_PARQUET))
+            else:
+                delete_key(out, key)
+            changed += 1
+            checkpoint(READ_AGAIN)
+    return changed
+
 
 def refuse_other_parameters(out: Store, manifest: dict[str, Any]) -> None:
     """Refuse a run with other parameters than the extraction in ``out`` (if any) was made with, before anything

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from zarr.storage import MemoryStore
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import cube_spec
-from cardcube.storage import read_json, write_json
+from cardcube.storage import read_json, write_bytes, write_json
 from cube.extraction_files import (
     MANIFEST,
+    TIMESERIES_PARQUET,
     check_manifest,
     finish_manifest,
     read_manifest,
     refuse_other_parameters,
+    run_of,
+    statistics_keys,
+    statistics_name,
 )
-from cube.ledger import Acquisition, CubeVersion, TileState
+from cube.ledger import Acquisition, CubeVersion, HotSlot, SceneRecord, TileState
+from cube.parcel_layer import parquet_bytes
 
 PARAMETERS = {"cube": "memory://cube", "collection": "s2", "version": 1, "bands": ["B04"], "block": 256}
 
@@ -109,22 +116,83 @@ def test_an_extraction_made_under_another_pixel_rule_is_not_updated():
     assert check_manifest(out, now, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
 
 
-def test_an_update_after_a_repair_of_dates_it_read_is_refused():
-    """``ingest --repair`` writes a damaged date anew: the extraction's rows of it may hold the damaged values (a bit
-    flipped that still decodes), and the update, finding no new scene, kept them ("no scene new since the last run")."""
-    from cube.ledger import SceneRecord
+def _recorded(version: CubeVersion, **versions: int) -> CubeVersion:
+    """``version`` with a record of each of its scenes, written by version 1 but those given (``S2A_2=3``)."""
+    acqs = [a for state in version.tiles.values() for a in state.acquisitions]
+    return replace(version, scenes={a.scene_id: SceneRecord(a.scene_id, "31UFU", a.time, versions.get(a.scene_id, 1))
+                                    for a in acqs})
 
-    out, first = MemoryStore(), _version(1, ["S2A_1", "S2A_2"])
+
+def test_an_update_after_a_repair_of_dates_it_read_reads_them_again():
+    """``ingest --repair`` writes a damaged date anew: the extraction's rows of it may hold the damaged values (a bit
+    flipped that still decodes). The update kept them ("no scene new since the last run"), then was refused, naming
+    the scene; now it reads the date again (``update.replaced``: their earlier rows are dropped)."""
+    out, first = MemoryStore(), _recorded(_version(1, ["S2A_1", "S2A_2"]))
     check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
     finish_manifest(out, first, time=None, status={"ok": 1})
-    records = {s: SceneRecord(s, "31UFU", a.time, 1) for s, a in (("S2A_1", first.tiles["31UFU"].cold[0]),
-                                                                  ("S2A_2", first.tiles["31UFU"].cold[1]))}
-    added = replace(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), scenes=records)
-    repaired = replace(added, version=3, scenes={**records, "S2A_2": replace(records["S2A_2"], version=3)})
+    assert read_manifest(out)["reads"] == {"S2A_1": 1, "S2A_2": 1}
+    added = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), S2A_3=2)
+    repaired = _recorded(replace(added, version=3), S2A_2=3, S2A_3=2)
+    assert check_manifest(out, PARAMETERS, repaired, time=None, update=True, cube=out) == {"31UFU": ["S2A_2", "S2A_3"]}
+    manifest = read_json(out, MANIFEST)
+    assert manifest["update"]["replaced"] == {"31UFU": ["S2A_2"]}
+    assert manifest["reads"] == {"S2A_1": 1, "S2A_2": 3, "S2A_3": 2}
+    finish_manifest(out, repaired, time=None, status={"ok": 1})
+    later = _recorded(replace(_version(4, ["S2A_1", "S2A_2", "S2A_3", "S2A_4"])), S2A_2=3, S2A_3=2, S2A_4=4)
+    assert check_manifest(out, PARAMETERS, later, time=None, update=True, cube=out) == {"31UFU": ["S2A_4"]}
+
+
+def test_an_extraction_as_of_a_version_is_judged_by_what_it_read():
+    """A cold block is mended in place: a version before the mend reads the mended values too, so an extraction made
+    ``as_of`` it after the mend is not read again (its update was refused). A hot date repaired goes into a new
+    slot, which the earlier version does not read: its rows are read again."""
+    out, head = MemoryStore(), _recorded(_version(3, ["S2A_1", "S2A_2"]), S2A_2=3)
+    check_manifest(out, PARAMETERS, _recorded(_version(1, ["S2A_1", "S2A_2"])), time=None, update=False, cube=out,
+                   head=head)
+    finish_manifest(out, _version(1, ["S2A_1", "S2A_2"]), time=None, status={"ok": 1})
+    assert read_json(out, MANIFEST)["reads"] == {"S2A_1": 1, "S2A_2": 3}  # mended before it was read
+    assert check_manifest(out, PARAMETERS, head, time=None, update=True, cube=out) == {"31UFU": []}
+
+    out, hot = MemoryStore(), _version(1, ["S2A_1"])
+    hot = _recorded(replace(hot, tiles={"31UFU": TileState("31UFU", cold=hot.tiles["31UFU"].cold, hot=(
+        HotSlot(0, Acquisition("2024-05-02T10:50:31Z", "S2A_2", "sentinel-2a", 8, "descending")),))}))
+    now = replace(hot, version=3, scenes={**hot.scenes, "S2A_2": replace(hot.scenes["S2A_2"], version=3)})
+    check_manifest(out, PARAMETERS, hot, time=None, update=False, cube=out, head=now)
+    finish_manifest(out, hot, time=None, status={"ok": 1})
+    assert read_json(out, MANIFEST)["reads"] == {"S2A_1": 1, "S2A_2": 1}  # version 1's slot: the damaged one
+    assert check_manifest(out, PARAMETERS, now, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
+    assert read_json(out, MANIFEST)["update"]["replaced"] == {"31UFU": ["S2A_2"]}
+
+
+def test_a_complete_extraction_of_dates_repaired_since_is_not_taken_as_done():
+    """A run again of a complete extraction's version, a repair having mended dates it read since: said, not a
+    no-op keeping the rows read from the damaged shards."""
+    out, first = MemoryStore(), _recorded(_version(1, ["S2A_1", "S2A_2"]))
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    head = _recorded(replace(first, version=2), S2A_2=2)
     with pytest.raises(InvalidRequestError, match=r"1 scene\(s\) it read were written anew by `cardcube ingest "
-                                                  r"--repair` since \(e\.g\. S2A_2, in version 3\).* new --out$"):
-        check_manifest(out, PARAMETERS, repaired, time=None, update=True, cube=out)
-    assert check_manifest(out, PARAMETERS, added, time=None, update=True, cube=out) == {"31UFU": ["S2A_3"]}
+                                                  r"--repair` since \(e\.g\. S2A_2, in version 2\): update it "
+                                                  r"\(--update\) to the latest version"):
+        check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head)
+
+
+def test_an_unfinished_run_resumed_after_a_mend_writes_the_mended_dates_again():
+    """Files an unfinished run wrote before a repair mended dates in them are deleted, so that its resumption reads
+    them again (it kept them: resuming skipped the repair check); files without those dates stay."""
+    out, first = MemoryStore(), _recorded(_version(1, ["S2A_1", "S2A_2"]))
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
+    run = run_of(read_json(out, MANIFEST))
+    times = [np.datetime64(a.time.rstrip("Z"), "us") for a in first.tiles["31UFU"].cold]
+    for name, when in (("r00000c00000t0000", times), ("r00000c00256t0000", times[:1])):
+        table = pa.table({"parcel_id": ["a"] * len(when), "time": pa.array(when, pa.timestamp("us"))})
+        write_bytes(out, f"timeseries/tile=31UFU/{statistics_name(name, run)}",
+                    parquet_bytes(table, **TIMESERIES_PARQUET))
+    head = _recorded(replace(first, version=2), S2A_2=2)
+    assert check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head) is None
+    assert [k.split("/")[-1][:17] for k in statistics_keys(out, run)] == ["r00000c00256t0000"]
+    assert read_json(out, MANIFEST)["reads"] == {"S2A_1": 1, "S2A_2": 2}
+    assert check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head) is None  # said once
 
 
 @pytest.mark.parametrize("document", [[1, 2], {"name": "a web app"}])
@@ -208,3 +276,21 @@ def test_an_output_prefix_that_is_an_object_on_s3_is_named_so(s3_bucket):
     out = open_store(s3_bucket.url_for("results"), storage_options=s3_bucket.storage_options())
     with pytest.raises(InvalidRequestError, match=rf"s3://{s3_bucket.name}/results is an object, not a prefix: give "):
         check_manifest(out, PARAMETERS, _version(1, ["S2A_1"]), time=None, update=False, cube=MemoryStore())
+
+
+def test_an_unfinished_update_resumed_after_a_mend_of_an_earlier_date_reads_it_again_with_its_tile():
+    """A date the update was not reading (read by the run before) mended while it was stopped: read again too, its
+    earlier rows dropped; the update's files of that tile go, as the dates it reads there (so its files) change."""
+    out, first = MemoryStore(), _recorded(_version(1, ["S2A_1", "S2A_2"]))
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    added = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), S2A_3=2)
+    assert check_manifest(out, PARAMETERS, added, time=None, update=True, cube=out) == {"31UFU": ["S2A_3"]}
+    mine = f"timeseries/tile=31UFU/{statistics_name('r00000c00000t0000-v00000002', '')}"
+    write_bytes(out, mine, b"a file of the update")
+    head = _recorded(replace(added, version=3), S2A_1=3, S2A_3=2)
+    assert check_manifest(out, PARAMETERS, added, time=None, update=False, cube=out, head=head) == {
+        "31UFU": ["S2A_1", "S2A_3"]}
+    manifest = read_json(out, MANIFEST)
+    assert manifest["update"]["replaced"] == {"31UFU": ["S2A_1"]} and manifest["reads"]["S2A_1"] == 3
+    assert statistics_keys(out, "") == []

@@ -1,0 +1,200 @@
+"""An extraction after ``ingest --repair``: the dates a repair wrote anew are read again, their earlier rows replaced.
+
+A shard damaged so that it still decodes (here: another date's shard copied over it) gives an extraction wrong
+values; the repair writes the date anew (a hot date into a new slot, a cold block's shards in place), and the
+extraction's update, or its resumption, must then equal a whole extraction of what the cube now holds, row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from cube.extract import extract, read_status, read_timeseries
+from cube.extraction_files import MANIFEST
+from cube.ledger import read_version
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+from tests.cube.test_extract import BLOCK, REPO, TIME_BLOCK, _same
+from tests.ingest.scene_edits import items_of, write_items
+
+KW = {"bands": ["B04", "NDVI"], "block": BLOCK, "time_block": TIME_BLOCK, "progress": False}
+FINISHED = ("status", "scenes", "updated_from", "mosaics", "software", "finished")  # what finish_manifest adds
+
+
+def _cube(tiny_region, tmp_path: Path, dates: int) -> tuple[Path, list[dict]]:
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_region.items, features[:dates], f"repair-extract-{dates}.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    return cube, features
+
+
+def _damage(cube: Path, part: str, block: int, source: int) -> Path:
+    """Copy a B04 shard of time block (or hot slot) ``source`` over the one of ``block`` at the same place: it
+    decodes, to another date's values, as a shard damaged behind cardcube's back may."""
+    shards = sorted((cube / "s2").glob(f"*/cube.zarr/{part}/B04/c/{source}/*/*"))
+    target = Path(str(shards[0]).replace(f"/c/{source}/", f"/c/{block}/"))
+    assert target.exists()
+    shutil.copyfile(shards[0], target)
+    return target
+
+
+def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
+    """``cardcube extract --update`` killed at checkpoint ``at``, then run again: its output."""
+    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
+           "--out", str(out), "--block", str(BLOCK), "--time-block", str(TIME_BLOCK), "--bands", "B04,NDVI",
+           "--scheduler", "sync", "--quiet", "--update"]
+    env = {**os.environ, "CARDCUBE_KILL_AT": at, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert not json.loads((out / MANIFEST).read_text())["complete"]
+    env.pop("CARDCUBE_KILL_AT")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _same_as_whole(out: Path, whole: Path) -> None:
+    """Every row of ``out`` that of the whole extraction ``whole`` (but the version each was read at), no other row
+    in its folder, and the same status of every parcel."""
+    rows = read_timeseries(out)
+    assert pq.ParquetDataset(out / "timeseries").read().num_rows == len(rows)  # no file of stale rows beside
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
+    columns = ["parcel_id", "status", "reason", "tile", "pixels", "cube_version"]
+    pd.testing.assert_frame_equal(read_status(out)[columns], read_status(whole)[columns])
+
+
+def _differ_on(before: pd.DataFrame, after: pd.DataFrame, times: set) -> None:
+    """The damage showed: rows of ``times`` differ between the two extractions, and no other row does."""
+    key = ["parcel_id", "time", "band"]
+    both = before.merge(after, on=key, suffixes=("", "_now"))
+    changed = both[both["mean"].ne(both["mean_now"]) & both["mean"].notna()]
+    assert len(changed) and set(changed.time) == times
+
+
+def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(tiny_region, parcels, tmp_path):
+    """A hot date damaged (it decodes, to other values), extracted, then repaired: ``--update`` was refused (extract
+    anew into a new --out); it now reads the date again, drops its earlier rows, and equals a whole extraction of the
+    repaired version, also killed while dropping them and resumed."""
+    cube, features = _cube(tiny_region, tmp_path, 10)  # cold blocks 0 and 1, hot slots 0 and 1
+    _damage(cube, "hot/r10m", 0, 1)
+    out = tmp_path / "out"
+    extract(parcels, cube, out, **KW)
+    before = read_timeseries(out)
+    repaired = ingest(write_items(tiny_region.items, [features[8]], "repair-extract-hot.json"), cube, progress=False,
+                      repair=True)
+    assert repaired.version == 2 and repaired.repaired == (features[8]["id"],)
+
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-rows-replaced")
+    assert "version 2" in said and "(1 date(s) read again" in said
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["version"] == 2 and manifest["reads"][features[8]["id"]] == 2
+    extract(parcels, cube, tmp_path / "whole", **KW)
+    _same_as_whole(out, tmp_path / "whole")
+    hot_time = pd.Timestamp(features[8]["properties"]["datetime"]).tz_localize(None)
+    _differ_on(before, read_timeseries(out), {hot_time})
+    assert set(read_timeseries(out).query("time == @hot_time").cube_version) == {2}
+    again = extract(parcels, cube, out, update=True, **KW)  # read once: nothing more to do
+    assert again.rows == 0 and again.new_scenes == 0 and again.replaced == 0
+
+
+@pytest.fixture
+def mended(tiny_region, parcels, tmp_path):
+    """A cube of three cold blocks whose block 0 was damaged (a shard decoding to block 1's values), an extraction
+    of it made then (``damaged``), and the block mended in place by ``ingest --repair`` (version 2)."""
+    cube, features = _cube(tiny_region, tmp_path, 12)
+    _damage(cube, "r10m", 0, 1)
+    damaged = tmp_path / "damaged"
+    extract(parcels, cube, damaged, **KW)
+    block = features[:4]
+    result = ingest(write_items(tiny_region.items, block, "repair-extract-cold.json"), cube, progress=False,
+                    repair=True)
+    assert result.version == 2 and result.mended
+    version = read_version(open_store(cube, read_only=True), "s2")
+    assert {version.scenes[f["id"]].version for f in block} == {2}
+    times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in block}
+    return cube, damaged, times
+
+
+def test_an_update_reads_a_mended_cold_block_again_resumed_after_a_kill(mended, tiny_region, parcels, tmp_path):
+    """The cold block's shards mended in place: every version reads them mended, so the update to version 2 reads
+    the block's four dates again, also killed after its first file and resumed."""
+    cube, out, times = mended
+    before = read_timeseries(out)
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-unit-written")
+    assert "(4 date(s) read again" in said
+    extract(parcels, cube, tmp_path / "whole", **KW)
+    _same_as_whole(out, tmp_path / "whole")
+    _differ_on(before, read_timeseries(out), times)
+
+
+def test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again(mended, parcels, tmp_path):
+    """A run stopped before it finished, its files read from the damaged block, resumed after the mend: it skipped
+    the check and kept those files, for good."""
+    cube, damaged, times = mended
+    out = tmp_path / "unfinished"
+    shutil.copytree(damaged, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**{k: v for k, v in manifest.items() if k not in FINISHED},
+                                            "complete": False}))  # as a run killed after its last file left it
+    resumed = extract(parcels, cube, out, as_of=1, **KW)
+    assert resumed.rows > 0 and resumed.version == 1
+    extract(parcels, cube, tmp_path / "whole", as_of=1, **KW)  # read now: the block as mended
+    _same_as_whole(out, tmp_path / "whole")
+    _differ_on(read_timeseries(damaged), read_timeseries(out), times)
+
+
+def test_an_extraction_as_of_a_version_made_after_a_mend_is_updated_without_reading_again(mended, parcels, tmp_path):
+    """Made ``as_of`` version 1 after the mend, it read the mended block (a cold block is mended in place, for every
+    version): its update to version 2 was refused, as if it had read the damaged shard; it has nothing to read."""
+    cube, damaged, times = mended
+    out = tmp_path / "as-of"
+    extract(parcels, cube, out, as_of=1, **KW)
+    _differ_on(read_timeseries(damaged), read_timeseries(out), times)
+    updated = extract(parcels, cube, out, update=True, **KW)
+    assert updated.version == 2 and updated.new_scenes == 0 and updated.replaced == 0 and updated.rows == 0
+    extract(parcels, cube, tmp_path / "whole", **KW)
+    _same_as_whole(out, tmp_path / "whole")
+
+
+def test_an_update_after_a_mend_reads_the_parcels_across_tiles_again_and_drops_no_batch_row(tiny_straddle_region,
+                                                                                            tmp_path):
+    """A parcel no tile holds whole is read across tiles, into batch files of its own: the update reads it again
+    whole, and the rows dropped from the tile's files are those of the mended dates alone."""
+    from tests.cube.test_multitile import _with_strip
+
+    items = tiny_straddle_region.items
+    parcels, strip = _with_strip(tiny_straddle_region)
+    some = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:30], strip], ignore_index=True)
+    cube, out = tmp_path / "cube", tmp_path / "out"
+    ingest(items, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    for shard in sorted((cube / "s2" / "31UFU").glob("cube.zarr/r10m/B04/c/1/*/*")):  # all of block 0 damaged
+        shutil.copyfile(shard, str(shard).replace("/c/1/", "/c/0/"))
+    kw = {**KW, "bands": ["B04"]}
+    extract(some, cube, out, **kw)
+    before = read_timeseries(out)
+    assert set(read_timeseries(out).query("parcel_id == 'strip'").tile) == {"mosaic"}
+    block = {a.scene_id for a in read_version(open_store(cube, read_only=True), "s2").tiles["31UFU"].cold[:4]}
+    offered = [f for f in items_of(items, "sentinel-2-l2a") if f["id"] in block]
+    assert len(offered) == 4
+    assert ingest(write_items(items, offered, "repair-extract-straddle.json"), cube, progress=False,
+                  repair=True).mended
+    updated = extract(some, cube, out, update=True, **kw)
+    assert updated.replaced == 4 and updated.version == 2
+    extract(some, cube, tmp_path / "whole", **kw)
+    _same_as_whole(out, tmp_path / "whole")
+    assert len(list((out / "timeseries" / "tile=mosaic").glob("*.parquet"))) == 1  # the earlier version's gone
+    changed = before.merge(read_timeseries(out), on=["parcel_id", "time", "band"], suffixes=("", "_now"))
+    assert changed["mean"].ne(changed["mean_now"]).any()
