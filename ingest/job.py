@@ -154,14 +154,14 @@ class IngestResult:
         if self.repaired:
             lines.append(f"  read {len(self.repaired)} hot date(s) again from their files, the bytes the ledger "
                          "records, and wrote them anew (--repair); their old hot slots go with the versions that "
-                         "read them (cardcube expire); an extraction that read them before is not updated (its rows "
-                         "of them may hold the damaged values): extract anew")
+                         "read them (cardcube expire); `cardcube extract --update` reads them again into an "
+                         "extraction that read them before (its rows of them may hold the damaged values)")
         if self.mended:
             lines.append(f"  wrote {len(self.mended)} lost or damaged cold shard(s) again from their dates' files, the "
                          "bytes the ledger records, each holding the values ingest wrote there (the crc32 its block's "
                          "manifest records): every version reads them as before (--repair); this version records the "
-                         "repair of their dates, and what was read of them while damaged (an extraction, a flag file) "
-                         "is not updated: extract it anew")
+                         "repair of their dates: `cardcube extract --update` reads them again into an extraction "
+                         "that read them while damaged (a flag file of it is made anew)")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
