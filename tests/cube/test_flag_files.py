@@ -189,6 +189,7 @@ def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_c
     import os
 
     from cardcube.cli import main
+    from cardcube.spec import DEFAULT_SCL_MASK
 
     out = tmp_path / "ts.parquet"
     monkeypatch.chdir(tmp_path)  # the cube named relative to here: the record names it from anywhere
@@ -197,7 +198,8 @@ def test_the_record_of_a_timeseries_file_names_its_cube_mask_and_checksum(tiny_c
     described = describe_statistics(out)
     record = json.loads(out.with_name("ts.parquet.json").read_text())
     assert described["cube"] == record["cube"] == str(Path(tiny_cube).resolve()) and described["collection"] == "s2"
-    assert described["mask"] == "default" and described["buffer"] == -5 and described["bands"] == record["bands"]
+    assert described["mask"] == list(DEFAULT_SCL_MASK)  # the classes, as resolved
+    assert described["buffer"] == -5 and described["bands"] == record["bands"]
     assert described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() == record["table"]["sha256"]
     assert described["cube_version"] == record["cube_version"]
 
