@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from cardcube.errors import InvalidRequestError
+from cube.anomalies import MarkerRules
 from cube.indices import units_of
 
 
@@ -72,11 +74,21 @@ def _tracks(radar: pd.DataFrame, band: str) -> list[tuple[str, pd.DataFrame, str
     return out
 
 
+def broken_line(times: pd.Series, values: pd.Series, max_gap_days: float) -> tuple[np.ndarray, np.ndarray]:
+    """``times`` and ``values`` (in time order) with a NaN midway between two points more than ``max_gap_days``
+    apart, where matplotlib breaks the line: a straight line over weeks of clouds shows a season nobody saw."""
+    t, v = pd.DatetimeIndex(times).values, np.asarray(values, dtype=np.float64)
+    cut = np.flatnonzero(np.diff(t) > np.timedelta64(round(max_gap_days * 86400), "s")) + 1
+    return np.insert(t, cut, t[cut - 1] + (t[cut] - t[cut - 1]) / 2), np.insert(v, cut, np.nan)
+
+
 def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd.DataFrame | None = None,
                     band: str = "NDVI", radar_band: str = "VH", titles: Mapping | None = None,
-                    min_valid: float = 0.5) -> None:
+                    min_valid: float = 0.5, max_gap_days: float = MarkerRules.max_interpolation_gap) -> None:
     """One panel per parcel: the median of ``band`` over clear dates (dates with fewer than
-    ``min_valid`` of the parcel's pixels valid are drawn hollow, dates with none as a grey tick at the bottom), and
+    ``min_valid`` of the parcel's pixels valid are drawn hollow, dates with none as a grey tick at the bottom; the
+    line broken between clear dates more than ``max_gap_days`` apart, across which the markers do not interpolate
+    either), and
     S1 ``radar_band`` means per track (orbit direction and relative orbit) on a second axis (bands in any case);
     each axis names the statistic and its units, the dates' axis spans the statistics' dates."""
     band = _band_of(optical, band, "median", "optical")
@@ -91,7 +103,8 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
         rows = optical[(optical.parcel_id == pid) & (optical.band == band)]
         valid = rows["count"] / (rows["count"] + rows["masked"]).clip(lower=1)
         clear = rows[valid >= min_valid]
-        ax.plot(clear.time, clear["median"], "o-", color="tab:green", label=f"{band} median, clear")
+        ax.plot(*broken_line(clear.time, clear["median"], max_gap_days), "o-", color="tab:green",
+                label=f"{band} median, clear")
         cloudy = rows[(valid < min_valid) & (rows["count"] > 0)]
         ax.plot(cloudy.time, cloudy["median"], "o", mfc="none", color="tab:green", alpha=0.5, label="mostly masked")
         # dates without a valid pixel (clouds, outside the swath): a tick at the bottom, so an empty panel is seen

@@ -150,3 +150,27 @@ def test_each_track_of_an_orbit_direction_is_a_line_of_its_own(tmp_path, monkeyp
     assert set(lines["S1 VH descending 37"].get_ydata()) == {-20.0}  # no zigzag
     plots.plot_timeseries(optical, tmp_path / "one.png", radar=radar[radar.relative_orbit == 37])
     assert [line.get_label() for line in figures[1].axes[1].lines] == ["S1 VH descending"]
+
+
+def test_the_clear_line_breaks_where_the_markers_do_not_interpolate(tmp_path, monkeypatch) -> None:
+    """The NDVI line was drawn straight across two months of clouds, a season nobody saw, where the markers refuse
+    to interpolate across more than 30 days: it breaks there now, and only there."""
+    times = pd.to_datetime(["2024-05-01", "2024-05-11", "2024-07-10", "2024-07-15", "2024-08-14"])
+    optical = pd.DataFrame({"parcel_id": "p", "time": times, "band": "NDVI", "count": 50, "masked": 0,
+                            "median": [0.3, 0.4, 0.8, 0.7, 0.6]})
+    figures = []
+
+    class Kept(plots.Figure):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(plots, "Figure", Kept)
+    plots.plot_timeseries(optical, tmp_path / "ts.png")
+    (line, *_) = figures[0].axes[0].lines
+    x, y = line.get_xdata(), line.get_ydata()
+    gaps = np.flatnonzero(np.isnan(y))
+    assert gaps.tolist() == [2] and np.datetime64("2024-05-11") < x[2] < np.datetime64("2024-07-10")  # 60 days: cut
+    np.testing.assert_array_equal(np.delete(y, gaps), optical["median"])  # 30 days (07-15 to 08-14): one line
+    plots.plot_timeseries(optical, tmp_path / "ts.png", max_gap_days=90)
+    assert not np.isnan(figures[1].axes[0].lines[0].get_ydata()).any()
