@@ -567,8 +567,10 @@ def extract(
     out_store = open_store(out, storage_options=out_storage_options)
     if held:  # an update, or a run again (resumed, or of a finished one): the tiles the parcels were read from
         # other parcels are said so, not blamed on the cube's covered area
-        refuse_other_parameters(out_store, manifest)
         there = read_json(out_store, MANIFEST) or {}
+        if time is not None and there.get("time") == str(time):  # a Python range's text, as recorded before
+            manifest["time"] = there["time"]  # 2026-12-06 (time_text): the same run, its text kept
+        refuse_other_parameters(out_store, manifest)
         resumes_update = "update" in there and there.get("version") == version.version  # with --update or not
         tiles_of, kept = _earlier_tiles(out, out_storage_options, ps, tiles_of, version, time,
                                         update=update or resumes_update)

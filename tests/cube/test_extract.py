@@ -409,6 +409,20 @@ def test_a_time_range_given_in_python_is_the_same_run_as_its_text(cube, parcels,
     assert first.rows > 0
 
 
+def test_an_extraction_that_recorded_a_python_time_range_as_its_text_is_updated_by_the_same_call(cube, parcels,
+                                                                                               tmp_path):
+    """A manifest written before 2026-12-06 records ``time=slice(a, b)`` as ``str(time)``: the same call, now
+    recorded as ``a/b``, was refused as a run "with other time", its message saying to run it as it was run."""
+    out, few, time = tmp_path / "out", parcels.iloc[:10], slice("2024-05", "2024-06")
+    extract(few, cube, out, bands=["B04"], time=time, progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "time": str(time)}))  # as the cardcube before recorded it
+    assert extract(few, cube, out, bands=["B04"], time=time, update=True, progress=False).rows == 0
+    assert json.loads((out / MANIFEST).read_text())["time"] == str(time)  # its text kept
+    with pytest.raises(InvalidRequestError, match="with other time"):
+        extract(few, cube, out, bands=["B04"], time=slice("2024-05", "2024-07"), update=True, progress=False)
+
+
 def test_absurd_work_units_and_bad_requests_are_refused_before_anything_is_written(cube, parcels, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RequestTooLargeError, match="smaller block"):
