@@ -130,10 +130,13 @@ TIMESERIES_PARQUET: dict[str, Any] = {
 
 
 def _differs(key: str, old: Any, new: Any) -> bool:
-    """Whether a parameter of a run differs from the earlier run's: bands in another order, or a time range
-    written another way (``2024-05`` and ``2024-05-01/2024-05-31``), are the same."""
+    """Whether a parameter of a run differs from the earlier run's: bands in another order, the SCL classes of a
+    cloud mask in another order, or a time range written another way (``2024-05`` and ``2024-05-01/2024-05-31``),
+    are the same."""
     if key == "bands" and isinstance(old, list) and isinstance(new, list):
         return sorted(old) != sorted(new)
+    if key == "mask" and isinstance(old, list) and isinstance(new, list):
+        return set(old) != set(new)
     if key == "time" and isinstance(old, str) and isinstance(new, str):
         try:
             return parse_time_range(old) != parse_time_range(new)
@@ -464,12 +467,11 @@ def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], wher
 
 def _as_option(key: str, value: Any) -> str:
     """A parameter of an earlier run as ``cardcube extract``'s option that gives it (``bands=['B04', 'B08']``:
-    ``--bands B04,B08``); as a Python argument where the command has no such option (a cloud mask of other
-    classes, a histogram)."""
+    ``--bands B04,B08``); as a Python argument where the command has no such option (a histogram)."""
     flag = f"--{key.replace('_', '-')}"
     if key == "time" and isinstance(value, str) and value.startswith(("(", "[", "slice(")):  # given in Python
         return f"time={value}"
-    if key in ("bands", "stats") and isinstance(value, list):
+    if key in ("bands", "stats", "mask") and isinstance(value, list) and value:  # --mask takes no empty list
         return f"{flag} {','.join(map(str, value))}"
     if key in ("all_touched", "time", "block", "time_block", "buffer"):
         if value is None or value is False:

@@ -79,6 +79,20 @@ def test_a_run_with_other_parameters_is_told_the_earlier_runs_options():
         check_manifest(out, first, version, time=None, update=False, cube=out)
 
 
+def test_a_cloud_mask_of_the_same_classes_in_another_order_is_the_same_run():
+    """``--mask 11,10,9,8,3,1,0`` (or ``mask=[...]`` in another order) leaves out the classes the default does: it was
+    refused as a run "with other mask", and told to run it as ``mask=[0, 1, ...]`` in Python, though ``--mask`` takes
+    them now."""
+    out, version = MemoryStore(), _version(1, ["S2A_1"])
+    first = {**PARAMETERS, "mask": [0, 1, 3, 8, 9, 10, 11]}
+    check_manifest(out, first, version, time=None, update=False, cube=out)
+    same = {**first, "mask": [11, 10, 9, 8, 3, 1, 0, 3]}
+    assert check_manifest(out, same, version, time=None, update=False, cube=out) is None
+    with pytest.raises(InvalidRequestError, match=r"with other mask; .* as that run was: --mask 0,1,3,8,9,10,11 "
+                                                  r"\(Python: mask=\[0, 1, 3, 8, 9, 10, 11\]\)$"):
+        check_manifest(out, {**first, "mask": [0, 1, 3]}, version, time=None, update=False, cube=out)
+
+
 def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
     out = MemoryStore()
     write_json(out, "mine.txt", "not an extraction")
