@@ -59,8 +59,9 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`_statistics_options`' options, as the Python API takes them."""
     from cube.stats import STATS
 
+    mask = None if args.no_mask else "default" if args.mask is None else args.mask  # --mask "": an error, not default
     return {"bands": args.bands, "stats": STATS if args.stats is None else args.stats, "buffer": args.buffer,
-            "all_touched": args.all_touched, "mask": None if args.no_mask else args.mask or "default"}
+            "all_touched": args.all_touched, "mask": mask}
 
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV

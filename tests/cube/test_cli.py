@@ -57,6 +57,10 @@ def test_timeseries_cli_takes_the_scl_classes_to_mask(tiny_cube, tiny_region, tm
         main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids, "--mask", "3",
               "--no-mask", "--out", str(out)])
     assert refused.value.code == 2 and "not allowed with argument --mask" in capsys.readouterr().err
+    # no class given (an unset variable in a script) was the default mask, without a word
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), *ids, "--mask", "",
+                 "--out", str(out)]) != 0
+    assert "mask '': give 'default', 'none'" in capsys.readouterr().err
 
 
 def test_timeseries_cli_over_many_parcels_points_to_extract(tiny_cube, tiny_region, tmp_path, capsys, monkeypatch):
