@@ -76,9 +76,10 @@ def _tracks(radar: pd.DataFrame, band: str) -> list[tuple[str, pd.DataFrame, str
 
 def broken_line(times: pd.Series, values: pd.Series, max_gap_days: float) -> tuple[np.ndarray, np.ndarray]:
     """``times`` and ``values`` (in time order) with a NaN midway between two points more than ``max_gap_days``
-    apart, where matplotlib breaks the line: a straight line over weeks of clouds shows a season nobody saw."""
+    apart, where matplotlib breaks the line: a straight line over weeks of clouds shows a season nobody saw. Gaps
+    in whole UTC days, as the markers count them (passes of two orbits lie minutes apart in time of day)."""
     t, v = pd.DatetimeIndex(times).values, np.asarray(values, dtype=np.float64)
-    cut = np.flatnonzero(np.diff(t) > np.timedelta64(round(max_gap_days * 86400), "s")) + 1
+    cut = np.flatnonzero(np.diff(t.astype("datetime64[D]")).astype(np.int64) > max_gap_days) + 1
     return np.insert(t, cut, t[cut - 1] + (t[cut] - t[cut - 1]) / 2), np.insert(v, cut, np.nan)
 
 

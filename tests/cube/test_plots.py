@@ -158,14 +158,7 @@ def test_the_clear_line_breaks_where_the_markers_do_not_interpolate(tmp_path, mo
     times = pd.to_datetime(["2024-05-01", "2024-05-11", "2024-07-10", "2024-07-15", "2024-08-14"])
     optical = pd.DataFrame({"parcel_id": "p", "time": times, "band": "NDVI", "count": 50, "masked": 0,
                             "median": [0.3, 0.4, 0.8, 0.7, 0.6]})
-    figures = []
-
-    class Kept(plots.Figure):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            figures.append(self)
-
-    monkeypatch.setattr(plots, "Figure", Kept)
+    figures = _figures(monkeypatch)
     plots.plot_timeseries(optical, tmp_path / "ts.png")
     (line, *_) = figures[0].axes[0].lines
     x, y = line.get_xdata(), line.get_ydata()
@@ -174,3 +167,12 @@ def test_the_clear_line_breaks_where_the_markers_do_not_interpolate(tmp_path, mo
     np.testing.assert_array_equal(np.delete(y, gaps), optical["median"])  # 30 days (07-15 to 08-14): one line
     plots.plot_timeseries(optical, tmp_path / "ts.png", max_gap_days=90)
     assert not np.isnan(figures[1].axes[0].lines[0].get_ydata()).any()
+
+
+def test_the_clear_line_counts_a_gap_in_whole_days_as_the_markers_do():
+    """Two passes of other orbits lie 30 days and 10 minutes apart: the markers count 30 whole UTC days and
+    interpolate across (``max_interpolation_gap`` 30), and the line was broken there."""
+    times = pd.Series(pd.to_datetime(["2024-07-15 10:40", "2024-08-14 10:50", "2024-09-14 10:50"]))
+    x, y = plots.broken_line(times, pd.Series([0.7, 0.6, 0.5]), 30)
+    assert np.isnan(y).tolist() == [False, False, True, False]  # 30 days: one line; 31 days: cut
+    assert np.datetime64("2024-08-14") < x[2] < np.datetime64("2024-09-14")
