@@ -161,7 +161,7 @@ class IngestResult:
                          "bytes the ledger records, each holding the values ingest wrote there (the crc32 its block's "
                          "manifest records): every version reads them as before (--repair); this version records the "
                          "repair of their dates: `cardcube extract --update` reads them again into an extraction "
-                         "that read them while damaged (a flag file of it is made anew)")
+                         "that read them while damaged (then flag it anew: cardcube flag)")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:

@@ -246,6 +246,7 @@ def test_repair_writes_lost_and_damaged_cold_shards_again_for_every_version(cube
     assert main(["ingest", str(offered), "--cube", str(cube), "--repair", "--quiet"]) == 0
     said = capsys.readouterr().out
     assert "wrote 2 lost or damaged cold shard(s) again" in said and "this version records the repair" in said
+    assert "(then flag it anew: cardcube flag)" in said  # no flag file is made anew by itself
     # the ledger, an inspector's audit trail, says so: what was read of the block before (an extraction) can tell
     version = read_version(open_store(cube, read_only=True), "s2")
     assert version.version == 3 and version.repaired == tuple(sorted(b["id"] for b in block))
