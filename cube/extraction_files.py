@@ -280,8 +280,10 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
                   if a.scene_id not in set(old["scenes"][tile]) or a.scene_id in again]
            for tile, state in version.tiles.items()}
     reads = {**_reads(old, version, time), **scene_reads(version, head, [s for ids in new.values() for s in ids])}
-    write_json(out, MANIFEST, {**old, "version": version.version, "committed": version.created, "complete": False,
-                               "reads": reads, "update": {"from": old["version"], "scenes": new, "replaced": stale}})
+    units = {"units": manifest["units"]} if "units" in manifest else {}  # an extraction from before kept none
+    write_json(out, MANIFEST, {**old, **units, "version": version.version, "committed": version.created,
+                               "complete": False, "reads": reads,
+                               "update": {"from": old["version"], "scenes": new, "replaced": stale}})
     return new
 
 

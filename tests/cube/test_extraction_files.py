@@ -93,6 +93,17 @@ def test_a_cloud_mask_of_the_same_classes_in_another_order_is_the_same_run():
         check_manifest(out, {**first, "mask": [0, 1, 3]}, version, time=None, update=False, cube=out)
 
 
+def test_an_update_of_an_extraction_from_before_units_were_recorded_records_them():
+    """The manifest says each band's units (README: "each band's units in the manifest's units"): one made before
+    they were recorded kept none through every update."""
+    out, first = MemoryStore(), _version(1, ["S2A_1"])
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)  # PARAMETERS: no units, as before
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    check_manifest(out, {**PARAMETERS, "units": {"B04": "1"}}, _version(2, ["S2A_1", "S2A_2"]), time=None,
+                   update=True, cube=out)
+    assert read_json(out, MANIFEST)["units"] == {"B04": "1"}
+
+
 def test_other_parameters_or_foreign_files_are_refused_and_an_update_adds_the_new_scenes_only():
     out = MemoryStore()
     write_json(out, "mine.txt", "not an extraction")
