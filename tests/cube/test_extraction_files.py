@@ -167,6 +167,19 @@ def test_an_update_after_a_repair_of_dates_it_read_reads_them_again():
     assert check_manifest(out, PARAMETERS, later, time=None, update=True, cube=out) == {"31UFU": ["S2A_4"]}
 
 
+def test_an_extraction_from_before_reads_were_kept_is_taken_to_have_read_its_version():
+    """A manifest written before 2026-12-06 keeps no ``reads``: its rows read every scene as its version had it, so a
+    scene repaired since is read again, and one repaired before (its record not newer) is not."""
+    out, first = MemoryStore(), _recorded(_version(2, ["S2A_1", "S2A_2"]), S2A_1=2)
+    check_manifest(out, {**PARAMETERS, "version": 2}, first, time=None, update=False, cube=out)
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    write_json(out, MANIFEST, {k: v for k, v in read_json(out, MANIFEST).items() if k != "reads"})
+    repaired = _recorded(replace(first, version=3), S2A_1=2, S2A_2=3)
+    assert check_manifest(out, PARAMETERS, repaired, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
+    manifest = read_json(out, MANIFEST)
+    assert manifest["update"]["replaced"] == {"31UFU": ["S2A_2"]} and manifest["reads"] == {"S2A_1": 2, "S2A_2": 3}
+
+
 def test_an_extraction_as_of_a_version_is_judged_by_what_it_read():
     """A cold block is mended in place: a version before the mend reads the mended values too, so an extraction made
     ``as_of`` it after the mend is not read again (its update was refused). A hot date repaired goes into a new
