@@ -398,8 +398,10 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
         adds = {tile: [a.scene_id for a in tile_dates(state, time)
                        if a.scene_id in again or a.scene_id in set(update["scenes"].get(tile, ()))]
                 for tile, state in version.tiles.items()}
-        replaced = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id in again
-                           or a.scene_id in set(update.get("replaced", {}).get(tile, ()))]
+        # the earlier runs' rows to drop: of the dates they read (``scenes``), not of those new in the update
+        drop = {tile: (again & set(old["scenes"].get(tile, ()))) | set(update.get("replaced", {}).get(tile, ()))
+                for tile in version.tiles}
+        replaced = {tile: [a.scene_id for a in tile_dates(state, time) if a.scene_id in drop[tile]]
                     for tile, state in version.tiles.items()}
         doc["update"] = {**update, "scenes": adds, "replaced": {t: ids for t, ids in replaced.items() if ids}}
     write_json(out, MANIFEST, doc)

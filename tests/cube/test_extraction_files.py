@@ -332,3 +332,17 @@ def test_an_unfinished_update_resumed_after_a_mend_of_an_earlier_date_reads_it_a
     manifest = read_json(out, MANIFEST)
     assert manifest["update"]["replaced"] == {"31UFU": ["S2A_1"]} and manifest["reads"]["S2A_1"] == 3
     assert statistics_keys(out, "") == []
+
+
+def test_a_date_new_in_an_unfinished_update_mended_while_it_was_stopped_is_read_again_not_replaced():
+    """A date the update itself reads (new since the extraction) mended while it was stopped: read again, but no
+    earlier run has rows of it to replace (it was counted among the dates whose earlier rows were replaced)."""
+    out, first = MemoryStore(), _recorded(_version(1, ["S2A_1", "S2A_2"]))
+    check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out)
+    finish_manifest(out, first, time=None, status={"ok": 1})
+    added = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), S2A_3=2)
+    check_manifest(out, PARAMETERS, added, time=None, update=True, cube=out)
+    head = _recorded(replace(added, version=3), S2A_2=3, S2A_3=3)
+    assert check_manifest(out, PARAMETERS, added, time=None, update=False, cube=out, head=head) == {
+        "31UFU": ["S2A_2", "S2A_3"]}
+    assert read_json(out, MANIFEST)["update"]["replaced"] == {"31UFU": ["S2A_2"]}
