@@ -96,8 +96,6 @@ def cube_dataset(ds: Any) -> xr.Dataset:
         ds = ds.isel(y=slice(None, None, -1))
     if ds.sizes["x"] > 1 and ds["x"].values[0] > ds["x"].values[-1]:
         ds = ds.isel(x=slice(None, None, -1))
-    stored = ds.rio.transform(recalc=False)  # the grid open_cube read: spatial_ref's transform, kept by isel
-    pixel = {"x": abs(stored.a), "y": abs(stored.e)}
     for dim in ("y", "x"):  # the grid is one step and an origin: columns picked or areas merged with a gap have none
         steps = np.diff(np.asarray(ds[dim].values, dtype=np.float64))
         if steps.size > 1 and (steps[0] == 0 or np.abs(steps - steps[0]).max() > 1e-6 * abs(steps[0])):
@@ -105,10 +103,6 @@ def cube_dataset(ds: Any) -> xr.Dataset:
                                       f"{abs(steps).min():g} to {abs(steps).max():g}): they are no grid of pixels "
                                       f"for the parcels; give it a contiguous area (ds.sel({dim}=slice(...)), not "
                                       f"{dim} values picked, nor areas merged with a gap between them)")
-        if steps.size == 1 and not math.isclose(abs(steps[0]), pixel[dim], rel_tol=1e-6):  # one step: no spacing to
-            raise InvalidRequestError(f"the Dataset's two {dim} coordinates lie {abs(steps[0]):g} apart, where its "
-                                      f"pixels are {pixel[dim]:g} wide: they are no grid of pixels for the parcels; "
-                                      f"give it a contiguous area (ds.sel({dim}=slice(...)), not {dim} values picked)")
     _check_packing(ds)
     if "SCL" in ds.data_vars and np.issubdtype(ds["SCL"].dtype, np.floating):  # ds.where(...), a reindex, a merge
         ds = ds.assign(SCL=xr.apply_ufunc(scl_classes, ds["SCL"], dask="parallelized", output_dtypes=[np.uint8],

@@ -26,7 +26,7 @@ from cube.chips import chip
 from cube.dataset import open_cube
 from cube.extract import extract
 from cube.indices import add_indices
-from cube.timeseries import cube_dataset, parcel_timeseries
+from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.reference import reference_stats, season_chunks
@@ -459,12 +459,6 @@ def test_a_dataset_of_no_even_grid_is_refused_not_measured_on_a_made_up_one(tiny
             parcel_timeseries(uneven, one, bands=["B04"])
         with pytest.raises(InvalidRequestError, match=message):
             chip(uneven, one, size=16)
-    two = ds.isel(x=[0, 5])  # one step, so evenly spaced, but 50 m where the pixels are 10 m
-    for measure in (lambda d: parcel_timeseries(d, one, bands=["B04"]), lambda d: chip(d, one, size=16)):
-        with pytest.raises(InvalidRequestError, match="the Dataset's two x coordinates lie 50 apart, where its "
-                                                      "pixels are 10 wide"):
-            measure(two)
-    assert cube_dataset(ds.isel(x=[4, 5])).sizes["x"] == 2  # two neighbours are a grid
 
 
 def test_a_dataset_whose_scl_became_float_reads_as_the_one_read(tiny_cube, sample):
