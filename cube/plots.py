@@ -101,7 +101,7 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
     fig = Figure(figsize=(9, 2.6 * len(parcels)))
     axes = fig.subplots(len(parcels), 1, sharex=True, squeeze=False)
     for ax, pid in zip(axes[:, 0], parcels, strict=True):
-        rows = optical[(optical.parcel_id == pid) & (optical.band == band)]
+        rows = optical[(optical.parcel_id == pid) & (optical.band == band)].sort_values("time")  # frames concatenated
         valid = rows["count"] / (rows["count"] + rows["masked"]).clip(lower=1)
         clear = rows[valid >= min_valid]
         ax.plot(*broken_line(clear.time, clear["median"], max_gap_days), "o-", color="tab:green",
@@ -118,7 +118,7 @@ def plot_timeseries(optical: pd.DataFrame, path: str | os.PathLike, *, radar: pd
         ax.set_title((titles or {}).get(pid, str(pid)), fontsize=10, loc="left")
         if radar is not None:
             twin = ax.twinx()
-            mine = radar[(radar.parcel_id == pid) & (radar.band == radar_band)]
+            mine = radar[(radar.parcel_id == pid) & (radar.band == radar_band)].sort_values("time")
             for label, r, colour in _tracks(mine, radar_band):
                 twin.plot(r.time, r["mean"], ".-", color=colour, alpha=0.6, lw=0.8, label=label)
             twin.set_ylabel(_label(radar_band, "mean"))

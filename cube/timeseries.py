@@ -249,7 +249,8 @@ def resolve_mask(mask: Sequence[int] | str | None, available: Sequence[str], col
                                       "clouds included")  # it gave those without a word, unlike the cube's location
         return DEFAULT_SCL_MASK if "SCL" in available else None
     if mask is not None and "SCL" not in available:
-        raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None")
+        raise InvalidRequestError(f"the {collection} cube has no SCL band to mask clouds with; pass mask=None "
+                                  f"(--no-mask)")
     return None if mask is None else scl_codes(mask)
 
 

@@ -165,8 +165,10 @@ def test_the_clear_line_breaks_where_the_markers_do_not_interpolate(tmp_path, mo
     gaps = np.flatnonzero(np.isnan(y))
     assert gaps.tolist() == [2] and np.datetime64("2024-05-11") < x[2] < np.datetime64("2024-07-10")  # 60 days: cut
     np.testing.assert_array_equal(np.delete(y, gaps), optical["median"])  # 30 days (07-15 to 08-14): one line
+    plots.plot_timeseries(optical.iloc[[3, 0, 4, 2, 1]], tmp_path / "ts.png")  # rows of frames concatenated
+    np.testing.assert_array_equal(figures[-1].axes[0].lines[0].get_ydata(), y)  # drawn in time order all the same
     plots.plot_timeseries(optical, tmp_path / "ts.png", max_gap_days=90)
-    assert not np.isnan(figures[1].axes[0].lines[0].get_ydata()).any()
+    assert not np.isnan(figures[-1].axes[0].lines[0].get_ydata()).any()
 
 
 def test_the_clear_line_counts_a_gap_in_whole_days_as_the_markers_do():
