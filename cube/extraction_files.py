@@ -235,8 +235,9 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
         if stale := _stale(old, version, head, time):
             if old.get("complete"):
-                raise InvalidRequestError(f"{where}; {_repaired(stale, head)}: update it (--update) to the latest "
-                                          "version, which reads them again, or extract into a new --out")
+                raise InvalidRequestError(f"{where}; {_repaired(stale, head)}: update it to the latest version "
+                                          "(--update, without --as-of), which reads them again, or extract into a new "
+                                          "--out")
             old = _read_again(out, old, version, head, stale, time)
         if "update" in old:
             return old["update"]["scenes"]

@@ -211,7 +211,7 @@ def test_a_complete_extraction_of_dates_repaired_since_is_not_taken_as_done():
     head = _recorded(replace(first, version=2), S2A_2=2)
     with pytest.raises(InvalidRequestError, match=r"1 scene\(s\) it read were written anew by `cardcube ingest "
                                                   r"--repair` since \(e\.g\. S2A_2, in version 2\): update it "
-                                                  r"\(--update\) to the latest version"):
+                                                  r"to the latest version \(--update, without --as-of\)"):
         check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head)
 
 
