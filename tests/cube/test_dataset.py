@@ -417,3 +417,26 @@ def test_a_tiles_date_lacking_a_slice_of_its_neighbours_takes_nothing_away_from_
     assert passes_lacking(whole, "31UEU", "31UFU", ALL).is_empty
     other = version(date("31UEU", 10_002, ("C",), parts=("B",)), both)  # as many slices, not the same ones
     assert passes_lacking(other, "31UEU", "31UFU", ALL).area == pytest.approx(5_000 * 5_000)
+
+
+def test_a_dataset_of_no_dates_says_whether_other_tiles_have_some():
+    """The area's tiles may lack every date of the range where other tiles hold some: said so, not as a cube of no
+    date within it."""
+    from dataclasses import replace
+
+    from cardcube.spec import cube_spec
+    from cube.dataset import _no_dates
+    from cube.ledger import Acquisition, CubeVersion, TileState
+
+    def acquisitions(day: str, tile: str) -> tuple[Acquisition, ...]:
+        return (Acquisition(f"2024-{day}T10:50:31Z", f"S2A_{tile}_{day}", "sentinel-2a", 8, "descending"),)
+
+    version = replace(CubeVersion.empty(cube_spec("s2")), version=3,
+                      tiles={"31UFU": TileState("31UFU", cold=acquisitions("05-02", "31UFU")),
+                             "31UGU": TileState("31UGU", cold=acquisitions("06-20", "31UGU"))})
+    assert _no_dates(version, ["31UGU"], "2024-05") == (
+        "no acquisition of tile(s) 31UGU within the time range 2024-05, though other tiles of the cube have some "
+        "(version 3 of the s2 cube holds dates from 2024-05-02 to 2024-06-20): the Dataset has no dates")
+    assert _no_dates(version, ["31UFU", "31UGU"], "2030") == (
+        "no acquisition within the time range 2030: version 3 of the s2 cube holds dates from 2024-05-02 to "
+        "2024-06-20; the Dataset has no dates")
