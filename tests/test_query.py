@@ -235,3 +235,17 @@ def test_a_time_of_no_date_names_every_form_a_period_takes():
         parse_time_range("2024-13")
     assert str(refused.value) == ("time '2024-13' is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) "
                                   "or an ISO range start/end")
+
+
+def test_a_python_time_range_is_recorded_as_the_text_of_the_same_range():
+    """An extraction's manifest records a pair or a slice as ``--time`` writes it, open ends as ``..``; what no text
+    writes (exact times, a range that is no range) stays its own text."""
+    from cardcube.query import time_text
+
+    assert time_text(None) is None and time_text("2024-05") == "2024-05"
+    assert time_text(slice("2024-05", None)) == "2024-05/.." and time_text((None, "2024-06")) == "../2024-06"
+    stamp = np.datetime64("2024-05-01T10:00:00.123456789")
+    assert time_text((stamp, None)) == "2024-05-01T10:00:00.123456789/.."
+    assert parse_time_range(time_text((stamp, None))) == parse_time_range((stamp, None))
+    assert time_text(("2024-06", "2024-05")) == "('2024-06', '2024-05')"  # refused when parsed, as its own text
+    assert time_text(frozenset({"2024-05-01"})) == "frozenset({'2024-05-01'})"
