@@ -245,3 +245,49 @@ def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 141 and "error" not in run.stderr.lower() and "Exception" not in run.stderr, run.stderr
     assert committed_versions(open_store(cube, read_only=True), "s1") == [1]
+
+
+@pytest.fixture
+def tls_proxy(s3_server, tmp_path):
+    """The session's S3 server behind TLS, with a certificate signed by a CA of the test's own (an on-premises Ceph
+    gateway's): the proxy and the CA's certificate file."""
+    from cardcube.testing.s3proxy import start_s3_proxy
+    from cardcube.testing.tls import loopback_tls
+
+    tls = loopback_tls(tmp_path / "tls")
+    with start_s3_proxy(s3_server.endpoint_url, tls=tls.server_context) as proxy:
+        yield proxy, tls.ca_file
+
+
+def test_an_endpoint_of_the_wrong_scheme_or_an_untrusted_certificate_is_named_at_once(s3_bucket, tls_proxy,
+                                                                                      monkeypatch, capsys):
+    """``https://`` to a plain HTTP port, ``http://`` to a TLS one and a certificate of a CA the client does not
+    trust passed the endpoint check: each request then failed its handshake or had its connection closed, and
+    botocore's and s3fs's retries spent 30 s to 4.5 minutes on it before "the store cannot be reached"."""
+    from cardcube.errors import InvalidRequestError
+    from cardcube.storage import write_bytes
+
+    proxy, ca_file = tls_proxy
+    plain, tls_port = s3_bucket.server.port, proxy.port
+    url = s3_bucket.url_for("cube")
+    keys = {"key": "testing", "secret": "testing"}
+    with pytest.raises(InvalidRequestError, match=rf"https://127.0.0.1:{plain} of {url} answers in plain HTTP, not "
+                                                  rf"TLS: write it http://127.0.0.1:{plain}"):
+        open_store(url, storage_options={"endpoint_url": f"https://127.0.0.1:{plain}", **keys})
+    with pytest.raises(InvalidRequestError, match=rf"http://127.0.0.1:{tls_port} of {url} answers with TLS, not "
+                                                  rf"plain HTTP: write it https://127.0.0.1:{tls_port}"):
+        open_store(url, storage_options={"endpoint_url": f"http://127.0.0.1:{tls_port}", **keys})
+    untrusted = {"endpoint_url": f"https://127.0.0.1:{tls_port}", **keys}
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    with pytest.raises(StoreError, match=r"has a TLS certificate the S3 client does not trust \(unable to get local "
+                                         r"issuer certificate\): give the certificate of the CA that signed it, "
+                                         r"AWS_CA_BUNDLE=/path/ca.pem"):
+        open_store(url, storage_options=untrusted)
+    for trusted in ({**untrusted, "client_kwargs": {"verify": str(ca_file)}},  # the CA given, or no check asked for
+                    {**untrusted, "client_kwargs": {"verify": False}}):
+        write_bytes(open_store(url, storage_options=trusted), "a.json", b"{}")
+    for name, value in {**s3_bucket.server.environment(proxy.endpoint_url), "AWS_CA_BUNDLE": str(ca_file)}.items():
+        monkeypatch.setenv(name, value)  # the command line: the endpoint, keys and CA from the environment
+    assert main(["versions", "--cube", url]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"no 's2' cube at {url}: no committed version")

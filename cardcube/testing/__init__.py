@@ -3,6 +3,8 @@
 * :mod:`cardcube.testing.s3server` — moto's S3 server in a child process (:func:`start_s3_server`);
 * :mod:`cardcube.testing.s3proxy` — latency, bandwidth cap, injected S3 errors and server-side request
   counts (:func:`start_s3_proxy`);
+* :mod:`cardcube.testing.tls` — a CA and a server certificate for an endpoint behind TLS (``start_s3_proxy(...,
+  tls=...)``);
 * :mod:`cardcube.testing.fixtures` — the pytest plugin (``s3_server``, ``s3_bucket``, ``s3_proxy``).
 """
 

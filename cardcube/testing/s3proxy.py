@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -167,9 +168,11 @@ class S3Proxy:
     Use :func:`start_s3_proxy`, or ``with S3Proxy(url) as proxy:``.
     """
 
-    def __init__(self, upstream_url: str, *, config: ProxyConfig | None = None) -> None:
+    def __init__(self, upstream_url: str, *, config: ProxyConfig | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.upstream_url = upstream_url.rstrip("/")
         self._config = config or ProxyConfig()
+        self._tls = tls  # serve HTTPS with it (cardcube.testing.tls), an endpoint behind TLS
         self._lock = threading.Lock()
         self._pending: deque[Fault] = deque()
         self._random: tuple[float, Fault, random.Random] | None = None
@@ -194,7 +197,7 @@ class S3Proxy:
     def endpoint_url(self) -> str:
         if not self.port:
             raise RuntimeError("the proxy is not running: call start() first")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0, *, port: int = 0) -> S3Proxy:
         """Listen on loopback ``port`` (0: a free one), serving from a daemon thread; returns ``self``. A proxy
@@ -259,7 +262,7 @@ class S3Proxy:
             app, auto_decompress=False, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_S
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._listen_port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self._listen_port, ssl_context=self._tls).start()
         self.port = self._runner.addresses[0][1]
 
     async def _shutdown(self) -> None:
@@ -542,6 +545,6 @@ def _kinds(methods: Iterable[str] | None) -> frozenset[str] | None:
     return kinds
 
 
-def start_s3_proxy(upstream_url: str, **config: Any) -> S3Proxy:
-    """Start a proxy to ``upstream_url`` with ``ProxyConfig`` fields as keyword arguments."""
-    return S3Proxy(upstream_url, config=ProxyConfig(**config)).start()
+def start_s3_proxy(upstream_url: str, *, tls: ssl.SSLContext | None = None, **config: Any) -> S3Proxy:
+    """Start a proxy to ``upstream_url`` with ``ProxyConfig`` fields as keyword arguments; ``tls``: serve HTTPS."""
+    return S3Proxy(upstream_url, config=ProxyConfig(**config), tls=tls).start()
