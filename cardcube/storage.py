@@ -102,6 +102,9 @@ def normalise_url(location: str) -> str:
     if not location.startswith("s3://"):
         return location
     rest = location.removeprefix("s3://")
+    if not rest.split("/")[0]:  # s3fs read "s3:///cube" as the bucket "cube", and "s3://" as the bucket ""
+        raise InvalidRequestError(f"{location} names no bucket: write s3://BUCKET/PREFIX, e.g. "
+                                  f"s3://my-bucket/{rest.strip('/') or 'cube'}")
     parts = [p for p in rest.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidRequestError(f"{location}: an S3 key has no '..' (no parent folder): write the prefix itself")

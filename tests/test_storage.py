@@ -55,6 +55,17 @@ def test_a_url_that_would_be_a_local_folder_or_climb_out_is_refused(given):
         normalise_url(given)
 
 
+@pytest.mark.parametrize("given", ["s3://", "s3:///cube", "S3:///", "s3a:///bucket/cube"])
+def test_an_s3_url_without_its_bucket_is_refused(given):
+    """``s3:///cube`` read the bucket "cube" (a cube written where nobody meant it, if that bucket exists), ``s3://``
+    the bucket "" ("the bucket  does not exist")."""
+    from cardcube.errors import InvalidRequestError
+    from cardcube.storage import normalise_url
+
+    with pytest.raises(InvalidRequestError, match=r"names no bucket: write s3://BUCKET/PREFIX, e\.g\. s3://my-bucket/"):
+        normalise_url(given)
+
+
 def test_gdal_opens_an_s3_key_with_url_syntax_literally():
     from cardcube.storage import gdal_path
 
