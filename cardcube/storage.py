@@ -414,6 +414,11 @@ def _failure(exc: BaseException, doing: str, where: str) -> StoreError:
     if unavailable(exc):
         return StoreUnavailableError(f"cannot {doing} {where}: the store cannot be reached or does not answer "
                                      f"({type(exc).__name__}: {exc})")
+    if isinstance(exc, PermissionError):  # s3fs's 403: wrong keys, or keys not allowed this (not retried)
+        said = " ".join(str(part) for part in reversed(_s3_error(exc)) if part)  # "403 AccessDenied"
+        return StoreError(f"cannot {doing} {where}: the store refused it ({said + ': ' if said else ''}{exc}): "
+                          f"the S3 keys in use (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+                          f"storage_options' key and secret) are wrong, or not allowed to do this there")
     return StoreError(f"cannot {doing} {where} (after retries): {type(exc).__name__}: {exc}")
 
 

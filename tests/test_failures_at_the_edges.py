@@ -291,3 +291,17 @@ def test_an_endpoint_of_the_wrong_scheme_or_an_untrusted_certificate_is_named_at
         monkeypatch.setenv(name, value)  # the command line: the endpoint, keys and CA from the environment
     assert main(["versions", "--cube", url]) == 2
     assert capsys.readouterr().err.strip().endswith(f"no 's2' cube at {url}: no committed version")
+
+
+def test_a_store_refusing_a_request_names_the_keys_not_retries(s3_bucket, s3_proxy):
+    """A 403 (wrong keys, or keys that may only read) said "(after retries): PermissionError: Access Denied": it is
+    not retried, and what to check is the keys."""
+    from cardcube.storage import write_bytes
+
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    s3_proxy.fail_next(1, status=403, code="AccessDenied", methods=["PUT"])
+    with pytest.raises(StoreError, match=r"^cannot write s2/_ledger/1.json to s3://\S+/cube: the store refused it "
+                                         r"\(403 AccessDenied: Injected.*\): the S3 keys in use \(AWS_ACCESS_KEY_ID "
+                                         r"and AWS_SECRET_ACCESS_KEY.*\) are wrong, or not allowed to do this there$"):
+        write_bytes(store, "s2/_ledger/1.json", b"{}")
+    assert s3_proxy.snapshot().requests["PUT"] == 1
