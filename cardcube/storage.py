@@ -203,7 +203,7 @@ def _check_endpoint(opts: Mapping[str, Any], location: str, *, timeout: float | 
     endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
     if endpoint:
         _check_reachable(endpoint, location, answer_timeout=min(timeout or ANSWER_TIMEOUT_S, ANSWER_TIMEOUT_S),
-                         verify=_tls_verify(opts))
+                         verify=_tls_verify(opts) if endpoint.lower().startswith("https:") else None)
 
 
 def _bounded(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
