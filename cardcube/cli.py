@@ -30,6 +30,9 @@ from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningE
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
 from cardcube.serving import STORE_TIMEOUT, error_kind
+from cardcube.storage import cancel_pending_io
+
+EXIT_GRACE_S = 5.0  # at exit, how long the store reads a failed one left behind have to end once cancelled
 
 # Modules that define ``register(subparsers)``; order is the order of ``cardcube --help``.
 _SUBCOMMAND_MODULES = (
@@ -127,6 +130,8 @@ def run() -> NoReturn:
     lock, left in place, says how long what was sent may still land). Worker processes of ``--scheduler processes``
     are killed first, or they would run on, and their queued tasks too, after this process had ended."""
     code, tasks_left = _main(None)
+    if not tasks_left:
+        cancel_pending_io(EXIT_GRACE_S)
     if tasks_left:
         for child in multiprocessing.active_children():
             child.kill()

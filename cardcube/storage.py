@@ -752,6 +752,27 @@ def pending_io(timeout: float, *, what: str = "store operations") -> int:
         time.sleep(0.05)
 
 
+def cancel_pending_io(timeout: float) -> None:
+    """Cancel the store operations still running in zarr's I/O loop, and wait up to ``timeout`` seconds for them to
+    end: at a command's exit, the reads that a failed one's siblings left (a gather raises at its first failure and
+    leaves the others running). Left to the garbage collector once the loop has stopped, each printed a traceback after
+    the command's one error line ("Exception ignored in: <coroutine ...> ... was created in a different Context");
+    cancelled, each ends in its own task."""
+    loop = zarr_sync.loop[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def cancel_others() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    with suppress(TimeoutError, RuntimeError):  # a loop stuck or closing: nothing more to do at exit
+        asyncio.run_coroutine_threadsafe(cancel_others(), loop).result(timeout + 1)
+
+
 def local_file(store: Store, key: str) -> Path | None:
     """The file of ``key`` when ``store`` is a local folder (a path only this machine, or a shared volume, holds);
     None for an object store."""

@@ -305,3 +305,30 @@ def test_a_store_refusing_a_request_names_the_keys_not_retries(s3_bucket, s3_pro
                                          r"and AWS_SECRET_ACCESS_KEY.*\) are wrong, or not allowed to do this there$"):
         write_bytes(store, "s2/_ledger/1.json", b"{}")
     assert s3_proxy.snapshot().requests["PUT"] == 1
+
+
+def test_a_store_gone_in_the_middle_of_a_read_is_one_error_line(tiny_cube, tiny_region, s3_bucket):
+    """A store that went away while a command read its shards: a failed read's siblings were left running in zarr's
+    I/O loop, and at exit each printed a traceback after the error line ("Exception ignored in: <coroutine ...>
+    ValueError: ... was created in a different Context")."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import s3fs
+
+    from cardcube.testing.s3proxy import start_s3_proxy
+
+    s3fs.S3FileSystem(**s3_bucket.storage_options()).put(f"{tiny_cube}/", f"{s3_bucket.name}/cube/", recursive=True)
+    with start_s3_proxy(s3_bucket.server.endpoint_url, latency_s=0.2) as proxy:
+        env = {**os.environ, **s3_bucket.server.environment(proxy.endpoint_url)}
+        run = subprocess.Popen([sys.executable, "-m", "cardcube.cli", "timeseries", "--cube", s3_bucket.url_for("cube"),
+                                "--parcels", str(tiny_region.parcels), "--collection", "s1", "--out",
+                                str(tiny_cube.parent / f"{s3_bucket.name}.csv")], env=env, stderr=subprocess.PIPE,
+                               text=True)
+        while proxy.snapshot().requests.get("GET", 0) < 30 and run.poll() is None:  # reading shards
+            time.sleep(0.02)
+    _, err = run.communicate(timeout=120)  # the proxy stopped: its port refuses every retry
+    assert run.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("cardcube timeseries: error: cannot read shards of s1/") and "cannot be reached" in err
