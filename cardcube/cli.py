@@ -50,13 +50,20 @@ def add_endpoint_option(p: argparse.ArgumentParser, *, note: str = "") -> None:
     p.add_argument("--endpoint-url", default=None, help=f"S3 endpoint (Ceph, MinIO); default $AWS_ENDPOINT_URL{note}")
 
 
-def add_store_timeout_option(p: argparse.ArgumentParser) -> None:
-    """``--store-timeout``: how long a request of an HTTP command (``serve``, ``catalog serve``) to its S3 store may
-    take to fail, so that an outage is answered at once (:data:`cardcube.serving.STORE_TIMEOUT`)."""
-    p.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=STORE_TIMEOUT,
-                   metavar="SECONDS", help=f"seconds a request to an S3 cube may take to fail, retries included "
-                   f"(default {STORE_TIMEOUT:g}): a store out of reach is then a 503 with Retry-After within about "
-                   f"that, not after a minute of retries")
+def add_store_timeout_option(p: argparse.ArgumentParser, *, served: bool = True) -> None:
+    """``--store-timeout``: how long a request to an S3 store may take to fail: of an HTTP command (``serve``,
+    ``catalog serve``; ``served``), so that an outage is answered at once (:data:`cardcube.serving.STORE_TIMEOUT`);
+    of an interactive read (``timeseries``, ``chip``), unbounded unless given, so that a user behind a gateway that
+    hangs is told within about that, not after minutes of the client's retries."""
+    if served:
+        p.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=STORE_TIMEOUT,
+                       metavar="SECONDS", help=f"seconds a request to an S3 cube may take to fail, retries included "
+                       f"(default {STORE_TIMEOUT:g}): a store out of reach is then a 503 with Retry-After within "
+                       f"about that, not after a minute of retries")
+        return
+    p.add_argument("--store-timeout", type=number("a number of seconds", above=0), default=None, metavar="SECONDS",
+                   help="seconds a request to an S3 cube may take to fail, retries included (default: the client's "
+                   "retries, which ride out a throttling store but wait minutes on one that hangs)")
 
 
 def add_stop_grace_option(p: argparse.ArgumentParser, *, tasks: str, then: str) -> None:

@@ -139,6 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ids", nargs="*", help="parcel ids from --parcels (default: all of them)")
     p.add_argument("--point", nargs=2, type=float, metavar=("LON", "LAT"), help="the parcel containing this point")
     _statistics_options(p)
+    add_store_timeout_option(p, served=False)
     p.add_argument("--out", required=True, help="output .csv or .parquet, with OUT.json beside it recording the "
                    "query (an earlier output is replaced; another file of that name is refused)")
     p.set_defaults(func=_timeseries)
@@ -159,6 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     form = c.add_mutually_exclusive_group()  # a contact sheet is a PNG
     form.add_argument("--sheet", action="store_true", help="write one contact sheet of all dates (a PNG)")
     form.add_argument("--geotiff", action="store_true", help="write GeoTIFFs instead of PNGs, one per date")
+    add_store_timeout_option(c, served=False)
     c.add_argument("--out", required=True, help="output folder: ID_COLLECTION_BANDS_TIME.png (.tif) per date, "
                    "ID_COLLECTION_BANDS_season.png for --sheet (e.g. NL-000042_s2_B04-B03-B02_season.png; "
                    "point_LON_LAT_... for a --point without --parcels); a file of the same name is replaced")
@@ -320,14 +322,15 @@ def _timeseries(args: argparse.Namespace) -> int:
         print(f"note: {many} parcels, read as one request (no progress shown until it ends); for a territory, "
               f"cardcube extract --parcels {args.parcels} --cube {args.cube} --out DIR is the job: by chunk, with "
               f"bounded memory and a progress bar, resumable", file=sys.stderr)
+    store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True,
+                       timeout=args.store_timeout)
     with warnings.catch_warnings(record=True) as caught:  # the parcels without statistics are listed below
         warnings.simplefilter("ignore", ParcelsWithoutStatisticsWarning)
         warnings.simplefilter("always", NoAcquisitionWarning)
-        frame = parcel_timeseries(args.cube, where, collection=args.collection, registry=registry,
-                                  time=args.time, as_of=args.as_of, storage_options=storage_options(args),
-                                  **_statistics_arguments(args))
+        frame = parcel_timeseries(store, where, collection=args.collection, registry=registry,
+                                  time=args.time, as_of=args.as_of, **_statistics_arguments(args))
     status = pd.DataFrame(frame.attrs["parcel_status"])
-    cube = canonical_url(open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True))
+    cube = canonical_url(store)
     record = {"cube": cube, "collection": frame.attrs["collection"], "cube_version": frame.attrs["cube_version"],
               "time": args.time, **_statistics_arguments(args), "bands": frame.attrs["bands"],  # as read: B04 once
               "mask": frame.attrs["mask"],  # the SCL classes left out, as resolved
@@ -371,7 +374,8 @@ def _chip(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"chip writes the chips of one parcel, {len(args.id)} ids given "
                                   f"({listed_names(args.id, most=3)}): run it once per parcel")
     where, registry = _target(args, args.id)
-    store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
+    store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True,
+                       timeout=args.store_timeout)
     version = read_version(store, args.collection, args.as_of)
     if args.sheet:
         check_sheet(version, args.time, args.size, scale=scale)  # before reading: it read every date first (8 s)

@@ -315,3 +315,24 @@ def test_every_command_takes_the_endpoint_as_an_option(tiny_cube, tiny_region, b
     pd.testing.assert_frame_equal(got, want)
     tiles = [cardcube("catalog", "find", "--cube", cube, *endpoint).stdout for cube in (bucket, str(tiny_cube))]
     assert '"tile": "31UFU"' in tiles[0] and tiles[0] == tiles[1]
+
+
+def test_an_interactive_read_of_a_store_that_hangs_fails_within_its_store_timeout(tiny_region, bucket, s3_server,
+                                                                                   s3_proxy, tmp_path):
+    """A gateway that holds the shard reads open: the command line waited minutes of the client's retries (3 min 42 s
+    measured, up to 45 min for a gateway that keeps the connections), with no way to bound it as ``serve`` can;
+    ``--store-timeout`` bounds timeseries and chip (nothing is asserted of time: the held reads are never answered)."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[3]
+    env = {**os.environ, **s3_server.environment(s3_proxy.endpoint_url),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    s3_proxy.hold(["GET"], path_contains="/c/")  # the shards never come
+    try:
+        for command, out in (("timeseries", "ts.csv"), ("chip", "chips")):
+            done = subprocess.run([sys.executable, "-m", "cardcube.cli", command, "--cube", bucket, "--parcels",
+                                   str(tiny_region.parcels), pid, "--store-timeout", "2", "--out", str(tmp_path / out)],
+                                  env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+            assert "cannot be reached or does not answer" in done.stderr and "ReadTimeoutError" in done.stderr
+            assert s3_proxy.held
+    finally:
+        s3_proxy.release()
