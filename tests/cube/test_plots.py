@@ -54,14 +54,7 @@ def test_values_beyond_the_usual_range_are_drawn_not_cut_off(tmp_path, monkeypat
     radar = pd.DataFrame({"parcel_id": ["wet"] * 4 + ["dry"] * 4, "time": list(times) * 2, "band": "VV",
                           "orbit_state": ["ascending", "descending"] * 4,
                           "mean": [-12.0, -2.0, -33.5, -11.0, -12.0, -10.0, -11.0, -9.0]})
-    figures = []
-
-    class Kept(plots.Figure):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            figures.append(self)
-
-    monkeypatch.setattr(plots, "Figure", Kept)
+    figures = _figures(monkeypatch)
     plots.plot_timeseries(optical, tmp_path / "ts.png", radar=radar, radar_band="VV")
     assert (tmp_path / "ts.png").stat().st_size > 0
     (fig,) = figures
