@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import fsspec
 from botocore.exceptions import BotoCoreError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from zarr.abc.store import ByteRequest, Store
+from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
 from zarr.core import sync as zarr_sync
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
@@ -822,6 +822,21 @@ def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
         bufs = sync(_get_all())
     return [parse_json(store, key, None if buf is None else buf.to_bytes())
             for key, buf in zip(keys, bufs, strict=True)]
+
+
+def read_tails(store: Store, keys: Sequence[str], nbytes: int) -> list[bytes | None]:
+    """The last ``nbytes`` of each of ``keys`` (the whole object if shorter; None if absent), all requested at once:
+    a Parquet file's footer without its data."""
+    async def _get_all() -> list[Buffer | None]:
+        proto = default_buffer_prototype()
+        return await asyncio.gather(*(store.get(key, prototype=proto, byte_range=SuffixByteRequest(nbytes))
+                                      for key in keys))
+
+    if not keys:
+        return []
+    with _failures(f"read {listed_names(keys, most=2)} from", store):
+        bufs = sync(_get_all())
+    return [None if buf is None else buf.to_bytes() for buf in bufs]
 
 
 def parse_json(store: Store, key: str, data: bytes | None) -> Any | None:

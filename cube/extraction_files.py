@@ -54,6 +54,7 @@ from cardcube.storage import (
     open_store,
     read_bytes,
     read_json,
+    read_tails,
     store_url,
     write_bytes,
     write_json,
@@ -366,6 +367,52 @@ def _holding(table: pa.Table, times: pa.Array) -> pa.Array:
     return pc.is_in(table["time"].cast(kind), value_set=times.cast(kind))
 
 
+FOOTER_BYTES = 1 << 16  # a statistics file's tail read for its footer (a few kB: its schema and row groups)
+
+
+def _may_hold(out: Store, keys: Sequence[str], times: pa.Array) -> list[str]:
+    """Those of ``keys`` (statistics files) that may hold rows of ``times``: each file's footer is read (its tail,
+    all at once) and a file whose ``time`` column's range in every row group misses them all is left out, unread;
+    a file whose footer tells nothing is kept. A repaired date is in one time run of a tile: its other files were
+    read whole for nothing (on S3, a GET of megabytes each, one after another)."""
+    wanted = times.to_numpy(zero_copy_only=False).astype("datetime64[ns]")
+    kept = []
+    for key, tail in zip(keys, read_tails(out, keys, FOOTER_BYTES), strict=True):
+        spans = _time_spans(tail)
+        if spans is None or any(((lo <= wanted) & (wanted <= hi)).any() for lo, hi in spans):
+            kept.append(key)
+    return kept
+
+
+def _time_spans(tail: bytes | None) -> list[tuple[np.datetime64, np.datetime64]] | None:
+    """The least and greatest ``time`` of each row group of the Parquet file whose last bytes are ``tail`` (naive
+    UTC, as the files store it), from its footer; None where the tail does not hold the footer whole, or the footer
+    keeps no such statistics."""
+    if tail is None or len(tail) < 8 or tail[-4:] != b"PAR1":
+        return None
+    size = int.from_bytes(tail[-8:-4], "little")
+    if size + 8 > len(tail):
+        return None
+    try:
+        meta = pq.read_metadata(pa.BufferReader(tail[-(size + 8):]))
+        column = meta.schema.names.index("time")
+    except (pa.ArrowException, ValueError):
+        return None
+    spans = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        spans.append((_naive(stats.min), _naive(stats.max)))
+    return spans
+
+
+def _naive(value: Any) -> np.datetime64:
+    """A footer's time statistic as naive UTC nanoseconds."""
+    t = pd.Timestamp(value)
+    return np.datetime64((t.tz_convert(None) if t.tzinfo else t).to_datetime64(), "ns")
+
+
 def _read_table(out: Store, key: str) -> pa.Table | None:
     data = read_bytes(out, key)
     return None if data is None else pq.read_table(io.BytesIO(data))
@@ -388,7 +435,8 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
         keys = _tile_keys(mine, tile)
         if update is None:
             times = _times(version, tile, ids)
-            keys = [k for k in keys if (t := _read_table(out, k)) is not None and pc.any(_holding(t, times)).as_py()]
+            keys = [k for k in _may_hold(out, keys, times)
+                    if (t := _read_table(out, k)) is not None and pc.any(_holding(t, times)).as_py()]
         gone += keys
     for key in gone:
         delete_key(out, key)
@@ -425,7 +473,7 @@ def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion)
     changed = 0
     for tile, ids in sorted(replaced.items()):
         times = _times(version, tile, ids)
-        for key in _tile_keys(earlier, tile):
+        for key in _may_hold(out, _tile_keys(earlier, tile), times):
             table = _read_table(out, key)
             if table is None:
                 continue

@@ -148,3 +148,18 @@ def test_a_delete_s3_refuses_or_fails_key_by_key_raises_and_a_transient_failure_
     delete_key(store, "q")
     assert list_keys(store, "") == [] and s3_proxy.refused == ["cube/p/b/1", "cube/q", *["cube/p/b/1"] * 2]
     delete_key(store, "nothing-there")  # as on a folder: nothing to do
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_the_tails_of_objects_are_their_last_bytes_or_all_of_a_short_one(where, s3_bucket, tmp_path):
+    """``read_tails`` (a Parquet file's footer without its data): the last bytes of each object, the whole of one
+    shorter than asked, None for one that is absent, on a folder and on a real S3 server alike."""
+    from cardcube.storage import read_tails, write_bytes
+
+    store = open_store(tmp_path / "cube" if where == "folder" else s3_bucket.url_for("tails"),
+                       storage_options=None if where == "folder" else s3_bucket.storage_options())
+    write_bytes(store, "a/long.bin", bytes(range(256)) * 40)
+    write_bytes(store, "a/short.bin", b"PAR1")
+    assert read_tails(store, ["a/long.bin", "a/short.bin", "a/none.bin"], 100) == [
+        (bytes(range(256)) * 40)[-100:], b"PAR1", None]
+    assert read_tails(store, [], 100) == []

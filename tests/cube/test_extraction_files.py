@@ -346,3 +346,32 @@ def test_a_date_new_in_an_unfinished_update_mended_while_it_was_stopped_is_read_
     assert check_manifest(out, PARAMETERS, added, time=None, update=False, cube=out, head=head) == {
         "31UFU": ["S2A_2", "S2A_3"]}
     assert read_json(out, MANIFEST)["update"]["replaced"] == {"31UFU": ["S2A_2"]}
+
+
+def test_the_rows_of_a_repaired_date_are_dropped_reading_only_the_files_whose_footers_may_hold_it():
+    """Dropping a repaired date's rows read every earlier file of its tile whole, one after another (on S3 a GET of
+    megabytes each): a file whose footer says its times miss the date is now left unread but for its tail."""
+    from cardcube.storage import CountingStore, read_bytes
+    from cube.extraction_files import FOOTER_BYTES, drop_replaced
+
+    version = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]))
+    times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
+    out, run = CountingStore(MemoryStore()), "d49cb602e05e"
+    rng = np.random.default_rng(1)
+    keys = {}
+    for name, when, rows in (("r00000c00000t0000", times[:2], 40_000), ("r00000c00000t0002", times[2:], 10)):
+        table = pa.table({"parcel_id": [f"p{i}" for i in range(rows)] * len(when),
+                          "time": pa.array(np.repeat(when, rows), pa.timestamp("us")),
+                          "mean": rng.random(rows * len(when))})
+        keys[name] = f"timeseries/tile=31UFU/{statistics_name(name, run)}"
+        write_bytes(out, keys[name], parquet_bytes(table, **TIMESERIES_PARQUET))
+    big = len(read_bytes(out, keys["r00000c00000t0000"]))
+    assert big > 2 * FOOTER_BYTES
+    out.reset()
+    manifest = {"run": run, "version": 2, "update": {"from": 1, "replaced": {"31UFU": ["S2A_3"]}}}
+    assert drop_replaced(out, manifest, version) == 1
+    assert read_bytes(out, keys["r00000c00000t0002"]) is None  # its one date's rows gone, and the file with them
+    assert len(read_bytes(out, keys["r00000c00000t0000"])) == big  # untouched
+    out.reset()
+    assert drop_replaced(out, manifest, version) == 0  # dropping again drops nothing
+    assert out.bytes_read <= FOOTER_BYTES  # the big file's tail only: its footer's times miss S2A_3
