@@ -264,8 +264,7 @@ def _check_reachable(endpoint: str, location: str, *, answer_timeout: float, ver
         sock.settimeout(answer_timeout)  # the TLS handshake is part of the answer
         if url.scheme == "https":
             sock = _tls_handshake(sock, endpoint, location, url.hostname, port, verify, answer_timeout)
-        sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode())
-        answer = sock.recv(5)  # any answer, or a closed connection, is an answer
+        answer = _probe(sock, url.netloc)  # any answer, or a closed connection, is an answer
     except TimeoutError:
         raise StoreUnavailableError(f"the S3 endpoint {endpoint} of {location} accepts connections but sends no "
                                     f"answer within {answer_timeout:g} s: is its gateway hung?") from None
@@ -309,12 +308,17 @@ def _tls_handshake(sock: socket.socket, endpoint: str, location: str, host: str,
         raise
 
 
+def _probe(sock: socket.socket, host: str) -> bytes:
+    """The first bytes a server answers a plain ``HEAD /`` with on ``sock`` (``b"HTTP/"`` from an HTTP server)."""
+    sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    return sock.recv(5)
+
+
 def _speaks_http(host: str, port: int, timeout: float) -> bool:
     """Whether the server at ``host``:``port`` answers a plain HTTP request with HTTP."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            return sock.recv(5) == b"HTTP/"
+            return _probe(sock, host) == b"HTTP/"
     except OSError:
         return False
 
@@ -812,25 +816,20 @@ def read_json(store: Store, key: str) -> Any | None:
 def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
     """:func:`read_json` of each of ``keys``, all requested at once: on S3 one round trip for a catalog's items,
     not one after another."""
-    async def _get_all() -> list[Buffer | None]:
-        proto = default_buffer_prototype()
-        return await asyncio.gather(*(store.get(key, prototype=proto) for key in keys))
-
-    if not keys:
-        return []
-    with _failures(f"read {listed_names(keys, most=2)} from", store):
-        bufs = sync(_get_all())
-    return [parse_json(store, key, None if buf is None else buf.to_bytes())
-            for key, buf in zip(keys, bufs, strict=True)]
+    return [parse_json(store, key, data) for key, data in zip(keys, _read_many(store, keys), strict=True)]
 
 
 def read_tails(store: Store, keys: Sequence[str], nbytes: int) -> list[bytes | None]:
     """The last ``nbytes`` of each of ``keys`` (the whole object if shorter; None if absent), all requested at once:
     a Parquet file's footer without its data."""
+    return _read_many(store, keys, SuffixByteRequest(nbytes))
+
+
+def _read_many(store: Store, keys: Sequence[str], byte_range: ByteRequest | None = None) -> list[bytes | None]:
+    """``byte_range`` (all if None) of each of ``keys`` (None if absent), all requested at once."""
     async def _get_all() -> list[Buffer | None]:
         proto = default_buffer_prototype()
-        return await asyncio.gather(*(store.get(key, prototype=proto, byte_range=SuffixByteRequest(nbytes))
-                                      for key in keys))
+        return await asyncio.gather(*(store.get(key, prototype=proto, byte_range=byte_range) for key in keys))
 
     if not keys:
         return []
