@@ -29,7 +29,7 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -361,12 +361,6 @@ def _times(version: CubeVersion, tile: str, scenes: Iterable[str]) -> pa.Array:
                     pa.timestamp("ns"))
 
 
-def _holding(table: pa.Table, times: pa.Array) -> pa.Array:
-    """Whether each row of ``table`` (a statistics file) is of one of ``times``."""
-    kind = pa.timestamp("ns", table.schema.field("time").type.tz)  # lossless, whatever unit the file has
-    return pc.is_in(table["time"].cast(kind), value_set=times.cast(kind))
-
-
 FOOTER_BYTES = 1 << 16  # a statistics file's tail read for its footer (a few kB: its schema and row groups)
 
 
@@ -413,9 +407,18 @@ def _naive(value: Any) -> np.datetime64:
     return np.datetime64((t.tz_convert(None) if t.tzinfo else t).to_datetime64(), "ns")
 
 
-def _read_table(out: Store, key: str) -> pa.Table | None:
-    data = read_bytes(out, key)
-    return None if data is None else pq.read_table(io.BytesIO(data))
+def _files_holding(out: Store, keys: Sequence[str], times: pa.Array) -> Iterator[tuple[str, pa.Table, pa.Array]]:
+    """Each of ``keys`` (statistics files) that holds rows of ``times``, read (those whose footers rule them out are
+    not: :func:`_may_hold`), with its table and which of its rows are of ``times``."""
+    for key in _may_hold(out, keys, times):
+        data = read_bytes(out, key)
+        if data is None:
+            continue
+        table = pq.read_table(io.BytesIO(data))
+        kind = pa.timestamp("ns", table.schema.field("time").type.tz)  # lossless, whatever unit the file has
+        holding = pc.is_in(table["time"].cast(kind), value_set=times.cast(kind))
+        if pc.any(holding).as_py():
+            yield key, table, holding
 
 
 def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: CubeVersion,
@@ -434,9 +437,7 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
     for tile, ids in stale.items():
         keys = _tile_keys(mine, tile)
         if update is None:
-            times = _times(version, tile, ids)
-            keys = [k for k in _may_hold(out, keys, times)
-                    if (t := _read_table(out, k)) is not None and pc.any(_holding(t, times)).as_py()]
+            keys = [key for key, _, _ in _files_holding(out, keys, _times(version, tile, ids))]
         gone += keys
     for key in gone:
         delete_key(out, key)
@@ -472,14 +473,7 @@ def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion)
                if not k.startswith(MOSAIC) and not k.endswith(update_suffix(manifest["version"], run))]
     changed = 0
     for tile, ids in sorted(replaced.items()):
-        times = _times(version, tile, ids)
-        for key in _may_hold(out, _tile_keys(earlier, tile), times):
-            table = _read_table(out, key)
-            if table is None:
-                continue
-            drop = _holding(table, times)
-            if not pc.any(drop).as_py():
-                continue
+        for key, table, drop in _files_holding(out, _tile_keys(earlier, tile), _times(version, tile, ids)):
             kept = table.filter(pc.invert(drop))
             if kept.num_rows:
                 write_bytes(out, key, parquet_bytes(kept, **TIMESERIES_PARQUET))
