@@ -121,7 +121,7 @@ from cube.membership import DEFAULT_BUFFER, PIXEL_RULE, check_buffer
 from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
-from cube.pixels import TIME_COLUMNS, ParcelPixels
+from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS, ParcelPixels
 from cube.stats import STATS, stat_list
 from cube.timeseries import (
     TILE_RULE,
@@ -279,6 +279,7 @@ class _Job:
     buffer: float = DEFAULT_BUFFER  # for the parcels read across tiles (a tile's label layer holds its own)
     all_touched: bool = False
     run: str = ""  # the run the manifest names, which names the files (cube.extraction_files)
+    time_columns: tuple[str, ...] = TIME_COLUMNS  # the per-date acquisition columns of its rows (its manifest's)
 
     @property
     def layout(self) -> ChunkLayout:
@@ -373,7 +374,7 @@ class _Job:
         for dates, key in unit.times:
             chunks += self.chunks_touched(unit.rows, unit.cols, _time_chunks(unit.time_edges, dates))
             scl = {"SCL": read("SCL", dates, "SCL")} if "SCL" in readers else {}
-            meta = {c: coords[c][dates] for c in TIME_COLUMNS if c in coords}
+            meta = {c: coords[c][dates] for c in self.time_columns if c in coords}
             with spent("statistics"):
                 pixels = replace(template, times=coords["time"][dates], values=scl, time_meta=meta)
                 clear = pixels.clear(self.mask)  # the cloud mask, once for every band
@@ -411,6 +412,7 @@ class _Job:
                 statuses = [ParcelStatus(pid, "failed", 0, failure) for pid in batch.parcels.ids]
         else:
             statuses = [ParcelStatus(**s) for s in frame.attrs["parcel_status"]]
+            frame = frame.drop(columns=[c for c in TIME_COLUMNS if c in frame and c not in self.time_columns])
             with spent("write"):  # pandas keeps ``frame.attrs`` in the file
                 write_bytes(self.out, batch.key, parquet_bytes(frame, **PORTABLE_PARQUET))
             checkpoint("extract-unit-written")
@@ -559,6 +561,7 @@ def extract(
         "mask": None if mask is None else list(mask), "buffer": buffer, "all_touched": all_touched,
         "time": time_text(time), "histogram": histogram, "block": block,
         "time_block": time_block, "tile_rule": TILE_RULE, "pixel_rule": PIXEL_RULE, "run": new_run(),
+        "time_columns": list(TIME_COLUMNS),
     }
     kept: dict[Any, str] = {}  # notes of parcels kept on their earlier tile (_earlier_tiles)
     held = holds_extraction(out, out_storage_options)
@@ -593,7 +596,8 @@ def extract(
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run)
+               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run,
+               tuple(there.get("time_columns", EARLIER_TIME_COLUMNS)))  # as its first run: one schema in its files
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     notes = read_notes(version, ps, tiles_of, time)

@@ -125,7 +125,7 @@ PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
 TIMESERIES_PARQUET: dict[str, Any] = {
     "compression": "zstd", "compression_level": 1,
     "use_dictionary": ["parcel_id", "band", "platform", "orbit_state", "time", "count", "masked", "relative_orbit",
-                       "cube_version"],
+                       "scene_id", "cube_version"],
     "write_statistics": ["parcel_id", "time", "band"], **PORTABLE_PARQUET,
 }
 
@@ -497,7 +497,8 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run", "units")
+    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run", "units",
+                                                   "time_columns")
                   and _differs(k, old.get(k), manifest[k])]  # the rules: see check_manifest and below
     if mismatched:
         shown = [k for k in mismatched if k not in ("cube", "parcels")]

@@ -37,9 +37,15 @@ from cube.stats import (
     unpack,
 )
 
-TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
+# the per-date acquisition columns of every row: ``scene_id`` the date's scene in the cube's ledger (a date of
+# several products, a Sentinel-1 pass's slices or a datastrip's parts, is named by its first; of a parcel read
+# across tiles, each tile's, ``+``-joined), so that an auditor can tie a row to its source product
+TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state", "scene_id")
+# those of an extraction made before rows named their scene (its manifest has no ``time_columns``): its updates
+# write them still, so that every file of one extraction has one schema
+EARLIER_TIME_COLUMNS = ("platform", "relative_orbit", "orbit_state")
 
-__all__ = ["TIME_COLUMNS", "ParcelPixels", "packing", "physical"]
+__all__ = ["EARLIER_TIME_COLUMNS", "TIME_COLUMNS", "ParcelPixels", "packing", "physical"]
 
 
 def packing(attrs: Mapping[str, Any]) -> tuple[float, float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def test_a_parcel_crossing_the_tile_edge_is_read_whole_from_the_other_tile(strad
     ugu = {f["properties"]["datetime"][:19]: f["id"] for f in items_of(tiny_straddle_region.items, "sentinel-2-l2a")
            if f["properties"]["grid:code"].endswith("31UGU")}
     for row in frame.itertuples():
-        ref = reference_stats(tiny_straddle_region.items, "s2", ugu[row.time.isoformat()[:19]],
-                              parcel.geometry.iloc[0], "B08")
+        assert row.scene_id == ugu[row.time.isoformat()[:19]]  # the other tile's product, as read
+        ref = reference_stats(tiny_straddle_region.items, "s2", row.scene_id, parcel.geometry.iloc[0], "B08")
         assert row.count == ref["count"]
         if ref["count"]:
             assert row.mean == pytest.approx(ref["mean"], rel=1e-9)
@@ -124,10 +125,14 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
                                            + np.float32(-0.1)), mosaic["B04"].values)
 
 
-def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(tiny_straddle_region, tmp_path):
+@pytest.mark.parametrize("earlier", [False, True])
+def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(tiny_straddle_region, tmp_path,
+                                                                               earlier):
     """A strip from west of 31UGU's edge to east of 31UFU's, longer than their overlap, lies whole in
     neither tile: extraction reads it as a mosaic. An update reads it again whole (a date can be new in one
-    of its tiles only), so the output still equals a whole extraction of the new version."""
+    of its tiles only), so the output still equals a whole extraction of the new version. ``earlier``: the
+    extraction was made by a cardcube whose rows named no scene; its update writes rows of its columns, so that
+    all its files keep one schema (a dataset of two schemas trips readers that expect one)."""
     import pandas as pd
 
     from cube.extract import extract, read_status, read_timeseries
@@ -152,15 +157,26 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     assert pq.read_schema(part).field("time").type == pa.timestamp("us")  # as the units': Spark reads no NANOS
     seen = mosaic["count"] + mosaic["masked"]  # the strip's pixels inside the region, clear or cloudy
     assert set(mosaic.parcel_id) == {"strip"} and seen.min() == seen.max() > 1000
+    products = {f["id"]: pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in features}
+    for when, named in mosaic.groupby("time").scene_id.first().items():  # each tile's product of the pass, named
+        assert len(ids := named.split("+")) == 2 and all(abs(products[i] - when) < pd.Timedelta("120s") for i in ids)
+
+    if earlier:  # as that cardcube wrote them: no scene_id, and no time_columns in the manifest
+        for path in (out / "timeseries").rglob("*.parquet"):
+            pd.read_parquet(path).drop(columns="scene_id").to_parquet(path, index=False)  # attrs kept
+        manifest = json.loads((out / "manifest.json").read_text())
+        (out / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "time_columns"}))
 
     ingest(items, cube, progress=False)
     extract(some, cube, out, update=True, **kw)
     again = extract(some, cube, out, update=True, **kw)  # nothing new: its summary said "1 already there"
+    files = list((out / "timeseries").rglob("*.parquet"))
+    assert len(files) > 2 and {"scene_id" in pq.read_schema(p).names for p in files} == {not earlier}
     assert again.rows == 0 and "(no scene new since the last run" in again.summary()
     whole = tmp_path / "whole"
     extract(some, cube, whole, **kw)
-    a, b = (read_timeseries(p).drop(columns="cube_version").sort_values(["parcel_id", "time", "band"],
-                                                                        ignore_index=True) for p in (out, whole))
+    a, b = (read_timeseries(p).drop(columns=["cube_version", *(["scene_id"] if earlier and p == whole else [])])
+            .sort_values(["parcel_id", "time", "band"], ignore_index=True) for p in (out, whole))
     pd.testing.assert_frame_equal(a, b, check_exact=True, check_categorical=False)
     assert len(set(a[a.parcel_id == "strip"].time)) == len({f["properties"]["datetime"] for f in features})
 
@@ -424,10 +440,12 @@ def before_31ugu(_before_31ugu_once) -> tuple[Path, Path, Path, dict, Path]:
 
 
 def _rows(where: Path) -> pd.DataFrame:
-    """An extraction's rows, the files they are in aside (a parcel read across tiles stays so after an update)."""
+    """An extraction's rows, the files they are in aside (a parcel read across tiles stays so after an update, its
+    tiles' scenes named in the order it read them then, as its status names the tiles)."""
     from cube.extract import read_timeseries
 
-    return read_timeseries(where).drop(columns=["cube_version", "tile"]).sort_values(
+    rows = read_timeseries(where).drop(columns=["cube_version", "tile"])
+    return rows.assign(scene_id=["+".join(sorted(s.split("+"))) for s in rows.scene_id]).sort_values(
         ["parcel_id", "time", "band"], ignore_index=True)
 
 

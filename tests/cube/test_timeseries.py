@@ -58,9 +58,11 @@ def _compare(frame: pd.DataFrame, items, collection, geometries: dict, band: str
 
 
 def _with_scene_ids(frame: pd.DataFrame, items, collection: str) -> pd.DataFrame:
+    """``frame``, whose every row names its date's scene, checked against the source items of its time."""
     source = "sentinel-2-l2a" if collection == "s2" else "sentinel-1-card-bs"
     ids = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None): f["id"] for f in items_of(items, source)}
-    return frame.assign(scene_id=frame.time.map(ids))
+    assert frame.scene_id.tolist() == frame.time.map(ids).tolist()  # an auditor ties each row to its product
+    return frame
 
 
 @pytest.mark.parametrize("mask", [DEFAULT_SCL_MASK, None])
