@@ -336,7 +336,10 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
                                       f"--layer (Python: read_parcels(..., layer=...))")
             if layer is not None and str(layer) not in layers:
                 raise ParcelFileError(f"{name} has no layer {layer!r}; its layers: {', '.join(layers)}")
-            frame = gpd.read_file(path, layer=layer)
+            keyed = pyogrio.read_info(path, layer=layer).get("fid_column") == id_column  # a GeoPackage's primary key
+            frame = gpd.read_file(path, layer=layer, fid_as_index=keyed)  # GDAL reads as its FID, not as a field
+            if keyed:
+                frame = frame.rename_axis(id_column).reset_index()
     except ParcelFileError:
         raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
@@ -344,6 +347,8 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
             raise ParcelFileError(f"{name} is a folder, of no parcel file GDAL reads: give the parcel file "
                                   f"(GeoPackage, GeoParquet, GeoJSON, shapefile)") from None
         raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
+    if id_column not in frame.columns and id_column in frame.index.names:  # a GeoParquet of the ids as its index
+        frame = frame.reset_index(id_column)  # (written from parcels.set_index(...)): gpd.read_parquet restores it
     if frame.empty:  # "no parcels given", later, named no file
         raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
     if id_column not in frame.columns and (ids := _feature_ids(path, len(frame))) is not None:

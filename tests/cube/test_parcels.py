@@ -381,3 +381,30 @@ def test_a_geojson_file_of_feature_ids_is_read_by_them(register: gpd.GeoDataFram
     path.write_text(json.dumps(collection))
     with pytest.raises(ParcelFileError, match=r"has no 'parcel_id' column"):
         read_parcels(path)
+
+
+def test_a_parcel_file_of_its_ids_as_index_or_primary_key_is_read_by_them(register: gpd.GeoDataFrame,
+                                                                          tmp_path) -> None:
+    """A GeoParquet written from parcels indexed by their id (``set_index("parcel_id").to_parquet``) and a GeoPackage
+    whose primary key is the id column (``ogr2ogr -lco FID=parcel_id``, a PostGIS export) hold the ids, yet each had
+    "no 'parcel_id' column": geopandas restores the first as the index, GDAL reads the second as the feature id.
+    Both are read by those ids, as the same parcels with the ids as a column are (the file's other fields kept)."""
+    import pyogrio
+
+    from cube.parcels import read_parcels
+
+    numbered = register.assign(parcel_id=[101, 102, 103])
+    numbered.set_index("parcel_id").to_parquet(tmp_path / "indexed.parquet")
+    pyogrio.write_dataframe(numbered, tmp_path / "keyed.gpkg", layer_options={"FID": "parcel_id"})
+    assert "parcel_id" not in pyogrio.read_info(tmp_path / "keyed.gpkg")["fields"]  # the key, not a field
+    pyogrio.write_dataframe(numbered.rename(columns={"parcel_id": "code"}), tmp_path / "coded.gpkg",
+                            layer_options={"FID": "code"})
+    for path, column in ((tmp_path / "indexed.parquet", "parcel_id"), (tmp_path / "keyed.gpkg", "parcel_id"),
+                         (tmp_path / "coded.gpkg", "code")):
+        frame = read_parcels(path, id_column=column)
+        assert frame[column].tolist() == [101, 102, 103] and frame.crop.tolist() == ["wheat", "maize", "grass"], path
+        parcels = as_parcels(frame, id_column=column)
+        assert parcels.ids == (101, 102, 103), path
+        for pid, geom in parcels:
+            assert geom.equals(FIELDS[register.parcel_id[pid - 101]]), (path, pid)
+    assert "parcel_id" not in read_parcels(tmp_path / "coded.gpkg", id_column="code").columns
