@@ -431,13 +431,16 @@ def _no_bucket(bucket: str) -> str:
 
 
 @contextmanager
-def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) -> Iterator[Path]:
+def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
+               companions: Sequence[str] = ()) -> Iterator[Path]:
     """A temporary local copy of the object at ``url`` (``s3://``, ``http(s)://`` or another fsspec URL), deleted
     afterwards: for a reader that needs a file to seek in (GDAL's GeoPackage driver, SQLite underneath), which a
     large file then takes on disk, not in memory. ``storage_options`` are S3's, taken as :func:`open_store` takes
     them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
     signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
-    :class:`StoreError` a store that fails."""
+    :class:`StoreError` a store that fails. ``companions``: the suffixes of the objects beside it that make one
+    file with it (a shapefile's ``.dbf``, ``.shx``, ``.prj``), copied beside the copy where there are such objects;
+    a URL with a query (a pre-signed one signs its own object alone) has none."""
     url = object_url(url)
     if url.startswith("s3://"):
         opts = _s3_options(storage_options)
@@ -449,6 +452,9 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None) ->
         local = Path(folder) / (posixpath.basename(urlparse(url).path) or "object")  # no query: its name's suffix
         try:
             fs.get_file(path, str(local))
+            for suffix in companions if not urlparse(url).query else ():
+                with suppress(FileNotFoundError):  # the reader says which of them it needs
+                    fs.get_file(posixpath.splitext(path)[0] + suffix, str(local.with_suffix(suffix)))
         except FileNotFoundError:
             bucket = path.split("/")[0]
             missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""

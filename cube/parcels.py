@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlparse
 
 import geopandas as gpd
 import numpy as np
@@ -312,14 +313,42 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
         return _read_file(path, path, id_column=id_column, layer=layer)
     with contextlib.ExitStack() as stack:
         try:
-            local = stack.enter_context(local_copy(path, storage_options=storage_options))
+            local = stack.enter_context(local_copy(path, storage_options=storage_options,
+                                                   companions=_shapefile_parts(path)))
         except FileNotFoundError as exc:
             raise ParcelFileError(f"no parcel file at {exc}") from None
         return _read_file(os.fspath(local), path, id_column=id_column, layer=layer)
 
 
+SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")  # beside a .shp: its index, fields, CRS, fields' encoding
+
+
+def _shapefile_parts(path: str) -> tuple[str, ...]:
+    """The suffixes of the files beside the shapefile ``path`` (a local path or URL) that are part of it, in the
+    case of its own (``.SHP``: ``.SHX``, ...); none for another file."""
+    suffix = os.path.splitext(urlparse(path).path if "://" in path else path)[1]
+    if suffix.lower() != ".shp":
+        return ()
+    return tuple(part.upper() if suffix.isupper() else part for part in SHAPEFILE_PARTS)
+
+
+def _check_shapefile(path: str, name: str) -> None:
+    """:class:`ParcelFileError` for a shapefile at local ``path`` without its ``.shx`` or ``.dbf`` (one uploaded
+    alone to a bucket): GDAL said "Unable to open /tmp/.../p.shx ... Set SHAPE_RESTORE_SHX", or read no fields."""
+    parts = _shapefile_parts(path)
+    stem = os.path.splitext(path)[0]
+    missing = [part for part in parts[:2]
+               if not any(os.path.exists(stem + suffix) for suffix in (part.lower(), part.upper()))]
+    if missing:
+        raise ParcelFileError(f"{name} is a shapefile without its {' and '.join(missing)}: a shapefile is the "
+                              f".shp with its .shx, .dbf and .prj beside it, of the same name (a pre-signed URL names "
+                              f"its one object alone); put them there, or give the parcels as one file: the parts "
+                              f"zipped (.shp.zip), a GeoPackage or GeoParquet")
+
+
 def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gpd.GeoDataFrame:
     """The parcel file at local ``path``, called ``name`` in messages (its URL, for a copy)."""
+    _check_shapefile(path, name)
     try:
         if path.endswith(".parquet"):
             if layer is not None:  # ignored without a word, the whole file was read

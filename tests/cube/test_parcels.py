@@ -408,3 +408,40 @@ def test_a_parcel_file_of_its_ids_as_index_or_primary_key_is_read_by_them(regist
         for pid, geom in parcels:
             assert geom.equals(FIELDS[register.parcel_id[pid - 101]]), (path, pid)
     assert "parcel_id" not in read_parcels(tmp_path / "coded.gpkg", id_column="code").columns
+
+
+@pytest.mark.s3
+def test_a_shapefile_is_read_from_s3_with_the_files_beside_it(register: gpd.GeoDataFrame, s3_bucket, tmp_path):
+    """A shapefile in a bucket was copied without its .shx, .dbf and .prj: "not a readable parcel file: Unable to
+    open /tmp/cardcube-.../parcels.shx ... Set SHAPE_RESTORE_SHX config option". They are copied beside it and it
+    is read as from a folder; a .shp without them (uploaded alone, or through a pre-signed URL, which names one
+    object) is told what it lacks and how to give it, as is a local one."""
+    import os
+
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    folder = tmp_path / "lpis"
+    folder.mkdir()
+    register.to_crs(UTM).to_file(folder / "parcels.shp")
+    client = s3_bucket.server.client()
+    for part in sorted(os.listdir(folder)):
+        client.upload_file(str(folder / part), s3_bucket.name, f"lpis/{part}")
+        client.upload_file(str(folder / part), s3_bucket.name, f"LPIS/{part.replace('parcels.', 'PARCELS.').upper()}")
+    client.upload_file(str(folder / "parcels.shp"), s3_bucket.name, "alone/parcels.shp")
+    options = s3_bucket.storage_options()
+    local = read_parcels(folder / "parcels.shp")
+    assert local.crs == UTM and local.parcel_id.tolist() == list(FIELDS)
+    for key in ("lpis/parcels.shp", "LPIS/PARCELS.SHP"):
+        assert_geodataframe_equal(read_parcels(s3_bucket.url_for(key), storage_options=options), local)
+
+    alone = s3_bucket.url_for("alone/parcels.shp")
+    signed = client.generate_presigned_url("get_object", Params={"Bucket": s3_bucket.name, "Key": "lpis/parcels.shp"})
+    for url, given in ((alone, options), (signed, None)):
+        with pytest.raises(ParcelFileError, match=r"is a shapefile without its \.shx and \.dbf: .* the parts zipped "
+                                                  r"\(\.shp\.zip\), a GeoPackage or GeoParquet$") as caught:
+            read_parcels(url, storage_options=given)
+        assert str(caught.value).startswith(url) and "/tmp" not in str(caught.value)
+    os.remove(folder / "parcels.dbf")
+    with pytest.raises(ParcelFileError, match=rf"^{folder / 'parcels.shp'} is a shapefile without its \.dbf: "):
+        read_parcels(folder / "parcels.shp")
