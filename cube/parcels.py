@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -365,10 +366,13 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
                                       f"--layer (Python: read_parcels(..., layer=...))")
             if layer is not None and str(layer) not in layers:
                 raise ParcelFileError(f"{name} has no layer {layer!r}; its layers: {', '.join(layers)}")
-            keyed = pyogrio.read_info(path, layer=layer).get("fid_column") == id_column  # a GeoPackage's primary key
+            info = pyogrio.read_info(path, layer=layer)
+            keyed = info.get("fid_column") == id_column  # a GeoPackage's primary key
             frame = gpd.read_file(path, layer=layer, fid_as_index=keyed)  # GDAL reads as its FID, not as a field
             if keyed:
                 frame = frame.rename_axis(id_column).reset_index()
+            if info.get("driver") == "ESRI Shapefile" and info.get("encoding") == "ISO-8859-1":
+                frame = _guessed_text(frame, name)
     except ParcelFileError:
         raise
     except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
@@ -393,6 +397,36 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
                               f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
                               f"read the file with geopandas and .set_crs)")
+    return frame
+
+
+def _guessed_text(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
+    """The text of a shapefile GDAL read as ISO-8859-1, which it takes where nothing says the encoding (no .cpg
+    beside it, no code page in the .dbf), read as UTF-8 where its bytes are UTF-8 (what geopandas, QGIS and most
+    tools write): its ids and column names came out changed without a word ("Žitné" as "Å½itnÃ©"). Else, if any is
+    beyond ASCII, kept as read, with a warning saying how to name the encoding (a cp1250 "Ž" reads as a control
+    character)."""
+    text = [c for c in frame.columns if c != frame.geometry.name and pd.api.types.is_string_dtype(frame[c])]
+    beyond = {v for c in text for v in frame[c] if isinstance(v, str) and not v.isascii()}
+    beyond |= {c for c in frame.columns if isinstance(c, str) and not c.isascii()}
+    if not beyond:
+        return frame
+    try:
+        for value in beyond:
+            value.encode("latin-1").decode("utf-8")  # ISO-8859-1 maps each byte to one character: the bytes again
+    except UnicodeDecodeError:
+        shown = min(beyond, key=lambda v: (not any("\x80" <= c <= "\x9f" for c in v), v))  # a control char first
+        warnings.warn(f"{name} does not say the encoding of its text (no .cpg file beside it): read as ISO-8859-1 "
+                      f"(Latin-1), e.g. {shown!r}; if its ids or names look wrong, put a .cpg file beside "
+                      f"it naming its code page (e.g. a line CP1250 or CP1252) and run again", stacklevel=4)
+        return frame
+
+    def utf8(value: Any) -> Any:
+        return value.encode("latin-1").decode("utf-8") if isinstance(value, str) else value
+
+    frame = frame.rename(columns=utf8)
+    for column in map(utf8, text):
+        frame[column] = frame[column].map(utf8)
     return frame
 
 

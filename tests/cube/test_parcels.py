@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -445,3 +447,39 @@ def test_a_shapefile_is_read_from_s3_with_the_files_beside_it(register: gpd.GeoD
     os.remove(folder / "parcels.dbf")
     with pytest.raises(ParcelFileError, match=rf"^{folder / 'parcels.shp'} is a shapefile without its \.dbf: "):
         read_parcels(folder / "parcels.shp")
+
+
+def test_a_shapefile_of_utf8_text_without_its_cpg_keeps_its_ids(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A shapefile says its text's encoding in a .cpg file beside it; without one (lost, or not written by an older
+    tool) GDAL reads the text as ISO-8859-1, and UTF-8 ids came out changed without a word ("Žitné" as
+    "Å½itnÃ©"), as did a column's name beyond ASCII. Text that is UTF-8 is read as such; text that is not (a
+    Windows code page) is read as before, with a warning saying how to name its encoding."""
+    import os
+
+    from cube.parcels import read_parcels
+
+    ids = ["Žitné-1", "Ústí 7", "田んぼ"]
+    fields = register.to_crs(UTM).assign(parcel_id=ids, **{"plodina": ["pšenice", "kukuřice", None]}).rename(
+        columns={"plodina": "plodina_č"})
+    for encoding in ("UTF-8", "cp1250"):
+        fields.iloc[:2 if encoding == "cp1250" else 3].to_file(tmp_path / f"{encoding}.shp", encoding=encoding)
+        assert (tmp_path / f"{encoding}.cpg").exists()
+        described = read_parcels(tmp_path / f"{encoding}.shp")  # as before: its .cpg says
+        os.remove(tmp_path / f"{encoding}.cpg")
+        if encoding == "UTF-8":
+            frame = read_parcels(tmp_path / "UTF-8.shp")
+            assert frame.parcel_id.tolist() == ids and frame["plodina_č"].iloc[:2].tolist() == ["pšenice", "kukuřice"]
+            assert_geodataframe_equal(frame, described)
+            assert as_parcels(frame).ids == tuple(ids)
+        else:
+            with pytest.warns(UserWarning, match=r"cp1250.shp does not say the encoding of its text \(no \.cpg file "
+                                                 r"beside it\): read as ISO-8859-1 \(Latin-1\), e.g. 'p\\x9aenice'; "
+                                                 r"if its ids .* a line CP1250 or CP1252"):
+                frame = read_parcels(tmp_path / "cp1250.shp")
+            assert frame.parcel_id.tolist() == ["\x8eitné-1", "Ústí 7"]  # as GDAL reads it
+    ascii_only = register.to_crs(UTM)
+    ascii_only.to_file(tmp_path / "ascii.shp")
+    os.remove(tmp_path / "ascii.cpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_parcels(tmp_path / "ascii.shp").parcel_id.tolist() == list(FIELDS)
