@@ -225,6 +225,12 @@ def check_ids(ids: Sequence[Hashable]) -> None:
     if missing:
         raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
                                   f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
+    if inexact := [k for k, i in enumerate(ids) if isinstance(i, float | np.floating) and abs(i) > 2**53]:
+        raise InvalidRequestError(
+            f"{len(inexact)} parcel id(s) are floating-point numbers beyond 2**53, e.g. {ids[inexact[0]]!r} (row "
+            f"{inexact[0]}), which keep no more than 16 digits: the ids' last digits are lost (a shapefile reads "
+            f"integers of more than 18 digits as reals; a spreadsheet stores every number so); store them as text, "
+            f"or in a GeoPackage or GeoParquet as integers")
     if len(set(ids)) != len(ids):
         rows: dict[Hashable, list[int]] = {}
         for k, i in enumerate(ids):

@@ -483,3 +483,24 @@ def test_a_shapefile_of_utf8_text_without_its_cpg_keeps_its_ids(register: gpd.Ge
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_parcels(tmp_path / "ascii.shp").parcel_id.tolist() == list(FIELDS)
+
+
+def test_ids_read_as_floats_beyond_two_to_the_53_are_refused(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A shapefile reads integers of more than 18 digits as reals (a spreadsheet's export stores every number so):
+    ids beyond 2**53 lost their last digits, 1152921504606846977 read as 1152921504606846976, and every statistic
+    went out under an id of no parcel, without a word. Such ids are refused, saying how to keep them; whole numbers
+    within 2**53 stored as reals are exact, and read as before."""
+    from cube.parcels import read_parcels
+
+    big = register.to_crs(UTM).assign(parcel_id=[1152921504606846977, 1152921504606850001, 1152921504606860003])
+    big.to_file(tmp_path / "big.shp")
+    frame = read_parcels(tmp_path / "big.shp")
+    assert frame.parcel_id.dtype == "float64"  # GDAL's reading, not cardcube's
+    with pytest.raises(InvalidRequestError, match=r"^3 parcel id\(s\) are floating-point numbers beyond 2\*\*53, e.g. "
+                                                  r"1.152921504606847e\+18 \(row 0\), .* store them as text, or in a "
+                                                  r"GeoPackage or GeoParquet as integers$"):
+        as_parcels(frame)
+    big.to_file(tmp_path / "big.gpkg")
+    assert as_parcels(read_parcels(tmp_path / "big.gpkg")).ids == tuple(big.parcel_id)
+    exact = register.assign(parcel_id=[1.0, 2.0, float(2**53)])
+    assert as_parcels(exact).ids == (1.0, 2.0, float(2**53))
