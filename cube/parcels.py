@@ -364,7 +364,7 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
             if b"geo" not in (pq.read_schema(path).metadata or {}):  # a table of numbers (weather, statistics)
                 raise ParcelFileError(f"{name} is not a GeoParquet file (no geometry column): give the parcels with "
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
-            frame = gpd.read_parquet(path)
+            frame, driver = gpd.read_parquet(path), "Parquet"
         else:
             layers = [str(found) for found, _ in pyogrio.list_layers(path)]
             if layer is None and len(layers) > 1:
@@ -373,11 +373,12 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
             if layer is not None and str(layer) not in layers:
                 raise ParcelFileError(f"{name} has no layer {layer!r}; its layers: {', '.join(layers)}")
             info = pyogrio.read_info(path, layer=layer)
+            driver = info.get("driver")
             keyed = info.get("fid_column") == id_column  # a GeoPackage's primary key
             frame = gpd.read_file(path, layer=layer, fid_as_index=keyed)  # GDAL reads as its FID, not as a field
             if keyed:
                 frame = frame.rename_axis(id_column).reset_index()
-            if info.get("driver") == "ESRI Shapefile" and info.get("encoding") == "ISO-8859-1":
+            if driver == "ESRI Shapefile" and info.get("encoding") == "ISO-8859-1":
                 frame = _guessed_text(frame, name)
     except ParcelFileError:
         raise
@@ -403,6 +404,16 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
                               f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
                               f"read the file with geopandas and .set_crs)")
+    placed = frame.geometry[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if frame.crs.is_geographic and len(placed):  # refused later naming no file, with advice for Python and REST
+        said = " (a GeoJSON file without a crs member is lon/lat: RFC 7946)" if driver == "GeoJSON" else ""
+        try:
+            check_lonlat(tuple(placed.total_bounds), frame.crs.to_string(), what=f"the coordinates of {name}",
+                         advice=f"the CRS the file says{said}; give it the CRS of its coordinates (ogr2ogr -a_srs "
+                                f"EPSG:<code>, or in Python read the file with geopandas and .set_crs(..., "
+                                f"allow_override=True))")
+        except InvalidRequestError as exc:
+            raise ParcelFileError(str(exc)) from None
     return frame
 
 

@@ -504,3 +504,28 @@ def test_ids_read_as_floats_beyond_two_to_the_53_are_refused(register: gpd.GeoDa
     assert as_parcels(read_parcels(tmp_path / "big.gpkg")).ids == tuple(big.parcel_id)
     exact = register.assign(parcel_id=[1.0, 2.0, float(2**53)])
     assert as_parcels(exact).ids == (1.0, 2.0, float(2**53))
+
+
+def test_a_parcel_file_of_metres_said_to_be_lon_lat_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A GeoJSON file of national coordinates without a crs member is lon/lat by RFC 7946 (GDAL reads it so), as is a
+    GeoPackage given EPSG:4326 by mistake: refused later as "parcel coordinates ... are not lon/lat ... (a
+    GeoDataFrame's own; a shapely geometry's ...; crs= in a REST request", naming no file and no way to mend one.
+    Now the file is named, with the command that gives it its CRS."""
+    import json
+
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    collection = json.loads(register.to_crs("EPSG:28992").to_json())
+    collection.pop("crs", None)
+    (tmp_path / "rd.geojson").write_text(json.dumps(collection))
+    register.to_crs("EPSG:28992").set_crs(4326, allow_override=True).to_file(tmp_path / "rd.gpkg")
+    for name in ("rd.geojson", "rd.gpkg"):
+        path = tmp_path / name
+        rfc = r" \(a GeoJSON file without a crs member is lon/lat: RFC 7946\)" if name.endswith(".geojson") else ""
+        with pytest.raises(ParcelFileError, match=rf"^the coordinates of {path} \(15[0-9.]+, 50[0-9.]+, 15[0-9.]+, "
+                                                  rf"50[0-9.]+\) are not lon/lat in EPSG:4326: the CRS the file says"
+                                                  rf"{rfc}; give it the CRS of its coordinates \(ogr2ogr -a_srs"):
+            read_parcels(path)
+    register.to_file(tmp_path / "lonlat.geojson")
+    assert read_parcels(tmp_path / "lonlat.geojson").parcel_id.tolist() == list(FIELDS)
