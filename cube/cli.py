@@ -66,6 +66,7 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
 MANY_PARCELS = 500  # parcels above which `timeseries` points to `extract`
+LISTED_PARCELS = 20  # parcels without statistics (or with a note) `timeseries` names a line each; its .json all
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")  # an --out of chip so named is a file's name, no folder
 
 
@@ -339,10 +340,16 @@ def _timeseries(args: argparse.Namespace) -> int:
     _write_table(frame, out, record)
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out} (every parcel's status and the parameters: {out}.json)")
-    for row in status[status.status != "ok"].itertuples():
+    unmeasured, noted = status[status.status != "ok"], status[(status.status == "ok") & (status.reason != "")]
+    for row in unmeasured.head(LISTED_PARCELS).itertuples():
         print(f"  no statistics: parcel {row.parcel_id}: {row.reason}")
-    for row in status[(status.status == "ok") & (status.reason != "")].itertuples():
+    if len(unmeasured) > LISTED_PARCELS:  # a register's 47,500 parcels beyond the cube were as many lines
+        print(f"  ... and {len(unmeasured) - LISTED_PARCELS} more parcel(s) without statistics ({out}.json gives each "
+              f"one's reason)")
+    for row in noted.head(LISTED_PARCELS).itertuples():
         print(f"  parcel {row.parcel_id}: {row.reason}")
+    if len(noted) > LISTED_PARCELS:
+        print(f"  ... and {len(noted) - LISTED_PARCELS} more parcel(s) with a note ({out}.json gives each one's)")
     for warning in caught:  # e.g. no acquisition within --time, naming the cube's dates
         print(f"note: {warning.message}", file=sys.stderr)
     if frame.empty and not any(issubclass(w.category, NoAcquisitionWarning) for w in caught):

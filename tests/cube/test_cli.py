@@ -170,6 +170,24 @@ def test_parcels_without_statistics_are_reported_once(tiny_cube, tiny_region, tm
     assert out.count("no statistics:") > 0 and not [w for w in recwarn if "no statistics" in str(w.message)]
 
 
+def test_parcels_without_statistics_are_listed_up_to_a_bound(tiny_cube, tiny_region, tmp_path, capsys):
+    """A register reaching beyond the cube (50,000 parcels, 47,500 of them outside it) printed a line for each
+    parcel without statistics; the first 20 are named, and the rest counted, their reasons in the record."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    beyond = parcels.assign(parcel_id=[f"far-{i}" for i in range(len(parcels))],
+                            geometry=parcels.geometry.translate(50_000, 0))
+    pd.concat([parcels.iloc[:5], beyond]).to_parquet(tmp_path / "register.parquet")
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "register.parquet"), "--bands",
+                 "B04", "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "s.csv.json").read_text())
+    unmeasured = [p for p in record["parcels"] if p["status"] != "ok"]
+    assert len(unmeasured) > len(beyond) > 20 == out.count("no statistics:")
+    more = len(unmeasured) - 20
+    assert f"  ... and {more} more parcel(s) without statistics ({tmp_path / 's.csv'}.json gives each one's reason)\n" \
+        in out
+
+
 @pytest.mark.parametrize("command", ["timeseries", "extract"])
 def test_a_buffer_of_no_finite_number_is_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys, command):
     """--buffer nan gave a traceback (shapely's None buffer), after extract had written its manifest."""
