@@ -366,12 +366,17 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
             frame, driver = gpd.read_parquet(path), "Parquet"
         else:
-            layers = [str(found) for found, _ in pyogrio.list_layers(path)]
+            found = {str(each): kind for each, kind in pyogrio.list_layers(path)}
+            layers = [each for each, kind in found.items() if kind is not None]  # a table of codes beside is none
             if layer is None and len(layers) > 1:
                 raise ParcelFileError(f"{name} holds {len(layers)} layers ({', '.join(layers)}): name one with "
                                       f"--layer (Python: read_parcels(..., layer=...))")
             if layer is not None and str(layer) not in layers:
-                raise ParcelFileError(f"{name} has no layer {layer!r}; its layers: {', '.join(layers)}")
+                what = f"layer {layer!r} is a table without geometries" if str(layer) in found else \
+                    f"has no layer {layer!r}"
+                raise ParcelFileError(f"{name} {what}; its layers: {', '.join(layers) or 'none'}")
+            if layer is None and len(layers) == 1 < len(found):  # GDAL read the first, which may be the table
+                layer = layers[0]
             info = pyogrio.read_info(path, layer=layer)
             driver = info.get("driver")
             keyed = info.get("fid_column") == id_column  # a GeoPackage's primary key
@@ -391,7 +396,7 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         frame = frame.reset_index(id_column)  # (written from parcels.set_index(...)): gpd.read_parquet restores it
     if frame.empty:  # "no parcels given", later, named no file
         raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
-    if id_column not in frame.columns and (ids := _feature_ids(path, len(frame))) is not None:
+    if id_column not in frame.columns and driver == "GeoJSON" and (ids := _feature_ids(path, len(frame))):
         frame[id_column] = ids
     if id_column not in frame.columns:
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
@@ -449,12 +454,10 @@ def _guessed_text(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
 
 def _feature_ids(path: str, count: int) -> list[Any] | None:
     """The ids of the ``count`` features of the GeoJSON file at ``path`` (RFC 7946's Feature ``id``, as a
-    FeatureCollection given in Python or posted uses them), if every feature has one; None for another format.
+    FeatureCollection given in Python or posted uses them), if every feature has one, else None.
     GDAL takes integer ids for its feature ids, which a read leaves out: the file had "no 'parcel_id' column"."""
     import json
 
-    if path.endswith(".parquet") or pyogrio.read_info(path).get("driver") != "GeoJSON":
-        return None
     try:
         with open(path, "rb") as f:
             features = json.load(f).get("features")

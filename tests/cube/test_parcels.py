@@ -529,3 +529,29 @@ def test_a_parcel_file_of_metres_said_to_be_lon_lat_is_named(register: gpd.GeoDa
             read_parcels(path)
     register.to_file(tmp_path / "lonlat.geojson")
     assert read_parcels(tmp_path / "lonlat.geojson").parcel_id.tolist() == list(FIELDS)
+
+
+def test_a_geopackage_of_parcels_and_a_table_reads_the_parcels(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A register's GeoPackage holding its parcels and a table without geometries (the crop codes' names) was
+    refused as a file of 2 layers, and the table named with --layer said it had "no 'parcel_id' column". The one
+    layer of geometries is read; a table named is said to be one. A file of two layers of parcels still needs one
+    named (the first may be the wrong year)."""
+    import pyogrio
+
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    path = tmp_path / "lpis.gpkg"
+    register.to_file(path, layer="parcels")
+    pyogrio.write_dataframe(pd.DataFrame({"crop": ["wheat", "maize"], "code": [311, 201]}), path, layer="crops")
+    assert [str(name) for name, _ in pyogrio.list_layers(path)] == ["parcels", "crops"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # GDAL's "More than one layer found" was a warning of each read
+        assert read_parcels(path).parcel_id.tolist() == read_parcels(path, layer="parcels").parcel_id.tolist() == \
+            list(FIELDS)
+    with pytest.raises(ParcelFileError, match=rf"^{path} layer 'crops' is a table without geometries; its layers: "
+                                              r"parcels$"):
+        read_parcels(path, layer="crops")
+    register.iloc[:1].to_file(path, layer="parcels_2025")
+    with pytest.raises(ParcelFileError, match=rf"^{path} holds 2 layers \(parcels, parcels_2025\): name one"):
+        read_parcels(path)
