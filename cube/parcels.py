@@ -399,9 +399,12 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
     if id_column not in frame.columns and driver == "GeoJSON" and (ids := _feature_ids(path, len(frame))):
         frame[id_column] = ids
     if id_column not in frame.columns:
+        cut = id_column[:10]  # a shapefile's .dbf keeps 10 characters of a name
+        hint = (f" (a shapefile keeps the first 10 characters of a column's name: --id-column {cut})"
+                if driver == "ESRI Shapefile" and cut != id_column and cut in frame.columns else "")
         raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
                               f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
-                              f"(Python: id_column=)")
+                              f"(Python: id_column=){hint}")
     if not isinstance(frame, gpd.GeoDataFrame):  # a table without geometry (a CSV export of the register)
         raise ParcelFileError(f"{name} has no geometry column: give the parcels with their geometries (GeoParquet, "
                               f"GeoPackage, GeoJSON)")

@@ -555,3 +555,19 @@ def test_a_geopackage_of_parcels_and_a_table_reads_the_parcels(register: gpd.Geo
     register.iloc[:1].to_file(path, layer="parcels_2025")
     with pytest.raises(ParcelFileError, match=rf"^{path} holds 2 layers \(parcels, parcels_2025\): name one"):
         read_parcels(path)
+
+
+def test_an_id_column_a_shapefile_cut_short_is_named_as_cut(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A shapefile keeps 10 characters of a column's name: --id-column parcel_identifier was told the file has no
+    such column, listing parcel_ide among the columns without saying it is the one."""
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # geopandas' and GDAL's word that the name is cut
+        register.rename(columns={"parcel_id": "parcel_identifier"}).to_crs(UTM).to_file(tmp_path / "long.shp")
+    with pytest.raises(ParcelFileError, match=r"has no 'parcel_identifier' column \(columns: parcel_ide, crop, "
+                                              r"geometry\); .* \(a shapefile keeps the first 10 characters of a "
+                                              r"column's name: --id-column parcel_ide\)$"):
+        read_parcels(tmp_path / "long.shp", id_column="parcel_identifier")
+    assert read_parcels(tmp_path / "long.shp", id_column="parcel_ide").parcel_ide.tolist() == list(FIELDS)
