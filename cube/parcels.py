@@ -9,6 +9,7 @@ parcel ids looked up in a registered parcel set, or a point (lon/lat) looked up 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import warnings
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 import pyogrio
 import shapely
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -34,7 +36,8 @@ from cardcube.storage import local_copy
 
 WGS84 = CRS.from_epsg(4326)
 
-__all__ = ["Overlay", "ParcelSet", "as_parcels", "needs_overlay", "parcel_at", "polygonal", "read_parcels", "too_small"]
+__all__ = ["Overlay", "ParcelSet", "as_parcels", "crs_member", "needs_overlay", "parcel_at", "polygonal",
+           "read_parcels", "too_small"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -459,8 +462,6 @@ def _feature_ids(path: str, count: int) -> list[Any] | None:
     """The ids of the ``count`` features of the GeoJSON file at ``path`` (RFC 7946's Feature ``id``, as a
     FeatureCollection given in Python or posted uses them), if every feature has one, else None.
     GDAL takes integer ids for its feature ids, which a read leaves out: the file had "no 'parcel_id' column"."""
-    import json
-
     try:
         with open(path, "rb") as f:
             features = json.load(f).get("features")
@@ -553,6 +554,38 @@ def _from_geojson(obj: Mapping[str, Any], id_column: str) -> tuple[list, list]:
     return ids, geoms  # "a" and 2 (a feature without id) are made text by _build
 
 
+def crs_member(obj: Mapping[str, Any]) -> str | None:
+    """The CRS the ``crs`` member of GeoJSON ``obj`` names (GeoJSON of 2008, which GDAL and QGIS write for a CRS
+    other than lon/lat; RFC 7946 dropped it), or None without one; :class:`InvalidRequestError` for a member that
+    names none: its coordinates would be read as lon/lat."""
+    member = obj.get("crs")
+    if member is None:
+        return None
+    props = member.get("properties") if isinstance(member, Mapping) and member.get("type") == "name" else None
+    name = props.get("name") if isinstance(props, Mapping) else None
+    try:
+        CRS.from_user_input(name)
+    except (CRSError, TypeError):
+        raise InvalidRequestError(f"the GeoJSON's crs member {json.dumps(member)[:120]} names no CRS known here: "
+                                  f"write it as {{\"type\": \"name\", \"properties\": {{\"name\": \"EPSG:28992\"}}}}, "
+                                  f"or leave it out and say the CRS (REST: crs=EPSG:28992)") from None
+    return name
+
+
+def _geojson_crs(obj: Mapping[str, Any], src_crs: Any) -> CRS:
+    """The CRS of GeoJSON ``obj``'s coordinates: ``src_crs``, else its ``crs`` member's, else lon/lat (RFC 7946);
+    a ``src_crs`` other than the member's is refused (coordinates of one read as the other's land elsewhere)."""
+    member = crs_member(obj)
+    if src_crs is None:
+        return CRS.from_user_input(member) if member is not None else WGS84
+    src = CRS.from_user_input(src_crs)
+    if member is not None and not src.equals(CRS.from_user_input(member), ignore_axis_order=True):
+        raise InvalidRequestError(f"the GeoJSON's crs member says {member}, and its CRS is given as "
+                                  f"{src.to_string()}: which one are its coordinates in? Give one (REST: crs=, "
+                                  f"which may be left out for the member's)")
+    return src
+
+
 def as_parcels(
     parcels: Any,
     *,
@@ -572,7 +605,8 @@ def as_parcels(
     ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
     Point (the registered parcel containing it), or one id / a list, array, pandas column or index of ids
     looked up in ``registry``.
-    ``src_crs`` overrides the CRS of GeoJSON and shapely input (default EPSG:4326). Invalid polygons are
+    ``src_crs`` is the CRS of GeoJSON and shapely input (default: a GeoJSON's ``crs`` member, else EPSG:4326; a
+    ``src_crs`` other than the member says is refused). Invalid polygons are
     made valid (``repair=True``, listed in ``.repaired``) or raise :class:`ParcelError`; with
     ``errors="collect"`` parcels that are no polygon (empty, a line, beyond repair) are left out and
     listed in ``.rejected`` with the reason instead. ``overlay``: where the parcels that need an overlay
@@ -594,7 +628,8 @@ def as_parcels(
         return _build([0], [parcels], src_crs or WGS84, crs, repair=repair, errors=errors, overlay=overlay)
     if isinstance(parcels, Mapping):
         ids, geoms = _from_geojson(parcels, id_column)
-        return _build(ids, geoms, src_crs or WGS84, crs, repair=repair, errors=errors, overlay=overlay)
+        src = _geojson_crs(parcels, src_crs)
+        return _build(ids, geoms, src, crs, repair=repair, errors=errors, overlay=overlay)
     if isinstance(parcels, str | int | np.integer):
         parcels = [parcels]
     if (column := _id_column_values(parcels)) is not None:

@@ -123,7 +123,7 @@ from cube.extraction_files import PORTABLE_PARQUET
 from cube.geometry_trial import check_bufferable, polygonal_in_child
 from cube.ledger import CubeVersion, committed_versions, enclosing_cube
 from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
-from cube.parcels import Overlay, ParcelSet, as_parcels, read_parcels
+from cube.parcels import Overlay, ParcelSet, as_parcels, crs_member, read_parcels
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
 from cube.timeseries import MAX_PIXELS, check_query, parcel_timeseries
@@ -170,7 +170,8 @@ ChipSize = Annotated[int, Query(ge=1, description=f"pixels a side of the chip, u
 Scale = Annotated[int, Query(ge=1, le=16, description=f"each pixel drawn as scale x scale (1..16); the image up to "
                                                       f"{MAX_IMAGE_SIZE} px a side")]
 PanelSize = Annotated[int, Query(ge=1, description=f"pixels a side of each date's panel, up to {MAX_SEASON_SIZE}")]
-Crs = Annotated[str, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: lon/lat)")]
+Crs = Annotated[str | None, Query(description="CRS of the posted coordinates, e.g. EPSG:32631 (default: the "
+                                              "GeoJSON's crs member, else lon/lat)")]
 
 ARRAY_CACHE = 1024  # opened arrays kept between requests, each with up to 64 of its shard indexes
 Checked = TypeVar("Checked")  # what a route checks before its turn to read, and reads with
@@ -599,9 +600,10 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
         return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)))
 
 
-def _posted_parcels(geojson: dict[str, Any], crs: str, overlay: Overlay) -> ParcelSet:
-    """The parcels of a posted GeoJSON in ``crs``, made polygons by ``overlay`` where they need one; too many, or a
-    geometry that is no parcel, is refused with how to ask instead."""
+def _posted_parcels(geojson: dict[str, Any], crs: str | None, overlay: Overlay) -> ParcelSet:
+    """The parcels of a posted GeoJSON in ``crs`` (None: its crs member's, else lon/lat), made polygons by ``overlay``
+    where they need one; too many, or a geometry that is no parcel, is refused with how to ask instead."""
+    crs = crs if crs is not None else crs_member(geojson) or "EPSG:4326"  # a member QGIS wrote was not read: a 422
     try:
         src_crs = CRS.from_user_input(crs)
     except CRSError:
@@ -652,7 +654,7 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     async def posted_series(request: Request, collection: Collection, geojson: Annotated[dict[str, Any], Body()],
                             bands: Bands = None, stats: Stats = None, time: Time = None, mask: Mask = "default",
                             buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
-                            crs: Crs = "EPSG:4326", format: Format = "json") -> Response:
+                            crs: Crs = None, format: Format = "json") -> Response:
         def check() -> ParcelSet:
             served.check_timeseries(collection, bands=bands, stats=stats, time=time, mask=mask, as_of=as_of)
             return _posted_parcels(geojson, crs, served.overlay)

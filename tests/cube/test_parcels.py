@@ -571,3 +571,25 @@ def test_an_id_column_a_shapefile_cut_short_is_named_as_cut(register: gpd.GeoDat
                                               r"column's name: --id-column parcel_ide\)$"):
         read_parcels(tmp_path / "long.shp", id_column="parcel_identifier")
     assert read_parcels(tmp_path / "long.shp", id_column="parcel_ide").parcel_ide.tolist() == list(FIELDS)
+
+
+def test_a_geojson_dict_is_read_in_the_crs_its_member_names(register: gpd.GeoDataFrame) -> None:
+    """A FeatureCollection of national coordinates with its crs member (json.load of a file QGIS wrote) was read as
+    lon/lat: "parcel coordinates ... are not lon/lat". The member is read, as GDAL reads it from the file; a
+    src_crs other than it is refused."""
+    import json
+
+    collection = json.loads(register.to_crs("EPSG:28992").to_json())
+    collection["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::28992"}}
+    want = as_parcels(register, crs=UTM)
+    for given in (None, "EPSG:28992"):
+        got = as_parcels(collection, crs=UTM, src_crs=given)
+        assert got.ids == want.ids
+        for a, b in zip(got.geometries, want.geometries, strict=True):
+            assert a.equals_exact(b, 0.01)  # within a centimetre: through RD New and back
+    with pytest.raises(InvalidRequestError, match=r"^the GeoJSON's crs member says urn:ogc:def:crs:EPSG::28992, and "
+                                                  r"its CRS is given as EPSG:2154: which one"):
+        as_parcels(collection, src_crs="EPSG:2154")
+    collection["crs"] = {"type": "EPSG", "properties": {"code": 28992}}  # the 2008 draft's other form, not read
+    with pytest.raises(InvalidRequestError, match=r"crs member .* names no CRS known here: write it as"):
+        as_parcels(collection)

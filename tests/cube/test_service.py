@@ -216,6 +216,34 @@ def test_posted_geojson_and_unmasked_series(http, tiny_cube, parcels, parcel_id)
     np.testing.assert_array_equal(_frame(r.json())["mean"].astype(float), unmasked["mean"].astype(float))
 
 
+def test_a_posted_geojson_is_read_in_the_crs_its_member_names(http, tiny_cube, parcels, parcel_id):
+    """GeoJSON that QGIS or GDAL writes in a national CRS says it in a crs member (GeoJSON of 2008): its coordinates
+    were read as lon/lat all the same, a 422 telling to give crs=. The member is read; a crs= other than it is
+    refused, naming both (coordinates of one read as the other's land elsewhere), as is a member naming no CRS."""
+    some = parcels.set_index("parcel_id").loc[[parcel_id]].to_crs("EPSG:28992")
+    posted = json.loads(some.reset_index()[["parcel_id", "geometry"]].to_json())
+    posted["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::28992"}}
+    params = {"bands": "B04"}
+    want = parcel_timeseries(tiny_cube, some.reset_index(), bands=["B04"])
+    for given in ({}, {"crs": "EPSG:28992"}):
+        r = http.post("/collections/s2/timeseries", json=posted, params={**params, **given})
+        assert r.status_code == 200, r.text
+        _assert_same(_frame(r.json()), want)
+    r = http.post("/collections/s2/timeseries", json=posted, params={**params, "crs": "EPSG:4326"})
+    assert r.status_code == 422 and r.json()["detail"] == (
+        "the GeoJSON's crs member says urn:ogc:def:crs:EPSG::28992, and its CRS is given as EPSG:4326: which one are "
+        "its coordinates in? Give one (REST: crs=, which may be left out for the member's)")
+    posted["crs"] = {"type": "name", "properties": {"name": "EPSG:99999999"}}
+    r = http.post("/collections/s2/timeseries", json=posted, params=params)
+    assert r.status_code == 422 and r.json()["detail"].startswith(
+        "the GeoJSON's crs member {\"type\": \"name\", \"properties\": {\"name\": \"EPSG:99999999\"}} names no CRS")
+    lonlat = json.loads(some.to_crs(4326).reset_index()[["parcel_id", "geometry"]].to_json())
+    lonlat["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}  # GDAL's lon/lat
+    for given in ({}, {"crs": "EPSG:4326"}):
+        r = http.post("/collections/s2/timeseries", json=lonlat, params={**params, **given})
+        assert r.status_code == 200 and _frame(r.json())["count"].tolist() == want["count"].tolist(), r.text
+
+
 def test_chip_png_is_the_python_chip(http, tiny_cube, parcels, parcel_id):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=40)
     t = int(np.argmin(c.cloud_fraction()))
