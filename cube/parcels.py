@@ -224,7 +224,8 @@ def check_ids(ids: Sequence[Hashable]) -> None:
                                   f"{ids[tuples[0]]!r} (row {tuples[0]}): a frame indexed by several levels needs its "
                                   f"id column named (id_column=, after reset_index()), or one id made of the levels")
     missing = [k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
-               or (isinstance(i, float | np.floating) and math.isnan(i))]  # pd.NA: a nullable column's gap
+               or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
+               or (isinstance(i, str) and not i.strip())]  # blank: a shapefile's gap (GDAL reads it so), a CSV's
     if missing:
         raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
                                   f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")

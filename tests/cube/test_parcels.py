@@ -593,3 +593,20 @@ def test_a_geojson_dict_is_read_in_the_crs_its_member_names(register: gpd.GeoDat
     collection["crs"] = {"type": "EPSG", "properties": {"code": 28992}}  # the 2008 draft's other form, not read
     with pytest.raises(InvalidRequestError, match=r"crs member .* names no CRS known here: write it as"):
         as_parcels(collection)
+
+
+def test_a_blank_id_is_no_id(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A GeoPackage's or GeoParquet's blank id ("", spaces) passed for an id, where a shapefile's reads as none: the
+    parcel's rows went out under an id a CSV reads back as missing and no command line can name. Refused as the
+    missing id it is, naming its row."""
+    from cube.parcels import read_parcels
+
+    blank = register.assign(parcel_id=["NL-001", "", "  "])
+    for name in ("blank.gpkg", "blank.parquet", "blank.shp"):
+        path = tmp_path / name
+        blank.to_parquet(path) if name.endswith(".parquet") else blank.to_crs(UTM).to_file(path)
+        with pytest.raises(InvalidRequestError, match=r"^2 parcel\(s\) have no id \(row\(s\) 1, 2\): every parcel "
+                                                      r"needs one$"):
+            as_parcels(read_parcels(path))
+    with pytest.raises(InvalidRequestError, match=r"^1 parcel\(s\) have no id \(row\(s\) 0\)"):
+        as_parcels({"type": "Feature", "properties": {"parcel_id": " "}, "geometry": mapping(FIELDS["NL-001"])})
