@@ -98,6 +98,7 @@ from cube.extraction_files import (
     check_still_of,
     drop_replaced,
     finish_manifest,
+    first_key,
     holds_extraction,
     is_partial,
     mosaic_batch,
@@ -112,6 +113,7 @@ from cube.extraction_files import (
     run_of,
     statistics_keys,
     statistics_name,
+    superseded,
     version_tag,
     write_status,
 )
@@ -592,7 +594,7 @@ def extract(
     suffix = "" if new is None else version_tag(version.version)  # an update's files beside the first run's
     for leftover in (k for k in list_keys(out_store, "") if is_partial(k)):  # of a run killed while writing
         delete_key(out_store, leftover)
-    done = set(statistics_keys(out_store, run))
+    done = {first_key(k)[0] for k in statistics_keys(out_store, run)}  # a unit's file by its first name
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
@@ -657,8 +659,13 @@ def extract(
     # stale rows), a stopped run's landing late; never one of this version, which another run into ``out`` at once
     # may have written and listed
     mosaics = set(kept_batches) | {k for k in written if k.startswith(MOSAIC)}
-    for other in (k for k in run_keys(out_store, run) if k.startswith(MOSAIC) and k not in mosaics
+    there = run_keys(out_store, run)
+    for other in (k for k in there if k.startswith(MOSAIC) and k not in mosaics
                   and (mosaic_batch(k) or (0, 0))[1] < version.version):
+        delete_key(out_store, other)
+    # a unit's file under an earlier name than the one an update wrote it anew under (a killed update's leftover, a
+    # stopped run's late write): never read (superseded), deleted
+    for other in sorted(superseded(k for k in there if not k.startswith(MOSAIC))):
         delete_key(out_store, other)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)

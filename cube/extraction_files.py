@@ -5,6 +5,9 @@
     <out>/manifest.json                                   cube, collection, version, parameters, run, scenes read
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-<run>.parquet  parcel_id, time, band, count, masked, mean, ...
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>-<run>.parquet   the same, dates an update added
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>[-v<version>]-w<update>-<run>.parquet   one of those, written anew
+                                                          by the update to version <update> without the rows of
+                                                          dates a repair wrote anew (the latest is read)
     <out>/timeseries/tile=mosaic/part-<n>-v<version>-<run>.parquet   parcels read across tiles, a square of them
                                                           a file, each update's anew (the latest is read)
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
@@ -12,8 +15,10 @@
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
 mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update records the scenes it adds. Its
 ``reads`` keep, per scene, the version whose pixels the rows read (:func:`scene_reads`): a date a repair has written
-anew since is read again by an update (``update.replaced``, whose earlier rows :func:`drop_replaced` drops) or by the
-resumption of an unfinished run (which deletes its files holding it).
+anew since is read again by an update (``update.replaced``, whose earlier rows :func:`drop_replaced` drops, writing
+each file holding some anew under a name of the update's version, which a stopped run's task writing the earlier
+name late does not undo: :func:`superseded`) or by the resumption of an unfinished run (which deletes its files
+holding it).
 Its ``run``, drawn when it is written, names every statistics file, and only files of that name are the
 extraction's (:func:`statistics_keys`): a task of a stopped run on a dask cluster that writes on after its driver
 has gone cannot slip its rows into a run started anew in the same folder (its resumption writes the same rows).
@@ -103,6 +108,15 @@ def mosaic_batch(key: str) -> tuple[int, int] | None:
 
 
 def superseded(keys: Iterable[str]) -> set[str]:
+    """The statistics files in ``keys`` that a later file of the same name replaces, so that none of their rows is
+    read: of a batch read across tiles, a file named by a later version (:func:`_later_batches`); of a unit, a file
+    written anew by an update without the rows of dates a repair wrote anew (:func:`_written_anew`). Both are a
+    stopped run's task writing an earlier file late, or a file a killed run had still to delete."""
+    keys = list(keys)
+    return _later_batches(keys) | _written_anew(keys)
+
+
+def _later_batches(keys: Iterable[str]) -> set[str]:
     """The files of batches read across tiles in ``keys`` that a file of the same batch named by a later version
     replaces (a stopped run's late write of an earlier version's, while a run is unfinished: a finished one lists
     its files in the manifest, :func:`extraction_keys`); beside the whole mosaic of a cardcube before batches
@@ -115,6 +129,38 @@ def superseded(keys: Iterable[str]) -> set[str]:
         if batch is not None and (batch[0] not in latest or batch[1] > latest[batch[0]][0]):
             latest[batch[0]] = (batch[1], key)
     return {k for k, batch in named if batch is not None} - {key for _, key in latest.values()}
+
+
+def _written_anew(keys: Iterable[str]) -> set[str]:
+    """The statistics files of units in ``keys`` that the same file written anew by a later update replaces
+    (:func:`rewritten_key`): the earlier one a killed update had still to delete, or a stopped run's task writing it
+    late, its rows of the dates the update dropped back."""
+    latest: dict[str, tuple[int, str]] = {}
+    named = [(k, first_key(k)) for k in keys if not k.startswith(MOSAIC)]
+    for key, (first, anew) in named:
+        if first not in latest or anew > latest[first][0]:
+            latest[first] = (anew, key)
+    return {k for k, _ in named} - {key for _, key in latest.values()}
+
+
+_ANEW = re.compile(r"-w(\d{8})(?=(?:-[^-/]+)?\.parquet$)")  # before the run's name, if any, and .parquet
+
+
+def first_key(key: str) -> tuple[str, int]:
+    """The name statistics file ``key`` was first written under, by a task, and the version of the update that wrote
+    it anew (:func:`rewritten_key`; 0: none)."""
+    found = _ANEW.search(key)
+    return (key, 0) if found is None else (key[:found.start()] + key[found.end():], int(found[1]))
+
+
+def rewritten_key(key: str, version: int, run: str) -> str:
+    """The name of the statistics file ``key`` (of run ``run``) written anew by the update to ``version``, without
+    the rows of dates a repair wrote anew (:func:`drop_replaced`): its first name and the version. Only an update's
+    driver writes such a name, never a task, so that a stopped run's task writing the first name late, after the
+    update, writes a file the update's supersedes (:func:`_written_anew`) instead of putting those rows back."""
+    first = first_key(key)[0]
+    return first[:len(first) - len(statistics_name("", run))] + statistics_name(f"-w{version:08d}", run)
+
 
 # Times in microseconds: Spark reads no Parquet TIMESTAMP(NANOS), and acquisition times are whole seconds.
 PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
@@ -163,18 +209,20 @@ def run_keys(store: Store, run: str) -> list[str]:
 
 def extraction_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
     """The statistics files of the extraction whose manifest is ``manifest``: :func:`statistics_keys`, but where the
-    extraction is finished and lists the files of its parcels read across tiles (``mosaics``), those alone: a
-    stopped run's file landing late beside them, of an earlier version, is none of its rows (one listing)."""
+    extraction is finished and lists the files of its parcels read across tiles (``mosaics``), of those the listed
+    alone: a stopped run's file landing late beside them, of an earlier version, is none of its rows (one
+    listing)."""
     keys = run_keys(store, run_of(manifest))
-    if not manifest.get("complete") or "mosaics" not in manifest:
-        return _latest(keys)
-    listed = set(manifest["mosaics"])
-    return [k for k in keys if not k.startswith(MOSAIC) or k in listed]
+    if manifest.get("complete") and "mosaics" in manifest:
+        listed = set(manifest["mosaics"])
+        keys = [k for k in keys if not k.startswith(MOSAIC) or k in listed]
+    return _latest(keys)
 
 
 def statistics_keys(store: Store, run: str) -> list[str]:
     """The statistics files of the extraction in ``store``, whose manifest names ``run``: :func:`run_keys` but
-    those a later version's file of their batch supersedes (a stopped run's late write of an earlier one)."""
+    those a later file of the same batch or unit supersedes (:func:`superseded`: a stopped run's late write of an
+    earlier one)."""
     return _latest(run_keys(store, run))
 
 
@@ -290,6 +338,7 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
 
 
 READ_AGAIN = "extract-rows-replaced"  # the checkpoint after each file an update's repaired dates are dropped from
+WRITTEN_ANEW = "extract-rows-written-anew"  # ... between that file written anew and its earlier name deleted
 
 
 def scene_reads(version: CubeVersion, head: CubeVersion, scenes: Iterable[str]) -> dict[str, int]:
@@ -380,8 +429,8 @@ def _may_hold(out: Store, keys: Sequence[str], times: pa.Array) -> list[str]:
 
 def _time_spans(tail: bytes | None) -> list[tuple[np.datetime64, np.datetime64]] | None:
     """The least and greatest ``time`` of each row group of the Parquet file whose last bytes are ``tail`` (naive
-    UTC, as the files store it), from its footer; None where the tail does not hold the footer whole, or the footer
-    keeps no such statistics."""
+    UTC, as the files store it), from its footer (none for a file of no row); None where the tail does not hold the
+    footer whole, or the footer keeps no such statistics."""
     if tail is None or len(tail) < 8 or tail[-4:] != b"PAR1":
         return None
     size = int.from_bytes(tail[-8:-4], "little")
@@ -392,6 +441,8 @@ def _time_spans(tail: bytes | None) -> list[tuple[np.datetime64, np.datetime64]]
         column = meta.schema.names.index("time")
     except (pa.ArrowException, ValueError):
         return None
+    if meta.num_rows == 0:  # a file written anew without any row (drop_replaced): no time, whatever its groups say
+        return []
     spans = []
     for group in range(meta.num_row_groups):
         stats = meta.row_group(group).column(column).statistics
@@ -460,24 +511,26 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
 
 def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion) -> int:
     """Drop from the statistics files of the runs before an update (``manifest``'s, unfinished) the rows of the dates
-    it reads again (``update.replaced``: a repair wrote them anew), each file written anew without them (deleted,
-    left with none), so that the update's rows of them are their only ones. Every file is written whole, at once,
-    and dropping the rows of a file that holds none leaves it as it is: an update killed meanwhile drops the rest
-    when resumed. The files of parcels read across tiles are read again whole by the update. Returns how many files
-    it changed."""
+    it reads again (``update.replaced``: a repair wrote them anew), so that the update's rows of them are their only
+    ones: each file holding some is written anew without them, whole, at once, under a name of the update's
+    version (:func:`rewritten_key`; left with none, a file of no row), then its earlier name deleted. A stopped
+    run's task writing the earlier name late puts no row back: the readers take the file written anew
+    (:func:`superseded`). Killed between the two, the extraction reads as after; a file already written anew
+    holds none of the dates, so an update killed meanwhile drops the rest when resumed. The files of parcels read
+    across tiles are read again whole by the update. Returns how many files it changed."""
     replaced = (manifest.get("update") or {}).get("replaced") or {}
     if not replaced:
         return 0
     run = run_of(manifest)
-    earlier = [k for k in run_keys(out, run)
+    earlier = [k for k in statistics_keys(out, run)
                if not k.startswith(MOSAIC) and not k.endswith(update_suffix(manifest["version"], run))]
     changed = 0
     for tile, ids in sorted(replaced.items()):
         for key, table, drop in _files_holding(out, _tile_keys(earlier, tile), _times(version, tile, ids)):
-            kept = table.filter(pc.invert(drop))
-            if kept.num_rows:
-                write_bytes(out, key, parquet_bytes(kept, **TIMESERIES_PARQUET))
-            else:
+            anew = rewritten_key(key, manifest["version"], run)
+            write_bytes(out, anew, parquet_bytes(table.filter(pc.invert(drop)), **TIMESERIES_PARQUET))
+            checkpoint(WRITTEN_ANEW)
+            if anew != key:  # the same name: written anew again by this update, resumed after another repair
                 delete_key(out, key)
             changed += 1
             checkpoint(READ_AGAIN)

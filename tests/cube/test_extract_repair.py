@@ -50,17 +50,22 @@ def _damage(cube: Path, part: str, block: int, source: int) -> Path:
     return target
 
 
-def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
-    """``cardcube extract --update`` killed at checkpoint ``at``, then run again: its output."""
+def _update(tiny_region, cube: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``cardcube extract --update`` in a process of its own, killed at checkpoint ``kill_at`` if given."""
     cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
            "--out", str(out), "--block", str(BLOCK), "--time-block", str(TIME_BLOCK), "--bands", "B04,NDVI",
            "--scheduler", "sync", "--quiet", "--update"]
-    env = {**os.environ, "CARDCUBE_KILL_AT": at, "PYTHONPATH": str(REPO)}
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "CARDCUBE_KILL_AT"}
+    env.update({"PYTHONPATH": str(REPO), **({"CARDCUBE_KILL_AT": kill_at} if kill_at else {})})
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
+    """``cardcube extract --update`` killed at checkpoint ``at``, then run again: its output."""
+    killed = _update(tiny_region, cube, out, at)
     assert killed.returncode == -9, killed.stderr
     assert not json.loads((out / MANIFEST).read_text())["complete"]
-    env.pop("CARDCUBE_KILL_AT")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = _update(tiny_region, cube, out)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -198,3 +203,54 @@ def test_an_update_after_a_mend_reads_the_parcels_across_tiles_again_and_drops_n
     assert len(list((out / "timeseries" / "tile=mosaic").glob("*.parquet"))) == 1  # the earlier version's gone
     changed = before.merge(read_timeseries(out), on=["parcel_id", "time", "band"], suffixes=("", "_now"))
     assert changed["mean"].ne(changed["mean_now"]).any()
+
+
+def test_a_late_write_of_an_earlier_runs_file_after_an_update_dropped_its_repaired_rows_brings_none_back(
+        mended, parcels, tmp_path):
+    """The update wrote the earlier run's files anew without the mended dates' rows, under their own keys: a task of
+    a stopped earlier attempt writing its file late (a worker that kept going after the driver was stopped) put the
+    damaged rows back beside the update's, two rows of each mended date. The files written anew are named by the
+    update's version now, and a late file of their name is left aside, then deleted by the next run."""
+    cube, out, _ = mended
+    earlier = {path: path.read_bytes() for path in (out / "timeseries").rglob("*.parquet")}
+    updated = extract(parcels, cube, out, update=True, **KW)
+    assert updated.replaced == 4
+    for path, data in earlier.items():  # what a late task does: its file's bytes, written to its key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    extract(parcels, cube, tmp_path / "whole", **KW)
+    rows = read_timeseries(out)
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(tmp_path / "whole").drop(columns="cube_version"))
+    again = extract(parcels, cube, out, update=True, **KW)  # nothing to read; the late files go
+    assert again.rows == 0 and again.replaced == 0
+    _same_as_whole(out, tmp_path / "whole")
+
+
+def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_deleted_reads_as_after_and_resumes(
+        mended, tiny_region, parcels, tmp_path):
+    """Killed with a file both written anew (without the mended dates' rows) and under its earlier name: the
+    extraction reads that file as written anew, no row of it lost or doubled, and the update resumed ends as a whole
+    extraction, the earlier name deleted."""
+    cube, out, times = mended
+    key = ["parcel_id", "time", "band"]
+    before = read_timeseries(out)
+    killed = _update(tiny_region, cube, out, "extract-rows-written-anew")
+    assert killed.returncode == -9, killed.stderr
+    (anew,) = (out / "timeseries").rglob("*-w00000002-*.parquet")
+    earlier = anew.with_name(anew.name.replace("-w00000002", ""))
+    assert earlier.exists()  # both names there
+    there = read_timeseries(out, allow_incomplete=True)
+    assert not there.duplicated(key).any()
+    _same(there, before.merge(there[key], on=key))  # every row as it was: none of the update's yet
+    assert not pq.read_table(anew).to_pandas().time.isin(times).any()  # here none is left: a file of no row
+    gone = before.merge(pq.read_table(earlier).to_pandas()[key], on=key)
+    assert gone.time.isin(times).any()
+    pd.testing.assert_frame_equal(  # those of the file's mended dates alone are gone: it reads as written anew
+        before.merge(there[key], on=key, how="left", indicator=True).query("_merge == 'left_only'")[key]
+        .reset_index(drop=True), gone[gone.time.isin(times)][key].reset_index(drop=True), check_dtype=False)
+    resumed = _update(tiny_region, cube, out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not earlier.exists()
+    extract(parcels, cube, tmp_path / "whole", **KW)
+    _same_as_whole(out, tmp_path / "whole")

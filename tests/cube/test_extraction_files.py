@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from zarr.storage import MemoryStore
 
@@ -370,8 +371,52 @@ def test_the_rows_of_a_repaired_date_are_dropped_reading_only_the_files_whose_fo
     out.reset()
     manifest = {"run": run, "version": 2, "update": {"from": 1, "replaced": {"31UFU": ["S2A_3"]}}}
     assert drop_replaced(out, manifest, version) == 1
-    assert read_bytes(out, keys["r00000c00000t0002"]) is None  # its one date's rows gone, and the file with them
+    assert read_bytes(out, keys["r00000c00000t0002"]) is None  # its one date's rows gone, and its name with them
+    emptied = read_bytes(out, keys["r00000c00000t0002"].replace(f"-{run}", f"-w00000002-{run}"))
+    assert pq.read_table(pa.BufferReader(emptied)).num_rows == 0  # a file of no row, under a name of version 2
     assert len(read_bytes(out, keys["r00000c00000t0000"])) == big  # untouched
     out.reset()
     assert drop_replaced(out, manifest, version) == 0  # dropping again drops nothing
-    assert out.bytes_read <= FOOTER_BYTES  # the big file's tail only: its footer's times miss S2A_3
+    assert out.bytes_read <= FOOTER_BYTES + len(emptied)  # the tails only: their footers' times miss S2A_3
+
+
+@pytest.mark.parametrize("run", ["d49cb602e05e", ""], ids=["run", "before-runs"])
+def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_late(run):
+    """An update dropping a repaired date's rows wrote the earlier file anew under its own name: a stopped run's task
+    writing that name late put the dropped rows back beside the update's. The file written anew is named by the
+    update's version, supersedes its earlier name (written late, or left by a killed update), and is written anew
+    again by a later update; an extraction from before runs were named (no run in its names) alike."""
+    from cardcube.storage import read_bytes
+    from cube.extraction_files import drop_replaced, extraction_keys, first_key, rewritten_key
+
+    version = _recorded(_version(3, ["S2A_1", "S2A_2", "S2A_3"]))
+    times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
+    out, folder = MemoryStore(), "timeseries/tile=31UFU/"
+    first, added = folder + statistics_name("r00000c00000t0000", run), folder + statistics_name(
+        "r00000c00000t0000-v00000002", run)  # the first run's file, and an update's to version 2
+    for key, when in ((first, times[:2]), (added, times[2:])):
+        table = pa.table({"parcel_id": ["a"] * len(when), "time": pa.array(when, pa.timestamp("us"))})
+        write_bytes(out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
+    late = read_bytes(out, first)
+    tail = f"-{run}.parquet" if run else ".parquet"
+    assert rewritten_key(first, 2, run) == folder + f"r00000c00000t0000-w00000002{tail}"
+    assert rewritten_key(added, 3, run) == folder + f"r00000c00000t0000-v00000002-w00000003{tail}"
+    assert first_key(rewritten_key(added, 3, run)) == (added, 3) and first_key(added) == (added, 0)
+
+    def rows() -> dict[str, list]:
+        return {k: pq.read_table(pa.BufferReader(read_bytes(out, k)))["time"].to_pylist()
+                for k in statistics_keys(out, run)}
+
+    two = {"run": run, "version": 2, "update": {"from": 1, "replaced": {"31UFU": ["S2A_2"]}}}
+    assert drop_replaced(out, two, version) == 1
+    anew = rewritten_key(first, 2, run)
+    assert read_bytes(out, first) is None and len(rows()[anew]) == 1
+    write_bytes(out, first, late)  # a stopped run's task, writing its file late
+    assert rows() == {anew: [times[0].item()], added: [times[2].item()]}  # the late file left aside
+    assert drop_replaced(out, two, version) == 0  # dropping again drops nothing: the file written anew is read
+    finished = {"run": run, "complete": True, "mosaics": []}
+    assert sorted(extraction_keys(out, finished)) == sorted([anew, added])
+    three = {"run": run, "version": 3, "update": {"from": 2, "replaced": {"31UFU": ["S2A_1", "S2A_3"]}}}
+    assert drop_replaced(out, three, version) == 2  # a later update writes both anew, the first one left with none
+    assert rows() == {rewritten_key(first, 3, run): [], rewritten_key(added, 3, run): []}
+    assert read_bytes(out, anew) is None and read_bytes(out, added) is None and read_bytes(out, first) == late
