@@ -254,3 +254,29 @@ def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_delet
     assert not earlier.exists()
     extract(parcels, cube, tmp_path / "whole", **KW)
     _same_as_whole(out, tmp_path / "whole")
+
+
+def test_an_extraction_whose_files_an_earlier_cardcube_wrote_anew_in_place_reads_and_updates_after_a_repair(
+        tiny_region, parcels, tmp_path):
+    """An update by an earlier cardcube wrote the files holding repaired dates anew under their own names: they read
+    as they are, and a later update after another repair drops the rows of its dates from them, as from any file."""
+    cube, features = _cube(tiny_region, tmp_path, 12)  # cold blocks 0, 1 and 2
+    _damage(cube, "r10m", 0, 2)
+    _damage(cube, "r10m", 1, 2)
+    out, kw = tmp_path / "out", {**KW, "time_block": 8}  # a file of every block: each repair drops from it
+    extract(parcels, cube, out, **kw)
+    for version, block in ((2, features[:4]), (3, features[4:8])):
+        assert ingest(write_items(tiny_region.items, block, f"repair-extract-{version}.json"), cube, progress=False,
+                      repair=True).version == version
+        assert extract(parcels, cube, out, update=True, **kw).replaced == 4
+        whole = tmp_path / f"whole-{version}"
+        extract(parcels, cube, whole, **kw)
+        _same_as_whole(out, whole)
+        anew = sorted((out / "timeseries").rglob(f"*-w{version:08d}-*.parquet"))
+        assert anew and {p.name.split("-")[0][-5:] for p in anew} == {"t0000"}  # the first run's, of both blocks
+        times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in block}
+        assert not any(pq.read_table(p).to_pandas().time.isin(times).any() for p in anew)
+        if version == 2:  # as an earlier cardcube left them: under their own names
+            for path in anew:
+                path.rename(path.with_name(path.name.replace(f"-w{version:08d}", "")))
+            _same_as_whole(out, whole)
