@@ -659,13 +659,13 @@ def extract(
     # stale rows), a stopped run's landing late; never one of this version, which another run into ``out`` at once
     # may have written and listed
     mosaics = set(kept_batches) | {k for k in written if k.startswith(MOSAIC)}
-    there = run_keys(out_store, run)
-    for other in (k for k in there if k.startswith(MOSAIC) and k not in mosaics
+    files = run_keys(out_store, run)
+    for other in (k for k in files if k.startswith(MOSAIC) and k not in mosaics
                   and (mosaic_batch(k) or (0, 0))[1] < version.version):
         delete_key(out_store, other)
     # a unit's file under an earlier name than the one an update wrote it anew under (a killed update's leftover, a
     # stopped run's late write): never read (superseded), deleted
-    for other in sorted(superseded(k for k in there if not k.startswith(MOSAIC))):
+    for other in sorted(superseded(k for k in files if not k.startswith(MOSAIC))):
         delete_key(out_store, other)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
