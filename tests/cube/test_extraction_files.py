@@ -420,3 +420,23 @@ def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_l
     assert drop_replaced(out, three, version) == 2  # a later update writes both anew, the first one left with none
     assert rows() == {rewritten_key(first, 3, run): [], rewritten_key(added, 3, run): []}
     assert read_bytes(out, anew) is None and read_bytes(out, added) is None and read_bytes(out, first) == late
+
+
+def test_a_file_an_update_wrote_anew_is_written_anew_again_in_place_by_the_same_update_resumed_after_a_repair():
+    """An unfinished update resumed after another repair drops more dates' rows: from the file it wrote anew, under
+    the same name (only an update writes it), which stays."""
+    from cardcube.storage import read_bytes
+    from cube.extraction_files import drop_replaced, rewritten_key
+
+    version, run = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"])), "d49cb602e05e"
+    times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
+    out, first = MemoryStore(), f"timeseries/tile=31UFU/{statistics_name('r00000c00000t0000', run)}"
+    table = pa.table({"parcel_id": ["a"] * 3, "time": pa.array(times, pa.timestamp("us"))})
+    write_bytes(out, first, parquet_bytes(table, **TIMESERIES_PARQUET))
+    update = {"run": run, "version": 2, "update": {"from": 1, "replaced": {"31UFU": ["S2A_2"]}}}
+    assert drop_replaced(out, update, version) == 1
+    resumed = {**update, "update": {"from": 1, "replaced": {"31UFU": ["S2A_1", "S2A_2"]}}}
+    assert drop_replaced(out, resumed, version) == 1
+    anew = rewritten_key(first, 2, run)
+    assert statistics_keys(out, run) == [anew] and read_bytes(out, first) is None
+    assert pq.read_table(pa.BufferReader(read_bytes(out, anew)))["time"].to_pylist() == [times[2].item()]
