@@ -209,8 +209,8 @@ def run_keys(store: Store, run: str) -> list[str]:
 
 def extraction_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
     """The statistics files of the extraction whose manifest is ``manifest``: :func:`statistics_keys`, but where the
-    extraction is finished and lists the files of its parcels read across tiles (``mosaics``), of those the listed
-    alone: a stopped run's file landing late beside them, of an earlier version, is none of its rows (one
+    extraction is finished and lists the files of its parcels read across tiles (``mosaics``), only the listed ones
+    of those: a stopped run's file landing late beside them, of an earlier version, is none of its rows (one
     listing)."""
     keys = run_keys(store, run_of(manifest))
     if manifest.get("complete") and "mosaics" in manifest:
