@@ -380,18 +380,24 @@ def test_the_rows_of_a_repaired_date_are_dropped_reading_only_the_files_whose_fo
     assert out.bytes_read <= FOOTER_BYTES + len(emptied)  # the tails only: their footers' times miss S2A_3
 
 
-@pytest.mark.parametrize("run", ["d49cb602e05e", ""], ids=["run", "before-runs"])
-def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_late(run):
+@pytest.mark.parametrize(("run", "where"), [("d49cb602e05e", "memory"), ("", "memory"), ("d49cb602e05e", "s3")],
+                         ids=["run", "before-runs", "s3"])
+def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_late(run, where, request):
     """An update dropping a repaired date's rows wrote the earlier file anew under its own name: a stopped run's task
     writing that name late put the dropped rows back beside the update's. The file written anew is named by the
     update's version, supersedes its earlier name (written late, or left by a killed update), and is written anew
-    again by a later update; an extraction from before runs were named (no run in its names) alike."""
-    from cardcube.storage import read_bytes
+    again by a later update; an extraction from before runs were named (no run in its names) alike, and on S3."""
+    from cardcube.storage import open_store, read_bytes
     from cube.extraction_files import drop_replaced, extraction_keys, first_key, rewritten_key
 
     version = _recorded(_version(3, ["S2A_1", "S2A_2", "S2A_3"]))
     times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
-    out, folder = MemoryStore(), "timeseries/tile=31UFU/"
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        out = open_store(bucket.url_for("out"), storage_options=bucket.storage_options())
+    else:
+        out = MemoryStore()
+    folder = "timeseries/tile=31UFU/"
     first, added = folder + statistics_name("r00000c00000t0000", run), folder + statistics_name(
         "r00000c00000t0000-v00000002", run)  # the first run's file, and an update's to version 2
     for key, when in ((first, times[:2]), (added, times[2:])):
