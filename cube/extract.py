@@ -129,6 +129,7 @@ from cube.timeseries import (
     TILE_RULE,
     ParcelStatus,
     assign_tiles,
+    outside_reasons,
     parcel_timeseries,
     read_notes,
     resolve_mask,
@@ -622,8 +623,9 @@ def extract(
                                      run=run)
         units += tile_units
         units_resumed += resumed
-    for pid in (p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles):
-        status[pid] = ParcelStatus(pid, "outside", 0, f"outside the data of every tile of the {collection} cube")
+    outside = ps.select([p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles])
+    status.update({pid: ParcelStatus(pid, "outside", 0, reason)
+                   for pid, reason in outside_reasons(version, outside, collection).items()})
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     # an update reads these parcels' whole season again: a date can be new in one of their tiles only
     again = bool(new and any(new.values()))

@@ -328,6 +328,23 @@ def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], pa
     return tuple(zones[max(zones, key=held)])
 
 
+def outside_reasons(version: CubeVersion, ps: ParcelSet, collection: str) -> dict[Any, str]:
+    """The status reason of each of ``ps``, parcels outside the data of every tile (:func:`assign_tiles` gave them
+    none): that, and for one in lon/lat that lies in the cube's data with its two coordinates swapped (an export of
+    EPSG:4326 in its official latitude-first axis order, read as x/y), that hint: it was no field out at sea."""
+    said = f"outside the data of every tile of the {collection} cube"
+    reasons = dict.fromkeys(ps.ids, said)
+    if not len(ps) or not ps.crs.is_geographic:
+        return reasons
+    turned = shapely.transform(np.asarray(ps.geometries, dtype=object), lambda xy: xy[:, ::-1])
+    swapped = ParcelSet(ps.ids, tuple(turned), ps.crs)
+    for pid, tiles in zip(ps.ids, assign_tiles(version, swapped), strict=True):
+        if tiles:
+            reasons[pid] = (f"{said}; lon and lat swapped? so swapped it lies in the data of tile {'+'.join(tiles)}: "
+                            "give its coordinates lon first (x, y)")
+    return reasons
+
+
 def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, float]:
     """For the parcels partly outside the data of the tiles they are read from (on the edge of the cube's
     data), the share of their area outside it: their statistics cover the rest only, which their status
@@ -523,8 +540,8 @@ def parcel_timeseries(
     frames, status = [], []
     for ds, sub, tile in reads:
         if ds is None:
-            status += [ParcelStatus(p, "outside", 0, f"outside the data of every tile of the {collection} cube")
-                       for p in sub.ids]
+            status += [ParcelStatus(p, "outside", 0, reason)
+                       for p, reason in outside_reasons(version, sub, collection).items()]
             continue
         f, s = _window_stats(ds, sub, bands, stats=stats, mask=mask, buffer=buffer, all_touched=all_touched,
                              histogram=histogram, max_bytes=max_bytes, max_pixels=max_pixels)

@@ -523,3 +523,27 @@ def test_a_parcel_just_beyond_the_data_whose_grown_outline_holds_some_is_measure
     extract(parcel, tiny_cube, tmp_path / "out", bands=["B04"], mask=None, buffer=100, progress=False)
     assert read_status(tmp_path / "out").status.tolist() == ["ok"]
     assert read_timeseries(tmp_path / "out")["count"].tolist() == want
+
+
+def test_a_parcel_in_lon_lat_given_latitude_first_is_outside_and_says_so(tiny_cube, sample, tmp_path):
+    """EPSG:4326's official axis order is latitude first: a WFS or GML export in it, read as x/y, puts a Dutch field
+    in the Indian Ocean, and its status said only "outside the data of every tile". It says lon and lat look
+    swapped when, swapped back, the parcel lies in a tile's data; a parcel truly elsewhere says nothing of it."""
+    import shapely
+
+    from cube.extract import read_status
+
+    lonlat = sample.to_crs(4326)
+    swapped = lonlat.assign(geometry=shapely.transform(lonlat.geometry.values, lambda xy: xy[:, ::-1]))
+    elsewhere = swapped.iloc[[0]].assign(parcel_id="elsewhere", geometry=swapped.geometry.iloc[[0]].translate(3, 0))
+    given = pd.concat([lonlat.iloc[[0]], swapped.iloc[1:], elsewhere], ignore_index=True)
+    frame = parcel_timeseries(tiny_cube, given, bands=["B04"])
+    extract(given, tiny_cube, tmp_path / "out", bands=["B04"], progress=False)
+    for status in (pd.DataFrame(frame.attrs["parcel_status"]), read_status(tmp_path / "out")):
+        said = status.set_index("parcel_id")
+        assert said.loc[given.parcel_id.iloc[0], "status"] == "ok"
+        for pid in swapped.parcel_id.iloc[1:]:
+            assert said.loc[pid, "status"] == "outside"
+            assert "lon and lat swapped? so swapped it lies in the data of tile 31UFU" in said.loc[pid, "reason"]
+        assert said.loc["elsewhere", "status"] == "outside" and "swapped" not in said.loc["elsewhere", "reason"]
+    assert set(frame.parcel_id) == {given.parcel_id.iloc[0]}
