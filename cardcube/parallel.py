@@ -331,10 +331,12 @@ def _await_end(running: Callable[[float], int], grace: float, where: str, desc: 
     deadline = started + max(grace, settle)  # a 0 before the cancel has reached the workers means nothing
     told = False
     failed: Exception | None = None
+    known = 0  # what the last answer said runs: the last ask, at the deadline, has little time to be answered
     try:
         while True:
             try:
                 left, failed = running(deadline - time.monotonic()), None
+                known = left
             except Exception as exc_asking:  # the scheduler is gone, a worker does not answer: ask again
                 left, failed = -1, exc_asking
             if not left and time.monotonic() >= started + settle:
@@ -348,10 +350,10 @@ def _await_end(running: Callable[[float], int], grace: float, where: str, desc: 
             time.sleep(0.2)
     except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM: stop waiting, and say so
         raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}, and again while waiting for them") from again
-    if failed is not None:
+    if failed is not None and not known:
         raise TasksStillRunningError(-1, grace, where, f"{_why(exc)}; whether its tasks still run could not be "
                                                        f"asked: {type(failed).__name__}: {failed}") from exc
-    raise TasksStillRunningError(left, grace, where, _why(exc)) from exc
+    raise TasksStillRunningError(known, grace, where, _why(exc)) from exc
 
 
 def _why(exc: BaseException) -> str:

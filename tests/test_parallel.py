@@ -20,7 +20,7 @@ import dask
 import pytest
 
 from cardcube.errors import ClusterError, InvalidRequestError, StoreError, TasksStillRunningError
-from cardcube.parallel import check_workers_see, run_tasks
+from cardcube.parallel import _await_end, check_workers_see, run_tasks
 
 
 def test_tasks_start_in_the_order_given_and_results_come_back_in_order() -> None:
@@ -611,3 +611,29 @@ def test_a_stop_on_a_worker_whose_threads_run_other_work_does_not_wait_for_a_fre
         finally:
             (tmp_path / "go").touch()
             other_work.result(timeout=60)
+
+
+def test_a_stopped_run_whose_last_ask_at_the_deadline_times_out_says_what_the_answer_before_said():
+    """The last ask of the workers comes at the end of the grace, with 0.1 s to be answered: on a loaded machine it
+    timed out, and a run whose workers had just said "2 tasks run" ended saying whether its tasks still ran "could
+    not be asked". The last answer is told; a cluster that never answered is still said so."""
+    answers = iter([2, 2])
+
+    def running(seconds: float) -> int:
+        try:
+            return next(answers)
+        except StopIteration:
+            raise TimeoutError("no answer within 0.1 s") from None
+
+    with pytest.raises(TasksStillRunningError) as stopped:
+        _await_end(running, 0.3, "the dask workers", "extract", KeyboardInterrupt())
+    assert stopped.value.running == 2
+    assert str(stopped.value) == ("the run stopped (interrupted: Ctrl-C or SIGTERM); 2 of its tasks still ran on the "
+                                  "dask workers, and had not ended 0.3 s later")
+
+    def unanswered(seconds: float) -> int:
+        raise TimeoutError("no answer within 0.1 s")
+
+    with pytest.raises(TasksStillRunningError, match="could not be asked: TimeoutError") as unknown:
+        _await_end(unanswered, 0.3, "the dask workers", "extract", KeyboardInterrupt())
+    assert unknown.value.running == -1
