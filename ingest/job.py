@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from zarr.abc.store import Store
@@ -197,34 +197,35 @@ def _resolve_spec(head: CubeVersion, collection: str, chunks: ChunkLayout | None
     return head.spec
 
 
-def _triage(scenes: list[SourceScene], head: CubeVersion) -> tuple[list[SourceScene], list[str], list[Rejection]]:
-    """Split offered scenes by their ids into candidates, already-present (skipped) and refused: an id the cube
-    holds at another time, or listed twice with other files. Which candidate of an acquisition goes in is
-    :func:`_one_per_acquisition`'s choice, once their files are checked."""
+def _triage(scenes: list[SourceScene], head: CubeVersion
+            ) -> tuple[list[SourceScene], dict[str, list[SourceScene]], list[str], list[Rejection]]:
+    """Split offered scenes by their ids into candidates, their later listings with other files or metadata (two
+    sources merged, one with a stale href: by scene id, read in the place of a candidate that fails its checks,
+    :func:`_check_chosen`), already-present (skipped) and refused: an id the cube holds at another time. Which
+    candidate of an acquisition goes in is :func:`_one_per_acquisition`'s choice, once their files are checked."""
     candidates, skipped, rejected = [], [], []
+    later: dict[str, list[SourceScene]] = {}
     held = {p for r in head.scenes.values() for p in r.piece_ids}  # with the slices mosaicked into a date
     items = {i for r in head.scenes.values() for i in r.items}  # split items (ingest.split) the cube holds pieces of
     offered: dict[str, SourceScene] = {}
     for s in scenes:
         record = head.scenes.get(s.scene_id)
         if record is not None and not record.parts and s.tile == record.tile and s.time != record.time:
-            err = DuplicateSceneError(s.scene_id, f"the cube holds a scene of this id at {record.time}, and this one "
-                                                  f"is of {s.time}: another product under the same id is not "
-                                                  f"ingested")
-            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            rejected.append(_rejection(s, DuplicateSceneError(
+                s.scene_id, f"the cube holds a scene of this id at {record.time}, and this one is of {s.time}: "
+                            "another product under the same id is not ingested")))
             continue
         # in the cube (an item of no tile offered unsplit, without warp: as pieces), or listed twice alike
-        if s.scene_id in held or (not s.tile and s.scene_id in items) or offered.get(s.scene_id) == s:
+        if s.scene_id in held or (not s.tile and s.scene_id in items) or s in (offered.get(s.scene_id),
+                                                                              *later.get(s.scene_id, ())):
             skipped.append(s.scene_id)
             continue
-        if s.scene_id in offered:  # one id, two different scenes: which one is meant cannot be told
-            err = DuplicateSceneError(s.scene_id, f"listed twice in the source with other files or metadata (at "
-                                                  f"{offered[s.scene_id].time} and {s.time}); only the first is read")
-            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+        if s.scene_id in offered:  # one id, two different listings: the first is read, the next if it fails
+            later.setdefault(s.scene_id, []).append(s)
             continue
         offered[s.scene_id] = s
         candidates.append(s)
-    return candidates, skipped, rejected
+    return candidates, later, skipped, rejected
 
 
 def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, checked: Mapping[str, CheckedScene],
@@ -255,10 +256,9 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
         other = seen.get((s.tile, s.time)) or (same_pass_product(s, products) if per_tile else None)
         if other is None and (copy := files.get(bytes_)) is not None:
             kept = "the cube holds it" if copy not in times else "it goes in once"
-            err = DuplicateSceneError(s.scene_id, f"its files are the same bytes as those of scene {copy} on tile "
-                                                  f"{s.tile}: one product under two ids (another provider's item of "
-                                                  f"it), and {kept}")
-            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            rejected.append(_rejection(s, DuplicateSceneError(
+                s.scene_id, f"its files are the same bytes as those of scene {copy} on tile {s.tile}: one product "
+                            f"under two ids (another provider's item of it), and {kept}")))
             continue
         read = ""  # of a product checked for holding another part of the tile: why it is no such part
         if other is not None and per_tile and other in times and other in checked:
@@ -287,8 +287,7 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
                 why = (f"the acquisition of {at} on tile {s.tile} is read from scene {other}: of two products of one "
                        "acquisition in the source, the earliest that passes its checks is read (of one time, the one "
                        f"whose id sorts first), whatever their order in the source{read}")
-            err = DuplicateSceneError(s.scene_id, why)
-            rejected.append(Rejection(s.scene_id, type(err).__name__, str(err)))
+            rejected.append(_rejection(s, DuplicateSceneError(s.scene_id, why)))
             continue
         seen[(s.tile, s.time)] = s.scene_id
         if bytes_ is not None:
@@ -300,14 +299,18 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
     return chosen, rejected, part_of
 
 
-def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSpec, options: Mapping[str, bool],
-                  spool: str | None, *, scheduler: Any, progress: bool
+def _check_chosen(candidates: list[SourceScene], later: Mapping[str, Sequence[SourceScene]], head: CubeVersion,
+                  spec: CubeSpec, options: Mapping[str, bool], spool: str | None, *, scheduler: Any, progress: bool
                   ) -> tuple[list[CheckedScene | Rejection], list[Rejection], dict[str, str]]:
     """Check the product of each acquisition :func:`_one_per_acquisition` chooses and, in the place of one refused,
-    the next, and the products that may hold another part of a date's tile: the outcomes of those chosen and of
-    those refused, in the order of ``candidates``, the duplicates (a scene checked in one round may be another's
-    duplicate in the next) and, per product that is another part of a date, that date's scene id."""
+    the next listing of its id (``later``, :func:`_triage`) or else the next product of its acquisition, and the
+    products that may hold another part of a date's tile: the outcomes of those chosen and of those refused, in
+    the order of ``candidates``, the other rejections (duplicates: a scene checked in one round may be another's
+    duplicate in the next; listings refused or not read) and, per product that is another part of a date, that
+    date's scene id."""
+    candidates, spare = list(candidates), {i: list(c) for i, c in later.items()}
     outcomes: dict[str, CheckedScene | Rejection] = {}
+    listings: dict[str, list[tuple[SourceScene, Rejection]]] = {}  # per id: its listings refused, in order
     while True:
         chosen, twins, part_of = _one_per_acquisition(
             candidates, head, {i: r for i, r in outcomes.items() if isinstance(r, CheckedScene)},
@@ -317,9 +320,48 @@ def _check_chosen(candidates: list[SourceScene], head: CubeVersion, spec: CubeSp
             break
         desc = "checking other products of the acquisitions refused" if outcomes else "checking scenes"
         outcomes.update(_checked(unchecked, spec, options, spool, scheduler=scheduler, progress=progress, desc=desc))
+        for s in unchecked:  # a listing refused gives way to the next listing of its id, checked in its place
+            if isinstance(outcomes[s.scene_id], Rejection) and spare.get(s.scene_id):
+                listings.setdefault(s.scene_id, []).append((s, outcomes.pop(s.scene_id)))
+                candidates[candidates.index(s)] = spare[s.scene_id].pop(0)
+                candidates.sort(key=lambda c: (c.time, c.scene_id))
     ids = {s.scene_id for s in chosen}
-    return [r for s in candidates if (r := outcomes.get(s.scene_id)) is not None
-            and (s.scene_id in ids or isinstance(r, Rejection))], twins, part_of
+    by_id = {s.scene_id: s for s in candidates}
+    refused = [r for scene_id, tried in listings.items()
+               for r in _listings_refused(tried, went=isinstance(outcomes.get(scene_id), CheckedScene)
+                                          and scene_id in ids)]
+    for scene_id, rest in spare.items():  # listings not read: the one before them was, or was not checked
+        read = by_id[scene_id]
+        refused += [_rejection(s, DuplicateSceneError(
+            scene_id, f"listed twice in the source with other files or metadata (at {read.time} and {s.time}): the "
+                      "first listing is read, the next only in the place of one that fails its checks"))
+            for s in rest]
+    outcome = _outcome_with_listings(listings, outcomes)
+    return [r for s in candidates if (r := outcome.get(s.scene_id)) is not None
+            and (s.scene_id in ids or isinstance(r, Rejection))], twins + refused, part_of
+
+
+def _listings_refused(tried: Sequence[tuple[SourceScene, Rejection]], *, went: bool) -> list[Rejection]:
+    """The rejections of the listings of one scene id that failed their checks (``tried``, in order), each saying
+    what became of the next one read in its place (the last of which ``went`` in, or not)."""
+    done = "went in" if went else "was refused too"
+    return [replace(r, reason=f"{r.reason}; the scene is listed again in the source with other files or metadata, "
+                              f"which was read in its place and {done if i == len(tried) - 1 else 'was refused too'}")
+            for i, (_, r) in enumerate(tried)]
+
+
+def _outcome_with_listings(listings: Mapping[str, Sequence[tuple[SourceScene, Rejection]]],
+                           outcomes: Mapping[str, CheckedScene | Rejection]) -> dict[str, CheckedScene | Rejection]:
+    """``outcomes`` with the rejection of a scene id whose every listing was refused telling of the earlier ones:
+    the ledger keeps the latest rejection of an id, and an operator fixing the source must fix them all."""
+    outcome = dict(outcomes)
+    for scene_id, tried in listings.items():
+        if isinstance(last := outcomes.get(scene_id), Rejection):
+            said = "; ".join(r.reason.removeprefix(f"scene {scene_id}: ") for _, r in tried)
+            which = "earlier listing" + ("s" if len(tried) > 1 else "")
+            outcome[scene_id] = replace(last, reason=f"{last.reason}; its {which} in the source (other files or "
+                                                     f"metadata) refused: {said}")
+    return outcome
 
 
 def _same_bytes(checksums: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -611,7 +653,7 @@ def ingest(
             publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("recovered")
 
-        candidates, skipped, rejected = _triage(scenes, head)
+        candidates, later, skipped, rejected = _triage(scenes, head)
         fix = Repair({}, ())
         if repair:
             fix = plan_repair(scenes, head, store, lambda found, desc: _checked(
@@ -628,7 +670,7 @@ def ingest(
         redone = {p.scene_id for c in [*again.values(), *(d.scene for w in fix.cold_writes for d in w.dates)]
                   for p in c.slices}
         skipped = [i for i in skipped if i not in redone]
-        results, twins, part_of = _check_chosen(candidates, head, spec, options, spooled, scheduler=scheduler,
+        results, twins, part_of = _check_chosen(candidates, later, head, spec, options, spooled, scheduler=scheduler,
                                                 progress=progress)
         rejected += twins
         # an acquisition's products each holding part of the tile, a pass's slices: one date

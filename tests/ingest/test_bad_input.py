@@ -375,6 +375,37 @@ def test_one_id_for_two_different_scenes_is_rejected(bad_batch, tmp_path):
     assert rejection.kind == "DuplicateSceneError" and "listed twice in the source with other files" in rejection.reason
 
 
+def test_a_scene_listed_twice_whose_first_listing_fails_its_checks_goes_in_from_the_second(bad_batch, tiny_region,
+                                                                                           tmp_path):
+    """Two STAC sources merged, one listing a scene with a stale href (its file truncated): the sound second listing
+    was refused at once as "listed twice ... only the first is read" and the first failed its checks, so the
+    acquisition never went in, run after run. The second is checked in the place of the first now."""
+    path, good, _ = bad_batch
+    stale = broken_copy(tiny_region.items, good[0], good[0]["id"], truncate)  # the same id and time, other files
+    items = write_items(path, [stale, *good], "stale-listing.json")  # listed first: read first
+    result = ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert sorted(result.added) == sorted(g["id"] for g in good)
+    (rejection,) = result.rejected  # the first listing's, saying what became of the scene
+    assert rejection.scene_id == good[0]["id"] and rejection.kind == "SceneReadError"
+    assert "truncated or corrupt" in rejection.reason and "listed again in the source with other files or " \
+        "metadata, which was read in its place and went in" in rejection.reason, rejection.reason
+    assert read_version(open_store(tmp_path / "cube"), "s2").rejected == ()  # the scene is in: nothing to fix
+    assert_matches_sources(tmp_path / "cube", write_items(path, good, "stale-listing-good.json"), "s2")
+
+    # both listings broken: the rejection the ledger keeps (the latest) tells of both
+    gone = dict(good[1], assets={band: dict(asset, href="gone/" + asset["href"])
+                                 for band, asset in good[1]["assets"].items()})
+    both = write_items(path, [broken_copy(tiny_region.items, good[1], good[1]["id"], truncate), gone], "both-bad.json")
+    refused = ingest(both, tmp_path / "other", chunks=CHUNKS, progress=False)
+    assert not refused.added and [r.scene_id for r in refused.rejected] == [good[1]["id"]] * 2
+    first, second = refused.rejected
+    assert "truncated or corrupt" in first.reason and "which was read in its place and was refused too" in first.reason
+    assert "its earlier listing in the source (other files or metadata) refused: " in second.reason
+    assert "truncated or corrupt" in second.reason and "gone/" in second.reason, second.reason
+    (kept,) = read_version(open_store(tmp_path / "other"), "s2").rejected
+    assert kept == second
+
+
 def test_a_folder_without_products_and_geojson_that_is_not_stac(tiny_region, tmp_path):
     (tmp_path / "empty" / "S2B_MSIL2A_x.SAFE").mkdir(parents=True)
     with pytest.raises(InvalidRequestError, match=r"no product found in .*SAFE folders and JPEG 2000 are not read"):
