@@ -220,14 +220,20 @@ class SceneRecord:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A scene an ingest refused, and why."""
+    """A scene an ingest refused, and why; ``tile`` and ``time``: the acquisition its source said it is of, so that
+    a rejection whose acquisition went in from another product is no longer outstanding
+    (:func:`ingest.plan.outstanding_rejections`; "" in records older than these fields, and for an item of no
+    tile)."""
 
     scene_id: str
     kind: str
     reason: str
+    tile: str = ""
+    time: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"scene_id": self.scene_id, "kind": self.kind, "reason": self.reason}
+        d = {"scene_id": self.scene_id, "kind": self.kind, "reason": self.reason}
+        return d | {k: v for k, v in (("tile", self.tile), ("time", self.time)) if v}  # as before, where unknown
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Rejection:

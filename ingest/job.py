@@ -387,10 +387,10 @@ def _refiled(scenes: Sequence[SourceScene], head: CubeVersion, skipped: Sequence
 
 
 def _rejection(scene: SourceScene, err: Exception) -> Rejection:
-    """``scene`` rejected for ``err``, named by its own id (a piece of a split item failing on a file of it)."""
-    if isinstance(err, SceneError):
-        return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: {err.reason}")
-    return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: unexpected error: {err}")
+    """``scene`` rejected for ``err``, named by its own id (a piece of a split item failing on a file of it), with the
+    tile and time of its acquisition."""
+    said = err.reason if isinstance(err, SceneError) else f"unexpected error: {err}"
+    return Rejection(scene.scene_id, type(err).__name__, f"scene {scene.scene_id}: {said}", scene.tile, scene.time)
 
 
 def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool], spool: str | None

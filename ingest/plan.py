@@ -17,7 +17,7 @@ as ingesting everything at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
@@ -32,6 +32,7 @@ from cube.ledger import (
     TileState,
     footprint_record,
 )
+from ingest.passes import within_pass_gap
 from ingest.sources import shown_href
 from ingest.validate import CheckedScene, Window
 
@@ -191,7 +192,31 @@ def outstanding_rejections(head: CubeVersion, scenes: dict[str, SceneRecord], re
     a rejection outlives the expiry of the version that made it, so an operator whose daily run offers only
     new scenes can still find the ones to fix and offer again. An item of no tile split into pieces
     (:mod:`ingest.split`) is in once a piece is: its rejection without ``warp`` is then settled, and each piece
-    left out keeps a rejection of its own; so is a slice mosaicked into its pass's date (:mod:`ingest.passes`)."""
+    left out keeps a rejection of its own; so is a slice mosaicked into its pass's date (:mod:`ingest.passes`).
+    So is a product of an acquisition the cube holds from another product (:func:`_acquisition_held`): nothing is
+    left to fix, and a committed date never changes (offered again, it is refused as a duplicate)."""
     gone = {i for r in scenes.values() for i in (*r.piece_ids, *r.items)}
     latest = {r.scene_id: r for r in [*head.rejected, *rejected] if r.scene_id not in gone}  # the last one wins
-    return tuple(latest[scene_id] for scene_id in sorted(latest))
+    held = _acquisition_held(scenes, per_tile=not head.spec.backscatter)
+    return tuple(latest[scene_id] for scene_id in sorted(latest) if not held(latest[scene_id]))
+
+
+def _acquisition_held(scenes: Mapping[str, SceneRecord], *, per_tile: bool) -> Callable[[Rejection], bool]:
+    """Whether the acquisition a rejection names (its ``tile`` and ``time``; none in records older than them) is a
+    date of ``scenes``: in a cube of per-tile products (Sentinel-2), a product of the tile within one pass
+    (:func:`ingest.passes.within_pass_gap`, as :meth:`ingest.passes.Product.same_acquisition` tells two products of
+    an acquisition apart); in one of backscatter slices, each holding its part of the tile, a slice of the same
+    time only."""
+    times: dict[str, list[str]] = {}
+    for r in scenes.values():
+        times.setdefault(r.tile, []).extend({r.time, *(p.time for p in r.parts)})
+
+    def held(rejection: Rejection) -> bool:
+        if not rejection.tile or not rejection.time:
+            return False
+        on_tile = times.get(rejection.tile, ())
+        if per_tile:
+            return any(within_pass_gap(t, rejection.time) for t in on_tile)
+        return rejection.time in on_tile
+
+    return held

@@ -228,12 +228,31 @@ def test_a_broken_product_of_an_acquisition_does_not_keep_a_sound_one_out(bad_ba
     assert [(r.scene_id, r.kind) for r in first.rejected] == [(broken["id"], "SceneReadError")]
     assert "truncated or corrupt" in first.rejected[0].reason
     assert_matches_sources(tmp_path / "cube", write_items(path, [sound, *good[1:]], "broken-twin-in.json"), "s2")
+    # nothing to fix and offer again: its acquisition is in the cube (it stayed listed so, for good)
+    assert read_version(open_store(tmp_path / "cube"), "s2").rejected == ()
 
     again = ingest(items, tmp_path / "cube", progress=False)  # the next routine run
     assert not again.added and again.skipped == (sound["id"], *(g["id"] for g in good[1:]))
     (rejection,) = again.rejected
     assert rejection.scene_id == broken["id"] and f"already has the acquisition of {sound['properties']['datetime']}" \
         in rejection.reason and sound["id"] in rejection.reason
+    assert again.version is None  # its rejection as a duplicate committed a version of no new data
+
+
+def test_a_rejection_is_settled_by_another_product_of_its_acquisition_in_a_later_run(bad_batch, tiny_region,
+                                                                                      tmp_path, capsys):
+    """A product refused (truncated) stayed listed by `cardcube versions` after the provider's sound product of the
+    acquisition went in on a later day; another product of another date stays listed."""
+    path, good, broken = bad_batch
+    cube = tmp_path / "cube"
+    truncated = broken_copy(tiny_region.items, good[0], good[0]["id"].replace("_N0", "_N0000"), truncate)
+    day1 = ingest(write_items(path, [truncated, broken["crs"]], "settled-1.json"), cube, chunks=CHUNKS, progress=False)
+    assert {r.scene_id for r in read_version(open_store(cube), "s2").rejected} == {truncated["id"], broken["crs"]["id"]}
+    ingest(write_items(path, [good[0]], "settled-2.json"), cube, progress=False)
+    (left,) = read_version(open_store(cube), "s2").rejected
+    assert left == {r.scene_id: r for r in day1.rejected}[broken["crs"]["id"]]
+    assert main(["versions", "--cube", str(cube)]) == 0
+    assert truncated["id"] not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change", ["another date's file", "cut to half its width"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardcube.spec import S2_L2A, ChunkLayout
+from cardcube.spec import S1_BACKSCATTER, S2_L2A, ChunkLayout
 from cube.ledger import CubeVersion, Rejection
 from ingest.plan import plan_ingest
 from ingest.sources import SourceScene
@@ -110,3 +110,44 @@ def test_a_scene_in_the_cube_is_not_outstanding_and_each_scene_is_listed_once():
     new = plan_ingest(CubeVersion.empty(SPEC), [scene(0)], rejected=[twice, *broken]).new
     assert "S000" in new.scenes and new.rejected == (broken[1],)
     assert plan_ingest(new, [], rejected=broken).new is None  # the same again: nothing new, no version
+
+
+def test_a_rejection_of_a_product_of_an_acquisition_in_the_cube_is_not_outstanding():
+    """A product refused (truncated) stayed listed "to fix and offer again" after another product of its acquisition
+    (same tile, the same pass seconds apart) went in, in that run or a later one: nothing is left to fix, and a
+    committed date never changes, so offered again it could only be refused as a duplicate."""
+    truncated = Rejection("S900", "SceneReadError", "truncated", tile="31UFU", time="2024-05-02T10:50:03Z")
+    v1 = plan_ingest(CubeVersion.empty(SPEC), [scene(1)], rejected=[truncated]).new
+    assert v1.rejected == ()  # the acquisition went in from S001, seconds apart
+    alone = plan_ingest(CubeVersion.empty(SPEC), [scene(0)], rejected=[truncated]).new  # another date: outstanding
+    assert alone.rejected == (truncated,)
+    later = plan_ingest(alone, [scene(1)]).new  # its acquisition goes in from another product, in a later run
+    assert later.rejected == ()
+    elsewhere = Rejection("S901", "SceneReadError", "truncated", tile="31UGU", time="2024-05-02T10:50:00Z")
+    old = Rejection("S902", "SceneReadError", "truncated")  # recorded before rejections named their acquisition
+    assert plan_ingest(alone, [scene(1)], rejected=[elsewhere, old]).new.rejected == (elsewhere, old)
+    # a duplicate of a date the cube holds, offered again: nothing new to record, no version
+    assert plan_ingest(later, [], rejected=[Rejection("S900", "DuplicateSceneError", "already has", tile="31UFU",
+                                                      time="2024-05-02T10:50:03Z")]).new is None
+
+
+def test_a_rejected_slice_of_a_pass_is_outstanding_after_another_slice_went_in():
+    """Backscatter slices of one pass seconds apart each hold a part of the tile: one refused is not taken for
+    another product of the date another slice of its pass went in as (only one of the very same time is)."""
+    spec = S1_BACKSCATTER.with_chunks(SPEC.chunks)
+    src = SourceScene("P001", "sentinel-1-card-bs", "31UFU", "2024-05-02T05:50:00Z", "sentinel-1a", 37, "descending",
+                      None, {})
+    v1 = plan_ingest(CubeVersion.empty(spec), [CheckedScene(src, {10: (0, 0, 100, 100)}, {"VV": "sha256:x"}, 1.0)],
+                     rejected=[next_slice := Rejection("P002", "SceneReadError", "truncated", tile="31UFU",
+                                                       time="2024-05-02T05:50:20Z"),
+                               Rejection("P003", "DuplicateSceneError", "same time", tile="31UFU",
+                                         time="2024-05-02T05:50:00Z")]).new
+    assert v1.rejected == (next_slice,)
+
+
+def test_a_rejection_loads_from_a_record_older_than_its_acquisition_and_round_trips():
+    old = {"scene_id": "S900", "kind": "SceneReadError", "reason": "truncated"}
+    assert Rejection.from_dict(old) == Rejection("S900", "SceneReadError", "truncated")
+    assert Rejection.from_dict(old).to_dict() == old  # written as it was: no empty fields added
+    named = Rejection("S900", "SceneReadError", "truncated", tile="31UFU", time="2024-05-02T10:50:03Z")
+    assert Rejection.from_dict(named.to_dict()) == named
