@@ -245,7 +245,9 @@ class CubeVersion:
     """The full state of one cube collection after one commit: ``added`` the scenes this commit brought,
     ``rejected`` every scene refused by it or an earlier ingest and not in the cube since, ``repaired`` the dates
     it read again from their files and wrote anew (``ingest(..., repair=True)``): hot dates into new slots, and the
-    dates of cold blocks whose lost or damaged shards it mended in place."""
+    dates of cold blocks whose lost or damaged shards it mended in place; ``data_from``: of a version that changed no
+    data (it only recorded rejections), the number and commit time of the version whose data it reads
+    (:attr:`data_tag`), None for one that did and in records older than this field."""
 
     collection: str
     version: int
@@ -257,6 +259,7 @@ class CubeVersion:
     created: str = ""
     manifests_since: int = 0  # the first version whose ingest wrote block manifests (0: none known to have)
     repaired: tuple[str, ...] = ()
+    data_from: tuple[int, str] | None = None
     # tile -> data_footprint, made once per version object (the REST service keeps one across its requests)
     footprints: dict[str, BaseGeometry] = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -268,9 +271,17 @@ class CubeVersion:
              rejected: tuple[Rejection, ...], repaired: tuple[str, ...] = ()) -> CubeVersion:
         """The state that follows this one (version + 1), stamped with the current time."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        same = self.version > 0 and not added and not repaired and tiles == self.tiles and scenes == self.scenes
         return replace(self, version=self.version + 1, tiles=tiles, scenes=scenes, added=added,
                        rejected=rejected, created=now, manifests_since=self.manifests_since or self.version + 1,
-                       repaired=repaired)
+                       repaired=repaired, data_from=self.data_tag if same else None)
+
+    @property
+    def data_tag(self) -> tuple[int, str]:
+        """The number and commit time of the version whose data (dates, scenes, shards) this one reads: its own, or
+        that of an earlier one where this one only recorded rejections. What a REST answer read from it depends on
+        (its ETag), so that a client does not download an answer again for a rejection."""
+        return self.data_from or (self.version, self.created)
 
     @property
     def time_range(self) -> tuple[str, str] | None:
@@ -287,6 +298,7 @@ class CubeVersion:
             "spec": self.spec.to_dict(),
             "added": list(self.added),
             **({"repaired": list(self.repaired)} if self.repaired else {}),
+            **({"data_from": {"version": self.data_from[0], "created": self.data_from[1]}} if self.data_from else {}),
             "rejected": [r.to_dict() for r in self.rejected],
             "tiles": {k: v.to_dict() for k, v in sorted(self.tiles.items())},
             "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())},
@@ -308,6 +320,7 @@ class CubeVersion:
             created=d.get("created", ""),
             manifests_since=d.get("manifests_since", 0),
             repaired=tuple(d.get("repaired", ())),
+            data_from=(d["data_from"]["version"], d["data_from"]["created"]) if d.get("data_from") else None,
         )
 
 

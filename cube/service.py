@@ -24,8 +24,9 @@ Each answer about one collection says which cube version it was read from (``ver
 ``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
 keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned ``as_of`` version never
 changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
-the ledger's listing and read each time. Answers carry an ``ETag`` of their version and URL, and a request
-naming it in ``If-None-Match`` is a 304 read from nothing while the version is the same (:class:`_Revalidation`).
+the ledger's listing and read each time. Answers carry an ``ETag`` of their version (of its data: a version that
+only recorded rejections reads the data of the one before) and URL, and a request naming it in ``If-None-Match`` is
+a 304 read from nothing while that is the same (:class:`_Revalidation`).
 JSON and CSV answers are gzipped for a client that accepts it.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown parcel,
@@ -314,14 +315,30 @@ class _Cors(CORSMiddleware):
 
 # what a read of a version that is no more raises (beside errors of no cardcube kind: an old shard index)
 _GONE = (VersionNotFoundError, CorruptShardError, CorruptDocumentError)
-COMMITTED = "x-cardcube-committed"  # the commit time of the version an answer read, for its ETag (not sent)
+COMMITTED = "x-cardcube-committed"  # what of the version an answer read its ETag names (not sent): _tag_basis
 # an answer pinned by as_of: a committed version never changes, but the cube may be built again at the same place
 PINNED = "public, max-age=3600"
 
 
+def _names_version(path: str) -> bool:
+    """Whether the answer of route ``path`` names the version it read: a collection's description does (its number
+    and commit time); an answer about parcels (a time series, a chip) names it too, but holds the same data read
+    from a version that only recorded rejections as from the one before."""
+    return re.fullmatch(r"/collections/[^/]+/?", path) is not None
+
+
+def _tag_basis(version: CubeVersion, names_version: bool) -> str:
+    """What of ``version`` the ETag of an answer read from it names: its number and commit time (a cube built again
+    at the same place has the same numbers) where the answer names it, else those of the version whose data it
+    reads (:attr:`cube.ledger.CubeVersion.data_tag`)."""
+    number, committed = (version.version, version.created) if names_version else version.data_tag
+    return f"{number}|{committed}"
+
+
 class _Revalidation:
-    """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at, its
-    URL and what else makes it (``served``: the parcels; the code), weak as it names the answer
+    """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at (of its
+    data: :func:`_tag_basis`), its URL and what else makes it (``served``: the parcels; the code), weak as it names
+    the answer
     gzipped or not (a strong one names the bytes), and ``Cache-Control``: an hour when pinned by ``as_of``,
     else ``no-cache`` (a browser asks again, with ``If-None-Match``). A request whose ``If-None-Match`` names
     the answer the version it would read gives is a 304, read from nothing: a dashboard re-polling a parcel
@@ -330,10 +347,9 @@ class _Revalidation:
     def __init__(self, app: ASGIApp, served: _ServedCube, identity: str) -> None:
         self.app, self.served, self.identity = app, served, identity
 
-    def etag(self, version: int | str, committed: str, scope: Scope) -> str:
-        """The version's number and commit time (a cube built again at the same place has the same numbers), the
-        request's URL and :func:`_identity`."""
-        key = f"{self.identity}|{version}|{committed}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
+    def etag(self, basis: str, scope: Scope) -> str:
+        """Of the version read, what :func:`_tag_basis` names; the request's URL and :func:`_identity`."""
+        key = f"{self.identity}|{basis}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
         return f'W/"{hashlib.sha256(key.encode()).hexdigest()[:20]}"'  # weak: the same, gzipped or not
 
     async def _current(self, scope: Scope, as_of: str | None) -> CubeVersion | None:
@@ -357,7 +373,8 @@ class _Revalidation:
         cache = PINNED if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
         wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
         if wanted and (current := await self._current(scope, as_of)) is not None:
-            version, tag = current.version, self.etag(current.version, current.created, scope)
+            version = current.version
+            tag = self.etag(_tag_basis(current, _names_version(_route_path(scope))), scope)
             # weak comparison (RFC 9110 13.1.2): the opaque tags alike, with W/ or without
             # ("*" matches nothing here: whether the answer would be a 200 or an error is told only by reading it)
             if tag.removeprefix("W/") in (t.strip().removeprefix("W/") for t in wanted.split(",")):
@@ -368,8 +385,8 @@ class _Revalidation:
             if message["type"] == "http.response.start":
                 headers = dict(message.get("headers", []))
                 message["headers"] = [(k, v) for k, v in message.get("headers", []) if k != COMMITTED.encode()]
-                if message["status"] == 200 and (version := headers.get(b"x-cube-version")):
-                    tag = self.etag(version.decode(), headers.get(COMMITTED.encode(), b"").decode(), scope)
+                if message["status"] == 200 and (basis := headers.get(COMMITTED.encode())):
+                    tag = self.etag(basis.decode(), scope)
                     message["headers"] += [(b"etag", tag.encode()), (b"cache-control", cache.encode())]
             await send(message)
 
@@ -496,8 +513,10 @@ class _ServedCube:
         async with self.reads.turn(request):
             return await anyio.to_thread.run_sync(read, checked)
 
-    def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response]) -> Response:
-        """``read`` of the version a request reads, its response tagged with the version (for the ETag). The
+    def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response], *,
+               names_version: bool = False) -> Response:
+        """``read`` of the version a request reads, its response tagged with the version (for the ETag: of the version
+        itself if the answer ``names_version``, else of its data, :func:`_tag_basis`). The
         latest failing to read as a version that is no more (expired by an ingest then ``cardcube expire``, or
         its cube replaced, within ``refresh`` seconds: a missing object, an array or shard index of the old
         cube) is looked up again and, if it changed, read once more: the client asked for the latest."""
@@ -512,7 +531,7 @@ class _ServedCube:
             if (latest.version, latest.created) == (version.version, version.created):
                 raise
             version, response = latest, read(latest)
-        response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: version.created})
+        response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: _tag_basis(version, names_version)})
         return response
 
     def check_timeseries(self, collection: str, *, bands: str | None, stats: str | None, time: str | None,
@@ -597,7 +616,8 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
     @app.get("/collections/{collection}")
     @app.head("/collections/{collection}")
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
-        return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)))
+        return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)),
+                             names_version=True)
 
 
 def _posted_parcels(geojson: dict[str, Any], crs: str | None, overlay: Overlay) -> ParcelSet:

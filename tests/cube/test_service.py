@@ -1134,6 +1134,47 @@ def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tin
         server.close()
 
 
+
+def test_a_version_that_only_records_a_rejection_keeps_the_answers_etags(tiny_cube, tiny_region, parcel_id,
+                                                                         tmp_path):
+    """An ingest that added nothing and rejected a new product committed a version (to record the rejection), and
+    every answer's ETag changed with it: each client polling a parcel downloaded its answer again, the same data.
+    Answers about parcels are tagged by the version whose data they read now; the collection's description,
+    which names the version, changes."""
+    import shutil
+
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import broken_copy, items_of, truncate, write_items
+
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))
+    first = committed_versions(_store(root), "s2")[-1]
+    server = ServedCommand(["serve", "--cube", root, "--parcels", tiny_region.parcels, "--refresh", "0"])
+    try:
+        http, url = server.http, f"/collections/s2/parcels/{parcel_id}/timeseries"
+        asked = {url: {"bands": "B04"}, f"/collections/s2/parcels/{parcel_id}/season.png": {"size": 16},
+                 "/collections/s2": {}}
+        tags = {path: http.get(path, params=params).headers["etag"] for path, params in asked.items()}
+        source = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+        bad = broken_copy(tiny_region.items, source, "BAD-etag", truncate, props={"datetime": "2024-01-01T10:00:00Z"})
+        result = ingest(write_items(tiny_region.items, [bad], "etag-bad.json"), root,
+                        chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+        assert result.version == first + 1 and not result.added and result.rejected
+        for path, tag in tags.items():
+            again = http.get(path, params=asked[path], headers={"If-None-Match": tag})
+            assert again.headers["x-cube-version"] == str(first + 1), path
+            if path == "/collections/s2":  # it names the version: a new answer
+                assert again.status_code == 200 and again.headers["etag"] != tag
+                assert again.json()["version"] == first + 1
+            else:
+                assert again.status_code == 304 and again.headers["etag"] == tag, path
+        fresh = http.get(url, params={"bands": "B04"})
+        assert fresh.json()["cube_version"] == first + 1 and fresh.headers["etag"] == tags[url]
+    finally:
+        server.close()
+
 def _series(http, url: str, **params) -> pd.DataFrame:
     r = http.get(url, params={"bands": "B04", "stats": "mean", **params})
     assert r.status_code == 200, r.text[:300]

@@ -151,3 +151,18 @@ def test_a_rejection_loads_from_a_record_older_than_its_acquisition_and_round_tr
     assert Rejection.from_dict(old).to_dict() == old  # written as it was: no empty fields added
     named = Rejection("S900", "SceneReadError", "truncated", tile="31UFU", time="2024-05-02T10:50:03Z")
     assert Rejection.from_dict(named.to_dict()) == named
+
+
+def test_a_version_that_only_records_rejections_reads_the_data_of_the_one_before():
+    """Its REST answers are those of the version before (cube.service tags them by data_tag), as older records say
+    nothing of it: each reads its own data."""
+    v1, _ = apply(CubeVersion.empty(SPEC), [scene(0)])
+    v2 = plan_ingest(v1, [], rejected=[Rejection("S900", "SceneReadError", "truncated")]).new
+    v3 = plan_ingest(v2, [], rejected=[Rejection("S901", "SceneReadError", "truncated")]).new
+    assert v1.data_tag == (1, v1.created) and v2.data_tag == v3.data_tag == v1.data_tag
+    assert CubeVersion.from_dict(v3.to_dict()) == v3 and "data_from" not in v1.to_dict()
+    v4, _ = apply(v3, [scene(1)])
+    mended = plan_ingest(v4, [], mended=["S000"]).new  # a repair in place: other values may be read
+    assert v4.data_tag == (4, v4.created) and mended.data_tag == (5, mended.created)
+    old = {k: v for k, v in v3.to_dict().items() if k != "data_from"}  # written before the field
+    assert CubeVersion.from_dict(old).data_tag == (3, v3.created)
