@@ -604,12 +604,12 @@ def ingest(
     or its server's ETag: :func:`ingest.validate.file_stamp`) stops the run, which commits nothing.
 
     ``repair``: the dates among the offered scenes the cube holds are read again from their files, which must be
-    the bytes the ledger records (sha256) (:mod:`ingest.repair`): hot-buffer dates are written anew, into a new hot
-    slot or the cold block a compaction makes (their old slots go with the versions that read them,
-    :mod:`ingest.expire`); the lost or damaged shards of a cold block whose dates are all offered are written again
-    in place, each only if it gets the values ingest wrote there (its manifest lost: those of its files, and the
-    manifest is written anew). A way past a lost or damaged shard without a backup (a hot one stops every compaction
-    of its tile).
+    the bytes the ledger records (sha256) (:mod:`ingest.repair`): hot-buffer dates whose shards are lost or damaged
+    (checked as ``verify --deep`` checks them; a sound one is left as it is) are written anew, into a new hot slot or
+    the cold block a compaction makes (their old slots go with the versions that read them, :mod:`ingest.expire`);
+    the lost or damaged shards of a cold block whose dates are all offered are written again in place, each only if
+    it gets the values ingest wrote there (its manifest lost: those of its files, and the manifest is written anew).
+    A way past a lost or damaged shard without a backup (a hot one stops every compaction of its tile).
     """
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()

@@ -3,9 +3,11 @@
 ``ingest(repair=True)`` offers scenes the cube holds; each must be the bytes the ledger records (sha256 of every
 band file, of every slice of a mosaicked pass). Then:
 
-* a *hot* date (one hot-buffer slot) is written anew, into a new slot or the cold block of a compaction
-  (:func:`ingest.plan.plan_ingest`'s ``again``); its old slot goes with the versions that read it (``expire``).
-  A lost or damaged hot shard otherwise stops every compaction of its tile.
+* a *hot* date (one hot-buffer slot) whose shards are lost or damaged, as ``verify --deep`` finds them, is written
+  anew, into a new slot or the cold block of a compaction (:func:`ingest.plan.plan_ingest`'s ``again``); its old
+  slot goes with the versions that read it (``expire``). A lost or damaged hot shard otherwise stops every
+  compaction of its tile. A sound one is not written (it was, as a new slot and a version of its own); one whose
+  manifest is lost, or written before manifests, cannot be checked and is written anew.
 * a *cold* block is written once and read by every version since, so it is mended in place: its shards are
   checked as ``verify --deep`` checks them, and each lost or damaged one is written again, only if the values read
   again are those ingest wrote there (the crc32 the block's manifest records). Every version reading the block
@@ -73,20 +75,23 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
     damaged cold block whose dates are not all offered. ``check``: each scene checked, by scene id."""
     spec = head.spec
     size = spec.chunks.time
-    hot_records = {h.acquisition.scene_id: head.scenes[h.acquisition.scene_id]
-                   for state in head.tiles.values() for h in state.hot}
+    slot_of = {h.acquisition.scene_id: (tile, h.slot) for tile, state in head.tiles.items() for h in state.hot}
     cold_of = {a.scene_id: (tile, i // size) for tile, state in head.tiles.items()
                for i, a in enumerate(state.cold[:len(state.cold) // size * size])}
-    of = {p: r for r in head.scenes.values() if r.scene_id in hot_records or r.scene_id in cold_of
-          for p in r.piece_ids}
+    of = {p: r for r in head.scenes.values() if r.scene_id in slot_of or r.scene_id in cold_of for p in r.piece_ids}
     offered = {of[s.scene_id].scene_id for s in scenes if s.scene_id in of}
     if not offered:
         log.warning("repair: none of the offered scenes is a date of the cube, so none is read again (the scenes of a "
                     "pass split with warp need --warp)")
         return Repair({}, ())
-    blocks = sorted({cold_of[i] for i in offered if i in cold_of})
-    damaged, unlisted = _damaged_shards(store, head, blocks, progress=progress)
-    needed = [i for i in offered if i in hot_records]
+    blocks = [(tile, False, block) for tile, block in sorted({cold_of[i] for i in offered if i in cold_of})]
+    blocks += sorted((slot_of[i][0], True, slot_of[i][1]) for i in offered if i in slot_of)
+    damaged, unlisted, unchecked = _damaged_shards(store, head, blocks, progress=progress)
+    broken_hot = {(k.tile, k.block) for k, _, _ in damaged if k.hot} | {(t, b) for t, hot, b in unlisted if hot}
+    broken_hot |= {(t, b) for t, hot, b in unchecked if hot}  # written before manifests: written anew, as ever
+    needed = [i for i in sorted(offered) if i in slot_of and slot_of[i] in broken_hot]
+    damaged = [d for d in damaged if not d[0].hot]
+    unlisted = [(t, b) for t, hot, b in unlisted if not hot]
     found: dict[tuple[str, int], list[str]] = {}
     for k, shard, problem in damaged:
         found.setdefault((k.tile, k.block), []).append(f"{shard.key}: {problem}")
@@ -113,33 +118,43 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
         cold.append(ShardRepair(write, k.band, shard.checksum, shard.key, problem))
     rebuilt = [w for tile, block in unlisted
                for w in shard_writes(spec, tile, hot=False, time_start=block * size, dates=sources(tile, block))]
-    return Repair({i: read[i] for i in needed if i in hot_records}, tuple(cold), tuple(rebuilt))
+    return Repair({i: read[i] for i in needed if i in slot_of}, tuple(cold), tuple(rebuilt))
 
 
-def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, int]], *, progress: bool
-                    ) -> tuple[list[tuple[ShardKey, ListedShard, str]], list[tuple[str, int]]]:
-    """Each lost or damaged shard of the cold ``blocks`` (tile, block), as ``verify --deep`` finds it, with its
-    problem, and the blocks whose manifest is lost; one written before manifests cannot be checked (said)."""
-    manifests = read_manifests(store, head.spec.name, [(t, False, b) for t, b in blocks])
-    listed, unlisted = [], []
-    for (tile, _, block), m in manifests.items():
+def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, bool, int]], *, progress: bool
+                    ) -> tuple[list[tuple[ShardKey, ListedShard, str]], list[tuple[str, bool, int]],
+                               list[tuple[str, bool, int]]]:
+    """Each lost or damaged shard of the time ``blocks`` (tile, hot, block: a cold block or a hot slot), as ``verify
+    --deep`` finds it, with its problem; the blocks whose manifest is lost; those written before manifests, which
+    cannot be checked (a cold one is not repaired: said). A sound block is said to be so."""
+    manifests = read_manifests(store, head.spec.name, blocks)
+    listed, unlisted, unchecked = [], [], []
+    for (tile, hot, block), m in manifests.items():
         if m is not None:
             listed.append(m)
-        elif has_manifest(head, tile, False, block):
-            unlisted.append((tile, block))
+        elif has_manifest(head, tile, hot, block):
+            unlisted.append((tile, hot, block))
         else:
-            log.warning("repair: cold block %d of tile %s was written before cardcube kept manifests: its shards "
-                        "cannot be checked, and are not repaired", block, tile)
+            unchecked.append((tile, hot, block))
+            if not hot:
+                log.warning("repair: cold block %d of tile %s was written before cardcube kept manifests: its shards "
+                            "cannot be checked, and are not repaired", block, tile)
     shards, unread = listed_shards(store, head.spec, listed)
     if unread:
         raise InvalidRequestError(f"repair: {unread[0][0]}: {unread[0][1]}; this run commits nothing")
     by_key = {s.key: s for s in shards}
     found = [(ShardKey.parse(key), by_key[key], problem)
              for key, problem in check_shards(store, shards, deep=True, progress=progress)]
-    for tile, block in sorted({(m.tile, m.block) for m in listed} - {(k.tile, k.block) for k, _, _ in found}):
-        log.warning("repair: every shard of cold block %d of tile %s is sound: its dates are not written again",
-                    block, tile)
-    return found, unlisted
+    for tile, hot, block in sorted({(m.tile, m.hot, m.block) for m in listed}
+                                   - {(k.tile, k.hot, k.block) for k, _, _ in found}):
+        if hot:
+            (date,) = block_dates(head.tiles[tile], True, block, head.spec.chunks.time)
+            log.warning("repair: every shard of hot slot %d of tile %s (scene %s) is sound: its date is not written "
+                        "again", block, tile, date.scene_id)
+        else:
+            log.warning("repair: every shard of cold block %d of tile %s is sound: its dates are not written again",
+                        block, tile)
+    return found, unlisted, unchecked
 
 
 def _read_again(records: Sequence[SceneRecord], scenes: Sequence[SourceScene], check: Checker, *, progress: bool

@@ -218,6 +218,29 @@ def test_repair_of_a_sound_cold_block_writes_nothing_and_says_so(cube, tiny_regi
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+
+def test_repair_writes_anew_only_the_hot_dates_whose_shards_are_lost_or_damaged(cube, hot_scene, tiny_region, caplog):
+    """``--repair`` wrote every offered hot date anew, sound or not (a version and a new hot slot of each, and a
+    copy to expire), where a cold block is written only where a shard is lost or damaged: a hot date is checked as
+    ``verify --deep`` checks it now, and a sound one is left in its slot."""
+    tenth = items_of(tiny_region.items, "sentinel-2-l2a")[9]
+    ingest(write_items(tiny_region.items, [tenth], "repair-tenth.json"), cube, progress=False)  # hot slot 1
+    before = {p: p.stat().st_mtime_ns for p in (cube / "s2").rglob("*") if p.is_file() and "_lock" not in p.name}
+    with caplog.at_level(logging.WARNING, logger="ingest.repair"):
+        sound = ingest(write_items(tiny_region.items, [tenth], "repair-sound.json"), cube, progress=False, repair=True)
+    assert sound.version is None and sound.skipped == (tenth["id"],) and not sound.repaired
+    assert sound.bytes_written == 0 and {p: p.stat().st_mtime_ns for p in before} == before
+    assert f"every shard of hot slot 1 of tile 31UFU (scene {tenth['id']}) is sound" in caplog.text
+
+    _flip(_hot_shard(cube))  # slot 0's
+    both = ingest(write_items(tiny_region.items, [hot_scene, tenth], "repair-both.json"), cube, progress=False,
+                  repair=True)
+    assert both.repaired == (hot_scene["id"],) and both.skipped == (tenth["id"],)
+    state = read_version(open_store(cube, read_only=True), "s2").tiles["31UFU"]
+    assert [(h.slot, h.acquisition.scene_id) for h in state.hot] == [(2, hot_scene["id"]), (1, tenth["id"])]
+    ten = items_of(tiny_region.items, "sentinel-2-l2a")[:10]
+    assert_matches_sources(cube, write_items(tiny_region.items, ten, "repair-ten.json"), "s2")
+
 def test_repair_matching_no_date_of_the_cube_says_so(tiny_region, tmp_path, caplog):
     first = items_of(tiny_region.items, "sentinel-2-l2a")[0]
     with caplog.at_level(logging.WARNING, logger="ingest.repair"):

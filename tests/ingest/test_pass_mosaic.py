@@ -162,6 +162,11 @@ def test_a_slice_arriving_after_its_pass_date_was_committed_goes_in_as_its_own_d
     _assert_date_is(cube, "PASS-B_T31UFU", [b])
 
 
+
+def _lose_hot_shard(cube: Path, slot: int) -> None:
+    """A VV shard of hot slot ``slot`` lost (a repair writes anew only a date whose shards are lost or damaged)."""
+    sorted((cube / "s1").glob(f"*/cube.zarr/hot/r10m/VV/c/{slot}/*/*"))[0].unlink()
+
 def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_slice(tmp_path):
     """A hot date mosaicked from two slices is read again from both, mosaicked as before; one slice alone cannot
     stand in for it."""
@@ -169,6 +174,7 @@ def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_sl
     cube = tmp_path / "cube"
     ingest(_both(a, b), cube, **OPTIONS)
     footprint = read_version(open_store(cube), "s1").scenes["PASS-A_T31UFU"].footprint
+    _lose_hot_shard(cube, 0)  # a sound date is not written again
     with pytest.raises(InvalidRequestError, match=r"PASS-A_T31UFU is mosaicked .* PASS-B_T31UFU is not offered"):
         ingest(a, cube, **OPTIONS, repair=True)
     repaired = ingest(_both(a, b), cube, **OPTIONS, repair=True)
@@ -187,6 +193,8 @@ def test_repair_reads_a_pass_date_and_its_late_slice_date_again_each_as_it_was(t
     cube = tmp_path / "cube"
     ingest(a, cube, **OPTIONS)
     ingest(b, cube, **OPTIONS)
+    _lose_hot_shard(cube, 0)
+    _lose_hot_shard(cube, 1)
     repaired = ingest(_both(a, b), cube, **OPTIONS, repair=True)
     assert repaired.repaired == ("PASS-A_T31UFU", "PASS-B_T31UFU") and repaired.late == ()
     _assert_date_is(cube, "PASS-A_T31UFU", [a])
