@@ -310,11 +310,14 @@ def test_s1_and_s2_publishing_at_once_both_stay_linked_from_the_root(tmp_path, m
 
 
 def rejected_s1_scene(region, tmp_path: Path) -> Path:
-    """An items file of one copy of ``region``'s last S1 scene, its VV file cut short: every ingest rejects it."""
+    """An items file of one copy of ``region``'s last S1 scene, its VV file cut short, at a time of its own (at the
+    time of a date the cube holds, it is refused as a duplicate unread, and no longer outstanding): every ingest
+    rejects it, and the rejection stays."""
     from tests.ingest.scene_edits import broken_copy, items_of, truncate, write_items
 
     last = items_of(region.items, "sentinel-1-card-bs")[-1]
-    return write_items(region.items, [broken_copy(region.items, last, last["id"] + "_CUT", truncate)],
+    return write_items(region.items, [broken_copy(region.items, last, last["id"] + "_CUT", truncate,
+                                                  props={"datetime": "2024-01-01T17:00:00Z"})],
                        f"rejected-{tmp_path.name}.json")
 
 
