@@ -43,8 +43,10 @@ class _NotISO(InvalidRequestError):
 def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
     """An ISO 8601 date or time at the precision written (to the nanosecond), and its UTC offset. Only ISO
     forms: numpy alone would also take ``20240610`` (the year 20,240,610), ``today`` and ``NaT``. The time may
-    follow the day after a space (RFC 3339, and pandas' print of a time: ``2024-05-10 05:49:54+00:00``)."""
-    text, offset = text.strip(), np.timedelta64(0, "m")
+    follow the day after a space (RFC 3339, and pandas' print of a time: ``2024-05-10 05:49:54+00:00``), and its
+    "T" and "Z" may be lower case (RFC 3339). A message names the text as given, not what is left of it."""
+    given = text.strip()
+    text, offset = given.upper(), np.timedelta64(0, "m")
     day, sep, clock = text.partition("T")
     if not sep:  # its offset was looked for after a "T" only: "2024-05-10 05:49:54Z" was no time
         day, sep, clock = text.partition(" ")
@@ -54,8 +56,8 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
         if mark != "Z":
             hours, minutes = int(mark[1:3]), int(mark[-2:])
             if hours > 23 or minutes > 59:  # +25:00 shifted the range by a day without a word
-                raise InvalidRequestError(f"time {text!r} has the UTC offset {mark}, which is no offset: hours up to "
-                                          f"23, minutes up to 59 (e.g. +02:00, or Z for UTC)")
+                raise InvalidRequestError(f"time {given!r} has the UTC offset {mark}, which is no offset: hours up "
+                                          f"to 23, minutes up to 59 (e.g. +02:00, or Z for UTC)")
             offset = np.timedelta64((hours * 60 + minutes) * (1 if mark[0] == "+" else -1), "m")
         text = f"{day}T{clock}"
     written = _ISO.fullmatch(text)
@@ -64,8 +66,8 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
             raise ValueError(text)
         return np.datetime64(text[: written.end(1) if written[1] else None]), offset  # beyond ns: cut
     except ValueError:
-        raise _NotISO(f"time {text!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) or an ISO "
-                      f"range start/end{space_for_plus(text)}") from None
+        raise _NotISO(f"time {given!r} is not an ISO 8601 date or time: use YYYY-MM-DD, YYYY-MM (a month) or an ISO "
+                      f"range start/end{space_for_plus(given)}") from None
 
 
 def space_for_plus(text: str) -> str:

@@ -249,3 +249,18 @@ def test_a_python_time_range_is_recorded_as_the_text_of_the_same_range():
     assert parse_time_range(time_text((stamp, None))) == parse_time_range((stamp, None))
     assert time_text(("2024-06", "2024-05")) == "('2024-06', '2024-05')"  # refused when parsed, as its own text
     assert time_text(frozenset({"2024-05-01"})) == "frozenset({'2024-05-01'})"
+
+
+@pytest.mark.parametrize("text", ["2024-05-03t10:50:31z", "2024-05-03t12:50:31+02:00", "2024-05-03T10:50:31z"])
+def test_a_lower_case_t_and_z_are_read_as_rfc_3339_allows(text):
+    """RFC 3339 (STAC's and the REST world's times) allows ``t`` and ``z``; they were "not an ISO 8601 time"."""
+    assert parse_time_range(text) == parse_time_range("2024-05-03T10:50:31Z")
+    assert parse_time_range(f"{text}/..") == (ns("2024-05-03T10:50:31"), None)
+
+
+@pytest.mark.parametrize("text", ["2024-05-03T10:50:31Z+02:00", "2024-05-03T10:50:31 +02:00", "2024-05-03T10:50:31,5Z"])
+def test_a_time_refused_is_named_as_given(text):
+    """The message named what was left once the offset was cut off (``'2024-05-03T10:50:31Z'`` for the first)."""
+    with pytest.raises(InvalidRequestError) as refused:
+        parse_time_range(text)
+    assert str(refused.value).startswith(f"time {text!r} is not an ISO 8601 date or time")
