@@ -139,6 +139,11 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
     if isinstance(time, int | float) and not isinstance(time, bool):
         raise InvalidRequestError(f"time {time!r} is a number, not a date: give it as text, e.g. '{time}' (a year), "
                                   "'2024-05' or '2024-05-01/2024-06-30'")
+    if isinstance(time, set | frozenset):  # unpacked as a pair, a set of two dates was a range in either order
+        raise InvalidRequestError(f"time {time!r} is a set, which has no order: give a range as (start, end) or "
+                                  f"'start/end'" + ("" if isinstance(time, frozenset) else
+                                                    "; exact acquisition times as a frozenset (open_cube, "
+                                                    "parcel_timeseries)"))
     if isinstance(time, str) and not time.strip():  # an empty shell variable: every date, as if none were given
         raise InvalidRequestError("time '' is empty: give a date, a month or a range start/end (none: every date)")
     if isinstance(time, str):
