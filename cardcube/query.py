@@ -8,8 +8,9 @@ read them with these functions, so ``time="2024-05"`` means May 2024 wherever it
 from __future__ import annotations
 
 import math
+import numbers
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,6 @@ def _year(value: datetime | np.datetime64) -> int:
     """The year of an instant, read before numpy makes it nanoseconds (which would wrap beyond 2262)."""
     if isinstance(value, datetime):
         return value.year
-    if np.isnat(value):
-        raise InvalidRequestError("time NaT is not a date or time")
     return int(value.astype("datetime64[Y]").astype("int64")) + 1970
 
 
@@ -103,6 +102,8 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
     is (``np.datetime64("2024-05")`` is May, a ``datetime64[ns]`` one nanosecond)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         return None
+    if value is pd.NaT or (isinstance(value, np.datetime64) and np.isnat(value)):  # a start of NaT left it open
+        raise InvalidRequestError(f"time {value!r} is not a date or time (NaT: a time pandas could not read?)")
     if isinstance(value, date) and not isinstance(value, datetime):
         value = value.isoformat()  # a day: the whole of it, as written
     if isinstance(value, str):
@@ -114,10 +115,9 @@ def _bound(value: TimeBound, *, end: bool) -> np.datetime64 | None:
         raise InvalidRequestError(f"time {value!r} is not a date, a time or an ISO 8601 string")
     if (beyond := _beyond(_year(value), value, end=end)) is not None:
         return beyond
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        value = np.datetime64(value, "ns")
+    if isinstance(value, datetime):  # through pandas: numpy cut a pandas Timestamp to the microsecond
+        stamp = pd.Timestamp(value)
+        value = (stamp.tz_convert(None) if stamp.tzinfo is not None else stamp).as_unit("ns").to_datetime64()
     # + 1 is one of its own unit: a day's or a month's datetime64 (``.astype("datetime64[D]")``) was its midnight
     return (value + 1 if end else value).astype("datetime64[ns]")
 
@@ -136,7 +136,7 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
         if time.step is not None:
             raise InvalidRequestError(f"time {time!r}: a time slice takes no step (start and end only)")
         time = (time.start, time.stop)
-    if isinstance(time, int | float) and not isinstance(time, bool):
+    if isinstance(time, numbers.Number) and not isinstance(time, bool):  # numpy's too
         raise InvalidRequestError(f"time {time!r} is a number, not a date: give it as text, e.g. '{time}' (a year), "
                                   "'2024-05' or '2024-05-01/2024-06-30'")
     if isinstance(time, set | frozenset):  # unpacked as a pair, a set of two dates was a range in either order
@@ -203,10 +203,16 @@ def in_time_range(times: np.ndarray, span: tuple[np.datetime64 | None, np.dateti
 def parse_time_selection(time: TimeSelection) -> tuple[np.datetime64 | None, np.datetime64 | None] | frozenset:
     """``[lo, hi)`` bounds of a time range (:func:`parse_time_range`), or a frozenset of exact times as
     datetime64[ns] in UTC."""
-    if isinstance(time, frozenset):
-        stamps = (pd.Timestamp(t) for t in time)
-        return frozenset(np.datetime64(t.tz_convert(None) if t.tzinfo else t, "ns") for t in stamps)
+    if isinstance(time, frozenset):  # each read as a range's start is, its offset converted
+        return frozenset(_exact(t) for t in time)
     return parse_time_range(time)
+
+
+def _exact(value: TimeBound) -> np.datetime64:
+    """One exact time of a frozenset: the instant it writes, in UTC (a day: its midnight)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
+        raise InvalidRequestError(f"time {value!r} in a set of exact times is no time")
+    return _bound(value, end=False)
 
 
 def in_time_selection(times: np.ndarray, selection: tuple | frozenset) -> np.ndarray:

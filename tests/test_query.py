@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from odc.geo.geom import Geometry
@@ -262,11 +263,45 @@ def test_a_set_of_two_times_is_no_range_in_either_order(time):
             parse_time_selection(time)
 
 
+@pytest.mark.parametrize("time", [(pd.NaT, "2024-05"), ("2024-05", pd.NaT), pd.NaT, np.datetime64("NaT"),
+                                  (np.datetime64("NaT"), None)])
+def test_a_time_of_nat_is_refused(time):
+    """A start of ``NaT`` (a time pandas could not read, ``pd.to_datetime(..., errors="coerce")``) was taken for a
+    year before 1678: the range was open at its start, without a word."""
+    with pytest.raises(InvalidRequestError, match="is not a date or time"):
+        parse_time_range(time)
+
+
+def test_a_numpy_number_is_said_to_be_a_number():
+    with pytest.raises(InvalidRequestError, match=r"time np\.int64\(2024\) is a number, not a date: give it as "
+                                                  r"text, e\.g\. '2024'"):
+        parse_time_range(np.int64(2024))
+
+
 @pytest.mark.parametrize("text", ["2024-05-03t10:50:31z", "2024-05-03t12:50:31+02:00", "2024-05-03T10:50:31z"])
 def test_a_lower_case_t_and_z_are_read_as_rfc_3339_allows(text):
     """RFC 3339 (STAC's and the REST world's times) allows ``t`` and ``z``; they were "not an ISO 8601 time"."""
     assert parse_time_range(text) == parse_time_range("2024-05-03T10:50:31Z")
     assert parse_time_range(f"{text}/..") == (ns("2024-05-03T10:50:31"), None)
+
+
+def test_a_pandas_timestamp_keeps_its_nanoseconds():
+    """numpy took a pandas Timestamp to the microsecond: its instant selected nothing of the nanosecond named."""
+    stamp = pd.Timestamp("2024-05-03T10:50:31.123456789")
+    assert parse_time_range(stamp) == (ns("2024-05-03T10:50:31.123456789"), ns("2024-05-03T10:50:31.123456790"))
+    aware = pd.Timestamp("2024-05-03T12:50:31.123456789+02:00")
+    assert parse_time_range((aware, None)) == (ns("2024-05-03T10:50:31.123456789"), None)
+    assert parse_time_selection(frozenset({aware})) == frozenset({ns("2024-05-03T10:50:31.123456789")})
+
+
+@pytest.mark.parametrize(("time", "said"), [(frozenset({"yesterday"}), "time 'yesterday' is not an ISO 8601"),
+                                            (frozenset({5}), "time 5 is not a date"),
+                                            (frozenset({"2024-05-03T10:50:31Z", None}), "time None in a set")])
+def test_exact_times_are_read_as_a_range_s_times_are(time, said):
+    """A frozenset of exact times went to pandas: ``"yesterday"`` was pandas' DateParseError, ``5`` the instant
+    of 1970 five nanoseconds in."""
+    with pytest.raises(InvalidRequestError, match=said):
+        parse_time_selection(time)
 
 
 @pytest.mark.parametrize("text", ["2024-05-03T10:50:31Z+02:00", "2024-05-03T10:50:31 +02:00", "2024-05-03T10:50:31,5Z"])
