@@ -30,7 +30,7 @@ TIME_HELP = ("time range: start/end (2024-04-01/2024-09-30, 2024-04/2024-06, 202
              "(2024-05); ends include their whole day or month")  # for the command line's --time
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # an acquisition time written out: UTC, to the second as the ledger has it
 ZONE_MARGIN = 10.0  # degrees beyond a projected CRS's area of use where a lon/lat query is still reprojected
-_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+_OFFSET = re.compile(r"(Z|[+-]\d\d(?::?\d\d)?)$")  # Z, +02:00, +0200 or +02 (ISO 8601)
 # ISO 8601 after its offset: a year, a month, a day, then hours to seconds, their fraction to the nanosecond (1)
 _ISO = re.compile(r"\d{4}(?:-\d\d(?:-\d\d(?:[T ]\d\d(?::\d\d(?::\d\d(?:(\.\d{1,9})\d*)?)?)?)?)?)?")
 YEARS = (1678, 2261)  # the whole years datetime64[ns] holds (1677-09-21 to 2262-04-11)
@@ -55,7 +55,7 @@ def _parse_text(text: str) -> tuple[np.datetime64, np.timedelta64]:
     if found:
         clock, mark = clock[: found.start()], found[1]
         if mark != "Z":
-            hours, minutes = int(mark[1:3]), int(mark[-2:])
+            hours, minutes = int(mark[1:3]), int(mark[3:].lstrip(":") or 0)
             if hours > 23 or minutes > 59:  # +25:00 shifted the range by a day without a word
                 raise InvalidRequestError(f"time {given!r} has the UTC offset {mark}, which is no offset: hours up "
                                           f"to 23, minutes up to 59 (e.g. +02:00, or Z for UTC)")

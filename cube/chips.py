@@ -65,7 +65,7 @@ DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unles
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
 # one acquisition: a day, or a time (to the minute or second, "Z" or an offset; after a "T" or a space, as time=
 # takes it and pandas prints it; "t" and "z" in lower case too, as RFC 3339 allows), as chip(date=) takes it as text
-ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?", re.IGNORECASE)
+ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?", re.IGNORECASE)
 # an index's range on its colour map where NDVI's 0..1 would clip farmland to one colour: NDWI is negative over
 # land (-0.6 over crops), water above 0; NDMI and NBR go below 0 over bare soil; RVI exceeds 1 under dense canopy
 # and speckle (its theoretical range is 0..4)

@@ -285,6 +285,14 @@ def test_a_lower_case_t_and_z_are_read_as_rfc_3339_allows(text):
     assert parse_time_range(f"{text}/..") == (ns("2024-05-03T10:50:31"), None)
 
 
+@pytest.mark.parametrize("text", ["2024-05-03T12:50:31+02", "2024-05-03T05:50:31-05", "2024-05-03 12:50:31+02"])
+def test_an_offset_of_whole_hours_may_leave_out_its_minutes(text):
+    """ISO 8601 writes an offset of whole hours ``+02``, as PostgreSQL prints one: it was "not an ISO 8601 time"."""
+    assert parse_time_range(text) == parse_time_range("2024-05-03T10:50:31Z")
+    with pytest.raises(InvalidRequestError, match=r"has the UTC offset \+25, which is no offset"):
+        parse_time_range("2024-05-03T12:50:31+25")
+
+
 def test_a_pandas_timestamp_keeps_its_nanoseconds():
     """numpy took a pandas Timestamp to the microsecond: its instant selected nothing of the nanosecond named."""
     stamp = pd.Timestamp("2024-05-03T10:50:31.123456789")

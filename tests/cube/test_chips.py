@@ -486,13 +486,15 @@ def test_a_chip_date_takes_a_time_written_with_a_space(two_pass_cube, two_pass_r
 
 
 def test_a_chip_date_takes_a_lower_case_t_and_z(two_pass_cube, two_pass_region, two_pass_days):
-    """RFC 3339 allows ``2024-05-04t05:49:55z``, as ``time=`` takes it: the chip's date was "not a day or a time"."""
+    """RFC 3339 allows ``2024-05-04t05:49:55z``, and ISO 8601 an offset of whole hours (``+02``), as ``time=`` takes
+    them: the chip's date was "not a day or a time"."""
     parcels = gpd.read_parquet(two_pass_region.parcels)
     pid = parcels.sort_values("area_ha").parcel_id.iloc[-1]
     _, (first, _) = two_pass_days
     when = pd.Timestamp(first[0])
-    c = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=first[0].lower())
-    assert pd.Timestamp(c.times[0], tz="UTC") == when and c.data.sizes["time"] == 1
+    for given in (first[0].lower(), f"{when.tz_convert('Etc/GMT-2'):%Y-%m-%dT%H:%M:%S%z}"[:-2]):  # ...+02
+        c = chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=given)
+        assert pd.Timestamp(c.times[0], tz="UTC") == when and c.data.sizes["time"] == 1
     late = f"{when + pd.Timedelta(seconds=1):%Y-%m-%dt%H:%M:%Sz}"  # that day's passes named, as for a "T"
     with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}; .* holds {first[0]} "):
         chip(two_pass_cube, [pid], registry=parcels, collection="s1", size=16, date=late)
