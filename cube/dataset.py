@@ -170,9 +170,12 @@ def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | fr
     of the same pass holding every slice ``other``'s date holds (see :func:`holds_passes`); empty when ``tile``
     holds all ``other`` holds. An area holds more than the data (a window's box, a polygon's margin), so a date of
     ``tile`` lacking a slice of ``other``'s (a slice refused there) takes nothing away: where its box or margin lies
-    over that slice's data, ``other``'s pixels were never read."""
+    over that slice's data, ``other``'s pixels were never read. A pass ``tile`` holds at a time beyond ``time`` is
+    not lacking: read alone, its date is ``tile``'s own time (a pass across midnight, ``other``'s time within the
+    range and its own the day after, was read from both at ``other``'s time, and again from ``tile`` alone in the
+    range of the day after)."""
     mine: dict[tuple, list[tuple[np.datetime64, tuple[int, frozenset[str]], BaseGeometry]]] = {}
-    for a in _time_order(version.tiles[tile], time)[0]:
+    for a in _time_order(version.tiles[tile], (None, None))[0]:
         mine.setdefault(pass_key(a), []).append((a.datetime64, _slices(version, a.scene_id),
                                                  scene_area(version, tile, a.scene_id)))
     parts = []
@@ -436,19 +439,23 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
 
 
 def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:
-    """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass one of them has within it is
-    selected on each of them, at that tile's own time: the dates :func:`pass_times` makes one date of the mosaic
-    with one selected (:func:`_joined`, as it groups them: no other date of a tile holding two of one pass, a pass
-    chained over tiles whole). A pass's tiles carry their own sensing times, seconds apart: a time series' time of
-    a mosaic date (its earliest) selected that date on one tile alone, and the other tile's pixels of it came out as
-    masked. ``time`` itself where it selects every pass whole already."""
+    """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass is selected on each of them, at
+    that tile's own time, where the date :func:`pass_times` makes of it (its earliest time, as the mosaic and a time
+    series give it) lies within a range, or where one of its times is one of a set of exact times (:func:`_joined`
+    groups them: no other date of a tile holding two of one pass, a pass chained over tiles whole). A pass's tiles
+    carry their own sensing times, seconds apart: a time series' time of a mosaic date selected that date on one tile
+    alone, and the other tile's pixels of it came out as masked; and a pass whose tiles' times lie across a range's
+    start (one before midnight, the other after) was read as a date before that start, in the ranges on both sides of
+    it (and unlike a Dataset of the mosaic narrowed by the range). ``time`` itself where it selects every pass whole
+    already."""
     if (isinstance(time, tuple) and time == (None, None)) or len(tiles) < 2:
         return time
     acqs = [version.tiles[tile].acquisitions for tile in tiles]
     times = [np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs]
     joined = _joined(times, [[pass_key(a) for a in tile] for tile in acqs])  # each date's mosaic date
     picked = [in_time_selection(t, time) for t in times]
-    asked = {first for j, p in zip(joined, picked, strict=True) for first in j[p].tolist()}
+    named = picked if isinstance(time, frozenset) else [in_time_selection(j, time) for j in joined]
+    asked = {first for j, p in zip(joined, named, strict=True) for first in j[p].tolist()}
     kept = {t for ts, j in zip(times, joined, strict=True) for t, first in zip(ts.tolist(), j.tolist(), strict=True)
             if first in asked}
     held = {t for ts, p in zip(times, picked, strict=True) for t in ts[p].tolist()}

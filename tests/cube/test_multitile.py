@@ -320,6 +320,43 @@ def test_the_time_a_mosaic_date_is_given_selects_that_date_whole(tiny_straddle_r
             np.testing.assert_array_equal(ds["B04"].values[0], whole["B04"].sel(time=when).values)
 
 
+def test_a_pass_across_midnight_is_read_once_in_the_ranges_either_side(tiny_straddle_region, tmp_path):
+    """31UFU's products of each pass at 23:59:58, 31UGU's at 00:00:03 the next day (a pass near midnight UTC, as
+    Sentinel-1's over the Americas). Before, the ranges on either side of midnight both held it: a parcel read across
+    the tiles had a date before the start of the range of the next day (a Dataset of the mosaic, narrowed by that
+    range, had not), and a parcel of 31UGU within 31UFU's data was read across the tiles in the range of the day
+    before, at 31UFU's time, and from 31UGU alone in the next: two rows of one pass. Each pass is now a date of the
+    range its date (a mosaic's: its earliest time) lies in, and the two ranges make the season's rows."""
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    days = sorted({f["properties"]["datetime"][:10] for f in features})[:3]
+    features = [f for f in features if f["properties"]["datetime"][:10] in days]
+    for f in features:
+        day = pd.Timestamp(f["properties"]["datetime"][:10])
+        late = f["properties"]["grid:code"].endswith("31UGU")  # 31UGU's 5 s later, after midnight
+        when = day + pd.Timedelta(days=1, seconds=3) if late else day + pd.Timedelta(hours=23, minutes=59, seconds=58)
+        f["properties"]["datetime"] = f"{when:%Y-%m-%dT%H:%M:%SZ}"
+    ingest(write_items(tiny_straddle_region.items, features, "across-midnight.json"), tmp_path,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    parcels, strip = _with_strip(tiny_straddle_region)
+    every = pd.concat([parcels[["parcel_id", "geometry"]], strip], ignore_index=True)
+    night = pd.Timestamp(days[0]) + pd.Timedelta(days=1)  # the first pass's midnight
+    kw = {"bands": ["B04"], "mask": None}
+    before = parcel_timeseries(tmp_path, every, time=f"../{days[0]}", **kw)
+    after = parcel_timeseries(tmp_path, every, time=f"{night:%Y-%m-%d}/..", **kw)
+    whole = parcel_timeseries(tmp_path, every, **kw)
+    assert (before.time < night).all() and (after.time >= night).all() and len(before) and len(after)
+    assert "31UFU+31UGU" in {s["tile"] for s in whole.attrs["parcel_status"]}  # the strip: a mosaic
+    keys = ["parcel_id", "time", "band"]
+    halves = pd.concat([before, after]).sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(halves, whole.sort_values(keys).reset_index(drop=True))
+    area = tuple(strip.total_bounds)
+    mosaic = open_cube(tmp_path, bbox=area, bands=["B04"])
+    assert sorted(mosaic.attrs["cardcube:tiles"].split(",")) == ["31UFU", "31UGU"] and mosaic.sizes["time"] == 3
+    late = open_cube(tmp_path, bbox=area, bands=["B04"], time=f"{night:%Y-%m-%d}/..")
+    np.testing.assert_array_equal(late.time.values, mosaic.time.values[1:])  # as the Dataset narrowed by it
+    np.testing.assert_array_equal(late["B04"].values, mosaic["B04"].values[1:])
+
+
 def test_a_time_selects_the_mosaic_date_it_names_as_pass_times_groups_it():
     """31UGU holds two dates of one pass (a slice that came after its pass's date was committed: a date of its own,
     25 s later), 31UFU the pass 5 s after 31UGU's first: time= the first mosaic date also read the late slice's, a
