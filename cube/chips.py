@@ -42,6 +42,7 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
+    dated_elsewhere,
     pass_key,
     read_cube,
     tile_dates,
@@ -605,6 +606,8 @@ def chip(
                        chunks="window", cache=cache)  # a read per band and block
         pad_to = None if found.whole else found.box
         if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tiles holding the chip
+            if elsewhere := dated_elsewhere(version, found.read, time):
+                raise DateNotFoundError(f"no date of the chip: {elsewhere}")
             held = sorted(a.time for t in found.read for a in tile_dates(version.tiles[t]))
             raise DateNotFoundError(f"no acquisition of tile {'+'.join(found.read)}, which holds the chip, within the "
                                     f"time range {time}: its dates run from {held[0][:10]} to {held[-1][:10]}")

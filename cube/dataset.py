@@ -43,7 +43,7 @@ from cardcube.errors import (
     NoAcquisitionWarning,
 )
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
-from cardcube.query import TimeSelection, in_crs, in_time_selection, parse_time_selection, query_geometry
+from cardcube.query import TimeSelection, in_crs, in_time_range, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import ItemCache, select_tiles, tile_refs
@@ -462,6 +462,28 @@ def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | fro
     return time if kept == held else frozenset(np.datetime64(t, "ns") for t in kept)
 
 
+def dated_elsewhere(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -> str:
+    """Why a read of ``tiles`` together (a mosaic) has no date of acquisitions they hold within the range ``time``:
+    each is of a pass whose date, its earliest time on them (:func:`pass_selection`), lies outside the range; as a
+    sentence naming them and those dates ("" where there are none, or ``time`` is exact times)."""
+    selection = parse_time_selection(time)
+    if len(tiles) < 2 or isinstance(selection, frozenset):
+        return ""
+    acqs = [version.tiles[tile].acquisitions for tile in tiles]
+    joined = _joined([np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs],
+                     [[pass_key(a) for a in tile] for tile in acqs])
+    outside = sorted({(a.time, f"{pd.Timestamp(first):%Y-%m-%dT%H:%M:%SZ}")
+                      for tile, dates in zip(acqs, joined, strict=True) for a, first in zip(tile, dates, strict=True)
+                      if in_time_range(np.array([a.datetime64]), selection)[0]
+                      and not in_time_range(np.array([first]), selection)[0]})
+    if not outside:
+        return ""
+    listed = "; ".join(f"{t}, of the pass dated {first}" for t, first in outside)
+    return (f"tile(s) {'+'.join(tiles)}, read together, hold acquisitions within the time range {time} of passes "
+            f"dated outside it (a pass's date is its earliest time on them), which give no date: {listed}; ask for "
+            f"the pass's date")
+
+
 def tile_dates(state: TileState, time: TimeSelection = None) -> list[Acquisition]:
     """The acquisitions of a tile (at one version) that ``time`` selects, in time order."""
     return _time_order(state, parse_time_selection(time))[0]
@@ -664,6 +686,8 @@ def _no_dates(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -
     """Why a Dataset of ``tiles`` has no date: none of the cube within ``time``, or none of these tiles (the
     cube's other tiles have some): a Dataset of no date would otherwise look like a cube without data."""
     within = "" if time is None else f" within the time range {time}"
+    if elsewhere := dated_elsewhere(version, tiles, time):
+        return f"{elsewhere}; the Dataset has no dates"
     if any(tile_dates(state, time) for state in version.tiles.values()):
         return f"no acquisition of tile(s) {', '.join(tiles)}{within}, though other tiles of the cube have some " \
                f"({date_span(version)}): the Dataset has no dates"

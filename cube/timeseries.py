@@ -44,6 +44,7 @@ from cube.dataset import (
     as_read,
     check_acquisitions,
     compute_reads,
+    dated_elsewhere,
     lacks_passes,
     passes_lacking,
     read_cube,
@@ -379,9 +380,11 @@ def read_notes(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str
     if time is None:
         return notes
     dateless = {tile for tile, state in version.tiles.items() if not tile_dates(state, time)}
+    elsewhere = {tiles: dated_elsewhere(version, tiles, time) for tiles in set(tiles_of) if len(tiles) > 1}
     for pid, tiles in zip(ps.ids, tiles_of, strict=True):
-        if tiles and set(tiles) <= dateless:
-            said = f"no acquisition of tile {'+'.join(tiles)} within the time range {time}: no row"
+        said = (f"no acquisition of tile {'+'.join(tiles)} within the time range {time}: no row"
+                if tiles and set(tiles) <= dateless else elsewhere.get(tiles, ""))
+        if said:
             notes[pid] = f"{notes[pid]}; {said}" if pid in notes else said
     return notes
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import rasterio
 from rasterio.windows import from_bounds
 from shapely.geometry import Point, box
 
-from cardcube.errors import DateNotFoundError
+from cardcube.errors import DateNotFoundError, NoAcquisitionWarning
 from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
 from cube.chips import chip
@@ -355,6 +356,16 @@ def test_a_pass_across_midnight_is_read_once_in_the_ranges_either_side(tiny_stra
     late = open_cube(tmp_path, bbox=area, bands=["B04"], time=f"{night:%Y-%m-%d}/..")
     np.testing.assert_array_equal(late.time.values, mosaic.time.values[1:])  # as the Dataset narrowed by it
     np.testing.assert_array_equal(late["B04"].values, mosaic["B04"].values[1:])
+    own = f"{night:%Y-%m-%d}T00:00:03Z"  # 31UGU's own time of the first pass: no date of the mosaic, said why
+    why = f"of passes dated outside it .*: {own}, of the pass dated {days[0]}T23:59:58Z; ask for the pass's date"
+    with pytest.warns(NoAcquisitionWarning, match=f"hold acquisitions within the time range {own} {why}"):
+        assert open_cube(tmp_path, bbox=area, bands=["B04"], time=own).sizes["time"] == 0
+    series = parcel_timeseries(tmp_path, strip, time=own, **kw)
+    assert series.empty and re.search(why, series.attrs["parcel_status"][0]["reason"])
+    centre = strip.to_crs(4326).geometry.iloc[0].centroid  # a chip of both tiles: a range of it said alike
+    with pytest.raises(DateNotFoundError, match=f"no date of the chip: tile.*{why}"):
+        chip(tmp_path, centre, size=1100, bands="B04", time=own)
+    assert list(chip(tmp_path, centre, size=1100, bands="B04", date=own).times) == [mosaic.time.values[0]]
 
 
 def test_a_time_selects_the_mosaic_date_it_names_as_pass_times_groups_it():
