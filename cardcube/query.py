@@ -173,12 +173,12 @@ def parse_time_range(time: TimeLike) -> tuple[np.datetime64 | None, np.datetime6
 
 def time_text(time: TimeSelection) -> str | None:
     """``time`` as ``--time`` writes it (``start/end``, ``..`` for an open end) where that text selects the same
-    range: a pair or a slice given in Python is then recorded (an extraction's manifest) as the same run as its
-    text; anything else as its own text."""
+    range: a pair (a tuple, a list or an array of two) or a slice given in Python is then recorded (an extraction's
+    manifest) as the same run as its text; anything else as its own text."""
     if time is None:
         return None
-    if isinstance(time, slice | tuple):
-        ends = (time.start, time.stop) if isinstance(time, slice) else time
+    if isinstance(time, slice | tuple | list | np.ndarray):  # a list's was its repr: its --time text another run
+        ends = (time.start, time.stop) if isinstance(time, slice) else list(time)
         if len(ends) == 2:
             text = "/".join(".." if e is None else str(e) for e in ends)
             try:

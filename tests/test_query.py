@@ -252,6 +252,16 @@ def test_a_python_time_range_is_recorded_as_the_text_of_the_same_range():
     assert time_text(frozenset({"2024-05-01"})) == "frozenset({'2024-05-01'})"
 
 
+@pytest.mark.parametrize("time", [["2024-05-01", "2024-05-31"], np.array(["2024-05-01", "2024-05-31"], "M8[D]")])
+def test_a_list_or_an_array_of_two_times_is_recorded_as_the_text_of_its_range(time):
+    """A list (or an array) is a pair as a tuple is, but an extraction's manifest recorded its repr: an update with the
+    same range as ``--time 2024-05-01/2024-05-31`` was refused as a run with another time."""
+    from cardcube.query import time_text
+
+    assert time_text(time) == "2024-05-01/2024-05-31"
+    assert parse_time_range(time_text(time)) == parse_time_range(time)
+
+
 @pytest.mark.parametrize("time", [{"2024-05-01", "2024-05-31"}, frozenset({"2024-05-01", "2024-05-31"})])
 def test_a_set_of_two_times_is_no_range_in_either_order(time):
     """A set was unpacked as a pair in its own order, which changes from run to run (str hashes): the set of two
