@@ -439,8 +439,9 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
     them (with the endpoint and keys of the environment); a plain HTTP URL (a pre-signed one carries its
     signature) takes none. :class:`FileNotFoundError` names a missing object (and a missing bucket),
     :class:`StoreError` a store that fails. ``companions``: the suffixes of the objects beside it that make one
-    file with it (a shapefile's ``.dbf``, ``.shx``, ``.prj``), copied beside the copy where there are such objects;
-    a URL with a query (a pre-signed one signs its own object alone) has none."""
+    file with it (a shapefile's ``.dbf``, ``.shx``, ``.prj``), copied beside the copy where there are such objects
+    (one answered as missing, or forbidden as S3 answers a missing key, is left out: :func:`_absent`); a URL with a
+    query (a pre-signed one signs its own object alone) has none."""
     url = object_url(url)
     if url.startswith("s3://"):
         opts = _s3_options(storage_options)
@@ -453,8 +454,12 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
         try:
             fs.get_file(path, str(local))
             for suffix in companions if not urlparse(url).query else ():
-                with suppress(FileNotFoundError):  # the reader says which of them it needs
+                try:
                     fs.get_file(posixpath.splitext(path)[0] + suffix, str(local.with_suffix(suffix)))
+                except Exception as exc:  # aiohttp's, s3fs's: none there, and the reader says which it needs
+                    if not _absent(exc):
+                        raise
+                    local.with_suffix(suffix).unlink(missing_ok=True)
         except FileNotFoundError:
             bucket = path.split("/")[0]
             missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
@@ -462,6 +467,13 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
         except _FAILURES as exc:
             raise _failure(exc, "read", url) from exc
         yield local
+
+
+def _absent(exc: BaseException) -> bool:
+    """Whether a read failed for want of the object: a 404, or the 403 S3 answers for a missing key to a client that
+    may not list the bucket (a public bucket over https, keys that may only get objects), which is no failure of
+    the store where the object is optional (a shapefile's ``.cpg`` or ``.prj``)."""
+    return isinstance(exc, FileNotFoundError | PermissionError) or getattr(exc, "status", None) in (403, 404)
 
 
 def read_bytes(store: Store, key: str) -> bytes | None:

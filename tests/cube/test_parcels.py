@@ -610,3 +610,41 @@ def test_a_blank_id_is_no_id(register: gpd.GeoDataFrame, tmp_path) -> None:
             as_parcels(read_parcels(path))
     with pytest.raises(InvalidRequestError, match=r"^1 parcel\(s\) have no id \(row\(s\) 0\)"):
         as_parcels({"type": "Feature", "properties": {"parcel_id": " "}, "geometry": mapping(FIELDS["NL-001"])})
+
+
+def test_a_shapefile_at_a_url_answering_403_for_a_missing_part_is_read(register: gpd.GeoDataFrame, tmp_path):
+    """S3 answers a missing key with 403 to a client that may not list the bucket (a public bucket over https, keys
+    that may only get objects): a shapefile without the optional .cpg failed with aiohttp's "403, message='File not
+    found', url='.../parcels.cpg'", though its .shx, .dbf and .prj were there. A part answered so is one that is not
+    there: the shapefile is read, and one without its .dbf is told so."""
+    import functools
+    import http.server
+    import os
+    import threading
+
+    from cardcube.errors import ParcelFileError
+    from cube.parcels import read_parcels
+
+    class AsS3(http.server.SimpleHTTPRequestHandler):
+        def send_error(self, code, message=None, explain=None):  # a missing object: 403 AccessDenied
+            super().send_error(403 if code == 404 else code, message, explain)
+
+        def log_message(self, *args):
+            pass
+
+    folder = tmp_path / "lpis"
+    folder.mkdir()
+    register.to_crs(UTM).to_file(folder / "parcels.shp")
+    for part in folder.glob("parcels.cpg"):
+        os.remove(part)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(AsS3, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/parcels.shp"
+        assert_geodataframe_equal(read_parcels(url), read_parcels(folder / "parcels.shp"))
+        os.remove(folder / "parcels.dbf")
+        with pytest.raises(ParcelFileError, match=rf"^{url} is a shapefile without its \.dbf: "):
+            read_parcels(url)
+    finally:
+        server.shutdown()
+        server.server_close()
