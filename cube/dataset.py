@@ -465,13 +465,17 @@ def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | fro
 def dated_elsewhere(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -> str:
     """Why a read of ``tiles`` together (a mosaic) has no date of acquisitions they hold within the range ``time``:
     each is of a pass whose date, its earliest time on them (:func:`pass_selection`), lies outside the range; as a
-    sentence naming them and those dates ("" where there are none, or ``time`` is exact times)."""
+    sentence naming them and those dates ("" where there are none, where the read has a date within the range, its
+    parcels' rows: nothing is missing then, the pass is a date of the range beside it; or ``time`` is exact
+    times)."""
     selection = parse_time_selection(time)
     if len(tiles) < 2 or isinstance(selection, frozenset):
         return ""
     acqs = [version.tiles[tile].acquisitions for tile in tiles]
     joined = _joined([np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs],
                      [[pass_key(a) for a in tile] for tile in acqs])
+    if any(in_time_range(dates, selection).any() for dates in joined):  # a month's range: each parcel a note
+        return ""
     outside = sorted({(a.time, f"{pd.Timestamp(first):%Y-%m-%dT%H:%M:%SZ}")
                       for tile, dates in zip(acqs, joined, strict=True) for a, first in zip(tile, dates, strict=True)
                       if in_time_range(np.array([a.datetime64]), selection)[0]

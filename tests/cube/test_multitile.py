@@ -346,6 +346,9 @@ def test_a_pass_across_midnight_is_read_once_in_the_ranges_either_side(tiny_stra
     after = parcel_timeseries(tmp_path, every, time=f"{night:%Y-%m-%d}/..", **kw)
     whole = parcel_timeseries(tmp_path, every, **kw)
     assert (before.time < night).all() and (after.time >= night).all() and len(before) and len(after)
+    # the range of the day after holds the passes after the first: no word of the first's later tile (every parcel
+    # across the tiles was told to "ask for the pass's date", the rows of the range's passes beside it)
+    assert not [s for s in after.attrs["parcel_status"] if "dated outside it" in s["reason"]]
     assert "31UFU+31UGU" in {s["tile"] for s in whole.attrs["parcel_status"]}  # the strip: a mosaic
     keys = ["parcel_id", "time", "band"]
     halves = pd.concat([before, after]).sort_values(keys).reset_index(drop=True)
