@@ -173,9 +173,10 @@ def passes_lacking(version: CubeVersion, tile: str, other: str, time: tuple | fr
     over that slice's data, ``other``'s pixels were never read. A pass ``tile`` holds at a time beyond ``time`` is
     not lacking: read alone, its date is ``tile``'s own time (a pass across midnight, ``other``'s time within the
     range and its own the day after, was read from both at ``other``'s time, and again from ``tile`` alone in the
-    range of the day after)."""
+    range of the day after). Exact times (a frozenset) name a pass by any of its times (:func:`pass_selection`):
+    ``tile`` holding it at a time not named lacks it, and the read across the tiles gives it."""
     mine: dict[tuple, list[tuple[np.datetime64, tuple[int, frozenset[str]], BaseGeometry]]] = {}
-    for a in _time_order(version.tiles[tile], (None, None))[0]:
+    for a in _time_order(version.tiles[tile], time if isinstance(time, frozenset) else (None, None))[0]:
         mine.setdefault(pass_key(a), []).append((a.datetime64, _slices(version, a.scene_id),
                                                  scene_area(version, tile, a.scene_id)))
     parts = []

@@ -369,6 +369,11 @@ def test_a_pass_across_midnight_is_read_once_in_the_ranges_either_side(tiny_stra
     with pytest.raises(DateNotFoundError, match=f"no date of the chip: tile.*{why}"):
         chip(tmp_path, centre, size=1100, bands="B04", time=own)
     assert list(chip(tmp_path, centre, size=1100, bands="B04", date=own).times) == [mosaic.time.values[0]]
+    # exact times name a pass by any of its times: 31UGU's own time of the first pass reads it for every parcel the
+    # season reads it for (a parcel of 31UFU within 31UGU's data, read from 31UFU alone, had none of it)
+    named = parcel_timeseries(tmp_path, every, time=frozenset({own}), **kw)
+    first_pass = whole[whole.time < night + pd.Timedelta(hours=1)]
+    assert set(named.parcel_id) == set(first_pass.parcel_id) and len(named) == len(first_pass)
 
 
 def test_a_time_selects_the_mosaic_date_it_names_as_pass_times_groups_it():
