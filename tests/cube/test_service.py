@@ -1134,7 +1134,6 @@ def test_an_answer_is_asked_again_with_its_etag_and_changes_with_the_version(tin
         server.close()
 
 
-
 def test_a_version_that_only_records_a_rejection_keeps_the_answers_etags(tiny_cube, tiny_region, parcel_id,
                                                                          tmp_path):
     """An ingest that added nothing and rejected a new product committed a version (to record the rejection), and

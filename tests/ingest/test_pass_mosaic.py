@@ -162,10 +162,10 @@ def test_a_slice_arriving_after_its_pass_date_was_committed_goes_in_as_its_own_d
     _assert_date_is(cube, "PASS-B_T31UFU", [b])
 
 
-
 def _lose_hot_shard(cube: Path, slot: int) -> None:
     """A VV shard of hot slot ``slot`` lost (a repair writes anew only a date whose shards are lost or damaged)."""
     sorted((cube / "s1").glob(f"*/cube.zarr/hot/r10m/VV/c/{slot}/*/*"))[0].unlink()
+
 
 def test_repair_reads_a_mosaicked_date_again_from_every_slice_and_refuses_one_slice(tmp_path):
     """A hot date mosaicked from two slices is read again from both, mosaicked as before; one slice alone cannot
