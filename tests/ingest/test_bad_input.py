@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from cardcube.storage import open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.expire import expire
-from ingest.job import ingest
+from ingest.job import LISTED_REJECTED, ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command, stopped_at
 from tests.ingest.http_source import http_server, served
@@ -151,6 +152,29 @@ def test_cli_exit_status_says_not_everything_went_in(bad_batch, tmp_path, capsys
     out = capsys.readouterr().out
     assert code == 1
     assert all(f"rejected scene {item['id']}: " in out for item in broken.values())
+
+
+def test_a_summary_names_the_first_rejected_scenes_and_counts_the_others(tiny_region, tmp_path, capsys):
+    """A season's items whose assets cannot be read (signed hrefs expired) are rejected by the hundred: the summary
+    names the first ones, says how many more, and where each is named (a line each flooded the terminal)."""
+    src = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    more = 5
+    copies = [dict(without_href(src, "B12"), id=f"NO-HREF-{i:02d}",
+                   properties=dict(src["properties"], datetime=f"2024-01-{i + 1:02d}T10:00:00Z"))
+              for i in range(LISTED_REJECTED + more)]
+    path, cube = write_items(tiny_region.items, copies, "no-hrefs.json"), tmp_path / "cube"
+    assert main(["ingest", str(path), "--cube", str(cube), "--quiet", "--chunks", "time=4,space=64,shard_space=256"
+                 ]) == 1
+    out = capsys.readouterr().out
+    named = [line for line in out.splitlines() if line.startswith("  rejected scene ")]
+    assert len(named) == LISTED_REJECTED and all("band B12's asset has no href" in line for line in named)
+    assert (f"  ... and {more} more scene(s) rejected: `cardcube versions --cube {cube} --collection s2` names "
+            "each") in out
+    assert main(["versions", "--cube", str(cube)]) == 0  # where the summary sends the user: every one of them
+    listing = capsys.readouterr().out
+    assert all(f"  {c['id']} (SceneContentError): " in listing for c in copies)
+    assert main(["ingest", str(path), "--cube", str(cube), "--quiet", "--json"]) == 1  # and --json
+    assert len(json.loads(capsys.readouterr().out)["rejected"]) == LISTED_REJECTED + more
 
 
 def test_all_rejected_changes_no_data(bad_batch, tmp_path):
