@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cardcube.cli import main
 from cardcube.errors import MissingShardError
 from cardcube.storage import open_store
 from cube import layout
@@ -21,7 +22,7 @@ from cube.extract import extract
 from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
 from cube.timeseries import parcel_timeseries
-from cube.verify import verify
+from cube.verify import LISTED_PROBLEMS, verify
 from ingest.expire import expire
 from tests.ingest.checks import assert_manifests_match, unlist_shards
 
@@ -445,6 +446,24 @@ def test_the_verify_command_lists_the_damage_and_exits_with_1(cube):
     none = subprocess.run([*command[:-3], "--cube", str(cube.parent / "nothing"), "--quiet"], capture_output=True,
                           text=True, timeout=300)
     assert none.returncode == 2 and "error: no cube at" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_the_verify_command_names_the_first_problems_and_counts_the_others(cube, capsys):
+    """A lost prefix (a lifecycle rule, a partial restore of a large cube) is thousands of missing shards: the command
+    names the first ones and counts the others, which --json names each (a line each flooded the terminal)."""
+    lost = sorted(p for p in (cube / "s2").rglob("c/*/*/*") if p.is_file())
+    assert len(lost) > LISTED_PROBLEMS + 1
+    for shard in lost:
+        shard.unlink()
+    assert main(["verify", "--cube", str(cube), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    named = [line for line in out.splitlines() if line.endswith(": missing")]
+    assert len(named) == LISTED_PROBLEMS and f"{len(lost)} damaged" in out
+    assert f"  ... and {len(lost) - LISTED_PROBLEMS} more (the same command with --json names each)" in out
+    assert "cardcube ingest --repair" in out  # the advice, said once after the list
+    assert main(["verify", "--cube", str(cube), "--quiet", "--json"]) == 1
+    keys = {p["key"] for p in json.loads(capsys.readouterr().out)["problems"]}
+    assert keys == {shard.relative_to(cube).as_posix() for shard in lost}
 
 
 def test_verify_reads_a_cube_on_s3(tiny_region, s3_bucket):
