@@ -426,6 +426,26 @@ def _failure(exc: BaseException, doing: str, where: str) -> StoreError:
     return StoreError(f"cannot {doing} {where} (after retries): {type(exc).__name__}: {exc}")
 
 
+def shown_href(href: str) -> str:
+    """``href`` as messages show it: a signed URL's query string (its signature, a credential) left out."""
+    path, signed, _ = href.partition("?")
+    return path + ("?<signature hidden>" if signed else "")
+
+
+def _refused(exc: BaseException, url: str) -> StoreError | None:
+    """The :class:`StoreError` for an HTTP server's answer other than the object (aiohttp's ``ClientResponseError``,
+    which fsspec raises for any status but a 404), naming the URL without its signature; None for another error."""
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        return None
+    said = f"the server answered {status} {getattr(exc, 'message', '') or ''}".rstrip()
+    if status in (401, 403):
+        why = ("the URL's signature may have expired (a pre-signed URL lasts a limited time): sign it again"
+               if urlparse(url).query else "it is not allowed to be read so: give a URL that may be (pre-signed)")
+        said = f"{said}: {why}"
+    return StoreError(f"cannot read {shown_href(url)}: {said}")
+
+
 def _no_bucket(bucket: str) -> str:
     return f"the bucket {bucket} does not exist; create it first (cardcube creates no buckets) or correct the URL"
 
@@ -463,9 +483,13 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
         except FileNotFoundError:
             bucket = path.split("/")[0]
             missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
-            raise FileNotFoundError(f"{url}{missing}") from None
+            raise FileNotFoundError(f"{shown_href(url)}{missing}") from None
         except _FAILURES as exc:
-            raise _failure(exc, "read", url) from exc
+            raise _failure(exc, "read", shown_href(url)) from exc
+        except Exception as exc:  # an https server's 403 (a pre-signed URL expired), 500, ...: aiohttp's own error
+            if (refused := _refused(exc, url)) is None:
+                raise
+            raise refused from None
         yield local
 
 

@@ -37,6 +37,7 @@ from cardcube.storage import (
     open_store,
     read_json,
     refuse_file,
+    shown_href,
     store_url,
     write_json,
 )
@@ -78,7 +79,7 @@ from ingest.passes import (
 )
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
 from ingest.repair import Repair, plan_repair
-from ingest.sources import SourceScene, load_scenes, shown_href
+from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
 from ingest.validate import CheckedScene, check_files, check_scene

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
 from cardcube.spec import CubeSpec
+from cardcube.storage import shown_href
 from cube.ledger import (
     Acquisition,
     CubeVersion,
@@ -33,7 +34,6 @@ from cube.ledger import (
     footprint_record,
 )
 from ingest.passes import within_pass_gap
-from ingest.sources import shown_href
 from ingest.validate import CheckedScene, Window
 
 

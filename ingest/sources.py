@@ -87,12 +87,6 @@ REFUSED_ADVICE = ("the URL's signature may have expired (a Planetary Computer SA
                   "the items again and run ingest again; the scenes already in the cube are skipped")
 
 
-def shown_href(href: str) -> str:
-    """``href`` as messages show it: a signed URL's query string (its signature, a credential) left out."""
-    path, signed, _ = href.partition("?")
-    return path + ("?<signature hidden>" if signed else "")
-
-
 class _FsspecStacIO(DefaultStacIO):
     """pystac reading through fsspec, so a static catalog on S3 is read like a local one."""
 

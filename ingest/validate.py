@@ -49,9 +49,9 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_source_config, source_options
+from cardcube.storage import gdal_path, gdal_source_config, shown_href, source_options
 from ingest.assets import no_band_reason
-from ingest.sources import REFUSED_ADVICE, SourceScene, shown_href
+from ingest.sources import REFUSED_ADVICE, SourceScene
 from ingest.split import splits_items
 from ingest.spool import is_remote, keep
 from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map

@@ -29,14 +29,14 @@ from zarr.storage import StorePath, WrapperStore
 from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_source_config, read_bytes
+from cardcube.storage import gdal_path, gdal_source_config, read_bytes, shown_href
 from cube.manifest import BlockManifest
 from cube.shard_reader import VALUES_DIFFER, check_shard, shard_key, values_checksum
 from cube.tile_arrays import sized_view
 from ingest.arrays import open_array
 from ingest.commit import Fence
 from ingest.plan import DateSource, ShardWrite
-from ingest.sources import REFUSED_ADVICE, shown_href
+from ingest.sources import REFUSED_ADVICE
 from ingest.spool import is_remote
 from ingest.validate import CheckedScene, file_checksum, file_stamp
 from ingest.values import ValueMap

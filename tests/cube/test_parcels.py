@@ -669,3 +669,44 @@ def test_a_shapefile_at_a_url_answering_403_for_a_missing_part_is_read(register:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_parcel_file_at_a_url_the_server_refuses_says_so_without_its_signature(register: gpd.GeoDataFrame, tmp_path):
+    """A pre-signed URL of the parcel file whose signature expired is answered 403: the read failed with aiohttp's
+    own error, the URL's signature (a credential) in it. It is a store error naming the URL without its query and
+    what to do; a missing file (404) is no parcel file there, its signature hidden too."""
+    import http.server
+    import threading
+
+    from cardcube.errors import ParcelFileError, StoreError
+    from cube.parcels import read_parcels
+
+    class Expired(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # S3's answer to an expired pre-signed URL
+            status = 404 if "missing" in self.path else 403
+            body = b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Expired)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        at = f"http://127.0.0.1:{server.server_port}/lpis"
+        with pytest.raises(StoreError) as refused:
+            read_parcels(f"{at}/parcels.gpkg?X-Amz-Expires=60&X-Amz-Signature=0123abcd")
+        assert str(refused.value) == (f"cannot read {at}/parcels.gpkg?<signature hidden>: the server answered 403 "
+                                      "Forbidden: the URL's signature may have expired (a pre-signed URL lasts a "
+                                      "limited time): sign it again")
+        with pytest.raises(StoreError, match=r"403 Forbidden: it is not allowed to be read so"):
+            read_parcels(f"{at}/parcels.gpkg")
+        with pytest.raises(ParcelFileError) as missing:
+            read_parcels(f"{at}/missing.gpkg?X-Amz-Signature=0123abcd")
+        assert str(missing.value) == f"no parcel file at {at}/missing.gpkg?<signature hidden>"
+    finally:
+        server.shutdown()
+        server.server_close()
