@@ -518,6 +518,15 @@ def listed_names(names: Sequence[str], *, most: int) -> str:
     return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
+LISTED_LINES = 20  # lines a summary gives its items one each (thousands at a territory's size): the rest counted
+
+
+def listed_lines(lines: Sequence[str], more: str, *, most: int = LISTED_LINES) -> list[str]:
+    """The first ``most`` of ``lines`` (a summary's items, a line each), then, if there are more, one line counting
+    them and saying ``more`` of them (``"  ... and 12 more " + more``: what they are, where each is named)."""
+    return [*lines[:most], *([f"  ... and {len(lines) - most} more {more}"] if len(lines) > most else [])]
+
+
 def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
     """:func:`write_bytes` of each of ``objects`` (key -> bytes), all sent at once: on S3 one round trip's
     latency for them all, not one after another."""

@@ -66,7 +66,6 @@ def _statistics_arguments(args: argparse.Namespace) -> dict:
 
 TABLE_SUFFIXES = (".parquet", ".csv")  # what timeseries and flag write: Parquet, else CSV
 MANY_PARCELS = 500  # parcels above which `timeseries` points to `extract`
-LISTED_PARCELS = 20  # parcels without statistics (or with a note) `timeseries` names a line each; its .json all
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")  # an --out of chip so named is a file's name, no folder
 
 
@@ -311,7 +310,7 @@ def _timeseries(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cardcube.errors import NoAcquisitionWarning, ParcelsWithoutStatisticsWarning
-    from cardcube.storage import canonical_url, open_store
+    from cardcube.storage import canonical_url, listed_lines, open_store
     from cube.layout import cube_root
     from cube.parcels import ParcelSet
     from cube.timeseries import parcel_timeseries
@@ -341,15 +340,12 @@ def _timeseries(args: argparse.Namespace) -> int:
     print(f"{len(frame)} rows for {int((status.status == 'ok').sum())} parcel(s) from cube version "
           f"{frame.attrs['cube_version']} -> {out} (every parcel's status and the parameters: {out}.json)")
     unmeasured, noted = status[status.status != "ok"], status[(status.status == "ok") & (status.reason != "")]
-    for row in unmeasured.head(LISTED_PARCELS).itertuples():
-        print(f"  no statistics: parcel {row.parcel_id}: {row.reason}")
-    if len(unmeasured) > LISTED_PARCELS:  # a register's 47,500 parcels beyond the cube were as many lines
-        print(f"  ... and {len(unmeasured) - LISTED_PARCELS} more parcel(s) without statistics ({out}.json gives each "
-              f"one's reason)")
-    for row in noted.head(LISTED_PARCELS).itertuples():
-        print(f"  parcel {row.parcel_id}: {row.reason}")
-    if len(noted) > LISTED_PARCELS:
-        print(f"  ... and {len(noted) - LISTED_PARCELS} more parcel(s) with a note ({out}.json gives each one's)")
+    for line in [  # a register's 47,500 parcels beyond the cube were as many lines
+            *listed_lines([f"  no statistics: parcel {row.parcel_id}: {row.reason}" for row in unmeasured.itertuples()],
+                          f"parcel(s) without statistics ({out}.json gives each one's reason)"),
+            *listed_lines([f"  parcel {row.parcel_id}: {row.reason}" for row in noted.itertuples()],
+                          f"parcel(s) with a note ({out}.json gives each one's)")]:
+        print(line)
     for warning in caught:  # e.g. no acquisition within --time, naming the cube's dates
         print(f"note: {warning.message}", file=sys.stderr)
     if frame.empty and not any(issubclass(w.category, NoAcquisitionWarning) for w in caught):

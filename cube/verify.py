@@ -24,7 +24,7 @@ from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import StoreLike, open_store, reading, store_url
+from cardcube.storage import StoreLike, listed_lines, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
@@ -35,7 +35,6 @@ from cube.tile_arrays import ArrayKey, open_arrays
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
 IN_FLIGHT = 64
 IN_FLIGHT_DEEP = 8
-LISTED_PROBLEMS = 20  # problems a summary names a line each (a tile's lost prefix is thousands); ``--json`` all
 LOST_MANIFEST = ("manifest missing while the block was written with one: lost (a partial restore?); its shards "
                  "cannot be checked")
 LOST_RECORD = ("ledger record missing between kept versions (versions are numbered without gaps, and expire deletes "
@@ -81,11 +80,9 @@ class VerifyResult:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
                          "maybe earlier than any block with one): not checked")
         old = set(self.superseded)
-        lines += [f"  {key}: {problem}" + (" (read only by versions older than the latest)" if key in old else "")
-                  for key, problem in self.problems[:LISTED_PROBLEMS]]
-        if len(self.problems) > LISTED_PROBLEMS:
-            lines.append(f"  ... and {len(self.problems) - LISTED_PROBLEMS} more (the same command with --json names "
-                         "each)")
+        lines += listed_lines([f"  {key}: {problem}" + (" (read only by versions older than the latest)"
+                                                          if key in old else "") for key, problem in self.problems],
+                              "(the same command with --json names each)")
         if any(ShardKey.parse(key) and key not in old for key, _ in self.problems):
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")

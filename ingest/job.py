@@ -32,6 +32,7 @@ from cardcube.storage import (
     StoreLike,
     delete_key,
     list_children,
+    listed_lines,
     listed_names,
     local_file,
     open_store,
@@ -87,8 +88,6 @@ from ingest.write import StoredShard, rebuild_shards, rewrite_shard, write_shard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-LISTED_REJECTED = 20  # rejected scenes a summary names a line each; ``--json`` and ``cardcube versions`` name them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +184,10 @@ class IngestResult:
             lines.append(f"  {len(self.added) / self.seconds * 60:.1f} scenes/min, {mb / self.seconds:.1f} MB/s of "
                          f"source, wrote {self.bytes_written / 1e6:.1f} MB, write amplification "
                          f"{self.write_amplification:.2f}x")
-        lines += [f"  rejected {r.reason}" for r in self.rejected[:LISTED_REJECTED]]  # a reason starts "scene <id>: "
-        if len(self.rejected) > LISTED_REJECTED:  # a season of items whose signed hrefs had expired: thousands of lines
-            lines.append(f"  ... and {len(self.rejected) - LISTED_REJECTED} more scene(s) rejected: `cardcube versions "
-                         f"--cube {self.cube} --collection {self.collection}` names each with its reason (so does "
-                         f"--json)")
+        # a reason starts "scene <id>: "; a season of items whose signed hrefs had expired: thousands of lines
+        lines += listed_lines([f"  rejected {r.reason}" for r in self.rejected],
+                              f"scene(s) rejected: `cardcube versions --cube {self.cube} "
+                              f"--collection {self.collection}` names each with its reason (so does --json)")
         return "\n".join(lines)
 
 

@@ -15,14 +15,14 @@ import pytest
 
 from cardcube.cli import main
 from cardcube.errors import MissingShardError
-from cardcube.storage import open_store
+from cardcube.storage import LISTED_LINES, open_store
 from cube import layout
 from cube.dataset import open_cube
 from cube.extract import extract
 from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
 from cube.timeseries import parcel_timeseries
-from cube.verify import LISTED_PROBLEMS, verify
+from cube.verify import verify
 from ingest.expire import expire
 from tests.ingest.checks import assert_manifests_match, unlist_shards
 
@@ -452,14 +452,14 @@ def test_the_verify_command_names_the_first_problems_and_counts_the_others(cube,
     """A lost prefix (a lifecycle rule, a partial restore of a large cube) is thousands of missing shards: the command
     names the first ones and counts the others, which --json names each (a line each flooded the terminal)."""
     lost = sorted(p for p in (cube / "s2").rglob("c/*/*/*") if p.is_file())
-    assert len(lost) > LISTED_PROBLEMS + 1
+    assert len(lost) > LISTED_LINES + 1
     for shard in lost:
         shard.unlink()
     assert main(["verify", "--cube", str(cube), "--quiet"]) == 1
     out = capsys.readouterr().out
     named = [line for line in out.splitlines() if line.endswith(": missing")]
-    assert len(named) == LISTED_PROBLEMS and f"{len(lost)} damaged" in out
-    assert f"  ... and {len(lost) - LISTED_PROBLEMS} more (the same command with --json names each)" in out
+    assert len(named) == LISTED_LINES and f"{len(lost)} damaged" in out
+    assert f"  ... and {len(lost) - LISTED_LINES} more (the same command with --json names each)" in out
     assert "cardcube ingest --repair" in out  # the advice, said once after the list
     assert main(["verify", "--cube", str(cube), "--quiet", "--json"]) == 1
     keys = {p["key"] for p in json.loads(capsys.readouterr().out)["problems"]}

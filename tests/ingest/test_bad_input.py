@@ -18,11 +18,11 @@ import xarray as xr
 from cardcube.cli import main
 from cardcube.errors import InvalidRequestError, SourceNotFoundError
 from cardcube.spec import ChunkLayout
-from cardcube.storage import open_store
+from cardcube.storage import LISTED_LINES, open_store
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from ingest.expire import expire
-from ingest.job import LISTED_REJECTED, ingest
+from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import ingest_command, stopped_at
 from tests.ingest.http_source import http_server, served
@@ -161,20 +161,20 @@ def test_a_summary_names_the_first_rejected_scenes_and_counts_the_others(tiny_re
     more = 5
     copies = [dict(without_href(src, "B12"), id=f"NO-HREF-{i:02d}",
                    properties=dict(src["properties"], datetime=f"2024-01-{i + 1:02d}T10:00:00Z"))
-              for i in range(LISTED_REJECTED + more)]
+              for i in range(LISTED_LINES + more)]
     path, cube = write_items(tiny_region.items, copies, "no-hrefs.json"), tmp_path / "cube"
     assert main(["ingest", str(path), "--cube", str(cube), "--quiet", "--chunks", "time=4,space=64,shard_space=256"
                  ]) == 1
     out = capsys.readouterr().out
     named = [line for line in out.splitlines() if line.startswith("  rejected scene ")]
-    assert len(named) == LISTED_REJECTED and all("band B12's asset has no href" in line for line in named)
+    assert len(named) == LISTED_LINES and all("band B12's asset has no href" in line for line in named)
     assert (f"  ... and {more} more scene(s) rejected: `cardcube versions --cube {cube} --collection s2` names "
             "each") in out
     assert main(["versions", "--cube", str(cube)]) == 0  # where the summary sends the user: every one of them
     listing = capsys.readouterr().out
     assert all(f"  {c['id']} (SceneContentError): " in listing for c in copies)
     assert main(["ingest", str(path), "--cube", str(cube), "--quiet", "--json"]) == 1  # and --json
-    assert len(json.loads(capsys.readouterr().out)["rejected"]) == LISTED_REJECTED + more
+    assert len(json.loads(capsys.readouterr().out)["rejected"]) == LISTED_LINES + more
 
 
 def test_all_rejected_changes_no_data(bad_batch, tmp_path):
