@@ -34,7 +34,7 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,26 +121,29 @@ def _later_batches(keys: Iterable[str]) -> set[str]:
     replaces (a stopped run's late write of an earlier version's, while a run is unfinished: a finished one lists
     its files in the manifest, :func:`extraction_keys`); beside the whole mosaic of a cardcube before batches
     (``part.parquet``), every batch's file, until a run ends and deletes it."""
-    latest: dict[int, tuple[int, str]] = {}
     named = [(k, mosaic_batch(k)) for k in keys if k.startswith(MOSAIC)]
     if whole := {k for k, batch in named if batch is None}:  # part.parquet: the rows of every batch, until a run
         return {k for k, _ in named} - whole  # of this cardcube ends (and deletes it): its files, beside, repeat them
-    for key, batch in named:
-        if batch is not None and (batch[0] not in latest or batch[1] > latest[batch[0]][0]):
-            latest[batch[0]] = (batch[1], key)
-    return {k for k, batch in named if batch is not None} - {key for _, key in latest.values()}
+    return _outranked((k, *batch) for k, batch in named if batch is not None)
 
 
 def _written_anew(keys: Iterable[str]) -> set[str]:
     """The statistics files of units in ``keys`` that the same file written anew by a later update replaces
     (:func:`rewritten_key`): the earlier one a killed update had still to delete, or a stopped run's task writing it
     late, its rows of the dates the update dropped back."""
-    latest: dict[str, tuple[int, str]] = {}
-    named = [(k, first_key(k)) for k in keys if not k.startswith(MOSAIC)]
-    for key, (first, anew) in named:
-        if first not in latest or anew > latest[first][0]:
-            latest[first] = (anew, key)
-    return {k for k, _ in named} - {key for _, key in latest.values()}
+    return _outranked((k, *first_key(k)) for k in keys if not k.startswith(MOSAIC))
+
+
+def _outranked(ranked: Iterable[tuple[str, Hashable, int]]) -> set[str]:
+    """Of ``ranked`` files (key, the file it is a version of, the version's rank), those a version of the same file
+    of a greater rank replaces (of equal ranks, the first listed stays)."""
+    latest: dict[Hashable, tuple[int, str]] = {}
+    keys = set()
+    for key, name, rank in ranked:
+        keys.add(key)
+        if name not in latest or rank > latest[name][0]:
+            latest[name] = (rank, key)
+    return keys - {key for _, key in latest.values()}
 
 
 _ANEW = re.compile(r"-w(\d{8})(?=(?:-[^-/]+)?\.parquet$)")  # before the run's name, if any, and .parquet
