@@ -483,10 +483,11 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
     the manifest (an update's: read again, its earlier runs' rows of them dropped). Files first: a run killed between
     finds the dates stale again, and deletes the rest."""
     run, update = run_of(old), old.get("update")
-    mine = [k for k in run_keys(out, run) if not k.startswith(MOSAIC)]
+    listed = run_keys(out, run)
+    mine = [k for k in listed if not k.startswith(MOSAIC)]
     if update is not None:
         mine = [k for k in mine if k.endswith(update_suffix(version.version, run))]
-    gone = [k for k in run_keys(out, run) if k.startswith(MOSAIC)  # an update's: those of its version
+    gone = [k for k in listed if k.startswith(MOSAIC)  # an update's: those of its version
             and (update is None or (mosaic_batch(k) or (0, 0))[1] == version.version)]
     for tile, ids in stale.items():
         keys = _tile_keys(mine, tile)
