@@ -98,13 +98,16 @@ from cube.extraction_files import (
     check_still_of,
     drop_replaced,
     finish_manifest,
-    first_key,
+    generation_of,
+    generation_tag,
+    held_before_repair,
     holds_extraction,
     is_partial,
     mosaic_batch,
     mosaic_key,
     mosaic_status,
     new_run,
+    read_before_repair,
     read_manifest,
     read_status,
     read_timeseries,
@@ -116,6 +119,7 @@ from cube.extraction_files import (
     superseded,
     version_tag,
     write_status,
+    written_as,
 )
 from cube.indices import bands_for, check_bands, stored_bands, units_of
 from cube.ledger import CubeVersion, read_version
@@ -282,6 +286,7 @@ class _Job:
     buffer: float = DEFAULT_BUFFER  # for the parcels read across tiles (a tile's label layer holds its own)
     all_touched: bool = False
     run: str = ""  # the run the manifest names, which names the files (cube.extraction_files)
+    generation: int = 0  # ... and its generation (one more each time it was resumed after a repair)
     time_columns: tuple[str, ...] = TIME_COLUMNS  # the per-date acquisition columns of its rows (its manifest's)
 
     @property
@@ -454,10 +459,11 @@ class _Phases(Counter):
 
 
 def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = "",
-           time_edges: tuple[int, ...] = (), run: str = "") -> tuple[list[_Unit], int]:
-    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet
-    (``suffix``: after the run's start in the file name, to tell an update's files from the first run's;
-    ``run``: the extraction's run, last in it).
+           time_edges: tuple[int, ...] = (), run: str = "", generation: int = 0) -> tuple[list[_Unit], int]:
+    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet (``done``:
+    the names of those written, as :func:`cube.extraction_files.written_as` gives them; ``suffix``: after the run's
+    start in the file name, to tell an update's files from the first run's; ``run``: the extraction's run, last in
+    it; ``generation``: the run's, in the names of the files to write, :func:`cube.extraction_files.generation_tag`).
 
     A parcel wider or taller than a block (a MultiPolygon with distant parts, a huge pasture) would stretch
     its home block's window without limit: it is a unit of its own, its window its own bounding box, read
@@ -477,9 +483,9 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     for name, group, runs, *before in groups:
         rows = slice(int(group.row0.min()), int(group.row1.max()))
         cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/" + statistics_name(f"{{}}t{t.start:04d}{suffix}", run))
-                for t in runs]
-        todo = tuple((t, k.format(name)) for t, k in keys if not {k.format(n) for n in (name, *before)} & done)
+        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{{}}t{t.start:04d}{suffix}") for t in runs]
+        todo = tuple((t, statistics_name(k.format(name) + generation_tag(generation), run)) for t, k in keys
+                     if not {statistics_name(k.format(n), run) for n in (name, *before)} & done)
         resumed += len(keys) - len(todo)
         if todo:
             units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
@@ -595,11 +601,14 @@ def extract(
     suffix = "" if new is None else version_tag(version.version)  # an update's files beside the first run's
     for leftover in (k for k in list_keys(out_store, "") if is_partial(k)):  # of a run killed while writing
         delete_key(out_store, leftover)
-    done = {first_key(k)[0] for k in statistics_keys(out_store, run)}  # a unit's file by its first name
+    found = statistics_keys(out_store, there)  # but a stopped attempt's late files: a resumption after a repair
+    late = held_before_repair(out_store, found, there, version)  # ... left aside those of the dates it read again
+    done = {k if k.startswith(MOSAIC) else written_as(k)[0] for k in found if k not in late}  # a unit's by name
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
     job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
                None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run,
+               generation_of(there),
                tuple(there.get("time_columns", EARLIER_TIME_COLUMNS)))  # as its first run: one schema in its files
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
@@ -620,7 +629,7 @@ def extract(
         times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
                                                                               version, selection, time_block)
         tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges,
-                                     run=run)
+                                     run=run, generation=job.generation)
         units += tile_units
         units_resumed += resumed
     outside = ps.select([p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles])
@@ -657,17 +666,18 @@ def extract(
         failures += [result["failure"]] if result.get("failure") else []
     _check_written(out_store, written, run)
     check_still_of(out_store, version)
-    # a batch's file kept or written now replaces those of earlier versions: an update's (a failed batch's too: no
-    # stale rows), a stopped run's landing late; never one of this version, which another run into ``out`` at once
-    # may have written and listed
+    # a batch's file kept or written now replaces those of earlier versions and generations: an update's (a failed
+    # batch's too: no stale rows), a stopped run's landing late; never one of this version and generation, which
+    # another run into ``out`` at once may have written and listed
     mosaics = set(kept_batches) | {k for k in written if k.startswith(MOSAIC)}
     files = run_keys(out_store, run)
     for other in (k for k in files if k.startswith(MOSAIC) and k not in mosaics
-                  and (mosaic_batch(k) or (0, 0))[1] < version.version):
+                  and (mosaic_batch(k) or (0, 0, 0))[1:] < (version.version, job.generation)):
         delete_key(out_store, other)
-    # a unit's file under an earlier name than the one an update wrote it anew under (a killed update's leftover, a
-    # stopped run's late write): never read (superseded), deleted
-    for other in sorted(superseded(k for k in files if not k.startswith(MOSAIC))):
+    # a unit's file under an earlier name than the one an update wrote it anew under, or a resumption after a repair
+    # wrote it again under (a killed run's leftover, a stopped run's late write): never read, deleted
+    units_there = [k for k in files if not k.startswith(MOSAIC)]
+    for other in sorted(superseded(units_there) | read_before_repair(units_there, there)):
         delete_key(out_store, other)
 
     write_status(out_store, frame, id_column, status, set(ps.repaired), version.version)
@@ -839,7 +849,7 @@ def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps
             continue
         named = {pid: tiles[pid] for pid in batch.ids}
         dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
-        todo.append(_Batch(mosaic_key(i, job.run, job.version.version), batch, named, pixels * dates))
+        todo.append(_Batch(mosaic_key(i, job.run, job.version.version, job.generation), batch, named, pixels * dates))
     return todo, kept
 
 

@@ -5,11 +5,16 @@
     <out>/manifest.json                                   cube, collection, version, parameters, run, scenes read
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-<run>.parquet  parcel_id, time, band, count, masked, mean, ...
     <out>/timeseries/tile=<tile>/r<row>c<col>t<t>-v<version>-<run>.parquet   the same, dates an update added
-    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>[-v<version>]-w<update>-<run>.parquet   one of those, written anew
-                                                          by the update to version <update> without the rows of
-                                                          dates a repair wrote anew (the latest is read)
-    <out>/timeseries/tile=mosaic/part-<n>-v<version>-<run>.parquet   parcels read across tiles, a square of them
-                                                          a file, each update's anew (the latest is read)
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>[-v<version>]-g<generation>-<run>.parquet   one of those,
+                                                          written again by an unfinished run resumed after a repair
+                                                          (the manifest's ``generation``; the greatest is read)
+    <out>/timeseries/tile=<tile>/r<row>c<col>t<t>[-v<version>][-g<generation>]-w<update>-<run>.parquet   one of
+                                                          those, written anew by the update to version <update>
+                                                          without the rows of dates a repair wrote anew (the
+                                                          latest is read)
+    <out>/timeseries/tile=mosaic/part-<n>-v<version>[-g<generation>]-<run>.parquet   parcels read across tiles, a
+                                                          square of them a file, each update's anew (the latest
+                                                          is read)
     <out>/parcels.parquet                                 GeoParquet: every parcel, status, reason, pixels
 
 The manifest is written first, incomplete: a run with another cube or other parameters is refused rather than
@@ -18,7 +23,8 @@ mixed in (:func:`check_manifest`), an unfinished one is resumed, and an update r
 anew since is read again by an update (``update.replaced``, whose earlier rows :func:`drop_replaced` drops, writing
 each file holding some anew under a name of the update's version, which a stopped run's task writing the earlier
 name late does not undo: :func:`superseded`) or by the resumption of an unfinished run (which deletes its files
-holding it).
+holding it, and whose tasks write them again under names of a new ``generation``, so that a task of the attempt
+before the repair writing one late is left aside: :func:`read_before_repair`).
 Its ``run``, drawn when it is written, names every statistics file, and only files of that name are the
 extraction's (:func:`statistics_keys`): a task of a stopped run on a dask cluster that writes on after its driver
 has gone cannot slip its rows into a run started anew in the same folder (its resumption writes the same rows).
@@ -88,53 +94,70 @@ def statistics_name(stem: str, run: str) -> str:
     return f"{stem}-{run}.parquet" if run else f"{stem}.parquet"
 
 
-def mosaic_key(batch: int, run: str, version: int) -> str:
+def generation_tag(generation: int) -> str:
+    """What names the statistics files the tasks of ``generation`` write (the manifest's: one more each time an
+    unfinished run is resumed after a repair, :func:`_read_again`), after their unit, dates and update: nothing for
+    the first, so that an extraction never resumed so is named as before."""
+    return f"-g{generation:08d}" if generation else ""
+
+
+def generation_of(manifest: Mapping[str, Any]) -> int:
+    """The generation of the files the tasks of the run whose manifest is ``manifest`` write (0: before any
+    resumption after a repair, or an extraction of a cardcube from before generations)."""
+    return int(manifest.get("generation", 0))
+
+
+def mosaic_key(batch: int, run: str, version: int, generation: int = 0) -> str:
     """The file of the ``batch``-th batch of parcels read across tiles, of the cube's ``version``: an update, which
     reads their whole season again, writes it beside the earlier version's (which it supersedes:
     :func:`superseded`), so that a task of a stopped run writing an earlier version's file late never replaces a
-    later version's."""
-    return MOSAIC + statistics_name(f"part-{batch:05d}-v{version:08d}", run)
+    later version's; a run resumed after a repair, under its new ``generation`` (:func:`generation_tag`), for the
+    same reason."""
+    return MOSAIC + statistics_name(f"part-{batch:05d}-v{version:08d}{generation_tag(generation)}", run)
 
 
-_MOSAIC_NAME = re.compile(r"part-(\d+)(?:-v(\d+))?(?:-|\.parquet$)")
+_MOSAIC_NAME = re.compile(r"part-(\d+)(?:-v(\d+))?(?:-g(\d+))?(?:-|\.parquet$)")
 
 
-def mosaic_batch(key: str) -> tuple[int, int] | None:
-    """The batch number of a file of parcels read across tiles, and the version in its name (0: none, a file of a
-    cardcube from before 2026-12-05); None for a name of no batch (``part.parquet``, the whole mosaic in one file,
-    of a cardcube from before 2026-12-04)."""
+def mosaic_batch(key: str) -> tuple[int, int, int] | None:
+    """The batch number of a file of parcels read across tiles, the version in its name (0: none, a file of a
+    cardcube from before 2026-12-05) and its generation (:func:`generation_tag`; 0: none); None for a name of no
+    batch (``part.parquet``, the whole mosaic in one file, of a cardcube from before 2026-12-04)."""
     found = _MOSAIC_NAME.match(key.rsplit("/", 1)[-1])
-    return None if found is None else (int(found[1]), int(found[2] or 0))
+    return None if found is None else (int(found[1]), int(found[2] or 0), int(found[3] or 0))
 
 
 def superseded(keys: Iterable[str]) -> set[str]:
     """The statistics files in ``keys`` that a later file of the same name replaces, so that none of their rows is
-    read: of a batch read across tiles, a file named by a later version (:func:`_later_batches`); of a unit, a file
-    written anew by an update without the rows of dates a repair wrote anew (:func:`_written_anew`). Both are a
-    stopped run's task writing an earlier file late, or a file a killed run had still to delete."""
+    read: of a batch read across tiles, a file named by a later version or generation (:func:`_later_batches`); of a
+    unit, a file written again by a run resumed after a repair, or anew by an update without the rows of dates a
+    repair wrote anew (:func:`_written_anew`). Both are a stopped run's task writing an earlier file late, or a file
+    a killed run had still to delete."""
     keys = list(keys)
     return _later_batches(keys) | _written_anew(keys)
 
 
 def _later_batches(keys: Iterable[str]) -> set[str]:
-    """The files of batches read across tiles in ``keys`` that a file of the same batch named by a later version
-    replaces (a stopped run's late write of an earlier version's, while a run is unfinished: a finished one lists
-    its files in the manifest, :func:`extraction_keys`); beside the whole mosaic of a cardcube before batches
-    (``part.parquet``), every batch's file, until a run ends and deletes it."""
+    """The files of batches read across tiles in ``keys`` that a file of the same batch named by a later version (of
+    the same version, a later generation) replaces (a stopped run's late write of an earlier one, while a run is
+    unfinished: a finished one lists its files in the manifest, :func:`extraction_keys`); beside the whole mosaic of
+    a cardcube before batches (``part.parquet``), every batch's file, until a run ends and deletes it."""
     named = [(k, mosaic_batch(k)) for k in keys if k.startswith(MOSAIC)]
     if whole := {k for k, batch in named if batch is None}:  # part.parquet: the rows of every batch, until a run
         return {k for k, _ in named} - whole  # of this cardcube ends (and deletes it): its files, beside, repeat them
-    return _outranked((k, *batch) for k, batch in named if batch is not None)
+    return _outranked((k, batch[0], batch[1:]) for k, batch in named if batch is not None)
 
 
 def _written_anew(keys: Iterable[str]) -> set[str]:
-    """The statistics files of units in ``keys`` that the same file written anew by a later update replaces
-    (:func:`rewritten_key`): the earlier one a killed update had still to delete, or a stopped run's task writing it
-    late, its rows of the dates the update dropped back."""
-    return _outranked((k, *first_key(k)) for k in keys if not k.startswith(MOSAIC))
+    """The statistics files of units in ``keys`` that the same file of a later generation (written again by a run
+    resumed after a repair: :func:`generation_tag`) or written anew by a later update (:func:`rewritten_key`)
+    replaces: the earlier one a killed run had still to delete, or a stopped run's task writing it late, its rows of
+    the dates read again or dropped back."""
+    return _outranked((k, name, (generation, update)) for k in keys if not k.startswith(MOSAIC)
+                      for name, generation, update in [written_as(k)])
 
 
-def _outranked(ranked: Iterable[tuple[str, Hashable, int]]) -> set[str]:
+def _outranked(ranked: Iterable[tuple[str, Hashable, tuple[int, ...]]]) -> set[str]:
     """Of ``ranked`` files (key, the file it is a version of, the version's rank), those a version of the same file
     of a greater rank replaces (of equal ranks, the first listed stays)."""
     latest: dict[Hashable, tuple[int, str]] = {}
@@ -147,6 +170,8 @@ def _outranked(ranked: Iterable[tuple[str, Hashable, int]]) -> set[str]:
 
 
 _ANEW = re.compile(r"-w(\d{8})(?=(?:-[^-/]+)?\.parquet$)")  # before the run's name, if any, and .parquet
+_GENERATION = re.compile(r"-g(\d{8})(?=(?:-w\d{8})?(?:-[^-/]+)?\.parquet$)")  # ... and before -w<update>, if any
+_VERSIONED = re.compile(r"-v\d{8}(?=(?:-[^-/]+)?\.parquet$)")  # an update's file (written_as's name)
 
 
 def first_key(key: str) -> tuple[str, int]:
@@ -154,6 +179,17 @@ def first_key(key: str) -> tuple[str, int]:
     it anew (:func:`rewritten_key`; 0: none)."""
     found = _ANEW.search(key)
     return (key, 0) if found is None else (key[:found.start()] + key[found.end():], int(found[1]))
+
+
+def written_as(key: str) -> tuple[str, int, int]:
+    """The name of the unit's file that statistics file ``key`` is, as its tasks name it in every generation (without
+    generation or update: the name a resumption finds done), the generation of the tasks that wrote it
+    (:func:`generation_tag`) and the version of the update that wrote it anew (:func:`rewritten_key`); 0: none."""
+    first, update = first_key(key)
+    found = _GENERATION.search(first)
+    if found is None:
+        return first, 0, update
+    return first[:found.start()] + first[found.end():], int(found[1]), update
 
 
 def rewritten_key(key: str, version: int, run: str) -> str:
@@ -219,20 +255,70 @@ def extraction_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
     if manifest.get("complete") and "mosaics" in manifest:
         listed = set(manifest["mosaics"])
         keys = [k for k in keys if not k.startswith(MOSAIC) or k in listed]
-    return _latest(keys)
+    return _latest(keys, manifest)
 
 
-def statistics_keys(store: Store, run: str) -> list[str]:
-    """The statistics files of the extraction in ``store``, whose manifest names ``run``: :func:`run_keys` but
-    those a later file of the same batch or unit supersedes (:func:`superseded`: a stopped run's late write of an
-    earlier one)."""
-    return _latest(run_keys(store, run))
+def statistics_keys(store: Store, manifest: Mapping[str, Any]) -> list[str]:
+    """The statistics files of the extraction in ``store`` whose manifest is ``manifest``: :func:`run_keys` of its
+    run but those a later file of the same batch or unit supersedes (:func:`superseded`), or that a resumption after
+    a repair left aside (:func:`read_before_repair`): a stopped run's late write of an earlier one."""
+    return _latest(run_keys(store, run_of(manifest)), manifest)
 
 
-def _latest(keys: list[str]) -> list[str]:
-    """``keys`` but those :func:`superseded` names."""
-    old = superseded(keys)
+def _latest(keys: list[str], manifest: Mapping[str, Any]) -> list[str]:
+    """``keys`` but those :func:`superseded` or :func:`read_before_repair` names."""
+    old = superseded(keys) | read_before_repair(keys, manifest)
     return [k for k in keys if k not in old]
+
+
+def _tile_of(key: str) -> str:
+    """The tile whose partition statistics file ``key`` is in (``mosaic``: parcels read across tiles)."""
+    return key.split("tile=", 1)[1].split("/", 1)[0]
+
+
+def _earlier(key: str, again: Mapping[str, Any], run: str) -> bool:
+    """Whether statistics file ``key`` is one the run resumed after a repair (``again``: a record of the manifest's
+    ``read_again``, :func:`_read_again`) wrote in an earlier generation, on a tile of the dates it reads again (of
+    parcels read across tiles: any): its first run's files, or an update's own (of its version)."""
+    if key.startswith(MOSAIC):
+        batch = mosaic_batch(key) or (0, 0, 0)
+        return batch[2] < again["generation"] and (batch[1] == again["version"] if again["update"] else
+                                                    batch[1] <= again["version"])
+    name, generation, _ = written_as(key)
+    if generation >= again["generation"] or _tile_of(key) not in again["scenes"]:
+        return False
+    return name.endswith(update_suffix(again["version"], run)) if again["update"] else not _VERSIONED.search(name)
+
+
+def read_before_repair(keys: Iterable[str], manifest: Mapping[str, Any]) -> set[str]:
+    """The statistics files in ``keys`` that a run resumed after a repair deleted, of an earlier generation
+    (:func:`_read_again`), found by their names: a task of the attempt before the repair writing one late (a dask
+    worker that kept going after its driver was stopped) would bring the repaired dates' damaged rows back, or its
+    file (its dates' runs differing) repeat rows. Those of its parcels read across tiles (all of them), and of an
+    update, its own files on the tiles of those dates. A first run deleted only the files holding those dates:
+    :func:`held_before_repair` finds them by their contents."""
+    run, again = run_of(manifest), manifest.get("read_again", ())
+    return {k for k in keys for record in again
+            if (k.startswith(MOSAIC) or record["update"]) and _earlier(k, record, run)}
+
+
+def held_before_repair(store: Store, keys: Sequence[str], manifest: Mapping[str, Any],
+                       version: CubeVersion) -> set[str]:
+    """Those of ``keys`` (statistics files) of the first run of the extraction whose manifest is ``manifest``
+    (``version``: the one it reads, or a later one) that it wrote before a repair it was resumed after, holding the
+    dates it reads again: each resumption deleted those it found (:func:`_read_again`), and a task of the attempt
+    before writing one late, or still running then, writes the damaged rows under a name its resumption would take
+    for done. Only the footers of the files of earlier generations on those dates' tiles are read, and the files
+    whose footers say they may hold them (:func:`_files_holding`)."""
+    run, held = run_of(manifest), set()
+    for record in manifest.get("read_again", ()):
+        if record["update"] or record["version"] != manifest["version"] or "update" in manifest:
+            continue  # an update's files, read again by their tiles; or an earlier run's, no more written by tasks
+        earlier = [k for k in keys if not k.startswith(MOSAIC) and _earlier(k, record, run)]
+        for tile, ids in sorted(record["scenes"].items()):
+            held.update(key for key, _, _ in _files_holding(store, _tile_keys(earlier, tile),
+                                                             _times(version, tile, ids)))
+    return held
 
 
 def run_of(manifest: Mapping[str, Any]) -> str:
@@ -480,13 +566,15 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
     """Make the unfinished run of ``old`` read the ``stale`` dates again (:func:`_stale`: a repair wrote them anew
     since it began): delete its files that hold them (a whole run's; an update's, every one of their tiles: the dates
     it reads there change) and of parcels read across tiles, which the resumption writes again; then record them in
-    the manifest (an update's: read again, its earlier runs' rows of them dropped). Files first: a run killed between
-    finds the dates stale again, and deletes the rest."""
+    the manifest (an update's: read again, its earlier runs' rows of them dropped) with a new ``generation``, which
+    names the files the resumption's tasks write (:func:`generation_tag`), and in ``read_again``: a task of the
+    attempt before writing its file late is left aside (:func:`read_before_repair`, :func:`held_before_repair`,
+    :func:`superseded`). Files first: a run killed between finds the dates stale again, and deletes the rest."""
     run, update = run_of(old), old.get("update")
     listed = run_keys(out, run)
     mine = [k for k in listed if not k.startswith(MOSAIC)]
     if update is not None:
-        mine = [k for k in mine if k.endswith(update_suffix(version.version, run))]
+        mine = [k for k in mine if written_as(k)[0].endswith(update_suffix(version.version, run))]
     gone = [k for k in listed if k.startswith(MOSAIC)  # an update's: those of its version
             and (update is None or (mosaic_batch(k) or (0, 0))[1] == version.version)]
     for tile, ids in stale.items():
@@ -496,8 +584,13 @@ def _read_again(out: Store, old: dict[str, Any], version: CubeVersion, head: Cub
         gone += keys
     for key in gone:
         delete_key(out, key)
+    generation = generation_of(old) + 1  # the resumption's tasks write names of their own (generation_tag)
     doc = {**old, "reads": {**_reads(old, version, time),
-                            **scene_reads(version, head, [s for ids in stale.values() for s in ids])}}
+                            **scene_reads(version, head, [s for ids in stale.values() for s in ids])},
+           "generation": generation,
+           "read_again": [*old.get("read_again", ()), {"generation": generation, "version": version.version,
+                                                       "update": update is not None,
+                                                       "scenes": {t: list(ids) for t, ids in sorted(stale.items())}}]}
     if update is not None:
         again = {s for ids in stale.values() for s in ids}
         adds = {tile: [a.scene_id for a in tile_dates(state, time)
@@ -526,8 +619,8 @@ def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion)
     if not replaced:
         return 0
     run = run_of(manifest)
-    earlier = [k for k in statistics_keys(out, run)
-               if not k.startswith(MOSAIC) and not k.endswith(update_suffix(manifest["version"], run))]
+    earlier = [k for k in statistics_keys(out, manifest)
+               if not k.startswith(MOSAIC) and not written_as(k)[0].endswith(update_suffix(manifest["version"], run))]
     changed = 0
     for tile, ids in sorted(replaced.items()):
         for key, table, drop in _files_holding(out, _tile_keys(earlier, tile), _times(version, tile, ids)):

@@ -7,12 +7,15 @@ extraction's update, or its resumption, must then equal a whole extraction of wh
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -21,7 +24,7 @@ import pytest
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.extract import extract, read_status, read_timeseries
-from cube.extraction_files import MANIFEST
+from cube.extraction_files import MANIFEST, TIMESERIES
 from cube.ledger import read_version
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -50,14 +53,21 @@ def _damage(cube: Path, part: str, block: int, source: int) -> Path:
     return target
 
 
-def _update(tiny_region, cube: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """``cardcube extract --update`` in a process of its own, killed at checkpoint ``kill_at`` if given."""
+def _cli(tiny_region, cube: Path, out: Path | str, *options: str, kill_at: str | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``cardcube extract`` with ``options`` in a process of its own (``env`` added to its environment), killed at
+    checkpoint ``kill_at`` if given."""
     cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
            "--out", str(out), "--block", str(BLOCK), "--time-block", str(TIME_BLOCK), "--bands", "B04,NDVI",
-           "--scheduler", "sync", "--quiet", "--update"]
-    env = {k: v for k, v in os.environ.items() if k != "CARDCUBE_KILL_AT"}
-    env.update({"PYTHONPATH": str(REPO), **({"CARDCUBE_KILL_AT": kill_at} if kill_at else {})})
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+           "--scheduler", "sync", "--quiet", *options]
+    environment = {k: v for k, v in os.environ.items() if k != "CARDCUBE_KILL_AT"}
+    environment.update({"PYTHONPATH": str(REPO), **(env or {}), **({"CARDCUBE_KILL_AT": kill_at} if kill_at else {})})
+    return subprocess.run(cmd, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def _update(tiny_region, cube: Path, out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``cardcube extract --update`` in a process of its own, killed at checkpoint ``kill_at`` if given."""
+    return _cli(tiny_region, cube, out, "--update", kill_at=kill_at)
 
 
 def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
@@ -280,3 +290,104 @@ def test_an_extraction_whose_files_an_earlier_cardcube_wrote_anew_in_place_reads
             for path in anew:
                 path.rename(path.with_name(path.name.replace(f"-w{version:08d}", "")))
             _same_as_whole(out, whole)
+
+
+@dataclass(frozen=True)
+class _Out:
+    """An extraction's output, in a folder or on moto's S3: where to extract to, and its files as a late task writes
+    them (through fsspec)."""
+
+    url: str
+    options: dict[str, Any] | None
+    fs: Any
+    root: str
+    env: dict[str, str]  # what points a cardcube process at it
+
+    def files(self) -> dict[str, bytes]:
+        """Every file under ``timeseries/``, by its key."""
+        self.fs.invalidate_cache()
+        return {p[len(self.root) + 1:]: self.fs.cat_file(p) for p in self.fs.find(f"{self.root}/{TIMESERIES}")}
+
+    def write_back(self, files: dict[str, bytes]) -> None:
+        """What a stopped attempt's late tasks do: each file's bytes, written to its key."""
+        for key, data in files.items():
+            self.fs.pipe_file(f"{self.root}/{key}", data)
+
+    def manifest(self) -> dict[str, Any]:
+        self.fs.invalidate_cache()
+        return json.loads(self.fs.cat_file(f"{self.root}/{MANIFEST}"))
+
+
+@pytest.fixture(params=["folder", "s3"])
+def unfinished(request, mended, tmp_path) -> tuple[Path, _Out]:
+    """The damaged extraction of ``mended`` as a run stopped before it finished left it (as in
+    :func:`test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again`), in a folder or on S3."""
+    import fsspec
+
+    cube, damaged, _ = mended
+    manifest = json.loads((damaged / MANIFEST).read_text())
+    manifest = {**{k: v for k, v in manifest.items() if k not in FINISHED}, "complete": False}
+    if request.param == "folder":
+        folder = str(tmp_path / "unfinished")
+        out = _Out(folder, None, fsspec.filesystem("file", auto_mkdir=True), folder, {})
+    else:
+        bucket = request.getfixturevalue("s3_bucket")
+        options = bucket.storage_options()
+        out = _Out(bucket.url_for("unfinished"), options, fsspec.filesystem("s3", **options),
+                   f"{bucket.name}/unfinished", bucket.server.environment())
+    out.write_back({str(p.relative_to(damaged)): p.read_bytes() for p in damaged.rglob("*") if p.is_file()})
+    out.fs.pipe_file(f"{out.root}/{MANIFEST}", json.dumps(manifest).encode())  # as a run killed after its last file
+    return cube, out
+
+
+def _same_as_whole_at(out: _Out, whole: Path) -> None:
+    """:func:`_same_as_whole`, of an output in a folder or on S3."""
+    rows = read_timeseries(out.url, storage_options=out.options)
+    assert sum(pq.read_metadata(io.BytesIO(data)).num_rows for data in out.files().values()) == len(rows)
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
+    columns = ["parcel_id", "status", "reason", "tile", "pixels", "cube_version"]
+    pd.testing.assert_frame_equal(read_status(out.url, storage_options=out.options)[columns],
+                                  read_status(whole)[columns])
+
+
+def test_a_late_write_of_the_attempt_before_a_mend_after_its_resumption_wrote_brings_no_damaged_row_back(
+        unfinished, parcels, tmp_path):
+    """An unfinished run resumed after a mend deleted its files holding the mended dates, and its tasks wrote them
+    again under the same keys: a task of the attempt before the mend writing its file late (a dask worker that kept
+    going after its driver was stopped) replaced the new file with the damaged one, and the extraction differed from a
+    whole one (mean values, 13 %). Written again under a name of the resumption's generation now, which the late
+    file's does not replace; the next run deletes the late ones."""
+    cube, out = unfinished
+    earlier = out.files()
+    extract(parcels, cube, out.url, as_of=1, out_storage_options=out.options, **KW)
+    out.write_back(earlier)  # the attempt before the mend, late
+    whole = tmp_path / "whole"
+    extract(parcels, cube, whole, as_of=1, **KW)
+    rows = read_timeseries(out.url, storage_options=out.options)
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
+    assert out.manifest()["generation"] == 1
+    assert any("-g00000001-" in key for key in out.files())
+    again = extract(parcels, cube, out.url, as_of=1, out_storage_options=out.options, **KW)  # nothing to read
+    assert again.rows == 0
+    _same_as_whole_at(out, whole)
+
+
+def test_a_late_write_of_the_attempt_before_a_mend_before_its_resumption_listed_its_files_is_not_taken_as_done(
+        unfinished, tiny_region, parcels, tmp_path):
+    """The resumption after a mend deleted the files holding the mended dates, and was stopped (killed after its
+    first file); a task of the attempt before the mend then wrote its file late, and the next resumption found it
+    there and took it for done: the mended dates kept their damaged rows for good. A file of an earlier generation
+    holding those dates is not done now, and is written again."""
+    cube, out = unfinished
+    earlier = out.files()
+    killed = _cli(tiny_region, cube, out.url, "--as-of", "1", kill_at="extract-unit-written", env=out.env)
+    assert killed.returncode == -9, killed.stderr
+    assert not out.manifest()["complete"]
+    out.write_back(earlier)  # the attempt before the mend, late
+    resumed = extract(parcels, cube, out.url, as_of=1, out_storage_options=out.options, **KW)
+    whole = tmp_path / "whole"
+    extract(parcels, cube, whole, as_of=1, **KW)
+    _same_as_whole_at(out, whole)
+    assert resumed.rows > 0  # the late files holding the mended dates were written again

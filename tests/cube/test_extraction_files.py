@@ -229,7 +229,7 @@ def test_an_unfinished_run_resumed_after_a_mend_writes_the_mended_dates_again():
                     parquet_bytes(table, **TIMESERIES_PARQUET))
     head = _recorded(replace(first, version=2), S2A_2=2)
     assert check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head) is None
-    assert [k.split("/")[-1][:17] for k in statistics_keys(out, run)] == ["r00000c00256t0000"]
+    assert [k.split("/")[-1][:17] for k in statistics_keys(out, read_json(out, MANIFEST))] == ["r00000c00256t0000"]
     assert read_json(out, MANIFEST)["reads"] == {"S2A_1": 1, "S2A_2": 2}
     assert check_manifest(out, PARAMETERS, first, time=None, update=False, cube=out, head=head) is None  # said once
 
@@ -332,7 +332,7 @@ def test_an_unfinished_update_resumed_after_a_mend_of_an_earlier_date_reads_it_a
         "31UFU": ["S2A_1", "S2A_3"]}
     manifest = read_json(out, MANIFEST)
     assert manifest["update"]["replaced"] == {"31UFU": ["S2A_1"]} and manifest["reads"]["S2A_1"] == 3
-    assert statistics_keys(out, "") == []
+    assert statistics_keys(out, read_json(out, MANIFEST)) == []
 
 
 def test_a_date_new_in_an_unfinished_update_mended_while_it_was_stopped_is_read_again_not_replaced():
@@ -411,7 +411,7 @@ def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_l
 
     def rows() -> dict[str, list]:
         return {k: pq.read_table(pa.BufferReader(read_bytes(out, k)))["time"].to_pylist()
-                for k in statistics_keys(out, run)}
+                for k in statistics_keys(out, {"run": run})}
 
     two = {"run": run, "version": 2, "update": {"from": 1, "replaced": {"31UFU": ["S2A_2"]}}}
     assert drop_replaced(out, two, version) == 1
@@ -444,5 +444,5 @@ def test_a_file_an_update_wrote_anew_is_written_anew_again_in_place_by_the_same_
     resumed = {**update, "update": {"from": 1, "replaced": {"31UFU": ["S2A_1", "S2A_2"]}}}
     assert drop_replaced(out, resumed, version) == 1
     anew = rewritten_key(first, 2, run)
-    assert statistics_keys(out, run) == [anew] and read_bytes(out, first) is None
+    assert statistics_keys(out, {"run": run}) == [anew] and read_bytes(out, first) is None
     assert pq.read_table(pa.BufferReader(read_bytes(out, anew)))["time"].to_pylist() == [times[2].item()]
