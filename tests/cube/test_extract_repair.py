@@ -391,3 +391,35 @@ def test_a_late_write_of_the_attempt_before_a_mend_before_its_resumption_listed_
     extract(parcels, cube, whole, as_of=1, **KW)
     _same_as_whole_at(out, whole)
     assert resumed.rows > 0  # the late files holding the mended dates were written again
+
+
+def test_a_late_write_of_an_unfinished_updates_attempt_before_a_mend_repeats_no_row(tiny_region, parcels, tmp_path):
+    """An unfinished update resumed after a mend of a date the run before it read deletes its own files of that
+    date's tile: it reads the date again, so its runs of dates there, and their files' names, change. A task of the
+    attempt before the mend writing its file late put rows of the new dates in twice (a name the resumption no
+    longer writes), or its earlier rows over the resumption's (the same name). Both are left aside now (a file of
+    the update's own, of an earlier generation, on that tile) and deleted by the next run."""
+    cube, features = _cube(tiny_region, tmp_path, 8)  # cold blocks 0 and 1
+    _damage(cube, "r10m", 0, 1)
+    out = tmp_path / "out"
+    extract(parcels, cube, out, **KW)
+    assert ingest(write_items(tiny_region.items, features[8:12], "repair-extract-added.json"), cube,
+                  progress=False).version == 2
+    killed = _update(tiny_region, cube, out, "extract-unit-written")
+    assert killed.returncode == -9, killed.stderr
+    earlier = {path: path.read_bytes() for path in (out / "timeseries").rglob("*-v00000002-*.parquet")}
+    assert earlier
+    assert ingest(write_items(tiny_region.items, features[:4], "repair-extract-block.json"), cube, progress=False,
+                  repair=True).mended
+    resumed = extract(parcels, cube, out, as_of=2, update=True, **KW)
+    assert resumed.replaced == 4
+    for path, data in earlier.items():  # the attempt before the mend, late
+        path.write_bytes(data)
+    whole = tmp_path / "whole"
+    extract(parcels, cube, whole, as_of=2, **KW)
+    rows = read_timeseries(out)
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
+    assert json.loads((out / MANIFEST).read_text())["generation"] == 1
+    assert extract(parcels, cube, out, as_of=2, update=True, **KW).rows == 0  # nothing to read; the late files go
+    _same_as_whole(out, whole)
