@@ -164,8 +164,10 @@ def test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again(men
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({**{k: v for k, v in manifest.items() if k not in FINISHED},
                                             "complete": False}))  # as a run killed after its last file left it
+    assert "generation" not in manifest  # as an earlier cardcube left it
     resumed = extract(parcels, cube, out, as_of=1, **KW)
     assert resumed.rows > 0 and resumed.version == 1
+    assert json.loads((out / MANIFEST).read_text())["generation"] == 1
     extract(parcels, cube, tmp_path / "whole", as_of=1, **KW)  # read now: the block as mended
     _same_as_whole(out, tmp_path / "whole")
     _differ_on(read_timeseries(damaged), read_timeseries(out), times)
@@ -423,3 +425,34 @@ def test_a_late_write_of_an_unfinished_updates_attempt_before_a_mend_repeats_no_
     assert json.loads((out / MANIFEST).read_text())["generation"] == 1
     assert extract(parcels, cube, out, as_of=2, update=True, **KW).rows == 0  # nothing to read; the late files go
     _same_as_whole(out, whole)
+
+
+def test_an_extraction_never_resumed_after_a_repair_is_named_resumed_and_updated_as_before(tiny_region, parcels,
+                                                                                           tmp_path):
+    """Generations name only the files of a run resumed after a repair: an extraction of an earlier cardcube (its
+    manifest without ``generation``), stopped, is resumed and updated under the names it had, and reads as a whole
+    extraction. (One resumed after a repair is :func:`test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_
+    dates_again` and the tests after it: their manifests had no generation either.)"""
+    cube, features = _cube(tiny_region, tmp_path, 8)
+    out = tmp_path / "out"
+    extract(parcels, cube, out, **KW)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert "generation" not in manifest and "read_again" not in manifest
+    (out / MANIFEST).write_text(json.dumps({**{k: v for k, v in manifest.items() if k not in FINISHED},
+                                            "complete": False}))  # stopped halfway
+    files = sorted((out / "timeseries").rglob("*.parquet"))
+    for path in files[::2]:
+        path.unlink()
+    resumed = extract(parcels, cube, out, **KW)
+    assert resumed.units == len(files[::2]) and resumed.units_resumed == len(files[1::2])
+    assert sorted((out / "timeseries").rglob("*.parquet")) == files  # the same names
+    extract(parcels, cube, tmp_path / "whole-1", **KW)
+    _same_as_whole(out, tmp_path / "whole-1")
+    ingest(write_items(tiny_region.items, features[8:12], "generation-added.json"), cube, progress=False)
+    updated = extract(parcels, cube, out, update=True, **KW)
+    assert updated.version == 2 and updated.rows > 0
+    names = [p.name for p in (out / "timeseries").rglob("*.parquet")]
+    assert any("-v00000002-" in n for n in names) and not any("-g0" in n for n in names)
+    assert "generation" not in json.loads((out / MANIFEST).read_text())
+    extract(parcels, cube, tmp_path / "whole-2", **KW)
+    _same_as_whole(out, tmp_path / "whole-2")
