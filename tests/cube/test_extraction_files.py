@@ -446,3 +446,61 @@ def test_a_file_an_update_wrote_anew_is_written_anew_again_in_place_by_the_same_
     anew = rewritten_key(first, 2, run)
     assert statistics_keys(out, {"run": run}) == [anew] and read_bytes(out, first) is None
     assert pq.read_table(pa.BufferReader(read_bytes(out, anew)))["time"].to_pylist() == [times[2].item()]
+
+
+@pytest.mark.parametrize(("run", "where"), [("d49cb602e05e", "memory"), ("", "memory"), ("d49cb602e05e", "s3")],
+                         ids=["run", "before-runs", "s3"])
+def test_the_files_of_a_run_written_before_a_repair_it_was_resumed_after_are_told_from_its_resumptions(
+        run, where, request):
+    """A run resumed after a repair deletes its files holding the dates read again, and of parcels read across tiles,
+    and its tasks write them again under the same names: a task of the attempt before writing one late, before the
+    resumption listed the files (taken for done) or after it wrote them (written over), brought the damaged rows
+    back. The resumption's names are of a new generation now (``-g<n>``), which supersedes the earlier; a file of an
+    earlier generation holding those dates is not done (its footer read), nor is an earlier batch file."""
+    from cardcube.storage import open_store, read_bytes
+    from cube.extraction_files import (
+        generation_tag,
+        held_before_repair,
+        mosaic_batch,
+        mosaic_key,
+        rewritten_key,
+        written_as,
+    )
+
+    version = _recorded(_version(1, ["S2A_1", "S2A_2", "S2A_3"]))
+    times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        out = open_store(bucket.url_for("out"), storage_options=bucket.storage_options())
+    else:
+        out = MemoryStore()
+    check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out)
+    write_json(out, MANIFEST, {**read_json(out, MANIFEST), "run": run})
+    folder = "timeseries/tile=31UFU/"
+    held, other = (folder + statistics_name(f"r00000c00000t000{t}", run) for t in (0, 2))
+    batch = mosaic_key(0, run, 1)
+    for key, when in ((held, times[:2]), (other, times[2:]), (batch, times)):
+        table = pa.table({"parcel_id": ["a"] * len(when), "time": pa.array(when, pa.timestamp("us"))})
+        write_bytes(out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
+    late = {key: read_bytes(out, key) for key in (held, batch)}
+    head = _recorded(replace(version, version=2), S2A_2=2)
+    check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out, head=head)  # S2A_2 read again
+    manifest = read_json(out, MANIFEST)
+    assert manifest["generation"] == 1 and manifest["read_again"] == [
+        {"generation": 1, "version": 1, "update": False, "scenes": {"31UFU": ["S2A_2"]}}]
+    assert statistics_keys(out, manifest) == [other]
+    for key, data in late.items():  # the attempt before the repair, late, before the resumption lists the files
+        write_bytes(out, key, data)
+    listed = statistics_keys(out, manifest)
+    assert sorted(listed) == sorted([held, other])  # the earlier batch file left aside by its name
+    assert held_before_repair(out, listed, manifest, version) == {held}  # and the unit's by its footer
+
+    again = folder + statistics_name(f"r00000c00000t0000{generation_tag(1)}", run)  # the resumption's files
+    assert written_as(again) == (held, 1, 0) and written_as(rewritten_key(again, 2, run)) == (held, 1, 2)
+    assert mosaic_batch(mosaic_key(0, run, 1, 1)) == (0, 1, 1) and mosaic_batch(batch) == (0, 1, 0)
+    for key in (again, mosaic_key(0, run, 1, 1)):
+        write_bytes(out, key, late[held])
+    for key, data in late.items():  # ... or after it wrote them
+        write_bytes(out, key, data)
+    assert sorted(statistics_keys(out, manifest)) == sorted([again, other, mosaic_key(0, run, 1, 1)])
+    assert held_before_repair(out, statistics_keys(out, manifest), manifest, version) == set()
