@@ -160,7 +160,7 @@ def _written_anew(keys: Iterable[str]) -> set[str]:
 def _outranked(ranked: Iterable[tuple[str, Hashable, tuple[int, ...]]]) -> set[str]:
     """Of ``ranked`` files (key, the file it is a version of, the version's rank), those a version of the same file
     of a greater rank replaces (of equal ranks, the first listed stays)."""
-    latest: dict[Hashable, tuple[int, str]] = {}
+    latest: dict[Hashable, tuple[tuple[int, ...], str]] = {}
     keys = set()
     for key, name, rank in ranked:
         keys.add(key)
