@@ -456,3 +456,39 @@ def test_an_extraction_never_resumed_after_a_repair_is_named_resumed_and_updated
     assert "generation" not in json.loads((out / MANIFEST).read_text())
     extract(parcels, cube, tmp_path / "whole-2", **KW)
     _same_as_whole(out, tmp_path / "whole-2")
+
+
+
+def test_a_file_a_resumption_after_a_mend_wrote_is_written_anew_by_a_later_update_no_late_file_undoing_either(
+        mended, tiny_region, parcels, tmp_path):
+    """The block mended while a run was stopped is damaged and mended again after the run finished: the update
+    drops its rows from the files the resumption wrote (``-g00000001``), writing them anew (``-g00000001-w00000003``),
+    and no late write of either earlier attempt's files brings a damaged row back."""
+    cube, damaged, _ = mended
+    out = tmp_path / "out"
+    shutil.copytree(damaged, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**{k: v for k, v in manifest.items() if k not in FINISHED},
+                                            "complete": False}))
+    late = {path: path.read_bytes() for path in (out / "timeseries").rglob("*.parquet")}
+    extract(parcels, cube, out, as_of=1, **KW)  # resumed after the mend
+    again = {path: path.read_bytes() for path in (out / "timeseries").rglob("*-g00000001-*.parquet")}
+    assert again
+    late.update(again)
+    _damage(cube, "r10m", 0, 1)  # damaged again (after it was read), and mended again
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    assert ingest(write_items(tiny_region.items, features[:4], "repair-extract-again.json"), cube, progress=False,
+                  repair=True).version == 3
+    updated = extract(parcels, cube, out, update=True, **KW)
+    assert updated.replaced == 4 and updated.version == 3
+    assert sorted(p.name.replace("-w00000003", "") for p in (out / "timeseries").rglob("*-w00000003-*.parquet")) == \
+        sorted(p.name for p in again)  # the resumption's files, written anew
+    for path, data in late.items():  # both attempts before, late
+        path.write_bytes(data)
+    whole = tmp_path / "whole"
+    extract(parcels, cube, whole, **KW)
+    rows = read_timeseries(out)
+    assert not rows.duplicated(["parcel_id", "time", "band"]).any()
+    _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
+    assert extract(parcels, cube, out, update=True, **KW).rows == 0  # nothing to read; the late files go
+    _same_as_whole(out, whole)
