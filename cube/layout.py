@@ -5,6 +5,7 @@
     <root>/catalog.json                         STAC root catalog
     <root>/<collection>/collection.json         STAC collection of the cube collection
     <root>/<collection>/_ledger/v00000007.json  commit record of version 7 (created once, never changed)
+    <root>/<collection>/_ledger/scenes-00000007-<digest>.json  the details of the scenes version 7 recorded first
     <root>/<collection>/_lock.json              the writer lock while an ingest runs
     <root>/<collection>/<tile>/<item>.json      STAC item of one cube tile
     <root>/<collection>/<tile>/_manifest/       the shards each time block stores (cube.manifest)
@@ -46,6 +47,17 @@ def ledger_prefix(collection: str) -> str:
 
 def ledger_key(collection: str, version: int) -> str:
     return f"{collection}/{LEDGER_DIR}/v{version:08d}.json"
+
+
+def details_key(collection: str, name: str) -> str:
+    """Key of a details object of the ledger (:mod:`cube.scene_details`), by its name."""
+    return f"{collection}/{LEDGER_DIR}/{name}"
+
+
+def details_of_key(key: str) -> str | None:
+    """The name of a details object's key, or None for anything else under the ledger prefix (a record)."""
+    name = key.rsplit("/", 1)[-1]
+    return name if name.startswith("scenes-") and name.endswith(".json") else None
 
 
 def version_of_key(key: str) -> int | None:

@@ -1,9 +1,11 @@
 """The ledger: what a cube collection holds at each committed version.
 
 Each successful ingest creates one record ``_ledger/vNNNNNNNN.json`` (see :mod:`cube.layout`), written
-once and never changed. A record holds the *whole* state, so reading a version is one GET:
+once and never changed. A record holds the *whole* state a reader needs, so reading a version is one GET:
 per tile, which dates sit in the time-first ("cold") arrays and which in hot-buffer slots, the
-acquisition metadata of every date, and every ingested scene with the checksums of its sources.
+acquisition metadata of every date, and every ingested scene with where it went. Each scene's source files and
+their checksums (its details) are kept once, in a details object the records name (:mod:`cube.scene_details`,
+read when asked for; records of format ``cardcube-ledger/1``, before 2026-12-06, hold them inline).
 Data chunks are never overwritten once a version refers to them, so any unexpired version can be
 read exactly as it was ("as of").
 """
@@ -29,8 +31,10 @@ from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, CubeSpec, cube_spec
 from cardcube.storage import key_exists, list_keys, local_file, read_json, store_at, store_url
 from cube import layout
+from cube.scene_details import FIELDS, DetailsReader, StoredField, details_document, details_of, stored_in
 
-FORMAT = "cardcube-ledger/1"
+FORMAT = "cardcube-ledger/2"  # the records this cardcube writes: scene details in details objects
+READ_FORMATS = ("cardcube-ledger/1", FORMAT)  # and those it reads: format 1 holds every scene's details inline
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +215,25 @@ class SceneRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SceneRecord:
+    def from_dict(cls, d: dict[str, Any], details: DetailsReader | None = None) -> SceneRecord:
+        """A record as :meth:`to_dict` writes it, or (``details``: the reader of its details objects) as a record of
+        format 2 does: its :data:`~cube.scene_details.FIELDS` and its parts' read from the details object it names."""
         d = dict(d)
         d["windows"] = {int(k): tuple(v) for k, v in d.get("windows", {}).items()}
-        d["parts"] = tuple(ScenePart.from_dict(p) for p in d.get("parts", ()))
-        return cls(**d)
+        if details is None:
+            d["parts"] = tuple(ScenePart.from_dict(p) for p in d.get("parts", ()))
+            return cls(**d)
+        name, sid = d.pop("details"), d["scene_id"]
+        d["parts"] = tuple(ScenePart(**p, **{f: StoredField(details, name, (sid, "parts", i, f)) for f in FIELDS})
+                           for i, p in enumerate(d.get("parts", ())))
+        return cls(**d, **{f: StoredField(details, name, (sid, f)) for f in FIELDS})
+
+    def to_record(self, details: str) -> dict[str, Any]:
+        """As a record of format 2 keeps it: :meth:`to_dict` less the fields the details object ``details`` holds."""
+        d = {k: v for k, v in self.to_dict().items() if k not in FIELDS}
+        if self.parts:
+            d["parts"] = [{k: v for k, v in p.items() if k not in FIELDS} for p in d["parts"]]
+        return {**d, "details": details}
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +307,10 @@ class CubeVersion:
         return (min(times), max(times)) if times else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The whole state as one document, every scene's details inline (format 1, which :meth:`from_dict` reads);
+        its ledger record is :meth:`documents`'."""
         return {
-            "format": FORMAT,
+            "format": READ_FORMATS[0],
             "collection": self.collection,
             "version": self.version,
             "created": self.created,
@@ -304,17 +324,33 @@ class CubeVersion:
             "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())},
         }
 
+    def documents(self) -> tuple[tuple[str, bytes] | None, bytes]:
+        """What committing this version writes (format 2): the details object of the scenes whose details no earlier
+        record names (its name and bytes; None if there are none), and the bytes of the ledger record."""
+        stored = {sid: stored_in(r) for sid, r in self.scenes.items()}
+        new = {sid: details_of(r) for sid, r in self.scenes.items() if stored[sid] is None}
+        details = details_document(self.collection, self.version, new) if new else None
+        d = self.to_dict()
+        d["format"] = FORMAT
+        d["scenes"] = {sid: r.to_record(stored[sid] or details[0]) for sid, r in sorted(self.scenes.items())}
+        return details, json.dumps(d, separators=(",", ":")).encode()
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CubeVersion:
-        if d.get("format") != FORMAT:
+    def from_dict(cls, d: dict[str, Any], details: DetailsReader | None = None) -> CubeVersion:
+        """A version as :meth:`to_dict` writes it (format 1, every scene whole), or as its ledger record of format 2
+        does (:meth:`documents`), its scenes' details read by ``details`` when asked for."""
+        if d.get("format") not in READ_FORMATS:
             raise CorruptDocumentError(f"ledger record of version {d.get('version')}: unsupported format "
-                                       f"{d.get('format')!r}, expected {FORMAT}")
+                                       f"{d.get('format')!r}, expected one of {', '.join(READ_FORMATS)}")
+        if d["format"] != READ_FORMATS[0] and details is None:
+            raise InvalidRequestError(f"a ledger record of format {d['format']} needs the reader of its details")
+        stored = details if d["format"] != READ_FORMATS[0] else None
         return cls(
             collection=d["collection"],
             version=d["version"],
             spec=CubeSpec.from_dict(d["spec"]),
             tiles={k: TileState.from_dict(v) for k, v in d["tiles"].items()},
-            scenes={k: SceneRecord.from_dict(v) for k, v in d["scenes"].items()},
+            scenes={k: SceneRecord.from_dict(v, stored) for k, v in d["scenes"].items()},
             added=tuple(d["added"]),
             rejected=tuple(Rejection.from_dict(r) for r in d["rejected"]),
             created=d.get("created", ""),
@@ -441,12 +477,15 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}: "
                                    f"{_which_versions(version, versions)}")
     key = layout.ledger_key(collection, version)
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(record, dict) or record.get("format") not in READ_FORMATS:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise CorruptDocumentError(f"{key} in {store_url(store)} has ledger format {found!r}, not {FORMAT}: written "
-                                   f"by another cardcube version?")
+        newer = isinstance(found, str) and found.startswith("cardcube-ledger/")
+        raise CorruptDocumentError(f"{key} in {store_url(store)} has ledger format {found!r}, not "
+                                   f"{' or '.join(READ_FORMATS)}: " + ("written by a newer cardcube, upgrade this one "
+                                                                       "to read it" if newer else
+                                                                       "written by another cardcube version?"))
     try:
-        return CubeVersion.from_dict(record)
+        return CubeVersion.from_dict(record, DetailsReader(store, collection))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if unknown := re.search(r"unexpected keyword argument '(\w+)'", str(exc)):  # a field added since
             raise CorruptDocumentError(f"{key} in {store_url(store)} holds a field this cardcube does not know "

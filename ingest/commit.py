@@ -46,7 +46,6 @@ publishes it and finds the scenes already in.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -411,8 +410,15 @@ def _delete_if_owner(store: Store, key: str, owner: str) -> None:
 
 
 def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
-    """Make ``new`` visible: the one create-only write of the protocol (step 5), after checking ``fence``."""
-    data = json.dumps(new.to_dict(), indent=1).encode()
+    """Make ``new`` visible: the one create-only write of the protocol (step 5), after checking ``fence``. The
+    details object of the scenes it records first (:mod:`cube.scene_details`) is created before it, as data is:
+    named by its bytes' digest, it is no other writer's, and one left by a run killed before its record is
+    invisible (``cardcube expire`` deletes it)."""
+    details, data = new.documents()
+    if details is not None:
+        if fence is not None:
+            fence.check()
+        _create_own(store, layout.details_key(new.collection, details[0]), details[1])
     if fence is not None:
         fence.check()
     key = layout.ledger_key(new.collection, new.version)
@@ -425,6 +431,17 @@ def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
             f"version {new.version} of the {new.collection} cube at {store_url(store)} was committed by "
             f"another writer meanwhile; nothing of this run became visible, re-run the ingest"
         ) from None
+
+
+def _create_own(store: Store, key: str, data: bytes) -> None:
+    """Create ``key`` holding ``data``; one there already holding them (this run's write retried, or a run killed
+    after writing the same) is as good."""
+    try:
+        create_bytes(store, key, data)
+    except CommitConflictError:
+        if read_bytes(store, key) != data:
+            raise CommitConflictError(f"{key} in {store_url(store)} holds other bytes than its name's digest says: "
+                                      "delete it (no version names it), and re-run the ingest") from None
 
 
 def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, CubeVersion], None] | None = None,

@@ -1,0 +1,134 @@
+"""A scene's band files, checksums and what was done to them: written once, read when asked for.
+
+Until 2026-12-06 every ledger record held every scene's whole record (some 3.4 KB a scene, most of it the source
+files' hrefs and sha256), so a season of a country made each version's record ~10 MB, written again by every ingest
+and read by every query. A record of format ``cardcube-ledger/2`` keeps, per scene, what reading the cube needs
+(tile, time, windows, footprint, the pieces of a pass) and names the *details object* holding the rest: its
+``checksums``, ``sources``, ``converted`` and ``warped`` (those of its parts too). A details object holds the
+scenes whose details a version was the first to record, ``<collection>/_ledger/scenes-<version>-<digest>.json``
+(the digest of its bytes: two writers of one version never write the same key with other bytes), created once
+before its version's record, like the data, and never changed; later records name it again. ``cardcube expire``
+deletes those no kept record names (and those of a run killed before its commit).
+
+The fields a details object holds are read lazily (:class:`StoredField`): a query never asks for them, an ingest or
+a catalog build does, and then one GET reads a whole details object for every scene it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from zarr.abc.store import Store
+
+from cardcube.errors import CorruptDocumentError
+from cardcube.storage import read_bytes, store_url
+from cube import layout
+
+FORMAT = "cardcube-scene-details/1"
+FIELDS = ("checksums", "sources", "converted", "warped")  # of a scene record and of each of its parts
+
+
+class DetailsReader:
+    """The details objects of one collection, each read once (by the first :class:`StoredField` asking; safe to share
+    between threads)."""
+
+    def __init__(self, store: Store, collection: str) -> None:
+        self.store, self.collection = store, collection
+        self._read: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple:  # a copy elsewhere (a dask worker process) reads them again, if asked
+        return DetailsReader, (self.store, self.collection)
+
+    def scene(self, name: str, scene_id: str) -> dict[str, Any]:
+        """The details of ``scene_id`` in the details object ``name``."""
+        with self._lock:
+            if name not in self._read:
+                self._read[name] = _read_details(self.store, self.collection, name)
+            scenes = self._read[name]
+        if scene_id not in scenes:
+            raise CorruptDocumentError(f"{layout.details_key(self.collection, name)} in {store_url(self.store)} "
+                                       f"holds no details of scene {scene_id}, which the ledger says it does: "
+                                       "restore the ledger from a backup")
+        return scenes[scene_id]
+
+
+def _read_details(store: Store, collection: str, name: str) -> dict[str, Any]:
+    key = layout.details_key(collection, name)
+    data = read_bytes(store, key)
+    if data is None:
+        raise CorruptDocumentError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
+                                   "names, is missing: restore it from a backup (cardcube verify lists what else is)")
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, not {FORMAT}")
+        if hashlib.sha256(data).hexdigest()[:16] != name.removesuffix(".json").rpartition("-")[2]:
+            raise ValueError("its bytes are not those its name's digest says")
+        return dict(doc["scenes"])
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({exc}): restore it from a "
+                                   "backup") from None
+
+
+class StoredField(Mapping):
+    """One field of :data:`FIELDS` of a scene record (``path``: its scene id and field, or its scene id, "parts",
+    the part's index and field) kept in the details object ``name``: read at the first look inside. Equal to a
+    dict of the same items; pickled as what it points at."""
+
+    __slots__ = ("name", "path", "reader")
+
+    def __init__(self, reader: DetailsReader, name: str, path: tuple[Any, ...]) -> None:
+        self.reader, self.name, self.path = reader, name, path
+
+    def __reduce__(self) -> tuple:
+        return StoredField, (self.reader, self.name, self.path)
+
+    def _items(self) -> dict[str, Any]:
+        found: Any = self.reader.scene(self.name, self.path[0])
+        for step in self.path[1:]:
+            found = found[step] if isinstance(step, int) or step in found else {}  # an empty field is not written
+        return found
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return f"StoredField({self.name}, {'/'.join(map(str, self.path))})"
+
+
+def stored_in(record: Any) -> str | None:
+    """The details object already holding ``record``'s details (a :class:`cube.ledger.SceneRecord` read from a
+    record of format 2, its detail fields and its parts' unchanged), or None: they are to be written."""
+    fields = [(getattr(record, f), (record.scene_id, f)) for f in FIELDS]
+    fields += [(getattr(p, f), (record.scene_id, "parts", i, f)) for i, p in enumerate(record.parts) for f in FIELDS]
+    names = {v.name for v, path in fields if isinstance(v, StoredField) and v.path == path}
+    if len(names) == 1 and all(isinstance(v, StoredField) for v, _ in fields):
+        return names.pop()
+    return None
+
+
+def details_of(record: Any) -> dict[str, Any]:
+    """``record``'s details as a details object holds them (an empty ``converted`` or ``warped`` left out)."""
+    def fields(r: Any) -> dict[str, Any]:
+        return {f: ({k: dict(v) for k, v in r.warped.items()} if f == "warped" else dict(getattr(r, f)))
+                for f in FIELDS if f in ("checksums", "sources") or getattr(r, f)}
+    parts = [fields(p) for p in record.parts]
+    return {**fields(record), **({"parts": parts} if parts else {})}
+
+
+def details_document(collection: str, version: int, details: Mapping[str, dict[str, Any]]) -> tuple[str, bytes]:
+    """The name and bytes of the details object of ``version`` holding ``details`` (scene id -> :func:`details_of`)."""
+    data = json.dumps({"format": FORMAT, "collection": collection, "version": version,
+                       "scenes": dict(sorted(details.items()))}, separators=(",", ":")).encode()
+    return f"scenes-{version:08d}-{hashlib.sha256(data).hexdigest()[:16]}.json", data
