@@ -132,3 +132,23 @@ def details_document(collection: str, version: int, details: Mapping[str, dict[s
     data = json.dumps({"format": FORMAT, "collection": collection, "version": version,
                        "scenes": dict(sorted(details.items()))}, separators=(",", ":")).encode()
     return f"scenes-{version:08d}-{hashlib.sha256(data).hexdigest()[:16]}.json", data
+
+
+def details_named(version: Any) -> set[str]:
+    """The names of the details objects ``version`` (a :class:`cube.ledger.CubeVersion`) reads its scenes' details
+    from: none for one read from a record of format 1."""
+    return {v.name for r in version.scenes.values() for x in (r, *r.parts) for f in FIELDS
+            if isinstance(v := getattr(x, f), StoredField)}
+
+
+def details_problems(store: Store, collection: str, names: set[str]) -> list[tuple[str, str]]:
+    """(key, what is wrong) of each of the details objects ``names`` that is missing or damaged."""
+    problems = []
+    for name in sorted(names):
+        try:
+            _read_details(store, collection, name)
+        except CorruptDocumentError as exc:
+            key = layout.details_key(collection, name)
+            problems.append((key, "missing: the band files and checksums of the scenes it held are lost (restore it "
+                                  "from a backup)" if "is missing" in str(exc) else f"damaged: {exc}"))
+    return problems

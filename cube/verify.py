@@ -5,7 +5,9 @@ come to it (:func:`cube.manifest.confirm_absent`). :func:`verify` looks at every
 kept versions' time blocks list, before anyone reads them: after a restore from a backup, a migration between
 buckets, a lifecycle rule changed, or on a schedule. Without ``deep`` it reads each shard's index (a small
 ranged read: the object is there, its end intact); with it, every byte, decompressing every chunk and comparing
-the values with the checksum ingest recorded (blosc notices a damaged stream, not always a changed byte).
+the values with the checksum ingest recorded (blosc notices a damaged stream, not always a changed byte). It also
+reads the ledger's details objects the kept versions name (:mod:`cube.scene_details`: the scenes' band files and
+checksums, which a query never reads and an ingest does).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from catalog.write import published_version
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
+from cube.scene_details import details_named, details_problems
 from cube.shard_reader import check_shard, index_size, shard_key
 from cube.tile_arrays import ArrayKey, open_arrays
 
@@ -110,6 +113,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
+    problems += details_problems(store, collection, set().union(*map(details_named, versions)))
     unlisted = len(manifests) - len(listed) - len(lost)
     latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
     superseded = tuple(key for key, _ in problems

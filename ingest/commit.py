@@ -21,9 +21,12 @@ the process with SIGKILL at that step; the crash tests use it, nothing else does
 3. ``validated``  - every source band read in full and checked (nothing written yet).
 4. ``written``    - data chunks written, only at time indices *beyond* the committed extents: new
                     cold blocks and never-used hot slots. No committed byte is ever overwritten.
+   ``details``    - the details object of the scenes version N+1 is the first to record (their band files
+                    and checksums, :mod:`cube.scene_details`) created, like data: no record names it yet.
 5. ``committed``  - THE atomic switch: create ``C/_ledger/v{N+1}.json`` with a create-only write. It
-                    holds the whole new state. Readers take the newest ledger record and slice every
-                    array to the extents it lists, so before this object exists they see version N
+                    holds the whole new state (naming the details objects of its scenes). Readers take
+                    the newest ledger record and slice every array to the extents it lists, so before
+                    this object exists they see version N
                     exactly, and after it, version N+1 complete. A writer that finds the key taken
                     (a broken lock) fails with :class:`CommitConflictError`; its data stays invisible.
                     Two writers that start from version N write the same new hot slots, so a late
@@ -60,6 +63,7 @@ from typing import NoReturn
 
 from zarr.abc.store import Store
 
+from cardcube.checkpoints import checkpoint
 from cardcube.errors import (
     CommitConflictError,
     CubeLockedError,
@@ -93,7 +97,7 @@ log = logging.getLogger(__name__)
 STALE_AFTER = 600.0  # seconds without a heartbeat after which a lock is taken for dead
 SETTLE = 60.0  # seconds within which a write whose process has ended has landed or failed (an S3 PUT fully sent)
 
-STEPS = ("locked", "recovered", "validated", "written", "committed", "published", "unlocked")
+STEPS = ("locked", "recovered", "validated", "written", "details", "committed", "published", "unlocked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +423,7 @@ def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
         if fence is not None:
             fence.check()
         _create_own(store, layout.details_key(new.collection, details[0]), details[1])
+    checkpoint("details")
     if fence is not None:
         fence.check()
     key = layout.ledger_key(new.collection, new.version)

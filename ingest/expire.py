@@ -14,7 +14,9 @@ never expires. Under the writer lock (no ingest runs meanwhile), in this order:
                          committed; the remaining records are always the newest ones.
 2. ``expire-data``     - delete, per tile, the hot-buffer dates no remaining version lists, and any data
                          a crashed ingest left beyond the latest version's extents (see
-                         :mod:`ingest.commit`). Nothing a remaining version reads is touched.
+                         :mod:`ingest.commit`); then the ledger's details objects no remaining record names
+                         (:mod:`cube.scene_details`: of expired versions, or of a run killed before its
+                         commit). Nothing a remaining version reads is touched.
 
 A kill between or inside the steps leaves every remaining version readable; the next run deletes what
 is left over. A reader holding an expired version in memory (a lazy Dataset, the REST service's pinned
@@ -39,11 +41,12 @@ from cardcube.checkpoints import checkpoint
 from cardcube.errors import CorruptDocumentError
 from cardcube.grid import is_tile_id
 from cardcube.spec import CubeSpec
-from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, open_store, store_url
+from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, list_keys, open_store, store_url
 from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import CubeVersion, TileState, read_version, version_history
+from cube.scene_details import details_named
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
 from ingest.commit import STALE_AFTER, Fence, publish, writer_lock
@@ -65,18 +68,22 @@ class ExpireResult:
     kept: tuple[int, ...]
     deleted: Mapping[str, int]  # tile -> unreferenced time blocks (hot dates, crash leftovers) of its arrays
     dry_run: bool = False
+    details: int = 0  # the ledger's details objects no kept record names (cube.scene_details)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: ``cardcube expire --json``."""
         return {"collection": self.collection, "cube": self.cube, "expired": list(self.expired),
-                "kept": list(self.kept), "deleted": dict(self.deleted), "dry_run": self.dry_run}
+                "kept": list(self.kept), "deleted": dict(self.deleted), "dry_run": self.dry_run,
+                "details": self.details}
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
         kept = f"versions {self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else f"version {self.kept[0]}"
         return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
-                f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)")
+                f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)"
+                + (f", and {self.details} details object(s) of the ledger no kept version names" if self.details
+                   else ""))
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
@@ -161,6 +168,19 @@ def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_
     return gone
 
 
+def _sweep_details(store: Store, collection: str, kept: Sequence[CubeVersion], *, dry_run: bool,
+                   fence: Fence | None) -> int:
+    """Delete the ledger's details objects no ``kept`` version names: those of expired versions only, and those of
+    runs killed before their commit. How many."""
+    named = set().union(*map(details_named, kept))
+    gone = [key for key in list_keys(store, layout.ledger_prefix(collection))
+            if (name := layout.details_of_key(key)) is not None and name not in named]
+    for key in gone if not dry_run else ():
+        fence.check()
+        delete_key(store, key)
+    return len(gone)
+
+
 def _created(store: Store, version: CubeVersion) -> datetime:
     """When ``version`` was committed, as its ledger record says; a record without a readable UTC time is damaged
     (expire would have to guess which versions are old)."""
@@ -219,8 +239,9 @@ def expire(
                                      dry_run=dry_run, fence=fence)
                    for tile, state in sorted(head.tiles.items())}
         deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
+        details = _sweep_details(store, collection, kept, dry_run=dry_run, fence=fence)
         checkpoint("expire-data")
     result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,
-                          dry_run=dry_run)
+                          dry_run=dry_run, details=details)
     log.info("%s", result.summary())
     return result

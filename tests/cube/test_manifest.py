@@ -502,3 +502,15 @@ def test_the_service_answers_a_lost_shard_with_a_500_that_names_it(cube, tiny_re
         assert ok.status_code == 200 and ok.json()["rows"]  # the other bands are whole
     finally:
         server.close()
+
+
+def test_a_lost_or_damaged_details_object_of_the_ledger_is_reported(history):
+    """The scenes' band files and checksums are kept in details objects the records name (cube.scene_details): a
+    query never reads them, so one lost would go unnoticed until the next ingest needed it. Verify reads them."""
+    names = sorted((history / "s2" / "_ledger").glob("scenes-*.json"))
+    assert len(names) == 9 and verify(history, progress=False).ok  # each version added scenes
+    names[0].unlink()
+    names[-1].write_text(names[-1].read_text().replace("sha256:", "sha256:0"))
+    problems = verify(history, progress=False).problems
+    assert [(k, p.split(":")[0]) for k, p in problems] == [(layout.details_key("s2", names[0].name), "missing"),
+                                                           (layout.details_key("s2", names[-1].name), "damaged")]

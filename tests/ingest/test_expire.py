@@ -430,3 +430,30 @@ def test_expire_publishes_the_head_an_ingest_killed_after_its_commit_left_unpubl
     assert open_array(store, head.spec, tile, 10, "B04", hot=False, mode="r").shape[0] == length
     assert published_version(store, "s2") is None and not (cube / "catalog.json").exists()
 
+
+
+def test_the_details_object_of_an_ingest_killed_before_its_commit_is_deleted_and_the_others_kept(tiny_region,
+                                                                                                  tmp_path):
+    """The band files and checksums of the scenes a version records first are written before its record
+    (:mod:`cube.scene_details`): a run killed between the two leaves an object no version names, which expire deletes
+    (a dry run counts it), keeping every one a kept version names; the re-run writes its own and completes."""
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    first, rest = (write_items(tiny_region.items, part, f"details-{i}.json")
+                   for i, part in enumerate((features[:6], features[6:])))
+    cube = tmp_path / "cube"
+    ingest(first, cube, chunks=CHUNKS, progress=False)
+    ledger = cube / "s2" / "_ledger"
+    named = sorted(p.name for p in ledger.glob("scenes-*.json"))
+    assert len(named) == 1
+    assert run_ingest(rest, str(cube), "s2", kill_at="details").returncode == -9
+    orphan = sorted({p.name for p in ledger.glob("scenes-*.json")} - set(named))
+    assert len(orphan) == 1 and committed_versions(open_store(cube), "s2") == [1]
+    assert expire(cube, older_than=EVERYTHING, dry_run=True).details == 1
+    result = expire(cube, older_than=EVERYTHING)
+    assert result.details == 1 and "1 details object(s) of the ledger" in result.summary()
+    assert sorted(p.name for p in ledger.glob("scenes-*.json")) == named
+    assert run_ingest(rest, str(cube), "s2").returncode == 0
+    head = read_version(open_store(cube), "s2")
+    assert all(r.checksums and r.sources for r in head.scenes.values())
+    assert expire(cube, older_than=EVERYTHING).details == 0 and verify(cube, progress=False).ok
+    assert len(list(ledger.glob("scenes-*.json"))) == 2  # version 2's scenes, and those version 1 recorded first
