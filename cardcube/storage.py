@@ -870,6 +870,11 @@ def read_json_many(store: Store, keys: Sequence[str]) -> list[Any | None]:
     return [parse_json(store, key, data) for key, data in zip(keys, _read_many(store, keys), strict=True)]
 
 
+def read_bytes_many(store: Store, keys: Sequence[str]) -> list[bytes | None]:
+    """:func:`read_bytes` of each of ``keys`` (None if absent), all requested at once."""
+    return _read_many(store, keys)
+
+
 def read_tails(store: Store, keys: Sequence[str], nbytes: int) -> list[bytes | None]:
     """The last ``nbytes`` of each of ``keys`` (the whole object if shorter; None if absent), all requested at once:
     a Parquet file's footer without its data."""

@@ -229,10 +229,17 @@ class SceneRecord:
         return cls(**d, **{f: StoredField(details, name, (sid, f)) for f in FIELDS})
 
     def to_record(self, details: str) -> dict[str, Any]:
-        """As a record of format 2 keeps it: :meth:`to_dict` less the fields the details object ``details`` holds."""
-        d = {k: v for k, v in self.to_dict().items() if k not in FIELDS}
+        """As a record of format 2 keeps it: :meth:`to_dict` less the fields the details object ``details`` holds
+        (not read here: a version carrying a scene over writes its record without reading its details)."""
+        d = {"scene_id": self.scene_id, "tile": self.tile, "time": self.time, "version": self.version,
+             "windows": {str(k): list(v) for k, v in self.windows.items()}, "collection": self.collection,
+             "processing_baseline": self.processing_baseline}
+        if self.item:
+            d["item"] = self.item
         if self.parts:
-            d["parts"] = [{k: v for k, v in p.items() if k not in FIELDS} for p in d["parts"]]
+            d["parts"] = [{"scene_id": p.scene_id, "item": p.item, "time": p.time} for p in self.parts]
+        if self.footprint is not None:
+            d["footprint"] = self.footprint
         return {**d, "details": details}
 
 
@@ -309,8 +316,12 @@ class CubeVersion:
     def to_dict(self) -> dict[str, Any]:
         """The whole state as one document, every scene's details inline (format 1, which :meth:`from_dict` reads);
         its ledger record is :meth:`documents`'."""
+        return {**self._state(READ_FORMATS[0]), "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())}}
+
+    def _state(self, format_: str) -> dict[str, Any]:
+        """The document of ``format_`` of this version but its scenes."""
         return {
-            "format": READ_FORMATS[0],
+            "format": format_,
             "collection": self.collection,
             "version": self.version,
             "created": self.created,
@@ -321,7 +332,6 @@ class CubeVersion:
             **({"data_from": {"version": self.data_from[0], "created": self.data_from[1]}} if self.data_from else {}),
             "rejected": [r.to_dict() for r in self.rejected],
             "tiles": {k: v.to_dict() for k, v in sorted(self.tiles.items())},
-            "scenes": {k: v.to_dict() for k, v in sorted(self.scenes.items())},
         }
 
     def documents(self) -> tuple[tuple[str, bytes] | None, bytes]:
@@ -330,10 +340,8 @@ class CubeVersion:
         stored = {sid: stored_in(r) for sid, r in self.scenes.items()}
         new = {sid: details_of(r) for sid, r in self.scenes.items() if stored[sid] is None}
         details = details_document(self.collection, self.version, new) if new else None
-        d = self.to_dict()
-        d["format"] = FORMAT
-        d["scenes"] = {sid: r.to_record(stored[sid] or details[0]) for sid, r in sorted(self.scenes.items())}
-        return details, json.dumps(d, separators=(",", ":")).encode()
+        scenes = {sid: r.to_record(stored[sid] or details[0]) for sid, r in sorted(self.scenes.items())}
+        return details, json.dumps({**self._state(FORMAT), "scenes": scenes}, separators=(",", ":")).encode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], details: DetailsReader | None = None) -> CubeVersion:
@@ -485,7 +493,8 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
                                                                        "to read it" if newer else
                                                                        "written by another cardcube version?"))
     try:
-        return CubeVersion.from_dict(record, DetailsReader(store, collection))
+        named = {s["details"] for s in record["scenes"].values() if "details" in s}
+        return CubeVersion.from_dict(record, DetailsReader(store, collection, named))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if unknown := re.search(r"unexpected keyword argument '(\w+)'", str(exc)):  # a field added since
             raise CorruptDocumentError(f"{key} in {store_url(store)} holds a field this cardcube does not know "

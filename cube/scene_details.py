@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError
-from cardcube.storage import read_bytes, store_url
+from cardcube.storage import read_bytes, read_bytes_many, store_url
 from cube import layout
 
 FORMAT = "cardcube-scene-details/1"
@@ -33,23 +33,31 @@ FIELDS = ("checksums", "sources", "converted", "warped")  # of a scene record an
 
 
 class DetailsReader:
-    """The details objects of one collection, each read once (by the first :class:`StoredField` asking; safe to share
-    between threads)."""
+    """The details objects ``names`` of one collection (those a version's record names), read once, all at once, when
+    a :class:`StoredField` first asks for one (one round trip, not one a version); safe to share between threads."""
 
-    def __init__(self, store: Store, collection: str) -> None:
-        self.store, self.collection = store, collection
-        self._read: dict[str, dict[str, Any]] = {}
+    def __init__(self, store: Store, collection: str, names: Iterable[str] = ()) -> None:
+        self.store, self.collection, self.names = store, collection, frozenset(names)
+        self._read: dict[str, dict[str, Any] | CorruptDocumentError] = {}
         self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple:  # a copy elsewhere (a dask worker process) reads them again, if asked
-        return DetailsReader, (self.store, self.collection)
+        return DetailsReader, (self.store, self.collection, self.names)
 
     def scene(self, name: str, scene_id: str) -> dict[str, Any]:
         """The details of ``scene_id`` in the details object ``name``."""
         with self._lock:
             if name not in self._read:
-                self._read[name] = _read_details(self.store, self.collection, name)
+                unread = sorted(self.names - set(self._read) | {name})
+                keys = [layout.details_key(self.collection, n) for n in unread]
+                for n, data in zip(unread, read_bytes_many(self.store, keys), strict=True):
+                    try:
+                        self._read[n] = _parse_details(self.store, self.collection, n, data)
+                    except CorruptDocumentError as exc:  # raised when asked for, not for another's sake
+                        self._read[n] = exc
             scenes = self._read[name]
+        if isinstance(scenes, CorruptDocumentError):
+            raise scenes
         if scene_id not in scenes:
             raise CorruptDocumentError(f"{layout.details_key(self.collection, name)} in {store_url(self.store)} "
                                        f"holds no details of scene {scene_id}, which the ledger says it does: "
@@ -57,9 +65,9 @@ class DetailsReader:
         return scenes[scene_id]
 
 
-def _read_details(store: Store, collection: str, name: str) -> dict[str, Any]:
+def _parse_details(store: Store, collection: str, name: str, data: bytes | None) -> dict[str, Any]:
+    """The scenes' details the details object ``name`` holds, of its bytes ``data`` (None: it is missing)."""
     key = layout.details_key(collection, name)
-    data = read_bytes(store, key)
     if data is None:
         raise CorruptDocumentError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
                                    "names, is missing: restore it from a backup (cardcube verify lists what else is)")
@@ -146,7 +154,7 @@ def details_problems(store: Store, collection: str, names: set[str]) -> list[tup
     problems = []
     for name in sorted(names):
         try:
-            _read_details(store, collection, name)
+            _parse_details(store, collection, name, read_bytes(store, layout.details_key(collection, name)))
         except CorruptDocumentError as exc:
             key = layout.details_key(collection, name)
             problems.append((key, "missing: the band files and checksums of the scenes it held are lost (restore it "

@@ -17,6 +17,7 @@ import pytest
 
 from cardcube.errors import CorruptDocumentError
 from cardcube.storage import open_store
+from cardcube.testing.s3proxy import start_s3_proxy
 from cube import layout
 from cube.ledger import Acquisition, HotSlot, SceneRecord, TileState, read_version
 from cube.scene_details import StoredField
@@ -95,6 +96,9 @@ def test_a_version_read_reads_no_details_until_asked(old_cube):
     assert record.item == "S1A_IW_GRDH_1SDV_20240504T172345" and isinstance(record.checksums, StoredField)
     with pytest.raises(CorruptDocumentError, match=f"{name}.*is missing: restore it from a backup"):
         dict(record.checksums)
+    carried = version.next(tiles=dict(version.tiles), scenes=dict(version.scenes), added=(), rejected=())
+    commit(store, carried)  # its record names the details object again, unread
+    assert (old_cube / layout.ledger_key("s1", 4)).exists() and details_objects(old_cube) == {}
     held.write_bytes(kept.replace(b"5555", b"5556"))
     with pytest.raises(CorruptDocumentError, match=r"is damaged .*digest"):
         dict(read_version(store, "s1").scenes[record.scene_id].sources)
@@ -137,3 +141,38 @@ def test_a_newer_ledger_format_asks_for_an_upgrade(old_cube):
     path.write_text(json.dumps({**json.loads(path.read_text()), "format": "cardcube-ledger/3"}))
     with pytest.raises(CorruptDocumentError, match=r"'cardcube-ledger/3'.*newer cardcube, upgrade this one"):
         read_version(open_store(old_cube), "s1")
+
+
+def test_on_s3_a_query_reads_the_record_alone_and_the_details_come_in_one_round_trip(s3_bucket):
+    """On moto's S3 over HTTP: a format 1 ledger carried on by three commits, each adding a scene, so that the head
+    names three details objects. Opening the head reads its record (a LIST and a GET, no details); the first look at
+    a scene's files reads the three details objects at once, and every other look none."""
+    for p in sorted((OLD / "s1" / "_ledger").iterdir()):
+        s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key=f"cube/s1/_ledger/{p.name}",
+                                             Body=p.read_bytes())
+    url = s3_bucket.url_for("cube")
+    store = open_store(url, storage_options=s3_bucket.storage_options())
+    for n in range(3):
+        head = read_version(store, "s1")
+        acq = Acquisition(f"2024-05-1{n}T05:49:52Z", f"S1A_IW_CARD_BS_2024051{n}T054952_R037_DSC_T31UFU",
+                          "sentinel-1a", 37, "descending")
+        record = SceneRecord(acq.scene_id, "31UFU", acq.time, head.version + 1, {"VV": f"sha256:{n}"},
+                             {10: (5504, 8000, 200, 200)}, "sentinel-1-card-bs", {"VV": f"s3://eodata/{n}/VV.tif"})
+        state = head.tiles["31UFU"]
+        tile = TileState("31UFU", hot=(*state.hot, HotSlot(state.hot_slots_used, acq)),
+                         hot_slots_used=state.hot_slots_used + 1)
+        commit(store, head.next(tiles={"31UFU": tile}, scenes={**head.scenes, acq.scene_id: record},
+                                added=(acq.scene_id,), rejected=()))
+    with start_s3_proxy(s3_bucket.server.endpoint_url, latency_s=0.05) as s3_proxy:  # requests sent at once overlap
+        proxied = open_store(url, storage_options=s3_proxy.storage_options())
+        before = s3_proxy.snapshot()
+        head = read_version(proxied, "s1")
+        opened = s3_proxy.snapshot() - before
+        first = s3_proxy.snapshot()
+        sources = {sid: dict(r.sources) for sid, r in head.scenes.items()}
+        read = s3_proxy.snapshot() - first
+    assert opened.requests == {"LIST": 1, "GET": 1}  # the ledger listed, the record read
+    assert len({r.checksums.name for r in head.scenes.values()}) == 3
+    assert sources[acq.scene_id] == {"VV": "s3://eodata/2/VV.tif"}
+    assert read.count("GET") == 3 and read.peak_in_flight == 3
+    assert all(head.scenes[sid] == r for sid, r in read_version(store, "s1", 2).scenes.items())  # format 1's, as read

@@ -402,7 +402,7 @@ def test_a_warped_scene_recorded_without_its_polygon_reads_as_before(slanted, tm
     _, cube = slanted
     old = Path(shutil.copytree(cube, tmp_path / "cube"))
     key = old / layout.ledger_key("s1", 1)
-    record = json.loads(key.read_text())
+    record = read_version(open_store(old), "s1").to_dict()  # its record as a cardcube of then wrote it: format 1
     del record["scenes"][SLANT]["footprint"]
     key.write_text(json.dumps(record))
     version = read_version(open_store(old), "s1")
