@@ -25,7 +25,7 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError
-from cardcube.storage import read_bytes, read_bytes_many, store_url
+from cardcube.storage import read_bytes_many, store_url
 from cube import layout
 
 FORMAT = "cardcube-scene-details/1"
@@ -151,10 +151,11 @@ def details_named(version: Any) -> set[str]:
 
 def details_problems(store: Store, collection: str, names: set[str]) -> list[tuple[str, str]]:
     """(key, what is wrong) of each of the details objects ``names`` that is missing or damaged."""
-    problems = []
-    for name in sorted(names):
+    problems, names = [], sorted(names)
+    for name, data in zip(names, read_bytes_many(store, [layout.details_key(collection, n) for n in names]),
+                          strict=True):
         try:
-            _parse_details(store, collection, name, read_bytes(store, layout.details_key(collection, name)))
+            _parse_details(store, collection, name, data)
         except CorruptDocumentError as exc:
             key = layout.details_key(collection, name)
             problems.append((key, "missing: the band files and checksums of the scenes it held are lost (restore it "
