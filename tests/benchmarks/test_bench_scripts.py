@@ -14,6 +14,7 @@ from benchmarks import (
     extraction_memory,
     extraction_update,
     ingest_throughput,
+    ledger_size,
     service,
     service_load,
     tile_creation,
@@ -84,6 +85,21 @@ def test_tile_creation_counts_the_requests_of_each_latency() -> None:
     assert "| 0 ms |" in tile_creation.table(rows)
 
 
+def test_ledger_size_measures_a_history_and_its_opening() -> None:
+    """One short history (moto, no added latency): two versions, each its record and its details object; opening
+    the latest lists the ledger and reads the record, and reads fewer bytes than the ledger holds."""
+    (row,) = ledger_size.measure([(2, 3)], versions=2, latency_ms=0.0, repeats=1)
+    assert (row["scenes"], row["versions"], row["ledger_objects"], row["open_s3_requests"]) == (6, 2, 4, 2)
+    assert row["latest_record_bytes"] <= row["open_s3_bytes"] < row["ledger_bytes"]
+    assert "| 2 x 3 |" in ledger_size.table([row], 0.0)
+
+
+@pytest.mark.parametrize("argv", [["0x4"], ["10"], ["1x501"], ["--versions", "0"], ["--latency-ms", "-1"]])
+def test_ledger_size_refuses_bad_options(argv: list[str], capsys, no_runs) -> None:
+    named = argv[0] if argv[0].startswith("--") else "argument sizes"
+    assert named in _refuses(ledger_size.main, argv, capsys)
+
+
 def test_the_figures_are_kept_before_the_report_is_made(tmp_path: Path) -> None:
     """A report that fails (one memory size: IndexError) used to lose the JSON too: it was rendered first."""
     def broken(results):
@@ -119,7 +135,7 @@ def _refuses(main, argv: list[str], capsys) -> str:
 @pytest.fixture
 def no_runs(monkeypatch) -> None:
     for module, name in ((extraction, "run_size"), (extraction_memory, "measure"), (extraction_update, "measure"),
-                         (service, "run"), (service_load, "run"), (tile_creation, "measure"),
+                         (service, "run"), (service_load, "run"), (tile_creation, "measure"), (ledger_size, "measure"),
                          (ingest_throughput, "run"), (buffer_trial, "measure_fields"),
                          (buffer_trial, "measure_folded")):
         monkeypatch.setattr(module, name, _no_run)
