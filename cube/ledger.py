@@ -506,8 +506,8 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
 
 def version_history(store: Store, collection: str, versions: Sequence[int] | None = None) -> list[CubeVersion]:
     """The committed ``versions`` of ``collection`` (default: every one), oldest first; a version expired
-    meanwhile is left out. One read per version, of a record that holds the whole cube state: on a long
-    history, ask for the newest few."""
+    meanwhile is left out. One read per version, of a record that holds the whole cube state but its scenes' band
+    files and checksums (read when asked for): on a long history, ask for the newest few."""
     history = []
     for number in committed_versions(store, collection) if versions is None else versions:
         try:
