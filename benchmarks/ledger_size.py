@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cardcube.grid import TILES_TABLE
 from cardcube.option_types import number, whole_number
 from cardcube.spec import cube_spec
 from cardcube.storage import open_store
@@ -50,7 +51,7 @@ def scene_record(tile: str, time_: str, scene_id: str, version: int) -> SceneRec
 
 def tile_ids() -> list[str]:
     """The tiles of the histories: those of UTM zone 31, latitude band U (the demo's, 31UFU, among them)."""
-    with gzip.open(Path(__file__).parents[1] / "cardcube" / "data" / "s2_tiles.csv.gz", "rt") as names:
+    with gzip.open(TILES_TABLE, "rt") as names:
         return [line.split(",")[0] for line in names if line.startswith("31U")]
 
 
