@@ -32,8 +32,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from cardcube.errors import CorruptShardError, InvalidRequestError
-from cardcube.storage import reading
+from cardcube.errors import CorruptShardError, InvalidRequestError, StoreError
+from cardcube.storage import reading, store_url
 
 __all__ = ["CorruptShardError", "read_window"]
 
@@ -213,8 +213,9 @@ async def _indexes(store: Store, keys: list[str], layout: _ShardLayout, indexes:
     failed = None
     for key, tail in zip(mine, tails, strict=True):
         try:
+            _check_ranged(store, key, layout.index_bytes, tail)
             index = None if tail is None else _index(key, tail.to_bytes(), math.prod(layout.per_shard))
-        except CorruptShardError as exc:
+        except (CorruptShardError, StoreError) as exc:
             fail(key, exc)
             failed = failed or exc
             continue
@@ -238,7 +239,9 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
             for run in _runs(_plan(index_of[key], chunks, layout), gap)]
 
     async def ranged(key: str, run: list[_Chunk]) -> _Found:
-        buf = await store.get(key, proto, RangeByteRequest(*_span(run)))
+        lo, hi = _span(run)
+        buf = await store.get(key, proto, RangeByteRequest(lo, hi))
+        _check_ranged(store, key, hi - lo, buf)
         return None if buf is None else _cut(key, run, buf.to_bytes())
 
     found = await asyncio.gather(*(ranged(keys[i], run) for i, run in runs))
@@ -250,6 +253,17 @@ async def _fetch(store: Store, keys: list[str], needed: list[list[tuple[int, ...
         elif out[i] is not None:
             out[i] += chunks
     return out
+
+
+def _check_ranged(store: Store, key: str, asked: int, got: Any) -> None:
+    """Raise if the answer ``got`` to a request for ``asked`` bytes of ``key`` holds more: a web server that ignores
+    byte ranges (Python's ``http.server``, some proxies) answers with the whole object, whose bytes would otherwise
+    be read as the shard's index or chunks, and a sound shard called damaged."""
+    if got is not None and len(got) > asked:
+        raise StoreError(f"{store_url(store)} ignores HTTP byte ranges: asked for {asked} bytes of {key}, it sent "
+                         f"the whole object ({len(got)} bytes), and a Zarr shard is read by its ranges. Serve the cube "
+                         "with `cardcube catalog serve --cube DIR` or a web server that takes ranges (nginx, Apache, "
+                         "an S3 bucket)")
 
 
 def _read_folder(root: Path, keys: list[str], needed: list[list[tuple[int, ...]]], layout: _ShardLayout,

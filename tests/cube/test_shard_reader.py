@@ -248,3 +248,37 @@ def test_reads_at_once_fetch_a_shared_shard_index_once(tmp_path) -> None:
         with pytest.raises(CorruptShardError, match="checksum"):
             future.result()
     assert "band/c/0/0/0" not in indexes
+
+
+@pytest.fixture
+def plain_http(tmp_path):
+    """``tmp_path`` served by Python's own ``http.server``, which answers every request with the whole file: it
+    ignores the Range header (as some web servers and proxies do)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_ignoring_byte_ranges_is_named_not_taken_for_a_damaged_shard(tmp_path, plain_http) -> None:
+    """A cube copied to a web server that answers a byte range with the whole file: the shard's whole bytes were
+    read as its index ("shard index fails its checksum") or its chunks ("index points past the end of the shard"),
+    a sound cube called damaged. The server is named, and what to serve the cube with."""
+    from cardcube.errors import StoreError
+
+    _array(open_store(tmp_path), "band", "uint16", 0)
+    arr = zarr.open_array(open_store(plain_http, read_only=True), path="band", mode="r")
+    window = (slice(0, 4), slice(0, 16), slice(0, 32))
+    advice = rf"^{plain_http} ignores HTTP byte ranges: .* of band/c/0/0/0, .* `cardcube catalog serve"
+    with pytest.raises(StoreError, match=advice):
+        read_window(arr, window)
+    indexes: dict = {}  # the index known (kept by an open Dataset): the chunks' range answered whole
+    read_window(_reopened(tmp_path, "band", through_store=False), window, indexes=indexes)
+    with pytest.raises(StoreError, match=advice):
+        read_window(arr, window, indexes=indexes)
