@@ -47,7 +47,10 @@ DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json
 # the SAR extension version of the offline copies (pystac declares v1.0.0, which has none); its fields are the same
 SAR_SCHEMA = "https://stac-extensions.github.io/sar/v1.3.0/schema.json"
 COORD_DIGITS = 7  # about 1 cm in WGS84 degrees
-FOOTPRINT_SEGMENT_M = 10_000.0  # densify the UTM square before reprojecting, so WGS84 edges follow the curve
+FOOTPRINT_SEGMENT_M = 5_000.0  # densify the UTM square before reprojecting, so WGS84 edges follow the curve
+FOOTPRINT_CHECK_M = 250.0  # the spacing of the outline's points that measure what an edge cuts off (_sag)
+METRES_PER_DEGREE = 111_700.0  # a degree of latitude at its longest (the poles'): an upper bound of a distance
+FOOTPRINT_ROUNDING_M = 0.05  # beyond that: COORD_DIGITS' rounding (at most 1.1 cm) and the measure's own error
 # per-date coordinates stored along time in every resolution group (see ingest.arrays)
 _AUX_VARIABLES = {
     "scene_id": ("1", "id of the source scene of each date"),
@@ -143,20 +146,44 @@ def _iso(t: datetime) -> str:
 def footprint(version: CubeVersion, tile: str) -> tuple[dict, list[float]]:
     """GeoJSON geometry and bbox in WGS84 of where ``tile`` holds data in ``version`` (its scenes' areas,
     :func:`~cube.ledger.data_footprint`; the whole tile square while it has none), its edges densified so
-    they follow the UTM lines. A STAC browser's map shows the data, not a 110 km square around it. Data across the
+    they follow the UTM lines, and grown by the few centimetres to metres its straight lon/lat edges cut off the
+    curved UTM ones (:func:`_sag`), so that it holds every pixel of the data: a STAC search of a parcel at the data's
+    edge finds the tile. A STAC browser's map shows the data, not a 110 km square around it. Data across the
     antimeridian is cut there (RFC 7946 3.1.9), and its bbox runs from west to east across it (west > east)."""
     grid = TileGrid.from_id(tile)
     area = data_footprint(version, tile)
     extent = Geometry(area, grid.crs) if not area.is_empty else grid.geobox(10).extent
-    dense = extent.segmented(FOOTPRINT_SEGMENT_M)
-    wgs84 = dense.to_crs("EPSG:4326")
-    if wgs84.boundingbox.span_x > 180:  # round the world the long way: across the antimeridian (cut: 5 times slower)
-        wgs84 = dense.to_crs("EPSG:4326", wrapdateline=True)
+    grown = shapely.buffer(extent.geom, _sag(extent, _lonlat(extent)) + FOOTPRINT_ROUNDING_M, join_style="mitre")
+    wgs84 = _lonlat(Geometry(grown, extent.crs))  # mitred: a square stays a square
     wgs84 = orient_polygons(wgs84.geom)
     wgs84 = shapely.transform(wgs84, lambda xy: np.round(xy, COORD_DIGITS))
     minx, _, maxx, _ = wgs84.bounds
     parts = [g.bounds for g in shapely.get_parts(wgs84)]
     return json.loads(shapely.to_geojson(wgs84)), _union(parts, across=minx == -180 and maxx == 180)
+
+
+def _lonlat(extent: Geometry) -> Geometry:
+    """``extent`` in WGS84, its edges densified first; cut at the antimeridian where it lies across it."""
+    dense = extent.segmented(FOOTPRINT_SEGMENT_M)
+    wgs84 = dense.to_crs("EPSG:4326")
+    if wgs84.boundingbox.span_x > 180:  # round the world the long way: across the antimeridian (cut: 5 times slower)
+        wgs84 = dense.to_crs("EPSG:4326", wrapdateline=True)
+    return wgs84
+
+
+def _sag(extent: Geometry, wgs84: Geometry) -> float:
+    """How far, in metres, the outline of ``extent`` strays outside ``wgs84`` (:func:`_lonlat` of it), at most: between
+    two vertices an edge is straight in lon/lat but curved on the UTM grid, and cuts off up to 0.1 m of a 2 km window
+    and 2.6 m of a whole tile at 52 N (9.5 m at 79 N) on the side the UTM line bulges out. Measured in degrees with
+    longitudes shrunk by the cosine of the latitude nearest the equator, and a degree taken as its longest, 111.7 km."""
+    outline = shapely.segmentize(extent.geom.boundary, FOOTPRINT_CHECK_M)
+    points = Geometry(shapely.MultiPoint(shapely.get_coordinates(outline)), extent.crs).to_crs("EPSG:4326").geom
+    bounds = wgs84.boundingbox
+    nearest = 0.0 if bounds.bottom <= 0 <= bounds.top else min(abs(bounds.bottom), abs(bounds.top))
+    shrink = np.array([np.cos(np.radians(nearest)), 1.0])
+    shape = shapely.transform(wgs84.geom, lambda xy: xy * shrink)
+    spread = shapely.points(shapely.get_coordinates(points) * shrink)
+    return float(shapely.distance(shape, spread).max(initial=0.0)) * METRES_PER_DEGREE
 
 
 def _union(bboxes: list, *, across: bool = False) -> list[float]:
