@@ -393,6 +393,10 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         raise StoreError(f"cannot {doing} {store_url(store)}: {_no_bucket(bucket)}") from exc
     except _FAILURES as exc:
         raise _failure(exc, doing, store_url(store)) from exc
+    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError): no OSError
+        if (answered := _http_answer(exc, doing, store_url(store))) is None:
+            raise
+        raise answered from exc
 
 
 @contextmanager
@@ -407,6 +411,26 @@ def reading(what: str, store: Store) -> Iterator[None]:
         raise
     except (OSError, BotoCoreError) as exc:
         raise _failure(exc, f"read {what} from", store_url(store)) from exc
+    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError): no OSError
+        if (answered := _http_answer(exc, f"read {what} from", store_url(store))) is None:
+            raise
+        raise answered from exc
+
+
+def _http_answer(exc: BaseException, doing: str, where: str) -> StoreError | None:
+    """The :class:`StoreError` for a web server's answer other than what was asked (fsspec's HTTP file system raises
+    aiohttp's own error for any status but a 404), naming its status; None for another error. A folder listing
+    refused (403, or 404 or 405 for a folder URL) is a web server that lists no folders (nginx without autoindex, a
+    bucket's website), where cardcube finds a collection's versions by listing its ledger's folder."""
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        return None
+    said = f"the server answered {status} {getattr(exc, 'message', '') or ''}".rstrip()
+    if doing.startswith("list") and status in (403, 404, 405):
+        said += (": it lists no folders, and the cube's versions are found by listing its ledger's folder; serve the "
+                 "cube with `cardcube catalog serve --cube DIR` (which lists them), or turn the server's folder "
+                 "listings on (nginx: autoindex on)")
+    return StoreError(f"cannot {doing} {where}: {said}")
 
 
 def _failure(exc: BaseException, doing: str, where: str) -> StoreError:

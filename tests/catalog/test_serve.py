@@ -218,6 +218,42 @@ def test_xarray_opens_an_item_zarr_group_over_http(served, base_cube):
     assert served.http.get("/s2/31UFU/cube.zarr/nothing/").status_code == 404
 
 
+def test_a_cube_on_a_web_server_listing_no_folders_is_told_what_to_serve_it_with(base_cube):
+    """The cube's folder published as it is by a web server that lists no folders (nginx without autoindex: a folder
+    is a 403): its catalog routes (links only), but reading the cube failed with aiohttp's own ClientResponseError
+    (no CardcubeError: a traceback on the command line), since the ledger's versions are found by listing its folder.
+    It is a StoreError saying so, and what to serve the cube with."""
+    import functools
+    import http.server
+    import threading
+
+    from cardcube.errors import StoreError
+    from catalog.route import find_tiles
+    from cube.dataset import open_cube
+
+    class NoListings(http.server.SimpleHTTPRequestHandler):
+        def send_head(self):
+            if os.path.isdir(self.translate_path(self.path)):
+                self.send_error(403)
+                return None
+            return super().send_head()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(NoListings, directory=base_cube))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert [r.tile for r in find_tiles(url, "s2")] == ["31UFU", "31UGU"]
+        with pytest.raises(StoreError, match=rf"^cannot list s2/_ledger/ in {url}: the server answered 403 Forbidden: "
+                                             r"it lists no folders, .* `cardcube catalog serve --cube DIR`"):
+            open_cube(url, "s2")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_folder_listings_are_the_same_on_s3(where, tmp_path, request):
     """On S3 a folder is a prefix, which s3fs says "exists" (size 0) as a file does, and an object is listed as
