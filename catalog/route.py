@@ -25,13 +25,14 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError
 from cardcube.lru import LRUDict
-from cardcube.query import TimeLike, check_lonlat, in_crs, parse_time_range, query_geometry
+from cardcube.query import TimeLike, check_lonlat, in_crs, in_time_range, parse_time_range, query_geometry
 from cardcube.spec import CUBE_SPECS, cube_spec
 from cardcube.storage import StoreLike, list_children, open_store, read_json, read_json_many
 from catalog import keys
 from catalog.build import VERSION_FIELD
 from catalog.io import StoreStacIO, store_base
 from cube.ledger import committed_versions
+from cube.pass_dates import first_times
 
 CACHE_SIZE = 512
 
@@ -180,7 +181,9 @@ def find_tiles(store_or_url: StoreLike, collection: str, *, bbox: tuple[float, f
                cache: ItemCache | None = None) -> list[TileRef]:
     """The tiles of ``collection`` that intersect ``bbox`` or ``geometry`` and hold a date in ``time``: a tile's item
     lists each of its dates, so a range between two of them does not find it (the item of a catalog written
-    before that gives its first and last date only, and a range between them finds it).
+    before that gives its first and last date only, and a range between them finds it). A pass over several of the
+    tiles found, its products seconds apart from tile to tile, is a date of each of them at its earliest time too, as
+    a read across them gives it (its time in a time series): that time finds them all.
 
     ``geometry`` is a shapely geometry, a GeoJSON mapping or an ``odc.geo`` Geometry; ``bbox`` is
     ``(minx, miny, maxx, maxy)``; both are in ``crs`` (default WGS84, or the Geometry's own CRS). Without
@@ -214,12 +217,12 @@ def _query(bbox: Any, geometry: Any, crs: Any, time: TimeLike, *, default_crs: A
 
 def _select(refs: list[TileRef], query: Geometry | None, span: tuple[np.datetime64 | None, np.datetime64 | None]
             ) -> list[TileRef]:
+    """The ones of ``refs`` whose square meets ``query`` and that hold a date in ``span``: a time of their own, or the
+    first time of a pass they hold on the tiles found (:func:`_pass_firsts`)."""
     lo, hi = span
     projected: dict[str, BaseGeometry] = {}
     found = []
     for ref in refs:
-        if not ref.overlaps(lo, hi):
-            continue
         if query is not None:
             square = box(*ref.proj_bbox)
             if ref.crs not in projected:
@@ -228,4 +231,20 @@ def _select(refs: list[TileRef], query: Geometry | None, span: tuple[np.datetime
             if not square.intersects(geom) or square.touches(geom):
                 continue
         found.append(ref)
-    return found
+    if lo is None and hi is None:
+        return found
+    firsts = _pass_firsts(found)
+    return [ref for ref in found if ref.overlaps(lo, hi) or in_time_range(firsts[ref.tile], (lo, hi)).any()]
+
+
+def _pass_firsts(refs: list[TileRef]) -> dict[str, np.ndarray]:
+    """Each tile's dates as the first time of their pass on ``refs`` (:func:`~cube.pass_dates.first_times`; the items
+    give no platform or orbit, and no two passes come within its gap of each other over neighbouring tiles). A pass's
+    products carry their own sensing times, seconds apart from tile to tile, and a read across the tiles takes the
+    pass as one date, at its earliest time (``open_cube(time=...)`` of that time reads it on every tile): a search by
+    that time found the first tile alone. An item without its dates (an older catalog) has none."""
+    listed = [ref for ref in refs if ref.times is not None]
+    times = [np.array(ref.times, dtype="datetime64[ns]") for ref in listed]
+    firsts = first_times(times, [[None] * len(t) for t in times])
+    return {ref.tile: first for ref, first in zip(listed, firsts, strict=True)} | {
+        ref.tile: np.empty(0, "datetime64[ns]") for ref in refs if ref.times is None}

@@ -44,7 +44,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_range, in_time_selection, parse_time_selection, query_geometry
-from cardcube.spec import PASS_GAP_S, BandSpec, CubeSpec
+from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, open_store, store_url
 from catalog.route import ItemCache, select_tiles, tile_refs
 from cube import layout
@@ -60,6 +60,7 @@ from cube.ledger import (
     scene_area,
 )
 from cube.manifest import AbsentShards, confirm_absent
+from cube.pass_dates import PASS_GAP, first_times
 from cube.shard_reader import read_window
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
@@ -79,7 +80,6 @@ class TileWindow:
 
 
 READ_THREADS = 16  # dask threads for an interactive read: requests in flight, not cores (little to decode)
-PASS_GAP = np.timedelta64(int(PASS_GAP_S * 1e9), "ns")  # two dates of one pass on neighbouring tiles, at most
 
 
 @cache
@@ -442,7 +442,7 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
 def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:
     """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass is selected on each of them, at
     that tile's own time, where the date :func:`pass_times` makes of it (its earliest time, as the mosaic and a time
-    series give it) lies within a range, or where one of its times is one of a set of exact times (:func:`_joined`
+    series give it) lies within a range, or where one of its times is one of a set of exact times (:func:`first_times`
     groups them: no other date of a tile holding two of one pass, a pass chained over tiles whole). A pass's tiles
     carry their own sensing times, seconds apart: a time series' time of a mosaic date selected that date on one tile
     alone, and the other tile's pixels of it came out as masked; and a pass whose tiles' times lie across a range's
@@ -453,7 +453,7 @@ def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | fro
         return time
     acqs = [version.tiles[tile].acquisitions for tile in tiles]
     times = [np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs]
-    joined = _joined(times, [[pass_key(a) for a in tile] for tile in acqs])  # each date's mosaic date
+    joined = first_times(times, [[pass_key(a) for a in tile] for tile in acqs])  # each date's mosaic date
     picked = [in_time_selection(t, time) for t in times]
     named = picked if isinstance(time, frozenset) else [in_time_selection(j, time) for j in joined]
     asked = {first for j, p in zip(joined, named, strict=True) for first in j[p].tolist()}
@@ -473,7 +473,7 @@ def dated_elsewhere(version: CubeVersion, tiles: Sequence[str], time: TimeSelect
     if len(tiles) < 2 or isinstance(selection, frozenset):
         return ""
     acqs = [version.tiles[tile].acquisitions for tile in tiles]
-    joined = _joined([np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs],
+    joined = first_times([np.array([a.datetime64 for a in tile], dtype="datetime64[ns]") for tile in acqs],
                      [[pass_key(a) for a in tile] for tile in acqs])
     if any(in_time_range(dates, selection).any() for dates in joined):  # a month's range: each parcel a note
         return ""
@@ -719,7 +719,7 @@ def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
     :data:`~cardcube.spec.PASS_GAP_S`; a part's own dates never join each other."""
     keys = [list(zip(*(p[name].values.tolist() if name in p.coords else [None] * p.sizes["time"]
                        for name in ("platform", "relative_orbit", "orbit_state")), strict=True)) for p in parts]
-    return _joined([p["time"].values for p in parts], keys)
+    return first_times([p["time"].values for p in parts], keys)
 
 
 def pass_dates(version: CubeVersion) -> np.ndarray:
@@ -728,22 +728,7 @@ def pass_dates(version: CubeVersion) -> np.ndarray:
     states = [version.tiles[t] for t in sorted(version.tiles)]
     times = [np.array([a.datetime64 for a in s.acquisitions], dtype="datetime64[ns]") for s in states]
     keys = [[pass_key(a) for a in s.acquisitions] for s in states]
-    return np.unique(np.concatenate([np.empty(0, "datetime64[ns]"), *_joined(times, keys)]))
-
-
-def _joined(times: Sequence[np.ndarray], keys: Sequence[Sequence[tuple]]) -> list[np.ndarray]:
-    """``times`` of several parts, each made the first time of its pass (``keys``: each date's pass key)."""
-    out = [np.asarray(t).copy() for t in times]
-    events = sorted((t, i, j) for i, part in enumerate(out) for j, t in enumerate(part))
-    open_pass: dict[tuple, tuple[np.datetime64, np.datetime64, set[int]]] = {}  # key -> (first, last, parts)
-    for t, i, j in events:
-        key = keys[i][j]
-        first, last, seen = open_pass.get(key, (t, t, set()))
-        if t - last > PASS_GAP or i in seen:
-            first, seen = t, set()
-        out[i][j] = first
-        open_pass[key] = (first, t, seen | {i})
-    return out
+    return np.unique(np.concatenate([np.empty(0, "datetime64[ns]"), *first_times(times, keys)]))
 
 
 def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:

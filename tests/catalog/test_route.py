@@ -242,6 +242,26 @@ def test_a_time_range_between_two_dates_of_a_tile_does_not_find_it(memory_cube):
     assert ids(find_tiles(memory_cube, "s2", **both, time="2024-05-06/2024-06-29")) == ["31UGU"]
 
 
+def test_a_pass_is_found_on_every_tile_by_the_time_a_read_across_them_gives_it():
+    """31UGU's product of each pass 4 s after 31UFU's (real granules' own sensing times), the second pass across
+    midnight UTC. A read across the two takes each pass as one date at its earliest time, and open_cube of that time
+    reads it on both tiles: the catalog found 31UFU alone by that time, and by the day before midnight. A tile's own
+    time still finds it; a tile found alone (its square alone meets the area) goes by its own times."""
+    version = hand_version(tiles={"31UFU": ["2024-05-02T10:50:31Z", "2024-05-06T23:59:58Z"],
+                                  "31UGU": ["2024-05-02T10:50:35Z", "2024-05-07T00:00:03Z"]})
+    store = MemoryStore()
+    io = StoreStacIO(store)
+    build_catalog(version, io=io).save(io)
+    both = dict(geometry=STRADDLE, crs=UTM)
+    assert ids(find_tiles(store, "s2", **both, time="2024-05-02T10:50:31Z")) == ["31UFU", "31UGU"]
+    assert ids(find_tiles(store, "s2", **both, time="2024-05-02T10:50:35Z")) == ["31UGU"]  # its own time
+    assert ids(find_tiles(store, "s2", **both, time="2024-05-06")) == ["31UFU", "31UGU"]
+    assert ids(find_tiles(store, "s2", **both, time="2024-05-07")) == ["31UGU"]  # its own time, that day
+    assert ids(find_tiles(store, "s2", **both, time="2024-05-03/2024-05-05")) == []
+    assert ids(find_tiles(store, "s2", geometry=IN_GU, crs=UTM, time="2024-05-02T10:50:31Z")) == []
+    assert ids(find_tiles(store, "s2", geometry=IN_GU, crs=UTM, time="2024-05-06")) == []
+
+
 def test_missing_catalog(tmp_path, cube):
     with pytest.raises(CubeNotFoundError, match=r"no cube at memory://.*: no committed version of s2 or s1"):
         find_tiles(MemoryStore(), "s2")
