@@ -242,10 +242,9 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
         "the ledger version in the properties lists which time indices are valid.",
     ))
     for res in geoboxes:
-        names = ", ".join(b.name for b in spec.bands_at(res))
         item.add_asset(resolution_group(res), pystac.Asset(
             href=f"./{ZARR_NAME}/{resolution_group(res)}", media_type=keys.ZARR_MEDIA_TYPE, roles=["data"],
-            title=f"{res} m bands ({names}), compacted dates",
+            title=_resolution_title(spec, res),
         ))
 
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -265,6 +264,11 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
     item.stac_extensions = [DATACUBE_SCHEMA if uri == DatacubeExtension.get_schema_uri() else uri
                             for uri in item.stac_extensions]
     return item
+
+
+def _resolution_title(spec: CubeSpec, resolution: int) -> str:
+    """The title of a tile's asset of one resolution group (and of its definition in the collection)."""
+    return f"{resolution} m bands ({', '.join(b.name for b in spec.bands_at(resolution))}), compacted dates"
 
 
 def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) -> pystac.Collection:
@@ -306,8 +310,11 @@ def build_cube_collection(version: CubeVersion, items: Iterable[pystac.Item]) ->
                       **({"updated": version.created} if version.created else {})},
     )
     collection.add_links(info.links()[:1])  # the licence link
-    collection.item_assets = {"data": pystac.ItemAssetDefinition.create(
-        title="Zarr v3 cube of the tile", description=None, media_type=keys.ZARR_MEDIA_TYPE, roles=["data"])}
+    collection.item_assets = {"data": pystac.ItemAssetDefinition.create(  # every asset its items have
+        title="Zarr v3 cube of the tile", description=None, media_type=keys.ZARR_MEDIA_TYPE, roles=["data"]),
+        **{resolution_group(res): pystac.ItemAssetDefinition.create(
+            title=_resolution_title(spec, res), description=None, media_type=keys.ZARR_MEDIA_TYPE, roles=["data"])
+           for res in spec.resolutions}}
     for item in items:
         collection.add_item(item)
     return collection

@@ -192,6 +192,19 @@ def test_collection_extent_and_metadata():
     assert "Sentinel-2" in coll.keywords and [i.id for i in coll.get_items()] == ["s2-31UFU", "s2-31UGU"]
 
 
+@pytest.mark.parametrize("spec", [S2_L2A, S1_BACKSCATTER], ids=["s2", "s1"])
+def test_the_collection_defines_every_asset_its_items_have(spec):
+    """A STAC browser or client learns a collection's assets from its item_assets: it defined the tile's whole group
+    (data) alone, not the resolution groups (r10m, r20m) that every item has and a reader of a band opens."""
+    version = replace(hand_version(), spec=spec)
+    item = build_tile_item(version, "31UFU")
+    defined = build_cube_collection(version, [item]).item_assets
+    assert set(defined) == set(item.assets) == {"data", *(f"r{res}m" for res in spec.resolutions)}
+    for key, asset in item.assets.items():
+        assert (defined[key].title if key != "data" else asset.title) == asset.title
+        assert (defined[key].media_type, defined[key].roles) == (asset.media_type, asset.roles)
+
+
 def test_builders_are_deterministic():
     a, b = build_tile_item(hand_version(), "31UFU"), build_tile_item(hand_version(), "31UFU")
     assert a.to_dict(include_self_link=False) == b.to_dict(include_self_link=False)
