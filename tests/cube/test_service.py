@@ -376,6 +376,31 @@ def test_json_and_csv_come_gzipped_to_a_client_that_accepts_it(http, parcel_id):
         assert r.status_code == 200 and "content-encoding" not in r.headers, path
 
 
+def test_gzip_goes_only_to_a_client_whose_accept_encoding_weighs_it_above_0(http, parcel_id):
+    """``gzip;q=0`` refuses gzip (RFC 9110 12.5.3): Starlette gzipped wherever the header held the word, so such a
+    client got bytes it had said it cannot decode; codings are named in any case, and ``*`` accepts gzip."""
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    for refused in ("gzip;q=0", "identity, gzip;q=0", "br, *;q=0"):
+        r = http.get(url, params={"format": "csv"}, headers={"Accept-Encoding": refused})
+        assert r.status_code == 200 and "content-encoding" not in r.headers, refused
+    for accepted in ("GZIP", "*", "br;q=1, gzip;q=0.5"):
+        r = http.get(url, params={"format": "csv"}, headers={"Accept-Encoding": accepted})
+        assert r.headers.get("content-encoding") == "gzip", accepted
+
+
+def test_a_304_varies_on_accept_encoding_as_its_200_does(http, parcel_id):
+    """A 304 names the header fields its 200 varies on (RFC 9110 15.4.5): without ``Accept-Encoding`` in its Vary, a
+    shared cache refreshing the stored gzipped answer with the 304's headers served it to clients without gzip."""
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    first = http.get(url, params={"format": "csv"}, headers={"Accept-Encoding": "gzip"})
+    assert "accept-encoding" in first.headers["vary"].lower()
+    for encoding in ("gzip", "identity"):
+        again = http.get(url, params={"format": "csv"}, headers={"Accept-Encoding": encoding,
+                                                                 "If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304, again.text
+        assert {"accept-encoding", "origin"} <= {v.strip().lower() for v in again.headers["vary"].split(",")}
+
+
 def test_a_time_range_without_an_acquisition_names_the_cubes_dates(http, parcel_id):
     """The 404 of an empty time range says which dates the cube holds, so the next request can hit them."""
     series = http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}).json()
