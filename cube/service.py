@@ -271,9 +271,10 @@ class _BodyLimit:
 
 def _query_parameters(request: Request) -> dict[str, str | None] | None:
     """The query parameters of the route ``request`` matched, with their descriptions in /docs (None: no route of
-    ours). The routes' own: no dependency takes any."""
+    ours, or a page of the docs: a link to /docs with a tracking parameter was a 422, and Swagger UI's OAuth2
+    redirect page is sent its ``code`` and ``state``). The routes' own: no dependency takes any."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    if not isinstance(route, APIRoute) or not route.include_in_schema:
         return None
     return {p.alias: p.field_info.description for p in route.dependant.query_params}
 

@@ -376,6 +376,15 @@ def test_json_and_csv_come_gzipped_to_a_client_that_accepts_it(http, parcel_id):
         assert r.status_code == 200 and "content-encoding" not in r.headers, path
 
 
+def test_the_docs_pages_take_the_query_parameters_links_give_them(http):
+    """Only the API's routes refuse a parameter they do not take: /docs linked with a tracking parameter was a 422,
+    and so was Swagger UI's OAuth2 redirect page, which is sent ``code`` and ``state``."""
+    for page, params in (("/docs", {"utm_source": "newsletter"}), ("/redoc", {"utm_source": "newsletter"}),
+                         ("/docs/oauth2-redirect", {"code": "x", "state": "y"})):
+        r = http.get(page, params=params)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (page, r.text[:200])
+
+
 def test_a_url_of_thousands_of_unknown_parameters_is_a_short_422(http):
     """Each parameter's name was counted through the whole list (a URL of 15,000 took 2 to 4 s of the server's CPU)
     and the 422 named every unknown one (140 kB): it names the first ten and counts the rest."""
