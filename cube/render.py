@@ -329,7 +329,10 @@ def write_geotiff(
 ) -> None:
     """Write a chip ``(bands, rows, cols)`` or ``(rows, cols)`` as a GeoTIFF on ``geobox``'s grid
     (its CRS and transform), one band per layer, named by ``band_names``, with ``units`` per band and the
-    dataset ``tags`` (where the chip comes from: its date, scene, parcel)."""
+    dataset ``tags`` (where the chip comes from: its date, scene, parcel); ``path`` ends ``.tif`` or ``.tiff``."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):  # a GeoTIFF under a .png name misled every viewer
+        raise InvalidRequestError(f"{os.fspath(path)}: a chip is written as GeoTIFF here; give a file name ending .tif "
+                                  f"(or write a PNG with to_png)")
     arr = np.asarray(data)
     if arr.ndim == 2:
         arr = arr[None]

@@ -179,6 +179,12 @@ def test_geotiff_has_the_chip_grid(tmp_path, chip: GeoBox) -> None:
         assert src.bounds == pytest.approx(tuple(chip.boundingbox))
     with pytest.raises(InvalidRequestError, match="does not match"):
         write_geotiff(tmp_path / "bad.tif", data[:, :3], chip)
+    for name in ("chip.png", "chip.jpg", "chip"):  # TIFF bytes under a name every viewer takes for another format
+        with pytest.raises(InvalidRequestError, match=rf"{name}: a chip is written as GeoTIFF here; give a file name "
+                                                      rf"ending \.tif"):
+            write_geotiff(tmp_path / name, data, chip)
+        assert not (tmp_path / name).exists()
+    write_geotiff(tmp_path / "chip.TIFF", data, chip)
 
 
 def test_contact_sheet_labels_of_small_panels_stay_in_their_cell() -> None:
