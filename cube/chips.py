@@ -18,6 +18,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from pyproj import CRS
@@ -512,6 +513,21 @@ def _chip_tiles(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolutio
     return None
 
 
+def _swapped_hint(version: CubeVersion, geom: BaseGeometry, crs: Any, *, resolution: int, size: int) -> str:
+    """For a chip of ``geom`` in lon/lat that no tile holds: "; lon and lat swapped? ..." where its coordinates
+    swapped (lat given first: ``--point 52.7 6.1``, EPSG:4326's official axis order) lie in a tile's data, else ""."""
+    turned = shapely.transform(geom, lambda xy: xy[:, ::-1])
+    west, south, east, north = turned.bounds
+    if not (west >= -180 and east <= 180 and south >= -90 and north <= 90):
+        return ""
+    found = _chip_tiles(version, turned, crs, resolution=resolution, size=size)
+    if found is None:
+        return ""
+    c = turned.centroid
+    return (f"; lon and lat swapped? so swapped (lon {c.x:.6g}, lat {c.y:.6g}) it lies in the data of tile "
+            f"{found.tile}: give the coordinates lon first (x, y)")
+
+
 def _has_data(version: CubeVersion, tile: str, chip_box: tuple[float, float, float, float]) -> bool:
     """Whether ``tile`` has data inside the box, not only along its edge (a chip of no data, drawn NaN)."""
     footprint, area = data_footprint(version, tile), box(*chip_box)
@@ -592,11 +608,12 @@ def chip(
         res = min(version.spec.band(b).resolution for b in bands_for(bands))
         found = _chip_tiles(version, geom, crs, resolution=res, size=size)
         if found is None:
-            reason = f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
+            lonlat = crs is not None and CRS.from_user_input(crs).is_geographic
+            reason = (f"no tile of the {collection} cube holds a {size} px chip around it with data in it"
+                      + (_swapped_hint(version, geom, crs, resolution=res, size=size) if lonlat else ""))
             if pid is not None:
                 raise ParcelOutsideCubeError(pid, reason)
             c = geom.centroid  # lon and lat named: a point given lat first is then seen at once
-            lonlat = crs is not None and CRS.from_user_input(crs).is_geographic
             at = f"lon {c.x:.6g}, lat {c.y:.6g}" if lonlat else f"{c.x:.6g}, {c.y:.6g}"
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {at} ({crs}): {reason}")
         if _is_time(date):  # a pass's time on another tile (as the time series may give it): the chip's tile's own

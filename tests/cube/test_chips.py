@@ -9,9 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import shapely
 from PIL import Image
 
-from cardcube.errors import AmbiguousDateError, DateNotFoundError, InvalidRequestError, RequestTooLargeError
+from cardcube.errors import (
+    AmbiguousDateError,
+    AreaOutsideCubeError,
+    DateNotFoundError,
+    InvalidRequestError,
+    ParcelOutsideCubeError,
+    RequestTooLargeError,
+)
 from cardcube.spec import DEFAULT_SCL_MASK
 from cube import render
 from cube.chips import Chip, chip
@@ -278,6 +286,25 @@ def test_point_chip_and_limits(tiny_cube, tiny_region):
     assert chip(tiny_cube, Point(lon, lat), size=16, bands="B04,B03,B02").bands == ("B04", "B03", "B02")
     s1 = chip(tiny_cube, Point(lon, lat), size=16, collection="s1")
     assert s1.bands == ("VH_VV",) and np.isnan(s1.cloud_fraction()).all()  # no SCL: no cloud share
+
+
+def test_a_chip_of_a_point_given_lat_first_says_lon_and_lat_look_swapped(tiny_cube, tiny_region, parcels):
+    """``--point 52.7 6.1`` (latitude first, EPSG:4326's official order) was "no tile holds a chip around it", no
+    more said, as the time series' status was before it said so too: the chip's error says the swap now."""
+    from shapely.geometry import Point
+
+    x, y = (tiny_region.bbox[0] + tiny_region.bbox[2]) / 2, (tiny_region.bbox[1] + tiny_region.bbox[3]) / 2
+    lon, lat = gpd.GeoSeries(gpd.points_from_xy([x], [y]), crs=32631).to_crs(4326).iloc[0].coords[0]
+    with pytest.raises(AreaOutsideCubeError, match=rf"the point at lon {lat:.6g}, lat {lon:.6g} \(EPSG:4326\): no "
+                       rf"tile .* with data in it; lon and lat swapped\? so swapped \(lon {lon:.6g}, lat {lat:.6g}\) "
+                       rf"it lies in the data of tile 31UFU: give the coordinates lon first"):
+        chip(tiny_cube, Point(lat, lon), size=16)
+    with pytest.raises(AreaOutsideCubeError, match=r"with data in it$"):  # nowhere either way: nothing more said
+        chip(tiny_cube, Point(lon + 1, lat), size=16)
+    far = parcels.set_index("parcel_id").geometry.iloc[:1].to_crs(4326)
+    turned = gpd.GeoSeries([shapely.transform(far.iloc[0], lambda xy: xy[:, ::-1])], crs=4326)
+    with pytest.raises(ParcelOutsideCubeError, match="lon and lat swapped"):  # a parcel's outline too
+        chip(tiny_cube, gpd.GeoDataFrame({"parcel_id": ["p"]}, geometry=turned), size=16)
 
 
 def test_a_point_chip_marks_the_point(tiny_cube, tiny_region):
