@@ -634,7 +634,8 @@ def _posted_parcels(geojson: dict[str, Any], crs: str | None, overlay: Overlay) 
     try:
         src_crs = CRS.from_user_input(crs)
     except CRSError:
-        raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+        raise InvalidRequestError(f"unknown crs {crs!r}; give e.g. EPSG:4326 or EPSG:32631{_space_for_plus(crs)}"
+                                  ) from None
     earth = src_crs.ellipsoid is not None and 6.3e6 < src_crs.ellipsoid.semi_major_metre < 6.4e6
     if not (src_crs.is_geographic or src_crs.is_projected) or not earth:  # geocentric, vertical, the Moon's
         raise InvalidRequestError(f"crs {crs!r} is not a horizontal CRS of the Earth ({src_crs.name}); give e.g. "
@@ -658,6 +659,19 @@ def _posted_parcels(geojson: dict[str, Any], crs: str | None, overlay: Overlay) 
             raise RequestTooLargeError(f"parcel {pid} spans {east - west:.1f} x {north - south:.1f} degrees (limit "
                                        f"{MAX_POSTED_DEGREES:g}); run `cardcube extract` for a territory")
     return posted
+
+
+def _space_for_plus(crs: str) -> str:
+    """A hint for a compound CRS whose "+" was sent unencoded and reached the query as a space (``EPSG:32631 5709``),
+    else ""."""
+    if " " not in crs.strip():
+        return ""
+    try:
+        CRS.from_user_input(crs.strip().replace(" ", "+"))
+    except CRSError:
+        return ""
+    written = quote(crs.strip().replace(" ", "+"), safe=":")
+    return f" (a '+' reaches a URL's query as a space: write it %2B, crs={written})"
 
 
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:

@@ -348,6 +348,9 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "InvalidRequest", "write it %2B"),  # an unencoded "+02:00"
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-10T10:50:31 02:00"}, 422,
      "InvalidRequest", "write it %2B"),  # the same lost "+" in a chip's date: a bare "not a day or a time"
+    ("POST", "/collections/s2/timeseries", {"crs": "EPSG:4326 5773"}, 422, "InvalidRequest",
+     "unknown crs 'EPSG:4326 5773'; give e.g. EPSG:4326 or EPSG:32631 (a '+' reaches a URL's query as a space: "
+     "write it %2B, crs=EPSG:4326%2B5773)"),  # a compound CRS's "+" sent unencoded: "unknown crs", no more said
 ])
 def test_bad_requests_get_a_status_and_a_reason(http, parcels, parcel_id, method, path, params, status, error, says):
     polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]) if method == "POST" else None
