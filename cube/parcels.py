@@ -421,7 +421,7 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
                               f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
                               f"read the file with geopandas and .set_crs)")
-    placed = frame.geometry[frame.geometry.notna() & ~frame.geometry.is_empty]
+    placed = frame.geometry[~frame.geometry.is_empty & ~shapely.is_missing(np.asarray(frame.geometry.array))]
     if frame.crs.is_geographic and len(placed):  # refused later naming no file, with advice for Python and REST
         said = " (a GeoJSON file without a crs member is lon/lat: RFC 7946)" if driver == "GeoJSON" else ""
         try:

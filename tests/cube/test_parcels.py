@@ -367,6 +367,22 @@ def test_an_empty_parcel_file_is_named(register: gpd.GeoDataFrame, tmp_path) -> 
             read_parcels(path)
 
 
+def test_a_parcel_file_with_an_empty_geometry_is_read_without_a_warning(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """Reading it printed geopandas' 5-line UserWarning that GeoSeries.notna() changed meaning (on `cardcube serve`'s
+    start-up, `timeseries`, `extract`): the empty and the missing geometry are told apart without it now, and the
+    parcel stops only itself, as before."""
+    from cube.parcels import read_parcels
+
+    frame = register.iloc[:3].copy()
+    frame.loc[frame.index[1], "geometry"] = Polygon()
+    frame.loc[frame.index[2], "geometry"] = None
+    frame.to_parquet(tmp_path / "holes.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = read_parcels(tmp_path / "holes.parquet")
+    assert len(read) == 3
+
+
 def test_a_parcel_file_without_a_crs_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
     """A file whose coordinates say no CRS (a shapefile without its .prj) was refused later as "the parcels have no
     CRS; set one with GeoDataFrame.set_crs", naming no file: no help to a user of the command line."""
