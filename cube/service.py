@@ -342,6 +342,18 @@ def _tag_basis(version: CubeVersion, names_version: bool) -> str:
     return f"{number}|{committed}"
 
 
+def _untagged(send: Send) -> Send:
+    """``send`` for an answer that gets no ETag (a POST's): the version basis its route names for the tag
+    (:data:`COMMITTED`) is left out, as from every answer, not sent to the client as a header of its own."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [(k, v) for k, v in message.get("headers", []) if k != COMMITTED.encode()]
+        await send(message)
+
+    return sending
+
+
 class _Revalidation:
     """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at (of its
     data: :func:`_tag_basis`), its URL and what else makes it (``served``: the parcels; the code), weak as it names
@@ -372,9 +384,10 @@ class _Revalidation:
             return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not _route_path(scope).startswith(
-                "/collections/"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] not in ("GET", "HEAD") or not _route_path(scope).startswith("/collections/"):
+            return await self.app(scope, receive, _untagged(send))  # a POST's answer: no ETag
         as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
         # a parcel's answer also depends on its geometry in the parcel file, which a restart may amend: revalidated
         cache = PINNED if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"

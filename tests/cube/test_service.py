@@ -388,6 +388,18 @@ def test_the_docs_pages_take_the_query_parameters_links_give_them(http):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (page, r.text[:200])
 
 
+def test_no_answer_sends_the_etags_inner_basis(http, parcels, parcel_id):
+    """The routes name the version an answer read (number and commit time) in a header the ETag is made from, and
+    that is never sent; a POST's answer, which gets no ETag, sent it (``x-cardcube-committed: 1|2026-...``)."""
+    polygon = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    answers = [http.post("/collections/s2/timeseries", params={"bands": "B04", "stats": "mean"}, json=polygon),
+               http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04"}),
+               http.get("/collections/s2")]
+    for r in answers:
+        assert r.status_code == 200 and r.headers["x-cube-version"], r.text[:200]
+        assert not any(name.lower().startswith("x-cardcube") for name in r.headers), dict(r.headers)
+
+
 def test_a_url_of_thousands_of_unknown_parameters_is_a_short_422(http):
     """Each parameter's name was counted through the whole list (a URL of 15,000 took 2 to 4 s of the server's CPU)
     and the 422 named every unknown one (140 kB): it names the first ten and counts the rest."""
