@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.middleware.gzip import GZipMiddleware, GZipResponder, IdentityResponder
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["NegotiatedGZip", "accepts_gzip"]
@@ -40,23 +40,21 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 class NegotiatedGZip(GZipMiddleware):
     """:class:`GZipMiddleware` choosing by :func:`accepts_gzip`, whose 304s say ``Vary: Accept-Encoding`` (the answer
-    they stand for may be gzipped; a 304 names what its 200 varies on, RFC 9110 15.4.5)."""
+    they stand for may be gzipped; a 304 names what its 200 varies on, RFC 9110 15.4.5). Starlette's middleware is
+    handed ``Accept-Encoding: gzip`` or none, as the client's header weighs it, whatever its version does with it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if accepts_gzip(Headers(scope=scope).get("accept-encoding", "")):
-            responder = GZipResponder(self.app, self.minimum_size, compresslevel=self.compresslevel,
-                                      thread_minimum_size=self.thread_minimum_size,
-                                      exclude_content_types=self.exclude_content_types)
-        else:
-            responder = IdentityResponder(self.app, self.minimum_size, exclude_content_types=self.exclude_content_types)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"]
+        if accepts_gzip(", ".join(Headers(scope=scope).getlist("accept-encoding"))):  # several lines: one list
+            headers.append((b"accept-encoding", b"gzip"))
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 304:
-                headers = MutableHeaders(raw=list(message.get("headers", [])))
-                headers.add_vary_header("Accept-Encoding")
-                message["headers"] = headers.raw
+                vary = MutableHeaders(raw=list(message.get("headers", [])))
+                vary.add_vary_header("Accept-Encoding")
+                message["headers"] = vary.raw
             await send(message)
 
-        await responder(scope, receive, sending)
+        await super().__call__({**scope, "headers": headers}, receive, sending)
