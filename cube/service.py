@@ -197,6 +197,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "unknown collection, parcel, version or date"),
         (409, "a chip's date holds several acquisitions: the detail lists their times to choose from"),
         (413, "the request would read or draw too much"),
+        (415, "a POST body compressed (Content-Encoding): send it as it is"),
         (422, "a malformed request, or a parcel that cannot be measured"), (500, "a fault of the server or the cube"),
         (502, "the cube's store answered an error after every retry"),
         (503, "the cube's store cannot be reached or does not answer, or the service is reading for as many requests "
@@ -213,6 +214,11 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 404:
         return error_response(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
     if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body as JSON at all
+        coding = request.headers.get("content-encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # a gzipped body was "no UTF-8 JSON": true, but not why (RFC 9110 15.5.16)
+            return error_response(415, "UnsupportedMediaType", f"a request body of Content-Encoding {coding} is not "
+                                  f"read: POST the GeoJSON uncompressed (up to {MAX_BODY_BYTES // 2**20} MiB)",
+                                  headers={"Accept-Encoding": "identity"})
         return error_response(422, "InvalidRequest", _not_geojson("no UTF-8 JSON, or nested too deep"))
     if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
         allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)

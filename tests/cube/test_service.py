@@ -400,6 +400,24 @@ def test_no_answer_sends_the_etags_inner_basis(http, parcels, parcel_id):
         assert not any(name.lower().startswith("x-cardcube") for name in r.headers), dict(r.headers)
 
 
+def test_a_compressed_post_body_is_a_415_saying_so(http, parcels, parcel_id):
+    """A gzipped GeoJSON body was a 422 "the body is not GeoJSON (no UTF-8 JSON, or nested too deep)": true, but a
+    client compressing its uploads learnt nothing of why. It is a 415 naming the coding (RFC 9110 15.5.16)."""
+    import gzip
+    import json
+
+    polygon = json.dumps(mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])).encode()
+    r = http.post("/collections/s2/timeseries", params={"bands": "B04", "stats": "mean"},
+                  content=gzip.compress(polygon),
+                  headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 415 and r.headers["accept-encoding"] == "identity", r.text
+    assert r.json() == {"error": "UnsupportedMediaType", "detail": "a request body of Content-Encoding gzip is not "
+                        "read: POST the GeoJSON uncompressed (up to 32 MiB)"}
+    plain = http.post("/collections/s2/timeseries", params={"bands": "B04", "stats": "mean"}, content=polygon,
+                      headers={"Content-Type": "application/json", "Content-Encoding": "identity"})
+    assert plain.status_code == 200, plain.text[:200]
+
+
 def test_a_url_of_thousands_of_unknown_parameters_is_a_short_422(http):
     """Each parameter's name was counted through the whole list (a URL of 15,000 took 2 to 4 s of the server's CPU)
     and the 422 named every unknown one (140 kB): it names the first ten and counts the rest."""
