@@ -12,7 +12,7 @@ from zarr.storage import MemoryStore
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import cube_spec
-from cardcube.storage import read_json, write_bytes, write_json
+from cardcube.storage import open_store, read_json, write_bytes, write_json
 from cube.extraction_files import (
     MANIFEST,
     TIMESERIES_PARQUET,
@@ -140,6 +140,14 @@ def test_an_extraction_made_under_another_pixel_rule_is_not_updated():
     check_manifest(out, now, _version(1, ["S2A_1"]), time=None, update=False, cube=out)
     finish_manifest(out, _version(1, ["S2A_1"]), time=None, status={"ok": 1})
     assert check_manifest(out, now, newer, time=None, update=True, cube=out) == {"31UFU": ["S2A_2"]}
+
+
+def _out_store(where: str, request: pytest.FixtureRequest):
+    """An extraction's store: in memory, or on moto's S3 over HTTP (``where == "s3"``)."""
+    if where != "s3":
+        return MemoryStore()
+    bucket = request.getfixturevalue("s3_bucket")
+    return open_store(bucket.url_for("out"), storage_options=bucket.storage_options())
 
 
 def _recorded(version: CubeVersion, **versions: int) -> CubeVersion:
@@ -309,8 +317,6 @@ def test_a_run_that_lists_the_output_after_another_run_started_into_it_is_compar
 
 def test_an_output_prefix_that_is_an_object_on_s3_is_named_so(s3_bucket):
     """``--out s3://bucket/results`` where ``results`` is an object: "... holds  but no extraction", no name."""
-    from cardcube.storage import open_store
-
     s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="results", Body=b"a report")
     out = open_store(s3_bucket.url_for("results"), storage_options=s3_bucket.storage_options())
     with pytest.raises(InvalidRequestError, match=rf"s3://{s3_bucket.name}/results is an object, not a prefix: give "):
@@ -387,16 +393,12 @@ def test_a_file_an_update_wrote_anew_is_not_undone_by_its_earlier_name_written_l
     writing that name late put the dropped rows back beside the update's. The file written anew is named by the
     update's version, supersedes its earlier name (written late, or left by a killed update), and is written anew
     again by a later update; an extraction from before runs were named (no run in its names) alike, and on S3."""
-    from cardcube.storage import open_store, read_bytes
+    from cardcube.storage import read_bytes
     from cube.extraction_files import drop_replaced, extraction_keys, first_key, rewritten_key
 
     version = _recorded(_version(3, ["S2A_1", "S2A_2", "S2A_3"]))
     times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
-    if where == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        out = open_store(bucket.url_for("out"), storage_options=bucket.storage_options())
-    else:
-        out = MemoryStore()
+    out = _out_store(where, request)
     folder = "timeseries/tile=31UFU/"
     first, added = folder + statistics_name("r00000c00000t0000", run), folder + statistics_name(
         "r00000c00000t0000-v00000002", run)  # the first run's file, and an update's to version 2
@@ -457,7 +459,7 @@ def test_the_files_of_a_run_written_before_a_repair_it_was_resumed_after_are_tol
     resumption listed the files (taken for done) or after it wrote them (written over), brought the damaged rows
     back. The resumption's names are of a new generation now (``-g<n>``), which supersedes the earlier; a file of an
     earlier generation holding those dates is not done (its footer read), nor is an earlier batch file."""
-    from cardcube.storage import open_store, read_bytes
+    from cardcube.storage import read_bytes
     from cube.extraction_files import (
         generation_tag,
         held_before_repair,
@@ -469,11 +471,7 @@ def test_the_files_of_a_run_written_before_a_repair_it_was_resumed_after_are_tol
 
     version = _recorded(_version(1, ["S2A_1", "S2A_2", "S2A_3"]))
     times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
-    if where == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        out = open_store(bucket.url_for("out"), storage_options=bucket.storage_options())
-    else:
-        out = MemoryStore()
+    out = _out_store(where, request)
     check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out)
     write_json(out, MANIFEST, {**read_json(out, MANIFEST), "run": run})
     folder = "timeseries/tile=31UFU/"
