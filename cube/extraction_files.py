@@ -798,10 +798,24 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
     from (the partition key, as pyarrow's hive partitioning gives it). An unfinished extraction is refused
     unless ``allow_incomplete``.
 
-    Reads all files into memory: for a territory, select the bands and columns you need, or query the
-    Parquet dataset with pyarrow, DuckDB or dask instead (``<out>/timeseries/*/*-<run>.parquet``, the manifest's
-    ``run``, partitioned by ``tile=``: a stopped run's late files may lie beside them).
+    Reads all files into memory: for a territory, select the bands and columns you need, read them file by file
+    (:func:`timeseries_files`), or query the Parquet dataset with pyarrow, DuckDB or dask instead
+    (``<out>/timeseries/*/*-<run>.parquet``, the manifest's ``run``, partitioned by ``tile=``: a stopped run's late
+    files may lie beside them).
     """
+    parts = list(timeseries_files(out, bands=bands, columns=columns, storage_options=storage_options,
+                                  allow_incomplete=allow_incomplete))
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+
+
+def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                     storage_options: Mapping[str, Any] | None = None, allow_incomplete: bool = False
+                     ) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`read_timeseries`, a frame per statistics file (a work unit's block and run of dates, or a
+    square of parcels read across tiles), unsorted: memory holds one file's rows at a time. The arguments are
+    checked, and the manifest read, before the first frame is yielded; an extraction without a row yields one
+    empty frame of the columns asked for."""
     store = _extraction_store(out, storage_options)
     manifest = _finished(store, allow_incomplete=allow_incomplete)
     keys = extraction_keys(store, manifest)
@@ -815,8 +829,8 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
                                       f"{', '.join(manifest['bands'])}")
         filters = [("band", "in", bands)]
     if not keys:  # no parcel measured: no row, but the columns asked for (a frame of none was no frame to select from)
-        return pd.DataFrame(columns=[*dict.fromkeys(["parcel_id", "time", "band", *(columns or FRAME_COLUMNS[3:]),
-                                                     "tile"])])
+        return iter([pd.DataFrame(columns=[*dict.fromkeys(["parcel_id", "time", "band",
+                                                            *(columns or FRAME_COLUMNS[3:]), "tile"])])])
     files = (io.BytesIO(read_bytes(store, k)) for k in keys)
     wanted = None
     if columns is not None:
@@ -826,10 +840,8 @@ def read_timeseries(out: StoreLike, *, bands: Sequence[str] | None = None, colum
         if missing := [c for c in wanted if c not in names]:
             raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
         files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
-    frames = [pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
-              for k, f in zip(keys, files, strict=True)]
-    frame = pd.concat(frames, ignore_index=True)
-    return frame.sort_values(["parcel_id", "time", "band"], kind="stable", ignore_index=True)
+    return (pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
+            for k, f in zip(keys, files, strict=True))
 
 
 def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
