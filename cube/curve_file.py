@@ -1,0 +1,65 @@
+"""A parcels x grid-points table of float64 on local disk, column by column: what one pass over a territory's parcels
+keeps for the next (their NDVI profiles), read back a block of parcels or whole columns at a time.
+
+A crop's reference profile is the median of its parcels' profiles at each grid point; a median is exact only over
+all of them. Kept in memory, the profiles of 300,000 parcels take some 100 MB; on disk, memory holds a few columns
+(8 bytes a parcel each) or a batch's rows. Plain reads and writes, not a memory map: mapped pages would count in
+the process's resident memory as they are touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+__all__ = ["CurveFile"]
+
+ITEM = np.dtype(np.float64).itemsize
+
+
+class CurveFile:
+    """``rows`` x ``columns`` float64 at ``path`` (created, NaN until written), stored column after column."""
+
+    def __init__(self, path: Path, rows: int, columns: int) -> None:
+        self.rows, self.columns = rows, columns
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        nan = np.full(rows, np.nan).tobytes()
+        for j in range(columns):
+            os.pwrite(self.fd, nan, j * rows * ITEM)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Rows ``start`` .. ``start + len(block)`` (``block``: those rows x every column)."""
+        for j in range(self.columns):
+            os.pwrite(self.fd, np.ascontiguousarray(block[:, j], dtype=np.float64).tobytes(),
+                      (j * self.rows + start) * ITEM)
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start`` .. ``stop`` x every column, C-ordered as a table built in memory would be."""
+        out = np.empty((stop - start, self.columns))
+        for j in range(self.columns):
+            out[:, j] = self._read(j * self.rows + start, stop - start)
+        return out
+
+    def read_columns(self, start: int, stop: int) -> np.ndarray:
+        """Every row x columns ``start`` .. ``stop``."""
+        return np.ascontiguousarray(self._read(start * self.rows, (stop - start) * self.rows)
+                                    .reshape(stop - start, self.rows).T)
+
+    def _read(self, offset: int, count: int) -> np.ndarray:
+        data = os.pread(self.fd, count * ITEM, offset * ITEM)
+        if len(data) != count * ITEM:
+            raise OSError(f"short read of the profiles' temporary file: {len(data)} of {count * ITEM} bytes")
+        return np.frombuffer(data, dtype=np.float64)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> CurveFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
