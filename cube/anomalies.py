@@ -44,10 +44,13 @@ so it is a parameter.
 
 from __future__ import annotations
 
+import functools
 import re
+import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,13 +58,15 @@ import pandas as pd
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
+from cube.curve_file import CurveFile
+from cube.parcel_batches import FrameBatches
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
 COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
-__all__ = ["COLUMNS", "MARKERS", "MarkerRules", "code_list", "declarations", "flag_parcels", "ndvi_by_date", "profiles",
-           "reference_profiles"]
+__all__ = ["BATCH_SIZE", "COLUMNS", "MARKERS", "MarkerRules", "OpticalRows", "RadarRows", "batch_parcels", "code_list",
+           "declarations", "flag_batches", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
 
 
 @dataclass(frozen=True)
@@ -150,16 +155,34 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
     parcel's pixels are clear, else NaN. ``frame`` is a statistics frame (``parcel_id, time, band, count,
     masked, mean``). A mean below 0 (L2A's offset leaves noise below 0 over water and shadow) is taken as 0, so the
     NDVI stays in [-1, 1] (it was -5 or -inf); NaN where both are 0."""
-    missing = {"parcel_id", "time", "band", "count", "masked", "mean"} - set(frame.columns)
-    if missing:
-        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
-    bands = frame[frame["band"].isin(["B04", "B08"])]
+    _check_columns(frame)
+    bands = frame[frame["band"].isin(NDVI_BANDS)]
     _refuse_repeats(bands, "statistics")
-    if set(bands["band"].unique()) != {"B04", "B08"}:
+    _check_ndvi_bands(frame["band"].unique())
+    return _ndvi(bands, min_clear)
+
+
+NDVI_BANDS = ("B04", "B08")
+STATISTICS = ("parcel_id", "time", "band", "count", "masked", "mean")  # what NDVI is computed of
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    if missing := set(STATISTICS) - set(frame.columns):
+        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
+
+
+def _check_ndvi_bands(bands: Iterable[Any]) -> None:
+    """Refuse statistics (of ``bands``) without both NDVI bands."""
+    bands = set(bands)
+    if bands & set(NDVI_BANDS) != set(NDVI_BANDS):
         raise InvalidRequestError(f"NDVI needs the Sentinel-2 B04 and B08 means; the frame has bands "
-                                  f"{sorted(frame['band'].unique())} (Sentinel-1 statistics go to s1=, in the CLI "
-                                  f"--s1)")
+                                  f"{sorted(bands)} (Sentinel-1 statistics go to s1=, in the CLI --s1)")
+
+
+def _ndvi(bands: pd.DataFrame, min_clear: float) -> pd.DataFrame:
+    """:func:`ndvi_by_date` of the B04 and B08 rows ``bands`` (of a batch of parcels: either band may lack)."""
     wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([["mean", "count", "masked"], NDVI_BANDS]))
     red, nir = wide[("mean", "B04")].clip(lower=0), wide[("mean", "B08")].clip(lower=0)
     pixels = wide[("count", "B04")] + wide[("masked", "B04")]
     clear = wide[("count", "B04")] / pixels.where(pixels > 0)
@@ -212,14 +235,39 @@ def reference_profiles(curves: np.ndarray, declared: np.ndarray, *, min_parcels:
     """Per declared crop with at least ``min_parcels`` parcels that have a profile (a parcel with no clear date has
     none: a crop of six parcels, five cloudy all season, got one parcel's curve as its reference): the median of
     their ``curves`` at each grid point (NaN where none of them is defined)."""
-    refs = {}
-    for code in pd.unique(declared):
-        mine = curves[declared == code]
-        mine = mine[~np.isnan(mine).all(axis=1)]
-        if len(mine) >= min_parcels:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # grid points no parcel covers stay NaN
-                refs[code] = np.nanmedian(mine, axis=0)
+    rows = _reference_rows(declared, ~np.isnan(curves).all(axis=1), min_parcels)
+    return {code: _median(curves[mine]) for code, mine in rows.items()}
+
+
+def _reference_rows(declared: np.ndarray, profiled: np.ndarray, min_parcels: int) -> dict[Any, np.ndarray]:
+    """Per crop of ``declared`` (in order of appearance) with at least ``min_parcels`` ``profiled`` parcels: their
+    rows."""
+    rows = {code: np.flatnonzero((declared == code) & profiled) for code in pd.unique(declared)}
+    return {code: mine for code, mine in rows.items() if len(mine) >= min_parcels}
+
+
+def _median(curves: np.ndarray) -> np.ndarray:
+    """The median of ``curves`` (parcels x grid points) at each point; each point's is its own, so the grid may be
+    taken a few points at a time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # grid points no parcel covers stay NaN
+        return np.nanmedian(curves, axis=0)
+
+
+COLUMN_FLOATS = 1 << 20  # numbers of the profiles read at a time for the references (8 MB)
+
+
+def _file_references(curves: CurveFile, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
+                     ) -> dict[Any, np.ndarray]:
+    """:func:`reference_profiles` of the profiles in ``curves``, a few grid points at a time: the medians are exact,
+    over every parcel of a crop, and memory holds a few columns of them."""
+    rows = _reference_rows(declared, profiled, min_parcels)
+    refs = {code: np.empty(curves.columns) for code in rows}
+    step = max(1, COLUMN_FLOATS // max(curves.rows, 1))
+    for start in range(0, curves.columns, step):
+        block = curves.read_columns(start, min(start + step, curves.columns))
+        for code, mine in rows.items():
+            refs[code][start:start + step] = _median(block[mine])
     return refs
 
 
@@ -304,36 +352,100 @@ def _robust_z(distance: np.ndarray, codes: np.ndarray, *, min_parcels: int = Mar
     return z.where(d.groupby(crop).transform("count") >= min_parcels).to_numpy()
 
 
+class RadarRows:
+    """What the mowing marker must know of all the Sentinel-1 rows before it judges a batch of parcels: their bands
+    and dates, each track's passes measured on ``min_clear`` of a parcel (the season's first and last of them,
+    the tracks that saw the season) and a parcel id to name. :meth:`observe` each part of the rows, :meth:`check`,
+    then :meth:`evidence` of a batch's rows is what :func:`_backscatter_evidence` gives of all of them for those
+    parcels."""
+
+    def __init__(self, rules: MarkerRules) -> None:
+        self.rules = rules
+        self.bands: set[Any] = set()
+        self.times: pd.DatetimeIndex | None = None
+        self.tracks: dict[tuple[Any, ...], pd.DatetimeIndex] = {}
+        self.passes = 0
+        self.first: Any = None
+
+    def observe(self, part: pd.DataFrame) -> None:
+        missing = {"parcel_id", "time", "band", "count", "mean"} - set(part.columns)
+        if missing:
+            raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
+                                      f"it lacks {sorted(missing)}")
+        if self.first is None and len(part):
+            self.first = part["parcel_id"].iloc[0]
+        self.bands.update(part["band"].unique())
+        self.times = _union(self.times, part["time"])
+        vh = self._measured(part)
+        self.passes += len(vh)
+        for key, rows in self._tracks(vh):
+            self.tracks[key] = _union(self.tracks.get(key), rows["time"])
+
+    def check(self) -> None:
+        """Refuse statistics without VH, without a VH mean measured on ``min_clear`` of a parcel, or without such a
+        pass in the season; note the season's first and last and the tracks that saw it."""
+        rules = self.rules
+        if "VH" not in self.bands:
+            raise InvalidRequestError("the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
+                                      "it lacks VH")
+        if not self.passes:
+            raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
+                                      f"parcel's pixels (every count is 0 or too small)")
+        times = functools.reduce(_union, self.tracks.values())
+        inside = _dates(times)[_in_season(times, rules)]
+        if not inside.size:
+            raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
+        self.span = (inside.min(), inside.max())
+        self.seen = {key: times for key, times in self.tracks.items() if _in_season(times, rules).any()}
+
+    def evidence(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Per parcel of ``rows`` (all of theirs): the largest VH drop (dB) between passes of the same track
+        (``orbit_state`` and ``relative_orbit``, where given: tracks see a field from other sides and angles, at
+        levels that differ), and the longest gap between passes of the track that saw the season best."""
+        _refuse_repeats(rows[rows["band"] == "VH"], "Sentinel-1 statistics")
+        seen = []
+        for key, track in self._tracks(self._measured(rows)):
+            if key in self.seen:  # each track's dates are all of its passes', as the season's first and last are
+                wide = track.set_index(["parcel_id", "time"])["mean"].unstack("time").reindex(columns=self.seen[key])
+                seen.append(_season_evidence(wide, self.rules, span=self.span))
+        if not seen:
+            return pd.DataFrame({"largest_vh_drop": [], "longest_vh_gap": []}, dtype=np.float64)
+        return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
+                             "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
+
+    def _measured(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The VH rows of ``rows`` measured on ``min_clear`` of the parcel: a pass over a few of its pixels (a swath
+        edge) is speckle, not a level."""
+        vh = rows[(rows["band"] == "VH") & (rows["count"] > 0)]
+        if "masked" in vh.columns:
+            vh = vh[vh["masked"].isna() | (vh["count"] >= self.rules.min_clear * (vh["count"] + vh["masked"]))]
+        return vh
+
+    @staticmethod
+    def _tracks(vh: pd.DataFrame) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
+        """The rows of each track (orbit direction and relative orbit), keyed alike in every part: a missing key
+        (None, NaN) is a track of its own."""
+        keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
+        if not keys:
+            yield ("any",), vh
+            return
+        for key, rows in vh.groupby(keys, dropna=False):
+            yield tuple(None if pd.isna(k) else k for k in (key if isinstance(key, tuple) else (key,))), rows
+
+
+def _union(times: pd.DatetimeIndex | None, more: Iterable[Any]) -> pd.DatetimeIndex:
+    """The sorted dates of ``times`` (None: none yet) and ``more``, in the unit and zone they come in."""
+    more = pd.DatetimeIndex(pd.unique(pd.Series(more))) if not isinstance(more, pd.DatetimeIndex) else more
+    return more.sort_values() if times is None else times.union(more)
+
+
 def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
-    """Per parcel of the Sentinel-1 statistics ``s1``: the largest VH drop (dB) between passes of the same
-    track (``orbit_state`` and ``relative_orbit``, where given: tracks see a field from other sides and
-    angles, at levels that differ), and the longest gap between passes of the track that saw the season
-    best. Passes that saw less than ``min_clear`` of the parcel's pixels are left out."""
-    missing = {"parcel_id", "time", "band", "count", "mean"} - set(s1.columns)
-    if missing or "VH" not in set(s1["band"]):
-        raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
-                                  f"it lacks {sorted(missing) or 'VH'}")
-    _refuse_repeats(s1[s1["band"] == "VH"], "Sentinel-1 statistics")
-    vh = s1[(s1["band"] == "VH") & (s1["count"] > 0)]
-    if "masked" in vh.columns:  # a pass over a few of the parcel's pixels (a swath edge) is speckle, not a level
-        vh = vh[vh["masked"].isna() | (vh["count"] >= rules.min_clear * (vh["count"] + vh["masked"]))]
-    if vh.empty:
-        raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
-                                  f"parcel's pixels (every count is 0 or too small)")
-    keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
-    tracks = vh.groupby(keys, dropna=False) if keys else [("any", vh)]  # a missing key is a track of its own
-
-    def wide(rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.set_index(["parcel_id", "time"])["mean"].unstack("time").sort_index(axis=1)
-
-    times = vh["time"].unique()
-    inside = _dates(times)[_in_season(times, rules)]
-    if not inside.size:
-        raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
-    span = (inside.min(), inside.max())
-    seen = [_season_evidence(wide(g), rules, span=span) for _, g in tracks if _in_season(g["time"], rules).any()]
-    return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
-                         "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
+    """Per parcel of the Sentinel-1 statistics ``s1``: :meth:`RadarRows.evidence`. Passes that saw less than
+    ``min_clear`` of the parcel's pixels are left out."""
+    radar = RadarRows(rules)
+    radar.observe(s1)
+    radar.check()
+    return radar.evidence(s1)
 
 
 def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
@@ -398,27 +510,45 @@ def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None 
     cloud class (:data:`~cardcube.spec.CLOUD_SCL_CLASSES`). Without a record (a CSV without its ``.json``, batches
     joined by ``pd.concat``, which drops differing attrs) the rows tell, where they count the SCL classes of their
     pixels (``scl_<class>``): more cloud pixels than masked ones is no mask."""
-    advice = "compute them with the cloud mask (the default)"
+    if not check_mask_record(mask, where):
+        refuse_cloudy_rows(cloudy_rows(frame), len(frame), where)
+
+
+ADVICE = "compute them with the cloud mask (the default)"
+
+
+def check_mask_record(mask: Sequence[int] | object | None, where: str = "the statistics") -> bool:
+    """Refuse a recorded ``mask`` (:func:`check_cloud_masked`) that keeps clouds; whether there was a record (if
+    not, the rows must tell)."""
     if isinstance(mask, str):  # as a timeseries file's record spells it
         mask = None if mask.strip().lower() == "none" else DEFAULT_SCL_MASK if mask == "default" else UNRECORDED
     if mask is None:
         raise InvalidRequestError(f"{where} were computed without the cloud mask (--no-mask, mask=None): cloudy "
-                                  f"dates would read as bare soil and smear every crop's profile; {advice}")
-    if mask is not UNRECORDED:
-        kept = [c for c in CLOUD_SCL_CLASSES if c not in set(mask)]
-        if kept:
-            raise InvalidRequestError(f"{where} were computed with a mask of SCL classes {list(mask)}, which keeps "
-                                      f"the cloud class(es) {', '.join(f'{c} ({SCL_CLASSES[c]})' for c in kept)}: "
-                                      f"cloudy dates would read as bare soil; {advice}")
-        return
+                                  f"dates would read as bare soil and smear every crop's profile; {ADVICE}")
+    if mask is UNRECORDED:
+        return False
+    kept = [c for c in CLOUD_SCL_CLASSES if c not in set(mask)]
+    if kept:
+        raise InvalidRequestError(f"{where} were computed with a mask of SCL classes {list(mask)}, which keeps "
+                                  f"the cloud class(es) {', '.join(f'{c} ({SCL_CLASSES[c]})' for c in kept)}: "
+                                  f"cloudy dates would read as bare soil; {ADVICE}")
+    return True
+
+
+def cloudy_rows(frame: pd.DataFrame) -> int:
+    """How many rows of ``frame`` count more cloud pixels (``scl_<class>``) than masked ones: 0 where it has no such
+    counts (made otherwise: nothing tells)."""
     if "masked" not in frame.columns or not set(CLOUD_COLUMNS) <= set(frame.columns):
-        return  # made otherwise: nothing tells
-    cloudy = frame[list(CLOUD_COLUMNS)].fillna(0).sum(axis=1) > frame["masked"].fillna(0)
-    if cloudy.any():
+        return 0
+    return int((frame[list(CLOUD_COLUMNS)].fillna(0).sum(axis=1) > frame["masked"].fillna(0)).sum())
+
+
+def refuse_cloudy_rows(cloudy: int, rows: int, where: str = "the statistics") -> None:
+    """Refuse statistics ``cloudy`` of whose ``rows`` count more cloud pixels than masked ones."""
+    if cloudy:
         classes = ", ".join(map(str, CLOUD_SCL_CLASSES))
-        raise InvalidRequestError(f"{where} were computed without the cloud mask: {int(cloudy.sum())} of their "
-                                  f"{len(frame)} rows count more cloud pixels (SCL {classes}) than masked ones; "
-                                  f"{advice}")
+        raise InvalidRequestError(f"{where} were computed without the cloud mask: {cloudy} of their {rows} rows "
+                                  f"count more cloud pixels (SCL {classes}) than masked ones; {ADVICE}")
 
 
 def flag_parcels(
@@ -428,6 +558,7 @@ def flag_parcels(
     grassland: Iterable[Any] | str | int = (),
     s1: pd.DataFrame | None = None,
     rules: MarkerRules = MarkerRules(),
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """One row per parcel of ``frame`` (statistics with the ``B04`` and ``B08`` means per date, as
     ``parcel_timeseries`` or ``extract`` give them: NDVI is taken of the mean reflectances, so an ``NDVI``
@@ -448,10 +579,88 @@ def flag_parcels(
     (there is nothing to check). Dates in two years' seasons are refused if a parcel declares grassland (the winter
     would read as a gap in the season); without, only crop_mismatch is judged, with no season evidence (``min_ndvi``
     ... ``longest_gap`` missing).
+
+    ``batch_size``: parcels judged at a time (:func:`flag_batches`); the flags do not depend on it.
     """
     if frame.attrs.get("collection", "s2") == "s2":
         check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
     declared = declarations(declared)
+    size = batch_parcels(batch_size)
+    ids = declared.index.sort_values()
+    optical = OpticalRows(ids)
+    optical.observe(frame)
+    radar = None if s1 is None else RadarRows(rules)
+    if radar is not None:
+        radar.observe(s1)
+    return flag_batches(optical, FrameBatches(frame, ids, size), declared, grassland=grassland, radar=radar,
+                        s1=None if s1 is None else FrameBatches(s1, ids, size), rules=rules)
+
+
+BATCH_SIZE = 500  # parcels judged at a time: some 20 MB of their statistics and what is made of them in memory
+
+
+def batch_parcels(batch_size: int | None) -> int:
+    """``batch_size`` (None: :data:`BATCH_SIZE`), refused unless a whole number of parcels >= 1."""
+    size = BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise InvalidRequestError(f"batch_size must be a whole number of parcels >= 1, not {batch_size!r}")
+    return int(size)
+
+
+class OpticalRows:
+    """What the markers must know of all the Sentinel-2 rows before they judge a batch of parcels: their bands, the
+    dates of their B04 and B08 rows (the profiles' grid, the season), which of the declared parcels (``ids``,
+    sorted) have such rows and which parcels are not declared, and how many rows count clouds as clear pixels.
+    :meth:`observe` each part of the rows."""
+
+    def __init__(self, ids: pd.Index) -> None:
+        self.ids = ids
+        self.bands: set[Any] = set()
+        self.times: pd.DatetimeIndex | None = None
+        self.seen = np.zeros(len(ids), dtype=bool)  # a row of any band
+        self.measured = np.zeros(len(ids), dtype=bool)  # a B04 or B08 row
+        self.undeclared: set[Any] = set()
+        self.undeclared_measured: set[Any] = set()
+        self.rows = self.cloudy = 0
+
+    def observe(self, part: pd.DataFrame) -> None:
+        _check_columns(part)
+        self.rows += len(part)
+        self.cloudy += cloudy_rows(part)
+        self.bands.update(part["band"].unique())
+        at = self.ids.get_indexer(part["parcel_id"])
+        ndvi = part["band"].isin(NDVI_BANDS).to_numpy()
+        self.seen[at[at >= 0]] = True
+        self.measured[at[(at >= 0) & ndvi]] = True
+        self.undeclared.update(part["parcel_id"][at < 0].unique())
+        self.undeclared_measured.update(part["parcel_id"][(at < 0) & ndvi].unique())
+        if ndvi.any():
+            self.times = _union(self.times, part["time"][ndvi])
+
+    def parcels(self) -> int:
+        """How many parcels the rows are of."""
+        return int(self.seen.sum()) + len(self.undeclared)
+
+
+def flag_batches(
+    optical: OpticalRows,
+    s2: Sequence[pd.DataFrame],
+    declared: pd.Series,
+    *,
+    grassland: Iterable[Any] | str | int = (),
+    radar: RadarRows | None = None,
+    s1: Sequence[pd.DataFrame] | None = None,
+    rules: MarkerRules = MarkerRules(),
+) -> pd.DataFrame:
+    """:func:`flag_parcels` of statistics in batches of parcels: ``s2[k]`` (and ``s1[k]``) holds every row of the
+    ``k``-th batch of the declared parcels in id order (:mod:`cube.parcel_batches`), ``optical`` (and ``radar``)
+    what was observed of all the rows; ``declared`` as :func:`declarations` gives it.
+
+    Two passes, so that memory holds one batch's statistics and a few numbers per parcel, never the territory's
+    rows, and the flags are those of all parcels at once: the first computes each parcel's NDVI profile (kept on
+    local disk, :class:`~cube.curve_file.CurveFile`) and its season evidence; each crop's reference profile is then
+    the median over all its parcels, exact; the second measures each profile's distances to the references, and
+    the robust z-scores are taken over all parcels of a crop."""
     grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
     unknown = sorted(grassland - set(declared.astype(str)))
     if unknown:
@@ -460,95 +669,155 @@ def flag_parcels(
         if len(unknown) == len(grassland):
             raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(unknown)}; {said}")
         warnings.warn(f"no parcel declares the grassland code(s) {', '.join(unknown)} (a typo leaves the parcels of "
-                      f"the code meant unchecked); {said}", stacklevel=2)
-    ndvi = ndvi_by_date(frame, min_clear=rules.min_clear)
-    if not ndvi.index.isin(declared.index).any():
-        def some(ids: pd.Index) -> str:
-            return ", ".join(map(repr, ids[:3].tolist())) + (" ..." if len(ids) > 3 else "") or "none"
+                      f"the code meant unchecked); {said}", stacklevel=3)
+    _check_ndvi_bands(optical.bands)
+    measured = optical.ids[optical.measured]
+    if not len(measured):
+        def some(ids: Iterable[Any]) -> str:
+            ids = list(ids)
+            return ", ".join(map(repr, ids[:3])) + (" ..." if len(ids) > 3 else "") or "none"
 
         raise InvalidRequestError(f"none of the frame's parcels has a declaration to check: the declarations are "
-                                  f"indexed by {some(declared.index)}, the frame's parcels are {some(ndvi.index)}; "
-                                  f"index the crop codes by parcel id (parcels.set_index('parcel_id').crop_code)")
-    ndvi = ndvi[ndvi.index.isin(declared.index)]
-    codes = declared.reindex(ndvi.index).to_numpy()
-    days = _days(ndvi.columns)
+                                  f"indexed by {some(declared.index)}, the frame's parcels are "
+                                  f"{some(sorted(optical.undeclared_measured))}; index the crop codes by parcel id "
+                                  f"(parcels.set_index('parcel_id').crop_code)")
+    codes = declared.reindex(measured).to_numpy()
+    times = optical.times
+    days = _days(times)
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
-    curves = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
-    refs = reference_profiles(curves, codes, min_parcels=rules.min_parcels)
-    declaring = pd.Series(codes)
-    rare = declaring[~declaring.isin(list(refs))].value_counts()
-    if not refs:
-        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels with a profile in these statistics that a "
-                      f"reference profile needs: crop_mismatch is not judged (statistics of more parcels are needed, "
-                      f"or is the crop column right?)", stacklevel=2)
-    elif len(rare):
-        warnings.warn(f"{len(rare)} declared crop(s) have fewer than {rules.min_parcels} parcels with a profile in "
-                      f"these statistics, so no reference profile: crop_mismatch is not judged for their "
-                      f"{int(rare.sum())} parcel(s) (column not_judged; e.g. crop {rare.index[0]}: {rare.iloc[0]} "
-                      f"parcel(s))", stacklevel=2)
-    own, other, nearest = _distances(curves, codes, refs, min_points=rules.min_points)
+    grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
+    # crop_mismatch reads no season: without grassland, dates of two seasons (winter crops' September to August) are
+    # judged, their season evidence left blank rather than two seasons' taken for one
+    seasons = set(times[_in_season(times, rules)].year)
+    two_seasons = len(seasons) > 1 and not grass.any()
+    year = None if two_seasons else _season_year(times, rules, "Sentinel-2")
+    if year is None and grass.any():
+        raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}, "
+                                  f"which the grassland markers judge")
+    if radar is not None:
+        radar.check()
+    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder, \
+            CurveFile(Path(folder) / "profiles", len(measured), grid.size) as curves:
+        evidence, radar_parcels = _first_pass(optical, s2, s1, radar, curves, grid, times, two_seasons, rules)
+        if not evidence.index.equals(measured):  # the batches are not of the rows observed
+            raise RuntimeError("the statistics changed between their observation and their batches")
+        refs = _file_references(curves, codes, evidence.pop("profiled").to_numpy(), rules.min_parcels)
+        _warn_rare(codes, refs, rules)
+        own, other, nearest = _second_pass(curves, codes, refs, rules)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
     # the codes' own type, missing where no other crop compares (nullable: a file keeps 2014 a code, not 2014.0)
     nearest = pd.array(nearest.tolist(), dtype=pd.Series(codes).convert_dtypes().dtype)
-    out = pd.DataFrame({"declared": codes, "clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
+    out = pd.DataFrame({"declared": codes, "clear_dates": evidence["clear_dates"].to_numpy(),
                         "nearest_crop": nearest, "distance_declared": own, "distance_nearest": other,
                         "ratio": ratio, "distance_z": _robust_z(own, codes, min_parcels=rules.min_parcels)},
-                       index=ndvi.index)
-    grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
-    # crop_mismatch reads no season: without grassland, dates of two seasons (winter crops' September to August) are
-    # judged, their season evidence left blank rather than two seasons' taken for one
-    seasons = set(pd.DatetimeIndex(ndvi.columns)[_in_season(ndvi.columns, rules)].year)
-    two_seasons = len(seasons) > 1 and not grass.any()
-    year = None if two_seasons else _season_year(ndvi.columns, rules, "Sentinel-2")
-    if year is None and grass.any():
-        raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}, "
-                                  f"which the grassland markers judge")
-    seasonal = ndvi.iloc[:, :0] if two_seasons else ndvi
-    out = out.join(_season_evidence(seasonal, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop",
-                                                               "longest_gap"], axis=1))
+                       index=evidence.index)  # the statistics' ids, as they spell them
+    out = out.join(evidence[["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"]])
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
-    span = {"Sentinel-2": _season_span(ndvi.columns, rules), "Sentinel-1": 0}  # days of the season each spans
+    span = {"Sentinel-2": _season_span(times, rules), "Sentinel-1": 0}  # days of the season each spans
     # a drop needs two observations: a meadow seen once (or never) in the season shows no cut, nor its absence
     no_cut = _judged((out["longest_gap"] <= rules.max_gap) & (out["largest_drop"] < rules.mowing_drop),
                      span["Sentinel-2"], rules, "Sentinel-2") if grass.any() else pd.Series(False, index=out.index)
-    radar = pd.Series(False, index=out.index)
-    if s1 is not None:
-        out = out.join(_backscatter_evidence(s1, rules))  # checks the frame first
-        _check_radar(s1, out.index, year, rules)
-        span["Sentinel-1"] = _season_span(s1["time"].unique(), rules)
+    radar_judged = pd.Series(False, index=out.index)
+    if radar is not None:
+        out = out.join(evidence[["largest_vh_drop", "longest_vh_gap"]])
+        _check_radar(radar, radar_parcels, measured, year, rules)
+        span["Sentinel-1"] = _season_span(radar.times, rules)
         if grass.any() and span["Sentinel-1"] >= rules.min_season_days:
-            radar = out["longest_vh_gap"].notna()
-            if without := int((grass & ~radar.to_numpy()).sum()):
+            radar_judged = out["longest_vh_gap"].notna()
+            if without := int((grass & ~radar_judged.to_numpy()).sum()):
                 warnings.warn(f"{without} of the {int(grass.sum())} grassland parcels have no Sentinel-1 statistics "
-                              f"in the season: their mowing is judged on the Sentinel-2 dates", stacklevel=2)
-            no_cut = no_cut.where(~radar, (out["longest_vh_gap"] <= rules.max_gap)
+                              f"in the season: their mowing is judged on the Sentinel-2 dates", stacklevel=3)
+            no_cut = no_cut.where(~radar_judged, (out["longest_vh_gap"] <= rules.max_gap)
                                   & (out["largest_vh_drop"] < rules.mowing_drop_db))
         elif grass.any():  # too short a radar season: the clear dates judge, as without radar
             warnings.warn(f"the Sentinel-1 dates span {span['Sentinel-1']} days of the season {rules.season[0]} .. "
                           f"{rules.season[1]}, fewer than {rules.min_season_days}: no_mowing is judged on the "
-                          f"Sentinel-2 dates", stacklevel=2)
+                          f"Sentinel-2 dates", stacklevel=3)
     out["no_mowing"] = grass & no_cut.to_numpy(dtype=bool)
     out["flagged"] = out[list(MARKERS)].any(axis=1)
-    out["reasons"] = [_reasons(row, rules, radar=r) for row, r in zip(out.itertuples(), radar, strict=True)]
+    out["reasons"] = [_reasons(row, rules, radar=r) for row, r in zip(out.itertuples(), radar_judged, strict=True)]
     out["not_judged"] = [_not_judged(row, rules, grass=g, reference=c in refs, radar=r, span=span)
-                         for row, g, c, r in zip(out.itertuples(), grass, codes, radar, strict=True)]
+                         for row, g, c, r in zip(out.itertuples(), grass, codes, radar_judged, strict=True)]
     out.index.name = "parcel_id"
     out = out.reset_index().sort_values(["flagged", "ratio"], ascending=False, kind="stable", ignore_index=True)
     out.attrs["rules"] = asdict(rules)
     return out
 
 
-def _check_radar(s1: pd.DataFrame, parcels: pd.Index, year: int | None, rules: MarkerRules) -> None:
-    """Refuse Sentinel-1 statistics that cannot be of these parcels' season: none of their parcels, or another
-    year's season (the marker would judge 2024's declarations on 2023's radar without a word)."""
-    if not s1["parcel_id"].isin(parcels).any():
+def _first_pass(optical: OpticalRows, s2: Sequence[pd.DataFrame], s1: Sequence[pd.DataFrame] | None,
+                radar: RadarRows | None, curves: CurveFile, grid: np.ndarray, times: pd.DatetimeIndex,
+                two_seasons: bool, rules: MarkerRules) -> tuple[pd.DataFrame, bool]:
+    """Batch by batch, each parcel's NDVI profile (written to ``curves``, in id order) and its evidence: clear dates,
+    whether it has a profile, the season's (not of ``two_seasons``) and with ``radar`` the backscatter's; and
+    whether the Sentinel-1 statistics hold any of the parcels."""
+    parts, done, radar_parcels = [], 0, False
+    for k in range(len(s2)):
+        rows = s2[k]
+        rows = rows[rows["band"].isin(NDVI_BANDS)]
+        if rows.empty:
+            continue
+        _refuse_repeats(rows, "statistics")
+        ndvi = _ndvi(rows, rules.min_clear).reindex(columns=times)  # every date of the statistics, as one frame's
+        profile = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
+        curves.write(done, profile)
+        done += len(ndvi)
+        seasonal = ndvi.iloc[:, :0] if two_seasons else ndvi
+        part = pd.DataFrame({"clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
+                             "profiled": ~np.isnan(profile).all(axis=1)}, index=ndvi.index)
+        part = part.join(_season_evidence(seasonal, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop",
+                                                                     "longest_gap"], axis=1))
+        if radar is not None and s1 is not None:
+            backscatter = s1[k]
+            radar_parcels = radar_parcels or bool(backscatter["parcel_id"].isin(ndvi.index).any())
+            part = part.join(radar.evidence(backscatter))
+        parts.append(part)
+    evidence = pd.concat(parts)
+    dates = evidence["min_ndvi_date"]
+    if dates.notna().any():  # a batch without a date in the season has its own type of NaT
+        evidence["min_ndvi_date"] = dates.astype(times.dtype)
+    return evidence, radar_parcels
+
+
+def _warn_rare(codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules) -> None:
+    """Warn of the declared crops too rare for a reference profile: crop_mismatch is not judged for them."""
+    declaring = pd.Series(codes)
+    rare = declaring[~declaring.isin(list(refs))].value_counts()
+    if not refs:
+        warnings.warn(f"no declared crop has the {rules.min_parcels} parcels with a profile in these statistics that a "
+                      f"reference profile needs: crop_mismatch is not judged (statistics of more parcels are needed, "
+                      f"or is the crop column right?)", stacklevel=4)
+    elif len(rare):
+        warnings.warn(f"{len(rare)} declared crop(s) have fewer than {rules.min_parcels} parcels with a profile in "
+                      f"these statistics, so no reference profile: crop_mismatch is not judged for their "
+                      f"{int(rare.sum())} parcel(s) (column not_judged; e.g. crop {rare.index[0]}: {rare.iloc[0]} "
+                      f"parcel(s))", stacklevel=4)
+
+
+def _second_pass(curves: CurveFile, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_distances` of the profiles in ``curves`` to the references, a block of parcels at a time."""
+    own, other = np.full(curves.rows, np.nan), np.full(curves.rows, np.nan)
+    nearest = np.full(curves.rows, None, dtype=object)
+    step = max(1, COLUMN_FLOATS // max(curves.columns, 1))
+    for start in range(0, curves.rows, step):
+        stop = min(start + step, curves.rows)
+        own[start:stop], other[start:stop], nearest[start:stop] = _distances(
+            curves.read_rows(start, stop), codes[start:stop], refs, min_points=rules.min_points)
+    return own, other, nearest
+
+
+def _check_radar(radar: RadarRows, held: bool, parcels: pd.Index, year: int | None, rules: MarkerRules) -> None:
+    """Refuse Sentinel-1 statistics that cannot be of these parcels' season: none of their parcels (``held``: any
+    of ``parcels``), or another year's season (the marker would judge 2024's declarations on 2023's radar without a
+    word)."""
+    if not held:
         raise InvalidRequestError(f"the Sentinel-1 statistics hold none of the parcels of the Sentinel-2 ones (e.g. "
-                                  f"{s1['parcel_id'].iloc[0]!r} against {parcels[0]!r}): are they of this territory?")
+                                  f"{radar.first!r} against {parcels[0]!r}): are they of this territory?")
     if year is None:  # two seasons without grassland: no marker reads Sentinel-1, nor a season
         return
-    radar_year = _season_year(s1["time"].unique(), rules, "Sentinel-1")
+    radar_year = _season_year(radar.times, rules, "Sentinel-1")
     if radar_year is not None and radar_year != year:
         raise InvalidRequestError(f"the Sentinel-1 statistics are of the {radar_year} season, the Sentinel-2 ones of "
                                   f"{year}'s")

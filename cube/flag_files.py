@@ -12,10 +12,12 @@ so a set of flags can be reproduced.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,16 @@ from cube.anomalies import (
     MARKERS,
     UNRECORDED,
     MarkerRules,
-    check_cloud_masked,
+    OpticalRows,
+    RadarRows,
+    batch_parcels,
+    check_mask_record,
     declarations,
-    flag_parcels,
+    flag_batches,
+    refuse_cloudy_rows,
 )
-from cube.extraction_files import read_manifest, read_status, read_timeseries
+from cube.extraction_files import read_manifest, read_status, read_timeseries, timeseries_files
+from cube.parcel_batches import spill
 
 __all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
 
@@ -53,22 +60,52 @@ def read_statistics(path: str | Path, bands: Iterable[str], *,
                     storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The statistics the markers read (:data:`~cube.anomalies.COLUMNS`), parcel ids as text: of ``bands`` from an
     extraction, every band of a ``cardcube timeseries`` file, with its rows' counts of cloud pixels where it has
-    them (:data:`~cube.anomalies.CLOUD_COLUMNS`: they tell whether the file was cloud-masked)."""
+    them (:data:`~cube.anomalies.CLOUD_COLUMNS`: they tell whether the file was cloud-masked). All in memory: a
+    territory's are read in parts (:func:`statistics_parts`)."""
+    if is_extraction(path):  # sorted by parcel, time and band, as read_timeseries gives them
+        return read_timeseries(path, bands=list(bands), columns=COLUMNS,
+                               storage_options=storage_options).astype({"parcel_id": str})
+    return pd.concat(list(statistics_parts(path, bands, storage_options=storage_options)), ignore_index=True)
+
+
+FILE_ROWS = 1 << 18  # rows of a cardcube timeseries file read at a time (about 30 MB of the columns the markers read)
+
+
+def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options: Mapping[str, Any] | None = None,
+                     rows: int = FILE_ROWS) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`read_statistics` in parts (an extraction's file by file, a timeseries file's ``rows`` at a
+    time), unsorted, so that a territory's are read in bounded memory. The path and columns are checked before the
+    first part is yielded."""
     if is_extraction(path):
-        frame = read_timeseries(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
-        return frame.astype({"parcel_id": str})
+        parts = timeseries_files(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
+        return (part.astype({"parcel_id": str}) for part in parts)
     source = Path(path)
     if not source.exists():
         raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
                                   f".parquet/.csv file of cardcube timeseries")
     try:
         if source.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(source)
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(source).names
+            wanted = [c for c in ("parcel_id", "time", "band", *COLUMNS, *CLOUD_COLUMNS) if c in names]
+            batches = pq.ParquetFile(source).iter_batches(batch_size=rows, columns=wanted)
+            first = next(batches, None)
+            parts = itertools.chain([] if first is None else [first], batches)
+            frames = (batch.to_pandas() for batch in parts) if first is not None else iter([pd.read_parquet(source)])
         else:  # "000042" stays an id, not the number 42
-            frame = pd.read_csv(source, dtype={"parcel_id": str})
+            frames = pd.read_csv(source, dtype={"parcel_id": str}, chunksize=rows)
+            first = next(frames)
+            frames = itertools.chain([first], frames)
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
                                   f"{type(exc).__name__}: {exc}") from None
+    return (_statistics_columns(frame, path) for frame in frames)
+
+
+def _statistics_columns(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """The columns the markers read of a part of the ``cardcube timeseries`` file ``path``, its times naive UTC and
+    its ids text; a file without the key columns is refused."""
     missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
     if missing:
         raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
@@ -90,6 +127,7 @@ def flag_files(
     rules: MarkerRules | Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     geometries: gpd.GeoSeries | None = None,
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """:func:`~cube.anomalies.flag_parcels` on the Sentinel-2 statistics at ``timeseries`` (and the Sentinel-1
     ones at ``s1``; ``rules`` by default :class:`~cube.anomalies.MarkerRules`, or a mapping of some of its fields),
@@ -99,25 +137,43 @@ def flag_files(
     statistics at all, and parcels of the statistics with no declaration, are counted in a warning. Parcel ids
     are compared as text, so a CSV's and a GeoPackage's ids match.
 
+    In bounded memory: the statistics are read a file (or part of a file) at a time and regrouped by batches of
+    ``batch_size`` declared parcels (:data:`~cube.anomalies.BATCH_SIZE` by default) in a temporary folder (``TMPDIR``;
+    about the size of their columns the markers read, compressed), then judged a batch at a time
+    (:func:`~cube.anomalies.flag_batches`): the flags are the same whatever the batch size.
+
     Refused: Sentinel-2 statistics computed without the cloud mask (clouds would read as bare soil), and with
     ``geometries`` (the declared parcels' outlines, by id) an extraction whose parcels of the same ids are other
     fields (a parcel file of another region, another year)."""
     declared = declarations(declared)
     declared.index = declared.index.astype(str)
+    size = batch_parcels(batch_size)
     _check_collections(timeseries, s1, storage_options)
     for path in (timeseries, s1):
         if geometries is not None and path is not None and is_extraction(path):
             _check_same_fields(path, geometries, storage_options)
-    s2_stats = read_statistics(timeseries, S2_BANDS, storage_options=storage_options)
-    _check_masked(timeseries, s2_stats, storage_options)
-    s1_stats = read_statistics(s1, S1_BANDS, storage_options=storage_options) if s1 is not None else None
-    undeclared = pd.Index(s2_stats.parcel_id.unique()).difference(declared.index)
-    if len(undeclared):
-        warnings.warn(f"{len(undeclared)} of the {s2_stats.parcel_id.nunique()} parcels of the statistics in "
-                      f"{timeseries} have no declaration (e.g. {undeclared[0]}): left out, no row", stacklevel=2)
     if rules is None or isinstance(rules, Mapping):
         rules = MarkerRules.from_dict(rules or {})
-    measured = flag_parcels(s2_stats, declared, grassland=grassland, s1=s1_stats, rules=rules)
+    ids = declared.index.sort_values()
+    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder:
+        optical = OpticalRows(ids)
+        s2_batches = spill(statistics_parts(timeseries, S2_BANDS, storage_options=storage_options), ids, size,
+                           Path(folder) / "s2", observe=optical.observe)
+        where = f"the Sentinel-2 statistics at {timeseries}"
+        check_mask_record(statistics_parameters(timeseries, storage_options=storage_options).get("mask", UNRECORDED),
+                          where)
+        refuse_cloudy_rows(optical.cloudy, optical.rows, where)
+        radar = s1_batches = None
+        if s1 is not None:
+            radar = RadarRows(rules)
+            s1_batches = spill(statistics_parts(s1, S1_BANDS, storage_options=storage_options), ids, size,
+                               Path(folder) / "s1", observe=radar.observe)
+        if optical.undeclared:
+            warnings.warn(f"{len(optical.undeclared)} of the {optical.parcels()} parcels of the statistics in "
+                          f"{timeseries} have no declaration (e.g. {min(optical.undeclared)}): left out, no row",
+                          stacklevel=2)
+        measured = flag_batches(optical, s2_batches, declared, grassland=grassland, radar=radar, s1=s1_batches,
+                                rules=rules)
     flags = pd.concat([measured, _unmeasured(timeseries, declared.drop(measured.parcel_id, errors="ignore"),
                                              storage_options)], ignore_index=True)
     flags.attrs = measured.attrs  # the rules
@@ -165,14 +221,6 @@ def _check_collections(timeseries: str | Path, s1: str | Path | None,
         if collection in places and collection != wanted:
             raise InvalidRequestError(f"the statistics at {path}, given as {places[wanted]}, are of the {collection} "
                                       f"cube: pass them as {places[collection]}")
-
-
-def _check_masked(path: str | Path, frame: pd.DataFrame, storage_options: Mapping[str, Any] | None) -> None:
-    """Refuse the Sentinel-2 statistics ``frame`` read from ``path`` if of cloudy pixels
-    (:func:`~cube.anomalies.check_cloud_masked`): by the mask their record gives, else by their rows' SCL class
-    counts."""
-    mask = statistics_parameters(path, storage_options=storage_options).get("mask", UNRECORDED)
-    check_cloud_masked(frame, mask, f"the Sentinel-2 statistics at {path}")
 
 
 def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_options: Mapping[str, Any] | None,
