@@ -234,6 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", required=True, help="output .csv or .parquet; beside it, OUT.json records the rules "
                    "and inputs, so the flags can be reproduced (an earlier output is replaced; another file of that "
                    "name is refused)")
+    f.add_argument("--batch-size", type=whole_number(at_least=1), default=None, metavar="PARCELS",
+                   help="parcels judged at a time (default 500): memory holds their statistics, the others wait in a "
+                   "temporary folder (TMPDIR); the flags are the same whatever the size")
     f.set_defaults(func=_flag)
 
     s = sub.add_parser("serve", help="the REST service: parcel time series and chips over HTTP",
@@ -504,7 +507,8 @@ def _flag(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # what was not judged, as a line each
         warnings.simplefilter("always", UserWarning)
         flags = flag_files(args.timeseries, declared, s1=args.s1, grassland=grassland, rules=rules,
-                           storage_options=options, geometries=parcels.set_index(args.id_column).geometry)
+                           storage_options=options, geometries=parcels.set_index(args.id_column).geometry,
+                           batch_size=args.batch_size)
     if not grassland:  # once the flags are made: not a line before an error about the statistics
         print("no --grassland codes: the bare_soil and no_mowing markers are not checked", file=sys.stderr)
     for warning in caught:

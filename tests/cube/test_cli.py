@@ -313,6 +313,15 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
     assert flags.not_judged.str.contains("no_mowing: the Sentinel-2 dates span").sum() > 10
     record = json.loads((tmp_path / "f.csv.json").read_text())  # the version the CSV's rows were read from
     assert record["inputs"]["timeseries"]["cube_version"] == read_version(open_store(tiny_cube), "s2").version
+    assert main(["flag", "--timeseries", str(csv), "--parcels", str(tmp_path / "padded.parquet"), "--grassland",
+                 ",".join(map(str, sorted(set(parcels.crop_code))[:3])), "--out", str(tmp_path / "f7.csv"),
+                 "--batch-size", "7"]) == 0  # judged 7 parcels at a time: the same flags
+    assert (tmp_path / "f7.csv").read_bytes() == (tmp_path / "f.csv").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["flag", "--timeseries", str(csv), "--parcels", str(tmp_path / "padded.parquet"), "--out",
+              str(tmp_path / "f0.csv"), "--batch-size", "0"])
+    assert stop.value.code == 2 and "--batch-size: expected a whole number >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_flag_cli_reads_an_extraction_on_s3(tiny_cube, tiny_region, tmp_path, s3_bucket, monkeypatch, capsys):
