@@ -184,3 +184,19 @@ def test_tile_creation_states_the_command_date_and_machine(tmp_path: Path, monke
     assert text in capsys.readouterr().out
     assert tile_creation.command({**results, "rows": [{**rows[0], "latency_ms": v} for v in (0, 20)],
                                   "repeats": 3}) == "python -m benchmarks.tile_creation"
+
+
+def test_flag_memory_refuses_what_is_no_region_or_no_checkout_before_running(tmp_path: Path, capsys,
+                                                                             monkeypatch) -> None:
+    from benchmarks import flag_memory
+
+    monkeypatch.setattr(flag_memory, "measure", _no_run)
+    assert "not a region folder" in _refuses(flag_memory.main, ["--region", str(tmp_path)], capsys)
+    (tmp_path / "extract-s1").mkdir()
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "parcels.parquet").write_text("")
+    assert "--batch-sizes" in _refuses(flag_memory.main, ["--region", str(tmp_path), "--batch-sizes", "0"], capsys)
+    assert "not a checkout" in _refuses(flag_memory.main, ["--region", str(tmp_path), "--before", str(tmp_path)],
+                                        capsys)
+    assert "--out" in _refuses(flag_memory.main, ["--region", str(tmp_path), "--out",
+                                                  str(tmp_path / "source" / "parcels.parquet")], capsys)
