@@ -73,12 +73,12 @@ FILE_ROWS = 1 << 18  # rows of a cardcube timeseries file read at a time (about 
 
 def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options: Mapping[str, Any] | None = None,
                      rows: int = FILE_ROWS) -> Iterator[pd.DataFrame]:
-    """The rows of :func:`read_statistics` in parts (an extraction's file by file, a timeseries file's ``rows`` at a
-    time), unsorted, so that a territory's are read in bounded memory. The path and columns are checked before the
-    first part is yielded."""
+    """The rows of :func:`read_statistics` in parts (an extraction's file by file, without the tile; a timeseries
+    file's ``rows`` at a time), unsorted, so that a territory's are read in bounded memory. The path and columns are
+    checked before the first part is yielded."""
     if is_extraction(path):
         parts = timeseries_files(path, bands=list(bands), columns=COLUMNS, storage_options=storage_options)
-        return (part.astype({"parcel_id": str}) for part in parts)
+        return (part.drop(columns="tile").astype({"parcel_id": str}) for part in parts)  # the tile: not read
     source = Path(path)
     if not source.exists():
         raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
