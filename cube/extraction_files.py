@@ -820,14 +820,12 @@ def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, colu
     manifest = _finished(store, allow_incomplete=allow_incomplete)
     keys = extraction_keys(store, manifest)
     where = f"the extraction at {store_url(store)}"
-    filters = None
     if bands is not None:
         extracted = {b.upper(): b for b in manifest["bands"]}
         bands = [extracted.get(b.upper(), b) for b in band_list(bands)]
         if missing := [b for b in bands if b not in manifest["bands"]]:
             raise InvalidRequestError(f"{where} holds no band {', '.join(missing)}; its bands: "
                                       f"{', '.join(manifest['bands'])}")
-        filters = [("band", "in", bands)]
     if not keys:  # no parcel measured: no row, but the columns asked for (a frame of none was no frame to select from)
         return iter([pd.DataFrame(columns=[*dict.fromkeys(["parcel_id", "time", "band",
                                                             *(columns or FRAME_COLUMNS[3:]), "tile"])])])
@@ -840,8 +838,24 @@ def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, colu
         if missing := [c for c in wanted if c not in names]:
             raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
         files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
-    return (pd.read_parquet(f, columns=wanted, filters=filters).assign(tile=k.split("tile=")[1].split("/")[0])
+    return (_read_file(f, wanted, bands).assign(tile=k.split("tile=")[1].split("/")[0])
             for k, f in zip(keys, files, strict=True))
+
+
+FILE_BATCH = 1 << 15  # rows of a statistics file decoded at a time
+
+
+def _read_file(data: io.BytesIO, columns: Sequence[str] | None, bands: Sequence[str] | None) -> pd.DataFrame:
+    """The rows of ``bands`` (None: all) of the statistics file ``data``, ``columns`` of them (None: all), decoded
+    ``FILE_BATCH`` rows at a time: a file holds every band of a block's parcels, and decoding it whole before keeping
+    two bands of ten took twice the memory."""
+    source = pq.ParquetFile(data, buffer_size=1 << 20, pre_buffer=False)
+    wanted = None if bands is None else pa.array(bands)
+    parts = [part if wanted is None else part.filter(pc.is_in(part.column("band"), value_set=wanted))
+             for part in source.iter_batches(batch_size=FILE_BATCH, columns=columns, use_threads=False)]
+    if not parts:  # a file of no row
+        return source.schema_arrow.empty_table().select(columns or source.schema_arrow.names).to_pandas()
+    return pa.Table.from_batches(parts).to_pandas()
 
 
 def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -850,11 +864,15 @@ def read_manifest(out: StoreLike, *, storage_options: Mapping[str, Any] | None =
     return _finished(_extraction_store(out, storage_options), allow_incomplete=False)
 
 
-def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> gpd.GeoDataFrame:
-    """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels."""
+def read_status(out: StoreLike, *, storage_options: Mapping[str, Any] | None = None,
+                columns: Sequence[str] | None = None) -> gpd.GeoDataFrame | pd.DataFrame:
+    """The status table of the extraction at ``out``: every input parcel with status, reason, tile, pixels (only
+    ``columns``, if given: without ``geometry``, a plain DataFrame, a fraction of the outlines' memory)."""
     store = _extraction_store(out, storage_options)
     _finished(store, allow_incomplete=True)
     data = read_bytes(store, STATUS)
     if data is None:
         raise InvalidRequestError(f"no extraction status at {store_url(store)}/{STATUS}: the run has not finished")
-    return gpd.read_parquet(io.BytesIO(data))
+    if columns is not None and "geometry" not in columns:
+        return pd.read_parquet(io.BytesIO(data), columns=list(columns))
+    return gpd.read_parquet(io.BytesIO(data), columns=None if columns is None else list(columns))
