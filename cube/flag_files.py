@@ -227,22 +227,28 @@ def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_opti
                        *, least_overlap: float = 0.5) -> None:
     """Refuse an extraction whose parcels, by id, are other fields than ``geometries`` (overlapping less than
     ``least_overlap`` of their union): their statistics would be judged against other fields' declarations."""
-    status = read_status(path, storage_options=storage_options)
+    status = read_status(path, storage_options=storage_options, columns=["parcel_id", "geometry"])
     measured = status.set_index(status.parcel_id.astype(str)).geometry
     given = geometries.set_axis(geometries.index.astype(str))
     shared = measured.index.intersection(given.index)
     if not len(shared) or given.crs is None or measured.crs is None:
         return
-    a = measured.loc[shared].to_numpy()
-    b = given.loc[shared].to_crs(measured.crs).to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        overlap = shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
-    other = shared[overlap < least_overlap]  # NaN (an empty outline) is left to the extraction's own status
-    if len(other):
+    other = []
+    for start in range(0, len(shared), OVERLAP_PARCELS):  # the outlines' intersections a few thousand at a time
+        ids = shared[start:start + OVERLAP_PARCELS]
+        a = measured.loc[ids].to_numpy()
+        b = given.loc[ids].to_crs(measured.crs).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            overlap = shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
+        other.extend(ids[overlap < least_overlap])  # NaN (an empty outline) is left to the extraction's own status
+    if other:
         raise InvalidRequestError(
             f"{len(other)} of the {len(shared)} parcels both the extraction at {path} and the parcel file hold are "
             f"other fields there (e.g. {other[0]}: they overlap by less than half): is the parcel file the one "
             f"extracted? Their statistics would be judged against other fields' declarations")
+
+
+OVERLAP_PARCELS = 4096
 
 
 def _status(path: str | Path, storage_options: Mapping[str, Any] | None) -> pd.DataFrame | None:
@@ -250,7 +256,7 @@ def _status(path: str | Path, storage_options: Mapping[str, Any] | None) -> pd.D
     status table, or the statuses a ``cardcube timeseries`` file's record (its ``.json``) or a Parquet file's own
     metadata (``frame.attrs`` as ``parcel_timeseries`` gives them) lists; None for a file with neither."""
     if is_extraction(path):
-        return read_status(path, storage_options=storage_options)
+        return read_status(path, storage_options=storage_options, columns=["parcel_id", "status", "reason"])
     listed = statistics_parameters(path, storage_options=storage_options).get("parcels")
     if listed is None and Path(path).suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
