@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,18 @@ FLAG = "import sys; from cardcube.cli import main; sys.exit(main(sys.argv[1:]))"
 IMPORTS = "import cardcube.cli, cube.cli, cube.flag_files, cube.parcels, geopandas, pyarrow.parquet"
 
 
-def peak_rss(args: list[str], code: Path | None) -> tuple[float, float, str]:
-    """Run ``python args`` in a fresh process (with ``code`` first on its path); its peak RSS in MB, its seconds, and
-    its output's last line."""
-    env = dict(os.environ)
-    if code is not None:
-        env["PYTHONPATH"] = str(code)
+HERE = Path(__file__).resolve().parents[1]  # this checkout
+
+
+def peak_rss(args: list[str], code: Path) -> tuple[float, float, str]:
+    """Run ``python args`` in a fresh process, importing cardcube from the checkout ``code`` (first on its path, and
+    the working folder not on it: ``python -c`` puts it first, and a run from a checkout measured that checkout's
+    code whatever else was asked); its peak RSS in MB, its seconds, and its output's line of what it flagged."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryDirectory() as elsewhere:
+        child = subprocess.Popen([sys.executable, "-P", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 cwd=elsewhere)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -56,18 +60,16 @@ def measure(region: Path, batch_sizes: list[int | None], before: Path | None) ->
     from cardcube.synth.crops import GRASSLAND_CODES
 
     parcels = len(pd.read_parquet(region / "source" / "parcels.parquet", columns=["parcel_id"]))
-    floor, _, _ = peak_rss(["-c", IMPORTS], None)
-    this = Path(__file__).resolve().parents[1]
+    floor, _, _ = peak_rss(["-c", IMPORTS], HERE)
     runs = []
-    for code, size in [*([(before, None)] if before else []), *((None, size) for size in batch_sizes)]:
+    for code, size in [*([(before, None)] if before else []), *((HERE, size) for size in batch_sizes)]:
         with tempfile.TemporaryDirectory() as tmp:
             args = ["-c", FLAG, "flag", "--timeseries", str(region / "extract"), "--s1", str(region / "extract-s1"),
                     "--parcels", str(region / "source" / "parcels.parquet"),
                     "--grassland", ",".join(map(str, GRASSLAND_CODES)), "--out", str(Path(tmp) / "flags.parquet")]
             rss, seconds, said = peak_rss([*args, *(["--batch-size", str(size)] if size else [])], code)
-        progress(f"  {region.name}, {code or 'this code'}, batch size {size or 'default'}: {rss:.0f} MB, "
-                 f"{seconds:.0f} s")
-        runs.append({"code": str(code or this), "before": code is not None, "batch_size": size, "peak_rss_mb": rss,
+        progress(f"  {region.name}, {code}, batch size {size or 'default'}: {rss:.0f} MB, {seconds:.0f} s")
+        runs.append({"code": str(code), "before": code != HERE, "batch_size": size, "peak_rss_mb": rss,
                      "seconds": seconds, "said": said})
     return {"region": str(region), "parcels": parcels, "imports_rss_mb": floor, "cores": os.cpu_count(),
             "runs": runs}
@@ -76,18 +78,36 @@ def measure(region: Path, batch_sizes: list[int | None], before: Path | None) ->
 def report(results: list[dict[str, Any]]) -> str:
     lines = ["# `cardcube flag` memory as the territory grows", "",
              f"Machine: {results[0]['cores']} cores. `python -m benchmarks.flag_memory` (see its docstring): "
-             "`cardcube flag` with Sentinel-1, each run in a fresh process; its peak RSS (the kernel's), the imports' "
-             "alone beside it, and KB per parcel above them. One run each.", "",
-             "| region | parcels | code | batch size | peak RSS MB | imports alone MB | KB per parcel above the "
-             "imports | seconds |", "|---|---|---|---|---|---|---|---|"]
+             "`cardcube flag` with Sentinel-1, each run in a fresh process; its peak RSS (the kernel's), and beside "
+             "it the peak of a process that only imports what the command imports. One run each: the seconds are "
+             "those of a shared machine.", "",
+             "| region | parcels | code | batch size | peak RSS MB | imports alone MB | seconds |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         for run in r["runs"]:
-            above = (run["peak_rss_mb"] - r["imports_rss_mb"]) * 1024 / r["parcels"]
-            code = f"before ({run['code']})" if run["before"] else "this"
-            size = "-" if run["before"] else run["batch_size"] or "default"
-            lines.append(f"| {Path(r['region']).name} | {r['parcels']:,} | {code} | {size} | "
-                         f"{run['peak_rss_mb']:.0f} | {r['imports_rss_mb']:.0f} | {above:.1f} | {run['seconds']:.1f} |")
+            lines.append(f"| {Path(r['region']).name} | {r['parcels']:,} | {_code(run)} | {_size(run)} | "
+                         f"{run['peak_rss_mb']:.0f} | {r['imports_rss_mb']:.0f} | {run['seconds']:.1f} |")
+    growth = []
+    for a, b in pairwise(results):
+        more = b["parcels"] - a["parcels"]
+        for ra, rb in zip(a["runs"], b["runs"], strict=False):
+            if (ra["code"], ra["batch_size"]) == (rb["code"], rb["batch_size"]) and more > 0:
+                up = rb["peak_rss_mb"] - ra["peak_rss_mb"]
+                growth.append(f"| {Path(a['region']).name} -> {Path(b['region']).name} | {_code(ra)} | {_size(ra)} | "
+                              f"{up:+.0f} | {up * 1024 / more:.1f} |")
+    if growth:
+        lines += ["", "Growth of the peak from one region to the next, per parcel added:", "",
+                  "| regions | code | batch size | peak RSS MB | KB per parcel added |", "|---|---|---|---|---|",
+                  *growth]
     return "\n".join(lines) + "\n"
+
+
+def _code(run: dict[str, Any]) -> str:
+    return f"before ({run['code']})" if run["before"] else "this"
+
+
+def _size(run: dict[str, Any]) -> str:
+    return "-" if run["before"] else str(run["batch_size"] or "default")
 
 
 def parse_batch_sizes(text: str) -> list[int | None]:
