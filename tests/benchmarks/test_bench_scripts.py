@@ -200,3 +200,13 @@ def test_flag_memory_refuses_what_is_no_region_or_no_checkout_before_running(tmp
                                         capsys)
     assert "--out" in _refuses(flag_memory.main, ["--region", str(tmp_path), "--out",
                                                   str(tmp_path / "source" / "parcels.parquet")], capsys)
+
+
+@pytest.mark.parametrize("run", sorted(p.parent for p in (Path(__file__).parents[2] / "benchmarks" / "results")
+                                       .glob("**/flag-memory.json"))[-1:], ids=lambda p: p.parent.parent.name)
+def test_latest_flag_memory_report_is_its_json(run: Path) -> None:
+    from benchmarks.flag_memory import report
+
+    results = json.loads((run / "flag-memory.json").read_text())
+    assert (run / "flag-memory.md").read_text() == report(results)
+    assert [r["parcels"] for r in results] == sorted(r["parcels"] for r in results) and len(results) >= 2
