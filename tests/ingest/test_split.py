@@ -333,8 +333,8 @@ def test_a_warped_scenes_polygon_holds_every_pixel_it_wrote_and_leaves_the_colla
     assert polygon.intersection(collar).area < 1.0 and window.area - polygon.area > collar.area
     # the tile's STAC geometry (where the tile holds data) follows it, and the catalog validates
     item_geometry = shape(json.loads((cube / keys.item_key("s1", "31UFU")).read_text())["geometry"])
-    expected = Geometry(polygon, "EPSG:32631").to_crs("EPSG:4326").geom
-    assert item_geometry.symmetric_difference(expected).area < 1e-4 * expected.area
+    on_grid = Geometry(item_geometry, "EPSG:4326").to_crs("EPSG:32631").geom  # grown by what lon/lat edges cut off
+    assert polygon.difference(on_grid).area < 1e-3 and on_grid.hausdorff_distance(polygon) < 1.5  # m², m
     assert validate_catalog(cube)
 
 
