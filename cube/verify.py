@@ -113,7 +113,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
-    problems += details_problems(store, collection, set().union(*map(details_named, versions)))
+    problems += _details_still_named(store, collection, versions)
     unlisted = len(manifests) - len(listed) - len(lost)
     latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
     superseded = tuple(key for key, _ in problems
@@ -152,6 +152,19 @@ def _still_read(store: Any, collection: str, versions: Sequence[CubeVersion], fo
             for b in tile_blocks(t, state, size)}
     return [(key, problem) for key, problem in found
             if problem != "missing" or (k := ShardKey.parse(key)) is None or (k.tile, k.hot, k.block) in read]
+
+
+def _details_still_named(store: Any, collection: str, versions: Sequence[CubeVersion]) -> list[tuple[str, str]]:
+    """(key, problem) of each details object of the ledger that the kept ``versions`` name, missing or damaged: but
+    those missing that only versions expired meanwhile named (an ``expire`` running while verify reads, as
+    :func:`_still_read` says of shards, deletes them after their records), which are no loss."""
+    problems = details_problems(store, collection, set().union(*map(details_named, versions)))
+    if not any(problem.startswith("missing") for _, problem in problems):
+        return problems
+    kept = set(committed_versions(store, collection))
+    named = set().union(*(details_named(v) for v in versions if v.version in kept))
+    return [(key, problem) for key, problem in problems
+            if not problem.startswith("missing") or layout.details_of_key(key) in named]
 
 
 def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tuple[int, int]]:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from cardcube.cli import main
 from cardcube.errors import MissingShardError
 from cardcube.storage import LISTED_LINES, open_store
+from catalog.write import write_catalog
 from cube import layout
 from cube.dataset import open_cube
 from cube.extract import extract
@@ -23,6 +25,7 @@ from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
 from cube.timeseries import parcel_timeseries
 from cube.verify import verify
+from ingest.commit import commit
 from ingest.expire import expire
 from tests.ingest.checks import assert_manifests_match, unlist_shards
 
@@ -514,3 +517,33 @@ def test_a_lost_or_damaged_details_object_of_the_ledger_is_reported(history):
     problems = verify(history, progress=False).problems
     assert [(k, p.split(":")[0]) for k, p in problems] == [(layout.details_key("s2", names[0].name), "missing"),
                                                            (layout.details_key("s2", names[-1].name), "damaged")]
+
+
+def test_verify_running_while_expire_runs_reports_no_details_object_it_deleted(history, monkeypatch):
+    """verify takes no lock: an expire running meanwhile deletes the details objects only the versions it expires
+    named (here the newest scenes' first details, their band files moved since), which verify reported missing: "the
+    band files and checksums ... are lost (restore it from a backup)" of a sound cube, exit 1. One lost that a kept
+    version names is still reported."""
+    import cube.verify
+
+    store = open_store(history).with_read_only(False)
+    head = read_version(store, "s2")
+    first = max(r.checksums.name for r in head.scenes.values())  # the details object of version 9's scenes
+    moved = {sid: replace(r, sources={band: f"/moved/{band}.tif" for band in r.sources})
+             for sid, r in head.scenes.items() if r.checksums.name == first}
+    commit(store, head.next(tiles=dict(head.tiles), scenes={**head.scenes, **moved}, added=(), rejected=head.rejected))
+    write_catalog(store, read_version(store, "s2"))
+    assert verify(history, progress=False).ok
+    real = cube.verify.read_manifests
+
+    def then_expire(*args, **kwargs):  # an expire run between verify's reading the ledger and the details objects
+        out = real(*args, **kwargs)
+        assert expire(history, older_than=timedelta(0)).details == 1
+        return out
+
+    monkeypatch.setattr(cube.verify, "read_manifests", then_expire)
+    lost = sorted((history / "s2" / "_ledger").glob("scenes-*.json"))[0]  # one version 10 names
+    lost.unlink()
+    result = verify(history, progress=False)
+    assert result.versions[0] == 1 and not (history / layout.details_key("s2", first)).exists()
+    assert [(k, p.split(":")[0]) for k, p in result.problems] == [(layout.details_key("s2", lost.name), "missing")]
