@@ -59,10 +59,13 @@ class DetailsReader:
         if isinstance(scenes, CorruptDocumentError):
             raise scenes
         if scene_id not in scenes:
-            raise CorruptDocumentError(f"{layout.details_key(self.collection, name)} in {store_url(self.store)} "
-                                       f"holds no details of scene {scene_id}, which the ledger says it does: "
-                                       "restore the ledger from a backup")
+            raise self.not_held(name, f"details of scene {scene_id}")
         return scenes[scene_id]
+
+    def not_held(self, name: str, what: str) -> CorruptDocumentError:
+        """The error for ``what`` that the ledger says the details object ``name`` holds and it does not."""
+        return CorruptDocumentError(f"{layout.details_key(self.collection, name)} in {store_url(self.store)} holds no "
+                                    f"{what}, which the ledger says it does: restore the ledger from a backup")
 
 
 def _parse_details(store: Store, collection: str, name: str, data: bytes | None) -> dict[str, Any]:
@@ -98,8 +101,11 @@ class StoredField(Mapping):
 
     def _items(self) -> dict[str, Any]:
         found: Any = self.reader.scene(self.name, self.path[0])
-        for step in self.path[1:]:
-            found = found[step] if isinstance(step, int) or step in found else {}  # an empty field is not written
+        try:
+            for step in self.path[1:]:
+                found = found[step] if isinstance(step, int) or step in found else {}  # an empty field is not written
+        except (IndexError, KeyError, TypeError):  # a record naming more parts than its details hold: damaged
+            raise self.reader.not_held(self.name, "/".join(map(str, self.path))) from None
         return found
 
     def __getitem__(self, key: str) -> Any:

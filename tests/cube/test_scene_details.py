@@ -106,6 +106,25 @@ def test_a_version_read_reads_no_details_until_asked(old_cube):
     assert read_version(store, "s1").scenes == head.scenes
 
 
+def test_a_record_naming_a_part_its_details_object_lacks_is_damaged(old_cube):
+    """A record of format 2 naming a piece of a pass its details object holds nothing of (a damaged record) was
+    Python's bare KeyError at the first look at the piece's files: a traceback naming nothing. It is a damaged ledger,
+    named."""
+    store = open_store(old_cube)
+    head = read_version(store, "s1")
+    commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=()))
+    path = old_cube / layout.ledger_key("s1", 3)
+    record = json.loads(path.read_text())
+    sid = "S1A_IW_CARD_BS_20240504T172345_R088_ASC_T31UFU"
+    assert "parts" not in record["scenes"][sid]
+    record["scenes"][sid]["parts"] = [{"scene_id": sid, "item": "", "time": record["scenes"][sid]["time"]}]
+    path.write_text(json.dumps(record))
+    part = read_version(store, "s1").scenes[sid].parts[0]
+    with pytest.raises(CorruptDocumentError, match=rf"scenes-.*holds no {sid}/parts/0/checksums, which the ledger "
+                                                   "says it does: restore the ledger from a backup"):
+        dict(part.checksums)
+
+
 def test_a_stored_version_pickles_as_what_it_points_at(old_cube):
     """A version sent to a dask worker process reads its details there, from the same store."""
     store = open_store(old_cube)
