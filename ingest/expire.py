@@ -82,8 +82,8 @@ class ExpireResult:
         return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
                 f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)"
-                + (f", and {self.details} details object(s) of the ledger no kept version names" if self.details
-                   else ""))
+                + (f", and {self.details} details object(s) of the ledger no kept version names "
+                   f"{'to delete' if self.dry_run else 'deleted'}" if self.details else ""))
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
