@@ -146,7 +146,7 @@ def flag_files(
     ``geometries`` (the declared parcels' outlines, by id) an extraction whose parcels of the same ids are other
     fields (a parcel file of another region, another year)."""
     declared = declarations(declared)
-    declared.index = declared.index.astype(str)
+    declared = declarations(declared.set_axis(declared.index.astype(str)))  # as text, 1 and "1" are one parcel
     size = batch_parcels(batch_size)
     _check_collections(timeseries, s1, storage_options)
     for path in (timeseries, s1):

@@ -166,6 +166,16 @@ def test_statistics_given_in_the_other_collection_s_place_are_named_so(tiny_cube
     assert flags.parcel_id.is_unique and len(flags) >= len(declared) - 1
 
 
+def test_ids_declared_twice_once_compared_as_text_are_refused_clearly(tmp_path):
+    """Parcel ids are compared as text: a declaration of 1 and of "1" is one parcel declared twice, refused as such
+    (it was pandas' InvalidIndexError from deep in the batching, a traceback)."""
+    rows = pd.DataFrame({"parcel_id": "1", "time": pd.Timestamp("2024-06-01"), "band": ["B04", "B08"], "count": 10,
+                         "masked": 0, "mean": [0.05, 0.3]})
+    rows.to_csv(tmp_path / "stats.csv", index=False)
+    with pytest.raises(InvalidRequestError, match=r"declared twice \(e.g. '1'\)"):
+        flag_files(tmp_path / "stats.csv", {1: "maize", "1": "wheat", 2: "maize"})
+
+
 def test_a_parcel_file_of_other_fields_is_refused_and_undeclared_statistics_are_counted(s2_extracted, tiny_region):
     """Another region's parcel file whose ids coincide: its 217 parcels were judged against other fields'
     statistics, and the measured parcels it lacked (3,147 of the demo's 3,364) vanished without a word."""
