@@ -97,10 +97,30 @@ def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options:
             frames = pd.read_csv(source, dtype={"parcel_id": str}, chunksize=rows)
             first = next(frames)
             frames = itertools.chain([first], frames)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
-                                  f"{type(exc).__name__}: {exc}") from None
-    return (_statistics_columns(frame, path) for frame in frames)
+    except READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    return (_statistics_columns(frame, path) for frame in _read_on(frames, path))
+
+
+READ_ERRORS = (OSError, ValueError, UnicodeDecodeError)  # pandas' EmptyDataError and ParserError are ValueErrors
+
+
+def _unreadable(path: str | Path, exc: Exception) -> InvalidRequestError:
+    return InvalidRequestError(f"cannot read {path} as the .parquet or .csv file of cardcube timeseries: "
+                               f"{type(exc).__name__}: {exc}")
+
+
+def _read_on(frames: Iterator[pd.DataFrame], path: str | Path) -> Iterator[pd.DataFrame]:
+    """``frames``, the parts of the file ``path`` read one at a time: a part failing to read (a malformed line a
+    million rows in) is said as a first part failing is, not as pandas' or pyarrow's own error (a traceback)."""
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except READ_ERRORS as exc:
+            raise _unreadable(path, exc) from None
+        yield frame
 
 
 def _statistics_columns(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:

@@ -166,6 +166,17 @@ def test_statistics_given_in_the_other_collection_s_place_are_named_so(tiny_cube
     assert flags.parcel_id.is_unique and len(flags) >= len(declared) - 1
 
 
+def test_a_timeseries_file_failing_to_read_past_its_first_part_gets_the_same_clear_error(tmp_path):
+    """The statistics of a timeseries file are read a part at a time: a malformed line past the first part was
+    pandas' own ParserError (a traceback on the command line), where one in the first part is said clearly."""
+    lines = ["parcel_id,time,band,count,masked,mean", *[f"p{i},2024-06-01,B04,10,0,0.05" for i in range(4)],
+             "p9,2024-06-01,B04,10,0,0.05,1,2"]
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+    parts = statistics_parts(tmp_path / "late.csv", ["B04"], rows=2)
+    with pytest.raises(InvalidRequestError, match=r"cannot read .*late.csv .* ParserError: .*line 6"):
+        list(parts)
+
+
 def test_ids_declared_twice_once_compared_as_text_are_refused_clearly(tmp_path):
     """Parcel ids are compared as text: a declaration of 1 and of "1" is one parcel declared twice, refused as such
     (it was pandas' InvalidIndexError from deep in the batching, a traceback)."""
