@@ -152,8 +152,11 @@ def _written_anew(keys: Iterable[str]) -> set[str]:
     """The statistics files of units in ``keys`` that the same file of a later generation (written again by a run
     resumed after a repair: :func:`generation_tag`) or written anew by a later update (:func:`rewritten_key`)
     replaces: the earlier one a killed run had still to delete, or a stopped run's task writing it late, its rows of
-    the dates read again or dropped back."""
-    return _outranked((k, name, (generation, update)) for k in keys if not k.startswith(MOSAIC)
+    the dates read again or dropped back. An update's file outranks every generation of files not written anew by
+    it, then generations rank: an update's driver writes anew the latest file of a run that had finished, so a file
+    of a later generation without it is a task's, late (of an attempt stopped before that run's end), and must not
+    bring back the rows the update dropped."""
+    return _outranked((k, name, (update, generation)) for k in keys if not k.startswith(MOSAIC)
                       for name, generation, update in [written_as(k)])
 
 

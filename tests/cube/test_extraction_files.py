@@ -502,3 +502,21 @@ def test_the_files_of_a_run_written_before_a_repair_it_was_resumed_after_are_tol
         write_bytes(out, key, data)
     assert sorted(statistics_keys(out, manifest)) == sorted([again, other, mosaic_key(0, run, 1, 1)])
     assert held_before_repair(out, statistics_keys(out, manifest), manifest, version) == set()
+
+
+def test_an_update_s_file_written_anew_is_not_undone_by_a_late_file_of_a_later_generation():
+    """A unit's file that a run resumed after a repair found done (written late by the attempt before the repair) is
+    the one an update drops a repaired date from, writing it anew (``-w``): a task of the resumption's own stopped
+    attempt writing that unit late (``-g00000001``) outranked the update's file by its generation, so the date's
+    earlier rows were read again beside the update's (twice, damaged), and the next run deleted the update's file. An
+    update's driver writes anew the latest file of a finished run, which a task's late file never replaces."""
+    from cube.extraction_files import generation_tag, rewritten_key, superseded
+
+    run = "0123456789ab"
+    first = "timeseries/tile=31UFU/" + statistics_name("r00000c00000t0000", run)  # the first run's, found done
+    anew = rewritten_key(first, 3, run)  # the update to version 3's, without the repaired date's rows
+    late = "timeseries/tile=31UFU/" + statistics_name(f"r00000c00000t0000{generation_tag(1)}", run)
+    assert superseded([anew, late]) == {late}
+    assert superseded([first, anew, late]) == {first, late}
+    again = rewritten_key(late, 3, run)  # ... where the resumption wrote it, the update wrote that anew
+    assert superseded([first, late, again]) == {first, late}
