@@ -54,7 +54,13 @@ from zarr.abc.store import Store
 
 from cardcube import __version__
 from cardcube.checkpoints import checkpoint
-from cardcube.errors import CommitConflictError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import (
+    CommitConflictError,
+    CubeNotFoundError,
+    InvalidRequestError,
+    StoreError,
+    VersionNotFoundError,
+)
 from cardcube.query import parse_time_range
 from cardcube.storage import (
     StoreLike,
@@ -832,7 +838,7 @@ def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, colu
     if not keys:  # no parcel measured: no row, but the columns asked for (a frame of none was no frame to select from)
         return iter([pd.DataFrame(columns=[*dict.fromkeys(["parcel_id", "time", "band",
                                                             *(columns or FRAME_COLUMNS[3:]), "tile"])])])
-    files = (io.BytesIO(read_bytes(store, k)) for k in keys)
+    files = (io.BytesIO(_listed(store, k)) for k in keys)
     wanted = None
     if columns is not None:
         wanted = [c for c in dict.fromkeys(["parcel_id", "time", "band", *columns]) if c != "tile"]  # the folder's
@@ -843,6 +849,17 @@ def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, colu
         files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
     return (_read_file(f, wanted, bands).assign(tile=k.split("tile=")[1].split("/")[0])
             for k, f in zip(keys, files, strict=True))
+
+
+def _listed(store: Store, key: str) -> bytes:
+    """Statistics file ``key``, listed when a read of the extraction began; a clear error if it is gone since: a
+    file-by-file read takes minutes over a territory (cardcube flag), while which a run into the extraction (an
+    update writing a file anew, deleting the earlier one) may delete it."""
+    data = read_bytes(store, key)
+    if data is None:
+        raise StoreError(f"{store_url(store)}/{key}, a file of the extraction when its read began, is gone since: a "
+                         f"run into the extraction (an update) deleted it; read it again once that run has ended")
+    return data
 
 
 FILE_BATCH = 1 << 15  # rows of a statistics file decoded at a time
