@@ -174,14 +174,13 @@ def flag_files(
             _check_same_fields(path, geometries, storage_options)
     if rules is None or isinstance(rules, Mapping):
         rules = MarkerRules.from_dict(rules or {})
+    where = f"the Sentinel-2 statistics at {timeseries}"  # a record of no mask refused before a territory is read
+    check_mask_record(statistics_parameters(timeseries, storage_options=storage_options).get("mask", UNRECORDED), where)
     ids = declared.index.sort_values()
     with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder:
         optical = OpticalRows(ids)
         s2_batches = spill(statistics_parts(timeseries, S2_BANDS, storage_options=storage_options), ids, size,
                            Path(folder) / "s2", observe=optical.observe)
-        where = f"the Sentinel-2 statistics at {timeseries}"
-        check_mask_record(statistics_parameters(timeseries, storage_options=storage_options).get("mask", UNRECORDED),
-                          where)
         refuse_cloudy_rows(optical.cloudy, optical.rows, where)
         radar = s1_batches = None
         if s1 is not None:

@@ -177,6 +177,16 @@ def test_a_timeseries_file_failing_to_read_past_its_first_part_gets_the_same_cle
         list(parts)
 
 
+def test_statistics_recorded_without_the_cloud_mask_are_refused_before_their_rows_are_read(tmp_path):
+    """The record of statistics computed without the cloud mask was read only once every row had been read and
+    spilled (minutes and gigabytes of TMPDIR over a territory) before they were refused; it is read first now: a
+    file whose rows could not even be read is refused for its mask."""
+    (tmp_path / "unmasked.csv").write_bytes(bytes(range(256)))  # no row to read
+    (tmp_path / "unmasked.csv.json").write_text('{"mask": null}')
+    with pytest.raises(InvalidRequestError, match="computed without the cloud mask"):
+        flag_files(tmp_path / "unmasked.csv", {"p1": 1})
+
+
 def test_ids_declared_twice_once_compared_as_text_are_refused_clearly(tmp_path):
     """Parcel ids are compared as text: a declaration of 1 and of "1" is one parcel declared twice, refused as such
     (it was pandas' InvalidIndexError from deep in the batching, a traceback)."""
