@@ -26,8 +26,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     add_endpoint_option(p)
     p.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
-    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON) with a parcel id column: a path, "
-                   "or an s3:// (read with --endpoint-url) or https:// URL")
+    p.add_argument("--parcels", help="parcel file (GeoPackage, GeoParquet, GeoJSON, shapefile) with a parcel id "
+                   "column: a path, or an s3:// (read with --endpoint-url) or https:// URL")
     p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     _layer_option(p)
     p.add_argument("--time", help=TIME_HELP)
@@ -171,8 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "--parcels, every date and band, in one pass over the cube, written as Parquet under --out "
                        "(timeseries/tile=*/...parquet) with parcels.parquet giving each parcel's status. An "
                        "interrupted run resumes when run again.")
-    e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON): a path, or an "
-                   "s3:// (read with --endpoint-url) or https:// URL")
+    e.add_argument("--parcels", required=True, help="parcel file (GeoPackage, GeoParquet, GeoJSON, shapefile): a path, "
+                   "or an s3:// (read with --endpoint-url) or https:// URL")
     e.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     e.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     e.add_argument("--layers", default=None, metavar="DIR",
@@ -244,8 +244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the cube by chunk, for parcel ids of --parcels or posted GeoJSON; see /docs once running.")
     s.add_argument("--cube", required=True, help="cube root: a folder or s3://bucket/prefix")
     add_endpoint_option(s)
-    s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet; a path, "
-                   "or an s3:// or https:// URL)")
+    s.add_argument("--parcels", help="parcel file whose parcel ids the URLs name (GeoPackage, GeoParquet, GeoJSON, "
+                   "shapefile; a path, or an s3:// (read with --endpoint-url) or https:// URL); without it, the "
+                   "service answers posted geometries only")
     s.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     _layer_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
