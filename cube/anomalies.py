@@ -59,7 +59,7 @@ import pandas as pd
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
 from cube.curve_file import CurveFile
-from cube.parcel_batches import FrameBatches
+from cube.parcel_batches import FrameBatches, ParcelBatches
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
@@ -585,15 +585,15 @@ def flag_parcels(
     if frame.attrs.get("collection", "s2") == "s2":
         check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
     declared = declarations(declared)
-    size = batch_parcels(batch_size)
     ids = declared.index.sort_values()
+    batches = ParcelBatches(ids, batch_parcels(batch_size))
     optical = OpticalRows(ids)
     optical.observe(frame)
     radar = None if s1 is None else RadarRows(rules)
     if radar is not None:
         radar.observe(s1)
-    return flag_batches(optical, FrameBatches(frame, ids, size), declared, grassland=grassland, radar=radar,
-                        s1=None if s1 is None else FrameBatches(s1, ids, size), rules=rules)
+    return flag_batches(optical, FrameBatches(frame, batches), declared, grassland=grassland, radar=radar,
+                        s1=None if s1 is None else FrameBatches(s1, batches, place=False), rules=rules)
 
 
 BATCH_SIZE = 500  # parcels judged at a time: some 20 MB of their statistics and what is made of them in memory
@@ -653,8 +653,8 @@ def flag_batches(
     rules: MarkerRules = MarkerRules(),
 ) -> pd.DataFrame:
     """:func:`flag_parcels` of statistics in batches of parcels: ``s2[k]`` (and ``s1[k]``) holds every row of the
-    ``k``-th batch of the declared parcels in id order (:mod:`cube.parcel_batches`), ``optical`` (and ``radar``)
-    what was observed of all the rows; ``declared`` as :func:`declarations` gives it.
+    ``k``-th batch of the declared parcels, in any order (:mod:`cube.parcel_batches`: as the rows first show them),
+    ``optical`` (and ``radar``) what was observed of all the rows; ``declared`` as :func:`declarations` gives it.
 
     Two passes, so that memory holds one batch's statistics and a few numbers per parcel, never the territory's
     rows, and the flags are those of all parcels at once: the first computes each parcel's NDVI profile (kept on
@@ -699,8 +699,12 @@ def flag_batches(
     with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder, \
             CurveFile(Path(folder) / "profiles", len(measured), grid.size) as curves:
         evidence, radar_parcels = _first_pass(optical, s2, s1, radar, curves, grid, times, two_seasons, rules)
-        if not evidence.index.equals(measured):  # the batches are not of the rows observed
+        place = measured.get_indexer(evidence.index)  # each profile's row in id order, where it is put
+        if len(place) != len(measured) or (place < 0).any() or len(np.unique(place)) != len(place):
             raise RuntimeError("the statistics changed between their observation and their batches")
+        if (place != np.arange(len(place))).any():  # batches in another order than the ids': put in id order
+            curves.reorder(place)
+            evidence = evidence.iloc[np.argsort(place)]
         refs = _file_references(curves, codes, evidence.pop("profiled").to_numpy(), rules.min_parcels)
         _warn_rare(codes, refs, rules)
         own, other, nearest = _second_pass(curves, codes, refs, rules)
@@ -749,9 +753,9 @@ def flag_batches(
 def _first_pass(optical: OpticalRows, s2: Sequence[pd.DataFrame], s1: Sequence[pd.DataFrame] | None,
                 radar: RadarRows | None, curves: CurveFile, grid: np.ndarray, times: pd.DatetimeIndex,
                 two_seasons: bool, rules: MarkerRules) -> tuple[pd.DataFrame, bool]:
-    """Batch by batch, each parcel's NDVI profile (written to ``curves``, in id order) and its evidence: clear dates,
-    whether it has a profile, the season's (not of ``two_seasons``) and with ``radar`` the backscatter's; and
-    whether the Sentinel-1 statistics hold any of the parcels."""
+    """Batch by batch, each parcel's NDVI profile (written to ``curves`` in the batches' order, the evidence's rows'
+    order) and its evidence: clear dates, whether it has a profile, the season's (not of ``two_seasons``) and with
+    ``radar`` the backscatter's; and whether the Sentinel-1 statistics hold any of the parcels."""
     parts, done, radar_parcels = [], 0, False
     for k in range(len(s2)):
         rows = s2[k]

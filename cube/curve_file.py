@@ -36,6 +36,14 @@ class CurveFile:
             os.pwrite(self.fd, np.ascontiguousarray(block[:, j], dtype=np.float64).tobytes(),
                       (j * self.rows + start) * ITEM)
 
+    def reorder(self, place: np.ndarray) -> None:
+        """Move row ``i`` to row ``place[i]`` (``place``: a permutation of the rows), a column at a time: the rows
+        written in one order (batches of parcels as the statistics show them) are read back in another (by id)."""
+        for j in range(self.columns):
+            column = np.empty(self.rows)
+            column[place] = self._read(j * self.rows, self.rows)
+            os.pwrite(self.fd, column.tobytes(), j * self.rows * ITEM)
+
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start`` .. ``stop`` x every column, C-ordered as a table built in memory would be."""
         out = np.empty((stop - start, self.columns))

@@ -42,7 +42,7 @@ from cube.anomalies import (
     refuse_cloudy_rows,
 )
 from cube.extraction_files import read_manifest, read_status, read_timeseries, timeseries_files
-from cube.parcel_batches import spill
+from cube.parcel_batches import ParcelBatches, spill
 
 __all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
 
@@ -167,7 +167,7 @@ def flag_files(
     fields (a parcel file of another region, another year)."""
     declared = declarations(declared)
     declared = declarations(declared.set_axis(declared.index.astype(str)))  # as text, 1 and "1" are one parcel
-    size = batch_parcels(batch_size)
+    size = batch_parcels(batch_size)  # checked before any file is read
     _check_collections(timeseries, s1, storage_options)
     for path in (timeseries, s1):
         if geometries is not None and path is not None and is_extraction(path):
@@ -177,16 +177,17 @@ def flag_files(
     where = f"the Sentinel-2 statistics at {timeseries}"  # a record of no mask refused before a territory is read
     check_mask_record(statistics_parameters(timeseries, storage_options=storage_options).get("mask", UNRECORDED), where)
     ids = declared.index.sort_values()
+    batches = ParcelBatches(ids, size)  # as the Sentinel-2 rows first show the parcels: a block's files' together
     with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder:
         optical = OpticalRows(ids)
-        s2_batches = spill(statistics_parts(timeseries, S2_BANDS, storage_options=storage_options), ids, size,
+        s2_batches = spill(statistics_parts(timeseries, S2_BANDS, storage_options=storage_options), batches,
                            Path(folder) / "s2", observe=optical.observe)
         refuse_cloudy_rows(optical.cloudy, optical.rows, where)
         radar = s1_batches = None
         if s1 is not None:
             radar = RadarRows(rules)
-            s1_batches = spill(statistics_parts(s1, S1_BANDS, storage_options=storage_options), ids, size,
-                               Path(folder) / "s1", observe=radar.observe)
+            s1_batches = spill(statistics_parts(s1, S1_BANDS, storage_options=storage_options), batches,
+                               Path(folder) / "s1", place=False, observe=radar.observe)
         if optical.undeclared:
             warnings.warn(f"{len(optical.undeclared)} of the {optical.parcels()} parcels of the statistics in "
                           f"{timeseries} have no declaration (e.g. {min(optical.undeclared)}): left out, no row",

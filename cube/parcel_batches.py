@@ -1,12 +1,16 @@
 """Statistics rows grouped into batches of whole parcels, so that a territory's are worked through in bounded memory.
 
 An extraction's files each hold some dates of many parcels (a work unit's block and run of dates); a marker needs
-every date of a parcel at once. A batch is up to ``size`` consecutive ids of a sorted list of parcel ids (the
-declared parcels), so batches come in id order. :func:`spill` reads the rows part by part and writes each part's
-rows, grouped by batch, to a local temporary folder (an Arrow IPC file per part, a record batch per batch of
-parcels in it); :class:`SpilledBatches` reads back one batch's rows at a time. Memory then holds one part, or one
-batch, never the territory. A frame already in memory is grouped without copying it to disk
-(:class:`FrameBatches`). Rows of parcels not in the list are left out.
+every date of a parcel at once. A batch is up to ``size`` declared parcels in the order the rows first show them
+(:class:`ParcelBatches`), not in id order: a register's ids follow no spatial order, so batches of consecutive ids
+each had rows in nearly every block's files, and a file was cut into a piece for nearly every batch (200 files x
+100 batches: 20,000 pieces, 11 s to read back); a block's parcels are first seen together, so a file's rows fall
+in a few batches. :func:`spill` reads the rows part by part and writes each part's rows, grouped by batch, to a
+local temporary folder (an Arrow IPC file per part, a record batch per batch of parcels in it);
+:class:`SpilledBatches` reads back one batch's rows at a time. Memory then holds one part, or one batch, never the
+territory. A frame already in memory is grouped without copying it to disk (:class:`FrameBatches`). Rows of
+parcels not declared are left out, and so are, where the batches are only followed (``place=False``: the
+Sentinel-1 rows), those of parcels the first rows did not show.
 """
 
 from __future__ import annotations
@@ -20,22 +24,44 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["FrameBatches", "SpilledBatches", "batch_numbers", "spill"]
+__all__ = ["FrameBatches", "ParcelBatches", "SpilledBatches", "spill"]
 
 
-def batch_numbers(parcel_ids: pd.Series, ids: pd.Index, size: int) -> np.ndarray:
-    """The batch of each row's parcel: its place in the sorted ``ids`` over ``size``; -1 for a parcel not in them."""
-    at = ids.get_indexer(parcel_ids)
-    return np.where(at >= 0, at // size, -1)
+class ParcelBatches:
+    """Which batch of ``size`` each of the declared parcels ``ids`` is in: parcels are placed in the order rows
+    first show them (:meth:`numbers` with ``place``), a batch being ``size`` consecutive places. Rows of other
+    statistics of the same parcels (Sentinel-1 beside Sentinel-2) follow the same batches (``place=False``)."""
+
+    def __init__(self, ids: pd.Index, size: int) -> None:
+        self.ids, self.size = ids, size
+        self.place = np.full(len(ids), -1, dtype=np.int64)  # each id's place, -1 until rows show it
+        self.placed = 0
+
+    def __len__(self) -> int:
+        """How many batches the parcels placed so far make."""
+        return math.ceil(self.placed / self.size)
+
+    def numbers(self, parcel_ids: pd.Series, *, place: bool = True) -> np.ndarray:
+        """The batch of each row's parcel; -1 for a parcel not declared (or, without ``place``, not yet placed).
+        With ``place``, the declared parcels not yet placed are placed, in the order of their first rows."""
+        at = self.ids.get_indexer(parcel_ids)
+        if place:
+            new = pd.unique(at[at >= 0])  # in order of first appearance
+            new = new[self.place[new] < 0]
+            self.place[new] = np.arange(self.placed, self.placed + new.size)
+            self.placed += new.size
+        places = np.where(at >= 0, self.place[at], -1)
+        return np.where(places >= 0, places // self.size, -1)
 
 
 class FrameBatches:
-    """The rows of ``frame`` (a ``parcel_id`` column) of each batch of ``size`` of the sorted ``ids``, from memory."""
+    """The rows of ``frame`` (a ``parcel_id`` column) of each of the ``batches``, from memory; ``place``: as
+    :meth:`ParcelBatches.numbers`."""
 
-    def __init__(self, frame: pd.DataFrame, ids: pd.Index, size: int) -> None:
-        self.frame, self.size = frame, size
-        self.count = math.ceil(len(ids) / size)
-        batch = batch_numbers(frame["parcel_id"], ids, size)
+    def __init__(self, frame: pd.DataFrame, batches: ParcelBatches, *, place: bool = True) -> None:
+        self.frame = frame
+        batch = batches.numbers(frame["parcel_id"], place=place)
+        self.count = len(batches)
         self.order = np.argsort(batch, kind="stable")
         self.bounds = np.searchsorted(batch[self.order], np.arange(self.count + 1), side="left")
 
@@ -64,11 +90,11 @@ class SpilledBatches:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
 
 
-def spill(parts: Iterable[pd.DataFrame], ids: pd.Index, size: int, folder: Path, *,
+def spill(parts: Iterable[pd.DataFrame], batches: ParcelBatches, folder: Path, *, place: bool = True,
           observe: Callable[[pd.DataFrame], None] | None = None) -> SpilledBatches:
-    """Group the rows of ``parts`` (frames with a ``parcel_id`` column, read one at a time) into batches of ``size``
-    of the sorted ``ids``, written to ``folder``. ``observe`` sees every part whole first (rows of parcels not in
-    ``ids`` too), for what must be known of all rows before a batch is judged."""
+    """Group the rows of ``parts`` (frames with a ``parcel_id`` column, read one at a time) into the ``batches``
+    (``place``: as :meth:`ParcelBatches.numbers`), written to ``folder``. ``observe`` sees every part whole first
+    (rows of parcels not declared too), for what must be known of all rows before a batch is judged."""
     folder.mkdir(parents=True, exist_ok=True)
     pieces: dict[int, list[tuple[Path, int]]] = defaultdict(list)
     columns: list[str] | None = None
@@ -77,11 +103,11 @@ def spill(parts: Iterable[pd.DataFrame], ids: pd.Index, size: int, folder: Path,
             observe(part)
         columns = list(part.columns) if columns is None else columns
         path = folder / f"part-{n:06d}.arrow"
-        written = _write(part, batch_numbers(part["parcel_id"], ids, size), path)
+        written = _write(part, batches.numbers(part["parcel_id"], place=place), path)
         del part  # the next part is read without this one in memory
         for k, i in written:
             pieces[k].append((path, i))
-    return SpilledBatches(math.ceil(len(ids) / size), dict(pieces), columns or ["parcel_id"])
+    return SpilledBatches(len(batches), dict(pieces), columns or ["parcel_id"])
 
 
 def _write(part: pd.DataFrame, batch: np.ndarray, path: Path) -> list[tuple[int, int]]:
