@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -326,3 +327,42 @@ def test_flags_in_batches_of_a_few_parcels_are_those_of_all_parcels_at_once(s2_e
     for wrong in (0, -3, 2.5, True):
         with pytest.raises(InvalidRequestError, match="batch_size must be a whole number of parcels >= 1"):
             flag_files(s2_extracted, declared, batch_size=wrong)
+
+
+def test_flags_of_parcels_whose_ids_follow_no_spatial_order_are_those_of_ids_that_do(tiny_cube, tiny_region,
+                                                                                     s2_extracted, s1_extracted,
+                                                                                     tmp_path):
+    """A register's ids follow no spatial order (the synthetic regions' do), and the batches are placed as the
+    extraction's files show the parcels, not by id: the profiles are put back in id order before the references.
+    The tiny region's parcels renamed at random and extracted again get the flags, scores, reasons and notes of
+    their own ids, at batch sizes 7 and 1, in files and in memory."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    names = dict(zip(parcels.parcel_id.astype(str), [f"R{n:05d}" for n in np.random.default_rng(8).permutation(
+        np.arange(len(parcels)) * 7 + 11)], strict=True))
+    renamed = parcels.assign(parcel_id=parcels.parcel_id.astype(str).map(names))
+    assert not renamed.parcel_id.is_monotonic_increasing
+    renamed.to_parquet(tmp_path / "renamed.parquet")
+    extract(tmp_path / "renamed.parquet", tiny_cube, tmp_path / "s2", bands=["B04", "B08"], progress=False)
+    extract(tmp_path / "renamed.parquet", tiny_cube, tmp_path / "s1", collection="s1", bands=["VH"], progress=False)
+    declared = parcels.set_index(parcels.parcel_id.astype(str)).crop_code
+
+    def flagged(how, *args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flags = how(*args, grassland=[265, 266], **kwargs)
+        return flags.set_index("parcel_id").sort_index(), flags.attrs, [str(w.message) for w in caught]
+
+    own, attrs, notes = flagged(flag_files, s2_extracted, declared, s1=s1_extracted)
+    expected = own.set_axis(own.index.map(names)).sort_index()
+    assert expected.flagged.any() and expected.crop_mismatch.any() and expected.no_mowing.any()
+    declared = declared.set_axis(declared.index.map(names))
+    frames = [read_timeseries(tmp_path / c).astype({"parcel_id": str}) for c in ("s2", "s1")]
+    for size in (7, 1):
+        got, got_attrs, got_notes = flagged(flag_files, tmp_path / "s2", declared, s1=tmp_path / "s1",
+                                            batch_size=size)
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        assert got_attrs == attrs and got_notes == notes
+        shuffled = [f.sample(frac=1, random_state=size) for f in frames]  # rows in no order: batches in none
+        got, _, got_notes = flagged(flag_parcels, shuffled[0], declared, s1=shuffled[1], batch_size=size)
+        pd.testing.assert_frame_equal(got, expected.loc[got.index], check_exact=True)
+        assert set(got_notes) <= set(notes)
