@@ -46,11 +46,9 @@ from __future__ import annotations
 
 import functools
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +56,7 @@ import pandas as pd
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
-from cube.curve_file import CurveFile
+from cube.curve_file import CurveArray, CurveFile, curve_table
 from cube.parcel_batches import FrameBatches, ParcelBatches
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
@@ -257,7 +255,7 @@ def _median(curves: np.ndarray) -> np.ndarray:
 COLUMN_FLOATS = 1 << 20  # numbers of the profiles read at a time for the references (8 MB)
 
 
-def _file_references(curves: CurveFile, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
+def _file_references(curves: CurveFile | CurveArray, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
                      ) -> dict[Any, np.ndarray]:
     """:func:`reference_profiles` of the profiles in ``curves``, a few grid points at a time: the medians are exact,
     over every parcel of a crop, and memory holds a few columns of them."""
@@ -593,7 +591,8 @@ def flag_parcels(
     if radar is not None:
         radar.observe(s1)
     return flag_batches(optical, FrameBatches(frame, batches), declared, grassland=grassland, radar=radar,
-                        s1=None if s1 is None else FrameBatches(s1, batches, place=False), rules=rules)
+                        s1=None if s1 is None else FrameBatches(s1, batches, place=False), rules=rules,
+                        profiles_on_disk=False)  # the frame in memory dwarfs its profiles: no TMPDIR needed
 
 
 BATCH_SIZE = 500  # parcels judged at a time: some 20 MB of their statistics and what is made of them in memory
@@ -651,6 +650,7 @@ def flag_batches(
     radar: RadarRows | None = None,
     s1: Sequence[pd.DataFrame] | None = None,
     rules: MarkerRules = MarkerRules(),
+    profiles_on_disk: bool = True,
 ) -> pd.DataFrame:
     """:func:`flag_parcels` of statistics in batches of parcels: ``s2[k]`` (and ``s1[k]``) holds every row of the
     ``k``-th batch of the declared parcels, in any order (:mod:`cube.parcel_batches`: as the rows first show them),
@@ -658,7 +658,8 @@ def flag_batches(
 
     Two passes, so that memory holds one batch's statistics and a few numbers per parcel, never the territory's
     rows, and the flags are those of all parcels at once: the first computes each parcel's NDVI profile (kept on
-    local disk, :class:`~cube.curve_file.CurveFile`) and its season evidence; each crop's reference profile is then
+    local disk, :class:`~cube.curve_file.CurveFile`, or in memory without ``profiles_on_disk``) and its season
+    evidence; each crop's reference profile is then
     the median over all its parcels, exact; the second measures each profile's distances to the references, and
     the robust z-scores are taken over all parcels of a crop."""
     grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
@@ -696,8 +697,7 @@ def flag_batches(
                                   f"which the grassland markers judge")
     if radar is not None:
         radar.check()
-    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder, \
-            CurveFile(Path(folder) / "profiles", len(measured), grid.size) as curves:
+    with curve_table(len(measured), grid.size, on_disk=profiles_on_disk) as curves:
         evidence, radar_parcels = _first_pass(optical, s2, s1, radar, curves, grid, times, two_seasons, rules)
         place = measured.get_indexer(evidence.index)  # each profile's row in id order, where it is put
         if len(place) != len(measured) or (place < 0).any() or len(np.unique(place)) != len(place):
@@ -751,7 +751,7 @@ def flag_batches(
 
 
 def _first_pass(optical: OpticalRows, s2: Sequence[pd.DataFrame], s1: Sequence[pd.DataFrame] | None,
-                radar: RadarRows | None, curves: CurveFile, grid: np.ndarray, times: pd.DatetimeIndex,
+                radar: RadarRows | None, curves: CurveFile | CurveArray, grid: np.ndarray, times: pd.DatetimeIndex,
                 two_seasons: bool, rules: MarkerRules) -> tuple[pd.DataFrame, bool]:
     """Batch by batch, each parcel's NDVI profile (written to ``curves`` in the batches' order, the evidence's rows'
     order) and its evidence: clear dates, whether it has a profile, the season's (not of ``two_seasons``) and with
@@ -799,7 +799,7 @@ def _warn_rare(codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerR
                       f"parcel(s))", stacklevel=4)
 
 
-def _second_pass(curves: CurveFile, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
+def _second_pass(curves: CurveFile | CurveArray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_distances` of the profiles in ``curves`` to the references, a block of parcels at a time."""
     own, other = np.full(curves.rows, np.nan), np.full(curves.rows, np.nan)

@@ -10,12 +10,15 @@ the process's resident memory as they are touched.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
-__all__ = ["CurveFile"]
+__all__ = ["CurveArray", "CurveFile", "curve_table"]
 
 ITEM = np.dtype(np.float64).itemsize
 
@@ -71,3 +74,38 @@ class CurveFile:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+
+
+class CurveArray:
+    """The table of :class:`CurveFile`, in memory: for statistics already held in memory (a frame far larger than
+    their profiles), which need no temporary folder. The same reads give the same arrays, to the bit."""
+
+    def __init__(self, rows: int, columns: int) -> None:
+        self.rows, self.columns = rows, columns
+        self.table = np.full((rows, columns), np.nan)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.table[start:start + len(block)] = block
+
+    def reorder(self, place: np.ndarray) -> None:
+        table = np.empty_like(self.table)
+        table[place] = self.table
+        self.table = table
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        return self.table[start:stop].copy()
+
+    def read_columns(self, start: int, stop: int) -> np.ndarray:
+        return np.ascontiguousarray(self.table[:, start:stop])
+
+
+@contextmanager
+def curve_table(rows: int, columns: int, *, on_disk: bool) -> Iterator[CurveFile | CurveArray]:
+    """A ``rows`` x ``columns`` table of profiles: a :class:`CurveFile` in a temporary folder (``TMPDIR``) removed
+    afterwards, or without ``on_disk`` a :class:`CurveArray`."""
+    if not on_disk:
+        yield CurveArray(rows, columns)
+        return
+    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder, \
+            CurveFile(Path(folder) / "profiles", rows, columns) as curves:
+        yield curves

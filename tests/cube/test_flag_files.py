@@ -366,3 +366,21 @@ def test_flags_of_parcels_whose_ids_follow_no_spatial_order_are_those_of_ids_tha
         got, _, got_notes = flagged(flag_parcels, shuffled[0], declared, s1=shuffled[1], batch_size=size)
         pd.testing.assert_frame_equal(got, expected.loc[got.index], check_exact=True)
         assert set(got_notes) <= set(notes)
+
+
+def test_flag_parcels_keeps_the_profiles_of_a_frame_in_memory_in_memory(s2_extracted, tiny_region, tmp_path,
+                                                                        monkeypatch):
+    """flag_parcels wrote its frame's profiles to TMPDIR, which it had never needed (the frame, in memory, is far
+    larger): without a writable temporary folder (a read-only container) it failed with an OSError; it needs none.
+    The flags are those flag_files gives, whose profiles wait on disk."""
+    import tempfile
+
+    declared = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"]).set_index("parcel_id").crop_code
+    s2 = read_timeseries(s2_extracted, bands=["B04", "B08"]).astype({"parcel_id": str})
+    on_disk = flag_files(s2_extracted, declared, grassland=[265, 266], batch_size=7)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))  # as TMPDIR naming none
+    with pytest.raises(OSError):
+        tempfile.mkdtemp()
+    flags = flag_parcels(s2, declared, grassland=[265, 266], batch_size=7)
+    pd.testing.assert_frame_equal(flags, on_disk[on_disk.parcel_id.isin(flags.parcel_id)].reset_index(drop=True),
+                                  check_exact=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cube.curve_file import CurveFile
+from cube.curve_file import CurveArray, CurveFile, curve_table
 from cube.parcel_batches import FrameBatches, ParcelBatches, spill
 
 
@@ -97,11 +97,20 @@ def test_profiles_on_disk_read_back_by_rows_and_by_columns(tmp_path):
         assert curves.read_rows(2, 9).flags.c_contiguous and curves.read_columns(1, 4).flags.c_contiguous
 
 
-def test_profiles_written_in_one_order_are_put_in_another(tmp_path):
+def test_profiles_written_in_one_order_are_put_in_another_on_disk_and_in_memory(tmp_path):
     table = np.random.default_rng(4).random((9, 4))
+    table[2] = np.nan
     place = np.random.default_rng(5).permutation(9)  # row i goes to row place[i]
-    with CurveFile(tmp_path / "curves", 9, 4) as curves:
-        curves.write(0, table)
-        curves.reorder(place)
-        np.testing.assert_array_equal(curves.read_rows(0, 9)[place], table)
-        np.testing.assert_array_equal(curves.read_columns(0, 4), curves.read_rows(0, 9))
+    read = []
+    for on_disk in (True, False):
+        with curve_table(9, 4, on_disk=on_disk) as curves:
+            assert isinstance(curves, CurveFile if on_disk else CurveArray)
+            curves.write(0, table[:5])
+            curves.write(5, table[5:])
+            curves.reorder(place)
+            np.testing.assert_array_equal(curves.read_rows(0, 9)[place], table)
+            np.testing.assert_array_equal(curves.read_columns(0, 4), curves.read_rows(0, 9))
+            read.append((curves.read_rows(2, 7), curves.read_columns(1, 3)))
+    for on_disk, in_memory in zip(*read, strict=True):
+        np.testing.assert_array_equal(on_disk, in_memory)
+        assert in_memory.flags.c_contiguous and on_disk.flags.c_contiguous
