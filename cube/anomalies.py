@@ -659,9 +659,9 @@ def flag_batches(
     Two passes, so that memory holds one batch's statistics and a few numbers per parcel, never the territory's
     rows, and the flags are those of all parcels at once: the first computes each parcel's NDVI profile (kept on
     local disk, :class:`~cube.curve_file.CurveFile`, or in memory without ``profiles_on_disk``) and its season
-    evidence; each crop's reference profile is then
-    the median over all its parcels, exact; the second measures each profile's distances to the references, and
-    the robust z-scores are taken over all parcels of a crop."""
+    evidence, and puts them in id order; each crop's reference profile is then the median over all its parcels,
+    exact; the second measures each profile's distances to the references, and the robust z-scores are taken over
+    all parcels of a crop."""
     grassland = set(code_list(() if grassland is None else grassland, known=declared.unique()))
     unknown = sorted(grassland - set(declared.astype(str)))
     if unknown:
@@ -699,7 +699,7 @@ def flag_batches(
         radar.check()
     with curve_table(len(measured), grid.size, on_disk=profiles_on_disk) as curves:
         evidence, radar_parcels = _first_pass(optical, s2, s1, radar, curves, grid, times, two_seasons, rules)
-        place = measured.get_indexer(evidence.index)  # each profile's row in id order, where it is put
+        place = measured.get_indexer(evidence.index)  # where each profile, in the batches' order, goes in id order
         if len(place) != len(measured) or (place < 0).any() or len(np.unique(place)) != len(place):
             raise RuntimeError("the statistics changed between their observation and their batches")
         if (place != np.arange(len(place))).any():  # batches in another order than the ids': put in id order
