@@ -28,6 +28,7 @@ from catalog.build import VERSION_FIELD, build_cube_collection, build_root, buil
 from catalog.io import StoreStacIO
 from catalog.sources import Processing, build_source_collection, file_host, source_info
 from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.scene_details import warn_lost, with_lost_details
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     rewritten.
     """
     store = open_store(store)
+    version, lost = with_lost_details(version)  # a details object lost without a backup stops no catalog build
+    warn_lost(lost, "the catalog is written without their source files (an ingest records them as lost)")
     if force:  # a rebuild: of any version but one older than the catalog's
         published = _published(store, version.collection)
         if published is not None and published[0] > version.version and _ledgers(store, published, version):
@@ -220,10 +223,15 @@ def catalog_is_current(store: StoreLike, version: CubeVersion) -> bool:
     written_for = None if published is None else _ledgers(store, published, version)
     if written_for is None:
         return False
-    if written_for.version < version.version and (written_for.spec, written_for.tiles, written_for.scenes) != (
-            version.spec, version.tiles, version.scenes):  # the data changed since
+    if written_for.version < version.version and _data(written_for) != _data(version):  # the data changed since
         return False
     return _has_root_link(store, version.collection)
+
+
+def _data(version: CubeVersion) -> tuple:
+    """What of ``version`` its catalog is made of, comparable with another's (scenes whose details are lost: empty)."""
+    version = with_lost_details(version)[0]
+    return version.spec, version.tiles, version.scenes
 
 
 def rebuild_catalog(store: StoreLike, *, collections: tuple[str, ...] | None = None) -> dict[str, int]:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from zarr.abc.store import Store
@@ -28,8 +30,17 @@ from cardcube.errors import CorruptDocumentError
 from cardcube.storage import read_bytes_many, store_url
 from cube import layout
 
+log = logging.getLogger(__name__)
+
 FORMAT = "cardcube-scene-details/1"
 FIELDS = ("checksums", "sources", "converted", "warped")  # of a scene record and of each of its parts
+NO_BACKUP = ("without one, run `cardcube ingest` (with any source, --repair too): it goes on, and records the details "
+             "of the scenes it held as lost in a version it commits, their pixels as they are; `cardcube verify` "
+             "lists what else is lost")
+
+
+class DetailsMissingError(CorruptDocumentError):
+    """A details object the ledger names is missing (lost, not damaged): the scenes' details it held are gone."""
 
 
 class DetailsReader:
@@ -46,6 +57,19 @@ class DetailsReader:
 
     def scene(self, name: str, scene_id: str) -> dict[str, Any]:
         """The details of ``scene_id`` in the details object ``name``."""
+        scenes = self._load(name)
+        if isinstance(scenes, CorruptDocumentError):
+            raise scenes
+        if scene_id not in scenes:
+            raise self.not_held(name, f"details of scene {scene_id}")
+        return scenes[scene_id]
+
+    def missing(self) -> set[str]:
+        """The details objects of :attr:`names` that are missing (read now if not yet, all at once)."""
+        return {n for n in self.names if isinstance(self._load(n), DetailsMissingError)}
+
+    def _load(self, name: str) -> dict[str, Any] | CorruptDocumentError:
+        """The scenes the details object ``name`` holds, or why it cannot be read (every unread one read at once)."""
         with self._lock:
             if name not in self._read:
                 unread = sorted(self.names - set(self._read) | {name})
@@ -55,12 +79,7 @@ class DetailsReader:
                         self._read[n] = _parse_details(self.store, self.collection, n, data)
                     except CorruptDocumentError as exc:  # raised when asked for, not for another's sake
                         self._read[n] = exc
-            scenes = self._read[name]
-        if isinstance(scenes, CorruptDocumentError):
-            raise scenes
-        if scene_id not in scenes:
-            raise self.not_held(name, f"details of scene {scene_id}")
-        return scenes[scene_id]
+            return self._read[name]
 
     def not_held(self, name: str, what: str) -> CorruptDocumentError:
         """The error for ``what`` that the ledger says the details object ``name`` holds and it does not."""
@@ -72,8 +91,8 @@ def _parse_details(store: Store, collection: str, name: str, data: bytes | None)
     """The scenes' details the details object ``name`` holds, of its bytes ``data`` (None: it is missing)."""
     key = layout.details_key(collection, name)
     if data is None:
-        raise CorruptDocumentError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
-                                   "names, is missing: restore it from a backup (cardcube verify lists what else is)")
+        raise DetailsMissingError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
+                                  f"names, is missing: restore it from a backup; {NO_BACKUP}")
     try:
         doc = json.loads(data)
         if doc.get("format") != FORMAT:
@@ -83,7 +102,7 @@ def _parse_details(store: Store, collection: str, name: str, data: bytes | None)
         return dict(doc["scenes"])
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
         raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({exc}): restore it from a "
-                                   "backup") from None
+                                   f"backup; without one, delete it, and then {NO_BACKUP}") from None
 
 
 class StoredField(Mapping):
@@ -138,7 +157,8 @@ def details_of(record: Any) -> dict[str, Any]:
         return {f: ({k: dict(v) for k, v in r.warped.items()} if f == "warped" else dict(getattr(r, f)))
                 for f in FIELDS if f in ("checksums", "sources") or getattr(r, f)}
     parts = [fields(p) for p in record.parts]
-    return {**fields(record), **({"parts": parts} if parts else {})}
+    lost = {"lost": was} if (was := _lost_in(record)) else {}  # kept, whichever version writes its details again
+    return {**fields(record), **({"parts": parts} if parts else {}), **lost}
 
 
 def details_document(collection: str, version: int, details: Mapping[str, dict[str, Any]]) -> tuple[str, bytes]:
@@ -164,6 +184,82 @@ def details_problems(store: Store, collection: str, names: set[str]) -> list[tup
             _parse_details(store, collection, name, data)
         except CorruptDocumentError as exc:
             key = layout.details_key(collection, name)
-            problems.append((key, "missing: the band files and checksums of the scenes it held are lost (restore it "
-                                  "from a backup)" if "is missing" in str(exc) else f"damaged: {exc}"))
+            problems.append((key, "missing: the band files and checksums of the scenes it held are lost (their "
+                                  f"pixels are not): restore it from a backup; {NO_BACKUP}"
+                             if isinstance(exc, DetailsMissingError) else f"damaged: {exc}"))
     return problems
+
+
+class LostDetails(Mapping):
+    """A field of :data:`FIELDS` of a scene whose details object ``name`` is lost: empty. A version committed with
+    it records the scene's details as lost (:func:`details_of`), so the new record names that object no more."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"LostDetails({self.name})"
+
+
+def with_lost_details(version: Any) -> tuple[Any, dict[str, str]]:
+    """``version`` (a :class:`cube.ledger.CubeVersion`) with the details of the scenes whose details object is
+    missing taken as lost (:class:`LostDetails`), and those scenes (scene id -> the missing object): what an ingest
+    and a catalog build go on with, where until 2026-12-06 one lost object stopped them all for good. Reads every
+    details object ``version`` names (one round trip); a damaged one still raises, when asked for."""
+    readers = {v.reader for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
+    missing = set().union(*(r.missing() for r in readers))
+    lost = {sid: name for sid, r in version.scenes.items() if (name := _named(r)) in missing}
+    if not lost:
+        return version, {}
+    scenes = dict(version.scenes)
+    for sid, name in lost.items():
+        r = scenes[sid]
+        parts = tuple(replace(p, **{f: LostDetails(name) for f in FIELDS}) for p in r.parts)
+        scenes[sid] = replace(r, parts=parts, **{f: LostDetails(name) for f in FIELDS})
+    return replace(version, scenes=scenes), lost
+
+
+def lost_details(version: Any) -> dict[str, str]:
+    """The scenes of ``version`` whose details are lost (scene id -> the details object that held them): recorded as
+    lost by an earlier ingest, or taken as lost by :func:`with_lost_details`. Reads the details objects it names."""
+    return {sid: was for sid, r in version.scenes.items() if (was := _lost_in(r))}
+
+
+def _lost_in(record: Any) -> str | None:
+    """The details object whose loss lost ``record``'s details, if they are lost."""
+    if isinstance(record.checksums, LostDetails):
+        return record.checksums.name
+    if isinstance(record.checksums, StoredField):
+        return record.checksums.reader.scene(record.checksums.name, record.scene_id).get("lost")
+    return None
+
+
+def warn_lost(lost: Mapping[str, str], what: str) -> None:
+    """Log, once per missing details object, the scenes whose details it held: ``what`` says what goes on."""
+    for name in sorted(set(lost.values())):
+        scenes = sorted(sid for sid, n in lost.items() if n == name)
+        shown = ", ".join(scenes[:5]) + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
+        log.warning("the details object %s of the ledger is missing: the band files and checksums of %d scene(s) "
+                    "(%s) are lost, their pixels are not; %s (restored from a backup, it serves the versions naming it)", name,
+                    len(scenes), shown, what)
+
+
+def _fields(record: Any) -> list[Any]:
+    """The detail fields of ``record`` and of its parts."""
+    return [getattr(x, f) for x in (record, *record.parts) for f in FIELDS]
+
+
+def _named(record: Any) -> str | None:
+    """The details object ``record`` reads its details from, if one (a record of format 2)."""
+    return next((v.name for v in _fields(record) if isinstance(v, StoredField)), None)

@@ -83,13 +83,19 @@ class VerifyResult:
             lines.append(f"  {self.unlisted} time block(s) have no manifest (written before cardcube kept them, "
                          "maybe earlier than any block with one): not checked")
         old = set(self.superseded)
-        lines += listed_lines([f"  {key}: {problem}" + (" (read only by versions older than the latest)"
-                                                          if key in old else "") for key, problem in self.problems],
+        lines += listed_lines([f"  {key}: {problem}" + (" (named only by versions older than the latest, which records "
+                                                          "its scenes' details as lost)" if layout.details_of_key(key)
+                                                         else " (read only by versions older than the latest)")
+                               * (key in old) for key, problem in self.problems],
                               "(the same command with --json names each)")
         if any(ShardKey.parse(key) and key not in old for key, _ in self.problems):
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
-        if old:  # a repair wrote their dates anew: another --repair would only write yet another copy
+        if any(layout.details_of_key(key) for key in old):  # an ingest went on without them: nothing more to run
+            lines.append("  the details objects named only by older versions: `cardcube expire` drops them from the "
+                         "ledger with those versions, once superseded for longer than its --older-than (7d by "
+                         "default); restore them from a backup to keep those versions' audit trail")
+        if old - {key for key in old if layout.details_of_key(key)}:  # a repair wrote their dates anew
             lines.append("  the latest version reads another copy of the dates of those read only by older versions: "
                          "`cardcube expire` deletes them with the versions that read them, once those have been "
                          "superseded for longer than its --older-than (7d by default)")
@@ -116,8 +122,10 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     problems += _details_still_named(store, collection, versions)
     unlisted = len(manifests) - len(listed) - len(lost)
     latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
+    named = details_named(versions[-1])  # a details object the latest names no more: its scenes' details recorded lost
     superseded = tuple(key for key, _ in problems
-                       if (k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
+                       if ((k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
+                       or ((d := layout.details_of_key(key)) is not None and d not in named))
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
                         len(listed), unlisted, len(shards), deep, tuple(problems), superseded)
 

@@ -64,6 +64,7 @@ from cube.manifest import (
     read_manifests,
     write_manifests,
 )
+from cube.scene_details import warn_lost, with_lost_details
 from cube.tile_arrays import sized_view
 from cube.verify import lost_newest
 from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
@@ -117,6 +118,7 @@ class IngestResult:
     refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
     mended: tuple[str, ...] = ()  # cold shards lost or damaged, written again from their dates' files (``repair``)
+    details_lost: tuple[str, ...] = ()  # scenes whose details object is missing, recorded lost (cube.scene_details)
 
     @property
     def ok(self) -> bool:
@@ -137,7 +139,7 @@ class IngestResult:
                 "converted": list(self.converted), "warped": list(self.warped), "outside": list(self.outside),
                 "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
                 "refiled": list(self.refiled), "repaired": list(self.repaired),
-                "mended": list(self.mended),
+                "mended": list(self.mended), "details_lost": list(self.details_lost),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -164,6 +166,10 @@ class IngestResult:
                          "manifest records): every version reads them as before (--repair); this version records the "
                          "repair of their dates: `cardcube extract --update` reads them again into an extraction "
                          "that read them while damaged (then flag it anew: cardcube flag)")
+        if self.details_lost:
+            lines.append(f"  recorded the band files and checksums of {len(self.details_lost)} scene(s) as lost (their "
+                         f"details object of the ledger is missing; their pixels are as they were): "
+                         f"{', '.join(self.details_lost[:3])}{' ...' if len(self.details_lost) > 3 else ''}")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
@@ -653,6 +659,8 @@ def ingest(
         if head.version and (lost := lost_newest(counting._store, collection, head.version)):
             raise CorruptDocumentError(f"{lost[1]}; this ingest commits nothing: it would take the lost version's "
                                        "number, and its data for a crashed run's leftovers")
+        head, lost = with_lost_details(head)  # a details object lost without a backup stops no ingest for good
+        warn_lost(lost, "this ingest records them as lost in the version it commits")
         spec = _resolve_spec(head, collection, chunks)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
             publish(store, head, on_catalog=on_catalog, fence=fence)
@@ -694,7 +702,7 @@ def ingest(
 
         head = head if head.version else CubeVersion.empty(spec)
         plan: IngestPlan = plan_ingest(head, checked, rejected=rejected, skipped=skipped, again=again,
-                                       mended=sorted({*pending, *_mended_dates(head, mended)}))
+                                       mended=sorted({*pending, *_mended_dates(head, mended)}), record_lost=bool(lost))
         if mending and plan.new is None:  # the blocks found sound after all: nothing to record
             fence.check()
             delete_key(store, layout.mending_key(collection))
@@ -755,4 +763,5 @@ def ingest(
         late=tuple(late),
         repaired=tuple(sorted(again)),
         mended=mended,
+        details_lost=tuple(sorted(lost)) if plan.new else (),
     )

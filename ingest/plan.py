@@ -126,11 +126,13 @@ def _sources(checked: CheckedScene) -> dict[str, str]:
 
 def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: list[Rejection] = (),
                 skipped: list[str] = (), again: Mapping[str, CheckedScene] | None = None,
-                mended: Sequence[str] = ()) -> IngestPlan:
+                mended: Sequence[str] = (), record_lost: bool = False) -> IngestPlan:
     """Plan adding ``checked`` scenes to ``head``: the write tasks and the next version's state. ``again``: hot
     dates of ``head`` read again from their files, by scene id, written anew (a new slot, or a cold block);
     ``mended``: cold dates whose block a repair wrote into, in place (already written): the version records them,
-    so that what was read of them before (an extraction, a cached answer) can tell."""
+    so that what was read of them before (an extraction, a cached answer) can tell. ``record_lost``: ``head`` holds
+    scenes whose details object is missing (:func:`cube.scene_details.with_lost_details`): a version is committed
+    even with nothing new, recording them as lost, so that the head names the missing object no more."""
     again = again or {}
     spec = head.spec
     block = spec.chunks.time
@@ -178,7 +180,7 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
         scenes[sid] = replace(scenes[sid], version=version)
     added = tuple(c.scene_id for c in checked)
     outstanding = outstanding_rejections(head, scenes, rejected)
-    if not added and not again and not mended and set(outstanding) == set(head.rejected):
+    if not added and not again and not mended and not record_lost and set(outstanding) == set(head.rejected):
         return IngestPlan(head, None, (), tuple(skipped), 0)  # nothing new, not even a rejection: no version
     new = head.next(tiles=tiles, scenes=scenes, added=added, rejected=outstanding,
                     repaired=tuple(sorted({*again, *mended})))

@@ -1,0 +1,134 @@
+"""A details object of the ledger lost without a backup (a lifecycle rule, a partial restore, an operator's rm): the
+scenes' band files and checksums it held are kept nowhere else (format 2, :mod:`cube.scene_details`). Until
+2026-12-06 every later ingest (``--repair`` too) and every catalog build failed for good on it; they go on, the next
+version records those scenes' details as lost (naming the object no more), and verify says what to run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cardcube.spec import ChunkLayout
+from cardcube.storage import open_store
+from catalog.write import rebuild_catalog
+from cube import layout
+from cube.dataset import open_cube
+from cube.ledger import read_version
+from cube.scene_details import details_named, lost_details
+from cube.verify import verify
+from ingest.expire import expire
+from ingest.job import ingest
+from tests.conftest import TEST_CHUNKS
+from tests.ingest.scene_edits import items_of, write_items
+
+
+@pytest.fixture(scope="module")
+def two_versions(tiny_region, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """A cube of 2 versions (3 S2 dates, then 1), and the items of a date it does not hold, of those it holds, and of
+    them all."""
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    root = tmp_path_factory.mktemp("lost-details") / "cube"
+    for i, batch in enumerate([features[:3], features[3:4]]):
+        ingest(write_items(tiny_region.items, batch, f"lost-{i}.json"), root, chunks=ChunkLayout.parse(TEST_CHUNKS),
+               progress=False)
+    return root, [write_items(tiny_region.items, features[4:5], "lost-new.json"),
+                  write_items(tiny_region.items, features[:4], "lost-held.json"),
+                  write_items(tiny_region.items, features[:5], "lost-all.json")]
+
+
+@pytest.fixture
+def lost(two_versions, tmp_path) -> tuple[Path, str, list[Path]]:
+    """A copy of ``two_versions`` whose first version's details object (its 3 scenes') is deleted: the cube, the
+    object's name, and the items."""
+    cube = Path(shutil.copytree(two_versions[0], tmp_path / "cube"))
+    first = sorted((cube / "s2" / "_ledger").glob("scenes-00000001-*.json"))
+    assert len(first) == 1
+    first[0].unlink()
+    return cube, first[0].name, two_versions[1]
+
+
+def _read(cube: Path | str, as_of: int, **kwargs) -> xr.Dataset:
+    return open_cube(cube, decode=False, as_of=as_of, chunks="window", **kwargs).compute().drop_attrs()
+
+
+def test_an_ingest_goes_on_and_records_the_lost_scenes_details_as_lost(lost, two_versions, caplog):
+    """An ingest of a new date goes on, warning of the scenes whose details are lost; its version records them as
+    lost and names the lost object no more, every earlier version reads its pixels as before, the next ingest warns
+    no more, verify reports the loss (what to run; then: expire drops it), and expire clears it."""
+    cube, name, (new, _, everything) = lost
+    before = {n: _read(two_versions[0], n) for n in (1, 2)}
+    scenes = set(read_version(open_store(cube), "s2", 1).scenes)
+    found = verify(cube, progress=False)
+    assert [k for k, _ in found.problems] == [layout.details_key("s2", name)] and not found.superseded
+    assert "run `cardcube ingest`" in found.problems[0][1]
+
+    with caplog.at_level(logging.WARNING):
+        result = ingest(new, cube, progress=False)
+    assert result.version == 3 and len(result.added) == 1 and set(result.details_lost) == scenes
+    assert name in caplog.text and all(s in caplog.text for s in scenes)
+    assert "recorded the band files and checksums of 3 scene(s) as lost" in result.summary()
+    head = read_version(open_store(cube), "s2")
+    assert name not in details_named(head) and lost_details(head) == dict.fromkeys(scenes, name)
+    assert all(not head.scenes[s].checksums and not head.scenes[s].sources for s in scenes)
+    assert head.scenes[result.added[0]].checksums  # the new scene's details, as ever
+    for n in (1, 2):
+        xr.testing.assert_identical(_read(cube, n), before[n])
+
+    found = verify(cube, progress=False)  # versions 1 and 2 still name it: reported, as only theirs
+    assert [k for k, _ in found.problems] == [layout.details_key("s2", name)] == list(found.superseded)
+    assert "`cardcube expire` drops them" in found.summary()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = ingest(everything, cube, progress=False)
+    assert again.version is None and not again.details_lost and name not in caplog.text
+
+    assert expire(cube, older_than=timedelta(0)).expired == (1, 2)
+    assert verify(cube, progress=False).ok
+    assert lost_details(read_version(open_store(cube), "s2")) == dict.fromkeys(scenes, name)
+
+
+def test_ingest_repair_with_nothing_to_mend_records_the_lost_details(lost):
+    """``ingest --repair`` offering the cube's own scenes, none damaged: it committed nothing and failed on the lost
+    object; now it commits a version recording their details as lost, which reads the same data."""
+    cube, name, (_, held, _) = lost
+    result = ingest(held, cube, repair=True, progress=False)
+    head = read_version(open_store(cube), "s2")
+    assert result.version == 3 and len(result.details_lost) == 3 and not result.added and not result.repaired
+    assert name not in details_named(head) and head.data_from == read_version(open_store(cube), "s2", 2).data_tag
+    assert verify(cube, progress=False).superseded == (layout.details_key("s2", name),)
+
+
+def test_a_catalog_build_goes_on_without_the_lost_details(lost, caplog):
+    """cardcube catalog build read every scene's source files and failed on the lost object: it writes the catalog,
+    warning of the scenes whose details are lost."""
+    cube, name, _ = lost
+    (cube / "catalog.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert rebuild_catalog(cube) == {"s2": 2}
+    assert (cube / "catalog.json").exists() and name in caplog.text and "an ingest records them as lost" in caplog.text
+
+
+def test_on_s3_an_ingest_goes_on_where_a_details_object_is_lost(two_versions, s3_bucket):
+    """The same on an object store (moto's S3 over HTTP): the lost object's scenes recorded lost, verify says so."""
+    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    client = s3_bucket.server.client()
+    source = two_versions[0]
+    for path in (p for p in source.rglob("*") if p.is_file()):
+        client.put_object(Bucket=s3_bucket.name, Key=f"cube/{path.relative_to(source).as_posix()}",
+                          Body=path.read_bytes())
+    key = next(k["Key"] for k in client.list_objects_v2(Bucket=s3_bucket.name, Prefix="cube/s2/_ledger/scenes-0"
+                                                                                        "0000001-")["Contents"])
+    client.delete_object(Bucket=s3_bucket.name, Key=key)
+    name = key.rsplit("/", 1)[-1]
+    assert [k for k, _ in verify(url, storage_options=opts, progress=False).problems] == [key.removeprefix("cube/")]
+    result = ingest(two_versions[1][0], url, storage_options=opts, progress=False)
+    assert result.version == 3 and len(result.details_lost) == 3
+    head = read_version(open_store(url, storage_options=opts), "s2")
+    assert name not in details_named(head) and len(lost_details(head)) == 3
+    assert verify(url, storage_options=opts, progress=False).superseded == (key.removeprefix("cube/"),)
