@@ -157,7 +157,7 @@ def details_of(record: Any) -> dict[str, Any]:
         return {f: ({k: dict(v) for k, v in r.warped.items()} if f == "warped" else dict(getattr(r, f)))
                 for f in FIELDS if f in ("checksums", "sources") or getattr(r, f)}
     parts = [fields(p) for p in record.parts]
-    lost = {"lost": was} if (was := _lost_in(record)) else {}  # kept, whichever version writes its details again
+    lost = {"lost": was} if (was := lost_in(record)) else {}  # kept, whichever version writes its details again
     return {**fields(record), **({"parts": parts} if parts else {}), **lost}
 
 
@@ -233,11 +233,11 @@ def with_lost_details(version: Any) -> tuple[Any, dict[str, str]]:
 def lost_details(version: Any) -> dict[str, str]:
     """The scenes of ``version`` whose details are lost (scene id -> the details object that held them): recorded as
     lost by an earlier ingest, or taken as lost by :func:`with_lost_details`. Reads the details objects it names."""
-    return {sid: was for sid, r in version.scenes.items() if (was := _lost_in(r))}
+    return {sid: was for sid, r in version.scenes.items() if (was := lost_in(r))}
 
 
-def _lost_in(record: Any) -> str | None:
-    """The details object whose loss lost ``record``'s details, if they are lost."""
+def lost_in(record: Any) -> str | None:
+    """The details object whose loss lost ``record``'s details (a scene record), if they are lost."""
     if isinstance(record.checksums, LostDetails):
         return record.checksums.name
     if isinstance(record.checksums, StoredField):
@@ -251,8 +251,8 @@ def warn_lost(lost: Mapping[str, str], what: str) -> None:
         scenes = sorted(sid for sid, n in lost.items() if n == name)
         shown = ", ".join(scenes[:5]) + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
         log.warning("the details object %s of the ledger is missing: the band files and checksums of %d scene(s) "
-                    "(%s) are lost, their pixels are not; %s (restored from a backup, it serves the versions naming it)", name,
-                    len(scenes), shown, what)
+                    "(%s) are lost, their pixels are not; %s (restored from a backup, it serves the versions naming "
+                    "it)", name, len(scenes), shown, what)
 
 
 def _fields(record: Any) -> list[Any]:

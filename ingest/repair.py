@@ -29,6 +29,7 @@ from zarr.abc.store import Store
 from cardcube.errors import InvalidRequestError
 from cube.ledger import CubeVersion, Rejection, SceneRecord
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
+from cube.scene_details import lost_in
 from cube.verify import ListedShard, check_shards, listed_shards
 from ingest.passes import mosaic
 from ingest.plan import DateSource, ShardWrite, shard_write, shard_writes
@@ -178,6 +179,12 @@ def _read_again(records: Sequence[SceneRecord], scenes: Sequence[SourceScene], c
                                       f"of a pass, and {', '.join(missing)} is not offered: offer every slice; this "
                                       "run commits nothing")
         got = [results[p.scene_id] for p in slices]
+        if (lost := lost_in(record)) is not None:
+            raise InvalidRequestError(
+                f"repair: the date of scene {record.scene_id} cannot be read again as it was: the checksums of the "
+                f"band files it was read from were lost with the details object {lost} of the ledger, so the files "
+                "offered now cannot be checked to be those bytes; restore that object from a backup and run the "
+                "repair again, or leave the date out of the offered scenes; this run commits nothing")
         if [c.checksums for c in got] != [p.checksums for p in slices]:
             raise InvalidRequestError(f"repair: the date of scene {record.scene_id} cannot be read again as it "
                                       "was: its files offered now are not the bytes the ledger records (sha256); "

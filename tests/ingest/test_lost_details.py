@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from cardcube.errors import InvalidRequestError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog.write import rebuild_catalog
@@ -102,6 +103,19 @@ def test_ingest_repair_with_nothing_to_mend_records_the_lost_details(lost):
     assert result.version == 3 and len(result.details_lost) == 3 and not result.added and not result.repaired
     assert name not in details_named(head) and head.data_from == read_version(open_store(cube), "s2", 2).data_tag
     assert verify(cube, progress=False).superseded == (layout.details_key("s2", name),)
+
+
+def test_a_repair_of_a_date_whose_details_are_lost_says_why_it_cannot(lost):
+    """A damaged shard of a date whose checksums were lost: the repair cannot check the files offered to be the bytes
+    it was read from. It said they were not ("not the bytes the ledger records"), blaming the files; it names the
+    lost object, what to do, and commits nothing."""
+    cube, name, (_, held, _) = lost
+    block = cube / "s2" / "31UFU" / "cube.zarr" / "r20m" / "B05" / "c" / "0"  # cold block 0: every date
+    next(p for p in block.rglob("*") if p.is_file()).unlink()
+    with pytest.raises(InvalidRequestError, match=f"were lost with the details object {name} of the ledger") as err:
+        ingest(held, cube, repair=True, progress=False)
+    assert "restore that object from a backup" in str(err.value)
+    assert read_version(open_store(cube), "s2").version == 2
 
 
 def test_a_catalog_build_goes_on_without_the_lost_details(lost, caplog):
