@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 FORMAT = "cardcube-scene-details/1"
 FIELDS = ("checksums", "sources", "converted", "warped")  # of a scene record and of each of its parts
 NO_BACKUP = ("without one, run `cardcube ingest` (with any source, --repair too): it goes on, and records the details "
-             "of the scenes it held as lost in a version it commits, their pixels as they are; `cardcube verify` "
-             "lists what else is lost")
+             "of the scenes it held as lost in a version it commits, their pixels as they are")
 
 
 class DetailsMissingError(CorruptDocumentError):
@@ -92,7 +91,8 @@ def _parse_details(store: Store, collection: str, name: str, data: bytes | None)
     key = layout.details_key(collection, name)
     if data is None:
         raise DetailsMissingError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
-                                  f"names, is missing: restore it from a backup; {NO_BACKUP}")
+                                  f"names, is missing: restore it from a backup; {NO_BACKUP} (cardcube verify lists "
+                                  "what else is lost)")
     try:
         doc = json.loads(data)
         if doc.get("format") != FORMAT:
@@ -251,8 +251,8 @@ def warn_lost(lost: Mapping[str, str], what: str) -> None:
         scenes = sorted(sid for sid, n in lost.items() if n == name)
         shown = ", ".join(scenes[:5]) + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
         log.warning("the details object %s of the ledger is missing: the band files and checksums of %d scene(s) "
-                    "(%s) are lost, their pixels are not; %s (restored from a backup, it serves the versions naming "
-                    "it)", name, len(scenes), shown, what)
+                    "(%s) are lost, their pixels are not; %s. Restore it from a backup if you have one: the versions "
+                    "naming it then read it again", name, len(scenes), shown, what)
 
 
 def _fields(record: Any) -> list[Any]:

@@ -40,6 +40,7 @@ IN_FLIGHT = 64
 IN_FLIGHT_DEEP = 8
 LOST_MANIFEST = ("manifest missing while the block was written with one: lost (a partial restore?); its shards "
                  "cannot be checked")
+LOST_DETAILS_RECORDED = "missing: the band files and checksums of the scenes it held are lost (their pixels are not)"
 LOST_RECORD = ("ledger record missing between kept versions (versions are numbered without gaps, and expire deletes "
                "the oldest only): lost (deleted by hand, a partial restore?), or expired by a cardcube of before "
                "2026-12-04 under a clock running ahead (harmless: the next expire takes the versions before the "
@@ -123,6 +124,8 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     unlisted = len(manifests) - len(listed) - len(lost)
     latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
     named = details_named(versions[-1])  # a details object the latest names no more: its scenes' details recorded lost
+    problems = [(key, LOST_DETAILS_RECORDED) if (d := layout.details_of_key(key)) is not None and d not in named
+                and problem.startswith("missing") else (key, problem) for key, problem in problems]
     superseded = tuple(key for key, _ in problems
                        if ((k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
                        or ((d := layout.details_of_key(key)) is not None and d not in named))

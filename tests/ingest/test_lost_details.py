@@ -146,3 +146,16 @@ def test_on_s3_an_ingest_goes_on_where_a_details_object_is_lost(two_versions, s3
     head = read_version(open_store(url, storage_options=opts), "s2")
     assert name not in details_named(head) and len(lost_details(head)) == 3
     assert verify(url, storage_options=opts, progress=False).superseded == (key.removeprefix("cube/"),)
+
+
+def test_expire_before_any_ingest_goes_on_and_the_loss_stays_reported(lost, two_versions):
+    """expire reads no details: it expires what is old (the latest, naming the lost object, is kept), and verify
+    still reports the object, not as superseded, until an ingest records the loss."""
+    cube, name, (new, _, _) = lost
+    latest = _read(two_versions[0], 2)
+    assert expire(cube, older_than=timedelta(0)).expired == (1,)
+    xr.testing.assert_identical(_read(cube, 2), latest)
+    found = verify(cube, progress=False)
+    assert [k for k, _ in found.problems] == [layout.details_key("s2", name)] and not found.superseded
+    assert ingest(new, cube, progress=False).details_lost
+    assert expire(cube, older_than=timedelta(0)).expired == (2,) and verify(cube, progress=False).ok
