@@ -139,14 +139,14 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
     rewritten.
     """
     store = open_store(store)
-    version, lost = with_lost_details(version)  # a details object lost without a backup stops no catalog build
-    warn_lost(lost, "the catalog is written without their source files (an ingest records them as lost)")
     if force:  # a rebuild: of any version but one older than the catalog's
         published = _published(store, version.collection)
         if published is not None and published[0] > version.version and _ledgers(store, published, version):
             return  # never rolled back
     elif catalog_is_current(store, version):
         return
+    version, lost = with_lost_details(version)  # a details object lost without a backup stops no catalog build
+    warn_lost(lost, "the catalog is written without their source files (an ingest records them as lost)")
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
     build_catalog(version, io=io, others=_published_children(io) if force else _existing_children(io)).save(io)

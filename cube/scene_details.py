@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cardcube-scene-details/1"
 FIELDS = ("checksums", "sources", "converted", "warped")  # of a scene record and of each of its parts
-NO_BACKUP = ("without one, run `cardcube ingest` (with any source, --repair too): it goes on, and records the details "
+NO_BACKUP = ("run `cardcube ingest` (with any source, --repair too): it goes on, and records the details "
              "of the scenes it held as lost in a version it commits, their pixels as they are")
 
 
@@ -91,8 +91,8 @@ def _parse_details(store: Store, collection: str, name: str, data: bytes | None)
     key = layout.details_key(collection, name)
     if data is None:
         raise DetailsMissingError(f"{key} in {store_url(store)}, the band files and checksums of scenes the ledger "
-                                  f"names, is missing: restore it from a backup; {NO_BACKUP} (cardcube verify lists "
-                                  "what else is lost)")
+                                  f"names, is missing: restore it from a backup; without one, {NO_BACKUP} "
+                                  "(cardcube verify lists what else is lost)")
     try:
         doc = json.loads(data)
         if doc.get("format") != FORMAT:
@@ -185,7 +185,7 @@ def details_problems(store: Store, collection: str, names: set[str]) -> list[tup
         except CorruptDocumentError as exc:
             key = layout.details_key(collection, name)
             problems.append((key, "missing: the band files and checksums of the scenes it held are lost (their "
-                                  f"pixels are not): restore it from a backup; {NO_BACKUP}"
+                                  f"pixels are not): restore it from a backup; without one, {NO_BACKUP}"
                              if isinstance(exc, DetailsMissingError) else f"damaged: {exc}"))
     return problems
 
@@ -198,6 +198,9 @@ class LostDetails(Mapping):
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def __reduce__(self) -> tuple:
+        return LostDetails, (self.name,)
 
     def __getitem__(self, key: str) -> Any:
         raise KeyError(key)

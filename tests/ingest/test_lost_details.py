@@ -6,6 +6,7 @@ version records those scenes' details as lost (naming the object no more), and v
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -13,14 +14,14 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import CorruptDocumentError, InvalidRequestError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog.write import rebuild_catalog
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import read_version
-from cube.scene_details import details_named, lost_details
+from cube.scene_details import details_named, lost_details, with_lost_details
 from cube.verify import verify
 from ingest.expire import expire
 from ingest.job import ingest
@@ -159,3 +160,25 @@ def test_expire_before_any_ingest_goes_on_and_the_loss_stays_reported(lost, two_
     assert [k for k, _ in found.problems] == [layout.details_key("s2", name)] and not found.superseded
     assert ingest(new, cube, progress=False).details_lost
     assert expire(cube, older_than=timedelta(0)).expired == (2,) and verify(cube, progress=False).ok
+
+
+def test_a_damaged_details_object_says_what_to_do_without_a_backup(two_versions, tmp_path):
+    """A damaged details object is no loss the ingest can tell from a bad read: it still stops, and says to delete
+    it when there is no backup, after which the ingest goes on as for a lost one."""
+    cube = Path(shutil.copytree(two_versions[0], tmp_path / "cube"))
+    damaged = next((cube / "s2" / "_ledger").glob("scenes-00000001-*.json"))
+    damaged.write_text(damaged.read_text().replace("sha256:", "sha256:0", 1))
+    with pytest.raises(CorruptDocumentError, match="without one, delete it, and then run `cardcube ingest`"):
+        ingest(two_versions[1][0], cube, progress=False)
+    damaged.unlink()
+    result = ingest(two_versions[1][0], cube, progress=False)
+    assert result.version == 3 and len(result.details_lost) == 3
+
+
+def test_a_version_with_lost_details_pickles_as_it_is(lost):
+    """A version handed to a worker process keeps the scenes whose details are lost as such."""
+    cube, name, _ = lost
+    version, found = with_lost_details(read_version(open_store(cube), "s2"))
+    again = pickle.loads(pickle.dumps(version))
+    assert set(found.values()) == {name} and lost_details(again) == found == lost_details(version)
+    assert again.scenes == version.scenes
