@@ -12,6 +12,11 @@ deletes those no kept record names (and those of a run killed before its commit)
 
 The fields a details object holds are read lazily (:class:`StoredField`): a query never asks for them, an ingest or
 a catalog build does, and then one GET reads a whole details object for every scene it holds.
+
+A details object lost without a backup loses its scenes' details (kept nowhere else), not their pixels. An ingest and
+a catalog build go on without them (:func:`with_lost_details`, warning), and the ingest's version records them as
+lost (``"lost": <the object>`` beside empty fields, in its own details object), so that its record names the lost
+object no more: until 2026-12-06 every later ingest and catalog build stopped on it for good.
 """
 
 from __future__ import annotations
