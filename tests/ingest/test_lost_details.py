@@ -20,12 +20,13 @@ from cardcube.storage import open_store
 from catalog.write import rebuild_catalog
 from cube import layout
 from cube.dataset import open_cube
-from cube.ledger import read_version
+from cube.ledger import committed_versions, read_version
 from cube.scene_details import details_named, lost_details, with_lost_details
 from cube.verify import verify
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.ingest.crashing import run_ingest
 from tests.ingest.scene_edits import items_of, write_items
 
 
@@ -182,3 +183,20 @@ def test_a_version_with_lost_details_pickles_as_it_is(lost):
     again = pickle.loads(pickle.dumps(version))
     assert set(found.values()) == {name} and lost_details(again) == found == lost_details(version)
     assert again.scenes == version.scenes
+
+
+@pytest.mark.parametrize("step", ["validated", "details", "committed"])
+def test_an_ingest_recording_the_loss_killed_at_a_step_then_rerun_completes(lost, two_versions, step):
+    """The version recording the loss is committed as any: killed before its record, nothing is visible (the object
+    it wrote is no record's) and the re-run records the loss; killed after, it is recorded and the re-run commits
+    nothing more. Every earlier version reads as before."""
+    cube, name, (new, _, _) = lost
+    killed = run_ingest(new, str(cube), "s2", kill_at=step)
+    assert killed.returncode == -9, killed.stderr
+    assert committed_versions(open_store(cube), "s2") == ([1, 2, 3] if step == "committed" else [1, 2])
+    done = run_ingest(new, str(cube), "s2")
+    assert done.returncode == 0, done.stderr
+    head = read_version(open_store(cube), "s2")
+    assert head.version == 3 and name not in details_named(head) and len(lost_details(head)) == 3
+    for n in (1, 2):
+        xr.testing.assert_identical(_read(cube, n), _read(two_versions[0], n))
