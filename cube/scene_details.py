@@ -245,11 +245,13 @@ def lost_details(version: Any) -> dict[str, str]:
 
 
 def lost_in(record: Any) -> str | None:
-    """The details object whose loss lost ``record``'s details (a scene record), if they are lost."""
-    if isinstance(record.checksums, LostDetails):
-        return record.checksums.name
-    if isinstance(record.checksums, StoredField):
-        return record.checksums.reader.scene(record.checksums.name, record.scene_id).get("lost")
+    """The details object whose loss lost ``record``'s details (a scene record), if they are lost: told by any of
+    its fields (one changed since, a plain dict, tells nothing)."""
+    for v in _fields(record):
+        if isinstance(v, LostDetails):
+            return v.name
+        if isinstance(v, StoredField):
+            return v.reader.scene(v.name, record.scene_id).get("lost")
     return None
 
 

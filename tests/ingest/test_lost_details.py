@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
 from cube.scene_details import details_named, lost_details, with_lost_details
 from cube.verify import verify
+from ingest.commit import commit
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
@@ -200,3 +202,24 @@ def test_an_ingest_recording_the_loss_killed_at_a_step_then_rerun_completes(lost
     assert head.version == 3 and name not in details_named(head) and len(lost_details(head)) == 3
     for n in (1, 2):
         xr.testing.assert_identical(_read(cube, n), _read(two_versions[0], n))
+
+
+def test_a_pass_whose_details_are_lost_is_recorded_lost_with_its_slices(tmp_path):
+    """The slices of a pass (``parts``) share their scene's details object: recorded lost with it, each slice's
+    fields empty, and a record whose details are written again (a repair's change) keeps them lost."""
+    cube = Path(shutil.copytree(Path(__file__).parents[1] / "cube" / "ledger_v1", tmp_path / "cube"))
+    store = open_store(cube)
+    head = read_version(store, "s1")
+    commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
+    (name,) = details_named(read_version(store, "s1"))
+    (cube / layout.details_key("s1", name)).unlink()
+    head, found = with_lost_details(read_version(store, "s1"))
+    passes = [sid for sid, r in head.scenes.items() if r.parts]
+    assert passes and set(found) == set(head.scenes)
+    commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
+    v4 = read_version(store, "s1")
+    assert name not in details_named(v4) and lost_details(v4) == found
+    assert all(not p.checksums and not p.sources for sid in passes for p in v4.scenes[sid].parts)
+    moved = {sid: replace(r, version=5, checksums={}) for sid, r in v4.scenes.items()}  # written anew: still lost
+    commit(store, v4.next(tiles=dict(v4.tiles), scenes=moved, added=(), rejected=v4.rejected, repaired=tuple(moved)))
+    assert lost_details(v5 := read_version(store, "s1")) == found and details_named(v5) != details_named(v4)
