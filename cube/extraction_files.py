@@ -847,7 +847,7 @@ def timeseries_files(out: StoreLike, *, bands: Sequence[str] | None = None, colu
         if missing := [c for c in wanted if c not in names]:
             raise InvalidRequestError(f"{where} has no column {', '.join(missing)}; its columns: {', '.join(names)}")
         files = itertools.chain([first], files)  # the first file read once, for its schema and its rows
-    return (_read_file(f, wanted, bands).assign(tile=k.split("tile=")[1].split("/")[0])
+    return (_read_file(f, wanted, bands).assign(tile=_tile_of(k))
             for k, f in zip(keys, files, strict=True))
 
 
