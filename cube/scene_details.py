@@ -176,8 +176,7 @@ def details_document(collection: str, version: int, details: Mapping[str, dict[s
 def details_named(version: Any) -> set[str]:
     """The names of the details objects ``version`` (a :class:`cube.ledger.CubeVersion`) reads its scenes' details
     from: none for one read from a record of format 1."""
-    return {v.name for r in version.scenes.values() for x in (r, *r.parts) for f in FIELDS
-            if isinstance(v := getattr(x, f), StoredField)}
+    return {v.name for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
 
 
 def details_problems(store: Store, collection: str, names: set[str]) -> list[tuple[str, str]]:
