@@ -25,7 +25,7 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, MissingShardError
 from cardcube.lru import LRUDict
-from cardcube.storage import read_json_many, store_url, write_json
+from cardcube.storage import listed_names, read_json_many, store_url, write_json
 from cube import layout
 from cube.ledger import Acquisition, CubeVersion, TileState, confirm_committed
 
@@ -207,6 +207,6 @@ def _confirm_absent(store: Store, version: CubeVersion, missing: Sequence[str],
     if lost:
         raise MissingShardError(
             f"{len(lost)} shard(s) of the {version.collection} cube at {store_url(store)} that its ingest stored "
-            f"are missing from the store ({', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}): the cube has lost "
+            f"are missing from the store ({listed_names(lost, most=3)}): the cube has lost "
             "data (objects deleted outside cardcube, a partial restore); restore them from a backup or offer their "
             "dates' scenes again with `cardcube ingest --repair`, and check the whole cube with `cardcube verify`")

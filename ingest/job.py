@@ -153,7 +153,7 @@ class IngestResult:
                  f"rejected {len(self.rejected)}, compacted {self.compacted} hot date(s)"]
         if self.refiled:
             lines.append(f"  of those skipped, {len(self.refiled)} offered from other files than the cube read "
-                         f"them from ({', '.join(self.refiled[:3])}{' ...' if len(self.refiled) > 3 else ''}): a "
+                         f"them from ({listed_names(self.refiled, most=3)}): a "
                          "scene id goes in once; a corrected product under the same id goes into a new cube")
         if self.repaired:
             lines.append(f"  read {len(self.repaired)} hot date(s) again from their files, the bytes the ledger "
@@ -169,7 +169,7 @@ class IngestResult:
         if self.details_lost:
             lines.append(f"  recorded the band files and checksums of {len(self.details_lost)} scene(s) as lost (their "
                          f"details object of the ledger is missing; their pixels are as they were): "
-                         f"{', '.join(self.details_lost[:3])}{' ...' if len(self.details_lost) > 3 else ''}")
+                         f"{listed_names(self.details_lost, most=3)}")
         if self.outside:
             lines.append(f"  left out {len(self.outside)} scene(s) on none of the tiles asked for")
         if self.empty:
