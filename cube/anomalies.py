@@ -354,8 +354,7 @@ class RadarRows:
     """What the mowing marker must know of all the Sentinel-1 rows before it judges a batch of parcels: their bands
     and dates, each track's passes measured on ``min_clear`` of a parcel (the season's first and last of them,
     the tracks that saw the season) and a parcel id to name. :meth:`observe` each part of the rows, :meth:`check`,
-    then :meth:`evidence` of a batch's rows is what :func:`_backscatter_evidence` gives of all of them for those
-    parcels."""
+    then :meth:`evidence` of a batch's rows is what it gives of all the rows for those parcels."""
 
     def __init__(self, rules: MarkerRules) -> None:
         self.rules = rules
@@ -435,15 +434,6 @@ def _union(times: pd.DatetimeIndex | None, more: Iterable[Any]) -> pd.DatetimeIn
     """The sorted dates of ``times`` (None: none yet) and ``more``, in the unit and zone they come in."""
     more = pd.DatetimeIndex(pd.unique(pd.Series(more))) if not isinstance(more, pd.DatetimeIndex) else more
     return more.sort_values() if times is None else times.union(more)
-
-
-def _backscatter_evidence(s1: pd.DataFrame, rules: MarkerRules) -> pd.DataFrame:
-    """Per parcel of the Sentinel-1 statistics ``s1``: :meth:`RadarRows.evidence`. Passes that saw less than
-    ``min_clear`` of the parcel's pixels are left out."""
-    radar = RadarRows(rules)
-    radar.observe(s1)
-    radar.check()
-    return radar.evidence(s1)
 
 
 def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:

@@ -546,7 +546,7 @@ def test_a_crop_with_too_few_distances_for_a_z_score_is_not_judged_rather_than_c
 def test_a_pass_without_a_relative_orbit_is_a_track_of_its_own():
     """Tracks are grouped by orbit_state and relative_orbit (by column: a territory's frame has millions of
     rows); a row without a relative orbit is a track of its own, not dropped."""
-    from cube.anomalies import _backscatter_evidence
+    from cube.anomalies import RadarRows
 
     rng = np.random.default_rng(3)
     dates = pd.date_range("2024-03-01", "2024-10-31", freq="3D")
@@ -555,7 +555,10 @@ def test_a_pass_without_a_relative_orbit_is_a_track_of_its_own():
                        "band": "VH", "count": 60, "masked": 0, "mean": rng.normal(-15, 1, k.size),
                        "orbit_state": np.where(k < 2, "descending", "ascending"),
                        "relative_orbit": np.array([37.0, 139.0, 88.0, np.nan])[k]})
-    evidence = _backscatter_evidence(s1, MarkerRules())
+    radar = RadarRows(MarkerRules())
+    radar.observe(s1)
+    radar.check()
+    evidence = radar.evidence(s1)
     np.testing.assert_array_equal(evidence["longest_vh_gap"], 12)  # four tracks, NaN's one of them
 
 
