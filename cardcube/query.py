@@ -269,8 +269,8 @@ def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: s
     lon/lat: metres read as degrees would route to no tile without a word. ``advice``: how to name the CRS."""
     minx, miny, maxx, maxy = bounds
     if not all(map(math.isfinite, bounds)) or minx < -180 or maxx > 180 or miny < -90 or maxy > 90:  # NaN passed
-        raise InvalidRequestError(f"{what} ({minx:.1f}, {miny:.1f}, {maxx:.1f}, {maxy:.1f}) are not lon/lat in "
-                                  f"{crs}: {advice}")
+        shown = ", ".join(f"{v:.1f}" if abs(v) < 1e9 else f"{v:.3g}" for v in bounds)  # not 300 digits of 1e300
+        raise InvalidRequestError(f"{what} ({shown}) are not lon/lat in {crs}: {advice}")
 
 
 def in_crs(area: Geometry, crs: Any) -> BaseGeometry:

@@ -75,7 +75,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
@@ -164,7 +165,20 @@ Day = Annotated[str, Query(description="one acquisition of the parcel (its times
                                        "YYYY-MM-DD, or its time, YYYY-MM-DDTHH:MM:SSZ (X-Acquired answers it); a day "
                                        "of two acquisitions (Sentinel-1 at dawn and dusk) is a 409 listing their "
                                        "times and orbits. season.png draws every date of a range")]
-AsOf = Annotated[int | None, Query(description="the cube version to read (default: the latest); pins the data")]
+
+
+def _no_underscores(value: Any) -> Any:
+    """pydantic reads ``as_of=1_0`` as version 10, as Python's int() does: a digit grouping no URL means."""
+    if isinstance(value, str) and "_" in value:
+        raise PydanticCustomError("int_parsing", "Input should be a valid integer, unable to parse string as an "
+                                                 "integer")
+    return value
+
+
+VersionNumber = Annotated[int, BeforeValidator(_no_underscores)]
+VERSION_NUMBER = TypeAdapter(VersionNumber)  # as the routes read as_of, also where revalidation reads it
+AsOf = Annotated[VersionNumber | None, Query(description="the cube version to read (default: the latest); pins the "
+                                                         "data")]
 Buffer = Annotated[float, Query(ge=-MAX_BUFFER, le=MAX_BUFFER, allow_inf_nan=False, description=(
     f"metres the parcel is grown (> 0) or shrunk (< 0) before its pixels are chosen, -{MAX_BUFFER:g} to "
     f"{MAX_BUFFER:g} (default {DEFAULT_BUFFER:g}: half a 10 m pixel inwards, off the field's edge)"))]
@@ -381,12 +395,9 @@ class _Revalidation:
         """The version the request would read now, if it can be told without an error (else its route says)."""
         try:
             collection = _route_path(scope).split("/")[2]
-            number = None if as_of is None else float(as_of)  # "1.0" is version 1, as the route reads it
-            if number is not None and not number.is_integer():
-                return None
-            return await anyio.to_thread.run_sync(self.served.version, collection,
-                                                  None if number is None else int(number))
-        except (CardcubeError, ValueError, IndexError, OverflowError):
+            number = None if as_of is None else VERSION_NUMBER.validate_python(as_of)  # "1.0" is 1, as routes read it
+            return await anyio.to_thread.run_sync(self.served.version, collection, number)
+        except (CardcubeError, ValidationError, IndexError):
             return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -565,7 +576,7 @@ class _ServedCube:
         """The time series query's faults, found before its turn to read (:meth:`timeseries` checks them as it
         reads): unknown bands, statistics or version, a mask the bands lack, a time range of no acquisition."""
         version = self.version(collection, as_of)
-        check_query(version, bands=bands or None, stats=stats or STATS, mask=mask)
+        check_query(version, bands=bands, stats=STATS if stats is None else stats, mask=mask)
         check_acquisitions(version, time)
 
     def timeseries(self, collection: str, where: Any, *, bands: str | None, stats: str | None, time: str | None,
@@ -574,8 +585,8 @@ class _ServedCube:
 
         def read(version: CubeVersion) -> Response:
             check_acquisitions(version, time)  # a 404 naming the cube's dates, not an empty answer
-            frame = parcel_timeseries(self.store, where, collection=collection, bands=bands or None,
-                                      stats=stats or STATS, time=time, mask=mask, buffer=buffer,
+            frame = parcel_timeseries(self.store, where, collection=collection, bands=bands,
+                                      stats=STATS if stats is None else stats, time=time, mask=mask, buffer=buffer,
                                       all_touched=all_touched, as_of=version, cache=self.arrays,
                                       max_bytes=MAX_READ_BYTES, max_rows=MAX_ROWS, max_pixels=MAX_PIXELS)
             if frame.empty:  # the cube has dates in ``time``, but not on the parcels' tiles
@@ -737,11 +748,11 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
                        ) -> Response:
         def check() -> ParcelSet:
             check_image_size(size, scale)
-            check_chip(served.version(collection, as_of), date=date, bands=bands or None)
+            check_chip(served.version(collection, as_of), date=date, bands=bands)
             return served.parcel(parcel_id)
 
         def read(parcel: ParcelSet, version: CubeVersion) -> Response:
-            result = chip(served.store, parcel, collection=collection, size=size, date=date, bands=bands or None,
+            result = chip(served.store, parcel, collection=collection, size=size, date=date, bands=bands,
                           as_of=version, cache=served.arrays)  # one acquisition
             return Response(render.png_bytes(result.image(0, scale=scale)), media_type="image/png",
                             headers={"X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
@@ -759,14 +770,14 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
                 raise RequestTooLargeError(f"season panels of {size} px (limit {MAX_SEASON_SIZE}): one panel per "
                                            f"date")
             version = served.version(collection, as_of)
-            check_chip(version, time=time, bands=bands or None)
+            check_chip(version, time=time, bands=bands)
             check_sheet(version, time, size, advice=SEASON_ADVICE)  # a refused sheet read and drew every date
             return served.parcel(parcel_id)
 
         def read(parcel: ParcelSet, version: CubeVersion) -> Response:
             check_sheet(version, time, size, advice=SEASON_ADVICE)  # the version read may be a newer one
             result = chip(served.store, parcel, collection=collection, size=size, time=time,
-                          bands=bands or None, as_of=version, cache=served.arrays)  # 404 for no date
+                          bands=bands, as_of=version, cache=served.arrays)  # 404 for no date
             sheet = result.contact_sheet(advice=SEASON_ADVICE)  # checks the parcel's own dates before drawing
             return Response(render.png_bytes(sheet.image), media_type="image/png",
                             headers={"X-Dates": str(len(result.times))})

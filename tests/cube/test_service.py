@@ -288,6 +288,14 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
      "buffer='-500': input should be greater than or equal to -100 (metres the parcel is grown"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"as_of": "latest"}, 422, "InvalidRequest",
      "as_of='latest': input should be a valid integer"),
+    # pydantic, as Python's int(), read "1_0" as version 10
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"as_of": "1_0"}, 422, "InvalidRequest",
+     "as_of='1_0': input should be a valid integer"),
+    # an empty list read every band (every statistic, the default RGB), where a space or a comma is refused
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": ""}, 422, "InvalidRequest", "no band given"),
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"stats": ""}, 422, "InvalidRequest", "no statistic given"),
+    ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-10", "bands": ""}, 422, "InvalidRequest",
+     "no band given"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"time": "2024-09-01/2024-04-01"}, 422, "InvalidRequest",
      "empty time range"),
     ("GET", "/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": 100_000}, 413,
@@ -612,6 +620,15 @@ def test_a_posted_coordinate_that_is_no_number_is_refused_not_dropped(http, parc
                   params={"bands": "B04"})
     assert r.status_code == 422 and r.json()["error"] == "InvalidParcel", r.text[:300]
     assert "parcel 0: has a coordinate that is no finite number (NaN or infinite)" in r.json()["detail"]
+
+
+def test_a_posted_coordinate_of_hundreds_of_digits_is_named_short(http, parcels, parcel_id):
+    """A coordinate written as a 300-digit integer was echoed whole, twice, in the answer's detail."""
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    body = json.dumps(geom).replace(repr(geom["coordinates"][0][1][0]), "1" * 300, 1)
+    r = http.post("/collections/s2/timeseries", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "InvalidRequest", r.text[:300]
+    assert "1.11e+299" in r.json()["detail"] and "1" * 20 not in r.json()["detail"]
 
 
 def test_a_posted_outline_crossing_itself_too_often_to_repair_is_refused_and_cheap_repairs_are_made(http, parcels,
