@@ -378,7 +378,10 @@ def check_manifest(out: Store, manifest: dict[str, Any], version: CubeVersion, *
             old = read_json(out, MANIFEST)
     where = _where(out, old)
     _refuse_other_parameters(old, manifest, where)
-    _refuse_another_cube(old, version, cube, where)
+    _refuse_another_cube(old, version, cube, where, url=manifest["cube"])
+    if old.get("cube") != manifest["cube"]:  # the same cube, moved or reached by another URL: recorded where it is
+        old = {**old, "cube": manifest["cube"]}
+        write_json(out, MANIFEST, old)
     if old["version"] == version.version:  # a re-run: resume what is missing (nothing after an update)
         if stale := _stale(old, version, head, time):
             if old.get("complete"):
@@ -656,11 +659,11 @@ def _where(out: Store, old: dict[str, Any]) -> str:
 
 
 def _refuse_other_parameters(old: dict[str, Any], manifest: dict[str, Any], where: str) -> None:
-    mismatched = [k for k in manifest if k not in ("version", "committed", "tile_rule", "pixel_rule", "run", "units",
-                                                   "time_columns")
+    mismatched = [k for k in manifest if k not in ("cube", "version", "committed", "tile_rule", "pixel_rule", "run",
+                                                   "units", "time_columns")
                   and _differs(k, old.get(k), manifest[k])]  # the rules: see check_manifest and below
     if mismatched:
-        shown = [k for k in mismatched if k not in ("cube", "parcels")]
+        shown = [k for k in mismatched if k != "parcels"]
         options = " ".join(_as_option(k, old.get(k)) for k in shown)
         then = ", ".join(f"{k}={old.get(k)!r}" for k in shown)
         raise InvalidRequestError(f"{where} with other {', '.join(mismatched)}; write to a new --out"
@@ -689,10 +692,16 @@ def _as_option(key: str, value: Any) -> str:
     return f"{key}={value!r}"
 
 
-def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store, where: str) -> None:
-    """Refuse an output read from another cube at the same location (deleted and ingested anew: its version
-    numbers start again): the commit time of the version it was read from is not that version's now."""
+def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store, where: str, *, url: str) -> None:
+    """Refuse an output read from another cube: at the same location (deleted and ingested anew: its version numbers
+    start again), the commit time of the version it was read from is not that version's now. A cube at another
+    location (``url``) is the same cube, moved, copied or reached by another URL, only where that commit time says
+    so; a demo folder moved whole is extracted into again."""
     then = old.get("committed")
+    moved = old.get("cube") != url
+    if moved and (not then or not isinstance(old.get("version"), int)):
+        raise InvalidRequestError(f"{where}, not {url}: the extraction records no commit time to tell the same cube "
+                                  f"at another location; give that cube (--cube), or write to a new --out")
     if not then or not isinstance(old.get("version"), int):
         return  # an extraction from before the commit time was kept
     if old["version"] == version.version:
@@ -701,11 +710,16 @@ def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store,
         try:
             now = read_version(cube, version.collection, old["version"]).created
         except VersionNotFoundError:  # expired: nothing to compare (an update checks the scenes it read)
+            if moved:
+                raise InvalidRequestError(f"{where}, not {url}, whose version {old['version']} has expired: it cannot "
+                                          f"be told to be the same cube; give that cube (--cube), or write to a new "
+                                          f"--out") from None
             return
     if now != then:
-        raise InvalidRequestError(f"{where}, committed at {then}; the cube there now has a version "
-                                  f"{old['version']} committed at {now}: another cube at the same location (made "
-                                  f"anew?), whose rows must not be mixed with these; write to a new --out")
+        there = f"the cube at {url}" if moved else "the cube there now"
+        raise InvalidRequestError(f"{where}, committed at {then}; {there} has a version {old['version']} committed "
+                                  f"at {now}: another cube{'' if moved else ' at the same location (made anew?)'}, "
+                                  f"whose rows must not be mixed with these; write to a new --out")
 
 
 def check_still_of(out: Store, version: CubeVersion) -> None:

@@ -396,6 +396,40 @@ def test_an_extraction_of_another_cube_at_the_same_location_is_not_resumed_into(
         extract(few, cube, out, bands=["B04"], progress=False)
 
 
+def test_an_extraction_follows_its_cube_moved_and_refuses_another_cube_elsewhere(cube, tiny_region, parcels,
+                                                                                  tmp_path):
+    """A demo folder (cube and extraction) moved whole: a re-run was refused "with other cube; write to a new --out",
+    the cube's URL compared, not the cube. The cube moved is the same cube (its version's commit time says so); a
+    cube ingested anew elsewhere is not."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    first, few = tmp_path / "first", parcels.iloc[:20]
+    shutil.copytree(cube, first)
+    extract(few, first, tmp_path / "out", bands=["B04"], progress=False)
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    shutil.move(tmp_path / "out", tmp_path / "out-moved")
+    cube, out = tmp_path / "moved", tmp_path / "out-moved"
+    before = read_timeseries(out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))  # as if killed before its end
+    extract(few, cube, out, bands=["B04"], progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["cube"] == str(cube.resolve())
+    _same(read_timeseries(out), before)
+
+    other = tmp_path / "other"
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    ingest(write_items(tiny_region.items, features[:4], "other-archive.json"), other,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    with pytest.raises(InvalidRequestError, match=rf"holds an extraction of version 1 of .*moved, committed at .*; "
+                                                  rf"the cube at .*other has a version 1 committed at .*: another "
+                                                  rf"cube, whose rows must not be mixed"):
+        extract(few, other, out, bands=["B04"], progress=False)
+
+
 def test_a_time_range_given_in_python_is_the_same_run_as_its_text(cube, parcels, tmp_path):
     """``time=slice(a, b)`` or ``(a, b)`` was recorded as its Python text: an update with ``--time a/b`` (or
     the other form) was refused as a run "with other time"."""
