@@ -424,9 +424,9 @@ def test_an_extraction_follows_its_cube_moved_and_refuses_another_cube_elsewhere
     features = items_of(tiny_region.items, "sentinel-2-l2a")
     ingest(write_items(tiny_region.items, features[:4], "other-archive.json"), other,
            chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
-    with pytest.raises(InvalidRequestError, match=rf"holds an extraction of version 1 of .*moved, committed at .*; "
-                                                  rf"the cube at .*other has a version 1 committed at .*: another "
-                                                  rf"cube, whose rows must not be mixed"):
+    with pytest.raises(InvalidRequestError, match=r"holds an extraction of version 1 of .*moved, committed at .*; "
+                                                  r"the cube at .*other has a version 1 committed at .*: another "
+                                                  r"cube, whose rows must not be mixed"):
         extract(few, other, out, bands=["B04"], progress=False)
 
 
