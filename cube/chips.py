@@ -203,21 +203,28 @@ class Chip:
             img = render.draw_outline(img, self.mark, self.geobox, colour=self.outline_colour, width=max(1, scale // 2))
         return img
 
-    def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
-        render.write_png(self.image(t, scale=scale), path)
-
-    def to_geotiff(self, path: str, t: int = 0) -> None:
-        """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,
-        with its unit; tagged with the acquisition time (UTC), its scene and orbit, the parcel and the cube version."""
+    def tags(self, t: int = 0) -> dict[str, str]:
+        """What date index ``t``'s image shows, as its files say it: the acquisition time (UTC), its scene and
+        orbit, the bands, the parcel and the cube version."""
         self._check_date(t)
-        data = np.stack([self._shown(b, t) for b in self.bands]).astype(np.float32, copy=False)
         at = self.data.isel(time=t)
-        tags = {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime(TIME_FORMAT),
+        return {"ACQUISITION_TIME": pd.Timestamp(self.times[t]).strftime(TIME_FORMAT),
                 **{name.upper(): str(at[name].values) for name in ("scene_id", "platform", "orbit_state")
                    if name in at.coords},
+                "BANDS": ",".join(self.bands),
                 **({"PARCEL_ID": str(self.parcel_id)} if self.parcel_id is not None else {}),
                 **({"CUBE_VERSION": str(self.data.attrs["cardcube:version"])}
                    if "cardcube:version" in self.data.attrs else {})}
+
+    def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
+        """Date index ``t`` as a PNG (:meth:`image`), its :meth:`tags` as the file's text chunks."""
+        render.write_png(self.image(t, scale=scale), path, self.tags(t))
+
+    def to_geotiff(self, path: str, t: int = 0) -> None:
+        """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,
+        with its unit; tagged with its :meth:`tags`."""
+        tags = self.tags(t)
+        data = np.stack([self._shown(b, t) for b in self.bands]).astype(np.float32, copy=False)
         render.write_geotiff(path, data, self.geobox, nodata=float("nan"), band_names=list(self.bands),
                              units=[self.data[b].attrs.get("units", "") for b in self.bands], tags=tags)
 

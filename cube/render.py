@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError, RequestTooLargeError
@@ -164,23 +165,27 @@ def draw_outline(
     return np.asarray(canvas)
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 image: grey (h, w), RGB (h, w, 3) or RGBA (h, w, 4)."""
+def png_bytes(image: np.ndarray, text: Mapping[str, str] | None = None) -> bytes:
+    """PNG encoding of a uint8 image: grey (h, w), RGB (h, w, 3) or RGBA (h, w, 4); ``text``: what it shows
+    (acquisition time, scene, parcel), as the file's text chunks (``Image.open(f).text``), so a saved chip says it."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
         raise InvalidRequestError(f"a PNG needs a uint8 (h, w[, 3|4]) image, got {image.dtype} {image.shape}")
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)  # iTXt (UTF-8) where latin-1 cannot hold it
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=False)
+    Image.fromarray(image).save(buf, format="PNG", optimize=False, pnginfo=info)
     return buf.getvalue()
 
 
-def write_png(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+def write_png(image: np.ndarray, path: str | os.PathLike[str], text: Mapping[str, str] | None = None) -> None:
     """Write ``image`` (see :func:`png_bytes`) to ``path``, whose name must end ``.png``: a PNG under another
     suffix (``chip.jpg``) would mislead every viewer that trusts the name."""
     if Path(path).suffix.lower() != ".png":
         raise InvalidRequestError(f"{os.fspath(path)}: a chip image is written as PNG; give a file name ending .png "
                                   "(or write a GeoTIFF with to_geotiff)")
-    data = png_bytes(image)
+    data = png_bytes(image, text)
     with replacing(path) as part, open(part, "wb") as f:
         f.write(data)
 

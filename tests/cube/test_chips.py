@@ -255,6 +255,20 @@ def test_a_geotiff_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parc
     np.testing.assert_allclose(pixels, np.where(raw == 0, np.nan, raw * 1e-4 - 0.1), atol=1e-6)
 
 
+def test_a_png_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """A PNG saved on its own (an inspector's file, a report's figure) said nothing of its date: its text chunks
+    tell the acquisition time and scene as the scene's STAC item gives them, the bands and the parcel."""
+    from tests.ingest.scene_edits import items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06", bands=("NDVI",))
+    c.to_png(tmp_path / "chip.png", 1)
+    text = Image.open(tmp_path / "chip.png").text
+    item = next(f for f in items_of(tiny_region.items, "sentinel-2-l2a") if f["id"] == text["SCENE_ID"])
+    assert text["ACQUISITION_TIME"] == item["properties"]["datetime"]
+    assert text["SCENE_ID"] == str(c.data.scene_id[1].values)
+    assert text["BANDS"] == "NDVI" and text["PARCEL_ID"] == parcel_id and text == c.tags(1)
+
+
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     n = len(c.times)
