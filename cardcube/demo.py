@@ -61,9 +61,9 @@ def _score(flags, truth) -> str:
     planted = table[table.anomaly_kind.notna()]
     found = ", ".join(_found(kind, g) for kind, g in planted.groupby("anomaly_kind"))
     others = table[table.anomaly_kind.isna() & ~unmeasured]
-    return (f"  {int(table.flagged.sum())} of {len(table)} parcels flagged: {int(planted.flagged.sum())} of the "
-            f"{len(planted)} planted anomalies ({found}), and {int(others.flagged.sum())} of the {len(others)} "
-            f"others measured ({others.flagged.mean():.1%}); {int(unmeasured.sum())} parcel(s) could not be "
+    return (f"  {int(table.flagged.sum()):,} of {len(table):,} parcels flagged: {int(planted.flagged.sum()):,} of the "
+            f"{len(planted):,} planted anomalies ({found}), and {int(others.flagged.sum()):,} of the {len(others):,} "
+            f"others measured ({others.flagged.mean():.1%}); {int(unmeasured.sum()):,} parcel(s) could not be "
             f"measured (too small or outside the cube: not judged, see flags.csv)")
 
 

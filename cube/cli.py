@@ -521,8 +521,8 @@ def _flag(args: argparse.Namespace) -> int:
               "id_column": args.id_column, "layer": args.layer, "endpoint_url": args.endpoint_url,
               "inputs": inputs, "notes": [str(w.message) for w in caught]}
     _write_table(flags, out, record)
-    counts = ", ".join(f"{int(flags[m].sum())} {m}" for m in MARKERS)
-    print(f"{int(flags.flagged.sum())} of {len(flags)} parcels flagged ({counts}) -> {out} (rules and inputs: "
+    counts = ", ".join(f"{int(flags[m].sum()):,} {m}" for m in MARKERS)
+    print(f"{int(flags.flagged.sum()):,} of {len(flags):,} parcels flagged ({counts}) -> {out} (rules and inputs: "
           f"{out}.json)")
     for row in flags[flags.flagged].head(10).itertuples():
         print(f"  {row.parcel_id}: {row.reasons}")

@@ -185,15 +185,15 @@ class ExtractResult:
                 "replaced": self.replaced}
 
     def summary(self) -> str:
-        counts = ", ".join(f"{n} {s}" for s, n in self.status.items() if n)
+        counts = ", ".join(f"{n:,} {s}" for s, n in self.status.items() if n)
         resumed = (" (no scene new since the last run: the extraction holds them all)" if self.new_scenes == 0 else
-                   f" ({self.units_resumed} already there from an earlier run)" if self.units_resumed else "")
+                   f" ({self.units_resumed:,} already there from an earlier run)" if self.units_resumed else "")
         if self.replaced:
             resumed += (f" ({self.replaced} date(s) read again, written anew by `cardcube ingest --repair` since: "
                         "their earlier rows replaced)")
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items())
-        return (f"{self.parcels} parcels ({counts}) from {self.collection} cube version {self.version}: "
-                f"{self.rows} rows written in {self.units} file(s){resumed}, {self.chunks} chunks read, "
+        return (f"{self.parcels:,} parcels ({counts}) from {self.collection} cube version {self.version}: "
+                f"{self.rows:,} rows written in {self.units:,} file(s){resumed}, {self.chunks:,} chunks read, "
                 f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
 
 

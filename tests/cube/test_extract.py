@@ -312,8 +312,9 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "(1 already there from an earlier run)" in done.stdout
-    rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1])  # what the resumed run itself wrote
+    rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1].replace(",", ""))  # the resumed run wrote
     assert rows + first == len(read_timeseries(out)) == pq.ParquetDataset(out / "timeseries").read().num_rows
+    assert rows > 999 and f" {rows:,} rows written" in done.stdout  # a count of thousands read at a glance
     assert not list(out.rglob("*.partial"))
     _same(read_timeseries(out), _bands(read_timeseries(s2_extracted), "B04", "NDVI"))
 
