@@ -107,6 +107,82 @@ def _radix_sort_f32(vals, c, keys, tmp, counts):
         bits[i] = k ^ sign if k & sign else ~k
 
 
+BUCKETS = 4096  # most buckets of :func:`_f32_order_stats`: its count and prefix stay within a few kB
+
+
+@numba.njit(cache=True, nogil=True)
+def _insertion_sort(a, lo, hi):
+    """Sort ``a[lo:hi]`` in place: the fastest way for the few values of a bucket."""
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@numba.njit(cache=True, nogil=True)
+def _f32_order_stats(vals, c, qs, median, scale, offset, pct, t, j, keys, ktmp, bstart, bfill, needed, counts, bits1):
+    """The percentiles ``qs`` of the float32 values ``vals[:c]`` (no NaN) into ``pct[:, t, j]``, exact, without
+    sorting them all: their bits, mapped to unsigned keys that order as the floats do (negatives inverted,
+    positives above them), are counted into at most :data:`BUCKETS` buckets of equal key width between the least
+    and the greatest key; only the buckets holding an order statistic a percentile reads are scattered to their
+    sorted places and sorted there. Four light passes over the values where a radix sort of them makes eight.
+    ``bits1``: a scratch uint32 pair, viewed as float32 to turn a key back into its value."""
+    bits = vals.view(np.uint32)
+    sign = np.uint32(0x80000000)
+    lo_k, hi_k = np.uint32(0xFFFFFFFF), np.uint32(0)
+    for i in range(c):
+        x = bits[i]
+        k = ~x if x & sign else x | sign
+        keys[i] = k
+        lo_k = min(lo_k, k)
+        hi_k = max(hi_k, k)
+    limit = 16
+    while limit < c and limit < BUCKETS:  # about one value a bucket
+        limit <<= 1
+    span = np.int64(hi_k - lo_k)
+    shift = 0
+    while (span >> shift) >= limit:
+        shift += 1
+    nb = (span >> shift) + 1
+    bstart[:nb + 1] = 0
+    for i in range(c):
+        bstart[((np.int64(keys[i]) - lo_k) >> shift) + 1] += 1
+    for b in range(nb):  # bstart[b]: bucket b's first place among the values sorted
+        bstart[b + 1] += bstart[b]
+    needed[:nb] = False
+    for q in range(qs.size):  # the buckets of the order statistics each percentile reads
+        pos, lo, hi = _ranks(c, qs[q], median[q])
+        needed[np.searchsorted(bstart[:nb + 1], lo, side="right") - 1] = True
+        needed[np.searchsorted(bstart[:nb + 1], hi, side="right") - 1] = True
+    bfill[:nb] = bstart[:nb]
+    for i in range(c):
+        b = (np.int64(keys[i]) - lo_k) >> shift
+        if needed[b]:
+            ktmp[bfill[b]] = keys[i]
+            bfill[b] += 1
+    for b in range(nb):
+        if not needed[b]:
+            continue
+        first, n = bstart[b], bstart[b + 1] - bstart[b]
+        if n <= 32:
+            _insertion_sort(ktmp, first, first + n)
+        else:  # values crowded into one bucket by a far outlier: radix-sorted, keys -> scratch -> keys, twice
+            seg = ktmp[first:first + n]
+            for radix in (0, 16):
+                _radix_pass(seg, keys, n, radix, counts)
+                _radix_pass(keys, seg, n, radix + 8, counts)
+    shown = bits1.view(np.float32)
+    for q in range(qs.size):
+        pos, lo, hi = _ranks(c, qs[q], median[q])
+        for slot, r in ((0, lo), (1, hi)):
+            k = ktmp[r]
+            bits1[slot] = k ^ sign if k & sign else ~k
+        pct[q, t, j] = _percentile(shown[0] * scale + offset, shown[1] * scale + offset, pos, lo, median[q])
+
+
 COARSE = 4  # log2 of the fine bins per coarse bin of the percentile histogram
 
 
@@ -222,8 +298,9 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
     exact integer arithmetic, and the percentiles' order statistics counted out of a histogram filled while
     gathering, when the run's value range is narrow (most parcels on most dates: a homogeneous field), else
     radix-sorted. Otherwise (floats, wide integers): two float passes (mean, squared deviations) and
-    quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values a
-    radix sort of their bits. Weighted runs are expanded (repeated) before a sort or a float pass.
+    quickselect, or for ``f32`` (float32 values, as Sentinel-1 dB are stored) runs of more than 24 values
+    :func:`_f32_order_stats` (buckets of their bits, the few holding an order statistic sorted). Weighted runs
+    are expanded (repeated) before a sort or a float pass.
 
     ``power`` > 0 (backscatter in dB: ``ln(10) / 10``): ``mean`` is the mean of ``exp(x_phys * power)``, the
     linear power, in the same pass; the other statistics stay those of the values themselves."""
@@ -235,6 +312,10 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
     counts = np.empty(256, dtype=np.int64)
     keys = np.empty(tmp.size if f32 else 0, dtype=np.uint32)
     ktmp = np.empty_like(keys)
+    bstart = np.empty(BUCKETS + 1 if f32 else 0, dtype=np.int64)
+    bfill = np.empty(BUCKETS if f32 else 0, dtype=np.int64)
+    needed = np.empty(BUCKETS if f32 else 0, dtype=np.bool_)
+    bits1 = np.empty(2, dtype=np.uint32)
     hist = np.zeros(65536 if small_uint else 0, dtype=np.int64)
     coarse = np.zeros(hist.size >> COARSE, dtype=np.int64)
     use_clear = clear.shape[0] > 0
@@ -344,11 +425,8 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
                 vmin[t, j] = lo_v * scale + offset
                 vmax[t, j] = hi_v * scale + offset
                 if f32 and c > 24 and qs.size:
-                    _radix_sort_f32(vals, c, keys, ktmp, counts)
-                    for q in range(qs.size):
-                        pos, lo, hi = _ranks(c, qs[q], median[q])
-                        pct[q, t, j] = _percentile(vals[lo] * scale + offset, vals[hi] * scale + offset, pos, lo,
-                                                   median[q])
+                    _f32_order_stats(vals, c, qs, median, scale, offset, pct, t, j, keys, ktmp, bstart, bfill,
+                                     needed, counts, bits1)
                     continue
             done = 0  # vals[:done] is in its sorted place
             for q in range(qs.size):

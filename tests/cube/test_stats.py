@@ -107,6 +107,32 @@ def test_order_statistics_of_float32_and_integer_input(sample, dtype: str, stat:
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("case", ["normal", "far_outlier", "ties", "specials", "beyond_buckets"])
+def test_float32_percentiles_of_large_parcels_are_numpy_s(case: str) -> None:
+    """Sentinel-1's dB (float32) percentiles are read out of buckets of the values' bits, only the buckets holding
+    the order statistics sorted: exact against numpy where one far value crowds every other into one bucket,
+    with ties, both zeros and infinities, and parcels of more values than buckets."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(25, 9000 if case == "beyond_buckets" else 1500, 12)
+    labels = np.repeat(np.arange(sizes.size), sizes)
+    rng.shuffle(labels)
+    values = rng.normal(-12.0, 3.0, (3, labels.size))
+    if case == "far_outlier":  # every parcel's values within 0.01 dB but one at 1e30
+        values = rng.normal(-12.0, 0.01, values.shape)
+        values[:, ::97] = 1e30
+    elif case == "ties":
+        values = np.round(values, 0)
+    elif case == "specials":
+        values = rng.choice([-1.0, -0.0, 0.0, 2.5], values.shape)  # numpy's lerp of two equal infinities is NaN
+        values[:, ::101], values[:, 50::101] = -np.inf, np.inf
+    values[rng.random(values.shape) < 0.1] = np.nan
+    typed = values.astype(np.float32)
+    got = zonal_stats(typed, labels, sizes.size, stats=("min", "p10", "p25", "median", "p75", "p90", "max"))
+    for stat in ("min", "p10", "p25", "median", "p75", "p90", "max"):
+        np.testing.assert_allclose(got[stat], reference(typed.astype(np.float64), labels, sizes.size, stat),
+                                   rtol=1e-12, atol=0, err_msg=stat)
+
+
 def test_subset_and_bad_stat(sample) -> None:
     values, labels, n = sample
     out = zonal_stats(values, labels, n, stats=("median",))
