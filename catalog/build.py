@@ -201,7 +201,11 @@ def _union(bboxes: list, *, across: bool = False) -> list[float]:
 
 
 def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
-    """The STAC item of one cube tile at ``version``; asset hrefs are relative to the item."""
+    """The STAC item of one cube tile at ``version``; asset hrefs are relative to the item.
+
+    It describes the tile alone (STAC: an item's properties are of that item), so a version that leaves the tile as
+    it was gives the same item, and publishing it rewrites the items of the tiles it changed only. What changes with
+    every version of the cube (its number, its commit time) is the collection's (:func:`build_cube_collection`)."""
     spec, state = version.spec, version.tiles[tile]
     grid = TileGrid.from_id(tile)
     geoboxes = {res: grid.geobox(res) for res in spec.resolutions}
@@ -224,7 +228,6 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
         "cardcube:dates": len(times),
         "cardcube:hot_dates": len(state.hot),
         **done.fields(),
-        VERSION_FIELD: version.version,
     }
     item = pystac.Item(
         id=keys.item_id(version.collection, tile), geometry=geometry, bbox=bbox, datetime=None,
@@ -232,14 +235,12 @@ def build_tile_item(version: CubeVersion, tile: str) -> pystac.Item:
         properties={k: v for k, v in properties.items() if v not in (None, [])},
         collection=None,
     )
-    if created is not None:
-        item.common_metadata.updated = created
 
     item.add_asset("data", pystac.Asset(
         href=f"./{ZARR_NAME}", media_type=keys.ZARR_MEDIA_TYPE, roles=["data"],
         title=f"Zarr v3 cube of tile {tile}",
         description="Time-first Zarr v3 group: compacted dates under r<res>m/, recent dates under hot/r<res>m/; "
-        "the ledger version in the properties lists which time indices are valid.",
+        "the ledger version the collection names (cardcube:version) lists which time indices are valid.",
     ))
     for res in geoboxes:
         item.add_asset(resolution_group(res), pystac.Asset(

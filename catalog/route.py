@@ -112,7 +112,9 @@ def _as_datetime64(value: str) -> np.datetime64:
     return np.datetime64(value.strip().removesuffix("Z"), "ns")
 
 
-def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStacIO) -> TileRef:
+def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStacIO, *, version: int) -> TileRef:
+    """The item ``doc`` as routing reads it; ``version``: the collection's (an item written before 2026-12-06 names
+    it too, unread)."""
     props = doc["properties"]
     tile = props["cardcube:tile"]
     # relative to the item, or absolute (valid STAC, as item links may be); one outside the cube is refused
@@ -123,7 +125,7 @@ def _tile_ref(doc: dict[str, Any], collection: str, item_key: str, io: StoreStac
         collection=collection, tile=tile, item_id=doc["id"], zarr_path=zarr_path,
         bbox=tuple(doc["bbox"]), crs=props["proj:code"], proj_bbox=tuple(props["proj:bbox"]),
         start=props["start_datetime"], end=props["end_datetime"], dates=props["cardcube:dates"],
-        version=props[VERSION_FIELD], times=times,
+        version=version, times=times,
     )
 
 
@@ -149,10 +151,15 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
         what = f"type {doc.get('type')!r}" if isinstance(doc, dict) else f"JSON is a {type(doc).__name__}"
         raise CorruptDocumentError(f"{coll_key} in {io.base} is no STAC collection (its {what}): 'cardcube catalog "
                                    f"build' writes it anew")
-    version = doc.get(VERSION_FIELD), doc.get("updated")  # a rebuilt cube numbers its versions anew: when, too
-    if not all(isinstance(v, int | float | str | None) for v in version):  # a key of the cache: a list is no key
-        raise CorruptDocumentError(f"{coll_key} in {io.base} has a {VERSION_FIELD} or updated that is no number or "
-                                   "time: 'cardcube catalog build' writes it anew")
+    # the version of every item (an item names none: it is rewritten only when its tile changes); a rebuilt cube
+    # numbers its versions anew: when it was committed, too, keys the cache
+    number, updated = doc.get(VERSION_FIELD), doc.get("updated")
+    if isinstance(number, str) and number.isascii() and number.isdigit():  # "1", as an edit by hand may leave it
+        number = int(number)
+    if type(number) is not int or not isinstance(updated, str | None):  # a list, say, is no key of the cache
+        raise CorruptDocumentError(f"{coll_key} in {io.base} has a {VERSION_FIELD} that is no whole number or an "
+                                   "updated that is no time: 'cardcube catalog build' writes it anew")
+    version = number, updated
     token = _store_token(store)
     try:  # relative to the collection, or absolute (valid STAC too, as a publisher normalising links writes them)
         item_keys = [io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key)))
@@ -166,7 +173,7 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
         if item is None:
             raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
         try:
-            refs[item_key] = _tile_ref(item, collection, item_key, io)
+            refs[item_key] = _tile_ref(item, collection, item_key, io, version=number)
         except (AttributeError, KeyError, TypeError, ValueError, pyproj.exceptions.CRSError) as exc:
             raise CorruptDocumentError(f"catalog item {item_key} in {io.base} lacks what routing reads "
                                        f"({type(exc).__name__}: {exc}): 'cardcube catalog build' writes it anew"

@@ -4,11 +4,12 @@
 record of a version exists, it writes the tile items, then the source collection, then the cube
 collection, and the root catalog last, so a reader following links from the root never meets a document
 that is not written yet, and no document names data that is not committed. It is idempotent and
-deterministic (derived from the ledger only; unchanged documents are not rewritten), so recovery can
-simply call it again: :func:`catalog_is_current` tells whether it has to. Collections of the other cube
-collections already linked from the root are kept, so ``s2`` and ``s1`` cubes share one root; as their
-ingests hold separate locks, a writer checks the root after writing it and links what another writer
-published meanwhile (:func:`_published_children`).
+deterministic (derived from the ledger only; unchanged documents are not rewritten: an item describes its
+tile alone, so a version writes the items of the tiles it changed, then the collections, not every item of
+the cube), so recovery can simply call it again: :func:`catalog_is_current` tells whether it has to.
+Collections of the other cube collections already linked from the root are kept, so ``s2`` and ``s1`` cubes
+share one root; as their ingests hold separate locks, a writer checks the root after writing it and links
+what another writer published meanwhile (:func:`_published_children`).
 """
 
 from __future__ import annotations

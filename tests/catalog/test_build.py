@@ -35,7 +35,8 @@ def test_tile_item_describes_the_tile_zarr():
     data = item.assets["data"]
     assert data.href == "./cube.zarr" and data.media_type == "application/vnd+zarr" and data.roles == ["data"]
     props = item.properties
-    assert props["cardcube:dates"] == 4 and props["cardcube:hot_dates"] == 1 and props["cardcube:version"] == 3
+    assert props["cardcube:dates"] == 4 and props["cardcube:hot_dates"] == 1
+    assert "cardcube:version" not in props and "updated" not in props  # the collection's: see below
     assert props["start_datetime"] == iso(T0) and props["end_datetime"] == "2024-04-16T10:50:31Z"
     assert item.datetime is None
 
@@ -208,6 +209,22 @@ def test_the_collection_defines_every_asset_its_items_have(spec):
 def test_builders_are_deterministic():
     a, b = build_tile_item(hand_version(), "31UFU"), build_tile_item(hand_version(), "31UFU")
     assert a.to_dict(include_self_link=False) == b.to_dict(include_self_link=False)
+
+
+def test_a_tile_item_is_the_same_in_every_version_that_leaves_the_tile_as_it_was():
+    """An item named the version and its commit time (cardcube:version, updated), so every version rewrote every
+    item of the cube: hundreds of PUTs an ingest of one date on one tile. An item's properties are of its tile (STAC);
+    the cube-wide version and commit time are the collection's."""
+    one = hand_version(tiles={"31UFU": [iso(T0)], "31UGU": [iso(T0)]}, version=3)
+    grown = hand_version(tiles={"31UFU": [iso(T0), "2024-05-01T10:50:31Z"], "31UGU": [iso(T0)]}, version=4)
+    two = replace(grown, created="2024-07-01T00:00:00.000000Z",
+                  scenes={**one.scenes, **{k: v for k, v in grown.scenes.items() if k not in one.scenes}})
+    same = [build_tile_item(v, "31UGU").to_dict(include_self_link=False) for v in (one, two)]
+    assert same[0] == same[1]
+    assert build_tile_item(one, "31UFU").to_dict() != build_tile_item(two, "31UFU").to_dict()
+    collections = [build_cube_collection(v, []).extra_fields for v in (one, two)]
+    assert [(c["cardcube:version"], c["updated"]) for c in collections] == [
+        (3, "2024-06-01T00:00:00.000000Z"), (4, "2024-07-01T00:00:00.000000Z")]
 
 
 @pytest.mark.parametrize("spec", [S2_L2A, S1_BACKSCATTER])

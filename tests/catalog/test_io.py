@@ -79,3 +79,41 @@ def test_a_store_made_with_a_relative_path_writes_its_catalog(tmp_path, monkeypa
     assert catalog_is_current(store, version) and find_tiles(store, "s2")
     items = pystac.Catalog.from_file(str(tmp_path / "relstore" / keys.ROOT_KEY)).get_items(recursive=True)
     assert [item.properties["cardcube:tile"] for item in items] == ["31UFU"]
+
+
+@pytest.mark.s3
+def test_a_version_adding_a_date_to_one_tile_puts_that_items_and_the_collections(s3_bucket, s3_proxy):
+    """Every item named the cube's version, so a version adding one date to one tile of a 16-tile cube PUT all 16
+    items (and the two collections): 18 PUTs, hundreds at hundreds of tiles. It PUTs that tile's item and the
+    collections (the root is the same), and the catalog is the one written whole from the version."""
+    from dataclasses import replace
+
+    from tests.catalog.conftest import T0, iso
+
+    tiles = [f"31U{column}{row}" for column in "DEFG" for row in "STUV"]
+    first = hand_version(tiles={t: [iso(T0)] for t in tiles}, version=1, hot=0)
+    grown = hand_version(tiles={t: [iso(T0), *(["2024-05-01T10:50:31Z"] if t == "31UFU" else [])] for t in tiles},
+                         version=2, hot=0)
+    second = replace(grown, created="2024-06-02T00:00:00.000000Z",
+                     scenes={**first.scenes, **{k: v for k, v in grown.scenes.items() if k not in first.scenes}})
+    options = s3_proxy.storage_options()
+    store = open_store(s3_bucket.url_for("cube"), storage_options=options)
+    write_catalog(store, first)
+    client = s3_bucket.server.client()
+
+    def documents(prefix: str) -> dict[str, bytes]:
+        listed = client.list_objects_v2(Bucket=s3_bucket.name, Prefix=prefix)["Contents"]
+        return {o["Key"].removeprefix(prefix): client.get_object(Bucket=s3_bucket.name, Key=o["Key"])["Body"].read()
+                for o in listed}
+
+    before = documents("cube/")
+    sent = s3_proxy.snapshot()
+    write_catalog(store, second)
+    sent = s3_proxy.snapshot() - sent
+    after = documents("cube/")
+    assert sorted(k for k in after if after[k] != before[k]) == [
+        "s2/31UFU/s2-31UFU.json", "s2/collection.json", "sources/sentinel-2-l2a/collection.json"]
+    assert sent.put == 3
+    assert catalog_is_current(store, second)
+    write_catalog(open_store(s3_bucket.url_for("whole"), storage_options=options), second, force=True)
+    assert documents("whole/") == after

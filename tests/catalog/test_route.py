@@ -201,6 +201,29 @@ def test_new_version_is_seen(cube, tmp_path):
     assert {r.version for r in tile_refs(cube, "s2", cache=cache)} == {2}
 
 
+def test_items_written_before_they_left_the_version_to_the_collection_route_as_before(tmp_path):
+    """Until 2026-12-06 each item named the version and its commit time, so every version rewrote every item; the
+    collection names them alone now, and a catalog of items naming them is routed as before (the collection's
+    version), until the next version writes its items without them."""
+    import dataclasses
+    import json
+
+    store, cache = open_store(str(tmp_path / "cube")), ItemCache()
+    first = hand_version(tiles={"31UFU": ["2024-04-01T10:50:31Z"], "31UGU": ["2024-05-05T10:50:31Z"]}, version=1)
+    write_catalog(store, first)
+    items = {t: tmp_path / "cube" / "s2" / t / f"s2-{t}.json" for t in ("31UFU", "31UGU")}
+    for path in items.values():  # as a cardcube of before wrote them
+        doc = json.loads(path.read_text())
+        doc["properties"] |= {"cardcube:version": 1, "updated": first.created}
+        path.write_text(json.dumps(doc, indent=2))
+    refs = tile_refs(store, "s2", cache=cache)
+    assert [(r.tile, r.version, r.dates) for r in refs] == [("31UFU", 1, 1), ("31UGU", 1, 1)]
+    assert ids(find_tiles(store, "s2", geometry=STRADDLE, crs=UTM, time="2024-05-05")) == ["31UGU"]
+    write_catalog(store, dataclasses.replace(first, version=2, created="2024-06-02T00:00:00.000000Z"), force=True)
+    assert {r.version for r in tile_refs(store, "s2", cache=cache)} == {2}
+    assert not any("cardcube:version" in json.loads(p.read_text())["properties"] for p in items.values())
+
+
 def test_a_cube_built_again_at_the_same_place_is_seen_through_the_cache(tmp_path):
     """A cube wiped and built again numbers its versions anew: version 3 of the new cube was served from the cache
     as the old cube's version 3 (its items, its dates)."""

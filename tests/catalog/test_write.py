@@ -173,13 +173,34 @@ def test_append_grows_extent_and_properties(cube, tmp_path):
     assert start.isoformat().startswith("2024-04-01T10:50:31") and end.isoformat().startswith("2024-04-26T10:50:31")
     assert coll.extra_fields["cardcube:version"] == 2
     fu = pystac.Item.from_file(str(cube / "s2" / "31UFU" / "s2-31UFU.json"))
-    assert fu.properties["cardcube:dates"] == 5 and fu.properties["cardcube:version"] == 2
+    assert fu.properties["cardcube:dates"] == 5 and "cardcube:version" not in fu.properties  # the collection's
     assert fu.properties["end_datetime"] == "2024-04-26T10:50:31Z"
     assert fu.properties["cube:dimensions"]["time"]["extent"][1] == "2024-04-26T10:50:31Z"
     gu = pystac.Item.from_file(str(cube / "s2" / "31UGU" / "s2-31UGU.json"))
     assert gu.properties["cardcube:dates"] == 3 and gu.properties["end_datetime"] == "2024-04-11T10:50:31Z"
     source = pystac.Collection.from_file(str(cube / "sources" / "sentinel-2-l2a" / "collection.json"))
     assert source.extent.temporal.intervals[0][1] == end
+
+
+def test_a_date_on_one_tile_rewrites_that_tiles_item_alone_and_equals_a_rebuild(cube, tmp_path):
+    """Every item named the cube's version and commit time, so an ingest of one date on one tile rewrote the item of
+    every tile (hundreds at hundreds of tiles). It writes that tile's item and the collections now; the other items
+    keep their bytes (not written at all), and the catalog is the one a full rebuild writes."""
+    before = snapshot(cube)
+    mtimes = {p: os.stat(cube / p).st_mtime_ns for p in before}
+    assert ingest(make_scenes(tmp_path / "more", tiles=("31UFU",), days=(20,)), cube, collection="s2",
+                  progress=False).version == 2
+    after = snapshot(cube)
+    assert sorted(p for p in after if after[p] != before.get(p)) == [
+        "s2/31UFU/s2-31UFU.json", "s2/collection.json", "sources/sentinel-2-l2a/collection.json"]
+    written = {p for p in before if os.stat(cube / p).st_mtime_ns != mtimes[p]}
+    assert written == {"s2/31UFU/s2-31UFU.json", "s2/collection.json", "sources/sentinel-2-l2a/collection.json"}
+    assert len(_validate(cube)) == 5
+    assert [(r.tile, r.version, r.dates) for r in find_tiles(cube, "s2")] == [("31UFU", 2, 4), ("31UGU", 2, 3)]
+    for path in after:  # the catalog a full rebuild writes from the ledger, document for document
+        (cube / path).unlink()
+    assert rebuild_catalog(cube) == {"s2": 2}
+    assert snapshot(cube) == after
 
 
 def test_rejected_ingest_leaves_catalog_unchanged(cube, tmp_path):
