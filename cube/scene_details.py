@@ -104,6 +104,9 @@ def _parse_details(store: Store, collection: str, name: str, data: bytes | None)
             raise ValueError(f"format {doc.get('format')!r}, not {FORMAT}")
         if hashlib.sha256(data).hexdigest()[:16] != name.removesuffix(".json").rpartition("-")[2]:
             raise ValueError("its bytes are not those its name's digest says")
+        if (doc.get("collection"), doc.get("version")) != (collection, _written_by(name)):  # a copy under a new name
+            raise ValueError(f"it says it is of version {doc.get('version')!r} of the {doc.get('collection')!r} "
+                             "cube, not what its key says")
         return dict(doc["scenes"])
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
         raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({exc}): restore it from a "
@@ -179,19 +182,64 @@ def details_named(version: Any) -> set[str]:
     return {v.name for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
 
 
-def details_problems(store: Store, collection: str, names: set[str]) -> list[tuple[str, str]]:
-    """(key, what is wrong) of each of the details objects ``names`` that is missing or damaged."""
-    problems, names = [], sorted(names)
+def read_details(store: Store, collection: str, names: set[str]
+                 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """What each of the details objects ``names`` that can be read holds (name -> scene id -> details), and (key,
+    what is wrong) of each that is missing or damaged: all read at once."""
+    held, problems, names = {}, [], sorted(names)
     for name, data in zip(names, read_bytes_many(store, [layout.details_key(collection, n) for n in names]),
                           strict=True):
         try:
-            _parse_details(store, collection, name, data)
+            held[name] = _parse_details(store, collection, name, data)
         except CorruptDocumentError as exc:
             key = layout.details_key(collection, name)
             problems.append((key, "missing: the band files and checksums of the scenes it held are lost (their "
                                   f"pixels are not): restore it from a backup; without one, {NO_BACKUP}"
                              if isinstance(exc, DetailsMissingError) else f"damaged: {exc}"))
-    return problems
+    return held, problems
+
+
+def misassigned(version: Any, held: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """The scenes ``version``'s record (a :class:`cube.ledger.CubeVersion`) assigns to a details object of ``held``
+    (name -> what it holds, :func:`read_details`) that it does not hold as the record says, by object (scene id ->
+    what is wrong): none held, other pieces of a pass, fields not as :func:`details_of` writes them, or an object
+    written after the record. The object is sound (its bytes are those its name says): the record is wrong, and
+    an ingest or a catalog build asking for those scenes' details stops on it."""
+    found: dict[str, dict[str, str]] = {}
+    for record in version.scenes.values():
+        if (name := _named(record)) in held and (wrong := _disagreement(record, name, held[name], version.version)):
+            found.setdefault(name, {})[record.scene_id] = wrong
+    return found
+
+
+def _disagreement(record: Any, name: str, held: Mapping[str, Any], version: int) -> str | None:
+    """What is wrong with the details the object ``name`` (holding ``held``) holds of ``record``, which the record of
+    ``version`` says it holds, or None."""
+    if (written := _written_by(name)) > version:
+        return f"the object is of version {written}, after this record's, which cannot name it"
+    details = held.get(record.scene_id)
+    if details is None:
+        return "none held"
+    parts = details.get("parts", []) if isinstance(details, dict) else None
+    if not isinstance(parts, list):
+        return "held as no scene's details"
+    if len(parts) != len(record.parts):
+        return f"{len(parts)} piece(s) of a pass held, the record names {len(record.parts)}"
+    if not all(isinstance(x, dict) and all(_field_sound(f, x.get(f, {})) for f in FIELDS) for x in (details, *parts)):
+        return "its band files, checksums, conversions or warping not held as cardcube writes them"
+    return None
+
+
+def _field_sound(field: str, value: Any) -> bool:
+    """Whether ``value`` is held as :func:`details_of` writes the field ``field``: band -> text (``warped``: band ->
+    how it was resampled)."""
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict if field == "warped" else str)
+                                           for k, v in value.items())
+
+
+def _written_by(name: str) -> int:
+    """The version that wrote the details object ``name`` (``scenes-<version>-<digest>.json``)."""
+    return int(name.split("-")[1])
 
 
 class LostDetails(Mapping):

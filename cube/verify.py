@@ -7,7 +7,8 @@ buckets, a lifecycle rule changed, or on a schedule. Without ``deep`` it reads e
 ranged read: the object is there, its end intact); with it, every byte, decompressing every chunk and comparing
 the values with the checksum ingest recorded (blosc notices a damaged stream, not always a changed byte). It also
 reads the ledger's details objects the kept versions name (:mod:`cube.scene_details`: the scenes' band files and
-checksums, which a query never reads and an ingest does).
+checksums, which a query never reads and an ingest does), and checks that each holds the details of every scene a
+record names it for, as the record says (:func:`cube.scene_details.misassigned`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import StoreLike, listed_lines, open_store, reading, store_url
+from cardcube.storage import StoreLike, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
 from cube.ledger import CubeVersion, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
-from cube.scene_details import details_named, details_problems
+from cube.scene_details import details_named, misassigned, read_details
 from cube.shard_reader import check_shard, index_size, shard_key
 from cube.tile_arrays import ArrayKey, open_arrays
 
@@ -166,16 +167,39 @@ def _still_read(store: Any, collection: str, versions: Sequence[CubeVersion], fo
 
 
 def _details_still_named(store: Any, collection: str, versions: Sequence[CubeVersion]) -> list[tuple[str, str]]:
-    """(key, problem) of each details object of the ledger that the kept ``versions`` name, missing or damaged: but
+    """(key, problem) of each details object of the ledger that the kept ``versions`` name, missing or damaged, and
+    of each record naming a sound one for scenes it does not hold as the record says (:func:`_misassigned`): but
     those missing that only versions expired meanwhile named (an ``expire`` running while verify reads, as
     :func:`_still_read` says of shards, deletes them after their records), which are no loss."""
-    problems = details_problems(store, collection, set().union(*map(details_named, versions)))
+    held, problems = read_details(store, collection, set().union(*map(details_named, versions)))
+    problems += _misassigned(collection, versions, held)
     if not any(problem.startswith("missing") for _, problem in problems):
         return problems
     kept = set(committed_versions(store, collection))
     named = set().union(*(details_named(v) for v in versions if v.version in kept))
     return [(key, problem) for key, problem in problems
             if not problem.startswith("missing") or layout.details_of_key(key) in named]
+
+
+def _misassigned(collection: str, versions: Sequence[CubeVersion], held: Mapping[str, Mapping[str, Any]]
+                 ) -> list[tuple[str, str]]:
+    """(record key, problem) of each record of ``versions`` naming a details object of ``held`` (those read sound) for
+    scenes it does not hold as the record says (:func:`cube.scene_details.misassigned`), one for each such object:
+    its digest checks, so the record is wrong (edited by hand, a restore mixing backups, a bug), and an ingest or a
+    catalog build asking for those scenes' details would stop on it."""
+    problems = []
+    for v in versions:
+        for name, scenes in sorted(misassigned(v, held).items()):
+            listed = listed_names([f"{sid} ({why})" for sid, why in sorted(scenes.items())], most=5)
+            older = (" (a version older than the latest: `cardcube expire` drops it once superseded for longer than "
+                     "its --older-than)" if v.version != versions[-1].version else "")
+            problems.append((layout.ledger_key(collection, v.version),
+                             f"damaged: it names {layout.details_key(collection, name)} for the band files and "
+                             f"checksums of {len(scenes)} scene(s) that object does not hold as the record says: "
+                             f"{listed}; the object is sound (its bytes are those its name's digest says), the "
+                             "record is wrong, and an ingest or a catalog build asking for those scenes' details "
+                             f"stops on it: restore the record from a backup{older}"))
+    return problems
 
 
 def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tuple[int, int]]:

@@ -171,8 +171,10 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
         description="Check a cube collection against the manifests ingest writes for each time block: every shard "
         "they list, for every kept version, is in the store and its index passes its checksum (--deep: every chunk "
         "is read and decompressed, and the values compared with the checksum ingest recorded). A lost object "
-        "otherwise reads as an area with no data to a plain Zarr reader. Reads only. Exits with 1 when a shard is "
-        "missing or damaged (each listed).",
+        "otherwise reads as an area with no data to a plain Zarr reader. It also checks the ledger: its records, and "
+        "the details objects they name (there, sound, and holding the scenes each record names them for, as it "
+        "says). Reads only. Exits with 1 when a shard, a record or a details object is missing or damaged (each "
+        "listed).",
     )
     _add_cube_options(v)
     v.add_argument("--deep", action="store_true",
