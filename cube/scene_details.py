@@ -285,6 +285,25 @@ def with_lost_details(version: Any) -> tuple[Any, dict[str, str]]:
     return replace(version, scenes=scenes), lost
 
 
+def details_loaded(version: Any) -> dict[str, Any]:
+    """The scenes of ``version`` (a :class:`cube.ledger.CubeVersion`) with their details read into them (those of a
+    scene recorded as lost kept as lost, :class:`LostDetails`): a version recording them writes them all again, in
+    its own details object (:meth:`cube.ledger.CubeVersion.documents`), which is how ``cardcube expire`` merges the
+    details objects a version names into one. Reads them all at once; raises :class:`CorruptDocumentError` if one of
+    them is missing or damaged, or holds not what the record says."""
+    def read(x: Any) -> dict[str, Any]:
+        return {f: {k: dict(v) for k, v in x.warped.items()} if f == "warped" else dict(getattr(x, f)) for f in FIELDS}
+
+    scenes = {}
+    for sid, r in version.scenes.items():
+        if was := lost_in(r):
+            lost = {f: LostDetails(was) for f in FIELDS}
+            scenes[sid] = replace(r, parts=tuple(replace(p, **lost) for p in r.parts), **lost)
+        else:
+            scenes[sid] = replace(r, parts=tuple(replace(p, **read(p)) for p in r.parts), **read(r))
+    return scenes
+
+
 def lost_details(version: Any) -> dict[str, str]:
     """The scenes of ``version`` whose details are lost (scene id -> the details object that held them): recorded as
     lost by an earlier ingest, or taken as lost by :func:`with_lost_details`. Reads the details objects it names."""

@@ -112,6 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--older-than", default="7d",
                    help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 45s, or 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
+    e.add_argument("--merge-details-over", type=int, default=16, metavar="N",
+                   help="when the latest version names more than N details objects of the ledger (one per ingest "
+                   "that added scenes, all read by every ingest and catalog build), merge them into one, named by a "
+                   "new version reading the same data (default 16)")
     _add_lock_options(e)
     add_endpoint_option(e)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -211,6 +215,7 @@ def _run_expire(args: argparse.Namespace) -> int:
     from ingest.expire import expire
 
     result = expire(args.cube, args.collection, older_than=parse_age(args.older_than), dry_run=args.dry_run,
-                    wait=args.wait, stale_after=args.stale_after, storage_options=storage_options(args))
+                    wait=args.wait, stale_after=args.stale_after, storage_options=storage_options(args),
+                    merge_over=args.merge_details_over)
     print(json.dumps(result.to_dict()) if args.json else result.summary())
     return 0

@@ -18,8 +18,15 @@ never expires. Under the writer lock (no ingest runs meanwhile), in this order:
                          (:mod:`cube.scene_details`: of expired versions, or of a run killed before its
                          commit). Nothing a remaining version reads is touched.
 
+After step 1's deletes, when the latest version names more than ``merge_over`` details objects (one per ingest that
+added scenes since the last merge: an ingest and a catalog build read them all), expire merges them: it commits a
+version reading the same data (its ``data_from`` the latest's, so no REST answer changes), whose record names one
+details object holding every scene's details, written before it as an ingest's is (``details`` step), and checkpoint
+``expire-merged`` after. The objects merged go with the last version naming them, once it expires in turn.
+
 A kill between or inside the steps leaves every remaining version readable; the next run deletes what
-is left over. A reader holding an expired version in memory (a lazy Dataset, the REST service's pinned
+is left over (a merged details object written without its record: no record names it). A reader holding an
+expired version in memory (a lazy Dataset, the REST service's pinned
 ``as_of`` until its next check) finds its hot dates gone, and its read raises :class:`VersionNotFoundError`
 (see :func:`cube.ledger.confirm_committed`) rather than return fill: keep ``older_than`` longer than any
 read (the default is 7 days).
@@ -46,14 +53,15 @@ from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.ledger import CubeVersion, TileState, read_version, version_history
-from cube.scene_details import details_named
+from cube.scene_details import details_loaded, details_named
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
-from ingest.commit import STALE_AFTER, Fence, publish, writer_lock
+from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OLDER_THAN = timedelta(days=7)
+MERGE_OVER = 16  # details objects the latest version may name before expire merges them into one
 
 __all__ = ["DEFAULT_OLDER_THAN", "ExpireResult", "expire", "expired_versions", "garbage_blocks"]
 
@@ -69,12 +77,14 @@ class ExpireResult:
     deleted: Mapping[str, int]  # tile -> unreferenced time blocks (hot dates, crash leftovers) of its arrays
     dry_run: bool = False
     details: int = 0  # the ledger's details objects no kept record names (cube.scene_details)
+    merged: tuple[int, int] | None = None  # the version committed merging the latest's details objects, how many
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: ``cardcube expire --json``."""
+        merged = None if self.merged is None else {"version": self.merged[0], "objects": self.merged[1]}
         return {"collection": self.collection, "cube": self.cube, "expired": list(self.expired),
                 "kept": list(self.kept), "deleted": dict(self.deleted), "dry_run": self.dry_run,
-                "details": self.details}
+                "details": self.details, "merged": merged}
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
@@ -83,7 +93,10 @@ class ExpireResult:
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
                 f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)"
                 + (f", and {self.details} details object(s) of the ledger no kept version names "
-                   f"{'to delete' if self.dry_run else 'deleted'}" if self.details else ""))
+                   f"{'to delete' if self.dry_run else 'deleted'}" if self.details else "")
+                + (f"; the {self.merged[1]} details objects the latest version names "
+                   f"{'would be' if self.dry_run else 'were'} merged into one, named by version {self.merged[0]} "
+                   "(the same data)" if self.merged else ""))
 
 
 def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, older_than: timedelta
@@ -181,6 +194,21 @@ def _sweep_details(store: Store, collection: str, kept: Sequence[CubeVersion], *
     return len(gone)
 
 
+def _merge_details(store: Store, head: CubeVersion, fence: Fence) -> CubeVersion | None:
+    """Commit the version after ``head`` reading the same data, whose record names one details object holding every
+    scene's details (:func:`cube.scene_details.details_loaded`), and return it; None, with a warning, if one of the
+    objects ``head`` names cannot be read (verify says what to do: an ingest records a lost one's scenes as lost)."""
+    try:
+        scenes = details_loaded(head)
+    except CorruptDocumentError as exc:
+        log.warning("the details objects of the ledger the latest version names were not merged: %s", exc)
+        return None
+    new = head.next(tiles=dict(head.tiles), scenes=scenes, added=(), rejected=head.rejected)
+    commit(store, new, fence)  # its details object first, then its record: created once each, as an ingest's
+    checkpoint("expire-merged")
+    return read_version(store, head.collection, new.version)  # as stored: naming its details object, for the sweep
+
+
 def _created(store: Store, version: CubeVersion) -> datetime:
     """When ``version`` was committed, as its ledger record says; a record without a readable UTC time is damaged
     (expire would have to guess which versions are old)."""
@@ -205,12 +233,14 @@ def expire(
     stale_after: float = STALE_AFTER,
     storage_options: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    merge_over: int | None = MERGE_OVER,
 ) -> ExpireResult:
     """Expire the versions of ``collection`` superseded for longer than ``older_than`` (at ``now``, default
     the current time) and delete the data only they read (see the module text). ``dry_run`` reports
     without deleting, and without the lock (an ingest running meanwhile is not kept waiting; what it has written
     but not committed yet counts as leftovers then). Takes the writer lock, waiting up to ``wait`` seconds for a
-    running ingest, and checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`)."""
+    running ingest, and checks it is still held before each delete (``stale_after``: see :func:`ingest.job.ingest`).
+    ``merge_over``: merge the details objects the latest version names when more (and more than one; None: never)."""
     # a missing folder says so; CUBE/catalog.json (a STAC browser's address) names the cube, as for every reader
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
     read_version(store, collection)  # no cube here: a clear error, and no lock left behind
@@ -227,6 +257,13 @@ def expire(
         for number in expired if not dry_run else ():
             fence.check()
             delete_key(store, layout.ledger_key(collection, number))
+        merged = None
+        if merge_over is not None and len(named := details_named(kept[-1])) > max(merge_over, 1):  # 1: merged
+            if dry_run:
+                merged = (kept[-1].version + 1, len(named))
+            elif (new := _merge_details(store, kept[-1], fence)) is not None:
+                kept.append(new)
+                merged = (new.version, len(named))
         if not dry_run:  # the head published (idempotent), as the next ingest does first: an ingest killed after its
             # commit left it unpublished; a catalog naming a version now gone (or gone by a run killed before) redone
             published = published_version(store, collection)
@@ -242,6 +279,6 @@ def expire(
         details = _sweep_details(store, collection, kept, dry_run=dry_run, fence=fence)
         checkpoint("expire-data")
     result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,
-                          dry_run=dry_run, details=details)
+                          dry_run=dry_run, details=details, merged=merged)
     log.info("%s", result.summary())
     return result
