@@ -57,7 +57,9 @@ def run(size_km: float, collection: str, work: Path) -> dict:
             _progress(f"appended {i + 1} of {len(feats)} scenes one by one ({appends_s:.0f} s)")
     stored_before = _stored_bytes(work / "appended")
     t0 = time.perf_counter()
-    expired = expire(work / "appended", collection, older_than=timedelta(0))
+    # the data alone against the initial load's: a merge of the details objects (one per append) would commit a
+    # version naming a new one, those merged staying with the version before until it expires in turn
+    expired = expire(work / "appended", collection, older_than=timedelta(0), merge_over=None)
     expire_s = time.perf_counter() - t0
     mb = initial.source_bytes / 1e6
     return {

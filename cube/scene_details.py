@@ -8,7 +8,8 @@ and read by every query. A record of format ``cardcube-ledger/2`` keeps, per sce
 scenes whose details a version was the first to record, ``<collection>/_ledger/scenes-<version>-<digest>.json``
 (the digest of its bytes: two writers of one version never write the same key with other bytes), created once
 before its version's record, like the data, and never changed; later records name it again. ``cardcube expire``
-deletes those no kept record names (and those of a run killed before its commit).
+deletes those no kept record names (and those of a run killed before its commit), and merges those the latest record
+names into one when they are many (:func:`details_loaded`: a version recording the same scenes writes them anew).
 
 The fields a details object holds are read lazily (:class:`StoredField`): a query never asks for them, an ingest or
 a catalog build does, and then one GET reads a whole details object for every scene it holds.
