@@ -33,7 +33,7 @@ from typing import Any
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError
-from cardcube.storage import read_bytes_many, store_url
+from cardcube.storage import listed_names, read_bytes_many, store_url
 from cube import layout
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ class DetailsReader:
         if scene_id not in scenes:
             raise self.not_held(name, f"details of scene {scene_id}")
         return scenes[scene_id]
+
+    def held(self) -> dict[str, dict[str, Any]]:
+        """What each of :attr:`names` that reads sound holds (read now if not yet, all at once)."""
+        for name in self.names:
+            self._load(name)
+        return {n: v for n, v in self._read.items() if not isinstance(v, CorruptDocumentError)}
 
     def missing(self) -> set[str]:
         """The details objects of :attr:`names` that are missing (read now if not yet, all at once)."""
@@ -291,10 +297,18 @@ def details_loaded(version: Any) -> dict[str, Any]:
     scene recorded as lost kept as lost, :class:`LostDetails`): a version recording them writes them all again, in
     its own details object (:meth:`cube.ledger.CubeVersion.documents`), which is how ``cardcube expire`` merges the
     details objects a version names into one. Reads them all at once; raises :class:`CorruptDocumentError` if one of
-    them is missing or damaged, or holds not what the record says."""
+    them is missing or damaged, or holds not what the record says (:func:`misassigned`: written anew as the record
+    says, the fault would pass for sound)."""
     def read(x: Any) -> dict[str, Any]:
         return {f: {k: dict(v) for k, v in x.warped.items()} if f == "warped" else dict(getattr(x, f)) for f in FIELDS}
 
+    readers = {v.reader for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
+    if wrong := misassigned(version, {n: held for reader in readers for n, held in reader.held().items()}):
+        name, why = min(wrong.items())
+        raise CorruptDocumentError(f"the ledger record of version {version.version} names "
+                                   f"{layout.details_key(version.collection, name)} for the details of scenes it "
+                                   f"does not hold as the record says ({listed_names(sorted(why), most=3)}): "
+                                   "run `cardcube verify`, which says what to do")
     scenes = {}
     for sid, r in version.scenes.items():
         if was := lost_in(r):

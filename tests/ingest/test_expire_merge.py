@@ -25,7 +25,7 @@ from catalog.write import published_version
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import CubeVersion, committed_versions, read_version
-from cube.scene_details import FIELDS, details_named, lost_details, with_lost_details
+from cube.scene_details import FIELDS, details_document, details_named, lost_details, with_lost_details
 from cube.verify import verify
 from ingest.commit import commit
 from ingest.expire import expire
@@ -121,6 +121,29 @@ def test_a_merge_stops_short_of_a_lost_details_object_and_says_so(cube, caplog):
     assert result.merged is None and result.expired == tuple(range(1, 9)) and result.kept == (9,)
     assert "were not merged" in caplog.text and "is missing" in caplog.text
     assert committed_versions(store, "s2") == [9]
+
+
+def test_a_merge_does_not_write_anew_details_the_record_disagrees_with(cube, caplog):
+    """The latest record names a sound details object (its digest checks) holding a piece of a pass the record does
+    not name. A merge writing the details anew as the record says would make the fault pass for sound: expire merges
+    nothing, warning, and verify names the record."""
+    path = cube / layout.ledger_key("s2", 9)
+    record = json.loads(path.read_text())
+    old = max(s["details"] for s in record["scenes"].values())
+    held = json.loads((cube / layout.details_key("s2", old)).read_text())["scenes"]
+    sid = min(held)
+    held[sid]["parts"] = [{"checksums": {}, "sources": {}}]
+    name, data = details_document("s2", 9, held)
+    (cube / layout.details_key("s2", name)).write_bytes(data)
+    for s in record["scenes"].values():
+        s["details"] = name if s["details"] == old else s["details"]
+    path.write_text(json.dumps(record))
+    assert f"{sid} (1 piece(s) of a pass held, the record names 0)" in verify(cube, progress=False).problems[0][1]
+    with caplog.at_level(logging.WARNING):
+        result = expire(cube, older_than=EVERYTHING, merge_over=4)
+    assert result.merged is None and committed_versions(open_store(cube), "s2") == [9]
+    assert "were not merged" in caplog.text
+    assert f"for the details of scenes it does not hold as the record says ({sid})" in caplog.text
 
 
 @pytest.mark.parametrize("step", ["details", "expire-merged", "expire-records"])
