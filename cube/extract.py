@@ -93,7 +93,6 @@ from cube.extraction_files import (
     PORTABLE_PARQUET,
     STATUS,
     TIMESERIES,
-    TIMESERIES_PARQUET,
     check_manifest,
     check_still_of,
     drop_replaced,
@@ -117,6 +116,7 @@ from cube.extraction_files import (
     statistics_keys,
     statistics_name,
     superseded,
+    timeseries_parquet,
     version_tag,
     write_status,
     written_as,
@@ -128,7 +128,7 @@ from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, stat_list
+from cube.stats import STATS, small_uint, stat_list
 from cube.timeseries import (
     TILE_RULE,
     ParcelStatus,
@@ -311,6 +311,14 @@ class _Job:
             groups.append((wanted, inputs))
         return [(wanted, [n for n in self.names if n in inputs]) for wanted, inputs in groups]
 
+    @cached_property
+    def parquet(self) -> dict[str, Any]:
+        """The Parquet options of the units' files: :func:`cube.extraction_files.timeseries_parquet`, the order
+        statistics dictionary-encoded where every band is stored as small unsigned integers (no index)."""
+        spec = self.version.spec
+        quantised = all(b in spec.band_names and small_uint(np.dtype(spec.band(b).dtype)) for b in self.bands)
+        return timeseries_parquet(self.stats, quantised=quantised)
+
     def chunks_touched(self, rows: slice, cols: slice, time_chunks: int) -> int:
         """Stored chunks a window of the 10 m grid touches over ``time_chunks`` stored time chunks, all
         variables."""
@@ -396,7 +404,7 @@ class _Job:
                 table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
                                                                              np.int64)))
             with spent("write"):
-                write_bytes(self.out, key, parquet_bytes(table, **TIMESERIES_PARQUET))
+                write_bytes(self.out, key, parquet_bytes(table, **self.parquet))
             checkpoint("extract-unit-written")
             rows += table.num_rows
         return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "files": [k for _, k in unit.times],

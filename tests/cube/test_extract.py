@@ -271,6 +271,27 @@ def test_every_file_stores_times_that_spark_reads(cube, parcels, tmp_path):
     assert len(files) > 1 and {pq.read_schema(f).field("time").type for f in files} == {pa.timestamp("us")}
 
 
+def test_order_statistics_of_stored_integer_bands_are_dictionary_encoded(cube, parcels, tmp_path):
+    """A block's min, max and percentiles of a band stored as integers take a few values (the integers scaled):
+    dictionary-encoded, files smaller and faster to write; not the mean, nor with an index among the bands (its
+    order statistics are floats of their own), and the numbers read back are the same."""
+    def encodings(out: Path) -> dict[str, set[str]]:
+        files = sorted((out / "timeseries").rglob("*.parquet"))
+        meta = pq.ParquetFile(files[0]).metadata.row_group(0)
+        return {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+
+    for bands in (["B04"], ["B04", "NDVI"]):
+        out = tmp_path / "+".join(bands)
+        extract(parcels.iloc[:8], cube, out, bands=bands, block=BLOCK, time_block=TIME_BLOCK, progress=False)
+        found = encodings(out)
+        encoded = {c for c in ("min", "max", "p25", "median", "p75") if "RLE_DICTIONARY" in found[c]}
+        assert encoded == ({"min", "max", "p25", "median", "p75"} if bands == ["B04"] else set()), (bands, found)
+        assert "RLE_DICTIONARY" not in found["mean"] | found["std"]
+    with pytest.warns(UserWarning, match="no statistics"):  # a parcel too small for a pixel
+        reference = parcel_timeseries(cube, parcels.iloc[:8], bands=["B04"])
+    _same(read_timeseries(tmp_path / "B04").drop(columns="tile"), reference)
+
+
 def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube, parcels, tiny_region, tmp_path):
     lpis = tmp_path / "lpis"
     lpis.mkdir()
