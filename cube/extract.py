@@ -400,7 +400,7 @@ class _Job:
                 with spent("statistics"):
                     results += group.band_stats(wanted, stats=self.stats, clear=clear)
             with spent("statistics"):
-                table = stats_table(results, per_date=pixels.per_date(histogram=self.histogram))
+                table = stats_table(results, per_date=pixels.per_date(histogram=self.histogram), encoded=True)
                 table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
                                                                              np.int64)))
             with spent("write"):

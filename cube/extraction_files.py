@@ -216,12 +216,15 @@ PORTABLE_PARQUET: dict[str, Any] = {"coerce_timestamps": "us"}
 # version), not the statistics, whose values are mostly distinct (but a Sentinel-2 extraction's order statistics:
 # timeseries_parquet); keep min/max statistics on the columns readers filter on (parcel, time, band): 3x faster to
 # write than pandas' defaults, and smaller with zstd (the few-valued columns dictionary-encoded: 0.89x the write time
-# of the strings alone, files 6 % smaller).
+# of the strings alone, files 6 % smaller). No Arrow schema stored: a unit's text columns come as Arrow dictionaries
+# (cube.parcel_stats.stats_table(encoded=True): written as they are, not hashed row by row, 2026-12-06), which
+# it would give readers back as such (pandas categoricals); the Parquet types alone read back as plain text, and
+# every other column as the table's type.
 TIMESERIES_PARQUET: dict[str, Any] = {
     "compression": "zstd", "compression_level": 1,
     "use_dictionary": ["parcel_id", "band", "platform", "orbit_state", "time", "count", "masked", "relative_orbit",
                        "scene_id", "cube_version"],
-    "write_statistics": ["parcel_id", "time", "band"], **PORTABLE_PARQUET,
+    "write_statistics": ["parcel_id", "time", "band"], "store_schema": False, **PORTABLE_PARQUET,
 }
 
 

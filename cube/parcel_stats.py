@@ -61,18 +61,27 @@ def stats_frame(results: Sequence[ParcelStats], *, valid_only: bool = False,
     return frame
 
 
-def _column(values: np.ndarray, rows: np.ndarray) -> pa.Array:
+def _column(values: np.ndarray, rows: np.ndarray, *, encoded: bool = False) -> pa.Array:
     """``values[rows]`` as an Arrow column; strings and other objects are taken by Arrow, so a territory's
-    millions of rows never become Python objects."""
+    millions of rows never become Python objects. ``encoded``: text as an Arrow dictionary column, its distinct
+    values and each row's position among them, which a Parquet writer stores as they are, where it would otherwise
+    hash every row's text again (values that are not all text: as without)."""
     if values.dtype == object:
+        if encoded and all(isinstance(v, str) for v in values):
+            distinct, position = np.unique(values, return_inverse=True)
+            return pa.DictionaryArray.from_arrays(pa.array(position.astype(np.int32)[rows]),
+                                                  pa.array(distinct, type=pa.string()))
         return pa.array(values).take(pa.array(rows))
     return pa.array(values[rows])
 
 
-def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.ndarray] | None = None,
+                encoded: bool = False) -> pa.Table:
     """Several bands' :class:`ParcelStats` of the same parcels and dates as one Arrow table, one row per
     parcel, date and band, sorted by parcel, time and band. ``per_date`` adds columns that do not depend
     on the band (SCL class counts, acquisition metadata): arrays of shape (n_parcels, time) or (time,).
+    ``encoded``: the text columns (ids, bands, per-date text) as Arrow dictionaries, for a Parquet file that stores
+    no Arrow schema (:data:`cube.extraction_files.TIMESERIES_PARQUET`), whose readers get plain text back.
 
     Built by index arithmetic on the stacked arrays, never by sorting or merging rows: this is the
     output path of a territory-wide extraction.
@@ -92,9 +101,9 @@ def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.nda
     stacked = (by_band[None, :] * (n * t) + per_parcel_time[:, None]).reshape(-1)
     parcel_time = np.repeat(per_parcel_time, b)
 
-    data: dict[str, Any] = {"parcel_id": _column(ids[by_id], parcel_row),
+    data: dict[str, Any] = {"parcel_id": _column(ids[by_id], parcel_row, encoded=encoded),
                             "time": _column(times[by_time], time_row),
-                            "band": _column(bands[by_band], np.tile(np.arange(b), n * t))}
+                            "band": _column(bands[by_band], np.tile(np.arange(b), n * t), encoded=encoded)}
     names = [c for c in FRAME_COLUMNS[3:] if any(c in r.values for r in results)]
     names += list(dict.fromkeys(c for r in results for c in r.values if c not in names))
     for name in names:
@@ -105,8 +114,8 @@ def stats_table(results: Sequence[ParcelStats], *, per_date: Mapping[str, np.nda
         arr = np.asarray(arr)
         if arr.dtype == object and not arr.size:  # a text column (platform) of no date: text still, not Arrow's null
             arr = arr.astype(str)
-        data[name] = (_column(arr[by_time], time_row) if arr.ndim == 1 else
-                      _column(arr.reshape(-1), parcel_time))
+        data[name] = (_column(arr[by_time], time_row, encoded=encoded) if arr.ndim == 1 else
+                      _column(arr.reshape(-1), parcel_time, encoded=encoded))
     return pa.table(data)
 
 

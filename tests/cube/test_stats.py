@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import shapely
 from exactextract import exact_extract
@@ -12,7 +16,9 @@ from exactextract.raster import NumPyRasterSource
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import SCL_CLASSES
-from cube.parcel_stats import ClassHistogram, ParcelStats, stats_frame
+from cube.extraction_files import TIMESERIES_PARQUET
+from cube.parcel_layer import parquet_bytes
+from cube.parcel_stats import ClassHistogram, ParcelStats, stats_frame, stats_table
 from cube.stats import (
     FRAME_COLUMNS,
     STATS,
@@ -416,6 +422,30 @@ def test_tidy_frames(sample) -> None:
     hf = hist.to_frame()
     assert list(hf.columns) == ["parcel_id", "time", "scl_4", "scl_8", "scl_9"]
     assert hf.loc[0, "scl_8"] == 3
+
+
+def test_a_table_of_encoded_text_is_written_and_read_back_as_the_plain_one(sample) -> None:
+    """Extraction's units build their tables with the text as Arrow dictionaries (a Parquet writer stores them
+    as they are, not hashing every row's text): a unit's file reads back as the plain table, text as text (not
+    pandas categoricals), in pyarrow and pandas alike; text with a gap (None) stays plain."""
+    values, labels, n = sample
+    ids = np.array([f"NL-{i:03d}" for i in range(n)], dtype=object)[::-1]  # not in order: the table sorts them
+    times = pd.date_range("2024-04-01", periods=values.shape[0], freq="5D").to_numpy()
+    results = [ParcelStats(band, ids, times, zonal_stats(values * k, labels, n))
+               for band, k in (("B08", 2), ("B04", 1))]
+    per_date = {"platform": np.array(["S2A", "S2B", "S2A", "S2A", "S2B", "S2B", "S2A"], dtype=object),
+                "scene_id": np.array(["a", None, "c", "d", "e", "f", "g"], dtype=object),
+                "relative_orbit": np.arange(7, dtype=np.int16), "scl_4": np.arange(n * 7).reshape(n, 7)}
+    plain = stats_table(results, per_date=per_date)
+    encoded = stats_table(results, per_date=per_date, encoded=True)
+    assert pa.types.is_dictionary(encoded.schema.field("parcel_id").type)
+    assert pa.types.is_dictionary(encoded.schema.field("platform").type)
+    assert not pa.types.is_dictionary(encoded.schema.field("scene_id").type)
+    data = parquet_bytes(encoded, **TIMESERIES_PARQUET)
+    back = pq.read_table(io.BytesIO(data))
+    assert back.schema.equals(plain.schema)
+    pd.testing.assert_frame_equal(back.to_pandas(), plain.to_pandas())
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(data)), plain.to_pandas())
 
 
 def test_stat_list_is_one_parser_for_the_cli_the_service_and_python() -> None:
