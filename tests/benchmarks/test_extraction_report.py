@@ -68,3 +68,19 @@ def test_small_counts_of_rows_are_written_out() -> None:
     assert " million rows of statistics encoded" in report(results)
     small = [{**results[0], "cardcube": {**results[0]["cardcube"], "rows": 33_140}}]
     assert "and 33,140 rows of statistics encoded" in report(small)
+
+
+def test_the_read_phase_is_set_against_the_raw_floor_s_cpu_time_when_measured() -> None:
+    """The raw floor's wall time is its threads' CPU spread over the cores, the read phase's CPU their sum: a run
+    that measured the floor's CPU sets the two side by side, and says where the chunks decoded twice come from."""
+    results = json.loads((RUNS[-1] / "extraction.json").read_text())
+    assert "The read phase's CPU time" not in report(results)
+    big = results[-1]
+    measured = [{**big, "read_decompress": {**big["read_decompress"],
+                                            "raw": {**big["read_decompress"]["raw"], "cpu_seconds": 0.5}},
+                 "cardcube": {**big["cardcube"], "chunks": 3960,
+                              "phase_cpu_seconds": {"read": 0.8, "statistics": 1.0, "write": 0.4}}}]
+    text = report(measured)
+    raw_chunks = big["read_decompress"]["raw"]["chunks"]
+    assert f"{big['size_km']:g} km: 0.80 s against 0.50 s (1.6x), {3960 / raw_chunks - 1:.0%} more chunks" in text
+    assert "stretched right and down by its parcels that cross the block's edges" in text
