@@ -32,8 +32,8 @@ from cube.kernels import (
     _expand,
     _percentile,
     _power_sum,
+    _radix_pass,
     _radix_sort16,
-    _radix_sort_f32,
     _ranks,
     _select,
     _walk,
@@ -45,6 +45,25 @@ OLD_TIMESERIES_PARQUET: dict[str, Any] = {
     "write_statistics": ["parcel_id", "time", "band"], "coerce_timestamps": "us",
 }
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+
+
+@numba.njit(cache=True, nogil=True)
+def _radix_sort_f32(vals, c, keys, tmp, counts):
+    """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
+    to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
+    times as fast as quickselect for the few hundred values of a parcel, whose comparisons mispredict. The old code's
+    (:func:`cube.kernels._f32_order_stats` took its place), kept here only."""
+    bits = vals.view(np.uint32)
+    sign = np.uint32(0x80000000)
+    for i in range(c):
+        x = bits[i]
+        keys[i] = ~x if x & sign else x | sign
+    for shift in (0, 16):  # keys -> tmp -> keys, twice
+        _radix_pass(keys, tmp, c, shift, counts)
+        _radix_pass(tmp, keys, c, shift + 8, counts)
+    for i in range(c):
+        k = keys[i]
+        bits[i] = k ^ sign if k & sign else ~k
 
 
 @dataclass

@@ -89,24 +89,6 @@ def _radix_sort16(buf, tmp, c, counts):
     _radix_pass(tmp, buf, c, 8, counts)
 
 
-@numba.njit(cache=True, nogil=True)
-def _radix_sort_f32(vals, c, keys, tmp, counts):
-    """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
-    to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
-    times as fast as quickselect for the few hundred values of a parcel, whose comparisons mispredict."""
-    bits = vals.view(np.uint32)
-    sign = np.uint32(0x80000000)
-    for i in range(c):
-        x = bits[i]
-        keys[i] = ~x if x & sign else x | sign
-    for shift in (0, 16):  # keys -> tmp -> keys, twice
-        _radix_pass(keys, tmp, c, shift, counts)
-        _radix_pass(tmp, keys, c, shift + 8, counts)
-    for i in range(c):
-        k = keys[i]
-        bits[i] = k ^ sign if k & sign else ~k
-
-
 BUCKETS = 4096  # most buckets of :func:`_f32_order_stats`: its count and prefix stay within a few kB
 
 
