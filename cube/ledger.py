@@ -34,6 +34,7 @@ from cube import layout
 from cube.scene_details import FIELDS, DetailsReader, StoredField, details_document, details_of, stored_in
 
 FORMAT = "cardcube-ledger/2"  # the records this cardcube writes: scene details in details objects
+MAX_VERSION = 2 ** 63 - 1  # the last version number: an int64, as extractions' cube_version column stores it
 READ_FORMATS = ("cardcube-ledger/1", FORMAT)  # and those it reads: format 1 holds every scene's details inline
 
 
@@ -477,7 +478,9 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
                                   f"(cardcube versions lists them)")
     version = int(version)
-    record = read_json(store, layout.ledger_key(collection, version))
+    # none beyond an int64 is committed (extractions store cube_version so): its key may be longer than a file name
+    # or an S3 key, which the store refuses as if it failed
+    record = read_json(store, layout.ledger_key(collection, version)) if 0 < version <= MAX_VERSION else None
     if record is None:
         versions = committed_versions(store, collection)
         if not versions:

@@ -169,3 +169,23 @@ def test_a_record_holding_a_field_of_a_newer_cardcube_says_so_rather_than_restor
                                                    r"written by a newer cardcube") as err:
         read_version(open_store(cube), "s1")
     assert "restore it from a backup" not in str(err.value)
+
+
+def test_a_version_number_too_long_for_a_key_is_no_version_not_a_store_failure(tiny_cube, s3_bucket):
+    """``as_of`` of 300 digits (a REST client's typo, a URL edited by hand) named a ledger key longer than a folder's
+    file names or S3's keys: the store's refusal was a 502 "cannot read", as if the store were out of reach, where
+    every other version never committed is a 404 naming the versions kept. A version beyond an int64 (how
+    extractions store ``cube_version``) is never committed: said so, without asking the store."""
+    import s3fs
+
+    from cardcube.errors import VersionNotFoundError
+
+    fs = s3fs.S3FileSystem(**s3_bucket.storage_options())
+    fs.put(str(tiny_cube / "s2" / "_ledger") + "/", f"{s3_bucket.name}/cube/s2/_ledger/", recursive=True)
+    on_s3 = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options())
+    for store in (open_store(tiny_cube), on_s3):
+        for number in (2 ** 63, 10 ** 300, 10 ** 1100):
+            with pytest.raises(VersionNotFoundError, match=r"has no version \d+: the latest is 1$"):
+                read_version(store, "s2", number)
+        with pytest.raises(VersionNotFoundError, match="has no version -1"):
+            read_version(store, "s2", -1)

@@ -292,6 +292,9 @@ def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
     # pydantic, as Python's int(), read "1_0" as version 10
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"as_of": "1_0"}, 422, "InvalidRequest",
      "as_of='1_0': input should be a valid integer"),
+    # a version of 300 digits named a ledger key longer than a file name: a 502, as if the store failed
+    ("GET", "/collections/s2/parcels/{pid}/timeseries", {"as_of": "9" * 300}, 404, "VersionNotFound",
+     "the latest is"),
     # an empty list read every band (every statistic, the default RGB), where a space or a comma is refused
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"bands": ""}, 422, "InvalidRequest", "no band given"),
     ("GET", "/collections/s2/parcels/{pid}/timeseries", {"stats": ""}, 422, "InvalidRequest", "no statistic given"),
