@@ -128,7 +128,7 @@ from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS, ParcelPixels
-from cube.stats import STATS, small_uint, stat_list
+from cube.stats import STATS, stat_list
 from cube.timeseries import (
     TILE_RULE,
     ParcelStatus,
@@ -313,11 +313,8 @@ class _Job:
 
     @cached_property
     def parquet(self) -> dict[str, Any]:
-        """The Parquet options of the units' files: :func:`cube.extraction_files.timeseries_parquet`, the order
-        statistics dictionary-encoded where every band is stored as small unsigned integers (no index)."""
-        spec = self.version.spec
-        quantised = all(b in spec.band_names and small_uint(np.dtype(spec.band(b).dtype)) for b in self.bands)
-        return timeseries_parquet(self.stats, quantised=quantised)
+        """The Parquet options of the units' files (:func:`cube.extraction_files.timeseries_parquet`)."""
+        return timeseries_parquet(self.version.spec, self.bands, self.stats)
 
     def chunks_touched(self, rows: slice, cols: slice, time_chunks: int) -> int:
         """Stored chunks a window of the 10 m grid touches over ``time_chunks`` stored time chunks, all

@@ -62,6 +62,7 @@ from cardcube.errors import (
     VersionNotFoundError,
 )
 from cardcube.query import parse_time_range
+from cardcube.spec import CubeSpec
 from cardcube.storage import (
     StoreLike,
     delete_key,
@@ -81,7 +82,7 @@ from cube.indices import band_list
 from cube.ledger import CubeVersion, committed_versions, read_version
 from cube.parcel_layer import parquet_bytes
 from cube.parcels import uniform_ids
-from cube.stats import FRAME_COLUMNS
+from cube.stats import FRAME_COLUMNS, small_uint
 from cube.timeseries import ParcelStatus
 
 MANIFEST = "manifest.json"
@@ -228,13 +229,14 @@ TIMESERIES_PARQUET: dict[str, Any] = {
 }
 
 
-def timeseries_parquet(stats: Sequence[str], *, quantised: bool) -> dict[str, Any]:
-    """:data:`TIMESERIES_PARQUET` for the rows of ``stats``; ``quantised``: every band's values are stored integers
-    scaled (Sentinel-2's reflectances, no index), so a block's min, max and percentiles take a few thousand values in
-    tens of thousands of rows, and are dictionary-encoded too: on benchmarks/extraction.py's 10 km territory
-    (2026-12-06) 0.93x the write time, files 22 % smaller. Not otherwise: Sentinel-1's float dB values are mostly
-    distinct (1.3x the write time, files 10 % larger)."""
-    if not quantised:
+def timeseries_parquet(spec: CubeSpec, bands: Sequence[str], stats: Sequence[str]) -> dict[str, Any]:
+    """:data:`TIMESERIES_PARQUET` for the rows of ``bands`` and ``stats`` of a cube of ``spec``: where every band is
+    stored as small unsigned integers (Sentinel-2's reflectances, no index), a block's min, max and percentiles take
+    a few thousand values (the integers scaled) in tens of thousands of rows, and are dictionary-encoded too: on
+    benchmarks/extraction.py's 10 km territory (2026-12-06) 0.93x the write time, files 22 % smaller. Not otherwise:
+    Sentinel-1's float dB values are mostly distinct (1.3x the time, files 10 % larger). A unit's files, and those
+    an update writes anew without a repaired date's rows (:func:`drop_replaced`)."""
+    if not all(b in spec.band_names and small_uint(np.dtype(spec.band(b).dtype)) for b in bands):
         return TIMESERIES_PARQUET
     encoded = [*TIMESERIES_PARQUET["use_dictionary"], *(s for s in stats if s not in ("mean", "std"))]
     return {**TIMESERIES_PARQUET, "use_dictionary": list(dict.fromkeys(encoded))}
@@ -649,11 +651,11 @@ def drop_replaced(out: Store, manifest: Mapping[str, Any], version: CubeVersion)
     run = run_of(manifest)
     earlier = [k for k in statistics_keys(out, manifest)
                if not k.startswith(MOSAIC) and not written_as(k)[0].endswith(update_suffix(manifest["version"], run))]
-    changed = 0
+    changed, options = 0, timeseries_parquet(version.spec, manifest.get("bands", ()), manifest.get("stats", ()))
     for tile, ids in sorted(replaced.items()):
         for key, table, drop in _files_holding(out, _tile_keys(earlier, tile), _times(version, tile, ids)):
             anew = rewritten_key(key, manifest["version"], run)
-            write_bytes(out, anew, parquet_bytes(table.filter(pc.invert(drop)), **TIMESERIES_PARQUET))
+            write_bytes(out, anew, parquet_bytes(table.filter(pc.invert(drop)), **options))
             checkpoint(WRITTEN_ANEW)
             if anew != key:  # the same name: written anew again by this update, resumed after another repair
                 delete_key(out, key)

@@ -545,3 +545,36 @@ def test_a_file_gone_between_the_listing_and_its_read_file_by_file_is_said_so():
         delete_key(out, key)
     with pytest.raises(StoreError, match=r"r00000c00100t0000.* is gone since: a run into the extraction"):
         next(parts)
+
+
+def test_a_file_written_anew_without_a_repaired_date_keeps_the_encoding_of_the_units_files():
+    """A Sentinel-2 unit's order statistics are dictionary-encoded (a few thousand stored integers scaled); an update
+    dropping a repaired date's rows wrote the file anew with the plain options: its order statistics plain, the file
+    larger than the one it replaced. It is written as the extraction's units are; a Sentinel-1 one plain still."""
+    from cardcube.storage import read_bytes
+    from cube.extraction_files import drop_replaced, rewritten_key, timeseries_parquet
+
+    def encodings(data: bytes) -> dict[str, set[str]]:
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0)
+        return {meta.column(i).path_in_schema: set(meta.column(i).encodings) for i in range(meta.num_columns)}
+
+    run, stats = "d49cb602e05e", ["count", "max", "mean", "median", "min", "p25", "p75", "std"]
+    for collection, bands, encoded in (("s2", ["B04", "B08"], True), ("s1", ["VH"], False)):
+        version = _recorded(replace(_version(2, ["S2A_1", "S2A_2", "S2A_3"]), spec=cube_spec(collection)))
+        times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
+        rows = 3000
+        values = np.round(np.random.default_rng(2).integers(0, 400, rows * 3) * 1e-4 - 0.1, 4)
+        table = pa.table({"parcel_id": [f"p{i}" for i in range(rows)] * 3,
+                          "time": pa.array(np.repeat(times, rows), pa.timestamp("us")),
+                          **{s: values for s in stats}})
+        out, key = MemoryStore(), f"timeseries/tile=31UFU/{statistics_name('r00000c00000t0000', run)}"
+        options = timeseries_parquet(version.spec, bands, stats)
+        write_bytes(out, key, parquet_bytes(table, **options))
+        assert ("RLE_DICTIONARY" in encodings(read_bytes(out, key))["p25"]) is encoded
+        manifest = {"run": run, "version": 2, "bands": bands, "stats": stats,
+                    "update": {"from": 1, "replaced": {"31UFU": ["S2A_2"]}}}
+        assert drop_replaced(out, manifest, version) == 1
+        anew = encodings(read_bytes(out, rewritten_key(key, 2, run)))
+        assert {c for c in ("min", "max", "p25", "median", "p75") if "RLE_DICTIONARY" in anew[c]} == (
+            {"min", "max", "p25", "median", "p75"} if encoded else set()), collection
+        assert "RLE_DICTIONARY" not in anew["mean"] | anew["std"]
