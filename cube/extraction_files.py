@@ -728,10 +728,12 @@ def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store,
         try:
             now = read_version(cube, version.collection, old["version"]).created
         except VersionNotFoundError:  # expired: nothing to compare (an update checks the scenes it read)
-            if moved:
-                raise InvalidRequestError(f"{where}, not {url}, whose version {old['version']} has expired: it cannot "
-                                          f"be told to be the same cube; give that cube (--cube), or write to a new "
-                                          f"--out") from None
+            if moved:  # a copy made before that version never had it
+                latest = max(committed_versions(cube, version.collection), default=0)
+                gone = (f"no longer holds version {old['version']} (expired)" if old["version"] < latest else
+                        f"never held version {old['version']} (its latest is {latest}: a copy made before it?)")
+                raise InvalidRequestError(f"{where}, not {url}, which {gone}: it cannot be told to be the same cube; "
+                                          "give that cube (--cube), or write to a new --out") from None
             return
     if now != then:
         there = f"the cube at {url}" if moved else "the cube there now"

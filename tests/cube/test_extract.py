@@ -450,6 +450,13 @@ def test_an_extraction_follows_its_cube_moved_and_refuses_another_cube_elsewhere
                                                   r"the cube at .*other has a version 1 committed at .*: another "
                                                   r"cube, whose rows must not be mixed"):
         extract(few, other, out, bands=["B04"], progress=False)
+    # a copy of the cube made before the extraction's version never had it: said so, not that it expired
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps({**manifest, "version": 2, "cube": "/elsewhere/cube"}))
+    with pytest.raises(InvalidRequestError, match=r"holds an extraction of version 2 of /elsewhere/cube, not .*moved,"
+                                                  r" which never held version 2 \(its latest is 1: a copy made before "
+                                                  r"it\?\): it cannot be told to be the same cube"):
+        extract(few, cube, out, bands=["B04"], progress=False)
 
 
 def test_a_time_range_given_in_python_is_the_same_run_as_its_text(cube, parcels, tmp_path):
