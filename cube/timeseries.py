@@ -294,7 +294,8 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None, *, reach
     # of the tiles whose data holds a parcel whole, the one with the most dates: first by name, a tile newly added
     # with its last 3 dates took the season away from a parcel its neighbour holds with 19
     most = np.argsort([-len(version.tiles[n].acquisitions) for n in names], kind="stable")
-    first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1)
+    # none when the cube has no tile yet (every scene of its ingests rejected): every parcel outside its data
+    first = np.where(whole.any(axis=0), most[whole[most].argmax(axis=0)], -1) if names else np.full(len(ps), -1)
     # the tiles of its zone with data over it on passes its tile lacks there (see holds_passes), pair by pair
     selection, extra = parse_time_selection(time), [[] for _ in range(len(ps))]
     for f, best in enumerate(names):

@@ -564,3 +564,22 @@ def test_a_parcel_read_from_one_zone_says_where_the_rest_of_it_lies(tmp_path_fac
     assert status["tile"] == "31UGU" and status["reason"] == (
         "25% of the parcel lies outside the data of tile(s) 31UGU read (in tile(s) 32ULD of another UTM zone: no "
         "mosaic across zones): its statistics cover the rest only")
+
+
+def test_a_cube_whose_every_scene_was_rejected_says_its_parcels_are_outside_its_data(tiny_region, tmp_path):
+    """A first ingest whose every scene was rejected (their files out of reach) commits a version of no tile: a time
+    series or an extraction of it failed inside numpy ("attempt to get argmax of an empty sequence"), saying nothing
+    of the cube; each parcel is outside its data, as of any cube holding none of them."""
+    from cardcube.errors import DateNotFoundError, ParcelOutsideCubeError
+    from tests.ingest.scene_edits import write_features
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    unreachable = write_features(features, tmp_path / "items.json")  # beside no scene: its relative hrefs lead nowhere
+    cube = tmp_path / "cube"
+    result = ingest(unreachable, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    assert result.version == 1 and not result.tiles and len(result.rejected) == 2
+    parcels = gpd.read_parquet(tiny_region.parcels).iloc[:3]
+    with pytest.raises(ParcelOutsideCubeError, match="outside the data of every tile of the s2 cube"):
+        parcel_timeseries(cube, parcels, bands=["B04"])
+    with pytest.raises(DateNotFoundError, match="version 1 of the s2 cube holds no acquisition"):
+        extract(parcels, cube, tmp_path / "out", bands=["B04"], progress=False)
