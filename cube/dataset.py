@@ -528,7 +528,8 @@ def check_acquisitions(version: CubeVersion, time: TimeSelection) -> None:
     """:class:`DateNotFoundError` naming the cube's dates when no acquisition of ``version`` falls within
     ``time``: an empty answer would look like missing data."""
     if not any(tile_dates(state, time) for state in version.tiles.values()):
-        raise DateNotFoundError(f"no acquisition within the time range {time}: {date_span(version)}")
+        within = "" if time is None else f" within the time range {time}"  # none at all: "range None" said nothing
+        raise DateNotFoundError(f"no acquisition{within}: {date_span(version)}")
 
 
 def _dates_and_arrays(store: Store, version: CubeVersion, tile: str, bands: Sequence[BandSpec], time: tuple,
