@@ -692,7 +692,7 @@ def test_flag_cli_on_an_extraction_is_flag_parcels_of_its_statistics(s2_extracte
     want = flag_parcels(read_timeseries(s2_extracted), parcels.set_index("parcel_id").crop_code, grassland=[265, 266])
     # the parcels the extraction could not measure follow, not judged (the test below)
     pd.testing.assert_frame_equal(written.iloc[:len(want)], want, check_dtype=False)
-    assert written.bare_soil.any() and f"{int(want.flagged.sum())} of {len(written)} parcels flagged" in \
+    assert written.bare_soil.any() and f"{int(want.flagged.sum()):,} of {len(written):,} parcels flagged" in \
         capsys.readouterr().out
     record = json.loads((tmp_path / "flags.parquet.json").read_text())  # what reproduces the flags
     assert record["rules"] == json.loads(json.dumps(asdict(MarkerRules()))) and record["grassland"] == ["265", "266"]
@@ -920,7 +920,7 @@ def test_flag_lists_the_parcels_an_extraction_could_not_measure(s2_extracted, ti
     assert not rows.flagged.any()
     assert rows.not_judged.tolist() == [f"every marker: no statistics ({s}: {r})"
                                         for s, r in zip(unmeasured.status, unmeasured.reason, strict=True)]
-    assert f"of {len(status)} parcels flagged" in capsys.readouterr().out
+    assert f"of {len(status):,} parcels flagged" in capsys.readouterr().out
     parcels = gpd.read_parquet(tiny_region.parcels)  # a parcel without a declaration has nothing to check
     parcels.loc[parcels.parcel_id.isin(unmeasured.parcel_id), "crop_code"] = None
     extra = parcels.iloc[[0]].assign(parcel_id="not-extracted")  # declared, but not in the extraction
