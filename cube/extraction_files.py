@@ -727,14 +727,18 @@ def _refuse_another_cube(old: dict[str, Any], version: CubeVersion, cube: Store,
     else:
         try:
             now = read_version(cube, version.collection, old["version"]).created
-        except VersionNotFoundError:  # expired: nothing to compare (an update checks the scenes it read)
+        except VersionNotFoundError:  # expired, or never committed there: nothing to compare
+            latest = max(committed_versions(cube, version.collection), default=0)
+            if old["version"] > latest and not moved:  # the cube there now numbers its versions anew
+                raise InvalidRequestError(f"{where}; the cube there now never held version {old['version']} (its "
+                                          f"latest is {latest}): another cube at the same location (made anew?), "
+                                          f"whose rows must not be mixed with these; write to a new --out") from None
             if moved:  # a copy made before that version never had it
-                latest = max(committed_versions(cube, version.collection), default=0)
                 gone = (f"no longer holds version {old['version']} (expired)" if old["version"] < latest else
                         f"never held version {old['version']} (its latest is {latest}: a copy made before it?)")
                 raise InvalidRequestError(f"{where}, not {url}, which {gone}: it cannot be told to be the same cube; "
                                           "give that cube (--cube), or write to a new --out") from None
-            return
+            return  # expired there (an update checks the scenes it read)
     if now != then:
         there = f"the cube at {url}" if moved else "the cube there now"
         raise InvalidRequestError(f"{where}, committed at {then}; {there} has a version {old['version']} committed "

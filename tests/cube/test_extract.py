@@ -418,6 +418,32 @@ def test_an_extraction_of_another_cube_at_the_same_location_is_not_resumed_into(
         extract(few, cube, out, bands=["B04"], progress=False)
 
 
+def test_an_unfinished_extraction_of_a_version_the_cube_made_anew_never_held_says_so(tiny_region, parcels, tmp_path):
+    """The cube deleted and ingested anew at the same path, with fewer versions than the extraction's: a re-run was
+    told its version "has been expired since", where the cube there never held it."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube, out, few = tmp_path / "cube", tmp_path / "out", parcels.iloc[:20]
+    for part in (features[:2], features[2:4]):
+        ingest(write_items(tiny_region.items, part, "old-archive.json"), cube, chunks=ChunkLayout.parse(TEST_CHUNKS),
+               progress=False)
+    extract(few, cube, out, bands=["B04"], progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["version"] == 2
+    (out / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))  # as if killed before its end
+    shutil.rmtree(cube)
+    ingest(write_items(tiny_region.items, features[4:8], "new-archive.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    with pytest.raises(InvalidRequestError, match=r"holds an extraction of version 2 of .*; the cube there now never "
+                                                  r"held version 2 \(its latest is 1\): another cube at the same "
+                                                  r"location \(made anew\?\)"):
+        extract(few, cube, out, bands=["B04"], progress=False)
+
+
 def test_an_extraction_follows_its_cube_moved_and_refuses_another_cube_elsewhere(cube, tiny_region, parcels,
                                                                                   tmp_path):
     """A demo folder (cube and extraction) moved whole: a re-run was refused "with other cube; write to a new --out",
