@@ -23,20 +23,27 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _insertion_sort(a, lo, hi):
+    """Sort ``a[lo:hi]`` in place: the fastest way for a few values (a short run of
+    :func:`_select`, a bucket of :func:`_f32_order_stats`)."""
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@numba.njit(cache=True, nogil=True)
 def _select(a, lo, hi, k):
     """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value it would hold sorted, with no greater value before
     it and no smaller one after (quickselect: Hoare partition, median-of-three pivot; linear on average,
     where a full sort is n log n)."""
     hi -= 1
     while hi > lo:
-        if hi - lo < 16:  # insertion sort on a short run
-            for i in range(lo + 1, hi + 1):
-                x = a[i]
-                j = i - 1
-                while j >= lo and a[j] > x:
-                    a[j + 1] = a[j]
-                    j -= 1
-                a[j + 1] = x
+        if hi - lo < 16:
+            _insertion_sort(a, lo, hi + 1)
             return
         mid = (lo + hi) >> 1
         if a[mid] < a[lo]:
@@ -90,18 +97,6 @@ def _radix_sort16(buf, tmp, c, counts):
 
 
 BUCKETS = 4096  # most buckets of :func:`_f32_order_stats`: its count and prefix stay within a few kB
-
-
-@numba.njit(cache=True, nogil=True)
-def _insertion_sort(a, lo, hi):
-    """Sort ``a[lo:hi]`` in place: the fastest way for the few values of a bucket."""
-    for i in range(lo + 1, hi):
-        x = a[i]
-        j = i - 1
-        while j >= lo and a[j] > x:
-            a[j + 1] = a[j]
-            j -= 1
-        a[j + 1] = x
 
 
 @numba.njit(cache=True, nogil=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +39,15 @@ class S3Bucket:
     def storage_options(self, **kwargs: Any) -> dict[str, Any]:
         """s3fs options for the server directly; see :func:`cardcube.testing.s3server.s3fs_options`."""
         return self.server.storage_options(**kwargs)
+
+    def upload(self, folder: Path, prefix: str) -> str:
+        """Every file under ``folder`` put under ``prefix`` (a cube built on a folder, copied to the bucket); returns
+        the prefix's URL."""
+        client = self.server.client()
+        for path in (p for p in folder.rglob("*") if p.is_file()):
+            client.put_object(Bucket=self.name, Key=f"{prefix}/{path.relative_to(folder).as_posix()}",
+                              Body=path.read_bytes())
+        return self.url_for(prefix)
 
 
 @pytest.fixture(scope="session")

@@ -116,11 +116,8 @@ def test_a_record_naming_a_details_object_of_a_later_version_is_reported(history
 
 def test_on_s3_a_record_naming_a_details_object_for_a_scene_it_does_not_hold_is_reported(appended_cube, s3_bucket):
     """The same on an object store (moto's S3 over HTTP)."""
-    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    url, opts = s3_bucket.upload(appended_cube, "cube"), s3_bucket.storage_options()
     client = s3_bucket.server.client()
-    for path in (p for p in appended_cube.rglob("*") if p.is_file()):
-        client.put_object(Bucket=s3_bucket.name, Key=f"cube/{path.relative_to(appended_cube).as_posix()}",
-                          Body=path.read_bytes())
     assert verify(url, storage_options=opts, progress=False).ok
     sid, _, other = first_and_last(appended_cube)
     key = f"cube/{layout.ledger_key('s2', 9)}"

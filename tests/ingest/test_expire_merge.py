@@ -174,11 +174,8 @@ def test_an_expire_killed_at_any_step_of_a_merge_loses_nothing_and_the_rerun_fin
 
 def test_on_s3_expire_merges_the_details_objects(appended_cube, s3_bucket):
     """The same on an object store (moto's S3 over HTTP): merged, then the objects merged dropped with version 9."""
-    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    url, opts = s3_bucket.upload(appended_cube, "cube"), s3_bucket.storage_options()
     client = s3_bucket.server.client()
-    for path in (p for p in appended_cube.rglob("*") if p.is_file()):
-        client.put_object(Bucket=s3_bucket.name, Key=f"cube/{path.relative_to(appended_cube).as_posix()}",
-                          Body=path.read_bytes())
     store = open_store(url, storage_options=opts)
     details = _details(read_version(store, "s2"))
 

@@ -134,12 +134,8 @@ def test_a_catalog_build_goes_on_without_the_lost_details(lost, caplog):
 
 def test_on_s3_an_ingest_goes_on_where_a_details_object_is_lost(two_versions, s3_bucket):
     """The same on an object store (moto's S3 over HTTP): the lost object's scenes recorded lost, verify says so."""
-    url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+    url, opts = s3_bucket.upload(two_versions[0], "cube"), s3_bucket.storage_options()
     client = s3_bucket.server.client()
-    source = two_versions[0]
-    for path in (p for p in source.rglob("*") if p.is_file()):
-        client.put_object(Bucket=s3_bucket.name, Key=f"cube/{path.relative_to(source).as_posix()}",
-                          Body=path.read_bytes())
     key = next(k["Key"] for k in client.list_objects_v2(Bucket=s3_bucket.name, Prefix="cube/s2/_ledger/scenes-0"
                                                                                         "0000001-")["Contents"])
     client.delete_object(Bucket=s3_bucket.name, Key=key)
