@@ -46,8 +46,10 @@ class CatalogTree:
     items: tuple[pystac.Item, ...]
 
     def save(self, io: StoreStacIO) -> None:
-        """Write leaves first and the root last, so every link a reader can follow already resolves."""
-        for obj in (*self.items, self.source, self.collection, self.root):
+        """Write leaves first and the root last, so every link a reader can follow already resolves: the items (all
+        at once), then the source collection, the cube collection and the root."""
+        io.save_all(self.items)
+        for obj in (self.source, self.collection, self.root):
             obj.save_object(include_self_link=False, stac_io=io)
 
 

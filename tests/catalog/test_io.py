@@ -81,11 +81,8 @@ def test_a_store_made_with_a_relative_path_writes_its_catalog(tmp_path, monkeypa
     assert [item.properties["cardcube:tile"] for item in items] == ["31UFU"]
 
 
-@pytest.mark.s3
-def test_a_version_adding_a_date_to_one_tile_puts_that_items_and_the_collections(s3_bucket, s3_proxy):
-    """Every item named the cube's version, so a version adding one date to one tile of a 16-tile cube PUT all 16
-    items (and the two collections): 18 PUTs, hundreds at hundreds of tiles. It PUTs that tile's item and the
-    collections (the root is the same), and the catalog is the one written whole from the version."""
+def _sixteen_tiles_then_a_date_on_one() -> tuple:
+    """Version 1 of a cube of 16 tiles, one date each, and version 2 adding a date to 31UFU alone."""
     from dataclasses import replace
 
     from tests.catalog.conftest import T0, iso
@@ -94,8 +91,31 @@ def test_a_version_adding_a_date_to_one_tile_puts_that_items_and_the_collections
     first = hand_version(tiles={t: [iso(T0)] for t in tiles}, version=1, hot=0)
     grown = hand_version(tiles={t: [iso(T0), *(["2024-05-01T10:50:31Z"] if t == "31UFU" else [])] for t in tiles},
                          version=2, hot=0)
-    second = replace(grown, created="2024-06-02T00:00:00.000000Z",
-                     scenes={**first.scenes, **{k: v for k, v in grown.scenes.items() if k not in first.scenes}})
+    return first, replace(grown, created="2024-06-02T00:00:00.000000Z",
+                          scenes={**first.scenes, **{k: v for k, v in grown.scenes.items() if k not in first.scenes}})
+
+
+@pytest.mark.s3
+def test_a_version_reads_the_stored_items_all_at_once(s3_bucket, s3_proxy):
+    """To skip an unchanged item, a version read every item stored, one GET after another: 16 round trips at 16
+    tiles, hundreds (seconds) at hundreds. It asks for them all at once, then writes what changed."""
+    first, second = _sixteen_tiles_then_a_date_on_one()
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    write_catalog(store, first)
+    s3_proxy.configure(latency_s=0.05)  # requests sent at once overlap
+    s3_proxy.reset_counters()
+    write_catalog(store, second)
+    sent = s3_proxy.snapshot()
+    assert sent.peak_in_flight >= 8, sent  # as many as the client sends at once (10 connections)
+    assert sent.put == 3 and catalog_is_current(store, second)
+
+
+@pytest.mark.s3
+def test_a_version_adding_a_date_to_one_tile_puts_that_items_and_the_collections(s3_bucket, s3_proxy):
+    """Every item named the cube's version, so a version adding one date to one tile of a 16-tile cube PUT all 16
+    items (and the two collections): 18 PUTs, hundreds at hundreds of tiles. It PUTs that tile's item and the
+    collections (the root is the same), and the catalog is the one written whole from the version."""
+    first, second = _sixteen_tiles_then_a_date_on_one()
     options = s3_proxy.storage_options()
     store = open_store(s3_bucket.url_for("cube"), storage_options=options)
     write_catalog(store, first)
