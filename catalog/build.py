@@ -10,6 +10,7 @@ Everything is derived from the ledger, so building twice from one version gives 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Iterable
@@ -42,6 +43,9 @@ from cube.ledger import Acquisition, CubeVersion, data_footprint
 
 CATALOG_ID = "cardcube"  # the root catalog's id: what tells a cube's catalog.json from another's
 VERSION_FIELD = "cardcube:version"
+# on each item link of a cube collection: the sha256 of the item's bytes, so a reader keeps what it parsed of an item
+# a new version left as it was (catalog.route.ItemCache); a catalog written before 2026-12-06 has none
+ITEM_DIGEST_FIELD = "cardcube:sha256"
 # the datacube version whose variables have nodata and data_type (pystac declares v2.2.0, which has neither)
 DATACUBE_SCHEMA = "https://stac-extensions.github.io/datacube/v2.3.0/schema.json"
 # the SAR extension version of the offline copies (pystac declares v1.0.0, which has none); its fields are the same
@@ -59,6 +63,11 @@ _AUX_VARIABLES = {
     "orbit_state": ("1", "orbit direction of each date (ascending/descending)"),
     "cloud_cover": ("%", "scene cloud cover of each date, when the source gives it"),
 }
+
+
+def item_digest(data: bytes) -> str:
+    """The :data:`ITEM_DIGEST_FIELD` of an item whose document is ``data``."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_time(text: str) -> datetime:

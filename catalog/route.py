@@ -11,6 +11,7 @@ neighbouring tiles) and to no other.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,9 +28,9 @@ from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequ
 from cardcube.lru import LRUDict
 from cardcube.query import TimeLike, check_lonlat, in_crs, in_time_range, parse_time_range, query_geometry
 from cardcube.spec import CUBE_SPECS, cube_spec
-from cardcube.storage import StoreLike, list_children, open_store, read_json, read_json_many
+from cardcube.storage import StoreLike, list_children, open_store, parse_json, read_bytes_many, read_json
 from catalog import keys
-from catalog.build import VERSION_FIELD
+from catalog.build import ITEM_DIGEST_FIELD, VERSION_FIELD, item_digest
 from catalog.io import StoreStacIO, store_base
 from cube.ledger import committed_versions
 from cube.pass_dates import first_times
@@ -93,10 +94,13 @@ class TileRef:
 
 
 class ItemCache(LRUDict):
-    """Parsed tile items (:class:`TileRef`) by store, item key and catalog version (its number and when it was
-    committed), kept by their owner from one routing call to the next. An entry never goes stale: a new ledger
-    version is a new key, and so is a version of a cube wiped and built again at the same place (until 2026-12-05
-    its items were those of the old cube's version of that number). Safe to share between threads."""
+    """Parsed tile items (:class:`TileRef`) by store, item key and the sha256 of the item's bytes its collection's
+    link gives (:data:`~catalog.build.ITEM_DIGEST_FIELD`), kept by their owner from one routing call to the next, so
+    a new version reads the items it changed alone (until 2026-12-06 it read them all); a catalog without digests
+    (written before) keys them by its version (its number and when it was committed). An entry never goes stale:
+    other bytes are another key, as a new version is, and so is a version of a cube wiped and built again at the
+    same place (until 2026-12-05 its items were those of the old cube's version of that number); an entry kept from
+    an earlier version routes to the collection's (:attr:`TileRef.version`). Safe to share between threads."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         super().__init__(size)
@@ -162,14 +166,22 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     version = number, updated
     token = _store_token(store)
     try:  # relative to the collection, or absolute (valid STAC too, as a publisher normalising links writes them)
-        item_keys = [io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key)))
-                     for link in doc.get("links", []) if isinstance(link, dict) and link.get("rel") == "item"]
+        links = {io.key(pystac.utils.make_absolute_href(link["href"], io.href(coll_key))): link.get(ITEM_DIGEST_FIELD)
+                 for link in doc.get("links", []) if isinstance(link, dict) and link.get("rel") == "item"}
     except (KeyError, TypeError) as exc:
         raise CorruptDocumentError(f"{coll_key} in {io.base} has an item link without an href ({exc!r}): "
                                    "'cardcube catalog build' writes it anew") from None
-    refs = {key: None if cache is None else cache.get((token, key, version)) for key in item_keys}
+    # an item is cached by its bytes' digest where its link gives it (an item a new version left as it was is not read
+    # again), else by the catalog's version (a catalog written before 2026-12-06)
+    entries = {key: (token, key, ("sha256", digest) if isinstance(digest, str) else version)
+               for key, digest in links.items()}
+    refs = {key: None if cache is None else cache.get(entry) for key, entry in entries.items()}
+    for key, ref in refs.items():
+        if ref is not None and ref.version != number:  # kept from an earlier version: it routes to this one
+            refs[key] = cache[entries[key]] = dataclasses.replace(ref, version=number)
     unread = [key for key, ref in refs.items() if ref is None]
-    for item_key, item in zip(unread, read_json_many(store, unread), strict=True):  # all at once
+    for item_key, data in zip(unread, read_bytes_many(store, unread), strict=True):  # all at once
+        item = parse_json(store, item_key, data)
         if item is None:
             raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
         try:
@@ -178,8 +190,10 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
             raise CorruptDocumentError(f"catalog item {item_key} in {io.base} lacks what routing reads "
                                        f"({type(exc).__name__}: {exc}): 'cardcube catalog build' writes it anew"
                                        ) from None
-        if cache is not None:
-            cache[(token, item_key, version)] = refs[item_key]
+        digest = entries[item_key][2]
+        # one rewritten since its collection was read (a writer at work) is not kept under a digest it no longer has
+        if cache is not None and (digest == version or digest == ("sha256", item_digest(data))):
+            cache[entries[item_key]] = refs[item_key]
     return sorted(refs.values(), key=lambda r: r.tile)
 
 

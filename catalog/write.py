@@ -25,7 +25,15 @@ from cardcube.errors import CorruptDocumentError, CubeNotFoundError, VersionNotF
 from cardcube.spec import CUBE_SPECS
 from cardcube.storage import StoreLike, open_store, read_json
 from catalog import keys
-from catalog.build import VERSION_FIELD, build_cube_collection, build_root, build_tile_item, parse_time
+from catalog.build import (
+    ITEM_DIGEST_FIELD,
+    VERSION_FIELD,
+    build_cube_collection,
+    build_root,
+    build_tile_item,
+    item_digest,
+    parse_time,
+)
 from catalog.io import StoreStacIO
 from catalog.sources import Processing, build_source_collection, file_host, source_info
 from cube.ledger import CubeVersion, committed_versions, read_version
@@ -78,6 +86,8 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
     source.set_self_href(io.href(keys.source_collection_key(source.id)))
     for item in items:
         item.set_self_href(io.href(keys.item_key(version.collection, item.properties["cardcube:tile"])))
+    for link in collection.get_links(pystac.RelType.ITEM):  # what the item's bytes are (see ITEM_DIGEST_FIELD)
+        link.extra_fields[ITEM_DIGEST_FIELD] = item_digest(io.document(link.target)[1])
     # non-hierarchical links are not relativised by pystac: give the relative href ourselves
     collection.add_link(pystac.Link(
         pystac.RelType.DERIVED_FROM, make_relative_href(source.self_href, collection.self_href),

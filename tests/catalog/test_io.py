@@ -111,6 +111,27 @@ def test_a_version_reads_the_stored_items_all_at_once(s3_bucket, s3_proxy):
 
 
 @pytest.mark.s3
+def test_a_reader_reads_again_only_the_items_a_new_version_changed(s3_bucket, s3_proxy):
+    """A reader's ItemCache was keyed by the catalog's version, so after a version adding a date to one tile of 16 it
+    read all 16 items again (as open_cube, catalog find and the REST service route). It reads the collection and
+    that tile's item, and routes every tile to the new version."""
+    from catalog.route import ItemCache, tile_refs
+
+    first, second = _sixteen_tiles_then_a_date_on_one()
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_proxy.storage_options())
+    cache = ItemCache()
+    write_catalog(store, first)
+    assert {r.version for r in tile_refs(store, "s2", cache=cache)} == {1}
+    write_catalog(store, second)
+    s3_proxy.reset_counters()
+    refs = tile_refs(store, "s2", cache=cache)
+    assert s3_proxy.snapshot().requests == {"GET": 2}  # the collection, then 31UFU's item
+    assert {r.version for r in refs} == {2} and len(refs) == 16
+    assert [r.dates for r in refs if r.tile == "31UFU"] == [2]
+    assert refs == tile_refs(store, "s2")  # as a reader without a cache finds them
+
+
+@pytest.mark.s3
 def test_a_version_adding_a_date_to_one_tile_puts_that_items_and_the_collections(s3_bucket, s3_proxy):
     """Every item named the cube's version, so a version adding one date to one tile of a 16-tile cube PUT all 16
     items (and the two collections): 18 PUTs, hundreds at hundreds of tiles. It PUTs that tile's item and the

@@ -244,6 +244,27 @@ def test_a_cube_built_again_at_the_same_place_is_seen_through_the_cache(tmp_path
     assert after[0].dates == 2 and before[0].dates == 4  # the new cube's items, not the cached ones
 
 
+def test_an_item_read_while_a_version_is_written_is_not_kept_under_the_digest_it_no_longer_has(tmp_path):
+    """An item is cached by the digest its collection's link gives (a new version reads only the items it changed).
+    A reader between a writer's items and its collection reads the old collection and a new item: kept under the old
+    digest, it was served again for a later catalog naming that digest (a cube built again at the same place, its
+    item as the old one's byte for byte), with the other version's dates."""
+    import dataclasses
+
+    from cardcube.storage import read_bytes, write_bytes
+
+    store, cache = open_store(str(tmp_path / "cube")), ItemCache()
+    first = hand_version(tiles={"31UFU": ["2024-04-01T10:50:31Z"]}, version=1)
+    grown = hand_version(tiles={"31UFU": ["2024-04-01T10:50:31Z", "2024-05-01T10:50:31Z"]}, version=2)
+    write_catalog(store, first)
+    old_collection = read_bytes(store, "s2/collection.json")
+    write_catalog(store, dataclasses.replace(grown, created="2024-06-02T00:00:00.000000Z"))
+    write_bytes(store, "s2/collection.json", old_collection)  # as the reader saw it: the new item, the old collection
+    assert [r.dates for r in tile_refs(store, "s2", cache=cache)] == [2]  # what it read
+    write_catalog(store, first, force=True)  # the cube wiped and built again: version 1's item, byte for byte
+    assert [(r.version, r.dates) for r in tile_refs(store, "s2", cache=cache)] == [(1, 1)]
+
+
 def test_a_time_range_between_two_dates_of_a_tile_does_not_find_it(memory_cube):
     """A tile's item gave its first and last date only, so a range between two of them found the tile, which then
     gave no date of it. An item without the dates (a catalog of a cardcube before them) still routes by the span."""
