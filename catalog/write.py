@@ -158,8 +158,8 @@ def write_catalog(store: StoreLike, version: CubeVersion, *, force: bool = False
             return  # never rolled back
     elif catalog_is_current(store, version):
         return
-    version, lost = with_lost_details(version)  # a details object lost without a backup stops no catalog build
-    warn_lost(lost, "the catalog is written without their source files (an ingest records them as lost)")
+    version, lost, why = with_lost_details(version)  # a details object lost without a backup stops no catalog build
+    warn_lost(lost, "the catalog is written without their source files (an ingest records them as lost)", why)
     io = StoreStacIO(store)
     # a rebuild links the collections published now, so one deleted since loses its link (pystac failed on it)
     build_catalog(version, io=io, others=_published_children(io) if force else _existing_children(io)).save(io)

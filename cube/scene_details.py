@@ -17,7 +17,9 @@ a catalog build does, and then one GET reads a whole details object for every sc
 A details object lost without a backup loses its scenes' details (kept nowhere else), not their pixels. An ingest and
 a catalog build go on without them (:func:`with_lost_details`, warning), and the ingest's version records them as
 lost (``"lost": <the object>`` beside empty fields, in its own details object), so that its record names the lost
-object no more: until 2026-12-06 every later ingest and catalog build stopped on it for good.
+object no more: until 2026-12-06 every later ingest and catalog build stopped on it for good. So do they, since
+2026-12-06, for a record naming a sound object for scenes it does not hold as the record says (:func:`misassigned`:
+a record edited by hand, a restore mixing backups), which no backup of the record may mend.
 """
 
 from __future__ import annotations
@@ -274,22 +276,39 @@ class LostDetails(Mapping):
         return f"LostDetails({self.name})"
 
 
-def with_lost_details(version: Any) -> tuple[Any, dict[str, str]]:
+def with_lost_details(version: Any) -> tuple[Any, dict[str, str], dict[str, str]]:
     """``version`` (a :class:`cube.ledger.CubeVersion`) with the details of the scenes whose details object is
-    missing taken as lost (:class:`LostDetails`), and those scenes (scene id -> the missing object): what an ingest
-    and a catalog build go on with, where until 2026-12-06 one lost object stopped them all for good. Reads every
+    missing, or holds them not as the record says (:func:`misassigned`: a record edited by hand, a restore mixing
+    backups), taken as lost (:class:`LostDetails`); those scenes (scene id -> the object); and why, by object
+    (:func:`warn_lost`): what an ingest and a catalog build go on with, where until 2026-12-06 one such object
+    stopped them all for good. A scene the object holds with other pieces of a pass than the record names is taken
+    as lost too, though readable: reading uses the record's pieces, which those details do not describe. Reads every
     details object ``version`` names (one round trip); a damaged one still raises, when asked for."""
     readers = {v.reader for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
     missing = set().union(*(r.missing() for r in readers))
-    lost = {sid: name for sid, r in version.scenes.items() if (name := _named(r)) in missing}
+    wrong = misassigned(version, {n: held for reader in readers for n, held in reader.held().items()})
+    lost = {sid: name for sid, r in version.scenes.items()
+            if (name := _named(r)) in missing or sid in wrong.get(name, ())}
     if not lost:
-        return version, {}
+        return version, {}, {}
+    why = {name: _misassigned_why(version.version, scenes) for name, scenes in wrong.items()}
     scenes = dict(version.scenes)
     for sid, name in lost.items():
         r = scenes[sid]
         parts = tuple(replace(p, **{f: LostDetails(name) for f in FIELDS}) for p in r.parts)
         scenes[sid] = replace(r, parts=parts, **{f: LostDetails(name) for f in FIELDS})
-    return replace(version, scenes=scenes), lost
+    return replace(version, scenes=scenes), lost, why
+
+
+def _misassigned_why(version: int, scenes: Mapping[str, str]) -> str:
+    """Why the details the object holds of ``scenes`` (scene id -> what is wrong, :func:`misassigned`), which the
+    record of ``version`` names it for, are taken as lost: for :func:`warn_lost`."""
+    pieces = (" (details held for other pieces of a pass than the record names are readable, but disagree with the "
+              "record, whose pieces are what reading uses: taken as lost too, the conservative choice)"
+              if any("piece(s) of a pass" in w for w in scenes.values()) else "")
+    return (f"holds not what the ledger record of version {version} says ("
+            f"{listed_names([f'{sid}: {w}' for sid, w in sorted(scenes.items())], most=3)}){pieces}: the object is "
+            "sound, the record is wrong")
 
 
 def details_loaded(version: Any) -> dict[str, Any]:
@@ -336,14 +355,19 @@ def lost_in(record: Any) -> str | None:
     return None
 
 
-def warn_lost(lost: Mapping[str, str], what: str) -> None:
-    """Log, once per missing details object, the scenes whose details it held: ``what`` says what goes on."""
+def warn_lost(lost: Mapping[str, str], what: str, why: Mapping[str, str] | None = None) -> None:
+    """Log, once per details object, the scenes whose details it held and are lost (:func:`with_lost_details`):
+    ``why`` says what is wrong with an object (by name; the others are missing), ``what`` what goes on."""
+    why = why or {}
     for name in sorted(set(lost.values())):
         scenes = sorted(sid for sid, n in lost.items() if n == name)
         shown = ", ".join(scenes[:5]) + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
-        log.warning("the details object %s of the ledger is missing: the band files and checksums of %d scene(s) "
-                    "(%s) are lost, their pixels are not; %s. Restore it from a backup if you have one: the versions "
-                    "naming it then read it again", name, len(scenes), shown, what)
+        fix = ("restore the record from a backup if you have one (`cardcube verify` names it): its version "
+               "then reads them again" if name in why else
+               "restore it from a backup if you have one: the versions naming it then read it again")
+        log.warning("the details object %s of the ledger %s: the band files and checksums of %d scene(s) (%s) are "
+                    "lost, their pixels are not; %s. %s", name, why.get(name, "is missing"), len(scenes), shown,
+                    what, fix[0].upper() + fix[1:])
 
 
 def _fields(record: Any) -> list[Any]:

@@ -53,7 +53,9 @@ class VerifyResult:
     """What :func:`verify` found: ``problems`` are (shard key, what is wrong); ``unlisted`` counts the time blocks
     without a manifest (written before manifests existed), whose shards could not be checked; ``superseded`` the
     damaged shards only versions older than the latest read (a repair or a compaction gave their dates another
-    copy since): offering their scenes to ``--repair`` again mends nothing, ``expire`` drops them."""
+    copy since): offering their scenes to ``--repair`` again mends nothing, ``expire`` drops them; so too the
+    details objects only older versions name, and the records older than the latest naming a sound one for scenes it
+    does not hold as they say."""
 
     collection: str
     cube: str
@@ -87,7 +89,8 @@ class VerifyResult:
         old = set(self.superseded)
         lines += listed_lines([f"  {key}: {problem}" + (" (named only by versions older than the latest, which records "
                                                           "its scenes' details as lost)" if layout.details_of_key(key)
-                                                         else " (read only by versions older than the latest)")
+                                                         else " (read only by versions older than the latest)"
+                                                         if ShardKey.parse(key) else "")  # a record: it says so
                                * (key in old) for key, problem in self.problems],
                               "(the same command with --json names each)")
         if any(ShardKey.parse(key) and key not in old for key, _ in self.problems):
@@ -97,7 +100,7 @@ class VerifyResult:
             lines.append("  the details objects named only by older versions: `cardcube expire` drops them from the "
                          "ledger with those versions, once superseded for longer than its --older-than (7d by "
                          "default); restore them from a backup to keep those versions' audit trail")
-        if old - {key for key in old if layout.details_of_key(key)}:  # a repair wrote their dates anew
+        if any(ShardKey.parse(key) for key in old):  # a repair wrote their dates anew
             lines.append("  the latest version reads another copy of the dates of those read only by older versions: "
                          "`cardcube expire` deletes them with the versions that read them, once those have been "
                          "superseded for longer than its --older-than (7d by default)")
@@ -121,7 +124,12 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
-    problems += _details_still_named(store, collection, versions)
+    details = _details_still_named(store, collection, versions)
+    problems += details
+    # a record older than the latest naming an object for scenes it does not hold: the latest records them (an ingest
+    # took them as lost) or holds them as it says, and expire drops the record with its version
+    wrong_older = {key for key, _ in details if layout.details_of_key(key) is None} - {
+        layout.ledger_key(collection, versions[-1].version)}
     unlisted = len(manifests) - len(listed) - len(lost)
     latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
     named = details_named(versions[-1])  # a details object the latest names no more: its scenes' details recorded lost
@@ -129,7 +137,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
                 and problem.startswith("missing") else (key, problem) for key, problem in problems]
     superseded = tuple(key for key, _ in problems
                        if ((k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
-                       or ((d := layout.details_of_key(key)) is not None and d not in named))
+                       or ((d := layout.details_of_key(key)) is not None and d not in named) or key in wrong_older)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
                         len(listed), unlisted, len(shards), deep, tuple(problems), superseded)
 
@@ -192,13 +200,15 @@ def _misassigned(collection: str, versions: Sequence[CubeVersion], held: Mapping
         for name, scenes in sorted(misassigned(v, held).items()):
             listed = listed_names([f"{sid} ({why})" for sid, why in sorted(scenes.items())], most=5)
             older = (" (a version older than the latest: `cardcube expire` drops it once superseded for longer than "
-                     "its --older-than)" if v.version != versions[-1].version else "")
+                     "its --older-than)" if v.version != versions[-1].version else
+                     "; without one, run `cardcube ingest` (with any source, --repair too), which records their "
+                     "details as lost in a version it commits, their pixels as they are")
             problems.append((layout.ledger_key(collection, v.version),
                              f"damaged: it names {layout.details_key(collection, name)} for the band files and "
                              f"checksums of {len(scenes)} scene(s) that object does not hold as the record says: "
                              f"{listed}; the object is sound (its bytes are those its name's digest says), the "
-                             "record is wrong, and an ingest or a catalog build asking for those scenes' details "
-                             f"stops on it: restore the record from a backup{older}"))
+                             "record is wrong, and an ingest or a catalog build takes those scenes' details as lost "
+                             f"(warning): restore the record from a backup{older}"))
     return problems
 
 

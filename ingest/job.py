@@ -659,8 +659,8 @@ def ingest(
         if head.version and (lost := lost_newest(counting._store, collection, head.version)):
             raise CorruptDocumentError(f"{lost[1]}; this ingest commits nothing: it would take the lost version's "
                                        "number, and its data for a crashed run's leftovers")
-        head, lost = with_lost_details(head)  # a details object lost without a backup stops no ingest for good
-        warn_lost(lost, "this ingest records them as lost in the version it commits")
+        head, lost, why = with_lost_details(head)  # a details object lost without a backup stops no ingest for good
+        warn_lost(lost, "this ingest records them as lost in the version it commits", why)
         spec = _resolve_spec(head, collection, chunks)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
             publish(store, head, on_catalog=on_catalog, fence=fence)

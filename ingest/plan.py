@@ -131,8 +131,9 @@ def plan_ingest(head: CubeVersion, checked: list[CheckedScene], *, rejected: lis
     dates of ``head`` read again from their files, by scene id, written anew (a new slot, or a cold block);
     ``mended``: cold dates whose block a repair wrote into, in place (already written): the version records them,
     so that what was read of them before (an extraction, a cached answer) can tell. ``record_lost``: ``head`` holds
-    scenes whose details object is missing (:func:`cube.scene_details.with_lost_details`): a version is committed
-    even with nothing new, recording them as lost, so that the head names the missing object no more."""
+    scenes whose details object is missing, or holds them not as the record says
+    (:func:`cube.scene_details.with_lost_details`): a version is committed even with nothing new, recording them
+    as lost, so that the head names that object for them no more."""
     again = again or {}
     spec = head.spec
     block = spec.chunks.time

@@ -97,7 +97,7 @@ def test_a_merge_keeps_the_scenes_whose_details_were_lost_as_lost(cube):
     store = open_store(cube).with_read_only(False)
     first = min(details_named(read_version(store, "s2")))
     (cube / layout.details_key("s2", first)).unlink()
-    head, lost = with_lost_details(read_version(store, "s2"))
+    head, lost, _ = with_lost_details(read_version(store, "s2"))
     assert lost
     commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
     recorded = read_version(store, "s2")

@@ -5,6 +5,7 @@ version records those scenes' details as lost (naming the object no more), and v
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import shutil
@@ -22,12 +23,13 @@ from catalog.write import rebuild_catalog
 from cube import layout
 from cube.dataset import open_cube
 from cube.ledger import committed_versions, read_version
-from cube.scene_details import details_named, lost_details, with_lost_details
+from cube.scene_details import details_named, lost_details, warn_lost, with_lost_details
 from cube.verify import verify
 from ingest.commit import commit
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.cube.test_verify_details import edit_record, first_and_last
 from tests.ingest.crashing import run_ingest
 from tests.ingest.scene_edits import items_of, write_items
 
@@ -55,6 +57,17 @@ def lost(two_versions, tmp_path) -> tuple[Path, str, list[Path]]:
     assert len(first) == 1
     first[0].unlink()
     return cube, first[0].name, two_versions[1]
+
+
+@pytest.fixture
+def misassigned(two_versions, tmp_path) -> tuple[Path, str, str, list[Path]]:
+    """A copy of ``two_versions`` whose latest record names the second version's (sound) details object for a scene
+    of the first, which it does not hold (a record edited by hand, a restore mixing backups): the cube, the scene,
+    the object named and the items."""
+    cube = Path(shutil.copytree(two_versions[0], tmp_path / "cube"))
+    sid, _, other = first_and_last(cube, 2)
+    edit_record(cube, 2, lambda r: r["scenes"][sid].update(details=other))
+    return cube, sid, other, two_versions[1]
 
 
 def _read(cube: Path | str, as_of: int, **kwargs) -> xr.Dataset:
@@ -177,7 +190,7 @@ def test_a_damaged_details_object_says_what_to_do_without_a_backup(two_versions,
 def test_a_version_with_lost_details_pickles_as_it_is(lost):
     """A version handed to a worker process keeps the scenes whose details are lost as such."""
     cube, name, _ = lost
-    version, found = with_lost_details(read_version(open_store(cube), "s2"))
+    version, found, _ = with_lost_details(read_version(open_store(cube), "s2"))
     again = pickle.loads(pickle.dumps(version))
     assert set(found.values()) == {name} and lost_details(again) == found == lost_details(version)
     assert again.scenes == version.scenes
@@ -209,7 +222,7 @@ def test_a_pass_whose_details_are_lost_is_recorded_lost_with_its_slices(tmp_path
     commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
     (name,) = details_named(read_version(store, "s1"))
     (cube / layout.details_key("s1", name)).unlink()
-    head, found = with_lost_details(read_version(store, "s1"))
+    head, found, _ = with_lost_details(read_version(store, "s1"))
     passes = [sid for sid, r in head.scenes.items() if r.parts]
     assert passes and set(found) == set(head.scenes)
     commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
@@ -219,3 +232,87 @@ def test_a_pass_whose_details_are_lost_is_recorded_lost_with_its_slices(tmp_path
     moved = {sid: replace(r, version=5, checksums={}) for sid, r in v4.scenes.items()}  # written anew: still lost
     commit(store, v4.next(tiles=dict(v4.tiles), scenes=moved, added=(), rejected=v4.rejected, repaired=tuple(moved)))
     assert lost_details(v5 := read_version(store, "s1")) == found and details_named(v5) != details_named(v4)
+
+
+def test_an_ingest_goes_on_where_the_record_names_a_details_object_for_a_scene_it_does_not_hold(
+        misassigned, two_versions, caplog):
+    """A record naming a sound details object for a scene it does not hold: verify said to restore the record, and
+    without a backup every later ingest stopped on it for good. The ingest goes on, warning why; its version records
+    that scene's details as lost (the other scenes' as they are), every version reads its pixels as before, verify
+    reports the older record as superseded and expire drops it."""
+    cube, sid, other, (new, _, everything) = misassigned
+    found = verify(cube, progress=False)
+    assert [k for k, _ in found.problems] == [layout.ledger_key("s2", 2)] and not found.superseded
+    assert "without one, run `cardcube ingest`" in found.problems[0][1]
+
+    with caplog.at_level(logging.WARNING):
+        result = ingest(new, cube, progress=False)
+    assert result.version == 3 and len(result.added) == 1 and result.details_lost == (sid,)
+    assert f"{other} of the ledger holds not what the ledger record of version 2 says ({sid}: none held)" \
+        in caplog.text and "is missing" not in caplog.text and "Restore the record from a backup" in caplog.text
+    head = read_version(open_store(cube), "s2")
+    assert lost_details(head) == {sid: other} and not head.scenes[sid].checksums and not head.scenes[sid].sources
+    assert all(dict(r.checksums) for s, r in head.scenes.items() if s != sid)
+    for n in (1, 2):
+        xr.testing.assert_identical(_read(cube, n), _read(two_versions[0], n))
+
+    found = verify(cube, progress=False)  # version 2's record is still wrong: reported, as only older versions'
+    assert [k for k, _ in found.problems] == [layout.ledger_key("s2", 2)] == list(found.superseded)
+    assert "`cardcube expire` drops it" in found.summary()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = ingest(everything, cube, progress=False)
+    assert again.version is None and not again.details_lost and other not in caplog.text
+    assert expire(cube, older_than=timedelta(0)).expired == (1, 2)
+    assert verify(cube, progress=False).ok and lost_details(read_version(open_store(cube), "s2")) == {sid: other}
+
+
+def test_a_catalog_build_goes_on_where_the_record_names_a_details_object_for_a_scene_it_does_not_hold(
+        misassigned, caplog):
+    """cardcube catalog build stopped on it ("holds no details of scene ..."): it writes the catalog, warning why."""
+    cube, sid, other, _ = misassigned
+    (cube / "catalog.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert rebuild_catalog(cube) == {"s2": 2}
+    assert (cube / "catalog.json").exists() and f"{other} of the ledger holds not what" in caplog.text
+    assert sid in caplog.text and "an ingest records them as lost" in caplog.text
+
+
+def test_a_pass_whose_record_names_fewer_pieces_than_its_details_object_holds_is_taken_as_lost(tmp_path, caplog):
+    """A record naming fewer pieces of a pass than its (sound) details object holds: the details can be read but
+    disagree with the record, whose pieces are what reading uses; they are taken as lost (the conservative choice),
+    the warning says so, and a version committed records them lost."""
+    cube = Path(shutil.copytree(Path(__file__).parents[1] / "cube" / "ledger_v1", tmp_path / "cube"))
+    store = open_store(cube)
+    head = read_version(store, "s1")
+    commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
+    path = cube / layout.ledger_key("s1", 3)
+    record = json.loads(path.read_text())
+    sid = min(s for s, r in record["scenes"].items() if r.get("parts"))
+    record["scenes"][sid]["parts"] = record["scenes"][sid]["parts"][:-1]
+    path.write_text(json.dumps(record))
+    head, found, why = with_lost_details(read_version(store, "s1"))
+    (name,) = details_named(read_version(store, "s1"))
+    assert found == {sid: name} and set(why) == {name}
+    with caplog.at_level(logging.WARNING):
+        warn_lost(found, "this ingest records them as lost in the version it commits", why)
+    assert "piece(s) of a pass held, the record names" in caplog.text and "the conservative choice" in caplog.text
+    commit(store, head.next(tiles=dict(head.tiles), scenes=dict(head.scenes), added=(), rejected=head.rejected))
+    assert lost_details(read_version(store, "s1")) == found
+
+
+def test_on_s3_an_ingest_goes_on_where_the_record_names_a_details_object_for_a_scene_it_does_not_hold(
+        two_versions, s3_bucket):
+    """The same on an object store (moto's S3 over HTTP): that scene's details recorded lost, verify says so."""
+    url, opts = s3_bucket.upload(two_versions[0], "cube"), s3_bucket.storage_options()
+    client = s3_bucket.server.client()
+    sid, _, other = first_and_last(two_versions[0], 2)
+    key = f"cube/{layout.ledger_key('s2', 2)}"
+    record = json.loads(client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read())
+    record["scenes"][sid]["details"] = other
+    client.put_object(Bucket=s3_bucket.name, Key=key, Body=json.dumps(record).encode())
+    result = ingest(two_versions[1][0], url, storage_options=opts, progress=False)
+    assert result.version == 3 and result.details_lost == (sid,)
+    assert lost_details(read_version(open_store(url, storage_options=opts), "s2")) == {sid: other}
+    assert verify(url, storage_options=opts, progress=False).superseded == (layout.ledger_key("s2", 2),)
