@@ -118,7 +118,7 @@ class IngestResult:
     refiled: tuple[str, ...] = ()  # skipped scenes offered from other files than the cube read them from
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
     mended: tuple[str, ...] = ()  # cold shards lost or damaged, written again from their dates' files (``repair``)
-    details_lost: tuple[str, ...] = ()  # scenes whose details object is missing, recorded lost (cube.scene_details)
+    details_lost: tuple[str, ...] = ()  # scenes whose details object is missing or wrong, recorded lost (scene_details)
 
     @property
     def ok(self) -> bool:
