@@ -195,14 +195,21 @@ def _sweep_details(store: Store, collection: str, kept: Sequence[CubeVersion], *
     return len(gone)
 
 
-def _merge_details(store: Store, head: CubeVersion, fence: Fence) -> CubeVersion | None:
-    """Commit the version after ``head`` reading the same data, whose record names one details object holding every
-    scene's details (:func:`cube.scene_details.details_loaded`), and return it; None, with a warning, if one of the
-    objects ``head`` names cannot be read (verify says what to do: an ingest records a lost one's scenes as lost)."""
+def _details_to_merge(head: CubeVersion) -> dict | None:
+    """Every scene's details ``head`` names (:func:`cube.scene_details.details_loaded`), what a merge writes; None,
+    with a warning, if one of the objects cannot be read (verify says what to do: an ingest records a lost one's
+    scenes as lost). A dry run asks too, so that it reports no merge the run would not make."""
     try:
-        scenes = details_loaded(head)
+        return details_loaded(head)
     except CorruptDocumentError as exc:
         log.warning("the details objects of the ledger the latest version names were not merged: %s", exc)
+        return None
+
+
+def _merge_details(store: Store, head: CubeVersion, fence: Fence) -> CubeVersion | None:
+    """Commit the version after ``head`` reading the same data, whose record names one details object holding every
+    scene's details, and return it; None if they cannot be read (:func:`_details_to_merge`)."""
+    if (scenes := _details_to_merge(head)) is None:
         return None
     new = head.next(tiles=dict(head.tiles), scenes=scenes, added=(), rejected=head.rejected)
     commit(store, new, fence)  # its details object first, then its record: created once each, as an ingest's
@@ -261,7 +268,7 @@ def expire(
         merged = None
         if merge_over is not None and len(named := details_named(kept[-1])) > max(merge_over, 1):  # 1: merged
             if dry_run:
-                merged = (kept[-1].version + 1, len(named))
+                merged = None if _details_to_merge(kept[-1]) is None else (kept[-1].version + 1, len(named))
             elif (new := _merge_details(store, kept[-1], fence)) is not None:
                 kept.append(new)
                 merged = (new.version, len(named))

@@ -188,3 +188,15 @@ def test_on_s3_expire_merges_the_details_objects(appended_cube, s3_bucket):
     assert expire(url, older_than=EVERYTHING, merge_over=4, storage_options=opts).expired == (9,)
     assert objects() == details_named(read_version(store, "s2")) and len(objects()) == 1
     assert _details(read_version(store, "s2")) == details and verify(url, storage_options=opts, progress=False).ok
+
+
+def test_a_dry_run_reports_no_merge_that_a_lost_details_object_would_stop(cube, caplog):
+    """A details object the latest version names is lost: the run merges nothing (above), so its dry run reports no
+    merge either, with the same warning; before, it reported one the run then did not make."""
+    (cube / layout.details_key("s2", min(details_named(read_version(open_store(cube), "s2"))))).unlink()
+    with caplog.at_level(logging.WARNING):
+        planned = expire(cube, older_than=EVERYTHING, merge_over=4, dry_run=True)
+    assert planned.merged is None and planned.to_dict()["merged"] is None and "merged into one" not in planned.summary()
+    assert "were not merged" in caplog.text
+    assert expire(cube, older_than=EVERYTHING, merge_over=4).merged is None
+
