@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--older-than", default="7d",
                    help="expire versions superseded for longer than this: 7d (default), 12h, 30m, 45s, or 0 (all)")
     e.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
-    e.add_argument("--merge-details-over", type=int, default=16, metavar="N",
+    e.add_argument("--merge-details-over", type=whole_number(), default=16, metavar="N",
                    help="when the latest version names more than N details objects of the ledger (one per ingest "
                    "that added scenes, all read by every ingest and catalog build), merge them into one, named by a "
                    "new version reading the same data (default 16)")

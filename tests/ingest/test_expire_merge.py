@@ -200,3 +200,14 @@ def test_a_dry_run_reports_no_merge_that_a_lost_details_object_would_stop(cube, 
     assert "were not merged" in caplog.text
     assert expire(cube, older_than=EVERYTHING, merge_over=4).merged is None
 
+
+@pytest.mark.parametrize("value", ["-5", "1.5"])
+def test_the_command_refuses_a_count_of_details_objects_below_zero(tmp_path, capsys, value):
+    """``--merge-details-over -5`` was taken as 1 (merge whenever there are two) without a word: it is a count, and
+    refused as a usage error before any cube is read, as every count of the command lines."""
+    from cardcube.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["expire", "--cube", str(tmp_path / "cube"), "--dry-run", "--merge-details-over", value])
+    assert stop.value.code == 2
+    assert f"argument --merge-details-over: expected a whole number >= 0, got '{value}'" in capsys.readouterr().err
