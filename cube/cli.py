@@ -90,6 +90,9 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
         raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
+    if sidecar and Path(f"{path}{sidecar}").is_dir():  # found only by the write, after all the work
+        raise InvalidRequestError(f"--out {out}: {path.name}{sidecar}, where the record of the parameters goes, is a "
+                                  "folder: give another name, or move the folder")
     if sidecar and path.is_file() and not Path(f"{path}{sidecar}").is_file():
         raise InvalidRequestError(f"--out {out} exists, and is no earlier output of cardcube (none has its "
                                   f"{path.name}{sidecar} beside it), which would be replaced: give a new name, or "

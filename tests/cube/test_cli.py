@@ -385,6 +385,7 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.png").write_bytes(b"")
     (tmp_path / "folder" / "weather.csv").write_text("day,rain_mm\n")  # no output of cardcube: not replaced
+    (tmp_path / "folder" / "s.csv.json").mkdir()  # where the record goes: the write failed after all the work
     refused = {
         ("timeseries", *cube, pid, "--out", str(tmp_path / "folder")): "is a folder: give a file name ending .parquet",
         ("timeseries", *cube, pid, "--out", str(tmp_path / "s.txt")): "give a file name ending .parquet or .csv",
@@ -425,6 +426,8 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
             "weather.csv.json beside it), which would be replaced: give a new name, or delete it first",
         ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--out",
          str(tmp_path / "folder" / "weather.csv")): "exists, and is no earlier output of cardcube",
+        ("timeseries", *cube, pid, "--out", str(tmp_path / "folder" / "s.csv")):
+            f"--out {tmp_path / 'folder' / 's.csv'}: s.csv.json, where the record of the parameters goes, is a folder",
         # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
         # the parcels of the file a chip was given without an id
         ("timeseries", "--cube", str(tiny_cube), "--point", "5.1", "52.5", "--out", str(tmp_path / "s.csv")):
