@@ -183,7 +183,8 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     for item_key, data in zip(unread, read_bytes_many(store, unread), strict=True):  # all at once
         item = parse_json(store, item_key, data)
         if item is None:
-            raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}")
+            raise CubeNotFoundError(f"catalog item {item_key} linked from {coll_key} is missing in {io.base}: "
+                                    "'cardcube catalog build' writes it anew")
         try:
             refs[item_key] = _tile_ref(item, collection, item_key, io, version=number)
         except (AttributeError, KeyError, TypeError, ValueError, pyproj.exceptions.CRSError) as exc:

@@ -312,6 +312,12 @@ def test_missing_catalog(tmp_path, cube):
     # a collection the cube does not hold: "catalog build writes it" sent the user to a command that failed too
     with pytest.raises(CubeNotFoundError, match=r"holds no 's1' collection \(no committed version\); it holds s2$"):
         find_tiles(cube, "s1")
+    item = next((cube / "s2").glob("*/s2-*.json"))  # an item lost: the same repair, said as for a damaged one
+    item.rename(item.with_suffix(".kept"))
+    with pytest.raises(CubeNotFoundError, match=r"s2-31UFU.json linked from s2/collection.json is missing in .*: "
+                       r"'cardcube catalog build' writes it anew$"):
+        find_tiles(cube, "s2")
+    item.with_suffix(".kept").rename(item)
     (cube / "s2" / "collection.json").unlink()  # one it holds: the catalog build that repairs it
     with pytest.raises(CubeNotFoundError, match=r"s2/collection.json is missing; 'cardcube catalog build' writes it"):
         find_tiles(cube, "s2")
