@@ -448,7 +448,7 @@ def enclosing_cube(store: Store) -> str:
     return ""
 
 
-def _no_cube_hint(store: Store) -> str:
+def no_cube_hint(store: Store) -> str:
     """What a location holding no cube is instead, for the error: a place inside a cube (:func:`enclosing_cube`:
     a collection's document, a tile's), or a local file; else ""."""
     if inside := enclosing_cube(store):
@@ -472,7 +472,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         versions = committed_versions(store, collection)
         if not versions:
             raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                    + _no_cube_hint(store))
+                                    + no_cube_hint(store))
         version = versions[-1]
     if not isinstance(version, int | np.integer) or isinstance(version, bool):
         raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
@@ -519,7 +519,7 @@ def version_history(store: Store, collection: str, versions: Sequence[int] | Non
             continue
     if not history:
         raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                + _no_cube_hint(store))
+                                + no_cube_hint(store))
     return history
 
 

@@ -125,7 +125,7 @@ from cube.content_coding import NegotiatedGZip
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.geometry_trial import check_bufferable, polygonal_in_child
-from cube.ledger import CubeVersion, committed_versions, enclosing_cube
+from cube.ledger import CubeVersion, committed_versions, no_cube_hint
 from cube.membership import DEFAULT_BUFFER, MAX_BUFFER
 from cube.parcels import Overlay, ParcelSet, as_parcels, crs_member, read_parcels
 from cube.stats import STATS
@@ -826,7 +826,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     held = [c for c in CUBE_SPECS if committed_versions(store, c)]
     if not held:  # a mistyped --cube fails now, not per request
         raise CubeNotFoundError(f"no cube at {store_url(store)}: no committed version of {' or '.join(CUBE_SPECS)}"
-                                + enclosing_cube(store))
+                                + no_cube_hint(store))
     arrays = ArrayCache(array_cache) if array_cache else None
     # a cube built again at the same place: its objects are other ones, and so are the arrays' shard indexes
     versions = VersionCache(store, refresh=refresh, on_replaced=lambda _: arrays is not None and arrays.clear())

@@ -46,6 +46,16 @@ def test_build_and_find_without_cube_are_one_line_errors(tmp_path, capsys):
     assert not missing.exists()  # looking for a cube does not create its folder
 
 
+def test_find_says_what_a_cube_location_holding_no_cube_is_instead(cube, tmp_path, capsys):
+    """A file, or a collection's folder inside the cube: ``versions``, ``verify`` and ``expire`` say so, ``catalog
+    find`` said only "no committed version of s2 or s1"."""
+    (tmp_path / "parcels.gpkg").write_bytes(b"")
+    assert main(["catalog", "find", "--cube", str(tmp_path / "parcels.gpkg")]) == 2
+    assert "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix" in capsys.readouterr().err
+    assert main(["catalog", "find", "--cube", str(cube / "s2")]) == 2
+    assert f"; it lies inside the cube at {cube} (its s2 collection): give that location" in capsys.readouterr().err
+
+
 def test_find_prints_tiles(base_cube, capsys):
     assert main(["catalog", "find", "--cube", str(base_cube), "--bbox", "705000,5850000,705100,5850100",
                  "--crs", "EPSG:32631", "--time", "2024-04-01/2024-04-30"]) == 0

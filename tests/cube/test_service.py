@@ -793,6 +793,17 @@ def test_a_folder_without_a_cube_is_refused_at_start(tmp_path):
         ServedCommand(["serve", "--cube", tmp_path], timeout=30)
 
 
+def test_a_file_given_as_the_cube_is_named_so(tmp_path):
+    """``serve --cube parcels.gpkg`` said "no committed version of s2 or s1", not that a cube is a folder (as
+    ``versions``, ``verify`` and ``expire`` say)."""
+    from cardcube.errors import CubeNotFoundError
+    from cube.service import make_app
+
+    (tmp_path / "parcels.gpkg").write_bytes(b"")
+    with pytest.raises(CubeNotFoundError, match="; it is a file: a cube is a folder"):
+        make_app(tmp_path / "parcels.gpkg")
+
+
 def test_the_array_cache_can_be_switched_off_but_not_made_negative(tiny_cube):
     """``array_cache=0`` (``--array-cache 0``) serves without keeping arrays (what ``benchmarks.service``
     compares: the same answers, byte for byte, from a server with the cache and one without); below 0 is refused."""
