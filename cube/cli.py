@@ -441,6 +441,7 @@ def _layers(args: argparse.Namespace) -> int:
     from cardcube.errors import CubeNotFoundError, InvalidRequestError
     from cardcube.option_types import parse_age
     from cardcube.storage import list_children, open_store, refuse_file, store_url
+    from cube.layout import PARCELS_DIR
     from cube.parcel_layer import prune_layers, stored_layers
 
     if args.dry_run and args.prune is None:
@@ -455,6 +456,9 @@ def _layers(args: argparse.Namespace) -> int:
     if store_url(store).startswith("s3://") and not list_children(store, ""):  # a prefix exists by its objects
         raise InvalidRequestError(f"nothing at {store_url(store)}: no object under that prefix (give the cube, or "
                                   "the --layers location of cardcube extract)")
+    if store_url(store).rstrip("/").endswith(f"/{PARCELS_DIR}") and PARCELS_DIR not in list_children(store, ""):
+        raise InvalidRequestError(f"{args.store} is the folder of the layers themselves, which would list none: give "
+                                  "the folder holding it (the cube, or the --layers location of cardcube extract)")
     if unused_for is not None:
         result = prune_layers(store, unused_for=unused_for, dry_run=args.dry_run)
         print(json.dumps(result.to_dict()) if args.json else result.summary())

@@ -198,6 +198,10 @@ def test_the_cli_lists_and_prunes_and_refuses_what_it_cannot_do(cube, parcels, t
         assert main(["layers", str(tmp_path / where), "--prune", "0"]) == 2  # not "deleted 0"
         assert why in capsys.readouterr().err
         assert not (tmp_path / "nowhere").exists()
+    for prune in ([], ["--prune", "0"]):  # the layers' own folder: "0" and "deleted 0", exit 0
+        assert main(["layers", str(cube / "_parcels"), *prune]) == 2
+        assert "_parcels is the folder of the layers themselves, which would list none: give the folder holding it " \
+               "(the cube" in capsys.readouterr().err
     assert _layers(cube)  # nothing was deleted by a refused command
     assert main(["layers", str(cube), "--prune", "0", "--json"]) == 0
     assert [x["digest"] for x in json.loads(capsys.readouterr().out)["deleted"]] == [layer.digest]
