@@ -90,6 +90,8 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
         raise InvalidRequestError(f"--out {out} is a folder: give a file name ending .parquet or .csv")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InvalidRequestError(f"--out {out}: give a file name ending .parquet or .csv (the formats written)")
+    if file := next((p for p in path.parents if p.exists() and not p.is_dir()), None):  # else found by the write
+        raise InvalidRequestError(f"--out {out}: {file} is a file, no folder to write in: give another name")
     if sidecar and Path(f"{path}{sidecar}").is_dir():  # found only by the write, after all the work
         raise InvalidRequestError(f"--out {out}: {path.name}{sidecar}, where the record of the parameters goes, is a "
                                   "folder: give another name, or move the folder")

@@ -426,6 +426,8 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
             "weather.csv.json beside it), which would be replaced: give a new name, or delete it first",
         ("flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--out",
          str(tmp_path / "folder" / "weather.csv")): "exists, and is no earlier output of cardcube",
+        ("timeseries", *cube, pid, "--out", str(tmp_path / "file.png" / "s.csv")):  # FileExistsError, after the work
+            f"--out {tmp_path / 'file.png' / 's.csv'}: {tmp_path / 'file.png'} is a file, no folder to write in",
         ("timeseries", *cube, pid, "--out", str(tmp_path / "folder" / "s.csv")):
             f"--out {tmp_path / 'folder' / 's.csv'}: s.csv.json, where the record of the parameters goes, is a folder",
         # what to measure: said in the command's options, not as the Python API's "registry=", nor as a count of
