@@ -66,6 +66,7 @@ from zarr.abc.store import Store
 from cardcube.checkpoints import checkpoint
 from cardcube.errors import (
     CommitConflictError,
+    CorruptDocumentError,
     CubeLockedError,
     InvalidRequestError,
     LockLostError,
@@ -250,6 +251,25 @@ class Fence:
             f"before its next write or delete; what it did not commit stays invisible; re-run it")
 
 
+def _held_lock(store: Store, key: str, data: bytes) -> LockInfo:
+    """The lock held, read from ``key`` as ``data``; one that is no lock cardcube wrote (no JSON, an object without
+    its fields, a heartbeat that is no time: edited by hand, cut short, a foreign tool's) is a
+    :class:`CorruptDocumentError` saying how to be rid of it, not a ``TypeError`` traceback."""
+    try:
+        doc = parse_json(store, key, data)
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        if missing := [f for f in ("owner", "host", "pid", "started", "heartbeat") if f not in doc]:
+            raise TypeError(f"no {', '.join(missing)}")
+        info = LockInfo.from_dict(doc)
+        if not all(type(v) in (int, float) for v in (info.pid, info.started, info.heartbeat, info.stale_after)):
+            raise TypeError("pid, started, heartbeat and stale_after must be numbers")
+    except (TypeError, CorruptDocumentError) as exc:
+        raise CorruptDocumentError(f"{key} in {store_url(store)} is no writer lock of cardcube ({exc}): if no ingest "
+                                   "or expire runs on this cube, delete it and run the command again") from None
+    return info
+
+
 @contextmanager
 def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after: float = STALE_AFTER,
                 heartbeat: float | None = None, command: str = "ingest", remote_workers: bool = False,
@@ -287,10 +307,9 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
             found = read_tagged(store, key)
             if found is None:
                 continue  # released in between: try again
-            current = parse_json(store, key, found.data)
-            if current.get("owner") == owner:  # its own: the store's answer to the write was lost, and it was retried
+            info = _held_lock(store, key, found.data)
+            if info.owner == owner:  # its own: the store's answer to the write was lost, and it was retried
                 break
-            info = LockInfo.from_dict(current)
             if _is_stale(info, stale_after, in_flight=in_flight):
                 log.warning("breaking stale lock of %s on %s", info.describe(), store_url(store))
                 try:  # the lock as it was read, not whatever is there now: another writer may have broken it first

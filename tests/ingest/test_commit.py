@@ -349,3 +349,25 @@ def test_a_client_that_would_drop_if_match_is_refused_not_written_unconditionall
     with pytest.raises((CommitConflictError, StoreError)):
         delete_if_unchanged(lock_store, key, expected=read)
     assert read_json(lock_store, key) == {"v": 2}
+
+
+@pytest.mark.parametrize(("doc", "says"), [
+    ('{"owner": "x", "host": "h", "pid": 1, "heartbeat": 1}', "(no started)"),  # a TypeError traceback, exit 1
+    ("[]", "(not a JSON object)"),  # an AttributeError traceback
+    ('{"owner": "x", "host": "h", "pid": 1, "started": 1, "heartbeat": "now"}', "must be numbers"),  # TypeError
+    ("{garbage", "is not valid JSON"),  # said, but not what to do
+])
+def test_a_lock_that_no_cardcube_wrote_is_a_clear_error_saying_what_to_do(tmp_path, doc, says):
+    """A lock object edited by hand, cut short or of a foreign tool: a writer finding it (ingest, expire) stopped
+    with a traceback, or named it damaged without a way out; it says what it is and what to do, and leaves it."""
+    from cardcube.errors import CorruptDocumentError
+
+    store = open_store(str(tmp_path / "cube"))
+    write_json(store, "s2/zarr.json", {})
+    (tmp_path / "cube" / layout.lock_key("s2")).write_text(doc)
+    with pytest.raises(CorruptDocumentError, match=r"s2/_lock\.json in .* is no writer lock of cardcube") as err, \
+            writer_lock(store, "s2"):
+        pass
+    assert says in str(err.value) and str(err.value).endswith(
+        "if no ingest or expire runs on this cube, delete it and run the command again")
+    assert (tmp_path / "cube" / layout.lock_key("s2")).read_text() == doc
