@@ -425,6 +425,18 @@ def _extent(grid: TileGrid, windows: dict[int, tuple[int, int, int, int]]) -> tu
     return grid.window_bounds(windows[res], res)
 
 
+def commit_time(version: CubeVersion) -> datetime | None:
+    """When ``version`` was committed, as its record says (an aware time); None if it records none readable, or one
+    of no zone (a record edited by hand): expire could not tell how old it is, and verify names the record."""
+    from catalog.build import parse_time  # here: the catalog's modules import the ledger's
+
+    try:
+        created = parse_time(version.created)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return created if created.tzinfo is not None else None
+
+
 def committed_versions(store: Store, collection: str) -> list[int]:
     """Every committed version number of ``collection``, ascending (one LIST request)."""
     keys = list_keys(store, layout.ledger_prefix(collection))

@@ -30,7 +30,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
-from cube.ledger import CubeVersion, committed_versions, read_version, version_history
+from cube.ledger import CubeVersion, commit_time, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
 from cube.scene_details import details_named, misassigned, read_details
 from cube.shard_reader import check_shard, index_size, shard_key
@@ -278,6 +278,10 @@ def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple
             continue
         except CorruptDocumentError as exc:
             problems.append((layout.ledger_key(collection, n), f"damaged: {exc}"))
+            continue
+        if commit_time(versions[-1]) is None:  # its data reads, but expire stops on it
+            problems.append((layout.ledger_key(collection, n), f"damaged: it records no UTC time of its commit "
+                             f"(created: {versions[-1].created!r}), which expire needs: restore it from a backup"))
     if not versions:
         version_history(store, collection)  # raises: no cube, or no version left
         raise CorruptDocumentError(f"every ledger record of the {collection} cube at {store_url(store)} is damaged: "

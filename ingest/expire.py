@@ -50,10 +50,9 @@ from cardcube.errors import CorruptDocumentError
 from cardcube.grid import is_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, list_keys, open_store, store_url
-from catalog.build import parse_time
 from catalog.write import published_version, write_catalog
 from cube import layout
-from cube.ledger import CubeVersion, TileState, read_version, version_history
+from cube.ledger import CubeVersion, TileState, commit_time, read_version, version_history
 from cube.scene_details import details_loaded, details_named
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
@@ -220,11 +219,7 @@ def _merge_details(store: Store, head: CubeVersion, fence: Fence) -> CubeVersion
 def _created(store: Store, version: CubeVersion) -> datetime:
     """When ``version`` was committed, as its ledger record says; a record without a readable UTC time is damaged
     (expire would have to guess which versions are old)."""
-    try:
-        created = parse_time(version.created)
-    except (ValueError, AttributeError):
-        created = None
-    if created is None or created.tzinfo is None:
+    if (created := commit_time(version)) is None:
         raise CorruptDocumentError(
             f"{layout.ledger_key(version.collection, version.version)} in {store_url(store)} records no UTC time of "
             f"its commit (created: {version.created!r}): nothing expired; restore the record from a backup")

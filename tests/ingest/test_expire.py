@@ -208,6 +208,11 @@ def test_a_record_without_a_readable_time_stops_expire_before_anything_goes(cube
         with pytest.raises(CorruptDocumentError, match=rf"v00000002.json in .* records no UTC time of its commit "
                                                        rf"\(created: '{created}'\): nothing expired"):
             expire(cube, older_than=EVERYTHING)
+        # verify, which checks the records, called it sound (exit 0) while expire stopped on it
+        checked = verify(cube, progress=False)
+        assert not checked.ok and (layout.ledger_key("s2", 2), f"damaged: it records no UTC time of its commit "
+                                   f"(created: '{created}'), which expire needs: restore it from a backup"
+                                   ) in checked.problems
     assert sorted(p for p in cube.rglob("*") if p.is_file()) == files
 
 
