@@ -142,14 +142,15 @@ def gdal_path(href: str) -> str:
     return url
 
 
-def refuse_file(location: Any, what: str) -> None:
-    """:class:`InvalidRequestError` if ``location`` (a path or URL given for a folder to write, ``what``) is a local
-    file: written to, it fails deep inside a write with the OS's "File exists"."""
+def refuse_file(location: Any, what: str, *, made: bool = True) -> None:
+    """:class:`InvalidRequestError` if ``location`` (a path or URL given for a folder to write, ``what``; ``made``:
+    one made if missing, not one only read) is a local file: written to, it fails deep inside a write with the OS's
+    "File exists"."""
     if isinstance(location, str | os.PathLike) and "://" not in os.fspath(location) and os.path.isfile(location):
         from cardcube.errors import InvalidRequestError
 
-        raise InvalidRequestError(f"{what} {os.fspath(location)} is a file: give a folder (made if missing) or an "
-                                  "s3:// prefix")
+        raise InvalidRequestError(f"{what} {os.fspath(location)} is a file: give a folder"
+                                  f"{' (made if missing)' if made else ''} or an s3:// prefix")
 
 
 def open_store(

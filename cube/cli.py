@@ -449,7 +449,7 @@ def _layers(args: argparse.Namespace) -> int:
     if args.dry_run and args.prune is None:
         raise InvalidRequestError("--dry-run goes with --prune AGE: listing deletes nothing anyway")
     unused_for = None if args.prune is None else parse_age(args.prune)  # before any store is opened
-    refuse_file(args.store, "the layers' location")  # a folder of no layers would be "0"
+    refuse_file(args.store, "the layers' location", made=False)  # a folder of no layers would be "0"
     try:
         store = open_store(args.store, storage_options=storage_options(args), read_only=True)
     except CubeNotFoundError:  # not "no cube": the URL may be the extractions' --layers location
