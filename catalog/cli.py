@@ -72,10 +72,12 @@ def _store(args: argparse.Namespace, *, read_only: bool = False):
 def _build(args: argparse.Namespace) -> int:
     from cardcube.errors import CubeNotFoundError
     from catalog.write import rebuild_catalog
+    from cube.ledger import no_cube_hint
 
-    done = rebuild_catalog(_store(args), collections=tuple(args.collection) if args.collection else None)
+    store = _store(args)
+    done = rebuild_catalog(store, collections=tuple(args.collection) if args.collection else None)
     if not done:
-        raise CubeNotFoundError(f"no cube collection with a committed version at {args.cube}")
+        raise CubeNotFoundError(f"no cube collection with a committed version at {args.cube}" + no_cube_hint(store))
     for name, version in done.items():
         print(f"{name}: catalog of version {version}")
     return 0

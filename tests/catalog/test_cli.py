@@ -54,6 +54,10 @@ def test_find_says_what_a_cube_location_holding_no_cube_is_instead(cube, tmp_pat
     assert "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix" in capsys.readouterr().err
     assert main(["catalog", "find", "--cube", str(cube / "s2")]) == 2
     assert f"; it lies inside the cube at {cube} (its s2 collection): give that location" in capsys.readouterr().err
+    assert main(["catalog", "build", "--cube", str(tmp_path / "parcels.gpkg")]) == 2
+    assert "; it is a file: a cube is a folder (that of its catalog.json) or an s3:// prefix" in capsys.readouterr().err
+    assert main(["catalog", "build", "--cube", str(cube / "s2")]) == 2
+    assert f"; it lies inside the cube at {cube} (its s2 collection): give that location" in capsys.readouterr().err
 
 
 def test_find_prints_tiles(base_cube, capsys):
