@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="parcel_id", help="parcel id column of --parcels (default parcel_id)")
     _layer_option(p)
     p.add_argument("--time", help=TIME_HELP)
-    p.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
+    p.add_argument("--as-of", type=whole_number(at_least=1), default=None,
+                   help="read the cube as committed by this version (cardcube versions lists them)")
 
 
 def _layer_option(p: argparse.ArgumentParser) -> None:
@@ -186,7 +187,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_endpoint_option(e)
     e.add_argument("--collection", choices=sorted(CUBE_SPECS), default="s2", help="cube collection (default s2)")
     e.add_argument("--time", help=TIME_HELP)
-    e.add_argument("--as-of", type=int, default=None, help="read the cube as committed by this version")
+    e.add_argument("--as-of", type=whole_number(at_least=1), default=None,
+                   help="read the cube as committed by this version (cardcube versions lists them)")
     _statistics_options(e)
     e.add_argument("--block", type=int, default=None, help="work unit side in 10 m pixels (default: shard side)")
     e.add_argument("--time-block", type=int, default=None,

@@ -239,6 +239,18 @@ def test_a_point_of_no_number_is_one_readable_error(tiny_cube, tiny_region, tmp_
     assert "the point's coordinates (682400.0, 5843400.0, " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["timeseries", "chip", "extract"])
+@pytest.mark.parametrize("value", ["latest", "0", "1.5"])
+def test_as_of_is_a_version_number(tiny_cube, tiny_region, tmp_path, capsys, command, value):
+    """--as-of latest was argparse's bare "invalid int value", and --as-of 0 a version the cube was searched for."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), "--as-of", value,
+              "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and f"argument --as-of: expected a whole number >= 1, got '{value}'" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("option", "value"), [("--scale", "0"), ("--size", "0"), ("--size", "-3")])
 def test_chip_cli_refuses_a_size_or_scale_below_one(tiny_cube, tiny_region, tmp_path, capsys, option, value):
     """--scale 0 was taken as no --scale (the default 4) without a word; --size 0 was "too large: lower the size"."""
