@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -92,11 +92,11 @@ class StoreStacIO(pystac.StacIO):
         """The key and bytes :meth:`pystac.STACObject.save_object` writes for ``obj`` (without its self link)."""
         return self.key(obj.get_self_href() or ""), self.json_dumps(obj.to_dict(include_self_link=False)).encode()
 
-    def save_all(self, objects: Iterable[pystac.STACObject]) -> None:
-        """Write each of ``objects`` whose bytes differ from what is stored, as :meth:`write_text` does one: what is
-        stored read all at once, then the changed ones written all at once (on S3 a round trip each for hundreds of
-        tile items, not one per item; none of them may link to another, as they are written in no order)."""
-        documents = dict(self.document(obj) for obj in objects)
+    def save_all(self, documents: Mapping[str, bytes]) -> None:
+        """Write each of ``documents`` (key -> bytes, :meth:`document`) whose bytes differ from what is stored, as
+        :meth:`write_text` does one: what is stored read all at once, then the changed ones written all at once (on
+        S3 a round trip each for hundreds of tile items, not one per item; none of them may link to another, as they
+        are written in no order)."""
         stored = read_bytes_many(self.store, list(documents))
         write_many(self.store, {key: data for (key, data), old in zip(documents.items(), stored, strict=True)
                                 if old != data})

@@ -15,6 +15,7 @@ what another writer published meanwhile (:func:`_published_children`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pystac
@@ -51,7 +52,7 @@ class CatalogTree:
     root: pystac.Catalog
     collection: pystac.Collection
     source: pystac.Collection
-    items: tuple[pystac.Item, ...]
+    items: Mapping[str, bytes]  # each tile item's key and bytes, serialised once (its link's digest names them)
 
     def save(self, io: StoreStacIO) -> None:
         """Write leaves first and the root last, so every link a reader can follow already resolves: the items (all
@@ -86,8 +87,9 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
     source.set_self_href(io.href(keys.source_collection_key(source.id)))
     for item in items:
         item.set_self_href(io.href(keys.item_key(version.collection, item.properties["cardcube:tile"])))
-    for link in collection.get_links(pystac.RelType.ITEM):  # what the item's bytes are (see ITEM_DIGEST_FIELD)
-        link.extra_fields[ITEM_DIGEST_FIELD] = item_digest(io.document(link.target)[1])
+    documents = {item.id: io.document(item) for item in items}  # what each item's bytes are (see ITEM_DIGEST_FIELD)
+    for link in collection.get_links(pystac.RelType.ITEM):
+        link.extra_fields[ITEM_DIGEST_FIELD] = item_digest(documents[link.target.id][1])
     # non-hierarchical links are not relativised by pystac: give the relative href ourselves
     collection.add_link(pystac.Link(
         pystac.RelType.DERIVED_FROM, make_relative_href(source.self_href, collection.self_href),
@@ -99,7 +101,7 @@ def build_catalog(version: CubeVersion, *, io: StoreStacIO,
                                       title=link.title))
     children = sorted(root.get_child_links(), key=lambda link: link.get_absolute_href() or "")
     root.links = [link for link in root.links if link.rel != pystac.RelType.CHILD] + children
-    return CatalogTree(root, collection, source, tuple(items))
+    return CatalogTree(root, collection, source, dict(documents.values()))
 
 
 # what reading a damaged catalog document raises, through pystac or plain JSON access
