@@ -185,10 +185,21 @@ def details_document(collection: str, version: int, details: Mapping[str, dict[s
     return f"scenes-{version:08d}-{hashlib.sha256(data).hexdigest()[:16]}.json", data
 
 
+def _stored_fields(version: Any) -> list[StoredField]:
+    """The detail fields of ``version``'s scenes (and their pieces) read from details objects: none for a record of
+    format 1."""
+    return [v for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)]
+
+
 def details_named(version: Any) -> set[str]:
     """The names of the details objects ``version`` (a :class:`cube.ledger.CubeVersion`) reads its scenes' details
     from: none for one read from a record of format 1."""
-    return {v.name for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
+    return {v.name for v in _stored_fields(version)}
+
+
+def _misassigned_in(version: Any, readers: set[DetailsReader]) -> dict[str, dict[str, str]]:
+    """:func:`misassigned` of ``version`` against the sound objects ``readers`` read (all at once)."""
+    return misassigned(version, {n: held for reader in readers for n, held in reader.held().items()})
 
 
 def read_details(store: Store, collection: str, names: set[str]
@@ -284,9 +295,9 @@ def with_lost_details(version: Any) -> tuple[Any, dict[str, str], dict[str, str]
     stopped them all for good. A scene the object holds with other pieces of a pass than the record names is taken
     as lost too, though readable: reading uses the record's pieces, which those details do not describe. Reads every
     details object ``version`` names (one round trip); a damaged one still raises, when asked for."""
-    readers = {v.reader for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
+    readers = {v.reader for v in _stored_fields(version)}
     missing = set().union(*(r.missing() for r in readers))
-    wrong = misassigned(version, {n: held for reader in readers for n, held in reader.held().items()})
+    wrong = _misassigned_in(version, readers)
     lost = {sid: name for sid, r in version.scenes.items()
             if (name := _named(r)) in missing or sid in wrong.get(name, ())}
     if not lost:
@@ -321,8 +332,7 @@ def details_loaded(version: Any) -> dict[str, Any]:
     def read(x: Any) -> dict[str, Any]:
         return {f: {k: dict(v) for k, v in x.warped.items()} if f == "warped" else dict(getattr(x, f)) for f in FIELDS}
 
-    readers = {v.reader for r in version.scenes.values() for v in _fields(r) if isinstance(v, StoredField)}
-    if wrong := misassigned(version, {n: held for reader in readers for n, held in reader.held().items()}):
+    if wrong := _misassigned_in(version, {v.reader for v in _stored_fields(version)}):
         name, why = min(wrong.items())
         raise CorruptDocumentError(f"the ledger record of version {version.version} names "
                                    f"{layout.details_key(version.collection, name)} for the details of scenes it "
