@@ -794,12 +794,13 @@ def write_status(out: Store, frame: gpd.GeoDataFrame, id_column: str,
                  status: Mapping[Any, ParcelStatus], repaired: set[Any], cube_version: int) -> None:
     """``parcels.parquet``: every parcel of ``frame`` (the parcel file) with its status, reason, tile and pixels."""
     ids = _ids(frame, id_column)
+    each = [status[i] for i in ids]
     table = gpd.GeoDataFrame({
         "parcel_id": ids,
-        "status": [status[i].status for i in ids],
-        "reason": [status[i].reason for i in ids],
-        "tile": [status[i].tile for i in ids],
-        "pixels": np.array([status[i].pixels for i in ids], dtype=np.int64),
+        "status": [s.status for s in each],
+        "reason": [s.reason for s in each],
+        "tile": [s.tile for s in each],
+        "pixels": np.array([s.pixels for s in each], dtype=np.int64),
         "repaired": [i in repaired for i in ids],
         "cube_version": np.full(len(ids), cube_version, dtype=np.int64),
     }, geometry=frame.geometry.to_numpy(), crs=frame.crs)

@@ -223,35 +223,54 @@ def uniform_ids(ids: Sequence[Hashable]) -> list[Hashable]:
 
 def check_ids(ids: Sequence[Hashable]) -> None:
     """:class:`InvalidRequestError` unless every parcel of ``ids`` (in the file's order: the rows named are its
-    rows) has an id of its own: none missing (None, NaN, a nullable column's ``pd.NA``), none shared."""
+    rows) has an id of its own: none missing (None, NaN, a nullable column's ``pd.NA``), none shared. Ids all text
+    or all whole numbers, as registers have them, are checked by their kind (each parcel set checks its ids: one
+    by one, 300,000 took 0.17 s a set, and an extraction makes several)."""
+    kinds = set(map(type, ids))
+    if kinds == {str}:
+        _refuse_missing([k for k, i in enumerate(ids) if not i.strip()])
+    elif not all(issubclass(kind, int | np.integer) for kind in kinds):
+        _check_each_id(ids)
+    if len(set(ids)) != len(ids):
+        _refuse_shared(ids)
+
+
+def _refuse_missing(missing: Sequence[int]) -> None:
+    """The error of parcels with no id at the rows ``missing``, if any (:func:`check_ids`)."""
+    if missing:
+        raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
+                                  f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
+
+
+def _check_each_id(ids: Sequence[Hashable]) -> None:
+    """:func:`check_ids` of ids of mixed or other kinds (reals, tuples, missing values), one by one."""
     if tuples := [k for k, i in enumerate(ids) if isinstance(i, tuple)]:  # a frame's MultiIndex: a 2-D id array
         raise InvalidRequestError(f"parcel ids are single values (text or integers), not tuples such as "
                                   f"{ids[tuples[0]]!r} (row {tuples[0]}): a frame indexed by several levels needs its "
                                   f"id column named (id_column=, after reset_index()), or one id made of the levels")
-    missing = [k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
-               or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
-               or (isinstance(i, str) and not i.strip())]  # blank: a shapefile's gap (GDAL reads it so), a CSV's
-    if missing:
-        raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
-                                  f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
+    _refuse_missing([k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
+                     or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
+                     or (isinstance(i, str) and not i.strip())])  # blank: a shapefile's gap (GDAL reads it so), a CSV's
     if inexact := [k for k, i in enumerate(ids) if isinstance(i, float | np.floating) and abs(i) > 2**53]:
         raise InvalidRequestError(
             f"{len(inexact)} parcel id(s) are floating-point numbers beyond 2**53, e.g. {ids[inexact[0]]!r} (row "
             f"{inexact[0]}), which keep no more than 16 digits: the ids' last digits are lost (a shapefile reads "
             f"integers of more than 18 digits as reals; a spreadsheet stores every number so); store them as text, "
             f"or in a GeoPackage or GeoParquet as integers")
-    if len(set(ids)) != len(ids):
-        rows: dict[Hashable, list[int]] = {}
-        for k, i in enumerate(ids):
-            rows.setdefault(i, []).append(k)
-        shared = [(i, r) for i, r in rows.items() if len(r) > 1]
-        named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})"
-                          for i, r in shared[:10])
-        raise InvalidRequestError(
-            f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
-            f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
-            f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
-            f"position)")
+
+
+def _refuse_shared(ids: Sequence[Hashable]) -> None:
+    """The error of ids shared by several parcels (:func:`check_ids`)."""
+    rows: dict[Hashable, list[int]] = {}
+    for k, i in enumerate(ids):
+        rows.setdefault(i, []).append(k)
+    shared = [(i, r) for i, r in rows.items() if len(r) > 1]
+    named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})" for i, r in shared[:10])
+    raise InvalidRequestError(
+        f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
+        f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
+        f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
+        f"position)")
 
 
 def needs_overlay(geom: BaseGeometry | None) -> bool:
@@ -266,6 +285,22 @@ def needs_overlay(geom: BaseGeometry | None) -> bool:
 Overlay = Callable[[Sequence[Hashable], Sequence[BaseGeometry], bool], list["tuple[BaseGeometry, bool] | ParcelError"]]
 
 
+def _sound(geoms: Sequence[BaseGeometry | None]) -> np.ndarray:
+    """Which of ``geoms`` :func:`polygonal` would return as they are: valid, non-empty (Multi)Polygons of finite
+    coordinates, found for all at once (one by one, 19 µs a parcel: 6 s of a register of 300,000)."""
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    known = np.array([isinstance(g, BaseGeometry) for g in arr], dtype=bool)
+    ok = np.zeros(len(arr), dtype=bool)
+    g = arr[known]
+    ok[known] = np.isin(shapely.get_type_id(g), (3, 6)) & ~shapely.is_empty(g) & shapely.is_valid(g)
+    coords, at = shapely.get_coordinates(arr[ok], return_index=True)
+    finite = np.ones(int(ok.sum()), dtype=bool)
+    finite[at[~np.isfinite(coords).all(axis=1)]] = False
+    ok[np.flatnonzero(ok)[~finite]] = False
+    return ok
+
+
 def _build(
     ids: Sequence[Hashable], geoms: Sequence[BaseGeometry | None], src: Any, crs: Any, *, repair: bool,
     errors: str = "raise", overlay: Overlay | None = None,
@@ -278,11 +313,16 @@ def _build(
         raise InvalidRequestError(f"errors must be 'raise' or 'collect', not {errors!r}")
     src = CRS.from_user_input(src)
     overlaid: dict[int, tuple[BaseGeometry, bool] | ParcelError] = {}
-    if overlay is not None and (costly := [k for k, g in enumerate(geoms) if needs_overlay(g)]):
+    sound = _sound(geoms)
+    if overlay is not None and (costly := [k for k, g in enumerate(geoms) if not sound[k] and needs_overlay(g)]):
         overlaid = dict(zip(costly, overlay([ids[k] for k in costly], [geoms[k] for k in costly], repair),
                             strict=True))
     kept, fixed, repaired, rejected = [], [], [], []
     for k, (pid, g) in enumerate(zip(ids, geoms, strict=True)):
+        if sound[k]:
+            kept.append(pid)
+            fixed.append(g)
+            continue
         try:
             done = overlaid[k] if k in overlaid else polygonal(pid, g, repair=repair)
             if isinstance(done, ParcelError):

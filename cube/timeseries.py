@@ -307,17 +307,20 @@ def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None, *, reach
             lacking = passes_lacking(version, best, other, selection)
             for i in near[lacks_passes(lacking, geoms[crs[best]][near])]:
                 extra[i].append(other)
+    touched = touch.any(axis=0)
     return [(names[f], *extra[i]) if f >= 0 else
             _one_zone(tuple(n for n, t in zip(names, touch[:, i], strict=True) if t), footprints,
-                      Geometry(ps.geometries[i], ps.crs))
-            for i, f in enumerate(first)]
+                      ps.geometries[i], ps.crs) if touched[i] else ()
+            for i, f in enumerate(first.tolist())]
 
 
-def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], parcel: Geometry) -> tuple[str, ...]:
+def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], parcel: BaseGeometry,
+              crs: Any) -> tuple[str, ...]:
     """``tiles`` if they lie in one UTM zone, else those of the zone whose data (``footprints``) holds most of the
     parcel: tiles of two zones make no mosaic (their pixels are not one lattice), and the parcel's status then
     says what share of it those tiles' data leave out (:func:`outside_shares`), instead of reading one tile and
-    claiming the rest."""
+    claiming the rest. ``parcel`` is in ``crs``, made an odc Geometry only here: one for each parcel outside
+    the data cost 50 µs (300,000 parcels of a register beyond a small cube: 17 s)."""
     zones: dict[Any, list[str]] = {}
     for t in tiles:
         zones.setdefault(TileGrid.from_id(t).crs, []).append(t)
@@ -325,7 +328,8 @@ def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], pa
         return tiles
 
     def held(zone: Any) -> float:
-        return held_share(shapely.union_all([footprints[t] for t in zones[zone]]), parcel.to_crs(zone).geom)
+        return held_share(shapely.union_all([footprints[t] for t in zones[zone]]),
+                          Geometry(parcel, crs).to_crs(zone).geom)
 
     return tuple(zones[max(zones, key=held)])
 
