@@ -90,10 +90,12 @@ __all__ = ["DEFAULT_UNUSED_FOR", "INDEX_COLUMNS", "LayerPrune", "ParcelLayer", "
 def parcels_digest(parcels: ParcelSet) -> str:
     """A short hash of a parcel set: CRS, ids and geometries, whatever the order of its rows (the same parcels
     read from a re-sorted file are the same set)."""
-    keys = [[type(i).__name__, str(i)] for i in parcels.ids]  # 1 and "1" differ
-    order = sorted(range(len(keys)), key=keys.__getitem__)
+    kinds = [type(i).__name__ for i in parcels.ids]  # 1 and "1" differ
+    texts = list(map(str, parcels.ids))
+    by = texts.__getitem__ if len(set(kinds)) < 2 else lambda k: (kinds[k], texts[k])  # one kind: by the text alone
+    order = sorted(range(len(texts)), key=by)
     h = hashlib.sha256(parcels.crs.to_string().encode())
-    h.update(json.dumps([keys[k] for k in order]).encode())
+    h.update(json.dumps([[kinds[k], texts[k]] for k in order]).encode())
     wkbs = shapely.to_wkb(np.asarray(parcels.geometries, dtype=object), output_dimension=2)
     for k in order:
         h.update(wkbs[k])

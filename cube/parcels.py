@@ -541,7 +541,7 @@ def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[
                                   f"(id_column=, --id-column) or make it the index (parcels.set_index(...))")
     else:
         ids = gdf.index.tolist()
-    geoms = gdf.geometry.tolist() if isinstance(gdf, gpd.GeoDataFrame) else gdf.tolist()
+    geoms = list((gdf.geometry if isinstance(gdf, gpd.GeoDataFrame) else gdf).to_numpy())  # tolist(): 3 µs each
     return [_clean_id(i) for i in ids], geoms, gdf.crs
 
 

@@ -249,3 +249,31 @@ def test_on_s3_a_prefix_holding_nothing_is_refused_not_listed_as_no_layers(s3_bu
         assert f"nothing at {s3_bucket.url_for('cueb')}: no object under that prefix" in capsys.readouterr().err
     assert main(["layers", s3_bucket.url_for("cube")]) == 0
     assert f"label layers at {s3_bucket.url_for('cube')}: 0" in capsys.readouterr().out
+
+
+def test_the_parcels_digest_names_a_stored_layer_whatever_the_rows_order_and_as_before() -> None:
+    """A layer's folder is named by the digest of its parcels: the same parcels in another order are the same layer,
+    and the digest is the one stored layers were named by (sorted by the kind of each id, then its text), or every
+    layer stored would be built anew after an upgrade. Its sorting of ids of one kind was made cheaper."""
+    import hashlib
+
+    import shapely
+    from shapely.geometry import box
+
+    from cube.parcel_layer import parcels_digest
+    from cube.parcels import ParcelSet
+
+    def reference(ids: tuple, geoms: tuple) -> str:
+        keys = sorted(([type(i).__name__, str(i)], shapely.to_wkb(g, output_dimension=2))
+                      for i, g in zip(ids, geoms, strict=True))
+        h = hashlib.sha256(b"EPSG:32631")
+        h.update(json.dumps([k for k, _ in keys]).encode())
+        for _, wkb in keys:
+            h.update(wkb)
+        return h.hexdigest()[:16]
+
+    for ids in [(3, 1, 20, 2), ("b", "a", "10", "9"), (1, "1", 2, "0")]:  # integers sort by their text, as stored
+        geoms = tuple(box(k, 0, k + 1, 1) for k in range(len(ids)))
+        digest = parcels_digest(ParcelSet(ids, geoms, "EPSG:32631"))
+        assert digest == reference(ids, geoms)
+        assert parcels_digest(ParcelSet(ids[::-1], geoms[::-1], "EPSG:32631")) == digest
