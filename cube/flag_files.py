@@ -256,10 +256,13 @@ def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_opti
     other = []
     for start in range(0, len(shared), OVERLAP_PARCELS):  # the outlines' intersections a few thousand at a time
         ids = shared[start:start + OVERLAP_PARCELS]
-        a = measured.loc[ids].to_numpy()
-        b = given.loc[ids].to_crs(measured.crs).to_numpy()
+        a, b = measured.loc[ids], given.loc[ids]
+        a, b = a.to_numpy(), (b if b.crs == measured.crs else b.to_crs(measured.crs)).to_numpy()
+        overlap = np.ones(len(ids))
+        moved = ~shapely.equals_exact(a, b, tolerance=0)  # the same file's outlines: no overlay (17 s at 300,000)
         with np.errstate(invalid="ignore", divide="ignore"):
-            overlap = shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
+            overlap[moved] = (shapely.area(shapely.intersection(a[moved], b[moved]))
+                              / shapely.area(shapely.union(a[moved], b[moved])))
         other.extend(ids[overlap < least_overlap])  # NaN (an empty outline) is left to the extraction's own status
     if other:
         raise InvalidRequestError(

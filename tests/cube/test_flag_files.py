@@ -214,6 +214,10 @@ def test_a_parcel_file_of_other_fields_is_refused_and_undeclared_statistics_are_
     edited = geometries.copy()
     edited.iloc[0] = edited.iloc[0].buffer(-2)  # an outline amended a little is the same field
     flag_files(s2_extracted, declared, geometries=edited)
+    flag_files(s2_extracted, declared, geometries=geometries.to_crs(4326))  # the same fields in lon/lat
+    with pytest.raises(InvalidRequestError, match=r"^1 of the \d+ parcels"):  # one field moved among the same ones
+        flag_files(s2_extracted, declared, geometries=edited.where(edited.index != edited.index[3],
+                                                                   moved.iloc[3]).set_crs(geometries.crs))
     some = declared.iloc[:50]
     measured = set(read_timeseries(s2_extracted, bands=["B04"]).parcel_id.astype(str))
     with pytest.warns(UserWarning, match=rf"{len(measured - set(some.index))} of the {len(measured)} parcels of the "
