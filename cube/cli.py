@@ -83,7 +83,8 @@ def _local_out(out: str, what: str) -> Path:
 def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") -> Path:
     """``--out`` of a command writing one table, checked before any work: a file name ending .parquet or .csv,
     and neither it nor its ``sidecar`` (a suffix: ``.json``) one of the command's ``inputs`` (option: path), which
-    the output would replace; an existing file only if it is an earlier output (its sidecar beside it)."""
+    the output would replace; an existing file only if it is an earlier output (its sidecar beside it), an existing
+    sidecar only if it is a record cardcube wrote (:func:`_is_output_record`)."""
     from cardcube.errors import InvalidRequestError
 
     path = _local_out(out, "file name ending .parquet or .csv")
@@ -96,6 +97,10 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
     if sidecar and Path(f"{path}{sidecar}").is_dir():  # found only by the write, after all the work
         raise InvalidRequestError(f"--out {out}: {path.name}{sidecar}, where the record of the parameters goes, is a "
                                   "folder: give another name, or move the folder")
+    if sidecar and Path(f"{path}{sidecar}").is_file() and not _is_output_record(Path(f"{path}{sidecar}")):
+        raise InvalidRequestError(f"--out {out}: {path.name}{sidecar}, where the record of the parameters goes, "
+                                  "exists and is no record cardcube wrote (of timeseries or flag), which would be "
+                                  "replaced: give another name, or move that file")
     if sidecar and path.is_file() and not Path(f"{path}{sidecar}").is_file():
         raise InvalidRequestError(f"--out {out} exists, and is no earlier output of cardcube (none has its "
                                   f"{path.name}{sidecar} beside it), which would be replaced: give a new name, or "
@@ -111,6 +116,20 @@ def _table_out(out: str, inputs: dict[str, str | None], *, sidecar: str = "") ->
             raise InvalidRequestError(f"--out {out} is inside the input {option} {given}, whose files it would "
                                       "replace or join: give a name outside it")
     return path
+
+
+OUTPUT_RECORDS = ({"cube", "collection", "cube_version"}, {"rules", "inputs"})  # what every record of timeseries,
+# of flag has held: a file of OUT.json's name holding neither is the user's
+
+
+def _is_output_record(path: Path) -> bool:
+    """Whether the file ``path`` is the JSON record :func:`_write_table` wrote beside a table (of ``timeseries`` or
+    ``flag``): one of another tool, or the user's, of the same name is not replaced."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and any(keys <= doc.keys() for keys in OUTPUT_RECORDS)
 
 
 def _write_table(frame: pd.DataFrame, path: Path, record: dict[str, Any]) -> None:
@@ -147,7 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _statistics_options(p)
     add_store_timeout_option(p, served=False)
     p.add_argument("--out", required=True, help="output .csv or .parquet, with OUT.json beside it recording the "
-                   "query (an earlier output is replaced; another file of that name is refused)")
+                   "query (an earlier output is replaced; another file of either name is refused)")
     p.set_defaults(func=_timeseries)
 
     c = sub.add_parser("chip", help="PNG/GeoTIFF chips and a season contact sheet of a parcel or point",
@@ -240,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    '{"bare_ndvi": 0.25, "season": ["04-15", "10-15"]}); the others keep their defaults')
     f.add_argument("--out", required=True, help="output .csv or .parquet; beside it, OUT.json records the rules "
                    "and inputs, so the flags can be reproduced (an earlier output is replaced; another file of that "
-                   "name is refused)")
+                   "name, the table's or OUT.json's, is refused)")
     f.add_argument("--batch-size", type=whole_number(at_least=1), default=None, metavar="PARCELS",
                    help="parcels judged at a time (default 500): memory holds their statistics, the others wait in a "
                    "temporary folder (TMPDIR); the flags are the same whatever the size")

@@ -466,6 +466,40 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_file_of_the_record_s_name_that_cardcube_did_not_write_is_kept(tiny_cube, tiny_region, tmp_path, capsys):
+    """OUT.json, where timeseries and flag record their parameters, was replaced whatever it was: a user's own
+    ``x.csv.json`` beside the ``x.csv`` asked for (a table of theirs with its own JSON too) was lost without a
+    word. Such a file is refused before any work, naming it; an earlier output's record is replaced as before."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[10]
+    cube = ["--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--bands", "B04,B08"]
+    (tmp_path / "x.csv.json").write_text('{"mine": "notes of a field visit"}\n')
+    (tmp_path / "mine.csv").write_text("day,rain_mm\n")  # a table of the user's with a JSON of the same name
+    (tmp_path / "mine.csv.json").write_text('{"source": "weather station"}\n')
+    (tmp_path / "cut.csv.json").write_text('{"cube": ')  # no JSON: no record of cardcube's
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    for argv, name in (
+            (["timeseries", *cube, "--out", str(tmp_path / "x.csv")], "x.csv.json"),
+            (["timeseries", *cube, "--out", str(tmp_path / "mine.csv")], "mine.csv.json"),
+            (["timeseries", *cube, "--out", str(tmp_path / "cut.csv")], "cut.csv.json"),
+            (["flag", "--timeseries", str(tmp_path / "ts.csv"), "--parcels", str(tiny_region.parcels), "--out",
+              str(tmp_path / "x.csv")], "x.csv.json")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{name}, where the record of the parameters goes, exists and is no " \
+            "record cardcube wrote (of timeseries or flag), which would be replaced: give another name, or move " \
+            "that file" in err, (argv, err)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # nothing written, nothing lost
+    out = tmp_path / "stats.csv"
+    for _ in range(2):  # a run again replaces the output and the record it wrote
+        assert main(["timeseries", *cube, "--out", str(out)]) == 0
+    flags = tmp_path / "flags.csv"
+    for _ in range(2):
+        assert main(["flag", "--timeseries", str(out), "--parcels", str(tiny_region.parcels), "--out",
+                     str(flags)]) == 0
+    assert json.loads((tmp_path / "stats.csv.json").read_text())["collection"] == "s2"
+    assert "rules" in json.loads((tmp_path / "flags.csv.json").read_text())
+
+
 _THREADED_LABELS = """
 import sys
 from concurrent.futures import ThreadPoolExecutor
