@@ -175,11 +175,11 @@ def _clear_earlier(out: Path) -> None:
     """Make ``out`` (if missing) and mark it as a run's (:data:`PARTIAL`), then delete the scenes an earlier
     :func:`generate` wrote into it, whole or stopped halfway (its ``region.json`` first, so a run stopped meanwhile
     is no complete region); refuse ``out`` if it is a file, or holds files of synth's names that no run of synth
-    left there (a ``scenes`` folder, parcels of the user's)."""
+    left there (a ``scenes`` folder, parcels of the user's, beside no ``region.json`` or one synth did not write)."""
     if out.exists() and not out.is_dir():
         raise InvalidRequestError(f"{out} is a file: give synth a folder (made if missing)")
     scenes = out / "scenes"
-    if not (out / "region.json").is_file() and not (out / PARTIAL).is_file():
+    if not _is_synths_region(out / "region.json") and not (out / PARTIAL).is_file():
         if scenes.is_dir() and any(scenes.iterdir()):
             raise InvalidRequestError(f"{scenes} holds files, and no region.json says an earlier cardcube synth "
                                       f"wrote them: give another folder, or delete it (a folder ingest would read "
@@ -191,6 +191,16 @@ def _clear_earlier(out: Path) -> None:
     (out / PARTIAL).touch()
     (out / "region.json").unlink(missing_ok=True)
     shutil.rmtree(scenes, ignore_errors=True)
+
+
+def _is_synths_region(path: Path) -> bool:
+    """Whether ``path`` is a ``region.json`` :func:`_write_region_json` wrote: a file of that name of the user's (a
+    common name) says nothing of the files beside it, which synth would replace or delete."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"config", "counts", "tiles"} <= doc.keys()
 
 
 def schedule(config: SynthConfig) -> tuple[Acquisition, ...]:

@@ -73,6 +73,29 @@ def test_an_earlier_regions_scenes_are_replaced_and_a_foreign_scenes_folder_refu
     assert (other / "scenes" / "mine.tif").read_bytes() == b"not synth's"
 
 
+def test_a_region_json_synth_did_not_write_says_nothing_of_the_files_beside_it(tmp_path):
+    """A folder holding a region.json of the user's (a common name) was taken for synth's: its scenes folder was
+    deleted, its parcels and its region.json replaced, without a word. Only a region.json synth wrote says so."""
+    config = SynthConfig.tiny(size_m=1000, end=dt.date(2024, 5, 20), s1=False)
+    mine = tmp_path / "project"
+    (mine / "scenes").mkdir(parents=True)
+    (mine / "scenes" / "flight.tif").write_bytes(b"a drone's")
+    (mine / "region.json").write_text('{"name": "polder"}\n')
+    before = _digest(mine)
+    with pytest.raises(ValueError, match=rf"{mine / 'scenes'} holds files, and no region\.json says an earlier "
+                       r"cardcube synth wrote them"):
+        generate(mine, config)
+    assert _digest(mine) == before
+    (mine / "scenes" / "flight.tif").unlink()
+    (mine / "scenes").rmdir()
+    (mine / "parcels.gpkg").write_bytes(b"the register")
+    (mine / "region.json").write_text("[1, 2]\n")  # JSON, of no region
+    before = _digest(mine)
+    with pytest.raises(ValueError, match=r"holds parcels\.gpkg, region\.json, and no region\.json says"):
+        generate(mine, config)
+    assert _digest(mine) == before
+
+
 def test_a_run_stopped_halfway_is_run_again_and_files_of_another_refused(tmp_path):
     """A run stopped while writing scenes (Ctrl-C in the first step of `make demo`) left a scenes folder and no
     region.json: the same command was then refused, the folder "not synth's"; and parcels of the user's in the
