@@ -32,7 +32,7 @@ from cardcube.storage import StoreLike, list_children, open_store, parse_json, r
 from catalog import keys
 from catalog.build import ITEM_DIGEST_FIELD, VERSION_FIELD, item_digest
 from catalog.io import StoreStacIO, store_base
-from cube.ledger import committed_versions, no_cube_hint
+from cube.ledger import committed_versions, no_collection_error, no_cube_hint
 from cube.pass_dates import first_times
 
 CACHE_SIZE = 512
@@ -144,12 +144,10 @@ def tile_refs(store: StoreLike, collection: str, *, cache: ItemCache | None = No
     if doc is None:
         list_children(store, "")  # a missing bucket says so (a key of one reads as None)
         if not committed_versions(store, collection):  # catalog build would fail too: "no cube collection"
-            held = [c for c in CUBE_SPECS if c != collection and committed_versions(store, c)]
-            if not held:
+            if not any(committed_versions(store, c) for c in CUBE_SPECS if c != collection):
                 raise CubeNotFoundError(f"no cube at {io.base}: no committed version of {' or '.join(CUBE_SPECS)}"
                                         + no_cube_hint(store))
-            raise CubeNotFoundError(f"the cube at {io.base} holds no {collection!r} collection (no committed "
-                                    f"version); it holds {', '.join(held)}")
+            raise no_collection_error(store, collection)
         raise CubeNotFoundError(f"no catalog of the {collection!r} cube at {io.base} ({coll_key} is missing; "
                                 f"'cardcube catalog build' writes it from the ledger)")
     if not isinstance(doc, dict) or doc.get("type") != "Collection":  # "{}" listed no tile: "no tile matches"

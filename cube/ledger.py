@@ -470,6 +470,17 @@ def no_cube_hint(store: Store) -> str:
         path is not None and path.is_file()) else ""
 
 
+def no_collection_error(store: Store, collection: str) -> CubeNotFoundError:
+    """The error for ``collection`` without a committed version at ``store``: naming the collections the cube there
+    holds (a cube of s2 alone asked for s1 said only "no 's1' cube", as if there were none), else no cube and what
+    the location is instead (:func:`no_cube_hint`)."""
+    if held := [other for other in CUBE_SPECS if other != collection and committed_versions(store, other)]:
+        return CubeNotFoundError(f"the cube at {store_url(store)} holds no {collection!r} collection (no committed "
+                                 f"version); it holds {', '.join(held)}")
+    return CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
+                             + no_cube_hint(store))
+
+
 def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
     """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
     A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
@@ -483,8 +494,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     if version is None:
         versions = committed_versions(store, collection)
         if not versions:
-            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                    + no_cube_hint(store))
+            raise no_collection_error(store, collection)
         version = versions[-1]
     if not isinstance(version, int | np.integer) or isinstance(version, bool):
         raise InvalidRequestError(f"version (as_of) {version!r} is no version number: give an int, e.g. as_of=2 "
@@ -496,7 +506,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
     if record is None:
         versions = committed_versions(store, collection)
         if not versions:
-            raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}")
+            raise no_collection_error(store, collection)
         raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}: "
                                    f"{_which_versions(version, versions)}")
     key = layout.ledger_key(collection, version)
@@ -530,8 +540,7 @@ def version_history(store: Store, collection: str, versions: Sequence[int] | Non
         except VersionNotFoundError:
             continue
     if not history:
-        raise CubeNotFoundError(f"no {collection!r} cube at {store_url(store)}: no committed version"
-                                + no_cube_hint(store))
+        raise no_collection_error(store, collection)
     return history
 
 

@@ -33,7 +33,21 @@ def test_versions_on_s3_reads_the_listing_and_the_newest_records_only(s3_bucket,
     assert [r["scene_id"] for r in out["rejected"]] == ["S900", "S901"]  # the first one outlived its version
     assert (traffic.list, traffic.get, traffic.head) == (1, 2, 0)  # no HEAD before each whole-object GET
     assert main(["versions", "--cube", url, "--collection", "s1", "--endpoint-url", s3_proxy.endpoint_url]) == 2
-    assert "no 's1' cube" in capsys.readouterr().err
+    assert "holds no 's1' collection (no committed version); it holds s2" in capsys.readouterr().err
+
+
+def test_a_collection_the_cube_does_not_hold_is_named_with_those_it_holds(tmp_path, capsys):
+    """versions, verify and expire --collection s1 of a cube of s2 alone said "no 's1' cube at ...: no committed
+    version", as if no cube were there, and not which collection it holds."""
+    cube = tmp_path / "cube"
+    commit(open_store(cube), plan_ingest(CubeVersion.empty(SPEC), [scene(0)]).new)
+    for command in ("versions", "verify", "expire"):
+        assert main([command, "--cube", str(cube), "--collection", "s1"]) == 2
+        assert capsys.readouterr().err == (f"cardcube {command}: error: the cube at {cube} holds no 's1' collection "
+                                           "(no committed version); it holds s2\n")
+    assert sorted(p.name for p in cube.iterdir()) == ["s2"]  # nothing written, no lock left
+    assert main(["versions", "--cube", str(tmp_path), "--collection", "s1"]) == 2  # no cube: said as before
+    assert capsys.readouterr().err.endswith(f"no 's1' cube at {tmp_path}: no committed version\n")
 
 
 def test_each_version_line_counts_the_scenes_added_and_rejected(tmp_path, capsys):
