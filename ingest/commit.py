@@ -221,6 +221,7 @@ class Fence:
     lock to find its own owner id there. A copy in a worker process has no lease and reads the lock only.
     What remains is a freeze of ``stale_after`` between this check and the write it guards; only fencing
     tokens checked by the store itself would close that, and object stores have none across objects.
+    ``command``: the writer's (:func:`writer_lock`'s), which its errors tell to run again.
     """
 
     store: Store
@@ -228,9 +229,10 @@ class Fence:
     owner: str
     stale_after: float
     lease: _Lease | None = None
+    command: str = "ingest"
 
     def __reduce__(self) -> tuple:  # the lease is this process's clock: a copy elsewhere reads the store only
-        return Fence, (self.store, self.key, self.owner, self.stale_after)
+        return Fence, (self.store, self.key, self.owner, self.stale_after, None, self.command)
 
     def check(self) -> None:
         """Raise :class:`LockLostError` unless this writer still holds the lock."""
@@ -326,7 +328,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                     f"{_taken_for_dead(info, stale_after, in_flight=in_flight)}"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
-    fence = Fence(store, key, me.owner, stale_after, lease)
+    fence = Fence(store, key, me.owner, stale_after, lease, command)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
     beat.start()
@@ -432,16 +434,26 @@ def _delete_if_owner(store: Store, key: str, owner: str) -> None:
                         key, store_url(store))
 
 
+UNCOMMITTED = {  # what a writer (its lock's command) refused at its commit left, and what to run again
+    "ingest": ("nothing of this run became visible", "re-run the ingest"),
+    "expire": ("its merge of the ledger's details objects did not become visible (the versions it expired stay "
+               "expired, their data left for the next run to delete)", "re-run cardcube expire, which merges them "
+               "anew"),
+}
+
+
 def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
     """Make ``new`` visible: the one create-only write of the protocol (step 5), after checking ``fence``. The
     details object of the scenes it records first (:mod:`cube.scene_details`) is created before it, as data is:
     named by its bytes' digest, it is no other writer's, and one left by a run killed before its record is
-    invisible (``cardcube expire`` deletes it)."""
+    invisible (``cardcube expire`` deletes it). A refusal says what of the writer's run (``fence.command``: an
+    ingest's, or an expire's merge) did not become visible, and what to run again."""
+    left, rerun = UNCOMMITTED.get(fence.command if fence is not None else "ingest", UNCOMMITTED["ingest"])
     details, data = new.documents()
     if details is not None:
         if fence is not None:
             fence.check()
-        _create_own(store, layout.details_key(new.collection, details[0]), details[1])
+        _create_own(store, layout.details_key(new.collection, details[0]), details[1], rerun)
     checkpoint("details")
     if fence is not None:
         fence.check()
@@ -453,19 +465,19 @@ def commit(store: Store, new: CubeVersion, fence: Fence | None = None) -> None:
             return
         raise CommitConflictError(
             f"version {new.version} of the {new.collection} cube at {store_url(store)} was committed by "
-            f"another writer meanwhile; nothing of this run became visible, re-run the ingest"
+            f"another writer meanwhile; {left}, {rerun}"
         ) from None
 
 
-def _create_own(store: Store, key: str, data: bytes) -> None:
+def _create_own(store: Store, key: str, data: bytes, rerun: str) -> None:
     """Create ``key`` holding ``data``; one there already holding them (this run's write retried, or a run killed
-    after writing the same) is as good."""
+    after writing the same) is as good. ``rerun``: what the error tells to run again once it is deleted."""
     try:
         create_bytes(store, key, data)
     except CommitConflictError:
         if read_bytes(store, key) != data:
             raise CommitConflictError(f"{key} in {store_url(store)} holds other bytes than its name's digest says: "
-                                      "delete it (no version names it), and re-run the ingest") from None
+                                      f"delete it (no version names it), and {rerun}") from None
 
 
 def publish(store: Store, version: CubeVersion, *, on_catalog: Callable[[Store, CubeVersion], None] | None = None,

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from cardcube.errors import CommitConflictError
 from cardcube.storage import open_store
 from catalog.write import published_version
 from cube import layout
@@ -170,6 +171,32 @@ def test_an_expire_killed_at_any_step_of_a_merge_loses_nothing_and_the_rerun_fin
     xr.testing.assert_identical(_read(cube), data)
     assert _expire_command(cube).returncode == 0  # version 9, committed before the re-run's merge or not, goes
     assert _objects(cube) == details_named(read_version(store, "s2")) and published_version(store, "s2") == 10
+
+
+def test_a_merge_refused_at_its_commit_says_to_run_expire_again(cube, monkeypatch):
+    """Another writer committing the version a merge was to be, in the moment between its checks of the lock and
+    its record, stopped expire with "nothing of this run became visible, re-run the ingest": the versions it expired
+    were gone, and no ingest had run. It says what did not become visible, and to run expire again."""
+    import ingest.commit
+
+    head = read_version(open_store(cube), "s2")
+    theirs = cube / layout.ledger_key("s2", head.version + 1)
+    checkpoint = ingest.commit.checkpoint
+
+    def another_writer_commits(step: str) -> None:
+        checkpoint(step)
+        if step == "details":  # the merge's details object written, its record not yet
+            theirs.write_bytes((cube / layout.ledger_key("s2", head.version)).read_bytes())
+
+    monkeypatch.setattr(ingest.commit, "checkpoint", another_writer_commits)
+    with pytest.raises(CommitConflictError) as refused:
+        expire(cube, older_than=EVERYTHING, merge_over=4)
+    assert str(refused.value) == (
+        f"version {head.version + 1} of the s2 cube at {cube} was committed by another writer meanwhile; its merge of "
+        "the ledger's details objects did not become visible (the versions it expired stay expired, their data left "
+        "for the next run to delete), re-run cardcube expire, which merges them anew")
+    assert "ingest" not in str(refused.value)
+    assert committed_versions(open_store(cube), "s2") == [head.version, head.version + 1]
 
 
 def test_on_s3_expire_merges_the_details_objects(appended_cube, s3_bucket):
