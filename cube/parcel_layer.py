@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 
 from cardcube.errors import CorruptDocumentError, StoreError, StoreUnavailableError
-from cardcube.grid import TileGrid
+from cardcube.grid import TileGrid, is_tile_id
 from cardcube.parallel import is_distributed, run_tasks
 from cardcube.query import TIME_FORMAT
 from cardcube.storage import (
@@ -79,6 +80,7 @@ from cube.parcels import ParcelSet
 LAYER_RESOLUTION = 10
 INDEX_COLUMNS = ("label", "parcel_id", "pixels", "row0", "row1", "col0", "col1", "shared")
 LAYER_FORMAT = 3  # part of the digest: a layer of another format is built anew
+LAYER_DIGEST = re.compile(r"[0-9a-f]{16}")  # a layer's folder name, :func:`layer_digest`
 DEFAULT_UNUSED_FOR = timedelta(days=30)
 
 log = logging.getLogger(__name__)
@@ -422,13 +424,13 @@ class StoredLayer:
 
 def stored_layers(store: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> list[StoredLayer]:
     """Every label layer in ``store`` (a cube, or the ``layers`` location of :func:`cube.extract.extract`: a path,
-    URL or zarr Store), by tile and digest: a listing per tile and one round of small reads."""
+    URL or zarr Store), by tile and digest: a listing per tile and one round of small reads. What else lies in the
+    layers' folder (an extraction or chips written there) is no layer, neither listed nor pruned: it was taken for
+    an unfinished one, and deleted by a prune."""
     store = open_store(store, storage_options=storage_options, read_only=True)
-
-    def children(prefix: str) -> list[str]:  # less the group metadata zarr writes above an array
-        return [name for name in list_children(store, prefix) if name != "zarr.json"]
-
-    found = [(tile, digest) for tile in children(PARCELS_DIR) for digest in children(f"{PARCELS_DIR}/{tile}")]
+    tiles = [name for name in list_children(store, PARCELS_DIR) if is_tile_id(name)]  # not zarr.json above
+    found = [(tile, digest) for tile in tiles for digest in list_children(store, f"{PARCELS_DIR}/{tile}")
+             if LAYER_DIGEST.fullmatch(digest)]
     docs = _layer_docs(store, [f"{PARCELS_DIR}/{t}/{d}/{name}" for t, d in found
                                for name in ("layer.json", "used.json")])
     return [StoredLayer(tile, digest, layer is not None, layer.get("parcels") if layer else None,

@@ -91,6 +91,28 @@ def test_a_build_that_never_finished_is_kept_for_the_age_given_then_goes(cube, p
             ] == sorted([done.digest, "0123456789abcdef"])
 
 
+def test_what_else_lies_in_the_layers_folder_is_neither_listed_nor_pruned(cube, parcels, tmp_path, capsys):
+    """An extraction written into the layers' folder (--out CUBE/_parcels/run) was listed by cardcube layers as
+    unfinished layers, one per file, and a prune marked them seen, then deleted its statistics; so went a folder of
+    the user's beside a tile's layers."""
+    run = cube / "_parcels" / "run"
+    extract(parcels, cube, run, bands=["B08"], progress=False)
+    (layer,) = stored_layers(cube)  # the extraction's label layer, beside the cube
+    notes = cube / "_parcels" / layer.tile / "notes"
+    notes.mkdir()
+    (notes / "visit.txt").write_text("field visit")
+    kept = {p: p.read_bytes() for p in [*run.rglob("*"), *notes.rglob("*")] if p.is_file()}
+    assert main(["layers", str(cube)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"label layers at {cube}: 1", f"  {layer.prefix}: {len(parcels)} "
+                                                    f"parcels, made {layer.created:%Y-%m-%d %H:%M}, last used "
+                                                    f"{layer.last_use:%Y-%m-%d %H:%M} UTC"]
+    later = layer.last_use + timedelta(days=400)
+    for _ in range(2):  # a build never finished is marked seen by the first prune, deleted by the next
+        prune_layers(cube, unused_for=timedelta(0), now=later)
+    assert stored_layers(cube) == [] and not (cube / layer.prefix).exists()  # the layer went
+    assert {p: p.read_bytes() for p in [*run.rglob("*"), *notes.rglob("*")] if p.is_file()} == kept
+
+
 def test_a_layer_that_lost_a_chunk_is_built_anew_not_read_as_no_parcel(cube, parcels, tmp_path, caplog):
     """A label chunk gone from the store (a lifecycle rule, a partial copy) read as "no parcel": its parcels' rows
     came out "ok" from fewer pixels. The layer lists the chunks it stored; a run finds one lost and builds it anew."""
