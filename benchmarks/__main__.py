@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
             if args.work is None:
                 shutil.rmtree(work, ignore_errors=True)
         out = cfg.report_dir
-    path = report.write(results, out)
+    path = report.write(results, out, rendered=args.from_json is not None)
     print()
     print(report.render(results))
     print(f"report: {path}")

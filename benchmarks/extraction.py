@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.options import check_out, read_json
+from benchmarks.options import check_out, read_json, write_whole
 from cardcube.option_types import whole_number
 
 T = TypeVar("T")
@@ -560,12 +560,12 @@ def save_report(out: Path | None, stem: str, render: Callable[[Any], str], resul
     report's text."""
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        write_whole(out / f"{stem}.json", json.dumps(results, indent=1))
         progress(f"figures: {out / f'{stem}.json'}")
     text = render(results)
     print(text)
     if out:
-        (out / f"{stem}.md").write_text(text)
+        write_whole(out / f"{stem}.md", text)
         progress(f"report: {out / f'{stem}.md'}")
     else:
         progress(f"{stem}.md not saved: pass --out DIR to keep the report and its JSON")
@@ -581,7 +581,7 @@ def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem
         check_out(parser, out, names=(f"{stem}.md",))
         out.mkdir(parents=True, exist_ok=True)
     text = render(results)
-    (out or path.parent).joinpath(f"{stem}.md").write_text(text)
+    write_whole((out or path.parent) / f"{stem}.md", text)
     print(text)
     return results
 

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from benchmarks.options import check_out
+from benchmarks.options import check_out, write_whole
 from cardcube.option_types import number
 from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
               "environment": environment(), "targets": TARGETS}
     if out is not None:  # the figures first, then the lines that say them
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        write_whole(out, json.dumps(result, indent=1))
     env = result["environment"]
     print(f"`{result['command']}`, {result['date']}, {env['cpus']} CPUs ({env['system']} {env['machine']}, "
           f"Python {env['python']})")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cardcube.option_types import number
+from cardcube.storage import replacing
 
 
 def check_out(parser: argparse.ArgumentParser, out: Path, *, names: Iterable[str] = (),
@@ -31,6 +32,13 @@ def check_out(parser: argparse.ArgumentParser, out: Path, *, names: Iterable[str
     for name in names:
         if (out / name).is_dir():
             parser.error(f"--out {shown}: {out / name} is a folder")
+
+
+def write_whole(path: Path, data: str | bytes) -> None:
+    """``data`` into the file ``path`` whole or not at all (:func:`cardcube.storage.replacing`): a run stopped or a
+    disk full while writing leaves the figures or report an earlier run wrote there as they were, not cut short."""
+    with replacing(path) as part:
+        Path(part).write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def read_json(parser: argparse.ArgumentParser, path: Path, flag: str = "--from-json") -> Any:

@@ -7,6 +7,7 @@ printed. Ratios are against the COG + rasterio baseline of the same pattern and 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shlex
@@ -15,6 +16,7 @@ from typing import Any
 
 from benchmarks.config import SIZES, BenchConfig
 from benchmarks.layouts import BASELINE
+from benchmarks.options import write_whole
 
 HEADLINE_TIER = "s3-20ms"
 COMPACTING = 3.0  # an append writing more than this many times its new bytes compacted the hot buffer
@@ -576,7 +578,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
             fig.delaxes(ax)
         axes.flat[0].legend(fontsize=7, loc="upper left")
         fig.tight_layout()
-        fig.savefig(out / FIGURES[value], dpi=110)
+        _save(fig, out / FIGURES[value])
         plt.close(fig)
     if results.get("sweep"):
         plot_sweep(results, out)
@@ -617,15 +619,25 @@ def plot_sweep(results: dict[str, Any], out: Path) -> None:
     right.set_title(f"time series vs chip access on {tier} (lower left is better)", fontsize=9)
     right.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / FIGURES["sweep"], dpi=110)
+    _save(fig, out / FIGURES["sweep"])
     plt.close(fig)
 
 
-def write(results: dict[str, Any], out: Path) -> Path:
-    """Write ``results.json``, the plots and ``report.md`` into ``out``; the report's path."""
+def write(results: dict[str, Any], out: Path, *, rendered: bool = False) -> Path:
+    """Write ``results.json``, the plots and ``report.md`` into ``out``, each whole or not at all; the report's
+    path. ``rendered``: the results were read from ``out/results.json`` (``--from-json``), which is left as it is
+    (it was written anew, the only copy of a run's figures, lost to a write cut short)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    if not rendered:
+        write_whole(out / "results.json", json.dumps(results, indent=1, default=str))
     plot(results, out)
     path = out / "report.md"
-    path.write_text(render(results))
+    write_whole(path, render(results))
     return path
+
+
+def _save(fig: Any, path: Path) -> None:
+    """``fig`` as the PNG ``path``, whole or not at all."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_whole(path, buf.getvalue())

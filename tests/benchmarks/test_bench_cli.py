@@ -3,6 +3,7 @@ measuring anything (a bad tier or pattern used to surface as a traceback minutes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,28 @@ def test_a_bad_out_is_refused_before_the_run(out: str, date: str | None, tmp_pat
 def test_a_new_out_folder_is_taken_and_not_made_before_the_run(tmp_path: Path) -> None:
     cfg = cli.config(["--out", str(tmp_path / "a" / "b")])[0]
     assert cfg.report_dir.parent == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
+
+
+def test_a_report_rendered_again_keeps_its_results_and_a_write_cut_short_keeps_the_earlier_files(tmp_path, capsys):
+    """--from-json wrote its results.json anew (the only copy of a run's figures: a write cut short by a full disk
+    lost them), and every file was written in place: a run stopped while writing left a report cut short. The input
+    is left as it is, and each file is written whole or not at all. Here the OS refuses writes past 4 KiB
+    (``RLIMIT_FSIZE``, as a full disk would)."""
+    resource, signal = pytest.importorskip("resource"), pytest.importorskip("signal")
+    run = min(p.parent for p in (Path(__file__).resolve().parents[2] / "benchmarks" / "results").glob("*/results.json"))
+    source = tmp_path / "results.json"
+    source.write_text(json.dumps(json.loads((run / "results.json").read_text()), indent=2))  # as saved by hand
+    before = source.read_bytes()
+    cli.main(["--from-json", str(source)])
+    assert source.read_bytes() == before
+    earlier = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"report.md", "latency.png"} <= earlier.keys() and len(earlier["latency.png"]) > 2**12
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**12, limits[1]))
+        with pytest.raises(OSError):
+            cli.main(["--from-json", str(source)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier  # none cut short, no part left
