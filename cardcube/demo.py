@@ -90,6 +90,17 @@ def _split_items(items: Path, late: int) -> tuple[Path, Path]:
             write_features([f for f in features if f["id"] in later], items.parent / "items-later.json"))
 
 
+def _demo_settings(mark: Path, settings: dict) -> dict | None:
+    """The settings an earlier demo recorded in ``mark`` (its ``demo.json``), None if it is none's: a file of that
+    name of the user's (not JSON, or other fields than ``settings``') says nothing of the folder it is in, which
+    ``--fresh`` would delete."""
+    try:
+        doc = json.loads(mark.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.keys() == settings.keys() else None
+
+
 def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
     """Record the demo's settings in ``out`` (emptied first if ``fresh``). Refused: a folder holding anything but
     a demo, which ``--fresh`` would delete and the steps write into; and, unless ``fresh``, one holding another
@@ -101,14 +112,16 @@ def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
     mark = out / "demo.json"
     if out.exists() and not out.is_dir():
         raise InvalidRequestError(f"--out {out} is a file: give the demo a folder of its own (made if missing)")
-    if out.exists() and not mark.exists() and (held := sorted(p.name for p in out.iterdir())):
+    earlier = _demo_settings(mark, settings)
+    if out.exists() and earlier is None and (held := sorted(p.name for p in out.iterdir())):
         listed = listed_names(held, most=4)
-        raise InvalidRequestError(f"{out} holds {listed} but no demo (demo.json): give --out a new or empty folder, "
-                                  "so that nothing of yours is deleted or overwritten")
-    if fresh and mark.exists():
+        mine = " (its demo.json is no demo's)" if mark.exists() else ""
+        raise InvalidRequestError(f"{out} holds {listed} but no demo (demo.json){mine}: give --out a new or empty "
+                                  "folder, so that nothing of yours is deleted or overwritten")
+    if fresh and earlier is not None:
         shutil.rmtree(out)
-    elif mark.exists() and json.loads(mark.read_text()) != settings:
-        raise InvalidRequestError(f"{out} holds the demo of {mark.read_text().strip()}, not {json.dumps(settings)}: "
+    elif earlier is not None and earlier != settings:
+        raise InvalidRequestError(f"{out} holds the demo of {json.dumps(earlier)}, not {json.dumps(settings)}: "
                                   f"pass --fresh to replace it, or --out another folder")
     out.mkdir(parents=True, exist_ok=True)
     mark.write_text(json.dumps(settings))

@@ -80,6 +80,25 @@ def test_a_folder_that_holds_no_demo_is_neither_deleted_nor_written_into(tmp_pat
     assert (earlier / "demo.json").read_text() == '{"seed": 42, "tiny": true}'
 
 
+def test_a_demo_json_the_demo_did_not_write_says_nothing_of_its_folder(tmp_path, capsys):
+    """A folder holding a demo.json of the user's (a common name) was taken for a demo's: ``--fresh`` deleted it
+    whole, and one that was no JSON stopped the demo with a JSONDecodeError traceback. Only the demo's own mark,
+    its settings, says so; another folder is refused and left as it was."""
+    from cardcube.cli import main
+
+    mine = tmp_path / "talk"
+    mine.mkdir()
+    (mine / "slides.md").write_text("# the demo, explained")
+    for content in ('{"title": "demo for the board"}', "[42]", "not JSON"):
+        (mine / "demo.json").write_text(content)
+        for fresh in ([], ["--fresh"]):
+            assert main(["demo", "--tiny", "--out", str(mine), *fresh]) == 2
+            assert f"{mine} holds demo.json, slides.md but no demo (demo.json) (its demo.json is no demo's): give " \
+                "--out a new or empty folder" in capsys.readouterr().err
+            assert sorted(p.name for p in mine.iterdir()) == ["demo.json", "slides.md"]
+            assert (mine / "demo.json").read_text() == content
+
+
 def test_the_score_counts_each_planted_kind_by_its_own_marker():
     """A wrong crop flagged for bare soil alone counted as found: the score's 'wrong_crop 63/64' could hide it."""
     from cardcube.demo import _score
