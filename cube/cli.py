@@ -414,16 +414,19 @@ def _chip(args: argparse.Namespace) -> int:
         check_sheet(version, args.time, args.size, scale=scale)  # before reading: it read every date first (8 s)
     result = chip(store, where, collection=args.collection, size=args.size, time=args.time,
                   bands=args.bands, registry=registry, as_of=version)
-    out.mkdir(parents=True, exist_ok=True)
     name = _chip_name(result.parcel_id, args.point, args.collection, result.bands)
+    paths = [out / f"{name}_season.png"] if args.sheet else [
+        out / f"{name}_{pd.Timestamp(when):%Y%m%dT%H%M%S}.{'tif' if args.geotiff else 'png'}" for when in result.times]
+    if folder := next((path for path in paths if path.is_dir()), None):  # the write found it, chips written before
+        raise InvalidRequestError(f"--out {args.out}: {folder.name}, the name of a chip, is a folder there: move it, "
+                                  "or give another --out")
+    out.mkdir(parents=True, exist_ok=True)
     if args.sheet:
-        path = out / f"{name}_season.png"
-        result.contact_sheet(scale=scale).write(path)
-        print(f"contact sheet of {len(result.times)} dates -> {path}")
+        result.contact_sheet(scale=scale).write(paths[0])
+        print(f"contact sheet of {len(result.times)} dates -> {paths[0]}")
         return 0
-    for t, when in enumerate(result.times):
-        stem = out / f"{name}_{pd.Timestamp(when):%Y%m%dT%H%M%S}"
-        result.to_geotiff(f"{stem}.tif", t) if args.geotiff else result.to_png(f"{stem}.png", t, scale=scale)
+    for t, path in enumerate(paths):
+        result.to_geotiff(str(path), t) if args.geotiff else result.to_png(str(path), t, scale=scale)
     print(f"{len(result.times)} chip(s) -> {out}")
     return 0
 

@@ -117,6 +117,23 @@ def test_chip_cli_writes_a_png_per_date_and_a_sheet(tiny_cube, tiny_region, tmp_
     assert (tmp_path / "sheet" / f"{pid}_s2_B04-B03-B02_season.png").exists()
 
 
+def test_a_folder_in_place_of_a_chip_is_found_before_any_chip_is_written(tiny_cube, tiny_region, tmp_path, capsys):
+    """A folder named as one of the chips (the last date's) was found by its write: the chips of the dates before it
+    were written, then IsADirectoryError. It is refused before any chip is written, naming it."""
+    pid = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20]
+    command = ["chip", "--cube", str(tiny_cube), "--parcels", str(tiny_region.parcels), pid, "--size", "32"]
+    assert main([*command, "--out", str(tmp_path / "first")]) == 0
+    last = sorted(p.name for p in (tmp_path / "first").iterdir())[-1]
+    (tmp_path / "chips" / last).mkdir(parents=True)
+    for sheet in ([], ["--sheet"]):
+        if sheet:
+            (tmp_path / "chips" / f"{pid}_s2_B04-B03-B02_season.png").mkdir()
+        assert main([*command, *sheet, "--out", str(tmp_path / "chips")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the name of a chip, is a folder there: move it, or give another --out" in err
+        assert all(p.is_dir() for p in (tmp_path / "chips").iterdir())  # no chip written
+
+
 def test_chip_cli_given_two_ids_says_it_writes_one_parcel_s(tiny_cube, tiny_region, tmp_path, capsys):
     """It printed the top-level usage and "unrecognized arguments" (the second id)."""
     a, b = gpd.read_parquet(tiny_region.parcels).parcel_id.iloc[20:22]
