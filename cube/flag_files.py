@@ -259,7 +259,7 @@ def _check_same_fields(path: str | Path, geometries: gpd.GeoSeries, storage_opti
         a, b = measured.loc[ids], given.loc[ids]
         a, b = a.to_numpy(), (b if b.crs == measured.crs else b.to_crs(measured.crs)).to_numpy()
         overlap = np.ones(len(ids))
-        moved = ~shapely.equals_exact(a, b, tolerance=0)  # the same file's outlines: no overlay (17 s at 300,000)
+        moved = ~shapely.equals_exact(a, b, tolerance=0)  # the same file's outlines need no overlay
         with np.errstate(invalid="ignore", divide="ignore"):
             overlap[moved] = (shapely.area(shapely.intersection(a[moved], b[moved]))
                               / shapely.area(shapely.union(a[moved], b[moved])))
