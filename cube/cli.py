@@ -179,7 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "it (a cross marks it)")
     c.add_argument("--size", type=whole_number(at_least=1), default=128, help="chip size in pixels (default 128)")
     c.add_argument("--scale", type=whole_number(at_least=1), default=None,
-                   help="PNG pixels per cube pixel (default 4, less for chips over 1024 px: at most 4096 px a side)")
+                   help="PNG pixels per cube pixel (default 4, 3 for a --sheet's panels; less "
+                   "for chips over 1024 px: at most 4096 px a side)")
     c.add_argument("--bands", default=None, help="three bands (RGB) or one band/index, e.g. NDVI (default: true colour "
                    "B04,B03,B02 for s2, VH_VV for s1)")
     form = c.add_mutually_exclusive_group()  # a contact sheet is a PNG
@@ -252,7 +253,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--parcels", required=True, help="parcel file with the declarations (a path, or an s3:// or "
                    "https:// URL)")
     f.add_argument("--crop-column", default="crop_code", help="declared crop column (default crop_code)")
-    f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266")
+    f.add_argument("--grassland", default="", help="comma-separated grassland crop codes, e.g. 265,266 (without "
+                   "them, bare_soil and no_mowing are not checked)")
     f.add_argument("--id-column", default="parcel_id", help="parcel id column (default parcel_id)")
     _layer_option(f)
     f.add_argument("--rules", help="JSON file of marker thresholds to change (fields of MarkerRules, e.g. "

@@ -229,6 +229,32 @@ def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
     assert "30d, 12h, 30m, 45s, or 0 (all)" in help_of("layers")
 
 
+def test_the_help_names_the_defaults_the_commands_use():
+    """``chip --help`` gave --scale's default as 4, while a --sheet's panels are drawn at 3 (its error then named
+    "at scale 3", a scale never given); ``synth --help`` named no default of --size-km, --start and --end (the
+    demo's 10 km, March to October; --tiny's 2 km, May to July); ``flag --help`` did not say that without
+    --grassland two of its three markers are not checked."""
+    import subprocess
+    import sys
+
+    from cardcube.synth.config import SynthConfig
+    from cube.chips import SHEET_SCALE
+
+    def help_of(*command: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "cardcube.cli", *command, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return " ".join(run.stdout.split())
+
+    assert f"(default 4, {SHEET_SCALE} for a --sheet's panels;" in help_of("chip")
+    demo, tiny = SynthConfig.demo(), SynthConfig.tiny()
+    synth = help_of("synth")
+    assert f"in km (default {demo.size_m[0] / 1000:g}; --tiny: {tiny.size_m[0] / 1000:g})" in synth
+    assert f"default {demo.start}, --tiny: {tiny.start};" in synth
+    assert f"default {demo.end}, --tiny: {tiny.end})" in synth
+    assert "(without them, bare_soil and no_mowing are not checked)" in help_of("flag")
+
+
 def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):
     """``cardcube ingest ... | head -c 0`` (or ``| grep -q``): the pipe's reader leaves before the summary is
     written. The ingest is committed all the same, and the command ends as a process killed by SIGPIPE (141 under

@@ -18,14 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created if missing; the scenes an earlier "
                    "run wrote there are replaced)")
+    demo, tiny = SynthConfig.demo(), SynthConfig.tiny()  # the defaults the help names
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--tiny", action="store_true", help="a 2 x 2 km region over May-July (for tests)")
-    p.add_argument("--size-km", type=float, metavar="KM", help="side of the square region in km")
+    p.add_argument("--size-km", type=float, metavar="KM", help=f"side of the square region in km (default "
+                   f"{demo.size_m[0] / 1000:g}; --tiny: {tiny.size_m[0] / 1000:g})")
     p.add_argument("--straddle", action="store_true", help="place the region across the 31UFU/31UGU edge")
     p.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"),
                    help="upper-left corner in EPSG:32631 (on the tile's 20 m lattice)")
-    p.add_argument("--start", type=day, help="first date (YYYY-MM-DD; the season lies within one calendar year)")
-    p.add_argument("--end", type=day, help="last date (YYYY-MM-DD)")
+    p.add_argument("--start", type=day, help=f"first date (YYYY-MM-DD; default {demo.start}, --tiny: "
+                   f"{tiny.start}; the season lies within one calendar year)")
+    p.add_argument("--end", type=day, help=f"last date (YYYY-MM-DD; default {demo.end}, --tiny: {tiny.end})")
     p.add_argument("--anomaly-fraction", type=float, help="share of parcels with planted anomalies (0.04)")
     p.add_argument("--cloudiness", type=float, help="mean cloud fraction of a Sentinel-2 date (0.35)")
     p.add_argument("--no-s1", action="store_true", help="skip Sentinel-1 scenes")
