@@ -22,7 +22,7 @@ from cardcube.errors import (
     NoDataOnTileError,
     SceneError,
     SpoolError,
-    StoreUnavailableError,
+    StoreError,
 )
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, is_distributed, run_tasks
@@ -413,7 +413,7 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
     if len(scenes) > 1:
         try:
             files = check_files(scenes[0], spec, linear_power=options["linear_power"], spool=spool)
-        except (SpoolError, StoreUnavailableError):  # this machine's disk, the sources' endpoint: the run stops
+        except (SpoolError, StoreError):  # this machine's disk, the sources' endpoint or keys: the run stops
             raise
         except Exception as err:  # a file that fails fails every piece
             return [_rejection(s, err) for s in scenes]
@@ -421,7 +421,7 @@ def _check(scenes: list[SourceScene], spec: CubeSpec, options: Mapping[str, bool
     for scene in scenes:
         try:
             results.append(check_scene(scene, spec, **options, files=files, spool=spool))
-        except (SpoolError, StoreUnavailableError):
+        except (SpoolError, StoreError):
             raise
         except Exception as err:  # one broken scene must not stop the others
             results.append(_rejection(scene, err))

@@ -31,7 +31,7 @@ import numpy as np
 import rasterio
 from aiohttp import ClientResponseError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import NoCredentialsError, ReadTimeoutError
 from odc.geo.geobox import GeoBox
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
@@ -45,6 +45,7 @@ from cardcube.errors import (
     SceneError,
     SceneGridError,
     SceneReadError,
+    StoreError,
     StoreUnavailableError,
 )
 from cardcube.grid import TileGrid
@@ -197,6 +198,17 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
                                     f"endpoint of the sources (AWS_ENDPOINT_URL) is not answering, which is no "
                                     f"fault of the scene: nothing of this run is committed, run it again once "
                                     f"the endpoint answers") from None
+    except NoCredentialsError as exc:
+        raise _without_keys(scene, band, href, exc) from None
+
+
+def _without_keys(scene: SourceScene, band: str, href: str, exc: NoCredentialsError) -> StoreError:
+    """The error of a band file read without S3 keys: those of every s3:// source, not the scene's fault, so the
+    run stops (none is rejected for it: the ledger would list the scenes as ones to fix)."""
+    return StoreError(f"cannot read {shown_href(href)} (band {band} of scene {scene.scene_id}): no S3 credentials "
+                      f"found ({exc}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) where the "
+                      f"scenes are read (with --scheduler, in the dask workers' environment too), which is no fault "
+                      f"of the scene: nothing of this run is committed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +237,10 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
     sid, href = scene.scene_id, scene.assets[band.name]
     shown = shown_href(href)  # a signed URL's signature is a credential: never in a reason, which the ledger keeps
     spooled = spool is not None and is_remote(href)  # then the writes read the bytes read here: no stamp
-    stamp = None if spooled else file_stamp(href)  # before the read: a file changed while it is read differs
+    try:
+        stamp = None if spooled else file_stamp(href)  # before the read: a file changed while it is read differs
+    except NoCredentialsError as exc:  # its HEAD (--no-spool, a --scheduler's workers), before _read_file
+        raise _without_keys(scene, band.name, href, exc) from None
     data = _read_file(scene, band.name, href)
     if not data:  # GDAL would say "'driver' is required to read/write dataset"
         raise SceneReadError(sid, f"band {band.name} is an empty file ({shown}, 0 bytes)")

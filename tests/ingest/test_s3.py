@@ -242,6 +242,44 @@ def test_band_files_behind_an_endpoint_that_does_not_answer_stop_the_run_and_com
     assert ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False).added == (feature["id"],)
 
 
+@pytest.mark.parametrize("spool", [True, False])
+def test_band_files_read_without_s3_credentials_stop_the_run_and_commit_nothing(tiny_region, s3_bucket, tmp_path,
+                                                                               monkeypatch, spool):
+    """No S3 keys where the band files are read (an environment without them, dask workers started without them,
+    as docs/extract-on-kubernetes.md warns): every scene was rejected for "unexpected error: Unable to locate
+    credentials" and a version of those rejections committed (exit 1), which `cardcube versions` then listed as
+    scenes to fix. It is no fault of the scenes: the run stops, saying which keys to set, and commits nothing.
+    Without the spool (``--no-spool``, and a ``--scheduler``'s workers) the file's HEAD, before its read, met it."""
+    import fsspec
+
+    from cardcube.errors import StoreError
+    from tests.ingest.scene_edits import asset_path
+
+    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
+    client = s3_bucket.server.client()
+    for band in cube_spec("s2").bands:
+        key = f"cogs/{feature['id']}/{band.name}.tif"
+        client.upload_file(str(asset_path(tiny_region.items, feature, band.name)), s3_bucket.name, key)
+        feature["assets"][band.name]["href"] = f"s3://{s3_bucket.name}/{key}"
+    items = write_items(tiny_region.items, [feature], "s3-assets-no-keys.json")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))  # nor a profile on this machine
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # nor an instance's role
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.server.endpoint_url)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()  # an earlier test's client kept its keys
+    with pytest.raises(StoreError, match=rf"cannot read s3://{s3_bucket.name}/cogs/.*: no S3 credentials found "
+                                         r".*set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY .* which is no fault of "
+                                         r"the scene: nothing of this run is committed"):
+        ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False, spool=spool)
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == []  # no version of rejections
+    for name, value in s3_bucket.server.environment().items():  # the keys given: the run goes in
+        monkeypatch.setenv(name, value)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    assert ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False, spool=spool).added == (feature["id"],)
+
+
 def test_without_the_spool_a_band_file_replaced_in_its_bucket_after_its_check_stops_the_run(
         tiny_region, s3_bucket, tmp_path, monkeypatch):
     """``spool=False``: the writes read the sources in the bucket again, by windows. A band file replaced by
