@@ -177,8 +177,8 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
         "is read and decompressed, and the values compared with the checksum ingest recorded). A lost object "
         "otherwise reads as an area with no data to a plain Zarr reader. It also checks the ledger: its records, and "
         "the details objects they name (there, sound, and holding the scenes each record names them for, as it "
-        "says). Reads only. Exits with 1 when a shard, a record or a details object is missing or damaged (each "
-        "listed).",
+        "says). Reads only. Exits with 1 when a shard, a record or a details object is missing or damaged (listed: "
+        "the first 20, the others counted; --json names each).",
     )
     _add_cube_options(v)
     v.add_argument("--deep", action="store_true",

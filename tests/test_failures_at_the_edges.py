@@ -233,7 +233,8 @@ def test_the_help_names_the_defaults_the_commands_use():
     """``chip --help`` gave --scale's default as 4, while a --sheet's panels are drawn at 3 (its error then named
     "at scale 3", a scale never given); ``synth --help`` named no default of --size-km, --start and --end (the
     demo's 10 km, March to October; --tiny's 2 km, May to July); ``flag --help`` did not say that without
-    --grassland two of its three markers are not checked."""
+    --grassland two of its three markers are not checked; ``verify --help`` that every fault is listed, where the
+    first 20 are and the others counted."""
     import subprocess
     import sys
 
@@ -247,12 +248,17 @@ def test_the_help_names_the_defaults_the_commands_use():
         return " ".join(run.stdout.split())
 
     assert f"(default 4, {SHEET_SCALE} for a --sheet's panels;" in help_of("chip")
+    from cardcube.storage import LISTED_LINES
+
+    assert LISTED_LINES == 20  # as verify --help says
     demo, tiny = SynthConfig.demo(), SynthConfig.tiny()
     synth = help_of("synth")
     assert f"in km (default {demo.size_m[0] / 1000:g}; --tiny: {tiny.size_m[0] / 1000:g})" in synth
     assert f"default {demo.start}, --tiny: {tiny.start};" in synth
     assert f"default {demo.end}, --tiny: {tiny.end})" in synth
     assert "(without them, bare_soil and no_mowing are not checked)" in help_of("flag")
+    # it said "(each listed)": the first 20 are, the others counted (cube.verify's summary, LISTED_LINES)
+    assert "(listed: the first 20, the others counted; --json names each)" in help_of("verify")
 
 
 def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path):
