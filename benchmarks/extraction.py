@@ -587,7 +587,7 @@ def rerender(parser: argparse.ArgumentParser, path: Path, out: Path | None, stem
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.extraction", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km, comma-separated (default 5,10)")
     p.add_argument("--scenes", type=whole_number(at_least=2), default=DEFAULT_SCENES,

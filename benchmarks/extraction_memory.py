@@ -85,7 +85,7 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.extraction_memory", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=parse_sizes, default=DEFAULT_SIZES,
                    help="territory sides in km, at least two (default 10,20,30)")
     p.add_argument("--work", type=Path, required=True, help="folder for the regions and cubes (reused if there)")

@@ -122,7 +122,7 @@ def parse_batch_sizes(text: str) -> list[int | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.flag_memory", description=__doc__.splitlines()[0])
     p.add_argument("--region", type=Path, action="append", required=True,
                    help="a region folder (source/parcels.parquet, extract/, extract-s1/); give several")
     p.add_argument("--batch-sizes", type=parse_batch_sizes, default=[None],

@@ -99,7 +99,7 @@ def output_path(out: Path, collection: str, size_km: float) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest_throughput", description=__doc__.splitlines()[0])
     p.add_argument("--size-km", type=number("a side in km", at_least=0.4), default=DEFAULTS["size_km"],
                    help="side of the synthetic region (default 4 km, at least 0.4)")
     p.add_argument("--collection", choices=("s2", "s1"), default=DEFAULTS["collection"])

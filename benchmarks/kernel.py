@@ -400,7 +400,7 @@ def side_by_side(old: Callable[[], Any], new: Callable[[], Any], repeats: int) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernel", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/cardcube-kernel-bench"),
                         help="folder of the territory (generated once, reused)")
     parser.add_argument("--size", type=float, default=10.0, help="territory side in km (default 10)")

@@ -92,7 +92,7 @@ def code(tree: Path | None) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.read_phase", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/cardcube-kernel-bench"),
                         help="folder of the territory (generated once, reused; shared with benchmarks.kernel)")
     parser.add_argument("--size", type=float, default=10.0, help="territory side in km (default 10)")

@@ -210,3 +210,17 @@ def test_latest_flag_memory_report_is_its_json(run: Path) -> None:
     results = json.loads((run / "flag-memory.json").read_text())
     assert (run / "flag-memory.md").read_text() == report(results)
     assert [r["parcels"] for r in results] == sorted(r["parcels"] for r in results) and len(results) >= 2
+
+
+@pytest.mark.parametrize("name", ["extraction", "extraction_memory", "extraction_update", "flag_memory",
+                                  "ingest_throughput", "kernel", "ledger_size", "read_phase", "service",
+                                  "service_load", "buffer_trial", "tile_creation"])
+def test_each_script_s_usage_is_the_command_that_runs_it(name: str, capsys) -> None:
+    """Six scripts' ``--help`` began ``usage: extraction.py ...`` (the file's name), where the README and the
+    others say ``python -m benchmarks.extraction``: run as a file, a script fails on its package's imports."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m benchmarks.{name} ")
