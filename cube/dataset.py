@@ -62,6 +62,7 @@ from cube.ledger import (
 from cube.manifest import AbsentShards, confirm_absent
 from cube.pass_dates import PASS_GAP, first_times
 from cube.shard_reader import read_window
+from cube.shared_chunks import ChunkSharing
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
 log = logging.getLogger(__name__)
@@ -243,9 +244,9 @@ class _Window:
 
     def __init__(self, array, times: np.ndarray, rows: slice, cols: slice, *, hot: bool,
                  indexes: MutableMapping[str, np.ndarray] | None = None,
-                 on_missing: Callable[[list[str]], None] | None = None) -> None:
+                 on_missing: Callable[[list[str]], None] | None = None, sharing: ChunkSharing | None = None) -> None:
         self.array, self.times, self.rows, self.cols, self.hot = array, times, rows, cols, hot
-        self.on_missing = on_missing
+        self.on_missing, self.sharing = on_missing, sharing
         self.shape = (len(times), rows.stop - rows.start, cols.stop - cols.start)
         self.dtype = array.dtype
         self.ndim = 3
@@ -267,7 +268,7 @@ class _Window:
         for a, b in itertools.pairwise(cuts):
             if b > a:
                 read_window(self.array, (slice(int(times[a]), int(times[a]) + b - a), rows, cols), out=out[a:b],
-                            indexes=self.indexes, on_missing=self.on_missing)
+                            indexes=self.indexes, on_missing=self.on_missing, sharing=self.sharing)
         return out
 
 
@@ -290,9 +291,10 @@ def _kinds(state: TileState, order: np.ndarray) -> tuple[tuple[bool, ...], np.nd
 
 def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: slice, cols: slice,
            kinds: tuple[bool, ...], arrays: Mapping[ArrayKey, zarr.Array], absent: AbsentShards,
-           cache: ArrayCache | None = None) -> list[_Window]:
+           cache: ArrayCache | None = None, sharing: ChunkSharing | None = None) -> list[_Window]:
     """The cold dates and/or the live hot slots (``kinds``) of one band over a pixel window, from ``arrays``
-    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``. A shard found
+    opened beforehand (:func:`cube.tile_arrays.open_arrays`); shard indexes are kept in ``cache``, decoded chunks
+    shared with other windows through ``sharing`` (:mod:`cube.shared_chunks`). A shard found
     missing is checked, once per shard in ``absent`` (a query's, or a reader's ``cache.absent``), against its block's
     manifest (lost data) and, in the hot buffer, the ledger (the version expired meanwhile):
     :func:`cube.manifest.confirm_absent`."""
@@ -303,7 +305,7 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
-                             on_missing=partial(confirm_absent, store, version, absent=absent)))
+                             on_missing=partial(confirm_absent, store, version, absent=absent), sharing=sharing))
     return parts
 
 
@@ -335,15 +337,18 @@ class BandReader:
 
     @classmethod
     def open(cls, store: Store, version: CubeVersion, tile: str, windows: Mapping[str, tuple[slice, slice]], *,
-             time: TimeSelection = None) -> dict[str, BandReader]:
+             time: TimeSelection = None, sharing: Mapping[str, ChunkSharing] | None = None) -> dict[str, BandReader]:
         """A reader of each band of ``windows`` (name: rows and cols of its native grid) of ``tile``, dates
-        within ``time``: one time order for all, and every array's metadata fetched at once."""
+        within ``time``: one time order for all, and every array's metadata fetched at once. ``sharing``: per band,
+        the decoded chunks its window shares with other readers' (:mod:`cube.shared_chunks`)."""
         bands = [version.spec.band(name) for name in windows]
         acqs, kinds, order, arrays = _dates_and_arrays(store, version, tile, bands, parse_time_selection(time))
         coords = acquisition_columns(acqs)
         absent = AbsentShards(1024)  # the bands' missing shards, looked up once for all
-        return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays, absent)), order,
-                            coords, _band_attrs(b, decode=False)) for b in bands}
+        sharing = sharing or {}
+        return {b.name: cls(tuple(_parts(store, version, tile, b, *windows[b.name], kinds, arrays, absent,
+                                         sharing=sharing.get(b.name))), order, coords, _band_attrs(b, decode=False))
+                for b in bands}
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -128,6 +128,7 @@ from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet
 from cube.parcel_stats import stats_table
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
 from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS, ParcelPixels
+from cube.shared_chunks import ChunkSharing, SharedChunks
 from cube.stats import STATS, stat_list
 from cube.timeseries import (
     TILE_RULE,
@@ -246,6 +247,7 @@ class _Unit:
     ids: np.ndarray
     times: tuple[tuple[slice, str], ...]  # (dates, output key) still to do
     time_edges: tuple[int, ...] = ()  # the stored time chunks among the tile's dates (:func:`_time_blocks`)
+    neighbours: tuple[tuple[slice, slice], ...] = ()  # windows of other units that may read its chunks (_neighbours)
 
     def cost(self) -> int:
         """Pixel-dates to read: what the unit's run time is proportional to."""
@@ -288,6 +290,7 @@ class _Job:
     run: str = ""  # the run the manifest names, which names the files (cube.extraction_files)
     generation: int = 0  # ... and its generation (one more each time it was resumed after a repair)
     time_columns: tuple[str, ...] = TIME_COLUMNS  # the per-date acquisition columns of its rows (its manifest's)
+    shared: SharedChunks = field(default_factory=SharedChunks)  # chunks decoded for a unit that neighbours read too
 
     @property
     def layout(self) -> ChunkLayout:
@@ -334,15 +337,20 @@ class _Job:
         selected 10 m window pixel in what it reads: a 20 m band is read at 20 m and indexed, never repeated."""
         w = unit.cols.stop - unit.cols.start
         r, c = unit.rows.start + selected // w, unit.cols.start + selected % w
-        windows, index = {}, {}
+        windows, index, sharing = {}, {}, {}
         for name, res in zip(self.names, self.resolutions, strict=True):
             k = round(res / base)
-            rows = slice(unit.rows.start // k, -(-unit.rows.stop // k))
-            cols = slice(unit.cols.start // k, -(-unit.cols.stop // k))
+            rows, cols = _native(unit.rows, k), _native(unit.cols, k)
             windows[name] = rows, cols
             index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
+            sharing[name] = ChunkSharing(self.shared, tuple((_native(a, k), _native(b, k)) for a, b in unit.neighbours))
         time = self.time if self.dates is None else self.dates[unit.tile]
-        return BandReader.open(self.store, self.version, unit.tile, windows, time=time), index
+        return BandReader.open(self.store, self.version, unit.tile, windows, time=time, sharing=sharing), index
+
+    @property
+    def chunk_side(self) -> int:
+        """The widest ground a chunk of any of ``names`` covers, in 10 m pixels (:func:`_neighbours`)."""
+        return max(self.layout.chunks(res)[1] * res // self.layout.base_resolution for res in self.resolutions)
 
     def __call__(self, unit: _Unit | _Batch) -> dict[str, Any]:
         """A work unit's statistics, or a batch's of parcels read across tiles, written to ``out``."""
@@ -498,6 +506,26 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     return units, resumed
 
 
+def _neighbours(units: list[_Unit], side: int) -> list[_Unit]:
+    """``units`` of one tile, each with the windows of the others that may read a chunk it reads too: those nearer
+    to it than ``side`` (10 m pixels; the widest chunk, :attr:`_Job.chunk_side`) along both axes. Its reads keep
+    the chunks those read as well for them, decoded once (:mod:`cube.shared_chunks`, which counts the readers of
+    each chunk exactly)."""
+    if len(units) < 2:
+        return units
+    r0, r1, c0, c1 = np.array([(u.rows.start, u.rows.stop, u.cols.start, u.cols.stop) for u in units]).T
+    near = ((r0[:, None] - side < r1[None, :]) & (r0[None, :] - side < r1[:, None])
+            & (c0[:, None] - side < c1[None, :]) & (c0[None, :] - side < c1[:, None]))
+    np.fill_diagonal(near, False)
+    return [replace(u, neighbours=tuple((units[j].rows, units[j].cols) for j in np.flatnonzero(row)))
+            for u, row in zip(units, near, strict=True)]
+
+
+def _native(pixels: slice, k: int) -> slice:
+    """A span of 10 m pixels on a grid ``k`` times coarser: the native pixels holding it."""
+    return slice(pixels.start // k, -(-pixels.stop // k))
+
+
 def _id_hash(parcel_id: Any) -> str:
     """A short name of a parcel id for a file name (ids are of one type in a run: text, or whole numbers)."""
     return hashlib.sha256(str(parcel_id).encode()).hexdigest()[:12]
@@ -635,7 +663,7 @@ def extract(
                                                                               version, selection, time_block)
         tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges,
                                      run=run, generation=job.generation)
-        units += tile_units
+        units += _neighbours(tile_units, job.chunk_side)
         units_resumed += resumed
     outside = ps.select([p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles])
     status.update({pid: ParcelStatus(pid, "outside", 0, reason)
@@ -661,6 +689,8 @@ def extract(
                         "rows; a run started anew there ignores them (its files are named by its own run)",
                         run, store_url(out_store))
             raise
+        finally:
+            job.shared.clear()  # chunks kept for reads that never came (a unit failed, or was stopped)
     for result in results:
         rows += result["rows"]
         chunks += result["chunks"]

@@ -34,6 +34,7 @@ from zarr.storage import LocalStore
 
 from cardcube.errors import CorruptShardError, InvalidRequestError, StoreError
 from cardcube.storage import reading, store_url
+from cube.shared_chunks import ChunkSharing
 
 __all__ = ["CorruptShardError", "read_window"]
 
@@ -92,7 +93,8 @@ class _ShardLayout:
 
 def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
                 out: np.ndarray | None = None, indexes: MutableMapping[str, np.ndarray] | None = None,
-                on_missing: Callable[[list[str]], None] | None = None) -> np.ndarray:
+                on_missing: Callable[[list[str]], None] | None = None, sharing: ChunkSharing | None = None
+                ) -> np.ndarray:
     """``array[window]`` (``window``: one ``start:stop`` slice per axis, step 1, within the shape). The chunks
     a shard holds for the window are fetched in byte ranges that skip more than ``gap`` unneeded bytes.
 
@@ -103,7 +105,9 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     saves a request, on S3 a round trip, per shard and read; reads sharing ``indexes`` at once through a
     store also share the fetch of an index not known yet.
     ``on_missing``: called, after the read, with the keys of the window's shards that do not exist (read as
-    fill), so a caller for whom that can mean deleted data rather than an empty area can check which."""
+    fill), so a caller for whom that can mean deleted data rather than an empty area can check which.
+    ``sharing``: the chunks this window shares with other windows of a job (rows and cols its two last axes), each
+    decoded once for them all (:mod:`cube.shared_chunks`)."""
     bounds = [(s.start or 0, n if s.stop is None else s.stop) for s, n in zip(window, array.shape, strict=True)]
     shape = tuple(b - a for a, b in bounds)
     if out is not None and (out.shape != shape or out.dtype != array.dtype):
@@ -134,7 +138,8 @@ def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
     for key, coords, found in zip(keys, shards, blobs, strict=True):
         for chunk_coords, data in found or ():
             try:
-                _place(out, layout, coords, chunk_coords, data, bounds)
+                values = _decoded(layout, key, coords, chunk_coords, data, sharing)
+                _copy(out, layout, coords, chunk_coords, values, bounds)
             except (RuntimeError, ValueError) as exc:  # blosc: "error during blosc decompression: -1"; a wrong size
                 raise CorruptShardError(f"{key}: its chunk {chunk_coords} does not decode ({exc}): the shard is "
                                         "damaged; `cardcube verify --deep` lists every damaged shard") from None
@@ -321,8 +326,35 @@ def _index(key: str, tail: bytes, n: int) -> np.ndarray:
 def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk: tuple[int, ...],
            data: bytes | memoryview, bounds: list[tuple[int, int]]) -> None:
     """Decode one chunk and copy the part of it inside the window into ``out``."""
-    values = np.frombuffer(layout.codec.decode(data), dtype=layout.dtype.newbyteorder("<"))
-    values = values.reshape(layout.chunk)
+    _copy(out, layout, shard, chunk, _decode(layout, data), bounds)
+
+
+def _decode(layout: _ShardLayout, data: bytes | memoryview) -> np.ndarray:
+    """One chunk's values, decoded."""
+    return np.frombuffer(layout.codec.decode(data), dtype=layout.dtype.newbyteorder("<")).reshape(layout.chunk)
+
+
+def _decoded(layout: _ShardLayout, key: str, shard: tuple[int, ...], chunk: tuple[int, ...],
+             data: bytes | memoryview, sharing: ChunkSharing | None) -> np.ndarray:
+    """One chunk's values: decoded, or handed over by ``sharing`` (decoded for another window of the job that reads
+    it too), and then kept for the windows still to read it."""
+    if sharing is None or len(chunk) < 2:
+        return _decode(layout, data)
+    origin = [(s * n + c) * k for s, c, k, n in zip(shard, chunk, layout.chunk, layout.per_shard, strict=True)]
+    (y0, x0), (ky, kx) = origin[-2:], layout.chunk[-2:]
+    readers = sharing.readers((y0, y0 + ky), (x0, x0 + kx))
+    if readers == 1:
+        return _decode(layout, data)
+    values = sharing.chunks.take(key, chunk)
+    if values is None:
+        values = _decode(layout, data)
+        sharing.chunks.put(key, chunk, values, readers)
+    return values
+
+
+def _copy(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk: tuple[int, ...], values: np.ndarray,
+          bounds: list[tuple[int, int]]) -> None:
+    """Copy the part of a decoded chunk inside the window into ``out``."""
     src, dst = [], []
     for s, c, k, n, (a, b) in zip(shard, chunk, layout.chunk, layout.per_shard, bounds, strict=True):
         origin = (s * n + c) * k

@@ -3,7 +3,9 @@ damaged shard, zarr's own read for layouts it does not handle."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import pickle
 
 import numcodecs
 import numpy as np
@@ -14,6 +16,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from cardcube.errors import CorruptShardError
 from cardcube.storage import CountingStore, open_store, read_bytes, write_bytes
 from cube.shard_reader import read_window
+from cube.shared_chunks import SHARED_CHUNK_BYTES, ChunkSharing, SharedChunks
 
 SHAPE, SHARDS, CHUNKS = (20, 70, 90), (8, 32, 32), (4, 16, 16)
 
@@ -282,3 +285,56 @@ def test_a_server_ignoring_byte_ranges_is_named_not_taken_for_a_damaged_shard(tm
     read_window(_reopened(tmp_path, "band", through_store=False), window, indexes=indexes)
     with pytest.raises(StoreError, match=advice):
         read_window(arr, window, indexes=indexes)
+
+
+def _stored_chunks(data: np.ndarray, fill, windows: list[tuple[slice, ...]]) -> int:
+    """The chunks (of CHUNKS) any of ``windows`` touches that hold a value other than ``fill`` (zarr stores no
+    other), counted once: what reading them all needs to decode."""
+    cells = set()
+    for window in windows:
+        ranges = [range(s.start // c, -(-s.stop // c)) for s, c in zip(window, CHUNKS, strict=True)]
+        cells.update(itertools.product(*ranges))
+    return sum(bool((data[tuple(slice(i * c, (i + 1) * c) for i, c in zip(cell, CHUNKS, strict=True))] != fill).any())
+               for cell in cells)
+
+
+@pytest.mark.parametrize("limit", [SHARED_CHUNK_BYTES, 0], ids=["shared", "over the limit"])
+def test_chunks_two_windows_share_are_decoded_once(tmp_path, monkeypatch, limit: int) -> None:
+    """Overlapping windows of one job (extraction's neighbouring work units) decode each chunk once: the first reader
+    keeps it for the other, which takes it (the last reader drops it); past the memory limit each decodes its own."""
+    _, data = _array(open_store(tmp_path), "band", "uint16", 0)
+    arr = _reopened(tmp_path, "band", through_store=False)
+    decoded = []
+
+    class CountingBlosc(numcodecs.Blosc):
+        def decode(self, buf, out=None):
+            decoded.append(len(buf))
+            return super().decode(buf, out)
+
+    monkeypatch.setattr(numcodecs, "Blosc", CountingBlosc)
+    a, b = (slice(0, 20), slice(5, 41), slice(17, 66)), (slice(2, 20), slice(30, 60), slice(40, 80))
+    shared = SharedChunks(limit)
+    for window, other in ((a, b), (b, a)):
+        sharing = ChunkSharing(shared, [other[1:]])
+        np.testing.assert_array_equal(read_window(arr, window, sharing=sharing), data[window])
+    separately = _stored_chunks(data, 0, [a]) + _stored_chunks(data, 0, [b])
+    assert len(decoded) == (_stored_chunks(data, 0, [a, b]) if limit else separately)
+    assert len(decoded) < separately or not limit
+    assert shared.nbytes == 0  # the second window was the last reader of every chunk kept
+
+
+def test_shared_chunks_count_their_readers_and_start_empty_in_another_process() -> None:
+    shared = SharedChunks()
+    values = np.arange(6, dtype=np.uint16)
+    shared.put("s/0", (0, 1), values, readers=3)
+    assert shared.nbytes == values.nbytes
+    assert shared.take("s/0", (0, 1)) is values
+    shared.put("s/0", (0, 1), values.copy(), readers=3)  # decoded meanwhile by another thread: a read counted
+    assert shared.take("s/0", (0, 1)) is None and shared.nbytes == 0
+    shared.put("s/0", (0, 2), values, readers=1)  # no other reader: not kept
+    assert shared.take("s/0", (0, 2)) is None
+    shared.put("s/0", (0, 2), values, readers=2)
+    copy = pickle.loads(pickle.dumps(shared))
+    assert copy.limit == shared.limit and copy.nbytes == 0 and copy.take("s/0", (0, 2)) is None
+    sharing = ChunkSharing(shared, [(slice(0, 10), slice(0, 10)), (slice(10, 20), slice(0, 10))])
+    assert [sharing.readers(r, (5, 9)) for r in ((0, 5), (8, 12), (10, 16), (20, 30))] == [2, 3, 2, 1]
