@@ -101,7 +101,8 @@ def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, c
     figures = {"seconds": seconds, "seconds_runs": [r[0] for r in runs], "bytes_read": bytes_read,
                "warmup_seconds": warmup, "parcels_ok": result.status["ok"], "rows": result.rows,
                "units": result.units, "chunks": result.chunks, "phase_seconds": dict(result.phase_seconds),
-               "phase_cpu_seconds": dict(result.phase_cpu_seconds)}
+               "phase_cpu_seconds": dict(result.phase_cpu_seconds),
+               "decoded_once": True}  # neighbouring units' shared chunks decoded once (cube.shared_chunks, 2026-12-06)
     again = []
     for i in range(repeats):
         t0 = time.perf_counter()
@@ -532,8 +533,8 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def _read_against_raw(results: list[dict[str, Any]]) -> list[str]:
     """The read phase's CPU time against the raw floor's (its threads' CPU, summed alike: its wall time is that
-    spread over the cores), and where the chunks it decodes beyond the stored ones come from; nothing for a run
-    that did not measure the floor's CPU (before 2026-12-06)."""
+    spread over the cores), and where the chunks it reads beyond the stored ones come from (decoded twice before
+    2026-12-06's shared chunks); nothing for a run that did not measure the floor's CPU (before 2026-12-06)."""
     if not all("cpu_seconds" in r["read_decompress"]["raw"] and r["cardcube"].get("phase_cpu_seconds")
                for r in results):
         return []
@@ -542,11 +543,18 @@ def _read_against_raw(results: list[dict[str, Any]]) -> list[str]:
         f"{r['read_decompress']['raw']['cpu_seconds']:.2f} s "
         f"({r['cardcube']['phase_cpu_seconds']['read'] / r['read_decompress']['raw']['cpu_seconds']:.1f}x), "
         f"{r['cardcube']['chunks'] / r['read_decompress']['raw']['chunks'] - 1:.0%} more chunks" for r in results)
+    stretched = ("a work unit's window is its block stretched right and down by its parcels that cross the block's "
+                 "edges, a few pixels that cost a whole row and column of chunks")
+    if all(r["cardcube"].get("decoded_once") for r in results):
+        return ["", f"The read phase's CPU time against the raw floor's (its threads' CPU summed, as the phases'): "
+                    f"{figures}. The chunks beyond the stored ones are read twice but decoded once: {stretched}, "
+                    "which the neighbouring unit reads too; the first of the two to decode a chunk keeps it for the "
+                    "other (`cube.shared_chunks`). The rest is copying each decoded chunk into the window and "
+                    "reading the shards (pread)."]
     return ["", f"The read phase's CPU time against the raw floor's (its threads' CPU summed, as the phases'): "
-                f"{figures}. The chunks beyond the stored ones are decoded twice: a work unit's window is its block "
-                "stretched right and down by its parcels that cross the block's edges, a few pixels that cost a "
-                "whole row and column of chunks, which the neighbouring unit decodes too. The rest is copying each "
-                "decoded chunk into the window and reading the shards (pread)."]
+                f"{figures}. The chunks beyond the stored ones are decoded twice: {stretched}, which the "
+                "neighbouring unit decodes too. The rest is copying each decoded chunk into the window and reading the "
+                "shards (pread)."]
 
 
 def _rows(n: float) -> str:

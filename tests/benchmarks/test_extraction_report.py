@@ -84,3 +84,6 @@ def test_the_read_phase_is_set_against_the_raw_floor_s_cpu_time_when_measured() 
     raw_chunks = big["read_decompress"]["raw"]["chunks"]
     assert f"{big['size_km']:g} km: 0.80 s against 0.50 s (1.6x), {3960 / raw_chunks - 1:.0%} more chunks" in text
     assert "stretched right and down by its parcels that cross the block's edges" in text
+    assert "decoded twice" in text  # a run before the units shared the chunks they both read
+    shared = report([{**measured[0], "cardcube": {**measured[0]["cardcube"], "decoded_once": True}}])
+    assert "read twice but decoded once" in shared and "decoded twice" not in shared
