@@ -8,7 +8,8 @@ calling thread, as in extract's worker threads, so the thread's time holds the d
 
 ``--old TREE``: a checkout of the code to compare with (e.g. ``git worktree add /tmp/old <commit>``); its
 ``cube/shard_reader.py`` and ``cube/dataset.py`` are loaded beside the package's, and each repeat reads every unit
-with the old ``read_window`` and ``BandReader.read``, then the package's, in turn; medians of ``--repeats`` and
+with the old ``read_window`` and ``BandReader.read`` (code before the units shared the chunks they both read:
+without sharing), then the package's, in turn; medians of ``--repeats`` and
 their ratio are reported, and both must read the same values. ``--profile``: cProfile one pass instead.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import inspect
 import statistics
 import sys
 import time
@@ -55,7 +57,9 @@ def reads(job: Any, prepared: list[tuple[Any, np.ndarray, float]]) -> Iterator[C
 
 
 def read_all(job: Any, prepared: list[tuple[Any, np.ndarray, float]], digest: Any = None) -> float:
-    """Thread CPU seconds of every unit's reads (``digest``: a hashlib object fed each read's values)."""
+    """Thread CPU seconds of every unit's reads (``digest``: a hashlib object fed each read's values), as one run:
+    no decoded chunk kept from a pass before (:mod:`cube.shared_chunks`)."""
+    job.shared.clear()
     spent = 0.0
     for read in reads(job, prepared):
         start = time.thread_time()
@@ -84,7 +88,12 @@ def code(tree: Path | None) -> Iterator[None]:
     if tree is not None:
         old_reader = _load("old_shard_reader", tree / "cube" / "shard_reader.py")
         old_dataset = _load("old_dataset", tree / "cube" / "dataset.py")
-        dataset.read_window, dataset.BandReader.read = old_reader.read_window, old_dataset.BandReader.read
+        old_read = old_reader.read_window
+        if "sharing" not in inspect.signature(old_read).parameters:  # code before the units shared their chunks
+            def old_read(*args: Any, sharing: Any = None, _read: Callable[..., np.ndarray] = old_read,
+                         **kwargs: Any) -> np.ndarray:
+                return _read(*args, **kwargs)
+        dataset.read_window, dataset.BandReader.read = old_read, old_dataset.BandReader.read
     try:
         yield
     finally:
