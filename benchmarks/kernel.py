@@ -126,10 +126,9 @@ def prepared_units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[t
         if mine:
             layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=ex.DEFAULT_BUFFER, progress=False)
             times, edges = ex._time_blocks(store, "s2", tile, names[0], version, None, time_block)
-            units += ex._neighbours(ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0],
-                                    job.chunk_side)
+            units += ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
     prepared = []
-    for unit in sorted(units, key=ex._Unit.cost, reverse=True):
+    for unit in ex._neighbours(sorted(units, key=ex._Unit.cost, reverse=True), job.chunk_side):
         layer = ParcelLayer(layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)

@@ -144,6 +144,7 @@ log = logging.getLogger(__name__)
 
 MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
+NEIGHBOURS_APART = 2  # units further apart in the task list decode the chunks they share each (_neighbours)
 LATE_ROWS = "its rows begin with the dates of version"  # a parcel an update found inside the data (_earlier_tiles)
 
 # the readers of what ``extract`` writes live in cube.extraction_files, and are part of this module's API
@@ -506,19 +507,27 @@ def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str]
     return units, resumed
 
 
-def _neighbours(units: list[_Unit], side: int) -> list[_Unit]:
-    """``units`` of one tile, each with the windows of the others that may read a chunk it reads too: those nearer
-    to it than ``side`` (10 m pixels; the widest chunk, :attr:`_Job.chunk_side`) along both axes. Its reads keep
-    the chunks those read as well for them, decoded once (:mod:`cube.shared_chunks`, which counts the readers of
-    each chunk exactly)."""
-    if len(units) < 2:
-        return units
+def _neighbours(tasks: list[_Unit | _Batch], side: int) -> list[_Unit | _Batch]:
+    """``tasks`` in their order, each unit with the windows of the units of its tile that may read a chunk it reads
+    too (nearer to it than ``side`` 10 m pixels, the widest chunk, :attr:`_Job.chunk_side`, along both axes) and
+    start at most :data:`NEIGHBOURS_APART` tasks before or after it. Its reads keep the chunks those read as well
+    for them, decoded once (:mod:`cube.shared_chunks`); a neighbour further down the list decodes its own, as a
+    chunk kept for it would wait long, holding memory (20 km territory, every neighbour: 332 MiB kept at once, and
+    single-threaded reads no faster, 2026-12-06)."""
+    at = [i for i, t in enumerate(tasks) if isinstance(t, _Unit)]
+    if len(at) < 2:
+        return tasks
+    units = [tasks[i] for i in at]
     r0, r1, c0, c1 = np.array([(u.rows.start, u.rows.stop, u.cols.start, u.cols.stop) for u in units]).T
+    tile, pos = np.array([u.tile for u in units]), np.array(at)
     near = ((r0[:, None] - side < r1[None, :]) & (r0[None, :] - side < r1[:, None])
-            & (c0[:, None] - side < c1[None, :]) & (c0[None, :] - side < c1[:, None]))
+            & (c0[:, None] - side < c1[None, :]) & (c0[None, :] - side < c1[:, None])
+            & (tile[:, None] == tile[None, :]) & (np.abs(pos[:, None] - pos[None, :]) <= NEIGHBOURS_APART))
     np.fill_diagonal(near, False)
-    return [replace(u, neighbours=tuple((units[j].rows, units[j].cols) for j in np.flatnonzero(row)))
-            for u, row in zip(units, near, strict=True)]
+    out = list(tasks)
+    for i, u, row in zip(at, units, near, strict=True):
+        out[i] = replace(u, neighbours=tuple((units[j].rows, units[j].cols) for j in np.flatnonzero(row)))
+    return out
 
 
 def _native(pixels: slice, k: int) -> slice:
@@ -663,7 +672,7 @@ def extract(
                                                                               version, selection, time_block)
         tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges,
                                      run=run, generation=job.generation)
-        units += _neighbours(tile_units, job.chunk_side)
+        units += tile_units
         units_resumed += resumed
     outside = ps.select([p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles])
     status.update({pid: ParcelStatus(pid, "outside", 0, reason)
@@ -675,6 +684,7 @@ def extract(
     units_resumed += len(kept_batches)
     # longest first: the workers finish together
     tasks: list[_Unit | _Batch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
+    tasks = _neighbours(tasks, job.chunk_side)  # units that start close by share the chunks they both read
     spent: Counter[str] = Counter()
     cpu: Counter[str] = Counter()
     written: list[str] = []
