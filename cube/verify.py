@@ -8,7 +8,10 @@ ranged read: the object is there, its end intact); with it, every byte, decompre
 the values with the checksum ingest recorded (blosc notices a damaged stream, not always a changed byte). It also
 reads the ledger's details objects the kept versions name (:mod:`cube.scene_details`: the scenes' band files and
 checksums, which a query never reads and an ingest does), and checks that each holds the details of every scene a
-record names it for, as the record says (:func:`cube.scene_details.misassigned`).
+record names it for, as the record says (:func:`cube.scene_details.misassigned`). And it reads the coordinate and
+per-date arrays beside the bands (``x``, ``y``, ``spatial_ref``, ``time``, ``scene_id``, ...) of every tile the latest
+version holds, which a plain Zarr reader takes the pixels' place and the dates from, and compares them with what the
+tile grid and the ledger say (:mod:`cube.coordinates`); ``ingest --repair`` writes those found wrong again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
+from cube.coordinates import coordinate_problems, is_coordinate_key
 from cube.ledger import CubeVersion, commit_time, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
 from cube.scene_details import details_named, misassigned, read_details
@@ -96,6 +100,10 @@ class VerifyResult:
         if any(ShardKey.parse(key) and key not in old for key, _ in self.problems):
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
+        if any(is_coordinate_key(key) for key, _ in self.problems):
+            lines.append("  the coordinate and per-date arrays: `cardcube ingest SOURCE --cube CUBE --repair` writes "
+                         "them again from the ledger and the tile grid (with any SOURCE: no scene is read for them), "
+                         "or restore them from a backup")
         if any(layout.details_of_key(key) for key in old):  # an ingest went on without them: nothing more to run
             lines.append("  the details objects named only by older versions: `cardcube expire` drops them from the "
                          "ledger with those versions, once superseded for longer than its --older-than (7d by "
@@ -126,6 +134,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
     details = _details_still_named(store, collection, versions)
     problems += details
+    problems += [(p.key, p.problem) for p in coordinate_problems(store, versions)]
     # a record older than the latest naming an object for scenes it does not hold: the latest records them (an ingest
     # took them as lost) or holds them as it says, and expire drops the record with its version
     wrong_older = {key for key, _ in details if layout.details_of_key(key) is None} - {

@@ -13,33 +13,35 @@ Writers never grow an array's persisted shape before the ledger commit: they wri
 from __future__ import annotations
 
 import base64
+import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import zarr
+import zarr.errors
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
 from zarr.core.buffer import Buffer
 from zarr.storage import MemoryStore
 
 from cardcube.checkpoints import checkpoint
+from cardcube.errors import CorruptDocumentError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_prefix, list_each, write_many
+from cardcube.storage import delete_key, delete_prefix, list_each, write_many
 from cube import layout, tile_arrays
-from cube.ledger import TileState
+from cube.coordinates import (
+    ACQUISITION_COORDS,
+    CoordinateProblem,
+    coordinate_attributes,
+    date_columns,
+    pixel_centres,
+    stored_dates,
+)
+from cube.ledger import CubeVersion, TileState
 
-# Per-date coordinates: name -> (dtype, fill value, CF long_name)
-ACQUISITION_COORDS: dict[str, tuple[str, object, str]] = {
-    "scene_id": ("str", "", "source scene identifier"),
-    "platform": ("str", "", "satellite platform"),
-    "relative_orbit": ("int16", -1, "relative orbit number"),
-    "orbit_state": ("str", "", "orbit direction"),
-    "cloud_cover": ("float32", float("nan"), "scene cloud cover (percent)"),
-}
 _COORD_CHUNK = 1024
-TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 
 
 def _compressor(spec: CubeSpec, band: BandSpec) -> BloscCodec:
@@ -80,27 +82,34 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
             compressors=_compressor(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),
             attributes=_band_attrs(band),
         )
-    a = geobox.affine
-    xs = a.c + a.a * (np.arange(nx) + 0.5)
-    ys = a.f + a.e * (np.arange(ny) + 0.5)
-    for name, values, std in (("x", xs, "projection_x_coordinate"), ("y", ys, "projection_y_coordinate")):
+    for name, values in pixel_centres(tile, resolution).items():
         arr = group.create_array(name, shape=values.shape, dtype="float64", chunks=values.shape,
                                  dimension_names=(name,), fill_value=np.nan,
-                                 attributes={"standard_name": std, "units": "metre", "axis": name.upper()})
+                                 attributes=coordinate_attributes(tile, resolution, name))
         arr[:] = values
-    crs_wkt = geobox.crs.to_wkt()
     ref = group.create_array("spatial_ref", shape=(), dtype="int32", fill_value=0, dimension_names=(),
-                             attributes={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt,
-                                         "GeoTransform": " ".join(str(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))})
+                             attributes=coordinate_attributes(tile, resolution, "spatial_ref"))
     ref[()] = 0
     group.create_array("time", shape=(0,), dtype="int64", chunks=(_COORD_CHUNK,), fill_value=0,
-                       dimension_names=("time",),
-                       attributes={"standard_name": "time", "units": TIME_UNITS, "calendar": "proleptic_gregorian"})
-    for name, (dtype, fill, long_name) in ACQUISITION_COORDS.items():
+                       dimension_names=("time",), attributes=coordinate_attributes(tile, resolution, "time"))
+    for name, (dtype, fill, _) in ACQUISITION_COORDS.items():
         group.create_array(name, shape=(0,), dtype=dtype, chunks=(_COORD_CHUNK,), fill_value=fill,
-                           dimension_names=("time",), attributes={"long_name": long_name})
+                           dimension_names=("time",), attributes=coordinate_attributes(tile, resolution, name))
+    a = geobox.affine
     group.attrs.update({"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
                         "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]})
+
+
+def _group_objects(spec: CubeSpec, tile: TileGrid, resolution: int, *, hot: bool) -> dict[str, bytes]:
+    """The objects of a new resolution group of ``tile`` (its own ``zarr.json`` and its tile's, each array's, the
+    ``x`` and ``y`` chunks), by store key: made in memory, to be stored at once, one request per object (zarr creating
+    each array in place first looks for what is there and for its parents: 860 requests for a new S2 tile on S3,
+    one by one)."""
+    objects: dict[str, Buffer] = {}
+    path = layout.tile_zarr_path(spec.name, tile.tile_id)
+    _create_resolution_group(zarr.open_group(MemoryStore(objects), path=path, mode="w", zarr_format=3),
+                             spec, tile, resolution, hot=hot)
+    return {key: buf.to_bytes() for key, buf in objects.items() if key.startswith(f"{path}/")}
 
 
 def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool) -> zarr.Group:
@@ -118,17 +127,67 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool
     stored = {f"{path}/zarr.json"}  # the tile's own group, with its attributes
     for resolution in spec.resolutions:
         for hot in (False, True):
-            # made in memory, then stored at once, one request per object: zarr creating each array in place
-            # first looks for what is there and for its parents (860 requests for a new S2 tile on S3, one by one)
-            objects: dict[str, Buffer] = {}
-            _create_resolution_group(zarr.open_group(MemoryStore(objects), path=path, mode="w", zarr_format=3),
-                                     spec, tile, resolution, hot=hot)
-            new = {key: buf.to_bytes() for key, buf in objects.items()
-                   if key.startswith(f"{path}/") and key not in stored}
+            new = {key: data for key, data in _group_objects(spec, tile, resolution, hot=hot).items()
+                   if key not in stored}
             write_many(store, new)
             stored |= set(new)
             checkpoint("tile-group-created")  # tests kill here: a tile half built
     return root
+
+
+def rewrite_coordinates(store: Store, spec: CubeSpec, versions: Sequence[CubeVersion],
+                        problems: Sequence[CoordinateProblem], *, check: Callable[[], None]) -> list[str]:
+    """Write the coordinate and per-date arrays ``problems`` names (:func:`cube.coordinates.coordinate_problems` of
+    the kept ``versions``, the latest last) again, as ingest wrote them: a lost or damaged ``zarr.json`` made anew as
+    a new tile's is (sized to the dates the latest version holds), then the values, from the tile grid and the ledger,
+    into each chunk found missing, damaged or other (every chunk of an array whose metadata was); a chunk that does
+    not decode is deleted first, so the dates no kept version knows (expired hot slots) read as fill there.
+    ``check`` runs before each write (the writer's fence). The keys written."""
+    arrays = sorted({(p.tile, p.resolution, p.name, p.hot) for p in problems})
+    written = []
+    for tile, res, name, hot in arrays:
+        found = [p for p in problems if (p.tile, p.resolution, p.name, p.hot) == (tile, res, name, hot)]
+        grid, path = TileGrid.from_id(tile), layout.array_path(spec.name, tile, res, name, hot=hot)
+        if any(p.chunk is None for p in found):  # its metadata
+            check()
+            write_many(store, {f"{path}/zarr.json": _group_objects(spec, grid, res, hot=hot)[f"{path}/zarr.json"]})
+            written.append(f"{path}/zarr.json")
+        target = open_array(store, spec, tile, res, name, hot=hot, mode="r+")
+        if name == "spatial_ref":  # its value is the fill, stored nowhere
+            continue
+        if name in ("x", "y"):
+            check()
+            target[:] = pixel_centres(grid, res)[name]  # one chunk, written whole
+            written.append(f"{path}/{target.metadata.encode_chunk_key((0,))}")
+            continue
+        known = stored_dates(versions, tile)[hot]
+        length = time_lengths(versions[-1].tiles[tile])[hot]
+        if target.shape[0] < length and any(p.chunk is None for p in found):  # made anew: as the bands are sized
+            target.resize((length,))
+        size = target.chunks[0]
+        chunks = ({p.chunk for p in found} if all(p.chunk is not None for p in found)
+                  else {place // size for place in known})
+        for chunk in sorted(chunks):
+            places = sorted(p for p in known if p // size == chunk)
+            key = f"{path}/{target.metadata.encode_chunk_key((chunk,))}"
+            check()
+            if any(p.chunk == chunk and p.problem.startswith("damaged") for p in found):
+                delete_key(store, key)  # zarr would read it to merge the write into it
+            values = date_columns([known[p] for p in places])[name]
+            try:
+                _write_places(target, places, values)
+            except (ValueError, RuntimeError):  # its metadata made anew, and it does not decode: written anew
+                delete_key(store, key)
+                _write_places(target, places, values)
+            written.append(key)
+    return written
+
+
+def _write_places(target: zarr.Array, places: Sequence[int], values: np.ndarray) -> None:
+    """Write ``values`` at ``places`` (sorted) of a per-date array, each run of consecutive places at once."""
+    view = tile_arrays.sized_view(target, places[-1] + 1)
+    for run in np.split(np.arange(len(places)), np.flatnonzero(np.diff(places) != 1) + 1):
+        view[places[run[0]]:places[run[-1]] + 1] = values[run]
 
 
 def open_array(store: Store, spec: CubeSpec, tile: str, resolution: int, name: str, *, hot: bool,
@@ -152,9 +211,22 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
     for hot, length in time_lengths(state).items():
         for resolution in spec.resolutions:
             for name in array_names(spec, resolution):
-                arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
+                try:
+                    arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
+                except (zarr.errors.ArrayNotFoundError, json.JSONDecodeError) as exc:
+                    raise CorruptDocumentError(_unopened(spec, state.tile, resolution, name, hot, exc)) from None
                 if arr.shape[0] < length:
                     arr.resize((length, *arr.shape[1:]))
+
+
+def _unopened(spec: CubeSpec, tile: str, resolution: int, name: str, hot: bool, exc: Exception) -> str:
+    """What to say of an array of a committed tile whose ``zarr.json`` is missing or damaged, and what to run."""
+    path = layout.array_path(spec.name, tile, resolution, name, hot=hot)
+    what = "missing" if isinstance(exc, zarr.errors.ArrayNotFoundError) else f"not valid JSON ({exc})"
+    mend = ("`cardcube ingest SOURCE --cube CUBE --repair` writes it again from the ledger (with any SOURCE)"
+            if name not in spec.band_names else "restore it from a backup")
+    return (f"{path}/zarr.json of a committed tile is {what}: a plain Zarr reader cannot open the array; {mend} "
+            "(`cardcube verify` lists what else is lost); this ingest commits nothing")
 
 
 def stored_blocks(store: Store, spec: CubeSpec, tile: str, *, hot: Iterable[bool] = (False, True)

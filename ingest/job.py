@@ -46,11 +46,11 @@ from catalog import write_catalog
 from catalog.build import CATALOG_ID
 from catalog.keys import SOURCES_DIR
 from cube import layout
+from cube.coordinates import date_columns
 from cube.ledger import (
     CubeVersion,
     Rejection,
     TileState,
-    acquisition_columns,
     committed_versions,
     enclosing_cube,
     head_or_empty,
@@ -67,7 +67,7 @@ from cube.manifest import (
 from cube.scene_details import warn_lost, with_lost_details
 from cube.tile_arrays import sized_view
 from cube.verify import lost_newest
-from ingest.arrays import ACQUISITION_COORDS, clear_blocks, ensure_tile, open_array
+from ingest.arrays import clear_blocks, ensure_tile, open_array
 from ingest.commit import STALE_AFTER, Fence, commit, publish, writer_lock
 from ingest.passes import (
     Product,
@@ -80,7 +80,7 @@ from ingest.passes import (
     same_pass_product,
 )
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
-from ingest.repair import Repair, plan_repair
+from ingest.repair import Repair, mend_coordinates, plan_repair
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
@@ -119,6 +119,7 @@ class IngestResult:
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
     mended: tuple[str, ...] = ()  # cold shards lost or damaged, written again from their dates' files (``repair``)
     details_lost: tuple[str, ...] = ()  # scenes whose details object is missing or wrong, recorded lost (scene_details)
+    coordinates: tuple[str, ...] = ()  # objects of the coordinate and per-date arrays written again (``repair``)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +141,7 @@ class IngestResult:
                 "empty": list(self.empty), "mosaicked": list(self.mosaicked), "late": list(self.late),
                 "refiled": list(self.refiled), "repaired": list(self.repaired),
                 "mended": list(self.mended), "details_lost": list(self.details_lost),
+                "coordinates": list(self.coordinates),
                 "rejected": [r.to_dict() for r in self.rejected], "compacted": self.compacted,
                 "bytes_written": self.bytes_written, "bytes_new_data": self.bytes_new_data,
                 "source_bytes": self.source_bytes,
@@ -166,6 +168,11 @@ class IngestResult:
                          "manifest records): every version reads them as before (--repair); this version records the "
                          "repair of their dates: `cardcube extract --update` reads them again into an extraction "
                          "that read them while damaged (then flag it anew: cardcube flag)")
+        if self.coordinates:
+            named = listed_names(self.coordinates, most=3)
+            lines.append(f"  wrote {len(self.coordinates)} object(s) of the coordinate and per-date arrays again from "
+                         "the ledger and the tile grid (--repair): what a plain Zarr reader (xarray.open_zarr, "
+                         f"rioxarray) takes the pixels' place and the dates from ({named})")
         if self.details_lost:
             lines.append(f"  recorded the band files and checksums of {len(self.details_lost)} scene(s) as lost (their "
                          f"details object of the ledger is missing; their pixels are as they were): "
@@ -522,9 +529,7 @@ def _write_coords(store: Store, spec: CubeSpec, old: TileState, new: TileState, 
         if not acqs:
             continue
         stop = start + len(acqs)
-        values = acquisition_columns(acqs)
-        values["time"] = values["time"].astype("datetime64[s]").astype("int64")  # seconds, as ingest.arrays.TIME_UNITS
-        assert set(values) == {"time", *ACQUISITION_COORDS}
+        values = date_columns(acqs)
         fence.check()
         for res in spec.resolutions:
             for name, vals in values.items():
@@ -662,6 +667,9 @@ def ingest(
         head, lost, why = with_lost_details(head)  # a details object lost without a backup stops no ingest for good
         warn_lost(lost, "this ingest records them as lost in the version it commits", why)
         spec = _resolve_spec(head, collection, chunks)
+        coordinates = []
+        if repair and head.version:  # before publish, which opens every array (one without its zarr.json: an error)
+            coordinates = mend_coordinates(store, head, fence)
         if head.version:  # roll forward what a crashed run committed but did not publish (idempotent)
             publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("recovered")
@@ -764,4 +772,5 @@ def ingest(
         repaired=tuple(sorted(again)),
         mended=mended,
         details_lost=tuple(sorted(lost)) if plan.new else (),
+        coordinates=tuple(coordinates),
     )

@@ -16,6 +16,10 @@ band file, of every slice of a mosaicked pass). Then:
   compared with the values read again, kept if it holds them, written again if lost or undecodable, and the
   manifest is written anew from them; a shard holding other values stops the repair (which is right, no record
   tells). A block written before manifests cannot be checked, and is not repaired.
+* the coordinate and per-date arrays beside the bands (``x``, ``y``, ``time``, ``scene_id``, ...), which a plain Zarr
+  reader takes the pixels' place and the dates from, found lost, damaged or other than the tile grid and the ledger
+  say (as ``verify`` finds them, :mod:`cube.coordinates`), are written again from those (:func:`mend_coordinates`):
+  no scene is read for them, and no version committed (the ledger is as it was).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from dataclasses import dataclass
 
 from zarr.abc.store import Store
 
-from cardcube.errors import InvalidRequestError
-from cube.ledger import CubeVersion, Rejection, SceneRecord
+from cardcube.errors import CorruptDocumentError, InvalidRequestError, VersionNotFoundError
+from cube.coordinates import coordinate_problems
+from cube.ledger import CubeVersion, Rejection, SceneRecord, committed_versions, read_version
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
 from cube.scene_details import lost_in
 from cube.verify import ListedShard, check_shards, listed_shards
+from ingest.arrays import rewrite_coordinates
+from ingest.commit import Fence
 from ingest.passes import mosaic
 from ingest.plan import DateSource, ShardWrite, shard_write, shard_writes
 from ingest.sources import SourceScene
@@ -120,6 +127,23 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
     rebuilt = [w for tile, block in unlisted
                for w in shard_writes(spec, tile, hot=False, time_start=block * size, dates=sources(tile, block))]
     return Repair({i: read[i] for i in needed if i in slot_of}, tuple(cold), tuple(rebuilt))
+
+
+def mend_coordinates(store: Store, head: CubeVersion, fence: Fence) -> list[str]:
+    """Write the coordinate and per-date arrays of ``head``'s tiles found lost, damaged or other than the tile grid
+    and the ledger say again (:func:`ingest.arrays.rewrite_coordinates`), the hot slots' from every kept version
+    (a record that cannot be read leaves its slots unchecked); the keys written."""
+    versions = []
+    for n in committed_versions(store, head.spec.name):
+        if n >= head.version:
+            continue
+        try:
+            versions.append(read_version(store, head.spec.name, n))
+        except (VersionNotFoundError, CorruptDocumentError):  # verify names a damaged one
+            continue
+    versions.append(head)
+    problems = coordinate_problems(store, versions)
+    return rewrite_coordinates(store, head.spec, versions, problems, check=fence.check) if problems else []
 
 
 def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, bool, int]], *, progress: bool

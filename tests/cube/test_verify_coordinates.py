@@ -1,0 +1,174 @@
+"""`cardcube verify` checks the coordinate and per-date arrays a plain Zarr reader sees, and `ingest --repair` writes
+them again.
+
+cardcube's reads take the grid and the dates from the ledger; ``xarray.open_zarr(..., group="r10m")`` and rioxarray
+take them from the arrays beside the bands (``x``, ``y``, ``spatial_ref``, ``time``, ``scene_id``, ...). One of them
+lost (a partial restore, a lifecycle rule, a migration) cost those readers the georeferencing or the dates, and
+verify said "sound". The references here are independent of the writer: odc-geo's pixel centres of the tile grid,
+the ledger's times and scene ids."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from cardcube.cli import main
+from cardcube.grid import TileGrid
+from cardcube.storage import open_store
+from cube import layout
+from cube.dataset import open_cube
+from cube.ledger import committed_versions, read_version
+from cube.verify import verify
+from ingest.job import ingest
+
+TILE = "31UFU"
+
+
+@pytest.fixture
+def history(appended_cube, tmp_path) -> Path:
+    """A copy of the cube of 9 versions (dates in cold blocks and hot slots, some slots compacted)."""
+    return Path(shutil.copytree(appended_cube, tmp_path / "history"))
+
+
+def zarr_group(cube: Path | str, group: str) -> str:
+    return f"{cube}/{layout.tile_zarr_path('s2', TILE)}/{group}"
+
+
+def every_read(cube: Path | str, **kwargs) -> dict[int, np.ndarray]:
+    """Each kept version's B04 and SCL, as cardcube reads them."""
+    store = open_store(cube, read_only=True, **kwargs)
+    return {v: open_cube(cube, as_of=v, bands=["B04", "SCL"], decode=False, **kwargs).to_array().values
+            for v in committed_versions(store, "s2")}
+
+
+def hot_slot_scenes(cube: Path) -> dict[int, str]:
+    """Each hot slot's scene id, as the kept versions' records say."""
+    store = open_store(cube, read_only=True)
+    return {h.slot: h.acquisition.scene_id for v in committed_versions(store, "s2")
+            for h in read_version(store, "s2", v).tiles[TILE].hot}
+
+
+def test_a_lost_x_other_y_and_a_lost_hot_per_date_chunk_are_reported_and_repair_writes_them_again(
+        history, tiny_region, capsys):
+    before, objects = every_read(history), sorted(p for p in (history / "s2").rglob("*") if p.is_file())
+    sound = {p: p.read_bytes() for p in objects}
+    assert verify(history, progress=False).ok
+    x = history / layout.array_path("s2", TILE, 10, "x") / "c" / "0"
+    x.unlink()
+    y = zarr.open_array(history / layout.array_path("s2", TILE, 10, "y"), mode="r+")
+    y[:] = y[:] + 10.0  # moved 10 m: a cube of another grid restored over this one's
+    scene_id = history / layout.array_path("s2", TILE, 20, "scene_id", hot=True) / "c" / "0"
+    scene_id.unlink()
+
+    result = verify(history, progress=False)
+    assert not result.ok
+    found = dict(result.problems)
+    rel = {p: p.relative_to(history).as_posix() for p in (x, scene_id)}
+    y_key = f"{layout.array_path('s2', TILE, 10, 'y')}/c/0"
+    assert set(found) == {rel[x], y_key, rel[scene_id]}
+    assert found[rel[x]].startswith("missing: a plain Zarr reader (xarray.open_zarr, rioxarray) of r10m loses the "
+                                    "pixels' eastings")
+    assert found[y_key].startswith("holds other values than the ledger and the tile grid say")
+    assert "of hot/r20m loses each date's scene_id" in found[rel[scene_id]]
+    assert not result.superseded
+    assert main(["verify", "--cube", str(history), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "3 damaged" in out and rel[x] in out
+    assert "`cardcube ingest SOURCE --cube CUBE --repair` writes them again from the ledger" in out
+
+    versions = committed_versions(open_store(history), "s2")
+    assert main(["ingest", str(tiny_region.items), "--cube", str(history), "--repair", "--quiet", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert sorted(done["coordinates"]) == sorted([rel[x], y_key, rel[scene_id]]) and done["version"] is None
+    assert committed_versions(open_store(history), "s2") == versions  # no version: the ledger is as it was
+
+    assert verify(history, progress=False).ok
+    assert {p: p.read_bytes() for p in objects} == sound  # every object as ingest wrote it, no other written
+    assert sorted(p for p in (history / "s2").rglob("*") if p.is_file()) == objects
+    after = every_read(history)
+    assert after.keys() == before.keys() and all(np.array_equal(after[v], before[v]) for v in before)
+    grid = TileGrid.from_id(TILE).geobox(10)
+    plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    np.testing.assert_allclose(plain.x.values, grid.coordinates["x"].values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(plain.y.values, grid.coordinates["y"].values, rtol=0, atol=1e-6)
+    hot = xr.open_zarr(zarr_group(history, "hot/r20m"), consolidated=False)
+    slots = hot_slot_scenes(history)
+    assert slots and all(str(hot.scene_id.values[s]) == sid for s, sid in slots.items())
+
+
+def test_a_per_date_array_without_its_metadata_or_with_other_attributes_is_reported_and_made_anew(
+        history, tiny_region, capsys):
+    """``time``'s ``zarr.json`` lost: xarray reads no dates; ``spatial_ref``'s CRS edited: rioxarray another CRS.
+    An ingest stopped on the lost one with zarr's "ArrayNotFoundError" (publishing the shapes opens every array),
+    --repair too; it names it and says to run --repair, which makes it anew."""
+    time_meta = history / layout.array_path("s2", TILE, 10, "time") / "zarr.json"
+    time_meta.unlink()
+    ref = zarr.open_array(history / layout.array_path("s2", TILE, 20, "spatial_ref"), mode="r+")
+    ref.attrs["crs_wkt"] = "EPSG:4326"
+    found = dict(verify(history, progress=False).problems)
+    ref_key = f"{layout.array_path('s2', TILE, 20, 'spatial_ref')}/zarr.json"
+    assert set(found) == {time_meta.relative_to(history).as_posix(), ref_key}
+    assert "a plain Zarr reader loses the dates" in found[time_meta.relative_to(history).as_posix()]
+    assert found[ref_key] == ("damaged: its attributes are not those ingest writes; a plain Zarr reader loses the CRS "
+                              "and GeoTransform rioxarray and odc-geo read")
+
+    assert main(["ingest", str(tiny_region.items), "--cube", str(history), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"{time_meta.relative_to(history).as_posix()} of a committed tile is missing: a plain Zarr reader cannot "
+            "open the array; `cardcube ingest SOURCE --cube CUBE --repair` writes it again") in err
+    result = ingest(tiny_region.items, history, repair=True, progress=False)
+    assert result.version is None and set(result.coordinates) >= set(found)
+    assert verify(history, progress=False).ok
+    store = open_store(history, read_only=True)
+    cold = read_version(store, "s2").tiles[TILE].cold
+    plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    assert list(plain.time.values) == [a.datetime64 for a in cold]  # decoded as dates: its units are back
+    assert [str(s) for s in plain.scene_id.values] == [a.scene_id for a in cold]
+    assert xr.open_zarr(zarr_group(history, "r20m"), consolidated=False).spatial_ref.attrs["crs_wkt"].startswith(
+        'PROJCRS["WGS 84 / UTM zone 31N"')
+
+
+def test_a_per_date_chunk_that_does_not_decode_is_reported_and_written_anew(history, tiny_region):
+    chunk = history / layout.array_path("s2", TILE, 10, "cloud_cover", hot=True) / "c" / "0"
+    chunk.write_bytes(b"not a zstd stream")
+    ((key, problem),) = verify(history, progress=False).problems
+    assert key == chunk.relative_to(history).as_posix() and problem.startswith("damaged: it does not decode")
+    assert ingest(tiny_region.items, history, repair=True, progress=False).coordinates == (key,)
+    assert verify(history, progress=False).ok
+    store = open_store(history, read_only=True)
+    cover = {h.slot: h.acquisition.cloud_cover for v in committed_versions(store, "s2")
+             for h in read_version(store, "s2", v).tiles[TILE].hot}
+    stored = zarr.open_array(chunk.parent.parent, mode="r")[:]
+    assert all(np.isclose(stored[s], c) for s, c in cover.items())
+
+
+def test_on_s3_lost_and_other_coordinates_are_reported_and_repair_writes_them_again(appended_cube, tiny_region,
+                                                                                      s3_bucket):
+    """The same on an object store (moto's S3 over HTTP): one round of reads, the repair's writes."""
+    url, opts = s3_bucket.upload(appended_cube, "cube"), s3_bucket.storage_options()
+    client = s3_bucket.server.client()
+    before = every_read(url, storage_options=opts)
+    assert verify(url, storage_options=opts, progress=False).ok
+    x_key = f"{layout.array_path('s2', TILE, 20, 'x')}/c/0"
+    platform_key = f"{layout.array_path('s2', TILE, 10, 'platform', hot=True)}/c/0"
+    client.delete_object(Bucket=s3_bucket.name, Key=f"cube/{x_key}")
+    client.delete_object(Bucket=s3_bucket.name, Key=f"cube/{platform_key}")
+    y = zarr.open_array(zarr.storage.FsspecStore.from_url(f"{url}/{layout.array_path('s2', TILE, 10, 'y', hot=True)}",
+                                                          storage_options=opts), mode="r+")
+    y[:5] = 0.0
+    y_key = f"{layout.array_path('s2', TILE, 10, 'y', hot=True)}/c/0"
+    result = verify(url, storage_options=opts, progress=False)
+    assert {k for k, _ in result.problems} == {x_key, platform_key, y_key}
+    assert dict(result.problems)[x_key].startswith("missing:")
+
+    done = ingest(tiny_region.items, url, repair=True, storage_options=opts, progress=False)
+    assert sorted(done.coordinates) == sorted([x_key, platform_key, y_key]) and done.version is None
+    assert verify(url, storage_options=opts, progress=False).ok
+    after = every_read(url, storage_options=opts)
+    assert after.keys() == before.keys() and all(np.array_equal(after[v], before[v]) for v in before)
