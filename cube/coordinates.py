@@ -13,7 +13,7 @@ functions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError
 from cardcube.grid import TileGrid
-from cardcube.storage import reading
+from cardcube.storage import key_exists, reading
 from cube import layout
 from cube.ledger import Acquisition, CubeVersion, acquisition_columns
 from cube.tile_arrays import open_arrays, sized_view
@@ -125,7 +125,7 @@ def coordinate_problems(store: Any, versions: Sequence[CubeVersion]) -> list[Coo
     ``IN_FLIGHT`` at a time. Reads only."""
     latest = versions[-1]
     spec, problems = latest.spec, []
-    reads: list[tuple[zarr.Array, tuple[str, int, str, bool], int, dict[int, Any]]] = []
+    reads: list[_ChunkRead] = []
     for tile in sorted(latest.tiles):
         grid, known = TileGrid.from_id(tile), stored_dates(versions, tile)
         keys = [(res, name, hot) for res in spec.resolutions for hot in (False, True) for name in COORDINATE_ARRAYS]
@@ -139,38 +139,49 @@ def coordinate_problems(store: Any, versions: Sequence[CubeVersion]) -> list[Coo
             if name == "spatial_ref":  # its value is the fill, stored nowhere: what it holds is its attributes
                 continue
             if name in ("x", "y"):
-                wanted = dict(enumerate(pixel_centres(grid, res)[name]))
+                values = pixel_centres(grid, res)[name]
+                places = np.arange(len(values))
             else:
-                places = sorted(known[hot])
-                wanted = dict(zip(places, date_columns([known[hot][p] for p in places])[name], strict=True))
+                places = np.array(sorted(known[hot]), dtype=np.int64)
+                values = date_columns([known[hot][p] for p in places])[name]
             size = array.chunks[0]
-            for chunk in sorted({p // size for p in wanted}):
-                reads.append((array, (tile, res, name, hot), chunk,
-                              {p: v for p, v in wanted.items() if p // size == chunk}))
-    found = _read_chunks(store, reads)
-    for (array, (tile, res, name, hot), chunk, wanted), (values, error, exists) in zip(reads, found, strict=True):
-        key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((chunk,))}"
-        if error is not None:
-            what = f"damaged: it does not decode ({error})"
-        elif _same(values, wanted, chunk * array.chunks[0]):
-            continue
-        else:
-            what = "holds other values than the ledger and the tile grid say" if exists else "missing"
-        problems.append(CoordinateProblem(key, tile, res, name, hot, chunk,
-                                          f"{what}: a plain Zarr reader (xarray.open_zarr, rioxarray) of "
-                                          f"{layout.resolution_group(res, hot=hot)} loses {_loses(name)}; "
-                                          "cardcube's own reads, which take them from the ledger, are unaffected"))
+            for chunk in np.unique(places // size):
+                at = places // size == chunk
+                reads.append(_ChunkRead(array, CoordinateProblem("", tile, res, name, hot, int(chunk), ""),
+                                        places[at], values[at]))
+    for read, what in zip(reads, _check_chunks(store, reads), strict=True):
+        if what is not None:
+            p = read.where
+            problems.append(CoordinateProblem(read.key, p.tile, p.resolution, p.name, p.hot, p.chunk,
+                                              f"{what}: a plain Zarr reader (xarray.open_zarr, rioxarray) of "
+                                              f"{layout.resolution_group(p.resolution, hot=p.hot)} loses "
+                                              f"{_loses(p.name)}; cardcube's own reads, which take them from the "
+                                              "ledger, are unaffected"))
     return problems
 
 
-def _same(values: np.ndarray, wanted: Mapping[int, Any], start: int) -> bool:
-    """Whether ``values`` (a chunk's, from place ``start``) hold ``wanted`` (by place)."""
-    got = [values[p - start] for p in wanted]
-    want = list(wanted.values())
-    if np.asarray(want).dtype.kind == "f":
-        return bool(np.array_equal(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64),
-                                   equal_nan=True))
-    return [str(g) if isinstance(w, str) else g for g, w in zip(got, want, strict=True)] == want
+@dataclass(frozen=True, slots=True)
+class _ChunkRead:
+    """A chunk of a coordinate array to check: the array, where (the problem's fields), and the values it must hold
+    at its places."""
+
+    array: zarr.Array
+    where: CoordinateProblem
+    places: np.ndarray
+    values: np.ndarray
+
+    @property
+    def key(self) -> str:
+        return f"{self.array.store_path.path}/{self.array.metadata.encode_chunk_key((self.where.chunk,))}"
+
+
+def _same(got: np.ndarray, wanted: np.ndarray) -> bool:
+    """Whether ``got`` (read) holds ``wanted`` (NaN for NaN; strings as text)."""
+    if wanted.dtype.kind == "f":
+        return bool(np.array_equal(np.asarray(got, dtype=np.float64), wanted.astype(np.float64), equal_nan=True))
+    if wanted.dtype.kind == "O":
+        return [str(g) for g in got] == list(wanted)
+    return bool(np.array_equal(np.asarray(got), wanted))
 
 
 def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: str) -> str | None:
@@ -198,33 +209,35 @@ def _open(store: Any, collection: str, tile: str, keys: Sequence[tuple[int, str,
     for res, name, hot in keys:
         try:
             arrays.update(open_arrays(store, collection, tile, [(res, name, hot)]))
-        except (FileNotFoundError, CorruptDocumentError, ValueError) as exc:
+        except (FileNotFoundError, CorruptDocumentError, ValueError):
             path = f"{layout.array_path(collection, tile, res, name, hot=hot)}/zarr.json"
+            what = "damaged: not a readable array document" if key_exists(store, path) else "missing"
             problems.append(CoordinateProblem(path, tile, res, name, hot, None,
-                                              f"array metadata missing or damaged ({type(exc).__name__}); a plain "
-                                              f"Zarr reader loses {_loses(name)}"))
+                                              f"{what}: the array's metadata; a plain Zarr reader (xarray.open_zarr, "
+                                              f"rioxarray) sees no {name} array, and loses {_loses(name)}"))
     return arrays, problems
 
 
-def _read_chunks(store: Any, reads: Sequence[tuple[zarr.Array, Any, int, Mapping[int, Any]]]
-                 ) -> list[tuple[np.ndarray | None, str | None, bool]]:
-    """Each read's chunk: its values (the array sized to the places wanted), what kept it from decoding, and
-    whether its object is in the store; ``IN_FLIGHT`` at a time."""
+def _check_chunks(store: Any, reads: Sequence[_ChunkRead]) -> list[str | None]:
+    """What is wrong with each chunk of ``reads`` (None: it holds its values), ``IN_FLIGHT`` read at a time; a chunk
+    holding other values is looked up, to tell a lost one from one changed."""
 
-    async def one(array: zarr.Array, chunk: int, wanted: Mapping[int, Any]) -> tuple[Any, str | None, bool]:
-        size, stop = array.chunks[0], max(wanted) + 1
-        view = sized_view(array, stop)._async_array
-        key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((chunk,))}"
-        exists = await store.exists(key)
+    async def one(read: _ChunkRead) -> str | None:
+        size, stop = read.array.chunks[0], int(read.places[-1]) + 1
+        view = sized_view(read.array, stop)._async_array  # the dates committed, whatever shape a crash left
+        start = read.where.chunk * size
         try:
-            return await view.getitem(slice(chunk * size, min((chunk + 1) * size, view.shape[0]))), None, exists
+            got = await view.getitem(slice(start, min(start + size, view.shape[0])))
         except Exception as exc:
-            return None, f"{type(exc).__name__}: {exc}", exists
+            return f"damaged: it does not decode ({type(exc).__name__}: {exc})"
+        if _same(np.asarray(got)[read.places - start], read.values):
+            return None
+        return "holds other values than the ledger and the tile grid say" if await store.exists(read.key) else "missing"
 
-    async def batch(part: Sequence[Any]) -> list[Any]:
-        return await asyncio.gather(*(one(array, chunk, wanted) for array, _, chunk, wanted in part))
+    async def batch(part: Sequence[_ChunkRead]) -> list[str | None]:
+        return await asyncio.gather(*(one(read) for read in part))
 
-    found: list[Any] = []
+    found: list[str | None] = []
     with reading("the cube's coordinate arrays", store):
         for i in range(0, len(reads), IN_FLIGHT):
             found += sync(batch(reads[i:i + IN_FLIGHT]))

@@ -114,7 +114,9 @@ def test_a_per_date_array_without_its_metadata_or_with_other_attributes_is_repor
     found = dict(verify(history, progress=False).problems)
     ref_key = f"{layout.array_path('s2', TILE, 20, 'spatial_ref')}/zarr.json"
     assert set(found) == {time_meta.relative_to(history).as_posix(), ref_key}
-    assert "a plain Zarr reader loses the dates" in found[time_meta.relative_to(history).as_posix()]
+    assert found[time_meta.relative_to(history).as_posix()] == (
+        "missing: the array's metadata; a plain Zarr reader (xarray.open_zarr, rioxarray) sees no time array, and "
+        "loses the dates (the time coordinate)")
     assert found[ref_key] == ("damaged: its attributes are not those ingest writes; a plain Zarr reader loses the CRS "
                               "and GeoTransform rioxarray and odc-geo read")
 
