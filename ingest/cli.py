@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "must be the bytes the ledger records (sha256): hot-buffer dates are written anew; the lost or "
                    "damaged shards of a cold block whose dates are all offered are written again, each only if it "
                    "gets the values ingest wrote there (its manifest's crc32). The way past a lost or damaged shard "
-                   "without a backup (a hot one stops every compaction of its tile)")
+                   "without a backup (a hot one stops every compaction of its tile). The coordinate and per-date "
+                   "arrays (x, y, time, scene_id, ...) found lost or wrong, as verify finds them, are written again "
+                   "from the ledger and the tile grid, whatever SOURCE holds")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,
@@ -177,8 +179,11 @@ def _register_verify(sub: argparse._SubParsersAction) -> None:
         "is read and decompressed, and the values compared with the checksum ingest recorded). A lost object "
         "otherwise reads as an area with no data to a plain Zarr reader. It also checks the ledger: its records, and "
         "the details objects they name (there, sound, and holding the scenes each record names them for, as it "
-        "says). Reads only. Exits with 1 when a shard, a record or a details object is missing or damaged (listed: "
-        "the first 20, the others counted; --json names each).",
+        "says), and the coordinate and per-date arrays beside the bands (x, y, spatial_ref, time, scene_id, ...), "
+        "which plain Zarr readers (xarray, rioxarray) take the grid and the dates from, against the tile grid and the "
+        "ledger (`cardcube ingest --repair` writes them again). Reads only. Exits with 1 when a shard, a record, a "
+        "details object or a coordinate array is missing or damaged (listed: the first 20, the others counted; "
+        "--json names each).",
     )
     _add_cube_options(v)
     v.add_argument("--deep", action="store_true",
