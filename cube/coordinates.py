@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyproj
+import pyproj.exceptions
 import zarr
 from zarr.core.sync import sync
 
@@ -192,9 +194,30 @@ def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: 
         return f"damaged: its dtype is {array.dtype}, not {coordinate_dtype(name)}"
     if name in ("x", "y") and array.shape != pixel_centres(grid, resolution)[name].shape:
         return f"damaged: its shape is {array.shape}, not the tile grid's {pixel_centres(grid, resolution)[name].shape}"
-    if dict(array.attrs) != coordinate_attributes(grid, resolution, name):
+    if not _same_attributes(dict(array.attrs), coordinate_attributes(grid, resolution, name)):
         return "damaged: its attributes are not those ingest writes"
     return None
+
+
+def _same_attributes(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether ``stored`` attributes say what ``wanted`` says: a CRS's WKT as the same CRS (another PROJ writes
+    another text of it), a GeoTransform as the same numbers."""
+    if stored.keys() != wanted.keys():
+        return False
+    for key, value in wanted.items():
+        got = stored[key]
+        try:
+            if key in ("crs_wkt", "spatial_ref"):
+                same = isinstance(got, str) and pyproj.CRS.from_wkt(got) == pyproj.CRS.from_wkt(value)
+            elif key == "GeoTransform":
+                same = [float(v) for v in got.split()] == [float(v) for v in value.split()]
+            else:
+                same = got == value
+        except (pyproj.exceptions.CRSError, ValueError, AttributeError):
+            same = False
+        if not same:
+            return False
+    return True
 
 
 def _open(store: Any, collection: str, tile: str, keys: Sequence[tuple[int, str, bool]]

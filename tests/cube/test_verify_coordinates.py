@@ -174,3 +174,16 @@ def test_on_s3_lost_and_other_coordinates_are_reported_and_repair_writes_them_ag
     assert verify(url, storage_options=opts, progress=False).ok
     after = every_read(url, storage_options=opts)
     assert after.keys() == before.keys() and all(np.array_equal(after[v], before[v]) for v in before)
+
+
+def test_another_text_of_the_same_crs_is_sound_and_another_crs_is_not(history):
+    """Another PROJ writes another WKT of the tile's CRS: not damage. Another CRS is."""
+    import pyproj
+
+    ref = zarr.open_array(history / layout.array_path("s2", TILE, 10, "spatial_ref", hot=True), mode="r+")
+    ref.attrs["crs_wkt"] = pyproj.CRS.from_epsg(32631).to_wkt("WKT1_GDAL")
+    ref.attrs["GeoTransform"] = " ".join(f"{float(v):.3f}" for v in ref.attrs["GeoTransform"].split())
+    assert verify(history, progress=False).ok
+    ref.attrs["crs_wkt"] = pyproj.CRS.from_epsg(32632).to_wkt("WKT1_GDAL")
+    assert [k for k, _ in verify(history, progress=False).problems] == [
+        f"{layout.array_path('s2', TILE, 10, 'spatial_ref', hot=True)}/zarr.json"]
