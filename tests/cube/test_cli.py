@@ -205,6 +205,33 @@ def test_parcels_without_statistics_are_listed_up_to_a_bound(tiny_cube, tiny_reg
         in out
 
 
+def test_a_timeseries_parquet_of_a_register_keeps_the_statuses_in_its_record_not_its_metadata(
+        tiny_cube, tiny_region, tmp_path, capsys):
+    """Each parcel's status went into the Parquet file's metadata, which pandas and pyarrow store three times: a
+    register of 300,000 parcels gave 193 MB for 41,040 rows, a footer no reader opened ("Exceeded size limit"),
+    flag included. The record beside it lists them; the file keeps the rest of the frame's attrs, and flag still
+    says why each parcel without statistics is not judged."""
+    parcels = gpd.read_parquet(tiny_region.parcels)
+    beyond = parcels.assign(parcel_id=[f"far-{i}" for i in range(len(parcels))],
+                            geometry=parcels.geometry.translate(50_000, 0))
+    pd.concat([parcels.iloc[:5], beyond]).to_parquet(tmp_path / "register.parquet")
+    out = tmp_path / "s.parquet"
+    assert main(["timeseries", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "register.parquet"), "--bands",
+                 "B04,B08", "--out", str(out)]) == 0
+    metadata = b"".join(pq.read_schema(out).metadata.values())
+    assert b"far-0" not in metadata and b"parcel_status" not in metadata  # not once per parcel, nor base64'd
+    written = pd.read_parquet(out)
+    assert written.attrs["cube_version"] == 1 and written.attrs["mask"] and written.attrs["units"]["B04"] == "1"
+    assert set(written.parcel_id) == set(parcels.parcel_id.iloc[:5]) - {"NL-000002"}  # too small
+    record = json.loads((tmp_path / "s.parquet.json").read_text())
+    assert len(record["parcels"]) == 5 + len(beyond)
+    assert main(["flag", "--timeseries", str(out), "--parcels", str(tmp_path / "register.parquet"), "--out",
+                 str(tmp_path / "f.csv")]) == 0
+    flags = pd.read_csv(tmp_path / "f.csv", keep_default_na=False).set_index("parcel_id")
+    assert flags.loc["far-0", "not_judged"] == "every marker: no statistics (outside: outside the data of every " \
+        "tile of the s2 cube)"
+
+
 @pytest.mark.parametrize("command", ["timeseries", "extract"])
 def test_a_buffer_of_no_finite_number_is_refused_before_any_work(tiny_cube, tiny_region, tmp_path, capsys, command):
     """--buffer nan gave a traceback (shapely's None buffer), after extract had written its manifest."""
