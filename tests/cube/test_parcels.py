@@ -96,6 +96,12 @@ def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.Ge
     with pytest.raises(ParcelNotFoundError) as same_kind:  # an unknown id of the right kind: no hint
         as_parcels(["NL-9"], registry=register)
     assert "registered ids are" not in str(same_kind.value)
+    registry = as_parcels(register)  # a service's: its ids' kinds found once, the same hint at every request
+    for _ in range(2):
+        with pytest.raises(ParcelNotFoundError, match=r"\(3 parcels registered\); the registered ids are text"):
+            registry.select([1])
+        with pytest.raises(ParcelNotFoundError, match=r"^unknown parcel id\(s\) 'NL-9' \(3 parcels registered\)$"):
+            registry.select(["NL-9"])
 
 
 def test_geojson_kinds() -> None:
