@@ -300,12 +300,23 @@ def _unmeasured(path: str | Path, declared: pd.Series, storage_options: Mapping[
     status = _status(path, storage_options)
     if status is None:
         return None
-    status = status[(status.status != "ok") & status.parcel_id.astype(str).isin(declared.index)]
     ids = status.parcel_id.astype(str)
+    status = status[(status.status != "ok").to_numpy() & _among(ids, declared.index)]
+    ids = status.parcel_id.astype(str)
+    said = zip(status.status.tolist(), status.reason.tolist(), strict=True)  # a column value by value: 0.8 s
     return pd.DataFrame({"parcel_id": ids, "declared": declared.reindex(ids).to_numpy(), "clear_dates": 0,
                          **dict.fromkeys([*MARKERS, "flagged"], False), "reasons": "",
-                         "not_judged": [f"every marker: no statistics ({s}: {r})"
-                                        for s, r in zip(status.status, status.reason, strict=True)]})
+                         "not_judged": [f"every marker: no statistics ({s}: {r})" for s, r in said]})
+
+
+def _among(ids: pd.Series, known: pd.Index) -> np.ndarray:
+    """Which of the text ``ids`` are in ``known``: pandas' ``isin`` of Arrow text made a scalar of each of
+    ``known`` (2.4 s of a register of 300,000 parcels); Arrow's own, at once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.is_in(pa.array(ids, type=pa.string()), value_set=pa.array(known, type=pa.string()))
+    return np.asarray(found.fill_null(False), dtype=bool)
 
 
 def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
