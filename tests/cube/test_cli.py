@@ -225,6 +225,7 @@ def test_a_timeseries_parquet_of_a_register_keeps_the_statuses_in_its_record_not
     assert set(written.parcel_id) == set(parcels.parcel_id.iloc[:5]) - {"NL-000002"}  # too small
     record = json.loads((tmp_path / "s.parquet.json").read_text())
     assert len(record["parcels"]) == 5 + len(beyond)
+    assert (tmp_path / "s.parquet.json").read_text() == json.dumps(record, indent=2) + "\n"  # written in pieces
     assert main(["flag", "--timeseries", str(out), "--parcels", str(tmp_path / "register.parquet"), "--out",
                  str(tmp_path / "f.csv")]) == 0
     flags = pd.read_csv(tmp_path / "f.csv", keep_default_na=False).set_index("parcel_id")
