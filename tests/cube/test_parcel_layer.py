@@ -294,7 +294,8 @@ def test_the_parcels_digest_names_a_stored_layer_whatever_the_rows_order_and_as_
             h.update(wkb)
         return h.hexdigest()[:16]
 
-    for ids in [(3, 1, 20, 2), ("b", "a", "10", "9"), (1, "1", 2, "0")]:  # integers sort by their text, as stored
+    for ids in [(3, 1, 20, 2), ("b", "a", "10", "9"), (1, "1", 2, "0"), ("NL-1",), (7,),  # integers by their text
+                ('a"], ["str", "b', "é\\", "x, y", "\ta"), (-5, 2**62)]:  # quotes, escapes, a separator's text
         geoms = tuple(box(k, 0, k + 1, 1) for k in range(len(ids)))
         digest = parcels_digest(ParcelSet(ids, geoms, "EPSG:32631"))
         assert digest == reference(ids, geoms)
