@@ -332,7 +332,7 @@ def _one_zone(tiles: tuple[str, ...], footprints: Mapping[str, BaseGeometry], pa
     parcel: tiles of two zones make no mosaic (their pixels are not one lattice), and the parcel's status then
     says what share of it those tiles' data leave out (:func:`outside_shares`), instead of reading one tile and
     claiming the rest. ``parcel`` is in ``crs``, made an odc Geometry only here: one for each parcel outside
-    the data cost 50 µs (300,000 parcels of a register beyond a small cube: 17 s)."""
+    the data cost 27 µs (300,000 parcels of a register beyond a small cube: 8 s)."""
     zones: dict[Any, list[str]] = {}
     for t in tiles:
         zones.setdefault(TileGrid.from_id(t).crs, []).append(t)
