@@ -212,6 +212,20 @@ def test_a_source_in_a_bucket_is_read_with_the_environments_endpoint_not_the_cub
                                        f"do not apply to it)")
 
 
+def _scene_on_s3(region, bucket, name: str) -> tuple[dict, Path]:
+    """The region's first S2 scene with its band files uploaded to ``bucket`` and its hrefs ``s3://`` URLs, and an
+    ItemCollection ``name`` of it alone."""
+    from tests.ingest.scene_edits import asset_path
+
+    feature = items_of(region.items, "sentinel-2-l2a")[0]
+    client = bucket.server.client()
+    for band in cube_spec("s2").bands:
+        key = f"cogs/{feature['id']}/{band.name}.tif"
+        client.upload_file(str(asset_path(region.items, feature, band.name)), bucket.name, key)
+        feature["assets"][band.name]["href"] = f"s3://{bucket.name}/{key}"
+    return feature, write_items(region.items, [feature], name)
+
+
 def test_band_files_behind_an_endpoint_that_does_not_answer_stop_the_run_and_commit_nothing(tiny_region, s3_bucket,
                                                                                              tmp_path, monkeypatch):
     """The sources' S3 endpoint down (or workers without AWS_ENDPOINT_URL): every scene was rejected for
@@ -220,15 +234,8 @@ def test_band_files_behind_an_endpoint_that_does_not_answer_stop_the_run_and_com
     import socket
 
     from cardcube.errors import StoreUnavailableError
-    from tests.ingest.scene_edits import asset_path
 
-    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
-    client = s3_bucket.server.client()
-    for band in cube_spec("s2").bands:
-        key = f"cogs/{feature['id']}/{band.name}.tif"
-        client.upload_file(str(asset_path(tiny_region.items, feature, band.name)), s3_bucket.name, key)
-        feature["assets"][band.name]["href"] = f"s3://{s3_bucket.name}/{key}"
-    items = write_items(tiny_region.items, [feature], "s3-assets.json")
+    feature, items = _scene_on_s3(tiny_region, s3_bucket, "s3-assets.json")
     with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
         closed.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{closed.getsockname()[1]}"
@@ -253,15 +260,8 @@ def test_band_files_read_without_s3_credentials_stop_the_run_and_commit_nothing(
     import fsspec
 
     from cardcube.errors import StoreError
-    from tests.ingest.scene_edits import asset_path
 
-    feature = items_of(tiny_region.items, "sentinel-2-l2a")[0]
-    client = s3_bucket.server.client()
-    for band in cube_spec("s2").bands:
-        key = f"cogs/{feature['id']}/{band.name}.tif"
-        client.upload_file(str(asset_path(tiny_region.items, feature, band.name)), s3_bucket.name, key)
-        feature["assets"][band.name]["href"] = f"s3://{s3_bucket.name}/{key}"
-    items = write_items(tiny_region.items, [feature], "s3-assets-no-keys.json")
+    feature, items = _scene_on_s3(tiny_region, s3_bucket, "s3-assets-no-keys.json")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))  # nor a profile on this machine
