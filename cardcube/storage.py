@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -917,6 +917,18 @@ def _read_many(store: Store, keys: Sequence[str], byte_range: ByteRequest | None
     with _failures(f"read {listed_names(keys, most=2)} from", store):
         bufs = sync(_get_all())
     return [None if buf is None else buf.to_bytes() for buf in bufs]
+
+
+def in_steps(one: Callable[[Any], Awaitable[Any]], items: Sequence[Any], step: int
+             ) -> Iterator[tuple[Sequence[Any], list[Any]]]:
+    """``one`` awaited for each of ``items``, ``step`` of them at once and the next ``step`` after them (bounded
+    requests in flight): each step's items and their results, as they come (a progress bar moves by them)."""
+    async def _step(part: Sequence[Any]) -> list[Any]:
+        return await asyncio.gather(*(one(item) for item in part))
+
+    for i in range(0, len(items), step):
+        part = items[i:i + step]
+        yield part, sync(_step(part))
 
 
 def parse_json(store: Store, key: str, data: bytes | None) -> Any | None:

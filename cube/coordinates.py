@@ -12,7 +12,6 @@ functions.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,10 @@ import numpy as np
 import pyproj
 import pyproj.exceptions
 import zarr
-from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError
 from cardcube.grid import TileGrid
-from cardcube.storage import key_exists, reading
+from cardcube.storage import in_steps, key_exists, reading
 from cube import layout
 from cube.ledger import Acquisition, CubeVersion, acquisition_columns
 from cube.tile_arrays import open_arrays, sized_view
@@ -257,11 +255,5 @@ def _check_chunks(store: Any, reads: Sequence[_ChunkRead]) -> list[str | None]:
             return None
         return "holds other values than the ledger and the tile grid say" if await store.exists(read.key) else "missing"
 
-    async def batch(part: Sequence[_ChunkRead]) -> list[str | None]:
-        return await asyncio.gather(*(one(read) for read in part))
-
-    found: list[str | None] = []
     with reading("the cube's coordinate arrays", store):
-        for i in range(0, len(reads), IN_FLIGHT):
-            found += sync(batch(reads[i:i + IN_FLIGHT]))
-    return found
+        return [what for _, found in in_steps(one, reads, IN_FLIGHT) for what in found]

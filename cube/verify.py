@@ -16,7 +16,6 @@ tile grid and the ledger say (:mod:`cube.coordinates`); ``ingest --repair`` writ
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +25,10 @@ import zarr
 from tqdm.auto import tqdm
 from zarr.abc.store import SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import StoreLike, listed_lines, listed_names, open_store, reading, store_url
+from cardcube.storage import StoreLike, in_steps, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
 from cube.coordinates import coordinate_problems, is_coordinate_key
@@ -372,15 +370,10 @@ def check_shards(store: Any, shards: Sequence[ListedShard], *, deep: bool, progr
         data = None if buf is None else buf.to_bytes()
         return check_shard(s.array, s.key, data, coords=s.coords if deep else None, checksum=s.checksum)
 
-    async def batch(part: Sequence[ListedShard]) -> list[str | None]:
-        return await asyncio.gather(*(one(s) for s in part))
-
-    step = IN_FLIGHT_DEEP if deep else IN_FLIGHT
     problems = []
     with tqdm(total=len(shards), desc="checking shards", unit="shard", disable=not progress) as bar, \
             reading("the cube's shards", store):
-        for i in range(0, len(shards), step):
-            part = shards[i:i + step]
-            problems += [(s.key, p) for s, p in zip(part, sync(batch(part)), strict=True) if p is not None]
+        for part, found in in_steps(one, shards, IN_FLIGHT_DEEP if deep else IN_FLIGHT):
+            problems += [(s.key, p) for s, p in zip(part, found, strict=True) if p is not None]
             bar.update(len(part))
     return problems
