@@ -74,6 +74,21 @@ def _read(cube: Path | str, as_of: int, **kwargs) -> xr.Dataset:
     return open_cube(cube, decode=False, as_of=as_of, chunks="window", **kwargs).compute().drop_attrs()
 
 
+def _superseded_until_expired(cube: Path, items: Path, caplog, key: str, advice: str, unnamed: str) -> None:
+    """After the ingest that took the details as lost: verify reports ``key`` alone, as named only by versions older
+    than the latest, saying that `cardcube expire` ``advice``; an ingest of ``items`` again commits nothing and warns
+    nothing of ``unnamed``; expire drops versions 1 and 2, and verify finds the cube sound."""
+    found = verify(cube, progress=False)
+    assert [k for k, _ in found.problems] == [key] == list(found.superseded)
+    assert f"`cardcube expire` {advice}" in found.summary()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = ingest(items, cube, progress=False)
+    assert again.version is None and not again.details_lost and unnamed not in caplog.text
+    assert expire(cube, older_than=timedelta(0)).expired == (1, 2)
+    assert verify(cube, progress=False).ok
+
+
 def test_an_ingest_goes_on_and_records_the_lost_scenes_details_as_lost(lost, two_versions, caplog):
     """An ingest of a new date goes on, warning of the scenes whose details are lost; its version records them as
     lost and names the lost object no more, every earlier version reads its pixels as before, the next ingest warns
@@ -97,17 +112,8 @@ def test_an_ingest_goes_on_and_records_the_lost_scenes_details_as_lost(lost, two
     for n in (1, 2):
         xr.testing.assert_identical(_read(cube, n), before[n])
 
-    found = verify(cube, progress=False)  # versions 1 and 2 still name it: reported, as only theirs
-    assert [k for k, _ in found.problems] == [layout.details_key("s2", name)] == list(found.superseded)
-    assert "`cardcube expire` drops them" in found.summary()
-
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        again = ingest(everything, cube, progress=False)
-    assert again.version is None and not again.details_lost and name not in caplog.text
-
-    assert expire(cube, older_than=timedelta(0)).expired == (1, 2)
-    assert verify(cube, progress=False).ok
+    # versions 1 and 2 still name it: reported, as only theirs
+    _superseded_until_expired(cube, everything, caplog, layout.details_key("s2", name), "drops them", name)
     assert lost_details(read_version(open_store(cube), "s2")) == dict.fromkeys(scenes, name)
 
 
@@ -256,16 +262,9 @@ def test_an_ingest_goes_on_where_the_record_names_a_details_object_for_a_scene_i
     for n in (1, 2):
         xr.testing.assert_identical(_read(cube, n), _read(two_versions[0], n))
 
-    found = verify(cube, progress=False)  # version 2's record is still wrong: reported, as only older versions'
-    assert [k for k, _ in found.problems] == [layout.ledger_key("s2", 2)] == list(found.superseded)
-    assert "`cardcube expire` drops it" in found.summary()
-
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        again = ingest(everything, cube, progress=False)
-    assert again.version is None and not again.details_lost and other not in caplog.text
-    assert expire(cube, older_than=timedelta(0)).expired == (1, 2)
-    assert verify(cube, progress=False).ok and lost_details(read_version(open_store(cube), "s2")) == {sid: other}
+    # version 2's record is still wrong: reported, as only older versions'
+    _superseded_until_expired(cube, everything, caplog, layout.ledger_key("s2", 2), "drops it", other)
+    assert lost_details(read_version(open_store(cube), "s2")) == {sid: other}
 
 
 def test_a_catalog_build_goes_on_where_the_record_names_a_details_object_for_a_scene_it_does_not_hold(
