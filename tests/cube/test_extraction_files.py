@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import shapely
 from zarr.storage import MemoryStore
 
 from cardcube.errors import InvalidRequestError
 from cardcube.spec import cube_spec
-from cardcube.storage import open_store, read_json, write_bytes, write_json
+from cardcube.storage import open_store, read_bytes, read_json, write_bytes, write_json
+from cube import extraction_files
 from cube.extraction_files import (
     MANIFEST,
+    STATUS,
     TIMESERIES_PARQUET,
     check_manifest,
     finish_manifest,
@@ -23,9 +29,11 @@ from cube.extraction_files import (
     run_of,
     statistics_keys,
     statistics_name,
+    write_status,
 )
 from cube.ledger import Acquisition, CubeVersion, HotSlot, SceneRecord, TileState
 from cube.parcel_layer import parquet_bytes
+from cube.timeseries import ParcelStatus
 
 PARAMETERS = {"cube": "memory://cube", "collection": "s2", "version": 1, "bands": ["B04"], "block": 256}
 
@@ -578,3 +586,42 @@ def test_a_file_written_anew_without_a_repaired_date_keeps_the_encoding_of_the_u
         assert {c for c in ("min", "max", "p25", "median", "p75") if "RLE_DICTIONARY" in anew[c]} == (
             {"min", "max", "p25", "median", "p75"} if encoded else set()), collection
         assert "RLE_DICTIONARY" not in anew["mean"] | anew["std"]
+
+
+def _status_by_geopandas(frame, status, repaired, cube_version):
+    """The status table as geopandas writes it: the reference of write_status's bytes."""
+    ids = frame.parcel_id.tolist()
+    each = [status[i] for i in ids]
+    return parquet_bytes(gpd.GeoDataFrame({
+        "parcel_id": ids, "status": [s.status for s in each], "reason": [s.reason for s in each],
+        "tile": [s.tile for s in each], "pixels": np.array([s.pixels for s in each], dtype=np.int64),
+        "repaired": [i in repaired for i in ids], "cube_version": np.full(len(ids), cube_version, dtype=np.int64),
+    }, geometry=frame.geometry.to_numpy(), crs=frame.crs))
+
+
+@pytest.mark.parametrize("ids", [["b", "a", "c", "d", "e"], [5, 1, 9, 3, 7]])
+def test_the_status_table_is_the_geoparquet_geopandas_writes_in_row_groups_of_its_rows(ids, monkeypatch):
+    """write_status builds the table in Arrow a row group at a time, not a GeoDataFrame of the whole register: the
+    same bytes as geopandas' GeoParquet in one group (its metadata's geometry types and bounds those of every
+    parcel, a 3-D one and a missing outline among them), the same table in several."""
+    two = shapely.MultiPolygon([shapely.box(20, -5, 30, 5), shapely.box(40, 0, 50, 9)])
+    raised = shapely.Polygon([(0, 0, 1), (0, 8, 1), (8, 0, 1)])  # 3-D: "Polygon Z" among its geometry types
+    geoms = [shapely.box(0, 0, 10, 10), None, two, raised, shapely.box(-7, 3, 2, 4)]
+    frame = gpd.GeoDataFrame({"parcel_id": ids, "crop": ["x"] * 5}, geometry=geoms, crs="EPSG:32631")
+    status = {ids[0]: ParcelStatus(ids[0], "ok", 12, "", "31UFU"),
+              ids[1]: ParcelStatus(ids[1], "invalid", 0, "has an empty geometry"),
+              ids[2]: ParcelStatus(ids[2], "outside", 0, "outside the data of every tile of the s2 cube"),
+              ids[3]: ParcelStatus(ids[3], "too_small", 0, "area 32 m² leaves no pixel", "31UFU"),
+              ids[4]: ParcelStatus(ids[4], "ok", 3, "12% of it outside the data", "31UFU+31UGU")}
+    expected = _status_by_geopandas(frame, status, {ids[4]}, 2)
+    out = MemoryStore()
+    write_status(out, frame, "parcel_id", status, {ids[4]}, 2)
+    assert read_bytes(out, STATUS) == expected
+    monkeypatch.setattr(extraction_files, "STATUS_ROWS", 2)
+    write_status(out, frame, "parcel_id", status, {ids[4]}, 2)
+    written = pq.ParquetFile(io.BytesIO(read_bytes(out, STATUS)))
+    assert written.metadata.num_row_groups == 3
+    assert written.schema_arrow.equals(pq.read_schema(io.BytesIO(expected)), check_metadata=True)
+    assert written.read().equals(pq.read_table(io.BytesIO(expected)))
+    pd.testing.assert_frame_equal(gpd.read_parquet(io.BytesIO(read_bytes(out, STATUS))),
+                                  gpd.read_parquet(io.BytesIO(expected)))
