@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import shapely
@@ -420,6 +421,9 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
                 raise ParcelFileError(f"{name} is not a GeoParquet file (no geometry column): give the parcels with "
                                       f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
             frame, driver = gpd.read_parquet(path), "Parquet"
+            # Arrow's pool kept the read's buffers, freed, for later allocations (140 MB of a register of 300,000
+            # parcels, above every outline held) until its next ones purge them: given back to the system now
+            pa.default_memory_pool().release_unused()
         else:
             found = {str(each): kind for each, kind in pyogrio.list_layers(path)}
             layers = [each for each, kind in found.items() if kind is not None]  # a table of codes beside is none
