@@ -12,7 +12,7 @@ functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +118,16 @@ class CoordinateProblem:
     problem: str
 
 
-def coordinate_problems(store: Any, versions: Sequence[CubeVersion]) -> list[CoordinateProblem]:
-    """Each coordinate and per-date array of every tile the latest of the kept ``versions`` holds (cold and hot)
-    whose metadata is missing, damaged or not the writer's, and each chunk of them missing or holding other values
-    than the tile grid and the ledger say (its dates known to the kept versions); all chunks read at once,
-    ``IN_FLIGHT`` at a time. Reads only."""
+def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: Collection[str] | None = None
+                        ) -> list[CoordinateProblem]:
+    """Each coordinate and per-date array of every tile the latest of the kept ``versions`` holds (of ``tiles``
+    alone, if given; cold and hot) whose metadata is missing, damaged or not the writer's, and each chunk of them
+    missing or holding other values than the tile grid and the ledger say (its dates known to the kept versions); all
+    chunks read at once, ``IN_FLIGHT`` at a time. Reads only."""
     latest = versions[-1]
     spec, problems = latest.spec, []
     reads: list[_ChunkRead] = []
-    for tile in sorted(latest.tiles):
+    for tile in sorted(t for t in latest.tiles if tiles is None or t in tiles):
         grid, known = TileGrid.from_id(tile), stored_dates(versions, tile)
         keys = [(res, name, hot) for res in spec.resolutions for hot in (False, True) for name in COORDINATE_ARRAYS]
         arrays, unread = _open(store, spec.name, tile, keys)

@@ -99,9 +99,9 @@ class VerifyResult:
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
         if any(is_coordinate_key(key) for key, _ in self.problems):
-            lines.append("  the coordinate and per-date arrays: `cardcube ingest SOURCE --cube CUBE --repair` writes "
-                         "them again from the ledger and the tile grid (with any SOURCE: no scene is read for them), "
-                         "or restore them from a backup")
+            lines.append("  the coordinate and per-date arrays: `cardcube ingest --cube CUBE --repair` writes them "
+                         "again from the ledger and the tile grid (no SOURCE needed: no scene is read for them), or "
+                         "restore them from a backup")
         if any(layout.details_of_key(key) for key in old):  # an ingest went on without them: nothing more to run
             lines.append("  the details objects named only by older versions: `cardcube expire` drops them from the "
                          "ledger with those versions, once superseded for longer than its --older-than (7d by "
@@ -147,6 +147,27 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
                        or ((d := layout.details_of_key(key)) is not None and d not in named) or key in wrong_older)
     return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
                         len(listed), unlisted, len(shards), deep, tuple(problems), superseded)
+
+
+def block_problems(store: Any, version: CubeVersion, *, progress: bool
+                   ) -> list[tuple[tuple[str, bool, int] | None, str, str]]:
+    """(block, key, problem) of what the time blocks ``version`` reads lost or damaged, as :func:`verify` finds it
+    without ``deep`` (each shard's index read): a shard, a block's manifest (damaged, or lost where the ledger says
+    the block was written with one), and a band array whose ``zarr.json`` cannot be read (block None: every block of
+    its tile in it). What only the dates' scenes read again (``ingest --repair``) or a backup can mend. Reads only."""
+    collection, size = version.spec.name, version.spec.chunks.time
+    blocks = sorted({b for tile, state in version.tiles.items() for b in tile_blocks(tile, state, size)})
+    manifests, damaged = _manifests(store, collection, blocks)
+    of_key = {layout.manifest_key(collection, t, b, hot=h): (t, h, b) for t, h, b in blocks}
+    found: list[tuple[tuple[str, bool, int] | None, str, str]] = [(of_key[k], k, p) for k, p in damaged]
+    found += [(b, layout.manifest_key(collection, b[0], b[2], hot=b[1]), LOST_MANIFEST)
+              for b, m in sorted(manifests.items()) if m is None and has_manifest(version, *b)]
+    shards, unread = listed_shards(store, version.spec, [m for m in manifests.values() if m is not None])
+    found += [(None, k, p) for k, p in unread]
+    for key, problem in check_shards(store, shards, deep=False, progress=progress):
+        k = ShardKey.parse(key)
+        found.append(((k.tile, k.hot, k.block) if k is not None else None, key, problem))
+    return found
 
 
 def _manifests(store: Any, collection: str, blocks: Sequence[tuple[str, bool, int]]

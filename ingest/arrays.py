@@ -223,7 +223,7 @@ def _unopened(spec: CubeSpec, tile: str, resolution: int, name: str, hot: bool, 
     """What to say of an array of a committed tile whose ``zarr.json`` is missing or damaged, and what to run."""
     path = layout.array_path(spec.name, tile, resolution, name, hot=hot)
     what = "missing" if isinstance(exc, zarr.errors.ArrayNotFoundError) else f"not valid JSON ({exc})"
-    mend = ("`cardcube ingest SOURCE --cube CUBE --repair` writes it again from the ledger (with any SOURCE)"
+    mend = ("`cardcube ingest --cube CUBE --repair` writes it again from the ledger (no SOURCE needed)"
             if name not in spec.band_names else "restore it from a backup")
     return (f"{path}/zarr.json of a committed tile is {what}: a plain Zarr reader cannot open the array; {mend} "
             "(`cardcube verify` lists what else is lost); this ingest commits nothing")

@@ -48,9 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cube as one new version. Assets are matched to bands whether keyed by band (B04, Planetary Computer), "
         "common name (red, Earth Search; its COG before the -jp2 twin) or band and resolution (B04_10m, "
         "CDSE; the native resolution). Scenes already in the cube are skipped; bad scenes are rejected with a "
-        "reason. Exit status 0 if every scene is in the cube, 1 if some were rejected, 2 on error.",
+        "reason. With --repair, SOURCE may be left out (see --repair). Exit status 0 if every scene is in the cube, "
+        "1 if some were rejected, 2 on error.",
     )
-    p.add_argument("source", help="items.json / catalog.json / folder of scenes")
+    p.add_argument("source", nargs="?", default=None,
+                   help="items.json / catalog.json / folder of scenes (left out with --repair alone: see there)")
     _add_cube_options(p)
     p.add_argument("--source-collection", metavar="ID", default=None,
                    help="the collection id to take from SOURCE (default: the cube's, sentinel-2-l2a for s2 and "
@@ -77,7 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "gets the values ingest wrote there (its manifest's crc32). The way past a lost or damaged shard "
                    "without a backup (a hot one stops every compaction of its tile). The coordinate and per-date "
                    "arrays (x, y, time, scene_id, ...) found lost or wrong, as verify finds them, are written again "
-                   "from the ledger and the tile grid, whatever SOURCE holds")
+                   "from the ledger and the tile grid, whatever SOURCE holds. Without SOURCE (scenes archived) only "
+                   "those are written; the shards are checked as verify checks them (their indexes), and any lost "
+                   "or damaged is named with the scenes of its dates, to offer (exit 2, no version committed)")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,

@@ -80,7 +80,7 @@ from ingest.passes import (
     same_pass_product,
 )
 from ingest.plan import IngestPlan, ShardWrite, plan_ingest
-from ingest.repair import Repair, mend_coordinates, plan_repair
+from ingest.repair import Repair, mend_coordinates, needs_scenes, plan_repair
 from ingest.sources import SourceScene, load_scenes
 from ingest.split import split_scenes, splits_items
 from ingest.spool import Spool, is_remote, spool_folder
@@ -170,9 +170,9 @@ class IngestResult:
                          "that read them while damaged (then flag it anew: cardcube flag)")
         if self.coordinates:
             named = listed_names(self.coordinates, most=3)
-            lines.append(f"  wrote {len(self.coordinates)} object(s) of the coordinate and per-date arrays again from "
-                         "the ledger and the tile grid (--repair): what a plain Zarr reader (xarray.open_zarr, "
-                         f"rioxarray) takes the pixels' place and the dates from ({named})")
+            lines.append(f"  wrote {len(self.coordinates)} object(s) of the coordinate and per-date arrays, found "
+                         "lost, damaged or other, again from the ledger and the tile grid: what a plain Zarr reader "
+                         f"(xarray.open_zarr, rioxarray) takes the pixels' place and the dates from ({named})")
         if self.details_lost:
             lines.append(f"  recorded the band files and checksums of {len(self.details_lost)} scene(s) as lost (their "
                          f"details object of the ledger is missing; their pixels are as they were): "
@@ -497,6 +497,18 @@ def _rebuild(store: Store, spec: CubeSpec, task: ShardWrite, fence: Fence) -> tu
     return written, stored
 
 
+def _needs_scenes(left: Sequence[str], coordinates: Sequence[str]) -> str:
+    """What to say of a repair offered no scene that finds ``left`` (:func:`ingest.repair.needs_scenes`), having
+    written ``coordinates`` again."""
+    done = (f"the coordinate and per-date arrays, which need no scene, were written again ({len(coordinates)} "
+            "object(s)), nothing else" if coordinates else "nothing was written")
+    return (f"repair without a SOURCE: {len(left)} lost or damaged object(s) the latest version reads need the scenes "
+            f"of their dates, read again from their files: {'; '.join(left[:3])}{' ...' if len(left) > 3 else ''}; "
+            "offer those scenes (`cardcube ingest SOURCE --cube CUBE --repair`, Python: ingest(source, cube, "
+            f"repair=True)) or restore the objects from a backup (`cardcube verify` lists each); {done}, and no "
+            "version is committed")
+
+
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
     """The manifests of the hot slots ``plan`` moves into cold blocks, by (tile, slot), which their shards are
     checked against (:func:`ingest.write.write_shard`); raises if a slot written with one lost it, since what it
@@ -565,7 +577,7 @@ def _refuse_others_files(store: Store, collection: str) -> None:
 
 
 def ingest(
-    source: str | os.PathLike,
+    source: str | os.PathLike | None,
     cube: StoreLike,
     *,
     collection: str = "s2",
@@ -625,8 +637,14 @@ def ingest(
     the cold block a compaction makes (their old slots go with the versions that read them, :mod:`ingest.expire`);
     the lost or damaged shards of a cold block whose dates are all offered are written again in place, each only if
     it gets the values ingest wrote there (its manifest lost: those of its files, and the manifest is written anew).
-    A way past a lost or damaged shard without a backup (a hot one stops every compaction of its tile).
+    A way past a lost or damaged shard without a backup (a hot one stops every compaction of its tile). ``source``
+    None (the scenes archived) with ``repair``: only what needs no scene is written (the coordinate and per-date
+    arrays); the shards the latest version reads are checked as ``verify`` checks them (their
+    indexes), and any lost or damaged raises :class:`InvalidRequestError` naming it and the scenes of its dates.
     """
+    if source is None and not repair:
+        raise InvalidRequestError("ingest needs a source of scenes (SOURCE): only a repair (--repair, repair=True) "
+                                  "goes without one, writing again what needs no scene")
     on_catalog = write_catalog if catalog else None
     started = time.perf_counter()
     refuse_file(cube, "the cube")  # it said "cannot read s2/_lock.json ...: File exists"
@@ -635,6 +653,9 @@ def ingest(
     store: Store = counting
     spec0 = cube_spec(collection)
     if not committed_versions(counting._store, collection):
+        if source is None:
+            raise InvalidRequestError(f"no {collection} cube at {store_url(counting._store)} to repair (no committed "
+                                      "version): nothing is written")
         if inside := enclosing_cube(counting._store):
             raise InvalidRequestError(f"ingest would make a new cube at {store_url(counting._store)}{inside}")
         _refuse_others_files(counting._store, collection)
@@ -642,7 +663,7 @@ def ingest(
         raise InvalidRequestError(f"linear_power=True (--linear-power) is for backscatter: the {collection} cube has "
                                   f"no band in dB")
     options = {"linear_power": linear_power, "warp": warp}
-    scenes = load_scenes(source, spec0, collection=source_collection)
+    scenes = [] if source is None else load_scenes(source, spec0, collection=source_collection)
     if warp and splits_items(spec0):  # an item of no tile (a whole GRD footprint): one scene per tile it overlaps
         scenes = split_scenes(scenes)
     outside: list[str] = []
@@ -676,7 +697,9 @@ def ingest(
 
         candidates, later, skipped, rejected = _triage(scenes, head)
         fix = Repair({}, ())
-        if repair:
+        if repair and source is None and (left := needs_scenes(store, head, progress=progress)):
+            raise InvalidRequestError(_needs_scenes(left, coordinates))
+        if repair and source is not None:
             fix = plan_repair(scenes, head, store, lambda found, desc: _checked(
                 found, spec, options, spooled, scheduler=scheduler, progress=progress, desc=desc), progress=progress)
         again = fix.hot

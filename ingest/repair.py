@@ -25,17 +25,18 @@ band file, of every slice of a mosaicked pass). Then:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, InvalidRequestError, VersionNotFoundError
+from cardcube.storage import listed_names
 from cube.coordinates import coordinate_problems
 from cube.ledger import CubeVersion, Rejection, SceneRecord, committed_versions, read_version
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
 from cube.scene_details import lost_in
-from cube.verify import ListedShard, check_shards, listed_shards
+from cube.verify import ListedShard, block_problems, check_shards, listed_shards
 from ingest.arrays import rewrite_coordinates
 from ingest.commit import Fence
 from ingest.passes import mosaic
@@ -129,12 +130,30 @@ def plan_repair(scenes: Sequence[SourceScene], head: CubeVersion, store: Store, 
     return Repair({i: read[i] for i in needed if i in slot_of}, tuple(cold), tuple(rebuilt))
 
 
-def mend_coordinates(store: Store, head: CubeVersion, fence: Fence) -> list[str]:
-    """Write the coordinate and per-date arrays of ``head``'s tiles found lost, damaged or other than the tile grid
-    and the ledger say again (:func:`ingest.arrays.rewrite_coordinates`), the hot slots' from every kept version
-    (a record that cannot be read leaves its slots unchecked); the keys written."""
+def needs_scenes(store: Store, head: CubeVersion, *, progress: bool) -> list[str]:
+    """What of the time blocks ``head`` reads is lost or damaged, as ``verify`` finds it (each shard's index read),
+    that only the scenes of its dates read again or a backup can mend, each with those scenes: what a repair offered
+    no scene (no SOURCE) cannot do."""
+    size, said = head.spec.chunks.time, []
+    for block, key, problem in block_problems(store, head, progress=progress):
+        if block is None:  # a band array's zarr.json: none of its shards can be read
+            said.append(f"{key}: {problem} (restore it from a backup)")
+            continue
+        tile, hot, b = block
+        dates = [a.scene_id for a in block_dates(head.tiles[tile], hot, b, size)]
+        said.append(f"{key}: {problem} (the {'hot slot' if hot else 'cold block'}'s dates: "
+                    f"{listed_names(dates, most=4)})")
+    return said
+
+
+def mend_coordinates(store: Store, head: CubeVersion, fence: Fence, *, tiles: Collection[str] | None = None,
+                     older: bool = True) -> list[str]:
+    """Write the coordinate and per-date arrays of ``head``'s tiles (of ``tiles`` alone, if given) found lost,
+    damaged or other than the tile grid and the ledger say again (:func:`ingest.arrays.rewrite_coordinates`), the hot
+    slots' from every kept version (a record that cannot be read leaves its slots unchecked), or with ``older`` False
+    those ``head`` holds alone (the older records unread: a few MB each at a season's size); the keys written."""
     versions = []
-    for n in committed_versions(store, head.spec.name):
+    for n in committed_versions(store, head.spec.name) if older else ():
         if n >= head.version:
             continue
         try:
@@ -142,7 +161,7 @@ def mend_coordinates(store: Store, head: CubeVersion, fence: Fence) -> list[str]
         except (VersionNotFoundError, CorruptDocumentError):  # verify names a damaged one
             continue
     versions.append(head)
-    problems = coordinate_problems(store, versions)
+    problems = coordinate_problems(store, versions, tiles=tiles)
     return rewrite_coordinates(store, head.spec, versions, problems, check=fence.check) if problems else []
 
 

@@ -80,7 +80,7 @@ def test_a_lost_x_other_y_and_a_lost_hot_per_date_chunk_are_reported_and_repair_
     assert main(["verify", "--cube", str(history), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "3 damaged" in out and rel[x] in out
-    assert "`cardcube ingest SOURCE --cube CUBE --repair` writes them again from the ledger" in out
+    assert "`cardcube ingest --cube CUBE --repair` writes them again from the ledger" in out
 
     versions = committed_versions(open_store(history), "s2")
     assert main(["ingest", str(tiny_region.items), "--cube", str(history), "--repair", "--quiet", "--json"]) == 0
@@ -123,7 +123,8 @@ def test_a_per_date_array_without_its_metadata_or_with_other_attributes_is_repor
     assert main(["ingest", str(tiny_region.items), "--cube", str(history), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert (f"{time_meta.relative_to(history).as_posix()} of a committed tile is missing: a plain Zarr reader cannot "
-            "open the array; `cardcube ingest SOURCE --cube CUBE --repair` writes it again") in err
+            "open the array; `cardcube ingest --cube CUBE --repair` writes it again from the ledger (no SOURCE "
+            "needed)") in err
     result = ingest(tiny_region.items, history, repair=True, progress=False)
     assert result.version is None and set(result.coordinates) >= set(found)
     assert verify(history, progress=False).ok
@@ -187,3 +188,81 @@ def test_another_text_of_the_same_crs_is_sound_and_another_crs_is_not(history):
     ref.attrs["crs_wkt"] = pyproj.CRS.from_epsg(32632).to_wkt("WKT1_GDAL")
     assert [k for k, _ in verify(history, progress=False).problems] == [
         f"{layout.array_path('s2', TILE, 10, 'spatial_ref', hot=True)}/zarr.json"]
+
+
+def test_a_repair_without_source_writes_the_coordinate_arrays_again(history, capsys):
+    """The scenes archived: `cardcube ingest --cube CUBE --repair` without SOURCE was an argparse error ("the
+    following arguments are required: source"), though the coordinate arrays need no scene. It writes them again."""
+    x_key = f"{layout.array_path('s2', TILE, 10, 'x')}/c/0"
+    time_meta = f"{layout.array_path('s2', TILE, 20, 'time', hot=True)}/zarr.json"
+    (history / x_key).unlink()
+    (history / time_meta).unlink()
+    assert {k for k, _ in verify(history, progress=False).problems} == {x_key, time_meta}
+    versions = committed_versions(open_store(history), "s2")
+
+    assert main(["ingest", "--cube", str(history), "--repair", "--quiet", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert {x_key, time_meta} <= set(done["coordinates"]) and done["version"] is None
+    assert committed_versions(open_store(history), "s2") == versions
+    assert verify(history, progress=False).ok
+    grid = TileGrid.from_id(TILE).geobox(10)
+    plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    np.testing.assert_allclose(plain.x.values, grid.coordinates["x"].values, rtol=0, atol=1e-6)
+
+
+def test_a_repair_without_source_names_what_needs_the_scenes_and_writes_what_needs_none(history, capsys):
+    """A lost cold shard and a lost hot shard need their dates' scenes: named, with those scenes (exit 2, no
+    version); the coordinate chunk lost beside them, which needs none, is written again all the same."""
+    store = open_store(history, read_only=True)
+    latest = read_version(store, "s2")
+    cold = latest.tiles[TILE].cold[:4]  # block 0 of the tests' time=4
+    slot = latest.tiles[TILE].hot[0]
+    cold_key, hot_key = (next(p for p in sorted((history / folder).rglob("*")) if p.is_file()).relative_to(
+        history).as_posix() for folder in (f"{layout.array_path('s2', TILE, 10, 'B04')}/c/0",
+                                           f"{layout.array_path('s2', TILE, 20, 'SCL', hot=True)}/c/{slot.slot}"))
+    y_key = f"{layout.array_path('s2', TILE, 20, 'y')}/c/0"
+    for key in (cold_key, hot_key, y_key):
+        (history / key).unlink()
+    versions = committed_versions(store, "s2")
+
+    assert main(["ingest", "--cube", str(history), "--repair", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "repair without a SOURCE: 2 lost or damaged object(s) the latest version reads need the scenes" in err
+    assert f"{cold_key}: missing (the cold block's dates: {', '.join(a.scene_id for a in cold)})" in err
+    assert f"{hot_key}: missing (the hot slot's dates: {slot.acquisition.scene_id})" in err
+    assert "`cardcube ingest SOURCE --cube CUBE --repair`" in err
+    assert "the coordinate and per-date arrays, which need no scene, were written again (1 object(s))" in err
+    assert committed_versions(store, "s2") == versions
+    assert {k for k, _ in verify(history, progress=False).problems} == {cold_key, hot_key}
+
+
+def test_ingest_without_source_is_refused_unless_a_repair_of_a_cube(history, tmp_path):
+    from cardcube.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=r"ingest needs a source of scenes \(SOURCE\): only a repair"):
+        ingest(None, history, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidRequestError, match=r"no s2 cube at .* to repair"):
+        ingest(None, empty, repair=True, progress=False)
+    assert not any(empty.iterdir())
+
+
+def test_on_s3_a_repair_without_source_writes_the_coordinate_arrays_and_names_a_lost_shard(appended_cube, s3_bucket):
+    from cardcube.errors import InvalidRequestError
+
+    url, opts = s3_bucket.upload(appended_cube, "nosource"), s3_bucket.storage_options()
+    client = s3_bucket.server.client()
+    x_key = f"{layout.array_path('s2', TILE, 20, 'x')}/c/0"
+    client.delete_object(Bucket=s3_bucket.name, Key=f"nosource/{x_key}")
+    done = ingest(None, url, repair=True, storage_options=opts, progress=False)
+    assert done.coordinates == (x_key,) and done.version is None
+    assert verify(url, storage_options=opts, progress=False).ok
+    shard = next(p for p in sorted((appended_cube / layout.array_path("s2", TILE, 10, "B08") / "c" / "0").rglob("*"))
+                 if p.is_file()).relative_to(appended_cube).as_posix()
+    client.delete_object(Bucket=s3_bucket.name, Key=f"nosource/{shard}")
+    client.delete_object(Bucket=s3_bucket.name, Key=f"nosource/{x_key}")
+    with pytest.raises(InvalidRequestError, match=f"{shard}: missing"):
+        ingest(None, url, repair=True, storage_options=opts, progress=False)
+    assert [k for k, _ in verify(url, storage_options=opts, progress=False).problems] == [shard]
+
