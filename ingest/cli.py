@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "arrays (x, y, time, scene_id, ...) found lost or wrong, as verify finds them, are written again "
                    "from the ledger and the tile grid, whatever SOURCE holds. Without SOURCE (scenes archived) only "
                    "those are written; the shards are checked as verify checks them (their indexes), and any lost "
-                   "or damaged is named with the scenes of its dates, to offer (exit 2, no version committed)")
+                   "or damaged is named with the scenes of its dates, to offer (exit 2, no version committed). A "
+                   "plain ingest writes those of the tiles it writes again too, before its new dates")
     p.add_argument("--chunks", type=_chunks, default=None,
                    help="chunk layout of a new cube, e.g. time=16,space=128,shard_space=1024")
     p.add_argument("--scheduler", default=None,

@@ -509,6 +509,15 @@ def _needs_scenes(left: Sequence[str], coordinates: Sequence[str]) -> str:
             "version is committed")
 
 
+def _said_mended(coordinates: Sequence[str]) -> None:
+    """Warn of the objects of the coordinate and per-date arrays an ingest of new dates found wrong and wrote again
+    (:func:`ingest.repair.mend_coordinates`) before it wrote its dates beside them."""
+    if coordinates:
+        log.warning("the coordinate and per-date arrays of the tiles this ingest writes: %d object(s) lost, damaged or "
+                    "other than the ledger and the tile grid say, written again from them before the new dates "
+                    "(%s)", len(coordinates), listed_names(coordinates, most=3))
+
+
 def _compacted_manifests(store: Store, plan: IngestPlan) -> dict[tuple[str, int], BlockManifest | None]:
     """The manifests of the hot slots ``plan`` moves into cold blocks, by (tile, slot), which their shards are
     checked against (:func:`ingest.write.write_shard`); raises if a slot written with one lost it, since what it
@@ -639,8 +648,14 @@ def ingest(
     it gets the values ingest wrote there (its manifest lost: those of its files, and the manifest is written anew).
     A way past a lost or damaged shard without a backup (a hot one stops every compaction of its tile). ``source``
     None (the scenes archived) with ``repair``: only what needs no scene is written (the coordinate and per-date
-    arrays); the shards the latest version reads are checked as ``verify`` checks them (their
-    indexes), and any lost or damaged raises :class:`InvalidRequestError` naming it and the scenes of its dates.
+    arrays); the shards the latest version reads are checked as ``verify`` checks them (their indexes), and any lost
+    or damaged raises :class:`InvalidRequestError` naming it and the scenes of its dates.
+
+    Every ingest that writes into a committed tile first writes again its coordinate and per-date arrays found lost,
+    damaged or other than the ledger and the tile grid say, of the dates the latest version holds
+    (:func:`ingest.repair.mend_coordinates`, as ``repair`` does for every tile; ``IngestResult.coordinates``): its
+    new dates would otherwise be written beside them, or fail on them. An array's ``zarr.json`` lost stops it before
+    (publishing the shapes opens every array), naming ``--repair``.
     """
     if source is None and not repair:
         raise InvalidRequestError("ingest needs a source of scenes (SOURCE): only a repair (--repair, repair=True) "
@@ -740,6 +755,9 @@ def ingest(
         touched = {c.scene.tile for c in [*checked, *again.values()]}  # the tiles this run writes
         new_bytes = 0
         if plan.new is not None:
+            if head.version and not repair:  # a repair mended every tile's; these are the tiles written now
+                coordinates = mend_coordinates(store, head, fence, tiles=touched, older=False)
+                _said_mended(coordinates)
             hot = _compacted_manifests(store, plan)
             for tile in touched:
                 fence.check()  # a tile not in ``head`` is deleted and rebuilt: another writer may have committed it

@@ -266,3 +266,38 @@ def test_on_s3_a_repair_without_source_writes_the_coordinate_arrays_and_names_a_
         ingest(None, url, repair=True, storage_options=opts, progress=False)
     assert [k for k, _ in verify(url, storage_options=opts, progress=False).problems] == [shard]
 
+
+def test_an_ingest_of_new_dates_writes_the_damaged_coordinate_arrays_of_its_tiles_again(tiny_region, tmp_path):
+    """A plain ingest committed its new dates on top of a lost per-date chunk and a lost ``x`` of their tile, which
+    stayed lost (a plain reader of the tile without its eastings and the hot dates' scene ids, under a new version);
+    an undecodable per-date chunk stopped the run with the codec's "Zstd decompression error". They are written
+    again first, from the ledger and the tile grid."""
+    from cardcube.spec import ChunkLayout
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    cube = tmp_path / "cube"
+    first = write_items(tiny_region.items, features[:6], "coordinates-first.json")
+    ingest(first, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    x_key = f"{layout.array_path('s2', TILE, 10, 'x')}/c/0"
+    hot_id = f"{layout.array_path('s2', TILE, 20, 'scene_id', hot=True)}/c/0"
+    cover = f"{layout.array_path('s2', TILE, 10, 'cloud_cover')}/c/0"
+    (cube / x_key).unlink()
+    (cube / hot_id).unlink()
+    (cube / cover).write_bytes(b"not a zstd stream")
+    lost = {x_key, hot_id, cover}
+    assert {k for k, _ in verify(cube, progress=False).problems} == lost
+
+    then = write_items(tiny_region.items, features[6:8], "coordinates-then.json")
+    result = ingest(then, cube, progress=False)
+    assert result.version == 2 and set(result.coordinates) == lost
+    assert verify(cube, progress=False).ok
+    state = read_version(open_store(cube, read_only=True), "s2").tiles[TILE]
+    plain = xr.open_zarr(zarr_group(cube, "r10m"), consolidated=False)
+    np.testing.assert_allclose(plain.x.values, TileGrid.from_id(TILE).geobox(10).coordinates["x"].values, rtol=0,
+                               atol=1e-6)
+    np.testing.assert_allclose(plain.cloud_cover.values, [a.cloud_cover for a in state.cold], rtol=1e-6)
+    hot = xr.open_zarr(zarr_group(cube, "hot/r20m"), consolidated=False)
+    assert all(str(hot.scene_id.values[h.slot]) == h.acquisition.scene_id for h in state.hot)
+
