@@ -7,11 +7,13 @@ Zarr reader (``xarray.open_zarr``, rioxarray) takes them from these arrays, so o
 restore, a lifecycle rule, a migration) costs it the pixels' place or the dates without a word. The writer
 (:mod:`ingest.arrays`, :mod:`ingest.job`) and the check here (:func:`coordinate_problems`, run by ``verify``; what
 it finds ``ingest --repair`` writes again, :func:`ingest.arrays.rewrite_coordinates`) take the values from the same
-functions.
+functions. The groups holding them (the tile's own, ``hot``, each resolution group) are checked too: a plain reader
+opens a group by its ``zarr.json``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +22,15 @@ import numpy as np
 import pyproj
 import pyproj.exceptions
 import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import StorePath
 
-from cardcube.errors import CorruptDocumentError
 from cardcube.grid import TileGrid
-from cardcube.storage import in_steps, key_exists, reading
+from cardcube.storage import in_steps, reading
 from cube import layout
 from cube.ledger import Acquisition, CubeVersion, acquisition_columns
-from cube.tile_arrays import open_arrays, sized_view
+from cube.tile_arrays import sized_view
 
 # Per-date coordinates: name -> (dtype, fill value, CF long_name)
 ACQUISITION_COORDS: dict[str, tuple[str, object, str]] = {
@@ -40,6 +44,7 @@ TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 DATE_ARRAYS = ("time", *ACQUISITION_COORDS)  # one entry a date (a hot slot), in the order the writer stores them
 COORDINATE_ARRAYS = ("x", "y", "spatial_ref", *DATE_ARRAYS)
 IN_FLIGHT = 64  # chunks read at once: each a few KB
+DOCUMENTS_IN_FLIGHT = 256  # zarr.json read at once: each about a KB
 
 
 def pixel_centres(tile: TileGrid, resolution: int) -> dict[str, np.ndarray]:
@@ -87,11 +92,21 @@ def stored_dates(versions: Sequence[CubeVersion], tile: str) -> dict[bool, dict[
 
 
 def is_coordinate_key(key: str) -> bool:
-    """Whether store key ``key`` is of a coordinate or per-date array (its ``zarr.json`` or a chunk)."""
+    """Whether store key ``key`` is of a coordinate or per-date array (its ``zarr.json`` or a chunk), or the
+    ``zarr.json`` of a group of a tile's Zarr group (:func:`tile_groups`)."""
     parts = key.split("/")
-    at = next((i for i, p in enumerate(parts) if p.startswith("r") and p.endswith("m") and p[1:-1].isdigit()), None)
+    if layout.ZARR_NAME in parts and parts[-1] == "zarr.json":
+        inside = parts[parts.index(layout.ZARR_NAME) + 1:-1]
+        if inside in ([], ["hot"]) or (len(inside) == 1 + (inside[:1] == ["hot"]) and _is_resolution(inside[-1])):
+            return True
+    at = next((i for i, p in enumerate(parts) if _is_resolution(p)), None)
     return (at is not None and layout.ZARR_NAME in parts[:at] and len(parts) > at + 1
             and parts[at + 1] in COORDINATE_ARRAYS)
+
+
+def _is_resolution(part: str) -> bool:
+    """Whether a key's ``part`` names a resolution group (``r10m``)."""
+    return part.startswith("r") and part.endswith("m") and part[1:-1].isdigit()
 
 
 def _loses(name: str) -> str:
@@ -107,7 +122,9 @@ def _loses(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class CoordinateProblem:
     """A lost, damaged or wrong part of a coordinate array: ``key`` its ``zarr.json`` (``chunk`` None) or the chunk
-    ``chunk``'s store key; the array's tile, resolution, name and hot; what is wrong."""
+    ``chunk``'s store key; the array's tile, resolution, name and hot; what is wrong. Or, with ``group``, the
+    ``zarr.json`` of a group of the tile holding them: ``name`` its path in the tile's group (``""`` the tile's own,
+    ``hot``, ``r10m``, ``hot/r10m``), ``resolution`` 0 for the first two."""
 
     key: str
     tile: str
@@ -116,6 +133,7 @@ class CoordinateProblem:
     hot: bool
     chunk: int | None
     problem: str
+    group: bool = False
 
 
 def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: Collection[str] | None = None
@@ -127,12 +145,32 @@ def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: C
     latest = versions[-1]
     spec, problems = latest.spec, []
     reads: list[_ChunkRead] = []
-    for tile in sorted(t for t in latest.tiles if tiles is None or t in tiles):
+    wanted = sorted(t for t in latest.tiles if tiles is None or t in tiles)
+    keys = [(res, name, hot) for res in spec.resolutions for hot in (False, True) for name in COORDINATE_ARRAYS]
+    groups = tile_groups(spec.resolutions)
+    paths = [layout.array_path(spec.name, t, res, name, hot=hot) for t in wanted for res, name, hot in keys]
+    found = _documents(store, [*(f"{p}/zarr.json" for p in paths),
+                               *(group_key(spec.name, t, res, hot=hot) for t in wanted for res, hot in groups)])
+    docs = iter(found)
+    opened = {(t, key): _array(store, path, next(docs)) for t, key, path in zip(
+        (t for t in wanted for _ in keys), (k for _ in wanted for k in keys), paths, strict=True)}
+    for tile in wanted:
+        grid = TileGrid.from_id(tile)
+        for res, hot in groups:
+            if wrong := _group_problem(next(docs), grid, res, hot=hot):
+                path = group_path(res, hot=hot)
+                problems.append(CoordinateProblem(group_key(spec.name, tile, res, hot=hot), tile, res or 0, path, hot,
+                                                  None, f"{wrong}: {_group_loses(path, res)}", group=True))
+    for tile in wanted:
         grid, known = TileGrid.from_id(tile), stored_dates(versions, tile)
-        keys = [(res, name, hot) for res in spec.resolutions for hot in (False, True) for name in COORDINATE_ARRAYS]
-        arrays, unread = _open(store, spec.name, tile, keys)
-        problems += unread
-        for (res, name, hot), array in sorted(arrays.items()):
+        for res, name, hot in sorted(keys):
+            array = opened[(tile, (res, name, hot))]
+            if isinstance(array, str):
+                problems.append(CoordinateProblem(
+                    f"{layout.array_path(spec.name, tile, res, name, hot=hot)}/zarr.json", tile, res, name, hot, None,
+                    f"{array}: the array's metadata; a plain Zarr reader (xarray.open_zarr, rioxarray) sees no {name} "
+                    f"array, and loses {_loses(name)}"))
+                continue
             if wrong := _metadata_problem(array, grid, res, name):
                 problems.append(CoordinateProblem(f"{array.store_path.path}/zarr.json", tile, res, name, hot, None,
                                                   f"{wrong}; a plain Zarr reader loses {_loses(name)}"))
@@ -219,25 +257,83 @@ def _same_attributes(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return True
 
 
-def _open(store: Any, collection: str, tile: str, keys: Sequence[tuple[int, str, bool]]
-          ) -> tuple[dict[tuple[int, str, bool], zarr.Array], list[CoordinateProblem]]:
-    """The arrays ``keys`` of ``tile`` (their metadata fetched at once), and a problem for each whose ``zarr.json``
-    is missing or damaged."""
+def _documents(store: Any, keys: Sequence[str]) -> list[bytes | None]:
+    """The bytes of each of ``keys`` (None: missing), ``DOCUMENTS_IN_FLIGHT`` read at a time: the metadata of every
+    tile's coordinate arrays and groups in a few rounds, not one round a tile (on S3, a round trip's wait each)."""
+    proto = default_buffer_prototype()
+
+    async def one(key: str) -> bytes | None:
+        buf = await store.get(key, proto)
+        return None if buf is None else buf.to_bytes()
+
+    with reading("the cube's coordinate arrays", store):
+        return [data for _, got in in_steps(one, keys, DOCUMENTS_IN_FLIGHT) for data in got]
+
+
+def _array(store: Any, path: str, data: bytes | None) -> zarr.Array | str:
+    """The array at ``path`` of the ``zarr.json`` bytes ``data`` read there, or what is wrong with them."""
+    if data is None:
+        return "missing"
     try:
-        return open_arrays(store, collection, tile, keys), []
-    except (FileNotFoundError, CorruptDocumentError, ValueError):
-        pass
-    arrays, problems = {}, []
-    for res, name, hot in keys:
-        try:
-            arrays.update(open_arrays(store, collection, tile, [(res, name, hot)]))
-        except (FileNotFoundError, CorruptDocumentError, ValueError):
-            path = f"{layout.array_path(collection, tile, res, name, hot=hot)}/zarr.json"
-            what = "damaged: not a readable array document" if key_exists(store, path) else "missing"
-            problems.append(CoordinateProblem(path, tile, res, name, hot, None,
-                                              f"{what}: the array's metadata; a plain Zarr reader (xarray.open_zarr, "
-                                              f"rioxarray) sees no {name} array, and loses {_loses(name)}"))
-    return arrays, problems
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+            raise ValueError("not a Zarr v3 document")
+        return zarr.Array(AsyncArray(metadata=doc, store_path=StorePath(store, path)))
+    except (ValueError, TypeError, KeyError):
+        return "damaged: not a readable array document"
+
+
+def tile_groups(resolutions: Sequence[int]) -> list[tuple[int | None, bool]]:
+    """The groups of a tile's Zarr group, as (resolution, hot), its own and the hot buffer's resolution None: each
+    holding a ``zarr.json`` a plain Zarr reader opens the group by."""
+    return [(None, False), (None, True), *((res, hot) for res in resolutions for hot in (False, True))]
+
+
+def group_path(resolution: int | None, *, hot: bool) -> str:
+    """The path of a group of :func:`tile_groups` in the tile's Zarr group (``""``: the tile's own)."""
+    return layout.resolution_group(resolution, hot=hot) if resolution else "hot" if hot else ""
+
+
+def group_key(collection: str, tile: str, resolution: int | None, *, hot: bool) -> str:
+    """The store key of the ``zarr.json`` of a group of :func:`tile_groups`."""
+    return "/".join(filter(None, (layout.tile_zarr_path(collection, tile), group_path(resolution, hot=hot),
+                                  "zarr.json")))
+
+
+def group_attributes(tile: TileGrid, resolution: int, *, hot: bool) -> dict[str, Any]:
+    """The attributes of a resolution group of ``tile`` (cold or ``hot``): the geo-zarr ``proj:code``,
+    ``spatial:transform`` and ``spatial:shape`` of its grid."""
+    geobox = tile.geobox(resolution)
+    a, (ny, nx) = geobox.affine, geobox.shape
+    return {"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
+            "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]}
+
+
+def _group_problem(data: bytes | None, grid: TileGrid, resolution: int | None, *, hot: bool) -> str | None:
+    """What is wrong with a group's ``zarr.json`` bytes ``data``: missing, no group document, or (a resolution
+    group's) other attributes than ingest writes."""
+    if data is None:
+        return "missing"
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
+        return "damaged: not a readable group document"
+    if resolution and doc.get("attributes") != json.loads(json.dumps(group_attributes(grid, resolution, hot=hot))):
+        return "damaged: its attributes are not those ingest writes"
+    return None
+
+
+def _group_loses(path: str, resolution: int | None) -> str:
+    """What a plain reader loses with the group at ``path`` of a tile's Zarr group."""
+    if not resolution:
+        what = "the hot buffer's group" if path else "the tile's group, which says what cube it is of"
+        return (f"the group's metadata; a plain Zarr reader cannot open {what} (xarray.open_datatree), and an ingest "
+                "writing the tile writes it again first (cardcube's own reads are unaffected)")
+    return (f"the group's metadata; a plain Zarr reader (xarray.open_zarr(..., group=\"{path}\"), rioxarray) cannot "
+            "open it, or loses its grid's proj:code, spatial:transform and spatial:shape (cardcube's own reads are "
+            "unaffected)")
 
 
 def _check_chunks(store: Any, reads: Sequence[_ChunkRead]) -> list[str | None]:

@@ -99,9 +99,9 @@ class VerifyResult:
             lines.append("  restore them from a backup, or offer the scenes of their dates again with `cardcube ingest "
                          "--repair`, which reads them again from their files")
         if any(is_coordinate_key(key) for key, _ in self.problems):
-            lines.append("  the coordinate and per-date arrays: `cardcube ingest --cube CUBE --repair` writes them "
-                         "again from the ledger and the tile grid (no SOURCE needed: no scene is read for them), or "
-                         "restore them from a backup")
+            lines.append("  the coordinate and per-date arrays and the tiles' groups: `cardcube ingest --cube CUBE "
+                         "--repair` writes them again from the ledger and the tile grid (no SOURCE needed: no scene "
+                         "is read for them), or restore them from a backup")
         if any(layout.details_of_key(key) for key in old):  # an ingest went on without them: nothing more to run
             lines.append("  the details objects named only by older versions: `cardcube expire` drops them from the "
                          "ledger with those versions, once superseded for longer than its --older-than (7d by "

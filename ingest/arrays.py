@@ -36,6 +36,7 @@ from cube.coordinates import (
     CoordinateProblem,
     coordinate_attributes,
     date_columns,
+    group_attributes,
     pixel_centres,
     stored_dates,
 )
@@ -95,9 +96,7 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
     for name, (dtype, fill, _) in ACQUISITION_COORDS.items():
         group.create_array(name, shape=(0,), dtype=dtype, chunks=(_COORD_CHUNK,), fill_value=fill,
                            dimension_names=("time",), attributes=coordinate_attributes(tile, resolution, name))
-    a = geobox.affine
-    group.attrs.update({"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
-                        "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]})
+    group.attrs.update(group_attributes(tile, resolution, hot=hot))
 
 
 def _group_objects(spec: CubeSpec, tile: TileGrid, resolution: int, *, hot: bool) -> dict[str, bytes]:
@@ -121,9 +120,7 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool
         return zarr.open_group(store, path=path, mode="r+", zarr_format=3)
     delete_prefix(store, f"{path}/")
     delete_prefix(store, f"{spec.name}/{tile.tile_id}/{layout.MANIFEST_DIR}/")  # of blocks in another layout, maybe
-    root = zarr.create_group(store, path=path, zarr_format=3, attributes={
-        "cardcube": {"format": 1, "collection": spec.name, "tile": tile.tile_id, "spec": spec.to_dict()},
-    })
+    root = zarr.create_group(store, path=path, zarr_format=3, attributes=_tile_attributes(spec, tile.tile_id))
     stored = {f"{path}/zarr.json"}  # the tile's own group, with its attributes
     for resolution in spec.resolutions:
         for hot in (False, True):
@@ -135,6 +132,23 @@ def ensure_tile(store: Store, spec: CubeSpec, tile: TileGrid, *, committed: bool
     return root
 
 
+def _tile_attributes(spec: CubeSpec, tile: str) -> dict:
+    """The attributes of a tile's own Zarr group: what cube it is of."""
+    return {"cardcube": {"format": 1, "collection": spec.name, "tile": tile, "spec": spec.to_dict()}}
+
+
+def _group_document(spec: CubeSpec, problem: CoordinateProblem) -> bytes:
+    """The ``zarr.json`` of the group of a tile ``problem`` names (:func:`cube.coordinates.tile_groups`), as
+    :func:`ensure_tile` writes it."""
+    grid = TileGrid.from_id(problem.tile)
+    if problem.name:  # a resolution group, or the hot buffer's (made with its first resolution's)
+        return _group_objects(spec, grid, problem.resolution or spec.resolutions[0], hot=problem.hot)[problem.key]
+    objects: dict[str, Buffer] = {}
+    zarr.create_group(MemoryStore(objects), path=layout.tile_zarr_path(spec.name, problem.tile), zarr_format=3,
+                      attributes=_tile_attributes(spec, problem.tile))
+    return objects[problem.key].to_bytes()
+
+
 def rewrite_coordinates(store: Store, spec: CubeSpec, versions: Sequence[CubeVersion],
                         problems: Sequence[CoordinateProblem], *, check: Callable[[], None]) -> list[str]:
     """Write the coordinate and per-date arrays ``problems`` names (:func:`cube.coordinates.coordinate_problems` of
@@ -142,9 +156,14 @@ def rewrite_coordinates(store: Store, spec: CubeSpec, versions: Sequence[CubeVer
     a new tile's is (sized to the dates the latest version holds), then the values, from the tile grid and the ledger,
     into each chunk found missing, damaged or other (every chunk of an array whose metadata was); a chunk that does
     not decode is deleted first, so the dates no kept version knows (expired hot slots) read as fill there.
-    ``check`` runs before each write (the writer's fence). The keys written."""
-    arrays = sorted({(p.tile, p.resolution, p.name, p.hot) for p in problems})
+    The ``zarr.json`` of a tile's group lost or damaged (``group``) is written first, as :func:`ensure_tile` writes
+    it. ``check`` runs before each write (the writer's fence). The keys written."""
     written = []
+    for p in sorted((p for p in problems if p.group), key=lambda p: (p.tile, p.key.count("/"), p.key)):
+        check()  # a tile's own group before those in it
+        write_many(store, {p.key: _group_document(spec, p)})
+        written.append(p.key)
+    arrays = sorted({(p.tile, p.resolution, p.name, p.hot) for p in problems if not p.group})
     for tile, res, name, hot in arrays:
         found = [p for p in problems if (p.tile, p.resolution, p.name, p.hot) == (tile, res, name, hot)]
         grid, path = TileGrid.from_id(tile), layout.array_path(spec.name, tile, res, name, hot=hot)

@@ -170,9 +170,10 @@ class IngestResult:
                          "that read them while damaged (then flag it anew: cardcube flag)")
         if self.coordinates:
             named = listed_names(self.coordinates, most=3)
-            lines.append(f"  wrote {len(self.coordinates)} object(s) of the coordinate and per-date arrays, found "
-                         "lost, damaged or other, again from the ledger and the tile grid: what a plain Zarr reader "
-                         f"(xarray.open_zarr, rioxarray) takes the pixels' place and the dates from ({named})")
+            lines.append(f"  wrote {len(self.coordinates)} object(s) of the coordinate and per-date arrays or the "
+                         "tiles' groups, found lost, damaged or other, again from the ledger and the tile grid: what a "
+                         "plain Zarr reader (xarray.open_zarr, rioxarray) takes the pixels' place and the dates from "
+                         f"({named})")
         if self.details_lost:
             lines.append(f"  recorded the band files and checksums of {len(self.details_lost)} scene(s) as lost (their "
                          f"details object of the ledger is missing; their pixels are as they were): "
@@ -648,14 +649,14 @@ def ingest(
     it gets the values ingest wrote there (its manifest lost: those of its files, and the manifest is written anew).
     A way past a lost or damaged shard without a backup (a hot one stops every compaction of its tile). ``source``
     None (the scenes archived) with ``repair``: only what needs no scene is written (the coordinate and per-date
-    arrays); the shards the latest version reads are checked as ``verify`` checks them (their indexes), and any lost
-    or damaged raises :class:`InvalidRequestError` naming it and the scenes of its dates.
+    arrays, the tiles' groups); the shards the latest version reads are checked as ``verify`` checks them (their
+    indexes), and any lost or damaged raises :class:`InvalidRequestError` naming it and the scenes of its dates.
 
-    Every ingest that writes into a committed tile first writes again its coordinate and per-date arrays found lost,
-    damaged or other than the ledger and the tile grid say, of the dates the latest version holds
-    (:func:`ingest.repair.mend_coordinates`, as ``repair`` does for every tile; ``IngestResult.coordinates``): its
-    new dates would otherwise be written beside them, or fail on them. An array's ``zarr.json`` lost stops it before
-    (publishing the shapes opens every array), naming ``--repair``.
+    Every ingest that writes into a committed tile first writes again its coordinate and per-date arrays and its
+    groups' ``zarr.json`` found lost, damaged or other than the ledger and the tile grid say, of the dates the
+    latest version holds (:func:`ingest.repair.mend_coordinates`, as ``repair`` does for every tile;
+    ``IngestResult.coordinates``): its new dates would otherwise be written beside them, or fail on them. An array's
+    ``zarr.json`` lost stops it before (publishing the shapes opens every array), naming ``--repair``.
     """
     if source is None and not repair:
         raise InvalidRequestError("ingest needs a source of scenes (SOURCE): only a repair (--repair, repair=True) "

@@ -270,8 +270,8 @@ def test_on_s3_a_repair_without_source_writes_the_coordinate_arrays_and_names_a_
 def test_an_ingest_of_new_dates_writes_the_damaged_coordinate_arrays_of_its_tiles_again(tiny_region, tmp_path):
     """A plain ingest committed its new dates on top of a lost per-date chunk and a lost ``x`` of their tile, which
     stayed lost (a plain reader of the tile without its eastings and the hot dates' scene ids, under a new version);
-    an undecodable per-date chunk stopped the run with the codec's "Zstd decompression error". They are written
-    again first, from the ledger and the tile grid."""
+    an undecodable per-date chunk stopped the run with the codec's "Zstd decompression error", a lost tile group's
+    ``zarr.json`` with zarr's GroupNotFoundError. They are written again first, from the ledger and the tile grid."""
     from cardcube.spec import ChunkLayout
     from tests.conftest import TEST_CHUNKS
     from tests.ingest.scene_edits import items_of, write_items
@@ -286,7 +286,10 @@ def test_an_ingest_of_new_dates_writes_the_damaged_coordinate_arrays_of_its_tile
     (cube / x_key).unlink()
     (cube / hot_id).unlink()
     (cube / cover).write_bytes(b"not a zstd stream")
-    lost = {x_key, hot_id, cover}
+    tile_group, r20m = (f"{layout.tile_zarr_path('s2', TILE)}/{g}zarr.json" for g in ("", "r20m/"))
+    (cube / tile_group).unlink()  # the ingest stopped on zarr's GroupNotFoundError opening the tile
+    (cube / r20m).write_text("{}")
+    lost = {x_key, hot_id, cover, tile_group, r20m}
     assert {k for k, _ in verify(cube, progress=False).problems} == lost
 
     then = write_items(tiny_region.items, features[6:8], "coordinates-then.json")
@@ -301,3 +304,30 @@ def test_an_ingest_of_new_dates_writes_the_damaged_coordinate_arrays_of_its_tile
     hot = xr.open_zarr(zarr_group(cube, "hot/r20m"), consolidated=False)
     assert all(str(hot.scene_id.values[h.slot]) == h.acquisition.scene_id for h in state.hot)
 
+
+def test_the_groups_own_metadata_lost_or_other_is_reported_and_repair_writes_it_again(history, capsys):
+    """A group's ``zarr.json`` lost (the tile's, the hot buffer's, a resolution group's): xarray.open_zarr(...,
+    group="r10m") fails, and verify said "sound". Each is named; a repair without SOURCE writes it as ingest did."""
+    keys = [f"{layout.tile_zarr_path('s2', TILE)}/{g}zarr.json" for g in ("", "hot/", "r10m/", "hot/r20m/")]
+    sound = {k: (history / k).read_bytes() for k in keys}
+    for k in keys[:3]:
+        (history / k).unlink()
+    doc = json.loads(sound[keys[3]])
+    doc["attributes"]["spatial:transform"][2] += 10.0  # another grid's origin
+    (history / keys[3]).write_text(json.dumps(doc))
+    with pytest.raises(zarr.errors.GroupNotFoundError):
+        xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    found = dict(verify(history, progress=False).problems)
+    assert set(found) == set(keys)
+    assert found[keys[2]].startswith('missing: the group\'s metadata; a plain Zarr reader (xarray.open_zarr(..., '
+                                     'group="r10m"), rioxarray) cannot open it')
+    assert found[keys[3]].startswith("damaged: its attributes are not those ingest writes")
+    assert main(["verify", "--cube", str(history), "--quiet"]) == 1
+    assert "`cardcube ingest --cube CUBE --repair` writes them again" in capsys.readouterr().out
+
+    done = ingest(None, history, repair=True, progress=False)
+    assert sorted(done.coordinates) == sorted(keys) and done.version is None
+    assert {k: (history / k).read_bytes() for k in keys} == sound
+    assert verify(history, progress=False).ok
+    plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    assert plain.attrs["spatial:shape"] == list(TileGrid.from_id(TILE).geobox(10).shape)
