@@ -22,15 +22,12 @@ import numpy as np
 import pyproj
 import pyproj.exceptions
 import zarr
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.storage import StorePath
 
 from cardcube.grid import TileGrid
 from cardcube.storage import in_steps, reading
 from cube import layout
 from cube.ledger import Acquisition, CubeVersion, acquisition_columns
-from cube.tile_arrays import sized_view
+from cube.tile_arrays import array_of_document, read_documents, sized_view
 
 # Per-date coordinates: name -> (dtype, fill value, CF long_name)
 ACQUISITION_COORDS: dict[str, tuple[str, object, str]] = {
@@ -44,7 +41,6 @@ TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 DATE_ARRAYS = ("time", *ACQUISITION_COORDS)  # one entry a date (a hot slot), in the order the writer stores them
 COORDINATE_ARRAYS = ("x", "y", "spatial_ref", *DATE_ARRAYS)
 IN_FLIGHT = 64  # chunks read at once: each a few KB
-DOCUMENTS_IN_FLIGHT = 256  # zarr.json read at once: each about a KB
 
 
 def pixel_centres(tile: TileGrid, resolution: int) -> dict[str, np.ndarray]:
@@ -149,10 +145,11 @@ def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: C
     keys = [(res, name, hot) for res in spec.resolutions for hot in (False, True) for name in COORDINATE_ARRAYS]
     groups = tile_groups(spec.resolutions)
     paths = [layout.array_path(spec.name, t, res, name, hot=hot) for t in wanted for res, name, hot in keys]
-    found = _documents(store, [*(f"{p}/zarr.json" for p in paths),
-                               *(group_key(spec.name, t, res, hot=hot) for t in wanted for res, hot in groups)])
+    found = read_documents(store, [*(f"{p}/zarr.json" for p in paths),
+                                   *(group_key(spec.name, t, res, hot=hot) for t in wanted for res, hot in groups)],
+                           "the cube's coordinate arrays")
     docs = iter(found)
-    opened = {(t, key): _array(store, path, next(docs)) for t, key, path in zip(
+    opened = {(t, key): array_of_document(store, path, next(docs)) for t, key, path in zip(
         (t for t in wanted for _ in keys), (k for _ in wanted for k in keys), paths, strict=True)}
     for tile in wanted:
         grid = TileGrid.from_id(tile)
@@ -255,32 +252,6 @@ def _same_attributes(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
         if not same:
             return False
     return True
-
-
-def _documents(store: Any, keys: Sequence[str]) -> list[bytes | None]:
-    """The bytes of each of ``keys`` (None: missing), ``DOCUMENTS_IN_FLIGHT`` read at a time: the metadata of every
-    tile's coordinate arrays and groups in a few rounds, not one round a tile (on S3, a round trip's wait each)."""
-    proto = default_buffer_prototype()
-
-    async def one(key: str) -> bytes | None:
-        buf = await store.get(key, proto)
-        return None if buf is None else buf.to_bytes()
-
-    with reading("the cube's coordinate arrays", store):
-        return [data for _, got in in_steps(one, keys, DOCUMENTS_IN_FLIGHT) for data in got]
-
-
-def _array(store: Any, path: str, data: bytes | None) -> zarr.Array | str:
-    """The array at ``path`` of the ``zarr.json`` bytes ``data`` read there, or what is wrong with them."""
-    if data is None:
-        return "missing"
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
-            raise ValueError("not a Zarr v3 document")
-        return zarr.Array(AsyncArray(metadata=doc, store_path=StorePath(store, path)))
-    except (ValueError, TypeError, KeyError):
-        return "damaged: not a readable array document"
 
 
 def tile_groups(resolutions: Sequence[int]) -> list[tuple[int | None, bool]]:

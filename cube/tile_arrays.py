@@ -16,11 +16,13 @@ import zarr.api.asynchronous as zarr_async
 import zarr.errors
 from zarr.abc.store import Store
 from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from cardcube.errors import CorruptDocumentError
 from cardcube.lru import LRUDict
-from cardcube.storage import key_exists, reading, store_url
+from cardcube.storage import in_steps, key_exists, reading, store_url
 from cube import layout
 from cube.manifest import AbsentShards
 
@@ -33,6 +35,7 @@ def open_array(store: Store, collection: str, tile: str, resolution: int, name: 
 
 
 ArrayKey = tuple[int, str, bool]  # native resolution, band or coordinate name, hot
+DOCUMENTS_IN_FLIGHT = 256  # zarr.json read at once (read_documents): each about a KB
 
 
 class ArrayCache:
@@ -87,6 +90,34 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
         kept.update({paths[key]: arr for key, arr in opened.items()})
     found = {**known, **opened}
     return {key: found[key] for key in keys}
+
+
+def read_documents(store: Store, keys: Sequence[str], what: str) -> list[bytes | None]:
+    """The bytes of each of ``keys`` (None: missing), ``DOCUMENTS_IN_FLIGHT`` read at a time: the ``zarr.json`` of
+    every tile's arrays in a few rounds, not one round a tile (on S3, a round trip's wait each); ``what`` they are,
+    for a store's error."""
+    proto = default_buffer_prototype()
+
+    async def one(key: str) -> bytes | None:
+        buf = await store.get(key, proto)
+        return None if buf is None else buf.to_bytes()
+
+    with reading(what, store):
+        return [data for _, got in in_steps(one, keys, DOCUMENTS_IN_FLIGHT) for data in got]
+
+
+def array_of_document(store: Store, path: str, data: bytes | None) -> zarr.Array | str:
+    """The array at ``path`` of the ``zarr.json`` bytes ``data`` read there (:func:`read_documents`), opened without
+    another read, or what is wrong with them ("missing", "damaged: ...")."""
+    if data is None:
+        return "missing"
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+            raise ValueError("not a Zarr v3 document")
+        return zarr.Array(AsyncArray(metadata=doc, store_path=StorePath(store, path)))
+    except (ValueError, TypeError, KeyError):
+        return "damaged: not a readable array document"
 
 
 def sized_view(array: zarr.Array, length: int) -> zarr.Array:

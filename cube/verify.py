@@ -36,7 +36,7 @@ from cube.ledger import CubeVersion, commit_time, committed_versions, read_versi
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
 from cube.scene_details import details_named, misassigned, read_details
 from cube.shard_reader import check_shard, index_size, shard_key
-from cube.tile_arrays import ArrayKey, open_arrays
+from cube.tile_arrays import ArrayKey, array_of_document, read_documents
 
 # Shards read at once: indexes are a few KB each; a whole shard (``deep``) up to tens of MB.
 IN_FLIGHT = 64
@@ -124,9 +124,9 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     manifests, damaged = _manifests(store, collection, sorted(written))
     listed = [m for m in manifests.values() if m is not None]
     shards, unread = listed_shards(store, spec, listed)
-    for tile in sorted({t for t, _, _ in written} - {m.tile for m in listed}):  # no manifest left: its arrays
-        unread += _open_arrays(store, collection, tile, sorted({(b.resolution, b.name, hot) for t, hot, _ in written
-                                                                if t == tile for b in spec.bands}))[1]
+    with_manifests = {m.tile for m in listed}
+    unread += _open_arrays(store, collection, sorted({  # of the tiles no manifest is left of: their arrays
+        (t, (b.resolution, b.name, hot)) for t, hot, _ in written if t not in with_manifests for b in spec.bands}))[1]
     lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, versions, found)
@@ -322,22 +322,19 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
     """Every shard ``manifests`` list, and (key, problem) of each array whose metadata cannot be read (none of its
     shards can be checked)."""
     shards: list[ListedShard] = []
-    problems = []
-    for tile in sorted({m.tile for m in manifests}):
-        keys = sorted({(b.resolution, b.name, m.hot) for m in manifests if m.tile == tile for b in spec.bands})
-        arrays, unread = _open_arrays(store, spec.name, tile, keys)
-        problems += unread
-        for (res, name, hot), array in sorted(arrays.items()):
-            if wrong := _metadata_problem(array, spec.band(name)):
-                problems.append((f"{array.store_path.path}/zarr.json", wrong))
-                del arrays[(res, name, hot)]
-        for m in (m for m in manifests if m.tile == tile):
-            for band in spec.bands:
-                array = arrays.get((band.resolution, band.name, m.hot))
-                if array is None:
-                    continue
-                shards += [ListedShard(array, shard_key(array, (m.block, r, c)), (m.block, r, c), crc)
-                           for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
+    keys = sorted({(m.tile, (b.resolution, b.name, m.hot)) for m in manifests for b in spec.bands})
+    arrays, problems = _open_arrays(store, spec.name, keys)
+    for (tile, (res, name, hot)), array in sorted(arrays.items()):
+        if wrong := _metadata_problem(array, spec.band(name)):
+            problems.append((f"{array.store_path.path}/zarr.json", wrong))
+            del arrays[(tile, (res, name, hot))]
+    for m in sorted(manifests, key=lambda m: m.tile):
+        for band in spec.bands:
+            array = arrays.get((m.tile, (band.resolution, band.name, m.hot)))
+            if array is None:
+                continue
+            shards += [ListedShard(array, shard_key(array, (m.block, r, c)), (m.block, r, c), crc)
+                       for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
     return shards, problems
 
 
@@ -353,22 +350,20 @@ def _metadata_problem(array: zarr.Array, band: BandSpec) -> str | None:
     return None
 
 
-def _open_arrays(store: Any, collection: str, tile: str, keys: Sequence[ArrayKey]
-                 ) -> tuple[dict[ArrayKey, zarr.Array], list[tuple[str, str]]]:
-    """The arrays ``keys`` of ``tile`` (all their metadata fetched at once), and (key, problem) of each whose
-    ``zarr.json`` is missing or damaged: its shards cannot be read, the others are checked all the same."""
-    try:
-        return open_arrays(store, collection, tile, keys), []
-    except (FileNotFoundError, CorruptDocumentError, ValueError):
-        pass
+def _open_arrays(store: Any, collection: str, keys: Sequence[tuple[str, ArrayKey]]
+                 ) -> tuple[dict[tuple[str, ArrayKey], zarr.Array], list[tuple[str, str]]]:
+    """The arrays ``keys`` (tile, array key) of every tile, their ``zarr.json`` read a few hundred at once
+    (:func:`cube.tile_arrays.read_documents`: a few rounds at any number of tiles, not one a tile), and (key,
+    problem) of each missing or damaged: its shards cannot be read, the others are checked all the same."""
+    paths = [layout.array_path(collection, tile, res, name, hot=hot) for tile, (res, name, hot) in keys]
+    docs = read_documents(store, [f"{p}/zarr.json" for p in paths], "the cube's band arrays")
     arrays, problems = {}, []
-    for key in keys:
-        try:
-            arrays.update(open_arrays(store, collection, tile, [key]))
-        except (FileNotFoundError, CorruptDocumentError, ValueError) as exc:
-            path = f"{layout.array_path(collection, tile, key[0], key[1], hot=key[2])}/zarr.json"
-            problems.append((path, f"array metadata missing or damaged ({type(exc).__name__}: {exc}); none of "
-                                   "its shards can be read"))
+    for key, path, data in zip(keys, paths, docs, strict=True):
+        array = array_of_document(store, path, data)
+        if isinstance(array, str):
+            problems.append((f"{path}/zarr.json", f"array metadata {array}; none of its shards can be read"))
+        else:
+            arrays[key] = array
     return arrays, problems
 
 
