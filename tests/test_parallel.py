@@ -476,7 +476,13 @@ def test_a_cluster_without_workers_is_said_to_be_waited_for(caplog, monkeypatch)
     monkeypatch.setattr(parallel, "WORKER_CHECK_S", 0.1)
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None, silence_logs=50) as cluster, \
             distributed.Client(cluster) as client:
-        threading.Timer(1.0, cluster.scale, args=(1,)).start()  # a worker joins later; the run then completes
+        def join_once_said() -> None:  # a worker joins once the run has said it waits for one (a Timer of 1 s
+            while "has no worker yet" not in caplog.text:  # raced a driver slow to start it); the run then completes
+                time.sleep(0.02)
+            time.sleep(1.0)  # the watch looks meanwhile, every 0.1 s
+            cluster.scale(1)
+
+        threading.Thread(target=join_once_said, daemon=True).start()
         assert run_tasks(abs, [(-3,)], scheduler=client, progress=False, desc="writing shards") == [3]
     assert "has no worker yet: writing shards waits for one to join" in caplog.text
     assert "no worker any more" not in caplog.text  # watched ten times before the worker joined
@@ -497,7 +503,8 @@ def test_a_cluster_that_loses_every_worker_during_the_run_says_so(caplog, monkey
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
 
         def lose_then_add() -> None:
-            time.sleep(0.3)
+            while not cluster.scheduler.tasks:  # the run's tasks sent: it has seen its worker (0.3 s raced its start)
+                time.sleep(0.02)
             cluster.scale(0)
             deadline = time.monotonic() + 30  # only so the run ends without the warning (the old code)
             while "no worker any more" not in caplog.text and time.monotonic() < deadline:
