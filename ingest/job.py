@@ -119,7 +119,7 @@ class IngestResult:
     repaired: tuple[str, ...] = ()  # hot dates read again from their files and written anew (``repair``)
     mended: tuple[str, ...] = ()  # cold shards lost or damaged, written again from their dates' files (``repair``)
     details_lost: tuple[str, ...] = ()  # scenes whose details object is missing or wrong, recorded lost (scene_details)
-    coordinates: tuple[str, ...] = ()  # objects of the coordinate and per-date arrays written again (``repair``)
+    coordinates: tuple[str, ...] = ()  # objects of the coordinate and per-date arrays (and groups) written again
 
     @property
     def ok(self) -> bool:
