@@ -477,8 +477,9 @@ def test_a_cluster_without_workers_is_said_to_be_waited_for(caplog, monkeypatch)
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None, silence_logs=50) as cluster, \
             distributed.Client(cluster) as client:
         def join_once_said() -> None:  # a worker joins once the run has said it waits for one (a Timer of 1 s
-            while "has no worker yet" not in caplog.text:  # raced a driver slow to start it); the run then completes
-                time.sleep(0.02)
+            deadline = time.monotonic() + 30  # raced a driver slow to start it); the run then completes; the
+            while "has no worker yet" not in caplog.text and time.monotonic() < deadline:  # deadline: a code that
+                time.sleep(0.02)  # never says it fails the assertion below rather than waits for ever
             time.sleep(1.0)  # the watch looks meanwhile, every 0.1 s
             cluster.scale(1)
 
