@@ -4,12 +4,28 @@
 parcel; :func:`merge_repeats` merges the repeated columns of a 20 m band read at 10 m; :func:`clear_pass`
 evaluates the cloud mask once for every band; :func:`count_classes` counts SCL classes. Their callers in
 :mod:`cube.stats` check the inputs and own the conventions; these functions trust them.
+
+numba caches their machine code on disk (``cache=True``), an index per kernel naming a file per signature. Two
+processes saving other signatures of one kernel at once (worker processes of an extraction on a fresh install) can
+leave the index naming one's file over the other's code: every later process then fails on it ("can't unbox array")
+until this file changes (numba/numba#4807, #10128; 1 of 12 cold starts of 8 processes in a reproduction). So a
+process's first call of a kernel with new argument types, where numba may compile and save, holds a lock file in
+the cache's folder (:class:`CacheLocked`); later calls go straight to the kernel.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -260,7 +276,7 @@ def _int_deviations(buf, wb, c, weighted, lo):
 
 
 @numba.njit(cache=True, nogil=True)
-def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
+def _segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
                    f32, power, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
     that are not NaN, not ``nodata`` and, if ``clear`` is not empty, ``clear[t, k]``) are gathered in their
@@ -420,7 +436,7 @@ def segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offse
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_sizes):
+def _merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_sizes):
     """:meth:`WeightedIndex.merge`: ``seen[col]`` is the entry of ``col`` if it is in the current run (an entry
     of an earlier run is below the run's first entry). -1 if two merged pixels differ in ``key``."""
     e = 0
@@ -446,7 +462,7 @@ def merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_si
 
 
 @numba.njit(cache=True, nogil=True)
-def clear_pass(classes, class_index, masked, out):
+def _clear_pass(classes, class_index, masked, out):
     for t in range(classes.shape[0]):
         for k in range(class_index.size):
             code = classes[t, class_index[k]]
@@ -454,7 +470,7 @@ def clear_pass(classes, class_index, masked, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def count_classes(classes, labels, lo, slot, out):
+def _count_classes(classes, labels, lo, slot, out):
     """``out[label, t, slot[code - lo]] += 1`` for every labelled pixel and date with a counted code."""
     for t in range(classes.shape[0]):
         for k in range(labels.size):
@@ -464,3 +480,63 @@ def count_classes(classes, labels, lo, slot, out):
             code = classes[t, k] - lo
             if 0 <= code < slot.size and slot[code] >= 0:
                 out[j, t, slot[code]] += 1
+
+
+LOCK_NAME = "cardcube-kernels.lock"  # in numba's cache folder of this module
+
+
+class CacheLocked:
+    """``kernel`` (a numba dispatcher), its first call in this process with each kind of arguments (arrays' dtype,
+    dimensions and layout; scalars' type) made holding the lock file :data:`LOCK_NAME` in its cache's folder, so
+    that processes compile and save its signatures one at a time; later calls go straight to it. Other attributes
+    are the dispatcher's."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._seen: set[tuple] = set()
+        self._guard = threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        key = tuple((a.dtype.str, a.ndim, a.flags.c_contiguous) if isinstance(a, np.ndarray) else type(a)
+                    for a in args)
+        if key in self._seen:
+            return self.kernel(*args)
+        with self._guard, _cache_lock(self.kernel):
+            out = self.kernel(*args)
+            self._seen.add(key)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "kernel":  # not yet set (a copy being made): no dispatcher to ask
+            raise AttributeError(name)
+        return getattr(self.kernel, name)
+
+
+class _Unlocked:
+    """No lock: the cache's folder cannot hold one (read-only; numba then caches elsewhere or not at all)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _cache_lock(kernel: Any) -> FileLock | _Unlocked:
+    """The lock file of ``kernel``'s cache folder, acquired on entering; none where it cannot be made."""
+    try:
+        folder = kernel._cache._cache_path  # numba's: the module's __pycache__, or NUMBA_CACHE_DIR's place for it
+        os.makedirs(folder, exist_ok=True)
+        lock = FileLock(os.path.join(folder, LOCK_NAME))
+        lock.acquire()
+        lock.release()
+    except (AttributeError, OSError) as exc:
+        log.debug("no lock for numba's cache of %s (%s): its first call is made without", kernel, exc)
+        return _Unlocked()
+    return lock
+
+
+segment_pass: Callable[..., Any] = CacheLocked(_segment_pass)
+merge_repeats: Callable[..., Any] = CacheLocked(_merge_repeats)
+clear_pass: Callable[..., Any] = CacheLocked(_clear_pass)
+count_classes: Callable[..., Any] = CacheLocked(_count_classes)

@@ -478,3 +478,35 @@ def test_each_xdist_worker_keeps_the_kernels_numba_cache_of_its_own():
         pytest.skip("one process of pytest: no other worker compiles meanwhile")
     folder = Path(os.environ["NUMBA_CACHE_DIR"])
     assert folder.name == worker and Path(kernels.segment_pass._cache._cache_path).is_relative_to(folder)
+
+
+def test_a_kernels_first_call_of_new_argument_types_waits_for_another_process_saving_to_its_cache():
+    """A process's first call of a kernel with new argument types, where numba may compile and save a signature,
+    holds the lock file of the kernel's cache folder (another process saving one at once could leave numba's index
+    naming its file over this one's code); later calls of those types take no lock. The mask is the one numpy makes."""
+    import threading
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    from cube import kernels
+
+    fresh = kernels.CacheLocked(kernels.clear_pass.kernel)  # no call of it made yet in this process
+    classes, index = np.array([[1, 8, 3], [8, 8, 0]], dtype=np.uint8), np.arange(3)
+    masked, out = np.arange(9) == 8, np.empty((2, 3), dtype=np.bool_)
+    called = threading.Event()
+
+    def call() -> None:
+        fresh(classes, index, masked, out)
+        called.set()
+
+    another = FileLock(Path(kernels.clear_pass._cache._cache_path) / kernels.LOCK_NAME)  # as another process holds it
+    with another:
+        threading.Thread(target=call, daemon=True).start()
+        assert not called.wait(3)  # it waits for the lock, whatever the time: not called while it is held
+    assert called.wait(120)
+    assert out.tolist() == (~np.isin(classes, [8])).tolist()
+    called.clear()
+    with another:  # the same types again: no lock taken, called while another holds it
+        threading.Thread(target=call, daemon=True).start()
+        assert called.wait(120)
