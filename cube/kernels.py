@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numba
@@ -512,17 +513,7 @@ class CacheLocked:
         return getattr(self.kernel, name)
 
 
-class _Unlocked:
-    """No lock: the cache's folder cannot hold one (read-only; numba then caches elsewhere or not at all)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _cache_lock(kernel: Any) -> FileLock | _Unlocked:
+def _cache_lock(kernel: Any) -> AbstractContextManager:
     """The lock file of ``kernel``'s cache folder, acquired on entering; none where it cannot be made."""
     try:
         folder = kernel._cache._cache_path  # numba's: the module's __pycache__, or NUMBA_CACHE_DIR's place for it
@@ -532,7 +523,7 @@ def _cache_lock(kernel: Any) -> FileLock | _Unlocked:
         lock.release()
     except (AttributeError, OSError) as exc:
         log.debug("no lock for numba's cache of %s (%s): its first call is made without", kernel, exc)
-        return _Unlocked()
+        return nullcontext()  # the folder cannot hold a lock (read-only): without
     return lock
 
 
