@@ -152,16 +152,14 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
 def block_problems(store: Any, version: CubeVersion, *, progress: bool
                    ) -> list[tuple[tuple[str, bool, int] | None, str, str]]:
     """(block, key, problem) of what the time blocks ``version`` reads lost or damaged, as :func:`verify` finds it
-    without ``deep`` (each shard's index read): a shard, a block's manifest (damaged, or lost where the ledger says
-    the block was written with one), and a band array whose ``zarr.json`` cannot be read (block None: every block of
-    its tile in it). What only the dates' scenes read again (``ingest --repair``) or a backup can mend. Reads only."""
-    collection, size = version.spec.name, version.spec.chunks.time
-    blocks = sorted({b for tile, state in version.tiles.items() for b in tile_blocks(tile, state, size)})
-    manifests, damaged = _manifests(store, collection, blocks)
-    of_key = {layout.manifest_key(collection, t, b, hot=h): (t, h, b) for t, h, b in blocks}
-    found: list[tuple[tuple[str, bool, int] | None, str, str]] = [(of_key[k], k, p) for k, p in damaged]
-    found += [(b, layout.manifest_key(collection, b[0], b[2], hot=b[1]), LOST_MANIFEST)
-              for b, m in sorted(manifests.items()) if m is None and has_manifest(version, *b)]
+    without ``deep`` (each shard's index read): a shard, a block's manifest (damaged, or lost by verify's rule,
+    :func:`_lost_manifests`), and a band array whose ``zarr.json`` cannot be read (block None: every block of its
+    tile in it). What only the dates' scenes read again (``ingest --repair``) or a backup can mend. Reads only."""
+    collection, written = version.spec.name, _written([version])
+    manifests, damaged = _manifests(store, collection, sorted(written))
+    of_key = {layout.manifest_key(collection, t, b, hot=h): (t, h, b) for t, h, b in written}
+    lost = _lost_manifests(manifests, written, {version.version: version}, collection)
+    found: list[tuple[tuple[str, bool, int] | None, str, str]] = [(of_key[k], k, p) for k, p in damaged + lost]
     shards, unread = listed_shards(store, version.spec, [m for m in manifests.values() if m is not None])
     found += [(None, k, p) for k, p in unread]
     for key, problem in check_shards(store, shards, deep=False, progress=progress):
