@@ -12,7 +12,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_tiny_demo_runs_end_to_end(tmp_path):
+def test_the_tiny_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -37,21 +37,24 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path):
     assert not flags.flagged[~measured].any() and "parcel(s) could not be measured" in done.stdout
     assert flags.largest_vh_drop[measured].notna().all()  # the mowing marker read the S1 extraction
     assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()
+    # the runs after the first in this process (cardcube.cli.main, as the console script calls it): the same code
+    # without an interpreter's start and imports each
+    from cardcube.cli import main
+
     scenes = {f: f.stat().st_mtime_ns for f in (out / "source").rglob("*.tif")}
-    again = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
-                           capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert again.returncode == 0 and "kept from an earlier run" in again.stdout, again.stderr[-3000:]
+    assert main(["demo", "--tiny", "--out", str(out)]) == 0
+    again = capsys.readouterr()
+    assert "kept from an earlier run" in again.out, again.err[-3000:]
     assert scenes and {f: f.stat().st_mtime_ns for f in (out / "source").rglob("*.tif")} == scenes  # not rewritten
-    assert "demo finished" in again.stdout
-    other = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--seed", "7", "--out", str(out)],
-                           capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert other.returncode == 2 and "pass --fresh to replace it" in other.stderr  # not mixed into seed 42's cube
+    assert "demo finished" in again.out
+    assert main(["demo", "--tiny", "--seed", "7", "--out", str(out)]) == 2
+    assert "pass --fresh to replace it" in capsys.readouterr().err  # not mixed into seed 42's cube
     manifest = out / "extract" / "manifest.json"  # as a cardcube of another pixel rule left it
     manifest.write_text(manifest.read_text().replace('"pixel_rule": ', '"pixel_rule": 1, "was": '))
-    older = subprocess.run([sys.executable, "-m", "cardcube.cli", "demo", "--tiny", "--out", str(out)],
-                           capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert older.returncode == 2 and "pixel rule differs" in older.stderr, older.stderr[-3000:]
-    assert f"({out} is the demo's own folder: `cardcube demo --fresh` starts it over)" in older.stderr
+    assert main(["demo", "--tiny", "--out", str(out)]) == 2
+    older = capsys.readouterr().err
+    assert "pixel rule differs" in older, older[-3000:]
+    assert f"({out} is the demo's own folder: `cardcube demo --fresh` starts it over)" in older
 
 
 def test_a_folder_that_holds_no_demo_is_neither_deleted_nor_written_into(tmp_path, capsys):
