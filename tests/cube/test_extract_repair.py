@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from cardcube.cli import main
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.extract import extract, read_status, read_timeseries
@@ -43,6 +45,21 @@ def _cube(tiny_region, tmp_path: Path, dates: int) -> tuple[Path, list[dict]]:
     return cube, features
 
 
+@pytest.fixture(scope="module")
+def cube_of(tiny_region, tmp_path_factory) -> Callable[[Path, int], tuple[Path, list[dict]]]:
+    """:func:`_cube` of the region's first ``dates`` dates, ingested once for the module: each test gets a copy of
+    it at ``tmp_path / "cube"`` to damage and repair (a copy takes milliseconds, an ingest seconds)."""
+    made: dict[int, tuple[Path, list[dict]]] = {}
+
+    def copy(tmp_path: Path, dates: int) -> tuple[Path, list[dict]]:
+        if dates not in made:
+            made[dates] = _cube(tiny_region, tmp_path_factory.mktemp(f"cube-of-{dates}-dates"), dates)
+        cube, features = made[dates]
+        return Path(shutil.copytree(cube, tmp_path / "cube")), features
+
+    return copy
+
+
 def _damage(cube: Path, part: str, block: int, source: int) -> Path:
     """Copy a B04 shard of time block (or hot slot) ``source`` over the one of ``block`` at the same place: it
     decodes, to another date's values, as a shard damaged behind cardcube's back may."""
@@ -53,13 +70,18 @@ def _damage(cube: Path, part: str, block: int, source: int) -> Path:
     return target
 
 
+def _argv(tiny_region, cube: Path, out: Path | str, *options: str) -> list[str]:
+    """The arguments of ``cardcube extract`` with ``options``."""
+    return ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--out", str(out), "--block",
+            str(BLOCK), "--time-block", str(TIME_BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet",
+            *options]
+
+
 def _cli(tiny_region, cube: Path, out: Path | str, *options: str, kill_at: str | None = None,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``cardcube extract`` with ``options`` in a process of its own (``env`` added to its environment), killed at
     checkpoint ``kill_at`` if given."""
-    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
-           "--out", str(out), "--block", str(BLOCK), "--time-block", str(TIME_BLOCK), "--bands", "B04,NDVI",
-           "--scheduler", "sync", "--quiet", *options]
+    cmd = [sys.executable, "-m", "cardcube.cli", *_argv(tiny_region, cube, out, *options)]
     environment = {k: v for k, v in os.environ.items() if k != "CARDCUBE_KILL_AT"}
     environment.update({"PYTHONPATH": str(REPO), **(env or {}), **({"CARDCUBE_KILL_AT": kill_at} if kill_at else {})})
     return subprocess.run(cmd, env=environment, capture_output=True, text=True, timeout=300)
@@ -70,14 +92,23 @@ def _update(tiny_region, cube: Path, out: Path, kill_at: str | None = None) -> s
     return _cli(tiny_region, cube, out, "--update", kill_at=kill_at)
 
 
-def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
-    """``cardcube extract --update`` killed at checkpoint ``at``, then run again: its output."""
+def _resume_update(tiny_region, cube: Path, out: Path, capsys) -> str:
+    """``cardcube extract --update`` run again after a kill: its output. In this process (the kill needs a process
+    of its own; the command run to its end does not, and saves a Python start)."""
+    capsys.readouterr()
+    code = main(_argv(tiny_region, cube, out, "--update"))
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    return said.out
+
+
+def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str, capsys) -> str:
+    """``cardcube extract --update`` killed at checkpoint ``at`` (a process of its own), then run again: its
+    output."""
     killed = _update(tiny_region, cube, out, at)
     assert killed.returncode == -9, killed.stderr
     assert not json.loads((out / MANIFEST).read_text())["complete"]
-    done = _update(tiny_region, cube, out)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return _resume_update(tiny_region, cube, out, capsys)
 
 
 def _same_as_whole(out: Path, whole: Path) -> None:
@@ -99,11 +130,12 @@ def _differ_on(before: pd.DataFrame, after: pd.DataFrame, times: set) -> None:
     assert len(changed) and set(changed.time) == times
 
 
-def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(tiny_region, parcels, tmp_path):
+def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(cube_of, tiny_region, parcels, tmp_path,
+                                                                              capsys):
     """A hot date damaged (it decodes, to other values), extracted, then repaired: ``--update`` was refused (extract
     anew into a new --out); it now reads the date again, drops its earlier rows, and equals a whole extraction of the
     repaired version, also killed while dropping them and resumed."""
-    cube, features = _cube(tiny_region, tmp_path, 10)  # cold blocks 0 and 1, hot slots 0 and 1
+    cube, features = cube_of(tmp_path, 10)  # cold blocks 0 and 1, hot slots 0 and 1
     _damage(cube, "hot/r10m", 0, 1)
     out = tmp_path / "out"
     extract(parcels, cube, out, **KW)
@@ -112,7 +144,7 @@ def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(ti
                       repair=True)
     assert repaired.version == 2 and repaired.repaired == (features[8]["id"],)
 
-    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-rows-replaced")
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-rows-replaced", capsys)
     assert "version 2" in said and "(1 date(s) read again" in said
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["complete"] and manifest["version"] == 2 and manifest["reads"][features[8]["id"]] == 2
@@ -125,11 +157,11 @@ def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(ti
     assert again.rows == 0 and again.new_scenes == 0 and again.replaced == 0
 
 
-@pytest.fixture
-def mended(tiny_region, parcels, tmp_path):
+def _mend(cube_of, tiny_region, parcels, tmp_path: Path) -> tuple[Path, Path, set]:
     """A cube of three cold blocks whose block 0 was damaged (a shard decoding to block 1's values), an extraction
-    of it made then (``damaged``), and the block mended in place by ``ingest --repair`` (version 2)."""
-    cube, features = _cube(tiny_region, tmp_path, 12)
+    of it made then (``damaged``), and the block mended in place by ``ingest --repair`` (version 2); the times of
+    the block's dates."""
+    cube, features = cube_of(tmp_path, 12)
     _damage(cube, "r10m", 0, 1)
     damaged = tmp_path / "damaged"
     extract(parcels, cube, damaged, **KW)
@@ -143,19 +175,52 @@ def mended(tiny_region, parcels, tmp_path):
     return cube, damaged, times
 
 
-def test_an_update_reads_a_mended_cold_block_again_resumed_after_a_kill(mended, tiny_region, parcels, tmp_path):
+@pytest.fixture(scope="module")
+def _mended_once(cube_of, tiny_region, parcels, tmp_path_factory) -> tuple[Path, tuple[Path, Path, set], dict]:
+    """:func:`_mend` made once for the module in ``work``, a copy of it kept in ``template``, and whole extractions
+    of the mended cube as of its versions 1 and 2 (the references the tests' runs must equal, by version)."""
+    root = tmp_path_factory.mktemp("mended")
+    (root / "work").mkdir()
+    state = _mend(cube_of, tiny_region, parcels, root / "work")
+    shutil.copytree(root / "work", root / "template", symlinks=True)
+    wholes = {version: root / f"whole-{version}" for version in (1, 2)}
+    for version, whole in wholes.items():
+        extract(parcels, state[0], whole, as_of=version, **KW)
+    return root, state, wholes
+
+
+@pytest.fixture
+def mended(_mended_once) -> tuple[Path, Path, set]:
+    """:func:`_mend` for one test to change (its cube, the extraction ``damaged`` and the mended dates' times): the
+    module's copy restored at the same place (an extraction names its cube by path), so each test starts from the
+    state it made."""
+    root, state, _ = _mended_once
+    shutil.rmtree(root / "work")
+    shutil.copytree(root / "template", root / "work", symlinks=True)
+    return state
+
+
+@pytest.fixture(scope="module")
+def mended_whole(_mended_once) -> dict[int, Path]:
+    """A whole extraction of :func:`mended`'s cube as of each of its versions, 1 and 2 (read only): a cold block is
+    mended in place, so both read the mended block."""
+    return _mended_once[2]
+
+
+def test_an_update_reads_a_mended_cold_block_again_resumed_after_a_kill(mended, mended_whole, tiny_region,
+                                                                        capsys):
     """The cold block's shards mended in place: every version reads them mended, so the update to version 2 reads
     the block's four dates again, also killed after its first file and resumed."""
     cube, out, times = mended
     before = read_timeseries(out)
-    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-unit-written")
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-unit-written", capsys)
     assert "(4 date(s) read again" in said
-    extract(parcels, cube, tmp_path / "whole", **KW)
-    _same_as_whole(out, tmp_path / "whole")
+    _same_as_whole(out, mended_whole[2])
     _differ_on(before, read_timeseries(out), times)
 
 
-def test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again(mended, parcels, tmp_path):
+def test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again(mended, mended_whole, parcels,
+                                                                              tmp_path):
     """A run stopped before it finished, its files read from the damaged block, resumed after the mend: it skipped
     the check and kept those files, for good."""
     cube, damaged, times = mended
@@ -168,12 +233,12 @@ def test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_dates_again(men
     resumed = extract(parcels, cube, out, as_of=1, **KW)
     assert resumed.rows > 0 and resumed.version == 1
     assert json.loads((out / MANIFEST).read_text())["generation"] == 1
-    extract(parcels, cube, tmp_path / "whole", as_of=1, **KW)  # read now: the block as mended
-    _same_as_whole(out, tmp_path / "whole")
+    _same_as_whole(out, mended_whole[1])  # read now: the block as mended
     _differ_on(read_timeseries(damaged), read_timeseries(out), times)
 
 
-def test_an_extraction_as_of_a_version_made_after_a_mend_is_updated_without_reading_again(mended, parcels, tmp_path):
+def test_an_extraction_as_of_a_version_made_after_a_mend_is_updated_without_reading_again(mended, mended_whole,
+                                                                                          parcels, tmp_path):
     """Made ``as_of`` version 1 after the mend, it read the mended block (a cold block is mended in place, for every
     version): its update to version 2 was refused, as if it had read the damaged shard; it has nothing to read."""
     cube, damaged, times = mended
@@ -182,11 +247,11 @@ def test_an_extraction_as_of_a_version_made_after_a_mend_is_updated_without_read
     _differ_on(read_timeseries(damaged), read_timeseries(out), times)
     updated = extract(parcels, cube, out, update=True, **KW)
     assert updated.version == 2 and updated.new_scenes == 0 and updated.replaced == 0 and updated.rows == 0
-    extract(parcels, cube, tmp_path / "whole", **KW)
-    _same_as_whole(out, tmp_path / "whole")
+    _same_as_whole(out, mended_whole[2])
 
 
 def test_an_update_after_a_mend_reads_the_parcels_across_tiles_again_and_drops_no_batch_row(tiny_straddle_region,
+                                                                                            tiny_straddle_cube,
                                                                                             tmp_path):
     """A parcel no tile holds whole is read across tiles, into batch files of its own: the update reads it again
     whole, and the rows dropped from the tile's files are those of the mended dates alone."""
@@ -196,7 +261,7 @@ def test_an_update_after_a_mend_reads_the_parcels_across_tiles_again_and_drops_n
     parcels, strip = _with_strip(tiny_straddle_region)
     some = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:30], strip], ignore_index=True)
     cube, out = tmp_path / "cube", tmp_path / "out"
-    ingest(items, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    shutil.copytree(tiny_straddle_cube, cube, ignore=shutil.ignore_patterns("_parcels"))  # as ingested, no layer
     for shard in sorted((cube / "s2" / "31UFU").glob("cube.zarr/r10m/B04/c/1/*/*")):  # all of block 0 damaged
         shutil.copyfile(shard, str(shard).replace("/c/1/", "/c/0/"))
     kw = {**KW, "bands": ["B04"]}
@@ -218,7 +283,7 @@ def test_an_update_after_a_mend_reads_the_parcels_across_tiles_again_and_drops_n
 
 
 def test_a_late_write_of_an_earlier_runs_file_after_an_update_dropped_its_repaired_rows_brings_none_back(
-        mended, parcels, tmp_path):
+        mended, mended_whole, parcels):
     """The update wrote the earlier run's files anew without the mended dates' rows, under their own keys: a task of
     a stopped earlier attempt writing its file late (a worker that kept going after the driver was stopped) put the
     damaged rows back beside the update's, two rows of each mended date. The files written anew are named by the
@@ -230,17 +295,16 @@ def test_a_late_write_of_an_earlier_runs_file_after_an_update_dropped_its_repair
     for path, data in earlier.items():  # what a late task does: its file's bytes, written to its key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    extract(parcels, cube, tmp_path / "whole", **KW)
     rows = read_timeseries(out)
     assert not rows.duplicated(["parcel_id", "time", "band"]).any()
-    _same(rows.drop(columns="cube_version"), read_timeseries(tmp_path / "whole").drop(columns="cube_version"))
+    _same(rows.drop(columns="cube_version"), read_timeseries(mended_whole[2]).drop(columns="cube_version"))
     again = extract(parcels, cube, out, update=True, **KW)  # nothing to read; the late files go
     assert again.rows == 0 and again.replaced == 0
-    _same_as_whole(out, tmp_path / "whole")
+    _same_as_whole(out, mended_whole[2])
 
 
 def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_deleted_reads_as_after_and_resumes(
-        mended, tiny_region, parcels, tmp_path):
+        mended, mended_whole, tiny_region, capsys):
     """Killed with a file both written anew (without the mended dates' rows) and under its earlier name: the
     extraction reads that file as written anew, no row of it lost or doubled, and the update resumed ends as a whole
     extraction, the earlier name deleted."""
@@ -261,18 +325,16 @@ def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_delet
     pd.testing.assert_frame_equal(  # those of the file's mended dates alone are gone: it reads as written anew
         before.merge(there[key], on=key, how="left", indicator=True).query("_merge == 'left_only'")[key]
         .reset_index(drop=True), gone[gone.time.isin(times)][key].reset_index(drop=True), check_dtype=False)
-    resumed = _update(tiny_region, cube, out)
-    assert resumed.returncode == 0, resumed.stderr
+    _resume_update(tiny_region, cube, out, capsys)
     assert not earlier.exists()
-    extract(parcels, cube, tmp_path / "whole", **KW)
-    _same_as_whole(out, tmp_path / "whole")
+    _same_as_whole(out, mended_whole[2])
 
 
 def test_an_extraction_whose_files_an_earlier_cardcube_wrote_anew_in_place_reads_and_updates_after_a_repair(
-        tiny_region, parcels, tmp_path):
+        cube_of, tiny_region, parcels, tmp_path):
     """An update by an earlier cardcube wrote the files holding repaired dates anew under their own names: they read
     as they are, and a later update after another repair drops the rows of its dates from them, as from any file."""
-    cube, features = _cube(tiny_region, tmp_path, 12)  # cold blocks 0, 1 and 2
+    cube, features = cube_of(tmp_path, 12)  # cold blocks 0, 1 and 2
     _damage(cube, "r10m", 0, 2)
     _damage(cube, "r10m", 1, 2)
     out, kw = tmp_path / "out", {**KW, "time_block": 8}  # a file of every block: each repair drops from it
@@ -354,7 +416,7 @@ def _same_as_whole_at(out: _Out, whole: Path) -> None:
 
 
 def test_a_late_write_of_the_attempt_before_a_mend_after_its_resumption_wrote_brings_no_damaged_row_back(
-        unfinished, parcels, tmp_path):
+        unfinished, mended_whole, parcels):
     """An unfinished run resumed after a mend deleted its files holding the mended dates, and its tasks wrote them
     again under the same keys: a task of the attempt before the mend writing its file late (a dask worker that kept
     going after its driver was stopped) replaced the new file with the damaged one, and the extraction differed from a
@@ -364,8 +426,7 @@ def test_a_late_write_of_the_attempt_before_a_mend_after_its_resumption_wrote_br
     earlier = out.files()
     extract(parcels, cube, out.url, as_of=1, out_storage_options=out.options, **KW)
     out.write_back(earlier)  # the attempt before the mend, late
-    whole = tmp_path / "whole"
-    extract(parcels, cube, whole, as_of=1, **KW)
+    whole = mended_whole[1]
     rows = read_timeseries(out.url, storage_options=out.options)
     assert not rows.duplicated(["parcel_id", "time", "band"]).any()
     _same(rows.drop(columns="cube_version"), read_timeseries(whole).drop(columns="cube_version"))
@@ -377,7 +438,7 @@ def test_a_late_write_of_the_attempt_before_a_mend_after_its_resumption_wrote_br
 
 
 def test_a_late_write_of_the_attempt_before_a_mend_before_its_resumption_listed_its_files_is_not_taken_as_done(
-        unfinished, tiny_region, parcels, tmp_path):
+        unfinished, mended_whole, tiny_region, parcels):
     """The resumption after a mend deleted the files holding the mended dates, and was stopped (killed after its
     first file); a task of the attempt before the mend then wrote its file late, and the next resumption found it
     there and took it for done: the mended dates kept their damaged rows for good. A file of an earlier generation
@@ -389,19 +450,18 @@ def test_a_late_write_of_the_attempt_before_a_mend_before_its_resumption_listed_
     assert not out.manifest()["complete"]
     out.write_back(earlier)  # the attempt before the mend, late
     resumed = extract(parcels, cube, out.url, as_of=1, out_storage_options=out.options, **KW)
-    whole = tmp_path / "whole"
-    extract(parcels, cube, whole, as_of=1, **KW)
-    _same_as_whole_at(out, whole)
+    _same_as_whole_at(out, mended_whole[1])
     assert resumed.rows > 0  # the late files holding the mended dates were written again
 
 
-def test_a_late_write_of_an_unfinished_updates_attempt_before_a_mend_repeats_no_row(tiny_region, parcels, tmp_path):
+def test_a_late_write_of_an_unfinished_updates_attempt_before_a_mend_repeats_no_row(cube_of, tiny_region, parcels,
+                                                                                    tmp_path):
     """An unfinished update resumed after a mend of a date the run before it read deletes its own files of that
     date's tile: it reads the date again, so its runs of dates there, and their files' names, change. A task of the
     attempt before the mend writing its file late put rows of the new dates in twice (a name the resumption no
     longer writes), or its earlier rows over the resumption's (the same name). Both are left aside now (a file of
     the update's own, of an earlier generation, on that tile) and deleted by the next run."""
-    cube, features = _cube(tiny_region, tmp_path, 8)  # cold blocks 0 and 1
+    cube, features = cube_of(tmp_path, 8)  # cold blocks 0 and 1
     _damage(cube, "r10m", 0, 1)
     out = tmp_path / "out"
     extract(parcels, cube, out, **KW)
@@ -427,13 +487,13 @@ def test_a_late_write_of_an_unfinished_updates_attempt_before_a_mend_repeats_no_
     _same_as_whole(out, whole)
 
 
-def test_an_extraction_never_resumed_after_a_repair_is_named_resumed_and_updated_as_before(tiny_region, parcels,
-                                                                                           tmp_path):
+def test_an_extraction_never_resumed_after_a_repair_is_named_resumed_and_updated_as_before(cube_of, tiny_region,
+                                                                                           parcels, tmp_path):
     """Generations name only the files of a run resumed after a repair: an extraction of an earlier cardcube (its
     manifest without ``generation``), stopped, is resumed and updated under the names it had, and reads as a whole
     extraction. (One resumed after a repair is :func:`test_an_unfinished_run_resumed_after_a_mend_reads_the_mended_
     dates_again` and the tests after it: their manifests had no generation either.)"""
-    cube, features = _cube(tiny_region, tmp_path, 8)
+    cube, features = cube_of(tmp_path, 8)
     out = tmp_path / "out"
     extract(parcels, cube, out, **KW)
     manifest = json.loads((out / MANIFEST).read_text())
