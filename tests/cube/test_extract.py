@@ -349,30 +349,41 @@ def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube,
     assert read_status(tmp_path / "int").parcel_id.tolist() == list(range(1, 9))
 
 
-def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted, tiny_region, tmp_path):
+def _resumed_in_process(argv: list[str], capsys) -> str:
+    """``cardcube`` run with ``argv`` to its end after a kill, in this process (the kill needs a process of its
+    own; the run after it does not, and saves a Python start): its output."""
+    from cardcube.cli import main
+
+    capsys.readouterr()
+    code = main(argv)
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    return said.out
+
+
+def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted, tiny_region, tmp_path, capsys):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
-           "--out", str(out), "--block", str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet"]
+    argv = ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--out", str(out), "--block",
+            str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet"]
     env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written", "PYTHONPATH": str(REPO)}
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run([sys.executable, "-m", "cardcube.cli", *argv], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert killed.returncode == -9, killed.stderr
     written = list((out / "timeseries").rglob("*.parquet"))
     assert len(written) == 1  # killed right after its first file
     with pytest.raises(InvalidRequestError, match="is unfinished"):  # not read as if it held every parcel
         read_timeseries(out)
     assert set(read_timeseries(out, allow_incomplete=True).band) == {"B04", "NDVI"}
-    env.pop("CARDCUBE_KILL_AT")
     first = len(pd.read_parquet(written[0]))
     # a kill inside a file's write leaves the local store's temporary file (written whole, or cut): read as one more
     # file of the dataset, it repeated rows or failed the read
     shutil.copy(written[0], written[0].with_name("r00000c00000t0004.0123456789abcdef.partial"))
     written[0].with_name("r00000c00000t0008.fedcba9876543210.partial").write_bytes(written[0].read_bytes()[:100])
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "(1 already there from an earlier run)" in done.stdout
-    rows = int(done.stdout.split(" rows written")[0].rsplit(" ", 1)[1].replace(",", ""))  # the resumed run wrote
+    done = _resumed_in_process(argv, capsys)
+    assert "(1 already there from an earlier run)" in done
+    rows = int(done.split(" rows written")[0].rsplit(" ", 1)[1].replace(",", ""))  # the resumed run wrote
     assert rows + first == len(read_timeseries(out)) == pq.ParquetDataset(out / "timeseries").read().num_rows
-    assert rows > 999 and f" {rows:,} rows written" in done.stdout  # a count of thousands read at a glance
+    assert rows > 999 and f" {rows:,} rows written" in done  # a count of thousands read at a glance
     assert not list(out.rglob("*.partial"))
     _same(read_timeseries(out), _bands(read_timeseries(s2_extracted), "B04", "NDVI"))
 
@@ -837,7 +848,8 @@ def test_an_update_after_the_covered_area_grew_gives_the_parcels_inside_now_the_
     pd.testing.assert_frame_equal(got, want[~earlier].sort_values(key).reset_index(drop=True))
 
 
-def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
+def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path,
+                                                                                 capsys):
     """New scenes arrive (one of them older than dates already extracted): ``--update`` extracts their
     dates alone, into files of their own, resumes when killed, and the output equals a whole extraction of
     the new version."""
@@ -858,15 +870,13 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
         extract(parcels, cube, out, **kw)
     assert "resume" not in str(refused.value)  # it is complete
 
-    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube),
-           "--out", str(out), "--block", str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet",
-           "--update"]
+    argv = ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--out", str(out), "--block",
+            str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet", "--update"]
     env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written", "PYTHONPATH": str(REPO)}
-    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300).returncode == -9
-    env.pop("CARDCUBE_KILL_AT")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "(1 already there from an earlier run)" in done.stdout and "version 2" in done.stdout
+    assert subprocess.run([sys.executable, "-m", "cardcube.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=300).returncode == -9
+    done = _resumed_in_process(argv, capsys)
+    assert "(1 already there from an earlier run)" in done and "version 2" in done
 
     assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
@@ -1074,7 +1084,8 @@ def test_an_update_from_a_cube_made_anew_at_the_same_place_is_refused_once_its_v
     manifest = (out / MANIFEST).read_bytes()
     shutil.rmtree(cube)
     ingest(write_items(tiny_region.items, features[:3] + features[4:8], "anew-1.json"), cube, progress=False)
-    ingest(write_items(tiny_region.items, features[:3] + features[4:], "anew-2.json"), cube, progress=False)
+    ingest(write_items(tiny_region.items, features[:3] + features[4:9], "anew-2.json"), cube,
+           progress=False)  # a version 2, with one date more: version 1 can be expired
     expire(cube, older_than=timedelta(0))  # its version 1 is gone: no commit time to compare
     with pytest.raises(InvalidRequestError, match=rf"no longer holds 1 scene\(s\) it read, e.g. {features[3]['id']}"):
         extract(parcels, cube, out, update=True, **kw)
