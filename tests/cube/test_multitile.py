@@ -126,30 +126,67 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
                                            + np.float32(-0.1)), mosaic["B04"].values)
 
 
-@pytest.mark.parametrize("earlier", [False, True])
-def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(tiny_straddle_region, tmp_path,
-                                                                               earlier):
-    """A strip from west of 31UGU's edge to east of 31UFU's, longer than their overlap, lies whole in
-    neither tile: extraction reads it as a mosaic. An update reads it again whole (a date can be new in one
-    of its tiles only), so the output still equals a whole extraction of the new version. ``earlier``: the
-    extraction was made by a cardcube whose rows named no scene; its update writes rows of its columns, so that
-    all its files keep one schema (a dataset of two schemas trips readers that expect one)."""
-    import pandas as pd
-
-    from cube.extract import extract, read_status, read_timeseries
-    from tests.ingest.scene_edits import write_items
+def _strip_before_the_last_passes(tiny_straddle_region, root: Path) -> tuple[gpd.GeoDataFrame, Path, Path, dict]:
+    """The region's first 30 parcels and the strip, a cube ``root / "cube"`` of every pass of both tiles but the
+    last two (they come later), extracted into ``root / "out"``: the parcels, cube, ``out`` and the extraction's
+    options."""
+    from cube.extract import extract
 
     items = tiny_straddle_region.items
     parcels, strip = _with_strip(tiny_straddle_region)
     some = pd.concat([parcels[["parcel_id", "geometry"]].iloc[:30], strip], ignore_index=True)
     features = items_of(items, "sentinel-2-l2a")
     last = sorted({f["properties"]["datetime"] for f in features})[-2]  # the last two passes come later
-    cube, out = tmp_path / "cube", tmp_path / "out"
-    chunks = ChunkLayout.parse(TEST_CHUNKS)
+    cube, out = root / "cube", root / "out"
     ingest(write_items(items, [f for f in features if f["properties"]["datetime"] < last], "strip-first.json"),
-           cube, chunks=chunks, progress=False)
+           cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
     kw = {"bands": ["B04"], "block": 64, "time_block": 4, "progress": False}
     extract(some, cube, out, **kw)
+    return some, cube, out, kw
+
+
+@pytest.fixture(scope="module")
+def _strip_once(tiny_straddle_region, tmp_path_factory) -> tuple[Path, tuple, Path]:
+    """:func:`_strip_before_the_last_passes` made once for the module in ``work``, a copy of it kept in
+    ``template``, and a whole extraction of its cube given every pass (version 2, in a copy of it): the reference
+    the updates must equal."""
+    from cube.extract import extract
+
+    root = tmp_path_factory.mktemp("strip")
+    (root / "work").mkdir()
+    state = _strip_before_the_last_passes(tiny_straddle_region, root / "work")
+    shutil.copytree(root / "work", root / "template", symlinks=True)
+    some, _, _, kw = state
+    every = Path(shutil.copytree(root / "template" / "cube", root / "every"))
+    ingest(tiny_straddle_region.items, every, progress=False)
+    extract(some, every, root / "whole", **kw)
+    return root, state, root / "whole"
+
+
+@pytest.fixture
+def strip_before_the_last_passes(_strip_once) -> tuple[gpd.GeoDataFrame, Path, Path, dict, Path]:
+    """:func:`_strip_before_the_last_passes` for one test to change (parcels, cube, ``out``, options), and the whole
+    extraction of version 2 (read only): the module's copy restored at the same place (an extraction names its cube
+    by path)."""
+    root, state, whole = _strip_once
+    shutil.rmtree(root / "work")
+    shutil.copytree(root / "template", root / "work", symlinks=True)
+    return (*state, whole)
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(tiny_straddle_region,
+                                                                               strip_before_the_last_passes, earlier):
+    """A strip from west of 31UGU's edge to east of 31UFU's, longer than their overlap, lies whole in
+    neither tile: extraction reads it as a mosaic. An update reads it again whole (a date can be new in one
+    of its tiles only), so the output still equals a whole extraction of the new version. ``earlier``: the
+    extraction was made by a cardcube whose rows named no scene; its update writes rows of its columns, so that
+    all its files keep one schema (a dataset of two schemas trips readers that expect one)."""
+    from cube.extract import extract, read_status, read_timeseries
+
+    items = tiny_straddle_region.items
+    features = items_of(items, "sentinel-2-l2a")
+    some, cube, out, kw, whole = strip_before_the_last_passes  # extracted before the last two passes came
     status = read_status(out).set_index("parcel_id")
     assert (status.loc["strip", "status"], status.loc["strip", "tile"]) == ("ok", "31UFU+31UGU"), \
         status.loc["strip", "reason"]
@@ -174,8 +211,6 @@ def test_extraction_reads_a_parcel_no_tile_holds_as_a_mosaic_also_when_updated(t
     files = list((out / "timeseries").rglob("*.parquet"))
     assert len(files) > 2 and {"scene_id" in pq.read_schema(p).names for p in files} == {not earlier}
     assert again.rows == 0 and "(no scene new since the last run" in again.summary()
-    whole = tmp_path / "whole"
-    extract(some, cube, whole, **kw)
     a, b = (read_timeseries(p).drop(columns=["cube_version", *(["scene_id"] if earlier and p == whole else [])])
             .sort_values(["parcel_id", "time", "band"], ignore_index=True) for p in (out, whole))
     pd.testing.assert_frame_equal(a, b, check_exact=True, check_categorical=False)
@@ -505,7 +540,8 @@ def _rows(where: Path) -> pd.DataFrame:
         ["parcel_id", "time", "band"], ignore_index=True)
 
 
-def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(before_31ugu):
+def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(before_31ugu,
+                                                                                                   capsys):
     """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
     plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
     deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
@@ -516,19 +552,20 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     import subprocess
     import sys
 
+    from cardcube.cli import main
+
     some, cube, out, _, whole = before_31ugu
     mosaic = out / "timeseries" / "tile=mosaic"
     earlier = {p: p.read_bytes() for p in mosaic.glob("part-*.parquet")}
 
-    cmd = [sys.executable, "-m", "cardcube.cli", "extract", "--parcels", str(some), "--cube", str(cube), "--out",
-           str(out), "--bands", "B04", "--block", "64", "--time-block", "4", "--scheduler", "sync", "--quiet"]
+    argv = ["extract", "--parcels", str(some), "--cube", str(cube), "--out", str(out), "--bands", "B04", "--block",
+            "64", "--time-block", "4", "--scheduler", "sync", "--quiet"]
     env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    assert subprocess.run([*cmd, "--update"], env=env, capture_output=True, text=True,
-                          timeout=300).returncode == -9
-    env.pop("CARDCUBE_KILL_AT")
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # without --update
-    assert resumed.returncode == 0, resumed.stderr
+    assert subprocess.run([sys.executable, "-m", "cardcube.cli", *argv, "--update"], env=env, capture_output=True,
+                          text=True, timeout=300).returncode == -9  # killed: a process of its own
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err  # resumed without --update, in this process
 
     pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
     run = json.loads((out / "manifest.json").read_text())["run"]
