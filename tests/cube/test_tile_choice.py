@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -284,20 +285,19 @@ def test_the_batches_across_tiles_are_tasks_beside_the_units_on_threads_and_on_a
 
 
 def test_an_interrupted_extraction_reads_again_only_the_batches_across_tiles_it_had_not_written(
-        two_histories, tiny_straddle_region, tmp_path, monkeypatch):
+        in_batches, tiny_straddle_region, monkeypatch):
     """The parcels read across tiles were one file, written once all were read: an interrupted run read them all
     again, and their rows were held in memory together. A file a batch now."""
     monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
-    out = tmp_path / "out"
-    extract(parcels, two_histories, out, bands=["B04"], progress=False)
+    cube, out = in_batches  # extracted, in batches of 400 m
     parts = sorted((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))
     whole = read_timeseries(out)
     assert len(parts) >= 10
     parts[3].unlink()  # as if the run had stopped before it
     calls = []
     monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
-    again = extract(parcels, two_histories, out, bands=["B04"], progress=False)
+    again = extract(parcels, cube, out, bands=["B04"], progress=False)
     assert len(calls) == 1 and again.units == 1 and again.units_resumed >= len(parts) - 1
     key = ["parcel_id", "time", "band"]
     pd.testing.assert_frame_equal(read_timeseries(out).sort_values(key, ignore_index=True),
@@ -308,6 +308,46 @@ def test_an_interrupted_extraction_reads_again_only_the_batches_across_tiles_it_
 def _by_day(region, wanted: set[tuple[str, str]]) -> list[dict]:
     """The region's May scenes of the (tile, day) pairs ``wanted``."""
     return [f for f in _may(region) if (f["properties"]["grid:code"][-5:], f["properties"]["datetime"][:10]) in wanted]
+
+
+@pytest.fixture(scope="module")
+def _in_batches_once(two_histories, tiny_straddle_region, tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of ``two_histories`` (``cube``) and its extraction of B04 with the parcels read across tiles in squares
+    of 400 m (``out``: tens of batch files), made once for the module in ``work`` and kept in ``template``; and a
+    whole extraction, in the same squares, of the cube given 31UFU's late scene of 2024-05-12 (the reference of the
+    updates that add it)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("in-batches")
+    parcels = gpd.read_parquet(tiny_straddle_region.parcels)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+        shutil.copytree(two_histories, root / "work" / "cube")
+        extract(parcels, root / "work" / "cube", root / "work" / "out", bands=["B04"], progress=False)
+        shutil.copytree(root / "work", root / "template", symlinks=True)
+        late = Path(shutil.copytree(root / "template" / "cube", root / "late-cube"))
+        _ingest(tiny_straddle_region.items, _by_day(tiny_straddle_region, {("31UFU", "2024-05-12")}), late,
+                "late.json")
+        extract(parcels, late, root / "late-whole", bands=["B04"], progress=False)
+    return root, root / "late-whole"
+
+
+@pytest.fixture
+def in_batches(_in_batches_once) -> tuple[Path, Path]:
+    """:func:`_in_batches_once`'s cube and extraction for one test to change: the module's copy restored at the
+    same place (an extraction names its cube by path)."""
+    import shutil
+
+    root, _ = _in_batches_once
+    shutil.rmtree(root / "work")
+    shutil.copytree(root / "template", root / "work", symlinks=True)
+    return root / "work" / "cube", root / "work" / "out"
+
+
+@pytest.fixture(scope="module")
+def late_whole(_in_batches_once) -> Path:
+    """A whole extraction, in squares of 400 m, of ``two_histories`` given 31UFU's scene of 2024-05-12 (read only)."""
+    return _in_batches_once[1]
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -368,19 +408,15 @@ def test_an_update_reads_a_parcel_read_across_tiles_whole_again_once_one_tile_ho
 
 
 def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_run(
-        two_histories, tiny_straddle_region, tmp_path, monkeypatch):
+        in_batches, late_whole, tiny_straddle_region, monkeypatch):
     """A batch failing in an update (the store out of reach for a moment) left the earlier version's file, which
     the next run took as done: its parcels "ok" without the update's dates. (The outage is raised where the batch
     is read: a real one would fail the units as well.)"""
-    import shutil
-
     from cardcube.errors import StoreUnavailableError
 
-    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
-    shutil.copytree(two_histories, cube)
+    region, (cube, out) = tiny_straddle_region, in_batches  # extracted, in batches of 400 m
     monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(region.parcels)
-    extract(parcels, cube, out, bands=["B04"], progress=False)
     _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
     pid = _in_the_overlap(region).parcel_id.iloc[0]
     parts = out / "timeseries" / "tile=mosaic"
@@ -399,23 +435,18 @@ def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_
     assert pid not in set(pd.concat(map(pd.read_parquet, parts.glob("*.parquet"))).parcel_id)
     again = extract(parcels, cube, out, update=True, bands=["B04"], progress=False)
     assert not again.failures and again.status["failed"] == 0
-    extract(parcels, cube, tmp_path / "whole", bands=["B04"], progress=False)
-    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+    _same_rows(read_timeseries(out), read_timeseries(late_whole))
 
 
 def test_an_interrupted_update_reads_again_only_the_batches_across_tiles_it_had_not_written(
-        two_histories, tiny_straddle_region, tmp_path, monkeypatch):
+        in_batches, late_whole, tiny_straddle_region, monkeypatch):
     """An update reads every batch again (a date may be new in one of their tiles): resumed, it read again those it
     had written too, and as they ran first (the longest tasks), an update stopped again and again never reached
     its work units."""
-    import shutil
-
-    region, cube, out = tiny_straddle_region, tmp_path / "cube", tmp_path / "out"
-    shutil.copytree(two_histories, cube)
+    region, (cube, out) = tiny_straddle_region, in_batches  # extracted, in batches of 400 m
     monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(region.parcels)
     kw = {"bands": ["B04"], "progress": False, "scheduler": "sync"}
-    extract(parcels, cube, out, **kw)
     _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
     calls = []
 
@@ -433,8 +464,7 @@ def test_an_interrupted_update_reads_again_only_the_batches_across_tiles_it_had_
     resumed = extract(parcels, cube, out, update=True, **kw)
     batches = len(list((out / "timeseries" / "tile=mosaic").glob("part-*.parquet")))
     assert batches > 10 and len(calls) == batches - 4 and resumed.units_resumed >= 4
-    extract(parcels, cube, tmp_path / "whole", bands=["B04"], progress=False)
-    _same_rows(read_timeseries(out), read_timeseries(tmp_path / "whole"))
+    _same_rows(read_timeseries(out), read_timeseries(late_whole))
 
 
 def test_an_extraction_interrupted_under_another_choice_of_tiles_is_not_resumed(two_histories, tiny_straddle_region,
