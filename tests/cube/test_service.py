@@ -721,56 +721,59 @@ def test_a_chip_date_of_two_sentinel1_passes_is_a_409_listing_them(two_pass_cube
         server.close()
 
 
-def test_without_a_parcel_file_ids_are_refused_and_geojson_served(tiny_cube, parcels, parcel_id):
-    server = ServedCommand(["serve", "--cube", tiny_cube])
-    try:
-        r = server.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries")
-        assert r.status_code == 404 and "--parcels" in r.json()["detail"]
-        geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
-        r = server.http.post("/collections/s2/timeseries", json=geom, params={"bands": "B04"})
-        assert r.status_code == 200 and len(r.json()["rows"]) > 0
-    finally:
-        server.close()
+DASHBOARD = "https://dashboard.agency.example"
 
 
-def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(tiny_cube):
+@pytest.fixture(scope="module")
+def deployed(tiny_cube):
+    """A server started with the options of a deployment behind a reverse proxy: no --parcels, --root-path,
+    --allow-origin and --body-wait 2. Each test below is about one of them, which none of the others changes (a
+    request without an Origin header is no CORS request; a body sent at once is whole well within 2 s): one server
+    for them all, rather than an interpreter and its imports started for each."""
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--root-path", "/cardcube/", "--allow-origin", DASHBOARD,
+                            "--allow-origin", "http://localhost:3000", "--body-wait", "2"])
+    yield server
+    server.close()
+
+
+def test_without_a_parcel_file_ids_are_refused_and_geojson_served(deployed, parcels, parcel_id):
+    r = deployed.http.get(f"/collections/s2/parcels/{parcel_id}/timeseries")
+    assert r.status_code == 404 and "--parcels" in r.json()["detail"]
+    geom = mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])
+    r = deployed.http.post("/collections/s2/timeseries", json=geom, params={"bands": "B04"})
+    assert r.status_code == 200 and len(r.json()["rows"]) > 0
+
+
+def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(deployed):
     """A reverse proxy serving the service under /cardcube/ (stripping the prefix, as nginx's proxy_pass with a
     URI does): with --root-path the docs page asks for /cardcube/openapi.json, which the proxy passes on."""
-    server = ServedCommand(["serve", "--cube", tiny_cube, "--root-path", "/cardcube/"])
-    try:
-        docs = server.http.get("/docs").text
-        assert "url: '/cardcube/openapi.json'" in docs
-        assets = _assets(docs)  # the proxy passes them on without the prefix
-        assert assets and all(a.startswith("/cardcube/docs-assets/") for a in assets)
-        assert all(server.http.get(a.removeprefix("/cardcube")).status_code == 200 for a in assets)
-        assert server.http.get("/openapi.json").json()["servers"] == [{"url": "/cardcube"}]
-        r = server.http.get("/collections/s2")  # the routes, as the proxy passes them on
-        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
-        assert server.http.get("/collections/s2", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
-    finally:
-        server.close()
+    http = deployed.http
+    docs = http.get("/docs").text
+    assert "url: '/cardcube/openapi.json'" in docs
+    assets = _assets(docs)  # the proxy passes them on without the prefix
+    assert assets and all(a.startswith("/cardcube/docs-assets/") for a in assets)
+    assert all(http.get(a.removeprefix("/cardcube")).status_code == 200 for a in assets)
+    assert http.get("/openapi.json").json()["servers"] == [{"url": "/cardcube"}]
+    r = http.get("/collections/s2")  # the routes, as the proxy passes them on
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
+    assert http.get("/collections/s2", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
 
 
-def test_only_the_named_origins_may_read_when_given(tiny_cube):
+def test_only_the_named_origins_may_read_when_given(deployed):
     """--allow-origin: a page of a named origin reads the answers; one of another origin gets no CORS header
     (its browser refuses to hand it the answer) and its preflight is refused."""
-    dashboard, elsewhere = "https://dashboard.agency.example", "https://evil.example"
-    server = ServedCommand(["serve", "--cube", tiny_cube, "--allow-origin", dashboard,
-                            "--allow-origin", "http://localhost:3000"])
-    try:
-        ok = server.http.get("/collections/s2", headers={"Origin": dashboard})
-        assert ok.headers["access-control-allow-origin"] == dashboard and "Origin" in ok.headers["vary"]
-        other = server.http.get("/collections/s2", headers={"Origin": elsewhere})
-        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
-        preflight = {"Origin": elsewhere, "Access-Control-Request-Method": "POST"}
-        refused = server.http.options("/collections/s2/timeseries", headers=preflight)
-        assert refused.status_code == 400 and refused.json()["error"] == "CorsRefused"  # JSON, as every error
-        assert refused.json()["detail"].startswith("Disallowed CORS origin")
-        delete = {"Origin": dashboard, "Access-Control-Request-Method": "DELETE"}
-        assert server.http.options("/collections/s2/timeseries", headers=delete).json()["detail"].startswith(
-            "Disallowed CORS method")
-    finally:
-        server.close()
+    dashboard, elsewhere, http = DASHBOARD, "https://evil.example", deployed.http
+    ok = http.get("/collections/s2", headers={"Origin": dashboard})
+    assert ok.headers["access-control-allow-origin"] == dashboard and "Origin" in ok.headers["vary"]
+    other = http.get("/collections/s2", headers={"Origin": elsewhere})
+    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+    preflight = {"Origin": elsewhere, "Access-Control-Request-Method": "POST"}
+    refused = http.options("/collections/s2/timeseries", headers=preflight)
+    assert refused.status_code == 400 and refused.json()["error"] == "CorsRefused"  # JSON, as every error
+    assert refused.json()["detail"].startswith("Disallowed CORS origin")
+    delete = {"Origin": dashboard, "Access-Control-Request-Method": "DELETE"}
+    assert http.options("/collections/s2/timeseries", headers=delete).json()["detail"].startswith(
+        "Disallowed CORS method")
 
 
 @pytest.mark.parametrize(("origins", "says"), [
@@ -979,36 +982,38 @@ def test_version_cache_stops_serving_a_pinned_version_once_it_is_expired(tiny_cu
         checked.get("s2", pinned)
 
 
-def test_ids_with_a_slash_are_reached_by_url(tiny_cube, parcels, tmp_path):
-    some = parcels.iloc[10:12].assign(parcel_id=["NL/000001", "NL/000002"])
-    some.to_parquet(tmp_path / "slashed.parquet")
-    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tmp_path / "slashed.parquet"])
-    try:
-        r = server.http.get("/collections/s2/parcels/NL%2F000002/timeseries", params={"bands": "B04"})
-        assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {"NL/000002"}, r.text
-        r = server.http.get("/collections/s2/parcels/NL/000002/season.png", params={"size": 16})
-        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        assert server.http.get("/collections/s2/parcels/NL/9/timeseries").status_code == 404
-    finally:
-        server.close()
+@pytest.fixture(scope="module")
+def lpis_export(tiny_cube, parcels, tmp_path_factory):
+    """A server of a parcel file as an LPIS export may hold them, a GeoPackage of four: one of an empty geometry,
+    one as it is, and two whose ids have a slash (NL/000001, NL/000002); its ids: empty, good."""
+    some = parcels.iloc[[10, 11, 12, 11]].reset_index(drop=True)
+    some["parcel_id"] = [*some.parcel_id.iloc[:2], "NL/000001", "NL/000002"]
+    some.loc[0, "geometry"] = Polygon()
+    path = tmp_path_factory.mktemp("lpis") / "lpis.gpkg"
+    some.to_file(path)
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", path])
+    yield server, some.parcel_id.iloc[0], some.parcel_id.iloc[1]
+    server.close()
 
 
-def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(tiny_cube, parcels, tmp_path):
+def test_ids_with_a_slash_are_reached_by_url(lpis_export):
+    server, _, _ = lpis_export
+    r = server.http.get("/collections/s2/parcels/NL%2F000002/timeseries", params={"bands": "B04"})
+    assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {"NL/000002"}, r.text
+    r = server.http.get("/collections/s2/parcels/NL/000002/season.png", params={"size": 16})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert server.http.get("/collections/s2/parcels/NL/9/timeseries").status_code == 404
+
+
+def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(lpis_export):
     """A register with an empty geometry (an LPIS export often holds a few) stopped the service from starting;
     now only that parcel is refused, with its reason."""
-    some = parcels.iloc[10:12].copy()
-    some.loc[some.index[0], "geometry"] = Polygon()
-    some.to_file(tmp_path / "lpis.gpkg")
-    empty, good = some.parcel_id.tolist()
-    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tmp_path / "lpis.gpkg"])
-    try:
-        r = server.http.get(f"/collections/s2/parcels/{good}/timeseries", params={"bands": "B04"})
-        assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {good}, r.text
-        r = server.http.get(f"/collections/s2/parcels/{empty}/timeseries", params={"bands": "B04"})
-        assert r.status_code == 422 and r.json() == {"error": "InvalidParcel",
-                                                     "detail": f"parcel {empty}: has an empty geometry"}
-    finally:
-        server.close()
+    server, empty, good = lpis_export
+    r = server.http.get(f"/collections/s2/parcels/{good}/timeseries", params={"bands": "B04"})
+    assert r.status_code == 200 and {row["parcel_id"] for row in r.json()["rows"]} == {good}, r.text
+    r = server.http.get(f"/collections/s2/parcels/{empty}/timeseries", params={"bands": "B04"})
+    assert r.status_code == 422 and r.json() == {"error": "InvalidParcel",
+                                                 "detail": f"parcel {empty}: has an empty geometry"}
 
 
 
@@ -1084,7 +1089,7 @@ def test_a_posted_body_over_the_limit_is_refused_before_it_is_parsed(http, parce
     assert r.status_code == 200 and r.json()["rows"]
 
 
-def test_a_posted_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ever(tiny_cube, tiny_region):
+def test_a_posted_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ever(deployed, tiny_region):
     """A client that stopped sending its body (or said a Content-Length beyond it) held its connection and what it
     had sent, up to 32 MiB each, for ever: uvicorn bounds no body's reading. Now the body must be whole within
     --body-wait seconds (here 2), else a 408; a body sent at once is answered as before."""
@@ -1093,28 +1098,24 @@ def test_a_posted_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ev
 
     import geopandas as gpd
 
-    server = ServedCommand(["serve", "--cube", tiny_cube, "--parcels", tiny_region.parcels, "--body-wait", "2"])
-    try:
-        where = urlsplit(server.base)
-        with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
-            sock.sendall(b"POST /collections/s2/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                         b"\r\nContent-Length: 1000\r\n\r\n{\"type\": \"Feat")
-            answer = b""
-            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 408"), answer[:300]
-        error = json.loads(body)
-        assert error["error"] == "RequestTimeout" and "not whole within 2 s (it had 14 bytes)" in error["detail"]
-        field = gpd.read_parquet(tiny_region.parcels).to_crs(4326).geometry.iloc[10]
-        feature = {"type": "Feature", "properties": {}, "geometry": mapping(field)}
-        r = server.http.post("collections/s2/timeseries", json=feature, params={"bands": "B04"})
-        assert r.status_code == 200 and r.json()["rows"], r.text[:300]
-    finally:
-        server.close()
+    where = urlsplit(deployed.base)
+    with socket.create_connection((where.hostname, where.port), timeout=60) as sock:
+        sock.sendall(b"POST /collections/s2/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 1000\r\n\r\n{\"type\": \"Feat")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:300]
+    error = json.loads(body)
+    assert error["error"] == "RequestTimeout" and "not whole within 2 s (it had 14 bytes)" in error["detail"]
+    field = gpd.read_parquet(tiny_region.parcels).to_crs(4326).geometry.iloc[10]
+    feature = {"type": "Feature", "properties": {}, "geometry": mapping(field)}
+    r = deployed.http.post("collections/s2/timeseries", json=feature, params={"bands": "B04"})
+    assert r.status_code == 200 and r.json()["rows"], r.text[:300]
 
 
 def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_nothing():
@@ -1324,14 +1325,13 @@ def test_a_cube_built_again_at_the_same_place_is_served_as_the_new_one(appended_
 
 
 def test_the_latest_version_expired_while_served_is_looked_up_again(appended_cube, tiny_region, parcel_id,
-                                                                    tmp_path):
+                                                                    tmp_path, capsys):
     """The service took version 7 for the latest (it looks again every --refresh seconds); an ingest committed 8,
     compacting 7's hot buffer, and ``cardcube expire`` deleted 7 and its hot slots: a request for the latest was a
     404 VersionNotFound telling the client to read the latest. It now reads 8; a pinned 7 is still a 404."""
     import shutil
-    import subprocess
-    import sys
 
+    from cardcube.cli import main
     from catalog import rebuild_catalog
     from cube import layout
 
@@ -1349,9 +1349,7 @@ def test_the_latest_version_expired_while_served_is_looked_up_again(appended_cub
     try:
         assert server.http.get(url, params={"bands": "B04"}).headers["x-cube-version"] == "7"
         (root / layout.ledger_key("s2", 8)).write_bytes(held)  # the commit
-        done = subprocess.run([sys.executable, "-m", "cardcube.cli", "expire", "--cube", str(root),
-                               "--older-than", "0"], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        assert main(["expire", "--cube", str(root), "--older-than", "0"]) == 0, capsys.readouterr().err
         assert committed_versions(_store(root), "s2") == [8]
         r = server.http.get(url, params={"bands": "B04"})
         assert r.status_code == 200 and r.headers["x-cube-version"] == "8", r.text[:300]
