@@ -206,20 +206,28 @@ def test_bad_synthetic_settings_are_one_line_and_v_shows_the_traceback(tmp_path,
         main(["-v", "synth", "--tiny", "--cloudiness", "2", str(tmp_path / "out")])
 
 
-def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
+def _help_of(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    """``cardcube COMMAND --help``'s text, its lines joined (argparse wraps them at the terminal's width): the parser
+    the console entry point runs, called in this process (an interpreter's start costs more than the help), as wide
+    as a command whose output is a pipe (COLUMNS, else 80: a terminal running pytest would wrap it otherwise)."""
+    import os
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as done:
+        patch.setenv("COLUMNS", os.environ.get("COLUMNS", "80"))
+        main([*command, "--help"])
+    captured = capsys.readouterr()
+    assert done.value.code == 0 and captured.err == "", captured.err
+    return " ".join(captured.out.split())
+
+
+def test_the_help_says_what_v_shows_and_what_options_take_and_cost(capsys):
     """``cardcube --help`` gave -v as "log progress details" only, while the README sends a user to ``cardcube -v
     COMMAND`` for an error's traceback; ``ingest --help`` wrote --tiles as T31UFU,..., the README and the tests
     31UFU,31UGU (both are read); ``extract --help`` said a --time-block below the time chunk decodes each chunk
     "once per run"."""
-    import subprocess
-    import sys
+    from functools import partial
 
-    def help_of(*command: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "cardcube.cli", *command, "--help"], capture_output=True,
-                             text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        return " ".join(run.stdout.split())
-
+    help_of = partial(_help_of, capsys)
     assert "-v, --verbose log progress details, and show the traceback of an error" in help_of()
     assert "[--tiles 31UFU,...]" in help_of("ingest")
     # --time-block: "decoding each chunk once per run" read as once per command, the reverse of what it costs
@@ -229,24 +237,18 @@ def test_the_help_says_what_v_shows_and_what_options_take_and_cost():
     assert "30d, 12h, 30m, 45s, or 0 (all)" in help_of("layers")
 
 
-def test_the_help_names_the_defaults_the_commands_use():
+def test_the_help_names_the_defaults_the_commands_use(capsys):
     """``chip --help`` gave --scale's default as 4, while a --sheet's panels are drawn at 3 (its error then named
     "at scale 3", a scale never given); ``synth --help`` named no default of --size-km, --start and --end (the
     demo's 10 km, March to October; --tiny's 2 km, May to July); ``flag --help`` did not say that without
     --grassland two of its three markers are not checked; ``verify --help`` that every fault is listed, where the
     first 20 are and the others counted."""
-    import subprocess
-    import sys
+    from functools import partial
 
     from cardcube.synth.config import SynthConfig
     from cube.chips import SHEET_SCALE
 
-    def help_of(*command: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "cardcube.cli", *command, "--help"], capture_output=True,
-                             text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        return " ".join(run.stdout.split())
-
+    help_of = partial(_help_of, capsys)
     assert f"(default 4, {SHEET_SCALE} for a --sheet's panels;" in help_of("chip")
     from cardcube.storage import LISTED_LINES
 
