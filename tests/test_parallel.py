@@ -374,10 +374,13 @@ def test_a_worker_that_does_not_answer_bounds_the_wait_by_the_grace(tmp_path):
 
 
 def _task_on(folder: Path, i: int) -> int:
+    """Each task writes where it runs; task 0 then runs on until ``folder/go`` exists (the run stopped and said so),
+    task 1 returns once ``folder/dropped`` does (task 0's worker cut off): the stop comes after the partition, with
+    task 0 still running, however loaded the machine (they slept 6 s and 2 s)."""
     import distributed
 
     (folder / f"worker-{i}").write_text(distributed.get_worker().address)
-    time.sleep(6 if i == 0 else 2)
+    _wait_for(folder / ("go" if i == 0 else "dropped"))
     return i
 
 
@@ -401,12 +404,16 @@ def test_a_worker_the_scheduler_dropped_may_still_run_tasks(tmp_path):
                                   silence_logs=50) as cluster, distributed.Client(cluster) as client:
         def partition() -> None:
             client.run_on_scheduler(_drop, _address_in(tmp_path, "worker-0"))
+            (tmp_path / "dropped").touch()
 
         threading.Thread(target=partition, daemon=True).start()
-        with pytest.raises(TasksStillRunningError, match=r"could not be asked: RuntimeError: the dask worker \S+ left "
-                                                         r"the cluster during the run"):
-            run_tasks(partial(_task_on, tmp_path), [(0,), (1,)], scheduler=client, progress=False, tally=_stop,
-                      stop_grace=3)
+        try:
+            with pytest.raises(TasksStillRunningError, match=r"could not be asked: RuntimeError: the dask worker \S+ "
+                                                             r"left the cluster during the run"):
+                run_tasks(partial(_task_on, tmp_path), [(0,), (1,)], scheduler=client, progress=False, tally=_stop,
+                          stop_grace=3)
+        finally:
+            (tmp_path / "go").touch()
 
 
 def _task_off(folder: Path, i: int) -> int:
