@@ -272,10 +272,13 @@ def test_a_reader_of_the_output_that_goes_away_is_no_error(tiny_region, tmp_path
 
     from cardcube.storage import open_store
     from cube.ledger import committed_versions
+    from tests.ingest.scene_edits import items_of, write_items
 
     cube = tmp_path / "cube"
+    # two scenes: the summary is written after the commit whatever the scenes, and the region's all cost seconds
+    items = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:2], "pipe-s1.json")
     run = subprocess.run(["bash", "-c", f'set -o pipefail; "{sys.executable}" -m cardcube.cli ingest '
-                          f'"{tiny_region.items}" --cube "{cube}" --collection s1 --quiet | head -c 0'],
+                          f'"{items}" --cube "{cube}" --collection s1 --quiet | head -c 0'],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 141 and "error" not in run.stderr.lower() and "Exception" not in run.stderr, run.stderr
     assert committed_versions(open_store(cube, read_only=True), "s1") == [1]
