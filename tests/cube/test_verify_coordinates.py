@@ -151,22 +151,6 @@ def test_a_per_date_chunk_that_does_not_decode_is_reported_and_written_anew(hist
     assert all(np.isclose(stored[s], c) for s, c in cover.items())
 
 
-def _upload(bucket, folder: Path, prefix: str) -> str:
-    """What ``bucket.upload`` does (every file of ``folder`` under ``prefix``; the URL), its 700 PUTs 8 at a time
-    rather than one after another (moto's server answers each in a thread of its own)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    client = bucket.server.client()
-
-    def put(path: Path) -> None:
-        client.put_object(Bucket=bucket.name, Key=f"{prefix}/{path.relative_to(folder).as_posix()}",
-                          Body=path.read_bytes())
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, [p for p in folder.rglob("*") if p.is_file()]))
-    return bucket.url_for(prefix)
-
-
 def test_on_s3_lost_and_other_coordinates_are_reported_and_repair_writes_them_again_with_or_without_source(
         appended_cube, tiny_region, s3_bucket):
     """The same on an object store (moto's S3 over HTTP): one round of reads, the repair's writes; then, on the cube
@@ -174,7 +158,7 @@ def test_on_s3_lost_and_other_coordinates_are_reported_and_repair_writes_them_ag
     scenes. (One cube uploaded for both: its 700 objects cost moto more than the rest of the test.)"""
     from cardcube.errors import InvalidRequestError
 
-    url, opts = _upload(s3_bucket, appended_cube, "cube"), s3_bucket.storage_options()
+    url, opts = s3_bucket.upload(appended_cube, "cube"), s3_bucket.storage_options()
     client = s3_bucket.server.client()
     before = every_read(appended_cube)  # the folder the bucket holds a copy of: its reads, without moto's requests
     assert verify(url, storage_options=opts, progress=False).ok
