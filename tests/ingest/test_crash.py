@@ -1,5 +1,8 @@
 """kill -9 at every named step of the commit and at random moments: the cube stays readable, and
-re-running the same command completes it. Two ingests at once: one waits or fails clearly."""
+re-running the same command completes it. Two ingests at once: one waits or fails clearly.
+
+A run killed or signalled is a process of its own; a run the test only needs done (a re-run, a run refused its
+lock) is the same command line run in the test's process (:mod:`tests.ingest.in_process`)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources
 from tests.ingest.crashing import ingest_command, kill_after, pool_workers, run_ingest, still_running, stopped_at
+from tests.ingest.in_process import run_ingest_here
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout.parse("time=4,space=64,shard_space=256")
@@ -83,7 +87,7 @@ def test_kill_at_each_step_then_rerun_completes(batches, started, reference, tmp
     killed = run_ingest(batches[1], cube, COLLECTION, kill_at=step)
     assert killed.returncode == -9, killed.stderr
     assert _state(cube, reference) == (2 if step in ("committed", "published") else 1)
-    done = run_ingest(batches[1], cube, COLLECTION)
+    done = run_ingest_here(batches[1], cube, COLLECTION)
     assert done.returncode == 0, done.stderr
     assert _state(cube, reference) == 2
     assert committed_versions(open_store(cube), COLLECTION) == [1, 2]  # no half version, none twice
@@ -103,7 +107,7 @@ def test_kill_at_random_moments_then_rerun_completes(batches, started, reference
         cube = _started_cube(started, tmp_path / f"cube{i}")
         kill_after(batches[1], cube, COLLECTION, rng.uniform(0.3, full))
         _state(cube, reference)
-        assert run_ingest(batches[1], cube, COLLECTION).returncode == 0
+        assert run_ingest_here(batches[1], cube, COLLECTION).returncode == 0
         assert _state(cube, reference) == 2
 
 
@@ -121,7 +125,7 @@ def test_the_worker_processes_of_an_ingest_killed_outright_end_with_it(batches, 
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not still_running(workers), "worker processes outlived their driver"
-    done = run_ingest(batches[1], cube, COLLECTION)
+    done = run_ingest_here(batches[1], cube, COLLECTION)
     assert done.returncode == 0, done.stderr
     assert _state(cube, reference) == 2
 
@@ -140,7 +144,7 @@ def test_an_ingest_terminated_by_sigterm_lets_go_of_its_lock(batches, started, r
     assert "cardcube ingest: terminated" in err and "Traceback" not in err
     assert not (Path(cube) / layout.lock_key(COLLECTION)).exists()
     assert _state(cube, reference) == 1 and committed_versions(open_store(cube), COLLECTION) == [1]
-    done = run_ingest(batches[1], cube, COLLECTION)
+    done = run_ingest_here(batches[1], cube, COLLECTION)
     assert done.returncode == 0, done.stderr
     assert _state(cube, reference) == 2
 
@@ -148,16 +152,17 @@ def test_an_ingest_terminated_by_sigterm_lets_go_of_its_lock(batches, started, r
 def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, tmp_path):
     cube = _started_cube(started, tmp_path / "cube")
     with writer_lock(open_store(cube), COLLECTION):
-        busy = run_ingest(batches[1], cube, COLLECTION)
+        waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        busy = run_ingest_here(batches[1], cube, COLLECTION)  # meanwhile, as the waiting one starts
         assert busy.returncode == 2
         assert "is being written by ingest" in busy.stderr and "pid" in busy.stderr
         assert "--wait SECONDS" in busy.stderr  # what the operator can do about it, in the CLI's words
-        patient = run_ingest(batches[1], cube, COLLECTION, "--wait", "0.5")
+        patient = run_ingest_here(batches[1], cube, COLLECTION, "--wait", "0.5")
         assert patient.returncode == 2 and "waited 0.5 s; retry when it has finished, or wait longer for it (--wait" \
             in patient.stderr, patient.stderr
-        waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3.0)
+        time.sleep(max(0.0, started + 3.0 - time.monotonic()))  # 3 s after its start, as ever
         assert waiting.poll() is None  # still waiting for the lock
     out, err = waiting.communicate(timeout=180)
     assert waiting.returncode == 0, err
@@ -178,7 +183,7 @@ def test_two_ingests_started_together_lose_nothing(batches, started, reference, 
 def test_files_match_sources_after_crash_and_recovery(batches, started, tmp_path):
     cube = _started_cube(started, tmp_path / "cube")
     run_ingest(batches[1], cube, COLLECTION, kill_at="written")
-    run_ingest(batches[1], cube, COLLECTION)
+    run_ingest_here(batches[1], cube, COLLECTION)
     assert assert_matches_sources(cube, batches[1], COLLECTION) > 0
 
 
@@ -190,7 +195,7 @@ def test_a_first_ingest_killed_before_its_commit_leaves_nothing_to_trip_on(batch
     killed = run_ingest(batches[0], cube, COLLECTION, kill_at=kill_at)
     assert killed.returncode == -9 and not committed_versions(open_store(cube), COLLECTION)
     other = "time=8,space=128,shard_space=512"
-    done = run_ingest(batches[0], cube, COLLECTION, "--chunks", other)
+    done = run_ingest_here(batches[0], cube, COLLECTION, "--chunks", other)
     assert done.returncode == 0, done.stderr
     store = open_store(cube)
     version = read_version(store, COLLECTION)
@@ -198,7 +203,7 @@ def test_a_first_ingest_killed_before_its_commit_leaves_nothing_to_trip_on(batch
     tile = next(iter(version.tiles))
     arr = zarr.open_array(store, path=f"{COLLECTION}/{tile}/cube.zarr/r10m/VV", mode="r")
     assert arr.metadata.chunk_grid.chunk_shape == (8, 512, 512)  # the ledger's layout, not the killed run's
-    run_ingest(batches[1], cube, COLLECTION, "--chunks", other)
+    run_ingest_here(batches[1], cube, COLLECTION, "--chunks", other)
     expire(cube, COLLECTION, older_than=timedelta(0))
     assert assert_matches_sources(cube, batches[1], COLLECTION) > 0
     assert assert_manifests_match(Path(cube), COLLECTION) > 0  # the blocks' in the layout of the ledger
@@ -215,8 +220,8 @@ def test_a_run_killed_after_writing_leaves_nothing_that_a_run_of_other_scenes_sh
     first, killed, later = (write_items(tiny_region.items, f, f"leftover-{name}.json")
                             for name, f in (("first", features[:1]), ("killed", features[1:2]), ("later", [part])))
     cube, clean = tmp_path / "cube", tmp_path / "clean"
-    for root in (cube, clean):
-        ingest(first, root, chunks=CHUNKS, progress=False)
+    ingest(first, cube, chunks=CHUNKS, progress=False)
+    shutil.copytree(cube, clean)  # the same cube, ingested once
     assert run_ingest(killed, str(cube), "s2", kill_at="written").returncode == -signal.SIGKILL
     for root in (cube, clean):
         assert ingest(later, root, chunks=CHUNKS, progress=False).version == 2

@@ -1,0 +1,47 @@
+"""The ``cardcube ingest`` command line of :func:`tests.ingest.crashing.ingest_command`, run in this process
+(:func:`cardcube.cli.main`): for a run a test needs done (a re-run after a kill, a run refused), not killed nor
+signalled, without the seconds a new interpreter takes to start and import everything."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from cardcube.checkpoints import STOP_ENV
+from cardcube.cli import main
+from tests.ingest.crashing import ingest_command
+
+_CHECKPOINTS = ("CARDCUBE_KILL_AT", STOP_ENV)  # a run here must never kill nor stop the test's own process
+
+
+def run_ingest_here(items: Path, cube: str, collection: str, *extra: str,
+                    env: dict | None = None) -> subprocess.CompletedProcess:
+    """:func:`tests.ingest.crashing.run_ingest`'s command, with ``env`` added to the environment while it runs;
+    its exit status and what it printed, as a finished process's."""
+    argv = ingest_command(items, cube, collection, *extra)[3:]  # after "python -m cardcube.cli"
+    out, err = io.StringIO(), io.StringIO()
+    with environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set and no checkpoint variable, restored after the block."""
+    names = set(env) | set(_CHECKPOINTS)
+    former = {name: os.environ.get(name) for name in names}
+    for name in _CHECKPOINTS:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in former.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
