@@ -5,6 +5,7 @@ committed meanwhile stays exactly as it was."""
 from __future__ import annotations
 
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from ingest.commit import pid_alive, pid_namespace, writer_lock
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
 from tests.ingest.crashing import CHUNKS, ingest_command, stopped_at
+from tests.ingest.in_process import run_ingest_here
 from tests.ingest.namespaces import can_unshare_pids, in_another_pid_namespace
 from tests.ingest.scene_edits import items_of, write_items
 
@@ -48,6 +50,19 @@ def batches(tiny_region):
     return (write_items(tiny_region.items, features[:9], "fence-first.json"),
             write_items(tiny_region.items, rest[:half], "fence-a.json"),
             write_items(tiny_region.items, rest[half:], "fence-b.json"))
+
+
+@pytest.fixture(scope="module")
+def started(batches, tmp_path_factory) -> Path:
+    """The first batch ingested (version 1), once: each test goes on from a copy of it (:func:`_started_cube`)."""
+    root = tmp_path_factory.mktemp("fence-started") / "cube"
+    ingest(batches[0], root, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    return root
+
+
+def _started_cube(started: Path, tmp_path: Path) -> str:
+    """A copy of the cube at version 1, for a test to change."""
+    return str(shutil.copytree(started, tmp_path / "cube"))
 
 
 def _stopped(command: list[str], step: str) -> subprocess.Popen:
@@ -80,10 +95,9 @@ def _read(cube: str) -> xr.Dataset:
     return open_cube(cube, COLLECTION, decode=False, chunks="window").compute()
 
 
-def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batches, tmp_path):
-    first, mine, theirs = batches
-    cube = str(tmp_path / "cube")
-    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batches, started, tmp_path):
+    _, mine, theirs = batches
+    cube = _started_cube(started, tmp_path)
     frozen = _frozen(ingest_command(mine, cube, COLLECTION), "validated")  # checked its scenes, wrote nothing
     committed = _taken_over(cube, theirs)  # the same new hot slots and blocks, other scenes
     code, err = _woken(frozen)
@@ -92,17 +106,16 @@ def test_a_frozen_ingest_whose_lock_was_broken_writes_nothing_when_it_wakes(batc
     assert code == 2, err
     assert "no longer holds the writer lock" in err and "re-run it" in err
     assert assert_matches_sources(cube, theirs, COLLECTION) > 0
-    again = subprocess.run(ingest_command(mine, cube, COLLECTION), capture_output=True, text=True, timeout=300)
+    again = run_ingest_here(mine, cube, COLLECTION)  # the same command line, in this process
     assert again.returncode == 0, again.stderr  # the re-run the message asks for completes the job
     assert assert_matches_sources(cube, mine, COLLECTION) > 0
 
 
-def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(batches, tmp_path):
+def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(batches, started, tmp_path):
     """Expire deletes hot dates no version it knows lists: once woken, those include what was committed
     while it was frozen."""
-    first, mine, _ = batches
-    cube = str(tmp_path / "cube")
-    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    _, mine, _ = batches
+    cube = _started_cube(started, tmp_path)
     command = [sys.executable, "-m", "cardcube.cli", "expire", "--cube", cube, "--collection", COLLECTION,
                "--older-than", "0"]
     frozen = _frozen(command, "expire-records")  # it knows version 1 only, and is about to sweep
@@ -114,11 +127,10 @@ def test_a_frozen_expire_whose_lock_was_broken_deletes_nothing_when_it_wakes(bat
     assert assert_matches_sources(cube, mine, COLLECTION) > 0
 
 
-def test_an_ingest_finding_an_expire_at_work_names_the_expire_not_an_ingest(batches, tmp_path):
+def test_an_ingest_finding_an_expire_at_work_names_the_expire_not_an_ingest(batches, started, tmp_path):
     """The operator told who holds the lock looks for that process: an expire, not an ingest."""
-    first, mine, _ = batches
-    cube = str(tmp_path / "cube")
-    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    _, mine, _ = batches
+    cube = _started_cube(started, tmp_path)
     command = [sys.executable, "-m", "cardcube.cli", "expire", "--cube", cube, "--collection", COLLECTION,
                "--older-than", "0"]
     holder = _stopped(command, "expire-records")  # holds the lock, alive (its heartbeat is not yet old)
@@ -171,12 +183,11 @@ def test_no_tile_is_rebuilt_once_the_lock_is_lost(tiny_straddle_region, tmp_path
     assert len(built) == 1  # the straddling batch has two new tiles: the second was left alone
 
 
-def test_an_ingest_whose_lock_was_broken_after_its_commit_reports_the_commit(batches, tmp_path):
+def test_an_ingest_whose_lock_was_broken_after_its_commit_reports_the_commit(batches, started, tmp_path):
     """Its version is in the cube: the run did its job, and publishing is left to the next writer (the one
     that took over did it first thing)."""
-    first, mine, theirs = batches
-    cube = str(tmp_path / "cube")
-    ingest(first, cube, collection=COLLECTION, chunks=ChunkLayout.parse(CHUNKS), progress=False)
+    _, mine, theirs = batches
+    cube = _started_cube(started, tmp_path)
     frozen = _frozen(ingest_command(mine, cube, COLLECTION), "committed")
     later = ingest(theirs, cube, collection=COLLECTION, chunks=None, progress=False, stale_after=BREAK_AFTER)
     frozen.send_signal(signal.SIGCONT)
