@@ -1,6 +1,7 @@
 """The ``cardcube ingest`` command line of :func:`tests.ingest.crashing.ingest_command`, run in this process
 (:func:`cardcube.cli.main`): for a run a test needs done (a re-run after a kill, a run refused), not killed nor
-signalled, without the seconds a new interpreter takes to start and import everything."""
+signalled, without the seconds a new interpreter takes to start and import everything; and any other ``cardcube``
+command line so (:func:`run_here`)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,20 @@ _CHECKPOINTS = ("CARDCUBE_KILL_AT", STOP_ENV)  # a run here must never kill nor 
 
 def run_ingest_here(items: Path, cube: str, collection: str, *extra: str,
                     env: dict | None = None) -> subprocess.CompletedProcess:
-    """:func:`tests.ingest.crashing.run_ingest`'s command, with ``env`` added to the environment while it runs;
-    its exit status and what it printed, as a finished process's."""
-    argv = ingest_command(items, cube, collection, *extra)[3:]  # after "python -m cardcube.cli"
+    """:func:`tests.ingest.crashing.run_ingest`'s command line, run here (:func:`run_here`)."""
+    return run_here(ingest_command(items, cube, collection, *extra)[3:], env=env)  # after "python -m cardcube.cli"
+
+
+def run_here(argv: list[str], *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The ``cardcube`` command line ``argv`` run by :func:`cardcube.cli.main`, with ``env`` added to the
+    environment while it runs; its exit status (argparse's 2 for a bad option too) and what it printed, as a
+    finished process's."""
     out, err = io.StringIO(), io.StringIO()
     with environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse refusing an option
+            code = exit_.code if isinstance(exit_.code, int) else 1
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 

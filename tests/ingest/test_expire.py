@@ -37,6 +37,7 @@ from ingest.expire import expire, expired_versions
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources, unlist_shards
 from tests.ingest.crashing import run_ingest
+from tests.ingest.in_process import run_here, run_ingest_here
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
@@ -250,18 +251,23 @@ def _expire_command(cube: Path, *extra: str, kill_at: str | None = None) -> subp
                           env=env, capture_output=True, text=True, timeout=120)
 
 
+def _expire_here(cube: Path, *extra: str) -> subprocess.CompletedProcess:
+    """:func:`_expire_command`'s command line run in this process: for a run not killed."""
+    return run_here(["expire", "--cube", str(cube), *extra])
+
+
 def test_a_killed_expire_loses_nothing_and_the_rerun_finishes(cube, appended_cube):
     before = _read(cube)
     killed = _expire_command(cube, "--older-than", "0", kill_at="expire-records")  # records gone, data not yet
     assert killed.returncode == -9, killed.stderr
     xr.testing.assert_identical(_read(cube), before)
-    done = _expire_command(cube, "--older-than", "0", "--json")  # the lock of the killed run is broken (dead pid)
+    done = _expire_here(cube, "--older-than", "0", "--json")  # the lock of the killed run is broken (dead pid)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["expired"] == [] and sum(report["deleted"].values()) > 0  # the records went in the killed run
     xr.testing.assert_identical(_read(cube), before)
     assert _hot_on_disk(cube) == {s.slot for t in read_version(open_store(cube), "s2").tiles.values() for s in t.hot}
-    bad = _expire_command(cube, "--older-than", "a week")
+    bad = _expire_here(cube, "--older-than", "a week")
     assert bad.returncode == 2 and "cannot read 'a week' as an age" in bad.stderr
 
 
@@ -269,7 +275,7 @@ def test_an_expire_killed_between_a_blocks_shards_and_its_manifest_leaves_no_man
     """The re-run found no shards of the blocks, so it left their manifests for good."""
     killed = _expire_command(cube, "--older-than", "0", kill_at="expire-shards")
     assert killed.returncode == -9, killed.stderr
-    assert _expire_command(cube, "--older-than", "0").returncode == 0
+    assert _expire_here(cube, "--older-than", "0").returncode == 0
     head = read_version(open_store(cube), "s2")
     for tile, state in head.tiles.items():
         kept = {f"hot-{s.slot:06d}.json" for s in state.hot} | {f"cold-{b:06d}.json"
@@ -278,19 +284,31 @@ def test_an_expire_killed_between_a_blocks_shards_and_its_manifest_leaves_no_man
     assert verify(cube, progress=False).ok
 
 
-def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes(tiny_region, tmp_path):
+@pytest.fixture(scope="module")
+def six_dates(tiny_region, tmp_path_factory) -> tuple[Path, Path]:
+    """The region's first 6 S2 scenes ingested once (version 1), and an ItemCollection of the others: a test
+    that goes on from there ingests them into a copy of it (:func:`_six_dates_cube`)."""
     features = items_of(tiny_region.items, "sentinel-2-l2a")
-    first, rest = (write_items(tiny_region.items, part, f"crashed-{i}.json")
-                   for i, part in enumerate((features[:6], features[6:])))
-    cube = str(tmp_path / "cube")
-    ingest(first, cube, chunks=CHUNKS, progress=False)
+    root = tmp_path_factory.mktemp("six-dates") / "cube"
+    ingest(write_items(tiny_region.items, features[:6], "six-first.json"), root, chunks=CHUNKS, progress=False)
+    return root, write_items(tiny_region.items, features[6:], "six-rest.json")
+
+
+def _six_dates_cube(six_dates: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of :func:`six_dates`' cube, to change."""
+    return shutil.copytree(six_dates[0], tmp_path / "cube")
+
+
+def test_leftovers_of_a_crashed_ingest_are_deleted_and_the_rerun_still_completes(tiny_region, six_dates, tmp_path):
+    rest = six_dates[1]
+    cube = str(_six_dates_cube(six_dates, tmp_path))
     before = _read(Path(cube))
     assert run_ingest(rest, cube, "s2", kill_at="written").returncode == -9  # data written, never committed
     grown = _size(Path(cube))
     result = expire(cube, older_than=EVERYTHING)
     assert result.expired == () and sum(result.deleted.values()) > 0 and _size(Path(cube)) < grown
     xr.testing.assert_identical(_read(Path(cube)), before)
-    assert run_ingest(rest, cube, "s2").returncode == 0
+    assert run_ingest_here(rest, cube, "s2").returncode == 0
     assert assert_matches_sources(cube, tiny_region.items, "s2", sample=6) > 0
 
 
@@ -360,8 +378,9 @@ def test_expire_on_s3_stops_at_a_record_s3_refuses_to_delete_and_every_version_s
 
     s3fs.S3FileSystem(**s3_bucket.storage_options()).put(str(appended_cube) + "/", f"{s3_bucket.name}/cube/",
                                                           recursive=True)
-    url, opts = s3_bucket.url_for("cube"), s3_proxy.storage_options()
-    read = lambda v: open_cube(url, bands=["B04"], decode=False, storage_options=opts, as_of=v,  # noqa: E731
+    url, opts, direct = s3_bucket.url_for("cube"), s3_proxy.storage_options(), s3_bucket.storage_options()
+    # read straight from the server: the proxy is there for expire's deletes (each request through it, one more hop)
+    read = lambda v: open_cube(url, bands=["B04"], decode=False, storage_options=direct, as_of=v,  # noqa: E731
                                chunks="window").compute().drop_attrs()
     versions = committed_versions(open_store(url, storage_options=opts), "s2")
     before = {v: read(v) for v in versions}
@@ -437,16 +456,13 @@ def test_expire_publishes_the_head_an_ingest_killed_after_its_commit_left_unpubl
 
 
 
-def test_the_details_object_of_an_ingest_killed_before_its_commit_is_deleted_and_the_others_kept(tiny_region,
+def test_the_details_object_of_an_ingest_killed_before_its_commit_is_deleted_and_the_others_kept(six_dates,
                                                                                                   tmp_path):
     """The band files and checksums of the scenes a version records first are written before its record
     (:mod:`cube.scene_details`): a run killed between the two leaves an object no version names, which expire deletes
     (a dry run counts it), keeping every one a kept version names; the re-run writes its own and completes."""
-    features = items_of(tiny_region.items, "sentinel-2-l2a")
-    first, rest = (write_items(tiny_region.items, part, f"details-{i}.json")
-                   for i, part in enumerate((features[:6], features[6:])))
-    cube = tmp_path / "cube"
-    ingest(first, cube, chunks=CHUNKS, progress=False)
+    rest = six_dates[1]
+    cube = _six_dates_cube(six_dates, tmp_path)
     ledger = cube / "s2" / "_ledger"
     named = sorted(p.name for p in ledger.glob("scenes-*.json"))
     assert len(named) == 1
@@ -460,7 +476,7 @@ def test_the_details_object_of_an_ingest_killed_before_its_commit_is_deleted_and
     assert result.details == 1 and "1 details object(s) of the ledger no kept version names deleted" in (
         result.summary())
     assert sorted(p.name for p in ledger.glob("scenes-*.json")) == named
-    assert run_ingest(rest, str(cube), "s2").returncode == 0
+    assert run_ingest_here(rest, str(cube), "s2").returncode == 0
     head = read_version(open_store(cube), "s2")
     assert all(r.checksums and r.sources for r in head.scenes.values())
     assert expire(cube, older_than=EVERYTHING).details == 0 and verify(cube, progress=False).ok
