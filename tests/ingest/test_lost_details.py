@@ -31,6 +31,7 @@ from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.test_verify_details import edit_record, first_and_last
 from tests.ingest.crashing import run_ingest
+from tests.ingest.in_process import run_ingest_here
 from tests.ingest.scene_edits import items_of, write_items
 
 
@@ -211,7 +212,7 @@ def test_an_ingest_recording_the_loss_killed_at_a_step_then_rerun_completes(lost
     killed = run_ingest(new, str(cube), "s2", kill_at=step)
     assert killed.returncode == -9, killed.stderr
     assert committed_versions(open_store(cube), "s2") == ([1, 2, 3] if step == "committed" else [1, 2])
-    done = run_ingest(new, str(cube), "s2")
+    done = run_ingest_here(new, str(cube), "s2")  # the same command line, in this process
     assert done.returncode == 0, done.stderr
     head = read_version(open_store(cube), "s2")
     assert head.version == 3 and name not in details_named(head) and len(lost_details(head)) == 3
