@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,32 @@ from tests.ingest.crashing import ingest_command, pool_workers, run_ingest, stil
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)
+
+
+@pytest.fixture(scope="module")
+def first_dates(tiny_region, tmp_path_factory) -> Callable[[int], Path]:
+    """The region's first ``n`` S1 scenes ingested into a folder cube, once for each ``n``: a test puts a copy of
+    it in its bucket (:meth:`S3Bucket.upload`, a fraction of an ingest through moto) to go on from."""
+    built: dict[int, Path] = {}
+
+    def cube_of(n: int) -> Path:
+        if n not in built:
+            root = tmp_path_factory.mktemp(f"first-{n}") / "cube"
+            features = items_of(tiny_region.items, "sentinel-1-card-bs")[:n]
+            result = ingest(write_items(tiny_region.items, features, f"first-{n}.json"), root, collection="s1",
+                            chunks=CHUNKS, progress=False)
+            assert result.ok and result.version == 1, result.summary()
+            built[n] = root
+        return built[n]
+
+    return cube_of
+
+
+def _uploaded(s3_bucket, first_dates, n: int) -> str:
+    """The URL of a cube in the bucket of the region's first ``n`` S1 scenes (version 1)."""
+    url = s3_bucket.upload(first_dates(n), "cube")
+    assert committed_versions(open_store(url, storage_options=s3_bucket.storage_options()), "s1") == [1]
+    return url
 
 
 @pytest.mark.parametrize("collection", ["s2", "s1"])
@@ -77,11 +104,8 @@ def test_a_create_only_write_whose_answer_was_lost_is_found_to_be_the_runs_own(t
     assert assert_matches_sources(url, some, "s1", storage_options=direct) > 0
 
 
-def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_region, s3_bucket, s3_proxy):
-    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
-    features = items_of(tiny_region.items, "sentinel-1-card-bs")
-    ingest(write_items(tiny_region.items, features[:5], "s3-first.json"), url, collection="s1", chunks=CHUNKS,
-           storage_options=direct, progress=False)
+def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_region, s3_bucket, s3_proxy, first_dates):
+    url, direct = _uploaded(s3_bucket, first_dates, 5), s3_bucket.storage_options()
     before = open_cube(url, "s1", decode=False, storage_options=direct).compute()
     s3_proxy.fail_randomly(1.0, status=500, code="InternalError", methods=["PUT"])
     with pytest.raises((CardcubeError, OSError)):
@@ -96,12 +120,10 @@ def test_persistent_errors_fail_cleanly_and_keep_the_previous_version(tiny_regio
 
 
 @pytest.mark.parametrize("step", ["written", "committed"])
-def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step, monkeypatch):
-    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
+def test_kill_on_s3_then_rerun_completes(tiny_region, s3_bucket, step, monkeypatch, first_dates):
+    url, direct = _uploaded(s3_bucket, first_dates, 5), s3_bucket.storage_options()
     features = items_of(tiny_region.items, "sentinel-1-card-bs")
-    first = write_items(tiny_region.items, features[:5], f"s3-kill-{step}-first.json")
     then = write_items(tiny_region.items, features[:10], f"s3-kill-{step}.json")  # 5 more: into a second time block
-    ingest(first, url, collection="s1", chunks=CHUNKS, storage_options=direct, progress=False)
     killed = run_ingest(then, url, "s1", "--stale-after", "20", kill_at=step, env=s3_bucket.server.environment())
     assert killed.returncode == -9
     expected = 2 if step == "committed" else 1
@@ -340,22 +362,20 @@ def test_a_new_tile_is_stored_with_one_request_per_object(s3_bucket, s3_proxy, t
                            path="s2/31UFU/cube.zarr/r10m/x")[:2].tolist() == [600005.0, 600015.0]
 
 
-def _cube_of_four_dates(tiny_region, s3_bucket) -> tuple[str, dict, Any, list]:
+def _cube_of_four_dates(tiny_region, s3_bucket, first_dates) -> tuple[str, dict, Any, list]:
     """An S1 cube of the region's first 4 scenes in the bucket: its URL, storage options, store, and the scenes."""
-    url, direct = s3_bucket.url_for("cube"), s3_bucket.storage_options()
-    features = items_of(tiny_region.items, "sentinel-1-card-bs")
-    ingest(write_items(tiny_region.items, features[:4], "first-four.json"), url, collection="s1", chunks=CHUNKS,
-           storage_options=direct, progress=False)
-    return url, direct, open_store(url, storage_options=direct), features
+    url, direct = _uploaded(s3_bucket, first_dates, 4), s3_bucket.storage_options()
+    return url, direct, open_store(url, storage_options=direct), items_of(tiny_region.items, "sentinel-1-card-bs")
 
 
 def test_uploads_a_killed_ingest_sent_that_land_late_cannot_overwrite_the_next_ingests_dates(tiny_region, s3_bucket,
-                                                                                            s3_proxy, monkeypatch):
+                                                                                            s3_proxy, monkeypatch,
+                                                                                            first_dates):
     """A SIGKILLed ingest records nothing, but uploads it had sent go on behind a gateway and land later. The next
     ingest on the host took its lock at once (its pid gone), wrote the same hot slots and committed, and the late
     uploads then replaced a committed date's pixels with another date's. The lock of a dead writer on an object store
     is now taken for dead :data:`SETTLE` seconds after it can last have written, not at once."""
-    url, direct, _, features = _cube_of_four_dates(tiny_region, s3_bucket)
+    url, direct, _, features = _cube_of_four_dates(tiny_region, s3_bucket, first_dates)
     killed = write_items(tiny_region.items, features[:6], "killed.json")  # 2 new dates, into the first hot slots
     then = write_items(tiny_region.items, [*features[:4], features[6]], "then.json")  # another date, into the first
     s3_proxy.hold(["PUT"], path_contains="/c/")
@@ -379,10 +399,10 @@ def test_uploads_a_killed_ingest_sent_that_land_late_cannot_overwrite_the_next_i
 
 
 def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once_it_has_landed(tiny_region, s3_bucket,
-                                                                                                 s3_proxy):
+                                                                                                 s3_proxy, first_dates):
     """Ctrl-C stops the wait for a write, not the write: it goes on in zarr's I/O loop. With a single thread
     (``--scheduler sync``) the lock was deleted while the upload was still held, to land after it."""
-    url, _, store, features = _cube_of_four_dates(tiny_region, s3_bucket)
+    url, _, store, features = _cube_of_four_dates(tiny_region, s3_bucket, first_dates)
     lock = layout.lock_key("s1")
     s3_proxy.hold(["PUT"], path_contains="/c/")
     seen: dict[str, object] = {}
@@ -416,13 +436,13 @@ def test_an_ingest_interrupted_while_its_upload_is_held_lets_go_of_the_lock_once
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_error(tiny_region, s3_bucket, s3_proxy,
-                                                                                   scheduler):
+                                                                                   scheduler, first_dates):
     """A SIGTERMed ingest whose writes outlived ``--stop-grace`` said so, then lingered until the store let them
     end (for ever, for an upload that never does), its pending writes failing at Python's exit with tracebacks and
     asyncio's "Task was destroyed but it is pending!". It now ends with its grace, as a kill would end it; the
     worker processes of ``--scheduler processes`` with it (they ran on, queued tasks too, once it had ended), and
     its lock says for how long an upload it sent may still land (the next run here took it at once)."""
-    url, direct, store, features = _cube_of_four_dates(tiny_region, s3_bucket)
+    url, direct, store, features = _cube_of_four_dates(tiny_region, s3_bucket, first_dates)
     lock = layout.lock_key("s1")
     items = write_items(tiny_region.items, features[:12], "grace-second.json")
     s3_proxy.hold(["PUT"], path_contains="/c/")
