@@ -154,7 +154,7 @@ def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, 
     with writer_lock(open_store(cube), COLLECTION):
         waiting = subprocess.Popen(ingest_command(batches[1], cube, COLLECTION, "--wait", "120"),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started = time.monotonic()
+        began = time.monotonic()
         busy = run_ingest_here(batches[1], cube, COLLECTION)  # meanwhile, as the waiting one starts
         assert busy.returncode == 2
         assert "is being written by ingest" in busy.stderr and "pid" in busy.stderr
@@ -162,7 +162,7 @@ def test_second_ingest_fails_clearly_while_one_holds_the_lock(batches, started, 
         patient = run_ingest_here(batches[1], cube, COLLECTION, "--wait", "0.5")
         assert patient.returncode == 2 and "waited 0.5 s; retry when it has finished, or wait longer for it (--wait" \
             in patient.stderr, patient.stderr
-        time.sleep(max(0.0, started + 3.0 - time.monotonic()))  # 3 s after its start, as ever
+        time.sleep(max(0.0, began + 3.0 - time.monotonic()))  # 3 s after its start, as ever
         assert waiting.poll() is None  # still waiting for the lock
     out, err = waiting.communicate(timeout=180)
     assert waiting.returncode == 0, err
