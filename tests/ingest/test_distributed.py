@@ -33,26 +33,15 @@ from tests.ingest.scene_edits import items_of, write_items
 CHUNKS = ChunkLayout.parse(TEST_CHUNKS)
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    """A LocalCluster of 2 worker processes of one thread each, and a client of it: started once (seconds: the
-    processes, their imports) for the tests that only run an ingest on it. Not dask's default client (as ingest's
-    own of an address is not): the later tests' computations are not sent to it."""
+def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_cube, tmp_path):
     distributed = pytest.importorskip("distributed")
-    # its dashboard on a free port: the clusters of the later tests, started while it runs, take 8787 (None's)
-    with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=50) as cluster,
-          distributed.Client(cluster, set_as_default=False) as client):
-        yield client
-
-
-def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_ingest, local_cluster, tmp_path):
-    """The same cube, and the same bytes written, as the threaded ingest of the same scenes (``tiny_ingest``'s)."""
-    tiny_cube, threaded = tiny_ingest[0], tiny_ingest[1]["s1"]
-    result = ingest(tiny_region.items, tmp_path / "cube", collection="s1", progress=False,
-                    chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=local_cluster)
-    assert result.ok and len(local_cluster.scheduler_info()["workers"]) == 2
-    assert result.added == threaded.added
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        result = ingest(tiny_region.items, tmp_path / "cube", collection="s1", progress=False,
+                        chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
+        assert result.ok and len(client.scheduler_info()["workers"]) == 2
+    threaded = ingest(tiny_region.items, tmp_path / "threads", collection="s1", progress=False,
+                      chunks=ChunkLayout.parse(TEST_CHUNKS))
     # the workers' writes are counted too (they once were not: a write amplification ten times too low)
     assert result.bytes_written == pytest.approx(threaded.bytes_written, rel=0.02)
     # read at once (chunks="window": one Zarr call per array, not a dask task per chunk)
@@ -62,13 +51,15 @@ def test_ingest_on_a_local_cluster_equals_the_threaded_one(tiny_region, tiny_ing
 
 
 def test_a_source_named_by_a_relative_path_is_found_by_workers_of_another_working_directory(tiny_region, tmp_path,
-                                                                                             local_cluster,
                                                                                              monkeypatch):
     """The workers (dask worker processes started elsewhere) read the scenes' files: a relative SOURCE is taken
     from the driver's working directory, not theirs (every scene was rejected as 'file not found')."""
-    monkeypatch.chdir(tiny_region.items.parent.parent)  # the driver's, after the workers started
-    result = ingest(f"{tiny_region.items.parent.name}/{tiny_region.items.name}", tmp_path / "cube",
-                    collection="s1", progress=False, chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=local_cluster)
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        monkeypatch.chdir(tiny_region.items.parent.parent)  # the driver's, after the worker started
+        result = ingest(f"{tiny_region.items.parent.name}/{tiny_region.items.name}", tmp_path / "cube",
+                        collection="s1", progress=False, chunks=ChunkLayout.parse(TEST_CHUNKS), scheduler=client)
     assert result.ok and not result.rejected and result.added
 
 
