@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numba
@@ -513,18 +513,22 @@ class CacheLocked:
         return getattr(self.kernel, name)
 
 
-def _cache_lock(kernel: Any) -> AbstractContextManager:
-    """The lock file of ``kernel``'s cache folder, acquired on entering; none where it cannot be made."""
+@contextmanager
+def _cache_lock(kernel: Any) -> Iterator[None]:
+    """Holding the lock file of ``kernel``'s cache folder; without, where it cannot be made."""
     try:
         folder = kernel._cache._cache_path  # numba's: the module's __pycache__, or NUMBA_CACHE_DIR's place for it
         os.makedirs(folder, exist_ok=True)
         lock = FileLock(os.path.join(folder, LOCK_NAME))
         lock.acquire()
-        lock.release()
     except (AttributeError, OSError) as exc:
         log.debug("no lock for numba's cache of %s (%s): its first call is made without", kernel, exc)
-        return nullcontext()  # the folder cannot hold a lock (read-only): without
-    return lock
+        yield  # the folder cannot hold a lock (read-only): without
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 segment_pass: Callable[..., Any] = CacheLocked(_segment_pass)
