@@ -42,6 +42,7 @@ from cube.membership import DEFAULT_BUFFER
 from cube.parcel_layer import parcel_layer
 from cube.parcels import as_parcels
 from cube.timeseries import parcel_timeseries
+from tests.in_process import run_here
 from tests.ingest.crashing import stopped_while_held
 
 REPO = Path(__file__).resolve().parents[2]
@@ -349,19 +350,7 @@ def test_an_out_folder_with_other_files_is_refused_and_ids_keep_their_type(cube,
     assert read_status(tmp_path / "int").parcel_id.tolist() == list(range(1, 9))
 
 
-def _resumed_in_process(argv: list[str], capsys) -> str:
-    """``cardcube`` run with ``argv`` to its end after a kill, in this process (the kill needs a process of its
-    own; the run after it does not, and saves a Python start): its output."""
-    from cardcube.cli import main
-
-    capsys.readouterr()
-    code = main(argv)
-    said = capsys.readouterr()
-    assert code == 0, said.err
-    return said.out
-
-
-def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted, tiny_region, tmp_path, capsys):
+def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted, tiny_region, tmp_path):
     out = tmp_path / "out"
     argv = ["extract", "--parcels", str(tiny_region.parcels), "--cube", str(cube), "--out", str(out), "--block",
             str(BLOCK), "--bands", "B04,NDVI", "--scheduler", "sync", "--quiet"]
@@ -379,7 +368,9 @@ def test_a_killed_run_resumes_without_duplicate_rows(cube, parcels, s2_extracted
     # file of the dataset, it repeated rows or failed the read
     shutil.copy(written[0], written[0].with_name("r00000c00000t0004.0123456789abcdef.partial"))
     written[0].with_name("r00000c00000t0008.fedcba9876543210.partial").write_bytes(written[0].read_bytes()[:100])
-    done = _resumed_in_process(argv, capsys)
+    resumed = run_here(argv)  # run to its end: in this process (the kill needed one of its own)
+    assert resumed.returncode == 0, resumed.stderr
+    done = resumed.stdout
     assert "(1 already there from an earlier run)" in done
     rows = int(done.split(" rows written")[0].rsplit(" ", 1)[1].replace(",", ""))  # the resumed run wrote
     assert rows + first == len(read_timeseries(out)) == pq.ParquetDataset(out / "timeseries").read().num_rows
@@ -848,8 +839,7 @@ def test_an_update_after_the_covered_area_grew_gives_the_parcels_inside_now_the_
     pd.testing.assert_frame_equal(got, want[~earlier].sort_values(key).reset_index(drop=True))
 
 
-def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path,
-                                                                                 capsys):
+def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(tiny_region, parcels, tmp_path):
     """New scenes arrive (one of them older than dates already extracted): ``--update`` extracts their
     dates alone, into files of their own, resumes when killed, and the output equals a whole extraction of
     the new version."""
@@ -875,8 +865,9 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     env = {**os.environ, "CARDCUBE_KILL_AT": "extract-unit-written", "PYTHONPATH": str(REPO)}
     assert subprocess.run([sys.executable, "-m", "cardcube.cli", *argv], env=env, capture_output=True, text=True,
                           timeout=300).returncode == -9
-    done = _resumed_in_process(argv, capsys)
-    assert "(1 already there from an earlier run)" in done and "version 2" in done
+    resumed = run_here(argv)  # run to its end: in this process (the kill needed one of its own)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(1 already there from an earlier run)" in resumed.stdout and "version 2" in resumed.stdout
 
     assert {p: p.read_bytes() for p in written} == written  # the first run's files as they were
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)

@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cardcube.cli import main
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from cube.extract import extract, read_status, read_timeseries
@@ -30,7 +29,9 @@ from cube.extraction_files import MANIFEST, TIMESERIES
 from cube.ledger import read_version
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.cube.kept import keep, restored
 from tests.cube.test_extract import BLOCK, REPO, TIME_BLOCK, _same
+from tests.in_process import run_here
 from tests.ingest.scene_edits import items_of, write_items
 
 KW = {"bands": ["B04", "NDVI"], "block": BLOCK, "time_block": TIME_BLOCK, "progress": False}
@@ -92,23 +93,21 @@ def _update(tiny_region, cube: Path, out: Path, kill_at: str | None = None) -> s
     return _cli(tiny_region, cube, out, "--update", kill_at=kill_at)
 
 
-def _resume_update(tiny_region, cube: Path, out: Path, capsys) -> str:
+def _resume_update(tiny_region, cube: Path, out: Path) -> str:
     """``cardcube extract --update`` run again after a kill: its output. In this process (the kill needs a process
     of its own; the command run to its end does not, and saves a Python start)."""
-    capsys.readouterr()
-    code = main(_argv(tiny_region, cube, out, "--update"))
-    said = capsys.readouterr()
-    assert code == 0, said.err
-    return said.out
+    done = run_here(_argv(tiny_region, cube, out, "--update"))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
-def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str, capsys) -> str:
+def _update_killed_then_resumed(tiny_region, cube: Path, out: Path, at: str) -> str:
     """``cardcube extract --update`` killed at checkpoint ``at`` (a process of its own), then run again: its
     output."""
     killed = _update(tiny_region, cube, out, at)
     assert killed.returncode == -9, killed.stderr
     assert not json.loads((out / MANIFEST).read_text())["complete"]
-    return _resume_update(tiny_region, cube, out, capsys)
+    return _resume_update(tiny_region, cube, out)
 
 
 def _same_as_whole(out: Path, whole: Path) -> None:
@@ -130,8 +129,7 @@ def _differ_on(before: pd.DataFrame, after: pd.DataFrame, times: set) -> None:
     assert len(changed) and set(changed.time) == times
 
 
-def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(cube_of, tiny_region, parcels, tmp_path,
-                                                                              capsys):
+def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(cube_of, tiny_region, parcels, tmp_path):
     """A hot date damaged (it decodes, to other values), extracted, then repaired: ``--update`` was refused (extract
     anew into a new --out); it now reads the date again, drops its earlier rows, and equals a whole extraction of the
     repaired version, also killed while dropping them and resumed."""
@@ -144,7 +142,7 @@ def test_an_update_reads_a_hot_date_a_repair_wrote_anew_and_replaces_its_rows(cu
                       repair=True)
     assert repaired.version == 2 and repaired.repaired == (features[8]["id"],)
 
-    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-rows-replaced", capsys)
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-rows-replaced")
     assert "version 2" in said and "(1 date(s) read again" in said
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["complete"] and manifest["version"] == 2 and manifest["reads"][features[8]["id"]] == 2
@@ -177,12 +175,12 @@ def _mend(cube_of, tiny_region, parcels, tmp_path: Path) -> tuple[Path, Path, se
 
 @pytest.fixture(scope="module")
 def _mended_once(cube_of, tiny_region, parcels, tmp_path_factory) -> tuple[Path, tuple[Path, Path, set], dict]:
-    """:func:`_mend` made once for the module in ``work``, a copy of it kept in ``template``, and whole extractions
+    """:func:`_mend` made once for the module in ``work`` (kept: :mod:`tests.cube.kept`), and whole extractions
     of the mended cube as of its versions 1 and 2 (the references the tests' runs must equal, by version)."""
     root = tmp_path_factory.mktemp("mended")
     (root / "work").mkdir()
     state = _mend(cube_of, tiny_region, parcels, root / "work")
-    shutil.copytree(root / "work", root / "template", symlinks=True)
+    keep(root / "work")
     wholes = {version: root / f"whole-{version}" for version in (1, 2)}
     for version, whole in wholes.items():
         extract(parcels, state[0], whole, as_of=version, **KW)
@@ -195,8 +193,7 @@ def mended(_mended_once) -> tuple[Path, Path, set]:
     module's copy restored at the same place (an extraction names its cube by path), so each test starts from the
     state it made."""
     root, state, _ = _mended_once
-    shutil.rmtree(root / "work")
-    shutil.copytree(root / "template", root / "work", symlinks=True)
+    restored(root / "work")
     return state
 
 
@@ -207,13 +204,12 @@ def mended_whole(_mended_once) -> dict[int, Path]:
     return _mended_once[2]
 
 
-def test_an_update_reads_a_mended_cold_block_again_resumed_after_a_kill(mended, mended_whole, tiny_region,
-                                                                        capsys):
+def test_an_update_reads_a_mended_cold_block_again_resumed_after_a_kill(mended, mended_whole, tiny_region):
     """The cold block's shards mended in place: every version reads them mended, so the update to version 2 reads
     the block's four dates again, also killed after its first file and resumed."""
     cube, out, times = mended
     before = read_timeseries(out)
-    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-unit-written", capsys)
+    said = _update_killed_then_resumed(tiny_region, cube, out, "extract-unit-written")
     assert "(4 date(s) read again" in said
     _same_as_whole(out, mended_whole[2])
     _differ_on(before, read_timeseries(out), times)
@@ -304,7 +300,7 @@ def test_a_late_write_of_an_earlier_runs_file_after_an_update_dropped_its_repair
 
 
 def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_deleted_reads_as_after_and_resumes(
-        mended, mended_whole, tiny_region, capsys):
+        mended, mended_whole, tiny_region):
     """Killed with a file both written anew (without the mended dates' rows) and under its earlier name: the
     extraction reads that file as written anew, no row of it lost or doubled, and the update resumed ends as a whole
     extraction, the earlier name deleted."""
@@ -325,7 +321,7 @@ def test_an_update_killed_between_a_file_written_anew_and_its_earlier_name_delet
     pd.testing.assert_frame_equal(  # those of the file's mended dates alone are gone: it reads as written anew
         before.merge(there[key], on=key, how="left", indicator=True).query("_merge == 'left_only'")[key]
         .reset_index(drop=True), gone[gone.time.isin(times)][key].reset_index(drop=True), check_dtype=False)
-    _resume_update(tiny_region, cube, out, capsys)
+    _resume_update(tiny_region, cube, out)
     assert not earlier.exists()
     _same_as_whole(out, mended_whole[2])
 

@@ -25,6 +25,7 @@ from cube.dataset import open_cube
 from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.cube.kept import keep, restored
 from tests.cube.reference import reference_stats
 from tests.ingest.scene_edits import asset_path, items_of, later_on_tile, write_items
 
@@ -147,17 +148,17 @@ def _strip_before_the_last_passes(tiny_straddle_region, root: Path) -> tuple[gpd
 
 @pytest.fixture(scope="module")
 def _strip_once(tiny_straddle_region, tmp_path_factory) -> tuple[Path, tuple, Path]:
-    """:func:`_strip_before_the_last_passes` made once for the module in ``work``, a copy of it kept in
-    ``template``, and a whole extraction of its cube given every pass (version 2, in a copy of it): the reference
+    """:func:`_strip_before_the_last_passes` made once for the module in ``work`` (kept: :mod:`tests.cube.kept`),
+    and a whole extraction of its cube given every pass (version 2, in a copy of it): the reference
     the updates must equal."""
     from cube.extract import extract
 
     root = tmp_path_factory.mktemp("strip")
     (root / "work").mkdir()
     state = _strip_before_the_last_passes(tiny_straddle_region, root / "work")
-    shutil.copytree(root / "work", root / "template", symlinks=True)
+    keep(root / "work")
     some, _, _, kw = state
-    every = Path(shutil.copytree(root / "template" / "cube", root / "every"))
+    every = Path(shutil.copytree(root / "work" / "cube", root / "every"))
     ingest(tiny_straddle_region.items, every, progress=False)
     extract(some, every, root / "whole", **kw)
     return root, state, root / "whole"
@@ -169,8 +170,7 @@ def strip_before_the_last_passes(_strip_once) -> tuple[gpd.GeoDataFrame, Path, P
     extraction of version 2 (read only): the module's copy restored at the same place (an extraction names its cube
     by path)."""
     root, state, whole = _strip_once
-    shutil.rmtree(root / "work")
-    shutil.copytree(root / "template", root / "work", symlinks=True)
+    restored(root / "work")
     return (*state, whole)
 
 
@@ -506,14 +506,15 @@ def _extracted_before_a_date_of_31ugu(tiny_straddle_region, tmp_path: Path) -> t
 
 @pytest.fixture(scope="module")
 def _before_31ugu_once(tiny_straddle_region, tmp_path_factory) -> tuple[Path, tuple[Path, Path, Path, dict], Path]:
-    """:func:`_extracted_before_a_date_of_31ugu` made once for the module in ``work``, a copy of it kept in
-    ``template``, and a whole extraction of the cube's version 2 (the reference the updates must equal)."""
+    """:func:`_extracted_before_a_date_of_31ugu` made once for the module in ``work`` (kept:
+    :mod:`tests.cube.kept`), and a whole extraction of the cube's version 2 (the reference the updates must
+    equal)."""
     from cube.extract import extract
 
     root = tmp_path_factory.mktemp("before-31ugu")
     (root / "work").mkdir()
     state = _extracted_before_a_date_of_31ugu(tiny_straddle_region, root / "work")
-    shutil.copytree(root / "work", root / "template", symlinks=True)
+    keep(root / "work")
     some, cube, _, kw = state
     extract(some, cube, root / "whole", **kw)
     return root, state, root / "whole"
@@ -525,8 +526,7 @@ def before_31ugu(_before_31ugu_once) -> tuple[Path, Path, Path, dict, Path]:
     extraction's options), and the whole extraction of version 2 (read only): the module's copy restored at the
     same place (an extraction names its cube by path), so each test starts from the state it made."""
     root, state, whole = _before_31ugu_once
-    shutil.rmtree(root / "work")
-    shutil.copytree(root / "template", root / "work", symlinks=True)
+    restored(root / "work")
     return (*state, whole)
 
 
@@ -540,8 +540,7 @@ def _rows(where: Path) -> pd.DataFrame:
         ["parcel_id", "time", "band"], ignore_index=True)
 
 
-def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(before_31ugu,
-                                                                                                   capsys):
+def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_flag_and_late_tasks(before_31ugu):
     """Parcels read across tiles (a file a batch) after an update was killed: resumed without ``--update`` (as a
     plain re-run, or as the message of an unfinished run says), their earlier dates were taken for stale files and
     deleted. And an update rewrote their batch file under the first run's name, so a stopped run's task writing it
@@ -552,7 +551,7 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
     import subprocess
     import sys
 
-    from cardcube.cli import main
+    from tests.in_process import run_here
 
     some, cube, out, _, whole = before_31ugu
     mosaic = out / "timeseries" / "tile=mosaic"
@@ -564,8 +563,8 @@ def test_an_update_of_parcels_read_across_tiles_survives_a_resume_without_the_fl
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     assert subprocess.run([sys.executable, "-m", "cardcube.cli", *argv, "--update"], env=env, capture_output=True,
                           text=True, timeout=300).returncode == -9  # killed: a process of its own
-    capsys.readouterr()
-    assert main(argv) == 0, capsys.readouterr().err  # resumed without --update, in this process
+    resumed = run_here(argv)  # without --update, in this process
+    assert resumed.returncode == 0, resumed.stderr
 
     pd.testing.assert_frame_equal(_rows(out), _rows(whole), check_exact=True, check_categorical=False)
     run = json.loads((out / "manifest.json").read_text())["run"]

@@ -28,6 +28,7 @@ from cube.membership import parcel_pixels
 from cube.timeseries import dataset_geobox, parcel_timeseries
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
+from tests.cube.kept import keep, restored
 from tests.ingest.scene_edits import items_of, write_items
 
 MAY = dict(start=dt.date(2024, 5, 1), end=dt.date(2024, 5, 20), s1=False)
@@ -313,9 +314,9 @@ def _by_day(region, wanted: set[tuple[str, str]]) -> list[dict]:
 @pytest.fixture(scope="module")
 def _in_batches_once(two_histories, tiny_straddle_region, tmp_path_factory) -> tuple[Path, Path]:
     """A copy of ``two_histories`` (``cube``) and its extraction of B04 with the parcels read across tiles in squares
-    of 400 m (``out``: tens of batch files), made once for the module in ``work`` and kept in ``template``; and a
-    whole extraction, in the same squares, of the cube given 31UFU's late scene of 2024-05-12 (the reference of the
-    updates that add it)."""
+    of 400 m (``out``: tens of batch files), made once for the module in ``work`` (kept: :mod:`tests.cube.kept`);
+    and a whole extraction, in the same squares, of the cube given 31UFU's late scene of 2024-05-12 (the reference of
+    the updates that add it)."""
     import shutil
 
     root = tmp_path_factory.mktemp("in-batches")
@@ -324,8 +325,8 @@ def _in_batches_once(two_histories, tiny_straddle_region, tmp_path_factory) -> t
         patched.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
         shutil.copytree(two_histories, root / "work" / "cube")
         extract(parcels, root / "work" / "cube", root / "work" / "out", bands=["B04"], progress=False)
-        shutil.copytree(root / "work", root / "template", symlinks=True)
-        late = Path(shutil.copytree(root / "template" / "cube", root / "late-cube"))
+        keep(root / "work")
+        late = Path(shutil.copytree(root / "work" / "cube", root / "late-cube"))
         _ingest(tiny_straddle_region.items, _by_day(tiny_straddle_region, {("31UFU", "2024-05-12")}), late,
                 "late.json")
         extract(parcels, late, root / "late-whole", bands=["B04"], progress=False)
@@ -336,12 +337,9 @@ def _in_batches_once(two_histories, tiny_straddle_region, tmp_path_factory) -> t
 def in_batches(_in_batches_once) -> tuple[Path, Path]:
     """:func:`_in_batches_once`'s cube and extraction for one test to change: the module's copy restored at the
     same place (an extraction names its cube by path)."""
-    import shutil
-
     root, _ = _in_batches_once
-    shutil.rmtree(root / "work")
-    shutil.copytree(root / "template", root / "work", symlinks=True)
-    return root / "work" / "cube", root / "work" / "out"
+    work = restored(root / "work")
+    return work / "cube", work / "out"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Running a real ``cardcube ingest`` in a subprocess, optionally killed (SIGKILL) at a step or a moment."""
+"""Running a real ``cardcube ingest`` in a subprocess, optionally killed (SIGKILL) at a step or a moment; or its
+command line in the test's process, for a run neither killed nor signalled (:func:`run_ingest_here`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from cardcube.checkpoints import STOP_ENV
+from tests.in_process import run_here
 
 CHUNKS = "time=4,space=64,shard_space=256"
 
@@ -28,6 +30,13 @@ def run_ingest(items: Path, cube: str, collection: str, *extra: str, kill_at: st
         full_env["CARDCUBE_KILL_AT"] = kill_at
     return subprocess.run(ingest_command(items, cube, collection, *extra), env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_ingest_here(items: Path, cube: str, collection: str, *extra: str,
+                    env: dict | None = None) -> subprocess.CompletedProcess:
+    """:func:`run_ingest`'s command line run in this process (:func:`tests.in_process.run_here`): for a run neither
+    killed nor signalled."""
+    return run_here(ingest_command(items, cube, collection, *extra)[3:], env=env)  # after "python -m cardcube.cli"
 
 
 def stopped_at(command: list[str], step: str, *, env: dict | None = None) -> subprocess.Popen:

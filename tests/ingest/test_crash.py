@@ -2,7 +2,7 @@
 re-running the same command completes it. Two ingests at once: one waits or fails clearly.
 
 A run killed or signalled is a process of its own; a run the test only needs done (a re-run, a run refused its
-lock) is the same command line run in the test's process (:mod:`tests.ingest.in_process`)."""
+lock) is the same command line run in the test's process (:func:`tests.ingest.crashing.run_ingest_here`)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,15 @@ from ingest.commit import STEPS, writer_lock
 from ingest.expire import expire
 from ingest.job import ingest
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources
-from tests.ingest.crashing import ingest_command, kill_after, pool_workers, run_ingest, still_running, stopped_at
-from tests.ingest.in_process import run_ingest_here
+from tests.ingest.crashing import (
+    ingest_command,
+    kill_after,
+    pool_workers,
+    run_ingest,
+    run_ingest_here,
+    still_running,
+    stopped_at,
+)
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout.parse("time=4,space=64,shard_space=256")

@@ -35,9 +35,9 @@ from cube.verify import verify
 from ingest.commit import writer_lock
 from ingest.expire import expire, expired_versions
 from ingest.job import ingest
+from tests.in_process import run_here
 from tests.ingest.checks import assert_manifests_match, assert_matches_sources, unlist_shards
-from tests.ingest.crashing import run_ingest
-from tests.ingest.in_process import run_here, run_ingest_here
+from tests.ingest.crashing import run_ingest, run_ingest_here
 from tests.ingest.scene_edits import items_of, write_items
 
 CHUNKS = ChunkLayout(time=4, space=64, shard_space=256)

@@ -28,8 +28,7 @@ from ingest.arrays import ensure_tile
 from ingest.commit import pid_alive, pid_namespace, writer_lock
 from ingest.job import ingest
 from tests.ingest.checks import assert_matches_sources
-from tests.ingest.crashing import CHUNKS, ingest_command, stopped_at
-from tests.ingest.in_process import run_ingest_here
+from tests.ingest.crashing import CHUNKS, ingest_command, run_ingest_here, stopped_at
 from tests.ingest.namespaces import can_unshare_pids, in_another_pid_namespace
 from tests.ingest.scene_edits import items_of, write_items
 

@@ -30,8 +30,7 @@ from ingest.expire import expire
 from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.test_verify_details import edit_record, first_and_last
-from tests.ingest.crashing import run_ingest
-from tests.ingest.in_process import run_ingest_here
+from tests.ingest.crashing import run_ingest, run_ingest_here
 from tests.ingest.scene_edits import items_of, write_items
 
 

@@ -1,7 +1,6 @@
-"""The ``cardcube ingest`` command line of :func:`tests.ingest.crashing.ingest_command`, run in this process
-(:func:`cardcube.cli.main`): for a run a test needs done (a re-run after a kill, a run refused), not killed nor
-signalled, without the seconds a new interpreter takes to start and import everything; and any other ``cardcube``
-command line so (:func:`run_here`)."""
+"""A ``cardcube`` command line run in this process (:func:`cardcube.cli.main`, as the console script calls it): for
+a run a test needs done (a re-run after a kill, a run refused), not killed nor signalled, without the seconds a new
+interpreter takes to start and import everything."""
 
 from __future__ import annotations
 
@@ -10,19 +9,11 @@ import io
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 from cardcube.checkpoints import STOP_ENV
 from cardcube.cli import main
-from tests.ingest.crashing import ingest_command
 
 _CHECKPOINTS = ("CARDCUBE_KILL_AT", STOP_ENV)  # a run here must never kill nor stop the test's own process
-
-
-def run_ingest_here(items: Path, cube: str, collection: str, *extra: str,
-                    env: dict | None = None) -> subprocess.CompletedProcess:
-    """:func:`tests.ingest.crashing.run_ingest`'s command line, run here (:func:`run_here`)."""
-    return run_here(ingest_command(items, cube, collection, *extra)[3:], env=env)  # after "python -m cardcube.cli"
 
 
 def run_here(argv: list[str], *, env: dict | None = None) -> subprocess.CompletedProcess:
