@@ -573,6 +573,7 @@ def flag_parcels(
     if frame.attrs.get("collection", "s2") == "s2":
         check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
     declared = declarations(declared)
+    frame, s1 = _dated(frame, "statistics"), None if s1 is None else _dated(s1, "Sentinel-1 statistics")
     ids = declared.index.sort_values()
     batches = ParcelBatches(ids, batch_parcels(batch_size))
     optical = OpticalRows(ids)
@@ -583,6 +584,20 @@ def flag_parcels(
     return flag_batches(optical, FrameBatches(frame, batches), declared, grassland=grassland, radar=radar,
                         s1=None if s1 is None else FrameBatches(s1, batches, place=False), rules=rules,
                         profiles_on_disk=False)  # the frame in memory dwarfs its profiles: no TMPDIR needed
+
+
+def _dated(frame: pd.DataFrame, what: str = "statistics") -> pd.DataFrame:
+    """``frame`` with its ``time`` column as dates: text (a ``cardcube timeseries`` CSV read by ``pd.read_csv``) is
+    read as UTC, as :func:`cube.flag_files.read_statistics` reads the file. Text times matched none of the dates the
+    profiles are taken at: every parcel had no clear date, and none was flagged."""
+    if "time" not in frame.columns or pd.api.types.is_datetime64_any_dtype(frame["time"]):
+        return frame
+    if not pd.api.types.is_string_dtype(frame["time"]):
+        raise InvalidRequestError(f"the time column of the {what} holds {frame['time'].dtype}, not dates")
+    try:
+        return frame.assign(time=pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the time column of the {what} holds no dates: {exc}") from None
 
 
 BATCH_SIZE = 500  # parcels judged at a time: some 20 MB of their statistics and what is made of them in memory

@@ -645,3 +645,26 @@ def test_declarations_and_statistics_that_would_be_guessed_at_are_refused_or_rea
                                   flag_parcels(frame, declared, grassland=[3]))
     zero = flag_parcels(frame, declared.replace(3, 0), grassland=0)
     assert zero.no_mowing.sum() == flag_parcels(frame, declared, grassland=3).no_mowing.sum() > 0
+
+
+def test_statistics_whose_times_are_text_are_read_as_dates(population, tmp_path):
+    """A ``cardcube timeseries`` CSV read with ``pd.read_csv`` has its times as text ("2024-05-07T10:50:31Z"): they
+    matched none of the dates the profiles are taken at, so every parcel had 0 clear dates and none was flagged, the
+    radar's passes none of the season's. They are read as UTC dates, as ``cardcube flag`` reads the file."""
+    frame, declared, planted = population
+    rng = np.random.default_rng(3)
+    grass = [pid for pid in declared.index if declared[pid] == 3]
+    s1 = pd.concat([_backscatter(pid, [] if pid == "never-mown" else [80.0, 125.0, 170.0], rng) for pid in grass],
+                   ignore_index=True)
+    want = flag_parcels(frame, declared, grassland=[3], s1=s1)
+    frame.to_csv(tmp_path / "s2.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    s1.to_csv(tmp_path / "s1.csv", index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    text, radar = pd.read_csv(tmp_path / "s2.csv"), pd.read_csv(tmp_path / "s1.csv")
+    assert not pd.api.types.is_datetime64_any_dtype(text.time) and pd.api.types.is_string_dtype(radar.time)
+    got = flag_parcels(text, declared, grassland=[3], s1=radar)
+    pd.testing.assert_frame_equal(got, want)
+    assert set(got.parcel_id[got.flagged]) == set(planted) and got.longest_vh_gap.max() < 25
+    with pytest.raises(InvalidRequestError, match="the time column of the statistics holds no dates"):
+        flag_parcels(text.assign(time="spring"), declared)
+    with pytest.raises(InvalidRequestError, match="the time column of the Sentinel-1 statistics holds int64"):
+        flag_parcels(frame, declared, s1=s1.assign(time=1))
