@@ -209,13 +209,17 @@ def flag_files(
 def statistics_parameters(path: str | Path, *, storage_options: Mapping[str, Any] | None = None
                           ) -> dict[str, Any]:
     """How the statistics at ``path`` were computed (cube, collection, version, bands, mask, buffer, all_touched,
-    time), as an extraction's manifest or the ``.json`` beside a ``cardcube timeseries`` file records it; empty for
-    a file that has none (made otherwise)."""
+    time), as an extraction's manifest or the ``.json`` beside a ``cardcube timeseries`` file records it, or, without
+    one, a Parquet file's own metadata (``frame.attrs`` of ``parcel_timeseries``, as ``frame.to_parquet`` keeps
+    them: its mask of None was not read, and cloudy statistics without their SCL counts were judged); empty for a
+    file that has none (made otherwise)."""
     if is_extraction(path):
         return read_manifest(path, storage_options=storage_options)
     record = Path(f"{path}.json")
     try:
-        found = json.loads(record.read_text()) if record.is_file() else {}
+        if not record.is_file():
+            return {k: v for k, v in parquet_attrs(path).items() if k != "parcel_status"}
+        found = json.loads(record.read_text())
         if isinstance(found, dict) and "table" in found and found["table"] != table_digest(path):
             warnings.warn(f"the record {record} is not of the table beside it (its size and SHA-256 differ: a run "
                           f"stopped between writing the two?): the statistics' parameters are taken as unknown",
@@ -224,6 +228,17 @@ def statistics_parameters(path: str | Path, *, storage_options: Mapping[str, Any
     except (OSError, ValueError):  # not ours: the statistics' parameters are unknown, not wrong
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def parquet_attrs(path: str | Path) -> dict[str, Any]:
+    """The ``frame.attrs`` pandas stored in the metadata of the Parquet file ``path``; empty for another file, or a
+    Parquet file without them."""
+    if Path(path).suffix.lower() != ".parquet" or not Path(path).is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    attrs = json.loads((pq.read_schema(path).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def table_digest(path: str | Path) -> dict[str, Any]:
@@ -284,11 +299,8 @@ def _status(path: str | Path, storage_options: Mapping[str, Any] | None, recorde
     if is_extraction(path):
         return read_status(path, storage_options=storage_options, columns=["parcel_id", "status", "reason"])
     listed = recorded.get("parcels")
-    if listed is None and Path(path).suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        attrs = json.loads((pq.read_schema(path).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
-        listed = attrs.get("parcel_status")
+    if listed is None:
+        listed = parquet_attrs(path).get("parcel_status")
     if not isinstance(listed, list) or not all(isinstance(s, dict) and {"parcel_id", "status"} <= s.keys()
                                                for s in listed):
         return None
@@ -337,10 +349,7 @@ def describe_statistics(path: str | Path, *, storage_options: Mapping[str, Any] 
     if "cube_version" in parameters:
         return {**described, "cube_version": parameters["cube_version"]}
     if source.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        attrs = json.loads((pq.read_schema(source).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
-        return {**described, "cube_version": attrs.get("cube_version")}
+        return {**described, "cube_version": parquet_attrs(source).get("cube_version")}
     versions = pd.read_csv(source, usecols=lambda c: c == "cube_version")
     found = sorted(versions.cube_version.dropna().unique().tolist()) if "cube_version" in versions else []
     return {**described, "cube_version": found[0] if len(found) == 1 else found or None}

@@ -400,3 +400,26 @@ def test_flag_parcels_keeps_the_profiles_of_a_frame_in_memory_in_memory(s2_extra
     flags = flag_parcels(s2, declared, grassland=[265, 266], batch_size=7)
     pd.testing.assert_frame_equal(flags, on_disk[on_disk.parcel_id.isin(flags.parcel_id)].reset_index(drop=True),
                                   check_exact=True)
+
+
+def test_a_parquet_file_of_a_frame_is_read_with_the_parameters_its_metadata_records(tiny_cube, tiny_region, tmp_path):
+    """A Parquet file written from ``parcel_timeseries``'s frame keeps its attrs (mask None) in its metadata, which
+    flag_files read for the statuses alone: without the SCL counts (``stats=["mean"]`` and those columns dropped) the
+    unmasked statistics were judged, every cloudy date of a meadow bare soil. Its mask and collection are read now,
+    as flag_parcels reads them of the frame, and the record names its cube version."""
+    declared = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"]).set_index("parcel_id").crop_code
+    frame = parcel_timeseries(tiny_cube, tiny_region.parcels, bands=["B04", "B08"], stats=["mean"], mask=None)
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("scl_")])
+    frame.attrs.pop("parcel_status")
+    frame.to_parquet(tmp_path / "unmasked.parquet")
+    assert pd.read_parquet(tmp_path / "unmasked.parquet").attrs["mask"] is None
+    with pytest.raises(InvalidRequestError, match=r"computed without the cloud mask \(--no-mask, mask=None\)"):
+        flag_files(tmp_path / "unmasked.parquet", declared, grassland=[265, 266])
+    radar = parcel_timeseries(tiny_cube, tiny_region.parcels, collection="s1", bands=["VH"], stats=["mean"])
+    radar.attrs.pop("parcel_status")
+    radar.to_parquet(tmp_path / "s1.parquet")
+    with pytest.raises(InvalidRequestError, match=r"given as --timeseries .*, are of the s1 cube: pass them as --s1"):
+        flag_files(tmp_path / "s1.parquet", declared, grassland=[265, 266])
+    assert statistics_parameters(tmp_path / "s1.parquet")["collection"] == "s1"
+    assert "parcel_status" not in statistics_parameters(tmp_path / "unmasked.parquet")
+    assert describe_statistics(tmp_path / "s1.parquet")["cube_version"] == radar.attrs["cube_version"]
