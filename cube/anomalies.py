@@ -166,7 +166,9 @@ STATISTICS = ("parcel_id", "time", "band", "count", "masked", "mean")  # what ND
 
 def _check_columns(frame: pd.DataFrame) -> None:
     if missing := set(STATISTICS) - set(frame.columns):
-        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}")
+        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}: NDVI is taken of the B04 "
+                                  f"and B08 means on dates with enough clear pixels (count, masked), as cardcube "
+                                  f"timeseries and extract compute them by default (--stats with mean)")
 
 
 def _check_ndvi_bands(bands: Iterable[Any]) -> None:
@@ -686,7 +688,8 @@ def flag_batches(
         raise InvalidRequestError(f"none of the frame's parcels has a declaration to check: the declarations are "
                                   f"indexed by {some(declared.index)}, the frame's parcels are "
                                   f"{some(sorted(optical.undeclared_measured))}; index the crop codes by parcel id "
-                                  f"(parcels.set_index('parcel_id').crop_code)")
+                                  f"(parcels.set_index('parcel_id').crop_code; cardcube flag: --id-column names the "
+                                  f"parcel file's column of the ids the statistics were computed by)")
     codes = declared.reindex(measured).to_numpy()
     times = optical.times
     days = _days(times)

@@ -423,3 +423,19 @@ def test_a_parquet_file_of_a_frame_is_read_with_the_parameters_its_metadata_reco
     assert statistics_parameters(tmp_path / "s1.parquet")["collection"] == "s1"
     assert "parcel_status" not in statistics_parameters(tmp_path / "unmasked.parquet")
     assert describe_statistics(tmp_path / "s1.parquet")["cube_version"] == radar.attrs["cube_version"]
+
+
+def test_a_file_without_a_column_ndvi_needs_or_of_other_ids_says_what_to_do(tmp_path):
+    """A timeseries file without ``masked`` was "the statistics frame lacks column(s) ['masked']", and statistics of
+    other ids told a command-line user to call ``parcels.set_index('parcel_id')``: the errors say what NDVI reads
+    and which option chooses the ids."""
+    times = pd.date_range("2024-05-01", periods=4, freq="5D")
+    rows = pd.DataFrame([{"parcel_id": p, "time": t, "band": b, "count": 10, "masked": 0, "mean": 0.1}
+                         for p in ("a", "b") for t in times for b in ("B04", "B08")])
+    rows.drop(columns="masked").to_csv(tmp_path / "no-masked.csv", index=False)
+    with pytest.raises(InvalidRequestError, match=r"lacks column\(s\) \['masked'\]: NDVI is taken of the B04 and B08 "
+                                                  r"means on dates with enough clear pixels \(count, masked\)"):
+        flag_files(tmp_path / "no-masked.csv", pd.Series({"a": 1, "b": 1}))
+    rows.to_csv(tmp_path / "ids.csv", index=False)
+    with pytest.raises(InvalidRequestError, match=r"the frame's parcels are 'a', 'b'; .*cardcube flag: --id-column"):
+        flag_files(tmp_path / "ids.csv", pd.Series({"x": 1, "y": 1}))
