@@ -450,6 +450,8 @@ def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
         raise InvalidRequestError(f"{len(repeated)} parcel id(s) are declared twice (e.g. {repeated[0]!r}): one "
                                   f"declaration per parcel")
     declared = declared[declared.notna() & (declared.astype(str).str.strip() != "")]
+    if declared.dtype == object or pd.api.types.is_string_dtype(declared.dtype):  # "265 " of a padded export is 265:
+        declared = declared.map(lambda v: v.strip() if isinstance(v, str) else v)  # it was a crop of its own, no meadow
     if pd.api.types.is_float_dtype(declared) and (declared == declared.round()).all():
         declared = declared.astype("int64")  # a blank code made the column float: code 265 is not "265.0"
     elif declared.dtype == object and len({isinstance(v, str) for v in declared}) > 1:

@@ -668,3 +668,16 @@ def test_statistics_whose_times_are_text_are_read_as_dates(population, tmp_path)
         flag_parcels(text.assign(time="spring"), declared)
     with pytest.raises(InvalidRequestError, match="the time column of the Sentinel-1 statistics holds int64"):
         flag_parcels(frame, declared, s1=s1.assign(time=1))
+
+
+def test_crop_codes_padded_with_spaces_are_the_codes(population):
+    """Text codes of a padded export ("3 " beside "3") were two crops: a reference profile each, and the padded
+    meadows no grassland, so the ploughed one among them was cleared of bare soil without a word in not_judged."""
+    frame, declared, planted = population
+    text = declared.astype(str)
+    padded = text.copy()
+    padded[[pid for pid in padded.index if padded[pid] == "3"][::2]] = "3 "
+    assert padded["ploughed"] == "3 "
+    got = flag_parcels(frame, padded, grassland="3")
+    pd.testing.assert_frame_equal(got, flag_parcels(frame, text, grassland="3"))
+    assert set(got.parcel_id[got.flagged]) == set(planted)
