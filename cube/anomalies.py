@@ -200,6 +200,17 @@ def _refuse_repeats(frame: pd.DataFrame, what: str) -> None:
                                   f"(e.g. parcel {first.parcel_id!r}, {first.time}, {first.band}): one row each")
 
 
+def _refuse_missing_times(frame: pd.DataFrame, what: str) -> None:
+    """Refuse rows of ``frame`` without a time (a blank in a CSV): the profiles' grid ran from NaT, read as 1677, to
+    the season's dates, and the markers asked for 155 TiB."""
+    missing = frame["time"].isna()
+    if missing.any():
+        first = frame[missing].iloc[0]
+        raise InvalidRequestError(f"{int(missing.sum())} row(s) of the {what} have no time (e.g. parcel "
+                                  f"{first.parcel_id!r}, band {first.band}): each row is of a date; drop those rows "
+                                  f"or give them their dates")
+
+
 def _days(times: Iterable[Any]) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
 
@@ -371,6 +382,7 @@ class RadarRows:
         if missing:
             raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
                                       f"it lacks {sorted(missing)}")
+        _refuse_missing_times(part, "Sentinel-1 statistics")
         if self.first is None and len(part):
             self.first = part["parcel_id"].iloc[0]
         self.bands.update(part["band"].unique())
@@ -633,6 +645,7 @@ class OpticalRows:
 
     def observe(self, part: pd.DataFrame) -> None:
         _check_columns(part)
+        _refuse_missing_times(part, "statistics")
         self.rows += len(part)
         self.cloudy += cloudy_rows(part)
         self.bands.update(part["band"].unique())

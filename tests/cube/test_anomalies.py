@@ -681,3 +681,18 @@ def test_crop_codes_padded_with_spaces_are_the_codes(population):
     got = flag_parcels(frame, padded, grassland="3")
     pd.testing.assert_frame_equal(got, flag_parcels(frame, text, grassland="3"))
     assert set(got.parcel_id[got.flagged]) == set(planted)
+
+
+def test_a_row_without_a_time_is_refused_clearly(population):
+    """A row without its time (a blank in a CSV) made the profiles' grid run from NaT, 1677, to 2024: a MemoryError
+    asking for 155 TiB. It is refused, naming a row."""
+    frame, declared, _ = population
+    blank = frame.copy()
+    blank.loc[5, "time"] = pd.NaT
+    with pytest.raises(InvalidRequestError, match=r"1 row\(s\) of the statistics have no time \(e.g. parcel 'early-0', "
+                                                  r"band B04\)"):
+        flag_parcels(blank, declared, grassland=[3])
+    s1 = _backscatter("grass-0", [80.0], np.random.default_rng(1))
+    s1.loc[3, "time"] = pd.NaT
+    with pytest.raises(InvalidRequestError, match=r"1 row\(s\) of the Sentinel-1 statistics have no time"):
+        flag_parcels(frame, declared, grassland=[3], s1=s1)
