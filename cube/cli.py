@@ -522,7 +522,7 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _flag(args: argparse.Namespace) -> int:
     from cardcube.errors import InvalidRequestError
     from cube.anomalies import MARKERS, MarkerRules, code_list, declarations
-    from cube.flag_files import describe_statistics, flag_files
+    from cube.flag_files import describe_statistics, flag_files, table_digest
     from cube.parcels import read_parcels
 
     out = _table_out(args.out, {"--timeseries": args.timeseries, "--s1": args.s1, "--parcels": args.parcels,
@@ -555,6 +555,8 @@ def _flag(args: argparse.Namespace) -> int:
     inputs = {name: describe_statistics(path, storage_options=options) if path else None
               for name, path in (("timeseries", args.timeseries), ("s1", args.s1))}
     inputs["parcels"] = args.parcels if "://" in args.parcels else str(Path(args.parcels).resolve())
+    # the declarations judged: a register corrected under the same name gives other flags
+    inputs["parcels_sha256"] = None if "://" in args.parcels else table_digest(args.parcels)["sha256"]
     record = {"rules": flags.attrs["rules"], "grassland": grassland, "crop_column": args.crop_column,
               "id_column": args.id_column, "layer": args.layer, "endpoint_url": args.endpoint_url,
               "inputs": inputs, "notes": [str(w.message) for w in caught]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import geopandas as gpd
@@ -370,6 +371,8 @@ def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge
     assert flags.not_judged.str.contains("no_mowing: the Sentinel-2 dates span").sum() > 10
     record = json.loads((tmp_path / "f.csv.json").read_text())  # the version the CSV's rows were read from
     assert record["inputs"]["timeseries"]["cube_version"] == read_version(open_store(tiny_cube), "s2").version
+    # and the declarations it judged: the register corrected under the same name gives other flags
+    assert record["inputs"]["parcels_sha256"] == hashlib.sha256((tmp_path / "padded.parquet").read_bytes()).hexdigest()
     assert main(["flag", "--timeseries", str(csv), "--parcels", str(tmp_path / "padded.parquet"), "--grassland",
                  ",".join(map(str, sorted(set(parcels.crop_code))[:3])), "--out", str(tmp_path / "f7.csv"),
                  "--batch-size", "7"]) == 0  # judged 7 parcels at a time: the same flags
