@@ -83,6 +83,7 @@ def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options:
     if not source.exists():
         raise InvalidRequestError(f"no statistics at {path}: give the --out folder of cardcube extract, or the "
                                   f".parquet/.csv file of cardcube timeseries")
+    names = None  # a Parquet file's columns, all of them (its parts hold those read)
     try:
         if source.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
@@ -99,7 +100,7 @@ def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options:
             frames = itertools.chain([first], frames)
     except READ_ERRORS as exc:
         raise _unreadable(path, exc) from None
-    return (_statistics_columns(frame, path) for frame in _read_on(frames, path))
+    return (_statistics_columns(frame, path, names) for frame in _read_on(frames, path))
 
 
 READ_ERRORS = (OSError, ValueError, UnicodeDecodeError)  # pandas' EmptyDataError and ParserError are ValueErrors
@@ -123,13 +124,16 @@ def _read_on(frames: Iterator[pd.DataFrame], path: str | Path) -> Iterator[pd.Da
         yield frame
 
 
-def _statistics_columns(frame: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+def _statistics_columns(frame: pd.DataFrame, path: str | Path, names: Iterable[str] | None = None) -> pd.DataFrame:
     """The columns the markers read of a part of the ``cardcube timeseries`` file ``path``, its times naive UTC and
-    its ids text; a file without the key columns is refused."""
+    its ids text; a file without the key columns is refused, naming the columns it has (``names``, where the part
+    holds only those read: the status table of an extraction was said to have "parcel_id" alone)."""
     missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
     if missing:
+        has = list(frame.columns if names is None else names)
         raise InvalidRequestError(f"{path} is no file of cardcube timeseries: it lacks the column(s) "
-                                  f"{', '.join(missing)} (it has {', '.join(map(str, frame.columns[:12]))})")
+                                  f"{', '.join(missing)} (it has {', '.join(map(str, has[:12]))}"
+                                  f"{' ...' if len(has) > 12 else ''})")
     frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS, *CLOUD_COLUMNS) if c in frame.columns]]
     try:
         frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)

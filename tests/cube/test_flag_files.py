@@ -98,6 +98,10 @@ def test_files_that_are_no_statistics_get_a_clear_error(s2_extracted, tmp_path):
                           ("binary.csv", "cannot read")]:
         with pytest.raises(InvalidRequestError, match=message):
             read_statistics(tmp_path / name, ["B04"])
+    # the extraction's status table given for its statistics: its columns named, not the one of them read
+    with pytest.raises(InvalidRequestError, match=r"lacks the column\(s\) time, band \(it has parcel_id, status, "
+                                                  r"reason, "):
+        read_statistics(s2_extracted / "parcels.parquet", ["B04"])
 
 
 def test_statistics_without_the_cloud_mask_are_refused(tiny_cube, tiny_region, tmp_path, s2_extracted):
