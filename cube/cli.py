@@ -530,7 +530,8 @@ def _flag(args: argparse.Namespace) -> int:
     rules = MarkerRules()
     if args.rules:
         try:
-            rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text(), object_pairs_hook=_once_each))
+            rules = MarkerRules.from_dict(json.loads(Path(args.rules).read_text(encoding="utf-8-sig"),  # Notepad's BOM
+                                                     object_pairs_hook=_once_each))
         except (OSError, ValueError) as exc:
             raise InvalidRequestError(f"cannot read the marker rules {args.rules}: {exc}") from None
     options = storage_options(args)

@@ -351,6 +351,9 @@ def test_flag_cli_refuses_rules_given_twice_and_an_id_column_that_is_the_crop_co
     assert "bare_ndvi given more than once: which value is meant?" in capsys.readouterr().err
     assert main([*common, "--id-column", "crop_code"]) == 2  # was a traceback (KeyError), exit 1
     assert "--id-column and --crop-column both name the column 'crop_code'" in capsys.readouterr().err
+    rules.write_bytes(b'\xef\xbb\xbf{"bare_ndvi": 30}')  # as Windows Notepad saves it: read, its BOM left out
+    assert main([*common, "--rules", str(rules)]) == 2
+    assert "bare_ndvi = 30 (must be an NDVI in (-1, 1))" in capsys.readouterr().err
 
 
 def test_flag_cli_reads_zero_padded_ids_of_a_csv_and_says_what_it_does_not_judge(tiny_cube, tiny_region, tmp_path,
