@@ -521,6 +521,19 @@ def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None 
 ADVICE = "compute them with the cloud mask (the default)"
 
 
+def check_units(units: Mapping[str, Any] | None, where: str = "the Sentinel-1 statistics") -> None:
+    """Refuse Sentinel-1 statistics whose recorded ``units`` (band: units, as a frame's attrs, a manifest or a record
+    give them) say VH is not in dB, the mowing marker's threshold (``mowing_drop_db``): VH averaged as linear power (a
+    Dataset converted on purpose) was read as dB, every drop far below 1.2 and every meadow unmown. (NDVI is a ratio:
+    the reflectances' units do not change it.)"""
+    unit = units.get("VH") if isinstance(units, Mapping) else None  # no record: as cardcube computes them, dB
+    if unit is not None and str(unit).strip().lower() not in ("db", "decibel"):
+        raise InvalidRequestError(f"{where} give VH in {unit!r}: the mowing marker's drop "
+                                  f"({MarkerRules.mowing_drop_db} dB by default) is of backscatter in dB; compute them "
+                                  f"as cardcube does "
+                                  f"(parcel_timeseries of the cube, or of a Dataset whose VH is in dB)")
+
+
 def check_mask_record(mask: Sequence[int] | object | None, where: str = "the statistics") -> bool:
     """Refuse a recorded ``mask`` (:func:`check_cloud_masked`) that keeps clouds; whether there was a record (if
     not, the rows must tell)."""
@@ -588,6 +601,8 @@ def flag_parcels(
     """
     if frame.attrs.get("collection", "s2") == "s2":
         check_cloud_masked(frame, frame.attrs.get("mask", UNRECORDED))
+    if s1 is not None:
+        check_units(s1.attrs.get("units"))
     declared = declarations(declared)
     frame, s1 = _dated(frame, "statistics"), None if s1 is None else _dated(s1, "Sentinel-1 statistics")
     ids = declared.index.sort_values()

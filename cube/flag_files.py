@@ -37,6 +37,7 @@ from cube.anomalies import (
     RadarRows,
     batch_parcels,
     check_mask_record,
+    check_units,
     declarations,
     flag_batches,
     refuse_cloudy_rows,
@@ -182,6 +183,8 @@ def flag_files(
         rules = MarkerRules.from_dict(rules or {})
     where = f"the Sentinel-2 statistics at {timeseries}"  # a record of no mask refused before a territory is read
     check_mask_record(recorded[timeseries].get("mask", UNRECORDED), where)
+    if s1 is not None:
+        check_units(recorded[s1].get("units"), f"the Sentinel-1 statistics at {s1}")
     ids = declared.index.sort_values()
     batches = ParcelBatches(ids, size)  # as the Sentinel-2 rows first show the parcels: a block's files' together
     with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder:

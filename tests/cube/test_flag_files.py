@@ -443,3 +443,30 @@ def test_a_file_without_a_column_ndvi_needs_or_of_other_ids_says_what_to_do(tmp_
     rows.to_csv(tmp_path / "ids.csv", index=False)
     with pytest.raises(InvalidRequestError, match=r"the frame's parcels are 'a', 'b'; .*cardcube flag: --id-column"):
         flag_files(tmp_path / "ids.csv", pd.Series({"x": 1, "y": 1}))
+
+
+def test_sentinel1_statistics_recorded_in_other_units_than_db_are_refused(tiny_cube, tiny_region, tmp_path,
+                                                                         s2_extracted):
+    """VH averaged from a Dataset converted to linear power (its attrs say units 'linear', and so do the statistics')
+    was read as dB: every drop far below 1.2 dB, every meadow of the tiny region flagged unmown."""
+    from cube.dataset import open_cube
+
+    declared = pd.read_parquet(tiny_region.parcels, columns=["parcel_id", "crop_code"]).set_index("parcel_id").crop_code
+    ds = open_cube(tiny_cube, collection="s1")
+    linear = ds.assign(VH=(10 ** (ds.VH / 10)).assign_attrs(units="linear"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s1 = parcel_timeseries(linear, tiny_region.parcels, bands=["VH"], stats=["mean"])
+    assert s1.attrs["units"] == {"VH": "linear"}
+    s2 = read_timeseries(s2_extracted, bands=["B04", "B08"])
+    refused = r"the Sentinel-1 statistics .*give VH in 'linear': the mowing marker's drop \(1.2 dB by default\)"
+    with pytest.raises(InvalidRequestError, match=refused):
+        flag_parcels(s2, declared, grassland=[265, 266], s1=s1)
+    s1.attrs.pop("parcel_status")
+    s1.to_parquet(tmp_path / "linear.parquet")
+    with pytest.raises(InvalidRequestError, match=refused):
+        flag_files(s2_extracted, declared, grassland=[265, 266], s1=tmp_path / "linear.parquet")
+    db = s1.assign(mean=10 * np.log10(s1["mean"]))
+    db.attrs["units"] = {"VH": "dB"}
+    flags = flag_parcels(s2, declared, grassland=[265, 266], s1=db)
+    assert flags.no_mowing.sum() < flags.declared.isin([265, 266]).sum() / 4  # in dB: the cuts are seen
