@@ -486,19 +486,31 @@ def _check_distinct_files(scene: SourceScene, checksums: Mapping[str, str], vali
 
 
 ZEROS_DB = 0.01  # the most of a dB band's values that may be exactly 0 dB (a measurement of a power of exactly 1)
+# dB no backscatter measurement reaches (a power of 1e-10, some 75 dB below Sentinel-1's noise floor, or of 1e10): a
+# fill value (-9999, -32768, float32's lowest) the file does not declare as its nodata, whose power of 0 would go into
+# every mean it meets (a parcel's, a resampled pixel's) as a measurement
+FILL_DB = 100.0
+FILLS_DB = 1e-4  # the most of a dB band's values that may lie beyond FILL_DB (stray pixels: 10 log10 of tiny powers)
 
 
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:
     """Backscatter must end up in dB: a band taken as linear power must hold positive values, and a band
     taken as dB (or converted) must be mostly negative, as land backscatter in dB is, and hardly ever exactly 0 dB
     (:data:`ZEROS_DB`): many such values are a nodata border of 0 the file does not declare, which would go in as
-    measurements."""
+    measurements. Nor may a band in dB hold values beyond :data:`FILL_DB` (but for a few: :data:`FILLS_DB`), a fill
+    value such as -9999 the file does not declare."""
     if band.units != "dB":
         return
     if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
         share = counts.nonpositive / (counts.valid + counts.nonpositive)
         raise SceneContentError(scene_id, f"band {band.name} is taken as linear power ({linear_why}), but {share:.0%} "
                                           f"of its values are <= 0, which power never is: is it in dB already?")
+    if linear_why is None and counts.fills > FILLS_DB * counts.valid:
+        raise SceneContentError(scene_id, f"band {band.name} holds {counts.fills:,} values beyond +-{FILL_DB:g} dB "
+                                          f"({counts.fills / counts.valid:.2%} of its values, e.g. "
+                                          f"{counts.fill_example:g}), which no backscatter is: a nodata value not "
+                                          "declared? Say its nodata (the GeoTIFF's nodata tag, or its STAC asset's "
+                                          "raster:bands nodata)")
     if counts.zeros > ZEROS_DB * counts.valid:
         raise SceneContentError(scene_id, f"band {band.name} holds {counts.zeros / counts.valid:.0%} values of exactly "
                                           "0 dB, which backscatter hardly ever is: a nodata border written as 0 and "
@@ -530,6 +542,8 @@ class _Counts:
     extents: np.ndarray | None = field(default=None, compare=False)  # where its rows' valid values are (valid_extents)
     cells: np.ndarray | None = field(default=None, compare=False)  # where its valid values are (coverage_cells)
     zeros: int = 0  # of a band in dB: its values of exactly 0 dB (a nodata border written as 0, not declared)
+    fills: int = 0  # of a band in dB: its values beyond FILL_DB (a nodata value such as -9999, not declared)
+    fill_example: float = 0.0  # the one of them farthest from 0 dB, to name
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, *, coverage: bool = False
@@ -538,7 +552,8 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
     (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and, if ``coverage``, where
     they are by cells (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block
     is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
-    valid = negative = nonpositive = zeros = 0
+    valid = negative = nonpositive = zeros = fills = 0
+    fill_example = 0.0
     unknown: dict[int, int] = {}
     extents, cells = [], []
     side = _cell_side(ds.height, ds.width)
@@ -557,12 +572,16 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
             values = block[ok]  # a copy: once, for both counts
             negative += int(np.count_nonzero(values < 0))
             zeros += int(np.count_nonzero(values == 0))
+            beyond = values[np.abs(values) > FILL_DB]
+            if beyond.size:
+                fills += beyond.size
+                fill_example = max(fill_example, float(beyond[np.argmax(np.abs(beyond))]), key=abs)
         if band.is_flag:
             values, counts = np.unique(block[ok & ~np.isin(block, band.flag_values)], return_counts=True)
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
     return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None,
-                   np.concatenate(cells) if cells else None, zeros)
+                   np.concatenate(cells) if cells else None, zeros, fills, fill_example)
 
 
 COVERAGE_CELLS = 128  # cells along a file's longer side in its coverage map: 86 px (860 m) on a 10980 px S2 tile

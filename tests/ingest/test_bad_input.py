@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -699,6 +700,50 @@ def test_backscatter_with_an_undeclared_nodata_border_of_0_db_is_rejected(tiny_r
     with rasterio.open(asset_path(tiny_region.items, bordered, "VV")) as f:
         left = f.bounds.left
     assert np.isnan(vv.sel(x=slice(left, left + 200)).values).all()  # the 20 px border: nodata, not 0 dB
+
+
+def test_backscatter_with_an_undeclared_fill_value_is_rejected(tiny_region, tmp_path):
+    """A dB file whose border is -9999 (or -32768) with no nodata said: the border went in as measurements, a parcel
+    on it measured a mean of -inf dB and a min of -9999 (one across it a mean biased low by the border's power of 0),
+    passing every check ("mostly negative", not 0 dB). Said as nodata by its item, it goes in with those pixels as
+    nodata; a few tiny powers (-120 dB) are no fill value and go in."""
+    import rasterio
+
+    def filled(value: float, rows: slice, columns: slice) -> Callable[[str, Path], None]:
+        def edit(band: str, path: Path) -> None:
+            with rasterio.open(path) as src:
+                profile, arr = src.profile, src.read(1)
+            arr[rows, columns] = value
+            profile.update(driver="GTiff", nodata=None)
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(arr, 1)
+        return edit
+
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    bordered = broken_copy(tiny_region.items, src, "S1-FILL-BORDER", filled(-9999.0, slice(None), slice(0, 20)))
+    tiny = broken_copy(tiny_region.items, src, "S1-TINY-POWERS", filled(-120.0, slice(0, 2), slice(0, 1)),
+                       props={"datetime": "2024-05-01T07:00:00Z"})
+    for item in (bordered, tiny):
+        for asset in item["assets"].values():
+            for described in asset.get("raster:bands", []):
+                described.pop("nodata", None)
+    result = ingest(write_items(tiny_region.items, [bordered, tiny], "fill.json"), tmp_path / "cube",
+                    collection="s1", chunks=CHUNKS, progress=False)
+    assert [r.reason for r in result.rejected if r.scene_id != "S1-FILL-BORDER"] == []
+    (rejection,) = result.rejected
+    assert result.added == ("S1-TINY-POWERS",) and rejection.scene_id == "S1-FILL-BORDER", result
+    assert rejection.kind == "SceneContentError" and "values beyond +-100 dB (10.00% of its values, e.g. -9999)" \
+        in rejection.reason and "Say its nodata" in rejection.reason, rejection.reason
+    for asset in bordered["assets"].values():
+        asset["raster:bands"] = [{**(asset.get("raster:bands") or [{}])[0], "nodata": -9999}]
+    result = ingest(write_items(tiny_region.items, [bordered], "said.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-FILL-BORDER",)
+    vv = open_cube(tmp_path / "cube", "s1", bands=["VV"], time=frozenset([bordered["properties"]["datetime"]])).VV
+    with rasterio.open(asset_path(tiny_region.items, bordered, "VV")) as f:
+        left, inside = f.bounds.left, f.read(1)[:, 20:]
+    assert np.isnan(vv.isel(time=0).sel(x=slice(left, left + 200)).values).all()  # the border: nodata, not -9999 dB
+    assert np.array_equal(vv.isel(time=0).sel(x=slice(left + 200, left + 2000)).values, inside, equal_nan=True)
 
 
 def test_a_scene_id_the_cube_holds_offered_again_at_another_time_is_rejected(tiny_region, tmp_path):
