@@ -125,9 +125,9 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         collection=item.collection_id or "",
         tile=_tile_of(props) or "",
         time=_iso(when),
-        platform=str(props.get("platform", "")),
+        platform=platform_name(props.get("platform")),
         relative_orbit=-1 if orbit is None else orbit,
-        orbit_state=str(props.get("sat:orbit_state", "")),
+        orbit_state=orbit_direction(props.get("sat:orbit_state")),
         cloud_cover=_number(item, "eo:cloud_cover", float),
         assets=assets,
         scaling=scaling,
@@ -137,6 +137,24 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
         geometry=item.geometry,
     )
+
+
+_SENTINEL = re.compile(r"(?:sentinel[-_ ]?|s)([12][a-z])", re.IGNORECASE)
+
+
+def platform_name(value: object) -> str:
+    """An item's ``platform`` as STAC's Sentinel items write it, ``sentinel-1a`` (``Sentinel-1A``, ``S1A``,
+    ``sentinel1a`` alike); another name as given, trimmed; "" if none. A time series' ``platform`` column and the
+    passes a mosaic of tiles joins are told by it: two spellings of one satellite were two."""
+    text = "" if value is None else str(value).strip()
+    return f"sentinel-{m.group(1).lower()}" if (m := _SENTINEL.fullmatch(text)) else text
+
+
+def orbit_direction(value: object) -> str:
+    """An item's ``sat:orbit_state`` in lower case, as STAC writes it (``DESCENDING``, as ESA's manifests write it,
+    is ``descending``); "" if none. A Sentinel-1 track is its orbit direction and relative orbit (the mowing
+    marker's passes, the plots' lines, the contact sheet's asc/desc): two spellings of one were two tracks."""
+    return "" if value is None else str(value).strip().lower()
 
 
 def _number(item: pystac.Item, name: str, kind: type) -> Any:

@@ -260,3 +260,30 @@ def test_backscatter_items_of_another_collection_keyed_by_polarisation(tiny_regi
     assert scenes[0].other_assets == ("rendered_preview",)
     with pytest.raises(InvalidRequestError, match="holds no sentinel-1-card-bs item"):
         load_scenes(source, S1_BACKSCATTER)
+
+
+def test_one_orbit_direction_and_satellite_spelt_otherwise_are_one_track(tiny_region, tmp_path):
+    """Items of one Sentinel-1 track, one saying ``DESCENDING`` and ``Sentinel-1B`` (as ESA's manifests and some
+    catalogues write them), the other ``descending`` and ``sentinel-1a``: the time series gave the spellings as they
+    were, so the mowing marker, the plots and the contact sheet took them for two tracks (no drop measured between
+    their passes). Both are STAC's lower-case names now."""
+    import geopandas as gpd
+
+    from cube.timeseries import parcel_timeseries
+
+    first, _, third = items_of(tiny_region.items, "sentinel-1-card-bs")[:3]
+    assert first["properties"]["sat:orbit_state"] == third["properties"]["sat:orbit_state"] == "descending"
+    shouted = json.loads(json.dumps(third))
+    shouted["properties"].update({"sat:orbit_state": " DESCENDING", "platform": "Sentinel-1B"})
+    assert scene_from_item(pystac.Item.from_dict(shouted), S1_BACKSCATTER).platform == "sentinel-1b"
+    assert scene_from_item(_item(platform="S2A"), S2_L2A).platform == "sentinel-2a"
+    assert scene_from_item(_item(platform="landsat-8"), S2_L2A).platform == "landsat-8"  # another name: as given
+    cube = tmp_path / "cube"
+    result = ingest(write_items(tiny_region.items, [first, shouted], "shouted.json"), cube, collection="s1",
+                    chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    assert len(result.added) == 2
+    parcels = gpd.read_parquet(tiny_region.parcels).iloc[:1]
+    frame = parcel_timeseries(cube, parcels, collection="s1", bands=["VH"])
+    assert frame["orbit_state"].tolist() == ["descending", "descending"]
+    assert frame["platform"].tolist() == ["sentinel-1a", "sentinel-1b"]
+    assert frame.groupby(["orbit_state", "relative_orbit"]).ngroups == 1  # one track, as the marker groups it
