@@ -258,7 +258,8 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
     chosen in this run that holds another part of the tile (a datastrip boundary crosses it) is a part of its date,
     named in the third value (:func:`ingest.passes.another_part`): chosen, to be checked, while the date's products
     checked so far leave some of their windows without data (:func:`ingest.passes.covers`), kept once checked if it
-    is a part, a duplicate otherwise."""
+    is a part, a duplicate otherwise. So is a backscatter product naming its tile of the pass of one chosen in this
+    run (a slice of it), but one that is no part of its date is a date of its own, as slices always were."""
     chosen, rejected = [], []
     parts: dict[str, list[CheckedScene]] = {}  # per date chosen in this run: its products checked so far
     part_of: dict[str, str] = {}  # per product that is a part of another's date: that date's scene id
@@ -266,6 +267,9 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
     files = {(r.tile, _same_bytes(p.checksums)): p.scene_id for r in head.scenes.values() for p in r.parts or (r,)}
     per_tile = not head.spec.backscatter
     products: dict[str, list[Product]] = {}  # by tile
+    # backscatter naming its tile: the products chosen in this run, by tile (a pass's slices may each be one, each
+    # holding its part of the tile: another part of a date is mosaicked into it, as a datastrip's product is)
+    slices: dict[str, list[Product]] = {}
     for tile, state in head.tiles.items() if per_tile else ():
         products[tile] = [Product.of(a.scene_id, a.time, a.platform, a.relative_orbit, a.orbit_state)
                           for a in state.acquisitions]
@@ -273,6 +277,7 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
     for s in (s for s in candidates if s.scene_id not in failed):
         bytes_ = (s.tile, _same_bytes(checked[s.scene_id].checksums)) if s.scene_id in checked else None
         other = seen.get((s.tile, s.time)) or (same_pass_product(s, products) if per_tile else None)
+        slice_of = None if per_tile or other is not None or s.item_id else same_pass_product(s, slices)
         if other is None and (copy := files.get(bytes_)) is not None:
             kept = "the cube holds it" if copy not in times else "it goes in once"
             rejected.append(_rejection(s, DuplicateSceneError(
@@ -294,6 +299,17 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
             if s.scene_id in checked and coverage([checked[s.scene_id], *date]) is not None:  # compared
                 read = (f" (its valid pixels lie where those of scene {' and '.join(p.scene_id for p in date)} do, "
                         "so it holds no other part of the tile, as another datastrip's product would)")
+        if slice_of is not None and slice_of in checked:  # a date of its own unless it holds another part of the tile
+            date = parts.setdefault(slice_of, [checked[slice_of]])
+            if s.scene_id not in checked and not covers(date):
+                chosen.append(s)
+                continue
+            if s.scene_id in checked and another_part(checked[s.scene_id], date):
+                date.append(checked[s.scene_id])
+                part_of[s.scene_id] = slice_of
+                files[bytes_] = s.scene_id
+                chosen.append(s)
+                continue
         if other is not None:
             when = head.scenes[other].time if other in head.scenes else times[other]
             at = s.time if when == s.time else f"{when}, on the pass this one was seen on at {s.time}"
@@ -311,9 +327,9 @@ def _one_per_acquisition(candidates: list[SourceScene], head: CubeVersion, check
         seen[(s.tile, s.time)] = s.scene_id
         if bytes_ is not None:
             files[bytes_] = s.scene_id
-        if per_tile:
-            products.setdefault(s.tile, []).append(Product.of(s.scene_id, s.time, s.platform, s.relative_orbit,
-                                                              s.orbit_state))
+        if per_tile or not s.item_id:
+            (products if per_tile else slices).setdefault(s.tile, []).append(
+                Product.of(s.scene_id, s.time, s.platform, s.relative_orbit, s.orbit_state))
         chosen.append(s)
     return chosen, rejected, part_of
 

@@ -22,7 +22,9 @@ whose fully valid cells barely meet those of the products of its date so far (:f
 part of it, mosaicked into its date as a pass's slices are (:func:`mosaic_parts`); one holding data where they
 do is a duplicate. A product is read for that only while the date's products leave some of their windows
 without data (:func:`covers`): a reprocessing of a product covering its tile is a duplicate unread. As for
-slices, only the products of one run: a part arriving after its date was committed is a duplicate.
+slices, only the products of one run: a part arriving after its date was committed is a duplicate. Sentinel-1
+products naming their tile (a per-tile product made per GRD slice) are parts of a date alike, by the same rule; one
+that is not (a reprocessing, a slice of a later run) is a date of its own, as it always was.
 
 Pure: no files, no store.
 """

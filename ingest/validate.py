@@ -293,8 +293,9 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     valid = total = size = 0
     counts: dict[str, int] = {}  # valid pixels per band
     cells: dict[str, _Counts] = {}  # per band: its counts, with where its valid pixels are (coverage_cells)
-    # a coverage map of the finest bands of a cube of per-tile products (Sentinel-2): 0.16 s of numpy a 10980 px band
-    finest = -1 if spec.backscatter else min(b.resolution for b in spec.bands)
+    # a coverage map of the finest bands (every band of backscatter), to tell another part of a date from a
+    # reprocessing (ingest.passes.another_part): 0.16 s of numpy a 10980 px band
+    finest = min(b.resolution for b in spec.bands)
     for band in spec.bands:
         href = scene.assets[band.name]
         if files is None:  # placed before it is decoded, as the file is read

@@ -199,3 +199,24 @@ def test_coverage_tells_parts_of_a_tile_from_products_holding_data_where_another
     wider = west.copy()
     wider[:, 5:8] = FULL  # in full where the other is in 2 of its 5 columns: 40% of the smaller's valid cells
     assert not another_part(checked(east), [checked(wider)])
+
+
+def test_slices_of_a_sentinel1_pass_each_naming_the_tile_go_in_as_one_date(tiny_region, tmp_path):
+    """Two slices of one Sentinel-1 pass as products naming the tile (a per-tile product made per GRD slice), 3 s
+    apart, each holding part of it: they went in as two dates seconds apart, so a parcel across their boundary had two
+    rows of that pass, each measured on some of its pixels. They go in as one date, the earlier slice's pixels first;
+    a reprocessed product of the pass (data where the slices' are) is still a date of its own, as before."""
+    first = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    west, east, again = (broken_copy(tiny_region.items, first, f"{first['id']}_SLICE_{k}", _part(a, b, k),
+                                     props=_later(first, 3 * k)) for k, (a, b) in enumerate(((-1.0, 0.4), (0.4, 2.0),
+                                                                                             (-1.0, 2.0))))
+    cube = tmp_path / "cube"
+    result = ingest(write_items(tiny_region.items, [again, east, west], "slices.json"), cube, collection="s1",
+                    chunks=CHUNKS, progress=False)
+    assert result.added == (west["id"], again["id"]) and result.mosaicked == (east["id"],) and not result.rejected
+    ds = open_cube(cube, "s1", bands=["VV"]).load()
+    assert ds["scene_id"].values.tolist() == [west["id"], again["id"]]
+    (vv_west, _, bounds), (vv_east, _, _) = _read(tiny_region, west, "VV"), _read(tiny_region, east, "VV")
+    got = ds["VV"].isel(time=0).sel(x=slice(bounds.left, bounds.right), y=slice(bounds.top, bounds.bottom)).values
+    assert np.isnan(vv_west).any() and np.isnan(vv_east).any()  # each slice holds part of the tile
+    assert np.array_equal(got, np.where(np.isnan(vv_west), vv_east, vv_west), equal_nan=True)  # the earlier's first
