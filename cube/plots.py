@@ -57,20 +57,24 @@ PAD = pd.Timedelta(days=3)  # beyond the first and last date: a season of one da
 
 
 TRACK_COLOURS = {"ascending": ("tab:blue", "tab:cyan", "navy"), "descending": ("tab:purple", "tab:pink", "indigo")}
+OTHER_TRACK_COLOURS = ("tab:gray", "dimgray", "black")  # a direction the rows name otherwise, or none
 
 
 def _tracks(radar: pd.DataFrame, band: str) -> list[tuple[str, pd.DataFrame, str]]:
     """A line per track of ``radar`` (one parcel's rows): orbit direction and, where the rows give it, relative
     orbit, as the mowing marker compares passes (two tracks of one direction see a field at other incidence angles,
-    at levels a dB or two apart: one line through both drew a drop at every pass). Each with its label and colour."""
+    at levels a dB or two apart: one line through both drew a drop at every pass). Each with its label and colour.
+    Rows of no known direction (a source whose items say none, or spell it otherwise) are tracks too, in grey: they
+    went undrawn, an empty axis where the marker measured passes."""
     keys = ["orbit_state", "relative_orbit"] if "relative_orbit" in radar else ["orbit_state"]
+    state = radar["orbit_state"].fillna("").astype(str)
     out = []
-    for direction, colours in TRACK_COLOURS.items():
-        rows = radar[radar.orbit_state == direction]
+    for direction in [*TRACK_COLOURS, *sorted(set(state) - set(TRACK_COLOURS))]:
+        rows, colours = radar[state == direction], TRACK_COLOURS.get(direction, OTHER_TRACK_COLOURS)
         groups = list(rows.groupby(keys[1:], dropna=False)) if len(keys) > 1 else [((), rows)]
         for k, (track, r) in enumerate(groups):
             orbit = f" {int(track[0])}" if len(groups) > 1 and pd.notna(track[0]) else ""
-            out.append((f"S1 {band} {direction}{orbit}", r, colours[k % len(colours)]))
+            out.append((f"S1 {band} {direction or 'of no orbit direction'}{orbit}", r, colours[k % len(colours)]))
     return out
 
 

@@ -145,6 +145,20 @@ def test_each_track_of_an_orbit_direction_is_a_line_of_its_own(tmp_path, monkeyp
     assert [line.get_label() for line in figures[1].axes[1].lines] == ["S1 VH descending"]
 
 
+def test_passes_of_no_known_orbit_direction_are_drawn(tmp_path, monkeypatch) -> None:
+    """A cube of items that say no orbit direction (``orbit_state`` "") drew no radar line at all, and one of a
+    direction spelt otherwise (a cube ingested before its spelling was made STAC's) lost those passes: an axis empty
+    where the mowing marker measured them. Each is a track of its own, in grey."""
+    figures = _figures(monkeypatch)
+    times = pd.date_range("2024-05-01 05:50", periods=6, freq="6D")
+    optical = pd.DataFrame({"parcel_id": "A", "time": times, "band": "NDVI", "count": 10, "masked": 0, "median": 0.7})
+    radar = pd.DataFrame({"parcel_id": "A", "time": times, "band": "VH", "relative_orbit": 37,
+                          "orbit_state": ["", "", "DESCENDING", "descending", None, ""], "mean": -19.0})
+    plots.plot_timeseries(optical, tmp_path / "ts.png", radar=radar)
+    lines = {line.get_label(): len(line.get_xdata()) for line in figures[0].axes[1].lines}
+    assert lines == {"S1 VH descending": 1, "S1 VH DESCENDING": 1, "S1 VH of no orbit direction": 4}
+
+
 def test_the_clear_line_breaks_where_the_markers_do_not_interpolate(tmp_path, monkeypatch) -> None:
     """The NDVI line was drawn straight across two months of clouds, a season nobody saw, where the markers refuse
     to interpolate across more than 30 days: it breaks there now, and only there."""
