@@ -220,3 +220,6 @@ def test_slices_of_a_sentinel1_pass_each_naming_the_tile_go_in_as_one_date(tiny_
     got = ds["VV"].isel(time=0).sel(x=slice(bounds.left, bounds.right), y=slice(bounds.top, bounds.bottom)).values
     assert np.isnan(vv_west).any() and np.isnan(vv_east).any()  # each slice holds part of the tile
     assert np.array_equal(got, np.where(np.isnan(vv_west), vv_east, vv_west), equal_nan=True)  # the earlier's first
+    again_run = ingest(write_items(tiny_region.items, [again, east, west], "slices.json"), cube, collection="s1",
+                       chunks=CHUNKS, progress=False)  # offered again: every slice of the date is skipped
+    assert again_run.added == () and set(again_run.skipped) == {west["id"], east["id"], again["id"]}
