@@ -228,11 +228,20 @@ def _window_stats(ds: xr.Dataset, ps: ParcelSet, bands: Sequence[str], *, stats:
     ys, xs = (np.concatenate([at[k] + w[k].start for at, (_, w, _) in zip(where, found, strict=True)]) for k in (0, 1))
     labels = np.concatenate([np.full(len(at[0]), i, dtype=np.int64) for i, at in enumerate(where)])
     (picked,) = compute_reads(ds[names].isel(y=xr.DataArray(ys, dims="pixel"), x=xr.DataArray(xs, dims="pixel")))
-    values = {name: picked[name].transpose("time", "pixel").values for name in names}
+    values = {name: _measured_db(picked[name].transpose("time", "pixel").values, ds[name].attrs) for name in names}
     pixels = ParcelPixels.from_labels(np.array([pid for pid, _, _ in found], dtype=object), labels, ds["time"].values,
                                       values, {n: dict(ds[n].attrs) for n in names},
                                       {c: ds[c].values for c in TIME_COLUMNS if c in ds.coords})
     return [pixels.frame(bands, stats=stats, mask=mask, histogram=histogram)], status
+
+
+def _measured_db(values: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+    """``values`` of a band with NaN for its infinite dB (a Dataset's own ``10 log10`` of a power of 0, or of
+    infinity): no measurement, as ingest stores them (:meth:`ingest.values.ValueMap.apply`). Counted as pixels, they
+    made a mean of -inf or one biased low by a power of 0, a std of NaN and a min of -inf. Other bands as they are."""
+    if attrs.get("units") != "dB" or values.dtype.kind != "f" or not np.isinf(values).any():
+        return values
+    return np.where(np.isinf(values), np.nan, values).astype(values.dtype)
 
 
 def check_query(version: CubeVersion, *, bands: Sequence[str] | str | None, stats: Sequence[str] | str,

@@ -313,6 +313,22 @@ def test_a_dataset_whose_bands_lost_their_attributes_is_refused_not_read_in_othe
     assert got.attrs["units"] == {"VH": "1"}  # as read, not the cube's dB
 
 
+def test_infinite_db_of_a_dataset_is_no_measurement(tiny_cube, sample):
+    """A Dataset of the user's own dB (``10 log10`` of powers, some 0: -inf) had those pixels counted: a mean biased
+    low by a power of 0 (-inf where all were), a std of NaN, a min of -inf, RVI 0 there. They are nodata, as ingest
+    stores an infinite dB: the statistics are those of the Dataset with NaN in their place."""
+    s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds)).load()
+    dark = s1["VH"] < -22
+    infinite = s1.assign(VH=s1["VH"].where(~dark, -np.inf).assign_attrs(s1["VH"].attrs),
+                         VV=s1["VV"].where(s1["VV"] < -5, np.inf).assign_attrs(s1["VV"].attrs))
+    nodata = s1.assign(VH=s1["VH"].where(~dark).assign_attrs(s1["VH"].attrs),
+                       VV=s1["VV"].where(s1["VV"] < -5).assign_attrs(s1["VV"].attrs))
+    assert int(dark.sum()) and int((s1["VV"] >= -5).sum())  # both kinds of infinity are there
+    bands = ["VV", "VH", "VH_VV", "RVI"]
+    pd.testing.assert_frame_equal(parcel_timeseries(infinite, sample, bands=bands),
+                                  parcel_timeseries(nodata, sample, bands=bands), check_exact=True)
+
+
 def test_s1_indices_of_a_dataset_are_the_cubes_own(tiny_cube, sample):
     """RVI of a decoded Dataset (float32 bands) was computed in float32, a few ulps off the cube location's numbers."""
     s1 = open_cube(tiny_cube, "s1", bbox=tuple(sample.total_bounds))
