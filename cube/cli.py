@@ -295,7 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_timeout_option(s)
     s.add_argument("--reads", type=whole_number(at_least=1), default=4, metavar="N",
                    help="requests reading the cube at once, time series and images (default 4: memory is bounded by "
-                   "N times a request's); the others wait their turn")
+                   "N times a request's); the others wait their turn, and at most 2N POSTs are held at once")
     s.add_argument("--read-wait", type=number("a number of seconds", at_least=0), default=10.0, metavar="SECONDS",
                    help="how long a request waits for its turn to read before a 503 Busy with Retry-After (default "
                    "10)")

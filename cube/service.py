@@ -45,7 +45,8 @@ outage is a 503 within seconds, not after the minute of retries a batch job is r
 proxy's own timeout (nginx's and many load balancers' 60 s). At most ``reads`` requests read the cube at once (time
 series and images, :class:`_ReadSlots`); the others wait their turn up to ``read_wait`` seconds, then are a 503 Busy
 with ``Retry-After``, so the memory of the answers being made is bounded, and the routes that read nothing
-answer at once.
+answer at once; at most twice ``reads`` POSTs are in the service at once, their bodies parsed, the others waiting
+unread (:class:`_BodyLimit`), so the memory of the bodies is bounded too.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ MAX_ROWS = 100_000  # rows of one time series answer: 1,000 parcels x 50 dates x
 READS = 4  # requests reading the cube at once (each reads its chunks READ_THREADS at a time); the others wait
 READ_WAIT = 10.0  # seconds a request waits for its turn to read before a 503 Busy
 BODY_WAIT = 60.0  # seconds a request's body may take to arrive whole (32 MiB in a minute: 4.5 Mbit/s)
+POSTS_PER_READ = 2  # POSTs in the service at once per turn to read: those reading, as many waiting with their bodies
 UNKNOWN_NAMED = 10  # unknown query parameters a 422 names (the others counted)
 DOCS_ASSETS = "/docs-assets"  # where /docs and /redoc load Swagger UI and ReDoc from (fastapi-offline's copies)
 FORMATS = {"json": "application/json", "csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -255,11 +257,16 @@ class _BodyLimit:
     322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute). One not whole ``wait`` seconds
     after its first part was asked for is a 408: a client that stopped sending (or a Content-Length larger than
     what it sends) held its connection and what it had sent, up to 32 MiB, for ever (uvicorn bounds no body's
-    reading)."""
+    reading). At most ``posts`` POSTs are in the service at once (their bodies parsed, some 230 MB each at the
+    limit); the others wait, their bodies unread, up to ``post_wait`` seconds, then are a :class:`ServiceBusyError`
+    (503, Retry-After): the read turns bounded only the answers, and 8 POSTs of 30 MiB held 2.4 GB at once, so many
+    clients at once could take all the memory."""
 
-    def __init__(self, app: ASGIApp, wait: float = BODY_WAIT) -> None:
+    def __init__(self, app: ASGIApp, wait: float = BODY_WAIT, posts: int = POSTS_PER_READ * READS,
+                 post_wait: float = READ_WAIT) -> None:
         self.app = app
         self.wait = wait
+        self.posts, self.post_wait, self._posts = posts, post_wait, asyncio.Semaphore(posts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -268,6 +275,23 @@ class _BodyLimit:
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             refusal = error_response(413, "RequestTooLarge", _too_large(f"{int(length) / 2**20:.0f} MiB"))
             return await refusal(scope, receive, send)
+        if scope["method"] != "POST":
+            return await self._read(scope, receive, send)
+        try:
+            async with asyncio.timeout(self.post_wait):  # a free place is taken at once, with a wait of 0 too
+                await self._posts.acquire()
+        except TimeoutError:
+            busy = ServiceBusyError(f"the service holds {self.posts} posted requests, as many as it keeps at once "
+                                    f"(twice --reads), and this one waited {self.post_wait:g} s before its body was "
+                                    f"read: ask again later")
+            return await cardcube_error_response(busy)(scope, receive, send)
+        try:
+            await self._read(scope, receive, send)
+        finally:
+            self._posts.release()
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request answered, its body read within the limits of size and time."""
         received, deadline, whole = 0, None, False
 
         async def receiving() -> Message:
@@ -816,8 +840,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     None: the library's patient defaults); ``origins``: the web pages that may read the answers
     (:func:`allowed_origins`; default any: behind an agency's firewall, name its dashboards, as a page from
     anywhere opened in a browser inside could otherwise read the parcels' answers); ``reads``: requests reading the
-    cube at once, the others waiting their turn up to ``read_wait`` seconds (:class:`_ReadSlots`); ``body_wait``:
-    seconds a POST body may take to arrive whole, then a 408 (:class:`_BodyLimit`)."""
+    cube at once, the others waiting their turn up to ``read_wait`` seconds (:class:`_ReadSlots`), and twice as many
+    POSTs in the service at once, the others waiting as long before their body is read (:class:`_BodyLimit`);
+    ``body_wait``: seconds a POST body may take to arrive whole, then a 408 (:class:`_BodyLimit`)."""
     cors = allowed_origins(origins)
     slots = _ReadSlots(reads, read_wait)
     if array_cache < 0:
@@ -842,7 +867,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
                          static_url=DOCS_ASSETS)
     app.add_middleware(UnexpectedErrors)  # within CORS: a bug's 500 is readable from another origin too
-    app.add_middleware(_BodyLimit, wait=body_wait)
+    app.add_middleware(_BodyLimit, wait=body_wait, posts=POSTS_PER_READ * reads, post_wait=read_wait)
     app.add_middleware(_Revalidation, served=served, identity=_identity(registry))
     # JSON and CSV to a client that accepts it (not PNG or Parquet, compressed already): a season of the demo, all
     # bands, 214 -> 17 kB in JSON, 84 -> 14 kB in CSV; as its Accept-Encoding weighs gzip (gzip;q=0 refuses it)

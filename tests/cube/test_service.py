@@ -1118,6 +1118,47 @@ def test_a_posted_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ev
     assert r.status_code == 200 and r.json()["rows"], r.text[:300]
 
 
+def test_posted_requests_beyond_twice_the_reads_wait_unread_then_are_a_503(tiny_cube, tiny_region):
+    """Each posted body is held parsed (up to 32 MiB, some 230 MB of memory) until its answer, and the read turns
+    bounded only the answers: 8 POSTs of 30 MiB at once held 2.4 GB, so enough clients took all the memory. Now
+    at most twice --reads POSTs are in the service at once; the others wait, their bodies unread, up to --read-wait
+    seconds, then are a 503 Busy with Retry-After, and the routes that read nothing still answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import geopandas as gpd
+    import httpx
+
+    server = ServedCommand(["serve", "--cube", tiny_cube, "--reads", "1", "--read-wait", "2"])
+    where = urlsplit(server.base)
+    field = gpd.read_parquet(tiny_region.parcels).to_crs(4326).geometry.iloc[10]
+    feature = {"type": "Feature", "properties": {}, "geometry": mapping(field)}
+    held = []
+    try:
+        for _ in range(2):  # twice the one read: each POST's body still arriving (--body-wait is 60 s)
+            sock = socket.create_connection((where.hostname, where.port), timeout=60)
+            held.append(sock)
+            sock.sendall(b"POST /collections/s2/timeseries HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 1000\r\n\r\n{\"type\": \"Feat")
+        # on connections of their own, after those: the server's keep-alive one could be read before them
+        with httpx.Client(base_url=server.base, timeout=60) as http:
+            assert http.get("/collections/s2").status_code == 200  # reads nothing: answered
+        with httpx.Client(base_url=server.base, timeout=60) as http:
+            busy = http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04"})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "10", busy.text[:300]
+        assert busy.json() == {"error": "ServiceBusy", "detail": (
+            "the service holds 2 posted requests, as many as it keeps at once (twice --reads), and this one waited "
+            "2 s before its body was read: ask again later")}
+        for sock in held:  # the clients leave: their places are free
+            sock.close()
+        r = server.http.post("/collections/s2/timeseries", json=feature, params={"bands": "B04"})
+        assert r.status_code == 200 and r.json()["rows"], r.text[:300]
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
 def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_nothing():
     """The service reads for so many requests at once (``--reads``): one whose client has gone by its turn is
     answered nothing and frees the turn (tests/cube/test_s3_reads.py has the turns on a real server)."""
