@@ -299,7 +299,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--read-wait", type=number("a number of seconds", at_least=0), default=10.0, metavar="SECONDS",
                    help="how long a request waits for its turn to read before a 503 Busy with Retry-After (default "
                    "10)")
-    s.add_argument("--body-wait", type=number("a number of seconds", at_least=0), default=60.0, metavar="SECONDS",
+    s.add_argument("--body-wait", type=number("a number of seconds", above=0), default=60.0, metavar="SECONDS",
                    help="how long a POST body may take to arrive whole before a 408 (default 60)")
     s.set_defaults(func=_serve)
 

@@ -847,6 +847,9 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     slots = _ReadSlots(reads, read_wait)
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
+    if not body_wait > 0:  # 0 answered a 408 to every POST whose body came in more than one read (over ~64 KiB)
+        raise InvalidRequestError(f"body_wait={body_wait:g}: give the seconds a POST body may take to arrive whole, "
+                                  f"more than 0")
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True, timeout=store_timeout)
     held = [c for c in CUBE_SPECS if committed_versions(store, c)]
     if not held:  # a mistyped --cube fails now, not per request

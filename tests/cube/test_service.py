@@ -818,6 +818,19 @@ def test_the_array_cache_can_be_switched_off_but_not_made_negative(tiny_cube):
         make_app(tiny_cube, array_cache=-1)
 
 
+def test_a_body_wait_of_0_is_refused(tiny_cube):
+    """``--body-wait 0`` was taken, and every POST whose body arrived in more than one read (over ~64 KiB: a few
+    parcels) was a 408 "not whole within 0 s"; it is refused, from the command line and from Python."""
+    from cardcube.errors import InvalidRequestError
+    from cube.service import make_app
+    from tests.in_process import run_here
+
+    refused = run_here(["serve", "--cube", str(tiny_cube), "--body-wait", "0", "--port", "-1"])  # no port: no server
+    assert refused.returncode == 2 and "--body-wait: expected a number of seconds > 0, got '0'" in refused.stderr
+    with pytest.raises(InvalidRequestError, match="body_wait=0: give the seconds a POST body may take to arrive whole"):
+        make_app(tiny_cube, body_wait=0)
+
+
 def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(tiny_cube, tmp_path):
     """A committed version is read once; the latest is looked up again only after ``refresh`` seconds, and
     then a newly committed version is seen (here a copy of the ledger record as the next version)."""
