@@ -208,9 +208,10 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in (
         (404, "unknown collection, parcel, version or date"),
+        (408, "a POST body not whole within the service's --body-wait seconds"),
         (409, "a chip's date holds several acquisitions: the detail lists their times to choose from"),
         (413, "the request would read or draw too much"),
         (415, "a POST body compressed (Content-Encoding): send it as it is"),
@@ -218,6 +219,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (502, "the cube's store answered an error after every retry"),
         (503, "the cube's store cannot be reached or does not answer, or the service is reading for as many requests "
               "as it may at once: ask again after Retry-After seconds"))}
+ERROR_RESPONSES = {code: ERRORS[code] for code in (422, 500, 502, 503)}  # what every route may answer
+
+
+def _answers(*codes: int, ok: Mapping[int | str, dict[str, Any]] | None = None, tagged: bool = True
+             ) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a route beside :data:`ERROR_RESPONSES`: its 200 (``ok``), the 304 of a conditional
+    GET where its answers are ``tagged`` with an ETag (:class:`_Revalidation`), and the errors ``codes``; the
+    document listed every error for every route (a 409 for ``/``), and no 304 or 408, which a generated client
+    then took for an unexpected status."""
+    return {**(ok or {}), **({304: NOT_MODIFIED} if tagged else {}), **{code: ERRORS[code] for code in codes}}
+
+
+NOT_MODIFIED: dict[str, Any] = {"description": "the answer whose ETag If-None-Match names is the one this request "
+                                               "would get (no body; ETag, Cache-Control, X-Cube-Version)"}
 PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media in FORMATS.values()}, "description": (
     "a row per parcel, date and band, in the format= asked for: JSON {collection, cube_version, units, parcels, "
@@ -674,8 +689,8 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
         return {"cube": store_url(served.store),
                 "parcels": len(served.registry) if served.registry is not None else None, "collections": found}
 
-    @app.get("/collections/{collection}")
-    @app.head("/collections/{collection}")
+    @app.get("/collections/{collection}", responses=_answers(404))
+    @app.head("/collections/{collection}", responses=_answers(404))
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
         return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)),
                              names_version=True)
@@ -731,8 +746,8 @@ def _space_for_plus(crs: str) -> str:
 def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=TABLE)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=_answers(404, 413, ok=TABLE))
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=_answers(404, 413, ok=TABLE))
     async def parcel_series(request: Request, collection: Collection, parcel_id: ParcelId, bands: Bands = None,
                             stats: Stats = None, time: Time = None, mask: Mask = "default",
                             buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
@@ -745,7 +760,7 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
             collection, parcel, bands=bands, stats=stats, time=time, mask=mask, buffer=buffer,
             all_touched=all_touched, as_of=as_of, fmt=format))
 
-    @app.post("/collections/{collection}/timeseries", responses=TABLE)
+    @app.post("/collections/{collection}/timeseries", responses=_answers(404, 408, 413, 415, ok=TABLE, tagged=False))
     async def posted_series(request: Request, collection: Collection, geojson: Annotated[dict[str, Any], Body()],
                             bands: Bands = None, stats: Stats = None, time: Time = None, mask: Mask = "default",
                             buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
@@ -765,8 +780,10 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
 def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
     """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response, responses=PNG)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response,
+             responses=_answers(404, 409, 413, ok=PNG))
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response,
+              responses=_answers(404, 409, 413, ok=PNG))
     async def chip_png(request: Request, collection: Collection, parcel_id: ParcelId, date: Day,
                        bands: ImageBands = None, size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None
                        ) -> Response:
@@ -784,9 +801,10 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
         return await served.in_turn(request, check, lambda parcel: served.answer(
             collection, as_of, functools.partial(read, parcel)))
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response, responses=PNG)
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
+             responses=_answers(404, 413, ok=PNG))
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
-              responses=PNG)
+              responses=_answers(404, 413, ok=PNG))
     async def season_png(request: Request, collection: Collection, parcel_id: ParcelId, time: Time = None,
                          bands: ImageBands = None, size: PanelSize = 64, as_of: AsOf = None) -> Response:
         def check() -> ParcelSet:

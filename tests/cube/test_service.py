@@ -86,6 +86,18 @@ def test_the_openapi_document_says_what_routes_answer(http):
     assert series["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     for route in (series, api["paths"]["/collections/{collection}/parcels/{parcel_id}/timeseries"]["get"]["responses"]):
         assert list(route["200"]["content"]) == ["application/json", "text/csv", "application/vnd.apache.parquet"]
+    # each route the statuses it answers: a 304 where answers carry an ETag, a 408 or 415 for a body, no 409 for "/"
+    answered = {(method.upper(), path): sorted(map(int, op["responses"])) for path, ops in api["paths"].items()
+                for method, op in ops.items()}
+    errors = [422, 500, 502, 503]
+    assert answered[("GET", "/")] == [200, *errors]
+    assert answered[("GET", "/collections/{collection}")] == sorted([200, 304, 404, *errors])
+    assert answered[("HEAD", "/collections/{collection}/parcels/{parcel_id}/chip.png")] == sorted(
+        [200, 304, 404, 409, 413, *errors])
+    assert answered[("GET", "/collections/{collection}/parcels/{parcel_id}/season.png")] == sorted(
+        [200, 304, 404, 413, *errors])
+    assert answered[("POST", "/collections/{collection}/timeseries")] == sorted([200, 404, 408, 413, 415, *errors])
+    assert "content" not in chip_png["304"] and "ETag" in chip_png["304"]["description"]
 
 
 def test_the_openapi_document_describes_every_parameter_once(http, served):
