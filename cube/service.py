@@ -243,6 +243,13 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """A routing error (no such route, a method the route does not answer) in the body of every other error."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
+        root, path = request.scope.get("root_path", ""), _route_path(request.scope)
+        if root and path.startswith(f"{root}/"):  # the prefix not stripped: it was named twice, /cardcube/cardcube/...
+            return error_response(404, "RouteNotFound", (
+                f"no route {request.method} {path}: the service was started under the path prefix {root} "
+                f"(--root-path), which the reverse proxy in front strips, and this request still holds it; ask "
+                f"{path[len(root):]} of the service itself, or have the proxy strip the prefix (nginx: proxy_pass "
+                f"with a URI, http://cardcube:8080/)"))
         return error_response(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
     if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body as JSON at all
         coding = request.headers.get("content-encoding", "").strip().lower()

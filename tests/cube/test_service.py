@@ -769,6 +769,13 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(d
     r = http.get("/collections/s2")  # the routes, as the proxy passes them on
     assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
     assert http.get("/collections/s2", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    # a proxy passing the prefix on (nginx's proxy_pass without a URI) was told "no route GET /cardcube/cardcube/..."
+    unstripped = http.get("/cardcube/collections/s2")
+    assert unstripped.status_code == 404 and unstripped.json() == {"error": "RouteNotFound", "detail": (
+        "no route GET /cardcube/collections/s2: the service was started under the path prefix /cardcube (--root-path), "
+        "which the reverse proxy in front strips, and this request still holds it; ask /collections/s2 of the service "
+        "itself, or have the proxy strip the prefix (nginx: proxy_pass with a URI, http://cardcube:8080/)")}
+    assert "no route GET /cardcube/nothing;" in http.get("/nothing").json()["detail"]  # as asked of the proxy
 
 
 def test_only_the_named_origins_may_read_when_given(deployed):
