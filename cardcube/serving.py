@@ -72,10 +72,23 @@ def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None]
 
 
 def error_response(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """An error as every HTTP command answers it: ``{"error": <kind>, "detail": <why>}``."""
+    """An error as every HTTP command answers it: ``{"error": <kind>, "detail": <why>}``, the detail
+    :func:`shortened`."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status, headers=headers)
+    return JSONResponse({"error": kind, "detail": shortened(detail)}, status_code=status, headers=headers)
+
+
+MAX_DETAIL = 2000  # characters of an error's detail: its start (what was wrong) and end (what to do) beyond it
+
+
+def shortened(detail: str) -> str:
+    """``detail`` whole, or its start and end around a note of what was left out: the details name what was asked,
+    and a URL of 100 KB (a parameter, a parcel id, a CRS) came back whole in its 422 or 404."""
+    if len(detail) <= MAX_DETAIL:
+        return detail
+    head, tail = MAX_DETAIL * 3 // 4, MAX_DETAIL // 5
+    return f"{detail[:head]} ... ({len(detail) - head - tail:,} characters left out) ... {detail[-tail:]}"
 
 
 def cardcube_error_response(exc: CardcubeError, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -452,6 +452,22 @@ def test_a_url_of_thousands_of_unknown_parameters_is_a_short_422(http):
     assert detail.startswith("unknown parameters 'a0000', 'a0001'") and "'a0009' and 5,990 more: GET" in detail
 
 
+@pytest.mark.parametrize(("path", "params", "starts", "ends"), [
+    ("/collections/s2/parcels/{pid}/timeseries", {"bands": "x" * 50_000}, "unknown band(s) xxx", "NBR, NDRE"),
+    ("/collections/s2/parcels/{pid}/timeseries", {"time": "x" * 50_000}, "time 'xxx", "or an ISO range start/end"),
+    ("/collections/s2/parcels/{pid}/chip.png", {"date": "2024-06-01", "size": "x" * 50_000}, "size='xxx",
+     "up to 2048)"),
+    ("/collections/s2/parcels/" + "x" * 50_000 + "/timeseries", {}, "unknown parcel id(s) 'xxx", "registered)")])
+def test_an_error_naming_a_long_input_is_short(http, parcel_id, path, params, starts, ends):
+    """An error's detail names what was asked, and a parameter or parcel id of 50,000 characters came back whole in
+    its 422 or 404 (50 kB, 1 MB for a URL at uvicorn's limit): the detail keeps its start and end, what was wrong and
+    what to do, and says how much it left out."""
+    r = http.get(path.format(pid=parcel_id), params=params)
+    detail = r.json()["detail"]
+    assert r.status_code in (404, 422) and len(detail) < 2100, (r.status_code, len(detail))
+    assert detail.startswith(starts) and detail.endswith(ends) and " characters left out) ... " in detail
+
+
 def test_gzip_goes_only_to_a_client_whose_accept_encoding_weighs_it_above_0(http, parcel_id):
     """``gzip;q=0`` refuses gzip (RFC 9110 12.5.3): Starlette gzipped wherever the header held the word, so such a
     client got bytes it had said it cannot decode; codings are named in any case, and ``*`` accepts gzip."""
