@@ -37,7 +37,7 @@ from catalog.build import (
 )
 from catalog.io import StoreStacIO
 from catalog.sources import Processing, build_source_collection, file_host, source_info
-from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.ledger import CubeVersion, committed_versions, no_collection_error, read_version
 from cube.scene_details import warn_lost, with_lost_details
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,12 @@ def _data(version: CubeVersion) -> tuple:
 
 def rebuild_catalog(store: StoreLike, *, collections: tuple[str, ...] | None = None) -> dict[str, int]:
     """Regenerate every document of the catalog from the latest ledger version of every cube collection found
-    (or of ``collections``), whatever is there now; returns collection -> version."""
+    (or of ``collections``), whatever is there now; returns collection -> version. One of ``collections`` the cube
+    lacks is refused before anything is written (:func:`~cube.ledger.no_collection_error`)."""
     store = open_store(store)
+    for name in collections or ():  # until 2026-12-07 left out without a word, or "no cube collection" said
+        if not committed_versions(store, name):
+            raise no_collection_error(store, name)
     done = {}
     for name in collections or tuple(CUBE_SPECS):
         if not committed_versions(store, name):

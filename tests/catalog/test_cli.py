@@ -144,3 +144,18 @@ def test_find_says_nothing_of_a_sentinel1_version_that_changed_no_data(two_pass_
     assert main(["catalog", "find", "--cube", str(cube), "--collection", "s1"]) == 0
     out, err = capsys.readouterr()
     assert [json.loads(line)["tile"] for line in out.splitlines()] == ["31UFU"] and err == ""
+
+
+def test_build_of_a_collection_the_cube_lacks_names_what_it_holds(cube, capsys):
+    """``catalog build --collection s1`` of a cube of s2 alone said "no cube collection with a committed version", as
+    if there were no cube, and with ``--collection s2`` beside it rebuilt s2 without a word of s1; it says the cube
+    holds no s1, as ``versions`` and ``catalog find`` do, before writing anything."""
+    item = cube / "s2" / "31UFU" / "s2-31UFU.json"
+    item.unlink()
+    assert main(["catalog", "build", "--cube", str(cube), "--collection", "s1"]) == 2
+    assert f"the cube at {cube} holds no 's1' collection (no committed version); it holds s2" in capsys.readouterr().err
+    assert main(["catalog", "build", "--cube", str(cube), "--collection", "s2", "--collection", "s1"]) == 2
+    assert "holds no 's1' collection" in capsys.readouterr().err
+    assert not item.exists()  # nothing written: the command asked for is not half done
+    assert main(["catalog", "build", "--cube", str(cube), "--collection", "s2"]) == 0
+    assert item.exists()
