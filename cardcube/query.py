@@ -255,13 +255,28 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     if hasattr(geometry, "union_all") and hasattr(geometry, "crs"):  # a GeoDataFrame or GeoSeries: in its own CRS
         return Geometry(geometry.union_all(), crs or geometry.crs or default_crs)
     if not isinstance(geometry, BaseGeometry):
-        geometry = getattr(geometry, "__geo_interface__", geometry)
-        if isinstance(geometry, dict) and geometry.get("type") == "FeatureCollection":  # shape() reads no collection
-            features = geometry.get("features") or []
-            geometry = shapely.union_all([shape(f["geometry"]) for f in features if f.get("geometry")])
-        else:
-            geometry = shape(geometry)
+        geometry = _shape(getattr(geometry, "__geo_interface__", geometry))
     return Geometry(geometry, crs or default_crs)
+
+
+def _shape(geojson: Any) -> BaseGeometry:
+    """The shapely geometry of a GeoJSON geometry, Feature or FeatureCollection (the union of its features); a
+    Feature without geometry is empty. Anything else is the caller's error, said as one (until 2026-12-07 an
+    AttributeError, KeyError or TypeError of shapely's, e.g. for a Feature whose geometry is null)."""
+    try:
+        if isinstance(geojson, dict) and geojson.get("type") == "FeatureCollection":  # shape() reads no collection
+            features = geojson.get("features") or []
+            return shapely.union_all([shape(f["geometry"]) for f in features if f.get("geometry")])
+        if isinstance(geojson, dict) and geojson.get("type") == "Feature" and geojson.get("geometry") is None:
+            return shapely.GeometryCollection()  # empty: "the geometry is empty", where that is an error
+        return shape(geojson)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError,
+            shapely.errors.ShapelyError) as exc:
+        raise InvalidRequestError(f"geometry {str(geojson)[:200]} is no GeoJSON geometry, Feature or "
+                                  f"FeatureCollection ({type(exc).__name__}: {exc}): give one, a shapely geometry or "
+                                  "a bbox") from None
+    except RecursionError:  # coordinates nested hundreds of levels deep
+        raise InvalidRequestError("the geometry's coordinates are nested too deep: give a GeoJSON geometry") from None
 
 
 def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: str, advice: str) -> None:

@@ -152,6 +152,21 @@ def test_an_empty_geometry_is_named_so(memory_cube, empty):
             find_tiles(memory_cube, "s2", geometry=empty, crs=crs)
 
 
+@pytest.mark.parametrize("bad", [{"type": "Polygon"}, {"type": "Point", "coordinates": ["a", "b"]},
+                                 {"type": "Hexagon", "coordinates": [1, 2]}, [5.8, 52.7], "5.8,52.7"],
+                         ids=["no-coordinates", "text-coordinates", "unknown-type", "list", "text"])
+def test_a_geometry_that_is_no_geojson_is_named_so(memory_cube, bad):
+    """GeoJSON that is none (a Polygon without coordinates, a pair of numbers, a text) failed with shapely's
+    KeyError, ValueError, GeometryTypeError or AttributeError; and a Feature whose geometry is null (valid GeoJSON)
+    with AttributeError 'NoneType' object has no attribute 'get'. One is an input error saying so; the other empty."""
+    with pytest.raises(InvalidRequestError, match="is no GeoJSON geometry, Feature or FeatureCollection"):
+        find_tiles(memory_cube, "s2", geometry=bad)
+    with pytest.raises(InvalidRequestError, match="the geometry is empty"):
+        find_tiles(memory_cube, "s2", geometry={"type": "Feature", "properties": {}, "geometry": None})
+    feature = {"type": "Feature", "properties": {}, "geometry": mapping(STRADDLE)}
+    assert [r.tile for r in find_tiles(memory_cube, "s2", geometry=feature, crs=UTM)] == ["31UFU", "31UGU"]
+
+
 def test_reads_only_the_collection_when_warm(memory_cube):
     """The caller's cache keeps the parsed items: a warm call reads the collection document alone."""
     counting, cache = CountingStore(memory_cube), ItemCache()
