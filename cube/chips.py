@@ -182,22 +182,35 @@ class Chip:
         return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else render.robust_limits(layer)
                 for b, layer in zip(self.bands, layers, strict=True)]
 
+    @cached_property
+    def stretch(self) -> Any:
+        """The stretch every date of the chip is drawn with, so its images compare (a date twice as bright is
+        drawn brighter): a band that is no index over its 2-98 % of all the chip's dates, three bands over
+        :meth:`rgb_limits` of all its dates (reflectance over 0..0.3); None for an index (its fixed range)."""
+        if len(self.bands) == 3:
+            return self.rgb_limits(*(self._shown(b) for b in self.bands))
+        if self.bands[0] in INDICES:
+            return None
+        return render.robust_limits(self._shown(self.bands[0]))
+
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
               limits: Any = None) -> np.ndarray:
         """RGBA image of date index ``t``: three bands as RGB, a colour map for one; ``scale``: each pixel drawn
         as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. An index is drawn over its range
         (:data:`INDEX_LIMITS`, else NDVI's 0..1) on the RdYlGn colour map. A band that is no index is
-        stretched over ``limits``, by default its 2-98 % of this date; three bands over :meth:`rgb_limits` of
-        this date (reflectance over 0..0.3) unless ``limits`` gives a pair per band."""
+        stretched over ``limits``, by default :attr:`stretch` (its 2-98 % of all the chip's dates, not of this
+        date: until 2026-12-07 each date had its own, the same dB drawn grey 128 on one date, 193 on the next);
+        three bands likewise, a pair per band (reflectance over 0..0.3)."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         self._check_date(t)
         layers = [self._shown(b, t) for b in self.bands]
+        limits = self.stretch if limits is None else limits
         if len(layers) == 3:
-            img = render.true_colour(*layers, limits=limits or self.rgb_limits(*layers))
+            img = render.true_colour(*layers, limits=limits)
         elif self.bands[0] in INDICES:
             img = render.colour_index(layers[0], limits=INDEX_LIMITS.get(self.bands[0], render.NDVI_LIMITS))
         else:
-            img = render.colour_index(layers[0], cmap="gray", limits=limits or render.robust_limits(layers[0]))
+            img = render.colour_index(layers[0], cmap="gray", limits=limits)
         img = render.enlarge(img, scale) if scale > 1 else img
         if outline and self.mark is not None:
             img = render.draw_outline(img, self.mark, self.geobox, colour=self.outline_colour, width=max(1, scale // 2))
@@ -265,12 +278,8 @@ class Chip:
         labels = self.labels
         _check_sheet_size(len(labels), (self.data.sizes["y"], self.data.sizes["x"]), columns=columns, scale=scale,
                           advice=advice)
-        limits = None
-        if len(self.bands) == 1 and self.bands[0] not in INDICES:
-            limits = render.robust_limits(self._shown(self.bands[0]))
-        elif len(self.bands) == 3:
-            limits = self.rgb_limits(*(self._shown(b) for b in self.bands))
-        panels = [self.image(t, outline=False, limits=limits) for t in range(len(labels))]
+        limits = self.stretch
+        panels = [self.image(t, outline=False) for t in range(len(labels))]
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
                                      legend=self._legend(limits), max_pixels=MAX_SHEET_PIXELS)

@@ -89,6 +89,23 @@ def test_a_single_band_sheet_is_stretched_once_for_the_season(tiny_cube, parcels
     assert panel[1].mean() > panel[0].mean() + 20
 
 
+def test_the_chips_of_a_season_are_stretched_alike(tiny_cube, parcels, parcel_id, tmp_path):
+    """A PNG per date (as cardcube chip writes them) of a band that is no index compares across dates: one 2-98 %
+    stretch of all the chip's dates (numpy here), as its sheet's. Each date had its own: the same -12 dB drawn grey
+    128 on one date and 193 on the next, and a date twice as bright drawn alike."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV", time="2024-06")
+    values = c.data["VV"].values
+    lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])  # independent: numpy over every date
+    for t in range(len(c.times)):
+        c.to_png(tmp_path / "vv.png", t, scale=1)
+        grey = np.asarray(Image.open(tmp_path / "vv.png").convert("RGBA"))[..., 0].astype(float)
+        seen = np.isfinite(values[t]) & ~render.draw_outline(np.zeros((24, 24, 4), np.uint8), c.outline, c.geobox,
+                                                              colour=(1, 1, 1, 1))[..., 3].astype(bool)
+        expected = np.clip((values[t] - lo) / (hi - lo), 0, 1) * 255
+        assert np.abs(grey[seen] - expected[seen]).max() <= 1.0, t
+    assert c.contact_sheet(scale=1).legend.limits == c.stretch
+
+
 def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
     """A date without data over the parcel (outside an orbit's swath: no values, SCL "no data", which the
     default cloud mask counts) is framed grey as "no data", not red as cloudy."""
@@ -150,13 +167,13 @@ def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcel
 
 
 def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_cube, parcels, parcel_id):
-    """VV, VH, VH/VV in dB drawn as RGB: each band over its own 2-98 % of the date (numpy here), not over the
-    reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour chip keeps 0..0.3."""
+    """VV, VH, VH/VV in dB drawn as RGB: each band over its own 2-98 % of the chip's dates (numpy here), not over
+    the reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour chip keeps 0..0.3."""
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
     img = c.image(1, outline=False)
     for channel, band in enumerate(c.bands):
+        lo, hi = np.nanpercentile(c.data[band].values, [2, 98])
         values = c.data[band].values[1]
-        lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])
         expected = np.clip((values - lo) / (hi - lo), 0, 1) * 255
         assert np.abs(img[..., channel] - expected)[np.isfinite(values)].max() <= 1.0
     assert img[..., :3].mean() > 60
