@@ -159,10 +159,12 @@ class Chip:
 
     @property
     def mark(self) -> BaseGeometry | None:
-        """What is drawn over the chip: the parcel outline, or a cross of 5 pixels on the point it is centred on."""
+        """What is drawn over the chip: the parcel outline, or a cross of 5 pixels on the point it is centred on (its
+        arms 2 pixels long: an end is drawn in the pixel holding it, so arms of 2.5 drew 6 pixels, the cross half a
+        pixel off the point's)."""
         if self.outline is not None or self.point is None:
             return self.outline
-        d, (x, y) = 2.5 * abs(self.geobox.affine.a), self.point.coords[0]
+        d, (x, y) = 2 * abs(self.geobox.affine.a), self.point.coords[0]
         return MultiLineString([[(x - d, y), (x + d, y)], [(x, y - d), (x, y + d)]])
 
     def _check_date(self, t: int) -> None:

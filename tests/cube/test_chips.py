@@ -359,6 +359,23 @@ def test_a_point_chip_marks_the_point(tiny_cube, tiny_region):
     assert (sheet.image[y0:y1, x0:x1] == render.OUTLINE[:3]).all(axis=-1).sum() >= 6
 
 
+def test_a_point_chip_s_cross_is_five_pixels_centred_on_the_point_s_pixel(tiny_cube, tiny_region):
+    """At scale 1 the cross is the pixel holding the point (rasterio's rowcol here) and 2 pixels on each side of it:
+    arms of 2.5 pixels drew 6 (two on one side, three on the other), wherever the point lay in its pixel."""
+    from pyproj import Transformer
+    from shapely.geometry import Point
+
+    for dx, dy in ((1234.0, 765.0), (1239.9, 760.1), (1235.0, 765.0)):
+        x, y = tiny_region.bbox[0] + dx, tiny_region.bbox[1] + dy
+        lon, lat = Transformer.from_crs(32631, 4326, always_xy=True).transform(x, y)
+        c = chip(tiny_cube, Point(lon, lat), size=21, time="2024-06")
+        row, col = rasterio.transform.rowcol(c.geobox.affine, x, y)
+        changed = (c.image(0) != c.image(0, outline=False)).any(axis=-1)
+        ys, xs = np.nonzero(changed)
+        assert sorted(xs[ys == row]) == list(range(col - 2, col + 3)), (dx, dy)
+        assert sorted(ys[xs == col]) == list(range(row - 2, row + 3)), (dx, dy)
+
+
 def test_a_chip_of_an_open_dataset_is_the_chip_of_the_cube(tiny_cube, parcels, parcel_id):
     """The README's advice for many chips over one area: open the Dataset once. Its chips keep the time range,
     and a point beyond it is a clear error, not an empty chip."""
