@@ -231,9 +231,19 @@ class Chip:
                 **({"CUBE_VERSION": str(self.data.attrs["cardcube:version"])}
                    if "cardcube:version" in self.data.attrs else {})}
 
+    def png_text(self, t: int = 0) -> dict[str, str]:
+        """The text chunks of date index ``t``'s PNG: its :meth:`tags`, and ``STRETCH``, what its colours mean (the
+        bands' values drawn darkest and brightest, or the index's range on its colour map): a chip's grey of VV is
+        its chip's :attr:`stretch`, which a saved PNG did not say."""
+        legend = self._legend(self.stretch)
+        lo, hi = legend.limits
+        stretch = (legend.text if legend.cmap is None else f"{legend.text} {lo:.3g} (black) to {hi:.3g} (white)"
+                   if legend.cmap == "gray" else f"{legend.text} {lo:.3g} to {hi:.3g} on {legend.cmap}")
+        return {**self.tags(t), "STRETCH": stretch}
+
     def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
-        """Date index ``t`` as a PNG (:meth:`image`), its :meth:`tags` as the file's text chunks."""
-        render.write_png(self.image(t, scale=scale), path, self.tags(t))
+        """Date index ``t`` as a PNG (:meth:`image`), its :meth:`png_text` as the file's text chunks."""
+        render.write_png(self.image(t, scale=scale), path, self.png_text(t))
 
     def to_geotiff(self, path: str, t: int = 0) -> None:
         """Date index ``t`` as a GeoTIFF on the chip's grid: a float32 band per shown band (NaN for no data), named,

@@ -802,7 +802,7 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
         def read(parcel: ParcelSet, version: CubeVersion) -> Response:
             result = chip(served.store, parcel, collection=collection, size=size, date=date, bands=bands,
                           as_of=version, cache=served.arrays)  # one acquisition
-            return Response(render.png_bytes(result.image(0, scale=scale), result.tags(0)), media_type="image/png",
+            return Response(render.png_bytes(result.image(0, scale=scale), result.png_text(0)), media_type="image/png",
                             headers={"X-Acquired": pd.Timestamp(result.times[0]).strftime(TIME_FORMAT)})
 
         return await served.in_turn(request, check, lambda parcel: served.answer(

@@ -283,7 +283,22 @@ def test_a_png_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parcels,
     item = next(f for f in items_of(tiny_region.items, "sentinel-2-l2a") if f["id"] == text["SCENE_ID"])
     assert text["ACQUISITION_TIME"] == item["properties"]["datetime"]
     assert text["SCENE_ID"] == str(c.data.scene_id[1].values)
-    assert text["BANDS"] == "NDVI" and text["PARCEL_ID"] == parcel_id and text == c.tags(1)
+    assert text["BANDS"] == "NDVI" and text["PARCEL_ID"] == parcel_id and text == {**c.tags(1), "STRETCH": text[
+        "STRETCH"]}
+    assert text["STRETCH"] == "NDVI 0 to 1 on RdYlGn"
+
+
+def test_a_png_chip_says_its_stretch(tiny_cube, parcels, parcel_id, tmp_path):
+    """A saved PNG of VV said nothing of which dB its greys are: its STRETCH text chunk gives the values drawn black
+    and white (the 2-98 % of the chip's dates, numpy here); true colour says its reflectance range."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VV", time="2024-06")
+    c.to_png(tmp_path / "vv.png", 2)
+    lo, hi = np.nanpercentile(c.data["VV"].values, [2, 98])
+    assert Image.open(tmp_path / "vv.png").text["STRETCH"] == f"VV (dB) {lo:.3g} (black) to {hi:.3g} (white)"
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
+    c.to_png(tmp_path / "rgb.png", 0)
+    assert Image.open(tmp_path / "rgb.png").text["STRETCH"] == ("R B04, G B03, B B02: reflectance 0 (dark) to 0.3 "
+                                                                 "(bright)")
 
 
 def test_a_date_the_chip_lacks_is_a_clear_error(tiny_cube, parcels, parcel_id, tmp_path):

@@ -266,7 +266,7 @@ def test_chip_png_is_the_python_chip(http, tiny_cube, parcels, parcel_id):
     assert r.headers["x-acquired"] == f"{day:%Y-%m-%dT%H:%M:%SZ}"  # ISO 8601, UTC: what date= takes
     png = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
     np.testing.assert_array_equal(png, c.image(t, scale=2))
-    assert Image.open(io.BytesIO(r.content)).text == c.tags(t)  # saved, the file says when and what it shows
+    assert Image.open(io.BytesIO(r.content)).text == c.png_text(t)  # saved, the file says when and what it shows
     ndvi = http.get(f"/collections/s2/parcels/{parcel_id}/chip.png",
                     params={"date": f"{day:%Y-%m-%d}", "size": 40, "bands": "NDVI", "scale": 1})
     expected = chip(tiny_cube, [parcel_id], registry=parcels, size=40, bands=("NDVI",)).image(t)
