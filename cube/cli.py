@@ -439,12 +439,14 @@ def _chip(args: argparse.Namespace) -> int:
 def _chip_name(parcel_id: Any, point: Sequence[float] | None, collection: str, bands: Sequence[str]) -> str:
     """The start of a chip's file names: the parcel id (or the point), the collection and the bands, so chips of
     other parcels, points, bands or of S1 written beside them overwrite nothing. Characters a file name cannot
-    hold become ``_`` ("NL/1" is NL_1); leading dots go (``../up`` hid a file); a long id is cut, with a digest
-    of it to keep it apart."""
+    hold become ``_``, leading dots go (``../up`` hid a file), and an id so changed or long (cut) is followed by a
+    digest of it to keep it apart: "NL/1" is NL_1_ and 12 hex digits, not NL_1, the name of parcel "NL_1"'s chips,
+    which it replaced."""
     subject = str(parcel_id) if parcel_id is not None else "point_{:.6f}_{:.6f}".format(*point) if point else "point"
-    subject = re.sub(r"[^\w.-]", "_", subject).lstrip(".") or "_"
-    if len(subject) > 100:
-        subject = f"{subject[:80]}_{hashlib.sha256(str(parcel_id).encode()).hexdigest()[:12]}"
+    safe = re.sub(r"[^\w.-]", "_", subject).lstrip(".") or "_"
+    if parcel_id is not None and (safe != subject or len(safe) > 100):
+        safe = f"{safe[:80]}_{hashlib.sha256(subject.encode()).hexdigest()[:12]}"
+    subject = safe
     return f"{subject}_{collection}_{'-'.join(bands)}"
 
 

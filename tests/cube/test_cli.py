@@ -418,7 +418,14 @@ def test_numeric_ids_and_ids_with_a_slash_are_found_and_named_safely(tiny_cube, 
     slashed.to_parquet(tmp_path / "slashed.parquet")
     assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "slashed.parquet"), "NL/2",
                  "--size", "16", "--sheet", "--out", str(tmp_path / "chips")]) == 0
-    assert [p.name for p in (tmp_path / "chips").iterdir()] == ["NL_2_s2_B04-B03-B02_season.png"]
+    digest = hashlib.sha256(b"NL/2").hexdigest()[:12]  # "NL/2" is no file name; "NL_2" is another parcel's
+    assert [p.name for p in (tmp_path / "chips").iterdir()] == [f"NL_2_{digest}_s2_B04-B03-B02_season.png"]
+    slashed.assign(parcel_id=["NL/1", "NL/2", "NL_2", "NL/4"]).to_parquet(tmp_path / "both.parquet")
+    for pid in ("NL_2", "NL/2"):  # the chips of NL/2 replaced those of NL_2
+        assert main(["chip", "--cube", str(tiny_cube), "--parcels", str(tmp_path / "both.parquet"), pid,
+                     "--size", "16", "--sheet", "--out", str(tmp_path / "both")]) == 0
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == [
+        f"NL_2_{digest}_s2_B04-B03-B02_season.png", "NL_2_s2_B04-B03-B02_season.png"]
     lon, lat = slashed.to_crs(4326).geometry.iloc[0].centroid.coords[0]
     assert main(["chip", "--cube", str(tiny_cube), "--point", str(lon), str(lat), "--size", "16", "--sheet",
                  "--out", str(tmp_path / "points")]) == 0  # every point was "point_...": the next replaced it
