@@ -404,6 +404,9 @@ def _chip(args: argparse.Namespace) -> int:
     if out.suffix.lower() in IMAGE_SUFFIXES and not out.exists():
         raise InvalidRequestError(f"--out {args.out} is the name of a file: chip writes a folder of chips, a file per "
                                   f"date (named by parcel, bands and time); give a folder")
+    if args.geotiff and args.scale is not None:  # a GeoTIFF at the cube's pixels, drawn no larger: --scale was lost
+        raise InvalidRequestError(f"--scale {args.scale} enlarges PNGs; a --geotiff chip holds the cube's pixels on "
+                                  f"their grid, unscaled: leave --scale out (a GIS enlarges it)")
     scale = args.scale if args.scale is not None else max(1, min(4, MAX_IMAGE_SIZE // args.size))
     if args.sheet:  # panels drawn at SHEET_SCALE unless told; the sheet's own size is checked before drawing
         scale = args.scale if args.scale is not None else min(scale, SHEET_SCALE)

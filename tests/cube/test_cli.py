@@ -509,6 +509,8 @@ def test_options_that_cannot_work_are_refused_before_any_work(tiny_cube, tiny_re
         ("chip", "--cube", str(tiny_cube), "--out", str(tmp_path / "c")): "give --parcels with a parcel id, or --point",
         ("chip", *cube, "--out", str(tmp_path / "c")):
             f"give a parcel id of {tiny_region.parcels} or --point LON LAT: a chip shows one parcel",
+        ("chip", *cube, pid, "--geotiff", "--scale", "4", "--out", str(tmp_path / "c")):  # GeoTIFFs at scale 1 were
+            "--scale 4 enlarges PNGs; a --geotiff chip holds the cube's pixels on their grid, unscaled",  # written
     }
     for argv, message in refused.items():
         assert main(list(argv)) == 2, argv
