@@ -62,6 +62,7 @@ SHEET_COLUMNS, SHEET_SCALE = 6, 3  # a season contact sheet's panels per row and
 SHEET_ADVICE = "narrow the time range, the size or the scale"  # what the caller of a sheet too large may change
 MAX_SHEET_PIXELS = 25_000_000  # pixels of a season sheet (a 5,000 px square)
 TRUE_COLOUR = ("B04", "B03", "B02")
+PER_DATE_TAGS = frozenset({"ACQUISITION_TIME", "SCENE_ID", "PLATFORM", "ORBIT_STATE"})  # a sheet's: one per panel
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
 REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
@@ -241,6 +242,14 @@ class Chip:
                    if legend.cmap == "gray" else f"{legend.text} {lo:.3g} to {hi:.3g} on {legend.cmap}")
         return {**self.tags(t), "STRETCH": stretch}
 
+    def sheet_text(self) -> dict[str, str]:
+        """The text chunks of the season sheet's PNG: what :meth:`png_text` says of a date, for all of them (the
+        acquisition times and scenes, comma-separated, in the panels' order); a saved sheet named no parcel, cube
+        version or scene."""
+        each = [self.png_text(t) for t in range(self.data.sizes["time"])]
+        return {key: ",".join(d.get(key, "") for d in each) if key in PER_DATE_TAGS else each[0][key]
+                for key in dict.fromkeys(k for d in each for k in d)}
+
     def to_png(self, path: str, t: int = 0, *, scale: int = 4) -> None:
         """Date index ``t`` as a PNG (:meth:`image`), its :meth:`png_text` as the file's text chunks."""
         render.write_png(self.image(t, scale=scale), path, self.png_text(t))
@@ -295,6 +304,7 @@ class Chip:
         sheet = render.contact_sheet(panels, labels=labels, cloud_fraction=self.cloud_fraction(classes),
                                      nodata_fraction=self.nodata_fraction(), columns=columns, scale=scale,
                                      legend=self._legend(limits), max_pixels=MAX_SHEET_PIXELS)
+        sheet = replace(sheet, text=self.sheet_text())
         if self.mark is None:
             return sheet
         image = sheet.image.copy()

@@ -210,19 +210,21 @@ class Legend:
 @dataclass(frozen=True, eq=False)
 class ContactSheet:
     """A season on one picture: ``image`` (RGB uint8), each panel's ``(x0, y0, x1, y1)`` pixel box
-    (x1, y1 exclusive), whether it was marked cloudy, or as having no data, and the legend written under it."""
+    (x1, y1 exclusive), whether it was marked cloudy, or as having no data, the legend written under it, and
+    ``text``, what it shows (parcel, times, cube version), as its PNG's text chunks."""
 
     image: np.ndarray
     boxes: tuple[tuple[int, int, int, int], ...]
     cloudy: tuple[bool, ...]
     empty: tuple[bool, ...] = ()
     legend: Legend | None = None
+    text: Mapping[str, str] | None = None
 
     def to_png(self) -> bytes:
-        return png_bytes(self.image)
+        return png_bytes(self.image, self.text)
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        write_png(self.image, path)
+        write_png(self.image, path, self.text)
 
 
 SHEET_FRAME, SHEET_GAP, SHEET_TEXT = 3, 6, 14  # px of a contact sheet's panel frame, gaps and label line

@@ -828,7 +828,7 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
             result = chip(served.store, parcel, collection=collection, size=size, time=time,
                           bands=bands, as_of=version, cache=served.arrays)  # 404 for no date
             sheet = result.contact_sheet(advice=SEASON_ADVICE)  # checks the parcel's own dates before drawing
-            return Response(render.png_bytes(sheet.image), media_type="image/png",
+            return Response(sheet.to_png(), media_type="image/png",
                             headers={"X-Dates": str(len(result.times))})
 
         return await served.in_turn(request, check, lambda parcel: served.answer(

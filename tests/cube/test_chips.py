@@ -288,6 +288,26 @@ def test_a_png_chip_says_when_and_what_it_shows(tiny_cube, tiny_region, parcels,
     assert text["STRETCH"] == "NDVI 0 to 1 on RdYlGn"
 
 
+def test_a_saved_season_sheet_says_what_it_shows(tiny_cube, tiny_region, parcels, parcel_id, tmp_path):
+    """A sheet written (cardcube chip --sheet, REST season.png) named no parcel, scene or cube version, where a chip
+    does: its text chunks give the parcel, bands, stretch and version, and each panel's time and scene in order,
+    as the scenes' STAC items give them."""
+    from tests.ingest.scene_edits import items_of
+
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VV", time="2024-06")
+    c.contact_sheet(scale=1).write(tmp_path / "season.png")
+    text = Image.open(tmp_path / "season.png").text
+    items = {f["id"]: f["properties"] for f in items_of(tiny_region.items, "sentinel-1-card-bs")}
+    scenes = text["SCENE_ID"].split(",")
+    assert len(scenes) == len(c.times) and scenes == [str(s) for s in c.data.scene_id.values]
+    assert text["ACQUISITION_TIME"].split(",") == [items[s]["datetime"] for s in scenes]
+    assert text["PARCEL_ID"] == parcel_id and text["BANDS"] == "VV" and text["CUBE_VERSION"] == str(
+        c.data.attrs["cardcube:version"])
+    lo, hi = np.nanpercentile(c.data["VV"].values, [2, 98])
+    assert text["STRETCH"] == f"VV (dB) {lo:.3g} (black) to {hi:.3g} (white)"
+    assert Image.open(io.BytesIO(c.contact_sheet(scale=1).to_png())).text == text
+
+
 def test_a_png_chip_says_its_stretch(tiny_cube, parcels, parcel_id, tmp_path):
     """A saved PNG of VV said nothing of which dB its greys are: its STRETCH text chunk gives the values drawn black
     and white (the 2-98 % of the chip's dates, numpy here); true colour says its reflectance range."""

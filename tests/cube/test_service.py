@@ -279,6 +279,8 @@ def test_season_sheet_has_a_panel_per_date(http, tiny_cube, parcels, parcel_id):
     assert r.status_code == 200 and int(r.headers["x-dates"]) == len(c.times) > 1
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")),
                                   c.contact_sheet().image)
+    text = Image.open(io.BytesIO(r.content)).text  # saved, the sheet says its parcel and each panel's time
+    assert text["PARCEL_ID"] == parcel_id and len(text["ACQUISITION_TIME"].split(",")) == len(c.times)
 
 
 def test_as_of_pins_a_version(http, tiny_cube, parcel_id):
