@@ -74,6 +74,9 @@ ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-
 # and speckle (its theoretical range is 0..4)
 INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0), "NDMI": (-0.2, 0.6), "NBR": (-0.2, 1.0),
                 "RVI": (0.0, 1.5)}
+# Sentinel-1 backscatter drawn black to white over the same dB on every chip, date and request (farmland: VV about
+# -22 to -8 dB, VH -30 to -15): a stretch of the chip's own values made a date's grey depend on the dates asked with it
+BAND_LIMITS = {"VV": (-25.0, -5.0), "VH": (-30.0, -10.0)}
 
 
 def check_chip_size(size: int) -> None:
@@ -181,29 +184,32 @@ class Chip:
 
     def rgb_limits(self, *layers: np.ndarray) -> list[tuple[float, float]]:
         """The stretch of each of three bands: surface reflectance over :data:`render.TRUE_COLOUR_LIMITS` (true
-        colour), any other band (backscatter in dB, an index) over its own 2-98 % of ``layers``."""
-        return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else render.robust_limits(layer)
+        colour), backscatter over :data:`BAND_LIMITS`, an index over its range (:data:`INDEX_LIMITS`, else NDVI's
+        0..1), any other band over its own 2-98 % of ``layers``."""
+        return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else BAND_LIMITS[b] if b in BAND_LIMITS else
+                INDEX_LIMITS.get(b, render.NDVI_LIMITS) if b in INDICES else render.robust_limits(layer)
                 for b, layer in zip(self.bands, layers, strict=True)]
 
     @cached_property
     def stretch(self) -> Any:
         """The stretch every date of the chip is drawn with, so its images compare (a date twice as bright is
-        drawn brighter): a band that is no index over its 2-98 % of all the chip's dates, three bands over
-        :meth:`rgb_limits` of all its dates (reflectance over 0..0.3); None for an index (its fixed range)."""
+        drawn brighter): VV and VH over :data:`BAND_LIMITS` (the same on every chip), another band that is no index
+        over its 2-98 % of all the chip's dates, three bands over :meth:`rgb_limits` of all its dates; None for an
+        index (its range, :data:`INDEX_LIMITS`)."""
         if len(self.bands) == 3:
             return self.rgb_limits(*(self._shown(b) for b in self.bands))
         if self.bands[0] in INDICES:
             return None
-        return render.robust_limits(self._shown(self.bands[0]))
+        return BAND_LIMITS.get(self.bands[0]) or render.robust_limits(self._shown(self.bands[0]))
 
     def image(self, t: int = 0, *, scale: int = 1, outline: bool = True,
               limits: Any = None) -> np.ndarray:
         """RGBA image of date index ``t``: three bands as RGB, a colour map for one; ``scale``: each pixel drawn
         as a ``scale`` x ``scale`` block, up to :data:`MAX_IMAGE_SIZE` a side. An index is drawn over its range
         (:data:`INDEX_LIMITS`, else NDVI's 0..1) on the RdYlGn colour map. A band that is no index is
-        stretched over ``limits``, by default :attr:`stretch` (its 2-98 % of all the chip's dates, not of this
-        date: until 2026-12-07 each date had its own, the same dB drawn grey 128 on one date, 193 on the next);
-        three bands likewise, a pair per band (reflectance over 0..0.3)."""
+        stretched over ``limits``, by default :attr:`stretch` (VV and VH over fixed dB, another band over its 2-98 %
+        of all the chip's dates, not of this date: until 2026-12-07 each date had its own, the same dB drawn grey 128
+        on one date, 193 on the next); three bands likewise, a pair per band (reflectance over 0..0.3)."""
         check_image_size(max(self.data.sizes["y"], self.data.sizes["x"]), scale)
         self._check_date(t)
         layers = [self._shown(b, t) for b in self.bands]

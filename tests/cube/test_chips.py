@@ -90,20 +90,24 @@ def test_a_single_band_sheet_is_stretched_once_for_the_season(tiny_cube, parcels
 
 
 def test_the_chips_of_a_season_are_stretched_alike(tiny_cube, parcels, parcel_id, tmp_path):
-    """A PNG per date (as cardcube chip writes them) of a band that is no index compares across dates: one 2-98 %
-    stretch of all the chip's dates (numpy here), as its sheet's. Each date had its own: the same -12 dB drawn grey
-    128 on one date and 193 on the next, and a date twice as bright drawn alike."""
-    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV", time="2024-06")
-    values = c.data["VV"].values
-    lo, hi = np.percentile(values[np.isfinite(values)], [2, 98])  # independent: numpy over every date
-    for t in range(len(c.times)):
-        c.to_png(tmp_path / "vv.png", t, scale=1)
-        grey = np.asarray(Image.open(tmp_path / "vv.png").convert("RGBA"))[..., 0].astype(float)
-        seen = np.isfinite(values[t]) & ~render.draw_outline(np.zeros((24, 24, 4), np.uint8), c.outline, c.geobox,
-                                                              colour=(1, 1, 1, 1))[..., 3].astype(bool)
-        expected = np.clip((values[t] - lo) / (hi - lo), 0, 1) * 255
-        assert np.abs(grey[seen] - expected[seen]).max() <= 1.0, t
-    assert c.contact_sheet(scale=1).legend.limits == c.stretch
+    """A PNG per date (as cardcube chip writes them) of a band that is no index compares across dates: B08 over one
+    2-98 % stretch of all the chip's dates (numpy here), as its sheet's; VV over -25..-5 dB on every chip, so a date's
+    chip alone (REST chip.png) is drawn as in the season's. Each date had its own: the same -12 dB drawn grey 128 on
+    one date and 193 on the next, and a date twice as bright drawn alike."""
+    for collection, band in (("s2", "B08"), ("s1", "VV")):
+        c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection=collection, bands=band, time="2024-06")
+        values = c.data[band].values
+        lo, hi = (-25.0, -5.0) if band == "VV" else np.percentile(values[np.isfinite(values)], [2, 98])
+        outline = render.draw_outline(np.zeros((24, 24, 4), np.uint8), c.outline, c.geobox, colour=(1, 1, 1, 1))
+        for t in range(len(c.times)):
+            c.to_png(tmp_path / "one.png", t, scale=1)
+            grey = np.asarray(Image.open(tmp_path / "one.png").convert("RGBA"))[..., 0].astype(float)
+            seen = np.isfinite(values[t]) & ~outline[..., 3].astype(bool)
+            expected = np.clip((values[t] - lo) / (hi - lo), 0, 1) * 255
+            assert np.abs(grey[seen] - expected[seen]).max() <= 1.0, (band, t)
+        assert c.contact_sheet(scale=1).legend.limits == c.stretch
+    alone = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV", date=str(c.times[2]))
+    np.testing.assert_array_equal(alone.image(0), c.image(2))  # a chip of its own date, as REST's chip.png
 
 
 def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
@@ -167,12 +171,12 @@ def test_a_composite_of_two_bands_and_their_index(tiny_cube, tiny_region, parcel
 
 
 def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_cube, parcels, parcel_id):
-    """VV, VH, VH/VV in dB drawn as RGB: each band over its own 2-98 % of the chip's dates (numpy here), not over
-    the reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour chip keeps 0..0.3."""
+    """VV, VH, VH/VV in dB drawn as RGB: each band over its own dB range (VV -25..-5, VH -30..-10, VH/VV -25..0, as
+    on every chip), not over the reflectance range 0..0.3 of true colour, which drew every pixel black; a true-colour
+    chip keeps 0..0.3."""
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, collection="s1", bands="VV,VH,VH_VV", time="2024-06")
     img = c.image(1, outline=False)
-    for channel, band in enumerate(c.bands):
-        lo, hi = np.nanpercentile(c.data[band].values, [2, 98])
+    for channel, (band, (lo, hi)) in enumerate(zip(c.bands, [(-25, -5), (-30, -10), (-25, 0)], strict=True)):
         values = c.data[band].values[1]
         expected = np.clip((values - lo) / (hi - lo), 0, 1) * 255
         assert np.abs(img[..., channel] - expected)[np.isfinite(values)].max() <= 1.0
@@ -184,12 +188,14 @@ def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_
 
 
 def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_id):
-    """Each sheet says what its colours mean: S1 VH in dB over the season's 2-98 % (numpy here), the index's range
-    on its colour map, the bands of R, G and B."""
+    """Each sheet says what its colours mean: S1 VH in dB over -30..-10 (every chip's), B08 over the season's 2-98 %
+    (numpy here), the index's range on its colour map, the bands of R, G and B."""
     vh = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VH", time="2024-06")
-    values = vh.data["VH"].values
-    legend = vh.contact_sheet(scale=1).legend
-    assert legend.text == "VH (dB)" and legend.cmap == "gray"
+    assert vh.contact_sheet(scale=1).legend == render.Legend("VH (dB)", "gray", (-30.0, -10.0))
+    nir = chip(tiny_cube, [parcel_id], registry=parcels, size=16, bands="B08", time="2024-06")
+    values = nir.data["B08"].values
+    legend = nir.contact_sheet(scale=1).legend
+    assert legend.text == "B08" and legend.cmap == "gray"
     np.testing.assert_allclose(legend.limits, np.percentile(values[np.isfinite(values)], [2, 98]), rtol=1e-6)
     ratio = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", time="2024-06")
     assert ratio.contact_sheet(scale=1).legend == render.Legend("VH_VV (dB)", "RdYlGn", (-25.0, 0.0))
@@ -303,18 +309,20 @@ def test_a_saved_season_sheet_says_what_it_shows(tiny_cube, tiny_region, parcels
     assert text["ACQUISITION_TIME"].split(",") == [items[s]["datetime"] for s in scenes]
     assert text["PARCEL_ID"] == parcel_id and text["BANDS"] == "VV" and text["CUBE_VERSION"] == str(
         c.data.attrs["cardcube:version"])
-    lo, hi = np.nanpercentile(c.data["VV"].values, [2, 98])
-    assert text["STRETCH"] == f"VV (dB) {lo:.3g} (black) to {hi:.3g} (white)"
+    assert text["STRETCH"] == "VV (dB) -25 (black) to -5 (white)"
     assert Image.open(io.BytesIO(c.contact_sheet(scale=1).to_png())).text == text
 
 
 def test_a_png_chip_says_its_stretch(tiny_cube, parcels, parcel_id, tmp_path):
-    """A saved PNG of VV said nothing of which dB its greys are: its STRETCH text chunk gives the values drawn black
-    and white (the 2-98 % of the chip's dates, numpy here); true colour says its reflectance range."""
+    """A saved PNG of B08 said nothing of which reflectance its greys are: its STRETCH text chunk gives the values
+    drawn black and white (the 2-98 % of the chip's dates, numpy here); VV its dB, true colour its reflectance."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, bands="B08", time="2024-06")
+    c.to_png(tmp_path / "nir.png", 2)
+    lo, hi = np.nanpercentile(c.data["B08"].values, [2, 98])
+    assert Image.open(tmp_path / "nir.png").text["STRETCH"] == f"B08 {lo:.3g} (black) to {hi:.3g} (white)"
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, collection="s1", bands="VV", time="2024-06")
     c.to_png(tmp_path / "vv.png", 2)
-    lo, hi = np.nanpercentile(c.data["VV"].values, [2, 98])
-    assert Image.open(tmp_path / "vv.png").text["STRETCH"] == f"VV (dB) {lo:.3g} (black) to {hi:.3g} (white)"
+    assert Image.open(tmp_path / "vv.png").text["STRETCH"] == "VV (dB) -25 (black) to -5 (white)"
     c = chip(tiny_cube, [parcel_id], registry=parcels, size=16, time="2024-06")
     c.to_png(tmp_path / "rgb.png", 0)
     assert Image.open(tmp_path / "rgb.png").text["STRETCH"] == ("R B04, G B03, B B02: reflectance 0 (dark) to 0.3 "
