@@ -298,8 +298,8 @@ class Chip:
     def contact_sheet(self, *, columns: int = SHEET_COLUMNS, scale: int = SHEET_SCALE,
                       classes: Sequence[int] = CLOUD_SCL_CLASSES, advice: str = SHEET_ADVICE) -> render.ContactSheet:
         """The season at a glance: one panel per date (labelled by :attr:`labels`), cloudy dates framed in red,
-        dates without data over the parcel (outside that orbit's swath) in grey. A band that is no index (and
-        each band of three that is no reflectance) is stretched once for the whole season, so its dates compare.
+        dates without data over the parcel (outside that orbit's swath) in grey. Every date is drawn with the
+        chip's :attr:`stretch` (fixed ranges, or one 2-98 % of the whole season), so its dates compare.
         A sheet that would exceed :data:`MAX_SHEET_PIXELS` is a :class:`RequestTooLargeError` before any drawing,
         saying ``advice`` (what the caller may change)."""
         labels = self.labels
