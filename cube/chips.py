@@ -76,7 +76,8 @@ INDEX_LIMITS = {"VH_VV": (-25.0, 0.0), "NDWI": (-1.0, 1.0), "NDMI": (-0.2, 0.6),
                 "RVI": (0.0, 1.5)}
 # Sentinel-1 backscatter drawn black to white over the same dB on every chip, date and request (farmland: VV about
 # -22 to -8 dB, VH -30 to -15): a stretch of the chip's own values made a date's grey depend on the dates asked with it
-BAND_LIMITS = {"VV": (-25.0, -5.0), "VH": (-30.0, -10.0)}
+# SCL's classes 0..11 each a grey of its own (a stretch of a chip's classes drew shadow and saturated pixels black)
+BAND_LIMITS = {"VV": (-25.0, -5.0), "VH": (-30.0, -10.0), "SCL": (0.0, 11.0)}
 
 
 def check_chip_size(size: int) -> None:
@@ -193,7 +194,7 @@ class Chip:
     @cached_property
     def stretch(self) -> Any:
         """The stretch every date of the chip is drawn with, so its images compare (a date twice as bright is
-        drawn brighter): VV and VH over :data:`BAND_LIMITS` (the same on every chip), another band that is no index
+        drawn brighter): VV, VH, SCL over :data:`BAND_LIMITS` (the same on every chip), another band that is no index
         over its 2-98 % of all the chip's dates, three bands over :meth:`rgb_limits` of all its dates; None for an
         index (its range, :data:`INDEX_LIMITS`)."""
         if len(self.bands) == 3:

@@ -110,6 +110,18 @@ def test_the_chips_of_a_season_are_stretched_alike(tiny_cube, parcels, parcel_id
     np.testing.assert_array_equal(alone.image(0), c.image(2))  # a chip of its own date, as REST's chip.png
 
 
+def test_a_scene_classification_chip_draws_each_class_its_own_grey(tiny_cube, parcels, parcel_id):
+    """SCL alone: class k drawn grey 255 k / 11 on every date, so a cloud (8, 9, 10) is never the grey of bare
+    soil (5) or of another date's class; a stretch of the chip's classes (3..10 here) drew shadow (3) and
+    everything below it black, snow (11) as cirrus (10)."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=32, bands="SCL")
+    for t in range(len(c.times)):
+        scl, grey = c.data["SCL"].values[t], c.image(t, outline=False)
+        seen = scl != 0  # no data: transparent
+        assert np.abs(grey[..., 0][seen] - scl[seen] * 255.0 / 11).max() <= 1.0  # the colour map's 256 levels
+        assert (grey[..., 3][~seen] == 0).all()
+
+
 def test_contact_sheet_tells_no_data_from_clouds(tiny_cube, parcels, parcel_id):
     """A date without data over the parcel (outside an orbit's swath: no values, SCL "no data", which the
     default cloud mask counts) is framed grey as "no data", not red as cloudy."""
