@@ -226,8 +226,9 @@ def in_time_selection(times: np.ndarray, selection: tuple | frozenset) -> np.nda
 def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> Geometry | None:
     """The area a read asks for: ``bbox`` ``(minx, miny, maxx, maxy)`` or ``geometry`` (shapely, a GeoJSON
     mapping, anything with ``__geo_interface__``, a FeatureCollection or a GeoDataFrame/GeoSeries (the union of
-    their geometries), or an ``odc.geo`` Geometry; a GeoDataFrame or Geometry keeps its own CRS unless ``crs``
-    is given), in ``crs`` or else ``default_crs``. None: no area given."""
+    their geometries), or an ``odc.geo`` Geometry; a GeoDataFrame or Geometry is in its own CRS, and a ``crs``
+    naming another is refused: its coordinates were read as that CRS's, another place), in ``crs`` or else
+    ``default_crs``. None: no area given."""
     if bbox is not None and geometry is not None:
         raise InvalidRequestError("give either a bbox or a geometry, not both")
     if crs is not None:
@@ -251,9 +252,11 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
     if geometry is None:
         return None
     if isinstance(geometry, Geometry):
-        return geometry if crs is None else Geometry(geometry.geom, crs)
+        _check_own_crs(geometry.crs, crs, "an odc.geo Geometry")
+        return geometry if crs is None or geometry.crs is not None else Geometry(geometry.geom, crs)
     if hasattr(geometry, "union_all") and hasattr(geometry, "crs"):  # a GeoDataFrame or GeoSeries: in its own CRS
-        return Geometry(geometry.union_all(), crs or geometry.crs or default_crs)
+        _check_own_crs(geometry.crs, crs, f"a {type(geometry).__name__}")
+        return Geometry(geometry.union_all(), geometry.crs or crs or default_crs)
     if not isinstance(geometry, BaseGeometry):
         geometry = _shape(getattr(geometry, "__geo_interface__", geometry))
     return Geometry(geometry, crs or default_crs)
@@ -277,6 +280,19 @@ def _shape(geojson: Any) -> BaseGeometry:
                                   "a bbox") from None
     except RecursionError:  # coordinates nested hundreds of levels deep
         raise InvalidRequestError("the geometry's coordinates are nested too deep: give a GeoJSON geometry") from None
+
+
+def _check_own_crs(own: Any, crs: Any, what: str) -> None:
+    """A clear error for a ``crs`` other than the CRS ``own`` a geometry (``what``) carries: taking its coordinates
+    as ``crs``'s put the area at another place (parcels in EPSG:32632 read as EPSG:32631: 6 degrees west, the data
+    of other fields where the cube has tiles there)."""
+    if own is None or crs is None:
+        return
+    if pyproj.CRS.from_user_input(own) != pyproj.CRS.from_user_input(crs):
+        mine = pyproj.CRS.from_user_input(own).to_string()
+        raise InvalidRequestError(f"the geometry ({what}) is in {mine}, and crs={crs!r} names another: crs= says "
+                                  f"what the area's coordinates are in, not what to read it into (a read is on the "
+                                  f"tiles' grid); leave crs out, or reproject the geometry first (.to_crs({crs!r}))")
 
 
 def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: str, advice: str) -> None:

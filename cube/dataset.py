@@ -603,8 +603,8 @@ def open_cube(
     cube's ``catalog.json``); the tiles a query needs are found through the STAC catalog.
 
     ``bbox``/``geometry`` (in ``crs``, default the tile CRS; use ``crs="EPSG:4326"`` for lon/lat; a GeoDataFrame
-    of parcels as ``geometry`` is the union of its polygons, in its own CRS; neither: every tile's data, the
-    union of their footprints) and
+    of parcels as ``geometry`` is the union of its polygons, in its own CRS, a ``crs`` naming another refused;
+    neither: every tile's data, the union of their footprints) and
     ``time`` (``(start, end)``, ``"start/end"`` or a frozenset of acquisition times) restrict what is read;
     ``bands`` (stored bands, in any case: ``b04``; a list or ``"B04,B08"``) default to all.
     ``as_of`` reads the cube as committed by that version (a number, or the ``CubeVersion`` a caller has

@@ -117,7 +117,9 @@ def test_query_geometry_forms():
     assert b.crs == "EPSG:4326" and b.geom.equals(box(1, 2, 3, 4))
     own = Geometry(Point(5, 6), "EPSG:3035")
     assert query_geometry(None, own, None, default_crs="EPSG:4326").crs == "EPSG:3035"
-    assert query_geometry(None, own, "EPSG:32631", default_crs="EPSG:4326").crs == "EPSG:32631"
+    assert query_geometry(None, own, "EPSG:3035", default_crs="EPSG:4326").crs == "EPSG:3035"
+    with pytest.raises(InvalidRequestError, match="names another"):  # its metres are no zone 31's
+        query_geometry(None, own, "EPSG:32631", default_crs="EPSG:4326")
     with pytest.raises(InvalidRequestError, match="either"):
         query_geometry((1, 2, 3, 4), Point(1, 2), None, default_crs="EPSG:4326")
     with pytest.raises(InvalidRequestError, match="unknown CRS"):
@@ -152,7 +154,21 @@ def test_a_parcel_frame_is_an_area_in_its_own_crs():
         assert area.crs == "EPSG:4326" and area.geom.equals(shapely.union_all(shapes))
     utm = fields.to_crs("EPSG:32631")
     assert query_geometry(None, utm, None, default_crs="EPSG:4326").crs == "EPSG:32631"
-    assert query_geometry(None, utm.geometry, "EPSG:3035", default_crs="EPSG:4326").crs == "EPSG:3035"
+    assert query_geometry(None, utm.geometry, 32631, default_crs="EPSG:4326").crs == "EPSG:32631"  # its own, said
+    assert query_geometry(None, gpd.GeoSeries(list(utm.geometry)), 3035, default_crs=None).crs == 3035  # none: crs=
+
+
+def test_a_crs_other_than_the_geometry_s_own_is_refused():
+    """A GeoDataFrame or odc.geo Geometry given with a ``crs`` naming another CRS had its coordinates read as that
+    CRS's: parcels in EPSG:32632 with crs="EPSG:32631" (the tiles' CRS, as a grid to read onto) were an area 6
+    degrees west, another place's data without a word."""
+    import geopandas as gpd
+
+    fields = gpd.GeoDataFrame(geometry=[box(680000, 5843000, 680500, 5843500)], crs="EPSG:32632")
+    for given in (fields, fields.geometry, Geometry(fields.geometry.iloc[0], "EPSG:32632")):
+        with pytest.raises(InvalidRequestError, match=r"the geometry \(.*\) is in EPSG:32632, and crs='EPSG:32631' "
+                                                      r"names another: .*\.to_crs\('EPSG:32631'\)"):
+            query_geometry(None, given, "EPSG:32631", default_crs="EPSG:4326")
 
 
 def test_in_crs_follows_the_curved_edges():

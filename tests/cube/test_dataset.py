@@ -440,3 +440,16 @@ def test_a_dataset_of_no_dates_says_whether_other_tiles_have_some():
     assert _no_dates(version, ["31UFU", "31UGU"], "2030") == (
         "no acquisition within the time range 2030: version 3 of the s2 cube holds dates from 2024-05-02 to "
         "2024-06-20; the Dataset has no dates")
+
+
+def test_parcels_in_another_crs_than_crs_says_are_refused_not_read_at_another_place(tiny_cube, tiny_region):
+    """A GeoDataFrame in EPSG:32632 given with crs="EPSG:32631" was read as if its metres were zone 31's: an area
+    6 degrees west of the parcels, whose Dataset (the cube's pixels there) came back without a word."""
+    import geopandas as gpd
+
+    here = gpd.read_parquet(tiny_region.parcels).iloc[:3]  # zone 31's metres, labelled zone 32: a place in Germany
+    elsewhere = here.set_crs("EPSG:32632", allow_override=True)
+    with pytest.raises(InvalidRequestError, match=r"is in EPSG:32632, and crs='EPSG:32631' names another"):
+        open_cube(tiny_cube, geometry=elsewhere, crs="EPSG:32631", bands=["B04"])
+    same = open_cube(tiny_cube, geometry=here, crs="EPSG:32631", bands=["B04"])  # its own CRS named: read as ever
+    assert same.sizes["x"] > 0 and same.rio.crs == "EPSG:32631"
