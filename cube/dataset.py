@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -655,8 +656,12 @@ def read_cube(
     names = list(spec.band_names) if bands is None else _stored(bands, spec)
     band_specs = [spec.band(n) for n in names]
     res = resolution or min(b.resolution for b in band_specs)
+    if not isinstance(res, numbers.Real) or isinstance(res, bool):  # "10" was "10 m is not one of [10, 20]"
+        raise InvalidRequestError(f"resolution {res!r} is no number of metres: give one of the cube's "
+                                  f"{list(spec.resolutions)}, e.g. resolution={spec.resolutions[0]}")
     if res not in spec.resolutions:
         raise InvalidRequestError(f"resolution {res} m is not one of the cube's {list(spec.resolutions)}")
+    res = int(res)  # 10.0 (a float the caller computed) was a TypeError deep in the window's slicing
     if tiles is None:
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs, items=item_cache)
     windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time))

@@ -453,3 +453,16 @@ def test_parcels_in_another_crs_than_crs_says_are_refused_not_read_at_another_pl
         open_cube(tiny_cube, geometry=elsewhere, crs="EPSG:32631", bands=["B04"])
     same = open_cube(tiny_cube, geometry=here, crs="EPSG:32631", bands=["B04"])  # its own CRS named: read as ever
     assert same.sizes["x"] > 0 and same.rio.crs == "EPSG:32631"
+
+
+def test_a_resolution_of_another_type_reads_or_says_what_to_give(tiny_cube):
+    """``resolution=10.0`` (a float a caller computed) was a TypeError deep in the window's slicing, and
+    ``resolution="10"`` said "resolution 10 m is not one of the cube's [10, 20]"."""
+    box_ = (680510, 5843510, 680990, 5843990)
+    whole = open_cube(tiny_cube, bands=["B11"], bbox=box_, resolution=10.0)
+    assert whole.identical(open_cube(tiny_cube, bands=["B11"], bbox=box_, resolution=10))
+    for bad in ("10", True):
+        with pytest.raises(InvalidRequestError, match=rf"resolution {bad!r} is no number of metres: give one of the "
+                                                      r"cube's \[10, 20\], e.g. resolution=10"):
+            open_cube(tiny_cube, bands=["B11"], bbox=box_, resolution=bad)
+
