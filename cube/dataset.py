@@ -664,6 +664,10 @@ def read_cube(
     res = int(res)  # 10.0 (a float the caller computed) was a TypeError deep in the window's slicing
     if tiles is None:
         tiles = _route(store, version, bbox=bbox, geometry=geometry, crs=crs, items=item_cache)
+    elif not tile_ids(tiles):  # "" or []: was "the area ? does not intersect any tile", as if routed to none
+        raise InvalidRequestError(f"no tile given (tiles={tiles!r}); the {collection} cube's tiles: "
+                                  f"{', '.join(sorted(version.tiles))} (tiles=None routes the area through the "
+                                  f"catalog)")
     windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time))
     if not windows:
         # the area's bounds in any form it came (a GeoJSON dict, a GeoDataFrame: they were "the area ?", no hint)

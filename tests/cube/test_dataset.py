@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -466,3 +467,10 @@ def test_a_resolution_of_another_type_reads_or_says_what_to_give(tiny_cube):
                                                       r"cube's \[10, 20\], e.g. resolution=10"):
             open_cube(tiny_cube, bands=["B11"], bbox=box_, resolution=bad)
 
+
+def test_no_tile_given_is_said_so(tiny_cube):
+    """``tiles=""`` or ``[]`` (a list of tiles filtered to none) said "the area ? does not intersect any tile"."""
+    for none in ("", [], " , "):
+        with pytest.raises(InvalidRequestError, match=rf"no tile given \(tiles={re.escape(repr(none))}\); the s2 "
+                                                      r"cube's tiles: 31UFU"):
+            open_cube(tiny_cube, bands=["B04"], tiles=none)
