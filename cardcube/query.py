@@ -236,6 +236,9 @@ def query_geometry(bbox: Any, geometry: Any, crs: Any, *, default_crs: Any) -> G
             pyproj.CRS.from_user_input(crs)
         except pyproj.exceptions.CRSError:
             raise InvalidRequestError(f"unknown CRS {crs!r}; give e.g. EPSG:4326 or EPSG:32631") from None
+    if isinstance(bbox, str | bytes):  # was "bbox (5, ., 6, 7, ,, ...) is not (minx, ...)", its characters
+        raise InvalidRequestError(f"bbox {bbox!r} is text: give four numbers (minx, miny, maxx, maxy), e.g. "
+                                  f"bbox=(5.67, 52.71, 5.68, 52.72) with crs='EPSG:4326'")
     if bbox is not None:
         # in plain numbers: a GeoDataFrame's total_bounds was said as (np.float64(5.67), ...)
         said = "(" + ", ".join(map(str, (v.item() if isinstance(v, np.generic) else v for v in bbox))) + ")"

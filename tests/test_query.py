@@ -127,6 +127,8 @@ def test_query_geometry_forms():
     for bad in [(1, 4, 3, 2), (1, 2, 3), (float("nan"), 2, 3, 4)]:
         with pytest.raises(InvalidRequestError, match="bbox"):
             query_geometry(bad, None, None, default_crs="EPSG:4326")
+    with pytest.raises(InvalidRequestError, match=r"^bbox '5.67,52.71,5.68,52.72' is text: give four numbers"):
+        query_geometry("5.67,52.71,5.68,52.72", None, "EPSG:4326", default_crs="EPSG:4326")  # its characters were named
     # minx > maxx: across the antimeridian in lon/lat (as STAC writes it), refused in metres
     across = query_geometry((170, 2, -170, 4), None, None, default_crs="EPSG:4326")
     assert across.geom.equals(box(170, 2, 180, 4).union(box(-180, 2, -170, 4))) and across.geom.area == 40
