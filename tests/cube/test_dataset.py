@@ -474,3 +474,14 @@ def test_no_tile_given_is_said_so(tiny_cube):
         with pytest.raises(InvalidRequestError, match=rf"no tile given \(tiles={re.escape(repr(none))}\); the s2 "
                                                       r"cube's tiles: 31UFU"):
             open_cube(tiny_cube, bands=["B04"], tiles=none)
+
+
+def test_a_zarr_copy_read_back_as_the_readme_says_keeps_the_grid(tiny_cube, tmp_path):
+    """README: a copy keeps its CRS in ``spatial_ref``, a grid mapping, read back with ``decode_coords="all"``;
+    the grid (odc-geo's GeoBox, rioxarray's CRS and transform) is the Dataset's, and so are its values."""
+    ds = open_cube(tiny_cube, bands=["B04"], time="2024-06", bbox=(680510, 5843510, 680990, 5843990))
+    ds.chunk(-1).to_zarr(tmp_path / "copy.zarr")
+    back = xr.open_zarr(tmp_path / "copy.zarr", decode_coords="all")
+    assert back.rio.crs == ds.rio.crs == "EPSG:32631" and back.rio.transform() == ds.rio.transform()
+    assert back.odc.geobox == ds.odc.geobox
+    np.testing.assert_array_equal(back.B04.values, ds.B04.values)
