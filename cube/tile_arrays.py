@@ -20,9 +20,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
-from cardcube.errors import CorruptDocumentError
+from cardcube.errors import CorruptDocumentError, InvalidRequestError
 from cardcube.lru import LRUDict
-from cardcube.storage import in_steps, key_exists, reading, store_url
+from cardcube.storage import canonical_url, in_steps, key_exists, reading, store_url
 from cube import layout
 from cube.manifest import AbsentShards
 
@@ -43,12 +43,25 @@ class ArrayCache:
     long-running reader of one store (the REST service), so a query fetches chunks, not metadata.
 
     Valid for every version: an array's metadata changes only in its persisted time length, which readers
-    replace by the ledger's (:func:`sized_view`), and a committed shard is never rewritten."""
+    replace by the ledger's (:func:`sized_view`), and a committed shard is never rewritten. Of one store: kept by
+    path in the cube, so the first store read through it is the only one it serves (:meth:`serve`)."""
 
     def __init__(self, arrays: int = 1024) -> None:
         """Keep up to ``arrays`` opened arrays and 64 shard indexes for each (~1 KB an index)."""
         self.size = arrays
+        self.store: str | None = None  # the location of the cube it serves, once it served one
         self.clear()
+
+    def serve(self, store: Store) -> None:
+        """Take ``store`` as the one this cache serves, or refuse another: its arrays are kept by their path in the
+        cube, which another cube's arrays share, so one cache passed to two cubes read the first's pixels for the
+        second's dates without a word."""
+        url = canonical_url(store)  # a folder named two ways is one
+        if self.store is None:
+            self.store = url
+        elif url != self.store:
+            raise InvalidRequestError(f"this ArrayCache keeps the arrays of the cube at {self.store}, not of {url}: "
+                                      f"the same paths there are other arrays; give each cube an ArrayCache of its own")
 
     def clear(self) -> None:
         """Forget everything: the cube was replaced by another at the same place (its objects are other ones).
@@ -64,6 +77,8 @@ def open_arrays(store: Store, collection: str, tile: str, keys: Sequence[ArrayKe
     """Several arrays of a tile, read-only, their metadata fetched concurrently: on S3 one round trip for
     all of a query's ``zarr.json``, not one after another; arrays in ``cache`` are not fetched again."""
     paths = {(res, name, hot): layout.array_path(collection, tile, res, name, hot=hot) for res, name, hot in keys}
+    if cache is not None:
+        cache.serve(store)
     kept = None if cache is None else cache.arrays  # taken once: a cache cleared meanwhile gets none of these
     cached = {key: kept.get(paths[key]) for key in keys} if kept is not None else {}
     known = {key: arr for key, arr in cached.items() if arr is not None}

@@ -485,3 +485,19 @@ def test_a_zarr_copy_read_back_as_the_readme_says_keeps_the_grid(tiny_cube, tmp_
     assert back.rio.crs == ds.rio.crs == "EPSG:32631" and back.rio.transform() == ds.rio.transform()
     assert back.odc.geobox == ds.odc.geobox
     np.testing.assert_array_equal(back.B04.values, ds.B04.values)
+
+
+def test_an_array_cache_serves_one_cube_and_refuses_another(tiny_cube, tiny_straddle_cube):
+    """An ArrayCache keeps arrays by their path in the cube: one passed to a second cube gave the first cube's arrays
+    for the second's tile (its pixels, or nodata where the first has none, for the second's dates), without a word."""
+    from cube.tile_arrays import ArrayCache
+
+    cache = ArrayCache()
+    first = open_cube(tiny_cube, bands=["B04"], tiles="31UFU", cache=cache)
+    np.testing.assert_array_equal(first.B04[:2].values, open_cube(tiny_cube, bands=["B04"], tiles="31UFU").B04[:2])
+    with pytest.raises(InvalidRequestError, match=rf"this ArrayCache keeps the arrays of the cube at "
+                                                  rf"{re.escape(str(tiny_cube))}, not of .*; give each cube an "
+                                                  r"ArrayCache of its own"):
+        open_cube(tiny_straddle_cube, bands=["B04"], tiles="31UFU", cache=cache)
+    again = open_cube(tiny_cube / "catalog.json", bands=["B04"], tiles="31UFU", cache=cache)  # the same cube, named so
+    np.testing.assert_array_equal(again.B04[:2].values, first.B04[:2].values)
