@@ -769,8 +769,24 @@ def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
     merged = parts[0]
     for p in parts[1:]:
         merged = merged.combine_first(p)
+    merged = _every_pixel(merged, parts[0].rio.resolution())
     merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in packed})
     metadata = metadata.reindex(merged["time"].values)
     merged = merged.assign_coords({c: ("time", metadata[c].to_numpy()) for c in per_date})
     merged = merged.sortby("y", ascending=False)
     return merged.rio.write_crs(crs).rio.write_transform(merged.rio.transform(recalc=True))
+
+
+def _every_pixel(merged: xr.Dataset, resolution: tuple[float, float]) -> xr.Dataset:
+    """``merged`` (a mosaic's outer join) on every pixel of its bounds, those of no tile's window nodata (NaN; a
+    packed band's nodata after). Windows apart (the data of two tiles far apart, read with no area; tiles of an area
+    with one between them not in the cube) joined into ``x`` or ``y`` with a jump: rioxarray's transform took it for
+    a step of its pixels (909.5 m) and odc-geo's grid put the second part beside the first, 179 km from its place."""
+    step_x, step_y = abs(resolution[0]), abs(resolution[1])
+    x, y = merged["x"].values, merged["y"].values
+    nx, ny = round((x.max() - x.min()) / step_x) + 1, round((y.max() - y.min()) / step_y) + 1
+    if nx == x.size and ny == y.size:
+        return merged
+    every = {"x": x.min() + step_x * np.arange(nx), "y": y.max() - step_y * np.arange(ny)}
+    return merged.reindex(every, method="nearest", tolerance=min(step_x, step_y) / 4)
+

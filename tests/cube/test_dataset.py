@@ -501,3 +501,43 @@ def test_an_array_cache_serves_one_cube_and_refuses_another(tiny_cube, tiny_stra
         open_cube(tiny_straddle_cube, bands=["B04"], tiles="31UFU", cache=cache)
     again = open_cube(tiny_cube / "catalog.json", bands=["B04"], tiles="31UFU", cache=cache)  # the same cube, named so
     np.testing.assert_array_equal(again.B04[:2].values, first.B04[:2].values)
+
+
+def test_a_mosaic_of_tiles_with_data_far_apart_is_on_one_grid(tiny_cube, tmp_path):
+    """Read with no area, a cube holding data in 31UFU (x 680 km) and far east in 31UGU (x 790 km) joined the two
+    tiles' windows into one ``x`` with a jump of 108 km: rioxarray's transform took the jump for a step of its
+    pixels, and odc-geo's grid put the east data beside the west, 108 km from its place. The mosaic holds
+    every pixel between, nodata; each source pixel is where the Dataset's grid says it is."""
+    import datetime as dt
+    import shutil
+
+    import rasterio
+
+    from cardcube.spec import ChunkLayout
+    from cardcube.synth import SynthConfig, generate
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import asset_path, items_of
+
+    east = generate(tmp_path / "east", SynthConfig.tiny(tile="31UGU", origin=(790_000.0, 5_845_000.0), s1=False,
+                                                        size_m=(600.0, 600.0), end=dt.date(2024, 5, 12)))
+    root = tmp_path / "cube"
+    shutil.copytree(tiny_cube, root, ignore=shutil.ignore_patterns("_parcels"))
+    assert ingest(east.items, root, collection="s2", chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False).ok
+    ds = open_cube(root, bands=["B04", "SCL"])
+    assert ds.attrs["cardcube:tiles"] == "31UFU,31UGU"
+    assert set(np.diff(ds.x.values)) == {10.0} and set(np.diff(ds.y.values)) == {-10.0}
+    grid = ds.odc.geobox
+    assert grid.affine == ds.rio.transform() and grid.shape == (ds.sizes["y"], ds.sizes["x"])
+    assert grid.boundingbox.left <= 680_000 and grid.boundingbox.right >= 790_600
+    inverse = ~grid.affine
+    for scene in items_of(east.items, "sentinel-2-l2a"):
+        t = next(i for i, ids in enumerate(ds.scene_id.values) if scene["id"] in ids.split("+"))  # a pass: joined
+        with rasterio.open(asset_path(east.items, scene, "B04")) as src:
+            data, rows, cols = src.read(1), [3, 30, 55], [5, 40, 58]
+            places = [src.transform * (c + 0.5, r + 0.5) for r, c in zip(rows, cols, strict=True)]
+        expected = np.where(data[rows, cols] == 0, np.nan, data[rows, cols] * 1e-4 - 0.1)
+        at = [tuple(int(v) for v in inverse * p) for p in places]  # the source pixel's column and row on the grid
+        got = [float(ds.B04[t, row, col]) for col, row in at]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert int(ds.SCL.isel(time=0, x=ds.sizes["x"] // 2).max()) == 0  # between the tiles' data: nodata
