@@ -401,8 +401,11 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
              for part in _parts(store, version, window.tile, band, rows, cols, kinds, arrays, absent, cache)]
     data = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if not np.array_equal(order, np.arange(data.shape[0])):  # a time range, or dates that arrived out of order
-        run = order.size > 0 and np.array_equal(order, np.arange(order[0], order[0] + order.size))
-        data = data[order[0]:order[0] + order.size] if run else data[order]  # a slice keeps the stored chunks
+        # each run of consecutive stored dates a slice, which keeps the stored chunks: a fancy index was rechunked
+        # evenly by dask (2 dates a chunk where the cube stores 4, each stored chunk read by two tasks)
+        runs = np.split(order, np.flatnonzero(np.diff(order) != 1) + 1) if order.size else []
+        pieces = [data[int(r[0]):int(r[-1]) + 1] for r in runs]
+        data = (pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)) if pieces else data[:0]
     if decode and not band.is_flag:
         nodata = band.nodata
         valid = ~da.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data != nodata

@@ -541,3 +541,24 @@ def test_a_mosaic_of_tiles_with_data_far_apart_is_on_one_grid(tiny_cube, tmp_pat
         got = [float(ds.B04[t, row, col]) for col, row in at]
         np.testing.assert_allclose(got, expected, atol=1e-6)
     assert int(ds.SCL.isel(time=0, x=ds.sizes["x"] // 2).max()) == 0  # between the tiles' data: nodata
+
+
+def test_dates_arriving_before_the_cold_ones_keep_the_stored_time_chunks(tiny_cube, tiny_region, tmp_path):
+    """Dates older than the cold block's, ingested after it (in the hot buffer), were put in time order by a fancy
+    index, which dask rechunked evenly: 2 dates a chunk where the cube stores 4, each stored chunk read by two tasks
+    (3,370 tasks for the tiny cube's B04 and B11, 2,692 now). Each run of stored dates keeps its stored chunks."""
+    from cardcube.spec import ChunkLayout
+    from ingest.job import ingest
+    from tests.conftest import TEST_CHUNKS
+    from tests.ingest.scene_edits import items_of, write_items
+
+    features = items_of(tiny_region.items, "sentinel-2-l2a")
+    root = tmp_path / "cube"
+    for i, batch in enumerate([features[3:], features[:3]]):  # 16 dates, a cold block of 4 chunks; then 3 earlier
+        ingest(write_items(tiny_region.items, batch, f"late-{i}.json"), root, chunks=ChunkLayout.parse(TEST_CHUNKS),
+               progress=False)
+    late = open_cube(root, bands=["B04"])
+    assert late.chunks["time"] == (1, 1, 1, 4, 4, 4, 4)  # the hot dates one each, then the stored chunks
+    same = open_cube(tiny_cube, bands=["B04"])
+    np.testing.assert_array_equal(late.time.values, same.time.values)
+    np.testing.assert_array_equal(late.B04.values, same.B04.values)
