@@ -291,7 +291,7 @@ def _check_own_crs(own: Any, crs: Any, what: str) -> None:
     of other fields where the cube has tiles there)."""
     if own is None or crs is None:
         return
-    if pyproj.CRS.from_user_input(own) != pyproj.CRS.from_user_input(crs):
+    if not pyproj.CRS.from_user_input(own).equals(crs, ignore_axis_order=True):  # OGC:CRS84 is EPSG:4326 to shapely
         mine = pyproj.CRS.from_user_input(own).to_string()
         raise InvalidRequestError(f"the geometry ({what}) is in {mine}, and crs={crs!r} names another: crs= says "
                                   f"what the area's coordinates are in, not what to read it into (a read is on the "

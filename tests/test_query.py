@@ -171,6 +171,8 @@ def test_a_crs_other_than_the_geometry_s_own_is_refused():
         with pytest.raises(InvalidRequestError, match=r"the geometry \(.*\) is in EPSG:32632, and crs='EPSG:32631' "
                                                       r"names another: .*\.to_crs\('EPSG:32631'\)"):
             query_geometry(None, given, "EPSG:32631", default_crs="EPSG:4326")
+    lonlat = gpd.GeoDataFrame(geometry=[box(5.67, 52.71, 5.68, 52.72)], crs="OGC:CRS84")  # x, y as EPSG:4326's
+    assert query_geometry(None, lonlat, "EPSG:4326", default_crs=None).geom.equals(box(5.67, 52.71, 5.68, 52.72))
 
 
 def test_in_crs_follows_the_curved_edges():
