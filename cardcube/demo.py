@@ -218,7 +218,7 @@ def _tour(out: Path, args: argparse.Namespace) -> int:
                            grassland=GRASSLAND_CODES)
     for warning in caught:
         print(f"  note: {warning.message}")
-    flags.to_csv(out / "flags.csv", index=False)
+    flags.to_csv(out / "flags.csv", index=False, date_format=TIME_FORMAT)  # as cardcube flag writes it
     print(_score(flags, truth))
     print(f"  every parcel with its markers and reasons -> {out / 'flags.csv'}")
 

@@ -37,6 +37,7 @@ def test_the_tiny_demo_runs_end_to_end(tmp_path, capsys):
     assert not flags.flagged[~measured].any() and "parcel(s) could not be measured" in done.stdout
     assert flags.largest_vh_drop[measured].notna().all()  # the mowing marker read the S1 extraction
     assert flags.reasons[flags.flagged].str.len().gt(0).all() and flags.reasons[~flags.flagged].isna().all()
+    assert flags.min_ndvi_date.dropna().str.endswith("Z").all()  # UTC, as cardcube flag writes it
     # the runs after the first in this process (cardcube.cli.main, as the console script calls it): the same code
     # without an interpreter's start and imports each
     from cardcube.cli import main
