@@ -864,12 +864,15 @@ def local_file(store: Store, key: str) -> Path | None:
 def replacing(path: str | os.PathLike[str]) -> Iterator[str]:
     """A temporary name beside the local file ``path`` to write, renamed to ``path`` once written: a failure
     halfway (Ctrl-C, a full disk) leaves nothing, and the file an earlier run wrote stays whole until the new one
-    is. A GDAL virtual path (``/vsimem/...``) is written as it is."""
+    is. A GDAL virtual path (``/vsimem/...``) is written as it is. A missing folder is a FileNotFoundError naming it
+    and ``path``."""
     target = os.fspath(path)
     if target.startswith("/vsi"):
         yield target
         return
     folder, name = os.path.split(os.path.abspath(target))
+    if not os.path.isdir(folder):  # else the error named the hidden .part file, a name the caller never gave
+        raise FileNotFoundError(errno.ENOENT, f"no folder {folder} to write {name} in: make it first", target)
     part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")  # one of its own per writer
     try:
         yield part

@@ -176,6 +176,9 @@ def test_png_file_and_bad_images(tmp_path) -> None:
     img = true_colour(*np.full((3, 4, 5), 0.1))
     write_png(img, tmp_path / "a.png")
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), img)
+    with pytest.raises(FileNotFoundError, match=r"no folder .*nodir to write b\.png in") as lost:
+        write_png(img, tmp_path / "nodir" / "b.png")  # it named the hidden .part file written meanwhile
+    assert lost.value.filename == str(tmp_path / "nodir" / "b.png") and ".part" not in str(lost.value)
     with pytest.raises(InvalidRequestError, match="uint8"):
         png_bytes(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(InvalidRequestError):
