@@ -291,11 +291,12 @@ def _check_own_crs(own: Any, crs: Any, what: str) -> None:
     of other fields where the cube has tiles there)."""
     if own is None or crs is None:
         return
-    if not pyproj.CRS.from_user_input(own).equals(crs, ignore_axis_order=True):  # OGC:CRS84 is EPSG:4326 to shapely
-        mine = pyproj.CRS.from_user_input(own).to_string()
-        raise InvalidRequestError(f"the geometry ({what}) is in {mine}, and crs={crs!r} names another: crs= says "
-                                  f"what the area's coordinates are in, not what to read it into (a read is on the "
-                                  f"tiles' grid); leave crs out, or reproject the geometry first (.to_crs({crs!r}))")
+    mine = pyproj.CRS.from_user_input(own)
+    if not mine.equals(crs, ignore_axis_order=True):  # OGC:CRS84 is EPSG:4326 to shapely
+        raise InvalidRequestError(f"the geometry ({what}) is in {mine.to_string()}, and crs={crs!r} names another: "
+                                  f"crs= says what the area's coordinates are in, not what to read it into (a read is "
+                                  f"on the tiles' grid); leave crs out, or reproject the geometry first "
+                                  f"(.to_crs({crs!r}))")
 
 
 def check_lonlat(bounds: tuple[float, float, float, float], crs: Any, *, what: str, advice: str) -> None:
