@@ -407,9 +407,7 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
         pieces = [data[int(r[0]):int(r[-1]) + 1] for r in runs]
         data = (pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)) if pieces else data[:0]
     if decode and not band.is_flag:
-        nodata = band.nodata
-        valid = ~da.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data != nodata
-        data = da.where(valid, data.astype("float32") * np.float32(band.scale) + np.float32(band.offset), np.nan)
+        data = data.map_blocks(band.decoded, dtype=np.float32)
     if k > 1:
         h, w = window.shape
         data = da.repeat(da.repeat(data, k, axis=1), k, axis=2)[:, dr:dr + h, dc:dc + w]
