@@ -355,7 +355,7 @@ def _same_pass(version: CubeVersion, tiles: Sequence[str], time: Any) -> frozens
     """The exact times on ``tiles`` (the chip's) of the passes a chip date's ``time`` names on any tile, where one
     of ``tiles`` holds such a pass at another time of its own (its product's sensing time, seconds from another
     tile's: the time series may read that one); None where ``tiles`` hold them at ``time`` already. A pass is as
-    :func:`cube.dataset.pass_times` joins tiles: its platform, relative orbit and orbit direction, within
+    :func:`cube.mosaic.pass_times` joins tiles: its platform, relative orbit and orbit direction, within
     :data:`~cube.dataset.PASS_GAP`; a tile holding a date within ``time`` keeps that date alone."""
     asked = [a for state in version.tiles.values() for a in tile_dates(state, time)]
     kept, moved = set(), False

@@ -61,6 +61,7 @@ from cube.ledger import (
     scene_area,
 )
 from cube.manifest import AbsentShards, confirm_absent
+from cube.mosaic import mosaic
 from cube.pass_dates import PASS_GAP, first_times
 from cube.shard_reader import read_window
 from cube.shared_chunks import ChunkSharing
@@ -448,14 +449,14 @@ def _time_order(state: TileState, time: tuple | frozenset) -> tuple[list[Acquisi
 
 def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:
     """``time`` (of :func:`parse_time_selection`) for ``tiles`` read together: a pass is selected on each of them, at
-    that tile's own time, where the date :func:`pass_times` makes of it (its earliest time, as the mosaic and a time
-    series give it) lies within a range, or where one of its times is one of a set of exact times (:func:`first_times`
-    groups them: no other date of a tile holding two of one pass, a pass chained over tiles whole). A pass's tiles
-    carry their own sensing times, seconds apart: a time series' time of a mosaic date selected that date on one tile
-    alone, and the other tile's pixels of it came out as masked; and a pass whose tiles' times lie across a range's
-    start (one before midnight, the other after) was read as a date before that start, in the ranges on both sides of
-    it (and unlike a Dataset of the mosaic narrowed by the range). ``time`` itself where it selects every pass whole
-    already."""
+    that tile's own time, where the date :func:`cube.mosaic.pass_times` makes of it (its earliest time, as the
+    mosaic and a time series give it) lies within a range, or where one of its times is one of a set of exact
+    times (:func:`first_times` groups them: no other date of a tile holding two of one pass, a pass chained over
+    tiles whole). A pass's tiles carry their own sensing times, seconds apart: a time series' time of a mosaic date
+    selected that date on one tile alone, and the other tile's pixels of it came out as masked; and a pass whose
+    tiles' times lie across a range's start (one before midnight, the other after) was read as a date before that
+    start, in the ranges on both sides of it (and unlike a Dataset of the mosaic narrowed by the range). ``time``
+    itself where it selects every pass whole already."""
     if (isinstance(time, tuple) and time == (None, None)) or len(tiles) < 2:
         return time
     acqs = [version.tiles[tile].acquisitions for tile in tiles]
@@ -693,7 +694,7 @@ def read_cube(
     parts = [_tile_dataset(store, version, w, band_specs, res, selection, decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
              for w in windows]
-    ds = parts[0] if len(parts) == 1 else _mosaic(parts, band_specs)
+    ds = parts[0] if len(parts) == 1 else mosaic(parts, band_specs, whole=chunks == "window")
     for b in band_specs if decode else ():
         if not b.is_flag:  # NaN is the decoded nodata: rioxarray's nodata, and the fill of a netCDF or Zarr copy
             ds[b.name].encoding["_FillValue"] = np.float32(np.nan)
@@ -726,68 +727,10 @@ def _stored(bands: Sequence[str] | str, spec: CubeSpec) -> list[str]:
     return names
 
 
-def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
-    """Each part's ``time`` values, with the dates of one pass on several parts (tiles) made one: the earliest.
-
-    Real Sentinel-2 granules of one datatake carry their own sensing times, seconds apart from tile to tile (and
-    Sentinel-1 slices theirs); a mosaic on the raw times would show each pass as two half-empty dates. Dates join
-    when they share platform, relative orbit and orbit direction and follow each other within
-    :data:`~cardcube.spec.PASS_GAP_S`; a part's own dates never join each other."""
-    keys = [list(zip(*(p[name].values.tolist() if name in p.coords else [None] * p.sizes["time"]
-                       for name in ("platform", "relative_orbit", "orbit_state")), strict=True)) for p in parts]
-    return first_times([p["time"].values for p in parts], keys)
-
-
 def pass_dates(version: CubeVersion) -> np.ndarray:
-    """The distinct dates of ``version`` over all its tiles, a pass over several tiles once (:func:`pass_times`):
-    what a user counts as the cube's acquisitions."""
+    """The distinct dates of ``version`` over all its tiles, a pass over several tiles once
+    (:func:`cube.mosaic.pass_times`): what a user counts as the cube's acquisitions."""
     states = [version.tiles[t] for t in sorted(version.tiles)]
     times = [np.array([a.datetime64 for a in s.acquisitions], dtype="datetime64[ns]") for s in states]
     keys = [[pass_key(a) for a in s.acquisitions] for s in states]
     return np.unique(np.concatenate([np.empty(0, "datetime64[ns]"), *first_times(times, keys)]))
-
-
-def _mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec]) -> xr.Dataset:
-    """Tiles of one UTM zone share their pixel lattice: the first tile with a value at a pixel wins, on the dates
-    of :func:`pass_times`. Integers (every stored band with ``decode=False``, SCL always) are merged on their
-    nodata, as float64 (exact for them), and given back their stored type; floats are merged on NaN as they are.
-    Each date keeps its acquisition metadata (that of the first tile holding it; ``scene_id`` and ``tile`` those of
-    every tile holding it, ``+``-joined): xarray drops a coordinate whose parts disagree. North up, whatever the
-    order of the tiles (an outer join sorts ``y`` ascending)."""
-    crs = parts[0].rio.crs
-    if any(p.rio.crs != crs for p in parts[1:]):
-        raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately (a bbox or "
-                                  "tiles= within one zone)")
-    parts = [p.assign_coords(time=times) for p, times in zip(parts, pass_times(parts), strict=True)]
-    per_date = [c for c in parts[0].coords if c != "time" and parts[0][c].dims == ("time",)]
-    metadata = pd.concat([pd.DataFrame({c: p[c].values for c in per_date}, index=pd.Index(p["time"].values, name="t"))
-                          for p in parts])
-    joined = {c: (lambda v: "+".join(dict.fromkeys(v))) if c in ("scene_id", "tile") else "first" for c in per_date}
-    metadata = metadata.groupby(level="t", sort=False).agg(joined)
-    packed = [b for b in bands if np.issubdtype(parts[0][b.name].dtype, np.integer) and b.nodata is not None]
-    parts = [p.drop_vars(per_date).assign({b.name: p[b.name].where(p[b.name] != b.nodata).astype("float64")
-                                           for b in packed}) for p in parts]
-    merged = parts[0]
-    for p in parts[1:]:
-        merged = merged.combine_first(p)
-    merged = _every_pixel(merged, parts[0].rio.resolution())
-    merged = merged.assign({b.name: merged[b.name].fillna(b.nodata).astype(b.dtype) for b in packed})
-    metadata = metadata.reindex(merged["time"].values)
-    merged = merged.assign_coords({c: ("time", metadata[c].to_numpy()) for c in per_date})
-    merged = merged.sortby("y", ascending=False)
-    return merged.rio.write_crs(crs).rio.write_transform(merged.rio.transform(recalc=True))
-
-
-def _every_pixel(merged: xr.Dataset, resolution: tuple[float, float]) -> xr.Dataset:
-    """``merged`` (a mosaic's outer join) on every pixel of its bounds, those of no tile's window nodata (NaN; a
-    packed band's nodata after). Windows apart (the data of two tiles far apart, read with no area; tiles of an area
-    with one between them not in the cube) joined into ``x`` or ``y`` with a jump: rioxarray's transform took it for
-    a step of its pixels (909.5 m) and odc-geo's grid put the second part beside the first, 179 km from its place."""
-    step_x, step_y = abs(resolution[0]), abs(resolution[1])
-    x, y = merged["x"].values, merged["y"].values
-    nx, ny = round((x.max() - x.min()) / step_x) + 1, round((y.max() - y.min()) / step_y) + 1
-    if nx == x.size and ny == y.size:
-        return merged
-    every = {"x": x.min() + step_x * np.arange(nx), "y": y.max() - step_y * np.arange(ny)}
-    return merged.reindex(every, method="nearest", tolerance=min(step_x, step_y) / 4)
-

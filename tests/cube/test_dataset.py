@@ -12,8 +12,9 @@ import xarray as xr
 
 from cardcube.errors import InvalidRequestError, NoAcquisitionWarning
 from cardcube.spec import DEFAULT_SCL_MASK
-from cube.dataset import open_cube, pass_times
+from cube.dataset import open_cube
 from cube.indices import add_indices, check_bands
+from cube.mosaic import pass_times
 
 
 def test_open_cube_takes_band_names_in_any_case(tiny_cube):
