@@ -32,7 +32,6 @@ Pure: no files, no store.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +42,7 @@ import shapely
 from cardcube.grid import TileGrid
 from cardcube.spec import PASS_GAP_S
 from cube.ledger import CubeVersion, data_area
-from ingest.sources import SourceScene
+from ingest.sources import SourceScene, orbit_direction, platform_name
 from ingest.validate import FULL, CheckedScene
 from ingest.warp import Window
 
@@ -191,10 +190,9 @@ class Product:
 
     @classmethod
     def of(cls, scene_id: str, time: str, platform: str, relative_orbit: int, orbit_state: str) -> Product:
-        name = re.sub(r"[^a-z0-9]", "", platform.lower())
-        if short := re.fullmatch(r"s([12][a-z])", name):
-            name = f"sentinel{short.group(1)}"
-        return cls(scene_id, time, name, relative_orbit, orbit_state.strip().lower())
+        """A product as ingest names its platform and orbit direction (a cube's older records spelled them as
+        their items did: ``Sentinel-2A``, ``S2A``, ``DESCENDING``)."""
+        return cls(scene_id, time, platform_name(platform), relative_orbit, orbit_direction(orbit_state))
 
     def same_acquisition(self, other: Product) -> bool:
         """Whether ``other`` is a product of this acquisition: seen within :data:`PASS_GAP_S` (a tile is seen once
