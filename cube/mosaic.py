@@ -26,6 +26,7 @@ from cardcube.spec import BandSpec
 from cube.pass_dates import first_times
 
 Span = tuple[int, int]  # [start, stop) along one axis
+WHOLE_BLOCK_BYTES = 64 * 2**20  # a whole-area mosaic's blocks hold at least this much (or every date)
 
 
 def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
@@ -46,8 +47,10 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
     pixels of no part's window (windows apart) nodata. Each date keeps its acquisition metadata (that of the first
     part holding it; ``scene_id`` and ``tile`` those of every part holding it, ``+``-joined).
 
-    ``whole``: one dask chunk per band (a window read at once, as the parts are); else chunks of the first
-    part's size in space, split in time where its chunks start."""
+    Its dask chunks are cut in time where the first part's start (each of its stored time chunks read by one
+    block, and a block's parts let go once it is made: a mosaic of one time chunk held every part at once), and in
+    space of the first part's chunks' size; ``whole``: one over the area (as the parts are read), in time of at
+    least :data:`WHOLE_BLOCK_BYTES` (a parcel's window of one date a block took 1.5 times the CPU)."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately (a bbox or "
@@ -62,9 +65,9 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
     places = [(np.searchsorted(dates, t), round((north - float(p["y"][0])) / step_y),
                round((float(p["x"][0]) - west) / step_x)) for p, t in zip(parts, times, strict=True)]
     first = parts[0][bands[0].name].data
-    chunks = ((dates.size,), (ny,), (nx,)) if whole else (
-        _time_chunks(places[0][0], first.chunks[0], dates.size), _even(first.chunks[1][0], ny),
-        _even(first.chunks[2][0], nx))
+    at_least = -(-WHOLE_BLOCK_BYTES // (ny * nx * first.dtype.itemsize)) if whole else 1
+    chunks = (_time_chunks(places[0][0], first.chunks[0], dates.size, at_least), *(((ny,), (nx,)) if whole else (
+        _even(first.chunks[1][0], ny), _even(first.chunks[2][0], nx))))
     data_vars = {}
     for b in bands:
         arrays = [p[b.name].data for p in parts]
@@ -94,13 +97,17 @@ def _even(size: int, n: int) -> tuple[int, ...]:
     return (size,) * (n // size) + ((n % size,) if n % size else ())
 
 
-def _time_chunks(positions: np.ndarray, sizes: tuple[int, ...], n: int) -> tuple[int, ...]:
-    """The mosaic's time chunks: cut where a chunk of the first part starts, so its stored chunks stay whole."""
+def _time_chunks(positions: np.ndarray, sizes: tuple[int, ...], n: int, at_least: int = 1) -> tuple[int, ...]:
+    """The mosaic's time chunks: cut where a chunk of the first part starts, so its stored chunks stay whole, each
+    of ``at_least`` dates (the last may be shorter)."""
     if not n:
         return (0,)
     starts = positions[np.cumsum((0, *sizes[:-1]))] if positions.size else np.empty(0, int)
-    cuts = np.unique(np.concatenate([[0], starts, [n]]))
-    return tuple(int(c) for c in np.diff(cuts))
+    cuts = [0]
+    for c in np.unique(np.concatenate([starts, [n]])):
+        if c == n or c - cuts[-1] >= at_least:
+            cuts.append(int(c))
+    return tuple(int(c) for c in np.diff(np.unique(cuts)))
 
 
 def _spans(chunks: tuple[int, ...]) -> list[Span]:

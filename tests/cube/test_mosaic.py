@@ -10,7 +10,7 @@ import rioxarray  # noqa: F401
 import xarray as xr
 
 from cardcube.spec import S2_L2A
-from cube.mosaic import mosaic
+from cube.mosaic import _time_chunks, mosaic
 
 B04, B08 = S2_L2A.band("B04"), S2_L2A.band("B08")
 NOON = np.datetime64("2024-05-04T12:00:00", "ns")
@@ -77,11 +77,20 @@ def test_a_mosaic_is_the_first_value_of_its_windows_at_every_pixel_and_date(whol
 
 
 def test_a_lazy_mosaic_keeps_the_first_windows_time_chunks():
-    """Chunked as the cube (not whole): cut in time where the first window's chunks start, each of its stored
-    chunks read by one block of the mosaic, in space of its chunks' size."""
+    """Cut in time where the first window's chunks start, each of its stored chunks read by one block of the
+    mosaic; in space of its chunks' size, or whole (one block over the area, as a window read)."""
     parts = [_window("31UFU", [0, 2, 5, 6, 9], 1000, 5000, (9, 7), 1, (2, 4, 3)),
              _window("31UGU", [0, 1, 3, 9, 12], 1040, 4970, (8, 9), 2, (3, 5, 4))]
     got = mosaic(parts, [B04], whole=False).B04.data
     # dates 0 1 2 3 5 6 9 12: the first window's chunks start at days 0, 5 and 9; 11 rows, 13 columns
     assert got.chunks == ((4, 2, 2), (4, 4, 3), (3, 3, 3, 3, 1))
-    assert mosaic(parts, [B04], whole=True).B04.data.numblocks == (1, 1, 1)
+    assert mosaic(parts, [B04], whole=True).B04.data.chunks == ((8,), (11,), (13,))  # far below WHOLE_BLOCK_BYTES
+
+
+def test_a_whole_mosaics_blocks_hold_enough_dates_and_keep_stored_chunks_whole():
+    """A whole-area mosaic of one-date chunks (the hot buffer) is cut at the first window's chunk starts, each
+    block of at least ``at_least`` dates: a 2,048 px chip in blocks of 4 dates, a parcel's window in one."""
+    assert _time_chunks(np.arange(8), (1,) * 8, 8, at_least=3) == (3, 3, 2)
+    assert _time_chunks(np.array([0, 2, 4, 5, 6]), (2, 3), 7, at_least=3) == (4, 3)  # never inside a stored chunk
+    assert _time_chunks(np.array([1, 3]), (1, 1), 4, at_least=1) == (1, 2, 1)  # dates before the first window's
+    assert _time_chunks(np.empty(0, int), (0,), 0) == (0,)
