@@ -375,12 +375,20 @@ def _medians(results: list[dict[str, Any]]) -> str:
             f"about 15 %).")
 
 
+NOISE = 0.15  # this machine's run-to-run noise, relative
+
+
 def _noise(without: float, with_: float) -> str:
-    """A note when a run without some work came out slower than the run with it: the noise of this machine."""
+    """A note when a run without some work came out slower than the run with it: within this machine's noise, or
+    beyond it (then the two times say nothing of what the work costs)."""
     if without < with_:
         return ""
-    return (f" (slower without them: {100 * (without / with_ - 1):.0f} %, within this machine's run-to-run noise of "
-            f"about 15 %)")
+    slower = without / with_ - 1
+    if slower <= NOISE:
+        return (f" (slower without them: {100 * slower:.0f} %, within this machine's run-to-run noise of "
+                f"about {100 * NOISE:.0f} %)")
+    return (f" (slower without them: {100 * slower:.0f} %, beyond this machine's run-to-run noise of about "
+            f"{100 * NOISE:.0f} %: these two runs do not measure what the percentiles cost)")
 
 
 def _stored(r: dict[str, Any], run: str = "cardcube") -> float:
