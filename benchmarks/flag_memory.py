@@ -4,8 +4,9 @@ Run: ``python -m benchmarks.flag_memory --region DIR [--region DIR ...] [--batch
 [--out DIR]``. Each region is a folder as ``cardcube demo`` leaves it (or the scale soak: ``cardcube synth``, then
 ``ingest`` and ``extract`` of both collections): ``source/parcels.parquet`` with the declarations, ``extract/`` and
 ``extract-s1/``. For each region and batch size, ``cardcube flag --timeseries extract --s1 extract-s1`` runs in a
-fresh process, once, and its peak RSS is read from the kernel (``wait4``); so is that of a process that only imports
-what the command imports, the floor every run stands on. ``--before DIR`` also runs the cardcube of another
+fresh process, once, and its peak RSS is read from the kernel (its ``VmHWM`` as it exits: ``wait4``'s counts the
+RSS of this process too, which the child's was at its start); so is that of a process that only imports what the
+command imports, the floor every run stands on. ``--before DIR`` also runs the cardcube of another
 checkout (``PYTHONPATH=DIR``, without ``--batch-size``), for the figures before a change side by side.
 Timings are secondary: one run each, on whatever else the machine is doing.
 """
@@ -28,20 +29,28 @@ from benchmarks.options import check_out
 
 FLAG = "import sys; from cardcube.cli import main; sys.exit(main(sys.argv[1:]))"
 IMPORTS = "import cardcube.cli, cube.cli, cube.flag_files, cube.parcels, geopandas, pyarrow.parquet"
+PEAK = "peak RSS kB:"  # the line a measured process writes last: its own peak (VmHWM), as it exits
+# wait4's ru_maxrss holds the RSS of the process that started the child (the child was a copy of it until exec):
+# a driver of 600 MB made `python -c pass` 611 MB. The child's VmHWM is its own.
+SAYS_PEAK = ("import atexit; atexit.register(lambda: print('" + PEAK + "', next((line.split()[1] for line in "
+             "open('/proc/self/status') if line.startswith('VmHWM:')), ''), flush=True)); ")
 
 
 HERE = Path(__file__).resolve().parents[1]  # this checkout
 
 
 def peak_rss(args: list[str], code: Path) -> tuple[float, float, str]:
-    """Run ``python args`` in a fresh process, importing cardcube from the checkout ``code`` (first on its path, and
-    the working folder not on it: ``python -c`` puts it first, and a run from a checkout measured that checkout's
-    code whatever else was asked); its peak RSS in MB, its seconds, and its output's line of what it flagged."""
+    """Run ``python -c CODE ...`` (``args``) in a fresh process, importing cardcube from the checkout ``code`` (first
+    on its path, and the working folder not on it: ``python -c`` puts it first, and a run from a checkout measured
+    that checkout's code whatever else was asked); its peak RSS in MB (its own ``VmHWM``, else the kernel's
+    ``ru_maxrss``), its seconds, and its output's line of what it flagged."""
+    if args[:1] != ["-c"]:
+        raise ValueError(f"{args[:2]}: give python -c CODE and its arguments")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryDirectory() as elsewhere:
-        child = subprocess.Popen([sys.executable, "-P", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                 cwd=elsewhere)
+        child = subprocess.Popen([sys.executable, "-P", "-c", SAYS_PEAK + args[1], *args[2:]], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env, cwd=elsewhere)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -49,7 +58,9 @@ def peak_rss(args: list[str], code: Path) -> tuple[float, float, str]:
     if child.returncode:
         raise RuntimeError(f"{args[-1]} failed ({child.returncode}):\n{text[-3000:]}")
     lines = [line for line in text.splitlines() if "parcels flagged" in line] or [""]
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0, lines[0]
+    own = [line.removeprefix(PEAK).strip() for line in text.splitlines() if line.startswith(PEAK)]
+    kb = int(own[-1]) if own and own[-1].isdigit() else usage.ru_maxrss  # no /proc (not Linux): the kernel's
+    return kb / 1024, time.perf_counter() - t0, lines[0]
 
 
 def measure(region: Path, batch_sizes: list[int | None], before: Path | None) -> dict[str, Any]:
