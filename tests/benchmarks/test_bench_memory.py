@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,3 +24,37 @@ def test_flag_memory_s_peak_is_the_child_s_own_not_its_parent_s() -> None:
     assert said == "0 parcels flagged ['x']"  # the child's arguments and output as before
     with pytest.raises(ValueError, match="python -c CODE"):
         flag_memory.peak_rss(["-m", "cardcube.cli"], HERE)
+
+
+def test_extraction_s_peak_is_taken_before_the_passes_that_only_measure(tiny_cube: Path, tiny_region, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """The 256 px blocks' peak RSS in extraction.md held the run under tracemalloc (its records of every allocation),
+    and the default block's the run through a counting store (zarr's generic read path): passes that only
+    measure, no part of an extraction as users run it."""
+    import shutil
+    import tracemalloc
+
+    import cardcube.storage
+    from benchmarks import extraction
+
+    cube = tmp_path / "cube"
+    shutil.copytree(tiny_cube, cube)  # the measurement rasterises the label layer anew beside the cube
+    events: list[str] = []
+    monkeypatch.setattr(extraction, "_peak_rss_mb", lambda: events.append("peak") or float(len(events)))
+    start = tracemalloc.start
+    monkeypatch.setattr(tracemalloc, "start", lambda *a: (events.append("traced"), start(*a))[1])
+
+    class Counting(cardcube.storage.CountingStore):
+        def __init__(self, *args, **kwargs) -> None:
+            if not events or events[-1] != "counted":  # the store's copies (read_only, ...) are made alike
+                events.append("counted")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(cardcube.storage, "CountingStore", Counting)
+    figures = extraction._measure_cardcube(str(cube), str(tiny_region.parcels), str(tmp_path / "out"), block=None,
+                                           count=True, traced=True)
+    assert events == ["peak", "traced", "counted"]
+    assert figures["peak_rss_mb"] == 1.0 and figures["store_requests"] > 0 and figures["traced_peak_mb"] > 0
+    assert json.loads(extraction.result_line(figures))["peak_rss_mb"] == 1.0  # not the process's peak after them
+    without = json.loads(extraction.result_line({"seconds": 1.0}))  # a measurement that took none: the process's
+    assert without["peak_rss_mb"] == float(len(events)) > 1.0
