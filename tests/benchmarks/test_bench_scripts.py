@@ -33,9 +33,11 @@ def _no_run(*args, **kwargs):
 
 
 def test_ingest_writes_its_figures_into_a_new_folder(tmp_path: Path, monkeypatch) -> None:
-    figures = {"scenes": 1, "initial": {"scenes_per_min": 1.0, "MB_per_s": 1.0, "written_MB": 1.0,
-                                        "write_amplification": 1.0},
-               "appends": {"scenes_per_min": 1.0, "written_MB": 1.0, "write_amplification": 1.0},
+    figures = {"scenes": 1, "load_average": 0.5,
+               "initial": {"scenes_per_min": 1.0, "MB_per_s": 1.0, "written_MB": 1.0, "write_amplification": 1.0,
+                           "seconds": 1.0, "cpu_seconds": 1.5},
+               "appends": {"scenes_per_min": 1.0, "written_MB": 1.0, "write_amplification": 1.0, "seconds": 1.0,
+                           "cpu_seconds": 1.5},
                "expire": {"initial_stored_MB": 1.0, "appended_stored_MB_before": 1.0,
                           "appended_stored_MB_after": 1.0, "versions_expired": 0, "seconds": 0.0}}
     monkeypatch.setattr(ingest_throughput, "run", lambda *a: figures)
