@@ -65,8 +65,9 @@ def _io_read() -> int:
     return psutil.Process().io_counters().read_chars
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS since exec (``VmHWM``; ``ru_maxrss`` would include the parent's at fork)."""
+def process_peak_mb() -> float:
+    """This process's peak RSS since exec, in MB (``VmHWM``; ``ru_maxrss``, of ``getrusage`` or ``wait4``, holds the
+    RSS of the process that started it, which it was a copy of until exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -113,7 +114,7 @@ def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, c
         again.append(time.perf_counter() - t0)
     if again:
         figures.update(stored_seconds=statistics.median(again), stored_seconds_min=min(again))
-    figures["peak_rss_mb"] = _peak_rss_mb()  # the extraction's own, before the passes that only measure
+    figures["peak_rss_mb"] = process_peak_mb()  # the extraction's own, before the passes that only measure
     if traced:
         import tracemalloc
 
@@ -277,7 +278,7 @@ def _exactextract_scene(paths: list[str], parcels: str, strategy: str) -> dict[s
     frame = exact_extract(paths, gdf, list(EXACTEXTRACT_OPS), include_cols=["parcel_id"], output="pandas",
                           strategy=strategy)
     return {"seconds": time.perf_counter() - t0, "bytes_read": _io_read() - io0, "rows": len(frame),
-            "parcels": len(gdf), "peak_rss_mb": _peak_rss_mb()}
+            "parcels": len(gdf), "peak_rss_mb": process_peak_mb()}
 
 
 def _measure_exactextract(items: str, parcels: str, scenes: int, strategy: str, processes: int) -> dict[str, Any]:
@@ -305,7 +306,7 @@ def _measure_exactextract(items: str, parcels: str, scenes: int, strategy: str, 
 def result_line(figures: dict[str, Any]) -> str:
     """A measurement's figures as the JSON line its subprocess prints, with the process's peak RSS unless the
     measurement took its own (before passes that only measure)."""
-    return json.dumps({"peak_rss_mb": _peak_rss_mb(), **figures})
+    return json.dumps({"peak_rss_mb": process_peak_mb(), **figures})
 
 
 def progress(text: str) -> None:

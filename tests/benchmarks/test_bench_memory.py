@@ -40,7 +40,7 @@ def test_extraction_s_peak_is_taken_before_the_passes_that_only_measure(tiny_cub
     cube = tmp_path / "cube"
     shutil.copytree(tiny_cube, cube)  # the measurement rasterises the label layer anew beside the cube
     events: list[str] = []
-    monkeypatch.setattr(extraction, "_peak_rss_mb", lambda: events.append("peak") or float(len(events)))
+    monkeypatch.setattr(extraction, "process_peak_mb", lambda: events.append("peak") or float(len(events)))
     start = tracemalloc.start
     monkeypatch.setattr(tracemalloc, "start", lambda *a: (events.append("traced"), start(*a))[1])
 
@@ -77,3 +77,19 @@ def test_ingest_throughput_gives_the_cpu_time_beside_the_wall_time(tiny_region, 
         cpu, wall = figures[step]["cpu_seconds"], figures[step]["seconds"]
         assert 0 < cpu <= wall * os.cpu_count() + 0.1, (step, cpu, wall)  # a process's threads on its cores
     assert figures["load_average"] >= 0 and figures["initial"]["write_amplification"] < 1.5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and the kernel's counts are Linux's")
+def test_the_unbounded_buffer_s_peak_is_its_process_s_own() -> None:
+    """``buffer_trial``'s process of its own gave getrusage's ru_maxrss as its peak, which holds the RSS of the
+    driver that started it (hundreds of MB after the fields it buffered): here a buffer of a square, started from
+    this process held over 400 MB."""
+    import subprocess
+
+    held = bytearray(400 * 2**20)
+    held[:: 4096] = b"\1" * len(held[:: 4096])
+    code = ("import shapely, benchmarks.buffer_trial as b; b.folded = lambda kind: shapely.box(0, 0, 100, 100); "
+            "b.unbounded('teeth')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=HERE)
+    seconds, peak = map(float, done.stdout.split())
+    assert len(held) and 0 < peak < 300 and seconds < 5  # its imports' (shapely, numpy, cardcube's): some 100 MB
