@@ -49,8 +49,9 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
 
     Its dask chunks are cut in time where the first part's start (each of its stored time chunks read by one
     block, and a block's parts let go once it is made: a mosaic of one time chunk held every part at once), and in
-    space of the first part's chunks' size; ``whole``: one over the area (as the parts are read), in time of at
-    least :data:`WHOLE_BLOCK_BYTES` (a parcel's window of one date a block took 1.5 times the CPU)."""
+    space as the first part's stored chunks (:func:`_space_chunks`); ``whole``: one over the area (as the parts
+    are read), in time of at least :data:`WHOLE_BLOCK_BYTES` (a parcel's window of one date a block took 1.5
+    times the CPU)."""
     crs = parts[0].rio.crs
     if any(p.rio.crs != crs for p in parts[1:]):
         raise InvalidRequestError("the query spans tiles of different UTM zones; query each zone separately (a bbox or "
@@ -67,7 +68,7 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
     first = parts[0][bands[0].name].data
     at_least = -(-WHOLE_BLOCK_BYTES // (ny * nx * first.dtype.itemsize)) if whole else 1
     chunks = (_time_chunks(places[0][0], first.chunks[0], dates.size, at_least), *(((ny,), (nx,)) if whole else (
-        _even(first.chunks[1][0], ny), _even(first.chunks[2][0], nx))))
+        _space_chunks(places[0][1], first.chunks[1], ny), _space_chunks(places[0][2], first.chunks[2], nx))))
     data_vars = {}
     for b in bands:
         arrays = [p[b.name].data for p in parts]
@@ -93,8 +94,15 @@ def _date_metadata(parts: Sequence[xr.Dataset], times: Sequence[np.ndarray], dat
     return {c: ("time", table[c].to_numpy()) for c in per_date}
 
 
-def _even(size: int, n: int) -> tuple[int, ...]:
-    return (size,) * (n // size) + ((n % size,) if n % size else ())
+def _space_chunks(offset: int, sizes: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """The mosaic's chunks along ``y`` or ``x``: those of the first part (placed at ``offset``), so its stored
+    chunks stay whole, and beyond it chunks of their full size on the same lattice (the part's first and last
+    chunks cut at the area's edges are no measure of it)."""
+    size = max(sizes)
+    edges = offset + np.cumsum((0, *sizes))
+    low, high = (edges[1], edges[-2]) if len(sizes) > 1 else (offset, offset)
+    cuts = np.concatenate([[0, n], np.arange(low, 0, -size), np.arange(high, n, size), edges[1:-1]])
+    return tuple(int(c) for c in np.diff(np.unique(cuts[(cuts >= 0) & (cuts <= n)])))
 
 
 def _time_chunks(positions: np.ndarray, sizes: tuple[int, ...], n: int, at_least: int = 1) -> tuple[int, ...]:

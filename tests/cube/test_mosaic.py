@@ -10,7 +10,7 @@ import rioxarray  # noqa: F401
 import xarray as xr
 
 from cardcube.spec import S2_L2A
-from cube.mosaic import _time_chunks, mosaic
+from cube.mosaic import _space_chunks, _time_chunks, mosaic
 
 B04, B08 = S2_L2A.band("B04"), S2_L2A.band("B08")
 NOON = np.datetime64("2024-05-04T12:00:00", "ns")
@@ -94,3 +94,12 @@ def test_a_whole_mosaics_blocks_hold_enough_dates_and_keep_stored_chunks_whole()
     assert _time_chunks(np.array([0, 2, 4, 5, 6]), (2, 3), 7, at_least=3) == (4, 3)  # never inside a stored chunk
     assert _time_chunks(np.array([1, 3]), (1, 1), 4, at_least=1) == (1, 2, 1)  # dates before the first window's
     assert _time_chunks(np.empty(0, int), (0,), 0) == (0,)
+
+
+def test_a_lazy_mosaics_chunks_in_space_are_the_first_windows_stored_chunks():
+    """A window cut at the area's edges begins and ends with partial chunks: the mosaic kept their size for all
+    its chunks (46 px chunks of a cube storing 128), each stored chunk read by several blocks. It keeps the
+    window's stored chunks whole and goes on beyond them on their lattice, at their full size."""
+    assert _space_chunks(5, (2, 4, 4, 1), 20) == (3, 4, 4, 4, 4, 1)
+    assert _space_chunks(0, (46, 128, 128), 400) == (46, 128, 128, 98)
+    assert _space_chunks(30, (50,), 100) == (30, 50, 20)
