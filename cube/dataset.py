@@ -509,6 +509,13 @@ def as_read(ds: xr.Dataset, *, as_of: int | CubeVersion | None, time: TimeSelect
     error: it would be ignored without a word."""
     wanted = as_of.version if isinstance(as_of, CubeVersion) else as_of
     held = ds.attrs.get("cardcube:version")
+    if isinstance(as_of, CubeVersion):  # the same number of another cube or collection is no other version of the same
+        read = (ds.attrs.get("cardcube:collection"), ds.attrs.get("cardcube:cube"))
+        given = (as_of.collection, as_of.cube or read[1])
+        if None not in read and given != read:
+            raise InvalidRequestError(f"the Dataset was read from the {read[0]} cube at {read[1]}, and as_of is a "
+                                      f"version of the {given[0]} cube at {given[1]}: pass a version of the "
+                                      "Dataset's cube, or none")
     if wanted is not None and held is not None and wanted != held:
         raise InvalidRequestError(f"the Dataset was read at version {held} of the cube, not {wanted}: open it with "
                                   f"open_cube(..., as_of={wanted}), or pass the cube's location")

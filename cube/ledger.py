@@ -286,6 +286,8 @@ class CubeVersion:
     manifests_since: int = 0  # the first version whose ingest wrote block manifests (0: none known to have)
     repaired: tuple[str, ...] = ()
     data_from: tuple[int, str] | None = None
+    # where it was read from (store_url; "" for one made in memory): as_of given it reads no other cube (read_version)
+    cube: str = field(default="", compare=False, repr=False)
     # tile -> data_footprint, made once per version object (the REST service keeps one across its requests)
     footprints: dict[str, BaseGeometry] = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -490,7 +492,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
         if version.collection != collection:
             raise InvalidRequestError(f"version {version.version} is of the {version.collection} cube, "
                                       f"not of {collection}")
-        return version
+        return _of_this_cube(store, version)
     if version is None:
         versions = committed_versions(store, collection)
         if not versions:
@@ -519,7 +521,7 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
                                                                        "written by another cardcube version?"))
     try:
         named = {s["details"] for s in record["scenes"].values() if "details" in s}
-        return CubeVersion.from_dict(record, DetailsReader(store, collection, named))
+        return replace(CubeVersion.from_dict(record, DetailsReader(store, collection, named)), cube=store_url(store))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if unknown := re.search(r"unexpected keyword argument '(\w+)'", str(exc)):  # a field added since
             raise CorruptDocumentError(f"{key} in {store_url(store)} holds a field this cardcube does not know "
@@ -527,6 +529,28 @@ def read_version(store: Store, collection: str, version: int | CubeVersion | Non
                                        f"read it (if none wrote it, the record is damaged)") from None
         raise CorruptDocumentError(f"{key} in {store_url(store)} is damaged ({type(exc).__name__}: {exc}): not a "
                                    "ledger record cardcube wrote; restore it from a backup") from None
+
+
+def _of_this_cube(store: Store, version: CubeVersion) -> CubeVersion:
+    """``version`` (a ``CubeVersion`` given as ``as_of``) if it is of the cube at ``store``: read from there, or one
+    whose record there was committed at the same time (the cube copied, or named by another path); else an
+    :class:`InvalidRequestError`. Another cube's version (another history, or the cube built again) would read this
+    cube's arrays by its own blocks and hot slots: other dates' pixels under its dates, without a word."""
+    here = store_url(store)
+    if version.cube == here:
+        return version
+    key = layout.ledger_key(version.collection, version.version)
+    record = read_json(store, key) if 0 < version.version <= MAX_VERSION else None
+    created = record.get("created") if isinstance(record, dict) else None
+    if created is not None and created == version.created and record.get("collection") == version.collection:
+        return version
+    source = f"the cube at {version.cube}" if version.cube else "no cube (made in memory)"
+    held = (f"which has no version {version.version}" if record is None else
+            f"whose version {version.version} was committed at {created}, that one at {version.created}")
+    raise InvalidRequestError(f"version {version.version} of the {version.collection} cube (as_of) was read from "
+                              f"{source}, not from the cube at {here} ({held}): it would read this cube's data by "
+                              f"another history's; give as_of={version.version} (a number) to read this cube's "
+                              "version, or a version read from it")
 
 
 def version_history(store: Store, collection: str, versions: Sequence[int] | None = None) -> list[CubeVersion]:

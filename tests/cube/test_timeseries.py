@@ -454,6 +454,35 @@ def test_as_of_reproduces_an_earlier_result(tiny_region, sample, tmp_path):
     assert parcel_timeseries(tmp_path / "growing", sample, collection="s1").attrs["cube_version"] == 2
 
 
+def test_a_version_of_another_cube_or_collection_is_refused_as_as_of(appended_cube, tiny_cube, sample, tmp_path):
+    """A CubeVersion given as as_of was used as it was, whatever cube it was read from: version 1 of a cube appended
+    date by date (4 dates cold, its fifth in hot slot 0) read the tiny cube's hot slot 0, another date's pixels, as
+    its fifth date, without a word. Refused now, naming both cubes; the same cube's version read through a copy (its
+    record committed at the same time) reads as a number would."""
+    import shutil
+
+    from cube.ledger import read_version
+
+    other = read_version(open_store(appended_cube), "s2", 1)
+    with pytest.raises(InvalidRequestError, match=rf"version 1 of the s2 cube \(as_of\) was read from the cube at "
+                                                  rf"{appended_cube}, not from the cube at {tiny_cube} \(whose version "
+                                                  r"1 was committed at .*give as_of=1 \(a number\)"):
+        parcel_timeseries(tiny_cube, sample, bands=["B04"], as_of=other)
+    with pytest.raises(InvalidRequestError, match="was read from the cube at"):
+        open_cube(tiny_cube, as_of=other, bands=["B04"])
+    with pytest.raises(InvalidRequestError, match="version 1 is of the s1 cube, not of s2"):
+        parcel_timeseries(tiny_cube, sample, bands=["B04"], as_of=read_version(open_store(tiny_cube), "s1", 1))
+    ds = open_cube(tiny_cube, bbox=tuple(sample.total_bounds))
+    with pytest.raises(InvalidRequestError, match=rf"the Dataset was read from the s2 cube at {tiny_cube}, and as_of "
+                                                  rf"is a version of the s2 cube at {appended_cube}"):
+        parcel_timeseries(ds, sample, bands=["B04"], as_of=other)
+    copy = shutil.copytree(appended_cube, tmp_path / "copy")
+    pd.testing.assert_frame_equal(parcel_timeseries(copy, sample, bands=["B04"], as_of=other),
+                                  parcel_timeseries(copy, sample, bands=["B04"], as_of=1))
+    mine = read_version(open_store(tiny_cube), "s2", 1)
+    assert parcel_timeseries(ds, sample, bands=["B04"], as_of=mine).attrs["cube_version"] == 1
+
+
 def test_s3_gives_the_numbers_of_the_folder(tiny_cube, tiny_region, sample, s3_bucket):
     url, opts = s3_bucket.url_for("cube"), s3_bucket.storage_options()
     ingest(tiny_region.items, url, collection="s1", chunks=ChunkLayout.parse(TEST_CHUNKS), storage_options=opts,
