@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -553,19 +553,29 @@ def _of_this_cube(store: Store, version: CubeVersion) -> CubeVersion:
                               "version, or a version read from it")
 
 
+def read_versions(store: Store, collection: str, versions: Sequence[int] | None = None) -> Iterator[CubeVersion]:
+    """The committed ``versions`` of ``collection`` (default: every one), oldest first, read one at a time as they are
+    asked for; a version expired meanwhile is left out, and none at all is :func:`no_collection_error`. A caller that
+    keeps only what it needs of each holds one record at a time: a record of 10 tiles x 490 dates is some 10 MB in
+    memory (:func:`version_history` holds them all)."""
+    found = False
+    for number in committed_versions(store, collection) if versions is None else versions:
+        try:
+            version = read_version(store, collection, number)
+        except VersionNotFoundError:
+            continue
+        found = True
+        yield version
+    if not found:
+        raise no_collection_error(store, collection)
+
+
 def version_history(store: Store, collection: str, versions: Sequence[int] | None = None) -> list[CubeVersion]:
     """The committed ``versions`` of ``collection`` (default: every one), oldest first; a version expired
     meanwhile is left out. One read per version, of a record that holds the whole cube state but its scenes' band
-    files and checksums (read when asked for): on a long history, ask for the newest few."""
-    history = []
-    for number in committed_versions(store, collection) if versions is None else versions:
-        try:
-            history.append(read_version(store, collection, number))
-        except VersionNotFoundError:
-            continue
-    if not history:
-        raise no_collection_error(store, collection)
-    return history
+    files and checksums (read when asked for), every one held: on a long history, ask for the newest few, or go
+    through :func:`read_versions`."""
+    return list(read_versions(store, collection, versions))
 
 
 def _which_versions(wanted: int, versions: Sequence[int]) -> str:

@@ -151,25 +151,24 @@ def _register_versions(sub: argparse._SubParsersAction) -> None:
 def _run_versions(args: argparse.Namespace) -> int:
     from cardcube.storage import open_store, store_url
     from cube.layout import cube_root
-    from cube.ledger import committed_versions, version_history
+    from cube.ledger import committed_versions, read_versions
 
     store = open_store(cube_root(args.cube), storage_options=storage_options(args), read_only=True)
     committed = committed_versions(store, args.collection)
-    history = version_history(store, args.collection, committed[-args.last:] if args.last else committed)
-    rejected = history[-1].rejected
+    history, rejected = [], ()  # of each version what is said of it: a record held whole is some 10 MB of a large cube
+    for v in read_versions(store, args.collection, committed[-args.last:] if args.last else committed):
+        history.append({"version": v.version, "created": v.created, "added": list(v.added),
+                        "repaired": list(v.repaired), "rejected": [r.scene_id for r in v.rejected]})
+        rejected = v.rejected
     if args.json:
-        print(json.dumps({"committed": committed,
-                          "versions": [{"version": v.version, "created": v.created, "added": list(v.added),
-                                        "repaired": list(v.repaired), "rejected": [r.scene_id for r in v.rejected]}
-                                       for v in history],
-                          "rejected": [r.to_dict() for r in rejected]}))
+        print(json.dumps({"committed": committed, "versions": history, "rejected": [r.to_dict() for r in rejected]}))
         return 0
     shown = "" if len(history) == len(committed) else f", the newest {len(history)} below (--last 0: all)"
     print(f"{args.collection} cube at {store_url(store)}: {len(committed)} version(s){shown}")
     for v in history:
-        repaired = f", repaired {len(v.repaired)} hot date(s)" if v.repaired else ""
-        print(f"  version {v.version}  {v.created}  added {len(v.added)} scene(s){repaired}, {len(v.rejected)} "
-              f"rejected and not in the cube")
+        repaired = f", repaired {len(v['repaired'])} hot date(s)" if v["repaired"] else ""
+        print(f"  version {v['version']}  {v['created']}  added {len(v['added'])} scene(s){repaired}, "
+              f"{len(v['rejected'])} rejected and not in the cube")
     print(f"rejected and not in the cube: {len(rejected)} scene(s)")
     for r in rejected:
         print(f"  {r.scene_id} ({r.kind}): {r.reason}")
