@@ -287,7 +287,8 @@ def expire(
         deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
         details = _sweep_details(store, collection, kept, dry_run=dry_run, fence=fence)
         checkpoint("expire-data")
-    result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept), deleted,
-                          dry_run=dry_run, details=details, merged=merged)
+    merging = (merged[0],) if dry_run and merged else ()  # the version the run would commit, kept as its merge is
+    result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept) + merging,
+                          deleted, dry_run=dry_run, details=details, merged=merged)
     log.info("%s", result.summary())
     return result

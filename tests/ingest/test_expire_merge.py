@@ -73,6 +73,7 @@ def test_expire_merges_the_latest_versions_details_objects_into_one_and_the_next
     planned = expire(cube, older_than=EVERYTHING, merge_over=4, dry_run=True)
     assert planned.merged == (10, 9) and committed_versions(store, "s2") == list(range(1, 10))
     assert "the 9 details objects the latest version names would be merged into one" in planned.summary()
+    assert planned.kept == (9, 10) and "kept versions 9-10" in planned.summary()  # was (9,): the run keeps its merge
 
     result = expire(cube, older_than=EVERYTHING, merge_over=4)
     assert result.merged == (10, 9) and result.kept == (9, 10) and result.to_dict()["merged"] == {"version": 10,
