@@ -20,10 +20,10 @@ never expires. Under the writer lock (no ingest runs meanwhile), in this order:
 
 After step 1's deletes, when the latest version names more than ``merge_over`` details objects (one per ingest that
 added scenes since the last merge: an ingest and a catalog build read them all), expire merges them: it commits a
-version reading the same data (its ``data_from`` the latest's, so no parcel's answer or ETag changes; the collection
-names the new version), whose record names one details object holding every scene's details, written before it as an
-ingest's is (``details`` step), and checkpoint ``expire-merged`` after. The objects merged go with the last version
-naming them, once it expires in turn.
+version reading the same data (its ``data_from`` the latest's, so no parcel's answer or ETag changes, and the STAC
+collection still names the version whose data it reads), whose record names one details object holding every scene's
+details, written before it as an ingest's is (``details`` step), and checkpoint ``expire-merged`` after. The objects
+merged go with the last version naming them, once it expires in turn.
 
 A kill between or inside the steps leaves every remaining version readable; the next run deletes what
 is left over (a merged details object written without its record: no record names it). A reader holding an
