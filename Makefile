@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+# editable_mode=compat: the project's folder on the path, so a folder named cube/ where a command runs (the demo's
+# cube) is not taken for the package `cube` (setuptools' default editable hook is consulted after the path)
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: $(STAMP)
