@@ -166,7 +166,8 @@ def _run_versions(args: argparse.Namespace) -> int:
     shown = "" if len(history) == len(committed) else f", the newest {len(history)} below (--last 0: all)"
     print(f"{args.collection} cube at {store_url(store)}: {len(committed)} version(s){shown}")
     for v in history:
-        repaired = f", repaired {len(v['repaired'])} hot date(s)" if v["repaired"] else ""
+        # hot dates read again and dates of cold blocks mended in place alike (CubeVersion.repaired)
+        repaired = f", repaired {len(v['repaired'])} date(s)" if v["repaired"] else ""
         print(f"  version {v['version']}  {v['created']}  added {len(v['added'])} scene(s){repaired}, "
               f"{len(v['rejected'])} rejected and not in the cube")
     print(f"rejected and not in the cube: {len(rejected)} scene(s)")

@@ -173,7 +173,7 @@ def test_repair_alone_writes_the_hot_date_into_a_new_slot(cube, hot_scene, tiny_
     nine = items_of(tiny_region.items, "sentinel-2-l2a")[:9]
     assert_matches_sources(cube, write_items(tiny_region.items, nine, "repair-nine.json"), "s2")
     assert main(["versions", "--cube", str(cube)]) == 0
-    assert "version 2  " in (said := capsys.readouterr().out) and "repaired 1 hot date(s)" in said
+    assert "version 2  " in (said := capsys.readouterr().out) and "repaired 1 date(s)" in said
     expire(cube, "s2", older_than=timedelta(0))
     assert verify(cube, deep=True, progress=False).ok
     # the new slot was written with a manifest by version 2, now the oldest kept: its loss is found, not taken
@@ -274,6 +274,8 @@ def test_repair_writes_lost_and_damaged_cold_shards_again_for_every_version(cube
     version = read_version(open_store(cube, read_only=True), "s2")
     assert version.version == 3 and version.repaired == tuple(sorted(b["id"] for b in block))
     assert {version.scenes[b["id"]].version for b in block} == {3} and not version.added
+    assert main(["versions", "--cube", str(cube)]) == 0  # the 4 dates mended in a cold block: no hot date
+    assert "repaired 4 date(s)," in (said := capsys.readouterr().out) and "hot date" not in said
     assert verify(cube, deep=True, progress=False).ok
     twelve = items_of(tiny_region.items, "sentinel-2-l2a")[:12]
     assert_matches_sources(cube, write_items(tiny_region.items, twelve, "mended-twelve.json"), "s2")
