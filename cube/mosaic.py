@@ -3,8 +3,8 @@ assembled by one dask task from the blocks of the tiles' arrays that cover it.
 
 Tiles of one UTM zone share their pixel lattice, so placing a tile's window in the mosaic is an offset in rows and
 columns, and its dates are positions among the mosaic's dates. xarray's outer join, ``combine_first`` and a sort
-to north up did the same through whole-array copies: a 2,048 px chip across two tiles held about four times its
-values at once. Here the values are written once, into the block that holds them."""
+to north up did the same through whole-array copies: a 2,048 px chip across two tiles held almost four times its
+values at once (1.9 GB for 496 MB; 1.0 GB so). Here the values are written once, into the block that holds them."""
 
 from __future__ import annotations
 
