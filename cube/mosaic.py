@@ -43,7 +43,8 @@ def pass_times(parts: Sequence[xr.Dataset]) -> list[np.ndarray]:
 
 def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -> xr.Dataset:
     """The tiles' windows ``parts`` as one Dataset, north up: at each pixel and date the value of the first part
-    with one (integers: other than their band's nodata; floats: not NaN), on the dates of :func:`pass_times`;
+    with one (other than the ``nodata`` its variable's attrs give, as stored values and SCL do; else not NaN; a
+    band of stored integers averaged to 20 m is float32 with the stored nodata), on the dates of :func:`pass_times`;
     pixels of no part's window (windows apart) nodata. Each date keeps its acquisition metadata (that of the first
     part holding it; ``scene_id`` and ``tile`` those of every part holding it, ``+``-joined).
 
@@ -72,7 +73,9 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
     data_vars = {}
     for b in bands:
         arrays = [p[b.name].data for p in parts]
-        empty = b.nodata if np.issubdtype(arrays[0].dtype, np.integer) else np.nan
+        integers = np.issubdtype(arrays[0].dtype, np.integer)  # stored values (decode=False) and SCL say their nodata
+        nodata = parts[0][b.name].attrs.get("nodata", b.nodata if integers else None)
+        empty = np.nan if nodata is None else nodata
         data_vars[b.name] = (("time", "y", "x"), _assembled(arrays, places, chunks, empty), parts[0][b.name].attrs)
     coords = {"time": ("time", dates, parts[0]["time"].attrs),
               "y": ("y", north - step_y * np.arange(ny), parts[0]["y"].attrs),

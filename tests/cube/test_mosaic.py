@@ -103,3 +103,15 @@ def test_a_lazy_mosaics_chunks_in_space_are_the_first_windows_stored_chunks():
     assert _space_chunks(5, (2, 4, 4, 1), 20) == (3, 4, 4, 4, 4, 1)
     assert _space_chunks(0, (46, 128, 128), 400) == (46, 128, 128, 98)
     assert _space_chunks(30, (50,), 100) == (30, 50, 20)
+
+
+def test_stored_values_averaged_to_a_coarser_grid_are_merged_on_their_nodata():
+    """``decode=False`` at 20 m of a 10 m band: float32 means, the stored nodata (0) where a 2 x 2 block holds no
+    data. Merged on NaN, that 0 hid the next tile's value there; it is merged on the nodata its attrs give."""
+    parts = [_window("31UFU", [0, 1], 1000, 5000, (4, 4), 1, (2, 4, 4)),
+             _window("31UGU", [0, 1], 1000, 5000, (4, 4), 2, (2, 4, 4))]
+    parts = [p.assign(B08=p.B08.astype("float32").assign_attrs(nodata=0)) for p in parts]
+    got = mosaic(parts, [B08], whole=True).B08.values
+    first, second = parts[0].B08.values, parts[1].B08.values
+    np.testing.assert_array_equal(got, np.where(first != 0, first, second))
+    assert (first == 0).any() and ((first == 0) & (second != 0)).any()
