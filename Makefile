@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint bench clean
 
 # editable_mode=compat: the project's folder on the path, so a folder named cube/ where a command runs (the demo's
-# cube) is not taken for the package `cube` (setuptools' default editable hook is consulted after the path)
+# cube) is not taken for the package `cube` (setuptools' default editable hook is consulted after the path);
+# setuptools calls the mode transitional, so pyproject.toml keeps the build to setuptools < 85, which has it
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
