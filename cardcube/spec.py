@@ -10,8 +10,6 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-import numpy as np
-
 from cardcube.errors import InvalidRequestError
 
 # Sentinel-2 L2A scene classification (SCL) codes, as in the ESA product specification.
@@ -76,21 +74,6 @@ class BandSpec:
     def fill(self) -> float | int:
         """The value the cube stores where there is no data (its arrays' fill value): ``nodata``, else 0."""
         return self.nodata if self.nodata is not None else 0
-
-    def decoded(self, stored: np.ndarray) -> np.ndarray:
-        """Physical values of stored ones: float32 ``stored * scale + offset``, NaN at nodata. Made in one float32
-        array, where a chain of array expressions held four at once; float32 needing neither is given back as is."""
-        nan = isinstance(self.nodata, float) and math.isnan(self.nodata)
-        if stored.dtype == np.float32 and (nan or self.nodata is None) and self.scale == 1 and self.offset == 0:
-            return stored
-        values = stored.astype(np.float32)
-        if self.scale != 1:
-            values *= np.float32(self.scale)
-        if self.offset != 0:
-            values += np.float32(self.offset)
-        if self.nodata is not None and not nan:
-            values[stored == self.nodata] = np.nan
-        return values
 
     @property
     def is_flag(self) -> bool:

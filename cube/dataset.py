@@ -65,6 +65,7 @@ from cube.mosaic import mosaic
 from cube.pass_dates import PASS_GAP, first_times
 from cube.shard_reader import read_window
 from cube.shared_chunks import ChunkSharing
+from cube.stats import unpack
 from cube.tile_arrays import ArrayCache, ArrayKey, open_arrays, sized_view
 
 log = logging.getLogger(__name__)
@@ -408,7 +409,9 @@ def _band_array(store: Store, version: CubeVersion, window: TileWindow, band: Ba
         pieces = [data[int(r[0]):int(r[-1]) + 1] for r in runs]
         data = (pieces[0] if len(pieces) == 1 else da.concatenate(pieces, axis=0)) if pieces else data[:0]
     if decode and not band.is_flag:
-        data = data.map_blocks(band.decoded, dtype=np.float32)
+        nodata = np.nan if band.nodata is None else band.nodata  # decoded in one float32 array a chunk
+        data = data.map_blocks(partial(unpack, nodata=nodata, scale=band.scale, offset=band.offset, dtype=np.float32),
+                               dtype=np.float32)
     if k > 1:
         h, w = window.shape
         data = da.repeat(da.repeat(data, k, axis=1), k, axis=2)[:, dr:dr + h, dc:dc + w]

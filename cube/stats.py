@@ -287,13 +287,21 @@ def _labelled(values: np.ndarray, labels: np.ndarray, n_labels: int, stats: Sequ
     return values, _Segments.build(labels, n_labels)
 
 
-def unpack(values: np.ndarray, *, nodata: float = np.nan, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
-    """Stored values as float64 physical ones, ``x * scale + offset``, NaN where ``x`` is ``nodata``."""
-    out = np.array(values, dtype=np.float64)
-    if (scale, offset) != (1.0, 0.0):
-        out = out * scale + offset
+def unpack(values: np.ndarray, *, nodata: float = np.nan, scale: float = 1.0, offset: float = 0.0,
+           dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """Stored values as physical ones of ``dtype`` (float64 for statistics; float32, as a Dataset holds them),
+    ``x * scale + offset`` computed in ``dtype``, NaN where ``x`` is ``nodata``. Made in one array, in place (a
+    chain of expressions held four at once); values of ``dtype`` needing neither are given back as they are."""
+    values = np.asarray(values)
+    if values.dtype == dtype and (scale, offset) == (1.0, 0.0) and nodata != nodata:
+        return values
+    out = values.astype(dtype)
+    if scale != 1.0:
+        out *= dtype(scale)
+    if offset != 0.0:
+        out += dtype(offset)
     if nodata == nodata:  # a nodata value (NaN needs no replacing)
-        out[np.asarray(values) == nodata] = np.nan
+        out[values == nodata] = np.nan
     return out
 
 

@@ -15,7 +15,7 @@ from exactextract import exact_extract
 from exactextract.raster import NumPyRasterSource
 
 from cardcube.errors import InvalidRequestError
-from cardcube.spec import SCL_CLASSES
+from cardcube.spec import S2_L2A, SCL_CLASSES
 from cube.extraction_files import TIMESERIES_PARQUET
 from cube.parcel_layer import parquet_bytes
 from cube.parcel_stats import ClassHistogram, ParcelStats, stats_frame, stats_table
@@ -29,6 +29,7 @@ from cube.stats import (
     clear_pixels,
     segment_stats,
     stat_list,
+    unpack,
     zonal_stats,
 )
 
@@ -510,3 +511,25 @@ def test_a_kernels_first_call_of_new_argument_types_waits_for_another_process_sa
     with another:  # the same types again: no lock taken, called while another holds it
         threading.Thread(target=call, daemon=True).start()
         assert called.wait(120)
+
+
+def test_unpacked_values_are_the_packing_applied_in_their_dtype_and_nan_at_nodata():
+    """``unpack`` to float32 (a Dataset's decoding: one array, in place) against the packing written out: stored *
+    scale + offset in float32, NaN where the stored value is nodata; Sentinel-1's float32 dB given back as they are;
+    float64 (the statistics') as ever."""
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 10000, (3, 50, 40), dtype="uint16")
+    stored[0, :5] = 0
+    b04 = S2_L2A.band("B04")
+    packing = {"nodata": b04.nodata, "scale": b04.scale, "offset": b04.offset}
+    want = np.where(stored == 0, np.nan, stored.astype("float32") * np.float32(1e-4) + np.float32(-0.1))
+    got = unpack(stored, **packing, dtype=np.float32)
+    assert got.dtype == np.float32 and np.isnan(got[0, :5]).all()
+    np.testing.assert_array_equal(got, want.astype("float32"))
+    assert stored[0, 0, 0] == 0  # the stored block is left as it was
+    db = rng.normal(-12, 3, (2, 8, 8)).astype("float32")
+    db[0, 0] = np.nan
+    assert unpack(db, dtype=np.float32) is db
+    wide = unpack(stored, **packing)
+    assert wide.dtype == np.float64
+    np.testing.assert_array_equal(wide, np.where(stored == 0, np.nan, stored * 1e-4 - 0.1))
