@@ -14,7 +14,7 @@ opens a group by its ``zarr.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,19 @@ def date_columns(acqs: Sequence[Acquisition]) -> dict[str, np.ndarray]:
     return values
 
 
-def stored_dates(versions: Sequence[CubeVersion], tile: str) -> dict[bool, dict[int, Acquisition]]:
-    """The date each place of ``tile``'s per-date arrays holds, by hot, as the kept ``versions`` (the latest last)
-    say: the cold arrays' are the latest's cold dates; a hot slot's, that of any version holding it (slots are never
-    reused). A slot no kept version holds (expired) is not known."""
-    hot = {h.slot: h.acquisition for v in versions if tile in v.tiles for h in v.tiles[tile].hot}
-    return {False: dict(enumerate(versions[-1].tiles[tile].cold)), True: hot}
+def add_hot_dates(known: dict[str, dict[int, Acquisition]], version: CubeVersion) -> None:
+    """Add the date each hot slot of ``version``'s tiles holds to ``known`` (tile -> slot -> date). Slots are never
+    reused, so those of every kept version, read one record at a time, add up to what the hot per-date arrays hold
+    (:func:`stored_dates`); a slot no kept version holds (expired) is not known."""
+    for tile, state in version.tiles.items():
+        known.setdefault(tile, {}).update({h.slot: h.acquisition for h in state.hot})
+
+
+def stored_dates(latest: CubeVersion, hot_dates: Mapping[str, Mapping[int, Acquisition]], tile: str
+                 ) -> dict[bool, dict[int, Acquisition]]:
+    """The date each place of ``tile``'s per-date arrays holds, by hot: the cold arrays' are the ``latest`` kept
+    version's cold dates; a hot slot's, that the kept versions give it (``hot_dates``, :func:`add_hot_dates`)."""
+    return {False: dict(enumerate(latest.tiles[tile].cold)), True: dict(hot_dates.get(tile, {}))}
 
 
 def is_coordinate_key(key: str) -> bool:
@@ -132,13 +139,12 @@ class CoordinateProblem:
     group: bool = False
 
 
-def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: Collection[str] | None = None
-                        ) -> list[CoordinateProblem]:
-    """Each coordinate and per-date array of every tile the latest of the kept ``versions`` holds (of ``tiles``
-    alone, if given; cold and hot) whose metadata is missing, damaged or not the writer's, and each chunk of them
-    missing or holding other values than the tile grid and the ledger say (its dates known to the kept versions); all
-    chunks read at once, ``IN_FLIGHT`` at a time. Reads only."""
-    latest = versions[-1]
+def coordinate_problems(store: Any, latest: CubeVersion, hot_dates: Mapping[str, Mapping[int, Acquisition]], *,
+                        tiles: Collection[str] | None = None) -> list[CoordinateProblem]:
+    """Each coordinate and per-date array of every tile the ``latest`` kept version holds (of ``tiles`` alone, if
+    given; cold and hot) whose metadata is missing, damaged or not the writer's, and each chunk of them missing or
+    holding other values than the tile grid and the ledger say (the hot slots' dates ``hot_dates``, as the kept
+    versions give them: :func:`add_hot_dates`); all chunks read at once, ``IN_FLIGHT`` at a time. Reads only."""
     spec, problems = latest.spec, []
     reads: list[_ChunkRead] = []
     wanted = sorted(t for t in latest.tiles if tiles is None or t in tiles)
@@ -159,7 +165,7 @@ def coordinate_problems(store: Any, versions: Sequence[CubeVersion], *, tiles: C
                 problems.append(CoordinateProblem(group_key(spec.name, tile, res, hot=hot), tile, res or 0, path, hot,
                                                   None, f"{wrong}: {_group_loses(path, res)}", group=True))
     for tile in wanted:
-        grid, known = TileGrid.from_id(tile), stored_dates(versions, tile)
+        grid, known = TileGrid.from_id(tile), stored_dates(latest, hot_dates, tile)
         for res, name, hot in sorted(keys):
             array = opened[(tile, (res, name, hot))]
             if isinstance(array, str):

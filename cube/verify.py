@@ -17,8 +17,8 @@ tile grid and the ledger say (:mod:`cube.coordinates`); ``ingest --repair`` writ
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
@@ -31,8 +31,8 @@ from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, in_steps, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
 from cube import layout
-from cube.coordinates import coordinate_problems, is_coordinate_key
-from cube.ledger import CubeVersion, commit_time, committed_versions, read_version, version_history
+from cube.coordinates import add_hot_dates, coordinate_problems, is_coordinate_key
+from cube.ledger import Acquisition, CubeVersion, commit_time, committed_versions, read_version, version_history
 from cube.manifest import BlockManifest, ShardKey, block_dates, has_manifest, read_manifests, tile_blocks
 from cube.scene_details import details_named, misassigned, read_details
 from cube.shard_reader import check_shard, index_size, shard_key
@@ -118,34 +118,34 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     """Check every shard that the manifests of the time blocks of ``collection``'s kept versions list: present
     and its index sound, or with ``deep`` every chunk decompressed (see the module text). Reads only."""
     store = open_store(layout.cube_root(cube), storage_options=storage_options, read_only=True)
-    versions, problems = _history(store, collection)
-    spec = versions[-1].spec
-    written = _written(versions)
+    history = _read_history(store, collection)
+    latest, written, problems = history.latest, history.written, list(history.problems)
+    spec = latest.spec
     manifests, damaged = _manifests(store, collection, sorted(written))
     listed = [m for m in manifests.values() if m is not None]
     shards, unread = listed_shards(store, spec, listed)
     with_manifests = {m.tile for m in listed}
     unread += _open_arrays(store, collection, sorted({  # of the tiles no manifest is left of: their arrays
         (t, (b.resolution, b.name, hot)) for t, hot, _ in written if t not in with_manifests for b in spec.bands}))[1]
-    lost = _lost_manifests(manifests, written, {v.version: v for v in versions}, collection)
+    lost = _lost_manifests(manifests, written, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
-    problems += damaged + unread + lost + _still_read(store, collection, versions, found)
-    details = _details_still_named(store, collection, versions)
+    problems += damaged + unread + lost + _still_read(store, collection, history.kept, found)
+    details = _details_still_named(store, collection, history)
     problems += details
-    problems += [(p.key, p.problem) for p in coordinate_problems(store, versions)]
+    problems += [(p.key, p.problem) for p in coordinate_problems(store, latest, history.hot_dates)]
     # a record older than the latest naming an object for scenes it does not hold: the latest records them (an ingest
     # took them as lost) or holds them as it says, and expire drops the record with its version
     wrong_older = {key for key, _ in details if layout.details_of_key(key) is None} - {
-        layout.ledger_key(collection, versions[-1].version)}
+        layout.ledger_key(collection, latest.version)}
     unlisted = len(manifests) - len(listed) - len(lost)
-    latest = {b for tile, state in versions[-1].tiles.items() for b in tile_blocks(tile, state, spec.chunks.time)}
-    named = details_named(versions[-1])  # a details object the latest names no more: its scenes' details recorded lost
+    latest_blocks, named = history.kept[-1].blocks, history.kept[-1].details  # a details object the latest names
+    # no more: its scenes' details recorded lost
     problems = [(key, LOST_DETAILS_RECORDED) if (d := layout.details_of_key(key)) is not None and d not in named
                 and problem.startswith("missing") else (key, problem) for key, problem in problems]
     superseded = tuple(key for key, _ in problems
-                       if ((k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest)
+                       if ((k := ShardKey.parse(key)) is not None and (k.tile, k.hot, k.block) not in latest_blocks)
                        or ((d := layout.details_of_key(key)) is not None and d not in named) or key in wrong_older)
-    return VerifyResult(collection, store_url(store), tuple(v.version for v in versions),
+    return VerifyResult(collection, store_url(store), tuple(k.version for k in history.kept),
                         len(listed), unlisted, len(shards), deep, tuple(problems), superseded)
 
 
@@ -155,10 +155,11 @@ def block_problems(store: Any, version: CubeVersion, *, progress: bool
     without ``deep`` (each shard's index read): a shard, a block's manifest (damaged, or lost by verify's rule,
     :func:`_lost_manifests`), and a band array whose ``zarr.json`` cannot be read (block None: every block of its
     tile in it). What only the dates' scenes read again (``ingest --repair``) or a backup can mend. Reads only."""
-    collection, written = version.spec.name, _written([version])
+    collection, written = version.spec.name, {}
+    _add_written(written, version, 0)
     manifests, damaged = _manifests(store, collection, sorted(written))
     of_key = {layout.manifest_key(collection, t, b, hot=h): (t, h, b) for t, h, b in written}
-    lost = _lost_manifests(manifests, written, {version.version: version}, collection)
+    lost = _lost_manifests(manifests, written, collection)
     found: list[tuple[tuple[str, bool, int] | None, str, str]] = [(of_key[k], k, p) for k, p in damaged + lost]
     shards, unread = listed_shards(store, version.spec, [m for m in manifests.values() if m is not None])
     found += [(None, k, p) for k, p in unread]
@@ -184,92 +185,93 @@ def _manifests(store: Any, collection: str, blocks: Sequence[tuple[str, bool, in
     return manifests, damaged
 
 
-def _still_read(store: Any, collection: str, versions: Sequence[CubeVersion], found: list[tuple[str, str]]
+def _still_read(store: Any, collection: str, kept: Sequence[_Kept], found: list[tuple[str, str]]
                 ) -> list[tuple[str, str]]:
     """Those of the shards ``found`` damaged that a version still kept reads: an ``expire`` running meanwhile
     (verify takes no lock) deletes the hot slots of the versions it expires, which are then no loss."""
     if not any(problem == "missing" for _, problem in found):
         return found
-    kept = set(committed_versions(store, collection))
-    if kept >= {v.version for v in versions}:
+    still = set(committed_versions(store, collection))
+    if still >= {k.version for k in kept}:
         return found
-    size = versions[-1].spec.chunks.time
-    read = {b for v in versions if v.version in kept for t, state in v.tiles.items()
-            for b in tile_blocks(t, state, size)}
+    read = set().union(*(k.blocks for k in kept if k.version in still))
     return [(key, problem) for key, problem in found
             if problem != "missing" or (k := ShardKey.parse(key)) is None or (k.tile, k.hot, k.block) in read]
 
 
-def _details_still_named(store: Any, collection: str, versions: Sequence[CubeVersion]) -> list[tuple[str, str]]:
-    """(key, problem) of each details object of the ledger that the kept ``versions`` name, missing or damaged, and
+def _details_still_named(store: Any, collection: str, history: _History) -> list[tuple[str, str]]:
+    """(key, problem) of each details object of the ledger that the kept versions name, missing or damaged, and
     of each record naming a sound one for scenes it does not hold as the record says (:func:`_misassigned`): but
     those missing that only versions expired meanwhile named (an ``expire`` running while verify reads, as
     :func:`_still_read` says of shards, deletes them after their records), which are no loss."""
-    held, problems = read_details(store, collection, set().union(*map(details_named, versions)))
-    problems += _misassigned(collection, versions, held)
+    problems = sorted(history.details_problems) + _misassigned(collection, history)
     if not any(problem.startswith("missing") for _, problem in problems):
         return problems
-    kept = set(committed_versions(store, collection))
-    named = set().union(*(details_named(v) for v in versions if v.version in kept))
+    still = set(committed_versions(store, collection))
+    named = set().union(*(k.details for k in history.kept if k.version in still))
     return [(key, problem) for key, problem in problems
             if not problem.startswith("missing") or layout.details_of_key(key) in named]
 
 
-def _misassigned(collection: str, versions: Sequence[CubeVersion], held: Mapping[str, Mapping[str, Any]]
-                 ) -> list[tuple[str, str]]:
-    """(record key, problem) of each record of ``versions`` naming a details object of ``held`` (those read sound) for
-    scenes it does not hold as the record says (:func:`cube.scene_details.misassigned`), one for each such object:
-    its digest checks, so the record is wrong (edited by hand, a restore mixing backups, a bug), and an ingest or a
-    catalog build asking for those scenes' details would stop on it."""
+def _misassigned(collection: str, history: _History) -> list[tuple[str, str]]:
+    """(record key, problem) of each record of the kept versions naming a details object read sound for scenes it
+    does not hold as the record says (:func:`cube.scene_details.misassigned`), one for each such object: its digest
+    checks, so the record is wrong (edited by hand, a restore mixing backups, a bug), and an ingest or a catalog
+    build asking for those scenes' details would stop on it."""
     problems = []
-    for v in versions:
-        for name, scenes in sorted(misassigned(v, held).items()):
-            listed = listed_names([f"{sid} ({why})" for sid, why in sorted(scenes.items())], most=5)
-            older = (" (a version older than the latest: `cardcube expire` drops it once superseded for longer than "
-                     "its --older-than)" if v.version != versions[-1].version else
-                     "; without one, run `cardcube ingest` (with any source, --repair too), which records their "
-                     "details as lost in a version it commits, their pixels as they are")
-            problems.append((layout.ledger_key(collection, v.version),
-                             f"damaged: it names {layout.details_key(collection, name)} for the band files and "
-                             f"checksums of {len(scenes)} scene(s) that object does not hold as the record says: "
-                             f"{listed}; the object is sound (its bytes are those its name's digest says), the "
-                             "record is wrong, and an ingest or a catalog build takes those scenes' details as lost "
-                             f"(warning): restore the record from a backup{older}"))
+    for version, name, scenes in history.misassigned:
+        listed = listed_names([f"{sid} ({why})" for sid, why in sorted(scenes.items())], most=5)
+        older = (" (a version older than the latest: `cardcube expire` drops it once superseded for longer than "
+                 "its --older-than)" if version != history.latest.version else
+                 "; without one, run `cardcube ingest` (with any source, --repair too), which records their "
+                 "details as lost in a version it commits, their pixels as they are")
+        problems.append((layout.ledger_key(collection, version),
+                         f"damaged: it names {layout.details_key(collection, name)} for the band files and "
+                         f"checksums of {len(scenes)} scene(s) that object does not hold as the record says: "
+                         f"{listed}; the object is sound (its bytes are those its name's digest says), the "
+                         "record is wrong, and an ingest or a catalog build takes those scenes' details as lost "
+                         f"(warning): restore the record from a backup{older}"))
     return problems
 
 
-def _written(versions: Sequence[CubeVersion]) -> dict[tuple[str, bool, int], tuple[int, int]]:
-    """The time blocks (tile, hot, block) the kept ``versions`` (oldest first) read, each with the earliest and
-    latest version that can have written it. A block is written once, by the ingest that committed the first
-    version reading it: that version, when the one kept before it is its predecessor; a block the oldest kept
-    version reads was written by it or an expired one, no earlier than its newest date's scene was ingested."""
-    written: dict[tuple[str, bool, int], tuple[int, int]] = {}
-    before = 0
-    for v in versions:
-        for tile, state in v.tiles.items():
-            size = v.spec.chunks.time
-            for b in tile_blocks(tile, state, size):
-                if b in written:
-                    continue
-                dates = block_dates(state, b[1], b[2], size)
-                scenes = [v.scenes[a.scene_id].version for a in dates if a.scene_id in v.scenes]
-                written[b] = (max([before + 1, *scenes]) if before else max(scenes, default=0), v.version)
-        before = v.version
-    return written
+class _Written(NamedTuple):
+    """Which versions can have written a time block: a block is written once, by the ingest that committed the first
+    version reading it, no earlier than ``earliest`` (the newest of its dates' scenes ingested, and after the kept
+    version before ``first``) and no later than ``first``, the first kept version reading it; ``manifested``: written
+    with a manifest, as that version's record says (:func:`cube.manifest.has_manifest`)."""
+
+    earliest: int
+    first: int
+    manifested: bool
 
 
-def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any],
-                    written: Mapping[tuple[str, bool, int], tuple[int, int]], versions: Mapping[int, CubeVersion],
+def _add_written(written: dict[tuple[str, bool, int], _Written], version: CubeVersion, before: int) -> None:
+    """Add the time blocks (tile, hot, block) ``version`` reads and no earlier kept version did to ``written``;
+    ``before``: the kept version before it (0: none, the oldest kept), which a block it is the first to read was
+    written after, when it is its predecessor; one the oldest kept version reads was written by it or an expired one,
+    no earlier than its newest date's scene was ingested."""
+    size = version.spec.chunks.time
+    for tile, state in version.tiles.items():
+        for b in tile_blocks(tile, state, size):
+            if b in written:
+                continue
+            dates = block_dates(state, b[1], b[2], size)
+            scenes = [version.scenes[a.scene_id].version for a in dates if a.scene_id in version.scenes]
+            written[b] = _Written(max([before + 1, *scenes]) if before else max(scenes, default=0), version.version,
+                                  has_manifest(version, *b))
+
+
+def _lost_manifests(manifests: Mapping[tuple[str, bool, int], Any], written: Mapping[tuple[str, bool, int], _Written],
                     collection: str) -> list[tuple[str, str]]:
     """(key, problem) of each block without a manifest that was written with one: the ledger says so (a scene of
     the block ingested since the cube's ``manifests_since``, :func:`cube.manifest.has_manifest`), or a block written
     no later than it has one (a cube of before ``manifests_since``). A partial restore lost it; its shards went
     unchecked, and verify said "sound". The others were written before manifests: counted as unlisted."""
-    first_kept = min((written[b][1] for b, m in manifests.items() if m is not None), default=None)
+    first_kept = min((written[b].first for b, m in manifests.items() if m is not None), default=None)
     return [(layout.manifest_key(collection, tile, block, hot=hot), LOST_MANIFEST)
             for (tile, hot, block), m in sorted(manifests.items())
-            if m is None and ((first_kept is not None and first_kept <= written[(tile, hot, block)][0])
-                              or has_manifest(versions[written[(tile, hot, block)][1]], tile, hot, block))]
+            if m is None and ((first_kept is not None and first_kept <= written[(tile, hot, block)].earliest)
+                              or written[(tile, hot, block)].manifested)]
 
 
 def lost_newest(store: Any, collection: str, newest: int) -> tuple[int, str] | None:
@@ -287,32 +289,78 @@ def lost_newest(store: Any, collection: str, newest: int) -> tuple[int, str] | N
                       f"{collection}/collection.json and run `cardcube catalog build`)")
 
 
-def _history(store: Any, collection: str) -> tuple[list[CubeVersion], list[tuple[str, str]]]:
-    """The kept versions of ``collection`` that can be read, oldest first, and (key, problem) of each record
-    missing between them or damaged: the versions whose blocks verify cannot know."""
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What verify holds of a kept version once its record is read and let go (a record of 10 tiles x 490 dates is
+    some 10 MB in memory; this, a few kB): its number, the time blocks it reads and the details objects it names."""
+
+    version: int
+    blocks: frozenset[tuple[str, bool, int]]
+    details: frozenset[str]
+
+
+@dataclass
+class _History:
+    """The kept versions of a collection as verify reads them, one record at a time (:func:`_read_history`): what it
+    holds of each (:class:`_Kept`, oldest first), the latest whole, and what the records tell together: the time
+    blocks they read (:func:`_add_written`), the dates of the hot slots (:func:`cube.coordinates.add_hot_dates`), the
+    details objects they name read once each (sound ones in ``held``; (key, problem) of the others), and (version,
+    object, scene -> what is wrong) of each record naming a sound one for scenes it does not hold as it says."""
+
+    kept: list[_Kept] = field(default_factory=list)
+    latest: CubeVersion | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    written: dict[tuple[str, bool, int], _Written] = field(default_factory=dict)
+    hot_dates: dict[str, dict[int, Acquisition]] = field(default_factory=dict)
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    details_problems: list[tuple[str, str]] = field(default_factory=list)
+    misassigned: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
+
+    def add(self, store: Any, version: CubeVersion) -> None:
+        """Take in ``version``, the next kept one: all verify needs of its record, which can then be let go."""
+        _add_written(self.written, version, self.latest.version if self.latest else 0)
+        add_hot_dates(self.hot_dates, version)
+        named = details_named(version)
+        if unread := named - self.held.keys() - {layout.details_of_key(k) for k, _ in self.details_problems}:
+            held, problems = read_details(store, version.spec.name, unread)
+            self.held.update(held)
+            self.details_problems += problems
+        self.misassigned += [(version.version, name, scenes)
+                             for name, scenes in sorted(misassigned(version, self.held).items())]
+        size = version.spec.chunks.time
+        self.kept.append(_Kept(version.version, frozenset(b for t, state in version.tiles.items()
+                                                          for b in tile_blocks(t, state, size)), frozenset(named)))
+        self.latest = version
+
+
+def _read_history(store: Any, collection: str) -> _History:
+    """The kept versions of ``collection`` that can be read, read one at a time (:class:`_History`), with (key,
+    problem) of each record missing between them or damaged: the versions whose blocks verify cannot know."""
     numbers = committed_versions(store, collection)
     present = set(numbers)
-    problems = [(layout.ledger_key(collection, n), LOST_RECORD)
-                for n in range(numbers[0] + 1, numbers[-1]) if n not in present] if numbers else []
+    history = _History()
+    history.problems += [(layout.ledger_key(collection, n), LOST_RECORD)
+                         for n in range(numbers[0] + 1, numbers[-1]) if n not in present] if numbers else []
     if numbers and (lost := lost_newest(store, collection, numbers[-1])):
-        problems += [(layout.ledger_key(collection, n), lost[1]) for n in range(numbers[-1] + 1, lost[0] + 1)]
-    versions = []
+        history.problems += [(layout.ledger_key(collection, n), lost[1]) for n in range(numbers[-1] + 1, lost[0] + 1)]
     for n in numbers:
         try:
-            versions.append(read_version(store, collection, n))
+            version = read_version(store, collection, n)
         except VersionNotFoundError:  # expired meanwhile
             continue
         except CorruptDocumentError as exc:
-            problems.append((layout.ledger_key(collection, n), f"damaged: {exc}"))
+            history.problems.append((layout.ledger_key(collection, n), f"damaged: {exc}"))
             continue
-        if commit_time(versions[-1]) is None:  # its data reads, but expire stops on it
-            problems.append((layout.ledger_key(collection, n), f"damaged: it records no UTC time of its commit "
-                             f"(created: {versions[-1].created!r}), which expire needs: restore it from a backup"))
-    if not versions:
+        if commit_time(version) is None:  # its data reads, but expire stops on it
+            history.problems.append((layout.ledger_key(collection, n), f"damaged: it records no UTC time of its "
+                                     f"commit (created: {version.created!r}), which expire needs: restore it from a "
+                                     "backup"))
+        history.add(store, version)
+    if history.latest is None:
         version_history(store, collection)  # raises: no cube, or no version left
         raise CorruptDocumentError(f"every ledger record of the {collection} cube at {store_url(store)} is damaged: "
-                                   + "; ".join(p for _, p in problems))
-    return versions, problems
+                                   + "; ".join(p for _, p in history.problems))
+    return history
 
 
 def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -40,7 +40,7 @@ from cube.coordinates import (
     pixel_centres,
     stored_dates,
 )
-from cube.ledger import CubeVersion, TileState
+from cube.ledger import Acquisition, CubeVersion, TileState
 
 _COORD_CHUNK = 1024
 
@@ -149,16 +149,17 @@ def _group_document(spec: CubeSpec, problem: CoordinateProblem) -> bytes:
     return objects[problem.key].to_bytes()
 
 
-def rewrite_coordinates(store: Store, spec: CubeSpec, versions: Sequence[CubeVersion],
+def rewrite_coordinates(store: Store, latest: CubeVersion, hot_dates: Mapping[str, Mapping[int, Acquisition]],
                         problems: Sequence[CoordinateProblem], *, check: Callable[[], None]) -> list[str]:
     """Write the coordinate and per-date arrays ``problems`` names (:func:`cube.coordinates.coordinate_problems` of
-    the kept ``versions``, the latest last) again, as ingest wrote them: a lost or damaged ``zarr.json`` made anew as
-    a new tile's is (sized to the dates the latest version holds), then the values, from the tile grid and the ledger,
-    into each chunk found missing, damaged or other (every chunk of an array whose metadata was); a chunk that does
-    not decode is deleted first, so the dates no kept version knows (expired hot slots) read as fill there.
-    The ``zarr.json`` of a tile's group lost or damaged (``group``) is written first, as :func:`ensure_tile` writes
-    it. ``check`` runs before each write (the writer's fence). The keys written."""
-    written = []
+    the ``latest`` kept version and the dates ``hot_dates`` the kept versions give the hot slots) again, as ingest
+    wrote them: a lost or damaged ``zarr.json`` made anew as a new tile's is (sized to the dates the latest version
+    holds), then the values, from the tile grid and the ledger, into each chunk found missing, damaged or other
+    (every chunk of an array whose metadata was); a chunk that does not decode is deleted first, so the dates no kept
+    version knows (expired hot slots) read as fill there. The ``zarr.json`` of a tile's group lost or damaged
+    (``group``) is written first, as :func:`ensure_tile` writes it. ``check`` runs before each write (the writer's
+    fence). The keys written."""
+    spec, written = latest.spec, []
     for p in sorted((p for p in problems if p.group), key=lambda p: (p.tile, p.key.count("/"), p.key)):
         check()  # a tile's own group before those in it
         write_many(store, {p.key: _group_document(spec, p)})
@@ -179,8 +180,8 @@ def rewrite_coordinates(store: Store, spec: CubeSpec, versions: Sequence[CubeVer
             target[:] = pixel_centres(grid, res)[name]  # one chunk, written whole
             written.append(f"{path}/{target.metadata.encode_chunk_key((0,))}")
             continue
-        known = stored_dates(versions, tile)[hot]
-        length = time_lengths(versions[-1].tiles[tile])[hot]
+        known = stored_dates(latest, hot_dates, tile)[hot]
+        length = time_lengths(latest.tiles[tile])[hot]
         if target.shape[0] < length and any(p.chunk is None for p in found):  # made anew: as the bands are sized
             target.resize((length,))
         size = target.chunks[0]

@@ -36,7 +36,7 @@ read (the default is 7 days).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +52,7 @@ from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, list_keys, open_store, store_url
 from catalog.write import published_version, write_catalog
 from cube import layout
-from cube.ledger import CubeVersion, TileState, commit_time, read_version, read_versions, version_history
+from cube.ledger import CubeVersion, TileState, commit_time, read_version, read_versions
 from cube.scene_details import details_loaded, details_named
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
@@ -116,20 +116,19 @@ def expired_versions(created: Sequence[tuple[int, datetime]], *, now: datetime, 
     return expired
 
 
-def garbage_blocks(head: TileState, kept: Iterable[TileState], present: Mapping[bool, Iterable[int]], *,
+def garbage_blocks(head: TileState, live_hot: Collection[int], present: Mapping[bool, Iterable[int]], *,
                    time_block: int) -> dict[bool, list[int]]:
     """The time blocks of a tile's arrays that no kept version reads, among those ``present`` in the store
     (by ``hot``: False for the time-first arrays, True for the hot buffer, whose blocks are single dates).
 
-    Hot dates are garbage unless some kept version lists them; time-first blocks only beyond the head's
-    extent (leftovers of a crashed ingest: committed blocks never go)."""
-    live_hot = {slot.slot for state in kept for slot in state.hot}
+    Hot dates are garbage unless some kept version lists them (``live_hot``: the tile's slots they list);
+    time-first blocks only beyond the head's extent (leftovers of a crashed ingest: committed blocks never go)."""
     cold_blocks = len(head.cold) // time_block
     return {False: sorted(b for b in present.get(False, ()) if b >= cold_blocks),
             True: sorted(s for s in present.get(True, ()) if s not in live_hot)}
 
 
-def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[TileState], *, dry_run: bool,
+def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, live_hot: Collection[int], *, dry_run: bool,
                 fence: Fence | None) -> int:
     """Delete a tile's unreferenced time blocks in every band array; how many distinct blocks went."""
     gone: set[tuple[bool, int]] = set()
@@ -137,7 +136,7 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
     for resolution in spec.resolutions:
         for band in spec.bands_at(resolution):
             present = {hot: stored[(resolution, band.name, hot)] for hot in (False, True)}
-            for hot, blocks in garbage_blocks(head, kept, present, time_block=spec.chunks.time).items():
+            for hot, blocks in garbage_blocks(head, live_hot, present, time_block=spec.chunks.time).items():
                 path = layout.array_path(spec.name, head.tile, resolution, band.name, hot=hot)
                 for block in blocks:
                     if not dry_run:
@@ -148,7 +147,7 @@ def _sweep_tile(store: Store, spec: CubeSpec, head: TileState, kept: Sequence[Ti
     # killed between the two: its re-run found no data there, and left them for good)
     checkpoint("expire-shards")
     listed = _manifest_blocks(store, spec.name, head.tile)
-    orphans = {(hot, b) for hot, blocks in garbage_blocks(head, kept, listed, time_block=spec.chunks.time).items()
+    orphans = {(hot, b) for hot, blocks in garbage_blocks(head, live_hot, listed, time_block=spec.chunks.time).items()
                for b in blocks}
     for hot, block in sorted(gone | orphans) if not dry_run else ():
         fence.check()
@@ -181,11 +180,10 @@ def _sweep_new_tiles(store: Store, collection: str, committed: set[str], *, dry_
     return gone
 
 
-def _sweep_details(store: Store, collection: str, kept: Sequence[CubeVersion], *, dry_run: bool,
+def _sweep_details(store: Store, collection: str, named: Collection[str], *, dry_run: bool,
                    fence: Fence | None) -> int:
-    """Delete the ledger's details objects no ``kept`` version names: those of expired versions only, and those of
-    runs killed before their commit. How many."""
-    named = set().union(*map(details_named, kept))
+    """Delete the ledger's details objects not ``named`` by a kept version: those of expired versions only, and those
+    of runs killed before their commit. How many."""
     gone = [key for key in list_keys(store, layout.ledger_prefix(collection))
             if (name := layout.details_of_key(key)) is not None and name not in named]
     for key in gone if not dry_run else ():
@@ -262,33 +260,39 @@ def expire(
         if lost := lost_newest(store, collection, created[-1][0]):  # its blocks are no leftovers
             raise CorruptDocumentError(f"{lost[1]}; nothing expired")
         expired = expired_versions(created, now=now or datetime.now(UTC), older_than=older_than)
-        kept = version_history(store, collection, [v for v, _ in created if v not in expired])
+        kept, live_hot, named, head = [], {}, set(), None
+        for version in read_versions(store, collection, [v for v, _ in created if v not in expired]):
+            kept.append(version.version)  # each record let go once read: what the sweeps need of it is kept
+            for tile, state in version.tiles.items():
+                live_hot.setdefault(tile, set()).update(h.slot for h in state.hot)
+            named |= details_named(version)
+            head = version
         for number in expired if not dry_run else ():
             fence.check()
             delete_key(store, layout.ledger_key(collection, number))
         merged = None
-        if merge_over is not None and len(named := details_named(kept[-1])) > max(merge_over, 1):  # 1: merged
+        if merge_over is not None and len(in_head := details_named(head)) > max(merge_over, 1):  # 1: merged
             if dry_run:
-                merged = None if _details_to_merge(kept[-1]) is None else (kept[-1].version + 1, len(named))
-            elif (new := _merge_details(store, kept[-1], fence)) is not None:
-                kept.append(new)
-                merged = (new.version, len(named))
+                merged = None if _details_to_merge(head) is None else (head.version + 1, len(in_head))
+            elif (new := _merge_details(store, head, fence)) is not None:
+                kept.append(new.version)
+                named |= details_named(new)
+                head = new
+                merged = (new.version, len(in_head))
         if not dry_run:  # the head published (idempotent), as the next ingest does first: an ingest killed after its
             # commit left it unpublished; a catalog naming a version now gone (or gone by a run killed before) redone
             published = published_version(store, collection)
-            force = published is not None and published not in {v.version for v in kept}
+            force = published is not None and published not in kept
             on_catalog = None if published is None else lambda s, v: write_catalog(s, v, force=force)  # a cube's own
-            publish(store, kept[-1], on_catalog=on_catalog, fence=fence)
+            publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("expire-records")
-        head = kept[-1]
-        deleted = {tile: _sweep_tile(store, head.spec, state, [v.tiles[tile] for v in kept if tile in v.tiles],
-                                     dry_run=dry_run, fence=fence)
+        deleted = {tile: _sweep_tile(store, head.spec, state, live_hot.get(tile, set()), dry_run=dry_run, fence=fence)
                    for tile, state in sorted(head.tiles.items())}
         deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
-        details = _sweep_details(store, collection, kept, dry_run=dry_run, fence=fence)
+        details = _sweep_details(store, collection, named, dry_run=dry_run, fence=fence)
         checkpoint("expire-data")
     merging = (merged[0],) if dry_run and merged else ()  # the version the run would commit, kept as its merge is
-    result = ExpireResult(collection, store_url(store), tuple(expired), tuple(v.version for v in kept) + merging,
+    result = ExpireResult(collection, store_url(store), tuple(expired), tuple(kept) + merging,
                           deleted, dry_run=dry_run, details=details, merged=merged)
     log.info("%s", result.summary())
     return result

@@ -32,8 +32,8 @@ from zarr.abc.store import Store
 
 from cardcube.errors import CorruptDocumentError, InvalidRequestError, VersionNotFoundError
 from cardcube.storage import listed_names
-from cube.coordinates import coordinate_problems
-from cube.ledger import CubeVersion, Rejection, SceneRecord, committed_versions, read_version
+from cube.coordinates import add_hot_dates, coordinate_problems
+from cube.ledger import Acquisition, CubeVersion, Rejection, SceneRecord, committed_versions, read_version
 from cube.manifest import ShardKey, block_dates, has_manifest, read_manifests
 from cube.scene_details import lost_in
 from cube.verify import ListedShard, block_problems, check_shards, listed_shards
@@ -152,17 +152,17 @@ def mend_coordinates(store: Store, head: CubeVersion, fence: Fence, *, tiles: Co
     damaged or other than the tile grid and the ledger say again (:func:`ingest.arrays.rewrite_coordinates`), the hot
     slots' from every kept version (a record that cannot be read leaves its slots unchecked), or with ``older`` False
     those ``head`` holds alone (the older records unread: a few MB each at a season's size); the keys written."""
-    versions = []
+    hot_dates: dict[str, dict[int, Acquisition]] = {}
     for n in committed_versions(store, head.spec.name) if older else ():
         if n >= head.version:
             continue
-        try:
-            versions.append(read_version(store, head.spec.name, n))
+        try:  # one record at a time: only its hot slots' dates are kept
+            add_hot_dates(hot_dates, read_version(store, head.spec.name, n))
         except (VersionNotFoundError, CorruptDocumentError):  # verify names a damaged one
             continue
-    versions.append(head)
-    problems = coordinate_problems(store, versions, tiles=tiles)
-    return rewrite_coordinates(store, head.spec, versions, problems, check=fence.check) if problems else []
+    add_hot_dates(hot_dates, head)
+    problems = coordinate_problems(store, head, hot_dates, tiles=tiles)
+    return rewrite_coordinates(store, head, hot_dates, problems, check=fence.check) if problems else []
 
 
 def _damaged_shards(store: Store, head: CubeVersion, blocks: Sequence[tuple[str, bool, int]], *, progress: bool
