@@ -4,8 +4,9 @@ Providers do not all store L2A reflectance alike. Since processing baseline 04.0
 1000 to every DN (reflectance = (DN - 1000) / 10000: the cube's convention, ``BandSpec.offset`` -0.1);
 earlier products have no offset, and some providers shift new products back to the old scale. A cube that
 took every scene's DNs as they are would read 0.1 too low on those dates, and NDVI with it. So each scene
-says its offset -- the asset's ``raster:bands`` scale and offset, else ``s2:processing_baseline`` -- and its
-DNs are shifted to the cube's when written (a scene saying neither is taken to follow the cube).
+says its offset -- the asset's ``raster:bands`` offset, else ``s2:processing_baseline`` (an asset stating its
+scale alone says nothing of the offset) -- and its DNs are shifted to the cube's when written (a scene saying
+neither is taken to follow the cube).
 
 A file's own nodata value (-32768 or 0 in float backscatter, say) becomes the cube's nodata, so no
 statistic counts it as a measurement.
@@ -157,8 +158,8 @@ def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None, *, 
     if band.is_flag or (band.scale, band.offset) == (1.0, 0.0):
         return ValueMap(fill, nodata)
     scale, offset = scene.scaling.get(band.name, (None, None))
-    if scale is None and offset is None and scene.processing_baseline is not None:
-        scale, offset = band.scale, (0.0 if scene.processing_baseline < BASELINE_WITH_OFFSET else band.offset)
+    if offset is None and scene.processing_baseline is not None:  # an asset naming its scale alone names no offset
+        offset = 0.0 if scene.processing_baseline < BASELINE_WITH_OFFSET else band.offset
     scale = band.scale if scale is None else scale
     offset = band.offset if offset is None else offset
     if not math.isclose(scale, band.scale, rel_tol=1e-6):

@@ -35,6 +35,9 @@ def test_the_offset_comes_from_raster_bands_then_the_processing_baseline():
     stated = _scene(processing_baseline=2.14, scaling={"B04": (1e-4, -0.1)})  # the asset's own word wins
     assert value_map(stated, B04, 0).shift == 0
     assert value_map(_scene(scaling={"B04": (None, 0.0)}), B04, 0).shift == 1000
+    # an asset stating its scale alone says no offset: the baseline does (it was taken as the cube's -0.1)
+    assert value_map(_scene(processing_baseline=2.14, scaling={"B04": (1e-4, None)}), B04, 0).shift == 1000
+    assert value_map(_scene(processing_baseline=5.1, scaling={"B04": (1e-4, None)}), B04, 0).shift == 0
     assert value_map(_scene(processing_baseline=2.14), S2_L2A.band("SCL"), 0).shift == 0  # classes are no DN
     with pytest.raises(SceneContentError, match=r"scaled by 0\.001"):
         value_map(_scene(scaling={"B04": (1e-3, 0.0)}), B04, 0)
@@ -100,6 +103,23 @@ def test_an_old_processing_baseline_reads_as_reflectance_like_the_rest(odd_sourc
     np.testing.assert_array_equal(got[dn == 0], 0)
     record = read_version(open_store(tmp_path / "cube"), "s2").scenes["S2-OLD-BASELINE"]
     assert record.processing_baseline == 2.14  # in the ledger: why these values were shifted
+
+
+def test_an_old_baseline_whose_assets_state_their_scale_alone_reads_as_reflectance(tiny_region, tmp_path):
+    """A product of baseline 02.14 whose ``raster:bands`` give the scale and no offset (as many catalogs write them):
+    its DN carry no offset, and are stored 1000 higher (they were stored as they were: reflectance 0.1 too low)."""
+    s2 = items_of(tiny_region.items, "sentinel-2-l2a")[1]
+    old = broken_copy(tiny_region.items, s2, "S2-OLD-SCALE-ONLY", props={"s2:processing_baseline": "02.14"})
+    for asset in old["assets"].values():
+        for entry in asset.get("raster:bands", []):
+            entry.pop("offset", None)
+    assert any("scale" in e for a in old["assets"].values() for e in a.get("raster:bands", []))
+    items = write_items(tiny_region.items, [old], "old-scale-only.json")
+    ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    source, got = _source_and_cube(tmp_path / "cube", "s2", items, old, "B04", decode=False)
+    dn, got = source.astype(np.int64), got.astype(np.int64)
+    np.testing.assert_array_equal(got[dn > 0], dn[dn > 0] + 1000)
+    np.testing.assert_array_equal(got[dn == 0], 0)
 
 
 def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources, tmp_path):
