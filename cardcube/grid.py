@@ -136,7 +136,10 @@ class TileGrid:
         full = self.geobox(res)
         h, w = geobox.shape
         if row < 0 or col < 0 or row + h > full.shape[0] or col + w > full.shape[1]:
-            raise SceneGridError(scene_id, f"extent {geobox.boundingbox} reaches outside tile {self.tile_id}")
+            box = ", ".join(f"{v:.10g}" for v in geobox.boundingbox)
+            tile_box = ", ".join(f"{v:.10g}" for v in self.bounds)
+            raise SceneGridError(scene_id, f"extent ({box}) reaches outside tile {self.tile_id} ({tile_box}, "
+                                           f"{self.crs}): larger than the tile, or on another tile than its item names")
         return row, col
 
     def check_crs(self, geobox: GeoBox, *, scene_id: str = "?") -> None:

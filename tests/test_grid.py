@@ -62,6 +62,23 @@ def test_an_unknown_tile_is_a_clear_error(bad):
         TileGrid.from_id(bad)
 
 
+def test_a_scene_off_the_tile_its_item_names_is_told_in_the_tiles_numbers_not_a_crs_dump():
+    """A scene of 31UFU labelled 31UGU (a tile id slip in an item): the error gives both boxes plainly (it gave a
+    BoundingBox repr holding the CRS's whole WKT, some 1,000 characters)."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    from cardcube.errors import SceneGridError
+
+    scene = GeoBox((100, 100), Affine(10, 0, 680_000, 0, -10, 5_845_000), "EPSG:32631")
+    with pytest.raises(SceneGridError) as err:
+        TileGrid.from_id("31UGU").window(scene, scene_id="S")
+    message = str(err.value)
+    assert "extent (680000, 5844000, 681000, 5845000) reaches outside tile 31UGU (699960, 5790240, 809760, 5900040, " \
+           "EPSG:32631)" in message
+    assert "PROJCS" not in message and len(message) < 250
+
+
 def test_tiles_for_bbox_finds_the_overlapping_neighbours():
     ufu = TileGrid.from_id("31UFU")
     corner = (ufu.ulx + 105_000, ufu.uly - 105_000)  # in the overlap of four tiles
