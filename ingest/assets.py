@@ -140,11 +140,22 @@ def scaling_of(asset: Mapping[str, Any]) -> tuple[float | None, float | None] | 
     raster = asset.get("raster:bands")
     first = raster[0] if isinstance(raster, list) and raster and isinstance(raster[0], dict) else {}
     if "scale" in first or "offset" in first:
-        return first.get("scale"), first.get("offset")
+        return _as_number(first.get("scale")), _as_number(first.get("offset"))
     for entry in (_one_band(asset), asset):
         if "raster:scale" in entry or "raster:offset" in entry:
-            return entry.get("raster:scale"), entry.get("raster:offset")
+            return _as_number(entry.get("raster:scale")), _as_number(entry.get("raster:offset"))
     return None
+
+
+def _as_number(value: Any) -> Any:
+    """A number written as text ("0.0001", off the schema, as for nodata) as that number; anything else as it is
+    (:func:`ingest.values.value_map` refuses what is no number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def unit_of(asset: Mapping[str, Any]) -> str | None:

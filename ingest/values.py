@@ -158,6 +158,10 @@ def value_map(scene: SourceScene, band: BandSpec, file_nodata: float | None, *, 
     if band.is_flag or (band.scale, band.offset) == (1.0, 0.0):
         return ValueMap(fill, nodata)
     scale, offset = scene.scaling.get(band.name, (None, None))
+    for name, said in (("scale", scale), ("offset", offset)):
+        if said is not None and (isinstance(said, bool) or not isinstance(said, int | float)
+                                 or not math.isfinite(said)):
+            raise SceneContentError(scene.scene_id, f"band {band.name}: its asset's {name} {said!r} is no number")
     if offset is None and scene.processing_baseline is not None:  # an asset naming its scale alone names no offset
         offset = 0.0 if scene.processing_baseline < BASELINE_WITH_OFFSET else band.offset
     scale = band.scale if scale is None else scale

@@ -39,6 +39,11 @@ def test_the_offset_comes_from_raster_bands_then_the_processing_baseline():
     assert value_map(_scene(processing_baseline=2.14, scaling={"B04": (1e-4, None)}), B04, 0).shift == 1000
     assert value_map(_scene(processing_baseline=5.1, scaling={"B04": (1e-4, None)}), B04, 0).shift == 0
     assert value_map(_scene(processing_baseline=2.14), S2_L2A.band("SCL"), 0).shift == 0  # classes are no DN
+    # numbers written as text (off the schema, as nodata is read) are read; what is no number is refused by name
+    from ingest.assets import scaling_of
+    assert scaling_of({"raster:bands": [{"scale": "0.0001", "offset": "-0.1"}]}) == (1e-4, -0.1)
+    with pytest.raises(SceneContentError, match=r"band B04: its asset's offset 'minus 0\.1' is no number"):
+        value_map(_scene(scaling={"B04": (1e-4, "minus 0.1")}), B04, 0)
     with pytest.raises(SceneContentError, match=r"scaled by 0\.001"):
         value_map(_scene(scaling={"B04": (1e-3, 0.0)}), B04, 0)
     with pytest.raises(SceneContentError, match="not a whole number of DN"):
