@@ -191,12 +191,36 @@ def _collection_items(doc: dict) -> list[pystac.Item]:
     items = []
     for n, feature in enumerate(features, 1):
         try:
+            if (fault := _shape_fault(feature)) is not None:
+                raise pystac.STACError(fault)
             items.append(pystac.Item.from_dict(feature, preserve_dict=False))
-        except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:
+        except (pystac.STACError, pystac.STACTypeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # AttributeError: pystac's own, of a member of another JSON type than the shape check knows
             name = f" ({feature.get('id')})" if isinstance(feature, dict) and feature.get("id") else ""
             raise pystac.STACError(f"item {n} of {len(features)}{name}: {str(exc).rstrip('.')}; no item was "
                                    f"ingested: correct that item or leave it out") from None
     return items
+
+
+def _shape_fault(feature: object) -> str | None:
+    """What makes ``feature`` no STAC item by the JSON types of its members alone, or None: pystac answers an
+    ``"assets": null`` with its internals ("'NoneType' object has no attribute 'values'")."""
+    if not isinstance(feature, dict):
+        return f"it is {_json_type(feature)}, not an object"
+    for member in ("properties", "assets"):
+        if not isinstance(feature.get(member), dict):
+            said = "missing" if member not in feature else _json_type(feature[member])
+            return f'its "{member}" member is {said}, not an object'
+    for key, asset in feature["assets"].items():
+        if not isinstance(asset, dict):
+            return f'its asset "{key}" is {_json_type(asset)}, not an object'
+    return None
+
+
+def _json_type(value: object) -> str:
+    return ("null" if value is None else "a boolean" if isinstance(value, bool) else "a number"
+            if isinstance(value, int | float) else "a string" if isinstance(value, str) else "an array"
+            if isinstance(value, list) else "an object")
 
 
 def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
@@ -225,8 +249,11 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
             cat = pystac.read_file(path, stac_io=_FsspecStacIO())
             return list(cat.get_items(recursive=True)), ""  # pystac resolves hrefs of a catalog itself
         if doc.get("type") == "Feature":
+            if (fault := _shape_fault(doc)) is not None:
+                raise pystac.STACError(fault)
             return [pystac.Item.from_dict(doc)], base
-    except (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError) as exc:  # not STAC, or broken
+    except (pystac.STACError, pystac.STACTypeError, AttributeError, KeyError, TypeError, ValueError
+            ) as exc:  # not STAC, or broken
         raise InvalidRequestError(f"{path} is not valid STAC ({type(exc).__name__}: {exc})") from None
     raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item")
 

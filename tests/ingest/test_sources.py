@@ -170,6 +170,26 @@ def test_an_item_that_is_not_valid_stac_is_named_among_the_others(tiny_region, t
     assert not (tmp_path / "cube" / "s2").exists()
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda f: f.update(assets=None), '"assets" member is null, not an object'),
+    (lambda f: f.update(assets=[]), '"assets" member is an array, not an object'),
+    (lambda f: f.update(properties=None), '"properties" member is null, not an object'),
+    (lambda f: f["assets"].update(B04="B04.tif"), 'asset "B04" is a string, not an object'),
+])
+def test_an_item_whose_members_are_of_another_json_type_is_an_error_naming_it(edit, said, tiny_region, tmp_path,
+                                                                                capsys):
+    """``"assets": null`` and the like: pystac raised an AttributeError, a traceback with exit status 1 (which says
+    some scenes were rejected), nothing naming the item; it is the error of an item that is not valid STAC."""
+    good, odd = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
+    edit(odd)
+    broken = write_items(tiny_region.items, [good, odd], "odd-member.json")
+    code = main(["ingest", str(broken), "--cube", str(tmp_path / "cube"), "--quiet", "--no-catalog"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"is not valid STAC (STACError: item 2 of 2 ({odd['id']}): its {said}; no item was ingested" in err
+    assert not (tmp_path / "cube" / "s2").exists()
+
+
 def _by_scene(cube, bbox, ids: list[str]) -> dict[str, np.ndarray]:
     """Every band of the s2 cube at ``cube`` over ``bbox`` for scenes ``ids`` (in that order), as stored."""
     out = {}
