@@ -204,9 +204,14 @@ def _collection_items(doc: dict) -> list[pystac.Item]:
 
 def _shape_fault(feature: object) -> str | None:
     """What makes ``feature`` no STAC item by the JSON types of its members alone, or None: pystac answers an
-    ``"assets": null`` with its internals ("'NoneType' object has no attribute 'values'")."""
+    ``"assets": null`` with its internals ("'NoneType' object has no attribute 'values'"), and takes an id of 5
+    or null, which stopped the ingest at its commit."""
     if not isinstance(feature, dict):
         return f"it is {_json_type(feature)}, not an object"
+    if not isinstance(feature.get("id"), str):  # a number or null: ids are sorted, as strings, into the ledger
+        return f'its "id" is {"missing" if "id" not in feature else _json_type(feature["id"])}, not a string'
+    if not feature["id"].strip():
+        return 'its "id" is blank: a scene is known by its id'
     for member in ("properties", "assets"):
         if not isinstance(feature.get(member), dict):
             said = "missing" if member not in feature else _json_type(feature[member])

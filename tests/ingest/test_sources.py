@@ -175,18 +175,24 @@ def test_an_item_that_is_not_valid_stac_is_named_among_the_others(tiny_region, t
     (lambda f: f.update(assets=[]), '"assets" member is an array, not an object'),
     (lambda f: f.update(properties=None), '"properties" member is null, not an object'),
     (lambda f: f["assets"].update(B04="B04.tif"), 'asset "B04" is a string, not an object'),
+    (lambda f: f.update(id=5), '"id" is a number, not a string'),  # went through the checks, then a TypeError
+    (lambda f: f.update(id=None), '"id" is null, not a string'),
+    (lambda f: f.update(id=""), '"id" is blank: a scene is known by its id'),  # went in, as scene ""
 ])
 def test_an_item_whose_members_are_of_another_json_type_is_an_error_naming_it(edit, said, tiny_region, tmp_path,
                                                                                 capsys):
     """``"assets": null`` and the like: pystac raised an AttributeError, a traceback with exit status 1 (which says
-    some scenes were rejected), nothing naming the item; it is the error of an item that is not valid STAC."""
+    some scenes were rejected), nothing naming the item; an id of 5 or null went through the checks and the writes,
+    then stopped the run at its commit with a TypeError; an empty id went in. Each is the error of an item that is
+    not valid STAC."""
     good, odd = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
     edit(odd)
     broken = write_items(tiny_region.items, [good, odd], "odd-member.json")
     code = main(["ingest", str(broken), "--cube", str(tmp_path / "cube"), "--quiet", "--no-catalog"])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"is not valid STAC (STACError: item 2 of 2 ({odd['id']}): its {said}; no item was ingested" in err
+    name = f" ({odd['id']})" if odd["id"] else ""
+    assert f"is not valid STAC (STACError: item 2 of 2{name}: its {said}; no item was ingested" in err
     assert not (tmp_path / "cube" / "s2").exists()
 
 
