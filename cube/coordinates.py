@@ -165,7 +165,7 @@ def coordinate_problems(store: Any, latest: CubeVersion, hot_dates: Mapping[str,
                 problems.append(CoordinateProblem(group_key(spec.name, tile, res, hot=hot), tile, res or 0, path, hot,
                                                   None, f"{wrong}: {_group_loses(path, res)}", group=True))
     for tile in wanted:
-        grid, known = TileGrid.from_id(tile), stored_dates(latest, hot_dates, tile)
+        grid, known, state = TileGrid.from_id(tile), stored_dates(latest, hot_dates, tile), latest.tiles[tile]
         for res, name, hot in sorted(keys):
             array = opened[(tile, (res, name, hot))]
             if isinstance(array, str):
@@ -174,7 +174,8 @@ def coordinate_problems(store: Any, latest: CubeVersion, hot_dates: Mapping[str,
                     f"{array}: the array's metadata; a plain Zarr reader (xarray.open_zarr, rioxarray) sees no {name} "
                     f"array, and loses {_loses(name)}"))
                 continue
-            if wrong := _metadata_problem(array, grid, res, name):
+            length = state.hot_slots_used if hot else len(state.cold)
+            if wrong := _metadata_problem(array, grid, res, name, length):
                 problems.append(CoordinateProblem(f"{array.store_path.path}/zarr.json", tile, res, name, hot, None,
                                                   f"{wrong}; a plain Zarr reader loses {_loses(name)}"))
                 continue
@@ -226,14 +227,17 @@ def _same(got: np.ndarray, wanted: np.ndarray) -> bool:
     return bool(np.array_equal(np.asarray(got), wanted))
 
 
-def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: str) -> str | None:
-    """What is wrong with a coordinate array's metadata: its dtype, its shape (``x``, ``y``), or its attributes
-    (the CRS, the units of the dates), not the writer's."""
+def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: str, length: int) -> str | None:
+    """What is wrong with a coordinate array's metadata: its dtype, its shape (``x``, ``y`` the grid's; a per-date
+    array shorter than the ``length`` dates the latest version holds there), or its attributes (the CRS, the units
+    of the dates), not the writer's."""
     if array.dtype != coordinate_dtype(name) and not (name in ACQUISITION_COORDS and array.dtype.kind in "OTU"
                                                       and coordinate_dtype(name).kind in "OTU"):
         return f"damaged: its dtype is {array.dtype}, not {coordinate_dtype(name)}"
     if name in ("x", "y") and array.shape != pixel_centres(grid, resolution)[name].shape:
         return f"damaged: its shape is {array.shape}, not the tile grid's {pixel_centres(grid, resolution)[name].shape}"
+    if name not in ("x", "y", "spatial_ref") and array.shape[0] < length:
+        return f"damaged: its length is {array.shape[0]}, of the {length} date(s) the latest version holds"
     if not _same_attributes(dict(array.attrs), coordinate_attributes(grid, resolution, name)):
         return "damaged: its attributes are not those ingest writes"
     return None

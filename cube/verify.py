@@ -130,6 +130,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     lost = _lost_manifests(manifests, written, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, history.kept, found)
+    problems += _short_arrays(shards, latest)
     details = _details_still_named(store, collection, history)
     problems += details
     problems += [(p.key, p.problem) for p in coordinate_problems(store, latest, history.hot_dates)]
@@ -382,6 +383,27 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
             shards += [ListedShard(array, shard_key(array, (m.block, r, c)), (m.block, r, c), crc)
                        for (r, c), crc in sorted(m.shards.get(band.name, {}).items())]
     return shards, problems
+
+
+def _short_arrays(shards: Sequence[ListedShard], latest: CubeVersion) -> list[tuple[str, str]]:
+    """(key, problem) of each band array of ``shards`` whose ``zarr.json`` holds fewer dates than ``latest`` there
+    (an ingest killed between its commit and the shapes it publishes after, or a ``zarr.json`` restored from an
+    older backup): cardcube's reads take the extents from the ledger, a plain Zarr reader from the ``zarr.json``."""
+    arrays = {s.array.store_path.path: s.array for s in shards}
+    out = []
+    for tile, state in sorted(latest.tiles.items()):
+        for hot, length in ((False, len(state.cold)), (True, state.hot_slots_used)):
+            for band in latest.spec.bands:
+                path = layout.array_path(latest.spec.name, tile, band.resolution, band.name, hot=hot)
+                if (array := arrays.get(path)) is not None and array.shape[0] < length:
+                    out.append((f"{path}/zarr.json", (
+                        f"damaged: its time length is {array.shape[0]}, of the {length} date(s) the latest version "
+                        f"holds: a plain Zarr reader (xarray.open_zarr, rioxarray) of "
+                        f"{layout.resolution_group(band.resolution, hot=hot)} refuses the group (conflicting sizes) "
+                        "or misses the later dates; cardcube's own reads, which take the extents from the ledger, are "
+                        "unaffected; `cardcube ingest --cube CUBE --repair` (no SOURCE needed) sets it, as any "
+                        "ingest does")))
+    return out
 
 
 def _metadata_problem(array: zarr.Array, band: BandSpec) -> str | None:

@@ -227,6 +227,52 @@ def test_a_repair_without_source_writes_the_coordinate_arrays_again(history, cap
     np.testing.assert_allclose(plain.x.values, grid.coordinates["x"].values, rtol=0, atol=1e-6)
 
 
+def _shorten(cube: Path, array: str, length: int) -> str:
+    """Set the time length the ``zarr.json`` of ``array`` (a path in the cube) says to ``length``: as an ingest killed
+    between its commit and the shapes it publishes after leaves it, or a ``zarr.json`` restored from an older backup.
+    Its key."""
+    key = f"{array}/zarr.json"
+    meta = json.loads((cube / key).read_text())
+    meta["shape"][0] = length
+    (cube / key).write_text(json.dumps(meta))
+    return key
+
+
+def test_an_array_holding_fewer_dates_than_the_ledger_is_reported_and_repair_sets_its_length(history, capsys):
+    """A band's or a per-date array's ``zarr.json`` with fewer dates than the latest version holds: a plain Zarr
+    reader refuses the group ("conflicting sizes"), and verify said "sound" (cardcube's reads take the extents from
+    the ledger). It names each, and `ingest --repair` without SOURCE sets their lengths."""
+    state = read_version(open_store(history, read_only=True), "s2").tiles[TILE]
+    assert len(state.cold) > 4 and state.hot_slots_used > 1
+    before = every_read(history)
+    band = _shorten(history, layout.array_path("s2", TILE, 10, "B04"), len(state.cold) - 4)
+    dates = _shorten(history, layout.array_path("s2", TILE, 20, "time", hot=True), state.hot_slots_used - 1)
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'time'"):
+        xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    problems = dict(verify(history, progress=False).problems)
+    assert set(problems) == {band, dates}
+    assert problems[band].startswith(f"damaged: its time length is {len(state.cold) - 4}, of the {len(state.cold)} "
+                                     "date(s) the latest version holds: a plain Zarr reader")
+    assert problems[dates].startswith(f"damaged: its length is {state.hot_slots_used - 1}, of the "
+                                      f"{state.hot_slots_used} date(s) the latest version holds")
+    assert every_read(history).keys() == before.keys()  # cardcube's reads: as before
+    assert all(np.array_equal(a, before[v], equal_nan=True) for v, a in every_read(history).items())
+
+    assert main(["ingest", "--cube", str(history), "--repair", "--quiet"]) == 0
+    assert verify(history, progress=False).ok
+    plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
+    assert plain.sizes["time"] == len(state.cold)
+    cold = zarr.open_array(f"{zarr_group(history, 'r10m')}/B04", mode="r")[:, :, :]
+    ours = open_cube(history, bands=["B04"], decode=False, tiles=[TILE], chunks="window")
+    held = [i for i, s in enumerate(ours.scene_id.values) if s in {a.scene_id for a in state.cold}]
+    assert len(held) == len(state.cold)
+    got = ours.B04.isel(time=held)
+    window = cold[:, np.searchsorted(-plain.y.values, -got.y.values[0]):][:, :got.sizes["y"]]
+    window = window[:, :, np.searchsorted(plain.x.values, got.x.values[0]):][:, :, :got.sizes["x"]]
+    order = np.argsort([a.time for a in state.cold], kind="stable")
+    np.testing.assert_array_equal(window[order], got.values)
+
+
 def test_a_repair_without_source_names_what_needs_the_scenes_and_writes_what_needs_none(history, capsys):
     """A lost cold shard and a lost hot shard need their dates' scenes: named, with those scenes (exit 2, no
     version); the coordinate chunk lost beside them, which needs none, is written again all the same."""
