@@ -304,10 +304,8 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
         files = sorted(product.glob("*.tif"))
         if not files:
             continue
-        if m := _S2_DIR.match(product.name):
+        if m := _S2_DIR.match(product.name):  # one without a file of its bands is rejected for them, not left out
             assets = _s2_band_files(product.name, files, m["tile"], m["t"], spec)
-            if not assets:
-                continue
             when = m["t"]
             scenes.append(SourceScene(product.name, "sentinel-2-l2a", m["tile"],
                                       f"{when[:4]}-{when[4:6]}-{when[6:11]}:{when[11:13]}:{when[13:15]}Z",
@@ -348,7 +346,8 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
                                       f"{spec.source_collection}: a source collection ({wanted_id}) is chosen in a "
                                       f"STAC source only")
         scenes = _scenes_from_folder(folder, spec)
-        if not scenes:  # an empty STAC search is a quiet day; a folder without any product is a mistake
+        if not any(s.assets for s in scenes):  # an empty STAC search is a quiet day; a folder without any product
+            # (of a band file, in folders named like products) is a mistake
             raise InvalidRequestError(
                 f"no product found in {folder}: expected items.json, catalog.json or collection.json, or product "
                 f"folders of COGs named like S2B_MSIL2A_<time>_N0510_R<orbit>_T<tile>_<time> holding "

@@ -87,6 +87,30 @@ def test_a_product_folder_gives_each_band_at_its_native_resolution_and_of_its_ow
     assert f"names tile {scene.tile} at {other}" in caplog.text
 
 
+def test_a_product_folder_without_a_file_of_its_own_is_rejected_not_left_out(tiny_region, tmp_path, capsys):
+    """A product folder renamed to another tile (or holding files named otherwise, ``B04.tif``): each file left
+    out, the product vanished from the run (neither added nor rejected, exit status 0 with the others in); it is
+    rejected, missing its bands, and the run says not everything went in."""
+    import shutil
+
+    from tests.ingest.scene_edits import asset_path
+
+    good, odd, renamed = items_of(tiny_region.items, "sentinel-2-l2a")[:3]
+    products = tmp_path / "products"
+    shutil.copytree(asset_path(tiny_region.items, good, "B04").parent, products / good["id"])
+    wrong_tile = odd["id"].replace("_T31UFU_", "_T31UGU_")
+    shutil.copytree(asset_path(tiny_region.items, odd, "B04").parent, products / wrong_tile)
+    for f in shutil.copytree(asset_path(tiny_region.items, renamed, "B04").parent, products / renamed["id"]).iterdir():
+        f.rename(f.with_name(f.name.split("_")[2] + ".tif"))  # B04.tif ...
+    code = main(["ingest", str(products), "--cube", str(tmp_path / "cube"), "--quiet", "--json", "--no-catalog"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert out["added"] == [good["id"]]
+    reasons = {r["scene_id"]: r["reason"] for r in out["rejected"]}
+    assert set(reasons) == {wrong_tile, renamed["id"]}
+    assert all("missing band(s) B02, B03, B04" in r for r in reasons.values())
+
+
 def test_metadata_that_is_no_number_is_unknown_not_a_crash(caplog):
     """``eo:cloud_cover: "4%"`` passed the checks and crashed the commit (a traceback, the run's 18 other scenes
     lost); ``sat:relative_orbit: "R051"`` crashed the load. Metadata, not pixels: unknown, with a warning."""
