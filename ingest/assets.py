@@ -189,6 +189,14 @@ def nodata_of(asset: Mapping[str, Any]) -> float | None:
     return None
 
 
+def declared_file(asset: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """What the asset says of its file (STAC's file extension, as CDSE writes it): its size in bytes
+    (``file:size``) and its multihash (``file:checksum``, hexadecimal); None where it says nothing usable."""
+    size, digest = asset.get("file:size"), asset.get("file:checksum")
+    return (size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None,
+            digest.strip().lower() if isinstance(digest, str) and digest.strip() else None)
+
+
 def no_band_reason(keys: list[str], spec: CubeSpec) -> str:
     """Why an item gave no band: what the cube wants, what the item has and what was tried."""
     return (f"no asset is a band of the {spec.name} cube ({', '.join(spec.band_names)}): its assets are "

@@ -28,7 +28,7 @@ from cardcube.errors import InvalidRequestError, SourceNotFoundError, StoreUnava
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import check_reachable, s3_options_from_env, source_options
-from ingest.assets import choose_assets, no_band_reason, nodata_of, scaling_of, unit_of
+from ingest.assets import choose_assets, declared_file, no_band_reason, nodata_of, scaling_of, unit_of
 
 log = logging.getLogger(__name__)
 _PLATFORMS = {"S2A": "sentinel-2a", "S2B": "sentinel-2b", "S2C": "sentinel-2c",
@@ -55,6 +55,7 @@ class SourceScene:
     other_assets: tuple[str, ...] = ()  # the item's asset keys taken for no band (visual, thumbnail, a JP2 twin)
     geometry: dict | None = None  # the item's GeoJSON footprint (lon/lat), to split an item of no tile by
     item_id: str = ""  # the STAC item this scene is one tile's piece of (ingest.split); "" for an item of one tile
+    declared: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)  # file:size, file:checksum
 
 
 def _iso(when: dt.datetime) -> str:
@@ -105,7 +106,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
     orbit = _number(item, "sat:relative_orbit", int)
     raw = {key: asset.to_dict() for key, asset in item.assets.items()}
     chosen = choose_assets(raw, spec)
-    assets, scaling, units, nodata = {}, {}, {}, {}
+    assets, scaling, units, nodata, declared = {}, {}, {}, {}, {}
     for band, key in chosen.items():
         if not str(raw[key].get("href") or "").strip():  # pystac would make it the item's folder: "Is a directory"
             assets[band] = ""  # validate's reason: no href
@@ -121,6 +122,8 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
             units[band] = unit
         if (value := nodata_of(raw[key])) is not None:
             nodata[band] = value
+        if declared_file(raw[key]) != (None, None):
+            declared[band] = declared_file(raw[key])
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
@@ -137,6 +140,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
         geometry=item.geometry,
+        declared=declared,
     )
 
 

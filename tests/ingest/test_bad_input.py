@@ -462,6 +462,48 @@ def test_a_folder_without_products_and_geojson_that_is_not_stac(tiny_region, tmp
         ingest(tiny_region.parcels, tmp_path / "cube", progress=False)
 
 
+def test_a_file_other_than_its_item_declares_is_rejected_though_it_decodes(tiny_region, tmp_path):
+    """CDSE's items declare each file's size and multihash (``file:size``, ``file:checksum``). A file with 50 bytes
+    changed mid-stream still decodes (GDAL's deflate gives nodata for the rest of the block, no error): it went in,
+    its pixels nodata or other values without a word. A file the item's size or checksum does not name is rejected;
+    one they name goes in, pixel for pixel."""
+    items = tiny_region.items
+    src = items_of(items, "sentinel-2-l2a")[3]
+
+    def declare(feature: dict, band: str, *, md5: bool = False) -> dict:  # as the original file's bytes are
+        data = asset_path(items, src, band).read_bytes()
+        digest = "d50110" + hashlib.md5(data).hexdigest() if md5 else "1220" + hashlib.sha256(data).hexdigest()
+        feature["assets"][band].update({"file:size": len(data), "file:checksum": digest})
+        return feature
+
+    def flip(band: str, path: Path) -> None:
+        if band == "B04":
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2:len(data) // 2 + 50] = bytes(b ^ 0x55 for b in data[len(data) // 2:len(data) // 2 + 50])
+            path.write_bytes(bytes(data))
+
+    def longer(band: str, path: Path) -> None:
+        if band == "B04":
+            path.write_bytes(path.read_bytes() + bytes(100))
+
+    sound = declare(declare(broken_copy(items, src, "FILE-SOUND", props={"datetime": "2024-01-01T10:00:00Z"}),
+                            "B04"), "SCL", md5=True)
+    flipped = declare(broken_copy(items, src, "FILE-FLIPPED", flip, props={"datetime": "2024-01-02T10:00:00Z"}),
+                      "B04")
+    grown = declare(broken_copy(items, src, "FILE-LONGER", longer, props={"datetime": "2024-01-03T10:00:00Z"}), "B04")
+    grown["assets"]["B04"].pop("file:checksum")
+    path = write_items(items, [sound, flipped, grown], "declared.json")
+    result = ingest(path, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert result.added == ("FILE-SOUND",)
+    reasons = {r.scene_id: r.reason for r in result.rejected}
+    assert "band B04's file (" in reasons["FILE-FLIPPED"] and "is not the one its item's file:checksum names " \
+        "(sha256)" in reasons["FILE-FLIPPED"]
+    size = asset_path(items, src, "B04").stat().st_size
+    assert f"band B04 is {size + 100:,} bytes (" in reasons["FILE-LONGER"]
+    assert f"its item's file:size says {size:,}" in reasons["FILE-LONGER"]
+    assert assert_matches_sources(tmp_path / "cube", path, "s2", sample=1) > 0  # FILE-SOUND, bit for bit
+
+
 def test_a_truncated_file_is_described_by_what_gdal_found_not_by_a_pointer_to_a_hidden_exception(bad_batch,
                                                                                                   tmp_path):
     path, _, broken = bad_batch
