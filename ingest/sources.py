@@ -7,7 +7,6 @@ catalog, or a folder of product directories named like real products.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -27,7 +26,7 @@ from pystac.stac_io import DefaultStacIO
 from cardcube.errors import InvalidRequestError, SourceNotFoundError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
-from cardcube.storage import check_reachable, s3_options_from_env, source_options
+from cardcube.storage import check_reachable, listed_names, s3_options_from_env, source_options
 from ingest.assets import choose_assets, declared_file, no_band_reason, nodata_of, scaling_of, unit_of
 
 log = logging.getLogger(__name__)
@@ -326,22 +325,6 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
     return scenes
 
 
-def _collection_of(item: pystac.Item, spec: CubeSpec, wanted_id: str) -> str:
-    """The collection id of ``item``; one naming none (a hand-made ItemCollection, a tool's export of items) is
-    taken as ``wanted_id`` where its platform is a satellite of ``spec``'s (``sentinel-2b`` for the s2 cube), else
-    left out, each with a warning: beside other items of ``wanted_id`` it was left out without a word (neither added
-    nor rejected, the run's exit status 0)."""
-    if item.collection_id:
-        return item.collection_id
-    platform = platform_name(item.properties.get("platform"))
-    if platform.startswith("sentinel-1" if spec.backscatter else "sentinel-2"):
-        log.warning("item %s names no collection: taken as %s, as its platform is %s", item.id, wanted_id, platform)
-        return wanted_id
-    log.warning("item %s names no collection, nor a platform of the %s cube (%s): left out; give it its "
-                "'collection'", item.id, spec.name, platform or "none")
-    return ""
-
-
 def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | None = None) -> list[SourceScene]:
     """The scenes of source collection ``collection`` (default: ``spec``'s) found at ``source``, sorted by time
     then id, their assets keyed by ``spec``'s band names.
@@ -377,9 +360,14 @@ def load_scenes(source: str | os.PathLike, spec: CubeSpec, *, collection: str | 
         wanted = [s for s in scenes if s.collection == wanted_id]
     else:
         items, base = _items_from_collection_file(text)
-        offered = [_collection_of(i, spec, wanted_id) for i in items]
-        wanted = [dataclasses.replace(scene_from_item(i, spec, base=base or None), collection=wanted_id)
-                  for i, c in zip(items, offered, strict=True) if c == wanted_id]
+        offered = [i.collection_id or "" for i in items]
+        if (unnamed := [i.id for i in items if not i.collection_id]) and wanted_id in offered:
+            # beside items of the cube's collection, one naming none was left out without a word (exit status 0)
+            raise InvalidRequestError(f"{source}: {len(unnamed)} of its {len(items)} items name no collection "
+                                      f"({listed_names(unnamed, most=5)}), beside {wanted_id} items: an item says its "
+                                      f"collection in its 'collection' field; give them theirs, or leave them out "
+                                      f"(nothing was ingested)")
+        wanted = [scene_from_item(i, spec, base=base or None) for i in items if (i.collection_id or "") == wanted_id]
     if offered and not wanted:  # a source of S1 and S2 items feeds both cubes; one of neither is a mistake
         others = ", ".join(sorted({c or "no collection" for c in offered}))
         advice = ("an item says its collection in its 'collection' field" if not all(offered) else

@@ -111,24 +111,19 @@ def test_a_product_folder_without_a_file_of_its_own_is_rejected_not_left_out(tin
     assert all("missing band(s) B02, B03, B04" in r for r in reasons.values())
 
 
-def test_an_item_naming_no_collection_is_taken_by_its_platform_not_left_out_in_silence(tiny_region, tmp_path,
-                                                                                        caplog):
+def test_an_item_naming_no_collection_beside_items_that_do_is_an_error_not_left_out_in_silence(tiny_region, tmp_path):
     """Items merged by hand, one without its ``collection`` (a tool's export): beside items of the cube's
-    collection it was left out without a word (the run's exit status 0). A Sentinel-2 platform's item goes into the
-    s2 cube, said in a warning; another is left out, said too."""
+    collection it was left out without a word, neither added nor rejected (the run's exit status 0). As when no item
+    names one, the source is refused, naming the items, and nothing is ingested."""
     s2 = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
-    s1 = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
-    for item in (s2[1], s1):
-        item.pop("collection")
-        item["links"] = [link for link in item["links"] if link["rel"] != "collection"]
-    merged = write_items(tiny_region.items, [*s2, s1], "no-collection.json")
-    result = ingest(merged, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
-    assert set(result.added) == {s2[0]["id"], s2[1]["id"]} and not result.rejected
-    record = read_version(open_store(tmp_path / "cube"), "s2").scenes[s2[1]["id"]]
-    assert record.collection == "sentinel-2-l2a"
-    assert f"item {s2[1]['id']} names no collection: taken as sentinel-2-l2a, as its platform is sentinel-2" \
-        in caplog.text
-    assert f"item {s1['id']} names no collection, nor a platform of the s2 cube (sentinel-1" in caplog.text
+    s2[1].pop("collection")
+    s2[1]["links"] = [link for link in s2[1]["links"] if link["rel"] != "collection"]
+    merged = write_items(tiny_region.items, s2, "one-without-collection.json")
+    with pytest.raises(InvalidRequestError, match=rf"1 of its 2 items name no collection \({s2[1]['id']}\), beside "
+                                                  r"sentinel-2-l2a items: an item says its collection in its "
+                                                  r"'collection' field"):
+        ingest(merged, tmp_path / "cube", chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
+    assert not (tmp_path / "cube" / "s2").exists()
 
 
 def test_metadata_that_is_no_number_is_unknown_not_a_crash(caplog):
