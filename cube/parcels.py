@@ -534,9 +534,10 @@ def _clean_id(value: Any) -> Hashable:
 
 
 def _row_numbers(index: pd.Index) -> bool:
-    """Whether ``index`` is the one a frame gets when nobody chose one: unnamed, 0, 1, 2, ... (or a run of
-    them, after ``iloc``)."""
-    return isinstance(index, pd.RangeIndex) and index.name is None and index.step == 1
+    """Whether ``index`` may be the one a frame gets when nobody chose one: unnamed integers, 0, 1, 2, ... or some of
+    them (a frame filtered, ``parcels[parcels.crop == 233]``, or sliced keeps the numbers of its rows in the whole):
+    ids set as the index are named by ``set_index``, and such an unnamed index may be given a name to be read so."""
+    return index.name is None and (isinstance(index, pd.RangeIndex) or pd.api.types.is_integer_dtype(index.dtype))
 
 
 def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[list, list, CRS]:
@@ -547,8 +548,10 @@ def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[
     elif isinstance(gdf, gpd.GeoDataFrame) and _row_numbers(gdf.index):
         columns = [str(c) for c in gdf.columns if c != gdf.geometry.name]
         raise InvalidRequestError(f"the parcels have no {id_column!r} column (columns: {', '.join(columns) or 'none'}) "
-                                  f"and their index is row numbers, which are no parcel ids: name the id column "
-                                  f"(id_column=, --id-column) or make it the index (parcels.set_index(...))")
+                                  f"and their index is row numbers (unnamed integers: those of the rows kept, of a "
+                                  f"frame filtered or sliced), which are no parcel ids: name the id column "
+                                  f"(id_column=, --id-column) or make it the index (parcels.set_index(...)); an "
+                                  f"index holding the ids is named (parcels.rename_axis({id_column!r}))")
     else:
         ids = gdf.index.tolist()
     geoms = list((gdf.geometry if isinstance(gdf, gpd.GeoDataFrame) else gdf).to_numpy())  # not tolist(): one by one
@@ -656,7 +659,8 @@ def as_parcels(
     """Normalise user input to a :class:`ParcelSet` in ``crs`` (None: keep the input CRS).
 
     ``parcels`` may be a ParcelSet, a GeoDataFrame or GeoSeries (ids from ``id_column`` or the index; a
-    GeoDataFrame without that column whose index is the default row numbers is refused, naming its columns),
+    GeoDataFrame without that column whose index is unnamed integers, row numbers or some of them, is refused, naming
+    its columns),
     a parcel file given as a ``Path`` (:func:`read_parcels`; a ``str`` is an id), a GeoJSON dict (ids from
     ``properties[id_column]``, the Feature ``id`` or the position), a shapely polygon (id 0), a shapely
     Point (the registered parcel containing it), or one id / a list, array, pandas column or index of ids

@@ -55,7 +55,7 @@ def test_geodataframe_reprojected_to_the_tile_crs(register: gpd.GeoDataFrame) ->
 
 
 def test_ids_from_the_index_and_a_geoseries(register: gpd.GeoDataFrame) -> None:
-    by_index = register.drop(columns="parcel_id").set_index(np.array([10, 20, 30]))
+    by_index = register.drop(columns="parcel_id").set_index(pd.Index([10, 20, 30], name="parcel_id"))
     ps = as_parcels(by_index)
     assert ps.ids == (10, 20, 30) and type(ps.ids[0]) is int
     assert as_parcels(register.geometry, crs=UTM).ids == (0, 1, 2)
@@ -72,6 +72,25 @@ def test_a_frame_whose_ids_are_in_another_column_is_no_frame_of_row_numbers(regi
     assert as_parcels(["NL-002"], registry=renamed, id_column="id").ids == ("NL-002",)
     with pytest.raises(InvalidRequestError, match="row numbers"):
         as_parcels(["NL-002"], registry=renamed)
+
+
+def test_a_filtered_frame_without_its_id_column_is_refused_not_read_by_its_row_numbers(
+        register: gpd.GeoDataFrame) -> None:
+    """A frame without the id column filtered (``parcels[parcels.crop != "maize"]``) or sliced keeps the numbers of its
+    rows in the whole (0 and 2), which were read as parcel ids without a word, where the whole frame is refused."""
+    renamed = register.rename(columns={"parcel_id": "id"})
+    for kept in (renamed[renamed.crop != "maize"], renamed.iloc[::2], renamed.iloc[[2, 0]]):
+        assert kept.index.tolist() in ([0, 2], [2, 0])
+        with pytest.raises(InvalidRequestError, match=r"no 'parcel_id' column \(columns: id, crop\) and their index "
+                                                      r"is row numbers.*rename_axis\('parcel_id'\)"):
+            as_parcels(kept)
+        assert set(as_parcels(kept, id_column="id").ids) == {"NL-001", "NL-003"}
+    named = renamed.drop(columns="id").set_axis(pd.Index([10, 20, 30]), axis=0)  # ids given as the index, unnamed
+    with pytest.raises(InvalidRequestError, match="row numbers"):
+        as_parcels(named)
+    assert as_parcels(named.rename_axis("parcel_id")).ids == (10, 20, 30)
+    assert as_parcels(named.set_axis(pd.Index(["a", "b", "c"]), axis=0)).ids == ("a", "b", "c")  # text: ids
+    assert as_parcels(register.geometry[register.crop != "maize"]).ids == (0, 2)  # a GeoSeries's ids are its index
 
 
 def test_a_frame_indexed_by_several_levels_is_told_to_name_its_id_column(register: gpd.GeoDataFrame) -> None:
@@ -92,7 +111,7 @@ def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.Ge
                                                   r"ids are text, e.g. 'NL-001', 'NL-002', 'NL-003'"):
         as_parcels([1], registry=register)
     with pytest.raises(ParcelNotFoundError, match=r"ids are integers, e.g. 10, 20, 30"):
-        as_parcels([10.5], registry=register.drop(columns="parcel_id").set_index(np.array([10, 20, 30])))
+        as_parcels([10.5], registry=register.drop(columns="parcel_id").set_index(pd.Index([10, 20, 30], name="id")))
     with pytest.raises(ParcelNotFoundError) as same_kind:  # an unknown id of the right kind: no hint
         as_parcels(["NL-9"], registry=register)
     assert "registered ids are" not in str(same_kind.value)
