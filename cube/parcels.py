@@ -238,6 +238,8 @@ def check_ids(ids: Sequence[Hashable]) -> None:
         _refuse_missing([k for k, i in enumerate(ids) if not i.strip()])
     elif not all(issubclass(kind, int | np.integer) for kind in kinds):
         _check_each_id(ids)
+    elif ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
+        _refuse_beyond_64_bits(ids)
     if len(set(ids)) != len(ids):
         _refuse_shared(ids)
 
@@ -258,12 +260,22 @@ def _check_each_id(ids: Sequence[Hashable]) -> None:
     _refuse_missing([k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
                      or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
                      or (isinstance(i, str) and not i.strip())])  # blank: a shapefile's gap (GDAL reads it so), a CSV's
+    _refuse_beyond_64_bits(ids)
     if inexact := [k for k, i in enumerate(ids) if isinstance(i, float | np.floating) and abs(i) > 2**53]:
         raise InvalidRequestError(
             f"{len(inexact)} parcel id(s) are floating-point numbers beyond 2**53, e.g. {ids[inexact[0]]!r} (row "
             f"{inexact[0]}), which keep no more than 16 digits: the ids' last digits are lost (a shapefile reads "
             f"integers of more than 18 digits as reals; a spreadsheet stores every number so); store them as text, "
             f"or in a GeoPackage or GeoParquet as integers")
+
+
+def _refuse_beyond_64_bits(ids: Sequence[Hashable]) -> None:
+    """The error of integer ids no column of integers holds (a uint64 column's above 2**63: a 64-bit hash), if any
+    (:func:`check_ids`): the label layer's table of ids failed with pyarrow's OverflowError, after the run began."""
+    if beyond := [k for k, i in enumerate(ids) if isinstance(i, int | np.integer) and not -(2**63) <= i < 2**63]:
+        raise InvalidRequestError(
+            f"{len(beyond)} parcel id(s) are integers beyond 64 bits (signed), e.g. {ids[beyond[0]]} (row "
+            f"{beyond[0]}), which no column of integers holds: store them as text")
 
 
 def _refuse_shared(ids: Sequence[Hashable]) -> None:

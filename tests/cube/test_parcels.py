@@ -597,6 +597,26 @@ def test_ids_read_as_floats_beyond_two_to_the_53_are_refused(register: gpd.GeoDa
     assert as_parcels(exact).ids == (1.0, 2.0, float(2**53))
 
 
+def test_integer_ids_beyond_64_bits_are_refused_before_anything_is_written(register: gpd.GeoDataFrame,
+                                                                             tmp_path) -> None:
+    """A GeoParquet of unsigned 64-bit ids (a 64-bit hash of the parcel's key) above 2**63 passed for parcels, and
+    ``cardcube extract`` failed with pyarrow's traceback ("OverflowError: Python int too large to convert to C long")
+    writing the label layer, its manifest already in --out. Refused as the parcels are read now, as a GeoJSON
+    Feature's id beyond 64 bits is; those within signed 64 bits are read as before."""
+    from cube.parcels import read_parcels
+
+    hashed = register.assign(parcel_id=np.array([2**63 + 5, 2**64 - 1, 7], dtype=np.uint64))
+    hashed.to_parquet(tmp_path / "hashed.parquet")
+    with pytest.raises(InvalidRequestError, match=r"^2 parcel id\(s\) are integers beyond 64 bits \(signed\), e.g. "
+                                                  r"9223372036854775813 \(row 0\), .*store them as text$"):
+        as_parcels(read_parcels(tmp_path / "hashed.parquet"))
+    with pytest.raises(InvalidRequestError, match=r"^1 parcel id\(s\) are integers beyond 64 bits"):
+        ParcelSet((-(2**63) - 1, 1.5, 3), (box(0, 0, 1, 1),) * 3, UTM)  # of mixed kinds, checked one by one
+    within = register.assign(parcel_id=np.array([2**63 - 1, 0, 7], dtype=np.uint64))
+    assert as_parcels(within).ids == (2**63 - 1, 0, 7)
+    assert as_parcels(register.assign(parcel_id=[-(2**63), 0, 1])).ids == (-(2**63), 0, 1)
+
+
 def test_a_parcel_file_of_metres_said_to_be_lon_lat_is_named(register: gpd.GeoDataFrame, tmp_path) -> None:
     """A GeoJSON file of national coordinates without a crs member is lon/lat by RFC 7946 (GDAL reads it so), as is a
     GeoPackage given EPSG:4326 by mistake: refused later as "parcel coordinates ... are not lon/lat ... (a
