@@ -421,11 +421,27 @@ def _check_shapefile(path: str, name: str) -> None:
                               f"zipped (.shp.zip), a GeoPackage or GeoParquet")
 
 
+PARQUET_MAGIC = b"PAR1"  # the first (and last) bytes of a Parquet file
+
+
+def _is_parquet(path: str) -> bool:
+    """Whether the file at local ``path`` is Parquet, by its name or its first bytes: a GeoParquet named
+    ``.geoparquet``, ``.pq`` or ``.PARQUET`` went to GDAL, which refused it as "libduckdb.so: cannot open shared
+    object file"."""
+    if path.lower().endswith(".parquet"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
+    except OSError:  # a folder (GDAL reads a folder of shapefiles), or no file: GDAL says which
+        return False
+
+
 def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gpd.GeoDataFrame:
     """The parcel file at local ``path``, called ``name`` in messages (its URL, for a copy)."""
     _check_shapefile(path, name)
     try:
-        if path.endswith(".parquet"):
+        if _is_parquet(path):
             if layer is not None:  # ignored without a word, the whole file was read
                 raise ParcelFileError(f"{name} is GeoParquet, of one layer: --layer {layer} (Python: layer=) names a "
                                       f"layer of a GeoPackage")

@@ -17,6 +17,7 @@ from shapely.geometry import LineString, Point, Polygon, box, mapping
 from cardcube.errors import (
     InvalidRequestError,
     ParcelError,
+    ParcelFileError,
     ParcelNotFoundError,
     ParcelTooSmallError,
 )
@@ -800,6 +801,24 @@ def test_a_parcel_file_at_a_url_the_server_refuses_says_so_without_its_signature
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_geoparquet_file_is_read_whatever_its_name_ends_with(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """A GeoParquet named ``parcels.geoparquet`` (as some portals serve it), ``.pq`` or ``.PARQUET`` (a Windows
+    export) went to GDAL, by its name no Parquet, and was refused as "not a readable parcel file: libduckdb.so: cannot
+    open shared object file", naming no cause the user could mend. It is read as Parquet by its first bytes now."""
+    from cube.parcels import read_parcels
+
+    register.to_crs(UTM).to_parquet(tmp_path / "register.parquet")
+    expected = read_parcels(tmp_path / "register.parquet")
+    for name in ("register.geoparquet", "register.pq", "REGISTER.PARQUET", "register"):
+        (tmp_path / name).write_bytes((tmp_path / "register.parquet").read_bytes())
+        assert_geodataframe_equal(read_parcels(tmp_path / name), expected)
+    with pytest.raises(ParcelFileError, match=r"weather\.pq is not a GeoParquet file \(no geometry column\)"):
+        pd.DataFrame({"rain_mm": [1.0, 2.5]}).to_parquet(tmp_path / "weather.pq")
+        read_parcels(tmp_path / "weather.pq")
+    (tmp_path / "fields.geojson").write_text(register.to_json())  # by its bytes, another file goes to GDAL still
+    assert read_parcels(tmp_path / "fields.geojson").parcel_id.tolist() == list(FIELDS)
 
 
 def test_a_geoparquet_register_is_read_as_geopandas_reads_it(register: gpd.GeoDataFrame, tmp_path) -> None:
