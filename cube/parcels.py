@@ -483,7 +483,8 @@ def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gp
         frame = frame.reset_index(id_column)  # (written from parcels.set_index(...)): gpd.read_parquet restores it
     if frame.empty:  # "no parcels given", later, named no file
         raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
-    if id_column not in frame.columns and driver == "GeoJSON" and (ids := _feature_ids(path, len(frame))):
+    if (id_column not in frame.columns and driver == "GeoJSON" and id_column in FEATURE_ID_COLUMNS
+            and (ids := _feature_ids(path, len(frame)))):
         frame[id_column] = ids
     if id_column not in frame.columns:
         cut = id_column[:10]  # a shapefile's .dbf keeps 10 characters of a name
@@ -540,6 +541,12 @@ def _guessed_text(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     for column in map(utf8, text):
         frame[column] = frame[column].map(utf8)
     return frame
+
+
+# the id columns a GeoJSON file's Feature ids stand for, without such a property: the default, and the member's name;
+# another (--id-column PERCEEL) names a property, and one the file lacks is refused (a misspelt name read ArcGIS's
+# Feature ids, its OBJECTIDs 1, 2, 3 ..., for the parcel ids without a word)
+FEATURE_ID_COLUMNS = ("parcel_id", "id")
 
 
 def _feature_ids(path: str, count: int) -> list[Any] | None:

@@ -477,6 +477,28 @@ def test_a_geojson_file_of_feature_ids_is_read_by_them(register: gpd.GeoDataFram
         read_parcels(path)
 
 
+def test_an_id_column_a_geojson_file_lacks_is_refused_though_its_features_carry_ids(register: gpd.GeoDataFrame,
+                                                                                     tmp_path) -> None:
+    """``--id-column PERCEL`` (a misspelt PERCEEL) of a GeoJSON file whose Features carry ids (ArcGIS writes its
+    OBJECTIDs, 1, 2, 3, ...) read those ids as the parcel ids, without a word: the statistics went out under the
+    OBJECTIDs, where a GeoPackage of the same parcels is refused as having no such column. A column named so is a
+    property, refused if no feature has it; the Feature ids stand for the default ``parcel_id`` (and ``id``) only."""
+    import json
+
+    from cube.parcels import read_parcels
+
+    collection = json.loads(register.rename(columns={"parcel_id": "PERCEEL"}).to_json())
+    for i, feature in enumerate(collection["features"]):
+        feature["id"] = i + 1
+    path = tmp_path / "arcgis.geojson"
+    path.write_text(json.dumps(collection))
+    with pytest.raises(ParcelFileError, match=r"arcgis\.geojson has no 'PERCEL' column \(columns: PERCEEL, crop, "
+                                              r"geometry\); name the parcel id column with --id-column"):
+        read_parcels(path, id_column="PERCEL")
+    assert read_parcels(path, id_column="PERCEEL").PERCEEL.tolist() == list(FIELDS)
+    assert read_parcels(path).parcel_id.tolist() == [1, 2, 3]  # without the default property: the Feature ids
+
+
 def test_a_parcel_file_of_its_ids_as_index_or_primary_key_is_read_by_them(register: gpd.GeoDataFrame,
                                                                           tmp_path) -> None:
     """A GeoParquet written from parcels indexed by their id (``set_index("parcel_id").to_parquet``) and a GeoPackage
