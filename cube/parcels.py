@@ -575,11 +575,21 @@ def _row_numbers(index: pd.Index) -> bool:
     return index.name is None and (isinstance(index, pd.RangeIndex) or pd.api.types.is_integer_dtype(index.dtype))
 
 
+def _index_name(index: pd.Index) -> str:
+    return "unnamed" if index.name is None else f"named {index.name!r}"
+
+
 def _from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, id_column: str) -> tuple[list, list, CRS]:
     if gdf.crs is None:
         raise InvalidRequestError("the parcels have no CRS; set one with GeoDataFrame.set_crs")
     if isinstance(gdf, gpd.GeoDataFrame) and id_column in gdf.columns:
         ids = gdf[id_column].tolist()
+    elif isinstance(gdf, gpd.GeoDataFrame) and id_column != "parcel_id" and gdf.index.name != id_column:
+        columns = [str(c) for c in gdf.columns if c != gdf.geometry.name]  # a misspelt name read another index's ids
+        otherwise = "" if _row_numbers(gdf.index) else ", or leave id_column out to read the index as the ids"
+        raise InvalidRequestError(f"the parcels have no {id_column!r} column (columns: {', '.join(columns) or 'none'}) "
+                                  f"and their index is {_index_name(gdf.index)}: name the id column (id_column=, "
+                                  f"--id-column){otherwise}")
     elif isinstance(gdf, gpd.GeoDataFrame) and _row_numbers(gdf.index):
         columns = [str(c) for c in gdf.columns if c != gdf.geometry.name]
         raise InvalidRequestError(f"the parcels have no {id_column!r} column (columns: {', '.join(columns) or 'none'}) "

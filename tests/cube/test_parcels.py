@@ -497,6 +497,13 @@ def test_an_id_column_a_geojson_file_lacks_is_refused_though_its_features_carry_
         read_parcels(path, id_column="PERCEL")
     assert read_parcels(path, id_column="PERCEEL").PERCEEL.tolist() == list(FIELDS)
     assert read_parcels(path).parcel_id.tolist() == [1, 2, 3]  # without the default property: the Feature ids
+    by_objectid = read_parcels(path, id_column="PERCEEL").assign(OBJECTID=[1, 2, 3]).set_index("OBJECTID")
+    with pytest.raises(InvalidRequestError, match=r"no 'PERCEL' column \(columns: PERCEEL, crop\) and their index is "
+                                                  r"named 'OBJECTID'"):  # a frame alike: its index was read
+        as_parcels(by_objectid, id_column="PERCEL")
+    assert as_parcels(by_objectid, id_column="PERCEEL").ids == tuple(FIELDS)
+    assert as_parcels(by_objectid).ids == (1, 2, 3)  # the index, as ever, without an id_column named
+    assert as_parcels(by_objectid.drop(columns="PERCEEL").rename_axis("PERCEL"), id_column="PERCEL").ids == (1, 2, 3)
 
 
 def test_a_parcel_file_of_its_ids_as_index_or_primary_key_is_read_by_them(register: gpd.GeoDataFrame,
