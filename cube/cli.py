@@ -466,7 +466,10 @@ def _extract(args: argparse.Namespace) -> int:
     for failure in [] if args.json else result.failures:
         print(f"  failed: {failure}")
     if not result.status["ok"]:
-        print(f"no parcel could be measured: {result.out}/parcels.parquet gives each one's reason", file=sys.stderr)
+        crs = ("; none lies in the cube's data: is the CRS the parcel file says that of its coordinates? (each one's "
+               "reason says where it lies)") if result.status["outside"] == result.parcels else ""
+        print(f"no parcel could be measured: {result.out}/parcels.parquet gives each one's reason{crs}",
+              file=sys.stderr)
     elif result.parcels > result.status["ok"] and not args.json:
         print(f"  {result.parcels - result.status['ok']} parcel(s) without statistics: {result.out}/parcels.parquet "
               f"gives each one's status and reason")

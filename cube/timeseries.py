@@ -21,6 +21,7 @@ import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
+from pyproj import Transformer
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
@@ -289,6 +290,7 @@ def scl_codes(mask: Any) -> tuple[int, ...]:
 
 
 TILE_RULE = 2  # of assign_tiles: one more whenever it reads a parcel from other tiles (an extraction records it)
+LONLAT = "EPSG:4326"  # where a parcel outside the data lies, and the data, are said in it (_where_outside)
 
 
 def assign_tiles(version: CubeVersion, ps: ParcelSet, time: Any = None, *, reach: float = 0.0
@@ -361,7 +363,10 @@ def outside_reasons(version: CubeVersion, ps: ParcelSet, collection: str) -> dic
     EPSG:4326 in its official latitude-first axis order, read as x/y), that hint: it was no field out at sea."""
     said = f"outside the data of every tile of the {collection} cube"
     reasons = dict.fromkeys(ps.ids, said)
-    if not len(ps) or not ps.crs.is_geographic:
+    if not len(ps):
+        return reasons
+    reasons.update(_where_outside(version, ps, said))
+    if not ps.crs.is_geographic:
         return reasons
     turned = shapely.transform(np.asarray(ps.geometries, dtype=object), lambda xy: xy[:, ::-1])
     swapped = ParcelSet(ps.ids, tuple(turned), ps.crs)
@@ -370,6 +375,23 @@ def outside_reasons(version: CubeVersion, ps: ParcelSet, collection: str) -> dic
             reasons[pid] = (f"{said}; lon and lat swapped? so swapped it lies in the data of tile {'+'.join(tiles)}: "
                             "give its coordinates lon first (x, y)")
     return reasons
+
+
+def _where_outside(version: CubeVersion, ps: ParcelSet, said: str) -> dict[Any, str]:
+    """``said`` of each of ``ps`` (parcels outside the cube's data) with where it lies and where the data lies, in
+    lon/lat: "outside the data", no more said, of every parcel of a file whose CRS is not its coordinates' (RD New
+    coordinates labelled EPSG:3035) named no cause; a parcel hundreds of km from the data says it."""
+    data = [Geometry(shapely.segmentize(data_footprint(version, t), 1000.0), TileGrid.from_id(t).crs)
+            .to_crs(LONLAT).geom for t in version.tiles]
+    bounds = shapely.total_bounds(np.asarray(data, dtype=object)) if data else np.full(4, np.nan)  # no tile: no scene
+    where = ("the cube holds no data" if not np.isfinite(bounds).all() else
+             f"the cube's data lies within lon {bounds[0]:.4f}..{bounds[2]:.4f}, lat {bounds[1]:.4f}..{bounds[3]:.4f}")
+    x, y = shapely.get_coordinates(shapely.point_on_surface(np.asarray(ps.geometries, dtype=object))).T
+    lon, lat = Transformer.from_crs(ps.crs, LONLAT, always_xy=True).transform(x, y)
+    return {pid: (f"{said}: it lies at lon {a:.4f}, lat {b:.4f} (its coordinates read in {ps.crs.to_string()}), "
+                  f"{where}" if math.isfinite(a) and math.isfinite(b) else
+                  f"{said}: its coordinates read in {ps.crs.to_string()} have no place in lon/lat")
+            for pid, a, b in zip(ps.ids, lon, lat, strict=True)}
 
 
 def outside_shares(version: CubeVersion, ps: ParcelSet, tiles_of: Sequence[tuple[str, ...]]) -> dict[Any, float]:

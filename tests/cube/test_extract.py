@@ -945,6 +945,7 @@ def test_the_cli_passes_every_statistics_option_and_fails_when_nothing_is_measur
                  "--out", str(tmp_path / "far"), "--json"])
     out, err = capsys.readouterr()
     assert code == 1 and "no parcel could be measured" in err
+    assert "none lies in the cube's data: is the CRS the parcel file says that of its coordinates?" in err
     assert json.loads(out)["status"] == {"ok": 0, "too_small": 0, "outside": 3, "invalid": 0, "failed": 0}
     assert (read_status(tmp_path / "far").status == "outside").all()
     none = read_timeseries(tmp_path / "far", columns=["mean"])  # no row, but the columns asked for

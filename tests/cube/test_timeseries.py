@@ -628,3 +628,40 @@ def test_a_parcel_in_lon_lat_given_latitude_first_is_outside_and_says_so(tiny_cu
             assert "lon and lat swapped? so swapped it lies in the data of tile 31UFU" in said.loc[pid, "reason"]
         assert said.loc["elsewhere", "status"] == "outside" and "swapped" not in said.loc["elsewhere", "reason"]
     assert set(frame.parcel_id) == {given.parcel_id.iloc[0]}
+
+
+def test_a_parcel_outside_the_data_says_where_it_and_the_data_lie(tiny_cube, tiny_region, sample, tmp_path):
+    """A parcel file whose CRS is not its coordinates' (UTM coordinates labelled EPSG:3035) put every parcel outside
+    the cube, each one's status "outside the data of every tile of the s2 cube", no more said, and the extraction
+    "no parcel could be measured". Each says where it lies and where the data lies, in lon/lat, now."""
+    import glob
+    import re
+
+    import rasterio
+    import shapely
+    from pyproj import Transformer
+
+    from cube.extract import read_status
+
+    with rasterio.open(sorted(glob.glob(str(tiny_region.out_dir / "scenes/sentinel-2-l2a/*/*_B04_10m.tif")))[0]) as r:
+        left, bottom, right, top = r.bounds  # the scenes' area (every S2 scene of the region covers the same)
+    corners = Transformer.from_crs(32631, 4326, always_xy=True).transform([left, right, left, right],
+                                                                         [bottom, bottom, top, top])
+    data = f"the cube's data lies within lon {min(corners[0]):.4f}..{max(corners[0]):.4f}, lat " \
+           f"{min(corners[1]):.4f}..{max(corners[1]):.4f}"
+    for given, crs in ((sample.set_crs(3035, allow_override=True), 3035),
+                       (sample.assign(geometry=sample.geometry.translate(150_000, 0)), 32631)):
+        points = shapely.point_on_surface(given.geometry.values)
+        lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(shapely.get_x(points),
+                                                                             shapely.get_y(points))
+        with pytest.raises(ParcelOutsideCubeError) as none:  # of a time series: none measured, an error
+            parcel_timeseries(tiny_cube, given, bands=["B04"])
+        extract(given, tiny_cube, tmp_path / f"out{crs}", bands=["B04"], progress=False)
+        for status in (pd.DataFrame(none.value.status), read_status(tmp_path / f"out{crs}")):
+            said = status.set_index("parcel_id").loc[given.parcel_id]
+            assert (said.status == "outside").all()
+            for reason, x, y in zip(said.reason, lon, lat, strict=True):
+                assert reason.startswith("outside the data of every tile of the s2 cube: it lies at lon ")
+                at = re.search(r"at lon (\S+), lat (\S+) \(its coordinates read in EPSG:(\d+)\), (.*)$", reason)
+                assert abs(float(at[1]) - x) < 1e-4 and abs(float(at[2]) - y) < 1e-4 and int(at[3]) == crs
+                assert at[4] == data
