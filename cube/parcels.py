@@ -257,6 +257,10 @@ def _check_each_id(ids: Sequence[Hashable]) -> None:
         raise InvalidRequestError(f"parcel ids are single values (text or integers), not tuples such as "
                                   f"{ids[tuples[0]]!r} (row {tuples[0]}): a frame indexed by several levels needs its "
                                   f"id column named (id_column=, after reset_index()), or one id made of the levels")
+    if shapes := [k for k, i in enumerate(ids) if isinstance(i, BaseGeometry)]:  # --id-column geometry: a traceback
+        raise InvalidRequestError(f"parcel ids are single values (text or integers), not geometries such as "  # (Arrow)
+                                  f"{ids[shapes[0]].geom_type} (row {shapes[0]}): the id column named is the parcels' "
+                                  f"geometry; name the column of their ids (--id-column; Python: id_column=)")
     _refuse_missing([k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
                      or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
                      or (isinstance(i, str) and not i.strip())])  # blank: a shapefile's gap (GDAL reads it so), a CSV's

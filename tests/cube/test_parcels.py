@@ -106,6 +106,18 @@ def test_a_frame_indexed_by_several_levels_is_told_to_name_its_id_column(registe
     assert as_parcels(levels.reset_index()).ids == tuple(FIELDS)
 
 
+def test_the_geometry_named_for_the_id_column_is_refused(register: gpd.GeoDataFrame, tmp_path) -> None:
+    """``--id-column geometry`` took the outlines for the ids and ended ``cardcube extract`` with pyarrow's traceback
+    ("Could not convert <POLYGON ...> ... Conversion failed for column parcel_id"), its manifest in --out."""
+    from cube.parcels import read_parcels
+
+    register.to_parquet(tmp_path / "register.parquet")
+    with pytest.raises(InvalidRequestError, match=r"^parcel ids are single values \(text or integers\), not "
+                                                  r"geometries such as Polygon \(row 0\): the id column named is the "
+                                                  r"parcels' geometry; name the column of their ids \(--id-column"):
+        as_parcels(read_parcels(tmp_path / "register.parquet", id_column="geometry"), id_column="geometry")
+
+
 def test_an_id_of_another_type_than_the_registered_ones_says_so(register: gpd.GeoDataFrame) -> None:
     """Parcel 1 of a register of text ids was "unknown parcel id(s) 1 (3 parcels registered)", nothing more."""
     with pytest.raises(ParcelNotFoundError, match=r"unknown parcel id\(s\) 1 \(3 parcels registered\); the registered "
