@@ -533,9 +533,10 @@ def parcel_timeseries(
 
     ``cube`` is a Dataset from :func:`open_cube` or a cube location; ``parcels`` a GeoDataFrame, a GeoJSON
     geometry, a lon/lat ``Point`` or parcel ids (both looked up in ``registry``); the ids of a GeoDataFrame are
-    in its ``id_column`` (or its index, when it has no such column and is not numbered by row). ``bands`` may include
-    indices (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds,
-    cirrus, snow, saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
+    in its ``id_column`` (or its index, when it has no such column and the index is named or of text: unnamed
+    integers are row numbers, of the whole or of the rows a filter kept). ``bands`` may include indices
+    (``"NDVI"``). ``mask`` lists the SCL classes treated as missing ("default": shadows, clouds, cirrus, snow,
+    saturated; None: no masking). Sentinel-1 statistics average linear power and report dB.
     Each row carries the acquisition metadata and the SCL class counts of its date (``scl_<code>``);
     ``frame.attrs`` hold ``cube_version``, the ``bands`` and ``stats`` read (as resolved: ``b04,B04`` is B04 once;
     no bands, every band), the ``units`` of each band's statistics (``dB``, or ``1`` for reflectance and indices)
