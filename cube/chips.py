@@ -65,7 +65,14 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 PER_DATE_TAGS = frozenset({"ACQUISITION_TIME", "SCENE_ID", "PLATFORM", "ORBIT_STATE"})  # a sheet's: one per panel
 ORBIT_ABBREVIATIONS = {"ascending": "asc", "descending": "desc"}
 DEFAULT_BANDS = {"s2": TRUE_COLOUR, "s1": ("VH_VV",)}  # what a chip shows unless told: true colour, the VH/VV ratio
-REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over 0..0.3 in RGB
+REFLECTANCE = frozenset(b for b in cube_spec("s2").band_names if b != "SCL")  # shown over REFLECTANCE_LIMITS in RGB
+# each reflectance band drawn black to white in a composite of three, on every chip: the visible bands and red edge 1
+# over 0..0.3 (true colour: fields, not clouds), the near-infrared plateau (red edge 2 and 3, B08, B8A) over 0..0.6
+# and the short-wave infrared over 0..0.5, where crops and soils lie above 0.3 (a false-colour B08,B04,B03 chip over
+# 0..0.3 drew 70 % of the clear farmland pixels of a season one flat red: a crop in full canopy as one at half of it)
+REFLECTANCE_LIMITS: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("B02", "B03", "B04", "B05"), render.TRUE_COLOUR_LIMITS),
+    **dict.fromkeys(("B06", "B07", "B08", "B8A"), (0.0, 0.6)), **dict.fromkeys(("B11", "B12"), (0.0, 0.5))}
 # one acquisition: a day, or a time (to the minute or second, "Z" or an offset; after a "T" or a space, as time=
 # takes it and pandas prints it; "t" and "z" in lower case too, as RFC 3339 allows), as chip(date=) takes it as text
 ONE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?", re.IGNORECASE)
@@ -184,10 +191,10 @@ class Chip:
                                       f"date index {t}: the chip has no date")
 
     def rgb_limits(self, *layers: np.ndarray) -> list[tuple[float, float]]:
-        """The stretch of each of three bands: surface reflectance over :data:`render.TRUE_COLOUR_LIMITS` (true
-        colour), backscatter over :data:`BAND_LIMITS`, an index over its range (:data:`INDEX_LIMITS`, else NDVI's
+        """The stretch of each of three bands: surface reflectance over :data:`REFLECTANCE_LIMITS` (true colour over
+        0..0.3), backscatter over :data:`BAND_LIMITS`, an index over its range (:data:`INDEX_LIMITS`, else NDVI's
         0..1), any other band over its own 2-98 % of ``layers``."""
-        return [render.TRUE_COLOUR_LIMITS if b in REFLECTANCE else BAND_LIMITS[b] if b in BAND_LIMITS else
+        return [REFLECTANCE_LIMITS[b] if b in REFLECTANCE else BAND_LIMITS[b] if b in BAND_LIMITS else
                 INDEX_LIMITS.get(b, render.NDVI_LIMITS) if b in INDICES else render.robust_limits(layer)
                 for b, layer in zip(self.bands, layers, strict=True)]
 
@@ -285,10 +292,14 @@ class Chip:
     def _legend(self, limits: Any) -> render.Legend:
         """What the sheet's colours mean: the bands of R, G and B with their stretch, or the band's colour bar."""
         if len(self.bands) == 3:
-            if all(b in REFLECTANCE for b in self.bands):
-                lo, hi = render.TRUE_COLOUR_LIMITS
+            if all(b in REFLECTANCE for b in self.bands) and len({REFLECTANCE_LIMITS[b] for b in self.bands}) == 1:
+                lo, hi = REFLECTANCE_LIMITS[self.bands[0]]
                 return render.Legend(f"R {self.bands[0]}, G {self.bands[1]}, B {self.bands[2]}: reflectance "
                                      f"{lo:.3g} (dark) to {hi:.3g} (bright)")
+            if all(b in REFLECTANCE for b in self.bands):  # false colour: the near and short-wave infrared's own
+                return render.Legend(", ".join(f"{c} {b} {lo:.3g} to {hi:.3g}" for c, b, (lo, hi)
+                                               in zip("RGB", self.bands, limits, strict=True))
+                                     + ": reflectance, dark to bright")
             return render.Legend("; ".join(f"{c} {b}{self._unit(b)} {lo:.3g} to {hi:.3g}" for c, b, (lo, hi)
                                            in zip("RGB", self.bands, limits, strict=True)))
         band = self.bands[0]

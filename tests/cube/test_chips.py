@@ -199,6 +199,24 @@ def test_a_composite_of_other_bands_than_reflectance_is_stretched_per_band(tiny_
     assert np.abs(rgb.image(0, outline=False)[..., :3] - np.clip(values / 0.3, 0, 1) * 255)[seen].max() <= 1.0
 
 
+def test_a_false_colour_chip_draws_the_near_infrared_over_its_own_range(tiny_cube, parcels, parcel_id, tmp_path):
+    """B08, B04, B03 as RGB: near-infrared reflectance over 0..0.6, the visible bands over 0..0.3 (numpy here). Drawn
+    over true colour's 0..0.3, the crops' NIR (0.35 to 0.5 in June) was one flat red: no field told from another."""
+    c = chip(tiny_cube, [parcel_id], registry=parcels, size=24, bands="B08,B04,B03", time="2024-06")
+    t = int(np.argmin(c.cloud_fraction()))
+    img = c.image(t, outline=False)
+    values = np.stack([c.data[b].values[t] for b in c.bands], axis=-1)
+    seen = np.isfinite(values).all(axis=-1)
+    expected = np.clip(values / np.array([0.6, 0.3, 0.3]), 0, 1) * 255
+    assert np.abs(img[..., :3] - expected)[seen].max() <= 1.0
+    nir = values[..., 0][seen]
+    assert (nir > 0.3).mean() > 0.5  # the case: most of the chip's NIR lies above true colour's white
+    assert (img[..., 0][seen] == 255).mean() < 0.05 and len(np.unique(img[..., 0][seen])) > 20
+    c.to_png(tmp_path / "false.png", t)
+    assert Image.open(tmp_path / "false.png").text["STRETCH"] == ("R B08 0 to 0.6, G B04 0 to 0.3, B B03 0 to 0.3: "
+                                                                  "reflectance, dark to bright")
+
+
 def test_a_season_sheet_has_a_legend_of_its_colours(tiny_cube, parcels, parcel_id):
     """Each sheet says what its colours mean: S1 VH in dB over -30..-10 (every chip's), B08 over the season's 2-98 %
     (numpy here), the index's range on its colour map, the bands of R, G and B."""
