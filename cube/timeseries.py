@@ -635,9 +635,13 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
         crs = TileGrid.from_id(tiles[0]).crs
         minx, miny, maxx, maxy = sub.to_crs(crs).bounds
         # stored integers, decoded in float64 here: exact statistics, half the bytes moved
+        # the tiles in assign_tiles' order: a parcel's pixels where they overlap are its first tile's, whatever parcels
+        # share its read (the group's box chose them: another parcel's made another tile first, whose L2A pixels of a
+        # pass, corrected tile by tile, differ)
         ds = read_cube(store, version, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
                        time=time, bands=needed, tiles=list(tiles), decode=False,
-                       chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache)
+                       chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache,
+                       tiles_in_order=True)
         reads.append((ds, sub, "+".join(tiles)))
     return reads, read_notes(version, ps, tiles_of, time)
 

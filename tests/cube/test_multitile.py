@@ -27,7 +27,7 @@ from ingest.job import ingest
 from tests.conftest import TEST_CHUNKS
 from tests.cube.kept import keep, restored
 from tests.cube.reference import reference_stats
-from tests.ingest.scene_edits import asset_path, items_of, later_on_tile, write_items
+from tests.ingest.scene_edits import asset_path, broken_copy, items_of, later_on_tile, shifted, write_items
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,50 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
     b04 = stored["B04"].values
     np.testing.assert_array_equal(np.where(b04 == 0, np.nan, b04.astype(np.float32) * np.float32(1e-4)
                                            + np.float32(-0.1)), mosaic["B04"].values)
+
+
+def test_a_parcel_s_numbers_are_its_tiles_whatever_parcels_are_read_with_it(tiny_straddle_region, tmp_path):
+    """L2A is corrected tile by tile, so two tiles' pixels of one pass differ where they overlap (here 31UGU's B04 is
+    7 DN above 31UFU's). A parcel on the data's north edge within 31UFU's data (no tile holds it whole: 31UFU then
+    31UGU) was read from 31UFU asked alone, from 31UGU asked with a parcel across 31UFU's edge (the two together
+    held by 31UGU alone): its mean depended on the parcels asked with it, and an extraction's batches gave either.
+    Its pixels are 31UFU's (numpy on the source files here) in every request."""
+    from cube.extract import extract, read_timeseries
+
+    features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
+    first = sorted({f["properties"]["datetime"] for f in features})[:3]
+    kept = [broken_copy(tiny_straddle_region.items, f, f"{f['id']}-B04+7", shifted("B04", 7))
+            if f["properties"]["grid:code"].endswith("31UGU") else f
+            for f in features if f["properties"]["datetime"] in first]
+    cube = tmp_path / "cube"
+    ingest(write_items(tiny_straddle_region.items, kept, "per_tile.json"), cube,
+           chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    minx, _, _, maxy = tiny_straddle_region.bbox
+    edge = TileGrid.from_id("31UFU").bounds[2]
+    assert minx < edge - 400
+    parcels = gpd.GeoDataFrame({"parcel_id": ["north", "across"]}, crs="EPSG:32631",
+                               geometry=[box(minx + 100, maxy - 60, minx + 200, maxy + 40),
+                                         box(edge - 100, maxy - 60, edge + 100, maxy + 40)])
+    asked = {"bands": ["B04"], "stats": ["mean"], "mask": None}
+    alone = parcel_timeseries(cube, parcels.iloc[:1], **asked)
+    together = parcel_timeseries(cube, parcels, **asked)
+    extract(parcels, cube, tmp_path / "out", progress=False, **asked)
+    extracted = read_timeseries(tmp_path / "out")
+    measured = 0
+    for f in (f for f in kept if f["properties"]["grid:code"].endswith("31UFU")):
+        with rasterio.open(asset_path(tiny_straddle_region.items, f, "B04")) as src:
+            rows, cols = np.indices(src.shape)
+            xs, ys = src.transform * (cols + 0.5, rows + 0.5)
+            dn = src.read(1)
+        inside = (xs >= minx + 105) & (xs <= minx + 195) & (ys >= maxy - 55) & (dn > 0)
+        if not inside.any():  # outside this orbit's swath
+            continue
+        expected, measured = (dn[inside] * 1e-4 - 0.1).mean(), measured + 1
+        when = pd.Timestamp(f["properties"]["datetime"]).tz_localize(None)
+        for frame in (alone, together, extracted):
+            got = frame[(frame.parcel_id == "north") & (frame.time == when)]["mean"]
+            assert len(got) == 1 and got.iloc[0] == pytest.approx(expected, abs=1e-9)  # 31UGU's: 7e-4 more
+    assert measured
 
 
 def _strip_before_the_last_passes(tiny_straddle_region, root: Path) -> tuple[gpd.GeoDataFrame, Path, Path, dict]:

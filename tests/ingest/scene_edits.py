@@ -208,6 +208,15 @@ def east_nodata(share: float) -> Callable[[str, Path], None]:
     return edit
 
 
+def shifted(band: str, dn: int) -> Callable[[str, Path], None]:
+    """``dn`` added to ``band``'s values with data (not its nodata 0): the product of another tile of the same pass,
+    whose L2A is corrected apart from this one's."""
+    def edit(name: str, path: Path) -> None:
+        if name == band:
+            _rewrite(path, data=lambda arr: np.where(arr > 0, arr + dn, 0).astype(arr.dtype))
+    return edit
+
+
 def _rewrite(path: Path, *, crs: str | None = None, transform: Affine | None = None, data=None) -> None:
     with rasterio.open(path) as src:
         profile = src.profile
