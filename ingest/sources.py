@@ -136,7 +136,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         scaling=scaling,
         units=units,
         nodata=nodata,
-        processing_baseline=_baseline(props.get("s2:processing_baseline", props.get("processing:version"))),
+        processing_baseline=_baseline_of(item),
         other_assets=tuple(sorted(set(raw) - set(chosen.values()))),
         geometry=item.geometry,
         declared=declared,
@@ -184,6 +184,24 @@ def _baseline(value: object) -> float | None:
         return None if value is None else float(str(value))
     except ValueError:
         return None
+
+
+# an ESA L2A product name holds its processing baseline (N0213: 02.13), as the item's id, Planetary Computer's
+# s2:product_uri or Earth Search v0's sentinel:product_id give it
+_PRODUCT_BASELINE = re.compile(r"S2[A-D]_MSIL2A_\d{8}T\d{6}_N(\d{4})_R\d{3}_T\d{2}[A-Z]{3}_")
+
+
+def _baseline_of(item: pystac.Item) -> float | None:
+    """The processing baseline an item says: its ``s2:processing_baseline`` or ``processing:version``, else the one
+    its ESA product name gives (an item naming N0213 and saying nothing else was taken to follow the cube's offset:
+    its DN, without ESA's 1000 of baselines from 04.00, were read 0.1 too low in reflectance); None if none does."""
+    props = item.properties
+    if (said := _baseline(props.get("s2:processing_baseline", props.get("processing:version")))) is not None:
+        return said
+    for name in (props.get("s2:product_uri"), props.get("sentinel:product_id"), item.id):
+        if isinstance(name, str) and (m := _PRODUCT_BASELINE.match(name)):
+            return int(m[1]) / 100
+    return None
 
 
 def _collection_items(doc: dict) -> list[pystac.Item]:

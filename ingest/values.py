@@ -4,9 +4,9 @@ Providers do not all store L2A reflectance alike. Since processing baseline 04.0
 1000 to every DN (reflectance = (DN - 1000) / 10000: the cube's convention, ``BandSpec.offset`` -0.1);
 earlier products have no offset, and some providers shift new products back to the old scale. A cube that
 took every scene's DNs as they are would read 0.1 too low on those dates, and NDVI with it. So each scene
-says its offset -- the asset's ``raster:bands`` offset, else ``s2:processing_baseline`` (an asset stating its
-scale alone says nothing of the offset) -- and its DNs are shifted to the cube's when written (a scene saying
-neither is taken to follow the cube).
+says its offset -- the asset's ``raster:bands`` offset, else ``s2:processing_baseline`` (or the baseline its ESA
+product name gives: :func:`ingest.sources.scene_from_item`; an asset stating its scale alone says nothing of the
+offset) -- and its DNs are shifted to the cube's when written (a scene saying none is taken to follow the cube).
 
 A file's own nodata value (-32768 or 0 in float backscatter, say) becomes the cube's nodata, so no
 statistic counts it as a measurement.

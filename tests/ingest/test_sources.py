@@ -61,6 +61,25 @@ def test_item_metadata_as_providers_write_it():
                            S2_L2A).processing_baseline == 5.10
 
 
+def test_an_item_saying_its_baseline_only_in_its_product_name_is_read_with_that_baseline():
+    """An item whose ESA product name says N0213 (its id, Planetary Computer's s2:product_uri, Earth Search v0's
+    sentinel:product_id) and nothing else: its DN carry no offset, and were read as the cube's (0.1 too low in
+    reflectance); they are shifted by 1000 DN now, as an item saying baseline 02.13 is. A baseline said wins."""
+    from ingest.values import value_map
+
+    name = "S2A_MSIL2A_20210601T105031_N0213_R051_T31UFU_20210601T133001"
+    by_id = _item()
+    by_id.id = name
+    assert scene_from_item(by_id, S2_L2A).processing_baseline == 2.13
+    assert value_map(scene_from_item(by_id, S2_L2A), S2_L2A.band("B04"), 0).shift == 1000
+    assert scene_from_item(_item(**{"s2:product_uri": f"{name}.SAFE"}), S2_L2A).processing_baseline == 2.13
+    assert scene_from_item(_item(**{"sentinel:product_id": name.replace("N0213", "N0400")}),
+                           S2_L2A).processing_baseline == 4.0
+    assert scene_from_item(_item(**{"sentinel:product_id": name, "s2:processing_baseline": "05.10"}),
+                           S2_L2A).processing_baseline == 5.1
+    assert scene_from_item(_item(), S2_L2A).processing_baseline is None  # no name, no word: the cube's offset
+
+
 def test_a_product_folder_gives_each_band_at_its_native_resolution_and_of_its_own_date(tiny_region, tmp_path,
                                                                                         caplog):
     """A SAFE-like folder holds B04 at 10, 20 and 60 m and SCL at 20 and 60 m: the last file by name was taken
