@@ -51,9 +51,9 @@ from cube.dataset import (
 from cube.indices import INDICES, add_indices, band_list, bands_for, check_bands, check_decoded, stored_bands
 from cube.ledger import CubeVersion, data_footprint, held_share, read_version
 from cube.membership import parcel_pixels
-from cube.parcels import as_parcels
+from cube.parcels import ParcelSet, as_parcels
 from cube.tile_arrays import ArrayCache
-from cube.timeseries import cube_dataset, dataset_geobox
+from cube.timeseries import assign_tiles, cube_dataset, dataset_geobox
 
 MAX_SIZE = 2048  # pixels per side
 MAX_IMAGE_SIZE = 4096  # pixels per side of a rendered (enlarged) chip
@@ -590,6 +590,17 @@ def _has_data(version: CubeVersion, tile: str, chip_box: tuple[float, float, flo
     return footprint.intersects(area) and not footprint.touches(area)
 
 
+def _parcel_first(version: CubeVersion, tiles: Sequence[str], geom: BaseGeometry, crs: Any) -> list[str]:
+    """``tiles`` (a chip's, of one UTM zone) with those a parcel ``geom`` is read from first, in the order its time
+    series reads them (:func:`cube.timeseries.assign_tiles`): where tiles overlap, the chip's pixels of the parcel
+    are those its statistics are of (L2A is corrected tile by tile: two tiles' pixels of a pass differ there), not
+    those of the tile holding most of the chip. A point's chip keeps ``tiles``."""
+    if geom.geom_type == "Point":
+        return list(tiles)
+    mine = assign_tiles(version, ParcelSet((0,), (geom,), CRS.from_user_input(crs)))[0]
+    return [*(t for t in mine if t in tiles), *(t for t in tiles if t not in mine)]
+
+
 def check_sheet(version: CubeVersion, time: Any, size: int, *, scale: int = SHEET_SCALE,
                 advice: str = SHEET_ADVICE) -> None:
     """:class:`RequestTooLargeError` for a season sheet of ``size`` px panels at ``scale`` over
@@ -674,9 +685,9 @@ def chip(
             raise AreaOutsideCubeError(f"the {geom.geom_type.lower()} at {at} ({crs}): {reason}")
         if _is_time(date):  # a pass's time on another tile (as the time series may give it): the chip's tile's own
             time = _same_pass(version, found.read, time) or time
-        ds = read_cube(store, version, bbox=found.box, time=time, tiles=found.read,
-                       bands=stored_bands(bands, version.spec.band_names), resolution=res,
-                       chunks="window", cache=cache)  # a read per band and block
+        ds = read_cube(store, version, bbox=found.box, time=time, tiles=_parcel_first(version, found.read, geom, crs),
+                       bands=stored_bands(bands, version.spec.band_names), resolution=res, chunks="window",
+                       cache=cache, order="area" if geom.geom_type == "Point" else "first")  # a read per band, block
         pad_to = None if found.whole else found.box
         if not ds.sizes["time"]:  # the cube has dates in ``time``, but not on the tiles holding the chip
             if elsewhere := dated_elsewhere(version, found.read, time):

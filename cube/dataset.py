@@ -106,14 +106,16 @@ def compute_reads(*collections: Any) -> tuple[Any, ...]:
 
 
 def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[str] | str | None,
-             time: tuple | frozenset = (None, None), *, in_order: bool = False) -> list[TileWindow]:
+             time: tuple | frozenset = (None, None), *, order: str = "area") -> list[TileWindow]:
     """Tile windows covering the query. A tile is read alone when it holds the area's data alone: its square holds
     the area and, for every date (within ``time``) on which another tile of its UTM zone has data in the area, it
     has that pass too, with data over all of the other's there (:func:`holds_passes`). Else a mosaic of the tiles
     with data in the area, the one holding most of it first. A tile's square is no measure of its data: tiles
     ingested for part of an area, scenes dropped by a cloud filter, Sentinel-1 pieces. No area given: the area is
-    where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset. ``in_order``:
-    a mosaic of ``tiles`` with data in the area, in their order, whatever the area (see :func:`read_cube`)."""
+    where the tiles hold data (the union of their footprints), so every tile's data is in the Dataset. ``order``
+    ``"given"``: a mosaic of ``tiles`` with data in the area, in their order, whatever the area; ``"first"``: the
+    same, or the first alone where it holds the area's data on every pass the others have there (see
+    :func:`read_cube`)."""
     names = sorted(version.tiles) if tiles is None else tile_ids(tiles)
     unknown = [t for t in names if t not in version.tiles]
     if unknown:
@@ -138,8 +140,12 @@ def _windows(version: CubeVersion, area, crs, resolution: int, tiles: Sequence[s
         r1, c1 = min(max(r1, r0 + 1), full.shape[0]), min(max(c1, c0 + 1), full.shape[1])
         share = held_share(data_footprint(version, name), geom)
         out.append((TileWindow(name, full[r0:r1, c0:c1]), inside, geom, share))
-    if in_order and any(o[3] > 0 for o in out):
-        return [w for w, _, _, share in out if share > 0]
+    if order != "area" and (ordered := [o for o in out if o[3] > 0]):
+        first = ordered[0]
+        if order == "first" and first[1] and all(holds_passes(version, first[0].tile, o[0].tile, first[2], time)
+                                                 for o in ordered[1:]):
+            return [first[0]]  # as the mosaic would be: the others hold nothing it has not
+        return [w for w, *_ in ordered]
     with_data = sorted((o for o in out if o[3] > 0), key=lambda o: -o[3])  # stable: by name among equals
     if not with_data:  # nodata only: open_cube says so
         return [w for w, *_ in out]
@@ -672,13 +678,15 @@ def read_cube(
     chunks: str = "storage",
     cache: ArrayCache | None = None,
     item_cache: ItemCache | None = None,
-    tiles_in_order: bool = False,
+    order: str = "area",
 ) -> xr.Dataset:
     """:func:`open_cube` of the ``store`` and ``version`` a reader holds already, without its warning of a Dataset of
-    no dates: the readers built on it (time series, chips, extraction) say that their own way. ``tiles_in_order``:
-    a mosaic of ``tiles`` in their order (a pixel the first has data at is the first's), each with data in the area,
-    not the tiles and order the area would choose (the one holding most of it first, or it alone): a parcel's pixels
-    are then those of the tiles :func:`cube.timeseries.assign_tiles` gives it, whatever parcels are read with it."""
+    no dates: the readers built on it (time series, chips, extraction) say that their own way. ``order``: of the
+    ``tiles`` given, ``"area"`` reads those the area chooses (the one holding most of it first, or it alone);
+    ``"given"`` a mosaic of them in their order (a pixel the first has data at is the first's), each with data in
+    the area, so that a parcel's pixels are those of the tiles :func:`cube.timeseries.assign_tiles` gives it,
+    whatever parcels are read with it; ``"first"`` the same, but the first alone where it holds the area's data on
+    every pass the others have there (the pixels of the mosaic, from one tile's reads)."""
     if chunks not in ("storage", "window"):
         raise InvalidRequestError(f"chunks must be 'storage' or 'window', not {chunks!r}")
     collection = version.collection
@@ -698,7 +706,9 @@ def read_cube(
         raise InvalidRequestError(f"no tile given (tiles={tiles!r}); the {collection} cube's tiles: "
                                   f"{', '.join(sorted(version.tiles))} (tiles=None routes the area through the "
                                   f"catalog)")
-    windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time), in_order=tiles_in_order)
+    if order not in ("area", "given", "first"):
+        raise InvalidRequestError(f"order must be 'area', 'given' or 'first', not {order!r}")
+    windows = _windows(version, (bbox, geometry), crs, res, tiles, parse_time_selection(time), order=order)
     if not windows:
         # the area's bounds in any form it came (a GeoJSON dict, a GeoDataFrame: they were "the area ?", no hint)
         asked = query_geometry(bbox, geometry, crs, default_crs=None)

@@ -641,7 +641,7 @@ def _tile_reads(store: Store, version: CubeVersion, ps: ParcelSet, needed: Seque
         ds = read_cube(store, version, bbox=(minx - grow, miny - grow, maxx + grow, maxy + grow), crs=crs,
                        time=time, bands=needed, tiles=list(tiles), decode=False,
                        chunks=read_mode(sub, tiles[0], resolution), resolution=resolution, cache=cache,
-                       tiles_in_order=True)
+                       order="given")
         reads.append((ds, sub, "+".join(tiles)))
     return reads, read_notes(version, ps, tiles_of, time)
 

@@ -127,22 +127,45 @@ def test_a_query_across_the_edge_is_a_mosaic(straddle_cube, tiny_straddle_region
                                            + np.float32(-0.1)), mosaic["B04"].values)
 
 
-def test_a_parcel_s_numbers_are_its_tiles_whatever_parcels_are_read_with_it(tiny_straddle_region, tmp_path):
-    """L2A is corrected tile by tile, so two tiles' pixels of one pass differ where they overlap (here 31UGU's B04 is
-    7 DN above 31UFU's). A parcel on the data's north edge within 31UFU's data (no tile holds it whole: 31UFU then
-    31UGU) was read from 31UFU asked alone, from 31UGU asked with a parcel across 31UFU's edge (the two together
-    held by 31UGU alone): its mean depended on the parcels asked with it, and an extraction's batches gave either.
-    Its pixels are 31UFU's (numpy on the source files here) in every request."""
-    from cube.extract import extract, read_timeseries
-
+@pytest.fixture(scope="module")
+def per_tile_cube(tiny_straddle_region, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The straddle region's first 3 passes, 31UGU's B04 7 DN above 31UFU's where they overlap (L2A is corrected tile
+    by tile, so two tiles' pixels of one pass differ there): the cube's root, and the items ingested."""
     features = items_of(tiny_straddle_region.items, "sentinel-2-l2a")
     first = sorted({f["properties"]["datetime"] for f in features})[:3]
     kept = [broken_copy(tiny_straddle_region.items, f, f"{f['id']}-B04-brighter", shifted("B04", 7))
             if f["properties"]["grid:code"].endswith("31UGU") else f
             for f in features if f["properties"]["datetime"] in first]
-    cube = tmp_path / "cube"
+    cube = tmp_path_factory.mktemp("per-tile") / "cube"
     ingest(write_items(tiny_straddle_region.items, kept, "per_tile.json"), cube,
            chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
+    return cube, kept
+
+
+def _b04_of_31ufu(region, kept: list[dict], inside) -> dict[pd.Timestamp, np.ndarray]:
+    """31UFU's B04 reflectance (numpy on its source files) at its pixels with data whose centres ``inside(xs, ys)``
+    holds, per date (dates without any left out: outside that orbit's swath)."""
+    out = {}
+    for f in (f for f in kept if f["properties"]["grid:code"].endswith("31UFU")):
+        with rasterio.open(asset_path(region.items, f, "B04")) as src:
+            rows, cols = np.indices(src.shape)
+            xs, ys = src.transform * (cols + 0.5, rows + 0.5)
+            dn = src.read(1)
+        where = inside(xs, ys) & (dn > 0)
+        if where.any():
+            out[pd.Timestamp(f["properties"]["datetime"]).tz_localize(None)] = dn[where] * 1e-4 - 0.1
+    return out
+
+
+def test_a_parcel_s_numbers_are_its_tiles_whatever_parcels_are_read_with_it(per_tile_cube, tiny_straddle_region,
+                                                                            tmp_path):
+    """A parcel on the data's north edge within 31UFU's data (no tile holds it whole: 31UFU then 31UGU) was read
+    from 31UFU asked alone, from 31UGU asked with a parcel across 31UFU's edge (the two together held by 31UGU
+    alone): its mean depended on the parcels asked with it, and an extraction's batches gave either. Its pixels are
+    31UFU's (numpy on the source files here) in every request."""
+    from cube.extract import extract, read_timeseries
+
+    cube, kept = per_tile_cube
     minx, _, _, maxy = tiny_straddle_region.bbox
     edge = TileGrid.from_id("31UFU").bounds[2]
     assert minx < edge - 400
@@ -154,21 +177,35 @@ def test_a_parcel_s_numbers_are_its_tiles_whatever_parcels_are_read_with_it(tiny
     together = parcel_timeseries(cube, parcels, **asked)
     extract(parcels, cube, tmp_path / "out", progress=False, **asked)
     extracted = read_timeseries(tmp_path / "out")
-    measured = 0
-    for f in (f for f in kept if f["properties"]["grid:code"].endswith("31UFU")):
-        with rasterio.open(asset_path(tiny_straddle_region.items, f, "B04")) as src:
-            rows, cols = np.indices(src.shape)
-            xs, ys = src.transform * (cols + 0.5, rows + 0.5)
-            dn = src.read(1)
-        inside = (xs >= minx + 105) & (xs <= minx + 195) & (ys >= maxy - 55) & (dn > 0)
-        if not inside.any():  # outside this orbit's swath
-            continue
-        expected, measured = (dn[inside] * 1e-4 - 0.1).mean(), measured + 1
-        when = pd.Timestamp(f["properties"]["datetime"]).tz_localize(None)
+    expected = _b04_of_31ufu(tiny_straddle_region, kept,
+                             lambda xs, ys: (xs >= minx + 105) & (xs <= minx + 195) & (ys >= maxy - 55))
+    assert expected
+    for when, values in expected.items():
         for frame in (alone, together, extracted):
             got = frame[(frame.parcel_id == "north") & (frame.time == when)]["mean"]
-            assert len(got) == 1 and got.iloc[0] == pytest.approx(expected, abs=1e-9)  # 31UGU's: 7e-4 more
-    assert measured
+            assert len(got) == 1 and got.iloc[0] == pytest.approx(values.mean(), abs=1e-9)  # 31UGU's: 7e-4 more
+
+
+def test_a_parcel_s_chip_shows_the_pixels_its_numbers_are_of(per_tile_cube, tiny_straddle_region):
+    """A parcel in the tiles' overlap, read from 31UFU (both hold it whole, with the same dates: the first by name),
+    near 31UFU's east edge: its chip reaches beyond 31UFU's data, and was read from 31UGU alone (holding most of the
+    chip), so the parcel's pixels in the chip (and its GeoTIFF) were not those of its statistics. They are 31UFU's
+    now, 31UGU's beyond 31UFU's edge."""
+    cube, kept = per_tile_cube
+    _, miny, _, maxy = tiny_straddle_region.bbox
+    edge, y = TileGrid.from_id("31UFU").bounds[2], (miny + maxy) / 2
+    parcel = gpd.GeoDataFrame({"parcel_id": ["near-edge"]}, crs="EPSG:32631",
+                              geometry=[box(edge - 300, y, edge - 200, y + 100)])
+    series = parcel_timeseries(cube, parcel, bands=["B04"], mask=None)
+    assert series.attrs["parcel_status"][0]["tile"] == "31UFU"
+    c = chip(cube, parcel, size=64, bands="B04")
+    expected = _b04_of_31ufu(tiny_straddle_region, kept, lambda xs, ys: (np.abs(xs - (edge - 245)) < 1)
+                             & (np.abs(ys - (y + 55)) < 1))
+    assert expected
+    for when, values in expected.items():
+        got = c.data["B04"].sel(time=when, x=edge - 245, y=y + 55).item()
+        assert got == pytest.approx(values[0], abs=1e-6)  # 31UGU's: 7e-4 more
+    assert float(c.data["x"].max()) > edge  # the chip reaches beyond 31UFU's data
 
 
 def _strip_before_the_last_passes(tiny_straddle_region, root: Path) -> tuple[gpd.GeoDataFrame, Path, Path, dict]:
@@ -501,9 +538,11 @@ def test_tiles_as_one_string_name_tiles_not_characters(straddle_cube, tiny_strad
 
 def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_tile(tiny_straddle_region, tmp_path):
     """One Sentinel-1 pass with a sensing time on 31UGU 20 s after 31UFU's (products of consecutive slices): a
-    parcel near 31UFU's east edge has its series from one tile, its 128 px chip from the other, and the chip
-    refused each pass time of the series ("no acquisition of tile 31UGU ... within the time range"). It is that
-    pass's chip from the chip's tile, at that tile's own time, as a date of that time gives it."""
+    parcel near 31UFU's east edge has its series from 31UFU, and its 128 px chip, reaching beyond 31UFU's data, was
+    read from 31UGU alone and refused each pass time of the series ("no acquisition of tile 31UGU ... within the
+    time range"), then gave 31UGU's own time. The chip is read with the parcel's tile first (its pixels those of its
+    series), a mosaic with 31UGU beyond 31UFU's data: that pass's chip at the series' time, as 31UGU's time of the
+    pass gives it too."""
 
     _passes_seconds_apart(tiny_straddle_region, "sentinel-1-card-bs", 2, 20, tmp_path)
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
@@ -515,10 +554,10 @@ def test_a_chip_takes_the_pass_time_its_parcel_s_series_gives_from_the_other_til
     for pid, when in series[["parcel_id", "time"]].itertuples(index=False):
         given = f"{when:%Y-%m-%dT%H:%M:%SZ}"
         c = chip(tmp_path, [pid], registry=parcels, collection="s1", bands="VH", date=given)
-        assert c.data.attrs["cardcube:tiles"] == "31UGU" and c.data.sizes["time"] == 1
-        own = pd.Timestamp(c.times[0], tz="UTC")
-        assert own - pd.Timestamp(given) == pd.Timedelta(seconds=20)  # 31UGU's time of that pass
-        same = chip(tmp_path, [pid], registry=parcels, collection="s1", bands="VH", date=own.to_pydatetime())
+        assert c.data.attrs["cardcube:tiles"] == "31UFU,31UGU" and c.data.sizes["time"] == 1
+        assert pd.Timestamp(c.times[0], tz="UTC") == pd.Timestamp(given)  # the pass as the series dates it
+        ugu = (pd.Timestamp(given) + pd.Timedelta(seconds=20)).to_pydatetime()  # 31UGU's time of that pass
+        same = chip(tmp_path, [pid], registry=parcels, collection="s1", bands="VH", date=ugu)
         np.testing.assert_array_equal(c.data["VH"].values, same.data["VH"].values)
     late = f"{series.time.iloc[0] + pd.Timedelta(seconds=1):%Y-%m-%dT%H:%M:%SZ}"  # no pass's time: refused as before
     with pytest.raises(DateNotFoundError, match=f"no acquisition of the s1 cube at {late}"):
