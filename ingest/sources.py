@@ -121,8 +121,8 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
             units[band] = unit
         if (value := nodata_of(raw[key])) is not None:
             nodata[band] = value
-        if declared_file(raw[key]) != (None, None):
-            declared[band] = declared_file(raw[key])
+        if (said := declared_file(raw[key])) != (None, None):
+            declared[band] = said
     return SourceScene(
         scene_id=item.id,
         collection=item.collection_id or "",
