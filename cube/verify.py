@@ -27,6 +27,7 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
 from cardcube.errors import CorruptDocumentError, VersionNotFoundError
+from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
 from cardcube.storage import StoreLike, in_steps, listed_lines, listed_names, open_store, reading, store_url
 from catalog.write import published_version
@@ -130,7 +131,7 @@ def verify(cube: StoreLike, collection: str = "s2", *, deep: bool = False,
     lost = _lost_manifests(manifests, written, collection)
     found = check_shards(store, shards, deep=deep, progress=progress)
     problems += damaged + unread + lost + _still_read(store, collection, history.kept, found)
-    problems += _short_arrays(shards, latest)
+    problems += _misshapen_arrays(shards, latest)
     details = _details_still_named(store, collection, history)
     problems += details
     problems += [(p.key, p.problem) for p in coordinate_problems(store, latest, history.hot_dates)]
@@ -385,20 +386,28 @@ def listed_shards(store: Any, spec: CubeSpec, manifests: Sequence[BlockManifest]
     return shards, problems
 
 
-def _short_arrays(shards: Sequence[ListedShard], latest: CubeVersion) -> list[tuple[str, str]]:
+def _misshapen_arrays(shards: Sequence[ListedShard], latest: CubeVersion) -> list[tuple[str, str]]:
     """(key, problem) of each band array of ``shards`` whose ``zarr.json`` holds fewer dates than ``latest`` there
     (an ingest killed between its commit and the shapes it publishes after, or a ``zarr.json`` restored from an
-    older backup): cardcube's reads take the extents from the ledger, a plain Zarr reader from the ``zarr.json``."""
+    older backup), or rows and columns other than the tile grid's (edited, or restored from another cube's):
+    cardcube's reads take the extents from the ledger and the grid, a plain Zarr reader from the ``zarr.json``."""
     arrays = {s.array.store_path.path: s.array for s in shards}
     out = []
     for tile, state in sorted(latest.tiles.items()):
+        grid = TileGrid.from_id(tile)
         for hot, length in ((False, len(state.cold)), (True, state.hot_slots_used)):
             for band in latest.spec.bands:
                 path = layout.array_path(latest.spec.name, tile, band.resolution, band.name, hot=hot)
-                if (array := arrays.get(path)) is not None and array.shape[0] < length:
+                if (array := arrays.get(path)) is None:
+                    continue
+                rows_cols = grid.geobox(band.resolution).shape
+                wrong = ([f"its time length is {array.shape[0]}, of the {length} date(s) the latest version holds"]
+                         if array.shape[0] < length else []) + (
+                    [f"its shape in y and x is {tuple(array.shape[1:])}, the tile grid's {tuple(rows_cols)}"]
+                    if tuple(array.shape[1:]) != tuple(rows_cols) else [])
+                if wrong:
                     out.append((f"{path}/zarr.json", (
-                        f"damaged: its time length is {array.shape[0]}, of the {length} date(s) the latest version "
-                        f"holds: a plain Zarr reader (xarray.open_zarr, rioxarray) of "
+                        f"damaged: {'; '.join(wrong)}: a plain Zarr reader (xarray.open_zarr, rioxarray) of "
                         f"{layout.resolution_group(band.resolution, hot=hot)} refuses the group (conflicting sizes) "
                         "or misses the later dates; cardcube's own reads, which take the extents from the ledger, are "
                         "unaffected; `cardcube ingest --cube CUBE --repair` (no SOURCE needed) sets it, as any "

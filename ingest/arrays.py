@@ -227,16 +227,20 @@ def array_names(spec: CubeSpec, resolution: int) -> Iterable[str]:
 
 
 def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
-    """Persist each array's time length to match ``state`` (idempotent; only ever grows shapes)."""
+    """Persist each array's time length to match ``state`` (idempotent; only ever grows the time axis), and a band
+    array's rows and columns the tile grid's where its ``zarr.json`` says other (``cardcube verify`` names it)."""
+    grid = TileGrid.from_id(state.tile)
     for hot, length in time_lengths(state).items():
         for resolution in spec.resolutions:
+            rows_cols = tuple(grid.geobox(resolution).shape)
             for name in array_names(spec, resolution):
                 try:
                     arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
                 except (zarr.errors.ArrayNotFoundError, json.JSONDecodeError) as exc:
                     raise CorruptDocumentError(_unopened(spec, state.tile, resolution, name, hot, exc)) from None
-                if arr.shape[0] < length:
-                    arr.resize((length, *arr.shape[1:]))
+                shape = (max(arr.shape[0], length), *(rows_cols if arr.ndim == 3 else arr.shape[1:]))
+                if arr.shape != shape:
+                    arr.resize(shape)
 
 
 def _unopened(spec: CubeSpec, tile: str, resolution: int, name: str, hot: bool, exc: Exception) -> str:

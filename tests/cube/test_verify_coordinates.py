@@ -273,6 +273,28 @@ def test_an_array_holding_fewer_dates_than_the_ledger_is_reported_and_repair_set
     np.testing.assert_array_equal(window[order], got.values)
 
 
+def test_a_band_array_of_other_rows_and_columns_than_the_grid_is_reported_and_repair_sets_them(history):
+    """A band's ``zarr.json`` giving other rows or columns than the tile grid (edited, restored from another cube): a
+    plain Zarr reader refuses the group, and verify said "sound"; it names it, and `ingest --repair` sets them."""
+    key = f"{layout.array_path('s2', TILE, 20, 'SCL', hot=True)}/zarr.json"
+    meta = json.loads((history / key).read_text())
+    rows = meta["shape"][1]
+    meta["shape"][1] = rows // 2
+    (history / key).write_text(json.dumps(meta))
+    before = every_read(history)
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'y'"):
+        xr.open_zarr(zarr_group(history, "hot/r20m"), consolidated=False)
+    problems = dict(verify(history, progress=False).problems)
+    assert set(problems) == {key}
+    assert problems[key].startswith(f"damaged: its shape in y and x is ({rows // 2}, {rows}), the tile grid's "
+                                    f"({rows}, {rows}): a plain Zarr reader")
+
+    assert main(["ingest", "--cube", str(history), "--repair", "--quiet"]) == 0
+    assert verify(history, progress=False).ok
+    assert xr.open_zarr(zarr_group(history, "hot/r20m"), consolidated=False).SCL.shape[1:] == (rows, rows)
+    assert all(np.array_equal(a, before[v], equal_nan=True) for v, a in every_read(history).items())
+
+
 def test_a_repair_without_source_names_what_needs_the_scenes_and_writes_what_needs_none(history, capsys):
     """A lost cold shard and a lost hot shard need their dates' scenes: named, with those scenes (exit 2, no
     version); the coordinate chunk lost beside them, which needs none, is written again all the same."""
