@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,16 @@ from zarr.abc.store import Store
 from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
 from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, CubeSpec, cube_spec
-from cardcube.storage import key_exists, list_keys, local_file, read_json, store_at, store_url
+from cardcube.storage import (
+    StoreLike,
+    key_exists,
+    list_keys,
+    local_file,
+    open_store,
+    read_json,
+    store_at,
+    store_url,
+)
 from cube import layout
 from cube.scene_details import FIELDS, DetailsReader, StoredField, details_document, details_of, stored_in
 
@@ -483,11 +492,14 @@ def no_collection_error(store: Store, collection: str) -> CubeNotFoundError:
                              + no_cube_hint(store))
 
 
-def read_version(store: Store, collection: str, version: int | CubeVersion | None = None) -> CubeVersion:
-    """The state at ``version`` (default: the latest). Raises if there is no such version or cube.
+def read_version(store: StoreLike, collection: str, version: int | CubeVersion | None = None, *,
+                 storage_options: Mapping[str, Any] | None = None) -> CubeVersion:
+    """The state at ``version`` (default: the latest) of the cube at ``store``: its Store, or its folder or URL as
+    ``open_cube`` takes it (opened read-only, with ``storage_options``). Raises if there is no such version or cube.
     A ``CubeVersion`` already read is returned as it is: a caller that read the ledger passes it on
     instead of reading it again (on S3, a request and a round trip)."""
     cube_spec(collection)  # "S2" or "sentinel-2-l2a" is no collection of any cube: say so, not "no cube here"
+    store = open_store(layout.cube_root(store), storage_options=storage_options, read_only=True)
     if isinstance(version, CubeVersion):
         if version.collection != collection:
             raise InvalidRequestError(f"version {version.version} is of the {version.collection} cube, "

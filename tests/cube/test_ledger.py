@@ -189,3 +189,18 @@ def test_a_version_number_too_long_for_a_key_is_no_version_not_a_store_failure(t
                 read_version(store, "s2", number)
         with pytest.raises(VersionNotFoundError, match="has no version -1"):
             read_version(store, "s2", -1)
+
+
+def test_a_version_is_read_from_the_cubes_folder_or_url_as_every_reader_takes_it(tiny_cube, tmp_path):
+    """The README's ``as_of`` takes a CubeVersion read by ``read_version``, whose first argument took a zarr Store
+    alone: given the cube's folder, as ``open_cube`` and ``parcel_timeseries`` take it, it failed with
+    "AttributeError: 'str' object has no attribute 'get'". A folder, a path or a URL is opened as they open it."""
+    from cardcube.errors import CubeNotFoundError
+
+    stored = read_version(open_store(tiny_cube), "s2")
+    for location in (str(tiny_cube), tiny_cube, f"file://{tiny_cube}", str(tiny_cube / "catalog.json")):
+        version = read_version(location, "s2", stored.version)
+        assert (version.version, version.created) == (stored.version, stored.created)
+        assert version.tiles.keys() == stored.tiles.keys()
+    with pytest.raises(CubeNotFoundError, match=r"no cube at .*nowhere: the folder does not exist"):
+        read_version(str(tmp_path / "nowhere"), "s2")
