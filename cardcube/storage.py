@@ -187,8 +187,14 @@ def open_store(
 
 
 def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """s3fs options: cardcube's defaults, then the environment's endpoint, then ``storage_options``."""
-    return {**_S3_DEFAULTS, **s3_options_from_env(), **dict(storage_options or {})}
+    """s3fs options: cardcube's defaults, then the environment's endpoint, then ``storage_options``. An endpoint
+    given as s3fs's ``client_kwargs={"endpoint_url": ...}`` replaces the environment's (both reached botocore: it
+    refused them, "multiple values for keyword argument 'endpoint_url'")."""
+    given = dict(storage_options or {})
+    env = s3_options_from_env()
+    if "endpoint_url" in (given.get("client_kwargs") or {}):
+        env.pop("endpoint_url", None)
+    return {**_S3_DEFAULTS, **env, **given}
 
 
 def check_reachable(url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:

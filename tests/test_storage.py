@@ -163,3 +163,18 @@ def test_the_tails_of_objects_are_their_last_bytes_or_all_of_a_short_one(where, 
     assert read_tails(store, ["a/long.bin", "a/short.bin", "a/none.bin"], 100) == [
         (bytes(range(256)) * 40)[-100:], b"PAR1", None]
     assert read_tails(store, [], 100) == []
+
+
+def test_an_endpoint_given_in_client_kwargs_wins_over_the_environments(s3_bucket, monkeypatch):
+    """s3fs's ``client_kwargs={"endpoint_url": ...}`` (as the tests' and many users' options name it) beside an
+    ``AWS_ENDPOINT_URL`` of another store (the cube's Ceph, the output elsewhere) failed with aiobotocore's
+    "got multiple values for keyword argument 'endpoint_url'" at the first request: the given one is used."""
+    from cardcube.storage import read_bytes, write_bytes
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # another store, which does not answer here
+    options = s3_bucket.storage_options()
+    assert options["client_kwargs"]["endpoint_url"] == s3_bucket.server.endpoint_url
+    store = open_store(s3_bucket.url_for("given"), storage_options=options)
+    write_bytes(store, "a/zarr.json", b"{}")
+    assert read_bytes(open_store(s3_bucket.url_for("given"), storage_options=options, read_only=True),
+                      "a/zarr.json") == b"{}"
