@@ -397,7 +397,8 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         if not store_url(store).startswith("s3://"):
             raise StoreError(f"cannot {doing} {store_url(store)}: {type(exc).__name__}: {exc}") from exc
         bucket = store_url(store).removeprefix("s3://").split("/")[0]  # s3fs's NoSuchBucket (a missing key is None)
-        raise StoreError(f"cannot {doing} {store_url(store)}: {_no_bucket(bucket)}") from exc
+        missing = _no_bucket(bucket, getattr(store, "fs", None))
+        raise StoreError(f"cannot {doing} {store_url(store)}: {missing}") from exc
     except _FAILURES as exc:
         raise _failure(exc, doing, store_url(store)) from exc
     except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError): no OSError
@@ -477,8 +478,16 @@ def _refused(exc: BaseException, url: str) -> StoreError | None:
     return StoreError(f"cannot read {shown_href(url)}: {said}")
 
 
-def _no_bucket(bucket: str) -> str:
-    return f"the bucket {bucket} does not exist; create it first (cardcube creates no buckets) or correct the URL"
+def _no_bucket(bucket: str, fs: Any = None) -> str:
+    """Why S3 answered that ``bucket`` does not exist; ``fs`` (s3fs's) names an endpoint with a path, which the S3
+    client puts before the bucket: the bucket's own URL given as the endpoint (``http://gateway:7480/BUCKET``)."""
+    said = f"the bucket {bucket} does not exist; create it first (cardcube creates no buckets) or correct the URL"
+    endpoint = getattr(fs, "endpoint_url", None) or (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url")
+    url = urlparse(endpoint) if isinstance(endpoint, str) else None
+    if url and url.path.strip("/"):
+        said += (f" (the endpoint {endpoint} has a path, {url.path.rstrip('/')}, which the S3 client puts before the "
+                 f"bucket: give the gateway's root, {url.scheme}://{url.netloc}, unless the gateway is served there)")
+    return said
 
 
 @contextmanager
@@ -513,7 +522,7 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
                     local.with_suffix(suffix).unlink(missing_ok=True)
         except FileNotFoundError:
             bucket = path.split("/")[0]
-            missing = f": {_no_bucket(bucket)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
+            missing = f": {_no_bucket(bucket, fs)}" if url.startswith("s3://") and not fs.exists(bucket) else ""
             raise FileNotFoundError(f"{shown_href(url)}{missing}") from None
         except _FAILURES as exc:
             raise _failure(exc, "read", shown_href(url)) from exc
@@ -992,7 +1001,7 @@ def list_each(store: Store, prefixes: Sequence[str]) -> dict[str, list[str]]:
                 store_url(store).startswith("s3://"):
             bucket = store.path.split("/")[0]  # zarr lists a missing bucket as empty: no "0 found" of a typo
             if sync(_no_such_bucket(store.fs, bucket)):
-                raise StoreError(f"cannot list {shown} in {store_url(store)}: {_no_bucket(bucket)}")
+                raise StoreError(f"cannot list {shown} in {store_url(store)}: {_no_bucket(bucket, store.fs)}")
         return found
 
 

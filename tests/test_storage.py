@@ -178,3 +178,18 @@ def test_an_endpoint_given_in_client_kwargs_wins_over_the_environments(s3_bucket
     write_bytes(store, "a/zarr.json", b"{}")
     assert read_bytes(open_store(s3_bucket.url_for("given"), storage_options=options, read_only=True),
                       "a/zarr.json") == b"{}"
+
+
+def test_a_missing_bucket_behind_an_endpoint_with_a_path_names_the_path(s3_bucket):
+    """The bucket's own URL given as the endpoint (``http://gateway:7480/BUCKET``, as a browser or console shows it):
+    the S3 client puts the path before the bucket, and the error said only that the bucket, which exists, does not."""
+    from cardcube.errors import StoreError
+    from cardcube.storage import list_children
+
+    endpoint = f"{s3_bucket.server.endpoint_url}/{s3_bucket.name}"
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options() | {
+        "client_kwargs": {"endpoint_url": endpoint}})
+    with pytest.raises(StoreError, match=rf"the endpoint {endpoint} has a path, /{s3_bucket.name}, which the S3 "
+                                         rf"client puts before the bucket: give the gateway's root, "
+                                         rf"{s3_bucket.server.endpoint_url}"):
+        list_children(store, "_parcels")
