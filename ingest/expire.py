@@ -52,6 +52,7 @@ from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, list_keys, open_store, store_url
 from catalog.write import published_version, write_catalog
 from cube import layout
+from cube.coordinates import add_hot_dates
 from cube.ledger import CubeVersion, TileState, commit_time, read_version, read_versions
 from cube.scene_details import details_loaded, details_named
 from cube.verify import lost_newest
@@ -263,8 +264,7 @@ def expire(
         kept, live_hot, named, head = [], {}, set(), None
         for version in read_versions(store, collection, [v for v, _ in created if v not in expired]):
             kept.append(version.version)  # each record let go once read: what the sweeps need of it is kept
-            for tile, state in version.tiles.items():
-                live_hot.setdefault(tile, set()).update(h.slot for h in state.hot)
+            add_hot_dates(live_hot, version)  # the slots (keys) some kept version lists, by tile
             named |= details_named(version)
             head = version
         for number in expired if not dry_run else ():
@@ -286,7 +286,7 @@ def expire(
             on_catalog = None if published is None else lambda s, v: write_catalog(s, v, force=force)  # a cube's own
             publish(store, head, on_catalog=on_catalog, fence=fence)
         checkpoint("expire-records")
-        deleted = {tile: _sweep_tile(store, head.spec, state, live_hot.get(tile, set()), dry_run=dry_run, fence=fence)
+        deleted = {tile: _sweep_tile(store, head.spec, state, live_hot.get(tile, {}), dry_run=dry_run, fence=fence)
                    for tile, state in sorted(head.tiles.items())}
         deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
         details = _sweep_details(store, collection, named, dry_run=dry_run, fence=fence)
