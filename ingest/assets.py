@@ -178,14 +178,9 @@ def nodata_of(asset: Mapping[str, Any]) -> float | None:
     raster = asset.get("raster:bands")
     first = raster[0] if isinstance(raster, list) and raster and isinstance(raster[0], dict) else {}
     for entry in (first, _one_band(asset), asset):
-        value = entry.get("nodata")
+        value = _as_number(entry.get("nodata"))
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                continue
     return None
 
 
