@@ -275,7 +275,7 @@ class Rejection:
         return cls(**d)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakref: tests count the records a reader holds
 class CubeVersion:
     """The full state of one cube collection after one commit: ``added`` the scenes this commit brought,
     ``rejected`` every scene refused by it or an earlier ingest and not in the cube since, ``repaired`` the dates
