@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-lowest lint bench clean
 
 # editable_mode=compat: the project's folder on the path, so a folder named cube/ where a command runs (the demo's
 # cube) is not taken for the package `cube` (setuptools' default editable hook is consulted after the path);
@@ -22,8 +22,20 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
+# The suite on the lowest versions pyproject.toml allows (uv's lowest-direct resolution), in .venv-lowest: run it
+# when a lower bound changes or the code takes up a dependency's newer API. Not part of `make test` (CI).
+LOWEST := .venv-lowest
+test-lowest: $(STAMP)
+	$(BIN)/python -m pip install --quiet "uv>=0.5"
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --extra bench --resolution lowest-direct \
+		--python $(LOWEST)/bin/python -o $(LOWEST)/requirements.txt
+	$(BIN)/uv pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --no-deps -e . -C editable_mode=compat
+	$(LOWEST)/bin/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .numba-cache
+	rm -rf $(VENV) $(LOWEST) demo-data .pytest_cache .numba-cache
