@@ -517,14 +517,19 @@ ZEROS_DB = 0.01  # the most of a dB band's values that may be exactly 0 dB (a me
 # every mean it meets (a parcel's, a resampled pixel's) as a measurement
 FILL_DB = 100.0
 FILLS_DB = 1e-4  # the most of a dB band's values that may lie beyond FILL_DB (stray pixels: 10 log10 of tiny powers)
+# the most of a dB band's values that may be exactly 0 dB beside another (a row or column neighbour): a measurement of
+# exactly 0 dB is rare, two side by side rarer still, where a stripe of border noise written as 0 at a swath's edge,
+# too thin for ZEROS_DB, is a line of them (a power of 1, some 15 dB above the fields: +2.6 dB on a parcel it crosses)
+ZEROS_TOGETHER_DB = 1e-4
 
 
 def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:
     """Backscatter must end up in dB: a band taken as linear power must hold positive values, and a band
     taken as dB (or converted) must be mostly negative, as land backscatter in dB is, and hardly ever exactly 0 dB
     (:data:`ZEROS_DB`): many such values are a nodata border of 0 the file does not declare, which would go in as
-    measurements. Nor may a band in dB hold values beyond :data:`FILL_DB` (but for a few: :data:`FILLS_DB`), a fill
-    value such as -9999 the file does not declare."""
+    measurements, nor hold values of exactly 0 dB side by side (:data:`ZEROS_TOGETHER_DB`): a stripe of border noise
+    written as 0, too thin for the first. Nor may a band in dB hold values beyond :data:`FILL_DB` (but for a few:
+    :data:`FILLS_DB`), a fill value such as -9999 the file does not declare."""
     if band.units != "dB":
         return
     if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
@@ -550,6 +555,13 @@ def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str
         raise SceneContentError(scene_id, f"band {band.name} looks like linear power, not dB{said}: only "
                                           f"{counts.negative / counts.valid:.0%} of its values are negative (land "
                                           f"backscatter in dB mostly is); the cube stores 10 log10 of it{hint}")
+    if counts.zeros_together > ZEROS_TOGETHER_DB * counts.valid:
+        row, col = counts.zeros_at
+        raise SceneContentError(scene_id, f"band {band.name} holds {counts.zeros_together:,} values of exactly 0 dB "
+                                          f"side by side (from row {row}, column {col}), which backscatter never is: "
+                                          "border noise or a nodata border written as 0 and not declared? Say its "
+                                          "nodata 0 (the GeoTIFF's nodata tag, gdal_edit.py -a_nodata 0: NaN stays "
+                                          "nodata; and its STAC asset's raster:bands nodata, if it says one)")
 
 
 def _gdal_reason(exc: Exception) -> str:
@@ -570,6 +582,8 @@ class _Counts:
     zeros: int = 0  # of a band in dB: its values of exactly 0 dB (a nodata border written as 0, not declared)
     fills: int = 0  # of a band in dB: its values beyond FILL_DB (a nodata value such as -9999, not declared)
     fill_example: float = 0.0  # the one of them farthest from 0 dB, to name
+    zeros_together: int = 0  # of those zeros, the ones beside another (a row or column neighbour): a stripe, a patch
+    zeros_at: tuple[int, int] = (0, 0)  # the row and column of the first of them, to name
 
 
 def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, *, coverage: bool = False
@@ -578,8 +592,9 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
     (:func:`ingest.warp.valid_extents`: where a warped scene's window and polygon go) and, if ``coverage``, where
     they are by cells (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block
     is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
-    valid = negative = nonpositive = zeros = fills = 0
+    valid = negative = nonpositive = zeros = fills = together = 0
     fill_example = 0.0
+    zeros_at: tuple[int, int] | None = None
     unknown: dict[int, int] = {}
     extents, cells = [], []
     side = _cell_side(ds.height, ds.width)
@@ -597,7 +612,14 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
         if band.units == "dB":
             values = block[ok]  # a copy: once, for both counts
             negative += int(np.count_nonzero(values < 0))
-            zeros += int(np.count_nonzero(values == 0))
+            n_zeros = int(np.count_nonzero(values == 0))
+            zeros += n_zeros
+            if n_zeros > 1:
+                beside = zeros_together(ok & (block == 0))
+                together += int(np.count_nonzero(beside))
+                if zeros_at is None and beside.any():
+                    r, c = np.argwhere(beside)[0]
+                    zeros_at = (r0 + int(r), int(c))
             beyond = values[np.abs(values) > FILL_DB]
             if beyond.size:
                 fills += beyond.size
@@ -607,7 +629,17 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
     return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None,
-                   np.concatenate(cells) if cells else None, zeros, fills, fill_example)
+                   np.concatenate(cells) if cells else None, zeros, fills, fill_example, together, zeros_at or (0, 0))
+
+
+def zeros_together(zero: np.ndarray) -> np.ndarray:
+    """Which of the pixels ``zero`` (bool, rows x columns) have another beside them, in their row or column."""
+    beside = np.zeros_like(zero)
+    beside[:, 1:] |= zero[:, :-1]
+    beside[:, :-1] |= zero[:, 1:]
+    beside[1:] |= zero[:-1]
+    beside[:-1] |= zero[1:]
+    return zero & beside
 
 
 COVERAGE_CELLS = 128  # cells along a file's longer side in its coverage map: 86 px (860 m) on a 10980 px S2 tile

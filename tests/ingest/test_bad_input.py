@@ -744,6 +744,57 @@ def test_backscatter_with_an_undeclared_nodata_border_of_0_db_is_rejected(tiny_r
     assert np.isnan(vv.sel(x=slice(left, left + 200)).values).all()  # the 20 px border: nodata, not 0 dB
 
 
+def test_backscatter_with_a_stripe_of_0_db_is_rejected(tiny_region, tmp_path):
+    """A dB file whose nodata is said (NaN) but holds a thin stripe of 0.0 (border noise at a swath edge, written as 0
+    by the producer's dB conversion): under the 1 % of exactly 0 dB a border is rejected at, it went in as
+    measurements of a power of 1, and a parcel across it measured VV 2.6 dB too high, VH 8.5 dB (5 of its 87 pixels).
+    Exactly 0 dB side by side is no measurement: rejected, naming where; scattered ones still go in. Said as nodata 0,
+    the stripe goes in as nodata."""
+    import rasterio
+
+    def striped(rows: slice, columns: slice | list[int]) -> Callable[[str, Path], None]:
+        def edit(band: str, path: Path) -> None:
+            with rasterio.open(path) as src:
+                profile, arr = src.profile, src.read(1)
+            arr[rows, columns] = 0
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(arr, 1)
+        return edit
+
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    stripe = broken_copy(tiny_region.items, src, "S1-ZERO-STRIPE", striped(slice(0, 60), slice(100, 101)))
+    scattered = broken_copy(tiny_region.items, src, "S1-ZERO-SCATTERED", striped(slice(10, 60, 10), [5, 50, 150]),
+                            props={"datetime": "2024-05-01T07:00:00Z"})
+    with rasterio.open(asset_path(tiny_region.items, stripe, "VV")) as f:
+        zeros, values = int(np.count_nonzero(f.read(1) == 0)), f.width * f.height
+    assert 0 < zeros < 0.01 * values  # under the threshold of scattered zeros (a border)
+    result = ingest(write_items(tiny_region.items, [stripe, scattered], "stripe.json"), tmp_path / "cube",
+                    collection="s1", chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-ZERO-SCATTERED",), result
+    (rejection,) = result.rejected
+    assert rejection.scene_id == "S1-ZERO-STRIPE" and rejection.kind == "SceneContentError"
+    assert "band VV holds 60 values of exactly 0 dB side by side (from row 0, column 100)" in rejection.reason, \
+        rejection.reason
+    assert "Say its nodata 0 (the GeoTIFF's nodata tag, gdal_edit.py -a_nodata 0: NaN stays nodata" in rejection.reason
+    for asset in stripe["assets"].values():
+        asset["raster:bands"] = [{**(asset.get("raster:bands") or [{}])[0], "nodata": 0}]
+    for band in ("VV", "VH"):  # its files' tag says NaN: say 0 there too
+        with rasterio.open(asset_path(tiny_region.items, stripe, band)) as f:
+            profile, arr = f.profile, f.read(1)
+        profile.update(nodata=0)
+        with rasterio.open(asset_path(tiny_region.items, stripe, band), "w", **profile) as f:
+            f.write(np.where(np.isnan(arr), 0, arr), 1)
+    result = ingest(write_items(tiny_region.items, [stripe], "said.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-ZERO-STRIPE",), result
+    vv = open_cube(tmp_path / "cube", "s1", bands=["VV"], time=frozenset([stripe["properties"]["datetime"]])).VV
+    with rasterio.open(asset_path(tiny_region.items, stripe, "VV")) as f:
+        x, top = f.transform * (100.5, 0)
+    stored = vv.isel(time=0).sel(y=slice(top, top - 600))
+    assert np.isnan(stored.sel(x=x).values).all() and len(stored.y) == 60  # the stripe: nodata, not 0 dB
+    assert not np.isnan(stored.sel(x=x - 10).values).any()
+
+
 def test_backscatter_with_an_undeclared_fill_value_is_rejected(tiny_region, tmp_path):
     """A dB file whose border is -9999 (or -32768) with no nodata said: the border went in as measurements, a parcel
     on it measured a mean of -inf dB and a min of -9999 (one across it a mean biased low by the border's power of 0),
