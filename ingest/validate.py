@@ -358,6 +358,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         counts[band.name] = file.counts.valid
         cells[band.name] = file.counts
     _check_blank_bands(scene, spec, counts)
+    _check_polarisations(scene, spec, cells)
     _check_distinct_files(scene, checksums, counts)
     if not off_grid:
         try:
@@ -499,6 +500,28 @@ def _check_blank_bands(scene: SourceScene, spec: CubeSpec, valid: Mapping[str, i
                                                     "a broken file? fix it and offer the scene again")
 
 
+# Each cross-polarised band of backscatter, with its co-polarised band: the cross-polarised return is the weaker over
+# any ground (some 5 to 10 dB below on a scene's mean), so one brighter is the other's file
+CO_POLARISED = {"VH": "VV", "HV": "HH"}
+
+
+def _check_polarisations(scene: SourceScene, spec: CubeSpec, counts: Mapping[str, _Counts]) -> None:
+    """A cross-polarised band brighter on average than its co-polarised band is the other's file: an item whose VV
+    and VH assets name each other's files (files that name no band, which :func:`_check_description` reads) would
+    go in with every VH_VV positive, RVI above 2, and the mowing marker reading VV."""
+    names = {b.name for b in spec.bands if b.units == "dB"}
+    for cross, co in CO_POLARISED.items():
+        if {cross, co} <= names and counts[cross].valid and counts[co].valid:
+            mean_cross, mean_co = (counts[b].db_sum / counts[b].valid for b in (cross, co))
+            if mean_cross > mean_co:
+                files = {b: _file_name(scene.assets[b]) for b in (cross, co)}
+                raise SceneContentError(scene.scene_id, f"band {cross} ({files[cross]}) is brighter than band {co} "
+                                                        f"({files[co]}): a mean of {mean_cross:.1f} dB against "
+                                                        f"{mean_co:.1f} dB, where {cross} backscatter is some 5 to 10 "
+                                                        f"dB below {co}: are the item's {co} and {cross} assets "
+                                                        "swapped?")
+
+
 def _check_distinct_files(scene: SourceScene, checksums: Mapping[str, str], valid: Mapping[str, int]) -> None:
     """Two bands holding data read from the same bytes are one file given twice (an asset's href copied into another
     asset): no two bands of a product are alike, and the one band's values would go in as the other's for good."""
@@ -582,6 +605,7 @@ class _Counts:
     zeros: int = 0  # of a band in dB: its values of exactly 0 dB (a nodata border written as 0, not declared)
     fills: int = 0  # of a band in dB: its values beyond FILL_DB (a nodata value such as -9999, not declared)
     fill_example: float = 0.0  # the one of them farthest from 0 dB, to name
+    db_sum: float = 0.0  # of a band in dB: the sum of its valid values (their mean, to compare polarisations)
     zeros_together: int = 0  # of those zeros, the ones beside another (a row or column neighbour): a stripe, a patch
     zeros_at: tuple[int, int] = (0, 0)  # the row and column of the first of them, to name
 
@@ -593,7 +617,7 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
     they are by cells (:func:`coverage_cells`), read about ``rows`` rows at a time (whole rows of cells): every block
     is decoded (a truncated file fails here), and a whole 10980 px tile is never in memory at once."""
     valid = negative = nonpositive = zeros = fills = together = 0
-    fill_example = 0.0
+    fill_example = db_sum = 0.0
     zeros_at: tuple[int, int] | None = None
     unknown: dict[int, int] = {}
     extents, cells = [], []
@@ -612,6 +636,7 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
         if band.units == "dB":
             values = block[ok]  # a copy: once, for both counts
             negative += int(np.count_nonzero(values < 0))
+            db_sum += float(np.sum(values, dtype=np.float64))
             n_zeros = int(np.count_nonzero(values == 0))
             zeros += n_zeros
             if n_zeros > 1:
@@ -629,7 +654,8 @@ def _count(ds: DatasetReader, band: BandSpec, vmap: ValueMap, rows: int = 1024, 
             for v, n in zip(values.tolist(), counts.tolist(), strict=True):
                 unknown[v] = unknown.get(v, 0) + n
     return _Counts(valid, negative, nonpositive, unknown, np.concatenate(extents) if extents else None,
-                   np.concatenate(cells) if cells else None, zeros, fills, fill_example, together, zeros_at or (0, 0))
+                   np.concatenate(cells) if cells else None, zeros, fills, fill_example, db_sum, together,
+                   zeros_at or (0, 0))
 
 
 def zeros_together(zero: np.ndarray) -> np.ndarray:

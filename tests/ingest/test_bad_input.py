@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -742,6 +743,26 @@ def test_backscatter_with_an_undeclared_nodata_border_of_0_db_is_rejected(tiny_r
     with rasterio.open(asset_path(tiny_region.items, bordered, "VV")) as f:
         left = f.bounds.left
     assert np.isnan(vv.sel(x=slice(left, left + 200)).values).all()  # the 20 px border: nodata, not 0 dB
+
+
+def test_backscatter_whose_vv_and_vh_assets_are_swapped_is_rejected(tiny_region, tmp_path):
+    """An S1 item whose VV and VH assets name each other's files, whose files name no band (as many providers'
+    do): it went in, VH 9 dB above VV, every VH_VV positive, RVI above 2 and the mowing marker reading VV. No
+    backscatter's cross-polarisation outshines its co-polarisation over a scene: rejected, naming both; the files
+    put right, it goes in."""
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    plain = broken_copy(tiny_region.items, src, "S1-SWAPPED", undescribed)
+    swapped = swap_assets(plain, "VV", "VH")
+    result = ingest(write_items(tiny_region.items, [swapped], "swapped.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert not result.added and rejection.kind == "SceneContentError", result
+    assert re.search(r"band VH \(VV\.tif\) is brighter than band VV \(VH\.tif\): a mean of -\d+\.\d dB against "
+                     r"-\d+\.\d dB", rejection.reason), rejection.reason
+    assert "are the item's VV and VH assets swapped?" in rejection.reason
+    result = ingest(write_items(tiny_region.items, [plain], "plain.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-SWAPPED",) and not result.rejected
 
 
 def test_backscatter_with_a_stripe_of_0_db_is_rejected(tiny_region, tmp_path):
