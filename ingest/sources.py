@@ -241,6 +241,8 @@ def _shape_fault(feature: object) -> str | None:
     for key, asset in feature["assets"].items():
         if not isinstance(asset, dict):
             return f'its asset "{key}" is {_json_type(asset)}, not an object'
+        if "href" not in asset:  # pystac's KeyError said "'href'", no more
+            return f'its asset "{key}" has no "href" member (its file)'
     return None
 
 

@@ -233,6 +233,7 @@ def test_an_item_that_is_not_valid_stac_is_named_among_the_others(tiny_region, t
     (lambda f: f.update(assets=[]), '"assets" member is an array, not an object'),
     (lambda f: f.update(properties=None), '"properties" member is null, not an object'),
     (lambda f: f["assets"].update(B04="B04.tif"), 'asset "B04" is a string, not an object'),
+    (lambda f: f["assets"]["B04"].pop("href"), 'asset "B04" has no "href" member (its file)'),  # KeyError 'href'
     (lambda f: f.update(id=5), '"id" is a number, not a string'),  # went through the checks, then a TypeError
     (lambda f: f.update(id=None), '"id" is null, not a string'),
     (lambda f: f.update(id=""), '"id" is blank: a scene is known by its id'),  # went in, as scene ""
