@@ -322,6 +322,19 @@ def _s2_band_files(product: str, files: list[Path], tile: str, when: str, spec: 
     return {band: by_res.get(native.get(band, 0), by_res[min(by_res)]) for band, by_res in found.items()}
 
 
+def _s1_band_files(product: str, files: list[Path]) -> dict[str, str]:
+    """The file of each band of an S1 product folder: ``<product>_<band>.tif``. The end of any file's name was taken
+    for its band, the last by name winning: another pass's ``..._VV.tif`` dropped in the folder went in as its VV."""
+    found = {}
+    for f in files:
+        name, _, band = f.stem.rpartition("_")
+        if name != product:
+            log.warning("%s: %s is not a file of this product: left out", product, f.name)
+            continue
+        found[band] = str(f)
+    return found
+
+
 def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
     scenes = []
     for product in sorted(p for p in folder.rglob("*") if p.is_dir()):
@@ -336,7 +349,7 @@ def _scenes_from_folder(folder: Path, spec: CubeSpec) -> list[SourceScene]:
                                       _PLATFORMS[m["plat"]], int(m["orbit"]), "descending", None, assets,
                                       processing_baseline=int(m["baseline"]) / 100))
         elif m := _S1_DIR.match(product.name):
-            assets = {f.stem.rsplit("_", 1)[-1]: str(f) for f in files}
+            assets = _s1_band_files(product.name, files)
             t = m["t"]
             scenes.append(SourceScene(product.name, "sentinel-1-card-bs", m["tile"],
                                       f"{t[:4]}-{t[4:6]}-{t[6:11]}:{t[11:13]}:{t[13:15]}Z", _PLATFORMS[m["plat"]],

@@ -106,6 +106,29 @@ def test_a_product_folder_gives_each_band_at_its_native_resolution_and_of_its_ow
     assert f"names tile {scene.tile} at {other}" in caplog.text
 
 
+def test_a_sentinel_1_product_folder_takes_its_own_files_only(tiny_region, tmp_path, caplog):
+    """A Sentinel-1 product folder holding a band file of another pass (copied in by hand): each file's band was the
+    end of its name, the last by name won, and the other pass's VV went in as this date's without a word. A file of
+    another product, or named otherwise (``VV.tif``), is left out with a warning, as a Sentinel-2 product's is; a
+    product left without a band is rejected, missing it."""
+    import shutil
+
+    from tests.ingest.scene_edits import asset_path
+
+    first, later = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+    products = tmp_path / "products"
+    product = shutil.copytree(asset_path(tiny_region.items, first, "VV").parent, products / first["id"])
+    stray = asset_path(tiny_region.items, later, "VV")
+    assert stray.name > next(product.glob("*_VV.tif")).name  # the later by name: it was taken
+    shutil.copy(stray, product / stray.name)
+    (scene,) = load_scenes(products, S1_BACKSCATTER)
+    assert {b: Path(f).name for b, f in scene.assets.items()} == {b: f"{first['id']}_{b}.tif" for b in ("VV", "VH")}
+    assert f"{stray.name} is not a file of this product: left out" in caplog.text
+    (product / f"{first['id']}_VH.tif").rename(product / "VH.tif")
+    (scene,) = load_scenes(products, S1_BACKSCATTER)
+    assert set(scene.assets) == {"VV"} and "VH.tif is not a file of this product: left out" in caplog.text
+
+
 def test_a_product_folder_without_a_file_of_its_own_is_rejected_not_left_out(tiny_region, tmp_path, capsys):
     """A product folder renamed to another tile (or holding files named otherwise, ``B04.tif``): each file left
     out, the product vanished from the run (neither added nor rejected, exit status 0 with the others in); it is
