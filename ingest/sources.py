@@ -154,11 +154,17 @@ def platform_name(value: object) -> str:
     return f"sentinel-{m.group(1).lower()}" if (m := _SENTINEL.fullmatch(text)) else text
 
 
+# orbit directions abbreviated, as ESA's CARD product names (ASC, DSC) and other tools write them
+_DIRECTIONS = {"asc": "ascending", "dsc": "descending", "des": "descending", "desc": "descending"}
+
+
 def orbit_direction(value: object) -> str:
     """An item's ``sat:orbit_state`` in lower case, as STAC writes it (``DESCENDING``, as ESA's manifests write it,
-    is ``descending``); "" if none. A Sentinel-1 track is its orbit direction and relative orbit (the mowing
-    marker's passes, the plots' lines, the contact sheet's asc/desc): two spellings of one were two tracks."""
-    return "" if value is None else str(value).strip().lower()
+    and ``DSC``, as its product names abbreviate it, are ``descending``); "" if none. A Sentinel-1 track is its
+    orbit direction and relative orbit (the mowing marker's passes, the plots' lines, the contact sheet's
+    asc/desc): two spellings of one were two tracks."""
+    said = "" if value is None else str(value).strip().lower()
+    return _DIRECTIONS.get(said, said)
 
 
 def _number(item: pystac.Item, name: str, kind: type) -> Any:

@@ -370,6 +370,17 @@ def test_backscatter_items_of_another_collection_keyed_by_polarisation(tiny_regi
         load_scenes(source, S1_BACKSCATTER)
 
 
+@pytest.mark.parametrize(("said", "stored"), [
+    ("ASC", "ascending"), ("asc", "ascending"), ("DSC", "descending"), ("DES", "descending"), ("Desc", "descending"),
+    (" DESCENDING", "descending"), ("ascending", "ascending"), ("geostationary", "geostationary"), (None, ""),
+])
+def test_an_orbit_direction_abbreviated_is_the_one_it_names(said, stored):
+    """``ASC``/``DSC``, as ESA's CARD product names (and the folders of products cardcube reads) abbreviate them, and
+    ``DES``/``desc``: an item built from a product's name stored ``asc``, a track apart from ``ascending`` for the
+    mowing marker, the plots and the contact sheets."""
+    assert scene_from_item(_item(**{"sat:orbit_state": said}), S1_BACKSCATTER).orbit_state == stored
+
+
 def test_one_orbit_direction_and_satellite_spelt_otherwise_are_one_track(tiny_region, tmp_path):
     """Items of one Sentinel-1 track, one saying ``DESCENDING`` and ``Sentinel-1B`` (as ESA's manifests and some
     catalogues write them), the other ``descending`` and ``sentinel-1a``: the time series gave the spellings as they
