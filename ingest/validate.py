@@ -174,6 +174,15 @@ class CheckedScene:
         return self.parts or (self,)
 
 
+def _dtype_advice(band: BandSpec) -> str:
+    """How to write a file of backscatter the cube reads (dB in hundredths as int16 is a common delivery); "" for
+    another band."""
+    if band.units != "dB":
+        return ""
+    return (f": the cube reads backscatter as {band.dtype} (dB, or linear power said so); write it as {band.dtype}, "
+            "its scale applied (gdal_translate -ot Float32 -unscale)")
+
+
 def _file_nodata(scene: SourceScene, band: BandSpec, ds: DatasetReader) -> float | None:
     """The nodata value of ``band``'s file: its GeoTIFF tag, else what its STAC asset says (``raster:bands``);
     both, differing, are a :class:`SceneContentError`, as is a file that marks its nodata with a mask band only
@@ -275,7 +284,8 @@ def check_file(scene: SourceScene, band: BandSpec, *, linear_power: bool = False
             if ds.count != 1:
                 raise SceneContentError(sid, f"band {band.name} has {ds.count} layers, expected 1")
             if ds.dtypes[0] != band.dtype:
-                raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}")
+                raise SceneContentError(sid, f"band {band.name} is {ds.dtypes[0]}, expected {band.dtype}"
+                                             f"{_dtype_advice(band)}")
             _check_description(scene, band, href, ds.descriptions[0])
             if ds.crs is None:
                 raise SceneGridError(sid, f"band {band.name} has no CRS")

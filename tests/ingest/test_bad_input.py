@@ -765,6 +765,37 @@ def test_backscatter_whose_vv_and_vh_assets_are_swapped_is_rejected(tiny_region,
     assert result.added == ("S1-SWAPPED",) and not result.rejected
 
 
+def test_backscatter_of_another_data_type_is_rejected_saying_how_to_convert_it(tiny_region, tmp_path):
+    """Backscatter delivered as dB in hundredths in int16 (``raster:bands`` scale 0.01) or as float64: rejected with
+    "band VV is int16, expected float32", no more said of what the cube reads or how to get there."""
+    import rasterio
+
+    def as_type(dtype: str) -> Callable[[str, Path], None]:
+        def edit(band: str, path: Path) -> None:
+            with rasterio.open(path) as src:
+                profile, arr = src.profile, src.read(1)
+            if dtype == "int16":
+                arr = np.where(np.isnan(arr), -32768, np.round(arr * 100))
+            profile.update(dtype=dtype, nodata=-32768 if dtype == "int16" else profile["nodata"])
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(arr.astype(dtype), 1)
+        return edit
+
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    scaled = broken_copy(tiny_region.items, src, "S1-INT16", as_type("int16"))
+    for asset in scaled["assets"].values():
+        asset["raster:bands"] = [{**asset["raster:bands"][0], "nodata": -32768, "scale": 0.01, "data_type": "int16"}]
+    double = broken_copy(tiny_region.items, src, "S1-FLOAT64", as_type("float64"),
+                         props={"datetime": "2024-05-01T07:00:00Z"})
+    result = ingest(write_items(tiny_region.items, [scaled, double], "types.json"), tmp_path / "cube",
+                    collection="s1", chunks=CHUNKS, progress=False)
+    reasons = {r.scene_id: r.reason for r in result.rejected}
+    assert not result.added and set(reasons) == {"S1-INT16", "S1-FLOAT64"}, result
+    assert "band VV is int16, expected float32: the cube reads backscatter as float32 (dB, or linear power said so);" \
+        " write it as float32, its scale applied (gdal_translate -ot Float32 -unscale)" in reasons["S1-INT16"]
+    assert "band VV is float64, expected float32: the cube reads backscatter as float32" in reasons["S1-FLOAT64"]
+
+
 def test_backscatter_with_a_stripe_of_0_db_is_rejected(tiny_region, tmp_path):
     """A dB file whose nodata is said (NaN) but holds a thin stripe of 0.0 (border noise at a swath edge, written as 0
     by the producer's dB conversion): under the 1 % of exactly 0 dB a border is rejected at, it went in as
