@@ -55,7 +55,7 @@ from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene
 from ingest.split import splits_items
 from ingest.spool import is_remote, keep
-from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, value_map
+from ingest.values import LINEAR_POWER_OPTION, ValueMap, linear_power_reason, unit_scale, value_map
 from ingest.warp import (
     Window,
     check_item_ground,
@@ -361,7 +361,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
             if not warp:
                 raise _with_warp_hint(problem)
             off_grid = True
-        _check_units(sid, band, file.counts, file.converted)
+        _check_units(sid, band, file.counts, file.converted, scene.units.get(band.name))
         _check_flags(sid, band, file.counts)
         valid += file.counts.valid
         total += geobox.shape[0] * geobox.shape[1]
@@ -556,13 +556,15 @@ FILLS_DB = 1e-4  # the most of a dB band's values that may lie beyond FILL_DB (s
 ZEROS_TOGETHER_DB = 1e-4
 
 
-def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None) -> None:
+def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str | None, unit: str | None = None
+                 ) -> None:
     """Backscatter must end up in dB: a band taken as linear power must hold positive values, and a band
     taken as dB (or converted) must be mostly negative, as land backscatter in dB is, and hardly ever exactly 0 dB
     (:data:`ZEROS_DB`): many such values are a nodata border of 0 the file does not declare, which would go in as
     measurements, nor hold values of exactly 0 dB side by side (:data:`ZEROS_TOGETHER_DB`): a stripe of border noise
     written as 0, too thin for the first. Nor may a band in dB hold values beyond :data:`FILL_DB` (but for a few:
-    :data:`FILLS_DB`), a fill value such as -9999 the file does not declare."""
+    :data:`FILLS_DB`), a fill value such as -9999 the file does not declare. ``unit``: the one its asset says,
+    named where the values contradict it."""
     if band.units != "dB":
         return
     if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
@@ -583,6 +585,8 @@ def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str
     if counts.valid and counts.negative < counts.valid / 2:
         said = "" if linear_why is None else f" even after converting it from linear power ({linear_why})"
         hint = "" if linear_why is not None else (
+            f"; its asset says unit {unit!r}: if the file is linear power, that unit is wrong (say 'linear')"
+            if unit_scale(scene_id, band.name, unit) == "dB" else
             f"; if it is linear power, say so: its STAC asset's unit (raster:bands unit 'linear'), or "
             f"{LINEAR_POWER_OPTION}")
         raise SceneContentError(scene_id, f"band {band.name} looks like linear power, not dB{said}: only "

@@ -132,7 +132,7 @@ def test_a_files_nodata_is_nodata_and_linear_backscatter_is_refused(odd_sources,
     result = ingest(s1_items, tmp_path / "cube", collection="s1", chunks=CHUNKS, progress=False)
     (rejection,) = result.rejected
     assert rejection.scene_id == "S1-LINEAR" and "looks like linear power, not dB" in rejection.reason
-    assert "linear_power=True" in rejection.reason and "--linear-power" in rejection.reason  # the way out
+    assert "its asset says unit 'dB': if the file is linear power, that unit is wrong" in rejection.reason  # to mend
     holed = items_of(s1_items, "sentinel-1-card-bs")[0]
     source, vv = _source_and_cube(tmp_path / "cube", "s1", s1_items, holed, "VV", decode=True)
     np.testing.assert_array_equal(np.isnan(vv), source == -32768)
@@ -299,6 +299,34 @@ def test_linear_power_said_of_db_values_or_against_the_metadata_is_refused(linea
     assert "its asset says unit 'dB'" in reasons["S1-DB-SAID"]
     with pytest.raises(ValueError, match=r"linear_power=True \(--linear-power\) is for backscatter: the s2 cube"):
         ingest(tiny_region.items, tmp_path / "s2", linear_power=True, progress=False)
+
+
+def test_linear_power_whose_asset_says_db_is_refused_naming_the_unit(tiny_region, tmp_path):
+    """A file of linear power whose asset says unit "dB" (a catalog's template copied from a dB product): refused as
+    "looks like linear power, not dB ... if it is linear power, say so: its STAC asset's unit (raster:bands unit
+    'linear'), or ... --linear-power", as if the asset said nothing, where it says the opposite: the unit to correct
+    went unnamed, and the option it offered is refused against that unit."""
+    def to_power(band, path):
+        _rewrite(path, data=lambda a: (10 ** (a.astype(np.float64) / 10)).astype(a.dtype))
+
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    power = broken_copy(tiny_region.items, src, "S1-POWER-SAID-DB", to_power)
+    assert power["assets"]["VV"]["raster:bands"][0]["unit"] == "dB"
+    result = ingest(write_items(tiny_region.items, [power], "power-said-db.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False)
+    (rejection,) = result.rejected
+    assert "band VV looks like linear power, not dB" in rejection.reason
+    assert "its asset says unit 'dB': if the file is linear power, that unit is wrong (say 'linear')" \
+        in rejection.reason, rejection.reason
+    result = ingest(write_items(tiny_region.items, [power], "power-said-db.json"), tmp_path / "cube", collection="s1",
+                    chunks=CHUNKS, progress=False, linear_power=True)
+    (rejection,) = result.rejected  # the option: a contradiction of the unit
+    assert "is linear power by linear_power=True (--linear-power), but its asset says unit 'dB'" in rejection.reason
+    for asset in power["assets"].values():
+        asset["raster:bands"][0]["unit"] = "linear"
+    result = ingest(write_items(tiny_region.items, [power], "power-said-linear.json"), tmp_path / "cube",
+                    collection="s1", chunks=CHUNKS, progress=False)
+    assert result.added == ("S1-POWER-SAID-DB",) and result.converted == ("S1-POWER-SAID-DB",)
 
 
 def test_the_cli_passes_linear_power(linear_sources, tmp_path, capsys):
