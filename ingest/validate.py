@@ -570,7 +570,8 @@ def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str
     if linear_why is not None and counts.nonpositive > (counts.valid + counts.nonpositive) / 2:
         share = counts.nonpositive / (counts.valid + counts.nonpositive)
         raise SceneContentError(scene_id, f"band {band.name} is taken as linear power ({linear_why}), but {share:.0%} "
-                                          f"of its values are <= 0, which power never is: is it in dB already?")
+                                          f"of its values are <= 0, which power never is: is it in dB already? "
+                                          f"{_if_in_db(linear_why)}")
     if linear_why is None and counts.fills > FILLS_DB * counts.valid:
         raise SceneContentError(scene_id, f"band {band.name} holds {counts.fills:,} values beyond +-{FILL_DB:g} dB "
                                           f"({counts.fills / counts.valid:.2%} of its values, e.g. "
@@ -599,6 +600,16 @@ def _check_units(scene_id: str, band: BandSpec, counts: _Counts, linear_why: str
                                           "border noise or a nodata border written as 0 and not declared? Say its "
                                           "nodata 0 (the GeoTIFF's nodata tag, gdal_edit.py -a_nodata 0: NaN stays "
                                           "nodata; and its STAC asset's raster:bands nodata, if it says one)")
+
+
+def _if_in_db(linear_why: str) -> str:
+    """What to do for a band taken as linear power (``linear_why``, :func:`ingest.values.linear_power_reason`) that
+    holds dB: what took it so is what to change."""
+    if linear_why.startswith("its asset says unit"):
+        return "If so, that unit is wrong (say 'dB')"
+    if "--linear-power" in linear_why:
+        return "If so, leave out --linear-power (linear_power=True) for it"
+    return "If so, say it: its STAC asset's unit (raster:bands unit 'dB') wins over the provider's convention"
 
 
 def _gdal_reason(exc: Exception) -> str:

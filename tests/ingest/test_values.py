@@ -296,9 +296,37 @@ def test_linear_power_said_of_db_values_or_against_the_metadata_is_refused(linea
     assert not result.added
     reasons = {r.scene_id: r.reason for r in result.rejected}
     assert "taken as linear power" in reasons["S1-DB-UNSAID"] and "in dB already?" in reasons["S1-DB-UNSAID"]
+    assert "If so, leave out --linear-power (linear_power=True) for it" in reasons["S1-DB-UNSAID"]  # what took it so
     assert "its asset says unit 'dB'" in reasons["S1-DB-SAID"]
     with pytest.raises(ValueError, match=r"linear_power=True \(--linear-power\) is for backscatter: the s2 cube"):
         ingest(tiny_region.items, tmp_path / "s2", linear_power=True, progress=False)
+
+
+def test_db_taken_as_linear_power_is_refused_saying_what_took_it_so(tiny_region, tmp_path):
+    """dB values whose asset says unit "linear", or of Planetary Computer's sentinel-1-rtc (linear power by its
+    convention: a user's own copy converted to dB): refused as "is it in dB already?", no more said of how to get
+    it in, where what took it as linear is what to change."""
+    src = items_of(tiny_region.items, "sentinel-1-card-bs")[0]
+    said = broken_copy(tiny_region.items, src, "S1-DB-SAID-LINEAR")
+    for asset in said["assets"].values():
+        asset["raster:bands"][0]["unit"] = "linear"
+    result = ingest(write_items(tiny_region.items, [said], "db-said-linear.json"), tmp_path / "cube",
+                    collection="s1", chunks=CHUNKS, progress=False)
+    assert "in dB already? If so, that unit is wrong (say 'dB')" in result.rejected[0].reason
+    rtc = broken_copy(tiny_region.items, src, "S1-DB-RTC")
+    rtc["collection"] = "sentinel-1-rtc"
+    for asset in rtc["assets"].values():
+        asset["raster:bands"][0].pop("unit")
+    result = ingest(write_items(tiny_region.items, [rtc], "db-rtc.json"), tmp_path / "rtc", collection="s1",
+                    chunks=CHUNKS, progress=False, source_collection="sentinel-1-rtc")
+    (rejection,) = result.rejected
+    assert "Planetary Computer's sentinel-1-rtc delivers gamma0 in linear power" in rejection.reason
+    assert "in dB already? If so, say it: its STAC asset's unit (raster:bands unit 'dB') wins" in rejection.reason
+    for asset in rtc["assets"].values():
+        asset["raster:bands"][0]["unit"] = "dB"
+    result = ingest(write_items(tiny_region.items, [rtc], "db-rtc-said.json"), tmp_path / "rtc", collection="s1",
+                    chunks=CHUNKS, progress=False, source_collection="sentinel-1-rtc")
+    assert result.added == ("S1-DB-RTC",) and not result.converted
 
 
 def test_linear_power_whose_asset_says_db_is_refused_naming_the_unit(tiny_region, tmp_path):
