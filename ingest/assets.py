@@ -193,7 +193,13 @@ def declared_file(asset: Mapping[str, Any]) -> tuple[int | None, str | None]:
 
 
 def no_band_reason(keys: list[str], spec: CubeSpec) -> str:
-    """Why an item gave no band: what the cube wants, what the item has and what was tried."""
-    return (f"no asset is a band of the {spec.name} cube ({', '.join(spec.band_names)}): its assets are "
-            f"{', '.join(sorted(keys)) or 'none'} (tried as band names, band and resolution like B04_10m, "
-            f"eo:bands/bands names, and common names like red or nir08)")
+    """Why an item gave no band: what the cube wants, what the item has and what was tried (a Sentinel-1 product of
+    the other polarisations, HH and HV, said so)."""
+    reason = (f"no asset is a band of the {spec.name} cube ({', '.join(spec.band_names)}): its assets are "
+              f"{', '.join(sorted(keys)) or 'none'}")
+    if spec.backscatter and {"HH", "HV"} & {k.upper() for k in keys}:
+        return (f"{reason}; HH and HV are the polarisations of a dual-pol HH+HV product, not the cube's "
+                f"{' and '.join(spec.band_names)}: such a product is not read (Sentinel-1 acquires it over polar seas "
+                "and some coasts)")
+    return (f"{reason} (tried as band names, band and resolution like B04_10m, eo:bands/bands names, and common "
+            f"names like red or nir08)")

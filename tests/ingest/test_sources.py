@@ -242,6 +242,20 @@ def test_one_item_without_bands_among_good_ones_is_rejected_with_its_assets(tiny
     assert "no asset is a band of the s2 cube" in rejection.reason and "sr_scl_img" in rejection.reason
 
 
+def test_a_sentinel_1_item_of_hh_and_hv_is_rejected_saying_they_are_other_polarisations(tiny_region, tmp_path):
+    """A dual-pol HH+HV product (Sentinel-1 acquires them over polar seas and some coasts) among VV+VH ones: its
+    rejection said its assets were tried as "band and resolution like B04_10m, ... common names like red or nir08",
+    a Sentinel-2 product's names, and nothing of why HH and HV are no band of the cube."""
+    good, odd = items_of(tiny_region.items, "sentinel-1-card-bs")[:2]
+    odd["assets"] = {"HH": odd["assets"]["VV"], "HV": odd["assets"]["VH"]}
+    result = ingest(write_items(tiny_region.items, [good, odd], "hh-hv.json"), tmp_path / "cube", collection="s1",
+                    chunks=TEST_CHUNKS_LAYOUT, progress=False, catalog=False)
+    assert result.added == (good["id"],)
+    (rejection,) = result.rejected
+    assert "no asset is a band of the s1 cube (VV, VH): its assets are HH, HV" in rejection.reason
+    assert "HH and HV are the polarisations of a dual-pol HH+HV product, not the cube's VV and VH" in rejection.reason
+
+
 def test_an_item_that_is_not_valid_stac_is_named_among_the_others(tiny_region, tmp_path):
     good, odd = items_of(tiny_region.items, "sentinel-2-l2a")[:2]
     del odd["properties"]["datetime"]  # nor start_datetime: pystac refuses the item, and with it the document
