@@ -130,7 +130,7 @@ def scene_from_item(item: pystac.Item, spec: CubeSpec, *, base: str | None = Non
         time=_iso(when),
         platform=platform_name(props.get("platform")),
         relative_orbit=-1 if orbit is None else orbit,
-        orbit_state=orbit_direction(props.get("sat:orbit_state")),
+        orbit_state=_orbit_state(item),
         cloud_cover=_number(item, "eo:cloud_cover", float),
         assets=assets,
         scaling=scaling,
@@ -165,6 +165,20 @@ def orbit_direction(value: object) -> str:
     asc/desc): two spellings of one were two tracks."""
     said = "" if value is None else str(value).strip().lower()
     return _DIRECTIONS.get(said, said)
+
+
+ORBIT_STATES = ("ascending", "descending", "geostationary")  # STAC's sat:orbit_state values
+
+
+def _orbit_state(item: pystac.Item) -> str:
+    """An item's orbit direction (:func:`orbit_direction`); "" with a warning if it is none of STAC's ("decending"),
+    as a relative orbit that is no number is taken as unknown: stored as given, it was a track of its own."""
+    said = orbit_direction(item.properties.get("sat:orbit_state"))
+    if said and said not in ORBIT_STATES:
+        log.warning("item %s: sat:orbit_state %r is no orbit direction (ascending, descending); taken as unknown",
+                    item.id, item.properties.get("sat:orbit_state"))
+        return ""
+    return said
 
 
 def _number(item: pystac.Item, name: str, kind: type) -> Any:

@@ -395,6 +395,18 @@ def test_an_orbit_direction_abbreviated_is_the_one_it_names(said, stored):
     assert scene_from_item(_item(**{"sat:orbit_state": said}), S1_BACKSCATTER).orbit_state == stored
 
 
+def test_an_orbit_direction_that_is_none_is_unknown_with_a_warning(caplog):
+    """``"sat:orbit_state": "decending"`` (a typo of a hand-made catalog) was stored as it is, without a word: a track
+    of its own beside ``descending``. It is taken as unknown with a warning, as a relative orbit that is no number is
+    (the plots draw a pass of no known direction in grey)."""
+    scene = scene_from_item(_item(**{"sat:orbit_state": "decending"}), S1_BACKSCATTER)
+    assert scene.orbit_state == ""
+    assert "item S2A_x: sat:orbit_state 'decending' is no orbit direction (ascending, descending); taken as " \
+           "unknown" in caplog.text
+    assert scene_from_item(_item(**{"sat:orbit_state": "geostationary"}), S1_BACKSCATTER).orbit_state == \
+        "geostationary"  # STAC's third value
+
+
 def test_one_orbit_direction_and_satellite_spelt_otherwise_are_one_track(tiny_region, tmp_path):
     """Items of one Sentinel-1 track, one saying ``DESCENDING`` and ``Sentinel-1B`` (as ESA's manifests and some
     catalogues write them), the other ``descending`` and ``sentinel-1a``: the time series gave the spellings as they
