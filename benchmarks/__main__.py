@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -110,6 +111,12 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg, args = config(argv)
+    if args.from_json is None and (cfg.report_dir / "results.json").exists():
+        # a second run of the day, or a --date of a committed report, replaced that run's figures and report
+        print(f"python -m benchmarks: error: --out {args.out}: {cfg.report_dir} already holds the report of a run "
+              f"(results.json); give another --date or --out (--from-json {cfg.report_dir / 'results.json'} renders "
+              f"that report again)", file=sys.stderr)
+        raise SystemExit(2)
     if args.from_json:
         results = args.results
         out = args.from_json.parent

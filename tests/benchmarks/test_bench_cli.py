@@ -74,6 +74,20 @@ def test_a_bad_out_is_refused_before_the_run(out: str, date: str | None, tmp_pat
     assert stop.value.code == 2 and "--out" in err and "not a folder" in err and "Traceback" not in err
 
 
+def test_a_folder_holding_an_earlier_run_s_report_is_refused(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A second run of the day (or ``--date`` of a committed report) replaced that run's results.json and report."""
+    earlier = tmp_path / "2026-12-01"
+    earlier.mkdir()
+    (earlier / "results.json").write_text('{"config": {}, "cells": []}')
+    monkeypatch.setattr(harness, "run", lambda *a, **k: pytest.fail("the benchmark ran"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--out", str(tmp_path), "--date", "2026-12-01"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "already holds the report of a run" in err and "--date" in err
+    assert (earlier / "results.json").read_text() == '{"config": {}, "cells": []}'
+    assert cli.config(["--out", str(tmp_path), "--date", "2026-12-02"])[0].report_dir == tmp_path / "2026-12-02"
+
+
 def test_a_new_out_folder_is_taken_and_not_made_before_the_run(tmp_path: Path) -> None:
     cfg = cli.config(["--out", str(tmp_path / "a" / "b")])[0]
     assert cfg.report_dir.parent == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
