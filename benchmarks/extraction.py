@@ -66,11 +66,12 @@ def _io_read() -> int:
 
 
 def process_peak_mb() -> float:
-    """This process's peak RSS since exec, in MB (``VmHWM``; ``ru_maxrss``, of ``getrusage`` or ``wait4``, holds the
-    RSS of the process that started it, which it was a copy of until exec)."""
+    """This process's peak RSS since exec, in MB of 10^6 bytes, as the bytes read beside it (``VmHWM``, whose kB are
+    KiB; ``ru_maxrss``, of ``getrusage`` or ``wait4``, holds the RSS of the process that started it, which it was a
+    copy of until exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1]) * 1024 / 1e6
     return float("nan")
 
 
@@ -120,7 +121,7 @@ def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, c
 
         tracemalloc.start()
         extract(parcels, cube, f"{out}-traced", block=block, stats=stats, progress=False)
-        figures["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        figures["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     if count:
         store = CountingStore(open_store(cube, read_only=True))

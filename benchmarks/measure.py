@@ -52,7 +52,8 @@ def _status_kb(field_name: str) -> int | None:
 
 
 class PeakMemory:
-    """``with PeakMemory() as m: ...`` then ``m.mb``: the peak RSS rise during the block (None if unknown)."""
+    """``with PeakMemory() as m: ...`` then ``m.mb``: the peak RSS rise during the block, in MB of 10^6 bytes as the
+    bytes read beside it (None if unknown)."""
 
     def __enter__(self) -> PeakMemory:
         gc.collect()
@@ -70,7 +71,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         peak = _status_kb("VmHWM")
         if self._start is not None and peak is not None:
-            self.mb = max(peak - self._start, 0) / 1024
+            self.mb = max(peak - self._start, 0) * 1024 / 1e6  # /proc's kB are KiB; MB as the bytes read are
 
 
 @dataclass
