@@ -91,6 +91,26 @@ def test_the_compacting_append_is_told_by_its_writes(latest) -> None:
     assert "One-date appends on s3-20ms: 9.5 to 30.9 s (none compacted the hot buffer)." in text
 
 
+def test_each_append_is_a_row_of_its_own(latest) -> None:
+    """An append cell's repetitions are different appends, one of them compacting the hot buffer: its "median ms" was
+    no append's time (1,216 ms on the folder of 2026-12-01, of 2,044 and 387; 20,200 on S3, of 30,884 and 9,516), nor
+    its PUTs and GETs any append's. A run whose method says so gets a row per append."""
+    from benchmarks.harness import APPEND_ROWS
+
+    results = copy.deepcopy(latest)
+    results["method"] = {**results.get("method", {}), "append_rows": APPEND_ROWS}
+    table = report.write_table(results)
+    for c in (c for c in results["cells"] if c["pattern"] == "append"):
+        assert f"| append | {c['tier']} |" not in table and report.ms(c["summary"]["median_s"]) not in table
+        for i, r in enumerate(c["reps"]):
+            row = next(line for line in table.splitlines() if line.startswith(f"| append {i + 1} of {len(c['reps'])}")
+                       and f"| {c['tier']} |" in line)
+            assert f"| 1 | {report.ms(r['seconds'])} |" in row and f"| {report._num(r['counts']['GET'])} |" in row
+            assert ("(compacts)" in row) == (r["result"]["write_amplification"] > report.COMPACTING)
+    assert "| ingest | folder | 1 |" in table
+    assert report.write_table(latest) in report.render(latest)  # a run before kept its table (its report unchanged)
+
+
 def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
     results = copy.deepcopy(latest)
     for shape in results["sweep"]["shapes"]:

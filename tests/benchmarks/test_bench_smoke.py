@@ -45,6 +45,7 @@ def test_report_plots_and_json_are_written(bench):
     assert "## Headline" in text and "### Where the time-first sharded reads spend their requests" in text
     assert json.loads((folder / "results.json").read_text())["cells"]
     assert "timed on the plain `LocalStore`" in text  # the method of this run's folder reads, not an older one's
+    assert "| append 1 of 1 | folder | 1 |" in text  # each append a row: their median is no append's time
 
 
 def test_every_cell_is_counted(bench):
