@@ -30,6 +30,7 @@ ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 REGION = "us-east-1"
 _PORT_PREFIX = "CARDCUBE_S3SERVER_PORT "
+_MISSING_PREFIX = "CARDCUBE_S3SERVER_MISSING "  # the child could not import moto's server: what it lacked
 
 
 def s3_client(endpoint_url: str) -> Any:
@@ -195,6 +196,9 @@ def _read_port(proc: subprocess.Popen, timeout_s: float) -> int:
             continue
         if line.startswith(_PORT_PREFIX):
             return int(line.removeprefix(_PORT_PREFIX))
+        if line.startswith(_MISSING_PREFIX):
+            raise RuntimeError(f"moto's S3 server cannot start: {line.removeprefix(_MISSING_PREFIX).strip()}; install "
+                               f"moto[server] (cardcube's test and bench extras: pip install -e '.[test,bench]')")
     raise TimeoutError(f"moto S3 server did not report its port within {timeout_s} s")
 
 
@@ -214,8 +218,12 @@ def _wait_until_answers(endpoint_url: str, proc: subprocess.Popen, timeout_s: fl
 
 def _serve(max_lifetime_s: float) -> None:
     """Child process: serve until stdin closes (parent gone or ``stop()``) or the lifetime ends."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
+    try:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+    except ImportError as exc:  # its stderr goes nowhere: the parent says what is missing
+        print(f"{_MISSING_PREFIX}{exc}", flush=True)
+        sys.exit(1)
 
     class Dispatcher(DomainDispatcherApplication):
         """moto's dispatcher, remembering the backend of each host. moto finds it anew for every request,

@@ -26,6 +26,23 @@ def _answers(port: int) -> bool:
         return False
 
 
+def test_a_server_that_cannot_import_moto_says_so(tmp_path) -> None:
+    """Without moto's server installed (cardcube's bench extra lacked it), every S3 benchmark ended in "moto S3 server
+    exited with code 1 before listening", the child's ImportError gone with its stderr."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    (tmp_path / "moto").mkdir()
+    (tmp_path / "moto" / "__init__.py").write_text("raise ModuleNotFoundError('No module named moto', name='moto')")
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with pytest.raises(RuntimeError, match=r"No module named moto; install moto\[server\]"):
+        start_s3_server(env={"PYTHONPATH": path})
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(d.startswith("moto[server]") for d in extras["bench"])  # the benchmarks' S3 tiers run on it
+
+
 def test_server_starts_answers_and_stop_frees_the_port() -> None:
     server = start_s3_server(buckets=["alpha", "beta"])
     try:
