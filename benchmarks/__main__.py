@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +110,15 @@ def _settings(args: argparse.Namespace) -> dict:
     return kw
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``) during a run, raised where Ctrl-C would be: it killed the run outright, its
+    scratch folder (the region, every layout's copy) left in the temporary folder."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped()
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg, args = config(argv)
     if args.from_json is None and (cfg.report_dir / "results.json").exists():
@@ -122,9 +132,15 @@ def main(argv: list[str] | None = None) -> Path:
         out = args.from_json.parent
     else:
         work = args.work or Path(tempfile.mkdtemp(prefix="cardcube-bench-"))
+        former = signal.signal(signal.SIGTERM, _stopped)  # unwinds as Ctrl-C: S3 server stopped, scratch removed
         try:
             results = harness.run(cfg, work)
+        except KeyboardInterrupt as exc:  # a run of minutes stopped: one line, not a traceback from deep in a reader
+            print(f"python -m benchmarks: stopped ({'SIGTERM' if isinstance(exc, Stopped) else 'Ctrl-C'}) before the "
+                  f"end of the run: no report written to {cfg.report_dir}", file=sys.stderr)
+            raise SystemExit(128 + (signal.SIGTERM if isinstance(exc, Stopped) else signal.SIGINT)) from None
         finally:
+            signal.signal(signal.SIGTERM, former)
             if args.work is None:
                 shutil.rmtree(work, ignore_errors=True)
         out = cfg.report_dir

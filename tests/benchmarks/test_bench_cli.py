@@ -116,3 +116,31 @@ def test_a_report_rendered_again_keeps_its_results_and_a_write_cut_short_keeps_t
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier  # none cut short, no part left
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
+def test_a_stopped_run_says_so_and_leaves_no_scratch(signum: int, code: int, said: str, tmp_path: Path, monkeypatch,
+                                                     capsys) -> None:
+    """Ctrl-C ended a run in a traceback from deep in a reader; SIGTERM (``timeout``, ``kill``) killed it outright, its
+    scratch folder (the region and every layout's copy) left in the temporary folder."""
+    import os
+    import signal
+    import time
+
+    scratch: list[Path] = []
+
+    def run(cfg, work):
+        scratch.append(work)
+        (work / "source").mkdir()
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+        pytest.fail("the signal did not stop the run")
+
+    monkeypatch.setattr(harness, "run", run)
+    former = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == code and f"stopped ({said})" in err and "no report written" in err
+    assert not scratch[0].exists() and not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) is former
