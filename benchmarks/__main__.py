@@ -38,8 +38,8 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
     p.add_argument("--min-reps", type=int, default=None, help="repetitions every cell gets (default min(2, reps))")
     p.add_argument("--budget", type=float, default=5.0, help="seconds after which a cell stops repeating")
     p.add_argument("--threads", type=int, default=8, help="I/O threads for every reader (default 8)")
-    p.add_argument("--latency", type=_floats, default=(20.0,), help="ms per request of the latency tiers "
-                   "(default 20; e.g. 20,50)")
+    p.add_argument("--latency", type=_floats, default=(20.0,), help="ms per request of the latency tiers, > 0 "
+                   "(default 20; e.g. 20,50; the s3 tier has none)")
     p.add_argument("--bandwidth", type=float, default=100.0, help="MB/s per response on latency tiers (0: none)")
     p.add_argument("--patterns", type=_names, default=None, help="comma-separated pattern keys (default all)")
     p.add_argument("--bands", type=_names, default=("B04", "B08", "NDVI"),
@@ -83,8 +83,10 @@ def _settings(args: argparse.Namespace) -> dict:
             raise ValueError(f"--patterns: unknown {', '.join(unknown)}; known: {', '.join(PATTERNS)}")
     if args.threads < 1:
         raise ValueError(f"--threads {args.threads}: every reader needs at least 1 I/O thread")
-    if not all(math.isfinite(v) and v >= 0 for v in args.latency):
-        raise ValueError(f"--latency {','.join(f'{v:g}' for v in args.latency)}: give milliseconds >= 0 per request")
+    if not all(math.isfinite(v) and v > 0 for v in args.latency):
+        # 0 made a second plain S3 tier, and the report's round trips of no latency a ZeroDivisionError after the run
+        raise ValueError(f"--latency {','.join(f'{v:g}' for v in args.latency)}: give milliseconds > 0 per request "
+                         f"(the s3 tier reads without added latency in every run)")
     if not (math.isfinite(args.bandwidth) and args.bandwidth >= 0):
         raise ValueError(f"--bandwidth {args.bandwidth:g}: give MB/s >= 0 (0: no cap)")
     for flag in ("ingest_tiers", "append_tiers", "sweep_tiers"):

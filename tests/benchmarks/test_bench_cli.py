@@ -26,6 +26,7 @@ from benchmarks import harness
     (["--threads", "0"], "--threads 0"),  # used to fail after generating the region, in the thread pool
     (["--latency", "-20"], "--latency -20"),  # used to run with a negative latency
     (["--latency", "20,nan"], "--latency 20,nan"),
+    (["--latency", "0"], "give milliseconds > 0"),  # a second plain S3 tier, a ZeroDivisionError after the run
     (["--bandwidth", "-1"], "--bandwidth -1"),
 ])
 def test_bad_arguments_stop_before_any_work(argv: list[str], message: str, capsys) -> None:
