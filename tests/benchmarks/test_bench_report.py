@@ -111,6 +111,21 @@ def test_each_append_is_a_row_of_its_own(latest) -> None:
     assert report.write_table(latest) in report.render(latest)  # a run before kept its table (its report unchanged)
 
 
+def test_a_run_without_a_parcel_season_neither_confirms_nor_refutes_the_headline(latest) -> None:
+    """``--patterns chip-1`` measured no parcel season, and its report said both expected headlines were "refuted"
+    beneath an empty list of parcels."""
+    results = copy.deepcopy(latest)
+    results["cells"] = [c for c in results["cells"] if c["pattern"] == "chip-1"]
+    results["patterns"] = [p for p in results["patterns"] if p["key"] == "chip-1"]
+    results["checks"] = {k: v for k, v in results["checks"].items() if k == "chip-1"}
+    text = report.render(results)
+    headline = text[text.index("## Headline"):text.index("## Latency")]
+    said = headline.replace("neither confirmed nor refuted", "")
+    assert "refuted" not in said and "confirmed" not in said
+    assert "No parcel season was measured" in headline and "A 128 px chip at 1 date" in headline
+    assert "**refuted** at this size" in report.render(latest)  # a run that measured them says what they showed
+
+
 def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
     results = copy.deepcopy(latest)
     for shape in results["sweep"]["shapes"]:
