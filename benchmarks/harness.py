@@ -34,6 +34,8 @@ Log = Callable[[str], None]
 FOLDER_ZARR_READS = "timed on the plain store, counted in an untimed pass"
 # How the report shows an append cell (runs before 2026-12-07 gave the median of its different appends)
 APPEND_ROWS = "one row per append, in order"
+# How each S3 repetition's client is made (runs before 2026-12-07 made a botocore session each repetition, timed)
+S3_CLIENTS = "a new s3fs filesystem and client per repetition, from the process's one botocore session"
 
 
 class Places:
@@ -222,7 +224,7 @@ def run(cfg: BenchConfig, work: Path, *, region: SynthResult | None = None, log:
                       "skipped": skipped.get(p.key)} for p in wanted],
         "cells": [c.to_dict() for c in cells],
         "checks": checks(cells),
-        "method": {"folder_zarr_reads": FOLDER_ZARR_READS, "append_rows": APPEND_ROWS},
+        "method": {"folder_zarr_reads": FOLDER_ZARR_READS, "append_rows": APPEND_ROWS, "s3_clients": S3_CLIENTS},
         "sweep": sweep_result,
         "phases_s": phases,
         "elapsed_s": time.perf_counter() - started,

@@ -528,7 +528,7 @@ def _method(results: dict[str, Any]) -> list[str]:
         "rewritten with zarr-python (same values, compressor and attributes; other chunks, no shards) and are read "
         "through the same cardcube API; the COG readers compute the same statistics through `cube.pixels."
         "ParcelPixels` (see *Same answers*).",
-        f"- Cold reads: a new s3fs filesystem per repetition, GDAL with `VSI_CACHE=FALSE` and "
+        f"- Cold reads: a new s3fs filesystem per repetition{_s3_clients(results)}, GDAL with `VSI_CACHE=FALSE` and "
         f"`CPL_VSIL_CURL_NON_CACHED` on the bucket, `GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`, "
         f"`GDAL_HTTP_MERGE_CONSECUTIVE_RANGES=YES`; on the folder the layout's files are evicted from the page cache "
         f"(`posix_fadvise(DONTNEED)`) before each repetition. Layouts are measured side by side (repetition 1 of "
@@ -551,6 +551,15 @@ def _method(results: dict[str, Any]) -> list[str]:
         f"- Timings on a shared {cpus}-core machine are noisy; compare ratios within one table (same run, same "
         f"moment).",
     ]
+
+
+def _s3_clients(results: dict[str, Any]) -> str:
+    """How each S3 repetition's client was made, for runs that say (before 2026-12-07 each made a botocore session of
+    its own, within the timed read: some 60 ms of CPU the COG readers never paid)."""
+    if results.get("method", {}).get("s3_clients"):
+        return (" with a new client, made from the process's one botocore session (its service model read once, as "
+                "GDAL loads its drivers once)")
+    return ""
 
 
 def _folder_zarr(results: dict[str, Any]) -> str:

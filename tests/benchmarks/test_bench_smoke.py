@@ -46,6 +46,7 @@ def test_report_plots_and_json_are_written(bench):
     assert json.loads((folder / "results.json").read_text())["cells"]
     assert "timed on the plain `LocalStore`" in text  # the method of this run's folder reads, not an older one's
     assert "| append 1 of 1 | folder | 1 |" in text  # each append a row: their median is no append's time
+    assert "made from the process's one botocore session" in text  # how this run's S3 clients were made
 
 
 def test_every_cell_is_counted(bench):
