@@ -555,7 +555,7 @@ def _method(results: dict[str, Any]) -> list[str]:
 
 def _s3_clients(results: dict[str, Any]) -> str:
     """How each S3 repetition's client was made, for runs that say (before 2026-12-07 each made a botocore session of
-    its own, within the timed read: some 60 ms of CPU the COG readers never paid)."""
+    its own, within the timed read: 285 ms of CPU in a parcel season's read, which the COG readers never paid)."""
     if results.get("method", {}).get("s3_clients"):
         return (" with a new client, made from the process's one botocore session (its service model read once, as "
                 "GDAL loads its drivers once)")
