@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import gzip
 import hashlib
+import os
 import statistics
 import tempfile
 import time
@@ -151,8 +152,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                         help="opens of each, the median reported (default 3)")
     args = parser.parse_args(argv)
     rows = measure(args.sizes, versions=args.versions, latency_ms=args.latency_ms, repeats=args.repeats)
+    print(f"One run of `{command(args)}` on {dt.date.today().isoformat()}, {os.cpu_count()} CPUs; the median of "
+          f"{args.repeats} opens each.\n")
     print(table(rows, args.latency_ms))
     return rows
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command that repeats a run of ``args`` (the README says every report states its own; this one printed a
+    table alone)."""
+    sizes = " ".join(f"{t}x{d}" for t, d in args.sizes)
+    return (f"python -m benchmarks.ledger_size {sizes} --versions {args.versions} --latency-ms {args.latency_ms:g} "
+            f"--repeats {args.repeats}")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,21 @@ def test_ledger_size_measures_a_history_and_its_opening() -> None:
     assert "| 2 x 3 |" in ledger_size.table([row], 0.0)
 
 
+def test_ledger_size_states_the_command_that_repeats_it(capsys, monkeypatch) -> None:
+    """The README says every benchmark's report states the command that repeats it; ledger_size printed a table alone,
+    its sizes, versions, latency and repeats nowhere."""
+    import shlex
+
+    runs: list = []
+    monkeypatch.setattr(ledger_size, "measure", lambda sizes, **kw: runs.append((sizes, kw)) or [])
+    ledger_size.main(["1x49", "10x49", "--versions", "5", "--latency-ms", "50"])
+    said = capsys.readouterr().out
+    stated = "python -m benchmarks.ledger_size 1x49 10x49 --versions 5 --latency-ms 50 --repeats 3"
+    assert f"`{stated}`" in said
+    ledger_size.main(shlex.split(stated)[3:])  # the stated command runs the same
+    assert runs[0] == runs[1]
+
+
 @pytest.mark.parametrize("argv", [["0x4"], ["10"], ["1x501"], ["--versions", "0"], ["--latency-ms", "-1"]])
 def test_ledger_size_refuses_bad_options(argv: list[str], capsys, no_runs) -> None:
     named = argv[0] if argv[0].startswith("--") else "argument sizes"
