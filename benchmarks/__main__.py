@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks import harness, report
 from benchmarks.config import SIZES, BenchConfig, parse_size
-from benchmarks.options import check_out, read_json
+from benchmarks.options import check_out, own_s3_settings, read_json
 from benchmarks.patterns import PATTERNS
 from benchmarks.storage import Tier
 from cardcube.spec import S2_L2A
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> Path:
         work = args.work or Path(tempfile.mkdtemp(prefix="cardcube-bench-"))
         former = signal.signal(signal.SIGTERM, _stopped)  # unwinds as Ctrl-C: S3 server stopped, scratch removed
         try:
-            results = harness.run(cfg, work)
+            with own_s3_settings():
+                results = harness.run(cfg, work)
         except KeyboardInterrupt as exc:  # a run of minutes stopped: one line, not a traceback from deep in a reader
             print(f"python -m benchmarks: stopped ({'SIGTERM' if isinstance(exc, Stopped) else 'Ctrl-C'}) before the "
                   f"end of the run: no report written to {cfg.report_dir}", file=sys.stderr)

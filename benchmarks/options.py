@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,25 @@ def add_s3_options(parser: argparse.ArgumentParser, *, latency_ms: float, bandwi
                         help=f"MB/s per S3 response (default {bandwidth_mbps:g}; 0: no cap)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the report and its JSON")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render the report from its JSON")
+
+
+AWS_SETTINGS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+@contextmanager
+def own_s3_settings() -> Iterator[None]:
+    """Within the block (a benchmark's run, its child processes too), no AWS profile or config file of the user's: the
+    benchmarks' S3 is their own moto server on loopback with its own keys. ``AWS_PROFILE`` of a profile this machine's
+    config lacks ended every S3 benchmark in botocore's ProfileNotFound; a profile's settings applied to it."""
+    before = {k: os.environ.get(k) for k in AWS_SETTINGS}
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(k, None)
+    os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import add_s3_options, check_out
+from benchmarks.options import add_s3_options, check_out, own_s3_settings
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         p.error(f"--size-km {args.size_km:g}: give a side from 0.4 to 10 km (a tiny cube is what this measures)")
     if args.out is not None:
         check_out(p, args.out, names=("service.md", "service.json"))
-    with tempfile.TemporaryDirectory(prefix="cardcube-service-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cardcube-service-bench-") as tmp, own_s3_settings():
         results = run(args.size_km, args.reps, args.latency, args.bandwidth or None, Path(tmp))
     save_report(args.out, "service", report, results)
     return results

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import add_s3_options, check_out
+from benchmarks.options import add_s3_options, check_out, own_s3_settings
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return rerender(p, args.from_json, args.out, "service-load", report)
     if args.out is not None:
         check_out(p, args.out, names=("service-load.md", "service-load.json"))
-    with tempfile.TemporaryDirectory(prefix="cardcube-service-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cardcube-service-load-") as tmp, own_s3_settings():
         results = run(args.reads, args.clients, args.requests, args.parcels, args.latency, args.bandwidth or None,
                       Path(tmp))
     save_report(args.out, "service-load", report, results)

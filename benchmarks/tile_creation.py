@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import save_report
-from benchmarks.options import check_out, milliseconds
+from benchmarks.options import check_out, milliseconds, own_s3_settings
 from cardcube.grid import TileGrid
 from cardcube.option_types import whole_number
 from cardcube.spec import cube_spec
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from benchmarks.harness import environment
 
     tile = "31UFU"
-    rows = measure(args.latency_ms, collection=args.collection, tile=tile, repeats=args.repeats)
+    with own_s3_settings():
+        rows = measure(args.latency_ms, collection=args.collection, tile=tile, repeats=args.repeats)
     results = {"collection": args.collection, "tile": tile, "repeats": args.repeats, "rows": rows,
                "date": dt.date.today().isoformat(), "environment": environment()}
     save_report(args.out, "tile-creation", report, results)

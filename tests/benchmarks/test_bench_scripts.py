@@ -96,6 +96,19 @@ def test_ledger_size_measures_a_history_and_its_opening() -> None:
     assert "| 2 x 3 |" in ledger_size.table([row], 0.0)
 
 
+@pytest.mark.s3
+def test_a_user_s_aws_profile_is_no_part_of_the_benchmarks_s3(monkeypatch, capsys) -> None:
+    """``AWS_PROFILE`` of a profile this machine's config lacks (a shell set up for another account) ended every S3
+    benchmark in botocore's ProfileNotFound before any figure; their S3 is their own moto server with its own keys."""
+    import os
+
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.delenv("AWS_CONFIG_FILE", raising=False)
+    results = tile_creation.main(["--latency-ms", "0", "--repeats", "1"])
+    assert results["rows"][0]["requests"] > 0
+    assert os.environ["AWS_PROFILE"] == "no-such-profile" and "AWS_CONFIG_FILE" not in os.environ  # as it was
+
+
 def test_ledger_size_states_the_command_that_repeats_it(capsys, monkeypatch) -> None:
     """The README says every benchmark's report states the command that repeats it; ledger_size printed a table alone,
     its sizes, versions, latency and repeats nowhere."""
