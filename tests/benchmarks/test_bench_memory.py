@@ -107,4 +107,4 @@ def test_peak_memory_is_in_the_megabytes_of_the_bytes_read_beside_it() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=HERE)
     rise, peak, rss = map(float, done.stdout.split())
     assert 300 <= rise < 330  # the bytearray's 300 MB, and a little of the interpreter's
-    assert peak >= rss >= 300  # the peak is at least the resident set now, in the same megabytes
+    assert rss >= 300 and peak > 0.99 * rss  # the resident set now or more, in the same megabytes (MiB: 0.95)
