@@ -73,7 +73,7 @@ import pandas as pd
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
@@ -242,6 +242,8 @@ TABLE: dict[int | str, dict[str, Any]] = {200: {"content": {media: {} for media 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """A routing error (no such route, a method the route does not answer) in the body of every other error."""
     where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404 and (moved := _slash_moved(request)) is not None:
+        return RedirectResponse(moved, status_code=307)
     if exc.status_code == 404:
         root, path = request.scope.get("root_path", ""), _route_path(request.scope)
         if root and path.startswith(f"{root}/"):  # the prefix not stripped: it was named twice, /cardcube/cardcube/...
@@ -266,6 +268,22 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     kind = "RequestTooLarge" if exc.status_code == 413 else HTTPStatus(exc.status_code).phrase.title().replace(
         " ", "").replace("-", "")  # 413: a body over MAX_BODY_BYTES, named as every request too large
     return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+
+
+def _slash_moved(request: Request) -> str | None:
+    """Where a route answers the path of ``request`` with its trailing slash toggled (``/collections/s2/``): that
+    path relative to the host the client asked, with the prefix (--root-path) and the query, or None. Starlette's
+    redirect named the URL absolute, on the Host header the service was asked with, which behind a reverse proxy is
+    the proxy's name for the service (nginx's default: the proxy_pass host, http://cardcube:8080/...)."""
+    path = _route_path(request.scope)
+    if path == "/":
+        return None
+    full = request.scope["path"]
+    other = {**request.scope, "path": full.rstrip("/") if path.endswith("/") else f"{full}/"}
+    if not any(route.matches(other)[0] != Match.NONE for route in request.app.router.routes):
+        return None
+    query = request.scope["query_string"].decode("latin-1")
+    return quote(other["path"], safe="/") + (f"?{query}" if query else "")
 
 
 def _too_large(size: str) -> str:
@@ -893,7 +911,7 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
                          responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
-                         static_url=DOCS_ASSETS)
+                         static_url=DOCS_ASSETS, redirect_slashes=False)  # redirected by _slash_moved
     app.add_middleware(UnexpectedErrors)  # within CORS: a bug's 500 is readable from another origin too
     app.add_middleware(_BodyLimit, wait=body_wait, posts=POSTS_PER_READ * reads, post_wait=read_wait)
     app.add_middleware(_Revalidation, served=served, identity=_identity(registry))

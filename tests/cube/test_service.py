@@ -796,6 +796,24 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(d
     assert "no route GET /cardcube/nothing;" in http.get("/nothing").json()["detail"]  # as asked of the proxy
 
 
+def test_behind_a_proxy_a_trailing_slash_is_redirected_where_the_client_asked(deployed):
+    """A URL with a trailing slash too many (or one short) is a 307 to the route's own: its Location named the
+    Host the service was asked by, which behind a reverse proxy is the proxy's name for it (nginx's default
+    Host, the proxy_pass host), so a client following it went to http://cardcube:8080/..., which it cannot reach.
+    It is relative now: the prefix (--root-path), the path and the query, on the host the client asked."""
+    proxied = {"Host": "cardcube:8080", "X-Forwarded-Proto": "https"}
+    for asked, moved in (("/collections/s2/?as_of=1", "/cardcube/collections/s2?as_of=1"), ("/docs/", "/cardcube/docs"),
+                         ("/collections/s2/parcels/A%20b%3F/timeseries/", "/cardcube/collections/s2/parcels/A%20b%3F/"
+                                                                          "timeseries")):
+        r = deployed.http.get(asked, headers=proxied, follow_redirects=False)
+        assert r.status_code == 307 and r.headers["location"] == moved, (asked, r.headers.get("location"))
+    followed = deployed.http.get("/collections/s2/", follow_redirects=False)
+    assert deployed.http.get(followed.headers["location"].removeprefix("/cardcube")).json()["collection"] == "s2"
+    r = deployed.http.post("/collections/s2/timeseries/", json={}, headers=proxied, follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/cardcube/collections/s2/timeseries"  # POST kept
+    assert deployed.http.get("/nothing/", follow_redirects=False).status_code == 404  # no route either way
+
+
 def test_only_the_named_origins_may_read_when_given(deployed):
     """--allow-origin: a page of a named origin reads the answers; one of another origin gets no CORS header
     (its browser refuses to hand it the answer) and its preflight is refused."""
