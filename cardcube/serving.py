@@ -91,10 +91,14 @@ def shortened(detail: str) -> str:
     return f"{detail[:head]} ... ({len(detail) - head - tail:,} characters left out) ... {detail[-tail:]}"
 
 
-def cardcube_error_response(exc: CardcubeError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def cardcube_error_response(exc: CardcubeError, headers: Mapping[str, str] | None = None, *, where: str = ""
+                            ) -> JSONResponse:
     """``exc`` answered with the status of :data:`_STATUS` (and its headers: a 503's ``Retry-After``) and
-    ``headers``."""
+    ``headers``; a 5xx (a fault of the cube or its store, a service too busy) is logged too, with ``where`` (the
+    request: ``GET /path``), for the operator, whose log held nothing of the 500s and 503s its clients got."""
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    if status >= 500:
+        logging.getLogger(__name__).warning("%s: %d %s: %s", where or "a request", status, error_kind(exc), exc)
     return error_response(status, error_kind(exc), str(exc), headers={**_HEADERS.get(status, {}), **(headers or {})})
 
 

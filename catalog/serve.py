@@ -196,7 +196,7 @@ def make_app(cube: StoreLike, *, storage_options: Mapping[str, Any] | None = Non
                         headers={**CORS_HEADERS, "Allow": "GET, HEAD, OPTIONS"}, media_type="text/plain")
 
     async def failed(request: Request, exc: CardcubeError) -> Response:  # the store's (``reading``): a 502 or 503
-        return cardcube_error_response(exc, headers=CORS_HEADERS)
+        return cardcube_error_response(exc, headers=CORS_HEADERS, where=f"{request.method} {request.url.path}")
 
     return Starlette(routes=[
         Route("/", root, methods=["GET", "HEAD"]),

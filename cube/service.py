@@ -324,7 +324,7 @@ class _BodyLimit:
             busy = ServiceBusyError(f"the service holds {self.posts} posted requests, as many as it keeps at once "
                                     f"(twice --reads), and this one waited {self.post_wait:g} s before its body was "
                                     f"read: ask again later")
-            return await cardcube_error_response(busy)(scope, receive, send)
+            return await cardcube_error_response(busy, where=f"POST {scope['path']}")(scope, receive, send)
         try:
             await self._read(scope, receive, send)
         finally:
@@ -668,7 +668,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CardcubeError)
     async def cardcube_error(request: Request, exc: CardcubeError) -> JSONResponse:
-        return cardcube_error_response(exc)
+        return cardcube_error_response(exc, where=f"{request.method} {request.url.path}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -1088,13 +1088,16 @@ def test_a_parcel_file_with_an_empty_geometry_is_served_but_that_parcel(lpis_exp
 @pytest.fixture(scope="module")
 def broken_b04(tiny_cube, tiny_region, tmp_path_factory):
     """A server of a copy of the tiny cube whose band B04 has a zarr.json zarr cannot read (JSON, but no array's:
-    an error nothing expects; the other bands are whole)."""
+    an error nothing expects) and whose band B11's shards are overwritten (a CorruptShard); the other bands are
+    whole."""
     import shutil
 
     cube = tmp_path_factory.mktemp("broken") / "cube"
     shutil.copytree(tiny_cube, cube)
     doc = cube / "s2" / "31UFU" / "cube.zarr" / "r10m" / "B04" / "zarr.json"
     doc.write_text('{"zarr_format": 3, "node_type": "array"}')
+    for shard in (p for p in (cube / "s2" / "31UFU" / "cube.zarr").glob("**/B11/c/**/*") if p.is_file()):
+        shard.write_bytes(b"\x07" * shard.stat().st_size)  # its index fails its checksum
     server = ServedCommand(["serve", "--cube", cube, "--parcels", tiny_region.parcels])
     yield server
     server.close()
@@ -1113,6 +1116,19 @@ def test_a_fault_of_the_server_is_a_500_a_front_end_on_another_origin_can_read(b
     assert ok.status_code == 200 and ok.json()["rows"]
     log = os.pread(broken_b04.log.fileno(), 1 << 20, 0).decode(errors="replace")
     assert f"GET {url} failed" in log and "Exception in ASGI application" not in log  # logged once, by the app
+
+
+def test_a_fault_of_the_cube_is_logged_by_the_server_as_well_as_answered(broken_b04, parcel_id):
+    """A damaged shard is a 500 CorruptShard naming it to the client, and a line in the server's log naming the
+    request and the shard: it was answered alone, so the operator of a service whose clients got 500s (or 502s,
+    503s from the store) found nothing in its log. A request's own fault (a 4xx) is not logged."""
+    url = f"/collections/s2/parcels/{parcel_id}/timeseries"
+    r = broken_b04.http.get(url, params={"bands": "B11"})
+    assert r.status_code == 500 and r.json()["error"] == "CorruptShard" and "/B11/c/" in r.json()["detail"], r.text
+    assert broken_b04.http.get(url, params={"bands": "B99"}).status_code == 422
+    log = os.pread(broken_b04.log.fileno(), 1 << 20, 0).decode(errors="replace")
+    assert f"GET {url}: 500 CorruptShard: s2/31UFU/cube.zarr/" in log and "/B11/c/" in log, log
+    assert "B99" not in log
 
 
 def test_a_season_sheet_too_large_is_refused_before_reading(broken_b04, parcel_id):
