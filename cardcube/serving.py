@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -59,16 +60,25 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve_app(app: Any, *, host: str, port: int, announce: Callable[[str], None] | None = None,
-              root_path: str = "") -> None:
+              root_path: str = "", access_log: bool = False) -> None:
     """Serve ``app`` on ``host:port`` until interrupted; ``announce`` gets its base URL once it listens.
-    ``root_path`` is the path prefix a reverse proxy serves it under (``/cardcube``), for the links it writes."""
+    ``root_path`` is the path prefix a reverse proxy serves it under (``/cardcube``), for the links it writes.
+    ``access_log``: a line per request on stderr, beside the errors (uvicorn's: the client's address, the
+    X-Forwarded-For of a proxy that ``FORWARDED_ALLOW_IPS`` trusts, the request and the status)."""
     import uvicorn
 
     with listen(host, port) as sock:
         if announce is not None:
             shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
             announce(f"http://{shown}:{sock.getsockname()[1]}/")
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", root_path=root_path.rstrip("/"))).run(sockets=[sock])
+        config = uvicorn.Config(app, log_level="warning", root_path=root_path.rstrip("/"), access_log=access_log)
+        if access_log:  # uvicorn's access lines are INFO, on stdout: the server's log is stderr's
+            access = logging.getLogger("uvicorn.access")
+            access.setLevel(logging.INFO)
+            for handler in access.handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(sys.stderr)
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 def error_response(status: int, kind: str, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:

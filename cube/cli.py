@@ -301,6 +301,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "10)")
     s.add_argument("--body-wait", type=number("a number of seconds", above=0), default=60.0, metavar="SECONDS",
                    help="how long a POST body may take to arrive whole before a 408 (default 60)")
+    s.add_argument("--access-log", action="store_true",
+                   help="a line per request on stderr: client address (a trusted proxy's X-Forwarded-For, see "
+                   "FORWARDED_ALLOW_IPS), request and status; the service's errors are logged there in any case")
     s.set_defaults(func=_serve)
 
 
@@ -589,5 +592,6 @@ def _serve(args: argparse.Namespace) -> int:
           array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
           reads=args.reads, read_wait=args.read_wait, body_wait=args.body_wait,
           id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
+          access_log=args.access_log,
           announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
     return 0

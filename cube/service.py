@@ -968,12 +968,13 @@ def serve(cube: StoreLike, *, parcels: Any = None, host: str = "127.0.0.1", port
           storage_options: Mapping[str, Any] | None = None, id_column: str = "parcel_id", layer: str | None = None,
           refresh: float = REFRESH, array_cache: int = ARRAY_CACHE, store_timeout: float | None = STORE_TIMEOUT,
           origins: Sequence[str] = ("*",), reads: int = READS, read_wait: float = READ_WAIT,
-          body_wait: float = BODY_WAIT, announce: Callable[[str], None] | None = None, root_path: str = "") -> None:
+          body_wait: float = BODY_WAIT, announce: Callable[[str], None] | None = None, root_path: str = "",
+          access_log: bool = False) -> None:
     """Serve ``cube`` with uvicorn until interrupted (the arguments as in :func:`make_app`); ``announce`` gets
     the base URL once the server listens (after the cube and the parcels were found). ``root_path``: the path
     prefix a reverse proxy serves it under, stripped by the proxy (``/cardcube``), so that ``/docs`` finds the
-    OpenAPI document there."""
+    OpenAPI document there; ``access_log``: a line per request on stderr (:func:`cardcube.serving.serve_app`)."""
     app = make_app(cube, parcels=parcels, storage_options=storage_options, id_column=id_column, layer=layer,
                    refresh=refresh, array_cache=array_cache, store_timeout=store_timeout, origins=origins,
                    reads=reads, read_wait=read_wait, body_wait=body_wait)
-    serve_app(app, host=host, port=port, announce=announce, root_path=root_path)
+    serve_app(app, host=host, port=port, announce=announce, root_path=root_path, access_log=access_log)

@@ -757,11 +757,11 @@ DASHBOARD = "https://dashboard.agency.example"
 @pytest.fixture(scope="module")
 def deployed(tiny_cube):
     """A server started with the options of a deployment behind a reverse proxy: no --parcels, --root-path,
-    --allow-origin and --body-wait 2. Each test below is about one of them, which none of the others changes (a
-    request without an Origin header is no CORS request; a body sent at once is whole well within 2 s): one server
-    for them all, rather than an interpreter and its imports started for each."""
+    --allow-origin, --body-wait 2 and --access-log. Each test below is about one of them, which none of the others
+    changes (a request without an Origin header is no CORS request; a body sent at once is whole well within 2 s):
+    one server for them all, rather than an interpreter and its imports started for each."""
     server = ServedCommand(["serve", "--cube", tiny_cube, "--root-path", "/cardcube/", "--allow-origin", DASHBOARD,
-                            "--allow-origin", "http://localhost:3000", "--body-wait", "2"])
+                            "--allow-origin", "http://localhost:3000", "--body-wait", "2", "--access-log"])
     yield server
     server.close()
 
@@ -812,6 +812,17 @@ def test_behind_a_proxy_a_trailing_slash_is_redirected_where_the_client_asked(de
     r = deployed.http.post("/collections/s2/timeseries/", json={}, headers=proxied, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "/cardcube/collections/s2/timeseries"  # POST kept
     assert deployed.http.get("/nothing/", follow_redirects=False).status_code == 404  # no route either way
+
+
+def test_the_access_log_names_the_client_a_trusted_proxy_forwards_for(deployed):
+    """--access-log: a line per request in the server's log (stderr), with the client's address, which from a proxy
+    on the loopback (trusted: FORWARDED_ALLOW_IPS) is the X-Forwarded-For it sends, the public path and the status;
+    without it, answers went unlogged and a 4xx or 5xx left no trace of who asked what."""
+    deployed.http.get("/collections/s2", params={"as_of": 1}, headers={"X-Forwarded-For": "203.0.113.7"})
+    deployed.http.get("/collections/s9", headers={"X-Forwarded-For": "198.51.100.23"})
+    log = os.pread(deployed.log.fileno(), 1 << 22, 0).decode(errors="replace")
+    assert re.search(r'203\.0\.113\.7:\d+ - "GET /cardcube/collections/s2\?as_of=1 HTTP/1\.1" 200', log), log[-2000:]
+    assert re.search(r'198\.51\.100\.23:\d+ - "GET /cardcube/collections/s9 HTTP/1\.1" 404', log), log[-2000:]
 
 
 def test_only_the_named_origins_may_read_when_given(deployed):
