@@ -252,7 +252,8 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                 f"(--root-path), which the reverse proxy in front strips, and this request still holds it; ask "
                 f"{path[len(root):]} of the service itself, or have the proxy strip the prefix (nginx: proxy_pass "
                 f"with a URI, http://cardcube:8080/)"))
-        return error_response(404, "RouteNotFound", f"no route {where}; GET / lists the collections, /docs every route")
+        return error_response(404, "RouteNotFound", f"no route {where}; GET {root}/ lists the collections, {root}/docs "
+                                                    f"every route")  # as the client reaches them, through the proxy
     if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body as JSON at all
         coding = request.headers.get("content-encoding", "").strip().lower()
         if coding not in ("", "identity"):  # a gzipped body was "no UTF-8 JSON": true, but not why (RFC 9110 15.5.16)

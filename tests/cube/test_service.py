@@ -793,7 +793,8 @@ def test_behind_a_proxy_under_a_path_prefix_the_docs_find_the_openapi_document(d
         "no route GET /cardcube/collections/s2: the service was started under the path prefix /cardcube (--root-path), "
         "which the reverse proxy in front strips, and this request still holds it; ask /collections/s2 of the service "
         "itself, or have the proxy strip the prefix (nginx: proxy_pass with a URI, http://cardcube:8080/)")}
-    assert "no route GET /cardcube/nothing;" in http.get("/nothing").json()["detail"]  # as asked of the proxy
+    assert http.get("/nothing").json()["detail"] == (  # as asked of the proxy, and where to look through it
+        "no route GET /cardcube/nothing; GET /cardcube/ lists the collections, /cardcube/docs every route")
 
 
 def test_behind_a_proxy_a_trailing_slash_is_redirected_where_the_client_asked(deployed):
