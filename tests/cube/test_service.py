@@ -1514,3 +1514,61 @@ def test_an_etag_names_the_code_that_made_the_answer(tmp_path):
     (copy / "stats.py").write_text((copy / "stats.py").read_text() + "\n# a fix\n")
     assert files_digest([copy]) != before
     assert _identity(None).startswith(code_digest())
+
+
+def test_the_readmes_uvicorn_factory_serves_with_workers_and_stops_on_sigterm(tiny_cube, tiny_region, parcels,
+                                                                                parcel_id, tmp_path):
+    """The README's module for ``uvicorn --factory --workers``, as it gives it, run by uvicorn with two workers: the
+    same numbers as ``cardcube serve``'s Python API, a posted parcel of 600 vertices (its buffer tried in a child
+    process of a worker), and on SIGTERM a clean stop."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    module = re.search(r"```python\n( *# cardcube_app\.py: uvicorn --factory .*?) *```", readme, re.S).group(1)
+    (tmp_path / "cardcube_app.py").write_text(textwrap.dedent(module))  # a block within a list item, indented
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    repo = Path(__file__).resolve().parents[2]
+    log = tmp_path / "uvicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "cardcube_app:app", "--workers", "2",
+                                 "--port", str(port)], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{tmp_path}",
+                                     "CARDCUBE_CUBE": str(tiny_cube), "CARDCUBE_PARCELS": str(tiny_region.parcels)})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if http.get("/").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            got = _frame(http.get(f"/collections/s2/parcels/{parcel_id}/timeseries", params={"bands": "B04,NDVI"}
+                                  ).json())
+            _assert_same(got, parcel_timeseries(tiny_cube, [parcel_id], registry=parcels, bands=["B04", "NDVI"]))
+            outline = parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id]
+            dense = outline.segmentize(outline.length / 600)
+            assert len(dense.exterior.coords) > 500  # the buffer is tried in a child process from 500 vertices
+            r = http.post("/collections/s2/timeseries", json=mapping(dense), params={"bands": "NDVI"})
+            assert r.status_code == 200 and r.json()["parcels"][0]["status"] == "ok", r.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        text = log.read_text()
+        assert "Finished server process" in text and "Traceback" not in text and "without limits" not in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
