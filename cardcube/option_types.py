@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from datetime import date, timedelta
 
@@ -62,10 +63,13 @@ def day(text: str) -> date:
 def path_prefix(text: str) -> str:
     """The type of a URL path prefix (``serve --root-path /cardcube``): from the root, ``/`` first. Without it,
     ``cardcube`` made the docs page's links relative (``cardcube/openapi.json``), read from ``/cardcube/docs`` as
-    ``/cardcube/cardcube/openapi.json``: a page without its API; a whole URL is no prefix either."""
-    if (text and not text.startswith("/")) or "://" in text or "?" in text or "#" in text:
+    ``/cardcube/cardcube/openapi.json``: a page without its API; a whole URL is no prefix either, nor one with an
+    empty segment: ``//cardcube`` (``"$PREFIX/cardcube"`` of ``PREFIX=/``) made the docs page load its scripts from
+    the host ``cardcube`` (``//cardcube/docs-assets/...``, a URL of the page's scheme)."""
+    if (text and not text.startswith("/")) or "://" in text or "?" in text or "#" in text or "//" in text.rstrip("/"):
         path = text.split("://", 1)[-1].partition("/")[2] if "://" in text else text
-        raise argparse.ArgumentTypeError(f"expected a path prefix from the root, e.g. /{path.strip('/') or 'cardcube'}"
+        path = re.sub("/+", "/", path).strip("/")
+        raise argparse.ArgumentTypeError(f"expected a path prefix from the root, e.g. /{path or 'cardcube'}"
                                          f", got {text!r}")
     return text
 

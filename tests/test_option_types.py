@@ -48,6 +48,9 @@ def test_a_number_within_the_bounds_is_taken(kind, text: str, value) -> None:
     # the docs page of --root-path cardcube asked for /cardcube/cardcube/openapi.json
     (path_prefix, "cardcube", "expected a path prefix from the root, e.g. /cardcube, got 'cardcube'"),
     (path_prefix, "api/cardcube/", "expected a path prefix from the root, e.g. /api/cardcube, got 'api/cardcube/'"),
+    # the docs page loaded its scripts from the host "cardcube": //cardcube/docs-assets/swagger-ui-bundle.js
+    (path_prefix, "//cardcube", "expected a path prefix from the root, e.g. /cardcube, got '//cardcube'"),
+    (path_prefix, "/api//cardcube/", "expected a path prefix from the root, e.g. /api/cardcube, got '/api//cardcube/'"),
     (path_prefix, "https://gis.example.org/cardcube", "expected a path prefix from the root, e.g. /cardcube, got "
                                                       "'https://gis.example.org/cardcube'"),
 ])
