@@ -1572,3 +1572,41 @@ def test_the_readmes_uvicorn_factory_serves_with_workers_and_stops_on_sigterm(ti
             proc.kill()
             proc.wait()
 
+
+
+def test_sigterm_lets_the_requests_held_finish_and_refuses_new_ones(tiny_cube, parcels, parcel_id):
+    """The README's "Running it": SIGTERM (a process manager's stop) while a POST is arriving: new connections are
+    refused at once, the POST held is answered whole once its body is in, then the service exits 143 saying it was
+    terminated."""
+    import signal
+    import socket
+    import time
+
+    server = ServedCommand(["serve", "--cube", tiny_cube])
+    try:
+        body = json.dumps(mapping(parcels.set_index("parcel_id").to_crs(4326).geometry[parcel_id])).encode()
+        with socket.create_connection(("127.0.0.1", server.http.base_url.port)) as held:
+            held.sendall(f"POST /collections/s2/timeseries?bands=NDVI HTTP/1.1\r\nHost: cardcube\r\nContent-Type: "
+                         f"application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + body[:100])
+            time.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while True:  # the listening socket closes as the shutdown begins
+                try:
+                    socket.create_connection(("127.0.0.1", server.http.base_url.port), timeout=5).close()
+                except ConnectionRefusedError:
+                    break
+                assert time.monotonic() < deadline, "still taking connections"
+                time.sleep(0.1)
+            assert server.proc.poll() is None  # the request held keeps it serving
+            held.sendall(body[100:])
+            answer = b""
+            while chunk := held.recv(1 << 16):
+                answer += chunk
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(payload)["rows"], answer[:300]
+        assert server.proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert b"cardcube serve: terminated" in os.pread(server.log.fileno(), 1 << 20, 0)
+    finally:
+        server.close()
