@@ -330,3 +330,6 @@ def test_a_store_out_of_reach_is_a_503_and_a_failing_one_a_502_that_a_stac_brows
     assert get().json()["id"] == "sentinel-2-l2a-cube"
     log = os.pread(server.log.fileno(), 1 << 20, 0).decode(errors="replace")
     assert "Exception in ASGI application" not in log  # answered by the app: uvicorn kept the connection
+    # and logged for the operator, whose log held nothing of the outage its clients were answered
+    assert log.count("GET /s2/collection.json: 503 StoreUnavailable: ") == 2, log
+    assert log.count("GET /s2/collection.json: 502 Store: ") == 1, log
