@@ -124,6 +124,32 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, former)
 
 
+class _ServingStopped(KeyboardInterrupt):
+    """SIGTERM within :func:`sigterm_stops_serving` (a KeyboardInterrupt as :class:`Terminated`, which, raised by
+    this module run as ``__main__``, is another class than the one its importers see)."""
+
+
+def _stop_serving(signum: int, frame: object) -> NoReturn:
+    raise _ServingStopped()
+
+
+@contextlib.contextmanager
+def sigterm_stops_serving(command: str) -> Iterator[None]:
+    """The block of a server command (``serve``, ``catalog serve``): SIGTERM, a process manager's stop, ends it as
+    asked, with exit status 0 as uvicorn's own, once the requests held were answered (uvicorn's shutdown raises the
+    signal again after); the 143 of a run cut short made ``systemctl stop`` list the unit as failed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    former = signal.signal(signal.SIGTERM, _stop_serving)
+    try:
+        yield
+    except _ServingStopped:
+        print(f"cardcube {command}: stopped (SIGTERM)", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, former)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``cardcube`` command line; its exit status."""
     return _main(argv)[0]

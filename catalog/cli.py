@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from cardcube.cli import add_endpoint_option, add_store_timeout_option, storage_options
+from cardcube.cli import add_endpoint_option, add_store_timeout_option, sigterm_stops_serving, storage_options
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
 
@@ -86,9 +86,10 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from catalog.serve import serve
 
-    serve(args.cube, host=args.host, port=args.port, storage_options=storage_options(args),
-          store_timeout=args.store_timeout,
-          announce=lambda url: print(f"serving {args.cube} at {url}catalog.json (Ctrl-C to stop)", flush=True))
+    with sigterm_stops_serving("catalog serve"):
+        serve(args.cube, host=args.host, port=args.port, storage_options=storage_options(args),
+              store_timeout=args.store_timeout,
+              announce=lambda url: print(f"serving {args.cube} at {url}catalog.json (Ctrl-C to stop)", flush=True))
     return 0
 
 

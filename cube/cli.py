@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cardcube.cli import add_endpoint_option, add_stop_grace_option, add_store_timeout_option, storage_options
+from cardcube.cli import (
+    add_endpoint_option,
+    add_stop_grace_option,
+    add_store_timeout_option,
+    sigterm_stops_serving,
+    storage_options,
+)
 from cardcube.option_types import number, path_prefix, whole_number
 from cardcube.query import TIME_HELP
 from cardcube.spec import CUBE_SPECS
@@ -588,10 +594,12 @@ def _flag(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from cube.service import serve
 
-    serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
-          array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
-          reads=args.reads, read_wait=args.read_wait, body_wait=args.body_wait,
-          id_column=args.id_column, layer=args.layer, storage_options=storage_options(args), root_path=args.root_path,
-          access_log=args.access_log,
-          announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops", flush=True))
+    with sigterm_stops_serving("serve"):
+        serve(args.cube, parcels=args.parcels, host=args.host, port=args.port, refresh=args.refresh,
+              array_cache=args.array_cache, store_timeout=args.store_timeout, origins=args.origins or ("*",),
+              reads=args.reads, read_wait=args.read_wait, body_wait=args.body_wait,
+              id_column=args.id_column, layer=args.layer, storage_options=storage_options(args),
+              root_path=args.root_path, access_log=args.access_log,
+              announce=lambda url: print(f"serving {args.cube} on {url} (API docs at {url}docs); Ctrl-C stops",
+                                         flush=True))
     return 0
