@@ -523,7 +523,8 @@ def _guessed_text(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     tools write): its ids and column names came out changed without a word ("Žitné" as "Å½itnÃ©"). Else, if any is
     beyond ASCII, kept as read, with a warning saying how to name the encoding (a cp1250 "Ž" reads as a control
     character)."""
-    text = [c for c in frame.columns if c != frame.geometry.name and pd.api.types.is_string_dtype(frame[c])]
+    # of the dtype: an object column holding a None (pandas 2) is no string column by its values
+    text = [c for c in frame.columns if c != frame.geometry.name and pd.api.types.is_string_dtype(frame[c].dtype)]
     beyond = {v for c in text for v in frame[c] if isinstance(v, str) and not v.isascii()}
     beyond |= {c for c in frame.columns if isinstance(c, str) and not c.isascii()}
     if not beyond:
