@@ -3,12 +3,13 @@
 zarr-python runs every read of a process through one asyncio event loop that also drives decoding, so
 reading costs several times what the bytes and the decompression do, and two threads reading at once
 wait for each other (measured: ``benchmarks/results/2026-11-25/extraction.md``, raw vs zarr). The cube's
-band arrays have one known layout, written by ingest: ``sharding_indexed`` over ``bytes`` + ``blosc``,
-with a ``bytes`` + ``crc32c`` index at the end of each shard. For those, :func:`read_window` fetches
-every shard's index, then the chunks it needs in as few byte ranges as skip no more than ``GAP`` unneeded
-bytes (usually one per shard; all requests of a window at once, through the array's own store, so S3 and
-the request counters see them; a plain local folder is read with ``pread`` in the calling thread), and decodes
-the chunks with numcodecs in the caller's thread (blosc releases the GIL) straight into the output.
+band arrays have one known layout, written by ingest: ``sharding_indexed`` over ``bytes`` + ``blosc`` (+ ``crc32c``
+of each chunk, in arrays created since 2026-12-07), with a ``bytes`` + ``crc32c`` index at the end of each shard.
+For those, :func:`read_window` fetches every shard's index, then the chunks it needs in as few byte ranges as skip
+no more than ``GAP`` unneeded bytes (usually one per shard; all requests of a window at once, through the array's
+own store, so S3 and the request counters see them; a plain local folder is read with ``pread`` in the calling
+thread), and decodes the chunks with numcodecs in the caller's thread (blosc releases the GIL) straight into the
+output.
 Arrays with any other layout are read by zarr, so the function is always correct, only faster for ours.
 """
 
@@ -43,19 +44,23 @@ _MISSING = 2**64 - 1  # offset and length of an empty chunk in a shard index
 # tens of milliseconds on object storage, the time to stream a megabyte or more, but a window at a shard's
 # edge skips whole rows of chunks, which one range from the first to the last needed chunk would read.
 GAP = 256 * 1024
+# Each chunk's bytes end with their crc32c: blosc decodes many damaged chunks into wrong values without an error.
+_CHUNK_CRC = numcodecs.CRC32C()
 _SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
             "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
 
 
 @dataclass(frozen=True)
 class _ShardLayout:
-    """What reading a shard needs: shard and chunk shapes, the decompressor, the fill value."""
+    """What reading a shard needs: shard and chunk shapes, the decompressor, the fill value, whether each chunk
+    ends with its crc32c."""
 
     shard: tuple[int, ...]
     chunk: tuple[int, ...]
     codec: numcodecs.Blosc
     dtype: np.dtype
     fill: Any
+    checksum: bool = False
 
     @property
     def per_shard(self) -> tuple[int, ...]:
@@ -78,8 +83,8 @@ class _ShardLayout:
         index = [c["name"] for c in conf["index_codecs"]]
         little = all(c.get("configuration", {}).get("endian", "little") == "little"
                      for c in conf["codecs"] + conf["index_codecs"] if c["name"] == "bytes")
-        if inner != ["bytes", "blosc"] or index != ["bytes", "crc32c"] or conf.get("index_location") != "end" \
-                or not little or meta["chunk_key_encoding"]["name"] != "default":
+        if inner not in (["bytes", "blosc"], ["bytes", "blosc", "crc32c"]) or index != ["bytes", "crc32c"] \
+                or conf.get("index_location") != "end" or not little or meta["chunk_key_encoding"]["name"] != "default":
             return None
         blosc = conf["codecs"][1]["configuration"]
         codec = numcodecs.Blosc(cname=blosc["cname"], clevel=blosc["clevel"], shuffle=_SHUFFLE[blosc["shuffle"]],
@@ -88,7 +93,7 @@ class _ShardLayout:
         chunk = tuple(conf["chunk_shape"])
         if any(s % c for s, c in zip(shard, chunk, strict=True)):
             return None
-        return cls(shard, chunk, codec, np.dtype(array.dtype), array.fill_value)
+        return cls(shard, chunk, codec, np.dtype(array.dtype), array.fill_value, checksum=inner[-1] == "crc32c")
 
 
 def read_window(array: zarr.Array, window: tuple[slice, ...], *, gap: int = GAP,
@@ -330,7 +335,9 @@ def _place(out: np.ndarray, layout: _ShardLayout, shard: tuple[int, ...], chunk:
 
 
 def _decode(layout: _ShardLayout, data: bytes | memoryview) -> np.ndarray:
-    """One chunk's values, decoded."""
+    """One chunk's values, decoded (after checking its crc32c, where it has one: a RuntimeError if it fails)."""
+    if layout.checksum:
+        data = _CHUNK_CRC.decode(data)
     return np.frombuffer(layout.codec.decode(data), dtype=layout.dtype.newbyteorder("<")).reshape(layout.chunk)
 
 
@@ -422,5 +429,5 @@ def _layout_of(array: zarr.Array) -> _ShardLayout:
     layout = _ShardLayout.of(array)
     if layout is None:
         raise InvalidRequestError(f"{array.store_path.path} is not in the cube's shard layout "
-                                  "(sharding_indexed over bytes + blosc, a crc32c index at the end)")
+                                  "(sharding_indexed over bytes + blosc [+ crc32c], a crc32c index at the end)")
     return layout

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.abc.store import Store
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.core.buffer import Buffer
 from zarr.storage import MemoryStore
 
@@ -45,10 +45,12 @@ from cube.ledger import Acquisition, CubeVersion, TileState
 _COORD_CHUNK = 1024
 
 
-def _compressor(spec: CubeSpec, band: BandSpec) -> BloscCodec:
-    # zstd with bit-shuffle: reflectance varies in its low bits, bit planes compress well.
+def _compressors(spec: CubeSpec, band: BandSpec) -> tuple[BloscCodec, Crc32cCodec]:
+    # zstd with bit-shuffle: reflectance varies in its low bits, bit planes compress well. Then each chunk's crc32c:
+    # blosc decodes many a damaged chunk into wrong values without an error, which a read would serve as numbers.
     typesize = np.dtype(band.dtype).itemsize
-    return BloscCodec(cname="zstd", clevel=spec.compressor_level, shuffle="bitshuffle", typesize=typesize)
+    blosc = BloscCodec(cname="zstd", clevel=spec.compressor_level, shuffle="bitshuffle", typesize=typesize)
+    return blosc, Crc32cCodec()
 
 
 def _band_attrs(band: BandSpec) -> dict:
@@ -80,7 +82,7 @@ def _create_resolution_group(root: zarr.Group, spec: CubeSpec, tile: TileGrid, r
         fill = band.fill
         group.create_array(
             band.name, shape=(0, ny, nx), dtype=band.dtype, chunks=chunks, shards=shards,
-            compressors=_compressor(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),
+            compressors=_compressors(spec, band), fill_value=fill, dimension_names=("time", "y", "x"),
             attributes=_band_attrs(band),
         )
     for name, values in pixel_centres(tile, resolution).items():

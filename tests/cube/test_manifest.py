@@ -405,7 +405,8 @@ def test_a_query_over_more_blocks_than_the_manifests_kept_reads_them_all(cube):
 
 def _damage(cube: Path) -> dict[str, str]:
     """Lose one shard, cut another short, and flip bytes inside a chunk of a third (its index intact): the keys,
-    by what a deep check says of each."""
+    by what a deep check says of each. (The third chunk's blosc decodes into other values; its crc32c, which ingest
+    writes after each chunk since 2026-12-07, fails: before, only the values' crc32 recorded by ingest told.)"""
     lost, short, flipped = _shards(cube, "B04", 1)[0], _shards(cube, "B08", 0)[0], _shards(cube, "B03", 0)[0]
     lost.unlink()
     short.write_bytes(short.read_bytes()[:1000])
@@ -413,7 +414,7 @@ def _damage(cube: Path) -> dict[str, str]:
     data[40:240] = bytes(200)  # inside the first chunk: blosc's header and the start of its stream
     flipped.write_bytes(bytes(data))
     return {p.relative_to(cube).as_posix(): what for p, what in
-            ((lost, "missing"), (short, "checksum"), (flipped, "differ"))}
+            ((lost, "missing"), (short, "checksum"), (flipped, "does not decode (Stored and computed"))}
 
 
 def test_verify_finds_lost_truncated_and_corrupt_shards(cube):
@@ -433,8 +434,24 @@ def test_verify_finds_lost_truncated_and_corrupt_shards(cube):
     assert set(by_key) == set(damaged) and not deep.ok
     for key, what in damaged.items():
         assert what in by_key[key], (key, by_key[key])
-    flipped = next(k for k, w in damaged.items() if w == "differ")
+    flipped = next(k for k, w in damaged.items() if w.startswith("does not decode"))
     assert {k for k, _ in quick.problems} == set(damaged) - {flipped}  # the index alone cannot tell that one
+
+
+def test_a_chunk_blosc_decodes_into_other_values_is_a_read_error_not_numbers(cube):
+    """Bytes of a chunk changed (a disk's or a copy's fault) that blosc still decodes, into other values: reads served
+    them as the parcel's numbers. Every chunk ingest writes ends with its crc32c: the reads fail, naming the shard."""
+    from cardcube.errors import CorruptShardError
+
+    shard = _shards(cube, "B03", 0)[0]
+    meta = json.loads((shard.parents[3] / "zarr.json").read_text())
+    assert [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]] == ["bytes", "blosc", "crc32c"]
+    key = _damage(cube)
+    assert shard.relative_to(cube).as_posix() in key
+    block = slice(0, 16)  # the tiny cube's first time block, whole
+    with pytest.raises(CorruptShardError, match=f"{shard.relative_to(cube).as_posix()}: its chunk .* does not decode"):
+        open_cube(cube, bands=["B03"]).B03.isel(time=block).load()
+    assert open_cube(cube, bands=["B02"]).B02.isel(time=block).load().notnull().any()  # a sound band reads
 
 
 def test_the_verify_command_lists_the_damage_and_exits_with_1(cube):

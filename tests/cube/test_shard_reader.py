@@ -11,7 +11,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from cardcube.errors import CorruptShardError
 from cardcube.storage import CountingStore, open_store, read_bytes, write_bytes
@@ -21,10 +21,15 @@ from cube.shared_chunks import SHARED_CHUNK_BYTES, ChunkSharing, SharedChunks
 SHAPE, SHARDS, CHUNKS = (20, 70, 90), (8, 32, 32), (4, 16, 16)
 
 
+def _blosc(dtype: str) -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)
+
+
 def _array(store, name: str, dtype: str, fill, compressors=None) -> tuple[zarr.Array, np.ndarray]:
-    """A sharded array as ingest writes it, with edge shards, empty chunks and one shard never written."""
+    """A sharded array as ingest writes it (each chunk blosc, then its crc32c), with edge shards, empty chunks and
+    one shard never written."""
     rng = np.random.default_rng(1)
-    codec = compressors or BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle", typesize=np.dtype(dtype).itemsize)
+    codec = compressors or (_blosc(dtype), Crc32cCodec())
     arr = zarr.create_array(store, name=name, shape=SHAPE, dtype=dtype, chunks=CHUNKS, shards=SHARDS,
                             compressors=codec, fill_value=fill, zarr_format=3)
     data = np.full(SHAPE, fill, dtype=dtype)
@@ -52,8 +57,9 @@ def _reopened(tmp_path, path: str, *, through_store: bool) -> zarr.Array:
 
 @pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
 @pytest.mark.parametrize("dtype, fill", [("uint16", 0), ("uint8", 0), ("float32", np.nan)])
-def test_same_values_as_zarr(tmp_path, dtype: str, fill, through_store: bool) -> None:
-    _, data = _array(open_store(tmp_path), "band", dtype, fill)
+@pytest.mark.parametrize("checksum", [True, False], ids=["chunk-crc32c", "blosc-alone"])  # without: before 2026-12-07
+def test_same_values_as_zarr(tmp_path, dtype: str, fill, through_store: bool, checksum: bool) -> None:
+    _, data = _array(open_store(tmp_path), "band", dtype, fill, compressors=None if checksum else _blosc(dtype))
     arr = _reopened(tmp_path, "band", through_store=through_store)
     assert not (tmp_path / "band" / "c" / "1" / "1" / "2").exists()  # really never written
     for window in WINDOWS:
@@ -202,6 +208,53 @@ def test_damaged_shard_is_an_error(tmp_path, through_store: bool) -> None:
     write_bytes(store, key, bytes(blob))
     with pytest.raises(CorruptShardError, match=r"band/c/0/0/0: its chunk \(\d+, \d+, \d+\) does not decode"):
         read_window(arr, window)
+
+
+def _silently_damaged(chunk: bytes, codec: numcodecs.Blosc) -> bytes:
+    """``chunk`` (blosc's bytes) with one byte changed so that blosc still decodes it, into other values."""
+    good = codec.decode(chunk)
+    for at in range(len(chunk) - 1, 16, -1):  # from the end of its zstd stream: literals, not the block headers
+        blob = bytearray(chunk)
+        blob[at] ^= 0x10
+        try:
+            if codec.decode(bytes(blob)) != good:
+                return bytes(blob)
+        except RuntimeError:
+            continue
+    raise AssertionError("no byte of the chunk decodes into other values when changed")
+
+
+@pytest.mark.parametrize("through_store", [False, True], ids=["folder", "store"])
+def test_a_chunk_damaged_into_other_values_fails_its_checksum(tmp_path, through_store: bool) -> None:
+    """Blosc decodes many a damaged chunk into other values without an error (a byte changed in its zstd stream:
+    a disk's or a copy's fault), which a read served as numbers, as in an array of blosc alone (ingest's before
+    2026-12-07). Each chunk ingest writes ends with its crc32c: the read fails, naming the shard, zarr's as ours."""
+    store = open_store(tmp_path)
+    window = (slice(0, 4), slice(0, 16), slice(16, 32))  # the second chunk of the first shard
+    key_chunk = (0, 0, 1)
+    n = 2 * 2 * 2
+    for name, codecs in (("before", _blosc("uint16")), ("band", None)):
+        _, data = _array(store, name, "uint16", 0, compressors=codecs)
+        key = f"{name}/c/0/0/0"
+        good = read_bytes(store, key)
+        index = np.frombuffer(good[-(16 * n + 4):-4], "<u8").reshape(2, 2, 2, 2)
+        offset, length = (int(v) for v in index[key_chunk])
+        chunk = good[offset:offset + length]
+        blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+        payload = chunk if codecs is not None else chunk[:-4]  # the crc32c after blosc's bytes
+        damaged = _silently_damaged(payload, blosc) + chunk[len(payload):]
+        write_bytes(store, key, good[:offset] + damaged + good[offset + length:])
+        arr = _reopened(tmp_path, name, through_store=through_store)
+        if codecs is not None:  # blosc alone: other values, no error
+            got = read_window(arr, window)
+            assert not np.array_equal(got, data[window]) and np.array_equal(arr[window], got)
+            continue
+        with pytest.raises(CorruptShardError, match=r"band/c/0/0/0: its chunk \(0, 0, 1\) does not decode \(.*chec"):
+            read_window(arr, window)
+        with pytest.raises(ValueError, match="checksum do not match"):  # zarr's own read
+            arr[window]
+        np.testing.assert_array_equal(read_window(arr, (slice(0, 4), slice(0, 16), slice(0, 16))),
+                                      data[:4, :16, :16])  # the shard's other chunks read as before
 
 
 def test_other_layouts_are_read_by_zarr(tmp_path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
+import numcodecs
 import numpy as np
 import pytest
 
@@ -71,10 +73,26 @@ def _flip(shard: Path) -> None:
     shard.write_bytes(bytes(data))
 
 
+def _swap(shard: Path) -> None:
+    """Two stored chunks' places swapped in the shard's index, its checksum made anew: each chunk decodes (its own
+    crc32c passes), in the other's place."""
+    meta = json.loads((shard.parents[3] / "zarr.json").read_text())
+    conf = meta["codecs"][0]["configuration"]
+    n = math.prod(s // c for s, c in zip(meta["chunk_grid"]["configuration"]["chunk_shape"], conf["chunk_shape"],
+                                         strict=True))
+    data = shard.read_bytes()
+    index = np.frombuffer(data[-(16 * n + 4):-4], "<u8").reshape(n, 2).copy()
+    stored = np.flatnonzero(index[:, 0] != 2**64 - 1)[:2]
+    assert len(stored) == 2
+    index[stored] = index[stored[::-1]]
+    shard.write_bytes(data[:-(16 * n + 4)] + bytes(numcodecs.CRC32C().encode(index.tobytes())))
+
+
 @pytest.mark.parametrize(("damage", "error", "said"), [
     (_lose, MissingShardError, "missing"),
     (_truncate, CorruptShardError, "index fails its checksum"),
-    (_flip, CorruptShardError, "values differ from those ingest wrote"),
+    (_flip, CorruptShardError, "does not decode"),  # its crc32c fails (before 2026-12-07: the values differed)
+    (_swap, CorruptShardError, "values differ from those ingest wrote"),
 ])
 def test_a_damaged_hot_shard_stops_its_compaction_and_nothing_is_committed(cube, next_three, tiny_region, damage, error,
                                                                              said):
