@@ -139,8 +139,13 @@ def test_a_stopped_run_says_so_and_leaves_no_scratch(signum: int, code: int, sai
 
     monkeypatch.setattr(harness, "run", run)
     former = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["--out", str(tmp_path / "out")])
+    # Ctrl-C as in a terminal: a background job (`make test &`, nohup) starts with SIGINT ignored, which Python keeps
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--out", str(tmp_path / "out")])
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     err = capsys.readouterr().err
     assert stop.value.code == code and f"stopped ({said})" in err and "no report written" in err
     assert not scratch[0].exists() and not (tmp_path / "out").exists()
