@@ -106,18 +106,18 @@ class Terminated(KeyboardInterrupt):
     ``--stale-after`` seconds to a run on another host (the next pod)."""
 
 
-def _raise_terminated(signum: int, frame: object) -> NoReturn:
-    raise Terminated()
-
-
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (in the main thread, the only one that may set a
-    handler); the former handler is restored after it."""
+def _sigterm_raises(error: type[KeyboardInterrupt]) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``error`` (in the main thread, the only one that may set a handler); the
+    former handler is restored after it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    former = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def raising(signum: int, frame: object) -> NoReturn:
+        raise error()
+
+    former = signal.signal(signal.SIGTERM, raising)
     try:
         yield
     finally:
@@ -129,25 +129,16 @@ class _ServingStopped(KeyboardInterrupt):
     this module run as ``__main__``, is another class than the one its importers see)."""
 
 
-def _stop_serving(signum: int, frame: object) -> NoReturn:
-    raise _ServingStopped()
-
-
 @contextlib.contextmanager
 def sigterm_stops_serving(command: str) -> Iterator[None]:
     """The block of a server command (``serve``, ``catalog serve``): SIGTERM, a process manager's stop, ends it as
     asked, with exit status 0 as uvicorn's own, once the requests held were answered (uvicorn's shutdown raises the
     signal again after); the 143 of a run cut short made ``systemctl stop`` list the unit as failed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    former = signal.signal(signal.SIGTERM, _stop_serving)
     try:
-        yield
+        with _sigterm_raises(_ServingStopped):
+            yield
     except _ServingStopped:
         print(f"cardcube {command}: stopped (SIGTERM)", file=sys.stderr, flush=True)
-    finally:
-        signal.signal(signal.SIGTERM, former)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +182,7 @@ def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
     quiet_rasterio_threads()
     command = " ".join(filter(None, (args.command, getattr(args, "verb", None))))  # as argparse names it
     try:
-        with _sigterm_unwinds():
+        with _sigterm_raises(Terminated):
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # here, not at exit: a reader gone (| head) is a broken pipe, below
             return code, False
