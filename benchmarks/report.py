@@ -331,46 +331,38 @@ def detail_table(results: dict[str, Any], tier: str) -> str:
 def write_table(results: dict[str, Any]) -> str:
     """The ingest and append cells; an append cell's repetitions are different appends (one may compact the hot
     buffer), so runs that say so (``method.append_rows``) get a row each: their median is no append's time."""
-    if results.get("method", {}).get("append_rows"):
-        return _write_rows(results)
+    each_append = bool(results.get("method", {}).get("append_rows"))
     rows = []
     for c in _cells(results):
         if c["pattern"] not in ("ingest", "append") or not c["summary"]["n"]:
+            continue
+        if each_append and c["pattern"] == "append":
+            rows += _append_rows(c)
             continue
         s = c["summary"]
         rows.append([c["pattern"], c["tier"], str(s["n"]), ms(s["median_s"]), ms(s["p95_s"]), _num(s["PUT"]),
                      _num(s["GET"]), _num(s["HEAD"]), _num(s["LIST"]), mb(s["bytes_written"]),
                      f"{s.get('write_amplification', float('nan')):.2f}",
                      f"{s.get('write_amplification_max', float('nan')):.2f}", _num(s["peak_mb"])])
-    return _table(["pattern", "tier", "n", "median ms", "p95 ms", "PUT", "GET", "HEAD", "LIST", "MB written",
-                   "write amp. (cumulative)", "write amp. (worst rep)", "peak MB"], rows)
+    return _table(["pattern", "tier", "n", "ms" if each_append else "median ms", "p95 ms", "PUT", "GET", "HEAD",
+                   "LIST", "MB written", "write amp. (cumulative)",
+                   f"write amp. ({'its own' if each_append else 'worst rep'})", "peak MB"], rows)
 
 
-def _write_rows(results: dict[str, Any]) -> str:
-    """:func:`write_table` with an append cell's repetitions a row each, in order (the compacting one named), the
-    cumulative write amplification up to it beside its own."""
+def _append_rows(cell: dict[str, Any]) -> list[list[str]]:
+    """An append cell's repetitions, a row each, in order (the compacting one named), the cumulative write
+    amplification up to it beside its own."""
     rows = []
-    for c in _cells(results):
-        if c["pattern"] not in ("ingest", "append") or not c["summary"]["n"]:
-            continue
-        if c["pattern"] == "ingest":
-            s = c["summary"]
-            rows.append([c["pattern"], c["tier"], str(s["n"]), ms(s["median_s"]), ms(s["p95_s"]), _num(s["PUT"]),
-                         _num(s["GET"]), _num(s["HEAD"]), _num(s["LIST"]), mb(s["bytes_written"]),
-                         f"{s.get('write_amplification', float('nan')):.2f}",
-                         f"{s.get('write_amplification_max', float('nan')):.2f}", _num(s["peak_mb"])])
-            continue
-        written = new = 0
-        for i, r in enumerate(c["reps"]):
-            res, counts = r["result"], r["counts"]
-            written, new = written + res["bytes_written_store"], new + res["bytes_new_data"]
-            own = res["write_amplification"]
-            name = f"append {i + 1} of {len(c['reps'])}" + (" (compacts)" if own > COMPACTING else "")
-            rows.append([name, c["tier"], "1", ms(r["seconds"]), "-", _num(counts["PUT"]), _num(counts["GET"]),
-                         _num(counts["HEAD"]), _num(counts["LIST"]), mb(counts["bytes_written"]),
-                         f"{written / new:.2f}" if new else "-", f"{own:.2f}", _num(r["peak_mb"])])
-    return _table(["pattern", "tier", "n", "ms", "p95 ms", "PUT", "GET", "HEAD", "LIST", "MB written",
-                   "write amp. (cumulative)", "write amp. (its own)", "peak MB"], rows)
+    written = new = 0
+    for i, r in enumerate(cell["reps"]):
+        res, counts = r["result"], r["counts"]
+        written, new = written + res["bytes_written_store"], new + res["bytes_new_data"]
+        own = res["write_amplification"]
+        name = f"append {i + 1} of {len(cell['reps'])}" + (" (compacts)" if own > COMPACTING else "")
+        rows.append([name, cell["tier"], "1", ms(r["seconds"]), "-", _num(counts["PUT"]), _num(counts["GET"]),
+                     _num(counts["HEAD"]), _num(counts["LIST"]), mb(counts["bytes_written"]),
+                     f"{written / new:.2f}" if new else "-", f"{own:.2f}", _num(r["peak_mb"])])
+    return rows
 
 
 def sweep_table(results: dict[str, Any]) -> str:
