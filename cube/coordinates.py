@@ -174,8 +174,7 @@ def coordinate_problems(store: Any, latest: CubeVersion, hot_dates: Mapping[str,
                     f"{array}: the array's metadata; a plain Zarr reader (xarray.open_zarr, rioxarray) sees no {name} "
                     f"array, and loses {_loses(name)}"))
                 continue
-            length = state.hot_slots_used if hot else len(state.cold)
-            if wrong := _metadata_problem(array, grid, res, name, length):
+            if wrong := _metadata_problem(array, grid, res, name, state.length(hot)):
                 problems.append(CoordinateProblem(f"{array.store_path.path}/zarr.json", tile, res, name, hot, None,
                                                   f"{wrong}; a plain Zarr reader loses {_loses(name)}"))
                 continue

@@ -313,7 +313,7 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
     state = version.tiles[tile]
     parts = []
     for hot in kinds:
-        length = state.hot_slots_used if hot else len(state.cold)
+        length = state.length(hot)
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,

@@ -119,6 +119,10 @@ class TileState:
         """Every date of the tile, sorted by time."""
         return tuple(sorted((*self.cold, *(h.acquisition for h in self.hot)), key=lambda a: a.time))
 
+    def length(self, hot: bool) -> int:
+        """How many dates the tile's cold arrays (``hot=False``) or hot arrays hold along time at this version."""
+        return self.hot_slots_used if hot else len(self.cold)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tile": self.tile,

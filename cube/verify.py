@@ -395,7 +395,8 @@ def _misshapen_arrays(shards: Sequence[ListedShard], latest: CubeVersion) -> lis
     out = []
     for tile, state in sorted(latest.tiles.items()):
         grid = TileGrid.from_id(tile)
-        for hot, length in ((False, len(state.cold)), (True, state.hot_slots_used)):
+        for hot in (False, True):
+            length = state.length(hot)
             for band in latest.spec.bands:
                 path = layout.array_path(latest.spec.name, tile, band.resolution, band.name, hot=hot)
                 if (array := arrays.get(path)) is None:

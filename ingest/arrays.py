@@ -183,7 +183,7 @@ def rewrite_coordinates(store: Store, latest: CubeVersion, hot_dates: Mapping[st
             written.append(f"{path}/{target.metadata.encode_chunk_key((0,))}")
             continue
         known = stored_dates(latest, hot_dates, tile)[hot]
-        length = time_lengths(latest.tiles[tile])[hot]
+        length = latest.tiles[tile].length(hot)
         if target.shape[0] < length and any(p.chunk is None for p in found):  # made anew: as the bands are sized
             target.resize((length,))
         size = target.chunks[0]
@@ -217,11 +217,6 @@ def open_array(store: Store, spec: CubeSpec, tile: str, resolution: int, name: s
     return tile_arrays.open_array(store, spec.name, tile, resolution, name, hot=hot, mode=mode)
 
 
-def time_lengths(state: TileState) -> dict[bool, int]:
-    """Committed time length of the cold (False) and hot (True) arrays of a tile."""
-    return {False: len(state.cold), True: state.hot_slots_used}
-
-
 def array_names(spec: CubeSpec, resolution: int) -> Iterable[str]:
     yield from (b.name for b in spec.bands_at(resolution))
     yield "time"
@@ -232,7 +227,8 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
     """Persist each array's time length to match ``state`` (idempotent; only ever grows the time axis), and a band
     array's rows and columns the tile grid's where its ``zarr.json`` says other (``cardcube verify`` names it)."""
     grid = TileGrid.from_id(state.tile)
-    for hot, length in time_lengths(state).items():
+    for hot in (False, True):
+        length = state.length(hot)
         for resolution in spec.resolutions:
             rows_cols = tuple(grid.geobox(resolution).shape)
             for name in array_names(spec, resolution):
