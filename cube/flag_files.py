@@ -11,6 +11,7 @@ so a set of flags can be reproduced.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 import json
@@ -95,16 +96,37 @@ def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options:
             first = next(batches, None)
             parts = itertools.chain([] if first is None else [first], batches)
             frames = (batch.to_pandas() for batch in parts) if first is not None else iter([pd.read_parquet(source)])
-        else:  # "000042" stays an id, not the number 42
-            frames = pd.read_csv(source, dtype={"parcel_id": str}, chunksize=rows)
-            first = next(frames)
-            frames = itertools.chain([first], frames)
+        else:
+            names, frames = _csv_parts(source, rows)
     except READ_ERRORS as exc:
         raise _unreadable(path, exc) from None
     return (_statistics_columns(frame, path, names) for frame in _read_on(frames, path))
 
 
-READ_ERRORS = (OSError, ValueError, UnicodeDecodeError)  # pandas' EmptyDataError and ParserError are ValueErrors
+READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, csv.Error)  # pyarrow's ArrowInvalid is a ValueError
+CSV_BYTES_PER_ROW = 64  # a block of a timeseries CSV read at a time is ``rows`` of this (the statistics' rows: 60-90)
+
+
+def _csv_parts(source: Path, rows: int) -> tuple[list[str], Iterator[pd.DataFrame]]:
+    """The columns of the ``cardcube timeseries`` CSV ``source``, and its rows about ``rows`` at a time, by
+    pyarrow's reader, which refuses a line of more fields than the header wherever it lies: pandas before 3.1 cut
+    such a line at the start of a part (``chunksize``) to the header's width without a word
+    (pandas-dev/pandas#40587). The columns the markers read are typed as ``cardcube timeseries`` writes them
+    ("000042" stays an id, not the number 42); the others are not read, so a column empty in a first block and
+    filled later cannot fail a type inferred from the first."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    with source.open(encoding="utf-8-sig", newline="") as file:
+        header = next(csv.reader(file), None)
+    if not header:
+        raise ValueError("the file is empty: no header line")
+    text = {"parcel_id", "time", "band", "orbit_state"}
+    types = {c: pa.string() if c in text else pa.float64() if c == "mean" else pa.int64()
+             for c in ("parcel_id", "time", "band", *COLUMNS, *CLOUD_COLUMNS) if c in header}
+    reader = pcsv.open_csv(source, read_options=pcsv.ReadOptions(block_size=max(rows, 1) * CSV_BYTES_PER_ROW),
+                           convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)))
+    return header, (batch.to_pandas() for batch in reader)
 
 
 def _unreadable(path: str | Path, exc: Exception) -> InvalidRequestError:

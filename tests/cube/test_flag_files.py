@@ -94,7 +94,7 @@ def test_files_that_are_no_statistics_get_a_clear_error(s2_extracted, tmp_path):
     frame.drop(columns="time").to_csv(tmp_path / "no-time.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
-    for name, message in [("no-time.csv", "lacks the column.s. time"), ("empty.csv", "cannot read .* EmptyDataError"),
+    for name, message in [("no-time.csv", "lacks the column.s. time"), ("empty.csv", "cannot read .* file is empty"),
                           ("binary.csv", "cannot read")]:
         with pytest.raises(InvalidRequestError, match=message):
             read_statistics(tmp_path / name, ["B04"])
@@ -174,13 +174,15 @@ def test_statistics_given_in_the_other_collection_s_place_are_named_so(tiny_cube
 
 def test_a_timeseries_file_failing_to_read_past_its_first_part_gets_the_same_clear_error(tmp_path):
     """The statistics of a timeseries file are read a part at a time: a malformed line past the first part was
-    pandas' own ParserError (a traceback on the command line), where one in the first part is said clearly."""
-    lines = ["parcel_id,time,band,count,masked,mean", *[f"p{i},2024-06-01,B04,10,0,0.05" for i in range(4)],
-             "p9,2024-06-01,B04,10,0,0.05,1,2"]
-    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
-    parts = statistics_parts(tmp_path / "late.csv", ["B04"], rows=2)
-    with pytest.raises(InvalidRequestError, match=r"cannot read .*late.csv .* ParserError: .*line 6"):
-        list(parts)
+    pandas' own ParserError (a traceback on the command line), where one in the first part is said clearly. And
+    pandas before 3.1 read a line of too many fields at the start of a part as the header's width, its extra fields
+    dropped without a word (pandas-dev/pandas#40587): a line of too many fields is refused wherever it lies."""
+    good = [f"p{i},2024-06-01,B04,10,0,0.05" for i in range(60)]
+    for at in range(0, 60, 7):  # 28: the start of a part of 4 rows
+        lines = ["parcel_id,time,band,count,masked,mean", *good[:at], "p9,2024-06-01,B04,10,0,0.05,1,2", *good[at:]]
+        (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+        with pytest.raises(InvalidRequestError, match=r"cannot read .*late.csv .*Expected 6 columns, got 8: p9,"):
+            list(statistics_parts(tmp_path / "late.csv", ["B04"], rows=4))
 
 
 def test_statistics_recorded_without_the_cloud_mask_are_refused_before_their_rows_are_read(tmp_path):
@@ -342,7 +344,7 @@ def test_flags_in_batches_of_a_few_parcels_are_those_of_all_parcels_at_once(s2_e
     alone, _ = flagged(flag_parcels, frame=s2, declared=declared, grassland=[265, 266])
     pd.testing.assert_frame_equal(from_csv, alone, check_exact=True)
     parts = list(statistics_parts(tmp_path / "ts.csv", ["B04", "B08"], rows=1000))
-    assert len(parts) == -(-len(s2) // 1000)
+    assert len(parts) > 1 and max(map(len, parts)) < 2000
     pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), read_statistics(tmp_path / "ts.csv", ["B04"]))
     for wrong in (0, -3, 2.5, True):
         with pytest.raises(InvalidRequestError, match="batch_size must be a whole number of parcels >= 1"):
