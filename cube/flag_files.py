@@ -104,7 +104,7 @@ def statistics_parts(path: str | Path, bands: Iterable[str], *, storage_options:
 
 
 READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, csv.Error)  # pyarrow's ArrowInvalid is a ValueError
-CSV_BYTES_PER_ROW = 64  # a block of a timeseries CSV read at a time is ``rows`` of this (the statistics' rows: 60-90)
+CSV_BYTES_PER_ROW = 256  # a timeseries CSV is read ``rows`` times this many bytes at a time (its lines: ~250)
 
 
 def _csv_parts(source: Path, rows: int) -> tuple[list[str], Iterator[pd.DataFrame]]:
