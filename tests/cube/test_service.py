@@ -168,7 +168,7 @@ def test_parcel_timeseries_json_csv_parquet_are_the_python_api(http, tiny_cube, 
     name = f"{parcel_id}_s2_v{want.attrs['cube_version']}"  # saved by a browser under a name that says what it is
     assert csv.headers["content-disposition"] == f'attachment; filename="{name}.csv"'
     assert parquet.headers["content-disposition"] == f'attachment; filename="{name}.parquet"'
-    got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"])
+    got = pd.read_csv(io.StringIO(csv.text), parse_dates=["time"], float_precision="round_trip")
     np.testing.assert_allclose(got["mean"], want["mean"], rtol=1e-15)
     assert (got["time"].dt.tz_convert(None) == want["time"]).all()  # "...Z": UTC, said
     s1 = http.get(f"/collections/s1/parcels/{parcel_id}/timeseries", params={"bands": "VV"}).json()

@@ -431,7 +431,7 @@ def test_a_table_of_encoded_text_is_written_and_read_back_as_the_plain_one(sampl
     pandas categoricals), in pyarrow and pandas alike; text with a gap (None) stays plain."""
     values, labels, n = sample
     ids = np.array([f"NL-{i:03d}" for i in range(n)], dtype=object)[::-1]  # not in order: the table sorts them
-    times = pd.date_range("2024-04-01", periods=values.shape[0], freq="5D").to_numpy()
+    times = pd.date_range("2024-04-01", periods=values.shape[0], freq="5D", unit="us").to_numpy()
     results = [ParcelStats(band, ids, times, zonal_stats(values * k, labels, n))
                for band, k in (("B08", 2), ("B04", 1))]
     per_date = {"platform": np.array(["S2A", "S2B", "S2A", "S2A", "S2B", "S2B", "S2A"], dtype=object),
