@@ -148,9 +148,10 @@ def _read_on(frames: Iterator[pd.DataFrame], path: str | Path) -> Iterator[pd.Da
 
 
 def _statistics_columns(frame: pd.DataFrame, path: str | Path, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """The columns the markers read of a part of the ``cardcube timeseries`` file ``path``, its times naive UTC and
-    its ids text; a file without the key columns is refused, naming the columns it has (``names``, where the part
-    holds only those read: the status table of an extraction was said to have "parcel_id" alone)."""
+    """The columns the markers read of a part of the ``cardcube timeseries`` file ``path``, its times naive UTC in
+    microseconds (as an extraction's, whatever pandas makes of text) and its ids text; a file without the key
+    columns is refused, naming the columns it has (``names``, where the part holds only those read: the status
+    table of an extraction was said to have "parcel_id" alone)."""
     missing = [c for c in ("parcel_id", "time", "band") if c not in frame.columns]
     if missing:
         has = list(frame.columns if names is None else names)
@@ -159,7 +160,7 @@ def _statistics_columns(frame: pd.DataFrame, path: str | Path, names: Iterable[s
                                   f"{' ...' if len(has) > 12 else ''})")
     frame = frame[[c for c in ("parcel_id", "time", "band", *COLUMNS, *CLOUD_COLUMNS) if c in frame.columns]]
     try:
-        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None)
+        frame["time"] = pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None).dt.as_unit("us")
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the time column of {path} holds no dates: {exc}") from None
     return frame.astype({"parcel_id": str})
