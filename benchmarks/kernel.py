@@ -47,7 +47,7 @@ OLD_TIMESERIES_PARQUET: dict[str, Any] = {
 S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
 
-@numba.njit(cache=True, nogil=True)
+@kernels.compiled
 def _radix_sort_f32(vals, c, keys, tmp, counts):
     """Sort the float32 values ``vals[:c]`` (no NaN) by four 8-bit counting passes over their bits, mapped
     to unsigned keys that order as the floats do (negatives inverted, positives above them): about four
@@ -151,7 +151,7 @@ def unit_runs(cube: Path, parcels: Path, layers: Path, count: int) -> Iterator[U
 # ---- the code before this benchmark's changes (commit 798bebc), kept here only to be timed beside the package's
 
 
-@numba.njit(cache=True, nogil=True)
+@kernels.compiled
 def _old_segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
                    f32, power, count, mean, std, vmin, vmax, pct):
     """:func:`cube.kernels.segment_pass` as of commit 798bebc (signed positions in the gathering loop)."""

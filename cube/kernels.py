@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,8 +29,28 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
+_UNCACHED: list[str] = []  # set once numba has found no folder to cache the kernels in
 
-@numba.njit(cache=True, nogil=True)
+
+def compiled(func: Callable[..., Any]) -> Any:
+    """``numba.njit(cache=True, nogil=True)`` of ``func``; without the disk cache where numba finds no folder it
+    may write to (a read-only install, as a container image's, run with no writable home and no NUMBA_CACHE_DIR),
+    where its decorator raises a RuntimeError on import: then compiled in every process, said once."""
+    if not _UNCACHED:
+        try:
+            return numba.njit(cache=True, nogil=True)(func)
+        except RuntimeError as exc:
+            if "cannot cache" not in str(exc):
+                raise
+            _UNCACHED.append(str(exc))
+            warnings.warn(f"numba finds no folder it may write to for its cache of cardcube's compiled statistics "
+                          f"(beside {os.path.dirname(__file__)}, read-only, nor in the home folder): each process "
+                          f"compiles them again on its first statistics (about 10 s of CPU); set NUMBA_CACHE_DIR to "
+                          f"a writable folder to keep them", RuntimeWarning, stacklevel=2)
+    return numba.njit(nogil=True)(func)
+
+
+@compiled
 def _lerp(a: float, b: float, t: float) -> float:
     """Linear interpolation as numpy's percentile does it (stable near both ends), except that equal
     neighbours give their value (numpy gives NaN for two equal infinities)."""
@@ -39,7 +60,7 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _insertion_sort(a, lo, hi):
     """Sort ``a[lo:hi]`` in place: the fastest way for a few values (a short run of
     :func:`_select`, a bucket of :func:`_f32_order_stats`)."""
@@ -52,7 +73,7 @@ def _insertion_sort(a, lo, hi):
         a[j + 1] = x
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _select(a, lo, hi, k):
     """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value it would hold sorted, with no greater value before
     it and no smaller one after (quickselect: Hoare partition, median-of-three pivot; linear on average,
@@ -88,7 +109,7 @@ def _select(a, lo, hi, k):
             return
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _radix_pass(src, dst, c, shift, counts):
     """One stable counting pass of an LSD radix sort: ``src[:c]`` into ``dst`` by the 8 bits at ``shift``."""
     counts[:] = 0
@@ -105,7 +126,7 @@ def _radix_pass(src, dst, c, shift, counts):
         counts[d] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _radix_sort16(buf, tmp, c, counts):
     """Sort ``buf[:c]`` (unsigned values below 2**16) by two 8-bit counting passes, ``buf`` -> ``tmp`` ->
     ``buf``: no comparisons, so about twice as fast as quickselect for the few hundred pixels of a parcel."""
@@ -116,7 +137,7 @@ def _radix_sort16(buf, tmp, c, counts):
 BUCKETS = 4096  # most buckets of :func:`_f32_order_stats`: its count and prefix stay within a few kB
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _f32_order_stats(vals, c, qs, median, scale, offset, pct, t, j, keys, ktmp, bstart, bfill, needed, counts, bits1):
     """The percentiles ``qs`` of the float32 values ``vals[:c]`` (no NaN) into ``pct[:, t, j]``, exact, without
     sorting them all: their bits, mapped to unsigned keys that order as the floats do (negatives inverted,
@@ -180,7 +201,7 @@ def _f32_order_stats(vals, c, qs, median, scale, offset, pct, t, j, keys, ktmp, 
 COARSE = 4  # log2 of the fine bins per coarse bin of the percentile histogram
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _walk(hist, coarse, cb, below, rank):
     """The histogram bin holding order statistic ``rank``. ``coarse`` counts the values of each run of
     ``2**COARSE`` bins; ``cb`` is the coarse bin reached so far and ``below`` the count before it (kept
@@ -200,13 +221,13 @@ def _walk(hist, coarse, cb, below, rank):
     return cb, below, b
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _percentile(a, b, pos, lo, median):
     """The percentile at ``pos`` from the order statistics ``a`` (at ``floor(pos)``) and ``b`` (the next)."""
     return (a + b) / 2 if median else _lerp(a, b, pos - lo)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _ranks(c, q, median):
     """Position of percentile ``q`` among ``c`` sorted values, its order statistic and the next one needed
     (the median averages the middle pair, which is one value, ceil = floor, for odd counts)."""
@@ -216,7 +237,7 @@ def _ranks(c, q, median):
     return pos, lo, hi
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _expand(buf, wb, c, out):
     """``buf[:c]`` with each value repeated ``wb[i]`` times into ``out``; returns the count written."""
     n = 0
@@ -227,7 +248,7 @@ def _expand(buf, wb, c, out):
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _power_sum(vals, wb, c, weighted, scale, offset, power):
     """The sum of ``exp(x_phys * power)`` over ``vals[:c]`` (each counted ``wb[i]`` times if ``weighted``),
     ``x_phys = x * scale + offset``: linear power from dB with ``power = ln(10) / 10``."""
@@ -238,7 +259,7 @@ def _power_sum(vals, wb, c, weighted, scale, offset, power):
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _int_range(buf, wb, c, weighted):
     """Sum (each value counted ``wb[i]`` times if ``weighted``), min and max of the integers ``buf[:c]``, in
     exact int64. A loop of its own for each case: the unweighted one, most runs, is vectorised."""
@@ -258,7 +279,7 @@ def _int_range(buf, wb, c, weighted):
     return s, np.int64(lo), np.int64(hi)
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _int_deviations(buf, wb, c, weighted, lo):
     """Sums of ``d`` and ``d**2``, ``d = buf[i] - lo`` (``lo`` at most every value; each counted ``wb[i]`` times
     if ``weighted``), in exact int64."""
@@ -276,7 +297,7 @@ def _int_deviations(buf, wb, c, weighted, lo):
     return sd, sd2
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offset, clear, qs, median, small_uint,
                    f32, power, count, mean, std, vmin, vmax, pct):
     """Every statistic of every (date row, label run) in one pass. A run's valid values (``v[t, index[k]]``
@@ -436,7 +457,7 @@ def _segment_pass(v, index, starts, sizes, weight, at, full, nodata, scale, offs
                 pct[q, t, j] = _percentile(vals[lo] * scale + offset, nxt * scale + offset, pos, lo, median[q])
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_sizes):
     """:meth:`WeightedIndex.merge`: ``seen[col]`` is the entry of ``col`` if it is in the current run (an entry
     of an earlier run is below the run's first entry). -1 if two merged pixels differ in ``key``."""
@@ -462,7 +483,7 @@ def _merge_repeats(index, sizes, key, seen, out_index, out_weight, out_at, out_s
     return e
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _clear_pass(classes, class_index, masked, out):
     for t in range(classes.shape[0]):
         for k in range(class_index.size):
@@ -470,7 +491,7 @@ def _clear_pass(classes, class_index, masked, out):
             out[t, k] = not (0 <= code < masked.size and masked[code])
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _count_classes(classes, labels, lo, slot, out):
     """``out[label, t, slot[code - lo]] += 1`` for every labelled pixel and date with a counted code."""
     for t in range(classes.shape[0]):

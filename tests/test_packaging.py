@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import numpy as np
 
 
 def test_the_packages_are_found_from_a_folder_holding_a_cube(tmp_path):
@@ -20,3 +23,41 @@ def test_the_packages_are_found_from_a_folder_holding_a_cube(tmp_path):
     assert run.returncode == 0, run.stderr
     digest, files = run.stdout.splitlines()
     assert len(digest) >= 16 and all(f.endswith("__init__.py") and str(tmp_path) not in f for f in files.split())
+
+
+def test_the_statistics_run_where_numba_may_not_cache_them(tmp_path):
+    """Installed read-only (a container image) and run with no writable home or NUMBA_CACHE_DIR, numba found no
+    folder for the kernels' cache and its decorator raised on import: every command computing statistics ended in
+    "RuntimeError: cannot cache function '_lerp': no locator available". The kernels are compiled uncached then,
+    with a warning naming NUMBA_CACHE_DIR. Here the package's `__pycache__` is a file and the home is under one."""
+    import shutil
+
+    import cube
+
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(cube.__file__), site / "cube", ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "cube" / "__pycache__").write_text("not a folder")
+    (tmp_path / "file").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
+    env.update(HOME=str(tmp_path / "file" / "home"), PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1")
+    script = ("import numpy as np\n"
+              "from cube import kernels\n"
+              "classes = np.array([[3, 4, 9, 4], [8, 8, 3, 0]], dtype=np.uint8)\n"
+              "labels = np.array([0, 1, 1, -1], dtype=np.int32)\n"
+              "slot = np.array([0, 1, -1, -1, -1, -1, 2], dtype=np.int64)  # codes 3, 4 and 9 counted\n"
+              "out = np.zeros((2, 2, 3), dtype=np.int64)\n"
+              "kernels.count_classes(classes, labels, 3, slot, out)\n"
+              "print(kernels.__file__)\n"
+              "print(out.ravel().tolist())")
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    where, counts = run.stdout.splitlines()
+    assert where == str(site / "cube" / "kernels.py")
+    expected = np.zeros((2, 2, 3), dtype=np.int64)  # by hand: parcel 0 holds pixel 0, parcel 1 pixels 1 and 2
+    expected[0, 0, 0] = 1  # date 0: pixel 0 is code 3
+    expected[1, 0, 1] = expected[1, 0, 2] = 1  # pixels 1 (4) and 2 (9)
+    expected[1, 1, 0] = 1  # date 1: pixel 2 is code 3 (pixel 1's 8 not counted)
+    assert counts == str(expected.ravel().tolist())
+    assert "NUMBA_CACHE_DIR" in run.stderr and "RuntimeWarning" in run.stderr
+    assert "Traceback" not in run.stderr
