@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,3 +62,74 @@ def test_the_statistics_run_where_numba_may_not_cache_them(tmp_path):
     assert counts == str(expected.ravel().tolist())
     assert "NUMBA_CACHE_DIR" in run.stderr and "RuntimeWarning" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _declared(requirements: list[str], extras: set[str] = frozenset()) -> set[str]:
+    """The distributions ``requirements`` bring, theirs included (as installed here), each's extras' too where
+    asked for: what a user's install of them holds."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [(Requirement(r), extras) for r in requirements]
+    while todo:
+        req, asked = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (asked or {""})):
+            continue
+        name = canonicalize_name(req.name)
+        if name in found:
+            continue
+        found.add(name)
+        with contextlib.suppress(PackageNotFoundError):  # not installed here: nothing of its own to follow
+            todo.extend((Requirement(r), set(req.extras)) for r in requires(req.name) or ())
+    return found
+
+
+def _imported(files: list) -> dict[str, str]:
+    """The top-level modules ``files`` import, not the standard library's nor the project's: one file each."""
+    import ast
+
+    out: dict[str, str] = {}
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - set(PACKAGES):
+                out.setdefault(top, str(f))
+    return out
+
+
+PACKAGES = ("cardcube", "cube", "ingest", "catalog", "benchmarks")
+
+
+def test_every_module_imported_is_installed_by_the_dependencies_or_the_extra():
+    """`pip install 'cardcube[bench]'` left httpx out (the test extra's alone), which benchmarks.service and
+    service_load need to ask the REST service: both ended in "No module named 'httpx'" after generating and
+    ingesting their region. Every module the packages import comes with the base dependencies, and the benchmarks'
+    (and the S3 server, proxy and served command they run) with those and the bench extra."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    base = _declared(project["dependencies"])
+    bench = _declared(project["dependencies"] + project["optional-dependencies"]["bench"])
+    testing = [root / "cardcube" / "testing" / n for n in ("__init__.py", "s3server.py", "s3proxy.py", "served.py")]
+    product = [f for p in PACKAGES[:4] for f in (root / p).rglob("*.py") if "testing" not in f.parts]
+    providers = packages_distributions()
+    missing = []
+    for files, declared, install in ((product, base, "cardcube"), ([*(root / "benchmarks").rglob("*.py"), *testing],
+                                                                     bench, "cardcube[bench]")):
+        for module, where in sorted(_imported(files).items()):
+            if not {canonicalize_name(d) for d in providers.get(module, ())} & declared:
+                missing.append(f"{module} ({where}) with pip install '{install}'")
+    assert not missing, missing

@@ -198,7 +198,8 @@ def _read_port(proc: subprocess.Popen, timeout_s: float) -> int:
             return int(line.removeprefix(_PORT_PREFIX))
         if line.startswith(_MISSING_PREFIX):
             raise RuntimeError(f"moto's S3 server cannot start: {line.removeprefix(_MISSING_PREFIX).strip()}; install "
-                               f"moto[server] (cardcube's test and bench extras: pip install -e '.[test,bench]')")
+                               f"moto[server] (cardcube's test and bench extras: pip install 'cardcube[bench]', "
+                               f"from a checkout pip install -e '.[test,bench]')")
     raise TimeoutError(f"moto S3 server did not report its port within {timeout_s} s")
 
 
