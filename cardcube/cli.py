@@ -26,6 +26,7 @@ from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError
 
+from cardcube import __version__
 from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardcube",
         description="Sentinel-1/2 CARD scenes as time-first Zarr v3 cubes for CAP checks by monitoring.",
     )
+    parser.add_argument("--version", action="version", version=f"cardcube {__version__}",
+                        help="the version of cardcube installed (a bug report's first line)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log progress details, and show the traceback of an error (without it: one error line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -133,3 +133,25 @@ def test_every_module_imported_is_installed_by_the_dependencies_or_the_extra():
             if not {canonicalize_name(d) for d in providers.get(module, ())} & declared:
                 missing.append(f"{module} ({where}) with pip install '{install}'")
     assert not missing, missing
+
+
+def test_the_command_says_the_version_the_package_is_built_with(capsys):
+    """`cardcube --version` was refused ("the following arguments are required: COMMAND", exit 2), and the
+    version was written twice, in pyproject.toml and cardcube/__init__.py, free to drift apart: a user had no
+    way to say which cardcube an extraction's "software" field or a bug came from. pyproject.toml takes
+    cardcube.__version__, which the command prints."""
+    import tomllib
+    from pathlib import Path
+
+    import pytest
+
+    import cardcube
+    from cardcube.cli import main
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cardcube.__version__"}
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"cardcube {cardcube.__version__}\n"
