@@ -135,6 +135,26 @@ def test_every_module_imported_is_installed_by_the_dependencies_or_the_extra():
     assert not missing, missing
 
 
+def test_every_dependency_is_imported_by_the_packages():
+    """pyproject.toml's base dependencies held pydantic-settings, which nothing imports, and rio-cogeo, which only a
+    test does: every user's install (a JupyterHub's, a dask worker's image) carried them and theirs. Each base
+    dependency is a distribution some module of the packages imports."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    product = [f for p in PACKAGES[:4] for f in (root / p).rglob("*.py") if "testing" not in f.parts]
+    providers = packages_distributions()
+    imported = {canonicalize_name(d) for module in _imported(product) for d in providers.get(module, ())}
+    unused = [r for r in project["dependencies"] if canonicalize_name(Requirement(r).name) not in imported]
+    assert not unused, unused
+
+
 def test_the_command_says_the_version_the_package_is_built_with(capsys):
     """`cardcube --version` was refused ("the following arguments are required: COMMAND", exit 2), and the
     version was written twice, in pyproject.toml and cardcube/__init__.py, free to drift apart: a user had no
