@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks import harness, report
 from benchmarks.config import SIZES, BenchConfig, parse_size
-from benchmarks.options import check_out, own_s3_settings, read_json
+from benchmarks.options import S3_SERVER, check_extra, check_out, own_s3_settings, read_json
 from benchmarks.patterns import PATTERNS
 from benchmarks.storage import Tier
 from cardcube.spec import S2_L2A
@@ -56,6 +56,8 @@ def config(argv: list[str] | None = None) -> tuple[BenchConfig, argparse.Namespa
     p.add_argument("--from-json", type=Path, default=None, help="re-render the report of this results.json")
     args = p.parse_args(argv)
     args.results = None
+    if args.from_json is None:
+        check_extra(p, *S3_SERVER, "odc.stac")
     if args.from_json is not None:
         args.results = read_json(p, args.from_json)
         if not (isinstance(args.results, dict) and {"config", "cells"} <= args.results.keys()):

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchmarks.options import check_out, read_json, write_whole
+from benchmarks.options import check_extra, check_out, read_json, write_whole
 from cardcube.option_types import whole_number
 
 T = TypeVar("T")
@@ -659,6 +659,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         rerender(p, args.from_json, args.out, "extraction", report)
         return
+    check_extra(p, "exactextract")
     if args.out is not None:
         check_out(p, args.out, names=("extraction.md", "extraction.json"))
     results = []

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.options import own_s3_settings
+from benchmarks.options import S3_SERVER, check_extra, own_s3_settings
 from cardcube.grid import TILES_TABLE
 from cardcube.option_types import number, whole_number
 from cardcube.spec import cube_spec
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=whole_number(at_least=1), default=3,
                         help="opens of each, the median reported (default 3)")
     args = parser.parse_args(argv)
+    check_extra(parser, *S3_SERVER)
     with own_s3_settings():
         rows = measure(args.sizes, versions=args.versions, latency_ms=args.latency_ms, repeats=args.repeats)
     print(f"One run of `{command(args)}` on {dt.date.today().isoformat()}, {os.cpu_count()} CPUs; the median of "

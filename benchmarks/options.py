@@ -4,6 +4,7 @@ end, so a bad option is refused with one argparse error (exit 2) before any work
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,27 @@ from typing import Any
 
 from cardcube.option_types import number
 from cardcube.storage import replacing
+
+S3_SERVER = ("moto", "flask")  # moto[server]: the S3 tiers' server on loopback
+BENCH_EXTRA = {"moto": "moto[server]", "flask": "moto[server]", "odc.stac": "odc-stac", "exactextract": "exactextract",
+               "httpx": "httpx"}  # the modules of the bench extra a benchmark may need, and their distributions
+
+
+def check_extra(parser: argparse.ArgumentParser, *modules: str) -> None:
+    """Refuse the run if one of ``modules`` (of :data:`BENCH_EXTRA`) is not installed, naming the extra to install:
+    a base install (``pip install cardcube``) otherwise generated and ingested its region, minutes, before an
+    ImportError traceback."""
+    missing = dict.fromkeys(BENCH_EXTRA[m] for m in modules if not _installed(m))
+    if missing:
+        parser.error(f"needs {', '.join(missing)}, of cardcube's bench extra: pip install 'cardcube[bench]' (from a "
+                     f"checkout: pip install -e '.[bench]')")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # its parent package is missing (odc for odc.stac)
+        return False
 
 
 def check_out(parser: argparse.ArgumentParser, out: Path, *, names: Iterable[str] = (),

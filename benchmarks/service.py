@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import add_s3_options, check_out, own_s3_settings
+from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = p.parse_args(argv)
     if args.from_json is not None:
         return rerender(p, args.from_json, args.out, "service", report)
+    check_extra(p, *S3_SERVER, "httpx")
     if not 0.4 <= args.size_km <= 10:
         p.error(f"--size-km {args.size_km:g}: give a side from 0.4 to 10 km (a tiny cube is what this measures)")
     if args.out is not None:

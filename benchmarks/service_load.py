@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import add_s3_options, check_out, own_s3_settings
+from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = p.parse_args(argv)
     if args.from_json is not None:
         return rerender(p, args.from_json, args.out, "service-load", report)
+    check_extra(p, *S3_SERVER, "httpx")
     if args.out is not None:
         check_out(p, args.out, names=("service-load.md", "service-load.json"))
     with tempfile.TemporaryDirectory(prefix="cardcube-service-load-") as tmp, own_s3_settings():

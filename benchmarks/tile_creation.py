@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import save_report
-from benchmarks.options import check_out, milliseconds, own_s3_settings
+from benchmarks.options import S3_SERVER, check_extra, check_out, milliseconds, own_s3_settings
 from cardcube.grid import TileGrid
 from cardcube.option_types import whole_number
 from cardcube.spec import cube_spec
@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help=f"creations per latency, the best reported (default {DEFAULTS['repeats']})")
     parser.add_argument("--out", type=Path, default=None, help="folder for tile-creation.md and .json")
     args = parser.parse_args(argv)
+    check_extra(parser, *S3_SERVER)
     if args.out is not None:
         check_out(parser, args.out, names=("tile-creation.md", "tile-creation.json"))
     from benchmarks.harness import environment

@@ -150,3 +150,29 @@ def test_a_stopped_run_says_so_and_leaves_no_scratch(signum: int, code: int, sai
     assert stop.value.code == code and f"stopped ({said})" in err and "no report written" in err
     assert not scratch[0].exists() and not (tmp_path / "out").exists()
     assert signal.getsignal(signal.SIGTERM) is former
+
+
+@pytest.mark.parametrize(("module", "argv", "missing", "named"), [
+    ("benchmarks", ["--size", "small"], "odc.stac", "odc-stac"),
+    ("benchmarks.service", [], "httpx", "httpx"),
+    ("benchmarks.extraction", ["--sizes", "2"], "exactextract", "exactextract"),
+    ("benchmarks.tile_creation", [], "moto", "moto[server]"),
+])
+def test_a_module_of_the_bench_extra_missing_is_named_before_any_work(module, argv, missing, named, tmp_path):
+    """Installed without the bench extra (`pip install cardcube`), each benchmark generated and ingested its region,
+    minutes at the default size, then ended in an ImportError traceback (`python -m benchmarks`: moto's server;
+    benchmarks.service: httpx). It is refused at once (exit 2), naming what is missing and the extra. The module is
+    made missing as Python's import system takes it (a None in sys.modules)."""
+    import subprocess
+    import sys
+
+    work = tmp_path / "work"
+    extra = ["--work", str(work)] if module == "benchmarks" else []
+    script = (f"import runpy, sys\nsys.modules[{missing!r}] = None\n"
+              f"sys.argv = [{module!r}, *{[*argv, *extra, '--out', str(tmp_path / 'out')]!r}]\n"
+              f"runpy.run_module({module!r}, run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert f"needs {named}, of cardcube's bench extra: pip install 'cardcube[bench]'" in run.stderr
+    assert "Traceback" not in run.stderr and not work.exists() and not (tmp_path / "out").exists()
