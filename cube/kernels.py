@@ -43,8 +43,9 @@ def compiled(func: Callable[..., Any]) -> Any:
             if "cannot cache" not in str(exc):
                 raise
             _UNCACHED.append(str(exc))
+            given = f"in NUMBA_CACHE_DIR {numba.config.CACHE_DIR}, " if numba.config.CACHE_DIR else ""
             warnings.warn(f"numba finds no folder it may write to for its cache of cardcube's compiled statistics "
-                          f"(beside {os.path.dirname(__file__)}, read-only, nor in the home folder): each process "
+                          f"(not {given}beside {os.path.dirname(__file__)} nor in the home folder): each process "
                           f"compiles them again on its first statistics (about 10 s of CPU); set NUMBA_CACHE_DIR to "
                           f"a writable folder to keep them", RuntimeWarning, stacklevel=2)
     return numba.njit(nogil=True)(func)

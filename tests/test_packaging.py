@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
 def test_the_packages_are_found_from_a_folder_holding_a_cube(tmp_path):
@@ -26,7 +27,8 @@ def test_the_packages_are_found_from_a_folder_holding_a_cube(tmp_path):
     assert len(digest) >= 16 and all(f.endswith("__init__.py") and str(tmp_path) not in f for f in files.split())
 
 
-def test_the_statistics_run_where_numba_may_not_cache_them(tmp_path):
+@pytest.mark.parametrize("cache_dir", [None, "file/numba"])
+def test_the_statistics_run_where_numba_may_not_cache_them(cache_dir, tmp_path):
     """Installed read-only (a container image) and run with no writable home or NUMBA_CACHE_DIR, numba found no
     folder for the kernels' cache and its decorator raised on import: every command computing statistics ended in
     "RuntimeError: cannot cache function '_lerp': no locator available". The kernels are compiled uncached then,
@@ -41,6 +43,8 @@ def test_the_statistics_run_where_numba_may_not_cache_them(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
     env.update(HOME=str(tmp_path / "file" / "home"), PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1")
+    if cache_dir:  # given, but a folder that cannot be made: the warning says so rather than to set it
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / cache_dir)
     script = ("import numpy as np\n"
               "from cube import kernels\n"
               "classes = np.array([[3, 4, 9, 4], [8, 8, 3, 0]], dtype=np.uint8)\n"
@@ -60,7 +64,8 @@ def test_the_statistics_run_where_numba_may_not_cache_them(tmp_path):
     expected[1, 0, 1] = expected[1, 0, 2] = 1  # pixels 1 (4) and 2 (9)
     expected[1, 1, 0] = 1  # date 1: pixel 2 is code 3 (pixel 1's 8 not counted)
     assert counts == str(expected.ravel().tolist())
-    assert "NUMBA_CACHE_DIR" in run.stderr and "RuntimeWarning" in run.stderr
+    assert "set NUMBA_CACHE_DIR to a writable folder" in run.stderr and "RuntimeWarning" in run.stderr
+    assert (f"not in NUMBA_CACHE_DIR {tmp_path / (cache_dir or '')}, beside" in run.stderr) == bool(cache_dir)
     assert "Traceback" not in run.stderr
 
 
@@ -162,8 +167,6 @@ def test_the_command_says_the_version_the_package_is_built_with(capsys):
     cardcube.__version__, which the command prints."""
     import tomllib
     from pathlib import Path
-
-    import pytest
 
     import cardcube
     from cardcube.cli import main
