@@ -214,7 +214,7 @@ def test_a_lost_scheduler_is_one_clear_error_and_a_writer_keeps_its_lock(grace, 
         expected = (ClusterError, lost) if grace is None else \
             (TasksStillRunningError, rf"the run stopped \({lost}.*; whether its tasks still run could not be asked: "
                                      rf".*\); its tasks on the dask workers may still run$")
-        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+        with dask.config.set({"distributed.comm.timeouts.connect": "10s"}), \
                 pytest.raises(expected[0], match=expected[1]):
             run_tasks(partial(_held_task, tmp_path), [(1,)], scheduler=address, progress=False, stop_grace=grace,
                       desc="writing shards")
