@@ -264,6 +264,13 @@ class _Window:
         self.ndim = 3
         self.indexes = {} if indexes is None else indexes
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (a dask worker's: a cluster of processes sends the window from worker to worker) starts without
+        the shard indexes: a read waiting on S3 keeps the index it fetches among them as an asyncio future, which
+        cannot be pickled ("Could not serialize object of type _Window", and the computation hung), and another
+        thread's read may add to them while they are pickled. The copy reads the indexes it needs again."""
+        return {**vars(self), "indexes": {}}
+
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         return self.read(*key)
 

@@ -98,6 +98,31 @@ def test_a_scheduler_the_user_configured_is_used_as_it_is(tiny_cube, bucket, par
     stats = s3_proxy.snapshot()
     assert stats.get > 10 and stats.peak_in_flight <= 2, stats
 
+def test_a_dataset_read_waiting_on_s3_still_pickles_for_a_dask_worker(tiny_cube, bucket, s3_proxy):
+    """A cluster of worker processes sends a Dataset's window from worker to worker, while a read of it may be
+    waiting on S3: the shard index it fetched sat among the window's indexes as an asyncio future, which cannot
+    be pickled ("Could not serialize object of type _Window"; the LocalCluster's compute then hung). A copy
+    starts without them and reads the same pixels."""
+    import pickle
+
+    ds = open_cube(bucket, bands=["B04"], time="2024-06", decode=False, storage_options=s3_proxy.storage_options())
+    s3_proxy.hold(["GET"], path_contains="/B04/c/")  # the shards' indexes and chunks wait
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(lambda: ds.B04.compute(scheduler="threads"))
+        try:
+            deadline = time.monotonic() + 30
+            while not s3_proxy.held and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert s3_proxy.held, "no read reached the store"
+            copy = pickle.loads(pickle.dumps(ds))  # as a worker sends it, mid-read
+        finally:
+            s3_proxy.release()  # before the pool waits for the read
+        first = reading.result(timeout=60)
+    expected = open_cube(tiny_cube, bands=["B04"], time="2024-06", decode=False).B04.values
+    np.testing.assert_array_equal(first.values, expected)
+    np.testing.assert_array_equal(copy.B04.compute(scheduler="threads").values, expected)
+
+
 def test_a_chip_of_a_cold_date_never_opens_the_hot_buffer(tiny_cube, bucket, parcel, s3_proxy):
     folder = CountingStore(open_store(tiny_cube, read_only=True))
     version = read_version(folder, "s2")
