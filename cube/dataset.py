@@ -30,6 +30,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
 import zarr
+from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from shapely.geometry import box
@@ -734,7 +735,7 @@ def read_cube(
         raise AreaOutsideCubeError(f"the area holds no data of the {collection} cube: it lies within tile(s) "
                                    f"{', '.join(footprints)}, beside the scenes ingested ({held or 'none'}); a "
                                    f"Dataset of it would be nodata only")
-    token = f"{abs(hash(store_url(store))):x}-v{version.version}"
+    token = _dask_token(store, version)
     selection = pass_selection(version, [w.tile for w in windows], parse_time_selection(time))
     parts = [_tile_dataset(store, version, w, band_specs, res, selection, decode=decode, token=token,
                            whole=chunks == "window", cache=cache)
@@ -747,6 +748,19 @@ def read_cube(
                      "cardcube:cube": store_url(store), "cardcube:tiles": ",".join(w.tile for w in windows),
                      "title": spec.title})
     return ds
+
+
+def _dask_token(store: Store, version: CubeVersion) -> str:
+    """What names a Dataset's dask arrays: the same for the same data alone, as dask computes a key once and takes
+    two graphs' arrays of one name for one array. The cube's location and version number named alike one bucket's
+    path on two S3 endpoints (production and staging) and a cube made anew at the same place: the arrays of one
+    Dataset were read for the other's (a persisted Dataset's pixels for a new one's, in a graph of both). The
+    endpoint and the commit time of the version's data (:attr:`CubeVersion.data_tag`) tell them apart."""
+    inner = getattr(store, "_store", None)
+    fs = getattr(store, "fs", None) or getattr(inner, "fs", None)
+    options = getattr(fs, "storage_options", None) or {}
+    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+    return tokenize(store_url(store), endpoint, version.data_tag)[:16]
 
 
 def _no_dates(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -> str:
