@@ -117,6 +117,12 @@ def cube_dataset(ds: Any) -> xr.Dataset:
                                       f"{abs(steps).min():g} to {abs(steps).max():g}): they are no grid of pixels "
                                       f"for the parcels; give it a contiguous area (ds.sel({dim}=slice(...)), not "
                                       f"{dim} values picked, nor areas merged with a gap between them)")
+    held = {str(v) for v in ds.data_vars}
+    if len(of := [spec.name for spec in CUBE_SPECS.values() if held & set(spec.band_names)]) > 1:
+        # xr.merge([s2, s1]): each one's bands nodata on the other's dates, and S2's cloud mask masked every S1 pixel
+        raise InvalidRequestError(f"the Dataset holds bands of the {' and '.join(of)} cubes (an xr.merge of their "
+                                  f"Datasets?): their dates are no one cube's, and Sentinel-2's cloud mask would "
+                                  f"leave out every pixel of the others; give each collection's Dataset on its own")
     _check_packing(ds)
     if "SCL" in ds.data_vars and np.issubdtype(ds["SCL"].dtype, np.floating):  # ds.where(...), a reindex, a merge
         ds = ds.assign(SCL=xr.apply_ufunc(scl_classes, ds["SCL"], dask="parallelized", output_dtypes=[np.uint8],

@@ -294,6 +294,23 @@ def test_a_dataset_without_scl_is_not_read_unmasked_by_default(tiny_cube, sample
     assert not parcel_timeseries(s1, sample, bands=["VH"]).empty
 
 
+def test_a_dataset_of_both_collections_merged_is_refused_not_read_all_masked(tiny_cube, sample):
+    """``xr.merge([s2, s1])``, a scientist's one Dataset of both: its attrs are the first's (s2), so VV was read
+    under Sentinel-2's cloud mask, whose SCL is nodata on every S1 date: a row per date, each of count 0, and no
+    word of why. Refused, as it is no cube's Dataset; each collection's alone reads as ever."""
+    area = tuple(sample.total_bounds)
+    s2 = open_cube(tiny_cube, bbox=area, bands=["B04", "SCL"])
+    s1 = open_cube(tiny_cube, "s1", bbox=area, bands=["VV"])
+    merged = xr.merge([s2, s1], join="outer", compat="no_conflicts")
+    for bands in (["VV"], ["B04"]):
+        with pytest.raises(InvalidRequestError, match=r"the Dataset holds bands of the s2 and s1 cubes \(an xr.merge"):
+            parcel_timeseries(merged, sample, bands=bands)
+    alone = parcel_timeseries(s1, sample, bands=["VV"])
+    assert (alone["count"] > 0).any()
+    pd.testing.assert_frame_equal(alone, parcel_timeseries(tiny_cube, sample, collection="s1", bands=["VV"],
+                                                           histogram=False), check_exact=True)
+
+
 def test_a_dataset_whose_bands_lost_their_attributes_is_refused_not_read_in_other_units(tiny_cube, sample):
     """Under ``keep_attrs=False`` ``VV * 1`` has no ``units: dB`` (it was averaged in dB, 0.6 dB below the mean of
     linear power) and stored B04 no ``scale_factor`` (measured as reflectance: a mean of 1425), without a word."""
