@@ -209,10 +209,11 @@ def parse_time_selection(time: TimeSelection) -> tuple[np.datetime64 | None, np.
 
 
 def _exact(value: TimeBound) -> np.datetime64:
-    """One exact time of a frozenset: the instant it writes, in UTC (a day: its midnight)."""
+    """One exact time of a frozenset: the instant it writes, in UTC (a day: its midnight), to the second, as ingest
+    keeps a scene's time (a STAC item's datetime of 10:50:31.024Z is the cube's 10:50:31)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         raise InvalidRequestError(f"time {value!r} in a set of exact times is no time")
-    return _bound(value, end=False)
+    return _bound(value, end=False).astype("datetime64[s]").astype("datetime64[ns]")
 
 
 def in_time_selection(times: np.ndarray, selection: tuple | frozenset) -> np.ndarray:
