@@ -16,6 +16,12 @@ decompression either way) — and on the way:
 * refuses chosen keys of multi-object deletes as S3 does, with an error per key in an HTTP 200 answer
   (:meth:`S3Proxy.refuse_deletes`): a bucket policy or Object Lock, or a transient fault of some keys;
 * holds back matching requests until told to let them go (:meth:`S3Proxy.hold`): a write that is slow to land;
+* cuts answers short (:meth:`S3Proxy.cut_next`): the status and headers forwarded, ``Content-Length`` the whole
+  body's, then part of the body and the connection closed (a gateway reset mid-answer, a body truncated);
+* answers 404 ``NoSuchKey`` for objects that exist (:meth:`S3Proxy.hide_next`): read-after-write lag;
+* treats conditional writes (``If-None-Match``, ``If-Match``) as a store without them does
+  (:meth:`S3Proxy.conditional_writes`): ignored (the header stripped) or refused (501 ``NotImplemented``);
+* lists at most ``max_keys`` keys a page (:class:`ProxyConfig`), so that a listing takes several pages;
 * counts requests by kind (GET, HEAD, PUT, POST, DELETE, LIST = GET on a bucket), body bytes each
   way and the most requests waiting for their answer at once, as seen on the wire (server side), in :class:`ProxyStats`.
 
@@ -62,7 +68,10 @@ _MESSAGES = {
     "SlowDown": "Please reduce your request rate.",
     "InternalError": "We encountered an internal error. Please try again.",
     "ServiceUnavailable": "Service is unable to handle request.",
+    "NoSuchKey": "The specified key does not exist.",
+    "NotImplemented": "A header you provided implies functionality that is not implemented.",
 }
+_CONDITIONS = ("if-none-match", "if-match")
 _CHUNK = 64 * 1024
 _SHUTDOWN_S = 1.0  # stop() cuts requests still in flight after this long
 
@@ -74,6 +83,7 @@ class ProxyConfig:
     latency_s: float = 0.0
     bandwidth_bps: float | None = None
     upload_bps: float | None = None
+    max_keys: int | None = None  # a LIST's most keys a page (S3's is 1,000), whatever the client asks
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,7 @@ class Fault:
     code: str = "SlowDown"
     requests: Requests = Requests()
     answer_lost: bool = False
+    cut: float | None = None  # forwarded, and its body cut after this share of its bytes (no error status)
 
     def body(self, request_id: str) -> bytes:
         message = _MESSAGES.get(self.code, "Injected by cardcube.testing.s3proxy.")
@@ -183,6 +194,7 @@ class S3Proxy:
         self._seq = 0
         self._hold: tuple[Requests, asyncio.Event] | None = None
         self._refusal: tuple[str, str, int | None] | None = None  # refuse_deletes: key part, code, times left
+        self._conditions = "honoured"  # conditional_writes
         self.refused: list[str] = []  # the keys of deletes refused so far
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -321,11 +333,35 @@ class S3Proxy:
         with self._lock:
             self._refusal = (key_contains, code, times)
 
+    def cut_next(self, n: int = 1, *, keep: float = 0.5, methods: Iterable[str] | None = ("GET",),
+                 path_contains: str = "") -> None:
+        """Forward the next ``n`` matching requests, then send their answer's status and headers (its whole
+        ``Content-Length``) and only the first ``keep`` share of its body, and close the connection."""
+        fault = Fault(200, "", Requests(_kinds(methods), path_contains), cut=keep)
+        with self._lock:
+            self._pending.extend([fault] * n)
+
+    def hide_next(self, n: int = 1, *, methods: Iterable[str] | None = ("GET", "HEAD"), path_contains: str = ""
+                  ) -> None:
+        """Answer the next ``n`` matching requests 404 ``NoSuchKey``, whether their object exists or not (a store
+        whose reads lag behind its writes)."""
+        self.fail_next(n, status=404, code="NoSuchKey", methods=methods, path_contains=path_contains)
+
+    def conditional_writes(self, mode: str) -> None:
+        """How conditional requests (``If-None-Match``, ``If-Match``) are treated: ``"honoured"`` (forwarded),
+        ``"ignored"`` (forwarded without the header: an older Ceph RGW, many S3 look-alikes) or ``"refused"``
+        (501 ``NotImplemented``)."""
+        if mode not in ("honoured", "ignored", "refused"):
+            raise ValueError(f"conditional writes are honoured, ignored or refused, not {mode!r}")
+        with self._lock:
+            self._conditions = mode
+
     def clear_faults(self) -> None:
         with self._lock:
             self._pending.clear()
             self._random = None
             self._refusal = None
+            self._conditions = "honoured"
 
     def _refused(self, keys: list[str]) -> tuple[list[str], str]:
         """Which of a delete's ``keys`` :meth:`refuse_deletes` refuses, and with what code."""
@@ -442,6 +478,9 @@ class S3Proxy:
             self._seq += 1
             seq = self._seq
             fault = self._take_fault(kind, request.path)
+            conditional = any(h in request.headers for h in _CONDITIONS) and self._conditions != "honoured"
+            if conditional and self._conditions == "refused" and fault is None:
+                fault = Fault(501, "NotImplemented")
             if fault is not None:
                 self._faults += 1
         await _throttle(len(body), config.upload_bps, started)
@@ -449,14 +488,15 @@ class S3Proxy:
             await asyncio.sleep(config.latency_s)
         if (gate := self._gate(kind, request.path)) is not None:
             await gate.wait()
-        if fault is not None:
+        if fault is not None and fault.cut is None:
             if fault.answer_lost:
                 await self._forward(request, body, config, lambda: None, lost=True)
             answer()
             return await self._reply_fault(request, fault, f"cardcube-proxy-{seq}")
         if kind == "POST" and "delete" in request.query and self._refusal is not None:
             return await self._delete_refusing(request, body, answer)
-        return await self._forward(request, body, config, answer)
+        return await self._forward(request, body, config, answer, cut=None if fault is None else fault.cut,
+                                   unconditional=conditional)
 
     async def _delete_refusing(self, request: web.Request, body: bytes, answer: Callable[[], None]
                                ) -> web.StreamResponse:
@@ -486,9 +526,11 @@ class S3Proxy:
         return web.Response(status=fault.status, body=payload, headers=headers)
 
     async def _forward(self, request: web.Request, body: bytes, config: ProxyConfig,
-                       answer: Callable[[], None], *, lost: bool = False) -> web.StreamResponse:
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
-        url = URL(self.upstream_url + request.raw_path, encoded=True)
+                       answer: Callable[[], None], *, lost: bool = False, cut: float | None = None,
+                       unconditional: bool = False) -> web.StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+                              and not (unconditional and k.lower() in _CONDITIONS))
+        url = URL(self.upstream_url + _paged(request, config.max_keys), encoded=True)
         async with self._session.request(
             request.method,
             url,
@@ -514,6 +556,12 @@ class S3Proxy:
             await response.prepare(request)
             sent = 0
             started = time.monotonic()
+            if cut is not None:  # part of the body, then the connection closed: the client sees it cut short
+                data = await upstream.read()
+                await response.write(data[:int(len(data) * cut)])
+                self._count_response(None, int(len(data) * cut))
+                request.transport.close()
+                return response
             if request.method != "HEAD":
                 async for chunk in upstream.content.iter_chunked(_chunk_size(config.bandwidth_bps)):
                     sent += len(chunk)
@@ -530,6 +578,14 @@ async def _throttle(nbytes: int, bps: float | None, started: float) -> None:
         delay = started + nbytes / bps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def _paged(request: web.Request, max_keys: int | None) -> str:
+    """The raw path and query to forward: a listing's ``max-keys`` at most ``max_keys``."""
+    if max_keys is None or classify(request.method, request.path, request.query.keys()) != "LIST":
+        return request.raw_path
+    asked = int(request.query.get("max-keys", 1000))
+    return str(request.rel_url.update_query({"max-keys": str(min(asked, max_keys))}))
 
 
 def _chunk_size(bps: float | None) -> int:

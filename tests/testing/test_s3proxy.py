@@ -10,7 +10,7 @@ import pytest
 import s3fs
 import zarr
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
 
 from cardcube.errors import CommitConflictError
 from cardcube.storage import create_bytes, open_store, read_bytes, write_bytes
@@ -291,3 +291,31 @@ def test_stop_is_bounded_with_a_request_in_flight(s3_bucket: S3Bucket, s3_server
     assert time.monotonic() - started < 5
     reader.join(10)
     assert not reader.is_alive() and errors  # the client saw the cut, it did not hang
+
+
+def test_answers_cut_off_hidden_objects_conditions_and_pages(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
+    client = _client(s3_proxy.endpoint_url)
+    for i in range(5):
+        client.put_object(Bucket=s3_bucket.name, Key=f"k{i}", Body=b"x" * 1000)
+    s3_proxy.cut_next(1, keep=0.25)  # the headers say 1000 bytes, 250 come, the connection closes
+    with pytest.raises(HTTPClientError, match=r"IncompleteRead\(250 bytes read, 750 more expected\)"):
+        client.get_object(Bucket=s3_bucket.name, Key="k0")["Body"].read()
+    assert client.get_object(Bucket=s3_bucket.name, Key="k0")["Body"].read() == b"x" * 1000
+    s3_proxy.hide_next(1, path_contains="/k1")
+    with pytest.raises(ClientError, match=r"\(404\) when calling the HeadObject"):  # a HEAD has no body
+        client.head_object(Bucket=s3_bucket.name, Key="k1")
+    client.head_object(Bucket=s3_bucket.name, Key="k1")
+    s3_proxy.conditional_writes("refused")
+    with pytest.raises(ClientError, match="NotImplemented"):
+        client.put_object(Bucket=s3_bucket.name, Key="k2", Body=b"y", IfNoneMatch="*")
+    s3_proxy.conditional_writes("ignored")
+    client.put_object(Bucket=s3_bucket.name, Key="k2", Body=b"y", IfNoneMatch="*")  # replaced: no 412
+    assert client.get_object(Bucket=s3_bucket.name, Key="k2")["Body"].read() == b"y"
+    s3_proxy.clear_faults()
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        client.put_object(Bucket=s3_bucket.name, Key="k2", Body=b"z", IfNoneMatch="*")
+    s3_proxy.configure(max_keys=2)
+    first = client.list_objects_v2(Bucket=s3_bucket.name)
+    assert first["KeyCount"] == 2 and first["IsTruncated"]
+    pages = list(client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket.name))
+    assert [k["Key"] for p in pages for k in p["Contents"]] == [f"k{i}" for i in range(5)] and len(pages) == 3
