@@ -18,6 +18,7 @@ import posixpath
 import re
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -382,8 +383,17 @@ _UNAVAILABLE = (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutEr
 
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the store cannot be reached or answer now."""
-    return any(isinstance(e, _UNAVAILABLE) or (isinstance(e, OSError) and e.errno == errno.EBUSY)
+    return any(isinstance(e, _UNAVAILABLE) or (isinstance(e, OSError) and e.errno == errno.EBUSY) or _cut_off(e)
                for e in exception_chain(exc))
+
+
+def _cut_off(exc: BaseException) -> bool:
+    """Whether ``exc`` is aiohttp's error for an answer cut off midway (a body shorter than its Content-Length, the
+    connection reset or closed while it came: ``ClientPayloadError``, ``ServerDisconnectedError``), which s3fs raises
+    as it is once its tries are spent: no OSError, and it escaped every command as a traceback. aiohttp is loaded
+    by then (by s3fs, fsspec's HTTP): not imported for this."""
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError)
 
 
 @contextmanager
@@ -401,7 +411,9 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
         raise StoreError(f"cannot {doing} {store_url(store)}: {missing}") from exc
     except _FAILURES as exc:
         raise _failure(exc, doing, store_url(store)) from exc
-    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError): no OSError
+    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError), an answer cut off: no OSError
+        if unavailable(exc):
+            raise _failure(exc, doing, store_url(store)) from exc
         if (answered := _http_answer(exc, doing, store_url(store))) is None:
             raise
         raise answered from exc
@@ -419,7 +431,9 @@ def reading(what: str, store: Store) -> Iterator[None]:
         raise
     except (OSError, BotoCoreError) as exc:
         raise _failure(exc, f"read {what} from", store_url(store)) from exc
-    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError): no OSError
+    except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError), an answer cut off: no OSError
+        if unavailable(exc):
+            raise _failure(exc, f"read {what} from", store_url(store)) from exc
         if (answered := _http_answer(exc, f"read {what} from", store_url(store))) is None:
             raise
         raise answered from exc

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from cardcube.errors import InvalidRequestError
+from cardcube.errors import InvalidRequestError, StoreUnavailableError
 from cardcube.spec import ChunkLayout
 from cardcube.storage import CountingStore, open_store
 from cube import layout
@@ -177,6 +177,35 @@ def test_an_array_cache_leaves_the_next_queries_only_chunks_to_fetch(tiny_cube, 
                                                 size=32).data)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_an_answer_cut_off_midway_is_a_store_error_never_values(tiny_cube, tiny_region, bucket, parcel, s3_server,
+                                                                s3_proxy, tmp_path, keep):
+    """A gateway that cuts a shard's answer off midway (a body shorter than its Content-Length; ``keep`` 0: the
+    connection closed right after the headers): after s3fs's tries, aiohttp's ClientPayloadError escaped every read
+    as it was, a traceback from the command line (no OSError). It is a StoreUnavailableError naming the array now,
+    the command's one error line (exit 2); and a cut that a try gets past reads what a sound store gives."""
+    from tests.in_process import run_here
+
+    expected = parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None, histogram=False)
+    s3_proxy.cut_next(2, keep=keep, path_contains="/c/")
+    got = parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
+                            storage_options=s3_proxy.storage_options())
+    assert s3_proxy.snapshot().faults == 2
+    pd.testing.assert_frame_equal(got, expected)
+    s3_proxy.cut_next(10**6, keep=keep, path_contains="/c/")  # every shard's answer, every try
+    with pytest.raises(StoreUnavailableError, match=r"^cannot read shards of s2/31UFU/cube.zarr/\S+/B04 from "
+                                                    r"s3://\S+/cube: the store cannot be reached or does not answer "
+                                                    r"\(ClientPayloadError: "):
+        parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
+                          storage_options=s3_proxy.storage_options())
+    done = run_here(["timeseries", "--cube", bucket, "--parcels", str(tiny_region.parcels), parcel.parcel_id.iloc[0],
+                     "--bands", "B04", "--out", str(tmp_path / "ts.csv")],
+                    env=s3_server.environment(s3_proxy.endpoint_url))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("cardcube timeseries: error: cannot read shards of s2/") and \
+        "ClientPayloadError" in done.stderr and not (tmp_path / "ts.csv").exists()
+
+
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
     """``cardcube serve --cube s3://... --parcels s3://...`` (endpoint and keys from the environment, as for Ceph or
     MinIO) answers with the numbers and chips of the same cube and parcels in a folder."""
@@ -245,6 +274,10 @@ def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recove
         assert r.status_code == 502 and r.json()["error"] == "Store" and "Retry-After" not in r.headers, r.text
         s3_proxy.clear_faults()
         assert get("B02").status_code == 200
+        s3_proxy.cut_next(10**6, path_contains="/c/")  # every shard's answer cut off midway: a 500 with its traceback
+        out_of_reach(get("B05"))
+        s3_proxy.clear_faults()
+        assert get("B05").status_code == 200
     finally:
         server.close()
 
