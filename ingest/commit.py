@@ -355,7 +355,7 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                         else f": in this pid namespace of this host once this process has ended and {SETTLE:.0f} s "
                              f"have passed, elsewhere {stale_after:.0f} s after its last heartbeat")
         else:
-            _delete_if_owner(store, key, me.owner)
+            _let_go(store, key, me, stale_after)
 
 
 def _taken_for_dead(info: LockInfo, stale_after: float, *, in_flight: bool) -> str:
@@ -421,6 +421,19 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
             continue  # changed since read (taken over, or this refresh's own PUT retried): the next beat tells whose
         except StoreError as exc:
             log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", fence.key, every, exc)
+
+
+def _let_go(store: Store, key: str, me: LockInfo, stale_after: float) -> None:
+    """Delete this writer's lock at the block's end; a store failing that (after its retries) is a warning, not the
+    run's error: the run's outcome stands (a version it committed, or the error it stops with, which a failure here
+    replaced: "cannot delete s2/_lock.json", exit 2, after a commit), and the lock left is taken for dead as a
+    killed writer's is."""
+    try:
+        _delete_if_owner(store, key, me.owner)
+    except StoreError as exc:
+        log.warning("the writer lock %s at %s could not be let go of (%s): it stays until taken for dead (on this "
+                    "host within minutes of this process's end, elsewhere %.0f s after its last heartbeat), or delete "
+                    "it once this process has ended", key, store_url(store), exc, stale_after)
 
 
 def _delete_if_owner(store: Store, key: str, owner: str) -> None:

@@ -371,3 +371,24 @@ def test_a_lock_that_no_cardcube_wrote_is_a_clear_error_saying_what_to_do(tmp_pa
     assert says in str(err.value) and str(err.value).endswith(
         "if no ingest or expire runs on this cube, delete it and run the command again")
     assert (tmp_path / "cube" / layout.lock_key("s2")).read_text() == doc
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_a_lock_the_store_fails_to_delete_leaves_the_runs_outcome_as_it_was(s3_bucket, s3_proxy, caplog, outcome):
+    """The store fails the lock's DELETE at the block's end (after its retries): an ingest that had committed its
+    version ended in "error: cannot delete s2/_lock.json ..." (exit 2), and one that failed had its own error
+    replaced by that one. The outcome stands now; the lock left is said, and what becomes of it."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    store.fs.retries = 1
+    s3_proxy.fail_next(10, status=500, code="InternalError", methods=["DELETE"], path_contains=key)
+    with contextlib.ExitStack() as stack:
+        if outcome == "failed":
+            stack.enter_context(pytest.raises(ValueError, match="the run's own error"))
+        with writer_lock(store, "s2") as me:
+            if outcome == "failed":
+                raise ValueError("the run's own error")
+    assert s3_proxy.snapshot().faults == 1
+    assert read_json(store, key)["owner"] == me.owner  # left, as a killed writer's, for others to take for dead
+    assert f"the writer lock {key} at {url} could not be let go of (cannot delete {key} from {url}" in caplog.text
+    assert "600 s after its last heartbeat" in caplog.text
