@@ -593,6 +593,11 @@ def write_many(store: Store, objects: Mapping[str, bytes]) -> None:
             sync(_set_all())
 
 
+CONDITIONAL_WRITES = ("cardcube's writer lock and commits need an S3 store that honours conditional writes, "
+                      "If-None-Match: * on PUT and If-Match on PUT and DELETE (AWS S3, MinIO, Ceph RGW of 2024 or "
+                      "later)")
+
+
 def create_bytes(store: Store, key: str, data: bytes) -> None:
     """Create ``key`` only if it does not exist yet, atomically; else :class:`CommitConflictError`.
 
@@ -611,7 +616,12 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
                     raise FileExistsError(key)
                 sync(store.set(key, buf))
         except OSError as exc:  # a lost race is no store failure (AWS: 409 if the other create was under way)
-            if not (isinstance(exc, FileExistsError) or _s3_error(exc)[0] in _CONDITION_FAILED):
+            code, status = _s3_error(exc)
+            if status in (400, 501) and not isinstance(exc, FileExistsError) and _is_s3(store):
+                said = str(exc).rstrip(".")
+                raise StoreError(f"cannot create {key} in {store_url(store)}: the store refused a create-only write "
+                                 f"(If-None-Match: *) with {status} {code}: {said}. {CONDITIONAL_WRITES}") from exc
+            if not (isinstance(exc, FileExistsError) or code in _CONDITION_FAILED):
                 raise
             raise CommitConflictError(
                 f"{key} already exists in {store_url(store)}: another writer got there first"
@@ -730,10 +740,9 @@ def _if_unchanged(store: Store, doing: str, key: str) -> Iterator[None]:
                 raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile"
                                           ) from exc
             if status in (400, 501) and _is_s3(inner):  # s3fs makes a 400 the OSError(EINVAL) of a 412 too
+                said = str(exc).rstrip(".")
                 raise StoreError(f"cannot {doing} {store_url(store)}: the store refused a conditional request "
-                                 f"(If-Match) with {status} {code}: {exc}. The writer lock needs an S3 store that "
-                                 f"takes If-Match on PUT and DELETE (AWS S3, MinIO, Ceph RGW of 2024 or later)"
-                                 ) from exc
+                                 f"(If-Match) with {status} {code}: {said}. {CONDITIONAL_WRITES}") from exc
             raise
         finally:
             if _is_s3(inner):

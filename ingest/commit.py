@@ -75,9 +75,11 @@ from cardcube.errors import (
 )
 from cardcube.parallel import STOP_GRACE
 from cardcube.storage import (
+    CONDITIONAL_WRITES,
     Tagged,
     create_bytes,
     delete_if_unchanged,
+    delete_key,
     json_bytes,
     local_file,
     parse_json,
@@ -328,6 +330,8 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                     f"{_taken_for_dead(info, stale_after, in_flight=in_flight)}"
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
+    if in_flight:
+        _refuse_unconditional(store, key, json_bytes(_as_dict(me)))
     fence = Fence(store, key, me.owner, stale_after, lease, command)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
@@ -421,6 +425,21 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
             continue  # changed since read (taken over, or this refresh's own PUT retried): the next beat tells whose
         except StoreError as exc:
             log.warning("could not refresh the writer lock %s (tried again in %.0f s): %s", fence.key, every, exc)
+
+
+def _refuse_unconditional(store: Store, key: str, data: bytes) -> None:
+    """:class:`StoreError` (the lock just taken deleted) if the object store ignores ``If-None-Match`` (an S3
+    look-alike, an older gateway): its create-only writes replace what is there, so a second writer took the lock as
+    its own and the ledger record of its version replaced another's, without a word. A second create of the lock,
+    holding ``data``, its bytes (nothing changes if it goes through), must be refused: one PUT a run."""
+    try:
+        create_bytes(store, key, data)
+    except CommitConflictError:
+        return
+    delete_key(store, key)
+    raise StoreError(f"the store at {store_url(store)} ignores If-None-Match: a create-only write of {key} replaced "
+                     f"the object there where it was to be refused (412), so two writers would both take the lock and "
+                     f"one's version replace the other's; {CONDITIONAL_WRITES}")
 
 
 def _let_go(store: Store, key: str, me: LockInfo, stale_after: float) -> None:

@@ -392,3 +392,25 @@ def test_a_lock_the_store_fails_to_delete_leaves_the_runs_outcome_as_it_was(s3_b
     assert read_json(store, key)["owner"] == me.owner  # left, as a killed writer's, for others to take for dead
     assert f"the writer lock {key} at {url} could not be let go of (cannot delete {key} from {url}" in caplog.text
     assert "600 s after its last heartbeat" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["refused", "ignored"])
+def test_a_store_without_conditional_writes_is_refused_before_anything_is_written(s3_bucket, s3_proxy, mode):
+    """A store that answers If-None-Match with 501 said "OSError: [Errno 38] A header you provided implies
+    functionality that is not implemented" of the lock, naming neither the header nor what to do; one that ignores
+    it (an S3 look-alike, an older gateway) let a second writer take the lock as its own, and the ledger record of
+    its version replace another's, without a word. Both are refused, naming If-None-Match, and leave no lock."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    s3_proxy.conditional_writes(mode)
+    said = "refused a create-only write \\(If-None-Match: \\*\\) with 501 NotImplemented" if mode == "refused" \
+        else "ignores If-None-Match: a create-only write of s2/_lock.json replaced the object there"
+    with pytest.raises(StoreError, match=f"{said}.*need an S3 store that honours conditional writes"), \
+            writer_lock(store, "s2"):
+        pytest.fail("the block ran")
+    assert read_json(store, key) is None
+    s3_proxy.conditional_writes("honoured")
+    s3_proxy.reset_counters()
+    with writer_lock(store, "s2"):  # the check costs a PUT, refused (412) by the lock just taken
+        assert s3_proxy.snapshot().statuses.get(412) == 1
+    assert read_json(store, key) is None
