@@ -195,7 +195,23 @@ def _s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     env = s3_options_from_env()
     if "endpoint_url" in (given.get("client_kwargs") or {}):
         env.pop("endpoint_url", None)
-    return {**_S3_DEFAULTS, **env, **given}
+    defaults = {k: v for k, v in _S3_DEFAULTS.items() if k != "config_kwargs" or not _retries_set(given.get("profile"))}
+    return {**defaults, **env, **given}
+
+
+def _retries_set(profile: str | None) -> bool:
+    """Whether the user set botocore's retries where every AWS tool reads them: ``AWS_MAX_ATTEMPTS`` or
+    ``AWS_RETRY_MODE``, or the profile's ``max_attempts`` or ``retry_mode`` (``~/.aws/config``). cardcube's own
+    (:data:`_S3_DEFAULTS`), given to the client, won over them: a user could not give a busy store more tries."""
+    if os.environ.get("AWS_MAX_ATTEMPTS") or os.environ.get("AWS_RETRY_MODE"):
+        return True
+    import botocore.session
+
+    try:
+        scoped = botocore.session.Session(profile=profile).get_scoped_config()
+    except BotoCoreError:  # a profile that does not exist: the client will say so
+        return False
+    return "max_attempts" in scoped or "retry_mode" in scoped
 
 
 def check_reachable(url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -193,3 +193,33 @@ def test_a_missing_bucket_behind_an_endpoint_with_a_path_names_the_path(s3_bucke
                                          rf"client puts before the bucket: give the gateway's root, "
                                          rf"{s3_bucket.server.endpoint_url}"):
         list_children(store, "_parcels")
+
+
+@pytest.mark.parametrize("where", ["environment", "profile"])
+def test_the_users_retry_settings_are_used_not_replaced(s3_bucket, s3_proxy, monkeypatch, tmp_path, where):
+    """``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE``, or a profile's ``max_attempts`` and ``retry_mode``, which every AWS
+    tool reads, were replaced by cardcube's own retries (adaptive, 9 tries a request), given to the client: a user
+    could give a busy store neither more tries nor fewer. They are used as set; without them, cardcube's."""
+    from cardcube.errors import StoreError
+    from cardcube.storage import read_bytes, write_bytes
+
+    for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    (tmp_path / "config").write_text("[default]\nregion = us-east-1\n")
+    opts = s3_proxy.storage_options(skip_instance_cache=True)
+    store = open_store(s3_bucket.url_for("cube"), storage_options=opts)
+    s3_proxy.fail_next(3, status=500, code="InternalError", methods=["PUT"])
+    write_bytes(store, "a.json", b"{}")  # cardcube's tries outlast three failures
+    assert s3_proxy.snapshot().put == 4 and read_bytes(store, "a.json") == b"{}"
+    if where == "environment":
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    else:
+        (tmp_path / "config").write_text("[default]\nregion = us-east-1\nmax_attempts = 2\nretry_mode = standard\n")
+    store = open_store(s3_bucket.url_for("cube"), storage_options=opts)
+    s3_proxy.reset_counters()
+    s3_proxy.fail_next(3, status=500, code="InternalError", methods=["PUT"])
+    with pytest.raises(StoreError, match=r"cannot write b.json to s3://\S+/cube \(after retries\).*internal error"):
+        write_bytes(store, "b.json", b"{}")
+    assert s3_proxy.snapshot().put == 2
