@@ -19,6 +19,7 @@ decompression either way) — and on the way:
 * cuts answers short (:meth:`S3Proxy.cut_next`): the status and headers forwarded, ``Content-Length`` the whole
   body's, then part of the body and the connection closed (a gateway reset mid-answer, a body truncated);
 * answers 404 ``NoSuchKey`` for objects that exist (:meth:`S3Proxy.hide_next`): read-after-write lag;
+* leaves objects out of listings (:meth:`S3Proxy.unlist`): a listing that lags behind the writes;
 * treats conditional writes (``If-None-Match``, ``If-Match``) as a store without them does
   (:meth:`S3Proxy.conditional_writes`): ignored (the header stripped) or refused (501 ``NotImplemented``);
 * lists at most ``max_keys`` keys a page (:class:`ProxyConfig`), so that a listing takes several pages;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import ssl
 import threading
 import time
@@ -195,6 +197,7 @@ class S3Proxy:
         self._hold: tuple[Requests, asyncio.Event] | None = None
         self._refusal: tuple[str, str, int | None] | None = None  # refuse_deletes: key part, code, times left
         self._conditions = "honoured"  # conditional_writes
+        self._unlisted: tuple[str, int] | None = None  # unlist: key part, listings left
         self.refused: list[str] = []  # the keys of deletes refused so far
         self._held = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -347,6 +350,25 @@ class S3Proxy:
         whose reads lag behind its writes)."""
         self.fail_next(n, status=404, code="NoSuchKey", methods=methods, path_contains=path_contains)
 
+    def unlist(self, key_contains: str, *, times: int = 1) -> None:
+        """Leave the objects whose key holds ``key_contains`` out of the next ``times`` listings (LIST answers) that
+        hold any: a store whose listings lag behind its writes (eventual consistency, a multi-site replica)."""
+        with self._lock:
+            self._unlisted = (key_contains, times)
+
+    def _unlisting(self, body: bytes) -> bytes:
+        """A listing's ``body`` with :meth:`unlist`'s objects left out."""
+        with self._lock:
+            if self._unlisted is None:
+                return body
+            part, left = self._unlisted
+            entries = re.compile(rb"<Contents>(?:(?!</Contents>).)*?<Key>[^<]*" + re.escape(escape(part).encode())
+                                 + rb"[^<]*</Key>.*?</Contents>", re.DOTALL)
+            kept, n = entries.subn(b"", body)
+            if n:
+                self._unlisted = (part, left - 1) if left > 1 else None
+            return kept
+
     def conditional_writes(self, mode: str) -> None:
         """How conditional requests (``If-None-Match``, ``If-Match``) are treated: ``"honoured"`` (forwarded),
         ``"ignored"`` (forwarded without the header: an older Ceph RGW, many S3 look-alikes) or ``"refused"``
@@ -362,6 +384,7 @@ class S3Proxy:
             self._random = None
             self._refusal = None
             self._conditions = "honoured"
+            self._unlisted = None
 
     def _refused(self, keys: list[str]) -> tuple[list[str], str]:
         """Which of a delete's ``keys`` :meth:`refuse_deletes` refuses, and with what code."""
@@ -553,6 +576,14 @@ class S3Proxy:
             answer()
             if request.transport is None or request.transport.is_closing():  # the client left (a held request):
                 return response  # forwarded all the same, as a gateway may complete a PUT its client gave up on
+            if self._unlisted is not None and classify(request.method, request.path, request.query.keys()) == "LIST":
+                data = self._unlisting(await upstream.read())
+                response.content_length = len(data)
+                await response.prepare(request)
+                self._count_response(None, len(data))
+                await response.write(data)
+                await response.write_eof()
+                return response
             await response.prepare(request)
             sent = 0
             started = time.monotonic()
