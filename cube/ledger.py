@@ -26,7 +26,13 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 from zarr.abc.store import Store
 
-from cardcube.errors import CorruptDocumentError, CubeNotFoundError, InvalidRequestError, VersionNotFoundError
+from cardcube.errors import (
+    CorruptDocumentError,
+    CubeNotFoundError,
+    InvalidRequestError,
+    StoreUnavailableError,
+    VersionNotFoundError,
+)
 from cardcube.grid import TileGrid
 from cardcube.spec import CUBE_SPECS, CubeSpec, cube_spec
 from cardcube.storage import (
@@ -525,6 +531,11 @@ def read_version(store: StoreLike, collection: str, version: int | CubeVersion |
         versions = committed_versions(store, collection)
         if not versions:
             raise no_collection_error(store, collection)
+        if version in versions:  # listed, and answered 404: a store whose reads lag behind its listings (a replica)
+            raise StoreUnavailableError(f"the store lists {layout.ledger_key(collection, version)} of the "
+                                        f"{collection} cube at {store_url(store)} but answered 404 for it: it does not "
+                                        f"serve the objects it lists yet (a replica behind); try again shortly, and "
+                                        f"if it goes on, check the cube with cardcube verify")
         raise VersionNotFoundError(f"{collection} cube at {store_url(store)} has no version {version}: "
                                    f"{_which_versions(version, versions)}")
     key = layout.ledger_key(collection, version)

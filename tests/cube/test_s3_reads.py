@@ -206,6 +206,25 @@ def test_an_answer_cut_off_midway_is_a_store_error_never_values(tiny_cube, tiny_
         "ClientPayloadError" in done.stderr and not (tmp_path / "ts.csv").exists()
 
 
+def test_a_ledger_record_listed_but_answered_404_is_the_store_behind_not_a_version_lost(tiny_cube, bucket, parcel,
+                                                                                      s3_proxy):
+    """A store whose reads lag behind its listings (a replica) lists the latest record and answers 404 for it: that
+    was a VersionNotFoundError, "its ledger record is missing between kept versions: lost" (a REST 404 for the
+    latest data), of a version the next read found. It is a StoreUnavailableError (a 503) saying to try again."""
+    from cube.ledger import committed_versions
+
+    latest = committed_versions(open_store(bucket, storage_options=s3_proxy.storage_options()), "s2")[-1]
+    s3_proxy.hide_next(1, path_contains=f"/s2/_ledger/v{latest:08d}")
+    with pytest.raises(StoreUnavailableError, match=rf"^the store lists s2/_ledger/v{latest:08d}.json of the s2 cube "
+                                                    rf"at {bucket} but answered 404 for it: .* try again shortly"):
+        parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
+                          storage_options=s3_proxy.storage_options())
+    assert s3_proxy.snapshot().faults == 1
+    pd.testing.assert_frame_equal(parcel_timeseries(bucket, parcel, bands=["B04"], mask=None, histogram=False,
+                                                    storage_options=s3_proxy.storage_options()),
+                                  parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None, histogram=False))
+
+
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
     """``cardcube serve --cube s3://... --parcels s3://...`` (endpoint and keys from the environment, as for Ceph or
     MinIO) answers with the numbers and chips of the same cube and parcels in a folder."""
