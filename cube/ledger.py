@@ -634,6 +634,20 @@ def confirm_committed(store: Store, version: CubeVersion, missing: Sequence[str]
             "version, or one kept longer")
 
 
+def check_listed_through(store: Store, collection: str, newest: int) -> None:
+    """:class:`StoreUnavailableError` if the record of version ``newest + 1`` exists though the ledger's listing ended
+    at ``newest`` (0: it listed none): a store whose listings lag behind its writes (a replica, a multi-site gateway).
+    A writer that went on from ``newest`` took a committed version's data for a crashed run's leftovers: an ingest
+    onto a cube whose one record was not listed yet took it for a new cube, cleared and wrote over its shards (version
+    1 then read as lost), and failed at its commit. One HEAD, before a writer writes or deletes anything."""
+    key = layout.ledger_key(collection, newest + 1)
+    if key_exists(store, key):
+        raise StoreUnavailableError(
+            f"the store holds {key} of the {collection} cube at {store_url(store)}, but its listing of the ledger "
+            f"{f'ended at version {newest}' if newest else 'held no version'}: its listings lag behind its writes (a "
+            f"replica behind); nothing was written: try again shortly")
+
+
 def head_or_empty(store: Store, spec: CubeSpec) -> CubeVersion:
     """The latest committed state, or an empty version 0 for a new cube."""
     try:

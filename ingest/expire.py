@@ -53,7 +53,7 @@ from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.coordinates import add_hot_dates
-from cube.ledger import CubeVersion, TileState, commit_time, read_version, read_versions
+from cube.ledger import CubeVersion, TileState, check_listed_through, commit_time, read_version, read_versions
 from cube.scene_details import details_loaded, details_named
 from cube.verify import lost_newest
 from ingest.arrays import stored_blocks
@@ -258,6 +258,7 @@ def expire(
                                                           command="expire")
     with lock as fence:  # a dry run deletes nothing: it keeps no ingest waiting
         created = _commit_times(store, collection)
+        check_listed_through(store, collection, created[-1][0])  # a version not listed yet: its data no leftovers
         if lost := lost_newest(store, collection, created[-1][0]):  # its blocks are no leftovers
             raise CorruptDocumentError(f"{lost[1]}; nothing expired")
         expired = expired_versions(created, now=now or datetime.now(UTC), older_than=older_than)

@@ -51,6 +51,7 @@ from cube.ledger import (
     CubeVersion,
     Rejection,
     TileState,
+    check_listed_through,
     committed_versions,
     enclosing_cube,
     head_or_empty,
@@ -714,6 +715,7 @@ def ingest(
         check_workers_see(scheduler, {"the cube's folder": local_file(counting._store, layout.lock_key(collection)),
                                       "the spool folder": spooled})
         head = head_or_empty(store, spec0)
+        check_listed_through(counting._store, collection, head.version)
         if head.version and (lost := lost_newest(counting._store, collection, head.version)):
             raise CorruptDocumentError(f"{lost[1]}; this ingest commits nothing: it would take the lost version's "
                                        "number, and its data for a crashed run's leftovers")

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -474,3 +475,33 @@ def test_an_ingest_stopped_with_writes_outliving_its_grace_ends_then_with_one_er
     assert done.ok and done.version == 2
     assert assert_matches_sources(url, items, "s1", storage_options=direct) > 0
     assert verify(url, "s1", deep=True, storage_options=direct, progress=False).ok
+
+
+def test_a_listing_behind_the_writes_stops_the_writers_before_they_touch_a_committed_version(tiny_region, s3_bucket,
+                                                                                             s3_proxy, first_dates):
+    """A store whose listings lag behind its writes (a replica, a multi-site gateway) listed no ledger record of a
+    cube of one version: the next ingest took it for a new cube, cleared and wrote over its shards (version 1 then
+    read "shards ... missing from the store: the cube has lost data"), and failed at its commit, saying "nothing of
+    this run became visible". Ingest and expire stop before writing or deleting anything now, saying the listing is
+    behind; once it has caught up, they run as on a sound store."""
+    from cardcube.errors import StoreUnavailableError
+    from ingest.expire import expire
+
+    url, direct = _uploaded(s3_bucket, first_dates, 5), s3_bucket.storage_options()
+    before = open_cube(url, "s1", decode=False, storage_options=direct).compute()
+    more = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[5:7], "behind.json")
+    s3_proxy.unlist("/_ledger/v00000001", times=100)
+    with pytest.raises(StoreUnavailableError, match=r"^the store holds s1/_ledger/v00000001.json of the s1 cube at "
+                                                    r"\S+, but its listing of the ledger held no version: its listings "
+                                                    r"lag behind its writes .*nothing was written: try again shortly$"):
+        ingest(more, url, collection="s1", chunks=CHUNKS, progress=False, storage_options=s3_proxy.storage_options())
+    after = open_cube(url, "s1", decode=False, storage_options=direct)
+    assert after.attrs["cardcube:version"] == 1 and before.drop_attrs().identical(after.compute().drop_attrs())
+    assert verify(url, "s1", deep=True, storage_options=direct).ok
+    s3_proxy.clear_faults()
+    assert ingest(more, url, collection="s1", chunks=CHUNKS, progress=False,
+                  storage_options=s3_proxy.storage_options()).version == 2
+    s3_proxy.unlist("/_ledger/v00000002", times=100)
+    with pytest.raises(StoreUnavailableError, match="its listing of the ledger ended at version 1: its listings lag"):
+        expire(url, "s1", older_than=timedelta(0), storage_options=s3_proxy.storage_options())
+    assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
