@@ -557,6 +557,8 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
         except _FAILURES as exc:
             raise _failure(exc, "read", shown_href(url)) from exc
         except Exception as exc:  # an https server's 403 (a pre-signed URL expired), 500, ...: aiohttp's own error
+            if unavailable(exc):  # an answer cut off midway, after s3fs's tries
+                raise _failure(exc, "read", shown_href(url)) from exc
             if (refused := _refused(exc, url)) is None:
                 raise
             raise refused from None

@@ -26,7 +26,7 @@ from pystac.stac_io import DefaultStacIO
 from cardcube.errors import InvalidRequestError, SourceNotFoundError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
 from cardcube.spec import CubeSpec
-from cardcube.storage import check_reachable, listed_names, s3_options_from_env, source_options
+from cardcube.storage import check_reachable, listed_names, s3_options_from_env, source_options, unavailable
 from ingest.assets import choose_assets, declared_file, no_band_reason, nodata_of, scaling_of, unit_of
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,11 @@ def _items_from_collection_file(path: str) -> tuple[list[pystac.Item], str]:
                                   f"give the scenes' STAC document or their folder") from None
     except (OSError, BotoCoreError) as exc:  # s3fs's OSError after its retries, botocore's own when unreachable
         raise InvalidRequestError(f"cannot read the source {path}: {exc}{_endpoint_note(path)}") from None
+    except Exception as exc:  # an answer cut off midway after s3fs's tries (aiohttp's ClientPayloadError): a traceback
+        if not unavailable(exc):
+            raise
+        raise StoreUnavailableError(f"cannot read the source {path}: the store cannot be reached or does not answer "
+                                    f"({type(exc).__name__}: {exc}){_endpoint_note(path)}") from None
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).parent)
     if not isinstance(doc, dict):
         raise InvalidRequestError(f"{path} is not a STAC ItemCollection, Catalog, Collection or Item "

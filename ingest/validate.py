@@ -50,7 +50,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_source_config, shown_href, source_options
+from cardcube.storage import gdal_path, gdal_source_config, shown_href, source_options, unavailable
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene
 from ingest.split import splits_items
@@ -227,12 +227,21 @@ def _read_file(scene: SourceScene, band: str, href: str) -> bytes:
         said = str(exc).replace(href, shown)
         raise SceneReadError(scene.scene_id, f"band {band} cannot be read from {shown}: {said}") from None
     except (BotoConnectionError, ReadTimeoutError) as exc:  # the S3 endpoint of every s3:// source, not the scene
-        raise StoreUnavailableError(f"cannot read {shown} (band {band} of scene {scene.scene_id}): {exc}; the S3 "
-                                    f"endpoint of the sources (AWS_ENDPOINT_URL) is not answering, which is no "
-                                    f"fault of the scene: nothing of this run is committed, run it again once "
-                                    f"the endpoint answers") from None
+        raise _unanswered(scene, band, shown, exc) from None
     except NoCredentialsError as exc:
         raise _without_keys(scene, band, href, exc) from None
+    except Exception as exc:  # an answer cut off midway after s3fs's tries (aiohttp's ClientPayloadError): rejected
+        if not unavailable(exc):  # the scene as an "unexpected error", a version committed of that rejection
+            raise
+        raise _unanswered(scene, band, shown, exc) from None
+
+
+def _unanswered(scene: SourceScene, band: str, shown: str, exc: Exception) -> StoreUnavailableError:
+    """The error of a band file the sources' S3 endpoint does not answer for: the run stops, no scene rejected."""
+    return StoreUnavailableError(f"cannot read {shown} (band {band} of scene {scene.scene_id}): {exc}; the S3 "
+                                 f"endpoint of the sources (AWS_ENDPOINT_URL) is not answering, which is no "
+                                 f"fault of the scene: nothing of this run is committed, run it again once "
+                                 f"the endpoint answers")
 
 
 def _without_keys(scene: SourceScene, band: str, href: str, exc: NoCredentialsError) -> StoreError:

@@ -223,3 +223,21 @@ def test_the_users_retry_settings_are_used_not_replaced(s3_bucket, s3_proxy, mon
     with pytest.raises(StoreError, match=r"cannot write b.json to s3://\S+/cube \(after retries\).*internal error"):
         write_bytes(store, "b.json", b"{}")
     assert s3_proxy.snapshot().put == 2
+
+
+def test_a_file_whose_answer_is_cut_off_midway_is_a_store_error(s3_bucket, s3_proxy):
+    """A parcel file in a bucket whose answer the store cuts off midway, after s3fs's tries: aiohttp's
+    ClientPayloadError came out as it was, a traceback from every command given --parcels s3://..."""
+    from cardcube.errors import StoreUnavailableError
+    from cardcube.storage import local_copy
+
+    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="lpis/parcels.gpkg", Body=b"x" * 100_000)
+    s3_proxy.cut_next(10**6, keep=0.3)
+    url = f"s3://{s3_bucket.name}/lpis/parcels.gpkg"
+    with pytest.raises(StoreUnavailableError, match=rf"^cannot read {url}: the store cannot be reached or does not "
+                                                    r"answer \(ClientPayloadError: "), \
+            local_copy(url, storage_options=s3_proxy.storage_options()):
+        pass
+    s3_proxy.clear_faults()
+    with local_copy(url, storage_options=s3_proxy.storage_options()) as copy:
+        assert copy.read_bytes() == b"x" * 100_000

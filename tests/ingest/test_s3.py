@@ -505,3 +505,31 @@ def test_a_listing_behind_the_writes_stops_the_writers_before_they_touch_a_commi
     with pytest.raises(StoreUnavailableError, match="its listing of the ledger ended at version 1: its listings lag"):
         expire(url, "s1", older_than=timedelta(0), storage_options=s3_proxy.storage_options())
     assert committed_versions(open_store(url, storage_options=direct), "s1") == [1, 2]
+
+
+def test_sources_whose_answers_are_cut_off_midway_stop_the_run_and_commit_nothing(tiny_region, s3_bucket, s3_proxy,
+                                                                                  tmp_path, monkeypatch):
+    """A sources' store that cuts its answers off midway (a body short of its Content-Length, a connection reset),
+    after s3fs's tries: a band file's was an "unexpected error" rejecting the scene, and a version of that rejection
+    was committed (exit 1), the scene listed as one to fix; the scenes' STAC file's a traceback. The run stops now,
+    saying the endpoint is not answering, and commits nothing; once it answers, the scene goes in."""
+    from cardcube.errors import StoreUnavailableError
+
+    feature, items = _scene_on_s3(tiny_region, s3_bucket, "s3-cut.json")
+    s3_bucket.server.client().upload_file(str(items), s3_bucket.name, "stac/s3-cut.json")
+    for name, value in s3_bucket.server.environment(s3_proxy.endpoint_url).items():
+        monkeypatch.setenv(name, value)
+    s3_proxy.cut_next(10**6, keep=0.3, path_contains="/cogs/")
+    with pytest.raises(StoreUnavailableError, match=rf"cannot read s3://{s3_bucket.name}/cogs/.*: Response payload "
+                                                    r"is not completed.* is not answering, which is no fault of the "
+                                                    r"scene"):
+        ingest(items, tmp_path / "cube", chunks=CHUNKS, progress=False)
+    assert committed_versions(open_store(tmp_path / "cube"), "s2") == []
+    s3_proxy.clear_faults()
+    s3_proxy.cut_next(10**6, keep=0.3, path_contains="/stac/")
+    with pytest.raises(StoreUnavailableError, match=rf"^cannot read the source s3://{s3_bucket.name}/stac/s3-cut.json: "
+                                                    r"the store cannot be reached or does not answer \(ClientPayload"):
+        ingest(f"s3://{s3_bucket.name}/stac/s3-cut.json", tmp_path / "cube", chunks=CHUNKS, progress=False)
+    s3_proxy.clear_faults()
+    assert ingest(f"s3://{s3_bucket.name}/stac/s3-cut.json", tmp_path / "cube", chunks=CHUNKS,
+                  progress=False).added == (feature["id"],)
