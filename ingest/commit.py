@@ -79,7 +79,6 @@ from cardcube.storage import (
     Tagged,
     create_bytes,
     delete_if_unchanged,
-    delete_key,
     json_bytes,
     local_file,
     parse_json,
@@ -331,7 +330,11 @@ def writer_lock(store: Store, collection: str, *, wait: float = 0.0, stale_after
                 ) from None
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
     if in_flight:
-        _refuse_unconditional(store, key, json_bytes(_as_dict(me)))
+        try:
+            _refuse_unconditional(store, key, json_bytes(_as_dict(me)))
+        except BaseException:  # refused, or the store failing the check: the lock taken is let go of
+            _let_go(store, key, me, stale_after)
+            raise
     fence = Fence(store, key, me.owner, stale_after, lease, command)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(fence, me, every, stop), daemon=True)
@@ -428,7 +431,7 @@ def _heartbeat(fence: Fence, me: LockInfo, every: float, stop: threading.Event) 
 
 
 def _refuse_unconditional(store: Store, key: str, data: bytes) -> None:
-    """:class:`StoreError` (the lock just taken deleted) if the object store ignores ``If-None-Match`` (an S3
+    """:class:`StoreError` if the object store ignores ``If-None-Match`` (an S3
     look-alike, an older gateway): its create-only writes replace what is there, so a second writer took the lock as
     its own and the ledger record of its version replaced another's, without a word. A second create of the lock,
     holding ``data``, its bytes (nothing changes if it goes through), must be refused: one PUT a run."""
@@ -436,7 +439,6 @@ def _refuse_unconditional(store: Store, key: str, data: bytes) -> None:
         create_bytes(store, key, data)
     except CommitConflictError:
         return
-    delete_key(store, key)
     raise StoreError(f"the store at {store_url(store)} ignores If-None-Match: a create-only write of {key} replaced "
                      f"the object there where it was to be refused (412), so two writers would both take the lock and "
                      f"one's version replace the other's; {CONDITIONAL_WRITES}")

@@ -414,3 +414,23 @@ def test_a_store_without_conditional_writes_is_refused_before_anything_is_writte
     with writer_lock(store, "s2"):  # the check costs a PUT, refused (412) by the lock just taken
         assert s3_proxy.snapshot().statuses.get(412) == 1
     assert read_json(store, key) is None
+
+
+def test_a_store_failing_the_check_of_conditional_writes_leaves_no_lock(s3_bucket, s3_proxy, monkeypatch):
+    """The writer's second create of its lock (the check that the store refuses it) failed by the store, after its
+    retries: the run stops with the store's error, and lets go of the lock it had taken."""
+    url, key = s3_bucket.url_for("cube"), layout.lock_key("s2")
+    store = open_store(url, storage_options=s3_proxy.storage_options(attempts=1))
+    store.fs.retries = 1
+    real, calls = commit.create_bytes, []
+
+    def failed(*args, **kwargs):  # the check's create (the lock's own goes through storage.write_json)
+        calls.append(None)
+        s3_proxy.fail_next(1, status=500, code="InternalError", methods=["PUT"], path_contains=key)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit, "create_bytes", failed)
+    with pytest.raises(StoreError, match=f"cannot create {key} in {url}"), writer_lock(store, "s2"):
+        pytest.fail("the block ran")
+    assert len(calls) == 1 and s3_proxy.snapshot().faults == 1
+    assert read_json(store, key) is None
