@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from cardcube.errors import CubeLostError, CubeNotFoundError, VersionNotFoundError
+from cardcube.errors import CubeLostError, CubeNotFoundError, StoreUnavailableError, VersionNotFoundError
 from cardcube.lru import LRUDict
 from cardcube.storage import key_exists, store_url
 from cube import layout
@@ -105,6 +105,11 @@ class VersionCache:
                 with self._lock:
                     self._absent[collection] = (now, str(exc))
                 raise
+            if key_exists(self._store, record := layout.ledger_key(collection, seen[1].version)):
+                raise StoreUnavailableError(
+                    f"the store lists no ledger record of the {collection} cube at {store_url(self._store)}, but holds "
+                    f"{record}, the version served: its listings lag behind its writes (a replica behind); try again "
+                    f"shortly") from None
             raise CubeLostError(f"the {collection} cube at {store_url(self._store)} had version {seen[1].version} "
                                 f"and now has none: its ledger is gone from the store (a deleted folder or prefix, "
                                 f"an unmounted volume?)") from None

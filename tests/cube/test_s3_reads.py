@@ -225,6 +225,27 @@ def test_a_ledger_record_listed_but_answered_404_is_the_store_behind_not_a_versi
                                   parcel_timeseries(tiny_cube, parcel, bands=["B04"], mask=None, histogram=False))
 
 
+def test_a_ledger_the_listing_leaves_out_for_a_moment_is_the_store_behind_not_a_cube_lost(bucket, s3_proxy):
+    """A store whose listing of the ledger lags behind (a replica) listed no record for a moment: the REST service's
+    versions said "the s2 cube ... had version 1 and now has none: its ledger is gone from the store" (a 500
+    CubeLost, which an operator reads as data gone). The record served is still there: a StoreUnavailableError (a
+    503, try again); once the listing has caught up, the version is served."""
+    from cube.versions import VersionCache
+
+    versions = VersionCache(open_store(bucket, storage_options=s3_proxy.storage_options(), read_only=True),
+                            refresh=3600)
+    served = versions.get("s2").version
+    versions.forget("s2")
+    s3_proxy.unlist("/s2/_ledger/v", times=100)
+    with pytest.raises(StoreUnavailableError, match=rf"^the store lists no ledger record of the s2 cube at {bucket}, "
+                                                    rf"but holds s2/_ledger/v{served:08d}.json, the version served: "
+                                                    r"its listings lag"):
+        versions.get("s2")
+    s3_proxy.clear_faults()
+    versions.forget("s2")
+    assert versions.get("s2").version == served
+
+
 def test_the_rest_service_serves_a_cube_on_s3(tiny_cube, tiny_region, bucket, s3_server):
     """``cardcube serve --cube s3://... --parcels s3://...`` (endpoint and keys from the environment, as for Ceph or
     MinIO) answers with the numbers and chips of the same cube and parcels in a folder."""
