@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -205,6 +206,18 @@ def _retries_set(profile: str | None) -> bool:
     (:data:`_S3_DEFAULTS`), given to the client, won over them: a user could not give a busy store more tries."""
     if os.environ.get("AWS_MAX_ATTEMPTS") or os.environ.get("AWS_RETRY_MODE"):
         return True
+    config = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    with suppress(OSError):
+        changed = os.stat(config).st_mtime_ns
+        return _profile_sets_retries(profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE"),
+                                     config, changed)
+    return False  # no config file: no profile sets them
+
+
+@functools.lru_cache(maxsize=16)
+def _profile_sets_retries(profile: str | None, config: str, changed: int) -> bool:
+    """Whether ``profile`` of the config file ``config`` (as of its modification time ``changed``) sets
+    ``max_attempts`` or ``retry_mode``: a botocore session parses the file, some 5 ms a store opened otherwise."""
     import botocore.session
 
     try:
