@@ -29,7 +29,7 @@ from cardcube.checkpoints import checkpoint
 from cardcube.errors import CorruptDocumentError
 from cardcube.grid import TileGrid
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import delete_key, delete_prefix, list_each, write_many
+from cardcube.storage import delete_key, delete_prefix, list_each, local_file, write_many
 from cube import layout, tile_arrays
 from cube.coordinates import (
     ACQUISITION_COORDS,
@@ -235,19 +235,24 @@ def publish_shapes(store: Store, spec: CubeSpec, state: TileState) -> None:
                 try:
                     arr = open_array(store, spec, state.tile, resolution, name, hot=hot, mode="r+")
                 except (zarr.errors.ArrayNotFoundError, json.JSONDecodeError) as exc:
-                    raise CorruptDocumentError(_unopened(spec, state.tile, resolution, name, hot, exc)) from None
+                    raise CorruptDocumentError(_unopened(spec, state.tile, resolution, name, hot, exc,
+                                                         remote=local_file(store, "") is None)) from None
                 shape = (max(arr.shape[0], length), *(rows_cols if arr.ndim == 3 else arr.shape[1:]))
                 if arr.shape != shape:
                     arr.resize(shape)
 
 
-def _unopened(spec: CubeSpec, tile: str, resolution: int, name: str, hot: bool, exc: Exception) -> str:
-    """What to say of an array of a committed tile whose ``zarr.json`` is missing or damaged, and what to run."""
+def _unopened(spec: CubeSpec, tile: str, resolution: int, name: str, hot: bool, exc: Exception, *,
+              remote: bool = False) -> str:
+    """What to say of an array of a committed tile whose ``zarr.json`` is missing or damaged, and what to run;
+    ``remote``: on an object store, whose 404 may be a read behind its writes (a replica) rather than a loss."""
     path = layout.array_path(spec.name, tile, resolution, name, hot=hot)
     what = "missing" if isinstance(exc, zarr.errors.ArrayNotFoundError) else f"not valid JSON ({exc})"
     mend = ("`cardcube ingest --cube CUBE --repair` writes it again from the ledger (no SOURCE needed)"
             if name not in spec.band_names else "restore it from a backup")
-    return (f"{path}/zarr.json of a committed tile is {what}: a plain Zarr reader cannot open the array; {mend} "
+    lag = (" (or the store answered 404 for an object it holds, its reads behind its writes: run again shortly "
+           "first)" if remote and isinstance(exc, zarr.errors.ArrayNotFoundError) else "")
+    return (f"{path}/zarr.json of a committed tile is {what}{lag}: a plain Zarr reader cannot open the array; {mend} "
             "(`cardcube verify` lists what else is lost); this ingest commits nothing")
 
 

@@ -533,3 +533,21 @@ def test_sources_whose_answers_are_cut_off_midway_stop_the_run_and_commit_nothin
     s3_proxy.clear_faults()
     assert ingest(f"s3://{s3_bucket.name}/stac/s3-cut.json", tmp_path / "cube", chunks=CHUNKS,
                   progress=False).added == (feature["id"],)
+
+
+def test_an_array_document_answered_404_says_the_store_may_be_behind(tiny_region, s3_bucket, s3_proxy, first_dates):
+    """An object store answering 404 for an array's zarr.json it holds (reads behind its writes, a replica): the
+    ingest stopped saying the document was missing and to restore it from a backup. It says the store may be behind,
+    to run again first; and the run again goes in."""
+    from cardcube.errors import CorruptDocumentError
+
+    url = _uploaded(s3_bucket, first_dates, 5)
+    more = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[5:7], "meta-404.json")
+    s3_proxy.hide_next(1, path_contains="/zarr.json")
+    with pytest.raises(CorruptDocumentError, match=r"zarr.json of a committed tile is missing \(or the store answered "
+                                                   r"404 for an object it holds, its reads behind its writes: run "
+                                                   r"again shortly first\): "):
+        ingest(more, url, collection="s1", chunks=CHUNKS, progress=False, storage_options=s3_proxy.storage_options())
+    assert s3_proxy.snapshot().faults == 1
+    assert ingest(more, url, collection="s1", chunks=CHUNKS, progress=False,
+                  storage_options=s3_proxy.storage_options()).version == 2
