@@ -43,6 +43,7 @@ from cardcube.errors import (
     DateNotFoundError,
     InvalidRequestError,
     NoAcquisitionWarning,
+    VersionNotFoundError,
 )
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_range, in_time_selection, parse_time_selection, query_geometry
@@ -292,6 +293,32 @@ class _Window:
         return out
 
 
+class _ConfirmAbsent:
+    """A window's ``on_missing``: :func:`cube.manifest.confirm_absent` of the version it reads. A copy (a dask
+    worker's: a cluster of processes is sent each window of a Dataset on its own) holds the version's number and
+    commit time, not its ledger record, which every window carried (12 of its 15 kB on the tiny cube; a record of
+    10 tiles x 490 dates is some 10 MB, sent again with each band's windows); the copy reads the record where a
+    shard is found missing, which is rare, and refuses another cube's made anew at the same place."""
+
+    def __init__(self, store: Store, version: CubeVersion, absent: AbsentShards) -> None:
+        self.store, self.version, self.absent = store, version, absent
+        self.collection, self.number, self.created = version.collection, version.version, version.created
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**vars(self), "version": None}
+
+    def __call__(self, missing: list[str]) -> None:
+        if self.version is None:
+            version = read_version(self.store, self.collection, self.number)
+            if version.created != self.created:
+                raise VersionNotFoundError(
+                    f"version {self.number} of the {self.collection} cube at {store_url(self.store)} was committed at "
+                    f"{version.created}, not at {self.created} as the one this Dataset reads: the cube was made anew "
+                    f"since it was opened; open it again")
+            self.version = version
+        confirm_absent(self.store, self.version, missing, absent=self.absent)
+
+
 def _grid_chunks(start: int, stop: int, size: int) -> tuple[int, ...]:
     """Lengths of the pieces of ``start:stop`` cut at multiples of ``size`` (the Zarr chunk edges)."""
     edges = [start, *range((start // size + 1) * size, stop, size), stop]
@@ -325,7 +352,7 @@ def _parts(store: Store, version: CubeVersion, tile: str, band: BandSpec, rows: 
         arr = sized_view(arrays[(band.resolution, band.name, hot)], length)
         times = np.array([h.slot for h in state.hot] if hot else range(length), dtype=np.int64)
         parts.append(_Window(arr, times, rows, cols, hot=hot, indexes=None if cache is None else cache.indexes,
-                             on_missing=partial(confirm_absent, store, version, absent=absent), sharing=sharing))
+                             on_missing=_ConfirmAbsent(store, version, absent), sharing=sharing))
     return parts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,11 @@ import pandas as pd
 import pytest
 
 from cardcube.cli import main
-from cardcube.errors import MissingShardError
+from cardcube.errors import MissingShardError, VersionNotFoundError
 from cardcube.storage import LISTED_LINES, open_store
 from catalog.write import write_catalog
 from cube import layout
-from cube.dataset import open_cube
+from cube.dataset import _Window, open_cube
 from cube.extract import extract
 from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
@@ -74,6 +75,27 @@ def test_a_lost_shard_is_an_error_where_it_is_read_not_an_area_without_data(cube
     unlist_shards(cube, lost)  # what a block holds where its scenes had no data: no shard, read as nodata
     after = open_cube(cube, decode=False).B04.isel(time=0).compute()
     assert int((after != 0).sum()) == 0
+
+
+def test_a_dataset_sent_to_a_worker_finds_a_lost_shard_without_carrying_the_ledger_record(cube):
+    """A cluster of processes is sent each window of a Dataset on its own: each carried the whole ledger record
+    (for the check of a shard found missing), megabytes on a long ledger. A window's copy holds less than the
+    record alone, and still tells a lost shard from an area without data, reading the record where it must."""
+    version = read_version(open_store(cube, read_only=True), "s2")
+    ds = open_cube(cube, decode=False, bands=["B04"])
+    graph = dict(ds.B04.data.__dask_graph__())
+    windows = [w for w in (getattr(v, "value", v) for v in graph.values()) if isinstance(w, _Window)]
+    assert windows and all(len(pickle.dumps(w)) < len(pickle.dumps(version)) for w in windows)
+    copy = pickle.loads(pickle.dumps(ds))
+    for shard in _shards(cube, "B04", 0):
+        shard.unlink()
+    with pytest.raises(MissingShardError, match=r"stored are missing .*r10m/B04/c/0/"):
+        copy.B04.isel(time=0).compute(scheduler="threads")
+    record = cube / layout.ledger_key("s2", version.version)  # the cube made anew at its place since it was opened
+    doc = json.loads(record.read_text())
+    record.write_text(json.dumps({**doc, "created": "2030-01-01T00:00:00+00:00"}))
+    with pytest.raises(VersionNotFoundError, match="the cube was made anew since it was opened"):
+        pickle.loads(pickle.dumps(ds)).B04.isel(time=0).compute(scheduler="threads")
 
 
 def _written_before_manifests(cube: Path) -> None:
