@@ -138,7 +138,8 @@ def segment_stats(
     given ``clear`` (time, ``index.size``), pixels where ``clear[t, k]`` is False (:func:`clear_pixels`: a
     cloud mask, computed once for every band) are not valid. Statistics are of the physical values
     ``x * scale + offset``: stored integers are never copied or decoded per pixel, which is what makes a
-    territory-wide extraction cheap, and a 20 m band is read at 10 m through its ``index`` with no repeat.
+    territory-wide extraction cheap, and a 20 m band is read at 10 m through its ``index`` with no repeat. A scale
+    of a whole inverse (Sentinel-2's 1e-4) is applied to the results as a division (:func:`decimal_packing`).
 
     ``weight`` and ``at`` (from :class:`WeightedIndex`): entry ``k`` stands for ``weight[k]`` pixels and is
     masked by ``clear[t, at[k]]`` (``clear`` then has one column per pixel). The statistics are those of
@@ -169,6 +170,9 @@ def segment_stats(
         raise InvalidRequestError(f"clear must be booleans of shape {(values.shape[0], pixels.sum())}, got "
                                   f"{clear.dtype} {clear.shape}")
     wanted = sorted(((s, q) for s in stats if (q := _percentile_of(s)) is not None), key=lambda sq: sq[1])
+    decimal = None if mean_of_power else decimal_packing(scale, offset)
+    if decimal is not None:  # the statistics of the stored integers, then each divided once (below)
+        scale, offset = 1.0, 0.0
     shape = (values.shape[0], sizes.size)
     count = np.zeros(shape, dtype=np.int64)
     mean, std, vmin, vmax = (np.full(shape, np.nan) for _ in range(4))
@@ -179,11 +183,31 @@ def segment_stats(
                    np.array([s == "median" for s, _ in wanted], dtype=np.bool_),
                    small_uint(values.dtype), values.dtype == np.float32, LN10_OVER_10 if mean_of_power else 0.0,
                    count, mean, std, vmin, vmax, pct)
+    if decimal is not None:
+        divisor, shift = decimal
+        for located in (mean, vmin, vmax, pct):
+            np.divide(located + shift, divisor, out=located)
+        np.divide(std, divisor, out=std)
     out = {"count": count.T, "masked": (pixels[None, :] - count).T}
     out.update({name: arr.T for name, arr in (("mean", mean), ("std", std), ("min", vmin), ("max", vmax))
                 if name in stats})
     out.update({name: pct[i].T for i, (name, _) in enumerate(wanted)})
     return out
+
+
+def decimal_packing(scale: float, offset: float) -> tuple[int, int] | None:
+    """``(divisor, shift)`` with ``x * scale + offset == (x + shift) / divisor`` for a ``scale`` whose inverse is a
+    whole number (Sentinel-2's 1e-4: 10,000) and an ``offset`` a whole number of it (-0.1: -1,000); else None. A
+    statistic of stored integers divided once is the decimal it is: ``788 / 10000`` is 0.0788 where
+    ``788 * 1e-4`` is 0.07880000000000001 (1e-4 has no exact binary form), which every CSV and JSON answer
+    printed. Scale 1 (stored as meant) is left as it is."""
+    divisor = round(1 / scale) if scale < 1 else 0
+    if divisor < 2 or abs(divisor * scale - 1) > 1e-12:
+        return None
+    shift = round(offset * divisor)
+    if abs(offset * divisor - shift) > 1e-9 * max(1, abs(shift)):
+        return None
+    return divisor, shift
 
 
 def small_uint(dtype: np.dtype) -> bool:

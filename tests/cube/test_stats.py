@@ -27,6 +27,7 @@ from cube.stats import (
     backscatter_stats,
     class_histogram,
     clear_pixels,
+    decimal_packing,
     segment_stats,
     stat_list,
     unpack,
@@ -180,6 +181,26 @@ def test_segment_stats_reads_stored_integers_in_place() -> None:
     with pytest.raises(InvalidRequestError, match="scale must be positive"):
         segment_stats(stored, native[order], sizes, scale=-1.0)
 
+
+
+def test_statistics_of_stored_integers_are_the_decimals_they_stand_for() -> None:
+    """Sentinel-2's reflectance is its stored integer divided by 10,000 (less 0.1 from baseline 04.00): its
+    statistics are those decimals, as printed in every CSV and JSON answer, not the stored integer times 1e-4
+    (``788 * 1e-4`` is 0.07880000000000001: a third of the integers to 10,000 printed so, and more with the
+    offset). Each integer a parcel of one pixel; a pair's median and p25 too; a scale without a whole inverse
+    and Sentinel-1's dB (mean of linear power) are left as they were."""
+    k = np.arange(1, 10_001, dtype=np.uint16)
+    for offset, shift in ((0.0, 0), (-0.1, -1000)):
+        got = segment_stats(k[None, :], np.arange(k.size), np.ones(k.size, dtype=np.int64), nodata=0, scale=1e-4,
+                            offset=offset, stats=("mean", "min", "max", "median"))
+        for stat in ("mean", "min", "max", "median"):
+            np.testing.assert_array_equal(got[stat][:, 0], (k.astype(np.int64) + shift) / 10_000, err_msg=stat)
+    pair = segment_stats(np.array([[788, 841]], dtype=np.uint16), np.arange(2), np.array([2]), nodata=0,
+                         scale=1e-4, stats=("median", "p25", "std"))
+    assert (pair["median"][0, 0], pair["p25"][0, 0], pair["std"][0, 0]) == (0.08145, 0.080125, 0.00265)
+    assert decimal_packing(1e-4, -0.1) == (10_000, -1000) and decimal_packing(0.01, -50.0) == (100, -5000)
+    assert decimal_packing(1.0, 0.0) is None and decimal_packing(3e-4, 0.0) is None
+    assert decimal_packing(1e-4, -0.10005) is None  # an offset of no whole number of the step
 
 
 def test_segment_stats_of_a_strided_index_and_mask_positions() -> None:
