@@ -441,8 +441,6 @@ def _failures(doing: str, store: Store) -> Iterator[None]:
     except _FAILURES as exc:
         raise _failure(exc, doing, store_url(store)) from exc
     except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError), an answer cut off: no OSError
-        if unavailable(exc):
-            raise _failure(exc, doing, store_url(store)) from exc
         if (answered := _http_answer(exc, doing, store_url(store))) is None:
             raise
         raise answered from exc
@@ -461,8 +459,6 @@ def reading(what: str, store: Store) -> Iterator[None]:
     except (OSError, BotoCoreError) as exc:
         raise _failure(exc, f"read {what} from", store_url(store)) from exc
     except Exception as exc:  # an HTTP server's answer (aiohttp's ClientResponseError), an answer cut off: no OSError
-        if unavailable(exc):
-            raise _failure(exc, f"read {what} from", store_url(store)) from exc
         if (answered := _http_answer(exc, f"read {what} from", store_url(store))) is None:
             raise
         raise answered from exc
@@ -472,7 +468,10 @@ def _http_answer(exc: BaseException, doing: str, where: str) -> StoreError | Non
     """The :class:`StoreError` for a web server's answer other than what was asked (fsspec's HTTP file system raises
     aiohttp's own error for any status but a 404), naming its status; None for another error. A folder listing
     refused (403, or 404 or 405 for a folder URL) is a web server that lists no folders (nginx without autoindex, a
-    bucket's website), where cardcube finds a collection's versions by listing its ledger's folder."""
+    bucket's website), where cardcube finds a collection's versions by listing its ledger's folder. An answer cut off
+    midway (aiohttp's error, once s3fs's tries are spent) is the store not answering (:func:`_failure`)."""
+    if unavailable(exc):
+        return _failure(exc, doing, where)
     status = getattr(exc, "status", None)
     if not isinstance(status, int):
         return None
