@@ -237,8 +237,7 @@ def check_reachable(url: str, *, storage_options: Mapping[str, Any] | None = Non
 
 def _check_endpoint(opts: Mapping[str, Any], location: str, *, timeout: float | None = None) -> None:
     """:func:`_check_reachable` for the endpoint of s3fs options ``opts``, if they name one."""
-    endpoint = opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url")
-    if endpoint:
+    if endpoint := _endpoint_of(opts):
         _check_reachable(endpoint, location, answer_timeout=min(timeout or ANSWER_TIMEOUT_S, ANSWER_TIMEOUT_S),
                          verify=_tls_verify(opts) if endpoint.lower().startswith("https:") else None)
 
@@ -382,6 +381,21 @@ def store_url(store: Store) -> str:
         return f"{protocol}://{store.path}"
     inner = getattr(store, "_store", None)
     return store_url(inner) if isinstance(inner, Store) else repr(store)
+
+
+def store_endpoint(store: Store) -> str | None:
+    """The S3 endpoint ``store`` is read from, as its s3fs options name it (None: a folder, or the client's
+    default); found through a wrapper's inner store as :func:`store_url` finds its location. One bucket path on two
+    endpoints (production and staging) is two stores."""
+    if isinstance(store, FsspecStore):
+        return _endpoint_of(getattr(store.fs, "storage_options", None) or {})
+    inner = getattr(store, "_store", None)
+    return store_endpoint(inner) if isinstance(inner, Store) else None
+
+
+def _endpoint_of(options: Mapping[str, Any]) -> str | None:
+    """The endpoint s3fs options name, at their top or in their ``client_kwargs``."""
+    return options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
 
 
 def store_at(store: Store, url: str) -> Store | None:

@@ -48,7 +48,7 @@ from cardcube.errors import (
 from cardcube.grid import TILE_SIZE_M, TileGrid, tile_ids
 from cardcube.query import TimeSelection, in_crs, in_time_range, in_time_selection, parse_time_selection, query_geometry
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import StoreLike, open_store, store_url
+from cardcube.storage import StoreLike, open_store, store_endpoint, store_url
 from catalog.route import ItemCache, select_tiles, tile_refs
 from cube import layout
 from cube.indices import bands_for, check_bands
@@ -783,11 +783,7 @@ def _dask_token(store: Store, version: CubeVersion) -> str:
     path on two S3 endpoints (production and staging) and a cube made anew at the same place: the arrays of one
     Dataset were read for the other's (a persisted Dataset's pixels for a new one's, in a graph of both). The
     endpoint and the commit time of the version's data (:attr:`CubeVersion.data_tag`) tell them apart."""
-    inner = getattr(store, "_store", None)
-    fs = getattr(store, "fs", None) or getattr(inner, "fs", None)
-    options = getattr(fs, "storage_options", None) or {}
-    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
-    return tokenize(store_url(store), endpoint, version.data_tag)[:16]
+    return tokenize(store_url(store), store_endpoint(store), version.data_tag)[:16]
 
 
 def _no_dates(version: CubeVersion, tiles: Sequence[str], time: TimeSelection) -> str:

@@ -75,6 +75,20 @@ def test_gdal_opens_an_s3_key_with_url_syntax_literally():
     assert gdal_path("https://host/B04.tif?sig=1") == "https://host/B04.tif?sig=1"
 
 
+def test_a_store_names_its_s3_endpoint_given_or_from_the_environment(s3_bucket, monkeypatch, tmp_path):
+    """One bucket path on two endpoints is two stores (a Dataset's dask names hold the endpoint): the endpoint of
+    the options given, of AWS_ENDPOINT_URL, through a wrapper; none for a folder."""
+    from cardcube.storage import CountingStore, store_endpoint
+
+    endpoint = s3_bucket.server.endpoint_url
+    given = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.server.storage_options())
+    assert store_endpoint(given) == store_endpoint(CountingStore(given)) == endpoint
+    for name, value in s3_bucket.server.environment().items():
+        monkeypatch.setenv(name, value)
+    assert store_endpoint(open_store(s3_bucket.url_for("cube"))) == endpoint
+    assert store_endpoint(open_store(tmp_path)) is None
+
+
 def test_s3a_and_a_missing_bucket_over_a_real_s3_server(s3_bucket, monkeypatch):
     from cardcube.errors import StoreError
     from cardcube.storage import list_children, list_each, write_bytes
