@@ -6,6 +6,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +113,16 @@ def _imported(files: list) -> dict[str, str]:
 
 
 PACKAGES = ("cardcube", "cube", "ingest", "catalog", "benchmarks")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _product_files() -> list[Path]:
+    """The modules of the Python API's packages, without their test helpers (cardcube.testing)."""
+    return [f for p in PACKAGES[:4] for f in (ROOT / p).rglob("*.py") if "testing" not in f.parts]
 
 
 def test_every_module_imported_is_installed_by_the_dependencies_or_the_extra():
@@ -118,21 +130,18 @@ def test_every_module_imported_is_installed_by_the_dependencies_or_the_extra():
     service_load need to ask the REST service: both ended in "No module named 'httpx'" after generating and
     ingesting their region. Every module the packages import comes with the base dependencies, and the benchmarks'
     (and the S3 server, proxy and served command they run) with those and the bench extra."""
-    import tomllib
     from importlib.metadata import packages_distributions
-    from pathlib import Path
 
     from packaging.utils import canonicalize_name
 
-    root = Path(__file__).resolve().parent.parent
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    project = _pyproject()["project"]
     base = _declared(project["dependencies"])
     bench = _declared(project["dependencies"] + project["optional-dependencies"]["bench"])
-    testing = [root / "cardcube" / "testing" / n for n in ("__init__.py", "s3server.py", "s3proxy.py", "served.py")]
-    product = [f for p in PACKAGES[:4] for f in (root / p).rglob("*.py") if "testing" not in f.parts]
+    testing = [ROOT / "cardcube" / "testing" / n for n in ("__init__.py", "s3server.py", "s3proxy.py", "served.py")]
+    product = _product_files()
     providers = packages_distributions()
     missing = []
-    for files, declared, install in ((product, base, "cardcube"), ([*(root / "benchmarks").rglob("*.py"), *testing],
+    for files, declared, install in ((product, base, "cardcube"), ([*(ROOT / "benchmarks").rglob("*.py"), *testing],
                                                                      bench, "cardcube[bench]")):
         for module, where in sorted(_imported(files).items()):
             if not {canonicalize_name(d) for d in providers.get(module, ())} & declared:
@@ -144,18 +153,14 @@ def test_every_dependency_is_imported_by_the_packages():
     """pyproject.toml's base dependencies held pydantic-settings, which nothing imports, and rio-cogeo, which only a
     test does: every user's install (a JupyterHub's, a dask worker's image) carried them and theirs. Each base
     dependency is a distribution some module of the packages imports."""
-    import tomllib
     from importlib.metadata import packages_distributions
-    from pathlib import Path
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    root = Path(__file__).resolve().parent.parent
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    product = [f for p in PACKAGES[:4] for f in (root / p).rglob("*.py") if "testing" not in f.parts]
+    project = _pyproject()["project"]
     providers = packages_distributions()
-    imported = {canonicalize_name(d) for module in _imported(product) for d in providers.get(module, ())}
+    imported = {canonicalize_name(d) for module in _imported(_product_files()) for d in providers.get(module, ())}
     unused = [r for r in project["dependencies"] if canonicalize_name(Requirement(r).name) not in imported]
     assert not unused, unused
 
@@ -165,13 +170,10 @@ def test_the_command_says_the_version_the_package_is_built_with(capsys):
     version was written twice, in pyproject.toml and cardcube/__init__.py, free to drift apart: a user had no
     way to say which cardcube an extraction's "software" field or a bug came from. pyproject.toml takes
     cardcube.__version__, which the command prints."""
-    import tomllib
-    from pathlib import Path
-
     import cardcube
     from cardcube.cli import main
 
-    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    project = _pyproject()
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cardcube.__version__"}
     with pytest.raises(SystemExit) as stop:
@@ -185,10 +187,6 @@ def test_the_packages_say_their_type_hints_are_to_be_checked():
     was told "module is installed, but missing library stubs or py.typed marker" for `from cube.dataset import
     open_cube`, and its calls went unchecked. Each package of the Python API has the marker, and the wheel takes
     it (package-data)."""
-    import tomllib
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    data = _pyproject()["tool"]["setuptools"]["package-data"]
     for package in PACKAGES[:4]:
-        assert (root / package / "py.typed").is_file() and "py.typed" in data.get(package, ())
+        assert (ROOT / package / "py.typed").is_file() and "py.typed" in data.get(package, ())
