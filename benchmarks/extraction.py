@@ -88,7 +88,8 @@ def _measure_cardcube(cube: str, parcels: str, out: str, *, block: int | None, c
     counting store takes, are no part of an extraction as users run it."""
     import geopandas as gpd
 
-    from cardcube.storage import CountingStore, open_store
+    from cardcube.counting_store import CountingStore
+    from cardcube.storage import open_store
     from cube.extract import extract
     from cube.stats import STATS
 

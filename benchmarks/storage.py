@@ -6,7 +6,7 @@ per-response bandwidth cap), so object-store behaviour is reproduced on one mach
 
 Request counts are never estimated: on S3 they are the proxy's own counts of what crossed the wire
 (GET, HEAD, LIST, PUT and body bytes, GDAL's requests included); on a folder they are the zarr store's
-counts (:class:`cardcube.storage.CountingStore`) for Zarr layouts, and the kernel's read-syscall and
+counts (:class:`cardcube.counting_store.CountingStore`) for Zarr layouts, and the kernel's read-syscall and
 byte counters of this process (``psutil``) for GDAL reading COGs. A Zarr read on a folder is timed on the
 plain ``LocalStore`` a user's path opens (cardcube reads it with ``pread``; any wrapper, a counting one
 included, takes zarr's slower generic path) and counted in a second, untimed cold pass through a counting
@@ -37,7 +37,8 @@ from zarr.abc.store import Store
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from cardcube.storage import CountingStore, RequestCounts, open_store
+from cardcube.counting_store import CountingStore, RequestCounts
+from cardcube.storage import open_store
 from cardcube.testing import S3Proxy, S3Server, start_s3_proxy, start_s3_server
 from cardcube.testing.s3server import ACCESS_KEY, REGION, SECRET_KEY
 

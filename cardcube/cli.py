@@ -28,10 +28,10 @@ from botocore.exceptions import BotoCoreError
 
 from cardcube import __version__
 from cardcube.errors import CardcubeError, DateNotFoundError, TasksStillRunningError
+from cardcube.io_loop import cancel_pending_io
 from cardcube.option_types import number
 from cardcube.parallel import STOP_GRACE
 from cardcube.serving import STORE_TIMEOUT, error_kind
-from cardcube.storage import cancel_pending_io
 
 EXIT_GRACE_S = 5.0  # at exit, how long the store reads a failed one left behind have to end once cancelled
 

@@ -29,7 +29,7 @@ from dask.utils import parse_timedelta
 from tqdm.auto import tqdm
 
 from cardcube.errors import ClusterError, InvalidRequestError, TasksStillRunningError
-from cardcube.storage import close_store_clients
+from cardcube.io_loop import close_store_clients
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def run_tasks(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, schedu
 def worker_process_start() -> None:
     """Set up a worker process of dask's ``processes`` scheduler: it dies with the process that started it
     (:func:`_die_with_parent`), and at its exit the object store clients its tasks opened are closed while zarr's
-    event loop still runs (:func:`cardcube.storage.close_store_clients`); left to the garbage collector, each
+    event loop still runs (:func:`cardcube.io_loop.close_store_clients`); left to the garbage collector, each
     printed aiohttp's "Unclosed client session" on stderr."""
     import zarr.core.sync  # noqa: F401  (registers its exit hook, which stops the loop, first: it runs after ours)
 

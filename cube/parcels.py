@@ -33,7 +33,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
 from cardcube.query import check_lonlat
-from cardcube.storage import local_copy
+from cardcube.source_files import local_copy
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -379,7 +379,7 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
 
     The file may be a local path or a URL: ``s3://`` (``storage_options`` as for the cube, e.g. its
     ``endpoint_url``; the environment's endpoint and keys otherwise), ``http(s)://`` (a pre-signed URL too), read
-    through fsspec into a temporary copy (:func:`cardcube.storage.local_copy`): read once, by the process that
+    through fsspec into a temporary copy (:func:`cardcube.source_files.local_copy`): read once, by the process that
     asked (a cluster's workers get the parcels with their tasks)."""
     if isinstance(parcels, gpd.GeoDataFrame):
         return parcels

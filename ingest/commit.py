@@ -64,6 +64,7 @@ from typing import NoReturn
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
+from cardcube.compare_and_swap import Tagged, delete_if_unchanged, read_tagged, replace_bytes
 from cardcube.errors import (
     CommitConflictError,
     CorruptDocumentError,
@@ -73,20 +74,16 @@ from cardcube.errors import (
     StoreError,
     TasksStillRunningError,
 )
+from cardcube.io_loop import pending_io
 from cardcube.parallel import STOP_GRACE
 from cardcube.storage import (
     CONDITIONAL_WRITES,
-    Tagged,
     create_bytes,
-    delete_if_unchanged,
     json_bytes,
     local_file,
     parse_json,
-    pending_io,
     read_bytes,
     read_json,
-    read_tagged,
-    replace_bytes,
     store_url,
     write_json,
 )

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from zarr.abc.store import Store
 
 from cardcube.checkpoints import checkpoint
+from cardcube.counting_store import CountingStore
 from cardcube.errors import (
     CorruptDocumentError,
     CorruptShardError,
@@ -26,9 +27,9 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, is_distributed, run_tasks
+from cardcube.source_files import shown_href
 from cardcube.spec import CUBE_SPECS, ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import (
-    CountingStore,
     StoreLike,
     delete_key,
     list_children,
@@ -38,7 +39,6 @@ from cardcube.storage import (
     open_store,
     read_json,
     refuse_file,
-    shown_href,
     store_url,
     write_json,
 )

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cardcube.grid import TILE_SIZE_M
+from cardcube.source_files import shown_href
 from cardcube.spec import CubeSpec
-from cardcube.storage import shown_href
 from cube.ledger import (
     Acquisition,
     CubeVersion,

@@ -25,8 +25,10 @@ from pystac.stac_io import DefaultStacIO
 
 from cardcube.errors import InvalidRequestError, SourceNotFoundError, StoreUnavailableError
 from cardcube.grid import normalise_tile_id
+from cardcube.source_files import source_options
 from cardcube.spec import CubeSpec
-from cardcube.storage import check_reachable, listed_names, s3_options_from_env, source_options, unavailable
+from cardcube.storage import check_reachable, listed_names, s3_options_from_env
+from cardcube.store_errors import unavailable
 from ingest.assets import choose_assets, declared_file, no_band_reason, nodata_of, scaling_of, unit_of
 
 log = logging.getLogger(__name__)

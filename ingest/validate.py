@@ -49,8 +49,9 @@ from cardcube.errors import (
     StoreUnavailableError,
 )
 from cardcube.grid import TileGrid
+from cardcube.source_files import gdal_path, gdal_source_config, shown_href, source_options
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_source_config, shown_href, source_options, unavailable
+from cardcube.store_errors import unavailable
 from ingest.assets import no_band_reason
 from ingest.sources import REFUSED_ADVICE, SourceScene
 from ingest.split import splits_items

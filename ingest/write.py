@@ -28,8 +28,9 @@ from zarr.storage import StorePath, WrapperStore
 
 from cardcube.errors import CorruptShardError, MissingShardError, SceneReadError
 from cardcube.grid import TileGrid
+from cardcube.source_files import gdal_path, gdal_source_config, shown_href
 from cardcube.spec import BandSpec, CubeSpec
-from cardcube.storage import gdal_path, gdal_source_config, read_bytes, shown_href
+from cardcube.storage import read_bytes
 from cube.manifest import BlockManifest
 from cube.shard_reader import VALUES_DIFFER, check_shard, shard_key, values_checksum
 from cube.tile_arrays import sized_view

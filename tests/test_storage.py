@@ -67,7 +67,7 @@ def test_an_s3_url_without_its_bucket_is_refused(given):
 
 
 def test_gdal_opens_an_s3_key_with_url_syntax_literally():
-    from cardcube.storage import gdal_path
+    from cardcube.source_files import gdal_path
 
     assert gdal_path("s3://src/batch#1/B04.tif") == "/vsis3/src/batch#1/B04.tif"  # rasterio ended the key at '#'
     assert gdal_path("s3a://src/a//B04.tif") == "s3://src/a//B04.tif"  # rasterio's AWS session; the key as it is
@@ -78,7 +78,8 @@ def test_gdal_opens_an_s3_key_with_url_syntax_literally():
 def test_a_store_names_its_s3_endpoint_given_or_from_the_environment(s3_bucket, monkeypatch, tmp_path):
     """One bucket path on two endpoints is two stores (a Dataset's dask names hold the endpoint): the endpoint of
     the options given, of AWS_ENDPOINT_URL, through a wrapper; none for a folder."""
-    from cardcube.storage import CountingStore, store_endpoint
+    from cardcube.counting_store import CountingStore
+    from cardcube.storage import store_endpoint
 
     endpoint = s3_bucket.server.endpoint_url
     given = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.server.storage_options())
@@ -115,11 +116,11 @@ def test_an_endpoint_that_accepts_connections_and_never_answers_is_named(monkeyp
     """A hung gateway held a batch command for as long as botocore's and s3fs's retries go (tens of minutes)."""
     import socket
 
-    import cardcube.storage
+    import cardcube.endpoint_check
     from cardcube.errors import StoreUnavailableError
 
     listener = socket.create_server(("127.0.0.1", 0))
-    monkeypatch.setattr(cardcube.storage, "ANSWER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(cardcube.endpoint_check, "ANSWER_TIMEOUT_S", 0.5)
     endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         with pytest.raises(StoreUnavailableError, match="accepts connections but sends no answer within"):
@@ -243,7 +244,7 @@ def test_a_file_whose_answer_is_cut_off_midway_is_a_store_error(s3_bucket, s3_pr
     """A parcel file in a bucket whose answer the store cuts off midway, after s3fs's tries: aiohttp's
     ClientPayloadError came out as it was, a traceback from every command given --parcels s3://..."""
     from cardcube.errors import StoreUnavailableError
-    from cardcube.storage import local_copy
+    from cardcube.source_files import local_copy
 
     s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="lpis/parcels.gpkg", Body=b"x" * 100_000)
     s3_proxy.cut_next(10**6, keep=0.3)

@@ -13,7 +13,7 @@ from zarr.storage import LocalStore
 
 from benchmarks.measure import Cell, repeat
 from benchmarks.storage import Access, Tier
-from cardcube.storage import CountingStore
+from cardcube.counting_store import CountingStore
 
 
 def _array(root) -> None:

@@ -34,7 +34,7 @@ def test_extraction_s_peak_is_taken_before_the_passes_that_only_measure(tiny_cub
     import shutil
     import tracemalloc
 
-    import cardcube.storage
+    import cardcube.counting_store
     from benchmarks import extraction
 
     cube = tmp_path / "cube"
@@ -44,13 +44,13 @@ def test_extraction_s_peak_is_taken_before_the_passes_that_only_measure(tiny_cub
     start = tracemalloc.start
     monkeypatch.setattr(tracemalloc, "start", lambda *a: (events.append("traced"), start(*a))[1])
 
-    class Counting(cardcube.storage.CountingStore):
+    class Counting(cardcube.counting_store.CountingStore):
         def __init__(self, *args, **kwargs) -> None:
             if not events or events[-1] != "counted":  # the store's copies (read_only, ...) are made alike
                 events.append("counted")
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(cardcube.storage, "CountingStore", Counting)
+    monkeypatch.setattr(cardcube.counting_store, "CountingStore", Counting)
     figures = extraction._measure_cardcube(str(cube), str(tiny_region.parcels), str(tmp_path / "out"), block=None,
                                            count=True, traced=True)
     assert events == ["peak", "traced", "counted"]

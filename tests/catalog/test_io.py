@@ -6,7 +6,8 @@ import pystac
 import pytest
 from zarr.storage import LocalStore, MemoryStore
 
-from cardcube.storage import CountingStore, open_store, read_bytes
+from cardcube.counting_store import CountingStore
+from cardcube.storage import open_store, read_bytes
 from cardcube.testing import fixtures
 from catalog import keys
 from catalog.io import StoreStacIO, store_base

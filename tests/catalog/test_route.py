@@ -12,9 +12,10 @@ from odc.geo.geom import Geometry
 from shapely.geometry import Point, Polygon, box, mapping
 from zarr.storage import MemoryStore
 
+from cardcube.counting_store import CountingStore
 from cardcube.errors import CubeNotFoundError, InvalidRequestError
 from cardcube.grid import TileGrid
-from cardcube.storage import CountingStore, open_store
+from cardcube.storage import open_store
 from catalog.io import StoreStacIO
 from catalog.route import ItemCache, find_tiles, tile_refs
 from catalog.write import build_catalog, write_catalog

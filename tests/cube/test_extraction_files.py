@@ -366,7 +366,8 @@ def test_a_date_new_in_an_unfinished_update_mended_while_it_was_stopped_is_read_
 def test_the_rows_of_a_repaired_date_are_dropped_reading_only_the_files_whose_footers_may_hold_it():
     """Dropping a repaired date's rows read every earlier file of its tile whole, one after another (on S3 a GET of
     megabytes each): a file whose footer says its times miss the date is now left unread but for its tail."""
-    from cardcube.storage import CountingStore, read_bytes
+    from cardcube.counting_store import CountingStore
+    from cardcube.storage import read_bytes
     from cube.extraction_files import FOOTER_BYTES, drop_replaced
 
     version = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]))

@@ -356,7 +356,7 @@ def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from cardcube.storage import CountingStore
+    from cardcube.counting_store import CountingStore
     from cube.manifest import AbsentShards, confirm_absent
 
     class SlowLookups(CountingStore):
@@ -378,7 +378,7 @@ def test_a_missing_shard_read_on_several_threads_at_once_is_looked_up_once(tiny_
 def test_a_query_reads_a_blocks_manifest_once_for_all_its_missing_shards(cube):
     """Shards missing where no scene had data, across several dask tasks of one query (a chunk each): the block's
     manifest is read once for all, not once a task."""
-    from cardcube.storage import CountingStore
+    from cardcube.counting_store import CountingStore
 
     gone = _shards(cube, "B04", 1)
     for shard in gone:
@@ -397,7 +397,7 @@ def test_a_query_reads_a_blocks_manifest_once_for_all_its_missing_shards(cube):
 def test_a_cube_written_before_manifests_asks_for_a_blocks_missing_manifest_once(cube):
     """Its blocks have none: the missing manifest was asked for again for every shard found missing (a 404 round
     trip each on S3)."""
-    from cardcube.storage import CountingStore
+    from cardcube.counting_store import CountingStore
 
     _written_before_manifests(cube)
     gone = [shard for band in ("B04", "B08", "B03") for shard in _shards(cube, band, 1)]

@@ -19,9 +19,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from cardcube.counting_store import CountingStore
 from cardcube.errors import InvalidRequestError, StoreUnavailableError
 from cardcube.spec import ChunkLayout
-from cardcube.storage import CountingStore, open_store
+from cardcube.storage import open_store
 from cube import layout
 from cube.chips import chip
 from cube.dataset import READ_THREADS, open_cube

@@ -904,8 +904,9 @@ def test_version_cache_reads_a_pinned_version_once_and_the_latest_every_refresh(
     import json
     import shutil
 
+    from cardcube.counting_store import CountingStore
     from cardcube.errors import CubeNotFoundError
-    from cardcube.storage import CountingStore, open_store
+    from cardcube.storage import open_store
     from cube import layout
     from cube.versions import VersionCache
 

@@ -13,8 +13,9 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
+from cardcube.counting_store import CountingStore
 from cardcube.errors import CorruptShardError
-from cardcube.storage import CountingStore, open_store, read_bytes, write_bytes
+from cardcube.storage import open_store, read_bytes, write_bytes
 from cube.shard_reader import read_window
 from cube.shared_chunks import SHARED_CHUNK_BYTES, ChunkSharing, SharedChunks
 

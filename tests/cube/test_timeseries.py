@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, box
 
+from cardcube.counting_store import CountingStore
 from cardcube.errors import (
     InvalidRequestError,
     NoAcquisitionWarning,
@@ -23,7 +24,7 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid
 from cardcube.spec import DEFAULT_SCL_MASK, ChunkLayout
-from cardcube.storage import CountingStore, open_store
+from cardcube.storage import open_store
 from cube.chips import chip
 from cube.dataset import open_cube
 from cube.extract import extract

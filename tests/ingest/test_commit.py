@@ -12,16 +12,9 @@ import types
 import pytest
 from zarr.storage import MemoryStore
 
+from cardcube.compare_and_swap import delete_if_unchanged, read_tagged, replace_bytes
 from cardcube.errors import CommitConflictError, CubeLockedError, LockLostError, StoreError
-from cardcube.storage import (
-    delete_if_unchanged,
-    delete_key,
-    open_store,
-    read_json,
-    read_tagged,
-    replace_bytes,
-    write_json,
-)
+from cardcube.storage import delete_key, open_store, read_json, write_json
 from cube import layout
 from ingest import commit
 from ingest.commit import writer_lock

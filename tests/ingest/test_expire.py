@@ -148,7 +148,7 @@ def test_a_long_reader_checks_a_hot_shard_missing_in_its_version_once_and_still_
     """A reader keeping an :class:`ArrayCache` (the REST service) looks the ledger up once for a hot shard
     missing while its version stands (an area with no data: never written for that version), not on every
     read of it; shards that expire deletes afterwards are other keys, checked, and the read still raises."""
-    from cardcube.storage import CountingStore
+    from cardcube.counting_store import CountingStore
     from cube.tile_arrays import ArrayCache
 
     old, gone = _doomed(cube)
