@@ -2,14 +2,14 @@
 
 Builds (or reuses, ``--work DIR``) the synthetic territory of :mod:`benchmarks.kernel`, takes every work unit of
 :func:`cube.extract.extract` and reads each unit's bands over each of its runs of dates as its worker does
-(:class:`cube.dataset.BandReader` into buffers reused across runs), timing only the reads by thread CPU time
+(:class:`cube.band_reader.BandReader` into buffers reused across runs), timing only the reads by thread CPU time
 (this shared machine's wall times vary by 15 % and more with its other users' load). Blosc decodes in the
 calling thread, as in extract's worker threads, so the thread's time holds the decompression.
 
 ``--old TREE``: a checkout of the code to compare with (e.g. ``git worktree add /tmp/old <commit>``); its
-``cube/shard_reader.py`` and ``cube/dataset.py`` are loaded beside the package's, and each repeat reads every unit
-with the old ``read_window`` and ``BandReader.read`` (code before the units shared the chunks they both read:
-without sharing), then the package's, in turn; medians of ``--repeats`` and
+``cube/shard_reader.py`` and ``cube/band_reader.py`` (``cube/dataset.py`` in code before it) are loaded beside the
+package's, and each repeat reads every unit with the old ``read_window`` and ``BandReader.read`` (code before the
+units shared the chunks they both read: without sharing), then the package's, in turn; medians of ``--repeats`` and
 their ratio are reported, and both must read the same values. ``--profile``: cProfile one pass instead.
 """
 
@@ -82,22 +82,23 @@ def _load(name: str, path: Path) -> Any:
 def code(tree: Path | None) -> Iterator[None]:
     """The read path of ``tree`` (its ``read_window`` and ``BandReader.read``) in place of the package's while in
     the block; the package's with None."""
-    from cube import dataset
+    from cube import band_reader
 
-    new = dataset.read_window, dataset.BandReader.read
+    new = band_reader.read_window, band_reader.BandReader.read
     if tree is not None:
         old_reader = _load("old_shard_reader", tree / "cube" / "shard_reader.py")
-        old_dataset = _load("old_dataset", tree / "cube" / "dataset.py")
+        old_band_reader = _load("old_band_reader", tree / "cube" / (
+            "band_reader.py" if (tree / "cube" / "band_reader.py").exists() else "dataset.py"))
         old_read = old_reader.read_window
         if "sharing" not in inspect.signature(old_read).parameters:  # code before the units shared their chunks
             def old_read(*args: Any, sharing: Any = None, _read: Callable[..., np.ndarray] = old_read,
                          **kwargs: Any) -> np.ndarray:
                 return _read(*args, **kwargs)
-        dataset.read_window, dataset.BandReader.read = old_read, old_dataset.BandReader.read
+        band_reader.read_window, band_reader.BandReader.read = old_read, old_band_reader.BandReader.read
     try:
         yield
     finally:
-        dataset.read_window, dataset.BandReader.read = new
+        band_reader.read_window, band_reader.BandReader.read = new
 
 
 def main(argv: list[str] | None = None) -> None:

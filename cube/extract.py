@@ -86,7 +86,8 @@ from cardcube.storage import (
     write_bytes,
 )
 from cube import layout
-from cube.dataset import BandReader, check_acquisitions, lacks_passes, passes_lacking, read_cube
+from cube.band_reader import BandReader
+from cube.dataset import check_acquisitions, lacks_passes, passes_lacking, read_cube
 from cube.extraction_files import (
     MANIFEST,
     MOSAIC,

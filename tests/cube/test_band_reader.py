@@ -10,7 +10,8 @@ from cardcube.grid import TileGrid
 from cardcube.spec import ChunkLayout
 from cardcube.storage import open_store
 from catalog import find_tiles
-from cube.dataset import BandReader, open_cube
+from cube.band_reader import BandReader
+from cube.dataset import open_cube
 from cube.ledger import read_version
 from ingest.job import ingest
 from tests.ingest.scene_edits import items_of, write_items

@@ -20,7 +20,8 @@ from cardcube.errors import MissingShardError, VersionNotFoundError
 from cardcube.storage import LISTED_LINES, open_store
 from catalog.write import write_catalog
 from cube import layout
-from cube.dataset import _Window, open_cube
+from cube.band_reader import _Window
+from cube.dataset import open_cube
 from cube.extract import extract
 from cube.ledger import read_version
 from cube.manifest import BlockManifest, ShardKey, read_manifests
