@@ -81,8 +81,8 @@ from cardcube.storage import (
 from cube.dataset import tile_dates
 from cube.indices import band_list
 from cube.ledger import CubeVersion, committed_versions, read_version
+from cube.parcel_ids import uniform_ids
 from cube.parcel_layer import parquet_bytes
-from cube.parcels import uniform_ids
 from cube.stats import FRAME_COLUMNS, small_uint
 from cube.timeseries import ParcelStatus
 

@@ -4,6 +4,7 @@
 a GeoJSON geometry, Feature or FeatureCollection dict (EPSG:4326 per RFC 7946), a shapely polygon,
 parcel ids looked up in a registered parcel set, or a point (lon/lat) looked up there. It returns a
 :class:`ParcelSet`: immutable, every operation returns a new one. Reprojection is geopandas/pyproj's.
+A parcel file is read by :mod:`cube.parcel_files`, and the parcels' ids checked by :mod:`cube.parcel_ids`.
 """
 
 from __future__ import annotations
@@ -12,19 +13,14 @@ import contextlib
 import json
 import math
 import os
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlparse
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pyogrio
 import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -34,6 +30,8 @@ from shapely.geometry.base import BaseGeometry
 from cardcube.errors import InvalidRequestError, ParcelError, ParcelFileError, ParcelNotFoundError, ParcelTooSmallError
 from cardcube.query import check_lonlat
 from cardcube.source_files import local_copy
+from cube.parcel_files import read_parcel_file, shapefile_parts
+from cube.parcel_ids import check_ids, uniform_ids
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -220,82 +218,6 @@ def polygonal(pid: Hashable, geom: BaseGeometry | None, *, repair: bool) -> tupl
     return fixed, True
 
 
-def uniform_ids(ids: Sequence[Hashable]) -> list[Hashable]:
-    """Ids of one type: integers and text mixed (two registers joined: 1 and "A-4") become text, as GeoJSON's
-    do, so that they compare, sort and are stored (Arrow) as one column."""
-    if len(set(map(type, ids))) < 2 or len({type(pid) for pid in ids if not pd.isna(pid)}) < 2:  # one kind: at once
-        return list(ids)
-    return [pid if pd.isna(pid) else str(pid) for pid in ids]  # a missing id stays missing, and refused as such
-
-
-def check_ids(ids: Sequence[Hashable]) -> None:
-    """:class:`InvalidRequestError` unless every parcel of ``ids`` (in the file's order: the rows named are its
-    rows) has an id of its own: none missing (None, NaN, a nullable column's ``pd.NA``), none shared. Ids all text
-    or all whole numbers, as registers have them, are checked by their kind (each parcel set checks its ids: one
-    by one, a register's took a noticeable share of an extraction, which makes several sets)."""
-    kinds = set(map(type, ids))
-    if kinds == {str}:
-        _refuse_missing([k for k, i in enumerate(ids) if not i.strip()])
-    elif not all(issubclass(kind, int | np.integer) for kind in kinds):
-        _check_each_id(ids)
-    elif ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
-        _refuse_beyond_64_bits(ids)
-    if len(set(ids)) != len(ids):
-        _refuse_shared(ids)
-
-
-def _refuse_missing(missing: Sequence[int]) -> None:
-    """The error of parcels with no id at the rows ``missing``, if any (:func:`check_ids`)."""
-    if missing:
-        raise InvalidRequestError(f"{len(missing)} parcel(s) have no id (row(s) {', '.join(map(str, missing[:10]))}"
-                                  f"{' ...' if len(missing) > 10 else ''}): every parcel needs one")
-
-
-def _check_each_id(ids: Sequence[Hashable]) -> None:
-    """:func:`check_ids` of ids of mixed or other kinds (reals, tuples, missing values), one by one."""
-    if tuples := [k for k, i in enumerate(ids) if isinstance(i, tuple)]:  # a frame's MultiIndex: a 2-D id array
-        raise InvalidRequestError(f"parcel ids are single values (text or integers), not tuples such as "
-                                  f"{ids[tuples[0]]!r} (row {tuples[0]}): a frame indexed by several levels needs its "
-                                  f"id column named (id_column=, after reset_index()), or one id made of the levels")
-    if shapes := [k for k, i in enumerate(ids) if isinstance(i, BaseGeometry)]:  # --id-column geometry: a traceback
-        raise InvalidRequestError(f"parcel ids are single values (text or integers), not geometries such as "  # (Arrow)
-                                  f"{ids[shapes[0]].geom_type} (row {shapes[0]}): the id column named is the parcels' "
-                                  f"geometry; name the column of their ids (--id-column; Python: id_column=)")
-    _refuse_missing([k for k, i in enumerate(ids) if i is None or i is pd.NA or i is pd.NaT
-                     or (isinstance(i, float | np.floating) and math.isnan(i))  # pd.NA: a nullable column's gap
-                     or (isinstance(i, str) and not i.strip())])  # blank: a shapefile's gap (GDAL reads it so), a CSV's
-    _refuse_beyond_64_bits(ids)
-    if inexact := [k for k, i in enumerate(ids) if isinstance(i, float | np.floating) and abs(i) > 2**53]:
-        raise InvalidRequestError(
-            f"{len(inexact)} parcel id(s) are floating-point numbers beyond 2**53, e.g. {ids[inexact[0]]!r} (row "
-            f"{inexact[0]}), which keep no more than 16 digits: the ids' last digits are lost (a shapefile reads "
-            f"integers of more than 18 digits as reals; a spreadsheet stores every number so); store them as text, "
-            f"or in a GeoPackage or GeoParquet as integers")
-
-
-def _refuse_beyond_64_bits(ids: Sequence[Hashable]) -> None:
-    """The error of integer ids no column of integers holds (a uint64 column's above 2**63: a 64-bit hash), if any
-    (:func:`check_ids`): the label layer's table of ids failed with pyarrow's OverflowError, after the run began."""
-    if beyond := [k for k, i in enumerate(ids) if isinstance(i, int | np.integer) and not -(2**63) <= i < 2**63]:
-        raise InvalidRequestError(
-            f"{len(beyond)} parcel id(s) are integers beyond 64 bits (signed), e.g. {ids[beyond[0]]} (row "
-            f"{beyond[0]}), which no column of integers holds: store them as text")
-
-
-def _refuse_shared(ids: Sequence[Hashable]) -> None:
-    """The error of ids shared by several parcels (:func:`check_ids`)."""
-    rows: dict[Hashable, list[int]] = {}
-    for k, i in enumerate(ids):
-        rows.setdefault(i, []).append(k)
-    shared = [(i, r) for i, r in rows.items() if len(r) > 1]
-    named = ", ".join(f"{i} (rows {', '.join(map(str, r[:3]))}{' ...' if len(r) > 3 else ''})" for i, r in shared[:10])
-    raise InvalidRequestError(
-        f"{len(shared)} parcel id{' is' if len(shared) == 1 else 's are'} shared by several parcels: {named}"
-        f"{' ...' if len(shared) > 10 else ''}; give each parcel its own id, or name the id column with "
-        f"--id-column (Python: id_column=; GeoJSON: properties.parcel_id or the Feature's id, else its "
-        f"position)")
-
-
 def needs_overlay(geom: BaseGeometry | None) -> bool:
     """Whether :func:`polygonal` makes ``geom`` a polygon by an overlay (an invalid one's repair, a collection's
     union): work that grows with the square of its vertices where its edges cross (an outline of 3,000 vertices
@@ -389,184 +311,14 @@ def read_parcels(parcels: Any, *, id_column: str = "parcel_id", layer: str | Non
     if "://" not in path:
         if not os.path.exists(path):
             raise ParcelFileError(f"no parcel file at {path}")
-        return _read_file(path, path, id_column=id_column, layer=layer)
+        return read_parcel_file(path, path, id_column=id_column, layer=layer)
     with contextlib.ExitStack() as stack:
         try:
             local = stack.enter_context(local_copy(path, storage_options=storage_options,
-                                                   companions=_shapefile_parts(path)))
+                                                   companions=shapefile_parts(path)))
         except FileNotFoundError as exc:
             raise ParcelFileError(f"no parcel file at {exc}") from None
-        return _read_file(os.fspath(local), path, id_column=id_column, layer=layer)
-
-
-SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")  # beside a .shp: its index, fields, CRS, fields' encoding
-
-
-def _shapefile_parts(path: str) -> tuple[str, ...]:
-    """The suffixes of the files beside the shapefile ``path`` (a local path or URL) that are part of it, in the
-    case of its own (``.SHP``: ``.SHX``, ...); none for another file."""
-    suffix = os.path.splitext(urlparse(path).path if "://" in path else path)[1]
-    if suffix.lower() != ".shp":
-        return ()
-    return tuple(part.upper() if suffix.isupper() else part for part in SHAPEFILE_PARTS)
-
-
-def _check_shapefile(path: str, name: str) -> None:
-    """:class:`ParcelFileError` for a shapefile at local ``path`` without its ``.shx`` or ``.dbf`` (one uploaded
-    alone to a bucket): GDAL said "Unable to open /tmp/.../p.shx ... Set SHAPE_RESTORE_SHX", or read no fields."""
-    parts = _shapefile_parts(path)
-    stem = os.path.splitext(path)[0]
-    missing = [part for part in parts[:2]
-               if not any(os.path.exists(stem + suffix) for suffix in (part.lower(), part.upper()))]
-    if missing:
-        raise ParcelFileError(f"{name} is a shapefile without its {' and '.join(missing)}: a shapefile is the "
-                              f".shp with its .shx, .dbf and .prj beside it, of the same name (a pre-signed URL names "
-                              f"its one object alone); put them there, or give the parcels as one file: the parts "
-                              f"zipped (.shp.zip), a GeoPackage or GeoParquet")
-
-
-PARQUET_MAGIC = b"PAR1"  # the first (and last) bytes of a Parquet file
-
-
-def _is_parquet(path: str) -> bool:
-    """Whether the file at local ``path`` is Parquet, by its name or its first bytes: a GeoParquet named
-    ``.geoparquet``, ``.pq`` or ``.PARQUET`` went to GDAL, which refused it as "libduckdb.so: cannot open shared
-    object file"."""
-    if path.lower().endswith(".parquet"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
-    except OSError:  # a folder (GDAL reads a folder of shapefiles), or no file: GDAL says which
-        return False
-
-
-def _read_file(path: str, name: str, *, id_column: str, layer: str | None) -> gpd.GeoDataFrame:
-    """The parcel file at local ``path``, called ``name`` in messages (its URL, for a copy)."""
-    _check_shapefile(path, name)
-    try:
-        if _is_parquet(path):
-            if layer is not None:  # ignored without a word, the whole file was read
-                raise ParcelFileError(f"{name} is GeoParquet, of one layer: --layer {layer} (Python: layer=) names a "
-                                      f"layer of a GeoPackage")
-            if b"geo" not in (pq.read_schema(path).metadata or {}):  # a table of numbers (weather, statistics)
-                raise ParcelFileError(f"{name} is not a GeoParquet file (no geometry column): give the parcels with "
-                                      f"their geometries (GeoParquet, GeoPackage, GeoJSON)")
-            frame, driver = gpd.read_parquet(path), "Parquet"
-            # Arrow's pool kept the read's buffers, freed, for later allocations (140 MB of a register of 300,000
-            # parcels, above every outline held) until its next ones purge them: given back to the system now
-            pa.default_memory_pool().release_unused()
-        else:
-            found = {str(each): kind for each, kind in pyogrio.list_layers(path)}
-            layers = [each for each, kind in found.items() if kind is not None]  # a table of codes beside is none
-            if layer is None and len(layers) > 1:
-                raise ParcelFileError(f"{name} holds {len(layers)} layers ({', '.join(layers)}): name one with "
-                                      f"--layer (Python: read_parcels(..., layer=...))")
-            if layer is not None and str(layer) not in layers:
-                what = f"layer {layer!r} is a table without geometries" if str(layer) in found else \
-                    f"has no layer {layer!r}"
-                raise ParcelFileError(f"{name} {what}; its layers: {', '.join(layers) or 'none'}")
-            if layer is None and len(layers) == 1 < len(found):  # GDAL read the first, which may be the table
-                layer = layers[0]
-            info = pyogrio.read_info(path, layer=layer)
-            driver = info.get("driver")
-            keyed = info.get("fid_column") == id_column  # a GeoPackage's primary key
-            frame = gpd.read_file(path, layer=layer, fid_as_index=keyed)  # GDAL reads as its FID, not as a field
-            if keyed:
-                frame = frame.rename_axis(id_column).reset_index()
-            if driver == "ESRI Shapefile" and info.get("encoding") == "ISO-8859-1":
-                frame = _guessed_text(frame, name)
-    except ParcelFileError:
-        raise
-    except Exception as exc:  # pyogrio, pyarrow and geopandas each raise their own kinds
-        if os.path.isdir(path):  # GDAL reads a folder of shapefiles; of anything else it said "not recognized"
-            raise ParcelFileError(f"{name} is a folder, of no parcel file GDAL reads: give the parcel file "
-                                  f"(GeoPackage, GeoParquet, GeoJSON, shapefile)") from None
-        raise ParcelFileError(f"{name} is not a readable parcel file: {str(exc).replace(path, name)}") from None
-    if id_column not in frame.columns and id_column in frame.index.names:  # a GeoParquet of the ids as its index
-        frame = frame.reset_index(id_column)  # (written from parcels.set_index(...)): gpd.read_parquet restores it
-    if frame.empty:  # "no parcels given", later, named no file
-        raise ParcelFileError(f"{name} holds no parcel{f' in layer {layer!r}' if layer is not None else ''}")
-    if (id_column not in frame.columns and driver == "GeoJSON" and id_column in FEATURE_ID_COLUMNS
-            and (ids := _feature_ids(path, len(frame)))):
-        frame[id_column] = ids
-    if id_column not in frame.columns:
-        cut = id_column[:10]  # a shapefile's .dbf keeps 10 characters of a name
-        hint = (f" (a shapefile keeps the first 10 characters of a column's name: --id-column {cut})"
-                if driver == "ESRI Shapefile" and cut != id_column and cut in frame.columns else "")
-        raise ParcelFileError(f"{name} has no {id_column!r} column (columns: "
-                              f"{', '.join(map(str, frame.columns))}); name the parcel id column with --id-column "
-                              f"(Python: id_column=){hint}")
-    if not isinstance(frame, gpd.GeoDataFrame):  # a table without geometry (a CSV export of the register)
-        raise ParcelFileError(f"{name} has no geometry column: give the parcels with their geometries (GeoParquet, "
-                              f"GeoPackage, GeoJSON)")
-    if frame.crs is None:  # refused later as "set one with GeoDataFrame.set_crs", naming no file: no help on the CLI
-        raise ParcelFileError(f"{name} has no CRS: its coordinates could be in any, so no parcel can be placed on the "
-                              f"cube; give it one (ogr2ogr -a_srs EPSG:<code>, or in Python "
-                              f"read the file with geopandas and .set_crs)")
-    placed = frame.geometry[~frame.geometry.is_empty & ~shapely.is_missing(np.asarray(frame.geometry.array))]
-    if frame.crs.is_geographic and len(placed):  # refused later naming no file, with advice for Python and REST
-        said = " (a GeoJSON file without a crs member is lon/lat: RFC 7946)" if driver == "GeoJSON" else ""
-        try:
-            check_lonlat(tuple(placed.total_bounds), frame.crs.to_string(), what=f"the coordinates of {name}",
-                         advice=f"the CRS the file says{said}; give it the CRS of its coordinates (ogr2ogr -a_srs "
-                                f"EPSG:<code>, or in Python read the file with geopandas and .set_crs(..., "
-                                f"allow_override=True))")
-        except InvalidRequestError as exc:
-            raise ParcelFileError(str(exc)) from None
-    return frame
-
-
-def _guessed_text(frame: gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
-    """The text of a shapefile GDAL read as ISO-8859-1, which it takes where nothing says the encoding (no .cpg
-    beside it, no code page in the .dbf), read as UTF-8 where its bytes are UTF-8 (what geopandas, QGIS and most
-    tools write): its ids and column names came out changed without a word ("Žitné" as "Å½itnÃ©"). Else, if any is
-    beyond ASCII, kept as read, with a warning saying how to name the encoding (a cp1250 "Ž" reads as a control
-    character)."""
-    # of the dtype: an object column holding a None (pandas 2) is no string column by its values
-    text = [c for c in frame.columns if c != frame.geometry.name and pd.api.types.is_string_dtype(frame[c].dtype)]
-    beyond = {v for c in text for v in frame[c] if isinstance(v, str) and not v.isascii()}
-    beyond |= {c for c in frame.columns if isinstance(c, str) and not c.isascii()}
-    if not beyond:
-        return frame
-    try:
-        for value in beyond:
-            value.encode("latin-1").decode("utf-8")  # ISO-8859-1 maps each byte to one character: the bytes again
-    except UnicodeDecodeError:
-        shown = min(beyond, key=lambda v: (not any("\x80" <= c <= "\x9f" for c in v), v))  # a control char first
-        warnings.warn(f"{name} does not say the encoding of its text (no .cpg file beside it): read as ISO-8859-1 "
-                      f"(Latin-1), e.g. {shown!r}; if its ids or names look wrong, put a .cpg file beside "
-                      f"it naming its code page (e.g. a line CP1250 or CP1252) and run again", stacklevel=4)
-        return frame
-
-    def utf8(value: Any) -> Any:
-        return value.encode("latin-1").decode("utf-8") if isinstance(value, str) else value
-
-    frame = frame.rename(columns=utf8)
-    for column in map(utf8, text):
-        frame[column] = frame[column].map(utf8)
-    return frame
-
-
-# the id columns a GeoJSON file's Feature ids stand for, without such a property: the default, and the member's name;
-# another (--id-column PERCEEL) names a property, and one the file lacks is refused (a misspelt name read ArcGIS's
-# Feature ids, its OBJECTIDs 1, 2, 3 ..., for the parcel ids without a word)
-FEATURE_ID_COLUMNS = ("parcel_id", "id")
-
-
-def _feature_ids(path: str, count: int) -> list[Any] | None:
-    """The ids of the ``count`` features of the GeoJSON file at ``path`` (RFC 7946's Feature ``id``, as a
-    FeatureCollection given in Python or posted uses them), if every feature has one, else None.
-    GDAL takes integer ids for its feature ids, which a read leaves out: the file had "no 'parcel_id' column"."""
-    try:
-        with open(path, "rb") as f:
-            features = json.load(f).get("features")
-    except (OSError, ValueError, AttributeError):  # GeoJSON sequences, a bare Feature: no ids to take
-        return None
-    if not isinstance(features, list) or len(features) != count:
-        return None
-    ids = [f.get("id") if isinstance(f, dict) else None for f in features]
-    return None if any(i is None for i in ids) else ids
+        return read_parcel_file(os.fspath(local), path, id_column=id_column, layer=layer)
 
 
 def _clean_id(value: Any) -> Hashable:
