@@ -12,8 +12,8 @@ from typing import Any
 
 from cardcube.errors import DuplicateSceneError, SceneError, SpoolError, StoreError
 from cardcube.parallel import run_tasks
+from cardcube.source_files import shown_href
 from cardcube.spec import CubeSpec
-from cardcube.storage import shown_href
 from cube.ledger import CubeVersion, Rejection
 from ingest.passes import Product, another_part, coverage, covers, same_pass_product
 from ingest.sources import SourceScene

@@ -23,7 +23,6 @@ from cardcube.errors import (
 )
 from cardcube.grid import TileGrid, tile_ids
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, is_distributed, run_tasks
-from cardcube.source_files import shown_href
 from cardcube.spec import CUBE_SPECS, ChunkLayout, CubeSpec, cube_spec
 from cardcube.storage import (
     StoreLike,
