@@ -20,7 +20,7 @@ def test_the_packages_are_found_from_a_folder_holding_a_cube(tmp_path):
     for name in ("cube", "catalog", "ingest"):
         (tmp_path / name).mkdir()
     script = ("import cardcube, catalog, cube, ingest\n"
-              "from cube.service import code_digest\n"
+              "from cube.revalidation import code_digest\n"
               "print(code_digest())\n"
               "print(*(m.__file__ for m in (cardcube, catalog, cube, ingest)))")
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -1264,7 +1264,7 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
     from starlette.requests import Request
 
     from cardcube.errors import ClientGoneError, ServiceBusyError
-    from cube.service import _ReadSlots
+    from cube.request_limits import _ReadSlots
 
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
 
@@ -1506,7 +1506,7 @@ def test_an_etag_names_the_code_that_made_the_answer(tmp_path):
     import shutil
 
     import cube
-    from cube.service import _identity, code_digest, files_digest
+    from cube.revalidation import _identity, code_digest, files_digest
 
     copy = pathlib.Path(shutil.copytree(pathlib.Path(cube.__file__).parent, tmp_path / "cube",
                                         ignore=shutil.ignore_patterns("__pycache__")))
