@@ -44,20 +44,46 @@ so it is a parameter.
 
 from __future__ import annotations
 
-import functools
-import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cardcube.errors import InvalidRequestError
-from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
 from cube.curve_file import CurveArray, CurveFile, curve_table
+from cube.marker_rules import MarkerRules
+from cube.ndvi_profiles import (
+    NDVI_BANDS,
+    _check_columns,
+    _check_ndvi_bands,
+    _file_references,
+    _ndvi,
+    _second_pass,
+    ndvi_by_date,
+    profiles,
+    reference_profiles,
+)
 from cube.parcel_batches import FrameBatches, ParcelBatches
+from cube.season_evidence import (
+    RadarRows,
+    _days,
+    _in_season,
+    _season_evidence,
+    _season_span,
+    _season_year,
+    _union,
+)
+from cube.statistics_checks import (
+    UNRECORDED,
+    _refuse_missing_times,
+    _refuse_repeats,
+    check_cloud_masked,
+    check_units,
+    cloudy_rows,
+)
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
 # what the markers read of a statistics frame, beside the keys
@@ -65,289 +91,6 @@ COLUMNS = ("count", "masked", "mean", "orbit_state", "relative_orbit")
 
 __all__ = ["BATCH_SIZE", "COLUMNS", "MARKERS", "MarkerRules", "OpticalRows", "RadarRows", "batch_parcels", "code_list",
            "declarations", "flag_batches", "flag_parcels", "ndvi_by_date", "profiles", "reference_profiles"]
-
-
-@dataclass(frozen=True)
-class MarkerRules:
-    """Thresholds of the markers; see the module docstring. ``season`` is ``(MM-DD, MM-DD)`` of every year."""
-
-    min_clear: float = 0.5  # share of a parcel's pixels that must be clear for its NDVI of a date to count
-    step: int = 5  # days between profile grid points (Sentinel-2's revisit)
-    min_points: int = 6  # grid points a parcel and a reference must share for a distance
-    min_parcels: int = 5  # parcels declaring a crop for it to have a reference profile
-    mismatch_ratio: float = 2.0
-    outlier_z: float = 2.0  # robust z-score of the distance to the declared reference, within its crop
-    bare_ndvi: float = 0.3
-    mowing_drop: float = 0.08  # NDVI
-    mowing_drop_db: float = 1.2  # Sentinel-1 VH backscatter, dB
-    max_gap: int = 25  # days
-    season: tuple[str, str] = ("05-01", "09-30")
-    min_season_days: int = 60  # days of the season the dates must span for no_mowing to be judged at all
-    max_interpolation_gap: int = 30  # days between clear dates a profile is interpolated across
-    max_bare_gap: int = 30  # days between clear dates for bare_soil to clear a meadow (a ploughing re-sown is low
-    # for about a month)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.season, list):  # as JSON gives it
-            object.__setattr__(self, "season", tuple(self.season))
-        season = self.season
-        if not (isinstance(season, tuple) and len(season) == 2 and all(_is_month_day(x) for x in season)
-                and season[0] <= season[1]):
-            raise InvalidRequestError(f"season {season!r} must be two MM-DD dates in order, e.g. "
-                                      f"('05-01', '09-30')")
-        ranges = {"min_clear": (0 < self.min_clear <= 1, "a share in (0, 1]"), "step": (self.step >= 1, ">= 1"),
-                  "min_points": (self.min_points >= 1, ">= 1"), "min_parcels": (self.min_parcels >= 1, ">= 1"),
-                  "mismatch_ratio": (self.mismatch_ratio > 1, "> 1"),
-                  "outlier_z": (not np.isnan(self.outlier_z), "a z-score, not NaN: -inf leaves the ratio alone"),
-                  "bare_ndvi": (-1 < self.bare_ndvi < 1, "an NDVI in (-1, 1)"),
-                  "mowing_drop": (0 < self.mowing_drop < 2, "an NDVI drop in (0, 2)"),
-                  "mowing_drop_db": (self.mowing_drop_db > 0, "> 0 dB"), "max_gap": (self.max_gap >= 1, ">= 1"),
-                  "min_season_days": (self.min_season_days >= 0, ">= 0"),
-                  "max_bare_gap": (self.max_bare_gap >= 1, ">= 1"),
-                  "max_interpolation_gap": (self.max_interpolation_gap >= self.step,
-                                            f">= step ({self.step}): shorter, hardly a profile point lies between "
-                                            f"two clear dates")}
-        unbounded = [name for name, field in self.__dataclass_fields__.items()
-                     if field.type in ("int", "float") and np.isinf(getattr(self, name))
-                     and not (name == "outlier_z" and getattr(self, name) < 0)]
-        ranges.update({name: (False, "a finite number: an infinite one switches its marker off or on for "
-                                     "every parcel") for name in unbounded})
-        whole = [name for name, field in self.__dataclass_fields__.items()
-                 if field.type == "int" and not float(getattr(self, name)).is_integer()]
-        ranges.update({name: (False, "a whole number") for name in whole})  # step=5.5 moved the grid silently
-        if bad := [f"{name} = {getattr(self, name)!r} (must be {what})" for name, (ok, what) in ranges.items()
-                   if not ok]:  # a percent for a share (min_clear=50, bare_ndvi=30) flagged or cleared every parcel
-            raise InvalidRequestError(f"marker rules out of range: {'; '.join(bad)}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MarkerRules:
-        """Rules from a mapping of some of the fields (a JSON file of an agency's thresholds); the others keep
-        their defaults. An unknown field is an error naming the known ones: a typo must not leave the default
-        in force without a word."""
-        known = set(cls.__dataclass_fields__)
-        if not isinstance(d, Mapping):
-            raise InvalidRequestError(f"marker rules must be an object of rule names and values, not {d!r}")
-        if set(d) - known:
-            raise InvalidRequestError(f"unknown marker rule(s) {sorted(set(d) - known)}; the rules are "
-                                      f"{', '.join(sorted(known))}")
-        values = dict(d)
-        for name, value in values.items():
-            default = getattr(cls, name)
-            if isinstance(default, int | float) and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise InvalidRequestError(f"marker rule {name} = {value!r} is no number (default {default})")
-        return cls(**values)
-
-
-def _is_month_day(text: Any) -> bool:
-    """Whether ``text`` is a day of the year as ``MM-DD`` (29 February included): the season is compared
-    as this text, so what pandas would also read as a date ("05/01", " 5-01") is not one."""
-    try:
-        return isinstance(text, str) and re.fullmatch(r"\d\d-\d\d", text) is not None and \
-            bool(pd.Timestamp(f"2024-{text}"))
-    except ValueError:
-        return False
-
-
-def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clear) -> pd.DataFrame:
-    """Parcels x dates: NDVI of the mean B04 and B08 reflectance where at least ``min_clear`` of the
-    parcel's pixels are clear, else NaN. ``frame`` is a statistics frame (``parcel_id, time, band, count,
-    masked, mean``). A mean below 0 (L2A's offset leaves noise below 0 over water and shadow) is taken as 0, so the
-    NDVI stays in [-1, 1] (it was -5 or -inf); NaN where both are 0."""
-    _check_columns(frame)
-    bands = frame[frame["band"].isin(NDVI_BANDS)]
-    _refuse_repeats(bands, "statistics")
-    _check_ndvi_bands(frame["band"].unique())
-    return _ndvi(bands, min_clear)
-
-
-NDVI_BANDS = ("B04", "B08")
-STATISTICS = ("parcel_id", "time", "band", "count", "masked", "mean")  # what NDVI is computed of
-
-
-def _check_columns(frame: pd.DataFrame) -> None:
-    if missing := set(STATISTICS) - set(frame.columns):
-        raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}: NDVI is taken of the B04 "
-                                  f"and B08 means on dates with enough clear pixels (count, masked), as cardcube "
-                                  f"timeseries and extract compute them by default (--stats with mean)")
-
-
-def _check_ndvi_bands(bands: Iterable[Any]) -> None:
-    """Refuse statistics (of ``bands``) without both NDVI bands."""
-    bands = set(bands)
-    if bands & set(NDVI_BANDS) != set(NDVI_BANDS):
-        raise InvalidRequestError(f"NDVI needs the Sentinel-2 B04 and B08 means; the frame has bands "
-                                  f"{sorted(bands)} (Sentinel-1 statistics go to s1=, in the CLI --s1)")
-
-
-def _ndvi(bands: pd.DataFrame, min_clear: float) -> pd.DataFrame:
-    """:func:`ndvi_by_date` of the B04 and B08 rows ``bands`` (of a batch of parcels: either band may lack)."""
-    wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
-    wide = wide.reindex(columns=pd.MultiIndex.from_product([["mean", "count", "masked"], NDVI_BANDS]))
-    red, nir = wide[("mean", "B04")].clip(lower=0), wide[("mean", "B08")].clip(lower=0)
-    pixels = wide[("count", "B04")] + wide[("masked", "B04")]
-    clear = wide[("count", "B04")] / pixels.where(pixels > 0)
-    ndvi = ((nir - red) / (nir + red)).where(clear >= min_clear)
-    return ndvi.unstack("time").sort_index(axis=1)
-
-
-def _refuse_repeats(frame: pd.DataFrame, what: str) -> None:
-    """Refuse a frame with two rows of one parcel, date and band (two files concatenated, a run appended twice):
-    which one would count is a guess."""
-    repeated = frame.duplicated(["parcel_id", "time", "band"], keep=False)
-    if repeated.any():
-        first = frame[repeated].iloc[0]
-        raise InvalidRequestError(f"the {what} hold {int(repeated.sum())} rows that repeat a parcel, date and band "
-                                  f"(e.g. parcel {first.parcel_id!r}, {first.time}, {first.band}): one row each")
-
-
-def _refuse_missing_times(frame: pd.DataFrame, what: str) -> None:
-    """Refuse rows of ``frame`` without a time (a blank in a CSV): the profiles' grid ran from NaT, read as 1677, to
-    the season's dates, and the markers asked for 155 TiB."""
-    missing = frame["time"].isna()
-    if missing.any():
-        first = frame[missing].iloc[0]
-        raise InvalidRequestError(f"{int(missing.sum())} row(s) of the {what} have no time (e.g. parcel "
-                                  f"{first.parcel_id!r}, band {first.band}): each row is of a date; drop those rows "
-                                  f"or give them their dates")
-
-
-def _days(times: Iterable[Any]) -> np.ndarray:
-    return np.asarray(pd.DatetimeIndex(times).values.astype("datetime64[s]").astype(np.int64) / 86400.0)
-
-
-def _dates(times: Iterable[Any]) -> np.ndarray:
-    """The UTC dates of ``times`` as days since the epoch: gaps and spans of the season are counted in whole days,
-    since the orbits of one satellite pass minutes apart (five 5-day revisits measured 25.004 days, over a
-    ``max_gap`` of 25)."""
-    return np.floor(_days(times))
-
-
-def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
-    """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
-    NaN outside its first and last clear date, strictly inside a gap of more than ``max_gap`` days between
-    two clear dates (nothing is known there; whole UTC dates, :func:`_dates`), and for a parcel with fewer than two
-    clear dates."""
-    days, dates = _days(ndvi.columns), _dates(ndvi.columns)
-    out = np.full((len(ndvi), grid.size), np.nan)
-    for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
-        ok = ~np.isnan(row)
-        if ok.sum() >= 2:
-            d, whole = days[ok], dates[ok]
-            inside = (grid >= d[0]) & (grid <= d[-1])
-            g = grid[inside]
-            before, after = whole[np.searchsorted(d, g, side="right") - 1], whole[np.searchsorted(d, g, side="left")]
-            known = after - before <= max_gap
-            out[i, np.flatnonzero(inside)[known]] = np.interp(g[known], d, row[ok])
-    return out
-
-
-def reference_profiles(curves: np.ndarray, declared: np.ndarray, *, min_parcels: int = MarkerRules.min_parcels
-                       ) -> dict[Any, np.ndarray]:
-    """Per declared crop with at least ``min_parcels`` parcels that have a profile (a parcel with no clear date has
-    none: a crop of six parcels, five cloudy all season, got one parcel's curve as its reference): the median of
-    their ``curves`` at each grid point (NaN where none of them is defined)."""
-    rows = _reference_rows(declared, ~np.isnan(curves).all(axis=1), min_parcels)
-    return {code: _median(curves[mine]) for code, mine in rows.items()}
-
-
-def _reference_rows(declared: np.ndarray, profiled: np.ndarray, min_parcels: int) -> dict[Any, np.ndarray]:
-    """Per crop of ``declared`` (in order of appearance) with at least ``min_parcels`` ``profiled`` parcels: their
-    rows."""
-    rows = {code: np.flatnonzero((declared == code) & profiled) for code in pd.unique(declared)}
-    return {code: mine for code, mine in rows.items() if len(mine) >= min_parcels}
-
-
-def _median(curves: np.ndarray) -> np.ndarray:
-    """The median of ``curves`` (parcels x grid points) at each point; each point's is its own, so the grid may be
-    taken a few points at a time."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # grid points no parcel covers stay NaN
-        return np.nanmedian(curves, axis=0)
-
-
-COLUMN_FLOATS = 1 << 20  # numbers of the profiles read at a time for the references (8 MB)
-
-
-def _file_references(curves: CurveFile | CurveArray, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
-                     ) -> dict[Any, np.ndarray]:
-    """:func:`reference_profiles` of the profiles in ``curves``, a few grid points at a time: the medians are exact,
-    over every parcel of a crop, and memory holds a few columns of them."""
-    rows = _reference_rows(declared, profiled, min_parcels)
-    refs = {code: np.empty(curves.columns) for code in rows}
-    step = max(1, COLUMN_FLOATS // max(curves.rows, 1))
-    for start in range(0, curves.columns, step):
-        block = curves.read_columns(start, min(start + step, curves.columns))
-        for code, mine in rows.items():
-            refs[code][start:start + step] = _median(block[mine])
-    return refs
-
-
-def _rms(curves: np.ndarray, ref: np.ndarray, min_points: int) -> np.ndarray:
-    diff = curves - ref[None, :]
-    n = np.sum(~np.isnan(diff), axis=1)
-    with np.errstate(invalid="ignore"):
-        rms = np.sqrt(np.nansum(diff**2, axis=1) / n)
-    return np.where(n >= min_points, rms, np.nan)
-
-
-def _in_season(times: Iterable[Any], rules: MarkerRules) -> np.ndarray:
-    """Which of ``times`` fall in the season (``MM-DD`` compared as text, every year)."""
-    md = pd.DatetimeIndex(list(times)).strftime("%m-%d")
-    return np.asarray((md >= rules.season[0]) & (md <= rules.season[1]))
-
-
-def _season_year(times: Iterable[Any], rules: MarkerRules, what: str) -> int | None:
-    """The one year whose season ``times`` fall in (None: no date in the season); two years are refused, since a
-    winter between them would read as a gap "in the season", and last year's ploughing as this year's."""
-    times = pd.DatetimeIndex(list(times))
-    years = sorted(set(times[_in_season(times, rules)].year))
-    if len(years) > 1:
-        raise InvalidRequestError(f"the {what} statistics have dates in the seasons of {', '.join(map(str, years))}: "
-                                  f"flag one year at a time (cardcube extract or timeseries --time {years[-1]})")
-    return years[0] if years else None
-
-
-def _season_span(times: Iterable[Any], rules: MarkerRules) -> int:
-    """Days between the first and the last of ``times`` in the season."""
-    times = list(times)
-    inside = _dates(times)[_in_season(times, rules)]
-    return int(inside.max() - inside.min()) if inside.size else 0
-
-
-def _judged(no_cut: pd.Series, span: int, rules: MarkerRules, what: str) -> pd.Series:
-    """``no_cut``, or all False (with a warning) where the dates span (``span`` days) too little of the season
-    to judge."""
-    if span >= rules.min_season_days:
-        return no_cut
-    warnings.warn(f"the {what} dates span {span} days of the season {rules.season[0]} .. {rules.season[1]}, fewer "
-                  f"than {rules.min_season_days}: no_mowing is not judged on them", stacklevel=3)
-    return pd.Series(False, index=no_cut.index)
-
-
-def _season_evidence(series: pd.DataFrame, rules: MarkerRules, *, span: tuple[float, float] | None = None
-                     ) -> pd.DataFrame:
-    """Per parcel of ``series`` (parcels x dates, NaN where not observed), over its observations in the
-    season: the lowest value and its date, the largest drop between observations at most ``max_gap`` days
-    apart, and the longest gap between observations, counted from the first to the last date of the season
-    in the data (``span``, days since the epoch, if given: a parcel first seen late or last seen early has a
-    long gap). All NaN when no date lies in the season. Days are whole UTC dates (:func:`_dates`)."""
-    days = _dates(series.columns)
-    in_season = _in_season(series.columns, rules)
-    if not in_season.any():
-        return pd.DataFrame({"low": np.nan, "low_date": pd.NaT, "drop": np.nan, "gap": np.nan}, index=series.index)
-    first, last = span or (days[in_season].min(), days[in_season].max())
-    stamps = list(pd.DatetimeIndex(series.columns))  # boxed once: indexing the index per parcel was half the time
-    rows = []
-    for row in series.to_numpy(dtype=np.float64):
-        ok = ~np.isnan(row) & in_season
-        v, d = row[ok], days[ok]
-        if not v.size:
-            rows.append((np.nan, pd.NaT, np.nan, last - first))
-            continue
-        drops = (v[:-1] - v[1:])[np.diff(d) <= rules.max_gap]
-        rows.append((v.min(), stamps[np.flatnonzero(ok)[np.argmin(v)]], drops.max() if drops.size else np.nan,
-                     np.diff(np.concatenate(([first], d, [last]))).max()))
-    return pd.DataFrame(rows, index=series.index, columns=["low", "low_date", "drop", "gap"])
 
 
 def _robust_z(distance: np.ndarray, codes: np.ndarray, *, min_parcels: int = MarkerRules.min_parcels) -> np.ndarray:
@@ -363,91 +106,14 @@ def _robust_z(distance: np.ndarray, codes: np.ndarray, *, min_parcels: int = Mar
     return z.where(d.groupby(crop).transform("count") >= min_parcels).to_numpy()
 
 
-class RadarRows:
-    """What the mowing marker must know of all the Sentinel-1 rows before it judges a batch of parcels: their bands
-    and dates, each track's passes measured on ``min_clear`` of a parcel (the season's first and last of them,
-    the tracks that saw the season) and a parcel id to name. :meth:`observe` each part of the rows, :meth:`check`,
-    then :meth:`evidence` of a batch's rows is what it gives of all the rows for those parcels."""
-
-    def __init__(self, rules: MarkerRules) -> None:
-        self.rules = rules
-        self.bands: set[Any] = set()
-        self.times: pd.DatetimeIndex | None = None
-        self.tracks: dict[tuple[Any, ...], pd.DatetimeIndex] = {}
-        self.passes = 0
-        self.first: Any = None
-
-    def observe(self, part: pd.DataFrame) -> None:
-        missing = {"parcel_id", "time", "band", "count", "mean"} - set(part.columns)
-        if missing:
-            raise InvalidRequestError(f"the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
-                                      f"it lacks {sorted(missing)}")
-        _refuse_missing_times(part, "Sentinel-1 statistics")
-        if self.first is None and len(part):
-            self.first = part["parcel_id"].iloc[0]
-        self.bands.update(part["band"].unique())
-        self.times = _union(self.times, part["time"])
-        vh = self._measured(part)
-        self.passes += len(vh)
-        for key, rows in self._tracks(vh):
-            self.tracks[key] = _union(self.tracks.get(key), rows["time"])
-
-    def check(self) -> None:
-        """Refuse statistics without VH, without a VH mean measured on ``min_clear`` of a parcel, or without such a
-        pass in the season; note the season's first and last and the tracks that saw it."""
-        rules = self.rules
-        if "VH" not in self.bands:
-            raise InvalidRequestError("the Sentinel-1 frame needs VH means (parcel_id, time, band, count, mean); "
-                                      "it lacks VH")
-        if not self.passes:
-            raise InvalidRequestError(f"the Sentinel-1 frame has no VH mean measured on {rules.min_clear:.0%} of a "
-                                      f"parcel's pixels (every count is 0 or too small)")
-        times = functools.reduce(_union, self.tracks.values())
-        inside = _dates(times)[_in_season(times, rules)]
-        if not inside.size:
-            raise InvalidRequestError(f"no Sentinel-1 date lies in the season {rules.season[0]} .. {rules.season[1]}")
-        self.span = (inside.min(), inside.max())
-        self.seen = {key: times for key, times in self.tracks.items() if _in_season(times, rules).any()}
-
-    def evidence(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Per parcel of ``rows`` (all of theirs): the largest VH drop (dB) between passes of the same track
-        (``orbit_state`` and ``relative_orbit``, where given: tracks see a field from other sides and angles, at
-        levels that differ), and the longest gap between passes of the track that saw the season best."""
-        _refuse_repeats(rows[rows["band"] == "VH"], "Sentinel-1 statistics")
-        seen = []
-        for key, track in self._tracks(self._measured(rows)):
-            if key in self.seen:  # each track's dates are all of its passes', as the season's first and last are
-                wide = track.set_index(["parcel_id", "time"])["mean"].unstack("time").reindex(columns=self.seen[key])
-                seen.append(_season_evidence(wide, self.rules, span=self.span))
-        if not seen:
-            return pd.DataFrame({"largest_vh_drop": [], "longest_vh_gap": []}, dtype=np.float64)
-        return pd.DataFrame({"largest_vh_drop": pd.concat([e["drop"] for e in seen], axis=1).max(axis=1),
-                             "longest_vh_gap": pd.concat([e["gap"] for e in seen], axis=1).min(axis=1)})
-
-    def _measured(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """The VH rows of ``rows`` measured on ``min_clear`` of the parcel: a pass over a few of its pixels (a swath
-        edge) is speckle, not a level."""
-        vh = rows[(rows["band"] == "VH") & (rows["count"] > 0)]
-        if "masked" in vh.columns:
-            vh = vh[vh["masked"].isna() | (vh["count"] >= self.rules.min_clear * (vh["count"] + vh["masked"]))]
-        return vh
-
-    @staticmethod
-    def _tracks(vh: pd.DataFrame) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
-        """The rows of each track (orbit direction and relative orbit), keyed alike in every part: a missing key
-        (None, NaN) is a track of its own."""
-        keys = [c for c in ("orbit_state", "relative_orbit") if c in vh.columns]
-        if not keys:
-            yield ("any",), vh
-            return
-        for key, rows in vh.groupby(keys, dropna=False):
-            yield tuple(None if pd.isna(k) else k for k in (key if isinstance(key, tuple) else (key,))), rows
-
-
-def _union(times: pd.DatetimeIndex | None, more: Iterable[Any]) -> pd.DatetimeIndex:
-    """The sorted dates of ``times`` (None: none yet) and ``more``, in the unit and zone they come in."""
-    more = pd.DatetimeIndex(pd.unique(pd.Series(more))) if not isinstance(more, pd.DatetimeIndex) else more
-    return more.sort_values() if times is None else times.union(more)
+def _judged(no_cut: pd.Series, span: int, rules: MarkerRules, what: str) -> pd.Series:
+    """``no_cut``, or all False (with a warning) where the dates span (``span`` days) too little of the season
+    to judge."""
+    if span >= rules.min_season_days:
+        return no_cut
+    warnings.warn(f"the {what} dates span {span} days of the season {rules.season[0]} .. {rules.season[1]}, fewer "
+                  f"than {rules.min_season_days}: no_mowing is not judged on them", stacklevel=3)
+    return pd.Series(False, index=no_cut.index)
 
 
 def declarations(declared: Mapping[Any, Any] | pd.Series) -> pd.Series:
@@ -483,98 +149,13 @@ def code_list(codes: Iterable[Any] | str | int, known: Iterable[Any] = ()) -> li
     return list(dict.fromkeys(str(c).strip() for c in items if str(c).strip()))
 
 
-def _distances(curves: np.ndarray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], *, min_points: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per parcel (``curves``, declaring ``codes``): the RMS distance to its declared crop's reference profile,
-    the distance to the nearest other crop's, and that crop (NaN, None where there is none to compare with)."""
-    crops = list(refs)
-    dist = np.stack([_rms(curves, refs[c], min_points) for c in crops], axis=1) if crops else \
-        np.full((len(curves), 0), np.nan)
-    own = np.full(len(curves), np.nan)
-    other = np.full(len(curves), np.nan)
-    nearest = np.full(len(curves), None, dtype=object)
-    for i, code in enumerate(codes):
-        others = [k for k, c in enumerate(crops) if c != code and not np.isnan(dist[i, k])]
-        if code in refs:
-            own[i] = dist[i, crops.index(code)]
-        if others:
-            k = min(others, key=lambda k: dist[i, k])
-            other[i], nearest[i] = dist[i, k], crops[k]
-    return own, other, nearest
-
-
-UNRECORDED = object()  # statistics whose cloud mask no record gives: their rows must tell
-CLOUD_COLUMNS = tuple(f"scl_{c}" for c in CLOUD_SCL_CLASSES)  # the rows' counts of cloud pixels, masked or not
-
-
-def check_cloud_masked(frame: pd.DataFrame, mask: Sequence[int] | object | None = UNRECORDED,
-                       where: str = "the statistics") -> None:
-    """Refuse Sentinel-2 statistics of cloudy pixels: cloudy dates would read as bare soil and smear every crop's
-    profile. ``mask``: the SCL classes they were computed without, as recorded (None: no mask); it must hold every
-    cloud class (:data:`~cardcube.spec.CLOUD_SCL_CLASSES`). Without a record (a CSV without its ``.json``, batches
-    joined by ``pd.concat``, which drops differing attrs) the rows tell, where they count the SCL classes of their
-    pixels (``scl_<class>``): more cloud pixels than masked ones is no mask."""
-    if not check_mask_record(mask, where):
-        refuse_cloudy_rows(cloudy_rows(frame), len(frame), where)
-
-
-ADVICE = "compute them with the cloud mask (the default)"
-
-
-def check_units(units: Mapping[str, Any] | None, where: str = "the Sentinel-1 statistics") -> None:
-    """Refuse Sentinel-1 statistics whose recorded ``units`` (band: units, as a frame's attrs, a manifest or a record
-    give them) say VH is not in dB, the mowing marker's threshold (``mowing_drop_db``): VH averaged as linear power (a
-    Dataset converted on purpose) was read as dB, every drop far below 1.2 and every meadow unmown. (NDVI is a ratio:
-    the reflectances' units do not change it.)"""
-    unit = units.get("VH") if isinstance(units, Mapping) else None  # no record: as cardcube computes them, dB
-    if unit is not None and str(unit).strip().lower() not in ("db", "decibel"):
-        raise InvalidRequestError(f"{where} give VH in {unit!r}: the mowing marker's drop "
-                                  f"({MarkerRules.mowing_drop_db} dB by default) is of backscatter in dB; compute them "
-                                  f"as cardcube does "
-                                  f"(parcel_timeseries of the cube, or of a Dataset whose VH is in dB)")
-
-
-def check_mask_record(mask: Sequence[int] | object | None, where: str = "the statistics") -> bool:
-    """Refuse a recorded ``mask`` (:func:`check_cloud_masked`) that keeps clouds; whether there was a record (if
-    not, the rows must tell)."""
-    if isinstance(mask, str):  # as a timeseries file's record spells it
-        mask = None if mask.strip().lower() == "none" else DEFAULT_SCL_MASK if mask == "default" else UNRECORDED
-    if mask is None:
-        raise InvalidRequestError(f"{where} were computed without the cloud mask (--no-mask, mask=None): cloudy "
-                                  f"dates would read as bare soil and smear every crop's profile; {ADVICE}")
-    if mask is UNRECORDED:
-        return False
-    kept = [c for c in CLOUD_SCL_CLASSES if c not in set(mask)]
-    if kept:
-        raise InvalidRequestError(f"{where} were computed with a mask of SCL classes {list(mask)}, which keeps "
-                                  f"the cloud class(es) {', '.join(f'{c} ({SCL_CLASSES[c]})' for c in kept)}: "
-                                  f"cloudy dates would read as bare soil; {ADVICE}")
-    return True
-
-
-def cloudy_rows(frame: pd.DataFrame) -> int:
-    """How many rows of ``frame`` count more cloud pixels (``scl_<class>``) than masked ones: 0 where it has no such
-    counts (made otherwise: nothing tells)."""
-    if "masked" not in frame.columns or not set(CLOUD_COLUMNS) <= set(frame.columns):
-        return 0
-    return int((frame[list(CLOUD_COLUMNS)].fillna(0).sum(axis=1) > frame["masked"].fillna(0)).sum())
-
-
-def refuse_cloudy_rows(cloudy: int, rows: int, where: str = "the statistics") -> None:
-    """Refuse statistics ``cloudy`` of whose ``rows`` count more cloud pixels than masked ones."""
-    if cloudy:
-        classes = ", ".join(map(str, CLOUD_SCL_CLASSES))
-        raise InvalidRequestError(f"{where} were computed without the cloud mask: {cloudy} of their {rows} rows "
-                                  f"count more cloud pixels (SCL {classes}) than masked ones; {ADVICE}")
-
-
 def flag_parcels(
     frame: pd.DataFrame,
     declared: Mapping[Any, Any] | pd.Series,
     *,
     grassland: Iterable[Any] | str | int = (),
     s1: pd.DataFrame | None = None,
-    rules: MarkerRules = MarkerRules(),
+    rules: MarkerRules = MarkerRules(),  # noqa: B008  (frozen: the same rules for every call)
     batch_size: int | None = None,
 ) -> pd.DataFrame:
     """One row per parcel of ``frame`` (statistics with the ``B04`` and ``B08`` means per date, as
@@ -686,7 +267,7 @@ def flag_batches(
     grassland: Iterable[Any] | str | int = (),
     radar: RadarRows | None = None,
     s1: Sequence[pd.DataFrame] | None = None,
-    rules: MarkerRules = MarkerRules(),
+    rules: MarkerRules = MarkerRules(),  # noqa: B008  (frozen: the same rules for every call)
     profiles_on_disk: bool = True,
 ) -> pd.DataFrame:
     """:func:`flag_parcels` of statistics in batches of parcels: ``s2[k]`` (and ``s1[k]``) holds every row of the
@@ -835,19 +416,6 @@ def _warn_rare(codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerR
                       f"these statistics, so no reference profile: crop_mismatch is not judged for their "
                       f"{int(rare.sum())} parcel(s) (column not_judged; e.g. crop {rare.index[0]}: {rare.iloc[0]} "
                       f"parcel(s))", stacklevel=4)
-
-
-def _second_pass(curves: CurveFile | CurveArray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_distances` of the profiles in ``curves`` to the references, a block of parcels at a time."""
-    own, other = np.full(curves.rows, np.nan), np.full(curves.rows, np.nan)
-    nearest = np.full(curves.rows, None, dtype=object)
-    step = max(1, COLUMN_FLOATS // max(curves.columns, 1))
-    for start in range(0, curves.rows, step):
-        stop = min(start + step, curves.rows)
-        own[start:stop], other[start:stop], nearest[start:stop] = _distances(
-            curves.read_rows(start, stop), codes[start:stop], refs, min_points=rules.min_points)
-    return own, other, nearest
 
 
 def _check_radar(radar: RadarRows, held: bool, parcels: pd.Index, year: int | None, rules: MarkerRules) -> None:

@@ -29,22 +29,18 @@ import shapely
 
 from cardcube.errors import InvalidRequestError
 from cube.anomalies import (
-    CLOUD_COLUMNS,
     COLUMNS,
     MARKERS,
-    UNRECORDED,
     MarkerRules,
     OpticalRows,
     RadarRows,
     batch_parcels,
-    check_mask_record,
-    check_units,
     declarations,
     flag_batches,
-    refuse_cloudy_rows,
 )
 from cube.extraction_files import read_manifest, read_status, read_timeseries, timeseries_files
 from cube.parcel_batches import ParcelBatches, spill
+from cube.statistics_checks import CLOUD_COLUMNS, UNRECORDED, check_mask_record, check_units, refuse_cloudy_rows
 
 __all__ = ["describe_statistics", "flag_files", "read_statistics", "statistics_parameters"]
 
