@@ -33,8 +33,8 @@ counts for both: the label layer lists the pixels each parcel holds beside the l
 A parcel that no tile holds whole (at a cube edge, across UTM zones), or whose tile lacks dates a
 neighbour of its zone holds over it (tiles ingested with different histories, a scene rejected on one tile), is
 read through ``parcel_timeseries`` itself, with all its own pixels, per date from a tile holding it. Every input
-parcel ends up in ``parcels.parquet`` with its status. The files, the manifest and their readers are in
-:mod:`cube.extraction_files`.
+parcel ends up in ``parcels.parquet`` with its status. The files are in :mod:`cube.extraction_files`, the manifest
+in :mod:`cube.extraction_manifest`, their readers in :mod:`cube.extraction_reader`.
 """
 
 from __future__ import annotations
@@ -94,24 +94,16 @@ from cube.extraction_files import (
     PORTABLE_PARQUET,
     STATUS,
     TIMESERIES,
-    check_manifest,
-    check_still_of,
     drop_replaced,
-    finish_manifest,
     generation_of,
     generation_tag,
     held_before_repair,
-    holds_extraction,
     is_partial,
     mosaic_batch,
     mosaic_key,
     mosaic_status,
     new_run,
     read_before_repair,
-    read_manifest,
-    read_status,
-    read_timeseries,
-    refuse_other_parameters,
     run_keys,
     run_of,
     statistics_keys,
@@ -122,6 +114,8 @@ from cube.extraction_files import (
     write_status,
     written_as,
 )
+from cube.extraction_manifest import check_manifest, check_still_of, finish_manifest, refuse_other_parameters
+from cube.extraction_reader import holds_extraction, read_manifest, read_status, read_timeseries
 from cube.indices import bands_for, check_bands, stored_bands, units_of
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, PIXEL_RULE, check_buffer
@@ -148,7 +142,7 @@ STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
 NEIGHBOURS_APART = 2  # units further apart in the task list decode the chunks they share each (_neighbours)
 LATE_ROWS = "its rows begin with the dates of version"  # a parcel an update found inside the data (_earlier_tiles)
 
-# the readers of what ``extract`` writes live in cube.extraction_files, and are part of this module's API
+# the readers of what ``extract`` writes live in cube.extraction_reader, and are part of this module's API
 __all__ = ["ExtractResult", "extract", "read_manifest", "read_status", "read_timeseries"]
 
 

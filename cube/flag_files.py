@@ -38,7 +38,7 @@ from cube.anomalies import (
     declarations,
     flag_batches,
 )
-from cube.extraction_files import read_manifest, read_status, read_timeseries, timeseries_files
+from cube.extraction_reader import read_manifest, read_status, read_timeseries, timeseries_files
 from cube.parcel_batches import ParcelBatches, spill
 from cube.statistics_checks import CLOUD_COLUMNS, UNRECORDED, check_mask_record, check_units, refuse_cloudy_rows
 

@@ -22,15 +22,13 @@ from cube.extraction_files import (
     MANIFEST,
     STATUS,
     TIMESERIES_PARQUET,
-    check_manifest,
-    finish_manifest,
-    read_manifest,
-    refuse_other_parameters,
     run_of,
     statistics_keys,
     statistics_name,
     write_status,
 )
+from cube.extraction_manifest import check_manifest, finish_manifest, refuse_other_parameters
+from cube.extraction_reader import read_manifest
 from cube.ledger import Acquisition, CubeVersion, HotSlot, SceneRecord, TileState
 from cube.parcel_layer import parquet_bytes
 from cube.timeseries import ParcelStatus
@@ -271,15 +269,15 @@ def test_two_runs_started_together_into_one_empty_output_are_not_both_let_in(tmp
 
     from zarr.storage import LocalStore
 
-    from cube import extraction_files
+    from cube import extraction_manifest
 
-    both_looked, listed = threading.Barrier(2, timeout=60), extraction_files.list_children
+    both_looked, listed = threading.Barrier(2, timeout=60), extraction_manifest.list_children
 
     def list_children(store, prefix):  # each run has found no manifest when it lists the folder
         both_looked.wait()
         return listed(store, prefix)
 
-    monkeypatch.setattr(extraction_files, "list_children", list_children)
+    monkeypatch.setattr(extraction_manifest, "list_children", list_children)
     version, outcomes = _version(1, ["S2A_1"]), {}
 
     def run(block):
@@ -307,18 +305,18 @@ def test_a_run_that_lists_the_output_after_another_run_started_into_it_is_compar
     load), not the comparison of the two runs."""
     from zarr.storage import LocalStore
 
-    from cube import extraction_files
+    from cube import extraction_manifest
 
     out, version = LocalStore(tmp_path), _version(1, ["S2A_1"])
     assert check_manifest(out, {**PARAMETERS, "block": 256}, version, time=None, update=False,
                           cube=MemoryStore()) is None  # the other run
-    reads, read = [], extraction_files.read_json
+    reads, read = [], extraction_manifest.read_json
 
     def read_before_it(store, key):  # this run's first read of the manifest came before the other run wrote it
         reads.append(key)
         return None if len(reads) == 1 else read(store, key)
 
-    monkeypatch.setattr(extraction_files, "read_json", read_before_it)
+    monkeypatch.setattr(extraction_manifest, "read_json", read_before_it)
     with pytest.raises(InvalidRequestError, match="with other block"):
         check_manifest(out, {**PARAMETERS, "block": 512}, version, time=None, update=False, cube=MemoryStore())
 
@@ -368,7 +366,8 @@ def test_the_rows_of_a_repaired_date_are_dropped_reading_only_the_files_whose_fo
     megabytes each): a file whose footer says its times miss the date is now left unread but for its tail."""
     from cardcube.counting_store import CountingStore
     from cardcube.storage import read_bytes
-    from cube.extraction_files import FOOTER_BYTES, drop_replaced
+    from cube.dated_rows import FOOTER_BYTES
+    from cube.extraction_files import drop_replaced
 
     version = _recorded(_version(2, ["S2A_1", "S2A_2", "S2A_3"]))
     times = [np.datetime64(a.time.rstrip("Z"), "us") for a in version.tiles["31UFU"].cold]
@@ -537,7 +536,7 @@ def test_a_file_gone_between_the_listing_and_its_read_file_by_file_is_said_so():
     file size is 0 bytes' (a traceback on the command line). It is a StoreError naming the file and what to do."""
     from cardcube.errors import StoreError
     from cardcube.storage import delete_key
-    from cube.extraction_files import timeseries_files
+    from cube.extraction_reader import timeseries_files
 
     out, version = MemoryStore(), _version(1, ["S2A_1"])
     check_manifest(out, PARAMETERS, version, time=None, update=False, cube=out)
