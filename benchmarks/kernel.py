@@ -99,16 +99,19 @@ def prepared_units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[t
     """The extraction job of the territory's S2 bands and every work unit, largest first, as
     :func:`cube.extract.extract` makes them (the label layers kept in ``layers``), each with its window's positions
     among the unit's labels, its selected pixels and the label layer's resolution: what
-    :meth:`cube.extract._Job._readers` takes."""
+    :meth:`cube.extract_job.ExtractJob._readers` takes."""
     import pandas as pd
 
     from cardcube.storage import open_store
-    from cube import extract as ex
+    from cube.extract_job import ExtractJob
     from cube.indices import stored_bands
     from cube.ledger import read_version
+    from cube.membership import DEFAULT_BUFFER
     from cube.parcel_layer import ParcelLayer, parcel_layer
     from cube.parcels import as_parcels, read_parcels
+    from cube.stats import STATS
     from cube.timeseries import assign_tiles, resolve_mask
+    from cube.work_units import WorkUnit, home_block_units, time_blocks, with_neighbours, work_unit_size
 
     store = open_store(cube, read_only=True)
     layer_store = open_store(layers)
@@ -116,19 +119,19 @@ def prepared_units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[t
     ps = as_parcels(read_parcels(parcels), errors="collect")
     mask = resolve_mask("default", list(version.spec.band_names), "s2")
     names = tuple(stored_bands(list(S2_BANDS), version.spec.band_names, scl=True))
-    block, time_block = ex._work_unit(version.spec, len(names), block=None, time_block=None)
-    job = ex._Job(store, layer_store, layer_store, "s2", version, names, S2_BANDS, tuple(ex.STATS), tuple(mask), True,
-                  None)
+    block, time_block = work_unit_size(version.spec, len(names), block=None, time_block=None)
+    job = ExtractJob(store, layer_store, layer_store, "s2", version, names, S2_BANDS, tuple(STATS), tuple(mask),
+                     True, None)
     tiles_of = assign_tiles(version, ps)
     units = []
     for tile in sorted(version.tiles):
         mine = [pid for pid, tiles in zip(ps.ids, tiles_of, strict=True) if tiles == (tile,)]
         if mine:
-            layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=ex.DEFAULT_BUFFER, progress=False)
-            times, edges = ex._time_blocks(store, "s2", tile, names[0], version, None, time_block)
-            units += ex._units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
+            layer = parcel_layer(layer_store, tile, ps.select(mine), buffer=DEFAULT_BUFFER, progress=False)
+            times, edges = time_blocks(store, "s2", tile, names[0], version, None, time_block)
+            units += home_block_units(layer, block=block, times=times, done=set(), time_edges=edges)[0]
     prepared = []
-    for unit in ex._neighbours(sorted(units, key=ex._Unit.cost, reverse=True), job.chunk_side):
+    for unit in with_neighbours(sorted(units, key=WorkUnit.cost, reverse=True), job.chunk_side):
         layer = ParcelLayer(layer_store, unit.layer, unit.tile, pd.DataFrame())
         lab = layer.labels(unit.rows, unit.cols).ravel()
         pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
@@ -339,7 +342,7 @@ def old_code(old: bool) -> Iterator[None]:
 
 
 def statistics_phase(run: UnitRun, *, old: bool = False) -> pa.Table:
-    """What :meth:`cube.extract._Job.__call__` counts as statistics for one run of dates, as it does it
+    """What :meth:`cube.extract_job.ExtractJob.__call__` counts as statistics for one run of dates, as it does it
     (``old``: with the code before this benchmark's changes)."""
     from cube.extract import TIME_COLUMNS
     from cube.pixels import ParcelPixels

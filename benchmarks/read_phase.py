@@ -35,7 +35,7 @@ from benchmarks.kernel import prepared_units, territory
 
 def units(cube: Path, parcels: Path, layers: Path) -> tuple[Any, list[tuple[Any, np.ndarray, float]]]:
     """The extraction job and every work unit, largest first, each with its selected window pixels and the
-    label layer's resolution: what :meth:`cube.extract._Job._readers` takes."""
+    label layer's resolution: what :meth:`cube.extract_job.ExtractJob._readers` takes."""
     job, prepared = prepared_units(cube, parcels, layers)
     return job, [(unit, selected, resolution) for unit, _, selected, resolution in prepared]
 

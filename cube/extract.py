@@ -39,40 +39,30 @@ in :mod:`cube.extraction_manifest`, their readers in :mod:`cube.extraction_reade
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import re
 import time as timer
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import shapely
 from odc.geo.geom import Geometry
 from zarr.abc.store import Store
 
-from cardcube.checkpoints import checkpoint
 from cardcube.errors import (
     CardcubeError,
     InvalidRequestError,
-    ParcelError,
     ParcelsWithoutStatisticsWarning,
-    RequestTooLargeError,
     StoreError,
     TasksStillRunningError,
 )
 from cardcube.grid import TileGrid
 from cardcube.parallel import STOP_GRACE, check_scheduler, check_workers_see, run_tasks
 from cardcube.query import parse_time_selection, time_text
-from cardcube.spec import ChunkLayout, CubeSpec
 from cardcube.storage import (
     StoreLike,
     canonical_url,
@@ -83,63 +73,52 @@ from cardcube.storage import (
     read_json,
     refuse_file,
     store_url,
-    write_bytes,
 )
 from cube import layout
-from cube.band_reader import BandReader
-from cube.dataset import check_acquisitions, lacks_passes, passes_lacking, read_cube
+from cube.dataset import check_acquisitions, lacks_passes, passes_lacking
+from cube.extract_job import PHASES, ExtractJob
 from cube.extraction_files import (
     MANIFEST,
     MOSAIC,
-    PORTABLE_PARQUET,
     STATUS,
-    TIMESERIES,
     drop_replaced,
     generation_of,
-    generation_tag,
     held_before_repair,
     is_partial,
     mosaic_batch,
-    mosaic_key,
-    mosaic_status,
     new_run,
     read_before_repair,
     run_keys,
     run_of,
     statistics_keys,
-    statistics_name,
     superseded,
-    timeseries_parquet,
     version_tag,
     write_status,
     written_as,
 )
 from cube.extraction_manifest import check_manifest, check_still_of, finish_manifest, refuse_other_parameters
 from cube.extraction_reader import holds_extraction, read_manifest, read_status, read_timeseries
-from cube.indices import bands_for, check_bands, stored_bands, units_of
+from cube.indices import check_bands, stored_bands, units_of
 from cube.ledger import CubeVersion, read_version
 from cube.membership import DEFAULT_BUFFER, PIXEL_RULE, check_buffer
-from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest, parquet_bytes
-from cube.parcel_stats import stats_table
+from cube.parcel_layer import ParcelLayer, parcel_layer, parcels_digest
 from cube.parcels import ParcelSet, as_parcels, read_parcels, too_small
-from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS, ParcelPixels
-from cube.shared_chunks import ChunkSharing, SharedChunks
+from cube.pixels import EARLIER_TIME_COLUMNS, TIME_COLUMNS
 from cube.stats import STATS, stat_list
-from cube.timeseries import (
-    TILE_RULE,
-    ParcelStatus,
-    assign_tiles,
-    outside_reasons,
-    parcel_timeseries,
-    read_notes,
-    resolve_mask,
+from cube.timeseries import TILE_RULE, ParcelStatus, assign_tiles, outside_reasons, read_notes, resolve_mask
+from cube.work_units import (
+    AcrossBatch,
+    WorkUnit,
+    batches_across_tiles,
+    home_block_units,
+    time_blocks,
+    with_neighbours,
+    work_unit_size,
 )
 
 log = logging.getLogger(__name__)
 
-MAX_UNIT_BYTES = 2 * 2**30  # stored values a work unit may hold (before its parcels stretch the window)
 STATUSES = ("ok", "too_small", "outside", "invalid", "failed")
-NEIGHBOURS_APART = 2  # units further apart in the task list decode the chunks they share each (_neighbours)
 LATE_ROWS = "its rows begin with the dates of version"  # a parcel an update found inside the data (_earlier_tiles)
 
 # the readers of what ``extract`` writes live in cube.extraction_reader, and are part of this module's API
@@ -194,351 +173,9 @@ class ExtractResult:
                 f"{self.seconds:.1f} s{f' (worker time: {phases})' if phases else ''} -> {self.out}")
 
 
-def _time_blocks(store: Store, collection: str, tile: str, name: str, version: CubeVersion, time: Any,
-                 size: int) -> tuple[list[slice], tuple[int, ...]]:
-    """Runs of at most ``size`` dates of ``tile`` along the stored time chunks: whole chunks while they fit, a
-    chunk longer than ``size`` cut in pieces (each decodes the chunk again: time spent for memory saved),
-    and a short tail (the few dates of the hot buffer) read with the last run if the two hold at most
-    :func:`_longest_run` dates, as each run has a fixed cost. Also the edges of the stored chunks among the dates
-    (a cold block's 16, the hot buffer's one each), for :func:`_time_chunks` to count the chunks a run reads."""
-    ds = read_cube(store, version, tiles=[tile], bands=[name], time=time, decode=False)
-    sizes = ds[name].chunks[0]
-    edges = tuple(int(e) for e in np.cumsum((0, *sizes)))
-    runs, start, stop = [], 0, 0
-    for n in sizes:
-        if stop > start and stop + n - start > size:
-            runs.append(slice(start, stop))
-            start = stop
-        if n > size:
-            runs += [slice(a, min(a + size, stop + n)) for a in range(stop, stop + n, size)]
-            start = stop + n
-        stop += n
-    if stop > start:
-        runs.append(slice(start, stop))
-    if len(runs) > 1 and runs[-1].stop - runs[-2].start <= _longest_run(size):
-        runs[-2:] = [slice(runs[-2].start, runs[-1].stop)]
-    return runs, edges
-
-
-def _time_chunks(edges: Sequence[int], dates: slice) -> int:
-    """How many stored time chunks (``edges`` of :func:`_time_blocks`) the ``dates`` of a run lie in."""
-    e = np.asarray(edges)
-    return int(np.searchsorted(e, dates.stop, "left") - np.searchsorted(e, dates.start, "right") + 1)
-
-
-def _longest_run(size: int) -> int:
-    """The most dates a run of :func:`_time_blocks` holds for runs of ``size``."""
-    return size + size // 2
-
-
-@dataclass(frozen=True)
-class _Unit:
-    """One home block of one tile: its parcels (labels and ids), the window that holds them, date runs."""
-
-    tile: str
-    layer: str  # key prefix of the tile's parcel layer
-    rows: slice
-    cols: slice
-    labels: np.ndarray  # sorted label ids of the home parcels
-    ids: np.ndarray
-    times: tuple[tuple[slice, str], ...]  # (dates, output key) still to do
-    time_edges: tuple[int, ...] = ()  # the stored time chunks among the tile's dates (:func:`_time_blocks`)
-    neighbours: tuple[tuple[slice, slice], ...] = ()  # windows of other units that may read its chunks (_neighbours)
-
-    def cost(self) -> int:
-        """Pixel-dates to read: what the unit's run time is proportional to."""
-        dates = sum(t.stop - t.start for t, _ in self.times)
-        return (self.rows.stop - self.rows.start) * (self.cols.stop - self.cols.start) * dates
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """Parcels read across tiles (:func:`_across_tiles`), through ``parcel_timeseries``, into one file: ``key``."""
-
-    key: str
-    parcels: ParcelSet
-    tiles: Mapping[Any, str]  # the tiles the extraction gives each parcel, joined by "+" (its status says them)
-    pixel_dates: int = 0  # the 10 m pixels of its parcels' bounding boxes in each tile read, times its dates
-
-    def cost(self) -> int:
-        """As :meth:`_Unit.cost`."""
-        return self.pixel_dates
-
-
-@dataclass(frozen=True)
-class _Job:
-    """Everything a unit needs, picklable for dask-distributed workers."""
-
-    store: Store
-    out: Store
-    layer_store: Store
-    collection: str
-    version: CubeVersion
-    names: tuple[str, ...]
-    bands: tuple[str, ...]
-    stats: tuple[str, ...]
-    mask: tuple[int, ...] | None
-    histogram: bool
-    time: Any
-    dates: Mapping[str, frozenset] | None = None  # an update: per tile, the acquisition times to add
-    buffer: float = DEFAULT_BUFFER  # for the parcels read across tiles (a tile's label layer holds its own)
-    all_touched: bool = False
-    run: str = ""  # the run the manifest names, which names the files (cube.extraction_files)
-    generation: int = 0  # ... and its generation (one more each time it was resumed after a repair)
-    time_columns: tuple[str, ...] = TIME_COLUMNS  # the per-date acquisition columns of its rows (its manifest's)
-    shared: SharedChunks = field(default_factory=SharedChunks)  # chunks decoded for a unit that neighbours read too
-
-    @property
-    def layout(self) -> ChunkLayout:
-        return self.version.spec.chunks
-
-    @property
-    def resolutions(self) -> tuple[int, ...]:
-        """The native resolution of each of ``names``."""
-        return tuple(self.version.spec.band(n).resolution for n in self.names)
-
-    @cached_property
-    def groups(self) -> list[tuple[list[str], list[str]]]:
-        """The requested bands in groups that share stored inputs (an index with its bands), each with
-        the stored bands it needs: a unit holds one group at a time, which bounds its memory."""
-        groups: list[tuple[list[str], set[str]]] = []
-        for band in self.bands:
-            wanted, inputs = [band], set(bands_for([band])) - {"SCL"}
-            for group in [g for g in groups if g[1] & inputs]:
-                groups.remove(group)
-                wanted, inputs = group[0] + wanted, group[1] | inputs
-            groups.append((wanted, inputs))
-        return [(wanted, [n for n in self.names if n in inputs]) for wanted, inputs in groups]
-
-    @cached_property
-    def parquet(self) -> dict[str, Any]:
-        """The Parquet options of the units' files (:func:`cube.extraction_files.timeseries_parquet`)."""
-        return timeseries_parquet(self.version.spec, self.bands, self.stats)
-
-    def chunks_touched(self, rows: slice, cols: slice, time_chunks: int) -> int:
-        """Stored chunks a window of the 10 m grid touches over ``time_chunks`` stored time chunks, all
-        variables."""
-        total = 0
-        for res in self.resolutions:
-            _, cy, cx = self.layout.chunks(res)
-            k = res // 10
-            ny = (math.ceil(rows.stop / k) - 1) // cy - rows.start // k // cy + 1
-            nx = (math.ceil(cols.stop / k) - 1) // cx - cols.start // k // cx + 1
-            total += time_chunks * ny * nx
-        return total
-
-    def _readers(self, unit: _Unit, selected: np.ndarray, base: float) -> tuple[dict[str, BandReader],
-                                                                                  dict[str, np.ndarray]]:
-        """A reader of the unit's window of each variable at its native resolution, and the column of each
-        selected 10 m window pixel in what it reads: a 20 m band is read at 20 m and indexed, never repeated."""
-        w = unit.cols.stop - unit.cols.start
-        r, c = unit.rows.start + selected // w, unit.cols.start + selected % w
-        windows, index, sharing = {}, {}, {}
-        for name, res in zip(self.names, self.resolutions, strict=True):
-            k = round(res / base)
-            rows, cols = _native(unit.rows, k), _native(unit.cols, k)
-            windows[name] = rows, cols
-            index[name] = (r // k - rows.start) * (cols.stop - cols.start) + (c // k - cols.start)
-            sharing[name] = ChunkSharing(self.shared, tuple((_native(a, k), _native(b, k)) for a, b in unit.neighbours))
-        time = self.time if self.dates is None else self.dates[unit.tile]
-        return BandReader.open(self.store, self.version, unit.tile, windows, time=time, sharing=sharing), index
-
-    @property
-    def chunk_side(self) -> int:
-        """The widest ground a chunk of any of ``names`` covers, in 10 m pixels (:func:`_neighbours`)."""
-        return max(self.layout.chunks(res)[1] * res // self.layout.base_resolution for res in self.resolutions)
-
-    def __call__(self, unit: _Unit | _Batch) -> dict[str, Any]:
-        """A work unit's statistics, or a batch's of parcels read across tiles, written to ``out``."""
-        return self._across(unit) if isinstance(unit, _Batch) else self._unit(unit)
-
-    def _unit(self, unit: _Unit) -> dict[str, Any]:
-        layer = ParcelLayer(self.layer_store, unit.layer, unit.tile, pd.DataFrame())
-        lab = layer.labels(unit.rows, unit.cols).ravel()
-        window = lab.size
-        lost_at, lost_lab = layer.lost(unit.rows, unit.cols)  # a pixel of two parcels: the second one's entry
-        if lost_lab.size:
-            lab = np.concatenate([lab, lost_lab])
-        pos = np.minimum(np.searchsorted(unit.labels, lab), unit.labels.size - 1)
-        selected = np.flatnonzero(unit.labels[pos] == lab)
-        at = selected  # each entry's window position: its own in the label window, a lost pixel's from the layer
-        if lost_lab.size:  # each parcel's pixels in row-major order, as parcel_timeseries sums them
-            at = np.where(selected < window, selected, lost_at[np.maximum(selected - window, 0)])
-            order = np.argsort(at, kind="stable")
-            at, selected = at[order], selected[order]
-        readers, index = self._readers(unit, at, layer.geobox.resolution.x)
-        coords = readers[self.names[0]].coords
-        attrs = {name: reader.attrs for name, reader in readers.items()}
-        rows = chunks = 0
-        spent = _Phases()
-        with spent("statistics"):  # the unit's pixels grouped by parcel once, for every run of dates
-            template = ParcelPixels.from_labels(unit.ids, pos[selected], coords["time"][:0], {}, attrs, {},
-                                                index=index)
-        longest = max(d.stop - d.start for d, _ in unit.times)
-        buffers: dict[tuple[Any, ...], np.ndarray] = {}
-
-        def read(name: str, dates: slice, slot: Any) -> np.ndarray:
-            """``name`` over ``dates`` as (time, pixels), read into the unit's buffer ``slot``, which every
-            group and run of dates reuses: a fresh array of tens of MB per read would cost page faults."""
-            reader = readers[name]
-            key = (slot, reader.shape[1:], reader.dtype)
-            if key not in buffers:
-                buffers[key] = np.empty((longest, *reader.shape[1:]), dtype=reader.dtype)
-            with spent("read"):
-                data = reader.read(dates, out=buffers[key][: dates.stop - dates.start])
-            return data.reshape(data.shape[0], -1)
-
-        for dates, key in unit.times:
-            chunks += self.chunks_touched(unit.rows, unit.cols, _time_chunks(unit.time_edges, dates))
-            scl = {"SCL": read("SCL", dates, "SCL")} if "SCL" in readers else {}
-            meta = {c: coords[c][dates] for c in self.time_columns if c in coords}
-            with spent("statistics"):
-                pixels = replace(template, times=coords["time"][dates], values=scl, time_meta=meta)
-                clear = pixels.clear(self.mask)  # the cloud mask, once for every band
-            results = []
-            for wanted, inputs in self.groups:  # one group of bands in memory at a time
-                group = replace(pixels, values={**{n: read(n, dates, i) for i, n in enumerate(inputs)}, **scl})
-                with spent("statistics"):
-                    results += group.band_stats(wanted, stats=self.stats, clear=clear)
-            with spent("statistics"):
-                table = stats_table(results, per_date=pixels.per_date(histogram=self.histogram), encoded=True)
-                table = table.append_column("cube_version", pa.array(np.full(table.num_rows, self.version.version,
-                                                                             np.int64)))
-            with spent("write"):
-                write_bytes(self.out, key, parquet_bytes(table, **self.parquet))
-            checkpoint("extract-unit-written")
-            rows += table.num_rows
-        return {"parcels": int(unit.ids.size), "chunks": chunks, "rows": rows, "files": [k for _, k in unit.times],
-                "seconds": dict(spent), "cpu_seconds": dict(spent.cpu)}
-
-    def _across(self, batch: _Batch) -> dict[str, Any]:
-        """A batch of parcels read across tiles, into its file, whose metadata keeps their status; a failure (the
-        store out of reach, ...) is theirs, its message in ``failure``: the other parcels go on."""
-        spent, rows, files, failure = _Phases(), 0, [], None
-        try:
-            with spent("across tiles"):
-                frame = parcel_timeseries(self.store, batch.parcels, collection=self.collection, bands=list(self.bands),
-                                          stats=self.stats, mask=self.mask, buffer=self.buffer,
-                                          all_touched=self.all_touched, time=self.time, as_of=self.version,
-                                          histogram=self.histogram)
-        except CardcubeError as exc:  # an update's earlier file of the batch goes too, by the driver (extract)
-            if isinstance(exc, ParcelError) and exc.status:  # none has a pixel, or data: each one's status
-                statuses = list(exc.status)  # and no file: a re-run reads them again
-            else:
-                failure = str(exc)
-                statuses = [ParcelStatus(pid, "failed", 0, failure) for pid in batch.parcels.ids]
-        else:
-            statuses = [ParcelStatus(**s) for s in frame.attrs["parcel_status"]]
-            frame = frame.drop(columns=[c for c in TIME_COLUMNS if c in frame and c not in self.time_columns])
-            with spent("write"):  # pandas keeps ``frame.attrs`` in the file
-                write_bytes(self.out, batch.key, parquet_bytes(frame, **PORTABLE_PARQUET))
-            checkpoint("extract-unit-written")
-            rows, files = len(frame), [batch.key]
-        # the tiles the extraction gave them (an update keeps them: see _earlier_tiles), not those read now
-        return {"parcels": len(batch.parcels), "chunks": 0, "rows": rows, "files": files, "seconds": dict(spent),
-                "cpu_seconds": dict(spent.cpu), "failure": failure,
-                "status": [replace(s, tile=batch.tiles[s.parcel_id]) for s in statuses]}
-
-
-PHASES = ("read", "statistics", "write", "across tiles")  # of a unit (read, statistics, write) or a batch
-
-
 def _in_order(seconds: Mapping[str, float]) -> dict[str, float]:
     """``seconds`` by phase in the order of :data:`PHASES`, whatever order the tasks ended in."""
     return {phase: seconds[phase] for phase in PHASES if phase in seconds}
-
-
-class _Phases(Counter):
-    """Seconds a work unit spends in each phase (read, statistics, write): where extraction time goes. ``cpu``:
-    the thread's CPU seconds in each, without the waits (for the store, for the GIL, for a core). Blosc decodes
-    in the calling thread but in the main one (``--scheduler sync``), where its own threads do it, unseen here."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cpu: Counter[str] = Counter()
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        start, cpu = timer.perf_counter(), timer.thread_time()
-        try:
-            yield
-        finally:
-            self[phase] += timer.perf_counter() - start
-            self.cpu[phase] += timer.thread_time() - cpu
-
-
-def _units(layer: ParcelLayer, *, block: int, times: list[slice], done: set[str], suffix: str = "",
-           time_edges: tuple[int, ...] = (), run: str = "", generation: int = 0) -> tuple[list[_Unit], int]:
-    """The home blocks of a tile's labelled parcels, with the date runs whose file is not written yet (``done``:
-    the names of those written, as :func:`cube.extraction_files.written_as` gives them; ``suffix``: after the run's
-    start in the file name, to tell an update's files from the first run's; ``run``: the extraction's run, last in
-    it; ``generation``: the run's, in the names of the files to write, :func:`cube.extraction_files.generation_tag`).
-
-    A parcel wider or taller than a block (a MultiPolygon with distant parts, a huge pasture) would stretch
-    its home block's window without limit: it is a unit of its own, its window its own bounding box, read
-    in runs of fewer dates so that the unit holds no more values than a block's (:func:`_shorter_runs`)."""
-    ok = layer.index[layer.index.pixels > 0]
-    wide = (ok.row1 - ok.row0 > block) | (ok.col1 - ok.col0 > block)
-    narrow = ok[~wide]
-    groups = [(f"r{br * block:05d}c{bc * block:05d}", group, times)
-              for (br, bc), group in narrow.groupby([narrow.row0 // block, narrow.col0 // block], sort=True)]
-    # named by its id, not its label (its row in the parcel file): resumed with the parcels re-sorted and the layer
-    # built anew, it was written again under its new label. An earlier cardcube's name (by label) is found too
-    groups += [(f"r{p.row0:05d}c{p.col0:05d}p{_id_hash(p.parcel_id)}", ok.loc[[i]],
-                _shorter_runs(times, block * block, (p.row1 - p.row0) * (p.col1 - p.col0)),
-                f"r{p.row0:05d}c{p.col0:05d}l{p.label}")
-               for i, p in ok[wide].iterrows()]
-    units, resumed = [], 0
-    for name, group, runs, *before in groups:
-        rows = slice(int(group.row0.min()), int(group.row1.max()))
-        cols = slice(int(group.col0.min()), int(group.col1.max()))
-        keys = [(t, f"{TIMESERIES}/tile={layer.tile}/{{}}t{t.start:04d}{suffix}") for t in runs]
-        todo = tuple((t, statistics_name(k.format(name) + generation_tag(generation), run)) for t, k in keys
-                     if not {statistics_name(k.format(n), run) for n in (name, *before)} & done)
-        resumed += len(keys) - len(todo)
-        if todo:
-            units.append(_Unit(layer.tile, layer.prefix, rows, cols, group.label.to_numpy(np.int64),
-                               group.parcel_id.to_numpy(object), todo, time_edges))
-    return units, resumed
-
-
-def _neighbours(tasks: list[_Unit | _Batch], side: int) -> list[_Unit | _Batch]:
-    """``tasks`` in their order, each unit with the windows of the units of its tile that may read a chunk it reads
-    too (nearer to it than ``side`` 10 m pixels, the widest chunk, :attr:`_Job.chunk_side`, along both axes) and
-    start at most :data:`NEIGHBOURS_APART` tasks before or after it. Its reads keep the chunks those read as well
-    for them, decoded once (:mod:`cube.shared_chunks`); a neighbour further down the list decodes its own, as a
-    chunk kept for it would wait long, holding memory (20 km territory, every neighbour: 332 MiB kept at once, and
-    single-threaded reads no faster, 2026-12-06)."""
-    at = [i for i, t in enumerate(tasks) if isinstance(t, _Unit)]
-    if len(at) < 2:
-        return tasks
-    units = [tasks[i] for i in at]
-    r0, r1, c0, c1 = np.array([(u.rows.start, u.rows.stop, u.cols.start, u.cols.stop) for u in units]).T
-    tile, pos = np.array([u.tile for u in units]), np.array(at)
-    near = ((r0[:, None] - side < r1[None, :]) & (r0[None, :] - side < r1[:, None])
-            & (c0[:, None] - side < c1[None, :]) & (c0[None, :] - side < c1[:, None])
-            & (tile[:, None] == tile[None, :]) & (np.abs(pos[:, None] - pos[None, :]) <= NEIGHBOURS_APART))
-    np.fill_diagonal(near, False)
-    out = list(tasks)
-    for i, u, row in zip(at, units, near, strict=True):
-        out[i] = replace(u, neighbours=tuple((units[j].rows, units[j].cols) for j in np.flatnonzero(row)))
-    return out
-
-
-def _native(pixels: slice, k: int) -> slice:
-    """A span of 10 m pixels on a grid ``k`` times coarser: the native pixels holding it."""
-    return slice(pixels.start // k, -(-pixels.stop // k))
-
-
-def _id_hash(parcel_id: Any) -> str:
-    """A short name of a parcel id for a file name (ids are of one type in a run: text, or whole numbers)."""
-    return hashlib.sha256(str(parcel_id).encode()).hexdigest()[:12]
-
-
-def _shorter_runs(times: list[slice], block_pixels: int, window_pixels: int) -> list[slice]:
-    """``times`` cut into runs of as many dates as keep ``window_pixels`` within what a block's run holds."""
-    step = max(1, max((t.stop - t.start for t in times), default=1) * block_pixels // window_pixels)
-    return [slice(a, min(a + step, t.stop)) for t in times for a in range(t.start, t.stop, step)]
 
 
 def extract(
@@ -599,7 +236,7 @@ def extract(
     tiles_of = assign_tiles(version, ps, time, reach=max(buffer, 0.0))
     mask = resolve_mask(mask, list(spec.band_names), collection)
     names = tuple(stored_bands(bands, spec.band_names, scl=mask is not None or histogram))
-    block, time_block = _work_unit(spec, len(names), block=block, time_block=time_block)
+    block, time_block = work_unit_size(spec, len(names), block=block, time_block=time_block)
     manifest = {
         "cube": canonical_url(store), "collection": collection, "version": version.version,
         "committed": version.created, "parcels": parcels_digest(ps), "bands": list(bands), "stats": sorted(stats),
@@ -643,15 +280,15 @@ def extract(
     done = {k if k.startswith(MOSAIC) else written_as(k)[0] for k in found if k not in late}  # a unit's by name
     layer_store = (store.with_read_only(False) if layers is None else
                    open_store(layers, storage_options=out_storage_options))
-    job = _Job(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
-               None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run,
-               generation_of(there),
-               tuple(there.get("time_columns", EARLIER_TIME_COLUMNS)))  # as its first run: one schema in its files
+    job = ExtractJob(store, out_store, layer_store, collection, version, names, tuple(bands), tuple(stats),
+                     None if mask is None else tuple(mask), histogram, time, dates, buffer, all_touched, run,
+                     generation_of(there),  # and the time columns as its first run: one schema in its files
+                     tuple(there.get("time_columns", EARLIER_TIME_COLUMNS)))
 
     status = {pid: ParcelStatus(pid, "invalid", 0, reason) for pid, reason in ps.rejected}
     notes = read_notes(version, ps, tiles_of, time)
     notes.update({pid: "; ".join(filter(None, (notes.get(pid), note))) for pid, note in kept.items()})
-    units: list[_Unit] = []
+    units: list[WorkUnit] = []
     units_resumed = rows = chunks = 0
     failures: list[str] = []
     for tile in sorted(version.tiles):
@@ -663,10 +300,10 @@ def extract(
                              all_touched=all_touched, block=block, scheduler=scheduler, progress=progress)
         status.update(_layer_status(layer, sub, notes, buffer=buffer, all_touched=all_touched))
         selection = time if dates is None else dates[tile]
-        times, edges = ([], ()) if selection == frozenset() else _time_blocks(store, collection, tile, names[0],
-                                                                              version, selection, time_block)
-        tile_units, resumed = _units(layer, block=block, times=times, done=done, suffix=suffix, time_edges=edges,
-                                     run=run, generation=job.generation)
+        times, edges = ([], ()) if selection == frozenset() else time_blocks(store, collection, tile, names[0],
+                                                                             version, selection, time_block)
+        tile_units, resumed = home_block_units(layer, block=block, times=times, done=done, suffix=suffix,
+                                               time_edges=edges, run=run, generation=job.generation)
         units += tile_units
         units_resumed += resumed
     outside = ps.select([p for p, tiles in zip(ps.ids, tiles_of, strict=True) if not tiles])
@@ -675,11 +312,11 @@ def extract(
     across = [p for p, tiles in zip(ps.ids, tiles_of, strict=True) if len(tiles) > 1]
     # an update reads these parcels' whole season again: a date can be new in one of their tiles only
     again = bool(new and any(new.values()))
-    batches, kept_batches = _across_tiles(job, ps.select(across), tiles_of, ps, status, done, again=again)
+    batches, kept_batches = batches_across_tiles(job, ps.select(across), tiles_of, ps, status, done, again=again)
     units_resumed += len(kept_batches)
     # longest first: the workers finish together
-    tasks: list[_Unit | _Batch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
-    tasks = _neighbours(tasks, job.chunk_side)  # units that start close by share the chunks they both read
+    tasks: list[WorkUnit | AcrossBatch] = sorted([*units, *batches], key=lambda t: t.cost(), reverse=True)
+    tasks = with_neighbours(tasks, job.chunk_side)  # units that start close by share the chunks they both read
     spent: Counter[str] = Counter()
     cpu: Counter[str] = Counter()
     written: list[str] = []
@@ -743,24 +380,6 @@ def _check_written(out: Store, keys: Sequence[str], run: str) -> None:
                          f"{store_url(out)} as this machine sees it (e.g. {missing[0]}): are the workers on "
                          f"other machines, writing a local --out to their own disks? Give an --out they all reach "
                          f"(s3://...), or a folder shared with them; the run is not marked complete")
-
-
-def _work_unit(spec: CubeSpec, n_bands: int, *, block: int | None, time_block: int | None) -> tuple[int, int]:
-    """The side (10 m pixels) and the date run of a work unit, by default the cube's shard side and time chunk; a
-    clear error for an empty one, or one that would hold more than :data:`MAX_UNIT_BYTES` of ``n_bands``."""
-    block = spec.chunks.shard_space if block is None else block
-    time_block = spec.chunks.time if time_block is None else time_block
-    if block < 1:  # the Python name and the option, as both reach here
-        raise InvalidRequestError(f"block (--block) must be a positive number of pixels, not {block}")
-    if time_block < 1:
-        raise InvalidRequestError(f"time_block (--time-block) must be a positive number of dates, not {time_block}")
-    unit_bytes = block * block * _longest_run(time_block) * n_bands * 2
-    if unit_bytes > MAX_UNIT_BYTES:
-        raise RequestTooLargeError(
-            f"a work unit of {block} x {block} px x {_longest_run(time_block)} dates x {n_bands} bands would hold "
-            f"{unit_bytes / 2**30:.1f} GiB of stored values (limit {MAX_UNIT_BYTES / 2**30:.0f} GiB per task); "
-            f"use a smaller block or time_block")
-    return block, time_block
 
 
 def _label_layer(layer_store: Store, tile: str, parcels: ParcelSet, *, beside_cube: bool, buffer: float,
@@ -862,53 +481,3 @@ def _layer_status(layer: ParcelLayer, parcels: ParcelSet, notes: Mapping[Any, st
                    for pid, pixels in zip(layer.index.parcel_id, layer.index.pixels, strict=True) if pixels})
     return status
 
-
-ACROSS_BATCH_M = 2560.0  # side of the squares in which the parcels read through parcel_timeseries are batched
-
-
-def _across_tiles(job: _Job, sub: ParcelSet, tiles_of: list[tuple[str, ...]], ps: ParcelSet,
-                  status: dict[Any, ParcelStatus], done: set[str], *, again: bool) -> tuple[list[_Batch], list[str]]:
-    """The batches of the parcels read from several tiles (no tile holds them whole, or a tile holding them lacks
-    dates another has over them) still to read, and the files of those found read. They are read by
-    ``parcel_timeseries`` in batches by tiles and squares of :data:`ACROSS_BATCH_M` (a strip along a tile's edge
-    is no window to read whole, nor its rows a frame to hold), a file each, whose metadata keeps their status; a
-    batch with a file in ``done`` (the files there, the latest of each batch) is not read again, its parcels'
-    statuses going to ``status``, unless ``again`` (an update) and the file is of an earlier version (an interrupted
-    update resumed reads only the batches it had not written), or the file holds other parcels than the batch (an
-    update of no new date within ``time`` whose parcels' tiles changed, and so the batches numbered: the batch's
-    file by its number repeated some parcels' rows and lost others'). An update writes files of its own
-    (:func:`mosaic_key`); :func:`extract` deletes every other file of a batch once it has run."""
-    tiles = {pid: "+".join(t) for pid, t in zip(ps.ids, tiles_of, strict=True)}
-    todo, kept = [], []
-    version = job.version.version if again else None  # an update reads them again, but not its own files twice
-    there = {named[0]: k for k in done if k.startswith(MOSAIC) and (named := mosaic_batch(k)) is not None}
-    for i, (batch, pixels) in enumerate(_batches(sub, tiles)):
-        key = there.get(i)
-        if key is not None and (earlier := mosaic_status(job.out, key, version)) is not None and \
-                {s["parcel_id"] for s in earlier} == set(batch.ids):
-            status.update({s["parcel_id"]: replace(ParcelStatus(**s), tile=tiles[s["parcel_id"]])  # how each fared
-                           for s in earlier})
-            kept.append(key)
-            continue
-        named = {pid: tiles[pid] for pid in batch.ids}
-        dates = max(len(job.version.tiles[t].acquisitions) for tile in set(named.values()) for t in tile.split("+"))
-        todo.append(_Batch(mosaic_key(i, job.run, job.version.version, job.generation), batch, named, pixels * dates))
-    return todo, kept
-
-
-def _batches(ps: ParcelSet, tiles: Mapping[Any, str]) -> list[tuple[ParcelSet, int]]:
-    """``ps`` by the tiles they are read from and the square of :data:`ACROSS_BATCH_M` holding their centroid (in
-    the first tile's CRS), each with the 10 m pixels of its parcels' bounding boxes in all the tiles it reads."""
-    groups: dict[tuple[str, int, int], list[Any]] = {}
-    pixels: Counter[Any] = Counter()
-    for tile in sorted(set(tiles[p] for p in ps.ids)):
-        sub = ps.select([p for p in ps.ids if tiles[p] == tile])
-        crs = TileGrid.from_id(tile.split("+")[0]).crs if tile else sub.crs
-        metric = np.asarray(sub.to_crs(crs).geometries, dtype=object)
-        cells = np.floor(shapely.get_coordinates(shapely.centroid(metric)) / ACROSS_BATCH_M).astype(np.int64)
-        x0, y0, x1, y1 = shapely.bounds(metric).T
-        area = np.ceil((x1 - x0) / 10 + 1) * np.ceil((y1 - y0) / 10 + 1) * len(tile.split("+"))
-        for pid, (cx, cy), n in zip(sub.ids, cells, area, strict=True):
-            groups.setdefault((tile, int(cx), int(cy)), []).append(pid)
-            pixels[tile, int(cx), int(cy)] += int(n)
-    return [(ps.select(ids), pixels[group]) for group, ids in sorted(groups.items())]

@@ -33,8 +33,7 @@ from cardcube.errors import (
 from cardcube.grid import TileGrid
 from cardcube.storage import open_store
 from cardcube.testing.s3proxy import start_s3_proxy
-from cube import extract as extract_module
-from cube import shard_reader
+from cube import shard_reader, work_units
 from cube.dataset import open_cube
 from cube.extract import _check_written, extract, read_status, read_timeseries
 from cube.extraction_files import MANIFEST
@@ -141,7 +140,7 @@ def test_neighbouring_units_decode_the_chunks_they_share_once(cube, parcels, s2_
     and the rows are those of the threads' run. By default only with the units that start close to it (within
     NEIGHBOURS_APART tasks): some chunks are decoded again, fewer than fetched."""
     if apart is not None:
-        monkeypatch.setattr(extract_module, "NEIGHBOURS_APART", apart)
+        monkeypatch.setattr(work_units, "NEIGHBOURS_APART", apart)
     fetched, decoded = [], []
     cut = shard_reader._cut
 

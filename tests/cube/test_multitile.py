@@ -665,7 +665,7 @@ def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_ne
     run's late task did too, after the update it was stopped in had been resumed and finished. Now only the driver
     deletes, once the run is over: the earlier version's file of a failed batch goes (its parcels "failed", no
     rows of another version), and the next run reads them."""
-    import cube.extract as extract_module
+    import cube.extract_job as extract_job
     from cardcube.errors import StoreError
     from cube.extract import extract, read_status
 
@@ -676,7 +676,7 @@ def test_a_batch_an_update_fails_to_read_has_no_stale_rows_and_is_read_by_the_ne
         raise StoreError("the store does not answer")
 
     with monkeypatch.context() as patched:
-        patched.setattr(extract_module, "parcel_timeseries", unreachable)
+        patched.setattr(extract_job, "parcel_timeseries", unreachable)
         failed = extract(some, cube, out, update=True, **kw)
     assert failed.failures and failed.status["failed"] == len(across)
     assert not list((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))
@@ -696,7 +696,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
     import json
     import shutil
 
-    import cube.extract as extract_module
+    import cube.extract_job as extract_job
     from cube.extract import extract, read_timeseries
 
     some, cube, out, kw, whole = before_31ugu
@@ -705,7 +705,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
     (out / "manifest.json").write_text(json.dumps(manifest))
     for path in (out / "timeseries" / "tile=mosaic").glob("*.parquet"):  # as the cardcube before named them
         path.rename(path.with_name(path.name.replace("-v00000001", "")))
-    write_bytes = extract_module.write_bytes
+    write_bytes = extract_job.write_bytes
 
     class Stopped(BaseException):
         pass
@@ -717,7 +717,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
             raise Stopped
 
     with monkeypatch.context() as patched:
-        patched.setattr(extract_module, "write_bytes", as_before)
+        patched.setattr(extract_job, "write_bytes", as_before)
         with pytest.raises(Stopped):
             extract(some, cube, out, update=True, scheduler="sync", **kw)
     legacy = sorted((out / "timeseries" / "tile=mosaic").glob(f"part-?????-{manifest['run']}.parquet"))
@@ -746,7 +746,7 @@ def test_an_update_stopped_by_a_cardcube_before_versioned_batch_files_is_resumed
             raise Stopped
 
     with monkeypatch.context() as patched:  # run again, and stopped once it has written a batch's file beside it
-        patched.setattr(extract_module, "write_bytes", stop_after_a_batch)
+        patched.setattr(extract_job, "write_bytes", stop_after_a_batch)
         with pytest.raises(Stopped):
             extract(some, cube, old, scheduler="sync", **kw)
     assert sorted(p.name for p in (old / "timeseries" / "tile=mosaic").glob("*.parquet")) == [
@@ -761,7 +761,8 @@ def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(before_
     """Two runs into one --out at once, of one version: one whose read of a batch failed deleted, once it had run,
     that batch's file the other had written and listed (its manifest then named a file gone, its parcels "ok" and
     without rows). A run deletes only files of earlier versions."""
-    import cube.extract as extract_module
+    import cube.extract_job as extract_job
+    import cube.work_units as work_units
     from cardcube.errors import StoreError
     from cube.extract import extract
 
@@ -771,8 +772,8 @@ def test_a_run_whose_batch_fails_leaves_that_batch_s_file_of_its_version(before_
     def unreachable(*args, **kwargs):
         raise StoreError("the store does not answer")
 
-    monkeypatch.setattr(extract_module, "mosaic_status", lambda *args, **kwargs: None)  # not yet written, it saw
-    monkeypatch.setattr(extract_module, "parcel_timeseries", unreachable)
+    monkeypatch.setattr(work_units, "mosaic_status", lambda *args, **kwargs: None)  # not yet written, it saw
+    monkeypatch.setattr(extract_job, "parcel_timeseries", unreachable)
     failed = extract(some, cube, out, as_of=1, **kw)
     assert failed.failures and written and all(p.exists() for p in written)
 

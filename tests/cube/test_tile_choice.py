@@ -225,9 +225,10 @@ def test_extraction_reads_the_dates_of_both_tiles_as_parcel_timeseries(two_histo
     """Extraction read each parcel from one tile as well. The parcels read from several tiles are read in squares
     (here, with squares of 400 m, in tens of batches): the same numbers."""
     if batch_m:
-        monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", batch_m)
+        monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", batch_m)
     calls = []
-    monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries",
+                        lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
     x0, y0, _, _ = _in_the_overlap(tiny_straddle_region).to_crs(parcels.crs).total_bounds
     speck = gpd.GeoDataFrame({"parcel_id": ["speck"]}, geometry=[box(x0 + 1, y0 + 1, x0 + 7, y0 + 7)], crs=parcels.crs)
@@ -263,15 +264,15 @@ def test_the_batches_across_tiles_are_tasks_beside_the_units_on_threads_and_on_a
 
     from distributed import LocalCluster
 
-    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
     threads = []
-    monkeypatch.setattr("cube.extract.parcel_timeseries",
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries",
                         lambda *a, **k: threads.append(threading.current_thread()) or parcel_timeseries(*a, **k))
     extract(parcels, two_histories, tmp_path / "threads", bands=["B04"], progress=False)
     assert len(threads) > 10 and threading.main_thread() not in threads
     monkeypatch.undo()  # the workers' module is not patched: the batches must be read there
-    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         extract(parcels, two_histories, tmp_path / "cluster", bands=["B04"], scheduler=cluster.scheduler_address,
                 progress=False)
@@ -289,7 +290,7 @@ def test_an_interrupted_extraction_reads_again_only_the_batches_across_tiles_it_
         in_batches, tiny_straddle_region, monkeypatch):
     """The parcels read across tiles were one file, written once all were read: an interrupted run read them all
     again, and their rows were held in memory together. A file a batch now."""
-    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
     cube, out = in_batches  # extracted, in batches of 400 m
     parts = sorted((out / "timeseries" / "tile=mosaic").glob("part-*.parquet"))
@@ -297,7 +298,8 @@ def test_an_interrupted_extraction_reads_again_only_the_batches_across_tiles_it_
     assert len(parts) >= 10
     parts[3].unlink()  # as if the run had stopped before it
     calls = []
-    monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries",
+                        lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
     again = extract(parcels, cube, out, bands=["B04"], progress=False)
     assert len(calls) == 1 and again.units == 1 and again.units_resumed >= len(parts) - 1
     key = ["parcel_id", "time", "band"]
@@ -322,7 +324,7 @@ def _in_batches_once(two_histories, tiny_straddle_region, tmp_path_factory) -> t
     root = tmp_path_factory.mktemp("in-batches")
     parcels = gpd.read_parquet(tiny_straddle_region.parcels)
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+        patched.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
         shutil.copytree(two_histories, root / "work" / "cube")
         extract(parcels, root / "work" / "cube", root / "work" / "out", bands=["B04"], progress=False)
         keep(root / "work")
@@ -413,7 +415,7 @@ def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_
     from cardcube.errors import StoreUnavailableError
 
     region, (cube, out) = tiny_straddle_region, in_batches  # extracted, in batches of 400 m
-    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(region.parcels)
     _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
     pid = _in_the_overlap(region).parcel_id.iloc[0]
@@ -427,7 +429,7 @@ def test_a_batch_across_tiles_that_fails_in_an_update_is_read_again_by_the_next_
             raise StoreUnavailableError("the store cannot be reached")
         return parcel_timeseries(store, batch, **kwargs)
 
-    monkeypatch.setattr("cube.extract.parcel_timeseries", outage_once)
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries", outage_once)
     failed = extract(parcels, cube, out, update=True, bands=["B04"], progress=False)
     assert failed.failures and read_status(out).set_index("parcel_id").status[pid] == "failed"
     assert pid not in set(pd.concat(map(pd.read_parquet, parts.glob("*.parquet"))).parcel_id)
@@ -442,7 +444,7 @@ def test_an_interrupted_update_reads_again_only_the_batches_across_tiles_it_had_
     had written too, and as they ran first (the longest tasks), an update stopped again and again never reached
     its work units."""
     region, (cube, out) = tiny_straddle_region, in_batches  # extracted, in batches of 400 m
-    monkeypatch.setattr("cube.extract.ACROSS_BATCH_M", 400.0)
+    monkeypatch.setattr("cube.work_units.ACROSS_BATCH_M", 400.0)
     parcels = gpd.read_parquet(region.parcels)
     kw = {"bands": ["B04"], "progress": False, "scheduler": "sync"}
     _ingest(region.items, _by_day(region, {("31UFU", "2024-05-12")}), cube, "late.json")
@@ -454,11 +456,12 @@ def test_an_interrupted_update_reads_again_only_the_batches_across_tiles_it_had_
             raise KeyboardInterrupt
         return parcel_timeseries(*args, **kwargs)
 
-    monkeypatch.setattr("cube.extract.parcel_timeseries", stopped_at_the_fifth)
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries", stopped_at_the_fifth)
     with pytest.raises(KeyboardInterrupt):
         extract(parcels, cube, out, update=True, **kw)
     calls.clear()
-    monkeypatch.setattr("cube.extract.parcel_timeseries", lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
+    monkeypatch.setattr("cube.extract_job.parcel_timeseries",
+                        lambda *a, **k: calls.append(1) or parcel_timeseries(*a, **k))
     resumed = extract(parcels, cube, out, update=True, **kw)
     batches = len(list((out / "timeseries" / "tile=mosaic").glob("part-*.parquet")))
     assert batches > 10 and len(calls) == batches - 4 and resumed.units_resumed >= 4
