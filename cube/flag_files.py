@@ -58,7 +58,7 @@ def read_statistics(path: str | Path, bands: Iterable[str], *,
                     storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The statistics the markers read (:data:`~cube.anomalies.COLUMNS`), parcel ids as text: of ``bands`` from an
     extraction, every band of a ``cardcube timeseries`` file, with its rows' counts of cloud pixels where it has
-    them (:data:`~cube.anomalies.CLOUD_COLUMNS`: they tell whether the file was cloud-masked). All in memory: a
+    them (:data:`~cube.statistics_checks.CLOUD_COLUMNS`: they tell whether the file was cloud-masked). All in memory: a
     territory's are read in parts (:func:`statistics_parts`)."""
     if is_extraction(path):  # sorted by parcel, time and band, as read_timeseries gives them
         return read_timeseries(path, bands=list(bands), columns=COLUMNS,
