@@ -57,32 +57,32 @@ from cube.curve_file import CurveArray, CurveFile, curve_table
 from cube.marker_rules import MarkerRules
 from cube.ndvi_profiles import (
     NDVI_BANDS,
-    _check_columns,
-    _check_ndvi_bands,
-    _file_references,
-    _ndvi,
-    _second_pass,
+    batch_ndvi,
+    check_columns,
+    check_ndvi_bands,
+    file_references,
     ndvi_by_date,
     profiles,
     reference_profiles,
+    second_pass,
 )
 from cube.parcel_batches import FrameBatches, ParcelBatches
 from cube.season_evidence import (
     RadarRows,
-    _days,
-    _in_season,
-    _season_evidence,
-    _season_span,
-    _season_year,
-    _union,
+    dates_union,
+    epoch_days,
+    season_evidence,
+    season_mask,
+    season_span,
+    season_year,
 )
 from cube.statistics_checks import (
     UNRECORDED,
-    _refuse_missing_times,
-    _refuse_repeats,
     check_cloud_masked,
     check_units,
     cloudy_rows,
+    refuse_missing_times,
+    refuse_repeats,
 )
 
 MARKERS = ("crop_mismatch", "bare_soil", "no_mowing")
@@ -240,8 +240,8 @@ class OpticalRows:
         self.rows = self.cloudy = 0
 
     def observe(self, part: pd.DataFrame) -> None:
-        _check_columns(part)
-        _refuse_missing_times(part, "statistics")
+        check_columns(part)
+        refuse_missing_times(part, "statistics")
         self.rows += len(part)
         self.cloudy += cloudy_rows(part)
         self.bands.update(part["band"].unique())
@@ -252,7 +252,7 @@ class OpticalRows:
         self.undeclared.update(part["parcel_id"][at < 0].unique())
         self.undeclared_measured.update(part["parcel_id"][(at < 0) & ndvi].unique())
         if ndvi.any():
-            self.times = _union(self.times, part["time"][ndvi])
+            self.times = dates_union(self.times, part["time"][ndvi])
 
     def parcels(self) -> int:
         """How many parcels the rows are of."""
@@ -289,7 +289,7 @@ def flag_batches(
             raise InvalidRequestError(f"no parcel declares the grassland code(s) {', '.join(unknown)}; {said}")
         warnings.warn(f"no parcel declares the grassland code(s) {', '.join(unknown)} (a typo leaves the parcels of "
                       f"the code meant unchecked); {said}", stacklevel=3)
-    _check_ndvi_bands(optical.bands)
+    check_ndvi_bands(optical.bands)
     measured = optical.ids[optical.measured]
     if not len(measured):
         def some(ids: Iterable[Any]) -> str:
@@ -303,14 +303,14 @@ def flag_batches(
                                   f"parcel file's column of the ids the statistics were computed by)")
     codes = declared.reindex(measured).to_numpy()
     times = optical.times
-    days = _days(times)
+    days = epoch_days(times)
     grid = np.arange(days.min(), days.max() + rules.step, rules.step)
     grass = pd.Series(codes).astype(str).isin(grassland).to_numpy()
     # crop_mismatch reads no season: without grassland, dates of two seasons (winter crops' September to August) are
     # judged, their season evidence left blank rather than two seasons' taken for one
-    seasons = set(times[_in_season(times, rules)].year)
+    seasons = set(times[season_mask(times, rules)].year)
     two_seasons = len(seasons) > 1 and not grass.any()
-    year = None if two_seasons else _season_year(times, rules, "Sentinel-2")
+    year = None if two_seasons else season_year(times, rules, "Sentinel-2")
     if year is None and grass.any():
         raise InvalidRequestError(f"no date of the frame lies in the season {rules.season[0]} .. {rules.season[1]}, "
                                   f"which the grassland markers judge")
@@ -324,9 +324,9 @@ def flag_batches(
         if (place != np.arange(len(place))).any():  # batches in another order than the ids': put in id order
             curves.reorder(place)
             evidence = evidence.iloc[np.argsort(place)]
-        refs = _file_references(curves, codes, evidence.pop("profiled").to_numpy(), rules.min_parcels)
+        refs = file_references(curves, codes, evidence.pop("profiled").to_numpy(), rules.min_parcels)
         _warn_rare(codes, refs, rules)
-        own, other, nearest = _second_pass(curves, codes, refs, rules)
+        own, other, nearest = second_pass(curves, codes, refs, rules)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = own / other
     # the codes' own type, missing where no other crop compares (nullable: a file keeps 2014 a code, not 2014.0)
@@ -338,7 +338,7 @@ def flag_batches(
     out = out.join(evidence[["min_ndvi", "min_ndvi_date", "largest_drop", "longest_gap"]])
     out["crop_mismatch"] = (ratio >= rules.mismatch_ratio) & (out["distance_z"] >= rules.outlier_z).to_numpy()
     out["bare_soil"] = grass & (out["min_ndvi"] < rules.bare_ndvi).to_numpy()
-    span = {"Sentinel-2": _season_span(times, rules), "Sentinel-1": 0}  # days of the season each spans
+    span = {"Sentinel-2": season_span(times, rules), "Sentinel-1": 0}  # days of the season each spans
     # a drop needs two observations: a meadow seen once (or never) in the season shows no cut, nor its absence
     no_cut = _judged((out["longest_gap"] <= rules.max_gap) & (out["largest_drop"] < rules.mowing_drop),
                      span["Sentinel-2"], rules, "Sentinel-2") if grass.any() else pd.Series(False, index=out.index)
@@ -346,7 +346,7 @@ def flag_batches(
     if radar is not None:
         out = out.join(evidence[["largest_vh_drop", "longest_vh_gap"]])
         _check_radar(radar, radar_parcels, measured, year, rules)
-        span["Sentinel-1"] = _season_span(radar.times, rules)
+        span["Sentinel-1"] = season_span(radar.times, rules)
         if grass.any() and span["Sentinel-1"] >= rules.min_season_days:
             radar_judged = out["longest_vh_gap"].notna()
             if without := int((grass & ~radar_judged.to_numpy()).sum()):
@@ -381,15 +381,15 @@ def _first_pass(optical: OpticalRows, s2: Sequence[pd.DataFrame], s1: Sequence[p
         rows = rows[rows["band"].isin(NDVI_BANDS)]
         if rows.empty:
             continue
-        _refuse_repeats(rows, "statistics")
-        ndvi = _ndvi(rows, rules.min_clear).reindex(columns=times)  # every date of the statistics, as one frame's
+        refuse_repeats(rows, "statistics")
+        ndvi = batch_ndvi(rows, rules.min_clear).reindex(columns=times)  # every date of the statistics, as one frame's
         profile = profiles(ndvi, grid, max_gap=rules.max_interpolation_gap)
         curves.write(done, profile)
         done += len(ndvi)
         seasonal = ndvi.iloc[:, :0] if two_seasons else ndvi
         part = pd.DataFrame({"clear_dates": ndvi.notna().sum(axis=1).to_numpy(),
                              "profiled": ~np.isnan(profile).all(axis=1)}, index=ndvi.index)
-        part = part.join(_season_evidence(seasonal, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop",
+        part = part.join(season_evidence(seasonal, rules).set_axis(["min_ndvi", "min_ndvi_date", "largest_drop",
                                                                      "longest_gap"], axis=1))
         if radar is not None and s1 is not None:
             backscatter = s1[k]
@@ -427,7 +427,7 @@ def _check_radar(radar: RadarRows, held: bool, parcels: pd.Index, year: int | No
                                   f"{radar.first!r} against {parcels[0]!r}): are they of this territory?")
     if year is None:  # two seasons without grassland: no marker reads Sentinel-1, nor a season
         return
-    radar_year = _season_year(radar.times, rules, "Sentinel-1")
+    radar_year = season_year(radar.times, rules, "Sentinel-1")
     if radar_year is not None and radar_year != year:
         raise InvalidRequestError(f"the Sentinel-1 statistics are of the {radar_year} season, the Sentinel-2 ones of "
                                   f"{year}'s")

@@ -155,8 +155,9 @@ def pass_key(a: Acquisition) -> tuple:
 
 def holds_passes(version: CubeVersion, tile: str, other: str, area: BaseGeometry, time: tuple | frozenset) -> bool:
     """Whether ``tile`` has every date (within ``time``) on which ``other`` (of the same UTM zone) has data in
-    ``area``, the same pass (platform, relative orbit, orbit direction, within :data:`~cardcube.spec.PASS_GAP_S`), with data over
-    all of the other's in the area: then reading ``tile`` alone misses nothing of ``other``'s."""
+    ``area``, the same pass (platform, relative orbit, orbit direction, within
+    :data:`~cardcube.spec.PASS_GAP_S`), with data over all of the other's in the area: then reading ``tile`` alone
+    misses nothing of ``other``'s."""
     return not bool(lacks_passes(passes_lacking(version, tile, other, time), np.array([area], dtype=object))[0])
 
 

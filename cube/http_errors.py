@@ -1,7 +1,7 @@
 """How the REST service (:mod:`cube.service`) answers an error: every one as :class:`ErrorBody` JSON, listed per
-route in the OpenAPI document (:func:`_answers`); routing errors (no such route, a method a route does not answer, a
-path whose trailing slash is toggled, a body that is no JSON) and a refused CORS preflight in the same body as the
-library's errors, whose statuses :func:`cardcube.serving.cardcube_error_response` maps."""
+route in the OpenAPI document (:func:`route_answers`); routing errors (no such route, a method a route does not
+answer, a path whose trailing slash is toggled, a body that is no JSON) and a refused CORS preflight in the same
+body as the library's errors, whose statuses :func:`cardcube.serving.cardcube_error_response` maps."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from starlette.routing import Match
 from cardcube.errors import CardcubeError
 from cardcube.serving import cardcube_error_response, error_response
 from cube.request_limits import MAX_BODY_BYTES
-from cube.route_parameters import _invalid, _not_geojson, _query_parameters, _route_path
+from cube.route_parameters import invalid_message, not_geojson, query_parameters, route_path
 
 
 class ErrorBody(BaseModel):
@@ -46,10 +46,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 ERROR_RESPONSES = {code: ERRORS[code] for code in (422, 500, 502, 503)}  # what every route may answer
 
 
-def _answers(*codes: int, ok: Mapping[int | str, dict[str, Any]] | None = None, tagged: bool = True
+def route_answers(*codes: int, ok: Mapping[int | str, dict[str, Any]] | None = None, tagged: bool = True
              ) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI responses of a route beside :data:`ERROR_RESPONSES`: its 200 (``ok``), the 304 of a conditional
-    GET where its answers are ``tagged`` with an ETag (:class:`~cube.revalidation._Revalidation`), and the errors
+    GET where its answers are ``tagged`` with an ETag (:class:`~cube.revalidation.Revalidation`), and the errors
     ``codes``; the document listed every error for every route (a 409 for ``/``), and no 304 or 408, which a
     generated client then took for an unexpected status."""
     return {**(ok or {}), **({304: NOT_MODIFIED} if tagged else {}), **{code: ERRORS[code] for code in codes}}
@@ -65,7 +65,7 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 404 and (moved := _slash_moved(request)) is not None:
         return RedirectResponse(moved, status_code=307)
     if exc.status_code == 404:
-        root, path = request.scope.get("root_path", ""), _route_path(request.scope)
+        root, path = request.scope.get("root_path", ""), route_path(request.scope)
         if root and path.startswith(f"{root}/"):  # the prefix not stripped: it was named twice, /cardcube/cardcube/...
             return error_response(404, "RouteNotFound", (
                 f"no route {request.method} {path}: the service was started under the path prefix {root} "
@@ -80,7 +80,7 @@ def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
             return error_response(415, "UnsupportedMediaType", f"a request body of Content-Encoding {coding} is not "
                                   f"read: POST the GeoJSON uncompressed (up to {MAX_BODY_BYTES // 2**20} MiB)",
                                   headers={"Accept-Encoding": "identity"})
-        return error_response(422, "InvalidRequest", _not_geojson("no UTF-8 JSON, or nested too deep"))
+        return error_response(422, "InvalidRequest", not_geojson("no UTF-8 JSON, or nested too deep"))
     if exc.status_code == 405:  # the methods of every route of the path (GET and HEAD are two routes)
         allowed = ", ".join(sorted({m for route in request.app.router.routes if isinstance(route, APIRoute)
                                     and route.matches(request.scope)[0] != Match.NONE for m in route.methods}))
@@ -96,7 +96,7 @@ def _slash_moved(request: Request) -> str | None:
     path relative to the host the client asked, with the prefix (--root-path) and the query, or None. Starlette's
     redirect named the URL absolute, on the Host header the service was asked with, which behind a reverse proxy is
     the proxy's name for the service (nginx's default: the proxy_pass host, http://cardcube:8080/...)."""
-    path = _route_path(request.scope)
+    path = route_path(request.scope)
     if path == "/":
         return None
     full = request.scope["path"]
@@ -107,7 +107,7 @@ def _slash_moved(request: Request) -> str | None:
     return quote(other["path"], safe="/") + (f"?{query}" if query else "")
 
 
-class _Cors(CORSMiddleware):
+class JsonCors(CORSMiddleware):
     """Starlette's CORS, with a refused preflight answered as every other error, in JSON (its own is text)."""
 
     def preflight_response(self, request_headers: Any) -> Response:
@@ -121,7 +121,7 @@ class _Cors(CORSMiddleware):
 
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
     """Every error answered as :class:`ErrorBody`, with the status of :func:`cardcube.serving.cardcube_error_response`
     (a bug: 500, logged)."""
 
@@ -135,5 +135,5 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        described = _query_parameters(request) or {}
-        return error_response(422, "InvalidRequest", "; ".join(_invalid(e, described) for e in exc.errors()))
+        described = query_parameters(request) or {}
+        return error_response(422, "InvalidRequest", "; ".join(invalid_message(e, described) for e in exc.errors()))

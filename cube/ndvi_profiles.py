@@ -14,8 +14,8 @@ import pandas as pd
 from cardcube.errors import InvalidRequestError
 from cube.curve_file import CurveArray, CurveFile
 from cube.marker_rules import MarkerRules
-from cube.season_evidence import _dates, _days
-from cube.statistics_checks import _refuse_repeats
+from cube.season_evidence import epoch_dates, epoch_days
+from cube.statistics_checks import refuse_repeats
 
 
 def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clear) -> pd.DataFrame:
@@ -23,25 +23,25 @@ def ndvi_by_date(frame: pd.DataFrame, *, min_clear: float = MarkerRules.min_clea
     parcel's pixels are clear, else NaN. ``frame`` is a statistics frame (``parcel_id, time, band, count,
     masked, mean``). A mean below 0 (L2A's offset leaves noise below 0 over water and shadow) is taken as 0, so the
     NDVI stays in [-1, 1] (it was -5 or -inf); NaN where both are 0."""
-    _check_columns(frame)
+    check_columns(frame)
     bands = frame[frame["band"].isin(NDVI_BANDS)]
-    _refuse_repeats(bands, "statistics")
-    _check_ndvi_bands(frame["band"].unique())
-    return _ndvi(bands, min_clear)
+    refuse_repeats(bands, "statistics")
+    check_ndvi_bands(frame["band"].unique())
+    return batch_ndvi(bands, min_clear)
 
 
 NDVI_BANDS = ("B04", "B08")
 STATISTICS = ("parcel_id", "time", "band", "count", "masked", "mean")  # what NDVI is computed of
 
 
-def _check_columns(frame: pd.DataFrame) -> None:
+def check_columns(frame: pd.DataFrame) -> None:
     if missing := set(STATISTICS) - set(frame.columns):
         raise InvalidRequestError(f"the statistics frame lacks column(s) {sorted(missing)}: NDVI is taken of the B04 "
                                   f"and B08 means on dates with enough clear pixels (count, masked), as cardcube "
                                   f"timeseries and extract compute them by default (--stats with mean)")
 
 
-def _check_ndvi_bands(bands: Iterable[Any]) -> None:
+def check_ndvi_bands(bands: Iterable[Any]) -> None:
     """Refuse statistics (of ``bands``) without both NDVI bands."""
     bands = set(bands)
     if bands & set(NDVI_BANDS) != set(NDVI_BANDS):
@@ -49,7 +49,7 @@ def _check_ndvi_bands(bands: Iterable[Any]) -> None:
                                   f"{sorted(bands)} (Sentinel-1 statistics go to s1=, in the CLI --s1)")
 
 
-def _ndvi(bands: pd.DataFrame, min_clear: float) -> pd.DataFrame:
+def batch_ndvi(bands: pd.DataFrame, min_clear: float) -> pd.DataFrame:
     """:func:`ndvi_by_date` of the B04 and B08 rows ``bands`` (of a batch of parcels: either band may lack)."""
     wide = bands.set_index(["parcel_id", "time", "band"])[["mean", "count", "masked"]].unstack("band")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([["mean", "count", "masked"], NDVI_BANDS]))
@@ -63,9 +63,9 @@ def _ndvi(bands: pd.DataFrame, min_clear: float) -> pd.DataFrame:
 def profiles(ndvi: pd.DataFrame, grid: np.ndarray, *, max_gap: float = np.inf) -> np.ndarray:
     """(parcels, grid) each parcel's clear NDVI interpolated linearly at ``grid`` (days since the epoch);
     NaN outside its first and last clear date, strictly inside a gap of more than ``max_gap`` days between
-    two clear dates (nothing is known there; whole UTC dates, :func:`~cube.season_evidence._dates`), and for a
+    two clear dates (nothing is known there; whole UTC dates, :func:`~cube.season_evidence.epoch_dates`), and for a
     parcel with fewer than two clear dates."""
-    days, dates = _days(ndvi.columns), _dates(ndvi.columns)
+    days, dates = epoch_days(ndvi.columns), epoch_dates(ndvi.columns)
     out = np.full((len(ndvi), grid.size), np.nan)
     for i, row in enumerate(ndvi.to_numpy(dtype=np.float64)):
         ok = ~np.isnan(row)
@@ -106,7 +106,7 @@ def _median(curves: np.ndarray) -> np.ndarray:
 COLUMN_FLOATS = 1 << 20  # numbers of the profiles read at a time for the references (8 MB)
 
 
-def _file_references(curves: CurveFile | CurveArray, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
+def file_references(curves: CurveFile | CurveArray, declared: np.ndarray, profiled: np.ndarray, min_parcels: int
                      ) -> dict[Any, np.ndarray]:
     """:func:`reference_profiles` of the profiles in ``curves``, a few grid points at a time: the medians are exact,
     over every parcel of a crop, and memory holds a few columns of them."""
@@ -148,7 +148,7 @@ def _distances(curves: np.ndarray, codes: np.ndarray, refs: Mapping[Any, np.ndar
     return own, other, nearest
 
 
-def _second_pass(curves: CurveFile | CurveArray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
+def second_pass(curves: CurveFile | CurveArray, codes: np.ndarray, refs: Mapping[Any, np.ndarray], rules: MarkerRules
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_distances` of the profiles in ``curves`` to the references, a block of parcels at a time."""
     own, other = np.full(curves.rows, np.nan), np.full(curves.rows, np.nan)

@@ -1,6 +1,6 @@
 """Bounds on what the REST service (:mod:`cube.service`) holds at once, so that many clients at once cannot take
-all the memory: a POST body's size and the time it takes to arrive, the POSTs in the service (:class:`_BodyLimit`),
-and the requests reading the cube (:class:`_ReadSlots`); a request over a bound is a 413 or 408, or waits its turn
+all the memory: a POST body's size and the time it takes to arrive, the POSTs in the service (:class:`BodyLimit`),
+and the requests reading the cube (:class:`ReadSlots`); a request over a bound is a 413 or 408, or waits its turn
 and then is a 503 Busy with ``Retry-After``."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _too_large(size: str) -> str:
             f"`cardcube extract` for a territory")
 
 
-class _BodyLimit:
+class BodyLimit:
     """A POST body over :data:`MAX_BODY_BYTES` is a 413, said by its Content-Length before it is read, or once
     that much of a body without one has arrived: the whole body was read and parsed first, whatever its size (a
     322 MB FeatureCollection of 40 parcels took 2.3 GB of memory for a minute). One not whole ``wait`` seconds
@@ -92,7 +92,7 @@ class _BodyLimit:
         await self.app(scope, receiving, send)
 
 
-class _ReadSlots:
+class ReadSlots:
     """A dependency of the routes that read the cube: at most ``size`` of their requests read at once; the others
     wait their turn on the event loop (holding none of the threads the routes run in) up to ``wait`` seconds, then
     are a :class:`ServiceBusyError` (503, Retry-After); one whose client has gone meanwhile reads nothing. Each

@@ -1,6 +1,6 @@
 """Conditional GETs of the REST service (:mod:`cube.service`): each answer's ``ETag`` names the cube version it was
 read at, its URL and what else makes it (the parcel file, the code: :func:`code_digest`), so that a request naming
-it in ``If-None-Match`` is a 304 read from nothing while that is the same (:class:`_Revalidation`)."""
+it in ``If-None-Match`` is a 304 read from nothing while that is the same (:class:`Revalidation`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cardcube.errors import CardcubeError
 from cube.ledger import CubeVersion
 from cube.parcels import ParcelSet
-from cube.route_parameters import VERSION_NUMBER, _route_path
+from cube.route_parameters import VERSION_NUMBER, route_path
 
 if TYPE_CHECKING:
-    from cube.service import _ServedCube
+    from cube.service import ServedCube
 
-COMMITTED = "x-cardcube-committed"  # what of the version an answer read its ETag names (not sent): _tag_basis
+COMMITTED = "x-cardcube-committed"  # what of the version an answer read its ETag names (not sent): tag_basis
 # an answer pinned by as_of: a committed version never changes, but the cube may be built again at the same place
 PINNED = "public, max-age=3600"
 
@@ -38,7 +38,7 @@ def _names_version(path: str) -> bool:
     return re.fullmatch(r"/collections/[^/]+/?", path) is not None
 
 
-def _tag_basis(version: CubeVersion, names_version: bool) -> str:
+def tag_basis(version: CubeVersion, names_version: bool) -> str:
     """What of ``version`` the ETag of an answer read from it names: its number and commit time (a cube built again
     at the same place has the same numbers) where the answer names it, else those of the version whose data it
     reads (:attr:`cube.ledger.CubeVersion.data_tag`)."""
@@ -58,27 +58,27 @@ def _untagged(send: Send) -> Send:
     return sending
 
 
-class _Revalidation:
+class Revalidation:
     """Conditional GETs of ``/collections/...``: an answer carries an ``ETag`` of the version it was read at (of its
-    data: :func:`_tag_basis`), its URL and what else makes it (``served``: the parcels; the code), weak as it names
+    data: :func:`tag_basis`), its URL and what else makes it (``served``: the parcels; the code), weak as it names
     the answer
     gzipped or not (a strong one names the bytes), and ``Cache-Control``: an hour when pinned by ``as_of``,
     else ``no-cache`` (a browser asks again, with ``If-None-Match``). A request whose ``If-None-Match`` names
     the answer the version it would read gives is a 304, read from nothing: a dashboard re-polling a parcel
     costs a version lookup until an ingest commits."""
 
-    def __init__(self, app: ASGIApp, served: _ServedCube, identity: str) -> None:
+    def __init__(self, app: ASGIApp, served: ServedCube, identity: str) -> None:
         self.app, self.served, self.identity = app, served, identity
 
     def etag(self, basis: str, scope: Scope) -> str:
-        """Of the version read, what :func:`_tag_basis` names; the request's URL and :func:`_identity`."""
-        key = f"{self.identity}|{basis}|{_route_path(scope)}?{scope['query_string'].decode('latin-1')}"
+        """Of the version read, what :func:`tag_basis` names; the request's URL and :func:`answer_identity`."""
+        key = f"{self.identity}|{basis}|{route_path(scope)}?{scope['query_string'].decode('latin-1')}"
         return f'W/"{hashlib.sha256(key.encode()).hexdigest()[:20]}"'  # weak: the same, gzipped or not
 
     async def _current(self, scope: Scope, as_of: str | None) -> CubeVersion | None:
         """The version the request would read now, if it can be told without an error (else its route says)."""
         try:
-            collection = _route_path(scope).split("/")[2]
+            collection = route_path(scope).split("/")[2]
             number = None if as_of is None else VERSION_NUMBER.validate_python(as_of)  # "1.0" is 1, as routes read it
             return await anyio.to_thread.run_sync(self.served.version, collection, number)
         except (CardcubeError, ValidationError, IndexError):
@@ -87,15 +87,15 @@ class _Revalidation:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["method"] not in ("GET", "HEAD") or not _route_path(scope).startswith("/collections/"):
+        if scope["method"] not in ("GET", "HEAD") or not route_path(scope).startswith("/collections/"):
             return await self.app(scope, receive, _untagged(send))  # a POST's answer: no ETag
         as_of = parse_qs(scope["query_string"].decode("latin-1")).get("as_of", [None])[-1]
         # a parcel's answer also depends on its geometry in the parcel file, which a restart may amend: revalidated
-        cache = PINNED if as_of is not None and "/parcels/" not in _route_path(scope) else "no-cache"
+        cache = PINNED if as_of is not None and "/parcels/" not in route_path(scope) else "no-cache"
         wanted = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
         if wanted and (current := await self._current(scope, as_of)) is not None:
             version = current.version
-            tag = self.etag(_tag_basis(current, _names_version(_route_path(scope))), scope)
+            tag = self.etag(tag_basis(current, _names_version(route_path(scope))), scope)
             # weak comparison (RFC 9110 13.1.2): the opaque tags alike, with W/ or without
             # ("*" matches nothing here: whether the answer would be a 200 or an error is told only by reading it)
             if tag.removeprefix("W/") in (t.strip().removeprefix("W/") for t in wanted.split(",")):
@@ -114,7 +114,7 @@ class _Revalidation:
         await self.app(scope, receive, tagging)
 
 
-def _identity(registry: ParcelSet | None) -> str:
+def answer_identity(registry: ParcelSet | None) -> str:
     """What an answer depends on beside its version and URL: the code (:func:`code_digest`), and the parcels ids
     are looked up in."""
     from cube.parcel_layer import parcels_digest

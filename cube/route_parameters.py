@@ -1,6 +1,6 @@
 """The parameters of the REST service's routes (:mod:`cube.service`) as FastAPI reads and documents them in /docs,
 and the 422s of a request whose parameters or body the routes cannot read: a query parameter a route does not take is
-named (:func:`_known_parameters`), and pydantic's errors are said in the words of the parameters' descriptions."""
+named (:func:`known_parameters`), and pydantic's errors are said in the words of the parameters' descriptions."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ Crs = Annotated[str | None, Query(description="CRS of the posted coordinates, e.
                                               "GeoJSON's crs member, else lon/lat)")]
 
 
-def _query_parameters(request: Request) -> dict[str, str | None] | None:
+def query_parameters(request: Request) -> dict[str, str | None] | None:
     """The query parameters of the route ``request`` matched, with their descriptions in /docs (None: no route of
     ours, or a page of the docs: a link to /docs with a tracking parameter was a 422, and Swagger UI's OAuth2
     redirect page is sent its ``code`` and ``state``). The routes' own: no dependency takes any."""
@@ -80,10 +80,10 @@ def _query_parameters(request: Request) -> dict[str, str | None] | None:
     return {p.alias: p.field_info.description for p in route.dependant.query_params}
 
 
-def _known_parameters(request: Request) -> None:
+def known_parameters(request: Request) -> None:
     """An unknown query parameter is a 422 naming it, the closest known one and the route's parameters: a
     misspelt ``band=B04`` (for ``bands``) answered every band, as if it had not been asked."""
-    parameters = _query_parameters(request)
+    parameters = query_parameters(request)
     if parameters is None:
         return
     known = sorted(parameters)
@@ -102,23 +102,23 @@ def _known_parameters(request: Request) -> None:
                                   f"{request.method} {request.url.path} takes {', '.join(known) or 'none'}")
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path routes see: behind a proxy's prefix (``--root-path``), ``scope["path"]`` starts with it."""
     root, path = scope.get("root_path", ""), scope["path"]
     return path[len(root):] if root and path.startswith(root) else path
 
 
-def _not_geojson(why: str) -> str:
+def not_geojson(why: str) -> str:
     return (f"the body is not GeoJSON ({why}): POST a geometry, Feature or FeatureCollection as JSON, with "
             f"Content-Type: application/json")
 
 
-def _invalid(error: Mapping[str, Any], described: Mapping[str, str | None]) -> str:
+def invalid_message(error: Mapping[str, Any], described: Mapping[str, str | None]) -> str:
     """One of pydantic's errors of a request in the words of the route's documentation: what was given, why it
     is refused, and what the parameter takes (its description in /docs)."""
     where, name = error["loc"][0], error["loc"][-1]
     if where == "body":
-        return _not_geojson(error.get("ctx", {}).get("error") or error["msg"])
+        return not_geojson(error.get("ctx", {}).get("error") or error["msg"])
     takes = f" ({described[name]})" if described.get(name) else ""
     if error["type"] == "missing":
         return f"{name} is required{takes}"

@@ -18,7 +18,7 @@ Routes (``{c}`` is a collection, ``s2`` or ``s1``)::
     GET  /collections/{c}/parcels/{id}/season.png  ?time=...&bands=...: every date, cloudy ones framed
 
 Every GET route answers HEAD too (a route of its own: FastAPI's answer only the methods they name). A query
-parameter a route does not take is a 422 naming it, not ignored (:func:`~cube.route_parameters._known_parameters`).
+parameter a route does not take is a 422 naming it, not ignored (:func:`~cube.route_parameters.known_parameters`).
 
 Each answer about one collection says which cube version it was read from (``version`` or
 ``cube_version`` in JSON, the ``X-Cube-Version`` header), so two answers can be compared. The service
@@ -26,7 +26,7 @@ keeps the versions it has read (:class:`cube.versions.VersionCache`): a pinned `
 changes, and the latest is looked up again at most every ``refresh`` seconds, so on S3 a query does not pay
 the ledger's listing and read each time. Answers carry an ``ETag`` of their version (of its data: a version that
 only recorded rejections reads the data of the one before) and URL, and a request naming it in ``If-None-Match`` is
-a 304 read from nothing while that is the same (:class:`~cube.revalidation._Revalidation`).
+a 304 read from nothing while that is the same (:class:`~cube.revalidation.Revalidation`).
 JSON and CSV answers are gzipped for a client that accepts it.
 
 Errors are JSON ``{"error": <type>, "detail": <message>}`` with a status a client can act on: 404 unknown parcel,
@@ -43,10 +43,10 @@ with a ``Retry-After`` header: the service answers by itself again once the stor
 A store on S3 is read with a bound on each request (``store_timeout``, ``cardcube serve --store-timeout``): an
 outage is a 503 within seconds, not after the minute of retries a batch job is right to spend, past a reverse
 proxy's own timeout (nginx's and many load balancers' 60 s). At most ``reads`` requests read the cube at once (time
-series and images, :class:`~cube.request_limits._ReadSlots`); the others wait their turn up to ``read_wait``
+series and images, :class:`~cube.request_limits.ReadSlots`); the others wait their turn up to ``read_wait``
 seconds, then are a 503 Busy with ``Retry-After``, so the memory of the answers being made is bounded, and the routes
 that read nothing answer at once; at most twice ``reads`` POSTs are in the service at once, their bodies parsed, the
-others waiting unread (:class:`~cube.request_limits._BodyLimit`), so the memory of the bodies is bounded too.
+others waiting unread (:class:`~cube.request_limits.BodyLimit`), so the memory of the bodies is bounded too.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ from cube.content_coding import NegotiatedGZip
 from cube.dataset import check_acquisitions, date_span, pass_dates
 from cube.extraction_files import PORTABLE_PARQUET
 from cube.geometry_trial import check_bufferable, polygonal_in_child
-from cube.http_errors import ERROR_RESPONSES, _add_error_handlers, _answers, _Cors
+from cube.http_errors import ERROR_RESPONSES, JsonCors, add_error_handlers, route_answers
 from cube.ledger import CubeVersion, committed_versions, no_cube_hint
 from cube.membership import DEFAULT_BUFFER
 from cube.parcels import Overlay, ParcelSet, as_parcels, crs_member, read_parcels
@@ -104,10 +104,10 @@ from cube.request_limits import (
     POSTS_PER_READ,
     READ_WAIT,
     READS,
-    _BodyLimit,
-    _ReadSlots,
+    BodyLimit,
+    ReadSlots,
 )
-from cube.revalidation import COMMITTED, _identity, _Revalidation, _tag_basis
+from cube.revalidation import COMMITTED, Revalidation, answer_identity, tag_basis
 from cube.route_parameters import (
     MAX_SEASON_SIZE,
     AllTouched,
@@ -126,7 +126,7 @@ from cube.route_parameters import (
     Scale,
     Stats,
     Time,
-    _known_parameters,
+    known_parameters,
 )
 from cube.stats import STATS
 from cube.tile_arrays import ArrayCache
@@ -206,7 +206,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True, slots=True)
-class _ServedCube:
+class ServedCube:
     """What the routes read from: the cube's store, the registry parcel ids in URLs are looked up in (None: ids
     are refused), what is kept between requests (versions; opened arrays, None for none), and the turns to read."""
 
@@ -214,7 +214,7 @@ class _ServedCube:
     registry: ParcelSet | None
     versions: VersionCache
     arrays: ArrayCache | None
-    reads: _ReadSlots
+    reads: ReadSlots
     overlays: threading.BoundedSemaphore  # posted parcels made polygons in child processes at once (as many as reads)
 
     def version(self, collection: str, as_of: int | None) -> CubeVersion:
@@ -249,7 +249,7 @@ class _ServedCube:
     def answer(self, collection: str, as_of: int | None, read: Callable[[CubeVersion], Response], *,
                names_version: bool = False) -> Response:
         """``read`` of the version a request reads, its response tagged with the version (for the ETag: of the version
-        itself if the answer ``names_version``, else of its data, :func:`~cube.revalidation._tag_basis`). The
+        itself if the answer ``names_version``, else of its data, :func:`~cube.revalidation.tag_basis`). The
         latest failing to read as a version that is no more (expired by an ingest then ``cardcube expire``, or
         its cube replaced, within ``refresh`` seconds: a missing object, an array or shard index of the old
         cube) is looked up again and, if it changed, read once more: the client asked for the latest."""
@@ -264,7 +264,7 @@ class _ServedCube:
             if (latest.version, latest.created) == (version.version, version.created):
                 raise
             version, response = latest, read(latest)
-        response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: _tag_basis(version, names_version)})
+        response.headers.update({"X-Cube-Version": str(version.version), COMMITTED: tag_basis(version, names_version)})
         return response
 
     def check_timeseries(self, collection: str, *, bands: str | None, stats: str | None, time: str | None,
@@ -294,7 +294,7 @@ class _ServedCube:
         return self.answer(collection, as_of, read)
 
 
-def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
+def _add_collection_routes(app: FastAPI, served: ServedCube) -> None:
     """``GET /`` and ``GET /collections/{c}``: what the cube holds."""
 
     @app.get("/")
@@ -309,8 +309,8 @@ def _add_collection_routes(app: FastAPI, served: _ServedCube) -> None:
         return {"cube": store_url(served.store),
                 "parcels": len(served.registry) if served.registry is not None else None, "collections": found}
 
-    @app.get("/collections/{collection}", responses=_answers(404))
-    @app.head("/collections/{collection}", responses=_answers(404))
+    @app.get("/collections/{collection}", responses=route_answers(404))
+    @app.head("/collections/{collection}", responses=route_answers(404))
     def collection_info(collection: Collection, as_of: AsOf = None) -> JSONResponse:
         return served.answer(collection, as_of, lambda version: JSONResponse(_collection_info(version)),
                              names_version=True)
@@ -363,11 +363,13 @@ def _space_for_plus(crs: str) -> str:
     return f" (a '+' reaches a URL's query as a space: write it %2B, crs={written})"
 
 
-def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
+def _add_timeseries_routes(app: FastAPI, served: ServedCube) -> None:
     """The time series of a parcel by id (GET) or of posted GeoJSON (POST)."""
 
-    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=_answers(404, 413, ok=TABLE))
-    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries", responses=_answers(404, 413, ok=TABLE))
+    @app.get("/collections/{collection}/parcels/{parcel_id:path}/timeseries",
+             responses=route_answers(404, 413, ok=TABLE))
+    @app.head("/collections/{collection}/parcels/{parcel_id:path}/timeseries",
+              responses=route_answers(404, 413, ok=TABLE))
     async def parcel_series(request: Request, collection: Collection, parcel_id: ParcelId, bands: Bands = None,
                             stats: Stats = None, time: Time = None, mask: Mask = "default",
                             buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
@@ -380,7 +382,8 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
             collection, parcel, bands=bands, stats=stats, time=time, mask=mask, buffer=buffer,
             all_touched=all_touched, as_of=as_of, fmt=format))
 
-    @app.post("/collections/{collection}/timeseries", responses=_answers(404, 408, 413, 415, ok=TABLE, tagged=False))
+    @app.post("/collections/{collection}/timeseries",
+              responses=route_answers(404, 408, 413, 415, ok=TABLE, tagged=False))
     async def posted_series(request: Request, collection: Collection, geojson: Annotated[dict[str, Any], Body()],
                             bands: Bands = None, stats: Stats = None, time: Time = None, mask: Mask = "default",
                             buffer: Buffer = DEFAULT_BUFFER, all_touched: AllTouched = False, as_of: AsOf = None,
@@ -397,13 +400,13 @@ def _add_timeseries_routes(app: FastAPI, served: _ServedCube) -> None:
         return await served.in_turn(request, check, read)
 
 
-def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
+def _add_image_routes(app: FastAPI, served: ServedCube) -> None:
     """A parcel's chip of one acquisition and its season sheet, as PNG (GET and HEAD)."""
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response,
-             responses=_answers(404, 409, 413, ok=PNG))
+             responses=route_answers(404, 409, 413, ok=PNG))
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/chip.png", response_class=Response,
-              responses=_answers(404, 409, 413, ok=PNG))
+              responses=route_answers(404, 409, 413, ok=PNG))
     async def chip_png(request: Request, collection: Collection, parcel_id: ParcelId, date: Day,
                        bands: ImageBands = None, size: ChipSize = 128, scale: Scale = 4, as_of: AsOf = None
                        ) -> Response:
@@ -422,9 +425,9 @@ def _add_image_routes(app: FastAPI, served: _ServedCube) -> None:
             collection, as_of, functools.partial(read, parcel)))
 
     @app.get("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
-             responses=_answers(404, 413, ok=PNG))
+             responses=route_answers(404, 413, ok=PNG))
     @app.head("/collections/{collection}/parcels/{parcel_id:path}/season.png", response_class=Response,
-              responses=_answers(404, 413, ok=PNG))
+              responses=route_answers(404, 413, ok=PNG))
     async def season_png(request: Request, collection: Collection, parcel_id: ParcelId, time: Time = None,
                          bands: ImageBands = None, size: PanelSize = 64, as_of: AsOf = None) -> Response:
         def check() -> ParcelSet:
@@ -479,11 +482,11 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
     (:func:`allowed_origins`; default any: behind an agency's firewall, name its dashboards, as a page from
     anywhere opened in a browser inside could otherwise read the parcels' answers); ``reads``: requests reading the
     cube at once, the others waiting their turn up to ``read_wait`` seconds
-    (:class:`~cube.request_limits._ReadSlots`), and twice as many POSTs in the service at once, the others waiting as
-    long before their body is read (:class:`~cube.request_limits._BodyLimit`); ``body_wait``: seconds a POST body may
-    take to arrive whole, then a 408 (:class:`~cube.request_limits._BodyLimit`)."""
+    (:class:`~cube.request_limits.ReadSlots`), and twice as many POSTs in the service at once, the others waiting as
+    long before their body is read (:class:`~cube.request_limits.BodyLimit`); ``body_wait``: seconds a POST body may
+    take to arrive whole, then a 408 (:class:`~cube.request_limits.BodyLimit`)."""
     cors = allowed_origins(origins)
-    slots = _ReadSlots(reads, read_wait)
+    slots = ReadSlots(reads, read_wait)
     if array_cache < 0:
         raise InvalidRequestError(f"array_cache={array_cache}: give the number of arrays to keep, 0 for none")
     if not body_wait > 0:  # 0 answered a 408 to every POST whose body came in more than one read (over ~64 KiB)
@@ -503,24 +506,24 @@ def make_app(cube: StoreLike, *, parcels: Any = None, storage_options: Mapping[s
                                                                     storage_options=storage_options),
                                                        id_column=id_column, errors="collect")  # see select
     # with the arrays kept, each query then fetches chunks, not the arrays' metadata and shard indexes
-    served = _ServedCube(store, registry, versions, arrays, slots, threading.BoundedSemaphore(reads))
+    served = ServedCube(store, registry, versions, arrays, slots, threading.BoundedSemaphore(reads))
     # the docs pages load Swagger UI and ReDoc from the package, not a CDN: an agency's network may reach no CDN
     app = FastAPIOffline(title="cardcube", summary="Parcel time series and image chips from a Sentinel datacube",
-                         responses=ERROR_RESPONSES, dependencies=[Depends(_known_parameters)],
+                         responses=ERROR_RESPONSES, dependencies=[Depends(known_parameters)],
                          static_url=DOCS_ASSETS, redirect_slashes=False)  # redirected by _slash_moved
     app.add_middleware(UnexpectedErrors)  # within CORS: a bug's 500 is readable from another origin too
-    app.add_middleware(_BodyLimit, wait=body_wait, posts=POSTS_PER_READ * reads, post_wait=read_wait)
-    app.add_middleware(_Revalidation, served=served, identity=_identity(registry))
+    app.add_middleware(BodyLimit, wait=body_wait, posts=POSTS_PER_READ * reads, post_wait=read_wait)
+    app.add_middleware(Revalidation, served=served, identity=answer_identity(registry))
     # JSON and CSV to a client that accepts it (not PNG or Parquet, compressed already): a season of the demo, all
     # bands, 214 -> 17 kB in JSON, 84 -> 14 kB in CSV; as its Accept-Encoding weighs gzip (gzip;q=0 refuses it)
     app.add_middleware(NegotiatedGZip, minimum_size=1024, compresslevel=6,
                        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, FORMATS["parquet"]))
     # read-only answers of public satellite data: by default any origin may read them (a dashboard, a STAC browser)
-    app.add_middleware(_Cors, allow_origins=cors, allow_methods=["GET", "HEAD", "POST"],
+    app.add_middleware(JsonCors, allow_origins=cors, allow_methods=["GET", "HEAD", "POST"],
                        allow_headers=["*"],
                        expose_headers=["X-Cube-Version", "X-Acquired", "X-Dates", "Retry-After", "ETag",
                                        "Content-Disposition"])
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_collection_routes(app, served)
     _add_timeseries_routes(app, served)
     _add_image_routes(app, served)

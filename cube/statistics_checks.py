@@ -14,7 +14,7 @@ from cardcube.spec import CLOUD_SCL_CLASSES, DEFAULT_SCL_MASK, SCL_CLASSES
 from cube.marker_rules import MarkerRules
 
 
-def _refuse_repeats(frame: pd.DataFrame, what: str) -> None:
+def refuse_repeats(frame: pd.DataFrame, what: str) -> None:
     """Refuse a frame with two rows of one parcel, date and band (two files concatenated, a run appended twice):
     which one would count is a guess."""
     repeated = frame.duplicated(["parcel_id", "time", "band"], keep=False)
@@ -24,7 +24,7 @@ def _refuse_repeats(frame: pd.DataFrame, what: str) -> None:
                                   f"(e.g. parcel {first.parcel_id!r}, {first.time}, {first.band}): one row each")
 
 
-def _refuse_missing_times(frame: pd.DataFrame, what: str) -> None:
+def refuse_missing_times(frame: pd.DataFrame, what: str) -> None:
     """Refuse rows of ``frame`` without a time (a blank in a CSV): the profiles' grid ran from NaT, read as 1677, to
     the season's dates, and the markers asked for 155 TiB."""
     missing = frame["time"].isna()

@@ -1264,7 +1264,7 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
     from starlette.requests import Request
 
     from cardcube.errors import ClientGoneError, ServiceBusyError
-    from cube.request_limits import _ReadSlots
+    from cube.request_limits import ReadSlots
 
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
 
@@ -1275,7 +1275,7 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
         return {"type": "http.disconnect"}
 
     async def turns() -> None:
-        slots = _ReadSlots(1, 30)
+        slots = ReadSlots(1, 30)
         reading = slots.turn(Request(scope, connected))
         await reading.__aenter__()  # the one turn taken
         waiting = asyncio.ensure_future(slots.turn(Request(scope, gone)).__aenter__())
@@ -1286,7 +1286,7 @@ def test_a_request_whose_client_left_while_it_waited_its_turn_to_read_reads_noth
             await waiting
         async with asyncio.timeout(5), slots.turn(Request(scope, connected)):  # the turn was freed
             pass
-        at_once = _ReadSlots(1, 0)  # no wait: a free turn all the same (asyncio.wait_for(..., 0) gave none)
+        at_once = ReadSlots(1, 0)  # no wait: a free turn all the same (asyncio.wait_for(..., 0) gave none)
         async with at_once.turn(Request(scope, connected)):
             with pytest.raises(ServiceBusyError, match="waited 0 s for its turn"):
                 async with at_once.turn(Request(scope, connected)):
@@ -1506,7 +1506,7 @@ def test_an_etag_names_the_code_that_made_the_answer(tmp_path):
     import shutil
 
     import cube
-    from cube.revalidation import _identity, code_digest, files_digest
+    from cube.revalidation import answer_identity, code_digest, files_digest
 
     copy = pathlib.Path(shutil.copytree(pathlib.Path(cube.__file__).parent, tmp_path / "cube",
                                         ignore=shutil.ignore_patterns("__pycache__")))
@@ -1514,7 +1514,7 @@ def test_an_etag_names_the_code_that_made_the_answer(tmp_path):
     assert files_digest([copy]) == before
     (copy / "stats.py").write_text((copy / "stats.py").read_text() + "\n# a fix\n")
     assert files_digest([copy]) != before
-    assert _identity(None).startswith(code_digest())
+    assert answer_identity(None).startswith(code_digest())
 
 
 def test_the_readmes_uvicorn_factory_serves_with_workers_and_stops_on_sigterm(tiny_cube, tiny_region, parcels,
