@@ -19,15 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 # the report the README calls the latest: the newest folder under benchmarks/results was a user's own run there (the
 # README's quick look writes benchmarks/results/<today>/), and the suite failed against its single passes
 LATEST = ROOT / re.search(r"Latest report:\s*\[[^]]*\]\(([^)]+)/report\.md\)", (ROOT / "README.md").read_text())[1]
+# the run whose figures the tests below name: a fixed one, whichever the README calls the known_run
+KNOWN_RUN = ROOT / "benchmarks" / "results" / "2026-12-01"
 
 
 @pytest.fixture(scope="module")
-def latest() -> dict:
-    return json.loads((LATEST / "results.json").read_text())
+def known_run() -> dict:
+    return json.loads((KNOWN_RUN / "results.json").read_text())
 
 
-def test_latest_report_is_its_json(latest) -> None:
-    assert (LATEST / "report.md").read_text() == report.render(latest)
+@pytest.mark.parametrize("folder", [LATEST, KNOWN_RUN], ids=["latest", "2026-12-01"])
+def test_a_committed_report_is_its_json(folder) -> None:
+    assert (folder / "report.md").read_text() == report.render(json.loads((folder / "results.json").read_text()))
 
 
 def _settings(argv: list[str]) -> dict:
@@ -50,14 +53,14 @@ def test_the_stated_command_repeats_the_run(argv: list[str]) -> None:
     assert _settings(stated[3:]) == _settings(argv)
 
 
-def test_the_committed_run_states_its_command(latest) -> None:
-    assert report.command(latest["config"]) == "python -m benchmarks --size default --reps 3"
-    assert report.api_settings(latest["config"]) == ""
-    assert report.api_settings({**latest["config"], "appends": 1}) == " (through the API: appends=1)"
+def test_the_committed_run_states_its_command(known_run) -> None:
+    assert report.command(known_run["config"]) == "python -m benchmarks --size default --reps 3"
+    assert report.api_settings(known_run["config"]) == ""
+    assert report.api_settings({**known_run["config"], "appends": 1}) == " (through the API: appends=1)"
 
 
-def test_an_uncapped_bandwidth_is_said_so(latest) -> None:
-    results = copy.deepcopy(latest)
+def test_an_uncapped_bandwidth_is_said_so(known_run) -> None:
+    results = copy.deepcopy(known_run)
     results["config"]["bandwidth_mbps"] = None
     text = report.render(results)
     assert "None" not in text and "no cap on bandwidth" in text
@@ -68,9 +71,9 @@ def _local(results: dict, pattern: str) -> dict:
                 if (c["pattern"], c["layout"], c["tier"]) == (pattern, "tf-sharded", "folder"))
 
 
-def test_data_gets_per_shard_come_from_the_key_log(latest) -> None:
-    assert "Each shard touched costs 2 data GETs (its index, then the chunk)." in report.render(latest)
-    results = copy.deepcopy(latest)
+def test_data_gets_per_shard_come_from_the_key_log(known_run) -> None:
+    assert "Each shard touched costs 2 data GETs (its index, then the chunk)." in report.render(known_run)
+    results = copy.deepcopy(known_run)
     for pattern in ("parcel-small", "parcel-large"):
         s = _local(results, pattern)
         s["data_gets"] = s["objects_read"]  # one range request per shard, no separate index read
@@ -79,9 +82,9 @@ def test_data_gets_per_shard_come_from_the_key_log(latest) -> None:
     assert "Each shard touched costs 1 data GETs." in text and "1.0 data GETs per shard;" in text
 
 
-def test_the_compacting_append_is_told_by_its_writes(latest) -> None:
-    assert "the append that compacts the hot buffer into a time block: 30.9 s" in report.render(latest)
-    results = copy.deepcopy(latest)
+def test_the_compacting_append_is_told_by_its_writes(known_run) -> None:
+    assert "the append that compacts the hot buffer into a time block: 30.9 s" in report.render(known_run)
+    results = copy.deepcopy(known_run)
     for c in results["cells"]:
         if c["pattern"] == "append":
             for r in c["reps"]:
@@ -91,13 +94,13 @@ def test_the_compacting_append_is_told_by_its_writes(latest) -> None:
     assert "One-date appends on s3-20ms: 9.5 to 30.9 s (none compacted the hot buffer)." in text
 
 
-def test_each_append_is_a_row_of_its_own(latest) -> None:
+def test_each_append_is_a_row_of_its_own(known_run) -> None:
     """An append cell's repetitions are different appends, one of them compacting the hot buffer: its "median ms" was
     no append's time (1,216 ms on the folder of 2026-12-01, of 2,044 and 387; 20,200 on S3, of 30,884 and 9,516), nor
     its PUTs and GETs any append's. A run whose method says so gets a row per append."""
     from benchmarks.harness import APPEND_ROWS
 
-    results = copy.deepcopy(latest)
+    results = copy.deepcopy(known_run)
     results["method"] = {**results.get("method", {}), "append_rows": APPEND_ROWS}
     table = report.write_table(results)
     for c in (c for c in results["cells"] if c["pattern"] == "append"):
@@ -108,13 +111,13 @@ def test_each_append_is_a_row_of_its_own(latest) -> None:
             assert f"| 1 | {report.ms(r['seconds'])} |" in row and f"| {report._num(r['counts']['GET'])} |" in row
             assert ("(compacts)" in row) == (r["result"]["write_amplification"] > report.COMPACTING)
     assert "| ingest | folder | 1 |" in table
-    assert report.write_table(latest) in report.render(latest)  # a run before kept its table (its report unchanged)
+    assert report.write_table(known_run) in report.render(known_run)  # its report unchanged
 
 
-def test_a_run_without_a_parcel_season_neither_confirms_nor_refutes_the_headline(latest) -> None:
+def test_a_run_without_a_parcel_season_neither_confirms_nor_refutes_the_headline(known_run) -> None:
     """``--patterns chip-1`` measured no parcel season, and its report said both expected headlines were "refuted"
     beneath an empty list of parcels."""
-    results = copy.deepcopy(latest)
+    results = copy.deepcopy(known_run)
     results["cells"] = [c for c in results["cells"] if c["pattern"] == "chip-1"]
     results["patterns"] = [p for p in results["patterns"] if p["key"] == "chip-1"]
     results["checks"] = {k: v for k, v in results["checks"].items() if k == "chip-1"}
@@ -123,11 +126,11 @@ def test_a_run_without_a_parcel_season_neither_confirms_nor_refutes_the_headline
     said = headline.replace("neither confirmed nor refuted", "")
     assert "refuted" not in said and "confirmed" not in said
     assert "No parcel season was measured" in headline and "A 128 px chip at 1 date" in headline
-    assert "**refuted** at this size" in report.render(latest)  # a run that measured them says what they showed
+    assert "**refuted** at this size" in report.render(known_run)  # a run that measured them says what they showed
 
 
-def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
-    results = copy.deepcopy(latest)
+def test_a_sweep_with_no_measured_shape_is_reported_not_raised(known_run) -> None:
+    results = copy.deepcopy(known_run)
     for shape in results["sweep"]["shapes"]:
         for c in shape["cells"]:
             c["summary"] = {"n": 0, "error": "RuntimeError: boom"}
@@ -138,17 +141,17 @@ def test_a_sweep_with_no_measured_shape_is_reported_not_raised(latest) -> None:
     assert "No recommendation" in text and "Recommendation:" not in text
 
 
-def test_single_passes_are_not_passed_off_as_medians(latest) -> None:
-    assert "single cold pass" not in report.render(latest)
-    results = copy.deepcopy(latest)
+def test_single_passes_are_not_passed_off_as_medians(known_run) -> None:
+    assert "single cold pass" not in report.render(known_run)
+    results = copy.deepcopy(known_run)
     results["config"]["reps"] = results["config"]["min_reps"] = 1
     assert "One repetition per cell: every time is a single cold pass, not a median" in report.render(results)
 
 
-def test_every_request_of_the_headline_is_named(latest) -> None:
+def test_every_request_of_the_headline_is_named(known_run) -> None:
     """A run whose S3 reads also counted the store's check that the endpoint answers said "33 requests (31 GET,
     0 HEAD, 1 LIST)" and "9 are metadata" with 8 itemised."""
-    results = copy.deepcopy(latest)
+    results = copy.deepcopy(known_run)
     for c in results["cells"]:
         if c["layout"] == "tf-sharded" and c["tier"].startswith("s3") and c["summary"]["n"]:
             c["summary"]["other"] += 1
@@ -161,12 +164,12 @@ def test_every_request_of_the_headline_is_named(latest) -> None:
     assert "of the 33 requests of a small parcel's season, 9 are metadata" in text
     assert "; and the check that the S3 endpoint answers, a `HEAD /` on the service)" in text
     # none counted: said as before
-    assert "other" not in report.render(latest).split("## Latency by pattern")[0].split("Other figures")[0]
+    assert "other" not in report.render(known_run).split("## Latency by pattern")[0].split("Other figures")[0]
 
 
-def test_a_figure_of_another_run_is_said_to_be_one(latest) -> None:
+def test_a_figure_of_another_run_is_said_to_be_one(known_run) -> None:
     """The report stated "about 2x over a whole season of appends" as if this run had measured it."""
-    text = report.render(latest)
+    text = report.render(known_run)
     assert "over a whole season of one-date appends it is about 2x" not in text
     stated = report.SEASON_APPENDS
     assert (f"Not measured in this run: over a whole season of one-date appends (49 dates of a 4 km region), "
