@@ -297,6 +297,7 @@ def parcel_layer(
     geobox = grid.geobox(LAYER_RESOLUTION)
     array = zarr.create_array(store, name=f"{prefix}/labels", shape=geobox.shape, chunks=(block, block),
                               dtype="int32", fill_value=-1, overwrite=True, zarr_format=3,
+                              dimension_names=("y", "x"),  # else xarray refuses the cube root's tree (open_datatree)
                               compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=4))
     geoms = np.asarray(ps.geometries, dtype=object)
     grown = np.array([buffered(g, max(buffer, 0.0)) or g for g in geoms], dtype=object)

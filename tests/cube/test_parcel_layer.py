@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import zarr
 
 from cardcube.cli import main
@@ -72,6 +73,18 @@ def test_a_layer_read_again_is_kept_and_one_unused_goes(cube, parcels, tmp_path)
     assert _layers(cube) == {}
     extract(parcels, cube, tmp_path / "d", bands=["B08"], progress=False)  # built anew: the same numbers
     _same(tmp_path / "d", tmp_path / "a")
+
+
+def test_a_cube_holding_a_label_layer_opens_whole_as_an_xarray_datatree(cube, parcels, tmp_path):
+    """The cube root is a Zarr group: xarray opens it as a tree only if every array names its dimensions (a
+    layer's labels did not: "missing the `dimension_names` metadata", a KeyError after any extraction)."""
+    extract(parcels, cube, tmp_path / "a", bands=["B08"], progress=False)
+    tree = xr.open_datatree(cube, engine="zarr", consolidated=False)
+    (node,) = (n for n in tree.subtree if "labels" in n.data_vars)
+    labels, tile = node["labels"], tree["s2/31UFU/cube.zarr/r10m"]
+    assert labels.dims == ("y", "x") and labels.shape == (tile.sizes["y"], tile.sizes["x"])  # the tile's 10 m grid
+    stored = zarr.open_group(cube, mode="r")[node.path.strip("/")]["labels"][:]
+    assert np.array_equal(labels.values, stored) and (stored >= 0).any()
 
 
 def test_a_build_that_never_finished_is_kept_for_the_age_given_then_goes(cube, parcels, tmp_path):
