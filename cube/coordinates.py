@@ -280,12 +280,29 @@ def group_key(collection: str, tile: str, resolution: int | None, *, hot: bool) 
                                   "zarr.json")))
 
 
+# the Zarr conventions whose attributes a resolution group carries, registered as each convention requires (a reader
+# of them passes unregistered attributes by)
+ZARR_CONVENTIONS = (
+    {"schema_url": "https://raw.githubusercontent.com/zarr-experimental/geo-proj/refs/tags/v1/schema.json",
+     "spec_url": "https://github.com/zarr-experimental/geo-proj/blob/v1/README.md",
+     "uuid": "f17cb550-5864-4468-aeb7-f3180cfb622f", "name": "proj:",
+     "description": "Coordinate reference system information for geospatial data"},
+    {"schema_url": "https://raw.githubusercontent.com/zarr-conventions/spatial/refs/tags/v1/schema.json",
+     "spec_url": "https://github.com/zarr-conventions/spatial/blob/v1/README.md",
+     "uuid": "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4", "name": "spatial",
+     "description": "Spatial coordinate information"},
+)
+# what a resolution group written before 2026-12-07 lacks of group_attributes (sound all the same: its grid is right)
+_REGISTRATION = ("zarr_conventions", "spatial:dimensions")
+
+
 def group_attributes(tile: TileGrid, resolution: int, *, hot: bool) -> dict[str, Any]:
-    """The attributes of a resolution group of ``tile`` (cold or ``hot``): the geo-zarr ``proj:code``,
-    ``spatial:transform`` and ``spatial:shape`` of its grid."""
+    """The attributes of a resolution group of ``tile`` (cold or ``hot``): the ``proj:code``, ``spatial:transform``,
+    ``spatial:shape`` and ``spatial:dimensions`` of its grid, and the registration of those Zarr conventions."""
     geobox = tile.geobox(resolution)
     a, (ny, nx) = geobox.affine, geobox.shape
-    return {"resolution": resolution, "hot_buffer": hot, "proj:code": tile.crs,
+    return {"resolution": resolution, "hot_buffer": hot, "zarr_conventions": [dict(c) for c in ZARR_CONVENTIONS],
+            "proj:code": tile.crs, "spatial:dimensions": ["y", "x"],
             "spatial:transform": [a.a, a.b, a.c, a.d, a.e, a.f], "spatial:shape": [ny, nx]}
 
 
@@ -300,7 +317,8 @@ def _group_problem(data: bytes | None, grid: TileGrid, resolution: int | None, *
         doc = None
     if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         return "damaged: not a readable group document"
-    if resolution and doc.get("attributes") != json.loads(json.dumps(group_attributes(grid, resolution, hot=hot))):
+    wanted = json.loads(json.dumps(group_attributes(grid, resolution, hot=hot))) if resolution else None
+    if wanted and doc.get("attributes") not in (wanted, {k: v for k, v in wanted.items() if k not in _REGISTRATION}):
         return "damaged: its attributes are not those ingest writes"
     return None
 

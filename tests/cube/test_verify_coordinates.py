@@ -397,3 +397,32 @@ def test_the_groups_own_metadata_lost_or_other_is_reported_and_repair_writes_it_
     assert verify(history, progress=False).ok
     plain = xr.open_zarr(zarr_group(history, "r10m"), consolidated=False)
     assert plain.attrs["spatial:shape"] == list(TileGrid.from_id(TILE).geobox(10).shape)
+
+
+def test_a_resolution_group_registers_the_zarr_conventions_of_its_grid_attributes_and_one_written_before_is_sound(
+        history):
+    """The groups' proj:code and spatial:* attributes are those of the Zarr `proj:` and `spatial` conventions, which
+    a reader of them takes only when registered in `zarr_conventions`, with the `spatial:dimensions` the spatial one
+    requires (they had neither). A group written before, without them, stays sound to verify."""
+    spatial_uuid, proj_uuid = "689b58e2-cf7b-45e0-9fff-9cfc0883d6b4", "f17cb550-5864-4468-aeb7-f3180cfb622f"
+    for name in ("r10m", "r20m", "hot/r10m", "hot/r20m"):
+        group = zarr.open_group(zarr_group(history, name), mode="r")
+        attrs = group.attrs.asdict()
+        assert {c["uuid"]: c["name"] for c in attrs["zarr_conventions"]} == {proj_uuid: "proj:",
+                                                                             spatial_uuid: "spatial"}
+        bands = [a for _, a in group.arrays() if a.ndim == 3]
+        assert bands and all(list(a.metadata.dimension_names[1:]) == attrs["spatial:dimensions"] for a in bands)
+        x, y = group["x"][:], group["y"][:]  # pixel centres: the transform's origin is half a pixel beyond
+        res = float(x[1] - x[0])
+        assert attrs["spatial:transform"] == [res, 0.0, x[0] - res / 2, 0.0, -res, y[0] + res / 2]
+        assert attrs["spatial:shape"] == [len(y), len(x)] == list(bands[0].shape[1:])
+
+    key = f"{layout.tile_zarr_path('s2', TILE)}/r10m/zarr.json"
+    doc = json.loads((history / key).read_bytes())
+    for name in ("zarr_conventions", "spatial:dimensions"):
+        del doc["attributes"][name]
+    (history / key).write_text(json.dumps(doc))
+    assert verify(history, progress=False).ok
+    doc["attributes"]["spatial:dimensions"] = ["x", "y"]  # half of them, and wrong: not what ingest writes
+    (history / key).write_text(json.dumps(doc))
+    assert dict(verify(history, progress=False).problems)[key].startswith("damaged: its attributes are not")
