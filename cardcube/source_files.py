@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ import fsspec
 
 from cardcube.endpoint_check import check_endpoint
 from cardcube.errors import StoreError
+from cardcube.scratch import scratch_folder
 from cardcube.storage import object_url, s3_options, s3_options_from_env
 from cardcube.store_errors import FAILURES, failure, no_bucket, unavailable
 
@@ -91,8 +91,8 @@ def local_copy(url: str, *, storage_options: Mapping[str, Any] | None = None,
     else:
         opts = {} if urlparse(url).scheme in ("http", "https") else dict(storage_options or {})
     fs, path = fsspec.core.url_to_fs(url, **opts)
-    with tempfile.TemporaryDirectory(prefix="cardcube-") as folder:
-        local = Path(folder) / (posixpath.basename(urlparse(url).path) or "object")  # no query: its name's suffix
+    with scratch_folder("parcels") as folder:
+        local = folder / (posixpath.basename(urlparse(url).path) or "object")  # no query: its name's suffix
         try:
             fs.get_file(path, str(local))
             for suffix in companions if not urlparse(url).query else ():

@@ -10,13 +10,14 @@ the process's resident memory as they are touched.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+
+from cardcube.scratch import scratch_folder
 
 __all__ = ["CurveArray", "CurveFile", "curve_table"]
 
@@ -106,6 +107,5 @@ def curve_table(rows: int, columns: int, *, on_disk: bool) -> Iterator[CurveFile
     if not on_disk:
         yield CurveArray(rows, columns)
         return
-    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder, \
-            CurveFile(Path(folder) / "profiles", rows, columns) as curves:
+    with scratch_folder("flag") as folder, CurveFile(folder / "profiles", rows, columns) as curves:
         yield curves

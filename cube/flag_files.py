@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -27,7 +26,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from cardcube.checkpoints import checkpoint
 from cardcube.errors import InvalidRequestError
+from cardcube.scratch import scratch_folder
 from cube.anomalies import (
     COLUMNS,
     MARKERS,
@@ -206,16 +207,17 @@ def flag_files(
         check_units(recorded[s1].get("units"), f"the Sentinel-1 statistics at {s1}")
     ids = declared.index.sort_values()
     batches = ParcelBatches(ids, size)  # as the Sentinel-2 rows first show the parcels: a block's files' together
-    with tempfile.TemporaryDirectory(prefix="cardcube-flag-") as folder:
+    with scratch_folder("flag") as folder:
         optical = OpticalRows(ids)
         s2_batches = spill(statistics_parts(timeseries, S2_BANDS, storage_options=storage_options), batches,
-                           Path(folder) / "s2", observe=optical.observe)
+                           folder / "s2", observe=optical.observe)
+        checkpoint("flag-spilled")  # the crash tests kill here: the batches written to TMPDIR
         refuse_cloudy_rows(optical.cloudy, optical.rows, where)
         radar = s1_batches = None
         if s1 is not None:
             radar = RadarRows(rules)
             s1_batches = spill(statistics_parts(s1, S1_BANDS, storage_options=storage_options), batches,
-                               Path(folder) / "s1", place=False, observe=radar.observe)
+                               folder / "s1", place=False, observe=radar.observe)
         if optical.undeclared:
             warnings.warn(f"{len(optical.undeclared)} of the {optical.parcels()} parcels of the statistics in "
                           f"{timeseries} have no declaration (e.g. {min(optical.undeclared)}): left out, no row",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from cube.flag_files import (
 )
 from cube.ledger import read_version
 from cube.timeseries import parcel_timeseries
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -472,3 +478,29 @@ def test_sentinel1_statistics_recorded_in_other_units_than_db_are_refused(tiny_c
     db.attrs["units"] = {"VH": "dB"}
     flags = flag_parcels(s2, declared, grassland=[265, 266], s1=db)
     assert flags.no_mowing.sum() < flags.declared.isin([265, 266]).sum() / 4  # in dB: the cuts are seen
+
+
+def test_a_flag_killed_outright_leaves_its_batches_only_until_the_next_flag(s2_extracted, tiny_region, tmp_path):
+    """kill -9 (the OOM killer) removes nothing: the killed run's batches in TMPDIR (about 2 MB per 1,000 parcels)
+    stayed there for good, one folder a killed run; the next flag removes them, and never a live run's."""
+    from cardcube.scratch import scratch_folder
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    argv = [sys.executable, "-m", "cardcube.cli", "flag", "--timeseries", str(s2_extracted), "--parcels",
+            str(tiny_region.parcels), "--out", str(tmp_path / "flags.csv")]
+    env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(REPO)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmpdir))
+        patch.setattr(tempfile, "tempdir", None)  # TMPDIR read again
+        with scratch_folder("flag") as live:  # a run at work meanwhile
+            killed = subprocess.run(argv, env={**env, "CARDCUBE_KILL_AT": "flag-spilled"}, capture_output=True,
+                                    text=True, timeout=300)
+            assert killed.returncode == -9, killed.stderr
+            left = set(tmpdir.iterdir()) - {live}
+            assert left  # its batches, as it was killed
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            assert all(f"removed {path}, the temporary folder of a cardcube flag" in done.stderr for path in left)
+            assert list(tmpdir.iterdir()) == [live]
+    assert list(tmpdir.iterdir()) == []
