@@ -3,6 +3,8 @@ command line in the test's process, for a run neither killed nor signalled (:fun
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -41,9 +43,11 @@ def run_ingest_here(items: Path, cube: str, collection: str, *extra: str,
 
 def stopped_at(command: list[str], step: str, *, env: dict | None = None) -> subprocess.Popen:
     """Start ``command`` and return once it has stopped itself (SIGSTOP) at the checkpoint ``step``
-    (``CARDCUBE_STOP_AT``), to be woken by SIGCONT."""
+    (``CARDCUBE_STOP_AT``), to be woken by SIGCONT. It is killed when the test's process ends: a test failing before
+    it wakes the process left it stopped for good, holding its memory (the pytest run long gone)."""
     full_env = {**os.environ, **(env or {}), STOP_ENV: step}
-    proc = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_killed_with_the_test)
     deadline = time.monotonic() + 300  # only so a broken run ends; nothing about time is asserted
     while proc_stat(proc.pid)[0] != "T":
         assert proc.poll() is None, proc.communicate()
@@ -118,3 +122,10 @@ def alive(pid: int) -> bool:
         return proc_stat(pid)[0] != "Z"
     except OSError:
         return False
+
+
+def _killed_with_the_test() -> None:
+    """In the child, before it runs: Linux sends it SIGKILL when the process that started it ends (a stopped process
+    too); elsewhere, nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG

@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -235,3 +236,15 @@ def test_a_run_killed_after_writing_leaves_nothing_that_a_run_of_other_scenes_sh
     read = lambda root: open_cube(root, decode=False, chunks="window").compute().drop_attrs()  # noqa: E731
     xr.testing.assert_identical(read(cube), read(clean))
     assert_manifests_match(cube, "s2")
+
+
+def test_a_process_stopped_for_a_test_ends_with_the_test_s_process(tmp_path):
+    """A test failing before it woke the writer it had stopped (SIGSTOP) left it stopped for good, holding its memory
+    on a shared machine: one of a pytest run hours gone was found still there."""
+    script = ("import sys; from tests.ingest.crashing import stopped_at; "
+              "p = stopped_at([sys.executable, '-c', 'from cardcube.checkpoints import checkpoint; checkpoint(\"x\")'],"
+              " 'x'); print(p.pid)")  # then ends without waking it, as a failed test's process does at the end
+    started = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).resolve().parents[2])
+    assert started.returncode == 0, started.stderr
+    assert still_running([int(started.stdout)]) == []
