@@ -40,16 +40,16 @@ def scratch_folder(kind: str) -> Iterator[Path]:
     block ends; the folders of ``kind`` that runs killed outright left there are removed first
     (:func:`remove_abandoned_folders`)."""
     remove_abandoned_folders(kind)
-    making = tempfile.mkdtemp(prefix=f"cardcube-{kind}-")
-    folder = making
+    folder = making = tempfile.mkdtemp(prefix=f"cardcube-{kind}-")
+    held = open(os.path.join(making, HELD), "wb")  # noqa: SIM115  (closed after the folder is removed)
     try:
-        with open(os.path.join(making, HELD), "wb") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
-            name = os.path.basename(making).removeprefix(f"cardcube-{kind}-")
-            os.rename(making, folder := os.path.join(os.path.dirname(making), _prefix(kind) + name))
-            yield Path(folder)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        name = os.path.basename(making).removeprefix(f"cardcube-{kind}-")
+        os.rename(making, folder := os.path.join(os.path.dirname(making), _prefix(kind) + name))
+        yield Path(folder)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # while still held: never taken for one a killed run left
+        held.close()
 
 
 def remove_abandoned_folders(kind: str) -> list[str]:
