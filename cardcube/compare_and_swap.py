@@ -20,12 +20,12 @@ from zarr.core.sync import sync
 from cardcube.counting_store import CountingStore
 from cardcube.errors import CommitConflictError, StoreError
 from cardcube.storage import (
-    CONDITIONAL_WRITES,
     delete_key,
     innermost_store,
     is_s3_store,
     local_file,
     read_bytes,
+    refused_condition,
     s3_object,
     store_failures,
     store_url,
@@ -145,9 +145,7 @@ def _if_unchanged(store: Store, doing: str, key: str) -> Iterator[None]:
                 raise CommitConflictError(f"{key} in {store_url(store)} was changed by another writer meanwhile"
                                           ) from exc
             if status in (400, 501) and is_s3_store(inner):  # s3fs makes a 400 the OSError(EINVAL) of a 412 too
-                said = str(exc).rstrip(".")
-                raise StoreError(f"cannot {doing} {store_url(store)}: the store refused a conditional request "
-                                 f"(If-Match) with {status} {code}: {said}. {CONDITIONAL_WRITES}") from exc
+                raise refused_condition(exc, doing, store, "a conditional request (If-Match)") from exc
             raise
         finally:
             if is_s3_store(inner):

@@ -106,8 +106,6 @@ def refuse_file(location: Any, what: str, *, made: bool = True) -> None:
     one made if missing, not one only read) is a local file: written to, it fails deep inside a write with the OS's
     "File exists"."""
     if isinstance(location, str | os.PathLike) and "://" not in os.fspath(location) and os.path.isfile(location):
-        from cardcube.errors import InvalidRequestError
-
         raise InvalidRequestError(f"{what} {os.fspath(location)} is a file: give a folder"
                                   f"{' (made if missing)' if made else ''} or an s3:// prefix")
 
@@ -326,6 +324,14 @@ CONDITIONAL_WRITES = ("cardcube's writer lock and commits need an S3 store that 
                       "later)")
 
 
+def refused_condition(exc: BaseException, doing: str, store: Store, request: str) -> StoreError:
+    """The error of a store that answered a conditional ``request`` (S3's If-None-Match or If-Match) with 400 or 501:
+    it does not take the condition cardcube's commits rest on (:data:`CONDITIONAL_WRITES`)."""
+    code, status = s3_error(exc)
+    return StoreError(f"cannot {doing} {store_url(store)}: the store refused {request} with {status} {code}: "
+                      f"{str(exc).rstrip('.')}. {CONDITIONAL_WRITES}")
+
+
 def create_bytes(store: Store, key: str, data: bytes) -> None:
     """Create ``key`` only if it does not exist yet, atomically; else :class:`CommitConflictError`.
 
@@ -346,9 +352,8 @@ def create_bytes(store: Store, key: str, data: bytes) -> None:
         except OSError as exc:  # a lost race is no store failure (AWS: 409 if the other create was under way)
             code, status = s3_error(exc)
             if status in (400, 501) and not isinstance(exc, FileExistsError) and is_s3_store(store):
-                said = str(exc).rstrip(".")
-                raise StoreError(f"cannot create {key} in {store_url(store)}: the store refused a create-only write "
-                                 f"(If-None-Match: *) with {status} {code}: {said}. {CONDITIONAL_WRITES}") from exc
+                raise refused_condition(exc, f"create {key} in", store, "a create-only write (If-None-Match: *)"
+                                        ) from exc
             if not (isinstance(exc, FileExistsError) or code in CONDITION_FAILED):
                 raise
             raise CommitConflictError(
