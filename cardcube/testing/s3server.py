@@ -31,6 +31,7 @@ SECRET_KEY = "testing"
 REGION = "us-east-1"
 _PORT_PREFIX = "CARDCUBE_S3SERVER_PORT "
 _MISSING_PREFIX = "CARDCUBE_S3SERVER_MISSING "  # the child could not import moto's server: what it lacked
+_STARTED_META = "cardcube-test-started"  # an upload's metadata: when S3Server.start_upload says it was started
 
 
 def s3_client(endpoint_url: str) -> Any:
@@ -114,6 +115,17 @@ class S3Server:
             if keys:
                 client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
         client.delete_bucket(Bucket=name)
+
+    def start_upload(self, bucket: str, key: str, *, part: bytes = b"", age: float = 0.0) -> str:
+        """Start a multipart upload of ``key`` and send ``part`` as its first part (none if empty), then leave it
+        unfinished, as a writer killed midway does; the server says it was started ``age`` seconds ago
+        (:func:`_report_initiation_times`). Its upload id."""
+        client = self.client()
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key,
+                                                Metadata={_STARTED_META: str(time.time() - age)})["UploadId"]
+        if part:
+            client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=part)
+        return upload
 
     def reset(self) -> None:
         """Forget every bucket and object (moto's reset API)."""
@@ -240,6 +252,7 @@ def _serve(max_lifetime_s: float) -> None:
                 self._backends[host] = super().get_backend_for_host(host)
             return self._backends[host]
 
+    _report_initiation_times()
     # what moto.server.ThreadedMotoServer does, with the dispatcher above
     server = make_server("127.0.0.1", 0, Dispatcher(create_backend_app), True, request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True, name="moto").start()
@@ -253,6 +266,37 @@ def _serve(max_lifetime_s: float) -> None:
     threading.Thread(target=watch_stdin, daemon=True).start()
     eof.wait(max_lifetime_s)
     os._exit(0)  # state is in memory only; exiting frees the port at once (a clean shutdown polls for 0.5 s)
+
+
+def _report_initiation_times() -> None:
+    """Make moto's ListMultipartUploads say when each upload was started: it says 2010-11-10T20:48:33Z of every
+    one, so that a test could not tell a killed writer's old upload from one a live writer has just started. An
+    upload :meth:`S3Server.start_upload` started is said to be as old as it was asked to be."""
+    from datetime import UTC, datetime
+
+    from moto.s3.models import FakeMultipart
+    from moto.s3.responses import S3Response
+
+    made, listing = FakeMultipart.__init__, S3Response.list_multipart_uploads
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        started = self.metadata.pop(f"x-amz-meta-{_STARTED_META}", None)
+        self.started = datetime.fromtimestamp(float(started) if started else time.time(), UTC)
+
+    def list_multipart_uploads(self: Any) -> Any:
+        started = {u.id: u.started for u in self.backend.list_multipart_uploads(self.bucket_name).values()}
+        serialized = self.serialized  # a response object answers one request: its own attribute is no race
+
+        def with_times(result: Any) -> Any:
+            for upload in result.result["Uploads"]:
+                upload["Initiated"] = started[upload["UploadId"]]
+            return serialized(result)
+
+        self.serialized = with_times
+        return listing(self)
+
+    FakeMultipart.__init__, S3Response.list_multipart_uploads = __init__, list_multipart_uploads
 
 
 if __name__ == "__main__":
