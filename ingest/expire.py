@@ -16,7 +16,12 @@ never expires. Under the writer lock (no ingest runs meanwhile), in this order:
                          a crashed ingest left beyond the latest version's extents (see
                          :mod:`ingest.commit`); then the ledger's details objects no remaining record names
                          (:mod:`cube.scene_details`: of expired versions, or of a run killed before its
-                         commit). Nothing a remaining version reads is touched.
+                         commit). Nothing a remaining version reads is touched. Then, on S3, abort the
+                         multipart uploads under the collection's prefix started more than ``stale_after``
+                         ago (:mod:`cardcube.unfinished_uploads`): a writer killed midway through an upload
+                         of 100 MiB or more left its parts there, unlisted and billed. A live writer of the
+                         collection has none that old: the lock is held, and a lock that long without a
+                         heartbeat is taken for dead.
 
 After step 1's deletes, when the latest version names more than ``merge_over`` details objects (one per ingest that
 added scenes since the last merge: an ingest and a catalog build read them all), expire merges them: it commits a
@@ -50,6 +55,7 @@ from cardcube.errors import CorruptDocumentError
 from cardcube.grid import is_tile_id
 from cardcube.spec import CubeSpec
 from cardcube.storage import StoreLike, delete_key, delete_prefix, list_children, list_keys, open_store, store_url
+from cardcube.unfinished_uploads import abort_uploads, unfinished_uploads
 from catalog.write import published_version, write_catalog
 from cube import layout
 from cube.coordinates import add_hot_dates
@@ -79,22 +85,27 @@ class ExpireResult:
     dry_run: bool = False
     details: int = 0  # the ledger's details objects no kept record names (cube.scene_details)
     merged: tuple[int, int] | None = None  # the version committed merging the latest's details objects, how many
+    uploads: int = 0  # S3 multipart uploads left unfinished under the collection's prefix (cardcube.unfinished_uploads)
+    upload_bytes: int | None = 0  # the bytes of their parts (None: the store did not list them)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: ``cardcube expire --json``."""
         merged = None if self.merged is None else {"version": self.merged[0], "objects": self.merged[1]}
         return {"collection": self.collection, "cube": self.cube, "expired": list(self.expired),
                 "kept": list(self.kept), "deleted": dict(self.deleted), "dry_run": self.dry_run,
-                "details": self.details, "merged": merged}
+                "details": self.details, "merged": merged, "uploads": self.uploads, "upload_bytes": self.upload_bytes}
 
     def summary(self) -> str:
         verb = "would expire" if self.dry_run else "expired"
         kept = f"versions {self.kept[0]}-{self.kept[-1]}" if len(self.kept) > 1 else f"version {self.kept[0]}"
+        parts = "parts not listed" if self.upload_bytes is None else f"{self.upload_bytes / 1e6:.1f} MB of parts"
         return (f"{self.collection} cube at {self.cube}: {verb} {len(self.expired)} version(s), kept {kept}; "
                 f"{sum(self.deleted.values())} unreferenced time block(s) of every band "
                 f"{'to delete' if self.dry_run else 'deleted'} in {len(self.deleted)} tile(s)"
                 + (f", and {self.details} details object(s) of the ledger no kept version names "
                    f"{'to delete' if self.dry_run else 'deleted'}" if self.details else "")
+                + (f", and {self.uploads} multipart upload(s) a killed writer left unfinished ({parts}) "
+                   f"{'to abort' if self.dry_run else 'aborted'}" if self.uploads else "")
                 + (f"; the {self.merged[1]} details objects the latest version names "
                    f"{'would be' if self.dry_run else 'were'} merged into one, named by version {self.merged[0]} "
                    "(the same data)" if self.merged else ""))
@@ -191,6 +202,24 @@ def _sweep_details(store: Store, collection: str, named: Collection[str], *, dry
         fence.check()
         delete_key(store, key)
     return len(gone)
+
+
+def _sweep_uploads(store: Store, collection: str, *, stale_after: float, dry_run: bool,
+                   fence: Fence | None) -> tuple[int, int | None]:
+    """Abort the S3 multipart uploads under ``collection``'s prefix started more than ``stale_after`` seconds ago:
+    a killed writer's (a live one's are younger: its lock would be taken for dead). How many, and the bytes of their
+    parts (None if the store did not list them). A store refusing to list or abort them is warned of, not failed."""
+    started_before = datetime.now(UTC) - timedelta(seconds=stale_after)  # the store's clock against this host's
+    uploads = unfinished_uploads(store, f"{collection}/", started_before=started_before)
+    if uploads is None or not (dry_run or abort_uploads(store, uploads, check=fence.check)):
+        log.warning("the store at %s refused to %s the multipart uploads left unfinished under %s/ (the keys lack "
+                    "s3:%s, or the store has no such request): a writer killed midway through an upload of 100 MiB "
+                    "or more leaves its parts there, billed; a bucket lifecycle rule AbortIncompleteMultipartUpload "
+                    "aborts them", store_url(store), "list" if uploads is None else "abort", collection,
+                    "ListBucketMultipartUploads" if uploads is None else "AbortMultipartUpload")
+        return 0, 0
+    sizes = [u.size for u in uploads]
+    return len(uploads), None if None in sizes else sum(sizes)
 
 
 def _details_to_merge(head: CubeVersion) -> dict | None:
@@ -291,9 +320,12 @@ def expire(
                    for tile, state in sorted(head.tiles.items())}
         deleted.update(_sweep_new_tiles(store, collection, set(head.tiles), dry_run=dry_run, fence=fence))
         details = _sweep_details(store, collection, named, dry_run=dry_run, fence=fence)
+        uploads, upload_bytes = _sweep_uploads(store, collection, stale_after=stale_after, dry_run=dry_run,
+                                               fence=fence)
         checkpoint("expire-data")
     merging = (merged[0],) if dry_run and merged else ()  # the version the run would commit, kept as its merge is
     result = ExpireResult(collection, store_url(store), tuple(expired), tuple(kept) + merging,
-                          deleted, dry_run=dry_run, details=details, merged=merged)
+                          deleted, dry_run=dry_run, details=details, merged=merged, uploads=uploads,
+                          upload_bytes=upload_bytes)
     log.info("%s", result.summary())
     return result

@@ -7,9 +7,11 @@ import inspect
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from s3fs import S3FileSystem
 
 from cardcube.spec import ChunkLayout, cube_spec
@@ -21,7 +23,7 @@ def test_s3fs_uploads_in_parts_from_the_size_cardcube_says():
     """zarr's FsspecStore.set, and so every write of cardcube but the ledger's compare-and-swap, calls s3fs's
     _pipe_file with its default part size: an object of twice that or more goes as a multipart upload."""
     chunksize = inspect.signature(S3FileSystem._pipe_file).parameters["chunksize"].default
-    assert MULTIPART_FROM == 2 * chunksize
+    assert 2 * chunksize == MULTIPART_FROM
     assert "create_multipart_upload" in inspect.getsource(S3FileSystem._pipe_file)
 
 
@@ -69,3 +71,40 @@ def test_a_writer_killed_midway_through_a_large_object_leaves_its_upload_which_i
 
 def test_a_folder_has_no_uploads(tmp_path):
     assert unfinished_uploads(open_store(tmp_path), "s2/", started_before=datetime.now(UTC)) == []
+
+
+def test_a_store_refusing_to_list_or_abort_uploads_is_told_apart_from_a_failing_one(s3_bucket, monkeypatch):
+    """Keys of a shared bucket may lack s3:ListBucketMultipartUploads or s3:AbortMultipartUpload (403), a gateway the
+    requests (501): None and False, for the caller to warn of; a store failing them otherwise is a StoreError."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from cardcube.errors import StoreError
+
+    s3_bucket.server.start_upload(s3_bucket.name, "cube/s2/a", part=b"x" * 1000, age=3600)
+    store = open_store(s3_bucket.url_for("cube"), storage_options=s3_bucket.storage_options())
+    before = datetime.now(UTC)
+    [upload] = unfinished_uploads(store, "s2/", started_before=before)
+    call, answer = S3FileSystem._call_s3, {}
+
+    async def refusing(self, method, *args, **kwargs):
+        if method in answer:
+            status, code = answer[method]
+            raise translate_boto_error(ClientError({"Error": {"Code": code, "Message": code},
+                                                    "ResponseMetadata": {"HTTPStatusCode": status}}, method))
+        return await call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(S3FileSystem, "_call_s3", refusing)
+    writable = store.with_read_only(False)
+    for status, code in [(403, "AccessDenied"), (501, "NotImplemented")]:
+        answer.update(list_multipart_uploads=(status, code), abort_multipart_upload=(status, code))
+        assert unfinished_uploads(store, "s2/", started_before=before) is None
+        assert abort_uploads(writable, [upload], check=lambda: None) is False
+    answer.clear()
+    answer["list_parts"] = (403, "AccessDenied")  # listed, without their bytes
+    assert unfinished_uploads(store, "s2/", started_before=before) == [replace(upload, size=None)]
+    answer["list_multipart_uploads"] = (400, "InvalidArgument")
+    with pytest.raises(StoreError, match="cannot list the unfinished uploads under s2/ in s3://"):
+        unfinished_uploads(store, "s2/", started_before=before)
+    monkeypatch.undo()
+    assert abort_uploads(writable, [upload], check=lambda: None)

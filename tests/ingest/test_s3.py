@@ -551,3 +551,34 @@ def test_an_array_document_answered_404_says_the_store_may_be_behind(tiny_region
     assert s3_proxy.snapshot().faults == 1
     assert ingest(more, url, collection="s1", chunks=CHUNKS, progress=False,
                   storage_options=s3_proxy.storage_options()).version == 2
+
+
+def test_expire_aborts_the_uploads_a_killed_writer_left_under_its_collection_and_no_others(s3_bucket, first_dates):
+    """A writer killed midway through a multipart upload (an object of 100 MiB or more:
+    tests/test_unfinished_uploads.py) leaves its parts in the bucket, unlisted and billed. expire aborts those under
+    its collection's prefix started longer ago than a lock goes stale (--stale-after), and says so; not a recent one
+    (a live writer's, for all it knows), nor one of another collection or outside the cube (a shared bucket's)."""
+    from tests.in_process import run_here
+
+    url, server = _uploaded(s3_bucket, first_dates, 5), s3_bucket.server
+    part = b"x" * 1_000_000
+    shard = "cube/s1/31UFU/cube.zarr/r10m/VV/c/7/0/0"
+    stale = server.start_upload(s3_bucket.name, shard, part=part, age=commit.STALE_AFTER + 60)
+    left = {server.start_upload(s3_bucket.name, shard, part=part, age=commit.STALE_AFTER - 60),
+            server.start_upload(s3_bucket.name, "cube/s2/31UFU/cube.zarr/r10m/B04/c/7/0/0", age=3600),
+            server.start_upload(s3_bucket.name, "cube-other/s1/31UFU/cube.zarr/r10m/VV/c/7/0/0", age=3600),
+            server.start_upload(s3_bucket.name, "other/s1/x.parquet", part=part, age=3600)}
+
+    def uploads() -> set[str]:
+        return {u["UploadId"] for u in server.client().list_multipart_uploads(Bucket=s3_bucket.name)["Uploads"]}
+
+    said = "1 multipart upload(s) a killed writer left unfinished (1.0 MB of parts)"
+    dry = run_here(["expire", "--cube", url, "--collection", "s1", "--dry-run"], env=server.environment())
+    assert dry.returncode == 0 and f"{said} to abort" in dry.stdout, dry
+    assert uploads() == left | {stale}
+    done = run_here(["expire", "--cube", url, "--collection", "s1", "--json"], env=server.environment())
+    assert done.returncode == 0, done
+    assert '"uploads": 1, "upload_bytes": 1000000' in done.stdout
+    assert uploads() == left
+    assert run_here(["verify", "--cube", url, "--collection", "s1"], env=server.environment()).returncode == 0
+    assert committed_versions(open_store(url, storage_options=s3_bucket.storage_options()), "s1") == [1]
