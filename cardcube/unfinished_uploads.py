@@ -2,10 +2,11 @@
 
 s3fs sends an object of :data:`MULTIPART_FROM` bytes or more (twice its 50 MiB part: ``S3FileSystem._pipe_file``,
 which zarr's ``FsspecStore.set`` and :func:`cardcube.storage.write_bytes` call) as a multipart upload: started, sent
-in parts, then completed. A process killed in between (``kill -9``, the OOM killer, a node lost) leaves the upload
-and its parts in the bucket: no listing of objects shows them, and they are billed until they are aborted. A shard
-of the default layout stays below that size (16 dates of 1024 x 1024 pixels: 32 MiB of S2's uint16, 64 MiB of S1's
-float32); a larger ``--chunks`` layout's may not, nor an extraction's ``parcels.parquet`` of a large register.
+in parts, then completed (a failed part aborts it). A process that ends in between (``kill -9``, the OOM killer, a
+node lost, a stopped run ending with the upload still going) leaves the upload and its parts in the bucket: no listing
+of objects shows them, and they are billed until they are aborted. A shard of the default layout stays below that
+size (16 dates of 1024 x 1024 pixels: 32 MiB of S2's uint16, 64 MiB of S1's float32, before compression); a larger
+``--chunks`` layout's may not, nor an extraction's ``parcels.parquet`` of a large register.
 
 Nothing here decides what is safe to abort: the caller gives the prefix and the age (:func:`ingest.expire.expire`:
 its collection's, under the writer lock, those started longer ago than a writer's lock goes stale). The requests
@@ -97,6 +98,8 @@ def abort_uploads(store: Store, uploads: Sequence[UnfinishedUpload], *, check: C
     """Abort ``uploads`` (of :func:`unfinished_uploads`), their parts deleted; ``check`` runs before each (the
     writer's fence). False if the store refuses to abort them (keys not allowed ``s3:AbortMultipartUpload``)."""
     inner = innermost_store(store)
+    if uploads:
+        inner._check_writable()  # as every delete of cardcube: a store opened read-only aborts nothing
     for upload in uploads:
         check()
         with store_failures(f"abort the unfinished upload of {upload.key} in", store):
