@@ -7,8 +7,9 @@ Zarr reader (``xarray.open_zarr``, rioxarray) takes them from these arrays, so o
 restore, a lifecycle rule, a migration) costs it the pixels' place or the dates without a word. The writer
 (:mod:`ingest.arrays`, :mod:`ingest.job`) and the check here (:func:`coordinate_problems`, run by ``verify``; what
 it finds ``ingest --repair`` writes again, :func:`ingest.arrays.rewrite_coordinates`) take the values from the same
-functions. The groups holding them (the tile's own, ``hot``, each resolution group) are checked too: a plain reader
-opens a group by its ``zarr.json``.
+functions; the check takes the attributes an earlier cardcube wrote (:data:`_EARLIER_ATTRIBUTES`) as sound too,
+and ``--repair`` leaves them. The groups holding them (the tile's own, ``hot``, each resolution group) are checked
+too: a plain reader opens a group by its ``zarr.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyproj
@@ -29,13 +30,14 @@ from cube import layout
 from cube.ledger import Acquisition, CubeVersion, acquisition_columns
 from cube.tile_arrays import array_of_document, read_documents, sized_view
 
-# Per-date coordinates: name -> (dtype, fill value, CF long_name)
-ACQUISITION_COORDS: dict[str, tuple[str, object, str]] = {
-    "scene_id": ("str", "", "source scene identifier"),
-    "platform": ("str", "", "satellite platform"),
-    "relative_orbit": ("int16", -1, "relative orbit number"),
-    "orbit_state": ("str", "", "orbit direction"),
-    "cloud_cover": ("float32", float("nan"), "scene cloud cover (percent)"),
+# Per-date coordinates: name -> (dtype, fill value, CF attributes). An unknown relative orbit is -1, without a CF
+# _FillValue saying so: xarray would decode the array to floats with NaN for it, no longer the int16 it is.
+ACQUISITION_COORDS: dict[str, tuple[str, object, Mapping[str, str]]] = {
+    "scene_id": ("str", "", {"long_name": "source scene identifier"}),
+    "platform": ("str", "", {"long_name": "satellite platform"}),
+    "relative_orbit": ("int16", -1, {"long_name": "relative orbit number"}),
+    "orbit_state": ("str", "", {"long_name": "orbit direction"}),
+    "cloud_cover": ("float32", float("nan"), {"long_name": "scene cloud cover (percent)"}),
 }
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 DATE_ARRAYS = ("time", *ACQUISITION_COORDS)  # one entry a date (a hot slot), in the order the writer stores them
@@ -62,7 +64,23 @@ def coordinate_attributes(tile: TileGrid, resolution: int, name: str) -> dict[st
                 "GeoTransform": " ".join(str(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))}
     if name == "time":
         return {"standard_name": "time", "units": TIME_UNITS, "calendar": "proleptic_gregorian"}
-    return {"long_name": ACQUISITION_COORDS[name][2]}
+    return dict(ACQUISITION_COORDS[name][2])
+
+
+class _EarlierAttributes(NamedTuple):
+    """The attributes an earlier cardcube gave coordinate or per-date array ``name``, which it wrote from ``since`` to
+    the day before ``until`` (the date in CHANGES.md of the change replacing them)."""
+
+    name: str
+    since: str
+    until: str
+    attributes: Mapping[str, Any]
+
+
+# The attributes of the arrays of :func:`coordinate_attributes` that earlier cardcubes wrote: an array holding them is
+# as sound as one holding today's (the same values read, the same CRS and dates), and ``ingest --repair`` leaves it as
+# it is (nothing is damaged). A change of :func:`coordinate_attributes` adds a line here with the set it replaces.
+_EARLIER_ATTRIBUTES: tuple[_EarlierAttributes, ...] = ()
 
 
 def coordinate_dtype(name: str) -> np.dtype:
@@ -229,7 +247,7 @@ def _same(got: np.ndarray, wanted: np.ndarray) -> bool:
 def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: str, length: int) -> str | None:
     """What is wrong with a coordinate array's metadata: its dtype, its shape (``x``, ``y`` the grid's; a per-date
     array shorter than the ``length`` dates the latest version holds there), or its attributes (the CRS, the units
-    of the dates), not the writer's."""
+    of the dates), neither the writer's nor an earlier cardcube's (:func:`_attributes_problem`)."""
     if array.dtype != coordinate_dtype(name) and not (name in ACQUISITION_COORDS and array.dtype.kind in "OTU"
                                                       and coordinate_dtype(name).kind in "OTU"):
         return f"damaged: its dtype is {array.dtype}, not {coordinate_dtype(name)}"
@@ -237,17 +255,29 @@ def _metadata_problem(array: zarr.Array, grid: TileGrid, resolution: int, name: 
         return f"damaged: its shape is {array.shape}, not the tile grid's {pixel_centres(grid, resolution)[name].shape}"
     if name not in ("x", "y", "spatial_ref") and array.shape[0] < length:
         return f"damaged: its length is {array.shape[0]}, of the {length} date(s) the latest version holds"
-    if not _same_attributes(dict(array.attrs), coordinate_attributes(grid, resolution, name)):
-        return "damaged: its attributes are not those ingest writes"
-    return None
+    return _attributes_problem(dict(array.attrs), coordinate_attributes(grid, resolution, name), name)
 
 
-def _same_attributes(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether ``stored`` attributes say what ``wanted`` says: a CRS's WKT as the same CRS (another PROJ writes
-    another text of it), a GeoTransform as the same numbers."""
-    if stored.keys() != wanted.keys():
-        return False
+def _attributes_problem(stored: dict[str, Any], wanted: dict[str, Any], name: str) -> str | None:
+    """What is wrong with the ``stored`` attributes of coordinate array ``name``: neither ``wanted`` (those ingest
+    writes) nor an earlier cardcube's (:data:`_EARLIER_ATTRIBUTES`), and then what differs from ``wanted``."""
+    differences = _attribute_differences(stored, wanted)
+    earlier = [dict(e.attributes) for e in _EARLIER_ATTRIBUTES if e.name == name]
+    if not differences or any(not _attribute_differences(stored, e) for e in earlier):
+        return None
+    nor = " (nor an earlier cardcube's)" if earlier else ""
+    return f"damaged: its attributes are not those ingest writes{nor}: {', '.join(differences)}"
+
+
+def _attribute_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """What ``stored`` attributes say otherwise than ``wanted``, each attribute missing, other or not wanted (none:
+    the same): a CRS's WKT compared as the CRS (another PROJ writes another text of it), a GeoTransform as the
+    numbers."""
+    out = []
     for key, value in wanted.items():
+        if key not in stored:
+            out.append(f"{key} missing ({_shown(key, value)})")
+            continue
         got = stored[key]
         try:
             if key in ("crs_wkt", "spatial_ref"):
@@ -259,8 +289,20 @@ def _same_attributes(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
         except (pyproj.exceptions.CRSError, ValueError, AttributeError):
             same = False
         if not same:
-            return False
-    return True
+            out.append(f"{key} {_shown(key, got)} where ingest writes {_shown(key, value)}")
+    return out + [f"{key} {_shown(key, stored[key])} not written by ingest" for key in stored if key not in wanted]
+
+
+def _shown(key: str, value: Any) -> str:
+    """An attribute's value as a message shows it: a CRS's WKT by the CRS's name, else its repr, cut to 60
+    characters."""
+    if key in ("crs_wkt", "spatial_ref") and isinstance(value, str):
+        try:
+            return f"the WKT of {pyproj.CRS.from_wkt(value).to_string()}"
+        except pyproj.exceptions.CRSError:
+            pass
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def tile_groups(resolutions: Sequence[int]) -> list[tuple[int | None, bool]]:

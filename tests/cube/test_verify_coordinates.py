@@ -117,8 +117,9 @@ def test_a_per_date_array_without_its_metadata_or_with_other_attributes_is_repor
     assert found[time_meta.relative_to(history).as_posix()] == (
         "missing: the array's metadata; a plain Zarr reader (xarray.open_zarr, rioxarray) sees no time array, and "
         "loses the dates (the time coordinate)")
-    assert found[ref_key] == ("damaged: its attributes are not those ingest writes; a plain Zarr reader loses the CRS "
-                              "and GeoTransform rioxarray and odc-geo read")
+    assert found[ref_key] == ("damaged: its attributes are not those ingest writes: crs_wkt 'EPSG:4326' where ingest "
+                              "writes the WKT of EPSG:32631; a plain Zarr reader loses the CRS and GeoTransform "
+                              "rioxarray and odc-geo read")
 
     assert main(["ingest", str(tiny_region.items), "--cube", str(history), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -203,8 +204,10 @@ def test_another_text_of_the_same_crs_is_sound_and_another_crs_is_not(history):
     ref.attrs["GeoTransform"] = " ".join(f"{float(v):.3f}" for v in ref.attrs["GeoTransform"].split())
     assert verify(history, progress=False).ok
     ref.attrs["crs_wkt"] = pyproj.CRS.from_epsg(32632).to_wkt("WKT1_GDAL")
-    assert [k for k, _ in verify(history, progress=False).problems] == [
-        f"{layout.array_path('s2', TILE, 10, 'spatial_ref', hot=True)}/zarr.json"]
+    [(key, problem)] = verify(history, progress=False).problems
+    assert key == f"{layout.array_path('s2', TILE, 10, 'spatial_ref', hot=True)}/zarr.json"
+    assert problem.startswith("damaged: its attributes are not those ingest writes: crs_wkt the WKT of EPSG:32632 "
+                              "where ingest writes the WKT of EPSG:32631;")
 
 
 def test_a_repair_without_source_writes_the_coordinate_arrays_again(history, capsys):
@@ -426,3 +429,4 @@ def test_a_resolution_group_registers_the_zarr_conventions_of_its_grid_attribute
     doc["attributes"]["spatial:dimensions"] = ["x", "y"]  # half of them, and wrong: not what ingest writes
     (history / key).write_text(json.dumps(doc))
     assert dict(verify(history, progress=False).problems)[key].startswith("damaged: its attributes are not")
+
