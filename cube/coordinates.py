@@ -37,7 +37,7 @@ ACQUISITION_COORDS: dict[str, tuple[str, object, Mapping[str, str]]] = {
     "platform": ("str", "", {"long_name": "satellite platform"}),
     "relative_orbit": ("int16", -1, {"long_name": "relative orbit number"}),
     "orbit_state": ("str", "", {"long_name": "orbit direction"}),
-    "cloud_cover": ("float32", float("nan"), {"long_name": "scene cloud cover (percent)"}),
+    "cloud_cover": ("float32", float("nan"), {"long_name": "scene cloud cover (percent)", "units": "percent"}),
 }
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 DATE_ARRAYS = ("time", *ACQUISITION_COORDS)  # one entry a date (a hot slot), in the order the writer stores them
@@ -80,7 +80,9 @@ class _EarlierAttributes(NamedTuple):
 # The attributes of the arrays of :func:`coordinate_attributes` that earlier cardcubes wrote: an array holding them is
 # as sound as one holding today's (the same values read, the same CRS and dates), and ``ingest --repair`` leaves it as
 # it is (nothing is damaged). A change of :func:`coordinate_attributes` adds a line here with the set it replaces.
-_EARLIER_ATTRIBUTES: tuple[_EarlierAttributes, ...] = ()
+_EARLIER_ATTRIBUTES: tuple[_EarlierAttributes, ...] = (
+    _EarlierAttributes("cloud_cover", "2026-11-25", "2026-12-07", {"long_name": "scene cloud cover (percent)"}),
+)
 
 
 def coordinate_dtype(name: str) -> np.dtype:

@@ -430,3 +430,68 @@ def test_a_resolution_group_registers_the_zarr_conventions_of_its_grid_attribute
     (history / key).write_text(json.dumps(doc))
     assert dict(verify(history, progress=False).problems)[key].startswith("damaged: its attributes are not")
 
+
+# the per-date arrays' attributes as cardcube wrote them before 2026-12-07, and as it writes them now: written out here,
+# not taken from cube.coordinates, so a change there that forgets the cubes already written fails this test
+LONG_NAMES = {"scene_id": "source scene identifier", "platform": "satellite platform",
+              "relative_orbit": "relative orbit number", "orbit_state": "orbit direction",
+              "cloud_cover": "scene cloud cover (percent)"}
+CLOUD_COVER_BEFORE = {"long_name": "scene cloud cover (percent)"}
+
+
+def _set_attributes(cube: Path, array_path: str, attributes: dict) -> str:
+    """Give the array at ``array_path`` of ``cube`` the ``attributes`` in its ``zarr.json`` (as another cardcube wrote
+    them, or a hand edit); its key."""
+    key = f"{array_path}/zarr.json"
+    doc = json.loads((cube / key).read_bytes())
+    doc["attributes"] = attributes
+    (cube / key).write_text(json.dumps(doc, indent=2))
+    return key
+
+
+def test_cloud_cover_has_cf_units_and_one_written_before_without_them_is_sound_and_left_as_it_is(history):
+    """``cloud_cover`` says its CF units (UDUNITS' ``percent``, which cf-xarray and pint read too); verify compared
+    the per-date arrays' attributes with the writer's alone, so a cube written before them would read as damaged and
+    ``--repair`` would rewrite every tile's. An earlier cardcube's attributes are sound, and left as they are.
+    ``relative_orbit`` keeps -1 for unknown and no ``_FillValue``: xarray reads it as the int16 it is."""
+    for group in ("r10m", "r20m", "hot/r10m", "hot/r20m"):
+        plain = xr.open_zarr(zarr_group(history, group), consolidated=False)
+        assert {n: plain[n].attrs for n in LONG_NAMES} == {
+            n: {"long_name": text} | ({"units": "percent"} if n == "cloud_cover" else {})
+            for n, text in LONG_NAMES.items()}
+        assert plain.relative_orbit.dtype == np.int16 and plain.cloud_cover.dtype == np.float32
+
+    older = [_set_attributes(history, layout.array_path("s2", TILE, res, "cloud_cover", hot=hot), CLOUD_COVER_BEFORE)
+             for res, hot in ((10, False), (20, True))]
+    written = {key: (history / key).read_bytes() for key in older}
+    assert verify(history, progress=False).ok
+    done = ingest(None, history, repair=True, progress=False)
+    assert done.version is None and not done.coordinates
+    assert {key: (history / key).read_bytes() for key in older} == written  # not damage: not written again
+    assert "units" not in xr.open_zarr(zarr_group(history, "r10m"), consolidated=False).cloud_cover.attrs
+
+
+def test_per_date_attributes_of_no_cardcube_are_reported_with_what_differs_and_repair_writes_the_current(history):
+    """An earlier cardcube's attributes are sound for the array it gave them to alone; others (a hand edit, another
+    tool's) are named with what differs from the writer's, and ``--repair`` writes the writer's."""
+    keys = [_set_attributes(history, layout.array_path("s2", TILE, 10, "cloud_cover"),
+                            CLOUD_COVER_BEFORE | {"units": "%"}),
+            _set_attributes(history, layout.array_path("s2", TILE, 20, "scene_id"), CLOUD_COVER_BEFORE),
+            _set_attributes(history, layout.array_path("s2", TILE, 10, "relative_orbit", hot=True),
+                            {"long_name": "relative orbit number", "_FillValue": -1})]
+    found = dict(verify(history, progress=False).problems)
+    assert found == {
+        keys[0]: "damaged: its attributes are not those ingest writes (nor an earlier cardcube's): units '%' where "
+                 "ingest writes 'percent'; a plain Zarr reader loses each date's cloud_cover",
+        keys[1]: "damaged: its attributes are not those ingest writes: long_name 'scene cloud cover (percent)' where "
+                 "ingest writes 'source scene identifier'; a plain Zarr reader loses each date's scene_id",
+        keys[2]: "damaged: its attributes are not those ingest writes: _FillValue -1 not written by ingest; a plain "
+                 "Zarr reader loses each date's relative_orbit"}
+
+    done = ingest(None, history, repair=True, progress=False)
+    assert set(keys) <= set(done.coordinates) and done.version is None
+    assert verify(history, progress=False).ok
+    assert zarr.open_array(history / layout.array_path("s2", TILE, 10, "cloud_cover"), mode="r").attrs.asdict() == {
+        "long_name": "scene cloud cover (percent)", "units": "percent"}
+    hot = xr.open_zarr(zarr_group(history, "hot/r10m"), consolidated=False)
+    assert hot.relative_orbit.dtype == np.int16
