@@ -47,6 +47,7 @@ from cardcube.storage import StoreLike, open_store, store_endpoint, store_url
 from catalog.route import ItemCache, select_tiles, tile_refs
 from cube import layout
 from cube.band_reader import TileWindow, band_array, band_attrs, dates_and_arrays, time_order
+from cube.coordinates import ACQUISITION_COORDS
 from cube.indices import bands_for, check_bands
 from cube.ledger import (
     Acquisition,
@@ -234,7 +235,9 @@ def _route(store: Store, version: CubeVersion, *, bbox, geometry, crs, items: It
 
 
 def _acquisition_coords(acqs: Sequence[Acquisition]) -> dict[str, Any]:
-    return {name: ("time", values) for name, values in acquisition_columns(acqs).items()}
+    """The per-date coordinates, with the CF attributes their arrays in the store hold (``cloud_cover``'s units)."""
+    return {name: ("time", values, dict(ACQUISITION_COORDS[name][2]) if name in ACQUISITION_COORDS else {})
+            for name, values in acquisition_columns(acqs).items()}
 
 
 def pass_selection(version: CubeVersion, tiles: Sequence[str], time: tuple | frozenset) -> tuple | frozenset:

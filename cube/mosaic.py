@@ -88,13 +88,13 @@ def mosaic(parts: list[xr.Dataset], bands: Sequence[BandSpec], *, whole: bool) -
 
 def _date_metadata(parts: Sequence[xr.Dataset], times: Sequence[np.ndarray], dates: np.ndarray) -> dict[str, Any]:
     """Each mosaic date's acquisition coordinates: the first part's holding it; ``scene_id`` and ``tile`` of every
-    part holding it, ``+``-joined (xarray drops a coordinate whose parts disagree)."""
+    part holding it, ``+``-joined (xarray drops a coordinate whose parts disagree); the first part's attributes."""
     per_date = [c for c in parts[0].coords if c != "time" and parts[0][c].dims == ("time",)]
     table = pd.concat([pd.DataFrame({c: p[c].values for c in per_date}, index=pd.Index(t, name="t"))
                        for p, t in zip(parts, times, strict=True)])
     joined = {c: (lambda v: "+".join(dict.fromkeys(v))) if c in ("scene_id", "tile") else "first" for c in per_date}
     table = table.groupby(level="t", sort=False).agg(joined).reindex(dates)
-    return {c: ("time", table[c].to_numpy()) for c in per_date}
+    return {c: ("time", table[c].to_numpy(), parts[0][c].attrs) for c in per_date}
 
 
 def _space_chunks(offset: int, sizes: tuple[int, ...], n: int) -> tuple[int, ...]:

@@ -11,9 +11,11 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from cardcube.errors import InvalidRequestError, NoAcquisitionWarning
 from cardcube.spec import DEFAULT_SCL_MASK
+from cube import layout
 from cube.dataset import open_cube
 from cube.indices import add_indices, check_bands
 from cube.mosaic import pass_times
@@ -492,6 +494,10 @@ def test_a_zarr_copy_read_back_as_the_readme_says_keeps_the_grid(tiny_cube, tmp_
     assert back.rio.crs == ds.rio.crs == "EPSG:32631" and back.rio.transform() == ds.rio.transform()
     assert back.odc.geobox == ds.odc.geobox
     np.testing.assert_array_equal(back.B04.values, ds.B04.values)
+    for name in ("scene_id", "relative_orbit", "cloud_cover"):  # the per-date arrays' CF attributes, as stored
+        stored = zarr.open_array(tiny_cube / layout.array_path("s2", "31UFU", 10, name), mode="r").attrs
+        assert back[name].attrs == ds[name].attrs == dict(stored) and "long_name" in stored
+    assert ds.cloud_cover.attrs["units"] == "percent"
 
 
 def test_an_array_cache_serves_one_cube_and_refuses_another(tiny_cube, tiny_straddle_cube):
@@ -548,6 +554,7 @@ def test_a_mosaic_of_tiles_with_data_far_apart_is_on_one_grid(tiny_cube, tmp_pat
         got = [float(ds.B04[t, row, col]) for col, row in at]
         np.testing.assert_allclose(got, expected, atol=1e-6)
     assert int(ds.SCL.isel(time=0, x=ds.sizes["x"] // 2).max()) == 0  # between the tiles' data: nodata
+    assert ds.cloud_cover.attrs == {"long_name": "scene cloud cover (percent)", "units": "percent"}  # as stored
 
 
 def test_dates_arriving_before_the_cold_ones_keep_the_stored_time_chunks(tiny_cube, tiny_region, tmp_path):
