@@ -19,7 +19,7 @@ import pytest
 # cube.kernels' numba cache (cache=True): a process saving a new signature of a kernel rewrites its index with the
 # next free file number, so two processes compiling other signatures at once (a cold cache: a fresh clone, kernels.py
 # changed) can leave an index naming one signature's file over another's code; every later process then fails on it
-# ("can't unbox array") until kernels.py changes. The two xdist workers compile different bands' types at once: each
+# ("can't unbox array") until kernels.py changes. The xdist workers compile different bands' types at once: each
 # (and the processes it starts, which inherit the variable) keeps a cache of its own. Set before numba is imported.
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["NUMBA_CACHE_DIR"] = str(Path(os.environ.get("NUMBA_CACHE_DIR") or

@@ -33,8 +33,9 @@ from tests.ingest.namespaces import can_unshare_pids, in_another_pid_namespace
 from tests.ingest.scene_edits import items_of, write_items
 
 COLLECTION = "s1"
-# Each writer's own lease lapses after half of its stale_after without a refresh: on a loaded 2-core machine
-# (the suite runs a test file per core) a 1 s stale_after let the taking-over writer's own lease lapse mid-ingest.
+# Each writer's own lease lapses after half of its stale_after without a refresh: on a loaded 2-core machine (the
+# suite runs a test file on each of its 3 workers) a 1 s stale_after let the taking-over writer's own lease lapse
+# mid-ingest.
 HOLDER_STALE_AFTER = 6.0  # the frozen writer's --stale-after: nobody breaks its lock sooner
 BREAK_AFTER = 4.0  # the taking-over writer's: shorter, so it waits for the holder's
 
