@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-lowest lint bench clean
 
-# pytest-xdist workers: one more than the cores this process may use. The suite's tests wait a tenth of their time
-# (commands they start, servers, a store's answers); a third worker on 2 cores fills it: 16.2 minutes against 17.7.
+# pytest-xdist workers: one more than the cores this process may use. The suite's tests spend part of their time
+# waiting (commands they start, servers, a store's answers); a third worker on 2 cores fills it: 16.2 min, not 17.7.
 WORKERS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) + 1 if hasattr(os, 'sched_getaffinity') else os.cpu_count() + 1)")
 
 # editable_mode=compat: the project's folder on the path, so a folder named cube/ where a command runs (the demo's
