@@ -509,8 +509,8 @@ LOCK_NAME = "cardcube-kernels.lock"  # in numba's cache folder of this module
 
 
 class CacheLocked:
-    """``kernel`` (a numba dispatcher), its first call in this process with each kind of arguments (arrays' dtype,
-    dimensions and layout; scalars' type) made holding the lock file :data:`LOCK_NAME` in its cache's folder, so
+    """``kernel`` (a numba dispatcher), its first call in this process with each kind of arguments numba compiles a
+    signature for (:func:`_numba_kind`) made holding the lock file :data:`LOCK_NAME` in its cache's folder, so
     that processes compile and save its signatures one at a time; later calls go straight to it. Other attributes
     are the dispatcher's."""
 
@@ -520,8 +520,7 @@ class CacheLocked:
         self._guard = threading.Lock()
 
     def __call__(self, *args: Any) -> Any:
-        key = tuple((a.dtype.str, a.ndim, a.flags.c_contiguous) if isinstance(a, np.ndarray) else type(a)
-                    for a in args)
+        key = tuple(map(_numba_kind, args))
         if key in self._seen:
             return self.kernel(*args)
         with self._guard, _cache_lock(self.kernel):
@@ -533,6 +532,17 @@ class CacheLocked:
         if name == "kernel":  # not yet set (a copy being made): no dispatcher to ask
             raise AttributeError(name)
         return getattr(self.kernel, name)
+
+
+def _numba_kind(arg: Any) -> Any:
+    """What numba's signature tells ``arg`` by (its ``typeof``, cheaper): an array's dtype, dimensions, layout (C,
+    F or any), and whether it is read-only or unaligned (a chunk decoded from a buffer is read-only: another
+    signature, which a key without it let a process compile and save holding no lock); a scalar's type."""
+    if not isinstance(arg, np.ndarray):
+        return type(arg)
+    flags = arg.flags
+    layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+    return arg.dtype.str, arg.ndim, layout, flags.writeable, flags.aligned
 
 
 @contextmanager

@@ -505,7 +505,8 @@ def test_each_xdist_worker_keeps_the_kernels_numba_cache_of_its_own():
 def test_a_kernels_first_call_of_new_argument_types_waits_for_another_process_saving_to_its_cache():
     """A process's first call of a kernel with new argument types, where numba may compile and save a signature,
     holds the lock file of the kernel's cache folder (another process saving one at once could leave numba's index
-    naming its file over this one's code); later calls of those types take no lock. The mask is the one numpy makes."""
+    naming its file over this one's code); later calls of those types take no lock. A read-only array is another
+    type to numba: its first call takes the lock too. The mask is the one numpy makes."""
     import threading
     from pathlib import Path
 
@@ -532,6 +533,14 @@ def test_a_kernels_first_call_of_new_argument_types_waits_for_another_process_sa
     with another:  # the same types again: no lock taken, called while another holds it
         threading.Thread(target=call, daemon=True).start()
         assert called.wait(120)
+    called.clear()
+    classes = classes.copy()
+    classes.setflags(write=False)  # as a chunk decoded from a buffer: another signature of numba's, the same dtype
+    with another:
+        threading.Thread(target=call, daemon=True).start()
+        assert not called.wait(3)  # a new signature: it waits for the lock
+    assert called.wait(120)
+    assert out.tolist() == (~np.isin(classes, [8])).tolist()
 
 
 def test_unpacked_values_are_the_packing_applied_in_their_dtype_and_nan_at_nodata():
