@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
-# cube.kernels' numba cache (cache=True): a process saving a new signature of a kernel rewrites its index with the
-# next free file number, so two processes compiling other signatures at once (a cold cache: a fresh clone, kernels.py
-# changed) can leave an index naming one signature's file over another's code; every later process then fails on it
-# ("can't unbox array") until kernels.py changes. The xdist workers compile different bands' types at once: each
-# (and the processes it starts, which inherit the variable) keeps a cache of its own. Set before numba is imported.
-if worker := os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["NUMBA_CACHE_DIR"] = str(Path(os.environ.get("NUMBA_CACHE_DIR") or
-                                             Path(__file__).resolve().parents[1] / ".numba-cache") / worker)
+# cube.kernels' numba cache (cache=True), kept out of the package's folder: the workers of the suite (and the processes
+# they start, which inherit the variable) share one, as an extraction's worker processes do, so the kernels are
+# compiled once for the suite rather than once a worker; their first calls of new argument types hold its lock
+# (cube.kernels.CacheLocked), so their saves do not overwrite one another's. Set before numba is imported.
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("NUMBA_CACHE_DIR"):
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parents[1] / ".numba-cache")
 
 from cardcube.synth import SynthConfig, SynthResult, generate
 

@@ -487,21 +487,6 @@ def test_stat_list_is_one_parser_for_the_cli_the_service_and_python() -> None:
         stat_list(",".join(many))
 
 
-def test_each_xdist_worker_keeps_the_kernels_numba_cache_of_its_own():
-    """Two processes saving other signatures of one kernel at once can leave numba's index naming one's file over
-    the other's code (tests/conftest.py): the suite's workers, and the processes each starts, do not share one."""
-    import os
-    from pathlib import Path
-
-    from cube import kernels
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker:
-        pytest.skip("one process of pytest: no other worker compiles meanwhile")
-    folder = Path(os.environ["NUMBA_CACHE_DIR"])
-    assert folder.name == worker and Path(kernels.segment_pass._cache._cache_path).is_relative_to(folder)
-
-
 def test_a_kernels_first_call_of_new_argument_types_waits_for_another_process_saving_to_its_cache():
     """A process's first call of a kernel with new argument types, where numba may compile and save a signature,
     holds the lock file of the kernel's cache folder (another process saving one at once could leave numba's index
