@@ -361,10 +361,14 @@ def _group_problem(data: bytes | None, grid: TileGrid, resolution: int | None, *
         doc = None
     if not isinstance(doc, dict) or doc.get("zarr_format") != 3 or doc.get("node_type") != "group":
         return "damaged: not a readable group document"
-    wanted = json.loads(json.dumps(group_attributes(grid, resolution, hot=hot))) if resolution else None
-    if wanted and doc.get("attributes") not in (wanted, {k: v for k, v in wanted.items() if k not in _REGISTRATION}):
-        return "damaged: its attributes are not those ingest writes"
-    return None
+    if not resolution:
+        return None
+    wanted = json.loads(json.dumps(group_attributes(grid, resolution, hot=hot)))
+    stored = doc.get("attributes")
+    if stored in (wanted, {k: v for k, v in wanted.items() if k not in _REGISTRATION}):
+        return None
+    differences = _attribute_differences(stored, wanted) if isinstance(stored, dict) else ["none a mapping"]
+    return f"damaged: its attributes are not those ingest writes (nor an earlier cardcube's): {', '.join(differences)}"
 
 
 def _group_loses(path: str, resolution: int | None) -> str:

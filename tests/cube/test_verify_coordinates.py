@@ -428,7 +428,10 @@ def test_a_resolution_group_registers_the_zarr_conventions_of_its_grid_attribute
     assert verify(history, progress=False).ok
     doc["attributes"]["spatial:dimensions"] = ["x", "y"]  # half of them, and wrong: not what ingest writes
     (history / key).write_text(json.dumps(doc))
-    assert dict(verify(history, progress=False).problems)[key].startswith("damaged: its attributes are not")
+    problem = dict(verify(history, progress=False).problems)[key]
+    assert problem.startswith("damaged: its attributes are not those ingest writes (nor an earlier cardcube's): "
+                              "zarr_conventions missing ([{'schema_url': ")
+    assert "...), spatial:dimensions ['x', 'y'] where ingest writes ['y', 'x']: the group's metadata" in problem
 
 
 # the per-date arrays' attributes as cardcube wrote them before 2026-12-07, and as it writes them now: written out here,
