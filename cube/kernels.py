@@ -535,14 +535,14 @@ class CacheLocked:
 
 
 def _numba_kind(arg: Any) -> Any:
-    """What numba's signature tells ``arg`` by (its ``typeof``, cheaper): an array's dtype, dimensions, layout (C,
-    F or any), and whether it is read-only or unaligned (a chunk decoded from a buffer is read-only: another
-    signature, which a key without it let a process compile and save holding no lock); a scalar's type."""
+    """What numba's signature tells ``arg`` by (its ``typeof`` of an array, cheaper): an array's dtype, dimensions,
+    layout (C, F or any) and whether it is read-only (a chunk decoded from a buffer is: another signature, which a
+    key without it let a process compile and save holding no lock); a scalar's type (finer than numba's)."""
     if not isinstance(arg, np.ndarray):
         return type(arg)
     flags = arg.flags
     layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
-    return arg.dtype.str, arg.ndim, layout, flags.writeable, flags.aligned
+    return arg.dtype.str, arg.ndim, layout, flags.writeable
 
 
 @contextmanager
