@@ -157,6 +157,7 @@ def test_a_stopped_run_says_so_and_leaves_no_scratch(signum: int, code: int, sai
     ("benchmarks.service", [], "httpx", "httpx"),
     ("benchmarks.extraction", ["--sizes", "2"], "exactextract", "exactextract"),
     ("benchmarks.tile_creation", [], "moto", "moto[server]"),
+    ("benchmarks.retry_modes", [], "moto", "moto[server]"),
 ])
 def test_a_module_of_the_bench_extra_missing_is_named_before_any_work(module, argv, missing, named, tmp_path):
     """Installed without the bench extra (`pip install cardcube`), each benchmark generated and ingested its region,

@@ -15,6 +15,7 @@ from benchmarks import (
     extraction_update,
     ingest_throughput,
     ledger_size,
+    retry_modes,
     service,
     service_load,
     tile_creation,
@@ -85,6 +86,25 @@ def test_tile_creation_counts_the_requests_of_each_latency() -> None:
     assert [r["latency_ms"] for r in rows] == [0.0]
     assert rows[0]["by_kind"]["PUT"] > 0 and rows[0]["requests"] == sum(rows[0]["by_kind"].values())
     assert "| 0 ms |" in tile_creation.table(rows)
+
+
+def test_retry_modes_counts_the_runs_of_each_mode_and_rate(tmp_path: Path) -> None:
+    """The smallest run (one rate, one repetition): an ingest and a parcel read per mode, each holding the requests the
+    proxy counted and the SlowDowns it injected; a ratio per step; a row of the table each."""
+    measured = retry_modes.measure([0.05], size_km=0.4, repeats=1, parcels=1, work=tmp_path)
+    rows = measured["rows"]
+    assert sorted((r["mode"], r["step"]) for r in rows) == [("adaptive", "ingest"), ("adaptive", "read"),
+                                                            ("standard", "ingest"), ("standard", "read")]
+    assert all(r["ok"] and r["requests"] > r["injected"] >= 0 and len(r["runs_s"]) == 1 for r in rows)
+    assert any(r["injected"] > 0 for r in rows if r["step"] == "ingest")
+    assert [(r["rate"], r["step"]) for r in retry_modes.ratios(rows)] == [(0.05, "ingest"), (0.05, "read")]
+    assert retry_modes.table(rows).count("| 5% |") == 4
+
+
+@pytest.mark.parametrize("argv", [["--rates", "x"], ["--rates", "1"], ["--rates", "0,-0.1"], ["--repeats", "0"],
+                                  ["--size-km", "0.1"]])
+def test_retry_modes_refuses_bad_options(argv: list[str], capsys, no_runs) -> None:
+    assert argv[0] in _refuses(retry_modes.main, argv, capsys)
 
 
 def test_ledger_size_measures_a_history_and_its_opening() -> None:
@@ -167,7 +187,7 @@ def no_runs(monkeypatch) -> None:
     for module, name in ((extraction, "run_size"), (extraction_memory, "measure"), (extraction_update, "measure"),
                          (service, "run"), (service_load, "run"), (tile_creation, "measure"), (ledger_size, "measure"),
                          (ingest_throughput, "run"), (buffer_trial, "measure_fields"),
-                         (buffer_trial, "measure_folded")):
+                         (buffer_trial, "measure_folded"), (retry_modes, "measure")):
         monkeypatch.setattr(module, name, _no_run)
 
 
@@ -175,7 +195,7 @@ def no_runs(monkeypatch) -> None:
     (extraction.main, "extraction"), (extraction_update.main, "extraction-update"), (service.main, "service"),
     (service_load.main, "service-load"),
     (lambda argv: extraction_memory.main(["--work", "w", *argv]), "extraction-memory"),
-    (tile_creation.main, "tile-creation"), (buffer_trial.main, "buffer-trial")])
+    (tile_creation.main, "tile-creation"), (buffer_trial.main, "buffer-trial"), (retry_modes.main, "retry-modes")])
 @pytest.mark.parametrize("out", ["afile", "afile/below", "new-with-a-folder-in-place"])
 def test_a_bad_out_is_refused_before_the_run(main, stem: str, out: str, tmp_path: Path, no_runs, capsys) -> None:
     """A bad ``--out`` was found after the run (minutes of figures lost, with a traceback)."""
