@@ -32,7 +32,9 @@ import geopandas as gpd
 from benchmarks.extraction import save_report
 from benchmarks.options import S3_SERVER, check_extra, check_out, own_s3_settings
 from cardcube.option_types import number, whole_number
+from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
+from cardcube.synth.stac import read_features, write_features
 from cardcube.testing.s3proxy import S3Proxy, start_s3_proxy
 from cardcube.testing.s3server import start_s3_server
 from cube.timeseries import parcel_timeseries
@@ -71,16 +73,18 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(rates: Sequence[float], *, size_km: float = 1.0, repeats: int = 2, parcels: int = 5, seed: int = 0,
-            modes: Sequence[str] = MODES, work: Path) -> dict[str, Any]:
+            scenes: int | None = None, modes: Sequence[str] = MODES, work: Path) -> dict[str, Any]:
     """Per throttling rate and retry mode, the ingest's and the parcel read's median runs (see the module), as
-    ``rows``; the region's ``scenes``."""
+    ``rows``; the ``scenes`` ingested (the region's first ``scenes``, or all)."""
     region = generate(work / "source", SynthConfig.tiny(size_m=(size_km * 1000, size_km * 1000), seed=seed))
+    features = read_features(region.items, cube_spec("s2").source_collection)[:scenes]
+    items = write_features(features, region.items.parent / "ingested.json")
     chosen = gpd.read_parquet(region.parcels).head(parcels)
     runs: dict[tuple[float, str, str], list[dict]] = {}
     with start_s3_server(buckets=[BUCKET]) as server, start_s3_proxy(server.endpoint_url) as proxy:
         options = proxy.storage_options(skip_instance_cache=True)  # a new client, and mode, every store
         # untimed: the process's one-off start-up costs (imports, thread pools) are no mode's
-        ingest(region.items, f"s3://{BUCKET}/warm-up", collection="s2", storage_options=options, progress=False,
+        ingest(items, f"s3://{BUCKET}/warm-up", collection="s2", storage_options=options, progress=False,
                catalog=False)
         parcel_timeseries(f"s3://{BUCKET}/warm-up", chosen, bands=["B04", "B08"], storage_options=options)
         for rep in range(repeats):
@@ -89,7 +93,7 @@ def measure(rates: Sequence[float], *, size_km: float = 1.0, repeats: int = 2, p
                     url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
                     proxy.fail_randomly(rate, seed=seed + rep)
                     with retry_mode(mode):
-                        ran = _timed(proxy, lambda u=url: ingest(region.items, u, collection="s2",
+                        ran = _timed(proxy, lambda u=url: ingest(items, u, collection="s2",
                                                                  storage_options=options, progress=False,
                                                                  catalog=False))
                         runs.setdefault((rate, mode, "ingest"), []).append(ran)
@@ -99,7 +103,7 @@ def measure(rates: Sequence[float], *, size_km: float = 1.0, repeats: int = 2, p
                             runs.setdefault((rate, mode, "read"), []).append(read)
                     proxy.clear_faults()
     rows = [{"rate": rate, "mode": mode, "step": step, **_median_run(rs)} for (rate, mode, step), rs in runs.items()]
-    return {"scenes": region.n_s2_scenes, "rows": rows}
+    return {"scenes": len(features), "rows": rows}
 
 
 def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
