@@ -45,9 +45,13 @@ from cardcube.store_errors import CONDITION_FAILED, FAILURES, failure, http_answ
 StoreLike = str | os.PathLike | Store
 TIMEOUT_ATTEMPTS = 2  # tries of a request to a store opened with a ``timeout``: one retry, for a dropped connection
 
-# botocore's adaptive retry mode backs off on 500/503/SlowDown; s3fs adds its own retries on top.
+# botocore's standard retry mode backs off each request on 500/503/SlowDown; s3fs adds its own retries on top. Its
+# adaptive mode also limits the whole client's send rate after a throttling error, recovering slowly: an ingest, many
+# requests at once through one client, took 3x as long at 2 % and 10 % SlowDown and succeeded no more often
+# (benchmarks/results/2026-12-07/retry-modes). Given as tries counting the first: botocore rewrites a
+# ``max_attempts`` (retries only) as those, in place, in this very dict, at the first client it makes.
 _S3_DEFAULTS: dict[str, Any] = {
-    "config_kwargs": {"retries": {"max_attempts": 8, "mode": "adaptive"}},
+    "config_kwargs": {"retries": {"total_max_attempts": 9, "mode": "standard"}},
     "use_listings_cache": False,  # the ledger is found by listing: never answer from a stale cache
     # s3fs sends a HEAD before every whole-object GET (to split objects over 50 MB into concurrent ranges),
     # and a LIST after it for a key that is missing, unless max_concurrency is 1. Readers and writers fetch

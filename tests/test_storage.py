@@ -210,10 +210,23 @@ def test_a_missing_bucket_behind_an_endpoint_with_a_path_names_the_path(s3_bucke
         list_children(store, "_parcels")
 
 
+def test_cardcube_s_own_retries_are_botocore_s_standard_mode(monkeypatch, tmp_path):
+    """Adaptive mode's client-side rate limiter made an ingest through a store answering SlowDown 3x as slow, no more
+    often successful (benchmarks/results/2026-12-07/retry-modes): cardcube's own retries are standard, 9 tries."""
+    from cardcube.storage import s3_options
+
+    for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    assert s3_options({})["config_kwargs"] == {"retries": {"total_max_attempts": 9, "mode": "standard"}}
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")  # the user's choice, read by botocore
+    assert "config_kwargs" not in s3_options({})
+
+
 @pytest.mark.parametrize("where", ["environment", "profile"])
 def test_the_users_retry_settings_are_used_not_replaced(s3_bucket, s3_proxy, monkeypatch, tmp_path, where):
     """``AWS_MAX_ATTEMPTS`` and ``AWS_RETRY_MODE``, or a profile's ``max_attempts`` and ``retry_mode``, which every AWS
-    tool reads, were replaced by cardcube's own retries (adaptive, 9 tries a request), given to the client: a user
+    tool reads, were replaced by cardcube's own retries (9 tries a request), given to the client: a user
     could give a busy store neither more tries nor fewer. They are used as set; without them, cardcube's."""
     from cardcube.errors import StoreError
     from cardcube.storage import read_bytes, write_bytes

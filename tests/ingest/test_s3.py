@@ -76,7 +76,7 @@ def test_transient_errors_are_retried_and_the_ingest_completes(tiny_region, s3_b
     url = s3_bucket.url_for("cube")
     some = write_items(tiny_region.items, items_of(tiny_region.items, "sentinel-1-card-bs")[:8], "s3-faults.json")
     s3_proxy.fail_randomly(0.05, status=503, code="SlowDown", seed=3)
-    # standard retries (bounded, exponential backoff) keep the test short; production uses adaptive mode
+    # fewer tries than cardcube's 9 (standard mode, as its default) keep the test short
     result = ingest(some, url, collection="s1", chunks=CHUNKS, progress=False,
                     storage_options=s3_proxy.storage_options(attempts=6))
     stats = s3_proxy.snapshot()
