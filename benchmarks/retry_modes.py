@@ -1,15 +1,15 @@
 """botocore's adaptive and standard retry modes against a throttling store: ``python -m benchmarks.retry_modes``.
 
-cardcube's S3 client retried in botocore's adaptive mode: a client-side token bucket which, once a throttling
-error is seen, limits the client's send rate and recovers slowly, where standard mode only backs off each request
-(exponential, with jitter). An ingest sends many requests at once through one client, so a few ``SlowDown`` answers
-may slow all of them. This ingests the same small synthetic S2 region into a fresh prefix of moto's S3 server on
-loopback, through the proxy of :mod:`cardcube.testing.s3proxy` answering a seeded share of requests with 503
-``SlowDown``, once per retry mode and throttling rate, side by side (the modes alternate within each repetition);
-then reads the season of a few parcels back (``parcel_timeseries``) under the same mode and rate. The mode is set
-as a user sets it, ``AWS_RETRY_MODE``, with ``AWS_MAX_ATTEMPTS`` at cardcube's 9 tries (8 retries). Each row: the
-median wall time, whether every run succeeded, the requests the proxy counted and the errors it injected (of the
-median run). ``--out DIR`` keeps the report (``retry-modes.md``) and its figures (``retry-modes.json``).
+cardcube's S3 client retried in botocore's adaptive mode until 2026-12-07: a client-side token bucket which, once a
+throttling error is seen, limits the client's send rate and recovers slowly, where standard mode only backs off each
+request (exponential, with jitter). An ingest sends many requests at once through one client, so a few ``SlowDown``
+answers may slow all of them. This ingests the same small synthetic S2 region into a fresh prefix of moto's S3
+server on loopback, through the proxy of :mod:`cardcube.testing.s3proxy` answering a seeded share of requests with
+503 ``SlowDown``, once per retry mode and throttling rate, side by side (the modes alternate within each
+repetition); then reads the season of a few parcels back (``parcel_timeseries``) under the same mode and rate. The
+mode is set as a user sets it, ``AWS_RETRY_MODE``, with ``AWS_MAX_ATTEMPTS`` at cardcube's 9 tries (8 retries). Each
+row: the median wall time, whether every run succeeded, the requests the proxy counted and the errors it injected
+(of the median run). ``--out DIR`` keeps the report (``retry-modes.md``) and its figures (``retry-modes.json``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from cube.timeseries import parcel_timeseries
 from ingest.job import ingest
 
 MODES = ("adaptive", "standard")
-ATTEMPTS = 9  # AWS_MAX_ATTEMPTS counts the first try: cardcube's own config has max_attempts 8, retries only
+ATTEMPTS = 9  # AWS_MAX_ATTEMPTS counts the first try, as cardcube's own config (total_max_attempts 9)
 BUCKET = "retries"
 
 
