@@ -14,6 +14,7 @@ endpoint told unusable at once), :mod:`cardcube.counting_store` (requests counte
 from __future__ import annotations
 
 import asyncio
+import copy
 import errno
 import functools
 import json
@@ -155,7 +156,8 @@ def s3_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
     env = s3_options_from_env()
     if "endpoint_url" in (given.get("client_kwargs") or {}):
         env.pop("endpoint_url", None)
-    defaults = {k: v for k, v in _S3_DEFAULTS.items() if k != "config_kwargs" or not _retries_set(given.get("profile"))}
+    defaults = {k: copy.deepcopy(v) for k, v in _S3_DEFAULTS.items()  # a copy: botocore edits its config in place
+                if k != "config_kwargs" or not _retries_set(given.get("profile"))}
     return {**defaults, **env, **given}
 
 

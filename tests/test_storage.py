@@ -218,6 +218,9 @@ def test_cardcube_s_own_retries_are_botocore_s_standard_mode(monkeypatch, tmp_pa
     for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    given = s3_options({})
+    assert given["config_kwargs"] == {"retries": {"total_max_attempts": 9, "mode": "standard"}}
+    given["config_kwargs"]["retries"].update(max_attempts=2)  # as botocore edits the config it is given, in place
     assert s3_options({})["config_kwargs"] == {"retries": {"total_max_attempts": 9, "mode": "standard"}}
     monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")  # the user's choice, read by botocore
     assert "config_kwargs" not in s3_options({})
