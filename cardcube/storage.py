@@ -49,8 +49,8 @@ TIMEOUT_ATTEMPTS = 2  # tries of a request to a store opened with a ``timeout``:
 # botocore's standard retry mode backs off each request on 500/503/SlowDown; s3fs adds its own retries on top. Its
 # adaptive mode also limits the whole client's send rate after a throttling error, recovering slowly: an ingest, many
 # requests at once through one client, took 3x as long at 2 % and 10 % SlowDown and succeeded no more often
-# (benchmarks/results/2026-12-07/retry-modes). Given as tries counting the first: botocore rewrites a
-# ``max_attempts`` (retries only) as those, in place, in this very dict, at the first client it makes.
+# (benchmarks/results/2026-12-07/retry-modes). Given as tries counting the first, the form botocore keeps: it
+# rewrites a ``max_attempts`` (retries only) as those in the dict it is given, in place (s3_options gives a copy).
 _S3_DEFAULTS: dict[str, Any] = {
     "config_kwargs": {"retries": {"total_max_attempts": 9, "mode": "standard"}},
     "use_listings_cache": False,  # the ledger is found by listing: never answer from a stale cache
