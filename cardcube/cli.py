@@ -81,6 +81,7 @@ def storage_options(args: argparse.Namespace) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cardcube`` parser: every subcommand, each registered by the package that implements it."""
     parser = argparse.ArgumentParser(
         prog="cardcube",
         description="Sentinel-1/2 CARD scenes as time-first Zarr v3 cubes for CAP checks by monitoring.",

@@ -128,6 +128,7 @@ def _claim(out: Path, settings: dict, *, fresh: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``cardcube demo``: synthetic scenes, ingest, catalog, reads, extraction and flags in ``--out``; the exit code."""
     from cardcube.errors import InvalidRequestError
 
     out = Path(args.out)

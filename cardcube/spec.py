@@ -142,6 +142,7 @@ class ChunkLayout:
         return (1 if hot else self.time, side, side)
 
     def with_(self, **changes: int) -> ChunkLayout:
+        """This layout with ``changes`` (field names as keywords)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, int]:
@@ -197,12 +198,14 @@ class CubeSpec:
         return any(b.units == "dB" for b in self.bands)
 
     def band(self, name: str) -> BandSpec:
+        """The band named ``name``; an InvalidRequestError naming the cube's bands if none."""
         for b in self.bands:
             if b.name == name:
                 return b
         raise InvalidRequestError(f"unknown band {name!r}: the {self.name} cube has {', '.join(self.band_names)}")
 
     def bands_at(self, resolution: int) -> tuple[BandSpec, ...]:
+        """The bands stored at ``resolution`` metres, in the spec's order."""
         return tuple(b for b in self.bands if b.resolution == resolution)
 
     def with_chunks(self, chunks: ChunkLayout) -> CubeSpec:

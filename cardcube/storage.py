@@ -484,6 +484,7 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def write_json(store: Store, key: str, obj: Any, *, create_only: bool = False) -> None:
+    """Write ``obj`` as JSON at ``key``; ``create_only``: only if the key does not exist yet (:func:`create_bytes`)."""
     (create_bytes if create_only else write_bytes)(store, key, json_bytes(obj))
 
 

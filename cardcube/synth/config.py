@@ -105,6 +105,7 @@ class SynthConfig:
         return cls(**base)
 
     def with_(self, **changes: Any) -> SynthConfig:
+        """This configuration with ``changes`` (field names as keywords)."""
         return replace(self, **changes)
 
     def resolved_origin(self) -> tuple[float, float]:

@@ -46,6 +46,7 @@ class Canopy:
 
 
 def logistic(x: np.ndarray) -> np.ndarray:
+    """The logistic curve, clipped so that ``exp`` never overflows."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
 
 

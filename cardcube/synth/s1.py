@@ -21,10 +21,12 @@ MANTISSA_BITS = 11  # float32 bits kept: 0.01 dB precision, far below speckle, c
 # The generator's own conversions, in its arrays' dtype (float32 images) and with a floor instead of -inf:
 # cardcube.decibels converts in float64, and through it every synthetic scene, and the tests' numbers, would change.
 def db(x: np.ndarray) -> np.ndarray:
+    """Linear power to dB, floored at -100 dB."""
     return 10 * np.log10(np.maximum(x, 1e-10))
 
 
 def linear(x_db: np.ndarray) -> np.ndarray:
+    """dB to linear power."""
     return 10 ** (np.asarray(x_db) / 10)
 
 

@@ -11,6 +11,7 @@ classified from the 20 m means), so both resolutions agree. Values are packed as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from cardcube.synth.clouds import CloudLayers, cloud_layers, draw_cloud_cover
 from cardcube.synth.phenology import BUILT, N_BACKGROUND, ROAD, VERGE, WATER
 from cardcube.synth.region import BASE_RES
 from cardcube.synth.world import S2_STREAM, World, rng_for
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 # Simulation band order (all reflective bands of the L2A product we write).
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -152,7 +156,7 @@ def classify(refl: dict[str, np.ndarray], layers: CloudLayers, valid: np.ndarray
     return scl
 
 
-def swath_footprint(world: World, acq: Acquisition):
+def swath_footprint(world: World, acq: Acquisition) -> BaseGeometry:
     """The ground seen by pass ``acq`` as a polygon in the region CRS (the whole region if full)."""
     from shapely.geometry import Polygon, box
 
