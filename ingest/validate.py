@@ -151,7 +151,6 @@ class CheckedScene:
     scene: SourceScene
     windows: dict[int, Window]  # per native resolution
     checksums: dict[str, str]
-    valid_fraction: float
     source_bytes: int = 0  # of its band files, as read for the checks
     values: dict[str, ValueMap] = field(default_factory=dict)  # per band: file values to stored ones
     converted: dict[str, str] = field(default_factory=dict)  # per band taken as linear power: why
@@ -335,7 +334,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
     stamps: dict[str, FileStamp] = {}
     values: dict[str, ValueMap] = {}
     converted: dict[str, str] = {}
-    valid = total = size = 0
+    valid = size = 0
     counts: dict[str, int] = {}  # valid pixels per band
     cells: dict[str, _Counts] = {}  # per band: its counts, with where its valid pixels are (coverage_cells)
     # a coverage map of the finest bands (every band of backscatter), to tell another part of a date from a
@@ -374,7 +373,6 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         _check_units(sid, band, file.counts, file.converted, scene.units.get(band.name))
         _check_flags(sid, band, file.counts)
         valid += file.counts.valid
-        total += geobox.shape[0] * geobox.shape[1]
         counts[band.name] = file.counts.valid
         cells[band.name] = file.counts
     _check_blank_bands(scene, spec, counts)
@@ -404,7 +402,7 @@ def check_scene(scene: SourceScene, spec: CubeSpec, *, linear_power: bool = Fals
         raise NoDataOnTileError(sid, f"no valid pixel on tile {tile.tile_id} once resampled onto it: its footprint "
                                      f"overlaps the tile, but only with nodata (its data lie beyond the tile)")
     coverage = None if off_grid else _coverage(spec, cells)
-    return CheckedScene(scene, windows, checksums, valid / total, size, values, converted, warped, paths=paths,
+    return CheckedScene(scene, windows, checksums, size, values, converted, warped, paths=paths,
                         stamps=stamps, footprint=footprint, coverage=coverage)
 
 

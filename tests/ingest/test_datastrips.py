@@ -190,7 +190,7 @@ def test_coverage_tells_parts_of_a_tile_from_products_holding_data_where_another
     scene = SourceScene("A", "sentinel-2-l2a", "31UFU", "2024-05-02T10:50:31Z", "sentinel-2a", 51, "descending", None)
 
     def checked(cells: np.ndarray) -> CheckedScene:
-        return CheckedScene(scene, {10: (0, 0, 200, 200)}, {}, 1.0, coverage=cells.astype(np.uint8))
+        return CheckedScene(scene, {10: (0, 0, 200, 200)}, {}, coverage=cells.astype(np.uint8))
     west, east = np.zeros((10, 10)), np.zeros((10, 10))
     west[:, :5], west[:, 5], east[:, 5], east[:, 6:] = FULL, SOME, SOME, FULL  # they meet along column 5
     assert not covers([checked(west)]) and covers([checked(west), checked(east)])

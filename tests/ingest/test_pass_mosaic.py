@@ -265,7 +265,7 @@ def _piece(item: str, time: str, *, tile: str = TILE, orbit: int = 37, of_item: 
            window: tuple[int, int, int, int] = (0, 0, 10, 10)) -> CheckedScene:
     scene = SourceScene(f"{item}_T{tile}", RTC, tile, time, "sentinel-1a", orbit, "descending", None,
                         item_id=item if of_item else "")
-    return CheckedScene(scene, {10: window}, {}, 1.0)
+    return CheckedScene(scene, {10: window}, {})
 
 
 def test_the_slices_of_a_pass_are_those_of_one_tile_orbit_and_time_each_within_the_gap_of_the_last():

@@ -17,7 +17,7 @@ def scene(i: int, *, tile: str = "31UFU", window: tuple[int, int, int, int] = (1
     src = SourceScene(f"S{i:03d}", "sentinel-2-l2a", tile, f"2024-05-{i + 1:02d}T10:50:00Z", "sentinel-2a", 51,
                       "descending", 10.0, {})
     r, c, h, w = window
-    return CheckedScene(src, {10: window, 20: (r // 2, c // 2, h // 2, w // 2)}, {"B02": "sha256:x"}, 1.0)
+    return CheckedScene(src, {10: window, 20: (r // 2, c // 2, h // 2, w // 2)}, {"B02": "sha256:x"})
 
 
 def apply(head: CubeVersion, scenes: list[CheckedScene]) -> tuple[CubeVersion, list]:
@@ -137,7 +137,7 @@ def test_a_rejected_slice_of_a_pass_is_outstanding_after_another_slice_went_in()
     spec = S1_BACKSCATTER.with_chunks(SPEC.chunks)
     src = SourceScene("P001", "sentinel-1-card-bs", "31UFU", "2024-05-02T05:50:00Z", "sentinel-1a", 37, "descending",
                       None, {})
-    v1 = plan_ingest(CubeVersion.empty(spec), [CheckedScene(src, {10: (0, 0, 100, 100)}, {"VV": "sha256:x"}, 1.0)],
+    v1 = plan_ingest(CubeVersion.empty(spec), [CheckedScene(src, {10: (0, 0, 100, 100)}, {"VV": "sha256:x"})],
                      rejected=[next_slice := Rejection("P002", "SceneReadError", "truncated", tile="31UFU",
                                                        time="2024-05-02T05:50:20Z"),
                                Rejection("P003", "DuplicateSceneError", "same time", tile="31UFU",
