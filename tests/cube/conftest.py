@@ -1,12 +1,17 @@
 """Fixtures of the read-side tests: the tiny region's parcels, and one parcel to look at; a day of one and a day
 of two Sentinel-1 passes of ``two_pass_cube`` (tests/conftest.py); a register of three fields (``FIELDS``) to read
-parcels from."""
+parcels from; an extraction's parameters and hand-made cube versions for the tests of its manifest and files."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import geopandas as gpd
 import pytest
 from shapely.geometry import Polygon, box
+
+from cardcube.spec import cube_spec
+from cube.ledger import Acquisition, CubeVersion, SceneRecord, TileState
 
 UTM = "EPSG:32631"
 # Three fields near Lelystad (NL), lon/lat, about 200 m x 150 m each, the last one an L shape.
@@ -49,3 +54,20 @@ def two_pass_days(two_pass_cube) -> tuple[str, list[tuple[str, str]]]:
     single = next(day for day, acqs in days.items() if len(acqs) == 1)
     double = next(day for day, acqs in days.items() if len(acqs) == 2)
     return single, sorted(days[double])
+
+
+# An extraction's parameters and hand-made cube versions, for the tests of its manifest and files without a cube
+PARAMETERS = {"cube": "memory://cube", "collection": "s2", "version": 1, "bands": ["B04"], "block": 256}
+
+
+def _version(number: int, scenes: list[str]) -> CubeVersion:
+    acqs = tuple(Acquisition(f"2024-05-0{i + 1}T10:50:31Z", sid, "sentinel-2a", 8, "descending")
+                 for i, sid in enumerate(scenes))
+    return replace(CubeVersion.empty(cube_spec("s2")), version=number, tiles={"31UFU": TileState("31UFU", cold=acqs)})
+
+
+def _recorded(version: CubeVersion, **versions: int) -> CubeVersion:
+    """``version`` with a record of each of its scenes, written by version 1 but those given (``S2A_2=3``)."""
+    acqs = [a for state in version.tiles.values() for a in state.acquisitions]
+    return replace(version, scenes={a.scene_id: SceneRecord(a.scene_id, "31UFU", a.time, versions.get(a.scene_id, 1))
+                                    for a in acqs})
