@@ -28,12 +28,17 @@ test: $(STAMP)
 
 # The suite on the lowest versions pyproject.toml allows (uv's lowest-direct resolution), in .venv-lowest: run it
 # when a lower bound changes or the code takes up a dependency's newer API. Not part of `make test` (CI).
+# lowest-direct alone takes a direct dependency's floor only where no other package asks for more (s3fs's lowest
+# release allowed an aiobotocore pinning botocore 1.41, above our 1.36), so each floor is also a constraint
+# (constraints.txt, from pyproject.toml): uv picks the others to fit every floor, or fails naming the one it cannot.
 LOWEST := .venv-lowest
+LOWEST_EXTRAS := test bench
 test-lowest: $(STAMP)
 	$(BIN)/python -m pip install --quiet "uv>=0.5"
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
-	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --extra bench --resolution lowest-direct \
-		--python $(LOWEST)/bin/python -o $(LOWEST)/requirements.txt
+	$(BIN)/python tools/lowest_constraints.py pyproject.toml $(LOWEST_EXTRAS) > $(LOWEST)/constraints.txt
+	$(BIN)/uv pip compile --quiet pyproject.toml $(addprefix --extra ,$(LOWEST_EXTRAS)) --resolution lowest-direct \
+		--constraints $(LOWEST)/constraints.txt --python $(LOWEST)/bin/python -o $(LOWEST)/requirements.txt
 	$(BIN)/uv pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --no-deps -e . -C editable_mode=compat
 	$(LOWEST)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
