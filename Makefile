@@ -36,7 +36,8 @@ LOWEST_EXTRAS := test bench
 test-lowest: $(STAMP)
 	$(BIN)/python -m pip install --quiet "uv>=0.5"
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
-	$(BIN)/python tools/lowest_constraints.py pyproject.toml $(LOWEST_EXTRAS) > $(LOWEST)/constraints.txt
+	$(BIN)/python tests/lowest_constraints.py pyproject.toml $(LOWEST_EXTRAS) > $(LOWEST)/constraints.txt
+	rm -f $(LOWEST)/requirements.txt  # else uv prefers an earlier run's picks of the indirect ones
 	$(BIN)/uv pip compile --quiet pyproject.toml $(addprefix --extra ,$(LOWEST_EXTRAS)) --resolution lowest-direct \
 		--constraints $(LOWEST)/constraints.txt --python $(LOWEST)/bin/python -o $(LOWEST)/requirements.txt
 	$(BIN)/uv pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt

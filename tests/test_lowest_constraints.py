@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def constraints(pyproject: Path, *extras: str) -> list[str]:
-    script = ROOT / "tools" / "lowest_constraints.py"
+    script = ROOT / "tests" / "lowest_constraints.py"
     run = subprocess.run([sys.executable, str(script), str(pyproject), *extras], capture_output=True, text=True,
                          timeout=60, check=True)
     return run.stdout.splitlines()
