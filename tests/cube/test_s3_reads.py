@@ -290,6 +290,14 @@ def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recove
         return server.http.get(f"/collections/s2/parcels/{pid}/timeseries",  # opening its array
                                params={"bands": bands}, timeout=30)
 
+    def answers(bands: str) -> None:  # as a client heeding Retry-After: on a loaded machine a read of moto can
+        for _ in range(3):  # itself outlast the 2 s --store-timeout, a 503 the service rightly gives
+            r = get(bands)
+            if r.status_code != 503 or r.json()["error"] != "StoreUnavailable":
+                break
+            time.sleep(1)
+        assert r.status_code == 200, r.text
+
     def out_of_reach(r) -> None:
         assert r.status_code == 503, r.text
         assert int(r.headers["Retry-After"]) > 0
@@ -297,28 +305,28 @@ def test_the_rest_service_answers_503_while_its_store_is_out_of_reach_and_recove
         assert f"from {bucket}: the store cannot be reached or does not answer" in r.json()["detail"]
 
     try:
-        assert get("B04").status_code == 200
+        answers("B04")
         s3_proxy.configure(latency_s=600)  # connections taken, nothing answered: a hung store or a dead path
         out_of_reach(get("B04"))
         out_of_reach(get("B08"))
         s3_proxy.configure(latency_s=0)
-        assert get("B08").status_code == 200
+        answers("B08")
         port = s3_proxy.port
         s3_proxy.stop()  # gone: connections refused
         out_of_reach(get("B03"))
         s3_proxy.start(port=port)  # back, at its address
-        assert get("B03").status_code == 200
+        answers("B03")
         s3_proxy.fail_randomly(1.0, status=503, code="SlowDown")  # throttling past both tries
         out_of_reach(get("B02"))
         s3_proxy.fail_randomly(1.0, status=500, code="InternalError")  # there, but failing: no Retry-After
         r = get("B02")
         assert r.status_code == 502 and r.json()["error"] == "Store" and "Retry-After" not in r.headers, r.text
         s3_proxy.clear_faults()
-        assert get("B02").status_code == 200
+        answers("B02")
         s3_proxy.cut_next(10**6, path_contains="/c/")  # every shard's answer cut off midway: a 500 with its traceback
         out_of_reach(get("B05"))
         s3_proxy.clear_faults()
-        assert get("B05").status_code == 200
+        answers("B05")
     finally:
         server.close()
 
