@@ -847,14 +847,15 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     from tests.conftest import TEST_CHUNKS
     from tests.ingest.scene_edits import items_of, write_items
 
-    features = items_of(tiny_region.items, "sentinel-2-l2a")
-    first = write_items(tiny_region.items, features[:6] + features[7:12], "update-first.json")
+    features = items_of(tiny_region.items, "sentinel-2-l2a")[:9]  # the season's first 9 dates, of its 19
+    first = write_items(tiny_region.items, features[:2] + features[3:6], "update-first.json")  # 4 cold, 1 hot
     cube, out = tmp_path / "cube", tmp_path / "out"
     ingest(first, cube, chunks=ChunkLayout.parse(TEST_CHUNKS), progress=False)
     kw = {"bands": ["B04", "NDVI"], "block": BLOCK, "time_block": TIME_BLOCK, "progress": False}
     extract(parcels, cube, out, **kw)
     written = {p: p.read_bytes() for p in (out / "timeseries").rglob("*.parquet")}
-    ingest(tiny_region.items, cube, progress=False)  # version 2: 8 more dates, hot buffer compacted
+    everything = write_items(tiny_region.items, features, "update-all.json")
+    assert ingest(everything, cube, progress=False).compacted  # version 2: 4 more dates, hot buffer compacted
     with pytest.raises(InvalidRequestError, match="--update") as refused:
         extract(parcels, cube, out, **kw)
     assert "resume" not in str(refused.value)  # it is complete
@@ -872,7 +873,7 @@ def test_an_update_adds_only_the_new_dates_and_gives_the_numbers_of_a_whole_run(
     added = {p for p in (out / "timeseries").rglob("*.parquet")} - set(written)
     run = json.loads((out / "manifest.json").read_text())["run"]  # of the first run, which names the update's too
     assert added and all(p.name.endswith(f"-v00000002-{run}.parquet") for p in added)
-    new_times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in [features[6], *features[12:]]}
+    new_times = {pd.Timestamp(f["properties"]["datetime"]).tz_localize(None) for f in [features[2], *features[6:]]}
     assert set(pd.concat([pd.read_parquet(p) for p in added]).time) == new_times
     whole = extract(parcels, cube, tmp_path / "whole", **kw)
     assert whole.version == 2
