@@ -262,6 +262,7 @@ class S3Proxy:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._shutdown())
+            _cancel_remaining(loop)
             loop.close()
 
     async def _startup(self) -> None:
@@ -609,6 +610,17 @@ async def _throttle(nbytes: int, bps: float | None, started: float) -> None:
         delay = started + nbytes / bps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def _cancel_remaining(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still on ``loop`` after its shutdown and let them end, as :func:`asyncio.run` does: a
+    request's handler or a connection's task left pending was destroyed with the loop ("Task was destroyed but it is
+    pending!" at the end of a test session)."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def _paged(request: web.Request, max_keys: int | None) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -291,6 +292,15 @@ def test_stop_is_bounded_with_a_request_in_flight(s3_bucket: S3Bucket, s3_server
     assert time.monotonic() - started < 5
     reader.join(10)
     assert not reader.is_alive() and errors  # the client saw the cut, it did not hang
+
+
+def test_stop_ends_the_tasks_left_on_its_loop(s3_server: S3Server) -> None:
+    """A task still pending on the proxy's loop once it has shut down is cancelled and let end, as asyncio.run does:
+    it was destroyed with the loop, pending ("Task was destroyed but it is pending!" at the end of a session)."""
+    proxy = start_s3_proxy(s3_server.endpoint_url)
+    left = asyncio.run_coroutine_threadsafe(asyncio.sleep(600), proxy._loop)
+    proxy.stop()
+    assert left.cancelled()
 
 
 def test_answers_cut_off_hidden_objects_conditions_and_pages(s3_bucket: S3Bucket, s3_proxy: S3Proxy) -> None:
