@@ -7,7 +7,7 @@ import argparse
 import importlib.util
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,17 @@ def check_out(parser: argparse.ArgumentParser, out: Path, *, names: Iterable[str
     for name in names:
         if (out / name).is_dir():
             parser.error(f"--out {shown}: {out / name} is a folder")
+
+
+def repeat_command(module: str, given: Mapping[str, Any], flags: Mapping[str, str], defaults: Mapping[str, Any]) -> str:
+    """``python -m module`` with the flag of each setting in ``given`` that is not its default: the command that
+    repeats a run, as its report states it. A tuple is shown comma-separated, a float as ``:g``."""
+    def shown(value: Any) -> str:
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return " ".join([f"python -m {module}", *(f"{flags[k]} {shown(v)}" for k, v in given.items() if v != defaults[k])])
 
 
 def write_whole(path: Path, data: str | bytes) -> None:

@@ -30,7 +30,7 @@ from unittest import mock
 import geopandas as gpd
 
 from benchmarks.extraction import save_report
-from benchmarks.options import S3_SERVER, check_extra, check_out, own_s3_settings
+from benchmarks.options import S3_SERVER, check_extra, check_out, own_s3_settings, repeat_command
 from cardcube.option_types import number, whole_number
 from cardcube.spec import cube_spec
 from cardcube.synth import SynthConfig, generate
@@ -135,13 +135,10 @@ DEFAULTS = {"rates": "0,0.02,0.1", "size_km": 1.0, "repeats": 2, "parcels": 5}
 
 def command(results: dict[str, Any]) -> str:
     """The command that repeats the run of ``results`` (its settings when not the defaults)."""
-    args = ["python -m benchmarks.retry_modes"]
     given = {"rates": ",".join(f"{r:g}" for r in results["rates"]), "size_km": results["size_km"],
              "repeats": results["repeats"], "parcels": results["parcels"]}
     flags = {"rates": "--rates", "size_km": "--size-km", "repeats": "--repeats", "parcels": "--parcels"}
-    args += [f"{flags[k]} {v:g}" if isinstance(v, float) else f"{flags[k]} {v}" for k, v in given.items()
-             if v != DEFAULTS[k]]
-    return " ".join(args)
+    return repeat_command("benchmarks.retry_modes", given, flags, DEFAULTS)
 
 
 def report(results: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings
+from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings, repeat_command
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -149,12 +149,10 @@ def run(size_km: float, reps: int, latency_ms: float, bandwidth_mbps: float | No
 
 def command(results: dict[str, Any]) -> str:
     """The command that repeats the run of ``results`` (its settings when not the defaults)."""
-    args = ["python -m benchmarks.service"]
     given = {"size_km": results["size_km"], "reps": results["reps"], "latency_ms": results["tier"]["latency_ms"],
              "bandwidth_mbps": results["tier"]["bandwidth_mbps"] or 0.0}
     flags = {"size_km": "--size-km", "reps": "--reps", "latency_ms": "--latency", "bandwidth_mbps": "--bandwidth"}
-    args += [f"{flags[k]} {v:g}" for k, v in given.items() if v != DEFAULTS[k]]
-    return " ".join(args)
+    return repeat_command("benchmarks.service", given, flags, DEFAULTS)
 
 
 def _count(values: list[int]) -> str:

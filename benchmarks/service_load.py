@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import progress, rerender, save_report
-from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings
+from benchmarks.options import S3_SERVER, add_s3_options, check_extra, check_out, own_s3_settings, repeat_command
 from cardcube.option_types import whole_number
 
 Log = Callable[[str], None]
@@ -163,9 +163,7 @@ def command(results: dict[str, Any]) -> str:
              "bandwidth_mbps": results["tier"]["bandwidth_mbps"] or 0.0}
     flags = {"reads": "--reads", "clients": "--clients", "requests": "--requests", "parcels": "--parcels",
              "latency_ms": "--latency", "bandwidth_mbps": "--bandwidth"}
-    shown = {k: ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" for k, v in given.items()}
-    return " ".join(["python -m benchmarks.service_load",
-                     *(f"{flags[k]} {shown[k]}" for k, v in given.items() if v != DEFAULTS[k])])
+    return repeat_command("benchmarks.service_load", given, flags, DEFAULTS)
 
 
 def _s(value: float | None) -> str:

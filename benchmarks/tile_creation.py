@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.extraction import save_report
-from benchmarks.options import S3_SERVER, check_extra, check_out, milliseconds, own_s3_settings
+from benchmarks.options import S3_SERVER, check_extra, check_out, milliseconds, own_s3_settings, repeat_command
 from cardcube.grid import TileGrid
 from cardcube.option_types import whole_number
 from cardcube.spec import cube_spec
@@ -62,12 +62,10 @@ DEFAULTS = {"latency_ms": "0,20", "collection": "s2", "repeats": 3}
 
 def command(results: dict[str, Any]) -> str:
     """The command that repeats the run of ``results`` (its settings when not the defaults)."""
-    args = ["python -m benchmarks.tile_creation"]
     given = {"latency_ms": ",".join(f"{r['latency_ms']:g}" for r in results["rows"]),
              "collection": results["collection"], "repeats": results["repeats"]}
     flags = {"latency_ms": "--latency-ms", "collection": "--collection", "repeats": "--repeats"}
-    args += [f"{flags[k]} {v}" for k, v in given.items() if v != DEFAULTS[k]]
-    return " ".join(args)
+    return repeat_command("benchmarks.tile_creation", given, flags, DEFAULTS)
 
 
 def report(results: dict[str, Any]) -> str:
